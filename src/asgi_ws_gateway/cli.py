@@ -1,0 +1,79 @@
+"""The ``asgi-ws-gateway`` command line.
+
+Exit codes: 0 success, 1 the command failed at run time, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import json_schema, load_config
+from .errors import ConfigError
+from .standalone import CONFIG_ENV
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="asgi-ws-gateway", description="WebSocket API gateway: run, check and describe configurations."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve a configuration file under uvicorn")
+    run.add_argument("config", help="YAML or JSON configuration file")
+    run.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    run.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    run.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)")
+    run.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation (default: %(default)s)")
+    run.add_argument("--log-level", default="info", help="(default: %(default)s)")
+
+    check = commands.add_parser("check", help="validate a configuration file and list every problem")
+    check.add_argument("config")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    commands.add_parser("schema", help="print the JSON Schema of configuration files")
+
+    args = parser.parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        if args.command == "check" and args.json:
+            print(json.dumps({"valid": False, "problems": exc.problems}))
+        else:
+            print(exc, file=sys.stderr)
+        return 2
+    if args.command == "check":
+        names = [api.name for api in config.apis]
+        if args.json:
+            print(json.dumps({"valid": True, "apis": names}))
+        else:
+            print(f"{args.config}: valid, {len(names)} API(s): {', '.join(names) or '-'}")
+        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    uvicorn.run(
+        "asgi_ws_gateway.standalone:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        ws=args.ws,
+        log_level=args.log_level,
+        lifespan="on",
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

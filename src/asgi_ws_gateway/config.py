@@ -1,0 +1,249 @@
+"""The gateway's configuration: typed models, loading from YAML/JSON/dict, errors by field path.
+
+A configuration is validated eagerly: :func:`load_config` either returns a :class:`GatewayConfig`
+whose cross-field rules hold (unique names, non-overlapping paths, upstream URL placeholders that
+the API path defines) or raises :class:`~asgi_ws_gateway.errors.ConfigError` listing every problem
+as ``field.path: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from .errors import ConfigError
+from .routing import PathTemplate, TemplateError, overlapping
+
+MIB = 1024 * 1024
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class UpstreamConfig(_Model):
+    """One backend of a WebSocket API.
+
+    In a file an upstream is a URL string or a mapping with ``url``; in code it may carry the
+    ASGI ``app`` object itself. URLs may use the API path's parameters: ``ws://chat:9000/rooms/{room}``.
+    """
+
+    url: str = Field(
+        description="ws://host[:port]/path, wss://host[:port]/path, or asgi:module:attribute "
+        "(an ASGI app run in this process). {name} placeholders take the API path's parameters.",
+    )
+    path: str | None = Field(
+        default=None,
+        description="asgi: upstreams only: the path the in-process app sees (default: the client's path).",
+    )
+    ca_bundle: str | None = Field(
+        default=None, description="wss:// only: a PEM file of CA certificates to verify the upstream with."
+    )
+    verify_tls: bool = Field(default=True, description="wss:// only: verify the upstream's certificate.")
+    app: SkipJsonSchema[Any] = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_url(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"url": data}
+        if not isinstance(data, Mapping):
+            return data
+        url = data.get("url")
+        if data.get("app") is not None:
+            return {"url": "asgi:", **data} if url is None else data
+        if isinstance(url, str) and not url.startswith(("ws://", "wss://", "asgi:")):
+            raise PydanticCustomError("ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": url})
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_app(self) -> UpstreamConfig:
+        if self.kind == "asgi" and self.app is None:
+            target = self.url.removeprefix("asgi:")
+            module_name, _, attr = target.partition(":")
+            if not module_name or not attr:
+                raise PydanticCustomError(
+                    "asgi_url", "'{url}' must name an app as asgi:module:attribute", {"url": self.url}
+                )
+            try:
+                app = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise PydanticCustomError(
+                    "asgi_import", "cannot import '{target}': {error}", {"target": target, "error": str(exc)}
+                ) from exc
+            object.__setattr__(self, "app", app)
+        if self.kind != "wss" and (self.ca_bundle is not None or not self.verify_tls):
+            raise PydanticCustomError("tls_option", "ca_bundle and verify_tls apply to wss:// upstreams only")
+        if self.path is not None and self.kind != "asgi":
+            raise PydanticCustomError("path_option", "path applies to asgi: upstreams only")
+        return self
+
+    @property
+    def kind(self) -> Literal["ws", "wss", "asgi"]:
+        if self.url.startswith("wss://"):
+            return "wss"
+        return "ws" if self.url.startswith("ws://") else "asgi"
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name this backend (never includes credentials or query)."""
+        if self.kind == "asgi":
+            return self.url if self.url != "asgi:" else f"asgi:{getattr(self.app, '__name__', 'app')}"
+        return self.url.split("?", 1)[0]
+
+
+class ApiConfig(_Model):
+    """A WebSocket API: a public path the gateway owns and the backends it proxies to."""
+
+    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier (logs, metrics, management).")]
+    display_name: str | None = Field(default=None, description="Human name; defaults to name.")
+    path: str = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
+    upstreams: list[UpstreamConfig] = Field(min_length=1, description="Backends, tried in balancing order.")
+    balancing: Literal["round-robin", "least-connections"] = "round-robin"
+    forward_query: bool = Field(default=True, description="Append the client's query string upstream.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open one upstream (TCP+TLS+handshake).")
+    max_message_size: int = Field(
+        default=MIB,
+        gt=0,
+        description="Bytes; a larger message closes its sender with 1009, its peer with 1001.",
+    )
+    compression: Literal["deflate"] | None = Field(
+        default="deflate", description="permessage-deflate offered on the upstream leg (null: none)."
+    )
+    ping_interval: float | None = Field(
+        default=20.0, gt=0, description="Seconds between keepalive pings to the upstream (null: off)."
+    )
+    ping_timeout: float | None = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds to wait for a pong before the upstream is declared dead (1011).",
+    )
+    idle_timeout: float | None = Field(
+        default=None, gt=0, description="Close with 1001 after this many seconds with no message either way."
+    )
+    max_lifetime: float | None = Field(
+        default=None, gt=0, description="Close with 1001 this many seconds after the connection opened."
+    )
+    unhealthy_after: int = Field(
+        default=3, ge=1, description="Consecutive connect failures after which a backend cools down."
+    )
+    cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+
+class GatewayConfig(_Model):
+    """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
+
+    apis: list[ApiConfig] = Field(default_factory=list)
+    drain_grace_period: float = Field(
+        default=10.0, ge=0, description="Seconds open connections get to close when the gateway drains."
+    )
+    drain_close_code: Literal[1001, 1012] = Field(
+        default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a configuration file (generated from the models)."""
+    schema = GatewayConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "asgi-ws-gateway configuration"
+    return schema
+
+
+def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> GatewayConfig:
+    """Load and validate a configuration.
+
+    Args:
+        source: a :class:`GatewayConfig`, a mapping, or the path of a ``.yaml``/``.yml``/``.json`` file.
+
+    Raises:
+        ConfigError: with every problem found, each as ``field.path: message``.
+    """
+    origin: str | None = None
+    if isinstance(source, GatewayConfig):
+        config = source
+    else:
+        if isinstance(source, str | Path):
+            origin = str(source)
+            source = _read_file(Path(source))
+        try:
+            config = GatewayConfig.model_validate(source)
+        except ValidationError as exc:
+            raise ConfigError([_describe(error) for error in exc.errors()], origin) from None
+    problems = cross_check(config)
+    if problems:
+        raise ConfigError(problems, origin)
+    return config
+
+
+def cross_check(config: GatewayConfig) -> list[str]:
+    """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders."""
+    problems: list[str] = []
+    seen_names: dict[str, int] = {}
+    templates: list[tuple[int, PathTemplate]] = []
+    for i, api in enumerate(config.apis):
+        if api.name in seen_names:
+            problems.append(f"apis[{i}].name: duplicate API name '{api.name}' (also apis[{seen_names[api.name]}])")
+        seen_names.setdefault(api.name, i)
+        try:
+            template = PathTemplate(api.path)
+        except TemplateError as exc:
+            problems.append(f"apis[{i}].path: {exc}")
+            continue
+        for j, other in templates:
+            if overlapping(template, other):
+                problems.append(f"apis[{i}].path: '{api.path}' overlaps apis[{j}].path '{other.pattern}'")
+        templates.append((i, template))
+        for k, upstream in enumerate(api.upstreams):
+            for field, value in (("url", upstream.url), ("path", upstream.path or "")):
+                unknown = sorted(set(_PLACEHOLDER.findall(value)) - set(template.params))
+                if unknown:
+                    problems.append(
+                        f"apis[{i}].upstreams[{k}].{field}: placeholder(s) {', '.join(unknown)} "
+                        f"not defined by path '{api.path}'"
+                    )
+    return problems
+
+
+def _read_file(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text) or {}
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
+
+
+def _describe(error: Any) -> str:
+    """Render one pydantic error as ``apis[1].upstreams[0].url: message``."""
+    where = ""
+    for part in error["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    message = error["msg"]
+    if error["type"] in {"extra_forbidden"}:
+        message = "unknown field"
+    elif error["type"] not in {"missing"} and not error["type"].startswith(("ws_url", "asgi_", "tls_", "path_")):
+        message = f"{message} (got {error['input']!r})"
+    return f"{where or '(top level)'}: {message}"
+
+
+__all__ = ["ApiConfig", "GatewayConfig", "UpstreamConfig", "cross_check", "json_schema", "load_config"]

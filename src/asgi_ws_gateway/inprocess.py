@@ -1,0 +1,199 @@
+"""An ASGI application in this process as an upstream: the same semantics, no network hop.
+
+The app runs as a task speaking the ASGI WebSocket protocol to the gateway through two one-slot
+channels, so each side's ``send`` waits for the other to take the previous message: backpressure
+works as it does over a socket. A handshake the app refuses (``websocket.close`` or a
+``websocket.http.response``) is relayed like a network upstream's refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ._types import ASGIApp, Data, Headers, Message, Scope
+from .config import ApiConfig, UpstreamConfig
+from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .upstream import UpstreamClosed, UpstreamConnection, UpstreamRequest, kept_response_headers
+
+logger = logging.getLogger(__name__)
+
+
+class AppDisconnected(OSError):
+    """Raised to the in-process app when it sends after the gateway closed its connection."""
+
+
+class InProcessConnector:
+    """Runs an ASGI app per connection as the upstream."""
+
+    def __init__(self, api: ApiConfig, upstream: UpstreamConfig) -> None:
+        self.api = api
+        self.app: ASGIApp = upstream.app
+        self.label = upstream.label
+
+    async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
+        connection = InProcessConnection(self.app, _app_scope(request), self.api.max_message_size)
+        try:
+            async with asyncio.timeout(self.api.connect_timeout):
+                await connection.handshake()
+        except TimeoutError:
+            await connection.abort()
+            raise UpstreamTimeout(
+                f"{self.label} did not complete the handshake in {self.api.connect_timeout:g} s"
+            ) from None
+        return connection
+
+
+def _app_scope(request: UpstreamRequest) -> Scope:
+    path, _, query = request.url.partition("?")
+    scope = dict(request.scope)
+    scope.update(
+        path=path,
+        raw_path=path.encode("latin-1"),
+        query_string=query.encode("latin-1"),
+        headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers],
+        subprotocols=list(request.subprotocols),
+        extensions={"websocket.http.response": {}},
+    )
+    return scope
+
+
+class InProcessConnection:
+    def __init__(self, app: ASGIApp, scope: Scope, max_size: int) -> None:
+        self.subprotocol: str | None = None
+        self.response_headers: Headers = []
+        self._app = app
+        self._scope = scope
+        self._max_size = max_size
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
+        self._from_app: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue(maxsize=1)
+        self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rejection: tuple[int, list[tuple[str, str]], bytearray] | None = None
+        self._closed_by_gateway: tuple[int, str] | None = None
+        self._app_closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def handshake(self) -> None:
+        self._to_app.put_nowait({"type": "websocket.connect"})
+        self._task = asyncio.create_task(self._run())
+        await asyncio.shield(self._handshake)
+
+    async def _run(self) -> None:
+        outcome = UpstreamClosed(1006, "", by_peer=True)  # returned without a close frame
+        try:
+            await self._app(self._scope, self._receive, self._send)
+        except AppDisconnected:
+            pass
+        except Exception as exc:
+            logger.exception("in-process upstream app raised")
+            outcome = UpstreamClosed(1011, "", by_peer=False)
+            self._fail_handshake(UpstreamUnreachable(f"in-process upstream raised {type(exc).__name__}"))
+        self._fail_handshake(UpstreamUnreachable("in-process upstream returned without accepting"))
+        if not self._app_closed and self._closed_by_gateway is None:
+            self._app_closed = True
+            await self._from_app.put(outcome)
+
+    def _fail_handshake(self, error: Exception) -> None:
+        if not self._handshake.done():
+            self._handshake.set_exception(error)
+
+    async def _receive(self) -> Message:
+        if self._closed_by_gateway is not None:
+            code, reason = self._closed_by_gateway
+            return {"type": "websocket.disconnect", "code": code, "reason": reason}
+        return await self._to_app.get()
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if self._closed_by_gateway is not None or self._app_closed:
+            raise AppDisconnected("the gateway closed this connection")
+        if self._rejection is not None:
+            self._rejection_body(message)
+        elif not self._handshake.done():
+            self._handshake_message(message)
+        elif kind == "websocket.send":
+            text = message.get("text")
+            data: Data = text if text is not None else message.get("bytes") or b""
+            await self._from_app.put(data)
+        elif kind == "websocket.close":
+            self._app_closed = True
+            await self._from_app.put(
+                UpstreamClosed(message.get("code", 1000), message.get("reason") or "", by_peer=True)
+            )
+        else:
+            raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
+
+    def _handshake_message(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.subprotocol = message.get("subprotocol")
+            self.response_headers = kept_response_headers(
+                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+            )
+            self._handshake.set_result(None)
+        elif kind == "websocket.close":
+            self._app_closed = True
+            self._handshake.set_exception(UpstreamRejected(403, [], b""))
+        elif kind == "websocket.http.response.start" and self._rejection is None:
+            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+            self._rejection = (message["status"], headers, bytearray())
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r} before the handshake completed")
+
+    def _rejection_body(self, message: Message) -> None:
+        assert self._rejection is not None
+        status, headers, body = self._rejection
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            self._app_closed = True
+            self._handshake.set_exception(UpstreamRejected(status, kept_response_headers(headers), bytes(body)))
+
+    async def recv(self) -> Data:
+        item = await self._from_app.get()
+        if isinstance(item, UpstreamClosed):
+            self._from_app.put_nowait(item)  # every later recv sees the end too
+            raise item
+        if len(item) > self._max_size and (isinstance(item, bytes) or len(item.encode()) > self._max_size):
+            await self.close(1009, "message too big")
+            raise UpstreamClosed(1009, "message too big", by_peer=False)
+        return item
+
+    async def send(self, data: Data) -> None:
+        if self._closed_by_gateway is not None or self._app_closed:
+            raise UpstreamClosed(*(self._closed_by_gateway or (1006, "")), by_peer=False)
+        message: dict[str, Any] = {"type": "websocket.receive"}
+        message["text" if isinstance(data, str) else "bytes"] = data
+        await self._to_app.put(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closed_by_gateway is None:
+            self._closed_by_gateway = (code, reason)
+            _drain(self._to_app)
+            self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        await self._wait_app(grace=5)
+        _drain(self._from_app)
+        self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
+
+    async def abort(self) -> None:
+        await self._wait_app(grace=0)
+
+    async def _wait_app(self, grace: float) -> None:
+        task = self._task
+        if task is None or task.done():
+            return
+        _drain(self._from_app)  # unblock an app waiting to hand us a message
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _drain(queue: asyncio.Queue[Any]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
+
+
+__all__ = ["AppDisconnected", "InProcessConnector"]

@@ -1,0 +1,194 @@
+"""The relay: two pumps that copy messages between the client (ASGI) and the upstream.
+
+Each pump awaits every send before its next receive, so a slow reader slows its writer and nothing
+queues without bound. Whichever side closes first, the other is closed with the mirrored code and
+reason, and both pumps always finish:
+
+* the client closes: its code goes upstream; the upstream pump keeps draining (and dropping)
+  until the upstream completes the closing handshake;
+* the upstream closes: its code goes to the client and the client pump is cancelled;
+* the gateway closes (oversize message, idle, lifetime, drain): each side gets its own code.
+
+Reserved codes never go on the wire: 1005 (no status) is sent as 1000, 1006 and 1015 as 1011.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from ._types import Message, Receive, Send
+from .upstream import UpstreamClosed, UpstreamConnection
+
+logger = logging.getLogger(__name__)
+
+Side = Literal["client", "upstream", "gateway"]
+
+
+def wire_code(code: int) -> int:
+    """A close code that may be sent in a close frame, mapping the reserved ones."""
+    if code == 1005:
+        return 1000
+    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    return 1011  # 1006, 1015 and codes no peer may send
+
+
+def wire_reason(reason: str) -> str:
+    """A close reason cut to the 123 bytes a close frame holds, on a character boundary."""
+    encoded = reason.encode()
+    return reason if len(encoded) <= 123 else encoded[:123].decode(errors="ignore")
+
+
+@dataclass
+class RelayStats:
+    """What went through one connection; ``*_in`` is client to upstream, ``*_out`` the reverse."""
+
+    messages_in: int = 0
+    bytes_in: int = 0
+    messages_out: int = 0
+    bytes_out: int = 0
+    closed_by: Side | None = None
+    close_code: int | None = None
+    """The code the side that closed first sent (1006: it vanished without a close frame)."""
+    close_reason: str = ""
+
+
+class Relay:
+    """Copies messages both ways between an accepted ASGI WebSocket and an upstream connection."""
+
+    def __init__(self, receive: Receive, send: Send, upstream: UpstreamConnection, *, max_message_size: int) -> None:
+        self.stats = RelayStats()
+        self._receive = receive
+        self._send = send
+        self._upstream = upstream
+        self._max_size = max_message_size
+        self._client_open = True  # False once a close was sent to, or received from, the client
+        self._closing = False  # True once one side or the gateway started closing
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> RelayStats:
+        """Relay until both sides are closed. Cancelling it closes both sides with 1011/1001."""
+        to_upstream = asyncio.create_task(self._client_to_upstream())
+        to_client = asyncio.create_task(self._upstream_to_client())
+        pumps = self._pumps = {to_upstream, to_client}
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            if to_client in done:
+                to_upstream.cancel()  # the upstream is closed and the client told; stop reading it
+            await asyncio.wait(pumps)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for pump in pumps:
+                if not pump.cancelled() and pump.exception() is not None:
+                    logger.error("relay pump failed", exc_info=pump.exception())
+            if not self._closing:  # cancelled from outside, or a pump failed
+                await self.close(1011, "gateway error", 1001, "gateway error")
+            with contextlib.suppress(Exception):
+                await self._upstream.close(1000, "")
+        return self.stats
+
+    def abort(self) -> None:
+        """Stop relaying now; :meth:`run` then closes both sides with 1011/1001 and returns."""
+        for pump in self._pumps:
+            pump.cancel()
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+        """Close both sides on the gateway's own initiative (a no-op once closing has started)."""
+        if self._closing:
+            return
+        self._closing = True
+        stats = self.stats
+        stats.closed_by, stats.close_code, stats.close_reason = "gateway", client_code, client_reason
+        await self._close_client(client_code, client_reason)
+        await self._upstream.close(upstream_code, upstream_reason)
+
+    async def _close_client(self, code: int, reason: str) -> None:
+        if self._client_open:
+            self._client_open = False
+            with contextlib.suppress(OSError):
+                await self._send({"type": "websocket.close", "code": wire_code(code), "reason": wire_reason(reason)})
+
+    async def _client_to_upstream(self) -> None:
+        receive, send_upstream, stats, max_size = (
+            self._receive,
+            self._upstream.send,
+            self.stats,
+            self._max_size,
+        )
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                text: str | None = message.get("text")
+                if text is not None:
+                    data: str | bytes = text
+                    size = len(text) if text.isascii() else len(text.encode())
+                else:
+                    data = message.get("bytes") or b""
+                    size = len(data)
+                if size > max_size:
+                    await self.close(1009, "message too big", 1001, "client message too big")
+                    return
+                stats.messages_in += 1
+                stats.bytes_in += size
+                try:
+                    await send_upstream(data)
+                except UpstreamClosed:
+                    return  # the other pump reports how the upstream ended
+            elif message["type"] == "websocket.disconnect":
+                self._client_open = False
+                if not self._closing:
+                    self._closing = True
+                    code, reason = message.get("code", 1005), message.get("reason") or ""
+                    stats.closed_by, stats.close_code, stats.close_reason = "client", code, reason
+                    await self._upstream.close(wire_code(code), wire_reason(reason))
+                return
+
+    async def _upstream_to_client(self) -> None:
+        recv, send, stats = self._upstream.recv, self._send, self.stats
+        while True:
+            try:
+                data = await recv()
+            except UpstreamClosed as closed:
+                await self._upstream_ended(closed)
+                return
+            if not self._client_open:
+                continue  # closing: drain the upstream so its close frame can arrive
+            message: Message
+            if isinstance(data, str):
+                stats.bytes_out += len(data) if data.isascii() else len(data.encode())
+                message = {"type": "websocket.send", "text": data}
+            else:
+                stats.bytes_out += len(data)
+                message = {"type": "websocket.send", "bytes": data}
+            stats.messages_out += 1
+            try:
+                await send(message)
+            except OSError:
+                self._client_open = False  # the client vanished; its pump will see the disconnect
+
+    async def _upstream_ended(self, closed: UpstreamClosed) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        stats = self.stats
+        if closed.by_peer or closed.code != 1009:
+            # The upstream closed, or vanished / failed (1006, keepalive timeout, protocol error).
+            stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, closed.reason
+            code = wire_code(closed.code) if closed.by_peer else 1011
+            await self._close_client(code, closed.reason if closed.by_peer else "upstream connection failed")
+        else:  # the upstream sent a message over the size limit and was closed with 1009
+            stats.closed_by, stats.close_code, stats.close_reason = (
+                "gateway",
+                1001,
+                "upstream message too big",
+            )
+            await self._close_client(1001, "upstream message too big")
+
+
+__all__ = ["Relay", "RelayStats", "wire_code", "wire_reason"]

@@ -1,0 +1,45 @@
+"""Shared fixtures: real upstream servers, uvicorn's WebSocket implementations and a uvicorn factory."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamServer]:
+    """A running ``UpstreamServer`` that negotiates permessage-deflate."""
+    with UpstreamServer(compression="deflate") as server:
+        yield server
+
+
+@pytest.fixture
+def upstream_nodeflate() -> Iterator[UpstreamServer]:
+    """A running ``UpstreamServer`` that refuses permessage-deflate."""
+    with UpstreamServer(compression=None) as server:
+        yield server
+
+
+@pytest.fixture(params=WS_IMPLS)
+def ws_impl(request: pytest.FixtureRequest) -> WSImpl:
+    """Each of uvicorn's WebSocket implementations the end-to-end tests cover."""
+    impl: WSImpl = request.param
+    return impl
+
+
+@pytest.fixture
+def uvicorn_server() -> Iterator[UvicornFactory]:
+    """Factory ``start(app, ws=..., **config) -> UvicornServer``; every server is stopped at teardown."""
+    with ExitStack() as stack:
+
+        def start(
+            app: Callable[..., Awaitable[None]], *, ws: WSImpl = "websockets-sansio", **config: Any
+        ) -> UvicornServer:
+            return stack.enter_context(UvicornServer(app, ws=ws, **config))
+
+        yield start

@@ -1,0 +1,76 @@
+"""A gateway wired to the scripted upstream, served by real uvicorn, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway._types import Receive, Scope, Send
+from asgi_ws_gateway.standalone import not_found
+from support.upstream import UpstreamServer
+
+T = TypeVar("T")
+
+# Public path -> upstream path of the scripted upstream (see support/upstream.py).
+ROUTES = {
+    "/ws/echo": "/echo",
+    "/ws/close/{code}": "/close/{code}",
+    "/ws/headers/{room}": "/headers/{room}",
+    "/ws/subprotocol": "/subprotocol",
+    "/ws/reject/{status}": "/reject/{status}",
+    "/ws/slow": "/slow",
+    "/ws/redirect": "/redirect",
+    "/ws/push/{n}": "/push/{n}",
+}
+
+
+def gateway_config(upstream: UpstreamServer | str, **api: Any) -> dict[str, Any]:
+    """One API per scripted behaviour; ``upstream`` may be a base URL like ``ws://127.0.0.1:1``."""
+    base = upstream if isinstance(upstream, str) else upstream.url("")
+    apis = []
+    for path, target in ROUTES.items():
+        name = path.split("/")[2]
+        apis.append({"name": name, "path": path, "upstreams": [base + target], **api})
+    return {"apis": apis}
+
+
+class ProbedGateway:
+    """The gateway as an ASGI app that remembers the server's event loop, to run code on it."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.gateway = WebSocketGateway(not_found, config=config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.gateway(scope, receive, send)
+
+    async def on_server(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the server's loop and wait for its result from the test's loop."""
+        assert self.loop is not None, "no request reached the gateway yet"
+
+        async def run() -> T:
+            return await make()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
+
+    async def relay_tasks(self) -> list[str]:
+        """Names of relay and watchdog tasks still alive on the server's loop."""
+
+        async def collect() -> list[str]:
+            names = []
+            for task in asyncio.all_tasks():
+                qualname = getattr(task.get_coro(), "__qualname__", "")
+                if qualname.startswith(("Relay.", "watchdog", "InProcessConnection.")):
+                    names.append(qualname)
+            return names
+
+        return await self.on_server(collect)
+
+    async def settle(self) -> None:
+        """Wait until the gateway holds no connection and no relay task (fails after 5 s)."""
+        async with asyncio.timeout(5):
+            while self.gateway.open_connections or await self.relay_tasks():  # noqa: ASYNC110 - another loop's state
+                await asyncio.sleep(0.02)

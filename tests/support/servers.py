@@ -1,0 +1,152 @@
+"""Real servers on 127.0.0.1 for end-to-end tests, each in its own thread and event loop.
+
+``UvicornServer`` serves an ASGI app (the gateway, or ``apps.echo_app``) with a chosen WebSocket
+implementation; ``UpstreamServer`` (in ``upstream.py``, re-exported here) is the scripted
+WebSocket upstream behind it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import uvicorn
+
+from .upstream import HandshakeRecord, UpstreamServer
+
+__all__ = [
+    "WS_IMPLS",
+    "HandshakeRecord",
+    "UpstreamServer",
+    "UvicornFactory",
+    "UvicornServer",
+    "WSImpl",
+    "free_port",
+]
+
+WSImpl = Literal["websockets-sansio", "wsproto", "websockets"]
+WS_IMPLS: tuple[WSImpl, ...] = ("websockets-sansio", "wsproto")
+"""The implementations end-to-end tests run over (``websockets`` is uvicorn's deprecated legacy one)."""
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (prefer binding port 0 directly)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class UvicornServer:
+    """A real uvicorn server for ``app`` on 127.0.0.1, running in a background thread.
+
+    The listening socket is bound before the thread starts, so ``port`` is valid at once and there
+    is no race for the port. Usage::
+
+        with UvicornServer(echo_app, ws="wsproto") as server:
+            url = server.url("/ws")
+
+    Args:
+        app: Any ASGI 3 application.
+        ws: uvicorn's WebSocket implementation.
+        lifespan: uvicorn's ``lifespan`` setting (``"auto"``, ``"on"`` or ``"off"``).
+        timeout_graceful_shutdown: Seconds ``stop()`` lets open connections and tasks finish before
+            uvicorn cancels them; ``None`` waits forever. Default 2.
+        **config: Further ``uvicorn.Config`` keyword arguments (``ws_max_size``, ...).
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        ws: WSImpl = "websockets-sansio",
+        lifespan: Literal["auto", "on", "off"] = "auto",
+        timeout_graceful_shutdown: int | None = 2,
+        **config: Any,
+    ) -> None:
+        self._sock = socket.socket()
+        self._sock.bind((HOST, 0))
+        self._port: int = self._sock.getsockname()[1]
+        options: dict[str, Any] = {"log_level": "warning", "log_config": None, **config}
+        self.config = uvicorn.Config(
+            app,
+            host=HOST,
+            port=self._port,
+            ws=ws,
+            lifespan=lifespan,
+            timeout_graceful_shutdown=timeout_graceful_shutdown,
+            **options,
+        )
+        self.server = uvicorn.Server(self.config)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return self._port
+
+    def url(self, path: str = "/", scheme: str = "ws") -> str:
+        """Return ``scheme://127.0.0.1:port`` + ``path``."""
+        return f"{scheme}://{HOST}:{self._port}{path}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start serving; return once uvicorn reports ``started``.
+
+        Raises:
+            RuntimeError: If uvicorn failed or did not start within ``timeout`` seconds.
+        """
+        if self._thread is not None:
+            raise RuntimeError("UvicornServer.start() called twice")
+        self._thread = threading.Thread(target=self._run, name=f"uvicorn-{self._port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"uvicorn did not start on port {self._port}") from self._error
+            time.sleep(0.01)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask uvicorn to exit (as on SIGTERM) and join its thread; force exit after ``timeout`` s."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            self._sock.close()
+            return
+        self.server.should_exit = True
+        grace = self.config.timeout_graceful_shutdown or 0.0
+        thread.join(timeout + grace)
+        if thread.is_alive():
+            self.server.force_exit = True
+            thread.join(timeout)
+        if thread.is_alive():
+            raise RuntimeError(f"uvicorn on port {self._port} did not stop")
+
+    def _run(self) -> None:
+        try:
+            self.server.run(sockets=[self._sock])
+        except BaseException as exc:  # SystemExit on lifespan failure must not vanish silently.
+            self._error = exc
+        finally:
+            self._sock.close()
+
+    def __enter__(self) -> UvicornServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class UvicornFactory(Protocol):
+    """Type of the ``uvicorn_server`` fixture: start ``app`` and return the running server."""
+
+    def __call__(self, app: Callable[..., Awaitable[None]], *, ws: WSImpl = ..., **config: Any) -> UvicornServer: ...

@@ -1,0 +1,27 @@
+"""The public surface is exactly what __all__ says."""
+
+from __future__ import annotations
+
+import asgi_ws_gateway
+
+
+def test_all_is_the_public_surface() -> None:
+    assert sorted(asgi_ws_gateway.__all__) == [
+        "ApiConfig",
+        "ConfigError",
+        "GatewayConfig",
+        "GatewayError",
+        "HandshakeDenied",
+        "RelayStats",
+        "UpstreamConfig",
+        "UpstreamError",
+        "UpstreamRejected",
+        "UpstreamTimeout",
+        "UpstreamUnreachable",
+        "WebSocketGateway",
+        "__version__",
+        "json_schema",
+        "load_config",
+    ]
+    for name in asgi_ws_gateway.__all__:
+        assert hasattr(asgi_ws_gateway, name)
