@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import (
     TestClient,
-    WebSocketDenialResponse,  # type: ignore[attr-defined]
+    WebSocketDenialResponse,
 )
 from starlette.websockets import WebSocket, WebSocketDisconnect
 

@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("schema", help="print the JSON Schema of configuration files")
 
     args = parser.parse_args(argv)
+    # As uvicorn does: asgi:module:attr upstreams and apps import from the working directory.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
         return 0

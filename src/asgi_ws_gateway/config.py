@@ -129,6 +129,9 @@ class ApiConfig(_Model):
         gt=0,
         description="Seconds to wait for a pong before the upstream is declared dead (1011).",
     )
+    close_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds the upstream gets to finish a closing handshake before TCP is dropped."
+    )
     idle_timeout: float | None = Field(
         default=None, gt=0, description="Close with 1001 after this many seconds with no message either way."
     )

@@ -34,7 +34,7 @@ class InProcessConnector:
         self.label = upstream.label
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
-        connection = InProcessConnection(self.app, _app_scope(request), self.api.max_message_size)
+        connection = InProcessConnection(self.app, _app_scope(request), self.api)
         try:
             async with asyncio.timeout(self.api.connect_timeout):
                 await connection.handshake()
@@ -61,12 +61,13 @@ def _app_scope(request: UpstreamRequest) -> Scope:
 
 
 class InProcessConnection:
-    def __init__(self, app: ASGIApp, scope: Scope, max_size: int) -> None:
+    def __init__(self, app: ASGIApp, scope: Scope, api: ApiConfig) -> None:
         self.subprotocol: str | None = None
         self.response_headers: Headers = []
         self._app = app
         self._scope = scope
-        self._max_size = max_size
+        self._max_size = api.max_message_size
+        self._close_timeout = api.close_timeout
         self._to_app: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         self._from_app: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue(maxsize=1)
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -172,7 +173,7 @@ class InProcessConnection:
             self._closed_by_gateway = (code, reason)
             _drain(self._to_app)
             self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        await self._wait_app(grace=5)
+        await self._wait_app(grace=self._close_timeout)
         _drain(self._from_app)
         self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
 

@@ -100,7 +100,9 @@ class WebSocketGateway:
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown":
+            if message["type"] == "lifespan.startup":
+                self._draining = False  # the same app object may be served again
+            elif message["type"] == "lifespan.shutdown":
                 await self.drain()
             return message
 

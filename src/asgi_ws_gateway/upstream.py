@@ -191,7 +191,7 @@ class WebSocketsConnector:
                 open_timeout=api.connect_timeout,
                 ping_interval=api.ping_interval,
                 ping_timeout=api.ping_timeout,
-                close_timeout=5,
+                close_timeout=api.close_timeout,
                 max_size=api.max_message_size,
                 max_queue=4,
                 ssl=self.ssl_context,

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from types import TracebackType
 from typing import Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -79,6 +80,7 @@ class UpstreamServer:
     Args:
         compression: ``"deflate"`` to negotiate permessage-deflate when offered, ``None`` to refuse it.
         max_size: Largest incoming message in bytes, ``None`` for no limit. Default 16 MiB.
+        ssl: serve ``wss://`` with this server context (``url(..., scheme="wss")``).
         close_timeout: Seconds to wait for the peer's close frame (after the upstream closes, and for
             each live connection on ``stop()``) before dropping TCP. Default 2.
     """
@@ -89,8 +91,10 @@ class UpstreamServer:
         compression: Literal["deflate"] | None = "deflate",
         max_size: int | None = 2**24,
         close_timeout: float = 2.0,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.compression = compression
+        self.ssl = ssl
         self.max_size = max_size
         self.close_timeout = close_timeout
         self._records = _Records()
@@ -227,6 +231,7 @@ class UpstreamServer:
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             process_response=self._process_response,
+            ssl=self.ssl,
         ) as server:
             self._port = server.sockets[0].getsockname()[1]
             self._ready.set()

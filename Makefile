@@ -1,0 +1,43 @@
+# The two commands the README gives: `make run` (the example app) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test setup-test lint typecheck pytest conformance schema clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Gateway + in-process echo/chat upstream + console page on http://127.0.0.1:8000 (no Redis needed).
+run: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[example]"
+	$(BIN)/python -m example_app
+
+# Installs everything the suite needs (Python packages, Debian's chromium), then lints, type-checks
+# and runs every test, the Autobahn conformance cases 1-10 included.
+test: setup-test lint typecheck pytest
+
+setup-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	./scripts/install-chromium.sh
+
+lint:
+	$(BIN)/ruff check src tests example_app scripts
+	$(BIN)/ruff format --check src tests example_app scripts
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest
+
+# The full side-by-side Autobahn run (cases 1-10, both uvicorn implementations, four targets).
+conformance: $(BIN)/python
+	$(BIN)/python scripts/conformance.py
+
+schema: $(BIN)/python
+	$(BIN)/asgi-ws-gateway schema > schema/gateway.schema.json
+
+clean:
+	rm -rf $(VENV) reports .mypy_cache .pytest_cache .ruff_cache

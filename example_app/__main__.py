@@ -1,0 +1,25 @@
+"""``python -m example_app [--port N]``: serve the example on 127.0.0.1 (port: ``--port``, ``$PORT`` or 8000)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import uvicorn
+
+HOST = "127.0.0.1"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m example_app", description="Run the asgi-ws-gateway example.")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "8000")), help="(default: $PORT or 8000)"
+    )
+    args = parser.parse_args(argv)
+    print(f"asgi-ws-gateway example: open http://{HOST}:{args.port}/ in a browser", flush=True)
+    uvicorn.run("example_app.main:app", host=HOST, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The command line through its real entry point: check, schema, and run serving a config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.clients import connect
+from support.servers import free_port
+from support.upstream import UpstreamServer
+
+ROOT = Path(__file__).parent.parent
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "asgi-ws-gateway"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+def test_check_accepts_the_example_config_from_the_project_directory() -> None:
+    result = _cli("check", "example_app/gateway.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "valid, 2 API(s): echo, chat" in result.stdout
+
+
+def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apis:\n  - name: a\n    path: /a\n    upstreams: [htp://x]\n  - name: a\n    path: b\n")
+    result = _cli("check", str(bad))
+    assert result.returncode == 2
+    assert "apis[0].upstreams[0]: 'htp://x' is not a ws://, wss:// or asgi: URL" in result.stderr
+    assert "apis[1].upstreams: Field required" in result.stderr
+    as_json = _cli("check", str(bad), "--json")
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stdout)["valid"] is False
+
+
+def test_schema_prints_the_published_schema() -> None:
+    result = _cli("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == json.loads((ROOT / "schema" / "gateway.schema.json").read_text())
+
+
+def test_usage_error_exits_2() -> None:
+    assert _cli("frobnicate").returncode == 2
+
+
+async def test_run_serves_a_config_in_front_of_an_upstream(tmp_path: Path, upstream: UpstreamServer) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: [{upstream.url('/echo')}]\n")
+    port = free_port()
+    exe = Path(sys.executable).parent / "asgi-ws-gateway"
+    process = await asyncio.create_subprocess_exec(
+        str(exe), "run", str(config), "--port", str(port), "--log-level", "warning", cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ws = await connect(f"ws://127.0.0.1:{port}/ws/echo")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the standalone gateway did not start"
+                await asyncio.sleep(0.1)
+        async with ws:
+            await ws.send("through the standalone gateway")
+            assert await ws.recv() == "through the standalone gateway"
+    finally:
+        process.terminate()  # uvicorn shuts down gracefully, then re-raises SIGTERM
+        async with asyncio.timeout(20):
+            assert await process.wait() in (0, -signal.SIGTERM)

@@ -1,0 +1,38 @@
+"""Autobahn cases 1-10 through the gateway: nothing may fail that uvicorn serving an echo app passes.
+
+The client leg of the gateway is uvicorn's own WebSocket implementation, so uvicorn serving a plain
+echo app is the baseline: with ``websockets-sansio`` it fails 7.1.5 itself (a close in the middle of
+a fragmented message gets 1002), with ``wsproto`` nothing. The gateway must add no failure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway_harness import ProbedGateway
+from support.apps import echo_app
+from support.conformance import run_autobahn
+from support.servers import UvicornServer, WSImpl
+from support.upstream import UpstreamServer
+
+pytestmark = pytest.mark.conformance
+
+MIB = 1024 * 1024
+CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
+
+
+async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: WSImpl) -> None:
+    with UvicornServer(echo_app, ws=ws_impl, ws_max_size=16 * MIB) as server:
+        baseline = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "baseline")
+    with UpstreamServer(max_size=16 * MIB) as upstream:
+        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "max_message_size": 16 * MIB}
+        gateway = ProbedGateway({"apis": [api]})
+        with UvicornServer(gateway, ws=ws_impl, ws_max_size=16 * MIB) as server:
+            through = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "gateway")
+    assert through.total == baseline.total > 290
+    assert set(through.failed) <= set(baseline.failed), (
+        f"gateway-only failures: {set(through.failed) - set(baseline.failed)}"
+    )
+    assert through.counts["FAILED"] <= baseline.counts["FAILED"]

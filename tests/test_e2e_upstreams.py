@@ -1,0 +1,159 @@
+"""End to end: TLS upstreams, balancing, keepalive, backpressure and the reserved close codes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.frames import CLOSE, Frame
+
+from asgi_ws_gateway._types import Receive, Scope, Send
+from gateway_harness import ProbedGateway
+from support.clients import connect, expect_close, expect_status
+from support.servers import UvicornServer, WSImpl
+from support.tls import make_ca
+from support.upstream import UpstreamServer
+
+
+def _one_api(upstreams: list[Any], **api: Any) -> dict[str, Any]:
+    return {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": upstreams, **api}]}
+
+
+async def _echo_once(url: str, text: str = "ping") -> None:
+    async with await connect(url) as ws:
+        await ws.send(text)
+        assert await ws.recv() == text
+
+
+@pytest.mark.parametrize("mode", ["ca_bundle", "no_ca", "verify_off"])
+async def test_wss_upstream_is_verified_against_the_ca_bundle(tmp_path: Path, mode: str) -> None:
+    ca = make_ca(tmp_path)
+    with UpstreamServer(ssl=ca.server_context()) as upstream:
+        url = upstream.url("/echo", scheme="wss")
+        target: dict[str, Any] = {"url": url}
+        if mode == "ca_bundle":
+            target["ca_bundle"] = str(ca.ca_file)
+        elif mode == "verify_off":
+            target["verify_tls"] = False
+        with UvicornServer(ProbedGateway(_one_api([target]))) as server:
+            if mode == "no_ca":  # the system trust store does not know the test CA
+                status, _headers, body = await expect_status(server.url("/ws/echo"))
+                assert status == 502
+                assert b"CERTIFICATE_VERIFY_FAILED" in body
+            else:
+                await _echo_once(server.url("/ws/echo"))
+
+
+async def test_round_robin_alternates_between_backends(upstream: UpstreamServer) -> None:
+    with UpstreamServer() as second:
+        config = _one_api([upstream.url("/echo"), second.url("/echo")])
+        with UvicornServer(ProbedGateway(config)) as server:
+            for _ in range(4):
+                await _echo_once(server.url("/ws/echo"))
+    assert (len(upstream.handshakes), len(second.handshakes)) == (2, 2)
+
+
+async def test_least_connections_prefers_the_idle_backend(upstream: UpstreamServer) -> None:
+    with UpstreamServer() as second:
+        config = _one_api([upstream.url("/echo"), second.url("/echo")], balancing="least-connections")
+        gateway = ProbedGateway(config)
+        with UvicornServer(gateway) as server:
+            async with await connect(server.url("/ws/echo")) as held:  # goes to the first backend
+                await held.send("x")
+                await held.recv()
+                for _ in range(3):  # round-robin would send one of these to the busy first backend
+                    await _echo_once(server.url("/ws/echo"))
+                    async with asyncio.timeout(5):  # the gateway counts a connection until both sides closed
+                        while gateway.gateway.open_connections > 1:  # noqa: ASYNC110 - state of another loop
+                            await asyncio.sleep(0.01)
+    assert (len(upstream.handshakes), len(second.handshakes)) == (1, 3)
+
+
+def _black_hole_handler(stop: asyncio.Event) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Complete the WebSocket handshake, then never read again: pings go unanswered."""
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        await writer.drain()
+        await stop.wait()
+        writer.close()
+
+    return handle
+
+
+@pytest.fixture
+async def black_hole() -> AsyncIterator[int]:
+    stop = asyncio.Event()
+    server = await asyncio.start_server(_black_hole_handler(stop), "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+        stop.set()
+        await asyncio.sleep(0.05)
+
+
+async def test_dead_upstream_detected_by_keepalive_closes_client_1011(black_hole: int, ws_impl: WSImpl) -> None:
+    config = _one_api([f"ws://127.0.0.1:{black_hole}/"], ping_interval=0.2, ping_timeout=0.3, close_timeout=0.5)
+    gateway = ProbedGateway(config)
+    with UvicornServer(gateway, ws=ws_impl) as server:
+        async with await connect(server.url("/ws/echo")) as ws:
+            assert await expect_close(ws) == (1011, "upstream connection failed")
+        await gateway.settle()
+
+
+async def test_slow_client_backpressures_the_upstream_and_loses_nothing(ws_impl: WSImpl) -> None:
+    sent = 0
+    chunk = b"x" * 65536
+
+    async def firehose(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal sent
+        await receive()
+        await send({"type": "websocket.accept"})
+        for i in range(2000):  # 125 MiB: more than loopback socket buffers hold
+            await send({"type": "websocket.send", "bytes": i.to_bytes(4, "big") + chunk})
+            sent += 1
+        await send({"type": "websocket.close", "code": 1000})
+
+    gateway = ProbedGateway(_one_api([{"app": firehose}]))
+    with UvicornServer(gateway, ws=ws_impl) as server:
+        # No compression: the bytes on the wire must be what fills the socket buffers (about 36 MiB here).
+        async with await connect(server.url("/ws/echo"), max_queue=1, compression=None) as ws:
+            await ws.recv()
+            stalled_at = -1
+            while stalled_at != sent:  # wait until the upstream can send no more
+                stalled_at = sent
+                await asyncio.sleep(0.3)
+            assert stalled_at < 2000  # bounded by socket buffers, not by the gateway's memory
+            received = 1
+            async for message in ws:
+                assert isinstance(message, bytes)
+                assert int.from_bytes(message[:4], "big") == received
+                received += 1
+        assert received == sent == 2000
+        await gateway.settle()
+
+
+async def test_close_without_status_reaches_upstream_as_1000(upstream: UpstreamServer, ws_impl: WSImpl) -> None:
+    with UvicornServer(ProbedGateway(_one_api([upstream.url("/echo")])), ws=ws_impl) as server:
+        ws = await connect(server.url("/ws/echo"))
+        await _echo_via(ws)
+        ws.protocol.send_frame(Frame(CLOSE, b""))  # a close frame with no status code: 1005
+        ws.transport.write(b"".join(ws.protocol.data_to_send()))
+        assert await upstream.wait_for_closes_async(1) == [(1000, "")]
+        ws.transport.abort()
+
+
+async def _echo_via(ws: Any) -> None:
+    await ws.send("x")
+    assert await ws.recv() == "x"
