@@ -19,7 +19,7 @@ INDEX = HERE / "static" / "index.html"
 
 
 def create_app(config: GatewayConfig | Path = CONFIG) -> FastAPI:
-    """Build the example app; each call has its own gateway (a gateway drains for good on shutdown)."""
+    """Build the example app with its own gateway."""
     app = FastAPI(title="asgi-ws-gateway example")
     app.add_middleware(WebSocketGateway, config=config)
 
