@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any, cast
 
-import httpx
+import httpx2
 import pytest
 import yaml
 from starlette.websockets import WebSocket
@@ -60,7 +60,7 @@ def test_gateway_yaml_commented_network_example_is_valid() -> None:
 
 def test_index_page_and_healthz(server: UvicornServer) -> None:
     """/ serves the console page and /healthz answers: plain HTTP passes the gateway untouched."""
-    with httpx.Client(base_url=server.url("", scheme="http"), trust_env=False, timeout=TIMEOUT) as http:
+    with httpx2.Client(base_url=server.url("", scheme="http"), trust_env=False, timeout=TIMEOUT) as http:
         page = http.get("/")
         health = http.get("/healthz")
     assert page.status_code == 200
