@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Sequence
 
@@ -17,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--port", type=int, default=int(os.environ.get("PORT", "8000")), help="(default: $PORT or 8000)"
     )
     args = parser.parse_args(argv)
+    # uvicorn configures only its own loggers: show the gateway's (one access line per connection) too.
+    logging.basicConfig(format="%(levelname)-9s %(name)s: %(message)s")
+    logging.getLogger("asgi_ws_gateway").setLevel(logging.INFO)
     print(f"asgi-ws-gateway example: open http://{HOST}:{args.port}/ in a browser", flush=True)
     uvicorn.run("example_app.main:app", host=HOST, port=args.port)
 

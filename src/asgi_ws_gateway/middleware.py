@@ -137,9 +137,12 @@ class WebSocketGateway:
             try:
                 await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
                             "headers": upstream.response_headers})  # fmt: skip
-            except OSError:
-                await upstream.close(1001, "client went away")
-                return
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await upstream.close(1001, "client went away")
+                if isinstance(exc, OSError):
+                    return  # the client left during the handshake
+                raise
             cfg = api.config
             if cfg.idle_timeout is not None or cfg.max_lifetime is not None:
                 guard = asyncio.create_task(
