@@ -212,7 +212,7 @@ async def test_failover_to_second_backend_and_passive_health(upstream: UpstreamS
             async with await connect(server.url("/ws/echo")) as ws:
                 await ws.send("ok")
                 assert await ws.recv() == "ok"
-    dead_backend, live_backend = gateway.gateway._apis[0].pool.backends
+    dead_backend, live_backend = gateway.gateway._apis["echo"].pool.backends
     assert dead_backend.failures == 2  # tried twice, then skipped while cooling down
     assert dead_backend.cooling_until > 0
     assert live_backend.failures == 0

@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
+from dataclasses import dataclass, field
 
-from .relay import Relay
+from ._types import Scope
+from .relay import Relay, RelayStats
 
 logger = logging.getLogger(__name__)
 
@@ -39,42 +43,80 @@ async def watchdog(relay: Relay, *, idle_timeout: float | None, max_lifetime: fl
         await asyncio.sleep(max(0.0, min(step, deadline - now)))
 
 
+@dataclass(eq=False)
+class LiveConnection:
+    """An open connection as management sees it."""
+
+    id: str
+    api: str
+    client: str
+    """``host:port`` of the client as the server saw it."""
+    opened_at: float
+    """Unix time."""
+    relay: Relay = field(repr=False)
+    subject: str | None = None
+    """Who the client is, when a policy established it (e.g. a JWT's ``sub``)."""
+    subscription: str | None = None
+
+    @property
+    def stats(self) -> RelayStats:
+        return self.relay.stats
+
+
 class ConnectionRegistry:
-    """The open connections of one gateway, so they can be drained together."""
+    """The open connections of one gateway, so they can be listed, addressed and drained."""
 
     def __init__(self) -> None:
-        self._open: set[Relay] = set()
+        self._open: dict[str, LiveConnection] = {}
+        self._by_relay: dict[Relay, str] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, relay: Relay) -> None:
-        self._open.add(relay)
+    def add(self, relay: Relay, *, api: str, scope: Scope) -> LiveConnection:
+        client = scope.get("client")
+        connection = LiveConnection(
+            id=uuid.uuid4().hex,
+            api=api,
+            client=f"{client[0]}:{client[1]}" if client else "-",
+            opened_at=time.time(),
+            relay=relay,
+        )
+        self._open[connection.id] = connection
+        self._by_relay[relay] = connection.id
         self._empty.clear()
+        return connection
 
     def remove(self, relay: Relay) -> None:
-        self._open.discard(relay)
+        connection_id = self._by_relay.pop(relay, None)
+        if connection_id is not None:
+            del self._open[connection_id]
         if not self._open:
             self._empty.set()
 
-    async def drain(self, code: int, reason: str, grace: float) -> None:
-        """Close every open connection with ``code``; abort those still open after ``grace`` seconds."""
-        if not self._open:
+    def get(self, connection_id: str) -> LiveConnection | None:
+        return self._open.get(connection_id)
+
+    def list(self) -> list[LiveConnection]:
+        return list(self._open.values())
+
+    async def drain(self, code: int, reason: str, grace: float, *, apis: set[str] | None = None) -> None:
+        """Close open connections (of ``apis``, or all) with ``code``; abort those left after ``grace`` s."""
+        targets = [c.relay for c in self._open.values() if apis is None or c.api in apis]
+        if not targets:
             return
-        logger.info("draining %d WebSocket connection(s) with %d", len(self._open), code)
+        logger.info("draining %d WebSocket connection(s) with %d", len(targets), code)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
-                await asyncio.gather(*(r.close(code, reason, code, reason) for r in list(self._open)))
-                await self._empty.wait()
-        if self._open:
-            logger.warning("%d connection(s) still open after %g s of drain; aborting", len(self._open), grace)
-            for relay in list(self._open):
+                await asyncio.gather(*(r.close(code, reason, code, reason) for r in targets))
+                await asyncio.gather(*(r.finished.wait() for r in targets))
+        stuck = [r for r in targets if not r.finished.is_set()]
+        if stuck:
+            logger.warning("%d connection(s) still open after %g s of drain; aborting", len(stuck), grace)
+            for relay in stuck:
                 relay.abort()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._empty.wait()
 
 
-__all__ = ["ConnectionRegistry", "watchdog"]
+__all__ = ["ConnectionRegistry", "LiveConnection", "watchdog"]

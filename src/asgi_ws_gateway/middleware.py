@@ -15,7 +15,7 @@ from .balancing import Backend, BackendPool
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
 from .inprocess import InProcessConnector
-from .lifecycle import ConnectionRegistry, watchdog
+from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
 from .relay import Relay, RelayStats
 from .responses import send_denial
 from .routing import Router
@@ -26,14 +26,23 @@ access_logger = logging.getLogger("asgi_ws_gateway.access")
 
 
 class _Api:
-    """An API's configuration with what is derived from it once, at start-up."""
+    """An API's configuration with what is derived from it once, when the configuration is applied."""
 
-    def __init__(self, config: ApiConfig) -> None:
+    pool: BackendPool
+
+    def __init__(self, config: ApiConfig, previous: _Api | None = None) -> None:
         self.config = config
-        self.pool = BackendPool(
-            config,
-            [Backend(label=u.label, connector=_connector(config, u), index=i) for i, u in enumerate(config.upstreams)],
-        )
+        known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
+        backends = []
+        for i, upstream in enumerate(config.upstreams):
+            connector = _connector(config, upstream)
+            backend = known.get(upstream.label)
+            if backend is None:
+                backend = Backend(label=upstream.label, connector=connector, index=i)
+            else:  # the same object: open connections count down what new ones count up
+                backend.connector, backend.index = connector, i
+            backends.append(backend)
+        self.pool = BackendPool(config, backends)
 
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig) -> Connector:
@@ -56,11 +65,60 @@ class WebSocketGateway:
 
     def __init__(self, app: ASGIApp, *, config: GatewayConfig | Mapping[str, Any] | str | Path) -> None:
         self.app = app
-        self.config = load_config(config)
-        self._apis = [_Api(api) for api in self.config.apis]
-        self._router = Router((api.config.path, api) for api in self._apis)
         self._connections = ConnectionRegistry()
         self._draining = False
+        self._apis: dict[str, _Api] = {}
+        self._install(load_config(config))
+
+    def _install(self, config: GatewayConfig) -> None:
+        # No await in here: a handshake sees either the old configuration or the new one, whole.
+        self._apis = {api.name: _Api(api, self._apis.get(api.name)) for api in config.apis}
+        self._router = Router((api.config.path, api) for api in self._apis.values())
+        self.config = config
+
+    async def apply_config(
+        self, config: GatewayConfig | Mapping[str, Any] | str | Path, *, drain: bool = False
+    ) -> list[str]:
+        """Replace the configuration for new handshakes; open connections keep their settings.
+
+        Args:
+            config: as for the constructor, validated the same way (``ConfigError`` leaves the
+                current configuration in place).
+            drain: also close, with ``drain_close_code``, the open connections of every API that
+                was changed or removed.
+
+        Returns:
+            The names of the APIs that were added, changed or removed.
+        """
+        new = load_config(config)
+        old_apis = {name: api.config for name, api in self._apis.items()}
+        new_apis = {api.name: api for api in new.apis}
+        changed = sorted(name for name in old_apis.keys() | new_apis.keys() if old_apis.get(name) != new_apis.get(name))
+        self._install(new)
+        if drain and changed:
+            await self._connections.drain(
+                new.drain_close_code, "API configuration changed", new.drain_grace_period, apis=set(changed)
+            )
+        return changed
+
+    def connections(self) -> list[LiveConnection]:
+        """The connections open on this gateway (this process) now."""
+        return self._connections.list()
+
+    async def send_to_connection(self, connection_id: str, data: str | bytes) -> bool:
+        """Send a message to one open connection's client; False if no such connection is open here."""
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return False
+        return await connection.relay.send_to_client(data)
+
+    async def close_connection(self, connection_id: str, code: int = 1000, reason: str = "") -> bool:
+        """Close one open connection, both sides, with ``code``; False if no such connection is open here."""
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return False
+        await connection.relay.close(code, reason, code, reason)
+        return True
 
     @property
     def draining(self) -> bool:
@@ -131,7 +189,7 @@ class WebSocketGateway:
 
         backend.active += 1
         relay = Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
-        self._connections.add(relay)
+        self._connections.add(relay, api=api.config.name, scope=scope)
         guard: asyncio.Task[None] | None = None
         try:
             try:

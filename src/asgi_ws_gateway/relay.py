@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from ._types import Message, Receive, Send
+from ._types import Data, Message, Receive, Send
 from .upstream import UpstreamClosed, UpstreamConnection
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class Relay:
         self._client_open = True  # False once a close was sent to, or received from, the client
         self._closing = False  # True once one side or the gateway started closing
         self._pumps: set[asyncio.Task[None]] = set()
+        self.finished = asyncio.Event()
+        """Set when :meth:`run` has closed both sides and is returning."""
 
     async def run(self) -> RelayStats:
         """Relay until both sides are closed. Cancelling it closes both sides with 1011/1001."""
@@ -91,6 +93,7 @@ class Relay:
                 await self.close(1011, "gateway error", 1001, "gateway error")
             with contextlib.suppress(Exception):
                 await self._upstream.close(1000, "")
+            self.finished.set()
         return self.stats
 
     def abort(self) -> None:
@@ -107,6 +110,18 @@ class Relay:
         stats.closed_by, stats.close_code, stats.close_reason = "gateway", client_code, client_reason
         await self._close_client(client_code, client_reason)
         await self._upstream.close(upstream_code, upstream_reason)
+
+    async def send_to_client(self, data: Data) -> bool:
+        """Send a message of the gateway's own to the client (management); False once it is closing."""
+        if not self._client_open:
+            return False
+        message: Message = {"type": "websocket.send", "text": data} if isinstance(data, str) else {
+            "type": "websocket.send", "bytes": data}  # fmt: skip
+        try:
+            await self._send(message)
+        except OSError:
+            return False
+        return True
 
     async def _close_client(self, code: int, reason: str) -> None:
         if self._client_open:
