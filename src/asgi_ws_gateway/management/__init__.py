@@ -1,0 +1,37 @@
+"""Managing a running gateway: REST API, persistence, cross-worker commands, console and SDK.
+
+Serve it in front of a gateway with :class:`GatewayManagement`; talk to it with
+:class:`ManagementClient` (or ``asgi-ws-gateway apis|subscriptions|connections ...``).
+"""
+
+from .app import Auth, create_management_app, token_auth
+from .bus import LocalBus, RedisBus
+from .client import ManagementAPIError, ManagementClient
+from .errors import Conflict, Invalid, ManagementError, NotFound, PreconditionFailed
+from .mount import GatewayManagement
+from .overlay import Overlay
+from .redis_store import RedisStore
+from .service import Manager
+from .store import FileStore, MemoryStore, StateStore
+
+__all__ = [
+    "Auth",
+    "Conflict",
+    "FileStore",
+    "GatewayManagement",
+    "Invalid",
+    "LocalBus",
+    "ManagementAPIError",
+    "ManagementClient",
+    "ManagementError",
+    "Manager",
+    "MemoryStore",
+    "NotFound",
+    "Overlay",
+    "PreconditionFailed",
+    "RedisBus",
+    "RedisStore",
+    "StateStore",
+    "create_management_app",
+    "token_auth",
+]
