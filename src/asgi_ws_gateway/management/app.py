@@ -36,8 +36,9 @@ Auth = Callable[[Request], Awaitable[bool]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def problem(status: int, title: str, detail: str, problems: list[str] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def problem(
+    status: int, title: str, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if problems:
         body["problems"] = problems
@@ -70,8 +71,12 @@ def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
         @wraps(endpoint)
         async def run(request: Request) -> Response:
             if not await auth(request):
-                return problem(401, "Unauthorized", "a valid admin token is required",
-                               headers={"WWW-Authenticate": 'Bearer realm="asgi-ws-gateway"'})  # fmt: skip
+                return problem(
+                    401,
+                    "Unauthorized",
+                    "a valid admin token is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="asgi-ws-gateway"'},
+                )
             try:
                 await manager.ensure_started()
                 return await endpoint(request)
@@ -94,8 +99,13 @@ def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
     async def list_apis(request: Request) -> Response:
         await refresh(request)
         apis = manager.apis()
-        return JSONResponse({"apis": [api_document(a) for a in apis], "origins": {a.name: manager.origin(a.name)
-                             for a in apis}, "revision": manager.overlay.revision})  # fmt: skip
+        return JSONResponse(
+            {
+                "apis": [api_document(a) for a in apis],
+                "origins": {a.name: manager.origin(a.name) for a in apis},
+                "revision": manager.overlay.revision,
+            }
+        )
 
     async def create_api(request: Request) -> Response:
         api = await manager.create_api(await json_body(request))
@@ -107,13 +117,15 @@ def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
 
     async def replace_api(request: Request) -> Response:
         name = request.path_params["name"]
-        await manager.replace_api(name, await json_body(request), if_match=request.headers.get("if-match"),
-                                  drain=_flag(request, "drain"))  # fmt: skip
+        await manager.replace_api(
+            name, await json_body(request), if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
+        )
         return api_response(name)
 
     async def delete_api(request: Request) -> Response:
-        await manager.delete_api(request.path_params["name"], if_match=request.headers.get("if-match"),
-                                 drain=_flag(request, "drain"))  # fmt: skip
+        await manager.delete_api(
+            request.path_params["name"], if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
+        )
         return Response(status_code=204)
 
     async def export(request: Request) -> Response:
@@ -173,11 +185,12 @@ def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
     # -- connections --
     async def list_connections(request: Request) -> Response:
         found, answered, expected = await manager.connections(request.query_params.get("api"))
-        return JSONResponse({"connections": found, "workers": {"answered": answered, "expected": expected}})
+        workers = {"answered": answered, "expected": expected}
+        return JSONResponse({"connections": found, "workers": workers, "served_by": manager.bus.worker})
 
     async def send_message(request: Request) -> Response:
-        await manager.send(request.path_params["id"], _message(await json_body(request)))
-        return Response(status_code=204)
+        holder = await manager.send(request.path_params["id"], _message(await json_body(request)))
+        return JSONResponse({"sent": True, "worker": holder, "served_by": manager.bus.worker})
 
     async def close_connection(request: Request) -> Response:
         body = await json_body(request) or {}
@@ -186,8 +199,8 @@ def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
         code, reason = body.get("code", 1000), body.get("reason", "")
         if not isinstance(code, int) or isinstance(code, bool) or not isinstance(reason, str):
             raise Invalid("invalid close request", ["code: an integer, reason: a string"])
-        await manager.kick(request.path_params["id"], code, reason)
-        return Response(status_code=204)
+        holder = await manager.kick(request.path_params["id"], code, reason)
+        return JSONResponse({"closed": True, "worker": holder, "served_by": manager.bus.worker})
 
     # -- unauthenticated --
     async def healthz(request: Request) -> Response:

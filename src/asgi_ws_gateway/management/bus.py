@@ -126,8 +126,13 @@ class RedisBus:
         finally:
             await self.client.delete(reply_to)
         if len(replies) < expected and not (until is not None and replies and until(replies[-1])):
-            logger.warning("%d of %d worker(s) did not answer %r in %g s", expected - len(replies), expected,
-                           command.get("op"), wait)  # fmt: skip
+            logger.warning(
+                "%d of %d worker(s) did not answer %r in %g s",
+                expected - len(replies),
+                expected,
+                command.get("op"),
+                wait,
+            )
         return Answers(replies, expected)
 
     async def aclose(self) -> None:

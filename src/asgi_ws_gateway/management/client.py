@@ -221,14 +221,19 @@ class ManagementClient:
         params = {"api": api} if api else None
         return cast(list[Connection], (await self._call("GET", "connections", params=params)).json()["connections"])
 
-    async def send(self, connection_id: str, data: str | bytes) -> None:
-        """Send a text (``str``) or binary (``bytes``) message to a connection's client, on whichever worker."""
-        body = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
-        await self._call("POST", f"connections/{connection_id}/messages", json=body)
+    async def send(self, connection_id: str, data: str | bytes) -> str:
+        """Send a text (``str``) or binary (``bytes``) message to a connection's client.
 
-    async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> None:
-        """Close a connection (both sides) with ``code`` and ``reason``, on whichever worker holds it."""
-        await self._call("POST", f"connections/{connection_id}/close", json={"code": code, "reason": reason})
+        Returns:
+            The id of the worker that holds the connection (any worker of the gateway may).
+        """
+        body = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
+        return str((await self._call("POST", f"connections/{connection_id}/messages", json=body)).json()["worker"])
+
+    async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
+        """Close a connection (both sides) with ``code`` and ``reason``; returns the worker that held it."""
+        body = {"code": code, "reason": reason}
+        return str((await self._call("POST", f"connections/{connection_id}/close", json=body)).json()["worker"])
 
 
 def _drain(drain: bool) -> dict[str, str] | None:

@@ -121,8 +121,13 @@ class GatewayManagement:
 
 
 async def _redirect(send: Send, location: str) -> None:
-    await send({"type": "http.response.start", "status": 307,
-                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 307,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -59,6 +59,7 @@ def _op(
 
 
 _NO_CONTENT = {"204": {"description": "done"}}
+_DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
 _KEYED = {
     "allOf": [
         _ref("Subscription"),
@@ -195,12 +196,12 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/connections/{id}/messages": {
-            "post": _op("Send a message to the connection's client", _NO_CONTENT, body=_MESSAGE, params=_ID)
+            "post": _op("Send a message to the connection's client", _DONE, body=_MESSAGE, params=_ID)
         },
         "/connections/{id}/close": {
             "post": _op(
                 "Close the connection, both sides",
-                _NO_CONTENT,
+                _DONE,
                 params=_ID,
                 body={
                     "type": "object",

@@ -35,8 +35,13 @@ class Overlay:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        document = {"format": FORMAT, "revision": self.revision, "apis": self.apis,
-                    "products": self.products, "subscriptions": self.subscriptions}  # fmt: skip
+        document = {
+            "format": FORMAT,
+            "revision": self.revision,
+            "apis": self.apis,
+            "products": self.products,
+            "subscriptions": self.subscriptions,
+        }
         return json.dumps(document, indent=1, sort_keys=False)
 
     @classmethod

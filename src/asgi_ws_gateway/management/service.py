@@ -118,8 +118,9 @@ class Manager:
             except Exception:
                 logger.exception("management: cannot read the state store")
 
-    async def _change(self, change: Callable[[Overlay], Overlay], *, subject: str | None = None,
-                      drain: bool = False) -> Overlay:  # fmt: skip
+    async def _change(
+        self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, drain: bool = False
+    ) -> Overlay:
         def checked(current: Overlay) -> Overlay:
             new = change(current)
             validate(self.base, new, subject)
@@ -130,7 +131,8 @@ class Manager:
         except ConfigError as exc:
             raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
         await self._apply(new, drain=drain)
-        await self.bus.publish({"op": "reload", "revision": new.revision, "drain": drain})
+        # Answer once every worker runs the new revision: a handshake right after sees the change.
+        await self.bus.gather({"op": "reload", "revision": new.revision, "drain": drain})
         return new
 
     # -- APIs ---------------------------------------------------------------------------------
@@ -263,34 +265,41 @@ class Manager:
         found = [c for reply in answers.replies for c in reply.get("connections", [])]
         return sorted(found, key=lambda c: c["opened_at"]), len(answers.replies), answers.expected
 
-    async def send(self, connection_id: str, data: str | bytes) -> None:
+    async def send(self, connection_id: str, data: str | bytes) -> str:
+        """Send to the connection's client on whichever worker holds it; returns that worker's id."""
         payload = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
-        await self._command({"op": "send", "id": connection_id, **payload})
+        return await self._command({"op": "send", "id": connection_id, **payload})
 
-    async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> None:
+    async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
+        """Close the connection on whichever worker holds it; returns that worker's id."""
         if wire_code(code) != code or code == 1005:
             raise Invalid("invalid close code", [f"code: {code} may not be sent in a close frame"])
         if len(reason.encode()) > 123:
             raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
-        await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
+        return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
 
-    async def _command(self, command: Command) -> None:
+    async def _command(self, command: Command) -> str:
+        """Run a command on the worker holding the connection; returns that worker's id."""
         answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
         reply = next((r for r in answers.replies if r.get("found")), None)
         if reply is None:
             raise NotFound(f"no open connection '{command['id']}'")
         if not reply.get("done"):
             raise Conflict(f"connection '{command['id']}' is closing")
+        return str(reply.get("worker", self.bus.worker))
 
     async def _on_command(self, command: Command) -> Command | None:
         op = command.get("op")
         if op in ("reload", "resync"):
             await self.sync(drain=bool(command.get("drain")))
-            return None
+            return {"revision": self.overlay.revision}
         if op == "list":
             api = command.get("api")
-            return {"connections": [_describe(c, self.bus.worker) for c in self.gateway.connections()
-                                    if api is None or c.api == api]}  # fmt: skip
+            return {
+                "connections": [
+                    _describe(c, self.bus.worker) for c in self.gateway.connections() if api is None or c.api == api
+                ]
+            }
         connection_id = command.get("id")
         if not any(c.id == connection_id for c in self.gateway.connections()):
             return {"found": False}

@@ -138,8 +138,14 @@ def add_subscription(overlay: Overlay, request: SubscriptionRequest, key: str, s
         raise Invalid("invalid subscription (1 problem(s))", [f"product: no product named '{request.product}'"])
     if sid in overlay.subscriptions:
         raise Conflict(f"subscription '{sid}' exists already")
-    subscription = Subscription(id=sid, product=request.product, name=request.name, key_sha256=hash_key(key),
-                                expires_at=request.expires_at, created_at=datetime.now(UTC))  # fmt: skip
+    subscription = Subscription(
+        id=sid,
+        product=request.product,
+        name=request.name,
+        key_sha256=hash_key(key),
+        expires_at=request.expires_at,
+        created_at=datetime.now(UTC),
+    )
     return _put(overlay, subscription)
 
 
