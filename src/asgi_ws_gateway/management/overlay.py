@@ -22,7 +22,7 @@ from ..config import ApiConfig, GatewayConfig, load_config
 from ..errors import ConfigError
 
 FORMAT = 1
-_API_REF = re.compile(r"apis\[(\d+)\]")
+_API_REF = re.compile(r"apis\[(\d+)\](\.?)")
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,9 @@ def _name_of(api: Any, index: int) -> str:
 def _relative(problem: str, names: list[str], subject: str | None) -> str:
     match = _API_REF.match(problem)
     if match is not None and subject is not None and names[int(match.group(1))] == subject:
-        rest = problem[match.end() :].removeprefix(".")
+        rest = problem[match.end() :]
         problem = "(top level)" + rest if rest.startswith(":") else rest
-    return _API_REF.sub(lambda m: f"API '{names[int(m.group(1))]}'", problem)
+    return _API_REF.sub(lambda m: f"API '{names[int(m.group(1))]}'" + (" " if m.group(2) else ""), problem)
 
 
 __all__ = ["FORMAT", "InvalidChange", "Overlay", "api_document", "merge", "merge_document", "validate"]
