@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +15,11 @@ from typing import Any
 
 import httpx2
 
+import asgi_ws_gateway
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementClient
+from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementAPIError, ManagementClient
 from asgi_ws_gateway.standalone import not_found
-from support.servers import UvicornServer
+from support.servers import UvicornServer, free_port
 from support.upstream import UpstreamServer
 
 TOKEN = "test-admin-token"
@@ -53,3 +59,54 @@ def managed_gateway(config: dict[str, Any], state: Path, **options: Any) -> Iter
     management = GatewayManagement(gateway, store=FileStore(state), **options)
     with UvicornServer(management, lifespan="on") as server:
         yield Managed(server, management, gateway, state)
+
+
+SRC = Path(asgi_ws_gateway.__file__).resolve().parent.parent
+EXE = Path(sys.executable).parent / "asgi-ws-gateway"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for the command line: this checkout's package first, the admin token set."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ASGI_WS_GATEWAY_URL", None)
+    return {**env, "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN, **extra}
+
+
+@dataclass
+class Standalone:
+    client: ManagementClient
+    port: int
+    process: asyncio.subprocess.Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/_gateway"
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+@contextlib.asynccontextmanager
+async def standalone(config: Path, *args: str, workers: int = 1) -> AsyncIterator[Standalone]:
+    """``asgi-ws-gateway run CONFIG --management /_gateway ...``, yielded once it is ready."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        str(EXE), "run", str(config), "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+        "--management", "/_gateway", *args, cwd=config.parent, env=cli_env(),
+    )  # fmt: skip
+    client = ManagementClient(f"http://127.0.0.1:{port}/_gateway", token=TOKEN)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(httpx2.TransportError, ManagementAPIError):
+                    if await client.ready():
+                        break
+                assert process.returncode is None, "the gateway exited"
+                await asyncio.sleep(0.1)
+        yield Standalone(client, port, process)
+    finally:
+        await client.aclose()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await process.wait()

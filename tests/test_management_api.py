@@ -145,14 +145,18 @@ async def test_replace_applies_to_new_handshakes_and_open_connections_keep_their
         assert await old.recv() == "still open"
 
 
-async def test_replace_with_drain_closes_open_connections_of_that_api(managed: Managed, upstream: UpstreamServer) -> None:
+async def test_replace_with_drain_closes_open_connections_of_that_api(
+    managed: Managed, upstream: UpstreamServer
+) -> None:
     async with await connect(managed.url("/ws/echo")) as old, managed.http() as http:
         response = await http.put("apis/echo?drain=true", json=api("echo", "/ws/echo", upstream, idle_timeout=30))
         assert response.status_code == 200
         assert await expect_close(old) == (1001, "API configuration changed")
 
 
-async def test_delete_a_file_api_hides_it_and_it_can_be_created_again(managed: Managed, upstream: UpstreamServer) -> None:
+async def test_delete_a_file_api_hides_it_and_it_can_be_created_again(
+    managed: Managed, upstream: UpstreamServer
+) -> None:
     async with managed.http() as http:
         assert (await http.delete("apis/echo")).status_code == 204
         assert (await http.get("apis/echo")).status_code == 404
