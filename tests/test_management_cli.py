@@ -11,7 +11,8 @@ import pytest
 
 from asgi_ws_gateway import load_config
 from management_harness import EXE, TOKEN, Standalone, cli_env, standalone
-from support.clients import connect, expect_close
+from support.clients import connect, expect_close, expect_status
+from support.servers import free_port
 from support.upstream import UpstreamServer
 
 
@@ -161,3 +162,16 @@ async def test_changes_survive_a_killed_gateway(config: Path, tmp_path: Path, up
             await ws.send("back")
             assert await ws.recv() == "back"
     assert TOKEN not in (tmp_path / "gateway.state.json").read_text()
+
+
+async def test_run_serves_the_management_api_on_its_own_port(config: Path) -> None:
+    management_port = free_port()
+    async with standalone(config, management_port=management_port) as gateway:
+        assert [a["name"] for a in await gateway.client.list_apis()] == ["echo"]
+        status, _, _ = await expect_status(f"ws://127.0.0.1:{management_port}/ws/echo")
+        assert status == 403  # the management port serves no WebSocket API (Starlette refuses the route)
+        async with await connect(gateway.ws("/ws/echo")) as ws:
+            await ws.send("gateway port")
+            assert await ws.recv() == "gateway port"
+        code, _, _ = await cli("apis", "list", "--url", f"http://127.0.0.1:{gateway.port}/_gateway")
+        assert code == 3  # the gateway's port has no management API: the standalone app answers 404
