@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from .main import DEV_ADMIN_TOKEN, MANAGEMENT_PATH, admin_token
+
 HOST = "127.0.0.1"
 
 
@@ -22,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(format="%(levelname)-9s %(name)s: %(message)s")
     logging.getLogger("asgi_ws_gateway").setLevel(logging.INFO)
     print(f"asgi-ws-gateway example: open http://{HOST}:{args.port}/ in a browser", flush=True)
+    print(f"management API and test console: http://{HOST}:{args.port}{MANAGEMENT_PATH}/console", flush=True)
+    if admin_token() == DEV_ADMIN_TOKEN:  # only the public development default is ever printed
+        print(f"admin token: {DEV_ADMIN_TOKEN} (set ASGI_WS_GATEWAY_ADMIN_TOKEN to choose one)", flush=True)
     uvicorn.run("example_app.main:app", host=HOST, port=args.port)
 
 

@@ -25,3 +25,10 @@ def test_all_is_the_public_surface() -> None:
     ]
     for name in asgi_ws_gateway.__all__:
         assert hasattr(asgi_ws_gateway, name)
+
+
+def test_management_names_resolve() -> None:
+    import asgi_ws_gateway.management as management
+
+    for name in management.__all__:
+        assert getattr(management, name) is not None

@@ -13,12 +13,16 @@ from collections.abc import Sequence
 
 from .config import json_schema, load_config
 from .errors import ConfigError
+from .management import cli as management_cli
 from .standalone import CONFIG_ENV
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="asgi-ws-gateway", description="WebSocket API gateway: run, check and describe configurations."
+        prog="asgi-ws-gateway",
+        description="WebSocket API gateway: run, check and describe configurations; manage a running gateway.",
+        epilog="Exit codes: 0 success, 1 failed, 2 usage or invalid input, 3 not found, 4 unauthorized, "
+        "5 conflict, 6 (connect) closed abnormally.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -29,14 +33,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)")
     run.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation (default: %(default)s)")
     run.add_argument("--log-level", default="info", help="(default: %(default)s)")
+    managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
+    managed.add_argument("--management", metavar="PATH", help="serve the management API at this path, e.g. /_gateway")
+    managed.add_argument("--management-port", metavar="PORT", type=int, help="or on its own port (at its root)")
+    managed.add_argument(
+        "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
+    )
+    managed.add_argument("--redis", metavar="URL", help="keep changes in Redis and reach every worker through it")
+    managed.add_argument("--redis-prefix", default="asgi-ws-gw", help="Redis key namespace (default: %(default)s)")
 
     check = commands.add_parser("check", help="validate a configuration file and list every problem")
     check.add_argument("config")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     commands.add_parser("schema", help="print the JSON Schema of configuration files")
+    management_cli.add_commands(commands)
 
     args = parser.parse_args(argv)
+    if args.command not in ("run", "check", "schema"):
+        return management_cli.run(args)
     # As uvicorn does: asgi:module:attr upstreams and apps import from the working directory.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -65,6 +80,8 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    if args.management or args.management_port:
+        return _run_managed(args)
     uvicorn.run(
         "asgi_ws_gateway.standalone:create_app",
         factory=True,
@@ -75,6 +92,44 @@ def _run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         lifespan="on",
     )
+    return 0
+
+
+def _run_managed(args: argparse.Namespace) -> int:
+    """Serve the gateway with its management API; with ``--management-port``, on two sockets."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from .management import standalone as managed
+
+    if not os.environ.get(management_cli.TOKEN_ENV):
+        print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
+        return 2
+    settings = {
+        managed.PATH_ENV: args.management,
+        managed.REDIS_ENV: args.redis,
+        managed.PREFIX_ENV: args.redis_prefix,
+        managed.STATE_ENV: os.path.abspath(args.state) if args.state else None,
+        managed.PORT_ENV: str(args.management_port) if args.management_port else None,
+    }
+    os.environ.update({name: value for name, value in settings.items() if value})
+    config = uvicorn.Config(
+        "asgi_ws_gateway.management.standalone:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        ws=args.ws,
+        log_level=args.log_level,
+        lifespan="on",
+    )
+    sockets = [config.bind_socket()]
+    if args.management_port:
+        sockets.append(managed.bind(args.host, args.management_port))
+    if config.workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+    else:
+        uvicorn.Server(config).run(sockets=sockets)
     return 0
 
 

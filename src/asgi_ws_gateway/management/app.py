@@ -1,0 +1,267 @@
+"""The management REST API: a Starlette app over a :class:`~.service.Manager`.
+
+JSON in and out; errors are ``application/problem+json`` (RFC 9457) with a ``problems`` list of
+``field.path: message`` lines for 422. Every endpoint but health, the OpenAPI document and the
+console's static files needs the admin token (``Authorization: Bearer ...``) or whatever the
+user-supplied ``auth`` callable accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import console
+from .errors import Invalid, ManagementError
+from .openapi import openapi_document
+from .overlay import api_document, merge_document
+from .service import Manager, etag
+
+logger = logging.getLogger(__name__)
+
+Auth = Callable[[Request], Awaitable[bool]]
+"""Decides whether a request may use the management API (True) or gets 401 (False)."""
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def problem(
+    status: int, title: str, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if problems:
+        body["problems"] = problems
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+def token_auth(token: str) -> Auth:
+    """Accept ``Authorization: Bearer <token>`` (compared in constant time)."""
+    expected = token.encode()
+
+    async def check(request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+
+    return check
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
+
+
+def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
+    """The management API for ``manager``; mount it anywhere (it uses relative routes only)."""
+
+    def protected(endpoint: Endpoint) -> Endpoint:
+        @wraps(endpoint)
+        async def run(request: Request) -> Response:
+            if not await auth(request):
+                return problem(
+                    401,
+                    "Unauthorized",
+                    "a valid admin token is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="asgi-ws-gateway"'},
+                )
+            try:
+                await manager.ensure_started()
+                return await endpoint(request)
+            except ManagementError as exc:
+                return problem(exc.status, exc.title, exc.detail, exc.problems)
+
+        return run
+
+    def api_response(name: str, status: int = 200) -> Response:
+        document = api_document(manager.api(name))
+        headers = {"ETag": etag(document)}
+        if status == 201:
+            headers["Location"] = f"apis/{name}"
+        return JSONResponse(document, status, headers=headers)
+
+    async def refresh(request: Request) -> None:
+        await manager.sync()  # another worker may have changed something since this one last looked
+
+    # -- APIs --
+    async def list_apis(request: Request) -> Response:
+        await refresh(request)
+        apis = manager.apis()
+        return JSONResponse(
+            {
+                "apis": [api_document(a) for a in apis],
+                "origins": {a.name: manager.origin(a.name) for a in apis},
+                "revision": manager.overlay.revision,
+            }
+        )
+
+    async def create_api(request: Request) -> Response:
+        api = await manager.create_api(await json_body(request))
+        return api_response(api.name, 201)
+
+    async def get_api(request: Request) -> Response:
+        await refresh(request)
+        return api_response(request.path_params["name"])
+
+    async def replace_api(request: Request) -> Response:
+        name = request.path_params["name"]
+        await manager.replace_api(
+            name, await json_body(request), if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
+        )
+        return api_response(name)
+
+    async def delete_api(request: Request) -> Response:
+        await manager.delete_api(
+            request.path_params["name"], if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
+        )
+        return Response(status_code=204)
+
+    async def export(request: Request) -> Response:
+        await refresh(request)
+        document = merge_document(manager.base, manager.overlay)
+        document["apis"] = [api_document(api, compact=True) for api in manager.apis()]
+        document = json.loads(json.dumps(document, default=str))
+        if request.query_params.get("format") == "yaml":
+            return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
+        return JSONResponse(document)
+
+    # -- products and subscriptions --
+    async def list_products(request: Request) -> Response:
+        await refresh(request)
+        return JSONResponse({"products": [p.model_dump(mode="json") for p in manager.products()]})
+
+    async def create_product(request: Request) -> Response:
+        product = await manager.create_product(await json_body(request))
+        return JSONResponse(product.model_dump(mode="json"), 201, headers={"Location": f"products/{product.name}"})
+
+    async def get_product(request: Request) -> Response:
+        await refresh(request)
+        return JSONResponse(manager.product(request.path_params["name"]).model_dump(mode="json"))
+
+    async def delete_product(request: Request) -> Response:
+        await manager.delete_product(request.path_params["name"])
+        return Response(status_code=204)
+
+    async def list_subscriptions(request: Request) -> Response:
+        await refresh(request)
+        found = manager.subscriptions(request.query_params.get("product"))
+        return JSONResponse({"subscriptions": [s.public() for s in found]})
+
+    async def create_subscription(request: Request) -> Response:
+        subscription, key = await manager.create_subscription(await json_body(request))
+        headers = {"Location": f"subscriptions/{subscription.id}", "Cache-Control": "no-store"}
+        return JSONResponse({**subscription.public(), "key": key}, 201, headers=headers)
+
+    async def get_subscription(request: Request) -> Response:
+        await refresh(request)
+        return JSONResponse(manager.subscription(request.path_params["id"]).public())
+
+    async def delete_subscription(request: Request) -> Response:
+        await manager.delete_subscription(request.path_params["id"])
+        return Response(status_code=204)
+
+    def set_state(state: str) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            return JSONResponse((await manager.set_subscription_state(request.path_params["id"], state)).public())
+
+        return endpoint
+
+    async def regenerate_key(request: Request) -> Response:
+        subscription, key = await manager.regenerate_key(request.path_params["id"])
+        return JSONResponse({**subscription.public(), "key": key}, headers={"Cache-Control": "no-store"})
+
+    # -- connections --
+    async def list_connections(request: Request) -> Response:
+        found, answered, expected = await manager.connections(request.query_params.get("api"))
+        workers = {"answered": answered, "expected": expected}
+        return JSONResponse({"connections": found, "workers": workers, "served_by": manager.bus.worker})
+
+    async def send_message(request: Request) -> Response:
+        holder = await manager.send(request.path_params["id"], _message(await json_body(request)))
+        return JSONResponse({"sent": True, "worker": holder, "served_by": manager.bus.worker})
+
+    async def close_connection(request: Request) -> Response:
+        body = await json_body(request) or {}
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", ["(top level): expected a JSON object"])
+        code, reason = body.get("code", 1000), body.get("reason", "")
+        if not isinstance(code, int) or isinstance(code, bool) or not isinstance(reason, str):
+            raise Invalid("invalid close request", ["code: an integer, reason: a string"])
+        holder = await manager.kick(request.path_params["id"], code, reason)
+        return JSONResponse({"closed": True, "worker": holder, "served_by": manager.bus.worker})
+
+    # -- unauthenticated --
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if manager.gateway.draining:
+            return JSONResponse({"status": "draining"}, 503)
+        if not manager.started:
+            return JSONResponse({"status": "starting"}, 503)
+        return JSONResponse({"status": "ready", "revision": manager.overlay.revision})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/openapi.json", openapi),
+        *console.routes(),
+        Route("/apis", protected(list_apis)),
+        Route("/apis", protected(create_api), methods=["POST"]),
+        Route("/apis/{name}", protected(get_api)),
+        Route("/apis/{name}", protected(replace_api), methods=["PUT"]),
+        Route("/apis/{name}", protected(delete_api), methods=["DELETE"]),
+        Route("/config", protected(export)),
+        Route("/products", protected(list_products)),
+        Route("/products", protected(create_product), methods=["POST"]),
+        Route("/products/{name}", protected(get_product)),
+        Route("/products/{name}", protected(delete_product), methods=["DELETE"]),
+        Route("/subscriptions", protected(list_subscriptions)),
+        Route("/subscriptions", protected(create_subscription), methods=["POST"]),
+        Route("/subscriptions/{id}", protected(get_subscription)),
+        Route("/subscriptions/{id}", protected(delete_subscription), methods=["DELETE"]),
+        Route("/subscriptions/{id}/suspend", protected(set_state("suspended")), methods=["POST"]),
+        Route("/subscriptions/{id}/activate", protected(set_state("active")), methods=["POST"]),
+        Route("/subscriptions/{id}/regenerate-key", protected(regenerate_key), methods=["POST"]),
+        Route("/connections", protected(list_connections)),
+        Route("/connections/{id}/messages", protected(send_message), methods=["POST"]),
+        Route("/connections/{id}/close", protected(close_connection), methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _message(body: Any) -> str | bytes:
+    """``{"text": "..."}``, ``{"json": <any>}`` (sent as text) or ``{"binary": "<base64>"}``."""
+    if isinstance(body, dict) and len(body) == 1:
+        if isinstance(body.get("text"), str):
+            return str(body["text"])
+        if "json" in body:
+            return json.dumps(body["json"])
+        if isinstance(body.get("binary"), str):
+            try:
+                return base64.b64decode(body["binary"], validate=True)
+            except binascii.Error:
+                raise Invalid("invalid message", ["binary: not valid base64"]) from None
+    raise Invalid("invalid message", ["(top level): expected exactly one of text, json or binary"])
+
+
+__all__ = ["Auth", "create_management_app", "problem", "token_auth"]

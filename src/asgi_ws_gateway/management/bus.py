@@ -1,0 +1,183 @@
+"""Commands to every worker: apply a new configuration, list, message or close connections.
+
+A command is a JSON object with an ``op``. :meth:`Bus.publish` tells every worker and waits for
+no answer; :meth:`Bus.gather` collects the answers. :class:`LocalBus` is the single-process bus.
+:class:`RedisBus` publishes on the channel ``<prefix>:{mgmt}:bus``; ``PUBLISH`` returns how many
+workers received the command, so the caller knows how many answers to wait for, and each worker
+answers by pushing onto a list of the caller's (``BLPOP``), which outlives a missed subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as redis
+
+logger = logging.getLogger(__name__)
+
+Command = dict[str, Any]
+Handler = Callable[[Command], Awaitable[Command | None]]
+"""Runs one command on this worker; returns the answer (``None``: no answer)."""
+
+
+@dataclass
+class Answers:
+    """What :meth:`Bus.gather` collected: ``expected`` workers received the command."""
+
+    replies: list[Command]
+    expected: int
+
+
+class Bus(Protocol):
+    worker: str
+    """This worker's id: ``host:pid``."""
+
+    async def start(self, handler: Handler) -> None: ...
+
+    async def publish(self, command: Command) -> None: ...
+
+    async def gather(
+        self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
+    ) -> Answers:
+        """Send ``command`` to every worker and collect answers, stopping early once ``until(answer)``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class LocalBus:
+    """One process: commands run here (``publish`` is a no-op: this worker applied the change itself)."""
+
+    def __init__(self) -> None:
+        self.worker = worker_id()
+        self._handler: Handler | None = None
+
+    async def start(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def publish(self, command: Command) -> None:
+        return None
+
+    async def gather(
+        self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
+    ) -> Answers:
+        assert self._handler is not None, "the bus was not started"
+        answer = await self._handler(command)
+        return Answers([answer] if answer is not None else [], 1)
+
+    async def aclose(self) -> None:
+        self._handler = None
+
+
+class RedisBus:
+    """Every worker and host that shares a Redis.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` created with ``decode_responses=True``.
+        prefix: namespace of the channel and keys (default ``asgi-ws-gw``).
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "asgi-ws-gw") -> None:
+        self.client = client
+        self.worker = f"{worker_id()}:{uuid.uuid4().hex[:6]}"
+        self.channel = f"{prefix}:{{mgmt}}:bus"
+        self._prefix = prefix
+        self._listener: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._subscribed = asyncio.Event()
+
+    async def start(self, handler: Handler) -> None:
+        self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
+        async with asyncio.timeout(10):
+            await self._subscribed.wait()  # commands published from now on reach this worker
+
+    async def publish(self, command: Command) -> None:
+        await self.client.publish(self.channel, json.dumps(command))
+
+    async def gather(
+        self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
+    ) -> Answers:
+        reply_to = f"{self._prefix}:{{mgmt}}:reply:{uuid.uuid4().hex}"
+        expected = int(await self.client.publish(self.channel, json.dumps({**command, "reply_to": reply_to})))
+        replies: list[Command] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        try:
+            while len(replies) < expected and (left := deadline - loop.time()) > 0:
+                item = await self.client.blpop([reply_to], timeout=left)
+                if item is None:
+                    break
+                replies.append(json.loads(item[1]))
+                if until is not None and until(replies[-1]):
+                    break
+        finally:
+            await self.client.delete(reply_to)
+        if len(replies) < expected and not (until is not None and replies and until(replies[-1])):
+            logger.warning(
+                "%d of %d worker(s) did not answer %r in %g s",
+                expected - len(replies),
+                expected,
+                command.get("op"),
+                wait,
+            )
+        return Answers(replies, expected)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _listen(self, handler: Handler) -> None:
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        task = asyncio.create_task(self._run(handler, json.loads(message["data"])))
+                        self._running.add(task)
+                        task.add_done_callback(self._running.discard)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                logger.warning("management bus: lost Redis (%s); resubscribing in 1 s", exc)
+                await asyncio.sleep(1)
+                # Commands published meanwhile are lost; a resync catches up on configuration.
+                task = asyncio.create_task(self._run(handler, {"op": "resync"}))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _run(self, handler: Handler, command: Command) -> None:
+        try:
+            answer = await handler(command)
+            reply_to = command.get("reply_to")
+            if answer is not None and isinstance(reply_to, str):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.rpush(reply_to, json.dumps({**answer, "worker": self.worker}))
+                    pipe.expire(reply_to, 60)
+                    await pipe.execute()
+        except Exception:
+            logger.exception("management bus: command %r failed", command.get("op"))
+
+
+__all__ = ["Answers", "Bus", "Command", "Handler", "LocalBus", "RedisBus", "worker_id"]

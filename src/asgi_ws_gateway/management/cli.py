@@ -1,0 +1,252 @@
+"""The command line against a running gateway: ``apis``, ``products``, ``subscriptions``,
+``connections``, ``export`` (through :class:`ManagementClient`) and ``connect``.
+
+Exit codes: 0 success; 1 failed (gateway unreachable, server error; ``connect``: could not connect);
+2 usage error or invalid input (422); 3 not found (404); 4 unauthorized (401/403); 5 conflict
+(409, 412); 6 ``connect`` only: the connection closed with a code other than 1000/1001.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import yaml
+
+from . import connect as connect_module
+from .client import ManagementAPIError, ManagementClient
+
+URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
+DEFAULT_URL = "http://127.0.0.1:8000/_gateway"
+_EXIT = {401: 4, 403: 4, 404: 3, 409: 5, 412: 5, 400: 2, 422: 2}
+Action = Callable[[ManagementClient, argparse.Namespace], Awaitable[Any]]
+
+
+def add_commands(commands: Any) -> None:
+    """Add the management and ``connect`` subcommands to the ``asgi-ws-gateway`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"management API URL (default: ${URL_ENV} or {DEFAULT_URL})",
+    )
+    common.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"admin token (default: ${TOKEN_ENV})")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def group(name: str, help: str) -> Any:
+        parser = commands.add_parser(name, help=help, description=help)
+        return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(sub: Any, name: str, help: str, run: Action) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, parents=[common])
+        parser.set_defaults(run=run)
+        return parser
+
+    apis = group("apis", "WebSocket APIs of a running gateway")
+    action(apis, "list", "list the APIs", lambda c, a: c.list_apis())
+    action(apis, "show", "show one API", lambda c, a: c.get_api(a.name)).add_argument("name")
+    create = action(
+        apis, "create", "create an API from a YAML/JSON file ('-': stdin)", lambda c, a: c.create_api(_read(a.file))
+    )
+    create.add_argument("file")
+    update = action(
+        apis,
+        "update",
+        "replace an API with a YAML/JSON file ('-': stdin)",
+        lambda c, a: c.replace_api(a.name, _read(a.file), drain=a.drain),
+    )
+    update.add_argument("name")
+    update.add_argument("file")
+    delete = action(apis, "delete", "delete an API", lambda c, a: c.delete_api(a.name, drain=a.drain))
+    delete.add_argument("name")
+    for parser in (update, delete):
+        parser.add_argument("--drain", action="store_true", help="also close its open connections (gracefully)")
+
+    products = group("products", "products (groups of APIs that subscriptions grant)")
+    action(products, "list", "list the products", lambda c, a: c.list_products())
+    create = action(
+        products,
+        "create",
+        "create a product",
+        lambda c, a: c.create_product(a.name, a.api, display_name=a.display_name),
+    )
+    create.add_argument("name")
+    create.add_argument("--api", action="append", default=[], help="an API of the product (repeatable)")
+    create.add_argument("--display-name")
+    action(products, "delete", "delete a product", lambda c, a: c.delete_product(a.name)).add_argument("name")
+
+    subs = group("subscriptions", "subscriptions: keys to products")
+    action(subs, "list", "list subscriptions", lambda c, a: c.list_subscriptions(a.product)).add_argument("--product")
+    action(subs, "show", "show a subscription", lambda c, a: c.get_subscription(a.id)).add_argument("id")
+    create = action(
+        subs,
+        "create",
+        "create a subscription; prints its key (shown this once)",
+        lambda c, a: c.create_subscription(a.product, name=a.name, subscription_id=a.id),
+    )
+    create.add_argument("product")
+    create.add_argument("--name", help="the subscriber")
+    create.add_argument("--id", help="the subscription id (default: generated)")
+    for name, help, method in (
+        ("suspend", "suspend a subscription", "suspend_subscription"),
+        ("activate", "activate a subscription", "activate_subscription"),
+        ("regenerate-key", "replace a subscription's key; prints the new one", "regenerate_key"),
+        ("delete", "delete a subscription", "delete_subscription"),
+    ):
+        action(subs, name, help, _by_id(method)).add_argument("id")
+
+    conns = group("connections", "live connections, on every worker")
+    action(conns, "list", "list open connections", lambda c, a: c.list_connections(a.api)).add_argument("--api")
+    send = action(conns, "send", "send a message to a connection's client", _send)
+    send.add_argument("id")
+    send.add_argument("message", help="text (or hex with --binary)")
+    send.add_argument("--binary", action="store_true", help="MESSAGE is hexadecimal: send it as a binary message")
+    kick = action(conns, "kick", "close a connection (both sides)", lambda c, a: c.kick(a.id, a.code, a.reason))
+    kick.add_argument("id")
+    kick.add_argument("--code", type=int, default=1000, help="close code (default: 1000)")
+    kick.add_argument("--reason", default="", help="close reason")
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="print the merged configuration (file + changes)",
+        description="Print the running configuration as a config file (YAML, or --json).",
+    )
+    export.add_argument("--output", "-o", help="write to this file instead of standard output")
+    export.set_defaults(run=lambda c, a: c.export_config(), action="export")
+
+    connect = commands.add_parser(
+        "connect",
+        help="interactive WebSocket client for testing an API",
+        description=connect_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    connect.add_argument("target", metavar="URL", help="ws:// or wss:// URL")
+    connect.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
+    connect.add_argument("-s", "--subprotocol", action="append", default=[], help="offer a subprotocol (repeatable)")
+    connect.add_argument("--token", help="send 'Authorization: Bearer TOKEN'")
+    connect.add_argument("--subscription-key", help="send a subscription key header")
+    connect.add_argument(
+        "--key-header", default="Ocp-Apim-Subscription-Key", help="header for --subscription-key (default: %(default)s)"
+    )
+    connect.add_argument("--linger", type=float, default=1.0, help="seconds to wait after the input ends (default: 1)")
+    connect.add_argument("--json", action="store_true", help="print one JSON object per event")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a management or ``connect`` command; returns the exit code."""
+    if args.command == "connect":
+        return _run_connect(args)
+    try:
+        result = asyncio.run(_call(args))
+    except ManagementAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT.get(exc.status, 1)
+    except httpx2.TransportError as exc:
+        print(f"error: cannot reach the management API at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print(args, result)
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> Any:
+    async with ManagementClient(args.url, token=args.token) as client:
+        return await args.run(client, args)
+
+
+def _by_id(method: str) -> Action:
+    async def call(client: ManagementClient, args: argparse.Namespace) -> Any:
+        return await getattr(client, method)(args.id)
+
+    return call
+
+
+async def _send(client: ManagementClient, args: argparse.Namespace) -> str:
+    return await client.send(args.id, bytes.fromhex(args.message) if args.binary else args.message)
+
+
+def _read(file: str) -> Any:
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    return yaml.safe_load(text)  # JSON is YAML
+
+
+def _print(args: argparse.Namespace, result: Any) -> None:
+    if args.command == "export":
+        text = json.dumps(result, indent=2) if args.json else yaml.safe_dump(result, sort_keys=False)
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    if result is None:
+        return
+    if isinstance(result, str):  # the worker that held the connection
+        print(f"done (on worker {result})")
+    elif isinstance(result, list):
+        _table(args.command, result)
+    elif isinstance(result, dict):
+        if "key" in result:
+            print(f"key: {result['key']}\n(shown this once: only its hash is kept)", file=sys.stderr)
+        print(yaml.safe_dump({k: v for k, v in result.items() if k != "key"}, sort_keys=False), end="")
+        if "key" in result:
+            print(f"key: {result['key']}")
+
+
+_COLUMNS = {
+    "apis": ("name", "path", "upstreams"),
+    "products": ("name", "apis", "subscription_required"),
+    "subscriptions": ("id", "product", "name", "state"),
+    "connections": ("id", "api", "client", "subscription", "messages_in", "messages_out", "worker"),
+}
+
+
+def _table(command: str, rows: Sequence[dict[str, Any]]) -> None:
+    columns = _COLUMNS[command]
+
+    def cell(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join(v["url"] if isinstance(v, dict) else str(v) for v in value)
+        return "-" if value is None else str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    for line in [[c.upper() for c in columns], *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _run_connect(args: argparse.Namespace) -> int:
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(f"error: -H takes 'Name: value', not {header!r}", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    if args.token:
+        headers.append(("Authorization", f"Bearer {args.token}"))
+    if args.subscription_key:
+        headers.append((args.key_header, args.subscription_key))
+    try:
+        return asyncio.run(
+            connect_module.session(
+                args.target, headers=headers, subprotocols=args.subprotocol, linger=args.linger, as_json=args.json
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["add_commands", "run"]

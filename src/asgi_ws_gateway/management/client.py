@@ -1,0 +1,243 @@
+"""A typed async client for the management API (the command line uses it).
+
+Usage::
+
+    async with ManagementClient("http://127.0.0.1:8000/_gateway", token=token) as gateway:
+        await gateway.create_api({"name": "echo", "path": "/ws/echo", "upstreams": ["ws://echo:9000/"]})
+        for connection in await gateway.list_connections(api="echo"):
+            await gateway.send(connection["id"], "maintenance in 5 minutes")
+
+Every method raises :class:`ManagementAPIError` when the API refuses (its ``status`` and
+``problems``), and ``httpx2.TransportError`` subclasses when the gateway cannot be reached.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, NotRequired, TypedDict, cast
+
+import httpx2
+
+ApiDocument = dict[str, Any]
+"""A WebSocket API: the fields of an ``apis`` entry of the configuration file."""
+
+
+class Product(TypedDict):
+    name: str
+    display_name: str | None
+    apis: list[str]
+    subscription_required: bool
+
+
+class Subscription(TypedDict):
+    id: str
+    product: str
+    name: str | None
+    state: Literal["active", "suspended", "expired"]
+    expires_at: str | None
+    created_at: str
+    key: NotRequired[str]
+    """Only in the answer to create and regenerate-key: the key is never shown again."""
+
+
+class Connection(TypedDict):
+    id: str
+    api: str
+    client: str
+    subject: str | None
+    subscription: str | None
+    opened_at: float
+    messages_in: int
+    bytes_in: int
+    messages_out: int
+    bytes_out: int
+    worker: str
+
+
+class ManagementAPIError(Exception):
+    """The management API refused a request: ``status`` (401, 404, 409, 412, 422, ...) and ``problems``."""
+
+    def __init__(self, status: int, title: str, detail: str, problems: list[str]) -> None:
+        super().__init__(f"{status} {title}: {detail}" + "".join(f"\n  {p}" for p in problems))
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.problems = problems
+
+
+class ManagementClient:
+    """Client of one gateway's management API.
+
+    Args:
+        base_url: where the API is served, e.g. ``http://127.0.0.1:8000/_gateway``.
+        token: the admin token (sent as ``Authorization: Bearer``).
+        timeout: seconds for each request (default 10).
+        transport: an ``httpx2`` transport (tests: ``httpx2.ASGITransport(app)``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx2.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout, transport=transport, trust_env=False
+        )
+
+    async def __aenter__(self) -> ManagementClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx2.Response:
+        response = await self._http.request(method, path, json=json, params=params, headers=headers)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            raise ManagementAPIError(
+                response.status_code,
+                str(body.get("title", response.reason_phrase)),
+                str(body.get("detail", response.text[:200])),
+                list(body.get("problems", [])),
+            )
+        return response
+
+    # -- health --
+    async def ready(self) -> bool:
+        """True if the gateway is ready (not starting, not draining)."""
+        return (await self._http.get("readyz")).status_code == 200
+
+    # -- WebSocket APIs --
+    async def list_apis(self) -> list[ApiDocument]:
+        return cast(list[ApiDocument], (await self._call("GET", "apis")).json()["apis"])
+
+    async def get_api(self, name: str) -> ApiDocument:
+        return cast(ApiDocument, (await self._call("GET", f"apis/{name}")).json())
+
+    async def create_api(self, api: Mapping[str, Any]) -> ApiDocument:
+        return cast(ApiDocument, (await self._call("POST", "apis", json=dict(api))).json())
+
+    async def replace_api(
+        self, name: str, api: Mapping[str, Any], *, drain: bool = False, if_match: str | None = None
+    ) -> ApiDocument:
+        """Replace API ``name``; ``drain`` also closes its open connections; ``if_match``: an ETag."""
+        response = await self._call(
+            "PUT",
+            f"apis/{name}",
+            json=dict(api),
+            params=_drain(drain),
+            headers={"If-Match": if_match} if if_match else None,
+        )
+        return cast(ApiDocument, response.json())
+
+    async def delete_api(self, name: str, *, drain: bool = False) -> None:
+        await self._call("DELETE", f"apis/{name}", params=_drain(drain))
+
+    async def export_config(self) -> dict[str, Any]:
+        """The merged configuration (file and changes), ready to be written as a config file."""
+        return cast(dict[str, Any], (await self._call("GET", "config")).json())
+
+    # -- products and subscriptions --
+    async def list_products(self) -> list[Product]:
+        return cast(list[Product], (await self._call("GET", "products")).json()["products"])
+
+    async def create_product(
+        self, name: str, apis: list[str], *, display_name: str | None = None, subscription_required: bool = True
+    ) -> Product:
+        body = {
+            "name": name,
+            "apis": apis,
+            "display_name": display_name,
+            "subscription_required": subscription_required,
+        }
+        return cast(Product, (await self._call("POST", "products", json=body)).json())
+
+    async def delete_product(self, name: str) -> None:
+        await self._call("DELETE", f"products/{name}")
+
+    async def list_subscriptions(self, product: str | None = None) -> list[Subscription]:
+        params = {"product": product} if product else None
+        return cast(
+            list[Subscription], (await self._call("GET", "subscriptions", params=params)).json()["subscriptions"]
+        )
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        return cast(Subscription, (await self._call("GET", f"subscriptions/{subscription_id}")).json())
+
+    async def create_subscription(
+        self,
+        product: str,
+        *,
+        name: str | None = None,
+        subscription_id: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> Subscription:
+        """Create a subscription; its ``key`` is in the result and will never be shown again."""
+        body: dict[str, Any] = {"product": product, "name": name, "id": subscription_id}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return cast(Subscription, (await self._call("POST", "subscriptions", json=body)).json())
+
+    async def suspend_subscription(self, subscription_id: str) -> Subscription:
+        return cast(Subscription, (await self._call("POST", f"subscriptions/{subscription_id}/suspend")).json())
+
+    async def activate_subscription(self, subscription_id: str) -> Subscription:
+        return cast(Subscription, (await self._call("POST", f"subscriptions/{subscription_id}/activate")).json())
+
+    async def regenerate_key(self, subscription_id: str) -> Subscription:
+        """A new key for the subscription (in the result's ``key``); the old one stops working."""
+        return cast(Subscription, (await self._call("POST", f"subscriptions/{subscription_id}/regenerate-key")).json())
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        await self._call("DELETE", f"subscriptions/{subscription_id}")
+
+    # -- live connections --
+    async def list_connections(self, api: str | None = None) -> list[Connection]:
+        """Open connections on every worker of the gateway."""
+        params = {"api": api} if api else None
+        return cast(list[Connection], (await self._call("GET", "connections", params=params)).json()["connections"])
+
+    async def send(self, connection_id: str, data: str | bytes) -> str:
+        """Send a text (``str``) or binary (``bytes``) message to a connection's client.
+
+        Returns:
+            The id of the worker that holds the connection (any worker of the gateway may).
+        """
+        body = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
+        return str((await self._call("POST", f"connections/{connection_id}/messages", json=body)).json()["worker"])
+
+    async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
+        """Close a connection (both sides) with ``code`` and ``reason``; returns the worker that held it."""
+        body = {"code": code, "reason": reason}
+        return str((await self._call("POST", f"connections/{connection_id}/close", json=body)).json()["worker"])
+
+
+def _drain(drain: bool) -> dict[str, str] | None:
+    return {"drain": "true"} if drain else None
+
+
+__all__ = ["ApiDocument", "Connection", "ManagementAPIError", "ManagementClient", "Product", "Subscription"]

@@ -1,0 +1,150 @@
+"""``asgi-ws-gateway connect URL``: an interactive terminal client for testing a WebSocket API.
+
+Each line typed (or piped) is sent as a text message; ``/binary HEX`` sends bytes, ``/json {...}``
+checks the JSON first, ``/close [CODE [REASON]]`` closes. At the end of the input the client closes
+with 1000 (after ``--linger`` seconds for late replies). Every frame is printed with a timestamp,
+its direction and size; the close code and reason are printed last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+EXIT_OK, EXIT_FAILED, EXIT_ABNORMAL = 0, 1, 6
+
+
+class Printer:
+    """Writes events as human lines or, with ``as_json``, one JSON object per line."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, event: str, text: str = "", **fields: Any) -> None:
+        now = time.time()
+        if self.as_json:
+            print(json.dumps({"time": round(now, 3), "event": event, **fields}), flush=True)
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+        print(f"{stamp} {text}", flush=True)
+
+
+def _describe(data: str | bytes) -> tuple[str, dict[str, Any]]:
+    if isinstance(data, str):
+        return data, {"type": "text", "size": len(data.encode()), "data": data}
+    preview = data[:32].hex(" ") + (" …" if len(data) > 32 else "")
+    return f"[binary] {preview}", {"type": "binary", "size": len(data), "data": data.hex()}
+
+
+def _lines() -> asyncio.Queue[str | None]:
+    """Lines of standard input, read by a daemon thread (works for terminals, pipes and files)."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return queue
+
+
+async def session(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
+    linger: float = 1.0,
+    as_json: bool = False,
+) -> int:
+    """Connect, relay standard input as messages, print every frame; returns the exit code."""
+    show = Printer(as_json)
+    try:
+        ws = await connect(
+            url,
+            additional_headers=list(headers),
+            open_timeout=10,
+            proxy=None,
+            max_size=None,
+            subprotocols=[Subprotocol(p) for p in subprotocols] or None,
+        )
+    except InvalidStatus as exc:
+        body = bytes(exc.response.body).decode(errors="replace")
+        show(
+            "refused",
+            f"! handshake refused: {exc.response.status_code} {body}".rstrip(),
+            status=exc.response.status_code,
+            body=body,
+        )
+        return EXIT_FAILED
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        show("error", f"! cannot connect: {exc}", error=str(exc))
+        return EXIT_FAILED
+    show(
+        "open",
+        f"* connected to {url}" + (f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""),
+        url=url,
+        subprotocol=ws.subprotocol,
+    )
+    reader = asyncio.create_task(_receive(ws, show))
+    writer = asyncio.create_task(_send(ws, show, linger))
+    await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    await reader
+    received = ws.protocol.close_rcvd
+    code, reason = (received.code, received.reason) if received is not None else (1006, "")
+    show("close", f"* closed {code}" + (f' "{reason}"' if reason else ""), code=code, reason=reason)
+    return EXIT_OK if code in (1000, 1001) else EXIT_ABNORMAL
+
+
+async def _receive(ws: ClientConnection, show: Printer) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for data in ws:
+            text, fields = _describe(data)
+            show("received", f"< {text}  ({fields['size']} B)", **fields)
+
+
+async def _send(ws: ClientConnection, show: Printer, linger: float) -> None:
+    lines = _lines()
+    while (line := await lines.get()) is not None:
+        data: str | bytes = line
+        if line.startswith("/close"):
+            parts = line.split(maxsplit=2)
+            await ws.close(int(parts[1]) if len(parts) > 1 else 1000, parts[2] if len(parts) > 2 else "")
+            return
+        if line.startswith("/binary "):
+            try:
+                data = bytes.fromhex(line.removeprefix("/binary "))
+            except ValueError:
+                show("error", "! /binary takes hexadecimal digits", error="invalid hex")
+                continue
+        elif line.startswith("/json "):
+            try:
+                data = json.dumps(json.loads(line.removeprefix("/json ")))
+            except json.JSONDecodeError as exc:
+                show("error", f"! not JSON: {exc}", error=str(exc))
+                continue
+        try:
+            await ws.send(data)
+        except ConnectionClosed:
+            return
+        text, fields = _describe(data)
+        show("sent", f"> {text}  ({fields['size']} B)", **fields)
+    await asyncio.sleep(linger)  # end of input: give replies a moment, then close normally
+    await ws.close(1000)
+
+
+__all__ = ["EXIT_ABNORMAL", "EXIT_FAILED", "EXIT_OK", "session"]

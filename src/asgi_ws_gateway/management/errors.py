@@ -1,0 +1,48 @@
+"""Errors of the management API; each becomes an ``application/problem+json`` response.
+
+Hierarchy::
+
+    GatewayError
+    └── ManagementError        status, title, detail, problems
+        ├── NotFound               404
+        ├── Conflict               409 (exists already, or still in use)
+        ├── PreconditionFailed     412 (If-Match no longer matches)
+        └── Invalid                422 (``problems`` by field path; nothing was changed)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import GatewayError
+
+
+class ManagementError(GatewayError):
+    """A request the management API refuses; nothing was changed."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.problems = list(problems)
+
+
+class NotFound(ManagementError):
+    status, title = 404, "Not Found"
+
+
+class Conflict(ManagementError):
+    status, title = 409, "Conflict"
+
+
+class PreconditionFailed(ManagementError):
+    status, title = 412, "Precondition Failed"
+
+
+class Invalid(ManagementError):
+    status, title = 422, "Unprocessable Content"
+
+
+__all__ = ["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"]

@@ -1,0 +1,134 @@
+"""``GatewayManagement``: the management API served in front of a gateway, at a path or on a port."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as redis
+
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..middleware import WebSocketGateway
+from .app import Auth, create_management_app, token_auth
+from .bus import Bus, RedisBus
+from .redis_store import RedisStore
+from .service import Manager
+from .store import StateStore
+
+logger = logging.getLogger(__name__)
+
+
+def find_gateway(app: Any) -> WebSocketGateway:
+    """The :class:`WebSocketGateway` that ``app`` is, or wraps through ``.app`` attributes."""
+    for _ in range(32):
+        if isinstance(app, WebSocketGateway):
+            return app
+        app = getattr(app, "app", None)
+    raise TypeError(
+        "GatewayManagement must wrap a WebSocketGateway: add it after the gateway "
+        "(app.add_middleware(GatewayManagement, ...) below app.add_middleware(WebSocketGateway, ...)) or pass gateway="
+    )
+
+
+class GatewayManagement:
+    """ASGI middleware that serves the management API and passes everything else to ``app``.
+
+    Usage::
+
+        app.add_middleware(WebSocketGateway, config="gateway.yaml")
+        app.add_middleware(GatewayManagement, admin_token=os.environ["ASGI_WS_GATEWAY_ADMIN_TOKEN"])
+
+    Args:
+        app: the ASGI app wrapped; it is, or wraps, the gateway to manage (else pass ``gateway``).
+        admin_token: the token clients send as ``Authorization: Bearer <token>``.
+        auth: instead of a token, an async callable deciding from the request (True: allowed).
+        path: where the API is served (default ``/_gateway``), unless ``port`` is given.
+        port: serve the API (at the root) to requests that arrived on this local port instead.
+        store: where changes are kept (default: in memory, or Redis with ``redis_url``).
+        bus: how workers reach each other (default: this process only, or Redis with ``redis_url``).
+        redis_url: ``redis://host:port/db``: the shared mode (store and bus in Redis).
+        redis_prefix: namespace of the Redis keys (default ``asgi-ws-gw``).
+        gateway: the gateway, if ``app`` does not lead to it.
+        poll_interval: seconds between checks of the store for changes made elsewhere (default 1).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admin_token: str | None = None,
+        auth: Auth | None = None,
+        path: str = "/_gateway",
+        port: int | None = None,
+        store: StateStore | None = None,
+        bus: Bus | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = "asgi-ws-gw",
+        gateway: WebSocketGateway | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if auth is None:
+            if not admin_token:
+                raise ValueError("the management API needs an admin_token or an auth callable")
+            auth = token_auth(admin_token)
+        if redis_url is not None:
+            client = redis.Redis.from_url(redis_url, decode_responses=True)
+            store = store or RedisStore(client, prefix=redis_prefix)
+            bus = bus or RedisBus(redis.Redis.from_url(redis_url, decode_responses=True), prefix=redis_prefix)
+        self.app = app
+        self.manager = Manager(gateway or find_gateway(app), store=store, bus=bus, poll_interval=poll_interval)
+        self.api = create_management_app(self.manager, auth=auth)
+        self.path = "/" + path.strip("/")
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            return
+        if scope["type"] in ("http", "websocket"):
+            if self.port is not None:
+                server = scope.get("server")
+                if server is not None and server[1] == self.port:
+                    await self.api(scope, receive, send)
+                    return
+            else:
+                root = scope.get("root_path", "")
+                route = scope["path"].removeprefix(root) if root and scope["path"].startswith(root) else scope["path"]
+                if route == self.path and scope["type"] == "http":
+                    await _redirect(send, f"{root}{self.path}/console")
+                    return
+                if route.startswith(self.path + "/"):
+                    await self.api({**scope, "root_path": root + self.path}, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.manager.ensure_started()  # a failure fails the startup (uvicorn --lifespan on)
+            return message
+
+        return wrapped
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.manager.stop()  # after the gateway drained
+            await send(message)
+
+        return wrapped
+
+
+async def _redirect(send: Send, location: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 307,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+__all__ = ["GatewayManagement", "find_gateway"]

@@ -1,0 +1,225 @@
+"""The OpenAPI 3.1 document of the management API (``GET /openapi.json``)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..config import ApiConfig
+from .subscriptions import Product, Subscription, SubscriptionRequest
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_PROBLEM = {
+    "description": "see the problem detail",
+    "content": {"application/problem+json": {"schema": _ref("Problem")}},
+}
+_ERRORS = {"401": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM, "412": _PROBLEM, "422": _PROBLEM}
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_DRAIN = {
+    "name": "drain",
+    "in": "query",
+    "schema": {"type": "boolean"},
+    "description": "also close the open connections of the changed API (gracefully, drain_close_code)",
+}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "the ETag read earlier: refuse with 412 if the API changed since",
+}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **({} if public else _ERRORS)}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        operation["parameters"] = params
+    if public:
+        operation["security"] = []
+    return operation
+
+
+_NO_CONTENT = {"204": {"description": "done"}}
+_DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
+_KEYED = {
+    "allOf": [
+        _ref("Subscription"),
+        {
+            "type": "object",
+            "properties": {
+                "key": {
+                    "type": "string",
+                    "description": "the subscription key: shown this once, only its SHA-256 is kept",
+                }
+            },
+        },
+    ]
+}
+_MESSAGE = {
+    "oneOf": [
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        {"type": "object", "properties": {"json": {}}, "required": ["json"]},
+        {
+            "type": "object",
+            "properties": {"binary": {"type": "string", "contentEncoding": "base64"}},
+            "required": ["binary"],
+        },
+    ]
+}
+_CONNECTION = {
+    "type": "object",
+    "properties": {
+        **{k: {"type": "string"} for k in ("id", "api", "client", "worker")},
+        **{k: {"type": ["string", "null"]} for k in ("subject", "subscription")},
+        "opened_at": {"type": "number", "description": "Unix time"},
+        **{k: {"type": "integer"} for k in ("messages_in", "bytes_in", "messages_out", "bytes_out")},
+    },
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in (ApiConfig, Product, Subscription, SubscriptionRequest):
+        schema = model.model_json_schema(ref_template=_REF, mode="serialization")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas["Subscription"]["properties"].pop("key_sha256", None)
+    schemas["Subscription"]["required"] = [r for r in schemas["Subscription"]["required"] if r != "key_sha256"]
+    schemas["Connection"] = _CONNECTION
+    schemas["Problem"] = {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "string"}, "description": "field.path: message (422)"},
+        },
+    }
+    api = _ref("ApiConfig")
+    paths = {
+        "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"})}, public=True)},
+        "/readyz": {
+            "get": _op(
+                "Readiness: 503 while starting or draining",
+                {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "not ready")},
+                public=True,
+            )
+        },
+        "/apis": {
+            "get": _op(
+                "List WebSocket APIs",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "apis": {"type": "array", "items": api},
+                                "origins": {"type": "object"},
+                                "revision": {"type": "integer"},
+                            },
+                        }
+                    )
+                },
+            ),
+            "post": _op("Create a WebSocket API", {"201": _json(api, "created")}, body=api),
+        },
+        "/apis/{name}": {
+            "get": _op("Get a WebSocket API (ETag header)", {"200": _json(api)}, params=_NAME),
+            "put": _op("Replace a WebSocket API", {"200": _json(api)}, body=api, params=[*_NAME, _DRAIN, _IF_MATCH]),
+            "delete": _op("Delete a WebSocket API", _NO_CONTENT, params=[*_NAME, _DRAIN, _IF_MATCH]),
+        },
+        "/config": {
+            "get": _op(
+                "The merged configuration (file + changes), as JSON or ?format=yaml", {"200": _json({"type": "object"})}
+            )
+        },
+        "/products": {
+            "get": _op("List products", {"200": _json({"type": "object"})}),
+            "post": _op("Create a product", {"201": _json(_ref("Product"))}, body=_ref("Product")),
+        },
+        "/products/{name}": {
+            "get": _op("Get a product", {"200": _json(_ref("Product"))}, params=_NAME),
+            "delete": _op("Delete a product (none of its subscriptions may remain)", _NO_CONTENT, params=_NAME),
+        },
+        "/subscriptions": {
+            "get": _op("List subscriptions (?product=)", {"200": _json({"type": "object"})}),
+            "post": _op(
+                "Create a subscription; its key is in this response only",
+                {"201": _json(_KEYED)},
+                body=_ref("SubscriptionRequest"),
+            ),
+        },
+        "/subscriptions/{id}": {
+            "get": _op("Get a subscription", {"200": _json(_ref("Subscription"))}, params=_ID),
+            "delete": _op("Delete a subscription", _NO_CONTENT, params=_ID),
+        },
+        "/subscriptions/{id}/suspend": {"post": _op("Suspend", {"200": _json(_ref("Subscription"))}, params=_ID)},
+        "/subscriptions/{id}/activate": {"post": _op("Activate", {"200": _json(_ref("Subscription"))}, params=_ID)},
+        "/subscriptions/{id}/regenerate-key": {
+            "post": _op("Replace the key; the new one is in this response only", {"200": _json(_KEYED)}, params=_ID)
+        },
+        "/connections": {
+            "get": _op(
+                "Open connections on every worker (?api=)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "connections": {"type": "array", "items": _ref("Connection")},
+                                "workers": {"type": "object"},
+                            },
+                        }
+                    )
+                },
+            )
+        },
+        "/connections/{id}/messages": {
+            "post": _op("Send a message to the connection's client", _DONE, body=_MESSAGE, params=_ID)
+        },
+        "/connections/{id}/close": {
+            "post": _op(
+                "Close the connection, both sides",
+                _DONE,
+                params=_ID,
+                body={
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "integer", "default": 1000},
+                        "reason": {"type": "string", "maxLength": 123},
+                    },
+                },
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "asgi-ws-gateway management API", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"admin": []}],
+    }
+
+
+__all__ = ["openapi_document"]

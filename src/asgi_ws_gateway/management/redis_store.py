@@ -1,0 +1,76 @@
+"""The overlay in Redis: shared by every worker and host (the shared mode).
+
+The document and its revision live in one hash, ``<prefix>:{mgmt}:state`` (the braces are a Redis
+Cluster hash tag). An update is optimistic: read, derive, then save with a Lua script only if the
+revision is still the one read; on a conflict, read again and retry.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as redis
+
+from .overlay import Overlay
+from .store import Change
+
+logger = logging.getLogger(__name__)
+
+_SAVE = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
+if current ~= tonumber(ARGV[1]) then return -1 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'revision', ARGV[3])
+return tonumber(ARGV[3])
+"""
+MAX_ATTEMPTS = 50
+
+
+class ConcurrentUpdate(RuntimeError):
+    """Other writers kept winning: the update was retried ``MAX_ATTEMPTS`` times and gave up."""
+
+
+def state_key(prefix: str) -> str:
+    return f"{prefix}:{{mgmt}}:state"
+
+
+class RedisStore:
+    """The overlay in Redis.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` client created with ``decode_responses=True``.
+        prefix: namespace of the keys (default ``asgi-ws-gw``).
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "asgi-ws-gw") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._key = state_key(prefix)
+        self._save = client.register_script(_SAVE)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "asgi-ws-gw") -> RedisStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+
+    async def load(self) -> Overlay:
+        document = await self.client.hget(self._key, "doc")
+        return Overlay.from_json(document) if document else Overlay()
+
+    async def update(self, change: Change) -> Overlay:
+        for _ in range(MAX_ATTEMPTS):
+            current = await self.load()
+            new = change(current)
+            saved = await self._save(keys=[self._key], args=[current.revision, new.to_json(), new.revision])
+            if int(saved) == new.revision:
+                return new
+            logger.debug("state revision moved past %d while updating; retrying", current.revision)
+        raise ConcurrentUpdate(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+    async def revision(self) -> int:
+        value = await self.client.hget(self._key, "revision")
+        return int(value) if value else 0
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+__all__ = ["ConcurrentUpdate", "RedisStore", "state_key"]

@@ -1,0 +1,350 @@
+"""The management service: the operations behind the REST API, independent of HTTP.
+
+Every change goes the same way: the store applies it atomically to the latest overlay (validated
+against the configuration file, so an invalid change saves nothing), this worker applies the merged
+configuration to its gateway, and the bus tells the other workers, which load and apply it too.
+Workers also poll the store's revision, so one that missed a message catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..config import ApiConfig, GatewayConfig
+from ..errors import ConfigError
+from ..middleware import WebSocketGateway
+from ..relay import wire_code
+from . import subscriptions as subs
+from .bus import Bus, Command, LocalBus
+from .errors import Conflict, Invalid, NotFound, PreconditionFailed
+from .overlay import Overlay, api_document, merge, validate
+from .store import MemoryStore, StateStore
+
+logger = logging.getLogger(__name__)
+
+
+def etag(document: Any) -> str:
+    """A strong ETag for a JSON document."""
+    return '"' + hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:20] + '"'
+
+
+class Manager:
+    """Manages one gateway: its APIs, products, subscriptions and live connections.
+
+    Args:
+        gateway: the gateway to manage; the configuration it was built with is the *file* layer.
+        store: where changes are kept (default: :class:`MemoryStore`, lost on restart).
+        bus: how workers reach each other (default: :class:`LocalBus`, this process only).
+        poll_interval: seconds between checks of the store's revision (catch-up without the bus).
+    """
+
+    def __init__(
+        self,
+        gateway: WebSocketGateway,
+        *,
+        store: StateStore | None = None,
+        bus: Bus | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.gateway = gateway
+        self.base: GatewayConfig = gateway.config
+        self.store: StateStore = store or MemoryStore()
+        self.bus: Bus = bus or LocalBus()
+        self.poll_interval = poll_interval
+        self.overlay = Overlay()
+        self.started = False
+        self._apply_lock = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[Any]] = set()
+        self._start_lock = asyncio.Lock()
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Apply the stored changes to the gateway and join the bus. Raises ``ConfigError``."""
+        try:
+            await self._apply(await self.store.load())
+        except ConfigError as exc:
+            raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
+        await self.bus.start(self._on_command)
+        self._poller = asyncio.create_task(self._poll(), name="management-poll")
+        self.started = True
+
+    async def ensure_started(self) -> None:
+        """Start once (the lifespan startup, or the first request where a server has no lifespan)."""
+        if not self.started:
+            async with self._start_lock:
+                if not self.started:
+                    await self.start()
+
+    async def stop(self) -> None:
+        self.started = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.bus.aclose()
+        await self.store.aclose()
+
+    async def sync(self, *, drain: bool = False) -> None:
+        """Apply the store's latest revision if this worker runs an older one."""
+        latest = await self.store.load()
+        if latest.revision > self.overlay.revision:
+            await self._apply(latest, drain=drain)
+
+    async def _apply(self, overlay: Overlay, *, drain: bool = False) -> None:
+        async with self._apply_lock:
+            if overlay.revision < self.overlay.revision:
+                return  # a newer revision was applied meanwhile
+            changed = await self.gateway.apply_config(merge(self.base, overlay), drain=drain)
+            self.overlay = overlay
+            if changed:
+                logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                if await self.store.revision() > self.overlay.revision:
+                    await self.sync()
+            except Exception:
+                logger.exception("management: cannot read the state store")
+
+    async def _change(
+        self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, drain: bool = False
+    ) -> Overlay:
+        def checked(current: Overlay) -> Overlay:
+            new = change(current)
+            validate(self.base, new, subject)
+            return new
+
+        try:
+            new = await self.store.update(checked)
+        except ConfigError as exc:
+            raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
+        await self._apply(new, drain=drain)
+        # Answer once every worker runs the new revision: a handshake right after sees the change.
+        await self.bus.gather({"op": "reload", "revision": new.revision, "drain": drain})
+        return new
+
+    # -- APIs ---------------------------------------------------------------------------------
+
+    def apis(self) -> list[ApiConfig]:
+        return list(self.gateway.config.apis)
+
+    def origin(self, name: str) -> str:
+        """``file``, ``api`` (created through the API) or ``file+api`` (a file API changed through it)."""
+        in_file = any(api.name == name for api in self.base.apis)
+        if not in_file:
+            return "api"
+        return "file+api" if name in self.overlay.apis else "file"
+
+    def api(self, name: str) -> ApiConfig:
+        for api in self.gateway.config.apis:
+            if api.name == name:
+                return api
+        raise NotFound(f"no WebSocket API named '{name}'")
+
+    async def create_api(self, body: Any) -> ApiConfig:
+        document = _object(body)
+        name = document.get("name")
+        if not isinstance(name, str):
+            problem = "name: Field required" if name is None else f"name: Input should be a valid string (got {name!r})"
+            raise Invalid("invalid change (1 problem(s))", [problem])
+
+        def change(overlay: Overlay) -> Overlay:
+            if name in _names(self.base, overlay):
+                raise Conflict(f"a WebSocket API named '{name}' exists already")
+            return overlay.next(apis={**overlay.apis, name: document})
+
+        await self._change(change, subject=name)
+        return self.api(name)
+
+    async def replace_api(self, name: str, body: Any, *, if_match: str | None = None, drain: bool = False) -> ApiConfig:
+        document = {"name": name, **_object(body)}
+        if document["name"] != name:
+            raise Invalid(
+                "the body names another API",
+                [
+                    f"name: '{document['name']}' is not '{name}', the API in "
+                    "the URL (to rename, create the new API, then delete)"
+                ],
+            )
+
+        def change(overlay: Overlay) -> Overlay:
+            self._check_current(overlay, name, if_match)
+            return overlay.next(apis={**overlay.apis, name: document})
+
+        await self._change(change, subject=name, drain=drain)
+        return self.api(name)
+
+    async def delete_api(self, name: str, *, if_match: str | None = None, drain: bool = False) -> None:
+        def change(overlay: Overlay) -> Overlay:
+            self._check_current(overlay, name, if_match)
+            users = subs.products_with_api(overlay, name)
+            if users:
+                raise Conflict(f"API '{name}' is in product(s) {', '.join(users)}")
+            apis = dict(overlay.apis)
+            if any(api.name == name for api in self.base.apis):
+                apis[name] = None  # a tombstone hides the file's definition
+            else:
+                del apis[name]
+            return overlay.next(apis=apis)
+
+        await self._change(change, drain=drain)
+
+    def _check_current(self, overlay: Overlay, name: str, if_match: str | None) -> None:
+        current = merge(self.base, overlay).apis
+        found = next((api for api in current if api.name == name), None)
+        if found is None:
+            raise NotFound(f"no WebSocket API named '{name}'")
+        if if_match is not None and if_match not in ("*", etag(api_document(found))):
+            raise PreconditionFailed(f"API '{name}' was changed since you read it (If-Match does not match)")
+
+    # -- products and subscriptions -------------------------------------------------------------
+
+    def products(self) -> list[subs.Product]:
+        return list(subs.products(self.overlay).values())
+
+    def product(self, name: str) -> subs.Product:
+        found = subs.products(self.overlay).get(name)
+        if found is None:
+            raise NotFound(f"no product named '{name}'")
+        return found
+
+    async def create_product(self, body: Any) -> subs.Product:
+        product: subs.Product = subs.parse(subs.Product, body)
+        await self._change(lambda o: subs.add_product(o, product, _names(self.base, o)))
+        return product
+
+    async def delete_product(self, name: str) -> None:
+        await self._change(lambda o: subs.remove_product(o, name))
+
+    def subscriptions(self, product: str | None = None) -> list[subs.Subscription]:
+        found = subs.subscriptions(self.overlay).values()
+        return [s for s in found if product is None or s.product == product]
+
+    def subscription(self, sid: str) -> subs.Subscription:
+        found = subs.subscriptions(self.overlay).get(sid)
+        if found is None:
+            raise NotFound(f"no subscription '{sid}'")
+        return found
+
+    async def create_subscription(self, body: Any) -> tuple[subs.Subscription, str]:
+        """Create a subscription; returns it and its key (shown this once, never stored)."""
+        request: subs.SubscriptionRequest = subs.parse(subs.SubscriptionRequest, body)
+        key, sid = subs.new_key(), request.id or f"sub-{uuid.uuid4().hex[:12]}"
+        await self._change(lambda o: subs.add_subscription(o, request, key, sid))
+        return self.subscription(sid), key
+
+    async def set_subscription_state(self, sid: str, state: str) -> subs.Subscription:
+        await self._change(lambda o: subs.change_subscription(o, sid, state=state))
+        return self.subscription(sid)
+
+    async def regenerate_key(self, sid: str) -> tuple[subs.Subscription, str]:
+        key = subs.new_key()
+        await self._change(lambda o: subs.change_subscription(o, sid, key_sha256=subs.hash_key(key)))
+        return self.subscription(sid), key
+
+    async def delete_subscription(self, sid: str) -> None:
+        await self._change(lambda o: subs.remove_subscription(o, sid))
+
+    # -- live connections (every worker) --------------------------------------------------------
+
+    async def connections(self, api: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
+        """Open connections on every worker; also how many workers answered, of how many."""
+        answers = await self.bus.gather({"op": "list", "api": api})
+        found = [c for reply in answers.replies for c in reply.get("connections", [])]
+        return sorted(found, key=lambda c: c["opened_at"]), len(answers.replies), answers.expected
+
+    async def send(self, connection_id: str, data: str | bytes) -> str:
+        """Send to the connection's client on whichever worker holds it; returns that worker's id."""
+        payload = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
+        return await self._command({"op": "send", "id": connection_id, **payload})
+
+    async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
+        """Close the connection on whichever worker holds it; returns that worker's id."""
+        if wire_code(code) != code or code == 1005:
+            raise Invalid("invalid close code", [f"code: {code} may not be sent in a close frame"])
+        if len(reason.encode()) > 123:
+            raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
+        return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
+
+    async def _command(self, command: Command) -> str:
+        """Run a command on the worker holding the connection; returns that worker's id."""
+        answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
+        reply = next((r for r in answers.replies if r.get("found")), None)
+        if reply is None:
+            raise NotFound(f"no open connection '{command['id']}'")
+        if not reply.get("done"):
+            raise Conflict(f"connection '{command['id']}' is closing")
+        return str(reply.get("worker", self.bus.worker))
+
+    async def _on_command(self, command: Command) -> Command | None:
+        op = command.get("op")
+        if op in ("reload", "resync"):
+            await self.sync(drain=bool(command.get("drain")))
+            return {"revision": self.overlay.revision}
+        if op == "list":
+            api = command.get("api")
+            return {
+                "connections": [
+                    _describe(c, self.bus.worker) for c in self.gateway.connections() if api is None or c.api == api
+                ]
+            }
+        connection_id = command.get("id")
+        if not any(c.id == connection_id for c in self.gateway.connections()):
+            return {"found": False}
+        if op == "send":
+            text = command.get("text")
+            data = text if isinstance(text, str) else base64.b64decode(command.get("binary", ""))
+            return {"found": True, "done": await self.gateway.send_to_connection(str(connection_id), data)}
+        if op == "close":
+            # The closing handshake may take the upstream's close_timeout: answer once it started.
+            closing = asyncio.create_task(
+                self.gateway.close_connection(str(connection_id), int(command["code"]), str(command["reason"]))
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            await asyncio.wait({closing}, timeout=0.5)
+            return {"found": True, "done": True}
+        return None
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object", ["(top level): expected a JSON object"])
+    return body
+
+
+def _names(base: GatewayConfig, overlay: Overlay) -> set[str]:
+    names = {api.name for api in base.apis if overlay.apis.get(api.name, True) is not None}
+    return names | {name for name, doc in overlay.apis.items() if doc is not None}
+
+
+def _describe(connection: Any, worker: str) -> dict[str, Any]:
+    stats = connection.stats
+    return {
+        "id": connection.id,
+        "api": connection.api,
+        "client": connection.client,
+        "subject": connection.subject,
+        "subscription": connection.subscription,
+        "opened_at": connection.opened_at,
+        "messages_in": stats.messages_in,
+        "bytes_in": stats.bytes_in,
+        "messages_out": stats.messages_out,
+        "bytes_out": stats.bytes_out,
+        "worker": worker,
+    }
+
+
+__all__ = ["Manager", "etag"]

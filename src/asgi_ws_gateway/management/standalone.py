@@ -1,0 +1,63 @@
+"""The standalone gateway with its management API: what ``asgi-ws-gateway run --management`` serves.
+
+uvicorn starts each worker from environment variables (the command line sets them), so every
+worker builds the same app: the gateway for the config file, wrapped by :class:`GatewayManagement`
+at a path or on its own port, with a state file (one host) or Redis (the shared mode).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from ..standalone import CONFIG_ENV
+from ..standalone import create_app as create_gateway
+from .cli import TOKEN_ENV
+from .mount import GatewayManagement
+from .store import FileStore
+
+PATH_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PATH"
+PORT_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PORT"
+STATE_ENV = "ASGI_WS_GATEWAY_STATE"
+REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
+PREFIX_ENV = "ASGI_WS_GATEWAY_REDIS_PREFIX"
+
+
+def default_state_file(config: str | os.PathLike[str]) -> Path:
+    """``gateway.yaml`` keeps its changes in ``gateway.state.json`` beside it."""
+    path = Path(config)
+    return path.with_name(path.stem + ".state.json")
+
+
+def create_app() -> GatewayManagement:
+    """The gateway for ``$ASGI_WS_GATEWAY_CONFIG`` with its management API (settings from the environment)."""
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise RuntimeError(f"the management API needs an admin token: set {TOKEN_ENV}")
+    redis_url = os.environ.get(REDIS_ENV) or None
+    port = os.environ.get(PORT_ENV)
+    store = None
+    if redis_url is None:
+        store = FileStore(os.environ.get(STATE_ENV) or default_state_file(os.environ[CONFIG_ENV]))
+    return GatewayManagement(
+        create_gateway(),
+        admin_token=token,
+        path=os.environ.get(PATH_ENV) or "/_gateway",
+        port=int(port) if port else None,
+        store=store,
+        redis_url=redis_url,
+        redis_prefix=os.environ.get(PREFIX_ENV) or "asgi-ws-gw",
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket for the management port, inheritable by uvicorn's worker processes."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+__all__ = ["PATH_ENV", "PORT_ENV", "PREFIX_ENV", "REDIS_ENV", "STATE_ENV", "bind", "create_app", "default_state_file"]

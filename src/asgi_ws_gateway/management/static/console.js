@@ -1,0 +1,160 @@
+"use strict";
+// The asgi-ws-gateway test console. The URL fragment can pre-fill it (it never reaches a server):
+//   console#token=ADMIN&api=chat&room=lobby&query=a%3D1&connect=1&send=hello
+(() => {
+  const $ = (selector) => document.querySelector(selector);
+  const setup = $("#setup"), sendForm = $("#send"), log = $("#log"), status = $("#status");
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const encoder = new TextEncoder();
+  let apis = [], ws = null;
+
+  const time = () => new Date().toISOString().slice(11, 23);
+  const placeholders = (path) => Array.from(path.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g), (m) => m[1]);
+
+  function entry(dir, text, size) {
+    const li = document.createElement("li");
+    li.dataset.dir = dir;
+    const stamp = document.createElement("time");
+    stamp.textContent = time();
+    const arrow = document.createElement("span");
+    arrow.className = "dir";
+    arrow.textContent = { in: "←", out: "→", sys: "•" }[dir];
+    li.append(stamp, arrow);
+    if (size !== undefined) {
+      const bytes = document.createElement("span");
+      bytes.className = "size";
+      bytes.textContent = `${size} B`;
+      li.append(bytes);
+    }
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    li.append(body);
+    log.append(li);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function setStatus(state, text) {
+    status.dataset.state = state;
+    status.textContent = text;
+    const open = state === "open";
+    for (const name of ["message", "text", "json", "close"]) sendForm[name].disabled = !open;
+    setup.open.disabled = open || state === "connecting";
+  }
+
+  function describe(data) {
+    if (typeof data === "string") return [data === "" ? "(empty text)" : data, encoder.encode(data).length];
+    const bytes = new Uint8Array(data);
+    const hex = Array.from(bytes.slice(0, 32), (b) => b.toString(16).padStart(2, "0")).join(" ");
+    return [`[binary] ${hex}${bytes.length > 32 ? " …" : ""}`, bytes.length];
+  }
+
+  function selected() {
+    return apis.find((api) => api.name === setup.api.value);
+  }
+
+  function showParams() {
+    const api = selected(), holder = $("#params");
+    holder.replaceChildren();
+    for (const name of api ? placeholders(api.path) : []) {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      Object.assign(input, { type: "text", size: 12, value: fragment.get(name) || "" });
+      input.dataset.param = name;
+      label.append(`${name} `, input);
+      holder.append(label);
+    }
+  }
+
+  async function loadApis() {
+    const token = setup.admin.value.trim();
+    sessionStorage.setItem("asgi-ws-gateway-admin", token);
+    $("#apis-status").textContent = "loading…";
+    const response = await fetch("apis", { headers: { Authorization: `Bearer ${token}` } });
+    if (!response.ok) {
+      $("#apis-status").textContent = response.status === 401 ? "the admin token was refused" : `error ${response.status}`;
+      return false;
+    }
+    apis = (await response.json()).apis;
+    setup.api.replaceChildren(...apis.map((api) => new Option(`${api.display_name || api.name}: ${api.path}`, api.name)));
+    if (fragment.has("api")) setup.api.value = fragment.get("api");
+    $("#apis-status").textContent = `${apis.length} API(s)`;
+    showParams();
+    return true;
+  }
+
+  function target() {
+    const api = selected();
+    let path = api.path;
+    for (const input of document.querySelectorAll("#params input")) {
+      path = path.replace(`{${input.dataset.param}}`, encodeURIComponent(input.value.trim()));
+    }
+    const query = new URLSearchParams(setup.query.value.trim());
+    if (setup.key.value.trim()) query.set(setup.keyParam.value.trim(), setup.key.value.trim());
+    if (setup.token.value.trim()) query.set(setup.tokenParam.value.trim(), setup.token.value.trim());
+    const search = query.toString();
+    return `${setup.base.value.replace(/\/$/, "")}${path}${search ? `?${search}` : ""}`;
+  }
+
+  function connect(firstMessage) {
+    if (!selected()) return entry("sys", "load the APIs and pick one first");
+    const url = target();
+    const protocols = setup.subprotocols.value.split(",").map((p) => p.trim()).filter(Boolean);
+    $("#url").textContent = url;
+    setStatus("connecting", "connecting…");
+    entry("sys", `connecting to ${url}`);
+    const socket = ws = new WebSocket(url, protocols);
+    socket.binaryType = "arraybuffer";
+    socket.onopen = () => {
+      const details = [socket.protocol && `subprotocol ${socket.protocol}`, socket.extensions].filter(Boolean);
+      setStatus("open", "open");
+      entry("sys", `open${details.length ? ` (${details.join("; ")})` : ""}`);
+      if (firstMessage) send(firstMessage);
+    };
+    socket.onmessage = (event) => entry("in", ...describe(event.data));
+    socket.onerror = () => entry("sys", "error (the close event below says more)");
+    socket.onclose = (event) => {
+      const reason = event.reason ? ` "${event.reason}"` : "";
+      setStatus("closed", `closed ${event.code}${reason}`);
+      entry("sys", `closed: code ${event.code}${reason}${event.wasClean ? "" : " (not clean)"}`);
+      if (ws === socket) ws = null;
+    };
+  }
+
+  function send(text) {
+    ws.send(text);
+    entry("out", ...describe(text));
+  }
+
+  setup.base.value = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
+  setup.admin.value = fragment.get("token") || sessionStorage.getItem("asgi-ws-gateway-admin") || "";
+  for (const name of ["query", "key", "subprotocols", "base"]) if (fragment.has(name)) setup[name].value = fragment.get(name);
+  setup.load.addEventListener("click", loadApis);
+  setup.api.addEventListener("change", showParams);
+  setup.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!ws) connect();
+  });
+  sendForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (ws && ws.readyState === WebSocket.OPEN) send(sendForm.message.value);
+  });
+  sendForm.json.addEventListener("click", () => {
+    let text;
+    try {
+      text = JSON.stringify(JSON.parse(sendForm.message.value));
+    } catch (error) {
+      return entry("sys", `not JSON: ${error.message}`);
+    }
+    if (ws && ws.readyState === WebSocket.OPEN) send(text);
+  });
+  sendForm.close.addEventListener("click", () => {
+    if (ws) ws.close(Number(sendForm.code.value) || 1000, sendForm.reason.value);
+  });
+  sendForm.clear.addEventListener("click", () => log.replaceChildren());
+  if (setup.admin.value) {
+    loadApis().then((ok) => {
+      if (ok && fragment.get("connect") === "1") connect(fragment.get("send"));
+    });
+  }
+})();

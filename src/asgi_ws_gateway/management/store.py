@@ -1,0 +1,143 @@
+"""Where the overlay is kept: in memory, in a local file (the embedded default), or in Redis.
+
+Every store offers one atomic operation, :meth:`StateStore.update`: read the latest overlay, let a
+function derive the next one (it may raise to abort), and save it, so that concurrent changes from
+any number of tasks, workers or hosts are serialized and none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from .overlay import Overlay
+
+logger = logging.getLogger(__name__)
+
+Change = Callable[[Overlay], Overlay]
+"""Derives the next overlay from the latest one; raising aborts the update (nothing is saved)."""
+
+
+class StateStore(Protocol):
+    """Keeps the overlay. Implementations: :class:`MemoryStore`, :class:`FileStore`, ``RedisStore``."""
+
+    async def load(self) -> Overlay:
+        """The latest overlay (an empty one at revision 0 if nothing was saved yet)."""
+        ...
+
+    async def update(self, change: Change) -> Overlay:
+        """Apply ``change`` to the latest overlay atomically and save its result, which is returned.
+
+        ``change`` may be called more than once (optimistic stores retry on a conflict), so it must
+        not have side effects.
+        """
+        ...
+
+    async def revision(self) -> int:
+        """The latest revision, cheaply (workers poll it to catch up)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryStore:
+    """This process only; nothing survives a restart (tests, the example)."""
+
+    def __init__(self, overlay: Overlay | None = None) -> None:
+        self._overlay = overlay or Overlay()
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> Overlay:
+        return self._overlay
+
+    async def update(self, change: Change) -> Overlay:
+        async with self._lock:
+            self._overlay = change(self._overlay)
+            return self._overlay
+
+    async def revision(self) -> int:
+        return self._overlay.revision
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FileStore:
+    """A JSON file, written atomically: a complete new file is synced to disk, then renamed over the old.
+
+    A crash leaves either the old or the new file, never a torn one; an update has reached the disk
+    before :meth:`update` returns. Processes on one host serialize their updates with an exclusive
+    ``flock`` on ``<path>.lock``, so several workers may share the file.
+
+    Args:
+        path: the state file (created on the first update, with its directory).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> Overlay:
+        return await asyncio.to_thread(self._read)
+
+    async def update(self, change: Change) -> Overlay:
+        async with self._lock:  # one thread of this process at a time; flock orders the processes
+            return await asyncio.to_thread(self._update, change)
+
+    async def revision(self) -> int:
+        return (await self.load()).revision
+
+    async def aclose(self) -> None:
+        return None
+
+    def _read(self) -> Overlay:
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            return Overlay()
+        return Overlay.from_json(text)
+
+    def _update(self, change: Change) -> Overlay:
+        with self._locked():
+            new = change(self._read())
+            self._write(new.to_json().encode())
+            return new
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _write(self, data: bytes) -> None:
+        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself must survive a power loss
+        finally:
+            os.close(directory)
+
+
+__all__ = ["Change", "FileStore", "MemoryStore", "StateStore"]

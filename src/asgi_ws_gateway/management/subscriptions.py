@@ -1,0 +1,186 @@
+"""Products and subscriptions as the management API keeps them: an isolated, provisional model.
+
+A product groups APIs; a subscription grants one key to one product. A key is shown once, when it
+is created or regenerated; only its SHA-256 (hex) is stored, and a presented key is checked with a
+constant-time comparison (:func:`find_by_key`).
+
+The fields mirror the configuration's ``products`` and ``subscriptions`` as the handshake policies
+define them (``name``, ``display_name``, ``apis``, ``subscription_required``; ``id``, ``product``,
+``name``, ``key_sha256``, ``state``, ``expires_at``). Once :class:`~asgi_ws_gateway.GatewayConfig`
+has those fields, :func:`~asgi_ws_gateway.management.overlay.merge_document` passes the ones kept
+here to the gateway with the APIs, so the policies see them on every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..config import _describe
+from .errors import Conflict, Invalid, NotFound
+from .overlay import Overlay
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Product(BaseModel):
+    """A group of APIs that subscriptions grant access to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier.")]
+    display_name: str | None = None
+    apis: list[str] = Field(default_factory=list, description="Names of the APIs in this product.")
+    subscription_required: bool = Field(default=True, description="false: an open product (no key needed).")
+
+
+class SubscriptionRequest(BaseModel):
+    """What a client sends to create a subscription (the key is generated)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: str = Field(description="The product this subscription grants.")
+    id: Annotated[str | None, Field(pattern=_NAME, description="Unique id (default: generated).")] = None
+    name: str | None = Field(default=None, description="Human name: the subscriber.")
+    expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
+
+
+class Subscription(BaseModel):
+    """A subscription as stored: never the key, only its SHA-256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    product: str
+    name: str | None = None
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    state: Literal["active", "suspended"] = "active"
+    expires_at: datetime | None = None
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """As the API shows it: no key hash; ``state`` is ``expired`` once ``expires_at`` has passed."""
+        document = self.model_dump(mode="json", exclude={"key_sha256"})
+        if self.state == "active" and self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+            document["state"] = "expired"
+        return document
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of a subscription key: what is stored."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A new subscription key: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def find_by_key(subscriptions: Iterable[Subscription], key: str) -> Subscription | None:
+    """The subscription whose key is ``key``, comparing digests in constant time."""
+    digest = hash_key(key).encode()
+    found = None
+    for subscription in subscriptions:  # no early exit: the time taken does not depend on the match
+        if hmac.compare_digest(subscription.key_sha256.encode(), digest):
+            found = subscription
+    return found
+
+
+def parse(model: type[BaseModel], body: Any) -> Any:
+    """Validate a request body; ``Invalid`` lists every problem by field path."""
+    if not isinstance(body, Mapping):
+        raise Invalid("the body must be a JSON object", ["(top level): expected a JSON object"])
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise Invalid(f"invalid {model.__name__.lower()} ({len(problems)} problem(s))", problems) from None
+
+
+def products(overlay: Overlay) -> dict[str, Product]:
+    return {name: Product.model_validate(doc) for name, doc in overlay.products.items()}
+
+
+def subscriptions(overlay: Overlay) -> dict[str, Subscription]:
+    return {sid: Subscription.model_validate(doc) for sid, doc in overlay.subscriptions.items()}
+
+
+def add_product(overlay: Overlay, product: Product, api_names: set[str]) -> Overlay:
+    if product.name in overlay.products:
+        raise Conflict(f"product '{product.name}' exists already")
+    unknown = [f"apis[{i}]: no API named '{name}'" for i, name in enumerate(product.apis) if name not in api_names]
+    if unknown:
+        raise Invalid(f"invalid product ({len(unknown)} problem(s))", unknown)
+    return overlay.next(products={**overlay.products, product.name: product.model_dump(mode="json")})
+
+
+def remove_product(overlay: Overlay, name: str) -> Overlay:
+    if name not in overlay.products:
+        raise NotFound(f"no product named '{name}'")
+    users = sorted(s.id for s in subscriptions(overlay).values() if s.product == name)
+    if users:
+        raise Conflict(f"product '{name}' still has subscriptions: {', '.join(users)}")
+    return overlay.next(products={k: v for k, v in overlay.products.items() if k != name})
+
+
+def products_with_api(overlay: Overlay, api: str) -> list[str]:
+    return sorted(name for name, product in products(overlay).items() if api in product.apis)
+
+
+def add_subscription(overlay: Overlay, request: SubscriptionRequest, key: str, sid: str) -> Overlay:
+    if request.product not in overlay.products:
+        raise Invalid("invalid subscription (1 problem(s))", [f"product: no product named '{request.product}'"])
+    if sid in overlay.subscriptions:
+        raise Conflict(f"subscription '{sid}' exists already")
+    subscription = Subscription(
+        id=sid,
+        product=request.product,
+        name=request.name,
+        key_sha256=hash_key(key),
+        expires_at=request.expires_at,
+        created_at=datetime.now(UTC),
+    )
+    return _put(overlay, subscription)
+
+
+def change_subscription(overlay: Overlay, sid: str, **changes: Any) -> Overlay:
+    """Set ``state`` or ``key_sha256`` of subscription ``sid``."""
+    current = subscriptions(overlay).get(sid)
+    if current is None:
+        raise NotFound(f"no subscription '{sid}'")
+    return _put(overlay, current.model_copy(update=changes))
+
+
+def remove_subscription(overlay: Overlay, sid: str) -> Overlay:
+    if sid not in overlay.subscriptions:
+        raise NotFound(f"no subscription '{sid}'")
+    return overlay.next(subscriptions={k: v for k, v in overlay.subscriptions.items() if k != sid})
+
+
+def _put(overlay: Overlay, subscription: Subscription) -> Overlay:
+    return overlay.next(subscriptions={**overlay.subscriptions, subscription.id: subscription.model_dump(mode="json")})
+
+
+__all__ = [
+    "Product",
+    "Subscription",
+    "SubscriptionRequest",
+    "add_product",
+    "add_subscription",
+    "change_subscription",
+    "find_by_key",
+    "hash_key",
+    "new_key",
+    "parse",
+    "products",
+    "products_with_api",
+    "remove_product",
+    "remove_subscription",
+    "subscriptions",
+]

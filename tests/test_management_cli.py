@@ -1,0 +1,177 @@
+"""The management command line through its real entry point, against ``run --management``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from asgi_ws_gateway import load_config
+from management_harness import EXE, TOKEN, Standalone, cli_env, standalone
+from support.clients import connect, expect_close, expect_status
+from support.servers import free_port
+from support.upstream import UpstreamServer
+
+
+async def cli(*args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+    """Run ``asgi-ws-gateway ARGS``; returns (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        str(EXE), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=cli_env(**env),
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate(stdin.encode())
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _write_config(path: Path, name: str, public: str, upstream: str) -> None:
+    path.write_text(f"apis:\n  - name: {name}\n    path: {public}\n    upstreams: [{upstream}]\n")
+
+
+@pytest.fixture
+def config(tmp_path: Path, upstream: UpstreamServer) -> Path:
+    path = tmp_path / "gateway.yaml"
+    _write_config(path, "echo", "/ws/echo", upstream.url("/echo"))
+    return path
+
+
+def _api_file(tmp_path: Path, upstream: UpstreamServer, name: str, **extra: object) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "path": f"/ws/{name}", "upstreams": [upstream.url("/echo")], **extra}))
+    return str(path)
+
+
+async def test_help_lists_the_commands_and_exit_codes() -> None:
+    code, out, _ = await cli("--help")
+    assert code == 0
+    for word in ("apis", "products", "subscriptions", "connections", "export", "connect", "Exit codes"):
+        assert word in out
+    code, out, _ = await cli("connect", "--help")
+    assert code == 0 and "/close [CODE [REASON]]" in out
+    assert (await cli("apis"))[0] == 2  # no action: a usage error
+
+
+async def test_apis_commands_with_their_exit_codes(config: Path, tmp_path: Path, upstream: UpstreamServer) -> None:
+    async with standalone(config) as gateway:
+        url = ("--url", gateway.url)
+        code, out, err = await cli("apis", "create", _api_file(tmp_path, upstream, "chat"), *url)
+        assert code == 0, err
+        assert "name: chat" in out
+        code, out, _ = await cli("apis", "list", *url)
+        assert code == 0
+        assert [line.split()[:2] for line in out.splitlines()] == [["NAME", "PATH"], ["echo", "/ws/echo"],
+                                                                   ["chat", "/ws/chat"]]  # fmt: skip
+        code, out, _ = await cli("apis", "list", "--json", *url)
+        assert [a["name"] for a in json.loads(out)] == ["echo", "chat"]
+        assert (await cli("apis", "create", _api_file(tmp_path, upstream, "chat"), *url))[0] == 5  # exists
+        code, _, err = await cli("apis", "create", _api_file(tmp_path, upstream, "bad", colour=1), *url)
+        assert code == 2 and "colour: unknown field" in err
+        assert (await cli("apis", "show", "nope", *url))[0] == 3
+        assert (await cli("apis", "list", *url, ASGI_WS_GATEWAY_ADMIN_TOKEN="wrong"))[0] == 4
+        assert (await cli("apis", "list", "--url", "http://127.0.0.1:1/_gateway"))[0] == 1
+        code, _, _ = await cli("apis", "update", "chat", "-", *url, "--drain",
+                               stdin=f"path: /ws/chat2\nupstreams: [{upstream.url('/echo')}]\n")  # fmt: skip
+        assert code == 0
+        assert (await cli("apis", "delete", "echo", *url))[0] == 0
+        exported = tmp_path / "exported.yaml"
+        assert (await cli("export", "-o", str(exported), *url))[0] == 0
+        assert [(a.name, a.path) for a in load_config(exported).apis] == [("chat", "/ws/chat2")]
+
+
+async def test_subscriptions_and_connections_commands(config: Path, upstream: UpstreamServer) -> None:
+    async with standalone(config) as gateway:
+        url = ("--url", gateway.url)
+        assert (await cli("products", "create", "gold", "--api", "echo", *url))[0] == 0
+        code, out, err = await cli("subscriptions", "create", "gold", "--id", "s1", "--name", "alice", *url)
+        assert code == 0 and "shown this once" in err
+        key = out.rsplit("key: ", 1)[1].strip()
+        assert len(key) >= 40
+        code, out, _ = await cli("subscriptions", "suspend", "s1", "--json", *url)
+        assert json.loads(out)["state"] == "suspended"
+        code, out, _ = await cli("subscriptions", "list", *url)
+        assert out.splitlines()[1].split() == ["s1", "gold", "alice", "suspended"] and key not in out
+        code, out, _ = await cli("subscriptions", "regenerate-key", "s1", "--json", *url)
+        assert json.loads(out)["key"] != key
+        assert (await cli("products", "delete", "gold", *url))[0] == 5  # still subscribed
+
+        async with await connect(gateway.ws("/ws/echo")) as ws:
+            code, out, _ = await cli("connections", "list", "--json", *url)
+            (live,) = json.loads(out)
+            code, out, _ = await cli("connections", "send", live["id"], "hello from the cli", *url)
+            assert code == 0 and out.startswith("done (on worker ")
+            assert await ws.recv() == "hello from the cli"
+            assert (await cli("connections", "send", live["id"], "00ff", "--binary", *url))[0] == 0
+            assert await ws.recv() == b"\x00\xff"
+            assert (await cli("connections", "kick", "nope", *url))[0] == 3
+            code, _, _ = await cli("connections", "kick", live["id"], "--code", "4003", "--reason", "bye", *url)
+            assert code == 0
+            assert await expect_close(ws) == (4003, "bye")
+
+
+async def test_connect_prints_frames_with_timestamps_and_the_close_code(config: Path, upstream: UpstreamServer) -> None:
+    async with standalone(config) as gateway:
+        code, out, _ = await cli("connect", gateway.ws("/ws/echo"), "--linger", "0.3",
+                                 stdin="hello\n/json {\"a\": 1}\n/binary 00ff\n")  # fmt: skip
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[0].endswith(f"* connected to {gateway.ws('/ws/echo')}")
+        events = [line.split(" ", 1)[1] for line in lines[1:]]
+        frames = ["hello  (5 B)", '{"a": 1}  (8 B)', "[binary] 00 ff  (2 B)"]
+        assert [e[2:] for e in events if e.startswith(">")] == frames  # sent, in order
+        assert [e[2:] for e in events if e.startswith("<")] == frames  # echoed, in order
+        assert events[-1] == "* closed 1000"
+        assert all(len(line.split(" ", 1)[0]) == len("12:00:00.000") for line in lines)
+
+        code, out, _ = await cli("connect", gateway.ws("/ws/nowhere"), "--json")
+        assert code == 1 and json.loads(out)["status"] == 404
+
+    with UpstreamServer() as closer:
+        _write_config(config, "c", "/ws/close", closer.url("/close/4009"))
+        async with standalone(config) as gateway:
+            code, out, _ = await cli("connect", gateway.ws("/ws/close"), "-H", "X-Test: 1", "--json", stdin="go away\n")
+            records = [json.loads(line) for line in out.splitlines()]
+    assert code == 6
+    assert records[-1]["event"] == "close" and (records[-1]["code"], records[-1]["reason"]) == (4009, "go away")
+    assert (await cli("connect", "ws://127.0.0.1:1/", "-H", "no colon"))[0] == 2
+
+
+async def test_run_without_an_admin_token_refuses_to_start(config: Path) -> None:
+    code, _, err = await cli("run", str(config), "--management", "/_gateway", ASGI_WS_GATEWAY_ADMIN_TOKEN="")
+    assert code == 2 and "ASGI_WS_GATEWAY_ADMIN_TOKEN" in err
+
+
+async def test_changes_survive_a_killed_gateway(config: Path, tmp_path: Path, upstream: UpstreamServer) -> None:
+    """SIGKILL right after the API answered: the state file already holds every change."""
+    first: Standalone
+    async with standalone(config) as first:
+        for i in range(3):
+            await first.client.create_api({"name": f"k{i}", "path": f"/ws/k{i}", "upstreams": [upstream.url("/echo")]})
+        await first.client.create_product("p", ["k0"])
+        first.process.send_signal(signal.SIGKILL)
+        await first.process.wait()
+    assert (tmp_path / "gateway.state.json").exists()
+    async with standalone(config) as second:
+        names = [a["name"] for a in await second.client.list_apis()]
+        assert names == ["echo", "k0", "k1", "k2"]
+        assert [p["name"] for p in await second.client.list_products()] == ["p"]
+        async with await connect(second.ws("/ws/k2")) as ws:
+            await ws.send("back")
+            assert await ws.recv() == "back"
+    assert TOKEN not in (tmp_path / "gateway.state.json").read_text()
+
+
+async def test_run_serves_the_management_api_on_its_own_port(config: Path) -> None:
+    management_port = free_port()
+    async with standalone(config, management_port=management_port) as gateway:
+        assert [a["name"] for a in await gateway.client.list_apis()] == ["echo"]
+        status, _, _ = await expect_status(f"ws://127.0.0.1:{management_port}/ws/echo")
+        assert status == 403  # the management port serves no WebSocket API (Starlette refuses the route)
+        async with await connect(gateway.ws("/ws/echo")) as ws:
+            await ws.send("gateway port")
+            assert await ws.recv() == "gateway port"
+        code, _, _ = await cli("apis", "list", "--url", f"http://127.0.0.1:{gateway.port}/_gateway")
+        assert code == 3  # the gateway's port has no management API: the standalone app answers 404
