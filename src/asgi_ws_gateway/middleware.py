@@ -16,10 +16,11 @@ from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, watchdog
+from .policies import GatewayPolicies
 from .relay import Relay, RelayStats
 from .responses import send_denial
 from .routing import Router
-from .upstream import Connector, WebSocketsConnector, build_request
+from .upstream import Connector, WebSocketsConnector
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -57,6 +58,7 @@ class WebSocketGateway:
     def __init__(self, app: ASGIApp, *, config: GatewayConfig | Mapping[str, Any] | str | Path) -> None:
         self.app = app
         self.config = load_config(config)
+        self._policies = GatewayPolicies(self.config)
         self._apis = [_Api(api) for api in self.config.apis]
         self._router = Router((api.config.path, api) for api in self._apis)
         self._connections = ConnectionRegistry()
@@ -104,6 +106,7 @@ class WebSocketGateway:
                 self._draining = False  # the same app object may be served again
             elif message["type"] == "lifespan.shutdown":
                 await self.drain()
+                await self._policies.aclose()
             return message
 
         return wrapped
@@ -113,20 +116,22 @@ class WebSocketGateway:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
         started = time.monotonic()
+        handshake = self._policies.context(api.config.name, scope, params)
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
+            await self._policies.run(handshake)
             cfg = api.config
-            backend, upstream = await api.pool.connect(
-                lambda b: build_request(cfg, cfg.upstreams[b.index], scope, params)
-            )
+            backend, upstream = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
         except HandshakeDenied as denial:
             await self._deny(api, scope, send, denial, started)
+            await handshake.release()
             return
         except Exception:
             logger.exception("API %s: handshake failed", api.config.name)
             await self._deny(api, scope, send, HandshakeDenied(500, "the gateway failed", reason="error"), started)
+            await handshake.release()
             return
 
         backend.active += 1
@@ -154,6 +159,7 @@ class WebSocketGateway:
                     await guard
             self._connections.remove(relay)
             backend.active -= 1
+            await handshake.release()
 
     async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, started: float) -> None:
         logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
