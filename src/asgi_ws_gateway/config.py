@@ -273,7 +273,7 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of a configuration file (generated from the models)."""
     from .policies.registry import policies_json_schema
 
-    schema = mark_policies(GatewayConfig.model_json_schema())
+    schema: dict[str, Any] = mark_policies(GatewayConfig.model_json_schema())
     schema.setdefault("$defs", {}).update(policies_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "asgi-ws-gateway configuration"
