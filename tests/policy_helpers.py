@@ -65,7 +65,7 @@ def problems(entry: dict[str, Any]) -> list[str]:
     return builder.problems
 
 
-async def denied(apply: Awaitable[None]) -> HandshakeDenied:
+async def denied(apply: Awaitable[object]) -> HandshakeDenied:
     """The denial ``apply`` raises (fails the test if it allows)."""
     with pytest.raises(HandshakeDenied) as info:
         await apply

@@ -44,7 +44,7 @@ async def test_hs256_with_a_shared_secret() -> None:
 
 
 async def test_alg_none_is_refused() -> None:
-    unsigned = jwt.encode({"sub": "mallory", "aud": "chat", "iss": "https://issuer.test"}, None, algorithm="none")
+    unsigned = jwt.encode({"sub": "mallory", "aud": "chat", "iss": "https://issuer.test"}, None, algorithm="none")  # type: ignore[arg-type]
     denial = await denied(_pem_policy("RS256").apply(context(headers=_bearer(unsigned))))
     assert (denial.status, denial.reason) == (401, "token_algorithm")
     assert (b"www-authenticate", b'Bearer error="invalid_token"') in denial.headers
@@ -153,9 +153,7 @@ def test_configuration_problems_are_reported_by_field() -> None:
     ]
     assert problems(
         {"validate-jwt": {"algorithms": ["RS256"], "token": [{"query": "t", "cookie": "c"}], "jwks_url": "https://x/"}}
-    ) == [  # fmt: skip
-        "apis[0].policies[0].validate-jwt.token[0]: set exactly one of header, query, cookie, subprotocol"
-    ]
+    ) == ["apis[0].policies[0].validate-jwt.token[0]: set exactly one of header, query, cookie, subprotocol"]
 
 
 def test_secret_values_are_never_echoed_in_problems() -> None:
@@ -169,7 +167,7 @@ class _FakeJwks:
         self.fail = False
         self.calls = 0
 
-    async def __call__(self, url: str, timeout: float) -> bytes:
+    async def __call__(self, url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - the Fetch signature
         self.calls += 1
         if self.fail:
             raise OSError("connection refused")

@@ -180,7 +180,7 @@ def test_choose_nested_problems_have_full_paths() -> None:
                 ]
             }
         }
-    ) == [  # fmt: skip
+    ) == [
         "apis[0].policies[0].choose.when[0].policies[1].rate-limit-by-key.key: Field required",
         "apis[0].policies[0].choose.when[0].policies[1].rate-limit-by-key.limit: Field required",
         "apis[0].policies[0].choose.when[0].policies[1].rate-limit-by-key.window: Field required",

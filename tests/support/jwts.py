@@ -31,7 +31,7 @@ class SigningKey:
     def jwk(self) -> dict[str, Any]:
         """The public key as a JWK with ``kid``, ``alg`` and ``use``."""
         public = self.private.public_key()
-        algorithm = {"RS": RSAAlgorithm, "ES": ECAlgorithm, "Ed": OKPAlgorithm}[self.alg[:2]]
+        algorithm: Any = {"RS": RSAAlgorithm, "ES": ECAlgorithm, "Ed": OKPAlgorithm}[self.alg[:2]]
         data: dict[str, Any] = json.loads(algorithm.to_jwk(public))
         return {**data, "kid": self.kid, "alg": self.alg, "use": "sig"}
 
