@@ -17,6 +17,7 @@ from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, JwksServer, signing_key, token
+from support.redis import RedisServer, redis_available, unique_prefix
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -84,7 +85,9 @@ async def test_hs256_shared_secret(uvicorn_server: UvicornFactory, upstream_serv
     base = _gateway(uvicorn_server, upstream_server, [policy])
     await _upstream_saw(base + "/ws/lobby", additional_headers={"Authorization": f"Bearer {token()}"})
     forged = jwt.encode({"sub": "x", "aud": "chat", "exp": 4_000_000_000}, "another-secret-of-at-least-32-bytes!")
-    status, headers, _ = await expect_status(base + "/ws/lobby", additional_headers={"Authorization": f"Bearer {forged}"})
+    status, headers, _ = await expect_status(
+        base + "/ws/lobby", additional_headers={"Authorization": f"Bearer {forged}"}
+    )
     assert (status, headers["www-authenticate"]) == (401, 'Bearer error="invalid_token"')
 
 
@@ -99,7 +102,9 @@ async def test_token_in_query_cookie_and_subprotocol(
     assert raw not in seen["path"] and seen["path"].endswith("x=1")
     seen = await _upstream_saw(base + "/ws/lobby", additional_headers={"Cookie": f"jwt={raw}"})
     assert seen["headers"]["cookie"] == [f"jwt={raw}"]
-    async with await connect(base + "/sub/lobby", subprotocols=[Subprotocol("chat.v2"), Subprotocol(f"bearer.{raw}")]) as ws:
+    async with await connect(
+        base + "/sub/lobby", subprotocols=[Subprotocol("chat.v2"), Subprotocol(f"bearer.{raw}")]
+    ) as ws:
         assert ws.subprotocol == "chat.v2"
         assert await ws.recv() == "chat.v2"
     handshake = upstream_server.handshakes[-1]
@@ -109,10 +114,14 @@ async def test_token_in_query_cookie_and_subprotocol(
 @pytest.mark.parametrize(
     ("make", "detail"),
     [
-        (lambda: jwt.encode({"sub": "m", "aud": "chat", "iss": "https://issuer.test"}, None, algorithm="none"),
-         "the token's algorithm is not accepted"),
-        (lambda: jwt.encode({"sub": "m", "aud": "chat", "exp": 4_000_000_000}, "k" * 40, algorithm="HS256"),
-         "the token's algorithm is not accepted"),
+        (
+            lambda: jwt.encode({"sub": "m", "aud": "chat"}, None, algorithm="none"),  # type: ignore[arg-type]
+            "the token's algorithm is not accepted",
+        ),
+        (
+            lambda: jwt.encode({"sub": "m", "aud": "chat", "exp": 4_000_000_000}, "k" * 40, algorithm="HS256"),
+            "the token's algorithm is not accepted",
+        ),
         (lambda: token(signing_key("RS256"), ttl=-300), "the token has expired"),
         (lambda: token(signing_key("RS256"), nbf=4_000_000_000), "the token is not valid yet"),
         (lambda: token(signing_key("RS256"), aud="billing"), "the token is for another audience"),
@@ -125,14 +134,18 @@ async def test_bad_tokens_are_refused_with_401(
 ) -> None:
     base = _gateway(uvicorn_server, upstream_server, [_jwt_policy(jwks)])
     raw = make()
-    status, headers, body = await expect_status(base + "/ws/lobby", additional_headers={"Authorization": f"Bearer {raw}"})
+    status, headers, body = await expect_status(
+        base + "/ws/lobby", additional_headers={"Authorization": f"Bearer {raw}"}
+    )
     assert (status, headers["www-authenticate"], headers["content-type"]) == (
         401, 'Bearer error="invalid_token"', "application/problem+json")  # fmt: skip
     problem = json.loads(body)
     assert problem["detail"] == detail and raw not in body.decode()
 
 
-async def test_missing_token_is_401(uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, jwks: JwksServer) -> None:
+async def test_missing_token_is_401(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, jwks: JwksServer
+) -> None:
     base = _gateway(uvicorn_server, upstream_server, [_jwt_policy(jwks)])
     status, headers, _ = await expect_status(base + "/ws/lobby")
     assert (status, headers["www-authenticate"]) == (401, "Bearer")
@@ -231,3 +244,28 @@ async def test_concurrency_lease_released_on_close_and_on_failed_connect(
         "policies": [{"limit-concurrency": {"key": "all", "max": 1}}]}]}))  # fmt: skip
     for _ in range(2):  # 502 both times, never 429: the lease of a failed connect is released
         assert (await expect_status(dead.url("/ws/dead")))[0] == 502
+
+
+@pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")
+async def test_redis_stopped_mid_test_fail_open_and_fail_closed(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """With Redis gone, a fail-open limit admits and a fail-closed one refuses with 503; both recover."""
+    with RedisServer() as redis:
+        limit = {"key": "{client.ip}", "limit": 100, "window": 60}
+        apis = [
+            {"name": mode, "path": f"/ws/{mode}", "upstreams": [upstream_server.url("/headers/x")],
+             "policies": [{"rate-limit-by-key": {**limit, "on_store_error": mode}}]}
+            for mode in ("open", "closed")
+        ]  # fmt: skip
+        store = {"type": "redis", "url": redis.url, "prefix": unique_prefix(), "timeout": 0.5}
+        server = uvicorn_server(WebSocketGateway(not_found, config={"apis": apis, "store": store}))
+        for mode in ("open", "closed"):
+            await _upstream_saw(server.url(f"/ws/{mode}"))
+        redis.stop()
+        await _upstream_saw(server.url("/ws/open"))
+        status, headers, _ = await expect_status(server.url("/ws/closed"))
+        assert (status, headers["retry-after"]) == (503, "1")
+        redis.start()
+        await asyncio.sleep(1.1)  # the store waits retry_interval (1 s) before trying Redis again
+        await _upstream_saw(server.url("/ws/closed"))
