@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -106,7 +107,6 @@ class _TagSettings(BaseModel):
     v: str
 
 
-@register_policy("tag")
 class _Tag:
     """A custom policy type, registered like a user would."""
 
@@ -118,6 +118,14 @@ class _Tag:
 
     async def apply(self, context: HandshakeContext) -> None:
         context.variables.setdefault("order", []).append(self.value)
+
+
+@pytest.fixture(autouse=True)
+def _tag_registered() -> Iterator[None]:
+    """Register the custom type for this module's tests only (the published schema lists built-ins)."""
+    register_policy("tag")(_Tag)
+    yield
+    del REGISTRY["tag"]
 
 
 async def test_scopes_run_global_then_product_then_api() -> None:
