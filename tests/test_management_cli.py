@@ -95,12 +95,19 @@ async def test_subscriptions_and_connections_commands(config: Path, upstream: Up
         code, out, _ = await cli("subscriptions", "list", *url)
         assert out.splitlines()[1].split() == ["s1", "gold", "alice", "suspended"] and key not in out
         code, out, _ = await cli("subscriptions", "regenerate-key", "s1", "--json", *url)
-        assert json.loads(out)["key"] != key
+        new_key = json.loads(out)["key"]
+        assert new_key != key
         assert (await cli("products", "delete", "gold", *url))[0] == 5  # still subscribed
+        # The product now guards the API on every worker: no key, no connection.
+        assert (await expect_status(gateway.ws("/ws/echo")))[0] == 401
+        suspended = {"X-Subscription-Key": new_key}
+        assert (await expect_status(gateway.ws("/ws/echo"), additional_headers=suspended))[0] == 403
+        assert (await cli("subscriptions", "activate", "s1", *url))[0] == 0
 
-        async with await connect(gateway.ws("/ws/echo")) as ws:
+        async with await connect(gateway.ws("/ws/echo"), additional_headers={"X-Subscription-Key": new_key}) as ws:
             code, out, _ = await cli("connections", "list", "--json", *url)
             (live,) = json.loads(out)
+            assert live["subscription"] == "s1"  # who the gateway admitted, as the policies established
             code, out, _ = await cli("connections", "send", live["id"], "hello from the cli", *url)
             assert code == 0 and out.startswith("done (on worker ")
             assert await ws.recv() == "hello from the cli"

@@ -12,15 +12,17 @@ import importlib
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .forwarded import parse_network
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
@@ -30,6 +32,42 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+def _policy_entry(value: Any) -> Any:
+    """A policy entry: ``{type-name: settings}`` in a file; in code also a policy object or async function."""
+    if isinstance(value, Mapping):
+        if len(value) != 1 or not isinstance(next(iter(value)), str):
+            raise PydanticCustomError(
+                "policy_entry", "a policy is a mapping with exactly one key, its type (validate-jwt: ...)"
+            )
+        settings = next(iter(value.values()))
+        if settings is not None and not isinstance(settings, Mapping):
+            raise PydanticCustomError("policy_entry", "a policy's settings must be a mapping")
+        return dict(value)
+    if callable(value) or callable(getattr(value, "apply", None)):
+        return value
+    raise PydanticCustomError("policy_entry", "a policy is a mapping of its type to its settings")
+
+
+_POLICY_MARK = {"title": "asgi-ws-gateway policy"}  # replaced by a $ref to the Policy definition
+PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLICY_MARK)]
+"""``{validate-jwt: {...}}``; in code, also a ``Policy`` object or a plain ``async def f(context)``."""
+
+_POLICIES_DOC = "Handshake policies, run in order (see docs/policies.md)."
+
+
+def _network(value: str) -> str:
+    try:
+        parse_network(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "policy_network", "'{value}' is not an IP address or network", {"value": value}
+        ) from None
+    return value
+
+
+Network = Annotated[str, AfterValidator(_network)]
 
 
 class UpstreamConfig(_Model):
@@ -142,10 +180,67 @@ class ApiConfig(_Model):
         default=3, ge=1, description="Consecutive connect failures after which a backend cools down."
     )
     cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
+    policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC + " Run after inherited ones.")
+    skip_policies: list[str] = Field(
+        default_factory=list,
+        description="Inherited (global or product) policies this API opts out of, by type or by their 'name'.",
+    )
 
     @property
     def title(self) -> str:
         return self.display_name or self.name
+
+
+class ProductConfig(_Model):
+    """A product: a group of APIs that subscriptions grant access to, with its own policies."""
+
+    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier.")]
+    display_name: str | None = None
+    apis: list[str] = Field(default_factory=list, description="Names of the APIs in this product.")
+    subscription_required: bool = Field(
+        default=True, description="A subscription key is needed (false: an open product, its policies apply to all)."
+    )
+    policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC)
+
+
+class SubscriptionConfig(_Model):
+    """A subscription to a product. Only the SHA-256 of its key is stored."""
+
+    id: Annotated[str, Field(pattern=_NAME, description="Unique identifier ({subscription.id}).")]
+    product: str = Field(description="The product this subscription grants.")
+    name: str | None = Field(default=None, description="Human name (the subscriber).")
+    key_sha256: Annotated[
+        str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the key: never the key itself.")
+    ]
+    state: Literal["active", "suspended", "expired"] = "active"
+    expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
+
+
+class SubscriptionKeyConfig(_Model):
+    """Where clients present subscription keys."""
+
+    headers: list[str] = Field(
+        default_factory=lambda: ["X-Subscription-Key", "Ocp-Apim-Subscription-Key"],
+        description="Request headers tried in order (Ocp-Apim-Subscription-Key is Azure APIM's).",
+    )
+    query: str | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
+
+
+class StoreConfig(_Model):
+    """Where limits, quotas and concurrency leases are counted."""
+
+    type: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: this process only; redis: shared by every worker and host."
+    )
+    url: str | None = Field(default=None, description="redis:// or rediss:// URL (redis only).")
+    prefix: str = Field(default="asgi-ws-gw", pattern=r"^[A-Za-z0-9_.:-]+$", description="Key namespace.")
+    timeout: float = Field(default=0.5, gt=0, description="Seconds to connect to or hear back from Redis.")
+
+    @model_validator(mode="after")
+    def _check_url(self) -> StoreConfig:
+        if self.type == "redis" and not (self.url or "").startswith(("redis://", "rediss://", "unix://")):
+            raise PydanticCustomError("policy_store", "a redis store needs url: redis://host:port/db")
+        return self
 
 
 class GatewayConfig(_Model):
@@ -158,14 +253,42 @@ class GatewayConfig(_Model):
     drain_close_code: Literal[1001, 1012] = Field(
         default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."
     )
+    policies: list[PolicyEntry] = Field(
+        default_factory=list, description=_POLICIES_DOC + " Global: they run first, for every API."
+    )
+    products: list[ProductConfig] = Field(default_factory=list)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    trusted_proxies: list[Network] = Field(
+        default_factory=list,
+        description="Addresses or networks of proxies whose forwarding header names the client (client.ip).",
+    )
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for", description="The header trusted proxies put the client address in."
+    )
 
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a configuration file (generated from the models)."""
-    schema = GatewayConfig.model_json_schema()
+    from .policies.registry import policies_json_schema
+
+    schema: dict[str, Any] = mark_policies(GatewayConfig.model_json_schema())
+    schema.setdefault("$defs", {}).update(policies_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "asgi-ws-gateway configuration"
     return schema
+
+
+def mark_policies(node: Any) -> Any:
+    """A JSON Schema with each policy placeholder replaced by a reference to ``#/$defs/Policy``."""
+    if node == _POLICY_MARK:
+        return {"$ref": "#/$defs/Policy"}
+    if isinstance(node, dict):
+        return {k: mark_policies(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [mark_policies(v) for v in node]
+    return node
 
 
 def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> GatewayConfig:
@@ -220,6 +343,9 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"apis[{i}].upstreams[{k}].{field}: placeholder(s) {', '.join(unknown)} "
                         f"not defined by path '{api.path}'"
                     )
+    from .policies.registry import check_policies  # policies import config: a deferred import
+
+    problems.extend(check_policies(config))
     return problems
 
 
@@ -236,6 +362,9 @@ def _read_file(path: Path) -> Any:
         raise ConfigError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
 
 
+_OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_")
+
+
 def _describe(error: Any) -> str:
     """Render one pydantic error as ``apis[1].upstreams[0].url: message``."""
     where = ""
@@ -244,9 +373,22 @@ def _describe(error: Any) -> str:
     message = error["msg"]
     if error["type"] in {"extra_forbidden"}:
         message = "unknown field"
-    elif error["type"] not in {"missing"} and not error["type"].startswith(("ws_url", "asgi_", "tls_", "path_")):
+    elif error["type"] != "missing" and not error["type"].startswith(_OWN_ERRORS):
         message = f"{message} (got {error['input']!r})"
     return f"{where or '(top level)'}: {message}"
 
 
-__all__ = ["ApiConfig", "GatewayConfig", "UpstreamConfig", "cross_check", "json_schema", "load_config"]
+__all__ = [
+    "ApiConfig",
+    "GatewayConfig",
+    "PolicyEntry",
+    "ProductConfig",
+    "StoreConfig",
+    "SubscriptionConfig",
+    "SubscriptionKeyConfig",
+    "UpstreamConfig",
+    "cross_check",
+    "json_schema",
+    "load_config",
+    "mark_policies",
+]

@@ -49,6 +49,7 @@ class HandshakeDenied(GatewayError):
         headers: Headers | None = None,
         body: bytes | None = None,
         reason: str = "denied",
+        policy: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -58,6 +59,8 @@ class HandshakeDenied(GatewayError):
         self.body = body
         self.reason = reason
         """A short machine-readable cause, e.g. ``upstream_unreachable`` (logs and metrics)."""
+        self.policy = policy
+        """The name of the handshake policy that denied, if a policy did (logs and metrics)."""
 
 
 class UpstreamError(HandshakeDenied):

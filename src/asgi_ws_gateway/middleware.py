@@ -16,10 +16,11 @@ from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
+from .policies import GatewayPolicies
 from .relay import Relay, RelayStats
 from .responses import send_denial
 from .routing import Router
-from .upstream import Connector, WebSocketsConnector, build_request
+from .upstream import Connector, WebSocketsConnector
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -68,13 +69,22 @@ class WebSocketGateway:
         self._connections = ConnectionRegistry()
         self._draining = False
         self._apis: dict[str, _Api] = {}
+        self.config: GatewayConfig
+        self._policies: GatewayPolicies
         self._install(load_config(config))
 
-    def _install(self, config: GatewayConfig) -> None:
-        # No await in here: a handshake sees either the old configuration or the new one, whole.
+    def _install(self, config: GatewayConfig) -> GatewayPolicies | None:
+        """Switch to ``config``; returns the replaced policies, for the caller to close."""
+        old = getattr(self, "_policies", None)
+        # The store (and the leases open connections hold in it) survives unless its settings change.
+        store = old.store if old is not None and self.config.store == config.store else None
+        policies = GatewayPolicies(config, store=store)
+        # No await from here on: a handshake sees either the old configuration or the new one, whole.
         self._apis = {api.name: _Api(api, self._apis.get(api.name)) for api in config.apis}
         self._router = Router((api.config.path, api) for api in self._apis.values())
+        self._policies = policies
         self.config = config
+        return old
 
     async def apply_config(
         self, config: GatewayConfig | Mapping[str, Any] | str | Path, *, drain: bool = False
@@ -94,7 +104,9 @@ class WebSocketGateway:
         old_apis = {name: api.config for name, api in self._apis.items()}
         new_apis = {api.name: api for api in new.apis}
         changed = sorted(name for name in old_apis.keys() | new_apis.keys() if old_apis.get(name) != new_apis.get(name))
-        self._install(new)
+        replaced = self._install(new)
+        if replaced is not None:
+            await replaced.aclose(close_store=replaced.store is not self._policies.store)
         if drain and changed:
             await self._connections.drain(
                 new.drain_close_code, "API configuration changed", new.drain_grace_period, apis=set(changed)
@@ -162,6 +174,7 @@ class WebSocketGateway:
                 self._draining = False  # the same app object may be served again
             elif message["type"] == "lifespan.shutdown":
                 await self.drain()
+                await self._policies.aclose()
             return message
 
         return wrapped
@@ -171,25 +184,30 @@ class WebSocketGateway:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
         started = time.monotonic()
+        policies = self._policies  # the configuration in force when the handshake started
+        handshake = policies.context(api.config.name, scope, params)
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
+            await policies.run(handshake)
             cfg = api.config
-            backend, upstream = await api.pool.connect(
-                lambda b: build_request(cfg, cfg.upstreams[b.index], scope, params)
-            )
+            backend, upstream = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
         except HandshakeDenied as denial:
             await self._deny(api, scope, send, denial, started)
+            await handshake.release()
             return
         except Exception:
             logger.exception("API %s: handshake failed", api.config.name)
             await self._deny(api, scope, send, HandshakeDenied(500, "the gateway failed", reason="error"), started)
+            await handshake.release()
             return
 
         backend.active += 1
         relay = Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
-        self._connections.add(relay, api=api.config.name, scope=scope)
+        live = self._connections.add(relay, api=api.config.name, scope=scope)
+        live.subject = str(handshake.claims["sub"]) if handshake.claims and "sub" in handshake.claims else None
+        live.subscription = handshake.subscription.id if handshake.subscription is not None else None
         guard: asyncio.Task[None] | None = None
         try:
             try:
@@ -215,6 +233,7 @@ class WebSocketGateway:
                     await guard
             self._connections.remove(relay)
             backend.active -= 1
+            await handshake.release()
 
     async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, started: float) -> None:
         logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,

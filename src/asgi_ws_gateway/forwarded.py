@@ -1,0 +1,81 @@
+"""The client's address: the TCP peer, or what trusted proxies say in ``X-Forwarded-For``/``Forwarded``.
+
+A proxy chain is read from the right (the hop nearest to us): while the hop that reported an
+address is a trusted proxy, the address it reported is believed. The first address reported by
+an untrusted hop, or the first one that is not itself a trusted proxy, is the client. A client
+that is not behind a trusted proxy cannot choose its address by sending these headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_FORWARDED_FOR = re.compile(r'(?:^|[;,\s])for\s*=\s*("[^"]*"|[^;,\s]*)', re.IGNORECASE)
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address from ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80`` or ``::1``; IPv4-mapped IPv6 unmapped."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_network(text: str) -> IPNetwork:
+    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address; raises ValueError if malformed."""
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+class Networks:
+    """A set of networks, tested per address family."""
+
+    def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
+        parsed = [n if not isinstance(n, str) else parse_network(n) for n in networks]
+        self.v4 = [n for n in parsed if n.version == 4]
+        self.v6 = [n for n in parsed if n.version == 6]
+
+    def __bool__(self) -> bool:
+        return bool(self.v4 or self.v6)
+
+    def __contains__(self, address: IPAddress) -> bool:
+        return any(address in n for n in (self.v4 if address.version == 4 else self.v6))
+
+
+def forwarded_chain(values: Sequence[str], header: Literal["x-forwarded-for", "forwarded"]) -> list[str]:
+    """The addresses a forwarding header lists, leftmost (original client) first."""
+    if header == "forwarded":
+        return [m.group(1) for value in values for m in _FORWARDED_FOR.finditer(value)]
+    return [part for value in values for part in value.split(",") if part.strip()]
+
+
+def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) -> str:
+    """The client's address, given the TCP ``peer`` and the forwarding ``chain`` (leftmost first)."""
+    peer_ip = parse_ip(peer) if peer else None
+    if peer_ip is None:
+        return peer or ""
+    current = peer_ip
+    for hop in reversed(chain):
+        if current not in trusted:
+            break
+        reported = parse_ip(hop)
+        if reported is None:
+            break  # garbage from a trusted hop: believe no further than that hop
+        current = reported
+    return str(current)
+
+
+__all__ = ["IPAddress", "IPNetwork", "Networks", "client_address", "forwarded_chain", "parse_ip", "parse_network"]

@@ -1,0 +1,401 @@
+"""The onHandshake stage: the context policies read and change, the ``Policy`` protocol, the pipeline.
+
+A :class:`HandshakeContext` is built for every client handshake. Policies read the request view
+(``context.request``), record changes to the upstream request (``context.upstream``), share values
+(``context.claims``, ``context.subscription``, ``context.variables``) and register cleanups (a
+concurrency lease to release when the connection ends). A policy allows by returning and denies by
+raising :class:`~asgi_ws_gateway.errors.HandshakeDenied`.
+
+The pipeline runs the subscription check (when the API belongs to a product), then the global,
+product and API policies in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from ._types import Scope
+from .errors import HandshakeDenied
+from .forwarded import Networks, client_address, forwarded_chain
+from .upstream import UpstreamRequest, build_request
+
+if TYPE_CHECKING:
+    from .config import ApiConfig, UpstreamConfig
+
+logger = logging.getLogger(__name__)
+
+ExistsAction = Literal["override", "skip", "append", "delete"]
+Cleanup = Callable[[], Awaitable[None]]
+_CLEANUP_TIMEOUT = 5.0  # seconds all cleanups of one connection may take together
+
+
+@dataclass(frozen=True)
+class ClientAddress:
+    """The client: ``ip`` after trusted-proxy resolution, ``peer`` the TCP peer's address."""
+
+    ip: str
+    port: int | None
+    peer: str
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """The subscription a handshake was admitted with (see ``policies.products``)."""
+
+    id: str
+    product: str
+    name: str
+
+
+class RequestView:
+    """The client's upgrade request, read-only; every field is parsed on first use."""
+
+    method = "GET"
+
+    def __init__(
+        self,
+        scope: Scope,
+        path_params: Mapping[str, str],
+        trusted_proxies: Networks | None = None,
+        forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for",
+    ) -> None:
+        self.scope = scope
+        self.path: str = scope["path"]
+        self.path_params = path_params
+        self._trusted = trusted_proxies
+        self._forwarded_header = forwarded_header
+
+    @cached_property
+    def headers(self) -> dict[str, list[str]]:
+        """Lower-case header names to their values, in arrival order."""
+        headers: dict[str, list[str]] = {}
+        for name, value in self.scope.get("headers", ()):
+            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        return headers
+
+    def header(self, name: str) -> str | None:
+        """A header's values joined with ``", "`` (``Cookie`` with ``"; "``), or None."""
+        values = self.headers.get(name.lower())
+        if not values:
+            return None
+        return ("; " if name.lower() == "cookie" else ", ").join(values)
+
+    @cached_property
+    def query(self) -> dict[str, list[str]]:
+        """Query parameters to their values (blank values kept)."""
+        query: dict[str, list[str]] = {}
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        for name, value in parse_qsl(raw, keep_blank_values=True):
+            query.setdefault(name, []).append(value)
+        return query
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        cookies: dict[str, str] = {}
+        for value in self.headers.get("cookie", ()):
+            for part in value.split(";"):
+                jar: SimpleCookie = SimpleCookie()
+                try:
+                    jar.load(part)
+                except CookieError:
+                    continue  # one malformed cookie does not hide the others
+                cookies.update({k: m.value for k, m in jar.items()})
+        return cookies
+
+    @cached_property
+    def client(self) -> ClientAddress:
+        peer = self.scope.get("client") or ("", None)
+        ip = peer[0] or ""
+        if self._trusted:
+            chain = forwarded_chain(self.headers.get(self._forwarded_header, []), self._forwarded_header)
+            ip = client_address(ip, chain, self._trusted)
+        return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
+
+    @cached_property
+    def subprotocols(self) -> list[str]:
+        return list(self.scope.get("subprotocols") or ())
+
+    @property
+    def host(self) -> str:
+        return self.header("host") or ""
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.scope.get("scheme") == "wss" else "ws"
+
+
+class UpstreamEdits:
+    """Changes to the upstream request, recorded by policies and replayed for each backend tried."""
+
+    def __init__(self) -> None:
+        self._ops: list[tuple[str, str, str | None, ExistsAction]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._ops)
+
+    def set_header(self, name: str, value: str | None, action: ExistsAction = "override") -> None:
+        """Set, append, keep (``skip``) or remove (``delete``, or ``value=None``) a request header."""
+        self._ops.append(("header", name.lower(), _clean(value), "delete" if value is None else action))
+
+    def remove_header(self, name: str) -> None:
+        self.set_header(name, None)
+
+    def set_query(self, name: str, value: str | None, action: ExistsAction = "override") -> None:
+        self._ops.append(("query", name, value, "delete" if value is None else action))
+
+    def remove_query(self, name: str) -> None:
+        self.set_query(name, None)
+
+    def rewrite(self, target: str, *, copy_unmatched_params: bool = True) -> None:
+        """Replace the upstream path (and, if ``target`` has one, set its query parameters)."""
+        self._ops.append(("rewrite", target, None, "override" if copy_unmatched_params else "delete"))
+
+    def set_base_url(self, base_url: str) -> None:
+        """Send the connection to ``ws[s]://host[:port][/prefix]`` instead; the path is kept."""
+        self._ops.append(("base", base_url, None, "override"))
+
+    def remove_subprotocol(self, value: str) -> None:
+        self._ops.append(("subprotocol", value, None, "delete"))
+
+    def apply(self, request: UpstreamRequest, *, in_process: bool = False) -> UpstreamRequest:
+        """``request`` with every recorded change applied, in order.
+
+        Raises:
+            HandshakeDenied: 500 when a base URL is set for an in-process upstream (a misconfiguration).
+        """
+        if not self._ops:
+            return request
+        headers = list(request.headers)
+        subprotocols = list(request.subprotocols)
+        scheme, netloc, path, query, _ = urlsplit(request.url)
+        params = parse_qsl(query, keep_blank_values=True)
+        for kind, name, value, action in self._ops:
+            if kind == "header":
+                headers = _edit(headers, name, value, action)
+            elif kind == "query":
+                params = _edit(params, name, value, action)
+            elif kind == "rewrite":
+                new_path, _, new_query = name.partition("?")
+                path = new_path
+                template_params = parse_qsl(new_query, keep_blank_values=True)
+                names = {n for n, _ in template_params}
+                kept = [(n, v) for n, v in params if n not in names] if action == "override" else []
+                params = template_params + kept
+            elif kind == "base":
+                if in_process:
+                    raise HandshakeDenied(500, "set-backend-service cannot redirect an in-process upstream",
+                                          reason="misconfigured")  # fmt: skip
+                base = urlsplit(name)
+                scheme, netloc = base.scheme, base.netloc
+                path = base.path.rstrip("/") + path
+            elif kind == "subprotocol":
+                subprotocols = [p for p in subprotocols if p != name]
+        url = urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,;"), ""))
+        request.url, request.headers, request.subprotocols = url, headers, subprotocols
+        return request
+
+
+def _clean(value: str | None) -> str | None:
+    """No control characters in a header value: a claim must not be able to inject a header."""
+    if value is None:
+        return None
+    return "".join(c for c in value if c == "\t" or " " <= c != "\x7f")
+
+
+def _edit(items: list[tuple[str, str]], name: str, value: str | None, action: ExistsAction) -> list[tuple[str, str]]:
+    present = any(n == name for n, _ in items)
+    if action == "delete":
+        return [(n, v) for n, v in items if n != name]
+    assert value is not None
+    if action == "skip" and present:
+        return items
+    if action == "append":
+        return [*items, (name, value)]
+    return [*((n, v) for n, v in items if n != name), (name, value)]
+
+
+class HandshakeContext:
+    """Everything one handshake's policies share.
+
+    Attributes:
+        api: the API's name.
+        request: the client's request (read-only view).
+        upstream: changes to make to the upstream request.
+        claims: the validated JWT's claims (set by ``validate-jwt``), else None.
+        subscription: the subscription the handshake was admitted with, else None.
+        variables: free-form values for custom policies (``{var.name}`` in templates).
+        credential_expires_at: the credential's expiry (POSIX seconds, the JWT's ``exp``), else None.
+    """
+
+    def __init__(self, api: str, request: RequestView) -> None:
+        self.api = api
+        self.request = request
+        self.upstream = UpstreamEdits()
+        self.claims: dict[str, Any] | None = None
+        self.subscription: Subscription | None = None
+        self.variables: dict[str, Any] = {}
+        self.credential_expires_at: float | None = None
+        self._cleanups: list[Cleanup] = []
+
+    def add_cleanup(self, cleanup: Cleanup) -> None:
+        """Run ``cleanup`` when the connection ends, however it ends (denied later, refused, closed)."""
+        self._cleanups.append(cleanup)
+
+    async def release(self) -> None:
+        """Run the cleanups, last registered first; bounded in time, never raises, idempotent."""
+        cleanups, self._cleanups = self._cleanups, []
+        if not cleanups:
+            return
+        try:
+            async with asyncio.timeout(_CLEANUP_TIMEOUT):
+                for cleanup in reversed(cleanups):
+                    try:
+                        await cleanup()
+                    except Exception:
+                        logger.exception("API %s: a handshake cleanup failed", self.api)
+        except TimeoutError:
+            logger.warning("API %s: handshake cleanups took over %g s; abandoned", self.api, _CLEANUP_TIMEOUT)
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        """Template variables: ``jwt``, ``header``, ``query``, ``cookie``, ``path``, ``client``, ..."""
+        request = self.request
+        key = path[0]
+        if namespace == "jwt":
+            return _dig(self.claims, path)
+        if namespace == "header":
+            return request.header(key)
+        if namespace == "query":
+            values = request.query.get(key)
+            return values[0] if values else None
+        if namespace == "cookie":
+            return request.cookies.get(key)
+        if namespace == "path":
+            return request.path_params.get(key)
+        if namespace == "client":
+            return request.client.ip if key == "ip" else request.client.port
+        if namespace == "subscription":
+            return getattr(self.subscription, key) if self.subscription is not None else None
+        if namespace == "var":
+            return _dig(self.variables, path)
+        if namespace == "api":
+            return self.api
+        if namespace == "request":
+            return {"path": request.path, "host": request.host, "scheme": request.scheme}.get(key)
+        return None
+
+    def build_request(self, api: ApiConfig, upstream: UpstreamConfig) -> UpstreamRequest:
+        """The upstream request for one backend, with the policies' changes applied.
+
+        Raises:
+            HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration).
+        """
+        request = build_request(api, upstream, self.request.scope, dict(self.request.path_params))
+        return self.upstream.apply(request, in_process=upstream.kind == "asgi")
+
+
+def _dig(value: object, path: tuple[str, ...]) -> object | None:
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A handshake policy: return to allow (maybe having changed the context), raise to deny.
+
+    ``apply`` may be cancelled when the client goes away; it must not leave state behind that a
+    cleanup registered with :meth:`HandshakeContext.add_cleanup` would not undo.
+    """
+
+    name: str
+
+    async def apply(self, context: HandshakeContext) -> None:
+        """Raises :class:`~asgi_ws_gateway.errors.HandshakeDenied` to refuse the handshake."""
+        ...
+
+
+PolicyFunction = Callable[[HandshakeContext], Awaitable[None]]
+
+
+class FunctionPolicy:
+    """A plain ``async def check(context)`` used as a policy (its name is the function's)."""
+
+    def __init__(self, function: PolicyFunction, name: str | None = None) -> None:
+        if not inspect.iscoroutinefunction(function) and not inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - an async callable object
+        ):
+            raise TypeError(f"{function!r} is not an async function")
+        self.function = function
+        self.name: str = name or str(getattr(function, "__name__", type(function).__name__))
+
+    async def apply(self, context: HandshakeContext) -> None:
+        await self.function(context)
+
+
+async def run_policies(policies: Sequence[Policy], context: HandshakeContext) -> None:
+    """Apply ``policies`` in order; a denial is tagged with the name of the policy that raised it."""
+    for policy in policies:
+        try:
+            await policy.apply(context)
+        except HandshakeDenied as denial:
+            if denial.policy is None:
+                denial.policy = policy.name
+            raise
+
+
+ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
+"""Decides which products' policies apply (checking the subscription key); may deny."""
+
+
+class Pipeline:
+    """One API's handshake policies: subscription check, then global → product → API."""
+
+    def __init__(
+        self,
+        global_policies: Sequence[Policy] = (),
+        product_policies: Mapping[str, Sequence[Policy]] | None = None,
+        api_policies: Sequence[Policy] = (),
+        products: ProductResolver | None = None,
+    ) -> None:
+        self.global_policies = list(global_policies)
+        self.product_policies = dict(product_policies or {})
+        self.api_policies = list(api_policies)
+        self.products = products
+
+    def __bool__(self) -> bool:
+        return bool(self.global_policies or self.api_policies or self.products is not None)
+
+    async def run(self, context: HandshakeContext) -> None:
+        """Apply every policy in scope order; raises the first denial."""
+        products: Sequence[str] = ()
+        if self.products is not None:
+            products = await self.products(context)
+        await run_policies(self.global_policies, context)
+        for product in products:
+            await run_policies(self.product_policies.get(product, ()), context)
+        await run_policies(self.api_policies, context)
+
+
+__all__ = [
+    "ClientAddress",
+    "FunctionPolicy",
+    "HandshakeContext",
+    "Pipeline",
+    "Policy",
+    "PolicyFunction",
+    "ProductResolver",
+    "RequestView",
+    "Subscription",
+    "UpstreamEdits",
+    "run_policies",
+]

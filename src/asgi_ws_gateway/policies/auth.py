@@ -1,0 +1,317 @@
+"""Authentication policies: ``validate-jwt`` and ``check-header``.
+
+``validate-jwt`` refuses with 401 and ``WWW-Authenticate: Bearer`` (RFC 6750): no ``error``
+when no token was presented, ``error="invalid_token"`` when the token is malformed, badly signed,
+expired, not yet valid, or for another issuer or audience; a failed claim check is 403
+``error="insufficient_scope"``; with no verification key obtainable (the JWKS was never fetched)
+it is 503. Denial details never contain the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from ..errors import HandshakeDenied
+from ..handshake import HandshakeContext
+from ..templates import Condition
+from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
+from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_public_key
+
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_MAX_TOKEN = 16 * 1024
+
+
+class TokenSource(BaseModel):
+    """Where to look for the token; set exactly one of ``header``, ``query``, ``cookie``, ``subprotocol``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    header: str | None = Field(default=None, description="A request header, e.g. Authorization.")
+    scheme: str | None = Field(
+        default=None, description="Scheme before the token in the header (default: Bearer for Authorization)."
+    )
+    query: str | None = Field(default=None, description="A query parameter (removed from the upstream URL).")
+    cookie: str | None = Field(default=None, description="A cookie.")
+    subprotocol: str | None = Field(
+        default=None,
+        description="A prefix: the offered subprotocol '<prefix><token>' carries the token (not offered upstream).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TokenSource:
+        if sum(x is not None for x in (self.header, self.query, self.cookie, self.subprotocol)) != 1:
+            raise ValueError("set exactly one of header, query, cookie, subprotocol")
+        if self.scheme is not None and self.header is None:
+            raise ValueError("scheme applies to header only")
+        return self
+
+
+class ClaimCheck(MatchSettings):
+    """A claim's value must pass a test: ``{claim: scope, contains: chat:write}``."""
+
+    claim: str = Field(pattern=r"^[A-Za-z0-9_:.-]+$", description="Claim name; dots reach into objects.")
+
+
+class ValidateJwtSettings(PolicySettings):
+    """``validate-jwt``: a signed JWT must be presented; its claims become ``{jwt.*}``."""
+
+    token: list[TokenSource] = Field(
+        default_factory=lambda: [TokenSource(header="Authorization")],
+        min_length=1,
+        description="Where the token may be, tried in order (default: Authorization: Bearer).",
+    )
+    algorithms: list[str] = Field(min_length=1, description="Allowed algorithms, e.g. [RS256]; never none.")
+    jwks_url: str | None = Field(default=None, description="URL of the issuer's JSON Web Key Set.")
+    jwks_refresh_interval: float = Field(default=600.0, gt=0, description="Seconds before keys are refreshed.")
+    jwks_min_refresh_interval: float = Field(
+        default=30.0, ge=0, description="Least seconds between refreshes caused by an unknown kid."
+    )
+    jwks_timeout: float = Field(default=5.0, gt=0, description="Seconds one JWKS fetch may take.")
+    public_keys: list[str] = Field(default_factory=list, description="PEM public keys or certificates.")
+    public_key_files: list[str] = Field(default_factory=list, description="Files holding PEM public keys.")
+    secret: SecretStr | None = Field(default=None, description="Shared secret for HS algorithms.")
+    secret_env: str | None = Field(default=None, description="Environment variable holding the shared secret.")
+    secret_base64: bool = Field(default=False, description="The secret is base64(url)-encoded.")
+    issuer: str | list[str] | None = Field(default=None, description="Accepted iss value(s).")
+    audience: str | list[str] | None = Field(default=None, description="Accepted aud value(s).")
+    clock_skew: float = Field(default=30.0, ge=0, description="Seconds of leeway for exp, nbf and iat.")
+    require: list[str] = Field(default_factory=lambda: ["exp"], description="Claims that must be present.")
+    claims: list[ClaimCheck] = Field(default_factory=list, description="Claim value checks (403 when one fails).")
+
+
+@register_policy("validate-jwt")
+class ValidateJwt:
+    """Validates a JWT; sets ``context.claims`` and ``context.credential_expires_at``."""
+
+    Settings = ValidateJwtSettings
+
+    def __init__(self, settings: ValidateJwtSettings, env: PolicyEnv) -> None:
+        self.name = "validate-jwt"
+        self.settings = s = settings
+        for i, alg in enumerate(s.algorithms):
+            if alg not in HMAC | ASYMMETRIC:
+                known = ", ".join(sorted(HMAC | ASYMMETRIC))
+                raise PolicyProblem(("algorithms", i), f"'{alg}' is not an allowed algorithm ({known})")
+        self.algorithms = frozenset(s.algorithms)
+        self.secret = self._secret(s)
+        self.public_keys = self._public_keys(s)
+        self.jwks: JwksCache | None = None
+        if s.jwks_url is not None:
+            if not s.jwks_url.startswith(("https://", "http://")):
+                raise PolicyProblem("jwks_url", "must be an http:// or https:// URL")
+            self.jwks = env.jwks(
+                s.jwks_url,
+                refresh_interval=s.jwks_refresh_interval,
+                min_refresh_interval=s.jwks_min_refresh_interval,
+                timeout=s.jwks_timeout,
+            )
+        if self.algorithms & ASYMMETRIC and self.jwks is None and not self.public_keys:
+            raise PolicyProblem("algorithms", "asymmetric algorithms need jwks_url, public_keys or public_key_files")
+        for alg in sorted(self.algorithms & HMAC):
+            if self.secret is None:
+                raise PolicyProblem("algorithms", f"{alg} needs secret or secret_env")
+            if len(self.secret) < _HMAC_MIN_BYTES[alg]:
+                raise PolicyProblem("secret", f"{alg} needs a secret of at least {_HMAC_MIN_BYTES[alg]} bytes")
+        self.sources = s.token
+        self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
+        self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
+
+    @staticmethod
+    def _secret(s: ValidateJwtSettings) -> bytes | None:
+        text = s.secret.get_secret_value() if s.secret is not None else None
+        if s.secret_env is not None:
+            if text is not None:
+                raise PolicyProblem("secret_env", "set secret or secret_env, not both")
+            text = os.environ.get(s.secret_env)
+            if text is None:
+                raise PolicyProblem("secret_env", f"environment variable {s.secret_env} is not set")
+        if text is None:
+            return None
+        if not s.secret_base64:
+            return text.encode()
+        try:
+            return base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
+        except ValueError:
+            raise PolicyProblem("secret", "not valid base64") from None
+
+    @staticmethod
+    def _public_keys(s: ValidateJwtSettings) -> list[Any]:
+        keys = []
+        for field, texts in (("public_keys", s.public_keys), ("public_key_files", s.public_key_files)):
+            for i, text in enumerate(texts):
+                try:
+                    pem = Path(text).read_bytes() if field == "public_key_files" else text.encode()
+                    keys.append(load_public_key(pem))
+                except (OSError, ValueError) as exc:
+                    raise PolicyProblem((field, i), f"not a PEM public key or certificate: {exc}") from None
+        return keys
+
+    async def apply(self, context: HandshakeContext) -> None:
+        token = self._find_token(context)
+        if token is None:
+            raise _unauthorized("a bearer token is required", "token_missing", error=None)
+        claims = await self._verify(token)
+        context.claims = claims
+        exp = claims.get("exp")
+        if isinstance(exp, int | float):
+            context.credential_expires_at = float(exp)
+        for check in self.checks:
+            if not check.holds(context):
+                raise deny(
+                    403,
+                    f"the token's claim '{check.ref.path[0]}' does not satisfy the API's requirement",
+                    reason="token_claims",
+                    headers=[(b"www-authenticate", b'Bearer error="insufficient_scope"')],
+                )
+
+    def _find_token(self, context: HandshakeContext) -> str | None:
+        request = context.request
+        for source in self.sources:
+            if source.header is not None:
+                value = request.header(source.header)
+                if value is None:
+                    continue
+                scheme = source.scheme if source.scheme is not None else (
+                    "Bearer" if source.header.lower() == "authorization" else ""
+                )  # fmt: skip
+                if scheme:
+                    given, _, value = value.strip().partition(" ")
+                    if given.lower() != scheme.lower():
+                        continue
+                return value.strip() or None
+            if source.query is not None:
+                values = request.query.get(source.query)
+                if values:
+                    context.upstream.remove_query(source.query)
+                    return values[0]
+            elif source.cookie is not None:
+                cookie = request.cookies.get(source.cookie)
+                if cookie:
+                    return cookie
+            elif source.subprotocol is not None:
+                for offered in request.subprotocols:
+                    if offered.startswith(source.subprotocol) and len(offered) > len(source.subprotocol):
+                        context.upstream.remove_subprotocol(offered)
+                        return offered[len(source.subprotocol) :]
+        return None
+
+    async def _verify(self, token: str) -> dict[str, Any]:
+        if len(token) > _MAX_TOKEN:
+            raise _unauthorized("the token is too large", "token_invalid")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise _unauthorized("the token is malformed", "token_invalid") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise _unauthorized("the token's algorithm is not accepted", "token_algorithm")
+        keys = await self._keys(alg, kid if isinstance(kid, str) else None)
+        if not keys:
+            raise _unauthorized("no key matches the token", "token_unknown_key")
+        s = self.settings
+        error: jwt.InvalidTokenError | None = None
+        for key in keys:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    audience=s.audience,
+                    issuer=s.issuer,
+                    leeway=s.clock_skew,
+                    options=self.options,
+                )
+                return claims
+            except jwt.InvalidSignatureError as exc:
+                error = exc  # another key with the same kid (or none) may verify it
+            except jwt.InvalidTokenError as exc:
+                error = exc
+                break
+        raise _unauthorized(_explain(error), "token_expired" if isinstance(error, jwt.ExpiredSignatureError)
+                            else "token_invalid")  # fmt: skip
+
+    async def _keys(self, alg: str, kid: str | None) -> list[Any]:
+        if alg in HMAC:
+            return [self.secret] if self.secret is not None else []
+        keys = [key for key in self.public_keys if key_fits(key, alg)]
+        if self.jwks is not None:
+            try:
+                keys.extend(await self.jwks.keys(kid, alg))
+            except KeysUnavailable:
+                if not keys:
+                    raise deny(
+                        503,
+                        "the token's signing keys cannot be fetched right now",
+                        reason="jwks_unavailable",
+                        headers=[(b"retry-after", b"5")],
+                    ) from None
+        return keys
+
+
+def _explain(error: jwt.InvalidTokenError | None) -> str:
+    if isinstance(error, jwt.ExpiredSignatureError):
+        return "the token has expired"
+    if isinstance(error, jwt.ImmatureSignatureError):
+        return "the token is not valid yet"
+    if isinstance(error, jwt.InvalidAudienceError):
+        return "the token is for another audience"
+    if isinstance(error, jwt.InvalidIssuerError):
+        return "the token is from another issuer"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"the token lacks the '{error.claim}' claim"
+    if isinstance(error, jwt.InvalidSignatureError):
+        return "the token's signature is not valid"
+    return "the token is not valid"
+
+
+def _unauthorized(detail: str, reason: str, error: str | None = "invalid_token") -> HandshakeDenied:
+    challenge = f'Bearer error="{error}"' if error else "Bearer"
+    return deny(401, detail, reason=reason, headers=[(b"www-authenticate", challenge.encode())])
+
+
+class CheckHeaderSettings(PolicySettings):
+    """``check-header``: a request header must be present and, if given, match values or a pattern."""
+
+    header: str = Field(description="Header name.")
+    values: list[str] = Field(default_factory=list, description="Accepted values (any of).")
+    pattern: str | None = Field(default=None, description="A regular expression the whole value must match.")
+    ignore_case: bool = False
+    failed_status: Literal[400, 401, 403] = 401
+    message: str | None = Field(default=None, description="Problem detail when the check fails.")
+
+
+@register_policy("check-header")
+class CheckHeader:
+    Settings = CheckHeaderSettings
+
+    def __init__(self, settings: CheckHeaderSettings, env: PolicyEnv) -> None:
+        self.name = "check-header"
+        self.settings = settings
+        flags = re.IGNORECASE if settings.ignore_case else 0
+        try:
+            self.pattern = re.compile(settings.pattern, flags) if settings.pattern is not None else None
+        except re.error as exc:
+            raise PolicyProblem("pattern", f"not a regular expression: {exc}") from None
+        self.values = {v.lower() if settings.ignore_case else v for v in settings.values}
+
+    async def apply(self, context: HandshakeContext) -> None:
+        s = self.settings
+        value = context.request.header(s.header)
+        ok = value is not None
+        if ok and value is not None and self.values:
+            ok = (value.lower() if s.ignore_case else value) in self.values
+        if ok and value is not None and self.pattern is not None:
+            ok = self.pattern.fullmatch(value) is not None
+        if not ok:
+            detail = s.message or f"header {s.header} is missing or has a value that is not accepted"
+            raise deny(s.failed_status, detail, reason="header_check")
+
+
+__all__ = ["CheckHeader", "ClaimCheck", "TokenSource", "ValidateJwt"]

@@ -1,0 +1,199 @@
+"""What every policy type shares: settings models, the build environment, the registry.
+
+A policy type is a class with a ``Settings`` pydantic model and a constructor
+``(settings, env)``; registering it under a name makes ``{name: {...settings}}`` usable in
+configuration files::
+
+    from pydantic import BaseModel
+    from asgi_ws_gateway.policies import PolicyEnv, deny, register_policy
+
+    @register_policy("require-tenant")
+    class RequireTenant:
+        class Settings(BaseModel):
+            header: str = "x-tenant"
+
+        def __init__(self, settings: Settings, env: PolicyEnv) -> None:
+            self.header = settings.header
+
+        async def apply(self, context: HandshakeContext) -> None:
+            if context.request.header(self.header) is None:
+                raise deny(403, "a tenant is required")
+
+Settings are validated when the configuration is loaded; a ``ValueError`` raised by the
+constructor is reported as a configuration problem at the policy's field path. Every policy
+also accepts ``name`` (to opt out of it by that name; default: its type).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import HandshakeDenied
+from ..handshake import Policy
+from ..state.base import Store
+from ..templates import Condition, Reference, Template, TemplateError
+
+if TYPE_CHECKING:
+    from .jwks import JwksCache
+
+Loc = tuple[str | int, ...]
+C = TypeVar("C", bound=type)
+
+
+class PolicySettings(BaseModel):
+    """Base of the built-in policies' settings: strict, immutable, with an optional ``name``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, description="A name to opt out of this policy by (default: its type).")
+
+
+def template(value: str) -> str:
+    """Validator: ``value`` must compile as a template."""
+    try:
+        Template(value)
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class MatchSettings(BaseModel):
+    """Operators of a condition; set one (``exists`` may join another)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    exists: bool | None = Field(default=None, description="The value is present (true) or absent (false).")
+    equals: str | None = None
+    not_equals: str | None = None
+    one_of: list[str] | None = Field(default=None, alias="in", description="Equals one of these.")
+    matches: str | None = Field(default=None, description="A regular expression searched in the value.")
+    contains: str | None = Field(default=None, description="A list value has this item (a string: this word).")
+
+    @field_validator("matches")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> MatchSettings:
+        ops = [self.equals, self.not_equals, self.one_of, self.matches, self.contains]
+        if sum(op is not None for op in ops) + (self.exists is not None) == 0:
+            raise ValueError("set one of exists, equals, not_equals, in, matches, contains")
+        return self
+
+    def condition(self, ref: str) -> Condition:
+        return Condition(
+            Reference.parse(ref),
+            exists=self.exists,
+            equals=self.equals,
+            not_equals=self.not_equals,
+            one_of=tuple(self.one_of) if self.one_of is not None else None,
+            matches=re.compile(self.matches) if self.matches is not None else None,
+            contains=self.contains,
+        )
+
+
+class StoreErrorSettings(PolicySettings):
+    """Settings of policies that count in the store."""
+
+    on_store_error: Literal["open", "closed"] = Field(
+        default="open", description="When the store fails: open (allow, log) or closed (deny with 503)."
+    )
+    counter: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Counter name: policies with the same counter share counts (default: where it is declared).",
+    )
+
+
+class PolicyProblem(ValueError):
+    """A setting is wrong; ``field`` names it (relative to the policy's settings)."""
+
+    def __init__(self, field: str | Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.field: Loc = (field,) if isinstance(field, str) else tuple(field)
+        self.message = message
+
+
+class PolicyEnv(Protocol):
+    """What a policy's constructor may use."""
+
+    @property
+    def store(self) -> Store:
+        """The gateway's store (memory or Redis)."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Seconds since the epoch."""
+        ...
+
+    @property
+    def counter(self) -> str:
+        """A default counter name unique to where this policy is declared."""
+        ...
+
+    def build(self, entries: Sequence[Any], field: Sequence[str | int]) -> list[Policy]:
+        """Build nested policies declared at ``field`` (relative to this policy's settings)."""
+        ...
+
+    def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
+        """The gateway's shared key cache for a JWKS URL."""
+        ...
+
+
+class PolicyType(Protocol):
+    Settings: type[BaseModel]
+
+    def __call__(self, settings: Any, env: PolicyEnv) -> Policy: ...
+
+
+REGISTRY: dict[str, PolicyType] = {}
+
+
+def register_policy(name: str) -> Callable[[C], C]:
+    """Class decorator: make a policy type available in configuration as ``{name: {...}}``."""
+
+    def register(cls: C) -> C:
+        settings = getattr(cls, "Settings", None)
+        if not isinstance(settings, type) or not issubclass(settings, BaseModel):
+            raise TypeError(f"policy type {cls.__name__} needs a Settings pydantic model")
+        REGISTRY[name] = cls  # type: ignore[assignment]  # checked above, as far as a runtime can
+        return cls
+
+    return register
+
+
+def deny(
+    status: int,
+    detail: str,
+    *,
+    reason: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    title: str | None = None,
+) -> HandshakeDenied:
+    """A denial to raise from a policy (the pipeline adds the policy's name)."""
+    return HandshakeDenied(status, detail, title=title, headers=headers, reason=reason)
+
+
+__all__ = [
+    "REGISTRY",
+    "MatchSettings",
+    "PolicyEnv",
+    "PolicyProblem",
+    "PolicySettings",
+    "PolicyType",
+    "StoreErrorSettings",
+    "deny",
+    "register_policy",
+    "template",
+]

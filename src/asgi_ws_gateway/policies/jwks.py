@@ -1,0 +1,215 @@
+"""Verification keys for ``validate-jwt``: a cached JWKS, PEM public keys, which algorithm fits which key.
+
+The JWKS is fetched on first use and then kept:
+
+* when it is older than ``refresh_interval``, a refresh starts in the background (the handshake
+  uses the keys it has);
+* a token whose ``kid`` is unknown triggers a refresh, at most once per ``min_refresh_interval``
+  (a stream of tokens with made-up ``kid`` values cannot hammer the identity provider);
+* a failed refresh keeps the cached keys (an outage of the identity provider does not lock
+  everybody out); only with no keys at all does validation fail, with 503.
+
+Symmetric (``oct``) keys in a JWKS are ignored: HS algorithms only ever use the configured secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt import PyJWK
+from jwt.exceptions import PyJWKError
+
+logger = logging.getLogger(__name__)
+
+Fetch = Callable[[str, float], Awaitable[bytes]]
+"""``fetch(url, timeout) -> body``; raises on any failure (see :func:`fetch_url`)."""
+
+HMAC = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512", "EdDSA"}
+)
+_EC_CURVES = {"ES256": "secp256r1", "ES256K": "secp256k1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_MAX_JWKS_BYTES = 1024 * 1024
+_RETRY_WHEN_EMPTY = 1.0  # seconds between attempts while no key was ever fetched
+
+
+class KeysUnavailable(Exception):
+    """No verification key could be obtained (the JWKS was never fetched successfully)."""
+
+
+def key_fits(key: Any, alg: str) -> bool:
+    """Whether a public key object may verify a token signed with ``alg`` (no cross-family use)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return alg[:2] in ("RS", "PS")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return _EC_CURVES.get(alg) == key.curve.name
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return alg == "EdDSA"
+    return False
+
+
+_PUBLIC_KEY_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+
+
+def load_public_key(pem: str | bytes) -> Any:
+    """A public key from PEM text (a public key or a certificate); raises ValueError."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    if b"CERTIFICATE" in data:
+        return x509.load_pem_x509_certificate(data).public_key()
+    key = load_pem_public_key(data)
+    if not isinstance(key, _PUBLIC_KEY_TYPES):
+        raise ValueError("unsupported public key type")
+    return key
+
+
+async def fetch_url(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - passed to urllib
+    """GET ``url`` in a worker thread (the event loop keeps serving); raises on non-200 or timeout."""
+    return await asyncio.to_thread(_get, url, timeout)
+
+
+def _get(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "asgi-ws-gateway"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if response.status != 200:
+            raise OSError(f"JWKS answered {response.status}")
+        body: bytes = response.read(_MAX_JWKS_BYTES + 1)
+    if len(body) > _MAX_JWKS_BYTES:
+        raise OSError("JWKS document too large")
+    return body
+
+
+class JwksCache:
+    """The keys of one JWKS URL, shared by every policy that names it.
+
+    Args:
+        url: the JWKS document's URL.
+        fetch: how to GET it (tests pass their own).
+        refresh_interval: seconds after which keys are refreshed in the background.
+        min_refresh_interval: least seconds between refreshes triggered by unknown ``kid`` values.
+        timeout: seconds one fetch may take.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        fetch: Fetch,
+        *,
+        refresh_interval: float = 600.0,
+        min_refresh_interval: float = 30.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self._fetch = fetch
+        self.refresh_interval = refresh_interval
+        self.min_refresh_interval = min_refresh_interval
+        self.timeout = timeout
+        self.clock = clock
+        self.fetches = 0
+        self._keys: list[tuple[str | None, str | None, Any]] = []  # (kid, alg or None, key)
+        self._fetched_at: float | None = None
+        self._attempted_at = float("-inf")
+        self._inflight: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def keys(self, kid: str | None, alg: str) -> list[Any]:
+        """Keys that may verify a token with this ``kid`` (None: any) and ``alg``.
+
+        Raises:
+            KeysUnavailable: nothing was ever fetched and fetching fails now.
+        """
+        now = self.clock()
+        if self._fetched_at is None:
+            if now - self._attempted_at >= _RETRY_WHEN_EMPTY or self._inflight is not None:
+                await self._refresh()
+            if self._fetched_at is None:
+                raise KeysUnavailable(f"no keys from {self.url}")
+        elif now - self._fetched_at >= self.refresh_interval and self._inflight is None:
+            self._start_refresh()
+        found = self._select(kid, alg)
+        if not found and kid is not None and now - self._attempted_at >= self.min_refresh_interval:
+            await self._refresh()  # perhaps the keys were rotated
+            found = self._select(kid, alg)
+        return found
+
+    def _select(self, kid: str | None, alg: str) -> list[Any]:
+        return [
+            key
+            for key_id, key_alg, key in self._keys
+            if (kid is None or key_id == kid) and (key_alg is None or key_alg == alg) and key_fits(key, alg)
+        ]
+
+    def _start_refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        future = self._inflight = loop.create_future()
+        self._task = loop.create_task(self._do_refresh(future))
+
+    async def _refresh(self) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(inflight)
+            return
+        future = self._inflight = asyncio.get_running_loop().create_future()
+        await self._do_refresh(future)
+
+    async def _do_refresh(self, future: asyncio.Future[None]) -> None:
+        self._attempted_at = self.clock()
+        self.fetches += 1
+        try:
+            keys = parse_jwks(await self._fetch(self.url, self.timeout))
+        except Exception as exc:
+            if self._keys:
+                logger.warning("JWKS %s refresh failed (%s); keeping %d cached key(s)", self.url, exc, len(self._keys))
+            else:
+                logger.warning("JWKS %s fetch failed: %s", self.url, exc)
+        else:
+            self._keys = keys
+            self._fetched_at = self.clock()
+        finally:
+            if self._inflight is future:
+                self._inflight = None
+            if not future.done():
+                future.set_result(None)
+
+
+def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
+    """``(kid, alg, public key)`` for each usable signing key of a JWKS document."""
+    document = json.loads(body)
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document")
+    keys: list[tuple[str | None, str | None, Any]] = []
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
+            continue
+        alg = entry.get("alg")
+        if alg is not None and alg not in ASYMMETRIC:
+            continue
+        try:
+            jwk = PyJWK(entry)
+        except (PyJWKError, ValueError, TypeError) as exc:
+            logger.info("JWKS key %s skipped: %s", entry.get("kid"), exc)
+            continue
+        keys.append((entry.get("kid"), alg, jwk.key))
+    return keys
+
+
+__all__ = [
+    "ASYMMETRIC",
+    "HMAC",
+    "JwksCache",
+    "KeysUnavailable",
+    "fetch_url",
+    "key_fits",
+    "load_public_key",
+    "parse_jwks",
+]

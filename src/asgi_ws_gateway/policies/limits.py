@@ -1,0 +1,197 @@
+"""Limits: ``rate-limit-by-key``, ``quota-by-key`` and ``limit-concurrency``, counted in the store.
+
+* ``rate-limit-by-key`` keeps a sliding log: an attempt is admitted when fewer than ``limit``
+  admitted attempts lie in the last ``window`` seconds. There are no window edges, so no burst of
+  2 x limit across one; ``Retry-After`` says when the oldest counted attempt leaves the window.
+* ``quota-by-key`` counts per calendar period in UTC (day, week from Monday, month); the
+  counter renews at the period's end, which the denial states.
+* ``limit-concurrency`` holds a lease per open connection: leases expire ``lease_ttl`` seconds
+  after their last renewal, so a dead worker's connections stop counting on their own.
+
+When the store fails, ``on_store_error: open`` admits (and logs), ``closed`` refuses with 503.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..handshake import HandshakeContext
+from ..state.base import Decision, StoreUnavailable, retry_after, store_key
+from ..state.leases import LeaseKeeper
+from ..templates import Template
+from .base import PolicyEnv, StoreErrorSettings, deny, register_policy, template
+
+logger = logging.getLogger(__name__)
+
+
+def _store_failed(name: str, api: str, on_error: str, exc: StoreUnavailable) -> None:
+    """Fail open (log, return) or closed (raise 503)."""
+    if on_error == "open":
+        logger.warning("API %s: %s admitted a handshake unchecked (fail-open): %s", api, name, exc)
+        return
+    raise deny(503, "the limit cannot be checked right now", reason="store_unavailable",
+               headers=[(b"retry-after", b"1")])  # fmt: skip
+
+
+class RateLimitSettings(StoreErrorSettings):
+    """``rate-limit-by-key``: at most ``limit`` handshakes per ``window`` seconds per key."""
+
+    key: str = Field(description="Template of the counter key, e.g. '{subscription.id}' or '{client.ip}'.")
+    limit: int = Field(gt=0, le=100_000, description="Handshakes admitted per window.")
+    window: float = Field(gt=0, le=86_400, description="Window length in seconds (sliding).")
+
+    _key = field_validator("key")(template)
+
+
+@register_policy("rate-limit-by-key")
+class RateLimitByKey:
+    Settings = RateLimitSettings
+
+    def __init__(self, settings: RateLimitSettings, env: PolicyEnv) -> None:
+        self.name = "rate-limit-by-key"
+        self.settings = settings
+        self.store = env.store
+        self.key = Template(settings.key)
+        self.counter = settings.counter or env.counter
+
+    async def apply(self, context: HandshakeContext) -> None:
+        s = self.settings
+        key = store_key(self.store.prefix, "rate", self.counter, self.key.render(context))
+        try:
+            decision = await self.store.hit(key, s.limit, s.window, uuid.uuid4().hex)
+        except StoreUnavailable as exc:
+            _store_failed(self.name, context.api, s.on_store_error, exc)
+            return
+        if not decision.allowed:
+            raise deny(
+                429,
+                f"rate limit of {s.limit} handshakes per {s.window:g} s exceeded",
+                reason="rate_limited",
+                headers=[(b"retry-after", retry_after(decision.retry_after).encode())],
+            )
+
+
+Period = Literal["minute", "hour", "day", "week", "month"]
+
+
+def period_bounds(period: Period, now: float) -> tuple[datetime, datetime]:
+    """The UTC period containing ``now``: ``(start, end)``."""
+    t = datetime.fromtimestamp(now, UTC)
+    if period == "minute":
+        start = t.replace(second=0, microsecond=0)
+        return start, start + timedelta(minutes=1)
+    if period == "hour":
+        start = t.replace(minute=0, second=0, microsecond=0)
+        return start, start + timedelta(hours=1)
+    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    start = day.replace(day=1)
+    return start, start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
+
+
+class QuotaSettings(StoreErrorSettings):
+    """``quota-by-key``: at most ``limit`` handshakes per calendar ``period`` (UTC) per key."""
+
+    key: str = Field(description="Template of the counter key, e.g. '{subscription.id}'.")
+    limit: int = Field(gt=0, description="Handshakes admitted per period.")
+    period: Period = Field(default="day", description="minute, hour, day, week (from Monday) or month; UTC.")
+    status: Literal[403, 429] = Field(default=429, description="Status when the quota is spent.")
+
+    _key = field_validator("key")(template)
+
+
+@register_policy("quota-by-key")
+class QuotaByKey:
+    Settings = QuotaSettings
+
+    def __init__(self, settings: QuotaSettings, env: PolicyEnv) -> None:
+        self.name = "quota-by-key"
+        self.settings = settings
+        self.store = env.store
+        self.clock = env.clock
+        self.key = Template(settings.key)
+        self.counter = settings.counter or env.counter
+
+    async def apply(self, context: HandshakeContext) -> None:
+        s = self.settings
+        now = self.clock()
+        start, end = period_bounds(s.period, now)
+        counter = f"{self.counter}:{int(start.timestamp())}"
+        key = store_key(self.store.prefix, "quota", counter, self.key.render(context))
+        try:
+            decision = await self.store.consume(key, s.limit, end.timestamp())
+        except StoreUnavailable as exc:
+            _store_failed(self.name, context.api, s.on_store_error, exc)
+            return
+        if not decision.allowed:
+            renews = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise deny(
+                s.status,
+                f"quota of {s.limit} handshakes per {s.period} exceeded; it renews at {renews}",
+                reason="quota_exceeded",
+                headers=[(b"retry-after", retry_after(end.timestamp() - now).encode())],
+            )
+
+
+class ConcurrencySettings(StoreErrorSettings):
+    """``limit-concurrency``: at most ``max`` open connections per key, across workers and hosts."""
+
+    key: str = Field(description="Template of the key, e.g. '{jwt.sub}', '{subscription.id}', '{client.ip}'.")
+    max: int = Field(gt=0, description="Open connections allowed per key.")
+    lease_ttl: float = Field(
+        default=30.0, ge=1, description="Seconds a lease outlives its last renewal (renewed every third of it)."
+    )
+    retry_after: int = Field(default=5, ge=1, description="Retry-After seconds when the cap is reached.")
+
+    _key = field_validator("key")(template)
+
+
+@register_policy("limit-concurrency")
+class LimitConcurrency:
+    Settings = ConcurrencySettings
+
+    def __init__(self, settings: ConcurrencySettings, env: PolicyEnv) -> None:
+        self.name = "limit-concurrency"
+        self.settings = settings
+        self.store = env.store
+        self.key = Template(settings.key)
+        self.counter = settings.counter or env.counter
+        self.leases = LeaseKeeper(env.store, settings.lease_ttl)
+
+    async def apply(self, context: HandshakeContext) -> None:
+        s = self.settings
+        key = store_key(self.store.prefix, "conc", self.counter, self.key.render(context))
+        lease = uuid.uuid4().hex
+        try:
+            decision: Decision = await self.leases.acquire(key, lease, s.max)
+        except StoreUnavailable as exc:
+            _store_failed(self.name, context.api, s.on_store_error, exc)
+            return
+        if not decision.allowed:
+            raise deny(
+                429,
+                f"too many open connections (at most {s.max})",
+                reason="concurrency_limited",
+                headers=[(b"retry-after", str(s.retry_after).encode())],
+            )
+
+        async def release() -> None:
+            await self.leases.release(lease)
+
+        context.add_cleanup(release)
+
+    async def aclose(self) -> None:
+        await self.leases.aclose()
+
+
+__all__ = ["LimitConcurrency", "QuotaByKey", "RateLimitByKey", "period_bounds"]

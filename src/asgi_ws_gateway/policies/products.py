@@ -1,0 +1,127 @@
+"""Products and subscriptions: which subscription key admits a handshake, and which product's policies run.
+
+Keys are stored as SHA-256 digests only. A presented key is hashed and looked up by its digest
+(a lookup the client cannot steer: it does not control the digest), then the stored digest is
+compared with ``hmac.compare_digest``. Subscription keys are random secrets, not passwords, so an
+unsalted fast hash is the right tool: it only has to make the stored form useless to a reader.
+
+| situation | status |
+|---|---|
+| no key where one is required, unknown key, key of a product without this API | 401 |
+| subscription suspended or expired | 403 |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC
+
+from ..config import GatewayConfig, SubscriptionConfig
+from ..errors import HandshakeDenied
+from ..handshake import HandshakeContext, Subscription
+
+POLICY_NAME = "subscription"
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of a subscription key: what ``subscriptions[].key_sha256`` holds."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _denied(status: int, detail: str, reason: str) -> HandshakeDenied:
+    return HandshakeDenied(status, detail, reason=reason, policy=POLICY_NAME)
+
+
+class SubscriptionGate:
+    """Checks the subscription key for one API and returns the products whose policies apply.
+
+    Args:
+        config: the gateway's configuration (products, subscriptions, where keys are read).
+        api: the API's name; it belongs to at least one product.
+        clock: seconds since the epoch (for ``expires_at``).
+    """
+
+    def __init__(self, config: GatewayConfig, api: str, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        products = [p for p in config.products if api in p.apis]
+        self.granting = {p.name for p in products}
+        self.open_products = [p.name for p in products if not p.subscription_required]
+        self.headers = [h.lower() for h in config.subscription_key.headers]
+        self.query = config.subscription_key.query
+        self._by_digest: dict[bytes, SubscriptionConfig] = {
+            bytes.fromhex(s.key_sha256): s for s in config.subscriptions if s.product in self.granting
+        }
+        self._known_digests = {bytes.fromhex(s.key_sha256) for s in config.subscriptions}
+
+    async def __call__(self, context: HandshakeContext) -> Sequence[str]:
+        key = self._presented_key(context)
+        if key is None:
+            if self.open_products:
+                return self.open_products
+            raise _denied(401, "a subscription key is required", "subscription_key_missing")
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+        subscription = self._by_digest.get(digest)
+        if subscription is None or not hmac.compare_digest(bytes.fromhex(subscription.key_sha256), digest):
+            if digest in self._known_digests:
+                raise _denied(401, "the subscription key does not grant this API", "subscription_wrong_product")
+            raise _denied(401, "the subscription key is not valid", "subscription_key_invalid")
+        state = subscription.state
+        if state == "active" and subscription.expires_at is not None:
+            expires = subscription.expires_at
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=UTC)
+            if expires.timestamp() <= self.clock():
+                state = "expired"
+        if state != "active":
+            raise _denied(403, f"the subscription is {state}", f"subscription_{state}")
+        context.subscription = Subscription(
+            id=subscription.id, product=subscription.product, name=subscription.name or subscription.id
+        )
+        return [subscription.product]
+
+    def _presented_key(self, context: HandshakeContext) -> str | None:
+        request = context.request
+        key: str | None = None
+        for header in self.headers:
+            value = request.header(header)
+            if value is not None:
+                context.upstream.remove_header(header)  # a key never travels upstream
+                key = key or value.strip()
+        if self.query is not None:
+            values = request.query.get(self.query)
+            if values is not None:
+                context.upstream.remove_query(self.query)
+                key = key or values[0]
+        return key or None
+
+
+def check_products(config: GatewayConfig) -> list[str]:
+    """Unique names and ids, and references to APIs and products that exist."""
+    problems: list[str] = []
+    apis = {api.name for api in config.apis}
+    products: dict[str, int] = {}
+    for i, product in enumerate(config.products):
+        if product.name in products:
+            problems.append(f"products[{i}].name: duplicate product name '{product.name}'")
+        products.setdefault(product.name, i)
+        for j, api in enumerate(product.apis):
+            if api not in apis:
+                problems.append(f"products[{i}].apis[{j}]: unknown API '{api}'")
+    ids: set[str] = set()
+    digests: set[str] = set()
+    for i, subscription in enumerate(config.subscriptions):
+        if subscription.id in ids:
+            problems.append(f"subscriptions[{i}].id: duplicate subscription id '{subscription.id}'")
+        ids.add(subscription.id)
+        if subscription.product not in products:
+            problems.append(f"subscriptions[{i}].product: unknown product '{subscription.product}'")
+        if subscription.key_sha256.lower() in digests:
+            problems.append(f"subscriptions[{i}].key_sha256: the same key is used by another subscription")
+        digests.add(subscription.key_sha256.lower())
+    return problems
+
+
+__all__ = ["SubscriptionGate", "check_products", "hash_key"]

@@ -1,0 +1,265 @@
+"""Building the configured policies: validation by field path, scopes, opt-outs, one pipeline per API."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .._types import Scope
+from ..config import GatewayConfig, mark_policies
+from ..forwarded import Networks
+from ..handshake import FunctionPolicy, HandshakeContext, Pipeline, Policy, RequestView
+from ..state.base import Store
+from ..state.memory import MemoryStore
+from . import auth, control, limits, network, transform  # noqa: F401 - registers the built-in policy types
+from .base import REGISTRY, Loc, PolicyProblem
+from .jwks import JwksCache, fetch_url
+from .products import SubscriptionGate
+
+logger = logging.getLogger(__name__)
+_SECRET_WORDS = ("secret", "key", "token", "password")
+
+
+def loc_text(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[a-z-]+\[.*\]|[A-Z][A-Za-z]*Settings)$")
+
+
+def _describe(loc: Loc, error: Any) -> str:
+    # Drop the union-member tags pydantic puts in locations ("audience.list[str]" -> "audience").
+    where = loc_text(loc + tuple(p for p in error["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p))))
+    message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+    sensitive = any(word in str(part).lower() for part in error["loc"] for word in _SECRET_WORDS)
+    if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not sensitive:
+        message = f"{message} (got {error['input']!r})"
+    return f"{where}: {message.removeprefix('Value error, ')}"
+
+
+class PolicyBuilder:
+    """Builds policies from configuration entries, collecting every problem instead of stopping."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.problems: list[str] = []
+        self.built: list[Policy] = []
+        self._jwks: dict[str, JwksCache] = {}
+
+    def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
+        policies: list[Policy] = []
+        for i, entry in enumerate(entries):
+            policy = self._build_one(entry, (*loc, i), f"{counter}.{i}")
+            if policy is not None:
+                policies.append(policy)
+        return policies
+
+    def _build_one(self, entry: Any, loc: Loc, counter: str) -> Policy | None:
+        if not isinstance(entry, Mapping):
+            if hasattr(entry, "apply") and hasattr(entry, "name"):
+                return entry  # type: ignore[no-any-return]
+            try:
+                function_policy: Policy = FunctionPolicy(entry)
+                return function_policy
+            except TypeError as exc:
+                self.problems.append(f"{loc_text(loc)}: {exc}")
+                return None
+        if len(entry) != 1 or not isinstance(raw := next(iter(entry.values())), Mapping | None):
+            self.problems.append(f"{loc_text(loc)}: a policy is a mapping of its type to its settings")
+            return None
+        type_name = str(next(iter(entry)))
+        kind = REGISTRY.get(type_name)
+        if kind is None:
+            known = ", ".join(sorted(REGISTRY))
+            self.problems.append(f"{loc_text(loc)}: unknown policy type '{type_name}' (known: {known})")
+            return None
+        loc = (*loc, type_name)
+        raw = dict(raw or {})
+        name = raw.get("name")
+        if "name" not in kind.Settings.model_fields:
+            raw.pop("name", None)
+        try:
+            settings: BaseModel = kind.Settings.model_validate(raw)
+        except ValidationError as exc:
+            seen: set[str] = set()
+            for error in exc.errors():
+                problem = _describe(loc, error)
+                if problem.split(": ", 1)[0] not in seen:  # one problem per field
+                    seen.add(problem.split(": ", 1)[0])
+                    self.problems.append(problem)
+            return None
+        env = _Env(self, loc, counter)
+        try:
+            policy = kind(settings, env)
+        except PolicyProblem as exc:
+            self.problems.append(f"{loc_text(loc + exc.field)}: {exc.message}")
+            return None
+        except ValueError as exc:
+            self.problems.append(f"{loc_text(loc)}: {exc}")
+            return None
+        if env.failed:
+            return None
+        policy.name = str(name or type_name)
+        self.built.append(policy)
+        return policy
+
+    def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
+        cache = self._jwks.get(url)
+        if cache is None:
+            cache = self._jwks[url] = JwksCache(
+                url,
+                fetch_url,
+                refresh_interval=refresh_interval,
+                min_refresh_interval=min_refresh_interval,
+                timeout=timeout,
+            )
+        return cache
+
+
+class _Env:
+    """The :class:`~asgi_ws_gateway.policies.base.PolicyEnv` of one policy being built."""
+
+    def __init__(self, builder: PolicyBuilder, loc: Loc, counter: str) -> None:
+        self._builder = builder
+        self._loc = loc
+        self.counter = counter
+        self.failed = False
+
+    @property
+    def store(self) -> Store:
+        return self._builder.store
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._builder.clock
+
+    def build(self, entries: Sequence[Any], field: Sequence[str | int]) -> list[Policy]:
+        before = len(self._builder.problems)
+        policies = self._builder.build(entries, (*self._loc, *field), f"{self.counter}.{'.'.join(map(str, field))}")
+        self.failed = self.failed or len(self._builder.problems) > before
+        return policies
+
+    def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
+        return self._builder.jwks(
+            url, refresh_interval=refresh_interval, min_refresh_interval=min_refresh_interval, timeout=timeout
+        )
+
+
+def make_store(config: GatewayConfig) -> Store:
+    """The store the configuration asks for (Redis clients connect lazily, on first use)."""
+    if config.store.type == "redis":
+        from ..state.redis import RedisStore
+
+        assert config.store.url is not None
+        return RedisStore(config.store.url, prefix=config.store.prefix, timeout=config.store.timeout)
+    return MemoryStore(prefix=config.store.prefix)
+
+
+class GatewayPolicies:
+    """Every API's handshake pipeline, built once from the configuration.
+
+    Args:
+        config: a validated configuration.
+        store: the store to count in (default: what ``config.store`` says).
+        clock: seconds since the epoch (tests pass a fake one).
+
+    Raises:
+        ConfigError: when a policy cannot be built (``load_config`` reports these first).
+    """
+
+    def __init__(self, config: GatewayConfig, store: Store | None = None, clock: Callable[[], float] = time.time):
+        self.store = store if store is not None else make_store(config)
+        self._builder = builder = PolicyBuilder(self.store, clock)
+        self._trusted = Networks(config.trusted_proxies)
+        self._forwarded_header = config.forwarded_header
+        self.pipelines: dict[str, Pipeline] = {}
+        global_policies = builder.build(config.policies, ("policies",), "global")
+        products = {
+            p.name: builder.build(p.policies, ("products", i, "policies"), f"product:{p.name}")
+            for i, p in enumerate(config.products)
+        }
+        for i, api in enumerate(config.apis):
+            api_policies = builder.build(api.policies, ("apis", i, "policies"), f"api:{api.name}")
+            mine = [p for p in config.products if api.name in p.apis]
+            inherited = [*global_policies, *(policy for p in mine for policy in products[p.name])]
+            for j, skipped in enumerate(api.skip_policies):
+                if not any(policy.name == skipped for policy in inherited):
+                    builder.problems.append(
+                        f"apis[{i}].skip_policies[{j}]: no inherited policy is named '{skipped}' "
+                        f"(inherited: {', '.join(sorted({p.name for p in inherited})) or 'none'})"
+                    )
+            skip = set(api.skip_policies)
+            self.pipelines[api.name] = Pipeline(
+                [p for p in global_policies if p.name not in skip],
+                {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine},
+                api_policies,
+                SubscriptionGate(config, api.name, clock) if mine else None,
+            )
+        self.problems = builder.problems
+
+    def context(self, api: str, scope: Scope, params: Mapping[str, str]) -> HandshakeContext:
+        """A fresh context for one handshake (cheap: the request is parsed as policies read it)."""
+        return HandshakeContext(api, RequestView(scope, params, self._trusted, self._forwarded_header))
+
+    async def run(self, context: HandshakeContext) -> None:
+        """Run the API's pipeline; raises ``HandshakeDenied``. Resources taken are released on denial."""
+        pipeline = self.pipelines.get(context.api)
+        if not pipeline:
+            return
+        try:
+            await pipeline.run(context)
+        except BaseException:
+            await context.release()
+            raise
+
+    async def aclose(self, *, close_store: bool = True) -> None:
+        """Stop background work and (unless told not to: a new configuration reuses it) close the store."""
+        for policy in self._builder.built:
+            close = getattr(policy, "aclose", None)
+            if close is not None:
+                await close()
+        if close_store:
+            await self.store.aclose()
+
+
+def check_policies(config: GatewayConfig) -> list[str]:
+    """Every problem of the policy, product and subscription settings, by field path."""
+    from .products import check_products
+
+    problems = check_products(config)
+    problems.extend(GatewayPolicies(config, store=MemoryStore()).problems)
+    return problems
+
+
+def policies_json_schema() -> dict[str, Any]:
+    """``$defs`` for configuration files' JSON Schema: ``Policy`` is one of the registered types."""
+    defs: dict[str, Any] = {}
+    choices = []
+    for type_name in sorted(REGISTRY):
+        settings = REGISTRY[type_name].Settings.model_json_schema(ref_template="#/$defs/{model}")
+        settings = mark_policies(settings)
+        defs.update(settings.pop("$defs", {}))
+        title = type_name.title().replace("-", "") + "Policy"
+        defs[title + "Settings"] = settings
+        choices.append(
+            {
+                "type": "object",
+                "properties": {type_name: {"$ref": f"#/$defs/{title}Settings"}},
+                "required": [type_name],
+                "additionalProperties": False,
+            }
+        )
+    defs["Policy"] = {"description": "One handshake policy: {type-name: settings}.", "oneOf": choices}
+    return defs
+
+
+__all__ = ["GatewayPolicies", "PolicyBuilder", "check_policies", "make_store", "policies_json_schema"]

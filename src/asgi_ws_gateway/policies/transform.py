@@ -1,0 +1,164 @@
+"""Rewrites of the upstream request: headers, query parameters, path, backend.
+
+Values are templates rendered against the context when the policy runs (``X-User-Id: {jwt.sub}``);
+the change is applied to the upstream request of every backend tried. Values inserted into a path
+or a URL are percent-encoded; control characters never reach a header.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, field_validator
+
+from ..handshake import HandshakeContext
+from ..templates import Template
+from ..upstream import HOP_BY_HOP
+from .base import PolicyEnv, PolicySettings, register_policy, template
+
+ExistsAction = Literal["override", "skip", "append", "delete"]
+
+
+def _header_name(value: str) -> str:
+    if not value or any(c in value for c in ' :\t\r\n()<>@,;\\"/[]?={}'):
+        raise ValueError(f"'{value}' is not a header name")
+    if value.lower() in HOP_BY_HOP:
+        raise ValueError(f"'{value}' belongs to the WebSocket handshake itself and cannot be set")
+    return value
+
+
+class SetHeaderSettings(PolicySettings):
+    """``set-header``: set a header of the upstream request."""
+
+    header: str = Field(description="Header name.")
+    value: str = Field(default="", description="Template of the value, e.g. '{jwt.sub}'.")
+    exists_action: ExistsAction = Field(
+        default="override", description="override, skip (keep an existing value), append, or delete."
+    )
+
+    _name = field_validator("header")(_header_name)
+    _value = field_validator("value")(template)
+
+
+@register_policy("set-header")
+class SetHeader:
+    Settings = SetHeaderSettings
+
+    def __init__(self, settings: SetHeaderSettings, env: PolicyEnv) -> None:
+        self.name = "set-header"
+        self.header = settings.header
+        self.value = Template(settings.value)
+        self.action: ExistsAction = settings.exists_action
+
+    async def apply(self, context: HandshakeContext) -> None:
+        value = None if self.action == "delete" else self.value.render(context)
+        context.upstream.set_header(self.header, value, self.action)
+
+
+class RemoveHeaderSettings(PolicySettings):
+    """``remove-header``: the upstream request goes without this header."""
+
+    header: str = Field(description="Header name.")
+
+    _name = field_validator("header")(_header_name)
+
+
+@register_policy("remove-header")
+class RemoveHeader:
+    Settings = RemoveHeaderSettings
+
+    def __init__(self, settings: RemoveHeaderSettings, env: PolicyEnv) -> None:
+        self.name = "remove-header"
+        self.header = settings.header
+
+    async def apply(self, context: HandshakeContext) -> None:
+        context.upstream.remove_header(self.header)
+
+
+class SetQuerySettings(PolicySettings):
+    """``set-query-parameter``: set a query parameter of the upstream URL."""
+
+    parameter: str = Field(min_length=1, description="Parameter name.")
+    value: str = Field(default="", description="Template of the value.")
+    exists_action: ExistsAction = "override"
+
+    _value = field_validator("value")(template)
+
+
+@register_policy("set-query-parameter")
+class SetQueryParameter:
+    Settings = SetQuerySettings
+
+    def __init__(self, settings: SetQuerySettings, env: PolicyEnv) -> None:
+        self.name = "set-query-parameter"
+        self.parameter = settings.parameter
+        self.value = Template(settings.value)
+        self.action: ExistsAction = settings.exists_action
+
+    async def apply(self, context: HandshakeContext) -> None:
+        value = None if self.action == "delete" else self.value.render(context)
+        context.upstream.set_query(self.parameter, value, self.action)
+
+
+def _escape_path(text: str) -> str:
+    return quote(text, safe="")
+
+
+class RewriteUriSettings(PolicySettings):
+    """``rewrite-uri``: replace the upstream path (for an in-process upstream, the path the app sees)."""
+
+    template: str = Field(description="New path, optionally with query: '/rooms/{path.room}?tenant={jwt.tid}'.")
+    copy_unmatched_params: bool = Field(
+        default=True, description="Keep the request's query parameters that the template does not set."
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        template(value)
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
+@register_policy("rewrite-uri")
+class RewriteUri:
+    Settings = RewriteUriSettings
+
+    def __init__(self, settings: RewriteUriSettings, env: PolicyEnv) -> None:
+        self.name = "rewrite-uri"
+        self.template = Template(settings.template)
+        self.copy = settings.copy_unmatched_params
+
+    async def apply(self, context: HandshakeContext) -> None:
+        context.upstream.rewrite(self.template.render(context, _escape_path), copy_unmatched_params=self.copy)
+
+
+class SetBackendSettings(PolicySettings):
+    """``set-backend-service``: connect to another host (network upstreams only); the path is kept."""
+
+    base_url: str = Field(description="ws:// or wss:// base URL (a template), e.g. 'ws://chat-{jwt.region}:9000'.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        template(value)
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+
+@register_policy("set-backend-service")
+class SetBackendService:
+    Settings = SetBackendSettings
+
+    def __init__(self, settings: SetBackendSettings, env: PolicyEnv) -> None:
+        self.name = "set-backend-service"
+        self.base_url = Template(settings.base_url)
+
+    async def apply(self, context: HandshakeContext) -> None:
+        context.upstream.set_base_url(self.base_url.render(context, _escape_path))
+
+
+__all__ = ["RemoveHeader", "RewriteUri", "SetBackendService", "SetHeader", "SetQueryParameter"]

@@ -1,0 +1,83 @@
+"""The store interface behind rate limits, quotas and concurrency leases.
+
+Every operation is atomic in the store (a Lua script in Redis, a synchronous section in memory).
+Keys are built by :func:`store_key`: namespaced by a prefix and the kind of counter, with the
+limit's identity and a digest of the user's key inside a Redis Cluster hash tag, so that each
+limit's data lives in one slot and no user-supplied text (an IP address, a user id) is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import GatewayError
+
+
+class StoreUnavailable(GatewayError):
+    """The shared store could not be reached or answered with an error (policies fail open or closed)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one attempt to take from a limit.
+
+    Attributes:
+        allowed: whether the attempt was admitted (and counted).
+        remaining: how many more attempts the limit admits right now.
+        retry_after: seconds until an attempt may succeed (0 when ``allowed``).
+    """
+
+    allowed: bool
+    remaining: int
+    retry_after: float = 0.0
+
+
+def store_key(prefix: str, kind: str, counter: str, key: str) -> str:
+    """``prefix:kind:{counter:digest}``: the braces are the Redis Cluster hash tag."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{prefix}:{kind}:{{{counter}:{digest}}}"
+
+
+def retry_after(seconds: float) -> str:
+    """A ``Retry-After`` value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
+class Store(Protocol):
+    """Where limits are counted. Methods raise :class:`StoreUnavailable` when the store fails."""
+
+    prefix: str
+
+    async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
+        """Count one event in a sliding window of ``window`` seconds, if fewer than ``limit`` are in it.
+
+        ``member`` is a unique id for this event (the window keeps one entry per event).
+        """
+        ...
+
+    async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
+        """Count one event against a quota of ``limit`` whose counter ends at ``expires_at`` (POSIX s)."""
+        ...
+
+    async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
+        """Take a lease (valid ``ttl`` seconds unless renewed) if fewer than ``limit`` live ones exist."""
+        ...
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Extend ``(key, lease)`` leases by ``ttl`` seconds (re-creating any that expired meanwhile)."""
+        ...
+
+    async def release(self, key: str, lease: str) -> None:
+        """Give a lease back (no-op if it expired)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections; the store may not be used afterwards."""
+        ...
+
+
+__all__ = ["Decision", "Store", "StoreUnavailable", "retry_after", "store_key"]

@@ -1,0 +1,72 @@
+"""Keeping concurrency leases alive while their connections are open.
+
+A lease expires ``ttl`` seconds after it was last renewed. The keeper renews every lease this
+process holds every ``ttl / 3`` seconds, in one batch; when the process dies, renewals stop and
+its leases expire, so a crashed worker's connections stop counting within ``ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from .base import Decision, Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Acquires, renews and releases the leases of one ``limit-concurrency`` policy.
+
+    The renewal task runs only while leases are held, on the event loop that acquired them.
+    """
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._held: dict[str, str] = {}  # lease -> key
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    async def acquire(self, key: str, lease: str, limit: int) -> Decision:
+        """Take a lease; raises :class:`StoreUnavailable` when the store fails."""
+        decision = await self.store.acquire(key, lease, limit, self.ttl)
+        if decision.allowed:
+            self._held[lease] = key
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._renew_forever())
+        return decision
+
+    async def release(self, lease: str) -> None:
+        """Give the lease back; a store failure is logged (the lease then expires on its own)."""
+        key = self._held.pop(lease, None)
+        if key is None:
+            return
+        try:
+            await self.store.release(key, lease)
+        except StoreUnavailable:
+            logger.warning("could not release a concurrency lease; it expires within %g s", self.ttl)
+        if not self._held and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _renew_forever(self) -> None:
+        while self._held:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.store.renew(list(((key, lease) for lease, key in self._held.items())), self.ttl)
+            except StoreUnavailable:
+                logger.warning("could not renew %d concurrency lease(s)", len(self._held))
+
+
+__all__ = ["LeaseKeeper"]

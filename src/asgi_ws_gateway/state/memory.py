@@ -1,0 +1,103 @@
+"""The in-memory store: the embedded default, exact within one process and shared by nothing else.
+
+With several workers each process counts on its own (a limit of N becomes N per worker); use
+the Redis store to share limits between workers and hosts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from .base import Decision
+
+_SWEEP_EVERY = 1024  # operations between sweeps of expired entries
+
+
+class MemoryStore:
+    """Sliding windows, quota counters and leases in dictionaries (one event loop, no locking).
+
+    Args:
+        prefix: key namespace (kept for symmetry with the Redis store).
+        clock: seconds since the epoch; ``time.time`` by default (tests pass a fake clock).
+    """
+
+    def __init__(self, prefix: str = "asgi-ws-gw", clock: Callable[[], float] = time.time) -> None:
+        self.prefix = prefix
+        self.clock = clock
+        self._windows: dict[str, tuple[float, deque[float]]] = {}
+        self._counters: dict[str, tuple[float, int]] = {}
+        self._leases: dict[str, dict[str, float]] = {}
+        self._ops = 0
+
+    async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
+        now = self._tick()
+        _, events = self._windows.get(key, (0.0, deque()))
+        while events and events[0] <= now - window:
+            events.popleft()
+        if len(events) < limit:
+            events.append(now)
+            self._windows[key] = (now + window, events)
+            return Decision(True, limit - len(events))
+        return Decision(False, 0, max(0.0, events[0] + window - now))
+
+    async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
+        now = self._tick()
+        ends, count = self._counters.get(key, (expires_at, 0))
+        if ends <= now:
+            count = 0
+        if count >= limit:
+            return Decision(False, 0, max(0.0, expires_at - now))
+        self._counters[key] = (expires_at, count + 1)
+        return Decision(True, limit - count - 1)
+
+    async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
+        now = self._tick()
+        leases = self._live(key, now)
+        if lease not in leases and len(leases) >= limit:
+            return Decision(False, 0, max(0.0, min(leases.values()) - now))
+        leases[lease] = now + ttl
+        self._leases[key] = leases
+        return Decision(True, limit - len(leases))
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+        now = self.clock()
+        for key, lease in leases:
+            self._leases.setdefault(key, {})[lease] = now + ttl
+
+    async def release(self, key: str, lease: str) -> None:
+        leases = self._leases.get(key)
+        if leases is not None:
+            leases.pop(lease, None)
+            if not leases:
+                del self._leases[key]
+
+    async def aclose(self) -> None:
+        return None
+
+    def leases(self, key: str) -> int:
+        """Live leases under ``key`` (for tests and diagnostics)."""
+        return len(self._live(key, self.clock()))
+
+    def _live(self, key: str, now: float) -> dict[str, float]:
+        leases = self._leases.get(key, {})
+        expired = [lease for lease, until in leases.items() if until <= now]
+        for lease in expired:
+            del leases[lease]
+        return leases
+
+    def _tick(self) -> float:
+        now = self.clock()
+        self._ops += 1
+        if self._ops % _SWEEP_EVERY == 0:
+            self._sweep(now)
+        return now
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
+        self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+        self._leases = {k: live for k in list(self._leases) if (live := self._live(k, now))}
+
+
+__all__ = ["MemoryStore"]

@@ -1,0 +1,165 @@
+"""The Redis store: limits shared by every worker and host, each operation one Lua script.
+
+Scripts read the time from Redis (``TIME``), so hosts with skewed clocks still agree on windows
+and lease expiry. Each script touches one key; keys carry a hash tag (see ``store_key``), so the
+store works against Redis Cluster. After a failure the store answers :class:`StoreUnavailable`
+at once for ``retry_interval`` seconds instead of making every handshake wait for a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .base import Decision, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_NOW_MS = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# KEYS[1] sorted set of event times; ARGV limit, window ms, unique member -> {allowed, remaining, retry ms}
+_HIT = (
+    _NOW_MS
+    + """
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n < limit then
+  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, limit - n - 1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, 0, tonumber(oldest[2]) + window - now}
+"""
+)
+
+# KEYS[1] counter; ARGV limit, expiry (POSIX s) -> {allowed, remaining, retry ms}
+_CONSUME = (
+    _NOW_MS
+    + """
+local limit, ends = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= limit then return {0, 0, ends * 1000 - now} end
+n = redis.call('INCR', KEYS[1])
+redis.call('EXPIREAT', KEYS[1], ends + 1)
+return {1, limit - n, 0}
+"""
+)
+
+# KEYS[1] sorted set lease -> expiry ms; ARGV limit, ttl ms, lease -> {allowed, remaining, retry ms}
+_ACQUIRE = (
+    _NOW_MS
+    + """
+local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  if n >= limit then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, 0, tonumber(first[2]) - now}
+  end
+  n = n + 1
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {1, limit - n, 0}
+"""
+)
+
+# KEYS[1] sorted set; ARGV ttl ms, lease. Re-adds an expired lease: the connection is still open.
+_RENEW = (
+    _NOW_MS
+    + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+)
+
+
+class RedisStore:
+    """A :class:`~asgi_ws_gateway.state.base.Store` on Redis.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` or ``rediss://`` for TLS.
+        prefix: namespace of every key this gateway writes.
+        timeout: seconds to connect or to wait for one answer (default 0.5).
+        retry_interval: seconds to answer "unavailable" without trying after a failure (default 1).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "asgi-ws-gw", timeout: float = 0.5, retry_interval: float = 1.0):
+        self.prefix = prefix
+        self.retry_interval = retry_interval
+        self._redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection may predate a Redis restart
+            health_check_interval=0,
+        )
+        self._hit = self._redis.register_script(_HIT)
+        self._consume = self._redis.register_script(_CONSUME)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._down_until = 0.0
+
+    async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
+        result = await self._call(lambda: self._hit(keys=[key], args=[limit, _ms(window), member]))
+        return _decision(result)
+
+    async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
+        result = await self._call(lambda: self._consume(keys=[key], args=[limit, int(expires_at)]))
+        return _decision(result)
+
+    async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
+        result = await self._call(lambda: self._acquire(keys=[key], args=[limit, _ms(ttl), lease]))
+        return _decision(result)
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+        if not leases:
+            return
+
+        async def renew_all() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, lease in leases:
+                    await self._renew(keys=[key], args=[_ms(ttl), lease], client=pipe)
+                await pipe.execute()
+
+        await self._call(renew_all)
+
+    async def release(self, key: str, lease: str) -> None:
+        await self._call(lambda: self._redis.zrem(key, lease))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("Redis is unavailable (retrying shortly)")
+        try:
+            return await operation()
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self.retry_interval
+            logger.warning("Redis store failed: %s: %s", type(exc).__name__, exc)
+            raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _decision(result: Any) -> Decision:
+    allowed, remaining, retry_ms = (int(x) for x in result)
+    return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000)
+
+
+__all__ = ["RedisStore"]

@@ -1,0 +1,198 @@
+"""A small, safe template language over the handshake context, and conditions for ``choose``.
+
+A template is text with ``{namespace.key}`` references, compiled once at start-up::
+
+    "{jwt.sub}"                      a JWT claim (nested claims: {jwt.realm.roles})
+    "tenant-{header.x-tenant}"       a request header (first value)
+    "{query.room}" "{cookie.session}" "{path.room}"
+    "{client.ip}" "{client.port}"    the client address, after trusted-proxy resolution
+    "{subscription.id}"              also .product and .name
+    "{api.name}" "{request.path}" "{request.host}"
+    "{var.tier}"                     a variable a custom policy set
+    "{header.x-tenant|public}"       with a default when the value is missing
+    "{{literal braces}}"
+
+There is no expression evaluation: a reference names a value and nothing more. Unknown namespaces
+are rejected when the template is compiled (that is, when the configuration is loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+NAMESPACES: dict[str, frozenset[str] | None] = {
+    "jwt": None,
+    "header": None,
+    "query": None,
+    "cookie": None,
+    "path": None,
+    "var": None,
+    "client": frozenset({"ip", "port"}),
+    "subscription": frozenset({"id", "product", "name"}),
+    "api": frozenset({"name"}),
+    "request": frozenset({"path", "host", "scheme"}),
+}
+"""Namespace -> the keys it allows (``None``: any key)."""
+
+_REF = re.compile(r"^([a-z]+)\.([A-Za-z0-9_:.-]+)$")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+class TemplateError(ValueError):
+    """A template or a reference is malformed or names an unknown variable."""
+
+
+class Lookup(Protocol):
+    """What templates are rendered against (the handshake context implements it)."""
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        """The value at ``namespace.path``, or None when it is missing."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A parsed ``namespace.key[.more]`` reference."""
+
+    namespace: str
+    path: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        match = _REF.match(text.strip())
+        if not match:
+            raise TemplateError(f"'{text}' is not a reference like namespace.key")
+        namespace, key = match.groups()
+        if namespace not in NAMESPACES:
+            raise TemplateError(f"unknown namespace '{namespace}' in '{text}' (known: {', '.join(sorted(NAMESPACES))})")
+        path = tuple(key.split(".")) if namespace in ("jwt", "var") else (key,)
+        allowed = NAMESPACES[namespace]
+        if allowed is not None and key not in allowed:
+            raise TemplateError(f"unknown key '{key}' for '{namespace}' (known: {', '.join(sorted(allowed))})")
+        if namespace == "header":
+            path = (key.lower(),)
+        return cls(namespace, path)
+
+    def resolve(self, context: Lookup) -> object | None:
+        return context.lookup(self.namespace, self.path)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}.{'.'.join(self.path)}"
+
+
+def to_text(value: object) -> str:
+    """How a value is written into text: lists comma-joined, booleans lower-case, objects as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(to_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+class Template:
+    """A compiled template. ``render`` never raises; missing values render as their default or ``""``.
+
+    Args:
+        source: the template text.
+
+    Raises:
+        TemplateError: on unbalanced braces or an unknown namespace or key.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._parts: list[str | tuple[Reference, str]] = []
+        pos = 0
+        for match in _TOKEN.finditer(source):
+            literal = source[pos : match.start()]
+            token = match.group(0)
+            pos = match.end()
+            if token in ("{{", "}}"):
+                self._append(literal + token[0])
+            elif match.group(1) is not None:
+                self._append(literal)
+                ref, _, default = match.group(1).partition("|")
+                self._parts.append((Reference.parse(ref), default))
+            else:
+                raise TemplateError(f"unbalanced '{token}' in '{source}' (write '{token * 2}' for a literal)")
+        self._append(source[pos:])
+
+    def _append(self, text: str) -> None:
+        if not text:
+            return
+        if self._parts and isinstance(self._parts[-1], str):
+            self._parts[-1] += text
+        else:
+            self._parts.append(text)
+
+    @property
+    def references(self) -> list[Reference]:
+        return [part[0] for part in self._parts if not isinstance(part, str)]
+
+    @property
+    def is_constant(self) -> bool:
+        return all(isinstance(part, str) for part in self._parts)
+
+    def render(self, context: Lookup, escape: Callable[[str], str] | None = None) -> str:
+        """The text with each reference replaced (passed through ``escape`` when given)."""
+        out: list[str] = []
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            ref, default = part
+            value = ref.resolve(context)
+            text = default if value is None else to_text(value)
+            out.append(escape(text) if escape is not None else text)
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        return f"Template({self.source!r})"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A test on one context value; exactly one operator is set (``exists`` alone is allowed).
+
+    ``contains`` tests membership in a list, or in the whitespace-separated words of a string
+    (so ``{ref: jwt.scope, contains: chat:write}`` works for OAuth ``scope`` strings).
+    """
+
+    ref: Reference
+    exists: bool | None = None
+    equals: str | None = None
+    not_equals: str | None = None
+    one_of: Sequence[str] | None = None
+    matches: re.Pattern[str] | None = None
+    contains: str | None = None
+
+    def holds(self, context: Lookup) -> bool:
+        value = self.ref.resolve(context)
+        if self.exists is not None and (value is not None) != self.exists:
+            return False
+        if value is None:
+            return self.exists is False or (self.not_equals is not None)
+        if self.equals is not None and to_text(value) != self.equals:
+            return False
+        if self.not_equals is not None and to_text(value) == self.not_equals:
+            return False
+        if self.one_of is not None and to_text(value) not in self.one_of:
+            return False
+        if self.matches is not None and not self.matches.search(to_text(value)):
+            return False
+        if self.contains is not None:
+            items = value if isinstance(value, list | tuple) else to_text(value).split()
+            if self.contains not in [to_text(item) for item in items]:
+                return False
+        return True
+
+
+__all__ = ["NAMESPACES", "Condition", "Lookup", "Reference", "Template", "TemplateError", "to_text"]

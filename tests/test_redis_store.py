@@ -1,0 +1,89 @@
+"""The Redis store against a real Redis: atomic scripts, key layout, leases, and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from asgi_ws_gateway.state.base import StoreUnavailable, store_key
+from asgi_ws_gateway.state.redis import RedisStore
+from policy_helpers import build, context, denied
+from support.redis import SHARED_REDIS, RedisServer, redis_available, unique_prefix
+
+pytestmark = pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[RedisStore]:
+    store = RedisStore(SHARED_REDIS, prefix=unique_prefix())
+    yield store
+    client = Redis.from_url(SHARED_REDIS)
+    keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+    await store.aclose()
+
+
+async def test_sliding_window_is_atomic_under_concurrency(store: RedisStore) -> None:
+    key = store_key(store.prefix, "rate", "t", "alice")
+    decisions = await asyncio.gather(*(store.hit(key, 5, 60, f"m{i}") for i in range(20)))
+    assert sum(d.allowed for d in decisions) == 5
+    refused = [d for d in decisions if not d.allowed]
+    assert all(0 < d.retry_after <= 60 for d in refused)
+
+
+async def test_quota_counts_to_the_limit(store: RedisStore) -> None:
+    key = store_key(store.prefix, "quota", "t:0", "alice")
+    ends = time.time() + 3600
+    results = [await store.consume(key, 3, ends) for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert [r.remaining for r in results[:3]] == [2, 1, 0]
+    assert 3500 < results[3].retry_after <= 3600
+
+
+async def test_leases_cap_release_and_expire(store: RedisStore) -> None:
+    key = store_key(store.prefix, "conc", "t", "alice")
+    assert (await store.acquire(key, "a", 2, 1.0)).allowed
+    assert (await store.acquire(key, "b", 2, 30.0)).allowed
+    assert not (await store.acquire(key, "c", 2, 30.0)).allowed
+    await store.release(key, "b")
+    assert (await store.acquire(key, "c", 2, 30.0)).allowed
+    await asyncio.sleep(1.2)  # lease "a" was never renewed: it expires
+    assert (await store.acquire(key, "d", 2, 30.0)).allowed
+    await store.renew([(key, "c"), (key, "d")], 30.0)
+    assert not (await store.acquire(key, "e", 2, 30.0)).allowed
+
+
+async def test_keys_are_namespaced_hash_tagged_and_hold_no_user_text(store: RedisStore) -> None:
+    policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 5, "window": 60}}, store)
+    await policy.apply(context(client=("198.51.100.23", 1)))
+    client = Redis.from_url(SHARED_REDIS, decode_responses=True)
+    keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
+    await client.aclose()
+    assert len(keys) == 1
+    assert keys[0].startswith(f"{store.prefix}:rate:{{test.0:") and keys[0].endswith("}")
+    assert "198.51.100.23" not in keys[0]
+
+
+async def test_redis_stopped_mid_test_fails_open_or_closed_then_recovers() -> None:
+    with RedisServer() as server:
+        store = RedisStore(server.url, prefix=unique_prefix(), retry_interval=0.2)
+        rate = {"key": "{client.ip}", "limit": 100, "window": 60}
+        open_policy = build({"rate-limit-by-key": {**rate, "on_store_error": "open"}}, store)
+        closed_policy = build({"rate-limit-by-key": {**rate, "on_store_error": "closed"}}, store)
+        await closed_policy.apply(context())  # Redis up: counted
+        server.stop()
+        await open_policy.apply(context())  # admitted unchecked
+        denial = await denied(closed_policy.apply(context()))
+        assert (denial.status, denial.reason) == (503, "store_unavailable")
+        with pytest.raises(StoreUnavailable):
+            await store.hit("k", 1, 1, "m")  # within retry_interval: no new connection attempt
+        server.start()
+        await asyncio.sleep(0.25)
+        await closed_policy.apply(context())  # back to normal
+        await store.aclose()

@@ -1,0 +1,90 @@
+"""The template language and conditions: references, defaults, escaping, and what is refused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from asgi_ws_gateway.templates import Condition, Reference, Template, TemplateError
+from policy_helpers import context
+
+
+def test_references_render_from_each_namespace() -> None:
+    ctx = context(
+        "/ws/chat/lobby",
+        params={"room": "lobby"},
+        headers=[("X-Tenant", "acme"), ("Cookie", "sid=abc; theme=dark")],
+        query="page=2&page=3",
+        client=("10.1.2.3", 4444),
+    )
+    ctx.claims = {"sub": "alice", "realm": {"roles": ["admin", "dev"]}, "admin": True}
+    ctx.variables["tier"] = "gold"
+    source = (
+        "{jwt.sub}|{jwt.realm.roles}|{jwt.admin}|{header.x-tenant}|{header.X-Tenant}|{query.page}|"
+        "{cookie.theme}|{path.room}|{client.ip}|{client.port}|{var.tier}|{api.name}|{request.path}|{request.host}"
+    )
+    assert Template(source).render(ctx) == (
+        "alice|admin,dev|true|acme|acme|2|dark|lobby|10.1.2.3|4444|gold|chat|/ws/chat/lobby|gw.test"
+    )
+
+
+def test_missing_values_render_as_default_or_empty() -> None:
+    ctx = context()
+    assert Template("{header.x-tenant|public}/{jwt.sub}/{subscription.id|none}").render(ctx) == "public//none"
+
+
+def test_literal_braces_and_escaping() -> None:
+    ctx = context(params={"room": "a b/c"})
+    assert Template("{{x}} /rooms/{path.room}").render(ctx, escape=lambda s: s.replace(" ", "%20")) == (
+        "{x} /rooms/a%20b/c"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{jwt.sub", "unbalanced"),
+        ("jwt.sub}", "unbalanced"),
+        ("{os.environ}", "unknown namespace 'os'"),
+        ("{client.mac}", "unknown key 'mac'"),
+        ("{__import__('os')}", "is not a reference"),
+        ("{}", "is not a reference"),
+    ],
+)
+def test_malformed_templates_are_refused(source: str, message: str) -> None:
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        Template(source)
+
+
+def test_constant_template() -> None:
+    assert Template("plain").is_constant
+    assert [str(r) for r in Template("{jwt.a.b}{path.x}").references] == ["jwt.a.b", "path.x"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "holds"),
+    [
+        ({"exists": True}, True),
+        ({"exists": False}, False),
+        ({"equals": "read chat:write"}, True),
+        ({"not_equals": "x"}, True),
+        ({"one_of": ("a", "read chat:write")}, True),
+        ({"matches": re.compile(r"chat:\w+")}, True),
+        ({"contains": "chat:write"}, True),
+        ({"contains": "chat"}, False),
+    ],
+)
+def test_conditions_on_a_scope_string(kwargs: dict[str, object], holds: bool) -> None:
+    ctx = context()
+    ctx.claims = {"scope": "read chat:write"}
+    assert Condition(Reference.parse("jwt.scope"), **kwargs).holds(ctx) is holds  # type: ignore[arg-type]
+
+
+def test_condition_on_missing_value_and_lists() -> None:
+    ctx = context()
+    ctx.claims = {"roles": ["admin", "dev"]}
+    assert Condition(Reference.parse("jwt.roles"), contains="dev").holds(ctx)
+    assert not Condition(Reference.parse("jwt.plan"), equals="free").holds(ctx)
+    assert Condition(Reference.parse("jwt.plan"), exists=False).holds(ctx)
+    assert Condition(Reference.parse("header.x-debug"), exists=False).holds(ctx)
