@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from asgi_ws_gateway.management.subscriptions import Subscription, find_by_key, hash_key
+from asgi_ws_gateway.management.subscriptions import Subscription, hash_key
 from management_harness import TOKEN, Managed, api, managed_gateway
 from support.clients import connect, expect_close, expect_status
 from support.upstream import UpstreamServer
@@ -265,7 +265,7 @@ async def test_products_and_subscriptions_keys_shown_once_and_stored_hashed(mana
     async with managed.client() as client, managed.http() as http:
         product = await client.create_product("starter", ["echo"], display_name="Starter")
         assert product == {"name": "starter", "display_name": "Starter", "apis": ["echo"],
-                           "subscription_required": True}  # fmt: skip
+                           "subscription_required": True, "policies": []}  # fmt: skip
         assert (await http.post("products", json={"name": "starter"})).status_code == 409
         created = await client.create_subscription("starter", name="alice", subscription_id="alice-1")
         key = created["key"]
@@ -281,8 +281,14 @@ async def test_products_and_subscriptions_keys_shown_once_and_stored_hashed(mana
         assert regenerated["key"] != key
         stored_subscriptions = [Subscription.model_validate(s) for s in json.loads(managed.state.read_text())
                                 ["subscriptions"].values()]  # fmt: skip
-        assert find_by_key(stored_subscriptions, regenerated["key"]) is not None
-        assert find_by_key(stored_subscriptions, key) is None
+        stored_digests = {s.key_sha256 for s in stored_subscriptions}
+        assert hash_key(regenerated["key"]) in stored_digests and hash_key(key) not in stored_digests
+        # The product guards the API at the handshake: only the current key opens it.
+        assert (await expect_status(managed.url("/ws/echo"), additional_headers={"X-Subscription-Key": key}))[0] == 401
+        async with await connect(
+            managed.url("/ws/echo"), additional_headers={"X-Subscription-Key": regenerated["key"]}
+        ):
+            pass
         assert (await http.delete("products/starter")).status_code == 409  # still subscribed
         assert (await http.delete("apis/echo")).status_code == 409  # still in a product
         await client.delete_subscription("alice-1")
@@ -312,3 +318,22 @@ async def test_live_connections_listed_messaged_and_kicked(managed: Managed) -> 
         assert (await http.post("connections/nope/close", json={})).status_code == 404
         await client.kick(live["id"], 4001, "kicked by admin")
         assert await expect_close(ws) == (4001, "kicked by admin")
+
+
+async def test_products_from_the_file_are_listed_kept_and_subscribable(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """The file seeds products; the API lists them, refuses to delete them, and can subscribe to them."""
+    product = {"name": "gold", "apis": ["echo"], "policies": [{"set-header": {"header": "X-Plan", "value": "gold"}}]}
+    config = {"apis": [api("echo", "/ws/echo", upstream)], "products": [product]}
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.client() as client, running.http() as http:
+            (listed,) = await client.list_products()
+            assert listed["name"] == "gold" and listed["policies"] == product["policies"]
+            assert (await http.delete("products/gold")).status_code == 409
+            assert (await http.post("products", json={"name": "gold"})).status_code == 409
+            key = (await client.create_subscription("gold", subscription_id="s-gold"))["key"]
+        async with await connect(running.url("/ws/echo"), additional_headers={"X-Subscription-Key": key}) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+    assert upstream.handshakes[-1].header("x-plan") == "gold"  # the product's own policy ran

@@ -30,6 +30,7 @@ class Product(TypedDict):
     display_name: str | None
     apis: list[str]
     subscription_required: bool
+    policies: list[dict[str, Any]]
 
 
 class Subscription(TypedDict):
@@ -166,13 +167,20 @@ class ManagementClient:
         return cast(list[Product], (await self._call("GET", "products")).json()["products"])
 
     async def create_product(
-        self, name: str, apis: list[str], *, display_name: str | None = None, subscription_required: bool = True
+        self,
+        name: str,
+        apis: list[str],
+        *,
+        display_name: str | None = None,
+        subscription_required: bool = True,
+        policies: list[dict[str, Any]] | None = None,
     ) -> Product:
         body = {
             "name": name,
             "apis": apis,
             "display_name": display_name,
             "subscription_required": subscription_required,
+            "policies": policies or [],
         }
         return cast(Product, (await self._call("POST", "products", json=body)).json())
 

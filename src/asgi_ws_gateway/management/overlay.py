@@ -84,12 +84,10 @@ def merge_document(base: GatewayConfig, overlay: Overlay) -> dict[str, Any]:
     file_names = {api.name for api in base.apis}
     apis.extend(doc for name, doc in overlay.apis.items() if doc is not None and name not in file_names)
     document["apis"] = apis
-    # Once the configuration models products and subscriptions, they travel with the APIs.
-    if "products" in GatewayConfig.model_fields:
-        document["products"] = [*document.get("products", []), *overlay.products.values()]
-    if "subscriptions" in GatewayConfig.model_fields:
-        kept = ({k: v for k, v in doc.items() if k != "created_at"} for doc in overlay.subscriptions.values())
-        document["subscriptions"] = [*document.get("subscriptions", []), *kept]
+    # Products and subscriptions created here travel with the APIs, after the file's own.
+    document["products"] = [*document.get("products", []), *overlay.products.values()]
+    kept = ({k: v for k, v in doc.items() if k != "created_at"} for doc in overlay.subscriptions.values())
+    document["subscriptions"] = [*document.get("subscriptions", []), *kept]
     return document
 
 

@@ -212,21 +212,24 @@ class Manager:
     # -- products and subscriptions -------------------------------------------------------------
 
     def products(self) -> list[subs.Product]:
-        return list(subs.products(self.overlay).values())
+        """The configuration file's products, then those created here."""
+        return [*self.base.products, *subs.products(self.overlay).values()]
 
     def product(self, name: str) -> subs.Product:
-        found = subs.products(self.overlay).get(name)
+        found = next((p for p in self.products() if p.name == name), None)
         if found is None:
             raise NotFound(f"no product named '{name}'")
         return found
 
     async def create_product(self, body: Any) -> subs.Product:
         product: subs.Product = subs.parse(subs.Product, body)
-        await self._change(lambda o: subs.add_product(o, product, _names(self.base, o)))
+        file_products = {p.name for p in self.base.products}
+        await self._change(lambda o: subs.add_product(o, product, _names(self.base, o), file_products))
         return product
 
     async def delete_product(self, name: str) -> None:
-        await self._change(lambda o: subs.remove_product(o, name))
+        file_products = {p.name for p in self.base.products}
+        await self._change(lambda o: subs.remove_product(o, name, file_products))
 
     def subscriptions(self, product: str | None = None) -> list[subs.Subscription]:
         found = subs.subscriptions(self.overlay).values()
@@ -242,7 +245,7 @@ class Manager:
         """Create a subscription; returns it and its key (shown this once, never stored)."""
         request: subs.SubscriptionRequest = subs.parse(subs.SubscriptionRequest, body)
         key, sid = subs.new_key(), request.id or f"sub-{uuid.uuid4().hex[:12]}"
-        await self._change(lambda o: subs.add_subscription(o, request, key, sid))
+        await self._change(lambda o: subs.add_subscription(o, request, key, sid, self.base))
         return self.subscription(sid), key
 
     async def set_subscription_state(self, sid: str, state: str) -> subs.Subscription:

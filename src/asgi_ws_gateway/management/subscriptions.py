@@ -13,31 +13,23 @@ here to the gateway with the APIs, so the policies see them on every worker.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import _describe
+from ..config import GatewayConfig, ProductConfig, _describe
+from ..policies.products import hash_key
 from .errors import Conflict, Invalid, NotFound
 from .overlay import Overlay
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class Product(BaseModel):
-    """A group of APIs that subscriptions grant access to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier.")]
-    display_name: str | None = None
-    apis: list[str] = Field(default_factory=list, description="Names of the APIs in this product.")
-    subscription_required: bool = Field(default=True, description="false: an open product (no key needed).")
+Product = ProductConfig
+"""A product as the management API takes it: the configuration's own model, policies included."""
 
 
 class SubscriptionRequest(BaseModel):
@@ -72,24 +64,9 @@ class Subscription(BaseModel):
         return document
 
 
-def hash_key(key: str) -> str:
-    """The hex SHA-256 of a subscription key: what is stored."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def new_key() -> str:
     """A new subscription key: 32 random bytes, URL-safe base64 (43 characters)."""
     return secrets.token_urlsafe(32)
-
-
-def find_by_key(subscriptions: Iterable[Subscription], key: str) -> Subscription | None:
-    """The subscription whose key is ``key``, comparing digests in constant time."""
-    digest = hash_key(key).encode()
-    found = None
-    for subscription in subscriptions:  # no early exit: the time taken does not depend on the match
-        if hmac.compare_digest(subscription.key_sha256.encode(), digest):
-            found = subscription
-    return found
 
 
 def parse(model: type[BaseModel], body: Any) -> Any:
@@ -111,8 +88,8 @@ def subscriptions(overlay: Overlay) -> dict[str, Subscription]:
     return {sid: Subscription.model_validate(doc) for sid, doc in overlay.subscriptions.items()}
 
 
-def add_product(overlay: Overlay, product: Product, api_names: set[str]) -> Overlay:
-    if product.name in overlay.products:
+def add_product(overlay: Overlay, product: Product, api_names: set[str], file_products: set[str]) -> Overlay:
+    if product.name in overlay.products or product.name in file_products:
         raise Conflict(f"product '{product.name}' exists already")
     unknown = [f"apis[{i}]: no API named '{name}'" for i, name in enumerate(product.apis) if name not in api_names]
     if unknown:
@@ -120,7 +97,9 @@ def add_product(overlay: Overlay, product: Product, api_names: set[str]) -> Over
     return overlay.next(products={**overlay.products, product.name: product.model_dump(mode="json")})
 
 
-def remove_product(overlay: Overlay, name: str) -> Overlay:
+def remove_product(overlay: Overlay, name: str, file_products: set[str]) -> Overlay:
+    if name in file_products:
+        raise Conflict(f"product '{name}' is defined in the configuration file: change it there")
     if name not in overlay.products:
         raise NotFound(f"no product named '{name}'")
     users = sorted(s.id for s in subscriptions(overlay).values() if s.product == name)
@@ -133,10 +112,12 @@ def products_with_api(overlay: Overlay, api: str) -> list[str]:
     return sorted(name for name, product in products(overlay).items() if api in product.apis)
 
 
-def add_subscription(overlay: Overlay, request: SubscriptionRequest, key: str, sid: str) -> Overlay:
-    if request.product not in overlay.products:
+def add_subscription(
+    overlay: Overlay, request: SubscriptionRequest, key: str, sid: str, file: GatewayConfig
+) -> Overlay:
+    if request.product not in overlay.products and all(p.name != request.product for p in file.products):
         raise Invalid("invalid subscription (1 problem(s))", [f"product: no product named '{request.product}'"])
-    if sid in overlay.subscriptions:
+    if sid in overlay.subscriptions or any(s.id == sid for s in file.subscriptions):
         raise Conflict(f"subscription '{sid}' exists already")
     subscription = Subscription(
         id=sid,
@@ -174,7 +155,6 @@ __all__ = [
     "add_product",
     "add_subscription",
     "change_subscription",
-    "find_by_key",
     "hash_key",
     "new_key",
     "parse",
