@@ -21,6 +21,7 @@ test: setup-test lint typecheck pytest
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	./scripts/install-chromium.sh
+	./scripts/ensure-redis.sh
 
 lint:
 	$(BIN)/ruff check src tests example_app scripts

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The Redis-backed tests need a Redis at 127.0.0.1:6379; start one (nothing kept on disk) if none answers.
+set -euo pipefail
+if python3 - <<'PY'
+import socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)
+except OSError:
+    sys.exit(1)
+PY
+then
+  exit 0
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "no Redis at 127.0.0.1:6379 and redis-server is not installed (apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp
+for _ in $(seq 50); do
+  redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0
+  sleep 0.1
+done
+echo "redis-server did not start" >&2
+exit 1
