@@ -148,6 +148,41 @@ class ApiConfig(_Model):
         return self.display_name or self.name
 
 
+class TelemetryConfig(_Model):
+    """Traces, metrics and the access log (see docs/telemetry.md).
+
+    Spans and metrics go to the global OpenTelemetry providers when the application set them;
+    otherwise to the gateway's own OTLP exporters, configured from the standard ``OTEL_*``
+    environment variables, when ``exporter`` asks for them. Nothing is exported unless asked.
+    """
+
+    enabled: bool = Field(
+        default=True, description="Emit spans and metrics (false: none at all; the access log stays)."
+    )
+    exporter: Literal["auto", "otlp", "none"] = Field(
+        default="auto",
+        description="Without global providers: auto = OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT or "
+        "OTEL_{TRACES,METRICS,LOGS}_EXPORTER=otlp is set; otlp = always; none = never.",
+    )
+    trust_client_trace: bool = Field(
+        default=False,
+        description="Continue the client's traceparent/tracestate (false: start a new trace linked to it).",
+    )
+    propagate: bool = Field(default=True, description="Inject traceparent/tracestate into the upstream handshake.")
+    message_events: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Fraction of messages recorded as events on the connection span (0: none, no per-message cost).",
+    )
+    access_log: Literal["text", "json"] = Field(
+        default="text", description="Format of the asgi_ws_gateway.access lines: uvicorn-style text or JSON."
+    )
+    export_logs: bool = Field(
+        default=False, description="Also export access-log records through the OpenTelemetry logs SDK."
+    )
+
+
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
@@ -158,6 +193,7 @@ class GatewayConfig(_Model):
     drain_close_code: Literal[1001, 1012] = Field(
         default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."
     )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
 
 def json_schema() -> dict[str, Any]:
@@ -249,4 +285,12 @@ def _describe(error: Any) -> str:
     return f"{where or '(top level)'}: {message}"
 
 
-__all__ = ["ApiConfig", "GatewayConfig", "UpstreamConfig", "cross_check", "json_schema", "load_config"]
+__all__ = [
+    "ApiConfig",
+    "GatewayConfig",
+    "TelemetryConfig",
+    "UpstreamConfig",
+    "cross_check",
+    "json_schema",
+    "load_config",
+]

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .balancing import Backend, BackendPool
@@ -16,13 +16,18 @@ from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, watchdog
-from .relay import Relay, RelayStats
+from .relay import Relay
 from .responses import send_denial
 from .routing import Router
+from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream import Connector, WebSocketsConnector, build_request
 
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
 logger = logging.getLogger(__name__)
-access_logger = logging.getLogger("asgi_ws_gateway.access")
 
 
 class _Api:
@@ -37,9 +42,8 @@ class _Api:
 
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig) -> Connector:
-    if upstream.kind == "asgi":
-        return InProcessConnector(api, upstream)
-    return WebSocketsConnector(api, upstream)
+    kind = InProcessConnector if upstream.kind == "asgi" else WebSocketsConnector
+    return TracedConnector(kind(api, upstream), api.name, upstream)  # a pass-through unless telemetry is on
 
 
 class WebSocketGateway:
@@ -50,13 +54,29 @@ class WebSocketGateway:
         config: a :class:`GatewayConfig`, a mapping of the same shape, or the path of a YAML or
             JSON file. Validated here: an invalid configuration raises
             :class:`~asgi_ws_gateway.errors.ConfigError` listing every problem by field path.
+        tracer_provider, meter_provider, logger_provider: OpenTelemetry providers to use instead
+            of the global ones (default) or OTLP exporters configured from ``OTEL_*`` (see
+            docs/telemetry.md). ``logger_provider`` is used only with ``telemetry.export_logs``.
 
-    On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts down.
+    On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts
+    down, then flushes and stops the telemetry exporters it started.
     """
 
-    def __init__(self, app: ASGIApp, *, config: GatewayConfig | Mapping[str, Any] | str | Path) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: GatewayConfig | Mapping[str, Any] | str | Path,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+    ) -> None:
         self.app = app
         self.config = load_config(config)
+        self._providers: dict[str, Any] = {
+            "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
+        }  # fmt: skip
+        self._telemetry = Telemetry(self.config, **self._providers)
         self._apis = [_Api(api) for api in self.config.apis]
         self._router = Router((api.config.path, api) for api in self._apis)
         self._connections = ConnectionRegistry()
@@ -69,6 +89,11 @@ class WebSocketGateway:
     @property
     def open_connections(self) -> int:
         return len(self._connections)
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Spans, metrics and the access log (``force_flush()`` exports what is buffered now)."""
+        return self._telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -102,8 +127,11 @@ class WebSocketGateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._draining = False  # the same app object may be served again
+                if self._telemetry.closed:
+                    self._telemetry = Telemetry(self.config, **self._providers)
             elif message["type"] == "lifespan.shutdown":
                 await self.drain()
+                await asyncio.to_thread(self._telemetry.shutdown)  # exporters flush over the network
             return message
 
         return wrapped
@@ -113,6 +141,7 @@ class WebSocketGateway:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
         started = time.monotonic()
+        handshake = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
@@ -122,17 +151,25 @@ class WebSocketGateway:
                 lambda b: build_request(cfg, cfg.upstreams[b.index], scope, params)
             )
         except HandshakeDenied as denial:
+            handshake.denied(denial)
             await self._deny(api, scope, send, denial, started)
             return
-        except Exception:
+        except Exception as exc:
             logger.exception("API %s: handshake failed", api.config.name)
-            await self._deny(api, scope, send, HandshakeDenied(500, "the gateway failed", reason="error"), started)
+            failure = HandshakeDenied(500, "the gateway failed", reason="error")
+            handshake.denied(failure, error=exc)
+            await self._deny(api, scope, send, failure, started)
             return
+        except BaseException:
+            handshake.abandoned("cancelled")
+            raise
 
         backend.active += 1
+        receive, upstream = handshake.relay_io(receive, upstream)  # wrapped only for message events
         relay = Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
         self._connections.add(relay)
         guard: asyncio.Task[None] | None = None
+        connection: ConnectionTrace | None = None
         try:
             try:
                 await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
@@ -140,14 +177,18 @@ class WebSocketGateway:
             except OSError:
                 await upstream.close(1001, "client went away")
                 return
+            connection = handshake.accepted(backend.label, upstream.subprotocol, relay.stats)
             cfg = api.config
             if cfg.idle_timeout is not None or cfg.max_lifetime is not None:
                 guard = asyncio.create_task(
                     watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime)
                 )
-            stats = await relay.run()
-            self._log_access(api, scope, backend, stats, started)
+            await relay.run()
         finally:
+            if connection is not None:
+                connection.closed(relay.stats)  # span, metrics, access log
+            else:
+                handshake.abandoned("client went away")
             if guard is not None:
                 guard.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -160,17 +201,6 @@ class WebSocketGateway:
                     denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial)
-
-    def _log_access(self, api: _Api, scope: Scope, backend: Backend, stats: RelayStats, started: float) -> None:
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        client = scope.get("client") or ("-", 0)
-        access_logger.info(
-            '%s:%s - "WebSocket %s" %s %s closed by %s in %.3fs, in %d msg/%d B, out %d msg/%d B, backend %s',
-            client[0], client[1], scope["path"], api.config.name, stats.close_code, stats.closed_by,
-            time.monotonic() - started, stats.messages_in, stats.bytes_in, stats.messages_out, stats.bytes_out,
-            backend.label,
-        )  # fmt: skip
 
 
 __all__ = ["WebSocketGateway"]
