@@ -13,7 +13,7 @@ import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -185,18 +185,20 @@ def test_message_policy_actions_are_counted_without_a_metric_call(
     (metric,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
                  if m.name == n.POLICY_ACTIONS.name]  # fmt: skip
     (point,) = metric.data.data_points
-    assert point.value == 3 and point.attributes is not None and point.attributes[n.POLICY] == "rate"
+    assert isinstance(point, NumberDataPoint) and point.value == 3
+    assert point.attributes is not None and point.attributes[n.POLICY] == "rate"
     connection.closed(stats)
 
 
 async def test_with_telemetry_off_the_connector_is_a_pass_through() -> None:
     """No span, no metric, no header written: the upstream request is the one built."""
     seen: list[UpstreamRequest] = []
+    sentinel: Any = object()
 
     class Recording:
         async def connect(self, request: UpstreamRequest) -> Any:
             seen.append(request)
-            return "connection"
+            return sentinel
 
     config = _config()
     telemetry = Telemetry(config)
@@ -205,7 +207,7 @@ async def test_with_telemetry_off_the_connector_is_a_pass_through() -> None:
     request = build_request(config.apis[0], config.apis[0].upstreams[0], SCOPE, {})
     headers = list(request.headers)
     connector = TracedConnector(Recording(), "echo", config.apis[0].upstreams[0])
-    assert await connector.connect(request) == "connection"
+    assert await connector.connect(request) is sentinel
     assert seen == [request] and request.headers == headers and handshake.attempts == 0
     handshake.abandoned("test over")
 

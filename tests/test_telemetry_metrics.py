@@ -53,7 +53,8 @@ def _api(name: str, route: str) -> dict[str, Any]:
 async def _session(server: UvicornServer, gateway: ProbedGateway) -> None:
     connections = [await connect(server.url("/ws/echo")) for _ in range(3)]
     for ws in connections:
-        for message in [*TEXT, *BINARY]:
+        messages: list[str | bytes] = [*TEXT, *BINARY]
+        for message in messages:
             await ws.send(message)
             assert await ws.recv() == message
 
