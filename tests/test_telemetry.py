@@ -161,8 +161,8 @@ def test_policies_identify_the_caller_and_trace_their_io(
     assert hs.attributes is not None and conn.attributes is not None
     assert (hs.attributes[n.ENDUSER_ID], hs.attributes[n.SUBSCRIPTION]) == ("user-42", "gold")
     assert (conn.attributes[n.ENDUSER_ID], conn.attributes[n.SUBSCRIPTION]) == ("user-42", "gold")
-    assert hs.attributes[n.SERVER_ADDRESS] == "gw.example" and hs.attributes[n.SERVER_PORT] == 8000
     assert hs.attributes[n.SUBPROTOCOL] == "chat.v2" and hs.attributes[n.CLIENT_ADDRESS] == "10.1.2.3"
+    assert hs.attributes[n.USER_AGENT] == "probe/1" and conn.attributes[n.SUBPROTOCOL] == "chat.v2"
     (line,) = [r.getMessage() for r in caplog.records]
     assert '"subject":"user-42","subscription":"gold"' in line and '"close_code":1006' in line
 

@@ -1,17 +1,18 @@
 """The gateway's metric instruments (names and attributes: :mod:`.names`).
 
-Per-handshake and per-connection events (handshakes, durations, closes, upstream attempts, policy
-denials) are recorded as they happen. Message counters are not: the relay counts messages in its
-``RelayStats`` with plain integer increments, and the observable instruments read those counters
-(of open connections, plus the totals of closed ones) when the metric reader collects, so the
-relay makes no OpenTelemetry call per message and the counts of long-lived connections are live.
+Only the three duration histograms are recorded through the SDK as events happen (there is no
+observable histogram). Every counter is observable: the gateway counts in plain Python (a dict
+increment per handshake or close; integer increments in the relay's ``RelayStats`` per message)
+and the metric reader's callbacks read those counts when it collects (open connections' live
+counters plus the totals of closed ones). So the relay makes no OpenTelemetry call per message,
+the counts of long-lived connections are live, and a connection costs three SDK calls.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ..relay import RelayStats
 
 Attrs = dict[str, str | int]
+AttrsKey = tuple[tuple[str, str | int], ...]
 ActionKey = tuple[str, str, str]
 """(policy, action, direction)."""
 
@@ -84,19 +86,10 @@ class Metrics:
         self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
         self._live: set[LiveConnection] = set()
         self._closed: dict[str, _Totals] = {}
-        self.handshakes = meter.create_counter(n.HANDSHAKES.name, n.HANDSHAKES.unit, n.HANDSHAKES.description)
+        self._tallies: dict[str, Tally[AttrsKey]] = {}
         self.handshake_duration = _histogram(meter, n.HANDSHAKE_DURATION)
         self.connect_duration = _histogram(meter, n.UPSTREAM_CONNECT_DURATION)
-        self.connect_failures = meter.create_counter(
-            n.UPSTREAM_CONNECT_FAILURES.name, n.UPSTREAM_CONNECT_FAILURES.unit, n.UPSTREAM_CONNECT_FAILURES.description
-        )
         self.connection_duration = _histogram(meter, n.CONNECTION_DURATION_METRIC)
-        self.closes = meter.create_counter(
-            n.CONNECTION_CLOSES.name, n.CONNECTION_CLOSES.unit, n.CONNECTION_CLOSES.description
-        )
-        self.policy_denials = meter.create_counter(
-            n.POLICY_DENIALS.name, n.POLICY_DENIALS.unit, n.POLICY_DENIALS.description
-        )
         meter.create_observable_up_down_counter(
             n.ACTIVE_CONNECTIONS.name,
             [self._observe_active],
@@ -110,8 +103,24 @@ class Metrics:
             (n.POLICY_ACTIONS, self._observe_actions),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
+        for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS):
+            tally = self._tallies[spec.name] = Tally()
+            meter.create_observable_counter(spec.name, [self._observer(tally)], spec.unit, spec.description)
 
-    # -- synchronous, once per handshake / attempt / connection ----------------------------------------
+    def _count(self, spec: n.Instrument, attrs: Attrs) -> None:
+        with self._lock:
+            self._tallies[spec.name][tuple(attrs.items())] += 1
+
+    def _observer(self, tally: Tally[AttrsKey]) -> Callable[[CallbackOptions], Iterator[Observation]]:
+        def observe(options: CallbackOptions) -> Iterator[Observation]:
+            with self._lock:
+                counts = list(tally.items())
+            for key, value in counts:
+                yield Observation(value, dict(key))
+
+        return observe
+
+    # -- once per handshake / attempt / connection ----------------------------------------------------
 
     def handshake(
         self,
@@ -127,10 +136,10 @@ class Metrics:
             attrs[n.HTTP_STATUS] = status
         if error_type is not None:
             attrs[n.ERROR_TYPE] = error_type
-        self.handshakes.add(1, attrs)
+        self._count(n.HANDSHAKES, attrs)
         self.handshake_duration.record(seconds, attrs)
         if policy is not None and status is not None:
-            self.policy_denials.add(1, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
+            self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
 
     def upstream_attempt(self, backend: Attrs, seconds: float, error_type: str | None, status: int | None) -> None:
         attrs = dict(backend)
@@ -138,7 +147,7 @@ class Metrics:
             attrs[n.HTTP_STATUS] = status
         if error_type is not None:
             attrs[n.ERROR_TYPE] = error_type
-            self.connect_failures.add(1, attrs)
+            self._count(n.UPSTREAM_CONNECT_FAILURES, attrs)
         self.connect_duration.record(seconds, attrs)
 
     def opened(self, api: str, stats: RelayStats) -> LiveConnection:
@@ -156,7 +165,7 @@ class Metrics:
             self._closed[live.key].add(live)
         attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
         self.connection_duration.record(seconds, attrs)
-        self.closes.add(1, {**attrs, n.CLOSE_CODE: code})
+        self._count(n.CONNECTION_CLOSES, {**attrs, n.CLOSE_CODE: code})
 
     # -- observed at collection ----------------------------------------------------------------------
 

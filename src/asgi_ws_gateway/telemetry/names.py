@@ -30,7 +30,6 @@ HTTP_STATUS = "http.response.status_code"
 URL_PATH = "url.path"
 URL_SCHEME = "url.scheme"
 CLIENT_ADDRESS = "client.address"
-CLIENT_PORT = "client.port"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 USER_AGENT = "user_agent.original"
@@ -87,7 +86,7 @@ def size_class_index(slot: int) -> int:
 
 
 # -- metric instruments ----------------------------------------------------------------------------
-InstrumentKind = Literal["counter", "histogram", "observable_counter", "observable_up_down_counter"]
+InstrumentKind = Literal["histogram", "observable_counter", "observable_up_down_counter"]
 
 _BASE = (API, HTTP_ROUTE, PROTOCOL_NAME)
 _BACKEND = (API, BACKEND, SERVER_ADDRESS, SERVER_PORT, PROTOCOL_NAME)
@@ -116,7 +115,7 @@ ACTIVE_CONNECTIONS = Instrument(
     "Open proxied WebSocket connections (accepted, not yet closed).", _BASE,
 )  # fmt: skip
 HANDSHAKES = Instrument(
-    "ws_gateway.handshakes", "counter", "{handshake}",
+    "ws_gateway.handshakes", "observable_counter", "{handshake}",
     "Finished handshakes by outcome and HTTP status (101 when accepted).",
     (*_BASE, OUTCOME, HTTP_STATUS), (ERROR_TYPE,),
 )  # fmt: skip
@@ -131,7 +130,7 @@ UPSTREAM_CONNECT_DURATION = Instrument(
     _BACKEND, (ERROR_TYPE, HTTP_STATUS), HANDSHAKE_BUCKETS,
 )  # fmt: skip
 UPSTREAM_CONNECT_FAILURES = Instrument(
-    "ws_gateway.upstream.connect.failures", "counter", "{attempt}",
+    "ws_gateway.upstream.connect.failures", "observable_counter", "{attempt}",
     "Backend connect attempts that failed: unreachable, timed out, or refused by the upstream.",
     (*_BACKEND, ERROR_TYPE), (HTTP_STATUS,),
 )  # fmt: skip
@@ -141,7 +140,7 @@ CONNECTION_DURATION_METRIC = Instrument(
     (*_BASE, CLOSE_SIDE), (), CONNECTION_BUCKETS,
 )  # fmt: skip
 CONNECTION_CLOSES = Instrument(
-    "ws_gateway.connection.closes", "counter", "{connection}",
+    "ws_gateway.connection.closes", "observable_counter", "{connection}",
     "Closed connections by the side that closed first and its close code.",
     (*_BASE, CLOSE_SIDE, CLOSE_CODE),
 )  # fmt: skip
@@ -161,7 +160,7 @@ MESSAGE_SIZES = Instrument(
     (*_BASE, DIRECTION, SIZE_CLASS),
 )  # fmt: skip
 POLICY_DENIALS = Instrument(
-    "ws_gateway.policy.denials", "counter", "{handshake}",
+    "ws_gateway.policy.denials", "observable_counter", "{handshake}",
     "Handshakes a policy denied, by policy and HTTP status.",
     (*_BASE, POLICY, HTTP_STATUS),
 )  # fmt: skip

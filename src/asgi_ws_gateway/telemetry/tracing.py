@@ -76,15 +76,22 @@ class ApiInfo:
                    f"{n.SPAN_CONNECTION} {api.name}")  # fmt: skip
 
 
-def backend_attributes(api: str, upstream: UpstreamConfig) -> dict[str, str | int]:
+@dataclass(frozen=True)
+class BackendInfo:
     """Bounded attributes of one configured backend (its label never has a query or credentials)."""
-    attrs: dict[str, str | int] = {n.API: api, n.BACKEND: upstream.label, n.PROTOCOL_NAME: n.PROTOCOL}
-    if upstream.kind != "asgi":
-        url = urlsplit(upstream.label)
-        if url.hostname:
-            attrs[n.SERVER_ADDRESS] = url.hostname
-        attrs[n.SERVER_PORT] = url.port or (443 if upstream.kind == "wss" else 80)
-    return attrs
+
+    span: dict[str, str | int]
+    metric: dict[str, str | int]
+
+    @classmethod
+    def of(cls, api: str, upstream: UpstreamConfig) -> BackendInfo:
+        span: dict[str, str | int] = {n.BACKEND: upstream.label}
+        if upstream.kind != "asgi":
+            url = urlsplit(upstream.label)
+            if url.hostname:
+                span[n.SERVER_ADDRESS] = url.hostname
+            span[n.SERVER_PORT] = url.port or (443 if upstream.kind == "wss" else 80)
+        return cls(span, {n.API: api, **span, n.PROTOCOL_NAME: n.PROTOCOL})
 
 
 class TracedConnector:
@@ -92,7 +99,7 @@ class TracedConnector:
 
     def __init__(self, inner: Connector, api: str, upstream: UpstreamConfig) -> None:
         self.inner = inner
-        self.backend = backend_attributes(api, upstream)
+        self.backend = BackendInfo.of(api, upstream)
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         handshake = _handshake.get()
@@ -144,26 +151,20 @@ class HandshakeTrace:
         self._otel_token = otel_context.attach(self._context)  # policies' own instrumented I/O nests here
 
     def _request_attributes(self) -> Attrs:
+        # Few and chosen: each attribute costs about as much to export as a tenth of a span. The API
+        # name is in the span name; what the connect and connection spans carry is not repeated.
         scope = self.scope
         attrs: Attrs = {
             n.HTTP_METHOD: "GET", n.URL_SCHEME: scope.get("scheme", "ws"), n.URL_PATH: scope.get("path", ""),
-            n.HTTP_ROUTE: self.api.route, n.API: self.api.name, n.PROTOCOL_NAME: n.PROTOCOL,
+            n.HTTP_ROUTE: self.api.route,
         }  # fmt: skip
         client = scope.get("client")
         if client:
-            attrs[n.CLIENT_ADDRESS], attrs[n.CLIENT_PORT] = client[0], client[1]
-        server = scope.get("server")
-        if server:
-            attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = server[0], server[1] or 0
+            attrs[n.CLIENT_ADDRESS] = client[0]
         for name, value in scope.get("headers") or ():
-            if name == b"host":
-                host, _, port = value.decode("latin-1").rpartition(":")
-                if host and port.isdigit():
-                    attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = host.strip("[]"), int(port)
-                else:
-                    attrs[n.SERVER_ADDRESS] = value.decode("latin-1")
-            elif name == b"user-agent":
+            if name == b"user-agent":
                 attrs[n.USER_AGENT] = value.decode("latin-1")
+                break
         return attrs
 
     # -- for policies ---------------------------------------------------------------------------------
@@ -200,13 +201,13 @@ class HandshakeTrace:
     # -- for the middleware -------------------------------------------------------------------------
 
     async def connect_upstream(
-        self, connector: Connector, request: UpstreamRequest, backend: dict[str, str | int]
+        self, connector: Connector, request: UpstreamRequest, backend: BackendInfo
     ) -> UpstreamConnection:
         """One backend attempt: a CLIENT span whose context the upstream receives as ``traceparent``."""
         self.attempts += 1
         telemetry, span = self._telemetry, None
         if telemetry.tracer is not None and self._context is not None:
-            attrs: Attrs = {**backend, n.ATTEMPT: self.attempts}
+            attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
             span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
             if telemetry.config.propagate:
                 propagation.inject(request.headers, trace.set_span_in_context(span, self._context))
@@ -226,14 +227,16 @@ class HandshakeTrace:
             raise
         finally:
             if span is not None:
+                result: Attrs = {}
                 if status is not None:
-                    span.set_attribute(n.HTTP_STATUS, status)
+                    result[n.HTTP_STATUS] = status
                 if error_type is not None:
-                    span.set_attribute(n.ERROR_TYPE, error_type)
+                    result[n.ERROR_TYPE] = error_type
                     span.set_status(StatusCode.ERROR, error_type)
+                span.set_attributes(result)
                 span.end()
             if telemetry.metrics is not None:
-                telemetry.metrics.upstream_attempt(backend, time.perf_counter() - started, error_type, status)
+                telemetry.metrics.upstream_attempt(backend.metric, time.perf_counter() - started, error_type, status)
 
     def relay_io(self, receive: Receive, upstream: UpstreamConnection) -> tuple[Receive, UpstreamConnection]:
         """The relay's client ``receive`` and upstream, wrapped when per-message events are on."""
@@ -259,29 +262,34 @@ class HandshakeTrace:
 
     def accepted(self, backend: str, subprotocol: str | None, stats: RelayStats) -> ConnectionTrace:
         """The client was accepted: end the handshake span, start the connection's."""
-        if self.span is not None:
-            self.span.set_attribute(n.BACKEND, backend)
-            if subprotocol:
-                self.span.set_attribute(n.SUBPROTOCOL, subprotocol)
-        self._finish("accepted", 101, None, None)
+        self._finish("accepted", 101, None, None, {n.SUBPROTOCOL: subprotocol} if subprotocol else None)
         return ConnectionTrace(self, self._telemetry, backend, subprotocol, stats)
 
-    def _finish(self, outcome: n.Outcome, status: int | None, error_type: str | None, policy: str | None) -> None:
+    def _finish(
+        self,
+        outcome: n.Outcome,
+        status: int | None,
+        error_type: str | None,
+        policy: str | None,
+        attrs: Attrs | None = None,
+    ) -> None:
         if self._finished:
             return
         self._finished = True
         seconds = time.perf_counter() - self._started
         span = self.span
         if span is not None:
-            span.set_attribute(n.OUTCOME, outcome)
+            attrs = attrs or {}
+            attrs[n.OUTCOME] = outcome
             if status is not None:
-                span.set_attribute(n.HTTP_STATUS, status)
-            if self.attempts:
-                span.set_attribute(n.ATTEMPTS, self.attempts)
+                attrs[n.HTTP_STATUS] = status
+            if self.attempts > 1:  # failover happened (each attempt is a child span)
+                attrs[n.ATTEMPTS] = self.attempts
             if error_type is not None and outcome != "accepted":
-                span.set_attribute(n.ERROR_TYPE, error_type)
+                attrs[n.ERROR_TYPE] = error_type
             if policy is not None:
-                span.set_attribute(n.POLICY, policy)
+                attrs[n.POLICY] = policy
+            span.set_attributes(attrs)
             if outcome == "error" or (status is not None and status >= 500):
                 span.set_status(StatusCode.ERROR, error_type)
             span.end()
@@ -336,13 +344,10 @@ class ConnectionTrace:
 
     def _attributes(self) -> Attrs:
         handshake = self._handshake
-        attrs: Attrs = {
-            n.API: handshake.api.name, n.HTTP_ROUTE: handshake.api.route, n.PROTOCOL_NAME: n.PROTOCOL,
-            n.URL_PATH: handshake.scope.get("path", ""), n.BACKEND: self._backend,
-        }  # fmt: skip
+        attrs: Attrs = {n.HTTP_ROUTE: handshake.api.route, n.BACKEND: self._backend}
         client = handshake.scope.get("client")
         if client:
-            attrs[n.CLIENT_ADDRESS], attrs[n.CLIENT_PORT] = client[0], client[1]
+            attrs[n.CLIENT_ADDRESS] = client[0]
         if self._subprotocol:
             attrs[n.SUBPROTOCOL] = self._subprotocol
         if handshake.subject is not None:
@@ -394,10 +399,10 @@ class ConnectionTrace:
 
 __all__ = [
     "ApiInfo",
+    "BackendInfo",
     "ConnectionTrace",
     "HandshakeTrace",
     "TracedConnector",
-    "backend_attributes",
     "current_connection",
     "current_handshake",
 ]
