@@ -140,7 +140,7 @@ class HandshakeTrace:
         parent: Context | None = None  # the current context: an in-process parent span is trusted
         if telemetry.config.trust_client_trace:
             parent = propagation.extract(headers)
-        else:  # a new trace, linked to the one the client claims
+        elif any(name == b"traceparent" for name, _ in headers):  # a new trace, linked to the client's
             remote = trace.get_current_span(propagation.extract(headers, Context())).get_span_context()
             if remote.is_valid:
                 links.append(Link(remote))
