@@ -373,7 +373,7 @@ class ConnectionTrace:
         if span is not None:
             span.set_attributes({
                 n.CLOSE_SIDE: side, n.CLOSE_CODE: code, n.CLOSE_REASON: stats.close_reason,
-                n.CONNECTION_DURATION: seconds, n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
+                n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
                 n.MESSAGES_OUT: stats.messages_out, n.BYTES_OUT: stats.bytes_out,
             })  # fmt: skip
             if code in _ABNORMAL_CLOSE:
