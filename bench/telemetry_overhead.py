@@ -1,13 +1,15 @@
 """What telemetry costs: relay throughput and handshake rate with telemetry on versus off, in one run.
 
 Processes, all on 127.0.0.1: a ``websockets`` echo upstream; an OTLP/gRPC receiver that decodes
-and counts what it gets; two gateways under uvicorn with the same configuration, one with
-telemetry off (the default: no ``OTEL_*`` variables) and one exporting spans and metrics to the
-receiver (default sampling: parent-based always-on; default batch span processor; metrics collected
-every second, more often than the 60 s default, so collection is inside every round); and this
-process as the load generator. Each round measures both gateways back to back, in alternating
-order (ABBA), so drift and other work on the machine fall on both; the cost reported is the
-median of the per-round on/off ratios (with the median rates).
+and counts what it gets; gateways under uvicorn with the same configuration: ``off`` (the default:
+no ``OTEL_*`` variables) and the variants exporting to the receiver: ``on`` (traces and metrics,
+default sampling: parent-based always-on; the target), ``sampled`` (10 % of traces) and
+``metrics`` (no traces). All use the default batch span processor and collect metrics every second
+(more often than the 60 s default, so a collection falls in every round). This process is the load
+generator. Each round measures every gateway back to back, in a rotated order, so drift and other
+work on the machine fall on all of them; a variant's cost is the median of its per-round ratios to
+``off`` in the same round. Rates are wall clock; ``*_cpu`` is the gateway process's own CPU time
+per operation (all its threads, from /proc), which other load on the machine disturbs less.
 
 * throughput: ``--conns`` connections, closed loop: send 64 B, wait for the echo, repeat;
   messages/s counts messages relayed (two per round trip).
@@ -16,13 +18,14 @@ median of the per-round on/off ratios (with the median rates).
 Also reports, per message, what an OpenTelemetry ``Histogram.record`` costs in this SDK against
 the relay's own size-slot increment (why sizes are counted in ``RelayStats`` and observed later).
 
-Usage: ``python bench/telemetry_overhead.py [--rounds 9] [--seconds 1.5] [--conns 4] [--json]``
+Usage: ``python bench/telemetry_overhead.py [--rounds 11] [--seconds 1.5] [--conns 4] [--variants on,sampled,metrics]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -225,9 +228,14 @@ def main() -> int:
     parser.add_argument("--role", choices=["upstream", "receiver", "gateway"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=9, help="rounds per variant and measure (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=11, help="rounds per variant and measure (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one round (default: %(default)s)")
     parser.add_argument("--conns", type=int, default=4, help="concurrent connections (default: %(default)s)")
+    parser.add_argument(
+        "--variants",
+        default="on,sampled,metrics",
+        help="telemetry-on variants to compare with off (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     if args.role == "upstream":
@@ -242,33 +250,46 @@ def main() -> int:
     return _run(args)
 
 
+VARIANTS: dict[str, dict[str, str]] = {
+    "on": {},
+    "sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "metrics": {"OTEL_TRACES_EXPORTER": "none"},
+}
+"""Telemetry-on variants, each compared with the ``off`` gateway: default sampling (the target),
+10 % of traces sampled, and metrics only."""
+
+
 def _run(args: argparse.Namespace) -> int:
+    variants = ["off", *args.variants.split(",")]
     upstream_port, receiver_port = _free_port(), _free_port()
-    ports = {"off": _free_port(), "on": _free_port()}
-    with tempfile.TemporaryDirectory() as tmp:
+    ports = {variant: _free_port() for variant in variants}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         config = Path(tmp) / "gateway.json"
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"], "compression": None}
         config.write_text(json.dumps({"apis": [api]}))
-        on_env = {
+        exporting = {
             **_quiet_env(),
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench",
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         }
-        with (
-            _child("upstream", "--port", str(upstream_port)),
-            _child("receiver", "--port", str(receiver_port), stdin=True) as receiver,
-            _child("gateway", "--port", str(ports["off"]), "--config", str(config), env=_quiet_env()) as off,
-            _child("gateway", "--port", str(ports["on"]), "--config", str(config), env=on_env) as on,
-        ):
-            for port in (upstream_port, receiver_port, *ports.values()):
-                _wait_listening(port)
-            results = asyncio.run(_measure(args, ports, {"off": off.pid, "on": on.pid}))
-            assert receiver.stdin is not None and receiver.stdout is not None
-            receiver.stdin.write("counts\n")
-            receiver.stdin.flush()
-            received = json.loads(receiver.stdout.readline())
+        stack.enter_context(_child("upstream", "--port", str(upstream_port)))
+        receiver = stack.enter_context(_child("receiver", "--port", str(receiver_port), stdin=True))
+        pids = {}
+        for variant in variants:
+            env = _quiet_env() if variant == "off" else {**exporting, **VARIANTS[variant]}
+            gateway = stack.enter_context(
+                _child("gateway", "--port", str(ports[variant]), "--config", str(config), env=env)
+            )
+            pids[variant] = gateway.pid
+        for port in (upstream_port, receiver_port, *ports.values()):
+            _wait_listening(port)
+        results = asyncio.run(_measure(args, ports, pids))
+        assert receiver.stdin is not None and receiver.stdout is not None
+        receiver.stdin.write("counts\n")
+        receiver.stdin.flush()
+        received = json.loads(receiver.stdout.readline())
     report = _report(results, received, _record_costs(), args)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -280,12 +301,12 @@ def _run(args: argparse.Namespace) -> int:
 Results = dict[str, dict[str, list[float]]]
 """variant -> measure -> per-round values; measures: ``throughput``/``handshakes`` (per second of
 wall clock) and ``throughput_cpu``/``handshakes_cpu`` (gateway CPU microseconds per operation)."""
+MEASURES = ("throughput", "throughput_cpu", "handshakes", "handshakes_cpu")
 
 
 async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[str, int]) -> Results:
     urls = {variant: f"ws://{HOST}:{port}/ws/echo" for variant, port in ports.items()}
-    results: Results = {v: {k: [] for k in ("throughput", "handshakes", "throughput_cpu", "handshakes_cpu")}
-                        for v in urls}  # fmt: skip
+    results: Results = {v: {k: [] for k in MEASURES} for v in urls}
     for variant in urls:  # warm-up: imports, first connections, caches
         await _throughput(urls[variant], args.conns, 0.5)
         await _handshakes(urls[variant], args.conns, 0.5)
@@ -297,8 +318,9 @@ async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[s
         results[variant][measure].append(ops / elapsed)
         results[variant][f"{measure}_cpu"].append(cpu / ops * 1e6)
 
-    for i in range(args.rounds):
-        order = ["off", "on"] if i % 2 == 0 else ["on", "off"]
+    names = list(urls)
+    for i in range(args.rounds):  # each round measures every variant, in a rotated order
+        order = names[i % len(names) :] + names[: i % len(names)]
         for variant in order:
             await one(variant, "throughput", _throughput)
         for variant in reversed(order):
@@ -310,36 +332,41 @@ def _report(
     results: Results, received: dict[str, int], costs: dict[str, float], args: argparse.Namespace
 ) -> dict[str, Any]:
     report: dict[str, Any] = {"rounds": args.rounds, "seconds": args.seconds, "conns": args.conns, "received": received}
-    for measure in ("throughput", "handshakes", "throughput_cpu", "handshakes_cpu"):
-        offs, ons = results["off"][measure], results["on"][measure]
-        ratios = [on / off for on, off in zip(ons, offs, strict=True)]  # paired: measured back to back
-        ratio = statistics.median(ratios)
-        per_op = measure.endswith("_cpu")  # CPU per operation: more is worse
-        report[measure] = {
-            "off_median": round(statistics.median(offs), 1),
-            "on_median": round(statistics.median(ons), 1),
-            "on_off_ratio": round(ratio, 4),
-            "cost_percent": round(100 * ((ratio - 1) if per_op else (1 - ratio)), 2),
-            "round_ratios": [round(r, 3) for r in ratios],
-        }
+    off = results["off"]
+    report["off"] = {measure: round(statistics.median(off[measure]), 1) for measure in MEASURES}
+    for variant in results:
+        if variant == "off":
+            continue
+        report[variant] = {}
+        for measure in MEASURES:
+            ons = results[variant][measure]
+            ratios = [on / base for on, base in zip(ons, off[measure], strict=True)]  # paired: same round
+            ratio = statistics.median(ratios)
+            per_op = measure.endswith("_cpu")  # CPU per operation: more is worse
+            report[variant][measure] = {
+                "median": round(statistics.median(ons), 1),
+                "on_off_ratio": round(ratio, 4),
+                "cost_percent": round(100 * ((ratio - 1) if per_op else (1 - ratio)), 2),
+                "round_ratios": [round(r, 3) for r in ratios],
+            }
     report["per_message_us"] = {k: round(v, 3) for k, v in costs.items()}
     return report
 
 
 def _print(report: dict[str, Any]) -> None:
     print(f"{report['rounds']} rounds x {report['seconds']} s, {report['conns']} connections, 64 B messages")
-    for measure, unit in (
-        ("throughput", "messages/s"),
-        ("throughput_cpu", "us CPU/msg"),
-        ("handshakes", "handshakes/s"),
-        ("handshakes_cpu", "us CPU/hs"),
-    ):
-        r = report[measure]
-        print(
-            f"{measure:15} median off {r['off_median']:>8.1f}  on {r['on_median']:>8.1f} {unit:13} "
-            f"paired on/off {r['on_off_ratio']:.3f}  cost {r['cost_percent']:+.1f}%"
-        )
-        print(f"{'':15} per-round on/off {r['round_ratios']}")
+    units = {"throughput": "msg/s", "throughput_cpu": "us CPU/msg", "handshakes": "hs/s", "handshakes_cpu": "us CPU/hs"}
+    print("off:  " + ", ".join(f"{measure} {report['off'][measure]} {units[measure]}" for measure in MEASURES))
+    for variant in report:
+        if variant not in VARIANTS:
+            continue
+        print(f"{variant}:")
+        for measure in MEASURES:
+            r = report[variant][measure]
+            print(
+                f"  {measure:15} {r['median']:>9.1f} {units[measure]:11} paired ratio {r['on_off_ratio']:.3f}  "
+                f"cost {r['cost_percent']:+5.1f}%   rounds {r['round_ratios']}"
+            )
     costs = report["per_message_us"]
     print(
         f"per message: OTel Histogram.record {costs['histogram_record_us']:.2f} us, "

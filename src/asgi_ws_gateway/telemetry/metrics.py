@@ -61,9 +61,9 @@ class _Totals:
         ):
             self.bytes[i] += value
         for totals, slots in ((self.sizes_in, s.sizes_in), (self.sizes_out, s.sizes_out)):
-            for slot, count in enumerate(slots):
+            for size_class, count in zip(_CLASS_OF_SLOT, slots, strict=False):  # fewer slots than classes
                 if count:
-                    totals[n.size_class_index(slot)] += count
+                    totals[size_class] += count
         self.actions.update(live.actions)
 
     def copy(self) -> _Totals:
@@ -74,6 +74,7 @@ class _Totals:
         return other
 
 
+_CLASS_OF_SLOT = tuple(n.size_class_index(slot) for slot in range(65))  # message sizes below 2**64 B
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -154,7 +155,8 @@ class Metrics:
         live = LiveConnection(api, stats)
         with self._lock:
             self._live.add(live)
-            self._closed.setdefault(api, _Totals())
+            if api not in self._closed:
+                self._closed[api] = _Totals()
         return live
 
     def closed(self, live: LiveConnection, side: str, code: int, seconds: float) -> None:
