@@ -13,6 +13,7 @@ def test_all_is_the_public_surface() -> None:
         "GatewayError",
         "HandshakeDenied",
         "RelayStats",
+        "TelemetryConfig",
         "UpstreamConfig",
         "UpstreamError",
         "UpstreamRejected",

@@ -1,6 +1,6 @@
 """asgi_ws_gateway: WebSocket API management as an ASGI middleware."""
 
-from .config import ApiConfig, GatewayConfig, UpstreamConfig, json_schema, load_config
+from .config import ApiConfig, GatewayConfig, TelemetryConfig, UpstreamConfig, json_schema, load_config
 from .errors import (
     ConfigError,
     GatewayError,
@@ -22,6 +22,7 @@ __all__ = [
     "GatewayError",
     "HandshakeDenied",
     "RelayStats",
+    "TelemetryConfig",
     "UpstreamConfig",
     "UpstreamError",
     "UpstreamRejected",

@@ -243,6 +243,41 @@ class StoreConfig(_Model):
         return self
 
 
+class TelemetryConfig(_Model):
+    """Traces, metrics and the access log (see docs/telemetry.md).
+
+    Spans and metrics go to the global OpenTelemetry providers when the application set them;
+    otherwise to the gateway's own OTLP exporters, configured from the standard ``OTEL_*``
+    environment variables, when ``exporter`` asks for them. Nothing is exported unless asked.
+    """
+
+    enabled: bool = Field(
+        default=True, description="Emit spans and metrics (false: none at all; the access log stays)."
+    )
+    exporter: Literal["auto", "otlp", "none"] = Field(
+        default="auto",
+        description="Without global providers: auto = OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT or "
+        "OTEL_{TRACES,METRICS,LOGS}_EXPORTER=otlp is set; otlp = always; none = never.",
+    )
+    trust_client_trace: bool = Field(
+        default=False,
+        description="Continue the client's traceparent/tracestate (false: start a new trace linked to it).",
+    )
+    propagate: bool = Field(default=True, description="Inject traceparent/tracestate into the upstream handshake.")
+    message_events: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Fraction of messages recorded as events on the connection span (0: none, no per-message cost).",
+    )
+    access_log: Literal["text", "json"] = Field(
+        default="text", description="Format of the asgi_ws_gateway.access lines: uvicorn-style text or JSON."
+    )
+    export_logs: bool = Field(
+        default=False, description="Also export access-log records through the OpenTelemetry logs SDK."
+    )
+
+
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
@@ -267,6 +302,7 @@ class GatewayConfig(_Model):
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
         default="x-forwarded-for", description="The header trusted proxies put the client address in."
     )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
 
 def json_schema() -> dict[str, Any]:
@@ -386,6 +422,7 @@ __all__ = [
     "StoreConfig",
     "SubscriptionConfig",
     "SubscriptionKeyConfig",
+    "TelemetryConfig",
     "UpstreamConfig",
     "cross_check",
     "json_schema",

@@ -8,22 +8,28 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .balancing import Backend, BackendPool
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
+from .handshake import HandshakeContext
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
 from .policies import GatewayPolicies
-from .relay import Relay, RelayStats
+from .relay import Relay
 from .responses import send_denial
 from .routing import Router
+from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream import Connector, WebSocketsConnector
 
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
 logger = logging.getLogger(__name__)
-access_logger = logging.getLogger("asgi_ws_gateway.access")
 
 
 class _Api:
@@ -47,9 +53,8 @@ class _Api:
 
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig) -> Connector:
-    if upstream.kind == "asgi":
-        return InProcessConnector(api, upstream)
-    return WebSocketsConnector(api, upstream)
+    kind = InProcessConnector if upstream.kind == "asgi" else WebSocketsConnector
+    return TracedConnector(kind(api, upstream), api.name, upstream)  # a pass-through unless telemetry is on
 
 
 class WebSocketGateway:
@@ -60,11 +65,23 @@ class WebSocketGateway:
         config: a :class:`GatewayConfig`, a mapping of the same shape, or the path of a YAML or
             JSON file. Validated here: an invalid configuration raises
             :class:`~asgi_ws_gateway.errors.ConfigError` listing every problem by field path.
+        tracer_provider, meter_provider, logger_provider: OpenTelemetry providers to use instead
+            of the global ones (default) or OTLP exporters configured from ``OTEL_*`` (see
+            docs/telemetry.md). ``logger_provider`` is used only with ``telemetry.export_logs``.
 
-    On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts down.
+    On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts
+    down, then flushes and stops the telemetry exporters it started.
     """
 
-    def __init__(self, app: ASGIApp, *, config: GatewayConfig | Mapping[str, Any] | str | Path) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: GatewayConfig | Mapping[str, Any] | str | Path,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+    ) -> None:
         self.app = app
         self._connections = ConnectionRegistry()
         self._draining = False
@@ -72,6 +89,11 @@ class WebSocketGateway:
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(load_config(config))
+        self._providers: dict[str, Any] = {
+            "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
+        }  # fmt: skip
+        # Telemetry is set up from the configuration given here; apply_config does not change it.
+        self._telemetry = Telemetry(self.config, **self._providers)
 
     def _install(self, config: GatewayConfig) -> GatewayPolicies | None:
         """Switch to ``config``; returns the replaced policies, for the caller to close."""
@@ -105,6 +127,7 @@ class WebSocketGateway:
         new_apis = {api.name: api for api in new.apis}
         changed = sorted(name for name in old_apis.keys() | new_apis.keys() if old_apis.get(name) != new_apis.get(name))
         replaced = self._install(new)
+        self._telemetry.add_apis(new.apis)
         if replaced is not None:
             await replaced.aclose(close_store=replaced.store is not self._policies.store)
         if drain and changed:
@@ -140,6 +163,11 @@ class WebSocketGateway:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def telemetry(self) -> Telemetry:
+        """Spans, metrics and the access log (``force_flush()`` exports what is buffered now)."""
+        return self._telemetry
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             resolved = self._router.resolve(scope["path"])
@@ -172,9 +200,12 @@ class WebSocketGateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._draining = False  # the same app object may be served again
+                if self._telemetry.closed:
+                    self._telemetry = Telemetry(self.config, **self._providers)
             elif message["type"] == "lifespan.shutdown":
                 await self.drain()
                 await self._policies.aclose()
+                await asyncio.to_thread(self._telemetry.shutdown)  # exporters flush over the network
             return message
 
         return wrapped
@@ -186,29 +217,39 @@ class WebSocketGateway:
         started = time.monotonic()
         policies = self._policies  # the configuration in force when the handshake started
         handshake = policies.context(api.config.name, scope, params)
+        trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
             await policies.run(handshake)
+            trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
             backend, upstream = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
         except HandshakeDenied as denial:
+            trace.denied(denial)
             await self._deny(api, scope, send, denial, started)
             await handshake.release()
             return
-        except Exception:
+        except Exception as exc:
             logger.exception("API %s: handshake failed", api.config.name)
-            await self._deny(api, scope, send, HandshakeDenied(500, "the gateway failed", reason="error"), started)
+            failure = HandshakeDenied(500, "the gateway failed", reason="error")
+            trace.denied(failure, error=exc)
+            await self._deny(api, scope, send, failure, started)
             await handshake.release()
             return
+        except BaseException:
+            trace.abandoned("cancelled")
+            await handshake.release()
+            raise
 
         backend.active += 1
+        receive, upstream = trace.relay_io(receive, upstream)  # wrapped only for message events
         relay = Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
         live = self._connections.add(relay, api=api.config.name, scope=scope)
-        live.subject = str(handshake.claims["sub"]) if handshake.claims and "sub" in handshake.claims else None
-        live.subscription = handshake.subscription.id if handshake.subscription is not None else None
+        live.subject, live.subscription = _subject(handshake.claims), _subscription_id(handshake)
         guard: asyncio.Task[None] | None = None
+        connection: ConnectionTrace | None = None
         try:
             try:
                 await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
@@ -219,14 +260,18 @@ class WebSocketGateway:
                 if isinstance(exc, OSError):
                     return  # the client left during the handshake
                 raise
+            connection = trace.accepted(backend.label, upstream.subprotocol, relay.stats)
             cfg = api.config
             if cfg.idle_timeout is not None or cfg.max_lifetime is not None:
                 guard = asyncio.create_task(
                     watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime)
                 )
-            stats = await relay.run()
-            self._log_access(api, scope, backend, stats, started)
+            await relay.run()
         finally:
+            if connection is not None:
+                connection.closed(relay.stats)  # span, metrics, access log
+            else:
+                trace.abandoned("client went away")
             if guard is not None:
                 guard.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -241,16 +286,13 @@ class WebSocketGateway:
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial)
 
-    def _log_access(self, api: _Api, scope: Scope, backend: Backend, stats: RelayStats, started: float) -> None:
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        client = scope.get("client") or ("-", 0)
-        access_logger.info(
-            '%s:%s - "WebSocket %s" %s %s closed by %s in %.3fs, in %d msg/%d B, out %d msg/%d B, backend %s',
-            client[0], client[1], scope["path"], api.config.name, stats.close_code, stats.closed_by,
-            time.monotonic() - started, stats.messages_in, stats.bytes_in, stats.messages_out, stats.bytes_out,
-            backend.label,
-        )  # fmt: skip
+
+def _subject(claims: Mapping[str, Any] | None) -> str | None:
+    return str(claims["sub"]) if claims and "sub" in claims else None
+
+
+def _subscription_id(handshake: HandshakeContext) -> str | None:
+    return handshake.subscription.id if handshake.subscription is not None else None
 
 
 __all__ = ["WebSocketGateway"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ._types import Data, Message, Receive, Send
@@ -45,12 +45,23 @@ def wire_reason(reason: str) -> str:
 
 @dataclass
 class RelayStats:
-    """What went through one connection; ``*_in`` is client to upstream, ``*_out`` the reverse."""
+    """What went through one connection; ``*_in`` is client to upstream, ``*_out`` the reverse.
+
+    Counted inline by the pumps (plain integer increments: telemetry reads these counters, it
+    makes no call per message). ``binary_*`` count the binary subset; text is the rest. ``sizes_*``
+    count messages by ``size.bit_length()``: slot *k* holds sizes from 2**(k-1) to 2**k - 1.
+    """
 
     messages_in: int = 0
     bytes_in: int = 0
     messages_out: int = 0
     bytes_out: int = 0
+    binary_in: int = 0
+    binary_bytes_in: int = 0
+    binary_out: int = 0
+    binary_bytes_out: int = 0
+    sizes_in: list[int] = field(default_factory=list, repr=False)
+    sizes_out: list[int] = field(default_factory=list, repr=False)
     closed_by: Side | None = None
     close_code: int | None = None
     """The code the side that closed first sent (1006: it vanished without a close frame)."""
@@ -61,7 +72,8 @@ class Relay:
     """Copies messages both ways between an accepted ASGI WebSocket and an upstream connection."""
 
     def __init__(self, receive: Receive, send: Send, upstream: UpstreamConnection, *, max_message_size: int) -> None:
-        self.stats = RelayStats()
+        slots = max_message_size.bit_length() + 1  # a message over the limit is never counted
+        self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
         self._receive = receive
         self._send = send
         self._upstream = upstream
@@ -136,6 +148,7 @@ class Relay:
             self.stats,
             self._max_size,
         )
+        sizes = stats.sizes_in
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
@@ -151,6 +164,10 @@ class Relay:
                     return
                 stats.messages_in += 1
                 stats.bytes_in += size
+                if text is None:
+                    stats.binary_in += 1
+                    stats.binary_bytes_in += size
+                sizes[size.bit_length()] += 1
                 try:
                     await send_upstream(data)
                 except UpstreamClosed:
@@ -166,6 +183,7 @@ class Relay:
 
     async def _upstream_to_client(self) -> None:
         recv, send, stats = self._upstream.recv, self._send, self.stats
+        sizes, last = stats.sizes_out, len(stats.sizes_out) - 1
         while True:
             try:
                 data = await recv()
@@ -176,12 +194,19 @@ class Relay:
                 continue  # closing: drain the upstream so its close frame can arrive
             message: Message
             if isinstance(data, str):
-                stats.bytes_out += len(data) if data.isascii() else len(data.encode())
+                size = len(data) if data.isascii() else len(data.encode())
                 message = {"type": "websocket.send", "text": data}
             else:
-                stats.bytes_out += len(data)
+                size = len(data)
+                stats.binary_out += 1
+                stats.binary_bytes_out += size
                 message = {"type": "websocket.send", "bytes": data}
             stats.messages_out += 1
+            stats.bytes_out += size
+            try:
+                sizes[size.bit_length()] += 1
+            except IndexError:  # connectors enforce max_message_size; never fail a pump over a counter
+                sizes[last] += 1
             try:
                 await send(message)
             except OSError:

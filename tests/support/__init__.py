@@ -1,5 +1,6 @@
 """Test infrastructure: real servers on 127.0.0.1, client helpers, ASGI apps and Autobahn runs.
 
 Modules: ``servers`` (``UvicornServer``, ``free_port``; re-exports ``UpstreamServer``), ``upstream``
-(the scripted ``websockets`` upstream), ``clients``, ``apps`` (``echo_app``) and ``conformance``.
+(the scripted ``websockets`` upstream), ``clients``, ``apps`` (``echo_app``), ``conformance`` and
+``otlp`` (a real OTLP receiver, gRPC and HTTP/protobuf).
 """

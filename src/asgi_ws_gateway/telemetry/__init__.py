@@ -1,0 +1,25 @@
+"""OpenTelemetry for every connection: spans, metrics and the access log.
+
+Modules: ``names`` (every span, attribute and instrument name), ``providers`` (global providers or
+OTLP exporters from ``OTEL_*``), ``tracing`` (the handshake and its upstream attempts),
+``connection`` (the connection span and what is recorded at close), ``metrics``, ``access`` (the
+access log), ``events`` (opt-in per-message events), ``propagation`` (W3C trace context), ``core``
+(``Telemetry``, built once per gateway).
+
+For policies: :func:`current_handshake` returns the handshake being decided, to ``identify()`` the
+caller and wrap I/O in ``io_span()``; :func:`current_connection` returns the connection being
+relayed, to count a message policy's ``policy_action()``.
+"""
+
+from .connection import ConnectionTrace, current_connection
+from .core import Telemetry
+from .tracing import HandshakeTrace, TracedConnector, current_handshake
+
+__all__ = [
+    "ConnectionTrace",
+    "HandshakeTrace",
+    "Telemetry",
+    "TracedConnector",
+    "current_connection",
+    "current_handshake",
+]

@@ -1,0 +1,106 @@
+"""The access log: one line per connection attempt on the ``asgi_ws_gateway.access`` logger, at INFO.
+
+Written when an accepted connection closes, or when a handshake is refused or abandoned. Text lines
+follow uvicorn's access log (``client - "WebSocket /path" status ...``); JSON lines are one object
+per line. Both carry the trace and span ids of the connection span (or of the handshake span, for a
+refusal), so logs join traces; with ``export_logs`` each record is also emitted through the
+OpenTelemetry logs SDK, in the span's context. The fields never include a header, a query string,
+a token or a key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from opentelemetry import trace
+from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.trace import Span
+
+from .names import LOG_EVENT_ACCESS
+
+access_logger = logging.getLogger("asgi_ws_gateway.access")
+
+Fields = dict[str, Any]
+
+_CONNECTION = (
+    '%s - "WebSocket %s" 101 %s closed by %s with %s in %.3fs, in %d msg/%d B, out %d msg/%d B, '
+    "backend %s, subject %s, trace_id=%s span_id=%s"
+)
+_REFUSAL = '%s - "WebSocket %s" %s %s %s (%s) in %.3fs, trace_id=%s span_id=%s'
+
+
+class AccessLog:
+    """Formats and writes access-log records; ``otel_logger`` also exports them when given."""
+
+    def __init__(self, fmt: Literal["text", "json"], otel_logger: Logger | None = None) -> None:
+        self.json = fmt == "json"
+        self.otel_logger = otel_logger
+
+    @property
+    def enabled(self) -> bool:
+        return self.otel_logger is not None or access_logger.isEnabledFor(logging.INFO)
+
+    def write(self, fields: Fields, span: Span | None) -> None:
+        """Write one record; ``fields`` is the record (see docs/telemetry.md), ``span`` its span."""
+        context = span.get_span_context() if span is not None else None
+        if context is not None and context.is_valid:
+            fields["trace_id"] = trace.format_trace_id(context.trace_id)
+            fields["span_id"] = trace.format_span_id(context.span_id)
+        else:
+            fields["trace_id"] = fields["span_id"] = None
+        if access_logger.isEnabledFor(logging.INFO):
+            extra = {"trace_id": fields["trace_id"], "span_id": fields["span_id"]}
+            if self.json:
+                access_logger.info("%s", _json_line(fields), extra=extra)
+            else:
+                access_logger.info(*_text_line(fields), extra=extra)
+        if self.otel_logger is not None:
+            self._export(fields, span)
+
+    def _export(self, fields: Fields, span: Span | None) -> None:
+        assert self.otel_logger is not None
+        attributes = {f"ws_gateway.access.{k}": v for k, v in fields.items() if v is not None and k not in _IDS}
+        message, *args = _text_line(fields)
+        self.otel_logger.emit(
+            timestamp=time.time_ns(),
+            context=trace.set_span_in_context(span) if span is not None else None,
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            body=message % tuple(args),
+            attributes=attributes,
+            event_name=LOG_EVENT_ACCESS,
+        )
+
+
+_IDS = frozenset({"trace_id", "span_id"})
+
+
+def _json_line(fields: Fields) -> str:
+    record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), **fields}
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text_line(fields: Fields) -> tuple[Any, ...]:
+    ids = (fields["trace_id"] or "-", fields["span_id"] or "-")
+    if fields.get("status") == 101:
+        return (
+            _CONNECTION,
+            fields["client"], fields["path"], fields["api"], fields["closed_by"], fields["close_code"],
+            fields["duration"], fields["messages_in"], fields["bytes_in"], fields["messages_out"],
+            fields["bytes_out"], fields["backend"], fields.get("subject") or "-", *ids,
+        )  # fmt: skip
+    cause = fields.get("reason") or "-"
+    if fields.get("policy"):
+        cause = f"{cause}, policy {fields['policy']}"
+    return (
+        _REFUSAL,
+        fields["client"], fields["path"], fields.get("status") or "-", fields["api"], fields["outcome"], cause,
+        fields["duration"], *ids,
+    )  # fmt: skip
+
+
+__all__ = ["AccessLog", "access_logger"]

@@ -1,0 +1,119 @@
+"""The connection span, from accept until both sides are closed, and what is recorded at close.
+
+The span is the root of its own trace, linked to the handshake span: a span open for hours must
+not hold the handshake's trace open (each trace gets its own sampling decision). It is current
+while the connection is relayed, so the relay's pumps (and message policies) see it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+
+from . import names as n
+from .tracing import Attrs, HandshakeTrace
+
+if TYPE_CHECKING:
+    from ..relay import RelayStats
+    from .core import Telemetry
+    from .metrics import LiveConnection
+
+_ABNORMAL_CLOSE = frozenset({1006, 1011, 1014, 1015})
+_connection: ContextVar[ConnectionTrace | None] = ContextVar("asgi_ws_gateway.connection", default=None)
+
+
+def current_connection() -> ConnectionTrace | None:
+    """The connection the calling task relays, or None: message policies count their actions with it."""
+    return _connection.get()
+
+
+class ConnectionTrace:
+    """Telemetry of one accepted connection, until both sides are closed."""
+
+    def __init__(
+        self, handshake: HandshakeTrace, telemetry: Telemetry, backend: str, subprotocol: str | None, stats: RelayStats
+    ) -> None:
+        self.span: Span | None = None
+        self._handshake = handshake
+        self._telemetry = telemetry
+        self._backend = backend
+        self._subprotocol = subprotocol
+        self._started = time.perf_counter()
+        self._closed = False
+        self._otel_token: object | None = None
+        self._live: LiveConnection | None = None
+        api = handshake.api
+        if telemetry.tracer is not None:
+            attrs = self._attributes()
+            links = [Link(handshake.span.get_span_context())] if handshake.span is not None else []
+            self.span = telemetry.tracer.start_span(api.connection_span, Context(), SpanKind.INTERNAL, attrs, links)
+            self._otel_token = otel_context.attach(trace.set_span_in_context(self.span, Context()))
+            if handshake._events is not None:
+                handshake._events.span = self.span
+        if telemetry.metrics is not None:
+            self._live = telemetry.metrics.opened(api.name, stats)
+        self._token = _connection.set(self)  # the relay's pumps, created next, inherit it
+
+    def _attributes(self) -> Attrs:
+        handshake = self._handshake
+        attrs: Attrs = {n.HTTP_ROUTE: handshake.api.route, n.BACKEND: self._backend}
+        client = handshake.scope.get("client")
+        if client:
+            attrs[n.CLIENT_ADDRESS] = client[0]
+        if self._subprotocol:
+            attrs[n.SUBPROTOCOL] = self._subprotocol
+        if handshake.subject is not None:
+            attrs[n.ENDUSER_ID] = handshake.subject
+        if handshake.subscription is not None:
+            attrs[n.SUBSCRIPTION] = handshake.subscription
+        return attrs
+
+    def policy_action(self, policy: str, action: str, direction: str) -> None:
+        """Count a message policy's action (``drop``, ``close``, ``transform``...): a dict increment."""
+        if self._live is not None:
+            self._live.actions[(policy, action, direction)] += 1
+
+    def closed(self, stats: RelayStats) -> None:
+        """Both sides are closed: end the span, record the metrics, write the access log (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        seconds = time.perf_counter() - self._started
+        side = stats.closed_by or "gateway"
+        code = stats.close_code if stats.close_code is not None else 1006
+        span = self.span
+        if span is not None:
+            span.set_attributes({
+                n.CLOSE_SIDE: side, n.CLOSE_CODE: code, n.CLOSE_REASON: stats.close_reason,
+                n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
+                n.MESSAGES_OUT: stats.messages_out, n.BYTES_OUT: stats.bytes_out,
+            })  # fmt: skip
+            if code in _ABNORMAL_CLOSE:
+                span.set_status(StatusCode.ERROR, f"closed with {code}")
+            span.end()
+        if self._otel_token is not None:
+            otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):
+            _connection.reset(self._token)
+        telemetry = self._telemetry
+        if telemetry.metrics is not None and self._live is not None:
+            telemetry.metrics.closed(self._live, side, code, seconds)
+        if telemetry.access.enabled:
+            fields = self._handshake.fields()
+            fields.update(
+                status=101, outcome="accepted", closed_by=side, close_code=code, close_reason=stats.close_reason,
+                duration=round(seconds, 6), messages_in=stats.messages_in, bytes_in=stats.bytes_in,
+                messages_out=stats.messages_out, bytes_out=stats.bytes_out, backend=self._backend,
+                subprotocol=self._subprotocol,
+            )  # fmt: skip
+            telemetry.access.write(fields, span)
+
+
+__all__ = ["ConnectionTrace", "current_connection"]

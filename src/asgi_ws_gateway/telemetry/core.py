@@ -1,0 +1,84 @@
+"""``Telemetry``: one gateway's tracer, instruments and access log, built once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .._types import Scope
+from ..config import ApiConfig, GatewayConfig
+from .access import AccessLog
+from .metrics import Metrics
+from .names import SCOPE
+from .providers import Providers, resolve_providers
+from .tracing import ApiInfo, HandshakeTrace
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Tracer, TracerProvider
+
+
+class Telemetry:
+    """The gateway's telemetry (see docs/telemetry.md).
+
+    Args:
+        config: the gateway configuration (its ``telemetry`` section and APIs).
+        tracer_provider, meter_provider, logger_provider: providers to use instead of the global
+            ones or the gateway's own OTLP exporters (see :mod:`.providers`).
+
+    ``tracer`` and ``metrics`` are None for a signal that is off: then it costs nothing.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+    ) -> None:
+        from .. import __version__
+
+        self.config = config.telemetry
+        self.providers: Providers = resolve_providers(
+            self.config, tracer_provider=tracer_provider, meter_provider=meter_provider, logger_provider=logger_provider
+        )
+        self._apis = {api.name: ApiInfo.of(api) for api in config.apis}
+        providers = self.providers
+        self.tracer: Tracer | None = providers.tracer.get_tracer(SCOPE, __version__) if providers.tracer else None
+        self.metrics: Metrics | None = None
+        if providers.meter is not None:
+            meter = providers.meter.get_meter(SCOPE, __version__)
+            self.metrics = Metrics(meter, ((api.name, api.route) for api in self._apis.values()))
+        otel_logger = providers.logger.get_logger(SCOPE, __version__) if providers.logger else None
+        self.access = AccessLog(self.config.access_log, otel_logger)
+        self.closed = False
+
+    @property
+    def enabled(self) -> bool:
+        """True when spans or metrics are emitted."""
+        return self.tracer is not None or self.metrics is not None
+
+    def handshake(self, api: ApiConfig, scope: Scope) -> HandshakeTrace:
+        """Start the telemetry of one handshake (call it when ``websocket.connect`` arrives)."""
+        return HandshakeTrace(self, self._apis[api.name], scope)
+
+    def add_apis(self, apis: Iterable[ApiConfig]) -> None:
+        """Know the APIs of a new configuration (``apply_config``); spans and metrics name them from now on."""
+        for api in apis:
+            self._apis[api.name] = ApiInfo.of(api)
+            if self.metrics is not None:
+                self.metrics.add_api(api.name, api.path)
+
+    def force_flush(self, timeout_millis: int = 10_000) -> None:
+        """Export what the gateway's own providers hold now (blocking; a no-op for global providers)."""
+        self.providers.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Flush and stop the gateway's own providers (blocking). Global providers are the application's."""
+        self.closed = True
+        self.providers.shutdown()
+
+
+__all__ = ["Telemetry"]

@@ -1,0 +1,222 @@
+"""The gateway's metric instruments (names and attributes: :mod:`.names`).
+
+Only the three duration histograms are recorded through the SDK as events happen (there is no
+observable histogram). Every counter is observable: the gateway counts in plain Python (a dict
+increment per handshake or close; integer increments in the relay's ``RelayStats`` per message)
+and the metric reader's callbacks read those counts when it collects (open connections' live
+counters plus the totals of closed ones). So the relay makes no OpenTelemetry call per message,
+the counts of long-lived connections are live, and a connection costs three SDK calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+
+from . import names as n
+
+if TYPE_CHECKING:
+    from ..relay import RelayStats
+
+Attrs = dict[str, str | int]
+AttrsKey = tuple[tuple[str, str | int], ...]
+ActionKey = tuple[str, str, str]
+"""(policy, action, direction)."""
+
+
+@dataclass(eq=False)
+class LiveConnection:
+    """An open connection's counters, as the observable instruments read them."""
+
+    key: str
+    """The API name: its base attributes are ``Metrics.base[key]``."""
+    stats: RelayStats
+    actions: Tally[ActionKey] = field(default_factory=Tally)
+
+
+class _Totals:
+    """Counters of one API: closed connections' final counts, to which open ones are added."""
+
+    def __init__(self) -> None:
+        self.messages = [0, 0, 0, 0]  # in text, in binary, out text, out binary
+        self.bytes = [0, 0, 0, 0]
+        self.sizes_in = [0] * len(n.SIZE_CLASSES)
+        self.sizes_out = [0] * len(n.SIZE_CLASSES)
+        self.actions: Tally[ActionKey] = Tally()
+        self.open = 0
+
+    def add(self, live: LiveConnection) -> None:
+        s = live.stats
+        for i, value in enumerate(
+            (s.messages_in - s.binary_in, s.binary_in, s.messages_out - s.binary_out, s.binary_out)
+        ):
+            self.messages[i] += value
+        for i, value in enumerate(
+            (s.bytes_in - s.binary_bytes_in, s.binary_bytes_in, s.bytes_out - s.binary_bytes_out, s.binary_bytes_out)
+        ):
+            self.bytes[i] += value
+        for totals, slots in ((self.sizes_in, s.sizes_in), (self.sizes_out, s.sizes_out)):
+            for size_class, count in zip(_CLASS_OF_SLOT, slots, strict=False):  # fewer slots than classes
+                if count:
+                    totals[size_class] += count
+        self.actions.update(live.actions)
+
+    def copy(self) -> _Totals:
+        other = _Totals()
+        other.messages, other.bytes = list(self.messages), list(self.bytes)
+        other.sizes_in, other.sizes_out = list(self.sizes_in), list(self.sizes_out)
+        other.actions = Tally(self.actions)
+        return other
+
+
+_CLASS_OF_SLOT = tuple(n.size_class_index(slot) for slot in range(65))  # message sizes below 2**64 B
+_DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
+
+
+class Metrics:
+    """Creates the instruments on ``meter`` and records into them."""
+
+    def __init__(self, meter: Meter, apis: Iterable[tuple[str, str]]) -> None:
+        self.base: dict[str, Attrs] = {name: {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
+                                       for name, route in apis}  # fmt: skip
+        self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
+        self._live: set[LiveConnection] = set()
+        self._closed: dict[str, _Totals] = {}
+        self._tallies: dict[str, Tally[AttrsKey]] = {}
+        self.handshake_duration = _histogram(meter, n.HANDSHAKE_DURATION)
+        self.connect_duration = _histogram(meter, n.UPSTREAM_CONNECT_DURATION)
+        self.connection_duration = _histogram(meter, n.CONNECTION_DURATION_METRIC)
+        meter.create_observable_up_down_counter(
+            n.ACTIVE_CONNECTIONS.name,
+            [self._observe_active],
+            n.ACTIVE_CONNECTIONS.unit,
+            n.ACTIVE_CONNECTIONS.description,
+        )
+        for spec, callback in (
+            (n.MESSAGES, self._observe_messages),
+            (n.IO, self._observe_io),
+            (n.MESSAGE_SIZES, self._observe_sizes),
+            (n.POLICY_ACTIONS, self._observe_actions),
+        ):
+            meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
+        for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS):
+            tally = self._tallies[spec.name] = Tally()
+            meter.create_observable_counter(spec.name, [self._observer(tally)], spec.unit, spec.description)
+
+    def add_api(self, name: str, route: str) -> None:
+        """Attributes for an API added or changed after start-up."""
+        with self._lock:
+            self.base[name] = {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
+
+    def _count(self, spec: n.Instrument, attrs: Attrs) -> None:
+        with self._lock:
+            self._tallies[spec.name][tuple(attrs.items())] += 1
+
+    def _observer(self, tally: Tally[AttrsKey]) -> Callable[[CallbackOptions], Iterator[Observation]]:
+        def observe(options: CallbackOptions) -> Iterator[Observation]:
+            with self._lock:
+                counts = list(tally.items())
+            for key, value in counts:
+                yield Observation(value, dict(key))
+
+        return observe
+
+    # -- once per handshake / attempt / connection ----------------------------------------------------
+
+    def handshake(
+        self,
+        api: str,
+        outcome: n.Outcome,
+        status: int | None,
+        error_type: str | None,
+        policy: str | None,
+        seconds: float,
+    ) -> None:
+        attrs: Attrs = {**self.base[api], n.OUTCOME: outcome}
+        if status is not None:
+            attrs[n.HTTP_STATUS] = status
+        if error_type is not None:
+            attrs[n.ERROR_TYPE] = error_type
+        self._count(n.HANDSHAKES, attrs)
+        self.handshake_duration.record(seconds, attrs)
+        if policy is not None and status is not None:
+            self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
+
+    def upstream_attempt(self, backend: Attrs, seconds: float, error_type: str | None, status: int | None) -> None:
+        attrs = dict(backend)
+        if status is not None:
+            attrs[n.HTTP_STATUS] = status
+        if error_type is not None:
+            attrs[n.ERROR_TYPE] = error_type
+            self._count(n.UPSTREAM_CONNECT_FAILURES, attrs)
+        self.connect_duration.record(seconds, attrs)
+
+    def opened(self, api: str, stats: RelayStats) -> LiveConnection:
+        live = LiveConnection(api, stats)
+        with self._lock:
+            self._live.add(live)
+            if api not in self._closed:
+                self._closed[api] = _Totals()
+        return live
+
+    def closed(self, live: LiveConnection, side: str, code: int, seconds: float) -> None:
+        with self._lock:
+            if live not in self._live:
+                return
+            self._live.discard(live)
+            self._closed[live.key].add(live)
+        attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
+        self.connection_duration.record(seconds, attrs)
+        self._count(n.CONNECTION_CLOSES, {**attrs, n.CLOSE_CODE: code})
+
+    # -- observed at collection ----------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, _Totals]:
+        with self._lock:
+            totals = {api: t.copy() for api, t in self._closed.items()}
+            for live in self._live:
+                entry = totals[live.key]
+                entry.add(live)
+                entry.open += 1
+        return totals
+
+    def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
+        for api, totals in self._snapshot().items():
+            yield Observation(totals.open, self.base[api])
+
+    def _observe_messages(self, options: CallbackOptions) -> Iterator[Observation]:
+        for api, totals in self._snapshot().items():
+            for (direction, kind), value in zip(_DIRECTIONS, totals.messages, strict=True):
+                yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.MESSAGE_TYPE: kind})
+
+    def _observe_io(self, options: CallbackOptions) -> Iterator[Observation]:
+        for api, totals in self._snapshot().items():
+            for (direction, kind), value in zip(_DIRECTIONS, totals.bytes, strict=True):
+                yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.MESSAGE_TYPE: kind})
+
+    def _observe_sizes(self, options: CallbackOptions) -> Iterator[Observation]:
+        for api, totals in self._snapshot().items():
+            for direction, counts in ((n.TO_UPSTREAM, totals.sizes_in), (n.TO_CLIENT, totals.sizes_out)):
+                for size_class, value in zip(n.SIZE_CLASSES, counts, strict=True):
+                    if value:
+                        yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.SIZE_CLASS: size_class})
+
+    def _observe_actions(self, options: CallbackOptions) -> Iterator[Observation]:
+        for api, totals in self._snapshot().items():
+            for (policy, action, direction), value in totals.actions.items():
+                attrs = {**self.base[api], n.POLICY: policy, n.POLICY_ACTION: action, n.DIRECTION: direction}
+                yield Observation(value, attrs)
+
+
+def _histogram(meter: Meter, spec: n.Instrument) -> Histogram:
+    return meter.create_histogram(
+        spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets
+    )
+
+
+__all__ = ["LiveConnection", "Metrics"]

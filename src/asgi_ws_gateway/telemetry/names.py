@@ -1,0 +1,185 @@
+"""Every span name, attribute key and metric instrument the gateway emits (docs/telemetry.md lists them).
+
+Attribute keys reuse OpenTelemetry semantic conventions where one exists (``http.route``,
+``client.address``, ``server.address``, ``network.protocol.name``, ``error.type``, ...); the rest
+live in the ``ws_gateway.`` namespace. Metric attributes are bounded: API name, route template,
+configured backend, status, close code, policy name; never a raw path, a client address or a user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SCOPE = "asgi_ws_gateway"
+"""Instrumentation scope of every tracer, meter and logger."""
+DEFAULT_SERVICE_NAME = "asgi-ws-gateway"
+"""``service.name`` of the gateway's own providers unless ``OTEL_SERVICE_NAME`` (or the resource attributes) set one."""
+
+# -- span names (suffixed with the API name: a bounded set) ----------------------------------------
+SPAN_HANDSHAKE = "onHandshake"
+SPAN_UPSTREAM_CONNECT = "upstream connect"
+SPAN_CONNECTION = "connection"
+EVENT_MESSAGE = "message"
+LOG_EVENT_ACCESS = "ws_gateway.access"
+
+# -- attribute keys: semantic conventions ----------------------------------------------------------
+HTTP_ROUTE = "http.route"
+HTTP_METHOD = "http.request.method"
+HTTP_STATUS = "http.response.status_code"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+CLIENT_ADDRESS = "client.address"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+USER_AGENT = "user_agent.original"
+PROTOCOL_NAME = "network.protocol.name"
+ERROR_TYPE = "error.type"
+ENDUSER_ID = "enduser.id"
+
+# -- attribute keys: the gateway's own -------------------------------------------------------------
+API = "ws_gateway.api.name"
+OUTCOME = "ws_gateway.handshake.outcome"
+POLICY = "ws_gateway.policy.name"
+POLICY_ACTION = "ws_gateway.policy.action"
+SUBPROTOCOL = "ws_gateway.subprotocol"
+SUBSCRIPTION = "ws_gateway.subscription"
+BACKEND = "ws_gateway.backend"
+ATTEMPT = "ws_gateway.upstream.attempt"
+ATTEMPTS = "ws_gateway.upstream.attempts"
+CLOSE_SIDE = "ws_gateway.close.side"
+CLOSE_CODE = "ws_gateway.close.code"
+CLOSE_REASON = "ws_gateway.close.reason"
+MESSAGES_IN = "ws_gateway.client_to_upstream.messages"
+BYTES_IN = "ws_gateway.client_to_upstream.bytes"
+MESSAGES_OUT = "ws_gateway.upstream_to_client.messages"
+BYTES_OUT = "ws_gateway.upstream_to_client.bytes"
+DIRECTION = "ws_gateway.message.direction"
+MESSAGE_TYPE = "ws_gateway.message.type"
+MESSAGE_SIZE = "ws_gateway.message.size"
+SIZE_CLASS = "ws_gateway.message.size_class"
+
+PROTOCOL = "websocket"
+"""Value of ``network.protocol.name``."""
+TO_UPSTREAM = "client_to_upstream"
+TO_CLIENT = "upstream_to_client"
+Outcome = Literal["accepted", "denied", "error", "abandoned"]
+
+SIZE_CLASSES = (
+    "0-63",
+    "64-255",
+    "256-1023",
+    "1024-4095",
+    "4096-16383",
+    "16384-65535",
+    "65536-262143",
+    "262144-1048575",
+    "1048576+",
+)
+"""Message size classes in bytes (values of ``ws_gateway.message.size_class``): powers of 4 from 64 B."""
+
+
+def size_class_index(slot: int) -> int:
+    """The :data:`SIZE_CLASSES` index of a ``RelayStats.sizes_*`` slot (sizes of that bit length)."""
+    return 0 if slot <= 6 else min((slot - 7) // 2 + 1, len(SIZE_CLASSES) - 1)
+
+
+# -- metric instruments ----------------------------------------------------------------------------
+InstrumentKind = Literal["histogram", "observable_counter", "observable_up_down_counter"]
+
+_BASE = (API, HTTP_ROUTE, PROTOCOL_NAME)
+_BACKEND = (API, BACKEND, SERVER_ADDRESS, SERVER_PORT, PROTOCOL_NAME)
+HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+"""Seconds; the HTTP semantic conventions' request-duration buckets."""
+CONNECTION_BUCKETS = (0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0)
+"""Seconds; from 100 ms to a day: WebSocket connections live long."""
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One metric instrument: what docs/telemetry.md documents and a test checks after a session."""
+
+    name: str
+    kind: InstrumentKind
+    unit: str
+    description: str
+    attributes: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    """Attributes set only on some points (``error.type`` on failures)."""
+    buckets: tuple[float, ...] | None = None
+
+
+ACTIVE_CONNECTIONS = Instrument(
+    "ws_gateway.active_connections", "observable_up_down_counter", "{connection}",
+    "Open proxied WebSocket connections (accepted, not yet closed).", _BASE,
+)  # fmt: skip
+HANDSHAKES = Instrument(
+    "ws_gateway.handshakes", "observable_counter", "{handshake}",
+    "Finished handshakes by outcome and HTTP status (101 when accepted).",
+    (*_BASE, OUTCOME, HTTP_STATUS), (ERROR_TYPE,),
+)  # fmt: skip
+HANDSHAKE_DURATION = Instrument(
+    "ws_gateway.handshake.duration", "histogram", "s",
+    "Time from the client's upgrade request to accept or denial (policies and upstream connect included).",
+    (*_BASE, OUTCOME, HTTP_STATUS), (ERROR_TYPE,), HANDSHAKE_BUCKETS,
+)  # fmt: skip
+UPSTREAM_CONNECT_DURATION = Instrument(
+    "ws_gateway.upstream.connect.duration", "histogram", "s",
+    "Time to open one backend (TCP, TLS, WebSocket handshake), per attempt.",
+    _BACKEND, (ERROR_TYPE, HTTP_STATUS), HANDSHAKE_BUCKETS,
+)  # fmt: skip
+UPSTREAM_CONNECT_FAILURES = Instrument(
+    "ws_gateway.upstream.connect.failures", "observable_counter", "{attempt}",
+    "Backend connect attempts that failed: unreachable, timed out, or refused by the upstream.",
+    (*_BACKEND, ERROR_TYPE), (HTTP_STATUS,),
+)  # fmt: skip
+CONNECTION_DURATION_METRIC = Instrument(
+    "ws_gateway.connection.duration", "histogram", "s",
+    "Lifetime of proxied connections, from accept to both sides closed.",
+    (*_BASE, CLOSE_SIDE), (), CONNECTION_BUCKETS,
+)  # fmt: skip
+CONNECTION_CLOSES = Instrument(
+    "ws_gateway.connection.closes", "observable_counter", "{connection}",
+    "Closed connections by the side that closed first and its close code.",
+    (*_BASE, CLOSE_SIDE, CLOSE_CODE),
+)  # fmt: skip
+MESSAGES = Instrument(
+    "ws_gateway.messages", "observable_counter", "{message}",
+    "Messages relayed, by direction and type (text or binary); counted live, open connections included.",
+    (*_BASE, DIRECTION, MESSAGE_TYPE),
+)  # fmt: skip
+IO = Instrument(
+    "ws_gateway.io", "observable_counter", "By",
+    "Message payload bytes relayed, by direction and type (UTF-8 length for text).",
+    (*_BASE, DIRECTION, MESSAGE_TYPE),
+)  # fmt: skip
+MESSAGE_SIZES = Instrument(
+    "ws_gateway.message.size_distribution", "observable_counter", "{message}",
+    "Messages relayed by direction and payload size class (powers of 4 from 64 B): the size distribution.",
+    (*_BASE, DIRECTION, SIZE_CLASS),
+)  # fmt: skip
+POLICY_DENIALS = Instrument(
+    "ws_gateway.policy.denials", "observable_counter", "{handshake}",
+    "Handshakes a policy denied, by policy and HTTP status.",
+    (*_BASE, POLICY, HTTP_STATUS),
+)  # fmt: skip
+POLICY_ACTIONS = Instrument(
+    "ws_gateway.policy.actions", "observable_counter", "{action}",
+    "Actions message policies took (drop, close, transform, ...), by policy, action and direction.",
+    (*_BASE, POLICY, POLICY_ACTION, DIRECTION),
+)  # fmt: skip
+
+INSTRUMENTS = (
+    ACTIVE_CONNECTIONS,
+    HANDSHAKES,
+    HANDSHAKE_DURATION,
+    UPSTREAM_CONNECT_DURATION,
+    UPSTREAM_CONNECT_FAILURES,
+    CONNECTION_DURATION_METRIC,
+    CONNECTION_CLOSES,
+    MESSAGES,
+    IO,
+    MESSAGE_SIZES,
+    POLICY_DENIALS,
+    POLICY_ACTIONS,
+)

@@ -1,0 +1,210 @@
+"""Which OpenTelemetry providers the gateway uses, per signal (traces, metrics, logs).
+
+In order: a provider passed to :class:`~asgi_ws_gateway.WebSocketGateway`; the global provider,
+when the application set one; the gateway's own SDK provider exporting over OTLP, when the
+configuration or the standard ``OTEL_*`` environment variables ask for it; else none (that signal
+costs nothing). The OpenTelemetry SDK and exporters are imported only when the gateway builds its
+own providers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from opentelemetry import trace
+from opentelemetry._logs import get_logger_provider
+from opentelemetry._logs._internal import ProxyLoggerProvider
+from opentelemetry.metrics import get_meter_provider
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+from ..config import TelemetryConfig
+from ..errors import ConfigError
+from .names import DEFAULT_SERVICE_NAME
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.trace import TracerProvider
+
+logger = logging.getLogger(__name__)
+
+Signal = Literal["traces", "metrics", "logs"]
+PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL = "grpc"
+"""As the Python SDK's own auto-configuration (``OTEL_EXPORTER_OTLP_PROTOCOL`` unset)."""
+
+
+class _Owned(Protocol):
+    def force_flush(self, timeout_millis: int = ...) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class Providers:
+    """The providers one gateway uses; ``owned`` are those it created (and flushes and shuts down)."""
+
+    tracer: TracerProvider | None = None
+    meter: MeterProvider | None = None
+    logger: LoggerProvider | None = None
+    owned: list[_Owned] = field(default_factory=list)
+
+    def force_flush(self, timeout_millis: int = 10_000) -> None:
+        for provider in self.owned:
+            provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        owned, self.owned = self.owned, []
+        for provider in owned:
+            try:
+                provider.shutdown()
+            except Exception:  # an exporter failing at exit must not break the application's shutdown
+                logger.exception("telemetry provider shutdown failed")
+
+
+def resolve_providers(
+    config: TelemetryConfig,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Providers:
+    """Pick each signal's provider (see the module docstring).
+
+    Raises:
+        ConfigError: ``OTEL_EXPORTER_OTLP_*PROTOCOL`` names a protocol other than grpc or http/protobuf.
+    """
+    providers = Providers()
+    if not config.enabled:
+        return providers
+    providers.tracer = tracer_provider or _global_tracer_provider()
+    providers.meter = meter_provider or _global_meter_provider()
+    if config.export_logs:
+        providers.logger = logger_provider or _global_logger_provider()
+    wanted: list[Signal] = []
+    if providers.tracer is None:
+        wanted.append("traces")
+    if providers.meter is None:
+        wanted.append("metrics")
+    if config.export_logs and providers.logger is None:
+        wanted.append("logs")
+    own = [signal for signal in wanted if _export_requested(config, signal, environ)]
+    if not own:
+        return providers
+    resource = _resource()
+    for signal in own:
+        protocol = _protocol(signal, environ)
+        if signal == "traces":
+            providers.tracer = tracer = _own_tracer_provider(protocol, resource)
+            providers.owned.append(tracer)
+        elif signal == "metrics":
+            providers.meter = meter = _own_meter_provider(protocol, resource)
+            providers.owned.append(meter)
+        else:
+            providers.logger = log = _own_logger_provider(protocol, resource)
+            providers.owned.append(log)
+    logger.info("exporting %s over OTLP (%s)", ", ".join(own), ", ".join(sorted({_protocol(s, environ) for s in own})))
+    return providers
+
+
+def _global_tracer_provider() -> TracerProvider | None:
+    provider = trace.get_tracer_provider()
+    return None if isinstance(provider, trace.ProxyTracerProvider) else provider
+
+
+def _global_meter_provider() -> MeterProvider | None:
+    provider = get_meter_provider()
+    return None if isinstance(provider, _ProxyMeterProvider) else provider
+
+
+def _global_logger_provider() -> LoggerProvider | None:
+    provider = get_logger_provider()
+    return None if isinstance(provider, ProxyLoggerProvider) else provider
+
+
+def _export_requested(config: TelemetryConfig, signal: Signal, environ: Mapping[str, str]) -> bool:
+    if config.exporter == "none" or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = {e.strip().lower() for e in environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").split(",") if e.strip()}
+    if "none" in exporters:
+        return False
+    if config.exporter == "otlp" or "otlp" in exporters:
+        return True
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    return any(environ.get(name) for name in endpoints)
+
+
+def _protocol(signal: Signal, environ: Mapping[str, str]) -> str:
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+    if not environ.get(name):
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = environ.get(name, "").strip() or DEFAULT_PROTOCOL
+    if protocol not in PROTOCOLS:
+        raise ConfigError([f"{name}: {protocol!r} is not supported (grpc or http/protobuf)"], "environment")
+    return protocol
+
+
+def _resource() -> Resource:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+# The exporters read their endpoint, headers, timeout, compression and TLS settings from OTEL_*.
+
+
+def _own_tracer_provider(protocol: str, resource: Resource) -> SdkTracerProvider:
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+    provider = SdkTracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+    processor: SpanProcessor = BatchSpanProcessor(OTLPSpanExporter())  # OTEL_BSP_*
+    provider.add_span_processor(processor)
+    return provider
+
+
+def _own_meter_provider(protocol: str, resource: Resource) -> SdkMeterProvider:
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())  # OTEL_METRIC_EXPORT_INTERVAL
+    return SdkMeterProvider(metric_readers=[reader], resource=resource)
+
+
+def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider:
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+    provider = SdkLoggerProvider(resource=resource)
+    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))  # OTEL_BLRP_*
+    return provider
+
+
+__all__ = ["PROTOCOLS", "Providers", "resolve_providers"]

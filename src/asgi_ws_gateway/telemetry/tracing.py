@@ -1,0 +1,312 @@
+"""One connection's telemetry: the handshake span and its upstream attempts, then the connection span.
+
+How the middleware drives it (each step is a few attribute writes when telemetry is off)::
+
+    handshake = telemetry.handshake(api, scope)     # starts "onHandshake <api>" (SERVER)
+    ... policies, pool.connect(...)                 # TracedConnector: "upstream connect <api>" per attempt
+    handshake.denied(denial)                        # or:
+    connection = handshake.accepted(backend, subprotocol, relay.stats)   # ends the handshake span
+    ... relay ...
+    connection.closed(relay.stats)                  # ends "connection <api>", metrics, access log
+
+The handshake span ends at accept or denial, so it is exported at once. The connection span
+(:mod:`.connection`) is the root of its own trace, linked to the handshake span.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from .._types import Receive, Scope
+from ..config import ApiConfig, UpstreamConfig
+from ..errors import HandshakeDenied, UpstreamRejected
+from . import names as n
+from . import propagation
+from .events import MessageEvents
+
+if TYPE_CHECKING:
+    from ..relay import RelayStats
+    from ..upstream import Connector, UpstreamConnection, UpstreamRequest
+    from .connection import ConnectionTrace
+    from .core import Telemetry
+
+Attrs = dict[str, AttributeValue]
+
+_handshake: ContextVar[HandshakeTrace | None] = ContextVar("asgi_ws_gateway.handshake", default=None)
+
+
+def current_handshake() -> HandshakeTrace | None:
+    """The handshake the calling task is deciding, or None: policies name the caller and trace their I/O with it."""
+    return _handshake.get()
+
+
+@dataclass(frozen=True)
+class ApiInfo:
+    """What telemetry derives from an API once, at start-up."""
+
+    name: str
+    route: str
+    handshake_span: str
+    connect_span: str
+    connection_span: str
+
+    @classmethod
+    def of(cls, api: ApiConfig) -> ApiInfo:
+        return cls(api.name, api.path, f"{n.SPAN_HANDSHAKE} {api.name}", f"{n.SPAN_UPSTREAM_CONNECT} {api.name}",
+                   f"{n.SPAN_CONNECTION} {api.name}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Bounded attributes of one configured backend (its label never has a query or credentials)."""
+
+    span: dict[str, str | int]
+    metric: dict[str, str | int]
+
+    @classmethod
+    def of(cls, api: str, upstream: UpstreamConfig) -> BackendInfo:
+        span: dict[str, str | int] = {n.BACKEND: upstream.label}
+        if upstream.kind != "asgi":
+            url = urlsplit(upstream.label)
+            if url.hostname:
+                span[n.SERVER_ADDRESS] = url.hostname
+            span[n.SERVER_PORT] = url.port or (443 if upstream.kind == "wss" else 80)
+        return cls(span, {n.API: api, **span, n.PROTOCOL_NAME: n.PROTOCOL})
+
+
+class TracedConnector:
+    """A backend's connector whose attempts the handshake in progress traces (a pass-through otherwise)."""
+
+    def __init__(self, inner: Connector, api: str, upstream: UpstreamConfig) -> None:
+        self.inner = inner
+        self.backend = BackendInfo.of(api, upstream)
+
+    async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
+        handshake = _handshake.get()
+        if handshake is None or not handshake.instrumented:
+            return await self.inner.connect(request)
+        return await handshake.connect_upstream(self.inner, request, self.backend)
+
+
+class HandshakeTrace:
+    """Telemetry of one handshake, from the client's upgrade request to accept or denial."""
+
+    def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope) -> None:
+        self.api = api
+        self.scope = scope
+        self.subject: str | None = None
+        self.subscription: str | None = None
+        self.attempts = 0
+        self.span: Span | None = None
+        self._telemetry = telemetry
+        self._started = time.perf_counter()
+        self._finished = False
+        self._context: Context | None = None
+        self._otel_token: object | None = None
+        self._events: MessageEvents | None = None
+        if telemetry.tracer is not None:
+            self._start_span(telemetry)
+        self._token = _handshake.set(self)
+
+    @property
+    def instrumented(self) -> bool:
+        """True when spans or metrics are on (the access log is always written)."""
+        return self.span is not None or self._telemetry.metrics is not None
+
+    def _start_span(self, telemetry: Telemetry) -> None:
+        assert telemetry.tracer is not None
+        headers = self.scope.get("headers") or []
+        links: list[Link] = []
+        parent: Context | None = None  # the current context: an in-process parent span is trusted
+        if telemetry.config.trust_client_trace:
+            parent = propagation.extract(headers)
+        elif any(name == b"traceparent" for name, _ in headers):  # a new trace, linked to the client's
+            remote = trace.get_current_span(propagation.extract(headers, Context())).get_span_context()
+            if remote.is_valid:
+                links.append(Link(remote))
+        self.span = telemetry.tracer.start_span(
+            self.api.handshake_span, parent, SpanKind.SERVER, self._request_attributes(), links
+        )
+        self._context = trace.set_span_in_context(self.span, parent)
+        self._otel_token = otel_context.attach(self._context)  # policies' own instrumented I/O nests here
+
+    def _request_attributes(self) -> Attrs:
+        # Few and chosen: each attribute costs about as much to export as a tenth of a span. The API
+        # name is in the span name; what the connect and connection spans carry is not repeated.
+        scope = self.scope
+        attrs: Attrs = {
+            n.HTTP_METHOD: "GET", n.URL_SCHEME: scope.get("scheme", "ws"), n.URL_PATH: scope.get("path", ""),
+            n.HTTP_ROUTE: self.api.route,
+        }  # fmt: skip
+        client = scope.get("client")
+        if client:
+            attrs[n.CLIENT_ADDRESS] = client[0]
+        for name, value in scope.get("headers") or ():
+            if name == b"user-agent":
+                attrs[n.USER_AGENT] = value.decode("latin-1")
+                break
+        return attrs
+
+    # -- for policies ---------------------------------------------------------------------------------
+
+    def identify(self, *, subject: str | None = None, subscription: str | None = None) -> None:
+        """Name who connects, once a policy knows: on the spans and access log, never on metrics.
+
+        Never pass a token or a key: a subject is a user or client id, a subscription its name.
+        """
+        if subject is not None:
+            self.subject = subject
+            if self.span is not None:
+                self.span.set_attribute(n.ENDUSER_ID, subject)
+        if subscription is not None:
+            self.subscription = subscription
+            if self.span is not None:
+                self.span.set_attribute(n.SUBSCRIPTION, subscription)
+
+    @contextlib.contextmanager
+    def io_span(
+        self, name: str, *, kind: SpanKind = SpanKind.CLIENT, attributes: Attrs | None = None
+    ) -> Iterator[Span]:
+        """A child span of the handshake around a policy's I/O: ``with handshake.io_span("jwks fetch"):``.
+
+        Yields a non-recording span when tracing is off. Exceptions are recorded and re-raised.
+        """
+        tracer = self._telemetry.tracer
+        if tracer is None or self._context is None:
+            yield trace.INVALID_SPAN
+            return
+        with tracer.start_as_current_span(name, self._context, kind, attributes) as span:
+            yield span
+
+    # -- for the middleware -------------------------------------------------------------------------
+
+    async def connect_upstream(
+        self, connector: Connector, request: UpstreamRequest, backend: BackendInfo
+    ) -> UpstreamConnection:
+        """One backend attempt: a CLIENT span whose context the upstream receives as ``traceparent``."""
+        self.attempts += 1
+        telemetry, span = self._telemetry, None
+        if telemetry.tracer is not None and self._context is not None:
+            attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
+            span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
+            if telemetry.config.propagate:
+                propagation.inject(request.headers, trace.set_span_in_context(span, self._context))
+        started = time.perf_counter()
+        error_type: str | None = None
+        status: int | None = None
+        try:
+            connection = await connector.connect(request)
+            status = 101
+            return connection
+        except HandshakeDenied as denial:
+            error_type = denial.reason
+            status = denial.status if isinstance(denial, UpstreamRejected) else None
+            raise
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            raise
+        finally:
+            if span is not None:
+                result: Attrs = {}
+                if status is not None:
+                    result[n.HTTP_STATUS] = status
+                if error_type is not None:
+                    result[n.ERROR_TYPE] = error_type
+                    span.set_status(StatusCode.ERROR, error_type)
+                span.set_attributes(result)
+                span.end()
+            if telemetry.metrics is not None:
+                telemetry.metrics.upstream_attempt(backend.metric, time.perf_counter() - started, error_type, status)
+
+    def relay_io(self, receive: Receive, upstream: UpstreamConnection) -> tuple[Receive, UpstreamConnection]:
+        """The relay's client ``receive`` and upstream, wrapped when per-message events are on."""
+        ratio = self._telemetry.config.message_events
+        if ratio <= 0 or self.span is None:
+            return receive, upstream
+        self._events = events = MessageEvents(ratio)
+        return events.wrap_receive(receive), events.wrap_upstream(upstream)
+
+    def denied(self, denial: HandshakeDenied, error: BaseException | None = None) -> None:
+        """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
+        policy = getattr(denial, "policy", None)
+        if error is not None:
+            if self.span is not None:
+                self.span.record_exception(error)
+            self._finish("error", denial.status, type(error).__qualname__, None)
+        else:
+            self._finish("denied", denial.status, denial.reason, policy if isinstance(policy, str) else None)
+
+    def abandoned(self, reason: str) -> None:
+        """The client left, or the task was cancelled, before accept (a no-op once finished)."""
+        self._finish("abandoned", None, reason, None)
+
+    def accepted(self, backend: str, subprotocol: str | None, stats: RelayStats) -> ConnectionTrace:
+        """The client was accepted: end the handshake span, start the connection's."""
+        self._finish("accepted", 101, None, None, {n.SUBPROTOCOL: subprotocol} if subprotocol else None)
+        from .connection import ConnectionTrace  # it needs this module's HandshakeTrace
+
+        return ConnectionTrace(self, self._telemetry, backend, subprotocol, stats)
+
+    def _finish(
+        self,
+        outcome: n.Outcome,
+        status: int | None,
+        error_type: str | None,
+        policy: str | None,
+        attrs: Attrs | None = None,
+    ) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        seconds = time.perf_counter() - self._started
+        span = self.span
+        if span is not None:
+            attrs = attrs or {}
+            attrs[n.OUTCOME] = outcome
+            if status is not None:
+                attrs[n.HTTP_STATUS] = status
+            if self.attempts > 1:  # failover happened (each attempt is a child span)
+                attrs[n.ATTEMPTS] = self.attempts
+            if error_type is not None and outcome != "accepted":
+                attrs[n.ERROR_TYPE] = error_type
+            if policy is not None:
+                attrs[n.POLICY] = policy
+            span.set_attributes(attrs)
+            if outcome == "error" or (status is not None and status >= 500):
+                span.set_status(StatusCode.ERROR, error_type)
+            span.end()
+        if self._otel_token is not None:
+            otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):  # reset from another context: nothing to restore
+            _handshake.reset(self._token)
+        telemetry = self._telemetry
+        if telemetry.metrics is not None:
+            telemetry.metrics.handshake(self.api.name, outcome, status, error_type, policy, seconds)
+        if outcome != "accepted" and telemetry.access.enabled:
+            fields = self.fields()
+            fields.update(status=status, outcome=outcome, reason=error_type, policy=policy, duration=round(seconds, 6))
+            telemetry.access.write(fields, span)
+
+    def fields(self) -> dict[str, Any]:
+        """The access-log fields known at the handshake."""
+        client = self.scope.get("client")
+        return {
+            "api": self.api.name, "route": self.api.route, "path": self.scope.get("path", ""),
+            "client": f"{client[0]}:{client[1]}" if client else "-",
+            "subject": self.subject, "subscription": self.subscription,
+        }  # fmt: skip
+
+
+__all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector", "current_handshake"]

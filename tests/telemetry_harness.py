@@ -1,0 +1,64 @@
+"""Shared set-up of the telemetry tests: export to an ``OtlpReceiver`` through ``OTEL_*`` variables."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from gateway_harness import gateway_config
+from support.otlp import OtlpReceiver, Protocol
+from support.upstream import UpstreamServer
+
+SECRETS = ("sekret-bearer-1", "sekret-query-2", "sekret-key-3", "sekret-cookie-4", "sekret-apim-5")
+"""Credentials the tests send in every place a client puts them; none may be exported or logged."""
+
+
+def export_to(monkeypatch: pytest.MonkeyPatch, receiver: OtlpReceiver, protocol: Protocol) -> None:
+    """Point the gateway's own OTLP exporters at ``receiver`` the way a user would: ``OTEL_*``."""
+    for name in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER",
+                 "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_RESOURCE_ATTRIBUTES"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-under-test")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # ms: spans leave soon after they end
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")  # metrics leave on force_flush and shutdown
+
+
+def refused_url() -> str:
+    """A ws:// URL on a port nothing listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"ws://127.0.0.1:{sock.getsockname()[1]}/gone"
+
+
+def telemetry_config(upstream: UpstreamServer, **telemetry: Any) -> dict[str, Any]:
+    """The scripted upstream's APIs, one API whose two backends are down, and a telemetry section."""
+    config = gateway_config(upstream)
+    config["apis"].append({"name": "down", "path": "/ws/down", "upstreams": [refused_url(), refused_url()]})
+    config["apis"].append(
+        {
+            "name": "guarded",
+            "path": "/ws/guarded",
+            "upstreams": [upstream.url("/echo")],
+            # A real handshake policy: the test clients send no Origin, so every handshake is refused.
+            "policies": [{"check-origin": {"name": "origin-check", "allowed": ["https://app.example"]}}],
+        }
+    )
+    config["telemetry"] = telemetry
+    return config
+
+
+def secret_headers() -> list[tuple[str, str]]:
+    return [
+        ("Authorization", f"Bearer {SECRETS[0]}"),
+        ("Cookie", f"session={SECRETS[3]}"),
+        ("Ocp-Apim-Subscription-Key", SECRETS[4]),
+        ("X-Api-Key", SECRETS[2]),
+    ]
+
+
+SECRET_QUERY = f"?access_token={SECRETS[1]}&subscription-key={SECRETS[2]}"

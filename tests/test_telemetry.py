@@ -1,0 +1,263 @@
+"""Telemetry logic without sockets: provider resolution, the hooks policies use, the off switch, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from asgi_ws_gateway import ConfigError, GatewayConfig, TelemetryConfig, load_config
+from asgi_ws_gateway.inprocess import InProcessConnector
+from asgi_ws_gateway.relay import Relay
+from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
+from asgi_ws_gateway.telemetry import names as n
+from asgi_ws_gateway.telemetry.providers import resolve_providers
+from asgi_ws_gateway.upstream import UpstreamRequest, build_request
+from support.apps import echo_app
+
+DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
+SCOPE: dict[str, Any] = {
+    "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
+    "client": ("10.1.2.3", 4567), "server": ("127.0.0.1", 8000),
+    "headers": [(b"host", b"gw.example:8000"), (b"user-agent", b"probe/1")],
+}  # fmt: skip
+
+
+def _config(**telemetry: Any) -> GatewayConfig:
+    return load_config(
+        {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}], "telemetry": telemetry}
+    )
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def reader() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
+    metric_reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[metric_reader], shutdown_on_exit=False)
+    yield provider, metric_reader
+    provider.shutdown()
+
+
+# -- providers -------------------------------------------------------------------------------------
+
+
+def test_nothing_is_exported_unless_asked() -> None:
+    providers = resolve_providers(TelemetryConfig(), environ={})
+    assert (providers.tracer, providers.meter, providers.logger, providers.owned) == (None, None, None, [])
+    assert not Telemetry(_config()).enabled
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_endpoint_in_the_environment_starts_own_exporters(protocol: str) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+               "OTEL_METRICS_EXPORTER": "none"}  # fmt: skip
+    providers = resolve_providers(TelemetryConfig(export_logs=True), environ=environ)
+    try:
+        assert isinstance(providers.tracer, TracerProvider) and providers.meter is None
+        assert providers.logger is not None and len(providers.owned) == 2
+        assert providers.tracer.resource.attributes["service.name"] == "asgi-ws-gateway"
+        processor = providers.tracer._active_span_processor._span_processors[0]
+        exporter_module = type(processor._batch_processor._exporter).__module__  # type: ignore[attr-defined]
+        assert (".grpc." if protocol == "grpc" else ".http.") in exporter_module
+    finally:
+        providers.shutdown()
+
+
+def test_service_name_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "edge-gateway")
+    providers = resolve_providers(TelemetryConfig(exporter="otlp", export_logs=False), environ={})
+    try:
+        assert isinstance(providers.tracer, TracerProvider)
+        assert providers.tracer.resource.attributes["service.name"] == "edge-gateway"
+    finally:
+        providers.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("config", "environ"),
+    [
+        (TelemetryConfig(exporter="none"), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}),
+        (TelemetryConfig(enabled=False), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}),
+        (TelemetryConfig(exporter="otlp"), {"OTEL_SDK_DISABLED": "true"}),
+        (TelemetryConfig(), {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "console"}),
+    ],
+)
+def test_exporting_can_be_refused(config: TelemetryConfig, environ: dict[str, str]) -> None:
+    providers = resolve_providers(config, environ=environ)
+    assert (providers.tracer, providers.meter, providers.owned) == (None, None, [])
+
+
+def test_an_unsupported_protocol_is_a_config_error() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' is not supported"):
+        resolve_providers(TelemetryConfig(), environ=environ)
+
+
+def test_global_providers_are_used_when_the_application_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+    reader: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", spans[0])
+    monkeypatch.setattr(metrics._internal, "_METER_PROVIDER", reader[0])
+    assert not isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
+    providers = resolve_providers(TelemetryConfig(), environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    assert (providers.tracer, providers.meter, providers.owned) == (spans[0], reader[0], [])
+
+
+def test_explicit_providers_win_and_are_not_shut_down_by_the_gateway(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    telemetry = Telemetry(_config(), tracer_provider=spans[0])
+    assert telemetry.tracer is not None and telemetry.metrics is None
+    telemetry.shutdown()
+    with spans[0].get_tracer("still-open").start_as_current_span("after"):
+        pass
+    assert [s.name for s in spans[1].get_finished_spans()] == ["after"]
+
+
+# -- the hooks policies use ------------------------------------------------------------------------
+
+
+def test_policies_identify_the_caller_and_trace_their_io(
+    spans: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``identify`` names subject and subscription on the spans and the access log; ``io_span`` nests."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    config = _config(access_log="json")
+    telemetry = Telemetry(config, tracer_provider=spans[0])
+    handshake = telemetry.handshake(config.apis[0], SCOPE)
+    assert current_handshake() is handshake
+    with handshake.io_span("jwks fetch", attributes={"server.address": "idp.example"}):
+        handshake.identify(subject="user-42", subscription="gold")
+    stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
+    connection = handshake.accepted("ws://127.0.0.1:9/echo", "chat.v2", stats)
+    assert current_handshake() is None and current_connection() is connection
+    connection.closed(stats)
+    finished = {s.name: s for s in spans[1].get_finished_spans()}
+    io, hs, conn = finished["jwks fetch"], finished["onHandshake echo"], finished["connection echo"]
+    assert io.parent is not None and io.parent.span_id == hs.context.span_id
+    assert io.kind == trace.SpanKind.CLIENT
+    assert hs.attributes is not None and conn.attributes is not None
+    assert (hs.attributes[n.ENDUSER_ID], hs.attributes[n.SUBSCRIPTION]) == ("user-42", "gold")
+    assert (conn.attributes[n.ENDUSER_ID], conn.attributes[n.SUBSCRIPTION]) == ("user-42", "gold")
+    assert hs.attributes[n.SUBPROTOCOL] == "chat.v2" and hs.attributes[n.CLIENT_ADDRESS] == "10.1.2.3"
+    assert hs.attributes[n.USER_AGENT] == "probe/1" and conn.attributes[n.SUBPROTOCOL] == "chat.v2"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert '"subject":"user-42","subscription":"gold"' in line and '"close_code":1006' in line
+
+
+async def _never() -> Any:  # pragma: no cover - the relay is never run in these tests
+    raise AssertionError
+
+
+def test_message_policy_actions_are_counted_without_a_metric_call(
+    reader: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    config = _config()
+    telemetry = Telemetry(config, meter_provider=reader[0])
+    stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
+    connection = telemetry.handshake(config.apis[0], SCOPE).accepted("b", None, stats)
+    for _ in range(3):
+        connection.policy_action("rate", "drop", n.TO_CLIENT)
+    data = reader[1].get_metrics_data()
+    assert data is not None
+    (metric,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                 if m.name == n.POLICY_ACTIONS.name]  # fmt: skip
+    (point,) = metric.data.data_points
+    assert isinstance(point, NumberDataPoint) and point.value == 3
+    assert point.attributes is not None and point.attributes[n.POLICY] == "rate"
+    connection.closed(stats)
+
+
+async def test_with_telemetry_off_the_connector_is_a_pass_through() -> None:
+    """No span, no metric, no header written: the upstream request is the one built."""
+    seen: list[UpstreamRequest] = []
+    sentinel: Any = object()
+
+    class Recording:
+        async def connect(self, request: UpstreamRequest) -> Any:
+            seen.append(request)
+            return sentinel
+
+    config = _config()
+    telemetry = Telemetry(config)
+    handshake = telemetry.handshake(config.apis[0], SCOPE)
+    assert not handshake.instrumented and handshake.span is None
+    request = build_request(config.apis[0], config.apis[0].upstreams[0], SCOPE, {})
+    headers = list(request.headers)
+    connector = TracedConnector(Recording(), "echo", config.apis[0].upstreams[0])
+    assert await connector.connect(request) is sentinel
+    assert seen == [request] and request.headers == headers and handshake.attempts == 0
+    handshake.abandoned("test over")
+
+
+# -- relay counters and configuration --------------------------------------------------------------
+
+
+async def test_relay_counts_types_and_size_slots() -> None:
+    """Per-type counts and bit-length size slots, both ways, through an in-process echo upstream."""
+    api = load_config({"apis": [{"name": "a", "path": "/a", "upstreams": [{"app": echo_app}]}]}).apis[0]
+    upstream = await InProcessConnector(api, api.upstreams[0]).connect(build_request(api, api.upstreams[0], SCOPE, {}))
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for message in ({"text": "abc"}, {"bytes": b"\x00" * 100}, {"text": "é" * 40}):
+        inbox.put_nowait({"type": "websocket.receive", **message})
+    echoed: list[Any] = []
+
+    async def send(message: Any) -> None:
+        echoed.append(message)
+        if len(echoed) == 3:
+            inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    stats = await Relay(inbox.get, send, upstream, max_message_size=1024).run()
+    for counts in ((stats.messages_in, stats.bytes_in, stats.binary_in, stats.binary_bytes_in),
+                   (stats.messages_out, stats.bytes_out, stats.binary_out, stats.binary_bytes_out)):  # fmt: skip
+        assert counts == (3, 3 + 100 + 80, 1, 100)
+    for sizes in (stats.sizes_in, stats.sizes_out):
+        assert len(sizes) == 12 and sizes[2] == 1 and sizes[7] == 2 and sum(sizes) == 3
+
+
+@pytest.mark.parametrize(("slot", "label"), [(0, "0-63"), (6, "0-63"), (7, "64-255"), (9, "256-1023"),
+                                             (20, "262144-1048575"), (21, "1048576+"), (40, "1048576+")])  # fmt: skip
+def test_size_slots_map_to_power_of_four_classes(slot: int, label: str) -> None:
+    assert n.SIZE_CLASSES[n.size_class_index(slot)] == label
+
+
+def test_telemetry_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"telemetry": {"message_events": 2, "access_log": "xml"}})
+    assert [p.split(":")[0] for p in info.value.problems] == ["telemetry.message_events", "telemetry.access_log"]
+
+
+def test_docs_list_every_span_attribute_and_instrument() -> None:
+    """docs/telemetry.md documents every name ``names.py`` defines, and each instrument's unit."""
+    docs = DOCS.read_text()
+    values = [v for k, v in vars(n).items() if k.isupper() and isinstance(v, str) and k not in {"DEFAULT_PROTOCOL"}]
+    missing = [v for v in values if f"`{v}" not in docs]
+    assert not missing
+    for spec in n.INSTRUMENTS:
+        row = re.search(rf"^\| `{re.escape(spec.name)}` \|.*$", docs, re.MULTILINE)
+        assert row is not None and f"`{spec.unit}`" in row.group(0), spec.name
+        assert all(
+            f"`{key}`" in row.group(0) for key in spec.attributes if key not in (n.API, n.HTTP_ROUTE, n.PROTOCOL_NAME)
+        ), spec.name

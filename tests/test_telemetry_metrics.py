@@ -1,0 +1,143 @@
+"""Every documented metric, exported over OTLP after a scripted session, with its attributes and values.
+
+The session: 3 connections to ``echo`` with 10 messages each way (6 text of 10 B, 4 binary of
+100 B), one handshake a policy denies (``guarded``, 403) and one whose two backends are down
+(``down``, 502). Metrics are flushed once while the 3 connections are open and once at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.telemetry import names as n
+from gateway_harness import ProbedGateway
+from support.clients import connect, expect_status
+from support.otlp import OtlpReceiver, Point, Protocol
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+from telemetry_harness import export_to, telemetry_config
+
+TEXT = [f"text {i:05d}" for i in range(6)]  # 10 B each
+BINARY = [bytes([i]) * 100 for i in range(4)]
+BASE = {n.PROTOCOL_NAME: "websocket"}
+
+
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+def _points(receiver: OtlpReceiver, spec: n.Instrument, **match: Any) -> list[Point]:
+    """The latest point of ``spec`` per attribute set, among those whose attributes include ``match``."""
+    return [
+        point
+        for point in receiver.latest(spec.name).values()
+        if all(point.attributes.get(key) == value for key, value in match.items())
+    ]
+
+
+def _one(receiver: OtlpReceiver, spec: n.Instrument, **match: Any) -> Point:
+    (point,) = _points(receiver, spec, **match)
+    return point
+
+
+def _api(name: str, route: str) -> dict[str, Any]:
+    return {**BASE, n.API: name, n.HTTP_ROUTE: route}
+
+
+async def _session(server: UvicornServer, gateway: ProbedGateway) -> None:
+    connections = [await connect(server.url("/ws/echo")) for _ in range(3)]
+    for ws in connections:
+        messages: list[str | bytes] = [*TEXT, *BINARY]
+        for message in messages:
+            await ws.send(message)
+            assert await ws.recv() == message
+
+    async def policy_acts() -> None:  # message policies are issue 3's: stand in for one
+        live = next(iter(gateway.gateway.telemetry.metrics._live))  # type: ignore[union-attr]
+        live.actions[("max-size", "drop", n.TO_UPSTREAM)] += 2
+
+    await gateway.on_server(policy_acts)
+    await asyncio.to_thread(gateway.gateway.telemetry.force_flush)  # while the 3 are open
+    for ws in connections:
+        await ws.close()
+    assert (await expect_status(server.url("/ws/guarded")))[0] == 403
+    assert (await expect_status(server.url("/ws/down")))[0] == 502
+    await gateway.settle()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+async def test_every_documented_metric_after_a_scripted_session(
+    otlp: OtlpReceiver, protocol: Protocol, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names, units, types, attributes and values of all instruments in ``names.INSTRUMENTS``."""
+    export_to(monkeypatch, otlp, protocol)
+    config = telemetry_config(upstream)
+    gateway = ProbedGateway(config)
+    with UvicornServer(gateway) as server:
+        await _session(server, gateway)
+        open_active = _one(otlp, n.ACTIVE_CONNECTIONS, **{n.API: "echo"})
+    # uvicorn stopped: lifespan shutdown flushed the final values
+    assert open_active.value == 3
+    echo, guarded, down = _api("echo", "/ws/echo"), _api("guarded", "/ws/guarded"), _api("down", "/ws/down")
+
+    assert _one(otlp, n.ACTIVE_CONNECTIONS, **echo).value == 0
+    assert _one(otlp, n.HANDSHAKES, **echo).attributes == {**echo, n.OUTCOME: "accepted", n.HTTP_STATUS: 101}
+    assert _one(otlp, n.HANDSHAKES, **echo).value == 3
+    assert _one(otlp, n.HANDSHAKES, **guarded).attributes == {
+        **guarded, n.OUTCOME: "denied", n.HTTP_STATUS: 403, n.ERROR_TYPE: "origin_missing"
+    }  # fmt: skip
+    assert _one(otlp, n.HANDSHAKES, **down).attributes[n.ERROR_TYPE] == "upstream_unreachable"
+    assert [_one(otlp, n.HANDSHAKE_DURATION, **api).count for api in (echo, guarded, down)] == [3, 1, 1]
+
+    backend = {**BASE, n.API: "echo", n.BACKEND: upstream.url("/echo"), n.SERVER_ADDRESS: "127.0.0.1",
+               n.SERVER_PORT: upstream.port}  # fmt: skip
+    assert _one(otlp, n.UPSTREAM_CONNECT_DURATION, **backend).attributes == {**backend, n.HTTP_STATUS: 101}
+    assert _one(otlp, n.UPSTREAM_CONNECT_DURATION, **backend).count == 3
+    failures = _points(otlp, n.UPSTREAM_CONNECT_FAILURES, **{n.API: "down"})
+    assert sorted(p.attributes[n.BACKEND] for p in failures) == sorted(config["apis"][-2]["upstreams"])
+    assert {(p.value, p.attributes[n.ERROR_TYPE]) for p in failures} == {(1, "upstream_unreachable")}
+    assert not _points(otlp, n.UPSTREAM_CONNECT_FAILURES, **{n.API: "echo"})
+
+    closed = {**echo, n.CLOSE_SIDE: "client"}
+    assert _one(otlp, n.CONNECTION_DURATION_METRIC, **echo).attributes == closed
+    assert _one(otlp, n.CONNECTION_DURATION_METRIC, **echo).count == 3
+    assert _one(otlp, n.CONNECTION_CLOSES, **echo).attributes == {**closed, n.CLOSE_CODE: 1000}
+    assert _one(otlp, n.CONNECTION_CLOSES, **echo).value == 3
+
+    for direction in (n.TO_UPSTREAM, n.TO_CLIENT):
+        for kind, count, size in (("text", 18, 18 * 10), ("binary", 12, 12 * 100)):
+            where = {**echo, n.DIRECTION: direction, n.MESSAGE_TYPE: kind}
+            assert _one(otlp, n.MESSAGES, **where).value == count
+            assert _one(otlp, n.IO, **where).value == size
+        by_size = _points(otlp, n.MESSAGE_SIZES, **echo, **{n.DIRECTION: direction})
+        sizes = {p.attributes[n.SIZE_CLASS]: p.value for p in by_size}
+        assert sizes == {"0-63": 18, "64-255": 12}
+
+    assert _one(otlp, n.POLICY_DENIALS, **guarded).attributes == {
+        **guarded,
+        n.POLICY: "origin-check",
+        n.HTTP_STATUS: 403,
+    }
+    assert _one(otlp, n.POLICY_DENIALS, **guarded).value == 1
+    action = _one(otlp, n.POLICY_ACTIONS, **echo)
+    assert action.attributes == {**echo, n.POLICY: "max-size", n.POLICY_ACTION: "drop", n.DIRECTION: n.TO_UPSTREAM}
+    assert action.value == 2
+
+    for spec in n.INSTRUMENTS:  # every instrument: type, unit, attribute keys, protocol
+        points = list(otlp.latest(spec.name).values())
+        assert points, spec.name
+        for point in points:
+            assert point.unit == spec.unit and point.protocol == protocol, spec.name
+            assert point.kind == ("histogram" if spec.kind == "histogram" else "sum"), spec.name
+            assert point.monotonic == (spec.kind == "observable_counter"), spec.name
+            keys = set(point.attributes)
+            assert set(spec.attributes) <= keys <= set(spec.attributes) | set(spec.optional), (spec.name, keys)
+            assert not keys & {n.CLIENT_ADDRESS, n.URL_PATH, n.ENDUSER_ID}, spec.name  # bounded cardinality
+            if spec.buckets is not None:
+                assert tuple(point.bounds) == spec.buckets, spec.name
