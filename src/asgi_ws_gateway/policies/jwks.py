@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from ..telemetry.tracing import current_handshake
+
 logger = logging.getLogger(__name__)
 
 Fetch = Callable[[str, float], Awaitable[bytes]]
@@ -165,8 +167,14 @@ class JwksCache:
     async def _do_refresh(self, future: asyncio.Future[None]) -> None:
         self._attempted_at = self.clock()
         self.fetches += 1
+        handshake = current_handshake()  # set when a handshake's unknown kid or first use triggered this
         try:
-            keys = parse_jwks(await self._fetch(self.url, self.timeout))
+            if handshake is None:
+                body = await self._fetch(self.url, self.timeout)
+            else:
+                with handshake.io_span("jwks fetch", attributes={"url.full": self.url}):
+                    body = await self._fetch(self.url, self.timeout)
+            keys = parse_jwks(body)
         except Exception as exc:
             if self._keys:
                 logger.warning("JWKS %s refresh failed (%s); keeping %d cached key(s)", self.url, exc, len(self._keys))

@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..telemetry.tracing import current_handshake
 from .base import Decision, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -113,15 +114,15 @@ class RedisStore:
         self._down_until = 0.0
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
-        result = await self._call(lambda: self._hit(keys=[key], args=[limit, _ms(window), member]))
+        result = await self._call(lambda: self._hit(keys=[key], args=[limit, _ms(window), member]), "hit")
         return _decision(result)
 
     async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
-        result = await self._call(lambda: self._consume(keys=[key], args=[limit, int(expires_at)]))
+        result = await self._call(lambda: self._consume(keys=[key], args=[limit, int(expires_at)]), "consume")
         return _decision(result)
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
-        result = await self._call(lambda: self._acquire(keys=[key], args=[limit, _ms(ttl), lease]))
+        result = await self._call(lambda: self._acquire(keys=[key], args=[limit, _ms(ttl), lease]), "acquire")
         return _decision(result)
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
@@ -134,19 +135,23 @@ class RedisStore:
                     await self._renew(keys=[key], args=[_ms(ttl), lease], client=pipe)
                 await pipe.execute()
 
-        await self._call(renew_all)
+        await self._call(renew_all, "renew")
 
     async def release(self, key: str, lease: str) -> None:
-        await self._call(lambda: self._redis.zrem(key, lease))
+        await self._call(lambda: self._redis.zrem(key, lease), "release")
 
     async def aclose(self) -> None:
         await self._redis.aclose()
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
         if time.monotonic() < self._down_until:
             raise StoreUnavailable("Redis is unavailable (retrying shortly)")
+        handshake = current_handshake()  # a child span of the handshake when a policy calls during one
         try:
-            return await operation()
+            if handshake is None:
+                return await operation()
+            with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
+                return await operation()
         except (RedisError, OSError) as exc:
             self._down_until = time.monotonic() + self.retry_interval
             logger.warning("Redis store failed: %s: %s", type(exc).__name__, exc)
