@@ -16,6 +16,7 @@ from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
+from .message_relay import PolicyRelay
 from .policies import GatewayPolicies
 from .relay import Relay, RelayStats
 from .responses import send_denial
@@ -204,7 +205,13 @@ class WebSocketGateway:
             return
 
         backend.active += 1
-        relay = Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
+        message_policies = policies.message_policies(handshake)  # chosen once: None keeps the plain relay
+        relay = (
+            Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
+            if message_policies is None
+            else PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
+                             policies=message_policies, handshake=handshake)
+        )  # fmt: skip
         live = self._connections.add(relay, api=api.config.name, scope=scope)
         live.subject = str(handshake.claims["sub"]) if handshake.claims and "sub" in handshake.claims else None
         live.subscription = handshake.subscription.id if handshake.subscription is not None else None

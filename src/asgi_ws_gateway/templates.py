@@ -9,6 +9,7 @@ A template is text with ``{namespace.key}`` references, compiled once at start-u
     "{subscription.id}"              also .product and .name
     "{api.name}" "{request.path}" "{request.host}"
     "{var.tier}"                     a variable a custom policy set
+    "{error.reason}"                 in a message policy's error reply: also .detail, .policy, .direction
     "{header.x-tenant|public}"       with a default when the value is missing
     "{{literal braces}}"
 
@@ -35,6 +36,7 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
     "subscription": frozenset({"id", "product", "name"}),
     "api": frozenset({"name"}),
     "request": frozenset({"path", "host", "scheme"}),
+    "error": frozenset({"reason", "detail", "policy", "direction"}),  # message policies' error replies
 }
 """Namespace -> the keys it allows (``None``: any key)."""
 
