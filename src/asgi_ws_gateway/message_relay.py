@@ -95,13 +95,15 @@ class PolicyRelay(Relay):
                     return
                 stats.messages_in += 1
                 stats.bytes_in += size
+                if self._closing:
+                    continue  # closing: only the client's disconnect matters now
                 try:
                     forward = await process(data, size)
                 except CloseConnection as close:
                     await self.close(close.code, close.detail, close.peer_code, close.peer_reason)
                     return
                 if forward is None or self._closing:
-                    continue  # dropped; or the connection is closing and the client pump awaits the disconnect
+                    continue  # dropped, or the connection started closing meanwhile
                 try:
                     await send_upstream(forward)
                 except UpstreamClosed:

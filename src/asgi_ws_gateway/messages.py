@@ -23,7 +23,7 @@ import orjson
 
 from ._types import Data
 from .errors import CloseConnection, DropMessage, MessageRejected
-from .templates import Template
+from .templates import NAMESPACES, Template
 
 if TYPE_CHECKING:
     from .handshake import HandshakeContext, Subscription
@@ -197,9 +197,14 @@ class ErrorReply:
         "policy": "{error.policy}",
     }
 
+    NAMESPACES: Mapping[str, frozenset[str] | None] = {
+        **NAMESPACES,
+        "error": frozenset({"reason", "detail", "policy", "direction"}),
+    }
+
     def __init__(self, template: str | Mapping[str, Any] = DEFAULT) -> None:
-        self.text = Template(template) if isinstance(template, str) else None
-        self.json = compile_json_template(template) if not isinstance(template, str) else None
+        self.text = Template(template, self.NAMESPACES) if isinstance(template, str) else None
+        self.json = compile_json_template(template, self.NAMESPACES) if not isinstance(template, str) else None
 
     def render(self, connection: ConnectionContext, error: MessageRejected, policy: str, direction: Direction) -> str:
         values = {"reason": error.reason, "detail": error.detail, "policy": policy, "direction": direction}
@@ -220,14 +225,14 @@ class _ErrorLookup:
         return self.connection.lookup(namespace, path)
 
 
-def compile_json_template(value: Any) -> Any:
+def compile_json_template(value: Any, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> Any:
     """A JSON value whose strings are compiled as templates (raises TemplateError)."""
     if isinstance(value, str):
-        return Template(value)
+        return Template(value, namespaces)
     if isinstance(value, Mapping):
-        return {str(k): compile_json_template(v) for k, v in value.items()}
+        return {str(k): compile_json_template(v, namespaces) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [compile_json_template(v) for v in value]
+        return [compile_json_template(v, namespaces) for v in value]
     return value
 
 

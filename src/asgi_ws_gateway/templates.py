@@ -9,7 +9,6 @@ A template is text with ``{namespace.key}`` references, compiled once at start-u
     "{subscription.id}"              also .product and .name
     "{api.name}" "{request.path}" "{request.host}"
     "{var.tier}"                     a variable a custom policy set
-    "{error.reason}"                 in a message policy's error reply: also .detail, .policy, .direction
     "{header.x-tenant|public}"       with a default when the value is missing
     "{{literal braces}}"
 
@@ -21,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +35,6 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
     "subscription": frozenset({"id", "product", "name"}),
     "api": frozenset({"name"}),
     "request": frozenset({"path", "host", "scheme"}),
-    "error": frozenset({"reason", "detail", "policy", "direction"}),  # message policies' error replies
 }
 """Namespace -> the keys it allows (``None``: any key)."""
 
@@ -64,15 +62,15 @@ class Reference:
     path: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str) -> Reference:
+    def parse(cls, text: str, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> Reference:
         match = _REF.match(text.strip())
         if not match:
             raise TemplateError(f"'{text}' is not a reference like namespace.key")
         namespace, key = match.groups()
-        if namespace not in NAMESPACES:
-            raise TemplateError(f"unknown namespace '{namespace}' in '{text}' (known: {', '.join(sorted(NAMESPACES))})")
+        if namespace not in namespaces:
+            raise TemplateError(f"unknown namespace '{namespace}' in '{text}' (known: {', '.join(sorted(namespaces))})")
         path = tuple(key.split(".")) if namespace in ("jwt", "var") else (key,)
-        allowed = NAMESPACES[namespace]
+        allowed = namespaces[namespace]
         if allowed is not None and key not in allowed:
             raise TemplateError(f"unknown key '{key}' for '{namespace}' (known: {', '.join(sorted(allowed))})")
         if namespace == "header":
@@ -104,12 +102,13 @@ class Template:
 
     Args:
         source: the template text.
+        namespaces: the namespaces it may use (default :data:`NAMESPACES`).
 
     Raises:
         TemplateError: on unbalanced braces or an unknown namespace or key.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> None:
         self.source = source
         self._parts: list[str | tuple[Reference, str]] = []
         pos = 0
@@ -122,7 +121,7 @@ class Template:
             elif match.group(1) is not None:
                 self._append(literal)
                 ref, _, default = match.group(1).partition("|")
-                self._parts.append((Reference.parse(ref), default))
+                self._parts.append((Reference.parse(ref, namespaces), default))
             else:
                 raise TemplateError(f"unbalanced '{token}' in '{source}' (write '{token * 2}' for a literal)")
         self._append(source[pos:])
