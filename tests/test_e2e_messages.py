@@ -16,7 +16,7 @@ from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_close
 from support.jwts import HS_SECRET, token
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
-from support.servers import UvicornFactory
+from support.servers import UvicornFactory, WSImpl
 from support.upstream import UpstreamServer
 
 JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
@@ -37,6 +37,7 @@ def _serve(
     *,
     policies: list[Any] | None = None,
     error_reply: dict[str, Any] | None = None,
+    ws: WSImpl = "websockets-sansio",
     **top: Any,
 ) -> tuple[WebSocketGateway, str]:
     """One API at /ws/echo in front of the upstream's echo; returns the gateway and its URL."""
@@ -48,7 +49,7 @@ def _serve(
         "message_policies": {"inbound": list(inbound), "outbound": list(outbound), "error_reply": error_reply},
     }
     gateway = WebSocketGateway(not_found, config={"apis": [api], **top})
-    server = uvicorn_server(gateway)
+    server = uvicorn_server(gateway, ws=ws)
     return gateway, server.url("/ws/echo")
 
 
@@ -69,9 +70,9 @@ def _error(text: str | bytes) -> str:
 
 
 async def test_oversize_client_message_closes_client_1009_and_upstream_1001(
-    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, ws_impl: WSImpl
 ) -> None:
-    _, url = _serve(uvicorn_server, upstream_server, [{"limit-message-size": {"max": 100}}])
+    _, url = _serve(uvicorn_server, upstream_server, [{"limit-message-size": {"max": 100}}], ws=ws_impl)
     before = len(upstream_server.closes)
     async with await connect(url) as ws:
         await ws.send("x" * 100)
@@ -83,12 +84,11 @@ async def test_oversize_client_message_closes_client_1009_and_upstream_1001(
 
 
 async def test_oversize_upstream_message_closes_upstream_1009_and_client_1001(
-    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, ws_impl: WSImpl
 ) -> None:
     """The echo of a message the inbound limit admits is too big for the outbound one."""
-    _, url = _serve(
-        uvicorn_server, upstream_server, [{"limit-message-size": {"max": 1000}}], [{"limit-message-size": {"max": 100}}]
-    )
+    _, url = _serve(uvicorn_server, upstream_server, [{"limit-message-size": {"max": 1000}}],
+                    [{"limit-message-size": {"max": 100}}], ws=ws_impl)  # fmt: skip
     before = len(upstream_server.closes)
     async with await connect(url) as ws:
         await ws.send(b"y" * 150)
@@ -291,9 +291,9 @@ def _expiry(**settings: Any) -> dict[str, Any]:
 
 
 async def test_token_expiring_mid_connection_closes_it_with_1008(
-    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, ws_impl: WSImpl
 ) -> None:
-    _, url = _serve(uvicorn_server, upstream_server, [_expiry()], policies=[JWT])
+    _, url = _serve(uvicorn_server, upstream_server, [_expiry()], policies=[JWT], ws=ws_impl)
     before = len(upstream_server.closes)
     async with await connect(url, **_auth(ttl=1)) as ws:
         await ws.send("still valid")
