@@ -48,6 +48,14 @@ def telemetry_config(upstream: UpstreamServer, **telemetry: Any) -> dict[str, An
             "policies": [{"check-origin": {"name": "origin-check", "allowed": ["https://app.example"]}}],
         }
     )
+    config["apis"].append(
+        {
+            "name": "filtered",
+            "path": "/ws/filtered",
+            "upstreams": [upstream.url("/echo")],
+            "message_policies": {"inbound": [{"limit-message-size": {"max": 10, "action": "drop"}}]},
+        }
+    )
     config["telemetry"] = telemetry
     return config
 

@@ -265,7 +265,8 @@ async def test_products_and_subscriptions_keys_shown_once_and_stored_hashed(mana
     async with managed.client() as client, managed.http() as http:
         product = await client.create_product("starter", ["echo"], display_name="Starter")
         assert product == {"name": "starter", "display_name": "Starter", "apis": ["echo"],
-                           "subscription_required": True, "policies": []}  # fmt: skip
+                           "subscription_required": True, "policies": [],
+                           "message_policies": {"inbound": [], "outbound": [], "error_reply": None}}  # fmt: skip
         assert (await http.post("products", json={"name": "starter"})).status_code == 409
         created = await client.create_subscription("starter", name="alice", subscription_id="alice-1")
         key = created["key"]

@@ -179,7 +179,7 @@ def test_message_policy_actions_are_counted_without_a_metric_call(
     stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
     connection = telemetry.handshake(config.apis[0], SCOPE).accepted("b", None, stats)
     for _ in range(3):
-        connection.policy_action("rate", "drop", n.TO_CLIENT)
+        connection.policy_action("rate", "drop", "outbound", "too_fast")
     data = reader[1].get_metrics_data()
     assert data is not None
     (metric,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
@@ -187,6 +187,7 @@ def test_message_policy_actions_are_counted_without_a_metric_call(
     (point,) = metric.data.data_points
     assert isinstance(point, NumberDataPoint) and point.value == 3
     assert point.attributes is not None and point.attributes[n.POLICY] == "rate"
+    assert (point.attributes[n.DIRECTION], point.attributes[n.POLICY_REASON]) == (n.TO_CLIENT, "too_fast")
     connection.closed(stats)
 
 

@@ -148,7 +148,9 @@ async def test_failover_attempts_are_child_spans_of_the_502_denial(
         (s for s in otlp.spans() if s.name == "upstream connect down"), key=lambda s: s.attributes[n.ATTEMPT]
     )
     assert [s.attributes[n.ATTEMPT] for s in attempts] == [1, 2]
-    assert {s.attributes[n.BACKEND] for s in attempts} == {u for u in config["apis"][-2]["upstreams"]}
+    assert {s.attributes[n.BACKEND] for s in attempts} == {
+        u for u in next(a for a in config["apis"] if a["name"] == "down")["upstreams"]
+    }
     assert all(s.parent_span_id == span.span_id and s.status_code == ERROR for s in attempts)
     assert all(s.attributes[n.ERROR_TYPE] == "upstream_unreachable" for s in attempts)
 

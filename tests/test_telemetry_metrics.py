@@ -58,11 +58,10 @@ async def _session(server: UvicornServer, gateway: ProbedGateway) -> None:
             await ws.send(message)
             assert await ws.recv() == message
 
-    async def policy_acts() -> None:  # message policies are issue 3's: stand in for one
-        live = next(iter(gateway.gateway.telemetry.metrics._live))  # type: ignore[union-attr]
-        live.actions[("max-size", "drop", n.TO_UPSTREAM)] += 2
-
-    await gateway.on_server(policy_acts)
+    async with await connect(server.url("/ws/filtered")) as filtered:  # a message policy drops two
+        for _ in range(2):
+            await filtered.send("more than ten bytes")
+            assert "message_too_big" in str(await filtered.recv())  # the error reply
     await asyncio.to_thread(gateway.gateway.telemetry.force_flush)  # while the 3 are open
     for ws in connections:
         await ws.close()
@@ -100,7 +99,9 @@ async def test_every_documented_metric_after_a_scripted_session(
     assert _one(otlp, n.UPSTREAM_CONNECT_DURATION, **backend).attributes == {**backend, n.HTTP_STATUS: 101}
     assert _one(otlp, n.UPSTREAM_CONNECT_DURATION, **backend).count == 3
     failures = _points(otlp, n.UPSTREAM_CONNECT_FAILURES, **{n.API: "down"})
-    assert sorted(p.attributes[n.BACKEND] for p in failures) == sorted(config["apis"][-2]["upstreams"])
+    assert sorted(p.attributes[n.BACKEND] for p in failures) == sorted(
+        next(a for a in config["apis"] if a["name"] == "down")["upstreams"]
+    )
     assert {(p.value, p.attributes[n.ERROR_TYPE]) for p in failures} == {(1, "upstream_unreachable")}
     assert not _points(otlp, n.UPSTREAM_CONNECT_FAILURES, **{n.API: "echo"})
 
@@ -125,8 +126,10 @@ async def test_every_documented_metric_after_a_scripted_session(
         n.HTTP_STATUS: 403,
     }
     assert _one(otlp, n.POLICY_DENIALS, **guarded).value == 1
-    action = _one(otlp, n.POLICY_ACTIONS, **echo)
-    assert action.attributes == {**echo, n.POLICY: "max-size", n.POLICY_ACTION: "drop", n.DIRECTION: n.TO_UPSTREAM}
+    filtered = _api("filtered", "/ws/filtered")
+    action = _one(otlp, n.POLICY_ACTIONS, **filtered)
+    assert action.attributes == {**filtered, n.POLICY: "limit-message-size", n.POLICY_ACTION: "drop",
+                                 n.DIRECTION: n.TO_UPSTREAM, n.POLICY_REASON: "message_too_big"}  # fmt: skip
     assert action.value == 2
 
     for spec in n.INSTRUMENTS:  # every instrument: type, unit, attribute keys, protocol

@@ -45,7 +45,7 @@ def _policy_entry(value: Any) -> Any:
         if settings is not None and not isinstance(settings, Mapping):
             raise PydanticCustomError("policy_entry", "a policy's settings must be a mapping")
         return dict(value)
-    if callable(value) or callable(getattr(value, "apply", None)):
+    if callable(value) or callable(getattr(value, "apply", None)) or callable(getattr(value, "attach", None)):
         return value
     raise PydanticCustomError("policy_entry", "a policy is a mapping of its type to its settings")
 
@@ -55,6 +55,38 @@ PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLI
 """``{validate-jwt: {...}}``; in code, also a ``Policy`` object or a plain ``async def f(context)``."""
 
 _POLICIES_DOC = "Handshake policies, run in order (see docs/policies.md)."
+
+_MESSAGE_POLICY_MARK = {"title": "asgi-ws-gateway message policy"}  # replaced by a $ref to MessagePolicy
+MessagePolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_MESSAGE_POLICY_MARK)]
+"""``{limit-message-size: {...}}``; in code, also a ``MessagePolicy`` or an ``async def f(message)`` transform."""
+
+
+class ErrorReplyConfig(_Model):
+    """The message a dropped message's sender gets (when the policy answers it)."""
+
+    format: Literal["json", "text"] = Field(default="json", description="json: a JSON object; text: a text template.")
+    template: str | dict[str, Any] | None = Field(
+        default=None,
+        description="json: an object whose strings are templates; text: a template. {error.reason}, "
+        "{error.detail}, {error.policy}, {error.direction} and the connection's values ({jwt.sub}). Default: "
+        '{"type": "error", "error": "{error.reason}", "detail": "{error.detail}", "policy": "{error.policy}"}.',
+    )
+
+    @model_validator(mode="after")
+    def _check_format(self) -> ErrorReplyConfig:
+        if self.template is not None and isinstance(self.template, str) != (self.format == "text"):
+            raise PydanticCustomError("policy_reply", "format json takes an object template, format text a string")
+        return self
+
+
+class MessagePoliciesConfig(_Model):
+    """Policies on every message of open connections, per direction (see docs/message-policies.md)."""
+
+    inbound: list[MessagePolicyEntry] = Field(default_factory=list, description="Client to upstream, in order.")
+    outbound: list[MessagePolicyEntry] = Field(default_factory=list, description="Upstream to client, in order.")
+    error_reply: ErrorReplyConfig | None = Field(
+        default=None, description="How dropped messages are answered (the nearest scope that sets it wins)."
+    )
 
 
 def _network(value: str) -> str:
@@ -181,9 +213,13 @@ class ApiConfig(_Model):
     )
     cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
     policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC + " Run after inherited ones.")
+    message_policies: MessagePoliciesConfig = Field(
+        default_factory=MessagePoliciesConfig, description="Message policies, run after inherited ones."
+    )
     skip_policies: list[str] = Field(
         default_factory=list,
-        description="Inherited (global or product) policies this API opts out of, by type or by their 'name'.",
+        description="Inherited (global or product) handshake or message policies this API opts out of, "
+        "by type or by their 'name'.",
     )
 
     @property
@@ -201,6 +237,7 @@ class ProductConfig(_Model):
         default=True, description="A subscription key is needed (false: an open product, its policies apply to all)."
     )
     policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC)
+    message_policies: MessagePoliciesConfig = Field(default_factory=MessagePoliciesConfig)
 
 
 class SubscriptionConfig(_Model):
@@ -291,6 +328,9 @@ class GatewayConfig(_Model):
     policies: list[PolicyEntry] = Field(
         default_factory=list, description=_POLICIES_DOC + " Global: they run first, for every API."
     )
+    message_policies: MessagePoliciesConfig = Field(
+        default_factory=MessagePoliciesConfig, description="Global message policies: they run first, for every API."
+    )
     products: list[ProductConfig] = Field(default_factory=list)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
@@ -307,10 +347,11 @@ class GatewayConfig(_Model):
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a configuration file (generated from the models)."""
-    from .policies.registry import policies_json_schema
+    from .policies.registry import message_policies_json_schema, policies_json_schema
 
     schema: dict[str, Any] = mark_policies(GatewayConfig.model_json_schema())
     schema.setdefault("$defs", {}).update(policies_json_schema())
+    schema["$defs"].update(message_policies_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "asgi-ws-gateway configuration"
     return schema
@@ -320,6 +361,8 @@ def mark_policies(node: Any) -> Any:
     """A JSON Schema with each policy placeholder replaced by a reference to ``#/$defs/Policy``."""
     if node == _POLICY_MARK:
         return {"$ref": "#/$defs/Policy"}
+    if node == _MESSAGE_POLICY_MARK:
+        return {"$ref": "#/$defs/MessagePolicy"}
     if isinstance(node, dict):
         return {k: mark_policies(v) for k, v in node.items()}
     if isinstance(node, list):
@@ -416,7 +459,10 @@ def _describe(error: Any) -> str:
 
 __all__ = [
     "ApiConfig",
+    "ErrorReplyConfig",
     "GatewayConfig",
+    "MessagePoliciesConfig",
+    "MessagePolicyEntry",
     "PolicyEntry",
     "ProductConfig",
     "StoreConfig",

@@ -9,6 +9,9 @@ Hierarchy::
             ├── UpstreamUnreachable     -> 502
             ├── UpstreamTimeout         -> 504
             └── UpstreamRejected        -> the upstream's own status and body
+    └── MessageRejected        a message policy stops one message of an open connection
+        ├── DropMessage        the message goes no further (the sender may get an error reply)
+        └── CloseConnection    both sides are closed (the offender with ``code``, the peer with ``peer_code``)
 """
 
 from __future__ import annotations
@@ -90,10 +93,58 @@ class UpstreamRejected(UpstreamError):
         )
 
 
+class MessageRejected(GatewayError):
+    """Raised by a message policy to stop the message it is looking at.
+
+    Attributes:
+        reason: a short machine-readable cause (``rate_limited``, ``schema_mismatch``): counted per
+            policy in ``RelayStats.policy_actions`` and sent in error replies.
+        detail: what a person reads in the error reply; never message content or a token.
+    """
+
+    action = "reject"
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+class DropMessage(MessageRejected):
+    """Drop the message; with ``reply`` (default) its sender gets an error message (see ``error_reply``).
+
+    ``action`` is what the drop is counted as (``drop``; a refresh message the gateway consumed: ``refresh``).
+    """
+
+    action = "drop"
+
+    def __init__(self, reason: str, detail: str = "", *, reply: bool = True, action: str = "drop") -> None:
+        super().__init__(reason, detail)
+        self.reply = reply
+        self.action = action
+
+
+class CloseConnection(MessageRejected):
+    """Close the connection: the message's sender gets ``code``/``detail``, the other side ``peer_code``."""
+
+    action = "close"
+
+    def __init__(
+        self, code: int, reason: str, detail: str = "", *, peer_code: int = 1001, peer_reason: str | None = None
+    ) -> None:
+        super().__init__(reason, detail)
+        self.code = code
+        self.peer_code = peer_code
+        self.peer_reason = peer_reason if peer_reason is not None else f"peer closed: {self.detail}"
+
+
 __all__ = [
+    "CloseConnection",
     "ConfigError",
+    "DropMessage",
     "GatewayError",
     "HandshakeDenied",
+    "MessageRejected",
     "UpstreamError",
     "UpstreamRejected",
     "UpstreamTimeout",

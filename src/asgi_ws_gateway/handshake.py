@@ -222,6 +222,14 @@ def _edit(items: list[tuple[str, str]], name: str, value: str | None, action: Ex
     return [*((n, v) for n, v in items if n != name), (name, value)]
 
 
+class CredentialVerifier(Protocol):
+    """Validates a token as the handshake did (``validate-jwt``), for in-band credential refresh."""
+
+    async def verify_token(self, token: str) -> dict[str, Any]:
+        """The token's claims; raises :class:`~asgi_ws_gateway.errors.HandshakeDenied` when it is refused."""
+        ...
+
+
 class HandshakeContext:
     """Everything one handshake's policies share.
 
@@ -233,6 +241,8 @@ class HandshakeContext:
         subscription: the subscription the handshake was admitted with, else None.
         variables: free-form values for custom policies (``{var.name}`` in templates).
         credential_expires_at: the credential's expiry (POSIX seconds, the JWT's ``exp``), else None.
+        credential_verifier: what validated the credential (``validate-jwt``), to validate an
+            in-band refresh of it the same way; else None.
     """
 
     def __init__(self, api: str, request: RequestView) -> None:
@@ -243,6 +253,7 @@ class HandshakeContext:
         self.subscription: Subscription | None = None
         self.variables: dict[str, Any] = {}
         self.credential_expires_at: float | None = None
+        self.credential_verifier: CredentialVerifier | None = None
         self._cleanups: list[Cleanup] = []
 
     def add_cleanup(self, cleanup: Cleanup) -> None:
@@ -388,6 +399,7 @@ class Pipeline:
 
 __all__ = [
     "ClientAddress",
+    "CredentialVerifier",
     "FunctionPolicy",
     "HandshakeContext",
     "Pipeline",

@@ -17,6 +17,7 @@ from .errors import HandshakeDenied
 from .handshake import HandshakeContext
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
+from .message_relay import PolicyRelay
 from .policies import GatewayPolicies
 from .relay import Relay
 from .responses import send_denial
@@ -245,7 +246,13 @@ class WebSocketGateway:
 
         backend.active += 1
         receive, upstream = trace.relay_io(receive, upstream)  # wrapped only for message events
-        relay = Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
+        message_policies = policies.message_policies(handshake)  # chosen once: None keeps the plain relay
+        relay = (
+            Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
+            if message_policies is None
+            else PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
+                             policies=message_policies, handshake=handshake)
+        )  # fmt: skip
         live = self._connections.add(relay, api=api.config.name, scope=scope)
         live.subject, live.subscription = _subject(handshake.claims), _subscription_id(handshake)
         guard: asyncio.Task[None] | None = None

@@ -66,6 +66,28 @@ class RelayStats:
     close_code: int | None = None
     """The code the side that closed first sent (1006: it vanished without a close frame)."""
     close_reason: str = ""
+    policy_actions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    """What message policies did: ``(policy, action, direction, reason)`` -> count. Actions are
+    ``drop``, ``close``, ``delay`` and ``refresh``; directions ``inbound`` (client to upstream) and
+    ``outbound``. Messages a policy dropped are still counted in ``messages_*``/``bytes_*``."""
+
+    # The plain relay's pumps count inline (a method call per message is measurable there); the
+    # policy relay, which spends far more per message, counts through these two.
+    def count_in(self, size: int, binary: bool) -> None:
+        self.messages_in += 1
+        self.bytes_in += size
+        if binary:
+            self.binary_in += 1
+            self.binary_bytes_in += size
+        self.sizes_in[min(size.bit_length(), len(self.sizes_in) - 1)] += 1
+
+    def count_out(self, size: int, binary: bool) -> None:
+        self.messages_out += 1
+        self.bytes_out += size
+        if binary:
+            self.binary_out += 1
+            self.binary_bytes_out += size
+        self.sizes_out[min(size.bit_length(), len(self.sizes_out) - 1)] += 1
 
 
 class Relay:
@@ -173,13 +195,16 @@ class Relay:
                 except UpstreamClosed:
                     return  # the other pump reports how the upstream ended
             elif message["type"] == "websocket.disconnect":
-                self._client_open = False
-                if not self._closing:
-                    self._closing = True
-                    code, reason = message.get("code", 1005), message.get("reason") or ""
-                    stats.closed_by, stats.close_code, stats.close_reason = "client", code, reason
-                    await self._upstream.close(wire_code(code), wire_reason(reason))
+                await self._client_left(message)
                 return
+
+    async def _client_left(self, message: Message) -> None:
+        self._client_open = False
+        if not self._closing:
+            self._closing = True
+            code, reason = message.get("code", 1005), message.get("reason") or ""
+            self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "client", code, reason
+            await self._upstream.close(wire_code(code), wire_reason(reason))
 
     async def _upstream_to_client(self) -> None:
         recv, send, stats = self._upstream.recv, self._send, self.stats

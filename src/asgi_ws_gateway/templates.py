@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,15 +62,15 @@ class Reference:
     path: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str) -> Reference:
+    def parse(cls, text: str, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> Reference:
         match = _REF.match(text.strip())
         if not match:
             raise TemplateError(f"'{text}' is not a reference like namespace.key")
         namespace, key = match.groups()
-        if namespace not in NAMESPACES:
-            raise TemplateError(f"unknown namespace '{namespace}' in '{text}' (known: {', '.join(sorted(NAMESPACES))})")
+        if namespace not in namespaces:
+            raise TemplateError(f"unknown namespace '{namespace}' in '{text}' (known: {', '.join(sorted(namespaces))})")
         path = tuple(key.split(".")) if namespace in ("jwt", "var") else (key,)
-        allowed = NAMESPACES[namespace]
+        allowed = namespaces[namespace]
         if allowed is not None and key not in allowed:
             raise TemplateError(f"unknown key '{key}' for '{namespace}' (known: {', '.join(sorted(allowed))})")
         if namespace == "header":
@@ -102,12 +102,13 @@ class Template:
 
     Args:
         source: the template text.
+        namespaces: the namespaces it may use (default :data:`NAMESPACES`).
 
     Raises:
         TemplateError: on unbalanced braces or an unknown namespace or key.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> None:
         self.source = source
         self._parts: list[str | tuple[Reference, str]] = []
         pos = 0
@@ -120,7 +121,7 @@ class Template:
             elif match.group(1) is not None:
                 self._append(literal)
                 ref, _, default = match.group(1).partition("|")
-                self._parts.append((Reference.parse(ref), default))
+                self._parts.append((Reference.parse(ref, namespaces), default))
             else:
                 raise TemplateError(f"unbalanced '{token}' in '{source}' (write '{token * 2}' for a literal)")
         self._append(source[pos:])

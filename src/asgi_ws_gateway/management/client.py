@@ -31,6 +31,7 @@ class Product(TypedDict):
     apis: list[str]
     subscription_required: bool
     policies: list[dict[str, Any]]
+    message_policies: dict[str, Any]
 
 
 class Subscription(TypedDict):

@@ -157,19 +157,27 @@ class ValidateJwt:
         token = self._find_token(context)
         if token is None:
             raise _unauthorized("a bearer token is required", "token_missing", error=None)
-        claims = await self._verify(token)
+        claims = await self.verify_token(token)
         context.claims = claims
         exp = claims.get("exp")
         if isinstance(exp, int | float):
             context.credential_expires_at = float(exp)
+        context.credential_verifier = self
+
+    async def verify_token(self, token: str) -> dict[str, Any]:
+        """The claims of a token validated with these settings (signature, times, issuer, audience,
+        claim checks); raises ``HandshakeDenied``. Also used for in-band credential refresh."""
+        claims = await self._verify(token)
+        lookup = _Claims(claims)
         for check in self.checks:
-            if not check.holds(context):
+            if not check.holds(lookup):
                 raise deny(
                     403,
                     f"the token's claim '{check.ref.path[0]}' does not satisfy the API's requirement",
                     reason="token_claims",
                     headers=[(b"www-authenticate", b'Bearer error="insufficient_scope"')],
                 )
+        return claims
 
     def _find_token(self, context: HandshakeContext) -> str | None:
         request = context.request
@@ -253,6 +261,21 @@ class ValidateJwt:
                         headers=[(b"retry-after", b"5")],
                     ) from None
         return keys
+
+
+class _Claims:
+    """Claim checks' view of a token's claims (``{jwt.*}`` only)."""
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.claims = claims
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        value: object = self.claims if namespace == "jwt" else None
+        for key in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
 
 
 def _explain(error: jwt.InvalidTokenError | None) -> str:

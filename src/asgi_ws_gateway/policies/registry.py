@@ -14,11 +14,15 @@ from .._types import Scope
 from ..config import GatewayConfig, mark_policies
 from ..forwarded import Networks
 from ..handshake import FunctionPolicy, HandshakeContext, Pipeline, Policy, RequestView
+from ..messages import MessagePolicy, MessagePolicySet
 from ..state.base import Store
 from ..state.memory import MemoryStore
-from . import auth, control, limits, network, transform  # noqa: F401 - registers the built-in policy types
-from .base import REGISTRY, Loc, PolicyProblem
+from . import auth, control, credentials, limits, message_rates, network, transform  # noqa: F401 - registers types
+from . import messages as message_policies  # noqa: F401 - registers the built-in message policy types
+from .base import REGISTRY, Loc, PolicyProblem, PolicyType
 from .jwks import JwksCache, fetch_url
+from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
+from .message_registry import MessagePolicies
 from .products import SubscriptionGate
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,11 @@ def _describe(loc: Loc, error: Any) -> str:
     return f"{where}: {message.removeprefix('Value error, ')}"
 
 
+_Kind = tuple[Mapping[str, PolicyType], str, Callable[[Any], Any], str]
+_HANDSHAKE: _Kind = (REGISTRY, "apply", FunctionPolicy, "policy")
+_MESSAGES: _Kind = (MESSAGE_REGISTRY, "attach", FunctionMessagePolicy, "message policy")
+
+
 class PolicyBuilder:
     """Builds policies from configuration entries, collecting every problem instead of stopping."""
 
@@ -56,20 +65,27 @@ class PolicyBuilder:
         self._jwks: dict[str, JwksCache] = {}
 
     def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
-        policies: list[Policy] = []
+        return self._build_all(entries, loc, counter, _HANDSHAKE)
+
+    def build_message_policies(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[MessagePolicy]:
+        """Message policies (``limit-message-size``, ...; a plain async function is a transform)."""
+        return self._build_all(entries, loc, counter, _MESSAGES)
+
+    def _build_all(self, entries: Sequence[Any], loc: Loc, counter: str, kind: _Kind) -> list[Any]:
+        policies: list[Any] = []
         for i, entry in enumerate(entries):
-            policy = self._build_one(entry, (*loc, i), f"{counter}.{i}")
+            policy = self._build_one(entry, (*loc, i), f"{counter}.{i}", kind)
             if policy is not None:
                 policies.append(policy)
         return policies
 
-    def _build_one(self, entry: Any, loc: Loc, counter: str) -> Policy | None:
+    def _build_one(self, entry: Any, loc: Loc, counter: str, family: _Kind) -> Any:
+        registry, method, wrap, what = family
         if not isinstance(entry, Mapping):
-            if hasattr(entry, "apply") and hasattr(entry, "name"):
-                return entry  # type: ignore[no-any-return]
+            if hasattr(entry, method) and hasattr(entry, "name"):
+                return entry
             try:
-                function_policy: Policy = FunctionPolicy(entry)
-                return function_policy
+                return wrap(entry)
             except TypeError as exc:
                 self.problems.append(f"{loc_text(loc)}: {exc}")
                 return None
@@ -77,10 +93,10 @@ class PolicyBuilder:
             self.problems.append(f"{loc_text(loc)}: a policy is a mapping of its type to its settings")
             return None
         type_name = str(next(iter(entry)))
-        kind = REGISTRY.get(type_name)
+        kind = registry.get(type_name)
         if kind is None:
-            known = ", ".join(sorted(REGISTRY))
-            self.problems.append(f"{loc_text(loc)}: unknown policy type '{type_name}' (known: {known})")
+            known = ", ".join(sorted(registry))
+            self.problems.append(f"{loc_text(loc)}: unknown {what} type '{type_name}' (known: {known})")
             return None
         loc = (*loc, type_name)
         raw = dict(raw or {})
@@ -187,15 +203,17 @@ class GatewayPolicies:
             p.name: builder.build(p.policies, ("products", i, "policies"), f"product:{p.name}")
             for i, p in enumerate(config.products)
         }
+        self.messages = MessagePolicies(config, builder)
         for i, api in enumerate(config.apis):
             api_policies = builder.build(api.policies, ("apis", i, "policies"), f"api:{api.name}")
             mine = [p for p in config.products if api.name in p.apis]
             inherited = [*global_policies, *(policy for p in mine for policy in products[p.name])]
+            names = {p.name for p in inherited} | self.messages.inherited_names(api.name)
             for j, skipped in enumerate(api.skip_policies):
-                if not any(policy.name == skipped for policy in inherited):
+                if skipped not in names:
                     builder.problems.append(
                         f"apis[{i}].skip_policies[{j}]: no inherited policy is named '{skipped}' "
-                        f"(inherited: {', '.join(sorted({p.name for p in inherited})) or 'none'})"
+                        f"(inherited: {', '.join(sorted(names)) or 'none'})"
                     )
             skip = set(api.skip_policies)
             self.pipelines[api.name] = Pipeline(
@@ -209,6 +227,10 @@ class GatewayPolicies:
     def context(self, api: str, scope: Scope, params: Mapping[str, str]) -> HandshakeContext:
         """A fresh context for one handshake (cheap: the request is parsed as policies read it)."""
         return HandshakeContext(api, RequestView(scope, params, self._trusted, self._forwarded_header))
+
+    def message_policies(self, context: HandshakeContext) -> MessagePolicySet | None:
+        """The message policies of an admitted connection (None: relay its messages untouched)."""
+        return self.messages.for_connection(context)
 
     async def run(self, context: HandshakeContext) -> None:
         """Run the API's pipeline; raises ``HandshakeDenied``. Resources taken are released on denial."""
@@ -242,10 +264,19 @@ def check_policies(config: GatewayConfig) -> list[str]:
 
 def policies_json_schema() -> dict[str, Any]:
     """``$defs`` for configuration files' JSON Schema: ``Policy`` is one of the registered types."""
+    return _json_schema(REGISTRY, "Policy", "One handshake policy: {type-name: settings}.")
+
+
+def message_policies_json_schema() -> dict[str, Any]:
+    """``$defs`` for configuration files' JSON Schema: ``MessagePolicy`` is one of the registered types."""
+    return _json_schema(MESSAGE_REGISTRY, "MessagePolicy", "One message policy: {type-name: settings}.")
+
+
+def _json_schema(registry: Mapping[str, PolicyType], name: str, description: str) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     choices = []
-    for type_name in sorted(REGISTRY):
-        settings = REGISTRY[type_name].Settings.model_json_schema(ref_template="#/$defs/{model}")
+    for type_name in sorted(registry):
+        settings = registry[type_name].Settings.model_json_schema(ref_template="#/$defs/{model}")
         settings = mark_policies(settings)
         defs.update(settings.pop("$defs", {}))
         title = type_name.title().replace("-", "") + "Policy"
@@ -258,8 +289,15 @@ def policies_json_schema() -> dict[str, Any]:
                 "additionalProperties": False,
             }
         )
-    defs["Policy"] = {"description": "One handshake policy: {type-name: settings}.", "oneOf": choices}
+    defs[name] = {"description": description, "oneOf": choices}
     return defs
 
 
-__all__ = ["GatewayPolicies", "PolicyBuilder", "check_policies", "make_store", "policies_json_schema"]
+__all__ = [
+    "GatewayPolicies",
+    "PolicyBuilder",
+    "check_policies",
+    "make_store",
+    "message_policies_json_schema",
+    "policies_json_schema",
+]

@@ -36,6 +36,21 @@ class Decision:
     retry_after: float = 0.0
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What :meth:`Store.reserve` granted from a fixed window's counters.
+
+    Attributes:
+        granted: per counter, how much was granted (less than asked when the limit was near).
+        window: the index of the window (its start divided by its length, on the store's clock).
+        resets_in: seconds until that window ends.
+    """
+
+    granted: tuple[int, ...]
+    window: int
+    resets_in: float
+
+
 def store_key(prefix: str, kind: str, counter: str, key: str) -> str:
     """``prefix:kind:{counter:digest}``: the braces are the Redis Cluster hash tag."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
@@ -63,6 +78,14 @@ class Store(Protocol):
         """Count one event against a quota of ``limit`` whose counter ends at ``expires_at`` (POSIX s)."""
         ...
 
+    async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
+        """Take ``amount`` from each of a fixed window's counters, given as ``(amount, limit)`` pairs.
+
+        Windows are ``window`` seconds long, aligned on the store's clock; each counter grants what
+        is left when less than ``amount`` is (message rate limits reserve budgets in batches).
+        """
+        ...
+
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         """Take a lease (valid ``ttl`` seconds unless renewed) if fewer than ``limit`` live ones exist."""
         ...
@@ -80,4 +103,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Decision", "Store", "StoreUnavailable", "retry_after", "store_key"]
+__all__ = ["Decision", "Reservation", "Store", "StoreUnavailable", "retry_after", "store_key"]

@@ -6,11 +6,12 @@ the Redis store to share limits between workers and hosts.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from .base import Decision
+from .base import Decision, Reservation
 
 _SWEEP_EVERY = 1024  # operations between sweeps of expired entries
 
@@ -29,6 +30,7 @@ class MemoryStore:
         self._windows: dict[str, tuple[float, deque[float]]] = {}
         self._counters: dict[str, tuple[float, int]] = {}
         self._leases: dict[str, dict[str, float]] = {}
+        self._reserved: dict[str, tuple[int, list[int], float]] = {}  # key -> (window, counts, end)
         self._ops = 0
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
@@ -51,6 +53,20 @@ class MemoryStore:
             return Decision(False, 0, max(0.0, expires_at - now))
         self._counters[key] = (expires_at, count + 1)
         return Decision(True, limit - count - 1)
+
+    async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
+        now = self._tick()
+        index = math.floor(now / window)
+        stored = self._reserved.get(key)
+        counts = stored[1] if stored is not None and stored[0] == index else [0] * len(requests)
+        granted = []
+        for i, (amount, limit) in enumerate(requests):
+            grant = max(0, min(amount, limit - counts[i]))
+            counts[i] += grant
+            granted.append(grant)
+        end = (index + 1) * window
+        self._reserved[key] = (index, counts, end)
+        return Reservation(tuple(granted), index, max(0.0, end - now))
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         now = self._tick()
@@ -97,6 +113,7 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
         self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+        self._reserved = {k: v for k, v in self._reserved.items() if v[2] > now}
         self._leases = {k: live for k in list(self._leases) if (live := self._live(k, now))}
 
 

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..telemetry.tracing import current_handshake
-from .base import Decision, StoreUnavailable
+from .base import Decision, Reservation, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,6 +87,33 @@ return 1
 )
 
 
+# KEYS[1] hash {w: window index, c1.. counters}; ARGV window ms, then (amount, limit) pairs
+# -> {granted..., window index, ms until the window ends}
+_RESERVE = (
+    _NOW_MS
+    + """
+local window = tonumber(ARGV[1])
+local w = math.floor(now / window)
+local fresh = tonumber(redis.call('HGET', KEYS[1], 'w')) ~= w
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local field = 'c' .. (i / 2)
+  local n = 0
+  if not fresh then n = tonumber(redis.call('HGET', KEYS[1], field) or '0') end
+  local grant = math.max(0, math.min(tonumber(ARGV[i]), tonumber(ARGV[i + 1]) - n))
+  redis.call('HSET', KEYS[1], field, n + grant)
+  out[#out + 1] = grant
+end
+redis.call('HSET', KEYS[1], 'w', w)
+local left = (w + 1) * window - now
+redis.call('PEXPIRE', KEYS[1], left + 1000)
+out[#out + 1] = w
+out[#out + 1] = left
+return out
+"""
+)
+
+
 class RedisStore:
     """A :class:`~asgi_ws_gateway.state.base.Store` on Redis.
 
@@ -111,6 +138,7 @@ class RedisStore:
         self._consume = self._redis.register_script(_CONSUME)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
+        self._reserve = self._redis.register_script(_RESERVE)
         self._down_until = 0.0
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
@@ -120,6 +148,12 @@ class RedisStore:
     async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
         result = await self._call(lambda: self._consume(keys=[key], args=[limit, int(expires_at)]), "consume")
         return _decision(result)
+
+    async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
+        args = [_ms(window), *(n for pair in requests for n in pair)]
+        result = await self._call(lambda: self._reserve(keys=[key], args=args), "reserve")
+        *granted, index, left_ms = (int(x) for x in result)
+        return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         result = await self._call(lambda: self._acquire(keys=[key], args=[limit, _ms(ttl), lease]), "acquire")

@@ -49,6 +49,7 @@ class ConnectionTrace:
         self._closed = False
         self._otel_token: object | None = None
         self._live: LiveConnection | None = None
+        self._stats = stats
         api = handshake.api
         if telemetry.tracer is not None:
             attrs = self._attributes()
@@ -75,10 +76,11 @@ class ConnectionTrace:
             attrs[n.SUBSCRIPTION] = handshake.subscription
         return attrs
 
-    def policy_action(self, policy: str, action: str, direction: str) -> None:
-        """Count a message policy's action (``drop``, ``close``, ``transform``...): a dict increment."""
-        if self._live is not None:
-            self._live.actions[(policy, action, direction)] += 1
+    def policy_action(self, policy: str, action: str, direction: str, reason: str = "") -> None:
+        """Count a custom message policy's action (``direction``: ``inbound`` or ``outbound``): a dict
+        increment in the relay's counters, which the ``ws_gateway.policy.actions`` metric reads."""
+        key = (policy, action, direction, reason)
+        self._stats.policy_actions[key] = self._stats.policy_actions.get(key, 0) + 1
 
     def closed(self, stats: RelayStats) -> None:
         """Both sides are closed: end the span, record the metrics, write the access log (once)."""

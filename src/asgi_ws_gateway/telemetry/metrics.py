@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 Attrs = dict[str, str | int]
 AttrsKey = tuple[tuple[str, str | int], ...]
-ActionKey = tuple[str, str, str]
+ActionKey = tuple[str, str, str, str]
+"""(policy, action, direction, reason), as ``RelayStats.policy_actions`` keys them."""
 """(policy, action, direction)."""
 
 
@@ -36,7 +37,6 @@ class LiveConnection:
     key: str
     """The API name: its base attributes are ``Metrics.base[key]``."""
     stats: RelayStats
-    actions: Tally[ActionKey] = field(default_factory=Tally)
 
 
 class _Totals:
@@ -64,7 +64,7 @@ class _Totals:
             for size_class, count in zip(_CLASS_OF_SLOT, slots, strict=False):  # fewer slots than classes
                 if count:
                     totals[size_class] += count
-        self.actions.update(live.actions)
+        self.actions.update(s.policy_actions)  # what message policies did, counted by the relay
 
     def copy(self) -> _Totals:
         other = _Totals()
@@ -208,9 +208,14 @@ class Metrics:
 
     def _observe_actions(self, options: CallbackOptions) -> Iterator[Observation]:
         for api, totals in self._snapshot().items():
-            for (policy, action, direction), value in totals.actions.items():
-                attrs = {**self.base[api], n.POLICY: policy, n.POLICY_ACTION: action, n.DIRECTION: direction}
+            for (policy, action, direction, reason), value in totals.actions.items():
+                where = _POLICY_DIRECTIONS.get(direction, direction)
+                attrs = {**self.base[api], n.POLICY: policy, n.POLICY_ACTION: action, n.DIRECTION: where,
+                         n.POLICY_REASON: reason}  # fmt: skip
                 yield Observation(value, attrs)
+
+
+_POLICY_DIRECTIONS = {"inbound": n.TO_UPSTREAM, "outbound": n.TO_CLIENT}
 
 
 def _histogram(meter: Meter, spec: n.Instrument) -> Histogram:

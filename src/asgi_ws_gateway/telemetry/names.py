@@ -42,6 +42,7 @@ API = "ws_gateway.api.name"
 OUTCOME = "ws_gateway.handshake.outcome"
 POLICY = "ws_gateway.policy.name"
 POLICY_ACTION = "ws_gateway.policy.action"
+POLICY_REASON = "ws_gateway.policy.reason"
 SUBPROTOCOL = "ws_gateway.subprotocol"
 SUBSCRIPTION = "ws_gateway.subscription"
 BACKEND = "ws_gateway.backend"
@@ -165,8 +166,8 @@ POLICY_DENIALS = Instrument(
 )  # fmt: skip
 POLICY_ACTIONS = Instrument(
     "ws_gateway.policy.actions", "observable_counter", "{action}",
-    "Actions message policies took (drop, close, transform, ...), by policy, action and direction.",
-    (*_BASE, POLICY, POLICY_ACTION, DIRECTION),
+    "Actions message policies took (drop, close, delay, refresh), by policy, action, direction and reason.",
+    (*_BASE, POLICY, POLICY_ACTION, DIRECTION, POLICY_REASON),
 )  # fmt: skip
 
 INSTRUMENTS = (

@@ -1,0 +1,348 @@
+"""Message policies at run time: the message, the connection's context, the per-direction pipeline.
+
+A :class:`MessagePolicy` is built once from the configuration. For each connection whose API has
+message policies, every policy is *attached* once per direction it is declared in and returns a
+handler (or None when it has nothing to do for this connection); the handlers of one direction form
+a :class:`Pipeline`. The relay awaits ``Pipeline.process`` for each message before it sends the
+message on and before it receives the next one, so a policy that waits (a rate limit that delays)
+slows the sender down exactly as a slow receiver would: backpressure, nothing queued.
+
+A handler returns (the message goes on, possibly changed through :class:`WsMessage`), raises
+:class:`~asgi_ws_gateway.errors.DropMessage` (it goes no further; its sender may get an error
+reply) or :class:`~asgi_ws_gateway.errors.CloseConnection`. A handler may be a plain function (no
+coroutine is made for a check that never waits) or return an awaitable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import orjson
+
+from ._types import Data
+from .errors import CloseConnection, DropMessage, MessageRejected
+from .templates import NAMESPACES, Template
+
+if TYPE_CHECKING:
+    from .handshake import HandshakeContext, Subscription
+    from .relay import RelayStats
+
+logger = logging.getLogger(__name__)
+
+Direction = Literal["inbound", "outbound"]
+"""``inbound``: client to upstream; ``outbound``: upstream to client."""
+
+_UNSET: Any = object()
+
+
+class WsMessage:
+    """One message in a pipeline. Replace it with :meth:`replace` or :meth:`set_json`.
+
+    Attributes:
+        direction: ``inbound`` (from the client) or ``outbound`` (from the upstream).
+        connection: the connection it travels on.
+    """
+
+    __slots__ = ("_data", "_json", "_size", "_text", "connection", "direction")
+
+    def __init__(self, data: Data, size: int, direction: Direction, connection: ConnectionContext) -> None:
+        self._data: Data | None = data
+        self._size = size
+        self._text = isinstance(data, str)
+        self._json: Any = _UNSET
+        self.direction = direction
+        self.connection = connection
+
+    @property
+    def data(self) -> Data:
+        """The message as it will be sent: ``str`` for a text frame, ``bytes`` for a binary one."""
+        if self._data is None:  # set_json() was called: serialize once, keeping the frame type
+            encoded = orjson.dumps(self._json)
+            self._data = encoded.decode() if self._text else encoded
+            self._size = len(encoded)
+        return self._data
+
+    @property
+    def is_text(self) -> bool:
+        return self._text
+
+    @property
+    def size(self) -> int:
+        """Payload bytes (UTF-8 length of a text message)."""
+        if self._data is None:
+            self.data  # noqa: B018 - serializes and sets the size
+        return self._size
+
+    def json(self) -> Any:
+        """The message parsed as JSON (parsed once per message, shared by every policy).
+
+        Raises:
+            ValueError: the message is not JSON.
+        """
+        if self._json is _UNSET:
+            assert self._data is not None
+            self._json = orjson.loads(self._data)  # JSONDecodeError is a ValueError
+        return self._json
+
+    def set_json(self, value: Any) -> None:
+        """Replace the message with ``value`` serialized as JSON (same frame type)."""
+        self._json = value
+        self._data = None
+
+    def replace(self, data: Data) -> None:
+        """Replace the message; ``str`` is sent as a text frame, ``bytes`` as a binary one."""
+        self._data = data
+        self._text = isinstance(data, str)
+        self._json = _UNSET
+        self._size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+
+
+MessageHandler = Callable[[WsMessage], "Awaitable[None] | None"]
+"""What a policy does to each message of one connection in one direction."""
+
+
+class MessagePolicy(Protocol):
+    """A message policy type's instance, built once from the configuration."""
+
+    name: str
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler | None:
+        """Called once per connection and direction; None when there is nothing to do for it."""
+        ...
+
+
+class RelayControls(Protocol):
+    """What the relay lets message policies do to their connection."""
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None: ...
+
+    async def send_to_client(self, data: Data) -> bool: ...
+
+    async def send_to_upstream(self, data: Data) -> bool: ...
+
+    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
+
+
+class ConnectionContext:
+    """One open connection as its message policies see it.
+
+    Attributes:
+        handshake: the connection's handshake context (request view, claims, subscription, ...).
+        state: free per-connection storage for your own policies.
+        stats: the relay's counters (read-only for policies; use :meth:`count`).
+    """
+
+    def __init__(self, handshake: HandshakeContext, stats: RelayStats, controls: RelayControls) -> None:
+        self.handshake = handshake
+        self.stats = stats
+        self.state: dict[str, Any] = {}
+        self._controls = controls
+
+    @property
+    def api(self) -> str:
+        return self.handshake.api
+
+    @property
+    def claims(self) -> dict[str, Any] | None:
+        """The validated JWT's claims (updated by an in-band credential refresh)."""
+        return self.handshake.claims
+
+    @property
+    def subscription(self) -> Subscription | None:
+        return self.handshake.subscription
+
+    @property
+    def path_params(self) -> Mapping[str, str]:
+        return self.handshake.request.path_params
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        """Template values, as in the handshake (``{jwt.sub}``, ``{path.room}``, ...)."""
+        return self.handshake.lookup(namespace, path)
+
+    def count(self, policy: str, action: str, direction: Direction, reason: str) -> None:
+        """Count one action of a policy in ``stats.policy_actions`` (read by telemetry)."""
+        actions = self.stats.policy_actions
+        key = (policy, action, direction, reason)
+        actions[key] = actions.get(key, 0) + 1
+
+    async def close(self, code: int, reason: str, *, upstream_code: int = 1001, upstream_reason: str = "") -> None:
+        """Close both sides from outside the pumps (a timer): the client with ``code``, the upstream with 1001."""
+        await self._controls.close(code, reason, upstream_code, upstream_reason or f"client closed: {reason}")
+
+    async def send_to_client(self, data: Data) -> bool:
+        """Send a message of the gateway's own to the client; False once it is closing."""
+        return await self._controls.send_to_client(data)
+
+    async def send_to_upstream(self, data: Data) -> bool:
+        return await self._controls.send_to_upstream(data)
+
+    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task()`` while the connection is relayed; it is cancelled when the connection ends."""
+        self._controls.start(task)
+
+
+class ErrorReply:
+    """How a dropped message's sender is told: a JSON object or a text template.
+
+    Templates see the connection's values (``{jwt.sub}``) and ``{error.reason}``, ``{error.detail}``,
+    ``{error.policy}``, ``{error.direction}``.
+    """
+
+    DEFAULT: Mapping[str, Any] = {
+        "type": "error",
+        "error": "{error.reason}",
+        "detail": "{error.detail}",
+        "policy": "{error.policy}",
+    }
+
+    NAMESPACES: Mapping[str, frozenset[str] | None] = {
+        **NAMESPACES,
+        "error": frozenset({"reason", "detail", "policy", "direction"}),
+    }
+
+    def __init__(self, template: str | Mapping[str, Any] = DEFAULT) -> None:
+        self.text = Template(template, self.NAMESPACES) if isinstance(template, str) else None
+        self.json = compile_json_template(template, self.NAMESPACES) if not isinstance(template, str) else None
+
+    def render(self, connection: ConnectionContext, error: MessageRejected, policy: str, direction: Direction) -> str:
+        values = {"reason": error.reason, "detail": error.detail, "policy": policy, "direction": direction}
+        lookup = _ErrorLookup(connection, values)
+        if self.text is not None:
+            return self.text.render(lookup)
+        return orjson.dumps(render_json_template(self.json, lookup)).decode()
+
+
+class _ErrorLookup:
+    def __init__(self, connection: ConnectionContext, values: dict[str, str]) -> None:
+        self.connection = connection
+        self.values = values
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        if namespace == "error":
+            return self.values.get(path[0])
+        return self.connection.lookup(namespace, path)
+
+
+def compile_json_template(value: Any, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> Any:
+    """A JSON value whose strings are compiled as templates (raises TemplateError)."""
+    if isinstance(value, str):
+        return Template(value, namespaces)
+    if isinstance(value, Mapping):
+        return {str(k): compile_json_template(v, namespaces) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [compile_json_template(v, namespaces) for v in value]
+    return value
+
+
+def render_json_template(value: Any, lookup: Any) -> Any:
+    """Render a compiled JSON template. A string that is one reference keeps the value's JSON type."""
+    if isinstance(value, Template):
+        refs = value.references
+        if len(refs) == 1 and value.source.strip() == "{" + str(refs[0]) + "}":
+            found = refs[0].resolve(lookup)
+            return found if found is None or isinstance(found, str | int | float | bool | list | dict) else str(found)
+        return value.render(lookup)
+    if isinstance(value, dict):
+        return {k: render_json_template(v, lookup) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_json_template(v, lookup) for v in value]
+    return value
+
+
+class Pipeline:
+    """The handlers one direction of one connection runs, in order."""
+
+    __slots__ = ("connection", "direction", "handlers", "reply")
+
+    def __init__(
+        self,
+        handlers: list[tuple[str, MessageHandler]],
+        direction: Direction,
+        connection: ConnectionContext,
+        reply: ErrorReply,
+    ) -> None:
+        self.handlers = handlers
+        self.direction = direction
+        self.connection = connection
+        self.reply = reply
+
+    async def process(self, data: Data, size: int) -> Data | None:
+        """The message to send on, or None when a policy dropped it (after answering its sender).
+
+        Raises:
+            CloseConnection: a policy closes the connection (counted; the caller closes).
+        """
+        message = WsMessage(data, size, self.direction, self.connection)
+        for name, handler in self.handlers:
+            try:
+                pending = handler(message)
+                if pending is not None:
+                    await pending
+            except DropMessage as drop:
+                self.connection.count(name, drop.action, self.direction, drop.reason)
+                if drop.reply:
+                    await self._answer(drop, name)
+                return None
+            except CloseConnection as close:
+                self.connection.count(name, "close", self.direction, close.reason)
+                logger.info("API %s: message policy %s closes the connection: %s", self.connection.api, name,
+                            close.reason)  # fmt: skip
+                raise
+            except Exception:
+                logger.exception("API %s: message policy %s failed", self.connection.api, name)
+                self.connection.count(name, "close", self.direction, "policy_error")
+                raise CloseConnection(1011, "policy_error", "a message policy failed") from None
+        return message.data
+
+    async def _answer(self, drop: DropMessage, policy: str) -> None:
+        text = self.reply.render(self.connection, drop, policy, self.direction)
+        if self.direction == "inbound":
+            await self.connection.send_to_client(text)
+        else:
+            await self.connection.send_to_upstream(text)
+
+
+class MessagePolicySet:
+    """The message policies of one API (for one product), and how errors are answered."""
+
+    def __init__(
+        self, inbound: list[MessagePolicy], outbound: list[MessagePolicy], reply: ErrorReply | None = None
+    ) -> None:
+        self.inbound = inbound
+        self.outbound = outbound
+        self.reply = reply or ErrorReply()
+
+    def __bool__(self) -> bool:
+        return bool(self.inbound or self.outbound)
+
+    def attach(self, connection: ConnectionContext) -> tuple[Pipeline | None, Pipeline | None]:
+        """The connection's inbound and outbound pipelines (None: no handler in that direction)."""
+        inbound = self._pipeline(self.inbound, "inbound", connection)
+        return inbound, self._pipeline(self.outbound, "outbound", connection)
+
+    def _pipeline(
+        self, policies: list[MessagePolicy], direction: Direction, connection: ConnectionContext
+    ) -> Pipeline | None:
+        handlers = []
+        for policy in policies:
+            handler = policy.attach(connection, direction)
+            if handler is not None:
+                handlers.append((policy.name, handler))
+        return Pipeline(handlers, direction, connection, self.reply) if handlers else None
+
+
+__all__ = [
+    "ConnectionContext",
+    "Direction",
+    "ErrorReply",
+    "MessageHandler",
+    "MessagePolicy",
+    "MessagePolicySet",
+    "Pipeline",
+    "RelayControls",
+    "WsMessage",
+    "compile_json_template",
+    "render_json_template",
+]

@@ -1,0 +1,228 @@
+"""``rate-limit-messages``: messages and bytes per window, per connection or per key across workers.
+
+Windows are fixed: at most ``messages`` messages and ``bytes`` bytes in each window of ``window``
+seconds. Without ``key`` the budget is the connection's own, counted in memory. With ``key``
+(``{jwt.sub}``, ``{subscription.id}``) every connection with that key, on every worker and host,
+shares it through the store (Redis or memory). To avoid a round trip per message, each worker
+reserves a *batch* of the window's budget at a time (``batch`` x the limit) and spends it locally:
+a busy key costs about ``1 / batch`` store calls per window and worker, and a key whose window is
+spent costs none until the window ends. The price is that a worker may hold up to a batch it does
+not use while another worker is refused: at most ``workers x batch x limit`` of a window.
+
+On excess: ``delay`` holds the message until the window has room (backpressure: the sender's
+next messages wait in its socket), ``drop`` drops it and answers the sender, ``close`` closes with
+``close_code`` (1013 try again later, or 1008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..errors import CloseConnection, DropMessage
+from ..messages import ConnectionContext, Direction, MessageHandler, WsMessage
+from ..state.base import Store, StoreUnavailable, store_key
+from ..templates import Template
+from .base import PolicyEnv, StoreErrorSettings, template
+from .message_base import register_message_policy
+
+logger = logging.getLogger(__name__)
+_SWEEP_EVERY = 256  # attachments between sweeps of stale shared budgets
+UNLIMITED = 2**62  # a dimension (messages or bytes) without a limit
+
+
+class RateLimitMessagesSettings(StoreErrorSettings):
+    """``rate-limit-messages``: at most ``messages`` messages and ``bytes`` bytes per ``window`` seconds."""
+
+    messages: int | None = Field(default=None, gt=0, description="Messages per window.")
+    bytes: int | None = Field(default=None, gt=0, description="Payload bytes per window (UTF-8 length of text).")
+    window: float = Field(default=1.0, gt=0, le=86_400, description="Window length in seconds (fixed windows).")
+    key: str | None = Field(
+        default=None, description="Template of a shared key ('{jwt.sub}'); none: per connection, in memory."
+    )
+    action: Literal["delay", "drop", "close"] = Field(
+        default="delay", description="delay (backpressure), drop (answer the sender) or close."
+    )
+    close_code: Literal[1008, 1013] = Field(default=1013, description="With action close: 1013 or 1008.")
+    batch: float = Field(
+        default=0.1, gt=0, le=1, description="With key: the fraction of each limit a worker reserves at a time."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return template(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimitMessagesSettings:
+        if self.messages is None and self.bytes is None:
+            raise ValueError("set messages, bytes or both")
+        return self
+
+
+class LocalBudget:
+    """One connection's fixed windows, in memory."""
+
+    __slots__ = ("ends", "limits", "used", "window")
+
+    def __init__(self, limits: tuple[int, int], window: float) -> None:
+        self.limits = limits
+        self.window = window
+        self.used = [0, 0]
+        self.ends = 0.0
+
+    def take(self, now: float, size: int) -> bool:
+        used = self.used
+        if now >= self.ends:
+            self.ends, used[0], used[1] = now + self.window, 0, 0
+        if used[0] < self.limits[0] and used[1] + size <= self.limits[1]:
+            used[0] += 1
+            used[1] += size
+            return True
+        return False
+
+    async def refill(self, now: float, size: int) -> float:
+        return 0.0 if self.take(now, size) else self.ends - now
+
+
+class SharedBudget:
+    """A key's budget on this worker: batches reserved from the store, spent locally."""
+
+    def __init__(self, store: Store, key: str, limits: tuple[int, int], window: float, batch: float,
+                 fail_open: bool) -> None:  # fmt: skip
+        self.store = store
+        self.key = key
+        self.limits = limits
+        self.window = window
+        self.batches = (max(1, int(limits[0] * batch)), max(1, int(limits[1] * batch)))
+        self.dims = [i for i in (0, 1) if limits[i] < UNLIMITED]
+        self.fail_open = fail_open
+        self.left = self._empty()
+        self.index: int | None = None
+        self.ends = 0.0  # monotonic end of the window the local budget belongs to
+        self.spent = False  # the store granted nothing more in this window
+        self._inflight: asyncio.Future[None] | None = None
+
+    def take(self, now: float, size: int) -> bool:
+        left = self.left
+        if now < self.ends and left[0] >= 1 and left[1] >= size:
+            left[0] -= 1
+            left[1] -= size
+            return True
+        return False
+
+    async def refill(self, now: float, size: int) -> float:
+        """0 when the message was admitted, else seconds until the window ends."""
+        while True:
+            if self.take(now, size):
+                return 0.0
+            if now < self.ends and self.spent:
+                return self.ends - now
+            if self._inflight is None:
+                break
+            await asyncio.shield(self._inflight)  # another connection of this key is asking already
+            now = time.monotonic()
+        self._inflight = asyncio.get_running_loop().create_future()
+        try:
+            await self._reserve(now, size)
+        finally:
+            self._inflight.set_result(None)
+            self._inflight = None
+        return 0.0 if self.take(time.monotonic(), size) else max(0.0, self.ends - time.monotonic())
+
+    async def _reserve(self, now: float, size: int) -> None:
+        dims = self.dims
+        if now >= self.ends:
+            self.left = self._empty()
+        left = self.left
+        need = (max(self.batches[0], 1 - left[0]), max(self.batches[1], size - left[1]))
+        try:
+            reservation = await self.store.reserve(self.key, self.window, [(need[i], self.limits[i]) for i in dims])
+        except StoreUnavailable as exc:
+            logger.warning("message rate limit unchecked for %g s (%s): %s", self.window,
+                           "fail-open" if self.fail_open else "fail-closed", exc)  # fmt: skip
+            self.ends, self.index, self.spent = time.monotonic() + self.window, None, not self.fail_open
+            self.left = [need[i] if i in dims else UNLIMITED for i in (0, 1)] if self.fail_open else self._empty()
+            return
+        if reservation.window != self.index:
+            left = self._empty()
+        granted = dict(zip(dims, reservation.granted, strict=True))
+        self.left = [left[i] + granted[i] if i in dims else UNLIMITED for i in (0, 1)]
+        self.index = reservation.window
+        self.ends = time.monotonic() + reservation.resets_in
+        self.spent = any(granted[i] < need[i] for i in dims)
+
+    def _empty(self) -> list[int]:
+        return [0 if i in self.dims else UNLIMITED for i in (0, 1)]
+
+
+@register_message_policy("rate-limit-messages")
+class RateLimitMessages:
+    Settings = RateLimitMessagesSettings
+
+    def __init__(self, settings: RateLimitMessagesSettings, env: PolicyEnv) -> None:
+        self.name = "rate-limit-messages"
+        self.settings = s = settings
+        self.store = env.store
+        self.counter = s.counter or env.counter
+        self.key = Template(s.key) if s.key is not None else None
+        self.limits = (s.messages or UNLIMITED, s.bytes or UNLIMITED)
+        self._shared: dict[str, SharedBudget] = {}
+        self._attached = 0
+        what = " and ".join(x for x in (s.messages and f"{s.messages} messages", s.bytes and f"{s.bytes} bytes") if x)
+        self.detail = f"more than {what} per {s.window:g} s"
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
+        budget = self._budget(connection)
+        take, refill = budget.take, budget.refill
+        s, name, detail = self.settings, self.name, self.detail
+        byte_limit = self.limits[1]
+        clock = time.monotonic
+
+        async def slow(size: int, now: float) -> None:
+            delayed = False
+            while True:
+                wait = await refill(now, size)
+                if wait <= 0:
+                    return
+                if s.action == "delay" and size <= byte_limit:
+                    if not delayed:
+                        connection.count(name, "delay", direction, "rate_limited")
+                        delayed = True
+                    await asyncio.sleep(wait)
+                    now = clock()
+                    continue
+                if s.action == "close":
+                    raise CloseConnection(s.close_code, "rate_limited", "message rate exceeded")
+                raise DropMessage("rate_limited", detail)
+
+        def check(message: WsMessage) -> Awaitable[None] | None:
+            now, size = clock(), message.size
+            if take(now, size):
+                return None
+            return slow(size, now)
+
+        return check
+
+    def _budget(self, connection: ConnectionContext) -> LocalBudget | SharedBudget:
+        s = self.settings
+        if self.key is None:
+            return LocalBudget(self.limits, s.window)
+        self._attached += 1
+        if self._attached % _SWEEP_EVERY == 0:
+            now = time.monotonic()
+            self._shared = {k: b for k, b in self._shared.items() if b.ends + b.window > now or b._inflight}
+        key = store_key(self.store.prefix, "msgrate", self.counter, self.key.render(connection))
+        budget = self._shared.get(key)
+        if budget is None:
+            budget = self._shared[key] = SharedBudget(self.store, key, self.limits, s.window, s.batch,
+                                                      s.on_store_error == "open")  # fmt: skip
+        return budget
+
+
+__all__ = ["LocalBudget", "RateLimitMessages", "SharedBudget"]

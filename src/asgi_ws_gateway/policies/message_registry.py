@@ -1,0 +1,97 @@
+"""Building the configured message policies: scopes (global → product → API), opt-outs, error replies.
+
+A connection's message policies are the global ones, then those of the product its subscription is
+for (or, without a subscription, of the API's open products), then the API's, in each direction;
+``skip_policies`` removes inherited ones by type or name, as for handshake policies. The sets are
+built once per API and product when the configuration is applied; a connection only picks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ..config import ErrorReplyConfig, GatewayConfig, MessagePoliciesConfig
+from ..handshake import HandshakeContext
+from ..messages import ErrorReply, MessagePolicy, MessagePolicySet
+from ..templates import TemplateError
+from .base import Loc
+from .message_base import MESSAGE_REGISTRY
+
+if TYPE_CHECKING:
+    from .registry import PolicyBuilder
+
+_Scope = tuple[list[MessagePolicy], list[MessagePolicy], ErrorReply | None]
+_NO_PRODUCT = ""
+
+
+class MessagePolicies:
+    """Every API's message policy sets, keyed by the product a connection was admitted under."""
+
+    def __init__(self, config: GatewayConfig, builder: PolicyBuilder) -> None:
+        self._builder = builder
+        self._sets: dict[tuple[str, str], MessagePolicySet] = {}
+        self._inherited: dict[str, set[str]] = {}
+        root = self._scope(config.message_policies, ("message_policies",), "msg:global")
+        products = {
+            p.name: self._scope(p.message_policies, ("products", i, "message_policies"), f"msg:product:{p.name}")
+            for i, p in enumerate(config.products)
+        }
+        for i, api in enumerate(config.apis):
+            own = self._scope(api.message_policies, ("apis", i, "message_policies"), f"msg:api:{api.name}")
+            mine = [p for p in config.products if api.name in p.apis]
+            self._inherited[api.name] = {
+                policy.name for scope in (root, *(products[p.name] for p in mine)) for policy in (*scope[0], *scope[1])
+            }
+            skip = set(api.skip_policies)
+            choices = {p.name: [products[p.name]] for p in mine}
+            choices[_NO_PRODUCT] = [products[p.name] for p in mine if not p.subscription_required]
+            for product, scopes in choices.items():
+                chosen = _combine([root, *scopes, own], skip)
+                if chosen:
+                    self._sets[(api.name, product)] = chosen
+
+    def inherited_names(self, api: str) -> set[str]:
+        """Names of the global and product message policies the API inherits (for ``skip_policies``)."""
+        return self._inherited.get(api, set())
+
+    def for_connection(self, context: HandshakeContext) -> MessagePolicySet | None:
+        """The set for an admitted handshake: by its subscription's product, or the open products'."""
+        product = context.subscription.product if context.subscription is not None else _NO_PRODUCT
+        return self._sets.get((context.api, product))
+
+    def _scope(self, config: MessagePoliciesConfig, loc: Loc, counter: str) -> _Scope:
+        build = self._builder.build_message_policies
+        inbound = build(config.inbound, (*loc, "inbound"), f"{counter}.in")
+        outbound = build(config.outbound, (*loc, "outbound"), f"{counter}.out")
+        for i, entry in enumerate(config.outbound):
+            type_name = str(next(iter(entry), "")) if isinstance(entry, Mapping) else ""
+            allowed = getattr(MESSAGE_REGISTRY.get(type_name), "directions", None)
+            if allowed is not None and "outbound" not in allowed:
+                self._problem((*loc, "outbound", i), f"{type_name} applies to inbound messages only")
+        return inbound, outbound, self._reply(config.error_reply, (*loc, "error_reply", "template"))
+
+    def _reply(self, config: ErrorReplyConfig | None, loc: Loc) -> ErrorReply | None:
+        if config is None:
+            return None
+        try:
+            return ErrorReply(config.template) if config.template is not None else ErrorReply()
+        except TemplateError as exc:
+            self._problem(loc, str(exc))
+            return None
+
+    def _problem(self, loc: Loc, message: str) -> None:
+        from .registry import loc_text  # registry imports this module
+
+        self._builder.problems.append(f"{loc_text(loc)}: {message}")
+
+
+def _combine(scopes: Sequence[_Scope], skip: set[str]) -> MessagePolicySet:
+    *inherited, own = scopes
+    inbound = [p for scope in inherited for p in scope[0] if p.name not in skip] + own[0]
+    outbound = [p for scope in inherited for p in scope[1] if p.name not in skip] + own[1]
+    reply = next((scope[2] for scope in reversed(scopes) if scope[2] is not None), None)
+    return MessagePolicySet(inbound, outbound, reply)
+
+
+__all__ = ["MessagePolicies"]

@@ -1,0 +1,268 @@
+"""Built-in message policies: ``limit-message-size``, ``validate-message`` and ``transform-message``.
+
+Each is declared in a direction's list (``message_policies.inbound`` / ``.outbound``) and applies to
+the messages of that direction. Checks are plain functions (no coroutine per message); JSON is
+parsed once per message (orjson) and shared by every policy that reads it; schemas are compiled
+once, when the configuration is applied (jsonschema-rs, any draft up to 2020-12).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema_rs
+from pydantic import ConfigDict, Field, field_validator
+
+from ..errors import CloseConnection, DropMessage
+from ..messages import (
+    ConnectionContext,
+    Direction,
+    MessageHandler,
+    WsMessage,
+    compile_json_template,
+    render_json_template,
+)
+from .base import PolicyEnv, PolicyProblem, PolicySettings
+from .message_base import MessageFunction, apply_function, check_async, register_message_policy
+
+_SIDE = {"inbound": "client", "outbound": "upstream"}
+
+
+class LimitMessageSizeSettings(PolicySettings):
+    """``limit-message-size``: messages larger than ``max`` bytes are refused."""
+
+    max: int = Field(gt=0, description="Largest message in bytes (a text message: its UTF-8 length).")
+    action: Literal["close", "drop"] = Field(
+        default="close",
+        description="close: 1009 to the sender and 1001 to the other side; drop: drop it and answer the sender.",
+    )
+
+
+@register_message_policy("limit-message-size")
+class LimitMessageSize:
+    Settings = LimitMessageSizeSettings
+
+    def __init__(self, settings: LimitMessageSizeSettings, env: PolicyEnv) -> None:
+        self.name = "limit-message-size"
+        self.max = settings.max
+        self.close = settings.action == "close"
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
+        limit, close = self.max, self.close
+        detail = f"message larger than {limit} bytes"
+        peer_reason = f"{_SIDE[direction]} message too big"
+
+        def check(message: WsMessage) -> None:
+            if message.size > limit:
+                if close:
+                    raise CloseConnection(1009, "message_too_big", "message too big", peer_reason=peer_reason)
+                raise DropMessage("message_too_big", detail)
+
+        return check
+
+
+class ValidateMessageSettings(PolicySettings):
+    """``validate-message``: text messages must be JSON and, with a schema, valid against it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    json_schema: dict[str, Any] | bool | None = Field(
+        default=None, alias="schema", description="A JSON Schema (any draft; 2020-12 when $schema is absent)."
+    )
+    schema_file: str | None = Field(default=None, description="A file holding the JSON Schema (JSON or YAML).")
+    binary: Literal["reject", "pass"] = Field(default="reject", description="What to do with binary messages.")
+    action: Literal["drop", "close"] = Field(
+        default="drop", description="drop: drop and answer the sender; close: close with close_code."
+    )
+    close_code: Literal[1007, 1008] = Field(default=1007, description="1007 invalid payload or 1008 policy violation.")
+
+
+@register_message_policy("validate-message")
+class ValidateMessage:
+    Settings = ValidateMessageSettings
+
+    def __init__(self, settings: ValidateMessageSettings, env: PolicyEnv) -> None:
+        self.name = "validate-message"
+        self.settings = settings
+        schema = settings.json_schema
+        if settings.schema_file is not None:
+            if schema is not None:
+                raise PolicyProblem("schema_file", "set schema or schema_file, not both")
+            schema = _read_schema(settings.schema_file)
+        self.validator: Any = None
+        if schema is not None:
+            try:
+                self.validator = jsonschema_rs.validator_for(schema)
+            except (ValueError, TypeError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise PolicyProblem("schema_file" if settings.schema_file else "schema", f"not a valid JSON Schema: "
+                                    f"{message}") from None  # fmt: skip
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
+        s = self.settings
+        validator = self.validator
+        is_valid = validator.is_valid if validator is not None else None
+        pass_binary = s.binary == "pass"
+        close_code = s.close_code if s.action == "close" else None
+        peer_reason = f"{_SIDE[direction]} sent an invalid message"
+
+        def reject(reason: str, detail: str) -> None:
+            if close_code is not None:
+                raise CloseConnection(close_code, reason, "invalid message", peer_reason=peer_reason)
+            raise DropMessage(reason, detail)
+
+        def check(message: WsMessage) -> None:
+            if not message.is_text:
+                if pass_binary:
+                    return
+                reject("binary_message", "binary messages are not accepted")
+            try:
+                value = message.json()
+            except ValueError:
+                reject("invalid_json", "the message is not JSON")
+                return
+            if is_valid is not None and not is_valid(value):
+                reject("schema_mismatch", _first_error(validator, value))
+
+        return check
+
+
+def _first_error(validator: Any, value: Any) -> str:
+    """Where and which keyword failed; never the message's content (errors' texts quote it)."""
+    for error in validator.iter_errors(value):
+        where = "/" + "/".join(str(p) for p in error.instance_path)
+        keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
+        return f"the message does not match the schema at {where} ({keyword})"
+    return "the message does not match the schema"
+
+
+def _read_schema(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyProblem("schema_file", f"cannot read: {exc.strerror}") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except ValueError as exc:
+        raise PolicyProblem("schema_file", f"not valid JSON or YAML: {exc}") from None
+
+
+class TransformMessageSettings(PolicySettings):
+    """``transform-message``: set and remove JSON fields, and/or call your own async function."""
+
+    set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields to set (dotted paths reach into objects). Strings are templates; one that is a "
+        "single reference ('{jwt.sub}') keeps the value's JSON type.",
+    )
+    remove: list[str] = Field(default_factory=list, description="Fields to remove (dotted paths).")
+    call: str | None = Field(
+        default=None, description="module:function, an async function taking the message (see the docs)."
+    )
+    non_object: Literal["drop", "pass"] = Field(
+        default="drop",
+        description="With set/remove: what to do with a message that is not a JSON object (drop: answer the sender).",
+    )
+
+    @field_validator("set", "remove")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        for path in value:
+            if not path or any(not part for part in str(path).split(".")):
+                raise ValueError(f"'{path}' is not a field path like 'user' or 'meta.user'")
+        return value
+
+
+@register_message_policy("transform-message")
+class TransformMessage:
+    Settings = TransformMessageSettings
+
+    def __init__(self, settings: TransformMessageSettings, env: PolicyEnv) -> None:
+        self.name = "transform-message"
+        try:
+            self.set = [(tuple(path.split(".")), compile_json_template(v)) for path, v in settings.set.items()]
+        except ValueError as exc:
+            raise PolicyProblem("set", str(exc)) from None
+        self.remove = [tuple(path.split(".")) for path in settings.remove]
+        self.pass_other = settings.non_object == "pass"
+        self.function: MessageFunction | None = _import(settings.call) if settings.call is not None else None
+        if not (self.set or self.remove or self.function):
+            raise PolicyProblem("set", "set at least one of set, remove, call")
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
+        fields, remove, function, pass_other = self.set, self.remove, self.function, self.pass_other
+
+        def edit(message: WsMessage) -> bool:
+            try:
+                value = message.json()
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                if pass_other:
+                    return False
+                raise DropMessage("not_json_object", "the message must be a JSON object")
+            for path in remove:
+                _remove(value, path)
+            for path, template in fields:
+                _set(value, path, render_json_template(template, connection))
+            message.set_json(value)
+            return True
+
+        if function is None:
+
+            def transform(message: WsMessage) -> None:
+                edit(message)
+
+            return transform
+
+        def transform_and_call(message: WsMessage) -> Awaitable[None]:
+            if fields or remove:
+                edit(message)
+            assert function is not None
+            return apply_function(function, message)
+
+        return transform_and_call
+
+
+def _import(target: str) -> MessageFunction:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise PolicyProblem("call", f"'{target}' must name a function as module:function")
+    try:
+        function: MessageFunction = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise PolicyProblem("call", f"cannot import '{target}': {exc}") from None
+    try:
+        check_async(function)
+    except TypeError as exc:
+        raise PolicyProblem("call", str(exc)) from None
+    return function
+
+
+def _set(value: dict[str, Any], path: tuple[str, ...], new: Any) -> None:
+    for key in path[:-1]:
+        child = value.get(key)
+        if not isinstance(child, dict):
+            child = value[key] = {}
+        value = child
+    value[path[-1]] = new
+
+
+def _remove(value: dict[str, Any], path: tuple[str, ...]) -> None:
+    for key in path[:-1]:
+        child = value.get(key)
+        if not isinstance(child, dict):
+            return
+        value = child
+    value.pop(path[-1], None)
+
+
+__all__ = ["LimitMessageSize", "TransformMessage", "ValidateMessage"]
