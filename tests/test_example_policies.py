@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +45,13 @@ async def test_chat_concurrency_cap(server: UvicornServer) -> None:
     finally:
         for ws in opened:
             await ws.close()
+
+
+async def test_chat_drops_an_oversize_message_with_an_error_and_keeps_the_connection(server: UvicornServer) -> None:
+    """The example's message policy: a message over 4 KiB is answered with an error, not relayed."""
+    async with await connect(server.url("/ws/chat/big")) as ws:
+        await ws.send("x" * 5000)
+        error = json.loads(await ws.recv())
+        assert (error["type"], error["policy"]) == ("error", "limit-message-size")
+        await ws.send("small")
+        assert await ws.recv() == "small"  # the room echoes to its members: the connection is fine
