@@ -44,6 +44,21 @@ def gateway_app() -> ASGIApp:
     return WebSocketGateway(not_found, config={"apis": [_api()]})
 
 
+def gateway_picows_app() -> ASGIApp:
+    """EVALUATION: the bare gateway with the picows upstream leg of :mod:`bench.picows_upstream`.
+
+    The connector is swapped in after construction (the gateway has no switch for it): see that
+    module for what it does not do.
+    """
+    from .picows_upstream import PicowsConnector
+
+    gateway = WebSocketGateway(not_found, config={"apis": [_api(compression=None)]})
+    for api in gateway._apis:
+        for backend in api.pool.backends:
+            backend.connector = PicowsConnector(api.config, api.config.upstreams[backend.index])
+    return gateway
+
+
 def policy_set() -> dict[str, Any]:
     """The API settings of ``gateway+policies`` — THE HOOK for issue 3's realistic onHandshake set.
 
@@ -162,6 +177,7 @@ __all__ = [
     "asgiproxy_app",
     "fastapi_proxy_lib_app",
     "gateway_app",
+    "gateway_picows_app",
     "gateway_policies_app",
     "minimal_relay_app",
     "minimal_relay_factory",

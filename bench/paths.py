@@ -69,13 +69,23 @@ def url(port: int) -> str:
     return f"ws://{HOST}:{port}{ECHO_PATH}"
 
 
-def uvicorn_path(name: str, factory: str, *, requires: tuple[str, ...] = (), note: str = "") -> PathSpec:
+def uvicorn_path(
+    name: str,
+    factory: str,
+    *,
+    requires: tuple[str, ...] = (),
+    note: str = "",
+    env: Mapping[str, str] | None = None,
+) -> PathSpec:
     """A path served by uvicorn (uvloop, httptools, websockets-sansio) from an app factory.
 
     Args:
         factory: ``module:function`` returning the ASGI app; it finds the upstream's base URL in
             ``BENCH_UPSTREAM`` and must serve :data:`~bench.apps.ECHO_PATH`.
+        env: extra environment for the server (e.g. ``PYTHONPATH`` of another source tree).
     """
+
+    extra_env = dict(env or {})
 
     def start(ctx: StartContext) -> Service:
         port = free_port()
@@ -86,7 +96,7 @@ def uvicorn_path(name: str, factory: str, *, requires: tuple[str, ...] = (), not
         ]  # fmt: skip
         if ctx.workers > 1:
             argv += ["--workers", str(ctx.workers)]
-        env = {UPSTREAM_ENV: f"ws://{HOST}:{ctx.upstream_port}", LOG_DIR_ENV: str(ctx.run_dir)}
+        env = {UPSTREAM_ENV: f"ws://{HOST}:{ctx.upstream_port}", LOG_DIR_ENV: str(ctx.run_dir), **(extra_env or {})}
         log = ctx.run_dir / f"{name.replace('+', '_')}.log"
         return Service(name, pinned(ctx.cpus, argv), port=port, log=log, env=env).start()
 
@@ -112,13 +122,21 @@ MINIMAL_RELAY = uvicorn_path(
     "minimal-relay", "bench.apps:minimal_relay_factory", note="uvicorn + websockets client, two pumps: the yardstick"
 )
 GATEWAY = uvicorn_path("gateway", "bench.apps:gateway_app")
+GATEWAY_PICOWS = uvicorn_path(
+    "gateway-picows",
+    "bench.apps:gateway_picows_app",
+    requires=("picows",),
+    note="evaluation only: the gateway with a picows upstream leg (no deflate; bench/picows_upstream.py)",
+)
 GATEWAY_POLICIES = uvicorn_path(
     "gateway+policies",
     "bench.apps:gateway_policies_app",
     note="interim set until issue 3: idle timeout + max lifetime watchdog, access log on (bench.apps.policy_set)",
 )
 
-PATHS: tuple[PathSpec, ...] = (DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES)
+PATHS: tuple[PathSpec, ...] = (
+    DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS
+)  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 
 

@@ -18,7 +18,8 @@ RATIO_COLUMNS = (
     ("echo-64B", "messages_per_s"), ("handshake", "proxy_cpu_ms_per_handshake"), ("handshake", "handshakes_per_s"),
     ("latency", "rtt_p50_us"), ("latency", "rtt_p99_us"), ("idle", "kib_per_conn@5000"),
 )  # fmt: skip
-ORDER = ("direct", "nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay", "gateway", "gateway+policies")
+ORDER = ("direct", "nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay", "gateway", "gateway+policies",
+         "gateway-picows")  # fmt: skip
 
 
 def write(results: dict[str, Any], *, out_dir: Path, docs: Path | None) -> None:
@@ -154,7 +155,7 @@ def markdown(results: dict[str, Any], *, chart_path: Path, docs: Path) -> str:
     lines += [*_table(header, rows), ""]
     lines += ["Ratios of medians, subject / reference (below 1: the gateway costs less).", ""]
     ratio_rows = []
-    for subject in ("gateway", "gateway+policies"):
+    for subject in ("gateway", "gateway+policies", "gateway-picows"):
         for reference in ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay", "gateway", "direct"):
             row = [_ratio_cell(results, subject, reference, scenario, metric) for scenario, metric in RATIO_COLUMNS]
             if any(v != "—" for v in row):
