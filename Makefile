@@ -36,7 +36,7 @@ pytest:
 conformance: $(BIN)/python
 	$(BIN)/python scripts/conformance.py
 
-# The benchmarks (docs/performance.md): every path and scenario, interleaved rounds, ~15 minutes.
+# The benchmarks (docs/performance.md): every path and scenario, interleaved rounds, ~25 minutes.
 # Writes bench/results/results.{json,png} and the table in docs/performance.md.
 bench: setup-bench
 	$(BIN)/python -m bench

@@ -98,10 +98,23 @@ def targets(scenarios: dict[str, Any]) -> list[Target]:
                 "interim policy set until issue 3"),
         _target("idle KiB/connection at 5,000", m("idle", "gateway", "kib_per_conn@5000"), 30.0),
         _target("idle KiB/connection at 9,000", m("idle", "gateway", "kib_per_conn@9000"), 30.0),
-        _target("passthrough CPU/64 B echo vs nginx", None, 2.0, "passthrough mode not built (issue 6 item 6)"),
-        _target("passthrough CPU/16 KiB echo vs nginx", None, 2.0, "passthrough mode not built (issue 6 item 6)"),
-        _target("telemetry-on CPU/message vs off", None, 1.05, "telemetry not merged (issue 4)"),
+        _target("passthrough CPU/64 B echo vs nginx", None, 2.0, "passthrough mode not built: issue 6 item 6"),
+        _target("passthrough CPU/16 KiB echo vs nginx", None, 2.0, "passthrough mode not built: issue 6 item 6"),
+        _target("telemetry-on CPU/message vs off", None, 1.05, "telemetry not merged: issue 4"),
     ]  # fmt: skip
+
+
+def summarise_warnings(by_path: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    """Each path's distinct warnings, with the number of rounds that gave them."""
+    out: dict[str, list[str]] = {}
+    for path, rounds in by_path.items():
+        counts: dict[str, int] = {}
+        for sample in rounds:
+            for warning in dict.fromkeys(sample["warnings"]):
+                counts[warning] = counts.get(warning, 0) + 1
+        if counts:
+            out[path] = [f"{w} ({n} of {len(rounds)} rounds)" for w, n in counts.items()]
+    return out
 
 
 def build(
@@ -117,11 +130,7 @@ def build(
     scenarios: dict[str, Any] = {}
     for name, by_path in samples.items():
         summary = {path: _summary(rounds) for path, rounds in by_path.items()}
-        warnings = {
-            path: sorted({w for sample in rounds for w in sample["warnings"]})
-            for path, rounds in by_path.items()
-            if any(sample["warnings"] for sample in rounds)
-        }
+        warnings = summarise_warnings(by_path)
         scenarios[name] = {
             "description": DESCRIPTIONS.get(name, ""),
             "headline": list(HEADLINES.get(name, ())),
@@ -143,4 +152,4 @@ def build(
     }
 
 
-__all__ = ["HEADLINES", "SCHEMA_VERSION", "Target", "build", "targets"]
+__all__ = ["HEADLINES", "SCHEMA_VERSION", "Target", "build", "summarise_warnings", "targets"]

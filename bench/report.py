@@ -153,7 +153,8 @@ def markdown(results: dict[str, Any], *, chart_path: Path, docs: Path) -> str:
             idle,
         ])  # fmt: skip
     lines += [*_table(header, rows), ""]
-    lines += ["Ratios of medians, subject / reference (below 1: the gateway costs less).", ""]
+    lines += ["Ratios of medians, subject / reference: for CPU, latency and memory below 1 is better, for "
+              "echoes/s and handshakes/s above 1 is better.", ""]  # fmt: skip
     ratio_rows = []
     for subject in ("gateway", "gateway+policies", "gateway-picows"):
         for reference in ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay", "gateway", "direct"):
@@ -189,6 +190,20 @@ def markdown(results: dict[str, Any], *, chart_path: Path, docs: Path) -> str:
     return "\n".join(lines)
 
 
+def rerender(results_json: Path, docs: Path | None) -> None:
+    """Redraw the chart and the docs block from a results file (targets recomputed)."""
+    from .aggregate import summarise_warnings, targets
+
+    results = json.loads(results_json.read_text())
+    results["targets"] = targets(results["scenarios"])
+    for scenario in results["scenarios"].values():
+        scenario["warnings"] = summarise_warnings(scenario["samples"])
+    results_json.write_text(json.dumps(results, indent=1) + "\n")
+    chart(results, results_json.with_suffix(".png"))
+    if docs is not None:
+        update_docs(docs, markdown(results, chart_path=results_json.with_suffix(".png"), docs=docs))
+
+
 def update_docs(docs: Path, block: str) -> None:
     """Replace the text between the bench markers of ``docs`` (appending them if absent)."""
     text = docs.read_text() if docs.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
@@ -199,4 +214,10 @@ def update_docs(docs: Path, block: str) -> None:
     docs.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
 
 
-__all__ = ["chart", "markdown", "update_docs", "write"]
+if __name__ == "__main__":  # python -m bench.report RESULTS.json [DOCS.md]
+    import sys
+
+    rerender(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+
+
+__all__ = ["chart", "markdown", "rerender", "update_docs", "write"]

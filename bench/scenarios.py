@@ -166,11 +166,12 @@ def saturation_warnings(utilisation: Mapping[str, float], load_cpus: str, proxy:
     them too, and the warning is about the whole machine being busy.
     """
     cores = len(load_cpus.split(","))
-    shared = utilisation["generator"] + utilisation["upstream"] + (proxy if cores > 1 else 0.0)
-    if shared >= SATURATED * cores:
-        parts = ", ".join(f"{name} {value:.0%}" for name, value in utilisation.items())
-        return [f"load side saturated ({parts} of {cores} core(s)): throughput is a lower bound"]
-    return [f"{name} saturated ({value:.0%})" for name, value in utilisation.items() if value >= SATURATED]
+    if cores > 1:
+        if utilisation["generator"] + utilisation["upstream"] + proxy >= SATURATED * cores:
+            return ["every core busy: throughput is a lower bound"]
+    elif utilisation["generator"] + utilisation["upstream"] >= SATURATED:
+        return ["load side (generator + upstream) saturated its core: throughput is a lower bound"]
+    return [f"{name} saturated its core" for name, value in utilisation.items() if value >= SATURATED]
 
 
 def measure_idle(

@@ -60,7 +60,7 @@ def nginx_version() -> str | None:
     if binary is None:
         return None
     out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
-    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ").removeprefix("nginx/")
 
 
 def _cpu_model() -> str:
