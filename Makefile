@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test setup-test lint typecheck pytest conformance schema clean
+.PHONY: run test setup-test lint typecheck pytest conformance schema clean bench bench-quick setup-bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,12 @@ test: setup-test lint typecheck pytest
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	./scripts/install-chromium.sh
+	./scripts/install-nginx.sh
 	./scripts/ensure-redis.sh
 
 lint:
-	$(BIN)/ruff check src tests example_app scripts
-	$(BIN)/ruff format --check src tests example_app scripts
+	$(BIN)/ruff check src tests example_app scripts bench
+	$(BIN)/ruff format --check src tests example_app scripts bench
 
 typecheck:
 	$(BIN)/mypy
@@ -36,6 +37,19 @@ pytest:
 # The full side-by-side Autobahn run (cases 1-10, both uvicorn implementations, four targets).
 conformance: $(BIN)/python
 	$(BIN)/python scripts/conformance.py
+
+# The benchmarks (docs/performance.md): every path and scenario, interleaved rounds, ~25 minutes.
+# Writes bench/results/results.{json,png} and the table in docs/performance.md.
+bench: setup-bench
+	$(BIN)/python -m bench
+
+# A smoke run of the same (a few seconds per scenario) into reports/bench-quick/.
+bench-quick: setup-bench
+	$(BIN)/python -m bench --quick
+
+setup-bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	./scripts/install-nginx.sh
 
 schema: $(BIN)/python
 	$(BIN)/asgi-ws-gateway schema > schema/gateway.schema.json

@@ -1,0 +1,167 @@
+"""What the bench measures: each path from the load generator to the one echo upstream.
+
+A :class:`PathSpec` knows whether it can run here, how to start its proxy (pinned to the proxy
+CPUs, or to all CPUs for the scaling scenario) and which URL the generator opens. Scripts that
+measure a variant of the gateway build one with :func:`uvicorn_path` and any app factory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import nginx
+from .apps import ECHO_PATH, LOG_DIR_ENV, UPSTREAM_ENV
+from .credentials import PUBLIC_KEY_ENV, PUBLIC_KEY_PEM, TOKEN
+from .procs import HOST, Service, free_port
+from .system import pinned, raise_fd_limit
+
+
+@dataclass(frozen=True)
+class StartContext:
+    """Where a path's proxy runs: the upstream it proxies to, a directory for its files, its CPUs."""
+
+    upstream_port: int
+    run_dir: Path
+    cpus: str
+    workers: int = 1
+
+
+Starter = Callable[[StartContext], Service]
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One way from the generator to the upstream.
+
+    Attributes:
+        name: the name results use (``"gateway"``, ``"nginx"``, ...).
+        start: starts the proxy and returns its running :class:`Service`; None for ``direct``.
+        requires: Python modules (or ``"nginx"``) it needs; missing ones make it unavailable.
+        headers: request headers the generator must send (e.g. a bearer token for policies).
+        note: shown next to its results.
+    """
+
+    name: str
+    start: Starter | None
+    requires: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    def unavailable(self) -> str | None:
+        """Why this path cannot run here, or None if it can."""
+        for need in self.requires:
+            if need == "nginx":
+                if nginx.nginx_binary() is None:
+                    return "nginx is not installed (scripts/install-nginx.sh)"
+            elif importlib.util.find_spec(need) is None:
+                return f"Python package {need!r} is not installed (pip install -e '.[bench]')"
+        return None
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.start is not None
+
+
+def url(port: int) -> str:
+    return f"ws://{HOST}:{port}{ECHO_PATH}"
+
+
+def uvicorn_path(
+    name: str,
+    factory: str,
+    *,
+    requires: tuple[str, ...] = (),
+    note: str = "",
+    env: Mapping[str, str] | None = None,
+) -> PathSpec:
+    """A path served by uvicorn (uvloop, httptools, websockets-sansio) from an app factory.
+
+    Args:
+        factory: ``module:function`` returning the ASGI app; it finds the upstream's base URL in
+            ``BENCH_UPSTREAM`` and must serve :data:`~bench.apps.ECHO_PATH`.
+        env: extra environment for the server (e.g. ``PYTHONPATH`` of another source tree).
+    """
+
+    extra_env = dict(env or {})
+
+    def start(ctx: StartContext) -> Service:
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "uvicorn", "--factory", factory, "--host", HOST, "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--backlog", "4096",
+            "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "2",
+        ]  # fmt: skip
+        if ctx.workers > 1:
+            argv += ["--workers", str(ctx.workers)]
+        env = {UPSTREAM_ENV: f"ws://{HOST}:{ctx.upstream_port}", LOG_DIR_ENV: str(ctx.run_dir), **(extra_env or {})}
+        log = ctx.run_dir / f"{name.replace('+', '_')}.log"
+        return Service(name, pinned(ctx.cpus, argv), port=port, log=log, env=env).start()
+
+    return PathSpec(name, start, requires=("uvicorn", "uvloop", "httptools", *requires), note=note)
+
+
+def _start_nginx(ctx: StartContext) -> Service:
+    port = free_port()
+    prefix = ctx.run_dir / "nginx"
+    config = nginx.write_config(prefix, port=port, upstream_port=ctx.upstream_port, nofile=raise_fd_limit())
+    return Service(
+        "nginx", pinned(ctx.cpus, nginx.nginx_argv(prefix, config)), port=port, log=prefix / "out.log"
+    ).start()
+
+
+DIRECT = PathSpec("direct", None, note="no proxy: the ceiling (latency ratios only)")
+NGINX = PathSpec("nginx", _start_nginx, requires=("nginx",), note="1 worker, 64 KiB proxy buffers")
+ASGIPROXY = uvicorn_path("asgiproxy", "bench.apps:asgiproxy_app", requires=("asgiproxy", "aiohttp"))
+FASTAPI_PROXY_LIB = uvicorn_path(
+    "fastapi-proxy-lib", "bench.apps:fastapi_proxy_lib_app", requires=("fastapi_proxy_lib", "httpx_ws")
+)
+MINIMAL_RELAY = uvicorn_path(
+    "minimal-relay", "bench.apps:minimal_relay_factory", note="uvicorn + websockets client, two pumps: the yardstick"
+)
+GATEWAY = uvicorn_path("gateway", "bench.apps:gateway_app")
+GATEWAY_PICOWS = uvicorn_path(
+    "gateway-picows",
+    "bench.apps:gateway_picows_app",
+    requires=("picows",),
+    note="evaluation only: the gateway with a picows upstream leg (no deflate; bench/picows_upstream.py)",
+)
+GATEWAY_POLICIES = dataclasses.replace(
+    uvicorn_path(
+        "gateway+policies",
+        "bench.apps:gateway_policies_app",
+        env={PUBLIC_KEY_ENV: PUBLIC_KEY_PEM},
+        note="validate-jwt (ES256, key in process) + rate-limit-by-key + set-header, telemetry on (exported nowhere)",
+    ),
+    headers={"Authorization": f"Bearer {TOKEN}"},
+)
+
+PATHS: tuple[PathSpec, ...] = (
+    DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS
+)  # fmt: skip
+PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
+
+
+def by_name(names: list[str] | None) -> list[PathSpec]:
+    if not names:
+        return list(PATHS)
+    known = {p.name: p for p in PATHS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown path(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+__all__ = [
+    "PATHS",
+    "PYTHON_PEERS",
+    "PathSpec",
+    "StartContext",
+    "by_name",
+    "url",
+    "uvicorn_path",
+]

@@ -1,0 +1,196 @@
+"""One bench run: start the upstream and every proxy, measure round by round, write the results.
+
+Rounds interleave the paths (each round visits every scenario on every path, in an order rotated
+per round), so slow drift in machine noise lands on all paths alike. Idle-memory ramps and the
+scaling scenario need fresh proxy processes and run after the interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import aggregate
+from .paths import PathSpec, StartContext, url, uvicorn_path
+from .procs import Service, free_port
+from .scenarios import ECHO_16K, ECHO_64, HANDSHAKE, LATENCY, SCALING, Metrics, Scenario, Timing, measure, measure_idle
+from .system import ALL_CPUS, LOAD_CPUS, PROXY_CPUS, machine_info, pin_self, pinned, raise_fd_limit
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUND_SCENARIOS: tuple[Scenario, ...] = (ECHO_64, ECHO_16K, LATENCY, HANDSHAKE)
+Samples = dict[str, dict[str, list[dict[str, Any]]]]
+"""scenario name -> path name -> one sample per round: ``{"metrics": {...}, "warnings": [...]}``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    rounds: int
+    idle_rounds: int
+    timing: Timing
+    scenarios: tuple[str, ...]
+
+
+SCENARIOS = ("echo-64B", "echo-16KiB", "latency", "handshake", "idle", "scaling")
+QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.2, 0.5, (200,), 20, 30.0, 0.2), scenarios=SCENARIOS)
+"""A smoke run: every scenario once, half a second of load each, 200 idle connections."""
+FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
+                scenarios=SCENARIOS)  # fmt: skip
+"""The real run: 3 interleaved rounds of 4 s windows, 2 idle ramps to 1,000 / 5,000 / 9,000."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def prepare_environment() -> None:
+    """Children import ``bench`` from this checkout and ``asgi_ws_gateway`` from its ``src``."""
+    parts = [str(ROOT / "src"), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    raise_fd_limit()
+    pin_self(LOAD_CPUS)
+
+
+@contextlib.contextmanager
+def upstream_server(run_dir: Path) -> Iterator[Service]:
+    port = free_port()
+    argv = pinned(LOAD_CPUS, [sys.executable, "-m", "bench.upstream_server", "--port", str(port)])
+    with Service("upstream", argv, port=port, log=run_dir / "upstream.log").start() as service:
+        yield service
+
+
+def _sample(metrics: Metrics, warnings: list[str]) -> dict[str, Any]:
+    return {"metrics": metrics, "warnings": warnings}
+
+
+def _rotated(items: Sequence[PathSpec], shift: int) -> list[PathSpec]:
+    shift %= max(1, len(items))
+    return [*items[shift:], *items[:shift]]
+
+
+def _ensure(proxies: dict[str, Service], spec: PathSpec, ctx: StartContext) -> Service | None:
+    """The path's running proxy, restarted if it died since the last measurement."""
+    if spec.start is None:
+        return None
+    service = proxies.get(spec.name)
+    if service is None or not service.alive():
+        if service is not None:
+            log(f"{spec.name} died; restarting it")
+        service = proxies[spec.name] = spec.start(ctx)
+    return service
+
+
+def run_rounds(
+    paths: Sequence[PathSpec], settings: Settings, upstream: Service, run_dir: Path, samples: Samples
+) -> None:
+    scenarios = [s for s in ROUND_SCENARIOS if s.name in settings.scenarios]
+    if not scenarios:
+        return
+    ctx = StartContext(upstream.port, run_dir, PROXY_CPUS)
+    proxies: dict[str, Service] = {}
+    try:
+        for spec in paths:
+            _ensure(proxies, spec, ctx)
+        for round_no in range(settings.rounds):
+            for scenario in scenarios:
+                for spec in _rotated(paths, round_no):
+                    proxy = _ensure(proxies, spec, ctx)
+                    target = url(proxy.port if proxy else upstream.port)
+                    log(f"round {round_no + 1}/{settings.rounds} {scenario.name} {spec.name}")
+                    try:
+                        metrics, warnings = measure(scenario, target, settings.timing, proxy=proxy,
+                                                    upstream=upstream, headers=spec.headers)  # fmt: skip
+                    except RuntimeError as exc:
+                        log(f"  failed: {exc}")
+                        metrics, warnings = {}, [f"failed: {exc}"]
+                    samples[scenario.name].setdefault(spec.name, []).append(_sample(metrics, warnings))
+    finally:
+        for service in proxies.values():
+            service.stop()
+
+
+def run_idle(paths: Sequence[PathSpec], settings: Settings, upstream: Service, run_dir: Path, samples: Samples) -> None:
+    ctx = StartContext(upstream.port, run_dir, PROXY_CPUS)
+    for round_no in range(settings.idle_rounds):
+        for spec in _rotated([p for p in paths if p.start is not None], round_no):
+            assert spec.start is not None
+            log(f"idle round {round_no + 1}/{settings.idle_rounds} {spec.name}")
+            with spec.start(ctx) as proxy:
+                try:
+                    metrics, warnings = measure_idle(
+                        url(proxy.port), settings.timing, proxy=proxy, headers=spec.headers
+                    )
+                except RuntimeError as exc:
+                    log(f"  failed: {exc}")
+                    metrics, warnings = {}, [f"failed: {exc}"]
+            samples["idle"].setdefault(spec.name, []).append(_sample(metrics, warnings))
+
+
+def run_scaling(settings: Settings, upstream: Service, run_dir: Path, samples: Samples, gateway: PathSpec) -> None:
+    """The gateway with 1 then 2 workers; everything may use both cores (two workers need them)."""
+    assert gateway.start is not None
+    for round_no in range(settings.rounds):
+        for workers in (1, 2) if round_no % 2 == 0 else (2, 1):
+            name = f"{gateway.name} x{workers}"
+            log(f"scaling round {round_no + 1}/{settings.rounds} {name}")
+            with gateway.start(StartContext(upstream.port, run_dir, ALL_CPUS, workers)) as proxy:
+                time.sleep(0.5 * workers)  # let every worker come up before the load starts
+                try:
+                    metrics, warnings = measure(SCALING, url(proxy.port), settings.timing, proxy=proxy,
+                                                upstream=upstream, load_cpus=ALL_CPUS)  # fmt: skip
+                except RuntimeError as exc:
+                    metrics, warnings = {}, [f"failed: {exc}"]
+            samples["scaling"].setdefault(name, []).append(_sample(metrics, warnings))
+
+
+def run(
+    paths: Sequence[PathSpec],
+    settings: Settings,
+    *,
+    out_dir: Path,
+    docs: Path | None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the bench; write ``results.json``, ``results.png`` (and ``docs``); return the results."""
+    prepare_environment()
+    started = datetime.datetime.now(datetime.UTC)
+    available = [p for p in paths if p.unavailable() is None]
+    skipped = {p.name: p.unavailable() for p in paths if p.unavailable() is not None}
+    for name, reason in skipped.items():
+        log(f"skipping {name}: {reason}")
+    samples: Samples = {name: {} for name in settings.scenarios}
+    clock = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp, upstream_server(Path(tmp)) as upstream:
+        run_dir = Path(tmp)
+        run_rounds(available, settings, upstream, run_dir, samples)
+        if "idle" in settings.scenarios:
+            run_idle(available, settings, upstream, run_dir, samples)
+        gateway = next((p for p in available if p.name == "gateway"), None)
+        if "scaling" in settings.scenarios and gateway is not None:
+            run_scaling(settings, upstream, run_dir, samples, gateway)
+    results = aggregate.build(
+        samples,
+        mode=settings.mode,
+        settings=asdict(settings),
+        machine=machine_info(),
+        paths={p.name: {"note": p.note, "skipped": skipped.get(p.name)} for p in paths},
+        started=started.isoformat(timespec="seconds"),
+        seconds=time.monotonic() - clock,
+    )
+    from . import report  # matplotlib is imported only once there is something to draw
+
+    report.write(results, out_dir=out_dir, docs=docs)
+    if on_done is not None:
+        on_done(results)
+    return results
+
+
+__all__ = ["FULL", "QUICK", "ROOT", "Settings", "log", "prepare_environment", "run", "uvicorn_path"]
