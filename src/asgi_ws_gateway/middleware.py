@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from .relay import Relay
 from .responses import send_denial
 from .routing import Router
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
-from .upstream import Connector, WebSocketsConnector
+from .upstream import Connector, UpstreamConnection, WebSocketsConnector
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -215,10 +214,10 @@ class WebSocketGateway:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
-        started = time.monotonic()
         policies = self._policies  # the configuration in force when the handshake started
         handshake = policies.context(api.config.name, scope, params)
         trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
+        upstream: UpstreamConnection | None = None
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
@@ -227,32 +226,26 @@ class WebSocketGateway:
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
             backend, upstream = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
-        except HandshakeDenied as denial:
-            trace.denied(denial)
-            await self._deny(api, scope, send, denial, started)
+            relay = self._relay(api, policies, handshake, *trace.relay_io(receive, upstream), send)
+        except BaseException as exc:
+            if upstream is not None:  # connected, then failed: the upstream must not be left open
+                with contextlib.suppress(Exception):
+                    await upstream.close(1011, "gateway error")
             await handshake.release()
+            if not isinstance(exc, Exception):
+                trace.abandoned("cancelled")
+                raise
+            if isinstance(exc, HandshakeDenied):
+                denial = exc
+                trace.denied(denial)
+            else:
+                logger.exception("API %s: handshake failed", api.config.name)
+                denial = HandshakeDenied(500, "the gateway failed", reason="error")
+                trace.denied(denial, error=exc)
+            await self._deny(api, scope, send, denial)
             return
-        except Exception as exc:
-            logger.exception("API %s: handshake failed", api.config.name)
-            failure = HandshakeDenied(500, "the gateway failed", reason="error")
-            trace.denied(failure, error=exc)
-            await self._deny(api, scope, send, failure, started)
-            await handshake.release()
-            return
-        except BaseException:
-            trace.abandoned("cancelled")
-            await handshake.release()
-            raise
 
         backend.active += 1
-        receive, upstream = trace.relay_io(receive, upstream)  # wrapped only for message events
-        message_policies = policies.message_policies(handshake)  # chosen once: None keeps the plain relay
-        relay = (
-            Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
-            if message_policies is None
-            else PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
-                             policies=message_policies, handshake=handshake)
-        )  # fmt: skip
         live = self._connections.add(relay, api=api.config.name, scope=scope)
         live.subject, live.subscription = _subject(handshake.claims), _subscription_id(handshake)
         guard: asyncio.Task[None] | None = None
@@ -287,7 +280,23 @@ class WebSocketGateway:
             backend.active -= 1
             await handshake.release()
 
-    async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, started: float) -> None:
+    def _relay(
+        self,
+        api: _Api,
+        policies: GatewayPolicies,
+        handshake: HandshakeContext,
+        receive: Receive,
+        upstream: UpstreamConnection,
+        send: Send,
+    ) -> Relay:
+        """The plain relay, or the policy relay when the connection has message policies (chosen once)."""
+        message_policies = policies.message_policies(handshake)
+        if message_policies is None:
+            return Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
+        return PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
+                           policies=message_policies, handshake=handshake)  # fmt: skip
+
+    async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:
         logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
                     denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
