@@ -19,7 +19,6 @@ from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 from test_e2e_relay import (  # noqa: F401 - collected here, against the passthrough server
     Stack,
-    stack,
     test_busy_connection_is_not_idle_but_hits_max_lifetime,
     test_client_close_code_and_reason_reach_the_upstream,
     test_client_close_while_upstream_streams_drains_cleanly,
@@ -60,8 +59,14 @@ def _passthrough_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _stack(upstream: UpstreamServer, **api: Any) -> Iterator[Stack]:
     gateway = ProbedGateway(gateway_config(upstream, passthrough=True, **api))
-    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+    with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * test_e2e_relay.MIB) as server:
         yield Stack(gateway, server, upstream)
+
+
+@pytest.fixture
+def stack(upstream: UpstreamServer) -> Iterator[Stack]:
+    """Gateway (passthrough on every API) under the passthrough server, in front of ``upstream``."""
+    yield from _stack(upstream)
 
 
 async def test_connections_are_spliced_and_counted(stack: Stack) -> None:
@@ -88,8 +93,8 @@ async def test_compression_is_negotiated_end_to_end(
 ) -> None:
     """The client's offer goes upstream and the upstream's answer comes back: one negotiation."""
     target = upstream if upstream_deflate else upstream_nodeflate
-    for stack in _stack(target):
-        async with await connect(stack.url("/ws/echo"), compression="deflate") as ws:
+    for spliced in _stack(target):
+        async with await connect(spliced.url("/ws/echo"), compression="deflate") as ws:
             assert ws.response is not None
             answer = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
             for message in ("compress me " * 1000, b"\x01" * 70000, ""):
@@ -97,20 +102,20 @@ async def test_compression_is_negotiated_end_to_end(
                 assert await ws.recv() == message
         assert ("permessage-deflate" in answer) is upstream_deflate
         assert "permessage-deflate" in (target.handshakes[-1].header("sec-websocket-extensions") or "")
-        await stack.gateway.settle()
+        await spliced.gateway.settle()
 
 
 async def test_message_policies_keep_the_relay(upstream: UpstreamServer) -> None:
     """An API with message policies is relayed message by message even with passthrough on."""
     policies = {"inbound": [{"limit-message-size": {"max": 10}}]}
-    for stack in _stack(upstream, message_policies=policies):
-        async with await connect(stack.url("/ws/echo")) as ws:
+    for relayed in _stack(upstream, message_policies=policies):
+        async with await connect(relayed.url("/ws/echo")) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
-            (live,) = stack.gateway.gateway.connections()
-            assert type(live.relay).__name__ == "Relay" or "Policy" in type(live.relay).__name__
+            (live,) = relayed.gateway.gateway.connections()
+            assert type(live.relay).__name__ == "PolicyRelay"
             await ws.close()
-        await stack.gateway.settle()
+        await relayed.gateway.settle()
 
 
 async def test_management_close_sends_each_side_its_code(stack: Stack) -> None:
