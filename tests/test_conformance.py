@@ -8,6 +8,7 @@ a fragmented message gets 1002), with ``wsproto`` nothing. The gateway must add 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,21 @@ async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: 
         f"gateway-only failures: {set(through.failed) - set(baseline.failed)}"
     )
     assert through.counts["FAILED"] <= baseline.counts["FAILED"]
+
+
+async def test_passthrough_passes_what_the_baseline_passes(tmp_path: Path) -> None:
+    """Spliced, the client speaks to the upstream's framing: still no failure the baseline lacks."""
+    passthrough: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
+    with UvicornServer(echo_app, ws="websockets-sansio", ws_max_size=16 * MIB) as server:
+        baseline = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "baseline")
+    with UpstreamServer(max_size=16 * MIB) as upstream:
+        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
+               "max_message_size": 16 * MIB, "passthrough": True}  # fmt: skip
+        gateway = ProbedGateway({"apis": [api]})
+        with UvicornServer(gateway, ws=passthrough, ws_max_size=16 * MIB) as server:
+            through = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "gateway")
+            assert gateway.gateway.open_connections == 0
+    assert through.total == baseline.total > 290
+    assert set(through.failed) <= set(baseline.failed), (
+        f"passthrough-only failures: {set(through.failed) - set(baseline.failed)}"
+    )
