@@ -39,19 +39,22 @@ async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: 
     assert through.counts["FAILED"] <= baseline.counts["FAILED"]
 
 
-async def test_passthrough_passes_what_the_baseline_passes(tmp_path: Path) -> None:
-    """Spliced, the client speaks to the upstream's framing: still no failure the baseline lacks."""
+async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> None:
+    """Spliced, the client speaks to the upstream's framing: the baseline is the upstream itself.
+
+    (The websockets upstream refuses messages of over ~1,000 fragments with 1009, so 9.3.1, 9.3.2,
+    9.4.1 and 9.4.2 fail directly and through passthrough, while uvicorn-fronted relaying passes.)
+    """
     passthrough: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
-    with UvicornServer(echo_app, ws="websockets-sansio", ws_max_size=16 * MIB) as server:
-        baseline = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "baseline")
     with UpstreamServer(max_size=16 * MIB) as upstream:
+        direct = await run_autobahn(upstream.url("/echo"), CASES, [], tmp_path / "direct")
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
                "max_message_size": 16 * MIB, "passthrough": True}  # fmt: skip
         gateway = ProbedGateway({"apis": [api]})
         with UvicornServer(gateway, ws=passthrough, ws_max_size=16 * MIB) as server:
             through = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "gateway")
-            assert gateway.gateway.open_connections == 0
-    assert through.total == baseline.total > 290
-    assert set(through.failed) <= set(baseline.failed), (
-        f"passthrough-only failures: {set(through.failed) - set(baseline.failed)}"
+            await gateway.settle()
+    assert through.total == direct.total > 290
+    assert set(through.failed) <= set(direct.failed), (
+        f"passthrough-only failures: {set(through.failed) - set(direct.failed)}"
     )
