@@ -49,6 +49,11 @@ class FrameScanner:
         self.too_big = False
         self.close: tuple[int, str] | None = None
 
+    @property
+    def mid_frame(self) -> bool:
+        """True while part of a frame has been forwarded (or held back) and the rest has not."""
+        return bool(self.remaining or self._head)
+
     def feed(self, data: bytes) -> bytes:
         """Scan ``data``; returns the bytes to forward (``data`` itself unless a header was split)."""
         if self._head:

@@ -82,7 +82,7 @@ class _Side(asyncio.Protocol):
         if not self.open or self.close_sent:
             return
         self.close_sent = True
-        if self.peer.scanner.remaining or self.peer.scanner._head:
+        if self.peer.scanner.mid_frame:
             self.transport.close()  # mid-frame: a close frame would land inside a payload
             return
         self.transport.write(close_frame(wire_code(code), wire_reason(reason), mask=not self.client))
@@ -165,7 +165,7 @@ class Splice:
     async def send_to_client(self, data: Data) -> bool:
         """Send the client a message of the gateway's own; False when not between messages or closing."""
         scanner = self.upstream.scanner
-        if self._closing or not self.client.open or scanner.remaining or scanner.in_message or scanner._head:
+        if self._closing or not self.client.open or scanner.mid_frame or scanner.in_message:
             return False
         payload, opcode = (data.encode(), 1) if isinstance(data, str) else (data, 2)
         self.client.transport.write(encode_frame(opcode, payload, mask=False))
