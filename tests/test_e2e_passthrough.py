@@ -137,3 +137,36 @@ async def test_message_over_the_limit_closes_sender_1009_and_upstream_1001(stack
         assert await expect_close(ws) == (1009, "message too big")
     assert await stack.upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
     await stack.gateway.settle()
+
+
+async def test_failover_to_second_backend(upstream: UpstreamServer) -> None:
+    """An unreachable backend is skipped for the next one, as in the relay."""
+    from support.servers import free_port
+
+    dead = f"ws://127.0.0.1:{free_port()}/echo"
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [dead, upstream.url("/echo")], "passthrough": True}
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        for _ in range(2):
+            async with await connect(server.url("/ws/echo")) as ws:
+                await ws.send("ok")
+                assert await ws.recv() == "ok"
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Splice"
+        await gateway.settle()
+    dead_backend, live_backend = gateway.gateway._apis["echo"].pool.backends
+    assert dead_backend.failures >= 1
+    assert live_backend.failures == 0
+    assert len(upstream.handshakes) == 2
+
+
+async def test_plain_uvicorn_relays_even_with_passthrough_on(upstream: UpstreamServer) -> None:
+    """Without the package's protocol class the flag does nothing: the relay serves the connection."""
+    gateway = ProbedGateway(gateway_config(upstream, passthrough=True))
+    with UvicornServer(gateway, ws="websockets-sansio") as server:
+        async with await connect(server.url("/ws/echo")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            (live,) = gateway.gateway.connections()
+            assert type(live.relay).__name__ == "Relay"
+        await gateway.settle()

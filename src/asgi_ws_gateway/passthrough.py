@@ -57,7 +57,7 @@ class _Side(asyncio.Protocol):
         out = scanner.feed(data)
         splice = self.splice
         if not splice.gateway_closing:
-            if out:
+            if out and self.peer.open:
                 self.peer.transport.write(out)
             if scanner.close is None and not scanner.too_big:
                 return
