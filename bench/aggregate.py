@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 from .stats import Spread, ratio, spread
 
 SCHEMA_VERSION = 1
-SUBJECTS = ("gateway", "gateway+policies", "gateway-picows")
+SUBJECTS = ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough")
 REFERENCES = ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay")
 
 HEADLINES: dict[str, tuple[str, ...]] = {
@@ -100,8 +100,8 @@ def targets(scenarios: dict[str, Any]) -> list[Target]:
                 "gateway+policies has telemetry on; handshake policies cost nothing per message"),
         _target("idle KiB/connection at 5,000", m("idle", "gateway", "kib_per_conn@5000"), 30.0),
         _target("idle KiB/connection at 9,000", m("idle", "gateway", "kib_per_conn@9000"), 30.0),
-        _target("passthrough CPU/64 B echo vs nginx", None, 2.0, "passthrough mode not built: issue 6 item 6"),
-        _target("passthrough CPU/16 KiB echo vs nginx", None, 2.0, "passthrough mode not built: issue 6 item 6"),
+        _target("passthrough CPU/64 B echo vs nginx", r("echo-64B", "gateway-passthrough", "nginx", cpu), 2.0),
+        _target("passthrough CPU/16 KiB echo vs nginx", r("echo-16KiB", "gateway-passthrough", "nginx", cpu), 2.0),
     ]  # fmt: skip
 
 

@@ -49,6 +49,11 @@ def gateway_app() -> ASGIApp:
     return WebSocketGateway(not_found, config={"apis": [_api()]})
 
 
+def gateway_passthrough_app() -> ASGIApp:
+    """The bare gateway with passthrough on (served with ``--ws`` set to the passthrough protocol)."""
+    return WebSocketGateway(not_found, config={"apis": [_api(passthrough=True)]})
+
+
 def gateway_picows_app() -> ASGIApp:
     """EVALUATION: the bare gateway with the picows upstream leg of :mod:`bench.picows_upstream`.
 

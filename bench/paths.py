@@ -78,6 +78,7 @@ def uvicorn_path(
     requires: tuple[str, ...] = (),
     note: str = "",
     env: Mapping[str, str] | None = None,
+    ws: str = "websockets-sansio",
 ) -> PathSpec:
     """A path served by uvicorn (uvloop, httptools, websockets-sansio) from an app factory.
 
@@ -85,6 +86,7 @@ def uvicorn_path(
         factory: ``module:function`` returning the ASGI app; it finds the upstream's base URL in
             ``BENCH_UPSTREAM`` and must serve :data:`~bench.apps.ECHO_PATH`.
         env: extra environment for the server (e.g. ``PYTHONPATH`` of another source tree).
+        ws: uvicorn's ``--ws`` (an implementation name or a protocol class's import string).
     """
 
     extra_env = dict(env or {})
@@ -93,7 +95,7 @@ def uvicorn_path(
         port = free_port()
         argv = [
             sys.executable, "-m", "uvicorn", "--factory", factory, "--host", HOST, "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--backlog", "4096",
+            "--loop", "uvloop", "--http", "httptools", "--ws", ws, "--backlog", "4096",
             "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "2",
         ]  # fmt: skip
         if ctx.workers > 1:
@@ -130,6 +132,12 @@ GATEWAY_PICOWS = uvicorn_path(
     requires=("picows",),
     note="evaluation only: the gateway with a picows upstream leg (no deflate; bench/picows_upstream.py)",
 )
+GATEWAY_PASSTHROUGH = uvicorn_path(
+    "gateway-passthrough",
+    "bench.apps:gateway_passthrough_app",
+    ws="asgi_ws_gateway.server:PassthroughWebSocketProtocol",
+    note="passthrough: after the handshake the TCP streams are spliced, frame headers scanned",
+)
 GATEWAY_POLICIES = dataclasses.replace(
     uvicorn_path(
         "gateway+policies",
@@ -141,7 +149,8 @@ GATEWAY_POLICIES = dataclasses.replace(
 )
 
 PATHS: tuple[PathSpec, ...] = (
-    DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS
+    DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS,
+    GATEWAY_PASSTHROUGH,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 

@@ -19,7 +19,7 @@ RATIO_COLUMNS = (
     ("latency", "rtt_p50_us"), ("latency", "rtt_p99_us"), ("idle", "kib_per_conn@5000"),
 )  # fmt: skip
 ORDER = ("direct", "nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay", "gateway", "gateway+policies",
-         "gateway-picows")  # fmt: skip
+         "gateway-picows", "gateway-passthrough")  # fmt: skip
 
 
 def write(results: dict[str, Any], *, out_dir: Path, docs: Path | None) -> None:
@@ -156,7 +156,7 @@ def markdown(results: dict[str, Any], *, chart_path: Path, docs: Path) -> str:
     lines += ["Ratios of medians, subject / reference: for CPU, latency and memory below 1 is better, for "
               "echoes/s and handshakes/s above 1 is better.", ""]  # fmt: skip
     ratio_rows = []
-    for subject in ("gateway", "gateway+policies", "gateway-picows"):
+    for subject in ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough"):
         for reference in ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay", "gateway", "direct"):
             row = [_ratio_cell(results, subject, reference, scenario, metric) for scenario, metric in RATIO_COLUMNS]
             if any(v != "—" for v in row):

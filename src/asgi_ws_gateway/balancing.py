@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .config import ApiConfig
 from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
@@ -37,6 +38,7 @@ class Backend:
 
 
 RequestBuilder = Callable[[Backend], UpstreamRequest]
+T = TypeVar("T")
 """Builds the upstream request for a given backend (each backend has its own URL)."""
 
 
@@ -77,10 +79,19 @@ class BackendPool:
             UpstreamRejected: the backend answered the handshake with a refusal.
             UpstreamUnreachable | UpstreamTimeout: every backend failed; the last failure is raised.
         """
+        return await self.open(lambda backend: backend.connector.connect(build(backend)))
+
+    async def open(self, opener: Callable[[Backend], Awaitable[T]]) -> tuple[Backend, T]:
+        """:meth:`connect` with ``opener(backend)`` opening the connection (passthrough's raw one).
+
+        Raises:
+            UpstreamRejected: the backend answered the handshake with a refusal.
+            UpstreamUnreachable | UpstreamTimeout: every backend failed; the last failure is raised.
+        """
         last: UpstreamUnreachable | UpstreamTimeout | None = None
         for backend in self.order():
             try:
-                connection = await backend.connector.connect(build(backend))
+                connection = await opener(backend)
             except UpstreamRejected:
                 self.record_success(backend)
                 raise

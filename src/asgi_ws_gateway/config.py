@@ -202,6 +202,12 @@ class ApiConfig(_Model):
     close_timeout: float = Field(
         default=5.0, gt=0, description="Seconds the upstream gets to finish a closing handshake before TCP is dropped."
     )
+    passthrough: bool = Field(
+        default=False,
+        description="Splice the client's and the upstream's TCP streams after the handshake, when the server "
+        "offers it (asgi_ws_gateway.server:PassthroughWebSocketProtocol) and no message policy applies; "
+        "extensions are then negotiated end to end (see docs/performance.md).",
+    )
     idle_timeout: float | None = Field(
         default=None, gt=0, description="Close with 1001 after this many seconds with no message either way."
     )

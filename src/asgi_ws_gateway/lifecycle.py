@@ -12,13 +12,32 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ._types import Scope
-from .relay import Relay, RelayStats
+from ._types import Data, Scope
+from .relay import RelayStats
 
 logger = logging.getLogger(__name__)
 
-_IDLE_CHECKS = 4  # samples per idle period: an idle connection is closed within 1.25 periods
+_IDLE_CHECKS = 4
+
+
+class Relay(Protocol):
+    """What lifecycle and management use of a connection: the relay's, or passthrough's splice."""
+
+    stats: RelayStats
+    finished: asyncio.Event
+
+    async def run(self) -> RelayStats: ...
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+    async def send_to_client(self, data: Data) -> bool: ...
+
+
+# samples per idle period: an idle connection is closed within 1.25 periods
 
 
 async def watchdog(relay: Relay, *, idle_timeout: float | None, max_lifetime: float | None) -> None:
@@ -119,4 +138,4 @@ class ConnectionRegistry:
                 relay.abort()
 
 
-__all__ = ["ConnectionRegistry", "LiveConnection", "watchdog"]
+__all__ = ["ConnectionRegistry", "LiveConnection", "Relay", "watchdog"]

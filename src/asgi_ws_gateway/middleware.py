@@ -16,13 +16,17 @@ from .errors import HandshakeDenied
 from .handshake import HandshakeContext
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
+from .lifecycle import Relay as ConnectionRelay
 from .message_relay import PolicyRelay
+from .messages import MessagePolicySet
+from .passthrough import EXTENSION, Splice
 from .policies import GatewayPolicies
 from .relay import Relay
 from .responses import send_denial
 from .routing import Router
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream import Connector, UpstreamConnection, WebSocketsConnector
+from .upstream_raw import RawUpstream, open_raw, tls_context
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -50,6 +54,9 @@ class _Api:
                 backend.connector, backend.index = connector, i
             backends.append(backend)
         self.pool = BackendPool(config, backends)
+        # Passthrough opens the upstream itself: it needs every upstream on the network.
+        self.can_splice = config.passthrough and all(u.kind != "asgi" for u in config.upstreams)
+        self.tls = [tls_context(u) if self.can_splice else None for u in config.upstreams]
 
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig) -> Connector:
@@ -217,7 +224,8 @@ class WebSocketGateway:
         policies = self._policies  # the configuration in force when the handshake started
         handshake = policies.context(api.config.name, scope, params)
         trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
-        upstream: UpstreamConnection | None = None
+        upstream: UpstreamConnection | RawUpstream | None = None
+        relay: ConnectionRelay
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
@@ -225,8 +233,20 @@ class WebSocketGateway:
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
-            backend, upstream = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
-            relay = self._relay(api, policies, handshake, *trace.relay_io(receive, upstream), send)
+            message_policies = policies.message_policies(handshake)
+            if message_policies is None and api.can_splice and EXTENSION in scope.get("extensions", {}):
+                backend, raw = await api.pool.open(lambda b: open_raw(
+                    cfg, cfg.upstreams[b.index], handshake.build_request(cfg, cfg.upstreams[b.index]), api.tls[b.index]
+                ))  # fmt: skip
+                upstream = raw
+                splice = Splice(raw, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout)
+                relay, accept = splice, splice.accept_message()
+            else:
+                backend, opened = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
+                upstream = opened
+                relay = self._relay(api, message_policies, handshake, *trace.relay_io(receive, opened), send)
+                accept = {"type": "websocket.accept", "subprotocol": opened.subprotocol,
+                          "headers": opened.response_headers}  # fmt: skip
         except BaseException as exc:
             if upstream is not None:  # connected, then failed: the upstream must not be left open
                 with contextlib.suppress(Exception):
@@ -252,8 +272,7 @@ class WebSocketGateway:
         connection: ConnectionTrace | None = None
         try:
             try:
-                await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
-                            "headers": upstream.response_headers})  # fmt: skip
+                await send(accept)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await upstream.close(1001, "client went away")
@@ -283,14 +302,13 @@ class WebSocketGateway:
     def _relay(
         self,
         api: _Api,
-        policies: GatewayPolicies,
+        message_policies: MessagePolicySet | None,
         handshake: HandshakeContext,
         receive: Receive,
         upstream: UpstreamConnection,
         send: Send,
     ) -> Relay:
         """The plain relay, or the policy relay when the connection has message policies (chosen once)."""
-        message_policies = policies.message_policies(handshake)
         if message_policies is None:
             return Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
         return PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,

@@ -1,0 +1,155 @@
+"""Frame-header scanning for passthrough: what crossed one direction, without parsing payloads.
+
+:class:`FrameScanner` reads the bytes one side sends as they arrive, split anywhere, and finds
+frame boundaries from the headers alone (RFC 6455 §5.2: 7, 16 or 64-bit lengths, masked or not).
+It counts messages and bytes into :class:`~asgi_ws_gateway.relay.RelayStats`, reads close frames'
+code and reason, and stops at the first frame that would take a message over the size limit.
+Payloads are never copied or unmasked, except a close frame's (at most 125 bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from .relay import RelayStats
+
+_CLOSE = 0x8
+_CONTROL = 0x8  # opcodes 0x8 and above are control frames
+
+
+class FrameScanner:
+    """Scans the frames one side sends.
+
+    Args:
+        stats: where messages and bytes are counted.
+        inbound: True for client to upstream (``*_in``), False for upstream to client.
+        max_message_size: payload bytes one message may carry (on the wire: compressed, when
+            permessage-deflate is in use).
+
+    After :meth:`feed`, ``too_big`` is True once a message went over the limit (nothing from its
+    offending frame on is returned), and ``close`` holds ``(code, reason)`` once a close frame
+    arrived in full (1005 when it had no code).
+    """
+
+    def __init__(self, stats: RelayStats, *, inbound: bool, max_message_size: int) -> None:
+        self._count = stats.count_in if inbound else stats.count_out
+        self._max = max_message_size
+        self._head = b""  # a header split across reads, held back until complete
+        self.remaining = 0
+        """Payload bytes of the current frame not seen yet (0: at a frame boundary)."""
+        self._message = 0  # payload bytes of the message so far
+        self._binary = False
+        self.in_message = False
+        """True between the first and the last frame of a fragmented message."""
+        self._close_payload: bytearray | None = None  # collecting a close frame's payload
+        self._close_mask = b""
+        self._fin = False  # the current frame ends its message
+        self._control = False
+        self.too_big = False
+        self.close: tuple[int, str] | None = None
+
+    @property
+    def mid_frame(self) -> bool:
+        """True while part of a frame has been forwarded (or held back) and the rest has not."""
+        return bool(self.remaining or self._head)
+
+    def feed(self, data: bytes) -> bytes:
+        """Scan ``data``; returns the bytes to forward (``data`` itself unless a header was split)."""
+        if self._head:
+            data = self._head + data
+            self._head = b""
+        size = len(data)
+        pos = 0
+        while pos < size:
+            remaining = self.remaining
+            if remaining:
+                take = min(remaining, size - pos)
+                if self._close_payload is not None:
+                    self._close_payload += data[pos : pos + take]
+                pos += take
+                self.remaining = remaining - take
+                if self.remaining == 0:
+                    self._frame_done()
+                continue
+            if self.close is not None or self.too_big:
+                return data[:pos]  # nothing after a close frame or an oversize frame goes on
+            start = pos
+            if size - pos < 2:
+                self._head = data[pos:]
+                return data[:start]
+            b0, b1 = data[pos], data[pos + 1]
+            length = b1 & 0x7F
+            header = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
+            if size - pos < header:
+                self._head = data[pos:]
+                return data[:start]
+            if length == 126:
+                (length,) = struct.unpack_from("!H", data, pos + 2)
+            elif length == 127:
+                (length,) = struct.unpack_from("!Q", data, pos + 2)
+            opcode = b0 & 0x0F
+            pos += header
+            if opcode >= _CONTROL:
+                if opcode == _CLOSE:
+                    self._close_payload = bytearray()
+                    self._close_mask = data[pos - 4 : pos] if b1 & 0x80 else b""
+                self._fin = True
+            else:
+                if opcode:  # the first frame of a message: text (1) or binary (2)
+                    self._binary = opcode == 2
+                    self._message = 0
+                self._message += length
+                if self._message > self._max:
+                    self.too_big = True
+                    return data[:start]
+                self.in_message = not b0 & 0x80
+                self._fin = not self.in_message
+            self._control = opcode >= _CONTROL
+            self.remaining = length
+            if length == 0:
+                self._frame_done()
+        return data
+
+    def _frame_done(self) -> None:
+        if self._control:
+            if self._close_payload is not None:
+                self.close = _parse_close(bytes(self._close_payload), self._close_mask)
+                self._close_payload = None
+        elif self._fin:
+            self._count(self._message, self._binary)
+
+
+def _parse_close(payload: bytes, mask: bytes) -> tuple[int, str]:
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    if len(payload) < 2:
+        return 1005, ""
+    (code,) = struct.unpack_from("!H", payload)
+    return code, payload[2:].decode(errors="replace")
+
+
+def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
+    """One final frame; masked with a random key when ``mask`` (client to server)."""
+    length = len(payload)
+    b1 = 0x80 if mask else 0
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, b1 | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, b1 | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, b1 | 127, length)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    keystream = int.from_bytes((key * (length // 4 + 1))[:length], "big")
+    masked = (int.from_bytes(payload, "big") ^ keystream).to_bytes(length, "big")
+    return header + key + masked
+
+
+def close_frame(code: int, reason: str, *, mask: bool) -> bytes:
+    """A close frame with ``code`` and ``reason`` (the caller maps reserved codes and caps the reason)."""
+    return encode_frame(_CLOSE, struct.pack("!H", code) + reason.encode(), mask=mask)
+
+
+__all__ = ["FrameScanner", "close_frame", "encode_frame"]

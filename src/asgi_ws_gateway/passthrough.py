@@ -1,0 +1,241 @@
+"""Passthrough: after the handshake, splice the client's and the upstream's TCP streams.
+
+Bytes are copied as they arrive, in both directions, by two asyncio protocols; a
+:class:`~asgi_ws_gateway.frames.FrameScanner` per direction reads the frame headers for the
+counters and the close frames. Backpressure: when one transport's write buffer passes its high
+water mark, the other side's reading pauses until it drains, so nothing queues without bound.
+
+Closing follows the relay's table as far as bytes allow:
+
+* a close frame from either side passes through as it is; its code is recorded, and once the
+  upstream's TCP connection ends (the server ends it first) the client's is closed too;
+* a side that vanishes without a close frame: the other gets 1011 (from the upstream: "upstream
+  connection failed"; towards the upstream: the client's 1006 mapped to 1011);
+* the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
+  to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
+  of a frame cannot take a close frame and has its TCP connection closed instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ._types import Data, Message
+from .frames import FrameScanner, close_frame, encode_frame
+from .relay import RelayStats, wire_code, wire_reason
+from .upstream_raw import RawUpstream
+
+logger = logging.getLogger(__name__)
+
+EXTENSION = "asgi_ws_gateway.passthrough"
+"""The ``scope["extensions"]`` key a server that supports passthrough sets."""
+ACCEPT = "asgi_ws_gateway.passthrough.accept"
+"""The ASGI message type that accepts the client and hands its transport to a protocol."""
+
+
+class _Side(asyncio.Protocol):
+    """One leg of the splice: its transport, and what it sent."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, splice: Splice, scanner: FrameScanner, *, client: bool) -> None:
+        self.splice = splice
+        self.scanner = scanner
+        self.client = client
+        self.peer: _Side
+        self.open = True  # its TCP connection is up
+        self.close_sent = False  # the gateway sent this side a close frame of its own
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        scanner = self.scanner
+        out = scanner.feed(data)
+        splice = self.splice
+        if not splice.gateway_closing:
+            if out and self.peer.open:
+                self.peer.transport.write(out)
+            if scanner.close is None and not scanner.too_big:
+                return
+        splice.after_frame(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.splice.lost(self)
+
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer.open:
+            self.peer.transport.resume_reading()
+
+    def write_close(self, code: int, reason: str) -> None:
+        """Send this side a close frame of the gateway's, if it is between frames (else drop it)."""
+        if not self.open or self.close_sent:
+            return
+        self.close_sent = True
+        if self.peer.scanner.mid_frame:
+            self.transport.close()  # mid-frame: a close frame would land inside a payload
+            return
+        self.transport.write(close_frame(wire_code(code), wire_reason(reason), mask=not self.client))
+
+
+class Splice:
+    """Copies bytes both ways between a client transport and a :class:`RawUpstream`.
+
+    Offers what the relay offers (``stats``, ``finished``, :meth:`run`, :meth:`close`,
+    :meth:`abort`, :meth:`send_to_client`), so lifecycle, management and telemetry treat both alike.
+
+    Args:
+        upstream: the upstream connection, handshake done.
+        max_message_size: payload bytes one message may carry, each way.
+        close_timeout: seconds a closing handshake may take before both connections are aborted.
+    """
+
+    def __init__(self, upstream: RawUpstream, *, max_message_size: int, close_timeout: float) -> None:
+        slots = max_message_size.bit_length() + 1
+        self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
+        self.finished = asyncio.Event()
+        """Set when both TCP connections are closed."""
+        self.gateway_closing = False
+        self._closing = False
+        self._close_timeout = close_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._upstream_raw = upstream
+        scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size)
+        scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size)
+        self.client = _Side(self, scan_in, client=True)
+        self.upstream = _Side(self, scan_out, client=False)
+        self.client.peer, self.upstream.peer = self.upstream, self.client
+
+    def accept_message(self) -> Message:
+        """The ASGI message that completes the client's handshake and hands its transport over."""
+        raw = self._upstream_raw
+        return {"type": ACCEPT, "subprotocol": raw.subprotocol, "headers": raw.response_headers,
+                "extensions": raw.extensions, "protocol": self.client, "on_started": self._start,
+                "on_shutdown": self._server_shutdown}  # fmt: skip
+
+    def _start(self) -> None:
+        """The server handed the client transport over: start copying."""
+        raw = self._upstream_raw
+        raw.transport.set_protocol(self.upstream)
+        self.upstream.connection_made(raw.transport)
+        if raw.leftover:
+            self.upstream.data_received(raw.leftover)
+        if raw.ended():
+            # The upstream ended between its 101 and now: connection_lost went to the old protocol.
+            self.upstream.open = False
+            self.lost(self.upstream)
+        else:
+            raw.transport.resume_reading()
+
+    def _server_shutdown(self) -> None:
+        self._gateway_close(1012, "server shutting down", 1012, "server shutting down")
+
+    async def run(self) -> RelayStats:
+        """Wait until both connections are closed. Cancelling it aborts both."""
+        try:
+            await self.finished.wait()
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        return self.stats
+
+    def abort(self) -> None:
+        """Drop both TCP connections now."""
+        for side in (self.client, self.upstream):
+            if side.open:
+                side.transport.abort()
+        if not self._closing:
+            self._closing = True
+            self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "gateway", 1006, "aborted"
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+        """Close both sides on the gateway's own initiative (a no-op once closing has started)."""
+        self._gateway_close(client_code, client_reason, upstream_code, upstream_reason)
+
+    async def send_to_client(self, data: Data) -> bool:
+        """Send the client a message of the gateway's own; False when not between messages or closing."""
+        scanner = self.upstream.scanner
+        if self._closing or not self.client.open or scanner.mid_frame or scanner.in_message:
+            return False
+        payload, opcode = (data.encode(), 1) if isinstance(data, str) else (data, 2)
+        self.client.transport.write(encode_frame(opcode, payload, mask=False))
+        return True
+
+    def _gateway_close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = self.gateway_closing = True
+        self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "gateway", client_code, client_reason
+        self.client.write_close(client_code, client_reason)
+        self.upstream.write_close(upstream_code, upstream_reason)
+        self._arm_timer()
+
+    def after_frame(self, side: _Side) -> None:
+        """``side`` sent a close frame or an oversize message (or data while the gateway closes)."""
+        scanner = side.scanner
+        if scanner.too_big:
+            if self.gateway_closing:
+                side.transport.close()
+            elif side.client:
+                self._gateway_close(1009, "message too big", 1001, "client message too big")
+            else:
+                self._gateway_close(1001, "upstream message too big", 1009, "message too big")
+            return
+        if scanner.close is None:
+            return
+        if self.gateway_closing:
+            if side.client:  # the client answered; the server ends the TCP connection
+                side.transport.close()
+            return
+        if not self._closing:
+            self._closing = True
+            code, reason = scanner.close
+            self.stats.closed_by = "client" if side.client else "upstream"
+            self.stats.close_code, self.stats.close_reason = code, reason
+            self._arm_timer()
+        elif side.client:  # the client answered the upstream's close: the server ends it
+            side.transport.close()
+
+    def lost(self, side: _Side) -> None:
+        peer = side.peer
+        if not self._closing:  # it vanished without a close frame
+            self._closing = True
+            self.stats.closed_by = "client" if side.client else "upstream"
+            self.stats.close_code, self.stats.close_reason = 1006, ""
+            if side.client:
+                peer.write_close(1011, "")
+            else:
+                peer.write_close(1011, "upstream connection failed")
+                peer.transport.close()
+            self._arm_timer()
+        elif peer.open and not self.gateway_closing and (not side.client or peer.scanner.close is not None):
+            peer.transport.close()  # the closing handshake is over (the gateway's own: each side answers)
+        if not self.client.open and not self.upstream.open:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.finished.set()
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._close_timeout, self._expire)
+
+    def _expire(self) -> None:
+        for side in (self.client, self.upstream):
+            if side.open:
+                logger.info("passthrough: closing handshake timed out; aborting the %s connection",
+                            "client" if side.client else "upstream")  # fmt: skip
+                with contextlib.suppress(Exception):
+                    side.transport.abort()
+
+
+__all__ = ["ACCEPT", "EXTENSION", "Splice"]

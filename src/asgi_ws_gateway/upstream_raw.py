@@ -1,0 +1,203 @@
+"""The upstream leg of passthrough: a raw TCP/TLS connection and a WebSocket handshake done by hand.
+
+The gateway sends its own ``Sec-WebSocket-Key`` and checks the upstream's ``Sec-WebSocket-Accept``,
+but forwards the client's ``Sec-WebSocket-Extensions`` offer and subprotocols, so that both ends
+negotiate extensions with each other. Failures raise the same errors as the ``websockets``
+connector: :class:`~asgi_ws_gateway.errors.UpstreamRejected` (the upstream's status, headers and
+body), :class:`~asgi_ws_gateway.errors.UpstreamTimeout` and
+:class:`~asgi_ws_gateway.errors.UpstreamUnreachable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import ssl
+from urllib.parse import urlsplit
+
+from ._types import Headers, Scope
+from .config import ApiConfig, UpstreamConfig
+from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .frames import close_frame
+from .relay import wire_code, wire_reason
+from .upstream import UpstreamRequest, kept_response_headers
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers)
+_MAX_BODY = 64 * 1024  # bytes of a refusal's body passed on to the client
+
+
+class RawUpstream:
+    """An upstream connection whose handshake is done; the splice takes its transport over.
+
+    Attributes:
+        subprotocol: the subprotocol the upstream chose, if any.
+        extensions: the upstream's ``Sec-WebSocket-Extensions`` answer, for the client's 101.
+        response_headers: the upstream's other end-to-end response headers.
+        leftover: bytes the upstream sent after its 101 (frames already), not yet forwarded.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        subprotocol: str | None,
+        extensions: str | None,
+        response_headers: Headers,
+        leftover: bytes,
+        reader: _HandshakeReader,
+    ) -> None:
+        self.transport = transport
+        self._reader = reader
+        self.subprotocol = subprotocol
+        self.extensions = extensions
+        self.response_headers = response_headers
+        self.leftover = leftover
+
+    def ended(self) -> bool:
+        """True if the TCP connection ended before the splice took it over."""
+        return self._reader.eof
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close before the splice started: a masked close frame, then the TCP connection."""
+        if not self.transport.is_closing():
+            self.transport.write(close_frame(wire_code(code), wire_reason(reason), mask=True))
+            self.transport.close()
+
+
+class _HandshakeReader(asyncio.Protocol):
+    """Collects the upstream's response to the handshake (and the body of a refusal)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.more = asyncio.Event()
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.more.set()
+        if not self.head.done():
+            if b"\r\n\r\n" in self.buffer:
+                self.head.set_result(None)
+            elif len(self.buffer) > _MAX_HEAD:
+                self.head.set_exception(UpstreamUnreachable("the upstream's response head is too large"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.more.set()
+        if not self.head.done():
+            self.head.set_exception(UpstreamUnreachable(f"the upstream closed during the handshake: {exc}"))
+
+
+def tls_context(upstream: UpstreamConfig) -> ssl.SSLContext | None:
+    """The TLS context of a ``wss://`` upstream (None for ``ws://``)."""
+    if upstream.kind != "wss":
+        return None
+    context = ssl.create_default_context(cafile=upstream.ca_bundle)
+    if not upstream.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def client_extensions(scope: Scope) -> str | None:
+    """The client's ``Sec-WebSocket-Extensions`` offer, all header lines joined."""
+    values = [v.decode("latin-1") for n, v in scope.get("headers", []) if n.lower() == b"sec-websocket-extensions"]
+    return ", ".join(values) if values else None
+
+
+async def open_raw(
+    api: ApiConfig, upstream: UpstreamConfig, request: UpstreamRequest, context: ssl.SSLContext | None
+) -> RawUpstream:
+    """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds."""
+    label = upstream.label
+    try:
+        async with asyncio.timeout(api.connect_timeout):
+            return await _open(request, context, label)
+    except TimeoutError:
+        raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
+    except OSError as exc:
+        raise UpstreamUnreachable(f"{label} is unreachable: {exc}") from None
+
+
+async def _open(request: UpstreamRequest, context: ssl.SSLContext | None, label: str) -> RawUpstream:
+    url = urlsplit(request.url)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "wss" else 80)
+    loop = asyncio.get_running_loop()
+    transport, reader = await loop.create_connection(_HandshakeReader, host, port, ssl=context)
+    try:
+        key = base64.b64encode(os.urandom(16))
+        transport.write(_request_bytes(request, url.netloc, key))
+        await reader.head
+        head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
+        status, headers = _parse_head(head, label)
+        if status != 101:
+            if 300 <= status < 400:
+                raise UpstreamUnreachable(f"{label} answered with a redirect ({status}), which is not followed")
+            body = await _body(reader, headers, len(head) + 4)
+            raise UpstreamRejected(status, kept_response_headers(headers), body)
+        answer = {name.lower(): value for name, value in headers}
+        expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+        if answer.get("upgrade", "").lower() != "websocket" or answer.get("sec-websocket-accept") != expected:
+            raise UpstreamUnreachable(f"{label} answered the handshake with an invalid 101")
+        subprotocol = answer.get("sec-websocket-protocol")
+        if subprotocol is not None and subprotocol not in request.subprotocols:
+            raise UpstreamUnreachable(f"{label} chose a subprotocol that was not offered: {subprotocol!r}")
+        extensions = ", ".join(v for n, v in headers if n.lower() == "sec-websocket-extensions") or None
+        if extensions is not None and client_extensions(request.scope) is None:
+            raise UpstreamUnreachable(f"{label} answered with extensions that were not offered")
+    except BaseException:
+        transport.abort()
+        raise
+    transport.pause_reading()  # until the splice takes the transport over
+    return RawUpstream(transport, subprotocol, extensions, kept_response_headers(headers), rest, reader)
+
+
+def _request_bytes(request: UpstreamRequest, netloc: str, key: bytes) -> bytes:
+    url = urlsplit(request.url)
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {netloc.rpartition('@')[2]}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key.decode()}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if request.subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(request.subprotocols)}")
+    extensions = client_extensions(request.scope)
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    lines.extend(f"{name}: {value}" for name, value in request.headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _parse_head(head: bytes, label: str) -> tuple[int, list[tuple[str, str]]]:
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise UpstreamUnreachable(f"{label} did not answer with HTTP/1.1: {status_line[:80]!r}")
+    headers = []
+    for line in header_lines:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise UpstreamUnreachable(f"{label} sent a malformed response header")
+        headers.append((name.strip(), value.strip()))
+    return int(parts[1]), headers
+
+
+async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:
+    """A refusal's body: Content-Length bytes, or up to EOF (capped at 64 KiB)."""
+    length = next((v for n, v in headers if n.lower() == "content-length"), None)
+    want = min(int(length), _MAX_BODY) if length is not None and length.isdigit() else _MAX_BODY
+    while len(reader.buffer) - start < want and not reader.eof:
+        reader.more.clear()
+        await reader.more.wait()
+    return bytes(reader.buffer[start : start + want])
+
+
+__all__ = ["RawUpstream", "client_extensions", "open_raw", "tls_context"]
