@@ -14,12 +14,7 @@ then
   exit 0
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "no Redis at 127.0.0.1:6379 and redis-server is not installed (apt-get install redis-server)" >&2
-    exit 1
-  fi
+  "$(dirname "$0")/apt-install.sh" redis-server
 fi
 redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp
 for _ in $(seq 50); do

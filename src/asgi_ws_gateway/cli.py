@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .config import json_schema, load_config
 from .errors import ConfigError
@@ -82,17 +83,14 @@ def _run(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     if args.management or args.management_port:
         return _run_managed(args)
-    uvicorn.run(
-        "asgi_ws_gateway.standalone:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        ws=args.ws,
-        log_level=args.log_level,
-        lifespan="on",
-    )
+    uvicorn.run("asgi_ws_gateway.standalone:create_app", **_uvicorn_options(args))
     return 0
+
+
+def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``run`` passes to uvicorn, with or without the management API."""
+    return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
+            "log_level": args.log_level, "lifespan": "on"}  # fmt: skip
 
 
 def _run_managed(args: argparse.Namespace) -> int:
@@ -113,16 +111,7 @@ def _run_managed(args: argparse.Namespace) -> int:
         managed.PORT_ENV: str(args.management_port) if args.management_port else None,
     }
     os.environ.update({name: value for name, value in settings.items() if value})
-    config = uvicorn.Config(
-        "asgi_ws_gateway.management.standalone:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        ws=args.ws,
-        log_level=args.log_level,
-        lifespan="on",
-    )
+    config = uvicorn.Config("asgi_ws_gateway.management.standalone:create_app", **_uvicorn_options(args))
     sockets = [config.bind_socket()]
     if args.management_port:
         sockets.append(managed.bind(args.host, args.management_port))

@@ -25,8 +25,8 @@ from .relay import Relay
 from .responses import send_denial
 from .routing import Router
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
-from .upstream import Connector, UpstreamConnection, WebSocketsConnector
-from .upstream_raw import RawUpstream, open_raw, tls_context
+from .upstream import Connector, UpstreamConnection, WebSocketsConnector, tls_context
+from .upstream_raw import RawUpstream, open_raw
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider

@@ -162,6 +162,17 @@ def kept_response_headers(headers: list[tuple[str, str]]) -> Headers:
     ]
 
 
+def tls_context(upstream: UpstreamConfig) -> ssl.SSLContext | None:
+    """The TLS context of a ``wss://`` upstream (None for ``ws://``): verified unless told not to."""
+    if upstream.kind != "wss":
+        return None
+    context = ssl.create_default_context(cafile=upstream.ca_bundle)
+    if not upstream.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class _NoRedirects(connect):
     """``websockets`` connect that never follows a redirect: a gateway must not wander off."""
 
@@ -175,13 +186,7 @@ class WebSocketsConnector:
     def __init__(self, api: ApiConfig, upstream: UpstreamConfig) -> None:
         self.api = api
         self.label = upstream.label
-        self.ssl_context: ssl.SSLContext | None = None
-        if upstream.kind == "wss":
-            context = ssl.create_default_context(cafile=upstream.ca_bundle)
-            if not upstream.verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self.ssl_context = context
+        self.ssl_context = tls_context(upstream)
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         api = self.api
@@ -280,5 +285,6 @@ __all__ = [
     "UpstreamRequest",
     "WebSocketsConnector",
     "build_request",
+    "tls_context",
     "upstream_headers",
 ]

@@ -91,17 +91,6 @@ class _HandshakeReader(asyncio.Protocol):
             self.head.set_exception(UpstreamUnreachable(f"the upstream closed during the handshake: {exc}"))
 
 
-def tls_context(upstream: UpstreamConfig) -> ssl.SSLContext | None:
-    """The TLS context of a ``wss://`` upstream (None for ``ws://``)."""
-    if upstream.kind != "wss":
-        return None
-    context = ssl.create_default_context(cafile=upstream.ca_bundle)
-    if not upstream.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def client_extensions(scope: Scope) -> str | None:
     """The client's ``Sec-WebSocket-Extensions`` offer, all header lines joined."""
     values = [v.decode("latin-1") for n, v in scope.get("headers", []) if n.lower() == b"sec-websocket-extensions"]
@@ -200,4 +189,4 @@ async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start:
     return bytes(reader.buffer[start : start + want])
 
 
-__all__ = ["RawUpstream", "client_extensions", "open_raw", "tls_context"]
+__all__ = ["RawUpstream", "client_extensions", "open_raw"]

@@ -162,12 +162,17 @@ REGISTRY: dict[str, PolicyType] = {}
 
 def register_policy(name: str) -> Callable[[C], C]:
     """Class decorator: make a policy type available in configuration as ``{name: {...}}``."""
+    return register_in(REGISTRY, name)
+
+
+def register_in(registry: dict[str, PolicyType], name: str) -> Callable[[C], C]:
+    """Class decorator adding a policy type with a ``Settings`` pydantic model to ``registry``."""
 
     def register(cls: C) -> C:
         settings = getattr(cls, "Settings", None)
         if not isinstance(settings, type) or not issubclass(settings, BaseModel):
             raise TypeError(f"policy type {cls.__name__} needs a Settings pydantic model")
-        REGISTRY[name] = cls  # type: ignore[assignment]  # checked above, as far as a runtime can
+        registry[name] = cls  # type: ignore[assignment]  # checked above, as far as a runtime can
         return cls
 
     return register

@@ -29,11 +29,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel
-
 from .._types import Data
 from ..messages import ConnectionContext, Direction, MessageHandler, WsMessage
-from .base import C, PolicyType
+from .base import C, PolicyType, register_in
 
 MESSAGE_REGISTRY: dict[str, PolicyType] = {}
 
@@ -43,15 +41,7 @@ MessageFunction = Callable[[WsMessage], Awaitable[Any]]
 
 def register_message_policy(name: str) -> Callable[[C], C]:
     """Class decorator: make a message policy type available in configuration as ``{name: {...}}``."""
-
-    def register(cls: C) -> C:
-        settings = getattr(cls, "Settings", None)
-        if not isinstance(settings, type) or not issubclass(settings, BaseModel):
-            raise TypeError(f"message policy type {cls.__name__} needs a Settings pydantic model")
-        MESSAGE_REGISTRY[name] = cls  # type: ignore[assignment]  # checked above, as far as a runtime can
-        return cls
-
-    return register
+    return register_in(MESSAGE_REGISTRY, name)
 
 
 def check_async(function: object) -> None:
