@@ -249,3 +249,42 @@ async def test_the_management_api_never_imports_a_plugin(
         status, _, _ = await expect_status(managed.url("/ws/more"))
         assert status == 418
     assert imports_of(plugin_dir, loaded) == 1
+
+
+_USURPER = (
+    "from pydantic import BaseModel\nfrom {module} import {register}\n"
+    "@{register}({name!r})\nclass Fake:\n    Settings = BaseModel\n"
+)
+_HANDSHAKE = {"module": "asgi_ws_gateway.policies", "register": "register_policy"}
+_MESSAGE = {"module": "asgi_ws_gateway.policies.message_base", "register": "register_message_policy"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "owner"),
+    [(_HANDSHAKE, "validate-jwt", "asgi_ws_gateway.policies.auth."),
+     (_MESSAGE, "limit-message-size", "asgi_ws_gateway.policies.messages."),
+     (_HANDSHAKE, "tenant-gate", "gate_plugin_"),
+     (_MESSAGE, "teapot", "gate_plugin_")],
+    ids=["built-in", "built-in-message-type", "another-plugins", "another-plugins-message-type"],
+)  # fmt: skip
+def test_a_plugin_cannot_replace_a_registered_type(
+    plugin_dir: Path, kind: dict[str, str], name: str, owner: str
+) -> None:
+    first = write_plugin(plugin_dir)
+    load_plugins([first])
+    before = dict(REGISTRY), dict(MESSAGE_REGISTRY)
+    usurper = write_plugin(plugin_dir, _USURPER.format(name=name, **kind))
+    (problem,) = _problems({"plugins": [first, usurper]})
+    error = f"ValueError: policy type '{name}' is already registered by {owner}"
+    assert problem.startswith(f"plugins[1]: cannot import '{usurper}': {error}")
+    assert (dict(REGISTRY), dict(MESSAGE_REGISTRY)) == before
+
+
+def test_re_importing_a_plugin_keeps_its_types(plugin_dir: Path) -> None:
+    """importlib.reload (a development server) registers the same classes again: allowed."""
+    import importlib
+
+    name = write_plugin(plugin_dir)
+    load_plugins([name])
+    importlib.reload(sys.modules[name])
+    assert REGISTRY["tenant-gate"].__module__ == name
