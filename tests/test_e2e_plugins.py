@@ -104,6 +104,9 @@ def test_check_stops_with_exit_2_naming_a_plugin_that_fails_to_import(
     assert f"  {where}: cannot import '{name}': {error.format(name=name)}" in result.stderr
     assert "unknown policy type" not in result.stderr  # it stops there: no cascade of unknown types
     assert "Traceback" not in result.stderr
+    as_json = _cli("check", "gateway.yaml", "--json", *([] if how == "config" else ["--plugin", name]), cwd=tmp_path)
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stdout)["problems"][0].startswith(f"{where}: cannot import '{name}': ")
 
 
 def test_run_stops_with_exit_2_naming_a_plugin_that_fails_to_import(tmp_path: Path) -> None:

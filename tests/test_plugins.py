@@ -202,6 +202,23 @@ def test_the_standalone_worker_imports_the_command_lines_plugins(
         create_standalone()
 
 
+def test_the_managed_standalone_worker_imports_the_command_lines_plugins(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --management``'s workers build the gateway the same way: the --plugin modules first."""
+    from asgi_ws_gateway.management import standalone as managed
+
+    path = plugin_dir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(_gated(None)))
+    settings = {CONFIG_ENV: str(path), PLUGINS_ENV: write_plugin(plugin_dir), "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN,
+                managed.STATE_ENV: str(plugin_dir / "state.json")}  # fmt: skip
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    for name in (managed.REDIS_ENV, managed.PORT_ENV, managed.PATH_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert managed.create_app().manager.gateway.config.apis[0].name == "gated"
+
+
 async def test_the_same_plugin_policy_in_an_app(plugin_dir: Path, upstream: UpstreamServer) -> None:
     """A user's Starlette app naming the plugin in its config: 451 without a tenant, 4418 from the teapot."""
     app = Starlette()
