@@ -106,11 +106,12 @@ def test_a_custom_policys_settings_get_field_path_errors(plugin_dir: Path, confi
     [
         ("raise RuntimeError('no licence file')\n", "RuntimeError: no licence file"),
         ("def broken(:\n", "SyntaxError: "),
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
         ("import not_a_module_anywhere_42\n", "ModuleNotFoundError: No module named 'not_a_module_anywhere_42'"),
         ("from asgi_ws_gateway.policies import register_policy\n@register_policy('x')\nclass X:\n    pass\n",
          "TypeError: policy type X needs a Settings pydantic model"),
     ],
-    ids=["raises", "syntax", "imports-a-missing-module", "bad-registration"],
+    ids=["raises", "syntax", "exits", "imports-a-missing-module", "bad-registration"],
 )  # fmt: skip
 def test_a_plugin_that_fails_to_import_is_named_with_its_error(plugin_dir: Path, source: str, error: str) -> None:
     """The file's own error, by field path and module name; validation stops there (no cascade)."""
@@ -133,7 +134,7 @@ def test_every_missing_plugin_is_listed_by_index(plugin_dir: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["a:b", "./plugin.py", ".relative", "", "two words", "x.", "1st"])
+@pytest.mark.parametrize("name", ["a:b", "./plugin.py", ".relative", "", "two words", "x.", "1st", "os\n", "os\nsys"])
 def test_a_plugin_must_be_an_absolute_module_name(name: str) -> None:
     (problem,) = _problems({"plugins": [name]})
     assert problem.startswith("plugins[0]: String should match pattern")

@@ -7,7 +7,8 @@ the command line (``--plugin MODULE``); ``run`` passes the command line's to its
 
 Each module is imported once per process, by its absolute name, from ``sys.path`` (the command line
 puts the working directory first, as uvicorn does for apps). The management API never imports one:
-it validates with ``allow_import=False``, which accepts only modules already loaded here.
+it validates with ``load_config(..., import_plugins=False)``, which accepts only modules already
+loaded here.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def load_plugins(modules: Sequence[str], *, field: str = "plugins", allow_import
         where = f"{field}[{i}]" if field.isidentifier() else f"{field} {name}"
         if name in _loaded:
             continue
-        if not re.match(MODULE_NAME, name):
+        if not re.fullmatch(MODULE_NAME, name):  # fullmatch: "$" alone would admit a trailing newline
             problems.append(f"{where}: '{name}' is not a module name (package.module)")
             continue
         if not allow_import:
@@ -58,7 +59,7 @@ def load_plugins(modules: Sequence[str], *, field: str = "plugins", allow_import
             continue
         try:
             importlib.import_module(name)
-        except Exception as exc:  # a plugin may fail any way at import: report it, never a traceback
+        except (Exception, SystemExit) as exc:  # a plugin may fail any way at import: report it, no traceback
             problems.append(f"{where}: cannot import '{name}': {type(exc).__name__}: {exc}")
             continue
         _loaded.add(name)
