@@ -15,6 +15,7 @@ from typing import Any
 from .config import json_schema, load_config
 from .errors import ConfigError
 from .management import cli as management_cli
+from .plugins import PLUGINS_ENV, load_plugins
 from .standalone import CONFIG_ENV
 
 
@@ -47,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("config")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    commands.add_parser("schema", help="print the JSON Schema of configuration files")
+    schema = commands.add_parser("schema", help="print the JSON Schema of configuration files")
+    for command in (run, check, schema):
+        command.add_argument("--plugin", metavar="MODULE", action="append", default=[],
+                             help="import MODULE first: it registers custom policy types (repeatable)")  # fmt: skip
     management_cli.add_commands(commands)
 
     args = parser.parse_args(argv)
@@ -56,10 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # As uvicorn does: asgi:module:attr upstreams and apps import from the working directory.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    if args.command == "schema":
-        print(json.dumps(json_schema(), indent=2))
-        return 0
     try:
+        load_plugins(args.plugin, field="--plugin")
+        if args.command == "schema":
+            print(json.dumps(json_schema(), indent=2))
+            return 0
         config = load_config(args.config)
     except ConfigError as exc:
         if args.command == "check" and args.json:
@@ -81,6 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
     if args.management or args.management_port:
         return _run_managed(args)
     uvicorn.run("asgi_ws_gateway.standalone:create_app", **_uvicorn_options(args))

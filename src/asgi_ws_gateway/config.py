@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
+from .plugins import MODULE_NAME, load_plugins
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
@@ -324,6 +325,11 @@ class TelemetryConfig(_Model):
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
+    plugins: list[Annotated[str, Field(pattern=MODULE_NAME)]] = Field(
+        default_factory=list,
+        description="Modules to import before the policies are checked: they register custom policy types "
+        "(see docs/policies.md#plugins). Never changed through the management API.",
+    )
     apis: list[ApiConfig] = Field(default_factory=list)
     drain_grace_period: float = Field(
         default=10.0, ge=0, description="Seconds open connections get to close when the gateway drains."
@@ -376,14 +382,20 @@ def mark_policies(node: Any) -> Any:
     return node
 
 
-def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> GatewayConfig:
+def load_config(
+    source: GatewayConfig | Mapping[str, Any] | str | Path, *, import_plugins: bool = True
+) -> GatewayConfig:
     """Load and validate a configuration.
 
     Args:
         source: a :class:`GatewayConfig`, a mapping, or the path of a ``.yaml``/``.yml``/``.json`` file.
+        import_plugins: import the modules ``plugins`` names (once per process) before the policies
+            are checked. False (the management API): import nothing; modules not already loaded are
+            problems.
 
     Raises:
-        ConfigError: with every problem found, each as ``field.path: message``.
+        ConfigError: with every problem found, each as ``field.path: message``; a plugin that cannot
+            be imported stops validation there (its policy types would all be unknown).
     """
     origin: str | None = None
     if isinstance(source, GatewayConfig):
@@ -396,6 +408,10 @@ def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> Gatew
             config = GatewayConfig.model_validate(source)
         except ValidationError as exc:
             raise ConfigError([_describe(error) for error in exc.errors()], origin) from None
+    try:
+        load_plugins(config.plugins, allow_import=import_plugins)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, origin) from None
     problems = cross_check(config)
     if problems:
         raise ConfigError(problems, origin)

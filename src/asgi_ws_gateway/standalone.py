@@ -8,6 +8,7 @@ from pathlib import Path
 from ._types import Receive, Scope, Send
 from .config import GatewayConfig
 from .middleware import WebSocketGateway
+from .plugins import load_plugins, plugins_from_env
 
 CONFIG_ENV = "ASGI_WS_GATEWAY_CONFIG"
 
@@ -36,7 +37,12 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGateway:
-    """The standalone gateway; ``config`` defaults to the file named by ``ASGI_WS_GATEWAY_CONFIG``."""
+    """The standalone gateway; ``config`` defaults to the file named by ``ASGI_WS_GATEWAY_CONFIG``.
+
+    The modules ``run --plugin`` named (``ASGI_WS_GATEWAY_PLUGINS``) are imported first; those the
+    configuration's ``plugins`` names, while it is loaded.
+    """
+    load_plugins(plugins_from_env(), field="--plugin")
     if config is None:
         config = os.environ[CONFIG_ENV]
     return WebSocketGateway(not_found, config=config)
