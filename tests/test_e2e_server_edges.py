@@ -151,6 +151,21 @@ async def test_malformed_requests_get_400_and_a_closed_socket(
     assert status_of(response) == 400
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n", b"Content-Length: 5\r\n\r\nhello"],
+    ids=["content-length", "chunked", "content-length-with-body"],
+)
+async def test_upgrade_request_with_a_body_gets_400_and_a_closed_socket(
+    gateway_url: tuple[int, Any], extra: bytes
+) -> None:
+    """A handshake may not carry a body: 400 and EOF (uvicorn's websockets-sansio and wsproto hang)."""
+    port, _ = gateway_url
+    head, _, body = extra.partition(b"\r\n\r\n")
+    request_head = handshake(extra=head + b"\r\n" if body else extra) + body
+    assert status_of(await exchange(port, request_head)) == 400
+
+
 async def test_oversized_handshake_does_not_reach_the_upstream(
     gateway_url: tuple[int, Any], upstream: UpstreamServer
 ) -> None:
@@ -244,6 +259,7 @@ def test_header_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 
 # -- Sec-WebSocket-Version --
+
 
 def version_status(server: str, version: bytes | None) -> int:
     """The gateway answers 400 (the issue's choice); wsproto 426 for a version it knows is not 13."""

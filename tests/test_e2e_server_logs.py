@@ -21,6 +21,7 @@ from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_close, expect_status
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
+from test_e2e_server_edges import MANY_HEADERS, exchange, handshake, status_of
 
 GATEWAY: Any = GatewayWebSocketProtocol
 SERVERS: dict[str, Any] = {"gateway": GATEWAY, "wsproto": "wsproto"}
@@ -160,3 +161,25 @@ async def test_client_vanishing_logs_no_error(
     assert closes[0][0] in (1000, 1001, 1006, 1011)  # issue 11 item 4 decides which; logs are the point here
     await server_idle(server)
     assert_quiet(caplog, extra_lines=1)
+
+
+@pytest.mark.parametrize("server", ["gateway"], indirect=True)
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (b"authorization: Bearer " + SECRET.encode() + b"\r\n" + MANY_HEADERS, 431),
+        (b"x-api-key: " + SECRET.encode() * 600 + b"\r\n", 431),
+        (b"x-bad-line " + SECRET.encode() + b"\r\n", 400),
+        (b"Sec-WebSocket-Version: " + SECRET.encode() + b"\r\n", 400),
+    ],
+    ids=["many-headers", "long-line", "no-colon", "bad-version-value"],
+)
+async def test_refused_request_head_is_one_info_line_quoting_nothing(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, extra: bytes, status: int
+) -> None:
+    """A head refused by the parser is logged with a fixed description: the offending line is not quoted."""
+    request_head = handshake(extra=extra, version=None if b"Version" in extra else b"13")
+    assert status_of(await exchange(server.port, request_head)) == status
+    await server_idle(server)
+    assert_quiet(caplog, extra_lines=1)
+    assert not any(SECRET in r.getMessage() for r in caplog.records)

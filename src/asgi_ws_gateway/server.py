@@ -53,6 +53,7 @@ from .http_protocol import HEADER_TIMEOUT_ENV, GatewayHTTPProtocol
 from .passthrough import ACCEPT, EXTENSION
 
 SUPPORTED_VERSION = "13"
+_REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
 
 class _Quiet(logging.LoggerAdapter[logging.Logger]):
@@ -112,13 +113,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _refuse_request(self) -> None:
         """Send the parser's 414/431 (or a 400 when it only gave up) and close: it would hang otherwise."""
-        exc = self.conn.handshake_exc
         output = b"".join(self.conn.data_to_send())
         if not output:  # websockets sends nothing for a malformed request: only EOF
             output = self.conn.reject(HTTPStatus.BAD_REQUEST, "Invalid WebSocket handshake request.\n").serialize()
-        status = output.split(b" ", 2)[1].decode("ascii", "replace") if output.startswith(b"HTTP/") else "?"
-        cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
-        self.logger.info('%s - "WebSocket handshake" %s (%s)', self._client(), status, cause)
+        status = int(output.split(b" ", 2)[1]) if output.startswith(b"HTTP/") else 400
+        # A fixed description: the parser's message may quote the offending line, credentials and all.
+        self.logger.info('%s - "WebSocket handshake" %d (%s)', self._client(), status, _REFUSED.get(status, "?"))
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
         self.transport.write(output)
         self.transport.close()
@@ -127,8 +127,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if self.response.status_code != 101:  # refused by websockets' own checks, before the app ran
             path = event.path.partition("?")[0]
-            self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code,
-                             self.conn.handshake_exc)  # fmt: skip
+            exc = self.conn.handshake_exc  # its message may quote a header's value: name the header only
+            what = f"invalid {exc.name} header" if isinstance(exc, InvalidHeader) else type(exc).__name__
+            self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code, what)
             return
         scope = getattr(self, "scope", None)
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs
