@@ -138,16 +138,25 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     # -- misbehaving clients --
 
     def send_receive_event_to_app(self) -> None:
-        if self.curr_msg_data_type == "text" and not self.close_sent:
-            try:
-                b"".join(self.frames).decode()
-            except UnicodeDecodeError:
-                self.frames = []
-                self._log_fault(1007, "invalid UTF-8 in a text message")
-                self.conn.send_close(1007, "invalid UTF-8")
-                self.handle_parser_exception()
-                return
-        super().send_receive_event_to_app()
+        if self.curr_msg_data_type != "text":
+            super().send_receive_event_to_app()
+            return
+        # uvicorn's version logs invalid UTF-8 with a traceback; this one decodes once, as it does.
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self._log_fault(1007, "invalid UTF-8 in a text message")
+            self.conn.send_close(1007, "invalid UTF-8")
+            self.handle_parser_exception()
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def _log_fault(self, code: int, what: str) -> None:
         """One INFO line per connection for what the client did wrong: it must not flood the log."""
