@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.http_protocol import GatewayHTTPProtocol, _header_timeout_from_env
+from asgi_ws_gateway.http_protocol import GatewayH11Protocol, GatewayHTTPProtocol, _header_timeout_from_env
 from asgi_ws_gateway.server import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_status
@@ -32,6 +32,12 @@ EOF_TIMEOUT = 10.0
 
 class QuickHeadTimeout(GatewayHTTPProtocol):
     """The HTTP protocol with a short request-head deadline, so slow clients are tested quickly."""
+
+    header_timeout = 0.3
+
+
+class QuickH11HeadTimeout(GatewayH11Protocol):
+    """The h11 variant, with the same short deadline."""
 
     header_timeout = 0.3
 
@@ -244,6 +250,19 @@ async def test_slow_second_request_on_a_keep_alive_connection_gets_408(gateway_u
             sender.cancel()
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("ws", ["gateway", "wsproto"])
+async def test_h11_variant_closes_slow_and_silent_clients(upstream: UpstreamServer, ws: str) -> None:
+    """``GatewayH11Protocol`` (no httptools): the same 408 for a slow head, the same close for silence."""
+    config = {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]}]}
+    with UvicornServer(create_app(config), ws=SERVERS[ws], http=QuickH11HeadTimeout) as server:  # type: ignore[arg-type]
+        assert status_of(await exchange(server.port, handshake(), dribble=0.05)) == 408
+        assert await exchange(server.port, b"") == b""
+        assert status_of(await exchange(server.port, handshake(extra=MANY_HEADERS))) == 431
+        async with await connect(server.url("/ws/echo")) as conn:
+            await conn.send("fast clients are served")
+            assert await conn.recv() == "fast clients are served"
 
 
 def test_header_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

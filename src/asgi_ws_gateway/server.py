@@ -49,7 +49,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from .http_protocol import HEADER_TIMEOUT_ENV, GatewayHTTPProtocol
+from .http_protocol import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 from .passthrough import ACCEPT, EXTENSION
 
 SUPPORTED_VERSION = "13"
@@ -246,6 +246,7 @@ PassthroughWebSocketProtocol = GatewayWebSocketProtocol
 __all__ = [
     "HEADER_TIMEOUT_ENV",
     "SUPPORTED_VERSION",
+    "GatewayH11Protocol",
     "GatewayHTTPProtocol",
     "GatewayWebSocketProtocol",
     "PassthroughWebSocketProtocol",
