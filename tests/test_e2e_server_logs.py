@@ -82,16 +82,25 @@ def assert_quiet(caplog: pytest.LogCaptureFixture, *, extra_lines: int) -> None:
     assert all(r.levelno <= logging.WARNING for r in server_lines(caplog))
 
 
-@pytest.mark.parametrize("status", [401, 403, 429])
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/ws/reject/401", {}, 401),  # the upstream refuses: its answer is relayed
+        ("/ws/reject/403", {}, 403),
+        ("/ws/reject/429", {}, 429),
+        ("/nowhere", {}, 404),  # no API: the standalone app refuses
+        ("/ws/echo", {f"x-h{i}": "v" for i in range(120)}, 431),  # the gateway's own handshake_limits
+    ],
+    ids=["upstream-401", "upstream-403", "upstream-429", "no-api-404", "limits-431"],
+)
 async def test_refused_handshake_is_one_info_line_without_the_query(
-    server: UvicornServer, caplog: pytest.LogCaptureFixture, status: int
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, path: str, headers: dict[str, str], status: int
 ) -> None:
     """A refusal is the server's one status line, not "ASGI callable returned without completing handshake"."""
-    got, _, _ = await expect_status(server.url(f"/ws/reject/{status}?access_token={SECRET}"))
+    got, _, _ = await expect_status(server.url(f"{path}?access_token={SECRET}"), additional_headers=headers)
     assert got == status
     await server_idle(server)
-    assert any(f"/ws/reject/{status}" in r.getMessage() and r.getMessage().endswith(f" {status}")
-               for r in server_lines(caplog))  # fmt: skip
+    assert any(path in r.getMessage() and r.getMessage().endswith(f" {status}") for r in server_lines(caplog))
     assert_quiet(caplog, extra_lines=1)
     if server.impl == "gateway":  # type: ignore[attr-defined]  # wsproto's line carries the query string
         assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
