@@ -33,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     run.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     run.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)")
-    run.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation (default: %(default)s)")
+    run.add_argument(
+        "--ws",
+        default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
+        help="uvicorn WebSocket implementation (default: %(default)s)",
+    )
     run.add_argument("--log-level", default="info", help="(default: %(default)s)")
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
     managed.add_argument("--management", metavar="PATH", help="serve the management API at this path, e.g. /_gateway")
@@ -96,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     """What ``run`` passes to uvicorn, with or without the management API."""
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
+            "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
             "log_level": args.log_level, "lifespan": "on"}  # fmt: skip
 
 

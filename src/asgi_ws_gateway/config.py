@@ -322,6 +322,32 @@ class TelemetryConfig(_Model):
     )
 
 
+class HandshakeLimitsConfig(_Model):
+    """How much a handshake request may carry; the gateway refuses more (431, 414) before any policy runs.
+
+    Counted over the request as the server hands it to the application (headers: name, value and
+    4 bytes of separators each; the target: raw path and query string), for every server. The
+    servers' own parsers have tighter per-line limits (8 KiB a line, 128 headers under
+    websockets-sansio; see docs/security.md).
+    """
+
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Most bytes of request headers a handshake may carry (default 32 KiB); more: 431.",
+    )
+    max_headers: int = Field(
+        default=100, ge=8, le=10_000, description="Most request headers a handshake may carry (default 100); more: 431."
+    )
+    max_target_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        le=1024 * 1024,
+        description="Most bytes of the request target, path and query string (default 8 KiB); more: 414.",
+    )
+
+
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
@@ -355,6 +381,10 @@ class GatewayConfig(_Model):
         default="x-forwarded-for", description="The header trusted proxies put the client address in."
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    handshake_limits: HandshakeLimitsConfig = Field(
+        default_factory=HandshakeLimitsConfig,
+        description="Size limits of handshake requests, checked before any policy (see docs/security.md).",
+    )
 
 
 def json_schema() -> dict[str, Any]:
@@ -483,6 +513,7 @@ __all__ = [
     "ApiConfig",
     "ErrorReplyConfig",
     "GatewayConfig",
+    "HandshakeLimitsConfig",
     "MessagePoliciesConfig",
     "MessagePolicyEntry",
     "PolicyEntry",

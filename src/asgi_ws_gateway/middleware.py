@@ -14,6 +14,7 @@ from .balancing import Backend, BackendPool
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
 from .errors import HandshakeDenied
 from .handshake import HandshakeContext
+from .header_limits import check_header_limits
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
 from .lifecycle import Relay as ConnectionRelay
@@ -162,6 +163,10 @@ class WebSocketGateway:
         await connection.relay.close(code, reason, code, reason)
         return True
 
+    def serves(self, path: str) -> bool:
+        """True when ``path`` belongs to one of the configured WebSocket APIs."""
+        return self._router.resolve(path) is not None
+
     @property
     def draining(self) -> bool:
         return self._draining
@@ -222,6 +227,7 @@ class WebSocketGateway:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
         policies = self._policies  # the configuration in force when the handshake started
+        limits = self.config.handshake_limits
         handshake = policies.context(api.config.name, scope, params)
         trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
@@ -230,6 +236,7 @@ class WebSocketGateway:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
+            check_header_limits(scope["headers"], _target(scope), limits)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
@@ -319,6 +326,11 @@ class WebSocketGateway:
                     denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial)
+
+
+def _target(scope: Scope) -> bytes:
+    path: bytes = scope.get("raw_path") or scope["path"].encode()
+    return path + b"?" + scope["query_string"] if scope.get("query_string") else path
 
 
 def _subject(claims: Mapping[str, Any] | None) -> str | None:
