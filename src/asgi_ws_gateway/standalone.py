@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from ._types import Receive, Scope, Send
-from .config import GatewayConfig
+from .config import GatewayConfig, load_config
 from .middleware import WebSocketGateway
 
 CONFIG_ENV = "ASGI_WS_GATEWAY_CONFIG"
+ACCESS_LOG_ENV = "ASGI_WS_GATEWAY_ACCESS_LOG"
+"""``text`` or ``json`` overrides the config's ``telemetry.access_log``; ``off`` silences the access log."""
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,7 +42,13 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     """The standalone gateway; ``config`` defaults to the file named by ``ASGI_WS_GATEWAY_CONFIG``."""
     if config is None:
         config = os.environ[CONFIG_ENV]
+    access = os.environ.get(ACCESS_LOG_ENV)
+    if access == "off":
+        logging.getLogger("asgi_ws_gateway.access").disabled = True  # whatever a --log-config says
+    elif access in ("text", "json"):
+        loaded = load_config(config)
+        config = loaded.model_copy(update={"telemetry": loaded.telemetry.model_copy(update={"access_log": access})})
     return WebSocketGateway(not_found, config=config)
 
 
-__all__ = ["CONFIG_ENV", "create_app", "not_found"]
+__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "create_app", "not_found"]
