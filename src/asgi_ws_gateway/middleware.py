@@ -117,6 +117,8 @@ class WebSocketGateway:
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(loaded)
+        redact.add_sensitive_headers(loaded.subscription_key.headers)
+        redact.add_sensitive_headers(redact.credential_headers(loaded.model_dump()))
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
         }  # fmt: skip
@@ -353,7 +355,7 @@ class WebSocketGateway:
 
     async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:
         logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
-                    denial.detail)  # fmt: skip
+                    redact.redact_text(denial.detail))  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial)
 

@@ -35,12 +35,44 @@ UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
 _QUERY_IN_TEXT = re.compile(r"\?([^\s\"'<>]*)")
 # A JWT/JWS (three base64url segments, the first a JSON object's encoding) anywhere in text.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
-# "authorization: Bearer x", "cookie=a=b; c=d", "'x-api-key': 'k'" inside text (a repr of headers).
-_HEADER_IN_TEXT = re.compile(
-    r"(?P<name>(?:proxy-)?authorization|cookie|set-cookie|sec-websocket-protocol|[a-z-]*subscription-key"
-    r"|x-api-key|api-key|x-auth-token)(?P<sep>['\"]?\s*[:=,]\s*['\"]?|['\"]?,\s*b?['\"])(?P<value>[^'\"\r\n]*)",
-    re.IGNORECASE,
-)
+_extra_headers: set[str] = set()
+
+
+def _header_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    """``authorization: Bearer x``, ``('cookie', 'a=b')``, ``b'x-api-key', b'k'`` inside text."""
+    alternatives = "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+    return re.compile(
+        rf"(?P<name>{alternatives}|[a-z-]*subscription-key)"
+        r"(?P<sep>['\"]?\s*[:=]\s*['\"]?|['\"]?,\s*b?['\"])(?P<value>[^'\"\r\n]*)",
+        re.IGNORECASE,
+    )
+
+
+_HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS)
+
+
+def add_sensitive_headers(names: Iterable[str]) -> None:
+    """Also redact these headers' values (a configuration's token and subscription-key headers)."""
+    global _HEADER_IN_TEXT
+    new = {name.lower() for name in names} - SENSITIVE_HEADERS - _extra_headers
+    if new:
+        _extra_headers.update(new)
+        _HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS | _extra_headers)
+
+
+def credential_headers(document: object) -> set[str]:
+    """The header names a configuration (as plain data) reads credentials from: ``token: [{header: ...}]``."""
+    found: set[str] = set()
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "token" and isinstance(value, list):
+                found.update(s["header"] for s in value if isinstance(s, dict) and isinstance(s.get("header"), str))
+            else:
+                found |= credential_headers(value)
+    elif isinstance(document, list):
+        for item in document:
+            found |= credential_headers(item)
+    return found
 
 
 def redact_query(query: str | bytes) -> str:
@@ -70,7 +102,7 @@ def redact_url(url: str) -> str:
 
 def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] = ()) -> list[tuple[str, str]]:
     """``headers`` with the values of credential headers (and of ``sensitive`` ones) replaced."""
-    names = SENSITIVE_HEADERS | {name.lower() for name in sensitive}
+    names = SENSITIVE_HEADERS | _extra_headers | {name.lower() for name in sensitive}
     return [(name, REDACTED if name.lower() in names else value) for name, value in headers]
 
 
@@ -96,6 +128,15 @@ class RedactingFilter(logging.Filter):
             record.args = tuple(_redact_arg(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
+        if record.args and record.name != "uvicorn.access":  # its formatter needs the arguments as they are
+            # A header's name and value may be separate arguments ("< %s: %s"): judge the whole line.
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                message = ""
+            redacted = redact_text(message)
+            if redacted != message:
+                record.msg, record.args = redacted, ()
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             # Formatted here so that the exception's message (a URL with a query) is redacted too.
             record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
@@ -115,8 +156,13 @@ def _redact_arg(arg: object) -> object:
 
 
 def install(loggers: Sequence[str] = UVICORN_LOGGERS) -> None:
-    """Put a :class:`RedactingFilter` on each of ``loggers`` (once: calling again adds none)."""
-    for name in loggers:
+    """Put a :class:`RedactingFilter` on each of ``loggers`` and on the gateway's own (once each).
+
+    A logger's filters apply to the records created on it (not to those its children propagate),
+    hence one filter per logger: uvicorn's, and every ``asgi_ws_gateway.*`` logger created so far.
+    """
+    own = [name for name in list(logging.Logger.manager.loggerDict) if name.startswith("asgi_ws_gateway")]
+    for name in [*loggers, *own]:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
@@ -127,6 +173,8 @@ __all__ = [
     "SENSITIVE_HEADERS",
     "UVICORN_LOGGERS",
     "RedactingFilter",
+    "add_sensitive_headers",
+    "credential_headers",
     "install",
     "redact_headers",
     "redact_query",

@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from ._types import Data, Headers, Scope
 from .config import ApiConfig, UpstreamConfig
 from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .redact import redact_text
 
 # Headers that describe one hop of the connection and must not cross the gateway.
 HOP_BY_HOP = frozenset(
@@ -226,7 +227,7 @@ class WebSocketsConnector:
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
         except (OSError, WebSocketException) as exc:
-            raise UpstreamUnreachable(f"{self.label} is unreachable: {exc}") from None
+            raise UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
         return WebSocketsConnection(ws)
 
 
