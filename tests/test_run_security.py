@@ -135,9 +135,20 @@ SECRETS = (JWT, JWT.split(".")[2], KEY, HS_SECRET)
 
 
 def _secret_apis(upstream: UpstreamServer, dead_port: int) -> dict[str, Any]:
-    jwt_policy = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "issuer": "https://issuer.test",
-                                   "audience": "chat", "token": [{"query": "access_token"},
-                                   {"header": "Authorization"}, {"cookie": "session"}, {"subprotocol": "bearer."}]}}
+    jwt_policy = {
+        "validate-jwt": {
+            "algorithms": ["HS256"],
+            "secret": HS_SECRET,
+            "issuer": "https://issuer.test",
+            "audience": "chat",
+            "token": [
+                {"query": "access_token"},
+                {"header": "Authorization"},
+                {"cookie": "session"},
+                {"subprotocol": "bearer."},
+            ],
+        }
+    }
     api = {"name": "jwt", "path": "/jwt", "upstreams": [upstream.url("/echo")], "policies": [jwt_policy]}
     return {
         "products": [{"name": "gold", "apis": ["keyed"]}],
