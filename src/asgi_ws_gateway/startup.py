@@ -43,6 +43,7 @@ class StartupFailure:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.failed", "message": str(self.error)})
+                raise self.error  # as Starlette's router does: servers expect the app to end with the error
             else:
                 await send({"type": "lifespan.shutdown.complete"})
             return
