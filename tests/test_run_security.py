@@ -62,7 +62,10 @@ def _apis(upstream: UpstreamServer) -> list[dict[str, Any]]:
          "policies": [{"ip-filter": {"allow": [ALLOWED_NET]}}]},
         {"name": "deny", "path": "/deny", "upstreams": [upstream.url("/headers")],
          "policies": [{"ip-filter": {"deny": ["127.0.0.0/8", "::1"]}}]},
-        {"name": "open", "path": "/open", "upstreams": [upstream.url("/headers")]},
+        {"name": "open", "path": "/open", "upstreams": [upstream.url("/headers")],
+         "policies": [{"set-header": {"header": "X-Client-IP", "value": "{client.ip}"}}]},
+        {"name": "limited", "path": "/limited", "upstreams": [upstream.url("/headers")],
+         "policies": [{"rate-limit-by-key": {"key": "{client.ip}", "limit": 2, "window": 600}}]},
     ]  # fmt: skip
 
 
@@ -99,9 +102,19 @@ async def test_upstream_gets_the_peer_not_the_clients_forwarding_headers(untrust
              "X-Real-IP": "10.1.2.3"}  # fmt: skip
     seen = (await _upstream_saw(f"ws://127.0.0.1:{untrusting.port}/open", spoof))["headers"]
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-client-ip"] == ["127.0.0.1"]  # {client.ip} templates: the peer too
     assert seen["x-forwarded-proto"] == ["http"]
     assert "forwarded" not in seen
     assert "x-real-ip" not in seen
+
+
+async def test_rotating_forwarding_headers_do_not_escape_a_per_client_rate_limit(untrusting: ServerProcess) -> None:
+    """``rate-limit-by-key {client.ip}``, limit 2: a new forged address per attempt still counts as one client."""
+    url = f"ws://127.0.0.1:{untrusting.port}/limited"
+    for i, spoof in enumerate(({"X-Forwarded-For": "10.0.0.1"}, {"Forwarded": "for=10.0.0.2"})):
+        await _upstream_saw(url, {**spoof, "X-Real-IP": f"10.0.1.{i}"})
+    for spoof in ({"X-Forwarded-For": "10.0.0.3"}, {"Forwarded": "for=10.0.0.4"}, {"X-Real-IP": "10.0.0.5"}, {}):
+        assert (await expect_status(url, additional_headers=spoof))[0] == 429
 
 
 async def test_access_log_names_the_peer_not_the_claimed_address(untrusting: ServerProcess) -> None:
