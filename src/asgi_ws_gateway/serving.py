@@ -31,7 +31,9 @@ class GracefulServer(uvicorn.Server):
         with super().capture_signals():
             yield
             # The shutdown that signal asked for is complete: do not re-raise it (exit 0, not 143).
-            self._captured_signals.clear()
+            captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
+            if isinstance(captured, list):
+                captured.clear()
 
 
 def serve(app: str, options: dict[str, Any], *, management_port: int | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
+from ..redact import redact_text
 from . import names as n
 from . import propagation
 from .events import MessageEvents
@@ -242,8 +244,11 @@ class HandshakeTrace:
         """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
         policy = getattr(denial, "policy", None)
         if error is not None:
-            if self.span is not None:
-                self.span.record_exception(error)
+            if self.span is not None:  # an exception's message may embed a URL with the client's query
+                stack = "".join(traceback.format_exception(error))
+                self.span.record_exception(error, attributes={
+                    "exception.message": redact_text(str(error)), "exception.stacktrace": redact_text(stack)
+                })  # fmt: skip
             self._finish("error", denial.status, type(error).__qualname__, None)
         else:
             self._finish("denied", denial.status, denial.reason, policy if isinstance(policy, str) else None)
