@@ -201,3 +201,15 @@ def test_help_epilog_documents_distinct_exit_codes(capsys: pytest.CaptureFixture
     text = " ".join(capsys.readouterr().out.split())
     assert "3 not found" in text
     assert "7 (run) could not start serving" in text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failed_application_start_up_exits_7(tmp_path: Path, upstream_server: UpstreamServer, workers: int) -> None:
+    """A valid file whose start-up fails (the management Redis is unreachable): 7, with 1 worker or 2."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+        args = [*RUN, str(_config(tmp_path, upstream_server)), "--port", str(free_port()), "--workers", str(workers),
+                "--management", "/_gateway", "--redis", f"redis://127.0.0.1:{closed.getsockname()[1]}/0"]  # fmt: skip
+        with ServerProcess(args, port=0, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}) as server:
+            assert server.wait_exit() == 7
+            assert "Application startup failed. Exiting." in server.stderr()
