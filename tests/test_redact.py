@@ -105,7 +105,10 @@ def test_filter_redacts_the_formatted_exception() -> None:
 
 
 def test_install_puts_one_filter_per_logger() -> None:
+    """uvicorn's, websockets' and the gateway's loggers each get exactly one filter, however often installed."""
+    import asgi_ws_gateway.middleware  # noqa: F401 - its logger must exist
+
     redact.install()
     redact.install()
-    for name in redact.UVICORN_LOGGERS:
+    for name in (*redact.UVICORN_LOGGERS, *redact.WEBSOCKETS_LOGGERS, "asgi_ws_gateway.middleware"):
         assert sum(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters) == 1

@@ -230,3 +230,26 @@ async def test_no_credential_reaches_any_output_under_run(
     accepted = '"api":"jwt"' if access_format == "json" else '"WebSocket /jwt" 101 jwt'
     assert output.count(accepted) >= 4  # and the gateway's access lines
     _assert_no_secret(output)
+
+
+async def test_debug_logging_of_every_library_leaks_nothing(tmp_path: Path, upstream_server: UpstreamServer) -> None:
+    """A user's --log-config with root at DEBUG: websockets' own header dumps (client and server) are redacted."""
+    log_config = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
+        "root": {"level": "DEBUG", "handlers": ["err"]},
+    }  # fmt: skip
+    (tmp_path / "logging.json").write_text(json.dumps(log_config))
+    dead = free_port()
+    with _run(tmp_path, _secret_apis(upstream_server, dead), "--log-config", str(tmp_path / "logging.json"),
+              "--log-level", "debug") as server:  # fmt: skip
+        statuses = await _every_position(f"ws://127.0.0.1:{server.port}")
+        headers = {"Authorization": f"Bearer {JWT}", "X-Api-Key": KEY}
+        statuses.append(await _attempt(f"ws://127.0.0.1:{server.port}/jwt", additional_headers=headers))
+        assert server.stop() == 0
+        output = server.output()
+    assert {101, 401, 502} <= set(statuses)
+    assert "websockets.client DEBUG > x-api-key: REDACTED" in output  # forwarded upstream, logged redacted
+    assert "uvicorn.error DEBUG < authorization: REDACTED" in output
+    _assert_no_secret(output)

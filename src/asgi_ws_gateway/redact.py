@@ -8,7 +8,8 @@ becomes ``REDACTED`` (names are kept, they help debugging), so do sensitive head
 
 :class:`RedactingFilter` applies :func:`redact_text` to log records; :func:`install` puts it on
 uvicorn's ``uvicorn.access`` and ``uvicorn.error`` loggers, whose lines carry the request path
-with its query string.
+with its query string, on websockets' client and server loggers (headers, at debug) and on the
+gateway's own.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ SENSITIVE_HEADERS = frozenset(
     }
 )  # fmt: skip
 
-#: The loggers :func:`install` filters: uvicorn's, which write request paths with their query.
+#: uvicorn's loggers: they write request paths with their query (and, at debug, every header).
 UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
+#: websockets' loggers: at debug they write every header of the upstream handshakes the gateway makes.
+WEBSOCKETS_LOGGERS = ("websockets.client", "websockets.server")
 
 # A query string inside free text: from "?" to the first space, quote or angle bracket.
 _QUERY_IN_TEXT = re.compile(r"\?([^\s\"'<>]*)")
@@ -155,7 +158,7 @@ def _redact_arg(arg: object) -> object:
     return redact_text(str(arg))  # an exception or an object whose str() may embed a URL
 
 
-def install(loggers: Sequence[str] = UVICORN_LOGGERS) -> None:
+def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> None:
     """Put a :class:`RedactingFilter` on each of ``loggers`` and on the gateway's own (once each).
 
     A logger's filters apply to the records created on it (not to those its children propagate),
@@ -172,6 +175,7 @@ __all__ = [
     "REDACTED",
     "SENSITIVE_HEADERS",
     "UVICORN_LOGGERS",
+    "WEBSOCKETS_LOGGERS",
     "RedactingFilter",
     "add_sensitive_headers",
     "credential_headers",
