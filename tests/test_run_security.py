@@ -138,6 +138,12 @@ async def test_trusted_proxy_still_names_the_client(tmp_path: Path, upstream_ser
         assert (await expect_status(base + "/allow"))[0] == 403  # the proxy itself is not in the allow list
         await _upstream_saw(base + "/deny", {"X-Forwarded-For": "203.0.113.9"})
         assert (await expect_status(base + "/deny", additional_headers={"X-Forwarded-For": "127.0.0.5"}))[0] == 403
+        assert server.stop() == 0
+        stdout = server.stdout()
+    # The access log names the client the trusted proxy reported, for admissions and refusals alike.
+    assert '10.1.2.3 - "WebSocket /allow" 101 allow' in stdout
+    assert '192.0.2.1 - "WebSocket /allow" 403 allow denied' in stdout
+    assert '127.0.0.5 - "WebSocket /deny" 403 deny denied' in stdout
 
 
 # --- secrets ---------------------------------------------------------------------------------------

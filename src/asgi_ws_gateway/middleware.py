@@ -262,7 +262,9 @@ class WebSocketGateway:
             return  # the client left before the handshake started
         policies = self._policies  # the configuration in force when the handshake started
         handshake = policies.context(api.config.name, scope, params)
-        trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
+        # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
+        client = handshake.request.client.ip if self._trusted else None
+        trace = self._telemetry.handshake(api.config, scope, client)  # span ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
         relay: ConnectionRelay
         try:

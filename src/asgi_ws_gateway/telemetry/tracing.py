@@ -105,9 +105,12 @@ class TracedConnector:
 class HandshakeTrace:
     """Telemetry of one handshake, from the client's upgrade request to accept or denial."""
 
-    def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope) -> None:
+    def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope, client: str | None = None) -> None:
         self.api = api
         self.scope = scope
+        peer = scope.get("client")
+        # The client behind trusted proxies when it differs from the TCP peer (then kept as the peer).
+        self.client: str | None = client if client and (not peer or client != peer[0]) else None
         self.subject: str | None = None
         self.subscription: str | None = None
         self.attempts = 0
@@ -153,7 +156,11 @@ class HandshakeTrace:
             n.HTTP_ROUTE: self.api.route,
         }  # fmt: skip
         client = scope.get("client")
-        if client:
+        if self.client is not None:
+            attrs[n.CLIENT_ADDRESS] = self.client
+            if client:
+                attrs[n.NETWORK_PEER_ADDRESS] = client[0]
+        elif client:
             attrs[n.CLIENT_ADDRESS] = client[0]
         for name, value in scope.get("headers") or ():
             if name == b"user-agent":
@@ -307,11 +314,14 @@ class HandshakeTrace:
     def fields(self) -> dict[str, Any]:
         """The access-log fields known at the handshake."""
         client = self.scope.get("client")
-        return {
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        fields = {
             "api": self.api.name, "route": self.api.route, "path": self.scope.get("path", ""),
-            "client": f"{client[0]}:{client[1]}" if client else "-",
-            "subject": self.subject, "subscription": self.subscription,
+            "client": self.client or peer, "subject": self.subject, "subscription": self.subscription,
         }  # fmt: skip
+        if self.client is not None:
+            fields["peer"] = peer  # the trusted proxy the client came through
+        return fields
 
 
 __all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector", "current_handshake"]
