@@ -1,6 +1,8 @@
 """The ``asgi-ws-gateway`` command line.
 
-Exit codes: 0 success, 1 the command failed at run time, 2 usage or configuration error.
+Exit codes: 0 success (``run``: also after a graceful shutdown on SIGTERM/SIGINT), 1 the command
+failed at run time, 2 usage or configuration error, 3 not found, 4 unauthorized, 5 conflict,
+6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed).
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from .config import json_schema, load_config
 from .errors import ConfigError
 from .management import cli as management_cli
 from .plugins import PLUGINS_ENV, load_plugins
-from .standalone import CONFIG_ENV
+from .standalone import ACCESS_LOG_ENV, CONFIG_ENV
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="asgi-ws-gateway",
         description="WebSocket API gateway: run, check and describe configurations; manage a running gateway.",
-        epilog="Exit codes: 0 success, 1 failed, 2 usage or invalid input, 3 not found, 4 unauthorized, "
-        "5 conflict, 6 (connect) closed abnormally.",
+        epilog="Exit codes: 0 success (run: also after a graceful shutdown), 1 failed, 2 usage or invalid input, "
+        "3 not found, 4 unauthorized, 5 conflict, 6 (connect) closed abnormally, "
+        "7 (run) could not start serving: bind or start-up failed.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -39,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="uvicorn WebSocket implementation (default: %(default)s)",
     )
     run.add_argument("--log-level", default="info", help="(default: %(default)s)")
+    run.add_argument(
+        "--access-log-format", choices=("text", "json"),
+        help="format of the gateway's access log, one line per connection (default: the config's telemetry.access_log)",
+    )  # fmt: skip
+    run.add_argument("--no-access-log", action="store_true", help="write no access log (the gateway's nor uvicorn's)")
+    run.add_argument(
+        "--log-config", metavar="FILE",
+        help="logging configuration instead of the default: dictConfig .json/.yaml, or fileConfig .ini",
+    )  # fmt: skip
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
     managed.add_argument("--management", metavar="PATH", help="serve the management API at this path, e.g. /_gateway")
     managed.add_argument("--management-port", metavar="PORT", type=int, help="or on its own port (at its root)")
@@ -87,33 +99,50 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
+    access = "off" if args.no_access_log else args.access_log_format
+    if access:
+        os.environ[ACCESS_LOG_ENV] = access
+    else:
+        os.environ.pop(ACCESS_LOG_ENV, None)
     if args.management or args.management_port:
-        return _run_managed(args)
-    uvicorn.run("asgi_ws_gateway.standalone:create_app", **_uvicorn_options(args))
-    return 0
+        if not os.environ.get(management_cli.TOKEN_ENV):
+            print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
+            return 2
+        _set_management_env(args)
+        app = "asgi_ws_gateway.management.standalone:create_app"
+    else:
+        app = "asgi_ws_gateway.standalone:create_app"
+    try:
+        return serve(app, _uvicorn_options(args), management_port=args.management_port)
+    except SystemExit as exc:  # uvicorn exits 3 on a failed bind: our 3 means "not found"
+        if exc.code == STARTUP_FAILURE:
+            return EXIT_START_FAILED
+        raise
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``run`` passes to uvicorn, with or without the management API."""
+    """What ``run`` passes to uvicorn, with or without the management API.
+
+    ``proxy_headers`` is off: the gateway's ``trusted_proxies`` alone decides who the client is,
+    so uvicorn must not rewrite the client address or scheme from X-Forwarded-* headers itself.
+    """
+    from .logconfig import run_log_config
+
+    access = "off" if args.no_access_log else (args.access_log_format or "text")
+    log_config = args.log_config or run_log_config(level=args.log_level, access_log=access)
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
             "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
-            "log_level": args.log_level, "lifespan": "on"}  # fmt: skip
+            "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
+            "log_config": log_config, "access_log": not args.no_access_log}  # fmt: skip
 
 
-def _run_managed(args: argparse.Namespace) -> int:
-    """Serve the gateway with its management API; with ``--management-port``, on two sockets."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
+def _set_management_env(args: argparse.Namespace) -> None:
     from .management import standalone as managed
 
-    if not os.environ.get(management_cli.TOKEN_ENV):
-        print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
-        return 2
     settings = {
         managed.PATH_ENV: args.management,
         managed.REDIS_ENV: args.redis,
@@ -122,15 +151,6 @@ def _run_managed(args: argparse.Namespace) -> int:
         managed.PORT_ENV: str(args.management_port) if args.management_port else None,
     }
     os.environ.update({name: value for name, value in settings.items() if value})
-    config = uvicorn.Config("asgi_ws_gateway.management.standalone:create_app", **_uvicorn_options(args))
-    sockets = [config.bind_socket()]
-    if args.management_port:
-        sockets.append(managed.bind(args.host, args.management_port))
-    if config.workers > 1:
-        Multiprocess(config, sockets=sockets).run()
-    else:
-        uvicorn.Server(config).run(sockets=sockets)
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ._types import Scope
 from .errors import HandshakeDenied
-from .forwarded import Networks, client_address, forwarded_chain
+from .forwarded import Networks, client_address, forwarded_chain, parse_ip
 from .upstream import UpstreamRequest, build_request
 
 if TYPE_CHECKING:
@@ -118,6 +118,12 @@ class RequestView:
             chain = forwarded_chain(self.headers.get(self._forwarded_header, []), self._forwarded_header)
             ip = client_address(ip, chain, self._trusted)
         return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
+
+    @cached_property
+    def peer_is_trusted_proxy(self) -> bool:
+        """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
+        peer = parse_ip(self.client.peer) if self.client.peer else None
+        return peer is not None and self._trusted is not None and peer in self._trusted
 
     @cached_property
     def subprotocols(self) -> list[str]:
@@ -308,7 +314,8 @@ class HandshakeContext:
         Raises:
             HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration).
         """
-        request = build_request(api, upstream, self.request.scope, dict(self.request.path_params))
+        request = build_request(api, upstream, self.request.scope, dict(self.request.path_params),
+                                trust_forwarded=self.request.peer_is_trusted_proxy)  # fmt: skip
         return self.upstream.apply(request, in_process=upstream.kind == "asgi")
 
 

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .balancing import Backend, BackendPool
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
-from .errors import HandshakeDenied
+from .errors import ConfigError, HandshakeDenied
+from .forwarded import Networks, rewritten_by_server
 from .handshake import HandshakeContext
 from .header_limits import check_header_limits
 from .inprocess import InProcessConnector
@@ -25,6 +27,7 @@ from .policies import GatewayPolicies
 from .relay import Relay
 from .responses import send_denial
 from .routing import Router
+from .startup import StartupFailure, built_by_starlette
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream import Connector, UpstreamConnection, WebSocketsConnector, tls_context
 from .upstream_raw import RawUpstream, open_raw
@@ -79,7 +82,17 @@ class WebSocketGateway:
 
     On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts
     down, then flushes and stops the telemetry exporters it started.
+
+    Built by Starlette (``app.add_middleware(WebSocketGateway, config=...)``), an invalid
+    configuration does not raise: the gateway answers the lifespan start-up with
+    ``lifespan.startup.failed`` and the problems, so that uvicorn stops instead of serving 500s.
+
+    Constructing it puts a :class:`~asgi_ws_gateway.redact.RedactingFilter` on uvicorn's
+    ``uvicorn.access`` and ``uvicorn.error`` loggers: their lines carry request query strings.
     """
+
+    _failed: StartupFailure | None = None
+    _proxy_warned = False
 
     def __init__(
         self,
@@ -91,12 +104,22 @@ class WebSocketGateway:
         logger_provider: LoggerProvider | None = None,
     ) -> None:
         self.app = app
+        redact.install()
+        try:
+            loaded = load_config(config)
+        except ConfigError as exc:
+            if not built_by_starlette():
+                raise
+            self._failed = StartupFailure(exc)
+            return
         self._connections = ConnectionRegistry()
         self._draining = False
         self._apis: dict[str, _Api] = {}
         self.config: GatewayConfig
         self._policies: GatewayPolicies
-        self._install(load_config(config))
+        self._install(loaded)
+        redact.add_sensitive_headers(loaded.subscription_key.headers)
+        redact.add_sensitive_headers(redact.credential_headers(loaded.model_dump()))
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
         }  # fmt: skip
@@ -113,6 +136,7 @@ class WebSocketGateway:
         self._apis = {api.name: _Api(api, self._apis.get(api.name)) for api in config.apis}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
+        self._trusted = Networks(config.trusted_proxies)
         self.config = config
         return old
 
@@ -181,9 +205,14 @@ class WebSocketGateway:
         return self._telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._failed is not None:
+            await self._failed(scope, receive, send)
+            return
         if scope["type"] == "websocket":
             resolved = self._router.resolve(scope["path"])
             if resolved is not None:
+                if not self._proxy_warned:
+                    self._warn_if_rewritten(scope)
                 api, params = resolved
                 await self._handle(api, params, scope, receive, send)
                 return
@@ -191,6 +220,16 @@ class WebSocketGateway:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)
+
+    def _warn_if_rewritten(self, scope: Scope) -> None:
+        """Once: the server rewrote the client address from a forwarding header the gateway did not trust."""
+        if rewritten_by_server(scope, self._trusted):
+            self._proxy_warned = True
+            logger.warning(
+                "the server rewrote the client address from a forwarding header (uvicorn's --proxy-headers, on by "
+                "default): trusted_proxies cannot decide who the client is and ip-filter can be bypassed; run "
+                "uvicorn with --no-proxy-headers, or --forwarded-allow-ips set to the gateway's trusted_proxies"
+            )
 
     async def drain(self, grace: float | None = None, code: int | None = None) -> None:
         """Refuse new handshakes with 503 and close open connections.
@@ -229,7 +268,9 @@ class WebSocketGateway:
         policies = self._policies  # the configuration in force when the handshake started
         limits = self.config.handshake_limits
         handshake = policies.context(api.config.name, scope, params)
-        trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
+        # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
+        client = handshake.request.client.ip if self._trusted else None
+        trace = self._telemetry.handshake(api.config, scope, client)  # span ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
         relay: ConnectionRelay
         try:
@@ -323,7 +364,7 @@ class WebSocketGateway:
 
     async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:
         logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
-                    denial.detail)  # fmt: skip
+                    redact.redact_text(denial.detail))  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial)
 

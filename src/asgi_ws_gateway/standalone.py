@@ -15,16 +15,19 @@ HTTP request to the application it wraps, which may serve its own pages on the s
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from ._types import Receive, Scope, Send
-from .config import GatewayConfig
+from .config import GatewayConfig, load_config
 from .middleware import WebSocketGateway
 from .plugins import load_plugins, plugins_from_env
 
 CONFIG_ENV = "ASGI_WS_GATEWAY_CONFIG"
 _NOT_FOUND = b"no WebSocket API at this path\n"
+ACCESS_LOG_ENV = "ASGI_WS_GATEWAY_ACCESS_LOG"
+"""``text`` or ``json`` overrides the config's ``telemetry.access_log``; ``off`` silences the access log."""
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,10 +94,16 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     load_plugins(plugins_from_env(), field="--plugin")
     if config is None:
         config = os.environ[CONFIG_ENV]
+    access = os.environ.get(ACCESS_LOG_ENV)
+    if access == "off":
+        logging.getLogger("asgi_ws_gateway.access").disabled = True  # whatever a --log-config says
+    elif access in ("text", "json"):
+        loaded = load_config(config)
+        config = loaded.model_copy(update={"telemetry": loaded.telemetry.model_copy(update={"access_log": access})})
     app = StandaloneApp()
     gateway = WebSocketGateway(app, config=config)
     app.gateway = gateway
     return gateway
 
 
-__all__ = ["CONFIG_ENV", "StandaloneApp", "create_app", "not_found"]
+__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "StandaloneApp", "create_app", "not_found"]

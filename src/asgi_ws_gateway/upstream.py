@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from ._types import Data, Headers, Scope
 from .config import ApiConfig, UpstreamConfig
 from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .redact import redact_text
 
 # Headers that describe one hop of the connection and must not cross the gateway.
 HOP_BY_HOP = frozenset(
@@ -92,8 +93,13 @@ class Connector(Protocol):
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection: ...
 
 
-def upstream_headers(scope: Scope) -> list[tuple[str, str]]:
-    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake."""
+def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
+    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake.
+
+    The client's own ``X-Forwarded-For``, ``Forwarded`` and ``X-Real-IP`` go upstream only when
+    ``trust_forwarded`` (the TCP peer is one of ``trusted_proxies``): from anyone else they are
+    forgeries, and an upstream that reads them would believe them.
+    """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     named_in_connection = {
         token.strip().lower()
@@ -109,10 +115,11 @@ def upstream_headers(scope: Scope) -> list[tuple[str, str]]:
         if name == "host":
             host = value
         if name == "x-forwarded-for":
-            forwarded_for.append(value)
+            if trust_forwarded:
+                forwarded_for.append(value)
         elif name in HOP_BY_HOP or name in named_in_connection or name.startswith("x-forwarded-"):
             continue
-        else:
+        elif trust_forwarded or name not in ("forwarded", "x-real-ip"):
             kept.append((name, value))
     client = scope.get("client")
     if client:
@@ -138,7 +145,9 @@ def with_query(url: str, query: bytes) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query.decode('latin-1')}"
 
 
-def build_request(api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str]) -> UpstreamRequest:
+def build_request(
+    api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str], *, trust_forwarded: bool = False
+) -> UpstreamRequest:
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
         url = with_query(fill_template(upstream.path or scope["path"], params), query)
@@ -146,7 +155,7 @@ def build_request(api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params
         url = with_query(fill_template(upstream.url, params), query)
     return UpstreamRequest(
         url=url,
-        headers=upstream_headers(scope),
+        headers=upstream_headers(scope, trust_forwarded=trust_forwarded),
         subprotocols=list(scope.get("subprotocols") or ()),
         scope=scope,
         path_params=params,
@@ -218,7 +227,7 @@ class WebSocketsConnector:
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
         except (OSError, WebSocketException) as exc:
-            raise UpstreamUnreachable(f"{self.label} is unreachable: {exc}") from None
+            raise UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
         return WebSocketsConnection(ws)
 
 
