@@ -183,7 +183,7 @@ class Relay:
                 await self._shut(1011, "gateway error", 1011, "gateway error")
             elif not self._closing:  # cancelled from outside, or both pumps ended without a close
                 await self._shut(1011, "gateway error", 1001, "gateway error")
-            await self._close_upstream(1000, "")  # bounded, idempotent: the upstream is closed on return
+            await self._close_upstream(1000, "", quiet=True)  # idempotent: closed on return, whatever happened
             self.finished.set()
         return self.stats
 
