@@ -441,3 +441,105 @@ async def test_client_close_that_hangs_is_bounded(kind: RelayKind, errors: Any) 
     await run_to_end(relay, lambda: upstream.peer_closes(1001, "restart"))
     assert upstream.closes == [(1000, "")]  # the final, idempotent close of an already-closed upstream
     assert errors() == []
+
+
+# -- ConnectionContext.start(): background work of message policies -------------------------------------
+
+
+class _StartsOnFirstMessage:
+    """A message policy that starts background work when the first inbound message arrives."""
+
+    name = "starter"
+
+    def __init__(self, work: Callable[[ConnectionContext], Any]) -> None:
+        self.work = work
+        self.connections: list[ConnectionContext] = []
+
+    def attach(self, connection: ConnectionContext, direction: str) -> MessageHandler | None:
+        if direction != "inbound":
+            return None
+        self.connections.append(connection)
+
+        def handle(message: WsMessage) -> None:
+            if message.connection.stats.messages_in == 1:
+                message.connection.start(lambda: self.work(message.connection))
+
+        return handle
+
+
+def _policy_relay(client: FakeClient, upstream: FakeUpstream, policy: Any) -> PolicyRelay:
+    handshake = HandshakeContext("chat", context("/ws/x").request)
+    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                       policies=MessagePolicySet([policy], []), handshake=handshake)  # fmt: skip
+
+
+async def test_start_while_running_runs_at_once_and_is_cancelled_at_the_end(errors: Any) -> None:
+    """Work started mid-connection runs while the connection is open, and does not outlive it."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def work(connection: ConnectionContext) -> None:
+        await connection.send_to_client("from the background")
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = _policy_relay(client, upstream, _StartsOnFirstMessage(work))
+    client.says("go")
+
+    async def close_once_started() -> None:
+        await started.wait()
+        client.closes_with(1000)
+
+    closer = asyncio.create_task(close_once_started())
+    await run_to_end(relay)
+    await closer
+    assert client.messages == ["from the background"]
+    assert cancelled.is_set()
+    assert errors() == []
+
+
+async def test_start_before_run_waits_for_run_and_after_the_end_is_ignored(errors: Any) -> None:
+    """Queued until run() starts; once the connection is over there is nothing to start."""
+    ran: list[str] = []
+
+    async def work(label: str) -> None:
+        ran.append(label)
+
+    policy = _StartsOnFirstMessage(lambda c: work("unused"))
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = _policy_relay(client, upstream, policy)
+    (connection,) = policy.connections
+    connection.start(lambda: work("before"))
+    assert ran == []
+    await run_to_end(relay, lambda: client.closes_with(1000))
+    assert ran == ["before"]
+    connection.start(lambda: work("after"))  # never called: no coroutine left un-awaited
+    await asyncio.sleep(0)
+    assert ran == ["before"]
+    assert errors() == []
+
+
+async def test_failing_background_work_is_logged_once_when_it_fails(errors: Any) -> None:
+    """A background task's exception is reported as it happens, once; the connection goes on."""
+
+    async def work(connection: ConnectionContext) -> None:
+        raise Boom("background failed")
+
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = _policy_relay(client, upstream, _StartsOnFirstMessage(work))
+    client.says("go")
+
+    async def close_once_logged() -> None:
+        while not errors():  # noqa: ASYNC110 - the log has no event
+            await asyncio.sleep(0)
+        client.says("still relayed")
+        client.closes_with(1000)
+
+    closer = asyncio.create_task(close_once_logged())
+    await run_to_end(relay)
+    await closer
+    assert upstream.sent == ["go", "still relayed"]
+    assert errors() == ["asgi_ws_gateway.message_relay: message policy task failed"]
