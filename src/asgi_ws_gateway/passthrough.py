@@ -217,7 +217,9 @@ class Splice:
             self.stats.closed_by = "client" if side.client else "upstream"
             self.stats.close_code, self.stats.close_reason = code, reason
             self._arm_timer()
-        elif side.client:  # the client answered the upstream's close: the server ends it
+        elif side.client and self.stats.closed_by == "upstream":
+            # The client answered the upstream's close: the server ends it. (Not on bytes a client
+            # sends after its own close frame: the upstream's answer has yet to reach it.)
             side.transport.close()
 
     def lost(self, side: _Side) -> None:
