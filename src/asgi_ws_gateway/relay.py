@@ -130,7 +130,8 @@ class Relay:
         upstream: the open upstream connection.
         max_message_size: payload bytes one client message may carry (larger: 1009).
         close_timeout: seconds the second pump gets to finish after the first ended with a close,
-            and each side's close may take when the gateway closes both (default 5).
+            and the client's close may take; the upstream's close is given twice that, over the
+            connector's own bound of ``close_timeout`` (default 5).
     """
 
     def __init__(
@@ -195,7 +196,7 @@ class Relay:
     async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
         """Close both sides on the gateway's own initiative (a no-op once closing has started).
 
-        Each side's close is bounded by ``close_timeout``; a failing upstream close is logged, not raised.
+        Bounded in time (see ``close_timeout``); a failing upstream close is logged, not raised.
         """
         if self._closing:
             return
@@ -218,15 +219,19 @@ class Relay:
         await self._close_upstream(upstream_code, upstream_reason, quiet=True)
 
     async def _close_upstream(self, code: int, reason: str, *, quiet: bool = False) -> None:
-        """Close the upstream within ``close_timeout``; never raises (``quiet``: log at DEBUG only)."""
+        """Close the upstream, bounded; never raises (``quiet``: log at DEBUG only).
+
+        Connectors bound their own closing handshake by ``close_timeout`` (and drop the connection
+        then); twice that is the safety net for one that does not, without cutting theirs short.
+        """
         try:
-            async with asyncio.timeout(self._close_timeout):
+            async with asyncio.timeout(2 * self._close_timeout):
                 await self._upstream.close(code, reason)
         except (OSError, UpstreamClosed) as exc:  # already gone: nothing left to close
             logger.debug("closing the upstream: %r", exc)
         except TimeoutError:
             logger.log(logging.DEBUG if quiet else logging.INFO,
-                       "the upstream did not finish closing in %g s; dropped", self._close_timeout)  # fmt: skip
+                       "the upstream's close did not return in %g s; given up", 2 * self._close_timeout)  # fmt: skip
         except Exception:
             logger.log(logging.DEBUG if quiet else logging.ERROR, "closing the upstream failed", exc_info=True)
 
