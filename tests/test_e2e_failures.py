@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from asgi_ws_gateway import upstream as upstream_module
 from asgi_ws_gateway._types import Data, Receive, Scope, Send
@@ -108,7 +109,7 @@ async def test_client_closing_without_a_code_gives_the_upstream_1000(stack: Stac
     ws = await connect(stack.url("/ws/echo"))
     await ws.send("hi")
     assert await ws.recv() == "hi"
-    ws.protocol.send_frame(_empty_close())
+    ws.protocol.send_frame(Frame(Opcode.CLOSE, b""))  # a close frame without a status code
     ws.send_data()
     with contextlib.suppress(ConnectionClosed):
         await ws.recv()
@@ -116,12 +117,6 @@ async def test_client_closing_without_a_code_gives_the_upstream_1000(stack: Stac
     # The relay sends 1005 on as 1000; passthrough forwards the frame itself (no code: 1005).
     assert code == (1005 if stack.mode == "passthrough" else 1000)
     await stack.gateway.settle()
-
-
-def _empty_close() -> Any:
-    from websockets.frames import Frame, Opcode
-
-    return Frame(Opcode.CLOSE, b"")
 
 
 async def test_client_dropping_tcp_gives_an_in_process_upstream_1001(ws_impl: WSImpl) -> None:
