@@ -201,7 +201,10 @@ class ApiConfig(_Model):
         description="Seconds to wait for a pong before the upstream is declared dead (1011).",
     )
     close_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds the upstream gets to finish a closing handshake before TCP is dropped."
+        default=5.0,
+        gt=0,
+        description="Seconds the upstream gets to finish a closing handshake before TCP is dropped; also the bound "
+        "on each of the gateway's own closing steps.",
     )
     passthrough: bool = Field(
         default=False,

@@ -357,9 +357,10 @@ class WebSocketGateway:
         send: Send,
     ) -> Relay:
         """The plain relay, or the policy relay when the connection has message policies (chosen once)."""
+        max_size, close_timeout = api.config.max_message_size, api.config.close_timeout
         if message_policies is None:
-            return Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
-        return PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
+            return Relay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout)
+        return PolicyRelay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout,
                            policies=message_policies, handshake=handshake)  # fmt: skip
 
     async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
@@ -35,8 +36,11 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 # ``WebSocketsConnection.send``'s hot path uses these attributes of websockets' asyncio connection
-# (checked with websockets 17); a connection without them takes ``Connection.send`` every time.
-_FAST_SEND_ATTRIBUTES = ("protocol", "paused", "send_in_progress", "send_data", "drain", "connection_lost_waiter")
+# (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
+# ``Connection.send`` every time.
+_FAST_SEND_ATTRIBUTES = (
+    "protocol", "paused", "send_in_progress", "send_data", "drain", "transport", "connection_lost_waiter",
+)  # fmt: skip
 # Response headers of the upstream's handshake that describe it rather than the application.
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 
@@ -231,16 +235,44 @@ class WebSocketsConnector:
         return WebSocketsConnection(ws)
 
 
+class _FastSend(Protocol):
+    """What the send hot path may touch of a ``websockets`` asyncio connection, and nothing more.
+
+    The connection's own ``close_exc`` is not here: websockets 14 has it only on ``protocol``.
+    """
+
+    # Read-only here (properties), so that the connection's narrower attribute types conform.
+    @property
+    def protocol(self) -> WsProtocol: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def send_in_progress(self) -> object: ...
+    @property
+    def transport(self) -> asyncio.Transport: ...
+    @property
+    def connection_lost_waiter(self) -> asyncio.Future[None]: ...
+
+    def send_data(self) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
 class WebSocketsConnection:
     """Adapts a ``websockets`` client connection to :class:`UpstreamConnection`."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._fast_send = all(hasattr(ws, name) for name in _FAST_SEND_ATTRIBUTES)
+        fast: _FastSend | None = ws if all(hasattr(ws, name) for name in _FAST_SEND_ATTRIBUTES) else None
+        self._fast = fast
         self.subprotocol: str | None = ws.subprotocol
         self.response_headers = kept_response_headers(
             list(ws.response.headers.raw_items()) if ws.response is not None else []
         )
+
+    @property
+    def _fast_send(self) -> bool:
+        return self._fast is not None
 
     async def recv(self) -> Data:
         try:
@@ -249,13 +281,13 @@ class WebSocketsConnection:
             raise _closed(exc) from None
 
     async def send(self, data: Data) -> None:
-        ws = self._ws
-        if self._fast_send and ws.protocol.state is State.OPEN and not ws.paused and ws.send_in_progress is None:
+        ws = self._fast
+        if ws is not None and ws.protocol.state is State.OPEN and ws.send_in_progress is None:
             # Hot path: what ``Connection.send`` does for one unfragmented message on an open
             # connection, without its per-message async context manager (measured: 5-18% less
             # gateway CPU per 64 B echo, ~10% per 16 KiB; docs/performance.md). Frame, write, and
-            # wait if the write filled the transport's buffer. Anything else (closing, paused, a
-            # failure) takes the full path.
+            # wait while the transport's buffer is over its high-water mark, as ``send`` does.
+            # Anything else (closing, a fragmented send in progress) takes the full path.
             if isinstance(data, str):
                 ws.protocol.send_text(data.encode())
             else:
@@ -264,13 +296,13 @@ class WebSocketsConnection:
             if ws.paused:
                 try:
                     await ws.drain()
-                except Exception:  # the connection was lost while we waited: end it as send() does
+                except Exception:  # the connection was lost while paused: end it as ``send`` does
                     ws.transport.abort()
-                    await asyncio.shield(ws.connection_lost_waiter)
-                    raise _closed(ws.close_exc) from None
+                    await asyncio.shield(ws.connection_lost_waiter)  # the protocol is CLOSED after it
+                    raise _closed(ws.protocol.close_exc) from None
             return
         try:
-            await ws.send(data)
+            await self._ws.send(data)
         except ConnectionClosed as exc:
             raise _closed(exc) from None
 
