@@ -22,6 +22,7 @@ from .messages import MessagePolicySet
 from .passthrough import EXTENSION, Splice
 from .policies import GatewayPolicies
 from .relay import Relay
+from .request_checks import check_path_params
 from .responses import send_denial
 from .routing import Router
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
@@ -177,7 +178,7 @@ class WebSocketGateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            resolved = self._router.resolve(scope["path"])
+            resolved = self._router.resolve(scope["path"], scope.get("raw_path"))
             if resolved is not None:
                 api, params = resolved
                 await self._handle(api, params, scope, receive, send)
@@ -230,9 +231,12 @@ class WebSocketGateway:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
+            check_path_params(params)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
+            for upstream_config in cfg.upstreams:  # a request that cannot be built is refused before any connect
+                handshake.build_request(cfg, upstream_config)
             message_policies = policies.message_policies(handshake)
             if message_policies is None and api.can_splice and EXTENSION in scope.get("extensions", {}):
                 backend, raw = await api.pool.open(lambda b: open_raw(

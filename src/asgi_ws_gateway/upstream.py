@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from ._types import Data, Headers, Scope
 from .config import ApiConfig, UpstreamConfig
 from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .routing import split_path
 
 # Headers that describe one hop of the connection and must not cross the gateway.
 HOP_BY_HOP = frozenset(
@@ -125,23 +126,38 @@ def upstream_headers(scope: Scope) -> list[tuple[str, str]]:
     return kept
 
 
+# What stays as is in a path segment and in a query string; everything else is percent-encoded.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+_QUERY_SAFE = _SEGMENT_SAFE + "/?%"
+
+
 def fill_template(template: str, params: dict[str, str]) -> str:
-    """Substitute ``{name}`` placeholders with percent-encoded path parameter values."""
+    """Substitute ``{name}`` placeholders with percent-encoded path parameter values.
+
+    Every character that could end the segment (``/``, ``?``, ``#``, ``%``, ``\\``) is encoded;
+    values that would be a dot segment are refused earlier (``request_checks.check_path_params``).
+    """
     for name, value in params.items():
         template = template.replace("{" + name + "}", quote(value, safe=""))
     return template
 
 
 def with_query(url: str, query: bytes) -> str:
+    """``url`` with the client's query string appended; bytes a URL cannot carry are percent-encoded."""
     if not query:
         return url
-    return f"{url}{'&' if '?' in url else '?'}{query.decode('latin-1')}"
+    return f"{url}{'&' if '?' in url else '?'}{quote(query, safe=_QUERY_SAFE)}"
+
+
+def request_path(scope: Scope) -> str:
+    """The client's path, percent-encoded segment by segment as it was split for routing."""
+    return "/" + "/".join(quote(part, safe=_SEGMENT_SAFE) for part in split_path(scope["path"], scope.get("raw_path")))
 
 
 def build_request(api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str]) -> UpstreamRequest:
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
-        url = with_query(fill_template(upstream.path or scope["path"], params), query)
+        url = with_query(fill_template(upstream.path or request_path(scope), params), query)
     else:
         url = with_query(fill_template(upstream.url, params), query)
     return UpstreamRequest(
