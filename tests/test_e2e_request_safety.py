@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from asgi_ws_gateway.config import load_config
+from asgi_ws_gateway.errors import HandshakeDenied, UpstreamError
+from asgi_ws_gateway.upstream import UpstreamRequest, WebSocketsConnector
 from gateway_harness import ProbedGateway
 from support.clients import connect
 from support.servers import UvicornFactory, WSImpl
@@ -218,3 +221,30 @@ async def test_a_real_upstream_failure_still_counts_against_the_backend(
     dead_backend, live_backend = gateway.gateway._apis["rooms"].pool.backends
     assert dead_backend.failures == 1 and dead_backend.cooling_until > 0
     assert live_backend.failures == 0
+
+
+@pytest.mark.parametrize(
+    ("url_path", "headers"),
+    [("/echo", [("x-q", "\u20ac")]), ("/echo", [("x-q", "a\r\nb")]), ("/echo", [("x-q", "\x00")])],
+)
+async def test_the_connector_classifies_what_websockets_refuses_to_send_as_a_400(
+    upstream: UpstreamServer, url_path: str, headers: list[tuple[str, str]]
+) -> None:
+    """Behind the gateway's own checks: websockets' header validation is the client's error, not the backend's."""
+    api = load_config(_config(upstream.url(url_path), path="/ws")).apis[0]
+    connector = WebSocketsConnector(api, api.upstreams[0])
+    request = UpstreamRequest(url=upstream.url(url_path), headers=headers, subprotocols=[], scope={})
+    with pytest.raises(HandshakeDenied) as caught:
+        await connector.connect(request)
+    assert caught.value.status == 400 and not isinstance(caught.value, UpstreamError)
+    assert upstream.url(url_path) not in caught.value.detail
+    assert upstream.handshakes == []
+
+
+async def test_the_connector_classifies_an_invalid_uri_as_a_400(upstream: UpstreamServer) -> None:
+    api = load_config(_config(upstream.url("/echo"), path="/ws")).apis[0]
+    connector = WebSocketsConnector(api, api.upstreams[0])
+    request = UpstreamRequest(url="ws://127.0.0.1:1/echo#frag", headers=[], subprotocols=[], scope={})
+    with pytest.raises(HandshakeDenied) as caught:
+        await connector.connect(request)
+    assert caught.value.status == 400 and "127.0.0.1" not in caught.value.detail

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .errors import HandshakeDenied
 from .routing import decode_segment, param_problem
+from .upstream import bad_request
 
 MAX_UPSTREAM_URL = 8192
 """Characters an upstream URL may have once templates and the forwarded query are in it."""
@@ -28,11 +28,6 @@ _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*)*")
 _QUERY = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-
-
-def bad_request(detail: str) -> HandshakeDenied:
-    """The 400 every check here raises (``reason`` ``bad_request`` in logs and metrics)."""
-    return HandshakeDenied(400, detail, reason="bad_request")
 
 
 def check_path_params(params: Mapping[str, str]) -> None:

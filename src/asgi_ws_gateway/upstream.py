@@ -16,13 +16,13 @@ from typing import Protocol
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidHeaderValue, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ._types import Data, Headers, Scope
 from .config import ApiConfig, UpstreamConfig
-from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .errors import HandshakeDenied, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from .routing import split_path
 
 # Headers that describe one hop of the connection and must not cross the gateway.
@@ -196,6 +196,11 @@ class _NoRedirects(connect):
         return exc
 
 
+def bad_request(detail: str) -> HandshakeDenied:
+    """A 400 for an upstream request the client's values made unsendable (never a backend failure)."""
+    return HandshakeDenied(400, detail, reason="bad_request")
+
+
 class WebSocketsConnector:
     """Opens ``ws://``/``wss://`` upstream connections with the ``websockets`` asyncio client."""
 
@@ -233,6 +238,11 @@ class WebSocketsConnector:
             ) from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
+        except (InvalidURI, InvalidHeaderValue) as exc:
+            # websockets refused the request it was given before sending a byte: not the backend's fault.
+            # The message names the URL or the value: the client learns only the kind of problem.
+            kind = "URL" if isinstance(exc, InvalidURI) else "header"
+            raise bad_request(f"the upstream request cannot be sent (invalid {kind})") from None
         except (OSError, WebSocketException) as exc:
             raise UpstreamUnreachable(f"{self.label} is unreachable: {exc}") from None
         return WebSocketsConnection(ws)
@@ -300,6 +310,7 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamRequest",
     "WebSocketsConnector",
+    "bad_request",
     "build_request",
     "tls_context",
     "upstream_headers",
