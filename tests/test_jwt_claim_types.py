@@ -16,7 +16,7 @@ import pytest
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.policies.auth import MAX_NUMERIC_DATE, numeric_date_problem
-from gateway_harness import not_found
+from asgi_ws_gateway.standalone import not_found
 from policy_helpers import build, context, denied
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET
@@ -47,6 +47,10 @@ def _signed(**claims: Any) -> str:
     """A HS256 token whose claims are exactly ``claims`` plus aud/sub (json allows NaN/Infinity)."""
     body = {"aud": "chat", "sub": "alice", **claims}
     return jwt.encode(body, HS_SECRET, algorithm="HS256")
+
+
+def _bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
 
 
 def _valid_times(**override: Any) -> dict[str, Any]:
@@ -85,13 +89,14 @@ async def test_every_token_position_checks_the_claim_types(source: dict[str, str
     good = _signed(**_valid_times())
     policy = build({"validate-jwt": {**JWT["validate-jwt"], "token": [source]}})
     for tok, allowed in ((good, True), (bad, False)):
-        kw: dict[str, Any] = {
+        positions: dict[str, dict[str, Any]] = {
             "header": {"headers": [("Authorization", f"Bearer {tok}")]},
             "x-token": {"headers": [("X-Token", tok)]},
             "query": {"query": f"access_token={tok}"},
             "cookie": {"headers": [("Cookie", f"jwt={tok}")]},
             "subprotocol": {"subprotocols": [f"bearer.{tok}"]},
-        }[where]
+        }
+        kw = positions[where]
         ctx = context(**kw)
         if allowed:
             await policy.apply(ctx)
@@ -129,7 +134,7 @@ async def test_a_string_exp_is_refused_end_to_end_at_the_handshake_and_on_refres
     assert status == 401 and headers["www-authenticate"] == 'Bearer error="invalid_token"'
     assert json.loads(body)["detail"] == "the token's 'exp' claim is not a number"
     good = _signed(**_valid_times(exp=_NOW + 3600))
-    async with await connect(server.url("/ws/echo"), additional_headers={"Authorization": f"Bearer {good}"}) as ws:
+    async with await connect(server.url("/ws/echo"), additional_headers=_bearer(good)) as ws:
         await ws.send(json.dumps({"type": "auth.refresh", "token": bad}))
         reply = json.loads(await ws.recv())
         assert (reply["type"], reply["error"]) == ("error", "refresh_token_invalid")
