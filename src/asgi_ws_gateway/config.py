@@ -349,6 +349,11 @@ class GatewayConfig(_Model):
         default="x-forwarded-for", description="The header trusted proxies put the client address in."
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    expose_error_details: bool = Field(
+        default=False,
+        description="Development only: 5xx handshake refusals tell the client the internal detail (backend URL, "
+        "error text) instead of a generic problem. Off: the detail goes only to the log and the span.",
+    )
 
 
 def json_schema() -> dict[str, Any]:

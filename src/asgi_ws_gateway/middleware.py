@@ -266,7 +266,7 @@ class WebSocketGateway:
                 logger.exception("API %s: handshake failed", api.config.name)
                 denial = HandshakeDenied(500, "the gateway failed", reason="error")
                 trace.denied(denial, error=exc)
-            await self._deny(api, scope, send, denial)
+            await self._deny(api, scope, send, denial, trace.trace_id)
             return
 
         backend.active += 1
@@ -318,11 +318,15 @@ class WebSocketGateway:
         return PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
                            policies=message_policies, handshake=handshake)  # fmt: skip
 
-    async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:
-        logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
-                    denial.detail)  # fmt: skip
+    async def _deny(
+        self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None
+    ) -> None:
+        # A 5xx is a failure on this side (warning); the client gets its detail only in development.
+        level = logging.WARNING if denial.status >= 500 else logging.INFO
+        logger.log(level, "API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
+                   denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
-            await send_denial(scope, send, denial)
+            await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
 
 
 def _subject(claims: Mapping[str, Any] | None) -> str | None:
