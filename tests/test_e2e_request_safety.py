@@ -248,3 +248,22 @@ async def test_the_connector_classifies_an_invalid_uri_as_a_400(upstream: Upstre
     with pytest.raises(HandshakeDenied) as caught:
         await connector.connect(request)
     assert caught.value.status == 400 and "127.0.0.1" not in caught.value.detail
+
+
+async def test_an_in_process_upstream_sees_one_decoded_segment_or_nothing(uvicorn_server: UvicornFactory) -> None:
+    """``asgi:`` upstreams get ASGI's decoded ``path``: safe only because unsafe values were refused."""
+    seen: list[tuple[str, bytes]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((scope["path"], scope["raw_path"]))
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    config = {"apis": [{"name": "rooms", "path": "/rooms/{room}", "upstreams": [{"app": app}]}]}
+    server = uvicorn_server(ProbedGateway(config))
+    port = _port(server.url())
+    for attack in ("%2e%2e", "a%2Fb", "%00", ".%2E"):
+        assert (await _raw_handshake(port, f"/rooms/{attack}"))[0] == 400
+    assert (await _raw_handshake(port, "/rooms/caf%C3%A9%252F"))[0] == 101
+    assert seen == [("/rooms/café%2F", b"/rooms/caf%C3%A9%252F")]
