@@ -267,3 +267,21 @@ async def test_an_in_process_upstream_sees_one_decoded_segment_or_nothing(uvicor
         assert (await _raw_handshake(port, f"/rooms/{attack}"))[0] == 400
     assert (await _raw_handshake(port, "/rooms/caf%C3%A9%252F"))[0] == 101
     assert seen == [("/rooms/café%2F", b"/rooms/caf%C3%A9%252F")]
+
+
+_PASSTHROUGH: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
+
+
+async def test_passthrough_routes_and_checks_the_same_way(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """The splice opens the upstream itself: the same refusals, before it connects."""
+    policies = [{"set-header": {"header": "x-q", "value": "{query.q}"}}]
+    config = _config(upstream.url("/rooms/{room}"), passthrough=True, policies=policies, unhealthy_after=1)
+    gateway = ProbedGateway(config)
+    port = _port(uvicorn_server(gateway, ws=_PASSTHROUGH).url())
+    for attack in ("/rooms/%2e%2e", "/rooms/a%2Fb", "/rooms/.%2E", "/rooms/ok?q=%E2%82%AC"):
+        assert (await _raw_handshake(port, attack))[0] == 400, attack
+    assert gateway.gateway._apis["rooms"].pool.backends[0].failures == 0
+    assert (await _raw_handshake(port, "/rooms/%252e%252e"))[0] == 101
+    assert [h.path for h in upstream.handshakes] == ["/rooms/%252e%252e"]

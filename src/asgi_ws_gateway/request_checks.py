@@ -45,7 +45,10 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
     """
     if len(url) > MAX_UPSTREAM_URL:
         raise bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced or invalid [IPv6] literal
+        raise bad_request("the upstream URL would not be a valid URL") from None
     if parts.fragment or "#" in url:
         raise bad_request("the upstream URL would have a fragment")
     if in_process:
