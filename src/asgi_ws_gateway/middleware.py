@@ -235,18 +235,19 @@ class WebSocketGateway:
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
-            for upstream_config in cfg.upstreams:  # a request that cannot be built is refused before any connect
-                handshake.build_request(cfg, upstream_config)
             message_policies = policies.message_policies(handshake)
+            # Every backend's request, built and checked before any connect: one the client's values
+            # made unsendable is a 400 and never counts against a backend.
+            requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
             if message_policies is None and api.can_splice and EXTENSION in scope.get("extensions", {}):
                 backend, raw = await api.pool.open(lambda b: open_raw(
-                    cfg, cfg.upstreams[b.index], handshake.build_request(cfg, cfg.upstreams[b.index]), api.tls[b.index]
+                    cfg, cfg.upstreams[b.index], requests[b.index], api.tls[b.index]
                 ))  # fmt: skip
                 upstream = raw
                 splice = Splice(raw, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout)
                 relay, accept = splice, splice.accept_message()
             else:
-                backend, opened = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
+                backend, opened = await api.pool.connect(lambda b: requests[b.index])
                 upstream = opened
                 relay = self._relay(api, message_policies, handshake, *trace.relay_io(receive, opened), send)
                 accept = {"type": "websocket.accept", "subprotocol": opened.subprotocol,

@@ -82,6 +82,8 @@ def split_path(scope_path: str, raw_path: bytes | None) -> list[str]:
     """
     if raw_path is None:
         return scope_path.split("/")[1:]
+    if b"%" not in raw_path and raw_path.isascii():  # the common case: nothing to decode
+        return raw_path.decode("ascii").split("/")[1:]
     return [decode_segment(part) for part in raw_path.split(b"/")[1:]]
 
 
