@@ -64,7 +64,8 @@ def rooms(uvicorn_server: UvicornFactory, upstream: UpstreamServer) -> int:
 @pytest.mark.parametrize(
     "segment",
     ["..", ".", "%2e%2e", "%2E%2E", "%2e%2E", ".%2e", "%2e.", "%2e", "a%2Fb", "a%2fb", "%2F", "a%5Cb", "%5c",
-     "%00", "a%0Db", "%0A", "%7F", "%C2%85", "%ff", "%C0%AE%C0%AE", "%E0%80%AE", "%c0%af"],
+     "%00", "a%0Db", "%0A", "%7F", "%C2%85", "%ff", "%C0%AE%C0%AE", "%E0%80%AE", "%c0%af", "%EF%BC%8E%EF%BC%8E",
+     "a%EF%BC%8Fb"],
 )  # fmt: skip
 async def test_a_parameter_that_would_change_the_upstream_path_is_a_400(
     rooms: int, upstream: UpstreamServer, segment: str

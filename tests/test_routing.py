@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
@@ -43,7 +44,8 @@ def test_without_raw_path_the_decoded_path_is_not_decoded_again() -> None:
 @pytest.mark.parametrize(
     "raw",
     [b"/r/%2e%2e", b"/r/%2E%2e", b"/r/.%2e", b"/r/%2e", b"/r/a%2Fb", b"/r/a%2fb", b"/r/a%5Cb", b"/r/%00",
-     b"/r/a%0d%0aX:1", b"/r/%7f", b"/r/%c2%85", b"/r/%ff", b"/r/%c0%ae%c0%ae", b"/r/%e0%80%ae"],
+     b"/r/a%0d%0aX:1", b"/r/%7f", b"/r/%c2%85", b"/r/%ff", b"/r/%c0%ae%c0%ae", b"/r/%e0%80%ae",
+     b"/r/%EF%BC%8E%EF%BC%8E", b"/r/a%EF%BC%8Fb", b"/r/%EF%BC%BC", b"/r/%E2%80%A4%E2%80%A4"],
 )  # fmt: skip
 def test_dangerous_parameter_values_are_reported(raw: bytes) -> None:
     resolved = Router([("/r/{room}", 1)]).resolve(unquote(raw.decode()), raw)
@@ -82,6 +84,7 @@ def test_any_parameter_fills_exactly_one_upstream_segment_or_is_refused(value: s
     assert len(segments) == 4 and segments[3] == "end"
     assert unquote(segments[2], errors="strict") == value
     assert unquote(segments[2]) not in (".", "..")
+    assert unicodedata.normalize("NFKC", unquote(segments[2])) not in (".", "..")
 
 
 @given(st.binary(min_size=1, max_size=40))

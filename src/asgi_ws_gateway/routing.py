@@ -15,6 +15,7 @@ parameter whose decoded value could change the shape of a path it is put into (`
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 from urllib.parse import unquote_to_bytes
@@ -97,6 +98,12 @@ def param_problem(value: str) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "is not UTF-8"
+    if not value.isascii():
+        # An upstream that applies Unicode compatibility folding would read U+FF0E U+FF0E as '..'
+        # and U+FF0F as '/'.
+        folded = unicodedata.normalize("NFKC", value)
+        if folded in (".", "..") or _FORBIDDEN.search(folded):
+            return "folds to a dot segment or a separator under Unicode normalization"
     return None
 
 
