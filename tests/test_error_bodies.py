@@ -24,7 +24,8 @@ from asgi_ws_gateway.handshake import HandshakeContext
 from asgi_ws_gateway.responses import public_problem
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
-from support.clients import expect_status
+from support.clients import connect, expect_status
+from support.jwts import HS_SECRET, signing_key, token
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -155,3 +156,54 @@ def test_expose_error_details_is_off_by_default() -> None:
     from asgi_ws_gateway import GatewayConfig
 
     assert GatewayConfig().expose_error_details is False
+
+
+async def test_an_unreachable_jwks_is_a_generic_503(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spans: Spans
+) -> None:
+    port = _free_port()
+    jwt_policy = {
+        "validate-jwt": {"algorithms": ["RS256"], "jwks_url": f"http://127.0.0.1:{port}/jwks", "jwks_timeout": 1}
+    }
+    headers = {"Authorization": "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhIn0.c2ln"}
+    api = {"name": "a", "path": "/ws/a", "upstreams": [upstream.url("/echo")], "policies": [jwt_policy]}
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}, tracer_provider=spans.provider))
+    status, response_headers, body = await expect_status(server.url("/ws/a"), additional_headers=headers)
+    assert status == 503 and response_headers["retry-after"] == "5"
+    _assert_generic(body, json.loads(body), 503, str(port), "/jwks", "http://")
+    assert f"127.0.0.1:{port}/jwks" in _span_detail(spans)
+
+
+async def test_an_unreachable_redis_is_a_generic_503(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spans: Spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = _free_port()
+    limit = {"rate-limit-by-key": {"key": "{client.ip}", "limit": 5, "window": 10, "on_store_error": "closed"}}
+    api = {"name": "a", "path": "/ws/a", "upstreams": [upstream.url("/echo")], "policies": [limit]}
+    store = {"type": "redis", "url": f"redis://127.0.0.1:{port}/0", "prefix": "sechs-error-bodies", "timeout": 0.3}
+    gateway = WebSocketGateway(not_found, config={"apis": [api], "store": store}, tracer_provider=spans.provider)
+    server = uvicorn_server(gateway)
+    status, _headers, body = await expect_status(server.url("/ws/a"))
+    assert status == 503
+    _assert_generic(body, json.loads(body), 503, str(port), "Redis", "redis")
+    assert "Redis" in _span_detail(spans)
+    assert any("Redis" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_an_in_band_refresh_hides_a_jwks_failure_too(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """``credential-expiry`` replies with the denial's detail: a 5xx one is replaced there as well."""
+    port = _free_port()
+    jwt_policy = {"validate-jwt": {"algorithms": ["HS256", "RS256"], "secret": HS_SECRET, "audience": "chat",
+                                   "jwks_url": f"http://127.0.0.1:{port}/jwks", "jwks_timeout": 1}}  # fmt: skip
+    api = {
+        "name": "a", "path": "/ws/a", "upstreams": [upstream.url("/echo")], "policies": [jwt_policy],
+        "message_policies": {"inbound": [{"credential-expiry": {}}]},
+    }  # fmt: skip
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
+    async with await connect(server.url("/ws/a"), additional_headers={"Authorization": f"Bearer {token()}"}) as ws:
+        await ws.send(json.dumps({"type": "auth.refresh", "token": token(signing_key("RS256"))}))
+        reply = await ws.recv()
+        assert json.loads(reply)["error"] == "refresh_jwks_unavailable"
+        assert str(port) not in str(reply) and "jwks" not in str(reply).replace("refresh_jwks_unavailable", "")

@@ -258,11 +258,11 @@ class ValidateJwt:
         if self.jwks is not None:
             try:
                 keys.extend(await self.jwks.keys(kid, alg))
-            except KeysUnavailable:
-                if not keys:
+            except KeysUnavailable as exc:
+                if not keys:  # the detail is for the log and the span: a 5xx body does not carry it
                     raise deny(
                         503,
-                        "the token's signing keys cannot be fetched right now",
+                        f"the token's signing keys cannot be fetched right now ({exc})",
                         reason="jwks_unavailable",
                         headers=[(b"retry-after", b"5")],
                     ) from None
