@@ -388,6 +388,11 @@ class GatewayConfig(_Model):
         default_factory=HandshakeLimitsConfig,
         description="Size limits of handshake requests, checked before any policy (see docs/security.md).",
     )
+    expose_error_details: bool = Field(
+        default=False,
+        description="Development only: 5xx handshake refusals tell the client the internal detail (backend URL, "
+        "error text) instead of a generic problem. Off: the detail goes only to the log and the span.",
+    )
 
 
 def json_schema() -> dict[str, Any]:

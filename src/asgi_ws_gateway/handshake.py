@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from ._types import Scope
 from .errors import HandshakeDenied
 from .forwarded import Networks, client_address, forwarded_chain, parse_ip
+from .request_checks import check_upstream_request
 from .upstream import UpstreamRequest, build_request
 
 if TYPE_CHECKING:
@@ -312,11 +313,14 @@ class HandshakeContext:
         """The upstream request for one backend, with the policies' changes applied.
 
         Raises:
-            HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration).
+            HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration);
+                400 when the client's values made a request that cannot be sent (see ``request_checks``).
         """
         request = build_request(api, upstream, self.request.scope, dict(self.request.path_params),
                                 trust_forwarded=self.request.peer_is_trusted_proxy)  # fmt: skip
-        return self.upstream.apply(request, in_process=upstream.kind == "asgi")
+        request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
+        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi")
+        return request
 
 
 def _dig(value: object, path: tuple[str, ...]) -> object | None:

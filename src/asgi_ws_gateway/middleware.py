@@ -25,6 +25,7 @@ from .messages import MessagePolicySet
 from .passthrough import EXTENSION, Splice
 from .policies import GatewayPolicies
 from .relay import Relay
+from .request_checks import check_path_params
 from .responses import send_denial
 from .routing import Router
 from .startup import StartupFailure, built_by_starlette
@@ -209,7 +210,7 @@ class WebSocketGateway:
             await self._failed(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            resolved = self._router.resolve(scope["path"])
+            resolved = self._router.resolve(scope["path"], scope.get("raw_path"))
             if resolved is not None:
                 if not self._proxy_warned:
                     self._warn_if_rewritten(scope)
@@ -278,19 +279,23 @@ class WebSocketGateway:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
             check_header_limits(scope["headers"], _target(scope), limits)
+            check_path_params(params)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
             message_policies = policies.message_policies(handshake)
+            # Every backend's request, built and checked before any connect: one the client's values
+            # made unsendable is a 400 and never counts against a backend.
+            requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
             if message_policies is None and api.can_splice and EXTENSION in scope.get("extensions", {}):
                 backend, raw = await api.pool.open(lambda b: open_raw(
-                    cfg, cfg.upstreams[b.index], handshake.build_request(cfg, cfg.upstreams[b.index]), api.tls[b.index]
+                    cfg, cfg.upstreams[b.index], requests[b.index], api.tls[b.index]
                 ))  # fmt: skip
                 upstream = raw
                 splice = Splice(raw, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout)
                 relay, accept = splice, splice.accept_message()
             else:
-                backend, opened = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
+                backend, opened = await api.pool.connect(lambda b: requests[b.index])
                 upstream = opened
                 relay = self._relay(api, message_policies, handshake, *trace.relay_io(receive, opened), send)
                 accept = {"type": "websocket.accept", "subprotocol": opened.subprotocol,
@@ -310,7 +315,7 @@ class WebSocketGateway:
                 logger.exception("API %s: handshake failed", api.config.name)
                 denial = HandshakeDenied(500, "the gateway failed", reason="error")
                 trace.denied(denial, error=exc)
-            await self._deny(api, scope, send, denial)
+            await self._deny(api, scope, send, denial, trace.trace_id)
             return
 
         backend.active += 1
@@ -363,11 +368,15 @@ class WebSocketGateway:
         return PolicyRelay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout,
                            policies=message_policies, handshake=handshake)  # fmt: skip
 
-    async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:
-        logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
-                    redact.redact_text(denial.detail))  # fmt: skip
+    async def _deny(
+        self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None
+    ) -> None:
+        # A 5xx is a failure on this side (warning); the client gets its detail only in development.
+        level = logging.WARNING if denial.status >= 500 else logging.INFO
+        logger.log(level, "API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
+                   redact.redact_text(denial.detail))  # fmt: skip
         with contextlib.suppress(OSError):
-            await send_denial(scope, send, denial)
+            await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
 
 
 def _target(scope: Scope) -> bytes:

@@ -16,15 +16,16 @@ from typing import Protocol
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidHeaderValue, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ._types import Data, Headers, Scope
 from .config import ApiConfig, UpstreamConfig
-from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .errors import HandshakeDenied, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from .redact import redact_text
+from .routing import split_path
 
 # Headers that describe one hop of the connection and must not cross the gateway.
 HOP_BY_HOP = frozenset(
@@ -136,17 +137,32 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
     return kept
 
 
+# What stays as is in a path segment and in a query string; everything else is percent-encoded.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+_QUERY_SAFE = _SEGMENT_SAFE + "/?%"
+
+
 def fill_template(template: str, params: dict[str, str]) -> str:
-    """Substitute ``{name}`` placeholders with percent-encoded path parameter values."""
+    """Substitute ``{name}`` placeholders with percent-encoded path parameter values.
+
+    Every character that could end the segment (``/``, ``?``, ``#``, ``%``, ``\\``) is encoded;
+    values that would be a dot segment are refused earlier (``request_checks.check_path_params``).
+    """
     for name, value in params.items():
         template = template.replace("{" + name + "}", quote(value, safe=""))
     return template
 
 
 def with_query(url: str, query: bytes) -> str:
+    """``url`` with the client's query string appended; bytes a URL cannot carry are percent-encoded."""
     if not query:
         return url
-    return f"{url}{'&' if '?' in url else '?'}{query.decode('latin-1')}"
+    return f"{url}{'&' if '?' in url else '?'}{quote(query, safe=_QUERY_SAFE)}"
+
+
+def request_path(scope: Scope) -> str:
+    """The client's path, percent-encoded segment by segment as it was split for routing."""
+    return "/" + "/".join(quote(part, safe=_SEGMENT_SAFE) for part in split_path(scope["path"], scope.get("raw_path")))
 
 
 def build_request(
@@ -154,7 +170,7 @@ def build_request(
 ) -> UpstreamRequest:
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
-        url = with_query(fill_template(upstream.path or scope["path"], params), query)
+        url = with_query(fill_template(upstream.path or request_path(scope), params), query)
     else:
         url = with_query(fill_template(upstream.url, params), query)
     return UpstreamRequest(
@@ -191,6 +207,11 @@ class _NoRedirects(connect):
 
     def process_redirect(self, exc: Exception) -> Exception | str:
         return exc
+
+
+def bad_request(detail: str) -> HandshakeDenied:
+    """A 400 for an upstream request the client's values made unsendable (never a backend failure)."""
+    return HandshakeDenied(400, detail, reason="bad_request")
 
 
 class WebSocketsConnector:
@@ -230,6 +251,11 @@ class WebSocketsConnector:
             ) from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
+        except (InvalidURI, InvalidHeaderValue) as exc:
+            # websockets refused the request it was given before sending a byte: not the backend's fault.
+            # The message names the URL or the value: the client learns only the kind of problem.
+            kind = "URL" if isinstance(exc, InvalidURI) else "header"
+            raise bad_request(f"the upstream request cannot be sent (invalid {kind})") from None
         except (OSError, WebSocketException) as exc:
             raise UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
         return WebSocketsConnection(ws)
@@ -325,6 +351,7 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamRequest",
     "WebSocketsConnector",
+    "bad_request",
     "build_request",
     "tls_context",
     "upstream_headers",

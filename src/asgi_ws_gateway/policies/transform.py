@@ -18,6 +18,8 @@ from ..upstream import HOP_BY_HOP
 from .base import PolicyEnv, PolicySettings, register_policy, template
 
 ExistsAction = Literal["override", "skip", "append", "delete"]
+# Template namespaces whose values come straight from the client's request.
+_CLIENT_NAMESPACES = frozenset({"header", "query", "cookie", "path", "client", "request"})
 
 
 def _header_name(value: str) -> str:
@@ -138,7 +140,10 @@ class RewriteUri:
 class SetBackendSettings(PolicySettings):
     """``set-backend-service``: connect to another host (network upstreams only); the path is kept."""
 
-    base_url: str = Field(description="ws:// or wss:// base URL (a template), e.g. 'ws://chat-{jwt.region}:9000'.")
+    base_url: str = Field(
+        description="ws:// or wss:// base URL (a template of jwt, subscription, var and api values only), "
+        "e.g. 'ws://chat-{jwt.region}:9000'."
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -146,6 +151,10 @@ class SetBackendSettings(PolicySettings):
         template(value)
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must be a ws:// or wss:// URL")
+        # The client must never choose where the gateway connects: only values it cannot forge.
+        unsafe = sorted({ref.namespace for ref in Template(value).references} & _CLIENT_NAMESPACES)
+        if unsafe:
+            raise ValueError(f"must not use values the client sends ({', '.join(unsafe)}): they would pick the host")
         return value
 
 

@@ -250,6 +250,8 @@ class HandshakeTrace:
     def denied(self, denial: HandshakeDenied, error: BaseException | None = None) -> None:
         """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
         policy = getattr(denial, "policy", None)
+        if self.span is not None:  # the full detail, which a 5xx response body does not carry
+            self.span.set_attribute(n.DENIAL_DETAIL, denial.detail)
         if error is not None:
             if self.span is not None:  # an exception's message may embed a URL with the client's query
                 stack = "".join(traceback.format_exception(error))
@@ -259,6 +261,12 @@ class HandshakeTrace:
             self._finish("error", denial.status, type(error).__qualname__, None)
         else:
             self._finish("denied", denial.status, denial.reason, policy if isinstance(policy, str) else None)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The handshake's trace id (32 hex digits) when it is traced, for a client to quote."""
+        context = self.span.get_span_context() if self.span is not None else None
+        return trace.format_trace_id(context.trace_id) if context is not None and context.is_valid else None
 
     def abandoned(self, reason: str) -> None:
         """The client left, or the task was cancelled, before accept (a no-op once finished)."""
