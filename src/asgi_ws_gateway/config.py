@@ -8,7 +8,8 @@ as ``field.path: what is wrong``.
 
 from __future__ import annotations
 
-import importlib
+import functools
+import inspect
 import json
 import re
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
+from .loading import LoadRefused, check_file, check_import, import_object
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
@@ -138,23 +140,24 @@ class UpstreamConfig(_Model):
         return data
 
     @model_validator(mode="after")
-    def _resolve_app(self) -> UpstreamConfig:
+    def _check_fields(self) -> UpstreamConfig:
+        # Syntax only: the app is imported by resolve_apps, once the whole configuration is valid.
         if self.kind == "asgi" and self.app is None:
-            target = self.url.removeprefix("asgi:")
-            module_name, _, attr = target.partition(":")
-            if not module_name or not attr:
+            try:
+                check_import(self.url.removeprefix("asgi:"))
+            except LoadRefused as exc:
+                raise PydanticCustomError("asgi_refused", str(exc)) from None
+            except ValueError:
                 raise PydanticCustomError(
                     "asgi_url", "'{url}' must name an app as asgi:module:attribute", {"url": self.url}
-                )
-            try:
-                app = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as exc:
-                raise PydanticCustomError(
-                    "asgi_import", "cannot import '{target}': {error}", {"target": target, "error": str(exc)}
-                ) from exc
-            object.__setattr__(self, "app", app)
+                ) from None
         if self.kind != "wss" and (self.ca_bundle is not None or not self.verify_tls):
             raise PydanticCustomError("tls_option", "ca_bundle and verify_tls apply to wss:// upstreams only")
+        if self.ca_bundle is not None:
+            try:
+                check_file(self.ca_bundle)
+            except LoadRefused as exc:
+                raise PydanticCustomError("tls_refused", str(exc)) from None
         if self.path is not None and self.kind != "asgi":
             raise PydanticCustomError("path_option", "path applies to asgi: upstreams only")
         return self
@@ -399,7 +402,39 @@ def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> Gatew
     problems = cross_check(config)
     if problems:
         raise ConfigError(problems, origin)
+    problems = resolve_apps(config)  # imports: only once everything else is known to be valid
+    if problems:
+        raise ConfigError(problems, origin)
     return config
+
+
+def resolve_apps(config: GatewayConfig) -> list[str]:
+    """Import the ``asgi:module:attr`` upstreams of a validated configuration; the problems found."""
+    problems: list[str] = []
+    for i, api in enumerate(config.apis):
+        for k, upstream in enumerate(api.upstreams):
+            if upstream.kind != "asgi" or upstream.app is not None:
+                continue
+            target = upstream.url.removeprefix("asgi:")
+            try:
+                app = import_object(target)
+            except ValueError as exc:
+                problems.append(f"apis[{i}].upstreams[{k}]: {exc}")
+                continue
+            if not is_asgi_app(app):
+                problems.append(f"apis[{i}].upstreams[{k}]: '{target}' is not an ASGI app (an async callable)")
+                continue
+            object.__setattr__(upstream, "app", app)
+    return problems
+
+
+def is_asgi_app(app: Any) -> bool:
+    """An ASGI 3 app: an async function, or an object whose ``__call__`` is one (not e.g. ``os.system``)."""
+    while isinstance(app, functools.partial):
+        app = app.func
+    if inspect.isclass(app):
+        return False  # calling a class builds an instance: ASGI 2 style, which the gateway does not run
+    return callable(app) and (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__))
 
 
 def cross_check(config: GatewayConfig) -> list[str]:
@@ -447,7 +482,7 @@ def _read_file(path: Path) -> Any:
         raise ConfigError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
 
 
-_OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_")
+_OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_", "limit_")
 
 
 def _describe(error: Any) -> str:
@@ -477,7 +512,9 @@ __all__ = [
     "TelemetryConfig",
     "UpstreamConfig",
     "cross_check",
+    "is_asgi_app",
     "json_schema",
     "load_config",
     "mark_policies",
+    "resolve_apps",
 ]

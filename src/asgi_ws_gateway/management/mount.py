@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -50,6 +51,9 @@ class GatewayManagement:
         redis_prefix: namespace of the Redis keys (default ``asgi-ws-gw``).
         gateway: the gateway, if ``app`` does not lead to it.
         poll_interval: seconds between checks of the store for changes made elsewhere (default 1).
+        allowed_asgi_upstreams: in-process apps (``module:attr`` or a whole ``module``) that APIs
+            created or changed through the API may use as ``asgi:`` upstreams (default: none but
+            those the configuration file uses). Nothing else is ever imported on an API request.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class GatewayManagement:
         redis_prefix: str = "asgi-ws-gw",
         gateway: WebSocketGateway | None = None,
         poll_interval: float = 1.0,
+        allowed_asgi_upstreams: Sequence[str] = (),
     ) -> None:
         if auth is None:
             if not admin_token:
@@ -76,7 +81,13 @@ class GatewayManagement:
             store = store or RedisStore(client, prefix=redis_prefix)
             bus = bus or RedisBus(redis.Redis.from_url(redis_url, decode_responses=True), prefix=redis_prefix)
         self.app = app
-        self.manager = Manager(gateway or find_gateway(app), store=store, bus=bus, poll_interval=poll_interval)
+        self.manager = Manager(
+            gateway or find_gateway(app),
+            store=store,
+            bus=bus,
+            poll_interval=poll_interval,
+            allowed_asgi_upstreams=allowed_asgi_upstreams,
+        )
         self.api = create_management_app(self.manager, auth=auth)
         self.path = "/" + path.strip("/")
         self.port = port
