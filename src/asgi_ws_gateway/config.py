@@ -28,6 +28,17 @@ from .loading import LoadRefused, check_file, check_import, import_object
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
+# Size limits: generous for any real configuration, small enough that no request can bloat the
+# gateway's memory or state file (docs/security.md lists them).
+MAX_NAME = 128  # names and ids
+MAX_TEXT = 256  # display names
+MAX_URL = 2048  # paths and URLs
+MAX_UPSTREAMS = 64
+MAX_POLICIES = 64  # per list
+MAX_APIS = 1000  # per configuration (file and management API together)
+MAX_SETTING = 16384  # characters of one string in a policy's settings (a PEM certificate chain fits)
+MAX_ITEMS = 1024  # entries of one list or mapping in a policy's settings
+MAX_DEPTH = 16  # nesting of a policy's settings
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -36,9 +47,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+def bounded(value: Any) -> Any:
+    """``value`` (plain data), refused when a string, a list or its nesting exceeds the limits above."""
+    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while pending:
+        node, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise PydanticCustomError("limit_depth", "nested deeper than {limit} levels", {"limit": MAX_DEPTH})
+        if isinstance(node, str) and len(node) > MAX_SETTING:
+            raise PydanticCustomError(
+                "limit_length",
+                "{where} is longer than {limit} characters",
+                {"where": where or "value", "limit": MAX_SETTING},
+            )
+        if isinstance(node, Mapping | list):
+            if len(node) > MAX_ITEMS:
+                raise PydanticCustomError(
+                    "limit_items",
+                    "{where} has more than {limit} entries",
+                    {"where": where or "value", "limit": MAX_ITEMS},
+                )
+            items = node.items() if isinstance(node, Mapping) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str) and len(key) > MAX_NAME:
+                    raise PydanticCustomError(
+                        "limit_length", "a key is longer than {limit} characters", {"limit": MAX_NAME}
+                    )
+                label = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key))
+                pending.append((child, label, depth + 1))
+    return value
+
+
 def _policy_entry(value: Any) -> Any:
     """A policy entry: ``{type-name: settings}`` in a file; in code also a policy object or async function."""
     if isinstance(value, Mapping):
+        bounded(value)
         if len(value) != 1 or not isinstance(next(iter(value)), str):
             raise PydanticCustomError(
                 "policy_entry", "a policy is a mapping with exactly one key, its type (validate-jwt: ...)"
@@ -54,12 +97,17 @@ def _policy_entry(value: Any) -> Any:
 
 _POLICY_MARK = {"title": "asgi-ws-gateway policy"}  # replaced by a $ref to the Policy definition
 PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLICY_MARK)]
+Policies = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICIES)]
+Name = Annotated[str, Field(pattern=_NAME, max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Url = Annotated[str, Field(max_length=MAX_URL)]
 """``{validate-jwt: {...}}``; in code, also a ``Policy`` object or a plain ``async def f(context)``."""
 
 _POLICIES_DOC = "Handshake policies, run in order (see docs/policies.md)."
 
 _MESSAGE_POLICY_MARK = {"title": "asgi-ws-gateway message policy"}  # replaced by a $ref to MessagePolicy
 MessagePolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_MESSAGE_POLICY_MARK)]
+MessagePolicies = Annotated[list[MessagePolicyEntry], Field(max_length=MAX_POLICIES)]
 """``{limit-message-size: {...}}``; in code, also a ``MessagePolicy`` or an ``async def f(message)`` transform."""
 
 
@@ -67,7 +115,7 @@ class ErrorReplyConfig(_Model):
     """The message a dropped message's sender gets (when the policy answers it)."""
 
     format: Literal["json", "text"] = Field(default="json", description="json: a JSON object; text: a text template.")
-    template: str | dict[str, Any] | None = Field(
+    template: Annotated[str | dict[str, Any] | None, AfterValidator(bounded)] = Field(
         default=None,
         description="json: an object whose strings are templates; text: a template. {error.reason}, "
         "{error.detail}, {error.policy}, {error.direction} and the connection's values ({jwt.sub}). Default: "
@@ -84,8 +132,8 @@ class ErrorReplyConfig(_Model):
 class MessagePoliciesConfig(_Model):
     """Policies on every message of open connections, per direction (see docs/message-policies.md)."""
 
-    inbound: list[MessagePolicyEntry] = Field(default_factory=list, description="Client to upstream, in order.")
-    outbound: list[MessagePolicyEntry] = Field(default_factory=list, description="Upstream to client, in order.")
+    inbound: MessagePolicies = Field(default_factory=list, description="Client to upstream, in order.")
+    outbound: MessagePolicies = Field(default_factory=list, description="Upstream to client, in order.")
     error_reply: ErrorReplyConfig | None = Field(
         default=None, description="How dropped messages are answered (the nearest scope that sets it wins)."
     )
@@ -111,15 +159,15 @@ class UpstreamConfig(_Model):
     ASGI ``app`` object itself. URLs may use the API path's parameters: ``ws://chat:9000/rooms/{room}``.
     """
 
-    url: str = Field(
+    url: Url = Field(
         description="ws://host[:port]/path, wss://host[:port]/path, or asgi:module:attribute "
         "(an ASGI app run in this process). {name} placeholders take the API path's parameters.",
     )
-    path: str | None = Field(
+    path: Url | None = Field(
         default=None,
         description="asgi: upstreams only: the path the in-process app sees (default: the client's path).",
     )
-    ca_bundle: str | None = Field(
+    ca_bundle: Url | None = Field(
         default=None, description="wss:// only: a PEM file of CA certificates to verify the upstream with."
     )
     verify_tls: bool = Field(default=True, description="wss:// only: verify the upstream's certificate.")
@@ -135,7 +183,7 @@ class UpstreamConfig(_Model):
         url = data.get("url")
         if data.get("app") is not None:
             return {"url": "asgi:", **data} if url is None else data
-        if isinstance(url, str) and not url.startswith(("ws://", "wss://", "asgi:")):
+        if isinstance(url, str) and len(url) <= MAX_URL and not url.startswith(("ws://", "wss://", "asgi:")):
             raise PydanticCustomError("ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": url})
         return data
 
@@ -179,10 +227,12 @@ class UpstreamConfig(_Model):
 class ApiConfig(_Model):
     """A WebSocket API: a public path the gateway owns and the backends it proxies to."""
 
-    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier (logs, metrics, management).")]
-    display_name: str | None = Field(default=None, description="Human name; defaults to name.")
-    path: str = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
-    upstreams: list[UpstreamConfig] = Field(min_length=1, description="Backends, tried in balancing order.")
+    name: Annotated[Name, Field(description="Unique identifier (logs, metrics, management).")]
+    display_name: Text | None = Field(default=None, description="Human name; defaults to name.")
+    path: Url = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
+    upstreams: list[UpstreamConfig] = Field(
+        min_length=1, max_length=MAX_UPSTREAMS, description="Backends, tried in balancing order."
+    )
     balancing: Literal["round-robin", "least-connections"] = "round-robin"
     forward_query: bool = Field(default=True, description="Append the client's query string upstream.")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open one upstream (TCP+TLS+handshake).")
@@ -221,12 +271,13 @@ class ApiConfig(_Model):
         default=3, ge=1, description="Consecutive connect failures after which a backend cools down."
     )
     cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
-    policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC + " Run after inherited ones.")
+    policies: Policies = Field(default_factory=list, description=_POLICIES_DOC + " Run after inherited ones.")
     message_policies: MessagePoliciesConfig = Field(
         default_factory=MessagePoliciesConfig, description="Message policies, run after inherited ones."
     )
-    skip_policies: list[str] = Field(
+    skip_policies: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(
         default_factory=list,
+        max_length=MAX_POLICIES,
         description="Inherited (global or product) handshake or message policies this API opts out of, "
         "by type or by their 'name'.",
     )
@@ -239,22 +290,24 @@ class ApiConfig(_Model):
 class ProductConfig(_Model):
     """A product: a group of APIs that subscriptions grant access to, with its own policies."""
 
-    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier.")]
-    display_name: str | None = None
-    apis: list[str] = Field(default_factory=list, description="Names of the APIs in this product.")
+    name: Annotated[Name, Field(description="Unique identifier.")]
+    display_name: Text | None = None
+    apis: list[Name] = Field(
+        default_factory=list, max_length=MAX_APIS, description="Names of the APIs in this product."
+    )
     subscription_required: bool = Field(
         default=True, description="A subscription key is needed (false: an open product, its policies apply to all)."
     )
-    policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC)
+    policies: Policies = Field(default_factory=list, description=_POLICIES_DOC)
     message_policies: MessagePoliciesConfig = Field(default_factory=MessagePoliciesConfig)
 
 
 class SubscriptionConfig(_Model):
     """A subscription to a product. Only the SHA-256 of its key is stored."""
 
-    id: Annotated[str, Field(pattern=_NAME, description="Unique identifier ({subscription.id}).")]
-    product: str = Field(description="The product this subscription grants.")
-    name: str | None = Field(default=None, description="Human name (the subscriber).")
+    id: Annotated[Name, Field(description="Unique identifier ({subscription.id}).")]
+    product: Name = Field(description="The product this subscription grants.")
+    name: Text | None = Field(default=None, description="Human name (the subscriber).")
     key_sha256: Annotated[
         str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the key: never the key itself.")
     ]
@@ -327,20 +380,20 @@ class TelemetryConfig(_Model):
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
-    apis: list[ApiConfig] = Field(default_factory=list)
+    apis: list[ApiConfig] = Field(default_factory=list, max_length=MAX_APIS)
     drain_grace_period: float = Field(
         default=10.0, ge=0, description="Seconds open connections get to close when the gateway drains."
     )
     drain_close_code: Literal[1001, 1012] = Field(
         default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."
     )
-    policies: list[PolicyEntry] = Field(
+    policies: Policies = Field(
         default_factory=list, description=_POLICIES_DOC + " Global: they run first, for every API."
     )
     message_policies: MessagePoliciesConfig = Field(
         default_factory=MessagePoliciesConfig, description="Global message policies: they run first, for every API."
     )
-    products: list[ProductConfig] = Field(default_factory=list)
+    products: list[ProductConfig] = Field(default_factory=list, max_length=MAX_APIS)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -494,8 +547,14 @@ def _describe(error: Any) -> str:
     if error["type"] in {"extra_forbidden"}:
         message = "unknown field"
     elif error["type"] != "missing" and not error["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {shorten(error['input'])})"
     return f"{where or '(top level)'}: {message}"
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error must not echo a 10 MB field back."""
+    text = repr(value) if not isinstance(value, str | bytes) or len(value) <= limit else repr(value[:limit])
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
 __all__ = [
@@ -511,10 +570,12 @@ __all__ = [
     "SubscriptionKeyConfig",
     "TelemetryConfig",
     "UpstreamConfig",
+    "bounded",
     "cross_check",
     "is_asgi_app",
     "json_schema",
     "load_config",
     "mark_policies",
     "resolve_apps",
+    "shorten",
 ]

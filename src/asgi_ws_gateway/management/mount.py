@@ -9,8 +9,9 @@ from typing import Any
 import redis.asyncio as redis
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..config import MIB
 from ..middleware import WebSocketGateway
-from .app import Auth, create_management_app, token_auth
+from .app import Auth, BodyLimits, create_management_app, token_auth
 from .bus import Bus, RedisBus
 from .redis_store import RedisStore
 from .service import Manager
@@ -54,6 +55,9 @@ class GatewayManagement:
         allowed_asgi_upstreams: in-process apps (``module:attr`` or a whole ``module``) that APIs
             created or changed through the API may use as ``asgi:`` upstreams (default: none but
             those the configuration file uses). Nothing else is ever imported on an API request.
+        max_body_size: bytes a request body may have (default 1 MiB): larger is a 413, found
+            from Content-Length or while reading a chunked body.
+        body_timeout: seconds a request body may take to arrive (default 10): slower is a 408.
     """
 
     def __init__(
@@ -71,7 +75,11 @@ class GatewayManagement:
         gateway: WebSocketGateway | None = None,
         poll_interval: float = 1.0,
         allowed_asgi_upstreams: Sequence[str] = (),
+        max_body_size: int = MIB,
+        body_timeout: float = 10.0,
     ) -> None:
+        if max_body_size <= 0 or body_timeout <= 0:
+            raise ValueError("max_body_size and body_timeout must be positive")
         if auth is None:
             if not admin_token:
                 raise ValueError("the management API needs an admin_token or an auth callable")
@@ -88,7 +96,8 @@ class GatewayManagement:
             poll_interval=poll_interval,
             allowed_asgi_upstreams=allowed_asgi_upstreams,
         )
-        self.api = create_management_app(self.manager, auth=auth)
+        limits = BodyLimits(max_bytes=max_body_size, timeout=body_timeout)
+        self.api = create_management_app(self.manager, auth=auth, limits=limits)
         self.path = "/" + path.strip("/")
         self.port = port
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..config import ApiConfig, GatewayConfig
+from ..config import ApiConfig, GatewayConfig, shorten
 from ..errors import ConfigError
 from ..loading import Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
@@ -167,7 +167,11 @@ class Manager:
         document = _object(body)
         name = document.get("name")
         if not isinstance(name, str):
-            problem = "name: Field required" if name is None else f"name: Input should be a valid string (got {name!r})"
+            problem = (
+                "name: Field required"
+                if name is None
+                else f"name: Input should be a valid string (got {shorten(name)})"
+            )
             raise Invalid("invalid change (1 problem(s))", [problem])
 
         def change(overlay: Overlay) -> Overlay:
