@@ -451,7 +451,8 @@ def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> Gatew
         try:
             config = GatewayConfig.model_validate(source)
         except ValidationError as exc:
-            raise ConfigError([_describe(error) for error in exc.errors()], origin) from None
+            problems = [_describe(error) for error in exc.errors()]
+            raise ConfigError(problems + _check_what_validated(source, exc, problems), origin) from None
     problems = cross_check(config)
     if problems:
         raise ConfigError(problems, origin)
@@ -459,6 +460,58 @@ def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> Gatew
     if problems:
         raise ConfigError(problems, origin)
     return config
+
+
+# The top-level lists checked entry by entry when the whole configuration does not validate.
+_LISTS: dict[str, type[BaseModel]] = {"apis": ApiConfig, "products": ProductConfig, "subscriptions": SubscriptionConfig}
+_TOP_REF = re.compile(r"(?<![\w.\]])(apis|products|subscriptions)\[(\d+)\]")
+
+
+def _check_what_validated(source: Any, exc: ValidationError, reported: list[str]) -> list[str]:
+    """Cross-field problems among the parts that did validate, so one bad field hides nothing else.
+
+    Each top-level list keeps its valid entries (renumbered back to their places in the file);
+    other top-level fields with errors fall back to their defaults.
+    """
+    if not isinstance(source, Mapping):
+        return []
+    broken = {error["loc"][0] for error in exc.errors() if error["loc"]}
+    partial: dict[str, Any] = {k: v for k, v in source.items() if k not in broken or k in _LISTS}
+    places: dict[str, list[int]] = {}
+    for key, model in _LISTS.items():
+        entries = source.get(key)
+        if key not in broken or not isinstance(entries, list):
+            places[key] = list(range(len(entries))) if isinstance(entries, list) else []
+            continue
+        kept = [i for i, entry in enumerate(entries) if _valid(model, entry)]
+        places[key], partial[key] = kept, [entries[i] for i in kept]
+    try:
+        config = GatewayConfig.model_validate(partial)
+    except ValidationError:
+        return []  # e.g. a list longer than allowed: nothing sound to cross-check
+    # An entry dropped for its own errors must not also show up as "unknown" elsewhere.
+    dropped = {
+        entry.get("name") if key != "subscriptions" else entry.get("id")
+        for key in _LISTS
+        for i, entry in enumerate(source.get(key) or [])
+        if isinstance(entry, Mapping) and i not in places[key]
+    }
+    found = []
+    for problem in cross_check(config):
+        problem = _TOP_REF.sub(lambda m: f"{m.group(1)}[{places[m.group(1)][int(m.group(2))]}]", problem)
+        if problem not in reported and not any(
+            f"unknown API '{n}'" in problem or f"unknown product '{n}'" in problem for n in dropped
+        ):
+            found.append(problem)
+    return found
+
+
+def _valid(model: type[BaseModel], entry: Any) -> bool:
+    try:
+        model.model_validate(entry)
+    except ValidationError:
+        return False
+    return True
 
 
 def resolve_apps(config: GatewayConfig) -> list[str]:
