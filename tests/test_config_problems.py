@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,71 @@ def test_invalid_product_and_subscription_cross_checks() -> None:
     )
     assert problems[0].startswith("products[0].name: String should match pattern")
     assert problems[1:] == ["subscriptions[1].id: duplicate subscription id 's'"]
+
+
+def test_the_schema_ships_in_the_package_and_matches_the_repo() -> None:
+    """The wheel's asgi_ws_gateway/gateway.schema.json, the repo's schema/ file and the models agree."""
+    import json
+    from importlib.resources import files
+
+    from asgi_ws_gateway import json_schema
+
+    shipped = json.loads((files("asgi_ws_gateway") / "gateway.schema.json").read_text(encoding="utf-8"))
+    repo = json.loads((README.parent / "schema" / "gateway.schema.json").read_text())
+    assert shipped == repo == json_schema()
+
+
+def test_yaml_errors_name_the_file_line_and_column(tmp_path: Path) -> None:
+    """A YAML syntax error names the file with line and column, never <unicode string>."""
+    path = tmp_path / "gw.yaml"
+    path.write_text("apis:\n  - name: a\n    path: [x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}:4:1: not valid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+    ]
+    assert "<unicode string>" not in str(info.value)
+
+
+def test_yaml_indentation_error_names_the_line(tmp_path: Path) -> None:
+    """Another YAML error class (a mapping where none may start) also gets file:line:column."""
+    path = tmp_path / "gw.yml"
+    path.write_text("apis:\n  - name: a\n   path: /x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert re.fullmatch(rf"{re.escape(str(path))}:3:\d+: not valid YAML: .+", info.value.problems[0])
+
+
+def test_json_errors_name_the_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "gw.json"
+    path.write_text('{\n  "apis": [,]\n}')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}:2:12: not valid JSON: Expecting value"]
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n", "apis: []\n"])
+def test_check_warns_about_a_file_without_apis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An empty file is valid (APIs may come from the management API) but check warns, exit 0."""
+    (tmp_path / "gateway.yaml").write_text(content)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "gateway.yaml"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "gateway.yaml: valid, 0 API(s): -\n"
+    assert out.err.startswith("warning: no WebSocket APIs are configured")
+    assert main(["check", "gateway.yaml", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"][0].startswith("no WebSocket APIs")
+
+
+def test_start_up_warns_about_a_file_without_apis(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Building the gateway from an empty file logs one WARNING."""
+    from asgi_ws_gateway import WebSocketGateway
+    from asgi_ws_gateway.standalone import not_found
+
+    (tmp_path / "gateway.yaml").write_text("")
+    with caplog.at_level("WARNING", logger="asgi_ws_gateway.middleware"):
+        WebSocketGateway(not_found, config=tmp_path / "gateway.yaml")
+    warnings = [r for r in caplog.records if r.name == "asgi_ws_gateway.middleware" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no WebSocket APIs are configured" in warnings[0].getMessage()

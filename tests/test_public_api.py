@@ -9,9 +9,14 @@ def test_all_is_the_public_surface() -> None:
     assert sorted(asgi_ws_gateway.__all__) == [
         "ApiConfig",
         "ConfigError",
+        "FileStore",
         "GatewayConfig",
         "GatewayError",
+        "GatewayManagement",
         "HandshakeDenied",
+        "ManagementClient",
+        "MemoryStore",
+        "RedisStore",
         "RelayStats",
         "TelemetryConfig",
         "UpstreamConfig",
@@ -33,3 +38,13 @@ def test_management_names_resolve() -> None:
 
     for name in management.__all__:
         assert getattr(management, name) is not None
+
+
+def test_management_names_are_exported_from_the_root() -> None:
+    """The README's management snippet imports from the package root: the same objects as management's."""
+    import asgi_ws_gateway.management as management
+    from asgi_ws_gateway import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore
+
+    assert GatewayManagement is management.GatewayManagement
+    assert ManagementClient is management.ManagementClient
+    assert (FileStore, MemoryStore, RedisStore) == (management.FileStore, management.MemoryStore, management.RedisStore)

@@ -580,12 +580,35 @@ def _read_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["not UTF-8 text"], str(path)) from None
     try:
         if path.suffix == ".json":
             return json.loads(text)
         return yaml.safe_load(text) or {}
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"], str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(path, exc)], str(path)) from None
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column: not valid YAML: what`` (PyYAML's own text names ``<unicode string>``)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or "cannot parse"
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def config_warnings(config: GatewayConfig) -> list[str]:
+    """What is valid but probably not meant: today, a configuration without any API."""
+    if not config.apis:
+        return [
+            "no WebSocket APIs are configured (is the file empty?): every WebSocket request gets 404 "
+            "until APIs are added, e.g. through the management API"
+        ]
+    return []
 
 
 _OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_", "limit_")
@@ -624,6 +647,7 @@ __all__ = [
     "TelemetryConfig",
     "UpstreamConfig",
     "bounded",
+    "config_warnings",
     "cross_check",
     "is_asgi_app",
     "json_schema",

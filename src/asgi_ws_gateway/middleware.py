@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .balancing import Backend, BackendPool
-from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
+from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings, load_config
 from .errors import HandshakeDenied
 from .handshake import HandshakeContext
 from .inprocess import InProcessConnector
@@ -96,6 +96,8 @@ class WebSocketGateway:
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(load_config(config))
+        for warning in config_warnings(self.config):
+            logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
         }  # fmt: skip
