@@ -288,3 +288,57 @@ def test_the_source_scan_finds_loads(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text('"""importlib.import_module(x)"""\nimport importlib\nf = importlib.import_module("os")\n')
     assert [n for n, line in _code_lines(module) if _LOADS.search(line)] == [3]
+
+
+def test_file_config_imports_nothing_when_invalid(bait: Path) -> None:
+    """An invalid file config naming an in-process app and a transform function imports neither."""
+    from asgi_ws_gateway import ConfigError, load_config
+
+    transform = {"transform-message": {"call": f"{BAIT}:transform"}}
+    config = {
+        "apis": [
+            {
+                "name": "a",
+                "path": "/a",
+                "upstreams": [f"asgi:{BAIT}:app"],
+                "message_policies": {"inbound": [transform]},
+            },
+            {"name": "b", "path": "/a", "upstreams": ["ws://h/"]},  # overlaps: only found by the cross checks
+        ]
+    }
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.problems == ["apis[1].path: '/a' overlaps apis[0].path '/a'"]
+    _not_imported(bait)
+    config["apis"] = config["apis"][:1]
+    loaded = load_config(config)  # valid: now both are imported, after validation
+    assert bait.exists() and loaded.apis[0].upstreams[0].app is sys.modules[BAIT].app
+
+
+_API = {"name": "a", "path": "/a", "upstreams": ["ws://h/"]}
+
+
+def test_file_config_checks_the_imported_function_after_validation(tmp_path: Path) -> None:
+    """A transform target that is not an async function is still a field-path error (after import)."""
+    from asgi_ws_gateway import ConfigError, load_config
+
+    policy = {"transform-message": {"call": "os.path:join"}}
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {"apis": [{"name": "a", "path": "/a", "upstreams": ["ws://h/"], "message_policies": {"inbound": [policy]}}]}
+        )
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith("apis[0].message_policies.inbound[0].transform-message.call: ")
+
+
+async def test_refusal_is_logged_once_as_a_warning(
+    managed: Managed, bait: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused load is one WARNING naming the field (no traceback); the request line is INFO."""
+    body = {"name": "evil", "path": "/ws/evil", "upstreams": [f"asgi:{BAIT}:app"]}
+    with caplog.at_level("INFO", logger="asgi_ws_gateway"):
+        await _refused(managed, "POST", "apis", body, r"importing")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("asgi_ws_gateway")]
+    assert len(warnings) == 1 and "upstreams[0]: importing" in warnings[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+    assert any(r.levelname == "INFO" and "422" in r.getMessage() for r in caplog.records)

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
-from .loading import LoadRefused, check_file, check_import, import_object
+from .loading import LoadRefused, check_file, check_import, deferred_imports, import_object
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
@@ -453,10 +453,17 @@ def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> Gatew
         except ValidationError as exc:
             problems = [_describe(error) for error in exc.errors()]
             raise ConfigError(problems + _check_what_validated(source, exc, problems), origin) from None
-    problems = cross_check(config)
+    with deferred_imports() as imports:
+        problems = cross_check(config)
     if problems:
         raise ConfigError(problems, origin)
-    problems = resolve_apps(config)  # imports: only once everything else is known to be valid
+    # Imports happen only now that everything else is known to be valid: in-process apps, then
+    # the functions policies call (building the policies again, for real this time).
+    problems = resolve_apps(config)
+    if imports and not problems:
+        from .policies.registry import check_policies
+
+        problems = check_policies(config)
     if problems:
         raise ConfigError(problems, origin)
     return config
@@ -497,7 +504,9 @@ def _check_what_validated(source: Any, exc: ValidationError, reported: list[str]
         if isinstance(entry, Mapping) and i not in places[key]
     }
     found = []
-    for problem in cross_check(config):
+    with deferred_imports():  # the configuration is invalid: import nothing
+        checked = cross_check(config)
+    for problem in checked:
         problem = _TOP_REF.sub(lambda m: f"{m.group(1)}[{places[m.group(1)][int(m.group(2))]}]", problem)
         if problem not in reported and not any(
             f"unknown API '{n}'" in problem or f"unknown product '{n}'" in problem for n in dropped

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_REFUSED = "not allowed through the management API"
+REFUSED = "not allowed through the management API"
 
 
 class LoadRefused(ValueError):
@@ -49,16 +49,17 @@ class Gate:
         if self.record:
             self.modules.add(target)
         elif target not in self.modules and module not in self.modules:
-            raise LoadRefused(f"importing '{target}' is {_REFUSED} (the operator must allow it)")
+            raise LoadRefused(f"importing '{target}' is {REFUSED} (the operator must allow it)")
 
     def admit(self, kind: str, value: str, allowed: set[str], what: str) -> None:
         if self.record:
             allowed.add(value)
         elif value not in allowed:
-            raise LoadRefused(f"{what} '{value}' is {_REFUSED}")
+            raise LoadRefused(f"{what} '{value}' is {REFUSED}")
 
 
 _gate: ContextVar[Gate | None] = ContextVar("asgi_ws_gateway_load_gate", default=None)
+_deferred: ContextVar[list[str] | None] = ContextVar("asgi_ws_gateway_deferred_imports", default=None)
 
 
 @contextmanager
@@ -69,6 +70,25 @@ def restricted(gate: Gate) -> Iterator[Gate]:
         yield gate
     finally:
         _gate.reset(token)
+
+
+@contextmanager
+def deferred_imports() -> Iterator[list[str]]:
+    """Within this block :func:`import_object` imports nothing: it checks, and returns a stand-in.
+
+    Validation runs in such a block, so no module is imported before the whole configuration is
+    known to be valid; the list yielded holds the targets to import afterwards.
+    """
+    pending: list[str] = []
+    token = _deferred.set(pending)
+    try:
+        yield pending
+    finally:
+        _deferred.reset(token)
+
+
+async def _stand_in(*args: Any) -> None:
+    """What a deferred import returns: an async function, as imported targets must be."""
 
 
 def recording() -> AbstractContextManager[Gate]:
@@ -100,6 +120,10 @@ def import_object(target: str) -> Any:
     """Import ``module:attr`` (``ValueError`` if it cannot be; ``LoadRefused`` before importing)."""
     module, attr = parse_target(target)
     check_import(target)
+    pending = _deferred.get()
+    if pending is not None:
+        pending.append(target)
+        return _stand_in
     try:
         found = importlib.import_module(module)
         for part in attr.split("."):
@@ -153,11 +177,13 @@ def allowed_modules(entries: Iterable[str]) -> set[str]:
 
 
 __all__ = [
+    "REFUSED",
     "Gate",
     "LoadRefused",
     "allowed_modules",
     "check_file",
     "check_import",
+    "deferred_imports",
     "import_object",
     "parse_target",
     "read_env",

@@ -144,6 +144,7 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
                 await manager.ensure_started()
                 return await endpoint(request)
             except ManagementError as exc:
+                logger.info("management %s %s refused: %d %s", request.method, request.url.path, exc.status, exc.detail)
                 return problem(exc.status, exc.title, exc.detail, exc.problems)
 
         return run

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import ApiConfig, GatewayConfig, shorten
 from ..errors import ConfigError
-from ..loading import Gate, allowed_modules, recording, restricted
+from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
 from ..policies.registry import check_policies
 from ..relay import wire_code
@@ -139,6 +139,9 @@ class Manager:
         try:
             new = await self.store.update(checked)
         except ConfigError as exc:
+            refused = [p for p in exc.problems if REFUSED in p]
+            if refused:  # an admin token was used to try to load code, files or the environment
+                logger.warning("management: refused a change that would load %s", "; ".join(refused))
             raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
         await self._apply(new, drain=drain)
         # Answer once every worker runs the new revision: a handshake right after sees the change.
