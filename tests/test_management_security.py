@@ -342,3 +342,30 @@ async def test_refusal_is_logged_once_as_a_warning(
     assert len(warnings) == 1 and "upstreams[0]: importing" in warnings[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)
     assert any(r.levelname == "INFO" and "422" in r.getMessage() for r in caplog.records)
+
+
+async def test_config_file_can_allow_a_module(upstream: UpstreamServer, tmp_path: Path) -> None:
+    """management.allowed_asgi_upstreams in the file (for `run` users): a whole module allowed."""
+    config = {"apis": [api("echo", "/ws/echo", upstream)], "management": {"allowed_asgi_upstreams": ["support.apps"]}}
+    with managed_gateway(config, tmp_path / "s.json") as managed:
+        async with managed.http() as http:
+            ok = await http.post(
+                "apis", json={"name": "in", "path": "/ws/in", "upstreams": ["asgi:support.apps:echo_app"]}
+            )
+            assert ok.status_code == 201, ok.text
+            other = await http.post(
+                "apis", json={"name": "x", "path": "/ws/x", "upstreams": ["asgi:support.upstream:x"]}
+            )
+            assert other.status_code == 422
+
+
+def test_config_file_allowed_entries_are_validated() -> None:
+    """A malformed allowed entry is a ConfigError by field path; nothing is imported to check it."""
+    from asgi_ws_gateway import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config({"management": {"allowed_asgi_upstreams": ["ok.module:app", "../evil", "a:"]}})
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "management.allowed_asgi_upstreams[1]",
+        "management.allowed_asgi_upstreams[2]",
+    ]

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
-from .loading import LoadRefused, check_file, check_import, deferred_imports, import_object
+from .loading import LoadRefused, allowed_modules, check_file, check_import, deferred_imports, import_object
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
@@ -35,7 +35,8 @@ MAX_TEXT = 256  # display names
 MAX_URL = 2048  # paths and URLs
 MAX_UPSTREAMS = 64
 MAX_POLICIES = 64  # per list
-MAX_APIS = 1000  # per configuration (file and management API together)
+MAX_APIS = 1000  # per configuration (file and management API together); products too
+MAX_SUBSCRIPTIONS = 100_000
 MAX_SETTING = 16384  # characters of one string in a policy's settings (a PEM certificate chain fits)
 MAX_ITEMS = 1024  # entries of one list or mapping in a policy's settings
 MAX_DEPTH = 16  # nesting of a policy's settings
@@ -377,6 +378,24 @@ class TelemetryConfig(_Model):
     )
 
 
+def _allowed_module(value: str) -> str:
+    try:
+        allowed_modules([value])
+    except ValueError as exc:
+        raise PydanticCustomError("asgi_allowed", str(exc)) from None
+    return value
+
+
+class ManagementConfig(_Model):
+    """What the management API may do beyond changing APIs, products and subscriptions."""
+
+    allowed_asgi_upstreams: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_allowed_module)]] = Field(
+        default_factory=list,
+        description="In-process apps (module:attr, or a whole module) that APIs created or changed through the "
+        "management API may use as asgi: upstreams, besides those this file uses. Default: none.",
+    )
+
+
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
@@ -394,7 +413,7 @@ class GatewayConfig(_Model):
         default_factory=MessagePoliciesConfig, description="Global message policies: they run first, for every API."
     )
     products: list[ProductConfig] = Field(default_factory=list, max_length=MAX_APIS)
-    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list, max_length=MAX_SUBSCRIPTIONS)
     subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     trusted_proxies: list[Network] = Field(
@@ -405,6 +424,9 @@ class GatewayConfig(_Model):
         default="x-forwarded-for", description="The header trusted proxies put the client address in."
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    management: ManagementConfig = Field(
+        default_factory=ManagementConfig, description="Rules for the management API (not changeable through it)."
+    )
 
 
 def json_schema() -> dict[str, Any]:
@@ -646,6 +668,7 @@ __all__ = [
     "ApiConfig",
     "ErrorReplyConfig",
     "GatewayConfig",
+    "ManagementConfig",
     "MessagePoliciesConfig",
     "MessagePolicyEntry",
     "PolicyEntry",

@@ -62,7 +62,8 @@ class Manager:
     ) -> None:
         self.gateway = gateway
         self.base: GatewayConfig = gateway.config
-        self.gate = operator_gate(self.base, allowed_modules(allowed_asgi_upstreams))
+        allowed = [*allowed_asgi_upstreams, *self.base.management.allowed_asgi_upstreams]
+        self.gate = operator_gate(self.base, allowed_modules(allowed))
         self.store: StateStore = store or MemoryStore()
         self.bus: Bus = bus or LocalBus()
         self.poll_interval = poll_interval
