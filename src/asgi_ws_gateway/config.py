@@ -183,6 +183,10 @@ class UpstreamConfig(_Model):
             return data
         url = data.get("url")
         if data.get("app") is not None:
+            if isinstance(data["app"], str | bytes | int | float | Mapping | list):  # data, as JSON or YAML gives it
+                raise PydanticCustomError(
+                    "asgi_app", "app is an ASGI app object, given in code; in a file use url: asgi:"
+                )
             return {"url": "asgi:", **data} if url is None else data
         if isinstance(url, str) and len(url) <= MAX_URL and not url.startswith(("ws://", "wss://", "asgi:")):
             raise PydanticCustomError("ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": url})
