@@ -160,6 +160,12 @@ SCHEMAS = [
                  id="nested-ref-file"),
     pytest.param({"validate-message": {"schema": {"properties": {"a": {"$ref": "http://127.0.0.1:9/s.json"}}}}},
                  _REF_REFUSED, id="ref-url"),
+    pytest.param({"validate-message": {"schema": {"$id": "http://127.0.0.1:9/b/", "$ref": "o.json"}}}, _REF_REFUSED,
+                 id="ref-relative-to-id"),
+    pytest.param({"validate-message": {"schema": {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "file:///etc/passwd"}}}}},
+                 _REF_REFUSED, id="ref-through-defs"),
+    pytest.param({"validate-message": {"schema": {"$schema": "http://127.0.0.1:9/meta"}}}, r"schema: not a valid JSON",
+                 id="schema-url"),
 ]  # fmt: skip
 
 
