@@ -6,6 +6,7 @@ Real uvicorn, real HTTP; every refusal leaves the state file as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,8 @@ async def _raw(managed: Managed, head: str, body_chunks: list[bytes], *, pause: 
         feeding.cancel()
         await asyncio.gather(feeding, return_exceptions=True)
         writer.close()
+        with contextlib.suppress(OSError):  # the server may have reset a connection it stopped reading
+            await writer.wait_closed()
     return int(status_line.split()[1]), body
 
 
@@ -214,3 +217,14 @@ def test_limits_admit_a_large_legitimate_config() -> None:
     apis[0]["upstreams"] = [f"ws://backend-{k}.internal:9000/" + "p" * 1900 for k in range(64)]
     apis[1]["policies"] = [{"validate-jwt": {"algorithms": ["HS256"], "secret": "s" * 10_000}}]
     assert len(load_config({"apis": apis}).apis) == MAX_APIS
+
+
+async def test_creating_more_apis_than_the_limit_is_422(upstream: UpstreamServer, tmp_path: Path) -> None:
+    """With 1000 APIs running, one more through the API is a 422 and nothing is stored."""
+    apis = [api(f"a{i}", f"/ws/a{i}", upstream) for i in range(MAX_APIS)]
+    with managed_gateway({"apis": apis}, tmp_path / "s.json") as managed:
+        async with managed.http() as http:
+            response = await http.post("apis", json=api("one-more", "/ws/one-more", upstream))
+        assert response.status_code == 422
+        assert response.json()["problems"][0].startswith(f"apis: List should have at most {MAX_APIS} items")
+        assert not managed.state.exists()

@@ -509,6 +509,8 @@ def _check_what_validated(source: Any, exc: ValidationError, reported: list[str]
     if not isinstance(source, Mapping):
         return []
     broken = {error["loc"][0] for error in exc.errors() if error["loc"]}
+    if any(len(error["loc"]) == 1 and error["loc"][0] in _LISTS for error in exc.errors()):
+        return []  # a whole list is wrong (too long, not a list): nothing sound to cross-check
     partial: dict[str, Any] = {k: v for k, v in source.items() if k not in broken or k in _LISTS}
     places: dict[str, list[int]] = {}
     for key, model in _LISTS.items():
@@ -582,7 +584,8 @@ def cross_check(config: GatewayConfig) -> list[str]:
     """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders."""
     problems: list[str] = []
     seen_names: dict[str, int] = {}
-    templates: list[tuple[int, PathTemplate]] = []
+    templated: list[tuple[int, PathTemplate]] = []
+    exact: dict[str, list[tuple[int, PathTemplate]]] = {}
     for i, api in enumerate(config.apis):
         if api.name in seen_names:
             problems.append(f"apis[{i}].name: duplicate API name '{api.name}' (also apis[{seen_names[api.name]}])")
@@ -592,10 +595,19 @@ def cross_check(config: GatewayConfig) -> list[str]:
         except TemplateError as exc:
             problems.append(f"apis[{i}].path: {exc}")
             continue
-        for j, other in templates:
-            if overlapping(template, other):
-                problems.append(f"apis[{i}].path: '{api.path}' overlaps apis[{j}].path '{other.pattern}'")
-        templates.append((i, template))
+        # Exact paths clash only when equal (a dictionary lookup); templates are compared pairwise,
+        # so a thousand exact paths cost a thousand lookups rather than half a million comparisons.
+        clashes = [j for j, other in templated if overlapping(template, other)]
+        if template.params:
+            clashes += [j for same in exact.values() for j, other in same if overlapping(template, other)]
+        else:
+            clashes += [j for j, _ in exact.get(api.path, [])]
+        for j in sorted(clashes):
+            problems.append(f"apis[{i}].path: '{api.path}' overlaps apis[{j}].path '{config.apis[j].path}'")
+        if template.params:
+            templated.append((i, template))
+        else:
+            exact.setdefault(api.path, []).append((i, template))
         for k, upstream in enumerate(api.upstreams):
             for field, value in (("url", upstream.url), ("path", upstream.path or "")):
                 unknown = sorted(set(_PLACEHOLDER.findall(value)) - set(template.params))
