@@ -133,6 +133,9 @@ FIELDS = [
     pytest.param({"policies": [{"allow-ip": {}}] * 65}, r"^policies: List should have at most 64 items", id="policies"),
     pytest.param({"message_policies": {"inbound": [{"limit-message-size": {}}] * 65}},
                  r"^message_policies\.inbound: List should have at most 64", id="message-policies"),
+    pytest.param({"k" * 200_000: 1}, r"^k{128}\.\.\.: unknown field$", id="huge-unknown-key"),
+    pytest.param({"policies": [{"allow-ip": {"k" * 200_000: 1}}]}, r"^policies\[0\]: a key is longer than 128",
+                 id="huge-policy-key"),
     pytest.param({"skip_policies": ["s" * 200]}, r"^skip_policies\[0\]: String should have at most 128", id="skip"),
 ]  # fmt: skip
 

@@ -665,6 +665,8 @@ def _describe(error: Any) -> str:
     """Render one pydantic error as ``apis[1].upstreams[0].url: message``."""
     where = ""
     for part in error["loc"]:
+        if isinstance(part, str) and len(part) > MAX_NAME:  # an unknown key is echoed: never a huge one
+            part = part[:MAX_NAME] + "..."
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     message = error["msg"]
     if error["type"] in {"extra_forbidden"}:
