@@ -51,7 +51,7 @@ class Gate:
         elif target not in self.modules and module not in self.modules:
             raise LoadRefused(f"importing '{target}' is {REFUSED} (the operator must allow it)")
 
-    def admit(self, kind: str, value: str, allowed: set[str], what: str) -> None:
+    def admit(self, value: str, allowed: set[str], what: str) -> None:
         if self.record:
             allowed.add(value)
         elif value not in allowed:
@@ -137,7 +137,7 @@ def check_file(path: str) -> None:
     """Raise ``LoadRefused`` if the file at ``path`` may not be read here; reads nothing."""
     gate = _gate.get()
     if gate is not None:
-        gate.admit("file", path, gate.files, "reading file")
+        gate.admit(path, gate.files, "reading file")
 
 
 def read_file(path: str) -> bytes:
@@ -150,7 +150,7 @@ def read_env(name: str) -> str | None:
     """A configured environment variable (None when unset; ``LoadRefused`` when not admitted)."""
     gate = _gate.get()
     if gate is not None:
-        gate.admit("env", name, gate.env, "reading environment variable")
+        gate.admit(name, gate.env, "reading environment variable")
     return os.environ.get(name)
 
 
