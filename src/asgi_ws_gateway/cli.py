@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import json_schema, load_config
+from .config import config_warnings, json_schema, load_config
 from .errors import ConfigError
 from .management import cli as management_cli
 from .plugins import PLUGINS_ENV, load_plugins
@@ -90,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check":
         names = [api.name for api in config.apis]
+        warnings = config_warnings(config)
         if args.json:
-            print(json.dumps({"valid": True, "apis": names}))
+            print(json.dumps({"valid": True, "apis": names, "warnings": warnings}))
         else:
             print(f"{args.config}: valid, {len(names)} API(s): {', '.join(names) or '-'}")
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         return 0
     return _run(args)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .balancing import Backend, BackendPool
-from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
+from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings, load_config
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake import HandshakeContext
@@ -121,6 +121,8 @@ class WebSocketGateway:
         self._install(loaded)
         redact.add_sensitive_headers(loaded.subscription_key.headers)
         redact.add_sensitive_headers(redact.credential_headers(loaded.model_dump()))
+        for warning in config_warnings(self.config):
+            logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
         }  # fmt: skip

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import jwt
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
 from ..handshake import HandshakeContext
+from ..loading import LoadRefused, read_env, read_file
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_public_key
@@ -130,7 +129,10 @@ class ValidateJwt:
         if s.secret_env is not None:
             if text is not None:
                 raise PolicyProblem("secret_env", "set secret or secret_env, not both")
-            text = os.environ.get(s.secret_env)
+            try:
+                text = read_env(s.secret_env)
+            except LoadRefused as exc:
+                raise PolicyProblem("secret_env", str(exc)) from None
             if text is None:
                 raise PolicyProblem("secret_env", f"environment variable {s.secret_env} is not set")
         if text is None:
@@ -148,8 +150,10 @@ class ValidateJwt:
         for field, texts in (("public_keys", s.public_keys), ("public_key_files", s.public_key_files)):
             for i, text in enumerate(texts):
                 try:
-                    pem = Path(text).read_bytes() if field == "public_key_files" else text.encode()
+                    pem = read_file(text) if field == "public_key_files" else text.encode()
                     keys.append(load_public_key(pem))
+                except LoadRefused as exc:
+                    raise PolicyProblem((field, i), str(exc)) from None
                 except (OSError, ValueError) as exc:
                     raise PolicyProblem((field, i), f"not a PEM public key or certificate: {exc}") from None
         return keys

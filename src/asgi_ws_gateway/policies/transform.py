@@ -33,8 +33,10 @@ def _header_name(value: str) -> str:
 class SetHeaderSettings(PolicySettings):
     """``set-header``: set a header of the upstream request."""
 
-    header: str = Field(description="Header name.")
-    value: str = Field(default="", description="Template of the value, e.g. '{jwt.sub}'.")
+    header: str = Field(max_length=256, description="Header name (at most 256 characters).")
+    value: str = Field(
+        default="", max_length=8192, description="Template of the value, e.g. '{jwt.sub}' (at most 8192 characters)."
+    )
     exists_action: ExistsAction = Field(
         default="override", description="override, skip (keep an existing value), append, or delete."
     )
