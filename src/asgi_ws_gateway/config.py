@@ -553,7 +553,6 @@ def load_config(
     return config
 
 
-
 def _named_plugins(source: Any) -> list[str]:
     """The ``plugins`` of a configuration that did not validate, when that list itself is sound."""
     plugins = source.get("plugins") if isinstance(source, Mapping) else None
