@@ -124,15 +124,14 @@ def test_invalid_product_and_subscription_cross_checks() -> None:
 
 
 def test_the_schema_ships_in_the_package_and_matches_the_repo() -> None:
-    """The wheel's asgi_ws_gateway/gateway.schema.json, the repo's schema/ file and the models agree."""
+    """The wheel's asgi_ws_gateway/gateway.schema.json is the repo's schema/ file (which
+    tests/test_config.py checks against the models)."""
     import json
     from importlib.resources import files
 
-    from asgi_ws_gateway import json_schema
-
     shipped = json.loads((files("asgi_ws_gateway") / "gateway.schema.json").read_text(encoding="utf-8"))
     repo = json.loads((README.parent / "schema" / "gateway.schema.json").read_text())
-    assert shipped == repo == json_schema()
+    assert shipped == repo
 
 
 def test_yaml_errors_name_the_file_line_and_column(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import asgi_ws_gateway
 from asgi_ws_gateway.config import is_asgi_app
 from management_harness import Managed, api, managed_gateway
 from support.clients import connect
+from support.syspath import prepend_sys_path
 from support.upstream import UpstreamServer
 
 BAIT = "bait_module_for_management"
@@ -43,7 +44,7 @@ def bait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     package = tmp_path / "bait"
     package.mkdir()
     (package / f"{BAIT}.py").write_text(BAIT_CODE.format(marker=str(marker)))
-    monkeypatch.syspath_prepend(str(package))
+    prepend_sys_path(monkeypatch, str(package))
     sys.modules.pop(BAIT, None)
     yield marker
     sys.modules.pop(BAIT, None)

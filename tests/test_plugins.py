@@ -23,13 +23,14 @@ from management_harness import TOKEN, managed_gateway
 from plugin_helpers import PREFIX, assert_example_plugin_works, imports_of, write_plugin
 from support.clients import connect, expect_close, expect_status
 from support.servers import UvicornServer
+from support.syspath import prepend_sys_path
 from support.upstream import UpstreamServer
 
 
 @pytest.fixture
 def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A directory on sys.path for plugin modules; registries and loaded modules restored afterwards."""
-    monkeypatch.syspath_prepend(str(tmp_path))
+    prepend_sys_path(monkeypatch, str(tmp_path))
     registries = dict(REGISTRY), dict(MESSAGE_REGISTRY)
     loaded = set(plugins_module._loaded)
     yield tmp_path

@@ -148,7 +148,7 @@ async def test_trusted_proxy_still_names_the_client(tmp_path: Path, upstream_ser
 
 # --- secrets ---------------------------------------------------------------------------------------
 
-JWT = token(sub="alice")
+JWT = token(sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
 KEY = "sk-live-7f3a9c1e5b2d4f6a8c0e"
 SECRETS = (JWT, JWT.split(".")[2], KEY, HS_SECRET)
 
