@@ -155,7 +155,7 @@ def test_policies_identify_the_caller_and_trace_their_io(
     assert current_handshake() is None and current_connection() is connection
     connection.closed(stats)
     finished = {s.name: s for s in spans[1].get_finished_spans()}
-    io, hs, conn = finished["jwks fetch"], finished["onHandshake echo"], finished["connection echo"]
+    io, hs, conn = finished["jwks fetch"], finished["GET /ws/echo"], finished["connection echo"]
     assert io.parent is not None and io.parent.span_id == hs.context.span_id
     assert io.kind == trace.SpanKind.CLIENT
     assert hs.attributes is not None and conn.attributes is not None

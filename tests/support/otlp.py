@@ -6,7 +6,7 @@ over the wire and keeps it for assertions. Usage::
     with OtlpReceiver() as receiver:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint("grpc")
         ...
-        span = receiver.wait_for_span(lambda s: s.name == "onHandshake echo")
+        span = receiver.wait_for_span(lambda s: s.name == "GET /ws/echo")
 """
 
 from __future__ import annotations
