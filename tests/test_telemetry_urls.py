@@ -1,11 +1,15 @@
-"""Pure logic of the span attributes: ``url.full`` redaction, ``server.address``/``server.port``, batch delay."""
+"""Pure logic: ``url.full`` redaction, ``server.address``/``server.port``, batch delay, exported log attributes."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
+from opentelemetry._logs import Logger
 from opentelemetry.sdk.trace import TracerProvider
 
 from asgi_ws_gateway import TelemetryConfig
+from asgi_ws_gateway.telemetry.access import AccessLog
 from asgi_ws_gateway.telemetry.providers import SCHEDULE_DELAY_MS, resolve_providers
 from asgi_ws_gateway.telemetry.tracing import _server
 from asgi_ws_gateway.telemetry.urls import redacted_url
@@ -76,3 +80,36 @@ def test_own_span_batches_leave_within_a_second_unless_the_environment_says_othe
     assert _delay({"OTEL_METRICS_EXPORTER": "none"}) == SCHEDULE_DELAY_MS == 1000
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")  # the SDK reads it from the process environment
     assert _delay({"OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "250"}) == 250
+
+
+class _Recorder:
+    """Stands in for an OpenTelemetry ``Logger``: keeps what ``emit`` got."""
+
+    def __init__(self) -> None:
+        self.attributes: list[dict[str, object]] = []
+
+    def emit(self, **record: Any) -> None:
+        self.attributes.append(record["attributes"])
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ("10.1.2.3:4567", {"client.address": "10.1.2.3", "client.port": 4567}),
+        ("::1:4567", {"client.address": "::1", "client.port": 4567}),  # IPv6, as the text line writes it
+        ("-", {}),  # no client in the scope
+    ],
+)
+def test_exported_access_records_use_semconv_names(client: str, expected: dict[str, object]) -> None:
+    """``client`` splits into ``client.address``/``client.port``; path, route and status get their semconv names."""
+    recorder = _Recorder()
+    fields = {"api": "chat", "route": "/ws/{room}", "path": "/ws/a", "client": client, "subject": None,
+              "subscription": None, "status": 403, "outcome": "denied", "reason": "nope", "policy": None,
+              "duration": 0.001}  # fmt: skip
+    AccessLog("text", cast(Logger, recorder)).write(fields, None)
+    (attributes,) = recorder.attributes
+    assert attributes == {
+        **expected, "url.path": "/ws/a", "http.route": "/ws/{room}", "http.response.status_code": 403,
+        "ws_gateway.access.api": "chat", "ws_gateway.access.outcome": "denied", "ws_gateway.access.reason": "nope",
+        "ws_gateway.access.duration": 0.001,
+    }  # fmt: skip
