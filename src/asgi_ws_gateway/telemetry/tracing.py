@@ -9,8 +9,9 @@ How the middleware drives it (each step is a few attribute writes when telemetry
     ... relay ...
     connection.closed(relay.stats)                  # ends "connection <api>", metrics, access log
 
-The handshake span ends at accept or denial, so it is exported at once. The connection span
-(:mod:`.connection`) is the root of its own trace, linked to the handshake span.
+The handshake span ends at accept or denial, so it leaves with the exporter's next batch while the
+connection is open. The connection span (:mod:`.connection`) is the root of its own trace, linked to
+the handshake span (or its child, with ``connection_parent: handshake``).
 """
 
 from __future__ import annotations
