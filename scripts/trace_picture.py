@@ -190,7 +190,7 @@ def render(spans: list[ReadableSpan], out: Path) -> None:
     link = trace.format_trace_id(connection.context.trace_id)
     top = _panel(
         draw, [connection], top + 20,
-        f"Trace {link[:16]}…  the connection (exported at close; linked to onHandshake chat)", width, fonts,
+        f"Trace {link[:16]}…  the connection (exported at close; linked to GET /ws/chat/{{room}})", width, fonts,
     )  # fmt: skip
     draw.text(
         (30, top + 14),

@@ -155,7 +155,7 @@ def test_policies_identify_the_caller_and_trace_their_io(
     assert current_handshake() is None and current_connection() is connection
     connection.closed(stats)
     finished = {s.name: s for s in spans[1].get_finished_spans()}
-    io, hs, conn = finished["jwks fetch"], finished["onHandshake echo"], finished["connection echo"]
+    io, hs, conn = finished["jwks fetch"], finished["GET /ws/echo"], finished["connection echo"]
     assert io.parent is not None and io.parent.span_id == hs.context.span_id
     assert io.kind == trace.SpanKind.CLIENT
     assert hs.attributes is not None and conn.attributes is not None
@@ -246,8 +246,10 @@ def test_size_slots_map_to_power_of_four_classes(slot: int, label: str) -> None:
 
 def test_telemetry_config_errors_name_the_field() -> None:
     with pytest.raises(ConfigError) as info:
-        load_config({"telemetry": {"message_events": 2, "access_log": "xml"}})
-    assert [p.split(":")[0] for p in info.value.problems] == ["telemetry.message_events", "telemetry.access_log"]
+        load_config({"telemetry": {"message_events": 2, "access_log": "xml", "connection_parent": "child"}})
+    assert sorted(p.split(":")[0] for p in info.value.problems) == [
+        "telemetry.access_log", "telemetry.connection_parent", "telemetry.message_events"
+    ]  # fmt: skip
 
 
 def test_docs_list_every_span_attribute_and_instrument() -> None:
@@ -276,7 +278,7 @@ def test_a_client_behind_a_trusted_proxy_is_named_on_spans_and_the_access_log(
     stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
     handshake.accepted("ws://127.0.0.1:9/echo", None, stats).closed(stats)
     finished = {s.name: s for s in spans[1].get_finished_spans()}
-    hs, conn = finished["onHandshake echo"], finished["connection echo"]
+    hs, conn = finished[f"GET {config.apis[0].path}"], finished["connection echo"]
     assert hs.attributes is not None and conn.attributes is not None
     assert (hs.attributes[n.CLIENT_ADDRESS], hs.attributes[n.NETWORK_PEER_ADDRESS]) == (
         "198.51.100.7",

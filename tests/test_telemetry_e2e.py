@@ -51,7 +51,7 @@ async def test_handshake_span_is_exported_before_the_connection_closes(
     export_to(monkeypatch, otlp, protocol)
     with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
         async with await connect(server.url("/ws/echo"), user_agent_header="probe/1.0") as ws:
-            span = await _wait_span(otlp, "onHandshake echo")
+            span = await _wait_span(otlp, "GET /ws/echo")
             assert ws.state.name == "OPEN"
             assert not [s for s in otlp.spans() if s.name == "connection echo"]
     assert span.kind == SERVER and span.protocol == protocol
@@ -59,14 +59,45 @@ async def test_handshake_span_is_exported_before_the_connection_closes(
     assert span.scope == "asgi_ws_gateway"
     assert span.attributes == {
         n.HTTP_METHOD: "GET", n.URL_SCHEME: "ws", n.URL_PATH: "/ws/echo", n.HTTP_ROUTE: "/ws/echo",
+        n.API: "echo", n.SERVER_ADDRESS: "127.0.0.1", n.SERVER_PORT: server.port,
+        n.PROTOCOL_NAME: "websocket", n.PROTOCOL_VERSION: "13",
         n.CLIENT_ADDRESS: "127.0.0.1", n.USER_AGENT: "probe/1.0", n.OUTCOME: "accepted", n.HTTP_STATUS: 101,
     }  # fmt: skip
     connect_span = otlp.wait_for_span(lambda s: s.name == "upstream connect echo")
     assert connect_span.kind == CLIENT and connect_span.parent_span_id == span.span_id
     assert connect_span.attributes == {
-        n.BACKEND: upstream.url("/echo"), n.SERVER_ADDRESS: "127.0.0.1", n.SERVER_PORT: upstream.port,
-        n.ATTEMPT: 1, n.HTTP_STATUS: 101,
+        n.HTTP_METHOD: "GET", n.URL_FULL: upstream.url("/echo"), n.BACKEND: upstream.url("/echo"),
+        n.SERVER_ADDRESS: "127.0.0.1", n.SERVER_PORT: upstream.port, n.ATTEMPT: 1, n.HTTP_STATUS: 101,
     }  # fmt: skip
+
+
+async def test_connect_span_url_full_has_parameters_filled_and_every_query_value_redacted(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``url.full`` is the URL the attempt opened, ``{room}`` filled, query names kept and values ``REDACTED``."""
+    export_to(monkeypatch, otlp, "grpc")
+    with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
+        query = f"?access_token={SECRETS[1]}&key&empty=&subscription-key={SECRETS[2]}&access_token=again"
+        async with await connect(server.url("/ws/headers/lobby" + query)) as ws:
+            await ws.recv()
+        connect_span = await _wait_span(otlp, "upstream connect headers")
+    assert connect_span.attributes[n.URL_FULL] == upstream.url(
+        "/headers/lobby?access_token=REDACTED&REDACTED&empty=REDACTED&subscription-key=REDACTED&access_token=REDACTED"
+    )
+    assert connect_span.attributes[n.BACKEND] == upstream.url("/headers/{room}")  # the template stays as it was
+
+
+async def test_refused_attempt_span_carries_the_upstream_status_and_url(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream refusal: the attempt's ``http.response.status_code`` is the upstream's own, ERROR status."""
+    export_to(monkeypatch, otlp, "grpc")
+    with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
+        await expect_status(server.url("/ws/reject/418?token=t0ps3cret"))
+        connect_span = await _wait_span(otlp, "upstream connect reject")
+    assert connect_span.attributes[n.HTTP_STATUS] == 418 and connect_span.status_code == ERROR
+    assert connect_span.attributes[n.URL_FULL] == upstream.url("/reject/418?token=REDACTED")
+    assert connect_span.attributes[n.HTTP_METHOD] == "GET" and connect_span.attributes[n.SERVER_PORT] == upstream.port
 
 
 async def test_connection_span_has_close_code_reason_and_counts_after_close(
@@ -81,7 +112,7 @@ async def test_connection_span_has_close_code_reason_and_counts_after_close(
                 assert await ws.recv() == message
             await ws.close(4000, "done here")
         span = await _wait_span(otlp, "connection echo")
-    handshake = otlp.wait_for_span(lambda s: s.name == "onHandshake echo")
+    handshake = otlp.wait_for_span(lambda s: s.name == "GET /ws/echo")
     assert span.kind == INTERNAL and span.protocol == protocol
     assert span.links == [(handshake.trace_id, handshake.span_id)]
     assert span.trace_id != handshake.trace_id and span.parent_span_id == ""
@@ -89,9 +120,53 @@ async def test_connection_span_has_close_code_reason_and_counts_after_close(
     assert (attrs[n.CLOSE_SIDE], attrs[n.CLOSE_CODE], attrs[n.CLOSE_REASON]) == ("client", 4000, "done here")
     assert (attrs[n.MESSAGES_IN], attrs[n.BYTES_IN]) == (3, 3 + 4 + 3)
     assert (attrs[n.MESSAGES_OUT], attrs[n.BYTES_OUT]) == (3, 3 + 4 + 3)
-    assert attrs[n.HTTP_ROUTE] == "/ws/echo"
+    assert (attrs[n.HTTP_ROUTE], attrs[n.URL_PATH], attrs[n.API]) == ("/ws/echo", "/ws/echo", "echo")
+    assert (attrs[n.HANDSHAKE_TRACE_ID], attrs[n.HANDSHAKE_SPAN_ID]) == (handshake.trace_id, handshake.span_id)
     assert attrs[n.BACKEND] == upstream.url("/echo") and attrs[n.CLIENT_ADDRESS] == "127.0.0.1"
     assert span.end_ns - span.start_ns > 0 and span.status_code == 0
+
+
+async def test_connection_span_matches_its_handshake_without_links(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five connections: each connection span's handshake ids name exactly its own handshake span."""
+    export_to(monkeypatch, otlp, "http/protobuf")
+    with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
+        for room in ("a", "b", "c", "d", "e"):
+            async with await connect(server.url(f"/ws/headers/{room}")) as ws:
+                await ws.recv()
+        await asyncio.to_thread(
+            otlp.wait_for_span, lambda s: s.name == "connection headers" and s.attributes[n.URL_PATH] == "/ws/headers/e"
+        )
+    handshakes = {s.span_id: s for s in otlp.spans() if s.name == "GET /ws/headers/{room}"}
+    connections = [s for s in otlp.spans() if s.name == "connection headers"]
+    assert len(handshakes) == len(connections) == 5
+    for span in connections:
+        handshake = handshakes[span.attributes[n.HANDSHAKE_SPAN_ID]]
+        assert handshake.trace_id == span.attributes[n.HANDSHAKE_TRACE_ID] != span.trace_id
+        assert handshake.attributes[n.URL_PATH] == span.attributes[n.URL_PATH]  # the same connection
+        assert span.attributes[n.HTTP_ROUTE] == handshake.attributes[n.HTTP_ROUTE] == "/ws/headers/{room}"
+
+
+async def test_connection_parent_handshake_puts_the_connection_in_the_handshake_trace(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``connection_parent: handshake``: one trace per connection, the connection span the handshake's child."""
+    export_to(monkeypatch, otlp, "grpc")
+    with UvicornServer(ProbedGateway(telemetry_config(upstream, connection_parent="handshake"))) as server:
+        for _ in range(2):
+            async with await connect(server.url("/ws/echo")) as ws:
+                await ws.send("ping")
+                await ws.recv()
+        await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "connection echo" and len(
+            [c for c in otlp.spans() if c.name == "connection echo"]) == 2)  # fmt: skip
+    handshakes = {s.span_id: s for s in otlp.spans() if s.name == "GET /ws/echo"}
+    connections = [s for s in otlp.spans() if s.name == "connection echo"]
+    assert len({s.trace_id for s in handshakes.values()}) == 2
+    for span in connections:
+        handshake = handshakes[span.parent_span_id]
+        assert span.trace_id == handshake.trace_id and span.links == [(handshake.trace_id, handshake.span_id)]
+        assert span.attributes[n.HANDSHAKE_SPAN_ID] == handshake.span_id
 
 
 async def test_traceparent_of_the_connect_span_reaches_the_upstream(
@@ -110,7 +185,7 @@ async def test_traceparent_of_the_connect_span_reaches_the_upstream(
     assert int(flags, 16) & 1  # sampled
     assert "tracestate" not in seen  # the client's state belonged to the client's trace
     assert upstream.handshakes[-1].header("traceparent") == traceparent
-    handshake = otlp.wait_for_span(lambda s: s.name == "onHandshake headers")
+    handshake = otlp.wait_for_span(lambda s: s.name == "GET /ws/headers/{room}")
     assert handshake.trace_id != CLIENT_TRACE  # not trusted by default: a new trace ...
     assert handshake.links == [(CLIENT_TRACE, CLIENT_SPAN)]  # ... linked to the client's
 
@@ -125,7 +200,7 @@ async def test_trusted_client_trace_is_continued_to_the_upstream(
         headers = [("traceparent", CLIENT_TRACEPARENT), ("tracestate", "client=1")]
         async with await connect(server.url("/ws/headers/lobby"), additional_headers=headers) as ws:
             seen = json.loads(await ws.recv())["headers"]
-        handshake = await _wait_span(otlp, "onHandshake headers")
+        handshake = await _wait_span(otlp, "GET /ws/headers/{room}")
     assert (handshake.trace_id, handshake.parent_span_id) == (CLIENT_TRACE, CLIENT_SPAN)
     assert seen["traceparent"][0].startswith(f"00-{CLIENT_TRACE}-")
     assert seen["tracestate"] == ["client=1"]
@@ -140,7 +215,7 @@ async def test_failover_attempts_are_child_spans_of_the_502_denial(
     with UvicornServer(ProbedGateway(config)) as server:
         status, _headers, _body = await expect_status(server.url("/ws/down"))
         assert status == 502
-        span = await _wait_span(otlp, "onHandshake down")
+        span = await _wait_span(otlp, "GET /ws/down")
     assert span.attributes[n.OUTCOME] == "denied" and span.attributes[n.HTTP_STATUS] == 502
     assert span.attributes[n.ERROR_TYPE] == "upstream_unreachable" and span.attributes[n.ATTEMPTS] == 2
     assert span.status_code == ERROR
@@ -163,7 +238,7 @@ async def test_upstream_rejection_denial_span_has_the_upstreams_status(
     with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
         status, _headers, _body = await expect_status(server.url("/ws/reject/401"))
         assert status == 401
-        span = await _wait_span(otlp, "onHandshake reject")
+        span = await _wait_span(otlp, "GET /ws/reject/{status}")
     assert (span.attributes[n.HTTP_STATUS], span.attributes[n.ERROR_TYPE]) == (401, "upstream_rejected")
     assert span.status_code == 0
     attempt = otlp.wait_for_span(lambda s: s.name == "upstream connect reject")
@@ -183,7 +258,7 @@ async def test_draining_denial_span_says_503(
         status, _headers, _body = await expect_status(server.url("/ws/echo"))
         assert status == 503
         span = await asyncio.to_thread(
-            otlp.wait_for_span, lambda s: s.name == "onHandshake echo" and s.attributes[n.HTTP_STATUS] == 503
+            otlp.wait_for_span, lambda s: s.name == "GET /ws/echo" and s.attributes[n.HTTP_STATUS] == 503
         )
     assert span.attributes[n.ERROR_TYPE] == "draining" and n.ATTEMPTS not in span.attributes
 
@@ -197,7 +272,7 @@ async def test_policy_denial_span_names_the_policy(
     with UvicornServer(gateway) as server:
         status, _headers, _body = await expect_status(server.url("/ws/guarded"))
         assert status == 403
-        span = await _wait_span(otlp, "onHandshake guarded")
+        span = await _wait_span(otlp, "GET /ws/guarded")
     assert span.attributes[n.POLICY] == "origin-check" and span.attributes[n.HTTP_STATUS] == 403
     assert span.attributes[n.ERROR_TYPE] == "origin_missing" and span.attributes[n.OUTCOME] == "denied"
 
@@ -258,7 +333,7 @@ async def test_access_log_lines_join_the_exported_spans(
             await ws.recv()
         await expect_status(server.url("/ws/reject/403"))
         connection = await _wait_span(otlp, "connection echo")
-        refusal = otlp.wait_for_span(lambda s: s.name == "onHandshake reject")
+        refusal = otlp.wait_for_span(lambda s: s.name == "GET /ws/reject/{status}")
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "asgi_ws_gateway.access"]
     by_api = {record["api"]: record for record in records}
     echo, reject = by_api["echo"], by_api["reject"]
@@ -270,6 +345,14 @@ async def test_access_log_lines_join_the_exported_spans(
     exported = {log.attributes["ws_gateway.access.api"]: log for log in otlp.logs()}
     assert exported["echo"].trace_id == connection.trace_id and exported["echo"].span_id == connection.span_id
     assert exported["echo"].event_name == "ws_gateway.access" and "WebSocket /ws/echo" in exported["echo"].body
+    host, port = echo["client"].rsplit(":", 1)
+    semconv = {n.CLIENT_ADDRESS: host, n.CLIENT_PORT: int(port), n.URL_PATH: "/ws/echo", n.HTTP_ROUTE: "/ws/echo"}
+    assert semconv.items() <= exported["echo"].attributes.items()
+    assert exported["echo"].attributes[n.HTTP_STATUS] == 101 and exported["reject"].attributes[n.HTTP_STATUS] == 403
+    assert exported["reject"].attributes[n.URL_PATH] == "/ws/reject/403"
+    for log in exported.values():  # each field under one name only
+        fields = {key.removeprefix("ws_gateway.access.") for key in log.attributes}
+        assert not {"client", "path", "status", "route"} & fields
 
 
 async def test_text_access_log_is_uvicorn_style(upstream: UpstreamServer, caplog: pytest.LogCaptureFixture) -> None:

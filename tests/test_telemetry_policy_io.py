@@ -46,7 +46,7 @@ async def test_jwks_fetch_and_redis_calls_are_child_spans_of_the_handshake(
             async with await connect(server.url("/ws/chat"), additional_headers=headers) as ws:
                 await ws.send("hi")
                 assert await ws.recv() == "hi"
-            handshake = await _span(otlp, "onHandshake chat")
+            handshake = await _span(otlp, "GET /ws/chat")
             fetch = await _span(otlp, "jwks fetch")
             redis = await _span(otlp, "redis hit")
     for child in (fetch, redis):

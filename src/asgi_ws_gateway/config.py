@@ -373,6 +373,12 @@ class TelemetryConfig(_Model):
         description="Continue the client's traceparent/tracestate (false: start a new trace linked to it).",
     )
     propagate: bool = Field(default=True, description="Inject traceparent/tracestate into the upstream handshake.")
+    connection_parent: Literal["link", "handshake"] = Field(
+        default="link",
+        description="The connection span: link = root of its own trace, linked to the handshake span; "
+        "handshake = a child of the handshake span (for backends that ignore links; the trace then lasts "
+        "as long as the connection).",
+    )
     message_events: float = Field(
         default=0.0,
         ge=0,

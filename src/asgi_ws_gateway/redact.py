@@ -81,26 +81,29 @@ def credential_headers(document: object) -> set[str]:
 def redact_query(query: str | bytes) -> str:
     """``query`` with every parameter's value replaced by ``REDACTED``; names and order kept.
 
+    A bare item without ``=`` may itself be the key, so it is redacted whole; empty items go.
+
     >>> redact_query("access_token=eyJ...&room=1&flag")
-    'access_token=REDACTED&room=REDACTED&flag'
+    'access_token=REDACTED&room=REDACTED&REDACTED'
     """
     text = query.decode("latin-1") if isinstance(query, bytes) else query
     parts = []
     for part in text.split("&"):
         name, eq, _ = part.partition("=")
-        parts.append(f"{name}={REDACTED}" if eq else part)
+        if part:
+            parts.append(f"{name}={REDACTED}" if eq else REDACTED)
     return "&".join(parts)
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its query values and any userinfo password redacted (the path is kept)."""
+    """``url`` without userinfo or fragment, each query value replaced by ``REDACTED`` (the path is kept).
+
+    >>> redact_url("wss://u:p@example.com:8443/ws/room?token=abc&key")
+    'wss://example.com:8443/ws/room?token=REDACTED&REDACTED'
+    """
     parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
     query = redact_query(parts.query) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
 
 
 def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] = ()) -> list[tuple[str, str]]:

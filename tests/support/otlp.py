@@ -6,7 +6,7 @@ over the wire and keeps it for assertions. Usage::
     with OtlpReceiver() as receiver:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint("grpc")
         ...
-        span = receiver.wait_for_span(lambda s: s.name == "onHandshake echo")
+        span = receiver.wait_for_span(lambda s: s.name == "GET /ws/echo")
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ class Point:
     bounds: list[float]
     buckets: list[int]
     protocol: Protocol
+    temporality: int = 0
+    """OTLP ``AggregationTemporality`` of a sum or histogram: 1 delta, 2 cumulative (0: a gauge)."""
 
 
 @dataclass(frozen=True)
@@ -196,12 +198,13 @@ class OtlpReceiver:
                         for p in m.sum.data_points:
                             value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
                             points.append(Point(m.name, m.unit, "sum", m.sum.is_monotonic, _attributes(p.attributes),
-                                                value, 0, 0.0, [], [], protocol))  # fmt: skip
+                                                value, 0, 0.0, [], [], protocol,
+                                                m.sum.aggregation_temporality))  # fmt: skip
                     elif kind == "histogram":
                         for h in m.histogram.data_points:
                             points.append(Point(m.name, m.unit, "histogram", False, _attributes(h.attributes), 0,
                                                 h.count, h.sum, list(h.explicit_bounds), list(h.bucket_counts),
-                                                protocol))  # fmt: skip
+                                                protocol, m.histogram.aggregation_temporality))  # fmt: skip
                     elif kind == "gauge":
                         for p in m.gauge.data_points:
                             value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double

@@ -3,8 +3,8 @@
 Modules: ``names`` (every span, attribute and instrument name), ``providers`` (global providers or
 OTLP exporters from ``OTEL_*``), ``tracing`` (the handshake and its upstream attempts),
 ``connection`` (the connection span and what is recorded at close), ``metrics``, ``access`` (the
-access log), ``events`` (opt-in per-message events), ``propagation`` (W3C trace context), ``core``
-(``Telemetry``, built once per gateway).
+access log), ``events`` (opt-in per-message events), ``propagation`` (W3C trace context), ``urls``
+(``url.full`` without credentials), ``core`` (``Telemetry``, built once per gateway).
 
 For policies: :func:`current_handshake` returns the handshake being decided, to ``identify()`` the
 caller and wrap I/O in ``io_span()``; :func:`current_connection` returns the connection being

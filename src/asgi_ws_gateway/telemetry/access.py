@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
-from .names import LOG_EVENT_ACCESS
+from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
 
@@ -63,7 +63,18 @@ class AccessLog:
 
     def _export(self, fields: Fields, span: Span | None) -> None:
         assert self.otel_logger is not None
-        attributes = {f"ws_gateway.access.{k}": v for k, v in fields.items() if v is not None and k not in _IDS}
+        attributes = {
+            _SEMCONV.get(k) or f"ws_gateway.access.{k}": v for k, v in fields.items() if v is not None and k not in _IDS
+        }  # the ids are the record's own
+        client = attributes.pop(CLIENT_ADDRESS, None)
+        if isinstance(client, str) and client != "-":
+            if "peer" in fields:  # a trusted proxy reported the client: an address, no port
+                attributes[CLIENT_ADDRESS] = client
+            else:  # "host:port", as in the text line
+                address, _, port = client.rpartition(":")
+                attributes[CLIENT_ADDRESS] = address
+                if port.isdigit():
+                    attributes[CLIENT_PORT] = int(port)
         message, *args = _text_line(fields)
         self.otel_logger.emit(
             timestamp=time.time_ns(),
@@ -77,6 +88,8 @@ class AccessLog:
 
 
 _IDS = frozenset({"trace_id", "span_id"})
+_SEMCONV = {"client": CLIENT_ADDRESS, "path": URL_PATH, "status": HTTP_STATUS, "route": HTTP_ROUTE}
+"""Exported records' fields that have a semantic-conventions name (the rest are ``ws_gateway.access.*``)."""
 
 
 def _json_line(fields: Fields) -> str:

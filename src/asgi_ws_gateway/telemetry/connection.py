@@ -1,8 +1,10 @@
 """The connection span, from accept until both sides are closed, and what is recorded at close.
 
-The span is the root of its own trace, linked to the handshake span: a span open for hours must
-not hold the handshake's trace open (each trace gets its own sampling decision). It is current
-while the connection is relayed, so the relay's pumps (and message policies) see it.
+By default the span is the root of its own trace, linked to the handshake span: a span open for
+hours must not hold the handshake's trace open (each trace gets its own sampling decision). For
+backends that ignore links, it names its handshake's trace and span ids as attributes, and
+``telemetry.connection_parent: handshake`` makes it a child of the handshake span instead. It is
+current while the connection is relayed, so the relay's pumps (and message policies) see it.
 """
 
 from __future__ import annotations
@@ -53,8 +55,17 @@ class ConnectionTrace:
         api = handshake.api
         if telemetry.tracer is not None:
             attrs = self._attributes()
-            links = [Link(handshake.span.get_span_context())] if handshake.span is not None else []
-            self.span = telemetry.tracer.start_span(api.connection_span, Context(), SpanKind.INTERNAL, attrs, links)
+            links: list[Link] = []
+            parent = Context()  # a new trace
+            if handshake.span is not None:
+                context = handshake.span.get_span_context()
+                if context.is_valid:
+                    links.append(Link(context))
+                    attrs[n.HANDSHAKE_TRACE_ID] = trace.format_trace_id(context.trace_id)
+                    attrs[n.HANDSHAKE_SPAN_ID] = trace.format_span_id(context.span_id)
+                    if telemetry.config.connection_parent == "handshake":
+                        parent = trace.set_span_in_context(handshake.span, Context())
+            self.span = telemetry.tracer.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)
             self._otel_token = otel_context.attach(trace.set_span_in_context(self.span, Context()))
             if handshake._events is not None:
                 handshake._events.span = self.span
@@ -64,7 +75,10 @@ class ConnectionTrace:
 
     def _attributes(self) -> Attrs:
         handshake = self._handshake
-        attrs: Attrs = {n.HTTP_ROUTE: handshake.api.route, n.BACKEND: self._backend}
+        attrs: Attrs = {
+            n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: handshake.scope.get("path", ""), n.API: handshake.api.name,
+            n.BACKEND: self._backend,
+        }  # fmt: skip
         client = handshake.scope.get("client")
         if handshake.client is not None:
             attrs[n.CLIENT_ADDRESS] = handshake.client

@@ -104,7 +104,7 @@ def resolve_providers(
     for signal in own:
         protocol = _protocol(signal, environ)
         if signal == "traces":
-            providers.tracer = tracer = _own_tracer_provider(protocol, resource)
+            providers.tracer = tracer = _own_tracer_provider(protocol, resource, environ)
             providers.owned.append(tracer)
         elif signal == "metrics":
             providers.meter = meter = _own_meter_provider(protocol, resource)
@@ -165,7 +165,12 @@ def _resource() -> Resource:
 # The exporters read their endpoint, headers, timeout, compression and TLS settings from OTEL_*.
 
 
-def _own_tracer_provider(protocol: str, resource: Resource) -> SdkTracerProvider:
+SCHEDULE_DELAY_MS = 1000
+"""The own batch span processor's delay when ``OTEL_BSP_SCHEDULE_DELAY`` is unset: an ended handshake
+span leaves within a second (the SDK's 5 s reads as "lost" in a backend), still one export per batch."""
+
+
+def _own_tracer_provider(protocol: str, resource: Resource, environ: Mapping[str, str]) -> SdkTracerProvider:
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -175,7 +180,8 @@ def _own_tracer_provider(protocol: str, resource: Resource) -> SdkTracerProvider
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
     provider = SdkTracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
-    processor: SpanProcessor = BatchSpanProcessor(OTLPSpanExporter())  # OTEL_BSP_*
+    delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
+    processor: SpanProcessor = BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=delay)  # OTEL_BSP_*
     provider.add_span_processor(processor)
     return provider
 
@@ -207,4 +213,4 @@ def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider
     return provider
 
 
-__all__ = ["PROTOCOLS", "Providers", "resolve_providers"]
+__all__ = ["PROTOCOLS", "SCHEDULE_DELAY_MS", "Providers", "resolve_providers"]

@@ -2,15 +2,16 @@
 
 How the middleware drives it (each step is a few attribute writes when telemetry is off)::
 
-    handshake = telemetry.handshake(api, scope)     # starts "onHandshake <api>" (SERVER)
+    handshake = telemetry.handshake(api, scope)     # starts "GET <route>" (SERVER)
     ... policies, pool.connect(...)                 # TracedConnector: "upstream connect <api>" per attempt
     handshake.denied(denial)                        # or:
     connection = handshake.accepted(backend, subprotocol, relay.stats)   # ends the handshake span
     ... relay ...
     connection.closed(relay.stats)                  # ends "connection <api>", metrics, access log
 
-The handshake span ends at accept or denial, so it is exported at once. The connection span
-(:mod:`.connection`) is the root of its own trace, linked to the handshake span.
+The handshake span ends at accept or denial, so it leaves with the exporter's next batch while the
+connection is open. The connection span (:mod:`.connection`) is the root of its own trace, linked to
+the handshake span (or its child, with ``connection_parent: handshake``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,7 +35,7 @@ from opentelemetry.util.types import AttributeValue
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
-from ..redact import redact_text
+from ..redact import redact_text, redact_url
 from . import names as n
 from . import propagation
 from .events import MessageEvents
@@ -56,18 +58,23 @@ def current_handshake() -> HandshakeTrace | None:
 
 @dataclass(frozen=True)
 class ApiInfo:
-    """What telemetry derives from an API once, at start-up."""
+    """What telemetry derives from an API once, at start-up (``attributes`` is shared: copy, never change)."""
 
     name: str
     route: str
     handshake_span: str
     connect_span: str
     connection_span: str
+    attributes: Mapping[str, AttributeValue]
+    """The handshake span's attributes that are the same for every handshake of this API."""
 
     @classmethod
     def of(cls, api: ApiConfig) -> ApiInfo:
-        return cls(api.name, api.path, f"{n.SPAN_HANDSHAKE} {api.name}", f"{n.SPAN_UPSTREAM_CONNECT} {api.name}",
-                   f"{n.SPAN_CONNECTION} {api.name}")  # fmt: skip
+        attributes = MappingProxyType({
+            n.HTTP_METHOD: "GET", n.HTTP_ROUTE: api.path, n.API: api.name, n.PROTOCOL_NAME: n.PROTOCOL,
+        })  # fmt: skip
+        return cls(api.name, api.path, f"{n.SPAN_HANDSHAKE} {api.path}", f"{n.SPAN_UPSTREAM_CONNECT} {api.name}",
+                   f"{n.SPAN_CONNECTION} {api.name}", attributes)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class BackendInfo:
 
     span: dict[str, str | int]
     metric: dict[str, str | int]
+    network: bool
+    """A ``ws://``/``wss://`` backend (an in-process ASGI app has no URL or address)."""
 
     @classmethod
     def of(cls, api: str, upstream: UpstreamConfig) -> BackendInfo:
@@ -85,7 +94,9 @@ class BackendInfo:
             if url.hostname:
                 span[n.SERVER_ADDRESS] = url.hostname
             span[n.SERVER_PORT] = url.port or (443 if upstream.kind == "wss" else 80)
-        return cls(span, {n.API: api, **span, n.PROTOCOL_NAME: n.PROTOCOL})
+        metric = {n.API: api, **span, n.PROTOCOL_NAME: n.PROTOCOL}
+        span[n.HTTP_METHOD] = "GET"
+        return cls(span, metric, upstream.kind != "asgi")
 
 
 class TracedConnector:
@@ -148,13 +159,10 @@ class HandshakeTrace:
         self._otel_token = otel_context.attach(self._context)  # policies' own instrumented I/O nests here
 
     def _request_attributes(self) -> Attrs:
-        # Few and chosen: each attribute costs about as much to export as a tenth of a span. The API
-        # name is in the span name; what the connect and connection spans carry is not repeated.
+        # The HTTP server-span conventions; what the connect and connection spans carry is not repeated.
         scope = self.scope
-        attrs: Attrs = {
-            n.HTTP_METHOD: "GET", n.URL_SCHEME: scope.get("scheme", "ws"), n.URL_PATH: scope.get("path", ""),
-            n.HTTP_ROUTE: self.api.route,
-        }  # fmt: skip
+        scheme = scope.get("scheme", "ws")
+        attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: scope.get("path", "")}
         client = scope.get("client")
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
@@ -162,10 +170,21 @@ class HandshakeTrace:
                 attrs[n.NETWORK_PEER_ADDRESS] = client[0]
         elif client:
             attrs[n.CLIENT_ADDRESS] = client[0]
+        host: bytes | None = None
+        version = n.PROTOCOL_VERSION_DEFAULT
         for name, value in scope.get("headers") or ():
             if name == b"user-agent":
                 attrs[n.USER_AGENT] = value.decode("latin-1")
-                break
+            elif name == b"host":
+                host = value
+            elif name == b"sec-websocket-version":
+                version = value.decode("latin-1")
+        attrs[n.PROTOCOL_VERSION] = version
+        address, port = _server(host, scope.get("server"), scheme)
+        if address:
+            attrs[n.SERVER_ADDRESS] = address
+        if port is not None:
+            attrs[n.SERVER_PORT] = port
         return attrs
 
     # -- for policies ---------------------------------------------------------------------------------
@@ -209,6 +228,8 @@ class HandshakeTrace:
         telemetry, span = self._telemetry, None
         if telemetry.tracer is not None and self._context is not None:
             attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
+            if backend.network:
+                attrs[n.URL_FULL] = redact_url(request.url)
             span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
             if telemetry.config.propagate:
                 propagation.inject(request.headers, trace.set_span_in_context(span, self._context))
@@ -330,6 +351,23 @@ class HandshakeTrace:
         if self.client is not None:
             fields["peer"] = peer  # the trusted proxy the client came through
         return fields
+
+
+def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int | None]:
+    """``server.address``/``server.port`` as the client addressed them: the Host header, else the socket."""
+    if host:
+        text = host.decode("latin-1")
+        if text.startswith("["):  # an IPv6 literal: [::1]:8000
+            address, _, rest = text[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        else:
+            address, _, port_text = text.partition(":")
+        if port_text.isdigit() and int(port_text) <= 65535:
+            return address, int(port_text)
+        return address, 443 if scheme == "wss" else 80
+    if server:
+        return server[0], server[1]
+    return "", None
 
 
 __all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector", "current_handshake"]

@@ -1,0 +1,115 @@
+"""Pure logic: ``url.full`` redaction, ``server.address``/``server.port``, batch delay, exported log attributes."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from opentelemetry._logs import Logger
+from opentelemetry.sdk.trace import TracerProvider
+
+from asgi_ws_gateway import TelemetryConfig
+from asgi_ws_gateway.redact import redact_url as redacted_url
+from asgi_ws_gateway.telemetry.access import AccessLog
+from asgi_ws_gateway.telemetry.providers import SCHEDULE_DELAY_MS, resolve_providers
+from asgi_ws_gateway.telemetry.tracing import _server
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ws://h:9000/a/b", "ws://h:9000/a/b"),
+        ("wss://h/rooms/1?token=s3cr3t", "wss://h/rooms/1?token=REDACTED"),
+        ("ws://h/p?a=1&b=2&a=3", "ws://h/p?a=REDACTED&b=REDACTED&a=REDACTED"),  # repeated names
+        ("ws://h/p?bare-s3cr3t", "ws://h/p?REDACTED"),  # a bare item may be the key itself
+        ("ws://h/p?empty=&=s3cr3t", "ws://h/p?empty=REDACTED&=REDACTED"),
+        ("ws://h/p?k=a=b=s3cr3t", "ws://h/p?k=REDACTED"),  # '=' inside the value
+        ("ws://h/p?k=%73%33cr%33t&n=x%26s3cr3t", "ws://h/p?k=REDACTED&n=REDACTED"),  # encoded
+        ("ws://h/p?k=v;s3cr3t=1", "ws://h/p?k=REDACTED"),  # ';' is not a separator: one value
+        ("ws://h/p?&&k=s3cr3t&&", "ws://h/p?k=REDACTED"),
+        ("ws://user:s3cr3t@h:1/p", "ws://h:1/p"),  # userinfo dropped
+        ("ws://s3cr3t@h/p", "ws://h/p"),
+        ("ws://u:p@ss@h/p", "ws://h/p"),  # '@' in the password
+        ("ws://h/p#s3cr3t", "ws://h/p"),  # fragment dropped
+        ("ws://h/p?k=s3cr3t#frag", "ws://h/p?k=REDACTED"),
+        ("ws://[::1]:8000/p?k=s3cr3t", "ws://[::1]:8000/p?k=REDACTED"),
+    ],
+)
+def test_redacted_url_keeps_names_and_drops_every_value_and_userinfo(url: str, expected: str) -> None:
+    """No value, userinfo or fragment of the URL survives; scheme, host, port, path and names do."""
+    assert redacted_url(url) == expected
+    assert "s3cr3t" not in redacted_url(url) and "%73%33" not in redacted_url(url)
+
+
+@pytest.mark.parametrize(
+    ("host", "server", "scheme", "expected"),
+    [
+        (b"example.test:8443", ("10.0.0.1", 8000), "wss", ("example.test", 8443)),
+        (b"example.test", ("10.0.0.1", 8000), "wss", ("example.test", 443)),  # default port of the scheme
+        (b"example.test", None, "ws", ("example.test", 80)),
+        (b"[::1]:9000", None, "ws", ("::1", 9000)),
+        (b"[2001:db8::1]", None, "wss", ("2001:db8::1", 443)),
+        (b"example.test:99999", None, "ws", ("example.test", 80)),  # not a port
+        (b"example.test:x", None, "ws", ("example.test", 80)),
+        (None, ("127.0.0.1", 8000), "ws", ("127.0.0.1", 8000)),  # no Host: the listening socket
+        (b"", ("127.0.0.1", 8000), "ws", ("127.0.0.1", 8000)),
+        (None, None, "ws", ("", None)),
+    ],
+)
+def test_server_address_is_the_host_the_client_addressed(
+    host: bytes | None, server: tuple[str, int] | None, scheme: str, expected: tuple[str, int | None]
+) -> None:
+    assert _server(host, server, scheme) == expected
+
+
+def _delay(environ: dict[str, str]) -> float:
+    providers = resolve_providers(TelemetryConfig(exporter="otlp"), environ=environ)
+    try:
+        assert isinstance(providers.tracer, TracerProvider)
+        processor = providers.tracer._active_span_processor._span_processors[0]
+        return processor._batch_processor._schedule_delay_millis  # type: ignore[attr-defined,no-any-return]
+    finally:
+        providers.shutdown()
+
+
+def test_own_span_batches_leave_within_a_second_unless_the_environment_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ended handshake spans wait at most 1 s (not the SDK's 5 s); ``OTEL_BSP_SCHEDULE_DELAY`` still wins."""
+    monkeypatch.delenv("OTEL_BSP_SCHEDULE_DELAY", raising=False)
+    assert _delay({"OTEL_METRICS_EXPORTER": "none"}) == SCHEDULE_DELAY_MS == 1000
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")  # the SDK reads it from the process environment
+    assert _delay({"OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "250"}) == 250
+
+
+class _Recorder:
+    """Stands in for an OpenTelemetry ``Logger``: keeps what ``emit`` got."""
+
+    def __init__(self) -> None:
+        self.attributes: list[dict[str, object]] = []
+
+    def emit(self, **record: Any) -> None:
+        self.attributes.append(record["attributes"])
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ("10.1.2.3:4567", {"client.address": "10.1.2.3", "client.port": 4567}),
+        ("::1:4567", {"client.address": "::1", "client.port": 4567}),  # IPv6, as the text line writes it
+        ("-", {}),  # no client in the scope
+    ],
+)
+def test_exported_access_records_use_semconv_names(client: str, expected: dict[str, object]) -> None:
+    """``client`` splits into ``client.address``/``client.port``; path, route and status get their semconv names."""
+    recorder = _Recorder()
+    fields = {"api": "chat", "route": "/ws/{room}", "path": "/ws/a", "client": client, "subject": None,
+              "subscription": None, "status": 403, "outcome": "denied", "reason": "nope", "policy": None,
+              "duration": 0.001}  # fmt: skip
+    AccessLog("text", cast(Logger, recorder)).write(fields, None)
+    (attributes,) = recorder.attributes
+    assert attributes == {
+        **expected, "url.path": "/ws/a", "http.route": "/ws/{room}", "http.response.status_code": 403,
+        "ws_gateway.access.api": "chat", "ws_gateway.access.outcome": "denied", "ws_gateway.access.reason": "nope",
+        "ws_gateway.access.duration": 0.001,
+    }  # fmt: skip
