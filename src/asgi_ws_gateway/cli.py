@@ -40,7 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     managed.add_argument(
         "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
     )
-    managed.add_argument("--redis", metavar="URL", help="keep changes in Redis and reach every worker through it")
+    managed.add_argument(
+        "--redis",
+        metavar="URL",
+        type=_redis_url,
+        help="keep changes in Redis and reach every worker and host through it: redis://host:port/db, "
+        "redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db]",
+    )
     managed.add_argument("--redis-prefix", default="asgi-ws-gw", help="Redis key namespace (default: %(default)s)")
 
     check = commands.add_parser("check", help="validate a configuration file and list every problem")
@@ -91,6 +97,17 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     """What ``run`` passes to uvicorn, with or without the management API."""
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
             "log_level": args.log_level, "lifespan": "on"}  # fmt: skip
+
+
+def _redis_url(value: str) -> str:
+    """``--redis``: rejected at once when malformed (the message never repeats the URL: it may hold a password)."""
+    from .redis_client import parse_redis_url
+
+    try:
+        parse_redis_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _run_managed(args: argparse.Namespace) -> int:
