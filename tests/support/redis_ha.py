@@ -77,7 +77,9 @@ class _Processes:
     def spawn(self, port: int, *args: str, sentinel: Path | None = None) -> None:
         workdir = self.dir / str(port)
         workdir.mkdir(exist_ok=True)
-        common = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        # repl-diskless-sync-delay 0: a replica syncs at once (default 5 s), and one never synced cannot fail over
+        common = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                  "--repl-diskless-sync-delay", "0"]  # fmt: skip
         argv = [str(sentinel), "--sentinel"] if sentinel is not None else [*common, *args]
         self.processes[port] = subprocess.Popen(
             ["redis-server", *argv],
@@ -133,7 +135,7 @@ class RedisClusterSet:
         self.wait_ok(timeout=30)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Every live node says ``cluster_state:ok`` and knows 3 masters."""
+        """Every live node says ``cluster_state:ok`` and knows 3 masters; every replica has synced."""
 
         def ok() -> bool:
             for port in self.ports:
@@ -141,6 +143,9 @@ class RedisClusterSet:
                     continue
                 info = _cli(port, "CLUSTER", "INFO")
                 if "cluster_state:ok" not in info or "cluster_size:3" not in info:
+                    return False
+                replication = _cli(port, "INFO", "replication")
+                if "role:slave" in replication and "master_link_status:up" not in replication:
                     return False
             return True
 
