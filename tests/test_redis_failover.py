@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from redis.exceptions import RedisClusterException, RedisError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from asgi_ws_gateway.management.bus import Command, RedisBus
+from asgi_ws_gateway.management.redis_store import RedisStore as ManagementStore
+from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.redis_client import connect as redis_connect
 from asgi_ws_gateway.state.base import store_key
 from management_harness import standalone
@@ -191,3 +195,36 @@ async def test_master_killed_under_load(
         exact_at,
         probe.echoes,
     )
+
+
+async def test_bus_and_management_store_survive_a_cluster_failover(failover_cluster: RedisClusterSet) -> None:
+    """Kill the master of the ``{mgmt}`` slot: the bus resubscribes and counts every worker again, saves resume."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    buses = [RedisBus(redis_connect(failover_cluster.url, decode_responses=True), prefix=prefix) for _ in range(2)]
+    store = ManagementStore(redis_connect(failover_cluster.url, decode_responses=True), prefix=prefix)
+
+    async def answer(command: Command) -> Command | None:
+        return {"ok": True} if command["op"] == "ask" else None
+
+    try:
+        for bus in buses:
+            await bus.start(answer)
+        await store.update(lambda o: o.next())
+        assert (await buses[0].gather({"op": "ask"}, wait=5)).expected == 2
+        failover_cluster.kill(failover_cluster.master_for(state_key(prefix)))
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    answers = await buses[0].gather({"op": "ask"}, wait=2)
+                    if answers.expected == 2 and len(answers.replies) == 2:
+                        break
+                await asyncio.sleep(0.2)
+        bus_back = loop.time() - killed_at
+        assert (await store.update(lambda o: o.next())).revision == 2  # the replica had revision 1
+        logger.info("bus answered by both workers %.2f s after the {mgmt} master was killed", bus_back)
+    finally:
+        for bus in buses:
+            await bus.aclose()
+        await store.aclose()

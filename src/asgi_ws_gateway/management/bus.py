@@ -192,7 +192,12 @@ class RedisBus:
                 if message["type"] == "message":
                     yield message["data"]
             return
-        await self.client.initialize()  # a cold cluster client does not know yet which node owns the slot
+        cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
+        await cluster.initialize()  # a cold cluster client does not know yet which node owns the slot
+        if self._subscribed.is_set():
+            # Resubscribing after a lost connection: the slot's master may have failed over, and the
+            # client's map of the slots is only refreshed by a command that fails; ask the cluster now.
+            await cluster.nodes_manager.initialize()
         await pubsub.ssubscribe(self.channel)
         self._subscribed.set()
         while True:
