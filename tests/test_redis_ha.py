@@ -22,7 +22,7 @@ from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.redis_client import SentinelRedis, connect, parse_redis_url
 from asgi_ws_gateway.state.base import store_key
 from asgi_ws_gateway.state.redis import RedisStore
-from support.redis_ha import RedisClusterSet
+from support.redis_ha import RedisClusterSet, RedisSentinelSet
 
 # -- the URL parser (pure) -------------------------------------------------------------------------
 
@@ -91,9 +91,10 @@ async def store(ha_url: str) -> AsyncIterator[RedisStore]:
     await store.aclose()
 
 
-def test_connect_picks_the_client_for_the_url(redis_cluster: RedisClusterSet, redis_sentinel: object) -> None:
+def test_connect_picks_the_client_for_the_url(redis_cluster: RedisClusterSet, redis_sentinel: RedisSentinelSet) -> None:
     assert isinstance(connect(redis_cluster.url), RedisCluster)
-    assert isinstance(connect(str(redis_sentinel.url)), SentinelRedis)  # type: ignore[attr-defined]
+    assert isinstance(connect(redis_sentinel.url), SentinelRedis)
+    assert type(connect("redis://127.0.0.1:1/0")).__name__ == "Redis"
 
 
 async def test_every_lua_script_runs_on_the_cluster_without_crossslot(
