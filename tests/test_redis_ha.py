@@ -12,9 +12,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 
 from asgi_ws_gateway import ConfigError, load_config
+from asgi_ws_gateway.cli import main
 from asgi_ws_gateway.management.bus import Command, RedisBus
 from asgi_ws_gateway.management.overlay import Overlay
 from asgi_ws_gateway.management.redis_store import RedisStore as ManagementStore
@@ -191,3 +192,39 @@ async def test_bus_reaches_every_worker_and_counts_them(ha_url: str) -> None:
     finally:
         for bus in buses:
             await bus.aclose()
+
+
+async def test_plain_publish_undercounts_on_a_cluster_hence_sharded_pubsub(redis_cluster: RedisClusterSet) -> None:
+    """Measured: PUBLISH reaches subscribers on every node but counts only its own node's."""
+    channel = f"test-{uuid.uuid4().hex[:10]}:{{mgmt}}:bus"
+    nodes = [Redis(port=port) for port in redis_cluster.ports[:3]]
+    subscriptions = [node.pubsub() for node in nodes]
+    cluster = connect(redis_cluster.url)
+    try:
+        for subscription in subscriptions:
+            await subscription.subscribe(channel)
+        await cluster.initialize()
+        counted = await cluster.publish(channel, "x")
+        received = 0
+        for subscription in subscriptions:
+            for _ in range(30):
+                if await subscription.get_message(ignore_subscribe_messages=True, timeout=0.1) is not None:
+                    received += 1
+                    break
+        assert received == 3
+        assert counted < 3
+    finally:
+        for subscription in subscriptions:
+            await subscription.aclose()  # type: ignore[no-untyped-call]
+        for node in nodes:
+            await node.aclose()
+        await cluster.aclose()
+
+
+def test_run_rejects_a_malformed_redis_url_without_echoing_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "gateway.yaml", "--management", "/_gateway", "--redis", "redis+cluster://u:hunter2@h"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --redis: expected host:port, not 'h'" in err
+    assert "hunter2" not in err
