@@ -53,6 +53,7 @@ setup-bench: $(BIN)/python
 
 schema: $(BIN)/python
 	$(BIN)/asgi-ws-gateway schema > schema/gateway.schema.json
+	cp schema/gateway.schema.json src/asgi_ws_gateway/gateway.schema.json  # shipped in the wheel
 
 clean:
 	rm -rf $(VENV) reports .mypy_cache .pytest_cache .ruff_cache

@@ -133,13 +133,15 @@ async def test_client_vanishing_closes_upstream_and_leaks_nothing(stack: Stack) 
     await ws.send("hi")
     assert await ws.recv() == "hi"
     ws.transport.abort()  # no close frame: the TCP connection just drops
-    ((code, _reason),) = await stack.upstream.wait_for_closes_async(1)
-    assert code in (1000, 1011)  # uvicorn reports 1005 or 1006; neither may go on the wire
+    # uvicorn reports 1005 or 1006 depending on the implementation: either way the client went away.
+    assert await stack.upstream.wait_for_closes_async(1) == [(1001, "client went away")]
     await stack.gateway.settle()
 
 
 async def test_client_close_while_upstream_streams_drains_cleanly(stack: Stack) -> None:
-    async with await connect(stack.url("/ws/push/500")) as ws:
+    # max_queue=None: in passthrough the pushes after the client's close still reach it (as RFC 6455
+    # allows), and a full queue would pause the client's reading until its own 10 s close timeout.
+    async with await connect(stack.url("/ws/push/500"), max_queue=None) as ws:
         await ws.send("go")
         assert await ws.recv() == "push 0"
         await ws.close(4002, "enough")

@@ -23,7 +23,12 @@ def test_example_declares_policies() -> None:
     config = load_config(CONFIG)
     assert [next(iter(p)) for p in config.policies] == ["check-origin"]
     chat = next(api for api in config.apis if api.name == "chat")
-    assert [next(iter(p)) for p in chat.policies] == ["rate-limit-by-key", "limit-concurrency", "set-header"]
+    assert [next(iter(p)) for p in chat.policies] == [
+        "rate-limit-by-key",
+        "limit-concurrency",
+        "set-header",
+        "require-tenant",
+    ]
     assert config.store.type == "memory"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.forwarded import Networks, client_address, forwarded_chain, parse_ip
+from asgi_ws_gateway.forwarded import Networks, client_address, forwarded_chain, parse_ip, rewritten_by_server
 from policy_helpers import context
 
 TRUSTED = Networks(["10.0.0.0/8", "fd00::/8"])
@@ -39,3 +39,34 @@ def test_request_view_uses_trusted_proxies_only_when_configured() -> None:
     assert context(headers=headers, client=("10.0.0.1", 1)).request.client.ip == "10.0.0.1"
     resolved = context(headers=headers, client=("10.0.0.1", 1), trusted=["10.0.0.0/8"]).request.client
     assert (resolved.ip, resolved.peer, resolved.port) == ("198.51.100.1", "10.0.0.1", 1)
+
+
+def _scope(client: tuple[str, int], *headers: tuple[bytes, bytes]) -> dict[str, object]:
+    return {"client": client, "headers": list(headers)}
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        _scope(("10.1.2.3", 0), (b"x-forwarded-for", b"10.1.2.3")),
+        _scope(("10.1.2.3", 51000), (b"x-forwarded-for", b"192.0.2.1, 10.1.2.3")),
+        _scope(("2001:db8::1", 0), (b"forwarded", b'for="[2001:db8::1]:443"')),
+    ],
+)
+def test_a_server_rewrite_is_recognised(scope: dict[str, object]) -> None:
+    """The header names the very address scope["client"] holds while no proxy is trusted (or port 0)."""
+    assert rewritten_by_server(scope, Networks([]))
+
+
+@pytest.mark.parametrize(
+    ("scope", "trusted"),
+    [
+        (_scope(("127.0.0.1", 5000), (b"x-forwarded-for", b"10.1.2.3")), []),  # a peer that did not rewrite
+        (_scope(("127.0.0.1", 5000)), []),  # no header at all
+        (_scope(("10.1.2.3", 5000), (b"x-forwarded-for", b"10.1.2.3")), ["10.0.0.0/8"]),  # a trusted peer
+        (_scope(("10.1.2.3", 5000), (b"x-forwarded-for", b"10.1.2.3")), ["127.0.0.1"]),  # real port: not rewritten
+        ({"headers": [(b"x-forwarded-for", b"10.1.2.3")]}, []),  # no client (a unix socket)
+    ],
+)
+def test_no_rewrite_is_reported_without_the_signs(scope: dict[str, object], trusted: list[str]) -> None:
+    assert not rewritten_by_server(scope, Networks(trusted))

@@ -32,12 +32,11 @@ def test_every_length_form_counted_whatever_the_split(mask: bool, step: int) -> 
     """7-, 16- and 64-bit lengths, masked or not, split at any byte: every message counted once."""
     frames = [Frame(Opcode.BINARY if i % 2 else Opcode.TEXT, b"x" * n) for i, n in enumerate(SIZES)]
     data = _wire(*frames, Frame(Opcode.PING, b"p"), mask=mask)
-    scanner, stats = _scanner()
+    scanner, stats = _scanner(inbound=mask)  # clients mask, servers do not
     assert _feed_in_pieces(scanner, data, step) == data
-    assert stats.messages_in == len(SIZES)
-    assert stats.bytes_in == sum(SIZES)
-    assert stats.binary_in == len(SIZES) // 2
-    assert stats.binary_bytes_in == sum(n for i, n in enumerate(SIZES) if i % 2)
+    counted = (stats.messages_in, stats.bytes_in, stats.binary_in, stats.binary_bytes_in) if mask else (
+        stats.messages_out, stats.bytes_out, stats.binary_out, stats.binary_bytes_out)  # fmt: skip
+    assert counted == (len(SIZES), sum(SIZES), len(SIZES) // 2, sum(n for i, n in enumerate(SIZES) if i % 2))
     assert scanner.remaining == 0 and scanner.close is None
 
 
@@ -48,7 +47,7 @@ def test_fragmented_message_is_one_message_with_a_control_frame_inside() -> None
         Frame(Opcode.PING, b""),
         Frame(Opcode.CONT, b"cd", fin=False),
         Frame(Opcode.CONT, b"e"),
-        mask=True,
+        mask=False,
     )
     scanner, stats = _scanner(inbound=False)
     assert _feed_in_pieces(scanner, data, 3) == data
@@ -62,7 +61,7 @@ def test_close_frame_code_and_reason_read_and_nothing_after_it_forwarded(mask: b
     """A close frame's code and reason are read (unmasked); bytes after it are not forwarded."""
     close = Frame(Opcode.CLOSE, Close(4000, "bye é").serialize())
     head = _wire(Frame(Opcode.TEXT, b"hi"), close, mask=mask)
-    scanner, _ = _scanner()
+    scanner, _ = _scanner(inbound=mask)
     out = _feed_in_pieces(scanner, head + _wire(Frame(Opcode.TEXT, b"late"), mask=mask), step)
     assert out == head
     assert scanner.close == (4000, "bye é")
@@ -89,9 +88,84 @@ def test_frames_the_gateway_writes_parse_back() -> None:
     """``encode_frame``/``close_frame`` output, masked or not, is what a peer reads."""
     for mask in (True, False):
         for size in (0, 3, 125, 126, 70000):
-            scanner, stats = _scanner()
+            scanner, stats = _scanner(inbound=mask)
             scanner.feed(encode_frame(2, b"\x01" * size, mask=mask))
-            assert (stats.messages_in, stats.bytes_in) == (1, size)
-        scanner, _ = _scanner()
+            assert (stats.messages_in + stats.messages_out, stats.bytes_in + stats.bytes_out) == (1, size)
+        scanner, _ = _scanner(inbound=mask)
         scanner.feed(close_frame(1001, "going away", mask=mask))
         assert scanner.close == (1001, "going away")
+
+
+def _raw(b0: int, payload: bytes = b"hi", *, mask: bool = True) -> bytes:
+    """A frame with first byte ``b0`` (FIN, RSV1-3, opcode) as is: websockets refuses to build bad ones."""
+    return bytes([b0]) + encode_frame(0, payload, mask=mask)[1:]
+
+
+BAD_FROM_CLIENT = [
+    pytest.param(_raw(0x81, mask=False), "incorrect masking", id="unmasked"),
+    pytest.param(_raw(0xC1), "reserved bits must be 0", id="rsv1"),
+    pytest.param(_raw(0xA1), "reserved bits must be 0", id="rsv2"),
+    pytest.param(_raw(0x91), "reserved bits must be 0", id="rsv3"),
+    pytest.param(b"\x83\x80abcd", "invalid opcode", id="opcode-3"),
+    pytest.param(b"\x8f\x80abcd", "invalid opcode", id="opcode-15"),
+    pytest.param(b"\x09\x80abcd", "fragmented control frame", id="ping-no-fin"),
+    pytest.param(b"\x89\xfe\x00\x7eabcd" + b"x" * 126, "control frame too long", id="ping-126"),
+    pytest.param(_raw(0x80), "unexpected continuation frame", id="cont-first"),
+    pytest.param(
+        _raw(0x01, b"a") + _raw(0x81, b"b"),
+        "expected a continuation frame",
+        id="text-in-text",
+    ),
+    pytest.param(b"\x82\xff\x80" + b"\x00" * 7 + b"abcd", "invalid frame length", id="length-msb"),
+]
+
+
+@pytest.mark.parametrize(("bad", "error"), BAD_FROM_CLIENT)
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_bad_client_frame_is_named_and_not_forwarded(bad: bytes, error: str, step: int) -> None:
+    """A frame a server must fail with 1002: the rule it broke is named; it and what follows stay back."""
+    good = Frame(Opcode.BINARY, b"ok").serialize(mask=True)
+    scanner, stats = _scanner(max_size=1 << 70)
+    out = _feed_in_pieces(scanner, good + bad + good, step)
+    assert scanner.error == error
+    assert scanner.stopped
+    legit = len(_raw(0x01, b"a")) if error == "expected a continuation frame" else 0  # its first fragment is fine
+    assert out == good + bad[:legit]
+    assert stats.messages_in == 1
+
+
+def test_masked_frame_from_the_upstream_is_incorrect_masking() -> None:
+    """Servers must not mask: the direction decides which masking is wrong."""
+    scanner, _ = _scanner(inbound=False)
+    assert scanner.feed(_raw(0x81)) == b""
+    assert scanner.error == "incorrect masking"
+
+
+@pytest.mark.parametrize(
+    ("extensions", "frame", "error"),
+    [
+        ("permessage-deflate; client_max_window_bits", _raw(0xC1), None),
+        ("permessage-deflate", _raw(0xA1), "reserved bits must be 0"),
+        ("permessage-deflate", _raw(0xC9, b""), "reserved bits must be 0"),
+        ("x-unknown-extension", _raw(0x91), None),
+        (None, _raw(0xC2), "reserved bits must be 0"),
+    ],
+)
+def test_reserved_bits_follow_the_negotiated_extensions(
+    extensions: str | None, frame: bytes, error: str | None
+) -> None:
+    """RSV1 is permessage-deflate's, on data frames only; an unknown extension may use any bit."""
+    stats = RelayStats(sizes_in=[0] * 8, sizes_out=[0] * 8)
+    scanner = FrameScanner(stats, inbound=True, max_message_size=100, extensions=extensions)
+    scanner.feed(frame)
+    assert scanner.error == error
+
+
+def test_deflate_continuation_frame_with_rsv1_is_bad() -> None:
+    """RFC 7692 §6.1: only the first frame of a compressed message carries RSV1."""
+    stats = RelayStats(sizes_in=[0] * 8, sizes_out=[0] * 8)
+    scanner = FrameScanner(stats, inbound=True, max_message_size=100, extensions="permessage-deflate")
+    first = _raw(0x41, b"a")
+    assert scanner.feed(first) == first and scanner.error is None
+    scanner.feed(_raw(0xC0, b"b"))
+    assert scanner.error == "reserved bits must be 0"

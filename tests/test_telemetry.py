@@ -262,3 +262,26 @@ def test_docs_list_every_span_attribute_and_instrument() -> None:
         assert all(
             f"`{key}`" in row.group(0) for key in spec.attributes if key not in (n.API, n.HTTP_ROUTE, n.PROTOCOL_NAME)
         ), spec.name
+
+
+def test_a_client_behind_a_trusted_proxy_is_named_on_spans_and_the_access_log(
+    spans: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``client``: the reported address is ``client.address``; the proxy is ``network.peer.address`` and ``peer``."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    config = _config(access_log="json")
+    telemetry = Telemetry(config, tracer_provider=spans[0])
+    peer = "{}:{}".format(*SCOPE["client"])
+    handshake = telemetry.handshake(config.apis[0], SCOPE, client="198.51.100.7")
+    stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
+    handshake.accepted("ws://127.0.0.1:9/echo", None, stats).closed(stats)
+    finished = {s.name: s for s in spans[1].get_finished_spans()}
+    hs, conn = finished["onHandshake echo"], finished["connection echo"]
+    assert hs.attributes is not None and conn.attributes is not None
+    assert (hs.attributes[n.CLIENT_ADDRESS], hs.attributes[n.NETWORK_PEER_ADDRESS]) == (
+        "198.51.100.7",
+        SCOPE["client"][0],
+    )
+    assert conn.attributes[n.CLIENT_ADDRESS] == "198.51.100.7"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert '"client":"198.51.100.7"' in line and f'"peer":"{peer}"' in line

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.client import ClientProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 from asgi_ws_gateway.config import ApiConfig
 from asgi_ws_gateway.upstream import UpstreamClosed, UpstreamRequest, WebSocketsConnection, WebSocketsConnector
@@ -61,3 +68,59 @@ async def test_send_after_close_raises_upstream_closed(upstream: UpstreamServer)
     await connection.close(1000, "done")
     with pytest.raises(UpstreamClosed):
         await connection.send("late")
+
+
+def _open_protocol() -> ClientProtocol:
+    """A sans-I/O client protocol after a real opening handshake with a sans-I/O server."""
+    client, server = ClientProtocol(parse_uri("ws://upstream.invalid/")), ServerProtocol()
+    client.send_request(client.connect())
+    server.receive_data(b"".join(client.data_to_send()))
+    (request,) = server.events_received()
+    assert isinstance(request, Request)
+    server.send_response(server.accept(request))
+    client.receive_data(b"".join(server.data_to_send()))
+    client.events_received()
+    assert client.state is State.OPEN
+    return client
+
+
+class _ResetWhilePaused:
+    """The parts of a websockets 14 client connection the hot path uses (no ``close_exc`` of its own).
+
+    Its write fills the buffer (``paused``), then the peer resets: ``drain`` raises, and ``abort``
+    does what ``connection_lost`` does (EOF to the protocol, the waiter done).
+    """
+
+    def __init__(self) -> None:
+        self.protocol = _open_protocol()
+        self.paused = False
+        self.send_in_progress = None
+        self.transport = self
+        self.connection_lost_waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.subprotocol = None
+        self.response = None
+        self.aborted = False
+
+    def send_data(self) -> None:
+        self.protocol.data_to_send()
+        self.paused = True
+
+    async def drain(self) -> None:
+        raise ConnectionResetError("connection reset by peer")
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.protocol.receive_eof()
+        self.connection_lost_waiter.set_result(None)
+
+
+@pytest.mark.parametrize("data", ["text", b"bytes"])
+async def test_reset_while_paused_ends_as_upstream_closed_1006(data: str | bytes) -> None:
+    """The hot path's paused-then-reset branch: a clean ``UpstreamClosed``, not an AttributeError."""
+    ws = _ResetWhilePaused()
+    connection = WebSocketsConnection(cast(ClientConnection, ws))
+    assert connection._fast_send
+    with pytest.raises(UpstreamClosed) as closed:
+        await connection.send(data)
+    assert (closed.value.code, closed.value.reason, closed.value.by_peer) == (1006, "", False)
+    assert ws.aborted

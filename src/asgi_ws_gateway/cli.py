@@ -1,6 +1,8 @@
 """The ``asgi-ws-gateway`` command line.
 
-Exit codes: 0 success, 1 the command failed at run time, 2 usage or configuration error.
+Exit codes: 0 success (``run``: also after a graceful shutdown on SIGTERM/SIGINT), 1 the command
+failed at run time, 2 usage or configuration error, 3 not found, 4 unauthorized, 5 conflict,
+6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed).
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import json_schema, load_config
+from .config import config_warnings, json_schema, load_config
 from .errors import ConfigError
 from .management import cli as management_cli
-from .standalone import CONFIG_ENV
+from .plugins import PLUGINS_ENV, load_plugins
+from .standalone import ACCESS_LOG_ENV, CONFIG_ENV
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="asgi-ws-gateway",
         description="WebSocket API gateway: run, check and describe configurations; manage a running gateway.",
-        epilog="Exit codes: 0 success, 1 failed, 2 usage or invalid input, 3 not found, 4 unauthorized, "
-        "5 conflict, 6 (connect) closed abnormally.",
+        epilog="Exit codes: 0 success (run: also after a graceful shutdown), 1 failed, 2 usage or invalid input, "
+        "3 not found, 4 unauthorized, 5 conflict, 6 (connect) closed abnormally, "
+        "7 (run) could not start serving: bind or start-up failed.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -32,8 +36,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     run.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     run.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)")
-    run.add_argument("--ws", default="auto", help="uvicorn WebSocket implementation (default: %(default)s)")
+    run.add_argument(
+        "--ws",
+        default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
+        help="uvicorn WebSocket implementation (default: %(default)s)",
+    )
     run.add_argument("--log-level", default="info", help="(default: %(default)s)")
+    run.add_argument(
+        "--access-log-format", choices=("text", "json"),
+        help="format of the gateway's access log, one line per connection (default: the config's telemetry.access_log)",
+    )  # fmt: skip
+    run.add_argument("--no-access-log", action="store_true", help="write no access log (the gateway's nor uvicorn's)")
+    run.add_argument(
+        "--log-config", metavar="FILE",
+        help="logging configuration instead of the default: dictConfig .json/.yaml, or fileConfig .ini",
+    )  # fmt: skip
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
     managed.add_argument("--management", metavar="PATH", help="serve the management API at this path, e.g. /_gateway")
     managed.add_argument("--management-port", metavar="PORT", type=int, help="or on its own port (at its root)")
@@ -53,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("config")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    commands.add_parser("schema", help="print the JSON Schema of configuration files")
+    schema = commands.add_parser("schema", help="print the JSON Schema of configuration files")
+    for command in (run, check, schema):
+        command.add_argument("--plugin", metavar="MODULE", action="append", default=[],
+                             help="import MODULE first: it registers custom policy types (repeatable)")  # fmt: skip
     management_cli.add_commands(commands)
 
     args = parser.parse_args(argv)
@@ -62,10 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # As uvicorn does: asgi:module:attr upstreams and apps import from the working directory.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    if args.command == "schema":
-        print(json.dumps(json_schema(), indent=2))
-        return 0
     try:
+        load_plugins(args.plugin, field="--plugin")
+        if args.command == "schema":
+            print(json.dumps(json_schema(), indent=2))
+            return 0
         config = load_config(args.config)
     except ConfigError as exc:
         if args.command == "check" and args.json:
@@ -75,28 +96,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check":
         names = [api.name for api in config.apis]
+        warnings = config_warnings(config)
         if args.json:
-            print(json.dumps({"valid": True, "apis": names}))
+            print(json.dumps({"valid": True, "apis": names, "warnings": warnings}))
         else:
             print(f"{args.config}: valid, {len(names)} API(s): {', '.join(names) or '-'}")
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         return 0
     return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
+    access = "off" if args.no_access_log else args.access_log_format
+    if access:
+        os.environ[ACCESS_LOG_ENV] = access
+    else:
+        os.environ.pop(ACCESS_LOG_ENV, None)
     if args.management or args.management_port:
-        return _run_managed(args)
-    uvicorn.run("asgi_ws_gateway.standalone:create_app", **_uvicorn_options(args))
-    return 0
+        if not os.environ.get(management_cli.TOKEN_ENV):
+            print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
+            return 2
+        _set_management_env(args)
+        app = "asgi_ws_gateway.management.standalone:create_app"
+    else:
+        app = "asgi_ws_gateway.standalone:create_app"
+    try:
+        return serve(app, _uvicorn_options(args), management_port=args.management_port)
+    except SystemExit as exc:  # uvicorn exits 3 on a failed bind: our 3 means "not found"
+        if exc.code == STARTUP_FAILURE:
+            return EXIT_START_FAILED
+        raise
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``run`` passes to uvicorn, with or without the management API."""
+    """What ``run`` passes to uvicorn, with or without the management API.
+
+    ``proxy_headers`` is off: the gateway's ``trusted_proxies`` alone decides who the client is,
+    so uvicorn must not rewrite the client address or scheme from X-Forwarded-* headers itself.
+    """
+    from .logconfig import run_log_config
+
+    access = "off" if args.no_access_log else (args.access_log_format or "text")
+    log_config = args.log_config or run_log_config(level=args.log_level, access_log=access)
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
-            "log_level": args.log_level, "lifespan": "on"}  # fmt: skip
+            "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
+            "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
+            "log_config": log_config, "access_log": not args.no_access_log}  # fmt: skip
 
 
 def _redis_url(value: str) -> str:
@@ -110,16 +160,9 @@ def _redis_url(value: str) -> str:
     return value
 
 
-def _run_managed(args: argparse.Namespace) -> int:
-    """Serve the gateway with its management API; with ``--management-port``, on two sockets."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
+def _set_management_env(args: argparse.Namespace) -> None:
     from .management import standalone as managed
 
-    if not os.environ.get(management_cli.TOKEN_ENV):
-        print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
-        return 2
     settings = {
         managed.PATH_ENV: args.management,
         managed.REDIS_ENV: args.redis,
@@ -128,15 +171,6 @@ def _run_managed(args: argparse.Namespace) -> int:
         managed.PORT_ENV: str(args.management_port) if args.management_port else None,
     }
     os.environ.update({name: value for name, value in settings.items() if value})
-    config = uvicorn.Config("asgi_ws_gateway.management.standalone:create_app", **_uvicorn_options(args))
-    sockets = [config.bind_socket()]
-    if args.management_port:
-        sockets.append(managed.bind(args.host, args.management_port))
-    if config.workers > 1:
-        Multiprocess(config, sockets=sockets).run()
-    else:
-        uvicorn.Server(config).run(sockets=sockets)
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

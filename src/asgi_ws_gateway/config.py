@@ -8,7 +8,9 @@ as ``field.path: what is wrong``.
 
 from __future__ import annotations
 
-import importlib
+import contextlib
+import functools
+import inspect
 import json
 import re
 from collections.abc import Mapping
@@ -23,10 +25,24 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
+from .loading import LoadRefused, allowed_modules, check_file, check_import, deferred_imports, import_object
+from .plugins import MODULE_NAME, load_plugins
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
+# Size limits: generous for any real configuration, small enough that no request can bloat the
+# gateway's memory or state file (docs/security.md lists them).
+MAX_NAME = 128  # names and ids
+MAX_TEXT = 256  # display names
+MAX_URL = 2048  # paths and URLs
+MAX_UPSTREAMS = 64
+MAX_POLICIES = 64  # per list
+MAX_APIS = 1000  # per configuration (file and management API together); products too
+MAX_SUBSCRIPTIONS = 100_000
+MAX_SETTING = 16384  # characters of one string in a policy's settings (a PEM certificate chain fits)
+MAX_ITEMS = 1024  # entries of one list or mapping in a policy's settings
+MAX_DEPTH = 16  # nesting of a policy's settings
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -35,9 +51,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+def bounded(value: Any) -> Any:
+    """``value`` (plain data), refused when a string, a list or its nesting exceeds the limits above."""
+    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while pending:
+        node, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise PydanticCustomError("limit_depth", "nested deeper than {limit} levels", {"limit": MAX_DEPTH})
+        if isinstance(node, str) and len(node) > MAX_SETTING:
+            raise PydanticCustomError(
+                "limit_length",
+                "{where} is longer than {limit} characters",
+                {"where": where or "value", "limit": MAX_SETTING},
+            )
+        if isinstance(node, Mapping | list):
+            if len(node) > MAX_ITEMS:
+                raise PydanticCustomError(
+                    "limit_items",
+                    "{where} has more than {limit} entries",
+                    {"where": where or "value", "limit": MAX_ITEMS},
+                )
+            items = node.items() if isinstance(node, Mapping) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str) and len(key) > MAX_NAME:
+                    raise PydanticCustomError(
+                        "limit_length", "a key is longer than {limit} characters", {"limit": MAX_NAME}
+                    )
+                label = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key))
+                pending.append((child, label, depth + 1))
+    return value
+
+
 def _policy_entry(value: Any) -> Any:
     """A policy entry: ``{type-name: settings}`` in a file; in code also a policy object or async function."""
     if isinstance(value, Mapping):
+        bounded(value)
         if len(value) != 1 or not isinstance(next(iter(value)), str):
             raise PydanticCustomError(
                 "policy_entry", "a policy is a mapping with exactly one key, its type (validate-jwt: ...)"
@@ -53,12 +101,17 @@ def _policy_entry(value: Any) -> Any:
 
 _POLICY_MARK = {"title": "asgi-ws-gateway policy"}  # replaced by a $ref to the Policy definition
 PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLICY_MARK)]
+Policies = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICIES)]
+Name = Annotated[str, Field(pattern=_NAME, max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Url = Annotated[str, Field(max_length=MAX_URL)]
 """``{validate-jwt: {...}}``; in code, also a ``Policy`` object or a plain ``async def f(context)``."""
 
 _POLICIES_DOC = "Handshake policies, run in order (see docs/policies.md)."
 
 _MESSAGE_POLICY_MARK = {"title": "asgi-ws-gateway message policy"}  # replaced by a $ref to MessagePolicy
 MessagePolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_MESSAGE_POLICY_MARK)]
+MessagePolicies = Annotated[list[MessagePolicyEntry], Field(max_length=MAX_POLICIES)]
 """``{limit-message-size: {...}}``; in code, also a ``MessagePolicy`` or an ``async def f(message)`` transform."""
 
 
@@ -66,7 +119,7 @@ class ErrorReplyConfig(_Model):
     """The message a dropped message's sender gets (when the policy answers it)."""
 
     format: Literal["json", "text"] = Field(default="json", description="json: a JSON object; text: a text template.")
-    template: str | dict[str, Any] | None = Field(
+    template: Annotated[str | dict[str, Any] | None, AfterValidator(bounded)] = Field(
         default=None,
         description="json: an object whose strings are templates; text: a template. {error.reason}, "
         "{error.detail}, {error.policy}, {error.direction} and the connection's values ({jwt.sub}). Default: "
@@ -83,8 +136,8 @@ class ErrorReplyConfig(_Model):
 class MessagePoliciesConfig(_Model):
     """Policies on every message of open connections, per direction (see docs/message-policies.md)."""
 
-    inbound: list[MessagePolicyEntry] = Field(default_factory=list, description="Client to upstream, in order.")
-    outbound: list[MessagePolicyEntry] = Field(default_factory=list, description="Upstream to client, in order.")
+    inbound: MessagePolicies = Field(default_factory=list, description="Client to upstream, in order.")
+    outbound: MessagePolicies = Field(default_factory=list, description="Upstream to client, in order.")
     error_reply: ErrorReplyConfig | None = Field(
         default=None, description="How dropped messages are answered (the nearest scope that sets it wins)."
     )
@@ -110,15 +163,15 @@ class UpstreamConfig(_Model):
     ASGI ``app`` object itself. URLs may use the API path's parameters: ``ws://chat:9000/rooms/{room}``.
     """
 
-    url: str = Field(
+    url: Url = Field(
         description="ws://host[:port]/path, wss://host[:port]/path, or asgi:module:attribute "
         "(an ASGI app run in this process). {name} placeholders take the API path's parameters.",
     )
-    path: str | None = Field(
+    path: Url | None = Field(
         default=None,
         description="asgi: upstreams only: the path the in-process app sees (default: the client's path).",
     )
-    ca_bundle: str | None = Field(
+    ca_bundle: Url | None = Field(
         default=None, description="wss:// only: a PEM file of CA certificates to verify the upstream with."
     )
     verify_tls: bool = Field(default=True, description="wss:// only: verify the upstream's certificate.")
@@ -133,29 +186,34 @@ class UpstreamConfig(_Model):
             return data
         url = data.get("url")
         if data.get("app") is not None:
+            if isinstance(data["app"], str | bytes | int | float | Mapping | list):  # data, as JSON or YAML gives it
+                raise PydanticCustomError(
+                    "asgi_app", "app is an ASGI app object, given in code; in a file use url: asgi:"
+                )
             return {"url": "asgi:", **data} if url is None else data
-        if isinstance(url, str) and not url.startswith(("ws://", "wss://", "asgi:")):
+        if isinstance(url, str) and len(url) <= MAX_URL and not url.startswith(("ws://", "wss://", "asgi:")):
             raise PydanticCustomError("ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": url})
         return data
 
     @model_validator(mode="after")
-    def _resolve_app(self) -> UpstreamConfig:
+    def _check_fields(self) -> UpstreamConfig:
+        # Syntax only: the app is imported by resolve_apps, once the whole configuration is valid.
         if self.kind == "asgi" and self.app is None:
-            target = self.url.removeprefix("asgi:")
-            module_name, _, attr = target.partition(":")
-            if not module_name or not attr:
+            try:
+                check_import(self.url.removeprefix("asgi:"))
+            except LoadRefused as exc:
+                raise PydanticCustomError("asgi_refused", str(exc)) from None
+            except ValueError:
                 raise PydanticCustomError(
                     "asgi_url", "'{url}' must name an app as asgi:module:attribute", {"url": self.url}
-                )
-            try:
-                app = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as exc:
-                raise PydanticCustomError(
-                    "asgi_import", "cannot import '{target}': {error}", {"target": target, "error": str(exc)}
-                ) from exc
-            object.__setattr__(self, "app", app)
+                ) from None
         if self.kind != "wss" and (self.ca_bundle is not None or not self.verify_tls):
             raise PydanticCustomError("tls_option", "ca_bundle and verify_tls apply to wss:// upstreams only")
+        if self.ca_bundle is not None:
+            try:
+                check_file(self.ca_bundle)
+            except LoadRefused as exc:
+                raise PydanticCustomError("tls_refused", str(exc)) from None
         if self.path is not None and self.kind != "asgi":
             raise PydanticCustomError("path_option", "path applies to asgi: upstreams only")
         return self
@@ -177,10 +235,12 @@ class UpstreamConfig(_Model):
 class ApiConfig(_Model):
     """A WebSocket API: a public path the gateway owns and the backends it proxies to."""
 
-    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier (logs, metrics, management).")]
-    display_name: str | None = Field(default=None, description="Human name; defaults to name.")
-    path: str = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
-    upstreams: list[UpstreamConfig] = Field(min_length=1, description="Backends, tried in balancing order.")
+    name: Annotated[Name, Field(description="Unique identifier (logs, metrics, management).")]
+    display_name: Text | None = Field(default=None, description="Human name; defaults to name.")
+    path: Url = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
+    upstreams: list[UpstreamConfig] = Field(
+        min_length=1, max_length=MAX_UPSTREAMS, description="Backends, tried in balancing order."
+    )
     balancing: Literal["round-robin", "least-connections"] = "round-robin"
     forward_query: bool = Field(default=True, description="Append the client's query string upstream.")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open one upstream (TCP+TLS+handshake).")
@@ -201,7 +261,10 @@ class ApiConfig(_Model):
         description="Seconds to wait for a pong before the upstream is declared dead (1011).",
     )
     close_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds the upstream gets to finish a closing handshake before TCP is dropped."
+        default=5.0,
+        gt=0,
+        description="Seconds the upstream gets to finish a closing handshake before TCP is dropped; also the bound "
+        "on each of the gateway's own closing steps.",
     )
     passthrough: bool = Field(
         default=False,
@@ -219,12 +282,13 @@ class ApiConfig(_Model):
         default=3, ge=1, description="Consecutive connect failures after which a backend cools down."
     )
     cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
-    policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC + " Run after inherited ones.")
+    policies: Policies = Field(default_factory=list, description=_POLICIES_DOC + " Run after inherited ones.")
     message_policies: MessagePoliciesConfig = Field(
         default_factory=MessagePoliciesConfig, description="Message policies, run after inherited ones."
     )
-    skip_policies: list[str] = Field(
+    skip_policies: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(
         default_factory=list,
+        max_length=MAX_POLICIES,
         description="Inherited (global or product) handshake or message policies this API opts out of, "
         "by type or by their 'name'.",
     )
@@ -237,22 +301,24 @@ class ApiConfig(_Model):
 class ProductConfig(_Model):
     """A product: a group of APIs that subscriptions grant access to, with its own policies."""
 
-    name: Annotated[str, Field(pattern=_NAME, description="Unique identifier.")]
-    display_name: str | None = None
-    apis: list[str] = Field(default_factory=list, description="Names of the APIs in this product.")
+    name: Annotated[Name, Field(description="Unique identifier.")]
+    display_name: Text | None = None
+    apis: list[Name] = Field(
+        default_factory=list, max_length=MAX_APIS, description="Names of the APIs in this product."
+    )
     subscription_required: bool = Field(
         default=True, description="A subscription key is needed (false: an open product, its policies apply to all)."
     )
-    policies: list[PolicyEntry] = Field(default_factory=list, description=_POLICIES_DOC)
+    policies: Policies = Field(default_factory=list, description=_POLICIES_DOC)
     message_policies: MessagePoliciesConfig = Field(default_factory=MessagePoliciesConfig)
 
 
 class SubscriptionConfig(_Model):
     """A subscription to a product. Only the SHA-256 of its key is stored."""
 
-    id: Annotated[str, Field(pattern=_NAME, description="Unique identifier ({subscription.id}).")]
-    product: str = Field(description="The product this subscription grants.")
-    name: str | None = Field(default=None, description="Human name (the subscriber).")
+    id: Annotated[Name, Field(description="Unique identifier ({subscription.id}).")]
+    product: Name = Field(description="The product this subscription grants.")
+    name: Text | None = Field(default=None, description="Human name (the subscriber).")
     key_sha256: Annotated[
         str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the key: never the key itself.")
     ]
@@ -334,24 +400,73 @@ class TelemetryConfig(_Model):
     )
 
 
+class HandshakeLimitsConfig(_Model):
+    """How much a handshake request may carry; the gateway refuses more (431, 414) before any policy runs.
+
+    Counted over the request as the server hands it to the application (headers: name, value and
+    4 bytes of separators each; the target: raw path and query string), for every server. The
+    servers' own parsers have tighter per-line limits (8 KiB a line, 128 headers under
+    websockets-sansio; see docs/security.md).
+    """
+
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Most bytes of request headers a handshake may carry (default 32 KiB); more: 431.",
+    )
+    max_headers: int = Field(
+        default=100, ge=8, le=10_000, description="Most request headers a handshake may carry (default 100); more: 431."
+    )
+    max_target_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        le=1024 * 1024,
+        description="Most bytes of the request target, path and query string (default 8 KiB); more: 414.",
+    )
+
+
+def _allowed_module(value: str) -> str:
+    try:
+        allowed_modules([value])
+    except ValueError as exc:
+        raise PydanticCustomError("asgi_allowed", str(exc)) from None
+    return value
+
+
+class ManagementConfig(_Model):
+    """What the management API may do beyond changing APIs, products and subscriptions."""
+
+    allowed_asgi_upstreams: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_allowed_module)]] = Field(
+        default_factory=list,
+        description="In-process apps (module:attr, or a whole module) that APIs created or changed through the "
+        "management API may use as asgi: upstreams, besides those this file uses. Default: none.",
+    )
+
+
 class GatewayConfig(_Model):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
-    apis: list[ApiConfig] = Field(default_factory=list)
+    plugins: list[Annotated[str, Field(pattern=MODULE_NAME)]] = Field(
+        default_factory=list,
+        description="Modules to import before the policies are checked: they register custom policy types "
+        "(see docs/policies.md#plugins). Never changed through the management API.",
+    )
+    apis: list[ApiConfig] = Field(default_factory=list, max_length=MAX_APIS)
     drain_grace_period: float = Field(
         default=10.0, ge=0, description="Seconds open connections get to close when the gateway drains."
     )
     drain_close_code: Literal[1001, 1012] = Field(
         default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."
     )
-    policies: list[PolicyEntry] = Field(
+    policies: Policies = Field(
         default_factory=list, description=_POLICIES_DOC + " Global: they run first, for every API."
     )
     message_policies: MessagePoliciesConfig = Field(
         default_factory=MessagePoliciesConfig, description="Global message policies: they run first, for every API."
     )
-    products: list[ProductConfig] = Field(default_factory=list)
-    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    products: list[ProductConfig] = Field(default_factory=list, max_length=MAX_APIS)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list, max_length=MAX_SUBSCRIPTIONS)
     subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     trusted_proxies: list[Network] = Field(
@@ -362,6 +477,18 @@ class GatewayConfig(_Model):
         default="x-forwarded-for", description="The header trusted proxies put the client address in."
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    handshake_limits: HandshakeLimitsConfig = Field(
+        default_factory=HandshakeLimitsConfig,
+        description="Size limits of handshake requests, checked before any policy (see docs/security.md).",
+    )
+    expose_error_details: bool = Field(
+        default=False,
+        description="Development only: 5xx handshake refusals tell the client the internal detail (backend URL, "
+        "error text) instead of a generic problem. Off: the detail goes only to the log and the span.",
+    )
+    management: ManagementConfig = Field(
+        default_factory=ManagementConfig, description="Rules for the management API (not changeable through it)."
+    )
 
 
 def json_schema() -> dict[str, Any]:
@@ -389,14 +516,20 @@ def mark_policies(node: Any) -> Any:
     return node
 
 
-def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> GatewayConfig:
+def load_config(
+    source: GatewayConfig | Mapping[str, Any] | str | Path, *, import_plugins: bool = True
+) -> GatewayConfig:
     """Load and validate a configuration.
 
     Args:
         source: a :class:`GatewayConfig`, a mapping, or the path of a ``.yaml``/``.yml``/``.json`` file.
+        import_plugins: import the modules ``plugins`` names (once per process) before the policies
+            are checked. False (the management API): import nothing; modules not already loaded are
+            problems.
 
     Raises:
-        ConfigError: with every problem found, each as ``field.path: message``.
+        ConfigError: with every problem found, each as ``field.path: message``; a plugin that cannot
+            be imported stops validation there (its policy types would all be unknown).
     """
     origin: str | None = None
     if isinstance(source, GatewayConfig):
@@ -408,18 +541,130 @@ def load_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> Gatew
         try:
             config = GatewayConfig.model_validate(source)
         except ValidationError as exc:
-            raise ConfigError([_describe(error) for error in exc.errors()], origin) from None
-    problems = cross_check(config)
+            problems = [_describe(error) for error in exc.errors()]
+            if import_plugins:  # so the parts that did validate are checked with the plugins' types known
+                with contextlib.suppress(ConfigError):
+                    load_plugins(_named_plugins(source))
+            raise ConfigError(problems + _check_what_validated(source, exc, problems), origin) from None
+    try:  # plugins register policy types: before the policies' settings are checked
+        load_plugins(config.plugins, allow_import=import_plugins)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, origin) from None
+    with deferred_imports() as imports:
+        problems = cross_check(config)
+    if problems:
+        raise ConfigError(problems, origin)
+    # Imports happen only now that everything else is known to be valid: in-process apps, then
+    # the functions policies call (building the policies again, for real this time).
+    problems = resolve_apps(config)
+    if imports and not problems:
+        from .policies.registry import check_policies
+
+        problems = check_policies(config)
     if problems:
         raise ConfigError(problems, origin)
     return config
+
+
+def _named_plugins(source: Any) -> list[str]:
+    """The ``plugins`` of a configuration that did not validate, when that list itself is sound."""
+    plugins = source.get("plugins") if isinstance(source, Mapping) else None
+    if isinstance(plugins, list) and all(isinstance(p, str) and re.fullmatch(MODULE_NAME, p) for p in plugins):
+        return plugins
+    return []
+
+
+# The top-level lists checked entry by entry when the whole configuration does not validate.
+_LISTS: dict[str, type[BaseModel]] = {"apis": ApiConfig, "products": ProductConfig, "subscriptions": SubscriptionConfig}
+_TOP_REF = re.compile(r"(?<![\w.\]])(apis|products|subscriptions)\[(\d+)\]")
+
+
+def _check_what_validated(source: Any, exc: ValidationError, reported: list[str]) -> list[str]:
+    """Cross-field problems among the parts that did validate, so one bad field hides nothing else.
+
+    Each top-level list keeps its valid entries (renumbered back to their places in the file);
+    other top-level fields with errors fall back to their defaults.
+    """
+    if not isinstance(source, Mapping):
+        return []
+    broken = {error["loc"][0] for error in exc.errors() if error["loc"]}
+    if any(len(error["loc"]) == 1 and error["loc"][0] in _LISTS for error in exc.errors()):
+        return []  # a whole list is wrong (too long, not a list): nothing sound to cross-check
+    partial: dict[str, Any] = {k: v for k, v in source.items() if k not in broken or k in _LISTS}
+    places: dict[str, list[int]] = {}
+    for key, model in _LISTS.items():
+        entries = source.get(key)
+        if key not in broken or not isinstance(entries, list):
+            places[key] = list(range(len(entries))) if isinstance(entries, list) else []
+            continue
+        kept = [i for i, entry in enumerate(entries) if _valid(model, entry)]
+        places[key], partial[key] = kept, [entries[i] for i in kept]
+    try:
+        config = GatewayConfig.model_validate(partial)
+    except ValidationError:
+        return []  # e.g. a list longer than allowed: nothing sound to cross-check
+    # An entry dropped for its own errors must not also show up as "unknown" elsewhere.
+    dropped = {
+        entry.get("name") if key != "subscriptions" else entry.get("id")
+        for key in _LISTS
+        for i, entry in enumerate(source.get(key) or [])
+        if isinstance(entry, Mapping) and i not in places[key]
+    }
+    found = []
+    with deferred_imports():  # the configuration is invalid: import nothing
+        checked = cross_check(config)
+    for problem in checked:
+        problem = _TOP_REF.sub(lambda m: f"{m.group(1)}[{places[m.group(1)][int(m.group(2))]}]", problem)
+        if problem not in reported and not any(
+            f"unknown API '{n}'" in problem or f"unknown product '{n}'" in problem for n in dropped
+        ):
+            found.append(problem)
+    return found
+
+
+def _valid(model: type[BaseModel], entry: Any) -> bool:
+    try:
+        model.model_validate(entry)
+    except ValidationError:
+        return False
+    return True
+
+
+def resolve_apps(config: GatewayConfig) -> list[str]:
+    """Import the ``asgi:module:attr`` upstreams of a validated configuration; the problems found."""
+    problems: list[str] = []
+    for i, api in enumerate(config.apis):
+        for k, upstream in enumerate(api.upstreams):
+            if upstream.kind != "asgi" or upstream.app is not None:
+                continue
+            target = upstream.url.removeprefix("asgi:")
+            try:
+                app = import_object(target)
+            except ValueError as exc:
+                problems.append(f"apis[{i}].upstreams[{k}]: {exc}")
+                continue
+            if not is_asgi_app(app):
+                problems.append(f"apis[{i}].upstreams[{k}]: '{target}' is not an ASGI app (an async callable)")
+                continue
+            object.__setattr__(upstream, "app", app)
+    return problems
+
+
+def is_asgi_app(app: Any) -> bool:
+    """An ASGI 3 app: an async function, or an object whose ``__call__`` is one (not e.g. ``os.system``)."""
+    while isinstance(app, functools.partial):
+        app = app.func
+    if inspect.isclass(app):
+        return False  # calling a class builds an instance: ASGI 2 style, which the gateway does not run
+    return callable(app) and (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__))
 
 
 def cross_check(config: GatewayConfig) -> list[str]:
     """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders."""
     problems: list[str] = []
     seen_names: dict[str, int] = {}
-    templates: list[tuple[int, PathTemplate]] = []
+    templated: list[tuple[int, PathTemplate]] = []
+    exact: dict[str, list[tuple[int, PathTemplate]]] = {}
     for i, api in enumerate(config.apis):
         if api.name in seen_names:
             problems.append(f"apis[{i}].name: duplicate API name '{api.name}' (also apis[{seen_names[api.name]}])")
@@ -429,10 +674,19 @@ def cross_check(config: GatewayConfig) -> list[str]:
         except TemplateError as exc:
             problems.append(f"apis[{i}].path: {exc}")
             continue
-        for j, other in templates:
-            if overlapping(template, other):
-                problems.append(f"apis[{i}].path: '{api.path}' overlaps apis[{j}].path '{other.pattern}'")
-        templates.append((i, template))
+        # Exact paths clash only when equal (a dictionary lookup); templates are compared pairwise,
+        # so a thousand exact paths cost a thousand lookups rather than half a million comparisons.
+        clashes = [j for j, other in templated if overlapping(template, other)]
+        if template.params:
+            clashes += [j for same in exact.values() for j, other in same if overlapping(template, other)]
+        else:
+            clashes += [j for j, _ in exact.get(api.path, [])]
+        for j in sorted(clashes):
+            problems.append(f"apis[{i}].path: '{api.path}' overlaps apis[{j}].path '{config.apis[j].path}'")
+        if template.params:
+            templated.append((i, template))
+        else:
+            exact.setdefault(api.path, []).append((i, template))
         for k, upstream in enumerate(api.upstreams):
             for field, value in (("url", upstream.url), ("path", upstream.path or "")):
                 unknown = sorted(set(_PLACEHOLDER.findall(value)) - set(template.params))
@@ -452,34 +706,67 @@ def _read_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["not UTF-8 text"], str(path)) from None
     try:
         if path.suffix == ".json":
             return json.loads(text)
         return yaml.safe_load(text) or {}
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"], str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"], str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(path, exc)], str(path)) from None
 
 
-_OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_")
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column: not valid YAML: what`` (PyYAML's own text names ``<unicode string>``)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or "cannot parse"
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def config_warnings(config: GatewayConfig) -> list[str]:
+    """What is valid but probably not meant: today, a configuration without any API."""
+    if not config.apis:
+        return [
+            "no WebSocket APIs are configured (is the file empty?): every WebSocket request gets 404 "
+            "until APIs are added, e.g. through the management API"
+        ]
+    return []
+
+
+_OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_", "limit_")
 
 
 def _describe(error: Any) -> str:
     """Render one pydantic error as ``apis[1].upstreams[0].url: message``."""
     where = ""
     for part in error["loc"]:
+        if isinstance(part, str) and len(part) > MAX_NAME:  # an unknown key is echoed: never a huge one
+            part = part[:MAX_NAME] + "..."
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     message = error["msg"]
     if error["type"] in {"extra_forbidden"}:
         message = "unknown field"
     elif error["type"] != "missing" and not error["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {shorten(error['input'])})"
     return f"{where or '(top level)'}: {message}"
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error must not echo a 10 MB field back."""
+    text = repr(value) if not isinstance(value, str | bytes) or len(value) <= limit else repr(value[:limit])
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
 __all__ = [
     "ApiConfig",
     "ErrorReplyConfig",
     "GatewayConfig",
+    "HandshakeLimitsConfig",
+    "ManagementConfig",
     "MessagePoliciesConfig",
     "MessagePolicyEntry",
     "PolicyEntry",
@@ -489,8 +776,13 @@ __all__ = [
     "SubscriptionKeyConfig",
     "TelemetryConfig",
     "UpstreamConfig",
+    "bounded",
+    "config_warnings",
     "cross_check",
+    "is_asgi_app",
     "json_schema",
     "load_config",
     "mark_policies",
+    "resolve_apps",
+    "shorten",
 ]

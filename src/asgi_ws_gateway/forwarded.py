@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -78,4 +78,32 @@ def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) ->
     return str(current)
 
 
-__all__ = ["IPAddress", "IPNetwork", "Networks", "client_address", "forwarded_chain", "parse_ip", "parse_network"]
+def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
+    """Whether the server already replaced ``scope["client"]`` with an address from a forwarding header.
+
+    uvicorn does so by default (``--proxy-headers``, trusting 127.0.0.1), before the gateway can apply
+    ``trusted_proxies``. The sign: the header names the very address ``scope["client"]`` holds,
+    while the gateway trusts no proxy, or the port is 0 (what uvicorn and hypercorn put there).
+    """
+    client = scope.get("client") or ("", None)
+    peer = parse_ip(client[0]) if client[0] else None
+    if peer is None or (trusted and client[1] != 0):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name in (b"x-forwarded-for", b"forwarded"):
+            header: Literal["x-forwarded-for", "forwarded"] = "forwarded" if name == b"forwarded" else "x-forwarded-for"
+            if any(parse_ip(hop) == peer for hop in forwarded_chain([value.decode("latin-1")], header)):
+                return True
+    return False
+
+
+__all__ = [
+    "IPAddress",
+    "IPNetwork",
+    "Networks",
+    "client_address",
+    "forwarded_chain",
+    "parse_ip",
+    "parse_network",
+    "rewritten_by_server",
+]

@@ -3,8 +3,12 @@
 :class:`FrameScanner` reads the bytes one side sends as they arrive, split anywhere, and finds
 frame boundaries from the headers alone (RFC 6455 §5.2: 7, 16 or 64-bit lengths, masked or not).
 It counts messages and bytes into :class:`~asgi_ws_gateway.relay.RelayStats`, reads close frames'
-code and reason, and stops at the first frame that would take a message over the size limit.
-Payloads are never copied or unmasked, except a close frame's (at most 125 bytes).
+code and reason, and stops at the first frame that would take a message over the size limit, or
+that breaks the framing rules a WebSocket endpoint checks (§5.1-5.5: masking by direction, reserved
+bits no extension claimed, reserved opcodes, fragmented or long control frames, continuation frames
+out of order) -- so that passthrough fails such a peer with 1002 as the relay's endpoints do,
+instead of passing the bad frame on. Payloads are never copied or unmasked, except a close frame's
+(at most 125 bytes).
 """
 
 from __future__ import annotations
@@ -16,6 +20,17 @@ from .relay import RelayStats
 
 _CLOSE = 0x8
 _CONTROL = 0x8  # opcodes 0x8 and above are control frames
+_OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
+_OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
+_RSV1 = 0x40
+
+
+def _allowed_rsv(extensions: str | None) -> int:
+    """Reserved bits a frame may set under ``extensions`` (RFC 6455 §5.2, RFC 7692 §6)."""
+    if not extensions:
+        return 0
+    names = {item.split(";")[0].strip().lower() for item in extensions.split(",")}
+    return _RSV1 if names == {"permessage-deflate"} else 0x70
 
 
 class FrameScanner:
@@ -23,18 +38,27 @@ class FrameScanner:
 
     Args:
         stats: where messages and bytes are counted.
-        inbound: True for client to upstream (``*_in``), False for upstream to client.
+        inbound: True for client to upstream (``*_in``: frames must be masked), False for upstream
+            to client (frames must not be).
         max_message_size: payload bytes one message may carry (on the wire: compressed, when
             permessage-deflate is in use).
+        extensions: the negotiated ``Sec-WebSocket-Extensions`` (None: none), which decides the
+            reserved bits a frame may set: RSV1 with permessage-deflate only; any with another
+            extension, which the scanner cannot know.
 
-    After :meth:`feed`, ``too_big`` is True once a message went over the limit (nothing from its
-    offending frame on is returned), and ``close`` holds ``(code, reason)`` once a close frame
-    arrived in full (1005 when it had no code).
+    After :meth:`feed`, ``too_big`` is True once a message went over the limit, ``error`` names
+    the framing rule the first bad frame broke (nothing from the offending frame on is returned,
+    in both cases), and ``close`` holds ``(code, reason)`` once a close frame arrived in full
+    (1005 when it had no code).
     """
 
-    def __init__(self, stats: RelayStats, *, inbound: bool, max_message_size: int) -> None:
+    def __init__(
+        self, stats: RelayStats, *, inbound: bool, max_message_size: int, extensions: str | None = None
+    ) -> None:
         self._count = stats.count_in if inbound else stats.count_out
         self._max = max_message_size
+        self._masked = 0x80 if inbound else 0
+        self._rsv = _allowed_rsv(extensions)
         self._head = b""  # a header split across reads, held back until complete
         self.remaining = 0
         """Payload bytes of the current frame not seen yet (0: at a frame boundary)."""
@@ -47,7 +71,13 @@ class FrameScanner:
         self._fin = False  # the current frame ends its message
         self._control = False
         self.too_big = False
+        self.error: str | None = None
         self.close: tuple[int, str] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """True once nothing more goes on: a close frame, an oversize message or a bad frame arrived."""
+        return self.close is not None or self.too_big or self.error is not None
 
     @property
     def mid_frame(self) -> bool:
@@ -72,8 +102,8 @@ class FrameScanner:
                 if self.remaining == 0:
                     self._frame_done()
                 continue
-            if self.close is not None or self.too_big:
-                return data[:pos]  # nothing after a close frame or an oversize frame goes on
+            if self.close is not None or self.too_big or self.error is not None:
+                return data[:pos]  # nothing after a close frame, an oversize or a bad frame goes on
             start = pos
             if size - pos < 2:
                 self._head = data[pos:]
@@ -89,6 +119,10 @@ class FrameScanner:
             elif length == 127:
                 (length,) = struct.unpack_from("!Q", data, pos + 2)
             opcode = b0 & 0x0F
+            error = self._check(b0, b1, opcode, length)
+            if error is not None:
+                self.error = error
+                return data[:start]
             pos += header
             if opcode >= _CONTROL:
                 if opcode == _CLOSE:
@@ -110,6 +144,30 @@ class FrameScanner:
             if length == 0:
                 self._frame_done()
         return data
+
+    def _check(self, b0: int, b1: int, opcode: int, length: int) -> str | None:
+        """The framing rule this frame header breaks, if any (RFC 6455 §5.2-5.5)."""
+        if b1 & 0x80 != self._masked:
+            return "incorrect masking"
+        if opcode in _OPCODES_CONTROL:
+            if not b0 & 0x80:
+                return "fragmented control frame"
+            if length > 125:
+                return "control frame too long"
+            rsv_allowed = 0 if self._rsv == _RSV1 else self._rsv  # permessage-deflate: data frames only
+        elif opcode in _OPCODES_DATA:
+            if opcode == 0 and not self.in_message:
+                return "unexpected continuation frame"
+            if opcode != 0 and self.in_message:
+                return "expected a continuation frame"
+            rsv_allowed = self._rsv if opcode != 0 or self._rsv != _RSV1 else 0
+        else:
+            return "invalid opcode"
+        if b0 & 0x70 & ~rsv_allowed:
+            return "reserved bits must be 0"
+        if length >> 63:
+            return "invalid frame length"
+        return None
 
     def _frame_done(self) -> None:
         if self._control:

@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ._types import Scope
 from .errors import HandshakeDenied
-from .forwarded import Networks, client_address, forwarded_chain
+from .forwarded import Networks, client_address, forwarded_chain, parse_ip
+from .request_checks import check_upstream_request
 from .upstream import UpstreamRequest, build_request
 
 if TYPE_CHECKING:
@@ -118,6 +119,12 @@ class RequestView:
             chain = forwarded_chain(self.headers.get(self._forwarded_header, []), self._forwarded_header)
             ip = client_address(ip, chain, self._trusted)
         return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
+
+    @cached_property
+    def peer_is_trusted_proxy(self) -> bool:
+        """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
+        peer = parse_ip(self.client.peer) if self.client.peer else None
+        return peer is not None and self._trusted is not None and peer in self._trusted
 
     @cached_property
     def subprotocols(self) -> list[str]:
@@ -306,10 +313,14 @@ class HandshakeContext:
         """The upstream request for one backend, with the policies' changes applied.
 
         Raises:
-            HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration).
+            HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration);
+                400 when the client's values made a request that cannot be sent (see ``request_checks``).
         """
-        request = build_request(api, upstream, self.request.scope, dict(self.request.path_params))
-        return self.upstream.apply(request, in_process=upstream.kind == "asgi")
+        request = build_request(api, upstream, self.request.scope, dict(self.request.path_params),
+                                trust_forwarded=self.request.peer_is_trusted_proxy)  # fmt: skip
+        request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
+        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi")
+        return request
 
 
 def _dig(value: object, path: tuple[str, ...]) -> object | None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 from ._types import ASGIApp, Data, Headers, Message, Scope
 from .config import ApiConfig, UpstreamConfig
@@ -50,7 +51,9 @@ def _app_scope(request: UpstreamRequest) -> Scope:
     path, _, query = request.url.partition("?")
     scope = dict(request.scope)
     scope.update(
-        path=path,
+        # ASGI's path is decoded; request_checks refused encoded separators and dot segments, so
+        # decoding cannot change the path's shape.
+        path=unquote(path),
         raw_path=path.encode("latin-1"),
         query_string=query.encode("latin-1"),
         headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers],

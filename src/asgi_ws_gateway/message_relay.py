@@ -14,10 +14,9 @@ closing handshake, so a flooding upstream cannot stall its own close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from ._types import Data, Message, Receive, Send
 from .errors import CloseConnection
@@ -41,28 +40,44 @@ class PolicyRelay(Relay):
         max_message_size: int,
         policies: MessagePolicySet,
         handshake: HandshakeContext,
+        close_timeout: float = 5.0,
     ) -> None:
-        super().__init__(receive, send, upstream, max_message_size=max_message_size)
+        super().__init__(receive, send, upstream, max_message_size=max_message_size, close_timeout=close_timeout)
         self._tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._state: Literal["new", "running", "over"] = "new"
         self.connection = ConnectionContext(handshake, self.stats, self)
         self._inbound, self._outbound = policies.attach(self.connection)
 
     async def run(self) -> RelayStats:
-        background = [asyncio.create_task(task()) for task in self._tasks]
-        self._running.update(background)
+        self._state = "running"
+        for task in self._tasks:
+            self._launch(task)
         try:
             return await super().run()
         finally:
-            for task in self._running:
-                task.cancel()
-            results = await asyncio.gather(*self._running, return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    logger.error("message policy task failed", exc_info=result)
+            self._state = "over"
+            for running in self._running:
+                running.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
 
     def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._tasks.append(task)
+        """Run ``task()`` while the connection is relayed: from :meth:`run` on, or at once if running."""
+        if self._state == "new":
+            self._tasks.append(task)
+        elif self._state == "running":
+            self._launch(task)
+        # over: the connection is closed; there is nothing left for the task to do
+
+    def _launch(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        running = asyncio.create_task(task())
+        self._running.add(running)
+        running.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # reported now, not at the close
+            logger.error("message policy task failed", exc_info=task.exception())
 
     async def send_to_upstream(self, data: Data) -> bool:
         if self._closing:
@@ -149,13 +164,7 @@ class PolicyRelay(Relay):
         stats = self.stats
         stats.closed_by, stats.close_code, stats.close_reason = "gateway", close.peer_code, close.peer_reason
         await self._close_client(close.peer_code, close.peer_reason)
-        code, reason = wire_code(close.code), wire_reason(close.detail)
-
-        async def close_upstream() -> None:
-            with contextlib.suppress(Exception):
-                await self._upstream.close(code, reason)
-
-        self._running.add(asyncio.create_task(close_upstream()))
+        self._launch(lambda: self._close_upstream(wire_code(close.code), wire_reason(close.detail)))
 
 
 __all__ = ["PolicyRelay"]

@@ -9,11 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .balancing import Backend, BackendPool
-from .config import ApiConfig, GatewayConfig, UpstreamConfig, load_config
-from .errors import HandshakeDenied
+from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings, load_config
+from .errors import ConfigError, HandshakeDenied
+from .forwarded import Networks, rewritten_by_server
 from .handshake import HandshakeContext
+from .header_limits import check_header_limits
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
 from .lifecycle import Relay as ConnectionRelay
@@ -22,8 +25,10 @@ from .messages import MessagePolicySet
 from .passthrough import EXTENSION, Splice
 from .policies import GatewayPolicies
 from .relay import Relay
+from .request_checks import check_path_params
 from .responses import send_denial
 from .routing import Router
+from .startup import StartupFailure, built_by_starlette
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream import Connector, UpstreamConnection, WebSocketsConnector, tls_context
 from .upstream_raw import RawUpstream, open_raw
@@ -78,7 +83,17 @@ class WebSocketGateway:
 
     On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts
     down, then flushes and stops the telemetry exporters it started.
+
+    Built by Starlette (``app.add_middleware(WebSocketGateway, config=...)``), an invalid
+    configuration does not raise: the gateway answers the lifespan start-up with
+    ``lifespan.startup.failed`` and the problems, so that uvicorn stops instead of serving 500s.
+
+    Constructing it puts a :class:`~asgi_ws_gateway.redact.RedactingFilter` on uvicorn's
+    ``uvicorn.access`` and ``uvicorn.error`` loggers: their lines carry request query strings.
     """
+
+    _failed: StartupFailure | None = None
+    _proxy_warned = False
 
     def __init__(
         self,
@@ -90,12 +105,24 @@ class WebSocketGateway:
         logger_provider: LoggerProvider | None = None,
     ) -> None:
         self.app = app
+        redact.install()
+        try:
+            loaded = load_config(config)
+        except ConfigError as exc:
+            if not built_by_starlette():
+                raise
+            self._failed = StartupFailure(exc)
+            return
         self._connections = ConnectionRegistry()
         self._draining = False
         self._apis: dict[str, _Api] = {}
         self.config: GatewayConfig
         self._policies: GatewayPolicies
-        self._install(load_config(config))
+        self._install(loaded)
+        redact.add_sensitive_headers(loaded.subscription_key.headers)
+        redact.add_sensitive_headers(redact.credential_headers(loaded.model_dump()))
+        for warning in config_warnings(self.config):
+            logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
         }  # fmt: skip
@@ -112,6 +139,7 @@ class WebSocketGateway:
         self._apis = {api.name: _Api(api, self._apis.get(api.name)) for api in config.apis}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
+        self._trusted = Networks(config.trusted_proxies)
         self.config = config
         return old
 
@@ -162,6 +190,10 @@ class WebSocketGateway:
         await connection.relay.close(code, reason, code, reason)
         return True
 
+    def serves(self, path: str) -> bool:
+        """True when ``path`` belongs to one of the configured WebSocket APIs."""
+        return self._router.resolve(path) is not None
+
     @property
     def draining(self) -> bool:
         return self._draining
@@ -176,9 +208,14 @@ class WebSocketGateway:
         return self._telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._failed is not None:
+            await self._failed(scope, receive, send)
+            return
         if scope["type"] == "websocket":
-            resolved = self._router.resolve(scope["path"])
+            resolved = self._router.resolve(scope["path"], scope.get("raw_path"))
             if resolved is not None:
+                if not self._proxy_warned:
+                    self._warn_if_rewritten(scope)
                 api, params = resolved
                 await self._handle(api, params, scope, receive, send)
                 return
@@ -186,6 +223,16 @@ class WebSocketGateway:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)
+
+    def _warn_if_rewritten(self, scope: Scope) -> None:
+        """Once: the server rewrote the client address from a forwarding header the gateway did not trust."""
+        if rewritten_by_server(scope, self._trusted):
+            self._proxy_warned = True
+            logger.warning(
+                "the server rewrote the client address from a forwarding header (uvicorn's --proxy-headers, on by "
+                "default): trusted_proxies cannot decide who the client is and ip-filter can be bypassed; run "
+                "uvicorn with --no-proxy-headers, or --forwarded-allow-ips set to the gateway's trusted_proxies"
+            )
 
     async def drain(self, grace: float | None = None, code: int | None = None) -> None:
         """Refuse new handshakes with 503 and close open connections.
@@ -222,27 +269,35 @@ class WebSocketGateway:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
         policies = self._policies  # the configuration in force when the handshake started
+        limits = self.config.handshake_limits
         handshake = policies.context(api.config.name, scope, params)
-        trace = self._telemetry.handshake(api.config, scope)  # span ended at accept or denial
+        # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
+        client = handshake.request.client.ip if self._trusted else None
+        trace = self._telemetry.handshake(api.config, scope, client)  # span ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
         relay: ConnectionRelay
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
+            check_header_limits(scope["headers"], _target(scope), limits)
+            check_path_params(params)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
             message_policies = policies.message_policies(handshake)
+            # Every backend's request, built and checked before any connect: one the client's values
+            # made unsendable is a 400 and never counts against a backend.
+            requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
             if message_policies is None and api.can_splice and EXTENSION in scope.get("extensions", {}):
                 backend, raw = await api.pool.open(lambda b: open_raw(
-                    cfg, cfg.upstreams[b.index], handshake.build_request(cfg, cfg.upstreams[b.index]), api.tls[b.index]
+                    cfg, cfg.upstreams[b.index], requests[b.index], api.tls[b.index]
                 ))  # fmt: skip
                 upstream = raw
                 splice = Splice(raw, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout)
                 relay, accept = splice, splice.accept_message()
             else:
-                backend, opened = await api.pool.connect(lambda b: handshake.build_request(cfg, cfg.upstreams[b.index]))
+                backend, opened = await api.pool.connect(lambda b: requests[b.index])
                 upstream = opened
                 relay = self._relay(api, message_policies, handshake, *trace.relay_io(receive, opened), send)
                 accept = {"type": "websocket.accept", "subprotocol": opened.subprotocol,
@@ -262,7 +317,7 @@ class WebSocketGateway:
                 logger.exception("API %s: handshake failed", api.config.name)
                 denial = HandshakeDenied(500, "the gateway failed", reason="error")
                 trace.denied(denial, error=exc)
-            await self._deny(api, scope, send, denial)
+            await self._deny(api, scope, send, denial, trace.trace_id)
             return
 
         backend.active += 1
@@ -309,16 +364,26 @@ class WebSocketGateway:
         send: Send,
     ) -> Relay:
         """The plain relay, or the policy relay when the connection has message policies (chosen once)."""
+        max_size, close_timeout = api.config.max_message_size, api.config.close_timeout
         if message_policies is None:
-            return Relay(receive, send, upstream, max_message_size=api.config.max_message_size)
-        return PolicyRelay(receive, send, upstream, max_message_size=api.config.max_message_size,
+            return Relay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout)
+        return PolicyRelay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout,
                            policies=message_policies, handshake=handshake)  # fmt: skip
 
-    async def _deny(self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied) -> None:
-        logger.info("API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
-                    denial.detail)  # fmt: skip
+    async def _deny(
+        self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None
+    ) -> None:
+        # A 5xx is a failure on this side (warning); the client gets its detail only in development.
+        level = logging.WARNING if denial.status >= 500 else logging.INFO
+        logger.log(level, "API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
+                   redact.redact_text(denial.detail))  # fmt: skip
         with contextlib.suppress(OSError):
-            await send_denial(scope, send, denial)
+            await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
+
+
+def _target(scope: Scope) -> bytes:
+    path: bytes = scope.get("raw_path") or scope["path"].encode()
+    return path + b"?" + scope["query_string"] if scope.get("query_string") else path
 
 
 def _subject(claims: Mapping[str, Any] | None) -> str | None:

@@ -9,11 +9,19 @@ Closing follows the relay's table as far as bytes allow:
 
 * a close frame from either side passes through as it is; its code is recorded, and once the
   upstream's TCP connection ends (the server ends it first) the client's is closed too;
-* a side that vanishes without a close frame: the other gets 1011 (from the upstream: "upstream
-  connection failed"; towards the upstream: the client's 1006 mapped to 1011);
+* the client vanishes without a close frame: the upstream gets 1001 "client went away", as from
+  the relay, and is read (and dropped) again even if a full client buffer had paused it, so its
+  answer arrives and its TCP connection is closed at once instead of at the close timeout;
+* the upstream vanishes: the client gets 1011 "upstream connection failed";
+* a side sends a frame that breaks the framing rules (``FrameScanner.error``): the frame is not
+  forwarded; a client gets 1002 and the upstream 1002 with the same reason, as uvicorn and the
+  relay do; an upstream gets 1002 and the client 1011 "upstream connection failed";
 * the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
   to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
   of a frame cannot take a close frame and has its TCP connection closed instead.
+
+The gateway closes the upstream's TCP connection as soon as the upstream answers a close frame the
+gateway sent; every closing handshake is bounded by ``close_timeout``.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ class _Side(asyncio.Protocol):
         if not splice.gateway_closing:
             if out and self.peer.open:
                 self.peer.transport.write(out)
-            if scanner.close is None and not scanner.too_big:
+            if not scanner.stopped:
                 return
         splice.after_frame(self)
 
@@ -110,8 +118,9 @@ class Splice:
         self._close_timeout = close_timeout
         self._timer: asyncio.TimerHandle | None = None
         self._upstream_raw = upstream
-        scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size)
-        scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size)
+        extensions = upstream.extensions
+        scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size, extensions=extensions)
+        scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size, extensions=extensions)
         self.client = _Side(self, scan_in, client=True)
         self.upstream = _Side(self, scan_out, client=False)
         self.client.peer, self.upstream.peer = self.upstream, self.client
@@ -181,11 +190,17 @@ class Splice:
         self._arm_timer()
 
     def after_frame(self, side: _Side) -> None:
-        """``side`` sent a close frame or an oversize message (or data while the gateway closes)."""
+        """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway closes)."""
         scanner = side.scanner
-        if scanner.too_big:
+        if scanner.too_big or scanner.error is not None:
             if self.gateway_closing:
                 side.transport.close()
+            elif scanner.error is not None:
+                logger.info("passthrough: the %s sent a bad frame (%s); closing with 1002", _name(side), scanner.error)
+                if side.client:
+                    self._gateway_close(1002, scanner.error, 1002, scanner.error)
+                else:
+                    self._gateway_close(1011, "upstream connection failed", 1002, scanner.error)
             elif side.client:
                 self._gateway_close(1009, "message too big", 1001, "client message too big")
             else:
@@ -193,9 +208,8 @@ class Splice:
             return
         if scanner.close is None:
             return
-        if self.gateway_closing:
-            if side.client:  # the client answered; the server ends the TCP connection
-                side.transport.close()
+        if self.gateway_closing or (not side.client and self.upstream.close_sent):
+            side.transport.close()  # it answered the gateway's close frame: the handshake is over
             return
         if not self._closing:
             self._closing = True
@@ -203,7 +217,9 @@ class Splice:
             self.stats.closed_by = "client" if side.client else "upstream"
             self.stats.close_code, self.stats.close_reason = code, reason
             self._arm_timer()
-        elif side.client:  # the client answered the upstream's close: the server ends it
+        elif side.client and self.stats.closed_by == "upstream":
+            # The client answered the upstream's close: the server ends it. (Not on bytes a client
+            # sends after its own close frame: the upstream's answer has yet to reach it.)
             side.transport.close()
 
     def lost(self, side: _Side) -> None:
@@ -213,7 +229,9 @@ class Splice:
             self.stats.closed_by = "client" if side.client else "upstream"
             self.stats.close_code, self.stats.close_reason = 1006, ""
             if side.client:
-                peer.write_close(1011, "")
+                peer.write_close(1001, "client went away")
+                if peer.open:
+                    peer.transport.resume_reading()  # paused by a full client buffer: read its answer
             else:
                 peer.write_close(1011, "upstream connection failed")
                 peer.transport.close()
@@ -232,10 +250,13 @@ class Splice:
     def _expire(self) -> None:
         for side in (self.client, self.upstream):
             if side.open:
-                logger.info("passthrough: closing handshake timed out; aborting the %s connection",
-                            "client" if side.client else "upstream")  # fmt: skip
+                logger.info("passthrough: closing handshake timed out; aborting the %s connection", _name(side))
                 with contextlib.suppress(Exception):
                     side.transport.abort()
+
+
+def _name(side: _Side) -> str:
+    return "client" if side.client else "upstream"
 
 
 __all__ = ["ACCEPT", "EXTENSION", "Splice"]

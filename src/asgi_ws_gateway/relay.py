@@ -9,6 +9,26 @@ reason, and both pumps always finish:
 * the upstream closes: its code goes to the client and the client pump is cancelled;
 * the gateway closes (oversize message, idle, lifetime, drain): each side gets its own code.
 
+The pumps run as a task group: the first to finish decides. When it failed (an exception that is
+not a close), the other is cancelled at once; when it ended normally (a close), the other gets
+``close_timeout`` seconds to see the close through, then is cancelled. The cancelled pump is always
+awaited, and :meth:`Relay.run` returns only when both are done and both sides are closed:
+
+============================================  ======================  ==========================
+what ended the connection                     the client gets         the upstream gets
+============================================  ======================  ==========================
+client closed with *c*, *r*                   (its own close echoed)  *c*, *r* (1005: 1000)
+client vanished (TCP dropped, no close frame) —                       1001 ``client went away``
+upstream closed with *c*, *r*                 *c*, *r* (1005: 1000)   (its own close echoed)
+upstream vanished / keepalive / protocol err  1011                    —
+a pump failed (a bug: logged once at ERROR)   1011 ``gateway error``  1011 ``gateway error``
+:meth:`Relay.run` cancelled / :meth:`abort`   1011 ``gateway error``  1001 ``gateway error``
+============================================  ======================  ==========================
+
+A client that vanishes gets 1001 upstream, not 1011: nothing failed in the gateway or in the
+backend, the client went away (RFC 6455 §7.4.1) -- a backend that alerts on 1011 would otherwise
+page for every phone that lost its signal. Passthrough's splice sends the same.
+
 Reserved codes never go on the wire: 1005 (no status) is sent as 1000, 1006 and 1015 as 1011.
 """
 
@@ -35,6 +55,17 @@ def wire_code(code: int) -> int:
     if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
         return code
     return 1011  # 1006, 1015 and codes no peer may send
+
+
+def client_vanished(disconnect: Message) -> bool:
+    """True when a ``websocket.disconnect`` reports a lost TCP connection rather than a close frame.
+
+    Servers disagree: uvicorn's legacy ``websockets`` implementation reports 1006, while its
+    ``wsproto`` and ``websockets-sansio`` implementations report 1005 *without* a ``reason`` key
+    (a close frame without a status code comes as 1005 with ``reason: ""``).
+    """
+    code = disconnect.get("code", 1005)
+    return code == 1006 or (code == 1005 and "reason" not in disconnect)
 
 
 def wire_reason(reason: str) -> str:
@@ -91,15 +122,34 @@ class RelayStats:
 
 
 class Relay:
-    """Copies messages both ways between an accepted ASGI WebSocket and an upstream connection."""
+    """Copies messages both ways between an accepted ASGI WebSocket and an upstream connection.
 
-    def __init__(self, receive: Receive, send: Send, upstream: UpstreamConnection, *, max_message_size: int) -> None:
+    Args:
+        receive: the client's ASGI ``receive``.
+        send: the client's ASGI ``send``.
+        upstream: the open upstream connection.
+        max_message_size: payload bytes one client message may carry (larger: 1009).
+        close_timeout: seconds the second pump gets to finish after the first ended with a close,
+            and the client's close may take; the upstream's close is given twice that, over the
+            connector's own bound of ``close_timeout`` (default 5).
+    """
+
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        upstream: UpstreamConnection,
+        *,
+        max_message_size: int,
+        close_timeout: float = 5.0,
+    ) -> None:
         slots = max_message_size.bit_length() + 1  # a message over the limit is never counted
         self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
         self._receive = receive
         self._send = send
         self._upstream = upstream
         self._max_size = max_message_size
+        self._close_timeout = close_timeout
         self._client_open = True  # False once a close was sent to, or received from, the client
         self._closing = False  # True once one side or the gateway started closing
         self._pumps: set[asyncio.Task[None]] = set()
@@ -107,26 +157,34 @@ class Relay:
         """Set when :meth:`run` has closed both sides and is returning."""
 
     async def run(self) -> RelayStats:
-        """Relay until both sides are closed. Cancelling it closes both sides with 1011/1001."""
+        """Relay until both sides are closed (see the module docstring for the codes each gets).
+
+        Cancelling it closes both sides with 1011/1001 and re-raises. Never raises for a failed
+        pump: the failure is logged once, at ERROR, and both sides are closed with 1011.
+        """
         to_upstream = asyncio.create_task(self._client_to_upstream())
         to_client = asyncio.create_task(self._upstream_to_client())
         pumps = self._pumps = {to_upstream, to_client}
+        failure: BaseException | None = None
         try:
-            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            if to_client in done:
-                to_upstream.cancel()  # the upstream is closed and the client told; stop reading it
-            await asyncio.wait(pumps)
+            done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            failure = _failure(done)
+            if failure is None and to_upstream in pending:
+                to_upstream.cancel()  # the upstream ended and the client was told: stop reading it
+            elif failure is None and pending:
+                # The client side ended with a close the upstream was sent: its pump sees it through.
+                await asyncio.wait(pending, timeout=self._close_timeout)
         finally:
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            for pump in pumps:
-                if not pump.cancelled() and pump.exception() is not None:
-                    logger.error("relay pump failed", exc_info=pump.exception())
-            if not self._closing:  # cancelled from outside, or a pump failed
-                await self.close(1011, "gateway error", 1001, "gateway error")
-            with contextlib.suppress(Exception):
-                await self._upstream.close(1000, "")
+            failure = failure or _failure(pumps)
+            if failure is not None:
+                logger.error("relay pump failed; closing both sides with 1011", exc_info=failure)
+                await self._shut(1011, "gateway error", 1011, "gateway error")
+            elif not self._closing:  # cancelled from outside, or both pumps ended without a close
+                await self._shut(1011, "gateway error", 1001, "gateway error")
+            await self._close_upstream(1000, "", quiet=True)  # idempotent: closed on return, whatever happened
             self.finished.set()
         return self.stats
 
@@ -136,14 +194,46 @@ class Relay:
             pump.cancel()
 
     async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
-        """Close both sides on the gateway's own initiative (a no-op once closing has started)."""
+        """Close both sides on the gateway's own initiative (a no-op once closing has started).
+
+        Bounded in time (see ``close_timeout``); a failing upstream close is logged, not raised.
+        """
         if self._closing:
             return
         self._closing = True
         stats = self.stats
         stats.closed_by, stats.close_code, stats.close_reason = "gateway", client_code, client_reason
         await self._close_client(client_code, client_reason)
-        await self._upstream.close(upstream_code, upstream_reason)
+        await self._close_upstream(upstream_code, upstream_reason)
+
+    async def _shut(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+        """Close what is still open, whatever state the pumps left: the end of a failed or cancelled run."""
+        if not self._closing:
+            self._closing = True
+            stats = self.stats
+            stats.closed_by, stats.close_code, stats.close_reason = "gateway", client_code, client_reason
+        try:
+            await self._close_client(client_code, client_reason)
+        except Exception as exc:  # the failure that brought us here is logged already
+            logger.debug("closing the client failed: %r", exc)
+        await self._close_upstream(upstream_code, upstream_reason, quiet=True)
+
+    async def _close_upstream(self, code: int, reason: str, *, quiet: bool = False) -> None:
+        """Close the upstream, bounded; never raises (``quiet``: log at DEBUG only).
+
+        Connectors bound their own closing handshake by ``close_timeout`` (and drop the connection
+        then); twice that is the safety net for one that does not, without cutting theirs short.
+        """
+        try:
+            async with asyncio.timeout(2 * self._close_timeout):
+                await self._upstream.close(code, reason)
+        except (OSError, UpstreamClosed) as exc:  # already gone: nothing left to close
+            logger.debug("closing the upstream: %r", exc)
+        except TimeoutError:
+            logger.log(logging.DEBUG if quiet else logging.INFO,
+                       "the upstream's close did not return in %g s; given up", 2 * self._close_timeout)  # fmt: skip
+        except Exception:
+            logger.log(logging.DEBUG if quiet else logging.ERROR, "closing the upstream failed", exc_info=True)
 
     async def send_to_client(self, data: Data) -> bool:
         """Send a message of the gateway's own to the client (management); False once it is closing."""
@@ -160,8 +250,14 @@ class Relay:
     async def _close_client(self, code: int, reason: str) -> None:
         if self._client_open:
             self._client_open = False
-            with contextlib.suppress(OSError):
-                await self._send({"type": "websocket.close", "code": wire_code(code), "reason": wire_reason(reason)})
+            with contextlib.suppress(OSError, TimeoutError):  # the client is gone, or not reading
+                async with asyncio.timeout(self._close_timeout):
+                    message: Message = {
+                        "type": "websocket.close",
+                        "code": wire_code(code),
+                        "reason": wire_reason(reason),
+                    }
+                    await self._send(message)
 
     async def _client_to_upstream(self) -> None:
         receive, send_upstream, stats, max_size = (
@@ -203,8 +299,13 @@ class Relay:
         if not self._closing:
             self._closing = True
             code, reason = message.get("code", 1005), message.get("reason") or ""
+            if client_vanished(message):
+                code, reason = 1006, ""
             self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "client", code, reason
-            await self._upstream.close(wire_code(code), wire_reason(reason))
+            if code == 1006:
+                await self._close_upstream(1001, "client went away")
+            else:
+                await self._close_upstream(wire_code(code), wire_reason(reason))
 
     async def _upstream_to_client(self) -> None:
         recv, send, stats = self._upstream.recv, self._send, self.stats
@@ -256,4 +357,12 @@ class Relay:
             await self._close_client(1001, "upstream message too big")
 
 
-__all__ = ["Relay", "RelayStats", "wire_code", "wire_reason"]
+def _failure(pumps: set[asyncio.Task[None]]) -> BaseException | None:
+    """The exception a finished pump raised (a bug, not a close), if any."""
+    for pump in pumps:
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            return pump.exception()
+    return None
+
+
+__all__ = ["Relay", "RelayStats", "client_vanished", "wire_code", "wire_reason"]

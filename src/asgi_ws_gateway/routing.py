@@ -4,17 +4,27 @@ A template is a path whose segments are literals or ``{name}`` parameters, each 
 exactly one non-empty segment: ``/ws/rooms/{room}`` matches ``/ws/rooms/lobby`` with
 ``{"room": "lobby"}``. Matching is exact (no prefix matching, no trailing-slash folding), so two
 templates overlap only if some path matches both, which configuration loading rejects.
+
+Routing works on the raw (still percent-encoded) path split at its real ``/``: each segment is
+decoded exactly once, so ``%2F`` never splits a segment and ``%252e`` stays the text ``%2e``. A
+parameter whose decoded value could change the shape of a path it is put into (``.``/``..``, a
+``/`` or ``\\``, NUL or another control character, bytes that are not UTF-8) is reported by
+:func:`param_problem`; the gateway refuses such a handshake with 400.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Generic, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 T = TypeVar("T")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# Characters no parameter may carry into an upstream path: separators, and C0/C1 controls and DEL
+# (NUL and CR/LF among them), which upstreams and logs handle inconsistently.
+_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 
 
 class TemplateError(ValueError):
@@ -44,7 +54,7 @@ class PathTemplate:
                 self.segments.append(segment)
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
-        """Match pre-split path segments; return parameter values (percent-decoded) or None."""
+        """Match decoded path segments (see :func:`split_path`); return the parameter values or None."""
         if len(parts) != len(self.segments):
             return None
         values: dict[str, str] = {}
@@ -53,10 +63,48 @@ class PathTemplate:
             if literal is None:
                 if not part:
                     return None
-                values[next(names)] = unquote(part)
+                values[next(names)] = part
             elif part != literal:
                 return None
         return values
+
+
+def decode_segment(raw: bytes) -> str:
+    """One raw path segment percent-decoded exactly once; bytes that are not UTF-8 are kept as
+    surrogates (``surrogateescape``) so that :func:`param_problem` can refuse them."""
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def split_path(scope_path: str, raw_path: bytes | None) -> list[str]:
+    """The request path's segments, split at the ``/`` the client really sent and decoded once.
+
+    ``raw_path`` is the ASGI scope's ``raw_path`` (as received); without it, ``scope_path`` (already
+    decoded by the server) is split and not decoded again.
+    """
+    if raw_path is None:
+        return scope_path.split("/")[1:]
+    if b"%" not in raw_path and raw_path.isascii():  # the common case: nothing to decode
+        return raw_path.decode("ascii").split("/")[1:]
+    return [decode_segment(part) for part in raw_path.split(b"/")[1:]]
+
+
+def param_problem(value: str) -> str | None:
+    """Why a decoded parameter value cannot go into an upstream path segment, or None if it can."""
+    if value in (".", ".."):
+        return "is a dot segment"
+    if _FORBIDDEN.search(value):
+        return "contains a path separator or a control character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not UTF-8"
+    if not value.isascii():
+        # An upstream that applies Unicode compatibility folding would read U+FF0E U+FF0E as '..'
+        # and U+FF0F as '/'.
+        folded = unicodedata.normalize("NFKC", value)
+        if folded in (".", "..") or _FORBIDDEN.search(folded):
+            return "folds to a dot segment or a separator under Unicode normalization"
+    return None
 
 
 def overlapping(a: PathTemplate, b: PathTemplate) -> bool:
@@ -70,22 +118,28 @@ class Router(Generic[T]):
     """Maps paths to targets: exact paths by dictionary lookup, templates in declaration order."""
 
     def __init__(self, routes: Iterable[tuple[str, T]]) -> None:
-        self._exact: dict[str, T] = {}
+        self._exact: dict[tuple[str, ...], T] = {}
         self._templates: list[tuple[PathTemplate, T]] = []
         for pattern, target in routes:
             template = PathTemplate(pattern)
             if template.params:
                 self._templates.append((template, target))
             else:
-                self._exact[pattern] = target
+                self._exact[tuple(pattern.split("/")[1:])] = target
 
-    def resolve(self, path: str) -> tuple[T, dict[str, str]] | None:
-        """Return the target owning ``path`` and the template's parameter values, or None."""
-        target = self._exact.get(path)
+    def resolve(self, path: str, raw_path: bytes | None = None) -> tuple[T, dict[str, str]] | None:
+        """Return the target owning the path and the template's parameter values, or None.
+
+        Args:
+            path: the scope's (decoded) ``path``.
+            raw_path: the scope's ``raw_path``; when given, routing uses it (see :func:`split_path`).
+                Parameter values may then need refusing: check each with :func:`param_problem`.
+        """
+        parts = split_path(path, raw_path)
+        target = self._exact.get(tuple(parts))
         if target is not None:
             return target, {}
         if self._templates:
-            parts = path.split("/")[1:]
             for template, candidate in self._templates:
                 values = template.match(parts)
                 if values is not None:
@@ -93,4 +147,4 @@ class Router(Generic[T]):
         return None
 
 
-__all__ = ["PathTemplate", "Router", "TemplateError", "overlapping"]
+__all__ = ["PathTemplate", "Router", "TemplateError", "decode_segment", "overlapping", "param_problem", "split_path"]

@@ -1,57 +1,185 @@
-"""A uvicorn WebSocket protocol that lets the application take the raw stream after the handshake.
+"""The gateway's own uvicorn protocols: what ``asgi-ws-gateway run`` serves with.
 
-Use it with ``uvicorn --ws asgi_ws_gateway.server:PassthroughWebSocketProtocol`` or
-``uvicorn.Config(ws=PassthroughWebSocketProtocol)``. It is uvicorn's ``websockets-sansio``
-implementation unchanged (upgrade, denials with ``websocket.http.response``, the ASGI WebSocket
-flow), plus the ``asgi_ws_gateway.passthrough`` scope extension: instead of ``websocket.accept`` the
-application may send::
+Under ``uvicorn app:app`` the same behaviour takes two flags::
+
+    uvicorn app:app --ws asgi_ws_gateway.server:GatewayWebSocketProtocol \\
+                    --http asgi_ws_gateway.server:GatewayHTTPProtocol
+
+``GatewayWebSocketProtocol`` is uvicorn's ``websockets-sansio`` implementation with the fixes a
+gateway needs on its edge:
+
+* an upgrade request the parser refuses (request line over 8 KiB: 414; a header line over 8 KiB or
+  more than 128 headers: 431; anything malformed: 400) gets its response and the connection is
+  closed, instead of hanging with the response unsent;
+* a refusal (``websocket.http.response`` or ``websocket.close`` before accept) is one INFO line, not
+  ``ERROR: ASGI callable returned without completing handshake.``;
+* a misbehaving client (invalid UTF-8, a protocol error, an oversized message) is one INFO line with
+  the close code, never a traceback;
+* a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
+* its log lines carry the path but never the query string (credentials travel there);
+* the ``asgi_ws_gateway.passthrough`` scope extension: instead of ``websocket.accept`` the
+  application may send::
 
     {"type": "asgi_ws_gateway.passthrough.accept", "subprotocol": ..., "headers": [...],
      "extensions": "<Sec-WebSocket-Extensions value or None>", "protocol": <asyncio.Protocol>,
      "on_started": <callable>, "on_shutdown": <callable>}
 
-The server answers 101 with those headers (the extensions it negotiated itself are dropped:
-the application negotiated them end to end), stops parsing, and hands the transport to
-``protocol``; ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down.
-The application's call must not return before the connection is over.
+  The server answers 101 with those headers (the extensions it negotiated itself are dropped: the
+  application negotiated them end to end), stops parsing, and hands the transport to ``protocol``;
+  ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down. The application's
+  call must not return before the connection is over.
+
+``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.http_protocol`) closes a client that does not send
+a complete request head in time, which the WebSocket protocol cannot see: uvicorn parses the
+upgrade request in its HTTP protocol before handing the connection over.
+
+``PassthroughWebSocketProtocol`` is the former name of ``GatewayWebSocketProtocol``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, MutableMapping
+from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+from uvicorn.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
+from websockets.exceptions import InvalidHeader
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
+from .http_protocol import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 from .passthrough import ACCEPT, EXTENSION
 
+SUPPORTED_VERSION = "13"
+_REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
-class PassthroughWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus the ``asgi_ws_gateway.passthrough`` extension."""
+
+class _Quiet(logging.LoggerAdapter[logging.Logger]):
+    """websockets' own INFO lines ("connection open", "connection rejected") demoted to DEBUG.
+
+    The protocol logs one line per handshake itself; websockets would add a second one.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(min(level, logging.DEBUG) if level <= logging.INFO else level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return msg, kwargs
+
+
+class _ServerProtocol(ServerProtocol):
+    """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch."""
+
+    def accept(self, request: Request) -> Response:
+        response = super().accept(request)
+        exc = self.handshake_exc
+        if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
+            response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
+        return response
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with the gateway's edge fixes (see the module docstring)."""
 
     passed_through = False
     _on_shutdown: Callable[[], None] | None = None
+    _fault_logged = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        conn = self.conn
+        self.conn = _ServerProtocol(
+            extensions=conn.available_extensions,
+            max_size=(conn.max_message_size, conn.max_fragment_size),
+            logger=_Quiet(logging.getLogger("uvicorn.error")),
+        )
+        self.logger = _PathOnly(self.logger)  # type: ignore[assignment]
+
+    # -- the request head --
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshake_initiated:
+            super().data_received(data)
+            if self.conn.parser_exc is not None:
+                self._log_fault(self.conn.close_sent.code if self.conn.close_sent else 1002, str(self.conn.parser_exc))
+            return
+        self.conn.receive_data(data)
+        if self.conn.handshake_exc is not None:  # the request head itself was refused
+            self._refuse_request()
+            return
+        self.handle_events()
+
+    def _refuse_request(self) -> None:
+        """Send the parser's 414/431 (or a 400 when it only gave up) and close: it would hang otherwise."""
+        output = b"".join(self.conn.data_to_send())
+        if not output:  # websockets sends nothing for a malformed request: only EOF
+            output = self.conn.reject(HTTPStatus.BAD_REQUEST, "Invalid WebSocket handshake request.\n").serialize()
+        status = int(output.split(b" ", 2)[1]) if output.startswith(b"HTTP/") else 400
+        # A fixed description: the parser's message may quote the offending line, credentials and all.
+        self.logger.info('%s - "WebSocket handshake" %d (%s)', self._client(), status, _REFUSED.get(status, "?"))
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(output)
+        self.transport.close()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
+        if self.response.status_code != 101:  # refused by websockets' own checks, before the app ran
+            path = event.path.partition("?")[0]
+            exc = self.conn.handshake_exc  # its message may quote a header's value: name the header only
+            what = f"invalid {exc.name} header" if isinstance(exc, InvalidHeader) else type(exc).__name__
+            self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code, what)
+            return
         scope = getattr(self, "scope", None)
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs
             scope["extensions"][EXTENSION] = {}
 
-    async def send(self, message: Any) -> None:
-        if message["type"] != ACCEPT:
-            await super().send(message)
-            return
-        if self.handshake_complete or self.initial_response is not None:
-            raise RuntimeError(f"Unexpected ASGI message '{ACCEPT}' after the handshake.")
-        if self.disconnected or self.transport.is_closing():
-            from uvicorn.protocols.utils import ClientDisconnected
+    # -- misbehaving clients --
 
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type != "text":
+            super().send_receive_event_to_app()
+            return
+        # uvicorn's version logs invalid UTF-8 with a traceback; this one decodes once, as it does.
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self._log_fault(1007, "invalid UTF-8 in a text message")
+            self.conn.send_close(1007, "invalid UTF-8")
+            self.handle_parser_exception()
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _log_fault(self, code: int, what: str) -> None:
+        """One INFO line per connection for what the client did wrong: it must not flood the log."""
+        if self._fault_logged:
+            return
+        self._fault_logged = True
+        self.logger.info('%s - "WebSocket %s" closed with %d: %s', self._client(), self._path(), code, what)
+
+    # -- the application's answer --
+
+    async def send(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == ACCEPT and not self.handshake_complete and self.initial_response is None:
+            await self._pass_through(message)
+            return
+        await super().send(message)
+        if kind == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True  # the refusal is complete: not "returned without completing"
+
+    async def _pass_through(self, message: Any) -> None:
+        if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        self.logger.info('%s - "WebSocket %s" [accepted]', get_client_addr(self.scope),
-                         get_path_with_query_string(self.scope))  # fmt: skip
+        self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -83,5 +211,43 @@ class PassthroughWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.passed_through:  # connection_lost went to the splice's protocol, not here
             self.connections.discard(self)
 
+    # -- log helpers --
 
-__all__ = ["PassthroughWebSocketProtocol"]
+    def _client(self) -> str:
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            return get_client_addr(scope)
+        return f"{self.client[0]}:{self.client[1]}" if self.client else ""
+
+    def _path(self) -> str:
+        scope = getattr(self, "scope", None)
+        return scope["root_path"] + scope["path"] if scope is not None else ""
+
+
+class _PathOnly(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's ``"WebSocket <path?query>"`` lines without the query string (credentials travel there)."""
+
+    @property
+    def level(self) -> int:  # uvicorn reads ``logger.level`` to decide on its TRACE lines
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if isinstance(msg, str) and msg.startswith('%s - "WebSocket %s"') and len(args) >= 2:
+            args = (args[0], str(args[1]).partition("?")[0], *args[2:])
+        super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return msg, kwargs
+
+
+PassthroughWebSocketProtocol = GatewayWebSocketProtocol
+"""The former name, kept importable: ``--ws asgi_ws_gateway.server:PassthroughWebSocketProtocol``."""
+
+__all__ = [
+    "HEADER_TIMEOUT_ENV",
+    "SUPPORTED_VERSION",
+    "GatewayH11Protocol",
+    "GatewayHTTPProtocol",
+    "GatewayWebSocketProtocol",
+    "PassthroughWebSocketProtocol",
+]

@@ -1,15 +1,33 @@
-"""The gateway with no application of the user's own: what ``asgi-ws-gateway run`` serves."""
+"""The gateway with no application of the user's own: what ``asgi-ws-gateway run`` serves.
+
+Besides the WebSocket APIs it answers, for plain HTTP:
+
+* ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves (liveness);
+* ``GET /readyz``: 200 ``{"status": "ready"}``, or 503 ``{"status": "draining"}`` once the gateway
+  drains (readiness), as the management API's endpoints of the same names;
+* a plain HTTP request on an API's path: 426 Upgrade Required with ``Upgrade: websocket``;
+* anything else: 404.
+
+These belong to the standalone gateway only: ``WebSocketGateway`` as a middleware passes every
+HTTP request to the application it wraps, which may serve its own pages on the same paths.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
 from ._types import Receive, Scope, Send
-from .config import GatewayConfig
+from .config import GatewayConfig, load_config
 from .middleware import WebSocketGateway
+from .plugins import load_plugins, plugins_from_env
 
 CONFIG_ENV = "ASGI_WS_GATEWAY_CONFIG"
+_NOT_FOUND = b"no WebSocket API at this path\n"
+ACCESS_LOG_ENV = "ASGI_WS_GATEWAY_ACCESS_LOG"
+"""``text`` or ``json`` overrides the config's ``telemetry.access_log``; ``off`` silences the access log."""
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,19 +45,65 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.close", "code": 1008})
             return
         await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
-        await send({"type": "websocket.http.response.body", "body": b"no WebSocket API at this path\n"})
+        await send({"type": "websocket.http.response.body", "body": _NOT_FOUND})
         return
-    body = b"no WebSocket API at this path\n"
-    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await _respond(send, 404, _NOT_FOUND)
+
+
+class StandaloneApp:
+    """What the standalone gateway wraps: health endpoints, 426 on API paths, 404 elsewhere."""
+
+    def __init__(self) -> None:
+        self.gateway: WebSocketGateway | None = None  # set once the gateway around this app exists
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        if scope["type"] != "http" or gateway is None:
+            await not_found(scope, receive, send)
+        elif scope["path"] == "/healthz":
+            await _respond_json(send, 200, {"status": "ok"})
+        elif scope["path"] == "/readyz":
+            if gateway.draining:
+                await _respond_json(send, 503, {"status": "draining"})
+            else:
+                await _respond_json(send, 200, {"status": "ready"})
+        elif gateway.serves(scope["path"]):
+            body = b"this is a WebSocket API: open it with a WebSocket handshake\n"
+            await _respond(send, 426, body, [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+        else:
+            await not_found(scope, receive, send)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                   content_type: bytes = b"text/plain; charset=utf-8") -> None:  # fmt: skip
+    headers = [*(headers or []), (b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
+async def _respond_json(send: Send, status: int, document: dict[str, str]) -> None:
+    await _respond(send, status, json.dumps(document).encode(), content_type=b"application/json")
+
+
 def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGateway:
-    """The standalone gateway; ``config`` defaults to the file named by ``ASGI_WS_GATEWAY_CONFIG``."""
+    """The standalone gateway; ``config`` defaults to the file named by ``ASGI_WS_GATEWAY_CONFIG``.
+
+    The modules ``run --plugin`` named (``ASGI_WS_GATEWAY_PLUGINS``) are imported first; those the
+    configuration's ``plugins`` names, while it is loaded.
+    """
+    load_plugins(plugins_from_env(), field="--plugin")
     if config is None:
         config = os.environ[CONFIG_ENV]
-    return WebSocketGateway(not_found, config=config)
+    access = os.environ.get(ACCESS_LOG_ENV)
+    if access == "off":
+        logging.getLogger("asgi_ws_gateway.access").disabled = True  # whatever a --log-config says
+    elif access in ("text", "json"):
+        loaded = load_config(config)
+        config = loaded.model_copy(update={"telemetry": loaded.telemetry.model_copy(update={"access_log": access})})
+    app = StandaloneApp()
+    gateway = WebSocketGateway(app, config=config)
+    app.gateway = gateway
+    return gateway
 
 
-__all__ = ["CONFIG_ENV", "create_app", "not_found"]
+__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "StandaloneApp", "create_app", "not_found"]

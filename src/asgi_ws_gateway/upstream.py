@@ -16,13 +16,16 @@ from typing import Protocol
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidHeaderValue, InvalidStatus, InvalidURI, WebSocketException
+from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ._types import Data, Headers, Scope
 from .config import ApiConfig, UpstreamConfig
-from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .errors import HandshakeDenied, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .redact import redact_text
+from .routing import split_path
 
 # Headers that describe one hop of the connection and must not cross the gateway.
 HOP_BY_HOP = frozenset(
@@ -34,8 +37,11 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 # ``WebSocketsConnection.send``'s hot path uses these attributes of websockets' asyncio connection
-# (checked with websockets 17); a connection without them takes ``Connection.send`` every time.
-_FAST_SEND_ATTRIBUTES = ("protocol", "paused", "send_in_progress", "send_data", "drain", "connection_lost_waiter")
+# (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
+# ``Connection.send`` every time.
+_FAST_SEND_ATTRIBUTES = (
+    "protocol", "paused", "send_in_progress", "send_data", "drain", "transport", "connection_lost_waiter",
+)  # fmt: skip
 # Response headers of the upstream's handshake that describe it rather than the application.
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 
@@ -92,8 +98,13 @@ class Connector(Protocol):
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection: ...
 
 
-def upstream_headers(scope: Scope) -> list[tuple[str, str]]:
-    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake."""
+def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
+    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake.
+
+    The client's own ``X-Forwarded-For``, ``Forwarded`` and ``X-Real-IP`` go upstream only when
+    ``trust_forwarded`` (the TCP peer is one of ``trusted_proxies``): from anyone else they are
+    forgeries, and an upstream that reads them would believe them.
+    """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     named_in_connection = {
         token.strip().lower()
@@ -109,10 +120,11 @@ def upstream_headers(scope: Scope) -> list[tuple[str, str]]:
         if name == "host":
             host = value
         if name == "x-forwarded-for":
-            forwarded_for.append(value)
+            if trust_forwarded:
+                forwarded_for.append(value)
         elif name in HOP_BY_HOP or name in named_in_connection or name.startswith("x-forwarded-"):
             continue
-        else:
+        elif trust_forwarded or name not in ("forwarded", "x-real-ip"):
             kept.append((name, value))
     client = scope.get("client")
     if client:
@@ -125,28 +137,45 @@ def upstream_headers(scope: Scope) -> list[tuple[str, str]]:
     return kept
 
 
+# What stays as is in a path segment and in a query string; everything else is percent-encoded.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+_QUERY_SAFE = _SEGMENT_SAFE + "/?%"
+
+
 def fill_template(template: str, params: dict[str, str]) -> str:
-    """Substitute ``{name}`` placeholders with percent-encoded path parameter values."""
+    """Substitute ``{name}`` placeholders with percent-encoded path parameter values.
+
+    Every character that could end the segment (``/``, ``?``, ``#``, ``%``, ``\\``) is encoded;
+    values that would be a dot segment are refused earlier (``request_checks.check_path_params``).
+    """
     for name, value in params.items():
         template = template.replace("{" + name + "}", quote(value, safe=""))
     return template
 
 
 def with_query(url: str, query: bytes) -> str:
+    """``url`` with the client's query string appended; bytes a URL cannot carry are percent-encoded."""
     if not query:
         return url
-    return f"{url}{'&' if '?' in url else '?'}{query.decode('latin-1')}"
+    return f"{url}{'&' if '?' in url else '?'}{quote(query, safe=_QUERY_SAFE)}"
 
 
-def build_request(api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str]) -> UpstreamRequest:
+def request_path(scope: Scope) -> str:
+    """The client's path, percent-encoded segment by segment as it was split for routing."""
+    return "/" + "/".join(quote(part, safe=_SEGMENT_SAFE) for part in split_path(scope["path"], scope.get("raw_path")))
+
+
+def build_request(
+    api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str], *, trust_forwarded: bool = False
+) -> UpstreamRequest:
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
-        url = with_query(fill_template(upstream.path or scope["path"], params), query)
+        url = with_query(fill_template(upstream.path or request_path(scope), params), query)
     else:
         url = with_query(fill_template(upstream.url, params), query)
     return UpstreamRequest(
         url=url,
-        headers=upstream_headers(scope),
+        headers=upstream_headers(scope, trust_forwarded=trust_forwarded),
         subprotocols=list(scope.get("subprotocols") or ()),
         scope=scope,
         path_params=params,
@@ -178,6 +207,11 @@ class _NoRedirects(connect):
 
     def process_redirect(self, exc: Exception) -> Exception | str:
         return exc
+
+
+def bad_request(detail: str) -> HandshakeDenied:
+    """A 400 for an upstream request the client's values made unsendable (never a backend failure)."""
+    return HandshakeDenied(400, detail, reason="bad_request")
 
 
 class WebSocketsConnector:
@@ -217,9 +251,37 @@ class WebSocketsConnector:
             ) from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
+        except (InvalidURI, InvalidHeaderValue) as exc:
+            # websockets refused the request it was given before sending a byte: not the backend's fault.
+            # The message names the URL or the value: the client learns only the kind of problem.
+            kind = "URL" if isinstance(exc, InvalidURI) else "header"
+            raise bad_request(f"the upstream request cannot be sent (invalid {kind})") from None
         except (OSError, WebSocketException) as exc:
-            raise UpstreamUnreachable(f"{self.label} is unreachable: {exc}") from None
+            raise UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
         return WebSocketsConnection(ws)
+
+
+class _FastSend(Protocol):
+    """What the send hot path may touch of a ``websockets`` asyncio connection, and nothing more.
+
+    The connection's own ``close_exc`` is not here: websockets 14 has it only on ``protocol``.
+    """
+
+    # Read-only here (properties), so that the connection's narrower attribute types conform.
+    @property
+    def protocol(self) -> WsProtocol: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def send_in_progress(self) -> object: ...
+    @property
+    def transport(self) -> asyncio.Transport: ...
+    @property
+    def connection_lost_waiter(self) -> asyncio.Future[None]: ...
+
+    def send_data(self) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
 class WebSocketsConnection:
@@ -227,11 +289,16 @@ class WebSocketsConnection:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._fast_send = all(hasattr(ws, name) for name in _FAST_SEND_ATTRIBUTES)
+        fast: _FastSend | None = ws if all(hasattr(ws, name) for name in _FAST_SEND_ATTRIBUTES) else None
+        self._fast = fast
         self.subprotocol: str | None = ws.subprotocol
         self.response_headers = kept_response_headers(
             list(ws.response.headers.raw_items()) if ws.response is not None else []
         )
+
+    @property
+    def _fast_send(self) -> bool:
+        return self._fast is not None
 
     async def recv(self) -> Data:
         try:
@@ -240,13 +307,13 @@ class WebSocketsConnection:
             raise _closed(exc) from None
 
     async def send(self, data: Data) -> None:
-        ws = self._ws
-        if self._fast_send and ws.protocol.state is State.OPEN and not ws.paused and ws.send_in_progress is None:
+        ws = self._fast
+        if ws is not None and ws.protocol.state is State.OPEN and ws.send_in_progress is None:
             # Hot path: what ``Connection.send`` does for one unfragmented message on an open
             # connection, without its per-message async context manager (measured: 5-18% less
             # gateway CPU per 64 B echo, ~10% per 16 KiB; docs/performance.md). Frame, write, and
-            # wait if the write filled the transport's buffer. Anything else (closing, paused, a
-            # failure) takes the full path.
+            # wait while the transport's buffer is over its high-water mark, as ``send`` does.
+            # Anything else (closing, a fragmented send in progress) takes the full path.
             if isinstance(data, str):
                 ws.protocol.send_text(data.encode())
             else:
@@ -255,13 +322,13 @@ class WebSocketsConnection:
             if ws.paused:
                 try:
                     await ws.drain()
-                except Exception:  # the connection was lost while we waited: end it as send() does
+                except Exception:  # the connection was lost while paused: end it as ``send`` does
                     ws.transport.abort()
-                    await asyncio.shield(ws.connection_lost_waiter)
-                    raise _closed(ws.close_exc) from None
+                    await asyncio.shield(ws.connection_lost_waiter)  # the protocol is CLOSED after it
+                    raise _closed(ws.protocol.close_exc) from None
             return
         try:
-            await ws.send(data)
+            await self._ws.send(data)
         except ConnectionClosed as exc:
             raise _closed(exc) from None
 
@@ -284,6 +351,7 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamRequest",
     "WebSocketsConnector",
+    "bad_request",
     "build_request",
     "tls_context",
     "upstream_headers",

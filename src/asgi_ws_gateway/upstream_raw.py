@@ -21,6 +21,7 @@ from ._types import Headers, Scope
 from .config import ApiConfig, UpstreamConfig
 from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from .frames import close_frame
+from .redact import redact_text
 from .relay import wire_code, wire_reason
 from .upstream import UpstreamRequest, kept_response_headers
 
@@ -88,7 +89,9 @@ class _HandshakeReader(asyncio.Protocol):
         self.eof = True
         self.more.set()
         if not self.head.done():
-            self.head.set_exception(UpstreamUnreachable(f"the upstream closed during the handshake: {exc}"))
+            self.head.set_exception(
+                UpstreamUnreachable(f"the upstream closed during the handshake: {redact_text(str(exc))}")
+            )
 
 
 def client_extensions(scope: Scope) -> str | None:
@@ -108,7 +111,7 @@ async def open_raw(
     except TimeoutError:
         raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
-        raise UpstreamUnreachable(f"{label} is unreachable: {exc}") from None
+        raise UpstreamUnreachable(f"{label} is unreachable: {redact_text(str(exc))}") from None
 
 
 async def _open(request: UpstreamRequest, context: ssl.SSLContext | None, label: str) -> RawUpstream:

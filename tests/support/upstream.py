@@ -10,6 +10,8 @@
 | ``/slow?delay=S`` | hold the handshake response for S seconds (default 5), then echo |
 | ``/redirect`` | answer ``302`` with ``Location: /echo`` |
 | ``/push/{n}`` | on the first message, send ``push 0`` .. ``push n-1`` at once; echo what follows |
+| ``/stall`` | read nothing at all (TCP pushes back on the sender); ``kill_connections()`` then RSTs |
+| ``/flood/{size}`` | send ``size`` random bytes as binary messages until the connection closes, reading as usual |
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -119,6 +122,10 @@ class UpstreamServer:
         """``(code, reason)`` received from each finished connection; ``(1006, "")`` if none came."""
         with self._records.cond:
             return list(self._records.closes)
+
+    def writes_blocked(self) -> bool:
+        """True when a live connection waits for its peer to read (its write buffer is full)."""
+        return self._call(lambda: any(connection.paused for connection in self._live))
 
     def wait_for_closes(self, n: int, timeout: float = 5.0) -> list[tuple[int, str]]:
         """Block until at least ``n`` closes are recorded and return them.
@@ -335,10 +342,24 @@ async def _push(ws: ServerConnection, args: list[str]) -> None:
     await _echo(ws, args)
 
 
+async def _stall(ws: ServerConnection, args: list[str]) -> None:
+    ws.transport.pause_reading()
+    await ws.wait_closed()
+
+
+async def _flood(ws: ServerConnection, args: list[str]) -> None:
+    chunk = os.urandom(int(args[0]))  # incompressible: permessage-deflate does not shrink it
+    while True:
+        await ws.send(chunk)
+        await asyncio.sleep(0)  # send() returns without yielding while the buffer has room
+
+
 _BEHAVIOURS: dict[str, Behaviour] = {
     "echo": _echo,
     "close": _close,
     "headers": _headers,
     "subprotocol": _subprotocol,
     "push": _push,
+    "stall": _stall,
+    "flood": _flood,
 }

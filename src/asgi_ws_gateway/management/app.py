@@ -8,12 +8,14 @@ user-supplied ``auth`` callable accepts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -23,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..config import MIB
 from . import console
-from .errors import Invalid, ManagementError
+from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
 from .service import Manager, etag
@@ -56,16 +59,76 @@ def token_auth(token: str) -> Auth:
     return check
 
 
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
+@dataclass(frozen=True, kw_only=True)
+class BodyLimits:
+    """What one management request body may be.
+
+    Args:
+        max_bytes: the largest body, in bytes (default 1 MiB); more is a 413, whether announced by
+            Content-Length or found while reading a chunked body (never read further).
+        timeout: seconds the whole body may take to arrive (default 10); slower is a 408.
+        max_depth: how deeply JSON arrays and objects may nest (default 32); deeper is a 422.
+    """
+
+    max_bytes: int = MIB
+    timeout: float = 10.0
+    max_depth: int = 32
+
+
+async def read_body(request: Request, limits: BodyLimits) -> bytes:
+    """The request body, refused (413) as soon as it exceeds ``limits.max_bytes``, or (408) too slow."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {limits.max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return json.loads(raw) if raw else None
+        async with asyncio.timeout(limits.timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise PayloadTooLarge(f"the body is larger than {limits.max_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {limits.timeout:g} s") from None
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limits: BodyLimits) -> Any:
+    """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON)."""
+    raw = await read_body(request, limits)
+    try:
+        value = json.loads(raw) if raw else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
+    except RecursionError:  # nested deeper than Python parses: certainly deeper than the limit
+        raise Invalid(
+            "the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"]
+        ) from None
+    if _depth(value, limits.max_depth) > limits.max_depth:
+        raise Invalid("the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"])
+    return value
 
 
-def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
+def _depth(value: Any, stop: int) -> int:
+    """How deeply ``value`` nests (counting stops a level past ``stop``); iterative, no recursion."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        node, level = pending.pop()
+        if isinstance(node, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            if deepest > stop:
+                return deepest
+            pending.extend((child, level) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = BodyLimits()) -> Starlette:
     """The management API for ``manager``; mount it anywhere (it uses relative routes only)."""
+
+    async def json_body(request: Request) -> Any:
+        return await read_json(request, limits)
 
     def protected(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
@@ -81,6 +144,7 @@ def create_management_app(manager: Manager, *, auth: Auth) -> Starlette:
                 await manager.ensure_started()
                 return await endpoint(request)
             except ManagementError as exc:
+                logger.info("management %s %s refused: %d %s", request.method, request.url.path, exc.status, exc.detail)
                 return problem(exc.status, exc.title, exc.detail, exc.problems)
 
         return run
@@ -264,4 +328,4 @@ def _message(body: Any) -> str | bytes:
     raise Invalid("invalid message", ["(top level): expected exactly one of text, json or binary"])
 
 
-__all__ = ["Auth", "create_management_app", "problem", "token_auth"]
+__all__ = ["Auth", "BodyLimits", "create_management_app", "problem", "read_body", "read_json", "token_auth"]

@@ -7,6 +7,8 @@ Hierarchy::
         ├── NotFound               404
         ├── Conflict               409 (exists already, or still in use)
         ├── PreconditionFailed     412 (If-Match no longer matches)
+        ├── RequestTimeout         408 (the body did not arrive in time)
+        ├── PayloadTooLarge        413 (the body is larger than the limit)
         └── Invalid                422 (``problems`` by field path; nothing was changed)
 """
 
@@ -41,8 +43,24 @@ class PreconditionFailed(ManagementError):
     status, title = 412, "Precondition Failed"
 
 
+class RequestTimeout(ManagementError):
+    status, title = 408, "Request Timeout"
+
+
+class PayloadTooLarge(ManagementError):
+    status, title = 413, "Content Too Large"
+
+
 class Invalid(ManagementError):
     status, title = 422, "Unprocessable Content"
 
 
-__all__ = ["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"]
+__all__ = [
+    "Conflict",
+    "Invalid",
+    "ManagementError",
+    "NotFound",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "RequestTimeout",
+]

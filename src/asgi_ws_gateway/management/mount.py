@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..config import MIB
 from ..middleware import WebSocketGateway
 from ..redis_client import connect
-from .app import Auth, create_management_app, token_auth
+from .app import Auth, BodyLimits, create_management_app, token_auth
 from .bus import Bus, RedisBus
 from .redis_store import RedisStore
 from .service import Manager
@@ -50,6 +52,12 @@ class GatewayManagement:
         redis_prefix: namespace of the Redis keys (default ``asgi-ws-gw``).
         gateway: the gateway, if ``app`` does not lead to it.
         poll_interval: seconds between checks of the store for changes made elsewhere (default 1).
+        allowed_asgi_upstreams: in-process apps (``module:attr`` or a whole ``module``) that APIs
+            created or changed through the API may use as ``asgi:`` upstreams (default: none but
+            those the configuration file uses). Nothing else is ever imported on an API request.
+        max_body_size: bytes a request body may have (default 1 MiB): larger is a 413, found
+            from Content-Length or while reading a chunked body.
+        body_timeout: seconds a request body may take to arrive (default 10): slower is a 408.
     """
 
     def __init__(
@@ -66,7 +74,12 @@ class GatewayManagement:
         redis_prefix: str = "asgi-ws-gw",
         gateway: WebSocketGateway | None = None,
         poll_interval: float = 1.0,
+        allowed_asgi_upstreams: Sequence[str] = (),
+        max_body_size: int = MIB,
+        body_timeout: float = 10.0,
     ) -> None:
+        if max_body_size <= 0 or body_timeout <= 0:
+            raise ValueError("max_body_size and body_timeout must be positive")
         if auth is None:
             if not admin_token:
                 raise ValueError("the management API needs an admin_token or an auth callable")
@@ -76,8 +89,15 @@ class GatewayManagement:
             store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix)
             bus = bus or RedisBus(connect(redis_url, decode_responses=True), prefix=redis_prefix)
         self.app = app
-        self.manager = Manager(gateway or find_gateway(app), store=store, bus=bus, poll_interval=poll_interval)
-        self.api = create_management_app(self.manager, auth=auth)
+        self.manager = Manager(
+            gateway or find_gateway(app),
+            store=store,
+            bus=bus,
+            poll_interval=poll_interval,
+            allowed_asgi_upstreams=allowed_asgi_upstreams,
+        )
+        limits = BodyLimits(max_bytes=max_body_size, timeout=body_timeout)
+        self.api = create_management_app(self.manager, auth=auth, limits=limits)
         self.path = "/" + path.strip("/")
         self.port = port
 

@@ -93,7 +93,7 @@ def merge_document(base: GatewayConfig, overlay: Overlay) -> dict[str, Any]:
 
 def merge(base: GatewayConfig, overlay: Overlay) -> GatewayConfig:
     """The configuration to run: the file's, changed by the overlay. Raises ``ConfigError``."""
-    return load_config(merge_document(base, overlay))
+    return load_config(merge_document(base, overlay), import_plugins=False)
 
 
 class InvalidChange(ConfigError):
@@ -108,7 +108,7 @@ def validate(base: GatewayConfig, overlay: Overlay, subject: str | None = None) 
     """
     document = merge_document(base, overlay)
     try:
-        return load_config(document)
+        return load_config(document, import_plugins=False)  # the management API never imports a module
     except ConfigError as exc:
         names = [_name_of(api, i) for i, api in enumerate(document["apis"])]
         raise InvalidChange([_relative(p, names, subject) for p in exc.problems]) from None

@@ -15,12 +15,14 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..config import ApiConfig, GatewayConfig
+from ..config import ApiConfig, GatewayConfig, shorten
 from ..errors import ConfigError
+from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
+from ..policies.registry import check_policies
 from ..relay import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
@@ -44,6 +46,9 @@ class Manager:
         store: where changes are kept (default: :class:`MemoryStore`, lost on restart).
         bus: how workers reach each other (default: :class:`LocalBus`, this process only).
         poll_interval: seconds between checks of the store's revision (catch-up without the bus).
+        allowed_asgi_upstreams: in-process apps (``module:attr``, or a whole ``module``) that APIs
+            created or changed here may use as ``asgi:`` upstreams (default: none but the
+            configuration file's own). Nothing else is ever imported because of a change made here.
     """
 
     def __init__(
@@ -53,9 +58,12 @@ class Manager:
         store: StateStore | None = None,
         bus: Bus | None = None,
         poll_interval: float = 1.0,
+        allowed_asgi_upstreams: Iterable[str] = (),
     ) -> None:
         self.gateway = gateway
         self.base: GatewayConfig = gateway.config
+        allowed = [*allowed_asgi_upstreams, *self.base.management.allowed_asgi_upstreams]
+        self.gate = operator_gate(self.base, allowed_modules(allowed))
         self.store: StateStore = store or MemoryStore()
         self.bus: Bus = bus or LocalBus()
         self.poll_interval = poll_interval
@@ -104,7 +112,9 @@ class Manager:
         async with self._apply_lock:
             if overlay.revision < self.overlay.revision:
                 return  # a newer revision was applied meanwhile
-            changed = await self.gateway.apply_config(merge(self.base, overlay), drain=drain)
+            with restricted(self.gate):  # the stored changes may load only what the operator allowed
+                config = merge(self.base, overlay)
+            changed = await self.gateway.apply_config(config, drain=drain)
             self.overlay = overlay
             if changed:
                 logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
@@ -123,12 +133,16 @@ class Manager:
     ) -> Overlay:
         def checked(current: Overlay) -> Overlay:
             new = change(current)
-            validate(self.base, new, subject)
+            with restricted(self.gate):  # refused before anything is imported or read
+                validate(self.base, new, subject)
             return new
 
         try:
             new = await self.store.update(checked)
         except ConfigError as exc:
+            refused = [p for p in exc.problems if REFUSED in p]
+            if refused:  # an admin token was used to try to load code, files or the environment
+                logger.warning("management: refused a change that would load %s", "; ".join(refused))
             raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
         await self._apply(new, drain=drain)
         # Answer once every worker runs the new revision: a handshake right after sees the change.
@@ -157,7 +171,11 @@ class Manager:
         document = _object(body)
         name = document.get("name")
         if not isinstance(name, str):
-            problem = "name: Field required" if name is None else f"name: Input should be a valid string (got {name!r})"
+            problem = (
+                "name: Field required"
+                if name is None
+                else f"name: Input should be a valid string (got {shorten(name)})"
+            )
             raise Invalid("invalid change (1 problem(s))", [problem])
 
         def change(overlay: Overlay) -> Overlay:
@@ -322,6 +340,21 @@ class Manager:
         return None
 
 
+def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
+    """What changes made here may load: what the configuration file loads, and ``allowed`` modules."""
+    with recording() as gate:
+        check_policies(base)  # builds the file's policies once, recording the files and functions they load
+    for api in base.apis:
+        for upstream in api.upstreams:
+            if upstream.kind == "asgi" and upstream.url != "asgi:":
+                gate.modules.add(upstream.url.removeprefix("asgi:"))
+            if upstream.ca_bundle is not None:
+                gate.files.add(upstream.ca_bundle)
+    gate.modules |= allowed
+    gate.record = False
+    return gate
+
+
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object", ["(top level): expected a JSON object"])
@@ -350,4 +383,4 @@ def _describe(connection: Any, worker: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["Manager", "etag"]
+__all__ = ["Manager", "etag", "operator_gate"]

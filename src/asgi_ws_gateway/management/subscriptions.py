@@ -20,13 +20,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import GatewayConfig, ProductConfig, _describe
+from ..config import GatewayConfig, Name, ProductConfig, Text, _describe
 from ..policies.products import hash_key
 from .errors import Conflict, Invalid, NotFound
 from .overlay import Overlay
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-
 
 Product = ProductConfig
 """A product as the management API takes it: the configuration's own model, policies included."""
@@ -37,9 +34,9 @@ class SubscriptionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    product: str = Field(description="The product this subscription grants.")
-    id: Annotated[str | None, Field(pattern=_NAME, description="Unique id (default: generated).")] = None
-    name: str | None = Field(default=None, description="Human name: the subscriber.")
+    product: Name = Field(description="The product this subscription grants.")
+    id: Annotated[Name | None, Field(description="Unique id (default: generated).")] = None
+    name: Text | None = Field(default=None, description="Human name: the subscriber.")
     expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
 
 

@@ -10,9 +10,8 @@ it is 503. Denial details never contain the token.
 from __future__ import annotations
 
 import base64
-import os
+import math
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import jwt
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
 from ..handshake import HandshakeContext
+from ..loading import LoadRefused, read_env, read_file
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_public_key
@@ -129,7 +129,10 @@ class ValidateJwt:
         if s.secret_env is not None:
             if text is not None:
                 raise PolicyProblem("secret_env", "set secret or secret_env, not both")
-            text = os.environ.get(s.secret_env)
+            try:
+                text = read_env(s.secret_env)
+            except LoadRefused as exc:
+                raise PolicyProblem("secret_env", str(exc)) from None
             if text is None:
                 raise PolicyProblem("secret_env", f"environment variable {s.secret_env} is not set")
         if text is None:
@@ -147,8 +150,10 @@ class ValidateJwt:
         for field, texts in (("public_keys", s.public_keys), ("public_key_files", s.public_key_files)):
             for i, text in enumerate(texts):
                 try:
-                    pem = Path(text).read_bytes() if field == "public_key_files" else text.encode()
+                    pem = read_file(text) if field == "public_key_files" else text.encode()
                     keys.append(load_public_key(pem))
+                except LoadRefused as exc:
+                    raise PolicyProblem((field, i), str(exc)) from None
                 except (OSError, ValueError) as exc:
                     raise PolicyProblem((field, i), f"not a PEM public key or certificate: {exc}") from None
         return keys
@@ -215,8 +220,13 @@ class ValidateJwt:
             raise _unauthorized("the token is too large", "token_invalid")
         try:
             header = jwt.get_unverified_header(token)
+            # Types first, before pyjwt's int() makes "1767000000" or true a time: checking the
+            # unverified payload can only refuse more, never admit.
+            problem = numeric_date_problem(jwt.decode(token, options={"verify_signature": False}))
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is malformed", "token_invalid") from None
+        if problem is not None:
+            raise _unauthorized(problem, "token_invalid")
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise _unauthorized("the token's algorithm is not accepted", "token_algorithm")
@@ -252,11 +262,11 @@ class ValidateJwt:
         if self.jwks is not None:
             try:
                 keys.extend(await self.jwks.keys(kid, alg))
-            except KeysUnavailable:
-                if not keys:
+            except KeysUnavailable as exc:
+                if not keys:  # the detail is for the log and the span: a 5xx body does not carry it
                     raise deny(
                         503,
-                        "the token's signing keys cannot be fetched right now",
+                        f"the token's signing keys cannot be fetched right now ({exc})",
                         reason="jwks_unavailable",
                         headers=[(b"retry-after", b"5")],
                     ) from None
@@ -276,6 +286,28 @@ class _Claims:
                 return None
             value = value.get(key)
         return value
+
+
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253402300799
+"""The last second of the year 9999: a later ``exp`` is treated as a forgery, not as "never expires"."""
+
+
+def numeric_date_problem(claims: dict[str, Any]) -> str | None:
+    """Why a registered time claim is not an RFC 7519 NumericDate, or None if all present ones are.
+
+    pyjwt converts with ``int()``, so ``"1767000000"`` and ``true`` pass its checks; this does not:
+    a JSON number (not a bool), finite, from 0 to :data:`MAX_NUMERIC_DATE`.
+    """
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"the token's '{name}' claim is not a number"
+        if not (math.isfinite(value) and 0 <= value <= MAX_NUMERIC_DATE):
+            return f"the token's '{name}' claim is out of range"
+    return None
 
 
 def _explain(error: jwt.InvalidTokenError | None) -> str:
@@ -337,4 +369,4 @@ class CheckHeader:
             raise deny(s.failed_status, detail, reason="header_check")
 
 
-__all__ = ["CheckHeader", "ClaimCheck", "TokenSource", "ValidateJwt"]
+__all__ = ["MAX_NUMERIC_DATE", "CheckHeader", "ClaimCheck", "TokenSource", "ValidateJwt", "numeric_date_problem"]

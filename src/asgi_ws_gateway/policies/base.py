@@ -172,6 +172,11 @@ def register_in(registry: dict[str, PolicyType], name: str) -> Callable[[C], C]:
         settings = getattr(cls, "Settings", None)
         if not isinstance(settings, type) or not issubclass(settings, BaseModel):
             raise TypeError(f"policy type {cls.__name__} needs a Settings pydantic model")
+        # A plugin must not silently replace a built-in (or another plugin's) type; re-importing one may.
+        existing = registry.get(name)
+        where = f"{getattr(existing, '__module__', '?')}.{getattr(existing, '__qualname__', '?')}"
+        if existing is not None and where != f"{cls.__module__}.{cls.__qualname__}":
+            raise ValueError(f"policy type '{name}' is already registered by {where}")
         registry[name] = cls  # type: ignore[assignment]  # checked above, as far as a runtime can
         return cls
 

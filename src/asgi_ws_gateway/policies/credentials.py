@@ -106,7 +106,9 @@ class CredentialExpiry:
         try:
             claims = await verifier.verify_token(token)
         except HandshakeDenied as denial:
-            raise DropMessage(f"refresh_{denial.reason}", denial.detail) from None
+            # A 5xx detail (JWKS or store trouble) is internal, as in a handshake's response body.
+            detail = denial.detail if denial.status < 500 else "the token cannot be checked right now"
+            raise DropMessage(f"refresh_{denial.reason}", detail) from None
         handshake = connection.handshake
         old = handshake.claims or {}
         if s.same_subject and claims.get("sub") != old.get("sub"):

@@ -35,7 +35,8 @@ def _store_failed(name: str, api: str, on_error: str, exc: StoreUnavailable) -> 
     if on_error == "open":
         logger.warning("API %s: %s admitted a handshake unchecked (fail-open): %s", api, name, exc)
         return
-    raise deny(503, "the limit cannot be checked right now", reason="store_unavailable",
+    # The store's error is for the log and the span: a 5xx body does not carry it.
+    raise deny(503, f"the limit cannot be checked right now ({exc})", reason="store_unavailable",
                headers=[(b"retry-after", b"1")])  # fmt: skip
 
 

@@ -8,16 +8,15 @@ once, when the configuration is applied (jsonschema-rs, any draft up to 2020-12)
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema_rs
 from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import CloseConnection, DropMessage
+from ..loading import LoadRefused, import_object, read_file, retrieve_reference
 from ..messages import (
     ConnectionContext,
     Direction,
@@ -96,7 +95,7 @@ class ValidateMessage:
         self.validator: Any = None
         if schema is not None:
             try:
-                self.validator = jsonschema_rs.validator_for(schema)
+                self.validator = jsonschema_rs.validator_for(schema, retriever=retrieve_reference)
             except (ValueError, TypeError) as exc:
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise PolicyProblem("schema_file" if settings.schema_file else "schema", f"not a valid JSON Schema: "
@@ -142,9 +141,13 @@ def _first_error(validator: Any, value: Any) -> str:
 
 def _read_schema(path: str) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_file(path).decode("utf-8")
+    except LoadRefused as exc:
+        raise PolicyProblem("schema_file", str(exc)) from None
     except OSError as exc:
         raise PolicyProblem("schema_file", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PolicyProblem("schema_file", "not UTF-8 text") from None
     try:
         if path.endswith((".yaml", ".yml")):
             import yaml
@@ -233,13 +236,10 @@ class TransformMessage:
 
 
 def _import(target: str) -> MessageFunction:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise PolicyProblem("call", f"'{target}' must name a function as module:function")
     try:
-        function: MessageFunction = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise PolicyProblem("call", f"cannot import '{target}': {exc}") from None
+        function: MessageFunction = import_object(target)  # refused before importing when restricted
+    except ValueError as exc:
+        raise PolicyProblem("call", str(exc).replace("an object as", "a function as")) from None
     try:
         check_async(function)
     except TypeError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .._types import Scope
-from ..config import GatewayConfig, mark_policies
+from ..config import GatewayConfig, mark_policies, shorten
 from ..forwarded import Networks
 from ..handshake import FunctionPolicy, HandshakeContext, Pipeline, Policy, RequestView
 from ..messages import MessagePolicy, MessagePolicySet
@@ -45,7 +45,7 @@ def _describe(loc: Loc, error: Any) -> str:
     message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
     sensitive = any(word in str(part).lower() for part in error["loc"] for word in _SECRET_WORDS)
     if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not sensitive:
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {shorten(error['input'])})"
     return f"{where}: {message.removeprefix('Value error, ')}"
 
 

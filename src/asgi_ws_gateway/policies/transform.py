@@ -18,6 +18,8 @@ from ..upstream import HOP_BY_HOP
 from .base import PolicyEnv, PolicySettings, register_policy, template
 
 ExistsAction = Literal["override", "skip", "append", "delete"]
+# Template namespaces whose values come straight from the client's request.
+_CLIENT_NAMESPACES = frozenset({"header", "query", "cookie", "path", "client", "request"})
 
 
 def _header_name(value: str) -> str:
@@ -31,8 +33,10 @@ def _header_name(value: str) -> str:
 class SetHeaderSettings(PolicySettings):
     """``set-header``: set a header of the upstream request."""
 
-    header: str = Field(description="Header name.")
-    value: str = Field(default="", description="Template of the value, e.g. '{jwt.sub}'.")
+    header: str = Field(max_length=256, description="Header name (at most 256 characters).")
+    value: str = Field(
+        default="", max_length=8192, description="Template of the value, e.g. '{jwt.sub}' (at most 8192 characters)."
+    )
     exists_action: ExistsAction = Field(
         default="override", description="override, skip (keep an existing value), append, or delete."
     )
@@ -138,7 +142,10 @@ class RewriteUri:
 class SetBackendSettings(PolicySettings):
     """``set-backend-service``: connect to another host (network upstreams only); the path is kept."""
 
-    base_url: str = Field(description="ws:// or wss:// base URL (a template), e.g. 'ws://chat-{jwt.region}:9000'.")
+    base_url: str = Field(
+        description="ws:// or wss:// base URL (a template of jwt, subscription, var and api values only), "
+        "e.g. 'ws://chat-{jwt.region}:9000'."
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -146,6 +153,10 @@ class SetBackendSettings(PolicySettings):
         template(value)
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must be a ws:// or wss:// URL")
+        # The client must never choose where the gateway connects: only values it cannot forge.
+        unsafe = sorted({ref.namespace for ref in Template(value).references} & _CLIENT_NAMESPACES)
+        if unsafe:
+            raise ValueError(f"must not use values the client sends ({', '.join(unsafe)}): they would pick the host")
         return value
 
 

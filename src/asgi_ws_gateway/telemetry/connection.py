@@ -66,7 +66,9 @@ class ConnectionTrace:
         handshake = self._handshake
         attrs: Attrs = {n.HTTP_ROUTE: handshake.api.route, n.BACKEND: self._backend}
         client = handshake.scope.get("client")
-        if client:
+        if handshake.client is not None:
+            attrs[n.CLIENT_ADDRESS] = handshake.client
+        elif client:
             attrs[n.CLIENT_ADDRESS] = client[0]
         if self._subprotocol:
             attrs[n.SUBPROTOCOL] = self._subprotocol

@@ -60,9 +60,12 @@ class Telemetry:
         """True when spans or metrics are emitted."""
         return self.tracer is not None or self.metrics is not None
 
-    def handshake(self, api: ApiConfig, scope: Scope) -> HandshakeTrace:
-        """Start the telemetry of one handshake (call it when ``websocket.connect`` arrives)."""
-        return HandshakeTrace(self, self._apis[api.name], scope)
+    def handshake(self, api: ApiConfig, scope: Scope, client: str | None = None) -> HandshakeTrace:
+        """Start the telemetry of one handshake (call it when ``websocket.connect`` arrives).
+
+        ``client`` is the address a trusted proxy reported (None: the TCP peer is the client).
+        """
+        return HandshakeTrace(self, self._apis[api.name], scope, client)
 
     def add_apis(self, apis: Iterable[ApiConfig]) -> None:
         """Know the APIs of a new configuration (``apply_config``); spans and metrics name them from now on."""

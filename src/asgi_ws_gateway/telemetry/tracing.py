@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
+from ..redact import redact_text
 from . import names as n
 from . import propagation
 from .events import MessageEvents
@@ -103,9 +105,12 @@ class TracedConnector:
 class HandshakeTrace:
     """Telemetry of one handshake, from the client's upgrade request to accept or denial."""
 
-    def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope) -> None:
+    def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope, client: str | None = None) -> None:
         self.api = api
         self.scope = scope
+        peer = scope.get("client")
+        # The client behind trusted proxies when it differs from the TCP peer (then kept as the peer).
+        self.client: str | None = client if client and (not peer or client != peer[0]) else None
         self.subject: str | None = None
         self.subscription: str | None = None
         self.attempts = 0
@@ -151,7 +156,11 @@ class HandshakeTrace:
             n.HTTP_ROUTE: self.api.route,
         }  # fmt: skip
         client = scope.get("client")
-        if client:
+        if self.client is not None:
+            attrs[n.CLIENT_ADDRESS] = self.client
+            if client:
+                attrs[n.NETWORK_PEER_ADDRESS] = client[0]
+        elif client:
             attrs[n.CLIENT_ADDRESS] = client[0]
         for name, value in scope.get("headers") or ():
             if name == b"user-agent":
@@ -241,12 +250,23 @@ class HandshakeTrace:
     def denied(self, denial: HandshakeDenied, error: BaseException | None = None) -> None:
         """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
         policy = getattr(denial, "policy", None)
+        if self.span is not None:  # the full detail, which a 5xx response body does not carry
+            self.span.set_attribute(n.DENIAL_DETAIL, denial.detail)
         if error is not None:
-            if self.span is not None:
-                self.span.record_exception(error)
+            if self.span is not None:  # an exception's message may embed a URL with the client's query
+                stack = "".join(traceback.format_exception(error))
+                self.span.record_exception(error, attributes={
+                    "exception.message": redact_text(str(error)), "exception.stacktrace": redact_text(stack)
+                })  # fmt: skip
             self._finish("error", denial.status, type(error).__qualname__, None)
         else:
             self._finish("denied", denial.status, denial.reason, policy if isinstance(policy, str) else None)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The handshake's trace id (32 hex digits) when it is traced, for a client to quote."""
+        context = self.span.get_span_context() if self.span is not None else None
+        return trace.format_trace_id(context.trace_id) if context is not None and context.is_valid else None
 
     def abandoned(self, reason: str) -> None:
         """The client left, or the task was cancelled, before accept (a no-op once finished)."""
@@ -302,11 +322,14 @@ class HandshakeTrace:
     def fields(self) -> dict[str, Any]:
         """The access-log fields known at the handshake."""
         client = self.scope.get("client")
-        return {
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        fields = {
             "api": self.api.name, "route": self.api.route, "path": self.scope.get("path", ""),
-            "client": f"{client[0]}:{client[1]}" if client else "-",
-            "subject": self.subject, "subscription": self.subscription,
+            "client": self.client or peer, "subject": self.subject, "subscription": self.subscription,
         }  # fmt: skip
+        if self.client is not None:
+            fields["peer"] = peer  # the trusted proxy the client came through
+        return fields
 
 
 __all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector", "current_handshake"]

@@ -1,0 +1,194 @@
+"""The one way configuration reaches code, files and the environment, and the gate in front of it.
+
+A configuration can name things the gateway then loads: in-process apps (``asgi:module:attr``),
+functions (``transform-message`` ``call``), files (PEM keys, JSON Schemas, CA bundles, ``$ref``\\ s)
+and environment variables (``secret_env``). All of it goes through this module, so one switch
+decides what a configuration from a less trusted source may load: the management API validates
+and applies its changes inside :func:`restricted`, with a :class:`Gate` that admits only what the
+operator allowed (the configuration file's own loads and ``allowed_asgi_upstreams``). Anything else
+is refused *before* the module is imported or the file opened (``tests/test_management_security.py``
+keeps every other module from importing by name or reading files).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REFUSED = "not allowed through the management API"
+
+
+class LoadRefused(ValueError):
+    """A restricted configuration tried to load something the operator did not allow."""
+
+
+@dataclass
+class Gate:
+    """What a restricted configuration may load.
+
+    Args:
+        modules: ``module:attr`` targets, or whole modules (``module``), that may be imported.
+        files: paths that may be read (as written in the configuration).
+        env: environment variables that may be read.
+        record: admit everything and remember it (how the configuration file's loads are found).
+    """
+
+    modules: set[str] = field(default_factory=set)
+    files: set[str] = field(default_factory=set)
+    env: set[str] = field(default_factory=set)
+    record: bool = False
+
+    def admit_import(self, target: str) -> None:
+        module = target.partition(":")[0]
+        if self.record:
+            self.modules.add(target)
+        elif target not in self.modules and module not in self.modules:
+            raise LoadRefused(f"importing '{target}' is {REFUSED} (the operator must allow it)")
+
+    def admit(self, value: str, allowed: set[str], what: str) -> None:
+        if self.record:
+            allowed.add(value)
+        elif value not in allowed:
+            raise LoadRefused(f"{what} '{value}' is {REFUSED}")
+
+
+_gate: ContextVar[Gate | None] = ContextVar("asgi_ws_gateway_load_gate", default=None)
+_deferred: ContextVar[list[str] | None] = ContextVar("asgi_ws_gateway_deferred_imports", default=None)
+
+
+@contextmanager
+def restricted(gate: Gate) -> Iterator[Gate]:
+    """Within this block, every load goes through ``gate`` (refused unless it admits it)."""
+    token = _gate.set(gate)
+    try:
+        yield gate
+    finally:
+        _gate.reset(token)
+
+
+@contextmanager
+def deferred_imports() -> Iterator[list[str]]:
+    """Within this block :func:`import_object` imports nothing: it checks, and returns a stand-in.
+
+    Validation runs in such a block, so no module is imported before the whole configuration is
+    known to be valid; the list yielded holds the targets to import afterwards.
+    """
+    pending: list[str] = []
+    token = _deferred.set(pending)
+    try:
+        yield pending
+    finally:
+        _deferred.reset(token)
+
+
+async def _stand_in(*args: Any) -> None:
+    """What a deferred import returns: an async function, as imported targets must be."""
+
+
+def recording() -> AbstractContextManager[Gate]:
+    """A block that loads freely and records what it loaded in the :class:`Gate` it yields."""
+    return restricted(Gate(record=True))
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``module:attr`` split in two; ``ValueError`` when either part is missing or not dotted names."""
+    module, _, attr = target.partition(":")
+    if not _dotted(module) or not _dotted(attr):
+        raise ValueError(f"'{target}' must name an object as module:attribute")
+    return module, attr
+
+
+def _dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def check_import(target: str) -> None:
+    """Raise ``LoadRefused`` if ``target`` could not be imported here; imports nothing."""
+    parse_target(target)
+    gate = _gate.get()
+    if gate is not None:
+        gate.admit_import(target)
+
+
+def import_object(target: str) -> Any:
+    """Import ``module:attr`` (``ValueError`` if it cannot be; ``LoadRefused`` before importing)."""
+    module, attr = parse_target(target)
+    check_import(target)
+    pending = _deferred.get()
+    if pending is not None:
+        pending.append(target)
+        return _stand_in
+    try:
+        found = importlib.import_module(module)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import '{target}': {exc}") from None
+    return found
+
+
+def check_file(path: str) -> None:
+    """Raise ``LoadRefused`` if the file at ``path`` may not be read here; reads nothing."""
+    gate = _gate.get()
+    if gate is not None:
+        gate.admit(path, gate.files, "reading file")
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a configured file (``OSError`` as ``open`` raises it; ``LoadRefused`` first)."""
+    check_file(path)
+    return Path(path).read_bytes()
+
+
+def read_env(name: str) -> str | None:
+    """A configured environment variable (None when unset; ``LoadRefused`` when not admitted)."""
+    gate = _gate.get()
+    if gate is not None:
+        gate.admit(name, gate.env, "reading environment variable")
+    return os.environ.get(name)
+
+
+def retrieve_reference(uri: str) -> Any:
+    """A JSON Schema's external ``$ref``: a ``file:`` URI the gate admits, never the network."""
+    if not uri.startswith("file://"):
+        raise LoadRefused(f"'$ref': '{uri}' is not a local file; put the schema inline")
+    import json
+
+    return json.loads(read_file(uri.removeprefix("file://")))
+
+
+def allowed_modules(entries: Iterable[str]) -> set[str]:
+    """Validate ``allowed_asgi_upstreams`` entries (``module`` or ``module:attr``)."""
+    found = set()
+    for entry in entries:
+        target = entry.removeprefix("asgi:")
+        if ":" in target:
+            parse_target(target)
+        elif not _dotted(target):
+            raise ValueError(f"'{entry}' is not a module or module:attribute")
+        found.add(target)
+    return found
+
+
+__all__ = [
+    "REFUSED",
+    "Gate",
+    "LoadRefused",
+    "allowed_modules",
+    "check_file",
+    "check_import",
+    "deferred_imports",
+    "import_object",
+    "parse_target",
+    "read_env",
+    "read_file",
+    "recording",
+    "restricted",
+    "retrieve_reference",
+]

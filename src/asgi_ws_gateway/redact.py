@@ -1,0 +1,187 @@
+"""Redaction: the one place that decides what a credential looks like before text reaches a log.
+
+A client can send a credential in any position: a query parameter (``?access_token=``,
+``?subscription-key=``), a header (``Authorization``, ``Cookie``, a subscription-key header, a
+configured token header) or ``Sec-WebSocket-Protocol``. The gateway never writes a query string's
+values, a sensitive header's value or anything shaped like a JWT to a log line: every query value
+becomes ``REDACTED`` (names are kept, they help debugging), so do sensitive header values.
+
+:class:`RedactingFilter` applies :func:`redact_text` to log records; :func:`install` puts it on
+uvicorn's ``uvicorn.access`` and ``uvicorn.error`` loggers, whose lines carry the request path
+with its query string, on websockets' client and server loggers (headers, at debug) and on the
+gateway's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+REDACTED = "REDACTED"
+
+#: Headers whose values are credentials, whatever the configuration (lower case).
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization", "proxy-authorization", "cookie", "set-cookie", "sec-websocket-protocol",
+        "ocp-apim-subscription-key", "subscription-key", "x-api-key", "api-key", "x-auth-token",
+    }
+)  # fmt: skip
+
+#: uvicorn's loggers: they write request paths with their query (and, at debug, every header).
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
+#: websockets' loggers: at debug they write every header of the upstream handshakes the gateway makes.
+WEBSOCKETS_LOGGERS = ("websockets.client", "websockets.server")
+
+# A query string inside free text: from "?" to the first space, quote or angle bracket.
+_QUERY_IN_TEXT = re.compile(r"\?([^\s\"'<>]*)")
+# A JWT/JWS (three base64url segments, the first a JSON object's encoding) anywhere in text.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+_extra_headers: set[str] = set()
+
+
+def _header_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    """``authorization: Bearer x``, ``('cookie', 'a=b')``, ``b'x-api-key', b'k'`` inside text."""
+    alternatives = "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+    return re.compile(
+        rf"(?P<name>{alternatives}|[a-z-]*subscription-key)"
+        r"(?P<sep>['\"]?\s*[:=]\s*['\"]?|['\"]?,\s*b?['\"])(?P<value>[^'\"\r\n]*)",
+        re.IGNORECASE,
+    )
+
+
+_HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS)
+
+
+def add_sensitive_headers(names: Iterable[str]) -> None:
+    """Also redact these headers' values (a configuration's token and subscription-key headers)."""
+    global _HEADER_IN_TEXT
+    new = {name.lower() for name in names} - SENSITIVE_HEADERS - _extra_headers
+    if new:
+        _extra_headers.update(new)
+        _HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS | _extra_headers)
+
+
+def credential_headers(document: object) -> set[str]:
+    """The header names a configuration (as plain data) reads credentials from: ``token: [{header: ...}]``."""
+    found: set[str] = set()
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "token" and isinstance(value, list):
+                found.update(s["header"] for s in value if isinstance(s, dict) and isinstance(s.get("header"), str))
+            else:
+                found |= credential_headers(value)
+    elif isinstance(document, list):
+        for item in document:
+            found |= credential_headers(item)
+    return found
+
+
+def redact_query(query: str | bytes) -> str:
+    """``query`` with every parameter's value replaced by ``REDACTED``; names and order kept.
+
+    >>> redact_query("access_token=eyJ...&room=1&flag")
+    'access_token=REDACTED&room=REDACTED&flag'
+    """
+    text = query.decode("latin-1") if isinstance(query, bytes) else query
+    parts = []
+    for part in text.split("&"):
+        name, eq, _ = part.partition("=")
+        parts.append(f"{name}={REDACTED}" if eq else part)
+    return "&".join(parts)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its query values and any userinfo password redacted (the path is kept)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
+    query = redact_query(parts.query) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """``headers`` with the values of credential headers (and of ``sensitive`` ones) replaced."""
+    names = SENSITIVE_HEADERS | _extra_headers | {name.lower() for name in sensitive}
+    return [(name, REDACTED if name.lower() in names else value) for name, value in headers]
+
+
+def redact_text(text: str) -> str:
+    """``text`` with query values, credential header values and JWT-shaped strings redacted."""
+    if "?" in text:
+        text = _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
+    text = _HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+    return _JWT.sub(REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts every record it sees: the message, each string argument, the formatted exception.
+
+    Arguments are redacted one by one (not merged into the message) so that formatters that read
+    ``record.args`` themselves, such as uvicorn's access formatter, keep working.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
+        if record.args and record.name != "uvicorn.access":  # its formatter needs the arguments as they are
+            # A header's name and value may be separate arguments ("< %s: %s"): judge the whole line.
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                message = ""
+            redacted = redact_text(message)
+            if redacted != message:
+                record.msg, record.args = redacted, ()
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            # Formatted here so that the exception's message (a URL with a query) is redacted too.
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def _redact_arg(arg: object) -> object:
+    if isinstance(arg, str):
+        return redact_text(arg)
+    if isinstance(arg, bytes):
+        return redact_text(arg.decode("latin-1"))
+    if isinstance(arg, (int, float)) or arg is None:
+        return arg
+    return redact_text(str(arg))  # an exception or an object whose str() may embed a URL
+
+
+def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> None:
+    """Put a :class:`RedactingFilter` on each of ``loggers`` and on the gateway's own (once each).
+
+    A logger's filters apply to the records created on it (not to those its children propagate),
+    hence one filter per logger: uvicorn's, and every ``asgi_ws_gateway.*`` logger created so far.
+    """
+    own = [name for name in list(logging.Logger.manager.loggerDict) if name.startswith("asgi_ws_gateway")]
+    for name in [*loggers, *own]:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+__all__ = [
+    "REDACTED",
+    "SENSITIVE_HEADERS",
+    "UVICORN_LOGGERS",
+    "WEBSOCKETS_LOGGERS",
+    "RedactingFilter",
+    "add_sensitive_headers",
+    "credential_headers",
+    "install",
+    "redact_headers",
+    "redact_query",
+    "redact_text",
+    "redact_url",
+]

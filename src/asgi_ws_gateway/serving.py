@@ -1,0 +1,68 @@
+"""Serving an app under uvicorn for ``asgi-ws-gateway run``, with exit codes an operator can trust.
+
+uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, so a clean drain ends with
+status 143 (or 130); :class:`GracefulServer` ends with 0 instead. A worker or server that could
+not start (bind failed, lifespan start-up failed) ends with :data:`EXIT_START_FAILED`: uvicorn's
+own 3 is the CLI's "not found".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+logger = logging.getLogger(__name__)
+
+EXIT_START_FAILED = 7
+"""``run`` could not start serving: the socket could not be bound, or start-up failed."""
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server whose graceful shutdown on a signal returns instead of dying by that signal."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            yield
+            # The shutdown that signal asked for is complete: do not re-raise it (exit 0, not 143).
+            captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
+            if isinstance(captured, list):
+                captured.clear()
+
+
+def serve(app: str, options: dict[str, Any], *, management_port: int | None = None) -> int:
+    """Serve the import string ``app`` with uvicorn ``options``; returns the process's exit code.
+
+    Args:
+        app: ``module:factory`` of the application.
+        options: keyword arguments of :class:`uvicorn.Config`.
+        management_port: also listen on this port (the management API's own socket).
+    """
+    config = uvicorn.Config(app, **options)
+    sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
+    if management_port:
+        from .management.standalone import bind
+
+        try:
+            sockets.append(bind(config.host, management_port))
+        except OSError as exc:
+            logger.error("could not bind the management port %d: %s", management_port, exc)
+            return EXIT_START_FAILED
+    if config.workers > 1:
+        supervisor = Multiprocess(config, sockets=sockets)
+        supervisor.run()
+        # A worker that could not start stops the supervisor, which returns as if all went well.
+        failed = any(worker.process.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
+        return EXIT_START_FAILED if failed else 0
+    server = GracefulServer(config)
+    server.run(sockets=sockets)
+    return 0 if server.started else EXIT_START_FAILED
+
+
+__all__ = ["EXIT_START_FAILED", "STARTUP_FAILURE", "GracefulServer", "serve"]

@@ -1,0 +1,67 @@
+"""A gateway whose configuration is invalid, built by Starlette: it fails start-up instead of raising.
+
+``app.add_middleware(WebSocketGateway, config="gateway.yaml")`` builds the middleware lazily, on
+the first ASGI call (the lifespan start-up). An exception there is taken by uvicorn's default
+``lifespan="auto"`` for "lifespan unsupported"; the server starts anyway and answers every request
+with 500. Answering ``lifespan.startup`` with ``lifespan.startup.failed`` instead makes uvicorn
+print the problems and exit. Without a lifespan (``--lifespan off``) there is nothing to fail: every
+request is refused (HTTP 500, WebSocket 500 or close 1011) and the problems are logged at ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ._types import Receive, Scope, Send
+from .errors import ConfigError
+
+logger = logging.getLogger("asgi_ws_gateway.middleware")
+
+_BUILDERS = frozenset({"build_middleware_stack"})  # Starlette's and FastAPI's
+
+
+def built_by_starlette() -> bool:
+    """Whether the gateway being constructed was called from Starlette's (or FastAPI's) middleware build.
+
+    The one piece of stack reading in the gateway: the caller of ``WebSocketGateway.__init__`` is
+    two frames up. Called directly, the constructor raises; built by Starlette, it must not.
+    """
+    # 0: this function, 1: WebSocketGateway.__init__, 2: its caller (type.__call__ has no frame).
+    return sys._getframe(2).f_code.co_name in _BUILDERS
+
+
+class StartupFailure:
+    """An ASGI app that fails the lifespan start-up with ``error``'s message and refuses requests."""
+
+    def __init__(self, error: ConfigError) -> None:
+        self.error = error
+        self._logged = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": str(self.error)})
+                raise self.error  # as Starlette's router does: servers expect the app to end with the error
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        if not self._logged:  # uvicorn printed the error at start-up, unless there was no lifespan
+            self._logged = True
+            logger.error("every request is refused: %s", self.error)
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({"type": "websocket.http.response.start", "status": 500, "headers": []})
+                await send({"type": "websocket.http.response.body", "body": b""})
+            else:
+                await send({"type": "websocket.close", "code": 1011})
+            return
+        body = b"the gateway's configuration is invalid\n"
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["StartupFailure", "built_by_starlette"]

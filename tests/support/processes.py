@@ -1,0 +1,206 @@
+"""Server commands as real subprocesses.
+
+``GatewayProcess``: ``asgi-ws-gateway run`` with uvicorn workers, and which worker holds a socket.
+``ServerProcess``: any server command (``asgi-ws-gateway run``, ``uvicorn app:app``), its output captured::
+
+    with ServerProcess(["-m", "asgi_ws_gateway", "run", str(config)], port=port) as server:
+        server.wait_ready()
+        ...
+    code = server.returncode            # after a SIGTERM at exit
+    everything = server.output()        # stdout + stderr, every line the process wrote
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .servers import free_port
+
+__all__ = ["GatewayProcess", "ServerProcess"]
+
+EXE = Path(sys.executable).parent / "asgi-ws-gateway"
+
+
+class GatewayProcess:
+    """``asgi-ws-gateway run ARGS --port P`` started in ``cwd``; use with ``async with``.
+
+    Entering waits (up to ``start_timeout`` seconds) until ``workers`` worker processes live and
+    the port accepts connections; leaving sends SIGTERM and waits.
+    """
+
+    def __init__(self, args: Sequence[str], *, cwd: Path, workers: int, start_timeout: float = 30.0) -> None:
+        self.port = free_port()
+        self.expected_workers = workers
+        self.start_timeout = start_timeout
+        self.args = [str(EXE), "run", *args, "--port", str(self.port), "--workers", str(workers),
+                     "--log-level", "warning"]  # fmt: skip
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the supervisor (without this process's ASGI_WS_GATEWAY_* settings)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASGI_WS_GATEWAY_")}
+        self.process = subprocess.Popen(self.args, cwd=self.cwd, env=env)
+        return self.process
+
+    async def __aenter__(self) -> GatewayProcess:
+        self.process = self.start()
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while len(self.workers()) < self.expected_workers or not await _answers(self.port):
+                assert self.process.poll() is None, f"the gateway exited with {self.process.returncode}"
+                assert time.monotonic() < deadline, "the gateway did not start"
+                await asyncio.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+    def workers(self) -> set[int]:
+        """Pids of the live worker processes (children of the supervisor)."""
+        assert self.process is not None
+        children = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == self.process.pid and fields[0] != "Z":
+                    children.add(int(entry.name))
+        return children
+
+    def owner(self, client_port: int) -> int:
+        """Pid of the worker holding the server side of the connection from ``client_port``."""
+        inodes: dict[int, int] = {}
+        for pid in self.workers():
+            try:
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes[int(target[8:-1])] = pid
+            except OSError:
+                continue
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            parts = line.split()
+            local_port, remote_port = int(parts[1].split(":")[1], 16), int(parts[2].split(":")[1], 16)
+            if local_port == self.port and remote_port == client_port and int(parts[9]) in inodes:
+                return inodes[int(parts[9])]
+        raise LookupError(f"no worker holds the connection from port {client_port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+async def _answers(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+class ServerProcess:
+    """``python ARGS...`` with stdout and stderr in files (unbuffered), stopped with SIGTERM.
+
+    Args:
+        args: arguments after ``python``.
+        port: the port the server listens on (``wait_ready`` connects to it).
+        cwd: working directory (default: a fresh temporary one).
+        env: extra environment variables.
+    """
+
+    def __init__(
+        self, args: Sequence[str], *, port: int, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = port
+        self._dir = tempfile.TemporaryDirectory()
+        out = Path(self._dir.name)
+        self.stdout_path, self.stderr_path = out / "stdout", out / "stderr"
+        path = os.pathsep.join([str(SRC), *sys.path])
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=cwd or out,
+                env={**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **(env or {})},
+                stdout=stdout,
+                stderr=stderr,
+            )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until the port accepts connections; fails if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.process.poll()
+            assert code is None, f"the server exited with {code}:\n{self.output()}"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, f"the server did not start:\n{self.output()}"
+                time.sleep(0.1)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The exit status of a process that ends on its own (fails if it is still running after ``timeout``)."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise AssertionError(f"still running after {timeout} s:\n{self.output()}") from None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``sig`` (once) and return the exit status; SIGKILL if it does not exit within ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.wait_exit(timeout)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.stdout() + self.stderr()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.process.poll() is None:
+            self.stop()
+        self._dir.cleanup()

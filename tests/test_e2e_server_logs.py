@@ -1,0 +1,194 @@
+"""What the server logs when a handshake is refused or a client misbehaves: one INFO line at most.
+
+Real uvicorn (log level info) with the gateway and a real upstream; the client sends raw frames a
+well-behaved library would refuse to send. No record may be an ERROR or carry a traceback, and the
+query string (where credentials travel) must never reach the server's lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.server import GatewayWebSocketProtocol
+from asgi_ws_gateway.standalone import create_app
+from support.clients import connect, expect_close, expect_status
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+from test_e2e_server_edges import MANY_HEADERS, exchange, handshake, status_of
+
+GATEWAY: Any = GatewayWebSocketProtocol
+SERVERS: dict[str, Any] = {"gateway": GATEWAY, "wsproto": "wsproto"}
+SECRET = "s3cr3t-t0ken-value"
+
+
+@pytest.fixture(params=list(SERVERS))
+def server(
+    request: pytest.FixtureRequest, upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> Iterator[UvicornServer]:
+    """The standalone gateway under each WebSocket protocol, logging at INFO into ``caplog``."""
+    config = {
+        "apis": [
+            {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]},
+            {"name": "reject", "path": "/ws/reject/{status}", "upstreams": [upstream.url("/reject/{status}")]},
+        ]
+    }
+    caplog.set_level(logging.INFO)
+    app = create_app(config)  # type: ignore[arg-type]
+    with UvicornServer(app, ws=SERVERS[request.param], log_level="info", ws_max_size=1024) as srv:
+        srv.impl = request.param  # type: ignore[attr-defined]
+        yield srv
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A client frame (masked with a zero key, so the payload goes as is)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if len(payload) < 126:
+        head += bytes([0x80 | len(payload)])
+    elif len(payload) < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+    return head + b"\0\0\0\0" + payload
+
+
+async def server_idle(server: UvicornServer) -> None:
+    """Wait until the server's ASGI tasks are over: uvicorn logs "returned without completing" only then."""
+    for _ in range(1000):  # 10 s, generous
+        if not server.server.server_state.tasks:
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("the server's ASGI tasks did not finish")
+
+
+def server_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Records of the server (uvicorn; the websockets library under it logs to uvicorn.error too)."""
+    return [r for r in caplog.records if r.name.startswith("uvicorn")]
+
+
+def assert_quiet(caplog: pytest.LogCaptureFixture, *, extra_lines: int) -> None:
+    """No ERROR, no traceback anywhere; the server wrote at most ``extra_lines`` beyond "[accepted]"."""
+    loud = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert loud == []
+    lines = [r.getMessage() for r in server_lines(caplog) if "[accepted]" not in r.getMessage()]
+    lines = [line for line in lines if "Started server" not in line and "Waiting for" not in line]
+    assert len(lines) <= extra_lines, lines
+    assert all(r.levelno <= logging.WARNING for r in server_lines(caplog))
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/ws/reject/401", {}, 401),  # the upstream refuses: its answer is relayed
+        ("/ws/reject/403", {}, 403),
+        ("/ws/reject/429", {}, 429),
+        ("/nowhere", {}, 404),  # no API: the standalone app refuses
+        ("/ws/echo", {f"x-h{i}": "v" for i in range(120)}, 431),  # the gateway's own handshake_limits
+    ],
+    ids=["upstream-401", "upstream-403", "upstream-429", "no-api-404", "limits-431"],
+)
+async def test_refused_handshake_is_one_info_line_without_the_query(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, path: str, headers: dict[str, str], status: int
+) -> None:
+    """A refusal is the server's one status line, not "ASGI callable returned without completing handshake"."""
+    got, _, _ = await expect_status(server.url(f"{path}?access_token={SECRET}"), additional_headers=headers)
+    assert got == status
+    await server_idle(server)
+    assert any(path in r.getMessage() and r.getMessage().endswith(f" {status}") for r in server_lines(caplog))
+    assert_quiet(caplog, extra_lines=1)
+    if server.impl == "gateway":  # type: ignore[attr-defined]  # wsproto's line carries the query string
+        assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
+
+
+@pytest.mark.parametrize("server", ["gateway"], indirect=True)
+async def test_accepted_line_has_the_path_but_not_the_query(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The "[accepted]" line names the path; the credential in the query string stays out."""
+    async with await connect(server.url(f"/ws/echo?access_token={SECRET}&subscription-key={SECRET}")) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    await server_idle(server)
+    accepted = [r.getMessage() for r in server_lines(caplog) if "/ws/echo" in r.getMessage()]
+    assert accepted and all("?" not in line for line in accepted)
+    assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "wsproto_code"),
+    [
+        (frame(0x1, b"\xff\xfe\xfd"), 1007, 1006),  # invalid UTF-8 in one text frame
+        (frame(0x1, b"ok \xe2\x82", fin=False) + frame(0x0, b"\xff"), 1007, 1006),  # split across fragments
+        (frame(0x8, struct.pack("!H", 999)), 1002, 1006),  # a close code no one may send
+        (frame(0x8, struct.pack("!H", 1005)), 1002, 1006),  # a reserved close code on the wire
+        (frame(0x3, b"x"), 1002, 1006),  # a reserved opcode
+        (frame(0x2, b"x" * 4096), 1009, 1009),  # over ws_max_size
+    ],
+    ids=["utf8", "utf8-fragmented", "close-999", "close-1005", "opcode-3", "too-big"],
+)
+async def test_misbehaving_client_is_closed_with_its_code_and_at_most_one_line(
+    server: UvicornServer,
+    upstream: UpstreamServer,
+    caplog: pytest.LogCaptureFixture,
+    raw: bytes,
+    code: int,
+    wsproto_code: int,
+) -> None:
+    """Bad frames get the RFC 6455 close code; the server logs one INFO line at most, never a traceback.
+
+    wsproto is as quiet but drops the connection without a close frame (1006 at the client) on
+    protocol errors and invalid UTF-8.
+    """
+    ws = await connect(server.url("/ws/echo"))
+    ws.transport.write(raw)
+    got, _ = await expect_close(ws)
+    assert got == (code if server.impl == "gateway" else wsproto_code)  # type: ignore[attr-defined]
+    await upstream.wait_for_closes_async(1)
+    await server_idle(server)
+    assert_quiet(caplog, extra_lines=1)
+
+
+@pytest.mark.parametrize("how", ["rst", "fin"])
+async def test_client_vanishing_logs_no_error(
+    server: UvicornServer, upstream: UpstreamServer, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """A client that resets the connection or drops it without a close frame is not the server's error."""
+    ws = await connect(server.url("/ws/echo"))
+    await ws.send("hello")
+    assert await ws.recv() == "hello"
+    sock: socket.socket = ws.transport.get_extra_info("socket")
+    if how == "rst":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.transport.abort()
+    closes = await upstream.wait_for_closes_async(1)
+    assert closes[0][0] in (1000, 1001, 1006, 1011)  # issue 11 item 4 decides which; logs are the point here
+    await server_idle(server)
+    assert_quiet(caplog, extra_lines=1)
+
+
+@pytest.mark.parametrize("server", ["gateway"], indirect=True)
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (b"authorization: Bearer " + SECRET.encode() + b"\r\n" + MANY_HEADERS, 431),
+        (b"x-api-key: " + SECRET.encode() * 600 + b"\r\n", 431),
+        (b"x-bad-line " + SECRET.encode() + b"\r\n", 400),
+        (b"Sec-WebSocket-Version: " + SECRET.encode() + b"\r\n", 400),
+    ],
+    ids=["many-headers", "long-line", "no-colon", "bad-version-value"],
+)
+async def test_refused_request_head_is_one_info_line_quoting_nothing(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, extra: bytes, status: int
+) -> None:
+    """A head refused by the parser is logged with a fixed description: the offending line is not quoted."""
+    request_head = handshake(extra=extra, version=None if b"Version" in extra else b"13")
+    assert status_of(await exchange(server.port, request_head)) == status
+    await server_idle(server)
+    assert_quiet(caplog, extra_lines=1)
+    assert not any(SECRET in r.getMessage() for r in caplog.records)

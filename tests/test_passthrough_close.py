@@ -1,0 +1,126 @@
+"""Passthrough's close sequences, fast: the splice between two fake transports, no sockets.
+
+Bytes the test feeds to a side are what that peer sent; what the splice wrote to a transport is
+read back with the frame scanner. ``connection_lost`` is called by the test, as asyncio would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from asgi_ws_gateway.frames import FrameScanner, close_frame, encode_frame
+from asgi_ws_gateway.passthrough import Splice
+from asgi_ws_gateway.relay import RelayStats
+from asgi_ws_gateway.upstream_raw import RawUpstream, _HandshakeReader
+
+
+class FakeTransport:
+    """The transport calls the splice makes, recorded."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    # Tests read state through methods: mypy would narrow ``closed`` after one assert and take the
+    # opposite assert, later, for unreachable.
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+
+def _splice() -> tuple[Splice, FakeTransport, FakeTransport]:
+    client, upstream = FakeTransport(), FakeTransport()
+    reader = _HandshakeReader()
+    raw = RawUpstream(cast(asyncio.Transport, upstream), None, None, [], b"", reader)
+    splice = Splice(raw, max_message_size=1000, close_timeout=30.0)
+    splice.client.connection_made(client)
+    splice._start()
+    return splice, client, upstream
+
+
+def _close_in(written: bytearray, *, masked: bool) -> tuple[int, str] | None:
+    """The close frame (code, reason) among the frames written to a peer, if any."""
+    scanner = FrameScanner(RelayStats(sizes_in=[0] * 12, sizes_out=[0] * 12), inbound=masked, max_message_size=1000)
+    scanner.feed(bytes(written))
+    assert scanner.error is None
+    return scanner.close
+
+
+async def test_bytes_after_the_clients_close_do_not_cut_it_off_before_the_upstream_answers() -> None:
+    """Autobahn 7.1.3: close, then a ping in another read; the client still gets the upstream's answer."""
+    splice, client, upstream = _splice()
+    splice.client.data_received(close_frame(1000, "", mask=True))
+    assert _close_in(upstream.written, masked=True) == (1000, "")
+    splice.client.data_received(encode_frame(0x9, b"late ping", mask=True))
+    assert not client.is_closing()
+    splice.upstream.data_received(close_frame(1000, "", mask=False))
+    assert _close_in(client.written, masked=False) == (1000, "")
+    splice.upstream.connection_lost(None)  # the server ends the TCP connection
+    assert client.is_closing()
+    splice.client.connection_lost(None)
+    assert splice.finished.is_set()
+    assert (splice.stats.closed_by, splice.stats.close_code) == ("client", 1000)
+
+
+async def test_vanished_client_gets_the_upstream_1001_and_its_answer_read_at_once() -> None:
+    """A full client buffer paused the upstream; the client drops: 1001, reading resumes, TCP closed on the answer."""
+    splice, _client, upstream = _splice()
+    splice.client.pause_writing()
+    assert not upstream.is_reading()
+    splice.client.connection_lost(ConnectionResetError())
+    assert _close_in(upstream.written, masked=True) == (1001, "client went away")
+    assert upstream.is_reading()
+    splice.upstream.data_received(encode_frame(0x2, b"x" * 100, mask=False) + close_frame(1001, "", mask=False))
+    assert upstream.is_closing() and not upstream.aborted
+    splice.upstream.connection_lost(None)
+    assert splice.finished.is_set()
+    assert (splice.stats.closed_by, splice.stats.close_code) == ("client", 1006)
+
+
+async def test_malformed_client_frame_is_1002_both_ways_and_not_forwarded() -> None:
+    """An unmasked client frame: the upstream never sees it; each side gets a 1002 close frame."""
+    splice, client, upstream = _splice()
+    good = encode_frame(0x1, b"ok", mask=True)
+    splice.client.data_received(good + encode_frame(0x1, b"bad", mask=False))
+    assert bytes(upstream.written).startswith(good)
+    assert _close_in(upstream.written, masked=True) == (1002, "incorrect masking")
+    assert _close_in(client.written, masked=False) == (1002, "incorrect masking")
+    splice.upstream.data_received(close_frame(1002, "", mask=False))
+    assert upstream.is_closing()  # it answered the gateway's close: TCP closed at once
+    splice.client.data_received(close_frame(1002, "", mask=True))
+    assert client.is_closing()
+    splice.upstream.connection_lost(None)
+    splice.client.connection_lost(None)
+    assert splice.finished.is_set()
+
+
+async def test_malformed_upstream_frame_is_1011_to_the_client_and_1002_upstream() -> None:
+    """A masked frame from the upstream: the client gets 1011, the upstream 1002."""
+    splice, client, upstream = _splice()
+    splice.upstream.data_received(encode_frame(0x1, b"bad", mask=True))
+    assert _close_in(client.written, masked=False) == (1011, "upstream connection failed")
+    assert _close_in(upstream.written, masked=True) == (1002, "incorrect masking")

@@ -1,0 +1,114 @@
+"""Redaction as pure logic: what a credential looks like, and the logging filter that applies it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from asgi_ws_gateway import redact
+from asgi_ws_gateway.redact import (
+    REDACTED,
+    RedactingFilter,
+    credential_headers,
+    redact_headers,
+    redact_query,
+    redact_text,
+    redact_url,
+)
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+
+
+def test_every_query_value_is_redacted_and_names_kept() -> None:
+    """Values go, names and blank parameters stay, whatever the parameter is called."""
+    assert redact_query("access_token=abc&room=1&flag&x=") == "access_token=REDACTED&room=REDACTED&flag&x=REDACTED"
+    assert redact_query(b"subscription-key=k%20y") == "subscription-key=REDACTED"
+    assert redact_query("") == ""
+
+
+def test_url_query_and_userinfo_password_redacted() -> None:
+    assert redact_url("wss://user:pw@h:1/p/a?token=x#frag") == "wss://user:REDACTED@h:1/p/a?token=REDACTED"
+    assert redact_url("ws://h/p") == "ws://h/p"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'127.0.0.1:1 - "WebSocket /chat?access_token={JWT}&x=1" 403',
+        f"GET /chat?subscription-key=SECRET HTTP/1.1 and {JWT}",
+        "< authorization: Bearer SECRET",
+        "< Cookie: a=1; session=SECRET",
+        "< Ocp-Apim-Subscription-Key: SECRET",
+        "[('x-subscription-key', 'SECRET'), ('host', 'h')]",
+        "[(b'authorization', b'Basic SECRET')]",
+        f"sec-websocket-protocol: bearer.{JWT}",
+        f"ws://up/rooms/1?token=SECRET is unreachable: [Errno 111] refused {JWT}",
+    ],
+)
+def test_credentials_in_free_text_are_redacted(text: str) -> None:
+    """Query values, credential headers (in log and repr forms) and JWTs, wherever they sit in a line."""
+    redacted = redact_text(text)
+    assert "SECRET" not in redacted
+    assert JWT not in redacted
+    assert REDACTED in redacted
+
+
+def test_harmless_text_is_unchanged() -> None:
+    line = '127.0.0.1:5 - "WebSocket /chat" 101 chat closed by client with 1000, subscription gold'
+    assert redact_text(line) == line
+
+
+def test_configured_headers_are_added() -> None:
+    """A configuration's token header is redacted once registered, in text and in header lists."""
+    assert "T0K" in redact_text("x-my-token: T0K")
+    redact.add_sensitive_headers(["X-My-Token"])
+    assert redact_text("x-my-token: T0K") == f"x-my-token: {REDACTED}"
+    assert redact_headers([("X-My-Token", "T0K"), ("Accept", "*/*")]) == [("X-My-Token", REDACTED), ("Accept", "*/*")]
+
+
+def test_credential_headers_found_in_a_config_document() -> None:
+    document = {"apis": [{"policies": [{"validate-jwt": {"token": [{"header": "X-A"}, {"query": "t"}]}}]}],
+                "policies": [{"when": {"then": [{"validate-jwt": {"token": [{"header": "X-B"}]}}]}}]}  # fmt: skip
+    assert credential_headers(document) == {"X-A", "X-B"}
+
+
+def _record(
+    msg: str, *args: object, name: str = "uvicorn.error", exc: BaseException | None = None
+) -> logging.LogRecord:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    return logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, exc_info)
+
+
+def test_filter_redacts_arguments_and_keeps_uvicorn_access_arguments() -> None:
+    """uvicorn's access formatter reads five arguments: they stay five, the path redacted."""
+    record = _record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", f"/x?t={JWT}", "1.1", 200, name="uvicorn.access")
+    assert RedactingFilter().filter(record)
+    assert record.args == ("127.0.0.1:1", "GET", f"/x?t={REDACTED}", "1.1", 200)
+
+
+def test_filter_judges_a_header_split_across_arguments() -> None:
+    record = _record("< %s: %s", "x-subscription-key", "SECRET")
+    RedactingFilter().filter(record)
+    assert "SECRET" not in record.getMessage()
+
+
+def test_filter_redacts_the_formatted_exception() -> None:
+    try:
+        raise OSError(f"cannot reach ws://up/x?access_token={JWT}")
+    except OSError as exc:
+        record = _record("handshake failed", exc=exc)
+    RedactingFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert JWT not in formatted
+    assert "access_token=REDACTED" in formatted
+
+
+def test_install_puts_one_filter_per_logger() -> None:
+    """uvicorn's, websockets' and the gateway's loggers each get exactly one filter, however often installed."""
+    import asgi_ws_gateway.middleware  # noqa: F401 - its logger must exist
+
+    redact.install()
+    redact.install()
+    for name in (*redact.UVICORN_LOGGERS, *redact.WEBSOCKETS_LOGGERS, "asgi_ws_gateway.middleware"):
+        assert sum(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters) == 1

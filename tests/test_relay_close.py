@@ -1,0 +1,545 @@
+"""The relay's close sequences, fast: pure asyncio, a fake upstream and a fake ASGI client, no sockets.
+
+Every test runs on the plain :class:`Relay` and on :class:`PolicyRelay` (a pass-through policy each
+way, so both of its pumps run their policy versions). Each test checks the codes each side got,
+that ``run()`` returned (a hang fails at ``HANG`` seconds; the relay's close timeout is
+``CLOSE_TIMEOUT``), that no task outlived it, and how many ERROR lines it logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytest
+
+from asgi_ws_gateway._types import Data, Message
+from asgi_ws_gateway.handshake import HandshakeContext
+from asgi_ws_gateway.message_relay import PolicyRelay
+from asgi_ws_gateway.messages import ConnectionContext, MessageHandler, MessagePolicySet, WsMessage
+from asgi_ws_gateway.relay import Relay, client_vanished
+from asgi_ws_gateway.upstream import UpstreamClosed
+from policy_helpers import context
+
+CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
+HANG = 5.0  # seconds: a run() still going after this is a hang (a failure, not a slow pass)
+
+Fault = Literal["raise", "hang", "oserror"]
+
+
+class Boom(RuntimeError):
+    """The injected bug."""
+
+
+@dataclass
+class FakeUpstream:
+    """An ``UpstreamConnection`` whose every await point can fail or hang on demand.
+
+    Like the ``websockets`` connector: once ``close()`` returned (or the peer closed), ``recv`` and
+    ``send`` raise ``UpstreamClosed``. ``paused`` makes ``send`` wait as a full write buffer would.
+    """
+
+    faults: dict[str, Fault] = field(default_factory=dict)
+    subprotocol: str | None = None
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    sent: list[Data] = field(default_factory=list)
+    closes: list[tuple[int, str]] = field(default_factory=list)
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        self._inbox: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue()
+        self._drained = asyncio.Event()
+        self._ended: UpstreamClosed | None = None
+
+    # -- the test's controls --
+    def push(self, data: Data) -> None:
+        self._inbox.put_nowait(data)
+
+    def peer_closes(self, code: int, reason: str) -> None:
+        self._end(UpstreamClosed(code, reason, by_peer=True))
+
+    def vanish(self) -> None:
+        """The TCP connection is lost (a reset): every pending and later call ends with 1006."""
+        self._end(UpstreamClosed(1006, "", by_peer=False))
+
+    def _end(self, closed: UpstreamClosed) -> None:
+        if self._ended is None:
+            self._ended = closed
+            self._inbox.put_nowait(closed)
+            self._drained.set()
+
+    async def _fault(self, point: str) -> None:
+        fault = self.faults.get(point)
+        if fault == "raise":
+            raise Boom(f"{point} failed")
+        if fault == "oserror":
+            raise ConnectionResetError(f"{point}: connection reset")
+        if fault == "hang":
+            await asyncio.Event().wait()
+
+    # -- UpstreamConnection --
+    async def recv(self) -> Data:
+        await self._fault("recv")
+        item = await self._inbox.get()
+        if isinstance(item, UpstreamClosed):
+            self._inbox.put_nowait(item)
+            raise item
+        return item
+
+    async def send(self, data: Data) -> None:
+        await self._fault("send")
+        if self._ended is not None:
+            raise self._ended
+        self.sent.append(data)
+        if self.paused:
+            await self._drained.wait()  # drain while paused: only a reset ends it
+            if self._ended is not None:
+                raise self._ended
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+        await self._fault("close")
+        self._end(UpstreamClosed(code, reason, by_peer=False))
+
+
+@dataclass
+class FakeClient:
+    """An accepted client's ASGI ``receive``/``send``; sends after it left raise ``OSError``."""
+
+    faults: dict[str, Fault] = field(default_factory=dict)
+    messages: list[Data] = field(default_factory=list)
+    closes: list[tuple[int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.gone = False
+
+    def says(self, data: Data) -> None:
+        key = "text" if isinstance(data, str) else "bytes"
+        self._inbox.put_nowait({"type": "websocket.receive", key: data})
+
+    def closes_with(self, code: int, reason: str = "") -> None:
+        self._inbox.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    def drops_tcp(self, message: Message | None = None) -> None:
+        self.gone = True
+        self._inbox.put_nowait(message or {"type": "websocket.disconnect", "code": 1006})
+
+    async def receive(self) -> Message:
+        fault = self.faults.get("receive")
+        if fault == "raise":
+            raise Boom("receive failed")
+        if fault == "hang":
+            await asyncio.Event().wait()
+        return await self._inbox.get()
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        fault = self.faults.get(kind)
+        if fault == "raise":
+            raise Boom(f"{kind} failed")
+        if fault == "hang":
+            await asyncio.Event().wait()
+        if self.gone:
+            raise OSError("client disconnected")
+        if kind == "websocket.close":
+            self.closes.append((message["code"], message.get("reason", "")))
+            self._inbox.put_nowait({"type": "websocket.disconnect", "code": message["code"], "reason": ""})
+        else:
+            self.messages.append(message.get("text") or message.get("bytes") or b"")
+
+
+class _PassThrough:
+    """A message policy that changes nothing: it makes ``PolicyRelay`` run its policy pumps."""
+
+    name = "pass"
+
+    def attach(self, connection: ConnectionContext, direction: str) -> MessageHandler | None:
+        def handle(message: WsMessage) -> None:
+            return None
+
+        return handle
+
+
+RelayKind = Literal["relay", "policy-relay"]
+
+
+@pytest.fixture(params=["relay", "policy-relay"])
+def kind(request: pytest.FixtureRequest) -> RelayKind:
+    value: RelayKind = request.param
+    return value
+
+
+def make_relay(kind: RelayKind, client: FakeClient, upstream: FakeUpstream) -> Relay:
+    if kind == "relay":
+        return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT)
+    policies = MessagePolicySet([_PassThrough()], [_PassThrough()])
+    handshake = HandshakeContext("chat", context("/ws/x").request)
+    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                       policies=policies, handshake=handshake)  # fmt: skip
+
+
+@pytest.fixture
+def errors(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
+    """The ERROR lines logged so far, as ``logger: message``."""
+    caplog.set_level(logging.DEBUG, logger="asgi_ws_gateway")
+    yield lambda: [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def run_to_end(relay: Relay, act: Callable[[], Any] | None = None) -> None:
+    """Run ``relay`` until it returns (after ``act()`` once it started); assert no task outlived it."""
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0)  # the pumps start
+    if act is not None:
+        act()
+    async with asyncio.timeout(HANG):
+        await task
+    assert relay.finished.is_set()
+    for _ in range(3):  # let done callbacks run
+        await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set()
+
+
+# -- normal closes: the mirrored code, no ERROR -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "reason", "upstream_gets"), [
+    (1000, "bye", (1000, "bye")),
+    (1001, "tab closed", (1001, "tab closed")),
+    (4000, "app", (4000, "app")),
+    (1005, "", (1000, "")),
+    (1009, "too big here", (1009, "too big here")),
+])  # fmt: skip
+async def test_client_closes_first(kind: RelayKind, errors: Any, code: int, reason: str,
+                                   upstream_gets: tuple[int, str]) -> None:  # fmt: skip
+    """The client's code goes upstream (1005 as 1000); the client is sent nothing more."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    client.says("hi")
+    client.closes_with(code, reason)
+    await run_to_end(relay)
+    assert upstream.sent == ["hi"]
+    assert upstream.closes[0] == upstream_gets
+    assert client.closes == []
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("client", code)
+    assert errors() == []
+
+
+@pytest.mark.parametrize("disconnect", [
+    {"type": "websocket.disconnect", "code": 1006},  # uvicorn's legacy websockets implementation
+    {"type": "websocket.disconnect", "code": 1005},  # uvicorn's wsproto and websockets-sansio
+])  # fmt: skip
+async def test_client_vanishing_gives_the_upstream_1001(kind: RelayKind, errors: Any, disconnect: Message) -> None:
+    """A TCP drop, however the server reports it, is 1001 "client went away" upstream, recorded as 1006."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    upstream.push("for the client")
+    await run_to_end(relay, lambda: client.drops_tcp(disconnect))
+    assert upstream.closes[0] == (1001, "client went away")
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("client", 1006)
+    assert errors() == []
+
+
+def test_close_frame_without_code_is_not_a_vanished_client() -> None:
+    """A close frame with no status code comes with a reason key: it is a normal close."""
+    assert not client_vanished({"type": "websocket.disconnect", "code": 1005, "reason": ""})
+    assert not client_vanished({"type": "websocket.disconnect", "code": 1000})
+    assert client_vanished({"type": "websocket.disconnect", "code": 1005})
+    assert client_vanished({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+
+
+@pytest.mark.parametrize(("code", "reason", "client_gets"), [
+    (1000, "done", (1000, "done")),
+    (4001, "kicked", (4001, "kicked")),
+    (1005, "", (1000, "")),
+    (1011, "oops", (1011, "oops")),
+])  # fmt: skip
+async def test_upstream_closes_first(kind: RelayKind, errors: Any, code: int, reason: str,
+                                     client_gets: tuple[int, str]) -> None:  # fmt: skip
+    """The upstream's code goes to the client; the client pump is cancelled, not waited for."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    upstream.push("last words")
+    await run_to_end(relay, lambda: upstream.peer_closes(code, reason))
+    assert client.messages == ["last words"]
+    assert client.closes == [client_gets]
+    assert errors() == []
+
+
+async def test_upstream_vanishing_gives_the_client_1011(kind: RelayKind, errors: Any) -> None:
+    """Lost without a close frame: the client gets 1011 "upstream connection failed"."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, upstream.vanish)
+    assert client.closes == [(1011, "upstream connection failed")]
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("upstream", 1006)
+    assert errors() == []
+
+
+async def test_gateway_close_sends_each_side_its_code(kind: RelayKind, errors: Any) -> None:
+    """``close()`` (idle, lifetime, drain, management): each side gets its own code."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+
+    def act() -> None:
+        asyncio.get_running_loop().create_task(relay.close(1001, "idle timeout", 1012, "restart"))
+
+    await run_to_end(relay, act)
+    assert client.closes == [(1001, "idle timeout")]
+    assert upstream.closes[0] == (1012, "restart")
+    assert errors() == []
+
+
+async def test_oversize_client_message_is_1009_and_upstream_1001(kind: RelayKind, errors: Any) -> None:
+    """The gateway's own close from inside a pump: the offender 1009, the other side 1001."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    client.says("x" * 101)
+    await run_to_end(relay)
+    assert client.closes == [(1009, "message too big")]
+    assert upstream.closes[0] == (1001, "client message too big")
+    assert upstream.sent == []
+    assert errors() == []
+
+
+async def test_abort_closes_client_1011_and_upstream_1001(kind: RelayKind, errors: Any) -> None:
+    """``abort()`` (a drain's stragglers): run() still closes both sides and returns."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, relay.abort)
+    assert client.closes == [(1011, "gateway error")]
+    assert upstream.closes[0] == (1001, "gateway error")
+    assert errors() == []
+
+
+async def test_cancelling_run_closes_both_sides_and_reraises(kind: RelayKind, errors: Any) -> None:
+    """Cancellation from outside propagates, after both sides were closed and both pumps awaited."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(HANG):
+            await task
+    assert client.closes == [(1011, "gateway error")]
+    assert upstream.closes[0] == (1001, "gateway error")
+    assert asyncio.all_tasks() - before == set()
+    assert errors() == []
+
+
+# -- failures at each await point: both sides 1011, exactly one ERROR ------------------------------------
+
+FAILED = (1011, "gateway error")
+
+
+@pytest.mark.parametrize(("where", "act"), [
+    ("upstream send", lambda c, u: c.says("hi")),
+    ("upstream recv", lambda c, u: None),
+    ("client receive", lambda c, u: None),
+    ("client send", lambda c, u: u.push("to the client")),
+])  # fmt: skip
+async def test_a_failing_pump_closes_both_sides_1011_and_logs_once(
+    kind: RelayKind, errors: Any, where: str, act: Callable[[FakeClient, FakeUpstream], None]
+) -> None:
+    """Either pump raising (a bug) ends the connection at once: 1011 both ways, one ERROR with the traceback."""
+    side, point = where.split()
+    client = FakeClient(faults={"receive": "raise"} if where == "client receive" else {})
+    if where == "client send":
+        client.faults["websocket.send"] = "raise"
+    upstream = FakeUpstream(faults={point: "raise"} if side == "upstream" else {})
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, lambda: act(client, upstream))
+    assert client.closes == [FAILED]
+    assert upstream.closes[0] == FAILED
+    assert errors() == ["asgi_ws_gateway.relay: relay pump failed; closing both sides with 1011"]
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("gateway", 1011)
+
+
+async def test_a_connector_leaking_oserror_from_send_is_a_failure(kind: RelayKind, errors: Any) -> None:
+    """``send`` must raise ``UpstreamClosed``; an ``OSError`` leaking out is a bug, handled as one."""
+    client, upstream = FakeClient(), FakeUpstream(faults={"send": "oserror"})
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, lambda: client.says("hi"))
+    assert client.closes == [FAILED]
+    assert len(errors()) == 1
+
+
+async def test_upstream_reset_while_paused_gives_the_client_1011(kind: RelayKind, errors: Any) -> None:
+    """A send waiting on a full buffer, then the connection is lost mid-send: a clean 1011, no ERROR."""
+    client, upstream = FakeClient(), FakeUpstream(paused=True)
+    relay = make_relay(kind, client, upstream)
+    client.says("fills the buffer")
+    client.closes_with(1000)  # queued behind the blocked send: never read
+
+    async def reset_once_blocked() -> None:
+        while not upstream.sent:  # noqa: ASYNC110 - the fake has no event for it
+            await asyncio.sleep(0)
+        upstream.vanish()
+
+    resetter = asyncio.create_task(reset_once_blocked())
+    await run_to_end(relay)
+    await resetter
+    assert client.closes == [(1011, "upstream connection failed")]
+    assert errors() == []
+
+
+async def test_failing_upstream_close_after_the_client_left_logs_once(kind: RelayKind, errors: Any) -> None:
+    """The upstream's close raising (a bug in a connector): logged once, run() still returns."""
+    client, upstream = FakeClient(), FakeUpstream(faults={"close": "raise"})
+    relay = make_relay(kind, client, upstream)
+    client.closes_with(1000, "bye")
+    await run_to_end(relay)
+    assert upstream.closes[0] == (1000, "bye")
+    assert errors() == ["asgi_ws_gateway.relay: closing the upstream failed"]
+
+
+# -- hangs: bounded by the close timeout, never by the peer ---------------------------------------------
+
+
+async def test_upstream_close_that_hangs_is_bounded(kind: RelayKind, errors: Any) -> None:
+    """An upstream that never finishes its closing handshake: run() returns after the close timeout."""
+    client, upstream = FakeClient(), FakeUpstream(faults={"close": "hang"})
+    relay = make_relay(kind, client, upstream)
+    client.closes_with(4000, "done")
+    await run_to_end(relay)
+    assert upstream.closes[0] == (4000, "done")
+    assert errors() == []
+
+
+async def test_upstream_recv_that_never_ends_after_the_client_left_is_cancelled(kind: RelayKind, errors: Any) -> None:
+    """The upstream pump gets the close timeout to see the close through, then is cancelled."""
+    client, upstream = FakeClient(), FakeUpstream(faults={"recv": "hang"})
+    relay = make_relay(kind, client, upstream)
+    client.closes_with(1000)
+    await run_to_end(relay)
+    assert upstream.closes[0] == (1000, "")
+    assert errors() == []
+
+
+async def test_client_receive_that_never_ends_after_the_upstream_closed_is_cancelled(
+    kind: RelayKind, errors: Any
+) -> None:
+    """The upstream ended and the client was told: its pump is cancelled at once."""
+    client, upstream = FakeClient(), FakeUpstream()
+    client.faults["receive"] = "hang"
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, lambda: upstream.peer_closes(1000, "bye"))
+    assert client.closes == [(1000, "bye")]
+    assert errors() == []
+
+
+async def test_client_close_that_hangs_is_bounded(kind: RelayKind, errors: Any) -> None:
+    """Sending the client its close frame never completes: bounded too, and both sides still closed."""
+    client, upstream = FakeClient(faults={"websocket.close": "hang"}), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, lambda: upstream.peer_closes(1001, "restart"))
+    assert upstream.closes == [(1000, "")]  # the final, idempotent close of an already-closed upstream
+    assert errors() == []
+
+
+# -- ConnectionContext.start(): background work of message policies -------------------------------------
+
+
+class _StartsOnFirstMessage:
+    """A message policy that starts background work when the first inbound message arrives."""
+
+    name = "starter"
+
+    def __init__(self, work: Callable[[ConnectionContext], Any]) -> None:
+        self.work = work
+        self.connections: list[ConnectionContext] = []
+
+    def attach(self, connection: ConnectionContext, direction: str) -> MessageHandler | None:
+        if direction != "inbound":
+            return None
+        self.connections.append(connection)
+
+        def handle(message: WsMessage) -> None:
+            if message.connection.stats.messages_in == 1:
+                message.connection.start(lambda: self.work(message.connection))
+
+        return handle
+
+
+def _policy_relay(client: FakeClient, upstream: FakeUpstream, policy: Any) -> PolicyRelay:
+    handshake = HandshakeContext("chat", context("/ws/x").request)
+    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                       policies=MessagePolicySet([policy], []), handshake=handshake)  # fmt: skip
+
+
+async def test_start_while_running_runs_at_once_and_is_cancelled_at_the_end(errors: Any) -> None:
+    """Work started mid-connection runs while the connection is open, and does not outlive it."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def work(connection: ConnectionContext) -> None:
+        await connection.send_to_client("from the background")
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = _policy_relay(client, upstream, _StartsOnFirstMessage(work))
+    client.says("go")
+
+    async def close_once_started() -> None:
+        await started.wait()
+        client.closes_with(1000)
+
+    closer = asyncio.create_task(close_once_started())
+    await run_to_end(relay)
+    await closer
+    assert client.messages == ["from the background"]
+    assert cancelled.is_set()
+    assert errors() == []
+
+
+async def test_start_before_run_waits_for_run_and_after_the_end_is_ignored(errors: Any) -> None:
+    """Queued until run() starts; once the connection is over there is nothing to start."""
+    ran: list[str] = []
+
+    async def work(label: str) -> None:
+        ran.append(label)
+
+    policy = _StartsOnFirstMessage(lambda c: work("unused"))
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = _policy_relay(client, upstream, policy)
+    (connection,) = policy.connections
+    connection.start(lambda: work("before"))
+    assert ran == []
+    await run_to_end(relay, lambda: client.closes_with(1000))
+    assert ran == ["before"]
+    connection.start(lambda: work("after"))  # never called: no coroutine left un-awaited
+    await asyncio.sleep(0)
+    assert ran == ["before"]
+    assert errors() == []
+
+
+async def test_failing_background_work_is_logged_once_when_it_fails(errors: Any) -> None:
+    """A background task's exception is reported as it happens, once; the connection goes on."""
+
+    async def work(connection: ConnectionContext) -> None:
+        raise Boom("background failed")
+
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = _policy_relay(client, upstream, _StartsOnFirstMessage(work))
+    client.says("go")
+
+    async def close_once_logged() -> None:
+        while not errors():  # noqa: ASYNC110 - the log has no event
+            await asyncio.sleep(0)
+        client.says("still relayed")
+        client.closes_with(1000)
+
+    closer = asyncio.create_task(close_once_logged())
+    await run_to_end(relay)
+    await closer
+    assert upstream.sent == ["go", "still relayed"]
+    assert errors() == ["asgi_ws_gateway.message_relay: message policy task failed"]

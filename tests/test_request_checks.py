@@ -1,0 +1,93 @@
+"""The upstream request's last check before any connect, and set-backend-service's start-up rule (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from asgi_ws_gateway.config import load_config
+from asgi_ws_gateway.errors import HandshakeDenied
+from asgi_ws_gateway.request_checks import MAX_UPSTREAM_URL, check_upstream_request
+from policy_helpers import build, context, problems
+
+
+def _refused(url: str, headers: list[tuple[str, str]] = (), *, in_process: bool = False) -> str:  # type: ignore[assignment]
+    with pytest.raises(HandshakeDenied) as caught:
+        check_upstream_request(url, list(headers), in_process=in_process)
+    assert caught.value.status == 400 and caught.value.reason == "bad_request"
+    return caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://up:9000/a/../b", "ws://up:9000/a/%2e%2E/b", "ws://up:9000/a/./b", "ws://up:9000/a/%2E",
+        "ws://up:9000/a%2Fb", "ws://up:9000/a%5cb", "ws://up:9000/a\\b", "ws://up:9000/a%00", "ws://up:9000/a%0d%0a",
+        "ws://up:9000/a b", "ws://up:9000/caf\u00e9", "ws://up:9000/a%zz", "ws://up:9000/a%2", "ws://up:9000/a#frag",
+        "ws://up:9000/a?q=1#frag", "ws://up:9000/a?q=a b", "ws://up:9000/a?q=%G1", "ws://up:9000/a?q=\u20ac",
+        "http://up:9000/a", "ws://user:pw@up:9000/a", "ws://up:0/a", "ws://up:65536/a", "ws://up:9x/a",
+        "ws://up%2Eevil/a", "ws://up_x/a", "ws://-up/a", "ws://[::1/a", "ws://[zz::1]/a", "ws:///a", "ws://a..b/a",
+    ],
+)  # fmt: skip
+def test_an_unsendable_or_shape_changing_url_is_a_400(url: str) -> None:
+    _refused(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://up:9000/a/b?c=d&e=%2F", "wss://chat-2.internal/x", "ws://[::1]:9/", "ws://127.0.0.1:1/%252e%252e",
+     "ws://up./a/..x/.x/x.", "ws://up:9000"],
+)  # fmt: skip
+def test_a_good_url_passes(url: str) -> None:
+    check_upstream_request(url, [("x-ok", "caf\u00e9\tvalue")], in_process=False)
+
+
+def test_an_in_process_path_must_be_a_path() -> None:
+    check_upstream_request("/rooms/a?x=1", [], in_process=True)
+    _refused("ws://elsewhere/rooms", in_process=True)
+    _refused("/rooms/..", in_process=True)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("x-q", "\u20ac"), ("x-q", "a\r\nx-evil: 1"), ("x-q", "\x00"), ("x-q", "\x7f"), ("x q", "v"), ("x:q", "v"),
+     ("", "v"), ("x-\u00e9", "v")],
+)  # fmt: skip
+def test_an_unsendable_header_is_a_400(header: tuple[str, str]) -> None:
+    _refused("ws://up/a", [header])
+
+
+def test_the_url_length_limit() -> None:
+    base = "ws://up/a?q="
+    check_upstream_request(base + "x" * (MAX_UPSTREAM_URL - len(base)), [], in_process=False)
+    assert "longer than 8192" in _refused(base + "x" * (MAX_UPSTREAM_URL - len(base) + 1))
+
+
+@pytest.mark.parametrize(
+    "namespace", ["header.x-host", "query.host", "cookie.h", "path.room", "client.ip", "request.host"]
+)
+def test_set_backend_service_cannot_use_client_values(namespace: str) -> None:
+    (problem,) = problems({"set-backend-service": {"base_url": f"ws://{{{namespace}}}:9000"}})
+    assert problem.startswith("apis[0].policies[0].set-backend-service.base_url: ")
+    assert "must not use values the client sends" in problem
+
+
+@pytest.mark.parametrize("region", ["evil.example:80@", "x/../../admin", "a#b", "a?b", "a b", "..", "eu%2Fx"])
+async def test_a_claim_in_the_host_cannot_move_host_port_or_path(region: str) -> None:
+    """A jwt value is escaped, so it can only make the host invalid (400), never another authority."""
+    policy = build({"set-backend-service": {"base_url": "ws://chat-{jwt.region}.internal:9000"}})
+    ctx = context()
+    ctx.claims = {"region": region}
+    await policy.apply(ctx)
+    api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": ["ws://up:9/x"]}]}).apis[0]
+    with pytest.raises(HandshakeDenied) as caught:
+        ctx.build_request(api, api.upstreams[0])
+    assert caught.value.status == 400
+
+
+async def test_a_plain_claim_in_the_host_is_used() -> None:
+    policy = build({"set-backend-service": {"base_url": "ws://chat-{jwt.region}.internal:9000"}})
+    ctx = context()
+    ctx.claims = {"region": "eu"}
+    await policy.apply(ctx)
+    api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": ["ws://up:9/x"]}]}).apis[0]
+    assert ctx.build_request(api, api.upstreams[0]).url == "ws://chat-eu.internal:9000/x"
