@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The Redis-backed tests need a Redis at 127.0.0.1:6379; start one (nothing kept on disk) if none answers.
+# The Redis-backed tests need a Redis at 127.0.0.1:6379: start one (nothing kept on disk) if none answers.
 set -euo pipefail
+# The Cluster and Sentinel tests start their own redis-server processes and use redis-cli: install both
+# (redis-server depends on redis-tools) even when something already answers on 6379.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  "$(dirname "$0")/apt-install.sh" redis-server
+fi
 if python3 - <<'PY'
 import socket, sys
 try:
@@ -12,9 +17,6 @@ except OSError:
 PY
 then
   exit 0
-fi
-if ! command -v redis-server >/dev/null 2>&1; then
-  "$(dirname "$0")/apt-install.sh" redis-server
 fi
 redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp
 for _ in $(seq 50); do

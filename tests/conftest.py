@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
 
 
@@ -43,3 +44,21 @@ def uvicorn_server() -> Iterator[UvicornFactory]:
             return stack.enter_context(UvicornServer(app, ws=ws, **config))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterSet]:
+    """A real 3-master, 3-replica Redis Cluster for the session (tests use their own key prefix)."""
+    if not ha_available():
+        pytest.skip("redis-server and redis-cli are needed")
+    with RedisClusterSet() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """A real Sentinel set (1 master, 1 replica, 3 sentinels) for the session."""
+    if not ha_available():
+        pytest.skip("redis-server and redis-cli are needed")
+    with RedisSentinelSet() as sentinel:
+        yield sentinel

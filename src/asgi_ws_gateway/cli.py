@@ -57,7 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     managed.add_argument(
         "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
     )
-    managed.add_argument("--redis", metavar="URL", help="keep changes in Redis and reach every worker through it")
+    managed.add_argument(
+        "--redis",
+        metavar="URL",
+        type=_redis_url,
+        help="keep changes in Redis and reach every worker and host through it: redis://host:port/db, "
+        "redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db]",
+    )
     managed.add_argument("--redis-prefix", default="asgi-ws-gw", help="Redis key namespace (default: %(default)s)")
 
     check = commands.add_parser("check", help="validate a configuration file and list every problem")
@@ -141,6 +147,17 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
             "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
             "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
             "log_config": log_config, "access_log": not args.no_access_log}  # fmt: skip
+
+
+def _redis_url(value: str) -> str:
+    """``--redis``: rejected at once when malformed (the message never repeats the URL: it may hold a password)."""
+    from .redis_client import parse_redis_url
+
+    try:
+        parse_redis_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _set_management_env(args: argparse.Namespace) -> None:

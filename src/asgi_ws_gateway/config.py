@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .forwarded import parse_network
 from .loading import LoadRefused, allowed_modules, check_file, check_import, deferred_imports, import_object
 from .plugins import MODULE_NAME, load_plugins
+from .redis_client import parse_redis_url
 from .routing import PathTemplate, TemplateError, overlapping
 
 MIB = 1024 * 1024
@@ -335,19 +336,31 @@ class SubscriptionKeyConfig(_Model):
     query: str | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
 
 
+def _redis_url(url: str) -> str:
+    try:
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise PydanticCustomError("policy_redis_url", str(exc)) from None  # no "(got url)": it may hold a password
+    return url
+
+
 class StoreConfig(_Model):
     """Where limits, quotas and concurrency leases are counted."""
 
     type: Literal["memory", "redis"] = Field(
         default="memory", description="memory: this process only; redis: shared by every worker and host."
     )
-    url: str | None = Field(default=None, description="redis:// or rediss:// URL (redis only).")
+    url: Annotated[str, AfterValidator(_redis_url)] | None = Field(
+        default=None,
+        description="redis only: redis://host:port/db (rediss:// for TLS), redis+cluster://host:port,host:port "
+        "or redis+sentinel://host:port,host:port/service[/db].",
+    )
     prefix: str = Field(default="asgi-ws-gw", pattern=r"^[A-Za-z0-9_.:-]+$", description="Key namespace.")
     timeout: float = Field(default=0.5, gt=0, description="Seconds to connect to or hear back from Redis.")
 
     @model_validator(mode="after")
     def _check_url(self) -> StoreConfig:
-        if self.type == "redis" and not (self.url or "").startswith(("redis://", "rediss://", "unix://")):
+        if self.type == "redis" and not self.url:
             raise PydanticCustomError("policy_store", "a redis store needs url: redis://host:port/db")
         return self
 

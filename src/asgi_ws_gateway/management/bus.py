@@ -5,6 +5,10 @@ no answer; :meth:`Bus.gather` collects the answers. :class:`LocalBus` is the sin
 :class:`RedisBus` publishes on the channel ``<prefix>:{mgmt}:bus``; ``PUBLISH`` returns how many
 workers received the command, so the caller knows how many answers to wait for, and each worker
 answers by pushing onto a list of the caller's (``BLPOP``), which outlives a missed subscription.
+
+On Redis Cluster a plain ``PUBLISH`` counts only the subscribers of the node it ran on, so the bus
+uses sharded pub/sub there: ``SPUBLISH``/``SSUBSCRIBE`` both go to the master of the channel's slot,
+whose count is every worker. Reply lists share the ``{mgmt}`` hash tag, so they live on that slot too.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as redis
+from redis.exceptions import RedisClusterException
+
+from ..redis_client import AnyRedis
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +93,13 @@ class RedisBus:
     """Every worker and host that shares a Redis.
 
     Args:
-        client: a ``redis.asyncio.Redis`` created with ``decode_responses=True``.
+        client: a ``redis.asyncio`` client (plain, Sentinel or cluster) created with ``decode_responses=True``.
         prefix: namespace of the channel and keys (default ``asgi-ws-gw``).
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "asgi-ws-gw") -> None:
+    def __init__(self, client: AnyRedis, *, prefix: str = "asgi-ws-gw") -> None:
         self.client = client
+        self.sharded = isinstance(client, redis.RedisCluster)
         self.worker = f"{worker_id()}:{uuid.uuid4().hex[:6]}"
         self.channel = f"{prefix}:{{mgmt}}:bus"
         self._prefix = prefix
@@ -105,13 +113,18 @@ class RedisBus:
             await self._subscribed.wait()  # commands published from now on reach this worker
 
     async def publish(self, command: Command) -> None:
-        await self.client.publish(self.channel, json.dumps(command))
+        await self._publish(json.dumps(command))
+
+    async def _publish(self, data: str) -> int:
+        if isinstance(self.client, redis.RedisCluster):
+            return int(await self.client.spublish(self.channel, data))
+        return int(await self.client.publish(self.channel, data))
 
     async def gather(
         self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
     ) -> Answers:
         reply_to = f"{self._prefix}:{{mgmt}}:reply:{uuid.uuid4().hex}"
-        expected = int(await self.client.publish(self.channel, json.dumps({**command, "reply_to": reply_to})))
+        expected = await self._publish(json.dumps({**command, "reply_to": reply_to}))
         replies: list[Command] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -149,14 +162,17 @@ class RedisBus:
         while True:
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
-                self._subscribed.set()
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        task = asyncio.create_task(self._run(handler, json.loads(message["data"])))
-                        self._running.add(task)
-                        task.add_done_callback(self._running.discard)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                async for data in self._messages(pubsub):
+                    task = asyncio.create_task(self._run(handler, json.loads(data)))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+            except (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                redis.ResponseError,
+                RedisClusterException,
+                OSError,
+            ) as exc:
                 logger.warning("management bus: lost Redis (%s); resubscribing in 1 s", exc)
                 await asyncio.sleep(1)
                 # Commands published meanwhile are lost; a resync catches up on configuration.
@@ -166,6 +182,28 @@ class RedisBus:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _messages(self, pubsub: Any) -> AsyncIterator[str]:
+        """The commands published on the channel, from subscribing on (sharded on a cluster)."""
+        if not self.sharded:
+            await pubsub.subscribe(self.channel)
+            self._subscribed.set()
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield message["data"]
+            return
+        cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
+        await cluster.initialize()  # a cold cluster client does not know yet which node owns the slot
+        if self._subscribed.is_set():
+            # Resubscribing after a lost connection: the slot's master may have failed over, and the
+            # client's map of the slots is only refreshed by a command that fails; ask the cluster now.
+            await cluster.nodes_manager.initialize()
+        await pubsub.ssubscribe(self.channel)
+        self._subscribed.set()
+        while True:
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message["type"] == "smessage":
+                yield message["data"]
 
     async def _run(self, handler: Handler, command: Command) -> None:
         try:

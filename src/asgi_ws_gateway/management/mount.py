@@ -6,11 +6,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as redis
-
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..config import MIB
 from ..middleware import WebSocketGateway
+from ..redis_client import connect
 from .app import Auth, BodyLimits, create_management_app, token_auth
 from .bus import Bus, RedisBus
 from .redis_store import RedisStore
@@ -48,7 +47,8 @@ class GatewayManagement:
         port: serve the API (at the root) to requests that arrived on this local port instead.
         store: where changes are kept (default: in memory, or Redis with ``redis_url``).
         bus: how workers reach each other (default: this process only, or Redis with ``redis_url``).
-        redis_url: ``redis://host:port/db``: the shared mode (store and bus in Redis).
+        redis_url: ``redis://host:port/db``, ``redis+cluster://`` or ``redis+sentinel://``: the shared mode
+            (store and bus in Redis).
         redis_prefix: namespace of the Redis keys (default ``asgi-ws-gw``).
         gateway: the gateway, if ``app`` does not lead to it.
         poll_interval: seconds between checks of the store for changes made elsewhere (default 1).
@@ -85,9 +85,9 @@ class GatewayManagement:
                 raise ValueError("the management API needs an admin_token or an auth callable")
             auth = token_auth(admin_token)
         if redis_url is not None:
-            client = redis.Redis.from_url(redis_url, decode_responses=True)
-            store = store or RedisStore(client, prefix=redis_prefix)
-            bus = bus or RedisBus(redis.Redis.from_url(redis_url, decode_responses=True), prefix=redis_prefix)
+            # redis://, redis+cluster:// or redis+sentinel:// (asgi_ws_gateway.redis_client)
+            store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix)
+            bus = bus or RedisBus(connect(redis_url, decode_responses=True), prefix=redis_prefix)
         self.app = app
         self.manager = Manager(
             gateway or find_gateway(app),

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as redis
-
+from ..redis_client import AnyRedis, connect
 from .overlay import Overlay
 from .store import Change
 
@@ -37,11 +36,12 @@ class RedisStore:
     """The overlay in Redis.
 
     Args:
-        client: a ``redis.asyncio.Redis`` client created with ``decode_responses=True``.
+        client: a ``redis.asyncio`` client (plain, Sentinel or cluster: see
+            :func:`~asgi_ws_gateway.redis_client.connect`) created with ``decode_responses=True``.
         prefix: namespace of the keys (default ``asgi-ws-gw``).
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "asgi-ws-gw") -> None:
+    def __init__(self, client: AnyRedis, *, prefix: str = "asgi-ws-gw") -> None:
         self.client = client
         self.prefix = prefix
         self._key = state_key(prefix)
@@ -49,7 +49,7 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "asgi-ws-gw") -> RedisStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+        return cls(connect(url, decode_responses=True), prefix=prefix)
 
     async def load(self) -> Overlay:
         document = await self.client.hget(self._key, "doc")

@@ -3,6 +3,10 @@
 A lease expires ``ttl`` seconds after it was last renewed. The keeper renews every lease this
 process holds every ``ttl / 3`` seconds, in one batch; when the process dies, renewals stop and
 its leases expire, so a crashed worker's connections stop counting within ``ttl`` seconds.
+
+After a failed renewal the keeper tries again every ``retry`` seconds (default 1) instead: a
+failed-over Redis may have lost or expired these leases, and until they are back the cap
+under-counts open connections.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ class LeaseKeeper:
     """Acquires, renews and releases the leases of one ``limit-concurrency`` policy.
 
     The renewal task runs only while leases are held, on the event loop that acquired them.
+
+    Args:
+        store: where the leases are counted.
+        ttl: seconds a lease outlives its last renewal (renewed every ``ttl / 3``).
+        retry: seconds between renewals while the store fails (default 1, at most ``ttl / 3``).
     """
 
-    def __init__(self, store: Store, ttl: float) -> None:
+    def __init__(self, store: Store, ttl: float, *, retry: float = 1.0) -> None:
         self.store = store
         self.ttl = ttl
+        self.retry = min(retry, ttl / 3)
         self._held: dict[str, str] = {}  # lease -> key
         self._task: asyncio.Task[None] | None = None
 
@@ -61,12 +71,21 @@ class LeaseKeeper:
                 await task
 
     async def _renew_forever(self) -> None:
+        failing = False
         while self._held:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(self.retry if failing else self.ttl / 3)
             try:
                 await self.store.renew(list(((key, lease) for lease, key in self._held.items())), self.ttl)
             except StoreUnavailable:
-                logger.warning("could not renew %d concurrency lease(s)", len(self._held))
+                if not failing:  # once per outage, not once per retry
+                    logger.warning(
+                        "could not renew %d concurrency lease(s); retrying every %g s", len(self._held), self.retry
+                    )
+                failing = True
+            else:
+                if failing:
+                    logger.info("renewed %d concurrency lease(s) again", len(self._held))
+                failing = False
 
 
 __all__ = ["LeaseKeeper"]

@@ -2,22 +2,24 @@
 
 Scripts read the time from Redis (``TIME``), so hosts with skewed clocks still agree on windows
 and lease expiry. Each script touches one key; keys carry a hash tag (see ``store_key``), so the
-store works against Redis Cluster. After a failure the store answers :class:`StoreUnavailable`
+store works against Redis Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
+After a failure the store answers :class:`StoreUnavailable`
 at once for ``retry_interval`` seconds instead of making every handshake wait for a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from ..redis_client import AnyRedis, connect
 from ..telemetry.tracing import current_handshake
 from .base import Decision, Reservation, StoreUnavailable
 
@@ -118,7 +120,8 @@ class RedisStore:
     """A :class:`~asgi_ws_gateway.state.base.Store` on Redis.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` or ``rediss://`` for TLS.
+        url: ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, ``redis+cluster://host:port,...``
+            or ``redis+sentinel://host:port,.../service[/db]`` (see :mod:`asgi_ws_gateway.redis_client`).
         prefix: namespace of every key this gateway writes.
         timeout: seconds to connect or to wait for one answer (default 0.5).
         retry_interval: seconds to answer "unavailable" without trying after a failure (default 1).
@@ -127,7 +130,7 @@ class RedisStore:
     def __init__(self, url: str, *, prefix: str = "asgi-ws-gw", timeout: float = 0.5, retry_interval: float = 1.0):
         self.prefix = prefix
         self.retry_interval = retry_interval
-        self._redis: Redis = Redis.from_url(
+        self._redis: AnyRedis = connect(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -137,9 +140,10 @@ class RedisStore:
         self._hit = self._redis.register_script(_HIT)
         self._consume = self._redis.register_script(_CONSUME)
         self._acquire = self._redis.register_script(_ACQUIRE)
-        self._renew = self._redis.register_script(_RENEW)
         self._reserve = self._redis.register_script(_RESERVE)
         self._down_until = 0.0
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
         result = await self._call(lambda: self._hit(keys=[key], args=[limit, _ms(window), member]), "hit")
@@ -164,9 +168,11 @@ class RedisStore:
             return
 
         async def renew_all() -> None:
+            # EVAL, not EVALSHA: a pipeline (on a cluster, one per node) cannot reload a script a
+            # freshly promoted replica has never seen.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, lease in leases:
-                    await self._renew(keys=[key], args=[_ms(ttl), lease], client=pipe)
+                    pipe.eval(_RENEW, 1, key, _ms(ttl), lease)
                 await pipe.execute()
 
         await self._call(renew_all, "renew")
@@ -182,14 +188,27 @@ class RedisStore:
             raise StoreUnavailable("Redis is unavailable (retrying shortly)")
         handshake = current_handshake()  # a child span of the handshake when a policy calls during one
         try:
+            if not self._ready:
+                await self._initialize()
             if handshake is None:
                 return await operation()
             with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
                 return await operation()
-        except (RedisError, OSError) as exc:
+        # AttributeError: redis-py 8.1's cluster client can race on a connection it is still opening
+        # (its writer is None); that is an outage of this call, never a 500 for the handshake.
+        except (RedisError, RedisClusterException, OSError, AttributeError) as exc:
             self._down_until = time.monotonic() + self.retry_interval
             logger.warning("Redis store failed: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+
+    async def _initialize(self) -> None:
+        # A cold cluster client sent many commands at once races while it maps the slots: map
+        # them (and open the first connection) once, before the first burst of handshakes.
+        async with self._ready_lock:
+            if not self._ready:
+                await self._redis.initialize()
+                await self._redis.ping()
+                self._ready = True
 
 
 def _ms(seconds: float) -> int:
