@@ -38,14 +38,17 @@ pytest:
 conformance: $(BIN)/python
 	$(BIN)/python scripts/conformance.py
 
-# The benchmarks (docs/performance.md): every path and scenario, interleaved rounds, ~25 minutes.
+# The benchmarks (docs/performance.md): every path and scenario, interleaved rounds (~25 minutes), then the
+# 30-minute soak across three gateway processes (bench/soak.py; docs/performance.md has its figures).
 # Writes bench/results/results.{json,png} and the table in docs/performance.md.
 bench: setup-bench
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.soak --out bench/results/soak.json
 
 # A smoke run of the same (a few seconds per scenario) into reports/bench-quick/.
 bench-quick: setup-bench
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench.soak --quick --out reports/bench-quick/soak.json
 
 setup-bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
