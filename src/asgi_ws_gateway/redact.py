@@ -38,6 +38,8 @@ WEBSOCKETS_LOGGERS = ("websockets.client", "websockets.server")
 _QUERY_IN_TEXT = re.compile(r"\?([^\s\"'<>]*)")
 # A JWT/JWS (three base64url segments, the first a JSON object's encoding) anywhere in text.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+# A URL's userinfo password (``scheme://user:password@``) anywhere in text.
+_USERINFO = re.compile(r"(?<=://)([^\s/?#@:'\"]*):[^\s/?#@'\"]*@")
 _extra_headers: set[str] = set()
 
 
@@ -110,10 +112,12 @@ def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] 
 
 
 def redact_text(text: str) -> str:
-    """``text`` with query values, credential header values and JWT-shaped strings redacted."""
+    """``text`` with query values, credential header values, URL passwords and JWT-shaped strings redacted."""
     if "?" in text:
         text = _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
     text = _HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+    if "://" in text:
+        text = _USERINFO.sub(rf"\1:{REDACTED}@", text)
     return _JWT.sub(REDACTED, text)
 
 

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from ..config import MIB
 from . import console
+from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -151,10 +152,10 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
 
     def api_response(name: str, status: int = 200) -> Response:
         document = api_document(manager.api(name))
-        headers = {"ETag": etag(document)}
+        headers = {"ETag": etag(document)}  # of the full document: a change of secret is a change
         if status == 201:
             headers["Location"] = f"apis/{name}"
-        return JSONResponse(document, status, headers=headers)
+        return JSONResponse(public_document(document), status, headers=headers)
 
     async def refresh(request: Request) -> None:
         await manager.sync()  # another worker may have changed something since this one last looked
@@ -165,7 +166,7 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
         apis = manager.apis()
         return JSONResponse(
             {
-                "apis": [api_document(a) for a in apis],
+                "apis": [public_document(api_document(a)) for a in apis],
                 "origins": {a.name: manager.origin(a.name) for a in apis},
                 "revision": manager.overlay.revision,
             }
@@ -196,7 +197,7 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
         await refresh(request)
         document = merge_document(manager.base, manager.overlay)
         document["apis"] = [api_document(api, compact=True) for api in manager.apis()]
-        document = json.loads(json.dumps(document, default=str))
+        document = public_document(json.loads(json.dumps(document, default=str)))
         if request.query_params.get("format") == "yaml":
             return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
         return JSONResponse(document)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,6 +32,9 @@ _CONNECTION = (
     "backend %s, subject %s, trace_id=%s span_id=%s"
 )
 _REFUSAL = '%s - "WebSocket %s" %s %s %s (%s) in %.3fs, trace_id=%s span_id=%s'
+# Control and line-breaking characters a client can put in a path (%0d%0a) or a token's subject:
+# in a text line they would forge log lines or hide text, so they are written as escapes.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]")
 
 
 class AccessLog:
@@ -84,7 +88,15 @@ def _json_line(fields: Fields) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with unprintable characters (and the backslash) escaped as ``\\xNN``/``\\uNNNN``."""
+    if not isinstance(value, str):
+        return value
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), value)
+
+
 def _text_line(fields: Fields) -> tuple[Any, ...]:
+    fields = {k: _printable(v) for k, v in fields.items()}
     ids = (fields["trace_id"] or "-", fields["span_id"] or "-")
     if fields.get("status") == 101:
         return (
