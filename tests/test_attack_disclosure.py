@@ -14,13 +14,19 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from asgi_ws_gateway import ConfigError
+from asgi_ws_gateway import ConfigError, WebSocketGateway
 from asgi_ws_gateway.config import UpstreamConfig, load_config
 from asgi_ws_gateway.management.disclosure import public_document
+from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_status
+from support.jwts import signing_key, token
 from support.processes import ServerProcess
-from support.servers import free_port
+from support.servers import UvicornFactory, free_port
 from support.upstream import UpstreamServer
 
 ADMIN = "a" * 32
@@ -204,3 +210,32 @@ async def test_control_characters_in_the_path_cannot_forge_access_lines(
     assert any(line.startswith("INFO:     127.0.0.1:") and expected in line for line in lines), lines[-5:]
     assert not any("forged" in line and not line.startswith("INFO:     127.0.0.1:") for line in lines)
     assert not any(ch in gateway.stdout() for ch in "\u2028\u202e\x1b")
+
+
+# --- a configured URL's password in a denial's detail ---------------------------------------------
+
+
+@pytest.mark.parametrize("expose", [False, True])
+async def test_a_jwks_password_reaches_neither_span_nor_body_nor_log(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, caplog: pytest.LogCaptureFixture, expose: bool
+) -> None:
+    """An unreachable ``jwks_url`` with userinfo: 503; its password is in no span, body (even exposed) or log."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    port = free_port()
+    jwks = f"http://idp:hunter2pw@127.0.0.1:{port}/jwks"
+    jwt_policy = {"validate-jwt": {"algorithms": ["RS256"], "jwks_url": jwks, "jwks_timeout": 1}}
+    api = {"name": "a", "path": "/ws/a", "upstreams": [upstream.url("/echo")], "policies": [jwt_policy]}
+    config = {"apis": [api], "expose_error_details": expose}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config, tracer_provider=provider))
+    headers = {"Authorization": f"Bearer {token(signing_key('RS256', kid='k1'))}"}
+    try:
+        status, _, body = await expect_status(server.url("/ws/a"), additional_headers=headers)
+    finally:
+        provider.shutdown()
+    assert status == 503
+    details = [str(s.attributes.get(n.DENIAL_DETAIL)) for s in exporter.get_finished_spans() if s.attributes]
+    assert any("idp:REDACTED@" in d for d in details), details
+    assert (b"idp:REDACTED@" in body) is expose
+    assert "hunter2pw" not in "".join(details) + body.decode() + caplog.text

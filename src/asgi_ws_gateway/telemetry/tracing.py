@@ -251,7 +251,7 @@ class HandshakeTrace:
         """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
         policy = getattr(denial, "policy", None)
         if self.span is not None:  # the full detail, which a 5xx response body does not carry
-            self.span.set_attribute(n.DENIAL_DETAIL, denial.detail)
+            self.span.set_attribute(n.DENIAL_DETAIL, redact_text(denial.detail))  # may name a configured URL
         if error is not None:
             if self.span is not None:  # an exception's message may embed a URL with the client's query
                 stack = "".join(traceback.format_exception(error))
