@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from asgi_ws_gateway import ConfigError, WebSocketGateway
 from asgi_ws_gateway.config import UpstreamConfig, load_config
 from asgi_ws_gateway.management.disclosure import public_document
+from asgi_ws_gateway.redact import redact_text
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_status
@@ -239,3 +240,58 @@ async def test_a_jwks_password_reaches_neither_span_nor_body_nor_log(
     assert any("idp:REDACTED@" in d for d in details), details
     assert (b"idp:REDACTED@" in body) is expose
     assert "hunter2pw" not in "".join(details) + body.decode() + caplog.text
+
+
+# --- userinfo a client sends in the request target -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "redis://:hunter2pw@h:6379/0",
+        "ws://alice:hunter2pw@h/x",
+        "http://hunter2pw@h/x",  # a token as the user name
+        "http%3A//alice%3Ahunter2pw%40h%3A80/x",  # as uvicorn quotes an absolute-form target
+        "//alice%3ahunter2pw%40evil/x",
+        "//hunter2pw@evil/x",
+    ],
+)
+def test_userinfo_is_redacted_in_any_text(text: str) -> None:
+    """A URL's password (or lone user name), plain or percent-encoded, never survives redaction."""
+    assert "hunter2pw" not in redact_text(text)
+    assert "REDACTED" in redact_text(text)
+
+
+@pytest.mark.parametrize("text", ["ws://h/a@b", "mail a@b.c //x/y", "ws://h:80/x"])
+def test_text_without_userinfo_is_kept(text: str) -> None:
+    assert redact_text(text) == text
+
+
+TARGETS = [
+    "http://alice:hunter2pw@127.0.0.1/rooms/r1",
+    "ws://alice:hunter2pw@127.0.0.1/nowhere",
+    "//alice:hunter2pw@evil/rooms/r1",
+    "http://hunter2pw@127.0.0.1/nowhere",
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+async def test_userinfo_in_the_request_target_reaches_no_log(gateway: ServerProcess, target: str) -> None:
+    """An absolute-form target with userinfo (accepted, 404 or refused): the password is in no output line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+    finally:
+        writer.close()
+    assert status_line.split()[1] in (b"101", b"404")
+    await expect_status(f"ws://127.0.0.1:{gateway.port}/marker-{len(target)}")
+    for _ in range(100):  # the marker's line is written after the attempt's
+        if f"/marker-{len(target)}" in gateway.output():
+            break
+        await asyncio.sleep(0.05)
+    assert "hunter2pw" not in gateway.output()
