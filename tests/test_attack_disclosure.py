@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -295,3 +297,43 @@ async def test_userinfo_in_the_request_target_reaches_no_log(gateway: ServerProc
             break
         await asyncio.sleep(0.05)
     assert "hunter2pw" not in gateway.output()
+
+
+# --- a token in the path itself --------------------------------------------------------------------
+
+
+async def test_a_token_in_the_path_reaches_no_span_or_exported_log(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """``/rooms/<JWT>``, accepted and refused: no span attribute or exported access record carries the token."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+    logger_provider = LoggerProvider(shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    rooms = {"name": "rooms", "path": "/rooms/{room}", "upstreams": [upstream.url("/echo")]}
+    denied = {**rooms, "name": "denied", "path": "/denied/{room}", "policies": [{"ip-filter": {"deny": ["0.0.0.0/0"]}}]}
+    config = {"apis": [rooms, denied], "telemetry": {"export_logs": True}}
+    gateway = WebSocketGateway(
+        not_found, config=config, tracer_provider=tracer_provider, logger_provider=logger_provider
+    )
+    server = uvicorn_server(gateway)
+    secret = token(sub="alice")
+    try:
+        async with await connect(server.url(f"/rooms/{secret}")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        assert (await expect_status(server.url(f"/denied/{secret}")))[0] == 403
+        for _ in range(100):  # the accepted connection's record is written once the gateway saw the close
+            if len(logs.get_finished_logs()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        tracer_provider.shutdown()
+        logger_provider.shutdown()
+    exported = [str(s.attributes) for s in spans.get_finished_spans()]
+    records = [f"{r.log_record.body!r} {r.log_record.attributes}" for r in logs.get_finished_logs()]
+    assert len(records) >= 2 and any("/rooms/REDACTED" in r for r in records), records
+    assert any("/denied/REDACTED" in s for s in exported), exported
+    assert not any(secret.split(".")[2] in text for text in exported + records)

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
+from ..redact import redact_text
 from .names import LOG_EVENT_ACCESS
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -67,14 +68,19 @@ class AccessLog:
 
     def _export(self, fields: Fields, span: Span | None) -> None:
         assert self.otel_logger is not None
-        attributes = {f"ws_gateway.access.{k}": v for k, v in fields.items() if v is not None and k not in _IDS}
+        # Exported records skip the logging handlers' RedactingFilter: redacted here (a token in the path).
+        attributes = {
+            f"ws_gateway.access.{k}": redact_text(v) if isinstance(v, str) else v
+            for k, v in fields.items()
+            if v is not None and k not in _IDS
+        }
         message, *args = _text_line(fields)
         self.otel_logger.emit(
             timestamp=time.time_ns(),
             context=trace.set_span_in_context(span) if span is not None else None,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
-            body=message % tuple(args),
+            body=redact_text(message % tuple(args)),
             attributes=attributes,
             event_name=LOG_EVENT_ACCESS,
         )

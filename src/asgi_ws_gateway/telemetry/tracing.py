@@ -152,7 +152,8 @@ class HandshakeTrace:
         # name is in the span name; what the connect and connection spans carry is not repeated.
         scope = self.scope
         attrs: Attrs = {
-            n.HTTP_METHOD: "GET", n.URL_SCHEME: scope.get("scheme", "ws"), n.URL_PATH: scope.get("path", ""),
+            n.HTTP_METHOD: "GET", n.URL_SCHEME: scope.get("scheme", "ws"),
+            n.URL_PATH: redact_text(scope.get("path", "")),  # a client may put a token in the path itself
             n.HTTP_ROUTE: self.api.route,
         }  # fmt: skip
         client = scope.get("client")
