@@ -61,6 +61,16 @@ def test_userinfo_in_an_upstream_url_fails_start_up_without_echoing_it(url: str)
     assert "hunter2pw" not in message
 
 
+@pytest.mark.parametrize("base_url", ["ws://alice:hunter2pw@chat-2:9000", "wss://hunter2pw@chat-{jwt.region}"])
+def test_userinfo_in_a_backend_service_url_fails_start_up(base_url: str) -> None:
+    """``set-backend-service`` with userinfo: a start-up error by field path (not a 400 for every client)."""
+    policy = {"set-backend-service": {"base_url": base_url}}
+    with pytest.raises(ConfigError) as caught:
+        load_config({"apis": [{"name": "a", "path": "/a", "upstreams": ["ws://h/"], "policies": [policy]}]})
+    assert "apis[0].policies[0].set-backend-service.base_url: must not carry credentials" in str(caught.value)
+    assert "hunter2pw" not in str(caught.value)
+
+
 def test_a_non_ws_url_error_does_not_echo_its_password() -> None:
     """``http://user:pw@host``: the scheme is wrong, and the message names the URL without the password."""
     with pytest.raises(ConfigError) as caught:
