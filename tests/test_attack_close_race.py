@@ -10,6 +10,7 @@ in-process one that closes at once (both race the client's fault).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Iterator
@@ -83,6 +84,8 @@ async def _fault(port: int, path: str, data: bytes) -> int:
                     return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 @pytest.mark.parametrize("path", ["/flood", "/brief"])

@@ -8,6 +8,7 @@ forge or hide access-log lines with control characters in its path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -300,6 +301,8 @@ async def test_userinfo_in_the_request_target_reaches_no_log(gateway: ServerProc
             status_line = await reader.readline()
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
     assert status_line.split()[1] in (b"101", b"404")
     await expect_status(f"ws://127.0.0.1:{gateway.port}/marker-{len(target)}")
     for _ in range(100):  # the marker's line is written after the attempt's

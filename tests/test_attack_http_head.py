@@ -9,6 +9,7 @@ on a connection or a later one; a head under the limit is served as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,8 @@ async def exchange(port: int, data: bytes) -> bytes:
             return await reader.read()
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def status_of(response: bytes) -> int:
@@ -103,6 +106,8 @@ async def test_an_oversized_head_on_a_kept_alive_connection_gets_431(port: int) 
             second = await reader.read()
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
     assert (status_of(first), status_of(second)) == (200, 431)
 
 
@@ -132,6 +137,8 @@ async def test_a_streamed_head_is_answered_while_it_streams(port: int) -> None:
     finally:
         sender.cancel()
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 @pytest.mark.parametrize("build", [plain, upgrade], ids=["http", "upgrade"])
@@ -146,6 +153,8 @@ async def test_a_head_under_the_limit_is_served(any_port: int, build: Any) -> No
             line = await reader.readline()
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
     assert status_of(line) == (200 if build is plain else 101)
 
 

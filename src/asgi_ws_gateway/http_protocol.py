@@ -84,6 +84,7 @@ class _HeadDeadline(asyncio.Protocol):
     _head_tail = b""  # the last bytes of the head so far: its blank line may span two reads
     _head_line_end = -1  # where the request line ends in the head (-1: not yet)
     _refused = False
+    _linger: asyncio.TimerHandle | None = None
     # Provided by uvicorn's protocol class:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
@@ -97,6 +98,8 @@ class _HeadDeadline(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -170,7 +173,7 @@ class _HeadDeadline(asyncio.Protocol):
         # answer: half-close, drop what still arrives, close shortly after.
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(_LINGER, self.transport.close)
+        self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
 class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
