@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .forwarded import parse_network
 from .loading import LoadRefused, allowed_modules, check_file, check_import, deferred_imports, import_object
 from .plugins import MODULE_NAME, load_plugins
+from .redact import redact_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, TemplateError, overlapping
 
@@ -192,7 +193,14 @@ class UpstreamConfig(_Model):
                 )
             return {"url": "asgi:", **data} if url is None else data
         if isinstance(url, str) and len(url) <= MAX_URL and not url.startswith(("ws://", "wss://", "asgi:")):
-            raise PydanticCustomError("ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": url})
+            raise PydanticCustomError(
+                "ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": _public_url(url)}
+            )
+        if isinstance(url, str) and "@" in _authority(url):
+            # The URL is shown in logs, spans, metrics and the management API: no place for a password.
+            raise PydanticCustomError(
+                "url_userinfo", "must not carry credentials (user:password@); send them with a set-header policy"
+            )
         return data
 
     @model_validator(mode="after")
@@ -226,10 +234,26 @@ class UpstreamConfig(_Model):
 
     @property
     def label(self) -> str:
-        """How logs and errors name this backend (never includes credentials or query)."""
+        """How logs, spans, metrics and errors name this backend: no credentials, query or fragment."""
         if self.kind == "asgi":
             return self.url if self.url != "asgi:" else f"asgi:{getattr(self.app, '__name__', 'app')}"
-        return self.url.split("?", 1)[0]
+        return _public_url(self.url)
+
+
+def _authority(url: str) -> str:
+    """The ``user@host:port`` part of ``scheme://authority/path`` ("" when there is none)."""
+    _, sep, rest = url.partition("://")
+    return re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
+
+
+def _public_url(url: str) -> str:
+    """``url`` without userinfo, query or fragment: what may be shown of a configured URL."""
+    authority = _authority(url)
+    scheme, _, rest = url.partition("://")
+    if not authority and not rest:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    tail = rest[len(authority) :]
+    return f"{scheme}://{authority.rpartition('@')[2]}{re.split(r'[?#]', tail, maxsplit=1)[0]}"
 
 
 class ApiConfig(_Model):
@@ -743,7 +767,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
     return []
 
 
-_OWN_ERRORS = ("ws_url", "asgi_", "tls_", "path_", "policy_", "limit_")
+_OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_")
 
 
 def _describe(error: Any) -> str:
@@ -757,7 +781,7 @@ def _describe(error: Any) -> str:
     if error["type"] in {"extra_forbidden"}:
         message = "unknown field"
     elif error["type"] != "missing" and not error["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {shorten(error['input'])})"
+        message = f"{message} (got {redact_text(shorten(error['input']))})"
     return f"{where or '(top level)'}: {message}"
 
 

@@ -9,6 +9,11 @@ Timeout`` (or, when it sent nothing, a plain close).
 
 The deadline is ``$ASGI_WS_GATEWAY_HEADER_TIMEOUT`` seconds (default 10), read once at import; a
 subclass may set ``header_timeout`` instead.
+
+The head is bounded in size too: httptools accepts a header of any size, so a client could make a
+worker buffer hundreds of megabytes within the deadline. A head larger than ``max_head_bytes``
+(``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``, default 64 KiB: above ``handshake_limits``' defaults of 32 KiB
+of headers and an 8 KiB target) gets ``431`` and the connection is closed.
 """
 
 from __future__ import annotations
@@ -23,11 +28,36 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEADER_TIMEOUT_ENV = "ASGI_WS_GATEWAY_HEADER_TIMEOUT"
 DEFAULT_HEADER_TIMEOUT = 10.0
+MAX_HEAD_BYTES_ENV = "ASGI_WS_GATEWAY_MAX_HEAD_BYTES"
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 26\r\nconnection: close\r\n\r\nrequest head not complete\n"
 )
+
+
+_TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 23\r\nconnection: close\r\n\r\nrequest head too large\n"
+)
+
+
+_URI_TOO_LONG_RESPONSE = (
+    b"HTTP/1.1 414 URI Too Long\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 24\r\nconnection: close\r\n\r\nrequest target too long\n"
+)
+_MAX_REQUEST_LINE = 8192
+_LINGER = 2.0  # seconds an oversized head's sender may still send (dropped) before the close
+
+
+def _max_head_bytes_from_env() -> int:
+    raw = os.environ.get(MAX_HEAD_BYTES_ENV, "")
+    if not raw:
+        return DEFAULT_MAX_HEAD_BYTES
+    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        raise ValueError(f"{MAX_HEAD_BYTES_ENV}: expected a positive number of bytes, got {raw!r}")
+    return int(raw)
 
 
 def _header_timeout_from_env() -> float:
@@ -47,8 +77,14 @@ class _HeadDeadline(asyncio.Protocol):
     """The request-head deadline, for either of uvicorn's HTTP protocols (mixed in before it)."""
 
     header_timeout: float = _header_timeout_from_env()
+    max_head_bytes: int = _max_head_bytes_from_env()
     _head_timer: asyncio.TimerHandle | None = None
     _head_started = False
+    _head_bytes = 0
+    _head_tail = b""  # the last bytes of the head so far: its blank line may span two reads
+    _head_line_end = -1  # where the request line ends in the head (-1: not yet)
+    _refused = False
+    _linger: asyncio.TimerHandle | None = None
     # Provided by uvicorn's protocol class:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
@@ -62,19 +98,39 @@ class _HeadDeadline(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the answer is sent; the rest of the oversized head is dropped unread
+        if self._waiting_for_head():
+            seen, tail = self._head_bytes, self._head_tail
+            self._head_bytes += len(data)
+            if self._head_line_end < 0 and b"\n" in data:
+                self._head_line_end = seen + data.index(b"\n")
+            self._head_tail = (tail + data)[-3:]
+            if self._head_bytes > self.max_head_bytes and not self._head_ends_in_time(tail + data, seen - len(tail)):
+                self._head_too_large()  # refused before the parser buffers any of it
+                return
         super().data_received(data)
         if self._waiting_for_head():
             self._head_started = True
             self._arm()
         else:
+            self._head_bytes, self._head_tail, self._head_line_end = 0, b"", -1
             self._disarm()
+
+    def _head_ends_in_time(self, window: bytes, offset: int) -> bool:
+        """True when the blank line ending the head is in ``window`` (at ``offset``) within the limit."""
+        end = window.find(b"\r\n\r\n")
+        return end >= 0 and offset + end + 4 <= self.max_head_bytes
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         self._head_started = False
+        self._head_bytes, self._head_tail, self._head_line_end = 0, b"", -1
         if self._waiting_for_head():  # the next request's head gets a fresh deadline
             self._disarm()
             self._arm()
@@ -104,22 +160,46 @@ class _HeadDeadline(asyncio.Protocol):
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
 
+    def _head_too_large(self) -> None:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        # A request line over the server's 8 KiB is a 414 whatever follows it, as the parser says.
+        line_only = self._head_line_end < 0 or self._head_line_end > _MAX_REQUEST_LINE
+        self.logger.info("%s - request head larger than %d bytes: %d", client, self.max_head_bytes,
+                         414 if line_only else 431)  # fmt: skip
+        self._disarm()
+        self._refused = True
+        self.transport.write(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
+        # Closing with the client's bytes still unread would reset the connection and lose the
+        # answer: half-close, drop what still arrives, close shortly after.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger = self.loop.call_later(_LINGER, self.transport.close)
+
 
 class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is not complete in time.
+    """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     Attributes:
         header_timeout: seconds a client has to send a complete request head (request line and
             headers), counted from the connection or from the end of the previous response.
             Default 10, or ``$ASGI_WS_GATEWAY_HEADER_TIMEOUT``.
+        max_head_bytes: bytes a request head may have (431 and closed beyond). Default 65536, or
+            ``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``.
     """
 
 
 class GatewayH11Protocol(_HeadDeadline, H11Protocol):
-    """The same deadline on uvicorn's pure-Python ``H11Protocol``.
+    """The same deadline and size limit on uvicorn's pure-Python ``H11Protocol``.
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
     """
 
 
-__all__ = ["DEFAULT_HEADER_TIMEOUT", "HEADER_TIMEOUT_ENV", "GatewayH11Protocol", "GatewayHTTPProtocol"]
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_HEAD_BYTES",
+    "HEADER_TIMEOUT_ENV",
+    "MAX_HEAD_BYTES_ENV",
+    "GatewayH11Protocol",
+    "GatewayHTTPProtocol",
+]

@@ -38,6 +38,10 @@ WEBSOCKETS_LOGGERS = ("websockets.client", "websockets.server")
 _QUERY_IN_TEXT = re.compile(r"\?([^\s\"'<>]*)")
 # A JWT/JWS (three base64url segments, the first a JSON object's encoding) anywhere in text.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+# A URL's userinfo anywhere in text, also percent-encoded as servers log a request target
+# (``http%3A//user%3Apassword%40host``): the password, or a user name alone (it may be a token).
+_USERINFO = re.compile(r"(?<=//)([^\s/?#@:'\"%]*)(:|%3[Aa])[^\s/?#@'\"]*?(@|%40)")
+_USER_ONLY = re.compile(r"(?<=//)[^\s/?#@:'\"]+?(?=@|%40)")
 _extra_headers: set[str] = set()
 
 
@@ -113,10 +117,13 @@ def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] 
 
 
 def redact_text(text: str) -> str:
-    """``text`` with query values, credential header values and JWT-shaped strings redacted."""
+    """``text`` with query values, credential header values, URL passwords and JWT-shaped strings redacted."""
     if "?" in text:
         text = _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
     text = _HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+    if "//" in text and ("@" in text or "%40" in text):
+        text = _USERINFO.sub(rf"\1\2{REDACTED}\3", text)
+        text = _USER_ONLY.sub(lambda m: m[0] if m[0].endswith(REDACTED) else REDACTED, text)
     return _JWT.sub(REDACTED, text)
 
 

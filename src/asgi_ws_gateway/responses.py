@@ -13,6 +13,7 @@ from http import HTTPStatus
 
 from ._types import Scope, Send
 from .errors import HandshakeDenied
+from .redact import redact_text
 
 # What a client is told about a 5xx refusal unless ``expose_error_details`` is on.
 _GENERIC_DETAIL = {
@@ -37,9 +38,12 @@ def problem_body(status: int, detail: str, title: str | None = None, *, trace_id
 
 def public_problem(denial: HandshakeDenied, *, expose_details: bool = False, trace_id: str | None = None) -> bytes:
     """The problem document the client gets for ``denial``: 5xx details are replaced unless exposed."""
-    if denial.status >= 500 and not expose_details:
-        detail = _GENERIC_DETAIL.get(denial.status, "the request could not be completed")
-        return problem_body(denial.status, detail, trace_id=trace_id)
+    if denial.status >= 500:
+        if not expose_details:
+            detail = _GENERIC_DETAIL.get(denial.status, "the request could not be completed")
+            return problem_body(denial.status, detail, trace_id=trace_id)
+        # Exposed for development, still without credentials (a configured URL's password, say).
+        return problem_body(denial.status, redact_text(denial.detail), denial.title, trace_id=trace_id)
     return problem_body(denial.status, denial.detail, denial.title, trace_id=trace_id)
 
 

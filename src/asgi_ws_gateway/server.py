@@ -172,6 +172,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if kind == ACCEPT and not self.handshake_complete and self.initial_response is None:
             await self._pass_through(message)
             return
+        if self.close_sent and self.handshake_complete and kind in ("websocket.send", "websocket.close"):
+            # This protocol closed the connection itself (a client's protocol error, say) while the
+            # application was still talking: the client is gone, as ASGI says (an OSError), rather
+            # than uvicorn's RuntimeError, which the application would log as its own failure.
+            raise ClientDisconnected()
         await super().send(message)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True  # the refusal is complete: not "returned without completing"

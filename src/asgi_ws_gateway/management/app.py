@@ -25,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..config import MIB
+from ..config import MIB, shorten
 from . import console
+from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -98,8 +99,10 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
     """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON)."""
     raw = await read_body(request, limits)
     try:
-        value = json.loads(raw) if raw else None
+        value = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant) if raw else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
+    except _NotPlainJson as exc:
         raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
     except RecursionError:  # nested deeper than Python parses: certainly deeper than the limit
         raise Invalid(
@@ -108,6 +111,25 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
     if _depth(value, limits.max_depth) > limits.max_depth:
         raise Invalid("the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"])
     return value
+
+
+class _NotPlainJson(ValueError):
+    """JSON that Python parses but that readers disagree on (RFC 8259 §4, §6)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Duplicate names are read as the first by some parsers and the last by others: refused, so
+    # that what was validated, logged and stored is what every reader sees.
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _NotPlainJson(f"the name {shorten(name, 40)} appears twice in one object")
+        document[name] = value
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotPlainJson(f"{name} is not a JSON number")  # Python accepts NaN and Infinity; JSON does not
 
 
 def _depth(value: Any, stop: int) -> int:
@@ -151,10 +173,10 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
 
     def api_response(name: str, status: int = 200) -> Response:
         document = api_document(manager.api(name))
-        headers = {"ETag": etag(document)}
+        headers = {"ETag": etag(document)}  # of the full document: a change of secret is a change
         if status == 201:
             headers["Location"] = f"apis/{name}"
-        return JSONResponse(document, status, headers=headers)
+        return JSONResponse(public_document(document), status, headers=headers)
 
     async def refresh(request: Request) -> None:
         await manager.sync()  # another worker may have changed something since this one last looked
@@ -165,7 +187,7 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
         apis = manager.apis()
         return JSONResponse(
             {
-                "apis": [api_document(a) for a in apis],
+                "apis": [public_document(api_document(a)) for a in apis],
                 "origins": {a.name: manager.origin(a.name) for a in apis},
                 "revision": manager.overlay.revision,
             }
@@ -196,7 +218,7 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
         await refresh(request)
         document = merge_document(manager.base, manager.overlay)
         document["apis"] = [api_document(api, compact=True) for api in manager.apis()]
-        document = json.loads(json.dumps(document, default=str))
+        document = public_document(json.loads(json.dumps(document, default=str)))
         if request.query_params.get("format") == "yaml":
             return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
         return JSONResponse(document)

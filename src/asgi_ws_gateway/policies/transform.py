@@ -7,6 +7,7 @@ or a URL are percent-encoded; control characters never reach a header.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import quote
 
@@ -153,6 +154,9 @@ class SetBackendSettings(PolicySettings):
         template(value)
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must be a ws:// or wss:// URL")
+        if "@" in re.split(r"[/?#]", value.partition("://")[2], maxsplit=1)[0]:
+            # Refused at start-up, like an upstream URL's: the request check would refuse it per client.
+            raise ValueError("must not carry credentials (user:password@); send them with a set-header policy")
         # The client must never choose where the gateway connects: only values it cannot forge.
         unsafe = sorted({ref.namespace for ref in Template(value).references} & _CLIENT_NAMESPACES)
         if unsafe:

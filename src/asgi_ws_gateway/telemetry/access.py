@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
+from ..redact import redact_text
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -31,6 +33,9 @@ _CONNECTION = (
     "backend %s, subject %s, trace_id=%s span_id=%s"
 )
 _REFUSAL = '%s - "WebSocket %s" %s %s %s (%s) in %.3fs, trace_id=%s span_id=%s'
+# Control and line-breaking characters a client can put in a path (%0d%0a) or a token's subject:
+# in a text line they would forge log lines or hide text, so they are written as escapes.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]")
 
 
 class AccessLog:
@@ -63,8 +68,11 @@ class AccessLog:
 
     def _export(self, fields: Fields, span: Span | None) -> None:
         assert self.otel_logger is not None
+        # Exported records skip the logging handlers' RedactingFilter: redacted here (a token in the path).
         attributes = {
-            _SEMCONV.get(k) or f"ws_gateway.access.{k}": v for k, v in fields.items() if v is not None and k not in _IDS
+            _SEMCONV.get(k) or f"ws_gateway.access.{k}": redact_text(v) if isinstance(v, str) else v
+            for k, v in fields.items()
+            if v is not None and k not in _IDS
         }  # the ids are the record's own
         client = attributes.pop(CLIENT_ADDRESS, None)
         if isinstance(client, str) and client != "-":
@@ -81,7 +89,7 @@ class AccessLog:
             context=trace.set_span_in_context(span) if span is not None else None,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
-            body=message % tuple(args),
+            body=redact_text(message % tuple(args)),
             attributes=attributes,
             event_name=LOG_EVENT_ACCESS,
         )
@@ -97,7 +105,15 @@ def _json_line(fields: Fields) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with unprintable characters (and the backslash) escaped as ``\\xNN``/``\\uNNNN``."""
+    if not isinstance(value, str):
+        return value
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), value)
+
+
 def _text_line(fields: Fields) -> tuple[Any, ...]:
+    fields = {k: _printable(v) for k, v in fields.items()}
     ids = (fields["trace_id"] or "-", fields["span_id"] or "-")
     if fields.get("status") == 101:
         return (

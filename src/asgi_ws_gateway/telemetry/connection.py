@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
+from ..redact import redact_text
 from . import names as n
 from .tracing import Attrs, HandshakeTrace
 
@@ -76,8 +77,8 @@ class ConnectionTrace:
     def _attributes(self) -> Attrs:
         handshake = self._handshake
         attrs: Attrs = {
-            n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: handshake.scope.get("path", ""), n.API: handshake.api.name,
-            n.BACKEND: self._backend,
+            n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: redact_text(handshake.scope.get("path", "")),
+            n.API: handshake.api.name, n.BACKEND: self._backend,
         }  # fmt: skip
         client = handshake.scope.get("client")
         if handshake.client is not None:

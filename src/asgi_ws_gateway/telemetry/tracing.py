@@ -162,7 +162,8 @@ class HandshakeTrace:
         # The HTTP server-span conventions; what the connect and connection spans carry is not repeated.
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: scope.get("path", "")}
+        path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
+        attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: path}
         client = scope.get("client")
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
@@ -272,7 +273,7 @@ class HandshakeTrace:
         """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
         policy = getattr(denial, "policy", None)
         if self.span is not None:  # the full detail, which a 5xx response body does not carry
-            self.span.set_attribute(n.DENIAL_DETAIL, denial.detail)
+            self.span.set_attribute(n.DENIAL_DETAIL, redact_text(denial.detail))  # may name a configured URL
         if error is not None:
             if self.span is not None:  # an exception's message may embed a URL with the client's query
                 stack = "".join(traceback.format_exception(error))

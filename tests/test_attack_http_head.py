@@ -1,0 +1,187 @@
+"""Attacks on the HTTP stage: a request head of any size used to be buffered (httptools has no limit).
+
+Real uvicorn with the gateway's HTTP protocols (httptools and h11) and its WebSocket protocol, a
+real upstream. Every head over ``max_head_bytes`` gets 431 and the socket is closed, whether it is
+a plain HTTP request or a WebSocket upgrade, one huge header or many small ones, the first request
+on a connection or a later one; a head under the limit is served as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.http_protocol import (
+    DEFAULT_MAX_HEAD_BYTES,
+    GatewayH11Protocol,
+    GatewayHTTPProtocol,
+    _max_head_bytes_from_env,
+)
+from asgi_ws_gateway.server import GatewayWebSocketProtocol
+from asgi_ws_gateway.standalone import create_app
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+
+EOF_TIMEOUT = 10.0
+"""Generous: "promptly" means long before the client would give up on its own."""
+
+PROTOCOLS: dict[str, Any] = {"httptools": GatewayHTTPProtocol, "h11": GatewayH11Protocol}
+GATEWAY_WS: Any = GatewayWebSocketProtocol
+
+
+def _serve(upstream: UpstreamServer, http: Any) -> UvicornServer:
+    echo = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]}
+    app = create_app({"apis": [echo]})  # type: ignore[arg-type]
+    return UvicornServer(app, ws=GATEWAY_WS, http=http)
+
+
+@pytest.fixture
+def port(upstream: UpstreamServer) -> Iterator[int]:
+    """The default HTTP protocol (httptools), which has no head limit of its own."""
+    with _serve(upstream, GatewayHTTPProtocol) as server:
+        yield server.port
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
+def any_port(request: pytest.FixtureRequest, upstream: UpstreamServer) -> Iterator[int]:
+    with _serve(upstream, PROTOCOLS[request.param]) as server:
+        yield server.port
+
+
+def upgrade(extra: bytes = b"") -> bytes:
+    return (
+        b"GET /ws/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra
+    )
+
+
+def plain(extra: bytes = b"") -> bytes:
+    return b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + extra
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` whole, then return every byte the server sends up to EOF (TimeoutError if it never closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(EOF_TIMEOUT):
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def status_of(response: bytes) -> int:
+    assert response.startswith(b"HTTP/1.1 "), response[:200]
+    return int(response.split(b" ", 2)[1])
+
+
+ONE_HUGE = b"X-Big: " + b"a" * (DEFAULT_MAX_HEAD_BYTES + 1024) + b"\r\n"
+MANY_SMALL = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 60) for i in range(1500))  # about 100 KB
+
+
+@pytest.mark.parametrize("build", [plain, upgrade], ids=["http", "upgrade"])
+@pytest.mark.parametrize("extra", [ONE_HUGE, MANY_SMALL], ids=["one-huge-header", "many-headers"])
+@pytest.mark.parametrize("complete", [True, False], ids=["complete", "unterminated"])
+async def test_an_oversized_head_gets_431_and_is_closed(port: int, build: Any, extra: bytes, complete: bool) -> None:
+    """Over the limit, finished with CRLF CRLF or still arriving: 431, then EOF, without waiting for the deadline."""
+    response = await exchange(port, build(extra) + (b"\r\n" if complete else b""))
+    assert status_of(response) == 431
+
+
+async def test_an_oversized_head_on_a_kept_alive_connection_gets_431(port: int) -> None:
+    """The limit counts each request's head: a second, oversized request after a served one gets 431."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(plain(b"\r\n"))
+        async with asyncio.timeout(EOF_TIMEOUT):
+            first = await reader.readuntil(b'{"status": "ok"}')
+            writer.write(plain(ONE_HUGE) + b"\r\n")
+            second = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert (status_of(first), status_of(second)) == (200, 431)
+
+
+async def test_a_streamed_head_is_answered_while_it_streams(port: int) -> None:
+    """A client streaming a 100 MB header gets 431 and EOF long before it is done (nothing waits for the end)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    total = 100 * 1024 * 1024
+    sent = 0
+
+    async def stream() -> None:
+        nonlocal sent
+        writer.write(plain(b"X-Big: "))
+        try:
+            while sent < total:
+                writer.write(b"a" * 65536)
+                await writer.drain()
+                sent += 65536
+        except OSError:
+            pass  # closed by the server after its linger: expected
+
+    sender = asyncio.create_task(stream())
+    try:
+        async with asyncio.timeout(EOF_TIMEOUT):
+            response = await reader.read()
+        assert status_of(response) == 431
+        assert sent < total
+    finally:
+        sender.cancel()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize("build", [plain, upgrade], ids=["http", "upgrade"])
+async def test_a_head_under_the_limit_is_served(any_port: int, build: Any) -> None:
+    """12 KiB of headers (under h11's own 16 KiB buffer too): 200 for HTTP, 101 for an upgrade."""
+    extra = b"".join(b"X-H%d: %s\r\n" % (i, b"c" * 1000) for i in range(12))
+    reader, writer = await asyncio.open_connection("127.0.0.1", any_port)
+    try:
+        writer.write(build(extra) + b"\r\n")
+        await writer.drain()
+        async with asyncio.timeout(EOF_TIMEOUT):
+            line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert status_of(line) == (200 if build is plain else 101)
+
+
+@pytest.mark.parametrize("size", [9000, DEFAULT_MAX_HEAD_BYTES + 10])
+async def test_an_oversized_request_line_gets_414(port: int, size: int) -> None:
+    """A request line over 8 KiB, or over the whole limit on its own, is 414 URI Too Long."""
+    response = await exchange(port, b"GET /ws/echo?q=" + b"a" * size + b" HTTP/1.1\r\nHost: gw\r\n" + ONE_HUGE)
+    assert status_of(response) == 414
+
+
+@pytest.mark.parametrize("build", [plain, upgrade], ids=["http", "upgrade"])
+async def test_h11_refuses_an_oversized_head_and_closes(any_port: int, build: Any) -> None:
+    """h11 (and the limit, whichever sees it first): refused, the socket closed; never a hang or a 2xx."""
+    try:
+        response = await exchange(any_port, build(ONE_HUGE) + b"\r\n")
+    except ConnectionResetError:
+        return  # h11's own 16 KiB buffer refused it and closed with our bytes unread: closed all the same
+    assert status_of(response) in (400, 431)
+
+
+def test_max_head_bytes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES`` sets the limit; anything but a positive integer fails loudly."""
+    monkeypatch.setenv("ASGI_WS_GATEWAY_MAX_HEAD_BYTES", "131072")
+    assert _max_head_bytes_from_env() == 131072
+    monkeypatch.delenv("ASGI_WS_GATEWAY_MAX_HEAD_BYTES")
+    assert _max_head_bytes_from_env() == DEFAULT_MAX_HEAD_BYTES
+    for bad in ("0", "-1", "1e6", "64k", " 10"):
+        monkeypatch.setenv("ASGI_WS_GATEWAY_MAX_HEAD_BYTES", bad)
+        with pytest.raises(ValueError, match="ASGI_WS_GATEWAY_MAX_HEAD_BYTES"):
+            _max_head_bytes_from_env()

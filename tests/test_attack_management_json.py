@@ -1,0 +1,75 @@
+"""Attacks on the management API's JSON: bodies that parsers read differently are refused (422).
+
+Duplicate names (``{"name": "a", "name": "b"}``: the first for some readers, the last for Python)
+and the non-JSON constants Python accepts (``NaN``, ``Infinity``) would let what was validated,
+logged and stored differ from what another reader of the state file sees. Real uvicorn, real HTTP;
+a refusal leaves the state file as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from management_harness import Managed, api, managed_gateway
+from support.upstream import UpstreamServer
+
+
+@pytest.fixture
+def managed(upstream: UpstreamServer, tmp_path: Path) -> Iterator[Managed]:
+    with managed_gateway({"apis": [api("echo", "/ws/echo", upstream)]}, tmp_path / "state.json") as running:
+        yield running
+
+
+def _state(managed: Managed) -> bytes | None:
+    return managed.state.read_bytes() if managed.state.exists() else None
+
+
+UP = '"upstreams": ["ws://127.0.0.1:9/x"]'
+BODIES = {
+    "duplicate-name": '{"name": "d1", "name": "d2", "path": "/d", ' + UP + "}",
+    "duplicate-path": '{"name": "d", "path": "/a", "path": "/b", ' + UP + "}",
+    "duplicate-nested": '{"name": "d", "path": "/d", ' + UP + ', "policies": [{"ip-filter": {"allow": ["10.0.0.0/8"], '
+    '"allow": ["0.0.0.0/0"]}}]}',
+    "duplicate-escaped": '{"name": "d", "na\\u006de": "e", "path": "/d", ' + UP + "}",
+    "infinity": '{"name": "d", "path": "/d", "connect_timeout": Infinity, ' + UP + "}",
+    "negative-infinity": '{"name": "d", "path": "/d", "cooldown": -Infinity, ' + UP + "}",
+    "nan": '{"name": "d", "path": "/d", "idle_timeout": NaN, ' + UP + "}",
+}
+
+
+@pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
+async def test_ambiguous_json_is_refused_and_nothing_is_stored(managed: Managed, body: str) -> None:
+    """POST /apis with an ambiguous body: 422, no API created, the state file untouched."""
+    before = _state(managed)
+    async with managed.http() as http:
+        response = await http.post("/apis", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert response.json()["detail"] == "the body is not valid JSON"
+        assert (await http.get("/apis/d")).status_code == 404
+        assert (await http.get("/apis/d1")).status_code == 404
+        assert (await http.get("/apis/d2")).status_code == 404
+    assert _state(managed) == before
+
+
+async def test_a_duplicate_in_a_put_is_refused_too(managed: Managed) -> None:
+    """PUT /apis/echo with a duplicate name: 422, the API unchanged."""
+    async with managed.http() as http:
+        before = (await http.get("/apis/echo")).json()
+        body = '{"name": "echo", "path": "/ws/echo", "path": "/ws/other", ' + UP + "}"
+        response = await http.put("/apis/echo", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert (await http.get("/apis/echo")).json() == before
+
+
+async def test_the_same_name_in_different_objects_is_fine(managed: Managed) -> None:
+    """Names repeated across objects (two policies with ``allow``) are plain JSON: 201."""
+    body = (
+        '{"name": "ok", "path": "/ok", ' + UP + ', "policies": [{"ip-filter": {"allow": ["10.0.0.0/8"]}}, '
+        '{"ip-filter": {"allow": ["10.1.0.0/16"]}}]}'
+    )
+    async with managed.http() as http:
+        response = await http.post("/apis", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 201
