@@ -262,7 +262,9 @@ ALLOWED_LOADERS = {
     "http_protocol.py": "its request-head timeout from the environment the operator set",
 }
 _LOADS = re.compile(
-    r"import_module|__import__|read_text\(|read_bytes\(|(?<!def )(?<![.\w])open\(|environ|getenv|exec\(|eval\("
+    # builtins only: a method called eval (Redis's EVAL of a Lua script) is not Python's eval
+    r"import_module|__import__|read_text\(|read_bytes\(|(?<!def )(?<![.\w])open\(|environ|getenv"
+    r"|(?<![.\w])exec\(|(?<![.\w])eval\("
 )
 
 
