@@ -11,12 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import ConfigError, load_config
+from asgi_ws_gateway.relay import Relay
+from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
 from asgi_ws_gateway.telemetry import names as n
+from asgi_ws_gateway.upstream import UpstreamRequest, build_request
 from gateway_harness import ProbedGateway
+from support.apps import echo_app
 from support.clients import connect, expect_status
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.servers import UvicornServer
@@ -158,3 +169,106 @@ def test_attempt_spans_config_error_names_the_field(value: object) -> None:
 
 def test_attempt_spans_defaults_to_each() -> None:
     assert load_config({}).telemetry.attempt_spans == "each"
+
+
+# -- unit: the in-process path, an in-memory exporter ----------------------------------------------
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+SCOPE: dict[str, Any] = {
+    "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
+    "client": ("10.1.2.3", 4567), "server": ("127.0.0.1", 8000), "headers": [(b"host", b"gw.example:8000")],
+}  # fmt: skip
+
+
+class _Scripted:
+    """A connector whose attempts fail with the given exceptions, then succeed."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.traceparents: list[str | None] = []
+
+    async def connect(self, request: UpstreamRequest) -> Any:
+        self.traceparents.append(dict(request.headers).get("traceparent"))
+        if self.failures:
+            raise self.failures.pop(0)
+        return object()
+
+
+async def test_in_process_upstream_has_no_url_or_address_and_metrics_still_time_the_attempt(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """An ``asgi:`` backend: only the backend label and status on the handshake; the attempt metric stays."""
+    reader = InMemoryMetricReader()
+    config = load_config({
+        "apis": [{"name": "echo", "path": "/ws/echo", "upstreams": [{"url": "asgi:", "app": echo_app}]}],
+        "telemetry": {"attempt_spans": "failover"},
+    })  # fmt: skip
+    telemetry = Telemetry(config, tracer_provider=spans[0], meter_provider=MeterProvider(metric_readers=[reader]))
+    api, upstream = config.apis[0], config.apis[0].upstreams[0]
+    handshake = telemetry.handshake(api, SCOPE)
+    connector = _Scripted()
+    await TracedConnector(connector, "echo", upstream).connect(build_request(api, upstream, SCOPE, {}))
+    stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
+    handshake.accepted(upstream.label, None, stats).closed(stats)
+    (hs,) = [s for s in spans[1].get_finished_spans() if s.name == "GET /ws/echo"]
+    assert [s.name for s in spans[1].get_finished_spans()] == ["GET /ws/echo", "connection echo"]
+    assert hs.attributes is not None and hs.context is not None
+    assert {k: v for k, v in hs.attributes.items() if k in UPSTREAM_KEYS | {n.BACKEND}} == {
+        n.BACKEND: upstream.label,
+        n.UPSTREAM_STATUS: 101,
+    }
+    assert (
+        connector.traceparents[0] is not None and trace.format_span_id(hs.context.span_id) in connector.traceparents[0]
+    )
+    data = reader.get_metrics_data()
+    assert data is not None
+    (metric,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                 if m.name == n.UPSTREAM_CONNECT_DURATION.name]  # fmt: skip
+    (point,) = metric.data.data_points
+    assert isinstance(point, HistogramDataPoint) and point.count == 1
+
+
+async def test_failed_first_attempt_is_on_the_handshake_and_the_retry_gets_a_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Attempt 1 raises: its error type is on the handshake span; attempt 2's CLIENT span carries the traceparent."""
+    config = load_config({
+        "apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/a", "ws://127.0.0.1:9/b"]}],
+        "telemetry": {"attempt_spans": "failover"},
+    })  # fmt: skip
+    telemetry = Telemetry(config, tracer_provider=spans[0])
+    api = config.apis[0]
+    handshake = telemetry.handshake(api, SCOPE)
+    connector = _Scripted(ConnectionRefusedError("refused"))
+    first, second = (TracedConnector(connector, "echo", u) for u in api.upstreams)
+    with pytest.raises(ConnectionRefusedError):
+        await first.connect(build_request(api, api.upstreams[0], SCOPE, {}))
+    await second.connect(build_request(api, api.upstreams[1], SCOPE, {}))
+    stats = Relay(_never, _never, None, max_message_size=1).stats  # type: ignore[arg-type]
+    handshake.accepted(api.upstreams[1].label, None, stats).closed(stats)
+    finished = {s.name: s for s in spans[1].get_finished_spans()}
+    hs, attempt = finished["GET /ws/echo"], finished["upstream connect echo"]
+    assert hs.attributes is not None and attempt.attributes is not None and attempt.parent is not None
+    assert hs.context is not None and attempt.context is not None
+    assert (hs.attributes[n.UPSTREAM_ERROR], hs.attributes[n.UPSTREAM_URL]) == (
+        "ConnectionRefusedError",
+        "ws://127.0.0.1:9/a",
+    )
+    assert n.UPSTREAM_STATUS not in hs.attributes and hs.attributes[n.ATTEMPTS] == 2
+    assert (attempt.attributes[n.ATTEMPT], attempt.attributes[n.HTTP_STATUS]) == (2, 101)
+    assert attempt.parent.span_id == hs.context.span_id
+    hs_id, attempt_id = (trace.format_span_id(s.context.span_id) for s in (hs, attempt))
+    assert [tp.split("-")[2] if tp else None for tp in connector.traceparents] == [hs_id, attempt_id]
+
+
+async def _never() -> Any:  # pragma: no cover - the relay is never run in these tests
+    raise AssertionError
