@@ -147,6 +147,20 @@ async def test_trusted_client_trace_reaches_the_upstream_through_the_handshake_s
     assert seen["tracestate"] == ["client=1"]
 
 
+async def test_untrusted_client_trace_does_not_reach_the_upstream_through_the_handshake_span(
+    otlp: OtlpReceiver, upstream: UpstreamServer
+) -> None:
+    """Not trusted (the default): the upstream gets the handshake's new trace, not the client's ids or state."""
+    headers = [("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"), ("tracestate", "client=1")]
+    with UvicornServer(ProbedGateway(telemetry_config(upstream, attempt_spans="failover"))) as server:
+        async with await connect(server.url("/ws/headers/lobby"), additional_headers=headers) as ws:
+            seen = json.loads(await ws.recv())["headers"]
+        handshake = await _wait_span(otlp, "GET /ws/headers/{room}")
+    assert handshake.trace_id != CLIENT_TRACE and handshake.links == [(CLIENT_TRACE, CLIENT_SPAN)]
+    assert _parent(seen["traceparent"]) == (handshake.trace_id, handshake.span_id)
+    assert "tracestate" not in seen
+
+
 async def test_no_traceparent_reaches_the_upstream_without_propagate(
     otlp: OtlpReceiver, upstream: UpstreamServer
 ) -> None:
