@@ -1,10 +1,11 @@
 """What telemetry costs: relay throughput and handshake rate with telemetry on versus off, in one run.
 
 Processes, all on 127.0.0.1: a ``websockets`` echo upstream; an OTLP/gRPC receiver that decodes
-and counts what it gets; gateways under uvicorn with the same configuration: ``off`` (the default:
-no ``OTEL_*`` variables) and the variants exporting to the receiver: ``on`` (traces and metrics,
-default sampling: parent-based always-on; the target), ``sampled`` (10 % of traces) and
-``metrics`` (no traces). All use the default batch span processor and collect metrics every second
+and counts what it gets; gateways under uvicorn with the same API: ``off`` (the default: no
+``OTEL_*`` variables) and the variants exporting to the receiver: ``on`` (traces and metrics,
+default sampling: parent-based always-on; the target), ``sampled`` (10 % of traces), ``metrics``
+(no traces) and ``failover`` (as ``on``, with ``telemetry.attempt_spans: failover``). All use the
+default batch span processor and collect metrics every second
 (more often than the 60 s default, so a collection falls in every round). This process is the load
 generator. Each round measures every gateway back to back, in a rotated order, so drift and other
 work on the machine fall on all of them; a variant's cost is the median of its per-round ratios to
@@ -254,9 +255,12 @@ VARIANTS: dict[str, dict[str, str]] = {
     "on": {},
     "sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
     "metrics": {"OTEL_TRACES_EXPORTER": "none"},
+    "failover": {},
 }
 """Telemetry-on variants, each compared with the ``off`` gateway: default sampling (the target),
-10 % of traces sampled, and metrics only."""
+10 % of traces sampled, metrics only, and default sampling with ``attempt_spans: failover``."""
+TELEMETRY: dict[str, dict[str, str]] = {"failover": {"attempt_spans": "failover"}}
+"""The gateway's ``telemetry`` section per variant (default: none)."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -264,9 +268,11 @@ def _run(args: argparse.Namespace) -> int:
     upstream_port, receiver_port = _free_port(), _free_port()
     ports = {variant: _free_port() for variant in variants}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        config = Path(tmp) / "gateway.json"
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"], "compression": None}
-        config.write_text(json.dumps({"apis": [api]}))
+        configs = {}
+        for variant in variants:
+            configs[variant] = Path(tmp) / f"gateway-{variant}.json"
+            configs[variant].write_text(json.dumps({"apis": [api], "telemetry": TELEMETRY.get(variant, {})}))
         exporting = {
             **_quiet_env(),
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}",
@@ -280,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
         for variant in variants:
             env = _quiet_env() if variant == "off" else {**exporting, **VARIANTS[variant]}
             gateway = stack.enter_context(
-                _child("gateway", "--port", str(ports[variant]), "--config", str(config), env=env)
+                _child("gateway", "--port", str(ports[variant]), "--config", str(configs[variant]), env=env)
             )
             pids[variant] = gateway.pid
         for port in (upstream_port, receiver_port, *ports.values()):

@@ -416,6 +416,13 @@ class TelemetryConfig(_Model):
         "handshake = a child of the handshake span (for backends that ignore links; the trace then lasts "
         "as long as the connection).",
     )
+    attempt_spans: Literal["each", "failover"] = Field(
+        default="each",
+        description="Upstream attempts: each = an 'upstream connect' CLIENT span per attempt; failover = the "
+        "first attempt recorded on the handshake span (ws_gateway.upstream.* attributes; the upstream's "
+        "traceparent names the handshake span), a CLIENT span only for failover attempts: one span fewer "
+        "per connection.",
+    )
     message_events: float = Field(
         default=0.0,
         ge=0,

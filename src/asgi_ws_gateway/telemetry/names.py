@@ -54,6 +54,13 @@ SUBSCRIPTION = "ws_gateway.subscription"
 BACKEND = "ws_gateway.backend"
 ATTEMPT = "ws_gateway.upstream.attempt"
 ATTEMPTS = "ws_gateway.upstream.attempts"
+# The first attempt recorded on the handshake span (``attempt_spans: failover``): the SERVER span's
+# own url.full/server.*/http.response.status_code describe the client's request, so these are apart.
+UPSTREAM_URL = "ws_gateway.upstream.url"
+UPSTREAM_ADDRESS = "ws_gateway.upstream.address"
+UPSTREAM_PORT = "ws_gateway.upstream.port"
+UPSTREAM_STATUS = "ws_gateway.upstream.status_code"
+UPSTREAM_ERROR = "ws_gateway.upstream.error_type"
 HANDSHAKE_TRACE_ID = "ws_gateway.handshake.trace_id"
 HANDSHAKE_SPAN_ID = "ws_gateway.handshake.span_id"
 CLOSE_SIDE = "ws_gateway.close.side"

@@ -4,6 +4,7 @@ How the middleware drives it (each step is a few attribute writes when telemetry
 
     handshake = telemetry.handshake(api, scope)     # starts "GET <route>" (SERVER)
     ... policies, pool.connect(...)                 # TracedConnector: "upstream connect <api>" per attempt
+                                                    # (attempt_spans: failover: the first on the handshake span)
     handshake.denied(denial)                        # or:
     connection = handshake.accepted(backend, subprotocol, relay.stats)   # ends the handshake span
     ... relay ...
@@ -85,6 +86,8 @@ class BackendInfo:
     metric: dict[str, str | int]
     network: bool
     """A ``ws://``/``wss://`` backend (an in-process ASGI app has no URL or address)."""
+    inline: dict[str, str | int]
+    """The same, named for the handshake span (``attempt_spans: failover``)."""
 
     @classmethod
     def of(cls, api: str, upstream: UpstreamConfig) -> BackendInfo:
@@ -95,8 +98,10 @@ class BackendInfo:
                 span[n.SERVER_ADDRESS] = url.hostname
             span[n.SERVER_PORT] = url.port or (443 if upstream.kind == "wss" else 80)
         metric = {n.API: api, **span, n.PROTOCOL_NAME: n.PROTOCOL}
+        renamed = {n.SERVER_ADDRESS: n.UPSTREAM_ADDRESS, n.SERVER_PORT: n.UPSTREAM_PORT}
+        inline = {renamed.get(key, key): value for key, value in span.items()}
         span[n.HTTP_METHOD] = "GET"
-        return cls(span, metric, upstream.kind != "asgi")
+        return cls(span, metric, upstream.kind != "asgi", inline)
 
 
 class TracedConnector:
@@ -132,6 +137,7 @@ class HandshakeTrace:
         self._context: Context | None = None
         self._otel_token: object | None = None
         self._events: MessageEvents | None = None
+        self._upstream: Attrs | None = None  # the first attempt, set with the handshake's final attributes
         if telemetry.tracer is not None:
             self._start_span(telemetry)
         self._token = _handshake.set(self)
@@ -224,16 +230,27 @@ class HandshakeTrace:
     async def connect_upstream(
         self, connector: Connector, request: UpstreamRequest, backend: BackendInfo
     ) -> UpstreamConnection:
-        """One backend attempt: a CLIENT span whose context the upstream receives as ``traceparent``."""
+        """One backend attempt: a CLIENT span whose context the upstream receives as ``traceparent``.
+
+        With ``attempt_spans: failover`` the first attempt has no span of its own: it is recorded on
+        the handshake span, whose context the upstream receives.
+        """
         self.attempts += 1
-        telemetry, span = self._telemetry, None
+        telemetry, span, inline = self._telemetry, None, None
         if telemetry.tracer is not None and self._context is not None:
-            attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
-            if backend.network:
-                attrs[n.URL_FULL] = redact_url(request.url)
-            span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
-            if telemetry.config.propagate:
-                propagation.inject(request.headers, trace.set_span_in_context(span, self._context))
+            if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
+                inline = self._upstream = dict(backend.inline)
+                if backend.network:
+                    inline[n.UPSTREAM_URL] = redact_url(request.url)
+                if telemetry.config.propagate:
+                    propagation.inject(request.headers, self._context)
+            else:
+                attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
+                if backend.network:
+                    attrs[n.URL_FULL] = redact_url(request.url)
+                span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
+                if telemetry.config.propagate:
+                    propagation.inject(request.headers, trace.set_span_in_context(span, self._context))
         started = time.perf_counter()
         error_type: str | None = None
         status: int | None = None
@@ -249,6 +266,11 @@ class HandshakeTrace:
             error_type = type(exc).__qualname__
             raise
         finally:
+            if inline is not None:
+                if status is not None:
+                    inline[n.UPSTREAM_STATUS] = status
+                if error_type is not None:
+                    inline[n.UPSTREAM_ERROR] = error_type
             if span is not None:
                 result: Attrs = {}
                 if status is not None:
@@ -316,10 +338,12 @@ class HandshakeTrace:
         span = self.span
         if span is not None:
             attrs = attrs or {}
+            if self._upstream is not None:
+                attrs.update(self._upstream)
             attrs[n.OUTCOME] = outcome
             if status is not None:
                 attrs[n.HTTP_STATUS] = status
-            if self.attempts > 1:  # failover happened (each attempt is a child span)
+            if self.attempts > 1:  # failover happened (each attempt is a child span, but for an inline first)
                 attrs[n.ATTEMPTS] = self.attempts
             if error_type is not None and outcome != "accepted":
                 attrs[n.ERROR_TYPE] = error_type

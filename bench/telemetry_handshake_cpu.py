@@ -1,0 +1,118 @@
+"""What one traced connection costs in CPU, in-process, without sockets or a noisy load generator.
+
+Drives the gateway's own ``HandshakeTrace``/``ConnectionTrace`` through handshake → one upstream
+attempt → accept → close ``--count`` times on an event loop, with an SDK tracer provider whose batch
+span processor encodes each batch to OTLP protobuf on its thread (as the OTLP exporters do; nothing
+is sent), and a meter provider. Prints the process CPU (all threads, including the encoding) per
+connection for each mode:
+
+* ``off``: no providers (the default gateway);
+* ``each``, ``failover``: traces and metrics, ``telemetry.attempt_spans`` as named;
+* ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs.
+
+Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3]``. Each measure runs in
+a fresh process, modes interleaved, so imports and warm caches fall on all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any, cast
+
+MODES = ("off", "each", "failover", "each-no-encoding")
+SCOPE: dict[str, Any] = {
+    "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
+    "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"python/websockets"), (b"sec-websocket-version", b"13")],
+}  # fmt: skip
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _measure(mode: str, count: int) -> float:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from asgi_ws_gateway import load_config
+    from asgi_ws_gateway.relay import RelayStats
+    from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
+    from asgi_ws_gateway.upstream import UpstreamConnection, UpstreamRequest, build_request
+
+    encode = mode != "each-no-encoding"
+
+    class Encoding(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            if encode:
+                encode_spans(spans).SerializeToString()
+            return SpanExportResult.SUCCESS
+
+    class Upstream:
+        async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
+            return cast("UpstreamConnection", object())  # never used: no relay runs
+
+    attempt_spans = "failover" if mode == "failover" else "each"
+    config = load_config({
+        "apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}],
+        "telemetry": {"attempt_spans": attempt_spans},
+    })  # fmt: skip
+    tracer_provider = meter_provider = None
+    if mode != "off":
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Encoding(), max_queue_size=count * 3))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    telemetry = Telemetry(config, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    api, backend = config.apis[0], config.apis[0].upstreams[0]
+    connector = TracedConnector(Upstream(), api.name, backend)
+
+    async def connection() -> None:
+        handshake = telemetry.handshake(api, SCOPE)
+        await connector.connect(build_request(api, backend, SCOPE, {}))
+        stats = RelayStats()
+        trace = handshake.accepted(backend.label, None, stats)
+        stats.closed_by, stats.close_code = "client", 1000
+        trace.closed(stats)
+
+    started = _cpu()
+    for _ in range(count):
+        await asyncio.create_task(connection())  # a task each, as uvicorn runs each connection
+    if tracer_provider is not None:
+        tracer_provider.force_flush()  # the encoding of what is still queued counts too
+    return (_cpu() - started) / count * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=3000, help="connections per measure (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="measures per mode (default: %(default)s)")
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.disable(logging.CRITICAL)  # the access log would measure the logging module
+    if args.mode:
+        print(asyncio.run(_measure(args.mode, args.count)))
+        return 0
+    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(args.repeat):
+        for mode in MODES:
+            command = [sys.executable, __file__, "--mode", mode, "--count", str(args.count)]
+            results[mode].append(float(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+    for mode, values in results.items():
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        print(f"{mode:17} median {statistics.median(values):7.1f} us CPU per connection   runs {runs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
