@@ -338,3 +338,28 @@ async def test_products_from_the_file_are_listed_kept_and_subscribable(
             await ws.send("hi")
             assert await ws.recv() == "hi"
     assert upstream.handshakes[-1].header("x-plan") == "gold"  # the product's own policy ran
+
+
+async def test_subscriptions_from_the_file_are_listed_and_cannot_be_changed_here(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """The file's subscriptions are listed first (no key hash, no created_at); changing them here is a 409."""
+    file_sub = {"id": "s-file", "product": "gold", "name": "file", "key_sha256": "AB" * 32, "state": "suspended"}
+    config = {
+        "apis": [api("echo", "/ws/echo", upstream)],
+        "products": [{"name": "gold", "apis": ["echo"]}],
+        "subscriptions": [file_sub],
+    }
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.client() as client, running.http() as http:
+            await client.create_subscription("gold", subscription_id="s-api")
+            listed = await client.list_subscriptions()
+            assert [s["id"] for s in listed] == ["s-file", "s-api"]
+            assert listed[0]["state"] == "suspended" and listed[0]["created_at"] is None
+            assert "key_sha256" not in listed[0] and listed[1]["created_at"] is not None
+            assert (await client.get_subscription("s-file"))["name"] == "file"
+            for action in ("suspend", "activate", "regenerate-key"):
+                assert (await http.post(f"subscriptions/s-file/{action}")).status_code == 409
+            assert (await http.delete("subscriptions/s-file")).status_code == 409
+            assert (await http.post("subscriptions", json={"product": "gold", "id": "s-file"})).status_code == 409
+            assert [s["id"] for s in await client.list_subscriptions(product="gold")] == ["s-file", "s-api"]

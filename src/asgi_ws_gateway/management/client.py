@@ -40,7 +40,8 @@ class Subscription(TypedDict):
     name: str | None
     state: Literal["active", "suspended", "expired"]
     expires_at: str | None
-    created_at: str
+    created_at: str | None
+    """None for the configuration file's own subscriptions."""
     key: NotRequired[str]
     """Only in the answer to create and regenerate-key: the key is never shown again."""
 

@@ -250,11 +250,12 @@ class Manager:
         await self._change(lambda o: subs.remove_product(o, name, file_products))
 
     def subscriptions(self, product: str | None = None) -> list[subs.Subscription]:
-        found = subs.subscriptions(self.overlay).values()
+        """The configuration file's subscriptions, then those created here."""
+        found = [*map(subs.from_file, self.base.subscriptions), *subs.subscriptions(self.overlay).values()]
         return [s for s in found if product is None or s.product == product]
 
     def subscription(self, sid: str) -> subs.Subscription:
-        found = subs.subscriptions(self.overlay).get(sid)
+        found = next((s for s in self.subscriptions() if s.id == sid), None)
         if found is None:
             raise NotFound(f"no subscription '{sid}'")
         return found
@@ -267,16 +268,16 @@ class Manager:
         return self.subscription(sid), key
 
     async def set_subscription_state(self, sid: str, state: str) -> subs.Subscription:
-        await self._change(lambda o: subs.change_subscription(o, sid, state=state))
+        await self._change(lambda o: subs.change_subscription(o, sid, self.base, state=state))
         return self.subscription(sid)
 
     async def regenerate_key(self, sid: str) -> tuple[subs.Subscription, str]:
         key = subs.new_key()
-        await self._change(lambda o: subs.change_subscription(o, sid, key_sha256=subs.hash_key(key)))
+        await self._change(lambda o: subs.change_subscription(o, sid, self.base, key_sha256=subs.hash_key(key)))
         return self.subscription(sid), key
 
     async def delete_subscription(self, sid: str) -> None:
-        await self._change(lambda o: subs.remove_subscription(o, sid))
+        await self._change(lambda o: subs.remove_subscription(o, sid, self.base))
 
     # -- live connections (every worker) --------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import GatewayConfig, Name, ProductConfig, Text, _describe
+from ..config import GatewayConfig, Name, ProductConfig, SubscriptionConfig, Text, _describe
 from ..policies.products import hash_key
 from .errors import Conflict, Invalid, NotFound
 from .overlay import Overlay
@@ -49,9 +49,10 @@ class Subscription(BaseModel):
     product: str
     name: str | None = None
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    state: Literal["active", "suspended"] = "active"
+    state: Literal["active", "suspended", "expired"] = "active"
     expires_at: datetime | None = None
-    created_at: datetime
+    created_at: datetime | None = None
+    """When it was created here; None for the configuration file's own subscriptions."""
 
     def public(self) -> dict[str, Any]:
         """As the API shows it: no key hash; ``state`` is ``expired`` once ``expires_at`` has passed."""
@@ -127,18 +128,37 @@ def add_subscription(
     return _put(overlay, subscription)
 
 
-def change_subscription(overlay: Overlay, sid: str, **changes: Any) -> Overlay:
+def from_file(subscription: SubscriptionConfig) -> Subscription:
+    """A subscription of the configuration file, as the management API lists it."""
+    return Subscription(
+        id=subscription.id,
+        product=subscription.product,
+        name=subscription.name,
+        key_sha256=subscription.key_sha256.lower(),
+        state=subscription.state,
+        expires_at=subscription.expires_at,
+    )
+
+
+def change_subscription(overlay: Overlay, sid: str, file: GatewayConfig, **changes: Any) -> Overlay:
     """Set ``state`` or ``key_sha256`` of subscription ``sid``."""
+    _refuse_file_subscription(sid, file)
     current = subscriptions(overlay).get(sid)
     if current is None:
         raise NotFound(f"no subscription '{sid}'")
     return _put(overlay, current.model_copy(update=changes))
 
 
-def remove_subscription(overlay: Overlay, sid: str) -> Overlay:
+def remove_subscription(overlay: Overlay, sid: str, file: GatewayConfig) -> Overlay:
+    _refuse_file_subscription(sid, file)
     if sid not in overlay.subscriptions:
         raise NotFound(f"no subscription '{sid}'")
     return overlay.next(subscriptions={k: v for k, v in overlay.subscriptions.items() if k != sid})
+
+
+def _refuse_file_subscription(sid: str, file: GatewayConfig) -> None:
+    if any(s.id == sid for s in file.subscriptions):
+        raise Conflict(f"subscription '{sid}' is defined in the configuration file: change it there")
 
 
 def _put(overlay: Overlay, subscription: Subscription) -> Overlay:
