@@ -28,6 +28,8 @@ from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed
 from .overlay import Overlay, api_document, merge, validate
+from .series import Sampler, SeriesKey
+from .series import merge as merge_series
 from .store import MemoryStore, StateStore
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,11 @@ class Manager:
         allowed_asgi_upstreams: in-process apps (``module:attr``, or a whole ``module``) that APIs
             created or changed here may use as ``asgi:`` upstreams (default: none but the
             configuration file's own). Nothing else is ever imported because of a change made here.
+        sample_interval: seconds between samples of the console's time series (default 5).
+        sample_window: seconds of samples each worker keeps (default 900: 15 minutes).
+
+    Managing a gateway makes it keep its metric counters even without a meter provider
+    (:meth:`WebSocketGateway.count_locally`): the console charts them.
     """
 
     def __init__(
@@ -59,8 +66,13 @@ class Manager:
         bus: Bus | None = None,
         poll_interval: float = 1.0,
         allowed_asgi_upstreams: Iterable[str] = (),
+        sample_interval: float = 5.0,
+        sample_window: float = 900.0,
     ) -> None:
         self.gateway = gateway
+        gateway.count_locally()
+        self.sampler = Sampler(self._counts, interval=sample_interval, window=sample_window)
+        self._sampling: asyncio.Task[None] | None = None
         self.base: GatewayConfig = gateway.config
         allowed = [*allowed_asgi_upstreams, *self.base.management.allowed_asgi_upstreams]
         self.gate = operator_gate(self.base, allowed_modules(allowed))
@@ -84,6 +96,7 @@ class Manager:
             raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
         await self.bus.start(self._on_command)
         self._poller = asyncio.create_task(self._poll(), name="management-poll")
+        self._sampling = asyncio.create_task(self.sampler.run(), name="management-series")
         self.started = True
 
     async def ensure_started(self) -> None:
@@ -95,10 +108,11 @@ class Manager:
 
     async def stop(self) -> None:
         self.started = False
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._sampling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.bus.aclose()
         await self.store.aclose()
 
@@ -299,6 +313,34 @@ class Manager:
             raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
         return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
 
+    # -- what the console watches (every worker) -----------------------------------------------
+
+    def _counts(self) -> dict[SeriesKey, int]:
+        metrics = self.gateway.telemetry.metrics  # re-read: a restarted gateway has new telemetry
+        return metrics.counts() if metrics is not None else {}
+
+    async def series(self, api: str | None = None, since: float | None = None) -> dict[str, Any]:
+        """The counters' time series, added up over every worker that answered (see :mod:`.series`)."""
+        answers = await self.bus.gather({"op": "series", "since": since})
+        sampler = self.sampler
+        found = merge_series(
+            (reply.get("samples", []) for reply in answers.replies),
+            interval=sampler.interval,
+            window=sampler.window,
+            api=api,
+            since=since,
+        )
+        workers = {"answered": len(answers.replies), "expected": answers.expected}
+        return {"interval": sampler.interval, "window": sampler.window, **found, "workers": workers}
+
+    async def refusals(self, api: str | None = None, limit: int = 100) -> tuple[list[dict[str, Any]], int, int]:
+        """The last ``limit`` refused handshakes over every worker, newest first."""
+        answers = await self.bus.gather({"op": "refusals", "api": api})
+        found = [{**r, "worker": reply.get("worker", self.bus.worker)} for reply in answers.replies
+                 for r in reply.get("refusals", [])]  # fmt: skip
+        found.sort(key=lambda r: r["at"], reverse=True)
+        return found[:limit], len(answers.replies), answers.expected
+
     async def _command(self, command: Command) -> str:
         """Run a command on the worker holding the connection; returns that worker's id."""
         answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
@@ -314,6 +356,13 @@ class Manager:
         if op in ("reload", "resync"):
             await self.sync(drain=bool(command.get("drain")))
             return {"revision": self.overlay.revision}
+        if op == "series":
+            self.sampler.sample()  # the latest slot is now, not up to an interval ago
+            since = command.get("since")
+            return {"samples": self.sampler.samples(since if isinstance(since, int | float) else None)}
+        if op == "refusals":
+            api = command.get("api")
+            return {"refusals": self.gateway.refusals.recent(api if isinstance(api, str) else None)}
         if op == "list":
             api = command.get("api")
             return {
