@@ -45,7 +45,9 @@ async def test_series_count_real_traffic_by_outcome_direction_policy_backend_and
             assert await ws.recv() == text
         async with managed.http() as http:
             live = (await http.get("metrics/series")).json()
+            connections = (await http.get("connections")).json()["connections"]
         assert _series(live, "active", "echo", "")[-1] == 1
+        assert [c["backend"] for c in connections] == [managed.gateway.config.apis[0].upstreams[0].label]
     assert (await expect_status(managed.url("/ws/chat")))[0] == 401
     bad = token(exp=1)
     assert (await expect_status(managed.url("/ws/chat"), additional_headers={"Authorization": f"Bearer {bad}"}))[

@@ -331,6 +331,7 @@ class WebSocketGateway:
         backend.active += 1
         live = self._connections.add(relay, api=api.config.name, scope=scope)
         live.subject, live.subscription = _subject(handshake.claims), _subscription_id(handshake)
+        live.backend = backend.label
         guard: asyncio.Task[None] | None = None
         connection: ConnectionTrace | None = None
         try:

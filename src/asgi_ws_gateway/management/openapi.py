@@ -166,7 +166,7 @@ _CONNECTION = {
     "type": "object",
     "properties": {
         **{k: {"type": "string"} for k in ("id", "api", "client", "worker")},
-        **{k: {"type": ["string", "null"]} for k in ("subject", "subscription")},
+        **{k: {"type": ["string", "null"]} for k in ("subject", "subscription", "backend")},
         "opened_at": {"type": "number", "description": "Unix time"},
         **{k: {"type": "integer"} for k in ("messages_in", "bytes_in", "messages_out", "bytes_out")},
     },

@@ -428,6 +428,7 @@ def _describe(connection: Any, worker: str) -> dict[str, Any]:
         "bytes_in": stats.bytes_in,
         "messages_out": stats.messages_out,
         "bytes_out": stats.bytes_out,
+        "backend": connection.backend,
         "worker": worker,
     }
 
