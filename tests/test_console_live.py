@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,17 @@ async def test_the_openapi_document_describes_the_new_endpoints(managed: Managed
     schemas = document["components"]["schemas"]
     assert {"MetricSeries", "Refusal"} <= set(schemas)
     assert schemas["Refusal"]["properties"].keys() >= {"at", "api", "status", "reason", "policy", "detail"}
+
+
+async def test_the_live_page_and_its_script_are_served_without_a_token_and_carry_no_data(managed: Managed) -> None:
+    """The static page needs no token (it asks for one); every number it shows comes from the protected API."""
+    await expect_status(managed.url("/ws/chat"))
+    async with managed.http(None) as http:
+        page = await http.get("console/live")
+        script = await http.get("console/live.js")
+    assert page.status_code == 200 and "<title>asgi-ws-gateway live console</title>" in page.text
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert re.findall(r"(?:src|href)=\"([^\"]+)\"", page.text) == ["live.js"]  # no CDN: works offline
+    assert "fetch(" in script.text and "validate-jwt" not in page.text + script.text
+    assert "innerHTML" not in script.text  # gateway values are written as text, never parsed as HTML

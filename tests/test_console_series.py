@@ -176,3 +176,17 @@ def test_a_long_detail_is_cut_after_redaction() -> None:
 def test_a_refusal_log_needs_room_for_one() -> None:
     with pytest.raises(ValueError, match="size"):
         RefusalLog(size=0)
+
+
+def test_merge_keeps_every_slot_of_a_fractional_interval_at_todays_unix_times() -> None:
+    """Near 1.8e9 s a 0.2 s slot is not exact in floating point: no slot may come out a gap."""
+    for start in (1_796_101_254.2, 1_796_101_254.4000001, 1_796_101_254.5999999):
+        clock, counters = Clock(start), Counters()
+        sampler = Sampler(counters, interval=0.2, window=900, clock=clock)
+        counters.values = {("active", "echo", ""): 1}
+        for _ in range(50):
+            sampler.sample()
+            clock.now += 0.2
+        merged = merge([sampler.samples(), sampler.samples()], interval=0.2, window=900)
+        assert len(merged["times"]) == 50
+        assert merged["series"][0]["values"] == [2] * 50

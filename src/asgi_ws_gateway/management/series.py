@@ -91,7 +91,10 @@ class Sampler:
                 self.sample()
             except Exception:  # a counter read must never stop the charts for good
                 logger.exception("console series: sampling failed")
-            await asyncio.sleep(self.interval - self._clock() % self.interval)
+            # Wake a little past the next slot's start: the loop's clock is not the wall clock, and
+            # waking a hair early would sample the current slot twice and leave the next one a gap.
+            now = self._clock()
+            await asyncio.sleep(self.slot(now) + self.interval - now + self.interval / 50)
 
 
 def merge(
@@ -107,12 +110,14 @@ def merge(
     ``times`` runs over every slot from the first sampled to the last; ``series`` is a list of
     ``{"name", "api", "label", "values"}`` with one value per time, ``null`` where no worker sampled.
     """
-    slots: dict[float, dict[SeriesKey, int]] = {}
+    # Slots are keyed by their index (time / interval): Unix times near 2e9 with a fractional
+    # interval do not survive float arithmetic exactly, indices do.
+    slots: dict[int, dict[SeriesKey, int]] = {}
     for samples in answers:
         for at, values in samples:
             if since is not None and at <= since:
                 continue
-            slot = slots.setdefault(round(float(at), 6), {})
+            slot = slots.setdefault(round(float(at) / interval), {})
             for name, series_api, label, value in values:
                 if api is None or series_api == api:
                     key = (str(name), str(series_api), str(label))
@@ -120,16 +125,17 @@ def merge(
     if not slots:
         return {"times": [], "series": []}
     last = max(slots)
-    first = max(min(slots), last - window)  # a worker with a skewed clock must not stretch the axis
-    times = [round(first + i * interval, 6) for i in range(round((last - first) / interval) + 1)]
-    keys = sorted({key for at, values in slots.items() if at >= first for key in values})
+    first = max(min(slots), last - round(window / interval))  # a worker with a skewed clock must not stretch the axis
+    indices = range(first, last + 1)
+    keys = sorted({key for index, values in slots.items() if index >= first for key in values})
     series = []
     for key in keys:
         points: list[int | None] = []
-        for at in times:
-            sampled = slots.get(at)
+        for index in indices:
+            sampled = slots.get(index)
             points.append(None if sampled is None else sampled.get(key, 0))
         series.append({"name": key[0], "api": key[1], "label": key[2], "values": points})
+    times = [round(index * interval, 6) for index in indices]
     return {"times": times, "series": series}
 
 

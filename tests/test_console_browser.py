@@ -1,0 +1,130 @@
+"""The live console in real headless Chromium, against real traffic the test drives.
+
+Charts draw non-zero data, a connection kicked from the page disappears (and its client gets the
+close), and a refused handshake shows in the refusals list without its token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+from websockets.sync.client import connect as sync_connect
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.management import GatewayManagement
+from support.jwts import HS_SECRET, token
+from support.servers import UpstreamServer, UvicornFactory
+from test_browser import _page, dump_dom, page_report, pytestmark  # noqa: F401 - the same chromium skip rule
+
+ADMIN = "live-console-token"
+
+LIVE_CHECK = _page(
+    "live console check",
+    f'<iframe id="live" style="width:1200px;height:900px" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2">'
+    "</iframe>",
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const rows = (id) => Array.from(doc() ? doc().querySelectorAll(`#${id} tbody tr`) : []);
+const text = (row) => Array.from(row.cells, (c) => c.textContent);
+const charts = () => Object.fromEntries(Array.from(doc().querySelectorAll("figure[data-series]"), (f) => [
+  f.dataset.series,
+  Array.from(f.querySelectorAll("path"), (p) => ({
+    label: p.dataset.label, points: Number(p.dataset.points), max: Number(p.dataset.max),
+  })),
+]));
+const drawn = () => doc() && Array.from(doc().querySelectorAll("figure[data-series=messages] path"))
+  .some((p) => Number(p.dataset.max) > 0);
+const status = () => doc().getElementById("status");
+const polls = () => Number(status().dataset.polls || 0);
+(async () => {
+  await holdUntil(() => rows("connections").length === 1 && rows("refusals").length >= 1 && drawn());
+  const before = { connections: rows("connections").map(text), refusals: rows("refusals").map(text), charts: charts() };
+  rows("connections")[0].querySelector("button[name=kick]").click();
+  await holdUntil(() => rows("connections").length === 0);
+  const kicked = polls();  // two later polls must still not list it
+  await holdUntil(() => polls() >= kicked + 2);
+  document.getElementById("report").textContent = JSON.stringify({
+    before, after: rows("connections").length, status: status().textContent,
+    workers: doc().getElementById("workers").textContent,
+  });
+})();
+""",
+)
+
+
+def _app(upstream: UpstreamServer) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/browser-check/live", response_class=HTMLResponse)
+    async def page() -> str:
+        return LIVE_CHECK
+
+    @app.get("/browser-check/wait", status_code=204)
+    async def wait() -> None:
+        await asyncio.sleep(0.05)
+
+    jwt = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}
+    config: dict[str, Any] = {
+        "apis": [
+            {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]},
+            {"name": "chat", "path": "/ws/chat", "upstreams": [upstream.url("/echo")], "policies": [jwt]},
+        ]
+    }
+    app.add_middleware(WebSocketGateway, config=config)
+    app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=0.2)
+    return app
+
+
+def _wait_for_samples(base: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, trust_env=False) as http:
+        while len(http.get("metrics/series").json()["times"]) < count:
+            assert time.monotonic() < deadline, "the sampler took no samples"
+            time.sleep(0.05)
+
+
+def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    server = uvicorn_server(_app(upstream), lifespan="on")
+    _wait_for_samples(server.url("/_gateway/", scheme="http"), 2)  # a slot before the traffic: rates from 0
+    expired = token(exp=1)
+    try:
+        sync_connect(server.url("/ws/chat"), additional_headers={"Authorization": f"Bearer {expired}"})
+        raise AssertionError("an expired token was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 401
+    with sync_connect(server.url("/ws/echo")) as ws:
+        for text in ("one", "two", "three"):
+            ws.send(text)
+            assert ws.recv(timeout=5) == text
+        report = page_report(dump_dom(server.url("/browser-check/live", scheme="http"), budget_ms=20000))
+        try:
+            ws.recv(timeout=5)
+            raise AssertionError("the kicked connection is still open")
+        except ConnectionClosedOK as exc:
+            assert exc.rcvd is not None and (exc.rcvd.code, exc.rcvd.reason) == (1000, "closed from the console")
+
+    before = report["before"]
+    (row,) = before["connections"]
+    assert row[0] == "echo" and row[4] == upstream.url("/echo") and row[6:10] == ["3", "3", "11", "11"]
+    chat = [r for r in before["refusals"] if r[1] == "chat"]
+    assert chat and chat[0][2:4] == ["401", "validate-jwt"]
+    assert expired not in str(report) and expired.split(".")[1] not in str(report)
+    charts = before["charts"]
+    assert set(charts) == {"active", "handshakes", "messages", "bytes", "refusals", "upstream_failures", "closes"}
+    by_label = {name: {p["label"]: p for p in paths} for name, paths in charts.items()}
+    assert by_label["active"][""]["max"] == 1
+    assert by_label["messages"]["in"]["max"] > 0 and by_label["messages"]["out"]["max"] > 0
+    assert by_label["bytes"]["in"]["max"] > 0
+    assert by_label["handshakes"]["accepted"]["max"] > 0 and by_label["handshakes"]["401"]["max"] > 0
+    assert by_label["refusals"]["validate-jwt"]["max"] > 0
+    assert all(p["points"] >= 2 for p in by_label["messages"].values())
+    assert report["after"] == 0
+    assert report["status"].startswith("live") and report["workers"] == "workers: 1 of 1"
