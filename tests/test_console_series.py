@@ -6,8 +6,11 @@ import logging
 
 import pytest
 
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.management import GatewayManagement
 from asgi_ws_gateway.management.series import Sampler, SeriesKey, merge
 from asgi_ws_gateway.refusals import MAX_DETAIL, RefusalLog
+from asgi_ws_gateway.standalone import not_found
 from support.jwts import token
 
 
@@ -190,3 +193,10 @@ def test_merge_keeps_every_slot_of_a_fractional_interval_at_todays_unix_times() 
         merged = merge([sampler.samples(), sampler.samples()], interval=0.2, window=900)
         assert len(merged["times"]) == 50
         assert merged["series"][0]["values"] == [2] * 50
+
+
+@pytest.mark.parametrize(("interval", "window"), [(0, 900), (-5, 900), (10, 5)])
+def test_management_refuses_a_bad_sample_interval_or_window_at_start_up(interval: float, window: float) -> None:
+    gateway = WebSocketGateway(not_found, config={"apis": []})
+    with pytest.raises(ValueError, match="sample_interval"):
+        GatewayManagement(gateway, admin_token="t", sample_interval=interval, sample_window=window)

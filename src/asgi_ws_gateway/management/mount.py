@@ -84,6 +84,8 @@ class GatewayManagement:
     ) -> None:
         if max_body_size <= 0 or body_timeout <= 0:
             raise ValueError("max_body_size and body_timeout must be positive")
+        if not 0 < sample_interval <= sample_window:
+            raise ValueError("sample_interval must be positive and sample_window at least sample_interval")
         if auth is None:
             if not admin_token:
                 raise ValueError("the management API needs an admin_token or an auth callable")
