@@ -292,13 +292,13 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
     # -- what the console watches --
     async def metric_series(request: Request) -> Response:
         since = _number(request, "since")
-        return JSONResponse(await manager.series(request.query_params.get("api"), since))
+        return JSONResponse(await manager.watch.series(request.query_params.get("api"), since))
 
     async def list_refusals(request: Request) -> Response:
         limit = _number(request, "limit")
         if limit is not None and (limit != int(limit) or not 1 <= limit <= 1000):
             raise Invalid("invalid query", ["limit: an integer from 1 to 1000"])
-        found, answered, expected = await manager.refusals(
+        found, answered, expected = await manager.watch.refusals(
             request.query_params.get("api"), 100 if limit is None else int(limit)
         )
         workers = {"answered": answered, "expected": expected}

@@ -28,9 +28,8 @@ from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed
 from .overlay import Overlay, api_document, merge, validate
-from .series import Sampler, SeriesKey
-from .series import merge as merge_series
 from .store import MemoryStore, StateStore
+from .watch import Watch
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +53,8 @@ class Manager:
         sample_interval: seconds between samples of the console's time series (default 5).
         sample_window: seconds of samples each worker keeps (default 900: 15 minutes).
 
-    Managing a gateway makes it keep its metric counters even without a meter provider
-    (:meth:`WebSocketGateway.count_locally`): the console charts them.
+    ``watch`` (:class:`~.watch.Watch`) is what the live console reads: the counters' series and
+    the recent refusals of every worker.
     """
 
     def __init__(
@@ -70,20 +69,19 @@ class Manager:
         sample_window: float = 900.0,
     ) -> None:
         self.gateway = gateway
-        gateway.count_locally()
-        self.sampler = Sampler(self._counts, interval=sample_interval, window=sample_window)
-        self._sampling: asyncio.Task[None] | None = None
         self.base: GatewayConfig = gateway.config
         allowed = [*allowed_asgi_upstreams, *self.base.management.allowed_asgi_upstreams]
         self.gate = operator_gate(self.base, allowed_modules(allowed))
         self.store: StateStore = store or MemoryStore()
         self.bus: Bus = bus or LocalBus()
+        self.watch = Watch(gateway, self.bus, interval=sample_interval, window=sample_window)
         self.poll_interval = poll_interval
         self.overlay = Overlay()
         self.started = False
         self._apply_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
+        self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
 
     # -- life ---------------------------------------------------------------------------------
@@ -96,7 +94,7 @@ class Manager:
             raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
         await self.bus.start(self._on_command)
         self._poller = asyncio.create_task(self._poll(), name="management-poll")
-        self._sampling = asyncio.create_task(self.sampler.run(), name="management-series")
+        self._sampling = asyncio.create_task(self.watch.sampler.run(), name="management-series")
         self.started = True
 
     async def ensure_started(self) -> None:
@@ -313,34 +311,6 @@ class Manager:
             raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
         return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
 
-    # -- what the console watches (every worker) -----------------------------------------------
-
-    def _counts(self) -> dict[SeriesKey, int]:
-        metrics = self.gateway.telemetry.metrics  # re-read: a restarted gateway has new telemetry
-        return metrics.counts() if metrics is not None else {}
-
-    async def series(self, api: str | None = None, since: float | None = None) -> dict[str, Any]:
-        """The counters' time series, added up over every worker that answered (see :mod:`.series`)."""
-        answers = await self.bus.gather({"op": "series", "since": since})
-        sampler = self.sampler
-        found = merge_series(
-            (reply.get("samples", []) for reply in answers.replies),
-            interval=sampler.interval,
-            window=sampler.window,
-            api=api,
-            since=since,
-        )
-        workers = {"answered": len(answers.replies), "expected": answers.expected}
-        return {"interval": sampler.interval, "window": sampler.window, **found, "workers": workers}
-
-    async def refusals(self, api: str | None = None, limit: int = 100) -> tuple[list[dict[str, Any]], int, int]:
-        """The last ``limit`` refused handshakes over every worker, newest first."""
-        answers = await self.bus.gather({"op": "refusals", "api": api})
-        found = [{**r, "worker": reply.get("worker", self.bus.worker)} for reply in answers.replies
-                 for r in reply.get("refusals", [])]  # fmt: skip
-        found.sort(key=lambda r: r["at"], reverse=True)
-        return found[:limit], len(answers.replies), answers.expected
-
     async def _command(self, command: Command) -> str:
         """Run a command on the worker holding the connection; returns that worker's id."""
         answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
@@ -356,13 +326,8 @@ class Manager:
         if op in ("reload", "resync"):
             await self.sync(drain=bool(command.get("drain")))
             return {"revision": self.overlay.revision}
-        if op == "series":
-            self.sampler.sample()  # the latest slot is now, not up to an interval ago
-            since = command.get("since")
-            return {"samples": self.sampler.samples(since if isinstance(since, int | float) else None)}
-        if op == "refusals":
-            api = command.get("api")
-            return {"refusals": self.gateway.refusals.recent(api if isinstance(api, str) else None)}
+        if op in ("series", "refusals"):
+            return self.watch.answer(command)
         if op == "list":
             api = command.get("api")
             return {
