@@ -7,10 +7,13 @@ close), and a refused handshake shows in the refusals list without its token.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
@@ -19,10 +22,11 @@ from websockets.sync.client import connect as sync_connect
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement
 from support.jwts import HS_SECRET, token
-from support.servers import UpstreamServer, UvicornFactory
+from support.servers import UpstreamServer, UvicornFactory, free_port
 from test_browser import _page, dump_dom, page_report, pytestmark  # noqa: F401 - the same chromium skip rule
 
 ADMIN = "live-console-token"
+SAMPLE_INTERVAL = 0.2
 
 LIVE_CHECK = _page(
     "live console check",
@@ -77,7 +81,7 @@ def _app(upstream: UpstreamServer) -> FastAPI:
         ]
     }
     app.add_middleware(WebSocketGateway, config=config)
-    app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=0.2)
+    app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=SAMPLE_INTERVAL)
     return app
 
 
@@ -128,3 +132,86 @@ def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal
     assert all(p["points"] >= 2 for p in by_label["messages"].values())
     assert report["after"] == 0
     assert report["status"].startswith("live") and report["workers"] == "workers: 1 of 1"
+
+
+RESTART_CHECK = _page(
+    "live console restart check",
+    f'<iframe id="live" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2"></iframe>',
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const status = () => (doc() ? doc().getElementById("status") : null);
+const state = () => (status() ? status().dataset.state : "");
+const polls = () => Number((status() && status().dataset.polls) || 0);
+async function holdThrough(done) {  // the gateway goes away meanwhile: a failed fetch must not end the wait
+  for (let i = 0; i < 5000 && !done(); i++) {
+    try { await fetch("/browser-check/wait"); } catch { await new Promise((r) => setTimeout(r, 5)); }
+  }
+}
+(async () => {
+  await holdThrough(() => state() === "live" && polls() >= 3);
+  await fetch("/browser-check/restart");
+  await holdThrough(() => state() === "down");
+  const down = status().textContent;
+  await holdThrough(() => state() === "live" && doc().getElementById("gaps").textContent !== "");
+  const back = polls();
+  await holdThrough(() => polls() >= back + 3);
+  document.getElementById("report").textContent = JSON.stringify({
+    down, gaps: doc().getElementById("gaps").textContent, status: status().textContent,
+    shaded: doc().querySelectorAll("figure[data-series=active] rect.gap").length,
+  });
+})();
+""",
+)
+
+
+def test_live_console_reconnects_after_a_gateway_restart_and_shows_the_gap(upstream: UpstreamServer) -> None:
+    """The server stops and a new one starts on the same port: the page says so, comes back, shades the gap."""
+    restart = threading.Event()
+
+    def app() -> FastAPI:
+        built = _app(upstream)
+
+        @built.get("/browser-check/restart-page", response_class=HTMLResponse)
+        async def page() -> str:
+            return RESTART_CHECK
+
+        @built.get("/browser-check/restart", status_code=204)
+        async def ask() -> None:
+            restart.set()
+
+        return built
+
+    port = free_port()
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve() -> threading.Thread:  # uvicorn binds (and frees) the port itself: the second one reuses it
+        config = uvicorn.Config(app(), host="127.0.0.1", port=port, lifespan="on", log_level="warning", log_config=None)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        servers.append((server, thread))
+        return thread
+
+    try:
+        first = serve()
+        with ThreadPoolExecutor(1) as pool:
+            page = pool.submit(dump_dom, f"http://127.0.0.1:{port}/browser-check/restart-page", 12_000)
+            assert restart.wait(20), "the page never asked for the restart"
+            servers[0][0].should_exit = True
+            first.join(15)
+            assert not first.is_alive(), "the first server did not stop"
+            time.sleep(3 * SAMPLE_INTERVAL)  # the outage itself: three sampling slots with no gateway
+            serve()
+            report = page_report(page.result(timeout=60))
+    finally:
+        for server, thread in servers:
+            server.should_exit = True
+            thread.join(15)
+    assert report["down"].startswith("gateway unreachable since")
+    assert report["gaps"].startswith("gap: unreachable")
+    assert report["status"].startswith("live")
+    assert report["shaded"] >= 1
