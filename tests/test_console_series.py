@@ -96,7 +96,7 @@ def test_merge_adds_workers_slot_by_slot_and_marks_gaps_null() -> None:
         (105.0, [("active", "echo", "", 3)]),
         (120.0, [("active", "echo", "", 1)]),
     ]
-    b = [(105.0, [("active", "echo", "", 4), ("closes", "echo", "1000", 7)])]
+    b = [(105.0, [("active", "echo", "", 4), ("closes", "echo", "1000", 7)]), (120.0, [])]
     merged = merge([a, b], interval=5, window=900)
     assert merged["times"] == [100.0, 105.0, 110.0, 115.0, 120.0]
     assert merged["series"] == [
@@ -200,3 +200,16 @@ def test_management_refuses_a_bad_sample_interval_or_window_at_start_up(interval
     gateway = WebSocketGateway(not_found, config={"apis": []})
     with pytest.raises(ValueError, match="sample_interval"):
         GatewayManagement(gateway, admin_token="t", sample_interval=interval, sample_window=window)
+
+
+def test_merge_ends_at_the_last_slot_every_worker_sampled() -> None:
+    """A request straddling a slot boundary: one worker's newest slot alone would show a false dip."""
+    a = [(100.0, [("active", "echo", "", 2)]), (105.0, [("active", "echo", "", 2)])]
+    b = [
+        (100.0, [("active", "echo", "", 3)]),
+        (105.0, [("active", "echo", "", 3)]),
+        (110.0, [("active", "echo", "", 3)]),
+    ]
+    merged = merge([a, b], interval=5, window=900)
+    assert merged["times"] == [100.0, 105.0]
+    assert merged["series"][0]["values"] == [5, 5]

@@ -113,9 +113,16 @@ def merge(
     # Slots are keyed by their index (time / interval): Unix times near 2e9 with a fractional
     # interval do not survive float arithmetic exactly, indices do.
     slots: dict[int, dict[SeriesKey, int]] = {}
-    for samples in answers:
+    answered = [samples for samples in answers if samples]
+    # Each worker samples as it answers; a request that straddles a slot boundary would leave the
+    # newest slot with only some workers' numbers (a false dip): end where every worker has sampled.
+    # (Only a worker one slot behind counts: one further behind has a skewed clock, not a straddle.)
+    lasts = {round(float(samples[-1][0]) / interval) for samples in answered}
+    end = max(lasts, default=0)
+    end = end - 1 if end - 1 in lasts else end
+    for samples in answered:
         for at, values in samples:
-            if since is not None and at <= since:
+            if (since is not None and at <= since) or round(float(at) / interval) > end:
                 continue
             slot = slots.setdefault(round(float(at) / interval), {})
             for name, series_api, label, value in values:
