@@ -76,6 +76,8 @@ class LiveConnection:
     subject: str | None = None
     """Who the client is, when a policy established it (e.g. a JWT's ``sub``)."""
     subscription: str | None = None
+    backend: str | None = None
+    """The backend's label (never with a query or credentials)."""
 
     @property
     def stats(self) -> RelayStats:

@@ -24,6 +24,7 @@ from .message_relay import PolicyRelay
 from .messages import MessagePolicySet
 from .passthrough import EXTENSION, Splice
 from .policies import GatewayPolicies
+from .refusals import RefusalLog
 from .relay import Relay
 from .request_checks import check_path_params
 from .responses import send_denial
@@ -128,6 +129,13 @@ class WebSocketGateway:
         }  # fmt: skip
         # Telemetry is set up from the configuration given here; apply_config does not change it.
         self._telemetry = Telemetry(self.config, **self._providers)
+        self.refusals = RefusalLog()
+        """The last refused handshakes of this process (redacted), for the management console."""
+
+    def count_locally(self) -> None:
+        """Keep the metric counters even without a meter provider (the management console charts them)."""
+        self._providers["count"] = True
+        self._telemetry.count_locally()
 
     def _install(self, config: GatewayConfig) -> GatewayPolicies | None:
         """Switch to ``config``; returns the replaced policies, for the caller to close."""
@@ -323,6 +331,7 @@ class WebSocketGateway:
         backend.active += 1
         live = self._connections.add(relay, api=api.config.name, scope=scope)
         live.subject, live.subscription = _subject(handshake.claims), _subscription_id(handshake)
+        live.backend = backend.label
         guard: asyncio.Task[None] | None = None
         connection: ConnectionTrace | None = None
         try:
@@ -377,6 +386,9 @@ class WebSocketGateway:
         level = logging.WARNING if denial.status >= 500 else logging.INFO
         logger.log(level, "API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
                    redact.redact_text(denial.detail))  # fmt: skip
+        policy = getattr(denial, "policy", None)
+        self.refusals.add(api=api.config.name, status=denial.status, reason=denial.reason,
+                          policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
 

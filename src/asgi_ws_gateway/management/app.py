@@ -14,6 +14,7 @@ import binascii
 import hmac
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -288,6 +289,21 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
         holder = await manager.kick(request.path_params["id"], code, reason)
         return JSONResponse({"closed": True, "worker": holder, "served_by": manager.bus.worker})
 
+    # -- what the console watches --
+    async def metric_series(request: Request) -> Response:
+        since = _number(request, "since")
+        return JSONResponse(await manager.watch.series(request.query_params.get("api"), since))
+
+    async def list_refusals(request: Request) -> Response:
+        limit = _number(request, "limit")
+        if limit is not None and (limit != int(limit) or not 1 <= limit <= 1000):
+            raise Invalid("invalid query", ["limit: an integer from 1 to 1000"])
+        found, answered, expected = await manager.watch.refusals(
+            request.query_params.get("api"), 100 if limit is None else int(limit)
+        )
+        workers = {"answered": answered, "expected": expected}
+        return JSONResponse({"refusals": found, "workers": workers, "served_by": manager.bus.worker})
+
     # -- unauthenticated --
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -327,12 +343,28 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
         Route("/connections", protected(list_connections)),
         Route("/connections/{id}/messages", protected(send_message), methods=["POST"]),
         Route("/connections/{id}/close", protected(close_connection), methods=["POST"]),
+        Route("/metrics/series", protected(metric_series)),
+        Route("/refusals", protected(list_refusals)),
     ]
     return Starlette(routes=routes)
 
 
 def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _number(request: Request, name: str) -> float | None:
+    """A finite number from the query string (422 when it is not one), or None when absent."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise Invalid("invalid query", [f"{name}: not a number: {shorten(text, 40)}"])
+    return value
 
 
 def _message(body: Any) -> str | bytes:

@@ -3,6 +3,9 @@
 ``GET <mount>/console`` serves the page; it calls the management API (``apis``) relative to its own
 URL with the admin token typed in (or given in the URL fragment, which never reaches a server:
 ``console#token=...&api=echo&connect=1&send=hello``), and connects to the chosen API from the browser.
+
+``GET <mount>/console/live`` is the live page: charts of the gateway's counters (``metrics/series``),
+the open connections with send and kick, and the recent refusals (``console/live#token=...&poll=2``).
 """
 
 from __future__ import annotations
@@ -17,17 +20,23 @@ _STATIC = resources.files(__package__) / "static"
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
-def _file(name: str, media_type: str) -> Route:
+def _file(name: str, media_type: str, path: str | None = None) -> Route:
     content = (_STATIC / name).read_bytes()
 
     async def serve(request: Request) -> Response:
         return Response(content, media_type=media_type, headers=_HEADERS)
 
-    return Route(f"/console/{name}" if name != "console.html" else "/console", serve)
+    return Route(path or f"/console/{name}", serve)
 
 
 def routes() -> list[Route]:
-    return [_file("console.html", "text/html; charset=utf-8"), _file("console.js", "text/javascript; charset=utf-8")]
+    html, js = "text/html; charset=utf-8", "text/javascript; charset=utf-8"
+    return [
+        _file("console.html", html, "/console"),
+        _file("console.js", js),
+        _file("live.html", html, "/console/live"),
+        _file("live.js", js),
+    ]
 
 
 __all__ = ["routes"]

@@ -58,6 +58,8 @@ class GatewayManagement:
         max_body_size: bytes a request body may have (default 1 MiB): larger is a 413, found
             from Content-Length or while reading a chunked body.
         body_timeout: seconds a request body may take to arrive (default 10): slower is a 408.
+        sample_interval: seconds between samples of the console's charts (default 5).
+        sample_window: seconds of samples each worker keeps for the charts (default 900: 15 minutes).
     """
 
     def __init__(
@@ -77,9 +79,13 @@ class GatewayManagement:
         allowed_asgi_upstreams: Sequence[str] = (),
         max_body_size: int = MIB,
         body_timeout: float = 10.0,
+        sample_interval: float = 5.0,
+        sample_window: float = 900.0,
     ) -> None:
         if max_body_size <= 0 or body_timeout <= 0:
             raise ValueError("max_body_size and body_timeout must be positive")
+        if not 0 < sample_interval <= sample_window:
+            raise ValueError("sample_interval must be positive and sample_window at least sample_interval")
         if auth is None:
             if not admin_token:
                 raise ValueError("the management API needs an admin_token or an auth callable")
@@ -95,6 +101,8 @@ class GatewayManagement:
             bus=bus,
             poll_interval=poll_interval,
             allowed_asgi_upstreams=allowed_asgi_upstreams,
+            sample_interval=sample_interval,
+            sample_window=sample_window,
         )
         limits = BodyLimits(max_bytes=max_body_size, timeout=body_timeout)
         self.api = create_management_app(self.manager, auth=auth, limits=limits)

@@ -58,6 +58,83 @@ def _op(
     return operation
 
 
+_API_FILTER = {"name": "api", "in": "query", "schema": {"type": "string"}, "description": "only this API's"}
+_SINCE = {
+    "name": "since",
+    "in": "query",
+    "schema": {"type": "number"},
+    "description": "only the samples after this Unix time (the last time a previous answer had)",
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    "description": "how many refusals at most",
+}
+_WORKERS = {
+    "type": "object",
+    "properties": {"answered": {"type": "integer"}, "expected": {"type": "integer"}},
+    "description": "how many workers answered, of how many received the request",
+}
+_LIVE_SCHEMAS: dict[str, Any] = {
+    "MetricSeries": {
+        "type": "object",
+        "properties": {
+            "interval": {"type": "number", "description": "seconds between samples"},
+            "window": {"type": "number", "description": "seconds of samples each worker keeps"},
+            "times": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "every sampling slot (Unix seconds) from the first sampled to the last",
+            },
+            "series": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {
+                            "enum": [
+                                "active",
+                                "handshakes",
+                                "messages",
+                                "bytes",
+                                "refusals",
+                                "upstream_failures",
+                                "closes",
+                            ]
+                        },
+                        "api": {"type": "string"},
+                        "label": {
+                            "type": "string",
+                            "description": "handshakes: accepted or the refusal status; messages, bytes: in "
+                            "(client to upstream) or out; refusals: the policy; upstream_failures: the "
+                            "backend; closes: the code; active: empty",
+                        },
+                        "values": {
+                            "type": "array",
+                            "items": {"type": ["integer", "null"]},
+                            "description": "running totals (active: open now), one per time; null where no "
+                            "worker sampled (the gateway was down)",
+                        },
+                    },
+                },
+            },
+            "workers": _WORKERS,
+        },
+    },
+    "Refusal": {
+        "type": "object",
+        "properties": {
+            "at": {"type": "number", "description": "Unix time in seconds"},
+            "api": {"type": "string"},
+            "status": {"type": "integer"},
+            "reason": {"type": "string"},
+            "policy": {"type": ["string", "null"]},
+            "detail": {"type": "string", "description": "redacted, at most 200 characters"},
+            "worker": {"type": "string"},
+        },
+    },
+}
 _NO_CONTENT = {"204": {"description": "done"}}
 _DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
 _KEYED = {
@@ -89,7 +166,7 @@ _CONNECTION = {
     "type": "object",
     "properties": {
         **{k: {"type": "string"} for k in ("id", "api", "client", "worker")},
-        **{k: {"type": ["string", "null"]} for k in ("subject", "subscription")},
+        **{k: {"type": ["string", "null"]} for k in ("subject", "subscription", "backend")},
         "opened_at": {"type": "number", "description": "Unix time"},
         **{k: {"type": "integer"} for k in ("messages_in", "bytes_in", "messages_out", "bytes_out")},
     },
@@ -212,7 +289,33 @@ def openapi_document() -> dict[str, Any]:
                 },
             )
         },
+        "/metrics/series": {
+            "get": _op(
+                "Time series of the gateway's counters, added up over every worker (see docs/management.md)",
+                {"200": _json(_ref("MetricSeries"))},
+                params=[_API_FILTER, _SINCE],
+            )
+        },
+        "/refusals": {
+            "get": _op(
+                "The last refused handshakes on every worker, newest first (details redacted)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "refusals": {"type": "array", "items": _ref("Refusal")},
+                                "workers": _WORKERS,
+                                "served_by": {"type": "string"},
+                            },
+                        }
+                    )
+                },
+                params=[_API_FILTER, _LIMIT],
+            )
+        },
     }
+    schemas.update(_LIVE_SCHEMAS)
     return {
         "openapi": "3.1.0",
         "info": {"title": "asgi-ws-gateway management API", "version": "1"},

@@ -29,6 +29,7 @@ from .bus import Bus, Command, LocalBus
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed
 from .overlay import Overlay, api_document, merge, validate
 from .store import MemoryStore, StateStore
+from .watch import Watch
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ class Manager:
         allowed_asgi_upstreams: in-process apps (``module:attr``, or a whole ``module``) that APIs
             created or changed here may use as ``asgi:`` upstreams (default: none but the
             configuration file's own). Nothing else is ever imported because of a change made here.
+        sample_interval: seconds between samples of the console's time series (default 5).
+        sample_window: seconds of samples each worker keeps (default 900: 15 minutes).
+
+    ``watch`` (:class:`~.watch.Watch`) is what the live console reads: the counters' series and
+    the recent refusals of every worker.
     """
 
     def __init__(
@@ -59,6 +65,8 @@ class Manager:
         bus: Bus | None = None,
         poll_interval: float = 1.0,
         allowed_asgi_upstreams: Iterable[str] = (),
+        sample_interval: float = 5.0,
+        sample_window: float = 900.0,
     ) -> None:
         self.gateway = gateway
         self.base: GatewayConfig = gateway.config
@@ -66,12 +74,14 @@ class Manager:
         self.gate = operator_gate(self.base, allowed_modules(allowed))
         self.store: StateStore = store or MemoryStore()
         self.bus: Bus = bus or LocalBus()
+        self.watch = Watch(gateway, self.bus, interval=sample_interval, window=sample_window)
         self.poll_interval = poll_interval
         self.overlay = Overlay()
         self.started = False
         self._apply_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
+        self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
 
     # -- life ---------------------------------------------------------------------------------
@@ -84,6 +94,7 @@ class Manager:
             raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
         await self.bus.start(self._on_command)
         self._poller = asyncio.create_task(self._poll(), name="management-poll")
+        self._sampling = asyncio.create_task(self.watch.sampler.run(), name="management-series")
         self.started = True
 
     async def ensure_started(self) -> None:
@@ -95,10 +106,11 @@ class Manager:
 
     async def stop(self) -> None:
         self.started = False
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._sampling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.bus.aclose()
         await self.store.aclose()
 
@@ -315,6 +327,8 @@ class Manager:
         if op in ("reload", "resync"):
             await self.sync(drain=bool(command.get("drain")))
             return {"revision": self.overlay.revision}
+        if op in ("series", "refusals"):
+            return self.watch.answer(command)
         if op == "list":
             api = command.get("api")
             return {
@@ -380,6 +394,7 @@ def _describe(connection: Any, worker: str) -> dict[str, Any]:
         "bytes_in": stats.bytes_in,
         "messages_out": stats.messages_out,
         "bytes_out": stats.bytes_out,
+        "backend": connection.backend,
         "worker": worker,
     }
 

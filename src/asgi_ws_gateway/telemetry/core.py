@@ -26,6 +26,7 @@ class Telemetry:
         config: the gateway configuration (its ``telemetry`` section and APIs).
         tracer_provider, meter_provider, logger_provider: providers to use instead of the global
             ones or the gateway's own OTLP exporters (see :mod:`.providers`).
+        count: keep the metric counters even when metrics are off (default False); see :meth:`count_locally`.
 
     ``tracer`` and ``metrics`` are None for a signal that is off: then it costs nothing.
     """
@@ -37,6 +38,7 @@ class Telemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         logger_provider: LoggerProvider | None = None,
+        count: bool = False,
     ) -> None:
         from .. import __version__
 
@@ -51,6 +53,8 @@ class Telemetry:
         if providers.meter is not None:
             meter = providers.meter.get_meter(SCOPE, __version__)
             self.metrics = Metrics(meter, ((api.name, api.route) for api in self._apis.values()))
+        if count:
+            self.count_locally()
         otel_logger = providers.logger.get_logger(SCOPE, __version__) if providers.logger else None
         self.access = AccessLog(self.config.access_log, otel_logger)
         self.closed = False
@@ -59,6 +63,16 @@ class Telemetry:
     def enabled(self) -> bool:
         """True when spans or metrics are emitted."""
         return self.tracer is not None or self.metrics is not None
+
+    def count_locally(self) -> None:
+        """Count handshakes, messages and closes even when no metrics are exported (a no-op meter).
+
+        The management console's charts read these counters; spans stay off when tracing is.
+        """
+        if self.metrics is None:
+            from opentelemetry.metrics import NoOpMeter
+
+            self.metrics = Metrics(NoOpMeter(SCOPE), ((api.name, api.route) for api in self._apis.values()))
 
     def handshake(self, api: ApiConfig, scope: Scope, client: str | None = None) -> HandshakeTrace:
         """Start the telemetry of one handshake (call it when ``websocket.connect`` arrives).

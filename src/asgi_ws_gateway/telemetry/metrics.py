@@ -174,6 +174,33 @@ class Metrics:
         self.connection_duration.record(seconds, attrs)
         self._count(n.CONNECTION_CLOSES, {**attrs, n.CLOSE_CODE: code})
 
+    # -- read by the management console's sampler -----------------------------------------------------
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """The counters now, as ``(series, api, label) -> value``: the numbers the instruments report.
+
+        Series: ``active`` (label ``""``), ``handshakes`` (``accepted`` or the refusal status),
+        ``messages``/``bytes`` (``in``: client to upstream, ``out``), ``refusals`` (the policy),
+        ``upstream_failures`` (the backend label, never with credentials) and ``closes`` (the code).
+        """
+        found: Tally[tuple[str, str, str]] = Tally()
+        for api, totals in self._snapshot().items():
+            found["active", api, ""] += totals.open
+            found["messages", api, "in"] += totals.messages[0] + totals.messages[1]
+            found["messages", api, "out"] += totals.messages[2] + totals.messages[3]
+            found["bytes", api, "in"] += totals.bytes[0] + totals.bytes[1]
+            found["bytes", api, "out"] += totals.bytes[2] + totals.bytes[3]
+        with self._lock:
+            tallies = {name: list(tally.items()) for name, tally in self._tallies.items()}
+        for series, spec, label in _TALLIED:
+            for key, value in tallies[spec.name]:
+                attrs = dict(key)
+                if series == "handshakes" and attrs.get(n.OUTCOME) not in ("accepted", "denied", "error"):
+                    continue  # abandoned: the client left, nothing was answered
+                name = attrs.get(label) if series != "handshakes" or attrs[n.OUTCOME] != "accepted" else "accepted"
+                found[series, str(attrs.get(n.API, "")), str(name)] += value
+        return dict(found)
+
     # -- observed at collection ----------------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, _Totals]:
@@ -215,6 +242,12 @@ class Metrics:
                 yield Observation(value, attrs)
 
 
+_TALLIED = (
+    ("handshakes", n.HANDSHAKES, n.HTTP_STATUS),
+    ("refusals", n.POLICY_DENIALS, n.POLICY),
+    ("upstream_failures", n.UPSTREAM_CONNECT_FAILURES, n.BACKEND),
+    ("closes", n.CONNECTION_CLOSES, n.CLOSE_CODE),
+)
 _POLICY_DIRECTIONS = {"inbound": n.TO_UPSTREAM, "outbound": n.TO_CLIENT}
 
 

@@ -1,0 +1,149 @@
+"""Time series of the gateway's own counters, for the console's charts (``GET /metrics/series``).
+
+Each worker's :class:`Sampler` reads the counters (:meth:`Metrics.counts`) every ``interval``
+seconds, at wall-clock multiples of the interval so that the samples of different workers and
+hosts fall in the same slots, and keeps ``window`` seconds of them: memory is bounded by
+``window / interval`` samples of at most ``max_series`` values. :func:`merge` adds up the samples
+the workers answered with, slot by slot; a slot no worker sampled (the gateway was down) is
+``null``, which is how the console shows a restart's gap.
+
+Values are the counters' running totals (``active`` is a gauge): a chart takes differences for a
+rate, and a total that went down means the worker restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SeriesKey = tuple[str, str, str]
+"""(series, api, label), as :meth:`~asgi_ws_gateway.telemetry.metrics.Metrics.counts` keys them."""
+Reading = Callable[[], dict[SeriesKey, int]]
+Sample = tuple[float, list[tuple[str, str, str, int]]]
+"""(slot time in Unix seconds, [(series, api, label, value), ...]): JSON-ready (lists, not dicts)."""
+
+
+class Sampler:
+    """Samples ``read()`` every ``interval`` seconds and keeps the last ``window`` seconds.
+
+    Args:
+        read: returns the counters now.
+        interval: seconds between samples (default 5).
+        window: seconds of samples kept (default 900: 15 minutes).
+        max_series: values kept per sample (default 2000); more (thousands of APIs or close
+            codes) are dropped, with one warning, so that memory stays bounded.
+        clock: the wall clock in Unix seconds (injected by tests).
+    """
+
+    def __init__(
+        self,
+        read: Reading,
+        *,
+        interval: float = 5.0,
+        window: float = 900.0,
+        max_series: int = 2000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if interval <= 0 or window < interval:
+            raise ValueError("interval: must be positive and at most window")
+        self.read = read
+        self.interval = interval
+        self.window = window
+        self.max_series = max_series
+        self._clock = clock
+        self._samples: deque[Sample] = deque(maxlen=math.ceil(window / interval))
+        self._warned = False
+
+    def slot(self, at: float) -> float:
+        """The sampling slot ``at`` falls in (a multiple of the interval)."""
+        # The tolerance: the run loop wakes at a slot's start, and a float a hair below it must not
+        # land in the previous slot (replacing that sample and leaving this slot a gap).
+        return round(math.floor(at / self.interval + 1e-6) * self.interval, 6)  # equal across workers
+
+    def sample(self) -> None:
+        """Take one sample now (a second one in the same slot replaces the first)."""
+        at = self.slot(self._clock())
+        values = sorted(self.read().items())
+        if len(values) > self.max_series:
+            if not self._warned:
+                logger.warning("console series: %d series, keeping the first %d", len(values), self.max_series)
+                self._warned = True
+            values = values[: self.max_series]
+        if self._samples and self._samples[-1][0] == at:
+            self._samples.pop()
+        self._samples.append((at, [(s, api, label, value) for (s, api, label), value in values]))
+
+    def samples(self, since: float | None = None) -> list[Sample]:
+        """The samples kept, oldest first (only those after ``since`` when given)."""
+        return [s for s in self._samples if since is None or s[0] > since]
+
+    async def run(self) -> None:
+        """Sample every interval until cancelled (cancelling is the way to stop it, and safe)."""
+        while True:
+            try:
+                self.sample()
+            except Exception:  # a counter read must never stop the charts for good
+                logger.exception("console series: sampling failed")
+            # Wake a little past the next slot's start: the loop's clock is not the wall clock, and
+            # waking a hair early would sample the current slot twice and leave the next one a gap.
+            now = self._clock()
+            await asyncio.sleep(self.slot(now) + self.interval - now + self.interval / 50)
+
+
+def merge(
+    answers: Iterable[list[Any]],
+    *,
+    interval: float,
+    window: float,
+    api: str | None = None,
+    since: float | None = None,
+) -> dict[str, Any]:
+    """The workers' samples added up slot by slot, as ``{"times": [...], "series": [...]}``.
+
+    ``times`` runs over every slot from the first sampled to the last; ``series`` is a list of
+    ``{"name", "api", "label", "values"}`` with one value per time, ``null`` where no worker sampled.
+    """
+    # Slots are keyed by their index (time / interval): Unix times near 2e9 with a fractional
+    # interval do not survive float arithmetic exactly, indices do.
+    slots: dict[int, dict[SeriesKey, int]] = {}
+    answered = [samples for samples in answers if samples]
+    # Each worker samples as it answers; a request that straddles a slot boundary would leave the
+    # newest slot with only some workers' numbers (a false dip): end where every worker has sampled.
+    # (Only a worker one slot behind counts: one further behind has a skewed clock, not a straddle.)
+    lasts = {round(float(samples[-1][0]) / interval) for samples in answered}
+    end = max(lasts, default=0)
+    end = end - 1 if end - 1 in lasts else end
+    for samples in answered:
+        for at, values in samples:
+            if (since is not None and at <= since) or round(float(at) / interval) > end:
+                continue
+            slot = slots.setdefault(round(float(at) / interval), {})
+            for name, series_api, label, value in values:
+                if api is None or series_api == api:
+                    key = (str(name), str(series_api), str(label))
+                    slot[key] = slot.get(key, 0) + int(value)
+    if not slots:
+        return {"times": [], "series": []}
+    last = max(slots)
+    first = max(min(slots), last - round(window / interval))  # a worker with a skewed clock must not stretch the axis
+    indices = range(first, last + 1)
+    keys = sorted({key for index, values in slots.items() if index >= first for key in values})
+    series = []
+    for key in keys:
+        points: list[int | None] = []
+        for index in indices:
+            sampled = slots.get(index)
+            points.append(None if sampled is None else sampled.get(key, 0))
+        series.append({"name": key[0], "api": key[1], "label": key[2], "values": points})
+    times = [round(index * interval, 6) for index in indices]
+    return {"times": times, "series": series}
+
+
+__all__ = ["Sample", "Sampler", "SeriesKey", "merge"]

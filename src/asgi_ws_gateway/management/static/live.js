@@ -1,0 +1,242 @@
+// The live console: polls the management API (relative to this page) and draws plain SVG charts.
+// The admin token comes from the field or the URL fragment (#token=...; a fragment never reaches a
+// server). Every value from the gateway is written with textContent, never parsed as HTML.
+"use strict";
+
+const CHARTS = [
+  { series: "active", title: "Active connections", rate: false },
+  { series: "handshakes", title: "Handshakes /s by outcome", rate: true },
+  { series: "messages", title: "Messages /s by direction", rate: true },
+  { series: "bytes", title: "Bytes /s by direction", rate: true },
+  { series: "refusals", title: "Policy refusals /s by policy", rate: true },
+  { series: "upstream_failures", title: "Upstream connect failures /s by backend", rate: true },
+  { series: "closes", title: "Closes /s by code", rate: true },
+];
+const COLORS = ["#1565c0", "#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#00838f", "#9e9d24", "#5d4037"];
+const SVG = "http://www.w3.org/2000/svg";
+const W = 600, H = 160, LEFT = 44, BOTTOM = 18, TOP = 8;
+
+const params = new URLSearchParams(location.hash.slice(1));
+const state = {
+  token: params.get("token") || "",
+  poll: Math.max(0.2, Number(params.get("poll")) || 2) * 1000,
+  interval: 5, window: 900,
+  slots: new Map(), // slot index (time / interval) -> Map(series|api|label -> value); a missing slot is a gap
+  apis: new Set(),
+  connections: [], refusals: [],
+  downSince: null, gaps: [],
+};
+const $ = (selector) => document.querySelector(selector);
+const api = $("select[name=api]"), filter = $("input[name=filter]"), admin = $("input[name=admin]");
+admin.value = state.token;
+if (params.get("api")) { api.append(new Option(params.get("api"), params.get("api"))); api.value = params.get("api"); }
+
+async function call(path, options = {}) {
+  const response = await fetch("../" + path, {
+    ...options, cache: "no-store",
+    headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+  });
+  if (!response.ok) throw Object.assign(new Error(response.status + " " + response.statusText), { status: response.status });
+  return response.json();
+}
+
+function status(text, kind) { const el = $("#status"); el.textContent = text; el.dataset.state = kind; }
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+
+async function poll() {
+  if (state.token) {
+    try {
+      const [series, listed, refused] = await Promise.all([call("metrics/series"), call("connections"), call("refusals")]);
+      absorb(series);
+      state.connections = listed.connections; state.refusals = refused.refusals;
+      if (state.downSince !== null) { state.gaps.push([state.downSince, Date.now() / 1000]); state.downSince = null; }
+      status("live · updated " + clock(Date.now() / 1000), "live");
+      $("#status").dataset.polls = String(Number($("#status").dataset.polls || 0) + 1);
+      $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected;
+      render();
+    } catch (error) {
+      if (error.status === 401) status("the admin token was refused (401)", "down");
+      else {
+        if (state.downSince === null) state.downSince = Date.now() / 1000;
+        status("gateway unreachable since " + clock(state.downSince) + " · retrying", "down");
+      }
+    }
+    renderGaps();
+  }
+  setTimeout(poll, state.poll);
+}
+
+function absorb(document) {
+  state.interval = document.interval; state.window = document.window;
+  document.times.forEach((time, i) => {
+    const values = new Map();
+    for (const s of document.series) {
+      state.apis.add(s.api);
+      if (s.values[i] !== null) values.set(s.name + "|" + s.api + "|" + s.label, s.values[i]);
+    }
+    // null everywhere: no worker sampled this slot (kept as a gap); an empty slot is all zeros.
+    if (values.size || !document.series.length) state.slots.set(Math.round(time / state.interval), values);
+  });
+  const oldest = Math.max(...state.slots.keys()) - Math.round(state.window / state.interval);
+  for (const index of state.slots.keys()) if (index < oldest) state.slots.delete(index);
+  for (const name of [...state.apis].sort()) {
+    if (name && ![...api.options].some((o) => o.value === name)) api.append(new Option(name, name));
+  }
+}
+
+// One chart's lines: label -> [value or null per slot], summed over the chosen API(s).
+function lines(chart) {
+  const indices = [...state.slots.keys()];
+  if (!indices.length) return { times: [], lines: new Map() };
+  const last = Math.max(...indices), step = state.interval;
+  const first = Math.max(Math.min(...indices), last - Math.round(state.window / step));
+  const axis = [];
+  for (let index = first; index <= last; index++) axis.push(index);
+  const totals = new Map();
+  axis.forEach((index, i) => {
+    const slot = state.slots.get(index);
+    if (!slot) return;
+    for (const [key, value] of slot) {
+      const [name, apiName, label] = key.split("|");
+      if (name !== chart.series || (api.value && apiName !== api.value)) continue;
+      if (!totals.has(label)) totals.set(label, axis.map((t) => (state.slots.has(t) ? 0 : null)));
+      totals.get(label)[i] += value;
+    }
+  });
+  const times = axis.map((index) => index * step);
+  if (!chart.rate) return { times, lines: totals };
+  const rates = new Map();
+  for (const [label, values] of totals) {
+    // A total that went down is a restarted worker: no rate for that step, not a negative one.
+    rates.set(label, values.map((v, i) => (i && v !== null && values[i - 1] !== null && v >= values[i - 1]
+      ? (v - values[i - 1]) / step : null)));
+  }
+  return { times, lines: rates };
+}
+
+function el(name, attrs = {}, text) {
+  const node = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function drawChart(chart) {
+  let figure = document.querySelector(`figure[data-series="${chart.series}"]`);
+  if (!figure) {
+    figure = document.createElement("figure");
+    figure.dataset.series = chart.series;
+    figure.append(Object.assign(document.createElement("figcaption"), { textContent: chart.title }));
+    figure.append(el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": chart.title }));
+    figure.append(Object.assign(document.createElement("div"), { className: "legend" }));
+    $("#charts").append(figure);
+  }
+  const svg = figure.querySelector("svg"), legend = figure.querySelector(".legend");
+  svg.replaceChildren(); legend.replaceChildren();
+  const { times, lines: found } = lines(chart);
+  const max = Math.max(1e-9, ...[...found.values()].flat().filter((v) => v !== null));
+  const x = (i) => LEFT + (times.length > 1 ? (i / (times.length - 1)) * (W - LEFT - 4) : (W - LEFT) / 2);
+  const y = (v) => TOP + (1 - v / max) * (H - TOP - BOTTOM);
+  svg.append(el("line", { class: "axis", x1: LEFT, y1: H - BOTTOM, x2: W, y2: H - BOTTOM }));
+  svg.append(el("line", { class: "axis", x1: LEFT, y1: TOP, x2: LEFT, y2: H - BOTTOM }));
+  svg.append(el("text", { x: LEFT - 4, y: TOP + 8, "text-anchor": "end" }, max >= 1e-6 && found.size ? fmt(max) : "0"));
+  svg.append(el("text", { x: LEFT - 4, y: H - BOTTOM, "text-anchor": "end" }, "0"));
+  if (times.length) {
+    svg.append(el("text", { x: LEFT, y: H - 4 }, clock(times[0])));
+    svg.append(el("text", { x: W - 2, y: H - 4, "text-anchor": "end" }, clock(times[times.length - 1])));
+  }
+  times.forEach((time, i) => { // slots nobody sampled: the gateway was down or restarting
+    if (!state.slots.has(Math.round(time / state.interval))) {
+      const r = el("rect", { class: "gap", x: x(i) - 3, y: TOP, width: 6, height: H - TOP - BOTTOM });
+      r.append(el("title", {}, "no data at " + clock(time)));
+      svg.append(r);
+    }
+  });
+  let n = 0;
+  for (const [label, values] of [...found].sort()) {
+    const color = COLORS[n++ % COLORS.length];
+    let d = "", pen = false, points = 0;
+    values.forEach((v, i) => {
+      if (v === null) { pen = false; return; }
+      d += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
+      pen = true; points += 1;
+    });
+    const peak = Math.max(0, ...values.filter((v) => v !== null));
+    const path = el("path", { d, stroke: color, "data-label": label, "data-points": points, "data-max": peak });
+    svg.append(path);
+    const last = [...values].reverse().find((v) => v !== null);
+    if (last !== undefined) svg.append(el("circle", { cx: x(values.lastIndexOf(last)), cy: y(last), r: 2.5, fill: color }));
+    const item = document.createElement("span");
+    item.append(Object.assign(document.createElement("i"), { style: "background:" + color }));
+    item.append(document.createTextNode((label || chart.title) + ": " + (last === undefined ? "–" : fmt(last))));
+    legend.append(item);
+  }
+  if (!found.size) legend.append(Object.assign(document.createElement("span"), { className: "empty", textContent: "nothing yet" }));
+}
+
+function fmt(value) {
+  if (value >= 1e6) return (value / 1e6).toFixed(1) + "M";
+  if (value >= 1e3) return (value / 1e3).toFixed(1) + "k";
+  return Number.isInteger(value) ? String(value) : value.toFixed(2);
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text === null || text === undefined ? "–" : String(text);
+  if (className) td.className = className;
+  return td;
+}
+
+function renderConnections() {
+  const needle = filter.value.trim().toLowerCase(), now = Date.now() / 1000;
+  const shown = state.connections.filter((c) => (!api.value || c.api === api.value)
+    && (!needle || [c.api, c.client, c.subject, c.subscription, c.backend, c.worker].some((v) => String(v ?? "").toLowerCase().includes(needle))));
+  const body = $("#connections tbody");
+  body.replaceChildren();
+  for (const c of shown) {
+    const row = body.insertRow();
+    row.dataset.id = c.id;
+    cell(row, c.api); cell(row, c.client); cell(row, c.subject); cell(row, c.subscription); cell(row, c.backend);
+    cell(row, Math.max(0, Math.round(now - c.opened_at)) + " s", "num");
+    for (const k of ["messages_in", "messages_out", "bytes_in", "bytes_out"]) cell(row, c[k], "num");
+    cell(row, c.worker);
+    const actions = row.insertCell();
+    const send = Object.assign(document.createElement("button"), { type: "button", textContent: "Send", name: "send" });
+    send.onclick = () => act(c.id, "messages", { text: $("input[name=message]").value });
+    const kick = Object.assign(document.createElement("button"), { type: "button", textContent: "Kick", name: "kick" });
+    kick.onclick = () => act(c.id, "close", { code: 1000, reason: "closed from the console" }, row);
+    actions.append(send, " ", kick);
+  }
+  $("#connection-count").textContent = "(" + shown.length + " of " + state.connections.length + ")";
+}
+
+async function act(id, what, body, row) {
+  try {
+    await call("connections/" + encodeURIComponent(id) + "/" + what, { method: "POST", body: JSON.stringify(body) });
+    if (row) { state.connections = state.connections.filter((c) => c.id !== id); row.remove(); }
+  } catch (error) {
+    status(what + " failed: " + error.message, "down");
+  }
+}
+
+function renderRefusals() {
+  const body = $("#refusals tbody");
+  body.replaceChildren();
+  for (const r of state.refusals.filter((r) => !api.value || r.api === api.value)) {
+    const row = body.insertRow();
+    cell(row, clock(r.at)); cell(row, r.api); cell(row, r.status, "num"); cell(row, r.policy);
+    cell(row, r.reason); cell(row, r.detail, "detail");
+  }
+}
+
+function renderGaps() {
+  $("#gaps").textContent = state.gaps.slice(-3).map(([a, b]) => "gap: unreachable " + clock(a) + "–" + clock(b)).join(" · ");
+}
+
+function render() { CHARTS.forEach(drawChart); renderConnections(); renderRefusals(); }
+
+admin.addEventListener("change", () => { state.token = admin.value.trim(); });
+api.addEventListener("change", render);
+filter.addEventListener("input", renderConnections);
+CHARTS.forEach(drawChart);
+poll();

@@ -1,0 +1,217 @@
+"""The live console in real headless Chromium, against real traffic the test drives.
+
+Charts draw non-zero data, a connection kicked from the page disappears (and its client gets the
+close), and a refused handshake shows in the refusals list without its token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+from websockets.sync.client import connect as sync_connect
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.management import GatewayManagement
+from support.jwts import HS_SECRET, token
+from support.servers import UpstreamServer, UvicornFactory, free_port
+from test_browser import _page, dump_dom, page_report, pytestmark  # noqa: F401 - the same chromium skip rule
+
+ADMIN = "live-console-token"
+SAMPLE_INTERVAL = 0.2
+
+LIVE_CHECK = _page(
+    "live console check",
+    f'<iframe id="live" style="width:1200px;height:900px" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2">'
+    "</iframe>",
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const rows = (id) => Array.from(doc() ? doc().querySelectorAll(`#${id} tbody tr`) : []);
+const text = (row) => Array.from(row.cells, (c) => c.textContent);
+const charts = () => Object.fromEntries(Array.from(doc().querySelectorAll("figure[data-series]"), (f) => [
+  f.dataset.series,
+  Array.from(f.querySelectorAll("path"), (p) => ({
+    label: p.dataset.label, points: Number(p.dataset.points), max: Number(p.dataset.max),
+  })),
+]));
+const drawn = () => doc() && Array.from(doc().querySelectorAll("figure[data-series=messages] path"))
+  .some((p) => Number(p.dataset.max) > 0);
+const status = () => doc().getElementById("status");
+const polls = () => Number(status().dataset.polls || 0);
+(async () => {
+  await holdUntil(() => rows("connections").length === 1 && rows("refusals").length >= 1 && drawn());
+  const before = { connections: rows("connections").map(text), refusals: rows("refusals").map(text), charts: charts() };
+  rows("connections")[0].querySelector("button[name=kick]").click();
+  await holdUntil(() => rows("connections").length === 0);
+  const kicked = polls();  // two later polls must still not list it
+  await holdUntil(() => polls() >= kicked + 2);
+  document.getElementById("report").textContent = JSON.stringify({
+    before, after: rows("connections").length, status: status().textContent,
+    workers: doc().getElementById("workers").textContent,
+  });
+})();
+""",
+)
+
+
+def _app(upstream: UpstreamServer) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/browser-check/live", response_class=HTMLResponse)
+    async def page() -> str:
+        return LIVE_CHECK
+
+    @app.get("/browser-check/wait", status_code=204)
+    async def wait() -> None:
+        await asyncio.sleep(0.05)
+
+    jwt = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}
+    config: dict[str, Any] = {
+        "apis": [
+            {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]},
+            {"name": "chat", "path": "/ws/chat", "upstreams": [upstream.url("/echo")], "policies": [jwt]},
+        ]
+    }
+    app.add_middleware(WebSocketGateway, config=config)
+    app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=SAMPLE_INTERVAL)
+    return app
+
+
+def _wait_for_samples(base: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, trust_env=False) as http:
+        while len(http.get("metrics/series").json()["times"]) < count:
+            assert time.monotonic() < deadline, "the sampler took no samples"
+            time.sleep(0.05)
+
+
+def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    server = uvicorn_server(_app(upstream), lifespan="on")
+    _wait_for_samples(server.url("/_gateway/", scheme="http"), 2)  # a slot before the traffic: rates from 0
+    expired = token(exp=1)
+    try:
+        sync_connect(server.url("/ws/chat"), additional_headers={"Authorization": f"Bearer {expired}"})
+        raise AssertionError("an expired token was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 401
+    with sync_connect(server.url("/ws/echo")) as ws:
+        for text in ("one", "two", "three"):
+            ws.send(text)
+            assert ws.recv(timeout=5) == text
+        report = page_report(dump_dom(server.url("/browser-check/live", scheme="http"), budget_ms=20000))
+        try:
+            ws.recv(timeout=5)
+            raise AssertionError("the kicked connection is still open")
+        except ConnectionClosedOK as exc:
+            assert exc.rcvd is not None and (exc.rcvd.code, exc.rcvd.reason) == (1000, "closed from the console")
+
+    before = report["before"]
+    (row,) = before["connections"]
+    assert row[0] == "echo" and row[4] == upstream.url("/echo") and row[6:10] == ["3", "3", "11", "11"]
+    chat = [r for r in before["refusals"] if r[1] == "chat"]
+    assert chat and chat[0][2:4] == ["401", "validate-jwt"]
+    assert expired not in str(report) and expired.split(".")[1] not in str(report)
+    charts = before["charts"]
+    assert set(charts) == {"active", "handshakes", "messages", "bytes", "refusals", "upstream_failures", "closes"}
+    by_label = {name: {p["label"]: p for p in paths} for name, paths in charts.items()}
+    assert by_label["active"][""]["max"] == 1
+    assert by_label["messages"]["in"]["max"] > 0 and by_label["messages"]["out"]["max"] > 0
+    assert by_label["bytes"]["in"]["max"] > 0
+    assert by_label["handshakes"]["accepted"]["max"] > 0 and by_label["handshakes"]["401"]["max"] > 0
+    assert by_label["refusals"]["validate-jwt"]["max"] > 0
+    assert all(p["points"] >= 2 for p in by_label["messages"].values())
+    assert report["after"] == 0
+    assert report["status"].startswith("live") and report["workers"] == "workers: 1 of 1"
+
+
+RESTART_CHECK = _page(
+    "live console restart check",
+    f'<iframe id="live" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2"></iframe>',
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const status = () => (doc() ? doc().getElementById("status") : null);
+const state = () => (status() ? status().dataset.state : "");
+const polls = () => Number((status() && status().dataset.polls) || 0);
+async function holdThrough(done) {  // the gateway goes away meanwhile: a failed fetch must not end the wait
+  for (let i = 0; i < 5000 && !done(); i++) {
+    try { await fetch("/browser-check/wait"); } catch { await new Promise((r) => setTimeout(r, 5)); }
+  }
+}
+(async () => {
+  await holdThrough(() => state() === "live" && polls() >= 3);
+  await fetch("/browser-check/restart");
+  await holdThrough(() => state() === "down");
+  const down = status().textContent;
+  await holdThrough(() => state() === "live" && doc().getElementById("gaps").textContent !== "");
+  const back = polls();
+  await holdThrough(() => polls() >= back + 3);
+  document.getElementById("report").textContent = JSON.stringify({
+    down, gaps: doc().getElementById("gaps").textContent, status: status().textContent,
+    shaded: doc().querySelectorAll("figure[data-series=active] rect.gap").length,
+  });
+})();
+""",
+)
+
+
+def test_live_console_reconnects_after_a_gateway_restart_and_shows_the_gap(upstream: UpstreamServer) -> None:
+    """The server stops and a new one starts on the same port: the page says so, comes back, shades the gap."""
+    restart = threading.Event()
+
+    def app() -> FastAPI:
+        built = _app(upstream)
+
+        @built.get("/browser-check/restart-page", response_class=HTMLResponse)
+        async def page() -> str:
+            return RESTART_CHECK
+
+        @built.get("/browser-check/restart", status_code=204)
+        async def ask() -> None:
+            restart.set()
+
+        return built
+
+    port = free_port()
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve() -> threading.Thread:  # uvicorn binds (and frees) the port itself: the second one reuses it
+        config = uvicorn.Config(app(), host="127.0.0.1", port=port, lifespan="on", log_level="warning", log_config=None)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        servers.append((server, thread))
+        return thread
+
+    try:
+        first = serve()
+        with ThreadPoolExecutor(1) as pool:
+            page = pool.submit(dump_dom, f"http://127.0.0.1:{port}/browser-check/restart-page", 12_000)
+            assert restart.wait(20), "the page never asked for the restart"
+            servers[0][0].should_exit = True
+            first.join(15)
+            assert not first.is_alive(), "the first server did not stop"
+            time.sleep(3 * SAMPLE_INTERVAL)  # the outage itself: three sampling slots with no gateway
+            serve()
+            report = page_report(page.result(timeout=60))
+    finally:
+        for server, thread in servers:
+            server.should_exit = True
+            thread.join(15)
+    assert report["down"].startswith("gateway unreachable since")
+    assert report["gaps"].startswith("gap: unreachable")
+    assert report["status"].startswith("live")
+    assert report["shaded"] >= 1

@@ -1,0 +1,215 @@
+"""The console's sampler, series merge and refusal ring: pure logic, an injected clock, no sleeps."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.management import GatewayManagement
+from asgi_ws_gateway.management.series import Sampler, SeriesKey, merge
+from asgi_ws_gateway.refusals import MAX_DETAIL, RefusalLog
+from asgi_ws_gateway.standalone import not_found
+from support.jwts import token
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.values: dict[SeriesKey, int] = {}
+
+    def __call__(self) -> dict[SeriesKey, int]:
+        return dict(self.values)
+
+
+def test_samples_fall_on_multiples_of_the_interval() -> None:
+    """A sample taken mid-slot is stamped with the slot's start, so workers' samples line up."""
+    clock, counters = Clock(1_000_003.7), Counters()
+    sampler = Sampler(counters, interval=5, window=60, clock=clock)
+    sampler.sample()
+    assert [at for at, _ in sampler.samples()] == [1_000_000.0]
+
+
+def test_a_second_sample_in_one_slot_replaces_the_first() -> None:
+    clock, counters = Clock(), Counters()
+    sampler = Sampler(counters, interval=5, window=60, clock=clock)
+    counters.values = {("messages", "echo", "in"): 1}
+    sampler.sample()
+    clock.now += 2
+    counters.values = {("messages", "echo", "in"): 4}
+    sampler.sample()
+    assert sampler.samples() == [(1_000_000.0, [("messages", "echo", "in", 4)])]
+
+
+def test_only_the_window_is_kept_and_memory_stays_bounded() -> None:
+    """After 15 minutes and more of samples only window / interval remain, the oldest dropped."""
+    clock, counters = Clock(), Counters()
+    sampler = Sampler(counters, interval=5, window=900, clock=clock)
+    for i in range(500):
+        counters.values = {("active", "echo", ""): i}
+        sampler.sample()
+        clock.now += 5
+    kept = sampler.samples()
+    assert len(kept) == 180
+    assert kept[0][1] == [("active", "echo", "", 320)] and kept[-1][1] == [("active", "echo", "", 499)]
+
+
+def test_too_many_series_are_cut_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    clock, counters = Clock(), Counters()
+    sampler = Sampler(counters, interval=1, window=10, max_series=3, clock=clock)
+    counters.values = {("closes", "echo", str(code)): 1 for code in range(4000, 4010)}
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            sampler.sample()
+            clock.now += 1
+    assert all(len(values) == 3 for _, values in sampler.samples())
+    assert len([r for r in caplog.records if "keeping the first 3" in r.getMessage()]) == 1
+
+
+def test_since_returns_only_newer_samples() -> None:
+    clock, counters = Clock(), Counters()
+    sampler = Sampler(counters, interval=5, window=60, clock=clock)
+    for _ in range(4):
+        sampler.sample()
+        clock.now += 5
+    assert [at for at, _ in sampler.samples(since=1_000_005.0)] == [1_000_010.0, 1_000_015.0]
+
+
+@pytest.mark.parametrize(("interval", "window"), [(0, 10), (-1, 10), (10, 5)])
+def test_an_invalid_interval_or_window_is_refused(interval: float, window: float) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        Sampler(Counters(), interval=interval, window=window)
+
+
+def test_merge_adds_workers_slot_by_slot_and_marks_gaps_null() -> None:
+    """Two workers add up; a slot nobody sampled (a restart) is null; a series missing in a slot is 0."""
+    a = [
+        (100.0, [("active", "echo", "", 2)]),
+        (105.0, [("active", "echo", "", 3)]),
+        (120.0, [("active", "echo", "", 1)]),
+    ]
+    b = [(105.0, [("active", "echo", "", 4), ("closes", "echo", "1000", 7)]), (120.0, [])]
+    merged = merge([a, b], interval=5, window=900)
+    assert merged["times"] == [100.0, 105.0, 110.0, 115.0, 120.0]
+    assert merged["series"] == [
+        {"name": "active", "api": "echo", "label": "", "values": [2, 7, None, None, 1]},
+        {"name": "closes", "api": "echo", "label": "1000", "values": [0, 7, None, None, 0]},
+    ]
+
+
+def test_merge_reads_samples_that_came_through_json() -> None:
+    """A Redis reply carries lists, not tuples; an API filter and since apply."""
+    answer = [[100, [["bytes", "echo", "in", 10], ["bytes", "chat", "in", 99]]], [105, [["bytes", "echo", "in", 30]]]]
+    assert merge([answer], interval=5, window=900, api="echo")["series"] == [
+        {"name": "bytes", "api": "echo", "label": "in", "values": [10, 30]}
+    ]
+    assert merge([answer], interval=5, window=900, since=100)["times"] == [105.0]
+    assert merge([], interval=5, window=900) == {"times": [], "series": []}
+
+
+def test_merge_does_not_stretch_the_axis_for_a_skewed_worker() -> None:
+    """A worker whose clock is a day behind cannot make the answer a day of nulls long."""
+    now = [(86_400.0, [("active", "echo", "", 1)])]
+    skewed = [(0.0, [("active", "echo", "", 5)])]
+    merged = merge([now, skewed], interval=5, window=60)
+    assert len(merged["times"]) == 13 and merged["times"][-1] == 86_400.0
+
+
+def test_merge_with_a_fractional_interval_keeps_every_slot() -> None:
+    clock, counters = Clock(10.0), Counters()
+    sampler = Sampler(counters, interval=0.1, window=10, clock=clock)
+    counters.values = {("active", "echo", ""): 1}
+    for _ in range(30):
+        sampler.sample()
+        clock.now += 0.1
+    merged = merge([sampler.samples()], interval=0.1, window=10)
+    assert len(merged["times"]) == 30
+    assert merged["series"][0]["values"] == [1] * 30
+
+
+def test_refusals_are_newest_first_bounded_and_filtered() -> None:
+    clock = Clock()
+    log = RefusalLog(size=3, clock=clock)
+    for i in range(5):
+        clock.now += 1
+        log.add(api="chat" if i % 2 else "echo", status=401 + i, reason="r", policy=None, detail="d")
+    assert [r["status"] for r in log.recent()] == [405, 404, 403]
+    assert [r["status"] for r in log.recent("chat")] == [404]
+    assert log.recent()[0] == {
+        "at": 1_000_005.0, "api": "echo", "status": 405, "reason": "r", "policy": None, "detail": "d"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "token rejected: {jwt}",
+        "upstream ws://127.0.0.1:9/x?access_token={jwt}&key=s3cr3t-q refused",
+        "Authorization: Bearer {jwt}",
+        "wss://alice:{jwt}@host/ws failed",
+    ],
+)
+def test_a_refusal_keeps_no_secret(leak: str) -> None:
+    """Whatever the detail or reason carried, a JWT, a query value or a URL password is redacted."""
+    jwt = token()
+    log = RefusalLog()
+    log.add(api="chat", status=401, reason=leak.format(jwt=jwt), policy="validate-jwt", detail=leak.format(jwt=jwt))
+    entry = log.recent()[0]
+    assert jwt not in str(entry) and jwt[:40] not in str(entry) and "s3cr3t-q" not in str(entry)
+    assert "REDACTED" in entry["detail"]
+
+
+def test_a_long_detail_is_cut_after_redaction() -> None:
+    """A JWT straddling the cut is still redacted whole, not left as a recognisable prefix."""
+    jwt = token()
+    log = RefusalLog()
+    log.add(api="a", status=400, reason="r", policy=None, detail="x" * (MAX_DETAIL - 20) + " " + jwt)
+    detail = log.recent()[0]["detail"]
+    assert len(detail) <= MAX_DETAIL + 3 and jwt[:15] not in detail
+
+
+def test_a_refusal_log_needs_room_for_one() -> None:
+    with pytest.raises(ValueError, match="size"):
+        RefusalLog(size=0)
+
+
+def test_merge_keeps_every_slot_of_a_fractional_interval_at_todays_unix_times() -> None:
+    """Near 1.8e9 s a 0.2 s slot is not exact in floating point: no slot may come out a gap."""
+    for start in (1_796_101_254.2, 1_796_101_254.4000001, 1_796_101_254.5999999):
+        clock, counters = Clock(start), Counters()
+        sampler = Sampler(counters, interval=0.2, window=900, clock=clock)
+        counters.values = {("active", "echo", ""): 1}
+        for _ in range(50):
+            sampler.sample()
+            clock.now += 0.2
+        merged = merge([sampler.samples(), sampler.samples()], interval=0.2, window=900)
+        assert len(merged["times"]) == 50
+        assert merged["series"][0]["values"] == [2] * 50
+
+
+@pytest.mark.parametrize(("interval", "window"), [(0, 900), (-5, 900), (10, 5)])
+def test_management_refuses_a_bad_sample_interval_or_window_at_start_up(interval: float, window: float) -> None:
+    gateway = WebSocketGateway(not_found, config={"apis": []})
+    with pytest.raises(ValueError, match="sample_interval"):
+        GatewayManagement(gateway, admin_token="t", sample_interval=interval, sample_window=window)
+
+
+def test_merge_ends_at_the_last_slot_every_worker_sampled() -> None:
+    """A request straddling a slot boundary: one worker's newest slot alone would show a false dip."""
+    a = [(100.0, [("active", "echo", "", 2)]), (105.0, [("active", "echo", "", 2)])]
+    b = [
+        (100.0, [("active", "echo", "", 3)]),
+        (105.0, [("active", "echo", "", 3)]),
+        (110.0, [("active", "echo", "", 3)]),
+    ]
+    merged = merge([a, b], interval=5, window=900)
+    assert merged["times"] == [100.0, 105.0]
+    assert merged["series"][0]["values"] == [5, 5]
