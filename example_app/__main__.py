@@ -25,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("asgi_ws_gateway").setLevel(logging.INFO)
     print(f"asgi-ws-gateway example: open http://{HOST}:{args.port}/ in a browser", flush=True)
     print(f"management API and test console: http://{HOST}:{args.port}{MANAGEMENT_PATH}/console", flush=True)
+    print(
+        f"live console (charts, connections, refusals): http://{HOST}:{args.port}{MANAGEMENT_PATH}/console/live",
+        flush=True,
+    )
     if admin_token() == DEV_ADMIN_TOKEN:  # only the public development default is ever printed
         print(f"admin token: {DEV_ADMIN_TOKEN} (set ASGI_WS_GATEWAY_ADMIN_TOKEN to choose one)", flush=True)
     uvicorn.run("example_app.main:app", host=HOST, port=args.port)
