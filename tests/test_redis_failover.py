@@ -168,8 +168,10 @@ async def test_master_killed_under_load(
         await _exact_again(urls["closed"], stack)
         await _exact_again(urls["open"], stack)
         exact_at = loop.time() - killed_at
-        assert probe.echoes > echoes_at_recovery, "held connections kept echoing"
-        assert not echo.done(), echo
+        assert not echo.done(), echo  # a held connection failed (its exception shows here)
+        async with asyncio.timeout(10):  # and they still echo: wait for a round trip after recovery
+            while probe.echoes <= echoes_at_recovery:  # noqa: ASYNC110 - the echo task counts
+                await asyncio.sleep(0.05)
         echo.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await echo
