@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
+from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
 
@@ -62,3 +64,15 @@ def redis_sentinel() -> Iterator[RedisSentinelSet]:
         pytest.skip("redis-server and redis-cli are needed")
     with RedisSentinelSet() as sentinel:
         yield sentinel
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of its own on the shared Redis; its keys are deleted afterwards."""
+    prefix = unique_prefix()
+    yield prefix
+    client = redis.Redis.from_url(SHARED_REDIS)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis.asyncio as redis
 from websockets.asyncio.client import ClientConnection
 
 from asgi_ws_gateway.management import ManagementClient
@@ -19,17 +15,6 @@ from support.clients import connect, expect_status
 from support.upstream import UpstreamServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def _get(client: ManagementClient, path: str) -> dict[str, Any]:
@@ -45,14 +30,14 @@ def _last(document: dict[str, Any], name: str, api: str, label: str) -> int | No
 
 
 async def test_series_and_refusals_add_up_over_every_worker(
-    tmp_path: Path, upstream: UpstreamServer, prefix: str
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str
 ) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         f"apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: [{upstream.url('/echo')}]\n"
         "  - name: dead\n    path: /ws/dead\n    upstreams: ['ws://127.0.0.1:1/']\n"
     )
-    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", prefix, workers=3) as gateway:
+    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", redis_prefix, workers=3) as gateway:
         client = gateway.client
         async with asyncio.timeout(30):
             while (await _get(client, "metrics/series"))["workers"]["expected"] < 3:  # noqa: ASYNC110

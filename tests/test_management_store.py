@@ -6,12 +6,9 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as redis
 
 from asgi_ws_gateway import load_config
 from asgi_ws_gateway.management import FileStore, Overlay, RedisStore
@@ -88,17 +85,6 @@ async def test_an_aborted_update_saves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="refused"):
         await store.update(fail)
     assert (await store.load()).apis.keys() == {"kept"} and await store.revision() == 1
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"test-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_redis_store_keeps_every_concurrent_update(redis_prefix: str) -> None:

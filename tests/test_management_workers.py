@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-import redis.asyncio as redis
 from websockets.asyncio.client import ClientConnection
 
 from asgi_ws_gateway.management import ManagementClient
@@ -24,17 +20,6 @@ from support.upstream import UpstreamServer
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 async def _all_workers_listening(client: ManagementClient, workers: int) -> None:
     """Wait until every worker has joined the bus (PUBLISH reaches ``workers`` subscribers)."""
     async with asyncio.timeout(30):
@@ -43,11 +28,11 @@ async def _all_workers_listening(client: ManagementClient, workers: int) -> None
 
 
 async def test_changes_and_connection_commands_reach_every_worker(
-    tmp_path: Path, upstream: UpstreamServer, prefix: str
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str
 ) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(f"apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: [{upstream.url('/echo')}]\n")
-    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", prefix, workers=3) as gateway:
+    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", redis_prefix, workers=3) as gateway:
         client = gateway.client
         await _all_workers_listening(client, 3)
         base = gateway.ws("")

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = ["RedisClusterSet", "RedisSentinelSet", "cluster_ports", "free_ports", "ha_available"]
 
@@ -104,7 +105,35 @@ class _Processes:
         self._dir.cleanup()
 
 
-class RedisClusterSet:
+class _ServerSet:
+    """Private redis-server processes, killed on ``stop()`` (also when ``start()`` fails)."""
+
+    _procs: _Processes
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self, port: int) -> None:
+        self._procs.kill(port)
+
+    def stop(self) -> None:
+        self._procs.stop()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class RedisClusterSet(_ServerSet):
     """3 masters + 3 replicas created with ``redis-cli --cluster create``; ``url`` is ``redis+cluster://``."""
 
     def __init__(self, *, node_timeout_ms: int = 1000) -> None:
@@ -173,27 +202,8 @@ class RedisClusterSet:
                             return port
         raise RuntimeError(f"no master serves slot {slot}")
 
-    def kill(self, port: int) -> None:
-        self._procs.kill(port)
 
-    def stop(self) -> None:
-        self._procs.stop()
-
-    def __enter__(self) -> RedisClusterSet:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class RedisSentinelSet:
+class RedisSentinelSet(_ServerSet):
     """1 master, 1 replica, 3 sentinels watching ``service``; ``url`` is ``redis+sentinel://``."""
 
     def __init__(self, *, service: str = "gw", down_after_ms: int = 1000) -> None:
@@ -237,22 +247,3 @@ class RedisSentinelSet:
     def current_master(self) -> int:
         reply = _cli(self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service).split()
         return int(reply[1])
-
-    def kill(self, port: int) -> None:
-        self._procs.kill(port)
-
-    def stop(self) -> None:
-        self._procs.stop()
-
-    def __enter__(self) -> RedisSentinelSet:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
