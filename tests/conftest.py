@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
@@ -76,3 +79,13 @@ async def redis_prefix() -> AsyncIterator[str]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider exporting to memory at once (``SimpleSpanProcessor``), and its exporter."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, signing_key, token
-from support.servers import UvicornFactory
+from support.servers import UvicornFactory, free_port
 from support.upstream import UpstreamServer
 
 _INTERNAL = "10.9.8.7:5432"
@@ -46,12 +45,6 @@ def spans() -> Iterator[Spans]:
     exporter = Spans()
     yield exporter
     exporter.provider.shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _explode(context: HandshakeContext) -> None:
@@ -86,7 +79,7 @@ def _assert_generic(body: bytes, problem: dict[str, Any], status: int, *internal
 async def test_connection_refused_is_a_generic_502(
     uvicorn_server: UvicornFactory, spans: Spans, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = _free_port()
+    port = free_port()
     status, problem, body = await _refuse(uvicorn_server, spans, f"ws://127.0.0.1:{port}/private/path")
     assert status == 502
     _assert_generic(body, problem, 502, str(port), "/private/path")
@@ -130,7 +123,7 @@ async def test_a_failing_policy_is_a_generic_500(
 
 
 async def test_the_trace_id_in_the_body_is_the_handshake_span(uvicorn_server: UvicornFactory, spans: Spans) -> None:
-    _, problem, _ = await _refuse(uvicorn_server, spans, f"ws://127.0.0.1:{_free_port()}/")
+    _, problem, _ = await _refuse(uvicorn_server, spans, f"ws://127.0.0.1:{free_port()}/")
     (span,) = [s for s in spans.get_finished_spans() if s.attributes and n.DENIAL_DETAIL in s.attributes]
     assert span.context is not None and problem["trace_id"] == f"{span.context.trace_id:032x}"
 
@@ -138,7 +131,7 @@ async def test_the_trace_id_in_the_body_is_the_handshake_span(uvicorn_server: Uv
 async def test_expose_error_details_tells_the_client_in_development(
     uvicorn_server: UvicornFactory, spans: Spans
 ) -> None:
-    port = _free_port()
+    port = free_port()
     status, problem, _ = await _refuse(uvicorn_server, spans, f"ws://127.0.0.1:{port}/", expose_error_details=True)
     assert status == 502 and f"127.0.0.1:{port}" in problem["detail"] and "is unreachable" in problem["detail"]
 
@@ -161,7 +154,7 @@ def test_expose_error_details_is_off_by_default() -> None:
 async def test_an_unreachable_jwks_is_a_generic_503(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer, spans: Spans
 ) -> None:
-    port = _free_port()
+    port = free_port()
     jwt_policy = {
         "validate-jwt": {"algorithms": ["RS256"], "jwks_url": f"http://127.0.0.1:{port}/jwks", "jwks_timeout": 1}
     }
@@ -177,7 +170,7 @@ async def test_an_unreachable_jwks_is_a_generic_503(
 async def test_an_unreachable_redis_is_a_generic_503(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer, spans: Spans, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = _free_port()
+    port = free_port()
     limit = {"rate-limit-by-key": {"key": "{client.ip}", "limit": 5, "window": 10, "on_store_error": "closed"}}
     api = {"name": "a", "path": "/ws/a", "upstreams": [upstream.url("/echo")], "policies": [limit]}
     store = {"type": "redis", "url": f"redis://127.0.0.1:{port}/0", "prefix": "sechs-error-bodies", "timeout": 0.3}
@@ -194,7 +187,7 @@ async def test_an_in_band_refresh_hides_a_jwks_failure_too(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer
 ) -> None:
     """``credential-expiry`` replies with the denial's detail: a 5xx one is replaced there as well."""
-    port = _free_port()
+    port = free_port()
     jwt_policy = {"validate-jwt": {"algorithms": ["HS256", "RS256"], "secret": HS_SECRET, "audience": "chat",
                                    "jwks_url": f"http://127.0.0.1:{port}/jwks", "jwks_timeout": 1}}  # fmt: skip
     api = {
