@@ -31,7 +31,7 @@ from picows import (
 from asgi_ws_gateway._types import Data, Headers
 from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
-from asgi_ws_gateway.upstream import UpstreamClosed, UpstreamConnection, UpstreamRequest
+from asgi_ws_gateway.upstream.base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 
 MAX_QUEUE = 4  # messages buffered before reading from the upstream is paused, as the websockets connector
 

@@ -47,9 +47,10 @@ async def _measure(mode: str, count: int) -> float:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
-    from asgi_ws_gateway.relay import RelayStats
+    from asgi_ws_gateway.relay.pumps import RelayStats
     from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
-    from asgi_ws_gateway.upstream import UpstreamConnection, UpstreamRequest, build_request
+    from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
+    from asgi_ws_gateway.upstream.request import build_request
 
     encode = mode != "each-no-encoding"
 

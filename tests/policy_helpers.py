@@ -10,8 +10,9 @@ import pytest
 from asgi_ws_gateway.config import ApiConfig, GatewayConfig, UpstreamConfig
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.forwarded import Networks
-from asgi_ws_gateway.handshake import HandshakeContext, Policy, RequestView
-from asgi_ws_gateway.policies.registry import PolicyBuilder
+from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView
+from asgi_ws_gateway.handshake.pipeline import Policy
+from asgi_ws_gateway.policies.build import PolicyBuilder
 from asgi_ws_gateway.state.base import Store
 from asgi_ws_gateway.state.memory import MemoryStore
 

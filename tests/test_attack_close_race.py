@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.server import GatewayWebSocketProtocol
+from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import not_found
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer

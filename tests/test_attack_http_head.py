@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.http_protocol import (
+from asgi_ws_gateway.server.http import (
     DEFAULT_MAX_HEAD_BYTES,
     GatewayH11Protocol,
     GatewayHTTPProtocol,
     _max_head_bytes_from_env,
 )
-from asgi_ws_gateway.server import GatewayWebSocketProtocol
+from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.handshake.refusals import MAX_DETAIL, RefusalLog
 from asgi_ws_gateway.management import GatewayManagement
 from asgi_ws_gateway.management.series import Sampler, SeriesKey, merge
-from asgi_ws_gateway.refusals import MAX_DETAIL, RefusalLog
 from asgi_ws_gateway.standalone import not_found
 from support.jwts import token
 

@@ -19,8 +19,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from asgi_ws_gateway import upstream as upstream_module
 from asgi_ws_gateway._types import Data, Receive, Scope, Send
+from asgi_ws_gateway.upstream import websockets_client as upstream_module
 from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
@@ -247,6 +247,6 @@ async def test_failing_pump_closes_both_sides_1011_and_logs_once(
         await stack.gateway.settle()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [(r.name, r.getMessage()) for r in errors] == [
-        ("asgi_ws_gateway.relay", "relay pump failed; closing both sides with 1011")
+        ("asgi_ws_gateway.relay.pumps", "relay pump failed; closing both sides with 1011")
     ]
     assert errors[0].exc_info is not None and f"injected {where} failure" in str(errors[0].exc_info[1])

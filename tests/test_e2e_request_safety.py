@@ -14,7 +14,8 @@ import pytest
 
 from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import HandshakeDenied, UpstreamError
-from asgi_ws_gateway.upstream import UpstreamRequest, WebSocketsConnector
+from asgi_ws_gateway.upstream.base import UpstreamRequest
+from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnector
 from gateway_harness import ProbedGateway
 from support.clients import connect
 from support.servers import UvicornFactory, WSImpl

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.http_protocol import GatewayH11Protocol, GatewayHTTPProtocol, _header_timeout_from_env
-from asgi_ws_gateway.server import GatewayWebSocketProtocol
+from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol, _header_timeout_from_env
+from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_status
 from support.servers import UvicornServer, free_port

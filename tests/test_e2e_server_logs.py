@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.server import GatewayWebSocketProtocol
+from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_close, expect_status
 from support.servers import UvicornServer

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.errors import HandshakeDenied
-from asgi_ws_gateway.handshake import HandshakeContext
-from asgi_ws_gateway.responses import public_problem
+from asgi_ws_gateway.handshake.context import HandshakeContext
+from asgi_ws_gateway.handshake.responses import public_problem
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_status

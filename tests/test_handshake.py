@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from asgi_ws_gateway import ConfigError, load_config
 from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
-from asgi_ws_gateway.handshake import HandshakeContext
+from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies import GatewayPolicies, PolicyEnv, deny, hash_key, register_policy
 from asgi_ws_gateway.policies.base import REGISTRY
 from policy_helpers import API, context, denied, scope

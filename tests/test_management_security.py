@@ -259,7 +259,7 @@ ALLOWED_LOADERS = {
     "management/__init__.py": "lazy imports of its own submodules",
     "telemetry/providers.py": "OTEL_* environment variables",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
-    "http_protocol.py": "its request-head timeout from the environment the operator set",
+    "server/http.py": "its request-head timeout from the environment the operator set",
 }
 _LOADS = re.compile(
     # builtins only: a method called eval (Redis's EVAL of a Lua script) is not Python's eval

@@ -10,11 +10,12 @@ import pytest
 
 from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import CloseConnection, ConfigError, DropMessage
-from asgi_ws_gateway.handshake import Subscription
-from asgi_ws_gateway.messages import ConnectionContext, ErrorReply, MessagePolicySet, Pipeline, WsMessage
+from asgi_ws_gateway.handshake.context import Subscription
+from asgi_ws_gateway.messages.context import ConnectionContext, ErrorReply, WsMessage
+from asgi_ws_gateway.messages.pipeline import MessagePolicySet, Pipeline
+from asgi_ws_gateway.policies.build import GatewayPolicies
 from asgi_ws_gateway.policies.message_rates import SharedBudget
-from asgi_ws_gateway.policies.registry import GatewayPolicies
-from asgi_ws_gateway.relay import RelayStats
+from asgi_ws_gateway.relay.pumps import RelayStats
 from asgi_ws_gateway.state.base import Reservation
 from asgi_ws_gateway.state.memory import MemoryStore
 from policy_helpers import context

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from asgi_ws_gateway.frames import FrameScanner, close_frame, encode_frame
-from asgi_ws_gateway.passthrough import Splice
-from asgi_ws_gateway.relay import RelayStats
-from asgi_ws_gateway.upstream_raw import RawUpstream, _HandshakeReader
+from asgi_ws_gateway.passthrough.frames import FrameScanner, close_frame, encode_frame
+from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
+from asgi_ws_gateway.passthrough.splice import Splice
+from asgi_ws_gateway.relay.pumps import RelayStats
 
 
 class FakeTransport:

@@ -281,7 +281,7 @@ _MESSAGE = {"module": "asgi_ws_gateway.policies.message_base", "register": "regi
 @pytest.mark.parametrize(
     ("kind", "name", "owner"),
     [(_HANDSHAKE, "validate-jwt", "asgi_ws_gateway.policies.auth."),
-     (_MESSAGE, "limit-message-size", "asgi_ws_gateway.policies.messages."),
+     (_MESSAGE, "limit-message-size", "asgi_ws_gateway.policies.message_checks."),
      (_HANDSHAKE, "tenant-gate", "gate_plugin_"),
      (_MESSAGE, "teapot", "gate_plugin_")],
     ids=["built-in", "built-in-message-type", "another-plugins", "another-plugins-message-type"],

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from asgi_ws_gateway.handshake import HandshakeContext
+from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies.limits import period_bounds
 from asgi_ws_gateway.state.base import Decision, StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryStore

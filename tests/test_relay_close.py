@@ -17,11 +17,12 @@ from typing import Any, Literal
 import pytest
 
 from asgi_ws_gateway._types import Data, Message
-from asgi_ws_gateway.handshake import HandshakeContext
-from asgi_ws_gateway.message_relay import PolicyRelay
-from asgi_ws_gateway.messages import ConnectionContext, MessageHandler, MessagePolicySet, WsMessage
-from asgi_ws_gateway.relay import Relay, client_vanished
-from asgi_ws_gateway.upstream import UpstreamClosed
+from asgi_ws_gateway.handshake.context import HandshakeContext
+from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
+from asgi_ws_gateway.messages.pipeline import MessagePolicySet
+from asgi_ws_gateway.relay.policy import PolicyRelay
+from asgi_ws_gateway.relay.pumps import Relay, client_vanished
+from asgi_ws_gateway.upstream.base import UpstreamClosed
 from policy_helpers import context
 
 CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
@@ -357,7 +358,7 @@ async def test_a_failing_pump_closes_both_sides_1011_and_logs_once(
     await run_to_end(relay, lambda: act(client, upstream))
     assert client.closes == [FAILED]
     assert upstream.closes[0] == FAILED
-    assert errors() == ["asgi_ws_gateway.relay: relay pump failed; closing both sides with 1011"]
+    assert errors() == ["asgi_ws_gateway.relay.pumps: relay pump failed; closing both sides with 1011"]
     assert (relay.stats.closed_by, relay.stats.close_code) == ("gateway", 1011)
 
 
@@ -396,7 +397,7 @@ async def test_failing_upstream_close_after_the_client_left_logs_once(kind: Rela
     client.closes_with(1000, "bye")
     await run_to_end(relay)
     assert upstream.closes[0] == (1000, "bye")
-    assert errors() == ["asgi_ws_gateway.relay: closing the upstream failed"]
+    assert errors() == ["asgi_ws_gateway.relay.pumps: closing the upstream failed"]
 
 
 # -- hangs: bounded by the close timeout, never by the peer ---------------------------------------------
@@ -542,4 +543,4 @@ async def test_failing_background_work_is_logged_once_when_it_fails(errors: Any)
     await run_to_end(relay)
     await closer
     assert upstream.sent == ["go", "still relayed"]
-    assert errors() == ["asgi_ws_gateway.message_relay: message policy task failed"]
+    assert errors() == ["asgi_ws_gateway.relay.policy: message policy task failed"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.balancing import Backend, BackendPool
 from asgi_ws_gateway.config import ApiConfig
-from asgi_ws_gateway.relay import wire_code, wire_reason
-from asgi_ws_gateway.upstream import UpstreamRequest
+from asgi_ws_gateway.relay.pumps import wire_code, wire_reason
+from asgi_ws_gateway.upstream.balancing import Backend, BackendPool
+from asgi_ws_gateway.upstream.base import UpstreamRequest
 
 
 @pytest.mark.parametrize(

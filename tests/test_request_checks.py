@@ -6,7 +6,7 @@ import pytest
 
 from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import HandshakeDenied
-from asgi_ws_gateway.request_checks import MAX_UPSTREAM_URL, check_upstream_request
+from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, check_upstream_request
 from policy_helpers import build, context, problems
 
 

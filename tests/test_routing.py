@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_ws_gateway.errors import HandshakeDenied
-from asgi_ws_gateway.request_checks import check_path_params, check_upstream_request
 from asgi_ws_gateway.routing import PathTemplate, Router, TemplateError, overlapping, param_problem
-from asgi_ws_gateway.upstream import fill_template
+from asgi_ws_gateway.upstream.checks import check_path_params, check_upstream_request
+from asgi_ws_gateway.upstream.request import fill_template
 
 
 def test_exact_and_template_routes() -> None:

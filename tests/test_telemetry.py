@@ -18,12 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import ConfigError, GatewayConfig, TelemetryConfig, load_config
-from asgi_ws_gateway.inprocess import InProcessConnector
-from asgi_ws_gateway.relay import Relay
+from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.providers import resolve_providers
-from asgi_ws_gateway.upstream import UpstreamRequest, build_request
+from asgi_ws_gateway.upstream.base import UpstreamRequest
+from asgi_ws_gateway.upstream.inprocess import InProcessConnector
+from asgi_ws_gateway.upstream.request import build_request
 from support.apps import echo_app
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"

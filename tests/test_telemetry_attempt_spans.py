@@ -21,10 +21,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import ConfigError, load_config
-from asgi_ws_gateway.relay import Relay
+from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
 from asgi_ws_gateway.telemetry import names as n
-from asgi_ws_gateway.upstream import UpstreamRequest, build_request
+from asgi_ws_gateway.upstream.base import UpstreamRequest
+from asgi_ws_gateway.upstream.request import build_request
 from gateway_harness import ProbedGateway
 from support.apps import echo_app
 from support.clients import connect, expect_status

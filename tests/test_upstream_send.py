@@ -16,7 +16,8 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from asgi_ws_gateway.config import ApiConfig
-from asgi_ws_gateway.upstream import UpstreamClosed, UpstreamRequest, WebSocketsConnection, WebSocketsConnector
+from asgi_ws_gateway.upstream.base import UpstreamClosed, UpstreamRequest
+from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection, WebSocketsConnector
 from support.upstream import UpstreamServer
 
 

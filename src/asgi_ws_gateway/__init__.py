@@ -13,7 +13,7 @@ from .errors import (
     UpstreamUnreachable,
 )
 from .middleware import WebSocketGateway
-from .relay import RelayStats
+from .relay.pumps import RelayStats
 
 if TYPE_CHECKING:
     from .management import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore

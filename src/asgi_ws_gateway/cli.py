@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
+    from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
@@ -139,7 +139,7 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     ``proxy_headers`` is off: the gateway's ``trusted_proxies`` alone decides who the client is,
     so uvicorn must not rewrite the client address or scheme from X-Forwarded-* headers itself.
     """
-    from .logconfig import run_log_config
+    from .server.logconfig import run_log_config
 
     access = "off" if args.no_access_log else (args.access_log_format or "text")
     log_config = args.log_config or run_log_config(level=args.log_level, access_log=access)

@@ -530,7 +530,7 @@ class GatewayConfig(_Model):
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a configuration file (generated from the models)."""
-    from .policies.registry import message_policies_json_schema, policies_json_schema
+    from .policies.build import message_policies_json_schema, policies_json_schema
 
     schema: dict[str, Any] = mark_policies(GatewayConfig.model_json_schema())
     schema.setdefault("$defs", {}).update(policies_json_schema())
@@ -595,7 +595,7 @@ def load_config(
     # the functions policies call (building the policies again, for real this time).
     problems = resolve_apps(config)
     if imports and not problems:
-        from .policies.registry import check_policies
+        from .policies.build import check_policies
 
         problems = check_policies(config)
     if problems:
@@ -732,7 +732,7 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"apis[{i}].upstreams[{k}].{field}: placeholder(s) {', '.join(unknown)} "
                         f"not defined by path '{api.path}'"
                     )
-    from .policies.registry import check_policies  # policies import config: a deferred import
+    from .policies.build import check_policies  # policies import config: a deferred import
 
     problems.extend(check_policies(config))
     return problems

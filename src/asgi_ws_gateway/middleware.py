@@ -11,28 +11,29 @@ from typing import TYPE_CHECKING, Any
 
 from . import redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .balancing import Backend, BackendPool
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings, load_config
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
-from .handshake import HandshakeContext
-from .header_limits import check_header_limits
-from .inprocess import InProcessConnector
-from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
-from .lifecycle import Relay as ConnectionRelay
-from .message_relay import PolicyRelay
-from .messages import MessagePolicySet
-from .passthrough import EXTENSION, Splice
+from .handshake.context import HandshakeContext
+from .handshake.header_limits import check_header_limits
+from .handshake.refusals import RefusalLog
+from .handshake.responses import send_denial
+from .messages.pipeline import MessagePolicySet
+from .passthrough.raw_upstream import RawUpstream, open_raw
+from .passthrough.splice import EXTENSION, Splice
 from .policies import GatewayPolicies
-from .refusals import RefusalLog
-from .relay import Relay
-from .request_checks import check_path_params
-from .responses import send_denial
+from .relay.lifecycle import ConnectionRegistry, LiveConnection, watchdog
+from .relay.lifecycle import Relay as ConnectionRelay
+from .relay.policy import PolicyRelay
+from .relay.pumps import Relay
 from .routing import Router
 from .startup import StartupFailure, built_by_starlette
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
-from .upstream import Connector, UpstreamConnection, WebSocketsConnector, tls_context
-from .upstream_raw import RawUpstream, open_raw
+from .upstream.balancing import Backend, BackendPool
+from .upstream.base import Connector, UpstreamConnection, tls_context
+from .upstream.checks import check_path_params
+from .upstream.inprocess import InProcessConnector
+from .upstream.websockets_client import WebSocketsConnector
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider

@@ -22,8 +22,8 @@ from ..config import ApiConfig, GatewayConfig, shorten
 from ..errors import ConfigError
 from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
-from ..policies.registry import check_policies
-from ..relay import wire_code
+from ..policies.build import check_policies
+from ..relay.pumps import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed

@@ -10,8 +10,8 @@ subscriptions are in ``products``. See docs/policies.md.
 from __future__ import annotations
 
 from .base import REGISTRY, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
+from .build import GatewayPolicies
 from .products import hash_key
-from .registry import GatewayPolicies
 
 __all__ = [
     "REGISTRY",

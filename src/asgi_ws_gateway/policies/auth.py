@@ -18,7 +18,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
-from ..handshake import HandshakeContext
+from ..handshake.context import HandshakeContext
 from ..loading import LoadRefused, read_env, read_file
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy

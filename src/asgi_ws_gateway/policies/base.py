@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import HandshakeDenied
-from ..handshake import Policy
+from ..handshake.pipeline import Policy
 from ..state.base import Store
 from ..templates import Condition, Reference, Template, TemplateError
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import PolicyEntry
-from ..handshake import HandshakeContext, Policy, run_policies
+from ..handshake.context import HandshakeContext
+from ..handshake.pipeline import Policy, run_policies
 from ..templates import Condition, Reference, TemplateError
 from .base import MatchSettings, PolicyEnv, PolicySettings, register_policy
 

@@ -27,8 +27,8 @@ import orjson
 from pydantic import Field
 
 from ..errors import DropMessage, HandshakeDenied
-from ..handshake import CredentialVerifier
-from ..messages import ConnectionContext, Direction, MessageHandler, WsMessage
+from ..handshake.context import CredentialVerifier
+from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
 from .message_base import register_message_policy
 

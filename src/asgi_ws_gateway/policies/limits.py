@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..handshake import HandshakeContext
+from ..handshake.context import HandshakeContext
 from ..state.base import Decision, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
 from ..templates import Template

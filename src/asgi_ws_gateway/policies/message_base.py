@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._types import Data
-from ..messages import ConnectionContext, Direction, MessageHandler, WsMessage
+from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import C, PolicyType, register_in
 
 MESSAGE_REGISTRY: dict[str, PolicyType] = {}

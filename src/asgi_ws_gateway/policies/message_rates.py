@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import CloseConnection, DropMessage
-from ..messages import ConnectionContext, Direction, MessageHandler, WsMessage
+from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from ..state.base import Store, StoreUnavailable, store_key
 from ..templates import Template
 from .base import PolicyEnv, StoreErrorSettings, template

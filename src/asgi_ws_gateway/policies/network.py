@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from ..forwarded import Networks, parse_ip, parse_network
-from ..handshake import HandshakeContext
+from ..handshake.context import HandshakeContext
 from .base import PolicyEnv, PolicySettings, deny, register_policy
 
 

@@ -21,7 +21,7 @@ from datetime import UTC
 
 from ..config import GatewayConfig, SubscriptionConfig
 from ..errors import HandshakeDenied
-from ..handshake import HandshakeContext, Subscription
+from ..handshake.context import HandshakeContext, Subscription
 
 POLICY_NAME = "subscription"
 

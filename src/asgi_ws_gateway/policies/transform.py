@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from ..handshake import HandshakeContext
+from ..handshake.context import HandshakeContext
 from ..templates import Template
-from ..upstream import HOP_BY_HOP
+from ..upstream.request import HOP_BY_HOP
 from .base import PolicyEnv, PolicySettings, register_policy, template
 
 ExistsAction = Literal["override", "skip", "append", "delete"]

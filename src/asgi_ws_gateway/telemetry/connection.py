@@ -24,7 +24,7 @@ from . import names as n
 from .tracing import Attrs, HandshakeTrace
 
 if TYPE_CHECKING:
-    from ..relay import RelayStats
+    from ..relay.pumps import RelayStats
     from .core import Telemetry
     from .metrics import LiveConnection
 

@@ -18,7 +18,7 @@ from .._types import Data, Headers, Message, Receive
 from . import names as n
 
 if TYPE_CHECKING:
-    from ..upstream import UpstreamConnection
+    from ..upstream.base import UpstreamConnection
 
 
 class MessageEvents:

@@ -42,8 +42,8 @@ from . import propagation
 from .events import MessageEvents
 
 if TYPE_CHECKING:
-    from ..relay import RelayStats
-    from ..upstream import Connector, UpstreamConnection, UpstreamRequest
+    from ..relay.pumps import RelayStats
+    from ..upstream.base import Connector, UpstreamConnection, UpstreamRequest
     from .connection import ConnectionTrace
     from .core import Telemetry
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
-from ._types import Scope, Send
-from .errors import HandshakeDenied
-from .redact import redact_text
+from .._types import Scope, Send
+from ..errors import HandshakeDenied
+from ..redact import redact_text
 
 # What a client is told about a 5xx refusal unless ``expose_error_details`` is on.
 _GENERIC_DETAIL = {

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .config import ApiConfig
-from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
-from .upstream import Connector, UpstreamConnection, UpstreamRequest
+from ..config import ApiConfig
+from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .base import Connector, UpstreamConnection, UpstreamRequest
 
 logger = logging.getLogger(__name__)
 

@@ -17,13 +17,14 @@ import os
 import ssl
 from urllib.parse import urlsplit
 
-from ._types import Headers, Scope
-from .config import ApiConfig, UpstreamConfig
-from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .._types import Headers, Scope
+from ..config import ApiConfig, UpstreamConfig
+from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from ..redact import redact_text
+from ..relay.pumps import wire_code, wire_reason
+from ..upstream.base import UpstreamRequest
+from ..upstream.request import kept_response_headers
 from .frames import close_frame
-from .redact import redact_text
-from .relay import wire_code, wire_reason
-from .upstream import UpstreamRequest, kept_response_headers
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers)

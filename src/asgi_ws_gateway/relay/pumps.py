@@ -40,8 +40,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._types import Data, Message, Receive, Send
-from .upstream import UpstreamClosed, UpstreamConnection
+from .._types import Data, Message, Receive, Send
+from ..upstream.base import UpstreamClosed, UpstreamConnection
 
 logger = logging.getLogger(__name__)
 

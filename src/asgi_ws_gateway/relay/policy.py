@@ -18,12 +18,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from ._types import Data, Message, Receive, Send
-from .errors import CloseConnection
-from .handshake import HandshakeContext
-from .messages import ConnectionContext, MessagePolicySet
-from .relay import Relay, RelayStats, wire_code, wire_reason
-from .upstream import UpstreamClosed, UpstreamConnection
+from .._types import Data, Message, Receive, Send
+from ..errors import CloseConnection
+from ..handshake.context import HandshakeContext
+from ..messages.context import ConnectionContext
+from ..messages.pipeline import MessagePolicySet
+from ..upstream.base import UpstreamClosed, UpstreamConnection
+from .pumps import Relay, RelayStats, wire_code, wire_reason
 
 logger = logging.getLogger(__name__)
 

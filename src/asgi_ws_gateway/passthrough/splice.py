@@ -31,10 +31,10 @@ import contextlib
 import logging
 from typing import Any
 
-from ._types import Data, Message
+from .._types import Data, Message
+from ..relay.pumps import RelayStats, wire_code, wire_reason
 from .frames import FrameScanner, close_frame, encode_frame
-from .relay import RelayStats, wire_code, wire_reason
-from .upstream_raw import RawUpstream
+from .raw_upstream import RawUpstream
 
 logger = logging.getLogger(__name__)
 

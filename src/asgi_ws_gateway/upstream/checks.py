@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .routing import decode_segment, param_problem
-from .upstream import bad_request
+from ..routing import decode_segment, param_problem
+from .request import bad_request
 
 MAX_UPSTREAM_URL = 8192
 """Characters an upstream URL may have once templates and the forwarded query are in it."""

@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._types import Data, Scope
-from .relay import RelayStats
+from .._types import Data, Scope
+from .pumps import RelayStats
 
 logger = logging.getLogger(__name__)
 

@@ -1,35 +1,26 @@
-"""The onHandshake stage: the context policies read and change, the ``Policy`` protocol, the pipeline.
-
-A :class:`HandshakeContext` is built for every client handshake. Policies read the request view
-(``context.request``), record changes to the upstream request (``context.upstream``), share values
-(``context.claims``, ``context.subscription``, ``context.variables``) and register cleanups (a
-concurrency lease to release when the connection ends). A policy allows by returning and denies by
-raising :class:`~asgi_ws_gateway.errors.HandshakeDenied`.
-
-The pipeline runs the subscription check (when the API belongs to a product), then the global,
-product and API policies in that order.
-"""
+"""The context of one client handshake: the request view policies read, the upstream edits they make, cleanups."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from ._types import Scope
-from .errors import HandshakeDenied
-from .forwarded import Networks, client_address, forwarded_chain, parse_ip
-from .request_checks import check_upstream_request
-from .upstream import UpstreamRequest, build_request
+from .._types import Scope
+from ..errors import HandshakeDenied
+from ..forwarded import Networks, client_address, forwarded_chain, parse_ip
+from ..upstream.base import UpstreamRequest
+from ..upstream.checks import check_upstream_request
+from ..upstream.request import build_request
 
 if TYPE_CHECKING:
-    from .config import ApiConfig, UpstreamConfig
+    from ..config import ApiConfig, UpstreamConfig
+
 
 logger = logging.getLogger(__name__)
 
@@ -331,94 +322,4 @@ def _dig(value: object, path: tuple[str, ...]) -> object | None:
     return value
 
 
-@runtime_checkable
-class Policy(Protocol):
-    """A handshake policy: return to allow (maybe having changed the context), raise to deny.
-
-    ``apply`` may be cancelled when the client goes away; it must not leave state behind that a
-    cleanup registered with :meth:`HandshakeContext.add_cleanup` would not undo.
-    """
-
-    name: str
-
-    async def apply(self, context: HandshakeContext) -> None:
-        """Raises :class:`~asgi_ws_gateway.errors.HandshakeDenied` to refuse the handshake."""
-        ...
-
-
-PolicyFunction = Callable[[HandshakeContext], Awaitable[None]]
-
-
-class FunctionPolicy:
-    """A plain ``async def check(context)`` used as a policy (its name is the function's)."""
-
-    def __init__(self, function: PolicyFunction, name: str | None = None) -> None:
-        if not inspect.iscoroutinefunction(function) and not inspect.iscoroutinefunction(
-            getattr(function, "__call__", None)  # noqa: B004 - an async callable object
-        ):
-            raise TypeError(f"{function!r} is not an async function")
-        self.function = function
-        self.name: str = name or str(getattr(function, "__name__", type(function).__name__))
-
-    async def apply(self, context: HandshakeContext) -> None:
-        await self.function(context)
-
-
-async def run_policies(policies: Sequence[Policy], context: HandshakeContext) -> None:
-    """Apply ``policies`` in order; a denial is tagged with the name of the policy that raised it."""
-    for policy in policies:
-        try:
-            await policy.apply(context)
-        except HandshakeDenied as denial:
-            if denial.policy is None:
-                denial.policy = policy.name
-            raise
-
-
-ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
-"""Decides which products' policies apply (checking the subscription key); may deny."""
-
-
-class Pipeline:
-    """One API's handshake policies: subscription check, then global → product → API."""
-
-    def __init__(
-        self,
-        global_policies: Sequence[Policy] = (),
-        product_policies: Mapping[str, Sequence[Policy]] | None = None,
-        api_policies: Sequence[Policy] = (),
-        products: ProductResolver | None = None,
-    ) -> None:
-        self.global_policies = list(global_policies)
-        self.product_policies = dict(product_policies or {})
-        self.api_policies = list(api_policies)
-        self.products = products
-
-    def __bool__(self) -> bool:
-        return bool(self.global_policies or self.api_policies or self.products is not None)
-
-    async def run(self, context: HandshakeContext) -> None:
-        """Apply every policy in scope order; raises the first denial."""
-        products: Sequence[str] = ()
-        if self.products is not None:
-            products = await self.products(context)
-        await run_policies(self.global_policies, context)
-        for product in products:
-            await run_policies(self.product_policies.get(product, ()), context)
-        await run_policies(self.api_policies, context)
-
-
-__all__ = [
-    "ClientAddress",
-    "CredentialVerifier",
-    "FunctionPolicy",
-    "HandshakeContext",
-    "Pipeline",
-    "Policy",
-    "PolicyFunction",
-    "ProductResolver",
-    "RequestView",
-    "Subscription",
-    "UpstreamEdits",
-    "run_policies",
-]
+__all__ = ["ClientAddress", "CredentialVerifier", "HandshakeContext", "RequestView", "Subscription", "UpstreamEdits"]

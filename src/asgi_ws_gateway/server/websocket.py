@@ -49,8 +49,8 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from .http_protocol import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
-from .passthrough import ACCEPT, EXTENSION
+from ..passthrough.splice import ACCEPT, EXTENSION
+from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
 SUPPORTED_VERSION = "13"
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}

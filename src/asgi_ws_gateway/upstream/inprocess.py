@@ -14,10 +14,11 @@ import logging
 from typing import Any
 from urllib.parse import unquote
 
-from ._types import ASGIApp, Data, Headers, Message, Scope
-from .config import ApiConfig, UpstreamConfig
-from .errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
-from .upstream import UpstreamClosed, UpstreamConnection, UpstreamRequest, kept_response_headers
+from .._types import ASGIApp, Data, Headers, Message, Scope
+from ..config import ApiConfig, UpstreamConfig
+from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
+from .request import kept_response_headers
 
 logger = logging.getLogger(__name__)
 

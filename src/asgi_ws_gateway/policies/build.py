@@ -13,16 +13,18 @@ from pydantic import BaseModel, ValidationError
 from .._types import Scope
 from ..config import GatewayConfig, mark_policies, shorten
 from ..forwarded import Networks
-from ..handshake import FunctionPolicy, HandshakeContext, Pipeline, Policy, RequestView
-from ..messages import MessagePolicy, MessagePolicySet
+from ..handshake.context import HandshakeContext, RequestView
+from ..handshake.pipeline import FunctionPolicy, Pipeline, Policy
+from ..messages.context import MessagePolicy
+from ..messages.pipeline import MessagePolicySet
 from ..state.base import Store
 from ..state.memory import MemoryStore
 from . import auth, control, credentials, limits, message_rates, network, transform  # noqa: F401 - registers types
-from . import messages as message_policies  # noqa: F401 - registers the built-in message policy types
+from . import message_checks as message_policies  # noqa: F401 - registers the built-in message policy types
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType
+from .build_messages import MessagePolicies
 from .jwks import JwksCache, fetch_url
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
-from .message_registry import MessagePolicies
 from .products import SubscriptionGate
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config import HandshakeLimitsConfig
-from .errors import HandshakeDenied
+from ..config import HandshakeLimitsConfig
+from ..errors import HandshakeDenied
 
 _SEPARATORS = 4  # ": " and CRLF, as on the wire
 

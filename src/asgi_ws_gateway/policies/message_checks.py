@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import CloseConnection, DropMessage
 from ..loading import LoadRefused, import_object, read_file, retrieve_reference
-from ..messages import (
+from ..messages.context import (
     ConnectionContext,
     Direction,
     MessageHandler,

@@ -47,7 +47,7 @@ def serve(app: str, options: dict[str, Any], *, management_port: int | None = No
     config = uvicorn.Config(app, **options)
     sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
     if management_port:
-        from .management.standalone import bind
+        from ..management.standalone import bind
 
         try:
             sockets.append(bind(config.host, management_port))

@@ -12,14 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..config import ErrorReplyConfig, GatewayConfig, MessagePoliciesConfig
-from ..handshake import HandshakeContext
-from ..messages import ErrorReply, MessagePolicy, MessagePolicySet
+from ..handshake.context import HandshakeContext
+from ..messages.context import ErrorReply, MessagePolicy
+from ..messages.pipeline import MessagePolicySet
 from ..templates import TemplateError
 from .base import Loc
 from .message_base import MESSAGE_REGISTRY
 
 if TYPE_CHECKING:
-    from .registry import PolicyBuilder
+    from .build import PolicyBuilder
 
 _Scope = tuple[list[MessagePolicy], list[MessagePolicy], ErrorReply | None]
 _NO_PRODUCT = ""
@@ -81,7 +82,7 @@ class MessagePolicies:
             return None
 
     def _problem(self, loc: Loc, message: str) -> None:
-        from .registry import loc_text  # registry imports this module
+        from .build import loc_text  # registry imports this module
 
         self._builder.problems.append(f"{loc_text(loc)}: {message}")
 

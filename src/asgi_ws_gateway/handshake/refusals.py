@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .redact import redact_text
+from ..redact import redact_text
 
 MAX_DETAIL = 200
 

@@ -1,0 +1,97 @@
+"""The onHandshake stage: the ``Policy`` protocol, plain functions as policies, and the pipeline that runs them.
+
+The pipeline runs the subscription check (when the API belongs to a product), then the global,
+product and API policies in that order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..errors import HandshakeDenied
+from .context import HandshakeContext
+
+if TYPE_CHECKING:
+    pass
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A handshake policy: return to allow (maybe having changed the context), raise to deny.
+
+    ``apply`` may be cancelled when the client goes away; it must not leave state behind that a
+    cleanup registered with :meth:`HandshakeContext.add_cleanup` would not undo.
+    """
+
+    name: str
+
+    async def apply(self, context: HandshakeContext) -> None:
+        """Raises :class:`~asgi_ws_gateway.errors.HandshakeDenied` to refuse the handshake."""
+        ...
+
+
+PolicyFunction = Callable[[HandshakeContext], Awaitable[None]]
+
+
+class FunctionPolicy:
+    """A plain ``async def check(context)`` used as a policy (its name is the function's)."""
+
+    def __init__(self, function: PolicyFunction, name: str | None = None) -> None:
+        if not inspect.iscoroutinefunction(function) and not inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - an async callable object
+        ):
+            raise TypeError(f"{function!r} is not an async function")
+        self.function = function
+        self.name: str = name or str(getattr(function, "__name__", type(function).__name__))
+
+    async def apply(self, context: HandshakeContext) -> None:
+        await self.function(context)
+
+
+async def run_policies(policies: Sequence[Policy], context: HandshakeContext) -> None:
+    """Apply ``policies`` in order; a denial is tagged with the name of the policy that raised it."""
+    for policy in policies:
+        try:
+            await policy.apply(context)
+        except HandshakeDenied as denial:
+            if denial.policy is None:
+                denial.policy = policy.name
+            raise
+
+
+ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
+"""Decides which products' policies apply (checking the subscription key); may deny."""
+
+
+class Pipeline:
+    """One API's handshake policies: subscription check, then global → product → API."""
+
+    def __init__(
+        self,
+        global_policies: Sequence[Policy] = (),
+        product_policies: Mapping[str, Sequence[Policy]] | None = None,
+        api_policies: Sequence[Policy] = (),
+        products: ProductResolver | None = None,
+    ) -> None:
+        self.global_policies = list(global_policies)
+        self.product_policies = dict(product_policies or {})
+        self.api_policies = list(api_policies)
+        self.products = products
+
+    def __bool__(self) -> bool:
+        return bool(self.global_policies or self.api_policies or self.products is not None)
+
+    async def run(self, context: HandshakeContext) -> None:
+        """Apply every policy in scope order; raises the first denial."""
+        products: Sequence[str] = ()
+        if self.products is not None:
+            products = await self.products(context)
+        await run_policies(self.global_policies, context)
+        for product in products:
+            await run_policies(self.product_policies.get(product, ()), context)
+        await run_policies(self.api_policies, context)
+
+
+__all__ = ["FunctionPolicy", "Pipeline", "Policy", "PolicyFunction", "ProductResolver", "run_policies"]

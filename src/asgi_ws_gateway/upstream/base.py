@@ -1,0 +1,76 @@
+"""What every connector provides: a connection's ``recv``/``send``/``close`` and the end of one; TLS settings."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .._types import Data, Headers, Scope
+from ..config import UpstreamConfig
+
+
+class UpstreamClosed(Exception):
+    """The upstream connection is over.
+
+    Attributes:
+        code: the close code the upstream sent (``by_peer``), or the one this side sent when it
+            failed the connection (1006 when the TCP connection was lost without a close frame).
+        reason: the matching close reason.
+        by_peer: True if the upstream closed; False if this side failed the connection (a
+            protocol error, an oversize message, a keepalive timeout, a lost connection).
+    """
+
+    def __init__(self, code: int, reason: str, *, by_peer: bool) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+        self.by_peer = by_peer
+
+
+class UpstreamConnection(Protocol):
+    """An open WebSocket connection to a backend, as the relay uses it."""
+
+    subprotocol: str | None
+    response_headers: Headers
+
+    async def recv(self) -> Data:
+        """Next message; raises :class:`UpstreamClosed` when the connection is over."""
+        ...
+
+    async def send(self, data: Data) -> None:
+        """Send one message, waiting while the upstream applies backpressure."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close (idempotent, bounded in time); never raises for an already-closed connection."""
+        ...
+
+
+@dataclass
+class UpstreamRequest:
+    """The upstream handshake being built for one client (later stages may change it)."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    subprotocols: list[str]
+    scope: Scope = field(repr=False)
+    path_params: dict[str, str] = field(default_factory=dict)
+
+
+class Connector(Protocol):
+    async def connect(self, request: UpstreamRequest) -> UpstreamConnection: ...
+
+
+def tls_context(upstream: UpstreamConfig) -> ssl.SSLContext | None:
+    """The TLS context of a ``wss://`` upstream (None for ``ws://``): verified unless told not to."""
+    if upstream.kind != "wss":
+        return None
+    context = ssl.create_default_context(cafile=upstream.ca_bundle)
+    if not upstream.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+__all__ = ["Connector", "UpstreamClosed", "UpstreamConnection", "UpstreamRequest", "tls_context"]

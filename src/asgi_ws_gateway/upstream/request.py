@@ -1,0 +1,126 @@
+"""The upstream request, Sans-I/O: which headers cross the gateway, URL templates, the request a connector opens."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .._types import Headers, Scope
+from ..config import ApiConfig, UpstreamConfig
+from ..errors import HandshakeDenied
+from ..routing import split_path
+from .base import UpstreamRequest
+
+# Headers that describe one hop of the connection and must not cross the gateway.
+HOP_BY_HOP = frozenset(
+    {
+        "host", "connection", "upgrade", "keep-alive", "proxy-connection", "te", "trailer",
+        "transfer-encoding", "proxy-authenticate", "proxy-authorization", "content-length",
+        "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+        "sec-websocket-protocol", "sec-websocket-accept",
+    }
+)  # fmt: skip
+# ``WebSocketsConnection.send``'s hot path uses these attributes of websockets' asyncio connection
+
+
+_RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
+
+
+def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
+    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake.
+
+    The client's own ``X-Forwarded-For``, ``Forwarded`` and ``X-Real-IP`` go upstream only when
+    ``trust_forwarded`` (the TCP peer is one of ``trusted_proxies``): from anyone else they are
+    forgeries, and an upstream that reads them would believe them.
+    """
+    raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    named_in_connection = {
+        token.strip().lower()
+        for name, value in raw
+        if name == b"connection"
+        for token in value.decode("latin-1").split(",")
+    }
+    kept: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
+    host = ""
+    for name_b, value_b in raw:
+        name, value = name_b.decode("latin-1").lower(), value_b.decode("latin-1")
+        if name == "host":
+            host = value
+        if name == "x-forwarded-for":
+            if trust_forwarded:
+                forwarded_for.append(value)
+        elif name in HOP_BY_HOP or name in named_in_connection or name.startswith("x-forwarded-"):
+            continue
+        elif trust_forwarded or name not in ("forwarded", "x-real-ip"):
+            kept.append((name, value))
+    client = scope.get("client")
+    if client:
+        forwarded_for.append(client[0])
+    if forwarded_for:
+        kept.append(("x-forwarded-for", ", ".join(forwarded_for)))
+    kept.append(("x-forwarded-proto", "https" if scope.get("scheme") == "wss" else "http"))
+    if host:
+        kept.append(("x-forwarded-host", host))
+    return kept
+
+
+# What stays as is in a path segment and in a query string; everything else is percent-encoded.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+_QUERY_SAFE = _SEGMENT_SAFE + "/?%"
+
+
+def fill_template(template: str, params: dict[str, str]) -> str:
+    """Substitute ``{name}`` placeholders with percent-encoded path parameter values.
+
+    Every character that could end the segment (``/``, ``?``, ``#``, ``%``, ``\\``) is encoded;
+    values that would be a dot segment are refused earlier (``request_checks.check_path_params``).
+    """
+    for name, value in params.items():
+        template = template.replace("{" + name + "}", quote(value, safe=""))
+    return template
+
+
+def with_query(url: str, query: bytes) -> str:
+    """``url`` with the client's query string appended; bytes a URL cannot carry are percent-encoded."""
+    if not query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{quote(query, safe=_QUERY_SAFE)}"
+
+
+def request_path(scope: Scope) -> str:
+    """The client's path, percent-encoded segment by segment as it was split for routing."""
+    return "/" + "/".join(quote(part, safe=_SEGMENT_SAFE) for part in split_path(scope["path"], scope.get("raw_path")))
+
+
+def build_request(
+    api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str], *, trust_forwarded: bool = False
+) -> UpstreamRequest:
+    query = scope.get("query_string", b"") if api.forward_query else b""
+    if upstream.kind == "asgi":
+        url = with_query(fill_template(upstream.path or request_path(scope), params), query)
+    else:
+        url = with_query(fill_template(upstream.url, params), query)
+    return UpstreamRequest(
+        url=url,
+        headers=upstream_headers(scope, trust_forwarded=trust_forwarded),
+        subprotocols=list(scope.get("subprotocols") or ()),
+        scope=scope,
+        path_params=params,
+    )
+
+
+def kept_response_headers(headers: list[tuple[str, str]]) -> Headers:
+    """The upstream's response headers worth passing to the client, as ASGI raw headers."""
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in headers
+        if name.lower() not in _RESPONSE_DROP
+    ]
+
+
+def bad_request(detail: str) -> HandshakeDenied:
+    """A 400 for an upstream request the client's values made unsendable (never a backend failure)."""
+    return HandshakeDenied(400, detail, reason="bad_request")
+
+
+__all__ = ["HOP_BY_HOP", "bad_request", "build_request", "upstream_headers"]
