@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import HandshakeDenied, UpstreamError
+from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnector
 from gateway_harness import ProbedGateway

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.config import HandshakeLimitsConfig, load_config
+from asgi_ws_gateway.config import HandshakeLimitsConfig
 from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
 from asgi_ws_gateway.handshake.header_limits import check_header_limits
+from asgi_ws_gateway.policies.build import load_config
 
 LIMITS = HandshakeLimitsConfig(max_header_bytes=1024, max_headers=10, max_target_bytes=300)
 

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import CloseConnection, ConfigError, DropMessage
 from asgi_ws_gateway.handshake.context import Subscription
 from asgi_ws_gateway.messages.context import ConnectionContext, ErrorReply, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet, Pipeline
-from asgi_ws_gateway.policies.build import GatewayPolicies
+from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.policies.message_rates import SharedBudget
 from asgi_ws_gateway.relay.pumps import RelayStats
 from asgi_ws_gateway.state.base import Reservation

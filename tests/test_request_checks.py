@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import HandshakeDenied
+from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, check_upstream_request
 from policy_helpers import build, context, problems
 

@@ -1,8 +1,7 @@
 """asgi_ws_gateway: WebSocket API management as an ASGI middleware."""
 
-from typing import TYPE_CHECKING, Any
-
-from .config import ApiConfig, GatewayConfig, TelemetryConfig, UpstreamConfig, json_schema, load_config
+from ._version import __version__
+from .config import ApiConfig, GatewayConfig, TelemetryConfig, UpstreamConfig
 from .errors import (
     ConfigError,
     GatewayError,
@@ -12,25 +11,11 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from .management import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore
 from .middleware import WebSocketGateway
+from .policies.build import load_config
 from .relay.pumps import RelayStats
-
-if TYPE_CHECKING:
-    from .management import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore
-
-# The management names load on first use: ``import asgi_ws_gateway`` stays light for the data plane.
-_MANAGEMENT = {"FileStore", "GatewayManagement", "ManagementClient", "MemoryStore", "RedisStore"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MANAGEMENT:
-        from . import management
-
-        return getattr(management, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__version__ = "0.1.0"
+from .schema import json_schema
 
 __all__ = [
     "ApiConfig",

@@ -14,10 +14,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import config_warnings, json_schema, load_config
+from .config import config_warnings
 from .errors import ConfigError
 from .management import cli as management_cli
 from .plugins import PLUGINS_ENV, load_plugins
+from .policies.build import load_config
+from .schema import json_schema
 from .standalone import ACCESS_LOG_ENV, CONFIG_ENV
 
 

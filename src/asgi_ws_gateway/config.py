@@ -13,7 +13,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -528,18 +528,6 @@ class GatewayConfig(_Model):
     )
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a configuration file (generated from the models)."""
-    from .policies.build import message_policies_json_schema, policies_json_schema
-
-    schema: dict[str, Any] = mark_policies(GatewayConfig.model_json_schema())
-    schema.setdefault("$defs", {}).update(policies_json_schema())
-    schema["$defs"].update(message_policies_json_schema())
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "asgi-ws-gateway configuration"
-    return schema
-
-
 def mark_policies(node: Any) -> Any:
     """A JSON Schema with each policy placeholder replaced by a reference to ``#/$defs/Policy``."""
     if node == _POLICY_MARK:
@@ -553,16 +541,34 @@ def mark_policies(node: Any) -> Any:
     return node
 
 
-def load_config(
-    source: GatewayConfig | Mapping[str, Any] | str | Path, *, import_plugins: bool = True
+PolicyCheck = Callable[[GatewayConfig], list[str]]
+"""Checks a configuration's policies (by building them) and returns their problems by field path.
+
+The configuration layer knows no policy: the caller passes this in (``policies/build.py``).
+"""
+
+
+def _no_policy_check(config: GatewayConfig) -> list[str]:
+    return []
+
+
+def parse_config(
+    source: GatewayConfig | Mapping[str, Any] | str | Path,
+    *,
+    import_plugins: bool = True,
+    check_policies: PolicyCheck = _no_policy_check,
 ) -> GatewayConfig:
-    """Load and validate a configuration.
+    """Load and validate a configuration's data; its policies only through ``check_policies``.
 
     Args:
         source: a :class:`GatewayConfig`, a mapping, or the path of a ``.yaml``/``.yml``/``.json`` file.
         import_plugins: import the modules ``plugins`` names (once per process) before the policies
             are checked. False (the management API): import nothing; modules not already loaded are
             problems.
+        check_policies: called with the parts that validated (imports deferred), and once more with
+            imports allowed when the configuration named objects to import; its problems are
+            reported with the others. :func:`asgi_ws_gateway.policies.build.load_policies` passes
+            one that builds the policies it then serves with.
 
     Raises:
         ConfigError: with every problem found, each as ``field.path: message``; a plugin that cannot
@@ -582,21 +588,20 @@ def load_config(
             if import_plugins:  # so the parts that did validate are checked with the plugins' types known
                 with contextlib.suppress(ConfigError):
                     load_plugins(_named_plugins(source))
-            raise ConfigError(problems + _check_what_validated(source, exc, problems), origin) from None
+            found = _check_what_validated(source, exc, problems, check_policies)
+            raise ConfigError(problems + found, origin) from None
     try:  # plugins register policy types: before the policies' settings are checked
         load_plugins(config.plugins, allow_import=import_plugins)
     except ConfigError as exc:
         raise ConfigError(exc.problems, origin) from None
     with deferred_imports() as imports:
-        problems = cross_check(config)
+        problems = cross_check(config) + check_policies(config)
     if problems:
         raise ConfigError(problems, origin)
     # Imports happen only now that everything else is known to be valid: in-process apps, then
     # the functions policies call (building the policies again, for real this time).
     problems = resolve_apps(config)
     if imports and not problems:
-        from .policies.build import check_policies
-
         problems = check_policies(config)
     if problems:
         raise ConfigError(problems, origin)
@@ -616,7 +621,9 @@ _LISTS: dict[str, type[BaseModel]] = {"apis": ApiConfig, "products": ProductConf
 _TOP_REF = re.compile(r"(?<![\w.\]])(apis|products|subscriptions)\[(\d+)\]")
 
 
-def _check_what_validated(source: Any, exc: ValidationError, reported: list[str]) -> list[str]:
+def _check_what_validated(
+    source: Any, exc: ValidationError, reported: list[str], check_policies: PolicyCheck
+) -> list[str]:
     """Cross-field problems among the parts that did validate, so one bad field hides nothing else.
 
     Each top-level list keeps its valid entries (renumbered back to their places in the file);
@@ -649,7 +656,7 @@ def _check_what_validated(source: Any, exc: ValidationError, reported: list[str]
     }
     found = []
     with deferred_imports():  # the configuration is invalid: import nothing
-        checked = cross_check(config)
+        checked = cross_check(config) + check_policies(config)
     for problem in checked:
         problem = _TOP_REF.sub(lambda m: f"{m.group(1)}[{places[m.group(1)][int(m.group(2))]}]", problem)
         if problem not in reported and not any(
@@ -697,7 +704,10 @@ def is_asgi_app(app: Any) -> bool:
 
 
 def cross_check(config: GatewayConfig) -> list[str]:
-    """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders."""
+    """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders.
+
+    Policy settings are the policies' to check (``check_policies`` of :func:`parse_config`).
+    """
     problems: list[str] = []
     seen_names: dict[str, int] = {}
     templated: list[tuple[int, PathTemplate]] = []
@@ -732,9 +742,6 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"apis[{i}].upstreams[{k}].{field}: placeholder(s) {', '.join(unknown)} "
                         f"not defined by path '{api.path}'"
                     )
-    from .policies.build import check_policies  # policies import config: a deferred import
-
-    problems.extend(check_policies(config))
     return problems
 
 
@@ -817,9 +824,8 @@ __all__ = [
     "config_warnings",
     "cross_check",
     "is_asgi_app",
-    "json_schema",
-    "load_config",
     "mark_policies",
+    "parse_config",
     "resolve_apps",
     "shorten",
 ]

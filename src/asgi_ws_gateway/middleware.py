@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings, load_config
+from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.context import HandshakeContext
@@ -21,13 +21,14 @@ from .handshake.responses import send_denial
 from .messages.pipeline import MessagePolicySet
 from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import EXTENSION, Splice
-from .policies import GatewayPolicies
+from .policies.build import GatewayPolicies, load_policies
 from .relay.lifecycle import ConnectionRegistry, LiveConnection, watchdog
 from .relay.lifecycle import Relay as ConnectionRelay
 from .relay.policy import PolicyRelay
 from .relay.pumps import Relay
 from .routing import Router
 from .startup import StartupFailure, built_by_starlette
+from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
 from .upstream.base import Connector, UpstreamConnection, tls_context
@@ -109,7 +110,7 @@ class WebSocketGateway:
         self.app = app
         redact.install()
         try:
-            loaded = load_config(config)
+            policies = load_policies(config)
         except ConfigError as exc:
             if not built_by_starlette():
                 raise
@@ -120,9 +121,9 @@ class WebSocketGateway:
         self._apis: dict[str, _Api] = {}
         self.config: GatewayConfig
         self._policies: GatewayPolicies
-        self._install(loaded)
-        redact.add_sensitive_headers(loaded.subscription_key.headers)
-        redact.add_sensitive_headers(redact.credential_headers(loaded.model_dump()))
+        self._install(policies)
+        redact.add_sensitive_headers(self.config.subscription_key.headers)
+        redact.add_sensitive_headers(redact.credential_headers(self.config.model_dump()))
         for warning in config_warnings(self.config):
             logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
@@ -138,12 +139,15 @@ class WebSocketGateway:
         self._providers["count"] = True
         self._telemetry.count_locally()
 
-    def _install(self, config: GatewayConfig) -> GatewayPolicies | None:
-        """Switch to ``config``; returns the replaced policies, for the caller to close."""
+    def _same_store(self, config: GatewayConfig) -> Store | None:
+        """The store (and the leases open connections hold in it) survives unless its settings change."""
         old = getattr(self, "_policies", None)
-        # The store (and the leases open connections hold in it) survives unless its settings change.
-        store = old.store if old is not None and self.config.store == config.store else None
-        policies = GatewayPolicies(config, store=store)
+        return old.store if old is not None and self.config.store == config.store else None
+
+    def _install(self, policies: GatewayPolicies) -> GatewayPolicies | None:
+        """Switch to the configuration ``policies`` were built from; returns the replaced policies, to close."""
+        old = getattr(self, "_policies", None)
+        config = policies.config
         # No await from here on: a handshake sees either the old configuration or the new one, whole.
         self._apis = {api.name: _Api(api, self._apis.get(api.name)) for api in config.apis}
         self._router = Router((api.config.path, api) for api in self._apis.values())
@@ -166,11 +170,12 @@ class WebSocketGateway:
         Returns:
             The names of the APIs that were added, changed or removed.
         """
-        new = load_config(config)
+        policies = load_policies(config, store=self._same_store)
+        new = policies.config
         old_apis = {name: api.config for name, api in self._apis.items()}
         new_apis = {api.name: api for api in new.apis}
         changed = sorted(name for name in old_apis.keys() | new_apis.keys() if old_apis.get(name) != new_apis.get(name))
-        replaced = self._install(new)
+        replaced = self._install(policies)
         self._telemetry.add_apis(new.apis)
         if replaced is not None:
             await replaced.aclose(close_store=replaced.store is not self._policies.store)

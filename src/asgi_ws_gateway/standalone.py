@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 
 from ._types import Receive, Scope, Send
-from .config import GatewayConfig, load_config
+from .config import GatewayConfig, parse_config
+from .errors import ConfigError
 from .middleware import WebSocketGateway
 from .plugins import load_plugins, plugins_from_env
 
@@ -97,11 +98,17 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     access = os.environ.get(ACCESS_LOG_ENV)
     if access == "off":
         logging.getLogger("asgi_ws_gateway.access").disabled = True  # whatever a --log-config says
-    elif access in ("text", "json"):
-        loaded = load_config(config)
+    origin = config
+    if access in ("text", "json"):  # the data only: the gateway checks the policies, building them once
+        loaded = parse_config(config)
         config = loaded.model_copy(update={"telemetry": loaded.telemetry.model_copy(update={"access_log": access})})
     app = StandaloneApp()
-    gateway = WebSocketGateway(app, config=config)
+    try:
+        gateway = WebSocketGateway(app, config=config)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.problems, exc.source or (str(origin) if isinstance(origin, str | Path) else None)
+        ) from None
     app.gateway = gateway
     return gateway
 

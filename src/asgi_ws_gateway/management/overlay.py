@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..config import ApiConfig, GatewayConfig, load_config
+from ..config import ApiConfig, GatewayConfig
 from ..errors import ConfigError
+from ..policies.build import load_config
 
 FORMAT = 1
 _API_REF = re.compile(r"apis\[(\d+)\](\.?)")
@@ -73,7 +74,7 @@ def api_document(api: ApiConfig, *, compact: bool = False) -> dict[str, Any]:
 
 
 def merge_document(base: GatewayConfig, overlay: Overlay) -> dict[str, Any]:
-    """The merged configuration as a mapping :func:`~asgi_ws_gateway.config.load_config` accepts."""
+    """The merged configuration as a mapping :func:`~asgi_ws_gateway.policies.build.load_config` accepts."""
     document: dict[str, Any] = base.model_dump(mode="python", exclude={"apis"}, exclude_unset=True)
     apis: list[Any] = []
     for api in base.apis:

@@ -44,6 +44,14 @@ Loc = tuple[str | int, ...]
 C = TypeVar("C", bound=type)
 
 
+def loc_text(loc: Loc) -> str:
+    """A field path as problems print it: ``apis[0].policies[1].rate-limit.calls``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 class PolicySettings(BaseModel):
     """Base of the built-in policies' settings: strict, immutable, with an optional ``name``."""
 
@@ -204,6 +212,7 @@ __all__ = [
     "PolicyType",
     "StoreErrorSettings",
     "deny",
+    "loc_text",
     "register_policy",
     "template",
 ]

@@ -1,4 +1,10 @@
-"""Building the configured policies: validation by field path, scopes, opt-outs, one pipeline per API."""
+"""Building the configured policies: validation by field path, scopes, opt-outs, one pipeline per API.
+
+:func:`load_policies` validates a configuration whole (its data through :mod:`asgi_ws_gateway.config`,
+its policies here) and returns the policies built while checking them, for the middleware to serve
+with: a configuration's policies are built once (twice only when it names functions to import,
+which are imported after everything else validated).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from .._types import Scope
-from ..config import GatewayConfig, mark_policies, shorten
+from ..config import GatewayConfig, mark_policies, parse_config, shorten
 from ..forwarded import Networks
 from ..handshake.context import HandshakeContext, RequestView
 from ..handshake.pipeline import FunctionPolicy, Pipeline, Policy
@@ -19,23 +26,25 @@ from ..messages.context import MessagePolicy
 from ..messages.pipeline import MessagePolicySet
 from ..state.base import Store
 from ..state.memory import MemoryStore
-from . import auth, control, credentials, limits, message_rates, network, transform  # noqa: F401 - registers types
-from . import message_checks as message_policies  # noqa: F401 - registers the built-in message policy types
-from .base import REGISTRY, Loc, PolicyProblem, PolicyType
+from ..state.redis import RedisStore
+from . import (  # noqa: F401 - registers types
+    auth,
+    control,
+    credentials,
+    limits,
+    message_checks,
+    message_rates,
+    network,
+    transform,
+)
+from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .build_messages import MessagePolicies
 from .jwks import JwksCache, fetch_url
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
-from .products import SubscriptionGate
+from .products import SubscriptionGate, check_products
 
 logger = logging.getLogger(__name__)
 _SECRET_WORDS = ("secret", "key", "token", "password")
-
-
-def loc_text(loc: Loc) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 _UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[a-z-]+\[.*\]|[A-Z][A-Za-z]*Settings)$")
@@ -175,8 +184,6 @@ class _Env:
 def make_store(config: GatewayConfig) -> Store:
     """The store the configuration asks for (Redis clients connect lazily, on first use)."""
     if config.store.type == "redis":
-        from ..state.redis import RedisStore
-
         assert config.store.url is not None
         return RedisStore(config.store.url, prefix=config.store.prefix, timeout=config.store.timeout)
     return MemoryStore(prefix=config.store.prefix)
@@ -191,10 +198,12 @@ class GatewayPolicies:
         clock: seconds since the epoch (tests pass a fake one).
 
     Raises:
-        ConfigError: when a policy cannot be built (``load_config`` reports these first).
+    Problems are collected in ``problems`` (by field path), not raised: :func:`load_policies` raises
+    them as a ``ConfigError`` with the configuration's other problems.
     """
 
     def __init__(self, config: GatewayConfig, store: Store | None = None, clock: Callable[[], float] = time.time):
+        self.config = config
         self.store = store if store is not None else make_store(config)
         self._builder = builder = PolicyBuilder(self.store, clock)
         self._trusted = Networks(config.trusted_proxies)
@@ -224,7 +233,7 @@ class GatewayPolicies:
                 api_policies,
                 SubscriptionGate(config, api.name, clock) if mine else None,
             )
-        self.problems = builder.problems
+        self.problems = check_products(config) + builder.problems
 
     def context(self, api: str, scope: Scope, params: Mapping[str, str]) -> HandshakeContext:
         """A fresh context for one handshake (cheap: the request is parsed as policies read it)."""
@@ -256,12 +265,62 @@ class GatewayPolicies:
 
 
 def check_policies(config: GatewayConfig) -> list[str]:
-    """Every problem of the policy, product and subscription settings, by field path."""
-    from .products import check_products
+    """Every problem of the policy, product and subscription settings, by field path (nothing kept)."""
+    return GatewayPolicies(config, store=MemoryStore()).problems
 
-    problems = check_products(config)
-    problems.extend(GatewayPolicies(config, store=MemoryStore()).problems)
-    return problems
+
+StoreFor = Callable[[GatewayConfig], Store | None]
+"""The store to build a configuration's policies with (None: the one ``config.store`` describes)."""
+
+
+def load_policies(
+    source: GatewayConfig | Mapping[str, Any] | str | Path,
+    *,
+    store: StoreFor = lambda config: None,
+    import_plugins: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> GatewayPolicies:
+    """Validate a configuration whole and return its policies, built while they were checked.
+
+    Args:
+        source: as for :func:`asgi_ws_gateway.config.parse_config`.
+        store: picks the store for the configuration once it is known (the middleware keeps its
+            store, and the leases open connections hold in it, when the store settings are the same).
+        import_plugins: as for :func:`asgi_ws_gateway.config.parse_config`.
+        clock: seconds since the epoch (tests pass a fake one).
+
+    Raises:
+        ConfigError: every problem found, data and policies together, by field path.
+    """
+    built: list[GatewayPolicies] = []
+
+    def build(config: GatewayConfig) -> list[str]:
+        policies = GatewayPolicies(config, store(config), clock)
+        built.append(policies)
+        return policies.problems
+
+    config = parse_config(source, import_plugins=import_plugins, check_policies=build)
+    policies = built[-1]
+    assert policies.config is config
+    return policies
+
+
+def load_config(
+    source: GatewayConfig | Mapping[str, Any] | str | Path, *, import_plugins: bool = True
+) -> GatewayConfig:
+    """Load and validate a configuration, its policies' settings included.
+
+    Args:
+        source: a :class:`GatewayConfig`, a mapping, or the path of a ``.yaml``/``.yml``/``.json`` file.
+        import_plugins: import the modules ``plugins`` names (once per process) before the policies
+            are checked. False (the management API): import nothing; modules not already loaded are
+            problems.
+
+    Raises:
+        ConfigError: with every problem found, each as ``field.path: message``; a plugin that cannot
+            be imported stops validation there (its policy types would all be unknown).
+    """
+    return parse_config(source, import_plugins=import_plugins, check_policies=check_policies)
 
 
 def policies_json_schema() -> dict[str, Any]:
@@ -299,6 +358,8 @@ __all__ = [
     "GatewayPolicies",
     "PolicyBuilder",
     "check_policies",
+    "load_config",
+    "load_policies",
     "make_store",
     "message_policies_json_schema",
     "policies_json_schema",

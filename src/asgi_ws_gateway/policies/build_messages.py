@@ -16,7 +16,7 @@ from ..handshake.context import HandshakeContext
 from ..messages.context import ErrorReply, MessagePolicy
 from ..messages.pipeline import MessagePolicySet
 from ..templates import TemplateError
-from .base import Loc
+from .base import Loc, loc_text
 from .message_base import MESSAGE_REGISTRY
 
 if TYPE_CHECKING:
@@ -82,8 +82,6 @@ class MessagePolicies:
             return None
 
     def _problem(self, loc: Loc, message: str) -> None:
-        from .build import loc_text  # registry imports this module
-
         self._builder.problems.append(f"{loc_text(loc)}: {message}")
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
-from ..telemetry.tracing import current_handshake
+from .._context import current_handshake
 
 logger = logging.getLogger(__name__)
 

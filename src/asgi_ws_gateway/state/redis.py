@@ -19,8 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
+from .._context import current_handshake
 from ..redis_client import AnyRedis, connect
-from ..telemetry.tracing import current_handshake
 from .base import Decision, Reservation, StoreUnavailable
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ caller and wrap I/O in ``io_span()``; :func:`current_connection` returns the con
 relayed, to count a message policy's ``policy_action()``.
 """
 
+from .._context import current_handshake
 from .connection import ConnectionTrace, current_connection
 from .core import Telemetry
-from .tracing import HandshakeTrace, TracedConnector, current_handshake
+from .tracing import HandshakeTrace, TracedConnector
 
 __all__ = [
     "ConnectionTrace",

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .._types import Scope
+from .._version import __version__
 from ..config import ApiConfig, GatewayConfig
 from .access import AccessLog
 from .metrics import Metrics
@@ -40,8 +41,6 @@ class Telemetry:
         logger_provider: LoggerProvider | None = None,
         count: bool = False,
     ) -> None:
-        from .. import __version__
-
         self.config = config.telemetry
         self.providers: Providers = resolve_providers(
             self.config, tracer_provider=tracer_provider, meter_provider=meter_provider, logger_provider=logger_provider

@@ -21,10 +21,9 @@ import contextlib
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -33,6 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from .._context import HANDSHAKE
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
@@ -49,12 +49,10 @@ if TYPE_CHECKING:
 
 Attrs = dict[str, AttributeValue]
 
-_handshake: ContextVar[HandshakeTrace | None] = ContextVar("asgi_ws_gateway.handshake", default=None)
 
-
-def current_handshake() -> HandshakeTrace | None:
-    """The handshake the calling task is deciding, or None: policies name the caller and trace their I/O with it."""
-    return _handshake.get()
+def _current() -> HandshakeTrace | None:
+    """The handshake in progress: only telemetry sets ``HANDSHAKE``, always to a ``HandshakeTrace``."""
+    return cast("HandshakeTrace | None", HANDSHAKE.get())
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class TracedConnector:
         self.backend = BackendInfo.of(api, upstream)
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
-        handshake = _handshake.get()
+        handshake = _current()
         if handshake is None or not handshake.instrumented:
             return await self.inner.connect(request)
         return await handshake.connect_upstream(self.inner, request, self.backend)
@@ -140,7 +138,7 @@ class HandshakeTrace:
         self._upstream: Attrs | None = None  # the first attempt, set with the handshake's final attributes
         if telemetry.tracer is not None:
             self._start_span(telemetry)
-        self._token = _handshake.set(self)
+        self._token = HANDSHAKE.set(self)
 
     @property
     def instrumented(self) -> bool:
@@ -356,7 +354,7 @@ class HandshakeTrace:
         if self._otel_token is not None:
             otel_context.detach(self._otel_token)  # type: ignore[arg-type]
         with contextlib.suppress(ValueError):  # reset from another context: nothing to restore
-            _handshake.reset(self._token)
+            HANDSHAKE.reset(self._token)
         telemetry = self._telemetry
         if telemetry.metrics is not None:
             telemetry.metrics.handshake(self.api.name, outcome, status, error_type, policy, seconds)
@@ -395,4 +393,4 @@ def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: s
     return "", None
 
 
-__all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector", "current_handshake"]
+__all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector"]
