@@ -27,6 +27,7 @@ setup-test: $(BIN)/python
 lint:
 	$(BIN)/ruff check src tests example_app scripts bench
 	$(BIN)/ruff format --check src tests example_app scripts bench
+	$(BIN)/lint-imports  # the layers of docs/architecture.md: no import runs back up, no circle
 
 typecheck:
 	$(BIN)/mypy

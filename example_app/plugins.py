@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from asgi_ws_gateway.errors import DropMessage
-from asgi_ws_gateway.handshake.context import HandshakeContext
-from asgi_ws_gateway.messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
-from asgi_ws_gateway.policies import PolicyEnv, PolicySettings, deny, register_policy
-from asgi_ws_gateway.policies.message_base import register_message_policy
+from asgi_ws_gateway.policies import (
+    ConnectionContext,
+    Direction,
+    DropMessage,
+    HandshakeContext,
+    MessageHandler,
+    PolicyEnv,
+    PolicySettings,
+    WsMessage,
+    deny,
+    register_message_policy,
+    register_policy,
+)
 
 
 class RequireTenantSettings(PolicySettings):

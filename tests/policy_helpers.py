@@ -14,7 +14,7 @@ from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView
 from asgi_ws_gateway.handshake.pipeline import Policy
 from asgi_ws_gateway.policies.build import PolicyBuilder
 from asgi_ws_gateway.state.base import Store
-from asgi_ws_gateway.state.memory import MemoryStore
+from asgi_ws_gateway.state.memory import MemoryState
 
 API = ApiConfig(name="chat", path="/ws/{room}", upstreams=[UpstreamConfig(url="ws://up:9000/rooms/{room}?v=1")])
 """An API whose upstream URL has a path parameter and a query, for request-building tests."""
@@ -53,7 +53,7 @@ def context(
 def build(entry: dict[str, Any], store: Store | None = None, clock: Callable[[], float] | None = None) -> Policy:
     """One policy from its configuration entry; fails the test on a configuration problem."""
     kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
-    builder = PolicyBuilder(store if store is not None else MemoryStore(), **kwargs)
+    builder = PolicyBuilder(store if store is not None else MemoryState(), **kwargs)
     policies = builder.build([entry], ("policies",), "test")
     assert builder.problems == []
     return policies[0]
@@ -61,7 +61,7 @@ def build(entry: dict[str, Any], store: Store | None = None, clock: Callable[[],
 
 def problems(entry: dict[str, Any]) -> list[str]:
     """The configuration problems of one API-level policy entry."""
-    builder = PolicyBuilder(MemoryStore())
+    builder = PolicyBuilder(MemoryState())
     builder.build([entry], ("apis", 0, "policies"), "test")
     return builder.problems
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from asgi_ws_gateway.management.subscriptions import Subscription, hash_key
+from asgi_ws_gateway.management.subscriptions import SubscriptionResource, hash_key
 from management_harness import TOKEN, Managed, api, managed_gateway
 from support.clients import connect, expect_close, expect_status
 from support.upstream import UpstreamServer
@@ -280,7 +280,7 @@ async def test_products_and_subscriptions_keys_shown_once_and_stored_hashed(mana
         assert (await client.activate_subscription("alice-1"))["state"] == "active"
         regenerated = await client.regenerate_key("alice-1")
         assert regenerated["key"] != key
-        stored_subscriptions = [Subscription.model_validate(s) for s in json.loads(managed.state.read_text())
+        stored_subscriptions = [SubscriptionResource.model_validate(s) for s in json.loads(managed.state.read_text())
                                 ["subscriptions"].values()]  # fmt: skip
         stored_digests = {s.key_sha256 for s in stored_subscriptions}
         assert hash_key(regenerated["key"]) in stored_digests and hash_key(key) not in stored_digests

@@ -11,12 +11,12 @@ import pytest
 from asgi_ws_gateway.errors import CloseConnection, ConfigError, DropMessage
 from asgi_ws_gateway.handshake.context import Subscription
 from asgi_ws_gateway.messages.context import ConnectionContext, ErrorReply, WsMessage
-from asgi_ws_gateway.messages.pipeline import MessagePolicySet, Pipeline
+from asgi_ws_gateway.messages.pipeline import MessagePipeline, MessagePolicySet
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.policies.message_rates import SharedBudget
 from asgi_ws_gateway.relay.pumps import RelayStats
 from asgi_ws_gateway.state.base import Reservation
-from asgi_ws_gateway.state.memory import MemoryStore
+from asgi_ws_gateway.state.memory import MemoryState
 from policy_helpers import context
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
 
@@ -56,10 +56,12 @@ def _policies(inbound: Sequence[Any] = (), outbound: Sequence[Any] = (), **api: 
         {"apis": [{"name": "chat", "path": "/ws/chat", "upstreams": ["ws://127.0.0.1:9/"],
                    "message_policies": {"inbound": list(inbound), "outbound": list(outbound)}, **api}]}
     )  # fmt: skip
-    return GatewayPolicies(config, store=MemoryStore())
+    return GatewayPolicies(config, store=MemoryState())
 
 
-def _pipelines(*args: Any, **claims: Any) -> tuple[Pipeline | None, Pipeline | None, ConnectionContext, Controls]:
+def _pipelines(
+    *args: Any, **claims: Any
+) -> tuple[MessagePipeline | None, MessagePipeline | None, ConnectionContext, Controls]:
     policies = _policies(*args)
     connection, controls = _connection(**claims)
     chosen = policies.message_policies(connection.handshake)
@@ -228,7 +230,7 @@ def test_scopes_run_global_product_api_and_skip_removes_inherited() -> None:
         "apis": [{"name": "chat", "path": "/ws/chat", "upstreams": ["ws://127.0.0.1:9/"],
                   "skip_policies": ["global-size"], "message_policies": {"inbound": [size]}}],
     })  # fmt: skip
-    policies = GatewayPolicies(config, store=MemoryStore())
+    policies = GatewayPolicies(config, store=MemoryState())
     handshake = context("/ws/chat")
     chosen = policies.message_policies(handshake)
     assert isinstance(chosen, MessagePolicySet)
@@ -245,7 +247,7 @@ def test_skip_naming_nothing_inherited_is_an_error() -> None:
     assert _problems({"apis": [api]})[0].startswith("apis[0].skip_policies[0]: no inherited policy")
 
 
-class CountingStore(MemoryStore):
+class CountingStore(MemoryState):
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
@@ -268,11 +270,11 @@ async def test_store_reserve_grants_what_is_left_in_the_window(kind: str) -> Non
     if kind == "redis":
         if not redis_available():
             pytest.skip("Redis is not running")
-        from asgi_ws_gateway.state.redis import RedisStore
+        from asgi_ws_gateway.state.redis import RedisState
 
-        store: Any = RedisStore(SHARED_REDIS, prefix=unique_prefix())
+        store: Any = RedisState(SHARED_REDIS, prefix=unique_prefix())
     else:
-        store = MemoryStore()
+        store = MemoryState()
     try:
         first = await store.reserve(f"{store.prefix}:r", 60, [(7, 10), (500, 1000)])
         second = await store.reserve(f"{store.prefix}:r", 60, [(7, 10), (100, 1000)])

@@ -11,7 +11,7 @@ import pytest
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies.limits import period_bounds
 from asgi_ws_gateway.state.base import Decision, StoreUnavailable
-from asgi_ws_gateway.state.memory import MemoryStore
+from asgi_ws_gateway.state.memory import MemoryState
 from policy_helpers import build, context, denied, problems
 
 
@@ -29,7 +29,7 @@ def _ip(ip: str = "10.0.0.1") -> HandshakeContext:
 
 async def test_sliding_window_admits_limit_then_429_with_retry_after() -> None:
     clock = Clock()
-    policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 3, "window": 10}}, MemoryStore(clock=clock))
+    policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 3, "window": 10}}, MemoryState(clock=clock))
     for _ in range(3):
         await policy.apply(_ip())
         clock.now += 1
@@ -42,7 +42,7 @@ async def test_sliding_window_admits_limit_then_429_with_retry_after() -> None:
 async def test_no_burst_across_a_window_edge() -> None:
     """A fixed window would admit 2 x limit around its boundary; the sliding log admits limit."""
     clock = Clock(1_000_009.5)  # just before a 10 s boundary
-    policy = build({"rate-limit-by-key": {"key": "k", "limit": 5, "window": 10}}, MemoryStore(clock=clock))
+    policy = build({"rate-limit-by-key": {"key": "k", "limit": 5, "window": 10}}, MemoryState(clock=clock))
     for _ in range(5):
         await policy.apply(_ip())
     clock.now = 1_000_010.5  # just after it
@@ -53,7 +53,7 @@ async def test_no_burst_across_a_window_edge() -> None:
 
 async def test_denied_attempts_do_not_count() -> None:
     clock = Clock()
-    policy = build({"rate-limit-by-key": {"key": "k", "limit": 1, "window": 10}}, MemoryStore(clock=clock))
+    policy = build({"rate-limit-by-key": {"key": "k", "limit": 1, "window": 10}}, MemoryState(clock=clock))
     await policy.apply(_ip())
     for _ in range(5):
         clock.now += 1
@@ -84,7 +84,7 @@ def test_quota_periods_are_calendar_periods_in_utc(period: str, now: str, start:
 async def test_quota_spent_until_the_period_renews() -> None:
     clock = Clock(calendar.timegm((2026, 3, 15, 23, 59, 0)))
     policy = build({"quota-by-key": {"key": "{client.ip}", "limit": 2, "period": "day", "status": 403}},
-                   MemoryStore(clock=clock), clock=clock)  # fmt: skip
+                   MemoryState(clock=clock), clock=clock)  # fmt: skip
     await policy.apply(_ip())
     await policy.apply(_ip())
     denial = await denied(policy.apply(_ip()))
@@ -97,7 +97,7 @@ async def test_quota_spent_until_the_period_renews() -> None:
 
 async def test_concurrency_leases_are_released_and_expire() -> None:
     clock = Clock()
-    store = MemoryStore(clock=clock)
+    store = MemoryState(clock=clock)
     policy = build({"limit-concurrency": {"key": "{jwt.sub}", "max": 2, "lease_ttl": 30}}, store)
     first, second = context(), context()
     await policy.apply(first)
@@ -115,7 +115,7 @@ async def test_concurrency_leases_are_released_and_expire() -> None:
     await policy.aclose()  # type: ignore[attr-defined]
 
 
-class BrokenStore(MemoryStore):
+class BrokenStore(MemoryState):
     """A store whose every operation fails, like Redis during an outage."""
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:

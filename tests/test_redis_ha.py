@@ -22,7 +22,7 @@ from asgi_ws_gateway.management.redis_store import RedisStore as ManagementStore
 from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.redis_client import SentinelRedis, connect, parse_redis_url
 from asgi_ws_gateway.state.base import store_key
-from asgi_ws_gateway.state.redis import RedisStore
+from asgi_ws_gateway.state.redis import RedisState
 from support.redis_ha import RedisClusterSet, RedisSentinelSet
 
 # -- the URL parser (pure) -------------------------------------------------------------------------
@@ -86,8 +86,8 @@ def ha_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(ha_url: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore(ha_url, prefix=f"test-{uuid.uuid4().hex[:10]}", timeout=2.0)
+async def store(ha_url: str) -> AsyncIterator[RedisState]:
+    store = RedisState(ha_url, prefix=f"test-{uuid.uuid4().hex[:10]}", timeout=2.0)
     yield store
     await store.aclose()
 
@@ -103,7 +103,7 @@ async def test_every_lua_script_runs_on_the_cluster_without_crossslot(
 ) -> None:
     """hit, consume, reserve, acquire, renew (pipelined over many slots), release, and the management CAS."""
     prefix = f"test-{uuid.uuid4().hex[:10]}"
-    store = RedisStore(redis_cluster.url, prefix=prefix, timeout=2.0)
+    store = RedisState(redis_cluster.url, prefix=prefix, timeout=2.0)
     try:
         keys = [store_key(prefix, "conc", "c", f"user{i}") for i in range(12)]
         owners = {redis_cluster.master_for(key) for key in keys}
@@ -131,9 +131,9 @@ async def test_every_lua_script_runs_on_the_cluster_without_crossslot(
     assert redis_cluster.master_for(state_key(prefix)) in redis_cluster.masters()
 
 
-async def test_limits_are_exact_across_two_clients(store: RedisStore, ha_url: str) -> None:
+async def test_limits_are_exact_across_two_clients(store: RedisState, ha_url: str) -> None:
     """Two gateways (two clients) racing on one cap, one window and one quota admit exactly the limit."""
-    other = RedisStore(ha_url, prefix=store.prefix, timeout=2.0)
+    other = RedisState(ha_url, prefix=store.prefix, timeout=2.0)
     try:
         conc = store_key(store.prefix, "conc", "c", "k")
         rate = store_key(store.prefix, "rate", "r", "k")

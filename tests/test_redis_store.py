@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from asgi_ws_gateway.state.base import StoreUnavailable, store_key
-from asgi_ws_gateway.state.redis import RedisStore
+from asgi_ws_gateway.state.redis import RedisState
 from policy_helpers import build, context, denied
 from support.redis import SHARED_REDIS, RedisServer, redis_available, unique_prefix
 
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[RedisStore]:
-    store = RedisStore(SHARED_REDIS, prefix=unique_prefix())
+async def store() -> AsyncIterator[RedisState]:
+    store = RedisState(SHARED_REDIS, prefix=unique_prefix())
     yield store
     client = Redis.from_url(SHARED_REDIS)
     keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
@@ -29,7 +29,7 @@ async def store() -> AsyncIterator[RedisStore]:
     await store.aclose()
 
 
-async def test_sliding_window_is_atomic_under_concurrency(store: RedisStore) -> None:
+async def test_sliding_window_is_atomic_under_concurrency(store: RedisState) -> None:
     key = store_key(store.prefix, "rate", "t", "alice")
     decisions = await asyncio.gather(*(store.hit(key, 5, 60, f"m{i}") for i in range(20)))
     assert sum(d.allowed for d in decisions) == 5
@@ -37,7 +37,7 @@ async def test_sliding_window_is_atomic_under_concurrency(store: RedisStore) -> 
     assert all(0 < d.retry_after <= 60 for d in refused)
 
 
-async def test_quota_counts_to_the_limit(store: RedisStore) -> None:
+async def test_quota_counts_to_the_limit(store: RedisState) -> None:
     key = store_key(store.prefix, "quota", "t:0", "alice")
     ends = time.time() + 3600
     results = [await store.consume(key, 3, ends) for _ in range(4)]
@@ -46,7 +46,7 @@ async def test_quota_counts_to_the_limit(store: RedisStore) -> None:
     assert 3500 < results[3].retry_after <= 3600
 
 
-async def test_leases_cap_release_and_expire(store: RedisStore) -> None:
+async def test_leases_cap_release_and_expire(store: RedisState) -> None:
     key = store_key(store.prefix, "conc", "t", "alice")
     assert (await store.acquire(key, "a", 2, 1.0)).allowed
     assert (await store.acquire(key, "b", 2, 30.0)).allowed
@@ -59,7 +59,7 @@ async def test_leases_cap_release_and_expire(store: RedisStore) -> None:
     assert not (await store.acquire(key, "e", 2, 30.0)).allowed
 
 
-async def test_keys_are_namespaced_hash_tagged_and_hold_no_user_text(store: RedisStore) -> None:
+async def test_keys_are_namespaced_hash_tagged_and_hold_no_user_text(store: RedisState) -> None:
     policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 5, "window": 60}}, store)
     await policy.apply(context(client=("198.51.100.23", 1)))
     client = Redis.from_url(SHARED_REDIS, decode_responses=True)
@@ -72,7 +72,7 @@ async def test_keys_are_namespaced_hash_tagged_and_hold_no_user_text(store: Redi
 
 async def test_redis_stopped_mid_test_fails_open_or_closed_then_recovers() -> None:
     with RedisServer() as server:
-        store = RedisStore(server.url, prefix=unique_prefix(), retry_interval=0.2)
+        store = RedisState(server.url, prefix=unique_prefix(), retry_interval=0.2)
         rate = {"key": "{client.ip}", "limit": 100, "window": 60}
         open_policy = build({"rate-limit-by-key": {**rate, "on_store_error": "open"}}, store)
         closed_policy = build({"rate-limit-by-key": {**rate, "on_store_error": "closed"}}, store)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_ws_gateway.errors import HandshakeDenied
-from asgi_ws_gateway.routing import PathTemplate, Router, TemplateError, overlapping, param_problem
+from asgi_ws_gateway.routing import PathTemplate, PathTemplateError, Router, overlapping, param_problem
 from asgi_ws_gateway.upstream.checks import check_path_params, check_upstream_request
 from asgi_ws_gateway.upstream.request import fill_template
 
@@ -115,7 +115,7 @@ def test_any_raw_segment_is_refused_or_stays_one_segment(raw_segment: bytes) -> 
     ],
 )
 def test_malformed_templates(pattern: str, message: str) -> None:
-    with pytest.raises(TemplateError, match=message):
+    with pytest.raises(PathTemplateError, match=message):
         PathTemplate(pattern)
 
 

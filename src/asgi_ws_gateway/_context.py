@@ -1,7 +1,8 @@
-"""The handshake the running task is deciding, for code far from the middleware (policies, stores).
+"""The handshake and the connection the running task serves, for code far from the middleware.
 
-The telemetry layer sets it for each handshake; a policy or a store reads it to name the caller
-(``identify``) and to trace its own I/O (``io_span``) without importing telemetry.
+The telemetry layer sets them; a policy or a store reads them to name the caller (``identify``),
+trace its own I/O (``io_span``) or count a message policy's action (``policy_action``) without
+importing telemetry.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ class HandshakeObserver(Protocol):
         """A child span of the handshake around a policy's I/O (a non-recording one when tracing is off)."""
 
 
+class ConnectionObserver(Protocol):
+    """What a message policy may do with the connection it runs in."""
+
+    def policy_action(self, policy: str, action: str, direction: str, reason: str = "") -> None:
+        """Count one action of a policy on this connection (a dict increment)."""
+
+
 HANDSHAKE: ContextVar[HandshakeObserver | None] = ContextVar("asgi_ws_gateway.handshake", default=None)
+CONNECTION: ContextVar[ConnectionObserver | None] = ContextVar("asgi_ws_gateway.connection", default=None)
 
 
 def current_handshake() -> HandshakeObserver | None:
@@ -29,4 +38,16 @@ def current_handshake() -> HandshakeObserver | None:
     return HANDSHAKE.get()
 
 
-__all__ = ["HANDSHAKE", "HandshakeObserver", "current_handshake"]
+def current_connection() -> ConnectionObserver | None:
+    """The connection the calling task relays, or None: message policies count their actions with it."""
+    return CONNECTION.get()
+
+
+__all__ = [
+    "CONNECTION",
+    "HANDSHAKE",
+    "ConnectionObserver",
+    "HandshakeObserver",
+    "current_connection",
+    "current_handshake",
+]

@@ -17,9 +17,13 @@ from typing import Any
 from .config import config_warnings
 from .errors import ConfigError
 from .management import cli as management_cli
+from .management import standalone as managed
 from .plugins import PLUGINS_ENV, load_plugins
 from .policies.build import load_config
+from .redis_client import parse_redis_url
 from .schema import json_schema
+from .server.logconfig import run_log_config
+from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 from .standalone import ACCESS_LOG_ENV, CONFIG_ENV
 
 
@@ -110,8 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
-
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
     access = "off" if args.no_access_log else args.access_log_format
@@ -141,8 +143,6 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     ``proxy_headers`` is off: the gateway's ``trusted_proxies`` alone decides who the client is,
     so uvicorn must not rewrite the client address or scheme from X-Forwarded-* headers itself.
     """
-    from .server.logconfig import run_log_config
-
     access = "off" if args.no_access_log else (args.access_log_format or "text")
     log_config = args.log_config or run_log_config(level=args.log_level, access_log=access)
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
@@ -153,8 +153,6 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _redis_url(value: str) -> str:
     """``--redis``: rejected at once when malformed (the message never repeats the URL: it may hold a password)."""
-    from .redis_client import parse_redis_url
-
     try:
         parse_redis_url(value)
     except ValueError as exc:
@@ -163,8 +161,6 @@ def _redis_url(value: str) -> str:
 
 
 def _set_management_env(args: argparse.Namespace) -> None:
-    from .management import standalone as managed
-
     settings = {
         managed.PATH_ENV: args.management,
         managed.REDIS_ENV: args.redis,

@@ -29,7 +29,7 @@ from .loading import LoadRefused, allowed_modules, check_file, check_import, def
 from .plugins import MODULE_NAME, load_plugins
 from .redact import redact_text
 from .redis_client import parse_redis_url
-from .routing import PathTemplate, TemplateError, overlapping
+from .routing import PathTemplate, PathTemplateError, overlapping
 
 MIB = 1024 * 1024
 # Size limits: generous for any real configuration, small enough that no request can bloat the
@@ -718,7 +718,7 @@ def cross_check(config: GatewayConfig) -> list[str]:
         seen_names.setdefault(api.name, i)
         try:
             template = PathTemplate(api.path)
-        except TemplateError as exc:
+        except PathTemplateError as exc:
             problems.append(f"apis[{i}].path: {exc}")
             continue
         # Exact paths clash only when equal (a dictionary lookup); templates are compared pairwise,

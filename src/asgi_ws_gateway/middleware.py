@@ -22,8 +22,7 @@ from .messages.pipeline import MessagePolicySet
 from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import EXTENSION, Splice
 from .policies.build import GatewayPolicies, load_policies
-from .relay.lifecycle import ConnectionRegistry, LiveConnection, watchdog
-from .relay.lifecycle import Relay as ConnectionRelay
+from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.policy import PolicyRelay
 from .relay.pumps import Relay
 from .routing import Router
@@ -185,7 +184,7 @@ class WebSocketGateway:
             )
         return changed
 
-    def connections(self) -> list[LiveConnection]:
+    def connections(self) -> list[TrackedConnection]:
         """The connections open on this gateway (this process) now."""
         return self._connections.list()
 
@@ -289,7 +288,7 @@ class WebSocketGateway:
         client = handshake.request.client.ip if self._trusted else None
         trace = self._telemetry.handshake(api.config, scope, client)  # span ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
-        relay: ConnectionRelay
+        relay: RelayHandle
         try:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],

@@ -27,7 +27,7 @@ _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 
 
-class TemplateError(ValueError):
+class PathTemplateError(ValueError):
     """A path template is malformed."""
 
 
@@ -36,7 +36,7 @@ class PathTemplate:
 
     def __init__(self, pattern: str) -> None:
         if not pattern.startswith("/"):
-            raise TemplateError(f"'{pattern}' must start with '/'")
+            raise PathTemplateError(f"'{pattern}' must start with '/'")
         self.pattern = pattern
         self.params: list[str] = []
         self.segments: list[str | None] = []
@@ -45,11 +45,11 @@ class PathTemplate:
             if match:
                 name = match.group(1)
                 if name in self.params:
-                    raise TemplateError(f"'{pattern}' repeats parameter '{name}'")
+                    raise PathTemplateError(f"'{pattern}' repeats parameter '{name}'")
                 self.params.append(name)
                 self.segments.append(None)
             elif "{" in segment or "}" in segment:
-                raise TemplateError(f"'{pattern}': a parameter must be a whole segment like {{name}}")
+                raise PathTemplateError(f"'{pattern}': a parameter must be a whole segment like {{name}}")
             else:
                 self.segments.append(segment)
 
@@ -147,4 +147,12 @@ class Router(Generic[T]):
         return None
 
 
-__all__ = ["PathTemplate", "Router", "TemplateError", "decode_segment", "overlapping", "param_problem", "split_path"]
+__all__ = [
+    "PathTemplate",
+    "PathTemplateError",
+    "Router",
+    "decode_segment",
+    "overlapping",
+    "param_problem",
+    "split_path",
+]

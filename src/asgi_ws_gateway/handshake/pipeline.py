@@ -65,7 +65,7 @@ ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
 """Decides which products' policies apply (checking the subscription key); may deny."""
 
 
-class Pipeline:
+class HandshakePipeline:
     """One API's handshake policies: subscription check, then global → product → API."""
 
     def __init__(
@@ -94,4 +94,4 @@ class Pipeline:
         await run_policies(self.api_policies, context)
 
 
-__all__ = ["FunctionPolicy", "Pipeline", "Policy", "PolicyFunction", "ProductResolver", "run_policies"]
+__all__ = ["FunctionPolicy", "HandshakePipeline", "Policy", "PolicyFunction", "ProductResolver", "run_policies"]

@@ -34,7 +34,7 @@ class Product(TypedDict):
     message_policies: dict[str, Any]
 
 
-class Subscription(TypedDict):
+class SubscriptionInfo(TypedDict):
     id: str
     product: str
     name: str | None
@@ -189,14 +189,14 @@ class ManagementClient:
     async def delete_product(self, name: str) -> None:
         await self._call("DELETE", f"products/{name}")
 
-    async def list_subscriptions(self, product: str | None = None) -> list[Subscription]:
+    async def list_subscriptions(self, product: str | None = None) -> list[SubscriptionInfo]:
         params = {"product": product} if product else None
         return cast(
-            list[Subscription], (await self._call("GET", "subscriptions", params=params)).json()["subscriptions"]
+            list[SubscriptionInfo], (await self._call("GET", "subscriptions", params=params)).json()["subscriptions"]
         )
 
-    async def get_subscription(self, subscription_id: str) -> Subscription:
-        return cast(Subscription, (await self._call("GET", f"subscriptions/{subscription_id}")).json())
+    async def get_subscription(self, subscription_id: str) -> SubscriptionInfo:
+        return cast(SubscriptionInfo, (await self._call("GET", f"subscriptions/{subscription_id}")).json())
 
     async def create_subscription(
         self,
@@ -205,22 +205,24 @@ class ManagementClient:
         name: str | None = None,
         subscription_id: str | None = None,
         expires_at: datetime | None = None,
-    ) -> Subscription:
+    ) -> SubscriptionInfo:
         """Create a subscription; its ``key`` is in the result and will never be shown again."""
         body: dict[str, Any] = {"product": product, "name": name, "id": subscription_id}
         if expires_at is not None:
             body["expires_at"] = expires_at.isoformat()
-        return cast(Subscription, (await self._call("POST", "subscriptions", json=body)).json())
+        return cast(SubscriptionInfo, (await self._call("POST", "subscriptions", json=body)).json())
 
-    async def suspend_subscription(self, subscription_id: str) -> Subscription:
-        return cast(Subscription, (await self._call("POST", f"subscriptions/{subscription_id}/suspend")).json())
+    async def suspend_subscription(self, subscription_id: str) -> SubscriptionInfo:
+        return cast(SubscriptionInfo, (await self._call("POST", f"subscriptions/{subscription_id}/suspend")).json())
 
-    async def activate_subscription(self, subscription_id: str) -> Subscription:
-        return cast(Subscription, (await self._call("POST", f"subscriptions/{subscription_id}/activate")).json())
+    async def activate_subscription(self, subscription_id: str) -> SubscriptionInfo:
+        return cast(SubscriptionInfo, (await self._call("POST", f"subscriptions/{subscription_id}/activate")).json())
 
-    async def regenerate_key(self, subscription_id: str) -> Subscription:
+    async def regenerate_key(self, subscription_id: str) -> SubscriptionInfo:
         """A new key for the subscription (in the result's ``key``); the old one stops working."""
-        return cast(Subscription, (await self._call("POST", f"subscriptions/{subscription_id}/regenerate-key")).json())
+        return cast(
+            SubscriptionInfo, (await self._call("POST", f"subscriptions/{subscription_id}/regenerate-key")).json()
+        )
 
     async def delete_subscription(self, subscription_id: str) -> None:
         await self._call("DELETE", f"subscriptions/{subscription_id}")
@@ -250,4 +252,4 @@ def _drain(drain: bool) -> dict[str, str] | None:
     return {"drain": "true"} if drain else None
 
 
-__all__ = ["ApiDocument", "Connection", "ManagementAPIError", "ManagementClient", "Product", "Subscription"]
+__all__ = ["ApiDocument", "Connection", "ManagementAPIError", "ManagementClient", "Product", "SubscriptionInfo"]

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from ..config import ApiConfig
-from .subscriptions import Product, Subscription, SubscriptionRequest
+from .subscriptions import Product, SubscriptionRequest, SubscriptionResource
 
 _REF = "#/components/schemas/{model}"
 
@@ -176,10 +176,12 @@ _CONNECTION = {
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (ApiConfig, Product, Subscription, SubscriptionRequest):
+    # The documented names: a subscription as the API returns it is a "Subscription".
+    for name, model in (("ApiConfig", ApiConfig), ("Product", Product), ("Subscription", SubscriptionResource),
+                        ("SubscriptionRequest", SubscriptionRequest)):  # fmt: skip
         schema = model.model_json_schema(ref_template=_REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+        schemas[name] = schema
     schemas["Subscription"]["properties"].pop("key_sha256", None)
     schemas["Subscription"]["required"] = [r for r in schemas["Subscription"]["required"] if r != "key_sha256"]
     schemas["Connection"] = _CONNECTION

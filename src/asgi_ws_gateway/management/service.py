@@ -261,29 +261,29 @@ class Manager:
         file_products = {p.name for p in self.base.products}
         await self._change(lambda o: subs.remove_product(o, name, file_products))
 
-    def subscriptions(self, product: str | None = None) -> list[subs.Subscription]:
+    def subscriptions(self, product: str | None = None) -> list[subs.SubscriptionResource]:
         """The configuration file's subscriptions, then those created here."""
         found = [*map(subs.from_file, self.base.subscriptions), *subs.subscriptions(self.overlay).values()]
         return [s for s in found if product is None or s.product == product]
 
-    def subscription(self, sid: str) -> subs.Subscription:
+    def subscription(self, sid: str) -> subs.SubscriptionResource:
         found = next((s for s in self.subscriptions() if s.id == sid), None)
         if found is None:
             raise NotFound(f"no subscription '{sid}'")
         return found
 
-    async def create_subscription(self, body: Any) -> tuple[subs.Subscription, str]:
+    async def create_subscription(self, body: Any) -> tuple[subs.SubscriptionResource, str]:
         """Create a subscription; returns it and its key (shown this once, never stored)."""
         request: subs.SubscriptionRequest = subs.parse(subs.SubscriptionRequest, body)
         key, sid = subs.new_key(), request.id or f"sub-{uuid.uuid4().hex[:12]}"
         await self._change(lambda o: subs.add_subscription(o, request, key, sid, self.base))
         return self.subscription(sid), key
 
-    async def set_subscription_state(self, sid: str, state: str) -> subs.Subscription:
+    async def set_subscription_state(self, sid: str, state: str) -> subs.SubscriptionResource:
         await self._change(lambda o: subs.change_subscription(o, sid, self.base, state=state))
         return self.subscription(sid)
 
-    async def regenerate_key(self, sid: str) -> tuple[subs.Subscription, str]:
+    async def regenerate_key(self, sid: str) -> tuple[subs.SubscriptionResource, str]:
         key = subs.new_key()
         await self._change(lambda o: subs.change_subscription(o, sid, self.base, key_sha256=subs.hash_key(key)))
         return self.subscription(sid), key

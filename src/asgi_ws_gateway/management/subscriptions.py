@@ -40,10 +40,10 @@ class SubscriptionRequest(BaseModel):
     expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
 
 
-class Subscription(BaseModel):
+class SubscriptionResource(BaseModel):
     """A subscription as stored: never the key, only its SHA-256."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Subscription")
 
     id: str
     product: str
@@ -82,8 +82,8 @@ def products(overlay: Overlay) -> dict[str, Product]:
     return {name: Product.model_validate(doc) for name, doc in overlay.products.items()}
 
 
-def subscriptions(overlay: Overlay) -> dict[str, Subscription]:
-    return {sid: Subscription.model_validate(doc) for sid, doc in overlay.subscriptions.items()}
+def subscriptions(overlay: Overlay) -> dict[str, SubscriptionResource]:
+    return {sid: SubscriptionResource.model_validate(doc) for sid, doc in overlay.subscriptions.items()}
 
 
 def add_product(overlay: Overlay, product: Product, api_names: set[str], file_products: set[str]) -> Overlay:
@@ -117,7 +117,7 @@ def add_subscription(
         raise Invalid("invalid subscription (1 problem(s))", [f"product: no product named '{request.product}'"])
     if sid in overlay.subscriptions or any(s.id == sid for s in file.subscriptions):
         raise Conflict(f"subscription '{sid}' exists already")
-    subscription = Subscription(
+    subscription = SubscriptionResource(
         id=sid,
         product=request.product,
         name=request.name,
@@ -128,9 +128,9 @@ def add_subscription(
     return _put(overlay, subscription)
 
 
-def from_file(subscription: SubscriptionConfig) -> Subscription:
+def from_file(subscription: SubscriptionConfig) -> SubscriptionResource:
     """A subscription of the configuration file, as the management API lists it."""
-    return Subscription(
+    return SubscriptionResource(
         id=subscription.id,
         product=subscription.product,
         name=subscription.name,
@@ -161,14 +161,14 @@ def _refuse_file_subscription(sid: str, file: GatewayConfig) -> None:
         raise Conflict(f"subscription '{sid}' is defined in the configuration file: change it there")
 
 
-def _put(overlay: Overlay, subscription: Subscription) -> Overlay:
+def _put(overlay: Overlay, subscription: SubscriptionResource) -> Overlay:
     return overlay.next(subscriptions={**overlay.subscriptions, subscription.id: subscription.model_dump(mode="json")})
 
 
 __all__ = [
     "Product",
-    "Subscription",
     "SubscriptionRequest",
+    "SubscriptionResource",
     "add_product",
     "add_subscription",
     "change_subscription",

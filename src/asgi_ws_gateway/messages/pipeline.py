@@ -3,7 +3,7 @@
 A :class:`MessagePolicy` is built once from the configuration. For each connection whose API has
 message policies, every policy is *attached* once per direction it is declared in and returns a
 handler (or None when it has nothing to do for this connection); the handlers of one direction form
-a :class:`Pipeline`. The relay awaits ``Pipeline.process`` for each message before it sends the
+a :class:`MessagePipeline`. The relay awaits ``MessagePipeline.process`` for each message before it sends the
 message on and before it receives the next one, so a policy that waits (a rate limit that delays)
 slows the sender down exactly as a slow receiver would: backpressure, nothing queued.
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Pipeline:
+class MessagePipeline:
     """The handlers one direction of one connection runs, in order."""
 
     __slots__ = ("connection", "direction", "handlers", "reply")
@@ -95,20 +95,20 @@ class MessagePolicySet:
     def __bool__(self) -> bool:
         return bool(self.inbound or self.outbound)
 
-    def attach(self, connection: ConnectionContext) -> tuple[Pipeline | None, Pipeline | None]:
+    def attach(self, connection: ConnectionContext) -> tuple[MessagePipeline | None, MessagePipeline | None]:
         """The connection's inbound and outbound pipelines (None: no handler in that direction)."""
         inbound = self._pipeline(self.inbound, "inbound", connection)
         return inbound, self._pipeline(self.outbound, "outbound", connection)
 
     def _pipeline(
         self, policies: list[MessagePolicy], direction: Direction, connection: ConnectionContext
-    ) -> Pipeline | None:
+    ) -> MessagePipeline | None:
         handlers = []
         for policy in policies:
             handler = policy.attach(connection, direction)
             if handler is not None:
                 handlers.append((policy.name, handler))
-        return Pipeline(handlers, direction, connection, self.reply) if handlers else None
+        return MessagePipeline(handlers, direction, connection, self.reply) if handlers else None
 
 
-__all__ = ["MessagePolicySet", "Pipeline"]
+__all__ = ["MessagePipeline", "MessagePolicySet"]

@@ -21,12 +21,12 @@ from .._types import Scope
 from ..config import GatewayConfig, mark_policies, parse_config, shorten
 from ..forwarded import Networks
 from ..handshake.context import HandshakeContext, RequestView
-from ..handshake.pipeline import FunctionPolicy, Pipeline, Policy
+from ..handshake.pipeline import FunctionPolicy, HandshakePipeline, Policy
 from ..messages.context import MessagePolicy
 from ..messages.pipeline import MessagePolicySet
 from ..state.base import Store
-from ..state.memory import MemoryStore
-from ..state.redis import RedisStore
+from ..state.memory import MemoryState
+from ..state.redis import RedisState
 from . import (  # noqa: F401 - registers types
     auth,
     control,
@@ -185,8 +185,8 @@ def make_store(config: GatewayConfig) -> Store:
     """The store the configuration asks for (Redis clients connect lazily, on first use)."""
     if config.store.type == "redis":
         assert config.store.url is not None
-        return RedisStore(config.store.url, prefix=config.store.prefix, timeout=config.store.timeout)
-    return MemoryStore(prefix=config.store.prefix)
+        return RedisState(config.store.url, prefix=config.store.prefix, timeout=config.store.timeout)
+    return MemoryState(prefix=config.store.prefix)
 
 
 class GatewayPolicies:
@@ -208,7 +208,7 @@ class GatewayPolicies:
         self._builder = builder = PolicyBuilder(self.store, clock)
         self._trusted = Networks(config.trusted_proxies)
         self._forwarded_header = config.forwarded_header
-        self.pipelines: dict[str, Pipeline] = {}
+        self.pipelines: dict[str, HandshakePipeline] = {}
         global_policies = builder.build(config.policies, ("policies",), "global")
         products = {
             p.name: builder.build(p.policies, ("products", i, "policies"), f"product:{p.name}")
@@ -227,7 +227,7 @@ class GatewayPolicies:
                         f"(inherited: {', '.join(sorted(names)) or 'none'})"
                     )
             skip = set(api.skip_policies)
-            self.pipelines[api.name] = Pipeline(
+            self.pipelines[api.name] = HandshakePipeline(
                 [p for p in global_policies if p.name not in skip],
                 {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine},
                 api_policies,
@@ -266,7 +266,7 @@ class GatewayPolicies:
 
 def check_policies(config: GatewayConfig) -> list[str]:
     """Every problem of the policy, product and subscription settings, by field path (nothing kept)."""
-    return GatewayPolicies(config, store=MemoryStore()).problems
+    return GatewayPolicies(config, store=MemoryState()).problems
 
 
 StoreFor = Callable[[GatewayConfig], Store | None]

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 _IDLE_CHECKS = 4
 
 
-class Relay(Protocol):
+class RelayHandle(Protocol):
     """What lifecycle and management use of a connection: the relay's, or passthrough's splice."""
 
     stats: RelayStats
@@ -40,7 +40,7 @@ class Relay(Protocol):
 # samples per idle period: an idle connection is closed within 1.25 periods
 
 
-async def watchdog(relay: Relay, *, idle_timeout: float | None, max_lifetime: float | None) -> None:
+async def watchdog(relay: RelayHandle, *, idle_timeout: float | None, max_lifetime: float | None) -> None:
     """Close ``relay`` with 1001 when idle for ``idle_timeout`` or older than ``max_lifetime`` seconds."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -63,7 +63,7 @@ async def watchdog(relay: Relay, *, idle_timeout: float | None, max_lifetime: fl
 
 
 @dataclass(eq=False)
-class LiveConnection:
+class TrackedConnection:
     """An open connection as management sees it."""
 
     id: str
@@ -72,7 +72,7 @@ class LiveConnection:
     """``host:port`` of the client as the server saw it."""
     opened_at: float
     """Unix time."""
-    relay: Relay = field(repr=False)
+    relay: RelayHandle = field(repr=False)
     subject: str | None = None
     """Who the client is, when a policy established it (e.g. a JWT's ``sub``)."""
     subscription: str | None = None
@@ -88,17 +88,17 @@ class ConnectionRegistry:
     """The open connections of one gateway, so they can be listed, addressed and drained."""
 
     def __init__(self) -> None:
-        self._open: dict[str, LiveConnection] = {}
-        self._by_relay: dict[Relay, str] = {}
+        self._open: dict[str, TrackedConnection] = {}
+        self._by_relay: dict[RelayHandle, str] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, relay: Relay, *, api: str, scope: Scope) -> LiveConnection:
+    def add(self, relay: RelayHandle, *, api: str, scope: Scope) -> TrackedConnection:
         client = scope.get("client")
-        connection = LiveConnection(
+        connection = TrackedConnection(
             id=uuid.uuid4().hex,
             api=api,
             client=f"{client[0]}:{client[1]}" if client else "-",
@@ -110,17 +110,17 @@ class ConnectionRegistry:
         self._empty.clear()
         return connection
 
-    def remove(self, relay: Relay) -> None:
+    def remove(self, relay: RelayHandle) -> None:
         connection_id = self._by_relay.pop(relay, None)
         if connection_id is not None:
             del self._open[connection_id]
         if not self._open:
             self._empty.set()
 
-    def get(self, connection_id: str) -> LiveConnection | None:
+    def get(self, connection_id: str) -> TrackedConnection | None:
         return self._open.get(connection_id)
 
-    def list(self) -> list[LiveConnection]:
+    def list(self) -> list[TrackedConnection]:
         return list(self._open.values())
 
     async def drain(self, code: int, reason: str, grace: float, *, apis: set[str] | None = None) -> None:
@@ -140,4 +140,4 @@ class ConnectionRegistry:
                 relay.abort()
 
 
-__all__ = ["ConnectionRegistry", "LiveConnection", "Relay", "watchdog"]
+__all__ = ["ConnectionRegistry", "RelayHandle", "TrackedConnection", "watchdog"]

@@ -17,6 +17,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from ..management.standalone import bind
+
 logger = logging.getLogger(__name__)
 
 EXIT_START_FAILED = 7
@@ -47,8 +49,6 @@ def serve(app: str, options: dict[str, Any], *, management_port: int | None = No
     config = uvicorn.Config(app, **options)
     sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
     if management_port:
-        from ..management.standalone import bind
-
         try:
             sockets.append(bind(config.host, management_port))
         except OSError as exc:

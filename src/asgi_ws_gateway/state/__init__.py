@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from .base import Decision, Store, StoreUnavailable, retry_after, store_key
 from .leases import LeaseKeeper
-from .memory import MemoryStore
+from .memory import MemoryState
 
-__all__ = ["Decision", "LeaseKeeper", "MemoryStore", "Store", "StoreUnavailable", "retry_after", "store_key"]
+__all__ = ["Decision", "LeaseKeeper", "MemoryState", "Store", "StoreUnavailable", "retry_after", "store_key"]

@@ -16,7 +16,7 @@ from .base import Decision, Reservation
 _SWEEP_EVERY = 1024  # operations between sweeps of expired entries
 
 
-class MemoryStore:
+class MemoryState:
     """Sliding windows, quota counters and leases in dictionaries (one event loop, no locking).
 
     Args:
@@ -117,4 +117,4 @@ class MemoryStore:
         self._leases = {k: live for k in list(self._leases) if (live := self._live(k, now))}
 
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryState"]

@@ -116,7 +116,7 @@ return out
 )
 
 
-class RedisStore:
+class RedisState:
     """A :class:`~asgi_ws_gateway.state.base.Store` on Redis.
 
     Args:
@@ -220,4 +220,4 @@ def _decision(result: Any) -> Decision:
     return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000)
 
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisState"]

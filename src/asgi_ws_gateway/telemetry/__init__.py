@@ -11,8 +11,8 @@ caller and wrap I/O in ``io_span()``; :func:`current_connection` returns the con
 relayed, to count a message policy's ``policy_action()``.
 """
 
-from .._context import current_handshake
-from .connection import ConnectionTrace, current_connection
+from .._context import current_connection, current_handshake
+from .connection import ConnectionTrace
 from .core import Telemetry
 from .tracing import HandshakeTrace, TracedConnector
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
@@ -19,22 +18,17 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
+from .._context import CONNECTION
 from ..redact import redact_text
 from . import names as n
-from .tracing import Attrs, HandshakeTrace
 
 if TYPE_CHECKING:
     from ..relay.pumps import RelayStats
     from .core import Telemetry
-    from .metrics import LiveConnection
+    from .metrics import MeteredConnection
+    from .tracing import Attrs, HandshakeTrace
 
 _ABNORMAL_CLOSE = frozenset({1006, 1011, 1014, 1015})
-_connection: ContextVar[ConnectionTrace | None] = ContextVar("asgi_ws_gateway.connection", default=None)
-
-
-def current_connection() -> ConnectionTrace | None:
-    """The connection the calling task relays, or None: message policies count their actions with it."""
-    return _connection.get()
 
 
 class ConnectionTrace:
@@ -51,7 +45,7 @@ class ConnectionTrace:
         self._started = time.perf_counter()
         self._closed = False
         self._otel_token: object | None = None
-        self._live: LiveConnection | None = None
+        self._live: MeteredConnection | None = None
         self._stats = stats
         api = handshake.api
         if telemetry.tracer is not None:
@@ -72,7 +66,7 @@ class ConnectionTrace:
                 handshake._events.span = self.span
         if telemetry.metrics is not None:
             self._live = telemetry.metrics.opened(api.name, stats)
-        self._token = _connection.set(self)  # the relay's pumps, created next, inherit it
+        self._token = CONNECTION.set(self)  # the relay's pumps, created next, inherit it
 
     def _attributes(self) -> Attrs:
         handshake = self._handshake
@@ -120,7 +114,7 @@ class ConnectionTrace:
         if self._otel_token is not None:
             otel_context.detach(self._otel_token)  # type: ignore[arg-type]
         with contextlib.suppress(ValueError):
-            _connection.reset(self._token)
+            CONNECTION.reset(self._token)
         telemetry = self._telemetry
         if telemetry.metrics is not None and self._live is not None:
             telemetry.metrics.closed(self._live, side, code, seconds)
@@ -135,4 +129,4 @@ class ConnectionTrace:
             telemetry.access.write(fields, span)
 
 
-__all__ = ["ConnectionTrace", "current_connection"]
+__all__ = ["ConnectionTrace"]

@@ -31,7 +31,7 @@ ActionKey = tuple[str, str, str, str]
 
 
 @dataclass(eq=False)
-class LiveConnection:
+class MeteredConnection:
     """An open connection's counters, as the observable instruments read them."""
 
     key: str
@@ -50,7 +50,7 @@ class _Totals:
         self.actions: Tally[ActionKey] = Tally()
         self.open = 0
 
-    def add(self, live: LiveConnection) -> None:
+    def add(self, live: MeteredConnection) -> None:
         s = live.stats
         for i, value in enumerate(
             (s.messages_in - s.binary_in, s.binary_in, s.messages_out - s.binary_out, s.binary_out)
@@ -85,7 +85,7 @@ class Metrics:
         self.base: dict[str, Attrs] = {name: {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
                                        for name, route in apis}  # fmt: skip
         self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
-        self._live: set[LiveConnection] = set()
+        self._live: set[MeteredConnection] = set()
         self._closed: dict[str, _Totals] = {}
         self._tallies: dict[str, Tally[AttrsKey]] = {}
         self.handshake_duration = _histogram(meter, n.HANDSHAKE_DURATION)
@@ -156,15 +156,15 @@ class Metrics:
             self._count(n.UPSTREAM_CONNECT_FAILURES, attrs)
         self.connect_duration.record(seconds, attrs)
 
-    def opened(self, api: str, stats: RelayStats) -> LiveConnection:
-        live = LiveConnection(api, stats)
+    def opened(self, api: str, stats: RelayStats) -> MeteredConnection:
+        live = MeteredConnection(api, stats)
         with self._lock:
             self._live.add(live)
             if api not in self._closed:
                 self._closed[api] = _Totals()
         return live
 
-    def closed(self, live: LiveConnection, side: str, code: int, seconds: float) -> None:
+    def closed(self, live: MeteredConnection, side: str, code: int, seconds: float) -> None:
         with self._lock:
             if live not in self._live:
                 return
@@ -257,4 +257,4 @@ def _histogram(meter: Meter, spec: n.Instrument) -> Histogram:
     )
 
 
-__all__ = ["LiveConnection", "Metrics"]
+__all__ = ["MeteredConnection", "Metrics"]

@@ -39,12 +39,12 @@ from ..errors import HandshakeDenied, UpstreamRejected
 from ..redact import redact_text, redact_url
 from . import names as n
 from . import propagation
+from .connection import ConnectionTrace
 from .events import MessageEvents
 
 if TYPE_CHECKING:
     from ..relay.pumps import RelayStats
     from ..upstream.base import Connector, UpstreamConnection, UpstreamRequest
-    from .connection import ConnectionTrace
     from .core import Telemetry
 
 Attrs = dict[str, AttributeValue]
@@ -317,8 +317,6 @@ class HandshakeTrace:
     def accepted(self, backend: str, subprotocol: str | None, stats: RelayStats) -> ConnectionTrace:
         """The client was accepted: end the handshake span, start the connection's."""
         self._finish("accepted", 101, None, None, {n.SUBPROTOCOL: subprotocol} if subprotocol else None)
-        from .connection import ConnectionTrace  # it needs this module's HandshakeTrace
-
         return ConnectionTrace(self, self._telemetry, backend, subprotocol, stats)
 
     def _finish(
