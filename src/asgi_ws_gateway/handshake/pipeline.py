@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..errors import HandshakeDenied
 from .context import HandshakeContext
-
-if TYPE_CHECKING:
-    pass
 
 
 @runtime_checkable

@@ -17,14 +17,10 @@ coroutine is made for a check that never waits) or return an awaitable.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
 from .context import ConnectionContext, Direction, ErrorReply, MessageHandler, MessagePolicy, WsMessage
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
