@@ -2,5 +2,5 @@
 the answers a denied handshake gets (``responses``), with the refusal log (``refusals``) and the
 request-head limits checked before any policy (``header_limits``).
 
-Policy authors import from :mod:`asgi_ws_gateway.extend`, not from here.
+Policy authors import from :mod:`asgi_ws_gateway.policies`, not from here.
 """

@@ -1,5 +1,5 @@
 """The message stage: what a message policy works with (``context``) and the per-direction pipeline
 the relay runs each message through (``pipeline``).
 
-Policy authors import from :mod:`asgi_ws_gateway.extend`, not from here.
+Policy authors import from :mod:`asgi_ws_gateway.policies`, not from here.
 """

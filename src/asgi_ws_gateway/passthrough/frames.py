@@ -2,7 +2,7 @@
 
 :class:`FrameScanner` reads the bytes one side sends as they arrive, split anywhere, and finds
 frame boundaries from the headers alone (RFC 6455 §5.2: 7, 16 or 64-bit lengths, masked or not).
-It counts messages and bytes into :class:`~asgi_ws_gateway.relay.RelayStats`, reads close frames'
+It counts messages and bytes into :class:`~asgi_ws_gateway.relay.pumps.RelayStats`, reads close frames'
 code and reason, and stops at the first frame that would take a message over the size limit, or
 that breaks the framing rules a WebSocket endpoint checks (§5.1-5.5: masking by direction, reserved
 bits no extension claimed, reserved opcodes, fragmented or long control frames, continuation frames

@@ -1,7 +1,7 @@
 """Passthrough: after the handshake, splice the client's and the upstream's TCP streams.
 
 Bytes are copied as they arrive, in both directions, by two asyncio protocols; a
-:class:`~asgi_ws_gateway.frames.FrameScanner` per direction reads the frame headers for the
+:class:`~asgi_ws_gateway.passthrough.frames.FrameScanner` per direction reads the frame headers for the
 counters and the close frames. Backpressure: when one transport's write buffer passes its high
 water mark, the other side's reading pauses until it drains, so nothing queues without bound.
 

@@ -2,7 +2,7 @@
 
 A message policy type is registered like a handshake one: a class with a ``Settings`` pydantic model
 and a constructor ``(settings, env)``, whose instances have a ``name`` and an ``attach`` method
-(see :class:`~asgi_ws_gateway.messages.MessagePolicy`)::
+(see :class:`~asgi_ws_gateway.messages.context.MessagePolicy`)::
 
     from asgi_ws_gateway.errors import DropMessage
     from asgi_ws_gateway.policies import PolicyEnv, PolicySettings

@@ -29,7 +29,7 @@ gateway needs on its edge:
   ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down. The application's
   call must not return before the connection is over.
 
-``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.http_protocol`) closes a client that does not send
+``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.server.http`) closes a client that does not send
 a complete request head in time, which the WebSocket protocol cannot see: uvicorn parses the
 upgrade request in its HTTP protocol before handing the connection over.
 
