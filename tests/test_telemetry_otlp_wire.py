@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -145,6 +145,11 @@ def test_an_attribute_that_cannot_be_encoded_is_left_out_as_the_sdk_does(
     (span,) = ExportTraceServiceRequest.FromString(ours).resource_spans[0].scope_spans[0].spans
     assert [kv.key for kv in span.attributes] == ["before", "after"]
     assert "bad" in caplog.text
+
+
+def test_an_attribute_whose_key_is_not_a_string_is_left_out_as_the_sdk_does() -> None:
+    batch = [_span(cast("dict[str, Any]", {"before": 1, 7: "seven", "after": "kept"}))]
+    assert encode_spans(batch) == _sdk(batch)
 
 
 def test_an_empty_batch_is_an_empty_request() -> None:

@@ -94,7 +94,13 @@ def _any_value(value: object) -> bytes:
 
 
 def _key_value(key: str, value: object) -> bytes:
-    """The body of a ``KeyValue``."""
+    """The body of a ``KeyValue``.
+
+    Raises:
+        ValueError, TypeError: as :func:`_any_value`, or ``key`` is not a string.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"invalid key type {type(key).__name__}")
     return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", _any_value(value))
 
 
