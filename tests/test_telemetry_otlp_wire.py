@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as SdkGrpcSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -213,6 +214,34 @@ def test_the_exporter_delivers_every_attribute(
     assert got.events == [("message", {"ws_gateway.message.size": 5})]
     assert got.links == [("00000000000000000000000000000001", "0000000000000002")]
     assert got.resource == {"service.name": "gw", "n": 3} and got.scope == "asgi_ws_gateway"
+
+
+def test_the_grpc_exporter_reconnects_with_its_bytes_stub(otlp: OtlpReceiver) -> None:
+    """The SDK rebuilds channel and stub after UNAVAILABLE: the rebuilt stub still sends the bytes as they are."""
+    exporter = GrpcSpanExporter(endpoint=otlp.endpoint("grpc"), insecure=True)
+    try:
+        exporter._initialize_channel_and_stub()  # what the SDK's retry does
+        assert exporter.export([_span({"k": "after reconnect"})]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert [s.attributes for s in otlp.spans()] == [{"k": "after reconnect"}]
+
+
+def test_an_sdk_grpc_exporter_it_does_not_fit_keeps_the_sdk_encoder(
+    otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SDK whose exporter never calls the hook that installs the bytes stub: a warning, and spans still arrive."""
+    monkeypatch.setattr(
+        GrpcSpanExporter, "_initialize_channel_and_stub", SdkGrpcSpanExporter._initialize_channel_and_stub
+    )
+    with caplog.at_level(logging.WARNING, "asgi_ws_gateway.telemetry.otlp_export"):
+        exporter = GrpcSpanExporter(endpoint=otlp.endpoint("grpc"), insecure=True)
+    try:
+        assert exporter._encoder is None and "its own encoder is used" in caplog.text
+        assert exporter.export([_span({"k": "sdk"})]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert [s.attributes for s in otlp.spans()] == [{"k": "sdk"}]
 
 
 def test_a_failed_http_export_is_a_failure(otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
