@@ -1,7 +1,8 @@
 """Finished spans straight to OTLP protobuf wire bytes (an ``ExportTraceServiceRequest``).
 
 The SDK's OTLP encoder builds a protobuf message object per span, attribute, key and value, then
-serializes them: about half of what a traced handshake costs (docs/telemetry.md, "What it costs").
+serializes them: 111 µs of a traced connection's 260 µs in-process, four times what this costs
+(docs/telemetry.md, "What it costs").
 This writes the same bytes directly: varints and length-delimited fields per the public schema
 (``opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto``), with the SDK's
 choices where the schema leaves one (``flags`` with the has-is-remote bit, an always-present
@@ -10,8 +11,9 @@ appearance). An attribute it cannot encode (an ``int`` beyond int64, a string th
 Unicode, another type) is logged and left out, as the SDK does. The tests parse the bytes back with
 ``opentelemetry-proto`` and compare them with the SDK encoder's output.
 
-Fields are written in field-number order. Bytes that repeat (resource, scope, and a bounded cache of
-attribute key/value pairs such as the route or the API's name) are encoded once.
+Fields are written in field-number order. A batch's resources and scopes are encoded once each;
+attribute key/value pairs that repeat (the route, the API's name) are kept encoded between batches,
+in a bounded cache.
 """
 
 from __future__ import annotations
