@@ -7,7 +7,10 @@ is sent), and a meter provider. Prints the process CPU (all threads, including t
 connection for each mode:
 
 * ``off``: no providers (the default gateway);
-* ``each``, ``failover``: traces and metrics, ``telemetry.attempt_spans`` as named;
+* ``each``, ``failover``: traces and metrics, ``telemetry.attempt_spans`` as named, encoded by the
+  gateway's encoder (``telemetry.otlp_wire``, what its own exporters use);
+* ``each-sdk-encoder``, ``failover-sdk-encoder``: the same, encoded by the SDK's protobuf encoder
+  (``ASGI_WS_GATEWAY_OTLP_ENCODER=sdk``, and every exporter before the gateway had its own);
 * ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs.
 
 Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3]``. Each measure runs in
@@ -26,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
-MODES = ("off", "each", "failover", "each-no-encoding")
+MODES = ("off", "each", "failover", "each-sdk-encoder", "failover-sdk-encoder", "each-no-encoding")
 SCOPE: dict[str, Any] = {
     "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
     "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
@@ -49,22 +52,33 @@ async def _measure(mode: str, count: int) -> float:
     from asgi_ws_gateway import load_config
     from asgi_ws_gateway.relay.pumps import RelayStats
     from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
+    from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
     from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
     from asgi_ws_gateway.upstream.request import build_request
 
-    encode = mode != "each-no-encoding"
+    encoder = SpanEncoder()
+
+    def gateway_encoding(spans: Sequence[ReadableSpan]) -> None:
+        encoder.encode(spans)
+
+    def sdk_encoding(spans: Sequence[ReadableSpan]) -> None:
+        encode_spans(spans).SerializeToString()
+
+    def no_encoding(spans: Sequence[ReadableSpan]) -> None:
+        pass
+
+    encode = no_encoding if mode == "each-no-encoding" else sdk_encoding if "sdk" in mode else gateway_encoding
 
     class Encoding(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            if encode:
-                encode_spans(spans).SerializeToString()
+            encode(spans)
             return SpanExportResult.SUCCESS
 
     class Upstream:
         async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
             return cast("UpstreamConnection", object())  # never used: no relay runs
 
-    attempt_spans = "failover" if mode == "failover" else "each"
+    attempt_spans = "failover" if mode.startswith("failover") else "each"
     config = load_config({
         "apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}],
         "telemetry": {"attempt_spans": attempt_spans},
@@ -111,7 +125,7 @@ def main() -> int:
             results[mode].append(float(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
     for mode, values in results.items():
         runs = ", ".join(f"{v:.0f}" for v in values)
-        print(f"{mode:17} median {statistics.median(values):7.1f} us CPU per connection   runs {runs}")
+        print(f"{mode:21} median {statistics.median(values):7.1f} us CPU per connection   runs {runs}")
     return 0
 
 

@@ -4,7 +4,8 @@ Processes, all on 127.0.0.1: a ``websockets`` echo upstream; an OTLP/gRPC receiv
 and counts what it gets; gateways under uvicorn with the same API: ``off`` (the default: no
 ``OTEL_*`` variables) and the variants exporting to the receiver: ``on`` (traces and metrics,
 default sampling: parent-based always-on; the target), ``sampled`` (10 % of traces), ``metrics``
-(no traces) and ``failover`` (as ``on``, with ``telemetry.attempt_spans: failover``). All use the
+(no traces), ``failover`` (as ``on``, with ``telemetry.attempt_spans: failover``), and
+``on-sdk-encoder``/``failover-sdk-encoder`` (the same with the SDK's OTLP encoder). All use the
 default batch span processor and collect metrics every second
 (more often than the 60 s default, so a collection falls in every round). This process is the load
 generator. Each round measures every gateway back to back, in a rotated order, so drift and other
@@ -251,15 +252,22 @@ def main() -> int:
     return _run(args)
 
 
+SDK_ENCODER = {"ASGI_WS_GATEWAY_OTLP_ENCODER": "sdk"}
 VARIANTS: dict[str, dict[str, str]] = {
     "on": {},
     "sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
     "metrics": {"OTEL_TRACES_EXPORTER": "none"},
     "failover": {},
+    "on-sdk-encoder": SDK_ENCODER,
+    "failover-sdk-encoder": SDK_ENCODER,
 }
 """Telemetry-on variants, each compared with the ``off`` gateway: default sampling (the target),
-10 % of traces sampled, metrics only, and default sampling with ``attempt_spans: failover``."""
-TELEMETRY: dict[str, dict[str, str]] = {"failover": {"attempt_spans": "failover"}}
+10 % of traces sampled, metrics only, default sampling with ``attempt_spans: failover``, and ``on``
+and ``failover`` with the SDK's OTLP encoder instead of the gateway's (how it was before it had one)."""
+TELEMETRY: dict[str, dict[str, str]] = {
+    "failover": {"attempt_spans": "failover"},
+    "failover-sdk-encoder": {"attempt_spans": "failover"},
+}
 """The gateway's ``telemetry`` section per variant (default: none)."""
 
 

@@ -21,7 +21,8 @@ from asgi_ws_gateway import ConfigError, GatewayConfig, TelemetryConfig, load_co
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
 from asgi_ws_gateway.telemetry import names as n
-from asgi_ws_gateway.telemetry.providers import resolve_providers
+from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExporter
+from asgi_ws_gateway.telemetry.providers import ENCODER_VARIABLE, resolve_providers
 from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.inprocess import InProcessConnector
 from asgi_ws_gateway.upstream.request import build_request
@@ -67,11 +68,37 @@ def test_otlp_endpoint_in_the_environment_starts_own_exporters(protocol: str) ->
         assert isinstance(providers.tracer, TracerProvider) and providers.meter is None
         assert providers.logger is not None and len(providers.owned) == 2
         assert providers.tracer.resource.attributes["service.name"] == "asgi-ws-gateway"
-        processor = providers.tracer._active_span_processor._span_processors[0]
-        exporter_module = type(processor._batch_processor._exporter).__module__  # type: ignore[attr-defined]
-        assert (".grpc." if protocol == "grpc" else ".http.") in exporter_module
+        exporter = _span_exporter(providers.tracer)
+        assert isinstance(exporter, GrpcSpanExporter if protocol == "grpc" else HttpSpanExporter)
+        assert exporter._encoder is not None  # this SDK's exporter is one the gateway's encoder fits
     finally:
         providers.shutdown()
+
+
+def _span_exporter(provider: TracerProvider) -> object:
+    processor = provider._active_span_processor._span_processors[0]
+    return processor._batch_processor._exporter  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_sdk_encoder_can_be_chosen_instead(protocol: str) -> None:
+    """ASGI_WS_GATEWAY_OTLP_ENCODER=sdk: the SDK's own exporter, unchanged (the escape hatch)."""
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+               "OTEL_METRICS_EXPORTER": "none", ENCODER_VARIABLE: "sdk"}  # fmt: skip
+    providers = resolve_providers(TelemetryConfig(), environ=environ)
+    try:
+        assert isinstance(providers.tracer, TracerProvider)
+        exporter = _span_exporter(providers.tracer)
+        assert type(exporter).__name__ == "OTLPSpanExporter"
+        assert type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.")
+    finally:
+        providers.shutdown()
+
+
+def test_an_unknown_encoder_is_a_config_error() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", ENCODER_VARIABLE: "fast"}
+    with pytest.raises(ConfigError, match=ENCODER_VARIABLE):
+        resolve_providers(TelemetryConfig(), environ=environ)
 
 
 def test_service_name_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
@@ -175,15 +176,33 @@ def _own_tracer_provider(protocol: str, resource: Resource, environ: Mapping[str
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
     provider = SdkTracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
     delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
-    processor: SpanProcessor = BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=delay)  # OTEL_BSP_*
+    exporter = _span_exporter(protocol, environ)
+    processor: SpanProcessor = BatchSpanProcessor(exporter, schedule_delay_millis=delay)  # OTEL_BSP_*
     provider.add_span_processor(processor)
     return provider
+
+
+ENCODER_VARIABLE = "ASGI_WS_GATEWAY_OTLP_ENCODER"
+"""``gateway`` (default): spans are encoded by :mod:`.otlp_wire`; ``sdk``: by the SDK's own encoder."""
+
+
+def _span_exporter(protocol: str, environ: Mapping[str, str]) -> SpanExporter:
+    encoder = environ.get(ENCODER_VARIABLE, "").strip().lower() or "gateway"
+    if encoder not in ("gateway", "sdk"):
+        raise ConfigError([f"{ENCODER_VARIABLE}: {encoder!r} is not supported (gateway or sdk)"], "environment")
+    if encoder == "sdk":
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                OTLPSpanExporter,
+            )
+        return OTLPSpanExporter()
+    from .otlp_export import GrpcSpanExporter, HttpSpanExporter
+
+    return GrpcSpanExporter() if protocol == "grpc" else HttpSpanExporter()
 
 
 def _own_meter_provider(protocol: str, resource: Resource) -> SdkMeterProvider:
@@ -213,4 +232,4 @@ def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider
     return provider
 
 
-__all__ = ["PROTOCOLS", "SCHEDULE_DELAY_MS", "Providers", "resolve_providers"]
+__all__ = ["ENCODER_VARIABLE", "PROTOCOLS", "SCHEDULE_DELAY_MS", "Providers", "resolve_providers"]

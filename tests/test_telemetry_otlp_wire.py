@@ -1,0 +1,265 @@
+"""The gateway's OTLP span encoder against the SDK's: the same request, parsed back with opentelemetry-proto.
+
+Spans are built directly as ``ReadableSpan`` (every field chosen by hypothesis: attribute value
+types, events, links, status, kinds, trace state, remote parents, resources, scopes, dropped
+counts); both encoders serialize the same batch, and the parsed messages and the bytes must match.
+The exporters are then run against a real OTLP receiver, over gRPC and HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as SdkGrpcSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExporter
+from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder, encode_spans
+from support.otlp import OtlpReceiver
+
+INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
+TEXT = st.text(max_size=12)
+SCALARS = st.one_of(st.none(), st.booleans(), TEXT, INT64, st.floats(allow_nan=False), st.binary(max_size=12))
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3).map(tuple), st.dictionaries(TEXT, inner, max_size=3)),
+    max_leaves=6,
+)
+"""Every case of AnyValue: the SDK's own spans hold scalars and tuples; nested values reach the encoder
+from resources and direct ReadableSpans."""
+ATTRIBUTES = st.dictionaries(TEXT, VALUES, max_size=6)
+TIMES = st.one_of(st.none(), st.integers(0, (1 << 64) - 1))
+
+
+@st.composite
+def bounded_attributes(draw: st.DrawFn) -> dict[str, Any] | BoundedAttributes:
+    """A plain dict, or the SDK's bounded mapping with some attributes dropped (a dropped count)."""
+    attributes = draw(ATTRIBUTES)
+    if not draw(st.booleans()):
+        return attributes
+    # The SDK's own mapping: values it refuses (None, dicts) are left out, the overflow is counted.
+    bounded = BoundedAttributes(maxlen=draw(st.integers(0, 3)), attributes=attributes, immutable=False)
+    return bounded
+
+
+def _bounded_list(items: list[Any], maxlen: int | None) -> list[Any] | BoundedList[Any]:
+    return items if maxlen is None else BoundedList.from_seq(maxlen, items)
+
+
+@st.composite
+def span_contexts(draw: st.DrawFn) -> SpanContext:
+    pair = st.tuples(
+        st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)
+    )
+    state = draw(st.lists(pair, max_size=2, unique_by=lambda kv: kv[0]))
+    return SpanContext(
+        draw(st.integers(1, (1 << 128) - 1)), draw(st.integers(1, (1 << 64) - 1)), draw(st.booleans()),
+        TraceFlags(draw(st.sampled_from([0, 1]))), TraceState(state),
+    )  # fmt: skip
+
+
+RESOURCES = [Resource({"service.name": "gw", "n": 3}), Resource({"service.name": "gw", "n": 3}),
+             Resource({"service.name": "other", "tags": ("a", "b")}, "https://opentelemetry.io/schemas/1.21.0"),
+             Resource({})]  # fmt: skip
+"""The first two are equal but distinct objects: the SDK groups them as one resource."""
+SCOPES = [
+    None, InstrumentationScope("asgi_ws_gateway", "1.2.3"), InstrumentationScope("asgi_ws_gateway", "1.2.3"),
+    InstrumentationScope("other", None, "https://schema", {"scope.attr": True}), InstrumentationScope(""),
+]  # fmt: skip
+
+
+@st.composite
+def spans(draw: st.DrawFn) -> ReadableSpan:
+    code = draw(st.sampled_from(list(StatusCode)))
+    status = Status(code, draw(st.one_of(st.none(), TEXT)) if code is StatusCode.ERROR else None)
+    events = [Event(draw(TEXT), draw(bounded_attributes()), draw(st.integers(0, (1 << 64) - 1)))
+              for _ in range(draw(st.integers(0, 3)))]  # fmt: skip
+    links = [Link(draw(span_contexts()), draw(bounded_attributes())) for _ in range(draw(st.integers(0, 3)))]
+    return ReadableSpan(
+        name=draw(TEXT), context=draw(span_contexts()), parent=draw(st.one_of(st.none(), span_contexts())),
+        resource=draw(st.sampled_from(RESOURCES)), attributes=draw(bounded_attributes()),
+        events=_bounded_list(events, draw(st.one_of(st.none(), st.integers(0, 2)))),
+        links=_bounded_list(links, draw(st.one_of(st.none(), st.integers(0, 2)))),
+        kind=draw(st.sampled_from(list(SpanKind))), status=status, start_time=draw(TIMES), end_time=draw(TIMES),
+        instrumentation_scope=draw(st.sampled_from(SCOPES)),
+    )  # fmt: skip
+
+
+def _sdk(batch: list[ReadableSpan]) -> bytes:
+    return sdk_encode_spans(batch).SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(spans(), max_size=5))
+def test_a_batch_encodes_as_the_sdk_encodes_it(batch: list[ReadableSpan]) -> None:
+    """Every field of every span, its resource and scope groups: the same message, the same bytes."""
+    ours = encode_spans(batch)
+    assert ExportTraceServiceRequest.FromString(ours) == sdk_encode_spans(batch)
+    assert ours == _sdk(batch)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(spans(), min_size=1, max_size=3), min_size=2, max_size=4))
+def test_the_pair_cache_kept_between_batches_changes_nothing(batches: list[list[ReadableSpan]]) -> None:
+    """One encoder over many batches (as an exporter keeps it) gives what a fresh one gives."""
+    encoder = SpanEncoder()
+    for batch in batches:
+        assert encoder.encode(batch) == _sdk(batch)
+
+
+def test_equal_values_of_different_types_are_not_confused_by_the_cache() -> None:
+    """True, 1 and 1.0 are equal dict keys; -0.0 equals 0.0: each keeps its own case."""
+    encoder = SpanEncoder()
+    for value in (1, True, 1.0, 0.0, -0.0, "1", 0, False):
+        batch = [_span({"k": value})]
+        assert encoder.encode(batch) == _sdk(batch), value
+
+
+def _span(attributes: dict[str, Any]) -> ReadableSpan:
+    context = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False)
+    return ReadableSpan("s", context, attributes=attributes, start_time=1, end_time=2, resource=RESOURCES[0])
+
+
+@pytest.mark.parametrize(
+    "bad", [1 << 63, -(1 << 63) - 1, "\ud800", object()], ids=["int64+1", "int64-1", "surrogate", "object"]
+)
+def test_an_attribute_that_cannot_be_encoded_is_left_out_as_the_sdk_does(
+    bad: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    batch = [_span({"before": 1, "bad": bad, "after": "kept"})]
+    with caplog.at_level(logging.ERROR, "asgi_ws_gateway.telemetry.otlp_wire"):
+        ours = encode_spans(batch)
+    assert ours == _sdk(batch)
+    (span,) = ExportTraceServiceRequest.FromString(ours).resource_spans[0].scope_spans[0].spans
+    assert [kv.key for kv in span.attributes] == ["before", "after"]
+    assert "bad" in caplog.text
+
+
+def test_an_attribute_whose_key_is_not_a_string_is_left_out_as_the_sdk_does() -> None:
+    batch = [_span(cast("dict[str, Any]", {"before": 1, 7: "seven", "after": "kept"}))]
+    assert encode_spans(batch) == _sdk(batch)
+
+
+def test_an_empty_batch_is_an_empty_request() -> None:
+    assert encode_spans([]) == _sdk([]) == b""
+
+
+# -- the exporters, against a real receiver --------------------------------------------------------
+
+
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+GATEWAY_SPAN: dict[str, Any] = {
+    "http.request.method": "GET", "http.route": "/ws/chat/{room}", "ws_gateway.api.name": "chat",
+    "network.protocol.name": "websocket", "url.scheme": "ws", "url.path": "/ws/chat/lobby",
+    "client.address": "10.0.0.7", "user_agent.original": "probe/1.0", "network.protocol.version": "13",
+    "server.address": "gw.example", "server.port": 8000, "http.response.status_code": 101,
+    "ws_gateway.handshake.outcome": "accepted", "ws_gateway.upstream.attempts": 2, "ratio": 0.25,
+    "flag": False, "tags": ("a", "b"), "raw": b"\x00\x01",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("compression", ["", "gzip"])
+def test_the_exporter_delivers_every_attribute(
+    otlp: OtlpReceiver, protocol: str, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the SDK's transport (endpoint and compression from OTEL_*), decoded attribute by attribute."""
+    if compression:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", compression)
+    if protocol == "grpc":
+        exporter: GrpcSpanExporter | HttpSpanExporter = GrpcSpanExporter(endpoint=otlp.endpoint("grpc"), insecure=True)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint("http/protobuf"))
+        exporter = HttpSpanExporter()
+    assert exporter._encoder is not None
+    parent = SpanContext(0x1, 0x2, True)
+    span = ReadableSpan(
+        "GET /ws/chat/{room}", SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False), parent,
+        RESOURCES[0], GATEWAY_SPAN, [Event("message", {"ws_gateway.message.size": 5}, 7)], [Link(parent)],
+        SpanKind.SERVER, status=Status(StatusCode.ERROR, "upstream_unreachable"), start_time=10, end_time=20,
+        instrumentation_scope=SCOPES[1],
+    )  # fmt: skip
+    try:
+        assert exporter.export([span]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    got = otlp.wait_for_span(lambda s: s.name == "GET /ws/chat/{room}")
+    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in GATEWAY_SPAN.items()}
+    assert got.attributes == expected and got.protocol == protocol
+    assert (got.kind, got.status_code, got.parent_span_id, got.start_ns, got.end_ns) == (
+        2,
+        2,
+        "0000000000000002",
+        10,
+        20,
+    )
+    assert got.events == [("message", {"ws_gateway.message.size": 5})]
+    assert got.links == [("00000000000000000000000000000001", "0000000000000002")]
+    assert got.resource == {"service.name": "gw", "n": 3} and got.scope == "asgi_ws_gateway"
+
+
+def test_the_grpc_exporter_reconnects_with_its_bytes_stub(otlp: OtlpReceiver) -> None:
+    """The SDK rebuilds channel and stub after UNAVAILABLE: the rebuilt stub still sends the bytes as they are."""
+    exporter = GrpcSpanExporter(endpoint=otlp.endpoint("grpc"), insecure=True)
+    try:
+        exporter._initialize_channel_and_stub()  # what the SDK's retry does
+        assert exporter.export([_span({"k": "after reconnect"})]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert [s.attributes for s in otlp.spans()] == [{"k": "after reconnect"}]
+
+
+def test_an_sdk_grpc_exporter_it_does_not_fit_keeps_the_sdk_encoder(
+    otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SDK whose exporter never calls the hook that installs the bytes stub: a warning, and spans still arrive."""
+    monkeypatch.setattr(
+        GrpcSpanExporter, "_initialize_channel_and_stub", SdkGrpcSpanExporter._initialize_channel_and_stub
+    )
+    with caplog.at_level(logging.WARNING, "asgi_ws_gateway.telemetry.otlp_export"):
+        exporter = GrpcSpanExporter(endpoint=otlp.endpoint("grpc"), insecure=True)
+    try:
+        assert exporter._encoder is None and "its own encoder is used" in caplog.text
+        assert exporter.export([_span({"k": "sdk"})]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert [s.attributes for s in otlp.spans()] == [{"k": "sdk"}]
+
+
+def test_a_failed_http_export_is_a_failure(otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver answers 404 on another path: the batch fails, as with the SDK's exporter."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2")
+    exporter = HttpSpanExporter(endpoint=otlp.endpoint("http/protobuf") + "/v1/elsewhere")
+    try:
+        assert exporter.export([_span({"k": "v"})]) is SpanExportResult.FAILURE
+    finally:
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+    assert exporter.export([_span({"k": "v"})]) is SpanExportResult.FAILURE  # after shutdown
+
+
+def test_an_http_batch_over_max_request_size_is_dropped_unsent(otlp: OtlpReceiver) -> None:
+    exporter = HttpSpanExporter(endpoint=otlp.endpoint("http/protobuf") + "/v1/traces", max_request_size=160)
+    try:
+        assert exporter.export([_span({"k": "v" * 200})]) is SpanExportResult.FAILURE
+        assert exporter.export([_span({"k": "v"})]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+    assert [s.attributes for s in otlp.spans()] == [{"k": "v"}]
