@@ -1,7 +1,7 @@
 """The relay's close sequences, fast: pure asyncio, a fake upstream and a fake ASGI client, no sockets.
 
-Every test runs on the plain :class:`Relay` and on :class:`PolicyRelay` (a pass-through policy each
-way, so both of its pumps run their policy versions). Each test checks the codes each side got,
+Every test runs on a :class:`Relay` without message policies and on one with a pass-through policy
+each way (so both pumps run their processing step). Each test checks the codes each side got,
 that ``run()`` returned (a hang fails at ``HANG`` seconds; the relay's close timeout is
 ``CLOSE_TIMEOUT``), that no task outlived it, and how many ERROR lines it logged.
 """
@@ -18,7 +18,6 @@ import pytest
 
 from asgi_ws_gateway._types import Data, Message
 from asgi_ws_gateway.handshake import HandshakeContext
-from asgi_ws_gateway.message_relay import PolicyRelay
 from asgi_ws_gateway.messages import ConnectionContext, MessageHandler, MessagePolicySet, WsMessage
 from asgi_ws_gateway.relay import Relay, client_vanished
 from asgi_ws_gateway.upstream import UpstreamClosed
@@ -153,7 +152,7 @@ class FakeClient:
 
 
 class _PassThrough:
-    """A message policy that changes nothing: it makes ``PolicyRelay`` run its policy pumps."""
+    """A message policy that changes nothing: it makes both pumps run their processing step."""
 
     name = "pass"
 
@@ -164,10 +163,10 @@ class _PassThrough:
         return handle
 
 
-RelayKind = Literal["relay", "policy-relay"]
+RelayKind = Literal["relay", "with-policies"]
 
 
-@pytest.fixture(params=["relay", "policy-relay"])
+@pytest.fixture(params=["relay", "with-policies"])
 def kind(request: pytest.FixtureRequest) -> RelayKind:
     value: RelayKind = request.param
     return value
@@ -178,8 +177,8 @@ def make_relay(kind: RelayKind, client: FakeClient, upstream: FakeUpstream) -> R
         return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT)
     policies = MessagePolicySet([_PassThrough()], [_PassThrough()])
     handshake = HandshakeContext("chat", context("/ws/x").request)
-    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
-                       policies=policies, handshake=handshake)  # fmt: skip
+    return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                 policies=policies, handshake=handshake)  # fmt: skip
 
 
 @pytest.fixture
@@ -467,10 +466,10 @@ class _StartsOnFirstMessage:
         return handle
 
 
-def _policy_relay(client: FakeClient, upstream: FakeUpstream, policy: Any) -> PolicyRelay:
+def _policy_relay(client: FakeClient, upstream: FakeUpstream, policy: Any) -> Relay:
     handshake = HandshakeContext("chat", context("/ws/x").request)
-    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
-                       policies=MessagePolicySet([policy], []), handshake=handshake)  # fmt: skip
+    return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                 policies=MessagePolicySet([policy], []), handshake=handshake)  # fmt: skip
 
 
 async def test_start_while_running_runs_at_once_and_is_cancelled_at_the_end(errors: Any) -> None:
@@ -542,4 +541,4 @@ async def test_failing_background_work_is_logged_once_when_it_fails(errors: Any)
     await run_to_end(relay)
     await closer
     assert upstream.sent == ["go", "still relayed"]
-    assert errors() == ["asgi_ws_gateway.message_relay: message policy task failed"]
+    assert errors() == ["asgi_ws_gateway.relay: message policy task failed"]

@@ -20,7 +20,6 @@ from .header_limits import check_header_limits
 from .inprocess import InProcessConnector
 from .lifecycle import ConnectionRegistry, LiveConnection, watchdog
 from .lifecycle import Relay as ConnectionRelay
-from .message_relay import PolicyRelay
 from .messages import MessagePolicySet
 from .passthrough import EXTENSION, Splice
 from .policies import GatewayPolicies
@@ -372,12 +371,10 @@ class WebSocketGateway:
         upstream: UpstreamConnection,
         send: Send,
     ) -> Relay:
-        """The plain relay, or the policy relay when the connection has message policies (chosen once)."""
-        max_size, close_timeout = api.config.max_message_size, api.config.close_timeout
-        if message_policies is None:
-            return Relay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout)
-        return PolicyRelay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout,
-                           policies=message_policies, handshake=handshake)  # fmt: skip
+        """The connection's relay, with its message policies attached (None: the no-policy path)."""
+        cfg = api.config
+        return Relay(receive, send, upstream, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout,
+                     policies=message_policies, handshake=handshake)  # fmt: skip
 
     async def _deny(
         self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None
