@@ -50,7 +50,7 @@ async def _measure(mode: str, count: int) -> float:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
-    from asgi_ws_gateway.relay.pumps import RelayStats
+    from asgi_ws_gateway.relay.stats import RelayStats
     from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
     from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest

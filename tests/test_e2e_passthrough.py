@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import test_e2e_relay
+from asgi_ws_gateway.relay.pumps import Relay
 from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
 from support.servers import UvicornServer, WSImpl
@@ -113,7 +114,8 @@ async def test_message_policies_keep_the_relay(upstream: UpstreamServer) -> None
             await ws.send("hi")
             assert await ws.recv() == "hi"
             (live,) = relayed.gateway.gateway.connections()
-            assert type(live.relay).__name__ == "PolicyRelay"
+            assert isinstance(live.relay, Relay)
+            assert live.relay.connection is not None  # its message policies are attached
             await ws.close()
         await relayed.gateway.settle()
 

@@ -6,7 +6,7 @@ import pytest
 from websockets.frames import Close, Frame, Opcode
 
 from asgi_ws_gateway.passthrough.frames import FrameScanner, close_frame, encode_frame
-from asgi_ws_gateway.relay.pumps import RelayStats
+from asgi_ws_gateway.relay.stats import RelayStats
 
 
 def _scanner(max_size: int = 1 << 20, inbound: bool = True) -> tuple[FrameScanner, RelayStats]:

@@ -14,7 +14,7 @@ from asgi_ws_gateway.messages.context import ConnectionContext, ErrorReply, WsMe
 from asgi_ws_gateway.messages.pipeline import MessagePipeline, MessagePolicySet
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.policies.message_rates import SharedBudget
-from asgi_ws_gateway.relay.pumps import RelayStats
+from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.state.base import Reservation
 from asgi_ws_gateway.state.memory import MemoryState
 from policy_helpers import context

@@ -12,7 +12,7 @@ from typing import Any, cast
 from asgi_ws_gateway.passthrough.frames import FrameScanner, close_frame, encode_frame
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
 from asgi_ws_gateway.passthrough.splice import Splice
-from asgi_ws_gateway.relay.pumps import RelayStats
+from asgi_ws_gateway.relay.stats import RelayStats
 
 
 class FakeTransport:

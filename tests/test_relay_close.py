@@ -1,7 +1,7 @@
 """The relay's close sequences, fast: pure asyncio, a fake upstream and a fake ASGI client, no sockets.
 
-Every test runs on the plain :class:`Relay` and on :class:`PolicyRelay` (a pass-through policy each
-way, so both of its pumps run their policy versions). Each test checks the codes each side got,
+Every test runs on a :class:`Relay` without message policies and on one with a pass-through policy
+each way (so both pumps run their processing step). Each test checks the codes each side got,
 that ``run()`` returned (a hang fails at ``HANG`` seconds; the relay's close timeout is
 ``CLOSE_TIMEOUT``), that no task outlived it, and how many ERROR lines it logged.
 """
@@ -20,8 +20,8 @@ from asgi_ws_gateway._types import Data, Message
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
-from asgi_ws_gateway.relay.policy import PolicyRelay
-from asgi_ws_gateway.relay.pumps import Relay, client_vanished
+from asgi_ws_gateway.relay.close_codes import client_vanished
+from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.upstream.base import UpstreamClosed
 from policy_helpers import context
 
@@ -154,7 +154,7 @@ class FakeClient:
 
 
 class _PassThrough:
-    """A message policy that changes nothing: it makes ``PolicyRelay`` run its policy pumps."""
+    """A message policy that changes nothing: it makes both pumps run their processing step."""
 
     name = "pass"
 
@@ -165,10 +165,10 @@ class _PassThrough:
         return handle
 
 
-RelayKind = Literal["relay", "policy-relay"]
+RelayKind = Literal["relay", "with-policies"]
 
 
-@pytest.fixture(params=["relay", "policy-relay"])
+@pytest.fixture(params=["relay", "with-policies"])
 def kind(request: pytest.FixtureRequest) -> RelayKind:
     value: RelayKind = request.param
     return value
@@ -179,8 +179,8 @@ def make_relay(kind: RelayKind, client: FakeClient, upstream: FakeUpstream) -> R
         return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT)
     policies = MessagePolicySet([_PassThrough()], [_PassThrough()])
     handshake = HandshakeContext("chat", context("/ws/x").request)
-    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
-                       policies=policies, handshake=handshake)  # fmt: skip
+    return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                 policies=policies, handshake=handshake)  # fmt: skip
 
 
 @pytest.fixture
@@ -468,10 +468,10 @@ class _StartsOnFirstMessage:
         return handle
 
 
-def _policy_relay(client: FakeClient, upstream: FakeUpstream, policy: Any) -> PolicyRelay:
+def _policy_relay(client: FakeClient, upstream: FakeUpstream, policy: Any) -> Relay:
     handshake = HandshakeContext("chat", context("/ws/x").request)
-    return PolicyRelay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
-                       policies=MessagePolicySet([policy], []), handshake=handshake)  # fmt: skip
+    return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                 policies=MessagePolicySet([policy], []), handshake=handshake)  # fmt: skip
 
 
 async def test_start_while_running_runs_at_once_and_is_cancelled_at_the_end(errors: Any) -> None:
@@ -543,4 +543,4 @@ async def test_failing_background_work_is_logged_once_when_it_fails(errors: Any)
     await run_to_end(relay)
     await closer
     assert upstream.sent == ["go", "still relayed"]
-    assert errors() == ["asgi_ws_gateway.relay.policy: message policy task failed"]
+    assert errors() == ["asgi_ws_gateway.relay.pumps: message policy task failed"]

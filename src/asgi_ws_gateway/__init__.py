@@ -14,7 +14,7 @@ from .errors import (
 from .management import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore
 from .middleware import WebSocketGateway
 from .policies.build import load_config
-from .relay.pumps import RelayStats
+from .relay.stats import RelayStats
 from .schema import json_schema
 
 __all__ = [

@@ -23,7 +23,6 @@ from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import EXTENSION, Splice
 from .policies.build import GatewayPolicies, load_policies
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
-from .relay.policy import PolicyRelay
 from .relay.pumps import Relay
 from .routing import Router
 from .startup import StartupFailure, built_by_starlette
@@ -377,12 +376,10 @@ class WebSocketGateway:
         upstream: UpstreamConnection,
         send: Send,
     ) -> Relay:
-        """The plain relay, or the policy relay when the connection has message policies (chosen once)."""
-        max_size, close_timeout = api.config.max_message_size, api.config.close_timeout
-        if message_policies is None:
-            return Relay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout)
-        return PolicyRelay(receive, send, upstream, max_message_size=max_size, close_timeout=close_timeout,
-                           policies=message_policies, handshake=handshake)  # fmt: skip
+        """The connection's relay, with its message policies attached (None: the no-policy path)."""
+        cfg = api.config
+        return Relay(receive, send, upstream, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout,
+                     policies=message_policies, handshake=handshake)  # fmt: skip
 
     async def _deny(
         self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
 from ..policies.build import check_policies
-from ..relay.pumps import wire_code
+from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed

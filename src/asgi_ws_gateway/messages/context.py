@@ -14,7 +14,7 @@ from ..templates import NAMESPACES, Template
 
 if TYPE_CHECKING:
     from ..handshake.context import HandshakeContext, Subscription
-    from ..relay.pumps import RelayStats
+    from ..relay.stats import RelayStats
 
 logger = logging.getLogger(__name__)
 

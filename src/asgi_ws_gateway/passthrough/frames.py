@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ..relay.pumps import RelayStats
+from ..relay.stats import RelayStats
 
 _CLOSE = 0x8
 _CONTROL = 0x8  # opcodes 0x8 and above are control frames

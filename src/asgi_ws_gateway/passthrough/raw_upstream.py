@@ -21,7 +21,7 @@ from .._types import Headers, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from ..redact import redact_text
-from ..relay.pumps import wire_code, wire_reason
+from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
 from ..upstream.request import kept_response_headers
 from .frames import close_frame

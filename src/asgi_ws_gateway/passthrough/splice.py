@@ -32,7 +32,8 @@ import logging
 from typing import Any
 
 from .._types import Data, Message
-from ..relay.pumps import RelayStats, wire_code, wire_reason
+from ..relay.close_codes import wire_code, wire_reason
+from ..relay.stats import RelayStats
 from .frames import FrameScanner, close_frame, encode_frame
 from .raw_upstream import RawUpstream
 

@@ -1,3 +1,4 @@
-"""The relay: two pumps between an accepted client and its upstream connection (``pumps``), the
-message-policy variant (``policy``) and the watchdog and registry of live connections (``lifecycle``).
+"""The relay: two pumps between an accepted client and its upstream connection, each with an optional
+message-policy step (``pumps``); the counters and close codes it shares with the passthrough splice
+(``stats``, ``close_codes``); the watchdog and registry of live connections (``lifecycle``).
 """

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .._types import Data, Scope
-from .pumps import RelayStats
+from .stats import RelayStats
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,13 @@
 """The relay: two pumps that copy messages between the client (ASGI) and the upstream.
 
 Each pump awaits every send before its next receive, so a slow reader slows its writer and nothing
-queues without bound. Whichever side closes first, the other is closed with the mirrored code and
-reason, and both pumps always finish:
+queues without bound. A connection whose API has message policies runs the same pumps with one more
+step: each pump awaits its direction's :class:`~asgi_ws_gateway.messages.pipeline.MessagePipeline` between receiving
+a message and sending it on (a policy that waits holds the sender back, exactly as a slow receiver
+would). A direction without policies -- every direction of an API without any -- skips that step.
+
+Whichever side closes first, the other is closed with the mirrored code and reason, and both pumps
+always finish:
 
 * the client closes: its code goes upstream; the upstream pump keeps draining (and dropping)
   until the upstream completes the closing handshake;
@@ -29,6 +34,11 @@ A client that vanishes gets 1001 upstream, not 1011: nothing failed in the gatew
 backend, the client went away (RFC 6455 §7.4.1) -- a backend that alerts on 1011 would otherwise
 page for every phone that lost its signal. Passthrough's splice sends the same.
 
+When a message policy closes the connection, the message's sender (the offender) gets the policy's
+code, the other side ``peer_code`` (1001). When the offender is the upstream, the upstream pump keeps
+draining while the upstream finishes its closing handshake, so a flooding upstream cannot stall its
+own close.
+
 Reserved codes never go on the wire: 1005 (no status) is sent as 1000, 1006 and 1015 as 1011.
 """
 
@@ -37,88 +47,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._types import Data, Message, Receive, Send
+from ..errors import CloseConnection
+from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection
+from .close_codes import client_vanished, wire_code, wire_reason
+from .stats import RelayStats
+
+if TYPE_CHECKING:
+    from ..handshake.context import HandshakeContext
+    from ..messages.pipeline import MessagePipeline, MessagePolicySet
 
 logger = logging.getLogger(__name__)
-
-Side = Literal["client", "upstream", "gateway"]
-
-
-def wire_code(code: int) -> int:
-    """A close code that may be sent in a close frame, mapping the reserved ones."""
-    if code == 1005:
-        return 1000
-    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
-        return code
-    return 1011  # 1006, 1015 and codes no peer may send
-
-
-def client_vanished(disconnect: Message) -> bool:
-    """True when a ``websocket.disconnect`` reports a lost TCP connection rather than a close frame.
-
-    Servers disagree: uvicorn's legacy ``websockets`` implementation reports 1006, while its
-    ``wsproto`` and ``websockets-sansio`` implementations report 1005 *without* a ``reason`` key
-    (a close frame without a status code comes as 1005 with ``reason: ""``).
-    """
-    code = disconnect.get("code", 1005)
-    return code == 1006 or (code == 1005 and "reason" not in disconnect)
-
-
-def wire_reason(reason: str) -> str:
-    """A close reason cut to the 123 bytes a close frame holds, on a character boundary."""
-    encoded = reason.encode()
-    return reason if len(encoded) <= 123 else encoded[:123].decode(errors="ignore")
-
-
-@dataclass
-class RelayStats:
-    """What went through one connection; ``*_in`` is client to upstream, ``*_out`` the reverse.
-
-    Counted inline by the pumps (plain integer increments: telemetry reads these counters, it
-    makes no call per message). ``binary_*`` count the binary subset; text is the rest. ``sizes_*``
-    count messages by ``size.bit_length()``: slot *k* holds sizes from 2**(k-1) to 2**k - 1.
-    """
-
-    messages_in: int = 0
-    bytes_in: int = 0
-    messages_out: int = 0
-    bytes_out: int = 0
-    binary_in: int = 0
-    binary_bytes_in: int = 0
-    binary_out: int = 0
-    binary_bytes_out: int = 0
-    sizes_in: list[int] = field(default_factory=list, repr=False)
-    sizes_out: list[int] = field(default_factory=list, repr=False)
-    closed_by: Side | None = None
-    close_code: int | None = None
-    """The code the side that closed first sent (1006: it vanished without a close frame)."""
-    close_reason: str = ""
-    policy_actions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    """What message policies did: ``(policy, action, direction, reason)`` -> count. Actions are
-    ``drop``, ``close``, ``delay`` and ``refresh``; directions ``inbound`` (client to upstream) and
-    ``outbound``. Messages a policy dropped are still counted in ``messages_*``/``bytes_*``."""
-
-    # The plain relay's pumps count inline (a method call per message is measurable there); the
-    # policy relay, which spends far more per message, counts through these two.
-    def count_in(self, size: int, binary: bool) -> None:
-        self.messages_in += 1
-        self.bytes_in += size
-        if binary:
-            self.binary_in += 1
-            self.binary_bytes_in += size
-        self.sizes_in[min(size.bit_length(), len(self.sizes_in) - 1)] += 1
-
-    def count_out(self, size: int, binary: bool) -> None:
-        self.messages_out += 1
-        self.bytes_out += size
-        if binary:
-            self.binary_out += 1
-            self.binary_bytes_out += size
-        self.sizes_out[min(size.bit_length(), len(self.sizes_out) - 1)] += 1
 
 
 class Relay:
@@ -132,6 +75,12 @@ class Relay:
         close_timeout: seconds the second pump gets to finish after the first ended with a close,
             and the client's close may take; the upstream's close is given twice that, over the
             connector's own bound of ``close_timeout`` (default 5).
+        policies: the connection's message policies (default None: none); attached here, once.
+        handshake: the connection's handshake context, which the policies see; required with
+            ``policies``.
+
+    Attributes:
+        connection: what the message policies see of the connection (None without policies).
     """
 
     def __init__(
@@ -142,6 +91,8 @@ class Relay:
         *,
         max_message_size: int,
         close_timeout: float = 5.0,
+        policies: MessagePolicySet | None = None,
+        handshake: HandshakeContext | None = None,
     ) -> None:
         slots = max_message_size.bit_length() + 1  # a message over the limit is never counted
         self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
@@ -155,13 +106,37 @@ class Relay:
         self._pumps: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
         """Set when :meth:`run` has closed both sides and is returning."""
+        self._state: Literal["new", "running", "over"] = "new"
+        self._queued: list[Callable[[], Coroutine[Any, Any, None]]] = []  # start()ed before run()
+        self._tasks: set[asyncio.Task[None]] = set()  # the policies' background work, running
+        self.connection: ConnectionContext | None = None
+        self._inbound: MessagePipeline | None = None
+        self._outbound: MessagePipeline | None = None
+        if policies is not None:
+            if handshake is None:
+                raise ValueError("a relay with message policies needs the connection's handshake context")
+            self.connection = ConnectionContext(handshake, self.stats, self)
+            self._inbound, self._outbound = policies.attach(self.connection)
 
     async def run(self) -> RelayStats:
         """Relay until both sides are closed (see the module docstring for the codes each gets).
 
         Cancelling it closes both sides with 1011/1001 and re-raises. Never raises for a failed
-        pump: the failure is logged once, at ERROR, and both sides are closed with 1011.
+        pump: the failure is logged once, at ERROR, and both sides are closed with 1011. Background
+        work the policies started is cancelled, and awaited, before it returns.
         """
+        self._state = "running"
+        for task in self._queued:
+            self._launch(task)
+        try:
+            return await self._relay()
+        finally:
+            self._state = "over"
+            for running in self._tasks:
+                running.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _relay(self) -> RelayStats:
         to_upstream = asyncio.create_task(self._client_to_upstream())
         to_client = asyncio.create_task(self._upstream_to_client())
         pumps = self._pumps = {to_upstream, to_client}
@@ -187,6 +162,24 @@ class Relay:
             await self._close_upstream(1000, "", quiet=True)  # idempotent: closed on return, whatever happened
             self.finished.set()
         return self.stats
+
+    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task()`` while the connection is relayed: from :meth:`run` on, or at once if running."""
+        if self._state == "new":
+            self._queued.append(task)
+        elif self._state == "running":
+            self._launch(task)
+        # over: the connection is closed; there is nothing left for the task to do
+
+    def _launch(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        running = asyncio.create_task(task())
+        self._tasks.add(running)
+        running.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # reported now, not at the close
+            logger.error("message policy task failed", exc_info=task.exception())
 
     def abort(self) -> None:
         """Stop relaying now; :meth:`run` then closes both sides with 1011/1001 and returns."""
@@ -239,11 +232,19 @@ class Relay:
         """Send a message of the gateway's own to the client (management); False once it is closing."""
         if not self._client_open:
             return False
-        message: Message = {"type": "websocket.send", "text": data} if isinstance(data, str) else {
-            "type": "websocket.send", "bytes": data}  # fmt: skip
         try:
-            await self._send(message)
+            await self._send(_send_message(data))
         except OSError:
+            return False
+        return True
+
+    async def send_to_upstream(self, data: Data) -> bool:
+        """Send a message of the gateway's own to the upstream (an error reply); False once closing."""
+        if self._closing:
+            return False
+        try:
+            await self._upstream.send(data)
+        except UpstreamClosed:
             return False
         return True
 
@@ -267,6 +268,8 @@ class Relay:
             self._max_size,
         )
         sizes = stats.sizes_in
+        # None on a direction without message policies: the loop then only pays for this test.
+        process = self._inbound.process if self._inbound is not None else None
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
@@ -286,6 +289,17 @@ class Relay:
                     stats.binary_in += 1
                     stats.binary_bytes_in += size
                 sizes[size.bit_length()] += 1
+                if process is not None:
+                    if self._closing:
+                        continue  # closing: only the client's disconnect matters now
+                    try:
+                        forward = await process(data, size)
+                    except CloseConnection as close:
+                        await self.close(close.code, close.detail, close.peer_code, close.peer_reason)
+                        return
+                    if forward is None or self._closing:
+                        continue  # dropped, or the connection started closing meanwhile
+                    data = forward
                 try:
                     await send_upstream(data)
                 except UpstreamClosed:
@@ -310,6 +324,7 @@ class Relay:
     async def _upstream_to_client(self) -> None:
         recv, send, stats = self._upstream.recv, self._send, self.stats
         sizes, last = stats.sizes_out, len(stats.sizes_out) - 1
+        process = self._outbound.process if self._outbound is not None else None
         while True:
             try:
                 data = await recv()
@@ -333,6 +348,16 @@ class Relay:
                 sizes[size.bit_length()] += 1
             except IndexError:  # connectors enforce max_message_size; never fail a pump over a counter
                 sizes[last] += 1
+            if process is not None:
+                try:
+                    forward = await process(data, size)
+                except CloseConnection as close:
+                    await self._upstream_offended(close)
+                    continue
+                if forward is None or not self._client_open:
+                    continue  # dropped, or the client left meanwhile
+                if forward is not data:  # transformed
+                    message = _send_message(forward)
             try:
                 await send(message)
             except OSError:
@@ -356,6 +381,22 @@ class Relay:
             )
             await self._close_client(1001, "upstream message too big")
 
+    async def _upstream_offended(self, close: CloseConnection) -> None:
+        """Close the client now and the upstream in the background, while its pump drains it."""
+        if self._closing:
+            return
+        self._closing = True
+        stats = self.stats
+        stats.closed_by, stats.close_code, stats.close_reason = "gateway", close.peer_code, close.peer_reason
+        await self._close_client(close.peer_code, close.peer_reason)
+        self._launch(lambda: self._close_upstream(wire_code(close.code), wire_reason(close.detail)))
+
+
+def _send_message(data: Data) -> Message:
+    if isinstance(data, str):
+        return {"type": "websocket.send", "text": data}
+    return {"type": "websocket.send", "bytes": data}
+
 
 def _failure(pumps: set[asyncio.Task[None]]) -> BaseException | None:
     """The exception a finished pump raised (a bug, not a close), if any."""
@@ -365,4 +406,4 @@ def _failure(pumps: set[asyncio.Task[None]]) -> BaseException | None:
     return None
 
 
-__all__ = ["Relay", "RelayStats", "client_vanished", "wire_code", "wire_reason"]
+__all__ = ["Relay"]

@@ -23,7 +23,7 @@ from ..redact import redact_text
 from . import names as n
 
 if TYPE_CHECKING:
-    from ..relay.pumps import RelayStats
+    from ..relay.stats import RelayStats
     from .core import Telemetry
     from .metrics import MeteredConnection
     from .tracing import Attrs, HandshakeTrace

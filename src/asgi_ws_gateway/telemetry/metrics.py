@@ -21,7 +21,7 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from . import names as n
 
 if TYPE_CHECKING:
-    from ..relay.pumps import RelayStats
+    from ..relay.stats import RelayStats
 
 Attrs = dict[str, str | int]
 AttrsKey = tuple[tuple[str, str | int], ...]

@@ -43,7 +43,7 @@ from .connection import ConnectionTrace
 from .events import MessageEvents
 
 if TYPE_CHECKING:
-    from ..relay.pumps import RelayStats
+    from ..relay.stats import RelayStats
     from ..upstream.base import Connector, UpstreamConnection, UpstreamRequest
     from .core import Telemetry
 
