@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from gateway_harness import ProbedGateway
 from support.apps import echo_app
 from support.conformance import run_autobahn
+from support.gateway import ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 

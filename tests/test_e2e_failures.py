@@ -21,8 +21,8 @@ from websockets.frames import Frame, Opcode
 
 from asgi_ws_gateway import upstream as upstream_module
 from asgi_ws_gateway._types import Data, Receive, Scope, Send
-from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
+from support.gateway import ProbedGateway, gateway_config
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 

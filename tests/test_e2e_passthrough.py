@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import test_e2e_relay
-from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
+from support.gateway import ProbedGateway, gateway_config
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 from test_e2e_relay import (  # noqa: F401 - collected here, against the passthrough server

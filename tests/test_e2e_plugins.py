@@ -14,8 +14,8 @@ import pytest
 import yaml
 from websockets.asyncio.client import ClientConnection
 
-from plugin_helpers import assert_example_plugin_works, write_plugin
 from support.clients import connect, expect_close, expect_status
+from support.plugins import assert_example_plugin_works, write_plugin
 from support.processes import GatewayProcess
 from support.upstream import UpstreamServer
 

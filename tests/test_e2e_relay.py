@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close, expect_status
+from support.gateway import ProbedGateway, gateway_config
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 

@@ -15,8 +15,8 @@ import pytest
 from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import HandshakeDenied, UpstreamError
 from asgi_ws_gateway.upstream import UpstreamRequest, WebSocketsConnector
-from gateway_harness import ProbedGateway
 from support.clients import connect
+from support.gateway import ProbedGateway
 from support.servers import UvicornFactory, WSImpl
 from support.upstream import UpstreamServer
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import ConfigError
-from gateway_harness import ProbedGateway
 from support.clients import connect, expect_close, expect_status
+from support.gateway import ProbedGateway
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 

@@ -17,9 +17,9 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.policies.auth import MAX_NUMERIC_DATE, numeric_date_problem
 from asgi_ws_gateway.standalone import not_found
-from policy_helpers import build, context, denied
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET
+from support.policies import build, context, denied
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway import load_config
-from management_harness import EXE, TOKEN, Standalone, cli_env, standalone
 from support.clients import connect, expect_close, expect_status
+from support.management import EXE, TOKEN, Standalone, cli_env, standalone
 from support.servers import free_port
 from support.upstream import UpstreamServer
 

@@ -17,8 +17,8 @@ import yaml
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from management_harness import Standalone, standalone
 from support.clients import connect, expect_close
+from support.management import Standalone, standalone
 from support.redis_ha import RedisClusterSet
 from support.upstream import UpstreamServer
 

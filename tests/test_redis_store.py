@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from asgi_ws_gateway.state.base import StoreUnavailable, store_key
 from asgi_ws_gateway.state.redis import RedisStore
-from policy_helpers import build, context, denied
+from support.policies import build, context, denied
 from support.redis import SHARED_REDIS, RedisServer, redis_available, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")

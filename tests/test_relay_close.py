@@ -22,7 +22,7 @@ from asgi_ws_gateway.message_relay import PolicyRelay
 from asgi_ws_gateway.messages import ConnectionContext, MessageHandler, MessagePolicySet, WsMessage
 from asgi_ws_gateway.relay import Relay, client_vanished
 from asgi_ws_gateway.upstream import UpstreamClosed
-from policy_helpers import context
+from support.policies import context
 
 CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
 HANG = 5.0  # seconds: a run() still going after this is a hang (a failure, not a slow pass)
