@@ -22,12 +22,10 @@ from websockets.frames import Frame, Opcode
 from asgi_ws_gateway import upstream as upstream_module
 from asgi_ws_gateway._types import Data, Receive, Scope, Send
 from support.clients import connect, expect_close
-from support.gateway import ProbedGateway, gateway_config
+from support.gateway import MODES, PASSTHROUGH, ProbedGateway, gateway_config
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
-PASSTHROUGH: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
-MODES = [*WS_IMPLS, "passthrough"]
 CLOSE_TIMEOUT = 30.0  # seconds: no test waits this long, so no test passes on a timer
 MIB = 1024 * 1024
 
