@@ -21,14 +21,16 @@ from websockets.sync.client import connect as sync_connect
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement
+from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.jwts import HS_SECRET, token
 from support.servers import UpstreamServer, UvicornFactory, free_port
-from test_browser import _page, dump_dom, page_report, pytestmark  # noqa: F401 - the same chromium skip rule
+
+pytestmark = needs_chromium
 
 ADMIN = "live-console-token"
 SAMPLE_INTERVAL = 0.2
 
-LIVE_CHECK = _page(
+LIVE_CHECK = check_page(
     "live console check",
     f'<iframe id="live" style="width:1200px;height:900px" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2">'
     "</iframe>",
@@ -134,7 +136,7 @@ def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal
     assert report["status"].startswith("live") and report["workers"] == "workers: 1 of 1"
 
 
-RESTART_CHECK = _page(
+RESTART_CHECK = check_page(
     "live console restart check",
     f'<iframe id="live" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2"></iframe>',
     """
