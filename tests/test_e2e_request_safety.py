@@ -16,6 +16,7 @@ from asgi_ws_gateway.config import load_config
 from asgi_ws_gateway.errors import HandshakeDenied, UpstreamError
 from asgi_ws_gateway.upstream import UpstreamRequest, WebSocketsConnector
 from support.clients import connect
+from support.configs import build_config
 from support.gateway import ProbedGateway
 from support.servers import UvicornFactory, WSImpl
 from support.upstream import UpstreamServer
@@ -51,7 +52,7 @@ def _port(url: str) -> int:
 
 
 def _config(upstream_url: str, *, path: str = "/rooms/{room}", **api: Any) -> dict[str, Any]:
-    return {"apis": [{"name": "rooms", "path": path, "upstreams": [upstream_url], **api}]}
+    return build_config(upstream_url, name="rooms", path=path, api=api)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 from asgi_ws_gateway.upstream import UpstreamRequest, build_request
 from support.apps import echo_app
+from support.configs import build_config
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
 SCOPE: dict[str, Any] = {
@@ -35,9 +36,7 @@ SCOPE: dict[str, Any] = {
 
 
 def _config(**telemetry: Any) -> GatewayConfig:
-    return load_config(
-        {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}], "telemetry": telemetry}
-    )
+    return load_config(build_config("ws://127.0.0.1:9/echo", telemetry=telemetry))
 
 
 @pytest.fixture

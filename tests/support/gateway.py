@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
+from support.configs import api_entry
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
@@ -64,7 +65,7 @@ def gateway_config(upstream: UpstreamServer | str, **api: Any) -> dict[str, Any]
     apis = []
     for path, target in ROUTES.items():
         name = path.split("/")[2]
-        apis.append({"name": name, "path": path, "upstreams": [base + target], **api})
+        apis.append(api_entry(base + target, name=name, path=path, **api))
     return {"apis": apis}
 
 

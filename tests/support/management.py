@@ -19,6 +19,7 @@ import asgi_ws_gateway
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementAPIError, ManagementClient
 from asgi_ws_gateway.standalone import not_found
+from support.configs import api_entry
 from support.servers import UvicornServer, free_port
 from support.upstream import UpstreamServer
 
@@ -26,7 +27,7 @@ TOKEN = "test-admin-token"
 
 
 def api(name: str, path: str, upstream: UpstreamServer, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "path": path, "upstreams": [upstream.url("/echo")], **fields}
+    return api_entry(upstream, name=name, path=path, **fields)
 
 
 @dataclass
