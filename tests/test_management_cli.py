@@ -12,7 +12,8 @@ import pytest
 from asgi_ws_gateway import load_config
 from support.clients import connect, expect_close, expect_status
 from support.configs import api_entry, build_config, write_config
-from support.management import EXE, TOKEN, Standalone, cli_env, standalone
+from support.management import TOKEN
+from support.processes import EXE, Standalone, cli_env, standalone
 from support.servers import free_port
 from support.upstream import UpstreamServer
 

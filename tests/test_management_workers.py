@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from asgi_ws_gateway.management import ManagementClient
 from support.clients import connect, expect_close
-from support.management import standalone
+from support.processes import standalone
 from support.upstream import UpstreamServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

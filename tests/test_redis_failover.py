@@ -27,7 +27,7 @@ from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.redis_client import connect as redis_connect
 from asgi_ws_gateway.state.base import store_key
 from support.clients import connect
-from support.management import standalone
+from support.processes import standalone
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.upstream import UpstreamServer
 
