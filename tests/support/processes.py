@@ -48,7 +48,8 @@ class GatewayProcess:
 
     def __init__(self, args: Sequence[str], *, cwd: Path, workers: int, start_timeout: float = 30.0) -> None:
         self.port = free_port()
-        self.expected_workers = workers
+        # One worker is served by the supervisor itself: uvicorn forks worker processes only for two or more.
+        self.expected_workers = workers if workers > 1 else 0
         self.start_timeout = start_timeout
         self.args = [str(EXE), "run", *args, "--port", str(self.port), "--workers", str(workers),
                      "--log-level", "warning"]  # fmt: skip
@@ -112,7 +113,8 @@ class GatewayProcess:
                 return inodes[int(parts[9])]
         raise LookupError(f"no worker holds the connection from port {client_port}")
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 15 s); the exit status (``None`` if it never started)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -120,6 +122,12 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        return None if self.process is None else self.process.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process ended (after leaving the ``async with``)."""
+        return None if self.process is None else self.process.returncode
 
 
 async def _answers(port: int) -> bool:
