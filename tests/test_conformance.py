@@ -8,13 +8,12 @@ a fragmented message gets 1002), with ``wsproto`` nothing. The gateway must add 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from support.apps import echo_app
 from support.conformance import run_autobahn_overlapped
-from support.gateway import ProbedGateway
+from support.gateway import PASSTHROUGH, ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
@@ -45,13 +44,12 @@ async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> No
     (The websockets upstream refuses messages of over ~1,000 fragments with 1009, so 9.3.1, 9.3.2,
     9.4.1 and 9.4.2 fail directly and through passthrough, while uvicorn-fronted relaying passes.)
     """
-    passthrough: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
     with UpstreamServer(max_size=16 * MIB) as upstream:
         direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
                "max_message_size": 16 * MIB, "passthrough": True}  # fmt: skip
         gateway = ProbedGateway({"apis": [api]})
-        with UvicornServer(gateway, ws=passthrough, ws_max_size=16 * MIB) as server:
+        with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * MIB) as server:
             through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
             await gateway.settle()
     assert through.total == direct.total > 290
