@@ -22,7 +22,7 @@ from websockets.frames import Frame, Opcode
 from asgi_ws_gateway import upstream as upstream_module
 from asgi_ws_gateway._types import Data, Receive, Scope, Send
 from support.clients import connect, expect_close
-from support.gateway import MODES, PASSTHROUGH, ProbedGateway, gateway_config
+from support.gateway import PASSTHROUGH, GatewayMode, ProbedGateway, gateway_config
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
@@ -50,10 +50,10 @@ def _serve(upstream: UpstreamServer, mode: str, **api: Any) -> Iterator[Stack]:
         yield Stack(gateway, server, mode)
 
 
-@pytest.fixture(params=MODES)
-def stack(request: pytest.FixtureRequest, upstream: UpstreamServer) -> Iterator[Stack]:
+@pytest.fixture
+def stack(gateway_mode: GatewayMode, upstream: UpstreamServer) -> Iterator[Stack]:
     """The gateway in each mode: relay under each uvicorn implementation, and passthrough."""
-    yield from _serve(upstream, request.param)
+    yield from _serve(upstream, gateway_mode.name)
 
 
 @pytest.fixture(params=WS_IMPLS)
