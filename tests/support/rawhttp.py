@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 __all__ = ["EOF_TIMEOUT", "HUGE_HEADER", "MANY_HEADERS", "exchange", "handshake", "header_of", "send", "status_of"]
 
@@ -33,21 +34,43 @@ async def send(writer: asyncio.StreamWriter, data: bytes, *, dribble: float | No
 
 
 async def exchange(port: int, data: bytes, *, dribble: float | None = None) -> bytes:
-    """Send ``data`` (see :func:`send`) and return every byte the server sends up to EOF.
+    """Send ``data`` (at once, or dribbled as :func:`send` does) and return every byte the server sends up to EOF.
+
+    A server that answers and closes while bytes are still coming makes the client's kernel see a
+    reset: the answer read before it is kept (a ``StreamReader`` would drop its buffer and raise).
 
     Raises:
         TimeoutError: the server kept the connection open for ``EOF_TIMEOUT`` seconds.
     """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    sender = asyncio.create_task(send(writer, data, dribble=dribble))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    received = bytearray()
+
+    async def feed() -> None:
+        chunks = [data[i : i + 1] for i in range(len(data))] if dribble is not None else [data]
+        with contextlib.suppress(OSError):  # the server closed on us: what the slow-client tests expect
+            for chunk in chunks:
+                await loop.sock_sendall(sock, chunk)
+                if dribble is not None:
+                    await asyncio.sleep(dribble)
+
     try:
-        async with asyncio.timeout(EOF_TIMEOUT):
-            return await reader.read()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        sender = asyncio.create_task(feed())
+        try:
+            async with asyncio.timeout(EOF_TIMEOUT):
+                while chunk := await loop.sock_recv(sock, 65536):
+                    received += chunk
+        except ConnectionResetError:
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
     finally:
-        sender.cancel()
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        sock.close()
+    return bytes(received)
 
 
 def status_of(response: bytes) -> int:
