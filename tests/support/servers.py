@@ -88,6 +88,8 @@ class UvicornServer:
         lifespan: uvicorn's ``lifespan`` setting (``"auto"``, ``"on"`` or ``"off"``).
         timeout_graceful_shutdown: Seconds ``stop()`` lets open connections and tasks finish before
             uvicorn cancels them; ``None`` waits forever. Default 2.
+        port: A port to listen on (default: a free one). A stopped server's port can be given to a
+            new one: the socket is bound with ``SO_REUSEADDR``, as uvicorn binds its own.
         **config: Further ``uvicorn.Config`` keyword arguments (``ws_max_size``, ...).
     """
 
@@ -98,10 +100,13 @@ class UvicornServer:
         ws: WSImpl = "websockets-sansio",
         lifespan: Literal["auto", "on", "off"] = "auto",
         timeout_graceful_shutdown: int | None = 2,
+        port: int = 0,
         **config: Any,
     ) -> None:
         self._sock = socket.socket()
-        self._sock.bind((HOST, 0))
+        if port:  # only then: with port 0 the kernel could hand two such sockets one port
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((HOST, port))
         self._port: int = self._sock.getsockname()[1]
         options: dict[str, Any] = {"log_level": "warning", "log_config": None, **config}
         self.config = uvicorn.Config(
