@@ -32,8 +32,10 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# Two workers: most of a test's time is waiting on sockets and processes. Whole modules go to one
+# worker (--dist loadfile), so module fixtures such as the bench results are built once.
 pytest:
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The full side-by-side Autobahn run (cases 1-10, both uvicorn implementations, four targets).
 conformance: $(BIN)/python

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from gateway_harness import ProbedGateway  # noqa: E402
 from support.apps import echo_app  # noqa: E402
 from support.conformance import run_autobahn  # noqa: E402
+from support.gateway import ProbedGateway  # noqa: E402
 from support.servers import UvicornServer  # noqa: E402
 from support.upstream import UpstreamServer  # noqa: E402
 

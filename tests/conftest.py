@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from support.gateway import MODES, GatewayMode
 from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
@@ -36,6 +37,12 @@ def ws_impl(request: pytest.FixtureRequest) -> WSImpl:
     """Each of uvicorn's WebSocket implementations the end-to-end tests cover."""
     impl: WSImpl = request.param
     return impl
+
+
+@pytest.fixture(params=MODES)
+def gateway_mode(request: pytest.FixtureRequest) -> GatewayMode:
+    """Each way the gateway serves a connection: relayed under each uvicorn implementation, spliced."""
+    return GatewayMode(request.param)
 
 
 @pytest.fixture

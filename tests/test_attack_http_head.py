@@ -23,11 +23,9 @@ from asgi_ws_gateway.server.http import (
 )
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
+from support.rawhttp import EOF_TIMEOUT, exchange, status_of
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
-
-EOF_TIMEOUT = 10.0
-"""Generous: "promptly" means long before the client would give up on its own."""
 
 PROTOCOLS: dict[str, Any] = {"httptools": GatewayHTTPProtocol, "h11": GatewayH11Protocol}
 GATEWAY_WS: Any = GatewayWebSocketProtocol
@@ -61,25 +59,6 @@ def upgrade(extra: bytes = b"") -> bytes:
 
 def plain(extra: bytes = b"") -> bytes:
     return b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + extra
-
-
-async def exchange(port: int, data: bytes) -> bytes:
-    """Send ``data`` whole, then return every byte the server sends up to EOF (TimeoutError if it never closes)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(EOF_TIMEOUT):
-            return await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-def status_of(response: bytes) -> int:
-    assert response.startswith(b"HTTP/1.1 "), response[:200]
-    return int(response.split(b" ", 2)[1])
 
 
 ONE_HUGE = b"X-Big: " + b"a" * (DEFAULT_MAX_HEAD_BYTES + 1024) + b"\r\n"

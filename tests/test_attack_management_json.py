@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from management_harness import Managed, api, managed_gateway
+from support.management import Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 
 

@@ -9,16 +9,8 @@ negotiates permessage-deflate itself, so compression is negotiated separately on
 from __future__ import annotations
 
 import asyncio
-import html
-import json
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -26,39 +18,12 @@ from fastapi.responses import HTMLResponse
 
 from asgi_ws_gateway import WebSocketGateway
 from example_app.main import create_app
+from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.servers import UpstreamServer, UvicornFactory, WSImpl
 
+pytestmark = needs_chromium
 
-def _find_chromium() -> str | None:
-    if Path("/usr/bin/chromium").is_file():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-CHROMIUM = _find_chromium()
-# CI installs chromium (make test): there a missing browser is a failure, not a reason to skip.
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CI"), reason="chromium not found (apt-get install -y chromium)"
-)
-
-HOLD_JS = """
-// Virtual time races ahead while only a WebSocket is busy, and --dump-dom fires once the budget is
-// spent; a pending fetch pauses virtual time, so keep one in flight until done() (at most ~10 s).
-async function holdUntil(done) {
-  for (let i = 0; i < 200 && !done(); i++) await fetch("/browser-check/wait");
-}
-"""
-
-
-def _page(title: str, body: str, script: str) -> str:
-    return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
-        f'<body><pre id="report">not started</pre>\n{body}\n'
-        f'<script>\n"use strict";{HOLD_JS}{script}</script></body></html>\n'
-    )
-
-
-ECHO_PAGE = _page(
+ECHO_PAGE = check_page(
     "gateway echo check",
     "",
     """
@@ -122,7 +87,7 @@ holdUntil(() => report.close !== null);
 Offers the subprotocols named by ``?subprotocol=`` query parameters.
 """
 
-CONSOLE_PAGE = _page(
+CONSOLE_PAGE = check_page(
     "console page check",
     '<iframe id="console" src="/?api=chat&amp;room=browser&amp;connect=1&amp;send=hello%20room"></iframe>',
     """
@@ -141,56 +106,15 @@ holdUntil(() => entries().some((entry) => entry.dir === "in")).then(() => {
 CHECKS = dict.fromkeys(["text", "binary", "empty", "empty binary", "64 KiB text"], "pass")
 
 
-def dump_dom(url: str, budget_ms: int = 5000) -> str:
-    """Load ``url`` in headless Chromium and return its DOM once the virtual-time budget is spent.
-
-    Virtual time stands still while a fetch is pending, so a page holds the dump back with ``holdUntil``.
-    """
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-", ignore_cleanup_errors=True) as profile:
-        result = subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--no-proxy-server",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                f"--virtual-time-budget={budget_ms}",
-                "--dump-dom",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    assert result.returncode == 0, f"chromium exited with {result.returncode}:\n{result.stderr[-2000:]}"
-    return result.stdout
-
-
-def page_report(dom: str) -> dict[str, Any]:
-    """The JSON the check page wrote into ``<pre id="report">``."""
-    match = re.search(r'<pre id="report">(.*?)</pre>', dom, re.S)
-    assert match is not None, f"no report in the dumped DOM:\n{dom[:2000]}"
-    report: dict[str, Any] = json.loads(html.unescape(match.group(1)))
-    return report
-
-
 def with_check_pages(app: FastAPI) -> FastAPI:
     """Add the check pages (``/browser-check/echo``, ``/browser-check/console``) and ``/browser-check/wait``."""
 
     @app.get("/browser-check/echo", response_class=HTMLResponse)
-    async def echo_page() -> str:
+    async def echocheck_page() -> str:
         return ECHO_PAGE
 
     @app.get("/browser-check/console", response_class=HTMLResponse)
-    async def console_page() -> str:
+    async def consolecheck_page() -> str:
         return CONSOLE_PAGE
 
     @app.get("/browser-check/wait", status_code=204)

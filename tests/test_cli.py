@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from support.clients import connect
-from support.servers import free_port
+from support.configs import build_config, write_config
+from support.processes import GatewayProcess
 from support.upstream import UpstreamServer
 
 ROOT = Path(__file__).parent.parent
@@ -51,26 +50,9 @@ def test_usage_error_exits_2() -> None:
 
 
 async def test_run_serves_a_config_in_front_of_an_upstream(tmp_path: Path, upstream: UpstreamServer) -> None:
-    config = tmp_path / "gateway.yaml"
-    config.write_text(f"apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: [{upstream.url('/echo')}]\n")
-    port = free_port()
-    exe = Path(sys.executable).parent / "asgi-ws-gateway"
-    process = await asyncio.create_subprocess_exec(
-        str(exe), "run", str(config), "--port", str(port), "--log-level", "warning", cwd=tmp_path
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                ws = await connect(f"ws://127.0.0.1:{port}/ws/echo")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the standalone gateway did not start"
-                await asyncio.sleep(0.1)
-        async with ws:
-            await ws.send("through the standalone gateway")
-            assert await ws.recv() == "through the standalone gateway"
-    finally:
-        process.terminate()  # uvicorn shuts down gracefully, then re-raises SIGTERM
-        async with asyncio.timeout(20):
-            assert await process.wait() in (0, -signal.SIGTERM)
+    config = write_config(tmp_path, build_config(upstream))
+    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=1)
+    async with gateway, await connect(gateway.url("/ws/echo")) as ws:
+        await ws.send("through the standalone gateway")
+        assert await ws.recv() == "through the standalone gateway"
+    assert gateway.returncode in (0, -signal.SIGTERM)  # uvicorn shuts down gracefully, then re-raises SIGTERM

@@ -8,13 +8,12 @@ a fragmented message gets 1002), with ``wsproto`` nothing. The gateway must add 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway_harness import ProbedGateway
 from support.apps import echo_app
-from support.conformance import run_autobahn
+from support.conformance import run_autobahn_overlapped
+from support.gateway import PASSTHROUGH, ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
@@ -26,12 +25,12 @@ CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
 
 async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: WSImpl) -> None:
     with UvicornServer(echo_app, ws=ws_impl, ws_max_size=16 * MIB) as server:
-        baseline = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "baseline")
+        baseline = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "baseline")
     with UpstreamServer(max_size=16 * MIB) as upstream:
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "max_message_size": 16 * MIB}
         gateway = ProbedGateway({"apis": [api]})
         with UvicornServer(gateway, ws=ws_impl, ws_max_size=16 * MIB) as server:
-            through = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "gateway")
+            through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
     assert through.total == baseline.total > 290
     assert set(through.failed) <= set(baseline.failed), (
         f"gateway-only failures: {set(through.failed) - set(baseline.failed)}"
@@ -45,14 +44,13 @@ async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> No
     (The websockets upstream refuses messages of over ~1,000 fragments with 1009, so 9.3.1, 9.3.2,
     9.4.1 and 9.4.2 fail directly and through passthrough, while uvicorn-fronted relaying passes.)
     """
-    passthrough: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
     with UpstreamServer(max_size=16 * MIB) as upstream:
-        direct = await run_autobahn(upstream.url("/echo"), CASES, [], tmp_path / "direct")
+        direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
                "max_message_size": 16 * MIB, "passthrough": True}  # fmt: skip
         gateway = ProbedGateway({"apis": [api]})
-        with UvicornServer(gateway, ws=passthrough, ws_max_size=16 * MIB) as server:
-            through = await run_autobahn(server.url("/ws/echo"), CASES, [], tmp_path / "gateway")
+        with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * MIB) as server:
+            through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
             await gateway.settle()
     assert through.total == direct.total > 290
     assert set(through.failed) <= set(direct.failed), (

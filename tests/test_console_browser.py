@@ -10,10 +10,10 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
@@ -21,14 +21,16 @@ from websockets.sync.client import connect as sync_connect
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement
+from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.jwts import HS_SECRET, token
-from support.servers import UpstreamServer, UvicornFactory, free_port
-from test_browser import _page, dump_dom, page_report, pytestmark  # noqa: F401 - the same chromium skip rule
+from support.servers import UpstreamServer, UvicornFactory, UvicornServer, free_port
+
+pytestmark = needs_chromium
 
 ADMIN = "live-console-token"
 SAMPLE_INTERVAL = 0.2
 
-LIVE_CHECK = _page(
+LIVE_CHECK = check_page(
     "live console check",
     f'<iframe id="live" style="width:1200px;height:900px" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2">'
     "</iframe>",
@@ -134,7 +136,7 @@ def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal
     assert report["status"].startswith("live") and report["workers"] == "workers: 1 of 1"
 
 
-RESTART_CHECK = _page(
+RESTART_CHECK = check_page(
     "live console restart check",
     f'<iframe id="live" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2"></iframe>',
     """
@@ -182,35 +184,15 @@ def test_live_console_reconnects_after_a_gateway_restart_and_shows_the_gap(upstr
         return built
 
     port = free_port()
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def serve() -> threading.Thread:  # uvicorn binds (and frees) the port itself: the second one reuses it
-        config = uvicorn.Config(app(), host="127.0.0.1", port=port, lifespan="on", log_level="warning", log_config=None)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        servers.append((server, thread))
-        return thread
-
-    try:
-        first = serve()
+    with ExitStack() as stack:
+        first = stack.enter_context(UvicornServer(app(), port=port, lifespan="on"))
         with ThreadPoolExecutor(1) as pool:
             page = pool.submit(dump_dom, f"http://127.0.0.1:{port}/browser-check/restart-page", 12_000)
             assert restart.wait(20), "the page never asked for the restart"
-            servers[0][0].should_exit = True
-            first.join(15)
-            assert not first.is_alive(), "the first server did not stop"
+            first.stop()
             time.sleep(3 * SAMPLE_INTERVAL)  # the outage itself: three sampling slots with no gateway
-            serve()
+            stack.enter_context(UvicornServer(app(), port=port, lifespan="on"))
             report = page_report(page.result(timeout=60))
-    finally:
-        for server, thread in servers:
-            server.should_exit = True
-            thread.join(15)
     assert report["down"].startswith("gateway unreachable since")
     assert report["gaps"].startswith("gap: unreachable")
     assert report["status"].startswith("live")

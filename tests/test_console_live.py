@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from management_harness import Managed, api, managed_gateway
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
+from support.management import Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 
 JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}

@@ -21,13 +21,11 @@ from websockets.frames import Frame, Opcode
 
 from asgi_ws_gateway._types import Data, Receive, Scope, Send
 from asgi_ws_gateway.upstream import websockets_client as upstream_module
-from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
+from support.gateway import PASSTHROUGH, GatewayMode, ProbedGateway, gateway_config
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
-PASSTHROUGH: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
-MODES = [*WS_IMPLS, "passthrough"]
 CLOSE_TIMEOUT = 30.0  # seconds: no test waits this long, so no test passes on a timer
 MIB = 1024 * 1024
 
@@ -52,10 +50,10 @@ def _serve(upstream: UpstreamServer, mode: str, **api: Any) -> Iterator[Stack]:
         yield Stack(gateway, server, mode)
 
 
-@pytest.fixture(params=MODES)
-def stack(request: pytest.FixtureRequest, upstream: UpstreamServer) -> Iterator[Stack]:
+@pytest.fixture
+def stack(gateway_mode: GatewayMode, upstream: UpstreamServer) -> Iterator[Stack]:
     """The gateway in each mode: relay under each uvicorn implementation, and passthrough."""
-    yield from _serve(upstream, request.param)
+    yield from _serve(upstream, gateway_mode.name)
 
 
 @pytest.fixture(params=WS_IMPLS)

@@ -1,73 +1,30 @@
-"""End to end through passthrough: the relay's end-to-end tests, run on the splice.
+"""End to end through passthrough: what only the splice does.
 
 The server is uvicorn with :class:`~asgi_ws_gateway.server.PassthroughWebSocketProtocol` and every
-API has ``passthrough: true``; the tests imported from ``test_e2e_relay`` read ``gateway_config``
-from their module, which is patched here to turn passthrough on.
+API has ``passthrough: true``. The behaviour the relay and the splice share is tested in every mode
+in ``test_e2e_relay.py`` (the ``gateway_mode`` fixture).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-import test_e2e_relay
 from asgi_ws_gateway.relay.pumps import Relay
-from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
-from support.servers import UvicornServer, WSImpl
+from support.gateway import MIB, PASSTHROUGH, GatewayMode, ProbedGateway, Stack, gateway_config, serve
+from support.servers import UvicornServer
 from support.upstream import UpstreamServer
-from test_e2e_relay import (  # noqa: F401 - collected here, against the passthrough server
-    Stack,
-    test_busy_connection_is_not_idle_but_hits_max_lifetime,
-    test_client_close_code_and_reason_reach_the_upstream,
-    test_client_close_while_upstream_streams_drains_cleanly,
-    test_client_vanishing_closes_upstream_and_leaks_nothing,
-    test_drain_closes_open_connections_and_refuses_new_ones,
-    test_forwarded_headers_query_and_path_parameters,
-    test_idle_timeout_closes_both_sides_1001,
-    test_no_subprotocol_when_upstream_picks_none,
-    test_server_shutdown_closes_client_and_upstream,
-    test_subprotocol_offered_upstream_and_its_choice_accepted,
-    test_text_binary_empty_and_1mib_messages_keep_their_type,
-    test_upstream_401_reaches_the_client_with_its_headers_and_body,
-    test_upstream_close_code_and_reason_reach_the_client,
-    test_upstream_down_is_502,
-    test_upstream_killed_mid_connection_gives_client_1011,
-    test_upstream_message_over_the_limit_closes_client_1001_and_upstream_1009,
-    test_upstream_redirect_is_not_followed,
-    test_upstream_slow_to_answer_is_504,
-)
 
-PASSTHROUGH: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
-
-
-@pytest.fixture
-def ws_impl() -> WSImpl:
-    """The passthrough protocol, in place of uvicorn's implementations."""
-    impl: WSImpl = PASSTHROUGH
-    return impl
-
-
-@pytest.fixture(autouse=True)
-def _passthrough_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    def config(upstream: UpstreamServer | str, **api: Any) -> dict[str, Any]:
-        return gateway_config(upstream, **{"passthrough": True, **api})
-
-    monkeypatch.setattr(test_e2e_relay, "gateway_config", config)
-
-
-def _stack(upstream: UpstreamServer, **api: Any) -> Iterator[Stack]:
-    gateway = ProbedGateway(gateway_config(upstream, passthrough=True, **api))
-    with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * test_e2e_relay.MIB) as server:
-        yield Stack(gateway, server, upstream)
+SPLICED = GatewayMode("passthrough")
 
 
 @pytest.fixture
 def stack(upstream: UpstreamServer) -> Iterator[Stack]:
     """Gateway (passthrough on every API) under the passthrough server, in front of ``upstream``."""
-    yield from _stack(upstream)
+    with serve(upstream, SPLICED) as stack:
+        yield stack
 
 
 async def test_connections_are_spliced_and_counted(stack: Stack) -> None:
@@ -94,7 +51,7 @@ async def test_compression_is_negotiated_end_to_end(
 ) -> None:
     """The client's offer goes upstream and the upstream's answer comes back: one negotiation."""
     target = upstream if upstream_deflate else upstream_nodeflate
-    for spliced in _stack(target):
+    with serve(target, SPLICED) as spliced:
         async with await connect(spliced.url("/ws/echo"), compression="deflate") as ws:
             assert ws.response is not None
             answer = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
@@ -109,7 +66,7 @@ async def test_compression_is_negotiated_end_to_end(
 async def test_message_policies_keep_the_relay(upstream: UpstreamServer) -> None:
     """An API with message policies is relayed message by message even with passthrough on."""
     policies = {"inbound": [{"limit-message-size": {"max": 10}}]}
-    for relayed in _stack(upstream, message_policies=policies):
+    with serve(upstream, SPLICED, message_policies=policies) as relayed:
         async with await connect(relayed.url("/ws/echo")) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
@@ -135,7 +92,7 @@ async def test_management_close_sends_each_side_its_code(stack: Stack) -> None:
 async def test_message_over_the_limit_closes_sender_1009_and_upstream_1001(stack: Stack) -> None:
     """Uncompressed: the limit is read from frame headers (compressed, it applies to wire bytes)."""
     async with await connect(stack.url("/ws/echo"), compression=None) as ws:
-        await ws.send(b"x" * (test_e2e_relay.MIB + 1))
+        await ws.send(b"x" * (MIB + 1))
         assert await expect_close(ws) == (1009, "message too big")
     assert await stack.upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
     await stack.gateway.settle()

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from websockets.asyncio.client import ClientConnection
 
-from plugin_helpers import assert_example_plugin_works, write_plugin
 from support.clients import connect, expect_close, expect_status
+from support.configs import UNUSED_UPSTREAM, build_config, write_config
+from support.plugins import assert_example_plugin_works, write_plugin
 from support.processes import GatewayProcess
 from support.upstream import UpstreamServer
 
@@ -31,15 +31,13 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(EXE), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
 
 
-def _config(tmp_path: Path, config: dict[str, Any]) -> str:
-    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
-    return "gateway.yaml"
+def _config(tmp_path: Path, document: dict[str, Any]) -> str:
+    return write_config(tmp_path, document).name
 
 
-def _gated(upstream: str = "ws://127.0.0.1:9/", **settings: Any) -> dict[str, Any]:
-    return {"apis": [{"name": "gated", "path": "/ws/gated", "upstreams": [upstream],
-                      "policies": [{"tenant-gate": settings}],
-                      "message_policies": {"inbound": [{"teapot": {}}]}}]}  # fmt: skip
+def _gated(upstream: str = UNUSED_UPSTREAM, **settings: Any) -> dict[str, Any]:
+    api = {"policies": [{"tenant-gate": settings}], "message_policies": {"inbound": [{"teapot": {}}]}}
+    return build_config(upstream, name="gated", path="/ws/gated", api=api)
 
 
 def test_check_knows_the_example_plugins_types() -> None:

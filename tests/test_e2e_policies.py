@@ -267,5 +267,12 @@ async def test_redis_stopped_mid_test_fail_open_and_fail_closed(
         status, headers, _ = await expect_status(server.url("/ws/closed"))
         assert (status, headers["retry-after"]) == (503, "1")
         redis.start()
-        await asyncio.sleep(1.1)  # the store waits retry_interval (1 s) before trying Redis again
-        await _upstream_saw(server.url("/ws/closed"))
+        # 503 until the store tries Redis again (after its retry_interval, 1 s): poll, do not guess.
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    await _upstream_saw(server.url("/ws/closed"))
+                    break
+                except InvalidStatus as exc:
+                    assert exc.response.status_code == 503
+                    await asyncio.sleep(0.05)

@@ -1,43 +1,35 @@
-"""End to end: real uvicorn (each WebSocket implementation), the gateway, a real websockets upstream."""
+"""End to end: real uvicorn, the gateway, a real websockets upstream.
+
+Tests taking ``gateway_mode`` (or ``stack``) run in every mode: relayed under each uvicorn WebSocket
+implementation, and spliced (passthrough); those taking ``ws_impl`` cover the relay only.
+Passthrough-only behaviour is in ``test_e2e_passthrough.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close, expect_status
+from support.gateway import MIB, GatewayMode, ProbedGateway, Stack, serve
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
-MIB = 1024 * 1024
 
-
-@dataclass
-class Stack:
-    gateway: ProbedGateway
-    server: UvicornServer
-    upstream: UpstreamServer
-
-    def url(self, path: str) -> str:
-        return self.server.url(path)
-
-
-def _stack(upstream: UpstreamServer, ws: WSImpl, **api: Any) -> Iterator[Stack]:
-    gateway = ProbedGateway(gateway_config(upstream, **api))
-    with UvicornServer(gateway, ws=ws, ws_max_size=16 * MIB) as server:
-        yield Stack(gateway, server, upstream)
+@pytest.fixture
+def stack(upstream: UpstreamServer, gateway_mode: GatewayMode) -> Iterator[Stack]:
+    with serve(upstream, gateway_mode) as stack:
+        yield stack
 
 
 @pytest.fixture
-def stack(upstream: UpstreamServer, ws_impl: WSImpl) -> Iterator[Stack]:
-    yield from _stack(upstream, ws_impl)
+def relay_stack(upstream: UpstreamServer, ws_impl: WSImpl) -> Iterator[Stack]:
+    with serve(upstream, GatewayMode(ws_impl)) as stack:
+        yield stack
 
 
 async def test_text_binary_empty_and_1mib_messages_keep_their_type(stack: Stack) -> None:
@@ -50,17 +42,19 @@ async def test_text_binary_empty_and_1mib_messages_keep_their_type(stack: Stack)
             assert echoed == message
 
 
-async def test_message_over_the_limit_closes_sender_1009_and_upstream_1001(stack: Stack) -> None:
-    async with await connect(stack.url("/ws/echo")) as ws:
+async def test_message_over_the_limit_closes_sender_1009_and_upstream_1001(relay_stack: Stack) -> None:
+    # Compressed on the client hop: the limit applies to the message, not its wire bytes (passthrough
+    # reads frame headers only: its version of this test is in test_e2e_passthrough.py).
+    async with await connect(relay_stack.url("/ws/echo")) as ws:
         await ws.send(b"x" * (MIB + 1))
         assert await expect_close(ws) == (1009, "message too big")
-    assert await stack.upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
+    assert await relay_stack.upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
 
 
 async def test_upstream_message_over_the_limit_closes_client_1001_and_upstream_1009(
-    upstream: UpstreamServer, ws_impl: WSImpl
+    upstream: UpstreamServer, gateway_mode: GatewayMode
 ) -> None:
-    for stack in _stack(upstream, ws_impl, max_message_size=200):
+    with serve(upstream, gateway_mode, max_message_size=200) as stack:
         # /headers sends a JSON document of the request headers first: well over 200 bytes.
         async with await connect(stack.url("/ws/headers/x")) as ws:
             assert await expect_close(ws) == (1001, "upstream message too big")
@@ -88,7 +82,7 @@ async def test_compression_is_negotiated_per_hop(
     upstream: UpstreamServer, upstream_nodeflate: UpstreamServer, ws_impl: WSImpl, upstream_deflate: bool
 ) -> None:
     target = upstream if upstream_deflate else upstream_nodeflate
-    for stack in _stack(target, ws_impl):
+    with serve(target, GatewayMode(ws_impl)) as stack:
         async with await connect(stack.url("/ws/echo"), compression="deflate") as ws:
             assert ws.response is not None
             assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
@@ -166,19 +160,19 @@ async def test_forwarded_headers_query_and_path_parameters(stack: Stack) -> None
     assert "sec-websocket-extensions" not in got or got["sec-websocket-extensions"] != ["client offered"]
 
 
-async def test_upstream_down_is_502(ws_impl: WSImpl) -> None:
+async def test_upstream_down_is_502(gateway_mode: GatewayMode) -> None:
     from support.servers import free_port
 
-    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{free_port()}"))
-    with UvicornServer(gateway, ws=ws_impl) as server:
+    gateway = ProbedGateway(gateway_mode.config(f"ws://127.0.0.1:{free_port()}"))
+    with UvicornServer(gateway, ws=gateway_mode.ws) as server:
         status, headers, body = await expect_status(server.url("/ws/echo"))
     assert status == 502
     assert headers["content-type"] == "application/problem+json"
     assert json.loads(body)["status"] == 502
 
 
-async def test_upstream_slow_to_answer_is_504(upstream: UpstreamServer, ws_impl: WSImpl) -> None:
-    for stack in _stack(upstream, ws_impl, connect_timeout=0.5):
+async def test_upstream_slow_to_answer_is_504(upstream: UpstreamServer, gateway_mode: GatewayMode) -> None:
+    with serve(upstream, gateway_mode, connect_timeout=0.5) as stack:
         status, _headers, body = await expect_status(stack.url("/ws/slow?delay=3"))
         assert status == 504
         assert json.loads(body)["status"] == 504
@@ -221,8 +215,8 @@ async def test_failover_to_second_backend_and_passive_health(upstream: UpstreamS
     assert len(upstream.handshakes) == 4
 
 
-async def test_idle_timeout_closes_both_sides_1001(upstream: UpstreamServer, ws_impl: WSImpl) -> None:
-    for stack in _stack(upstream, ws_impl, idle_timeout=0.3):
+async def test_idle_timeout_closes_both_sides_1001(upstream: UpstreamServer, gateway_mode: GatewayMode) -> None:
+    with serve(upstream, gateway_mode, idle_timeout=0.3) as stack:
         async with await connect(stack.url("/ws/echo")) as ws:
             await ws.send("hi")
             await ws.recv()
@@ -231,8 +225,10 @@ async def test_idle_timeout_closes_both_sides_1001(upstream: UpstreamServer, ws_
         await stack.gateway.settle()
 
 
-async def test_busy_connection_is_not_idle_but_hits_max_lifetime(upstream: UpstreamServer, ws_impl: WSImpl) -> None:
-    for stack in _stack(upstream, ws_impl, idle_timeout=0.4, max_lifetime=1.2):
+async def test_busy_connection_is_not_idle_but_hits_max_lifetime(
+    upstream: UpstreamServer, gateway_mode: GatewayMode
+) -> None:
+    with serve(upstream, gateway_mode, idle_timeout=0.4, max_lifetime=1.2) as stack:
         async with await connect(stack.url("/ws/echo")) as ws:
             sent = 0
             with pytest.raises(ConnectionClosed) as info:
@@ -260,9 +256,9 @@ async def test_drain_closes_open_connections_and_refuses_new_ones(stack: Stack) 
     await stack.gateway.settle()
 
 
-async def test_server_shutdown_closes_client_and_upstream(upstream: UpstreamServer, ws_impl: WSImpl) -> None:
-    gateway = ProbedGateway(gateway_config(upstream))
-    server = UvicornServer(gateway, ws=ws_impl, lifespan="on")
+async def test_server_shutdown_closes_client_and_upstream(upstream: UpstreamServer, gateway_mode: GatewayMode) -> None:
+    gateway = ProbedGateway(gateway_mode.config(upstream))
+    server = UvicornServer(gateway, ws=gateway_mode.ws, lifespan="on")
     server.start()
     ws = await connect(server.url("/ws/echo"))
     await ws.send("hi")

@@ -16,8 +16,9 @@ from asgi_ws_gateway.errors import HandshakeDenied, UpstreamError
 from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnector
-from gateway_harness import ProbedGateway
 from support.clients import connect
+from support.configs import build_config
+from support.gateway import PASSTHROUGH, ProbedGateway
 from support.servers import UvicornFactory, WSImpl
 from support.upstream import UpstreamServer
 
@@ -52,7 +53,7 @@ def _port(url: str) -> int:
 
 
 def _config(upstream_url: str, *, path: str = "/rooms/{room}", **api: Any) -> dict[str, Any]:
-    return {"apis": [{"name": "rooms", "path": path, "upstreams": [upstream_url], **api}]}
+    return build_config(upstream_url, name="rooms", path=path, api=api)
 
 
 @pytest.fixture
@@ -271,9 +272,6 @@ async def test_an_in_process_upstream_sees_one_decoded_segment_or_nothing(uvicor
     assert seen == [("/rooms/café%2F", b"/rooms/caf%C3%A9%252F")]
 
 
-_PASSTHROUGH: Any = "asgi_ws_gateway.server:PassthroughWebSocketProtocol"
-
-
 async def test_passthrough_routes_and_checks_the_same_way(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer
 ) -> None:
@@ -281,7 +279,7 @@ async def test_passthrough_routes_and_checks_the_same_way(
     policies = [{"set-header": {"header": "x-q", "value": "{query.q}"}}]
     config = _config(upstream.url("/rooms/{room}"), passthrough=True, policies=policies, unhealthy_after=1)
     gateway = ProbedGateway(config)
-    port = _port(uvicorn_server(gateway, ws=_PASSTHROUGH).url())
+    port = _port(uvicorn_server(gateway, ws=PASSTHROUGH).url())
     for attack in ("/rooms/%2e%2e", "/rooms/a%2Fb", "/rooms/.%2E", "/rooms/ok?q=%E2%82%AC"):
         assert (await _raw_handshake(port, attack))[0] == 400, attack
     assert gateway.gateway._apis["rooms"].pool.backends[0].failures == 0

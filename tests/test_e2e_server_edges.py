@@ -23,11 +23,9 @@ from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol,
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_status
+from support.rawhttp import EOF_TIMEOUT, HUGE_HEADER, MANY_HEADERS, exchange, handshake, header_of, send, status_of
 from support.servers import UvicornServer, free_port
 from support.upstream import UpstreamServer
-
-EOF_TIMEOUT = 10.0
-"""Generous: "promptly" means long before the client would give up on its own."""
 
 
 class QuickHeadTimeout(GatewayHTTPProtocol):
@@ -57,60 +55,6 @@ def gateway_url(request: pytest.FixtureRequest, upstream: UpstreamServer) -> Ite
     with UvicornServer(app, ws=ws, http=QuickHeadTimeout) as server:
         yield server.port, app
 
-
-def handshake(path: str = "/ws/echo", extra: bytes = b"", version: bytes | None = b"13") -> bytes:
-    head = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    head += b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    if version is not None:
-        head += b"Sec-WebSocket-Version: " + version + b"\r\n"
-    return head + extra + b"\r\n"
-
-
-async def send(writer: asyncio.StreamWriter, data: bytes, *, dribble: float | None = None) -> None:
-    """Write ``data`` at once, or a byte at a time ``dribble`` seconds apart; stop when the server closes."""
-    chunks = [data[i : i + 1] for i in range(len(data))] if dribble is not None else [data]
-    try:
-        for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
-            if dribble is not None:
-                await asyncio.sleep(dribble)
-    except OSError:
-        pass  # the server closed on us: what the slow-client tests expect
-
-
-async def exchange(port: int, data: bytes, *, dribble: float | None = None) -> bytes:
-    """Send ``data`` (see :func:`send`) and return every byte the server sends up to EOF.
-
-    Raises:
-        TimeoutError: the server kept the connection open for ``EOF_TIMEOUT`` seconds.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    sender = asyncio.create_task(send(writer, data, dribble=dribble))
-    try:
-        async with asyncio.timeout(EOF_TIMEOUT):
-            return await reader.read()
-    finally:
-        sender.cancel()
-        writer.close()
-
-
-def status_of(response: bytes) -> int:
-    assert response.startswith(b"HTTP/1.1 "), response[:200]
-    return int(response.split(b" ", 2)[1])
-
-
-def header_of(response: bytes, name: str) -> str | None:
-    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    for line in head.split("\r\n")[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
-
-
-MANY_HEADERS = b"".join(b"x-h%d: v\r\n" % i for i in range(1000))
-HUGE_HEADER = b"x-big: " + b"a" * 100_000 + b"\r\n"
 
 # -- oversized and malformed upgrade requests --
 

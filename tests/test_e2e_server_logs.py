@@ -19,9 +19,9 @@ import pytest
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_close, expect_status
+from support.rawhttp import MANY_HEADERS, exchange, handshake, status_of
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
-from test_e2e_server_edges import MANY_HEADERS, exchange, handshake, status_of
 
 GATEWAY: Any = GatewayWebSocketProtocol
 SERVERS: dict[str, Any] = {"gateway": GATEWAY, "wsproto": "wsproto"}

@@ -13,8 +13,8 @@ import pytest
 from websockets.frames import CLOSE, Frame
 
 from asgi_ws_gateway._types import Receive, Scope, Send
-from gateway_harness import ProbedGateway
 from support.clients import connect, expect_close, expect_status
+from support.gateway import ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.tls import make_ca
 from support.upstream import UpstreamServer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asgi_ws_gateway.forwarded import Networks, client_address, forwarded_chain, parse_ip, rewritten_by_server
-from policy_helpers import context
+from support.policies import context
 
 TRUSTED = Networks(["10.0.0.0/8", "fd00::/8"])
 

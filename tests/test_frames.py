@@ -150,6 +150,15 @@ def test_masked_frame_from_the_upstream_is_incorrect_masking() -> None:
         ("x-unknown-extension", _raw(0x91), None),
         (None, _raw(0xC2), "reserved bits must be 0"),
     ],
+    # Named, not derived from the frames: their masking keys are random, and ids must be the same
+    # at every collection (pytest-xdist compares them across workers; --lf and -k need them too).
+    ids=[
+        "deflate-text-rsv1",
+        "deflate-text-rsv2",
+        "deflate-ping-rsv1",
+        "unknown-extension-text-rsv3",
+        "no-extension-binary-rsv1",
+    ],
 )
 def test_reserved_bits_follow_the_negotiated_extensions(
     extensions: str | None, frame: bytes, error: str | None

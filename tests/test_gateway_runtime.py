@@ -7,19 +7,15 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import ConfigError
-from gateway_harness import ProbedGateway
 from support.clients import connect, expect_close, expect_status
+from support.configs import api_entry
+from support.gateway import ProbedGateway
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
 
 def _config(upstream: UpstreamServer, *paths: str, **api: Any) -> dict[str, Any]:
-    return {
-        "apis": [
-            {"name": path.strip("/").replace("/", "-"), "path": path, "upstreams": [upstream.url("/echo")], **api}
-            for path in paths
-        ]
-    }
+    return {"apis": [api_entry(upstream, name=path.strip("/").replace("/", "-"), path=path, **api) for path in paths]}
 
 
 async def test_new_config_applies_to_new_handshakes_and_open_connections_keep_theirs(upstream: UpstreamServer) -> None:

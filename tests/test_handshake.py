@@ -13,7 +13,7 @@ from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies import GatewayPolicies, PolicyEnv, deny, hash_key, register_policy
 from asgi_ws_gateway.policies.base import REGISTRY
-from policy_helpers import API, context, denied, scope
+from support.policies import API, context, denied, scope
 
 
 def test_request_view_parses_headers_query_cookies_subprotocols() -> None:

@@ -17,9 +17,9 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.policies.auth import MAX_NUMERIC_DATE, numeric_date_problem
 from asgi_ws_gateway.standalone import not_found
-from policy_helpers import build, context, denied
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET
+from support.policies import build, context, denied
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -105,7 +105,9 @@ async def test_every_token_position_checks_the_claim_types(source: dict[str, str
             assert (await denied(policy.apply(ctx))).status == 401
 
 
-@pytest.mark.parametrize("value", [_NOW + 3600, _NOW + 3600.5, float(_NOW + 3600)])
+@pytest.mark.parametrize(  # named: the values follow the clock, ids must not
+    "value", [_NOW + 3600, _NOW + 3600.5, float(_NOW + 3600)], ids=["integer", "fraction", "integral-float"]
+)
 async def test_integers_and_fractions_are_numeric_dates(value: float) -> None:
     ctx = context(headers=[("Authorization", f"Bearer {_signed(**_valid_times(exp=value))}")])
     await build(JWT).apply(ctx)

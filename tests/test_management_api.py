@@ -13,8 +13,8 @@ import pytest
 from starlette.requests import Request
 
 from asgi_ws_gateway.management.subscriptions import SubscriptionResource, hash_key
-from management_harness import TOKEN, Managed, api, managed_gateway
 from support.clients import connect, expect_close, expect_status
+from support.management import TOKEN, Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 
 

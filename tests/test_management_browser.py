@@ -9,10 +9,12 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from example_app.main import DEV_ADMIN_TOKEN, create_app
+from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.servers import UvicornFactory
-from test_browser import _page, dump_dom, page_report, pytestmark  # noqa: F401 - the same chromium skip rule
 
-CONSOLE_CHECK = _page(
+pytestmark = needs_chromium
+
+CONSOLE_CHECK = check_page(
     "management console check",
     f'<iframe id="console" src="/_gateway/console#token={DEV_ADMIN_TOKEN}&amp;api=echo&amp;connect=1'
     '&amp;send=hello%20console"></iframe>',
@@ -35,7 +37,7 @@ holdUntil(() => entries().some((entry) => entry.dir === "in")).then(() => {
 )
 
 
-def _with_check_page(app: FastAPI) -> FastAPI:
+def _with_checkcheck_page(app: FastAPI) -> FastAPI:
     @app.get("/browser-check/management", response_class=HTMLResponse)
     async def page() -> str:
         return CONSOLE_CHECK
@@ -49,7 +51,7 @@ def _with_check_page(app: FastAPI) -> FastAPI:
 
 def test_console_connects_to_the_example_api_sends_and_sees_the_echo(uvicorn_server: UvicornFactory) -> None:
     """With the admin token from the link, the console lists the APIs, opens /ws/echo and logs both directions."""
-    server = uvicorn_server(_with_check_page(create_app()))
+    server = uvicorn_server(_with_checkcheck_page(create_app()))
     report = page_report(dump_dom(server.url("/browser-check/management", scheme="http")))
     assert report["apis"] == ["echo", "chat"]
     entries = [(entry["dir"], entry["text"], entry["size"]) for entry in report["entries"]]

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway import load_config
-from management_harness import EXE, TOKEN, Standalone, cli_env, standalone
 from support.clients import connect, expect_close, expect_status
+from support.configs import api_entry, build_config, write_config
+from support.management import TOKEN
+from support.processes import EXE, Standalone, cli_env, standalone
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -29,7 +31,7 @@ async def cli(*args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
 
 
 def _write_config(path: Path, name: str, public: str, upstream: str) -> None:
-    path.write_text(f"apis:\n  - name: {name}\n    path: {public}\n    upstreams: [{upstream}]\n")
+    write_config(path.parent, build_config(upstream, name=name, path=public), path.name)
 
 
 @pytest.fixture
@@ -40,9 +42,7 @@ def config(tmp_path: Path, upstream: UpstreamServer) -> Path:
 
 
 def _api_file(tmp_path: Path, upstream: UpstreamServer, name: str, **extra: object) -> str:
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({"name": name, "path": f"/ws/{name}", "upstreams": [upstream.url("/echo")], **extra}))
-    return str(path)
+    return str(write_config(tmp_path, api_entry(upstream, name=name, path=f"/ws/{name}", **extra), f"{name}.json"))
 
 
 async def test_help_lists_the_commands_and_exit_codes() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from asgi_ws_gateway import ConfigError, load_config
 from asgi_ws_gateway.config import MAX_APIS
-from management_harness import TOKEN, Managed, api, managed_gateway
+from support.management import TOKEN, Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 
 MB = 1024 * 1024

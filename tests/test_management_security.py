@@ -17,8 +17,8 @@ import pytest
 
 import asgi_ws_gateway
 from asgi_ws_gateway.config import is_asgi_app
-from management_harness import Managed, api, managed_gateway
 from support.clients import connect
+from support.management import Managed, api, managed_gateway
 from support.syspath import prepend_sys_path
 from support.upstream import UpstreamServer
 

@@ -13,8 +13,8 @@ import pytest
 from asgi_ws_gateway import load_config
 from asgi_ws_gateway.management import FileStore, Overlay, RedisStore
 from asgi_ws_gateway.management.overlay import merge
-from management_harness import api, managed_gateway
 from support.clients import connect
+from support.management import api, managed_gateway
 from support.upstream import UpstreamServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

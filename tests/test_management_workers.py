@@ -13,8 +13,8 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection
 
 from asgi_ws_gateway.management import ManagementClient
-from management_harness import standalone
 from support.clients import connect, expect_close
+from support.processes import standalone
 from support.upstream import UpstreamServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -13,12 +13,12 @@ import logging
 import uuid
 from pathlib import Path
 
-import yaml
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from management_harness import Standalone, standalone
 from support.clients import connect, expect_close
+from support.configs import build_config, write_config
+from support.processes import Standalone, standalone
 from support.redis_ha import RedisClusterSet
 from support.upstream import UpstreamServer
 
@@ -60,17 +60,8 @@ async def test_three_hosts_share_one_cap_changes_and_connection_commands(
 ) -> None:
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     limit = {"limit-concurrency": {"key": "everyone", "max": CAP, "on_store_error": "closed"}}
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "store": {"type": "redis", "url": redis_cluster.url, "prefix": prefix, "timeout": 2.0},
-                "apis": [
-                    {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "policies": [limit]}
-                ],
-            }
-        )
-    )
+    store = {"type": "redis", "url": redis_cluster.url, "prefix": prefix, "timeout": 2.0}
+    config = write_config(tmp_path, build_config(upstream, api={"policies": [limit]}, store=store))
     async with contextlib.AsyncExitStack() as hosts_stack:
         hosts: list[Standalone] = [
             await hosts_stack.enter_async_context(

@@ -17,7 +17,7 @@ from asgi_ws_gateway.policies.message_rates import SharedBudget
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.state.base import Reservation
 from asgi_ws_gateway.state.memory import MemoryState
-from policy_helpers import context
+from support.policies import context
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
 
 

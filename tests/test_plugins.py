@@ -19,9 +19,9 @@ from asgi_ws_gateway.policies.message_base import MESSAGE_REGISTRY
 from asgi_ws_gateway.standalone import CONFIG_ENV
 from asgi_ws_gateway.standalone import create_app as create_standalone
 from example_app.main import create_app as create_example_app
-from management_harness import TOKEN, managed_gateway
-from plugin_helpers import PREFIX, assert_example_plugin_works, imports_of, write_plugin
 from support.clients import connect, expect_close, expect_status
+from support.management import TOKEN, managed_gateway
+from support.plugins import PREFIX, assert_example_plugin_works, imports_of, write_plugin
 from support.servers import UvicornServer
 from support.syspath import prepend_sys_path
 from support.upstream import UpstreamServer

@@ -13,8 +13,8 @@ import jwt
 import pytest
 
 from asgi_ws_gateway.policies.jwks import JwksCache, KeysUnavailable
-from policy_helpers import API, build, context, denied, problems
 from support.jwts import HS_SECRET, signing_key, token
+from support.policies import API, build, context, denied, problems
 
 ISSUER = {"issuer": "https://issuer.test", "audience": "chat"}
 

@@ -12,7 +12,7 @@ from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies.limits import period_bounds
 from asgi_ws_gateway.state.base import Decision, StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryState
-from policy_helpers import build, context, denied, problems
+from support.policies import build, context, denied, problems
 
 
 class Clock:

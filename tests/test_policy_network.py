@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy_helpers import build, context, denied, problems
+from support.policies import build, context, denied, problems
 
 
 @pytest.mark.parametrize(

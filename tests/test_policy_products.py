@@ -9,7 +9,7 @@ import pytest
 from asgi_ws_gateway import ConfigError, load_config
 from asgi_ws_gateway.policies import GatewayPolicies, hash_key
 from asgi_ws_gateway.policies.products import SubscriptionGate
-from policy_helpers import API, build, context, denied, problems
+from support.policies import API, build, context, denied, problems
 
 
 def _config(**extra: Any) -> Any:

@@ -26,8 +26,8 @@ from asgi_ws_gateway.management.redis_store import RedisStore as ManagementStore
 from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.redis_client import connect as redis_connect
 from asgi_ws_gateway.state.base import store_key
-from management_harness import standalone
 from support.clients import connect
+from support.processes import standalone
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.upstream import UpstreamServer
 

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.state.base import StoreUnavailable, store_key
 from asgi_ws_gateway.state.redis import RedisState
-from policy_helpers import build, context, denied
+from support.policies import build, context, denied
 from support.redis import SHARED_REDIS, RedisServer, redis_available, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")
@@ -53,8 +54,10 @@ async def test_leases_cap_release_and_expire(store: RedisState) -> None:
     assert not (await store.acquire(key, "c", 2, 30.0)).allowed
     await store.release(key, "b")
     assert (await store.acquire(key, "c", 2, 30.0)).allowed
-    await asyncio.sleep(1.2)  # lease "a" was never renewed: it expires
-    assert (await store.acquire(key, "d", 2, 30.0)).allowed
+    # Lease "a" was never renewed: it expires after its 1 s (Redis's clock), and "d" gets its place.
+    async with asyncio.timeout(10):
+        while not (await store.acquire(key, "d", 2, 30.0)).allowed:  # noqa: ASYNC110 - Redis's state
+            await asyncio.sleep(0.05)
     await store.renew([(key, "c"), (key, "d")], 30.0)
     assert not (await store.acquire(key, "e", 2, 30.0)).allowed
 
@@ -84,6 +87,13 @@ async def test_redis_stopped_mid_test_fails_open_or_closed_then_recovers() -> No
         with pytest.raises(StoreUnavailable):
             await store.hit("k", 1, 1, "m")  # within retry_interval: no new connection attempt
         server.start()
-        await asyncio.sleep(0.25)
-        await closed_policy.apply(context())  # back to normal
+        # Refused until retry_interval (0.2 s) has passed since the failure; then back to normal.
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    await closed_policy.apply(context())
+                    break
+                except HandshakeDenied as denial:
+                    assert denial.reason == "store_unavailable"
+                    await asyncio.sleep(0.05)
         await store.aclose()

@@ -23,7 +23,7 @@ from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.relay.close_codes import client_vanished
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.upstream.base import UpstreamClosed
-from policy_helpers import context
+from support.policies import context
 
 CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
 HANG = 5.0  # seconds: a run() still going after this is a hang (a failure, not a slow pass)

@@ -18,7 +18,7 @@ from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, 
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.relay.stats import RelayStats
-from policy_helpers import context
+from support.policies import context
 from test_relay_close import CLOSE_TIMEOUT, HANG, FakeClient, FakeUpstream
 
 MAX_SIZE = 1000

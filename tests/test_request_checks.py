@@ -7,7 +7,7 @@ import pytest
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, check_upstream_request
-from policy_helpers import build, context, problems
+from support.policies import build, context, problems
 
 
 def _refused(url: str, headers: list[tuple[str, str]] = (), *, in_process: bool = False) -> str:  # type: ignore[assignment]

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from support.clients import connect, expect_status
+from support.configs import api_entry, build_config, write_config
 from support.processes import ServerProcess
 from support.servers import free_port
 from support.upstream import UpstreamServer
@@ -30,14 +31,8 @@ def upstream_server() -> Iterator[UpstreamServer]:
 
 
 def _config(tmp: Path, upstream: UpstreamServer, **top: Any) -> Path:
-    apis = [
-        {"name": "echo", "path": "/echo", "upstreams": [upstream.url("/echo")]},
-        {"name": "closed", "path": "/closed", "upstreams": [upstream.url("/echo")],
-         "policies": [{"ip-filter": {"deny": ["127.0.0.0/8"]}}]},
-    ]  # fmt: skip
-    path = tmp / "gateway.yaml"
-    path.write_text(yaml.safe_dump({"apis": apis, **top}))
-    return path
+    closed = api_entry(upstream, name="closed", path="/closed", policies=[{"ip-filter": {"deny": ["127.0.0.0/8"]}}])
+    return write_config(tmp, build_config(upstream, path="/echo", more_apis=[closed], **top))
 
 
 def _start(config: Path, *extra: str, port: int | None = None) -> ServerProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -11,6 +12,18 @@ from support.apps import echo_app
 from support.clients import connect, expect_close, expect_status
 from support.conformance import run_autobahn
 from support.servers import UpstreamServer, UvicornFactory, WSImpl, free_port
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/support: a test module never imports (and so re-runs) another's tests."""
+    offenders = []
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(), str(module))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{module.name}: {name}" for name in names if name.split(".")[0].startswith("test_")]
+    assert offenders == []
 
 
 def test_free_port_is_bindable() -> None:

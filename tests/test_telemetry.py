@@ -27,6 +27,7 @@ from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.inprocess import InProcessConnector
 from asgi_ws_gateway.upstream.request import build_request
 from support.apps import echo_app
+from support.configs import build_config
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
 SCOPE: dict[str, Any] = {
@@ -37,9 +38,7 @@ SCOPE: dict[str, Any] = {
 
 
 def _config(**telemetry: Any) -> GatewayConfig:
-    return load_config(
-        {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}], "telemetry": telemetry}
-    )
+    return load_config(build_config("ws://127.0.0.1:9/echo", telemetry=telemetry))
 
 
 @pytest.fixture

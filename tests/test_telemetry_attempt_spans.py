@@ -26,13 +26,13 @@ from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.request import build_request
-from gateway_harness import ProbedGateway
 from support.apps import echo_app
 from support.clients import connect, expect_status
+from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.servers import UvicornServer
+from support.telemetry import SECRETS, export_to, telemetry_config
 from support.upstream import UpstreamServer
-from telemetry_harness import SECRETS, export_to, telemetry_config
 
 SERVER, CLIENT = 2, 3
 ERROR = 2

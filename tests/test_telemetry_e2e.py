@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from asgi_ws_gateway.telemetry import names as n
-from gateway_harness import ProbedGateway
 from support.clients import connect, expect_status
+from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Protocol, ReceivedSpan
 from support.servers import UvicornServer
+from support.telemetry import SECRET_QUERY, SECRETS, export_to, secret_headers, telemetry_config
 from support.upstream import UpstreamServer
-from telemetry_harness import SECRET_QUERY, SECRETS, export_to, secret_headers, telemetry_config
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1
 ERROR = 2

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway.telemetry import names as n
-from gateway_harness import ProbedGateway
 from support.clients import connect, expect_status
+from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
+from support.telemetry import export_to, telemetry_config
 from support.upstream import UpstreamServer
-from telemetry_harness import export_to, telemetry_config
 
 TEXT = [f"text {i:05d}" for i in range(6)]  # 10 B each
 BINARY = [bytes([i]) * 100 for i in range(4)]

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway_harness import ProbedGateway
 from support.clients import connect
+from support.gateway import ProbedGateway
 from support.jwts import JwksServer, signing_key, token
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.redis import redis_available, unique_prefix
 from support.servers import UvicornServer
+from support.telemetry import export_to
 from support.upstream import UpstreamServer
-from telemetry_harness import export_to
 
 CLIENT = 3
 

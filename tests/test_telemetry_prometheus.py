@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway.telemetry import names as n
-from gateway_harness import ProbedGateway
 from support.clients import connect, expect_status
+from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
+from support.telemetry import export_to, telemetry_config
 from support.upstream import UpstreamServer
-from telemetry_harness import export_to, telemetry_config
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
 CUMULATIVE = 2

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from asgi_ws_gateway.templates import Condition, Reference, Template, TemplateError
-from policy_helpers import context
+from support.policies import context
 
 
 def test_references_render_from_each_namespace() -> None:

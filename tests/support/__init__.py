@@ -2,5 +2,7 @@
 
 Modules: ``servers`` (``UvicornServer``, ``free_port``; re-exports ``UpstreamServer``), ``upstream``
 (the scripted ``websockets`` upstream), ``clients``, ``apps`` (``echo_app``), ``conformance`` and
-``otlp`` (a real OTLP receiver, gRPC and HTTP/protobuf).
+``otlp`` (a real OTLP receiver, gRPC and HTTP/protobuf), ``gateway`` (``ProbedGateway`` and the
+scripted upstream's routes), ``management`` (a managed gateway, the standalone process), ``policies``
+(handshake contexts and policies without a server), ``plugins`` and ``telemetry`` (OTLP export set-up).
 """

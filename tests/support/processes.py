@@ -1,6 +1,7 @@
 """Server commands as real subprocesses.
 
 ``GatewayProcess``: ``asgi-ws-gateway run`` with uvicorn workers, and which worker holds a socket.
+``standalone``: ``asgi-ws-gateway run --management ...``, ready once its management API answers.
 ``ServerProcess``: any server command (``asgi-ws-gateway run``, ``uvicorn app:app``), its output captured::
 
     with ServerProcess(["-m", "asgi_ws_gateway", "run", str(config)], port=port) as server:
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,13 +22,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import httpx2
+
+from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
+
+from .management import TOKEN
 from .servers import free_port
 
-__all__ = ["GatewayProcess", "ServerProcess"]
+__all__ = ["EXE", "GatewayProcess", "ServerProcess", "Standalone", "cli_env", "standalone"]
 
 EXE = Path(sys.executable).parent / "asgi-ws-gateway"
 
@@ -40,7 +48,8 @@ class GatewayProcess:
 
     def __init__(self, args: Sequence[str], *, cwd: Path, workers: int, start_timeout: float = 30.0) -> None:
         self.port = free_port()
-        self.expected_workers = workers
+        # One worker is served by the supervisor itself: uvicorn forks worker processes only for two or more.
+        self.expected_workers = workers if workers > 1 else 0
         self.start_timeout = start_timeout
         self.args = [str(EXE), "run", *args, "--port", str(self.port), "--workers", str(workers),
                      "--log-level", "warning"]  # fmt: skip
@@ -104,7 +113,8 @@ class GatewayProcess:
                 return inodes[int(parts[9])]
         raise LookupError(f"no worker holds the connection from port {client_port}")
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 15 s); the exit status (``None`` if it never started)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -112,6 +122,12 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        return None if self.process is None else self.process.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process ended (after leaving the ``async with``)."""
+        return None if self.process is None else self.process.returncode
 
 
 async def _answers(port: int) -> bool:
@@ -204,3 +220,54 @@ class ServerProcess:
         if self.process.poll() is None:
             self.stop()
         self._dir.cleanup()
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for the command line: this checkout's package first, the admin token set."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ASGI_WS_GATEWAY_URL", None)
+    return {**env, "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN, **extra}
+
+
+@dataclass
+class Standalone:
+    client: ManagementClient
+    port: int
+    process: asyncio.subprocess.Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/_gateway"
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+@contextlib.asynccontextmanager
+async def standalone(
+    config: Path, *args: str, workers: int = 1, management_port: int | None = None
+) -> AsyncIterator[Standalone]:
+    """``asgi-ws-gateway run CONFIG --management /_gateway ...`` (or ``--management-port``), once ready."""
+    port = free_port()
+    where = ["--management-port", str(management_port)] if management_port else ["--management", "/_gateway"]
+    process = await asyncio.create_subprocess_exec(
+        str(EXE), "run", str(config), "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+        *where, *args, cwd=config.parent, env=cli_env(),
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{management_port}" if management_port else f"http://127.0.0.1:{port}/_gateway"
+    client = ManagementClient(base, token=TOKEN)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(httpx2.TransportError, ManagementAPIError):
+                    if await client.ready():
+                        break
+                assert process.returncode is None, "the gateway exited"
+                await asyncio.sleep(0.1)
+        yield Standalone(client, port, process)
+    finally:
+        await client.aclose()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await process.wait()

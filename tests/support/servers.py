@@ -7,6 +7,8 @@ WebSocket upstream behind it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -43,6 +45,34 @@ def free_port() -> int:
         return port
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn's server, whose main loop sees ``should_exit`` as soon as :meth:`wake` is called.
+
+    uvicorn checks the flag on a 0.1 s tick; hundreds of servers stop per test run, so waiting for
+    the tick adds up. Only the wait between ticks changes: the shutdown itself is uvicorn's own.
+    """
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _woken: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._woken = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    def wake(self) -> None:
+        """Make the main loop check ``should_exit`` now (from any thread)."""
+        loop, woken = self._loop, self._woken
+        if loop is not None and woken is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to wake
+                loop.call_soon_threadsafe(woken.set)
+
+
 class UvicornServer:
     """A real uvicorn server for ``app`` on 127.0.0.1, running in a background thread.
 
@@ -58,6 +88,8 @@ class UvicornServer:
         lifespan: uvicorn's ``lifespan`` setting (``"auto"``, ``"on"`` or ``"off"``).
         timeout_graceful_shutdown: Seconds ``stop()`` lets open connections and tasks finish before
             uvicorn cancels them; ``None`` waits forever. Default 2.
+        port: A port to listen on (default: a free one). A stopped server's port can be given to a
+            new one: the socket is bound with ``SO_REUSEADDR``, as uvicorn binds its own.
         **config: Further ``uvicorn.Config`` keyword arguments (``ws_max_size``, ...).
     """
 
@@ -68,10 +100,13 @@ class UvicornServer:
         ws: WSImpl = "websockets-sansio",
         lifespan: Literal["auto", "on", "off"] = "auto",
         timeout_graceful_shutdown: int | None = 2,
+        port: int = 0,
         **config: Any,
     ) -> None:
         self._sock = socket.socket()
-        self._sock.bind((HOST, 0))
+        if port:  # only then: with port 0 the kernel could hand two such sockets one port
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((HOST, port))
         self._port: int = self._sock.getsockname()[1]
         options: dict[str, Any] = {"log_level": "warning", "log_config": None, **config}
         self.config = uvicorn.Config(
@@ -83,7 +118,7 @@ class UvicornServer:
             timeout_graceful_shutdown=timeout_graceful_shutdown,
             **options,
         )
-        self.server = uvicorn.Server(self.config)
+        self.server = _PromptServer(self.config)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -120,6 +155,7 @@ class UvicornServer:
             self._sock.close()
             return
         self.server.should_exit = True
+        self.server.wake()
         grace = self.config.timeout_graceful_shutdown or 0.0
         thread.join(timeout + grace)
         if thread.is_alive():

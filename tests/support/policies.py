@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.config import ApiConfig, GatewayConfig, UpstreamConfig
+from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.forwarded import Networks
 from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView
@@ -71,8 +71,3 @@ async def denied(apply: Awaitable[object]) -> HandshakeDenied:
     with pytest.raises(HandshakeDenied) as info:
         await apply
     return info.value
-
-
-def minimal_config(**extra: Any) -> GatewayConfig:
-    api = {"name": "chat", "path": "/ws/chat", "upstreams": ["ws://127.0.0.1:9/"]}
-    return GatewayConfig.model_validate({"apis": [api], **extra})

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway_harness import gateway_config
+from support.gateway import gateway_config
 from support.otlp import OtlpReceiver, Protocol
 from support.upstream import UpstreamServer
 

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
+from support.configs import api_entry
+from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
 T = TypeVar("T")
+
+MIB = 1024 * 1024
+
+PASSTHROUGH: WSImpl = cast("WSImpl", "asgi_ws_gateway.server:PassthroughWebSocketProtocol")
+"""The package's protocol class: uvicorn serves ``passthrough: true`` APIs with it by splicing."""
+
+MODES: tuple[str, ...] = (*WS_IMPLS, "passthrough")
+"""The ways the gateway serves a connection: relayed under each uvicorn implementation, or spliced.
+
+The relay modes are named after their implementation, as the ``ws_impl`` fixture's ids are."""
 
 # Public path -> upstream path of the scripted upstream (see support/upstream.py).
 ROUTES = {
@@ -26,13 +40,32 @@ ROUTES = {
 }
 
 
+@dataclass(frozen=True)
+class GatewayMode:
+    """One of :data:`MODES`: the server's WebSocket implementation and whether APIs splice."""
+
+    name: str
+
+    @property
+    def passthrough(self) -> bool:
+        return self.name == "passthrough"
+
+    @property
+    def ws(self) -> WSImpl:
+        return PASSTHROUGH if self.passthrough else cast("WSImpl", self.name)
+
+    def config(self, upstream: UpstreamServer | str, **api: Any) -> dict[str, Any]:
+        """:func:`gateway_config` with ``passthrough: true`` on every API in the passthrough mode."""
+        return gateway_config(upstream, **({"passthrough": True} if self.passthrough else {}), **api)
+
+
 def gateway_config(upstream: UpstreamServer | str, **api: Any) -> dict[str, Any]:
     """One API per scripted behaviour; ``upstream`` may be a base URL like ``ws://127.0.0.1:1``."""
     base = upstream if isinstance(upstream, str) else upstream.url("")
     apis = []
     for path, target in ROUTES.items():
         name = path.split("/")[2]
-        apis.append({"name": name, "path": path, "upstreams": [base + target], **api})
+        apis.append(api_entry(base + target, name=name, path=path, **api))
     return {"apis": apis}
 
 
@@ -74,3 +107,23 @@ class ProbedGateway:
         async with asyncio.timeout(5):
             while self.gateway.open_connections or await self.relay_tasks():  # noqa: ASYNC110 - another loop's state
                 await asyncio.sleep(0.02)
+
+
+@dataclass
+class Stack:
+    """A :class:`ProbedGateway` under a real uvicorn, in front of a scripted upstream."""
+
+    gateway: ProbedGateway
+    server: UvicornServer
+    upstream: UpstreamServer
+
+    def url(self, path: str) -> str:
+        return self.server.url(path)
+
+
+@contextmanager
+def serve(upstream: UpstreamServer, mode: GatewayMode, **api: Any) -> Iterator[Stack]:
+    """The gateway for :func:`gateway_config` (``api`` set on every API) in ``mode``; 16 MiB frames."""
+    gateway = ProbedGateway(mode.config(upstream, **api))
+    with UvicornServer(gateway, ws=mode.ws, ws_max_size=16 * MIB) as server:
+        yield Stack(gateway, server, upstream)

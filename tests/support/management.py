@@ -1,0 +1,59 @@
+"""A gateway with its management API under real uvicorn, in this process, for the management tests.
+
+The standalone gateway as a process (``standalone``) is in ``processes.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementClient
+from asgi_ws_gateway.standalone import not_found
+from support.configs import api_entry
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+
+TOKEN = "test-admin-token"
+
+
+def api(name: str, path: str, upstream: UpstreamServer, **fields: Any) -> dict[str, Any]:
+    return api_entry(upstream, name=name, path=path, **fields)
+
+
+@dataclass
+class Managed:
+    server: UvicornServer
+    management: GatewayManagement
+    gateway: WebSocketGateway
+    state: Path
+
+    def url(self, path: str) -> str:
+        return self.server.url(path)
+
+    @property
+    def base(self) -> str:
+        return self.server.url("/_gateway", scheme="http")
+
+    def http(self, token: str | None = TOKEN) -> httpx2.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx2.AsyncClient(base_url=self.base + "/", headers=headers, trust_env=False, timeout=10)
+
+    def client(self) -> ManagementClient:
+        return ManagementClient(self.base, token=TOKEN)
+
+
+@contextmanager
+def managed_gateway(config: dict[str, Any], state: Path, **options: Any) -> Iterator[Managed]:
+    """The standalone gateway for ``config`` behind ``GatewayManagement`` (a file store at ``state``)."""
+    gateway = WebSocketGateway(not_found, config=config)
+    options.setdefault("admin_token", TOKEN)
+    management = GatewayManagement(gateway, store=FileStore(state), **options)
+    with UvicornServer(management, lifespan="on") as server:
+        yield Managed(server, management, gateway, state)

@@ -1,0 +1,91 @@
+"""Raw HTTP/1.1 over TCP, for the tests of what the server does with requests no client library sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+__all__ = ["EOF_TIMEOUT", "HUGE_HEADER", "MANY_HEADERS", "exchange", "handshake", "header_of", "send", "status_of"]
+
+EOF_TIMEOUT = 10.0
+"""Generous: "promptly" means long before the client would give up on its own."""
+
+
+def handshake(path: str = "/ws/echo", extra: bytes = b"", version: bytes | None = b"13") -> bytes:
+    head = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    head += b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    if version is not None:
+        head += b"Sec-WebSocket-Version: " + version + b"\r\n"
+    return head + extra + b"\r\n"
+
+
+async def send(writer: asyncio.StreamWriter, data: bytes, *, dribble: float | None = None) -> None:
+    """Write ``data`` at once, or a byte at a time ``dribble`` seconds apart; stop when the server closes."""
+    chunks = [data[i : i + 1] for i in range(len(data))] if dribble is not None else [data]
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            if dribble is not None:
+                await asyncio.sleep(dribble)
+    except OSError:
+        pass  # the server closed on us: what the slow-client tests expect
+
+
+async def exchange(port: int, data: bytes, *, dribble: float | None = None) -> bytes:
+    """Send ``data`` (at once, or dribbled as :func:`send` does) and return every byte the server sends up to EOF.
+
+    A server that answers and closes while bytes are still coming makes the client's kernel see a
+    reset: the answer read before it is kept (a ``StreamReader`` would drop its buffer and raise).
+
+    Raises:
+        TimeoutError: the server kept the connection open for ``EOF_TIMEOUT`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    received = bytearray()
+
+    async def feed() -> None:
+        chunks = [data[i : i + 1] for i in range(len(data))] if dribble is not None else [data]
+        with contextlib.suppress(OSError):  # the server closed on us: what the slow-client tests expect
+            for chunk in chunks:
+                await loop.sock_sendall(sock, chunk)
+                if dribble is not None:
+                    await asyncio.sleep(dribble)
+
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        sender = asyncio.create_task(feed())
+        try:
+            async with asyncio.timeout(EOF_TIMEOUT):
+                while chunk := await loop.sock_recv(sock, 65536):
+                    received += chunk
+        except ConnectionResetError:
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+    finally:
+        sock.close()
+    return bytes(received)
+
+
+def status_of(response: bytes) -> int:
+    assert response.startswith(b"HTTP/1.1 "), response[:200]
+    return int(response.split(b" ", 2)[1])
+
+
+def header_of(response: bytes, name: str) -> str | None:
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for line in head.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+MANY_HEADERS = b"".join(b"x-h%d: v\r\n" % i for i in range(1000))
+HUGE_HEADER = b"x-big: " + b"a" * 100_000 + b"\r\n"
