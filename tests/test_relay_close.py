@@ -11,146 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
 
-from asgi_ws_gateway._types import Data, Message
+from asgi_ws_gateway._types import Message
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.relay.close_codes import client_vanished
 from asgi_ws_gateway.relay.pumps import Relay
-from asgi_ws_gateway.upstream.base import UpstreamClosed
 from support.policies import context
-
-CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
-HANG = 5.0  # seconds: a run() still going after this is a hang (a failure, not a slow pass)
-
-Fault = Literal["raise", "hang", "oserror"]
-
-
-class Boom(RuntimeError):
-    """The injected bug."""
-
-
-@dataclass
-class FakeUpstream:
-    """An ``UpstreamConnection`` whose every await point can fail or hang on demand.
-
-    Like the ``websockets`` connector: once ``close()`` returned (or the peer closed), ``recv`` and
-    ``send`` raise ``UpstreamClosed``. ``paused`` makes ``send`` wait as a full write buffer would.
-    """
-
-    faults: dict[str, Fault] = field(default_factory=dict)
-    subprotocol: str | None = None
-    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    sent: list[Data] = field(default_factory=list)
-    closes: list[tuple[int, str]] = field(default_factory=list)
-    paused: bool = False
-
-    def __post_init__(self) -> None:
-        self._inbox: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue()
-        self._drained = asyncio.Event()
-        self._ended: UpstreamClosed | None = None
-
-    # -- the test's controls --
-    def push(self, data: Data) -> None:
-        self._inbox.put_nowait(data)
-
-    def peer_closes(self, code: int, reason: str) -> None:
-        self._end(UpstreamClosed(code, reason, by_peer=True))
-
-    def vanish(self) -> None:
-        """The TCP connection is lost (a reset): every pending and later call ends with 1006."""
-        self._end(UpstreamClosed(1006, "", by_peer=False))
-
-    def _end(self, closed: UpstreamClosed) -> None:
-        if self._ended is None:
-            self._ended = closed
-            self._inbox.put_nowait(closed)
-            self._drained.set()
-
-    async def _fault(self, point: str) -> None:
-        fault = self.faults.get(point)
-        if fault == "raise":
-            raise Boom(f"{point} failed")
-        if fault == "oserror":
-            raise ConnectionResetError(f"{point}: connection reset")
-        if fault == "hang":
-            await asyncio.Event().wait()
-
-    # -- UpstreamConnection --
-    async def recv(self) -> Data:
-        await self._fault("recv")
-        item = await self._inbox.get()
-        if isinstance(item, UpstreamClosed):
-            self._inbox.put_nowait(item)
-            raise item
-        return item
-
-    async def send(self, data: Data) -> None:
-        await self._fault("send")
-        if self._ended is not None:
-            raise self._ended
-        self.sent.append(data)
-        if self.paused:
-            await self._drained.wait()  # drain while paused: only a reset ends it
-            if self._ended is not None:
-                raise self._ended
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-        await self._fault("close")
-        self._end(UpstreamClosed(code, reason, by_peer=False))
-
-
-@dataclass
-class FakeClient:
-    """An accepted client's ASGI ``receive``/``send``; sends after it left raise ``OSError``."""
-
-    faults: dict[str, Fault] = field(default_factory=dict)
-    messages: list[Data] = field(default_factory=list)
-    closes: list[tuple[int, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.gone = False
-
-    def says(self, data: Data) -> None:
-        key = "text" if isinstance(data, str) else "bytes"
-        self._inbox.put_nowait({"type": "websocket.receive", key: data})
-
-    def closes_with(self, code: int, reason: str = "") -> None:
-        self._inbox.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-
-    def drops_tcp(self, message: Message | None = None) -> None:
-        self.gone = True
-        self._inbox.put_nowait(message or {"type": "websocket.disconnect", "code": 1006})
-
-    async def receive(self) -> Message:
-        fault = self.faults.get("receive")
-        if fault == "raise":
-            raise Boom("receive failed")
-        if fault == "hang":
-            await asyncio.Event().wait()
-        return await self._inbox.get()
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        fault = self.faults.get(kind)
-        if fault == "raise":
-            raise Boom(f"{kind} failed")
-        if fault == "hang":
-            await asyncio.Event().wait()
-        if self.gone:
-            raise OSError("client disconnected")
-        if kind == "websocket.close":
-            self.closes.append((message["code"], message.get("reason", "")))
-            self._inbox.put_nowait({"type": "websocket.disconnect", "code": message["code"], "reason": ""})
-        else:
-            self.messages.append(message.get("text") or message.get("bytes") or b"")
+from support.relay_fakes import CLOSE_TIMEOUT, HANG, Boom, FakeClient, FakeUpstream
 
 
 class _PassThrough:

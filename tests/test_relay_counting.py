@@ -2,7 +2,7 @@
 
 The pumps count inline (the no-policy loop makes no call per message); these tests pin that count
 to :meth:`RelayStats.count_in` / :meth:`RelayStats.count_out`, which passthrough's frame scanner
-counts through, on every combination of policies. Fakes from ``test_relay_close``, no sockets.
+counts through, on every combination of policies. Fakes from ``support.relay_fakes``, no sockets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.relay.stats import RelayStats
 from support.policies import context
-from test_relay_close import CLOSE_TIMEOUT, HANG, FakeClient, FakeUpstream
+from support.relay_fakes import CLOSE_TIMEOUT, HANG, FakeClient, FakeUpstream
 
 MAX_SIZE = 1000
 CLIENT_SAYS: list[Data] = ["hi", "é", b"\x00" * 300]  # ASCII text, 2 UTF-8 bytes of text, binary
