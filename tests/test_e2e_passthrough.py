@@ -7,16 +7,22 @@ from their module, which is patched here to turn passthrough on.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import test_e2e_relay
+from asgi_ws_gateway.telemetry import names as n
 from gateway_harness import ProbedGateway, gateway_config
 from support.clients import connect, expect_close
+from support.otlp import OtlpReceiver
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
+from telemetry_harness import export_to, telemetry_config
 from test_e2e_relay import (  # noqa: F401 - collected here, against the passthrough server
     Stack,
     test_busy_connection_is_not_idle_but_hits_max_lifetime,
@@ -160,13 +166,64 @@ async def test_failover_to_second_backend(upstream: UpstreamServer) -> None:
     assert len(upstream.handshakes) == 2
 
 
-async def test_plain_uvicorn_relays_even_with_passthrough_on(upstream: UpstreamServer) -> None:
-    """Without the package's protocol class the flag does nothing: the relay serves the connection."""
+async def test_plain_uvicorn_relays_even_with_passthrough_on(
+    upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the package's protocol class the flag does nothing: the relay serves, with one warning."""
     gateway = ProbedGateway(gateway_config(upstream, passthrough=True))
     with UvicornServer(gateway, ws="websockets-sansio") as server:
+        for _ in range(2):
+            async with await connect(server.url("/ws/echo")) as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "hi"
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Relay"
+            await gateway.settle()
+    warnings = [r.getMessage() for r in caplog.records if "does not offer passthrough" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("API echo: passthrough: true")
+
+
+@pytest.mark.parametrize(("setting", "kind"), [({}, "Splice"), ({"passthrough": False}, "Relay")])
+async def test_default_splices_under_the_gateways_protocol_and_false_relays(
+    upstream: UpstreamServer, setting: dict[str, Any], kind: str
+) -> None:
+    """Without a passthrough setting (``auto``) the gateway's protocol splices; ``false`` keeps the relay."""
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], **setting}
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         async with await connect(server.url("/ws/echo")) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
             (live,) = gateway.gateway.connections()
-            assert type(live.relay).__name__ == "Relay"
+            assert type(live.relay).__name__ == kind
         await gateway.settle()
+
+
+async def test_spliced_connection_has_the_connect_span_and_access_log_of_the_relay(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attempt's CLIENT span (traceparent sent upstream) and the access-log line, as when relayed."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    with OtlpReceiver() as otlp:
+        export_to(monkeypatch, otlp, "grpc")
+        gateway = ProbedGateway(telemetry_config(upstream, access_log="json"))
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            # Uncompressed: spliced, bytes are counted on the wire (compressed, when deflate is on).
+            async with await connect(server.url("/ws/echo"), compression=None) as ws:
+                await ws.send("ping")
+                assert await ws.recv() == "ping"
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Splice"
+            connection = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "connection echo")
+        handshake = otlp.wait_for_span(lambda s: s.name == "GET /ws/echo")
+        attempt = otlp.wait_for_span(lambda s: s.name == "upstream connect echo")
+    assert attempt.kind == 3 and attempt.parent_span_id == handshake.span_id  # CLIENT, under the handshake
+    assert attempt.attributes == {
+        n.HTTP_METHOD: "GET", n.URL_FULL: upstream.url("/echo"), n.BACKEND: upstream.url("/echo"),
+        n.SERVER_ADDRESS: "127.0.0.1", n.SERVER_PORT: upstream.port, n.ATTEMPT: 1, n.HTTP_STATUS: 101,
+    }  # fmt: skip
+    assert attempt.trace_id in (upstream.handshakes[-1].header("traceparent") or "")
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "asgi_ws_gateway.access"]
+    assert (record["trace_id"], record["span_id"]) == (connection.trace_id, connection.span_id)
+    assert (record["status"], record["close_code"], record["closed_by"]) == (101, 1000, "client")
+    assert (record["messages_in"], record["bytes_in"], record["messages_out"], record["bytes_out"]) == (1, 4, 1, 4)

@@ -24,8 +24,9 @@ gateway needs on its edge:
      "extensions": "<Sec-WebSocket-Extensions value or None>", "protocol": <asyncio.Protocol>,
      "on_started": <callable>, "on_shutdown": <callable>}
 
-  The server answers 101 with those headers (the extensions it negotiated itself are dropped: the
-  application negotiated them end to end), stops parsing, and hands the transport to ``protocol``;
+  The extension's value is ``{"max_size": <the server's ws_max_size>}``. The server answers 101
+  with those headers (the extensions it negotiated itself are dropped: the application negotiated
+  them end to end), stops parsing, and hands the transport to ``protocol``;
   ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down. The application's
   call must not return before the connection is over.
 
@@ -133,7 +134,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         scope = getattr(self, "scope", None)
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs
-            scope["extensions"][EXTENSION] = {}
+            # The server's own message limit (--ws-max-size) still applies to a spliced connection.
+            scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size}
 
     # -- misbehaving clients --
 
