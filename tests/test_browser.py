@@ -28,6 +28,8 @@ from asgi_ws_gateway import WebSocketGateway
 from example_app.main import create_app
 from support.servers import UpstreamServer, UvicornFactory, WSImpl
 
+GATEWAY_WS: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
+
 
 def _find_chromium() -> str | None:
     if Path("/usr/bin/chromium").is_file():
@@ -248,3 +250,24 @@ def test_browser_console_page_chat(uvicorn_server: UvicornFactory) -> None:
     assert entries[1][0] == "sys" and entries[1][1].startswith("open (subprotocol chat.v1; permessage-deflate")
     assert entries[2:] == [("out", "hello room"), ("in", "hello room")]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", entry["time"]) for entry in report["entries"])
+
+
+def test_browser_echo_spliced_on_the_default_path(
+    uvicorn_server: UvicornFactory, deflate_upstream: UpstreamServer
+) -> None:
+    """Under the gateway's protocol an API without passthrough settings is spliced: the browser's own
+    extension offer reaches the upstream, and messages, compression and the close survive."""
+    config = {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": [deflate_upstream.url("/echo")]}]}
+    app = FastAPI()
+    app.add_middleware(WebSocketGateway, config=config)
+    server = uvicorn_server(with_check_pages(app), ws=GATEWAY_WS)
+    report = page_report(dump_dom(server.url("/browser-check/echo", scheme="http")))
+    assert report["open"], report
+    assert "permessage-deflate" in report["extensions"]
+    assert report["checks"] == CHECKS
+    assert report["close"] == {"code": 4001, "reason": "bye", "wasClean": True}
+    assert report["errors"] == []
+    (handshake,) = deflate_upstream.handshakes
+    # Chromium's own offer went upstream (the relay's client would offer its own window sizes).
+    assert handshake.header("sec-websocket-extensions") == "permessage-deflate; client_max_window_bits"
+    assert deflate_upstream.wait_for_closes(1) == [(4001, "bye")]

@@ -277,7 +277,10 @@ class ApiConfig(_Model):
         default="deflate", description="permessage-deflate offered on the upstream leg (null: none)."
     )
     ping_interval: float | None = Field(
-        default=20.0, gt=0, description="Seconds between keepalive pings to the upstream (null: off)."
+        default=20.0,
+        gt=0,
+        description="Seconds between keepalive pings to the upstream (null: off); spliced, each side silent "
+        "for this long is pinged.",
     )
     ping_timeout: float | None = Field(
         default=20.0,
