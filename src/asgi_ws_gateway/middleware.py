@@ -311,8 +311,11 @@ class WebSocketGateway:
                     requests[b.index],
                 ))  # fmt: skip
                 upstream = raw
-                server_max = scope["extensions"][EXTENSION].get("max_size")  # as uvicorn enforces for the relay
-                max_size = min(cfg.max_message_size, server_max) if isinstance(server_max, int) else cfg.max_message_size
+                offer = scope["extensions"][EXTENSION]
+                server_max = offer.get("max_size") if isinstance(offer, dict) else None
+                max_size = cfg.max_message_size
+                if isinstance(server_max, int):  # the server's ws_max_size, as uvicorn enforces it on the relay
+                    max_size = min(max_size, server_max)
                 splice = Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
                                 ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
                 relay, accept = splice, splice.accept_message()

@@ -75,10 +75,20 @@ class FrameScanner:
         self.error: str | None = None
         self.close: tuple[int, str] | None = None
         self.halted = False
-        """Set by the splice when the gateway closes: the frame in flight is finished, nothing after it
-        is forwarded (frames are still scanned, so the peer's answer to the close is seen)."""
+        """Set by :meth:`halt`: the frame in flight is finished, nothing after it is forwarded."""
+        self.interrupted = False
+        """True once :attr:`stopped` or :attr:`halted`: the splice has to look after each read."""
         self.pong: bytes | None = None
         """The payload of the gateway's keepalive pings: a pong carrying it is taken out of the stream."""
+        # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
+        self._plain = frozenset({0x81, 0x82} | ({0xC1, 0xC2} if self._rsv & _RSV1 else set()))
+        self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
+
+    def halt(self) -> None:
+        """The gateway closes: finish the frame in flight, forward nothing after it (frames are still
+        scanned, so the peer's answer to the gateway's close frame is seen)."""
+        self.halted = self.interrupted = True
+        self._fast = False
 
     @property
     def stopped(self) -> bool:
@@ -93,6 +103,19 @@ class FrameScanner:
     def feed(self, data: bytes) -> bytes:
         """Scan ``data``; returns the bytes to forward (``data`` itself unless a header was split, a
         frame stopped the scan, ``halted`` is set, or a keepalive pong was taken out)."""
+        if self._fast and len(data) > 3 and data[0] in self._plain and data[1] & 0x80 == self._masked:
+            # One whole final text or binary frame, as most reads are: checked and counted here.
+            length = data[1] & 0x7F
+            header = 6 if self._masked else 2
+            if length == 126:
+                length = data[2] << 8 | data[3]
+                header += 2
+            if length != 127 and header + length == len(data) and length <= self._max:
+                self._count(length, data[0] & 0x0F == 2)
+                return data
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> bytes:
         if self._head:
             data = self._head + data
             self._head = b""
@@ -174,6 +197,8 @@ class FrameScanner:
             self.remaining = length
             if length == 0:
                 self._frame_done()
+        self.interrupted = self.halted or self.close is not None or self.too_big or self.error is not None
+        self._fast = not (self.interrupted or self.remaining or self._head or self.in_message)
         if kept is not None:
             kept.append(data[keep:end])
             return b"".join(kept)

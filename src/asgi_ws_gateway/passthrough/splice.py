@@ -83,7 +83,7 @@ class _Side(asyncio.Protocol):
         out = scanner.feed(data)
         if out and self.peer.open:
             self.peer.transport.write(out)
-        if scanner.stopped or scanner.halted:
+        if scanner.interrupted:
             self.splice.after_frame(self)
 
     def eof_received(self) -> bool | None:
@@ -107,7 +107,7 @@ class _Side(asyncio.Protocol):
         self.close_sent = True
         frame = close_frame(wire_code(code), wire_reason(reason), mask=not self.client)
         source = self.peer.scanner
-        source.halted = True  # nothing after the frame in flight reaches this side
+        source.halt()  # nothing after the frame in flight reaches this side
         if not source.remaining:
             self.transport.write(frame)
         elif self.peer.open:
