@@ -358,6 +358,9 @@ class WebSocketGateway:
                 if isinstance(exc, OSError):
                     return  # the client left during the handshake
                 raise
+            # Nothing of the handshake's own is needed any more; an idle connection would hold it.
+            del accept
+            requests.clear()
             connection = trace.accepted(backend.label, upstream.subprotocol, relay.stats)
             cfg = api.config
             if cfg.idle_timeout is not None or cfg.max_lifetime is not None:

@@ -51,7 +51,8 @@ class RawUpstream:
         reader: _HandshakeReader,
     ) -> None:
         self.transport = transport
-        self._reader = reader
+        self._reader: _HandshakeReader | None = reader
+        self._ended = False
         self.subprotocol = subprotocol
         self.extensions = extensions
         self.response_headers = response_headers
@@ -59,7 +60,12 @@ class RawUpstream:
 
     def ended(self) -> bool:
         """True if the TCP connection ended before the splice took it over."""
-        return self._reader.eof
+        return self._reader.eof if self._reader is not None else self._ended
+
+    def release(self) -> None:
+        """The splice has the transport: drop the handshake's reader, its buffer and the leftover bytes."""
+        self._ended = self.ended()
+        self._reader, self.leftover = None, b""
 
     async def close(self, code: int, reason: str) -> None:
         """Close before the splice started: a masked close frame, then the TCP connection."""

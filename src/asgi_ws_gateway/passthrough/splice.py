@@ -177,9 +177,11 @@ class Splice:
         raw = self._upstream_raw
         raw.transport.set_protocol(self.upstream)
         self.upstream.connection_made(raw.transport)
-        if raw.leftover:
-            self.upstream.data_received(raw.leftover)
-        if raw.ended():
+        leftover, ended = raw.leftover, raw.ended()
+        raw.release()
+        if leftover:
+            self.upstream.data_received(leftover)
+        if ended:
             # The upstream ended between its 101 and now: connection_lost went to the old protocol.
             self.upstream.open = False
             self.lost(self.upstream)

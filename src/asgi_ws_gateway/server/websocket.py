@@ -28,7 +28,8 @@ gateway needs on its edge:
   with those headers (the extensions it negotiated itself are dropped: the application negotiated
   them end to end), stops parsing, and hands the transport to ``protocol``;
   ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down. The application's
-  call must not return before the connection is over.
+  call must not return before the connection is over, and must not call ``receive`` or ``send``
+  again: the server keeps nothing of the connection but the transport it handed over.
 
 ``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.http_protocol`) closes a client that does not send
 a complete request head in time, which the WebSocket protocol cannot see: uvicorn parses the
@@ -206,6 +207,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         message["on_started"]()
+        # The connection is the application's protocol's now. What parsed and answered the handshake
+        # (websockets' protocol with the parsed request and response, the receive queue) would stay
+        # allocated for the connection's whole life: idle spliced connections are many.
+        del self.conn, self.request, self.response, self.queue, self.writable
 
     def shutdown(self) -> None:
         if not self.passed_through:
