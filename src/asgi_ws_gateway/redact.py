@@ -127,6 +127,9 @@ def redact_text(text: str) -> str:
     return _JWT.sub(REDACTED, text)
 
 
+_REDACTED_MARK = "asgi_ws_gateway_redacted"  # a LogRecord attribute: already through a RedactingFilter
+
+
 class RedactingFilter(logging.Filter):
     """Redacts every record it sees: the message, each string argument, the formatted exception.
 
@@ -135,6 +138,9 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED_MARK, False):
+            return True  # a logger's filter did it; a handler's (run's log configuration) need not again
+        setattr(record, _REDACTED_MARK, True)
         if isinstance(record.msg, str):
             record.msg = redact_text(record.msg)
         if isinstance(record.args, tuple):

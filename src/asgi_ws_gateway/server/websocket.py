@@ -187,7 +187,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
+        if self.logger.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
