@@ -149,8 +149,8 @@ GATEWAY_PICOWS = uvicorn_path(
 GATEWAY_PASSTHROUGH = uvicorn_path(
     "gateway-passthrough",
     "bench.apps:gateway_passthrough_app",
-    ws="asgi_ws_gateway.server:PassthroughWebSocketProtocol",
-    note="passthrough: after the handshake the TCP streams are spliced, frame headers scanned",
+    ws="asgi_ws_gateway.server:GatewayWebSocketProtocol",
+    note="the gateway's protocol, settings at their defaults: after the handshake the TCP streams are spliced",
 )
 GATEWAY_RUN = PathSpec(
     "gateway-run",
