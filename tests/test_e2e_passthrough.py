@@ -8,6 +8,9 @@ from their module, which is patched here to turn passthrough on.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -227,3 +230,63 @@ async def test_spliced_connection_has_the_connect_span_and_access_log_of_the_rel
     assert (record["trace_id"], record["span_id"]) == (connection.trace_id, connection.span_id)
     assert (record["status"], record["close_code"], record["closed_by"]) == (101, 1000, "client")
     assert (record["messages_in"], record["bytes_in"], record["messages_out"], record["bytes_out"]) == (1, 4, 1, 4)
+
+
+class SilentUpstream:
+    """A TCP server that completes the WebSocket handshake, then never answers anything (a dead peer)."""
+
+    async def __aenter__(self) -> SilentUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.writers: list[asyncio.StreamWriter] = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):  # pings included: read and never answered
+                pass
+
+
+async def test_dead_upstream_is_found_by_keepalive_and_the_client_gets_1011() -> None:
+    """An upstream that stops answering: after ping_interval + ping_timeout the client gets 1011."""
+    async with SilentUpstream() as dead:
+        api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://127.0.0.1:{dead.port}/x"],
+               "ping_interval": 0.2, "ping_timeout": 0.2}  # fmt: skip
+        gateway = ProbedGateway({"apis": [api]})
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            async with await connect(server.url("/ws/echo"), ping_interval=None) as ws:
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Splice"
+                assert await expect_close(ws) == (1011, "upstream connection failed")
+            await gateway.settle()
+        assert (live.stats.closed_by, live.stats.close_code) == ("upstream", 1006)
+
+
+async def test_dead_client_is_found_by_keepalive_and_the_upstream_gets_1001(upstream: UpstreamServer) -> None:
+    """A client that completes its handshake and then never answers a ping: the upstream gets 1001."""
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
+           "ping_interval": 0.2, "ping_timeout": 0.2}  # fmt: skip
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /ws/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        try:
+            assert await upstream.wait_for_closes_async(1) == [(1001, "client went away")]
+        finally:
+            writer.close()
+        await gateway.settle()
