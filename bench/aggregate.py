@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 from .stats import Spread, ratio, spread
 
 SCHEMA_VERSION = 1
-SUBJECTS = ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough")
+SUBJECTS = ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough", "gateway-run")
 REFERENCES = ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay")
 
 HEADLINES: dict[str, tuple[str, ...]] = {

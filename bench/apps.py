@@ -50,8 +50,8 @@ def gateway_app() -> ASGIApp:
 
 
 def gateway_passthrough_app() -> ASGIApp:
-    """The bare gateway with passthrough on (served with ``--ws`` set to the passthrough protocol)."""
-    return WebSocketGateway(not_found, config={"apis": [_api(passthrough=True)]})
+    """The bare gateway, every setting at its default, for the gateway's own protocol: it splices."""
+    return WebSocketGateway(not_found, config={"apis": [_api()]})
 
 
 def gateway_picows_app() -> ASGIApp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,19 @@ def uvicorn_path(
     return PathSpec(name, start, requires=("uvicorn", "uvloop", "httptools", *requires), note=note)
 
 
+def _start_run(ctx: StartContext) -> Service:
+    """``asgi-ws-gateway run`` with its defaults: the gateway's protocols, log level info, access log on."""
+    port = free_port()
+    config = ctx.run_dir / "gateway-run.json"
+    api = {"name": "echo", "path": ECHO_PATH, "upstreams": [f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"]}
+    config.write_text(json.dumps({"apis": [api]}))
+    argv = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--host", HOST, "--port", str(port)]
+    if ctx.workers > 1:
+        argv += ["--workers", str(ctx.workers)]
+    # Every log line (uvicorn's and the access log) goes to the service's log file, as to a collector.
+    return Service("gateway-run", pinned(ctx.cpus, argv), port=port, log=ctx.run_dir / "gateway-run.log").start()
+
+
 def _start_nginx(ctx: StartContext) -> Service:
     port = free_port()
     prefix = ctx.run_dir / "nginx"
@@ -135,8 +149,14 @@ GATEWAY_PICOWS = uvicorn_path(
 GATEWAY_PASSTHROUGH = uvicorn_path(
     "gateway-passthrough",
     "bench.apps:gateway_passthrough_app",
-    ws="asgi_ws_gateway.server:PassthroughWebSocketProtocol",
-    note="passthrough: after the handshake the TCP streams are spliced, frame headers scanned",
+    ws="asgi_ws_gateway.server:GatewayWebSocketProtocol",
+    note="the gateway's protocol, settings at their defaults: after the handshake the TCP streams are spliced",
+)
+GATEWAY_RUN = PathSpec(
+    "gateway-run",
+    _start_run,
+    requires=("uvicorn", "uvloop", "httptools"),
+    note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
 )
 GATEWAY_POLICIES = dataclasses.replace(
     uvicorn_path(
@@ -150,7 +170,7 @@ GATEWAY_POLICIES = dataclasses.replace(
 
 PATHS: tuple[PathSpec, ...] = (
     DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS,
-    GATEWAY_PASSTHROUGH,
+    GATEWAY_PASSTHROUGH, GATEWAY_RUN,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 

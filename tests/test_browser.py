@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.servers import UpstreamServer, UvicornFactory, WSImpl
 
 pytestmark = needs_chromium
+GATEWAY_WS: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
 
 ECHO_PAGE = check_page(
     "gateway echo check",
@@ -172,3 +174,24 @@ def test_browser_console_page_chat(uvicorn_server: UvicornFactory) -> None:
     assert entries[1][0] == "sys" and entries[1][1].startswith("open (subprotocol chat.v1; permessage-deflate")
     assert entries[2:] == [("out", "hello room"), ("in", "hello room")]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", entry["time"]) for entry in report["entries"])
+
+
+def test_browser_echo_spliced_on_the_default_path(
+    uvicorn_server: UvicornFactory, deflate_upstream: UpstreamServer
+) -> None:
+    """Under the gateway's protocol an API without passthrough settings is spliced: the browser's own
+    extension offer reaches the upstream, and messages, compression and the close survive."""
+    config = {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": [deflate_upstream.url("/echo")]}]}
+    app = FastAPI()
+    app.add_middleware(WebSocketGateway, config=config)
+    server = uvicorn_server(with_check_pages(app), ws=GATEWAY_WS)
+    report = page_report(dump_dom(server.url("/browser-check/echo", scheme="http")))
+    assert report["open"], report
+    assert "permessage-deflate" in report["extensions"]
+    assert report["checks"] == CHECKS
+    assert report["close"] == {"code": 4001, "reason": "bye", "wasClean": True}
+    assert report["errors"] == []
+    (handshake,) = deflate_upstream.handshakes
+    # Chromium's own offer went upstream (the relay's client would offer its own window sizes).
+    assert handshake.header("sec-websocket-extensions") == "permessage-deflate; client_max_window_bits"
+    assert deflate_upstream.wait_for_closes(1) == [(4001, "bye")]

@@ -8,12 +8,13 @@ a fragmented message gets 1002), with ``wsproto`` nothing. The gateway must add 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support.apps import echo_app
 from support.conformance import run_autobahn_overlapped
-from support.gateway import PASSTHROUGH, ProbedGateway
+from support.gateway import ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
@@ -39,18 +40,19 @@ async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: 
 
 
 async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> None:
-    """Spliced, the client speaks to the upstream's framing: the baseline is the upstream itself.
+    """The default path (the gateway's protocol, no passthrough setting) splices: the baseline is the upstream.
 
     (The websockets upstream refuses messages of over ~1,000 fragments with 1009, so 9.3.1, 9.3.2,
     9.4.1 and 9.4.2 fail directly and through passthrough, while uvicorn-fronted relaying passes.)
     """
+    gateway_protocol: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
     with UpstreamServer(max_size=16 * MIB) as upstream:
         direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
-        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
-               "max_message_size": 16 * MIB, "passthrough": True}  # fmt: skip
+        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "max_message_size": 16 * MIB}
         gateway = ProbedGateway({"apis": [api]})
-        with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * MIB) as server:
+        with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
             through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
+            assert gateway.gateway.telemetry is not None and not gateway.gateway.connections()
             await gateway.settle()
     assert through.total == direct.total > 290
     assert set(through.failed) <= set(direct.failed), (

@@ -7,14 +7,24 @@ in ``test_e2e_relay.py`` (the ``gateway_mode`` fixture).
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from asgi_ws_gateway.relay.pumps import Relay
+from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_close
 from support.gateway import MIB, PASSTHROUGH, GatewayMode, ProbedGateway, Stack, gateway_config, serve
+from support.otlp import OtlpReceiver
 from support.servers import UvicornServer
+from support.telemetry import export_to, telemetry_config
 from support.upstream import UpstreamServer
 
 SPLICED = GatewayMode("passthrough")
@@ -119,13 +129,124 @@ async def test_failover_to_second_backend(upstream: UpstreamServer) -> None:
     assert len(upstream.handshakes) == 2
 
 
-async def test_plain_uvicorn_relays_even_with_passthrough_on(upstream: UpstreamServer) -> None:
-    """Without the package's protocol class the flag does nothing: the relay serves the connection."""
+async def test_plain_uvicorn_relays_even_with_passthrough_on(
+    upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the package's protocol class the flag does nothing: the relay serves, with one warning."""
     gateway = ProbedGateway(gateway_config(upstream, passthrough=True))
     with UvicornServer(gateway, ws="websockets-sansio") as server:
+        for _ in range(2):
+            async with await connect(server.url("/ws/echo")) as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "hi"
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Relay"
+            await gateway.settle()
+    warnings = [r.getMessage() for r in caplog.records if "does not offer passthrough" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("API echo: passthrough: true")
+
+
+@pytest.mark.parametrize(("setting", "kind"), [({}, "Splice"), ({"passthrough": False}, "Relay")])
+async def test_default_splices_under_the_gateways_protocol_and_false_relays(
+    upstream: UpstreamServer, setting: dict[str, Any], kind: str
+) -> None:
+    """Without a passthrough setting (``auto``) the gateway's protocol splices; ``false`` keeps the relay."""
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], **setting}
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         async with await connect(server.url("/ws/echo")) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
             (live,) = gateway.gateway.connections()
-            assert type(live.relay).__name__ == "Relay"
+            assert type(live.relay).__name__ == kind
+        await gateway.settle()
+
+
+async def test_spliced_connection_has_the_connect_span_and_access_log_of_the_relay(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attempt's CLIENT span (traceparent sent upstream) and the access-log line, as when relayed."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    with OtlpReceiver() as otlp:
+        export_to(monkeypatch, otlp, "grpc")
+        gateway = ProbedGateway(telemetry_config(upstream, access_log="json"))
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            # Uncompressed: spliced, bytes are counted on the wire (compressed, when deflate is on).
+            async with await connect(server.url("/ws/echo"), compression=None) as ws:
+                await ws.send("ping")
+                assert await ws.recv() == "ping"
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Splice"
+            connection = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "connection echo")
+        handshake = otlp.wait_for_span(lambda s: s.name == "GET /ws/echo")
+        attempt = otlp.wait_for_span(lambda s: s.name == "upstream connect echo")
+    assert attempt.kind == 3 and attempt.parent_span_id == handshake.span_id  # CLIENT, under the handshake
+    assert attempt.attributes == {
+        n.HTTP_METHOD: "GET", n.URL_FULL: upstream.url("/echo"), n.BACKEND: upstream.url("/echo"),
+        n.SERVER_ADDRESS: "127.0.0.1", n.SERVER_PORT: upstream.port, n.ATTEMPT: 1, n.HTTP_STATUS: 101,
+    }  # fmt: skip
+    assert attempt.trace_id in (upstream.handshakes[-1].header("traceparent") or "")
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "asgi_ws_gateway.access"]
+    assert (record["trace_id"], record["span_id"]) == (connection.trace_id, connection.span_id)
+    assert (record["status"], record["close_code"], record["closed_by"]) == (101, 1000, "client")
+    assert (record["messages_in"], record["bytes_in"], record["messages_out"], record["bytes_out"]) == (1, 4, 1, 4)
+
+
+class SilentUpstream:
+    """A TCP server that completes the WebSocket handshake, then never answers anything (a dead peer)."""
+
+    async def __aenter__(self) -> SilentUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.writers: list[asyncio.StreamWriter] = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):  # pings included: read and never answered
+                pass
+
+
+async def test_dead_upstream_is_found_by_keepalive_and_the_client_gets_1011() -> None:
+    """An upstream that stops answering: after ping_interval + ping_timeout the client gets 1011."""
+    async with SilentUpstream() as dead:
+        api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://127.0.0.1:{dead.port}/x"],
+               "ping_interval": 0.2, "ping_timeout": 0.2}  # fmt: skip
+        gateway = ProbedGateway({"apis": [api]})
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            async with await connect(server.url("/ws/echo"), ping_interval=None) as ws:
+                (live,) = gateway.gateway.connections()
+                assert type(live.relay).__name__ == "Splice"
+                assert await expect_close(ws) == (1011, "upstream connection failed")
+            await gateway.settle()
+        assert (live.stats.closed_by, live.stats.close_code) == ("upstream", 1006)
+
+
+async def test_dead_client_is_found_by_keepalive_and_the_upstream_gets_1001(upstream: UpstreamServer) -> None:
+    """A client that completes its handshake and then never answers a ping: the upstream gets 1001."""
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
+           "ping_interval": 0.2, "ping_timeout": 0.2}  # fmt: skip
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /ws/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        try:
+            assert await upstream.wait_for_closes_async(1) == [(1001, "client went away")]
+        finally:
+            writer.close()
         await gateway.settle()

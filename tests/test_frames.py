@@ -178,3 +178,51 @@ def test_deflate_continuation_frame_with_rsv1_is_bad() -> None:
     assert scanner.feed(first) == first and scanner.error is None
     scanner.feed(_raw(0xC0, b"b"))
     assert scanner.error == "reserved bits must be 0"
+
+
+@pytest.mark.parametrize("mask", [True, False])
+@pytest.mark.parametrize("size", SIZES)
+def test_one_whole_frame_per_read_is_counted_and_sizes_slotted(mask: bool, size: int) -> None:
+    """Reads of one whole frame each (the common case, scanned without the loop) count like split ones."""
+    scanner, stats = _scanner(inbound=mask)
+    for opcode in (Opcode.TEXT, Opcode.BINARY):
+        data = Frame(opcode, b"x" * size).serialize(mask=mask)
+        assert scanner.feed(data) == data
+    counted = (stats.messages_in, stats.bytes_in, stats.binary_in) if mask else (
+        stats.messages_out, stats.bytes_out, stats.binary_out)  # fmt: skip
+    assert counted == (2, 2 * size, 1)
+    assert sum(stats.sizes_in if mask else stats.sizes_out) == 2 and not scanner.mid_frame
+
+
+@pytest.mark.parametrize("data", [
+    Frame(Opcode.TEXT, b"hi").serialize(mask=False),  # unmasked from a client
+    b"\xc1" + encode_frame(0x1, b"hi", mask=True)[1:],  # RSV1 without permessage-deflate
+], ids=["unmasked", "rsv1"])  # fmt: skip
+def test_one_whole_bad_frame_is_still_refused(data: bytes) -> None:
+    """A whole frame that looks like the common case but breaks a rule is stopped, not forwarded."""
+    scanner, _ = _scanner(inbound=True)
+    assert scanner.feed(data) == b"" and scanner.error is not None and scanner.interrupted
+
+
+def test_one_whole_compressed_frame_passes_with_permessage_deflate() -> None:
+    """RSV1 on a whole first frame is fine once permessage-deflate was negotiated."""
+    stats = RelayStats(sizes_in=[0] * 22, sizes_out=[0] * 22)
+    scanner = FrameScanner(stats, inbound=True, max_message_size=1 << 20, extensions="permessage-deflate")
+    data = b"\xc1" + encode_frame(0x1, b"zz", mask=True)[1:]
+    assert scanner.feed(data) == data and stats.messages_in == 1
+
+
+def test_one_whole_frame_over_the_limit_is_stopped() -> None:
+    """The size limit holds for a whole frame read at once."""
+    scanner, stats = _scanner(max_size=100, inbound=True)
+    assert scanner.feed(Frame(Opcode.BINARY, b"x" * 101).serialize(mask=True)) == b""
+    assert scanner.too_big and stats.messages_in == 0
+
+
+def test_halted_scanner_forwards_no_whole_frame_but_still_reads_the_close() -> None:
+    """After halt(), whole frames are not forwarded and a close frame is still read."""
+    scanner, _ = _scanner(inbound=True)
+    scanner.halt()
+    assert scanner.feed(Frame(Opcode.TEXT, b"late").serialize(mask=True)) == b""
+    assert scanner.feed(close_frame(1000, "bye", mask=True)) == b""
+    assert scanner.close == (1000, "bye")

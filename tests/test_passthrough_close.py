@@ -124,3 +124,115 @@ async def test_malformed_upstream_frame_is_1011_to_the_client_and_1002_upstream(
     splice.upstream.data_received(encode_frame(0x1, b"bad", mask=True))
     assert _close_in(client.written, masked=False) == (1011, "upstream connection failed")
     assert _close_in(upstream.written, masked=True) == (1002, "incorrect masking")
+
+
+def _pinging_splice(ping_timeout: float = 30.0) -> tuple[Splice, FakeTransport, FakeTransport]:
+    client, upstream = FakeTransport(), FakeTransport()
+    raw = RawUpstream(cast(asyncio.Transport, upstream), None, None, [], b"", _HandshakeReader())
+    splice = Splice(raw, max_message_size=1000, close_timeout=30.0, ping_interval=30.0, ping_timeout=ping_timeout)
+    splice.client.connection_made(client)
+    splice._start()
+    return splice, client, upstream
+
+
+def _frames(written: bytearray, *, masked: bool) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each frame written to a peer (small frames, unmasked for reading)."""
+    data, frames = bytes(written), []
+    while data:
+        opcode, length = data[0] & 0x0F, data[1] & 0x7F
+        assert length < 126
+        if masked:
+            key, payload = data[2:6], data[6 : 6 + length]
+            frames.append((opcode, bytes(b ^ key[i % 4] for i, b in enumerate(payload))))
+            data = data[6 + length :]
+        else:
+            frames.append((opcode, data[2 : 2 + length]))
+            data = data[2 + length :]
+    return frames
+
+
+async def test_gateway_close_mid_frame_waits_for_the_frame_then_sends_a_close_frame() -> None:
+    """Drain while the upstream is half-way through a frame: the client gets the frame's rest, then 1001."""
+    splice, client, upstream = _splice()
+    frame = encode_frame(0x2, b"y" * 500, mask=False)
+    splice.upstream.data_received(frame[:100])
+    await splice.close(1001, "gateway shutting down", 1001, "gateway shutting down")
+    assert _close_in(upstream.written, masked=True) == (1001, "gateway shutting down")
+    assert not client.is_closing() and bytes(client.written) == frame[:100]
+    splice.upstream.data_received(frame[100:] + encode_frame(0x1, b"not forwarded", mask=False))
+    assert bytes(client.written).startswith(frame)
+    assert _close_in(client.written, masked=False) == (1001, "gateway shutting down")
+    assert b"not forwarded" not in client.written and not client.is_closing()
+
+
+async def test_gateway_close_mid_frame_from_a_vanished_sender_closes_tcp() -> None:
+    """The frame's sender is gone before it ends: no close frame can follow it, the TCP connection closes."""
+    splice, client, _upstream = _splice()
+    splice.upstream.data_received(encode_frame(0x2, b"y" * 500, mask=False)[:100])
+    await splice.close(1001, "idle timeout", 1001, "idle timeout")
+    assert not client.is_closing()
+    splice.upstream.connection_lost(ConnectionResetError())
+    assert client.is_closing() and _close_in(client.written, masked=False) is None
+
+
+async def test_keepalive_pings_an_idle_side_and_takes_its_pong_out() -> None:
+    """An idle client and upstream each get a ping; their pongs are not forwarded to the other side."""
+    splice, client, upstream = _pinging_splice()
+    splice._keepalive()
+    assert _frames(client.written, masked=False) == [(0x9, b"asgi-ws-gateway")]
+    assert _frames(upstream.written, masked=True) == [(0x9, b"asgi-ws-gateway")]
+    client.written.clear()
+    upstream.written.clear()
+    splice.client.data_received(encode_frame(0xA, b"asgi-ws-gateway", mask=True) + encode_frame(0x1, b"hi", mask=True))
+    splice.upstream.data_received(encode_frame(0xA, b"asgi-ws-gateway", mask=False))
+    assert _frames(upstream.written, masked=True) == [(0x1, b"hi")]
+    assert client.written == b""
+    splice._ping_expired(splice.client)
+    splice._ping_expired(splice.upstream)
+    assert not client.is_closing() and not upstream.is_closing()
+    splice._stop_timers()
+
+
+async def test_keepalive_forwards_a_pong_that_is_not_the_gateways() -> None:
+    """A pong with another payload (an answer to the upstream's own ping) reaches the upstream."""
+    splice, _client, upstream = _pinging_splice()
+    pong = encode_frame(0xA, b"their-own-ping!", mask=True)  # same length as the gateway's payload
+    splice.client.data_received(pong)
+    assert bytes(upstream.written) == pong
+    splice._stop_timers()
+
+
+async def test_keepalive_does_not_ping_a_side_that_spoke() -> None:
+    """A side that sent something during the interval is not pinged in that round."""
+    splice, client, _upstream = _pinging_splice()
+    splice.client.data_received(encode_frame(0x1, b"hi", mask=True))
+    splice._keepalive()
+    assert client.written == b""
+    splice._stop_timers()
+
+
+async def test_keepalive_unanswered_ping_drops_the_upstream_and_closes_the_client_1011() -> None:
+    """No answer within ping_timeout: the upstream is aborted, the client gets 1011 as for a vanished upstream."""
+    splice, client, upstream = _pinging_splice()
+    splice.client.data_received(encode_frame(0x1, b"hi", mask=True))  # the client is alive
+    splice._keepalive()
+    assert splice.upstream.ping_due is not None
+    splice._ping_expired(splice.upstream)
+    assert upstream.aborted
+    splice.upstream.connection_lost(None)  # as asyncio does after abort()
+    assert _close_in(client.written, masked=False) == (1011, "upstream connection failed")
+    assert (splice.stats.closed_by, splice.stats.close_code) == ("upstream", 1006)
+    splice._stop_timers()
+
+
+async def test_keepalive_unanswered_ping_drops_the_client_and_closes_the_upstream_1001() -> None:
+    """A dead client: aborted after ping_timeout; the upstream gets 1001 "client went away"."""
+    splice, client, upstream = _pinging_splice()
+    splice._keepalive()
+    splice.upstream.data_received(encode_frame(0xA, b"asgi-ws-gateway", mask=False))
+    splice._ping_expired(splice.client)
+    splice._ping_expired(splice.upstream)
+    assert client.aborted and not upstream.is_closing()
+    splice.client.connection_lost(None)
+    assert _close_in(upstream.written, masked=True) == (1001, "client went away")
+    splice._stop_timers()

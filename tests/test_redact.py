@@ -112,3 +112,21 @@ def test_install_puts_one_filter_per_logger() -> None:
     redact.install()
     for name in (*redact.UVICORN_LOGGERS, *redact.WEBSOCKETS_LOGGERS, "asgi_ws_gateway.middleware"):
         assert sum(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters) == 1
+
+
+def test_filter_redacts_a_record_once_however_many_filters_it_meets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logger's filter and run's handler filter both see a record: the second does no work again."""
+    calls: list[str] = []
+    real = redact.redact_text
+
+    def counting(text: str) -> str:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(redact, "redact_text", counting)
+    record = _record("client %s sent %s", "127.0.0.1:1", f"/x?t={JWT}")
+    assert RedactingFilter().filter(record)
+    first = len(calls)
+    assert first > 0 and JWT not in record.getMessage()
+    assert RedactingFilter().filter(record)
+    assert len(calls) == first

@@ -277,7 +277,10 @@ class ApiConfig(_Model):
         default="deflate", description="permessage-deflate offered on the upstream leg (null: none)."
     )
     ping_interval: float | None = Field(
-        default=20.0, gt=0, description="Seconds between keepalive pings to the upstream (null: off)."
+        default=20.0,
+        gt=0,
+        description="Seconds between keepalive pings to the upstream (null: off); spliced, each side silent "
+        "for this long is pinged.",
     )
     ping_timeout: float | None = Field(
         default=20.0,
@@ -290,11 +293,13 @@ class ApiConfig(_Model):
         description="Seconds the upstream gets to finish a closing handshake before TCP is dropped; also the bound "
         "on each of the gateway's own closing steps.",
     )
-    passthrough: bool = Field(
-        default=False,
-        description="Splice the client's and the upstream's TCP streams after the handshake, when the server "
-        "offers it (asgi_ws_gateway.server:PassthroughWebSocketProtocol) and no message policy applies; "
-        "extensions are then negotiated end to end (see docs/performance.md).",
+    passthrough: Literal["auto"] | bool = Field(
+        default="auto",
+        description="Splice the client's and the upstream's TCP streams after the handshake when the server "
+        "offers it (asgi_ws_gateway.server:GatewayWebSocketProtocol, what 'run' serves with), every upstream is "
+        "ws:// or wss:// and no message policy applies; extensions are then negotiated end to end. 'auto' "
+        "(default) and true splice whenever they can (true also warns where it cannot); false always relays "
+        "(see docs/performance.md).",
     )
     idle_timeout: float | None = Field(
         default=None, gt=0, description="Close with 1001 after this many seconds with no message either way."
@@ -772,13 +777,17 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
 
 
 def config_warnings(config: GatewayConfig) -> list[str]:
-    """What is valid but probably not meant: today, a configuration without any API."""
+    """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be."""
     if not config.apis:
         return [
             "no WebSocket APIs are configured (is the file empty?): every WebSocket request gets 404 "
             "until APIs are added, e.g. through the management API"
         ]
-    return []
+    return [
+        f"API {api.name}: passthrough: true cannot splice an in-process (asgi:) upstream; it is relayed"
+        for api in config.apis
+        if api.passthrough is True and any(u.kind == "asgi" for u in api.upstreams)
+    ]
 
 
 _OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_")

@@ -29,7 +29,7 @@ from .startup import StartupFailure, built_by_starlette
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
-from .upstream.base import Connector, UpstreamConnection, tls_context
+from .upstream.base import UpstreamConnection, tls_context
 from .upstream.checks import check_path_params
 from .upstream.inprocess import InProcessConnector
 from .upstream.websockets_client import WebSocketsConnector
@@ -51,8 +51,10 @@ class _Api:
         self.config = config
         known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
         backends = []
+        self.traced: list[TracedConnector] = []
         for i, upstream in enumerate(config.upstreams):
             connector = _connector(config, upstream)
+            self.traced.append(connector)
             backend = known.get(upstream.label)
             if backend is None:
                 backend = Backend(label=upstream.label, connector=connector, index=i)
@@ -61,11 +63,12 @@ class _Api:
             backends.append(backend)
         self.pool = BackendPool(config, backends)
         # Passthrough opens the upstream itself: it needs every upstream on the network.
-        self.can_splice = config.passthrough and all(u.kind != "asgi" for u in config.upstreams)
+        self.can_splice = config.passthrough is not False and all(u.kind != "asgi" for u in config.upstreams)
+        self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
         self.tls = [tls_context(u) if self.can_splice else None for u in config.upstreams]
 
 
-def _connector(api: ApiConfig, upstream: UpstreamConfig) -> Connector:
+def _connector(api: ApiConfig, upstream: UpstreamConfig) -> TracedConnector:
     kind = InProcessConnector if upstream.kind == "asgi" else WebSocketsConnector
     return TracedConnector(kind(api, upstream), api.name, upstream)  # a pass-through unless telemetry is on
 
@@ -301,12 +304,19 @@ class WebSocketGateway:
             # Every backend's request, built and checked before any connect: one the client's values
             # made unsendable is a 400 and never counts against a backend.
             requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
-            if message_policies is None and api.can_splice and EXTENSION in scope.get("extensions", {}):
-                backend, raw = await api.pool.open(lambda b: open_raw(
-                    cfg, cfg.upstreams[b.index], requests[b.index], api.tls[b.index]
+            if message_policies is None and api.can_splice and self._spliceable(api, scope):
+                backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
+                    lambda request: open_raw(cfg, cfg.upstreams[b.index], request, api.tls[b.index]),
+                    requests[b.index],
                 ))  # fmt: skip
                 upstream = raw
-                splice = Splice(raw, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout)
+                offer = scope["extensions"][EXTENSION]
+                server_max = offer.get("max_size") if isinstance(offer, dict) else None
+                max_size = cfg.max_message_size
+                if isinstance(server_max, int):  # the server's ws_max_size, as uvicorn enforces it on the relay
+                    max_size = min(max_size, server_max)
+                splice = Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
+                                ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
                 relay, accept = splice, splice.accept_message()
             else:
                 backend, opened = await api.pool.connect(lambda b: requests[b.index])
@@ -347,6 +357,9 @@ class WebSocketGateway:
                 if isinstance(exc, OSError):
                     return  # the client left during the handshake
                 raise
+            # Nothing of the handshake's own is needed any more; an idle connection would hold it.
+            del accept
+            requests.clear()
             connection = trace.accepted(backend.label, upstream.subprotocol, relay.stats)
             cfg = api.config
             if cfg.idle_timeout is not None or cfg.max_lifetime is not None:
@@ -366,6 +379,20 @@ class WebSocketGateway:
             self._connections.remove(relay)
             backend.active -= 1
             await handshake.release()
+
+    @staticmethod
+    def _spliceable(api: _Api, scope: Scope) -> bool:
+        """The server offers passthrough; once per API, a warning when ``passthrough: true`` asked for it."""
+        if EXTENSION in scope.get("extensions", {}):
+            return True
+        if not api.splice_warned:
+            api.splice_warned = True
+            logger.warning(
+                "API %s: passthrough: true, but the server does not offer passthrough: relaying (serve with "
+                "--ws asgi_ws_gateway.server:GatewayWebSocketProtocol, as 'asgi-ws-gateway run' does)",
+                api.config.name,
+            )
+        return False
 
     def _relay(
         self,

@@ -127,35 +127,51 @@ def redact_text(text: str) -> str:
     return _JWT.sub(REDACTED, text)
 
 
-class RedactingFilter(logging.Filter):
-    """Redacts every record it sees: the message, each string argument, the formatted exception.
+_REDACTED_MARK = "asgi_ws_gateway_redacted"  # a LogRecord attribute: already through a RedactingFilter
 
-    Arguments are redacted one by one (not merged into the message) so that formatters that read
+
+class RedactingFilter(logging.Filter):
+    """Redacts every record it sees: the message with its arguments, the formatted exception.
+
+    The formatted message is redacted in one pass; when something was redacted it replaces the
+    message and its arguments. uvicorn's access lines (and a record whose arguments do not fit its
+    message) have each argument redacted in place instead, so that formatters that read
     ``record.args`` themselves, such as uvicorn's access formatter, keep working.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact_text(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_arg(arg) for arg in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
-        if record.args and record.name != "uvicorn.access":  # its formatter needs the arguments as they are
-            # A header's name and value may be separate arguments ("< %s: %s"): judge the whole line.
+        if getattr(record, _REDACTED_MARK, False):
+            return True  # a logger's filter did it; a handler's (run's log configuration) need not again
+        setattr(record, _REDACTED_MARK, True)
+        if record.name == "uvicorn.access" or not isinstance(record.msg, str):
+            self._each(record)  # its formatter needs the arguments as they are
+        else:
+            # The whole line in one pass (a header's name and value may be separate arguments,
+            # "< %s: %s"); the arguments are kept as they are unless something was redacted.
             try:
                 message = record.getMessage()
             except (TypeError, ValueError):
-                message = ""
-            redacted = redact_text(message)
-            if redacted != message:
-                record.msg, record.args = redacted, ()
+                self._each(record)
+            else:
+                redacted = redact_text(message)
+                if redacted != message:
+                    record.msg, record.args = redacted, ()
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             # Formatted here so that the exception's message (a URL with a query) is redacted too.
             record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
             record.exc_text = redact_text(record.exc_text)
         return True
+
+    @staticmethod
+    def _each(record: logging.LogRecord) -> None:
+        """The message and each argument on its own."""
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
 
 
 def _redact_arg(arg: object) -> object:

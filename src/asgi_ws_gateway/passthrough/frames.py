@@ -19,6 +19,7 @@ import struct
 from ..relay.stats import RelayStats
 
 _CLOSE = 0x8
+_PONG = 0xA
 _CONTROL = 0x8  # opcodes 0x8 and above are control frames
 _OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
 _OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
@@ -73,6 +74,21 @@ class FrameScanner:
         self.too_big = False
         self.error: str | None = None
         self.close: tuple[int, str] | None = None
+        self.halted = False
+        """Set by :meth:`halt`: the frame in flight is finished, nothing after it is forwarded."""
+        self.interrupted = False
+        """True once :attr:`stopped` or :attr:`halted`: the splice has to look after each read."""
+        self.pong: bytes | None = None
+        """The payload of the gateway's keepalive pings: a pong carrying it is taken out of the stream."""
+        # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
+        self._plain = frozenset({0x81, 0x82} | ({0xC1, 0xC2} if self._rsv & _RSV1 else set()))
+        self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
+
+    def halt(self) -> None:
+        """The gateway closes: finish the frame in flight, forward nothing after it (frames are still
+        scanned, so the peer's answer to the gateway's close frame is seen)."""
+        self.halted = self.interrupted = True
+        self._fast = False
 
     @property
     def stopped(self) -> bool:
@@ -85,12 +101,29 @@ class FrameScanner:
         return bool(self.remaining or self._head)
 
     def feed(self, data: bytes) -> bytes:
-        """Scan ``data``; returns the bytes to forward (``data`` itself unless a header was split)."""
+        """Scan ``data``; returns the bytes to forward (``data`` itself unless a header was split, a
+        frame stopped the scan, ``halted`` is set, or a keepalive pong was taken out)."""
+        if self._fast and len(data) > 3 and data[0] in self._plain and data[1] & 0x80 == self._masked:
+            # One whole final text or binary frame, as most reads are: checked and counted here.
+            length = data[1] & 0x7F
+            header = 6 if self._masked else 2
+            if length == 126:
+                length = data[2] << 8 | data[3]
+                header += 2
+            if length != 127 and header + length == len(data) and length <= self._max:
+                self._count(length, data[0] & 0x0F == 2)
+                return data
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> bytes:
         if self._head:
             data = self._head + data
             self._head = b""
         size = len(data)
         pos = 0
+        end = size  # nothing from here on is forwarded
+        kept: list[bytes] | None = None  # the pieces around keepalive pongs taken out
+        keep = 0
         while pos < size:
             remaining = self.remaining
             if remaining:
@@ -103,17 +136,22 @@ class FrameScanner:
                     self._frame_done()
                 continue
             if self.close is not None or self.too_big or self.error is not None:
-                return data[:pos]  # nothing after a close frame, an oversize or a bad frame goes on
+                end = min(end, pos)  # nothing after a close frame, an oversize or a bad frame goes on
+                break
+            if self.halted and end == size:
+                end = pos  # the frame in flight is complete: the peer may now take the gateway's close
             start = pos
             if size - pos < 2:
                 self._head = data[pos:]
-                return data[:start]
+                end = min(end, start)
+                break
             b0, b1 = data[pos], data[pos + 1]
             length = b1 & 0x7F
             header = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
             if size - pos < header:
                 self._head = data[pos:]
-                return data[:start]
+                end = min(end, start)
+                break
             if length == 126:
                 (length,) = struct.unpack_from("!H", data, pos + 2)
             elif length == 127:
@@ -122,7 +160,22 @@ class FrameScanner:
             error = self._check(b0, b1, opcode, length)
             if error is not None:
                 self.error = error
-                return data[:start]
+                end = min(end, start)
+                break
+            if opcode == _PONG and self.pong is not None and length == len(self.pong):
+                if size - pos < header + length:  # held back whole: it may be the gateway's, to take out
+                    self._head = data[pos:]
+                    end = min(end, start)
+                    break
+                pos += header + length
+                payload = data[pos - length : pos]
+                if b1 & 0x80:
+                    payload = _unmask(payload, data[pos - length - 4 : pos - length])
+                if payload == self.pong and end == size:
+                    kept = kept or []
+                    kept.append(data[keep:start])
+                    keep = pos
+                continue
             pos += header
             if opcode >= _CONTROL:
                 if opcode == _CLOSE:
@@ -136,14 +189,20 @@ class FrameScanner:
                 self._message += length
                 if self._message > self._max:
                     self.too_big = True
-                    return data[:start]
+                    end = min(end, start)
+                    break
                 self.in_message = not b0 & 0x80
                 self._fin = not self.in_message
             self._control = opcode >= _CONTROL
             self.remaining = length
             if length == 0:
                 self._frame_done()
-        return data
+        self.interrupted = self.halted or self.close is not None or self.too_big or self.error is not None
+        self._fast = not (self.interrupted or self.remaining or self._head or self.in_message)
+        if kept is not None:
+            kept.append(data[keep:end])
+            return b"".join(kept)
+        return data if end == size else data[:end]
 
     def _check(self, b0: int, b1: int, opcode: int, length: int) -> str | None:
         """The framing rule this frame header breaks, if any (RFC 6455 §5.2-5.5)."""
@@ -178,9 +237,13 @@ class FrameScanner:
             self._count(self._message, self._binary)
 
 
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 def _parse_close(payload: bytes, mask: bytes) -> tuple[int, str]:
     if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        payload = _unmask(payload, mask)
     if len(payload) < 2:
         return 1005, ""
     (code,) = struct.unpack_from("!H", payload)

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import os
 import ssl
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .._types import Headers, Scope
 from ..config import ApiConfig, UpstreamConfig
@@ -51,7 +51,8 @@ class RawUpstream:
         reader: _HandshakeReader,
     ) -> None:
         self.transport = transport
-        self._reader = reader
+        self._reader: _HandshakeReader | None = reader
+        self._ended = False
         self.subprotocol = subprotocol
         self.extensions = extensions
         self.response_headers = response_headers
@@ -59,7 +60,12 @@ class RawUpstream:
 
     def ended(self) -> bool:
         """True if the TCP connection ended before the splice took it over."""
-        return self._reader.eof
+        return self._reader.eof if self._reader is not None else self._ended
+
+    def release(self) -> None:
+        """The splice has the transport: drop the handshake's reader, its buffer and the leftover bytes."""
+        self._ended = self.ended()
+        self._reader, self.leftover = None, b""
 
     async def close(self, code: int, reason: str) -> None:
         """Close before the splice started: a masked close frame, then the TCP connection."""
@@ -74,12 +80,13 @@ class _HandshakeReader(asyncio.Protocol):
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.more = asyncio.Event()
+        self.more: asyncio.Event | None = None  # only a refusal's body is waited for (most handshakes succeed)
         self.eof = False
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        self.more.set()
+        if self.more is not None:
+            self.more.set()
         if not self.head.done():
             if b"\r\n\r\n" in self.buffer:
                 self.head.set_result(None)
@@ -88,7 +95,8 @@ class _HandshakeReader(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
-        self.more.set()
+        if self.more is not None:
+            self.more.set()
         if not self.head.done():
             self.head.set_exception(
                 UpstreamUnreachable(f"the upstream closed during the handshake: {redact_text(str(exc))}")
@@ -105,43 +113,45 @@ async def open_raw(
     api: ApiConfig, upstream: UpstreamConfig, request: UpstreamRequest, context: ssl.SSLContext | None
 ) -> RawUpstream:
     """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds."""
-    label = upstream.label
     try:
         async with asyncio.timeout(api.connect_timeout):
-            return await _open(request, context, label)
+            return await _open(request, context, upstream)
     except TimeoutError:
-        raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
+        raise UpstreamTimeout(f"{upstream.label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
-        raise UpstreamUnreachable(f"{label} is unreachable: {redact_text(str(exc))}") from None
+        raise UpstreamUnreachable(f"{upstream.label} is unreachable: {redact_text(str(exc))}") from None
 
 
-async def _open(request: UpstreamRequest, context: ssl.SSLContext | None, label: str) -> RawUpstream:
+async def _open(request: UpstreamRequest, context: ssl.SSLContext | None, upstream: UpstreamConfig) -> RawUpstream:
     url = urlsplit(request.url)
     host = url.hostname or ""
     port = url.port or (443 if url.scheme == "wss" else 80)
+    offer = client_extensions(request.scope)
     loop = asyncio.get_running_loop()
     transport, reader = await loop.create_connection(_HandshakeReader, host, port, ssl=context)
     try:
         key = base64.b64encode(os.urandom(16))
-        transport.write(_request_bytes(request, url.netloc, key))
+        transport.write(_request_bytes(request, url, key, offer))
         await reader.head
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
-        status, headers = _parse_head(head, label)
+        status, headers = _parse_head(head, upstream)
         if status != 101:
             if 300 <= status < 400:
-                raise UpstreamUnreachable(f"{label} answered with a redirect ({status}), which is not followed")
+                raise UpstreamUnreachable(
+                    f"{upstream.label} answered with a redirect ({status}), which is not followed"
+                )
             body = await _body(reader, headers, len(head) + 4)
             raise UpstreamRejected(status, kept_response_headers(headers), body)
         answer = {name.lower(): value for name, value in headers}
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
         if answer.get("upgrade", "").lower() != "websocket" or answer.get("sec-websocket-accept") != expected:
-            raise UpstreamUnreachable(f"{label} answered the handshake with an invalid 101")
+            raise UpstreamUnreachable(f"{upstream.label} answered the handshake with an invalid 101")
         subprotocol = answer.get("sec-websocket-protocol")
         if subprotocol is not None and subprotocol not in request.subprotocols:
-            raise UpstreamUnreachable(f"{label} chose a subprotocol that was not offered: {subprotocol!r}")
+            raise UpstreamUnreachable(f"{upstream.label} chose a subprotocol that was not offered: {subprotocol!r}")
         extensions = ", ".join(v for n, v in headers if n.lower() == "sec-websocket-extensions") or None
-        if extensions is not None and client_extensions(request.scope) is None:
-            raise UpstreamUnreachable(f"{label} answered with extensions that were not offered")
+        if extensions is not None and offer is None:
+            raise UpstreamUnreachable(f"{upstream.label} answered with extensions that were not offered")
     except BaseException:
         transport.abort()
         raise
@@ -149,12 +159,11 @@ async def _open(request: UpstreamRequest, context: ssl.SSLContext | None, label:
     return RawUpstream(transport, subprotocol, extensions, kept_response_headers(headers), rest, reader)
 
 
-def _request_bytes(request: UpstreamRequest, netloc: str, key: bytes) -> bytes:
-    url = urlsplit(request.url)
+def _request_bytes(request: UpstreamRequest, url: SplitResult, key: bytes, extensions: str | None) -> bytes:
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     lines = [
         f"GET {target} HTTP/1.1",
-        f"Host: {netloc.rpartition('@')[2]}",
+        f"Host: {url.netloc.rpartition('@')[2]}",
         "Upgrade: websocket",
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key.decode()}",
@@ -162,23 +171,22 @@ def _request_bytes(request: UpstreamRequest, netloc: str, key: bytes) -> bytes:
     ]
     if request.subprotocols:
         lines.append(f"Sec-WebSocket-Protocol: {', '.join(request.subprotocols)}")
-    extensions = client_extensions(request.scope)
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     lines.extend(f"{name}: {value}" for name, value in request.headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _parse_head(head: bytes, label: str) -> tuple[int, list[tuple[str, str]]]:
+def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[str, str]]]:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise UpstreamUnreachable(f"{label} did not answer with HTTP/1.1: {status_line[:80]!r}")
+        raise UpstreamUnreachable(f"{upstream.label} did not answer with HTTP/1.1: {status_line[:80]!r}")
     headers = []
     for line in header_lines:
         name, sep, value = line.partition(":")
         if not sep:
-            raise UpstreamUnreachable(f"{label} sent a malformed response header")
+            raise UpstreamUnreachable(f"{upstream.label} sent a malformed response header")
         headers.append((name.strip(), value.strip()))
     return int(parts[1]), headers
 
@@ -187,9 +195,10 @@ async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start:
     """A refusal's body: Content-Length bytes, or up to EOF (capped at 64 KiB)."""
     length = next((v for n, v in headers if n.lower() == "content-length"), None)
     want = min(int(length), _MAX_BODY) if length is not None and length.isdigit() else _MAX_BODY
+    more = reader.more = asyncio.Event()
     while len(reader.buffer) - start < want and not reader.eof:
-        reader.more.clear()
-        await reader.more.wait()
+        more.clear()
+        await more.wait()
     return bytes(reader.buffer[start : start + want])
 
 

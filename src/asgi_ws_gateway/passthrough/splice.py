@@ -18,7 +18,13 @@ Closing follows the relay's table as far as bytes allow:
   relay do; an upstream gets 1002 and the client 1011 "upstream connection failed";
 * the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
   to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
-  of a frame cannot take a close frame and has its TCP connection closed instead.
+  of receiving a frame gets the rest of that frame first (a close frame cannot land inside a
+  payload), bounded by ``close_timeout``; only when the frame's sender is gone is its TCP
+  connection closed instead;
+* keepalive: a side that sent nothing for ``ping_interval`` seconds gets a ping from the gateway
+  (its pong is taken out of the stream, never forwarded); one that then sends nothing for
+  ``ping_timeout`` seconds is dead: its connection is aborted and the other side closed as if it
+  had vanished (1001 "client went away" upstream, 1011 "upstream connection failed" to the client).
 
 The gateway closes the upstream's TCP connection as soon as the upstream answers a close frame the
 gateway sent; every closing handshake is bounded by ``close_timeout``.
@@ -45,8 +51,16 @@ ACCEPT = "asgi_ws_gateway.passthrough.accept"
 """The ASGI message type that accepts the client and hands its transport to a protocol."""
 
 
+_PING = 0x9
+PING_PAYLOAD = b"asgi-ws-gateway"
+"""The payload of the gateway's keepalive pings; the pongs that carry it back are not forwarded."""
+
+
 class _Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
+
+    __slots__ = ("client", "close_sent", "heard", "open", "peer", "pending_close", "ping_due", "scanner", "splice",
+                 "transport")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -57,20 +71,21 @@ class _Side(asyncio.Protocol):
         self.peer: _Side
         self.open = True  # its TCP connection is up
         self.close_sent = False  # the gateway sent this side a close frame of its own
+        self.pending_close: bytes | None = None  # that close frame, waiting for the frame in flight to end
+        self.heard = False  # it sent something since the last keepalive round
+        self.ping_due: asyncio.TimerHandle | None = None  # a keepalive ping is waiting for an answer
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         scanner = self.scanner
         out = scanner.feed(data)
-        splice = self.splice
-        if not splice.gateway_closing:
-            if out and self.peer.open:
-                self.peer.transport.write(out)
-            if not scanner.stopped:
-                return
-        splice.after_frame(self)
+        if out and self.peer.open:
+            self.peer.transport.write(out)
+        if scanner.interrupted:
+            self.splice.after_frame(self)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -87,14 +102,26 @@ class _Side(asyncio.Protocol):
             self.peer.transport.resume_reading()
 
     def write_close(self, code: int, reason: str) -> None:
-        """Send this side a close frame of the gateway's, if it is between frames (else drop it)."""
+        """Send this side a close frame of the gateway's, once the frame it is receiving (if any) ends."""
         if not self.open or self.close_sent:
             return
         self.close_sent = True
-        if self.peer.scanner.mid_frame:
-            self.transport.close()  # mid-frame: a close frame would land inside a payload
-            return
-        self.transport.write(close_frame(wire_code(code), wire_reason(reason), mask=not self.client))
+        frame = close_frame(wire_code(code), wire_reason(reason), mask=not self.client)
+        source = self.peer.scanner
+        source.halt()  # nothing after the frame in flight reaches this side
+        if not source.remaining:
+            self.transport.write(frame)
+        elif self.peer.open:
+            self.pending_close = frame  # written when the peer's data_received finishes the frame
+        else:
+            self.transport.close()  # the rest of the frame will never come: a close frame would land inside it
+
+    def write_ping(self) -> bool:
+        """Send this side a keepalive ping if it is between frames; False if it is not."""
+        if not self.open or self.close_sent or self.peer.scanner.mid_frame:
+            return False
+        self.transport.write(encode_frame(_PING, PING_PAYLOAD, mask=not self.client))
+        return True
 
 
 class Splice:
@@ -109,7 +136,15 @@ class Splice:
         close_timeout: seconds a closing handshake may take before both connections are aborted.
     """
 
-    def __init__(self, upstream: RawUpstream, *, max_message_size: int, close_timeout: float) -> None:
+    def __init__(
+        self,
+        upstream: RawUpstream,
+        *,
+        max_message_size: int,
+        close_timeout: float,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+    ) -> None:
         slots = max_message_size.bit_length() + 1
         self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
         self.finished = asyncio.Event()
@@ -118,10 +153,15 @@ class Splice:
         self._closing = False
         self._close_timeout = close_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._keepalive_timer: asyncio.TimerHandle | None = None
         self._upstream_raw = upstream
         extensions = upstream.extensions
         scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size, extensions=extensions)
         scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size, extensions=extensions)
+        if ping_interval is not None:
+            scan_in.pong = scan_out.pong = PING_PAYLOAD
         self.client = _Side(self, scan_in, client=True)
         self.upstream = _Side(self, scan_out, client=False)
         self.client.peer, self.upstream.peer = self.upstream, self.client
@@ -138,14 +178,52 @@ class Splice:
         raw = self._upstream_raw
         raw.transport.set_protocol(self.upstream)
         self.upstream.connection_made(raw.transport)
-        if raw.leftover:
-            self.upstream.data_received(raw.leftover)
-        if raw.ended():
+        leftover, ended = raw.leftover, raw.ended()
+        raw.release()
+        if leftover:
+            self.upstream.data_received(leftover)
+        if ended:
             # The upstream ended between its 101 and now: connection_lost went to the old protocol.
             self.upstream.open = False
             self.lost(self.upstream)
         else:
             raw.transport.resume_reading()
+        if self._ping_interval is not None:
+            self._keepalive_timer = asyncio.get_running_loop().call_later(self._ping_interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        """Every ``ping_interval``: ping each side that sent nothing since the last round.
+
+        A timer, not a task: an idle spliced connection holds no coroutine.
+        """
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        for side in (self.client, self.upstream):
+            if side.ping_due is not None:
+                continue  # a ping is waiting for its answer
+            if side.heard:
+                side.heard = False
+            elif side.write_ping() and self._ping_timeout is not None:
+                side.ping_due = loop.call_later(self._ping_timeout, self._ping_expired, side)
+        assert self._ping_interval is not None
+        self._keepalive_timer = loop.call_later(self._ping_interval, self._keepalive)
+
+    def _ping_expired(self, side: _Side) -> None:
+        side.ping_due = None
+        if side.heard:  # anything it sent (the pong or not) shows it is alive
+            side.heard = False
+            return
+        if side.open and not self._closing:
+            logger.info("passthrough: the %s did not answer a ping in %g s; dropping it", _name(side),
+                        self._ping_timeout)  # fmt: skip
+            side.transport.abort()  # connection_lost follows: the peer is closed as for a vanished side
+
+    def _stop_timers(self) -> None:
+        for handle in (self._timer, self._keepalive_timer, self.client.ping_due, self.upstream.ping_due):
+            if handle is not None:
+                handle.cancel()
+        self._keepalive_timer = self.client.ping_due = self.upstream.ping_due = None
 
     def _server_shutdown(self) -> None:
         self._gateway_close(1012, "server shutting down", 1012, "server shutting down")
@@ -193,6 +271,10 @@ class Splice:
     def after_frame(self, side: _Side) -> None:
         """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway closes)."""
         scanner = side.scanner
+        peer = side.peer
+        if peer.pending_close is not None and not scanner.remaining and peer.open:
+            peer.transport.write(peer.pending_close)  # the frame in flight is complete
+            peer.pending_close = None
         if scanner.too_big or scanner.error is not None:
             if self.gateway_closing:
                 side.transport.close()
@@ -225,6 +307,9 @@ class Splice:
 
     def lost(self, side: _Side) -> None:
         peer = side.peer
+        if peer.pending_close is not None and peer.open:
+            peer.pending_close = None
+            peer.transport.close()  # the frame it was receiving from ``side`` will never end
         if not self._closing:  # it vanished without a close frame
             self._closing = True
             self.stats.closed_by = "client" if side.client else "upstream"
@@ -240,8 +325,7 @@ class Splice:
         elif peer.open and not self.gateway_closing and (not side.client or peer.scanner.close is not None):
             peer.transport.close()  # the closing handshake is over (the gateway's own: each side answers)
         if not self.client.open and not self.upstream.open:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._stop_timers()
             self.finished.set()
 
     def _arm_timer(self) -> None:

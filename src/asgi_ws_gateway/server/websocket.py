@@ -24,10 +24,12 @@ gateway needs on its edge:
      "extensions": "<Sec-WebSocket-Extensions value or None>", "protocol": <asyncio.Protocol>,
      "on_started": <callable>, "on_shutdown": <callable>}
 
-  The server answers 101 with those headers (the extensions it negotiated itself are dropped: the
-  application negotiated them end to end), stops parsing, and hands the transport to ``protocol``;
+  The extension's value is ``{"max_size": <the server's ws_max_size>}``. The server answers 101
+  with those headers (the extensions it negotiated itself are dropped: the application negotiated
+  them end to end), stops parsing, and hands the transport to ``protocol``;
   ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down. The application's
-  call must not return before the connection is over.
+  call must not return before the connection is over, and must not call ``receive`` or ``send``
+  again: the server keeps nothing of the connection but the transport it handed over.
 
 ``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.server.http`) closes a client that does not send
 a complete request head in time, which the WebSocket protocol cannot see: uvicorn parses the
@@ -89,12 +91,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        conn = self.conn
-        self.conn = _ServerProtocol(
-            extensions=conn.available_extensions,
-            max_size=(conn.max_message_size, conn.max_fragment_size),
-            logger=_Quiet(logging.getLogger("uvicorn.error")),
-        )
+        # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
+        # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
+        self.conn.__class__ = _ServerProtocol
+        self.conn.logger = _Quiet(logging.getLogger("uvicorn.error"))
         self.logger = _PathOnly(self.logger)  # type: ignore[assignment]
 
     # -- the request head --
@@ -133,7 +133,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         scope = getattr(self, "scope", None)
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs
-            scope["extensions"][EXTENSION] = {}
+            # The server's own message limit (--ws-max-size) still applies to a spliced connection.
+            scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size}
 
     # -- misbehaving clients --
 
@@ -184,7 +185,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
+        if self.logger.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -204,6 +206,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         message["on_started"]()
+        # The connection is the application's protocol's now. What parsed and answered the handshake
+        # (websockets' protocol with the parsed request and response, the receive queue) would stay
+        # allocated for the connection's whole life: idle spliced connections are many.
+        del self.conn, self.request, self.response, self.queue, self.writable
 
     def shutdown(self) -> None:
         if not self.passed_through:

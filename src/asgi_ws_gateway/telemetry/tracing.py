@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .core import Telemetry
 
 Attrs = dict[str, AttributeValue]
+T = TypeVar("T")
 
 
 def _current() -> HandshakeTrace | None:
@@ -110,10 +111,14 @@ class TracedConnector:
         self.backend = BackendInfo.of(api, upstream)
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
+        return await self.open(self.inner.connect, request)
+
+    async def open(self, connect: Callable[[UpstreamRequest], Awaitable[T]], request: UpstreamRequest) -> T:
+        """``connect(request)`` traced as this backend's attempt (passthrough's raw connection too)."""
         handshake = _current()
         if handshake is None or not handshake.instrumented:
-            return await self.inner.connect(request)
-        return await handshake.connect_upstream(self.inner, request, self.backend)
+            return await connect(request)
+        return await handshake.connect_upstream(connect, request, self.backend)
 
 
 class HandshakeTrace:
@@ -226,8 +231,8 @@ class HandshakeTrace:
     # -- for the middleware -------------------------------------------------------------------------
 
     async def connect_upstream(
-        self, connector: Connector, request: UpstreamRequest, backend: BackendInfo
-    ) -> UpstreamConnection:
+        self, connect: Callable[[UpstreamRequest], Awaitable[T]], request: UpstreamRequest, backend: BackendInfo
+    ) -> T:
         """One backend attempt: a CLIENT span whose context the upstream receives as ``traceparent``.
 
         With ``attempt_spans: failover`` the first attempt has no span of its own: it is recorded on
@@ -253,7 +258,7 @@ class HandshakeTrace:
         error_type: str | None = None
         status: int | None = None
         try:
-            connection = await connector.connect(request)
+            connection = await connect(request)
             status = 101
             return connection
         except HandshakeDenied as denial:
