@@ -308,17 +308,11 @@ def load_policies(
 def load_config(
     source: GatewayConfig | Mapping[str, Any] | str | Path, *, import_plugins: bool = True
 ) -> GatewayConfig:
-    """Load and validate a configuration, its policies' settings included.
+    """Load and validate a configuration, its policies' settings included (nothing is kept).
 
-    Args:
-        source: a :class:`GatewayConfig`, a mapping, or the path of a ``.yaml``/``.yml``/``.json`` file.
-        import_plugins: import the modules ``plugins`` names (once per process) before the policies
-            are checked. False (the management API): import nothing; modules not already loaded are
-            problems.
-
-    Raises:
-        ConfigError: with every problem found, each as ``field.path: message``; a plugin that cannot
-            be imported stops validation there (its policy types would all be unknown).
+    ``source`` and ``import_plugins`` as for :func:`asgi_ws_gateway.config.parse_config`. Raises
+    ``ConfigError`` with every problem found, each as ``field.path: message``; a plugin that cannot
+    be imported stops validation there (its policy types would all be unknown).
     """
     return parse_config(source, import_plugins=import_plugins, check_policies=check_policies)
 
