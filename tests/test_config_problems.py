@@ -188,3 +188,21 @@ def test_start_up_warns_about_a_file_without_apis(tmp_path: Path, caplog: pytest
         WebSocketGateway(not_found, config=tmp_path / "gateway.yaml")
     warnings = [r for r in caplog.records if r.name == "asgi_ws_gateway.middleware" and r.levelname == "WARNING"]
     assert len(warnings) == 1 and "no WebSocket APIs are configured" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("value", "got"), [("AUTO", "'AUTO'"), (None, "None"), ([True], "[True]"), ({"on": 1}, "{'on': 1}")]
+)
+def test_a_value_every_union_member_refuses_is_one_problem(value: Any, got: str) -> None:
+    """``passthrough`` is ``'auto'`` or a boolean: one line for the field, naming what each member wanted."""
+    (problem,) = _problems({"apis": [_api("a", "/a", passthrough=value)]})
+    assert problem.startswith("apis[0].passthrough: Input should be 'auto'; Input should be a valid boolean")
+    assert problem.endswith(f"(got {got})")
+
+
+def test_unknown_keys_named_like_union_members_are_still_named() -> None:
+    """An unknown key called ``bool`` or ``literal['x']`` is reported as that key, not taken for a union member."""
+    assert _problems({"apis": [_api("a", "/a", bool=1, **{"literal['x']": 2})]}) == [
+        "apis[0].bool: unknown field",
+        "apis[0].literal['x']: unknown field",
+    ]

@@ -13,7 +13,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -589,7 +589,7 @@ def parse_config(
         try:
             config = GatewayConfig.model_validate(source)
         except ValidationError as exc:
-            problems = [_describe(error) for error in exc.errors()]
+            problems = describe_errors(exc.errors())
             if import_plugins:  # so the parts that did validate are checked with the plugins' types known
                 with contextlib.suppress(ConfigError):
                     load_plugins(_named_plugins(source))
@@ -793,18 +793,39 @@ def config_warnings(config: GatewayConfig) -> list[str]:
 _OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_")
 
 
-def _describe(error: Any) -> str:
-    """Render one pydantic error as ``apis[1].upstreams[0].url: message``."""
+# A union member pydantic names in an error's location ("passthrough.literal['auto']", ".bool").
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|literal\[.*\]|[a-z-]+\[.*\])$")
+
+
+def describe_errors(errors: Sequence[Any]) -> list[str]:
+    """Pydantic's errors as ``apis[1].upstreams[0].url: message``, one problem per field.
+
+    A value every member of a union refused is one problem whose message names what each member
+    wanted (``passthrough: Input should be 'auto'; Input should be a valid boolean (got 'AUTO')``).
+    """
+    fields: dict[tuple[Any, ...], list[Any]] = {}
+    for error in errors:
+        loc = error["loc"]
+        key = len(loc) - 1 if error["type"] == "extra_forbidden" else len(loc)  # an unknown key named "bool" stays
+        field = tuple(
+            part for i, part in enumerate(loc) if i >= key or not (isinstance(part, str) and _UNION_MEMBER.match(part))
+        )
+        fields.setdefault(field, []).append(error)
+    return [_describe(field, found) for field, found in fields.items()]
+
+
+def _describe(loc: tuple[Any, ...], errors: list[Any]) -> str:
     where = ""
-    for part in error["loc"]:
+    for part in loc:
         if isinstance(part, str) and len(part) > MAX_NAME:  # an unknown key is echoed: never a huge one
             part = part[:MAX_NAME] + "..."
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    message = error["msg"]
-    if error["type"] in {"extra_forbidden"}:
+    first = errors[0]
+    message = "; ".join(dict.fromkeys(error["msg"] for error in errors))
+    if first["type"] in {"extra_forbidden"}:
         message = "unknown field"
-    elif error["type"] != "missing" and not error["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {redact_text(shorten(error['input']))})"
+    elif first["type"] != "missing" and not first["type"].startswith(_OWN_ERRORS):
+        message = f"{message} (got {redact_text(shorten(first['input']))})"
     return f"{where or '(top level)'}: {message}"
 
 
@@ -832,6 +853,7 @@ __all__ = [
     "bounded",
     "config_warnings",
     "cross_check",
+    "describe_errors",
     "is_asgi_app",
     "mark_policies",
     "parse_config",

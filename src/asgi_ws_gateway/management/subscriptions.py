@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import GatewayConfig, Name, ProductConfig, SubscriptionConfig, Text, _describe
+from ..config import GatewayConfig, Name, ProductConfig, SubscriptionConfig, Text, describe_errors
 from ..policies.products import hash_key
 from .errors import Conflict, Invalid, NotFound
 from .overlay import Overlay
@@ -74,7 +74,7 @@ def parse(model: type[BaseModel], body: Any) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
+        problems = describe_errors(exc.errors())
         raise Invalid(f"invalid {model.__name__.lower()} ({len(problems)} problem(s))", problems) from None
 
 
