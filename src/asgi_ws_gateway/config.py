@@ -793,8 +793,12 @@ def config_warnings(config: GatewayConfig) -> list[str]:
 _OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_")
 
 
-# A union member pydantic names in an error's location ("passthrough.literal['auto']", ".bool").
-_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|literal\[.*\]|[a-z-]+\[.*\])$")
+def union_member(part: object) -> bool:
+    """A union member pydantic puts in an error's location (``passthrough.literal['auto']``, ``.bool``)."""
+    return isinstance(part, str) and _UNION_MEMBER.match(part) is not None
+
+
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict|none|[a-z-]+\[.*\]|[A-Z][A-Za-z]*Settings)$")
 
 
 def describe_errors(errors: Sequence[Any]) -> list[str]:
@@ -807,9 +811,7 @@ def describe_errors(errors: Sequence[Any]) -> list[str]:
     for error in errors:
         loc = error["loc"]
         key = len(loc) - 1 if error["type"] == "extra_forbidden" else len(loc)  # an unknown key named "bool" stays
-        field = tuple(
-            part for i, part in enumerate(loc) if i >= key or not (isinstance(part, str) and _UNION_MEMBER.match(part))
-        )
+        field = tuple(part for i, part in enumerate(loc) if i >= key or not union_member(part))
         fields.setdefault(field, []).append(error)
     return [_describe(field, found) for field, found in fields.items()]
 
@@ -859,4 +861,5 @@ __all__ = [
     "parse_config",
     "resolve_apps",
     "shorten",
+    "union_member",
 ]

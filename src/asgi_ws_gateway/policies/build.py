@@ -9,7 +9,6 @@ which are imported after everything else validated).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .._types import Scope
-from ..config import GatewayConfig, mark_policies, parse_config, shorten
+from ..config import GatewayConfig, mark_policies, parse_config, shorten, union_member
 from ..forwarded import Networks
 from ..handshake.context import HandshakeContext, RequestView
 from ..handshake.pipeline import FunctionPolicy, HandshakePipeline, Policy
@@ -47,12 +46,9 @@ logger = logging.getLogger(__name__)
 _SECRET_WORDS = ("secret", "key", "token", "password")
 
 
-_UNION_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[a-z-]+\[.*\]|[A-Z][A-Za-z]*Settings)$")
-
-
 def _describe(loc: Loc, error: Any) -> str:
     # Drop the union-member tags pydantic puts in locations ("audience.list[str]" -> "audience").
-    where = loc_text(loc + tuple(p for p in error["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p))))
+    where = loc_text(loc + tuple(p for p in error["loc"] if not union_member(p)))
     message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
     sensitive = any(word in str(part).lower() for part in error["loc"] for word in _SECRET_WORDS)
     if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not sensitive:
