@@ -251,9 +251,10 @@ def targets_table(results: dict[str, Any]) -> list[str]:
 def markdown(results: dict[str, Any], *, chart_path: Path, docs: Path) -> str:
     """The generated block: machine, the issue's table, scaling, targets, every figure, warnings."""
     machine, versions = results["machine"], results["machine"]["versions"]
-    settings = results["settings"]
+    settings, estimated = results["settings"], results.get("estimated_seconds")
+    took = f"{results['seconds']:.0f} s" + ("" if estimated is None else f", estimated {estimated:.0f} s")
     lines = [
-        f"Run of {results['started']} ({results['mode']} mode, {results['seconds']:.0f} s; "
+        f"Run of {results['started']} ({results['mode']} mode, {took}; "
         f"{settings['rounds']} rounds, idle {settings['idle_rounds']}), "
         f"medians with (min–max) over rounds.",  # noqa: RUF001
         "",

@@ -44,8 +44,8 @@ SCENARIOS = ("echo-64B", "echo-16KiB", "latency", "handshake", "idle", "scaling"
 SCALING_PATH = "gateway-run"
 """The path the scaling scenario measures: the default, ``asgi-ws-gateway run --workers N``."""
 SCALING_WORKERS = (1, 2)
-QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.2, 0.5, (200,), 20, 30.0, 0.2), scenarios=SCENARIOS)
-"""A smoke run: every scenario once, half a second of load each, 200 idle connections."""
+QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.1, 0.3, (200,), 20, 30.0, 0.2), scenarios=SCENARIOS)
+"""A smoke run: every scenario once, 0.3 s of load each, 200 idle connections."""
 FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
                 scenarios=SCENARIOS)  # fmt: skip
 """The real run: 3 interleaved rounds of 4 s windows (2 s for latency), 2 idle ramps to 1,000 / 5,000 / 9,000
