@@ -168,23 +168,27 @@ def measure(
             rtts = sorted(result["rtt_ns"] or [])
             metrics |= {"rtt_p50_us": _scaled(percentile(rtts, 0.50), 1e-3),
                         "rtt_p99_us": _scaled(percentile(rtts, 0.99), 1e-3)}  # fmt: skip
-    return metrics, saturation_warnings(utilisation, load_cpus, proxy_cpu / wall if proxy else 0.0)
+    warnings = saturation_warnings(utilisation, load_cpus, proxy_cpu / wall if proxy else 0.0,
+                                   other=metrics["other_cores"] or 0.0)  # fmt: skip
+    return metrics, warnings
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def saturation_warnings(utilisation: Mapping[str, float], load_cpus: str, proxy: float = 0.0) -> list[str]:
+def saturation_warnings(
+    utilisation: Mapping[str, float], load_cpus: str, proxy: float = 0.0, *, other: float = 0.0
+) -> list[str]:
     """Say when the generator and the upstream (which share the load CPUs) were the bottleneck.
 
     With more than one load CPU (the scaling scenario, where nothing is pinned) the proxy shares
-    them too, and the warning is about the whole machine being busy.
+    them too, and the warning is about the whole machine being busy, other work on it included.
     """
     cores = len(load_cpus.split(","))
     if cores > 1:
-        if utilisation["generator"] + utilisation["upstream"] + proxy >= SATURATED * cores:
-            return ["every core busy: throughput is a lower bound"]
+        if utilisation["generator"] + utilisation["upstream"] + proxy + other >= SATURATED * cores:
+            return [f"every core busy ({other:.2f} of them other work): throughput is a lower bound"]
     elif utilisation["generator"] + utilisation["upstream"] >= SATURATED:
         return ["load side (generator + upstream) saturated its core: throughput is a lower bound"]
     return [f"{name} saturated its core" for name, value in utilisation.items() if value >= SATURATED]

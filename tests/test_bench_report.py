@@ -10,6 +10,7 @@ import pytest
 from bench import aggregate, report
 from bench.paths import OPT_IN, PATHS, by_name
 from bench.runner import FULL, QUICK, _idle_plan, estimate_seconds
+from bench.scenarios import saturation_warnings
 
 CPU, HS = "proxy_cpu_us_per_message", "proxy_cpu_ms_per_handshake"
 MACHINE = {"cpu": "test", "cores": 2, "kernel": "6", "python": "3.11", "pinning": True, "proxy_cpus": "0",
@@ -108,6 +109,15 @@ def test_scaling_target_is_an_at_least_target() -> None:
     assert "0.70 cores" in low["note"] and "other work 0.10" in low["note"] and "at most 0.61" in low["note"]
     high = _by_name(_results(scaling=(10_000.0, 19_000.0)))[name]
     assert high["met"] is True and high["value"] == pytest.approx(0.95)
+
+
+def test_unpinned_saturation_counts_other_work_on_the_machine() -> None:
+    """Unpinned, the 2 cores are busy only once the proxy, the load side and other work fill 1.8 of them."""
+    load = {"generator": 0.4, "upstream": 0.3}
+    assert saturation_warnings(load, "0,1", 0.6) == []
+    assert saturation_warnings(load, "0,1", 0.6, other=0.6) == [
+        "every core busy (0.60 of them other work): throughput is a lower bound"
+    ]
 
 
 def test_issue_table_quotes_each_ratio_against_the_issue_reference() -> None:
