@@ -48,8 +48,8 @@ QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.1, 0.3, (200,
 """A smoke run: every scenario once, 0.3 s of load each, 200 idle connections."""
 FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
                 scenarios=SCENARIOS)  # fmt: skip
-"""The real run: 3 interleaved rounds of 4 s windows (2 s for latency), 2 idle ramps to 1,000 / 5,000 / 9,000
-(fewer for the paths that say so: :attr:`~bench.paths.PathSpec.idle_max`, ``idle_rounds``)."""
+"""The real run: 3 interleaved rounds of 4 s windows (2 s for latency), 2 idle ramps to 1,000 / 5,000 (9,000 for
+the paths whose :attr:`~bench.paths.PathSpec.idle_max` allows it; fewer ramps for those that say so)."""
 
 SPAWN_SECONDS = 0.4
 """What one measurement costs beyond its warm-up and window here: the generator's start and exit."""

@@ -155,12 +155,14 @@ def test_chart_is_drawn_with_paths_or_scenarios_missing(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
 
 
-def test_idle_plan_cuts_the_python_peers() -> None:
-    """The Python peers stop at 5,000; fastapi-proxy-lib ramps once; the gateway paths keep 9,000 and 2 ramps."""
+def test_idle_plan_stops_at_the_issue_level() -> None:
+    """Paths stop at 5,000 but gateway-run and nginx (9,000); fastapi-proxy-lib ramps once."""
     paths = {p.name: p for p in PATHS}
     assert _idle_plan(paths["fastapi-proxy-lib"], FULL) == (1, (1000, 5000))
     assert _idle_plan(paths["asgiproxy"], FULL) == (2, (1000, 5000))
+    assert _idle_plan(paths["gateway"], FULL) == (2, (1000, 5000))
     assert _idle_plan(paths["gateway-run"], FULL) == (2, (1000, 5000, 9000))
+    assert _idle_plan(paths["nginx"], FULL) == (2, (1000, 5000, 9000))
     assert _idle_plan(paths["fastapi-proxy-lib"], QUICK) == (1, (200,))
 
 
