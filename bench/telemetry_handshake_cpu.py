@@ -14,7 +14,8 @@ connection for each mode:
   any provider an application passes or sets globally);
 * ``each-sdk-encoder``, ``failover-sdk-encoder``: the same, encoded by the SDK's protobuf encoder
   (``ASGI_WS_GATEWAY_OTLP_ENCODER=sdk``, and every exporter before the gateway had its own);
-* ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs.
+* ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs;
+* ``each-lean-traces-only``, ``metrics-only``: one of the two signals alone (the split of the cost).
 
 Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3]``. Each measure runs in
 a fresh process, modes interleaved, so imports and warm caches fall on all of them alike.
@@ -34,7 +35,7 @@ from typing import Any, cast
 
 MODES = (
     "off", "each-lean", "failover-lean", "each", "failover", "each-sdk-encoder", "failover-sdk-encoder",
-    "each-no-encoding",
+    "each-no-encoding", "each-lean-traces-only", "metrics-only",
 )  # fmt: skip
 SCOPE: dict[str, Any] = {
     "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
@@ -93,9 +94,10 @@ async def _measure(mode: str, count: int) -> float:
     })  # fmt: skip
     tracer_provider: TracerProvider | LeanTracerProvider | None = None
     meter_provider = None
-    if mode != "off":
+    if mode not in ("off", "metrics-only"):
         tracer_provider = LeanTracerProvider(resource=Resource.create()) if "lean" in mode else TracerProvider()
         tracer_provider.add_span_processor(BatchSpanProcessor(Encoding(), max_queue_size=count * 3))
+    if mode != "off" and "traces-only" not in mode:
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     telemetry = Telemetry(config, tracer_provider=tracer_provider, meter_provider=meter_provider)
     api, backend = config.apis[0], config.apis[0].upstreams[0]

@@ -102,7 +102,19 @@ class LeanSpan(trace.Span, ReadableSpan):
     # -- attributes, as the SDK's BoundedAttributes keeps them ----------------------------------------
 
     def _set(self, attributes: Mapping[str, AnyValue]) -> None:
-        if self._max_attributes == 0:
+        current, limit = self._attributes, self._max_attributes
+        if self._max_length is None and (limit is None or len(current) + len(attributes) <= limit):
+            # The common case, in one pass: plain values under non-empty string keys, nothing to drop.
+            for key, value in attributes.items():
+                if type(value) not in _PLAIN or type(key) is not str or not key:
+                    break
+            else:
+                if current:
+                    for key in attributes:
+                        current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
+                current.update(attributes)
+                return
+        if limit == 0:
             self._dropped += len(attributes)
             return
         for key in attributes:
