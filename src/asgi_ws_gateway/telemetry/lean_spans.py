@@ -89,8 +89,9 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._max_length = limits.max_span_attribute_length
         self._attributes: dict[str, AnyValue] = {}
         self._dropped = 0
-        self._events: BoundedList[Event] = BoundedList(limits.max_events)
-        self._links: BoundedList[Link] = _links(links, limits)
+        # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
+        self._events: BoundedList[Event] | tuple[()] = ()
+        self._links: BoundedList[Link] | tuple[()] = _links(links, limits) if links else ()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         if attributes:
@@ -183,6 +184,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
         )
         if not self._ended("_add_event"):
+            if not isinstance(self._events, BoundedList):
+                self._events = BoundedList(limits.max_events)
             self._events.append(Event(name, bounded, timestamp))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
@@ -193,6 +196,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
         )
         if not self._ended("_add_link"):
+            if not isinstance(self._links, BoundedList):
+                self._links = BoundedList(limits.max_links)
             self._links.append(Link(context, bounded))
 
     def update_name(self, name: str) -> None:
@@ -259,8 +264,6 @@ def _valid_link(context: SpanContext, attributes: Attributes) -> bool:
 
 
 def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link]:
-    if not links:
-        return BoundedList(limits.max_links)
     valid = []
     for link in links:
         if link and _valid_link(link.context, link.attributes):
