@@ -15,7 +15,9 @@ import pytest
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,6 +29,7 @@ from opentelemetry.trace.span import TraceState
 
 from asgi_ws_gateway.telemetry import propagation
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracerProvider
+from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 
 RESOURCE = Resource({"service.name": "lean-test"})
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
@@ -149,6 +152,32 @@ def test_lean_spans_record_what_sdk_spans_record() -> None:
     root = next(span for span in lean if span.name == "GET /ws/lobby")
     assert dict(root.attributes or {})["odd"] == "opaque" and root.dropped_attributes == 2  # "" twice
     assert [e.name for e in root.events] == ["first", "second", "exception"]
+
+
+def _without_times(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                span.ClearField("start_time_unix_nano")
+                span.ClearField("end_time_unix_nano")
+                for event in span.events:
+                    event.ClearField("time_unix_nano")
+                    for pair in event.attributes:
+                        if pair.key == "exception.stacktrace":
+                            pair.value.string_value = ""
+    return request
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_lean_spans_encode_to_the_sdk_spans_otlp(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
+    """What reaches the wire: the SDK's encoder and the gateway's give, for lean spans, the SDK spans' OTLP."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    sdk, lean = _both()
+    expected = _without_times(sdk_encode_spans(sdk))
+    assert _without_times(sdk_encode_spans(lean)) == expected
+    assert _without_times(ExportTraceServiceRequest.FromString(SpanEncoder().encode(lean))) == expected
 
 
 @pytest.mark.usefixtures("no_limits")
