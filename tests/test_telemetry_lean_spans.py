@@ -27,9 +27,12 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
+from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.telemetry import propagation
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracerProvider
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
+from asgi_ws_gateway.telemetry.providers import resolve_providers
 
 RESOURCE = Resource({"service.name": "lean-test"})
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
@@ -308,3 +311,34 @@ def test_injected_headers_are_the_global_propagators(propagators: list[Any]) -> 
         headers = list(client)
         propagation.inject(headers, context, span)
         assert headers == ([("x-other", "kept"), *expected.items()] if expected else client), name
+
+
+def test_a_forked_child_s_resource_reaches_the_lean_spans() -> None:
+    """The SDK provider updates its resource after a fork (process attributes); lean tracers follow."""
+    provider = LeanTracerProvider(resource=RESOURCE)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    provider._update_resource(Resource({"process.pid": 4242}))  # what the SDK's after-fork hook calls
+    tracer.start_span("s").end()
+    provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.resource.attributes) == {"service.name": "lean-test", "process.pid": 4242}
+
+
+@pytest.mark.parametrize(("value", "kind"), [("", LeanTracerProvider), ("gateway", LeanTracerProvider),
+                                             (" SDK ", TracerProvider)])  # fmt: skip
+def test_asgi_ws_gateway_spans_chooses_the_own_provider_s_spans(value: str, kind: type) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none",
+               "ASGI_WS_GATEWAY_SPANS": value}  # fmt: skip
+    providers = resolve_providers(TelemetryConfig(), environ=environ)
+    try:
+        assert type(providers.tracer) is kind
+    finally:
+        providers.shutdown()
+
+
+def test_an_unknown_asgi_ws_gateway_spans_value_stops_start_up() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "ASGI_WS_GATEWAY_SPANS": "lean"}
+    with pytest.raises(ConfigError, match="ASGI_WS_GATEWAY_SPANS: 'lean' is not supported"):
+        resolve_providers(TelemetryConfig(), environ=environ)

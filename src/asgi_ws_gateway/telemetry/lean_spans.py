@@ -371,7 +371,13 @@ class LeanTracerProvider(TracerProvider):
         id_generator: IdGenerator | None = None,
     ) -> None:
         super().__init__(sampler, resource, id_generator=id_generator, span_limits=span_limits)
-        self._lean_tracers: dict[InstrumentationScope, trace.Tracer] = {}
+        self._lean_tracers: dict[InstrumentationScope, LeanTracer] = {}
+
+    def _update_resource(self, resource: Resource) -> None:
+        """As the SDK's (in a forked child: the process attributes), for the lean tracers too."""
+        super()._update_resource(resource)
+        for tracer in list(self._lean_tracers.values()):
+            tracer.resource = self.resource
 
     def get_tracer(
         self,
