@@ -41,12 +41,15 @@ upgrade request in its HTTP protocol before handing the connection over.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import http11
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -98,6 +101,24 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.logger = _PathOnly(self.logger)  # type: ignore[assignment]
 
     # -- the request head --
+
+    def receive_parsed_request(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The upgrade request as uvicorn's HTTP protocol parsed it (``GatewayHTTPProtocol``).
+
+        websockets would parse it again from uvicorn's re-serialisation of it; a head that its parser
+        takes as it is (:func:`parsed_request`) skips that, and every other head takes that way, so
+        its refusals (414, 431, 400) and their lines stay websockets' and this protocol's own.
+        """
+        request = None if self.conn.debug else parsed_request(method, target, headers)
+        if request is None:
+            self.data_received(serialised_request(method, target, headers))
+            return
+        conn = self.conn
+        # What websockets' ServerProtocol.parse does after it parsed a request: frames from now on.
+        conn.parser = super(ServerProtocol, conn).parse()
+        next(conn.parser)
+        conn.events.append(request)
+        self.handle_events()
 
     def data_received(self, data: bytes) -> None:
         if self.handshake_initiated:
@@ -233,6 +254,45 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def _path(self) -> str:
         scope = getattr(self, "scope", None)
         return scope["root_path"] + scope["path"] if scope is not None else ""
+
+
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # websockets.http11's header name (RFC 9110 token)
+_FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")  # and header value
+_TARGET = re.compile(rb"[\x21-\x7e]+")  # printable ASCII, no space: one request-line field
+
+
+def serialised_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request head as uvicorn's HTTP protocol hands it to a WebSocket protocol."""
+    output = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        output += [name, b": ", value, b"\r\n"]
+    output.append(b"\r\n")
+    return b"".join(output)
+
+
+def parsed_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
+    """The :class:`Request` websockets' parser makes of :func:`serialised_request`'s bytes, or None.
+
+    None whenever that parser might refuse them or read them otherwise: a line at or over its length
+    limit, too many headers, a method, target, header name or value it would not take as they are,
+    ``Transfer-Encoding`` or ``Content-Length`` (it judges those). The caller then has it parse them.
+    """
+    if len(method) + len(target) + 12 >= http11.MAX_LINE_LENGTH or len(headers) >= http11.MAX_NUM_HEADERS:
+        return None
+    if not (_TOKEN.fullmatch(method) and _TARGET.fullmatch(target)):
+        return None
+    parsed = Headers()
+    for name, value in headers:
+        # The line websockets reads is "name: value\r\n"; it strips spaces and tabs around the value.
+        if len(name) + len(value) + 4 >= http11.MAX_LINE_LENGTH or not _TOKEN.fullmatch(name):
+            return None
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            return None
+        value = value.strip(b" \t")
+        if not _FIELD_VALUE.fullmatch(value):
+            return None
+        parsed.set_insecure(name.decode("ascii"), value.decode("latin-1"))
+    return Request(target.decode("ascii"), parsed, method.decode("ascii"), "HTTP/1.1")
 
 
 class _PathOnly(logging.LoggerAdapter[logging.Logger]):
