@@ -45,8 +45,9 @@ import re
 from collections.abc import Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
-from uvicorn.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
+from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets import http11
 from websockets.datastructures import Headers
@@ -97,8 +98,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
-        self.conn.logger = _Quiet(logging.getLogger("uvicorn.error"))
-        self.logger = _PathOnly(self.logger)  # type: ignore[assignment]
+        # The adapters hold nothing of a connection: one each for all of them.
+        self.conn.logger = _QUIET
+        self.logger = _PATH_ONLY if self.logger is _UVICORN_ERROR else _PathOnly(self.logger)  # type: ignore[assignment]
 
     # -- the request head --
 
@@ -206,8 +208,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        if self.logger.isEnabledFor(logging.INFO):  # its arguments cost more than the check
-            self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
+        if _UVICORN_ERROR.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
+            scope = self.scope
+            _UVICORN_ERROR.info('%s - "WebSocket %s" [accepted]', get_client_addr(scope), quote(scope["path"]))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -310,6 +314,10 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs
 
+
+_UVICORN_ERROR = logging.getLogger("uvicorn.error")
+_QUIET = _Quiet(_UVICORN_ERROR)
+_PATH_ONLY = _PathOnly(_UVICORN_ERROR)
 
 PassthroughWebSocketProtocol = GatewayWebSocketProtocol
 """The former name, kept importable: ``--ws asgi_ws_gateway.server:PassthroughWebSocketProtocol``."""
