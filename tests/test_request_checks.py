@@ -56,6 +56,19 @@ def test_an_unsendable_header_is_a_400(header: tuple[str, str]) -> None:
     _refused("ws://up/a", [header])
 
 
+def test_a_url_verdict_is_remembered_only_when_it_passed() -> None:
+    """A refused URL is refused every time; a URL that passed before still has its headers checked."""
+    for _ in range(2):
+        with pytest.raises(HandshakeDenied) as refused:
+            check_upstream_request("ws://up/a/%2e%2e/b", [], in_process=False)
+        assert refused.value.status == 400
+    check_upstream_request("ws://up/remembered", [("x-ok", "1")], in_process=False)
+    with pytest.raises(HandshakeDenied):
+        check_upstream_request("ws://up/remembered", [("x-bad", "a\r\nb")], in_process=False)
+    with pytest.raises(HandshakeDenied):  # the same string, but a path this time: checked on its own
+        check_upstream_request("ws://up/remembered", [], in_process=True)
+
+
 def test_the_url_length_limit() -> None:
     base = "ws://up/a?q="
     check_upstream_request(base + "x" * (MAX_UPSTREAM_URL - len(base)), [], in_process=False)
