@@ -1,13 +1,23 @@
-"""The gateway's protocol takes httptools' parse of an upgrade request only as websockets would read it."""
+"""The gateway's protocol takes httptools' parse of an upgrade request only as websockets would read it,
+and the connection as uvicorn's HTTP protocol saw it."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+from typing import Any
+
 import pytest
 from websockets import http11
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedOK
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol
 from asgi_ws_gateway.server.websocket import parsed_request, serialised_request
+from support.servers import UvicornServer
+from support.tls import make_ca
 
 KEY = (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")
 BROWSER = [
@@ -81,3 +91,32 @@ def test_a_plain_head_is_taken_as_websockets_reads_it(
 def test_anything_else_is_left_to_websockets(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     """A head websockets might refuse or read otherwise takes its parser (its 414/431/400 and lines)."""
     assert parsed_request(method, target, headers) is None
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_the_app_sees_the_connection_as_uvicorn_would_show_it(tls: bool, tmp_path: Path) -> None:
+    """Under the gateway's protocols the scope has the client, server, scheme, path and headers of the socket."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            seen.append(scope)
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1000})
+
+    ca = make_ca(tmp_path)
+    options: dict[str, Any] = {"ssl_certfile": str(ca.cert_file), "ssl_keyfile": str(ca.key_file)} if tls else {}
+    with UvicornServer(app, ws=GatewayWebSocketProtocol, http=GatewayHTTPProtocol, **options) as server:  # type: ignore[arg-type]
+        context = ssl.create_default_context(cafile=str(ca.ca_file)) if tls else None
+        async with connect(server.url("/ws/a%20b?x=1", "wss" if tls else "ws"), ssl=context,
+                           additional_headers={"X-Padded": "  v  "}) as ws:  # fmt: skip
+            local = ws.local_address
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+    (scope,) = seen
+    assert scope["scheme"] == ("wss" if tls else "ws")
+    assert scope["client"] == (local[0], local[1])
+    assert scope["server"] == ("127.0.0.1", server.port)
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/ws/a b", b"/ws/a%20b", b"x=1")
+    assert (b"x-padded", b"v") in scope["headers"]

@@ -204,7 +204,8 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
         protocol: Any = self.ws_protocol_class(  # type: ignore[call-arg, misc]
             config=self.config, server_state=self.server_state, app_state=self.app_state
         )
-        protocol.connection_made(self.transport)
+        scheme = "wss" if self.scheme == "https" else "ws"  # as uvicorn's connection_made reads it
+        protocol.adopt_connection(self.transport, self.server, self.client, scheme)
         protocol.receive_parsed_request(self.scope["method"].encode(), self.url, self.scope["headers"])
         self.transport.set_protocol(protocol)
 

@@ -40,13 +40,15 @@ upgrade request in its HTTP protocol before handing the connection over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, MutableMapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets import http11
@@ -103,6 +105,18 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.logger = _PATH_ONLY if self.logger is _UVICORN_ERROR else _PathOnly(self.logger)  # type: ignore[assignment]
 
     # -- the request head --
+
+    def adopt_connection(
+        self, transport: asyncio.Transport, server: tuple[str, int | None] | None, client: tuple[str, int] | None,
+        scheme: Literal["ws", "wss"],
+    ) -> None:  # fmt: skip
+        """``connection_made`` with the addresses the HTTP protocol already read from the socket."""
+        self.connections.add(self)
+        self.transport = transport
+        self.server, self.client, self.scheme = server, client, scheme
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{client[0]}:{client[1]} - " if client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection made", prefix)
 
     def receive_parsed_request(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """The upgrade request as uvicorn's HTTP protocol parsed it (``GatewayHTTPProtocol``).
