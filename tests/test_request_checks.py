@@ -6,7 +6,7 @@ import pytest
 
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.policies.build import load_config
-from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, check_upstream_request
+from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, _check_url, check_upstream_request
 from support.policies import build, context, problems
 
 
@@ -67,6 +67,9 @@ def test_a_url_verdict_is_remembered_only_when_it_passed() -> None:
         check_upstream_request("ws://up/remembered", [("x-bad", "a\r\nb")], in_process=False)
     with pytest.raises(HandshakeDenied):  # the same string, but a path this time: checked on its own
         check_upstream_request("ws://up/remembered", [], in_process=True)
+    remembered = _check_url.cache_info().currsize
+    check_upstream_request("ws://up/remembered?access_token=SECRET", [], in_process=False)
+    assert _check_url.cache_info().currsize == remembered  # a query (a credential, maybe) is never kept
 
 
 def test_the_url_length_limit() -> None:

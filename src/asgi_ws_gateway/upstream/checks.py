@@ -44,7 +44,10 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
 
     ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process).
     """
-    _check_url(url, in_process)
+    if "?" in url:  # a client's query may hold a credential: checked, never kept
+        _check_url.__wrapped__(url, in_process)
+    else:
+        _check_url(url, in_process)
     for name, value in headers:
         if not _TOKEN.fullmatch(name):
             raise bad_request("an upstream header name is not a valid HTTP token")
@@ -54,10 +57,9 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
 
 @functools.lru_cache(maxsize=256)
 def _check_url(url: str, in_process: bool) -> None:
-    """The URL's checks; a URL that passed once (most are a configured upstream's, unchanged) is not checked again.
-
-    Only passes are remembered (a refusal raises, which the cache does not keep).
-    """
+    """The URL's checks; a URL without a query that passed once (most are a configured upstream's,
+    unchanged) is not checked again. Only passes are remembered (a refusal raises, which the cache
+    does not keep)."""
     if len(url) > MAX_UPSTREAM_URL:
         raise bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
     try:
