@@ -49,6 +49,11 @@ class PathSpec:
         requires: Python modules (or ``"nginx"``) it needs; missing ones make it unavailable.
         headers: request headers the generator must send (e.g. a bearer token for policies).
         note: shown next to its results.
+        scenarios: the round scenarios it runs (None: every one); cuts what no figure needs.
+        idle_max: the highest idle level it is ramped to: 5,000 (the issue's level) unless it says
+            otherwise (None: every level of the run, 9,000 in a full run).
+        idle_rounds: at most this many idle ramps (None: the run's number).
+        open_rate: idle connections it opens per second here; only for the run-time estimate.
         probe: checks a service the path needs (e.g. Redis): why it cannot run, or None.
     """
 
@@ -57,6 +62,10 @@ class PathSpec:
     requires: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
+    scenarios: tuple[str, ...] | None = None
+    idle_max: int | None = 5000
+    idle_rounds: int | None = None
+    open_rate: float = 800.0
     probe: Callable[[], str | None] | None = None
 
     def unavailable(self) -> str | None:
@@ -213,11 +222,14 @@ def _start_nginx(ctx: StartContext) -> Service:
     ).start()
 
 
-DIRECT = PathSpec("direct", None, note="no proxy: the ceiling (latency ratios only)")
-NGINX = PathSpec("nginx", _start_nginx, requires=("nginx",), note="1 worker, 64 KiB proxy buffers")
+DIRECT = PathSpec("direct", None, note="no proxy: the latency ceiling", scenarios=("latency",))
+NGINX = PathSpec("nginx", _start_nginx, requires=("nginx",), note="1 worker, 64 KiB proxy buffers", idle_max=None)
 ASGIPROXY = uvicorn_path("asgiproxy", "bench.apps:asgiproxy_app", requires=("asgiproxy", "aiohttp"))
-FASTAPI_PROXY_LIB = uvicorn_path(
-    "fastapi-proxy-lib", "bench.apps:fastapi_proxy_lib_app", requires=("fastapi_proxy_lib", "httpx_ws")
+# fastapi-proxy-lib opens about 50 idle connections a second here: a single ramp.
+FASTAPI_PROXY_LIB = dataclasses.replace(
+    uvicorn_path("fastapi-proxy-lib", "bench.apps:fastapi_proxy_lib_app", requires=("fastapi_proxy_lib", "httpx_ws")),
+    idle_rounds=1,
+    open_rate=55.0,
 )
 MINIMAL_RELAY = uvicorn_path(
     "minimal-relay", "bench.apps:minimal_relay_factory", note="uvicorn + websockets client, two pumps: the yardstick"
@@ -235,15 +247,23 @@ GATEWAY_PASSTHROUGH = uvicorn_path(
     ws="asgi_ws_gateway.server:GatewayWebSocketProtocol",
     note="the gateway's protocol, settings at their defaults: after the handshake the TCP streams are spliced",
 )
-GATEWAY_RUN = run_path(
-    "gateway-run",
-    note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
+GATEWAY_RUN = dataclasses.replace(
+    run_path(
+        "gateway-run",
+        note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
+    ),
+    idle_max=None,  # the default path (and nginx beside it) is ramped to 9,000 too
 )
-GATEWAY_RUN_POLICIES = run_path(
-    "gateway-run+policies",
-    policies=True,
-    note="gateway-run + validate-jwt (ES256, key in process) + rate-limit-by-key on Redis + set-header, "
-    "telemetry on (OTLP/gRPC to a discarding receiver)",
+# Its messages are spliced as gateway-run's (handshake policies cost nothing per message): the
+# handshake is the figure its target reads.
+GATEWAY_RUN_POLICIES = dataclasses.replace(
+    run_path(
+        "gateway-run+policies",
+        policies=True,
+        note="gateway-run + validate-jwt (ES256, key in process) + rate-limit-by-key on Redis + set-header, "
+        "telemetry on (OTLP/gRPC to a discarding receiver)",
+    ),
+    scenarios=("handshake",),
 )
 GATEWAY_POLICIES = dataclasses.replace(
     uvicorn_path(
@@ -260,11 +280,15 @@ PATHS: tuple[PathSpec, ...] = (
     GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_POLICIES,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
+OPT_IN: frozenset[str] = frozenset({"gateway-picows", "gateway+policies"})
+"""Paths measured only when named with ``--paths``: no target of the run reads them (the picows
+leg is an evaluation; the relay with handshake policies gave way to ``gateway-run+policies``)."""
 
 
 def by_name(names: list[str] | None) -> list[PathSpec]:
+    """The named paths, or every path but the :data:`OPT_IN` ones."""
     if not names:
-        return list(PATHS)
+        return [p for p in PATHS if p.name not in OPT_IN]
     known = {p.name: p for p in PATHS}
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -273,6 +297,7 @@ def by_name(names: list[str] | None) -> list[PathSpec]:
 
 
 __all__ = [
+    "OPT_IN",
     "PATHS",
     "PYTHON_PEERS",
     "PathSpec",
