@@ -69,13 +69,15 @@ def gateway_picows_app() -> ASGIApp:
     return gateway
 
 
-def policy_set() -> dict[str, Any]:
+def policy_set(key: str | None = None) -> dict[str, Any]:
     """The realistic onHandshake set of ``gateway+policies``: validate-jwt (ES256, key held in process,
     so no fetch), rate-limit-by-key on the token's subject (a limit the bench never reaches, so every
-    handshake pays for the check), and set-header forwarding the subject upstream."""
+    handshake pays for the check), and set-header forwarding the subject upstream.
+
+    ``key`` is the public key's PEM (default: the one the coordinator passed in the environment)."""
     return {
         "policies": [
-            {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [public_key()], "issuer": ISSUER,
+            {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [key or public_key()], "issuer": ISSUER,
                               "audience": AUDIENCE}},
             {"rate-limit-by-key": {"key": "{jwt.sub}", "limit": 100_000, "window": 1}},
             {"set-header": {"header": "X-User-Id", "value": "{jwt.sub}"}},

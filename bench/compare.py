@@ -1,7 +1,8 @@
 """A/B of the gateway: this checkout's ``src`` against another git revision's, interleaved.
 
 ``python -m bench.compare --against REV [--scenarios echo-64B handshake] [--rounds 5]`` exports
-``src/`` of ``REV`` to a temporary directory, serves both trees under identical uvicorn processes,
+``src/`` of ``REV`` to a temporary directory, serves both trees under identical uvicorn processes
+(or, with ``--run`` / ``--run-policies``, as the ``gateway-run`` / ``gateway-run+policies`` paths),
 runs the chosen scenarios round by round (alternating which goes first) and prints medians with
 min-max and the ratio ``this / REV``. Nothing is written unless ``--out`` is given.
 """
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .aggregate import build
-from .paths import GATEWAY, uvicorn_path
+from .paths import GATEWAY, PathSpec, run_path, uvicorn_path
 from .report import fmt
 from .runner import FULL, ROOT, Samples, log, prepare_environment, run_rounds, upstream_server
 from .system import machine_info
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--factory", default="bench.apps:gateway_app", help="app factory both trees serve")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--run", action="store_true", help="serve both as `asgi-ws-gateway run` (gateway-run)")
+    run.add_argument("--run-policies", action="store_true", help="both as gateway-run+policies (needs Redis)")
     parser.add_argument("--out", type=Path, help="write the results JSON here")
     args = parser.parse_args(argv)
     prepare_environment()
@@ -53,9 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="ws-bench-ab-") as tmp:
         other_src = export_src(args.against, Path(tmp))
-        this = uvicorn_path("this", args.factory) if args.factory != "bench.apps:gateway_app" else GATEWAY
-        this = dataclasses.replace(this, name="this")
-        other = uvicorn_path(args.against, args.factory, env={"PYTHONPATH": f"{other_src}:{ROOT}"})
+        other_env = {"PYTHONPATH": f"{other_src}:{ROOT}"}
+        this: PathSpec
+        if args.run or args.run_policies:
+            this = run_path("this", policies=args.run_policies)
+            other = run_path(args.against, policies=args.run_policies, env=other_env)
+        else:
+            this = uvicorn_path("this", args.factory) if args.factory != "bench.apps:gateway_app" else GATEWAY
+            this = dataclasses.replace(this, name="this")
+            other = uvicorn_path(args.against, args.factory, env=other_env)
+        if why := this.unavailable():
+            raise SystemExit(why)
         samples: Samples = {name: {} for name in settings.scenarios}
         with upstream_server(Path(tmp)) as upstream:
             run_rounds([this, other], settings, upstream, Path(tmp), samples)

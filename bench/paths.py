@@ -10,16 +10,20 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import socket
 import sys
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import nginx
-from .apps import ECHO_PATH, LOG_DIR_ENV, UPSTREAM_ENV
+from .apps import ECHO_PATH, LOG_DIR_ENV, UPSTREAM_ENV, policy_set
 from .credentials import PUBLIC_KEY_ENV, PUBLIC_KEY_PEM, TOKEN
 from .procs import HOST, Service, free_port
-from .system import pinned, raise_fd_limit
+from .system import LOAD_CPUS, pinned, raise_fd_limit
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class PathSpec:
             otherwise (None: every level of the run, 9,000 in a full run).
         idle_rounds: at most this many idle ramps (None: the run's number).
         open_rate: idle connections it opens per second here; only for the run-time estimate.
+        probe: checks a service the path needs (e.g. Redis): why it cannot run, or None.
     """
 
     name: str
@@ -61,6 +66,7 @@ class PathSpec:
     idle_max: int | None = 5000
     idle_rounds: int | None = None
     open_rate: float = 800.0
+    probe: Callable[[], str | None] | None = None
 
     def unavailable(self) -> str | None:
         """Why this path cannot run here, or None if it can."""
@@ -70,7 +76,7 @@ class PathSpec:
                     return "nginx is not installed (scripts/install-nginx.sh)"
             elif importlib.util.find_spec(need) is None:
                 return f"Python package {need!r} is not installed (pip install -e '.[bench]')"
-        return None
+        return self.probe() if self.probe is not None else None
 
     @property
     def is_proxy(self) -> bool:
@@ -117,17 +123,94 @@ def uvicorn_path(
     return PathSpec(name, start, requires=("uvicorn", "uvloop", "httptools", *requires), note=note)
 
 
-def _start_run(ctx: StartContext) -> Service:
-    """``asgi-ws-gateway run`` with its defaults: the gateway's protocols, log level info, access log on."""
-    port = free_port()
-    config = ctx.run_dir / "gateway-run.json"
-    api = {"name": "echo", "path": ECHO_PATH, "upstreams": [f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"]}
-    config.write_text(json.dumps({"apis": [api]}))
-    argv = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--host", HOST, "--port", str(port)]
-    if ctx.workers > 1:
-        argv += ["--workers", str(ctx.workers)]
-    # Every log line (uvicorn's and the access log) goes to the service's log file, as to a collector.
-    return Service("gateway-run", pinned(ctx.cpus, argv), port=port, log=ctx.run_dir / "gateway-run.log").start()
+class _WithSink(Service):
+    """A gateway process and the OTLP receiver it exports to: started before it, stopped after it.
+
+    Only the gateway is measured (its CPU and memory); the receiver runs on the load CPUs.
+    """
+
+    def __init__(self, *args: object, sink: Service, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.sink = sink
+
+    def start(self, timeout: float = 20.0) -> Service:
+        self.sink.start(timeout)
+        try:
+            return super().start(timeout)
+        except BaseException:
+            self.sink.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            super().stop(timeout)
+        finally:
+            self.sink.stop(timeout)
+
+
+def run_path(name: str, *, policies: bool = False, env: Mapping[str, str] | None = None, note: str = "") -> PathSpec:
+    """``asgi-ws-gateway run`` with its defaults: the gateway's protocols, log level info, access log on.
+
+    Args:
+        policies: add :func:`~bench.apps.policy_set` with rate-limit-by-key on Redis (127.0.0.1:6379,
+            a key prefix per start) and telemetry exporting over OTLP/gRPC to :mod:`bench.otlp_sink`;
+            the generator sends the bench's bearer token.
+        env: extra environment for the gateway (e.g. ``PYTHONPATH`` of another source tree).
+    """
+    extra_env = dict(env or {})
+
+    def start(ctx: StartContext) -> Service:
+        port = free_port()
+        stem = name.replace("+", "_")
+        api = {"name": "echo", "path": ECHO_PATH, "upstreams": [f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"]}
+        document: dict[str, object] = {"apis": [api]}
+        gateway_env = dict(extra_env)
+        sink: Service | None = None
+        if policies:
+            api.update(policy_set(PUBLIC_KEY_PEM))
+            document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+            sink_port = free_port()
+            sink_argv = [sys.executable, "-m", "bench.otlp_sink", "--port", str(sink_port)]
+            sink = Service(f"{name} OTLP sink", pinned(LOAD_CPUS, sink_argv), port=sink_port,
+                           log=ctx.run_dir / f"{stem}-otlp.log")  # fmt: skip
+            gateway_env |= {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{sink_port}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_METRIC_EXPORT_INTERVAL": "10000",  # as gateway+policies reads its metrics
+            }
+        config = ctx.run_dir / f"{stem}.json"
+        config.write_text(json.dumps(document))
+        argv = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--host", HOST, "--port", str(port)]
+        if ctx.workers > 1:
+            argv += ["--workers", str(ctx.workers)]
+        # Every log line (uvicorn's and the access log) goes to the service's log file, as to a collector.
+        log = ctx.run_dir / f"{stem}.log"
+        if sink is None:
+            return Service(name, pinned(ctx.cpus, argv), port=port, log=log, env=gateway_env).start()
+        return _WithSink(name, pinned(ctx.cpus, argv), port=port, log=log, env=gateway_env, sink=sink).start()
+
+    requires = ("uvicorn", "uvloop", "httptools", *(("grpc", "redis") if policies else ()))
+    return PathSpec(
+        name,
+        start,
+        requires=requires,
+        headers={"Authorization": f"Bearer {TOKEN}"} if policies else {},
+        note=note,
+        probe=_redis_answers if policies else None,
+    )
+
+
+def _redis_answers() -> str | None:
+    """None if Redis answers PING on 127.0.0.1:6379; otherwise why the path cannot run."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        return f"needs Redis at {REDIS_URL} (rate-limit-by-key's store), which does not answer: {exc}"
+    if not answer.startswith(b"+PONG"):
+        return f"needs Redis at {REDIS_URL}, which answered PING with {answer[:40]!r}"
+    return None
 
 
 def _start_nginx(ctx: StartContext) -> Service:
@@ -164,12 +247,23 @@ GATEWAY_PASSTHROUGH = uvicorn_path(
     ws="asgi_ws_gateway.server:GatewayWebSocketProtocol",
     note="the gateway's protocol, settings at their defaults: after the handshake the TCP streams are spliced",
 )
-GATEWAY_RUN = PathSpec(
-    "gateway-run",
-    _start_run,
-    requires=("uvicorn", "uvloop", "httptools"),
-    note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
+GATEWAY_RUN = dataclasses.replace(
+    run_path(
+        "gateway-run",
+        note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
+    ),
     idle_max=None,  # the default path (and nginx beside it) is ramped to 9,000 too
+)
+# Its messages are spliced as gateway-run's (handshake policies cost nothing per message): the
+# handshake is the figure its target reads.
+GATEWAY_RUN_POLICIES = dataclasses.replace(
+    run_path(
+        "gateway-run+policies",
+        policies=True,
+        note="gateway-run + validate-jwt (ES256, key in process) + rate-limit-by-key on Redis + set-header, "
+        "telemetry on (OTLP/gRPC to a discarding receiver)",
+    ),
+    scenarios=("handshake",),
 )
 GATEWAY_POLICIES = dataclasses.replace(
     uvicorn_path(
@@ -183,7 +277,7 @@ GATEWAY_POLICIES = dataclasses.replace(
 
 PATHS: tuple[PathSpec, ...] = (
     DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS,
-    GATEWAY_PASSTHROUGH, GATEWAY_RUN,
+    GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_POLICIES,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 OPT_IN: frozenset[str] = frozenset({"gateway-picows", "gateway+policies"})
@@ -209,6 +303,7 @@ __all__ = [
     "PathSpec",
     "StartContext",
     "by_name",
+    "run_path",
     "url",
     "uvicorn_path",
 ]

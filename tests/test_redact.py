@@ -54,6 +54,26 @@ def test_credentials_in_free_text_are_redacted(text: str) -> None:
     assert REDACTED in redacted
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "< AUTHORIZATION: Bearer SECRET",
+        "x-Tenant-Subscription-KEY=SECRET",
+        "x-quick-token: SECRET",  # a configured header: the quick check must know it too
+        "< authorİzation: SECRET",  # not ASCII: the pattern folds İ to i, the quick check must not skip it
+        "\u017fet-cookie: SECRET",  # long s: the pattern folds it to s
+        "Cookie: SECRET for café",
+        '127.0.0.1:5 - "WebSocket /chat" 101 chat closed by client with 1000, backend ws://up/x',
+    ],
+)
+def test_the_quick_header_check_never_skips_what_the_pattern_redacts(text: str) -> None:
+    """redact_text only skips the header pattern on text it cannot match (same result either way)."""
+    redact.add_sensitive_headers(["X-Quick-Token"])
+    by_pattern = redact._HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+    assert redact_text(text) == by_pattern
+    assert "SECRET" not in by_pattern
+
+
 def test_harmless_text_is_unchanged() -> None:
     line = '127.0.0.1:5 - "WebSocket /chat" 101 chat closed by client with 1000, subscription gold'
     assert redact_text(line) == line

@@ -6,7 +6,7 @@ import pytest
 
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.policies.build import load_config
-from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, check_upstream_request
+from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, _check_url, check_upstream_request
 from support.policies import build, context, problems
 
 
@@ -54,6 +54,22 @@ def test_an_in_process_path_must_be_a_path() -> None:
 )  # fmt: skip
 def test_an_unsendable_header_is_a_400(header: tuple[str, str]) -> None:
     _refused("ws://up/a", [header])
+
+
+def test_a_url_verdict_is_remembered_only_when_it_passed() -> None:
+    """A refused URL is refused every time; a URL that passed before still has its headers checked."""
+    for _ in range(2):
+        with pytest.raises(HandshakeDenied) as refused:
+            check_upstream_request("ws://up/a/%2e%2e/b", [], in_process=False)
+        assert refused.value.status == 400
+    check_upstream_request("ws://up/remembered", [("x-ok", "1")], in_process=False)
+    with pytest.raises(HandshakeDenied):
+        check_upstream_request("ws://up/remembered", [("x-bad", "a\r\nb")], in_process=False)
+    with pytest.raises(HandshakeDenied):  # the same string, but a path this time: checked on its own
+        check_upstream_request("ws://up/remembered", [], in_process=True)
+    remembered = _check_url.cache_info().currsize
+    check_upstream_request("ws://up/remembered?access_token=SECRET", [], in_process=False)
+    assert _check_url.cache_info().currsize == remembered  # a query (a credential, maybe) is never kept
 
 
 def test_the_url_length_limit() -> None:

@@ -56,15 +56,19 @@ def _header_pattern(names: Iterable[str]) -> re.Pattern[str]:
 
 
 _HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS)
+# What every match of _HEADER_IN_TEXT contains, lower case: ASCII text without any of these cannot
+# match, and the check costs ~1 µs where the pattern's scan costs ~30 µs on an access line.
+_HEADER_NAMES: tuple[str, ...] = (*SENSITIVE_HEADERS, "subscription-key")
 
 
 def add_sensitive_headers(names: Iterable[str]) -> None:
     """Also redact these headers' values (a configuration's token and subscription-key headers)."""
-    global _HEADER_IN_TEXT
+    global _HEADER_IN_TEXT, _HEADER_NAMES
     new = {name.lower() for name in names} - SENSITIVE_HEADERS - _extra_headers
     if new:
         _extra_headers.update(new)
         _HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS | _extra_headers)
+        _HEADER_NAMES = (*SENSITIVE_HEADERS, *_extra_headers, "subscription-key")
 
 
 def credential_headers(document: object) -> set[str]:
@@ -120,11 +124,25 @@ def redact_text(text: str) -> str:
     """``text`` with query values, credential header values, URL passwords and JWT-shaped strings redacted."""
     if "?" in text:
         text = _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
-    text = _HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+    if _may_name_a_header(text):
+        text = _HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
     if "//" in text and ("@" in text or "%40" in text):
         text = _USERINFO.sub(rf"\1\2{REDACTED}\3", text)
         text = _USER_ONLY.sub(lambda m: m[0] if m[0].endswith(REDACTED) else REDACTED, text)
     return _JWT.sub(REDACTED, text)
+
+
+def _may_name_a_header(text: str) -> bool:
+    """False only when ``text`` cannot hold a sensitive header's name, as ``_HEADER_IN_TEXT`` reads it.
+
+    Exact for ASCII text (the pattern ignores case, and ASCII letters fold only to ASCII letters);
+    text with other characters always takes the pattern, whose case folding also maps some of
+    them to ASCII letters (U+0130, U+017F, the Kelvin sign).
+    """
+    if not text.isascii():
+        return True
+    lower = text.lower()
+    return any(name in lower for name in _HEADER_NAMES)
 
 
 _REDACTED_MARK = "asgi_ws_gateway_redacted"  # a LogRecord attribute: already through a RedactingFilter

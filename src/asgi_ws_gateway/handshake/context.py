@@ -114,8 +114,10 @@ class RequestView:
     @cached_property
     def peer_is_trusted_proxy(self) -> bool:
         """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
+        if not self._trusted:  # none configured: no address to parse
+            return False
         peer = parse_ip(self.client.peer) if self.client.peer else None
-        return peer is not None and self._trusted is not None and peer in self._trusted
+        return peer is not None and peer in self._trusted
 
     @cached_property
     def subprotocols(self) -> list[str]:

@@ -219,10 +219,13 @@ class ValidateJwt:
         if len(token) > _MAX_TOKEN:
             raise _unauthorized("the token is too large", "token_invalid")
         try:
-            header = jwt.get_unverified_header(token)
+            # One parse for the header and the payload (as jwt.get_unverified_header and jwt.decode
+            # without verification would each make, with the same checks).
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
+            header = unverified["header"]
             # Types first, before pyjwt's int() makes "1767000000" or true a time: checking the
             # unverified payload can only refuse more, never admit.
-            problem = numeric_date_problem(jwt.decode(token, options={"verify_signature": False}))
+            problem = numeric_date_problem(unverified["payload"])
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is malformed", "token_invalid") from None
         if problem is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import calendar
 import logging
-import uuid
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -65,7 +65,7 @@ class RateLimitByKey:
         s = self.settings
         key = store_key(self.store.prefix, "rate", self.counter, self.key.render(context))
         try:
-            decision = await self.store.hit(key, s.limit, s.window, uuid.uuid4().hex)
+            decision = await self.store.hit(key, s.limit, s.window, os.urandom(16).hex())
         except StoreUnavailable as exc:
             _store_failed(self.name, context.api, s.on_store_error, exc)
             return
@@ -172,7 +172,7 @@ class LimitConcurrency:
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
         key = store_key(self.store.prefix, "conc", self.counter, self.key.render(context))
-        lease = uuid.uuid4().hex
+        lease = os.urandom(16).hex()
         try:
             decision: Decision = await self.leases.acquire(key, lease, s.max)
         except StoreUnavailable as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,7 +99,7 @@ class ConnectionRegistry:
     def add(self, relay: RelayHandle, *, api: str, scope: Scope) -> TrackedConnection:
         client = scope.get("client")
         connection = TrackedConnection(
-            id=uuid.uuid4().hex,
+            id=os.urandom(16).hex(),
             api=api,
             client=f"{client[0]}:{client[1]}" if client else "-",
             opened_at=time.time(),

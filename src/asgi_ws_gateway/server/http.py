@@ -23,6 +23,7 @@ import logging
 import os
 from typing import Any
 
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -179,6 +180,9 @@ class _HeadDeadline(asyncio.Protocol):
 class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
+    An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
+    gateway's) as the head httptools parsed, instead of re-serialised for a second parse.
+
     Attributes:
         header_timeout: seconds a client has to send a complete request head (request line and
             headers), counted from the connection or from the end of the previous response.
@@ -186,6 +190,24 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
         max_head_bytes: bytes a request head may have (431 and closed beyond). Default 65536, or
             ``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``.
     """
+
+    def handle_websocket_upgrade(self) -> None:
+        receiver = getattr(self.ws_protocol_class, "receive_parsed_request", None)
+        if receiver is None:  # another WebSocket implementation: uvicorn's way
+            super().handle_websocket_upgrade()
+            return
+        # uvicorn's handle_websocket_upgrade, but the head goes over as parsed, not as bytes.
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sUpgrading to WebSocket", prefix)
+        self.connections.discard(self)
+        protocol: Any = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        scheme = "wss" if self.scheme == "https" else "ws"  # as uvicorn's connection_made reads it
+        protocol.adopt_connection(self.transport, self.server, self.client, scheme)
+        protocol.receive_parsed_request(self.scope["method"].encode(), self.url, self.scope["headers"])
+        self.transport.set_protocol(protocol)
 
 
 class GatewayH11Protocol(_HeadDeadline, H11Protocol):

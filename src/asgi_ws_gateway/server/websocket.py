@@ -40,13 +40,19 @@ upgrade request in its HTTP protocol before handing the connection over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Callable, MutableMapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
-from uvicorn.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
+from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import http11
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -94,10 +100,41 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
-        self.conn.logger = _Quiet(logging.getLogger("uvicorn.error"))
-        self.logger = _PathOnly(self.logger)  # type: ignore[assignment]
+        # The adapters hold nothing of a connection: one each for all of them.
+        self.conn.logger = _QUIET
+        self.logger = _PATH_ONLY if self.logger is _UVICORN_ERROR else _PathOnly(self.logger)  # type: ignore[assignment]
 
     # -- the request head --
+
+    def adopt_connection(
+        self, transport: asyncio.Transport, server: tuple[str, int | None] | None, client: tuple[str, int] | None,
+        scheme: Literal["ws", "wss"],
+    ) -> None:  # fmt: skip
+        """``connection_made`` with the addresses the HTTP protocol already read from the socket."""
+        self.connections.add(self)
+        self.transport = transport
+        self.server, self.client, self.scheme = server, client, scheme
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{client[0]}:{client[1]} - " if client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket connection made", prefix)
+
+    def receive_parsed_request(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The upgrade request as uvicorn's HTTP protocol parsed it (``GatewayHTTPProtocol``).
+
+        websockets would parse it again from uvicorn's re-serialisation of it; a head that its parser
+        takes as it is (:func:`parsed_request`) skips that, and every other head takes that way, so
+        its refusals (414, 431, 400) and their lines stay websockets' and this protocol's own.
+        """
+        request = None if self.conn.debug else parsed_request(method, target, headers)
+        if request is None:
+            self.data_received(serialised_request(method, target, headers))
+            return
+        conn = self.conn
+        # What websockets' ServerProtocol.parse does after it parsed a request: frames from now on.
+        conn.parser = super(ServerProtocol, conn).parse()
+        next(conn.parser)
+        conn.events.append(request)
+        self.handle_events()
 
     def data_received(self, data: bytes) -> None:
         if self.handshake_initiated:
@@ -185,8 +222,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        if self.logger.isEnabledFor(logging.INFO):  # its arguments cost more than the check
-            self.logger.info('%s - "WebSocket %s" [accepted]', self._client(), get_path_with_query_string(self.scope))
+        if _UVICORN_ERROR.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
+            scope = self.scope
+            _UVICORN_ERROR.info('%s - "WebSocket %s" [accepted]', get_client_addr(scope), quote(scope["path"]))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -235,6 +274,45 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         return scope["root_path"] + scope["path"] if scope is not None else ""
 
 
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # websockets.http11's header name (RFC 9110 token)
+_FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")  # and header value
+_TARGET = re.compile(rb"[\x21-\x7e]+")  # printable ASCII, no space: one request-line field
+
+
+def serialised_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request head as uvicorn's HTTP protocol hands it to a WebSocket protocol."""
+    output = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        output += [name, b": ", value, b"\r\n"]
+    output.append(b"\r\n")
+    return b"".join(output)
+
+
+def parsed_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
+    """The :class:`Request` websockets' parser makes of :func:`serialised_request`'s bytes, or None.
+
+    None whenever that parser might refuse them or read them otherwise: a line at or over its length
+    limit, too many headers, a method, target, header name or value it would not take as they are,
+    ``Transfer-Encoding`` or ``Content-Length`` (it judges those). The caller then has it parse them.
+    """
+    if len(method) + len(target) + 12 >= http11.MAX_LINE_LENGTH or len(headers) >= http11.MAX_NUM_HEADERS:
+        return None
+    if not (_TOKEN.fullmatch(method) and _TARGET.fullmatch(target)):
+        return None
+    parsed = Headers()
+    for name, value in headers:
+        # The line websockets reads is "name: value\r\n"; it strips spaces and tabs around the value.
+        if len(name) + len(value) + 4 >= http11.MAX_LINE_LENGTH or not _TOKEN.fullmatch(name):
+            return None
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            return None
+        value = value.strip(b" \t")
+        if not _FIELD_VALUE.fullmatch(value):
+            return None
+        parsed.set_insecure(name.decode("ascii"), value.decode("latin-1"))
+    return Request(target.decode("ascii"), parsed, method.decode("ascii"), "HTTP/1.1")
+
+
 class _PathOnly(logging.LoggerAdapter[logging.Logger]):
     """uvicorn's ``"WebSocket <path?query>"`` lines without the query string (credentials travel there)."""
 
@@ -250,6 +328,10 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs
 
+
+_UVICORN_ERROR = logging.getLogger("uvicorn.error")
+_QUIET = _Quiet(_UVICORN_ERROR)
+_PATH_ONLY = _PathOnly(_UVICORN_ERROR)
 
 PassthroughWebSocketProtocol = GatewayWebSocketProtocol
 """The former name, kept importable: ``--ws asgi_ws_gateway.server:PassthroughWebSocketProtocol``."""

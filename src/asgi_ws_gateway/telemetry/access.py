@@ -109,6 +109,8 @@ def _printable(value: Any) -> Any:
     """``value`` with unprintable characters (and the backslash) escaped as ``\\xNN``/``\\uNNNN``."""
     if not isinstance(value, str):
         return value
+    if value.isprintable() and "\\" not in value:  # every character _UNPRINTABLE finds but "\\" is not printable
+        return value
     return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), value)
 
 

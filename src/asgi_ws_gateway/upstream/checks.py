@@ -9,6 +9,7 @@ before the first connect, so it never counts against a backend's health.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -43,6 +44,22 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
 
     ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process).
     """
+    if "?" in url:  # a client's query may hold a credential: checked, never kept
+        _check_url.__wrapped__(url, in_process)
+    else:
+        _check_url(url, in_process)
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise bad_request("an upstream header name is not a valid HTTP token")
+        if not _VALUE.fullmatch(value):
+            raise bad_request(f"the upstream header '{name}' would carry a character HTTP cannot send")
+
+
+@functools.lru_cache(maxsize=256)
+def _check_url(url: str, in_process: bool) -> None:
+    """The URL's checks; a URL without a query that passed once (most are a configured upstream's,
+    unchanged) is not checked again. Only passes are remembered (a refusal raises, which the cache
+    does not keep)."""
     if len(url) > MAX_UPSTREAM_URL:
         raise bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
     try:
@@ -63,11 +80,6 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
             raise bad_request("the upstream path would have a dot segment, an encoded separator or a control character")
     if not _QUERY.fullmatch(parts.query):
         raise bad_request("the upstream query string has characters a URL cannot carry")
-    for name, value in headers:
-        if not _TOKEN.fullmatch(name):
-            raise bad_request("an upstream header name is not a valid HTTP token")
-        if not _VALUE.fullmatch(value):
-            raise bad_request(f"the upstream header '{name}' would carry a character HTTP cannot send")
 
 
 def _check_authority(scheme: str, netloc: str) -> None:

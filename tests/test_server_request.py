@@ -1,0 +1,122 @@
+"""The gateway's protocol takes httptools' parse of an upgrade request only as websockets would read it,
+and the connection as uvicorn's HTTP protocol saw it."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets import http11
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedOK
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol
+from asgi_ws_gateway.server.websocket import parsed_request, serialised_request
+from support.servers import UvicornServer
+from support.tls import make_ca
+
+KEY = (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")
+BROWSER = [
+    (b"host", b"127.0.0.1:8000"), (b"connection", b"Upgrade"), (b"upgrade", b"websocket"), KEY,
+    (b"sec-websocket-version", b"13"), (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits"),
+    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64)"), (b"cookie", b"a=1; b=\xe9t\xe9"),
+]  # fmt: skip
+LIMIT = http11.MAX_LINE_LENGTH
+
+
+def by_websockets(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
+    """What websockets' own parser makes of uvicorn's re-serialisation: the request, or None if refused."""
+    protocol = ServerProtocol()
+    protocol.receive_data(serialised_request(method, target, headers))
+    events = protocol.events_received()
+    return events[0] if events and isinstance(events[0], Request) else None
+
+
+def same(a: Request, b: Request) -> bool:
+    return (a.method, a.path, a.protocol, list(a.headers.raw_items())) == (
+        b.method, b.path, b.protocol, list(b.headers.raw_items()),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        (b"GET", b"/ws/chat/lobby?access_token=x&room=%20a", BROWSER),
+        (b"GET", b"/", [KEY, (b"x-padded", b" \t spaced value\t ")]),  # websockets strips around values
+        (b"GET", b"/" + b"a" * (LIMIT - 17), [KEY]),  # a request line one byte under the limit (CRLF included)
+        (b"GET", b"/", [KEY, (b"x-long", b"v" * (LIMIT - 11))]),  # a header line one byte under the limit
+        (b"GET", b"/", [(b"x-h%d" % i, b"v") for i in range(http11.MAX_NUM_HEADERS - 1)]),
+    ],
+    ids=["browser", "padded-value", "long-target", "long-header", "many-headers"],
+)
+def test_a_plain_head_is_taken_as_websockets_reads_it(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A head websockets parses as it is skips the second parse, and the request is the same."""
+    fast, slow = parsed_request(method, target, headers), by_websockets(method, target, headers)
+    assert fast is not None and slow is not None
+    assert same(fast, slow)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        (b"GET", b"/" + b"a" * LIMIT, [KEY]),  # 414 from websockets
+        (b"GET", b"/" + b"a" * (LIMIT - 16), [KEY]),  # exactly at the limit: left to websockets
+        (b"GET", b"/", [KEY, (b"x-long", b"v" * LIMIT)]),  # 431
+        (b"GET", b"/", [(b"x-h%d" % i, b"v") for i in range(http11.MAX_NUM_HEADERS + 1)]),  # 431
+        (b"GET", b"/", [(b"x-h%d" % i, b"v") for i in range(http11.MAX_NUM_HEADERS)]),  # at the limit
+        (b"GET", b"/", [KEY, (b"x-bad", b"a\x00b")]),  # a control character in a value
+        (b"GET", b"/", [KEY, (b"x-bad", b"a\r\nx-injected: 1")]),  # a line break in a value
+        (b"GET", b"/", [KEY, (b"bad name", b"v")]),
+        (b"GET", b"/", [KEY, (b"x:colon", b"v")]),
+        (b"GET", b"/", [KEY, (b"content-length", b"5")]),
+        (b"GET", b"/", [KEY, (b"content-length", b"0")]),  # websockets accepts it: its call, not ours
+        (b"GET", b"/", [KEY, (b"transfer-encoding", b"chunked")]),
+        (b"GET", b"/a b", [KEY]),
+        (b"GET", "/caf\u00e9".encode(), [KEY]),
+        (b"GET", b"", [KEY]),
+        (b"G T", b"/", [KEY]),
+    ],
+    ids=[
+        "target-too-long", "target-at-limit", "header-too-long", "too-many-headers", "headers-at-limit",
+        "nul-in-value", "crlf-in-value", "space-in-name", "colon-in-name", "body", "content-length-0",
+        "chunked", "space-in-target", "non-ascii-target", "empty-target", "space-in-method",
+    ],
+)  # fmt: skip
+def test_anything_else_is_left_to_websockets(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A head websockets might refuse or read otherwise takes its parser (its 414/431/400 and lines)."""
+    assert parsed_request(method, target, headers) is None
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_the_app_sees_the_connection_as_uvicorn_would_show_it(tls: bool, tmp_path: Path) -> None:
+    """Under the gateway's protocols the scope has the client, server, scheme, path and headers of the socket."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            seen.append(scope)
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1000})
+
+    ca = make_ca(tmp_path)
+    options: dict[str, Any] = {"ssl_certfile": str(ca.cert_file), "ssl_keyfile": str(ca.key_file)} if tls else {}
+    with UvicornServer(app, ws=GatewayWebSocketProtocol, http=GatewayHTTPProtocol, **options) as server:  # type: ignore[arg-type]
+        context = ssl.create_default_context(cafile=str(ca.ca_file)) if tls else None
+        async with connect(server.url("/ws/a%20b?x=1", "wss" if tls else "ws"), ssl=context,
+                           additional_headers={"X-Padded": "  v  "}) as ws:  # fmt: skip
+            local = ws.local_address
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+    (scope,) = seen
+    assert scope["scheme"] == ("wss" if tls else "ws")
+    assert scope["client"] == (local[0], local[1])
+    assert scope["server"] == ("127.0.0.1", server.port)
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/ws/a b", b"/ws/a%20b", b"x=1")
+    assert (b"x-padded", b"v") in scope["headers"]
