@@ -75,7 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     ):
         recorder = subprocess.Popen([*command, "--pid", str(proxy.pid)], stdout=subprocess.DEVNULL)
         metrics, warnings = measure(
-            SCENARIOS[args.scenario], url(proxy.port), timing, proxy=proxy, upstream=upstream, headers=spec.headers
+            SCENARIOS[args.scenario],
+            url(proxy.port),
+            timing,
+            proxy=proxy,
+            upstream=upstream,
+            headers=spec.headers,
+            bearer=spec.bearer,
         )
         recorder.wait(60)
     log(f"{args.path} {args.scenario}: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if v is not None))

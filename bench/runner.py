@@ -146,8 +146,8 @@ def run_rounds(
                     target = url(proxy.port if proxy else upstream.port)
                     log(f"round {round_no + 1}/{settings.rounds} {scenario.name} {spec.name}")
                     try:
-                        metrics, warnings = measure(scenario, target, settings.timing, proxy=proxy,
-                                                    upstream=upstream, headers=spec.headers)  # fmt: skip
+                        metrics, warnings = measure(scenario, target, settings.timing, proxy=proxy, upstream=upstream,
+                                                    headers=spec.headers, bearer=spec.bearer)  # fmt: skip
                     except RuntimeError as exc:
                         log(f"  failed: {exc}")
                         metrics, warnings = {}, [f"failed: {exc}"]
