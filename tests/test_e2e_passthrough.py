@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from asgi_ws_gateway.passthrough.framed import FramedRelay
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_close
@@ -73,18 +74,25 @@ async def test_compression_is_negotiated_end_to_end(
         await spliced.gateway.settle()
 
 
-async def test_message_policies_keep_the_relay(upstream: UpstreamServer) -> None:
-    """An API with message policies is relayed message by message even with passthrough on."""
+@pytest.mark.parametrize("passthrough", [True, False])
+async def test_message_policies_take_the_frame_relay_and_false_keeps_the_relay(
+    upstream: UpstreamServer, passthrough: bool
+) -> None:
+    """An API with message policies is framed (message by message, in the gateway's protocol);
+    ``passthrough: false`` relays it."""
     policies = {"inbound": [{"limit-message-size": {"max": 10}}]}
-    with serve(upstream, SPLICED, message_policies=policies) as relayed:
-        async with await connect(relayed.url("/ws/echo")) as ws:
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "message_policies": policies,
+           "passthrough": passthrough}  # fmt: skip
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        async with await connect(server.url("/ws/echo")) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
-            (live,) = relayed.gateway.gateway.connections()
-            assert isinstance(live.relay, Relay)
+            (live,) = gateway.gateway.connections()
+            assert isinstance(live.relay, FramedRelay if passthrough else Relay)
             assert live.relay.connection is not None  # its message policies are attached
             await ws.close()
-        await relayed.gateway.settle()
+        await gateway.settle()
 
 
 async def test_management_close_sends_each_side_its_code(stack: Stack) -> None:
