@@ -14,9 +14,9 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_close
+from support.gateway import PASSTHROUGH
 from support.jwts import HS_SECRET, token
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
-from support.gateway import PASSTHROUGH
 from support.servers import UvicornFactory, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
