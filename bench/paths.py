@@ -45,6 +45,8 @@ class PathSpec:
         requires: Python modules (or ``"nginx"``) it needs; missing ones make it unavailable.
         headers: request headers the generator must send (e.g. a bearer token for policies).
         note: shown next to its results.
+        payload: what the generator's messages carry: ``bytes`` (binary) or ``json`` (a JSON chat
+            message, as text, of the scenario's size: what message policies with a schema accept).
     """
 
     name: str
@@ -52,6 +54,7 @@ class PathSpec:
     requires: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
+    payload: str = "bytes"
 
     def unavailable(self) -> str | None:
         """Why this path cannot run here, or None if it can."""
@@ -108,17 +111,47 @@ def uvicorn_path(
     return PathSpec(name, start, requires=("uvicorn", "uvloop", "httptools", *requires), note=note)
 
 
-def _start_run(ctx: StartContext) -> Service:
+MESSAGE_POLICIES = {
+    "inbound": [
+        {"limit-message-size": {"max": 65536}},
+        {"rate-limit-messages": {"messages": 10_000_000, "bytes": 10_000_000_000, "window": 1}},
+        {"validate-message": {"schema": {
+            "type": "object",
+            "required": ["type", "room", "text"],
+            "properties": {
+                "type": {"enum": ["chat", "typing"]},
+                "room": {"type": "string", "maxLength": 64},
+                "text": {"type": "string", "maxLength": 65536},
+                "seq": {"type": "integer", "minimum": 0},
+            },
+            "additionalProperties": False,
+        }}},
+    ],
+    "outbound": [{"limit-message-size": {"max": 65536}}],
+}  # fmt: skip
+"""``gateway-run+messages``: bench/message_policies.py's set (size, in-memory rate limit never reached,
+JSON Schema), its limits raised so that the 16 KiB scenario's message passes too."""
+
+
+def _start_run(ctx: StartContext, name: str = "gateway-run", message_policies: object = None) -> Service:
     """``asgi-ws-gateway run`` with its defaults: the gateway's protocols, log level info, access log on."""
     port = free_port()
-    config = ctx.run_dir / "gateway-run.json"
-    api = {"name": "echo", "path": ECHO_PATH, "upstreams": [f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"]}
+    config = ctx.run_dir / f"{name.replace('+', '_')}.json"
+    api: dict[str, object] = {"name": "echo", "path": ECHO_PATH,
+                              "upstreams": [f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"]}  # fmt: skip
+    if message_policies is not None:
+        api["message_policies"] = message_policies
     config.write_text(json.dumps({"apis": [api]}))
     argv = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--host", HOST, "--port", str(port)]
     if ctx.workers > 1:
         argv += ["--workers", str(ctx.workers)]
     # Every log line (uvicorn's and the access log) goes to the service's log file, as to a collector.
-    return Service("gateway-run", pinned(ctx.cpus, argv), port=port, log=ctx.run_dir / "gateway-run.log").start()
+    log = ctx.run_dir / f"{name.replace('+', '_')}.log"
+    return Service(name, pinned(ctx.cpus, argv), port=port, log=log).start()
+
+
+def _start_run_messages(ctx: StartContext) -> Service:
+    return _start_run(ctx, "gateway-run+messages", MESSAGE_POLICIES)
 
 
 def _start_nginx(ctx: StartContext) -> Service:
@@ -158,6 +191,14 @@ GATEWAY_RUN = PathSpec(
     requires=("uvicorn", "uvloop", "httptools"),
     note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
 )
+GATEWAY_RUN_MESSAGES = PathSpec(
+    "gateway-run+messages",
+    _start_run_messages,
+    requires=("uvicorn", "uvloop", "httptools"),
+    note="asgi-ws-gateway run, defaults, + limit-message-size, rate-limit-messages, validate-message (JSON "
+    "Schema): the frame relay; the generator sends JSON text",
+    payload="json",
+)
 GATEWAY_POLICIES = dataclasses.replace(
     uvicorn_path(
         "gateway+policies",
@@ -170,7 +211,7 @@ GATEWAY_POLICIES = dataclasses.replace(
 
 PATHS: tuple[PathSpec, ...] = (
     DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS,
-    GATEWAY_PASSTHROUGH, GATEWAY_RUN,
+    GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_MESSAGES,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 
