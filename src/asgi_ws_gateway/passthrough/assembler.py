@@ -103,6 +103,23 @@ class MessageAssembler:
 
     def next(self) -> Event | None:
         """The next message or control frame, or None (more bytes needed, or stopped)."""
+        buf = self._buffer
+        if not self._pos and len(buf) > 3 and self._parts is None and not self._extra and not self.interrupted:
+            # One whole final text or binary frame, as most reads are: checked here, without the loop.
+            b0, b1 = buf[0], buf[1]
+            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == self._masked:
+                length = b1 & 0x7F
+                header = 6 if self._masked else 2
+                if length == 126:
+                    length = buf[2] << 8 | buf[3]
+                    header += 2
+                if length != 127 and header + length == len(buf) and length <= self._max:
+                    self._buffer = b""
+                    payload = apply_mask(buf[header:], buf[header - 4 : header]) if self._masked else buf[header:]
+                    return self._message(b0 & 0x0F, payload, buf)
+        return self._next()
+
+    def _next(self) -> Event | None:
         while self.close is None and self.error is None and not self.too_big:
             if not self._have(2):
                 return None
