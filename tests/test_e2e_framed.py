@@ -15,6 +15,7 @@ from typing import Any
 
 from asgi_ws_gateway.passthrough.assembler import MessageAssembler
 from asgi_ws_gateway.passthrough.framed import FramedRelay
+from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.relay.stats import RelayStats
 from support.clients import connect, expect_close
 from support.gateway import PASSTHROUGH, ProbedGateway
@@ -22,17 +23,20 @@ from support.rawhttp import handshake
 from support.rawhttp import ws_frame as frame
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
+from test_e2e_passthrough import SilentUpstream
 
 SCHEMA = {"type": "object", "required": ["a"]}
 POLICIES = {"inbound": [{"validate-message": {"schema": SCHEMA}}], "outbound": [{"limit-message-size": {"max": 4096}}]}
 
 
 @contextmanager
-def framed(upstream: UpstreamServer, target: str = "/echo", **api: Any) -> Iterator[tuple[ProbedGateway, int]]:
+def framed(
+    upstream: UpstreamServer | str, target: str = "/echo", top: dict[str, Any] | None = None, **api: Any
+) -> Iterator[tuple[ProbedGateway, int]]:
     """The gateway (message policies on its one API, ``/ws/echo``) under its own protocol; yields it and its port."""
-    entry = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url(target)], "message_policies": POLICIES,
-             **api}  # fmt: skip
-    gateway = ProbedGateway({"apis": [entry]})
+    url = upstream + target if isinstance(upstream, str) else upstream.url(target)
+    entry = {"name": "echo", "path": "/ws/echo", "upstreams": [url], "message_policies": POLICIES, **api}
+    gateway = ProbedGateway({"apis": [entry], **(top or {})})
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         yield gateway, server.port
 
@@ -145,3 +149,25 @@ async def test_a_client_that_does_not_read_pauses_the_upstream(upstream: Upstrea
             assert later[2] == count  # nothing more is read from the upstream while paused
             assert max(buffered, later[1]) < 256 * 1024
         await gateway.settle()
+
+
+async def test_per_message_telemetry_events_keep_the_relay(upstream: UpstreamServer) -> None:
+    """``telemetry.message_events`` samples messages in the relay's pumps: such a gateway relays."""
+    with framed(upstream, top={"telemetry": {"message_events": 0.5}}) as (gateway, port):
+        async with await connect(f"ws://127.0.0.1:{port}/ws/echo") as ws:
+            await ws.send('{"a": 1}')
+            assert await ws.recv() == '{"a": 1}'
+            (live,) = gateway.gateway.connections()
+            assert isinstance(live.relay, Relay)
+        await gateway.settle()
+
+
+async def test_dead_upstream_is_found_by_keepalive_and_the_client_gets_1011() -> None:
+    async with SilentUpstream() as dead:
+        with framed(f"ws://127.0.0.1:{dead.port}", "/x", ping_interval=0.2, ping_timeout=0.2) as (gateway, port):
+            async with await connect(f"ws://127.0.0.1:{port}/ws/echo", ping_interval=None) as ws:
+                (live,) = gateway.gateway.connections()
+                assert isinstance(live.relay, FramedRelay)
+                assert await expect_close(ws) == (1011, "upstream connection failed")
+            await gateway.settle()
+    assert (live.stats.closed_by, live.stats.close_code) == ("upstream", 1006)
