@@ -22,8 +22,7 @@ from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import handshake
 from support.rawhttp import ws_frame as frame
 from support.servers import UvicornServer
-from support.upstream import UpstreamServer
-from test_e2e_passthrough import SilentUpstream
+from support.upstream import SilentUpstream, UpstreamServer
 
 SCHEMA = {"type": "object", "required": ["a"]}
 POLICIES = {"inbound": [{"validate-message": {"schema": SCHEMA}}], "outbound": [{"limit-message-size": {"max": 4096}}]}

@@ -8,9 +8,6 @@ in ``test_e2e_relay.py`` (the ``gateway_mode`` fixture).
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -26,7 +23,7 @@ from support.gateway import MIB, PASSTHROUGH, GatewayMode, ProbedGateway, Stack,
 from support.otlp import OtlpReceiver
 from support.servers import UvicornServer
 from support.telemetry import export_to, telemetry_config
-from support.upstream import UpstreamServer
+from support.upstream import SilentUpstream, UpstreamServer
 
 SPLICED = GatewayMode("passthrough")
 
@@ -198,34 +195,6 @@ async def test_spliced_connection_has_the_connect_span_and_access_log_of_the_rel
     assert (record["trace_id"], record["span_id"]) == (connection.trace_id, connection.span_id)
     assert (record["status"], record["close_code"], record["closed_by"]) == (101, 1000, "client")
     assert (record["messages_in"], record["bytes_in"], record["messages_out"], record["bytes_out"]) == (1, 4, 1, 4)
-
-
-class SilentUpstream:
-    """A TCP server that completes the WebSocket handshake, then never answers anything (a dead peer)."""
-
-    async def __aenter__(self) -> SilentUpstream:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.writers: list[asyncio.StreamWriter] = []
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self.writers:
-            writer.close()
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
-        with contextlib.suppress(ConnectionError):
-            while await reader.read(65536):  # pings included: read and never answered
-                pass
 
 
 async def test_dead_upstream_is_found_by_keepalive_and_the_client_gets_1011() -> None:

@@ -20,7 +20,7 @@ from asgi_ws_gateway.passthrough.frames import close_frame, encode_frame
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
 from asgi_ws_gateway.relay.stats import RelayStats
 from support.policies import context
-from test_passthrough_close import FakeTransport
+from support.relay_fakes import FakeTransport
 
 Step = Callable[[WsMessage], Awaitable[None] | None]
 
