@@ -51,10 +51,13 @@ Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"
 class _FramedSide(_Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
-    __slots__ = ("frames", "process", "task", "write_paused")
+    __slots__ = ("frames", "process", "relay", "task", "write_paused")
 
-    def __init__(self, splice: FramedRelay, frames: MessageAssembler, *, client: bool) -> None:
-        super().__init__(splice, frames, client=client)
+    peer: _FramedSide
+
+    def __init__(self, relay: FramedRelay, frames: MessageAssembler, *, client: bool) -> None:
+        super().__init__(relay, frames, client=client)
+        self.relay = relay
         self.frames = frames
         self.process: Process | None = None  # its direction's MessagePipeline.process_now
         self.task: asyncio.Task[None] | None = None  # a policy step that waits
@@ -68,8 +71,7 @@ class _FramedSide(_Side):
 
     def pump(self) -> None:
         """Handle the complete frames held, in order, until one waits for a policy."""
-        frames, peer = self.frames, self.peer
-        splice: FramedRelay = self.splice  # type: ignore[assignment]
+        frames, peer, splice = self.frames, self.peer, self.relay
         while (event := frames.next()) is not None:
             opcode, data, raw, size = event
             if frames.halted or not peer.open:
@@ -103,7 +105,7 @@ class _FramedSide(_Side):
             splice.after_frame(self)
 
     async def _finish(self, pending: Coroutine[Any, Any, Data | None], data: Data, raw: bytes) -> None:
-        splice: FramedRelay = self.splice  # type: ignore[assignment]
+        splice = self.relay
         try:
             result = await pending
         except CloseConnection as close:
@@ -117,7 +119,7 @@ class _FramedSide(_Side):
         if result is not None and self.peer.open and not self.frames.halted and not splice._closing:
             self.peer.transport.write(raw if result is data and raw else self._frame(result))
         self.pump()
-        if self.task is None and self.open and not self.peer.write_paused:  # type: ignore[attr-defined]
+        if self.task is None and self.open and not self.peer.write_paused:
             self.transport.resume_reading()
 
     def _frame(self, data: Data) -> bytes:
@@ -132,7 +134,7 @@ class _FramedSide(_Side):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        peer: _FramedSide = self.peer  # type: ignore[assignment]
+        peer = self.peer
         if peer.open and peer.task is None:
             peer.transport.resume_reading()
 
@@ -150,6 +152,9 @@ class FramedRelay(Splice):
         handshake: the connection's handshake context, which the policies see.
         max_message_size, close_timeout, ping_interval, ping_timeout: as for the splice.
     """
+
+    client: _FramedSide
+    upstream: _FramedSide
 
     def __init__(
         self,
@@ -171,10 +176,10 @@ class FramedRelay(Splice):
         self._tasks: set[asyncio.Task[None]] = set()
         self.connection = ConnectionContext(handshake, self.stats, self)
         inbound, outbound = policies.attach(self.connection)
-        self.client.process = inbound.process_now if inbound is not None else None  # type: ignore[attr-defined]
-        self.upstream.process = outbound.process_now if outbound is not None else None  # type: ignore[attr-defined]
+        self.client.process = inbound.process_now if inbound is not None else None
+        self.upstream.process = outbound.process_now if outbound is not None else None
 
-    def _sides(self, max_message_size: int) -> tuple[_Side, _Side]:
+    def _sides(self, max_message_size: int) -> tuple[_FramedSide, _FramedSide]:
         frames_in = MessageAssembler(self.stats, inbound=True, max_message_size=max_message_size)
         frames_out = MessageAssembler(self.stats, inbound=False, max_message_size=max_message_size)
         return _FramedSide(self, frames_in, client=True), _FramedSide(self, frames_out, client=False)
