@@ -41,7 +41,7 @@ pytest:
 conformance: $(BIN)/python
 	$(BIN)/python scripts/conformance.py
 
-# The benchmarks (docs/performance.md): every path and scenario, interleaved rounds (~25 minutes), then the
+# The benchmarks (docs/performance.md): every default path and scenario, interleaved rounds (<= 20 minutes), then the
 # 30-minute soak across three gateway processes (bench/soak.py; docs/performance.md has its figures).
 # Writes bench/results/results.{json,png} and the table in docs/performance.md.
 bench: setup-bench

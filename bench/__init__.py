@@ -9,7 +9,7 @@ Other scripts in this folder reuse the pieces:
 * :mod:`bench.scenarios` — one measurement of one path (``Scenario``, ``measure``);
 * :mod:`bench.procs` — pinned processes with their CPU time and RSS (``Service``);
 * :mod:`bench.loadgen` / :mod:`bench.upstream_server` — the picows load generator and echo upstream;
-* :mod:`bench.aggregate` / :mod:`bench.stats` — medians with min-max, ratios, the issue's targets;
+* :mod:`bench.aggregate` / :mod:`bench.stats` — medians with min-max, ratios, scaling, issues 13 and 14's targets;
 * :mod:`bench.compare` — A/B of this checkout's gateway against another git revision's;
 * :mod:`bench.profile` — py-spy on a path's proxy under load;
 * :mod:`bench.picows_upstream` — evaluation only: a picows upstream leg for the gateway.

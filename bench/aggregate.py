@@ -1,4 +1,4 @@
-"""From raw samples to results: medians with min-max, ratios to the peers, the issue's targets.
+"""From raw samples to results: medians with min-max, ratios to the peers, the issues' targets.
 
 Ratios are ``subject / reference`` of medians: below 1 means the subject costs less (CPU, memory,
 latency) or does less (throughput). Ratios to ``direct`` depend on pinning and are given for
@@ -7,12 +7,13 @@ latency only.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from .stats import Spread, ratio, spread
 
 SCHEMA_VERSION = 1
-SUBJECTS = ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough", "gateway-run")
+SUBJECTS = ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough", "gateway-run",
+            "gateway-run+messages", "gateway-run+policies", "gateway-run+telemetry")  # fmt: skip
 REFERENCES = ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay")
 
 HEADLINES: dict[str, tuple[str, ...]] = {
@@ -29,16 +30,41 @@ DESCRIPTIONS = {
     "latency": "round-trip latency at light load: 1 connection, 64 B",
     "handshake": "handshake rate: 16 concurrent openers doing open / one echo / close",
     "idle": "RSS of the proxy process tree per open idle connection (both legs), over a warm baseline",
-    "scaling": "gateway under uvicorn with 1 and 2 workers (no pinning: every process may use both cores)",
+    "scaling": "asgi-ws-gateway run with 1 and 2 workers, echo 64 B (no pinning: every process may use every core)",
 }
+CPU, HANDSHAKE_CPU = "proxy_cpu_us_per_message", "proxy_cpu_ms_per_handshake"
 
 
 class Target(TypedDict):
+    """One target of an issue as measured in a run: ``met`` is None when the figure is missing."""
+
+    issue: int
     target: str
     value: float | None
+    op: Literal["<=", ">="]
     limit: float
     met: bool | None
     note: str
+
+
+class ScalingRow(TypedDict):
+    """The scaling scenario at one worker count (medians over rounds; None where a figure is missing).
+
+    ``efficiency`` is echoes/s(N) / (N x echoes/s(1)); ``cpu_vs_one`` the proxy CPU per echo with N
+    workers over one worker's (1.0: no cross-worker overhead); ``ceiling`` the efficiency the cores
+    the load side and other work left free allow at most: min(N x u1, cores - load - other) / (N x u1),
+    u1 being the cores one worker used.
+    """
+
+    workers: int
+    messages_per_s: float | None
+    proxy_cpu_us_per_message: float | None
+    proxy_cores: float | None
+    load_cores: float | None
+    other_cores: float | None
+    efficiency: float | None
+    cpu_vs_one: float | None
+    ceiling: float | None
 
 
 def _summary(path_samples: list[dict[str, Any]]) -> dict[str, Spread]:
@@ -58,7 +84,7 @@ def _median(summary: dict[str, dict[str, Spread]], path: str, metric: str) -> fl
 
 def _ratios(scenario: str, summary: dict[str, dict[str, Spread]]) -> dict[str, dict[str, dict[str, float | None]]]:
     """subject -> "vs <reference>" -> metric -> ratio."""
-    references = [*REFERENCES, "gateway"] + (["direct"] if scenario == "latency" else [])
+    references = [*REFERENCES, "gateway", "gateway-run"] + (["direct"] if scenario == "latency" else [])
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for subject in SUBJECTS:
         if subject not in summary:
@@ -72,36 +98,96 @@ def _ratios(scenario: str, summary: dict[str, dict[str, Spread]]) -> dict[str, d
     return out
 
 
-def _target(name: str, value: float | None, limit: float, note: str = "") -> Target:
-    return {"target": name, "value": value, "limit": limit, "met": None if value is None else value <= limit,
-            "note": note}  # fmt: skip
+def _target(issue: int, name: str, value: float | None, limit: float, note: str = "", *,
+            at_least: bool = False) -> Target:  # fmt: skip
+    met = None if value is None else (value >= limit if at_least else value <= limit)
+    return {"issue": issue, "target": name, "value": value, "op": ">=" if at_least else "<=", "limit": limit,
+            "met": met, "note": note}  # fmt: skip
 
 
-def targets(scenarios: dict[str, Any]) -> list[Target]:
-    """The issue's targets, as measured in this run (None where a figure is missing)."""
+def _median_of(scenarios: dict[str, Any], scenario: str, path: str, metric: str) -> float | None:
+    found = scenarios.get(scenario, {}).get("summary", {}).get(path, {}).get(metric)
+    return float(found["median"]) if found else None
+
+
+def scaling_rows(scenarios: dict[str, Any], cores: int | None) -> list[ScalingRow]:
+    """The scaling scenario per worker count, with the ratios to one worker and what the cores allowed."""
+    summary = scenarios.get("scaling", {}).get("summary", {})
+    by_workers = {int(name.rsplit(" x", 1)[1]): name for name in summary if " x" in name}
+
+    def m(name: str | None, metric: str) -> float | None:
+        return None if name is None else _median_of(scenarios, "scaling", name, metric)
+
+    one = by_workers.get(1)
+    rate1, cpu1, cores1 = m(one, "messages_per_s"), m(one, CPU), m(one, "proxy_cpu_util")
+    rows: list[ScalingRow] = []
+    for n in sorted(by_workers):
+        name = by_workers[n]
+        rate, load, other = m(name, "messages_per_s"), m(name, "load_cores"), m(name, "other_cores")
+        ceiling = None
+        if cores and load is not None and cores1:
+            ceiling = max(0.0, min(n * cores1, cores - load - (other or 0.0))) / (n * cores1)
+        rows.append({
+            "workers": n, "messages_per_s": rate, "proxy_cpu_us_per_message": m(name, CPU),
+            "proxy_cores": m(name, "proxy_cpu_util"), "load_cores": load, "other_cores": other,
+            "efficiency": ratio(rate, None if rate1 is None else n * rate1), "cpu_vs_one": ratio(m(name, CPU), cpu1),
+            "ceiling": ceiling,
+        })  # fmt: skip
+    return rows
+
+
+SCALING_TARGET = "scaling, `gateway-run`: echoes/s(N) / (N * echoes/s(1))"
+
+
+def _scaling_target(rows: list[ScalingRow], cores: int | None) -> Target:
+    top = rows[-1] if rows and rows[-1]["workers"] > 1 else None
+    if top is None:
+        return _target(13, SCALING_TARGET, None, 0.9, at_least=True)
+    n = top["workers"]
+    note = f"N = {n} on {cores} cores"
+    if top["load_cores"] is not None:
+        note += f"; generator + upstream kept {top['load_cores']:.2f} cores busy"
+    if top["other_cores"] is not None:
+        note += f", other work {top['other_cores']:.2f}"
+    if top["ceiling"] is not None:
+        note += f", so the free cores allowed at most {top['ceiling']:.2f}"
+    if top["cpu_vs_one"] is not None:
+        note += f"; CPU per echo {n} workers / 1: {top['cpu_vs_one']:.2f}"
+    return _target(13, SCALING_TARGET, top["efficiency"], 0.9, note, at_least=True)
+
+
+def targets(scenarios: dict[str, Any], cores: int | None = None) -> list[Target]:
+    """Issues 13 and 14's targets, as measured in this run (value None where a path or figure is missing).
+
+    Args:
+        scenarios: the ``scenarios`` of a result (summaries per path).
+        cores: the machine's core count, for what the scaling target could reach here.
+    """
 
     def r(scenario: str, subject: str, reference: str, metric: str) -> float | None:
-        value = scenarios.get(scenario, {}).get("ratios", {}).get(subject, {}).get(f"vs {reference}", {}).get(metric)
-        return None if value is None else float(value)
+        return ratio(_median_of(scenarios, scenario, subject, metric),
+                     _median_of(scenarios, scenario, reference, metric))  # fmt: skip
 
-    def m(scenario: str, path: str, metric: str) -> float | None:
-        found = scenarios.get(scenario, {}).get("summary", {}).get(path, {}).get(metric)
-        return float(found["median"]) if found else None
+    def idle(path: str) -> float | None:
+        return _median_of(scenarios, "idle", path, "kib_per_conn@5000")
 
-    cpu, hs = "proxy_cpu_us_per_message", "proxy_cpu_ms_per_handshake"
+    run, messages, policies = "gateway-run", "gateway-run+messages", "gateway-run+policies"
     return [
-        _target("relay CPU/64 B echo vs minimal relay", r("echo-64B", "gateway", "minimal-relay", cpu), 0.8),
-        _target("relay CPU/64 B echo vs asgiproxy", r("echo-64B", "gateway", "asgiproxy", cpu), 0.8),
-        _target("relay CPU/16 KiB echo vs asgiproxy", r("echo-16KiB", "gateway", "asgiproxy", cpu), 0.4),
-        _target("handshake CPU vs asgiproxy", r("handshake", "gateway", "asgiproxy", hs), 0.7),
-        _target("handshake CPU, policies vs bare", r("handshake", "gateway+policies", "gateway", hs), 1.2,
-                "validate-jwt + rate-limit-by-key + set-header, telemetry on"),
-        _target("telemetry on: CPU/64 B echo vs bare", r("echo-64B", "gateway+policies", "gateway", cpu), 1.05,
-                "gateway+policies has telemetry on; handshake policies cost nothing per message"),
-        _target("idle KiB/connection at 5,000", m("idle", "gateway", "kib_per_conn@5000"), 30.0),
-        _target("idle KiB/connection at 9,000", m("idle", "gateway", "kib_per_conn@9000"), 30.0),
-        _target("passthrough CPU/64 B echo vs nginx", r("echo-64B", "gateway-passthrough", "nginx", cpu), 2.0),
-        _target("passthrough CPU/16 KiB echo vs nginx", r("echo-16KiB", "gateway-passthrough", "nginx", cpu), 2.0),
+        _target(13, "CPU/64 B echo, `gateway-run` / `nginx`", r("echo-64B", run, "nginx", CPU), 1.2),
+        _target(13, "CPU/16 KiB echo, `gateway-run` / `nginx`", r("echo-16KiB", run, "nginx", CPU), 1.1),
+        _target(13, "KiB/idle connection at 5,000, `gateway-run`", idle(run), 20.0),
+        _target(13, "CPU/64 B echo, `gateway-run+messages` / `asgiproxy`",
+                r("echo-64B", messages, "asgiproxy", CPU), 0.6, "size limit + rate limit + JSON Schema"),
+        _target(13, "KiB/idle connection at 5,000, `gateway-run+messages`", idle(messages), 30.0),
+        _target(13, "CPU/handshake, `gateway-run` / `asgiproxy`", r("handshake", run, "asgiproxy", HANDSHAKE_CPU),
+                0.7, "run defaults: access log on"),
+        _target(13, "CPU/handshake, `gateway-run+policies` / `gateway-run`",
+                r("handshake", policies, run, HANDSHAKE_CPU), 1.2,
+                "validate-jwt + rate-limit-by-key on Redis + set-header, telemetry on"),
+        _scaling_target(scaling_rows(scenarios, cores), cores),
+        _target(14, "CPU/handshake, `gateway-run+telemetry` / `gateway-run`",
+                r("handshake", "gateway-run+telemetry", run, HANDSHAKE_CPU), 1.1,
+                "every handshake traced, metrics on; bench/telemetry_overhead.py measures it outside this run"),
     ]  # fmt: skip
 
 
@@ -127,6 +213,7 @@ def build(
     paths: dict[str, Any],
     started: str,
     seconds: float,
+    estimated_seconds: float | None = None,
 ) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
     for name, by_path in samples.items():
@@ -140,17 +227,29 @@ def build(
             "ratios": _ratios(name, summary) if name in HEADLINES and name != "scaling" else {},
             "warnings": warnings,
         }
+    cores = machine.get("cores")
     return {
         "schema": SCHEMA_VERSION,
         "mode": mode,
         "started": started,
         "seconds": round(seconds, 1),
+        "estimated_seconds": None if estimated_seconds is None else round(estimated_seconds),
         "machine": machine,
         "settings": settings,
         "paths": paths,
         "scenarios": scenarios,
-        "targets": targets(scenarios),
+        "scaling": scaling_rows(scenarios, cores),
+        "targets": targets(scenarios, cores),
     }
 
 
-__all__ = ["HEADLINES", "SCHEMA_VERSION", "Target", "build", "summarise_warnings", "targets"]
+__all__ = [
+    "HEADLINES",
+    "SCHEMA_VERSION",
+    "ScalingRow",
+    "Target",
+    "build",
+    "scaling_rows",
+    "summarise_warnings",
+    "targets",
+]

@@ -45,6 +45,11 @@ class PathSpec:
         requires: Python modules (or ``"nginx"``) it needs; missing ones make it unavailable.
         headers: request headers the generator must send (e.g. a bearer token for policies).
         note: shown next to its results.
+        scenarios: the round scenarios it runs (None: every one); cuts what no figure needs.
+        idle_max: the highest idle level it is ramped to: 5,000 (the issue's level) unless it says
+            otherwise (None: every level of the run, 9,000 in a full run).
+        idle_rounds: at most this many idle ramps (None: the run's number).
+        open_rate: idle connections it opens per second here; only for the run-time estimate.
         payload: what the generator's messages carry: ``bytes`` (binary) or ``json`` (a JSON chat
             message, as text, of the scenario's size: what message policies with a schema accept).
     """
@@ -54,6 +59,10 @@ class PathSpec:
     requires: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
+    scenarios: tuple[str, ...] | None = None
+    idle_max: int | None = 5000
+    idle_rounds: int | None = None
+    open_rate: float = 800.0
     payload: str = "bytes"
 
     def unavailable(self) -> str | None:
@@ -163,11 +172,14 @@ def _start_nginx(ctx: StartContext) -> Service:
     ).start()
 
 
-DIRECT = PathSpec("direct", None, note="no proxy: the ceiling (latency ratios only)")
-NGINX = PathSpec("nginx", _start_nginx, requires=("nginx",), note="1 worker, 64 KiB proxy buffers")
+DIRECT = PathSpec("direct", None, note="no proxy: the latency ceiling", scenarios=("latency",))
+NGINX = PathSpec("nginx", _start_nginx, requires=("nginx",), note="1 worker, 64 KiB proxy buffers", idle_max=None)
 ASGIPROXY = uvicorn_path("asgiproxy", "bench.apps:asgiproxy_app", requires=("asgiproxy", "aiohttp"))
-FASTAPI_PROXY_LIB = uvicorn_path(
-    "fastapi-proxy-lib", "bench.apps:fastapi_proxy_lib_app", requires=("fastapi_proxy_lib", "httpx_ws")
+# fastapi-proxy-lib opens about 50 idle connections a second here: a single ramp.
+FASTAPI_PROXY_LIB = dataclasses.replace(
+    uvicorn_path("fastapi-proxy-lib", "bench.apps:fastapi_proxy_lib_app", requires=("fastapi_proxy_lib", "httpx_ws")),
+    idle_rounds=1,
+    open_rate=55.0,
 )
 MINIMAL_RELAY = uvicorn_path(
     "minimal-relay", "bench.apps:minimal_relay_factory", note="uvicorn + websockets client, two pumps: the yardstick"
@@ -190,6 +202,7 @@ GATEWAY_RUN = PathSpec(
     _start_run,
     requires=("uvicorn", "uvloop", "httptools"),
     note="asgi-ws-gateway run, defaults: spliced (passthrough: auto), log level info, access log on (to a file)",
+    idle_max=None,  # the default path (and nginx beside it) is ramped to 9,000 too
 )
 GATEWAY_RUN_MESSAGES = PathSpec(
     "gateway-run+messages",
@@ -214,11 +227,15 @@ PATHS: tuple[PathSpec, ...] = (
     GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_MESSAGES,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
+OPT_IN: frozenset[str] = frozenset({"gateway-picows", "gateway+policies"})
+"""Paths measured only when named with ``--paths``: no target of the run reads them (the picows
+leg is an evaluation; the relay with handshake policies gave way to ``gateway-run+policies``)."""
 
 
 def by_name(names: list[str] | None) -> list[PathSpec]:
+    """The named paths, or every path but the :data:`OPT_IN` ones."""
     if not names:
-        return list(PATHS)
+        return [p for p in PATHS if p.name not in OPT_IN]
     known = {p.name: p for p in PATHS}
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -227,6 +244,7 @@ def by_name(names: list[str] | None) -> list[PathSpec]:
 
 
 __all__ = [
+    "OPT_IN",
     "PATHS",
     "PYTHON_PEERS",
     "PathSpec",

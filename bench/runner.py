@@ -8,6 +8,7 @@ scaling scenario need fresh proxy processes and run after the interleaved rounds
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import sys
@@ -40,11 +41,20 @@ class Settings:
 
 
 SCENARIOS = ("echo-64B", "echo-16KiB", "latency", "handshake", "idle", "scaling")
-QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.2, 0.5, (200,), 20, 30.0, 0.2), scenarios=SCENARIOS)
-"""A smoke run: every scenario once, half a second of load each, 200 idle connections."""
+SCALING_PATH = "gateway-run"
+"""The path the scaling scenario measures: the default, ``asgi-ws-gateway run --workers N``."""
+SCALING_WORKERS = (1, 2)
+QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.1, 0.3, (200,), 20, 30.0, 0.2), scenarios=SCENARIOS)
+"""A smoke run: every scenario once, 0.3 s of load each, 200 idle connections."""
 FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
                 scenarios=SCENARIOS)  # fmt: skip
-"""The real run: 3 interleaved rounds of 4 s windows, 2 idle ramps to 1,000 / 5,000 / 9,000."""
+"""The real run: 3 interleaved rounds of 4 s windows (2 s for latency), 2 idle ramps to 1,000 / 5,000 (9,000 for
+the paths whose :attr:`~bench.paths.PathSpec.idle_max` allows it; fewer ramps for those that say so)."""
+
+SPAWN_SECONDS = 0.4
+"""What one measurement costs beyond its warm-up and window here: the generator's start and exit."""
+START_SECONDS = 2.0
+"""Starting and stopping one proxy."""
 
 
 def log(message: str) -> None:
@@ -76,6 +86,36 @@ def _rotated(items: Sequence[PathSpec], shift: int) -> list[PathSpec]:
     return [*items[shift:], *items[:shift]]
 
 
+def _runs(spec: PathSpec, scenario: str) -> bool:
+    return spec.scenarios is None or scenario in spec.scenarios
+
+
+def _idle_plan(spec: PathSpec, settings: Settings) -> tuple[int, tuple[int, ...]]:
+    """How many idle ramps ``spec`` gets, and to which levels."""
+    rounds = min(settings.idle_rounds, spec.idle_rounds or settings.idle_rounds)
+    levels = tuple(n for n in settings.timing.idle_levels if spec.idle_max is None or n <= spec.idle_max)
+    return rounds, levels
+
+
+def estimate_seconds(paths: Sequence[PathSpec], settings: Settings) -> float:
+    """Roughly how long :func:`run` takes on this machine (the printed estimate; nothing waits on it)."""
+    timing = settings.timing
+    total = 0.0
+    for scenario in (s for s in ROUND_SCENARIOS if s.name in settings.scenarios):
+        per = timing.warmup + timing.duration * scenario.window + SPAWN_SECONDS
+        total += settings.rounds * per * sum(_runs(p, scenario.name) for p in paths)
+    total += START_SECONDS * sum(p.start is not None for p in paths)
+    if "idle" in settings.scenarios:
+        for spec in (p for p in paths if p.start is not None):
+            rounds, levels = _idle_plan(spec, settings)
+            ramp = sum(min(timing.idle_budget, n / spec.open_rate) for n in (timing.idle_warm, *levels))
+            total += rounds * (START_SECONDS + ramp + timing.settle * (len(levels) + 1) + SPAWN_SECONDS)
+    if "scaling" in settings.scenarios and any(p.name == SCALING_PATH for p in paths):
+        per = timing.warmup + timing.duration + SPAWN_SECONDS + START_SECONDS
+        total += settings.rounds * sum(per + 0.5 * n for n in SCALING_WORKERS)
+    return total
+
+
 def _ensure(proxies: dict[str, Service], spec: PathSpec, ctx: StartContext) -> Service | None:
     """The path's running proxy, restarted if it died since the last measurement."""
     if spec.start is None:
@@ -101,7 +141,7 @@ def run_rounds(
             _ensure(proxies, spec, ctx)
         for round_no in range(settings.rounds):
             for scenario in scenarios:
-                for spec in _rotated(paths, round_no):
+                for spec in (p for p in _rotated(paths, round_no) if _runs(p, scenario.name)):
                     proxy = _ensure(proxies, spec, ctx)
                     target = url(proxy.port if proxy else upstream.port)
                     log(f"round {round_no + 1}/{settings.rounds} {scenario.name} {spec.name}")
@@ -123,11 +163,15 @@ def run_idle(paths: Sequence[PathSpec], settings: Settings, upstream: Service, r
     for round_no in range(settings.idle_rounds):
         for spec in _rotated([p for p in paths if p.start is not None], round_no):
             assert spec.start is not None
-            log(f"idle round {round_no + 1}/{settings.idle_rounds} {spec.name}")
+            rounds, levels = _idle_plan(spec, settings)
+            if round_no >= rounds or not levels:
+                continue
+            log(f"idle round {round_no + 1}/{rounds} {spec.name} to {levels[-1]:,}")
+            timing = dataclasses.replace(settings.timing, idle_levels=levels)
             with spec.start(ctx) as proxy:
                 try:
                     metrics, warnings = measure_idle(
-                        url(proxy.port), settings.timing, proxy=proxy, headers=spec.headers, payload=spec.payload
+                        url(proxy.port), timing, proxy=proxy, headers=spec.headers, payload=spec.payload
                     )
                 except RuntimeError as exc:
                     log(f"  failed: {exc}")
@@ -136,10 +180,11 @@ def run_idle(paths: Sequence[PathSpec], settings: Settings, upstream: Service, r
 
 
 def run_scaling(settings: Settings, upstream: Service, run_dir: Path, samples: Samples, gateway: PathSpec) -> None:
-    """The gateway with 1 then 2 workers; everything may use both cores (two workers need them)."""
+    """The gateway with 1 then 2 workers; the proxy and the generator may use every core (two workers need
+    them), so each sample also says how many cores the generator and the upstream kept busy."""
     assert gateway.start is not None
     for round_no in range(settings.rounds):
-        for workers in (1, 2) if round_no % 2 == 0 else (2, 1):
+        for workers in SCALING_WORKERS if round_no % 2 == 0 else SCALING_WORKERS[::-1]:
             name = f"{gateway.name} x{workers}"
             log(f"scaling round {round_no + 1}/{settings.rounds} {name}")
             with gateway.start(StartContext(upstream.port, run_dir, ALL_CPUS, workers)) as proxy:
@@ -167,6 +212,9 @@ def run(
     skipped = {p.name: p.unavailable() for p in paths if p.unavailable() is not None}
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
+    estimate = estimate_seconds(available, settings)
+    log(f"{len(available)} paths, {settings.rounds} rounds: about {estimate / 60:.0f} min on this machine "
+        f"(more when it is busy)")  # fmt: skip
     samples: Samples = {name: {} for name in settings.scenarios}
     clock = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp, upstream_server(Path(tmp)) as upstream:
@@ -174,7 +222,7 @@ def run(
         run_rounds(available, settings, upstream, run_dir, samples)
         if "idle" in settings.scenarios:
             run_idle(available, settings, upstream, run_dir, samples)
-        gateway = next((p for p in available if p.name == "gateway"), None)
+        gateway = next((p for p in available if p.name == SCALING_PATH), None)
         if "scaling" in settings.scenarios and gateway is not None:
             run_scaling(settings, upstream, run_dir, samples, gateway)
     results = aggregate.build(
@@ -185,6 +233,7 @@ def run(
         paths={p.name: {"note": p.note, "skipped": skipped.get(p.name)} for p in paths},
         started=started.isoformat(timespec="seconds"),
         seconds=time.monotonic() - clock,
+        estimated_seconds=estimate,
     )
     from . import report  # matplotlib is imported only once there is something to draw
 
@@ -194,4 +243,16 @@ def run(
     return results
 
 
-__all__ = ["FULL", "QUICK", "ROOT", "Settings", "log", "prepare_environment", "run", "uvicorn_path"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "ROOT",
+    "SCALING_PATH",
+    "SCALING_WORKERS",
+    "Settings",
+    "estimate_seconds",
+    "log",
+    "prepare_environment",
+    "run",
+    "uvicorn_path",
+]

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import psutil
+
 from .procs import Service
 from .stats import percentile
 from .system import LOAD_CPUS, pinned
@@ -30,18 +32,20 @@ SATURATED = 0.9
 class Scenario:
     """A load shape (described for readers in :data:`bench.aggregate.DESCRIPTIONS`).
 
-    ``conns`` is connections (echo, latency), concurrent openers (handshake, idle).
+    ``conns`` is connections (echo, latency), concurrent openers (handshake, idle);
+    ``window`` scales the run's measurement window (latency needs less than throughput).
     """
 
     name: str
     mode: Mode
     conns: int = 50
     size: int = 64
+    window: float = 1.0
 
 
 ECHO_64 = Scenario("echo-64B", "echo", 50, 64)
 ECHO_16K = Scenario("echo-16KiB", "echo", 50, 16 * 1024)
-LATENCY = Scenario("latency", "latency", 1, 64)
+LATENCY = Scenario("latency", "latency", 1, 64, window=0.5)
 HANDSHAKE = Scenario("handshake", "handshake", 16)
 IDLE = Scenario("idle", "idle", 64)
 SCALING = Scenario("scaling", "echo", 50, 64)
@@ -92,6 +96,13 @@ class Generator:
             raise RuntimeError(f"load generator exited with {code}")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (user, system, interrupts, stolen) since boot."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+                 + getattr(t, "steal", 0.0))  # fmt: skip
+
+
 def _header_args(headers: Mapping[str, str]) -> list[str]:
     return [arg for name, value in headers.items() for arg in ("--header", f"{name}:{value}")]
 
@@ -109,16 +120,16 @@ def measure(
 ) -> tuple[Metrics, list[str]]:
     """Run ``scenario`` against ``url`` once; return its metrics and any saturation warnings."""
     args = [scenario.mode, "--url", url, "--conns", str(scenario.conns), "--size", str(scenario.size),
-            "--warmup", str(timing.warmup), "--duration", str(timing.duration), "--payload", payload,
+            "--warmup", str(timing.warmup), "--duration", str(timing.duration * scenario.window), "--payload", payload,
             *_header_args(headers or {})]  # fmt: skip
     generator = Generator(args, cpus=load_cpus)
-    before: tuple[float, float] | None = None
+    before: tuple[float, float, float] | None = None
     result: dict[str, Any] | None = None
-    for event in generator.events(timeout=timing.warmup + timing.duration + 120):
+    for event in generator.events(timeout=timing.warmup + timing.duration * scenario.window + 120):
         if event["event"] == "start":
-            before = (proxy.cpu_seconds() if proxy else 0.0, upstream.cpu_seconds())
+            before = (proxy.cpu_seconds() if proxy else 0.0, upstream.cpu_seconds(), machine_busy_seconds())
         elif event["event"] == "result":
-            after = (proxy.cpu_seconds() if proxy else 0.0, upstream.cpu_seconds())
+            after = (proxy.cpu_seconds() if proxy else 0.0, upstream.cpu_seconds(), machine_busy_seconds())
             result = event
             break
     generator.finish()
@@ -127,10 +138,15 @@ def measure(
     wall = result["wall"]
     proxy_cpu, upstream_cpu = after[0] - before[0], after[1] - before[1]
     utilisation = {"generator": result["cpu"] / wall, "upstream": upstream_cpu / wall}
+    measured = proxy_cpu / wall + utilisation["generator"] + utilisation["upstream"]
     metrics: Metrics = {
         "proxy_cpu_util": proxy_cpu / wall if proxy else None,
         "upstream_cpu_util": utilisation["upstream"],
         "generator_cpu_util": utilisation["generator"],
+        # cores the load side (generator + upstream) kept busy: what the proxy could not use
+        "load_cores": utilisation["generator"] + utilisation["upstream"],
+        # cores everything else on the machine kept busy meanwhile (other people's jobs, the bench itself)
+        "other_cores": max(0.0, (after[2] - before[2]) / wall - measured),
         "errors": float(result["errors"]),
     }
     if scenario.mode == "handshake":
@@ -153,23 +169,27 @@ def measure(
             rtts = sorted(result["rtt_ns"] or [])
             metrics |= {"rtt_p50_us": _scaled(percentile(rtts, 0.50), 1e-3),
                         "rtt_p99_us": _scaled(percentile(rtts, 0.99), 1e-3)}  # fmt: skip
-    return metrics, saturation_warnings(utilisation, load_cpus, proxy_cpu / wall if proxy else 0.0)
+    warnings = saturation_warnings(utilisation, load_cpus, proxy_cpu / wall if proxy else 0.0,
+                                   other=metrics["other_cores"] or 0.0)  # fmt: skip
+    return metrics, warnings
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def saturation_warnings(utilisation: Mapping[str, float], load_cpus: str, proxy: float = 0.0) -> list[str]:
+def saturation_warnings(
+    utilisation: Mapping[str, float], load_cpus: str, proxy: float = 0.0, *, other: float = 0.0
+) -> list[str]:
     """Say when the generator and the upstream (which share the load CPUs) were the bottleneck.
 
     With more than one load CPU (the scaling scenario, where nothing is pinned) the proxy shares
-    them too, and the warning is about the whole machine being busy.
+    them too, and the warning is about the whole machine being busy, other work on it included.
     """
     cores = len(load_cpus.split(","))
     if cores > 1:
-        if utilisation["generator"] + utilisation["upstream"] + proxy >= SATURATED * cores:
-            return ["every core busy: throughput is a lower bound"]
+        if utilisation["generator"] + utilisation["upstream"] + proxy + other >= SATURATED * cores:
+            return [f"every core busy ({other:.2f} of them other work): throughput is a lower bound"]
     elif utilisation["generator"] + utilisation["upstream"] >= SATURATED:
         return ["load side (generator + upstream) saturated its core: throughput is a lower bound"]
     return [f"{name} saturated its core" for name, value in utilisation.items() if value >= SATURATED]

@@ -7,11 +7,15 @@ is sent), and a meter provider. Prints the process CPU (all threads, including t
 connection for each mode:
 
 * ``off``: no providers (the default gateway);
-* ``each``, ``failover``: traces and metrics, ``telemetry.attempt_spans`` as named, encoded by the
-  gateway's encoder (``telemetry.otlp_wire``, what its own exporters use);
+* ``each-lean``, ``failover-lean``: traces and metrics, ``telemetry.attempt_spans`` as named, spans
+  from the gateway's lean provider (``telemetry.lean_spans``, what its own OTLP export uses), encoded
+  by the gateway's encoder (``telemetry.otlp_wire``);
+* ``each``, ``failover``: the same with the SDK's tracer provider (``ASGI_WS_GATEWAY_SPANS=sdk``, and
+  any provider an application passes or sets globally);
 * ``each-sdk-encoder``, ``failover-sdk-encoder``: the same, encoded by the SDK's protobuf encoder
   (``ASGI_WS_GATEWAY_OTLP_ENCODER=sdk``, and every exporter before the gateway had its own);
-* ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs.
+* ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs;
+* ``each-lean-traces-only``, ``metrics-only``: one of the two signals alone (the split of the cost).
 
 Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3]``. Each measure runs in
 a fresh process, modes interleaved, so imports and warm caches fall on all of them alike.
@@ -29,7 +33,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
-MODES = ("off", "each", "failover", "each-sdk-encoder", "failover-sdk-encoder", "each-no-encoding")
+MODES = (
+    "off", "each-lean", "failover-lean", "each", "failover", "each-sdk-encoder", "failover-sdk-encoder",
+    "each-no-encoding", "each-lean-traces-only", "metrics-only",
+)  # fmt: skip
 SCOPE: dict[str, Any] = {
     "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
     "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
@@ -46,12 +53,14 @@ async def _measure(mode: str, count: int) -> float:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
     from asgi_ws_gateway.relay.stats import RelayStats
     from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
+    from asgi_ws_gateway.telemetry.lean_spans import LeanTracerProvider
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
     from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
     from asgi_ws_gateway.upstream.request import build_request
@@ -83,10 +92,12 @@ async def _measure(mode: str, count: int) -> float:
         "apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}],
         "telemetry": {"attempt_spans": attempt_spans},
     })  # fmt: skip
-    tracer_provider = meter_provider = None
-    if mode != "off":
-        tracer_provider = TracerProvider()
+    tracer_provider: TracerProvider | LeanTracerProvider | None = None
+    meter_provider = None
+    if mode not in ("off", "metrics-only"):
+        tracer_provider = LeanTracerProvider(resource=Resource.create()) if "lean" in mode else TracerProvider()
         tracer_provider.add_span_processor(BatchSpanProcessor(Encoding(), max_queue_size=count * 3))
+    if mode != "off" and "traces-only" not in mode:
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     telemetry = Telemetry(config, tracer_provider=tracer_provider, meter_provider=meter_provider)
     api, backend = config.apis[0], config.apis[0].upstreams[0]

@@ -5,7 +5,9 @@ and counts what it gets; gateways under uvicorn with the same API: ``off`` (the 
 ``OTEL_*`` variables) and the variants exporting to the receiver: ``on`` (traces and metrics,
 default sampling: parent-based always-on; the target), ``sampled`` (10 % of traces), ``metrics``
 (no traces), ``failover`` (as ``on``, with ``telemetry.attempt_spans: failover``), and
-``on-sdk-encoder``/``failover-sdk-encoder`` (the same with the SDK's OTLP encoder). All use the
+``on-sdk-encoder``/``failover-sdk-encoder`` (the same with the SDK's OTLP encoder) and
+``on-sdk-spans``/``failover-sdk-spans`` (the same with the SDK's spans, ``ASGI_WS_GATEWAY_SPANS=sdk``,
+instead of the gateway's lean ones). All use the
 default batch span processor and collect metrics every second
 (more often than the 60 s default, so a collection falls in every round). This process is the load
 generator. Each round measures every gateway back to back, in a rotated order, so drift and other
@@ -253,8 +255,11 @@ def main() -> int:
 
 
 SDK_ENCODER = {"ASGI_WS_GATEWAY_OTLP_ENCODER": "sdk"}
+SDK_SPANS = {"ASGI_WS_GATEWAY_SPANS": "sdk"}
 VARIANTS: dict[str, dict[str, str]] = {
     "on": {},
+    "on-sdk-spans": SDK_SPANS,
+    "failover-sdk-spans": SDK_SPANS,
     "sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
     "metrics": {"OTEL_TRACES_EXPORTER": "none"},
     "failover": {},
@@ -263,9 +268,11 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 """Telemetry-on variants, each compared with the ``off`` gateway: default sampling (the target),
 10 % of traces sampled, metrics only, default sampling with ``attempt_spans: failover``, and ``on``
-and ``failover`` with the SDK's OTLP encoder instead of the gateway's (how it was before it had one)."""
+and ``failover`` with the SDK's OTLP encoder instead of the gateway's (how it was before it had one),
+or with the SDK's spans instead of the gateway's lean ones (``-sdk-spans``)."""
 TELEMETRY: dict[str, dict[str, str]] = {
     "failover": {"attempt_spans": "failover"},
+    "failover-sdk-spans": {"attempt_spans": "failover"},
     "failover-sdk-encoder": {"attempt_spans": "failover"},
 }
 """The gateway's ``telemetry`` section per variant (default: none)."""

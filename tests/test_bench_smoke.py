@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bench.nginx import nginx_binary
-from bench.paths import PATHS
+from bench.paths import PATHS, by_name
 from bench.runner import SCENARIOS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     data: dict[str, Any] = json.loads((out / "results.json").read_text())
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
-    assert "<!-- bench:begin -->" in (out / "performance.md").read_text()
+    docs = (out / "performance.md").read_text()
+    assert "<!-- bench:begin -->" in docs and "| issue | target | value | limit | verdict |" in docs
     return data
 
 
@@ -41,14 +42,16 @@ def _numbers(metrics: dict[str, Any]) -> bool:
 
 
 def test_quick_results_are_well_formed(results: dict[str, Any]) -> None:
-    """Every scenario has a sample per runnable path, with finite numbers and no failure."""
+    """Every scenario has a sample per runnable path that runs it, with finite numbers and no failure."""
     assert results["schema"] == 1 and results["mode"] == "quick"
     assert set(results["scenarios"]) == set(SCENARIOS)
     runnable = [name for name, info in results["paths"].items() if info["skipped"] is None]
-    assert {"direct", "asgiproxy", "fastapi-proxy-lib", "gateway", "gateway+policies"} <= set(runnable)
+    assert {"direct", "asgiproxy", "fastapi-proxy-lib", "gateway", "gateway-run"} <= set(runnable)
+    specs = {p.name: p for p in PATHS}
     for scenario in PER_PATH:
         by_path = results["scenarios"][scenario]["samples"]
-        assert set(by_path) == set(runnable), scenario
+        wanted = {n for n in runnable if scenario in (specs[n].scenarios or PER_PATH)}
+        assert set(by_path) == wanted, scenario
         for path, samples in by_path.items():
             for sample in samples:
                 assert _numbers(sample["metrics"]), (scenario, path)
@@ -56,15 +59,26 @@ def test_quick_results_are_well_formed(results: dict[str, Any]) -> None:
                 assert sample["metrics"]["errors"] == 0, (scenario, path)
     idle = results["scenarios"]["idle"]["summary"]
     assert set(idle) == set(runnable) - {"direct"}
-    assert set(results["scenarios"]["scaling"]["summary"]) == {"gateway x1", "gateway x2"}
+    assert set(results["scenarios"]["scaling"]["summary"]) == {"gateway-run x1", "gateway-run x2"}
     assert all(t["met"] in (True, False, None) for t in results["targets"])
+    assert {t["issue"] for t in results["targets"]} == {13, 14}
+
+
+def test_scaling_records_what_the_cores_allowed(results: dict[str, Any]) -> None:
+    """Per worker count: echoes/s, CPU per echo, the ratios to one worker, and the cores the load side used."""
+    rows = results["scaling"]
+    assert [row["workers"] for row in rows] == [1, 2]
+    for row in rows:
+        assert all(value is not None and value >= 0 for value in row.values()), row
+        assert row["messages_per_s"] and row["proxy_cpu_us_per_message"] and row["efficiency"], row
+    assert results["machine"]["cores"] >= 1
 
 
 def test_only_uninstallable_peers_are_skipped(results: dict[str, Any]) -> None:
     """Python peers come with the bench extra; only nginx (a Debian package) may be missing."""
     skipped = {name for name, info in results["paths"].items() if info["skipped"] is not None}
     assert skipped <= {"nginx"}
-    assert set(results["paths"]) == {p.name for p in PATHS}
+    assert set(results["paths"]) == {p.name for p in by_name(None)}
 
 
 def test_quick_run_includes_nginx(results: dict[str, Any]) -> None:

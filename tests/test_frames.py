@@ -226,3 +226,30 @@ def test_halted_scanner_forwards_no_whole_frame_but_still_reads_the_close() -> N
     assert scanner.feed(Frame(Opcode.TEXT, b"late").serialize(mask=True)) == b""
     assert scanner.feed(close_frame(1000, "bye", mask=True)) == b""
     assert scanner.close == (1000, "bye")
+
+
+@pytest.mark.parametrize("inbound", [True, False], ids=["client", "upstream"])
+def test_halted_mid_frame_forwards_the_rest_of_that_frame_only(inbound: bool) -> None:
+    """Halted inside frame A: the rest of A goes on; no byte of the frames after it, whatever the reads.
+
+    A read that ends inside frame B after A's end, then one that finishes B: B's tail must not be
+    forwarded (it was, headless, and corrupted the stream under the gateway's close frame).
+    """
+    scanner, _ = _scanner(inbound=inbound)
+    a, b, c = (Frame(Opcode.BINARY, bytes([n]) * 512).serialize(mask=inbound) for n in (1, 2, 3))
+    assert scanner.feed(a[:100]) == a[:100]
+    scanner.halt()
+    assert scanner.feed(a[100:] + b[:50]) == a[100:]
+    assert scanner.feed(b[50:] + c[:10]) == b""
+    assert scanner.feed(c[10:] + close_frame(1000, "bye", mask=inbound)) == b""
+    assert scanner.close == (1000, "bye")
+
+
+def test_halted_between_frames_is_sealed_at_once_even_with_a_header_held_back() -> None:
+    """A header split across reads was never forwarded: halting then forwards nothing more."""
+    scanner, _ = _scanner(inbound=False)
+    frame = Frame(Opcode.BINARY, b"x" * 300).serialize(mask=False)
+    assert scanner.feed(frame[:1]) == b""
+    scanner.halt()
+    assert scanner.sealed
+    assert scanner.feed(frame[1:]) == b""

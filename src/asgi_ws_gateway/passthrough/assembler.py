@@ -70,13 +70,15 @@ class MessageAssembler:
         self.error_code = 1002
         self.halted = False
         """Set by :meth:`halt`: the gateway closes; events still come (the peer's answer is a close frame)."""
+        self.sealed = False
+        """Set with ``halted``: frames are forwarded whole, so nothing is ever in flight."""
         self.interrupted = False
         """True once stopped or halted: the splice looks after each read."""
         self.pong: bytes | None = None
         """The payload of the gateway's keepalive pings: a pong carrying it is not returned."""
 
     def halt(self) -> None:
-        self.halted = self.interrupted = True
+        self.halted = self.interrupted = self.sealed = True
 
     def feed(self, data: bytes) -> bytes:
         """Take ``data``; returns b"" (nothing is forwarded as it arrives)."""

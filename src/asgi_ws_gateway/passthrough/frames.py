@@ -46,6 +46,7 @@ class Scanner(Protocol):
     error: str | None
     error_code: int
     interrupted: bool
+    sealed: bool
     pong: bytes | None
 
     @property
@@ -100,6 +101,8 @@ class FrameScanner:
         self.close: tuple[int, str] | None = None
         self.halted = False
         """Set by :meth:`halt`: the frame in flight is finished, nothing after it is forwarded."""
+        self.sealed = False
+        """Set once halted and the frame in flight (if any) is complete: nothing more is forwarded."""
         self.interrupted = False
         """True once :attr:`stopped` or :attr:`halted`: the splice has to look after each read."""
         self.pong: bytes | None = None
@@ -112,6 +115,7 @@ class FrameScanner:
         """The gateway closes: finish the frame in flight, forward nothing after it (frames are still
         scanned, so the peer's answer to the gateway's close frame is seen)."""
         self.halted = self.interrupted = True
+        self.sealed = not self.remaining  # a header held back was never forwarded
         self._fast = False
 
     @property
@@ -145,7 +149,7 @@ class FrameScanner:
             self._head = b""
         size = len(data)
         pos = 0
-        end = size  # nothing from here on is forwarded
+        end = 0 if self.sealed else size  # nothing from here on is forwarded
         kept: list[bytes] | None = None  # the pieces around keepalive pongs taken out
         keep = 0
         while pos < size:
@@ -162,8 +166,9 @@ class FrameScanner:
             if self.close is not None or self.too_big or self.error is not None:
                 end = min(end, pos)  # nothing after a close frame, an oversize or a bad frame goes on
                 break
-            if self.halted and end == size:
+            if self.halted and not self.sealed:
                 end = pos  # the frame in flight is complete: the peer may now take the gateway's close
+                self.sealed = True
             start = pos
             if size - pos < 2:
                 self._head = data[pos:]

@@ -109,7 +109,7 @@ class _Side(asyncio.Protocol):
         frame = close_frame(wire_code(code), wire_reason(reason), mask=not self.client)
         source = self.peer.scanner
         source.halt()  # nothing after the frame in flight reaches this side
-        if not source.remaining:
+        if source.sealed:
             self.transport.write(frame)
         elif self.peer.open:
             self.pending_close = frame  # written when the peer's data_received finishes the frame
@@ -275,7 +275,7 @@ class Splice:
         """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway closes)."""
         scanner = side.scanner
         peer = side.peer
-        if peer.pending_close is not None and not scanner.remaining and peer.open:
+        if peer.pending_close is not None and scanner.sealed and peer.open:
             peer.transport.write(peer.pending_close)  # the frame in flight is complete
             peer.pending_close = None
         if scanner.too_big or scanner.error is not None:

@@ -4,9 +4,11 @@ upstream handshake request (with the globally configured propagators: ``OTEL_PRO
 
 from __future__ import annotations
 
-from opentelemetry import propagate
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .._types import Headers
 
@@ -29,15 +31,37 @@ def extract(headers: Headers, context: Context | None = None) -> Context:
     return propagate.extract(headers, context, getter=ASGI_HEADERS)
 
 
-def inject(headers: list[tuple[str, str]], context: Context) -> None:
-    """Write ``context`` into upstream request headers, replacing the client's headers of the same names.
+_DEFAULT = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+_seen: list[object] = [None, False]  # the global propagator last looked at, and whether it is the default
+
+
+def _is_default(textmap: TextMapPropagator) -> bool:
+    """``textmap`` is the default ``tracecontext,baggage`` composite (what ``OTEL_PROPAGATORS`` unset gives)."""
+    if textmap is not _seen[0]:
+        inner = getattr(textmap, "_propagators", None)  # CompositePropagator's list; absent: not the default
+        default = isinstance(inner, list) and tuple(type(p) for p in inner) == _DEFAULT
+        _seen[:] = [textmap, default]
+    return bool(_seen[1])
+
+
+def inject(headers: list[tuple[str, str]], context: Context, span: trace.Span | None = None) -> None:
+    """Write ``context`` (with ``span`` as its current span, when given) into upstream request headers,
+    replacing the client's headers of the same names.
 
     A client's ``tracestate`` goes too when a ``traceparent`` is written: it describes the client's
     trace, which the new ``traceparent`` continues only when the client is trusted (and then the
-    state is in ``context`` and written again).
+    state is in ``context`` and written again). With the default propagators and no baggage, the
+    headers are written here, as the W3C propagator writes them; otherwise by the global propagators.
     """
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context)
+    if _is_default(propagate.get_global_textmap()) and not baggage.get_all(context):
+        found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
+        if found != trace.INVALID_SPAN_CONTEXT:
+            carrier["traceparent"] = f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
+            if found.trace_state:
+                carrier["tracestate"] = found.trace_state.to_header()
+    else:
+        propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
     if carrier:
         written = {name.lower() for name in carrier}
         if "traceparent" in written:

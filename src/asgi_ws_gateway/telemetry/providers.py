@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import TracerProvider
 
+    from .lean_spans import LeanTracerProvider
+
 logger = logging.getLogger(__name__)
 
 Signal = Literal["traces", "metrics", "logs"]
@@ -171,12 +173,24 @@ SCHEDULE_DELAY_MS = 1000
 span leaves within a second (the SDK's 5 s reads as "lost" in a backend), still one export per batch."""
 
 
-def _own_tracer_provider(protocol: str, resource: Resource, environ: Mapping[str, str]) -> SdkTracerProvider:
+SPANS_VARIABLE = "ASGI_WS_GATEWAY_SPANS"
+"""``gateway`` (default): the own provider makes :mod:`.lean_spans`; ``sdk``: the SDK's ``TracerProvider``."""
+
+
+def _own_tracer_provider(
+    protocol: str, resource: Resource, environ: Mapping[str, str]
+) -> SdkTracerProvider | LeanTracerProvider:
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = SdkTracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+    from .lean_spans import LeanTracerProvider
+
+    spans = environ.get(SPANS_VARIABLE, "").strip().lower() or "gateway"
+    if spans not in ("gateway", "sdk"):
+        raise ConfigError([f"{SPANS_VARIABLE}: {spans!r} is not supported (gateway or sdk)"], "environment")
+    # Either way the sampler is OTEL_TRACES_SAMPLER(_ARG)'s and the limits OTEL_*_LIMIT's.
+    provider = SdkTracerProvider(resource=resource) if spans == "sdk" else LeanTracerProvider(resource=resource)
     delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
     exporter = _span_exporter(protocol, environ)
     processor: SpanProcessor = BatchSpanProcessor(exporter, schedule_delay_millis=delay)  # OTEL_BSP_*
@@ -232,4 +246,4 @@ def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider
     return provider
 
 
-__all__ = ["ENCODER_VARIABLE", "PROTOCOLS", "SCHEDULE_DELAY_MS", "Providers", "resolve_providers"]
+__all__ = ["ENCODER_VARIABLE", "PROTOCOLS", "SCHEDULE_DELAY_MS", "SPANS_VARIABLE", "Providers", "resolve_providers"]

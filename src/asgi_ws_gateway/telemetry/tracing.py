@@ -253,7 +253,7 @@ class HandshakeTrace:
                     attrs[n.URL_FULL] = redact_url(request.url)
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
-                    propagation.inject(request.headers, trace.set_span_in_context(span, self._context))
+                    propagation.inject(request.headers, self._context, span)
         started = time.perf_counter()
         error_type: str | None = None
         status: int | None = None

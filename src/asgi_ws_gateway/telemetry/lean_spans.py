@@ -1,0 +1,403 @@
+"""A lean tracer for the gateway's own OTLP export: the SDK's semantics, less of its machinery.
+
+Used only when the gateway builds its own provider from ``OTEL_*`` (:mod:`.providers`); a provider
+the application passes or sets globally keeps the SDK's spans. :class:`LeanTracerProvider` *is* the
+SDK's ``TracerProvider`` (resource, sampler from ``OTEL_TRACES_SAMPLER``/``_ARG``, ``SpanLimits``
+from the ``OTEL_*_LIMIT`` variables, ids, span processors, ``OTEL_SDK_DISABLED``, flush and shutdown,
+at exit too); only its tracers differ. They do per span what the SDK's ``Tracer`` and ``Span`` do,
+with the SDK's own parts where those decide something: the sampler's ``should_sample`` (its
+attributes and trace state), the count and length limits (oldest attribute dropped first, dropped
+counts), the SDK's attribute cleaning for any value that is not a plain ``str``/``int``/``float``/
+``bool``, its ``Event``, ``BoundedList`` and link rules, its status rules, ``record_exception`` and
+``__exit__``. A span is handed to the processors' ``on_start`` and, ended, to their ``on_end`` as a
+``ReadableSpan`` (a subclass; the ``BatchSpanProcessor`` then batches it under ``OTEL_BSP_*``).
+
+What it leaves out, measured as the cost of a traced handshake (docs/telemetry.md, "What it costs"):
+a lock per span and per attribute write (spans are written on the event loop), a
+``BoundedAttributes`` per span, the ``ReadableSpan`` copy at end, and the SDK's internal tracer
+metrics (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``). ``ASGI_WS_GATEWAY_SPANS=sdk`` makes the
+gateway's provider the SDK's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from time import time_ns
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util._decorator import _agnosticcontextmanager
+from opentelemetry.util.types import AnyValue, Attributes
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+
+logger = logging.getLogger(__name__)
+
+_PLAIN = frozenset({str, int, float, bool})
+_FLAGS = {
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
+
+
+class LeanSpan(trace.Span, ReadableSpan):
+    """A recording span: the OpenTelemetry ``Span`` API, and a ``ReadableSpan`` once ended."""
+
+    def __init__(
+        self,
+        tracer: LeanTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Mapping[str, AnyValue],
+        links: Sequence[Link],
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> None:
+        # ReadableSpan's fields, set here rather than through its __init__ (no Resource built, no copy).
+        self._name = name
+        self._context = self._span_context = context
+        self._kind = kind
+        self._instrumentation_info = None
+        self._instrumentation_scope = tracer.scope
+        self._parent = parent
+        self._resource = tracer.resource
+        self._status = _UNSET
+        self._start_time = start_time if start_time is not None else time_ns()
+        self._end_time: int | None = None
+        self._tracer = tracer
+        limits = tracer.limits
+        self._max_attributes = limits.max_span_attributes
+        self._max_length = limits.max_span_attribute_length
+        self._attributes: dict[str, AnyValue] = {}
+        self._dropped = 0
+        # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
+        self._events: BoundedList[Event] | tuple[()] = ()
+        self._links: BoundedList[Link] | tuple[()] = _links(links, limits) if links else ()
+        self._record_exception = record_exception
+        self._set_status_on_exception = set_status_on_exception
+        if attributes:
+            self._set(attributes)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name="{self._name}", context={self._context})'
+
+    # -- attributes, as the SDK's BoundedAttributes keeps them ----------------------------------------
+
+    def _set(self, attributes: Mapping[str, AnyValue]) -> None:
+        current, limit = self._attributes, self._max_attributes
+        if self._max_length is None and (limit is None or len(current) + len(attributes) <= limit):
+            # The common case, in one pass: plain values under non-empty string keys, nothing to drop.
+            for key, value in attributes.items():
+                if type(value) not in _PLAIN or type(key) is not str or not key:
+                    break
+            else:
+                if current:
+                    for key in attributes:
+                        current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
+                current.update(attributes)
+                return
+        if limit == 0:
+            self._dropped += len(attributes)
+            return
+        for key in attributes:
+            if type(key) is not str or not key:  # what the SDK's mapping cleaning keeps, renames, drops
+                cleaned = _clean_attribute_value(attributes, self._max_length)
+                self._dropped += len(attributes) - len(cleaned)
+                attributes = cleaned
+                break
+        for key, value in attributes.items():
+            self._put(key, value)
+
+    def _put(self, key: str, value: AnyValue) -> None:
+        if type(value) not in _PLAIN or (self._max_length is not None and type(value) is str):
+            value = _clean_attribute_value(value, self._max_length)  # truncates, makes sequences tuples
+        attributes = self._attributes
+        if key in attributes:
+            del attributes[key]  # a rewritten key moves to the end, as in the SDK
+        elif self._max_attributes is not None and len(attributes) >= self._max_attributes:
+            logger.warning("Attributes dict is full. Dropping the oldest key-value pair from attributes.")
+            del attributes[next(iter(attributes))]
+            self._dropped += 1
+        attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
+        if self._end_time is not None:
+            logger.warning("Setting attribute on ended span.")
+            return
+        self._set(attributes)
+
+    def set_attribute(self, key: str, value: AnyValue) -> None:
+        if self._end_time is not None:
+            logger.warning("Setting attribute on ended span.")
+            return
+        if self._max_attributes == 0 or not key or not isinstance(key, str):
+            if self._max_attributes != 0:
+                logger.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.", key)
+            self._dropped += 1
+            return
+        self._put(key, value)
+
+    @property
+    def attributes(self) -> Attributes:
+        return MappingProxyType(self._attributes)
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped
+
+    # -- the rest of the Span API ---------------------------------------------------------------------
+
+    def get_span_context(self) -> SpanContext:
+        return self._span_context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def _ended(self, method: str) -> bool:
+        if self._end_time is None:
+            return False
+        logger.warning("Tried calling %s on an ended span.", method)
+        return True
+
+    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+        limits = self._tracer.limits
+        bounded = BoundedAttributes(
+            limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
+        )
+        if not self._ended("_add_event"):
+            if not isinstance(self._events, BoundedList):
+                self._events = BoundedList(limits.max_events)
+            self._events.append(Event(name, bounded, timestamp))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if not _valid_link(context, attributes):
+            return
+        limits = self._tracer.limits
+        bounded = BoundedAttributes(
+            limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
+        )
+        if not self._ended("_add_link"):
+            if not isinstance(self._links, BoundedList):
+                self._links = BoundedList(limits.max_links)
+            self._links.append(Link(context, bounded))
+
+    def update_name(self, name: str) -> None:
+        if not self._ended("update_name"):
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._ended("set_status"):
+            return
+        if self._status.status_code is StatusCode.OK:  # OK is final
+            return
+        if isinstance(status, Status):
+            if status.status_code is StatusCode.UNSET:
+                return
+            if description is not None:
+                logger.warning(
+                    "Description %s ignored. Use either `Status` or `(StatusCode, Description)`", description
+                )
+            self._status = status
+        elif isinstance(status, StatusCode) and status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        module, qualname = type(exception).__module__, type(exception).__qualname__
+        recorded: MutableMapping[str, AnyValue] = {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            recorded.update(attributes)
+        self.add_event("exception", recorded, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            logger.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time_ns()
+        self._tracer.processor.on_end(self)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
+
+_UNSET = Status(StatusCode.UNSET)
+
+
+def _valid_link(context: SpanContext, attributes: Attributes) -> bool:
+    return bool(context and (context.is_valid or (attributes or context.trace_state)))
+
+
+def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link]:
+    valid = []
+    for link in links:
+        if link and _valid_link(link.context, link.attributes):
+            link._attributes = BoundedAttributes(  # the SDK does the same to the caller's Link
+                limits.max_link_attributes, link.attributes, max_value_len=limits.max_attribute_length, immutable=True
+            )
+            valid.append(link)
+    return BoundedList.from_seq(limits.max_links, valid)
+
+
+class LeanTracer(trace.Tracer):
+    """Starts :class:`LeanSpan` objects (or non-recording spans, as the sampler decides)."""
+
+    def __init__(self, provider: LeanTracerProvider, scope: InstrumentationScope) -> None:
+        self.scope = scope
+        self.resource = provider.resource
+        self.limits: SpanLimits = provider._span_limits
+        self.sampler = provider.sampler
+        self.id_generator = provider.id_generator
+        self.processor: SpanProcessor = provider._active_span_processor  # every processor added, in order
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        links = links or ()
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
+        ids = self.id_generator
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = ids.generate_trace_id()
+            random = ids.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random = parent.trace_flags.random_trace_id
+        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        span_context = SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_FLAGS[result.decision is Decision.RECORD_AND_SAMPLE, random],
+            trace_state=result.trace_state,
+        )
+        if result.decision is Decision.DROP:
+            return trace.NonRecordingSpan(span_context)
+        span = LeanSpan(
+            self, name, span_context, parent, kind, result.attributes, links, start_time,
+            record_exception, set_status_on_exception,
+        )  # fmt: skip
+        self.processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
+        return span
+
+    @_agnosticcontextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+        )
+        with trace.use_span(
+            span, end_on_exit=end_on_exit, record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:  # fmt: skip
+            yield current
+
+
+class LeanTracerProvider(TracerProvider):
+    """The SDK's ``TracerProvider`` (resource, sampler, limits, ids, processors, flush and shutdown at
+    exit), whose tracers make :class:`LeanSpan` objects (see the module docstring).
+
+    Args:
+        resource: the resource of every span.
+        sampler: default: the SDK's, from ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``.
+        span_limits: default: the SDK's ``SpanLimits()``, from the ``OTEL_*_LIMIT`` variables.
+        id_generator: default: the SDK's ``RandomIdGenerator``.
+
+    Raises:
+        ValueError: a span limit variable is not a non-negative integer (as the SDK's provider).
+    """
+
+    def __init__(
+        self,
+        *,
+        resource: Resource,
+        sampler: Sampler | None = None,
+        span_limits: SpanLimits | None = None,
+        id_generator: IdGenerator | None = None,
+    ) -> None:
+        super().__init__(sampler, resource, id_generator=id_generator, span_limits=span_limits)
+        self._lean_tracers: dict[InstrumentationScope, LeanTracer] = {}
+
+    def _update_resource(self, resource: Resource) -> None:
+        """As the SDK's (in a forked child: the process attributes), for the lean tracers too."""
+        super()._update_resource(resource)
+        for tracer in list(self._lean_tracers.values()):
+            tracer.resource = self.resource
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        if self._disabled:  # OTEL_SDK_DISABLED, as the SDK's provider
+            return trace.NoOpTracer()
+        if not instrumenting_module_name:
+            logger.error("get_tracer called with missing module name.")
+            instrumenting_module_name = ""
+        scope = InstrumentationScope(
+            instrumenting_module_name, instrumenting_library_version or "", schema_url, attributes
+        )
+        tracer = self._lean_tracers.get(scope)
+        if tracer is None:
+            tracer = self._lean_tracers[scope] = LeanTracer(self, scope)
+        return tracer
+
+
+__all__ = ["LeanSpan", "LeanTracer", "LeanTracerProvider"]

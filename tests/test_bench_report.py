@@ -1,0 +1,184 @@
+"""The bench's arithmetic and report (pure): issue 13's targets, the scaling figures, the tables, the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import aggregate, report
+from bench.paths import OPT_IN, PATHS, by_name
+from bench.runner import FULL, QUICK, _idle_plan, estimate_seconds
+from bench.scenarios import saturation_warnings
+
+CPU, HS = "proxy_cpu_us_per_message", "proxy_cpu_ms_per_handshake"
+MACHINE = {"cpu": "test", "cores": 2, "kernel": "6", "python": "3.11", "pinning": True, "proxy_cpus": "0",
+           "load_cpus": "1", "versions": {}}  # fmt: skip
+
+
+def _rounds(*metrics: dict[str, float]) -> list[dict[str, Any]]:
+    return [{"metrics": dict(m), "warnings": []} for m in metrics]
+
+
+def _samples(*, messages: bool = True, scaling: tuple[float, float] = (10_000.0, 15_000.0)) -> dict[str, Any]:
+    """Medians: nginx 10 µs / 20 µs / 0.2 ms / 18 KiB; asgiproxy 40 / 100 / 1.0 / 36; gateway-run 12 / 23 / 0.6 / 17."""
+    echo64 = {"nginx": 10.0, "asgiproxy": 40.0, "gateway-run": 12.0, "gateway-run+policies": 12.5}
+    echo16 = {"nginx": 20.0, "asgiproxy": 100.0, "gateway-run": 23.0, "gateway-run+policies": 23.0}
+    hs = {"nginx": 0.2, "asgiproxy": 1.0, "gateway-run": 0.6, "gateway-run+policies": 0.78}
+    idle = {"nginx": 18.0, "asgiproxy": 36.0, "gateway-run": 17.0, "gateway-run+policies": 19.0}
+    if messages:
+        echo64["gateway-run+messages"], echo16["gateway-run+messages"] = 20.0, 60.0
+        hs["gateway-run+messages"], idle["gateway-run+messages"] = 0.9, 31.0
+    one, two = scaling
+    return {
+        # three rounds: the median is the middle value, the others straddle it
+        "echo-64B": {p: _rounds({CPU: v * 0.9}, {CPU: v}, {CPU: v * 1.3}) for p, v in echo64.items()},
+        "echo-16KiB": {p: _rounds({CPU: v}) for p, v in echo16.items()},
+        "handshake": {p: _rounds({HS: v}) for p, v in hs.items()},
+        "idle": {p: _rounds({"kib_per_conn@1000": v, "kib_per_conn@5000": v}) for p, v in idle.items()},
+        "scaling": {
+            "gateway-run x1": _rounds(
+                {"messages_per_s": one, CPU: 50.0, "proxy_cpu_util": 0.98, "load_cores": 0.5, "other_cores": 0.0}
+            ),
+            "gateway-run x2": _rounds(
+                {"messages_per_s": two, CPU: 52.0, "proxy_cpu_util": 1.3, "load_cores": 0.7, "other_cores": 0.1}
+            ),
+        },
+    }
+
+
+def _results(**kwargs: Any) -> dict[str, Any]:
+    return aggregate.build(_samples(**kwargs), mode="full", settings={"rounds": 3, "idle_rounds": 2},
+                           machine=MACHINE, paths={}, started="2026-12-01T00:00:00", seconds=1.0)  # fmt: skip
+
+
+def _by_name(results: dict[str, Any]) -> dict[str, aggregate.Target]:
+    return {t["target"]: t for t in results["targets"]}
+
+
+def test_targets_are_issue_13_ratios_of_medians() -> None:
+    """Each target reads its path's median against the reference the issue names, with its own limit."""
+    t = _by_name(_results())
+    expected = {
+        "CPU/64 B echo, `gateway-run` / `nginx`": (1.2, True),
+        "CPU/16 KiB echo, `gateway-run` / `nginx`": (1.15, False),
+        "KiB/idle connection at 5,000, `gateway-run`": (17.0, True),
+        "CPU/64 B echo, `gateway-run+messages` / `asgiproxy`": (0.5, True),
+        "KiB/idle connection at 5,000, `gateway-run+messages`": (31.0, False),
+        "CPU/handshake, `gateway-run` / `asgiproxy`": (0.6, True),
+        "CPU/handshake, `gateway-run+policies` / `gateway-run`": (1.3, False),
+    }
+    for name, (value, met) in expected.items():
+        assert t[name]["value"] == pytest.approx(value), name
+        assert t[name]["met"] is met, name
+        assert t[name]["issue"] == 13 and t[name]["op"] == "<="
+    assert [t["issue"] for t in _results()["targets"]].count(14) == 1
+
+
+def test_a_target_whose_path_is_missing_is_not_measured() -> None:
+    """Without gateway-run+messages (another branch's path) its targets are None and the report says so."""
+    results = _results(messages=False)
+    t = _by_name(results)
+    for name in ("CPU/64 B echo, `gateway-run+messages` / `asgiproxy`",
+                 "KiB/idle connection at 5,000, `gateway-run+messages`"):  # fmt: skip
+        assert t[name]["value"] is None and t[name]["met"] is None
+    row = next(line for line in report.targets_table(results) if "`gateway-run+messages` / `asgiproxy`" in line)
+    assert "not measured" in row and "| — |" in row
+
+
+def test_scaling_rows_give_efficiency_cpu_ratio_and_core_ceiling() -> None:
+    """2 workers at 1.5x one worker's rate: 0.75; the load side's 0.7 cores and other work's 0.1 leave 1.2 of 2
+    for the 2 x 0.98 two workers would use."""
+    rows = _results()["scaling"]
+    assert [r["workers"] for r in rows] == [1, 2]
+    one, two = rows
+    assert one["efficiency"] == pytest.approx(1.0) and one["cpu_vs_one"] == pytest.approx(1.0)
+    assert two["efficiency"] == pytest.approx(15_000 / 20_000)
+    assert two["cpu_vs_one"] == pytest.approx(52 / 50)
+    assert two["ceiling"] == pytest.approx(1.2 / 1.96)
+    assert one["ceiling"] == pytest.approx(1.0)
+    assert two["load_cores"] == pytest.approx(0.7) and two["proxy_cores"] == pytest.approx(1.3)
+
+
+def test_scaling_target_is_an_at_least_target() -> None:
+    """0.75 misses the 0.9 floor, 0.95 meets it (a lower-is-better comparison would invert both)."""
+    name = aggregate.SCALING_TARGET
+    low = _by_name(_results())[name]
+    assert low["op"] == ">=" and low["met"] is False and low["value"] == pytest.approx(0.75)
+    assert "0.70 cores" in low["note"] and "other work 0.10" in low["note"] and "at most 0.61" in low["note"]
+    high = _by_name(_results(scaling=(10_000.0, 19_000.0)))[name]
+    assert high["met"] is True and high["value"] == pytest.approx(0.95)
+
+
+def test_unpinned_saturation_counts_other_work_on_the_machine() -> None:
+    """Unpinned, the 2 cores are busy only once the proxy, the load side and other work fill 1.8 of them."""
+    load = {"generator": 0.4, "upstream": 0.3}
+    assert saturation_warnings(load, "0,1", 0.6) == []
+    assert saturation_warnings(load, "0,1", 0.6, other=0.6) == [
+        "every core busy (0.60 of them other work): throughput is a lower bound"
+    ]
+
+
+def test_issue_table_quotes_each_ratio_against_the_issue_reference() -> None:
+    table = "\n".join(report.issue_table(_results()))
+    run = next(line for line in table.splitlines() if line.startswith("| `gateway-run` |"))
+    assert "12.0 (1.20× nginx)" in run and "23.0 (1.15× nginx)" in run  # noqa: RUF001
+    assert "0.60 (0.60× asgiproxy)" in run and "17.0 (0.94× nginx)" in run  # noqa: RUF001
+    messages = next(line for line in table.splitlines() if line.startswith("| `gateway-run+messages` |"))
+    assert "20.0 (0.50× asgiproxy)" in messages  # noqa: RUF001
+    policies = next(line for line in table.splitlines() if line.startswith("| `gateway-run+policies` |"))
+    assert "0.78 (1.30× gateway-run)" in policies  # noqa: RUF001
+    nginx = next(line for line in table.splitlines() if line.startswith("| `nginx` |"))
+    assert "×" not in nginx  # noqa: RUF001
+
+
+def test_markdown_has_the_issue_scaling_and_target_tables(tmp_path: Path) -> None:
+    results = _results()
+    text = report.markdown(results, chart_path=tmp_path / "results.png", docs=tmp_path / "docs" / "performance.md")
+    for heading in ("| path | CPU µs / 64 B echo | CPU µs / 16 KiB echo | CPU ms / handshake | KiB / idle connection",
+                    "| workers | echoes/s |", "| issue | target | value | limit | verdict |"):  # fmt: skip
+        assert heading in text
+    assert "kept 0.70 cores busy and other work on the machine 0.10" in text and "at most 0.61" in text
+    assert "| 13 | CPU/64 B echo, `gateway-run` / `nginx` | 1.20 | ≤ 1.2 | met |" in text
+    assert "≥ 0.9 | **not met**" in text
+
+
+def test_chart_is_drawn_with_paths_or_scenarios_missing(tmp_path: Path) -> None:
+    """A run of some paths, or of the scaling scenario alone, still gets its chart."""
+    report.chart(_results(messages=False), tmp_path / "some-paths.png")
+    scaling_only = _results()
+    scaling_only["scenarios"] = {"scaling": scaling_only["scenarios"]["scaling"]}
+    scaling_only["targets"] = aggregate.targets(scaling_only["scenarios"], 2)
+    report.chart(scaling_only, tmp_path / "scaling-only.png")
+    for name in ("some-paths.png", "scaling-only.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_idle_plan_stops_at_the_issue_level() -> None:
+    """Paths stop at 5,000 but gateway-run and nginx (9,000); fastapi-proxy-lib ramps once."""
+    paths = {p.name: p for p in PATHS}
+    assert _idle_plan(paths["fastapi-proxy-lib"], FULL) == (1, (1000, 5000))
+    assert _idle_plan(paths["asgiproxy"], FULL) == (2, (1000, 5000))
+    assert _idle_plan(paths["gateway"], FULL) == (2, (1000, 5000))
+    assert _idle_plan(paths["gateway-run"], FULL) == (2, (1000, 5000, 9000))
+    assert _idle_plan(paths["nginx"], FULL) == (2, (1000, 5000, 9000))
+    assert _idle_plan(paths["fastapi-proxy-lib"], QUICK) == (1, (200,))
+
+
+def test_default_run_leaves_out_the_opt_in_paths() -> None:
+    names = [p.name for p in by_name(None)]
+    assert not OPT_IN & set(names) and "gateway-run" in names
+    assert [p.name for p in by_name(["gateway-picows"])] == ["gateway-picows"]
+    assert next(p for p in PATHS if p.name == "direct").scenarios == ("latency",)
+
+
+def test_full_run_plan_fits_20_minutes_with_the_issue_13_paths() -> None:
+    """The estimate (a model of the plan, not a timing) of the default paths plus the two issue-13 paths
+    other branches add stays within the 20-minute budget."""
+    paths = by_name(None)
+    names = {p.name for p in paths}
+    run = next(p for p in paths if p.name == "gateway-run")
+    extra = [p for p in (run, run) if not {"gateway-run+messages", "gateway-run+policies"} <= names]
+    assert estimate_seconds([*paths, *extra], FULL) <= 20 * 60
+    assert estimate_seconds([*paths, *extra], FULL) > estimate_seconds(paths, FULL) or not extra

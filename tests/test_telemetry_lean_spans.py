@@ -1,0 +1,344 @@
+"""The gateway's lean spans record what the SDK's spans record, for the same calls.
+
+Both providers run the same script of OpenTelemetry API calls (with the same ids, from a counting
+id generator) into the SDK's in-memory exporter; every field a span exports is compared, dropped
+counts included, under the default limits and under tight ``OTEL_*_LIMIT`` variables. The end-to-end
+comparison (real gateway, real OTLP receiver) is in ``test_telemetry_lean_e2e.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+
+from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.errors import ConfigError
+from asgi_ws_gateway.telemetry import propagation
+from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracerProvider
+from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
+from asgi_ws_gateway.telemetry.providers import resolve_providers
+
+RESOURCE = Resource({"service.name": "lean-test"})
+REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
+                     trace_flags=TraceFlags(1), trace_state=TraceState([("client", "1")]))  # fmt: skip
+LIMITS = {
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "4", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "5",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT": "2", "OTEL_SPAN_LINK_COUNT_LIMIT": "1", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "2",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "1",
+}  # fmt: skip
+LIMIT_VARIABLES = (*LIMITS, "OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+
+
+class CountingIds(IdGenerator):
+    """The same ids, in the same order, for both providers."""
+
+    def __init__(self) -> None:
+        self.next = 0x1000
+
+    def generate_span_id(self) -> int:
+        self.next += 1
+        return self.next
+
+    def generate_trace_id(self) -> int:
+        self.next += 1
+        return self.next * 0x9E3779B97F4A7C15 % (1 << 128)  # spread, so ratio samplers see both halves
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+class Opaque:
+    """An attribute value of no valid type, with its own ``__str__`` (the SDK stores the string)."""
+
+    def __str__(self) -> str:
+        return "opaque"
+
+
+def _script(tracer: trace.Tracer) -> None:
+    """Every Span API call the gateway or a policy makes, and the edge cases of each."""
+    attributes: dict[str, Any] = {"a": "a long value", "n": 1, "f": 1.5, "b": True, "list": ["xy", "a long one"],
+                                  "none": None, "odd": Opaque(), "": "empty key"}  # fmt: skip
+    root = tracer.start_span("GET /ws/{room}", None, SpanKind.SERVER, attributes, [Link(REMOTE, {"k": "v", "j": 2})])
+    root.set_attribute("n", 2)  # rewritten: moves to the end
+    root.set_attribute("late", "value")
+    root.set_attributes({"x1": 1, "x2": (1, 2), 7: "int key"})  # type: ignore[dict-item]
+    root.set_attribute("", "dropped")
+    root.add_event("first", {"e1": "a long event value", "e2": 2, "e3": 3})
+    root.add_event("second")
+    root.add_link(REMOTE, {"l1": 1, "l2": 2})
+    root.add_link(trace.INVALID_SPAN_CONTEXT)  # not valid, no attributes: ignored
+    root.update_name("GET /ws/lobby")
+    context = trace.set_span_in_context(root, Context())
+    with tracer.start_as_current_span("jwks fetch", context, SpanKind.CLIENT, {"url.full": "http://idp/keys"}):
+        child = trace.get_current_span()
+        child.add_event("inside")
+    with pytest.raises(KeyError), tracer.start_as_current_span("redis hit", context, SpanKind.CLIENT):
+        raise KeyError("missing")
+    with pytest.raises(ValueError), tracer.start_span("manual", context) as manual:
+        manual.set_status(StatusCode.OK)
+        raise ValueError("after ok")  # OK is final: the exception's ERROR does not replace it
+    try:
+        raise RuntimeError("recorded")
+    except RuntimeError as error:
+        root.record_exception(error, {"extra": "x"})
+    root.set_status(StatusCode.ERROR, "first")
+    root.set_status(Status(StatusCode.UNSET))  # ignored
+    root.set_status(Status(StatusCode.ERROR, "second"), "ignored description")
+    root.end()
+    root.set_attribute("after", "end")  # ignored, with a warning
+    root.add_event("after end")
+    root.end()  # a second end: a warning, no second export
+    connection = tracer.start_span("connection chat", Context(), SpanKind.INTERNAL, {"api": "chat"},
+                                   [Link(root.get_span_context())])  # fmt: skip
+    connection.set_status(Status(StatusCode.OK, "fine"))
+    connection.end()
+
+
+def _fields(span: ReadableSpan) -> tuple[Any, ...]:
+    def attrs(mapping: Any) -> list[tuple[str, Any]]:
+        return list((mapping or {}).items())
+
+    events = [(e.name, attrs(e.attributes), e.dropped_attributes) for e in span.events]
+    for event in events:  # the stack trace names the provider's own frames
+        event[1][:] = [(k, v) for k, v in event[1] if k != "exception.stacktrace"]
+    links = [(link.context, attrs(link.attributes), link.dropped_attributes) for link in span.links]
+    return (
+        span.name, span.context, span.parent, span.kind, attrs(span.attributes), span.dropped_attributes,
+        events, span.dropped_events, links, span.dropped_links, span.status.status_code, span.status.description,
+        span.resource, span.instrumentation_scope,
+    )  # fmt: skip
+
+
+def _run(make: Callable[[], Any], script: Callable[[trace.Tracer], None] = _script) -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    provider = make()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    script(provider.get_tracer("asgi_ws_gateway", "1.0"))
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+def _both(script: Callable[[trace.Tracer], None] = _script) -> tuple[list[ReadableSpan], list[ReadableSpan]]:
+    sdk = _run(lambda: TracerProvider(resource=RESOURCE, id_generator=CountingIds(), shutdown_on_exit=False), script)
+    lean = _run(lambda: LeanTracerProvider(resource=RESOURCE, id_generator=CountingIds()), script)
+    return sdk, lean
+
+
+@pytest.fixture
+def no_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*LIMIT_VARIABLES, "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_lean_spans_record_what_sdk_spans_record() -> None:
+    """Default limits: names, ids, parents, kinds, attributes in order, events, links, status, resource, scope."""
+    sdk, lean = _both()
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert len(lean) == 5 and all(isinstance(span, LeanSpan) for span in lean)
+    root = next(span for span in lean if span.name == "GET /ws/lobby")
+    assert dict(root.attributes or {})["odd"] == "opaque" and root.dropped_attributes == 2  # "" twice
+    assert [e.name for e in root.events] == ["first", "second", "exception"]
+
+
+def _without_times(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                span.ClearField("start_time_unix_nano")
+                span.ClearField("end_time_unix_nano")
+                for event in span.events:
+                    event.ClearField("time_unix_nano")
+                    for pair in event.attributes:
+                        if pair.key == "exception.stacktrace":
+                            pair.value.string_value = ""
+    return request
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_lean_spans_encode_to_the_sdk_spans_otlp(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
+    """What reaches the wire: the SDK's encoder and the gateway's give, for lean spans, the SDK spans' OTLP."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    sdk, lean = _both()
+    expected = _without_times(sdk_encode_spans(sdk))
+    assert _without_times(sdk_encode_spans(lean)) == expected
+    assert _without_times(ExportTraceServiceRequest.FromString(SpanEncoder().encode(lean))) == expected
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_lean_spans_respect_the_span_limit_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` and the other limits: the same values kept and the same drops counted."""
+    for name, value in LIMITS.items():
+        monkeypatch.setenv(name, value)
+    sdk, lean = _both()
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    root = next(span for span in lean if span.name == "GET /ws/lobby")
+    assert len(root.attributes or {}) == 4 and root.dropped_attributes > 0
+    assert (len(root.events), root.dropped_events, len(root.links), root.dropped_links) == (2, 1, 1, 1)
+    assert all(len(v) <= 5 for v in (root.attributes or {}).values() if isinstance(v, str))
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_zero_attribute_limit_drops_every_attribute_as_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "0")
+    sdk, lean = _both()
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    root = next(span for span in lean if span.name == "GET /ws/lobby")
+    assert all(not span.attributes for span in lean) and root.dropped_attributes == 8 + 1 + 1 + 3 + 1
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize(
+    ("sampler", "argument"),
+    [
+        ("always_off", None),
+        ("traceidratio", "0.5"),
+        ("parentbased_traceidratio", "0.5"),
+        ("parentbased_always_off", None),
+    ],
+)
+def test_lean_spans_follow_the_sampler_variables(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, argument: str | None
+) -> None:
+    """``OTEL_TRACES_SAMPLER``/``_ARG``: the SDK's sampler decides, span by span, as for the SDK's spans."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if argument is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    decisions: dict[str, list[tuple[bool, bool, int]]] = {}
+
+    def script(tracer: trace.Tracer) -> None:
+        seen = decisions.setdefault(type(tracer).__name__, [])
+        for i in range(40):
+            parent = Context() if i % 2 else trace.set_span_in_context(NonRecordingSpan(REMOTE), Context())
+            span = tracer.start_span(f"span {i}", parent)
+            seen.append((span.is_recording(), span.get_span_context().trace_flags.sampled,
+                         span.get_span_context().trace_flags))  # fmt: skip
+            span.end()
+
+    sdk, lean = _both(script)
+    assert decisions["LeanTracer"] == decisions["Tracer"]
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    if sampler.endswith("traceidratio"):
+        assert 0 < sum(sampled for _, sampled, _ in decisions["LeanTracer"]) < 40
+    elif sampler == "always_off":
+        assert lean == [] and not any(recording for recording, _, _ in decisions["LeanTracer"])
+    else:  # the remote parent is sampled: its children are; roots are not
+        assert [span.name for span in lean] == [f"span {i}" for i in range(0, 40, 2)]
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_the_lean_provider_flushes_its_processors_on_force_flush_and_shutdown() -> None:
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(resource=RESOURCE)
+    calls: list[str] = []
+
+    class Recording(SimpleSpanProcessor):
+        def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+            calls.append(f"start {span.name}")
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            calls.append("flush")
+            return True
+
+        def shutdown(self) -> None:
+            calls.append("shutdown")
+            super().shutdown()
+
+    provider.add_span_processor(Recording(exporter))
+    provider.get_tracer("t").start_span("s").end()
+    assert provider.force_flush() is True
+    provider.shutdown()
+    assert calls == ["start s", "flush", "shutdown"] and [s.name for s in exporter.get_finished_spans()] == ["s"]
+
+
+# -- traceparent, written directly --------------------------------------------------------------------
+
+
+@pytest.fixture
+def textmap() -> Iterator[None]:
+    saved = propagate.get_global_textmap()
+    yield
+    propagate.set_global_textmap(saved)
+
+
+def _contexts() -> Iterator[tuple[str, Context, trace.Span | None]]:
+    sampled = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(3))
+    unsampled = SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(0))
+    with_state = SpanContext(0xABC, 0xDEF, False, TraceFlags(1), TraceState([("a", "1"), ("b", "2")]))
+    yield "sampled", trace.set_span_in_context(NonRecordingSpan(sampled), Context()), None
+    yield "unsampled", trace.set_span_in_context(NonRecordingSpan(unsampled), Context()), None
+    yield "tracestate", trace.set_span_in_context(NonRecordingSpan(with_state), Context()), None
+    yield "span given", Context(), NonRecordingSpan(sampled)
+    yield "invalid", Context(), None
+    yield "baggage", baggage.set_baggage("user", "alice", trace.set_span_in_context(NonRecordingSpan(sampled))), None
+
+
+@pytest.mark.usefixtures("textmap")
+@pytest.mark.parametrize(
+    "propagators",
+    [
+        [TraceContextTextMapPropagator(), W3CBaggagePropagator()],  # the default: written directly
+        [TraceContextTextMapPropagator()],  # anything else: the global propagator writes
+        [W3CBaggagePropagator(), TraceContextTextMapPropagator()],
+    ],
+    ids=["default", "tracecontext-only", "reordered"],
+)
+def test_injected_headers_are_the_global_propagators(propagators: list[Any]) -> None:
+    """Upstream headers written directly are those ``propagate.inject`` writes, for every kind of context."""
+    propagate.set_global_textmap(CompositePropagator(propagators))
+    for name, context, span in _contexts():
+        expected: dict[str, str] = {}
+        propagate.inject(expected, context if span is None else trace.set_span_in_context(span, context))
+        client = [("traceparent", "00-client-01"), ("tracestate", "client=1"), ("x-other", "kept")]
+        headers = list(client)
+        propagation.inject(headers, context, span)
+        assert headers == ([("x-other", "kept"), *expected.items()] if expected else client), name
+
+
+def test_a_forked_child_s_resource_reaches_the_lean_spans() -> None:
+    """The SDK provider updates its resource after a fork (process attributes); lean tracers follow."""
+    provider = LeanTracerProvider(resource=RESOURCE)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    provider._update_resource(Resource({"process.pid": 4242}))  # what the SDK's after-fork hook calls
+    tracer.start_span("s").end()
+    provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.resource.attributes) == {"service.name": "lean-test", "process.pid": 4242}
+
+
+@pytest.mark.parametrize(("value", "kind"), [("", LeanTracerProvider), ("gateway", LeanTracerProvider),
+                                             (" SDK ", TracerProvider)])  # fmt: skip
+def test_asgi_ws_gateway_spans_chooses_the_own_provider_s_spans(value: str, kind: type) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none",
+               "ASGI_WS_GATEWAY_SPANS": value}  # fmt: skip
+    providers = resolve_providers(TelemetryConfig(), environ=environ)
+    try:
+        assert type(providers.tracer) is kind
+    finally:
+        providers.shutdown()
+
+
+def test_an_unknown_asgi_ws_gateway_spans_value_stops_start_up() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "ASGI_WS_GATEWAY_SPANS": "lean"}
+    with pytest.raises(ConfigError, match="ASGI_WS_GATEWAY_SPANS: 'lean' is not supported"):
+        resolve_providers(TelemetryConfig(), environ=environ)
