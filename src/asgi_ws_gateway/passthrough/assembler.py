@@ -106,6 +106,8 @@ class MessageAssembler:
     def next(self) -> Event | None:
         """The next message or control frame, or None (more bytes needed, or stopped)."""
         buf = self._buffer
+        if self._pos == len(buf) and not self._extra:
+            return None  # nothing held: what most calls after a read's last frame find
         if not self._pos and len(buf) > 3 and self._parts is None and not self._extra and not self.interrupted:
             # One whole final text or binary frame, as most reads are: checked here, without the loop.
             b0, b1 = buf[0], buf[1]
