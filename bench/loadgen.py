@@ -64,7 +64,7 @@ class EchoClient(WSListener):
     def send(self) -> None:
         assert self.transport is not None
         self._sent_at = time.perf_counter_ns()
-        self.transport.send(WSMsgType.BINARY, self.payload)
+        self.transport.send(MESSAGE_TYPE, self.payload)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -89,6 +89,21 @@ class EchoClient(WSListener):
 
 HEADERS: dict[str, str] = {}
 """Request headers every connection sends (``--header name:value``), e.g. a bearer token."""
+
+MESSAGE_TYPE = WSMsgType.BINARY
+"""``--payload bytes``: binary ``x`` bytes; ``--payload json``: a text JSON chat message of the same size."""
+
+
+def make_payload(size: int) -> bytes:
+    """What every message carries: ``size`` bytes of ``x``, or a JSON chat message of ``size`` bytes
+    (the one ``bench/message_policies.py`` sends at 64 B, its text padded to the size)."""
+    if MESSAGE_TYPE == WSMsgType.BINARY:
+        return b"x" * size
+    empty = b'{"type":"chat","room":"lobby","text":"","seq":1234567}'
+    if size < len(empty):
+        raise SystemExit(f"--payload json needs --size >= {len(empty)}")
+    at = empty.index(b'"text":"') + 8
+    return empty[:at] + b"x" * (size - len(empty)) + empty[at:]
 
 
 def bearer(mode: str | None, opener: int) -> Callable[[], dict[str, str]]:
@@ -160,7 +175,7 @@ async def open_many(
 
 
 async def run_echo(url: str, conns: int, size: int, warmup: float, duration: float, record: bool) -> None:
-    payload = b"x" * size
+    payload = make_payload(size)
     clients: list[EchoClient] = []
     transports: list[WSTransport] = []
     for _ in range(conns):
@@ -202,7 +217,7 @@ async def _handshake_once(url: str, payload: bytes, headers: dict[str, str]) -> 
 async def run_handshake(
     url: str, conns: int, size: int, warmup: float, duration: float, bearer_mode: str | None = None
 ) -> None:
-    payload = b"x" * size
+    payload = make_payload(size)
     window: dict[str, Any] = {"open": False, "times": [], "errors": 0}
     stop_at = time.monotonic() + warmup + duration
 
@@ -235,7 +250,7 @@ async def run_handshake(
 
 
 async def run_idle(url: str, levels: list[int], concurrency: int, budget: float) -> None:
-    payload = b"x" * 64
+    payload = make_payload(64)
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -265,7 +280,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="seconds allowed to open one idle level")
     parser.add_argument("--header", action="append", default=[], help="name:value sent with every handshake")
     parser.add_argument("--bearer", choices=BEARER_MODES, help="handshake: a bench token per opener or per handshake")
+    parser.add_argument("--payload", choices=["bytes", "json"], default="bytes", help="binary x bytes, or JSON text")
     args = parser.parse_args()
+    global MESSAGE_TYPE
+    MESSAGE_TYPE = WSMsgType.TEXT if args.payload == "json" else WSMsgType.BINARY
     for header in args.header:
         name, _, value = header.partition(":")
         HEADERS[name.strip()] = value.strip()

@@ -58,6 +58,8 @@ class PathSpec:
         idle_rounds: at most this many idle ramps (None: the run's number).
         open_rate: idle connections it opens per second here; only for the run-time estimate.
         probe: checks a service the path needs (e.g. Redis): why it cannot run, or None.
+        payload: what the generator's messages carry: ``bytes`` (binary) or ``json`` (a JSON chat
+            message, as text, of the scenario's size: what message policies with a schema accept).
     """
 
     name: str
@@ -71,6 +73,7 @@ class PathSpec:
     idle_rounds: int | None = None
     open_rate: float = 800.0
     probe: Callable[[], str | None] | None = None
+    payload: str = "bytes"
 
     def unavailable(self) -> str | None:
         """Why this path cannot run here, or None if it can."""
@@ -152,13 +155,43 @@ class _WithSink(Service):
             self.sink.stop(timeout)
 
 
-def run_path(name: str, *, policies: bool = False, env: Mapping[str, str] | None = None, note: str = "") -> PathSpec:
+MESSAGE_POLICIES = {
+    "inbound": [
+        {"limit-message-size": {"max": 65536}},
+        {"rate-limit-messages": {"messages": 10_000_000, "bytes": 10_000_000_000, "window": 1}},
+        {"validate-message": {"schema": {
+            "type": "object",
+            "required": ["type", "room", "text"],
+            "properties": {
+                "type": {"enum": ["chat", "typing"]},
+                "room": {"type": "string", "maxLength": 64},
+                "text": {"type": "string", "maxLength": 65536},
+                "seq": {"type": "integer", "minimum": 0},
+            },
+            "additionalProperties": False,
+        }}},
+    ],
+    "outbound": [{"limit-message-size": {"max": 65536}}],
+}  # fmt: skip
+"""``gateway-run+messages``: bench/message_policies.py's set (size, in-memory rate limit never reached,
+JSON Schema), its limits raised so that the 16 KiB scenario's message passes too."""
+
+
+def run_path(
+    name: str,
+    *,
+    policies: bool = False,
+    message_policies: object = None,
+    env: Mapping[str, str] | None = None,
+    note: str = "",
+) -> PathSpec:
     """``asgi-ws-gateway run`` with its defaults: the gateway's protocols, log level info, access log on.
 
     Args:
         policies: add :func:`~bench.apps.policy_set` with rate-limit-by-key on Redis (127.0.0.1:6379,
             a key prefix per start) and telemetry exporting over OTLP/gRPC to :mod:`bench.otlp_sink`;
             the generator sends the bench's tokens, one per opener (``bearer="pool"``).
+        message_policies: the API's ``message_policies`` (the generator then sends JSON text).
         env: extra environment for the gateway (e.g. ``PYTHONPATH`` of another source tree).
     """
     extra_env = dict(env or {})
@@ -166,7 +199,10 @@ def run_path(name: str, *, policies: bool = False, env: Mapping[str, str] | None
     def start(ctx: StartContext) -> Service:
         port = free_port()
         stem = name.replace("+", "_")
-        api = {"name": "echo", "path": ECHO_PATH, "upstreams": [f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"]}
+        upstream = f"ws://{HOST}:{ctx.upstream_port}{ECHO_PATH}"
+        api: dict[str, object] = {"name": "echo", "path": ECHO_PATH, "upstreams": [upstream]}
+        if message_policies is not None:
+            api["message_policies"] = message_policies
         document: dict[str, object] = {"apis": [api]}
         gateway_env = dict(extra_env)
         sink: Service | None = None
@@ -202,6 +238,7 @@ def run_path(name: str, *, policies: bool = False, env: Mapping[str, str] | None
         bearer="pool" if policies else None,
         note=note,
         probe=_redis_answers if policies else None,
+        payload="json" if message_policies is not None else "bytes",
     )
 
 
@@ -277,6 +314,12 @@ GATEWAY_RUN_POLICIES_FRESH = dataclasses.replace(
     note="gateway-run+policies with a new token per handshake: validate-jwt's token cache always misses",
     bearer="fresh",
 )
+GATEWAY_RUN_MESSAGES = run_path(
+    "gateway-run+messages",
+    message_policies=MESSAGE_POLICIES,
+    note="asgi-ws-gateway run, defaults, + limit-message-size, rate-limit-messages, validate-message (JSON "
+    "Schema): the frame relay; the generator sends JSON text",
+)
 GATEWAY_POLICIES = dataclasses.replace(
     uvicorn_path(
         "gateway+policies",
@@ -289,7 +332,7 @@ GATEWAY_POLICIES = dataclasses.replace(
 
 PATHS: tuple[PathSpec, ...] = (
     DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS,
-    GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_POLICIES, GATEWAY_RUN_POLICIES_FRESH,
+    GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_MESSAGES, GATEWAY_RUN_POLICIES, GATEWAY_RUN_POLICIES_FRESH,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 OPT_IN: frozenset[str] = frozenset({"gateway-picows", "gateway+policies"})

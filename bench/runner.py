@@ -146,8 +146,9 @@ def run_rounds(
                     target = url(proxy.port if proxy else upstream.port)
                     log(f"round {round_no + 1}/{settings.rounds} {scenario.name} {spec.name}")
                     try:
-                        metrics, warnings = measure(scenario, target, settings.timing, proxy=proxy, upstream=upstream,
-                                                    headers=spec.headers, bearer=spec.bearer)  # fmt: skip
+                        metrics, warnings = measure(scenario, target, settings.timing, proxy=proxy,
+                                                    upstream=upstream, headers=spec.headers,
+                                                    payload=spec.payload, bearer=spec.bearer)  # fmt: skip
                     except RuntimeError as exc:
                         log(f"  failed: {exc}")
                         metrics, warnings = {}, [f"failed: {exc}"]
@@ -169,7 +170,9 @@ def run_idle(paths: Sequence[PathSpec], settings: Settings, upstream: Service, r
             timing = dataclasses.replace(settings.timing, idle_levels=levels)
             with spec.start(ctx) as proxy:
                 try:
-                    metrics, warnings = measure_idle(url(proxy.port), timing, proxy=proxy, headers=spec.headers)
+                    metrics, warnings = measure_idle(
+                        url(proxy.port), timing, proxy=proxy, headers=spec.headers, payload=spec.payload
+                    )
                 except RuntimeError as exc:
                     log(f"  failed: {exc}")
                     metrics, warnings = {}, [f"failed: {exc}"]

@@ -117,13 +117,14 @@ def measure(
     headers: Mapping[str, str] | None = None,
     bearer: str | None = None,
     load_cpus: str = LOAD_CPUS,
+    payload: str = "bytes",
 ) -> tuple[Metrics, list[str]]:
     """Run ``scenario`` against ``url`` once; return its metrics and any saturation warnings.
 
     ``bearer`` (handshake only): the generator's own tokens, ``"pool"`` or ``"fresh"`` (``bench.loadgen --bearer``).
     """
     args = [scenario.mode, "--url", url, "--conns", str(scenario.conns), "--size", str(scenario.size),
-            "--warmup", str(timing.warmup), "--duration", str(timing.duration * scenario.window),
+            "--warmup", str(timing.warmup), "--duration", str(timing.duration * scenario.window), "--payload", payload,
             *_header_args(headers or {})]  # fmt: skip
     if bearer is not None and scenario.mode == "handshake":
         args += ["--bearer", bearer]
@@ -201,12 +202,12 @@ def saturation_warnings(
 
 
 def measure_idle(
-    url: str, timing: Timing, *, proxy: Service, headers: Mapping[str, str] | None = None
+    url: str, timing: Timing, *, proxy: Service, headers: Mapping[str, str] | None = None, payload: str = "bytes"
 ) -> tuple[Metrics, list[str]]:
     """Open ``idle_warm`` connections (the baseline), then each level in turn; RSS per connection."""
     levels = (timing.idle_warm, *timing.idle_levels)
     args = ["idle", "--url", url, "--conns", str(IDLE.conns), "--levels", ",".join(map(str, levels)),
-            "--budget", str(timing.idle_budget), *_header_args(headers or {})]  # fmt: skip
+            "--budget", str(timing.idle_budget), "--payload", payload, *_header_args(headers or {})]  # fmt: skip
     generator = Generator(args, stdin=True)
     metrics: Metrics = {}
     warnings: list[str] = []

@@ -31,7 +31,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if admin_token() == DEV_ADMIN_TOKEN:  # only the public development default is ever printed
         print(f"admin token: {DEV_ADMIN_TOKEN} (set ASGI_WS_GATEWAY_ADMIN_TOKEN to choose one)", flush=True)
-    uvicorn.run("example_app.main:app", host=HOST, port=args.port)
+    # Served as docs/security.md recommends for `uvicorn app:app`: the gateway's protocols (handshake
+    # limits, the fast path, no ERROR line per refusal) and no client address taken from headers.
+    uvicorn.run(
+        "example_app.main:app",
+        host=HOST,
+        port=args.port,
+        ws="asgi_ws_gateway.server:GatewayWebSocketProtocol",
+        http="asgi_ws_gateway.server:GatewayHTTPProtocol",
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ For each uvicorn WebSocket implementation it runs the selected cases against
   * ``upstream``: the websockets echo server alone (the gateway's upstream),
   * ``gateway``: the gateway under uvicorn in front of that websockets echo server,
   * ``gateway+asgi``: the gateway with the echo app as an in-process upstream,
+  * ``gateway+messages``: the gateway with message policies (a size limit both ways): under
+    ``--ws asgi_ws_gateway.server:GatewayWebSocketProtocol``, the frame relay,
 and prints the verdict counts and the failed cases of each. Reports go to reports/conformance/.
 """
 
@@ -29,9 +31,12 @@ from support.upstream import UpstreamServer  # noqa: E402
 MIB = 1024 * 1024
 
 
-def gateway_config(upstream: str | None) -> dict[str, object]:
+def gateway_config(upstream: str | None, *, messages: bool = False) -> dict[str, object]:
     target: object = upstream if upstream else {"url": "asgi:support.apps:echo_app"}
     api = {"name": "echo", "path": "/ws/echo", "upstreams": [target], "max_message_size": 16 * MIB}
+    if messages:
+        size = {"limit-message-size": {"max": 16 * MIB}}
+        api["message_policies"] = {"inbound": [size], "outbound": [size]}
     return {"apis": [api]}
 
 
@@ -56,6 +61,8 @@ async def main() -> int:
                     app = ProbedGateway(gateway_config(upstream.url("/echo")))
                 elif target == "gateway+asgi":
                     app = ProbedGateway(gateway_config(None))
+                elif target == "gateway+messages":
+                    app = ProbedGateway(gateway_config(upstream.url("/echo"), messages=True))
                 name = target if target == "upstream" else f"{target}[{ws}]"
                 if target == "upstream":
                     report = await run_autobahn(upstream.url("/echo"), args.cases, args.exclude, out / name)

@@ -58,3 +58,27 @@ async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> No
     assert set(through.failed) <= set(direct.failed), (
         f"passthrough-only failures: {set(through.failed) - set(direct.failed)}"
     )
+
+
+async def test_frame_relay_passes_what_the_upstream_passes(tmp_path: Path) -> None:
+    """An API with message policies under the gateway's protocol: the frame relay reads every message.
+
+    The baseline is the upstream itself (the frame relay forwards pings and close frames to it, as the
+    splice does); the frame relay reassembles fragmented messages, so 9.3/9.4 pass through it.
+    """
+    gateway_protocol: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
+    size = {"limit-message-size": {"max": 16 * MIB}}
+    policies = {"inbound": [size], "outbound": [size]}
+    with UpstreamServer(max_size=16 * MIB) as upstream:
+        direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
+        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "max_message_size": 16 * MIB,
+               "message_policies": policies}  # fmt: skip
+        gateway = ProbedGateway({"apis": [api]})
+        with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
+            through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
+            assert not gateway.gateway.connections()
+            await gateway.settle()
+    assert through.total == direct.total > 290
+    assert set(through.failed) <= set(direct.failed), (
+        f"frame-relay-only failures: {set(through.failed) - set(direct.failed)}"
+    )

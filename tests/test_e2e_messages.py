@@ -14,13 +14,29 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_close
+from support.gateway import PASSTHROUGH
 from support.jwts import HS_SECRET, token
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
-from support.servers import UvicornFactory, WSImpl
+from support.servers import UvicornFactory, UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
 JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
 needs_redis = pytest.mark.skipif(not redis_available(), reason="Redis is not running on 127.0.0.1:6379")
+
+
+@pytest.fixture(params=["relay", "framed"])
+def uvicorn_server(uvicorn_server: UvicornFactory, request: pytest.FixtureRequest) -> UvicornFactory:
+    """Every test twice: relayed under uvicorn's websockets-sansio, and through the frame relay under the
+    gateway's protocol (what ``asgi-ws-gateway run`` serves with)."""
+    if request.param == "relay":
+        return uvicorn_server
+
+    def start(app: Any, *, ws: WSImpl = "websockets-sansio", **config: Any) -> UvicornServer:
+        if ws != "websockets-sansio":
+            pytest.skip("the frame relay replaces websockets-sansio; the other implementations relay as before")
+        return uvicorn_server(app, ws=PASSTHROUGH, **config)
+
+    return start
 
 
 @pytest.fixture(scope="module")

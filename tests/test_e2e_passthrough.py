@@ -8,9 +8,6 @@ in ``test_e2e_relay.py`` (the ``gateway_mode`` fixture).
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -18,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from asgi_ws_gateway.passthrough.framed import FramedRelay
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_close
@@ -25,7 +23,7 @@ from support.gateway import MIB, PASSTHROUGH, GatewayMode, ProbedGateway, Stack,
 from support.otlp import OtlpReceiver
 from support.servers import UvicornServer
 from support.telemetry import export_to, telemetry_config
-from support.upstream import UpstreamServer
+from support.upstream import SilentUpstream, UpstreamServer
 
 SPLICED = GatewayMode("passthrough")
 
@@ -73,18 +71,25 @@ async def test_compression_is_negotiated_end_to_end(
         await spliced.gateway.settle()
 
 
-async def test_message_policies_keep_the_relay(upstream: UpstreamServer) -> None:
-    """An API with message policies is relayed message by message even with passthrough on."""
+@pytest.mark.parametrize("passthrough", [True, False])
+async def test_message_policies_take_the_frame_relay_and_false_keeps_the_relay(
+    upstream: UpstreamServer, passthrough: bool
+) -> None:
+    """An API with message policies is framed (message by message, in the gateway's protocol);
+    ``passthrough: false`` relays it."""
     policies = {"inbound": [{"limit-message-size": {"max": 10}}]}
-    with serve(upstream, SPLICED, message_policies=policies) as relayed:
-        async with await connect(relayed.url("/ws/echo")) as ws:
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "message_policies": policies,
+           "passthrough": passthrough}  # fmt: skip
+    gateway = ProbedGateway({"apis": [api]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        async with await connect(server.url("/ws/echo")) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
-            (live,) = relayed.gateway.gateway.connections()
-            assert isinstance(live.relay, Relay)
+            (live,) = gateway.gateway.connections()
+            assert isinstance(live.relay, FramedRelay if passthrough else Relay)
             assert live.relay.connection is not None  # its message policies are attached
             await ws.close()
-        await relayed.gateway.settle()
+        await gateway.settle()
 
 
 async def test_management_close_sends_each_side_its_code(stack: Stack) -> None:
@@ -190,34 +195,6 @@ async def test_spliced_connection_has_the_connect_span_and_access_log_of_the_rel
     assert (record["trace_id"], record["span_id"]) == (connection.trace_id, connection.span_id)
     assert (record["status"], record["close_code"], record["closed_by"]) == (101, 1000, "client")
     assert (record["messages_in"], record["bytes_in"], record["messages_out"], record["bytes_out"]) == (1, 4, 1, 4)
-
-
-class SilentUpstream:
-    """A TCP server that completes the WebSocket handshake, then never answers anything (a dead peer)."""
-
-    async def __aenter__(self) -> SilentUpstream:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.writers: list[asyncio.StreamWriter] = []
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self.writers:
-            writer.close()
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
-        with contextlib.suppress(ConnectionError):
-            while await reader.read(65536):  # pings included: read and never answered
-                pass
 
 
 async def test_dead_upstream_is_found_by_keepalive_and_the_client_gets_1011() -> None:

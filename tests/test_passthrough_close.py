@@ -7,49 +7,13 @@ read back with the frame scanner. ``connection_lost`` is called by the test, as 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
 from asgi_ws_gateway.passthrough.frames import FrameScanner, close_frame, encode_frame
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
 from asgi_ws_gateway.passthrough.splice import Splice
 from asgi_ws_gateway.relay.stats import RelayStats
-
-
-class FakeTransport:
-    """The transport calls the splice makes, recorded."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.aborted = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "write after close"
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = self.aborted = True
-
-    # Tests read state through methods: mypy would narrow ``closed`` after one assert and take the
-    # opposite assert, later, for unreachable.
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
+from support.relay_fakes import FakeTransport
 
 
 def _splice() -> tuple[Splice, FakeTransport, FakeTransport]:

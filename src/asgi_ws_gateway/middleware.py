@@ -19,6 +19,7 @@ from .handshake.header_limits import check_header_limits
 from .handshake.refusals import RefusalLog
 from .handshake.responses import send_denial
 from .messages.pipeline import MessagePolicySet
+from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import EXTENSION, Splice
 from .policies.build import GatewayPolicies, load_policies
@@ -304,9 +305,13 @@ class WebSocketGateway:
             # Every backend's request, built and checked before any connect: one the client's values
             # made unsendable is a 400 and never counts against a backend.
             requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
-            if message_policies is None and api.can_splice and self._spliceable(api, scope):
+            # With message policies: the frame relay, unless per-message telemetry events are on.
+            framed = message_policies is not None and not self.config.telemetry.message_events
+            if (message_policies is None or framed) and api.can_splice and self._spliceable(api, scope):
+                # The frame relay reads payloads: no extension (compression) is negotiated for it.
                 backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
-                    lambda request: open_raw(cfg, cfg.upstreams[b.index], request, api.tls[b.index]),
+                    lambda request: open_raw(cfg, cfg.upstreams[b.index], request, api.tls[b.index],
+                                             extensions=not framed),
                     requests[b.index],
                 ))  # fmt: skip
                 upstream = raw
@@ -315,8 +320,14 @@ class WebSocketGateway:
                 max_size = cfg.max_message_size
                 if isinstance(server_max, int):  # the server's ws_max_size, as uvicorn enforces it on the relay
                     max_size = min(max_size, server_max)
-                splice = Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
-                                ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
+                if message_policies is not None:
+                    splice: Splice = FramedRelay(
+                        raw, policies=message_policies, handshake=handshake, max_message_size=max_size,
+                        close_timeout=cfg.close_timeout, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
+                    )  # fmt: skip
+                else:
+                    splice = Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
+                                    ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
                 relay, accept = splice, splice.accept_message()
             else:
                 backend, opened = await api.pool.connect(lambda b: requests[b.index])

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import struct
 
-__all__ = ["EOF_TIMEOUT", "HUGE_HEADER", "MANY_HEADERS", "exchange", "handshake", "header_of", "send", "status_of"]
+__all__ = [
+    "EOF_TIMEOUT",
+    "HUGE_HEADER",
+    "MANY_HEADERS",
+    "exchange",
+    "handshake",
+    "header_of",
+    "send",
+    "status_of",
+    "ws_frame",
+]
 
 EOF_TIMEOUT = 10.0
 """Generous: "promptly" means long before the client would give up on its own."""
@@ -89,3 +101,20 @@ def header_of(response: bytes, name: str) -> str | None:
 
 MANY_HEADERS = b"".join(b"x-h%d: v\r\n" % i for i in range(1000))
 HUGE_HEADER = b"x-big: " + b"a" * 100_000 + b"\r\n"
+
+
+def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
+    """One frame as a client (masked) or an upstream (not) sends it."""
+    length = len(payload)
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    b1 = 0x80 if mask else 0
+    if length < 126:
+        head = struct.pack("!BB", b0, b1 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", b0, b1 | 126, length)
+    else:
+        head = struct.pack("!BBQ", b0, b1 | 127, length)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))

@@ -1,4 +1,5 @@
-"""A fake upstream connection and a fake ASGI client for the relay's pumps: pure asyncio, no sockets.
+"""A fake upstream connection and a fake ASGI client for the relay's pumps: pure asyncio, no sockets;
+a fake transport for the splice and the frame relay.
 
 Each fails or hangs on command at every await point (tests/test_relay_close.py, tests/test_relay_counting.py).
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from asgi_ws_gateway._types import Data, Message
 from asgi_ws_gateway.upstream.base import UpstreamClosed
@@ -138,3 +139,40 @@ class FakeClient:
             self._inbox.put_nowait({"type": "websocket.disconnect", "code": message["code"], "reason": ""})
         else:
             self.messages.append(message.get("text") or message.get("bytes") or b"")
+
+
+class FakeTransport:
+    """The transport calls the splice makes, recorded."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    # Tests read state through methods: mypy would narrow ``closed`` after one assert and take the
+    # opposite assert, later, for unreachable.
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol

@@ -17,8 +17,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -35,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-__all__ = ["SUBPROTOCOLS", "HandshakeRecord", "UpstreamServer"]
+__all__ = ["SUBPROTOCOLS", "HandshakeRecord", "SilentUpstream", "UpstreamServer"]
 
 SUBPROTOCOLS: tuple[Subprotocol, ...] = (Subprotocol("chat.v2"), Subprotocol("chat.v1"))
 """What ``/subprotocol`` supports, in order of preference."""
@@ -363,3 +365,31 @@ _BEHAVIOURS: dict[str, Behaviour] = {
     "stall": _stall,
     "flood": _flood,
 }
+
+
+class SilentUpstream:
+    """A TCP server that completes the WebSocket handshake, then never answers anything (a dead peer)."""
+
+    async def __aenter__(self) -> SilentUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.writers: list[asyncio.StreamWriter] = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):  # pings included: read and never answered
+                pass

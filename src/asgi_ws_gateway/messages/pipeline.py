@@ -17,6 +17,8 @@ coroutine is made for a check that never waits) or return an awaitable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Coroutine
+from typing import Any
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
@@ -48,27 +50,59 @@ class MessagePipeline:
         Raises:
             CloseConnection: a policy closes the connection (counted; the caller closes).
         """
+        result = self.process_now(data, size)
+        if result is None or isinstance(result, str | bytes):
+            return result
+        return await result
+
+    def process_now(self, data: Data, size: int) -> Data | Coroutine[Any, Any, Data | None] | None:
+        """:meth:`process` without a coroutine while no handler waits (the common case).
+
+        Returns the message to send on, None when a policy dropped it, or -- once a handler returned
+        an awaitable, or a drop is answered -- a coroutine the caller awaits for one of those two.
+
+        Raises:
+            CloseConnection: as :meth:`process` (from the coroutine too).
+        """
         message = WsMessage(data, size, self.direction, self.connection)
-        for name, handler in self.handlers:
+        for index, (name, handler) in enumerate(self.handlers):
             try:
                 pending = handler(message)
+            except Exception as exc:
+                return self._failed(name, exc)
+            if pending is not None:
+                return self._resume(message, index, pending)
+        return message.data
+
+    async def _resume(self, message: WsMessage, index: int, pending: Awaitable[None] | None) -> Data | None:
+        """The rest of :meth:`process_now` once handler ``index`` returned ``pending``."""
+        handlers = self.handlers
+        try:
+            while True:
                 if pending is not None:
                     await pending
-            except DropMessage as drop:
-                self.connection.count(name, drop.action, self.direction, drop.reason)
-                if drop.reply:
-                    await self._answer(drop, name)
-                return None
-            except CloseConnection as close:
-                self.connection.count(name, "close", self.direction, close.reason)
-                logger.info("API %s: message policy %s closes the connection: %s", self.connection.api, name,
-                            close.reason)  # fmt: skip
-                raise
-            except Exception:
-                logger.exception("API %s: message policy %s failed", self.connection.api, name)
-                self.connection.count(name, "close", self.direction, "policy_error")
-                raise CloseConnection(1011, "policy_error", "a message policy failed") from None
-        return message.data
+                index += 1
+                if index == len(handlers):
+                    return message.data
+                pending = handlers[index][1](message)
+        except Exception as exc:
+            failed = self._failed(handlers[index][0], exc)
+            if failed is not None:
+                await failed
+            return None
+
+    def _failed(self, name: str, exc: Exception) -> Coroutine[Any, Any, None] | None:
+        """A handler raised ``exc``: the answer to a drop's sender (None: nothing to send), or CloseConnection."""
+        if isinstance(exc, DropMessage):
+            self.connection.count(name, exc.action, self.direction, exc.reason)
+            return self._answer(exc, name) if exc.reply else None
+        if isinstance(exc, CloseConnection):
+            self.connection.count(name, "close", self.direction, exc.reason)
+            logger.info("API %s: message policy %s closes the connection: %s", self.connection.api, name, exc.reason)
+            raise exc
+        logger.error("API %s: message policy %s failed", self.connection.api, name, exc_info=exc)
+        self.connection.count(name, "close", self.direction, "policy_error")
+        raise CloseConnection(1011, "policy_error", "a message policy failed") from None
 
     async def _answer(self, drop: DropMessage, policy: str) -> None:
         text = self.reply.render(self.connection, drop, policy, self.direction)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Protocol
 
 from ..relay.stats import RelayStats
 
@@ -32,6 +33,28 @@ def _allowed_rsv(extensions: str | None) -> int:
         return 0
     names = {item.split(";")[0].strip().lower() for item in extensions.split(",")}
     return _RSV1 if names == {"permessage-deflate"} else 0x70
+
+
+class Scanner(Protocol):
+    """What the splice reads of the reader of one side's frames (:class:`FrameScanner`, or the frame
+    relay's :class:`~asgi_ws_gateway.passthrough.assembler.MessageAssembler`)."""
+
+    remaining: int
+    in_message: bool
+    close: tuple[int, str] | None
+    too_big: bool
+    error: str | None
+    error_code: int
+    interrupted: bool
+    sealed: bool
+    pong: bytes | None
+
+    @property
+    def mid_frame(self) -> bool: ...
+
+    def halt(self) -> None: ...
+
+    def feed(self, data: bytes) -> bytes: ...
 
 
 class FrameScanner:
@@ -73,6 +96,8 @@ class FrameScanner:
         self._control = False
         self.too_big = False
         self.error: str | None = None
+        self.error_code = 1002
+        """The close code ``error`` calls for."""
         self.close: tuple[int, str] | None = None
         self.halted = False
         """Set by :meth:`halt`: the frame in flight is finished, nothing after it is forwarded."""
@@ -277,4 +302,4 @@ def close_frame(code: int, reason: str, *, mask: bool) -> bytes:
     return encode_frame(_CLOSE, struct.pack("!H", code) + reason.encode(), mask=mask)
 
 
-__all__ = ["FrameScanner", "close_frame", "encode_frame"]
+__all__ = ["FrameScanner", "Scanner", "close_frame", "encode_frame"]

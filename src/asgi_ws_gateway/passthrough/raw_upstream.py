@@ -110,23 +110,33 @@ def client_extensions(scope: Scope) -> str | None:
 
 
 async def open_raw(
-    api: ApiConfig, upstream: UpstreamConfig, request: UpstreamRequest, context: ssl.SSLContext | None
+    api: ApiConfig,
+    upstream: UpstreamConfig,
+    request: UpstreamRequest,
+    context: ssl.SSLContext | None,
+    *,
+    extensions: bool = True,
 ) -> RawUpstream:
-    """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds."""
+    """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds.
+
+    ``extensions``: forward the client's ``Sec-WebSocket-Extensions`` offer (False: offer none).
+    """
     try:
         async with asyncio.timeout(api.connect_timeout):
-            return await _open(request, context, upstream)
+            return await _open(request, context, upstream, extensions)
     except TimeoutError:
         raise UpstreamTimeout(f"{upstream.label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
         raise UpstreamUnreachable(f"{upstream.label} is unreachable: {redact_text(str(exc))}") from None
 
 
-async def _open(request: UpstreamRequest, context: ssl.SSLContext | None, upstream: UpstreamConfig) -> RawUpstream:
+async def _open(
+    request: UpstreamRequest, context: ssl.SSLContext | None, upstream: UpstreamConfig, forward_offer: bool
+) -> RawUpstream:
     url = urlsplit(request.url)
     host = url.hostname or ""
     port = url.port or (443 if url.scheme == "wss" else 80)
-    offer = client_extensions(request.scope)
+    offer = client_extensions(request.scope) if forward_offer else None
     loop = asyncio.get_running_loop()
     transport, reader = await loop.create_connection(_HandshakeReader, host, port, ssl=context)
     try:

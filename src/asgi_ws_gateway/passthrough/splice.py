@@ -40,7 +40,7 @@ from typing import Any
 from .._types import Data, Message
 from ..relay.close_codes import wire_code, wire_reason
 from ..relay.stats import RelayStats
-from .frames import FrameScanner, close_frame, encode_frame
+from .frames import FrameScanner, Scanner, close_frame, encode_frame
 from .raw_upstream import RawUpstream
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class _Side(asyncio.Protocol):
 
     transport: asyncio.Transport
 
-    def __init__(self, splice: Splice, scanner: FrameScanner, *, client: bool) -> None:
+    def __init__(self, splice: Splice, scanner: Scanner, *, client: bool) -> None:
         self.splice = splice
         self.scanner = scanner
         self.client = client
@@ -157,14 +157,17 @@ class Splice:
         self._ping_timeout = ping_timeout
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._upstream_raw = upstream
-        extensions = upstream.extensions
+        self.client, self.upstream = self._sides(max_message_size)
+        self.client.peer, self.upstream.peer = self.upstream, self.client
+        if ping_interval is not None:
+            self.client.scanner.pong = self.upstream.scanner.pong = PING_PAYLOAD
+
+    def _sides(self, max_message_size: int) -> tuple[_Side, _Side]:
+        """The client's side and the upstream's."""
+        extensions = self._upstream_raw.extensions
         scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size, extensions=extensions)
         scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size, extensions=extensions)
-        if ping_interval is not None:
-            scan_in.pong = scan_out.pong = PING_PAYLOAD
-        self.client = _Side(self, scan_in, client=True)
-        self.upstream = _Side(self, scan_out, client=False)
-        self.client.peer, self.upstream.peer = self.upstream, self.client
+        return _Side(self, scan_in, client=True), _Side(self, scan_out, client=False)
 
     def accept_message(self) -> Message:
         """The ASGI message that completes the client's handshake and hands its transport over."""
@@ -279,11 +282,13 @@ class Splice:
             if self.gateway_closing:
                 side.transport.close()
             elif scanner.error is not None:
-                logger.info("passthrough: the %s sent a bad frame (%s); closing with 1002", _name(side), scanner.error)
+                logger.info("passthrough: the %s sent a bad frame (%s); closing with %d", _name(side), scanner.error,
+                            scanner.error_code)  # fmt: skip
+                code = scanner.error_code
                 if side.client:
-                    self._gateway_close(1002, scanner.error, 1002, scanner.error)
+                    self._gateway_close(code, scanner.error, code, scanner.error)
                 else:
-                    self._gateway_close(1011, "upstream connection failed", 1002, scanner.error)
+                    self._gateway_close(1011, "upstream connection failed", code, scanner.error)
             elif side.client:
                 self._gateway_close(1009, "message too big", 1001, "client message too big")
             else:

@@ -1,0 +1,237 @@
+"""Sans-I/O: the whole messages one side sends, read from its frames (RFC 6455 §5).
+
+:class:`MessageAssembler` is the frame relay's reader (``passthrough/framed.py``): where the
+splice's :class:`~asgi_ws_gateway.passthrough.frames.FrameScanner` only reads frame headers, it
+unmasks payloads, reassembles fragmented messages (control frames may come between the fragments),
+checks that a complete text message is UTF-8 and that a close frame's code and reason are valid,
+and stops at the first frame that would take a message over the size limit. It never reads ahead
+more than one frame: a frame's bytes are held until it is complete, and a frame header that
+announces too much stops it before its payload is waited for.
+
+No extension is negotiated on a framed connection (the gateway takes the client's offer out of the
+upstream's handshake), so every reserved bit must be 0.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from websockets.speedups import apply_mask
+
+from .._types import Data
+from ..relay.stats import RelayStats
+
+_TEXT, _BINARY, _CLOSE, _PONG = 0x1, 0x2, 0x8, 0xA
+_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+Event = tuple[int, Data, bytes, int]
+"""``(opcode, data, raw, size)``: a message (opcode 1 with ``str``, 2 with ``bytes``) or a control
+frame (``bytes``); ``raw`` is the frame as it arrived when the event is one whole frame (b"" for a
+reassembled message), ``size`` the payload bytes."""
+
+
+class MessageAssembler:
+    """Reads the frames one side sends into whole messages and control frames.
+
+    Args:
+        stats: where messages are counted (when complete and valid, before any policy).
+        inbound: True for the client's frames (they must be masked), False for the upstream's.
+        max_message_size: payload bytes one message may carry.
+
+    :meth:`feed` takes bytes as they arrive; :meth:`next` returns the next event, or None when it
+    needs more bytes or has stopped: ``close`` holds ``(code, reason)`` once a valid close frame
+    arrived (1005 when it had no code), ``too_big`` is True once a message went over the limit,
+    ``error`` names the rule the first bad frame broke and ``error_code`` the close code it calls
+    for (1002, or 1007 for invalid UTF-8).
+    """
+
+    # What the splice reads of a scanner: the frame relay forwards whole frames only, so no side is
+    # ever left in the middle of one.
+    remaining = 0
+    mid_frame = False
+    in_message = False
+
+    def __init__(self, stats: RelayStats, *, inbound: bool, max_message_size: int) -> None:
+        self._count = stats.count_in if inbound else stats.count_out
+        self._max = max_message_size
+        self._masked = 0x80 if inbound else 0
+        self._buffer = b""
+        self._pos = 0
+        self._more: list[bytes] = []  # reads not joined to the buffer yet: joined once a frame is complete
+        self._extra = 0
+        # The fragments of the message being assembled, joined as they come: one bytearray, not a
+        # list of bytes objects (tiny fragments must not cost ~40 bytes of memory per payload byte).
+        self._parts: bytearray | None = None
+        self._opcode = 0
+        self._size = 0
+        self.close: tuple[int, str] | None = None
+        self.too_big = False
+        self.error: str | None = None
+        self.error_code = 1002
+        self.halted = False
+        """Set by :meth:`halt`: the gateway closes; events still come (the peer's answer is a close frame)."""
+        self.sealed = False
+        """Set with ``halted``: frames are forwarded whole, so nothing is ever in flight."""
+        self.interrupted = False
+        """True once stopped or halted: the splice looks after each read."""
+        self.pong: bytes | None = None
+        """The payload of the gateway's keepalive pings: a pong carrying it is not returned."""
+
+    def halt(self) -> None:
+        self.halted = self.interrupted = self.sealed = True
+
+    def feed(self, data: bytes) -> bytes:
+        """Take ``data``; returns b"" (nothing is forwarded as it arrives)."""
+        if self._pos == len(self._buffer) and not self._extra:
+            self._buffer, self._pos = data, 0
+        else:
+            self._more.append(data)
+            self._extra += len(data)
+        return b""
+
+    def _have(self, n: int) -> bool:
+        """True when ``n`` bytes from the current position are in the buffer (joining held reads)."""
+        avail = len(self._buffer) - self._pos
+        if avail >= n:
+            return True
+        if avail + self._extra < n:
+            return False
+        self._buffer = self._buffer[self._pos :] + b"".join(self._more)
+        self._pos, self._more, self._extra = 0, [], 0
+        return True
+
+    def _fail(self, error: str, code: int = 1002) -> None:
+        self.error, self.error_code, self.interrupted = error, code, True
+
+    def next(self) -> Event | None:
+        """The next message or control frame, or None (more bytes needed, or stopped)."""
+        buf = self._buffer
+        if self._pos == len(buf) and not self._extra:
+            return None  # nothing held: what most calls after a read's last frame find
+        if not self._pos and len(buf) > 3 and self._parts is None and not self._extra and not self.interrupted:
+            # One whole final text or binary frame, as most reads are: checked here, without the loop.
+            b0, b1 = buf[0], buf[1]
+            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == self._masked:
+                length = b1 & 0x7F
+                header = 6 if self._masked else 2
+                if length == 126:
+                    length = buf[2] << 8 | buf[3]
+                    header += 2
+                if length != 127 and header + length == len(buf) and length <= self._max:
+                    self._buffer = b""
+                    payload = apply_mask(buf[header:], buf[header - 4 : header]) if self._masked else buf[header:]
+                    return self._message(b0 & 0x0F, payload, buf)
+        return self._next()
+
+    def _next(self) -> Event | None:
+        while self.close is None and self.error is None and not self.too_big:
+            if not self._have(2):
+                return None
+            buf, pos = self._buffer, self._pos
+            b0, b1 = buf[pos], buf[pos + 1]
+            length = b1 & 0x7F
+            header = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
+            if not self._have(header):
+                return None
+            buf, pos = self._buffer, self._pos
+            if length == 126:
+                (length,) = struct.unpack_from("!H", buf, pos + 2)
+            elif length == 127:
+                (length,) = struct.unpack_from("!Q", buf, pos + 2)
+            opcode = b0 & 0x0F
+            error = self._check(b0, b1, opcode, length)
+            if error is not None:
+                self._fail(error)
+                return None
+            if opcode < _CLOSE and (self._size if opcode == 0 else 0) + length > self._max:
+                self.too_big = self.interrupted = True
+                return None
+            end = header + length
+            if not self._have(end):
+                return None
+            buf, pos = self._buffer, self._pos
+            end += pos
+            raw = buf[pos:end]
+            payload = buf[end - length : end]
+            if b1 & 0x80:
+                payload = apply_mask(payload, buf[end - length - 4 : end - length])
+            if end == len(buf):
+                self._buffer, self._pos = b"", 0
+            else:
+                self._pos = end
+            if opcode >= _CLOSE:
+                if opcode == _CLOSE:
+                    return self._closed(payload, raw)
+                if opcode == _PONG and payload == self.pong:
+                    continue  # the answer to the gateway's keepalive ping
+                return opcode, payload, raw, length
+            if opcode:
+                if b0 & 0x80:
+                    return self._message(opcode, payload, raw)
+                self._opcode, self._parts, self._size = opcode, bytearray(payload), length
+                continue
+            assert self._parts is not None
+            self._parts += payload
+            self._size += length
+            if b0 & 0x80:
+                payload, self._parts, self._size = bytes(self._parts), None, 0
+                return self._message(self._opcode, payload, b"")
+        return None
+
+    def _message(self, opcode: int, payload: bytes, raw: bytes) -> Event | None:
+        size = len(payload)
+        if opcode == _TEXT:
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                self._fail("invalid UTF-8", 1007)
+                return None
+            self._count(size, False)
+            return opcode, text, raw, size
+        self._count(size, True)
+        return opcode, payload, raw, size
+
+    def _closed(self, payload: bytes, raw: bytes) -> Event | None:
+        if len(payload) == 1:
+            self._fail("invalid close frame")
+            return None
+        if not payload:
+            self.close = 1005, ""
+        else:
+            (code,) = struct.unpack_from("!H", payload)
+            if code not in _CLOSE_CODES and not 3000 <= code < 5000:
+                self._fail("invalid close code")
+                return None
+            try:
+                self.close = code, payload[2:].decode()
+            except UnicodeDecodeError:
+                self._fail("invalid UTF-8 in the close reason", 1007)
+                return None
+        self.interrupted = True
+        return _CLOSE, b"", raw, 0
+
+    def _check(self, b0: int, b1: int, opcode: int, length: int) -> str | None:
+        """The framing rule this frame header breaks, if any (RFC 6455 §5.2-5.5)."""
+        if b1 & 0x80 != self._masked:
+            return "incorrect masking"
+        if b0 & 0x70:
+            return "reserved bits must be 0"
+        if opcode >= _CLOSE:
+            if opcode > _PONG:
+                return "invalid opcode"
+            if not b0 & 0x80:
+                return "fragmented control frame"
+            if length > 125:
+                return "control frame too long"
+        elif opcode > _BINARY:
+            return "invalid opcode"
+        elif opcode == 0 and self._parts is None:
+            return "unexpected continuation frame"
+        elif opcode != 0 and self._parts is not None:
+            return "expected a continuation frame"
+        if length >> 63:
+            return "invalid frame length"
+        return None
+
+
+__all__ = ["Event", "MessageAssembler"]

@@ -1,0 +1,241 @@
+"""The frame relay: message policies inside the gateway's protocol, without the relay's two stacks.
+
+An API with message policies cannot be spliced byte for byte: each message has to be whole to be
+inspected. :class:`FramedRelay` keeps the splice's two transports, its backpressure, keepalive and
+closing (``passthrough/splice.py``), and reads each side with a
+:class:`~asgi_ws_gateway.passthrough.assembler.MessageAssembler` instead of a frame scanner: each
+complete message goes through its direction's
+:class:`~asgi_ws_gateway.messages.pipeline.MessagePipeline`, as in the relay, and what comes out is
+written to the other side -- the frame as it arrived when it was one frame and the policies left it
+unchanged (client frames are masked, upstream frames are not, as each receiver needs), re-framed
+otherwise (masked towards the upstream). Pings, pongs and close frames go through in order with the
+messages, as in the splice.
+
+A policy step that does not wait runs inline, in ``data_received``. One that waits (a Redis-backed
+rate limit, a delay) gets a task; until it is done, that side is not read and its frames already
+read stay in the assembler, so order and backpressure hold and nothing queues without bound.
+
+Closing is the splice's (its module docstring), plus what the relay does for policies: a policy
+that closes gives the message's sender the policy's code and the other side ``peer_code``; a client
+text message that is not UTF-8 gets the client 1007 (and the upstream 1007); an upstream's gets the
+client 1011 ``upstream connection failed``. Messages that arrive once the connection is closing
+are dropped unread by the policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._types import Data
+from ..errors import CloseConnection
+from ..messages.context import ConnectionContext
+from ..relay.stats import RelayStats
+from .assembler import MessageAssembler
+from .frames import encode_frame
+from .raw_upstream import RawUpstream
+from .splice import Splice, _Side
+
+if TYPE_CHECKING:
+    from ..handshake.context import HandshakeContext
+    from ..messages.pipeline import MessagePolicySet
+
+logger = logging.getLogger(__name__)
+
+Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"]
+
+
+class _FramedSide(_Side):
+    """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
+
+    __slots__ = ("frames", "process", "relay", "task", "write_paused")
+
+    peer: _FramedSide
+
+    def __init__(self, relay: FramedRelay, frames: MessageAssembler, *, client: bool) -> None:
+        super().__init__(relay, frames, client=client)
+        self.relay = relay
+        self.frames = frames
+        self.process: Process | None = None  # its direction's MessagePipeline.process_now
+        self.task: asyncio.Task[None] | None = None  # a policy step that waits
+        self.write_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        self.frames.feed(data)
+        if self.task is None or self.frames.halted:
+            self.pump()
+
+    def pump(self) -> None:
+        """Handle the complete frames held, in order, until one waits for a policy."""
+        frames, peer, splice = self.frames, self.peer, self.relay
+        while (event := frames.next()) is not None:
+            opcode, data, raw, size = event
+            if frames.halted or not peer.open:
+                continue  # the gateway closes: nothing more goes on (close frames are still read)
+            if opcode > 2:
+                peer.transport.write(raw)  # ping, pong, close
+                continue
+            process = self.process
+            if process is None:
+                peer.transport.write(raw or self._frame(data))
+                continue
+            if splice._closing:
+                continue
+            try:
+                result = process(data, size)
+            except CloseConnection as close:
+                splice.policy_close(self, close)
+                continue
+            except Exception:
+                splice.failed()
+                return
+            if result is None:
+                continue
+            if isinstance(result, str | bytes):
+                peer.transport.write(raw if result is data and raw else self._frame(result))
+                continue
+            self.transport.pause_reading()
+            self.task = splice.spawn(self._finish(result, data, raw))
+            return
+        if frames.interrupted:
+            splice.after_frame(self)
+
+    async def _finish(self, pending: Coroutine[Any, Any, Data | None], data: Data, raw: bytes) -> None:
+        splice = self.relay
+        try:
+            result = await pending
+        except CloseConnection as close:
+            splice.policy_close(self, close)
+            result = None
+        except Exception:
+            splice.failed()
+            return
+        finally:
+            self.task = None
+        if result is not None and self.peer.open and not self.frames.halted and not splice._closing:
+            self.peer.transport.write(raw if result is data and raw else self._frame(result))
+        self.pump()
+        if self.task is None and self.open and not self.peer.write_paused:
+            self.transport.resume_reading()
+
+    def _frame(self, data: Data) -> bytes:
+        """``data`` as one frame for the peer (masked towards the upstream)."""
+        if isinstance(data, str):
+            return encode_frame(0x1, data.encode(), mask=self.client)
+        return encode_frame(0x2, data, mask=self.client)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        peer = self.peer
+        if peer.open and peer.task is None:
+            peer.transport.resume_reading()
+
+
+class FramedRelay(Splice):
+    """A splice that reads whole messages and runs the connection's message policies on them.
+
+    Offers what the relay offers its policies (``connection``, :meth:`close`,
+    :meth:`send_to_client`, :meth:`send_to_upstream`, :meth:`start`) and what lifecycle and
+    management use (as :class:`~asgi_ws_gateway.passthrough.splice.Splice`).
+
+    Args:
+        upstream: the upstream connection, handshake done, no extension negotiated.
+        policies: the connection's message policies, attached here, once.
+        handshake: the connection's handshake context, which the policies see.
+        max_message_size, close_timeout, ping_interval, ping_timeout: as for the splice.
+    """
+
+    client: _FramedSide
+    upstream: _FramedSide
+
+    def __init__(
+        self,
+        upstream: RawUpstream,
+        *,
+        policies: MessagePolicySet,
+        handshake: HandshakeContext,
+        max_message_size: int,
+        close_timeout: float,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+    ) -> None:
+        if upstream.extensions is not None:
+            raise ValueError("the frame relay reads frames without extensions")
+        super().__init__(upstream, max_message_size=max_message_size, close_timeout=close_timeout,
+                         ping_interval=ping_interval, ping_timeout=ping_timeout)  # fmt: skip
+        self._state: Literal["new", "running", "over"] = "new"
+        self._queued: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connection = ConnectionContext(handshake, self.stats, self)
+        inbound, outbound = policies.attach(self.connection)
+        self.client.process = inbound.process_now if inbound is not None else None
+        self.upstream.process = outbound.process_now if outbound is not None else None
+
+    def _sides(self, max_message_size: int) -> tuple[_FramedSide, _FramedSide]:
+        frames_in = MessageAssembler(self.stats, inbound=True, max_message_size=max_message_size)
+        frames_out = MessageAssembler(self.stats, inbound=False, max_message_size=max_message_size)
+        return _FramedSide(self, frames_in, client=True), _FramedSide(self, frames_out, client=False)
+
+    async def run(self) -> RelayStats:
+        """As the splice's; the policies' tasks are cancelled, and awaited, before it returns."""
+        self._state = "running"
+        for task in self._queued:
+            self.spawn(task())
+        self._queued.clear()
+        try:
+            return await super().run()
+        finally:
+            self._state = "over"
+            for running in self._tasks:
+                running.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("message policy task failed", exc_info=task.exception())
+
+    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task()`` while the connection is open: from :meth:`run` on, or at once if running."""
+        if self._state == "new":
+            self._queued.append(task)
+        elif self._state == "running":
+            self.spawn(task())
+
+    async def send_to_upstream(self, data: Data) -> bool:
+        """Send the upstream a message of the gateway's own (an error reply); False once closing."""
+        if self._closing or not self.upstream.open:
+            return False
+        payload, opcode = (data.encode(), 1) if isinstance(data, str) else (data, 2)
+        self.upstream.transport.write(encode_frame(opcode, payload, mask=True))
+        return True
+
+    def policy_close(self, side: _Side, close: CloseConnection) -> None:
+        """A policy closes: the message's sender gets its code, the other side ``peer_code``."""
+        if side.client:
+            self._gateway_close(close.code, close.detail, close.peer_code, close.peer_reason)
+        else:
+            self._gateway_close(close.peer_code, close.peer_reason, close.code, close.detail)
+
+    def failed(self) -> None:
+        """A bug (not a policy's failure, which closes with 1011 by itself): logged, both sides 1011."""
+        logger.exception("frame relay failed; closing both sides with 1011")
+        with contextlib.suppress(Exception):
+            self._gateway_close(1011, "gateway error", 1011, "gateway error")
+
+
+__all__ = ["FramedRelay"]

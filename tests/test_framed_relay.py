@@ -1,0 +1,157 @@
+"""The frame relay between two fake transports, no sockets: policy steps, order, pauses, close codes.
+
+Bytes fed to a side are what that peer sent; what the frame relay wrote to a transport is read
+back with the frame reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from asgi_ws_gateway._types import Data
+from asgi_ws_gateway.errors import CloseConnection
+from asgi_ws_gateway.messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
+from asgi_ws_gateway.messages.pipeline import MessagePolicySet
+from asgi_ws_gateway.passthrough.assembler import MessageAssembler
+from asgi_ws_gateway.passthrough.framed import FramedRelay
+from asgi_ws_gateway.passthrough.frames import close_frame, encode_frame
+from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
+from asgi_ws_gateway.relay.stats import RelayStats
+from support.policies import context
+from support.relay_fakes import FakeTransport
+
+Step = Callable[[WsMessage], Awaitable[None] | None]
+
+
+class Policy:
+    """A message policy made of one function, in the directions given."""
+
+    def __init__(self, step: Step, name: str = "test") -> None:
+        self.step, self.name = step, name
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler | None:
+        return self.step
+
+
+def relay(
+    inbound: Step | None = None, outbound: Step | None = None
+) -> tuple[FramedRelay, FakeTransport, FakeTransport]:
+    client, upstream = FakeTransport(), FakeTransport()
+    raw = RawUpstream(cast(asyncio.Transport, upstream), None, None, [], b"", _HandshakeReader())
+    policies = MessagePolicySet([Policy(inbound)] if inbound else [], [Policy(outbound)] if outbound else [])
+    framed = FramedRelay(raw, policies=policies, handshake=context("/ws/chat"), max_message_size=1000,
+                         close_timeout=30.0)  # fmt: skip
+    framed.client.connection_made(client)
+    framed._start()
+    return framed, client, upstream
+
+
+def read(written: bytearray, *, masked: bool) -> tuple[list[Data], tuple[int, str] | None]:
+    """The messages and the close frame among the frames written to a peer."""
+    frames = MessageAssembler(RelayStats(sizes_in=[0] * 12, sizes_out=[0] * 12), inbound=masked,
+                              max_message_size=1 << 20)  # fmt: skip
+    frames.feed(bytes(written))
+    messages = [event[1] for event in iter(frames.next, None) if event[0] < 8]
+    assert frames.error is None, frames.error
+    return messages, frames.close
+
+
+def text(data: str, *, mask: bool = True) -> bytes:
+    return encode_frame(0x1, data.encode(), mask=mask)
+
+
+async def test_a_waiting_policy_step_pauses_the_sender_and_keeps_the_order() -> None:
+    """Messages after one whose policy waits are held, unread, and go on after it, in order."""
+    gate = asyncio.get_running_loop().create_future()
+
+    def step(message: WsMessage) -> Awaitable[None] | None:
+        return gate if message.data == "slow" else None
+
+    framed, client, upstream = relay(inbound=step)
+    framed.client.data_received(text("a") + text("slow") + text("b"))
+    assert read(upstream.written, masked=True)[0] == ["a"]
+    assert not client.is_reading()
+    framed.upstream.pause_writing()
+    framed.upstream.resume_writing()  # the upstream's buffer drained: still paused for the policy
+    assert not client.is_reading()
+    framed.client.data_received(text("c"))  # a read already under way when reading paused
+    gate.set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert read(upstream.written, masked=True)[0] == ["a", "slow", "b", "c"]
+    assert client.is_reading()
+
+
+async def test_a_full_upstream_buffer_keeps_the_client_paused_after_a_waiting_step() -> None:
+    gate = asyncio.get_running_loop().create_future()
+    framed, client, upstream = relay(inbound=lambda m: gate)
+    framed.client.data_received(text("a"))
+    framed.upstream.pause_writing()
+    gate.set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert read(upstream.written, masked=True)[0] == ["a"]
+    assert not client.is_reading()
+    framed.upstream.resume_writing()
+    assert client.is_reading()
+
+
+async def test_a_policy_closing_a_client_message_gives_the_client_its_code_and_the_upstream_1001() -> None:
+    def step(message: WsMessage) -> None:
+        raise CloseConnection(4008, "forbidden", "no such room")
+
+    framed, client, upstream = relay(inbound=step)
+    framed.client.data_received(text("hi") + text("after"))
+    assert read(client.written, masked=False)[1] == (4008, "no such room")
+    assert read(upstream.written, masked=True) == ([], (1001, "peer closed: no such room"))
+    assert (framed.stats.closed_by, framed.stats.close_code) == ("gateway", 4008)
+
+
+async def test_a_policy_closing_an_upstream_message_gives_the_upstream_its_code_and_the_client_1001() -> None:
+    def step(message: WsMessage) -> None:
+        raise CloseConnection(1009, "too_big", "message too big", peer_reason="upstream message too big")
+
+    framed, client, upstream = relay(outbound=step)
+    framed.upstream.data_received(text("hi", mask=False))
+    assert read(upstream.written, masked=True)[1] == (1009, "message too big")
+    assert read(client.written, masked=False) == ([], (1001, "upstream message too big"))
+
+
+async def test_a_transformed_message_is_framed_anew_masked_towards_the_upstream() -> None:
+    def step(message: WsMessage) -> None:
+        message.set_json({"wrapped": message.json()})
+
+    framed, _client, upstream = relay(inbound=step)
+    framed.client.data_received(text('{"a": 1}'))
+    assert read(upstream.written, masked=True)[0] == ['{"wrapped":{"a":1}}']
+
+
+async def test_an_unchanged_single_frame_goes_on_as_it_came() -> None:
+    framed, client, upstream = relay(inbound=lambda m: None, outbound=lambda m: None)
+    frame = text("as is")
+    framed.client.data_received(frame)
+    assert bytes(upstream.written) == frame
+    framed.upstream.data_received(text("back", mask=False))
+    assert bytes(client.written) == text("back", mask=False)
+
+
+async def test_invalid_utf8_from_the_upstream_is_1011_to_the_client_and_1007_upstream() -> None:
+    framed, client, upstream = relay(outbound=lambda m: None)
+    framed.upstream.data_received(encode_frame(0x1, b"\xff", mask=False))
+    assert read(client.written, masked=False) == ([], (1011, "upstream connection failed"))
+    assert read(upstream.written, masked=True)[1] == (1007, "invalid UTF-8")
+
+
+async def test_a_gateway_close_while_a_step_waits_forwards_nothing_more() -> None:
+    gate = asyncio.get_running_loop().create_future()
+    framed, client, upstream = relay(inbound=lambda m: gate)
+    framed.client.data_received(text("held"))
+    await framed.close(1001, "idle timeout", 1001, "idle timeout")
+    gate.set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert read(upstream.written, masked=True) == ([], (1001, "idle timeout"))
+    framed.client.data_received(close_frame(1001, "", mask=True))
+    assert client.is_closing()
