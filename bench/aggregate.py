@@ -13,7 +13,8 @@ from .stats import Spread, ratio, spread
 
 SCHEMA_VERSION = 1
 SUBJECTS = ("gateway", "gateway+policies", "gateway-picows", "gateway-passthrough", "gateway-run",
-            "gateway-run+messages", "gateway-run+policies", "gateway-run+telemetry")  # fmt: skip
+            "gateway-run+messages", "gateway-run+policies", "gateway-run+policies-fresh",
+            "gateway-run+telemetry")  # fmt: skip
 REFERENCES = ("nginx", "asgiproxy", "fastapi-proxy-lib", "minimal-relay")
 
 HEADLINES: dict[str, tuple[str, ...]] = {
@@ -183,7 +184,7 @@ def targets(scenarios: dict[str, Any], cores: int | None = None) -> list[Target]
                 0.7, "run defaults: access log on"),
         _target(13, "CPU/handshake, `gateway-run+policies` / `gateway-run`",
                 r("handshake", policies, run, HANDSHAKE_CPU), 1.2,
-                "validate-jwt + rate-limit-by-key on Redis + set-header, telemetry on"),
+                "validate-jwt + rate-limit-by-key on Redis + set-header, telemetry on; a token per opener, reused"),
         _scaling_target(scaling_rows(scenarios, cores), cores),
         _target(14, "CPU/handshake, `gateway-run+telemetry` / `gateway-run`",
                 r("handshake", "gateway-run+telemetry", run, HANDSHAKE_CPU), 1.1,

@@ -30,6 +30,8 @@ from typing import Any
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from .credentials import BEARER_MODES, mint
+
 _DATA = (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.CONTINUATION)
 OPEN_TIMEOUT = 10.0
 
@@ -104,13 +106,27 @@ def make_payload(size: int) -> bytes:
     return empty[:at] + b"x" * (size - len(empty)) + empty[at:]
 
 
-async def connect(url: str, factory: Callable[[], EchoClient]) -> tuple[WSTransport, EchoClient]:
+def bearer(mode: str | None, opener: int) -> Callable[[], dict[str, str]]:
+    """The headers an opener sends per handshake: :data:`HEADERS`, plus a token for ``--bearer``
+    (``pool``: the opener's own token on every reconnect; ``fresh``: a new one per handshake)."""
+    if mode is None:
+        return lambda: HEADERS
+    if mode == "pool":
+        held = {**HEADERS, "Authorization": f"Bearer {mint(f'bench-user-{opener}')}"}
+        return lambda: held
+    return lambda: {**HEADERS, "Authorization": f"Bearer {mint(f'bench-user-{opener}')}"}
+
+
+async def connect(
+    url: str, factory: Callable[[], EchoClient], headers: dict[str, str] | None = None
+) -> tuple[WSTransport, EchoClient]:
+    headers = HEADERS if headers is None else headers
     transport, listener = await ws_connect(
         factory,
         url,
         websocket_handshake_timeout=OPEN_TIMEOUT,
         max_frame_size=64 * 1024 * 1024,
-        extra_headers=HEADERS or None,
+        extra_headers=headers or None,
     )
     assert isinstance(listener, EchoClient)
     return transport, listener
@@ -186,9 +202,9 @@ async def run_echo(url: str, conns: int, size: int, warmup: float, duration: flo
     await close_all(transports)
 
 
-async def _handshake_once(url: str, payload: bytes) -> int:
+async def _handshake_once(url: str, payload: bytes, headers: dict[str, str]) -> int:
     started = time.perf_counter_ns()
-    transport, client = await connect(url, lambda: EchoClient(payload, loop=False))
+    transport, client = await connect(url, lambda: EchoClient(payload, loop=False), headers)
     opened = time.perf_counter_ns() - started
     try:
         client.send()
@@ -198,16 +214,19 @@ async def _handshake_once(url: str, payload: bytes) -> int:
     return opened
 
 
-async def run_handshake(url: str, conns: int, size: int, warmup: float, duration: float) -> None:
+async def run_handshake(
+    url: str, conns: int, size: int, warmup: float, duration: float, bearer_mode: str | None = None
+) -> None:
     payload = make_payload(size)
     window: dict[str, Any] = {"open": False, "times": [], "errors": 0}
     stop_at = time.monotonic() + warmup + duration
 
-    async def opener() -> None:
+    async def opener(number: int) -> None:
+        headers = bearer(bearer_mode, number)
         while time.monotonic() < stop_at:
             counting = window["open"]
             try:
-                elapsed = await _handshake_once(url, payload)
+                elapsed = await _handshake_once(url, payload, headers())
             except Exception:  # refused, reset, timed out: count it and go on
                 if counting:
                     window["errors"] += 1
@@ -216,7 +235,7 @@ async def run_handshake(url: str, conns: int, size: int, warmup: float, duration
             if counting and window["open"]:
                 window["times"].append(elapsed)
 
-    tasks = [asyncio.ensure_future(opener()) for _ in range(conns)]
+    tasks = [asyncio.ensure_future(opener(number)) for number in range(conns)]
     await asyncio.sleep(warmup)
     window["open"] = True
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -260,6 +279,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1000,5000,9000")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds allowed to open one idle level")
     parser.add_argument("--header", action="append", default=[], help="name:value sent with every handshake")
+    parser.add_argument("--bearer", choices=BEARER_MODES, help="handshake: a bench token per opener or per handshake")
     parser.add_argument("--payload", choices=["bytes", "json"], default="bytes", help="binary x bytes, or JSON text")
     args = parser.parse_args()
     global MESSAGE_TYPE
@@ -271,7 +291,7 @@ def main() -> None:
         conns = 1 if args.mode == "latency" else args.conns
         job = run_echo(args.url, conns, args.size, args.warmup, args.duration, record=args.mode == "latency")
     elif args.mode == "handshake":
-        job = run_handshake(args.url, args.conns, args.size, args.warmup, args.duration)
+        job = run_handshake(args.url, args.conns, args.size, args.warmup, args.duration, args.bearer)
     else:
         levels = [int(n) for n in args.levels.split(",")]
         job = run_idle(args.url, levels, args.conns, args.budget)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         recorder = subprocess.Popen([*command, "--pid", str(proxy.pid)], stdout=subprocess.DEVNULL)
         metrics, warnings = measure(SCENARIOS[args.scenario], url(proxy.port), timing, proxy=proxy, upstream=upstream,
-                                    headers=spec.headers, payload=spec.payload)  # fmt: skip
+                                    headers=spec.headers, payload=spec.payload, bearer=spec.bearer)  # fmt: skip
         recorder.wait(60)
     log(f"{args.path} {args.scenario}: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if v is not None))
     for warning in warnings:

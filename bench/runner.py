@@ -148,7 +148,7 @@ def run_rounds(
                     try:
                         metrics, warnings = measure(scenario, target, settings.timing, proxy=proxy,
                                                     upstream=upstream, headers=spec.headers,
-                                                    payload=spec.payload)  # fmt: skip
+                                                    payload=spec.payload, bearer=spec.bearer)  # fmt: skip
                     except RuntimeError as exc:
                         log(f"  failed: {exc}")
                         metrics, warnings = {}, [f"failed: {exc}"]

@@ -115,13 +115,19 @@ def measure(
     proxy: Service | None,
     upstream: Service,
     headers: Mapping[str, str] | None = None,
+    bearer: str | None = None,
     load_cpus: str = LOAD_CPUS,
     payload: str = "bytes",
 ) -> tuple[Metrics, list[str]]:
-    """Run ``scenario`` against ``url`` once; return its metrics and any saturation warnings."""
+    """Run ``scenario`` against ``url`` once; return its metrics and any saturation warnings.
+
+    ``bearer`` (handshake only): the generator's own tokens, ``"pool"`` or ``"fresh"`` (``bench.loadgen --bearer``).
+    """
     args = [scenario.mode, "--url", url, "--conns", str(scenario.conns), "--size", str(scenario.size),
             "--warmup", str(timing.warmup), "--duration", str(timing.duration * scenario.window), "--payload", payload,
             *_header_args(headers or {})]  # fmt: skip
+    if bearer is not None and scenario.mode == "handshake":
+        args += ["--bearer", bearer]
     generator = Generator(args, cpus=load_cpus)
     before: tuple[float, float, float] | None = None
     result: dict[str, Any] | None = None

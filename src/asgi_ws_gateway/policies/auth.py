@@ -23,6 +23,7 @@ from ..loading import LoadRefused, read_env, read_file
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_public_key
+from .token_cache import MAX_CACHED_TOKEN, TokenCache, TokenCacheSettings, time_problem, token_digest
 
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _MAX_TOKEN = 16 * 1024
@@ -84,6 +85,10 @@ class ValidateJwtSettings(PolicySettings):
     clock_skew: float = Field(default=30.0, ge=0, description="Seconds of leeway for exp, nbf and iat.")
     require: list[str] = Field(default_factory=lambda: ["exp"], description="Claims that must be present.")
     claims: list[ClaimCheck] = Field(default_factory=list, description="Claim value checks (403 when one fails).")
+    cache: TokenCacheSettings = Field(
+        default_factory=TokenCacheSettings,
+        description="Verified tokens kept so a reconnecting client's signature is not checked again.",
+    )
 
 
 @register_policy("validate-jwt")
@@ -122,6 +127,9 @@ class ValidateJwt:
         self.sources = s.token
         self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
+        self.clock = env.clock
+        self.cache = TokenCache(s.cache.max_entries, s.cache.max_age, env.clock) if s.cache.max_entries else None
+        self.verifications = 0  # tokens whose signature was checked (cache misses); tests read it
 
     @staticmethod
     def _secret(s: ValidateJwtSettings) -> bytes | None:
@@ -218,6 +226,25 @@ class ValidateJwt:
     async def _verify(self, token: str) -> dict[str, Any]:
         if len(token) > _MAX_TOKEN:
             raise _unauthorized("the token is too large", "token_invalid")
+        cache = self.cache if len(token) <= MAX_CACHED_TOKEN else None
+        if cache is None:
+            return await self._decode(token)
+        digest = token_digest(token)
+        generation = self.jwks.current_generation() if self.jwks is not None else 0
+        claims = cache.get(digest, generation)
+        if claims is not None:
+            problem = time_problem(claims, self.clock(), self.settings.clock_skew)
+            if problem is None:
+                return claims
+            cache.discard(digest)
+            raise _unauthorized(*problem)
+        claims = await self._decode(token)
+        cache.put(digest, claims, generation)
+        return claims
+
+    async def _decode(self, token: str) -> dict[str, Any]:
+        """The payload of a token after every check (signature, types, times, issuer, audience)."""
+        self.verifications += 1
         try:
             # One parse for the header and the payload (as jwt.get_unverified_header and jwt.decode
             # without verification would each make, with the same checks).

@@ -7,7 +7,10 @@ The JWKS is fetched on first use and then kept:
 * a token whose ``kid`` is unknown triggers a refresh, at most once per ``min_refresh_interval``
   (a stream of tokens with made-up ``kid`` values cannot hammer the identity provider);
 * a failed refresh keeps the cached keys (an outage of the identity provider does not lock
-  everybody out); only with no keys at all does validation fail, with 503.
+  everybody out); only with no keys at all does validation fail, with 503;
+* ``generation`` counts the key sets fetched: a refresh whose keys differ in any way (a ``kid``
+  dropped, added or bound to another key) starts a new one, which retires every token verified
+  under an older one (``validate-jwt``'s token cache).
 
 Symmetric (``oct``) keys in a JWKS are ignored: HS algorithms only ever use the configured secret.
 """
@@ -24,7 +27,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
@@ -118,6 +121,8 @@ class JwksCache:
         self.timeout = timeout
         self.clock = clock
         self.fetches = 0
+        self.generation = 0
+        self._fingerprint: tuple[tuple[str | None, str | None, bytes], ...] = ()
         self._keys: list[tuple[str | None, str | None, Any]] = []  # (kid, alg or None, key)
         self._fetched_at: float | None = None
         self._attempted_at = float("-inf")
@@ -136,13 +141,25 @@ class JwksCache:
                 await self._refresh()
             if self._fetched_at is None:
                 raise KeysUnavailable(f"no keys from {self.url}")
-        elif now - self._fetched_at >= self.refresh_interval and self._inflight is None:
-            self._start_refresh()
+        else:
+            self._refresh_if_stale(now)
         found = self._select(kid, alg)
         if not found and kid is not None and now - self._attempted_at >= self.min_refresh_interval:
             await self._refresh()  # perhaps the keys were rotated
             found = self._select(kid, alg)
         return found
+
+    def current_generation(self) -> int:
+        """The key set's generation; like :meth:`keys`, starts a background refresh when it is stale
+        (a token cache that skips :meth:`keys` must not keep a revoked key alive)."""
+        if self._fetched_at is not None:
+            self._refresh_if_stale(self.clock())
+        return self.generation
+
+    def _refresh_if_stale(self, now: float) -> None:
+        assert self._fetched_at is not None
+        if now - self._fetched_at >= self.refresh_interval and self._inflight is None:
+            self._start_refresh()
 
     def _select(self, kid: str | None, alg: str) -> list[Any]:
         return [
@@ -181,6 +198,11 @@ class JwksCache:
             else:
                 logger.warning("JWKS %s fetch failed: %s", self.url, exc)
         else:
+            fingerprint = tuple((kid, alg, key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+                                for kid, alg, key in keys)  # fmt: skip
+            if fingerprint != self._fingerprint:
+                self._fingerprint = fingerprint
+                self.generation += 1
             self._keys = keys
             self._fetched_at = self.clock()
         finally:

@@ -1,0 +1,107 @@
+"""The verified-token cache of ``validate-jwt``: a token's signature is checked once, not per handshake.
+
+An entry is the payload of a token that passed every check once, keyed by the SHA-256 of the
+token's exact bytes (the token itself is not kept). It is used only while:
+
+* it is younger than ``max_age``, and the token has not expired (``exp`` plus the leeway: an
+  expired token's entry refuses it and is discarded);
+* the key set that verified it is unchanged (a JWKS refresh that drops or changes any key starts a
+  new generation, and entries of older generations are discarded on their next use).
+
+A hit skips the signature check and the decoding only: :func:`time_problem` re-checks ``exp``,
+``nbf`` and ``iat`` against the clock on every use, and the policy re-runs everything else it does
+per handshake (token location, claim checks). Only tokens that passed are stored; the least
+recently used entry goes when ``max_entries`` is reached (every operation O(1)).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_CACHED_TOKEN = 4096
+"""Longer tokens are verified on every use: they bound the memory one entry may take."""
+
+
+class TokenCacheSettings(BaseModel):
+    """``validate-jwt``'s ``cache``: ``{max_entries: 4096, max_age: 300}``; ``max_entries: 0`` turns it off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_entries: int = Field(
+        default=4096, ge=0, le=1_000_000, description="Verified tokens kept (least recently used go first); 0: off."
+    )
+    max_age: float = Field(
+        default=300.0, gt=0, le=86_400, description="Seconds a verified token is trusted before its signature is "
+        "checked again (never past its exp)."
+    )  # fmt: skip
+
+
+def token_digest(token: str) -> bytes:
+    """The cache key: SHA-256 of the token's exact bytes."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class TokenCache:
+    """Verified payloads by token digest, bounded (LRU) and aged; one per policy instance.
+
+    Args:
+        max_entries: entries kept at most (> 0).
+        max_age: seconds an entry is used after its verification.
+        clock: seconds since the epoch (the policy's).
+    """
+
+    def __init__(self, max_entries: int, max_age: float, clock: Callable[[], float]) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[dict[str, Any], float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes, generation: int) -> dict[str, Any] | None:
+        """A copy of the payload verified for this digest under key-set ``generation``, or None."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        claims, expires_at, verified_in = entry
+        if verified_in != generation or self.clock() >= expires_at:
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        # A copy: a policy that edits context.claims must not edit the next handshake's.
+        return copy.deepcopy(claims)
+
+    def put(self, digest: bytes, claims: dict[str, Any], generation: int) -> None:
+        """Keep a verified payload (a copy) for ``max_age`` (:func:`time_problem` refuses it past ``exp``)."""
+        self._entries[digest] = (copy.deepcopy(claims), self.clock() + self.max_age, generation)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, digest: bytes) -> None:
+        self._entries.pop(digest, None)
+
+
+def time_problem(claims: dict[str, Any], now: float, leeway: float) -> tuple[str, str] | None:
+    """``(detail, reason)`` if ``exp``, ``nbf`` or ``iat`` refuses the token at ``now``, as pyjwt would.
+
+    The claims were verified once, so each present one is a NumericDate (``numeric_date_problem``).
+    """
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    if iat is not None and int(iat) > now + leeway:
+        return "the token is not valid yet", "token_invalid"
+    if nbf is not None and int(nbf) > now + leeway:
+        return "the token is not valid yet", "token_invalid"
+    if exp is not None and int(exp) <= now - leeway:
+        return "the token has expired", "token_expired"
+    return None
+
+
+__all__ = ["MAX_CACHED_TOKEN", "TokenCache", "TokenCacheSettings", "time_problem", "token_digest"]

@@ -1,0 +1,218 @@
+"""validate-jwt's verified-token cache as pure logic: a fake clock, counted signature checks."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from asgi_ws_gateway.policies.jwks import JwksCache
+from asgi_ws_gateway.policies.token_cache import MAX_CACHED_TOKEN
+from support.jwts import signing_key, token
+from support.policies import build, context, denied, problems
+
+KEY = signing_key("ES256")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _policy(clock: _Clock | None = None, **settings: Any) -> Any:
+    entry = {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
+                              "audience": "chat", **settings}}  # fmt: skip
+    return build(entry, clock=clock)
+
+
+def _ctx(raw: str) -> Any:
+    return context(headers=[("Authorization", f"Bearer {raw}")])
+
+
+async def test_a_repeated_token_is_verified_once() -> None:
+    policy = _policy()
+    raw = token(KEY)
+    for _ in range(3):
+        ctx = _ctx(raw)
+        await policy.apply(ctx)
+        assert ctx.claims is not None and ctx.claims["sub"] == "alice"
+    assert policy.verifications == 1
+
+
+async def test_cache_off_verifies_every_time() -> None:
+    policy = _policy(cache={"max_entries": 0})
+    raw = token(KEY)
+    await policy.apply(_ctx(raw))
+    await policy.apply(_ctx(raw))
+    assert (policy.cache, policy.verifications) == (None, 2)
+
+
+async def test_cached_token_is_refused_once_expired_by_the_clock() -> None:
+    clock = _Clock()
+    policy = _policy(clock, clock_skew=10)
+    raw = token(KEY, ttl=60)
+    await policy.apply(_ctx(raw))
+    clock.now += 65  # past exp, within the leeway: still admitted, from the cache
+    await policy.apply(_ctx(raw))
+    clock.now += 10
+    denial = await denied(policy.apply(_ctx(raw)))
+    assert (denial.status, denial.reason, denial.detail) == (401, "token_expired", "the token has expired")
+    assert policy.verifications == 1  # refused by the cache's own check (pyjwt's clock still admits it)
+    assert len(policy.cache) == 0
+
+
+async def test_cached_token_before_its_nbf_is_refused() -> None:
+    """The clock stepped back before nbf: the cached token is not valid yet."""
+    clock = _Clock()
+    policy = _policy(clock, clock_skew=5)
+    raw = token(KEY, nbf=int(clock.now) - 1)
+    await policy.apply(_ctx(raw))
+    clock.now -= 30
+    denial = await denied(policy.apply(_ctx(raw)))
+    assert (denial.status, denial.detail) == (401, "the token is not valid yet")
+    assert policy.verifications == 1
+
+
+async def test_max_age_forces_a_new_signature_check() -> None:
+    clock = _Clock()
+    policy = _policy(clock, cache={"max_age": 60})
+    raw = token(KEY, ttl=3600)
+    await policy.apply(_ctx(raw))
+    clock.now += 59
+    await policy.apply(_ctx(raw))
+    assert policy.verifications == 1
+    clock.now += 2
+    await policy.apply(_ctx(raw))
+    assert policy.verifications == 2
+
+
+async def test_claim_checks_run_on_every_use() -> None:
+    policy = _policy(claims=[{"claim": "scope", "contains": "chat:write"}])
+    raw = token(KEY, scope="read")
+    for _ in range(2):
+        denial = await denied(policy.apply(_ctx(raw)))
+        assert denial.status == 403
+    assert policy.verifications == 1  # the second refusal came from a cache hit
+
+
+async def test_lru_bound_evicts_the_least_recently_used() -> None:
+    policy = _policy(cache={"max_entries": 3})
+    raws = [token(KEY, sub=f"user-{i}") for i in range(4)]
+    for raw in raws[:3]:
+        await policy.apply(_ctx(raw))
+    await policy.apply(_ctx(raws[0]))  # now the most recently used
+    await policy.apply(_ctx(raws[3]))  # evicts raws[1]
+    assert (len(policy.cache), policy.verifications) == (3, 4)
+    await policy.apply(_ctx(raws[0]))
+    assert policy.verifications == 4
+    await policy.apply(_ctx(raws[1]))
+    assert policy.verifications == 5
+    for i in range(50):
+        await policy.apply(_ctx(token(KEY, sub=f"flood-{i}")))
+    assert len(policy.cache) == 3
+
+
+async def test_invalid_tokens_are_never_cached() -> None:
+    policy = _policy()
+    other = signing_key("ES256", "other")
+    bad = [token(other), token(KEY, aud="billing"), token(KEY, ttl=-60), token(KEY, exp=None)]
+    for raw in bad * 2:
+        assert (await denied(policy.apply(_ctx(raw)))).status == 401
+    assert (len(policy.cache), policy.verifications) == (0, 8)
+
+
+async def test_large_tokens_are_not_cached() -> None:
+    policy = _policy()
+    raw = token(KEY, pad="x" * MAX_CACHED_TOKEN)
+    await policy.apply(_ctx(raw))
+    await policy.apply(_ctx(raw))
+    assert (len(policy.cache), policy.verifications) == (0, 2)
+
+
+async def test_editing_the_claims_does_not_reach_the_next_handshake() -> None:
+    policy = _policy()
+    raw = token(KEY, roles={"chat": ["read"]})
+    for _ in range(3):
+        ctx = _ctx(raw)
+        await policy.apply(ctx)
+        assert ctx.claims is not None
+        assert (ctx.claims["sub"], ctx.claims["roles"]) == ("alice", {"chat": ["read"]})
+        ctx.claims["sub"] = "mallory"
+        ctx.claims["roles"]["chat"].append("admin")
+
+
+async def test_in_band_refresh_uses_the_cache_and_its_checks() -> None:
+    clock = _Clock()
+    policy = _policy(clock, clock_skew=0)
+    raw = token(KEY, ttl=30)
+    assert (await policy.verify_token(raw))["sub"] == "alice"
+    assert (await policy.verify_token(raw))["sub"] == "alice"
+    assert policy.verifications == 1
+    clock.now += 31
+    assert (await denied(policy.verify_token(raw))).reason == "token_expired"
+
+
+async def test_policies_never_share_entries() -> None:
+    """Another policy instance (another audience) verifies the token itself and refuses it."""
+    raw = token(KEY)
+    admitting = _policy()
+    await admitting.apply(_ctx(raw))
+    other = _policy(audience="billing")
+    assert (await denied(other.apply(_ctx(raw)))).detail == "the token is for another audience"
+
+
+def test_cache_settings_are_checked() -> None:
+    entry = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem]}
+    assert problems({"validate-jwt": {**entry, "cache": {"max_entries": -1}}})
+    assert problems({"validate-jwt": {**entry, "cache": {"max_age": 0}}})
+    assert problems({"validate-jwt": {**entry, "cache": {"size": 10}}})
+    assert not problems({"validate-jwt": {**entry, "cache": {"max_entries": 0}}})
+
+
+class _Jwks:
+    def __init__(self, *kids: str) -> None:
+        self.kids = list(kids)
+
+    async def __call__(self, url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - the Fetch signature
+        return json.dumps({"keys": [signing_key("ES256", kid).jwk() for kid in self.kids]}).encode()
+
+
+async def test_jwks_generation_changes_only_when_the_keys_do() -> None:
+    now = [0.0]
+    fetch = _Jwks("g1", "g2")
+    cache = JwksCache("https://idp/jwks", fetch, refresh_interval=10, min_refresh_interval=0, clock=lambda: now[0])
+    await cache.keys("g1", "ES256")
+    assert cache.generation == 1
+    await cache.keys("unknown", "ES256")  # a refresh fetching the same keys
+    assert cache.generation == 1
+    fetch.kids = ["g2"]
+    await cache.keys("unknown", "ES256")
+    assert cache.generation == 2
+
+
+async def test_jwks_refresh_dropping_a_kid_retires_its_cached_tokens() -> None:
+    """The staleness check runs on a cache hit too: a revoked key does not live on in the cache."""
+    now = [0.0]
+    fetch = _Jwks("r1", "r2")
+    settings = {"algorithms": ["ES256"], "jwks_url": "https://idp/jwks", "issuer": "https://issuer.test",
+                "audience": "chat", "jwks_refresh_interval": 10}  # fmt: skip
+    policy: Any = build({"validate-jwt": settings})
+    assert policy.jwks is not None
+    policy.jwks = JwksCache("https://idp/jwks", fetch, refresh_interval=10, clock=lambda: now[0])
+    raw1, raw2 = token(signing_key("ES256", "r1")), token(signing_key("ES256", "r2"))
+    for raw in (raw1, raw2, raw1, raw2):
+        await policy.apply(_ctx(raw))
+    verified = policy.verifications
+    fetch.kids = ["r2"]
+    now[0] = 11  # stale: this hit starts the background refresh
+    await policy.apply(_ctx(raw1))
+    assert policy.jwks._task is not None
+    await policy.jwks._task
+    denial = await denied(policy.apply(_ctx(raw1)))
+    assert (denial.status, denial.reason) == (401, "token_unknown_key")
+    await policy.apply(_ctx(raw2))  # a kept key: verified once more under the new key set, then cached
+    await policy.apply(_ctx(raw2))
+    assert policy.verifications == verified + 2
