@@ -342,3 +342,30 @@ def test_an_unknown_asgi_ws_gateway_spans_value_stops_start_up() -> None:
     environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "ASGI_WS_GATEWAY_SPANS": "lean"}
     with pytest.raises(ConfigError, match="ASGI_WS_GATEWAY_SPANS: 'lean' is not supported"):
         resolve_providers(TelemetryConfig(), environ=environ)
+
+
+def _links_script(tracer: trace.Tracer) -> None:
+    """Links given at start (more than a tight limit, without attributes, with empty ones), then added."""
+    other = SpanContext(REMOTE.trace_id, REMOTE.span_id + 1, is_remote=True)
+    links = [Link(REMOTE), Link(other, {}), Link(trace.INVALID_SPAN_CONTEXT), Link(other, {"k": "v"})]
+    span = tracer.start_span("links", Context(), SpanKind.INTERNAL, None, links)
+    span.add_link(other, {"late": 1})
+    span.end()
+    bare = tracer.start_span("one link", Context(), links=[Link(REMOTE)])
+    bare.add_link(other)  # after the link given at start, which stays first
+    bare.end()
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_links_given_at_start_are_kept_and_counted_as_the_sdk(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
+    """Start links (kept as a tuple when none is dropped) and later ``add_link``: the SDK's links, drops and OTLP."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    sdk, lean = _both(_links_script)
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert _without_times(ExportTraceServiceRequest.FromString(SpanEncoder().encode(lean))) == _without_times(
+        sdk_encode_spans(sdk)
+    )
+    expected = [(1, 3), (1, 1)] if limited else [(4, 0), (2, 0)]
+    assert [(len(span.links), span.dropped_links) for span in lean] == expected

@@ -91,7 +91,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._dropped = 0
         # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
         self._events: BoundedList[Event] | tuple[()] = ()
-        self._links: BoundedList[Link] | tuple[()] = _links(links, limits) if links else ()
+        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, limits) if links else ()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         if attributes:
@@ -196,8 +196,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
         )
         if not self._ended("_add_link"):
-            if not isinstance(self._links, BoundedList):
-                self._links = BoundedList(limits.max_links)
+            if not isinstance(self._links, BoundedList):  # the links given at start, kept first
+                self._links = BoundedList.from_seq(limits.max_links, self._links)
             self._links.append(Link(context, bounded))
 
     def update_name(self, name: str) -> None:
@@ -263,14 +263,28 @@ def _valid_link(context: SpanContext, attributes: Attributes) -> bool:
     return bool(context and (context.is_valid or (attributes or context.trace_state)))
 
 
-def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link]:
+_NO_ATTRIBUTES = BoundedAttributes(0, None, immutable=True)
+"""What the SDK makes of a link's ``None`` attributes (empty, immutable, nothing dropped), shared."""
+
+
+def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link] | tuple[Link, ...]:
     valid = []
     for link in links:
         if link and _valid_link(link.context, link.attributes):
-            link._attributes = BoundedAttributes(  # the SDK does the same to the caller's Link
-                limits.max_link_attributes, link.attributes, max_value_len=limits.max_attribute_length, immutable=True
+            # The SDK does the same to the caller's Link: a BoundedAttributes, immutable.
+            link._attributes = (
+                _NO_ATTRIBUTES
+                if not link.attributes
+                else BoundedAttributes(
+                    limits.max_link_attributes,
+                    link.attributes,
+                    max_value_len=limits.max_attribute_length,
+                    immutable=True,
+                )
             )
             valid.append(link)
+    if limits.max_links is None or len(valid) <= limits.max_links:
+        return tuple(valid)  # nothing dropped: ReadableSpan reads a tuple as it reads a BoundedList
     return BoundedList.from_seq(limits.max_links, valid)
 
 
