@@ -33,7 +33,7 @@ from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
@@ -288,6 +288,16 @@ def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link] | tup
     return BoundedList.from_seq(limits.max_links, valid)
 
 
+_DEFAULT_DELEGATES = (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF)
+
+
+def _delegates(sampler: Sampler) -> tuple[object, ...]:
+    """A ``ParentBased`` sampler's root and parent delegates (what ``DEFAULT_ON`` was built with)."""
+    names = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+             "_local_parent_not_sampled")  # fmt: skip
+    return tuple(getattr(sampler, name, None) for name in names)
+
+
 class LeanTracer(trace.Tracer):
     """Starts :class:`LeanSpan` objects (or non-recording spans, as the sampler decides)."""
 
@@ -296,6 +306,9 @@ class LeanTracer(trace.Tracer):
         self.resource = provider.resource
         self.limits: SpanLimits = provider._span_limits
         self.sampler = provider.sampler
+        # The default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on), decided here as it
+        # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
+        self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
         self.processor: SpanProcessor = provider._active_span_processor  # every processor added, in order
 
@@ -322,18 +335,22 @@ class LeanTracer(trace.Tracer):
         else:
             trace_id = parent.trace_id
             random = parent.trace_flags.random_trace_id
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        if self.parent_or_on:
+            sampled = recorded = parent is None or parent.trace_flags.sampled
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            recorded = result.decision is not Decision.DROP
+            trace_state, attributes = result.trace_state, result.attributes
         span_context = SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[result.decision is Decision.RECORD_AND_SAMPLE, random],
-            trace_state=result.trace_state,
-        )
-        if result.decision is Decision.DROP:
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_FLAGS[sampled, random],
+            trace_state=trace_state,
+        )  # fmt: skip
+        if not recorded:
             return trace.NonRecordingSpan(span_context)
         span = LeanSpan(
-            self, name, span_context, parent, kind, result.attributes, links, start_time,
+            self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, links, start_time,
             record_exception, set_status_on_exception,
         )  # fmt: skip
         self.processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
