@@ -155,9 +155,9 @@ def _duration_points(reader: Any, name: str) -> list[tuple[dict[str, Any], int]]
     )  # fmt: skip
 
 
-def test_attribute_sets_built_once_follow_a_changed_route_and_a_new_backend() -> None:
-    """Records reuse each distinct attribute set: a route changed by ``add_api``, each backend, status,
-    outcome and close code get their own."""
+def test_duration_attributes_follow_a_changed_route_each_backend_and_close() -> None:
+    """The histograms' attribute sets: a route changed by ``add_api``, each backend, status, outcome
+    and close side get their own, and the tallies count each close code."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 

@@ -14,7 +14,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
@@ -27,9 +27,7 @@ Attrs = dict[str, str | int]
 AttrsKey = tuple[tuple[str, str | int], ...]
 ActionKey = tuple[str, str, str, str]
 """(policy, action, direction, reason), as ``RelayStats.policy_actions`` keys them."""
-_Set = tuple[Attrs, AttrsKey, object]
-"""An attribute set (never changed once made), its key in a tally, and what else the entry keeps."""
-_SETS_LIMIT = 4096
+"""(policy, action, direction)."""
 
 
 @dataclass(eq=False)
@@ -90,7 +88,6 @@ class Metrics:
         self._live: set[MeteredConnection] = set()
         self._closed: dict[str, _Totals] = {}
         self._tallies: dict[str, Tally[AttrsKey]] = {}
-        self._sets: dict[tuple[object, ...], _Set] = {}
         self.handshake_duration = _histogram(meter, n.HANDSHAKE_DURATION)
         self.connect_duration = _histogram(meter, n.UPSTREAM_CONNECT_DURATION)
         self.connection_duration = _histogram(meter, n.CONNECTION_DURATION_METRIC)
@@ -115,14 +112,10 @@ class Metrics:
         """Attributes for an API added or changed after start-up."""
         with self._lock:
             self.base[name] = {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
-        self._sets.clear()  # built from the former base attributes
 
     def _count(self, spec: n.Instrument, attrs: Attrs) -> None:
-        self._count_key(spec, tuple(attrs.items()))
-
-    def _count_key(self, spec: n.Instrument, key: AttrsKey) -> None:
         with self._lock:
-            self._tallies[spec.name][key] += 1
+            self._tallies[spec.name][tuple(attrs.items())] += 1
 
     def _observer(self, tally: Tally[AttrsKey]) -> Callable[[CallbackOptions], Iterator[Observation]]:
         def observe(options: CallbackOptions) -> Iterator[Observation]:
@@ -135,19 +128,6 @@ class Metrics:
 
     # -- once per handshake / attempt / connection ----------------------------------------------------
 
-    def _remember(self, key: tuple[object, ...], attrs: Attrs, owner: object = None) -> _Set:
-        """Keep ``attrs`` (never changed from now on: the SDK copies what it keeps) and its tally key.
-
-        The sets are few (API, outcome, status, error type, backend, close side and code); the cache
-        is bounded all the same. ``owner``: an object whose identity is in ``key``, kept and checked.
-        Plain dicts: the SDK cleans and copies a ``MappingProxyType`` 2 µs slower.
-        """
-        found = (attrs, tuple(attrs.items()), owner)
-        if len(self._sets) >= _SETS_LIMIT:
-            self._sets.clear()
-        self._sets[key] = found
-        return found
-
     def handshake(
         self,
         api: str,
@@ -157,35 +137,24 @@ class Metrics:
         policy: str | None,
         seconds: float,
     ) -> None:
-        key = ("handshake", api, outcome, status, error_type)
-        found = self._sets.get(key)
-        if found is None:
-            attrs: Attrs = {**self.base[api], n.OUTCOME: outcome}
-            if status is not None:
-                attrs[n.HTTP_STATUS] = status
-            if error_type is not None:
-                attrs[n.ERROR_TYPE] = error_type
-            found = self._remember(key, attrs)
-        self._count_key(n.HANDSHAKES, found[1])
-        self.handshake_duration.record(seconds, found[0])
+        attrs: Attrs = {**self.base[api], n.OUTCOME: outcome}
+        if status is not None:
+            attrs[n.HTTP_STATUS] = status
+        if error_type is not None:
+            attrs[n.ERROR_TYPE] = error_type
+        self._count(n.HANDSHAKES, attrs)
+        self.handshake_duration.record(seconds, attrs)
         if policy is not None and status is not None:
             self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
 
     def upstream_attempt(self, backend: Attrs, seconds: float, error_type: str | None, status: int | None) -> None:
-        # A backend's attributes are built once per configured backend (``BackendInfo``): keyed by
-        # identity; the entry keeps that dict alive, so no other dict can come to have its id.
-        key = ("attempt", id(backend), status, error_type)
-        found = self._sets.get(key)
-        if found is None or found[2] is not backend:
-            attrs = dict(backend)
-            if status is not None:
-                attrs[n.HTTP_STATUS] = status
-            if error_type is not None:
-                attrs[n.ERROR_TYPE] = error_type
-            found = self._remember(key, attrs, backend)
+        attrs = dict(backend)
+        if status is not None:
+            attrs[n.HTTP_STATUS] = status
         if error_type is not None:
-            self._count_key(n.UPSTREAM_CONNECT_FAILURES, found[1])
-        self.connect_duration.record(seconds, found[0])
+            attrs[n.ERROR_TYPE] = error_type
+            self._count(n.UPSTREAM_CONNECT_FAILURES, attrs)
+        self.connect_duration.record(seconds, attrs)
 
     def opened(self, api: str, stats: RelayStats) -> MeteredConnection:
         live = MeteredConnection(api, stats)
@@ -201,13 +170,9 @@ class Metrics:
                 return
             self._live.discard(live)
             self._closed[live.key].add(live)
-        key = ("close", live.key, side, code)
-        found = self._sets.get(key)
-        if found is None:
-            attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
-            found = self._remember(key, attrs, tuple({**attrs, n.CLOSE_CODE: code}.items()))
-        self.connection_duration.record(seconds, found[0])
-        self._count_key(n.CONNECTION_CLOSES, cast("AttrsKey", found[2]))  # the closes' set, with the code
+        attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
+        self.connection_duration.record(seconds, attrs)
+        self._count(n.CONNECTION_CLOSES, {**attrs, n.CLOSE_CODE: code})
 
     # -- read by the management console's sampler -----------------------------------------------------
 
