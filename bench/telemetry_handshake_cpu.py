@@ -17,8 +17,8 @@ connection for each mode:
 * ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs;
 * ``each-lean-traces-only``, ``metrics-only``: one of the two signals alone (the split of the cost).
 
-Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3]``. Each measure runs in
-a fresh process, modes interleaved, so imports and warm caches fall on all of them alike.
+Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3] [--modes off,each-lean,...]``.
+Each measure runs in a fresh process, modes interleaved, so imports and warm caches fall on all of them alike.
 """
 
 from __future__ import annotations
@@ -123,15 +123,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=3000, help="connections per measure (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="measures per mode (default: %(default)s)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to measure (default: all)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)  # the access log would measure the logging module
     if args.mode:
         print(asyncio.run(_measure(args.mode, args.count)))
         return 0
-    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(unknown)} (known: {', '.join(MODES)})")
+    results: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(args.repeat):
-        for mode in MODES:
+        for mode in modes:
             command = [sys.executable, __file__, "--mode", mode, "--count", str(args.count)]
             results[mode].append(float(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
     for mode, values in results.items():

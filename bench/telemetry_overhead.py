@@ -22,7 +22,8 @@ per operation (all its threads, from /proc), which other load on the machine dis
 Also reports, per message, what an OpenTelemetry ``Histogram.record`` costs in this SDK against
 the relay's own size-slot increment (why sizes are counted in ``RelayStats`` and observed later).
 
-Usage: ``python bench/telemetry_overhead.py [--rounds 11] [--seconds 1.5] [--conns 4] [--variants on,sampled,metrics]``
+Usage: ``python bench/telemetry_overhead.py [--rounds 11] [--seconds 1.5] [--conns 4] [--variants on,sampled,metrics]
+[--baseline-src DIR]``
 """
 
 from __future__ import annotations
@@ -132,10 +133,10 @@ def _wait_listening(port: int, timeout: float = 20.0) -> None:
 
 @contextmanager
 def _child(
-    role: str, *args: str, env: dict[str, str] | None = None, stdin: bool = False
+    role: str, *args: str, env: dict[str, str] | None = None, stdin: bool = False, src: Path | None = None
 ) -> Iterator[subprocess.Popen[str]]:
     command = [sys.executable, str(Path(__file__).resolve()), "--role", role, *args]
-    child_env = {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT / "src")}
+    child_env = {**(env if env is not None else os.environ), "PYTHONPATH": str(src or ROOT / "src")}
     pipe = subprocess.PIPE if stdin else subprocess.DEVNULL
     process = subprocess.Popen(command, env=child_env, text=True, stdin=pipe, stdout=pipe if stdin else None)
     try:
@@ -240,6 +241,10 @@ def main() -> int:
         default="on,sampled,metrics",
         help="telemetry-on variants to compare with off (default: %(default)s)",
     )
+    parser.add_argument(
+        "--baseline-src",
+        help="a source tree (e.g. `git archive main src | tar -x -C DIR`, then DIR/src) for the -baseline variants",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     if args.role == "upstream":
@@ -265,11 +270,15 @@ VARIANTS: dict[str, dict[str, str]] = {
     "failover": {},
     "on-sdk-encoder": SDK_ENCODER,
     "failover-sdk-encoder": SDK_ENCODER,
+    "on-baseline": {},
+    "metrics-baseline": {"OTEL_TRACES_EXPORTER": "none"},
 }
 """Telemetry-on variants, each compared with the ``off`` gateway: default sampling (the target),
 10 % of traces sampled, metrics only, default sampling with ``attempt_spans: failover``, and ``on``
 and ``failover`` with the SDK's OTLP encoder instead of the gateway's (how it was before it had one),
-or with the SDK's spans instead of the gateway's lean ones (``-sdk-spans``)."""
+or with the SDK's spans instead of the gateway's lean ones (``-sdk-spans``); ``-baseline``: ``on`` or
+``metrics`` run from the source tree ``--baseline-src`` names (another commit's ``src``, for a
+before/after in the same rounds)."""
 TELEMETRY: dict[str, dict[str, str]] = {
     "failover": {"attempt_spans": "failover"},
     "failover-sdk-spans": {"attempt_spans": "failover"},
@@ -300,8 +309,13 @@ def _run(args: argparse.Namespace) -> int:
         pids = {}
         for variant in variants:
             env = _quiet_env() if variant == "off" else {**exporting, **VARIANTS[variant]}
+            src = None
+            if variant.endswith("-baseline"):
+                if not args.baseline_src:
+                    raise SystemExit(f"{variant} needs --baseline-src")
+                src = Path(args.baseline_src)
             gateway = stack.enter_context(
-                _child("gateway", "--port", str(ports[variant]), "--config", str(configs[variant]), env=env)
+                _child("gateway", "--port", str(ports[variant]), "--config", str(configs[variant]), env=env, src=src)
             )
             pids[variant] = gateway.pid
         for port in (upstream_port, receiver_port, *ports.values()):

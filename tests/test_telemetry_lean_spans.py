@@ -30,7 +30,7 @@ from opentelemetry.trace.span import TraceState
 from asgi_ws_gateway.config import TelemetryConfig
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.telemetry import propagation
-from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracer, LeanTracerProvider
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 
@@ -342,3 +342,72 @@ def test_an_unknown_asgi_ws_gateway_spans_value_stops_start_up() -> None:
     environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "ASGI_WS_GATEWAY_SPANS": "lean"}
     with pytest.raises(ConfigError, match="ASGI_WS_GATEWAY_SPANS: 'lean' is not supported"):
         resolve_providers(TelemetryConfig(), environ=environ)
+
+
+def _links_script(tracer: trace.Tracer) -> None:
+    """Links given at start (more than a tight limit, without attributes, with empty ones), then added."""
+    other = SpanContext(REMOTE.trace_id, REMOTE.span_id + 1, is_remote=True)
+    links = [Link(REMOTE), Link(other, {}), Link(trace.INVALID_SPAN_CONTEXT), Link(other, {"k": "v"})]
+    span = tracer.start_span("links", Context(), SpanKind.INTERNAL, None, links)
+    span.add_link(other, {"late": 1})
+    span.end()
+    bare = tracer.start_span("one link", Context(), links=[Link(REMOTE)])
+    bare.add_link(other)  # after the link given at start, which stays first
+    bare.end()
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_links_given_at_start_are_kept_and_counted_as_the_sdk(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
+    """Start links (kept as a tuple when none is dropped) and later ``add_link``: the SDK's links, drops and OTLP."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    sdk, lean = _both(_links_script)
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert _without_times(ExportTraceServiceRequest.FromString(SpanEncoder().encode(lean))) == _without_times(
+        sdk_encode_spans(sdk)
+    )
+    expected = [(1, 3), (1, 1)] if limited else [(4, 0), (2, 0)]
+    assert [(len(span.links), span.dropped_links) for span in lean] == expected
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("variable", [None, "parentbased_always_on"], ids=["unset", "parentbased_always_on"])
+def test_the_default_sampler_decided_in_the_tracer_as_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None
+) -> None:
+    """The default sampler, decided without its call: every kind of parent gives the SDK's decision,
+    flags, trace state and span."""
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    if variable is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", variable)
+    state = TraceState([("vendor", "x")])
+    parents = [
+        None, Context(),
+        *(trace.set_span_in_context(NonRecordingSpan(SpanContext(REMOTE.trace_id, REMOTE.span_id, remote,
+                                                                   TraceFlags(flags), state)), Context())
+          for remote in (True, False) for flags in (0, 1, 0x3)),
+        trace.set_span_in_context(NonRecordingSpan(trace.INVALID_SPAN_CONTEXT), Context()),
+    ]  # fmt: skip
+    seen: dict[str, list[tuple[Any, ...]]] = {}
+
+    def script(tracer: trace.Tracer) -> None:
+        if isinstance(tracer, LeanTracer):
+            assert tracer.parent_or_on  # the tracer decides: the case under test
+        for i, parent in enumerate(parents):
+            span = tracer.start_span(f"span {i}", parent, attributes={"i": i})
+            context = span.get_span_context()
+            seen.setdefault(type(tracer).__name__, []).append(
+                (
+                    span.is_recording(),
+                    context.trace_flags,
+                    context.trace_state,
+                    type(span).__name__ != "NonRecordingSpan",
+                )
+            )
+            span.end()
+
+    sdk, lean = _both(script)
+    assert seen["LeanTracer"] == seen["Tracer"]
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert [span.name for span in lean] == ["span 0", "span 1", "span 3", "span 4", "span 6", "span 7", "span 8"]

@@ -144,3 +144,57 @@ async def test_every_documented_metric_after_a_scripted_session(
             assert not keys & {n.CLIENT_ADDRESS, n.URL_PATH, n.ENDUSER_ID}, spec.name  # bounded cardinality
             if spec.buckets is not None:
                 assert tuple(point.bounds) == spec.buckets, spec.name
+
+
+def _duration_points(reader: Any, name: str) -> list[tuple[dict[str, Any], int]]:
+    data = reader.get_metrics_data()
+    return sorted(
+        ((dict(point.attributes), point.count) for rm in data.resource_metrics for sm in rm.scope_metrics
+         for metric in sm.metrics if metric.name == name for point in metric.data.data_points),
+        key=repr,
+    )  # fmt: skip
+
+
+def test_duration_attributes_follow_a_changed_route_each_backend_and_close() -> None:
+    """The histograms' attribute sets: a route changed by ``add_api``, each backend, status, outcome
+    and close side get their own, and the tallies count each close code."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from asgi_ws_gateway.telemetry.metrics import Metrics
+
+    reader = InMemoryMetricReader()
+    metrics = Metrics(MeterProvider(metric_readers=[reader]).get_meter("test"), [("echo", "/ws/echo")])
+    for _ in range(2):
+        metrics.handshake("echo", "accepted", 101, None, None, 0.01)
+    metrics.add_api("echo", "/ws/echo/{room}")
+    metrics.handshake("echo", "accepted", 101, None, None, 0.01)
+    metrics.handshake("echo", "denied", 403, "forbidden", "p", 0.01)
+    handshake = {n.API: "echo", n.PROTOCOL_NAME: "websocket"}
+    assert _duration_points(reader, n.HANDSHAKE_DURATION.name) == sorted([
+        ({**handshake, n.HTTP_ROUTE: "/ws/echo", n.OUTCOME: "accepted", n.HTTP_STATUS: 101}, 2),
+        ({**handshake, n.HTTP_ROUTE: "/ws/echo/{room}", n.OUTCOME: "accepted", n.HTTP_STATUS: 101}, 1),
+        ({**handshake, n.HTTP_ROUTE: "/ws/echo/{room}", n.OUTCOME: "denied", n.HTTP_STATUS: 403,
+          n.ERROR_TYPE: "forbidden"}, 1),
+    ], key=repr)  # fmt: skip
+    backends: list[dict[str, str | int]] = [{n.API: "echo", n.BACKEND: f"ws://b:{i}/"} for i in range(3)]
+    for backend in (*backends, backends[0]):
+        metrics.upstream_attempt(backend, 0.01, None, 101)
+    metrics.upstream_attempt(backends[0], 0.01, "refused", 403)
+    points = _duration_points(reader, n.UPSTREAM_CONNECT_DURATION.name)
+    assert [(attrs[n.BACKEND], attrs[n.HTTP_STATUS], count) for attrs, count in points] == [
+        ("ws://b:0/", 101, 2), ("ws://b:0/", 403, 1), ("ws://b:1/", 101, 1), ("ws://b:2/", 101, 1),
+    ]  # fmt: skip
+    assert metrics.counts()["upstream_failures", "echo", "ws://b:0/"] == 1
+    metrics.closed(metrics.opened("echo", _stats()), "client", 1000, 1.0)
+    metrics.closed(metrics.opened("echo", _stats()), "client", 1001, 1.0)
+    assert metrics.counts()["closes", "echo", "1000"] == 1 and metrics.counts()["closes", "echo", "1001"] == 1
+    (closes,) = _duration_points(reader, n.CONNECTION_DURATION_METRIC.name)
+    assert closes == ({n.API: "echo", n.HTTP_ROUTE: "/ws/echo/{room}", n.PROTOCOL_NAME: "websocket",
+                       n.CLOSE_SIDE: "client"}, 2)  # fmt: skip
+
+
+def _stats() -> Any:
+    from asgi_ws_gateway.relay.stats import RelayStats
+
+    return RelayStats()

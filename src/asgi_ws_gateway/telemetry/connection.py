@@ -70,8 +70,9 @@ class ConnectionTrace:
 
     def _attributes(self) -> Attrs:
         handshake = self._handshake
+        path = handshake.path if handshake.path is not None else redact_text(handshake.scope.get("path", ""))
         attrs: Attrs = {
-            n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: redact_text(handshake.scope.get("path", "")),
+            n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: path,
             n.API: handshake.api.name, n.BACKEND: self._backend,
         }  # fmt: skip
         client = handshake.scope.get("client")

@@ -33,7 +33,7 @@ from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
@@ -91,7 +91,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._dropped = 0
         # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
         self._events: BoundedList[Event] | tuple[()] = ()
-        self._links: BoundedList[Link] | tuple[()] = _links(links, limits) if links else ()
+        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, limits) if links else ()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         if attributes:
@@ -196,8 +196,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
         )
         if not self._ended("_add_link"):
-            if not isinstance(self._links, BoundedList):
-                self._links = BoundedList(limits.max_links)
+            if not isinstance(self._links, BoundedList):  # the links given at start, kept first
+                self._links = BoundedList.from_seq(limits.max_links, self._links)
             self._links.append(Link(context, bounded))
 
     def update_name(self, name: str) -> None:
@@ -263,15 +263,39 @@ def _valid_link(context: SpanContext, attributes: Attributes) -> bool:
     return bool(context and (context.is_valid or (attributes or context.trace_state)))
 
 
-def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link]:
+_NO_ATTRIBUTES = BoundedAttributes(0, None, immutable=True)
+"""What the SDK makes of a link's ``None`` attributes (empty, immutable, nothing dropped), shared."""
+
+
+def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link] | tuple[Link, ...]:
     valid = []
     for link in links:
         if link and _valid_link(link.context, link.attributes):
-            link._attributes = BoundedAttributes(  # the SDK does the same to the caller's Link
-                limits.max_link_attributes, link.attributes, max_value_len=limits.max_attribute_length, immutable=True
+            # The SDK does the same to the caller's Link: a BoundedAttributes, immutable.
+            link._attributes = (
+                _NO_ATTRIBUTES
+                if not link.attributes
+                else BoundedAttributes(
+                    limits.max_link_attributes,
+                    link.attributes,
+                    max_value_len=limits.max_attribute_length,
+                    immutable=True,
+                )
             )
             valid.append(link)
+    if limits.max_links is None or len(valid) <= limits.max_links:
+        return tuple(valid)  # nothing dropped: ReadableSpan reads a tuple as it reads a BoundedList
     return BoundedList.from_seq(limits.max_links, valid)
+
+
+_DEFAULT_DELEGATES = (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF)
+
+
+def _delegates(sampler: Sampler) -> tuple[object, ...]:
+    """A ``ParentBased`` sampler's root and parent delegates (what ``DEFAULT_ON`` was built with)."""
+    names = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+             "_local_parent_not_sampled")  # fmt: skip
+    return tuple(getattr(sampler, name, None) for name in names)
 
 
 class LeanTracer(trace.Tracer):
@@ -282,6 +306,9 @@ class LeanTracer(trace.Tracer):
         self.resource = provider.resource
         self.limits: SpanLimits = provider._span_limits
         self.sampler = provider.sampler
+        # The default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on), decided here as it
+        # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
+        self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
         self.processor: SpanProcessor = provider._active_span_processor  # every processor added, in order
 
@@ -308,18 +335,22 @@ class LeanTracer(trace.Tracer):
         else:
             trace_id = parent.trace_id
             random = parent.trace_flags.random_trace_id
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        if self.parent_or_on:
+            sampled = recorded = parent is None or parent.trace_flags.sampled
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            recorded = result.decision is not Decision.DROP
+            trace_state, attributes = result.trace_state, result.attributes
         span_context = SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[result.decision is Decision.RECORD_AND_SAMPLE, random],
-            trace_state=result.trace_state,
-        )
-        if result.decision is Decision.DROP:
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_FLAGS[sampled, random],
+            trace_state=trace_state,
+        )  # fmt: skip
+        if not recorded:
             return trace.NonRecordingSpan(span_context)
         span = LeanSpan(
-            self, name, span_context, parent, kind, result.attributes, links, start_time,
+            self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, links, start_time,
             record_exception, set_status_on_exception,
         )  # fmt: skip
         self.processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads

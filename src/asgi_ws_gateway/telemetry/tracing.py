@@ -141,6 +141,7 @@ class HandshakeTrace:
         self._otel_token: object | None = None
         self._events: MessageEvents | None = None
         self._upstream: Attrs | None = None  # the first attempt, set with the handshake's final attributes
+        self.path: str | None = None  # the redacted path, once a span needs it (the connection span reuses it)
         if telemetry.tracer is not None:
             self._start_span(telemetry)
         self._token = HANDSHAKE.set(self)
@@ -171,7 +172,7 @@ class HandshakeTrace:
         # The HTTP server-span conventions; what the connect and connection spans carry is not repeated.
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
+        path = self.path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
         attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: path}
         client = scope.get("client")
         if self.client is not None:
