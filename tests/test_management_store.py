@@ -99,6 +99,22 @@ async def test_redis_store_keeps_every_concurrent_update(redis_prefix: str) -> N
             await store.aclose()
 
 
+async def test_a_save_the_redis_client_sends_again_is_applied_once(redis_prefix: str) -> None:
+    """redis-py sends a command again after a timeout or a dropped connection, when the first may have
+    been applied: the same attempt is then taken as done (not a conflict that makes the store apply
+    the change a second time), while another attempt at the same revision is still a conflict."""
+    store = RedisStore.from_url(REDIS_URL, prefix=redis_prefix)
+    try:
+        document = Overlay().next().to_json()
+        args: list[str | int] = [0, document, 1, "attempt-1"]
+        assert int(await store._save(keys=[store._key], args=args)) == 1
+        assert int(await store._save(keys=[store._key], args=args)) == 1  # the same attempt, again
+        assert int(await store._save(keys=[store._key], args=[0, document, 1, "attempt-2"])) == -1
+        assert await store.revision() == 1
+    finally:
+        await store.aclose()
+
+
 async def test_restart_loses_nothing_added_through_the_api(upstream: UpstreamServer, tmp_path: Path) -> None:
     config = {"apis": [api("echo", "/ws/echo", upstream)]}
     state = tmp_path / "state.json"

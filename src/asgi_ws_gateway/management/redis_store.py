@@ -2,12 +2,15 @@
 
 The document and its revision live in one hash, ``<prefix>:{mgmt}:state`` (the braces are a Redis
 Cluster hash tag). An update is optimistic: read, derive, then save with a Lua script only if the
-revision is still the one read; on a conflict, read again and retry.
+revision is still the one read; on a conflict, read again and retry. Each attempt carries an id
+saved with the document, so a save the Redis client sends again (after a timeout or a dropped
+connection, when the first one may have been applied) is recognised as done, not applied twice.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from ..redis_client import AnyRedis, connect
 from .overlay import Overlay
@@ -17,8 +20,13 @@ logger = logging.getLogger(__name__)
 
 _SAVE = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
-if current ~= tonumber(ARGV[1]) then return -1 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'revision', ARGV[3])
+if current ~= tonumber(ARGV[1]) then
+  if current == tonumber(ARGV[3]) and redis.call('HGET', KEYS[1], 'attempt') == ARGV[4] then
+    return current  -- this very attempt, sent again by the client: it was applied
+  end
+  return -1
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'revision', ARGV[3], 'attempt', ARGV[4])
 return tonumber(ARGV[3])
 """
 MAX_ATTEMPTS = 50
@@ -59,7 +67,8 @@ class RedisStore:
         for _ in range(MAX_ATTEMPTS):
             current = await self.load()
             new = change(current)
-            saved = await self._save(keys=[self._key], args=[current.revision, new.to_json(), new.revision])
+            attempt = uuid.uuid4().hex
+            saved = await self._save(keys=[self._key], args=[current.revision, new.to_json(), new.revision, attempt])
             if int(saved) == new.revision:
                 return new
             logger.debug("state revision moved past %d while updating; retrying", current.revision)
