@@ -20,8 +20,9 @@ from websockets.speedups import apply_mask
 
 from .._types import Data
 from ..relay.stats import RelayStats
+from .frames import frame_rule_broken
 
-_TEXT, _BINARY, _CLOSE, _PONG = 0x1, 0x2, 0x8, 0xA
+_TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
 _CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 Event = tuple[int, Data, bytes, int]
@@ -139,7 +140,7 @@ class MessageAssembler:
             elif length == 127:
                 (length,) = struct.unpack_from("!Q", buf, pos + 2)
             opcode = b0 & 0x0F
-            error = self._check(b0, b1, opcode, length)
+            error = frame_rule_broken(b0, b1, opcode, length, self._masked, 0, self._parts is not None)
             if error is not None:
                 self._fail(error)
                 return None
@@ -209,29 +210,6 @@ class MessageAssembler:
                 return None
         self.interrupted = True
         return _CLOSE, b"", raw, 0
-
-    def _check(self, b0: int, b1: int, opcode: int, length: int) -> str | None:
-        """The framing rule this frame header breaks, if any (RFC 6455 §5.2-5.5)."""
-        if b1 & 0x80 != self._masked:
-            return "incorrect masking"
-        if b0 & 0x70:
-            return "reserved bits must be 0"
-        if opcode >= _CLOSE:
-            if opcode > _PONG:
-                return "invalid opcode"
-            if not b0 & 0x80:
-                return "fragmented control frame"
-            if length > 125:
-                return "control frame too long"
-        elif opcode > _BINARY:
-            return "invalid opcode"
-        elif opcode == 0 and self._parts is None:
-            return "unexpected continuation frame"
-        elif opcode != 0 and self._parts is not None:
-            return "expected a continuation frame"
-        if length >> 63:
-            return "invalid frame length"
-        return None
 
 
 __all__ = ["Event", "MessageAssembler"]

@@ -186,7 +186,7 @@ class FrameScanner:
             elif length == 127:
                 (length,) = struct.unpack_from("!Q", data, pos + 2)
             opcode = b0 & 0x0F
-            error = self._check(b0, b1, opcode, length)
+            error = frame_rule_broken(b0, b1, opcode, length, self._masked, self._rsv, self.in_message)
             if error is not None:
                 self.error = error
                 end = min(end, start)
@@ -233,30 +233,6 @@ class FrameScanner:
             return b"".join(kept)
         return data if end == size else data[:end]
 
-    def _check(self, b0: int, b1: int, opcode: int, length: int) -> str | None:
-        """The framing rule this frame header breaks, if any (RFC 6455 §5.2-5.5)."""
-        if b1 & 0x80 != self._masked:
-            return "incorrect masking"
-        if opcode in _OPCODES_CONTROL:
-            if not b0 & 0x80:
-                return "fragmented control frame"
-            if length > 125:
-                return "control frame too long"
-            rsv_allowed = 0 if self._rsv == _RSV1 else self._rsv  # permessage-deflate: data frames only
-        elif opcode in _OPCODES_DATA:
-            if opcode == 0 and not self.in_message:
-                return "unexpected continuation frame"
-            if opcode != 0 and self.in_message:
-                return "expected a continuation frame"
-            rsv_allowed = self._rsv if opcode != 0 or self._rsv != _RSV1 else 0
-        else:
-            return "invalid opcode"
-        if b0 & 0x70 & ~rsv_allowed:
-            return "reserved bits must be 0"
-        if length >> 63:
-            return "invalid frame length"
-        return None
-
     def _frame_done(self) -> None:
         if self._control:
             if self._close_payload is not None:
@@ -264,6 +240,40 @@ class FrameScanner:
                 self._close_payload = None
         elif self._fin:
             self._count(self._message, self._binary)
+
+
+def frame_rule_broken(
+    b0: int, b1: int, opcode: int, length: int, masked: int, rsv: int, in_message: bool
+) -> str | None:
+    """The framing rule a frame header breaks, if any (RFC 6455 §5.2-5.5); the splice's and the frame relay's.
+
+    Args:
+        b0, b1: the header's first two bytes; ``opcode`` and ``length`` as read from it.
+        masked: 0x80 if frames must be masked (a client's), 0 if they must not (an upstream's).
+        rsv: the reserved bits the negotiated extensions allow (:func:`_allowed_rsv`).
+        in_message: a fragmented message is open (its continuation frames are expected).
+    """
+    if b1 & 0x80 != masked:
+        return "incorrect masking"
+    if opcode in _OPCODES_CONTROL:
+        if not b0 & 0x80:
+            return "fragmented control frame"
+        if length > 125:
+            return "control frame too long"
+        rsv_allowed = 0 if rsv == _RSV1 else rsv  # permessage-deflate: data frames only
+    elif opcode in _OPCODES_DATA:
+        if opcode == 0 and not in_message:
+            return "unexpected continuation frame"
+        if opcode != 0 and in_message:
+            return "expected a continuation frame"
+        rsv_allowed = rsv if opcode != 0 or rsv != _RSV1 else 0
+    else:
+        return "invalid opcode"
+    if b0 & 0x70 & ~rsv_allowed:
+        return "reserved bits must be 0"
+    if length >> 63:
+        return "invalid frame length"
+    return None
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
@@ -302,4 +312,4 @@ def close_frame(code: int, reason: str, *, mask: bool) -> bytes:
     return encode_frame(_CLOSE, struct.pack("!H", code) + reason.encode(), mask=mask)
 
 
-__all__ = ["FrameScanner", "Scanner", "close_frame", "encode_frame"]
+__all__ = ["FrameScanner", "Scanner", "close_frame", "encode_frame", "frame_rule_broken"]
