@@ -36,25 +36,34 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = '{"type":"chat","room":"lobby","text":"hello, you","seq":1234567}'  # 64 bytes
-SCHEMA = {
-    "type": "object",
-    "required": ["type", "room", "text"],
-    "properties": {
-        "type": {"enum": ["chat", "typing"]},
-        "room": {"type": "string", "maxLength": 64},
-        "text": {"type": "string", "maxLength": 1000},
-        "seq": {"type": "integer", "minimum": 0},
-    },
-    "additionalProperties": False,
-}
-POLICIES = {
-    "inbound": [
-        {"limit-message-size": {"max": 4096}},
-        {"rate-limit-messages": {"messages": 10_000_000, "bytes": 10_000_000_000, "window": 1}},
-        {"validate-message": {"schema": SCHEMA}},
-    ],
-    "outbound": [{"limit-message-size": {"max": 65536}}],
-}
+
+
+def message_policies(*, limit: int = 4096, text_limit: int = 1000) -> dict[str, Any]:
+    """Size limit, in-memory rate limit (never reached) and JSON Schema on client messages, size limit
+    on the upstream's: the set this script measures (and, limits raised, the bench's
+    ``gateway-run+messages`` path)."""
+    schema = {
+        "type": "object",
+        "required": ["type", "room", "text"],
+        "properties": {
+            "type": {"enum": ["chat", "typing"]},
+            "room": {"type": "string", "maxLength": 64},
+            "text": {"type": "string", "maxLength": text_limit},
+            "seq": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+    }
+    return {
+        "inbound": [
+            {"limit-message-size": {"max": limit}},
+            {"rate-limit-messages": {"messages": 10_000_000, "bytes": 10_000_000_000, "window": 1}},
+            {"validate-message": {"schema": schema}},
+        ],
+        "outbound": [{"limit-message-size": {"max": 65536}}],
+    }
+
+
+POLICIES = message_policies()
 
 
 def _free_port() -> int:

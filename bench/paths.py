@@ -20,6 +20,7 @@ from pathlib import Path
 from . import nginx
 from .apps import ECHO_PATH, LOG_DIR_ENV, UPSTREAM_ENV, policy_set
 from .credentials import PUBLIC_KEY_ENV, PUBLIC_KEY_PEM, TOKEN
+from .message_policies import message_policies
 from .procs import HOST, Service, free_port
 from .system import LOAD_CPUS, pinned, raise_fd_limit
 
@@ -155,24 +156,7 @@ class _WithSink(Service):
             self.sink.stop(timeout)
 
 
-MESSAGE_POLICIES = {
-    "inbound": [
-        {"limit-message-size": {"max": 65536}},
-        {"rate-limit-messages": {"messages": 10_000_000, "bytes": 10_000_000_000, "window": 1}},
-        {"validate-message": {"schema": {
-            "type": "object",
-            "required": ["type", "room", "text"],
-            "properties": {
-                "type": {"enum": ["chat", "typing"]},
-                "room": {"type": "string", "maxLength": 64},
-                "text": {"type": "string", "maxLength": 65536},
-                "seq": {"type": "integer", "minimum": 0},
-            },
-            "additionalProperties": False,
-        }}},
-    ],
-    "outbound": [{"limit-message-size": {"max": 65536}}],
-}  # fmt: skip
+MESSAGE_POLICIES = message_policies(limit=65536, text_limit=65536)
 """``gateway-run+messages``: bench/message_policies.py's set (size, in-memory rate limit never reached,
 JSON Schema), its limits raised so that the 16 KiB scenario's message passes too."""
 
