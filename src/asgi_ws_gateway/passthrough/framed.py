@@ -28,11 +28,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .._types import Data
 from ..errors import CloseConnection
 from ..messages.context import ConnectionContext
+from ..relay.pumps import PolicyTasks
 from ..relay.stats import RelayStats
 from .assembler import MessageAssembler
 from .frames import encode_frame
@@ -99,7 +100,7 @@ class _FramedSide(_Side):
                 peer.transport.write(raw if result is data and raw else self._frame(result))
                 continue
             self.transport.pause_reading()
-            self.task = splice.spawn(self._finish(result, data, raw))
+            self.task = splice.background.spawn(self._finish(result, data, raw))
             return
         if frames.interrupted:
             splice.after_frame(self)
@@ -171,9 +172,7 @@ class FramedRelay(Splice):
             raise ValueError("the frame relay reads frames without extensions")
         super().__init__(upstream, max_message_size=max_message_size, close_timeout=close_timeout,
                          ping_interval=ping_interval, ping_timeout=ping_timeout)  # fmt: skip
-        self._state: Literal["new", "running", "over"] = "new"
-        self._queued: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.background = PolicyTasks()
         self.connection = ConnectionContext(handshake, self.stats, self)
         inbound, outbound = policies.attach(self.connection)
         self.client.process = inbound.process_now if inbound is not None else None
@@ -186,35 +185,15 @@ class FramedRelay(Splice):
 
     async def run(self) -> RelayStats:
         """As the splice's; the policies' tasks are cancelled, and awaited, before it returns."""
-        self._state = "running"
-        for task in self._queued:
-            self.spawn(task())
-        self._queued.clear()
+        self.background.begin()
         try:
             return await super().run()
         finally:
-            self._state = "over"
-            for running in self._tasks:
-                running.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("message policy task failed", exc_info=task.exception())
+            await self.background.end()
 
     def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``task()`` while the connection is open: from :meth:`run` on, or at once if running."""
-        if self._state == "new":
-            self._queued.append(task)
-        elif self._state == "running":
-            self.spawn(task())
+        self.background.start(task)
 
     async def send_to_upstream(self, data: Data) -> bool:
         """Send the upstream a message of the gateway's own (an error reply); False once closing."""

@@ -64,6 +64,52 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class PolicyTasks:
+    """The message policies' background work on one connection (``ConnectionContext.start``).
+
+    Queued until the connection runs, started at once while it runs, dropped once it is over; a
+    failure is logged when it happens, and what still runs at the end is cancelled and awaited.
+    Shared by the relay and the frame relay.
+    """
+
+    def __init__(self) -> None:
+        self._state: Literal["new", "running", "over"] = "new"
+        self._queued: list[Callable[[], Coroutine[Any, Any, None]]] = []  # start()ed before begin()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task()`` while the connection runs: from :meth:`begin` on, or at once if running."""
+        if self._state == "new":
+            self._queued.append(task)
+        elif self._state == "running":
+            self.spawn(task())
+        # over: the connection is closed; there is nothing left for the task to do
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` now, as part of the connection's work (cancelled at :meth:`end`)."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def begin(self) -> None:
+        self._state = "running"
+        for task in self._queued:
+            self.spawn(task())
+        self._queued.clear()
+
+    async def end(self) -> None:
+        self._state = "over"
+        for running in self._tasks:
+            running.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # reported now, not at the close
+            logger.error("message policy task failed", exc_info=task.exception())
+
+
 class Relay:
     """Copies messages both ways between an accepted ASGI WebSocket and an upstream connection.
 
@@ -106,9 +152,7 @@ class Relay:
         self._pumps: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
         """Set when :meth:`run` has closed both sides and is returning."""
-        self._state: Literal["new", "running", "over"] = "new"
-        self._queued: list[Callable[[], Coroutine[Any, Any, None]]] = []  # start()ed before run()
-        self._tasks: set[asyncio.Task[None]] = set()  # the policies' background work, running
+        self._background = PolicyTasks()
         self.connection: ConnectionContext | None = None
         self._inbound: MessagePipeline | None = None
         self._outbound: MessagePipeline | None = None
@@ -125,16 +169,11 @@ class Relay:
         pump: the failure is logged once, at ERROR, and both sides are closed with 1011. Background
         work the policies started is cancelled, and awaited, before it returns.
         """
-        self._state = "running"
-        for task in self._queued:
-            self._launch(task)
+        self._background.begin()
         try:
             return await self._relay()
         finally:
-            self._state = "over"
-            for running in self._tasks:
-                running.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._background.end()
 
     async def _relay(self) -> RelayStats:
         to_upstream = asyncio.create_task(self._client_to_upstream())
@@ -165,21 +204,7 @@ class Relay:
 
     def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``task()`` while the connection is relayed: from :meth:`run` on, or at once if running."""
-        if self._state == "new":
-            self._queued.append(task)
-        elif self._state == "running":
-            self._launch(task)
-        # over: the connection is closed; there is nothing left for the task to do
-
-    def _launch(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        running = asyncio.create_task(task())
-        self._tasks.add(running)
-        running.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # reported now, not at the close
-            logger.error("message policy task failed", exc_info=task.exception())
+        self._background.start(task)
 
     def abort(self) -> None:
         """Stop relaying now; :meth:`run` then closes both sides with 1011/1001 and returns."""
@@ -389,7 +414,7 @@ class Relay:
         stats = self.stats
         stats.closed_by, stats.close_code, stats.close_reason = "gateway", close.peer_code, close.peer_reason
         await self._close_client(close.peer_code, close.peer_reason)
-        self._launch(lambda: self._close_upstream(wire_code(close.code), wire_reason(close.detail)))
+        self._background.spawn(self._close_upstream(wire_code(close.code), wire_reason(close.detail)))
 
 
 def _send_message(data: Data) -> Message:
@@ -406,4 +431,4 @@ def _failure(pumps: set[asyncio.Task[None]]) -> BaseException | None:
     return None
 
 
-__all__ = ["Relay"]
+__all__ = ["PolicyTasks", "Relay"]
