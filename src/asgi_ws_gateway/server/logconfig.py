@@ -16,9 +16,36 @@ import logging
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.logging import DefaultFormatter
+
+from ..redact import formatted_message
 
 ACCESS_LOGGER = "asgi_ws_gateway.access"
 _REDACT = {"()": "asgi_ws_gateway.redact.RedactingFilter"}
+_LINES = "asgi_ws_gateway.server.logconfig.LineFormatter"
+
+
+class LineFormatter(DefaultFormatter):
+    """uvicorn's ``DefaultFormatter`` (``INFO:     message``), writing the same lines for less.
+
+    uvicorn's copies every record to add its ``levelprefix``; without colours this one sets it on the
+    record itself, and it reuses the message the :class:`~asgi_ws_gateway.redact.RedactingFilter`
+    formatted instead of formatting it again: with the access line, two lines a connection.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg, args = record.msg, record.args
+        record.msg, record.args = formatted_message(record), ()  # getMessage() is then the text as it is
+        try:
+            return super().format(record)
+        finally:
+            record.msg, record.args = msg, args
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if self.use_colors:
+            return super().formatMessage(record)
+        record.levelprefix = f"{record.levelname}:{' ' * (8 - len(record.levelname))}"
+        return self._style.format(record)
 
 
 def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str, Any]:
@@ -30,10 +57,11 @@ def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str
     """
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"redact": _REDACT}
+    config["formatters"]["default"]["()"] = _LINES
     config["formatters"]["gateway_access"] = (
         {"format": "%(message)s"}
         if access_log == "json"
-        else {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s", "use_colors": None}
+        else {"()": _LINES, "fmt": "%(levelprefix)s %(message)s", "use_colors": None}
     )
     config["handlers"]["gateway_access"] = {
         "formatter": "gateway_access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout",
@@ -54,4 +82,4 @@ def _rank(level: str) -> int:
     return logging.getLevelName(level) if level != "TRACE" else 5
 
 
-__all__ = ["ACCESS_LOGGER", "run_log_config"]
+__all__ = ["ACCESS_LOGGER", "LineFormatter", "run_log_config"]
