@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _OFF, _ON, _TRACE_BASED = 0, 1, 2
+_INF = math.inf
 _FILTERS: dict[type, int] = {
     AlwaysOffExemplarFilter: _OFF,
     AlwaysOnExemplarFilter: _ON,
@@ -116,7 +117,7 @@ class OwnHistograms:
             self._fallback(logging.WARNING, "this OpenTelemetry SDK's metrics are unknown to the gateway")
             return instrument
         if storage._sdk_config.views or not instrument._is_enabled():
-            self._fallback(logging.INFO, "the meter provider has views")
+            self._fallback(logging.INFO, "the meter provider has views or a disabled meter")
             return instrument
         stream = storage._new_view_instrument_match(_DEFAULT_VIEW, instrument)  # what the SDK would make
         aggregation = stream._aggregation
@@ -202,7 +203,7 @@ class OwnHistogram(_ViewInstrumentMatch):
         self._by_items: dict[_Items, _Point] = {}
 
     def record(self, amount: float, attributes: Attrs, /) -> None:
-        if not 0 <= amount < math.inf:  # NaN too
+        if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)
             return
         span: Span | None = None
