@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -33,6 +35,7 @@ from opentelemetry.sdk.metrics._internal import _view_instrument_match, instrume
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ExponentialHistogram,
+    HistogramDataPoint,
     InMemoryMetricReader,
     MetricsData,
 )
@@ -228,6 +231,38 @@ def test_metrics_records_through_either_histogram_alike(clock: Clock) -> None:
     sdk, own, _ = pair.collect()
     assert own == sdk
     pair.shutdown()
+
+
+def test_no_record_is_lost_to_collections_on_another_thread() -> None:
+    """Delta collections swap the sets while threads record: every record is in exactly one collection."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: inside the record and the swap
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    provider = MeterProvider([reader], shutdown_on_exit=False)
+    histogram = OwnHistograms(provider, reader)(provider.get_meter(n.SCOPE), n.HANDSHAKE_DURATION)
+    counted = 0
+
+    def collect() -> None:
+        nonlocal counted
+        data = reader.get_metrics_data()
+        for metric in data.resource_metrics[0].scope_metrics[0].metrics if data else ():
+            counted += sum(point.count for point in metric.data.data_points if isinstance(point, HistogramDataPoint))
+
+    def record(status: int) -> None:
+        for i in range(3000):
+            histogram.record(0.001 * (i % 40), {**ACCEPTED, n.HTTP_STATUS: status})
+
+    try:
+        threads = [threading.Thread(target=record, args=(200 + i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            collect()
+        collect()
+    finally:
+        sys.setswitchinterval(previous)
+    assert counted == 4 * 3000
+    provider.shutdown()
 
 
 def test_a_negative_or_not_finite_value_is_dropped_with_the_sdk_s_warning(
