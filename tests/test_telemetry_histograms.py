@@ -299,6 +299,26 @@ def test_an_exponential_histogram_aggregation_keeps_the_sdk_s_instruments() -> N
     provider.shutdown()
 
 
+def test_an_sdk_of_another_shape_keeps_its_instruments_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private SDK name the own histograms use is missing: the SDK's instrument, nothing lost."""
+    monkeypatch.delattr(metric_reader_storage.MetricReaderStorage, "_new_view_instrument_match")
+    reader = InMemoryMetricReader()
+    provider = MeterProvider([reader], shutdown_on_exit=False)
+    with caplog.at_level(logging.WARNING):
+        histogram = OwnHistograms(provider, reader)(provider.get_meter(n.SCOPE), n.HANDSHAKE_DURATION)
+    assert not isinstance(histogram, OwnHistogram)
+    assert "unknown to the gateway: the duration histograms are the SDK's" in caplog.text
+    monkeypatch.undo()  # the SDK's storage makes its stream at the first record
+    histogram.record(0.02, ACCEPTED)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (metric,) = data.resource_metrics[0].scope_metrics[0].metrics
+    assert [p.count for p in metric.data.data_points if isinstance(p, HistogramDataPoint)] == [1]
+    provider.shutdown()
+
+
 def test_the_exponential_aggregation_variable_reaches_the_own_provider_s_histograms() -> None:
     environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"}
     with pytest.MonkeyPatch.context() as env:  # the OTLP exporter reads its aggregation from os.environ

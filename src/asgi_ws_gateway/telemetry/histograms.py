@@ -112,6 +112,13 @@ class OwnHistograms:
         instrument = meter.create_histogram(
             spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets
         )
+        try:
+            return self._own(instrument)
+        except (AttributeError, TypeError):  # private SDK names of another version: keep its instrument
+            self._fallback(logging.WARNING, "this OpenTelemetry SDK's metrics are unknown to the gateway")
+            return instrument
+
+    def _own(self, instrument: DurationHistogram) -> DurationHistogram:
         storage = self._storage
         if storage is None or self._exemplars is None or not isinstance(instrument, _Histogram):
             self._fallback(logging.WARNING, "this OpenTelemetry SDK's metrics are unknown to the gateway")
