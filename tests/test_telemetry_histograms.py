@@ -265,6 +265,22 @@ def test_no_record_is_lost_to_collections_on_another_thread() -> None:
     provider.shutdown()
 
 
+def test_a_record_through_the_sdk_s_instrument_lands_in_the_own_histogram(clock: Clock) -> None:
+    """The same instrument asked of the meter again and recorded into: aggregated with the own records."""
+    pair = Pair(AggregationTemporality.CUMULATIVE, "trace_based")
+    sdk, own = pair.histograms(n.HANDSHAKE_DURATION)
+    _record([sdk, own], clock, 0.2, ACCEPTED, SAMPLED)
+    again = [sdk_histogram(meter, n.HANDSHAKE_DURATION) for meter in pair.meters]  # the SDK's, on both
+    _record(again, clock, 0.3, DENIED, SAMPLED)
+    clock.tick()
+    sdk_bytes, own_bytes, data = pair.collect()
+    assert own_bytes == sdk_bytes
+    assert data is not None
+    (metric,) = data.resource_metrics[0].scope_metrics[0].metrics
+    assert [p.count for p in metric.data.data_points if isinstance(p, HistogramDataPoint)] == [1, 1]
+    pair.shutdown()
+
+
 def test_a_negative_or_not_finite_value_is_dropped_with_the_sdk_s_warning(
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
