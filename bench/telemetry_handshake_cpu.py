@@ -17,8 +17,15 @@ connection for each mode:
 * ``each-no-encoding``: as ``each``, the exporter dropping batches unencoded: what encoding costs;
 * ``each-lean-traces-only``, ``metrics-only``: one of the two signals alone (the split of the cost).
 
-Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3] [--modes off,each-lean,...]``.
-Each measure runs in a fresh process, modes interleaved, so imports and warm caches fall on all of them alike.
+Metrics come from the meter provider the gateway builds from ``OTEL_*`` (its periodic reader; the
+exporter discards, the interval is an hour so nothing is collected while measuring), with its own
+duration histograms (``--histograms gateway``, :mod:`asgi_ws_gateway.telemetry.histograms`) or the
+SDK's (``sdk``: ``ASGI_WS_GATEWAY_HISTOGRAMS=sdk``, and any provider an application passes);
+``--histograms gateway,sdk`` measures both, interleaved with the modes.
+
+Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3] [--modes off,each-lean,...]
+[--histograms gateway,sdk]``. Each measure runs in a fresh process, modes interleaved, so imports and
+warm caches fall on all of them alike.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import resource
 import statistics
 import subprocess
@@ -49,17 +57,16 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _measure(mode: str, count: int) -> float:
+async def _measure(mode: str, count: int, histograms: str) -> float:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
     from asgi_ws_gateway.relay.stats import RelayStats
-    from asgi_ws_gateway.telemetry import Telemetry, TracedConnector
+    from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, providers
     from asgi_ws_gateway.telemetry.lean_spans import LeanTracerProvider
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
     from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
@@ -83,6 +90,18 @@ async def _measure(mode: str, count: int) -> float:
             encode(spans)
             return SpanExportResult.SUCCESS
 
+    class Discard(MetricExporter):
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
     class Upstream:
         async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
             return cast("UpstreamConnection", object())  # never used: no relay runs
@@ -93,13 +112,15 @@ async def _measure(mode: str, count: int) -> float:
         "telemetry": {"attempt_spans": attempt_spans},
     })  # fmt: skip
     tracer_provider: TracerProvider | LeanTracerProvider | None = None
-    meter_provider = None
     if mode not in ("off", "metrics-only"):
         tracer_provider = LeanTracerProvider(resource=Resource.create()) if "lean" in mode else TracerProvider()
         tracer_provider.add_span_processor(BatchSpanProcessor(Encoding(), max_queue_size=count * 3))
-    if mode != "off" and "traces-only" not in mode:
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    telemetry = Telemetry(config, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    os.environ["OTEL_TRACES_EXPORTER"] = "none"  # traces: the provider above, or none
+    os.environ["OTEL_METRICS_EXPORTER"] = "none" if mode == "off" or "traces-only" in mode else "otlp"
+    os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = "3600000"
+    os.environ[providers.HISTOGRAMS_VARIABLE] = histograms
+    providers._metric_exporter = lambda protocol: Discard()  # the gateway's own meter provider, exporting nothing
+    telemetry = Telemetry(config, tracer_provider=tracer_provider)
     api, backend = config.apis[0], config.apis[0].upstreams[0]
     connector = TracedConnector(Upstream(), api.name, backend)
 
@@ -124,24 +145,33 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=3000, help="connections per measure (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="measures per mode (default: %(default)s)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to measure (default: all)")
+    parser.add_argument(
+        "--histograms", default="gateway", help="gateway, sdk or gateway,sdk (both, interleaved; default: %(default)s)"
+    )
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)  # the access log would measure the logging module
+    kinds = [kind.strip() for kind in args.histograms.split(",") if kind.strip()]
+    if not kinds or set(kinds) - {"gateway", "sdk"}:
+        parser.error("--histograms: gateway, sdk or gateway,sdk")
     if args.mode:
-        print(asyncio.run(_measure(args.mode, args.count)))
+        print(asyncio.run(_measure(args.mode, args.count, kinds[0])))
         return 0
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         parser.error(f"unknown modes: {', '.join(unknown)} (known: {', '.join(MODES)})")
-    results: dict[str, list[float]] = {mode: [] for mode in modes}
+    variants = [(mode, kind) for mode in modes for kind in (kinds if mode != "off" else kinds[:1])]
+    results: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
     for _ in range(args.repeat):
-        for mode in modes:
-            command = [sys.executable, __file__, "--mode", mode, "--count", str(args.count)]
-            results[mode].append(float(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
-    for mode, values in results.items():
+        for mode, kind in variants:
+            command = [sys.executable, __file__, "--mode", mode, "--count", str(args.count), "--histograms", kind]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results[mode, kind].append(float(output))
+    for (mode, kind), values in results.items():
         runs = ", ".join(f"{v:.0f}" for v in values)
-        print(f"{mode:21} median {statistics.median(values):7.1f} us CPU per connection   runs {runs}")
+        label = mode if len(kinds) == 1 or mode == "off" else f"{mode} ({kind})"
+        print(f"{label:31} median {statistics.median(values):7.1f} us CPU per connection   runs {runs}")
     return 0
 
 

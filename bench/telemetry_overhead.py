@@ -7,7 +7,8 @@ default sampling: parent-based always-on; the target), ``sampled`` (10 % of trac
 (no traces), ``failover`` (as ``on``, with ``telemetry.attempt_spans: failover``), and
 ``on-sdk-encoder``/``failover-sdk-encoder`` (the same with the SDK's OTLP encoder) and
 ``on-sdk-spans``/``failover-sdk-spans`` (the same with the SDK's spans, ``ASGI_WS_GATEWAY_SPANS=sdk``,
-instead of the gateway's lean ones). All use the
+instead of the gateway's lean ones) and ``on-sdk-histograms``/``metrics-sdk-histograms`` (the SDK's
+duration histograms, ``ASGI_WS_GATEWAY_HISTOGRAMS=sdk``, instead of the gateway's own). All use the
 default batch span processor and collect metrics every second
 (more often than the 60 s default, so a collection falls in every round). This process is the load
 generator. Each round measures every gateway back to back, in a rotated order, so drift and other
@@ -261,12 +262,15 @@ def main() -> int:
 
 SDK_ENCODER = {"ASGI_WS_GATEWAY_OTLP_ENCODER": "sdk"}
 SDK_SPANS = {"ASGI_WS_GATEWAY_SPANS": "sdk"}
+SDK_HISTOGRAMS = {"ASGI_WS_GATEWAY_HISTOGRAMS": "sdk"}
 VARIANTS: dict[str, dict[str, str]] = {
     "on": {},
     "on-sdk-spans": SDK_SPANS,
     "failover-sdk-spans": SDK_SPANS,
     "sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
     "metrics": {"OTEL_TRACES_EXPORTER": "none"},
+    "on-sdk-histograms": SDK_HISTOGRAMS,
+    "metrics-sdk-histograms": {"OTEL_TRACES_EXPORTER": "none", **SDK_HISTOGRAMS},
     "failover": {},
     "on-sdk-encoder": SDK_ENCODER,
     "failover-sdk-encoder": SDK_ENCODER,
@@ -276,7 +280,8 @@ VARIANTS: dict[str, dict[str, str]] = {
 """Telemetry-on variants, each compared with the ``off`` gateway: default sampling (the target),
 10 % of traces sampled, metrics only, default sampling with ``attempt_spans: failover``, and ``on``
 and ``failover`` with the SDK's OTLP encoder instead of the gateway's (how it was before it had one),
-or with the SDK's spans instead of the gateway's lean ones (``-sdk-spans``); ``-baseline``: ``on`` or
+or with the SDK's spans instead of the gateway's lean ones (``-sdk-spans``), ``on`` and ``metrics``
+with the SDK's duration histograms instead of the gateway's own (``-sdk-histograms``); ``-baseline``: ``on`` or
 ``metrics`` run from the source tree ``--baseline-src`` names (another commit's ``src``, for a
 before/after in the same rounds)."""
 TELEMETRY: dict[str, dict[str, str]] = {

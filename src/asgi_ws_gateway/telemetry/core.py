@@ -51,7 +51,7 @@ class Telemetry:
         self.metrics: Metrics | None = None
         if providers.meter is not None:
             meter = providers.meter.get_meter(SCOPE, __version__)
-            self.metrics = Metrics(meter, ((api.name, api.route) for api in self._apis.values()))
+            self.metrics = Metrics(meter, ((api.name, api.route) for api in self._apis.values()), providers.histograms)
         if count:
             self.count_locally()
         otel_logger = providers.logger.get_logger(SCOPE, __version__) if providers.logger else None

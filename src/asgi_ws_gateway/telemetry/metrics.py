@@ -1,11 +1,13 @@
 """The gateway's metric instruments (names and attributes: :mod:`.names`).
 
-Only the three duration histograms are recorded through the SDK as events happen (there is no
-observable histogram). Every counter is observable: the gateway counts in plain Python (a dict
-increment per handshake or close; integer increments in the relay's ``RelayStats`` per message)
-and the metric reader's callbacks read those counts when it collects (open connections' live
-counters plus the totals of closed ones). So the relay makes no OpenTelemetry call per message,
-the counts of long-lived connections are live, and a connection costs three SDK calls.
+Only the three duration histograms are recorded as events happen (there is no observable
+histogram): into the SDK's instruments, or, with the gateway's own meter provider, into its own
+aggregation of them (:mod:`.histograms`; the factory ``Telemetry`` passes). Every counter is
+observable: the gateway counts in plain Python (a dict increment per handshake or close; integer
+increments in the relay's ``RelayStats`` per message) and the metric reader's callbacks read those
+counts when it collects (open connections' live counters plus the totals of closed ones). So the
+relay makes no OpenTelemetry call per message, the counts of long-lived connections are live, and
+a connection costs three histogram records.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from . import names as n
 
@@ -28,6 +30,16 @@ AttrsKey = tuple[tuple[str, str | int], ...]
 ActionKey = tuple[str, str, str, str]
 """(policy, action, direction, reason), as ``RelayStats.policy_actions`` keys them."""
 """(policy, action, direction)."""
+
+
+class DurationHistogram(Protocol):
+    """What a duration is recorded into: the SDK's ``Histogram`` or the gateway's own (:mod:`.histograms`)."""
+
+    def record(self, amount: float, attributes: Attrs, /) -> None: ...
+
+
+HistogramFactory = Callable[[Meter, n.Instrument], DurationHistogram]
+"""Makes one duration histogram on a meter; the default is the SDK's (:func:`sdk_histogram`)."""
 
 
 @dataclass(eq=False)
@@ -81,16 +93,19 @@ _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT,
 class Metrics:
     """Creates the instruments on ``meter`` and records into them."""
 
-    def __init__(self, meter: Meter, apis: Iterable[tuple[str, str]]) -> None:
+    def __init__(
+        self, meter: Meter, apis: Iterable[tuple[str, str]], histogram: HistogramFactory | None = None
+    ) -> None:
         self.base: dict[str, Attrs] = {name: {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
                                        for name, route in apis}  # fmt: skip
         self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
         self._live: set[MeteredConnection] = set()
         self._closed: dict[str, _Totals] = {}
         self._tallies: dict[str, Tally[AttrsKey]] = {}
-        self.handshake_duration = _histogram(meter, n.HANDSHAKE_DURATION)
-        self.connect_duration = _histogram(meter, n.UPSTREAM_CONNECT_DURATION)
-        self.connection_duration = _histogram(meter, n.CONNECTION_DURATION_METRIC)
+        histogram = histogram or sdk_histogram
+        self.handshake_duration = histogram(meter, n.HANDSHAKE_DURATION)
+        self.connect_duration = histogram(meter, n.UPSTREAM_CONNECT_DURATION)
+        self.connection_duration = histogram(meter, n.CONNECTION_DURATION_METRIC)
         meter.create_observable_up_down_counter(
             n.ACTIVE_CONNECTIONS.name,
             [self._observe_active],
@@ -251,10 +266,10 @@ _TALLIED = (
 _POLICY_DIRECTIONS = {"inbound": n.TO_UPSTREAM, "outbound": n.TO_CLIENT}
 
 
-def _histogram(meter: Meter, spec: n.Instrument) -> Histogram:
+def sdk_histogram(meter: Meter, spec: n.Instrument) -> DurationHistogram:
     return meter.create_histogram(
         spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets
     )
 
 
-__all__ = ["MeteredConnection", "Metrics"]
+__all__ = ["DurationHistogram", "HistogramFactory", "MeteredConnection", "Metrics", "sdk_histogram"]

@@ -30,12 +30,14 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import TracerProvider
 
     from .lean_spans import LeanTracerProvider
+    from .metrics import HistogramFactory
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +55,17 @@ class _Owned(Protocol):
 
 @dataclass
 class Providers:
-    """The providers one gateway uses; ``owned`` are those it created (and flushes and shuts down)."""
+    """The providers one gateway uses; ``owned`` are those it created (and flushes and shuts down).
+
+    ``histograms`` makes the duration histograms when they are the gateway's own (its own meter
+    provider, :mod:`.histograms`); None: the SDK's instruments on ``meter``.
+    """
 
     tracer: TracerProvider | None = None
     meter: MeterProvider | None = None
     logger: LoggerProvider | None = None
     owned: list[_Owned] = field(default_factory=list)
+    histograms: HistogramFactory | None = None
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         for provider in self.owned:
@@ -110,7 +117,8 @@ def resolve_providers(
             providers.tracer = tracer = _own_tracer_provider(protocol, resource, environ)
             providers.owned.append(tracer)
         elif signal == "metrics":
-            providers.meter = meter = _own_meter_provider(protocol, resource)
+            meter, providers.histograms = _own_meter_provider(_metric_exporter(protocol), resource, environ)
+            providers.meter = meter
             providers.owned.append(meter)
         else:
             providers.logger = log = _own_logger_provider(protocol, resource)
@@ -219,18 +227,37 @@ def _span_exporter(protocol: str, environ: Mapping[str, str]) -> SpanExporter:
     return GrpcSpanExporter() if protocol == "grpc" else HttpSpanExporter()
 
 
-def _own_meter_provider(protocol: str, resource: Resource) -> SdkMeterProvider:
+HISTOGRAMS_VARIABLE = "ASGI_WS_GATEWAY_HISTOGRAMS"
+"""``gateway`` (default): the own meter provider's duration histograms are aggregated by :mod:`.histograms`;
+``sdk``: by the SDK's instruments."""
+
+
+def _own_meter_provider(
+    exporter: MetricExporter, resource: Resource, environ: Mapping[str, str]
+) -> tuple[SdkMeterProvider, HistogramFactory | None]:
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
+    from .histograms import OwnHistograms
+
+    histograms = environ.get(HISTOGRAMS_VARIABLE, "").strip().lower() or "gateway"
+    if histograms not in ("gateway", "sdk"):
+        raise ConfigError([f"{HISTOGRAMS_VARIABLE}: {histograms!r} is not supported (gateway or sdk)"], "environment")
+    reader = PeriodicExportingMetricReader(exporter)  # OTEL_METRIC_EXPORT_INTERVAL
+    provider = SdkMeterProvider(metric_readers=[reader], resource=resource)  # OTEL_METRICS_EXEMPLAR_FILTER
+    return provider, OwnHistograms(provider, reader) if histograms == "gateway" else None
+
+
+def _metric_exporter(protocol: str) -> MetricExporter:
+    # Temporality (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE) and the histogram aggregation
+    # (..._DEFAULT_HISTOGRAM_AGGREGATION) are the exporter's; the reader takes them from it.
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
             OTLPMetricExporter,
         )
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter())  # OTEL_METRIC_EXPORT_INTERVAL
-    return SdkMeterProvider(metric_readers=[reader], resource=resource)
+    return OTLPMetricExporter()
 
 
 def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider:
@@ -246,4 +273,12 @@ def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider
     return provider
 
 
-__all__ = ["ENCODER_VARIABLE", "PROTOCOLS", "SCHEDULE_DELAY_MS", "SPANS_VARIABLE", "Providers", "resolve_providers"]
+__all__ = [
+    "ENCODER_VARIABLE",
+    "HISTOGRAMS_VARIABLE",
+    "PROTOCOLS",
+    "SCHEDULE_DELAY_MS",
+    "SPANS_VARIABLE",
+    "Providers",
+    "resolve_providers",
+]
