@@ -273,8 +273,12 @@ class OwnHistogram(_ViewInstrumentMatch):
                 start = self._previous_collection_start_nanos or time_ns()
                 point_attributes = dict(_OVERFLOW_ATTRIBUTES) if key is _OVERFLOW_KEY else dict(attributes)
                 point = self._sets[key] = _Point(point_attributes, start, self._buckets)
-        if all(type(value) is str or (type(value) is int and value not in (0, 1)) for _, value in items):
-            self._by_items[items] = point  # never a value Python equates with another type's (1, True, 1.0)
+        # Not the overflow set (past the limit, new sets must not grow this cache), and never a value
+        # Python equates with another type's (1, True, 1.0).
+        if key is not _OVERFLOW_KEY and all(
+            type(value) is str or (type(value) is int and value not in (0, 1)) for _, value in items
+        ):
+            self._by_items[items] = point
         return point
 
     def collect(
