@@ -52,8 +52,9 @@ async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> No
         gateway = ProbedGateway({"apis": [api]})
         with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
             through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
-            assert gateway.gateway.telemetry is not None and not gateway.gateway.connections()
-            await gateway.settle()
+            assert gateway.gateway.telemetry is not None
+            await gateway.settle()  # the last cases' closes may still be finishing; a leak fails here
+            assert not gateway.gateway.connections()
     assert through.total == direct.total > 290
     assert set(through.failed) <= set(direct.failed), (
         f"passthrough-only failures: {set(through.failed) - set(direct.failed)}"
@@ -76,8 +77,8 @@ async def test_frame_relay_passes_what_the_upstream_passes(tmp_path: Path) -> No
         gateway = ProbedGateway({"apis": [api]})
         with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
             through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
+            await gateway.settle()  # the last cases' closes may still be finishing; a leak fails here
             assert not gateway.gateway.connections()
-            await gateway.settle()
     assert through.total == direct.total > 290
     assert set(through.failed) <= set(direct.failed), (
         f"frame-relay-only failures: {set(through.failed) - set(direct.failed)}"
