@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import AnyValue, Attributes
@@ -54,10 +55,19 @@ _FLAGS = {
     for sampled in (False, True)
     for random in (False, True)
 }
+_UNSET = Status(StatusCode.UNSET)
 
 
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span: the OpenTelemetry ``Span`` API, and a ``ReadableSpan`` once ended."""
+
+    # ReadableSpan's fields that start the same in every span: class defaults, not per-span writes.
+    _instrumentation_info = None
+    _status: Status = _UNSET
+    _end_time: int | None = None
+    _dropped = 0
+    # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
+    _events: BoundedList[Event] | tuple[()] = ()
 
     def __init__(
         self,
@@ -76,22 +86,15 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._name = name
         self._context = self._span_context = context
         self._kind = kind
-        self._instrumentation_info = None
         self._instrumentation_scope = tracer.scope
         self._parent = parent
         self._resource = tracer.resource
-        self._status = _UNSET
         self._start_time = start_time if start_time is not None else time_ns()
-        self._end_time: int | None = None
         self._tracer = tracer
-        limits = tracer.limits
-        self._max_attributes = limits.max_span_attributes
-        self._max_length = limits.max_span_attribute_length
+        self._max_attributes = tracer.max_attributes
+        self._max_length = tracer.max_length
         self._attributes: dict[str, AnyValue] = {}
-        self._dropped = 0
-        # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
-        self._events: BoundedList[Event] | tuple[()] = ()
-        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, limits) if links else ()
+        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, tracer.limits) if links else ()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         if attributes:
@@ -256,9 +259,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         self.end()
 
 
-_UNSET = Status(StatusCode.UNSET)
-
-
 def _valid_link(context: SpanContext, attributes: Attributes) -> bool:
     return bool(context and (context.is_valid or (attributes or context.trace_state)))
 
@@ -305,6 +305,8 @@ class LeanTracer(trace.Tracer):
         self.scope = scope
         self.resource = provider.resource
         self.limits: SpanLimits = provider._span_limits
+        self.max_attributes = self.limits.max_span_attributes
+        self.max_length = self.limits.max_span_attribute_length
         self.sampler = provider.sampler
         # The default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on), decided here as it
         # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
@@ -324,7 +326,9 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         links = links or ()
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent.
+        current = (context if context is not None else get_current()).get(_SPAN_KEY)
+        parent: SpanContext | None = current.get_span_context() if isinstance(current, trace.Span) else None
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         ids = self.id_generator

@@ -33,11 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_KIND = {
-    SpanKind.INTERNAL: b"\x30\x01", SpanKind.SERVER: b"\x30\x02", SpanKind.CLIENT: b"\x30\x03",
-    SpanKind.PRODUCER: b"\x30\x04", SpanKind.CONSUMER: b"\x30\x05",
-}  # fmt: skip
-"""``Span.kind`` (field 6): OTLP numbers INTERNAL 1, unlike the API's enum (0)."""
+_KIND = {kind.value: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
+"""``Span.kind`` (field 6) by the API enum's value: OTLP numbers INTERNAL 1, unlike the API's enum (0)."""
 _HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -45,8 +42,19 @@ _SMALL = [bytes([i]) for i in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _FIXED32 = struct.Struct("<I").pack
-_CACHE_LIMIT = 4096
-"""Encoded key/value pairs kept; the cache is emptied when full (client addresses, ports vary)."""
+_IDS = struct.Struct(">2sQQ2sQ").pack
+"""``Span.trace_id`` (field 1, 16 bytes as two big-endian halves) and ``span_id`` (field 2), tags included."""
+_TIMES = struct.Struct("<BQBQ").pack
+"""``start_time_unix_nano`` (field 7) and ``end_time_unix_nano`` (field 8), tags included."""
+_LOW64 = (1 << 64) - 1
+_LOCAL_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+"""``Span.flags`` (field 16, fixed32), tag included: for a local or no parent, and for a remote one."""
+_UNSET_STATUS = b"\x7a\x00"
+"""``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
+_CACHE_LIMIT = 256
+"""Encoded values kept per attribute key (and keys, span names): a cache emptied when full (client
+addresses, ports vary)."""
 
 
 def _varint(value: int) -> bytes:
@@ -106,67 +114,83 @@ def _key_value(key: str, value: object) -> bytes:
     return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", _any_value(value))
 
 
-Pairs = dict[tuple[str, type, object], bytes]
-"""Encoded ``KeyValue`` bodies (length-prefixed) by key, value type and value."""
+Pairs = dict[tuple[bytes, type, str], dict[object, bytes]]
+"""Encoded ``KeyValue`` fields (tag and length included) by tag, value type and key, then value."""
 
 
-def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pairs) -> list[bytes]:
-    """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged and left out."""
+def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pairs, fields: list[bytes]) -> None:
+    """Append each attribute to ``fields`` as a ``KeyValue`` field ``tag``; one that cannot be encoded is
+    logged and left out."""
     if not attributes:
-        return []
-    fields = []
+        return
     for key, value in attributes.items():
         cls = type(value)
         # Exact str, int and bool only: the type is part of the key because True, 1 and 1.0 are equal
-        # dict keys; floats stay out because -0.0 == 0.0.
+        # dict keys; floats stay out because -0.0 == 0.0. Two lookups, no key tuple built per value.
         cacheable = cls is str or cls is int or cls is bool
         if cacheable:
-            encoded = pairs.get((key, cls, value))
-            if encoded is not None:
-                fields.append(tag + encoded)
-                continue
+            values = pairs.get((tag, cls, key))
+            if values is not None:
+                encoded = values.get(value)
+                if encoded is not None:
+                    fields.append(encoded)
+                    continue
         try:
             body = _key_value(key, value)
         except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
             logger.error("failed to encode attribute %s: %s", key, error)
             continue
-        encoded = _varint(len(body)) + body
+        encoded = tag + _varint(len(body)) + body
         if cacheable:
-            if len(pairs) >= _CACHE_LIMIT:
-                pairs.clear()
-            pairs[(key, cls, value)] = encoded
-        fields.append(tag + encoded)
-    return fields
+            if values is None:
+                if len(pairs) >= _CACHE_LIMIT:
+                    pairs.clear()
+                values = pairs[(tag, cls, key)] = {}
+            elif len(values) >= _CACHE_LIMIT:
+                values.clear()
+            values[value] = encoded
+        fields.append(encoded)
 
 
 def _flags(parent: SpanContext | None) -> bytes:
     return _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE if parent is not None and parent.is_remote else _HAS_IS_REMOTE)
 
 
-def _span(span: ReadableSpan, pairs: Pairs) -> bytes:
-    """The body of one ``Span``."""
+def _span(span: ReadableSpan, pairs: Pairs, names: dict[str, bytes]) -> bytes:
+    """One ``ScopeSpans.spans`` field (field 2: tag, length, the ``Span``)."""
     context = span.context
-    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+    trace_id = context.trace_id
+    parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", context.span_id)]
     if context.trace_state:
         parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items()).encode()))
     parent = span.parent
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    if span.name:
-        parts.append(_field(b"\x2a", span.name.encode()))
-    parts.append(_KIND[span.kind])
-    if span.start_time:
-        parts += (b"\x39", _FIXED64(span.start_time))
-    if span.end_time:
-        parts += (b"\x41", _FIXED64(span.end_time))
-    parts += _attributes(b"\x4a", span.attributes, pairs)
+    name = span.name
+    if name:
+        encoded = names.get(name)
+        if encoded is None:
+            if len(names) >= _CACHE_LIMIT:
+                names.clear()
+            encoded = names[name] = _field(b"\x2a", name.encode())
+        parts.append(encoded)
+    parts.append(_KIND[span.kind._value_])  # the enum's plain field: SpanKind hashes in Python
+    start, end = span.start_time, span.end_time
+    if start and end:
+        parts.append(_TIMES(0x39, start, 0x41, end))
+    else:
+        if start:
+            parts += (b"\x39", _FIXED64(start))
+        if end:
+            parts += (b"\x41", _FIXED64(end))
+    _attributes(b"\x4a", span.attributes, pairs, parts)
     if span.dropped_attributes:
         parts += (b"\x50", _varint(span.dropped_attributes))
     for event in span.events:
         body = [b"\x09", _FIXED64(event.timestamp)] if event.timestamp else []
         if event.name:
             body.append(_field(b"\x12", event.name.encode()))
-        body += _attributes(b"\x1a", event.attributes, pairs)
+        _attributes(b"\x1a", event.attributes, pairs, body)
         if event.dropped_attributes:
             body += (b"\x20", _varint(event.dropped_attributes))
         parts.append(_field(b"\x5a", b"".join(body)))
@@ -175,7 +199,7 @@ def _span(span: ReadableSpan, pairs: Pairs) -> bytes:
     for link in span.links:
         linked = link.context
         body = [b"\x0a\x10", linked.trace_id.to_bytes(16, "big"), b"\x12\x08", linked.span_id.to_bytes(8, "big")]
-        body += _attributes(b"\x22", link.attributes, pairs)
+        _attributes(b"\x22", link.attributes, pairs, body)
         if link.dropped_attributes:
             body += (b"\x28", _varint(link.dropped_attributes))
         body += (b"\x35", _flags(linked))
@@ -183,16 +207,22 @@ def _span(span: ReadableSpan, pairs: Pairs) -> bytes:
     if span.dropped_links:
         parts += (b"\x70", _varint(span.dropped_links))
     status = span.status
-    code, message = status.status_code.value, status.description
-    parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
-                                 + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
-    parts += (b"\x85\x01", _flags(parent))  # field 16, fixed32
-    return b"".join(parts)
+    code, message = status.status_code._value_, status.description
+    if code or message:
+        parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
+                                     + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
+    else:
+        parts.append(_UNSET_STATUS)
+    parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+    encoded = b"".join(parts)
+    return b"".join((b"\x12", _varint(len(encoded)), encoded))
 
 
 def _resource(resource: Resource) -> bytes:
     """``ResourceSpans.resource`` (always present, as the SDK writes it)."""
-    return _field(b"\x0a", b"".join(_attributes(b"\x0a", resource.attributes, {})))
+    fields: list[bytes] = []
+    _attributes(b"\x0a", resource.attributes, {}, fields)
+    return _field(b"\x0a", b"".join(fields))
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
@@ -202,7 +232,7 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
     body = [_field(b"\x0a", scope.name.encode())] if scope.name else []
     if scope.version:
         body.append(_field(b"\x12", scope.version.encode()))
-    body += _attributes(b"\x1a", scope.attributes, {})
+    _attributes(b"\x1a", scope.attributes, {}, body)
     return _field(b"\x0a", b"".join(body))
 
 
@@ -229,24 +259,30 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._pairs: Pairs = {}
+        self._names: dict[str, bytes] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans`` (what the SDK's encoder gives)."""
-        pairs = self._pairs
+        pairs, names = self._pairs, self._names
         resources: list[Resource] = []
         resource_groups: list[list[Any]] = []  # [scopes, their groups, scope groups by id] per resource
         resources_by_id: dict[int, list[Any]] = {}  # ids are stable: ``spans`` keeps every object alive
+        last: tuple[object, object] | None = None
+        target: list[bytes] = []
         for span in spans:
-            group = _group(resources, resource_groups, resources_by_id, span.resource)
-            if not group:
-                group += ([], [], {})
-            _group(group[0], group[1], group[2], span.instrumentation_scope or None).append(_span(span, pairs))
+            resource, scope = span.resource, span.instrumentation_scope or None
+            if last is None or resource is not last[0] or scope is not last[1]:  # most batches: one of each
+                group = _group(resources, resource_groups, resources_by_id, resource)
+                if not group:
+                    group += ([], [], {})
+                target = _group(group[0], group[1], group[2], scope)
+                last = (resource, scope)
+            target.append(_span(span, pairs, names))
         out = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
             body = [_resource(resource)]
             for scope, encoded in zip(scopes, scope_groups, strict=True):
-                scope_body = [_scope(scope)]
-                scope_body += [_field(b"\x12", span) for span in encoded]
+                scope_body = [_scope(scope), *encoded]
                 if scope is not None and scope.schema_url:
                     scope_body.append(_field(b"\x1a", scope.schema_url.encode()))
                 body.append(_field(b"\x12", b"".join(scope_body)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -154,25 +154,26 @@ class HandshakeTrace:
     def _start_span(self, telemetry: Telemetry) -> None:
         assert telemetry.tracer is not None
         headers = self.scope.get("headers") or []
+        attrs, traceparent = self._request_attributes(headers)
         links: list[Link] = []
         parent: Context | None = None  # the current context: an in-process parent span is trusted
         if telemetry.config.trust_client_trace:
             parent = propagation.extract(headers)
-        elif any(name == b"traceparent" for name, _ in headers):  # a new trace, linked to the client's
+        elif traceparent:  # a new trace, linked to the client's
             remote = trace.get_current_span(propagation.extract(headers, Context())).get_span_context()
             if remote.is_valid:
                 links.append(Link(remote))
-        self.span = telemetry.tracer.start_span(
-            self.api.handshake_span, parent, SpanKind.SERVER, self._request_attributes(), links
-        )
+        self.span = telemetry.tracer.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
         self._context = trace.set_span_in_context(self.span, parent)
         self._otel_token = otel_context.attach(self._context)  # policies' own instrumented I/O nests here
 
-    def _request_attributes(self) -> Attrs:
-        # The HTTP server-span conventions; what the connect and connection spans carry is not repeated.
+    def _request_attributes(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Attrs, bool]:
+        """The HTTP server-span conventions (what the connect and connection spans carry is not
+        repeated), and whether the client sent a ``traceparent``."""
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        path = self.path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
+        # A client may put a token in the path itself.
+        path = self.path = _redacted(scope.get("path", ""), redact_text, _CLEAN_PATHS)
         attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: path}
         client = scope.get("client")
         if self.client is not None:
@@ -183,20 +184,23 @@ class HandshakeTrace:
             attrs[n.CLIENT_ADDRESS] = client[0]
         host: bytes | None = None
         version = n.PROTOCOL_VERSION_DEFAULT
-        for name, value in scope.get("headers") or ():
+        traceparent = False
+        for name, value in headers:
             if name == b"user-agent":
                 attrs[n.USER_AGENT] = value.decode("latin-1")
             elif name == b"host":
                 host = value
             elif name == b"sec-websocket-version":
                 version = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = True
         attrs[n.PROTOCOL_VERSION] = version
         address, port = _server(host, scope.get("server"), scheme)
         if address:
             attrs[n.SERVER_ADDRESS] = address
         if port is not None:
             attrs[n.SERVER_PORT] = port
-        return attrs
+        return attrs, traceparent
 
     # -- for policies ---------------------------------------------------------------------------------
 
@@ -245,13 +249,13 @@ class HandshakeTrace:
             if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
-                    inline[n.UPSTREAM_URL] = redact_url(request.url)
+                    inline[n.UPSTREAM_URL] = _redacted(request.url, redact_url, _CLEAN_URLS)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
-                    attrs[n.URL_FULL] = redact_url(request.url)
+                    attrs[n.URL_FULL] = _redacted(request.url, redact_url, _CLEAN_URLS)
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, span)
@@ -378,6 +382,24 @@ class HandshakeTrace:
         if self.client is not None:
             fields["peer"] = peer  # the trusted proxy the client came through
         return fields
+
+
+_CLEAN_LIMIT = 1024
+_CLEAN_PATHS: dict[str, None] = {}
+_CLEAN_URLS: dict[str, None] = {}
+
+
+def _redacted(text: str, redact: Callable[[str], str], clean: dict[str, None]) -> str:
+    """``redact(text)``, remembering in ``clean`` the texts redaction left unchanged: most paths and
+    upstream URLs repeat, and only those without a secret are kept (bounded, emptied when full)."""
+    if text in clean:
+        return text
+    redacted = redact(text)
+    if redacted == text:
+        if len(clean) >= _CLEAN_LIMIT:
+            clean.clear()
+        clean[text] = None
+    return redacted
 
 
 def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int | None]:
