@@ -411,3 +411,16 @@ def test_the_default_sampler_decided_in_the_tracer_as_the_sdk(
     assert seen["LeanTracer"] == seen["Tracer"]
     assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
     assert [span.name for span in lean] == ["span 0", "span 1", "span 3", "span 4", "span 6", "span 7", "span 8"]
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("script", [_script, _links_script], ids=["api-script", "links-script"])
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_lean_spans_fields_read_directly_encode_to_the_sdk_encoders_bytes(
+    monkeypatch: pytest.MonkeyPatch, limited: bool, script: Callable[[trace.Tracer], None]
+) -> None:
+    """The gateway's encoder reads a lean span's fields without its properties: the SDK encoder's exact bytes."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    _, lean = _both(script)
+    assert SpanEncoder().encode(lean) == sdk_encode_spans(lean).SerializeToString()

@@ -22,6 +22,7 @@ gateway's provider the SDK's own.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from time import time_ns
@@ -32,6 +33,7 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _PLAIN = frozenset({str, int, float, bool})
+_STR = frozenset({str})
 _FLAGS = {
     (sampled, random): TraceFlags(
         (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
@@ -107,17 +110,19 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def _set(self, attributes: Mapping[str, AnyValue]) -> None:
         current, limit = self._attributes, self._max_attributes
-        if self._max_length is None and (limit is None or len(current) + len(attributes) <= limit):
-            # The common case, in one pass: plain values under non-empty string keys, nothing to drop.
-            for key, value in attributes.items():
-                if type(value) not in _PLAIN or type(key) is not str or not key:
-                    break
-            else:
-                if current:
-                    for key in attributes:
-                        current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
-                current.update(attributes)
-                return
+        # The common case, checked in C: plain values under non-empty string keys, nothing to drop.
+        if (
+            self._max_length is None
+            and (limit is None or len(current) + len(attributes) <= limit)
+            and _PLAIN.issuperset(map(type, attributes.values()))
+            and _STR.issuperset(map(type, attributes))
+            and "" not in attributes
+        ):
+            if current and not current.keys().isdisjoint(attributes):
+                for key in attributes:
+                    current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
+            current.update(attributes)
+            return
         if limit == 0:
             self._dropped += len(attributes)
             return
@@ -246,7 +251,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             logger.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        self._tracer.processor.on_end(self)
+        for processor in self._tracer.ends:
+            processor.on_end(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
@@ -312,7 +318,7 @@ class LeanTracer(trace.Tracer):
         # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
         self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
-        self.processor: SpanProcessor = provider._active_span_processor  # every processor added, in order
+        self.starts, self.ends = provider._lean_processors
 
     def start_span(
         self,
@@ -326,9 +332,12 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         links = links or ()
-        # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent.
+        # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent
+        # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
         current = (context if context is not None else get_current()).get(_SPAN_KEY)
-        parent: SpanContext | None = current.get_span_context() if isinstance(current, trace.Span) else None
+        parent: SpanContext | None = (
+            current.get_span_context() if type(current) is LeanSpan or isinstance(current, trace.Span) else None
+        )
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         ids = self.id_generator
@@ -357,7 +366,8 @@ class LeanTracer(trace.Tracer):
             self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, links, start_time,
             record_exception, set_status_on_exception,
         )  # fmt: skip
-        self.processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
+        for processor in self.starts:
+            processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
         return span
 
     @_agnosticcontextmanager
@@ -407,6 +417,21 @@ class LeanTracerProvider(TracerProvider):
     ) -> None:
         super().__init__(sampler, resource, id_generator=id_generator, span_limits=span_limits)
         self._lean_tracers: dict[InstrumentationScope, LeanTracer] = {}
+        self._lean_lock = threading.Lock()
+        # The processors the tracers call at a span's start and end, in the order added (what the SDK's
+        # SynchronousMultiSpanProcessor calls, without its loop in between).
+        self._lean_processors: tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...]] = ((), ())
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        """As the SDK's (every processor also on its active processor, for flush and shutdown)."""
+        with self._lean_lock:
+            super().add_span_processor(span_processor)
+            starts, ends = self._lean_processors
+            if type(span_processor) is not BatchSpanProcessor:  # the SDK's batch processor does nothing at start
+                starts = (*starts, span_processor)
+            self._lean_processors = starts, (*ends, span_processor)
+            for tracer in list(self._lean_tracers.values()):
+                tracer.starts, tracer.ends = self._lean_processors
 
     def _update_resource(self, resource: Resource) -> None:
         """As the SDK's (in a forked child: the process attributes), for the lean tracers too."""
@@ -429,9 +454,10 @@ class LeanTracerProvider(TracerProvider):
         scope = InstrumentationScope(
             instrumenting_module_name, instrumenting_library_version or "", schema_url, attributes
         )
-        tracer = self._lean_tracers.get(scope)
-        if tracer is None:
-            tracer = self._lean_tracers[scope] = LeanTracer(self, scope)
+        with self._lean_lock:
+            tracer = self._lean_tracers.get(scope)
+            if tracer is None:
+                tracer = self._lean_tracers[scope] = LeanTracer(self, scope)
         return tracer
 
 

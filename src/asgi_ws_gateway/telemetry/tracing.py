@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 def _current() -> HandshakeTrace | None:
     """The handshake in progress: only telemetry sets ``HANDSHAKE``, always to a ``HandshakeTrace``."""
-    return cast("HandshakeTrace | None", HANDSHAKE.get())
+    return HANDSHAKE.get()  # type: ignore[return-value]  # (typing.cast would be a call per connection)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ApiInfo:
     handshake_span: str
     connect_span: str
     connection_span: str
-    attributes: Mapping[str, AttributeValue]
+    attributes: MappingProxyType[str, AttributeValue]
     """The handshake span's attributes that are the same for every handshake of this API."""
 
     @classmethod
@@ -174,7 +174,9 @@ class HandshakeTrace:
         scheme = scope.get("scheme", "ws")
         # A client may put a token in the path itself.
         path = self.path = _redacted(scope.get("path", ""), redact_text, _CLEAN_PATHS)
-        attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: path}
+        attrs: Attrs = self.api.attributes.copy()  # the mapping proxy's dict, copied in C
+        attrs[n.URL_SCHEME] = scheme
+        attrs[n.URL_PATH] = path
         client = scope.get("client")
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
@@ -259,7 +261,7 @@ class HandshakeTrace:
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, span)
-        started = time.perf_counter()
+        started = time.perf_counter() if telemetry.metrics is not None else 0.0  # the duration is a metric
         error_type: str | None = None
         status: int | None = None
         try:
