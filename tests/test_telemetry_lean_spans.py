@@ -20,7 +20,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -267,6 +267,41 @@ def test_the_lean_provider_flushes_its_processors_on_force_flush_and_shutdown() 
     assert provider.force_flush() is True
     provider.shutdown()
     assert calls == ["start s", "flush", "shutdown"] and [s.name for s in exporter.get_finished_spans()] == ["s"]
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_processors_added_after_a_tracer_see_its_spans_in_order() -> None:
+    """The tracers call the processors themselves: one added later is called too, after the earlier ones,
+    and a batch processor's subclass still has its ``on_start`` called."""
+    provider = LeanTracerProvider(resource=RESOURCE)
+    tracer = provider.get_tracer("t")
+    calls: list[str] = []
+
+    class Recording(SimpleSpanProcessor):
+        def __init__(self, label: str) -> None:
+            super().__init__(InMemorySpanExporter())
+            self.label = label
+
+        def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+            calls.append(f"{self.label} start {span.name}")
+
+        def on_end(self, span: ReadableSpan) -> None:
+            calls.append(f"{self.label} end {span.name}")
+
+    class Batching(BatchSpanProcessor):
+        def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+            calls.append(f"batch start {span.name}")
+
+    provider.add_span_processor(Recording("first"))
+    tracer.start_span("a").end()
+    provider.add_span_processor(Recording("second"))
+    provider.add_span_processor(Batching(InMemorySpanExporter()))
+    tracer.start_span("b").end()
+    provider.shutdown()
+    assert calls == [
+        "first start a", "first end a",
+        "first start b", "second start b", "batch start b", "first end b", "second end b",
+    ]  # fmt: skip
 
 
 # -- traceparent, written directly --------------------------------------------------------------------
