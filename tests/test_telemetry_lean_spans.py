@@ -8,8 +8,9 @@ comparison (real gateway, real OTLP receiver) is in ``test_telemetry_lean_e2e.py
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry import baggage, propagate, trace
@@ -459,3 +460,20 @@ def test_lean_spans_fields_read_directly_encode_to_the_sdk_encoders_bytes(
         monkeypatch.setenv(name, value)
     _, lean = _both(script)
     assert SpanEncoder().encode(lean) == sdk_encode_spans(lean).SerializeToString()
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_default_ids_are_drawn_as_the_sdk_draws_them() -> None:
+    """With the SDK's RandomIdGenerator (drawn inline), the same seed gives the SDK's ids, flags and parents."""
+
+    def ids(provider: TracerProvider) -> list[tuple[Any, ...]]:
+        random.seed(7)
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("root")
+        child = tracer.start_span("child", trace.set_span_in_context(root, Context()))
+        return [(s.get_span_context(), cast("ReadableSpan", s).parent) for s in (root, child)]
+
+    sdk = ids(TracerProvider(resource=RESOURCE, shutdown_on_exit=False))
+    lean = ids(LeanTracerProvider(resource=RESOURCE))
+    assert lean == sdk
+    assert lean[1][0].trace_id == lean[0][0].trace_id and lean[0][0].trace_flags.random_trace_id

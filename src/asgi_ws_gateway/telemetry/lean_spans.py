@@ -22,6 +22,7 @@ gateway's provider the SDK's own.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -34,7 +35,7 @@ from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -52,11 +53,11 @@ logger = logging.getLogger(__name__)
 _PLAIN = frozenset({str, int, float, bool})
 _STR = frozenset({str})
 _FLAGS = {
-    (sampled, random): TraceFlags(
-        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    (sampled, random_id): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
     )
     for sampled in (False, True)
-    for random in (False, True)
+    for random_id in (False, True)
 }
 _UNSET = Status(StatusCode.UNSET)
 
@@ -318,6 +319,7 @@ class LeanTracer(trace.Tracer):
         # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
         self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
+        self.random_ids = type(self.id_generator) is RandomIdGenerator
         self.starts, self.ends = provider._lean_processors
 
     def start_span(
@@ -335,19 +337,21 @@ class LeanTracer(trace.Tracer):
         # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent
         # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
         current = (context if context is not None else get_current()).get(_SPAN_KEY)
-        parent: SpanContext | None = (
-            current.get_span_context() if type(current) is LeanSpan or isinstance(current, trace.Span) else None
-        )
+        parent: SpanContext | None = None
+        if current is not None and (type(current) is LeanSpan or isinstance(current, trace.Span)):
+            parent = current.get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         ids = self.id_generator
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = ids.generate_trace_id()
-            random = ids.is_trace_id_random()
+            if self.random_ids:  # what RandomIdGenerator does, without its calls (0, invalid: drawn again)
+                trace_id, random_id = random.getrandbits(128) or ids.generate_trace_id(), True
+            else:
+                trace_id, random_id = ids.generate_trace_id(), ids.is_trace_id_random()
         else:
             trace_id = parent.trace_id
-            random = parent.trace_flags.random_trace_id
+            random_id = parent.trace_flags.random_trace_id
         if self.parent_or_on:
             sampled = recorded = parent is None or parent.trace_flags.sampled
             trace_state = parent.trace_state if parent is not None else None
@@ -356,8 +360,9 @@ class LeanTracer(trace.Tracer):
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recorded = result.decision is not Decision.DROP
             trace_state, attributes = result.trace_state, result.attributes
+        span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
         span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_FLAGS[sampled, random],
+            trace_id, span_id, is_remote=False, trace_flags=_FLAGS[sampled, random_id],
             trace_state=trace_state,
         )  # fmt: skip
         if not recorded:

@@ -11,6 +11,7 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .._types import Headers
 
@@ -60,9 +61,10 @@ def inject(headers: list[tuple[str, str]], context: Context, span: trace.Span | 
     if _is_default(propagate.get_global_textmap()) and not baggage.get_all(context):
         found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found != trace.INVALID_SPAN_CONTEXT:
-            carrier["traceparent"] = f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
-            if found.trace_state:
-                carrier["tracestate"] = found.trace_state.to_header()
+            trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
+            carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+            if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
+                carrier["tracestate"] = state.to_header()
     else:
         propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
         written = {name.lower() for name in carrier}
