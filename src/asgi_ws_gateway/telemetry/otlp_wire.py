@@ -131,8 +131,8 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pair
     if not attributes:
         return
     values = attributes.values()
-    try:  # every attribute looked up in C (the (key, value, type) tuples built by zip, none in Python)
-        found: list[Any] = list(map(pairs.get, zip(attributes.keys(), values, map(type, values), strict=True)))
+    try:  # every attribute looked up in C (the (key, value, type) tuples built by zip: equal lengths)
+        found: list[Any] = list(map(pairs.get, zip(attributes.keys(), values, map(type, values), strict=False)))
     except TypeError:  # an unhashable value (a list or a mapping: resources, direct ReadableSpans)
         found = [None] * len(attributes)
     if all(found):
