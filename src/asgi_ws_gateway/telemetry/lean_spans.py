@@ -10,7 +10,9 @@ attributes and trace state), the count and length limits (oldest attribute dropp
 counts), the SDK's attribute cleaning for any value that is not a plain ``str``/``int``/``float``/
 ``bool``, its ``Event``, ``BoundedList`` and link rules, its status rules, ``record_exception`` and
 ``__exit__``. A span is handed to the processors' ``on_start`` and, ended, to their ``on_end`` as a
-``ReadableSpan`` (a subclass; the ``BatchSpanProcessor`` then batches it under ``OTEL_BSP_*``).
+``ReadableSpan`` (a subclass; the ``BatchSpanProcessor`` then batches it under ``OTEL_BSP_*``): the
+tracers call each processor added with ``add_span_processor`` themselves, in order, and skip the SDK
+``BatchSpanProcessor``'s ``on_start``, which does nothing.
 
 What it leaves out, measured as the cost of a traced handshake (docs/telemetry.md, "What it costs"):
 a lock per span and per attribute write (spans are written on the event loop), a

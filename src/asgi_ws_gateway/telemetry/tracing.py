@@ -172,8 +172,7 @@ class HandshakeTrace:
         repeated), and whether the client sent a ``traceparent``."""
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        # A client may put a token in the path itself.
-        path = self.path = _redacted(scope.get("path", ""), redact_text, _CLEAN_PATHS)
+        path = self.path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
         attrs: Attrs = self.api.attributes.copy()  # the mapping proxy's dict, copied in C
         attrs[n.URL_SCHEME] = scheme
         attrs[n.URL_PATH] = path
@@ -387,13 +386,16 @@ class HandshakeTrace:
 
 
 _CLEAN_LIMIT = 1024
-_CLEAN_PATHS: dict[str, None] = {}
 _CLEAN_URLS: dict[str, None] = {}
 
 
 def _redacted(text: str, redact: Callable[[str], str], clean: dict[str, None]) -> str:
-    """``redact(text)``, remembering in ``clean`` the texts redaction left unchanged: most paths and
-    upstream URLs repeat, and only those without a secret are kept (bounded, emptied when full)."""
+    """``redact(text)``, remembering in ``clean`` the texts redaction left unchanged: most upstream URLs
+    repeat, and only those without a secret are kept (bounded, emptied when full).
+
+    For a pure ``redact`` only (``redact_url``): ``redact_text`` also reads the sensitive header names,
+    which a new configuration may add to, so a path it once left unchanged may not stay so.
+    """
     if text in clean:
         return text
     redacted = redact(text)
