@@ -36,7 +36,7 @@ from .._context import HANDSHAKE
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
-from ..redact import redact_text, redact_url
+from ..redact import redact_path, redact_text, redact_url
 from . import names as n
 from . import propagation
 from .connection import ConnectionTrace
@@ -172,7 +172,7 @@ class HandshakeTrace:
         repeated), and whether the client sent a ``traceparent``."""
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        path = self.path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
+        path = self.path = redact_path(scope.get("path", ""))  # a client may put a token in the path itself
         attrs: Attrs = self.api.attributes.copy()  # the mapping proxy's dict, copied in C
         attrs[n.URL_SCHEME] = scheme
         attrs[n.URL_PATH] = path
