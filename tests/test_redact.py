@@ -12,6 +12,7 @@ from asgi_ws_gateway.redact import (
     RedactingFilter,
     credential_headers,
     redact_headers,
+    redact_path,
     redact_query,
     redact_text,
     redact_url,
@@ -85,6 +86,28 @@ def test_configured_headers_are_added() -> None:
     redact.add_sensitive_headers(["X-My-Token"])
     assert redact_text("x-my-token: T0K") == f"x-my-token: {REDACTED}"
     assert redact_headers([("X-My-Token", "T0K"), ("Accept", "*/*")]) == [("X-My-Token", REDACTED), ("Accept", "*/*")]
+
+
+def test_a_remembered_path_is_checked_again_once_header_names_are_added() -> None:
+    """redact_path remembers a path redaction left unchanged only under the header names of that time."""
+    path = "/ws/x-path-cache-token=T0K"
+    assert redact_path(path) == path
+    assert redact_path(path) == path  # remembered
+    redact.add_sensitive_headers(["X-Path-Cache-Token"])
+    assert redact_path(path) == f"/ws/x-path-cache-token={REDACTED}"
+
+
+def test_a_path_with_a_secret_is_redacted_every_time_and_never_remembered() -> None:
+    for _ in range(2):
+        assert redact_path(f"/ws/{JWT}") == f"/ws/{REDACTED}"
+    assert f"/ws/{JWT}" not in redact._unchanged
+
+
+def test_the_remembered_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redact, "_unchanged", {})
+    for index in range(redact._UNCHANGED_LIMIT + 1):
+        redact_path(f"/ws/{index}")
+    assert list(redact._unchanged) == [f"/ws/{redact._UNCHANGED_LIMIT}"]
 
 
 def test_credential_headers_found_in_a_config_document() -> None:

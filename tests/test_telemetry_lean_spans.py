@@ -8,8 +8,9 @@ comparison (real gateway, real OTLP receiver) is in ``test_telemetry_lean_e2e.py
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry import baggage, propagate, trace
@@ -20,7 +21,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -269,6 +270,41 @@ def test_the_lean_provider_flushes_its_processors_on_force_flush_and_shutdown() 
     assert calls == ["start s", "flush", "shutdown"] and [s.name for s in exporter.get_finished_spans()] == ["s"]
 
 
+@pytest.mark.usefixtures("no_limits")
+def test_processors_added_after_a_tracer_see_its_spans_in_order() -> None:
+    """The tracers call the processors themselves: one added later is called too, after the earlier ones,
+    and a batch processor's subclass still has its ``on_start`` called."""
+    provider = LeanTracerProvider(resource=RESOURCE)
+    tracer = provider.get_tracer("t")
+    calls: list[str] = []
+
+    class Recording(SimpleSpanProcessor):
+        def __init__(self, label: str) -> None:
+            super().__init__(InMemorySpanExporter())
+            self.label = label
+
+        def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+            calls.append(f"{self.label} start {span.name}")
+
+        def on_end(self, span: ReadableSpan) -> None:
+            calls.append(f"{self.label} end {span.name}")
+
+    class Batching(BatchSpanProcessor):
+        def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+            calls.append(f"batch start {span.name}")
+
+    provider.add_span_processor(Recording("first"))
+    tracer.start_span("a").end()
+    provider.add_span_processor(Recording("second"))
+    provider.add_span_processor(Batching(InMemorySpanExporter()))
+    tracer.start_span("b").end()
+    provider.shutdown()
+    assert calls == [
+        "first start a", "first end a",
+        "first start b", "second start b", "batch start b", "first end b", "second end b",
+    ]  # fmt: skip
+
+
 # -- traceparent, written directly --------------------------------------------------------------------
 
 
@@ -411,3 +447,33 @@ def test_the_default_sampler_decided_in_the_tracer_as_the_sdk(
     assert seen["LeanTracer"] == seen["Tracer"]
     assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
     assert [span.name for span in lean] == ["span 0", "span 1", "span 3", "span 4", "span 6", "span 7", "span 8"]
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("script", [_script, _links_script], ids=["api-script", "links-script"])
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_lean_spans_fields_read_directly_encode_to_the_sdk_encoders_bytes(
+    monkeypatch: pytest.MonkeyPatch, limited: bool, script: Callable[[trace.Tracer], None]
+) -> None:
+    """The gateway's encoder reads a lean span's fields without its properties: the SDK encoder's exact bytes."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    _, lean = _both(script)
+    assert SpanEncoder().encode(lean) == sdk_encode_spans(lean).SerializeToString()
+
+
+@pytest.mark.usefixtures("no_limits")
+def test_default_ids_are_drawn_as_the_sdk_draws_them() -> None:
+    """With the SDK's RandomIdGenerator (drawn inline), the same seed gives the SDK's ids, flags and parents."""
+
+    def ids(provider: TracerProvider) -> list[tuple[Any, ...]]:
+        random.seed(7)
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("root")
+        child = tracer.start_span("child", trace.set_span_in_context(root, Context()))
+        return [(s.get_span_context(), cast("ReadableSpan", s).parent) for s in (root, child)]
+
+    sdk = ids(TracerProvider(resource=RESOURCE, shutdown_on_exit=False))
+    lean = ids(LeanTracerProvider(resource=RESOURCE))
+    assert lean == sdk
+    assert lean[1][0].trace_id == lean[0][0].trace_id and lean[0][0].trace_flags.random_trace_id

@@ -12,7 +12,7 @@ from asgi_ws_gateway import TelemetryConfig
 from asgi_ws_gateway.redact import redact_url as redacted_url
 from asgi_ws_gateway.telemetry.access import AccessLog
 from asgi_ws_gateway.telemetry.providers import SCHEDULE_DELAY_MS, resolve_providers
-from asgi_ws_gateway.telemetry.tracing import _server
+from asgi_ws_gateway.telemetry.tracing import _CLEAN_LIMIT, _redacted, _server
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,31 @@ def test_redacted_url_keeps_names_and_drops_every_value_and_userinfo(url: str, e
     """No value, userinfo or fragment of the URL survives; scheme, host, port, path and names do."""
     assert redacted_url(url) == expected
     assert "s3cr3t" not in redacted_url(url) and "%73%33" not in redacted_url(url)
+
+
+def test_a_url_with_a_secret_is_redacted_every_time_and_never_remembered() -> None:
+    """Only texts that redaction left unchanged are remembered: no secret stays in the cache."""
+    clean: dict[str, None] = {}
+    for _ in range(2):
+        assert _redacted("wss://h/rooms/1?token=s3cr3t", redacted_url, clean) == "wss://h/rooms/1?token=REDACTED"
+    assert clean == {}
+
+
+def test_a_url_without_a_secret_is_remembered_and_not_redacted_again() -> None:
+    clean: dict[str, None] = {}
+    assert _redacted("ws://h:9000/a/b", redacted_url, clean) == "ws://h:9000/a/b"
+
+    def fails(text: str) -> str:
+        raise AssertionError(f"redacted again: {text}")
+
+    assert _redacted("ws://h:9000/a/b", fails, clean) == "ws://h:9000/a/b"
+
+
+def test_the_remembered_texts_are_bounded() -> None:
+    clean: dict[str, None] = {}
+    for index in range(_CLEAN_LIMIT + 1):
+        _redacted(f"/ws/{index}", redacted_url, clean)
+    assert list(clean) == [f"/ws/{_CLEAN_LIMIT}"]
 
 
 @pytest.mark.parametrize(

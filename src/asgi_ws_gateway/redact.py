@@ -132,6 +132,28 @@ def redact_text(text: str) -> str:
     return _JWT.sub(REDACTED, text) if "eyJ" in text else text  # every match starts so: no scan without it
 
 
+_UNCHANGED_LIMIT = 1024
+_unchanged: dict[str, tuple[str, ...]] = {}
+"""Paths ``redact_text`` left unchanged, each with the header names it was checked against."""
+
+
+def redact_path(path: str) -> str:
+    """``redact_text(path)``, remembering the paths it leaves unchanged (most repeat; bounded).
+
+    A remembered path counts only under the sensitive header names it was checked with: after
+    :func:`add_sensitive_headers` adds names, it is checked again.
+    """
+    names = _HEADER_NAMES
+    if _unchanged.get(path) is names:
+        return path
+    redacted = redact_text(path)
+    if redacted == path:
+        if len(_unchanged) >= _UNCHANGED_LIMIT:
+            _unchanged.clear()
+        _unchanged[path] = names
+    return redacted
+
+
 def _may_name_a_header(text: str) -> bool:
     """False only when ``text`` cannot hold a sensitive header's name, as ``_HEADER_IN_TEXT`` reads it.
 
@@ -244,6 +266,7 @@ __all__ = [
     "formatted_message",
     "install",
     "redact_headers",
+    "redact_path",
     "redact_query",
     "redact_text",
     "redact_url",

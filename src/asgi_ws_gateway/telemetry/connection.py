@@ -56,8 +56,8 @@ class ConnectionTrace:
                 context = handshake.span.get_span_context()
                 if context.is_valid:
                     links.append(Link(context))
-                    attrs[n.HANDSHAKE_TRACE_ID] = trace.format_trace_id(context.trace_id)
-                    attrs[n.HANDSHAKE_SPAN_ID] = trace.format_span_id(context.span_id)
+                    attrs[n.HANDSHAKE_TRACE_ID] = f"{context.trace_id:032x}"  # trace.format_trace_id, inline
+                    attrs[n.HANDSHAKE_SPAN_ID] = f"{context.span_id:016x}"
                     if telemetry.config.connection_parent == "handshake":
                         parent = trace.set_span_in_context(handshake.span, Context())
             self.span = telemetry.tracer.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)

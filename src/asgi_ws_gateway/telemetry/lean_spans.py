@@ -10,7 +10,9 @@ attributes and trace state), the count and length limits (oldest attribute dropp
 counts), the SDK's attribute cleaning for any value that is not a plain ``str``/``int``/``float``/
 ``bool``, its ``Event``, ``BoundedList`` and link rules, its status rules, ``record_exception`` and
 ``__exit__``. A span is handed to the processors' ``on_start`` and, ended, to their ``on_end`` as a
-``ReadableSpan`` (a subclass; the ``BatchSpanProcessor`` then batches it under ``OTEL_BSP_*``).
+``ReadableSpan`` (a subclass; the ``BatchSpanProcessor`` then batches it under ``OTEL_BSP_*``): the
+tracers call each processor added with ``add_span_processor`` themselves, in order, and skip the SDK
+``BatchSpanProcessor``'s ``on_start``, which does nothing.
 
 What it leaves out, measured as the cost of a traced handshake (docs/telemetry.md, "What it costs"):
 a lock per span and per attribute write (spans are written on the event loop), a
@@ -22,6 +24,8 @@ gateway's provider the SDK's own.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from time import time_ns
@@ -30,13 +34,15 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import AnyValue, Attributes
@@ -47,17 +53,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _PLAIN = frozenset({str, int, float, bool})
+_STR = frozenset({str})
 _FLAGS = {
-    (sampled, random): TraceFlags(
-        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    (sampled, random_id): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
     )
     for sampled in (False, True)
-    for random in (False, True)
+    for random_id in (False, True)
 }
+_UNSET = Status(StatusCode.UNSET)
 
 
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span: the OpenTelemetry ``Span`` API, and a ``ReadableSpan`` once ended."""
+
+    # ReadableSpan's fields that start the same in every span: class defaults, not per-span writes.
+    _instrumentation_info = None
+    _status: Status = _UNSET
+    _end_time: int | None = None
+    _dropped = 0
+    # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
+    _events: BoundedList[Event] | tuple[()] = ()
 
     def __init__(
         self,
@@ -76,22 +92,15 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._name = name
         self._context = self._span_context = context
         self._kind = kind
-        self._instrumentation_info = None
         self._instrumentation_scope = tracer.scope
         self._parent = parent
         self._resource = tracer.resource
-        self._status = _UNSET
         self._start_time = start_time if start_time is not None else time_ns()
-        self._end_time: int | None = None
         self._tracer = tracer
-        limits = tracer.limits
-        self._max_attributes = limits.max_span_attributes
-        self._max_length = limits.max_span_attribute_length
+        self._max_attributes = tracer.max_attributes
+        self._max_length = tracer.max_length
         self._attributes: dict[str, AnyValue] = {}
-        self._dropped = 0
-        # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
-        self._events: BoundedList[Event] | tuple[()] = ()
-        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, limits) if links else ()
+        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, tracer.limits) if links else ()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         if attributes:
@@ -104,17 +113,19 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def _set(self, attributes: Mapping[str, AnyValue]) -> None:
         current, limit = self._attributes, self._max_attributes
-        if self._max_length is None and (limit is None or len(current) + len(attributes) <= limit):
-            # The common case, in one pass: plain values under non-empty string keys, nothing to drop.
-            for key, value in attributes.items():
-                if type(value) not in _PLAIN or type(key) is not str or not key:
-                    break
-            else:
-                if current:
-                    for key in attributes:
-                        current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
-                current.update(attributes)
-                return
+        # The common case, checked in C: plain values under non-empty string keys, nothing to drop.
+        if (
+            self._max_length is None
+            and (limit is None or len(current) + len(attributes) <= limit)
+            and _PLAIN.issuperset(map(type, attributes.values()))
+            and _STR.issuperset(map(type, attributes))
+            and "" not in attributes
+        ):
+            if current and not current.keys().isdisjoint(attributes):
+                for key in attributes:
+                    current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
+            current.update(attributes)
+            return
         if limit == 0:
             self._dropped += len(attributes)
             return
@@ -243,7 +254,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             logger.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        self._tracer.processor.on_end(self)
+        for processor in self._tracer.ends:
+            processor.on_end(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
@@ -254,9 +266,6 @@ class LeanSpan(trace.Span, ReadableSpan):
             if self._set_status_on_exception:
                 self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
         self.end()
-
-
-_UNSET = Status(StatusCode.UNSET)
 
 
 def _valid_link(context: SpanContext, attributes: Attributes) -> bool:
@@ -305,12 +314,15 @@ class LeanTracer(trace.Tracer):
         self.scope = scope
         self.resource = provider.resource
         self.limits: SpanLimits = provider._span_limits
+        self.max_attributes = self.limits.max_span_attributes
+        self.max_length = self.limits.max_span_attribute_length
         self.sampler = provider.sampler
         # The default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on), decided here as it
         # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
         self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
-        self.processor: SpanProcessor = provider._active_span_processor  # every processor added, in order
+        self.random_ids = type(self.id_generator) is RandomIdGenerator
+        self.starts, self.ends = provider._lean_processors
 
     def start_span(
         self,
@@ -324,17 +336,24 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         links = links or ()
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent
+        # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
+        current = (context if context is not None else get_current()).get(_SPAN_KEY)
+        parent: SpanContext | None = None
+        if current is not None and (type(current) is LeanSpan or isinstance(current, trace.Span)):
+            parent = current.get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         ids = self.id_generator
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = ids.generate_trace_id()
-            random = ids.is_trace_id_random()
+            if self.random_ids:  # what RandomIdGenerator does, without its calls (0, invalid: drawn again)
+                trace_id, random_id = random.getrandbits(128) or ids.generate_trace_id(), True
+            else:
+                trace_id, random_id = ids.generate_trace_id(), ids.is_trace_id_random()
         else:
             trace_id = parent.trace_id
-            random = parent.trace_flags.random_trace_id
+            random_id = parent.trace_flags.random_trace_id
         if self.parent_or_on:
             sampled = recorded = parent is None or parent.trace_flags.sampled
             trace_state = parent.trace_state if parent is not None else None
@@ -343,8 +362,9 @@ class LeanTracer(trace.Tracer):
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recorded = result.decision is not Decision.DROP
             trace_state, attributes = result.trace_state, result.attributes
+        span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
         span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_FLAGS[sampled, random],
+            trace_id, span_id, is_remote=False, trace_flags=_FLAGS[sampled, random_id],
             trace_state=trace_state,
         )  # fmt: skip
         if not recorded:
@@ -353,7 +373,8 @@ class LeanTracer(trace.Tracer):
             self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, links, start_time,
             record_exception, set_status_on_exception,
         )  # fmt: skip
-        self.processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
+        for processor in self.starts:
+            processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
         return span
 
     @_agnosticcontextmanager
@@ -403,6 +424,21 @@ class LeanTracerProvider(TracerProvider):
     ) -> None:
         super().__init__(sampler, resource, id_generator=id_generator, span_limits=span_limits)
         self._lean_tracers: dict[InstrumentationScope, LeanTracer] = {}
+        self._lean_lock = threading.Lock()
+        # The processors the tracers call at a span's start and end, in the order added (what the SDK's
+        # SynchronousMultiSpanProcessor calls, without its loop in between).
+        self._lean_processors: tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...]] = ((), ())
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        """As the SDK's (every processor also on its active processor, for flush and shutdown)."""
+        with self._lean_lock:
+            super().add_span_processor(span_processor)
+            starts, ends = self._lean_processors
+            if type(span_processor) is not BatchSpanProcessor:  # the SDK's batch processor does nothing at start
+                starts = (*starts, span_processor)
+            self._lean_processors = starts, (*ends, span_processor)
+            for tracer in list(self._lean_tracers.values()):
+                tracer.starts, tracer.ends = self._lean_processors
 
     def _update_resource(self, resource: Resource) -> None:
         """As the SDK's (in a forked child: the process attributes), for the lean tracers too."""
@@ -425,9 +461,10 @@ class LeanTracerProvider(TracerProvider):
         scope = InstrumentationScope(
             instrumenting_module_name, instrumenting_library_version or "", schema_url, attributes
         )
-        tracer = self._lean_tracers.get(scope)
-        if tracer is None:
-            tracer = self._lean_tracers[scope] = LeanTracer(self, scope)
+        with self._lean_lock:
+            tracer = self._lean_tracers.get(scope)
+            if tracer is None:
+                tracer = self._lean_tracers[scope] = LeanTracer(self, scope)
         return tracer
 
 

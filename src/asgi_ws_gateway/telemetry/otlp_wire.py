@@ -24,20 +24,19 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from .lean_spans import LeanSpan
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext
 
 logger = logging.getLogger(__name__)
 
-_KIND = {
-    SpanKind.INTERNAL: b"\x30\x01", SpanKind.SERVER: b"\x30\x02", SpanKind.CLIENT: b"\x30\x03",
-    SpanKind.PRODUCER: b"\x30\x04", SpanKind.CONSUMER: b"\x30\x05",
-}  # fmt: skip
-"""``Span.kind`` (field 6): OTLP numbers INTERNAL 1, unlike the API's enum (0)."""
+_KIND = {kind.value: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
+"""``Span.kind`` (field 6) by the API enum's value: OTLP numbers INTERNAL 1, unlike the API's enum (0)."""
 _HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -45,14 +44,30 @@ _SMALL = [bytes([i]) for i in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _FIXED32 = struct.Struct("<I").pack
+_IDS = struct.Struct(">2sQQ2sQ").pack
+"""``Span.trace_id`` (field 1, 16 bytes as two big-endian halves) and ``span_id`` (field 2), tags included."""
+_TIMES = struct.Struct("<BQBQ").pack
+"""``start_time_unix_nano`` (field 7) and ``end_time_unix_nano`` (field 8), tags included."""
+_LOW64 = (1 << 64) - 1
+_LOCAL_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+"""``Span.flags`` (field 16, fixed32), tag included: for a local or no parent, and for a remote one."""
+_LOCAL_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+"""``Span.Link.flags`` (field 7, fixed32), tag included."""
+_UNSET_STATUS = b"\x7a\x00"
+"""``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
 _CACHE_LIMIT = 4096
-"""Encoded key/value pairs kept; the cache is emptied when full (client addresses, ports vary)."""
+"""Encoded key/value pairs kept per tag (and span names); a cache is emptied when full (client
+addresses, ports vary)."""
 
 
 def _varint(value: int) -> bytes:
     """An unsigned varint (``value`` >= 0; int64 values arrive here as their two's complement)."""
     if value < 0x80:
         return _SMALL[value]
+    if value < 0x4000:  # a span's length, mostly
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -106,93 +121,69 @@ def _key_value(key: str, value: object) -> bytes:
     return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", _any_value(value))
 
 
-Pairs = dict[tuple[str, type, object], bytes]
-"""Encoded ``KeyValue`` bodies (length-prefixed) by key, value type and value."""
+Pairs = dict[tuple[str, object, type], bytes]
+"""Encoded ``KeyValue`` fields of one tag (tag and length included) by key, value and the value's type."""
 
 
-def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pairs) -> list[bytes]:
-    """Each attribute as a ``KeyValue`` field ``tag``; one that cannot be encoded is logged and left out."""
+def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pairs, fields: list[bytes]) -> None:
+    """Append each attribute to ``fields`` as a ``KeyValue`` field ``tag``; one that cannot be encoded is
+    logged and left out."""
     if not attributes:
-        return []
-    fields = []
-    for key, value in attributes.items():
-        cls = type(value)
-        # Exact str, int and bool only: the type is part of the key because True, 1 and 1.0 are equal
-        # dict keys; floats stay out because -0.0 == 0.0.
-        cacheable = cls is str or cls is int or cls is bool
-        if cacheable:
-            encoded = pairs.get((key, cls, value))
-            if encoded is not None:
-                fields.append(tag + encoded)
+        return
+    values = attributes.values()
+    try:  # every attribute looked up in C (the (key, value, type) tuples built by zip: equal lengths)
+        found: list[Any] = list(map(pairs.get, zip(attributes.keys(), values, map(type, values), strict=False)))
+    except TypeError:  # an unhashable value (a list or a mapping: resources, direct ReadableSpans)
+        found = [None] * len(attributes)
+    if all(found):
+        fields += found
+        return
+    for (key, value), encoded in zip(attributes.items(), found, strict=True):
+        if encoded is None:
+            try:
+                body = _key_value(key, value)
+            except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
+                logger.error("failed to encode attribute %s: %s", key, error)
                 continue
-        try:
-            body = _key_value(key, value)
-        except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
-            logger.error("failed to encode attribute %s: %s", key, error)
-            continue
-        encoded = _varint(len(body)) + body
-        if cacheable:
-            if len(pairs) >= _CACHE_LIMIT:
-                pairs.clear()
-            pairs[(key, cls, value)] = encoded
-        fields.append(tag + encoded)
-    return fields
+            encoded = tag + _varint(len(body)) + body
+            # Exact str, int and bool only: the type is in the key because True, 1 and 1.0 are equal;
+            # floats stay out because -0.0 == 0.0.
+            cls = type(value)
+            if cls is str or cls is int or cls is bool:
+                if len(pairs) >= _CACHE_LIMIT:
+                    pairs.clear()
+                pairs[(key, value, cls)] = encoded
+        fields.append(encoded)
 
 
-def _flags(parent: SpanContext | None) -> bytes:
-    return _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE if parent is not None and parent.is_remote else _HAS_IS_REMOTE)
+_Fields = tuple[Any, ...]
+"""A span's fields, in the order ``SpanEncoder._span`` reads them."""
 
 
-def _span(span: ReadableSpan, pairs: Pairs) -> bytes:
-    """The body of one ``Span``."""
-    context = span.context
-    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
-    if context.trace_state:
-        parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items()).encode()))
-    parent = span.parent
-    if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    if span.name:
-        parts.append(_field(b"\x2a", span.name.encode()))
-    parts.append(_KIND[span.kind])
-    if span.start_time:
-        parts += (b"\x39", _FIXED64(span.start_time))
-    if span.end_time:
-        parts += (b"\x41", _FIXED64(span.end_time))
-    parts += _attributes(b"\x4a", span.attributes, pairs)
-    if span.dropped_attributes:
-        parts += (b"\x50", _varint(span.dropped_attributes))
-    for event in span.events:
-        body = [b"\x09", _FIXED64(event.timestamp)] if event.timestamp else []
-        if event.name:
-            body.append(_field(b"\x12", event.name.encode()))
-        body += _attributes(b"\x1a", event.attributes, pairs)
-        if event.dropped_attributes:
-            body += (b"\x20", _varint(event.dropped_attributes))
-        parts.append(_field(b"\x5a", b"".join(body)))
-    if span.dropped_events:
-        parts += (b"\x60", _varint(span.dropped_events))
-    for link in span.links:
-        linked = link.context
-        body = [b"\x0a\x10", linked.trace_id.to_bytes(16, "big"), b"\x12\x08", linked.span_id.to_bytes(8, "big")]
-        body += _attributes(b"\x22", link.attributes, pairs)
-        if link.dropped_attributes:
-            body += (b"\x28", _varint(link.dropped_attributes))
-        body += (b"\x35", _flags(linked))
-        parts.append(_field(b"\x6a", b"".join(body)))
-    if span.dropped_links:
-        parts += (b"\x70", _varint(span.dropped_links))
-    status = span.status
-    code, message = status.status_code.value, status.description
-    parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
-                                 + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
-    parts += (b"\x85\x01", _flags(parent))  # field 16, fixed32
-    return b"".join(parts)
+def _lean_fields(span: LeanSpan) -> _Fields:
+    """A lean span's fields, as its ``ReadableSpan`` properties give them, without the 13 calls."""
+    events, links = span._events, span._links
+    # A tuple, or a BoundedList: an ABC, whose isinstance() is slow.
+    dropped_events = 0 if isinstance(events, tuple) else events.dropped
+    dropped_links = 0 if isinstance(links, tuple) else links.dropped
+    return (
+        span._context, span._parent, span._name, span._kind, span._start_time, span._end_time, span._attributes,
+        span._dropped, events, dropped_events, links, dropped_links, span._status,
+    )  # fmt: skip
+
+
+def _readable_fields(span: ReadableSpan) -> _Fields:
+    return (
+        span.context, span.parent, span.name, span.kind, span.start_time, span.end_time, span.attributes,
+        span.dropped_attributes, span.events, span.dropped_events, span.links, span.dropped_links, span.status,
+    )  # fmt: skip
 
 
 def _resource(resource: Resource) -> bytes:
     """``ResourceSpans.resource`` (always present, as the SDK writes it)."""
-    return _field(b"\x0a", b"".join(_attributes(b"\x0a", resource.attributes, {})))
+    fields: list[bytes] = []
+    _attributes(b"\x0a", resource.attributes, {}, fields)
+    return _field(b"\x0a", b"".join(fields))
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
@@ -202,7 +193,7 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
     body = [_field(b"\x0a", scope.name.encode())] if scope.name else []
     if scope.version:
         body.append(_field(b"\x12", scope.version.encode()))
-    body += _attributes(b"\x1a", scope.attributes, {})
+    _attributes(b"\x1a", scope.attributes, {}, body)
     return _field(b"\x0a", b"".join(body))
 
 
@@ -228,25 +219,32 @@ class SpanEncoder:
     """
 
     def __init__(self) -> None:
-        self._pairs: Pairs = {}
+        self._span_pairs: Pairs = {}
+        self._event_pairs: Pairs = {}
+        self._link_pairs: Pairs = {}
+        self._names: dict[str, bytes] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans`` (what the SDK's encoder gives)."""
-        pairs = self._pairs
         resources: list[Resource] = []
         resource_groups: list[list[Any]] = []  # [scopes, their groups, scope groups by id] per resource
         resources_by_id: dict[int, list[Any]] = {}  # ids are stable: ``spans`` keeps every object alive
+        last: tuple[object, object] | None = None
+        target: list[bytes] = []
         for span in spans:
-            group = _group(resources, resource_groups, resources_by_id, span.resource)
-            if not group:
-                group += ([], [], {})
-            _group(group[0], group[1], group[2], span.instrumentation_scope or None).append(_span(span, pairs))
+            resource, scope = span.resource, span.instrumentation_scope or None
+            if last is None or resource is not last[0] or scope is not last[1]:  # most batches: one of each
+                group = _group(resources, resource_groups, resources_by_id, resource)
+                if not group:
+                    group += ([], [], {})
+                target = _group(group[0], group[1], group[2], scope)
+                last = (resource, scope)
+            target.append(self._span(_lean_fields(span) if type(span) is LeanSpan else _readable_fields(span)))
         out = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
             body = [_resource(resource)]
             for scope, encoded in zip(scopes, scope_groups, strict=True):
-                scope_body = [_scope(scope)]
-                scope_body += [_field(b"\x12", span) for span in encoded]
+                scope_body = [_scope(scope), *encoded]
                 if scope is not None and scope.schema_url:
                     scope_body.append(_field(b"\x1a", scope.schema_url.encode()))
                 body.append(_field(b"\x12", b"".join(scope_body)))
@@ -254,6 +252,65 @@ class SpanEncoder:
                 body.append(_field(b"\x1a", resource.schema_url.encode()))
             out.append(_field(b"\x0a", b"".join(body)))
         return b"".join(out)
+
+    def _span(self, fields: _Fields) -> bytes:
+        """One ``ScopeSpans.spans`` field (field 2: tag, length, the ``Span``)."""
+        (context, parent, name, kind, start, end, attributes, dropped_attributes, events, dropped_events, links,
+         dropped_links, status) = fields  # fmt: skip
+        trace_id, span_id, _, _, trace_state, _ = context  # a SpanContext is this tuple (no property calls)
+        parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
+        if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # TraceState's len() is a Python call
+            parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
+        if parent is not None:
+            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        if name:
+            names = self._names
+            encoded = names.get(name)
+            if encoded is None:
+                if len(names) >= _CACHE_LIMIT:
+                    names.clear()
+                encoded = names[name] = _field(b"\x2a", name.encode())
+            parts.append(encoded)
+        parts.append(_KIND[kind._value_])  # the enum's plain field: SpanKind hashes in Python
+        if start and end:
+            parts.append(_TIMES(0x39, start, 0x41, end))
+        else:
+            if start:
+                parts += (b"\x39", _FIXED64(start))
+            if end:
+                parts += (b"\x41", _FIXED64(end))
+        _attributes(b"\x4a", attributes, self._span_pairs, parts)
+        if dropped_attributes:
+            parts += (b"\x50", _varint(dropped_attributes))
+        for event in events:
+            body = [b"\x09", _FIXED64(event.timestamp)] if event.timestamp else []
+            if event.name:
+                body.append(_field(b"\x12", event.name.encode()))
+            _attributes(b"\x1a", event.attributes, self._event_pairs, body)
+            if event.dropped_attributes:
+                body += (b"\x20", _varint(event.dropped_attributes))
+            parts.append(_field(b"\x5a", b"".join(body)))
+        if dropped_events:
+            parts += (b"\x60", _varint(dropped_events))
+        for link in links:
+            linked = link.context
+            body = [_IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])]
+            _attributes(b"\x22", link.attributes, self._link_pairs, body)
+            if link.dropped_attributes:
+                body += (b"\x28", _varint(link.dropped_attributes))
+            body.append(_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
+            parts.append(_field(b"\x6a", b"".join(body)))
+        if dropped_links:
+            parts += (b"\x70", _varint(dropped_links))
+        code, message = status.status_code._value_, status.description
+        if code or message:
+            parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
+                                         + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
+        else:
+            parts.append(_UNSET_STATUS)
+        parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
+        encoded = b"".join(parts)
+        return b"".join((b"\x12", _varint(len(encoded)), encoded))
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:

@@ -4,11 +4,14 @@ upstream handshake request (with the globally configured propagators: ``OTEL_PRO
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .._types import Headers
 
@@ -54,20 +57,26 @@ def inject(headers: list[tuple[str, str]], context: Context, span: trace.Span | 
     headers are written here, as the W3C propagator writes them; otherwise by the global propagators.
     """
     carrier: dict[str, str] = {}
+    written: Set[str] = _TRACE_HEADERS
     if _is_default(propagate.get_global_textmap()) and not baggage.get_all(context):
         found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found != trace.INVALID_SPAN_CONTEXT:
-            carrier["traceparent"] = f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
-            if found.trace_state:
-                carrier["tracestate"] = found.trace_state.to_header()
+            trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
+            carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+            if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
+                carrier["tracestate"] = state.to_header()
     else:
         propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
-    if carrier:
         written = {name.lower() for name in carrier}
         if "traceparent" in written:
             written.add("tracestate")
-        headers[:] = [(name, value) for name, value in headers if name.lower() not in written]
+    if carrier:
+        headers[:] = [header for header in headers if header[0].lower() not in written]  # the same tuples
         headers.extend(carrier.items())
+
+
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+"""What the default propagators write without baggage (a client's ``tracestate`` goes with its ``traceparent``)."""
 
 
 __all__ = ["ASGI_HEADERS", "extract", "inject"]

@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -36,7 +36,7 @@ from .._context import HANDSHAKE
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
-from ..redact import redact_text, redact_url
+from ..redact import redact_path, redact_text, redact_url
 from . import names as n
 from . import propagation
 from .connection import ConnectionTrace
@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 def _current() -> HandshakeTrace | None:
     """The handshake in progress: only telemetry sets ``HANDSHAKE``, always to a ``HandshakeTrace``."""
-    return cast("HandshakeTrace | None", HANDSHAKE.get())
+    return HANDSHAKE.get()  # type: ignore[return-value]  # (typing.cast would be a call per connection)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ApiInfo:
     handshake_span: str
     connect_span: str
     connection_span: str
-    attributes: Mapping[str, AttributeValue]
+    attributes: MappingProxyType[str, AttributeValue]
     """The handshake span's attributes that are the same for every handshake of this API."""
 
     @classmethod
@@ -154,26 +154,28 @@ class HandshakeTrace:
     def _start_span(self, telemetry: Telemetry) -> None:
         assert telemetry.tracer is not None
         headers = self.scope.get("headers") or []
+        attrs, traceparent = self._request_attributes(headers)
         links: list[Link] = []
         parent: Context | None = None  # the current context: an in-process parent span is trusted
         if telemetry.config.trust_client_trace:
             parent = propagation.extract(headers)
-        elif any(name == b"traceparent" for name, _ in headers):  # a new trace, linked to the client's
+        elif traceparent:  # a new trace, linked to the client's
             remote = trace.get_current_span(propagation.extract(headers, Context())).get_span_context()
             if remote.is_valid:
                 links.append(Link(remote))
-        self.span = telemetry.tracer.start_span(
-            self.api.handshake_span, parent, SpanKind.SERVER, self._request_attributes(), links
-        )
+        self.span = telemetry.tracer.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
         self._context = trace.set_span_in_context(self.span, parent)
         self._otel_token = otel_context.attach(self._context)  # policies' own instrumented I/O nests here
 
-    def _request_attributes(self) -> Attrs:
-        # The HTTP server-span conventions; what the connect and connection spans carry is not repeated.
+    def _request_attributes(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Attrs, bool]:
+        """The HTTP server-span conventions (what the connect and connection spans carry is not
+        repeated), and whether the client sent a ``traceparent``."""
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        path = self.path = redact_text(scope.get("path", ""))  # a client may put a token in the path itself
-        attrs: Attrs = {**self.api.attributes, n.URL_SCHEME: scheme, n.URL_PATH: path}
+        path = self.path = redact_path(scope.get("path", ""))  # a client may put a token in the path itself
+        attrs: Attrs = self.api.attributes.copy()  # the mapping proxy's dict, copied in C
+        attrs[n.URL_SCHEME] = scheme
+        attrs[n.URL_PATH] = path
         client = scope.get("client")
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
@@ -183,20 +185,23 @@ class HandshakeTrace:
             attrs[n.CLIENT_ADDRESS] = client[0]
         host: bytes | None = None
         version = n.PROTOCOL_VERSION_DEFAULT
-        for name, value in scope.get("headers") or ():
+        traceparent = False
+        for name, value in headers:
             if name == b"user-agent":
                 attrs[n.USER_AGENT] = value.decode("latin-1")
             elif name == b"host":
                 host = value
             elif name == b"sec-websocket-version":
                 version = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = True
         attrs[n.PROTOCOL_VERSION] = version
         address, port = _server(host, scope.get("server"), scheme)
         if address:
             attrs[n.SERVER_ADDRESS] = address
         if port is not None:
             attrs[n.SERVER_PORT] = port
-        return attrs
+        return attrs, traceparent
 
     # -- for policies ---------------------------------------------------------------------------------
 
@@ -245,17 +250,17 @@ class HandshakeTrace:
             if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
-                    inline[n.UPSTREAM_URL] = redact_url(request.url)
+                    inline[n.UPSTREAM_URL] = _redacted(request.url, redact_url, _CLEAN_URLS)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
-                    attrs[n.URL_FULL] = redact_url(request.url)
+                    attrs[n.URL_FULL] = _redacted(request.url, redact_url, _CLEAN_URLS)
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, span)
-        started = time.perf_counter()
+        started = time.perf_counter() if telemetry.metrics is not None else 0.0  # the duration is a metric
         error_type: str | None = None
         status: int | None = None
         try:
@@ -378,6 +383,27 @@ class HandshakeTrace:
         if self.client is not None:
             fields["peer"] = peer  # the trusted proxy the client came through
         return fields
+
+
+_CLEAN_LIMIT = 1024
+_CLEAN_URLS: dict[str, None] = {}
+
+
+def _redacted(text: str, redact: Callable[[str], str], clean: dict[str, None]) -> str:
+    """``redact(text)``, remembering in ``clean`` the texts redaction left unchanged: most upstream URLs
+    repeat, and only those without a secret are kept (bounded, emptied when full).
+
+    For a pure ``redact`` only (``redact_url``): ``redact_text`` also reads the sensitive header names,
+    which a new configuration may add to, so a path it once left unchanged may not stay so.
+    """
+    if text in clean:
+        return text
+    redacted = redact(text)
+    if redacted == text:
+        if len(clean) >= _CLEAN_LIMIT:
+            clean.clear()
+        clean[text] = None
+    return redacted
 
 
 def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int | None]:
