@@ -108,6 +108,9 @@ def test_the_remembered_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     for index in range(redact._UNCHANGED_LIMIT + 1):
         redact_path(f"/ws/{index}")
     assert list(redact._unchanged) == [f"/ws/{redact._UNCHANGED_LIMIT}"]
+    long = "/ws/" + "a" * redact._UNCHANGED_LENGTH
+    assert redact_path(long) == long
+    assert long not in redact._unchanged  # a client's long paths are not kept
 
 
 def test_credential_headers_found_in_a_config_document() -> None:

@@ -202,11 +202,11 @@ def test_attribute_sets_over_the_cardinality_limit_go_to_the_overflow_set(clock:
         assert data is not None
         points = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
         assert {"otel.metric.overflow": True} in [dict(p.attributes or {}) for p in points]
-    own = histograms[1]
-    assert isinstance(own, OwnHistogram)
+    histogram = histograms[1]
+    assert isinstance(histogram, OwnHistogram)
     for i in range(200):  # sets past the limit all land in the overflow set: the lookup cache does not grow
-        own.record(0.01, {**ACCEPTED, n.HTTP_STATUS: 1000 + i})
-    assert len(own._by_items) <= 3
+        histogram.record(0.01, {**ACCEPTED, n.HTTP_STATUS: 1000 + i})
+    assert len(histogram._by_items) <= 3
     pair.shutdown()
 
 

@@ -133,6 +133,7 @@ def redact_text(text: str) -> str:
 
 
 _UNCHANGED_LIMIT = 1024
+_UNCHANGED_LENGTH = 512
 _unchanged: dict[str, tuple[str, ...]] = {}
 """Paths ``redact_text`` left unchanged, each with the header names it was checked against."""
 
@@ -147,7 +148,7 @@ def redact_path(path: str) -> str:
     if _unchanged.get(path) is names:
         return path
     redacted = redact_text(path)
-    if redacted == path:
+    if redacted == path and len(path) <= _UNCHANGED_LENGTH:  # clients choose paths: bound what is kept
         if len(_unchanged) >= _UNCHANGED_LIMIT:
             _unchanged.clear()
         _unchanged[path] = names
