@@ -10,19 +10,30 @@ slows the sender down exactly as a slow receiver would: backpressure, nothing qu
 A handler returns (the message goes on, possibly changed through :class:`WsMessage`), raises
 :class:`~asgi_ws_gateway.errors.DropMessage` (it goes no further; its sender may get an error
 reply) or :class:`~asgi_ws_gateway.errors.CloseConnection`. A handler may be a plain function (no
-coroutine is made for a check that never waits) or return an awaitable.
+coroutine is made for a check that never waits) or return an awaitable. When every handler of a
+direction is a :class:`~asgi_ws_gateway.messages.context.MessageCheck` (the built-in checks are),
+a message that passes every shortcut goes on as it came, without a :class:`WsMessage`; the first
+shortcut that does not pass hands the message to its handler, and the pipeline goes on from there.
 
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from .context import ConnectionContext, Direction, ErrorReply, MessageHandler, MessagePolicy, WsMessage
+from .context import (
+    ConnectionContext,
+    Direction,
+    ErrorReply,
+    MessageCheck,
+    MessageHandler,
+    MessagePolicy,
+    WsMessage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +41,7 @@ logger = logging.getLogger(__name__)
 class MessagePipeline:
     """The handlers one direction of one connection runs, in order."""
 
-    __slots__ = ("connection", "direction", "handlers", "reply")
+    __slots__ = ("checks", "connection", "direction", "handlers", "reply")
 
     def __init__(
         self,
@@ -39,7 +50,12 @@ class MessagePipeline:
         connection: ConnectionContext,
         reply: ErrorReply,
     ) -> None:
-        self.handlers = handlers
+        # A check's own handler is called directly (not through MessageCheck.__call__).
+        self.handlers = [(name, h.handle if isinstance(h, MessageCheck) else h) for name, h in handlers]
+        self.checks: tuple[Callable[[Data, int], bool], ...] | None = None
+        """The shortcuts, when every handler is a :class:`MessageCheck` (else None: no shortcut)."""
+        if all(isinstance(h, MessageCheck) for _, h in handlers):
+            self.checks = tuple(h.passes for _, h in handlers if isinstance(h, MessageCheck))
         self.direction = direction
         self.connection = connection
         self.reply = reply
@@ -64,8 +80,21 @@ class MessagePipeline:
         Raises:
             CloseConnection: as :meth:`process` (from the coroutine too).
         """
+        start = 0
+        if self.checks is not None:
+            try:
+                for passes in self.checks:
+                    if not passes(data, size):
+                        break
+                    start += 1
+                else:
+                    return data  # every check passed it: what most messages do
+            except Exception:
+                pass  # the check's handler decides, from the same message
         message = WsMessage(data, size, self.direction, self.connection)
-        for index, (name, handler) in enumerate(self.handlers):
+        handlers = self.handlers
+        for index in range(start, len(handlers)):
+            name, handler = handlers[index]
             try:
                 pending = handler(message)
             except Exception as exc:
