@@ -35,7 +35,7 @@ from ..errors import CloseConnection
 from ..messages.context import ConnectionContext
 from ..relay.pumps import PolicyTasks
 from ..relay.stats import RelayStats
-from .assembler import MessageAssembler
+from .assembler import Event, MessageAssembler
 from .frames import encode_frame
 from .raw_upstream import RawUpstream
 from .splice import Splice, _Side
@@ -66,42 +66,42 @@ class _FramedSide(_Side):
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
-        self.frames.feed(data)
         if self.task is None or self.frames.halted:
-            self.pump()
+            self.pump(self.frames.read(data))
+        else:
+            self.frames.feed(data)  # held until the policy step that waits is done
 
-    def pump(self) -> None:
-        """Handle the complete frames held, in order, until one waits for a policy."""
-        frames, peer, splice = self.frames, self.peer, self.relay
-        while (event := frames.next()) is not None:
+    def pump(self, event: Event | None = None) -> None:
+        """Handle ``event`` and the complete frames held, in order, until one waits for a policy."""
+        frames, peer, splice, process = self.frames, self.peer, self.relay, self.process
+        if event is None:
+            event = frames.next()
+        while event is not None:
             opcode, data, raw, size = event
             if frames.halted or not peer.open:
-                continue  # the gateway closes: nothing more goes on (close frames are still read)
-            if opcode > 2:
+                pass  # the gateway closes: nothing more goes on (close frames are still read)
+            elif opcode > 2:
                 peer.transport.write(raw)  # ping, pong, close
-                continue
-            process = self.process
-            if process is None:
+            elif process is None:
                 peer.transport.write(raw or self._frame(data))
-                continue
-            if splice._closing:
-                continue
-            try:
-                result = process(data, size)
-            except CloseConnection as close:
-                splice.policy_close(self, close)
-                continue
-            except Exception:
-                splice.failed()
-                return
-            if result is None:
-                continue
-            if isinstance(result, str | bytes):
-                peer.transport.write(raw if result is data and raw else self._frame(result))
-                continue
-            self.transport.pause_reading()
-            self.task = splice.background.spawn(self._finish(result, data, raw))
-            return
+            elif not splice._closing:
+                try:
+                    result = process(data, size)
+                except CloseConnection as close:
+                    splice.policy_close(self, close)
+                    result = None
+                except Exception:
+                    splice.failed()
+                    return
+                if result is data:
+                    peer.transport.write(raw or self._frame(data))  # unchanged: as it came when one frame
+                elif isinstance(result, str | bytes):
+                    peer.transport.write(self._frame(result))
+                elif result is not None:
+                    self.transport.pause_reading()
+                    self.task = splice.background.spawn(self._finish(result, data, raw))
+                    return
+            event = frames.next()
         if frames.interrupted:
             splice.after_frame(self)
 
