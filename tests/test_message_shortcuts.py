@@ -223,3 +223,44 @@ async def test_a_step_that_waits_after_a_shortcut_returns_a_coroutine_and_the_re
     gate.set_result(None)
     assert await task == "hello"
     assert calls == ["a.passes", "w.passes", "w.handle", "c.handle"]
+
+
+class SizeLimit(Recorder):
+    """A size limit declared as such (``max_size``): the pipeline compares sizes without its shortcut."""
+
+    def __init__(self, name: str, calls: list[str], limit: int) -> None:
+        super().__init__(name, calls)
+        self.limit = limit
+
+    def handle(self, message: WsMessage) -> Awaitable[None] | None:
+        self.calls.append(f"{self.name}.handle")
+        if message.size > self.limit:
+            raise DropMessage("too_big", reply=False)
+        return None
+
+    def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
+        return MessageCheck(self.handle, self.passes, max_size=self.limit)
+
+
+def test_size_limits_are_compared_once_for_all_without_their_shortcuts() -> None:
+    calls: list[str] = []
+    pipeline, _ = _pipeline(SizeLimit("ten", calls, 10), Recorder("a", calls), SizeLimit("five", calls, 5))
+    assert pipeline.max_size == 5
+    assert pipeline.process_now("12345", 5) == "12345"
+    assert calls == ["a.passes"]
+
+
+def test_a_message_over_the_smallest_size_limit_runs_every_handler_from_the_first() -> None:
+    """No shortcut ran for it (the size is compared first), so none of their effects happened yet."""
+    calls: list[str] = []
+    pipeline, connection = _pipeline(SizeLimit("ten", calls, 10), Recorder("a", calls), SizeLimit("five", calls, 5))
+    assert pipeline.process_now("123456", 6) is None
+    assert calls == ["ten.handle", "a.handle", "five.handle"]
+    assert connection.stats.policy_actions == {("five", "drop", "inbound", "too_big"): 1}
+
+
+def test_a_shortcut_failing_after_a_size_limit_hands_over_to_its_own_handler() -> None:
+    calls: list[str] = []
+    pipeline, _ = _pipeline(SizeLimit("ten", calls, 10), Recorder("a", calls, "fail"), Recorder("b", calls))
+    assert pipeline.process_now("hello", 5) == "hello"
+    assert calls == ["a.passes", "a.handle", "b.handle"]

@@ -99,13 +99,18 @@ class MessageCheck:
     or raises -- when ``handle`` must run and decide (drop, close, wait, or pass after all), and
     then it must have had no effect. A pipeline whose handlers are all checks runs only their
     shortcuts for a message that passes them all: no :class:`WsMessage`, no coroutine.
+    ``max_size`` marks a size limit (``passes`` is exactly ``size <= max_size``): the pipeline
+    compares the size once for all its size limits, without calling ``passes``.
     """
 
-    __slots__ = ("handle", "passes")
+    __slots__ = ("handle", "max_size", "passes")
 
-    def __init__(self, handle: MessageHandler, passes: Callable[[Data, int], bool]) -> None:
+    def __init__(
+        self, handle: MessageHandler, passes: Callable[[Data, int], bool], *, max_size: int | None = None
+    ) -> None:
         self.handle = handle
         self.passes = passes
+        self.max_size = max_size
 
     def __call__(self, message: WsMessage) -> Awaitable[None] | None:
         return self.handle(message)

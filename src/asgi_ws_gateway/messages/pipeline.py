@@ -36,12 +36,13 @@ from .context import (
 )
 
 logger = logging.getLogger(__name__)
+_NO_LIMIT = 2**62  # max_size without a size limit
 
 
 class MessagePipeline:
     """The handlers one direction of one connection runs, in order."""
 
-    __slots__ = ("checks", "connection", "direction", "handlers", "reply")
+    __slots__ = ("_check_at", "checks", "connection", "direction", "handlers", "max_size", "reply")
 
     def __init__(
         self,
@@ -53,9 +54,16 @@ class MessagePipeline:
         # A check's own handler is called directly (not through MessageCheck.__call__).
         self.handlers = [(name, h.handle if isinstance(h, MessageCheck) else h) for name, h in handlers]
         self.checks: tuple[Callable[[Data, int], bool], ...] | None = None
-        """The shortcuts, when every handler is a :class:`MessageCheck` (else None: no shortcut)."""
-        if all(isinstance(h, MessageCheck) for _, h in handlers):
-            self.checks = tuple(h.passes for _, h in handlers if isinstance(h, MessageCheck))
+        """The shortcuts, when every handler is a :class:`MessageCheck` (else None: no shortcut),
+        but for size limits: ``max_size`` is the smallest of those, compared once for all."""
+        self.max_size = _NO_LIMIT
+        self._check_at: tuple[int, ...] = ()  # the handler each shortcut stands for
+        checks = [h for _, h in handlers if isinstance(h, MessageCheck)]
+        if len(checks) == len(handlers):
+            self.max_size = min((c.max_size for c in checks if c.max_size is not None), default=_NO_LIMIT)
+            others = [(index, c.passes) for index, c in enumerate(checks) if c.max_size is None]
+            self.checks = tuple(passes for _, passes in others)
+            self._check_at = (*(index for index, _ in others), len(handlers))
         self.direction = direction
         self.connection = connection
         self.reply = reply
@@ -81,7 +89,7 @@ class MessagePipeline:
             CloseConnection: as :meth:`process` (from the coroutine too).
         """
         start = 0
-        if self.checks is not None:
+        if self.checks is not None and size <= self.max_size:
             try:
                 for passes in self.checks:
                     if not passes(data, size):
@@ -91,6 +99,7 @@ class MessagePipeline:
                     return data  # every check passed it: what most messages do
             except Exception:
                 pass  # the check's handler decides, from the same message
+            start = self._check_at[start]  # the handlers before it passed the message (size limits too)
         message = WsMessage(data, size, self.direction, self.connection)
         handlers = self.handlers
         for index in range(start, len(handlers)):

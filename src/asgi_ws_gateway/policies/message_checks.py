@@ -64,7 +64,7 @@ class LimitMessageSize:
                     raise CloseConnection(1009, "message_too_big", "message too big", peer_reason=peer_reason)
                 raise DropMessage("message_too_big", detail)
 
-        return MessageCheck(check, lambda data, size: size <= limit)
+        return MessageCheck(check, lambda data, size: size <= limit, max_size=limit)
 
 
 class ValidateMessageSettings(PolicySettings):
