@@ -52,7 +52,7 @@ Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"
 class _FramedSide(_Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
-    __slots__ = ("frames", "process", "relay", "task", "write_paused")
+    __slots__ = ("frames", "process", "relay", "task", "unchecked", "write_paused")
 
     peer: _FramedSide
 
@@ -61,6 +61,7 @@ class _FramedSide(_Side):
         self.relay = relay
         self.frames = frames
         self.process: Process | None = None  # its direction's MessagePipeline.process_now
+        self.unchecked = -1  # messages up to this size skip ``process`` (its policies are size limits only)
         self.task: asyncio.Task[None] | None = None  # a policy step that waits
         self.write_paused = False
 
@@ -73,7 +74,7 @@ class _FramedSide(_Side):
 
     def pump(self, event: Event | None = None) -> None:
         """Handle ``event`` and the complete frames held, in order, until one waits for a policy."""
-        frames, peer, splice, process = self.frames, self.peer, self.relay, self.process
+        frames, peer, splice, process, unchecked = self.frames, self.peer, self.relay, self.process, self.unchecked
         if event is None:
             event = frames.next()
         while event is not None:
@@ -82,7 +83,7 @@ class _FramedSide(_Side):
                 pass  # the gateway closes: nothing more goes on (close frames are still read)
             elif opcode > 2:
                 peer.transport.write(raw)  # ping, pong, close
-            elif process is None:
+            elif process is None or (size <= unchecked and not splice._closing):
                 peer.transport.write(raw or self._frame(data))
             elif not splice._closing:
                 try:
@@ -174,9 +175,11 @@ class FramedRelay(Splice):
                          ping_interval=ping_interval, ping_timeout=ping_timeout)  # fmt: skip
         self.background = PolicyTasks()
         self.connection = ConnectionContext(handshake, self.stats, self)
-        inbound, outbound = policies.attach(self.connection)
-        self.client.process = inbound.process_now if inbound is not None else None
-        self.upstream.process = outbound.process_now if outbound is not None else None
+        for side, pipeline in zip((self.client, self.upstream), policies.attach(self.connection), strict=True):
+            if pipeline is not None:
+                side.process = pipeline.process_now
+                if pipeline.checks == ():  # size limits only: what passes them needs no pipeline call
+                    side.unchecked = pipeline.max_size
 
     def _sides(self, max_message_size: int) -> tuple[_FramedSide, _FramedSide]:
         frames_in = MessageAssembler(self.stats, inbound=True, max_message_size=max_message_size)

@@ -9,7 +9,7 @@ once, when the configuration is applied (jsonschema-rs, any draft up to 2020-12)
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import jsonschema_rs
@@ -107,7 +107,7 @@ class ValidateMessage:
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         s = self.settings
         validator = self.validator
-        is_valid = validator.is_valid if validator is not None else None
+        is_valid: Callable[[Any], bool] | None = validator.is_valid if validator is not None else None
         pass_binary = s.binary == "pass"
         close_code = s.close_code if s.action == "close" else None
         peer_reason = f"{_SIDE[direction]} sent an invalid message"
@@ -134,7 +134,7 @@ class ValidateMessage:
             if not isinstance(data, str):
                 return pass_binary
             value = orjson.loads(data)  # not JSON: a ValueError, and check() answers
-            return is_valid is None or bool(is_valid(value))
+            return is_valid is None or is_valid(value)
 
         return MessageCheck(check, passes)
 
