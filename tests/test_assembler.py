@@ -119,3 +119,91 @@ def test_reads_held_while_a_message_is_handled_keep_their_order() -> None:
     assembler.feed(second[3:])
     assembler.feed(third)
     assert [e[1] for e in iter(assembler.next, None)] == ["2", "3"]
+
+
+# -- read(): feed and next in one call, with a fast path for one whole frame and nothing held --
+
+STREAMS = [
+    pytest.param([frame(0x1, b'{"a":1}')], id="text"),
+    pytest.param([frame(0x2, b"\x00" * 200)], id="binary-16-bit-length"),
+    pytest.param([frame(0x1, b"x" * 100)], id="exactly-at-the-limit"),
+    pytest.param([frame(0x1, b"x" * 101)], id="one-byte-over-the-limit"),
+    pytest.param([frame(0x1, b"ok \xff")], id="invalid-utf8"),
+    pytest.param([frame(0x1, b"x", mask=False)], id="unmasked"),
+    pytest.param([frame(0x1, b"ab", fin=False), frame(0x9, b"ping"), frame(0x0, b"cd")], id="ping-between-fragments"),
+    pytest.param([frame(0x1, b"ab", fin=False), frame(0x1, b"whole")], id="whole-frame-inside-a-message"),
+    pytest.param([frame(0x1, b"1") + frame(0x1, b"2"), frame(0x1, b"3")], id="two-frames-in-one-read"),
+    pytest.param([frame(0x1, b"12345")[:4], frame(0x1, b"12345")[4:], frame(0x2, b"6")], id="split-then-whole"),
+    pytest.param([frame(0x8, struct.pack("!H", 1000)), frame(0x1, b"late")], id="whole-frame-after-close"),
+]
+
+
+def _by_read(reads: list[bytes]) -> tuple[list[Event], MessageAssembler, RelayStats]:
+    stats = RelayStats(sizes_in=[0] * 6, sizes_out=[0] * 6)  # slots up to 31 bytes: larger sizes share the last
+    assembler = MessageAssembler(stats, inbound=True, max_message_size=100)
+    found = []
+    for data in reads:
+        event = assembler.read(data)
+        while event is not None:
+            found.append(event)
+            event = assembler.next()
+    return found, assembler, stats
+
+
+def _by_feed(reads: list[bytes]) -> tuple[list[Event], MessageAssembler, RelayStats]:
+    stats = RelayStats(sizes_in=[0] * 6, sizes_out=[0] * 6)
+    assembler = MessageAssembler(stats, inbound=True, max_message_size=100)
+    found: list[Event] = []
+    for data in reads:
+        assembler.feed(data)
+        found += iter(assembler.next, None)
+    return found, assembler, stats
+
+
+@pytest.mark.parametrize("reads", STREAMS)
+def test_read_finds_what_feed_and_next_find_and_counts_as_count_in(reads: list[bytes]) -> None:
+    """Same events, same stop (error, close, too big), and every message counted as RelayStats.count_in does."""
+    found, assembler, stats = _by_read(reads)
+    expected, reference, _ = _by_feed(reads)
+    assert found == expected
+    state = ("error", "error_code", "close", "too_big", "interrupted")
+    assert [getattr(assembler, a) for a in state] == [getattr(reference, a) for a in state]
+    counted = RelayStats(sizes_in=[0] * 6, sizes_out=[0] * 6)
+    for opcode, _, _, size in found:
+        if opcode < 8:
+            counted.count_in(size, opcode == 2)
+    assert stats == counted
+
+
+def test_read_takes_the_fast_path_for_one_whole_frame_and_keeps_its_bytes() -> None:
+    data = frame(0x1, "é".encode() * 20)
+    found, assembler, stats = _by_read([data])
+    assert found == [(0x1, "é" * 20, data, 40)]
+    assert (stats.messages_in, stats.bytes_in, stats.binary_in, stats.sizes_in) == (1, 40, 0, [0, 0, 0, 0, 0, 1])
+    assert assembler.next() is None and not assembler.interrupted
+
+
+def test_read_of_a_whole_frame_while_a_message_is_assembled_is_a_protocol_error() -> None:
+    found, assembler, _ = _by_read([frame(0x1, b"ab", fin=False), frame(0x1, b"whole")])
+    assert found == []
+    assert (assembler.error, assembler.error_code) == ("expected a continuation frame", 1002)
+
+
+def test_read_of_invalid_utf8_in_one_frame_is_1007_and_not_counted() -> None:
+    found, assembler, stats = _by_read([frame(0x1, b"ok \xff")])
+    assert found == [] and assembler.interrupted
+    assert (assembler.error, assembler.error_code, stats.messages_in) == ("invalid UTF-8", 1007, 0)
+
+
+def test_read_at_the_size_limit_passes_and_one_byte_over_stops() -> None:
+    assert [e[3] for e in _by_read([frame(0x2, b"x" * 100)])[0]] == [100]
+    found, assembler, stats = _by_read([frame(0x2, b"x" * 101)])
+    assert found == [] and assembler.too_big and assembler.interrupted and stats.messages_in == 0
+
+
+def test_read_counts_upstream_messages_as_outbound() -> None:
+    stats = RelayStats(sizes_in=[0] * 12, sizes_out=[0] * 12)
+    assembler = MessageAssembler(stats, inbound=False, max_message_size=100)
+    assert assembler.read(frame(0x2, b"abc", mask=False)) == (0x2, b"abc", frame(0x2, b"abc", mask=False), 3)
+    assert (stats.messages_out, stats.bytes_out, stats.binary_out, stats.binary_bytes_out) == (1, 3, 1, 3)
+    assert (stats.messages_in, stats.sizes_out[2]) == (0, 1)

@@ -12,7 +12,7 @@ from typing import cast
 
 from asgi_ws_gateway._types import Data
 from asgi_ws_gateway.errors import CloseConnection
-from asgi_ws_gateway.messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
+from asgi_ws_gateway.messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.passthrough.assembler import MessageAssembler
 from asgi_ws_gateway.passthrough.framed import FramedRelay
@@ -155,3 +155,39 @@ async def test_a_gateway_close_while_a_step_waits_forwards_nothing_more() -> Non
     assert read(upstream.written, masked=True) == ([], (1001, "idle timeout"))
     framed.client.data_received(close_frame(1001, "", mask=True))
     assert client.is_closing()
+
+
+def size_limit(limit: int, calls: list[str]) -> MessageCheck:
+    """A size limit as limit-message-size declares it: its handler closes with 1009 past ``limit``."""
+
+    def handle(message: WsMessage) -> None:
+        calls.append("handle")
+        if message.size > limit:
+            raise CloseConnection(1009, "too_big", "message too big", peer_reason="upstream message too big")
+
+    def passes(data: Data, size: int) -> bool:
+        calls.append("passes")
+        return size <= limit
+
+    return MessageCheck(handle, passes, max_size=limit)
+
+
+async def test_a_direction_with_size_limits_only_forwards_what_fits_without_a_pipeline_call() -> None:
+    calls: list[str] = []
+    framed, client, upstream = relay(outbound=size_limit(5, calls))
+    assert framed.upstream.unchecked == 5 and framed.client.unchecked == -1
+    framed.upstream.data_received(text("12345", mask=False))
+    assert bytes(client.written) == text("12345", mask=False) and calls == []
+    framed.upstream.data_received(text("123456", mask=False))
+    assert calls == ["handle"]
+    assert read(upstream.written, masked=True)[1] == (1009, "message too big")
+    assert read(client.written, masked=False) == (["12345"], (1001, "upstream message too big"))
+    assert framed.stats.policy_actions == {("test", "close", "outbound", "too_big"): 1}
+
+
+async def test_a_message_within_the_size_limits_is_not_forwarded_once_closing() -> None:
+    """As with any policy step: after the client's close frame, upstream messages are dropped unread."""
+    framed, client, _upstream = relay(outbound=size_limit(5, []))
+    framed.client.data_received(close_frame(1000, "bye", mask=True))
+    framed.upstream.data_received(text("late", mask=False) + close_frame(1000, "bye", mask=False))
+    assert read(client.written, masked=False) == ([], (1000, "bye"))

@@ -91,6 +91,31 @@ MessageHandler = Callable[[WsMessage], "Awaitable[None] | None"]
 """What a policy does to each message of one connection in one direction."""
 
 
+class MessageCheck:
+    """A handler that only checks messages, with a shortcut for the messages it lets through.
+
+    ``passes(data, size)`` returns True for a message ``handle`` would let through unchanged and at
+    once, having done what ``handle`` does for it (a rate limit's budget spent); it returns False --
+    or raises -- when ``handle`` must run and decide (drop, close, wait, or pass after all), and
+    then it must have had no effect. A pipeline whose handlers are all checks runs only their
+    shortcuts for a message that passes them all: no :class:`WsMessage`, no coroutine.
+    ``max_size`` marks a size limit (``passes`` is exactly ``size <= max_size``): the pipeline
+    compares the size once for all its size limits, without calling ``passes``.
+    """
+
+    __slots__ = ("handle", "max_size", "passes")
+
+    def __init__(
+        self, handle: MessageHandler, passes: Callable[[Data, int], bool], *, max_size: int | None = None
+    ) -> None:
+        self.handle = handle
+        self.passes = passes
+        self.max_size = max_size
+
+    def __call__(self, message: WsMessage) -> Awaitable[None] | None:
+        return self.handle(message)
+
+
 class MessagePolicy(Protocol):
     """A message policy type's instance, built once from the configuration."""
 
@@ -243,6 +268,7 @@ __all__ = [
     "ConnectionContext",
     "Direction",
     "ErrorReply",
+    "MessageCheck",
     "MessageHandler",
     "MessagePolicy",
     "RelayControls",

@@ -10,27 +10,39 @@ slows the sender down exactly as a slow receiver would: backpressure, nothing qu
 A handler returns (the message goes on, possibly changed through :class:`WsMessage`), raises
 :class:`~asgi_ws_gateway.errors.DropMessage` (it goes no further; its sender may get an error
 reply) or :class:`~asgi_ws_gateway.errors.CloseConnection`. A handler may be a plain function (no
-coroutine is made for a check that never waits) or return an awaitable.
+coroutine is made for a check that never waits) or return an awaitable. When every handler of a
+direction is a :class:`~asgi_ws_gateway.messages.context.MessageCheck` (the built-in checks are),
+a message that passes every shortcut goes on as it came, without a :class:`WsMessage`; the first
+shortcut that does not pass hands the message to its handler, and the pipeline goes on from there.
 
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from .context import ConnectionContext, Direction, ErrorReply, MessageHandler, MessagePolicy, WsMessage
+from .context import (
+    ConnectionContext,
+    Direction,
+    ErrorReply,
+    MessageCheck,
+    MessageHandler,
+    MessagePolicy,
+    WsMessage,
+)
 
 logger = logging.getLogger(__name__)
+_NO_LIMIT = 2**62  # max_size without a size limit
 
 
 class MessagePipeline:
     """The handlers one direction of one connection runs, in order."""
 
-    __slots__ = ("connection", "direction", "handlers", "reply")
+    __slots__ = ("_check_at", "checks", "connection", "direction", "handlers", "max_size", "reply")
 
     def __init__(
         self,
@@ -39,7 +51,19 @@ class MessagePipeline:
         connection: ConnectionContext,
         reply: ErrorReply,
     ) -> None:
-        self.handlers = handlers
+        # A check's own handler is called directly (not through MessageCheck.__call__).
+        self.handlers = [(name, h.handle if isinstance(h, MessageCheck) else h) for name, h in handlers]
+        self.checks: tuple[Callable[[Data, int], bool], ...] | None = None
+        """The shortcuts, when every handler is a :class:`MessageCheck` (else None: no shortcut),
+        but for size limits: ``max_size`` is the smallest of those, compared once for all."""
+        self.max_size = _NO_LIMIT
+        self._check_at: tuple[int, ...] = ()  # the handler each shortcut stands for
+        checks = [h for _, h in handlers if isinstance(h, MessageCheck)]
+        if len(checks) == len(handlers):
+            self.max_size = min((c.max_size for c in checks if c.max_size is not None), default=_NO_LIMIT)
+            others = [(index, c.passes) for index, c in enumerate(checks) if c.max_size is None]
+            self.checks = tuple(passes for _, passes in others)
+            self._check_at = (*(index for index, _ in others), len(handlers))
         self.direction = direction
         self.connection = connection
         self.reply = reply
@@ -64,8 +88,22 @@ class MessagePipeline:
         Raises:
             CloseConnection: as :meth:`process` (from the coroutine too).
         """
+        start = 0
+        if self.checks is not None and size <= self.max_size:
+            try:
+                for passes in self.checks:
+                    if not passes(data, size):
+                        break
+                    start += 1
+                else:
+                    return data  # every check passed it: what most messages do
+            except Exception:
+                pass  # the check's handler decides, from the same message
+            start = self._check_at[start]  # the handlers before it passed the message (size limits too)
         message = WsMessage(data, size, self.direction, self.connection)
-        for index, (name, handler) in enumerate(self.handlers):
+        handlers = self.handlers
+        for index in range(start, len(handlers)):
+            name, handler = handlers[index]
             try:
                 pending = handler(message)
             except Exception as exc:

@@ -40,10 +40,10 @@ class MessageAssembler:
         max_message_size: payload bytes one message may carry.
 
     :meth:`feed` takes bytes as they arrive; :meth:`next` returns the next event, or None when it
-    needs more bytes or has stopped: ``close`` holds ``(code, reason)`` once a valid close frame
-    arrived (1005 when it had no code), ``too_big`` is True once a message went over the limit,
-    ``error`` names the rule the first bad frame broke and ``error_code`` the close code it calls
-    for (1002, or 1007 for invalid UTF-8).
+    needs more bytes or has stopped (:meth:`read` is the two in one call): ``close`` holds
+    ``(code, reason)`` once a valid close frame arrived (1005 when it had no code), ``too_big`` is
+    True once a message went over the limit, ``error`` names the rule the first bad frame broke and
+    ``error_code`` the close code it calls for (1002, or 1007 for invalid UTF-8).
     """
 
     # What the splice reads of a scanner: the frame relay forwards whole frames only, so no side is
@@ -53,7 +53,11 @@ class MessageAssembler:
     in_message = False
 
     def __init__(self, stats: RelayStats, *, inbound: bool, max_message_size: int) -> None:
-        self._count = stats.count_in if inbound else stats.count_out
+        # Messages are counted here, inline (RelayStats.count_in's increments without its call).
+        self._stats = stats
+        self._inbound = inbound
+        self._sizes = stats.sizes_in if inbound else stats.sizes_out
+        self._top = len(self._sizes) - 1
         self._max = max_message_size
         self._masked = 0x80 if inbound else 0
         self._buffer = b""
@@ -81,6 +85,30 @@ class MessageAssembler:
     def halt(self) -> None:
         self.halted = self.interrupted = self.sealed = True
 
+    def read(self, data: bytes) -> Event | None:
+        """:meth:`feed` then :meth:`next`: one whole final text or binary frame, with nothing held
+        (what most reads are), is checked here, without the loop."""
+        if (
+            self._pos == len(self._buffer)
+            and not self._extra
+            and self._parts is None
+            and not self.interrupted
+            and len(data) > 3
+        ):
+            b0, b1 = data[0], data[1]
+            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == self._masked:
+                length = b1 & 0x7F
+                header = 6 if self._masked else 2
+                if length == 126:
+                    length = data[2] << 8 | data[3]
+                    header += 2
+                if length != 127 and header + length == len(data) and length <= self._max:
+                    self._buffer, self._pos = b"", 0
+                    payload = apply_mask(data[header:], data[header - 4 : header]) if self._masked else data[header:]
+                    return self._message(b0 & 0x0F, payload, data)
+        self.feed(data)
+        return self._next()
+
     def feed(self, data: bytes) -> bytes:
         """Take ``data``; returns b"" (nothing is forwarded as it arrives)."""
         if self._pos == len(self._buffer) and not self._extra:
@@ -106,22 +134,8 @@ class MessageAssembler:
 
     def next(self) -> Event | None:
         """The next message or control frame, or None (more bytes needed, or stopped)."""
-        buf = self._buffer
-        if self._pos == len(buf) and not self._extra:
+        if self._pos == len(self._buffer) and not self._extra:
             return None  # nothing held: what most calls after a read's last frame find
-        if not self._pos and len(buf) > 3 and self._parts is None and not self._extra and not self.interrupted:
-            # One whole final text or binary frame, as most reads are: checked here, without the loop.
-            b0, b1 = buf[0], buf[1]
-            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == self._masked:
-                length = b1 & 0x7F
-                header = 6 if self._masked else 2
-                if length == 126:
-                    length = buf[2] << 8 | buf[3]
-                    header += 2
-                if length != 127 and header + length == len(buf) and length <= self._max:
-                    self._buffer = b""
-                    payload = apply_mask(buf[header:], buf[header - 4 : header]) if self._masked else buf[header:]
-                    return self._message(b0 & 0x0F, payload, buf)
         return self._next()
 
     def _next(self) -> Event | None:
@@ -181,16 +195,29 @@ class MessageAssembler:
 
     def _message(self, opcode: int, payload: bytes, raw: bytes) -> Event | None:
         size = len(payload)
+        data: Data = payload
         if opcode == _TEXT:
             try:
-                text = payload.decode()
+                data = payload.decode()
             except UnicodeDecodeError:
                 self._fail("invalid UTF-8", 1007)
                 return None
-            self._count(size, False)
-            return opcode, text, raw, size
-        self._count(size, True)
-        return opcode, payload, raw, size
+        stats = self._stats
+        if self._inbound:
+            stats.messages_in += 1
+            stats.bytes_in += size
+            if opcode != _TEXT:
+                stats.binary_in += 1
+                stats.binary_bytes_in += size
+        else:
+            stats.messages_out += 1
+            stats.bytes_out += size
+            if opcode != _TEXT:
+                stats.binary_out += 1
+                stats.binary_bytes_out += size
+        slot = size.bit_length()
+        self._sizes[slot if slot < self._top else self._top] += 1
+        return opcode, data, raw, size
 
     def _closed(self, payload: bytes, raw: bytes) -> Event | None:
         if len(payload) == 1:

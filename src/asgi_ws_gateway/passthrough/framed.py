@@ -35,7 +35,7 @@ from ..errors import CloseConnection
 from ..messages.context import ConnectionContext
 from ..relay.pumps import PolicyTasks
 from ..relay.stats import RelayStats
-from .assembler import MessageAssembler
+from .assembler import Event, MessageAssembler
 from .frames import encode_frame
 from .raw_upstream import RawUpstream
 from .splice import Splice, _Side
@@ -52,7 +52,7 @@ Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"
 class _FramedSide(_Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
-    __slots__ = ("frames", "process", "relay", "task", "write_paused")
+    __slots__ = ("frames", "process", "relay", "task", "unchecked", "write_paused")
 
     peer: _FramedSide
 
@@ -61,47 +61,48 @@ class _FramedSide(_Side):
         self.relay = relay
         self.frames = frames
         self.process: Process | None = None  # its direction's MessagePipeline.process_now
+        self.unchecked = -1  # messages up to this size skip ``process`` (its policies are size limits only)
         self.task: asyncio.Task[None] | None = None  # a policy step that waits
         self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
-        self.frames.feed(data)
         if self.task is None or self.frames.halted:
-            self.pump()
+            self.pump(self.frames.read(data))
+        else:
+            self.frames.feed(data)  # held until the policy step that waits is done
 
-    def pump(self) -> None:
-        """Handle the complete frames held, in order, until one waits for a policy."""
-        frames, peer, splice = self.frames, self.peer, self.relay
-        while (event := frames.next()) is not None:
+    def pump(self, event: Event | None = None) -> None:
+        """Handle ``event`` and the complete frames held, in order, until one waits for a policy."""
+        frames, peer, splice, process, unchecked = self.frames, self.peer, self.relay, self.process, self.unchecked
+        if event is None:
+            event = frames.next()
+        while event is not None:
             opcode, data, raw, size = event
             if frames.halted or not peer.open:
-                continue  # the gateway closes: nothing more goes on (close frames are still read)
-            if opcode > 2:
+                pass  # the gateway closes: nothing more goes on (close frames are still read)
+            elif opcode > 2:
                 peer.transport.write(raw)  # ping, pong, close
-                continue
-            process = self.process
-            if process is None:
+            elif process is None or (size <= unchecked and not splice._closing):
                 peer.transport.write(raw or self._frame(data))
-                continue
-            if splice._closing:
-                continue
-            try:
-                result = process(data, size)
-            except CloseConnection as close:
-                splice.policy_close(self, close)
-                continue
-            except Exception:
-                splice.failed()
-                return
-            if result is None:
-                continue
-            if isinstance(result, str | bytes):
-                peer.transport.write(raw if result is data and raw else self._frame(result))
-                continue
-            self.transport.pause_reading()
-            self.task = splice.background.spawn(self._finish(result, data, raw))
-            return
+            elif not splice._closing:
+                try:
+                    result = process(data, size)
+                except CloseConnection as close:
+                    splice.policy_close(self, close)
+                    result = None
+                except Exception:
+                    splice.failed()
+                    return
+                if result is data:
+                    peer.transport.write(raw or self._frame(data))  # unchanged: as it came when one frame
+                elif isinstance(result, str | bytes):
+                    peer.transport.write(self._frame(result))
+                elif result is not None:
+                    self.transport.pause_reading()
+                    self.task = splice.background.spawn(self._finish(result, data, raw))
+                    return
+            event = frames.next()
         if frames.interrupted:
             splice.after_frame(self)
 
@@ -174,9 +175,11 @@ class FramedRelay(Splice):
                          ping_interval=ping_interval, ping_timeout=ping_timeout)  # fmt: skip
         self.background = PolicyTasks()
         self.connection = ConnectionContext(handshake, self.stats, self)
-        inbound, outbound = policies.attach(self.connection)
-        self.client.process = inbound.process_now if inbound is not None else None
-        self.upstream.process = outbound.process_now if outbound is not None else None
+        for side, pipeline in zip((self.client, self.upstream), policies.attach(self.connection), strict=True):
+            if pipeline is not None:
+                side.process = pipeline.process_now
+                if pipeline.checks == ():  # size limits only: what passes them needs no pipeline call
+                    side.unchecked = pipeline.max_size
 
     def _sides(self, max_message_size: int) -> tuple[_FramedSide, _FramedSide]:
         frames_in = MessageAssembler(self.stats, inbound=True, max_message_size=max_message_size)

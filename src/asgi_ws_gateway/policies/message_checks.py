@@ -9,17 +9,20 @@ once, when the configuration is applied (jsonschema-rs, any draft up to 2020-12)
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import jsonschema_rs
+import orjson
 from pydantic import ConfigDict, Field, field_validator
 
+from .._types import Data
 from ..errors import CloseConnection, DropMessage
 from ..loading import LoadRefused, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
     Direction,
+    MessageCheck,
     MessageHandler,
     WsMessage,
     compile_json_template,
@@ -61,7 +64,7 @@ class LimitMessageSize:
                     raise CloseConnection(1009, "message_too_big", "message too big", peer_reason=peer_reason)
                 raise DropMessage("message_too_big", detail)
 
-        return check
+        return MessageCheck(check, lambda data, size: size <= limit, max_size=limit)
 
 
 class ValidateMessageSettings(PolicySettings):
@@ -104,7 +107,7 @@ class ValidateMessage:
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         s = self.settings
         validator = self.validator
-        is_valid = validator.is_valid if validator is not None else None
+        is_valid: Callable[[Any], bool] | None = validator.is_valid if validator is not None else None
         pass_binary = s.binary == "pass"
         close_code = s.close_code if s.action == "close" else None
         peer_reason = f"{_SIDE[direction]} sent an invalid message"
@@ -127,7 +130,13 @@ class ValidateMessage:
             if is_valid is not None and not is_valid(value):
                 reject("schema_mismatch", _first_error(validator, value))
 
-        return check
+        def passes(data: Data, size: int) -> bool:
+            if not isinstance(data, str):
+                return pass_binary
+            value = orjson.loads(data)  # not JSON: a ValueError, and check() answers
+            return is_valid is None or is_valid(value)
+
+        return MessageCheck(check, passes)
 
 
 def _first_error(validator: Any, value: Any) -> str:

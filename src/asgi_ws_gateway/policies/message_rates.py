@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import CloseConnection, DropMessage
-from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
+from ..messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
 from ..state.base import Store, StoreUnavailable, store_key
 from ..templates import Template
 from .base import PolicyEnv, StoreErrorSettings, template
@@ -207,7 +207,7 @@ class RateLimitMessages:
                 return None
             return slow(size, now)
 
-        return check
+        return MessageCheck(check, lambda data, size: take(clock(), size))
 
     def _budget(self, connection: ConnectionContext) -> LocalBudget | SharedBudget:
         s = self.settings
