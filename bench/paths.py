@@ -165,6 +165,7 @@ def run_path(
     name: str,
     *,
     policies: bool = False,
+    telemetry: bool = False,
     message_policies: object = None,
     env: Mapping[str, str] | None = None,
     note: str = "",
@@ -175,6 +176,8 @@ def run_path(
         policies: add :func:`~bench.apps.policy_set` with rate-limit-by-key on Redis (127.0.0.1:6379,
             a key prefix per start) and telemetry exporting over OTLP/gRPC to :mod:`bench.otlp_sink`;
             the generator sends the bench's tokens, one per opener (``bearer="pool"``).
+        telemetry: telemetry exported as with ``policies`` (every handshake traced, metrics every
+            10 s), without the policies.
         message_policies: the API's ``message_policies`` (the generator then sends JSON text).
         env: extra environment for the gateway (e.g. ``PYTHONPATH`` of another source tree).
     """
@@ -193,6 +196,7 @@ def run_path(
         if policies:
             api.update(policy_set(PUBLIC_KEY_PEM))
             document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+        if policies or telemetry:
             sink_port = free_port()
             sink_argv = [sys.executable, "-m", "bench.otlp_sink", "--port", str(sink_port)]
             sink = Service(f"{name} OTLP sink", pinned(LOAD_CPUS, sink_argv), port=sink_port,
@@ -213,7 +217,7 @@ def run_path(
             return Service(name, pinned(ctx.cpus, argv), port=port, log=log, env=gateway_env).start()
         return _WithSink(name, pinned(ctx.cpus, argv), port=port, log=log, env=gateway_env, sink=sink).start()
 
-    requires = ("uvicorn", "uvloop", "httptools", *(("grpc", "redis") if policies else ()))
+    requires = ("uvicorn", "uvloop", "httptools", *(("grpc", "redis") if policies else ("grpc",) if telemetry else ()))
     return PathSpec(
         name,
         start,
@@ -298,6 +302,16 @@ GATEWAY_RUN_POLICIES_FRESH = dataclasses.replace(
     note="gateway-run+policies with a new token per handshake: validate-jwt's token cache always misses",
     bearer="fresh",
 )
+# Issue 14's cost on the default path: the handshake with every one traced and metrics on, beside gateway-run.
+GATEWAY_RUN_TELEMETRY = dataclasses.replace(
+    run_path(
+        "gateway-run+telemetry",
+        telemetry=True,
+        note="gateway-run with telemetry on: every handshake traced (three spans), metrics every 10 s, exported "
+        "over OTLP/gRPC to a discarding receiver",
+    ),
+    scenarios=("handshake",),
+)
 GATEWAY_RUN_MESSAGES = run_path(
     "gateway-run+messages",
     message_policies=MESSAGE_POLICIES,
@@ -317,6 +331,7 @@ GATEWAY_POLICIES = dataclasses.replace(
 PATHS: tuple[PathSpec, ...] = (
     DIRECT, NGINX, ASGIPROXY, FASTAPI_PROXY_LIB, MINIMAL_RELAY, GATEWAY, GATEWAY_POLICIES, GATEWAY_PICOWS,
     GATEWAY_PASSTHROUGH, GATEWAY_RUN, GATEWAY_RUN_MESSAGES, GATEWAY_RUN_POLICIES, GATEWAY_RUN_POLICIES_FRESH,
+    GATEWAY_RUN_TELEMETRY,
 )  # fmt: skip
 PYTHON_PEERS: tuple[str, ...] = ("asgiproxy", "fastapi-proxy-lib")
 OPT_IN: frozenset[str] = frozenset({"gateway-picows", "gateway+policies"})
