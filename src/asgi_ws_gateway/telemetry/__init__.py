@@ -3,8 +3,10 @@
 Modules: ``names`` (every span, attribute and instrument name), ``providers`` (global providers or
 OTLP exporters from ``OTEL_*``), ``tracing`` (the handshake and its upstream attempts),
 ``connection`` (the connection span and what is recorded at close), ``metrics``, ``access`` (the
-access log), ``events`` (opt-in per-message events), ``propagation`` (W3C trace context), ``urls``
-(``url.full`` without credentials), ``core`` (``Telemetry``, built once per gateway).
+access log), ``events`` (opt-in per-message events), ``propagation`` (W3C trace context), ``core``
+(``Telemetry``, built once per gateway); for the gateway's own providers only: ``lean_spans`` (its
+spans), ``histograms`` (its duration histograms), ``otlp_wire`` and ``otlp_export`` (its span
+encoding and exporters).
 
 For policies: :func:`current_handshake` returns the handshake being decided, to ``identify()`` the
 caller and wrap I/O in ``io_span()``; :func:`current_connection` returns the connection being
