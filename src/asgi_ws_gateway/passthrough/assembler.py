@@ -87,7 +87,8 @@ class MessageAssembler:
 
     def read(self, data: bytes) -> Event | None:
         """:meth:`feed` then :meth:`next`: one whole final text or binary frame, with nothing held
-        (what most reads are), is checked here, without the loop."""
+        (what most reads are), is checked here, without the loop (inline, as the splice's
+        ``FrameScanner.feed`` does the same check: a call per read costs more than the lines)."""
         if (
             self._pos == len(self._buffer)
             and not self._extra

@@ -133,6 +133,8 @@ class FrameScanner:
         frame stopped the scan, ``halted`` is set, or a keepalive pong was taken out)."""
         if self._fast and len(data) > 3 and data[0] in self._plain and data[1] & 0x80 == self._masked:
             # One whole final text or binary frame, as most reads are: checked and counted here.
+            # Inline, as MessageAssembler.read's same check: a shared function measured +9 %
+            # instructions per echo (a call per read); a rule change goes into both.
             length = data[1] & 0x7F
             header = 6 if self._masked else 2
             if length == 126:
