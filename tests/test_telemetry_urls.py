@@ -8,11 +8,11 @@ import pytest
 from opentelemetry._logs import Logger
 from opentelemetry.sdk.trace import TracerProvider
 
-from asgi_ws_gateway import TelemetryConfig
+from asgi_ws_gateway import TelemetryConfig, redact
 from asgi_ws_gateway.redact import redact_url as redacted_url
 from asgi_ws_gateway.telemetry.access import AccessLog
 from asgi_ws_gateway.telemetry.providers import SCHEDULE_DELAY_MS, resolve_providers
-from asgi_ws_gateway.telemetry.tracing import _CLEAN_LIMIT, _redacted, _server
+from asgi_ws_gateway.telemetry.tracing import _server
 
 
 @pytest.mark.parametrize(
@@ -41,29 +41,35 @@ def test_redacted_url_keeps_names_and_drops_every_value_and_userinfo(url: str, e
     assert "s3cr3t" not in redacted_url(url) and "%73%33" not in redacted_url(url)
 
 
+def _remembered(text: str, redact_fn: Any, clean: dict[str, tuple[str, ...]]) -> str:
+    """What ``redact.redact_url_remembered`` does, with the test's own store."""
+    return redact._remembered(text, redact_fn, clean, redact._URL_MARK)
+
+
 def test_a_url_with_a_secret_is_redacted_every_time_and_never_remembered() -> None:
     """Only texts that redaction left unchanged are remembered: no secret stays in the cache."""
-    clean: dict[str, None] = {}
+    clean: dict[str, tuple[str, ...]] = {}
     for _ in range(2):
-        assert _redacted("wss://h/rooms/1?token=s3cr3t", redacted_url, clean) == "wss://h/rooms/1?token=REDACTED"
+        assert _remembered("wss://h/rooms/1?token=s3cr3t", redacted_url, clean) == "wss://h/rooms/1?token=REDACTED"
     assert clean == {}
 
 
 def test_a_url_without_a_secret_is_remembered_and_not_redacted_again() -> None:
-    clean: dict[str, None] = {}
-    assert _redacted("ws://h:9000/a/b", redacted_url, clean) == "ws://h:9000/a/b"
+    clean: dict[str, tuple[str, ...]] = {}
+    assert _remembered("ws://h:9000/a/b", redacted_url, clean) == "ws://h:9000/a/b"
 
     def fails(text: str) -> str:
         raise AssertionError(f"redacted again: {text}")
 
-    assert _redacted("ws://h:9000/a/b", fails, clean) == "ws://h:9000/a/b"
+    assert _remembered("ws://h:9000/a/b", fails, clean) == "ws://h:9000/a/b"
+    assert redact.redact_url_remembered("ws://h:9000/a/b") == "ws://h:9000/a/b"
 
 
 def test_the_remembered_texts_are_bounded() -> None:
-    clean: dict[str, None] = {}
-    for index in range(_CLEAN_LIMIT + 1):
-        _redacted(f"/ws/{index}", redacted_url, clean)
-    assert list(clean) == [f"/ws/{_CLEAN_LIMIT}"]
+    clean: dict[str, tuple[str, ...]] = {}
+    for index in range(redact._UNCHANGED_LIMIT + 1):
+        _remembered(f"/ws/{index}", redacted_url, clean)
+    assert list(clean) == [f"/ws/{redact._UNCHANGED_LIMIT}"]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
@@ -136,6 +136,9 @@ _UNCHANGED_LIMIT = 1024
 _UNCHANGED_LENGTH = 512
 _unchanged: dict[str, tuple[str, ...]] = {}
 """Paths ``redact_text`` left unchanged, each with the header names it was checked against."""
+_unchanged_urls: dict[str, tuple[str, ...]] = {}
+"""URLs ``redact_url`` left unchanged (it reads no configuration: one mark for all)."""
+_URL_MARK: tuple[str, ...] = ()
 
 
 def redact_path(path: str) -> str:
@@ -144,14 +147,27 @@ def redact_path(path: str) -> str:
     A remembered path counts only under the sensitive header names it was checked with: after
     :func:`add_sensitive_headers` adds names, it is checked again.
     """
-    names = _HEADER_NAMES
-    if _unchanged.get(path) is names:
-        return path
-    redacted = redact_text(path)
-    if redacted == path and len(path) <= _UNCHANGED_LENGTH:  # clients choose paths: bound what is kept
-        if len(_unchanged) >= _UNCHANGED_LIMIT:
-            _unchanged.clear()
-        _unchanged[path] = names
+    return _remembered(path, redact_text, _unchanged, _HEADER_NAMES)
+
+
+def redact_url_remembered(url: str) -> str:
+    """``redact_url(url)``, remembering the URLs it leaves unchanged (an upstream's, per connection)."""
+    return _remembered(url, redact_url, _unchanged_urls, _URL_MARK)
+
+
+def _remembered(
+    text: str, redact: Callable[[str], str], store: dict[str, tuple[str, ...]], mark: tuple[str, ...]
+) -> str:
+    """``redact(text)``; a text it leaves unchanged is kept in ``store`` under ``mark`` and returned at
+    once while the mark is the same. Only texts without a secret, of at most 512 characters (clients
+    choose paths and path parameters), at most 1024 of them (emptied when full)."""
+    if store.get(text) is mark:
+        return text
+    redacted = redact(text)
+    if redacted == text and len(text) <= _UNCHANGED_LENGTH:
+        if len(store) >= _UNCHANGED_LIMIT:
+            store.clear()
+        store[text] = mark
     return redacted
 
 
@@ -271,4 +287,5 @@ __all__ = [
     "redact_query",
     "redact_text",
     "redact_url",
+    "redact_url_remembered",
 ]

@@ -36,7 +36,7 @@ from .._context import HANDSHAKE
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
-from ..redact import redact_path, redact_text, redact_url
+from ..redact import redact_path, redact_text, redact_url_remembered
 from . import names as n
 from . import propagation
 from .connection import ConnectionTrace
@@ -250,13 +250,13 @@ class HandshakeTrace:
             if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
-                    inline[n.UPSTREAM_URL] = _redacted(request.url, redact_url, _CLEAN_URLS)
+                    inline[n.UPSTREAM_URL] = redact_url_remembered(request.url)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
-                    attrs[n.URL_FULL] = _redacted(request.url, redact_url, _CLEAN_URLS)
+                    attrs[n.URL_FULL] = redact_url_remembered(request.url)
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, span)
@@ -383,27 +383,6 @@ class HandshakeTrace:
         if self.client is not None:
             fields["peer"] = peer  # the trusted proxy the client came through
         return fields
-
-
-_CLEAN_LIMIT = 1024
-_CLEAN_URLS: dict[str, None] = {}
-
-
-def _redacted(text: str, redact: Callable[[str], str], clean: dict[str, None]) -> str:
-    """``redact(text)``, remembering in ``clean`` the texts redaction left unchanged: most upstream URLs
-    repeat, and only those without a secret are kept (bounded, emptied when full).
-
-    For a pure ``redact`` only (``redact_url``): ``redact_text`` also reads the sensitive header names,
-    which a new configuration may add to, so a path it once left unchanged may not stay so.
-    """
-    if text in clean:
-        return text
-    redacted = redact(text)
-    if redacted == text:
-        if len(clean) >= _CLEAN_LIMIT:
-            clean.clear()
-        clean[text] = None
-    return redacted
 
 
 def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int | None]:
