@@ -15,7 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 
+from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_close, expect_status
@@ -37,6 +41,7 @@ def server(
         "apis": [
             {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]},
             {"name": "reject", "path": "/ws/reject/{status}", "upstreams": [upstream.url("/reject/{status}")]},
+            {"name": "in-process", "path": "/ws/in-process", "upstreams": ["asgi:support.apps:echo_app"]},
         ]
     }
     caplog.set_level(logging.INFO)
@@ -106,17 +111,73 @@ async def test_refused_handshake_is_one_info_line_without_the_query(
         assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
 
 
-@pytest.mark.parametrize("server", ["gateway"], indirect=True)
-async def test_accepted_line_has_the_path_but_not_the_query(
-    server: UvicornServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The "[accepted]" line names the path; the credential in the query string stays out."""
-    async with await connect(server.url(f"/ws/echo?access_token={SECRET}&subscription-key={SECRET}")) as ws:
+def accepted_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in server_lines(caplog) if r.getMessage().endswith("[accepted]")]
+
+
+async def echo_once(url: str) -> None:
+    async with await connect(url) as ws:
         await ws.send("hi")
         assert await ws.recv() == "hi"
+
+
+@pytest.mark.parametrize("server", ["gateway"], indirect=True)
+@pytest.mark.parametrize("path", ["/ws/echo", "/ws/in-process"])  # spliced, relayed
+async def test_accepted_line_folds_into_the_access_line(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """A connection with an access line gets one INFO line, at its close: uvicorn's "[accepted]" line
+    is at DEBUG (path only; the credential in the query string stays out)."""
+    caplog.set_level(logging.DEBUG, logger="uvicorn.error")
+    await echo_once(server.url(f"{path}?access_token={SECRET}&subscription-key={SECRET}"))
     await server_idle(server)
-    accepted = [r.getMessage() for r in server_lines(caplog) if "/ws/echo" in r.getMessage()]
-    assert accepted and all("?" not in line for line in accepted)
+    accepted = accepted_lines(caplog)
+    assert [(r.levelno, r.getMessage().split('"')[1]) for r in accepted] == [(logging.DEBUG, f"WebSocket {path}")]
+    access = [r for r in caplog.records if r.name == "asgi_ws_gateway.access"]
+    assert [r.levelno for r in access] == [logging.INFO] and f'"WebSocket {path}" 101' in access[0].getMessage()
+    assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
+
+
+@pytest.mark.parametrize("server", ["gateway"], indirect=True)
+@pytest.mark.parametrize("path", ["/ws/echo", "/ws/in-process"])
+async def test_accepted_line_stays_at_info_without_the_access_log(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """With the access log off, the "[accepted]" line is the connection's line: INFO, path only."""
+    access = logging.getLogger("asgi_ws_gateway.access")
+    level = access.level
+    access.setLevel(logging.WARNING)  # as run's --no-access-log (caplog.set_level would stop capturing INFO)
+    try:
+        await echo_once(server.url(f"{path}?access_token={SECRET}&subscription-key={SECRET}"))
+        await server_idle(server)
+    finally:
+        access.setLevel(level)
+    assert not any(r.name == "asgi_ws_gateway.access" for r in caplog.records)
+    accepted = accepted_lines(caplog)
+    assert [(r.levelno, r.getMessage().split('"')[1]) for r in accepted] == [(logging.INFO, f"WebSocket {path}")]
+    assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
+
+
+async def test_accepted_line_stays_at_info_for_the_applications_own_websockets(
+    upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WebSocket the application serves itself (no API owns the path) has no access line: uvicorn's
+    "[accepted]" line stays at INFO, path only; the gateway's own connection is folded beside it."""
+
+    async def own(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())
+        await ws.close()
+
+    config = {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]}]}
+    app = WebSocketGateway(Starlette(routes=[WebSocketRoute("/own", own)]), config=config)
+    caplog.set_level(logging.INFO)
+    with UvicornServer(app, ws=GATEWAY, log_level="info") as server:
+        await echo_once(server.url(f"/own?access_token={SECRET}"))
+        await echo_once(server.url(f"/ws/echo?access_token={SECRET}"))
+        await server_idle(server)
+    accepted = accepted_lines(caplog)
+    assert [(r.levelno, r.getMessage().split('"')[1]) for r in accepted] == [(logging.INFO, "WebSocket /own")]
     assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
 
 

@@ -21,6 +21,11 @@ class HandshakeObserver(Protocol):
     def io_span(self, name: str, *, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Any]:
         """A child span of the handshake around a policy's I/O (a non-recording one when tracing is off)."""
 
+    @property
+    def writes_access_line(self) -> bool:
+        """The gateway writes this connection's access-log line (at close, refusal or abandon): a
+        server's own "accepted" line would say again what that line says."""
+
 
 class ConnectionObserver(Protocol):
     """What a message policy may do with the connection it runs in."""

@@ -17,6 +17,9 @@ gateway needs on its edge:
   the close code, never a traceback;
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * its log lines carry the path but never the query string (credentials travel there);
+* uvicorn's ``"WebSocket /path" [accepted]`` line is written at DEBUG, not INFO, for a connection
+  the gateway writes an access-log line for (one line per connection, at its close, as nginx and
+  Envoy log); other connections keep it at INFO;
 * the ``asgi_ws_gateway.passthrough`` scope extension: instead of ``websocket.accept`` the
   application may send::
 
@@ -57,6 +60,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
+from .._context import HANDSHAKE
 from ..passthrough.splice import ACCEPT, EXTENSION
 from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
@@ -222,10 +226,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        if _UVICORN_ERROR.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+        level = _accepted_level()
+        if _UVICORN_ERROR.isEnabledFor(level):  # its arguments cost more than the check
             # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
             scope = self.scope
-            _UVICORN_ERROR.info('%s - "WebSocket %s" [accepted]', get_client_addr(scope), quote(scope["path"]))
+            _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), quote(scope["path"]))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -323,6 +328,8 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if isinstance(msg, str) and msg.startswith('%s - "WebSocket %s"') and len(args) >= 2:
             args = (args[0], str(args[1]).partition("?")[0], *args[2:])
+            if msg == _ACCEPTED and level == logging.INFO:
+                level = _accepted_level()
         super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
@@ -330,6 +337,19 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
 
 
 _UVICORN_ERROR = logging.getLogger("uvicorn.error")
+_ACCEPTED = '%s - "WebSocket %s" [accepted]'
+"""uvicorn's line at accept (``websockets_sansio_impl``), which ``_pass_through`` writes for a splice too."""
+
+
+def _accepted_level() -> int:
+    """INFO, or DEBUG when the gateway writes an access line for the connection being accepted.
+
+    The accept is sent from the application's task, in which the gateway's handshake is current.
+    """
+    handshake = HANDSHAKE.get()
+    return logging.DEBUG if handshake is not None and handshake.writes_access_line else logging.INFO
+
+
 _QUIET = _Quiet(_UVICORN_ERROR)
 _PATH_ONLY = _PathOnly(_UVICORN_ERROR)
 

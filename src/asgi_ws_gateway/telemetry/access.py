@@ -49,6 +49,11 @@ class AccessLog:
     def enabled(self) -> bool:
         return self.otel_logger is not None or access_logger.isEnabledFor(logging.INFO)
 
+    @property
+    def writes_lines(self) -> bool:
+        """Lines go to the ``asgi_ws_gateway.access`` logger (not only to the OpenTelemetry export)."""
+        return access_logger.isEnabledFor(logging.INFO)
+
     def write(self, fields: Fields, span: Span | None) -> None:
         """Write one record; ``fields`` is the record (see docs/telemetry.md), ``span`` its span."""
         context = span.get_span_context() if span is not None else None

@@ -151,6 +151,11 @@ class HandshakeTrace:
         """True when spans or metrics are on (the access log is always written)."""
         return self.span is not None or self._telemetry.metrics is not None
 
+    @property
+    def writes_access_line(self) -> bool:
+        """This connection gets an access-log line (the protocol then keeps its "accepted" line at DEBUG)."""
+        return self._telemetry.access.writes_lines
+
     def _start_span(self, telemetry: Telemetry) -> None:
         assert telemetry.tracer is not None
         headers = self.scope.get("headers") or []
