@@ -158,6 +158,27 @@ async def test_accepted_line_stays_at_info_without_the_access_log(
     assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
 
 
+async def test_accepted_line_stays_at_info_when_no_handler_takes_the_access_line(
+    upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An access logger enabled at INFO that writes nowhere (no handler on it or above) folds nothing."""
+    config = {"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]}]}
+    access = logging.getLogger("asgi_ws_gateway.access")
+    saved = access.level, access.propagate, list(access.handlers)
+    access.setLevel(logging.INFO)
+    access.propagate, access.handlers = False, []
+    caplog.set_level(logging.INFO)
+    try:
+        with UvicornServer(create_app(config), ws=GATEWAY, log_level="info") as server:  # type: ignore[arg-type]
+            await echo_once(server.url("/ws/echo"))
+            await server_idle(server)
+    finally:
+        access.setLevel(saved[0])
+        access.propagate, access.handlers = saved[1], saved[2]
+    accepted = accepted_lines(caplog)
+    assert [(r.levelno, r.getMessage().split('"')[1]) for r in accepted] == [(logging.INFO, "WebSocket /ws/echo")]
+
+
 async def test_accepted_line_stays_at_info_for_the_applications_own_websockets(
     upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:

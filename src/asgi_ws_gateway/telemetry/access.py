@@ -51,8 +51,9 @@ class AccessLog:
 
     @property
     def writes_lines(self) -> bool:
-        """Lines go to the ``asgi_ws_gateway.access`` logger (not only to the OpenTelemetry export)."""
-        return access_logger.isEnabledFor(logging.INFO)
+        """Lines go to the ``asgi_ws_gateway.access`` logger and a handler takes them (not only to the
+        OpenTelemetry export)."""
+        return access_logger.isEnabledFor(logging.INFO) and access_logger.hasHandlers()
 
     def write(self, fields: Fields, span: Span | None) -> None:
         """Write one record; ``fields`` is the record (see docs/telemetry.md), ``span`` its span."""
