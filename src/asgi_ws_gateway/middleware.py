@@ -343,14 +343,18 @@ class WebSocketGateway:
             if not isinstance(exc, Exception):
                 trace.abandoned("cancelled")
                 raise
+            error: Exception | None = None
             if isinstance(exc, HandshakeDenied):
                 denial = exc
-                trace.denied(denial)
             else:
                 logger.exception("API %s: handshake failed", api.config.name)
-                denial = HandshakeDenied(500, "the gateway failed", reason="error")
-                trace.denied(denial, error=exc)
-            await self._deny(api, scope, send, denial, trace.trace_id)
+                denial, error = HandshakeDenied(500, "the gateway failed", reason="error"), exc
+            try:
+                await self._deny(api, scope, send, denial, trace.trace_id)
+            finally:
+                # After the response: the server's own status line is written while this handshake is
+                # current, so the gateway's protocol knows the access line below says it already.
+                trace.denied(denial, error)
             return
 
         backend.active += 1

@@ -17,9 +17,9 @@ gateway needs on its edge:
   the close code, never a traceback;
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * its log lines carry the path but never the query string (credentials travel there);
-* uvicorn's ``"WebSocket /path" [accepted]`` line is written at DEBUG, not INFO, for a connection
-  the gateway writes an access-log line for (one line per connection, at its close, as nginx and
-  Envoy log); other connections keep it at INFO;
+* uvicorn's own line per connection (``"WebSocket /path" [accepted]``, or the refusal's status) is
+  written at DEBUG, not INFO, for a connection the gateway writes an access-log line for (one line
+  per connection, as nginx and Envoy log); other connections keep it at INFO;
 * the ``asgi_ws_gateway.passthrough`` scope extension: instead of ``websocket.accept`` the
   application may send::
 
@@ -226,7 +226,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        level = _accepted_level()
+        level = _connection_line_level()
         if _UVICORN_ERROR.isEnabledFor(level):  # its arguments cost more than the check
             # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
             scope = self.scope
@@ -328,8 +328,8 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if isinstance(msg, str) and msg.startswith('%s - "WebSocket %s"') and len(args) >= 2:
             args = (args[0], str(args[1]).partition("?")[0], *args[2:])
-            if msg == _ACCEPTED and level == logging.INFO:
-                level = _accepted_level()
+            if level == logging.INFO and msg in _CONNECTION_LINES:
+                level = _connection_line_level()
         super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
@@ -339,12 +339,15 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
 _UVICORN_ERROR = logging.getLogger("uvicorn.error")
 _ACCEPTED = '%s - "WebSocket %s" [accepted]'
 """uvicorn's line at accept (``websockets_sansio_impl``), which ``_pass_through`` writes for a splice too."""
+_CONNECTION_LINES = frozenset({_ACCEPTED, '%s - "WebSocket %s" %d', '%s - "WebSocket %s" 403'})
+"""uvicorn's one line per connection: accepted, refused with an HTTP response, closed before accept."""
 
 
-def _accepted_level() -> int:
-    """INFO, or DEBUG when the gateway writes an access line for the connection being accepted.
+def _connection_line_level() -> int:
+    """INFO, or DEBUG when the gateway writes an access line for the connection being answered.
 
-    The accept is sent from the application's task, in which the gateway's handshake is current.
+    The answer (accept or refusal) is sent from the application's task, in which the gateway's
+    handshake is current.
     """
     handshake = HANDSHAKE.get()
     return logging.DEBUG if handshake is not None and handshake.writes_access_line else logging.INFO
