@@ -20,6 +20,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.policies import current_handshake
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_close, expect_status
@@ -282,3 +283,30 @@ async def test_refused_request_head_is_one_info_line_quoting_nothing(
     await server_idle(server)
     assert_quiet(caplog, extra_lines=1)
     assert not any(SECRET in r.getMessage() for r in caplog.records)
+
+
+async def test_the_handshake_is_not_current_once_the_gateway_returns(upstream: UpstreamServer) -> None:
+    """A refused handshake stays current while its refusal is sent (for the server's line), then is released,
+    as an accepted one is at accept: code after the gateway in the same task does not see it."""
+    config = {
+        "apis": [
+            {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]},
+            {"name": "reject", "path": "/ws/reject/{status}", "upstreams": [upstream.url("/reject/{status}")]},
+            {"name": "limits", "path": "/ws/limits", "upstreams": [upstream.url("/echo")],
+             "policies": [{"ip-filter": {"deny": ["127.0.0.1"]}}]},
+        ]
+    }  # fmt: skip
+    inner = create_app(config)  # type: ignore[arg-type]
+    seen: list[object] = []
+
+    async def outer(scope: Any, receive: Any, send: Any) -> None:
+        await inner(scope, receive, send)
+        if scope["type"] == "websocket":
+            seen.append(current_handshake())
+
+    with UvicornServer(outer, ws=GATEWAY) as server:
+        assert (await expect_status(server.url("/ws/reject/403")))[0] == 403  # the upstream refuses
+        assert (await expect_status(server.url("/ws/limits")))[0] == 403  # a policy refuses
+        await echo_once(server.url("/ws/echo"))
+        await server_idle(server)
+    assert seen == [None, None, None]

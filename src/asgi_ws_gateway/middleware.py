@@ -349,12 +349,13 @@ class WebSocketGateway:
             else:
                 logger.exception("API %s: handshake failed", api.config.name)
                 denial, error = HandshakeDenied(500, "the gateway failed", reason="error"), exc
+            trace.denied(denial, error)  # span, metrics, access line: all done when the client reads the answer
             try:
                 await self._deny(api, scope, send, denial, trace.trace_id)
             finally:
-                # After the response: the server's own status line is written while this handshake is
-                # current, so the gateway's protocol knows the access line below says it already.
-                trace.denied(denial, error)
+                # Current until now: the server's own status line, written while the refusal is sent,
+                # is folded into the access line above by the gateway's protocol.
+                trace.release()
             return
 
         backend.active += 1

@@ -21,6 +21,7 @@ import contextlib
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextvars import Token
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +33,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from .._context import HANDSHAKE
+from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
@@ -144,7 +145,7 @@ class HandshakeTrace:
         self.path: str | None = None  # the redacted path, once a span needs it (the connection span reuses it)
         if telemetry.tracer is not None:
             self._start_span(telemetry)
-        self._token = HANDSHAKE.set(self)
+        self._token: Token[HandshakeObserver | None] | None = HANDSHAKE.set(self)
 
     @property
     def instrumented(self) -> bool:
@@ -367,8 +368,8 @@ class HandshakeTrace:
             span.end()
         if self._otel_token is not None:
             otel_context.detach(self._otel_token)  # type: ignore[arg-type]
-        with contextlib.suppress(ValueError):  # reset from another context: nothing to restore
-            HANDSHAKE.reset(self._token)
+        if outcome == "accepted" or outcome == "abandoned":
+            self.release()  # a refusal stays current while it is sent: the middleware releases it
         telemetry = self._telemetry
         if telemetry.metrics is not None:
             telemetry.metrics.handshake(self.api.name, outcome, status, error_type, policy, seconds)
@@ -376,6 +377,14 @@ class HandshakeTrace:
             fields = self.fields()
             fields.update(status=status, outcome=outcome, reason=error_type, policy=policy, duration=round(seconds, 6))
             telemetry.access.write(fields, span)
+
+    def release(self) -> None:
+        """Stop being the task's current handshake (once): at accept or abandon, and by the middleware
+        once a refusal is sent, so that the server's own line for it knows the access line says it."""
+        token, self._token = self._token, None
+        if token is not None:
+            with contextlib.suppress(ValueError):  # reset from another context: nothing to restore
+                HANDSHAKE.reset(token)
 
     def fields(self) -> dict[str, Any]:
         """The access-log fields known at the handshake."""
