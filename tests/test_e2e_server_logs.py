@@ -106,6 +106,7 @@ async def test_refused_handshake_is_one_info_line_without_the_query(
     """A refusal is the server's one status line, not "ASGI callable returned without completing handshake";
     under the gateway's protocol that line is at DEBUG when the gateway's access line (INFO) says it."""
     caplog.set_level(logging.DEBUG, logger="uvicorn.error")  # the server is started: its level is set
+    caplog.set_level(logging.DEBUG, logger="asgi_ws_gateway.middleware")
     got, _, _ = await expect_status(server.url(f"{path}?access_token={SECRET}"), additional_headers=headers)
     assert got == status
     await server_idle(server)
@@ -114,6 +115,10 @@ async def test_refused_handshake_is_one_info_line_without_the_query(
     assert [r.levelno for r in lines] == [logging.DEBUG if folded else logging.INFO]
     access = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
     assert len(access) == (0 if path == "/nowhere" else 1) and all(f'{path}" {status} ' in line for line in access)
+    # The denial's detail, which the client was told: at DEBUG beside the access line (its reason and policy).
+    details = [r.levelno for r in caplog.records if r.name == "asgi_ws_gateway.middleware"]
+    assert details == ([] if path == "/nowhere" else [logging.DEBUG])
+    assert len([r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("asgi_ws_gateway")]) <= 1
     assert_quiet(caplog, extra_lines=1)
     if server.impl == "gateway":  # type: ignore[attr-defined]  # wsproto's line carries the query string
         assert not any(SECRET in r.getMessage() for r in caplog.records if r.name.startswith("uvicorn"))
@@ -310,3 +315,31 @@ async def test_the_handshake_is_not_current_once_the_gateway_returns(upstream: U
         await echo_once(server.url("/ws/echo"))
         await server_idle(server)
     assert seen == [None, None, None]
+
+
+async def test_a_refusals_detail_stays_at_info_without_the_access_log(
+    upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the access log off, the denial's detail line is the refusal's INFO line (5xx: WARNING, always)."""
+    config = {
+        "apis": [
+            {"name": "deny", "path": "/ws/deny", "upstreams": [upstream.url("/echo")],
+             "policies": [{"ip-filter": {"deny": ["127.0.0.1"]}}]},
+            {"name": "down", "path": "/ws/down", "upstreams": ["ws://127.0.0.1:9/"]},
+        ]
+    }  # fmt: skip
+    access = logging.getLogger("asgi_ws_gateway.access")
+    level = access.level
+    access.setLevel(logging.WARNING)
+    caplog.set_level(logging.DEBUG, logger="asgi_ws_gateway.middleware")
+    try:
+        with UvicornServer(create_app(config), ws=GATEWAY, log_level="info") as server:  # type: ignore[arg-type]
+            assert (await expect_status(server.url("/ws/deny")))[0] == 403
+            assert (await expect_status(server.url("/ws/down")))[0] == 502
+            await server_idle(server)
+    finally:
+        access.setLevel(level)
+    details = [
+        (r.levelno, r.getMessage().split(":")[0]) for r in caplog.records if r.name == "asgi_ws_gateway.middleware"
+    ]
+    assert details == [(logging.INFO, "API deny"), (logging.WARNING, "API down")]

@@ -351,7 +351,7 @@ class WebSocketGateway:
                 denial, error = HandshakeDenied(500, "the gateway failed", reason="error"), exc
             trace.denied(denial, error)  # span, metrics, access line: all done when the client reads the answer
             try:
-                await self._deny(api, scope, send, denial, trace.trace_id)
+                await self._deny(api, scope, send, denial, trace.trace_id, access_logged=trace.writes_access_line)
             finally:
                 # Current until now: the server's own status line, written while the refusal is sent,
                 # is folded into the access line above by the gateway's protocol.
@@ -425,10 +425,13 @@ class WebSocketGateway:
                      policies=message_policies, handshake=handshake)  # fmt: skip
 
     async def _deny(
-        self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None
-    ) -> None:
+        self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None, *,
+        access_logged: bool = False,
+    ) -> None:  # fmt: skip
         # A 5xx is a failure on this side (warning); the client gets its detail only in development.
-        level = logging.WARNING if denial.status >= 500 else logging.INFO
+        # A 4xx's detail is what the client was told: at DEBUG when the access line (its reason and
+        # policy) is written, so that a refused handshake is one line, in a flood too.
+        level = logging.WARNING if denial.status >= 500 else logging.DEBUG if access_logged else logging.INFO
         logger.log(level, "API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
                    redact.redact_text(denial.detail))  # fmt: skip
         policy = getattr(denial, "policy", None)
