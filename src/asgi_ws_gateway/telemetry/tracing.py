@@ -5,7 +5,7 @@ How the middleware drives it (each step is a few attribute writes when telemetry
     handshake = telemetry.handshake(api, scope)     # starts "GET <route>" (SERVER)
     ... policies, pool.connect(...)                 # TracedConnector: "upstream connect <api>" per attempt
                                                     # (attempt_spans: failover: the first on the handshake span)
-    handshake.denied(denial)                        # or:
+    handshake.denied(denial); send the refusal; handshake.release()   # or:
     connection = handshake.accepted(backend, subprotocol, relay.stats)   # ends the handshake span
     ... relay ...
     connection.closed(relay.stats)                  # ends "connection <api>", metrics, access log
@@ -154,7 +154,7 @@ class HandshakeTrace:
 
     @property
     def writes_access_line(self) -> bool:
-        """This connection gets an access-log line (the protocol then keeps its "accepted" line at DEBUG)."""
+        """This connection gets an access-log line (the protocol then writes its own line for it at DEBUG)."""
         return self._telemetry.access.writes_lines
 
     def _start_span(self, telemetry: Telemetry) -> None:
