@@ -30,7 +30,7 @@ from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_status
 from support.jwts import signing_key, token
-from support.processes import ServerProcess
+from support.processes import ServerProcess, ready_server
 from support.servers import UvicornFactory, free_port
 from support.upstream import UpstreamServer
 
@@ -140,10 +140,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamS
     }  # fmt: skip
     path = tmp_path_factory.mktemp("disclosure") / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    args = ["-m", "asgi_ws_gateway", "run", str(path), "--port", str(port), "--management", "/_gateway"]
-    with ServerProcess(args, port=port, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": ADMIN}) as server:
-        server.wait_ready()
+    args = ["-m", "asgi_ws_gateway", "run", str(path), "--management", "/_gateway", "--port"]
+    with ready_server(lambda port: [*args, str(port)], env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": ADMIN}) as server:
         yield server
 
 

@@ -9,15 +9,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from support.processes import SRC, ServerProcess
-from support.servers import free_port
+from support.processes import SRC, ServerProcess, ready_server
 
 
 @pytest.fixture
 def example() -> Iterator[ServerProcess]:
-    port = free_port()
-    with ServerProcess(["-m", "example_app", "--port", str(port)], port=port, cwd=SRC.parent) as server:
-        server.wait_ready()
+    with ready_server(lambda port: ["-m", "example_app", "--port", str(port)], cwd=SRC.parent) as server:
         yield server
 
 

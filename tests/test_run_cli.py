@@ -17,7 +17,7 @@ import yaml
 
 from support.clients import connect, expect_status
 from support.configs import api_entry, build_config, write_config
-from support.processes import ServerProcess
+from support.processes import ServerProcess, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -35,11 +35,8 @@ def _config(tmp: Path, upstream: UpstreamServer, **top: Any) -> Path:
     return write_config(tmp, build_config(upstream, path="/echo", more_apis=[closed], **top))
 
 
-def _start(config: Path, *extra: str, port: int | None = None) -> ServerProcess:
-    port = port or free_port()
-    server = ServerProcess([*RUN, str(config), "--port", str(port), *extra], port=port)
-    server.wait_ready()
-    return server
+def _start(config: Path, *extra: str) -> ServerProcess:
+    return ready_server(lambda port: [*RUN, str(config), "--port", str(port), *extra])
 
 
 async def _one_accepted_one_refused(port: int) -> None:
@@ -208,3 +205,20 @@ def test_failed_application_start_up_exits_7(tmp_path: Path, upstream_server: Up
         with ServerProcess(args, port=0, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}) as server:
             assert server.wait_exit() == 7
             assert "Application startup failed. Exiting." in server.stderr()
+
+
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(
+    tmp_path: Path, upstream_server: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tests' ``ready_server``: a port chosen free and taken before the server binds it (another test
+    worker's server) means another port, not a failed test; the server that could not bind is cleaned up."""
+    import support.processes
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: the server's bind fails, nothing answers there
+        ports = iter([taken.getsockname()[1], free_port()])
+        monkeypatch.setattr(support.processes, "free_port", lambda: next(ports))
+        with _start(_config(tmp_path, upstream_server)) as server:
+            assert server.port != taken.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", server.port)):
+                pass

@@ -18,7 +18,7 @@ import yaml
 from asgi_ws_gateway.policies import hash_key
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
-from support.processes import ServerProcess
+from support.processes import ServerProcess, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -49,11 +49,7 @@ def upstream_server() -> Iterator[UpstreamServer]:
 def _run(tmp: Path, config: dict[str, Any], *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    server = ServerProcess(["-m", "asgi_ws_gateway", "run", str(path), "--port", str(port), *extra],
-                           port=port, env=env)  # fmt: skip
-    server.wait_ready()
-    return server
+    return ready_server(lambda port: ["-m", "asgi_ws_gateway", "run", str(path), "--port", str(port), *extra], env=env)
 
 
 def _apis(upstream: UpstreamServer) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -220,6 +220,31 @@ class ServerProcess:
         if self.process.poll() is None:
             self.stop()
         self._dir.cleanup()
+
+
+def ready_server(
+    command: Callable[[int], Sequence[str]], *, attempts: int = 3, cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:  # fmt: skip
+    """``ServerProcess(command(port))`` on a free port, ready; on another port when that one was taken.
+
+    A free port is free when it is chosen, not when the server binds it a second later: a server
+    started meanwhile by the other test worker may take it (``Address already in use``). A server
+    that fails for any other reason fails here, its output in the message.
+    """
+    for attempt in range(attempts):
+        port = free_port()
+        server = ServerProcess(command(port), port=port, cwd=cwd, env=env)
+        try:
+            server.wait_ready()
+        except AssertionError:
+            taken = "Address already in use" in server.output()
+            server.__exit__(None, None, None)
+            if taken and attempt + 1 < attempts:
+                continue
+            raise
+        return server
+    raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
 def cli_env(**extra: str) -> dict[str, str]:
