@@ -21,7 +21,7 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
-from support.processes import ServerProcess
+from support.processes import ServerProcess, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -51,11 +51,22 @@ INVALID: dict[str, tuple[str | None, str]] = {
 
 
 def _uvicorn(tmp: Path, config: str | None, *extra: str) -> ServerProcess:
+    """uvicorn serving the app, started (for a test of how it stops)."""
+    _write(tmp, config)
+    port = free_port()
+    return ServerProcess(["-m", "uvicorn", "app:app", "--port", str(port), *extra], port=port, cwd=tmp)
+
+
+def _uvicorn_ready(tmp: Path, config: str | None, *extra: str) -> ServerProcess:
+    """uvicorn serving the app, ready (on another port if the first one was taken meanwhile)."""
+    _write(tmp, config)
+    return ready_server(lambda port: ["-m", "uvicorn", "app:app", "--port", str(port), *extra], cwd=tmp)
+
+
+def _write(tmp: Path, config: str | None) -> None:
     (tmp / "app.py").write_text(APP)
     if config is not None:
         (tmp / "gateway.yaml").write_text(config)
-    port = free_port()
-    return ServerProcess(["-m", "uvicorn", "app:app", "--port", str(port), *extra], port=port, cwd=tmp)
 
 
 @pytest.mark.parametrize("case", INVALID)
@@ -84,8 +95,7 @@ def test_explicit_lifespan_settings_stop_too(tmp_path: Path, lifespan: str) -> N
 async def test_without_lifespan_every_request_is_refused_and_the_error_logged(tmp_path: Path) -> None:
     """``--lifespan off`` cannot fail start-up: HTTP gets 500, WebSocket 500, and the field path is logged."""
     config, expected = INVALID["invalid field"]
-    with _uvicorn(tmp_path, config, "--lifespan", "off") as server:
-        server.wait_ready()
+    with _uvicorn_ready(tmp_path, config, "--lifespan", "off") as server:
         with socket.create_connection(("127.0.0.1", server.port)) as http:
             http.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert http.recv(100).startswith(b"HTTP/1.1 500")
@@ -128,8 +138,7 @@ async def test_plain_uvicorn_rewrite_is_warned_once_and_logs_are_redacted(
     """uvicorn's default proxy headers rewrite the client: one WARNING; tokens in uvicorn's lines are redacted."""
     config = {"apis": [{"name": "echo", "path": "/echo", "upstreams": [upstream_server.url("/echo")]}]}
     secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl"
-    with _uvicorn(tmp_path, yaml.safe_dump(config), "--log-level", "debug") as server:
-        server.wait_ready()
+    with _uvicorn_ready(tmp_path, yaml.safe_dump(config), "--log-level", "debug") as server:
         for _ in range(2):
             url = f"ws://127.0.0.1:{server.port}/echo?access_token={secret}&subscription-key=k-{secret[-8:]}"
             async with await connect(url, additional_headers={"X-Forwarded-For": "10.1.2.3"}) as ws:
@@ -147,8 +156,7 @@ async def test_no_warning_when_uvicorn_keeps_the_peer(tmp_path: Path, upstream_s
     """With ``--no-proxy-headers`` the gateway sees the peer: no warning, and the spoof does not pass ip-filter."""
     api = {"name": "echo", "path": "/echo", "upstreams": [upstream_server.url("/echo")],
            "policies": [{"ip-filter": {"allow": ["10.0.0.0/8"]}}]}  # fmt: skip
-    with _uvicorn(tmp_path, yaml.safe_dump({"apis": [api]}), "--no-proxy-headers") as server:
-        server.wait_ready()
+    with _uvicorn_ready(tmp_path, yaml.safe_dump({"apis": [api]}), "--no-proxy-headers") as server:
         status, _, _ = await expect_status(
             f"ws://127.0.0.1:{server.port}/echo", additional_headers={"X-Forwarded-For": "10.1.2.3"}
         )
