@@ -226,8 +226,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
-        level = _connection_line_level()
-        if _UVICORN_ERROR.isEnabledFor(level):  # its arguments cost more than the check
+        # Checked before its level is decided and its arguments built: both cost more than the check.
+        if _UVICORN_ERROR.isEnabledFor(logging.INFO) and _UVICORN_ERROR.isEnabledFor(level := _connection_line_level()):
             # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
             scope = self.scope
             _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), quote(scope["path"]))
@@ -328,7 +328,7 @@ class _PathOnly(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if isinstance(msg, str) and msg.startswith('%s - "WebSocket %s"') and len(args) >= 2:
             args = (args[0], str(args[1]).partition("?")[0], *args[2:])
-            if level == logging.INFO and msg in _CONNECTION_LINES:
+            if level == logging.INFO and msg in _CONNECTION_LINES and self.logger.isEnabledFor(level):
                 level = _connection_line_level()
         super().log(level, msg, *args, **kwargs)
 
