@@ -311,6 +311,8 @@ async def test_token_expiring_mid_connection_closes_it_with_1008(
 ) -> None:
     _, url = _serve(uvicorn_server, upstream_server, [_expiry()], policies=[JWT], ws=ws_impl)
     before = len(upstream_server.closes)
+    # exp is in whole seconds: minted just after a second starts, the token lives ~1 s, not 0-1 s
+    await asyncio.sleep(1 - time.time() % 1)
     async with await connect(url, **_auth(ttl=1)) as ws:
         await ws.send("still valid")
         assert await ws.recv() == "still valid"
