@@ -7,6 +7,7 @@ The cluster (3 masters + 3 replicas) and the Sentinel set (1 master, 1 replica, 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.redis_client import SentinelRedis, connect, parse_redis_url
 from asgi_ws_gateway.state.base import store_key
 from asgi_ws_gateway.state.redis import RedisState
-from support.redis_ha import RedisClusterSet, RedisSentinelSet
+from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 
 # -- the URL parser (pure) -------------------------------------------------------------------------
 
@@ -228,3 +229,17 @@ def test_run_rejects_a_malformed_redis_url_without_echoing_it(capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "argument --redis: expected host:port, not 'h'" in err
     assert "hunter2" not in err
+
+
+def test_a_set_whose_port_was_taken_meanwhile_starts_on_others() -> None:
+    """The tests' Redis sets: a port taken between choosing it and redis-server binding it (another test
+    worker's server) means other ports, not a 10-second wait and a failed test."""
+    if not ha_available():
+        pytest.skip("redis-server and redis-cli are not installed")
+    sentinels = RedisSentinelSet()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", sentinels.master_port))  # bound, not listening: redis-server cannot bind it
+        first = sentinels.master_port
+        with sentinels:
+            assert sentinels.master_port != first
+            assert sentinels.current_master() == sentinels.master_port

@@ -18,30 +18,44 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["RedisClusterSet", "RedisSentinelSet", "cluster_ports", "free_ports", "ha_available"]
+__all__ = ["PortTaken", "RedisClusterSet", "RedisSentinelSet", "cluster_ports", "free_ports", "ha_available"]
 
 
 def ha_available() -> bool:
     return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
+def _ephemeral_low() -> int:
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+"""Ports are drawn below the kernel's ephemeral range: a port another test binds with port 0, or an
+outgoing connection's local port, never lands there between choosing a port and redis binding it."""
+
+
+class PortTaken(RuntimeError):
+    """A redis-server exited at start: its port was taken after it was chosen (the set starts again)."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Free ports below the ephemeral range."""
+    return _ports(count, _EPHEMERAL_LOW, ())
 
 
 def cluster_ports(count: int) -> list[int]:
-    """Free ports whose cluster bus port (port + 10000) is free and valid too."""
+    """Free ports whose cluster bus port (port + 10000) is free and below the ephemeral range too."""
+    return _ports(count, _EPHEMERAL_LOW - 10000, (10000,))
+
+
+def _ports(count: int, below: int, offsets: tuple[int, ...]) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randrange(20000, 45000)
-        if port not in ports and all(_bindable(p) for p in (port, port + 10000)):
+        port = random.randrange(10000, below)
+        if port not in ports and all(_bindable(p) for p in (port, *(port + o for o in offsets))):
             ports.append(port)
     return ports
 
@@ -91,7 +105,12 @@ class _Processes:
 
     def wait_ping(self, ports: list[int], timeout: float = 10.0) -> None:
         for port in ports:
-            _wait(f"redis-server on {port}", lambda port=port: _cli(port, "PING").strip() == "PONG", timeout)
+            _wait(f"redis-server on {port}", lambda port=port: self._pong(port), timeout)
+
+    def _pong(self, port: int) -> bool:
+        if self.processes[port].poll() is not None:
+            raise PortTaken(f"redis-server on {port} exited at start")
+        return _cli(port, "PING").strip() == "PONG"
 
     def kill(self, port: int) -> None:
         """SIGKILL: the node vanishes without a goodbye, like a crashed host."""
@@ -119,13 +138,22 @@ class _ServerSet:
     def stop(self) -> None:
         self._procs.stop()
 
+    def choose_ports(self) -> None:
+        raise NotImplementedError
+
     def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(3):
+            try:
+                self.start()
+            except BaseException as exc:
+                self.stop()
+                if not isinstance(exc, PortTaken) or attempt == 2:
+                    raise
+                self._procs = _Processes()
+                self.choose_ports()  # taken meanwhile by another test worker's server: other ports
+            else:
+                return self
+        raise AssertionError("unreachable")  # the last attempt returned or raised
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -137,9 +165,12 @@ class RedisClusterSet(_ServerSet):
     """3 masters + 3 replicas created with ``redis-cli --cluster create``; ``url`` is ``redis+cluster://``."""
 
     def __init__(self, *, node_timeout_ms: int = 1000) -> None:
-        self.ports = cluster_ports(6)
+        self.choose_ports()
         self.node_timeout_ms = node_timeout_ms
         self._procs = _Processes()
+
+    def choose_ports(self) -> None:
+        self.ports = cluster_ports(6)
 
     @property
     def url(self) -> str:
@@ -207,10 +238,13 @@ class RedisSentinelSet(_ServerSet):
     """1 master, 1 replica, 3 sentinels watching ``service``; ``url`` is ``redis+sentinel://``."""
 
     def __init__(self, *, service: str = "gw", down_after_ms: int = 1000) -> None:
-        self.master_port, self.replica_port, *self.sentinel_ports = free_ports(5)
+        self.choose_ports()
         self.service = service
         self.down_after_ms = down_after_ms
         self._procs = _Processes()
+
+    def choose_ports(self) -> None:
+        self.master_port, self.replica_port, *self.sentinel_ports = free_ports(5)
 
     @property
     def url(self) -> str:
