@@ -20,9 +20,17 @@ from urllib.parse import unquote
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException, RedisError
 
 AnyRedis = Redis | RedisCluster
 """What :func:`connect` returns: a plain (or Sentinel-backed) client, or a cluster client."""
+
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError, AttributeError)
+"""What a call raises when Redis is down, fails over or times out: catch it around Redis calls only.
+
+``AttributeError``: after a connection error on a node, redis-py 8.1's cluster client disconnects
+that node's idle connections while another task may be opening one of them (its writer becomes
+``None`` mid-command): a failed call, not a bug of the caller."""
 
 _PLAIN = ("redis", "rediss", "unix")
 _SCHEMES = (*_PLAIN, "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
@@ -126,4 +134,4 @@ def connect(url: str, **options: Any) -> AnyRedis:
     return client
 
 
-__all__ = ["AnyRedis", "RedisTarget", "SentinelRedis", "connect", "parse_redis_url"]
+__all__ = ["REDIS_FAILURES", "AnyRedis", "RedisTarget", "SentinelRedis", "connect", "parse_redis_url"]

@@ -167,8 +167,15 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
                 await manager.ensure_started()
                 return await endpoint(request)
             except ManagementError as exc:
-                logger.info("management %s %s refused: %d %s", request.method, request.url.path, exc.status, exc.detail)
-                return problem(exc.status, exc.title, exc.detail, exc.problems)
+                if exc.status >= 500:  # the cause (Redis's own message) is for the operator, not the response
+                    cause = exc.__cause__ or exc.detail
+                    path = request.url.path
+                    logger.warning("management %s %s failed: %d %s", request.method, path, exc.status, cause)
+                else:
+                    logger.info(
+                        "management %s %s refused: %d %s", request.method, request.url.path, exc.status, exc.detail
+                    )
+                return problem(exc.status, exc.title, exc.detail, exc.problems, headers=exc.headers)
 
         return run
 

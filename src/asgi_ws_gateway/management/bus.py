@@ -22,14 +22,17 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from logging import DEBUG, WARNING
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
 from redis.exceptions import RedisClusterException
 
-from ..redis_client import AnyRedis
+from ..redis_client import REDIS_FAILURES, AnyRedis
+from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Command = dict[str, Any]
 Handler = Callable[[Command], Awaitable[Command | None]]
@@ -106,6 +109,7 @@ class RedisBus:
         self._listener: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
+        self._lost = False  # Redis was lost and the bus has not subscribed again since
 
     async def start(self, handler: Handler) -> None:
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
@@ -117,8 +121,8 @@ class RedisBus:
 
     async def _publish(self, data: str) -> int:
         if isinstance(self.client, redis.RedisCluster):
-            return int(await self.client.spublish(self.channel, data))
-        return int(await self.client.publish(self.channel, data))
+            return int(await _call(self.client.spublish(self.channel, data)))
+        return int(await _call(self.client.publish(self.channel, data)))
 
     async def gather(
         self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
@@ -130,14 +134,15 @@ class RedisBus:
         deadline = loop.time() + wait
         try:
             while len(replies) < expected and (left := deadline - loop.time()) > 0:
-                item = await self.client.blpop([reply_to], timeout=left)
+                item = await _call(self.client.blpop([reply_to], timeout=left))
                 if item is None:
                     break
                 replies.append(json.loads(item[1]))
                 if until is not None and until(replies[-1]):
                     break
         finally:
-            await self.client.delete(reply_to)
+            with contextlib.suppress(*REDIS_FAILURES):  # a list left behind expires in 60 s
+                await self.client.delete(reply_to)
         if len(replies) < expected and not (until is not None and replies and until(replies[-1])):
             logger.warning(
                 "%d of %d worker(s) did not answer %r in %g s",
@@ -173,7 +178,10 @@ class RedisBus:
                 RedisClusterException,
                 OSError,
             ) as exc:
-                logger.warning("management bus: lost Redis (%s); resubscribing in 1 s", exc)
+                # One warning per outage: retried every second, it would be a line a second.
+                level = DEBUG if self._lost else WARNING
+                logger.log(level, "management bus: lost Redis (%s); resubscribing in 1 s", exc)
+                self._lost = True
                 await asyncio.sleep(1)
                 # Commands published meanwhile are lost; a resync catches up on configuration.
                 task = asyncio.create_task(self._run(handler, {"op": "resync"}))
@@ -187,7 +195,7 @@ class RedisBus:
         """The commands published on the channel, from subscribing on (sharded on a cluster)."""
         if not self.sharded:
             await pubsub.subscribe(self.channel)
-            self._subscribed.set()
+            self._on_subscribed()
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     yield message["data"]
@@ -199,11 +207,17 @@ class RedisBus:
             # client's map of the slots is only refreshed by a command that fails; ask the cluster now.
             await cluster.nodes_manager.initialize()
         await pubsub.ssubscribe(self.channel)
-        self._subscribed.set()
+        self._on_subscribed()
         while True:
             message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None and message["type"] == "smessage":
                 yield message["data"]
+
+    def _on_subscribed(self) -> None:
+        self._subscribed.set()
+        if self._lost:
+            logger.warning("management bus: subscribed again")
+            self._lost = False
 
     async def _run(self, handler: Handler, command: Command) -> None:
         try:
@@ -213,9 +227,19 @@ class RedisBus:
                 async with self.client.pipeline(transaction=False) as pipe:
                     pipe.rpush(reply_to, json.dumps({**answer, "worker": self.worker}))
                     pipe.expire(reply_to, 60)
-                    await pipe.execute()
+                    await _call(pipe.execute())
+        except Unavailable as exc:  # Redis failed (logged where it failed): the caller hears one answer less
+            logger.debug("management bus: command %r not run: %s", command.get("op"), exc.__cause__ or exc)
         except Exception:
             logger.exception("management bus: command %r failed", command.get("op"))
+
+
+async def _call(call: Awaitable[T]) -> T:
+    """One Redis call of the bus: a failure is :class:`Unavailable` (a 503, not a 500)."""
+    try:
+        return await call
+    except REDIS_FAILURES as exc:
+        raise Unavailable(f"the management bus (Redis) failed: {type(exc).__name__}") from exc
 
 
 __all__ = ["Answers", "Bus", "Command", "Handler", "LocalBus", "RedisBus", "worker_id"]

@@ -9,7 +9,8 @@ Hierarchy::
         ├── PreconditionFailed     412 (If-Match no longer matches)
         ├── RequestTimeout         408 (the body did not arrive in time)
         ├── PayloadTooLarge        413 (the body is larger than the limit)
-        └── Invalid                422 (``problems`` by field path; nothing was changed)
+        ├── Invalid                422 (``problems`` by field path; nothing was changed)
+        └── Unavailable            503 (the shared state in Redis cannot be reached; Retry-After)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ManagementError(GatewayError):
 
     status = 400
     title = "Bad Request"
+    headers: dict[str, str] = {}  # noqa: RUF012 (never mutated: a subclass replaces it)
 
     def __init__(self, detail: str, problems: Sequence[str] = ()) -> None:
         super().__init__(detail)
@@ -55,6 +57,13 @@ class Invalid(ManagementError):
     status, title = 422, "Unprocessable Content"
 
 
+class Unavailable(ManagementError):
+    """Redis (the store or the bus of the shared mode) failed, timed out or is failing over."""
+
+    status, title = 503, "Service Unavailable"
+    headers = {"Retry-After": "1"}  # noqa: RUF012
+
+
 __all__ = [
     "Conflict",
     "Invalid",
@@ -63,4 +72,5 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "RequestTimeout",
+    "Unavailable",
 ]

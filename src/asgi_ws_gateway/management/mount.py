@@ -8,10 +8,12 @@ from typing import Any
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..config import MIB
+from ..errors import ConfigError
 from ..middleware import WebSocketGateway
 from ..redis_client import connect
 from .app import Auth, BodyLimits, create_management_app, token_auth
 from .bus import Bus, RedisBus
+from .errors import Unavailable
 from .redis_store import RedisStore
 from .service import Manager
 from .store import StateStore
@@ -111,7 +113,7 @@ class GatewayManagement:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            await self._lifespan(scope, receive, send)
             return
         if scope["type"] in ("http", "websocket"):
             if self.port is not None:
@@ -130,14 +132,30 @@ class GatewayManagement:
                     return
         await self.app(scope, receive, send)
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.manager.ensure_started()  # a failure fails the startup (uvicorn --lifespan on)
-            return message
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Start the management API before the application: if it cannot, fail the start-up with why."""
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
+                await self.manager.ensure_started()
+            except (ConfigError, Unavailable) as exc:
+                # Not started: without the stored changes, APIs changed or deleted through the API
+                # would be served as the file has them. uvicorn prints the message and exits.
+                cause = exc.__cause__ or exc
+                why = str(exc) if isinstance(exc, ConfigError) else f"cannot read the stored changes ({cause})"
+                await send({"type": "lifespan.startup.failed", "message": f"management API: {why}; not starting"})
+                await self.manager.stop()
+                return
+        replayed = False
 
-        return wrapped
+        async def first_then_rest() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        await self.app(scope, first_then_rest, self._lifespan_send(send))
 
     def _lifespan_send(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:

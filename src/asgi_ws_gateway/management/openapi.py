@@ -23,7 +23,12 @@ _PROBLEM = {
     "description": "see the problem detail",
     "content": {"application/problem+json": {"schema": _ref("Problem")}},
 }
-_ERRORS = {"401": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM, "412": _PROBLEM, "422": _PROBLEM}
+_UNAVAILABLE = {
+    "description": "Redis (the shared mode's store or bus) failed: nothing was changed; retry after Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    "content": {"application/problem+json": {"schema": _ref("Problem")}},
+}
+_ERRORS = {"401": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM, "412": _PROBLEM, "422": _PROBLEM, "503": _UNAVAILABLE}
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _DRAIN = {

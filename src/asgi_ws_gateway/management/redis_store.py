@@ -5,16 +5,26 @@ Cluster hash tag). An update is optimistic: read, derive, then save with a Lua s
 revision is still the one read; on a conflict, read again and retry. Each attempt carries an id
 saved with the document, so a save the Redis client sends again (after a timeout or a dropped
 connection, when the first one may have been applied) is recognised as done, not applied twice.
+
+Redis down, timing out or failing over is :class:`~.errors.Unavailable` (a 503 with ``Retry-After``
+from the management API), never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
-from ..redis_client import AnyRedis, connect
+from ..redis_client import REDIS_FAILURES, AnyRedis, connect
+from .errors import Unavailable
 from .overlay import Overlay
 from .store import Change
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +42,7 @@ return tonumber(ARGV[3])
 MAX_ATTEMPTS = 50
 
 
-class ConcurrentUpdate(RuntimeError):
+class ConcurrentUpdate(Unavailable):
     """Other writers kept winning: the update was retried ``MAX_ATTEMPTS`` times and gave up."""
 
 
@@ -54,29 +64,54 @@ class RedisStore:
         self.prefix = prefix
         self._key = state_key(prefix)
         self._save = client.register_script(_SAVE)
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "asgi-ws-gw") -> RedisStore:
         return cls(connect(url, decode_responses=True), prefix=prefix)
 
     async def load(self) -> Overlay:
-        document = await self.client.hget(self._key, "doc")
+        document = await self._call(lambda: self.client.hget(self._key, "doc"))
         return Overlay.from_json(document) if document else Overlay()
 
     async def update(self, change: Change) -> Overlay:
         for _ in range(MAX_ATTEMPTS):
             current = await self.load()
             new = change(current)
-            attempt = uuid.uuid4().hex
-            saved = await self._save(keys=[self._key], args=[current.revision, new.to_json(), new.revision, attempt])
+            saved = await self._call(  # sent again after the race: the same attempt id, applied once
+                partial(self._save, [self._key], [current.revision, new.to_json(), new.revision, uuid.uuid4().hex])
+            )
             if int(saved) == new.revision:
                 return new
             logger.debug("state revision moved past %d while updating; retrying", current.revision)
         raise ConcurrentUpdate(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
     async def revision(self) -> int:
-        value = await self.client.hget(self._key, "revision")
+        value = await self._call(lambda: self.client.hget(self._key, "revision"))
         return int(value) if value else 0
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """One Redis call; sent once more after redis-py's cluster race (``REDIS_FAILURES``), whose next
+        connection is sound; any other failure (redis-py has retried already) is :class:`Unavailable`."""
+        for attempt in (1, 2):
+            try:
+                if not self._ready:
+                    await self._initialize()
+                return await operation()
+            except REDIS_FAILURES as exc:
+                if attempt == 1 and isinstance(exc, AttributeError):
+                    continue
+                raise Unavailable(f"the state store (Redis) failed: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def _initialize(self) -> None:
+        # A cold cluster client sent several commands at once races while it maps the slots: map them
+        # (and open the first connection) once, before the first burst.
+        async with self._ready_lock:
+            if not self._ready:
+                await self.client.initialize()
+                self._ready = True
 
     async def aclose(self) -> None:
         await self.client.aclose()

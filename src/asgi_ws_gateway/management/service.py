@@ -26,7 +26,7 @@ from ..policies.build import check_policies
 from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
-from .errors import Conflict, Invalid, NotFound, PreconditionFailed
+from .errors import Conflict, Invalid, NotFound, PreconditionFailed, Unavailable
 from .overlay import Overlay, api_document, merge, validate
 from .store import MemoryStore, StateStore
 from .watch import Watch
@@ -132,13 +132,23 @@ class Manager:
                 logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
 
     async def _poll(self) -> None:
+        unavailable = False  # one warning per outage, not one per poll
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
                 if await self.store.revision() > self.overlay.revision:
                     await self.sync()
+            except Unavailable as exc:
+                if not unavailable:
+                    logger.warning("management: cannot read the state store (%s); retrying", exc.__cause__ or exc)
+                unavailable = True
+                continue
             except Exception:
                 logger.exception("management: cannot read the state store")
+                continue
+            if unavailable:
+                logger.warning("management: the state store answers again")
+                unavailable = False
 
     async def _change(
         self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, drain: bool = False
@@ -158,7 +168,14 @@ class Manager:
             raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
         await self._apply(new, drain=drain)
         # Answer once every worker runs the new revision: a handshake right after sees the change.
-        await self.bus.gather({"op": "reload", "revision": new.revision, "drain": drain})
+        try:
+            await self.bus.gather({"op": "reload", "revision": new.revision, "drain": drain})
+        except Unavailable as exc:  # saved and applied here: the other workers find it when they poll the store
+            logger.warning(
+                "management: revision %d saved, not announced (%s); the other workers apply it from the store",
+                new.revision,
+                exc.__cause__ or exc,
+            )
         return new
 
     # -- APIs ---------------------------------------------------------------------------------

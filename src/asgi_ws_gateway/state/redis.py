@@ -17,10 +17,9 @@ from typing import Any, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
 
 from .._context import current_handshake
-from ..redis_client import AnyRedis, connect
+from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .base import Decision, Reservation, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -194,9 +193,7 @@ class RedisState:
                 return await operation()
             with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
                 return await operation()
-        # AttributeError: redis-py 8.1's cluster client can race on a connection it is still opening
-        # (its writer is None); that is an outage of this call, never a 500 for the handshake.
-        except (RedisError, RedisClusterException, OSError, AttributeError) as exc:
+        except REDIS_FAILURES as exc:  # an outage of this call, never a 500 for the handshake
             self._down_until = time.monotonic() + self.retry_interval
             logger.warning("Redis store failed: %s: %s", type(exc).__name__, exc)
             raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc

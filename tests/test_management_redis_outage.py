@@ -1,0 +1,139 @@
+"""The management API's shared mode (Redis) when Redis fails: 503 with Retry-After, never a 500.
+
+Real uvicorn, a private redis-server stopped and started again, a real upstream. The WebSockets the
+gateway serves are not the management API's concern and keep working throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.management import GatewayManagement, RedisStore
+from asgi_ws_gateway.management.errors import Unavailable
+from asgi_ws_gateway.management.overlay import Overlay
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.management import TOKEN, api
+from support.processes import EXE
+from support.redis import RedisServer, unique_prefix
+from support.servers import UvicornServer, free_port
+from support.upstream import UpstreamServer
+
+
+def _managed(upstream: UpstreamServer, redis: RedisServer) -> GatewayManagement:
+    gateway = WebSocketGateway(not_found, config={"apis": [api("echo", "/ws/echo", upstream)]})
+    return GatewayManagement(
+        gateway, admin_token=TOKEN, redis_url=redis.url, redis_prefix=unique_prefix(), poll_interval=0.1
+    )
+
+
+async def _echo(url: str) -> None:
+    async with await connect(url) as ws:
+        await ws.send("still here")
+        assert await ws.recv() == "still here"
+
+
+async def test_redis_down_is_503_with_retry_after_then_the_api_recovers(
+    upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="asgi_ws_gateway.management")
+    added = api("added", "/ws/added", upstream)
+    with RedisServer() as redis, UvicornServer(_managed(upstream, redis), lifespan="on") as server:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        base = server.url("/_gateway/", scheme="http")
+        async with httpx2.AsyncClient(base_url=base, headers=headers, trust_env=False, timeout=15) as http:
+            assert (await http.get("apis")).status_code == 200
+            redis.stop()
+            requests: list[tuple[str, str, Any]] = [
+                ("GET", "apis", None),
+                ("POST", "apis", added),
+                ("PUT", "apis/echo", api("echo", "/ws/echo2", upstream)),
+                ("DELETE", "apis/echo", None),
+                ("GET", "connections", None),
+            ]
+            for method, path, body in requests:
+                response = await http.request(method, path, json=body)
+                assert response.status_code == 503, (method, path, response.text)
+                assert response.headers["retry-after"] == "1"
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.json()["detail"].endswith("(Redis) failed: ConnectionError")
+            await _echo(server.url("/ws/echo"))  # nothing was changed, and the data path does not need Redis
+            await asyncio.sleep(0.5)  # five polls of the store while it is down
+            redis.start()
+            async with asyncio.timeout(15):
+                while (await http.post("apis", json=added)).status_code != 201:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            await _echo(server.url("/ws/added"))
+            await _echo(server.url("/ws/echo"))
+
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("cannot read the state store" in m for m in messages) == 1, messages  # once per outage
+    assert sum("the state store answers again" in m for m in messages) == 1, messages
+    assert sum(m.startswith("management bus: lost Redis") for m in messages) == 1, messages
+    failed = [m for m in messages if m.startswith("management ") and " failed: 503 " in m]
+    assert len(failed) >= len(requests) and all("Connection refused" in m or "closed" in m for m in failed), failed
+
+
+def test_redis_down_at_start_up_fails_it_with_the_reason(tmp_path: Path) -> None:
+    """Serving without the stored changes would bring back APIs deleted through the API: do not start."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis:\n  - {name: echo, path: /ws/echo, upstreams: ['ws://127.0.0.1:9/']}\n")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    argv = [str(EXE), "run", str(config), "--port", "0", "--management", "/_gateway", "--redis", dead]
+    env = {"PATH": "/usr/bin:/bin", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "management API: cannot read the stored changes (Error 111 connecting to" in done.stderr, done.stderr
+    assert "not starting" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+class _RacingClient:
+    """A redis client whose calls fail as redis-py 8.1's cluster client races (``AttributeError``)."""
+
+    def __init__(self) -> None:
+        self.failures = {"hget": 0, "save": 0}  # how many of the next calls fail
+        self.saves: list[list[Any]] = []
+        self.document = Overlay().next().to_json()
+
+    def register_script(self, script: str) -> Any:
+        async def save(keys: list[str], args: list[Any]) -> int:
+            self.saves.append(args)
+            self._maybe_fail("save")
+            return int(args[2])
+
+        return save
+
+    async def initialize(self) -> None:
+        pass
+
+    async def hget(self, key: str, field: str) -> str:
+        self._maybe_fail("hget")
+        return self.document if field == "doc" else "1"
+
+    def _maybe_fail(self, call: str) -> None:
+        if self.failures[call]:
+            self.failures[call] -= 1
+            raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+
+async def test_the_cluster_clients_race_is_retried_once_with_the_same_attempt() -> None:
+    racing = _RacingClient()
+    store = RedisStore(racing, prefix="p")  # type: ignore[arg-type]
+    racing.failures["save"] = 1
+    saved = await store.update(lambda overlay: overlay.next())
+    assert saved.revision == 2
+    assert len(racing.saves) == 2 and racing.saves[0] == racing.saves[1]  # same attempt id: applied once
+    racing.failures["hget"] = 1
+    assert (await store.load()).revision == 1
+    racing.failures["hget"] = 2  # twice in a row: an outage, not the race
+    with pytest.raises(Unavailable, match="AttributeError"):
+        await store.revision()
