@@ -2,7 +2,8 @@
 
 Every store offers one atomic operation, :meth:`StateStore.update`: read the latest overlay, let a
 function derive the next one (it may raise to abort), and save it, so that concurrent changes from
-any number of tasks, workers or hosts are serialized and none is lost.
+any number of tasks, workers or hosts are serialized and none is lost. A store that cannot be read
+or written raises :class:`~.errors.Unavailable` (a 503 from the management API), its cause chained.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from .errors import Unavailable
 from .overlay import Overlay
 
 logger = logging.getLogger(__name__)
 
 Change = Callable[[Overlay], Overlay]
 """Derives the next overlay from the latest one; raising aborts the update (nothing is saved)."""
+T = TypeVar("T")
+
+
+class StateFileInvalid(ValueError):
+    """The state file holds something other than a state document (edited by hand, or not ours)."""
 
 
 class StateStore(Protocol):
@@ -86,11 +93,11 @@ class FileStore:
         self._lock = asyncio.Lock()
 
     async def load(self) -> Overlay:
-        return await asyncio.to_thread(self._read)
+        return await self._call(self._read)
 
     async def update(self, change: Change) -> Overlay:
         async with self._lock:  # one thread of this process at a time; flock orders the processes
-            return await asyncio.to_thread(self._update, change)
+            return await self._call(self._update, change)
 
     async def revision(self) -> int:
         return (await self.load()).revision
@@ -98,12 +105,23 @@ class FileStore:
     async def aclose(self) -> None:
         return None
 
+    async def _call(self, function: Callable[..., T], *args: object) -> T:
+        """``function`` in a thread; a file that cannot be read, written or parsed is :class:`Unavailable`
+        (a full disk, a read-only one, permissions, a hand-edited file)."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except (OSError, StateFileInvalid) as exc:
+            raise Unavailable(f"the state store (file) failed: {type(exc).__name__}") from exc
+
     def _read(self) -> Overlay:
         try:
             text = self.path.read_bytes()
         except FileNotFoundError:
             return Overlay()
-        return Overlay.from_json(text)
+        try:
+            return Overlay.from_json(text)
+        except (ValueError, KeyError, TypeError) as exc:  # JSON, UTF-8, a field missing or of another type
+            raise StateFileInvalid(f"{self.path} is not a state document ({type(exc).__name__}: {exc})") from None
 
     def _update(self, change: Change) -> Overlay:
         with self._locked():
@@ -140,4 +158,4 @@ class FileStore:
             os.close(directory)
 
 
-__all__ = ["Change", "FileStore", "MemoryStore", "StateStore"]
+__all__ = ["Change", "FileStore", "MemoryStore", "StateFileInvalid", "StateStore"]

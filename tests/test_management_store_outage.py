@@ -1,7 +1,7 @@
-"""The management API's shared mode (Redis) when Redis fails: 503 with Retry-After, never a 500.
+"""The management API when its store fails (Redis down, a state file unreadable): 503 with Retry-After, never a 500.
 
-Real uvicorn, a private redis-server stopped and started again, a real upstream. The WebSockets the
-gateway serves are not the management API's concern and keep working throughout.
+Real uvicorn, a private redis-server stopped and started again, a state file broken and mended, a
+real upstream. The WebSockets the gateway serves do not depend on the store and keep working.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from asgi_ws_gateway.management.errors import Unavailable
 from asgi_ws_gateway.management.overlay import Overlay
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
-from support.management import TOKEN, api
+from support.management import TOKEN, api, managed_gateway
 from support.processes import EXE
 from support.redis import RedisServer, unique_prefix
 from support.servers import UvicornServer, free_port
@@ -137,3 +137,51 @@ async def test_the_cluster_clients_race_is_retried_once_with_the_same_attempt() 
     racing.failures["hget"] = 2  # twice in a row: an outage, not the race
     with pytest.raises(Unavailable, match="AttributeError"):
         await store.revision()
+
+
+async def test_a_state_file_that_cannot_be_read_is_503_until_it_can(
+    upstream: UpstreamServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-edited state file, or a path that is no file (a full disk, a read-only one fail alike)."""
+    state = tmp_path / "state.json"
+    added = api("added", "/ws/added", upstream)
+    with managed_gateway({"apis": [api("echo", "/ws/echo", upstream)]}, state, poll_interval=0.1) as managed:
+        async with managed.http() as http:
+            assert (await http.post("apis", json=added)).status_code == 201
+            saved = state.read_bytes()
+            for broken in (b'{"format": 1, "revision": "x"}', b"\xff\xfe", b"{bad"):
+                state.write_bytes(broken)
+                for method, path, body in [("GET", "apis", None), ("DELETE", "apis/added", None)]:
+                    response = await http.request(method, path, json=body)
+                    assert response.status_code == 503, (broken, method, response.text)
+                    assert response.json()["detail"] == "the state store (file) failed: StateFileInvalid"
+                    assert response.headers["retry-after"] == "1"
+            state.unlink()
+            state.mkdir()  # read_bytes: IsADirectoryError
+            response = await http.get("apis")
+            assert response.json()["detail"] == "the state store (file) failed: IsADirectoryError"
+            await _echo(managed.url("/ws/added"))  # what was applied keeps serving
+            await asyncio.sleep(0.3)
+            state.rmdir()
+            state.write_bytes(saved)
+            assert (await http.delete("apis/added")).status_code == 204
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a store failure"
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("is not a state document (JSONDecodeError" in m for m in messages), messages
+    assert sum("cannot read the state store" in m for m in messages) == 1, messages
+    assert sum("the state store answers again" in m for m in messages) == 1, messages
+
+
+def test_a_state_file_that_is_not_a_state_document_fails_start_up_with_the_reason(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis:\n  - {name: echo, path: /ws/echo, upstreams: ['ws://127.0.0.1:9/']}\n")
+    state = tmp_path / "state.json"
+    state.write_text('{"format": 1, "apis": {}}')
+    argv = [str(EXE), "run", str(config), "--port", "0", "--management", "/_gateway", "--state", str(state)]
+    env = {"PATH": "/usr/bin:/bin", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    expected = (
+        f"management API: cannot read the stored changes ({state} is not a state document (KeyError: 'revision'))"
+    )
+    assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
