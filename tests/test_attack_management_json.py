@@ -40,6 +40,27 @@ BODIES = {
 }
 
 
+OVERFLOWING = {  # valid JSON numbers that Python reads as infinity: refused by the configuration, with the path
+    "timeout": ('{"name": "d", "path": "/d", "connect_timeout": 1e400, ' + UP + "}", "connect_timeout"),
+    "lease": (
+        '{"name": "d", "path": "/d", ' + UP + ', "policies": [{"limit-concurrency": '
+        '{"key": "{client.ip}", "max": 3, "lease_ttl": 1e999}}]}',
+        "policies[0].limit-concurrency.lease_ttl",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "field"), OVERFLOWING.values(), ids=OVERFLOWING.keys())
+async def test_a_number_that_overflows_to_infinity_is_refused(managed: Managed, body: str, field: str) -> None:
+    before = _state(managed)
+    async with managed.http() as http:
+        response = await http.post("/apis", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert response.json()["problems"] == [f"{field}: Input should be a finite number (got inf)"]
+        assert (await http.get("/apis/d")).status_code == 404
+    assert _state(managed) == before
+
+
 @pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
 async def test_ambiguous_json_is_refused_and_nothing_is_stored(managed: Managed, body: str) -> None:
     """POST /apis with an ambiguous body: 422, no API created, the state file untouched."""

@@ -40,8 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="serve a configuration file under uvicorn")
     run.add_argument("config", help="YAML or JSON configuration file")
     run.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
-    run.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    run.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)")
+    run.add_argument("--port", type=_port, default=8000, help="port, 0 for any free one (default: %(default)s)")
+    run.add_argument(
+        "--workers", type=_workers, default=1, help="uvicorn worker processes, at most 8 per CPU (default: %(default)s)"
+    )
     run.add_argument(
         "--ws",
         default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
     managed.add_argument("--management", metavar="PATH", help="serve the management API at this path, e.g. /_gateway")
-    managed.add_argument("--management-port", metavar="PORT", type=int, help="or on its own port (at its root)")
+    managed.add_argument("--management-port", metavar="PORT", type=_own_port, help="or on its own port (at its root)")
     managed.add_argument(
         "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
     )
@@ -149,6 +151,37 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
             "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
             "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
             "log_config": log_config, "access_log": not args.no_access_log}  # fmt: skip
+
+
+def _port(value: str) -> int:
+    """``--port``: 0 (any free port) to 65535."""
+    port = _integer(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
+def _own_port(value: str) -> int:
+    """``--management-port``: a port the operator knows (0 would be one nobody is told of)."""
+    port = _port(value)
+    if port == 0:
+        raise argparse.ArgumentTypeError("0 is not a port (1 to 65535)")
+    return port
+
+
+def _workers(value: str) -> int:
+    """``--workers``: 1 to 8 per CPU this process may use (each worker is a process: a typo must not fork thousands)."""
+    workers, most = _integer(value), 8 * len(os.sched_getaffinity(0))
+    if not 1 <= workers <= most:
+        raise argparse.ArgumentTypeError(f"{workers}: from 1 to {most} (8 per CPU; {most // 8} here)")
+    return workers
+
+
+def _integer(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
 def _redis_url(value: str) -> str:

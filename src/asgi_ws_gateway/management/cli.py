@@ -136,8 +136,21 @@ def add_commands(commands: Any) -> None:
     connect.add_argument(
         "--key-header", default="Ocp-Apim-Subscription-Key", help="header for --subscription-key (default: %(default)s)"
     )
-    connect.add_argument("--linger", type=float, default=1.0, help="seconds to wait after the input ends (default: 1)")
+    connect.add_argument(
+        "--linger", type=_seconds, default=1.0, help="seconds to wait after the input ends (default: 1)"
+    )
     connect.add_argument("--json", action="store_true", help="print one JSON object per event")
+
+
+def _seconds(value: str) -> float:
+    """A duration: a finite number, 0 or more (``nan`` would wait for ever, ``inf`` too)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: seconds, a finite number from 0")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:

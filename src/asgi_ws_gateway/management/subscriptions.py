@@ -32,7 +32,7 @@ Product = ProductConfig
 class SubscriptionRequest(BaseModel):
     """What a client sends to create a subscription (the key is generated)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     product: Name = Field(description="The product this subscription grants.")
     id: Annotated[Name | None, Field(description="Unique id (default: generated).")] = None
@@ -43,7 +43,7 @@ class SubscriptionRequest(BaseModel):
 class SubscriptionResource(BaseModel):
     """A subscription as stored: never the key, only its SHA-256."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Subscription")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, title="Subscription")
 
     id: str
     product: str

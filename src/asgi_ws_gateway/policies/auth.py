@@ -32,7 +32,7 @@ _MAX_TOKEN = 16 * 1024
 class TokenSource(BaseModel):
     """Where to look for the token; set exactly one of ``header``, ``query``, ``cookie``, ``subprotocol``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     header: str | None = Field(default=None, description="A request header, e.g. Authorization.")
     scheme: str | None = Field(

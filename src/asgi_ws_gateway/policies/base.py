@@ -55,7 +55,7 @@ def loc_text(loc: Loc) -> str:
 class PolicySettings(BaseModel):
     """Base of the built-in policies' settings: strict, immutable, with an optional ``name``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = Field(default=None, description="A name to opt out of this policy by (default: its type).")
 
@@ -72,7 +72,7 @@ def template(value: str) -> str:
 class MatchSettings(BaseModel):
     """Operators of a condition; set one (``exists`` may join another)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
     exists: bool | None = Field(default=None, description="The value is present (true) or absent (false).")
     equals: str | None = None

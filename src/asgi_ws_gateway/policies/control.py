@@ -42,7 +42,7 @@ class ConditionSettings(MatchSettings):
 
 
 class Branch(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
     conditions: ConditionSettings | list[ConditionSettings] = Field(
         alias="if", description="A condition, or a list of conditions that must all hold."

@@ -150,7 +150,10 @@ class ConcurrencySettings(StoreErrorSettings):
     key: str = Field(description="Template of the key, e.g. '{jwt.sub}', '{subscription.id}', '{client.ip}'.")
     max: int = Field(gt=0, description="Open connections allowed per key.")
     lease_ttl: float = Field(
-        default=30.0, ge=1, description="Seconds a lease outlives its last renewal (renewed every third of it)."
+        default=30.0,
+        ge=1,
+        le=86_400,  # kept in milliseconds by the store: a day is already longer than any renewal needs
+        description="Seconds a lease outlives its last renewal (renewed every third of it).",
     )
     retry_after: int = Field(default=5, ge=1, description="Retry-After seconds when the cap is reached.")
 

@@ -31,7 +31,7 @@ MAX_CACHED_TOKEN = 4096
 class TokenCacheSettings(BaseModel):
     """``validate-jwt``'s ``cache``: ``{max_entries: 4096, max_age: 300}``; ``max_entries: 0`` turns it off."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_entries: int = Field(
         default=4096, ge=0, le=1_000_000, description="Verified tokens kept (least recently used go first); 0: off."
