@@ -18,7 +18,7 @@ from support.clients import connect, expect_status
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
-from support.telemetry import export_to, telemetry_config
+from support.telemetry import export_to, telemetry_config, with_unchecked
 from support.upstream import UpstreamServer
 
 TEXT = [f"text {i:05d}" for i in range(6)]  # 10 B each
@@ -67,6 +67,8 @@ async def _session(server: UvicornServer, gateway: ProbedGateway) -> None:
         await ws.close()
     assert (await expect_status(server.url("/ws/guarded")))[0] == 403
     assert (await expect_status(server.url("/ws/down")))[0] == 502
+    async with await connect(server.url("/ws/unchecked")):  # admitted: its limit's store is down
+        pass
     await gateway.settle()
 
 
@@ -76,7 +78,7 @@ async def test_every_documented_metric_after_a_scripted_session(
 ) -> None:
     """Names, units, types, attributes and values of all instruments in ``names.INSTRUMENTS``."""
     export_to(monkeypatch, otlp, protocol)
-    config = telemetry_config(upstream)
+    config = with_unchecked(telemetry_config(upstream))
     gateway = ProbedGateway(config)
     with UvicornServer(gateway) as server:
         await _session(server, gateway)
@@ -131,6 +133,9 @@ async def test_every_documented_metric_after_a_scripted_session(
     assert action.attributes == {**filtered, n.POLICY: "limit-message-size", n.POLICY_ACTION: "drop",
                                  n.DIRECTION: n.TO_UPSTREAM, n.POLICY_REASON: "message_too_big"}  # fmt: skip
     assert action.value == 2
+    unchecked = _api("unchecked", "/ws/unchecked")
+    assert _one(otlp, n.POLICY_UNCHECKED, **unchecked).attributes == {**unchecked, n.POLICY: "rate-limit-by-key"}
+    assert _one(otlp, n.POLICY_UNCHECKED, **unchecked).value == 1
 
     for spec in n.INSTRUMENTS:  # every instrument: type, unit, attribute keys, protocol
         points = list(otlp.latest(spec.name).values())

@@ -24,7 +24,7 @@ from support.clients import connect, expect_status
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
-from support.telemetry import export_to, telemetry_config
+from support.telemetry import export_to, telemetry_config, with_unchecked
 from support.upstream import UpstreamServer
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
@@ -45,6 +45,7 @@ PROMETHEUS = {
     "ws_gateway.message.size_distribution": ("counter", "ws_gateway_message_size_distribution_total"),
     "ws_gateway.policy.denials": ("counter", "ws_gateway_policy_denials_total"),
     "ws_gateway.policy.actions": ("counter", "ws_gateway_policy_actions_total"),
+    "ws_gateway.policy.unchecked": ("counter", "ws_gateway_policy_unchecked_total"),
 }
 """What users write in PromQL (and docs/telemetry.md lists): the translation's result, written out."""
 
@@ -83,7 +84,7 @@ async def test_metric_names_units_and_kinds_as_prometheus_gets_them(
 ) -> None:
     """Every instrument: UCUM unit, cumulative, the Prometheus type and name; ``_total`` only on counters."""
     export_to(monkeypatch, otlp, protocol)
-    gateway = ProbedGateway(telemetry_config(upstream))
+    gateway = ProbedGateway(with_unchecked(telemetry_config(upstream)))
     with UvicornServer(gateway) as server:
         async with await connect(server.url("/ws/echo")) as ws:
             await ws.send("ping")
@@ -93,6 +94,8 @@ async def test_metric_names_units_and_kinds_as_prometheus_gets_them(
             await filtered.recv()
         assert (await expect_status(server.url("/ws/guarded")))[0] == 403
         assert (await expect_status(server.url("/ws/down")))[0] == 502
+        async with await connect(server.url("/ws/unchecked")):  # admitted: its limit's store is down
+            pass
         await gateway.settle()
         await asyncio.to_thread(gateway.gateway.telemetry.force_flush)
     points = otlp.points()

@@ -21,6 +21,9 @@ class HandshakeObserver(Protocol):
     def io_span(self, name: str, *, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Any]:
         """A child span of the handshake around a policy's I/O (a non-recording one when tracing is off)."""
 
+    def unchecked(self, policy: str) -> None:
+        """``policy`` admits this handshake without checking it (its store failed and it fails open)."""
+
     @property
     def writes_access_line(self) -> bool:
         """The gateway writes this connection's access-log line (at close, refusal or abandon): a

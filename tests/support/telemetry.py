@@ -60,6 +60,18 @@ def telemetry_config(upstream: UpstreamServer, **telemetry: Any) -> dict[str, An
     return config
 
 
+def with_unchecked(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with an API ``unchecked`` whose limit fails open on a store nothing answers for."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    limit = {"key": "{client.ip}", "limit": 100, "window": 60, "on_store_error": "open"}
+    upstream = next(api for api in config["apis"] if api["name"] == "echo")["upstreams"][0]
+    unchecked = {"name": "unchecked", "path": "/ws/unchecked", "upstreams": [upstream],
+                 "policies": [{"rate-limit-by-key": limit}]}  # fmt: skip
+    return {**config, "store": {"type": "redis", "url": dead, "timeout": 0.5}, "apis": [*config["apis"], unchecked]}
+
+
 def secret_headers() -> list[tuple[str, str]]:
     return [
         ("Authorization", f"Bearer {SECRETS[0]}"),

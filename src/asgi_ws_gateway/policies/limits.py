@@ -9,6 +9,9 @@
   after their last renewal, so a dead worker's connections stop counting on their own.
 
 When the store fails, ``on_store_error: open`` admits (and logs), ``closed`` refuses with 503.
+An admission unchecked is named on the handshake span and counted (``ws_gateway.policy.unchecked``);
+the log gets the first at once, then one line per ``FailOpen.interval`` with how many: an outage
+under load must not write a line per handshake.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from __future__ import annotations
 import calendar
 import logging
 import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from .._context import current_handshake
 from ..handshake.context import HandshakeContext
 from ..state.base import Decision, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
@@ -30,14 +36,38 @@ from .base import PolicyEnv, StoreErrorSettings, deny, register_policy, template
 logger = logging.getLogger(__name__)
 
 
-def _store_failed(name: str, api: str, on_error: str, exc: StoreUnavailable) -> None:
-    """Fail open (log, return) or closed (raise 503)."""
-    if on_error == "open":
-        logger.warning("API %s: %s admitted a handshake unchecked (fail-open): %s", api, name, exc)
-        return
-    # The store's error is for the log and the span: a 5xx body does not carry it.
-    raise deny(503, f"the limit cannot be checked right now ({exc})", reason="store_unavailable",
-               headers=[(b"retry-after", b"1")])  # fmt: skip
+class StoreFailed:
+    """What one policy does when its store fails: refuse (fail-closed) or admit unchecked (fail-open)."""
+
+    interval = 10.0
+    """Seconds between two log lines about handshakes admitted unchecked (each is counted anyway)."""
+
+    def __init__(self, name: str, on_error: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.fail_open = on_error == "open"
+        self._clock = clock
+        self._unlogged = 0  # admitted unchecked since the last line
+        self._quiet_until = float("-inf")
+
+    def __call__(self, api: str, exc: StoreUnavailable) -> None:
+        """Admit (returns) or refuse (raises a 503) the handshake of ``api`` that ``exc`` left unchecked."""
+        if not self.fail_open:
+            # The store's error is for the log and the span: a 5xx body does not carry it.
+            raise deny(503, f"the limit cannot be checked right now ({exc})", reason="store_unavailable",
+                       headers=[(b"retry-after", b"1")])  # fmt: skip
+        handshake = current_handshake()
+        if handshake is not None:
+            handshake.unchecked(self.name)
+        self._unlogged += 1
+        now = self._clock()
+        if now < self._quiet_until:
+            return
+        if self._unlogged == 1:
+            logger.warning("API %s: %s admitted a handshake unchecked (fail-open): %s", api, self.name, exc)
+        else:
+            logger.warning("API %s: %s admitted %d handshakes unchecked (fail-open) since its last such line: %s",
+                           api, self.name, self._unlogged, exc)  # fmt: skip
+        self._unlogged, self._quiet_until = 0, now + self.interval
 
 
 class RateLimitSettings(StoreErrorSettings):
@@ -56,6 +86,7 @@ class RateLimitByKey:
 
     def __init__(self, settings: RateLimitSettings, env: PolicyEnv) -> None:
         self.name = "rate-limit-by-key"
+        self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
         self.key = Template(settings.key)
@@ -67,7 +98,7 @@ class RateLimitByKey:
         try:
             decision = await self.store.hit(key, s.limit, s.window, os.urandom(16).hex())
         except StoreUnavailable as exc:
-            _store_failed(self.name, context.api, s.on_store_error, exc)
+            self.store_failed(context.api, exc)
             return
         if not decision.allowed:
             raise deny(
@@ -117,6 +148,7 @@ class QuotaByKey:
 
     def __init__(self, settings: QuotaSettings, env: PolicyEnv) -> None:
         self.name = "quota-by-key"
+        self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
         self.clock = env.clock
@@ -132,7 +164,7 @@ class QuotaByKey:
         try:
             decision = await self.store.consume(key, s.limit, end.timestamp())
         except StoreUnavailable as exc:
-            _store_failed(self.name, context.api, s.on_store_error, exc)
+            self.store_failed(context.api, exc)
             return
         if not decision.allowed:
             renews = end.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -166,6 +198,7 @@ class LimitConcurrency:
 
     def __init__(self, settings: ConcurrencySettings, env: PolicyEnv) -> None:
         self.name = "limit-concurrency"
+        self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
         self.key = Template(settings.key)
@@ -179,7 +212,7 @@ class LimitConcurrency:
         try:
             decision: Decision = await self.leases.acquire(key, lease, s.max)
         except StoreUnavailable as exc:
-            _store_failed(self.name, context.api, s.on_store_error, exc)
+            self.store_failed(context.api, exc)
             return
         if not decision.allowed:
             raise deny(
@@ -198,4 +231,4 @@ class LimitConcurrency:
         await self.leases.aclose()
 
 
-__all__ = ["LimitConcurrency", "QuotaByKey", "RateLimitByKey", "period_bounds"]
+__all__ = ["LimitConcurrency", "QuotaByKey", "RateLimitByKey", "StoreFailed", "period_bounds"]

@@ -119,7 +119,8 @@ class Metrics:
             (n.POLICY_ACTIONS, self._observe_actions),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
-        for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS):
+        for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,
+                     n.POLICY_UNCHECKED):  # fmt: skip
             tally = self._tallies[spec.name] = Tally()
             meter.create_observable_counter(spec.name, [self._observer(tally)], spec.unit, spec.description)
 
@@ -161,6 +162,10 @@ class Metrics:
         self.handshake_duration.record(seconds, attrs)
         if policy is not None and status is not None:
             self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
+
+    def unchecked(self, api: str, policy: str) -> None:
+        """``policy`` admitted a handshake of ``api`` without checking it (its store failed, fail-open)."""
+        self._count(n.POLICY_UNCHECKED, {**self.base[api], n.POLICY: policy})
 
     def upstream_attempt(self, backend: Attrs, seconds: float, error_type: str | None, status: int | None) -> None:
         attrs = dict(backend)

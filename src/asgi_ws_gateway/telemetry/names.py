@@ -49,6 +49,7 @@ POLICY = "ws_gateway.policy.name"
 DENIAL_DETAIL = "ws_gateway.denial.detail"
 POLICY_ACTION = "ws_gateway.policy.action"
 POLICY_REASON = "ws_gateway.policy.reason"
+UNCHECKED_POLICIES = "ws_gateway.handshake.unchecked_policies"
 SUBPROTOCOL = "ws_gateway.subprotocol"
 SUBSCRIPTION = "ws_gateway.subscription"
 BACKEND = "ws_gateway.backend"
@@ -186,6 +187,11 @@ POLICY_ACTIONS = Instrument(
     "Actions message policies took (drop, close, delay, refresh), by policy, action, direction and reason.",
     (*_BASE, POLICY, POLICY_ACTION, DIRECTION, POLICY_REASON),
 )  # fmt: skip
+POLICY_UNCHECKED = Instrument(
+    "ws_gateway.policy.unchecked", "observable_counter", "{handshake}",
+    "Handshakes a policy admitted without checking them: its store failed and it fails open.",
+    (*_BASE, POLICY),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -200,4 +206,5 @@ INSTRUMENTS = (
     MESSAGE_SIZES,
     POLICY_DENIALS,
     POLICY_ACTIONS,
+    POLICY_UNCHECKED,
 )

@@ -125,6 +125,8 @@ class TracedConnector:
 class HandshakeTrace:
     """Telemetry of one handshake, from the client's upgrade request to accept or denial."""
 
+    _unchecked: tuple[str, ...] = ()  # policies that admitted it unchecked (rare: a class default)
+
     def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope, client: str | None = None) -> None:
         self.api = api
         self.scope = scope
@@ -224,6 +226,15 @@ class HandshakeTrace:
             self.subscription = subscription
             if self.span is not None:
                 self.span.set_attribute(n.SUBSCRIPTION, subscription)
+
+    def unchecked(self, policy: str) -> None:
+        """``policy`` admits this handshake without checking it (its store failed, fail-open): named on the
+        handshake span and counted by ``ws_gateway.policy.unchecked``."""
+        self._unchecked = (*self._unchecked, policy)
+        if self.span is not None:
+            self.span.set_attribute(n.UNCHECKED_POLICIES, self._unchecked)
+        if self._telemetry.metrics is not None:
+            self._telemetry.metrics.unchecked(self.api.name, policy)
 
     @contextlib.contextmanager
     def io_span(
