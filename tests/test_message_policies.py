@@ -12,10 +12,11 @@ from asgi_ws_gateway.errors import CloseConnection, ConfigError, DropMessage
 from asgi_ws_gateway.handshake.context import Subscription
 from asgi_ws_gateway.messages.context import ConnectionContext, ErrorReply, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePipeline, MessagePolicySet
+from asgi_ws_gateway.policies.base import OutageLog
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.policies.message_rates import SharedBudget
 from asgi_ws_gateway.relay.stats import RelayStats
-from asgi_ws_gateway.state.base import Reservation
+from asgi_ws_gateway.state.base import Reservation, StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryState
 from support.policies import context
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
@@ -282,3 +283,22 @@ async def test_store_reserve_grants_what_is_left_in_the_window(kind: str) -> Non
         assert second.window == first.window and 0 < second.resets_in <= 60
     finally:
         await store.aclose()
+
+
+class DownStore(MemoryState):
+    async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
+        raise StoreUnavailable("Redis failed: ConnectionError")
+
+
+async def test_a_store_outage_is_one_log_line_for_all_the_policys_keys(caplog: pytest.LogCaptureFixture) -> None:
+    """Each key's window used to log its own line: thousands of users, thousands of lines a second."""
+    log = OutageLog()
+    budgets = [
+        SharedBudget(DownStore(), f"user-{i}", (10, 2**62), 1.0, 0.1, fail_open=True, log=log) for i in range(50)
+    ]
+    assert all([await budget.refill(0.0, 1) == 0 for budget in budgets])  # fail-open: admitted
+    lines = [r.getMessage() for r in caplog.records if "unchecked" in r.getMessage()]
+    assert lines == [
+        "message rate limit unchecked (fail-open) for 1 key window(s) of 1 s since the last such line: "
+        "Redis failed: ConnectionError"
+    ]

@@ -10,7 +10,7 @@
 
 When the store fails, ``on_store_error: open`` admits (and logs), ``closed`` refuses with 503.
 An admission unchecked is named on the handshake span and counted (``ws_gateway.policy.unchecked``);
-the log gets the first at once, then one line per ``FailOpen.interval`` with how many: an outage
+the log gets the first at once, then one line per ``OutageLog.interval`` with how many: an outage
 under load must not write a line per handshake.
 """
 
@@ -31,7 +31,7 @@ from ..handshake.context import HandshakeContext
 from ..state.base import Decision, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
 from ..templates import Template
-from .base import PolicyEnv, StoreErrorSettings, deny, register_policy, template
+from .base import OutageLog, PolicyEnv, StoreErrorSettings, deny, register_policy, template
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,10 @@ logger = logging.getLogger(__name__)
 class StoreFailed:
     """What one policy does when its store fails: refuse (fail-closed) or admit unchecked (fail-open)."""
 
-    interval = 10.0
-    """Seconds between two log lines about handshakes admitted unchecked (each is counted anyway)."""
-
     def __init__(self, name: str, on_error: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.fail_open = on_error == "open"
-        self._clock = clock
-        self._unlogged = 0  # admitted unchecked since the last line
-        self._quiet_until = float("-inf")
+        self.log = OutageLog(clock=clock)
 
     def __call__(self, api: str, exc: StoreUnavailable) -> None:
         """Admit (returns) or refuse (raises a 503) the handshake of ``api`` that ``exc`` left unchecked."""
@@ -58,16 +53,12 @@ class StoreFailed:
         handshake = current_handshake()
         if handshake is not None:
             handshake.unchecked(self.name)
-        self._unlogged += 1
-        now = self._clock()
-        if now < self._quiet_until:
-            return
-        if self._unlogged == 1:
+        count = self.log.event()
+        if count == 1:
             logger.warning("API %s: %s admitted a handshake unchecked (fail-open): %s", api, self.name, exc)
-        else:
+        elif count:
             logger.warning("API %s: %s admitted %d handshakes unchecked (fail-open) since its last such line: %s",
-                           api, self.name, self._unlogged, exc)  # fmt: skip
-        self._unlogged, self._quiet_until = 0, now + self.interval
+                           api, self.name, count, exc)  # fmt: skip
 
 
 class RateLimitSettings(StoreErrorSettings):

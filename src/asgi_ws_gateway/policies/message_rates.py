@@ -28,7 +28,7 @@ from ..errors import CloseConnection, DropMessage
 from ..messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
 from ..state.base import Store, StoreUnavailable, store_key
 from ..templates import Template
-from .base import PolicyEnv, StoreErrorSettings, template
+from .base import OutageLog, PolicyEnv, StoreErrorSettings, template
 from .message_base import register_message_policy
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,9 @@ class SharedBudget:
     """A key's budget on this worker: batches reserved from the store, spent locally."""
 
     def __init__(self, store: Store, key: str, limits: tuple[int, int], window: float, batch: float,
-                 fail_open: bool) -> None:  # fmt: skip
+                 fail_open: bool, log: OutageLog | None = None) -> None:  # fmt: skip
         self.store = store
+        self.log = log or OutageLog()  # the policy's, shared by its keys
         self.key = key
         self.limits = limits
         self.window = window
@@ -144,8 +145,11 @@ class SharedBudget:
         try:
             reservation = await self.store.reserve(self.key, self.window, [(need[i], self.limits[i]) for i in dims])
         except StoreUnavailable as exc:
-            logger.warning("message rate limit unchecked for %g s (%s): %s", self.window,
-                           "fail-open" if self.fail_open else "fail-closed", exc)  # fmt: skip
+            count = self.log.event()  # shared by the policy's keys: not a line per key and window
+            if count:
+                logger.warning("message rate limit unchecked (%s) for %d key window(s) of %g s since the last "
+                               "such line: %s", "fail-open" if self.fail_open else "fail-closed", count, self.window,
+                               exc)  # fmt: skip
             self.ends, self.index, self.spent = time.monotonic() + self.window, None, not self.fail_open
             self.left = [need[i] if i in dims else UNLIMITED for i in (0, 1)] if self.fail_open else self._empty()
             return
@@ -173,6 +177,7 @@ class RateLimitMessages:
         self.key = Template(s.key) if s.key is not None else None
         self.limits = (s.messages or UNLIMITED, s.bytes or UNLIMITED)
         self._shared: dict[str, SharedBudget] = {}
+        self._outage = OutageLog()
         self._attached = 0
         what = " and ".join(x for x in (s.messages and f"{s.messages} messages", s.bytes and f"{s.bytes} bytes") if x)
         self.detail = f"more than {what} per {s.window:g} s"
@@ -221,7 +226,7 @@ class RateLimitMessages:
         budget = self._shared.get(key)
         if budget is None:
             budget = self._shared[key] = SharedBudget(self.store, key, self.limits, s.window, s.batch,
-                                                      s.on_store_error == "open")  # fmt: skip
+                                                      s.on_store_error == "open", self._outage)  # fmt: skip
         return budget
 
 
