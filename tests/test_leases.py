@@ -84,3 +84,23 @@ async def test_one_warning_per_outage_not_per_retry(
         "renewed 1 concurrency lease(s) again",
         "could not renew 1 concurrency lease(s); retrying every 1 s",
     ]
+
+
+class ReleaseFailingStore(ScriptedStore):
+    async def release(self, key: str, lease: str) -> None:
+        raise StoreUnavailable("down")
+
+
+async def test_releases_failing_through_an_outage_are_one_warning_not_one_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A thousand connections closing while Redis is down used to write a thousand lines."""
+    keeper = LeaseKeeper(ReleaseFailingStore([]), 30)  # type: ignore[arg-type]
+    for i in range(1000):
+        await keeper.acquire("k", f"lease-{i}", 5000)
+    for i in range(1000):
+        await keeper.release(f"lease-{i}")
+    await keeper.aclose()
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not release 1 concurrency lease(s) since the last such line; each expires within 30 s"
+    ]

@@ -75,3 +75,15 @@ def test_all_backends_cooling_down_are_all_tried() -> None:
     for backend in pool.backends:
         pool.record_failure(backend, now=0)
     assert sorted(_labels(pool.order(now=1))) == ["b0", "b1"]
+
+
+def test_a_backend_starting_to_cool_is_logged_once_not_per_failure_while_down(caplog: pytest.LogCaptureFixture) -> None:
+    """With every backend cooling the pool tries them anyway: a handshake flood used to log each failure."""
+    pool = _pool(n=1, unhealthy_after=3, cooldown=10)
+    b0 = pool.backends[0]
+    for second in range(12):  # 3 to start cooling, then 9 more within the cooldown each extends
+        pool.record_failure(b0, now=100 + second * 0.5)
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage() == "backend b0 of API a failed 3 times in a row; skipped for 10 s"
+    pool.record_failure(b0, now=200)  # its cooldown ended: failing again starts another
+    assert len(caplog.records) == 2

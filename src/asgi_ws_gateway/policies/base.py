@@ -27,7 +27,6 @@ also accepts ``name`` (to opt out of it by that name; default: its type).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -124,26 +123,6 @@ class StoreErrorSettings(PolicySettings):
     )
 
 
-class OutageLog:
-    """When to log an event that repeats through a store outage: the first at once, then at most once
-    per ``interval`` seconds with how many happened since (a line per event is as large as the traffic)."""
-
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._unlogged = 0  # events since the last line
-        self._quiet_until = float("-inf")
-
-    def event(self) -> int:
-        """Count one event; how many the caller logs now in one line (0: none, stay quiet)."""
-        self._unlogged += 1
-        now = self._clock()
-        if now < self._quiet_until:
-            return 0
-        count, self._unlogged, self._quiet_until = self._unlogged, 0, now + self.interval
-        return count
-
-
 class PolicyProblem(ValueError):
     """A setting is wrong; ``field`` names it (relative to the policy's settings)."""
 
@@ -227,7 +206,6 @@ def deny(
 __all__ = [
     "REGISTRY",
     "MatchSettings",
-    "OutageLog",
     "PolicyEnv",
     "PolicyProblem",
     "PolicySettings",

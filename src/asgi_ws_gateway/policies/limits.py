@@ -28,10 +28,10 @@ from pydantic import Field, field_validator
 
 from .._context import current_handshake
 from ..handshake.context import HandshakeContext
-from ..state.base import Decision, StoreUnavailable, retry_after, store_key
+from ..state.base import Decision, OutageLog, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
 from ..templates import Template
-from .base import OutageLog, PolicyEnv, StoreErrorSettings, deny, register_policy, template
+from .base import PolicyEnv, StoreErrorSettings, deny, register_policy, template
 
 logger = logging.getLogger(__name__)
 

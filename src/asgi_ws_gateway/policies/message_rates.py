@@ -26,9 +26,9 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import CloseConnection, DropMessage
 from ..messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
-from ..state.base import Store, StoreUnavailable, store_key
+from ..state.base import OutageLog, Store, StoreUnavailable, store_key
 from ..templates import Template
-from .base import OutageLog, PolicyEnv, StoreErrorSettings, template
+from .base import PolicyEnv, StoreErrorSettings, template
 from .message_base import register_message_policy
 
 logger = logging.getLogger(__name__)

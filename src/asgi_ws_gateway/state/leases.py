@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 
-from .base import Decision, Store, StoreUnavailable
+from .base import Decision, OutageLog, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class LeaseKeeper:
         self.retry = min(retry, ttl / 3)
         self._held: dict[str, str] = {}  # lease -> key
         self._task: asyncio.Task[None] | None = None
+        self._release_failures = OutageLog()  # connections closing through an outage: not a line each
 
     def __len__(self) -> int:
         return len(self._held)
@@ -58,7 +59,10 @@ class LeaseKeeper:
         try:
             await self.store.release(key, lease)
         except StoreUnavailable:
-            logger.warning("could not release a concurrency lease; it expires within %g s", self.ttl)
+            count = self._release_failures.event()
+            if count:
+                logger.warning("could not release %d concurrency lease(s) since the last such line; each expires "
+                               "within %g s", count, self.ttl)  # fmt: skip
         if not self._held and self._task is not None:
             self._task.cancel()
             self._task = None

@@ -62,11 +62,14 @@ class BackendPool:
     def record_failure(self, backend: Backend, now: float | None = None) -> None:
         backend.failures += 1
         if backend.failures >= self.api.unhealthy_after:
-            backend.cooling_until = (time.monotonic() if now is None else now) + self.api.cooldown
-            logger.warning(
-                "backend %s of API %s failed %d times in a row; skipped for %g s",
-                backend.label, self.api.name, backend.failures, self.api.cooldown,
-            )  # fmt: skip
+            now = time.monotonic() if now is None else now
+            cooling = backend.cooling_until > now  # tried anyway: every backend was cooling
+            backend.cooling_until = now + self.api.cooldown
+            if not cooling:  # once as it starts cooling, not per failed handshake while it is down
+                logger.warning(
+                    "backend %s of API %s failed %d times in a row; skipped for %g s",
+                    backend.label, self.api.name, backend.failures, self.api.cooldown,
+                )  # fmt: skip
 
     def record_success(self, backend: Backend) -> None:
         backend.failures = 0
