@@ -92,18 +92,16 @@ class RedisStore:
         return int(value) if value else 0
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """One Redis call; sent once more after redis-py's cluster race (``REDIS_FAILURES``), whose next
-        connection is sound; any other failure (redis-py has retried already) is :class:`Unavailable`."""
-        for attempt in (1, 2):
+        """One Redis call; any failure (redis-py has retried already) is :class:`Unavailable`."""
+        try:
             try:
                 if not self._ready:
                     await self._initialize()
                 return await operation()
-            except REDIS_FAILURES as exc:
-                if attempt == 1 and isinstance(exc, AttributeError):
-                    continue
-                raise Unavailable(f"the state store (Redis) failed: {type(exc).__name__}") from exc
-        raise AssertionError("unreachable")
+            except AttributeError:  # redis-py's cluster race (``REDIS_FAILURES``): once more, on a sound connection
+                return await operation()
+        except REDIS_FAILURES as exc:
+            raise Unavailable(f"the state store (Redis) failed: {type(exc).__name__}") from exc
 
     async def _initialize(self) -> None:
         # A cold cluster client sent several commands at once races while it maps the slots: map them
