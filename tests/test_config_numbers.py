@@ -1,4 +1,5 @@
-"""The worst numbers an operator's file (or an admin's JSON) can hold: refused at start-up by field path.
+"""The worst numbers an operator's file (or an admin's JSON) can hold: refused at start-up by field path
+(the command line's options: ``test_cli_options.py``).
 
 ``.inf``/``.nan`` in YAML, ``1e400`` in JSON (read as infinity) and durations the Redis store cannot
 keep in milliseconds used to pass validation and fail later: a concurrency lease of ``inf`` made
@@ -9,7 +10,6 @@ as down for every API.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +19,6 @@ from pydantic import BaseModel
 import asgi_ws_gateway.management.subscriptions
 import asgi_ws_gateway.policies  # noqa: F401 (registers every built-in policy's settings)
 from asgi_ws_gateway import ConfigError, load_config
-from asgi_ws_gateway.cli import main
 
 UPSTREAM = ["ws://127.0.0.1:9/x"]
 JWT = {"jwks_uri": "https://idp.example/jwks", "algorithms": ["RS256"]}
@@ -95,36 +94,3 @@ def test_a_lease_longer_than_a_day_is_refused() -> None:
         load_config(_policy("limit-concurrency", key="{client.ip}", max=5, lease_ttl=1e12))
     field = "apis[0].policies[0].limit-concurrency.lease_ttl"
     assert info.value.problems == [f"{field}: Input should be less than or equal to 86400 (got 1000000000000.0)"]
-
-
-CPUS = len(os.sched_getaffinity(0))
-ARGUMENTS = {
-    "--port 65536": ("--port", "65536", "argument --port: 65536 is not a port (0 to 65535)"),
-    "--port -1": ("--port", "-1", "argument --port: -1 is not a port (0 to 65535)"),
-    "--port x": ("--port", "x", "argument --port: 'x' is not a whole number"),
-    "--management-port 0": ("--management-port", "0", "argument --management-port: 0 is not a port (1 to 65535)"),
-    "--workers 0": ("--workers", "0", f"argument --workers: 0: from 1 to {8 * CPUS}"),
-    "--workers many": ("--workers", str(8 * CPUS + 1), f"argument --workers: {8 * CPUS + 1}: from 1 to {8 * CPUS}"),
-}
-
-
-@pytest.mark.parametrize(("option", "value", "message"), ARGUMENTS.values(), ids=ARGUMENTS.keys())
-def test_run_refuses_a_port_or_worker_count_out_of_range_before_starting(
-    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``--workers 100000`` used to fork 100,000 processes; ``--port 70000`` ended in a traceback.
-
-    The file does not exist: should the option pass, the run stops at the file (another message),
-    never starting a server."""
-    with pytest.raises(SystemExit) as info:
-        main(["run", "missing.yaml", option, value])
-    assert info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
-def test_connect_refuses_a_linger_that_never_ends(value: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["connect", "ws://127.0.0.1:9/x", "--linger", value])
-    assert info.value.code == 2
-    assert "argument --linger: " in capsys.readouterr().err

@@ -8,11 +8,18 @@ failed at run time, 2 usage or configuration error, 3 not found, 4 unauthorized,
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
+import logging.config
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import yaml
+from uvicorn.config import LOG_LEVELS, WS_PROTOCOLS
+from uvicorn.importer import ImportFromStringError, import_from_string
 
 from .config import config_warnings
 from .errors import ConfigError
@@ -46,17 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument(
         "--ws",
+        type=_ws_protocol,
         default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
-        help="uvicorn WebSocket implementation (default: %(default)s)",
+        help="uvicorn WebSocket implementation: a uvicorn name or module:attribute (default: %(default)s)",
     )
-    run.add_argument("--log-level", default="info", help="(default: %(default)s)")
+    run.add_argument("--log-level", choices=list(LOG_LEVELS), default="info", help="(default: %(default)s)")
     run.add_argument(
         "--access-log-format", choices=("text", "json"),
         help="format of the gateway's access log, one line per connection (default: the config's telemetry.access_log)",
     )  # fmt: skip
     run.add_argument("--no-access-log", action="store_true", help="write no access log (the gateway's nor uvicorn's)")
     run.add_argument(
-        "--log-config", metavar="FILE",
+        "--log-config", metavar="FILE", type=_log_config,
         help="logging configuration instead of the default: dictConfig .json/.yaml, or fileConfig .ini",
     )  # fmt: skip
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
@@ -182,6 +190,34 @@ def _integer(value: str) -> int:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def _ws_protocol(value: str) -> str:
+    """``--ws``: one of uvicorn's names, or a protocol class that imports (checked before serving)."""
+    if value in WS_PROTOCOLS:
+        return value
+    try:
+        import_from_string(value)
+    except (ImportFromStringError, ImportError) as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc} (or one of {', '.join(WS_PROTOCOLS)})") from None
+    return value
+
+
+def _log_config(value: str) -> str:
+    """``--log-config``: applied once here, as uvicorn will apply it, so a broken file is a usage error
+    naming the file, not a traceback from the server."""
+    try:
+        if value.endswith((".json", ".yaml", ".yml")):
+            text = Path(value).read_text()
+            logging.config.dictConfig(json.loads(text) if value.endswith(".json") else yaml.safe_load(text))
+        else:
+            if not Path(value).is_file():  # fileConfig reads nothing from a missing file, then fails obscurely
+                raise FileNotFoundError(f"no such file: {value}")
+            logging.config.fileConfig(value, disable_existing_loggers=False)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError, yaml.YAMLError,
+            configparser.Error) as exc:  # fmt: skip
+        raise argparse.ArgumentTypeError(f"{value}: {type(exc).__name__}: {exc}") from None
+    return value
 
 
 def _redis_url(value: str) -> str:
