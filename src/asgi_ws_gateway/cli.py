@@ -92,12 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              help="import MODULE first: it registers custom policy types (repeatable)")  # fmt: skip
     management_cli.add_commands(commands)
 
+    # As uvicorn does: asgi:module:attr upstreams and apps, --ws classes and --log-config handlers
+    # import from the working directory (the last two are checked while the options are read).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     args = parser.parse_args(argv)
     if args.command not in ("run", "check", "schema"):
         return management_cli.run(args)
-    # As uvicorn does: asgi:module:attr upstreams and apps import from the working directory.
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
         load_plugins(args.plugin, field="--plugin")
         if args.command == "schema":
