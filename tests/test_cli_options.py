@@ -103,3 +103,14 @@ def test_a_ws_protocol_that_does_not_import_is_a_usage_error(
 
 def test_an_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "argument --log-level: invalid choice: 'loud'" in _refused(capsys, "--log-level", "loud")
+
+
+def test_a_ws_protocol_from_the_working_directory_imports(tmp_path: Path) -> None:
+    """As uvicorn imports it: the working directory is on sys.path before the option is checked."""
+    (tmp_path / "myproto.py").write_text("from uvicorn.protocols.websockets.wsproto_impl import WSProtocol\n")
+    done = subprocess.run(
+        [str(EXE), "run", "missing.yaml", "--ws", "myproto:WSProtocol"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--ws" not in done.stderr and "cannot read file" in done.stderr, done.stderr  # the next check failed
