@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway import ConfigError, load_config
-from asgi_ws_gateway.config import MAX_VALUES
+from asgi_ws_gateway.loading import MAX_VALUES
 
 API = """\
 apis:
@@ -74,3 +74,24 @@ def test_nesting_deeper_than_the_parser_recurses_is_one_problem_not_a_traceback(
     tmp_path: Path, name: str, text: str
 ) -> None:
     assert _problems(tmp_path, name, text) == [f"{tmp_path / name}: nested too deeply to read"]
+
+
+SCHEMAS = {
+    "broken.yaml": ("type: [object\n", "not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+    "broken.json": ('{"type": ', "not valid JSON: Expecting value: line 1 column 10 (char 9)"),
+    "deep.json": ('{"allOf": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply to read"),
+    "cycle.yaml": ("allOf: &r [*r]\n", "an alias refers to a value that contains it"),
+    "bomb.yaml": (_bomb(11, 6) + "enum: *a5\n", "holds more than 1,000,000 values once its aliases are expanded"),
+}
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_a_hostile_json_schema_file_is_one_problem_by_field_path(tmp_path: Path, name: str) -> None:
+    """validate-message's schema_file is read as the configuration is (a YAML error used to be a traceback)."""
+    text, message = SCHEMAS[name]
+    (tmp_path / name).write_text(text)
+    config = (
+        API + f"    message_policies:\n      inbound:\n        - validate-message: {{schema_file: {tmp_path / name}}}\n"
+    )
+    field = "apis[0].message_policies.inbound[0].validate-message.schema_file"
+    assert _problems(tmp_path, "gateway.yaml", config) == [f"{field}: {message}"]

@@ -19,11 +19,12 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement, RedisStore
 from asgi_ws_gateway.management.errors import Unavailable
 from asgi_ws_gateway.management.overlay import Overlay
+from asgi_ws_gateway.management.redis_store import state_key
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.management import TOKEN, api, managed_gateway
 from support.processes import EXE
-from support.redis import RedisServer, unique_prefix
+from support.redis import SHARED_REDIS, RedisServer, unique_prefix
 from support.servers import UvicornServer, free_port
 from support.upstream import UpstreamServer
 
@@ -149,7 +150,8 @@ async def test_a_state_file_that_cannot_be_read_is_503_until_it_can(
         async with managed.http() as http:
             assert (await http.post("apis", json=added)).status_code == 201
             saved = state.read_bytes()
-            for broken in (b'{"format": 1, "revision": "x"}', b"\xff\xfe", b"{bad"):
+            deep = b'{"apis": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            for broken in (b'{"format": 1, "revision": "x"}', b"\xff\xfe", b"{bad", deep):
                 state.write_bytes(broken)
                 for method, path, body in [("GET", "apis", None), ("DELETE", "apis/added", None)]:
                     response = await http.request(method, path, json=body)
@@ -185,3 +187,19 @@ def test_a_state_file_that_is_not_a_state_document_fails_start_up_with_the_reaso
         f"management API: cannot read the stored changes ({state} is not a state document (KeyError: 'revision'))"
     )
     assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+async def test_a_state_document_in_redis_that_is_not_one_is_unavailable_not_a_500() -> None:
+    """Something else wrote the key (another tool, a hand edit): the store says so, with the key in the log."""
+    prefix = unique_prefix()
+    store = RedisStore.from_url(SHARED_REDIS, prefix=prefix)
+    try:
+        await store.update(lambda overlay: overlay.next())
+        await store.client.hset(state_key(prefix), "doc", "[not a state document")
+        with pytest.raises(Unavailable) as info:
+            await store.load()
+        assert info.value.detail == "the state store (Redis) failed: StateFileInvalid"
+        assert str(info.value.__cause__).startswith(f"{state_key(prefix)} in Redis is not a state document (")
+    finally:
+        await store.client.delete(state_key(prefix))
+        await store.aclose()

@@ -25,7 +25,15 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
-from .loading import LoadRefused, allowed_modules, check_file, check_import, deferred_imports, import_object
+from .loading import (
+    LoadRefused,
+    alias_problem,
+    allowed_modules,
+    check_file,
+    check_import,
+    deferred_imports,
+    import_object,
+)
 from .plugins import MODULE_NAME, load_plugins
 from .redact import redact_text
 from .redis_client import parse_redis_url
@@ -44,7 +52,6 @@ MAX_SUBSCRIPTIONS = 100_000
 MAX_SETTING = 16384  # characters of one string in a policy's settings (a PEM certificate chain fits)
 MAX_ITEMS = 1024  # entries of one list or mapping in a policy's settings
 MAX_DEPTH = 16  # nesting of a policy's settings
-MAX_VALUES = 1_000_000  # values in a configuration file, YAML aliases expanded (an alias bomb stops here)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -768,38 +775,10 @@ def _read_file(path: Path) -> Any:
         raise ConfigError([_yaml_problem(path, exc)], str(path)) from None
     except RecursionError:  # the parsers recurse per level of nesting
         raise ConfigError([f"{path}: nested too deeply to read"], str(path)) from None
-    problem = _alias_problem(data)
+    problem = alias_problem(data)
     if problem:
         raise ConfigError([f"{path}: {problem}"], str(path))
     return data
-
-
-def _alias_problem(data: Any) -> str | None:
-    """What is wrong with the YAML aliases of ``data``, if anything: PyYAML shares an aliased value
-    instead of copying it, so ten lines can stand for a billion values (an "alias bomb") that
-    validation would walk one by one, and an alias inside its own anchor is a value that contains
-    itself. Each shared mapping or list is measured once."""
-    sizes: dict[int, int] = {}  # values a container stands for, expanded (capped past the limit)
-    open_: set[int] = set()  # containers being measured: meeting one again is a cycle
-    pending: list[tuple[Any, bool]] = [(data, False)]
-    while pending:
-        node, children_done = pending.pop()
-        children = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None or (not children_done and id(node) in sizes):
-            continue
-        if not children_done:
-            if id(node) in open_:
-                return "an alias refers to a value that contains it"
-            open_.add(id(node))
-            pending.append((node, True))
-            pending.extend((child, False) for child in children if isinstance(child, dict | list))
-            continue
-        total = 1 + sum(sizes.get(id(child), 1) if isinstance(child, dict | list) else 1 for child in children)
-        sizes[id(node)] = min(total, MAX_VALUES + 1)
-        open_.discard(id(node))
-    if sizes.get(id(data), 0) > MAX_VALUES:
-        return f"holds more than {MAX_VALUES:,} values once its aliases are expanded"
-    return None
 
 
 def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 REFUSED = "not allowed through the management API"
+MAX_VALUES = 1_000_000
+"""Values a YAML file (configuration, JSON Schema) may stand for with its aliases expanded."""
 
 
 class LoadRefused(ValueError):
@@ -176,10 +178,40 @@ def allowed_modules(entries: Iterable[str]) -> set[str]:
     return found
 
 
+def alias_problem(data: Any) -> str | None:
+    """What is wrong with the YAML aliases of ``data``, if anything: PyYAML shares an aliased value
+    instead of copying it, so ten lines can stand for a billion values (an "alias bomb") that
+    validation would walk one by one, and an alias inside its own anchor is a value that contains
+    itself. Each shared mapping or list is measured once."""
+    sizes: dict[int, int] = {}  # values a container stands for, expanded (capped past the limit)
+    open_: set[int] = set()  # containers being measured: meeting one again is a cycle
+    pending: list[tuple[Any, bool]] = [(data, False)]
+    while pending:
+        node, children_done = pending.pop()
+        children = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None or (not children_done and id(node) in sizes):
+            continue
+        if not children_done:
+            if id(node) in open_:
+                return "an alias refers to a value that contains it"
+            open_.add(id(node))
+            pending.append((node, True))
+            pending.extend((child, False) for child in children if isinstance(child, dict | list))
+            continue
+        total = 1 + sum(sizes.get(id(child), 1) if isinstance(child, dict | list) else 1 for child in children)
+        sizes[id(node)] = min(total, MAX_VALUES + 1)
+        open_.discard(id(node))
+    if sizes.get(id(data), 0) > MAX_VALUES:
+        return f"holds more than {MAX_VALUES:,} values once its aliases are expanded"
+    return None
+
+
 __all__ = [
+    "MAX_VALUES",
     "REFUSED",
     "Gate",
     "LoadRefused",
+    "alias_problem",
     "allowed_modules",
     "check_file",
     "check_import",

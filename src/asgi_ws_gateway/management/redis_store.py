@@ -22,7 +22,7 @@ from typing import TypeVar
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .errors import Unavailable
 from .overlay import Overlay
-from .store import Change
+from .store import Change, StateFileInvalid
 
 T = TypeVar("T")
 
@@ -73,7 +73,11 @@ class RedisStore:
 
     async def load(self) -> Overlay:
         document = await self._call(lambda: self.client.hget(self._key, "doc"))
-        return Overlay.from_json(document) if document else Overlay()
+        try:
+            return Overlay.from_json(document) if document else Overlay()
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # written there by something else
+            cause = StateFileInvalid(f"{self._key} in Redis is not a state document ({type(exc).__name__}: {exc})")
+            raise Unavailable("the state store (Redis) failed: StateFileInvalid") from cause
 
     async def update(self, change: Change) -> Overlay:
         for _ in range(MAX_ATTEMPTS):

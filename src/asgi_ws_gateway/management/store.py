@@ -120,7 +120,7 @@ class FileStore:
             return Overlay()
         try:
             return Overlay.from_json(text)
-        except (ValueError, KeyError, TypeError) as exc:  # JSON, UTF-8, a field missing or of another type
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON, UTF-8, fields, nesting
             raise StateFileInvalid(f"{self.path} is not a state document ({type(exc).__name__}: {exc})") from None
 
     def _update(self, change: Change) -> Overlay:

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from ..loading import LoadRefused, import_object, read_file, retrieve_reference
+from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
     Direction,
@@ -157,14 +157,22 @@ def _read_schema(path: str) -> Any:
         raise PolicyProblem("schema_file", f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise PolicyProblem("schema_file", "not UTF-8 text") from None
-    try:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+    import yaml
 
-            return yaml.safe_load(text)
-        return json.loads(text)
+    try:
+        schema = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
     except ValueError as exc:
-        raise PolicyProblem("schema_file", f"not valid JSON or YAML: {exc}") from None
+        raise PolicyProblem("schema_file", f"not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise PolicyProblem("schema_file", f"not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:  # the parsers recurse per level of nesting
+        raise PolicyProblem("schema_file", "nested too deeply to read") from None
+    problem = alias_problem(schema)
+    if problem:
+        raise PolicyProblem("schema_file", problem)
+    return schema
 
 
 class TransformMessageSettings(PolicySettings):
