@@ -114,3 +114,15 @@ def test_a_ws_protocol_from_the_working_directory_imports(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 2
     assert "--ws" not in done.stderr and "cannot read file" in done.stderr, done.stderr  # the next check failed
+
+
+def test_a_management_port_equal_to_the_port_is_refused(tmp_path: Path) -> None:
+    """Both sockets bound (SO_REUSEADDR), and every request on the public port was the management API's."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    done = subprocess.run(
+        [str(EXE), "run", str(config), "--port", "18999", "--management-port", "18999"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "error: --management-port must differ from --port" in done.stderr
