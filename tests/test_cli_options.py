@@ -22,6 +22,7 @@ ARGUMENTS = {
     "--port -1": ("--port", "-1", "argument --port: -1 is not a port (0 to 65535)"),
     "--port x": ("--port", "x", "argument --port: 'x' is not a whole number"),
     "--management-port 0": ("--management-port", "0", "argument --management-port: 0 is not a port (1 to 65535)"),
+    "--management /": ("--management", "/", "argument --management: '/': a path of its own, e.g. /_gateway"),
     "--workers 0": ("--workers", "0", f"argument --workers: 0: from 1 to {8 * CPUS}"),
     "--workers many": ("--workers", str(8 * CPUS + 1), f"argument --workers: {8 * CPUS + 1}: from 1 to {8 * CPUS}"),
 }

@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="logging configuration instead of the default: dictConfig .json/.yaml, or fileConfig .ini",
     )  # fmt: skip
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
-    managed.add_argument("--management", metavar="PATH", help="serve the management API at this path, e.g. /_gateway")
+    managed.add_argument(
+        "--management", metavar="PATH", type=_management_path,
+        help="serve the management API at this path, e.g. /_gateway (no API may live under it)",
+    )  # fmt: skip
     managed.add_argument("--management-port", metavar="PORT", type=_own_port, help="or on its own port (at its root)")
     managed.add_argument(
         "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
@@ -181,6 +184,13 @@ def _own_port(value: str) -> int:
     if port == 0:
         raise argparse.ArgumentTypeError("0 is not a port (1 to 65535)")
     return port
+
+
+def _management_path(value: str) -> str:
+    """``--management``: a path of its own (``/`` would leave it nowhere to answer)."""
+    if not value.strip("/"):
+        raise argparse.ArgumentTypeError(f"{value!r}: a path of its own, e.g. /_gateway")
+    return value
 
 
 def _workers(value: str) -> int:

@@ -84,6 +84,8 @@ class GatewayManagement:
         sample_interval: float = 5.0,
         sample_window: float = 900.0,
     ) -> None:
+        if not path.strip("/"):
+            raise ValueError("the management API needs a path of its own, e.g. /_gateway (or a port)")
         if max_body_size <= 0 or body_timeout <= 0:
             raise ValueError("max_body_size and body_timeout must be positive")
         if not 0 < sample_interval <= sample_window:
@@ -97,6 +99,8 @@ class GatewayManagement:
             store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix)
             bus = bus or RedisBus(connect(redis_url, decode_responses=True), prefix=redis_prefix)
         self.app = app
+        self.path = "/" + path.strip("/")
+        self.port = port
         self.manager = Manager(
             gateway or find_gateway(app),
             store=store,
@@ -105,11 +109,10 @@ class GatewayManagement:
             allowed_asgi_upstreams=allowed_asgi_upstreams,
             sample_interval=sample_interval,
             sample_window=sample_window,
+            reserved_path=self.path if port is None else None,
         )
         limits = BodyLimits(max_bytes=max_body_size, timeout=body_timeout)
         self.api = create_management_app(self.manager, auth=auth, limits=limits)
-        self.path = "/" + path.strip("/")
-        self.port = port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -27,7 +27,7 @@ from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, Unavailable
-from .overlay import Overlay, api_document, merge, validate
+from .overlay import InvalidChange, Overlay, api_document, merge, validate
 from .store import MemoryStore, StateStore
 from .watch import Watch
 
@@ -67,8 +67,10 @@ class Manager:
         allowed_asgi_upstreams: Iterable[str] = (),
         sample_interval: float = 5.0,
         sample_window: float = 900.0,
+        reserved_path: str | None = None,
     ) -> None:
         self.gateway = gateway
+        self.reserved_path = reserved_path  # where the management API is served: no API may live under it
         self.base: GatewayConfig = gateway.config
         allowed = [*allowed_asgi_upstreams, *self.base.management.allowed_asgi_upstreams]
         self.gate = operator_gate(self.base, allowed_modules(allowed))
@@ -88,6 +90,9 @@ class Manager:
 
     async def start(self) -> None:
         """Apply the stored changes to the gateway and join the bus. Raises ``ConfigError``."""
+        shadowed = self._shadowed(self.base)
+        if shadowed:
+            raise ConfigError(shadowed)
         try:
             await self._apply(await self.store.load())
         except ConfigError as exc:
@@ -150,13 +155,27 @@ class Manager:
                 logger.warning("management: the state store answers again")
                 unavailable = False
 
+    def _shadowed(self, config: GatewayConfig, subject: str | None = None) -> list[str]:
+        """APIs under the management API's path: it takes their requests first, so they would never be served."""
+        root = self.reserved_path
+        if root is None:
+            return []
+        return [
+            f"{'path' if api.name == subject else f'apis[{i}].path'}: '{api.path}' is under the management API's "
+            f"path '{root}', which would take its requests"
+            for i, api in enumerate(config.apis)
+            if api.path == root or api.path.startswith(root.rstrip("/") + "/")
+        ]
+
     async def _change(
         self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, drain: bool = False
     ) -> Overlay:
         def checked(current: Overlay) -> Overlay:
             new = change(current)
             with restricted(self.gate):  # refused before anything is imported or read
-                validate(self.base, new, subject)
+                shadowed = self._shadowed(validate(self.base, new, subject), subject)
+            if shadowed:
+                raise InvalidChange(shadowed)
             return new
 
         try:
