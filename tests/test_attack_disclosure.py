@@ -199,6 +199,7 @@ FORGED = [
     ("/rooms/%E2%80%AEforged-4", "\\u202eforged-4", 101),  # RIGHT-TO-LEFT OVERRIDE hides text
     ("/rooms/x%1B%5B2Kforged-5", "x\\x1b[2Kforged-5", 400),  # a terminal escape (erase line)
     ("/rooms/x%5Cnforged-6", "x\\\\nforged-6", 400),  # a literal backslash-n cannot pass for an escape
+    ("/rooms/x%22%20101%20forged-7", "x\\x22 101 forged-7", 101),  # a quote would end the request field
 ]
 
 

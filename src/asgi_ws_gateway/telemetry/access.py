@@ -34,8 +34,9 @@ _CONNECTION = (
 )
 _REFUSAL = '%s - "WebSocket %s" %s %s %s (%s) in %.3fs, trace_id=%s span_id=%s'
 # Control and line-breaking characters a client can put in a path (%0d%0a) or a token's subject:
-# in a text line they would forge log lines or hide text, so they are written as escapes.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]")
+# in a text line they would forge log lines or hide text, so they are written as escapes; so is the
+# double quote, which would close the quoted request (%22) and let fields be forged after it.
+_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\"]')
 
 
 class AccessLog:
@@ -112,12 +113,17 @@ def _json_line(fields: Fields) -> str:
 
 
 def _printable(value: Any) -> Any:
-    """``value`` with unprintable characters (and the backslash) escaped as ``\\xNN``/``\\uNNNN``."""
+    """``value`` with unprintable characters, the backslash and ``"`` escaped (``\\xNN``/``\\uNNNN``)."""
     if not isinstance(value, str):
         return value
-    if value.isprintable() and "\\" not in value:  # every character _UNPRINTABLE finds but "\\" is not printable
+    if value.isprintable() and "\\" not in value and '"' not in value:  # what _UNPRINTABLE finds, fast
         return value
-    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), value)
+    return _UNPRINTABLE.sub(_escape, value)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    return "\\x22" if char == '"' else char.encode("unicode_escape").decode("ascii")  # as nginx writes a quote
 
 
 def _text_line(fields: Fields) -> tuple[Any, ...]:
