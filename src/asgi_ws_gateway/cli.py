@@ -32,6 +32,7 @@ from .schema import json_schema
 from .server.logconfig import run_log_config
 from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 from .standalone import ACCESS_LOG_ENV, CONFIG_ENV
+from .telemetry.providers import environment_config_problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(json_schema(), indent=2))
             return 0
         config = load_config(args.config)
+        if args.command == "run":  # what each worker would find wrong in OTEL_*, said once, before serving
+            environment = environment_config_problems(config.telemetry)
+            if environment:
+                raise ConfigError(environment, "environment")
     except ConfigError as exc:
         if args.command == "check" and args.json:
             print(json.dumps({"valid": False, "problems": exc.problems}))
@@ -150,6 +155,9 @@ def _run(args: argparse.Namespace) -> int:
         app = "asgi_ws_gateway.standalone:create_app"
     try:
         return serve(app, _uvicorn_options(args), management_port=args.management_port)
+    except ConfigError as exc:  # raised while the app is built, in this process (one worker)
+        print(exc, file=sys.stderr)
+        return 2
     except SystemExit as exc:  # uvicorn exits 3 on a failed bind: our 3 means "not found"
         if exc.code == STARTUP_FAILURE:
             return EXIT_START_FAILED

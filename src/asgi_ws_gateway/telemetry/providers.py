@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
@@ -23,6 +23,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 from ..config import TelemetryConfig
 from ..errors import ConfigError
+from .environment import Signal, environment_problems
 from .names import DEFAULT_SERVICE_NAME
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Signal = Literal["traces", "metrics", "logs"]
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROTOCOL = "grpc"
 """As the Python SDK's own auto-configuration (``OTEL_EXPORTER_OTLP_PROTOCOL`` unset)."""
@@ -110,6 +110,9 @@ def resolve_providers(
     own = [signal for signal in wanted if _export_requested(config, signal, environ)]
     if not own:
         return providers
+    problems = _problems(own, environ)
+    if problems:
+        raise ConfigError(problems, "environment")
     resource = _resource()
     for signal in own:
         protocol = _protocol(signal, environ)
@@ -125,6 +128,20 @@ def resolve_providers(
             providers.owned.append(log)
     logger.info("exporting %s over OTLP (%s)", ", ".join(own), ", ".join(sorted({_protocol(s, environ) for s in own})))
     return providers
+
+
+def environment_config_problems(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """What :func:`resolve_providers` would refuse in ``environ``, for a process without providers of its
+    own (``run`` checks it before serving: a worker would fail with it)."""
+    if not config.enabled:
+        return []
+    signals: list[Signal] = ["traces", "metrics", "logs"] if config.export_logs else ["traces", "metrics"]
+    return _problems([s for s in signals if _export_requested(config, s, environ)], environ)
+
+
+def _problems(signals: list[Signal], environ: Mapping[str, str]) -> list[str]:
+    protocols = (_protocol_problem(signal, environ) for signal in signals)
+    return list(dict.fromkeys([*(p for p in protocols if p), *environment_problems(signals, environ)]))
 
 
 def _global_tracer_provider() -> TracerProvider | None:
@@ -158,10 +175,16 @@ def _protocol(signal: Signal, environ: Mapping[str, str]) -> str:
     name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
     if not environ.get(name):
         name = "OTEL_EXPORTER_OTLP_PROTOCOL"
-    protocol = environ.get(name, "").strip() or DEFAULT_PROTOCOL
-    if protocol not in PROTOCOLS:
-        raise ConfigError([f"{name}: {protocol!r} is not supported (grpc or http/protobuf)"], "environment")
-    return protocol
+    return environ.get(name, "").strip() or DEFAULT_PROTOCOL
+
+
+def _protocol_problem(signal: Signal, environ: Mapping[str, str]) -> str | None:
+    protocol = _protocol(signal, environ)
+    if protocol in PROTOCOLS:
+        return None
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+    name = name if environ.get(name) else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    return f"{name}: {protocol!r} is not supported (grpc or http/protobuf)"
 
 
 def _resource() -> Resource:
@@ -280,5 +303,6 @@ __all__ = [
     "SCHEDULE_DELAY_MS",
     "SPANS_VARIABLE",
     "Providers",
+    "environment_config_problems",
     "resolve_providers",
 ]

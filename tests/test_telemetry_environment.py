@@ -1,0 +1,74 @@
+"""Numeric ``OTEL_*`` variables the SDK would ignore (with a traceback) or refuse (a bare ValueError,
+exit 1): a start-up ``ConfigError`` naming each, for the signals the gateway exports itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from asgi_ws_gateway import ConfigError
+from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.telemetry.providers import environment_config_problems, resolve_providers
+from support.processes import EXE
+
+ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+BAD = {
+    "OTEL_BSP_SCHEDULE_DELAY=abc": ("OTEL_BSP_SCHEDULE_DELAY", "abc", "'abc' is not a whole number"),
+    "OTEL_BSP_SCHEDULE_DELAY=0": ("OTEL_BSP_SCHEDULE_DELAY", "0", "0 is below 1"),
+    "OTEL_BSP_MAX_QUEUE_SIZE=-1": ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "-1 is below 1"),
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=4096": (
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096", "4096 is more than the queue holds (2048)",
+    ),
+    "OTEL_SPAN_EVENT_COUNT_LIMIT=-1": ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1", "-1 is below 0"),
+    "OTEL_METRIC_EXPORT_INTERVAL=0": ("OTEL_METRIC_EXPORT_INTERVAL", "0", "0 is below 1"),
+    "OTEL_METRIC_EXPORT_TIMEOUT=1.5": ("OTEL_METRIC_EXPORT_TIMEOUT", "1.5", "'1.5' is not a whole number"),
+    "OTEL_EXPORTER_OTLP_TIMEOUT=nan": ("OTEL_EXPORTER_OTLP_TIMEOUT", "nan", "'nan' is not a positive number"),
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=-3": (
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "-3", "'-3' is not a positive number",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "value", "problem"), BAD.values(), ids=BAD.keys())
+def test_a_value_the_sdk_would_not_take_is_a_config_error_naming_it(name: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_providers(TelemetryConfig(), environ={**ENDPOINT, name: value})
+    assert info.value.problems == [f"{name}: {problem}"]
+    assert info.value.source == "environment"
+
+
+def test_every_problem_is_listed_once() -> None:
+    environ = {**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "thrift", "OTEL_EXPORTER_OTLP_TIMEOUT": "0",
+               "OTEL_BSP_SCHEDULE_DELAY": "soon"}  # fmt: skip
+    assert environment_config_problems(TelemetryConfig(), environ) == [
+        "OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' is not supported (grpc or http/protobuf)",
+        "OTEL_BSP_SCHEDULE_DELAY: 'soon' is not a whole number",
+        "OTEL_EXPORTER_OTLP_TIMEOUT: '0' is not a positive number",
+    ]
+
+
+def test_values_the_sdk_takes_pass_and_a_signal_not_exported_is_not_checked() -> None:
+    good = {**ENDPOINT, "OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "0",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5", "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}  # fmt: skip
+    assert environment_config_problems(TelemetryConfig(), good) == []
+    no_traces = {**ENDPOINT, "OTEL_TRACES_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "abc"}
+    assert environment_config_problems(TelemetryConfig(), no_traces) == []
+    assert environment_config_problems(TelemetryConfig(), {"OTEL_BSP_SCHEDULE_DELAY": "abc"}) == []  # no export
+
+
+def test_run_refuses_them_before_serving(tmp_path: Path) -> None:
+    """The SDK raised while the app was built: a traceback and exit 1 (or, for 'abc', a traceback in
+    the log and its own default of 5 s)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    env = {**os.environ, **ENDPOINT, "OTEL_METRIC_EXPORT_INTERVAL": "0", "OTEL_BSP_SCHEDULE_DELAY": "abc"}
+    done = subprocess.run(
+        [str(EXE), "run", str(config), "--port", "0"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "invalid gateway configuration in environment (2 problem(s)):" in done.stderr
+    assert "OTEL_METRIC_EXPORT_INTERVAL: 0 is below 1" in done.stderr
