@@ -190,6 +190,27 @@ def test_start_up_warns_about_a_file_without_apis(tmp_path: Path, caplog: pytest
     assert len(warnings) == 1 and "no WebSocket APIs are configured" in warnings[0].getMessage()
 
 
+def test_trusted_proxies_that_take_in_the_internet_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0.0.0.0/0 (or any IPv4 network wider than a /8, IPv6 than a /16) lets any client there pick the
+    address ip-filter and the limits see: valid, but warned at check and at start-up."""
+    from asgi_ws_gateway import WebSocketGateway
+    from asgi_ws_gateway.config import config_warnings
+    from asgi_ws_gateway.standalone import not_found
+
+    config = {"trusted_proxies": ["0.0.0.0/0", "10.0.0.0/8", "128.0.0.0/1", "2001:db8::/32", "::/0", "127.0.0.1"],
+              "apis": [_api("a", "/a")]}  # fmt: skip
+    warnings = config_warnings(load_config(config))
+    assert [w.split(" trusts")[0] for w in warnings] == [
+        "trusted_proxies: 0.0.0.0/0", "trusted_proxies: 128.0.0.0/1", "trusted_proxies: ::/0",
+    ]  # fmt: skip
+    assert warnings[0].endswith("by sending x-forwarded-for; list the proxies' own addresses")
+    with caplog.at_level("WARNING", logger="asgi_ws_gateway.middleware"):
+        WebSocketGateway(not_found, config=config)
+    assert sum("trusted_proxies: 0.0.0.0/0 trusts" in r.getMessage() for r in caplog.records) == 1
+
+
 @pytest.mark.parametrize(
     ("value", "got"), [("AUTO", "'AUTO'"), (None, "None"), ([True], "[True]"), ({"on": 1}, "{'on': 1}")]
 )

@@ -791,16 +791,28 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
 
 
 def config_warnings(config: GatewayConfig) -> list[str]:
-    """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be."""
+    """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be; a
+    trusted proxy network so wide that clients on the internet name their own address."""
+    broad = [
+        f"trusted_proxies: {network} trusts more addresses than any proxy fleet has (a /{net.prefixlen}): "
+        "a client there chooses the address ip-filter, limits and the log see, by sending "
+        f"{config.forwarded_header}; list the proxies' own addresses"
+        for network in config.trusted_proxies
+        if (net := parse_network(network)).prefixlen < (8 if net.version == 4 else 16)
+    ]
     if not config.apis:
         return [
             "no WebSocket APIs are configured (is the file empty?): every WebSocket request gets 404 "
-            "until APIs are added, e.g. through the management API"
+            "until APIs are added, e.g. through the management API",
+            *broad,
         ]
     return [
-        f"API {api.name}: passthrough: true cannot splice an in-process (asgi:) upstream; it is relayed"
-        for api in config.apis
-        if api.passthrough is True and any(u.kind == "asgi" for u in api.upstreams)
+        *(
+            f"API {api.name}: passthrough: true cannot splice an in-process (asgi:) upstream; it is relayed"
+            for api in config.apis
+            if api.passthrough is True and any(u.kind == "asgi" for u in api.upstreams)
+        ),
+        *broad,
     ]
 
 
