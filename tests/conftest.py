@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -95,4 +97,13 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def reader() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
+    """A meter provider read on demand (``get_metrics_data``), and its reader."""
+    metric_reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[metric_reader], shutdown_on_exit=False)
+    yield provider, metric_reader
     provider.shutdown()

@@ -258,6 +258,7 @@ ALLOWED_LOADERS = {
     "management/console.py": "its own static files",
     "management/__init__.py": "lazy imports of its own submodules",
     "telemetry/providers.py": "OTEL_* environment variables",
+    "telemetry/environment.py": "OTEL_* environment variables (checks the numbers providers.py passes it)",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
     "server/http.py": "its request-head timeout from the environment the operator set",
 }

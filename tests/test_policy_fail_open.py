@@ -7,7 +7,6 @@ as large as the traffic) and no metric said how many went unchecked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,6 @@ LIMITS = {
     "quota-by-key": {"key": "{client.ip}", "limit": 1000},
     "limit-concurrency": {"key": "{client.ip}", "max": 1000},
 }
-
-
-@pytest.fixture
-def reader() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
-    metric_reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[metric_reader], shutdown_on_exit=False)
-    yield provider, metric_reader
-    provider.shutdown()
 
 
 def _unchecked_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str], int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +38,6 @@ SCOPE: dict[str, Any] = {
 
 def _config(**telemetry: Any) -> GatewayConfig:
     return load_config(build_config("ws://127.0.0.1:9/echo", telemetry=telemetry))
-
-
-@pytest.fixture
-def reader() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
-    metric_reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[metric_reader], shutdown_on_exit=False)
-    yield provider, metric_reader
-    provider.shutdown()
 
 
 # -- providers -------------------------------------------------------------------------------------
