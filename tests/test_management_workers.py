@@ -58,6 +58,11 @@ async def test_changes_and_connection_commands_reach_every_worker(
                     break
             assert len(live) == len(sockets)
             assert len({c["worker"] for c in live}) >= 2, "the kernel gave every connection to one worker"
+            # A page: the oldest three over every worker (each sends at most three), and how many are open.
+            page = (await client._call("GET", "connections", params={"api": "echo", "limit": "3"})).json()
+            oldest = sorted(live, key=lambda c: c["opened_at"])[:3]
+            assert [c["id"] for c in page["connections"]] == [c["id"] for c in oldest]
+            assert page["total"] == len(sockets)
             by_port = {ws.local_address[1]: ws for ws in sockets.values()}
             crossed = {"send": 0, "kick": 0}
             for connection in live:

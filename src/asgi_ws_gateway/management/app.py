@@ -32,7 +32,7 @@ from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
-from .service import Manager, etag
+from .service import DEFAULT_LISTED, MAX_LISTED, Manager, etag
 
 logger = logging.getLogger(__name__)
 
@@ -278,9 +278,16 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
 
     # -- connections --
     async def list_connections(request: Request) -> Response:
-        found, answered, expected = await manager.connections(request.query_params.get("api"))
-        workers = {"answered": answered, "expected": expected}
-        return JSONResponse({"connections": found, "workers": workers, "served_by": manager.bus.worker})
+        limit = _number(request, "limit")
+        if limit is not None and (limit != int(limit) or not 1 <= limit <= MAX_LISTED):
+            raise Invalid("invalid query", [f"limit: an integer from 1 to {MAX_LISTED}"])
+        listed = await manager.connections(
+            request.query_params.get("api"), DEFAULT_LISTED if limit is None else int(limit)
+        )
+        workers = {"answered": listed.answered, "expected": listed.expected}
+        return JSONResponse(
+            {"connections": listed.found, "total": listed.total, "workers": workers, "served_by": manager.bus.worker}
+        )
 
     async def send_message(request: Request) -> Response:
         holder = await manager.send(request.path_params["id"], _message(await json_body(request)))

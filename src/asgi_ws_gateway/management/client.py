@@ -228,9 +228,11 @@ class ManagementClient:
         await self._call("DELETE", f"subscriptions/{subscription_id}")
 
     # -- live connections --
-    async def list_connections(self, api: str | None = None) -> list[Connection]:
-        """Open connections on every worker of the gateway."""
-        params = {"api": api} if api else None
+    async def list_connections(self, api: str | None = None, *, limit: int | None = None) -> list[Connection]:
+        """The oldest open connections on every worker of the gateway (``limit``: the server's default, 1000)."""
+        params = {"api": api} if api else {}
+        if limit is not None:
+            params["limit"] = str(limit)
         return cast(list[Connection], (await self._call("GET", "connections", params=params)).json()["connections"])
 
     async def send(self, connection_id: str, data: str | bytes) -> str:

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from ..config import ApiConfig
+from .service import DEFAULT_LISTED, MAX_LISTED
 from .subscriptions import Product, SubscriptionRequest, SubscriptionResource
 
 _REF = "#/components/schemas/{model}"
@@ -75,6 +76,12 @@ _LIMIT = {
     "in": "query",
     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "description": "how many refusals at most",
+}
+_LISTED = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LISTED, "default": DEFAULT_LISTED},
+    "description": "how many connections at most, the oldest first",
 }
 _WORKERS = {
     "type": "object",
@@ -265,18 +272,20 @@ def openapi_document() -> dict[str, Any]:
         },
         "/connections": {
             "get": _op(
-                "Open connections on every worker (?api=)",
+                "The oldest open connections on every worker (?api=, ?limit=), and how many are open",
                 {
                     "200": _json(
                         {
                             "type": "object",
                             "properties": {
                                 "connections": {"type": "array", "items": _ref("Connection")},
+                                "total": {"type": "integer", "description": "open connections in all"},
                                 "workers": {"type": "object"},
                             },
                         }
                     )
                 },
+                params=[_API_FILTER, _LISTED],
             )
         },
         "/connections/{id}/messages": {

@@ -12,10 +12,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import ApiConfig, GatewayConfig, shorten
@@ -30,6 +32,11 @@ from .errors import Conflict, Invalid, NotFound, PreconditionFailed, Unavailable
 from .overlay import InvalidChange, Overlay, api_document, merge, validate
 from .store import MemoryStore, StateStore
 from .watch import Watch
+
+DEFAULT_LISTED = 1000
+"""Open connections ``GET /connections`` lists when it is not given a ``limit``."""
+MAX_LISTED = 10_000
+"""The most it lists at once."""
 
 logger = logging.getLogger(__name__)
 
@@ -329,11 +336,17 @@ class Manager:
 
     # -- live connections (every worker) --------------------------------------------------------
 
-    async def connections(self, api: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
-        """Open connections on every worker; also how many workers answered, of how many."""
-        answers = await self.bus.gather({"op": "list", "api": api})
+    async def connections(self, api: str | None = None, limit: int = DEFAULT_LISTED) -> Listed:
+        """The ``limit`` oldest open connections over every worker, and how many are open in all.
+
+        Each worker sends at most ``limit`` (through Redis in the shared mode): a gateway holding
+        100,000 connections answers a listing, or the live console's poll, with a page, not megabytes.
+        """
+        answers = await self.bus.gather({"op": "list", "api": api, "limit": limit})
         found = [c for reply in answers.replies for c in reply.get("connections", [])]
-        return sorted(found, key=lambda c: c["opened_at"]), len(answers.replies), answers.expected
+        total = sum(int(reply.get("total", len(reply.get("connections", [])))) for reply in answers.replies)
+        oldest = heapq.nsmallest(limit, found, key=lambda c: c["opened_at"])
+        return Listed(oldest, total, len(answers.replies), answers.expected)
 
     async def send(self, connection_id: str, data: str | bytes) -> str:
         """Send to the connection's client on whichever worker holds it; returns that worker's id."""
@@ -366,12 +379,12 @@ class Manager:
         if op in ("series", "refusals"):
             return self.watch.answer(command)
         if op == "list":
-            api = command.get("api")
-            return {
-                "connections": [
-                    _describe(c, self.bus.worker) for c in self.gateway.connections() if api is None or c.api == api
-                ]
-            }
+            api, limit = command.get("api"), command.get("limit")
+            held = [c for c in self.gateway.connections() if api is None or c.api == api]
+            total = len(held)
+            if isinstance(limit, int) and total > limit:
+                held = heapq.nsmallest(limit, held, key=lambda c: c.opened_at)
+            return {"connections": [_describe(c, self.bus.worker) for c in held], "total": total}
         connection_id = command.get("id")
         if not any(c.id == connection_id for c in self.gateway.connections()):
             return {"found": False}
@@ -389,6 +402,16 @@ class Manager:
             await asyncio.wait({closing}, timeout=0.5)
             return {"found": True, "done": True}
         return None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A page of open connections over every worker: the oldest ``found``, ``total`` open in all."""
+
+    found: list[dict[str, Any]]
+    total: int
+    answered: int
+    expected: int
 
 
 def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
@@ -435,4 +458,4 @@ def _describe(connection: Any, worker: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["Manager", "etag", "operator_gate"]
+__all__ = ["DEFAULT_LISTED", "MAX_LISTED", "Listed", "Manager", "etag", "operator_gate"]

@@ -23,7 +23,7 @@ const state = {
   interval: 5, window: 900,
   slots: new Map(), // slot index (time / interval) -> Map(series|api|label -> value); a missing slot is a gap
   apis: new Set(),
-  connections: [], refusals: [],
+  connections: [], total: 0, refusals: [],
   downSince: null, gaps: [],
 };
 const $ = (selector) => document.querySelector(selector);
@@ -48,7 +48,8 @@ async function poll() {
     try {
       const [series, listed, refused] = await Promise.all([call("metrics/series"), call("connections"), call("refusals")]);
       absorb(series);
-      state.connections = listed.connections; state.refusals = refused.refusals;
+      state.connections = listed.connections; state.total = listed.total ?? listed.connections.length;
+      state.refusals = refused.refusals;
       if (state.downSince !== null) { state.gaps.push([state.downSince, Date.now() / 1000]); state.downSince = null; }
       status("live · updated " + clock(Date.now() / 1000), "live");
       $("#status").dataset.polls = String(Number($("#status").dataset.polls || 0) + 1);
@@ -207,7 +208,9 @@ function renderConnections() {
     kick.onclick = () => act(c.id, "close", { code: 1000, reason: "closed from the console" }, row);
     actions.append(send, " ", kick);
   }
-  $("#connection-count").textContent = "(" + shown.length + " of " + state.connections.length + ")";
+  const listed = state.connections.length, open = state.total ?? listed;
+  $("#connection-count").textContent = "(" + shown.length + " of " + listed
+    + (open > listed ? ", the oldest of " + open + " open" : "") + ")";
 }
 
 async function act(id, what, body, row) {
