@@ -343,3 +343,23 @@ async def test_a_refusals_detail_stays_at_info_without_the_access_log(
         (r.levelno, r.getMessage().split(":")[0]) for r in caplog.records if r.name == "asgi_ws_gateway.middleware"
     ]
     assert details == [(logging.INFO, "API deny"), (logging.WARNING, "API down")]
+
+
+async def test_a_flood_of_5xx_refusals_is_one_warning_and_a_line_each_in_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its upstream down, every handshake is a 502: the detail WARNING used to be a second line each."""
+    config = {"apis": [{"name": "down", "path": "/ws/down", "upstreams": ["ws://127.0.0.1:9/"]}]}
+    caplog.set_level(logging.INFO)
+    with UvicornServer(create_app(config), ws=GATEWAY, log_level="info") as server:  # type: ignore[arg-type]
+        for _ in range(30):
+            assert (await expect_status(server.url("/ws/down")))[0] == 502
+        await server_idle(server)
+    details = [
+        r for r in caplog.records if r.name == "asgi_ws_gateway.middleware" and "handshake denied" in r.getMessage()
+    ]
+    assert [(r.levelno, r.getMessage().split(": ")[0]) for r in details] == [(logging.WARNING, "API down")]
+    access = [
+        r for r in caplog.records if r.name == "asgi_ws_gateway.access" and '"WebSocket /ws/down" 502' in r.getMessage()
+    ]
+    assert len(access) == 30

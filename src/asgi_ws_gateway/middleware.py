@@ -27,7 +27,7 @@ from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection,
 from .relay.pumps import Relay
 from .routing import Router
 from .startup import StartupFailure, built_by_starlette
-from .state.base import Store
+from .state.base import OutageLog, Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
 from .upstream.base import UpstreamConnection, tls_context
@@ -66,6 +66,8 @@ class _Api:
         # Passthrough opens the upstream itself: it needs every upstream on the network.
         self.can_splice = config.passthrough is not False and all(u.kind != "asgi" for u in config.upstreams)
         self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
+        # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
+        self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
         self.tls = [tls_context(u) if self.can_splice else None for u in config.upstreams]
 
 
@@ -429,11 +431,23 @@ class WebSocketGateway:
         access_logged: bool = False,
     ) -> None:  # fmt: skip
         # A 5xx is a failure on this side (warning); the client gets its detail only in development.
+        # Through a flood of them (the upstream down), one WARNING per reason now and then says how
+        # many: each refusal has its access line, span, metric and GET /refusals entry.
         # A 4xx's detail is what the client was told: at DEBUG when the access line (its reason and
         # policy) is written, so that a refused handshake is one line, in a flood too.
-        level = logging.WARNING if denial.status >= 500 else logging.DEBUG if access_logged else logging.INFO
-        logger.log(level, "API %s: handshake denied with %d (%s): %s", api.config.name, denial.status, denial.reason,
-                   redact.redact_text(denial.detail))  # fmt: skip
+        name, detail = api.config.name, redact.redact_text(denial.detail)
+        if denial.status >= 500:
+            logs = api.failure_logs
+            if len(logs) > 64 and denial.reason not in logs:  # reasons come from code: a bound all the same
+                logs.clear()
+            count = logs.setdefault(denial.reason, OutageLog()).event()
+            if count:
+                more = f" ({count - 1} more since the last such line)" if count > 1 else ""
+                logger.warning("API %s: handshake denied with %d (%s): %s%s", name, denial.status, denial.reason,
+                               detail, more)  # fmt: skip
+        else:
+            logger.log(logging.DEBUG if access_logged else logging.INFO, "API %s: handshake denied with %d (%s): %s",
+                       name, denial.status, denial.reason, detail)  # fmt: skip
         policy = getattr(denial, "policy", None)
         self.refusals.add(api=api.config.name, status=denial.status, reason=denial.reason,
                           policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
