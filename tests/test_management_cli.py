@@ -182,3 +182,26 @@ async def test_run_serves_the_management_api_on_its_own_port(config: Path) -> No
             assert await ws.recv() == "gateway port"
         code, _, _ = await cli("apis", "list", "--url", f"http://127.0.0.1:{gateway.port}/_gateway")
         assert code == 3  # the gateway's port has no management API: the standalone app answers 404
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(f"{k}: &{k} [{', '.join([f'*{p}'] * 11)}]\n" for p, k in zip("abcde", "bcdef", strict=True))
+            + "name: *f\n",
+            "holds more than 1,000,000 values once its aliases are expanded",
+        ),
+        ("name: &r [*r]\n", "an alias refers to a value that contains it"),
+        ("[" * 3000 + "]" * 3000 + "\n", "nested too deeply to read"),
+    ],
+    ids=["alias-bomb", "cycle", "deep"],
+)
+async def test_a_hostile_file_is_refused_before_anything_is_sent(tmp_path: Path, text: str, problem: str) -> None:
+    """``apis create FILE`` read an alias bomb as is, and expanding it to send it as JSON ate the shell's memory."""
+    path = tmp_path / "api.yaml"
+    path.write_text(text)
+    code, out, err = await cli("apis", "create", str(path), "--url", "http://127.0.0.1:9")  # nothing listens there
+    assert (code, out) == (2, "")
+    assert err == f"error: {path}: {problem}\n"

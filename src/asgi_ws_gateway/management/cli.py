@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import yaml
 
+from ..loading import alias_problem
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
 
@@ -190,7 +191,14 @@ async def _send(client: ManagementClient, args: argparse.Namespace) -> str:
 
 def _read(file: str) -> Any:
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    return yaml.safe_load(text)  # JSON is YAML
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML
+    except RecursionError:
+        raise ValueError(f"{file}: nested too deeply to read") from None
+    problem = alias_problem(data)  # its JSON, sent to the API, would be the aliases expanded
+    if problem:
+        raise ValueError(f"{file}: {problem}")
+    return data
 
 
 def _print(args: argparse.Namespace, result: Any) -> None:
