@@ -23,6 +23,12 @@ ARGUMENTS = {
     "--port x": ("--port", "x", "argument --port: 'x' is not a whole number"),
     "--management-port 0": ("--management-port", "0", "argument --management-port: 0 is not a port (1 to 65535)"),
     "--management /": ("--management", "/", "argument --management: '/': a path of its own, e.g. /_gateway"),
+    "--redis-prefix {x}": (
+        "--redis-prefix",
+        "gw{x}",
+        "argument --redis-prefix: 'gw{x}': letters, digits and _.:- only",
+    ),
+    "--redis-prefix empty": ("--redis-prefix", "", "argument --redis-prefix: '': letters, digits and _.:- only"),
     "--workers 0": ("--workers", "0", f"argument --workers: 0: from 1 to {8 * CPUS}"),
     "--workers many": ("--workers", str(8 * CPUS + 1), f"argument --workers: {8 * CPUS + 1}: from 1 to {8 * CPUS}"),
 }

@@ -12,6 +12,7 @@ import configparser
 import json
 import logging.config
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep changes in Redis and reach every worker and host through it: redis://host:port/db, "
         "redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db]",
     )
-    managed.add_argument("--redis-prefix", default="asgi-ws-gw", help="Redis key namespace (default: %(default)s)")
+    managed.add_argument(
+        "--redis-prefix", type=_redis_prefix, default="asgi-ws-gw",
+        help="Redis key namespace: letters, digits and _.:- (default: %(default)s)",
+    )  # fmt: skip
 
     check = commands.add_parser("check", help="validate a configuration file and list every problem")
     check.add_argument("config")
@@ -241,6 +245,13 @@ def _log_config(value: str) -> str:
     except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError, yaml.YAMLError,
             configparser.Error) as exc:  # fmt: skip
         raise argparse.ArgumentTypeError(f"{value}: {type(exc).__name__}: {exc}") from None
+    return value
+
+
+def _redis_prefix(value: str) -> str:
+    """``--redis-prefix``: what ``store.prefix`` takes (a brace would move the keys' cluster hash tag)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: letters, digits and _.:- only")
     return value
 
 
