@@ -14,12 +14,15 @@ from typing import Any
 
 import httpx2
 import pytest
+from redis.asyncio import Redis
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement, RedisStore
+from asgi_ws_gateway.management.bus import Command, RedisBus
 from asgi_ws_gateway.management.errors import Unavailable
 from asgi_ws_gateway.management.overlay import Overlay
 from asgi_ws_gateway.management.redis_store import state_key
+from asgi_ws_gateway.redis_client import connect as connect_redis
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.management import TOKEN, api, managed_gateway
@@ -203,3 +206,23 @@ async def test_a_state_document_in_redis_that_is_not_one_is_unavailable_not_a_50
     finally:
         await store.client.delete(state_key(prefix))
         await store.aclose()
+
+
+async def test_a_bus_redis_will_not_let_subscribe_is_unavailable_and_leaves_no_task() -> None:
+    """Redis answers commands but refuses SUBSCRIBE (an ACL here; a proxy in front of Redis alike): start-up
+    used to end in a bare TimeoutError after 10 s, its listener task left running."""
+    with RedisServer() as server:
+        admin = Redis(port=server.port)
+        await admin.acl_setuser(
+            "nosub", enabled=True, passwords=["+pw"], keys=["~*"], channels=["&*"], commands=["+@all", "-@pubsub"]
+        )
+        await admin.aclose()
+        bus = RedisBus(connect_redis(f"redis://nosub:pw@127.0.0.1:{server.port}/0", decode_responses=True))
+
+        async def handler(command: Command) -> Command | None:
+            return None
+
+        with pytest.raises(Unavailable, match="did not subscribe it within 10 s"):
+            await bus.start(handler)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "management-bus"]
+        await bus.aclose()

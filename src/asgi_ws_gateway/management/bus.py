@@ -113,8 +113,15 @@ class RedisBus:
 
     async def start(self, handler: Handler) -> None:
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
-        async with asyncio.timeout(10):
-            await self._subscribed.wait()  # commands published from now on reach this worker
+        try:
+            async with asyncio.timeout(10):
+                await self._subscribed.wait()  # commands published from now on reach this worker
+        except TimeoutError:  # Redis answers commands but not SUBSCRIBE (an ACL, a proxy): not started
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+            raise Unavailable("cannot join the management bus: Redis did not subscribe it within 10 s") from None
 
     async def publish(self, command: Command) -> None:
         await self._publish(json.dumps(command))
@@ -192,12 +199,17 @@ class RedisBus:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _messages(self, pubsub: Any) -> AsyncIterator[str]:
-        """The commands published on the channel, from subscribing on (sharded on a cluster)."""
+        """The commands published on the channel, from subscribing on (sharded on a cluster).
+
+        Subscribed means Redis confirmed it: sending SUBSCRIBE does not wait for the answer, which may be
+        a refusal (an ACL without pub/sub), and until the confirmation a command published may be missed.
+        """
         if not self.sharded:
             await pubsub.subscribe(self.channel)
-            self._on_subscribed()
             async for message in pubsub.listen():
-                if message["type"] == "message":
+                if message["type"] == "subscribe":
+                    self._on_subscribed()
+                elif message["type"] == "message":
                     yield message["data"]
             return
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
@@ -207,10 +219,13 @@ class RedisBus:
             # client's map of the slots is only refreshed by a command that fails; ask the cluster now.
             await cluster.nodes_manager.initialize()
         await pubsub.ssubscribe(self.channel)
-        self._on_subscribed()
         while True:
-            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message["type"] == "smessage":
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=False, timeout=1.0)
+            if message is None:
+                continue
+            if message["type"] == "ssubscribe":
+                self._on_subscribed()
+            elif message["type"] == "smessage":
                 yield message["data"]
 
     def _on_subscribed(self) -> None:

@@ -144,8 +144,8 @@ class GatewayManagement:
             except (ConfigError, Unavailable) as exc:
                 # Not started: without the stored changes, APIs changed or deleted through the API
                 # would be served as the file has them. uvicorn prints the message and exits.
-                cause = exc.__cause__ or exc
-                why = str(exc) if isinstance(exc, ConfigError) else f"cannot read the stored changes ({cause})"
+                cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+                why = str(exc) if isinstance(exc, ConfigError) else f"{exc.detail}{cause}"
                 await send({"type": "lifespan.startup.failed", "message": f"management API: {why}; not starting"})
                 await self.manager.stop()
                 return

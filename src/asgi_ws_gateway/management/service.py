@@ -101,7 +101,11 @@ class Manager:
         if shadowed:
             raise ConfigError(shadowed)
         try:
-            await self._apply(await self.store.load())
+            stored = await self.store.load()
+        except Unavailable as exc:
+            raise Unavailable("cannot read the stored changes") from exc.__cause__ or exc
+        try:
+            await self._apply(stored)
         except ConfigError as exc:
             raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
         await self.bus.start(self._on_command)
