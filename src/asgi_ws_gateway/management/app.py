@@ -30,6 +30,7 @@ from ..config import MIB, shorten
 from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
+from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
 from .service import DEFAULT_LISTED, MAX_LISTED, Manager, etag
@@ -147,8 +148,14 @@ def _depth(value: Any, stop: int) -> int:
     return deepest
 
 
-def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = BodyLimits()) -> Starlette:
-    """The management API for ``manager``; mount it anywhere (it uses relative routes only)."""
+def create_management_app(
+    manager: Manager, *, auth: Auth, limits: BodyLimits = BodyLimits(), lockout: Lockout | None = None
+) -> Starlette:
+    """The management API for ``manager``; mount it anywhere (it uses relative routes only).
+
+    ``lockout``: how refused credentials slow an address down (default: 30 a minute, then 429).
+    """
+    lockout = lockout or Lockout()
 
     async def json_body(request: Request) -> Any:
         return await read_json(request, limits)
@@ -156,7 +163,15 @@ def create_management_app(manager: Manager, *, auth: Auth, limits: BodyLimits = 
     def protected(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
         async def run(request: Request) -> Response:
+            address = request.client.host if request.client else ""
+            wait = lockout.wait(address)
+            if wait:
+                return problem(
+                    429, "Too Many Requests", "too many refused admin credentials from this address",
+                    headers={"Retry-After": str(math.ceil(wait))},
+                )  # fmt: skip
             if not await auth(request):
+                lockout.refused(address)
                 return problem(
                     401,
                     "Unauthorized",

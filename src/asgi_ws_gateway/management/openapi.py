@@ -29,7 +29,15 @@ _UNAVAILABLE = {
     "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     "content": {"application/problem+json": {"schema": _ref("Problem")}},
 }
-_ERRORS = {"401": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM, "412": _PROBLEM, "422": _PROBLEM, "503": _UNAVAILABLE}
+_LOCKED = {
+    "description": "too many refused admin credentials from this address: retry after Retry-After seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    "content": {"application/problem+json": {"schema": _ref("Problem")}},
+}
+_ERRORS = {
+    "401": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM, "412": _PROBLEM, "422": _PROBLEM, "429": _LOCKED,
+    "503": _UNAVAILABLE,
+}  # fmt: skip
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _DRAIN = {

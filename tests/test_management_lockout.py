@@ -1,0 +1,55 @@
+"""Guessing the admin token: past 30 refused credentials a minute, an address waits (429), right token or not."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from asgi_ws_gateway.management.lockout import Lockout
+from support.management import TOKEN, api, managed_gateway
+from support.upstream import UpstreamServer
+
+
+def test_an_address_waits_until_its_oldest_refusal_leaves_the_window() -> None:
+    now = [0.0]
+    lockout = Lockout(limit=3, window=60, clock=lambda: now[0])
+    for second in (0, 10, 20):
+        assert lockout.wait("1.2.3.4") == 0
+        now[0] = second
+        lockout.refused("1.2.3.4")
+    assert lockout.wait("1.2.3.4") == 40  # the refusal at 0 leaves at 60
+    assert lockout.wait("5.6.7.8") == 0  # another address is not concerned
+    now[0] = 60
+    assert lockout.wait("1.2.3.4") == 0  # two left in the window: heard again
+    lockout.refused("1.2.3.4")
+    assert lockout.wait("1.2.3.4") == 10  # the one at 10 leaves at 70
+
+
+def test_the_addresses_kept_are_bounded() -> None:
+    lockout = Lockout(limit=1, window=60, addresses=100)
+    for i in range(1000):
+        lockout.refused(f"10.0.{i // 256}.{i % 256}")
+    assert len(lockout._refused) == 100
+    assert lockout.wait("10.0.3.231") > 0 and lockout.wait("10.0.0.0") == 0  # the newest kept, the oldest gone
+
+
+async def test_guessing_the_token_is_slowed_to_thirty_a_minute(
+    upstream: UpstreamServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_ws_gateway.management.lockout")
+    with managed_gateway({"apis": [api("echo", "/ws/echo", upstream)]}, tmp_path / "state.json") as managed:
+        async with managed.http(token=None) as http:
+            for guess in range(30):
+                response = await http.get("apis", headers={"Authorization": f"Bearer guess-{guess}"})
+                assert response.status_code == 401
+            for token in ("guess-30", TOKEN):  # the right token waits too: a guess must not be confirmed
+                response = await http.get("apis", headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code == 429
+                assert 0 < int(response.headers["retry-after"]) <= 60
+                assert response.json()["detail"] == "too many refused admin credentials from this address"
+            assert (await http.get("healthz")).status_code == 200  # what needs no token is not locked
+    assert [r.getMessage() for r in caplog.records] == [
+        "management API: 30 refused admin credentials from 127.0.0.1 within 60 s; it waits up to 60 s (429)"
+    ]
