@@ -199,3 +199,55 @@ def test_live_console_reconnects_after_a_gateway_restart_and_shows_the_gap(upstr
     assert report["gaps"].startswith("gap: unreachable")
     assert report["status"].startswith("live")
     assert report["shaded"] >= 1
+
+
+REFUSED_CHECK = check_page(
+    "live console refused token check",
+    '<iframe id="live" src="/_gateway/console/live#token=wrong-token&amp;poll=0.1"></iframe>',
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const status = () => (doc() ? doc().getElementById("status") : null);
+const state = () => (status() ? status().dataset.state : "");
+async function waitFor(done, rounds = 400) {
+  for (let i = 0; i < rounds && !done(); i++) await fetch("/browser-check/wait");
+}
+(async () => {
+  await waitFor(() => state() === "down");
+  const refused = status().textContent;
+  await waitFor(() => false, 60);  // 3 s: fifteen poll intervals
+  const sent = await (await fetch("/browser-check/calls")).json();
+  const admin = doc().querySelector("input[name=admin]");
+  admin.value = "ADMIN_TOKEN";
+  admin.dispatchEvent(new Event("change"));
+  await waitFor(() => state() === "live");
+  document.getElementById("report").textContent = JSON.stringify({ refused, sent, status: status().textContent });
+})();
+""".replace("ADMIN_TOKEN", ADMIN),
+)
+
+
+def test_live_console_stops_sending_a_refused_token_until_it_is_changed(upstream: UpstreamServer) -> None:
+    """Polling on with a refused token counted every poll as a guess: the address was locked out (429)."""
+    app = _app(upstream)
+    calls = {"refused": 0}
+
+    @app.middleware("http")
+    async def count(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/_gateway/") and response.status_code == 401:
+            calls["refused"] += 1
+        return response
+
+    @app.get("/browser-check/refused", response_class=HTMLResponse)
+    async def page() -> str:
+        return REFUSED_CHECK
+
+    @app.get("/browser-check/calls")
+    async def sent() -> dict[str, int]:
+        return calls
+
+    with UvicornServer(app, lifespan="on") as server:
+        report = page_report(dump_dom(server.url("/browser-check/refused", scheme="http"), budget_ms=20000))
+    assert report["refused"] == "the admin token was refused (401): enter the right one"
+    assert report["sent"]["refused"] == 3, report  # one poll's three calls, then none
+    assert report["status"].startswith("live")

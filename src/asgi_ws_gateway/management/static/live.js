@@ -24,7 +24,7 @@ const state = {
   slots: new Map(), // slot index (time / interval) -> Map(series|api|label -> value); a missing slot is a gap
   apis: new Set(),
   connections: [], total: 0, refusals: [],
-  downSince: null, gaps: [],
+  downSince: null, gaps: [], refusedToken: null,
 };
 const $ = (selector) => document.querySelector(selector);
 const api = $("select[name=api]"), filter = $("input[name=filter]"), admin = $("input[name=admin]");
@@ -44,7 +44,9 @@ function status(text, kind) { const el = $("#status"); el.textContent = text; el
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
 
 async function poll() {
-  if (state.token) {
+  // A refused token is not sent again until it is changed: every poll would count as a guess (the API
+  // makes an address wait after 30 refusals a minute).
+  if (state.token && state.token !== state.refusedToken) {
     try {
       const [series, listed, refused] = await Promise.all([call("metrics/series"), call("connections"), call("refusals")]);
       absorb(series);
@@ -56,7 +58,10 @@ async function poll() {
       $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected;
       render();
     } catch (error) {
-      if (error.status === 401) status("the admin token was refused (401)", "down");
+      if (error.status === 401) {
+        state.refusedToken = state.token;
+        status("the admin token was refused (401): enter the right one", "down");
+      } else if (error.status === 429) status("too many refused tokens from this address: waiting (429)", "down");
       else {
         if (state.downSince === null) state.downSince = Date.now() / 1000;
         status("gateway unreachable since " + clock(state.downSince) + " · retrying", "down");
