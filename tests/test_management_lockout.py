@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from asgi_ws_gateway.management import ManagementAPIError
 from asgi_ws_gateway.management.lockout import Lockout
 from support.management import TOKEN, api, managed_gateway
 from support.upstream import UpstreamServer
@@ -50,6 +51,10 @@ async def test_guessing_the_token_is_slowed_to_thirty_a_minute(
                 assert 0 < int(response.headers["retry-after"]) <= 60
                 assert response.json()["detail"] == "too many refused admin credentials from this address"
             assert (await http.get("healthz")).status_code == 200  # what needs no token is not locked
+        async with managed.client() as client:  # the SDK says how long
+            with pytest.raises(ManagementAPIError) as info:
+                await client.list_apis()
+            assert info.value.status == 429 and info.value.retry_after is not None and 0 < info.value.retry_after <= 60
     assert [r.getMessage() for r in caplog.records] == [
         "management API: 30 refused admin credentials from 127.0.0.1 within 60 s; it waits up to 60 s (429)"
     ]

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.management import GatewayManagement, RedisStore
+from asgi_ws_gateway.management import GatewayManagement, ManagementAPIError, ManagementClient, RedisStore
 from asgi_ws_gateway.management.bus import Command, RedisBus
 from asgi_ws_gateway.management.errors import Unavailable
 from asgi_ws_gateway.management.overlay import Overlay
@@ -69,6 +69,10 @@ async def test_redis_down_is_503_with_retry_after_then_the_api_recovers(
                 assert response.headers["retry-after"] == "1"
                 assert response.headers["content-type"] == "application/problem+json"
                 assert response.json()["detail"].endswith("(Redis) failed: ConnectionError")
+            async with ManagementClient(base, token=TOKEN) as client:  # the SDK says when to try again
+                with pytest.raises(ManagementAPIError) as info:
+                    await client.create_api(added)
+                assert (info.value.status, info.value.retry_after) == (503, 1.0)
             await _echo(server.url("/ws/echo"))  # nothing was changed, and the data path does not need Redis
             await asyncio.sleep(0.5)  # five polls of the store while it is down
             redis.start()

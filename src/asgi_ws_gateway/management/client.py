@@ -14,6 +14,7 @@ Every method raises :class:`ManagementAPIError` when the API refuses (its ``stat
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
@@ -61,14 +62,30 @@ class Connection(TypedDict):
 
 
 class ManagementAPIError(Exception):
-    """The management API refused a request: ``status`` (401, 404, 409, 412, 422, ...) and ``problems``."""
+    """The management API refused a request: ``status`` (401, 404, 409, 412, 422, 429, 503, ...) and ``problems``.
 
-    def __init__(self, status: int, title: str, detail: str, problems: list[str]) -> None:
+    ``retry_after``: the seconds its ``Retry-After`` asks for (a 503 while Redis fails, a 429 after too
+    many refused tokens), else None: nothing was changed, so the same call may be sent again then.
+    """
+
+    def __init__(
+        self, status: int, title: str, detail: str, problems: list[str], retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {title}: {detail}" + "".join(f"\n  {p}" for p in problems))
         self.status = status
         self.title = title
         self.detail = detail
         self.problems = problems
+        self.retry_after = retry_after
+
+
+def _seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (the API sends a number; an HTTP date or anything else: None)."""
+    try:
+        seconds = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class ManagementClient:
@@ -126,6 +143,7 @@ class ManagementClient:
                 str(body.get("title", response.reason_phrase)),
                 str(body.get("detail", response.text[:200])),
                 list(body.get("problems", [])),
+                _seconds(response.headers.get("retry-after")),
             )
         return response
 
