@@ -440,7 +440,8 @@ class WebSocketGateway:
             logs = api.failure_logs
             if len(logs) > 64 and denial.reason not in logs:  # reasons come from code: a bound all the same
                 logs.clear()
-            count = logs.setdefault(denial.reason, OutageLog()).event()
+            log = logs.get(denial.reason) or logs.setdefault(denial.reason, OutageLog())  # built once per reason
+            count = log.event()
             if count:
                 more = f" ({count - 1} more since the last such line)" if count > 1 else ""
                 logger.warning("API %s: handshake denied with %d (%s): %s%s", name, denial.status, denial.reason,

@@ -254,7 +254,7 @@ async def _call(call: Awaitable[T]) -> T:
     try:
         return await call
     except REDIS_FAILURES as exc:
-        raise Unavailable(f"the management bus (Redis) failed: {type(exc).__name__}") from exc
+        raise Unavailable.of("management bus (Redis)", exc) from exc
 
 
 __all__ = ["Answers", "Bus", "Command", "Handler", "LocalBus", "RedisBus", "worker_id"]

@@ -79,7 +79,7 @@ class ManagementAPIError(Exception):
         self.retry_after = retry_after
 
 
-def _seconds(value: str | None) -> float | None:
+def _retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (the API sends a number; an HTTP date or anything else: None)."""
     try:
         seconds = float(value) if value is not None else math.nan
@@ -143,7 +143,7 @@ class ManagementClient:
                 str(body.get("title", response.reason_phrase)),
                 str(body.get("detail", response.text[:200])),
                 list(body.get("problems", [])),
-                _seconds(response.headers.get("retry-after")),
+                _retry_after(response.headers.get("retry-after")),
             )
         return response
 

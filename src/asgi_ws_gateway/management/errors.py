@@ -63,6 +63,11 @@ class Unavailable(ManagementError):
     status, title = 503, "Service Unavailable"
     headers = {"Retry-After": "1"}  # noqa: RUF012
 
+    @classmethod
+    def of(cls, part: str, cause: BaseException) -> Unavailable:
+        """``the <part> failed: <the cause's type>``; raise it ``from`` the cause, whose text is for the log."""
+        return cls(f"the {part} failed: {type(cause).__name__}")
+
 
 __all__ = [
     "Conflict",

@@ -77,7 +77,7 @@ class RedisStore:
             return Overlay.from_json(document) if document else Overlay()
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # written there by something else
             cause = StateFileInvalid(f"{self._key} in Redis is not a state document ({type(exc).__name__}: {exc})")
-            raise Unavailable("the state store (Redis) failed: StateFileInvalid") from cause
+            raise Unavailable.of("state store (Redis)", cause) from cause
 
     async def update(self, change: Change) -> Overlay:
         for _ in range(MAX_ATTEMPTS):
@@ -105,7 +105,7 @@ class RedisStore:
             except AttributeError:  # redis-py's cluster race (``REDIS_FAILURES``): once more, on a sound connection
                 return await operation()
         except REDIS_FAILURES as exc:
-            raise Unavailable(f"the state store (Redis) failed: {type(exc).__name__}") from exc
+            raise Unavailable.of("state store (Redis)", exc) from exc
 
     async def _initialize(self) -> None:
         # A cold cluster client sent several commands at once races while it maps the slots: map them

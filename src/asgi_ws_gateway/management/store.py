@@ -111,7 +111,7 @@ class FileStore:
         try:
             return await asyncio.to_thread(function, *args)
         except (OSError, StateFileInvalid) as exc:
-            raise Unavailable(f"the state store (file) failed: {type(exc).__name__}") from exc
+            raise Unavailable.of("state store (file)", exc) from exc
 
     def _read(self) -> Overlay:
         try:

@@ -37,24 +37,22 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
     """``VARIABLE: what is wrong`` for each numeric variable set for ``signals`` that the SDK would not take."""
     problems: list[str] = []
     for signal in signals:
+        values: dict[str, int] = {}
         for name, least in _WHOLE[signal]:
             text = environ.get(name, "").strip()
             if not text:
                 continue
             try:
-                value = int(text)
+                values[name] = int(text)
             except ValueError:
                 problems.append(f"{name}: {text!r} is not a whole number")
                 continue
-            if value < least:
-                problems.append(f"{name}: {value} is below {least}")
+            if values[name] < least:
+                problems.append(f"{name}: {values[name]} is below {least}")
         prefix = _BATCHES.get(signal)
         if prefix is not None:
-            batch, queue = (
-                _whole(environ, f"{prefix}_MAX_EXPORT_BATCH_SIZE"),
-                _whole(environ, f"{prefix}_MAX_QUEUE_SIZE"),
-            )
-            holds = queue if queue is not None else 2048  # the SDK's default queue
+            batch = values.get(f"{prefix}_MAX_EXPORT_BATCH_SIZE")
+            holds = values.get(f"{prefix}_MAX_QUEUE_SIZE", 2048)  # the SDK's default queue
             if batch is not None and batch > holds:
                 problems.append(f"{prefix}_MAX_EXPORT_BATCH_SIZE: {batch} is more than the queue holds ({holds})")
         for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"):
@@ -62,13 +60,6 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
             if text and not _positive_number(text):
                 problems.append(f"{name}: {text!r} is not a positive number")
     return list(dict.fromkeys(problems))  # OTEL_EXPORTER_OTLP_TIMEOUT once, whatever the signals
-
-
-def _whole(environ: Mapping[str, str], name: str) -> int | None:
-    try:
-        return int(environ.get(name, "").strip())
-    except ValueError:
-        return None
 
 
 def _positive_number(text: str) -> bool:

@@ -171,20 +171,21 @@ def _export_requested(config: TelemetryConfig, signal: Signal, environ: Mapping[
     return any(environ.get(name) for name in endpoints)
 
 
-def _protocol(signal: Signal, environ: Mapping[str, str]) -> str:
+def _protocol_setting(signal: Signal, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The variable that names ``signal``'s protocol (the signal's own, else the general one), and the protocol."""
     name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
     if not environ.get(name):
         name = "OTEL_EXPORTER_OTLP_PROTOCOL"
-    return environ.get(name, "").strip() or DEFAULT_PROTOCOL
+    return name, environ.get(name, "").strip() or DEFAULT_PROTOCOL
+
+
+def _protocol(signal: Signal, environ: Mapping[str, str]) -> str:
+    return _protocol_setting(signal, environ)[1]
 
 
 def _protocol_problem(signal: Signal, environ: Mapping[str, str]) -> str | None:
-    protocol = _protocol(signal, environ)
-    if protocol in PROTOCOLS:
-        return None
-    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
-    name = name if environ.get(name) else "OTEL_EXPORTER_OTLP_PROTOCOL"
-    return f"{name}: {protocol!r} is not supported (grpc or http/protobuf)"
+    name, protocol = _protocol_setting(signal, environ)
+    return None if protocol in PROTOCOLS else f"{name}: {protocol!r} is not supported (grpc or http/protobuf)"
 
 
 def _resource() -> Resource:
