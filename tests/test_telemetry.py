@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import metrics, trace
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,8 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from asgi_ws_gateway import ConfigError, GatewayConfig, TelemetryConfig, load_config
 from asgi_ws_gateway.relay.pumps import Relay
+from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
 from asgi_ws_gateway.telemetry import names as n
+from asgi_ws_gateway.telemetry.metrics import Metrics
 from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExporter
 from asgi_ws_gateway.telemetry.providers import ENCODER_VARIABLE, resolve_providers
 from asgi_ws_gateway.upstream.base import UpstreamRequest
@@ -250,6 +254,39 @@ async def test_relay_counts_types_and_size_slots() -> None:
                                              (20, "262144-1048575"), (21, "1048576+"), (40, "1048576+")])  # fmt: skip
 def test_size_slots_map_to_power_of_four_classes(slot: int, label: str) -> None:
     assert n.SIZE_CLASSES[n.size_class_index(slot)] == label
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 10**6), max_size=65), st.booleans()), max_size=6))
+def test_message_size_counts_of_connections_with_any_slot_count(connections: list[tuple[list[int], bool]]) -> None:
+    """What ``ws_gateway.message.sizes`` reports: each size slot in its class, whatever the slot lists'
+    lengths (one per API's size limit, none for a connection that counted nothing), open or closed."""
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    metrics_ = Metrics(meter, [("a", "/a")])
+    expected = {direction: [0] * len(n.SIZE_CLASSES) for direction in (n.TO_UPSTREAM, n.TO_CLIENT)}
+    for slots, still_open in connections:
+        live = metrics_.opened("a", RelayStats(sizes_in=list(slots), sizes_out=list(reversed(slots))))
+        if not still_open:
+            metrics_.closed(live, "client", 1000, 0.1)
+        for direction, counted in ((n.TO_UPSTREAM, slots), (n.TO_CLIENT, slots[::-1])):
+            for slot, count in enumerate(counted):
+                expected[direction][n.size_class_index(slot)] += count
+    points: dict[tuple[str, str], int] = {}
+    for metric in _metrics(reader):
+        if metric.name == n.MESSAGE_SIZES.name:
+            for point in metric.data.data_points:
+                points[str(point.attributes[n.DIRECTION]), str(point.attributes[n.SIZE_CLASS])] = int(point.value)
+    for direction in (n.TO_UPSTREAM, n.TO_CLIENT):
+        reported = [points.get((direction, size_class), 0) for size_class in n.SIZE_CLASSES]
+        assert reported == expected[direction]
+
+
+def _metrics(reader: InMemoryMetricReader) -> list[Any]:
+    data = reader.get_metrics_data()  # None: nothing was recorded or observed
+    if data is None:
+        return []
+    return [metric for rm in data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics]
 
 
 def test_telemetry_config_errors_name_the_field() -> None:
