@@ -27,7 +27,7 @@ import logging
 import random
 import threading
 import traceback
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from time import time_ns
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
@@ -43,6 +43,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import AnyValue, Attributes
@@ -62,6 +63,10 @@ _FLAGS = {
     for random_id in (False, True)
 }
 _UNSET = Status(StatusCode.UNSET)
+_CONTEXT_IS_TUPLE = tuple(SpanContext(1, 1, False, _FLAGS[True, True])) == (
+    1, 1, False, _FLAGS[True, True], DEFAULT_TRACE_STATE, True
+)  # fmt: skip
+"""This API's ``SpanContext`` is the tuple (trace id, span id, remote, flags, state, valid): built as one."""
 
 
 class LeanSpan(trace.Span, ReadableSpan):
@@ -103,6 +108,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, tracer.limits) if links else ()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
+        self._ends = tracer.sampled_ends if context[3] & TraceFlags.SAMPLED else tracer.ends
         if attributes:
             self._set(attributes)
 
@@ -254,8 +260,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             logger.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        for processor in self._tracer.ends:
-            processor.on_end(self)
+        for on_end in self._ends:
+            on_end(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
@@ -322,7 +328,7 @@ class LeanTracer(trace.Tracer):
         self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
         self.random_ids = type(self.id_generator) is RandomIdGenerator
-        self.starts, self.ends = provider._lean_processors
+        self.starts, self.ends, self.sampled_ends = provider._lean_processors
 
     def start_span(
         self,
@@ -362,11 +368,18 @@ class LeanTracer(trace.Tracer):
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recorded = result.decision is not Decision.DROP
             trace_state, attributes = result.trace_state, result.attributes
-        span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
-        span_context = SpanContext(
-            trace_id, span_id, is_remote=False, trace_flags=_FLAGS[sampled, random_id],
-            trace_state=trace_state,
-        )  # fmt: skip
+        if self.random_ids and _CONTEXT_IS_TUPLE:
+            # What SpanContext() makes, without its checks: both ids drawn above (or the parent's), valid.
+            span_id = random.getrandbits(64) or ids.generate_span_id()
+            span_context = tuple.__new__(SpanContext, (
+                trace_id, span_id, False, _FLAGS[sampled, random_id],
+                trace_state if trace_state is not None else DEFAULT_TRACE_STATE, True,
+            ))  # fmt: skip
+        else:
+            span_context = SpanContext(
+                trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_FLAGS[sampled, random_id],
+                trace_state=trace_state,
+            )  # fmt: skip
         if not recorded:
             return trace.NonRecordingSpan(span_context)
         span = LeanSpan(
@@ -400,6 +413,20 @@ class LeanTracer(trace.Tracer):
             yield current
 
 
+_Ends = tuple[Callable[[ReadableSpan], None], ...]
+
+
+def _sampled_end(processor: SpanProcessor) -> Callable[[ReadableSpan], None]:
+    """What ``processor.on_end`` does with a sampled span: the SDK's ``BatchSpanProcessor``, where its
+    batching is a ``_batch_processor`` (recent SDKs), only checks the span is sampled and queues it
+    there, so that queue's ``emit`` is called straight; any other processor's ``on_end``."""
+    if type(processor) is BatchSpanProcessor:
+        emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+        if callable(emit):
+            return emit  # type: ignore[no-any-return]
+    return processor.on_end
+
+
 class LeanTracerProvider(TracerProvider):
     """The SDK's ``TracerProvider`` (resource, sampler, limits, ids, processors, flush and shutdown at
     exit), whose tracers make :class:`LeanSpan` objects (see the module docstring).
@@ -425,20 +452,23 @@ class LeanTracerProvider(TracerProvider):
         super().__init__(sampler, resource, id_generator=id_generator, span_limits=span_limits)
         self._lean_tracers: dict[InstrumentationScope, LeanTracer] = {}
         self._lean_lock = threading.Lock()
-        # The processors the tracers call at a span's start and end, in the order added (what the SDK's
-        # SynchronousMultiSpanProcessor calls, without its loop in between).
-        self._lean_processors: tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...]] = ((), ())
+        # The processors the tracers call at a span's start, and what they call at its end (a sampled
+        # span's, then any other's), in the order added: what the SDK's SynchronousMultiSpanProcessor
+        # calls, without its loop in between.
+        self._lean_processors: tuple[tuple[SpanProcessor, ...], _Ends, _Ends] = ((), (), ())
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         """As the SDK's (every processor also on its active processor, for flush and shutdown)."""
         with self._lean_lock:
             super().add_span_processor(span_processor)
-            starts, ends = self._lean_processors
+            starts, ends, sampled_ends = self._lean_processors
             if type(span_processor) is not BatchSpanProcessor:  # the SDK's batch processor does nothing at start
                 starts = (*starts, span_processor)
-            self._lean_processors = starts, (*ends, span_processor)
+            self._lean_processors = (
+                starts, (*ends, span_processor.on_end), (*sampled_ends, _sampled_end(span_processor))
+            )  # fmt: skip
             for tracer in list(self._lean_tracers.values()):
-                tracer.starts, tracer.ends = self._lean_processors
+                tracer.starts, tracer.ends, tracer.sampled_ends = self._lean_processors
 
     def _update_resource(self, resource: Resource) -> None:
         """As the SDK's (in a forked child: the process attributes), for the lean tracers too."""

@@ -5,6 +5,7 @@ upstream handshake request (with the globally configured propagators: ``OTEL_PRO
 from __future__ import annotations
 
 from collections.abc import Set
+from operator import itemgetter
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -71,7 +72,8 @@ def inject(headers: list[tuple[str, str]], context: Context, span: trace.Span | 
         if "traceparent" in written:
             written.add("tracestate")
     if carrier:
-        headers[:] = [header for header in headers if header[0].lower() not in written]  # the same tuples
+        if not written.isdisjoint(map(str.lower, map(itemgetter(0), headers))):  # rare: checked in C first
+            headers[:] = [header for header in headers if header[0].lower() not in written]  # the same tuples
         headers.extend(carrier.items())
 
 

@@ -191,25 +191,18 @@ class HandshakeTrace:
                 attrs[n.NETWORK_PEER_ADDRESS] = client[0]
         elif client:
             attrs[n.CLIENT_ADDRESS] = client[0]
-        host: bytes | None = None
-        version = n.PROTOCOL_VERSION_DEFAULT
-        traceparent = False
-        for name, value in headers:
-            if name == b"user-agent":
-                attrs[n.USER_AGENT] = value.decode("latin-1")
-            elif name == b"host":
-                host = value
-            elif name == b"sec-websocket-version":
-                version = value.decode("latin-1")
-            elif name == b"traceparent":
-                traceparent = True
-        attrs[n.PROTOCOL_VERSION] = version
-        address, port = _server(host, scope.get("server"), scheme)
+        named = dict(headers)  # in C; a repeated header's last value, as a loop over them would keep
+        agent = named.get(b"user-agent")
+        if agent is not None:
+            attrs[n.USER_AGENT] = agent.decode("latin-1")
+        version = named.get(b"sec-websocket-version")
+        attrs[n.PROTOCOL_VERSION] = version.decode("latin-1") if version is not None else n.PROTOCOL_VERSION_DEFAULT
+        address, port = _server(named.get(b"host"), scope.get("server"), scheme)
         if address:
             attrs[n.SERVER_ADDRESS] = address
         if port is not None:
             attrs[n.SERVER_PORT] = port
-        return attrs, traceparent
+        return attrs, b"traceparent" in named
 
     # -- for policies ---------------------------------------------------------------------------------
 
