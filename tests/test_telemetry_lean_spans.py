@@ -20,10 +20,11 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans 
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
@@ -477,3 +478,46 @@ def test_default_ids_are_drawn_as_the_sdk_draws_them() -> None:
     lean = ids(LeanTracerProvider(resource=RESOURCE))
     assert lean == sdk
     assert lean[1][0].trace_id == lean[0][0].trace_id and lean[0][0].trace_flags.random_trace_id
+
+
+class _EveryOtherRecordedOnly(Sampler):
+    """Samples a span whose name ends in "sampled", records the others without sampling them."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> SamplingResult:
+        decision = Decision.RECORD_AND_SAMPLE if name.endswith("sampled") else Decision.RECORD_ONLY
+        return SamplingResult(decision)
+
+    def get_description(self) -> str:
+        return "EveryOtherRecordedOnly"
+
+
+def test_the_batch_processor_exports_sampled_spans_only_as_the_sdk() -> None:
+    """The SDK's ``BatchSpanProcessor`` queues what it is handed straight from a lean span's end: only
+    sampled spans; a span recorded but not sampled reaches every other processor, not the export."""
+
+    class Every(SpanProcessor):
+        def __init__(self) -> None:
+            self.ended: list[str] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.ended.append(span.name)
+
+    def run(make: Callable[[], Any]) -> tuple[list[str], list[str]]:
+        batched, every = InMemorySpanExporter(), Every()
+        provider = make()
+        provider.add_span_processor(BatchSpanProcessor(batched))
+        provider.add_span_processor(every)
+        tracer = provider.get_tracer("asgi_ws_gateway", "1.0")
+        for name in ("one sampled", "two recorded", "three sampled", "four recorded"):
+            tracer.start_span(name).end()
+        provider.shutdown()
+        return [span.name for span in batched.get_finished_spans()], every.ended
+
+    sampler = _EveryOtherRecordedOnly()
+    sdk = run(lambda: TracerProvider(resource=RESOURCE, sampler=sampler, shutdown_on_exit=False))
+    lean = run(lambda: LeanTracerProvider(resource=RESOURCE, sampler=sampler))
+    assert (
+        lean
+        == sdk
+        == (["one sampled", "three sampled"], ["one sampled", "two recorded", "three sampled", "four recorded"])
+    )
