@@ -22,6 +22,7 @@ from asgi_ws_gateway import ConfigError, GatewayConfig, TelemetryConfig, load_co
 from asgi_ws_gateway.relay.pumps import Relay
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
+from asgi_ws_gateway.telemetry import metrics as metrics_module
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.metrics import Metrics
 from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExporter
@@ -280,6 +281,44 @@ def test_message_size_counts_of_connections_with_any_slot_count(connections: lis
     for direction in (n.TO_UPSTREAM, n.TO_CLIENT):
         reported = [points.get((direction, size_class), 0) for size_class in n.SIZE_CLASSES]
         assert reported == expected[direction]
+
+
+def test_metric_series_follow_a_changed_route_and_stay_counted_past_the_series_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Metrics`` makes each series' attributes once: a changed route makes them again, and more
+    distinct series than it keeps made are all counted, each once per record."""
+    reader = InMemoryMetricReader()
+    metrics_ = Metrics(MeterProvider(metric_readers=[reader]).get_meter("test"), [("a", "/a")])
+    metrics_.handshake("a", "accepted", 101, None, None, 0.01)
+    metrics_.add_api("a", "/b")
+    metrics_.handshake("a", "accepted", 101, None, None, 0.01)
+    monkeypatch.setattr(metrics_module, "_SERIES_LIMIT", 50)
+    reasons = 120  # past the series made and kept: the cache starts again, twice
+    for i in range(reasons + 50):
+        metrics_.handshake("a", "denied", 403, f"reason {i % reasons}", None, 0.01)
+    backends = [{n.API: "a", n.BACKEND: f"ws://b{i}/"} for i in range(3)]
+    for i in range(30):
+        metrics_.upstream_attempt(backends[i % 3], 0.01, None, 101)
+    counted: dict[tuple[Any, ...], int] = {}
+    recorded: dict[tuple[Any, ...], int] = {}
+    for metric in _metrics(reader):
+        for point in metric.data.data_points:
+            attrs = point.attributes
+            key = (attrs.get(n.HTTP_ROUTE), attrs.get(n.OUTCOME), attrs.get(n.ERROR_TYPE), attrs.get(n.BACKEND))
+            if metric.name == n.HANDSHAKES.name:
+                counted[key] = int(point.value)
+            elif metric.name in (n.HANDSHAKE_DURATION.name, n.UPSTREAM_CONNECT_DURATION.name):
+                recorded[key] = point.count
+    assert counted[("/a", "accepted", None, None)] == counted[("/b", "accepted", None, None)] == 1
+    assert recorded[("/a", "accepted", None, None)] == recorded[("/b", "accepted", None, None)] == 1
+    denied = {key: value for key, value in counted.items() if key[1] == "denied"}
+    assert len(denied) == reasons and sum(denied.values()) == reasons + 50
+    assert (
+        denied[("/b", "denied", "reason 0", None)] == 2 and denied[("/b", "denied", f"reason {reasons - 1}", None)] == 1
+    )
+    assert sum(value for key, value in recorded.items() if key[1] == "denied") == reasons + 50
+    assert [recorded[(None, None, None, f"ws://b{i}/")] for i in range(3)] == [10, 10, 10]
 
 
 def _metrics(reader: InMemoryMetricReader) -> list[Any]:

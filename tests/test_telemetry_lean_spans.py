@@ -274,7 +274,7 @@ def test_the_lean_provider_flushes_its_processors_on_force_flush_and_shutdown() 
 @pytest.mark.usefixtures("no_limits")
 def test_processors_added_after_a_tracer_see_its_spans_in_order() -> None:
     """The tracers call the processors themselves: one added later is called too, after the earlier ones,
-    and a batch processor's subclass still has its ``on_start`` called."""
+    and a batch processor's subclass still has its ``on_start`` called; one added while a span is open sees it end."""
     provider = LeanTracerProvider(resource=RESOURCE)
     tracer = provider.get_tracer("t")
     calls: list[str] = []
@@ -299,10 +299,14 @@ def test_processors_added_after_a_tracer_see_its_spans_in_order() -> None:
     provider.add_span_processor(Recording("second"))
     provider.add_span_processor(Batching(InMemorySpanExporter()))
     tracer.start_span("b").end()
+    open_span = tracer.start_span("c")
+    provider.add_span_processor(Recording("third"))  # while "c" is open: it sees "c" end, as with the SDK's spans
+    open_span.end()
     provider.shutdown()
     assert calls == [
         "first start a", "first end a",
         "first start b", "second start b", "batch start b", "first end b", "second end b",
+        "first start c", "second start c", "batch start c", "first end c", "second end c", "third end c",
     ]  # fmt: skip
 
 

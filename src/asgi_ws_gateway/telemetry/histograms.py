@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING
 
+from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics._internal._view_instrument_match import (
@@ -63,10 +64,12 @@ from opentelemetry.sdk.metrics._internal.measurement_consumer import Synchronous
 from opentelemetry.sdk.metrics._internal.metric_reader_storage import _DEFAULT_VIEW, MetricReaderStorage
 from opentelemetry.sdk.metrics._internal.point import HistogramDataPoint
 from opentelemetry.sdk.metrics._internal.view import _default_reservoir_factory
-from opentelemetry.trace import INVALID_SPAN, Span, get_current_span
+from opentelemetry.trace import INVALID_SPAN, Span, TraceFlags, get_current_span
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from . import names as n
+from .lean_spans import LeanSpan
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -210,17 +213,22 @@ class OwnHistogram(_ViewInstrumentMatch):
         self._by_items: dict[_Items, _Point] = {}
 
     def record(self, amount: float, attributes: Attrs, /) -> None:
+        self.record_items(amount, attributes, tuple(attributes.items()))
+
+    def record_items(self, amount: float, attributes: Attrs, items: _Items, /) -> None:
+        """``record``, given ``attributes``' items as well (``Metrics`` keeps them made)."""
         if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)
             return
         span: Span | None = None
         if self._exemplars:
-            span = get_current_span()
+            found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
+            span = found if type(found) is LeanSpan or isinstance(found, Span) else INVALID_SPAN
             if self._exemplars == _TRACE_BASED and (
-                span == INVALID_SPAN or not span.get_span_context().trace_flags.sampled
+                span is INVALID_SPAN or not span.get_span_context().trace_flags & TraceFlags.SAMPLED
             ):
                 span = None
-        self._add(amount, attributes, tuple(attributes.items()), span)
+        self._add(amount, attributes, items, span)
 
     def consume_measurement(self, measurement: Measurement, should_sample_exemplar: bool = True) -> None:
         # Only when something records through the SDK's instrument itself (the gateway records through this).

@@ -43,7 +43,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import AnyValue, Attributes
@@ -63,10 +63,6 @@ _FLAGS = {
     for random_id in (False, True)
 }
 _UNSET = Status(StatusCode.UNSET)
-_CONTEXT_IS_TUPLE = tuple(SpanContext(1, 1, False, _FLAGS[True, True])) == (
-    1, 1, False, _FLAGS[True, True], DEFAULT_TRACE_STATE, True
-)  # fmt: skip
-"""This API's ``SpanContext`` is the tuple (trace id, span id, remote, flags, state, valid): built as one."""
 
 
 class LeanSpan(trace.Span, ReadableSpan):
@@ -79,6 +75,9 @@ class LeanSpan(trace.Span, ReadableSpan):
     _dropped = 0
     # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
     _events: BoundedList[Event] | tuple[()] = ()
+    _links: BoundedList[Link] | tuple[Link, ...] = ()
+    _record_exception = True  # what start_span defaults to: written per span only when not
+    _set_status_on_exception = True
 
     def __init__(
         self,
@@ -102,14 +101,24 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._resource = tracer.resource
         self._start_time = start_time if start_time is not None else time_ns()
         self._tracer = tracer
-        self._max_attributes = tracer.max_attributes
+        self._max_attributes = limit = tracer.max_attributes
         self._max_length = tracer.max_length
-        self._attributes: dict[str, AnyValue] = {}
-        self._links: BoundedList[Link] | tuple[Link, ...] = _links(links, tracer.limits) if links else ()
-        self._record_exception = record_exception
-        self._set_status_on_exception = set_status_on_exception
-        self._ends = tracer.sampled_ends if context[3] & TraceFlags.SAMPLED else tracer.ends
-        if attributes:
+        if links:
+            self._links = _links(links, tracer.limits)
+        if not record_exception:
+            self._record_exception = False
+        if not set_status_on_exception:
+            self._set_status_on_exception = False
+        if (
+            self._max_length is None  # the common case, as in _set, checked in C: nothing to clean or drop
+            and (limit is None or len(attributes) <= limit)
+            and _PLAIN.issuperset(map(type, attributes.values()))
+            and _STR.issuperset(map(type, attributes))
+            and "" not in attributes
+        ):
+            self._attributes: dict[str, AnyValue] = dict(attributes)
+        else:
+            self._attributes = {}
             self._set(attributes)
 
     def __repr__(self) -> str:
@@ -260,7 +269,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             logger.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        for on_end in self._ends:
+        tracer = self._tracer  # its processors now, as the SDK's span ends into those added since it started
+        for on_end in tracer.sampled_ends if self._span_context[3] & TraceFlags.SAMPLED else tracer.ends:
             on_end(self)
 
     def __exit__(
@@ -346,29 +356,35 @@ class LeanTracer(trace.Tracer):
         # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
         current = (context if context is not None else get_current()).get(_SPAN_KEY)
         parent: SpanContext | None = None
-        if current is not None and (type(current) is LeanSpan or isinstance(current, trace.Span)):
-            parent = current.get_span_context()
-        if parent is not None and not isinstance(parent, SpanContext):
-            raise TypeError("parent_span_context must be a SpanContext or None.")
+        if current is not None:
+            if type(current) is LeanSpan:
+                parent = current._span_context
+            elif isinstance(current, trace.Span):
+                parent = current.get_span_context()
+                if parent is not None and not isinstance(parent, SpanContext):
+                    raise TypeError("parent_span_context must be a SpanContext or None.")
         ids = self.id_generator
-        if parent is None or not parent.is_valid:
-            parent = None
+        trace_state: TraceState | None = None
+        flags: int
+        if parent is not None and parent[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid)
+            trace_id, flags = parent[0], parent[3]
+            random_id = bool(flags & TraceFlags.RANDOM_TRACE_ID)
+        else:
+            parent, flags = None, TraceFlags.SAMPLED
             if self.random_ids:  # what RandomIdGenerator does, without its calls (0, invalid: drawn again)
                 trace_id, random_id = random.getrandbits(128) or ids.generate_trace_id(), True
             else:
                 trace_id, random_id = ids.generate_trace_id(), ids.is_trace_id_random()
-        else:
-            trace_id = parent.trace_id
-            random_id = parent.trace_flags.random_trace_id
         if self.parent_or_on:
-            sampled = recorded = parent is None or parent.trace_flags.sampled
-            trace_state = parent.trace_state if parent is not None else None
+            sampled = recorded = bool(flags & TraceFlags.SAMPLED)
+            if parent is not None:
+                trace_state = parent[4]
         else:
             result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             recorded = result.decision is not Decision.DROP
             trace_state, attributes = result.trace_state, result.attributes
-        if self.random_ids and _CONTEXT_IS_TUPLE:
+        if self.random_ids:
             # What SpanContext() makes, without its checks: both ids drawn above (or the parent's), valid.
             span_id = random.getrandbits(64) or ids.generate_span_id()
             span_context = tuple.__new__(SpanContext, (

@@ -17,7 +17,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import add
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -37,6 +37,35 @@ class DurationHistogram(Protocol):
     """What a duration is recorded into: the SDK's ``Histogram`` or the gateway's own (:mod:`.histograms`)."""
 
     def record(self, amount: float, attributes: Attrs, /) -> None: ...
+
+
+Record = Callable[[float, Attrs, AttrsKey], None]
+"""Records a duration with its attributes and their items (the gateway's histograms key by the items)."""
+
+
+def _recorder(histogram: DurationHistogram) -> Record:
+    keyed: Record | None = getattr(histogram, "record_items", None)  # the gateway's own histogram
+    if keyed is not None:
+        return keyed
+    return lambda amount, attributes, items: histogram.record(amount, attributes)
+
+
+class _Series:
+    """The attributes of one combination of a metric's bounded inputs, made once: the histogram's and
+    the counter's, as dicts and as the item tuples the tallies and the gateway's histograms key by."""
+
+    __slots__ = ("attributes", "base", "count_items", "items")
+
+    def __init__(self, attributes: Attrs, counted: Attrs | None = None, base: Attrs | None = None) -> None:
+        self.attributes = attributes
+        self.base = base  # what it was made from, when keyed by its id: kept alive, so the id stays its own
+        self.items: AttrsKey = tuple(attributes.items())
+        self.count_items: AttrsKey = self.items if counted is None else tuple(counted.items())
+
+
+_SERIES_LIMIT = 4096
+"""Series kept made per metric; past it (inputs are bounded: API, outcome, status, error type, close code),
+the cache starts again rather than grow."""
 
 
 HistogramFactory = Callable[[Meter, n.Instrument], DurationHistogram]
@@ -116,6 +145,13 @@ class Metrics:
         self.handshake_duration = histogram(meter, n.HANDSHAKE_DURATION)
         self.connect_duration = histogram(meter, n.UPSTREAM_CONNECT_DURATION)
         self.connection_duration = histogram(meter, n.CONNECTION_DURATION_METRIC)
+        self._record_handshake = _recorder(self.handshake_duration)
+        self._record_connect = _recorder(self.connect_duration)
+        self._record_connection = _recorder(self.connection_duration)
+        # Per-event attributes, made once per combination of their inputs (see _Series).
+        self._handshakes: dict[tuple[str, str, int | None, str | None], _Series] = {}
+        self._attempts: dict[tuple[int, int | None, str | None], _Series] = {}
+        self._closes: dict[tuple[str, str, int], _Series] = {}
         meter.create_observable_up_down_counter(
             n.ACTIVE_CONNECTIONS.name,
             [self._observe_active],
@@ -133,11 +169,14 @@ class Metrics:
                      n.POLICY_UNCHECKED):  # fmt: skip
             tally = self._tallies[spec.name] = Tally()
             meter.create_observable_counter(spec.name, [self._observer(tally)], spec.unit, spec.description)
+        self._handshake_tally = self._tallies[n.HANDSHAKES.name]
+        self._close_tally = self._tallies[n.CONNECTION_CLOSES.name]
 
     def add_api(self, name: str, route: str) -> None:
         """Attributes for an API added or changed after start-up."""
         with self._lock:
             self.base[name] = {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
+            self._handshakes, self._closes = {}, {}  # made from the old route: made again
 
     def _count(self, spec: n.Instrument, attrs: Attrs) -> None:
         with self._lock:
@@ -163,13 +202,18 @@ class Metrics:
         policy: str | None,
         seconds: float,
     ) -> None:
-        attrs: Attrs = {**self.base[api], n.OUTCOME: outcome}
-        if status is not None:
-            attrs[n.HTTP_STATUS] = status
-        if error_type is not None:
-            attrs[n.ERROR_TYPE] = error_type
-        self._count(n.HANDSHAKES, attrs)
-        self.handshake_duration.record(seconds, attrs)
+        key = (api, outcome, status, error_type)
+        series = self._handshakes.get(key)
+        if series is None:
+            attrs: Attrs = {**self.base[api], n.OUTCOME: outcome}
+            if status is not None:
+                attrs[n.HTTP_STATUS] = status
+            if error_type is not None:
+                attrs[n.ERROR_TYPE] = error_type
+            series = _remember(self._handshakes, key, _Series(attrs))
+        with self._lock:
+            self._handshake_tally[series.items] += 1
+        self._record_handshake(seconds, series.attributes, series.items)
         if policy is not None and status is not None:
             self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
 
@@ -178,13 +222,19 @@ class Metrics:
         self._count(n.POLICY_UNCHECKED, {**self.base[api], n.POLICY: policy})
 
     def upstream_attempt(self, backend: Attrs, seconds: float, error_type: str | None, status: int | None) -> None:
-        attrs = dict(backend)
-        if status is not None:
-            attrs[n.HTTP_STATUS] = status
+        """One attempt on ``backend`` (a backend's metric attributes: the same dict for all its attempts)."""
+        key = (id(backend), status, error_type)  # the series keeps ``backend``: its id names no other
+        series = self._attempts.get(key)
+        if series is None:
+            attrs = dict(backend)
+            if status is not None:
+                attrs[n.HTTP_STATUS] = status
+            if error_type is not None:
+                attrs[n.ERROR_TYPE] = error_type
+            series = _remember(self._attempts, key, _Series(attrs, base=backend))
         if error_type is not None:
-            attrs[n.ERROR_TYPE] = error_type
-            self._count(n.UPSTREAM_CONNECT_FAILURES, attrs)
-        self.connect_duration.record(seconds, attrs)
+            self._count(n.UPSTREAM_CONNECT_FAILURES, series.attributes)
+        self._record_connect(seconds, series.attributes, series.items)
 
     def opened(self, api: str, stats: RelayStats) -> MeteredConnection:
         live = MeteredConnection(api, stats)
@@ -200,9 +250,13 @@ class Metrics:
                 return
             self._live.discard(live)
             self._closed[live.key].add(live)
-        attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
-        self.connection_duration.record(seconds, attrs)
-        self._count(n.CONNECTION_CLOSES, {**attrs, n.CLOSE_CODE: code})
+            key = (live.key, side, code)
+            series = self._closes.get(key)
+            if series is None:
+                attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
+                series = _remember(self._closes, key, _Series(attrs, {**attrs, n.CLOSE_CODE: code}))
+            self._close_tally[series.count_items] += 1
+        self._record_connection(seconds, series.attributes, series.items)
 
     # -- read by the management console's sampler -----------------------------------------------------
 
@@ -270,6 +324,13 @@ class Metrics:
                 attrs = {**self.base[api], n.POLICY: policy, n.POLICY_ACTION: action, n.DIRECTION: where,
                          n.POLICY_REASON: reason}  # fmt: skip
                 yield Observation(value, attrs)
+
+
+def _remember(made: dict[Any, _Series], key: Any, series: _Series) -> _Series:
+    if len(made) >= _SERIES_LIMIT:
+        made.clear()
+    made[key] = series
+    return series
 
 
 _TALLIED = (
