@@ -223,7 +223,7 @@ class OwnHistogram(_ViewInstrumentMatch):
         span: Span | None = None
         if self._exemplars:
             found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
-            span = found if type(found) is LeanSpan or isinstance(found, Span) else INVALID_SPAN
+            span = found if found is not None and (type(found) is LeanSpan or isinstance(found, Span)) else INVALID_SPAN
             if self._exemplars == _TRACE_BASED and (
                 span is INVALID_SPAN or not span.get_span_context().trace_flags & TraceFlags.SAMPLED
             ):
