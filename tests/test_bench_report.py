@@ -182,3 +182,16 @@ def test_full_run_plan_fits_20_minutes_with_the_issue_13_paths() -> None:
     extra = [p for p in (run, run) if not {"gateway-run+messages", "gateway-run+policies"} <= names]
     assert estimate_seconds([*paths, *extra], FULL) <= 20 * 60
     assert estimate_seconds([*paths, *extra], FULL) > estimate_seconds(paths, FULL) or not extra
+
+
+def test_instruction_counts_are_summed_per_thread_across_dumps(tmp_path: Path) -> None:
+    """``bench.telemetry_instructions`` reads callgrind's per-thread dump files (``<prefix>.<dump>-<thread>``):
+    each thread's totals added over dumps, the prefix's own file (no thread) and other files ignored."""
+    from bench.telemetry_instructions import _thread_totals
+
+    prefix = tmp_path / "callgrind-on"
+    for name, total in (("callgrind-on.1-01", 2000), ("callgrind-on.1-02", 30), ("callgrind-on.2-01", 500)):
+        (tmp_path / name).write_text(f"version: 1\ncmd: python\nevents: Ir\nsummary: {total}\nfn=x\n")
+    (tmp_path / "callgrind-on").write_text("summary: 7\n")
+    (tmp_path / "callgrind-off.1-01").write_text("summary: 9\n")
+    assert _thread_totals(prefix) == {1: 2500, 2: 30}

@@ -297,7 +297,7 @@ def test_metric_series_follow_a_changed_route_and_stay_counted_past_the_series_c
     reasons = 120  # past the series made and kept: the cache starts again, twice
     for i in range(reasons + 50):
         metrics_.handshake("a", "denied", 403, f"reason {i % reasons}", None, 0.01)
-    backends = [{n.API: "a", n.BACKEND: f"ws://b{i}/"} for i in range(3)]
+    backends: list[dict[str, str | int]] = [{n.API: "a", n.BACKEND: f"ws://b{i}/"} for i in range(3)]
     for i in range(30):
         metrics_.upstream_attempt(backends[i % 3], 0.01, None, 101)
     counted: dict[tuple[Any, ...], int] = {}

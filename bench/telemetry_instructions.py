@@ -1,0 +1,161 @@
+"""What telemetry costs per handshake, counted in instructions: the same on a quiet or a busy machine.
+
+``telemetry_overhead.py`` measures CPU time, which this 2-core machine's neighbours move by ±20 %
+between rounds; a change worth 3 % to the traced handshake is lost in that. This counts the
+instructions instead: each gateway of ``telemetry_overhead.py`` (same roles: ``websockets`` echo
+upstream, OTLP/gRPC receiver, gateway under uvicorn) runs under valgrind's callgrind with
+instrumentation off while ``--warmup`` handshakes (open, one 64 B echo, close) warm it, then on for
+``--handshakes`` more, by thread: the event loop's thread, and the others (the batch span
+processor's encoding and gRPC send, gRPC's own threads).
+
+Periodic work is left out: callgrind slows the gateway ~50-fold, so a timer's work would fall on a
+few handshakes instead of hundreds. The metric reader collects hourly here (a collection is per
+interval, not per handshake), and the span batches are the SDK's full ones (512 spans): the warm-up
+and the measured handshakes are multiples of 512 spans, so the measured export is whole batches.
+
+Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]``
+(``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import telemetry_overhead as overhead
+
+HOST = overhead.HOST
+SPANS_PER_HANDSHAKE = 3  # handshake, upstream connect, connection (attempt_spans: each)
+BATCH = 512  # the SDK's OTEL_BSP_MAX_EXPORT_BATCH_SIZE default
+VARIANTS = {"off": None, "on": {}, "metrics": {"OTEL_TRACES_EXPORTER": "none"}}
+
+
+async def _handshakes(url: str, count: int) -> None:
+    from websockets.asyncio.client import connect
+
+    for _ in range(count):
+        async with connect(url, compression=None, proxy=None, open_timeout=120) as ws:
+            await ws.send(overhead.PAYLOAD)
+            await ws.recv()
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
+
+
+def _thread_totals(prefix: Path) -> dict[int, int]:
+    """Instructions per thread (1: the main thread) from the dump files ``<prefix>.<dump>-<thread>``."""
+    totals: dict[int, int] = {}
+    for path in prefix.parent.glob(prefix.name + ".*"):
+        match = re.search(r"-(\d+)$", path.name)
+        if not match:
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                totals[int(match[1])] = totals.get(int(match[1]), 0) + int(line.split()[1])
+                break
+    return totals
+
+
+def _measure(
+    variant: str, args: argparse.Namespace, receiver_port: int, upstream_port: int, tmp: Path
+) -> dict[str, float]:
+    name = variant.removesuffix("-baseline")
+    config = tmp / f"gateway-{variant}.json"
+    api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"], "compression": None}
+    config.write_text(json.dumps({"apis": [api]}))
+    env = overhead._quiet_env()
+    extra = VARIANTS[name]
+    if extra is not None:
+        env.update({
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000", **extra,
+        })  # fmt: skip
+    src = Path(args.baseline_src) if variant.endswith("-baseline") else overhead.ROOT / "src"
+    env["PYTHONPATH"] = str(src)
+    port = overhead._free_port()
+    prefix = tmp / f"callgrind-{variant}"
+    command = [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+        f"--callgrind-out-file={prefix}", sys.executable, str(Path(overhead.__file__).resolve()),
+        "--role", "gateway", "--port", str(port), "--config", str(config),
+    ]  # fmt: skip
+    gateway = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        overhead._wait_listening(port, timeout=300)
+        url = f"ws://{HOST}:{port}/ws/echo"
+        asyncio.run(_handshakes(url, args.warmup))
+        time.sleep(2)  # the warm-up's whole batches exported
+        _control("--instr=on", str(gateway.pid))
+        _control("--zero", str(gateway.pid))
+        asyncio.run(_handshakes(url, args.handshakes))
+        time.sleep(5)  # the last whole batch encoded and sent
+        _control("--dump", str(gateway.pid))
+    finally:
+        gateway.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            gateway.wait(30)
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    threads = _thread_totals(prefix)
+    main = threads.pop(1, 0)
+    return {"main": main / args.handshakes, "other": sum(threads.values()) / args.handshakes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--handshakes", type=int, default=512, help="measured handshakes (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=512, help="handshakes before measuring (default: %(default)s)")
+    parser.add_argument("--variants", default="on,metrics", help="compared with off (default: %(default)s)")
+    parser.add_argument("--baseline-src", help="a source tree's src for the -baseline variants")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    for count in (args.handshakes, args.warmup):
+        if count * SPANS_PER_HANDSHAKE % BATCH:
+            parser.error(f"--handshakes and --warmup must make whole batches: multiples of {BATCH}")
+    variants = ["off", *args.variants.split(",")]
+    unknown = [v for v in variants if v.removesuffix("-baseline") not in VARIANTS]
+    if unknown or (any(v.endswith("-baseline") for v in variants) and not args.baseline_src):
+        parser.error(
+            f"unknown variants {unknown} (known: {', '.join(VARIANTS)}, each with -baseline and --baseline-src)"
+        )
+    upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
+        stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
+        overhead._wait_listening(upstream_port)
+        overhead._wait_listening(receiver_port)
+        results = {v: _measure(v, args, receiver_port, upstream_port, Path(tmp)) for v in variants}
+    off = results["off"]
+    report = {
+        variant: {
+            **counts,
+            "main_vs_off": counts["main"] / off["main"] - 1,
+            "total_vs_off": (counts["main"] + counts["other"]) / (off["main"] + off["other"]) - 1,
+        }
+        for variant, counts in results.items()
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"instructions per handshake, {args.handshakes} handshakes after {args.warmup}")
+    for variant, r in report.items():
+        print(
+            f"{variant:18} event loop {r['main'] / 1e3:8.0f} k ({r['main_vs_off']:+.1%})   other threads "
+            f"{r['other'] / 1e3:6.0f} k   all {(r['main'] + r['other']) / 1e3:8.0f} k ({r['total_vs_off']:+.1%})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
