@@ -11,8 +11,9 @@ counts), the SDK's attribute cleaning for any value that is not a plain ``str``/
 ``bool``, its ``Event``, ``BoundedList`` and link rules, its status rules, ``record_exception`` and
 ``__exit__``. A span is handed to the processors' ``on_start`` and, ended, to their ``on_end`` as a
 ``ReadableSpan`` (a subclass; the ``BatchSpanProcessor`` then batches it under ``OTEL_BSP_*``): the
-tracers call each processor added with ``add_span_processor`` themselves, in order, and skip the SDK
-``BatchSpanProcessor``'s ``on_start``, which does nothing.
+tracers call each processor added with ``add_span_processor`` themselves, in order, skip the SDK
+``BatchSpanProcessor``'s ``on_start``, which does nothing, and hand it a sampled span straight into
+its queue (what its ``on_end`` does after checking the span is sampled).
 
 What it leaves out, measured as the cost of a traced handshake (docs/telemetry.md, "What it costs"):
 a lock per span and per attribute write (spans are written on the event loop), a

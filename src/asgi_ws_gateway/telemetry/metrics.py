@@ -64,7 +64,7 @@ class _Series:
 
 
 _SERIES_LIMIT = 4096
-"""Series kept made per metric; past it (inputs are bounded: API, outcome, status, error type, close code),
+"""Series kept per metric; past it (their inputs are bounded: API, outcome, status, error type, close code)
 the cache starts again rather than grow."""
 
 
@@ -109,13 +109,6 @@ class _Totals:
         if s.policy_actions:
             self.actions.update(s.policy_actions)  # what message policies did, counted by the relay
 
-    def size_classes(self, slots: list[int]) -> list[int]:
-        """``slots`` (``slots_in`` or ``slots_out``) counted by :data:`.names.SIZE_CLASSES`."""
-        classes = [0] * len(n.SIZE_CLASSES)
-        for size_class, count in zip(_CLASS_OF_SLOT, slots, strict=True):
-            classes[size_class] += count
-        return classes
-
     def copy(self) -> _Totals:
         other = _Totals()
         other.messages, other.bytes = list(self.messages), list(self.bytes)
@@ -126,6 +119,16 @@ class _Totals:
 
 _SLOTS = 65  # RelayStats slots of message sizes below 2**64 B (a connection has fewer: up to its size limit)
 _CLASS_OF_SLOT = tuple(n.size_class_index(slot) for slot in range(_SLOTS))
+
+
+def _size_classes(slots: list[int]) -> list[int]:
+    """Totals by ``RelayStats`` slot (``_Totals.slots_in``/``slots_out``) counted by :data:`.names.SIZE_CLASSES`."""
+    classes = [0] * len(n.SIZE_CLASSES)
+    for size_class, count in zip(_CLASS_OF_SLOT, slots, strict=True):
+        classes[size_class] += count
+    return classes
+
+
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -313,7 +316,7 @@ class Metrics:
     def _observe_sizes(self, options: CallbackOptions) -> Iterator[Observation]:
         for api, totals in self._snapshot().items():
             for direction, slots in ((n.TO_UPSTREAM, totals.slots_in), (n.TO_CLIENT, totals.slots_out)):
-                for size_class, value in zip(n.SIZE_CLASSES, totals.size_classes(slots), strict=True):
+                for size_class, value in zip(n.SIZE_CLASSES, _size_classes(slots), strict=True):
                     if value:
                         yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.SIZE_CLASS: size_class})
 
