@@ -13,7 +13,8 @@ few handshakes instead of hundreds. The metric reader collects hourly here (a co
 interval, not per handshake), and the span batches are the SDK's full ones (512 spans): the warm-up
 and the measured handshakes are multiples of 512 spans, so the measured export is whole batches.
 
-Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]``
+Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]
+[--server uvicorn|run]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice and the access log).
 (``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Needs valgrind.
 """
 
@@ -84,10 +85,16 @@ def _measure(
     env["PYTHONPATH"] = str(src)
     port = overhead._free_port()
     prefix = tmp / f"callgrind-{variant}"
+    if args.server == "run":  # the default path: the project's protocol class, the splice, the access log
+        gateway_command = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--port", str(port)]
+    else:  # uvicorn's websockets-sansio and the relay, as telemetry_overhead.py runs it
+        gateway_command = [
+            sys.executable, str(Path(overhead.__file__).resolve()), "--role", "gateway", "--port", str(port),
+            "--config", str(config),
+        ]  # fmt: skip
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
-        f"--callgrind-out-file={prefix}", sys.executable, str(Path(overhead.__file__).resolve()),
-        "--role", "gateway", "--port", str(port), "--config", str(config),
+        f"--callgrind-out-file={prefix}", *gateway_command,
     ]  # fmt: skip
     gateway = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -118,6 +125,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=512, help="handshakes before measuring (default: %(default)s)")
     parser.add_argument("--variants", default="on,metrics", help="compared with off (default: %(default)s)")
     parser.add_argument("--baseline-src", help="a source tree's src for the -baseline variants")
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "run"],
+        default="uvicorn",
+        help="uvicorn: the gateway under uvicorn's websockets-sansio, as telemetry_overhead.py; run: "
+        "`asgi-ws-gateway run` defaults (the splice, the access log) (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     for count in (args.handshakes, args.warmup):
@@ -148,7 +162,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"instructions per handshake, {args.handshakes} handshakes after {args.warmup}")
+    print(f"instructions per handshake ({args.server}), {args.handshakes} handshakes after {args.warmup}")
     for variant, r in report.items():
         print(
             f"{variant:18} event loop {r['main'] / 1e3:8.0f} k ({r['main_vs_off']:+.1%})   other threads "
