@@ -15,7 +15,8 @@ and the measured handshakes are multiples of 512 spans, so the measured export i
 
 Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]
 [--server uvicorn|run]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice and the access log).
-(``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Needs valgrind.
+(``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Needs valgrind
+(Debian: ``apt-get install valgrind``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,6 +136,8 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
     for count in (args.handshakes, args.warmup):
         if count * SPANS_PER_HANDSHAKE % BATCH:
             parser.error(f"--handshakes and --warmup must make whole batches: multiples of {BATCH}")
