@@ -22,7 +22,7 @@ from typing import TypeVar
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .errors import Unavailable
 from .overlay import Overlay
-from .store import Change, StateFileInvalid
+from .store import Change, StateFileInvalid, read_state
 
 T = TypeVar("T")
 
@@ -74,10 +74,9 @@ class RedisStore:
     async def load(self) -> Overlay:
         document = await self._call(lambda: self.client.hget(self._key, "doc"))
         try:
-            return Overlay.from_json(document) if document else Overlay()
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # written there by something else
-            cause = StateFileInvalid(f"{self._key} in Redis is not a state document ({type(exc).__name__}: {exc})")
-            raise Unavailable.of("state store (Redis)", cause) from cause
+            return read_state(document, f"{self._key} in Redis") if document else Overlay()
+        except StateFileInvalid as exc:  # written there by something else
+            raise Unavailable.of("state store (Redis)", exc) from exc
 
     async def update(self, change: Change) -> Overlay:
         for _ in range(MAX_ATTEMPTS):

@@ -32,6 +32,18 @@ class StateFileInvalid(ValueError):
     """The state file holds something other than a state document (edited by hand, or not ours)."""
 
 
+def read_state(document: str | bytes, where: str) -> Overlay:
+    """The overlay a stored state document holds (``where``: the file or key, for the message).
+
+    Raises:
+        StateFileInvalid: not JSON, not UTF-8, a field missing or of another type, nested too deeply.
+    """
+    try:
+        return Overlay.from_json(document)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise StateFileInvalid(f"{where} is not a state document ({type(exc).__name__}: {exc})") from None
+
+
 class StateStore(Protocol):
     """Keeps the overlay. Implementations: :class:`MemoryStore`, :class:`FileStore`, ``RedisStore``."""
 
@@ -118,10 +130,7 @@ class FileStore:
             text = self.path.read_bytes()
         except FileNotFoundError:
             return Overlay()
-        try:
-            return Overlay.from_json(text)
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON, UTF-8, fields, nesting
-            raise StateFileInvalid(f"{self.path} is not a state document ({type(exc).__name__}: {exc})") from None
+        return read_state(text, str(self.path))
 
     def _update(self, change: Change) -> Overlay:
         with self._locked():
@@ -158,4 +167,4 @@ class FileStore:
             os.close(directory)
 
 
-__all__ = ["Change", "FileStore", "MemoryStore", "StateFileInvalid", "StateStore"]
+__all__ = ["Change", "FileStore", "MemoryStore", "StateFileInvalid", "StateStore", "read_state"]

@@ -70,4 +70,4 @@ def _positive_number(text: str) -> bool:
     return math.isfinite(value) and value > 0
 
 
-__all__ = ["environment_problems"]
+__all__ = ["Signal", "environment_problems"]
