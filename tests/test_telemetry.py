@@ -371,3 +371,21 @@ def test_a_client_behind_a_trusted_proxy_is_named_on_spans_and_the_access_log(
     assert conn.attributes[n.CLIENT_ADDRESS] == "198.51.100.7"
     (line,) = [r.getMessage() for r in caplog.records]
     assert '"client":"198.51.100.7"' in line and f'"peer":"{peer}"' in line
+
+
+def test_the_upstream_gets_one_traceparent_whatever_case_the_request_headers_use() -> None:
+    """The upstream request's own trace headers (from the client, or a set-header policy, in any case)
+    are replaced by the gateway's; other headers stay, the same tuples in the same order."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from asgi_ws_gateway.telemetry import propagation
+
+    context = trace.set_span_in_context(NonRecordingSpan(SpanContext(0xAB, 0xCD, False, TraceFlags(1))))
+    host, agent = ("host", "example"), ("User-Agent", "test")
+    headers = [host, ("TraceParent", "00-forged-01"), agent, ("TRACESTATE", "client=1")]
+    propagation.inject(headers, context)
+    assert headers[:2] == [host, agent] and headers[0] is host and headers[1] is agent
+    assert headers[2:] == [("traceparent", f"00-{0xAB:032x}-{0xCD:016x}-01")]
+    plain = [host, agent]
+    propagation.inject(plain, context)
+    assert plain[:2] == [host, agent] and [name for name, _ in plain] == ["host", "User-Agent", "traceparent"]
