@@ -87,6 +87,8 @@ def _measure(
     env["PYTHONPATH"] = str(src)
     port = overhead._free_port()
     prefix = tmp / f"callgrind-{variant}"
+    for stale in tmp.glob(prefix.name + ".*"):  # a kept directory's earlier run
+        stale.unlink()
     if args.server == "run":  # the default path: the project's protocol class, the splice, the access log
         gateway_command = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--port", str(port)]
     else:  # uvicorn's websockets-sansio and the relay, as telemetry_overhead.py runs it
@@ -135,6 +137,7 @@ def main() -> int:
         "`asgi-ws-gateway run` defaults (the splice, the access log) (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -148,7 +151,9 @@ def main() -> int:
             f"unknown variants {unknown} (known: {', '.join(VARIANTS)}, each with -baseline and --baseline-src)"
         )
     upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory())
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
         stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
         overhead._wait_listening(upstream_port)

@@ -32,7 +32,7 @@ from .redis_client import parse_redis_url
 from .schema import json_schema
 from .server.logconfig import run_log_config
 from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
-from .standalone import ACCESS_LOG_ENV, CONFIG_ENV
+from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV
 from .telemetry.providers import environment_config_problems
 
 
@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
+    os.environ.setdefault(GC_ENV, "tuned")  # the gateway is each worker's whole application
     access = "off" if args.no_access_log else args.access_log_format
     if access:
         os.environ[ACCESS_LOG_ENV] = access
