@@ -14,7 +14,8 @@ interval, not per handshake), and the span batches are the SDK's full ones (512 
 and the measured handshakes are multiples of 512 spans, so the measured export is whole batches.
 
 Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]
-[--server uvicorn|run]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice and the access log).
+[--server uvicorn|run] [--keep DIR]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice and the access
+log; ``--keep``: callgrind's files, one per variant and thread, for ``callgrind_annotate``).
 (``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Needs valgrind
 (Debian: ``apt-get install valgrind``).
 """
