@@ -8,15 +8,20 @@ in ``test_e2e_relay.py`` (the ``gateway_mode`` fixture).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from httptools import HttpRequestParser
 
 from asgi_ws_gateway.passthrough.framed import FramedRelay
+from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream
+from asgi_ws_gateway.passthrough.splice import Splice
 from asgi_ws_gateway.relay.pumps import Relay
+from asgi_ws_gateway.server import GatewayHTTPProtocol
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_close
 from support.gateway import MIB, PASSTHROUGH, GatewayMode, ProbedGateway, Stack, gateway_config, serve
@@ -227,3 +232,27 @@ async def test_dead_client_is_found_by_keepalive_and_the_upstream_gets_1001(upst
         finally:
             writer.close()
         await gateway.settle()
+
+
+async def test_a_closed_spliced_connection_leaves_nothing_for_the_garbage_collector(upstream: UpstreamServer) -> None:
+    """Under ``run``'s protocols, a connection's objects are freed when it closes, not at the next collection.
+
+    The splice and its two sides, their transports and uvicorn's HTTP protocol (whose parser holds its
+    bound methods) were reference cycles: ~63 objects per handshake, ~35 µs of collection each. With
+    the collector off, nothing of 20 closed connections may stay in memory.
+    """
+    gateway = ProbedGateway(SPLICED.config(upstream))
+    leftovers = (Splice, GatewayHTTPProtocol, RawUpstream, HttpRequestParser)
+    with UvicornServer(gateway, ws=PASSTHROUGH, http=GatewayHTTPProtocol) as server:
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(20):
+                async with await connect(server.url("/ws/echo")) as ws:
+                    await ws.send(f"m{i}")
+                    assert await ws.recv() == f"m{i}"
+            await gateway.settle()
+            left = [type(o).__name__ for o in gc.get_objects() if type(o) in leftovers]
+        finally:
+            gc.enable()
+    assert left == []

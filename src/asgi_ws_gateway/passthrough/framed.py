@@ -34,7 +34,6 @@ from .._types import Data
 from ..errors import CloseConnection
 from ..messages.context import ConnectionContext
 from ..relay.pumps import PolicyTasks
-from ..relay.stats import RelayStats
 from .assembler import Event, MessageAssembler
 from .frames import encode_frame
 from .raw_upstream import RawUpstream
@@ -186,11 +185,11 @@ class FramedRelay(Splice):
         frames_out = MessageAssembler(self.stats, inbound=False, max_message_size=max_message_size)
         return _FramedSide(self, frames_in, client=True), _FramedSide(self, frames_out, client=False)
 
-    async def run(self) -> RelayStats:
+    async def _until_closed(self) -> None:
         """As the splice's; the policies' tasks are cancelled, and awaited, before it returns."""
         self.background.begin()
         try:
-            return await super().run()
+            await super()._until_closed()
         finally:
             await self.background.end()
 

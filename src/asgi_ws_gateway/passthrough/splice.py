@@ -233,12 +233,20 @@ class Splice:
 
     async def run(self) -> RelayStats:
         """Wait until both connections are closed. Cancelling it aborts both."""
+        await self._until_closed()
+        # Both connections are lost (no callback comes after connection_lost) and nothing of the
+        # splice's runs: drop the sides' links back, so that refcounting frees the connection's
+        # objects now rather than the garbage collector later (they were ~50 objects in cycles).
+        for side in (self.client, self.upstream):
+            del side.splice, side.peer, side.transport
+        return self.stats
+
+    async def _until_closed(self) -> None:
         try:
             await self.finished.wait()
         except asyncio.CancelledError:
             self.abort()
             raise
-        return self.stats
 
     def abort(self) -> None:
         """Drop both TCP connections now."""

@@ -208,6 +208,9 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
         protocol.adopt_connection(self.transport, self.server, self.client, scheme)
         protocol.receive_parsed_request(self.scope["method"].encode(), self.url, self.scope["headers"])
         self.transport.set_protocol(protocol)
+        # This protocol gets no more callbacks; its parser holds its bound methods, a cycle only the
+        # garbage collector would free.
+        del self.parser
 
 
 class GatewayH11Protocol(_HeadDeadline, H11Protocol):
