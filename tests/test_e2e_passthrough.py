@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from httptools import HttpRequestParser
 
+from asgi_ws_gateway.messages.context import ConnectionContext
 from asgi_ws_gateway.passthrough.framed import FramedRelay
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream
 from asgi_ws_gateway.passthrough.splice import Splice
@@ -234,15 +235,21 @@ async def test_dead_client_is_found_by_keepalive_and_the_upstream_gets_1001(upst
         await gateway.settle()
 
 
-async def test_a_closed_spliced_connection_leaves_nothing_for_the_garbage_collector(upstream: UpstreamServer) -> None:
+@pytest.mark.parametrize("message_policies", [None, {"inbound": [{"limit-message-size": {"max": 100}}]}],
+                         ids=["spliced", "framed"])  # fmt: skip
+async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(
+    upstream: UpstreamServer, message_policies: dict[str, Any] | None
+) -> None:
     """Under ``run``'s protocols, a connection's objects are freed when it closes, not at the next collection.
 
-    The splice and its two sides, their transports and uvicorn's HTTP protocol (whose parser holds its
-    bound methods) were reference cycles: ~63 objects per handshake, ~35 µs of collection each. With
-    the collector off, nothing of 20 closed connections may stay in memory.
+    The splice and its two sides, their transports, uvicorn's HTTP protocol (whose parser holds its
+    bound methods), and with message policies the frame relay and their connection context were
+    reference cycles: ~60 objects per handshake, ~35 µs of collection each. With the collector off,
+    nothing of 20 closed connections may stay in memory.
     """
-    gateway = ProbedGateway(SPLICED.config(upstream))
-    leftovers = (Splice, GatewayHTTPProtocol, RawUpstream, HttpRequestParser)
+    api = {"message_policies": message_policies} if message_policies else {}
+    gateway = ProbedGateway(SPLICED.config(upstream, **api))
+    leftovers = (Splice, FramedRelay, ConnectionContext, GatewayHTTPProtocol, RawUpstream, HttpRequestParser)
     with UvicornServer(gateway, ws=PASSTHROUGH, http=GatewayHTTPProtocol) as server:
         gc.collect()
         gc.disable()
@@ -251,6 +258,10 @@ async def test_a_closed_spliced_connection_leaves_nothing_for_the_garbage_collec
                 async with await connect(server.url("/ws/echo")) as ws:
                     await ws.send(f"m{i}")
                     assert await ws.recv() == f"m{i}"
+                    if i == 0:
+                        (live,) = gateway.gateway.connections()
+                        assert type(live.relay) is (FramedRelay if message_policies else Splice)
+                        del live
             await gateway.settle()
             left = [type(o).__name__ for o in gc.get_objects() if type(o) in leftovers]
         finally:

@@ -191,3 +191,40 @@ async def test_a_message_within_the_size_limits_is_not_forwarded_once_closing() 
     framed.client.data_received(close_frame(1000, "bye", mask=True))
     framed.upstream.data_received(text("late", mask=False) + close_frame(1000, "bye", mask=False))
     assert read(client.written, masked=False) == ([], (1000, "bye"))
+
+
+async def test_a_context_kept_after_the_connection_ended_answers_as_a_closed_connection() -> None:
+    """The frame relay drops its policies' context at the end (no reference cycle is left): a policy that
+    kept the context gets a closed connection's answers, and a task it starts then never runs."""
+    kept: list[ConnectionContext] = []
+
+    class Keeper(Policy):
+        def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler | None:
+            kept.append(connection)
+            return None
+
+    client, upstream = FakeTransport(), FakeTransport()
+    raw = RawUpstream(cast(asyncio.Transport, upstream), None, None, [], b"", _HandshakeReader())
+    framed = FramedRelay(raw, policies=MessagePolicySet([Keeper(lambda m: None)], []),
+                         handshake=context("/ws/chat"), max_message_size=1000, close_timeout=30.0)  # fmt: skip
+    framed.client.connection_made(client)
+    framed._start()
+    running = asyncio.create_task(framed.run())
+    (connection,) = kept
+    assert await connection.send_to_client("while open")
+    for side in (framed.client, framed.upstream):
+        side.connection_lost(None)
+    stats = await running
+    assert stats is framed.stats
+    started: list[str] = []
+
+    async def late() -> None:
+        started.append("late")
+
+    connection.start(late)
+    assert not await connection.send_to_client("after the end")
+    assert not await connection.send_to_upstream("after the end")
+    await connection.close(1000, "after the end")
+    await asyncio.sleep(0)
+    assert started == []
+    assert b"after the end" not in bytes(client.written) + bytes(upstream.written)

@@ -138,6 +138,25 @@ class RelayControls(Protocol):
     def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
 
+class _Ended:
+    """The controls of a connection that has ended: as a closed connection's, and nothing to hold on to."""
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+        return None
+
+    async def send_to_client(self, data: Data) -> bool:
+        return False
+
+    async def send_to_upstream(self, data: Data) -> bool:
+        return False
+
+    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        return None  # the connection is over: nothing left for the task to do
+
+
+_ENDED = _Ended()
+
+
 class ConnectionContext:
     """One open connection as its message policies see it.
 
@@ -194,6 +213,12 @@ class ConnectionContext:
     def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``task()`` while the connection is relayed; it is cancelled when the connection ends."""
         self._controls.start(task)
+
+    def end(self) -> None:
+        """The relay is done (its policies' tasks too): drop it. What a policy still holding this
+        context asks then is answered as by a closed connection, and the relay, which holds this
+        context, is no longer held by it: refcounting frees both, no reference cycle is left."""
+        self._controls = _ENDED
 
 
 class ErrorReply:

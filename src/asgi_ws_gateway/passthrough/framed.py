@@ -34,6 +34,7 @@ from .._types import Data
 from ..errors import CloseConnection
 from ..messages.context import ConnectionContext
 from ..relay.pumps import PolicyTasks
+from ..relay.stats import RelayStats
 from .assembler import Event, MessageAssembler
 from .frames import encode_frame
 from .raw_upstream import RawUpstream
@@ -185,8 +186,15 @@ class FramedRelay(Splice):
         frames_out = MessageAssembler(self.stats, inbound=False, max_message_size=max_message_size)
         return _FramedSide(self, frames_in, client=True), _FramedSide(self, frames_out, client=False)
 
-    async def _until_closed(self) -> None:
+    async def run(self) -> RelayStats:
         """As the splice's; the policies' tasks are cancelled, and awaited, before it returns."""
+        stats = await super().run()
+        for side in (self.client, self.upstream):  # as the splice's links back: no reference cycle left
+            del side.relay, side.process
+        self.connection.end()
+        return stats
+
+    async def _until_closed(self) -> None:
         self.background.begin()
         try:
             await super()._until_closed()

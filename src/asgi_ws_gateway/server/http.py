@@ -195,6 +195,7 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
         receiver = getattr(self.ws_protocol_class, "receive_parsed_request", None)
         if receiver is None:  # another WebSocket implementation: uvicorn's way
             super().handle_websocket_upgrade()
+            del self.parser  # as below
             return
         # uvicorn's handle_websocket_upgrade, but the head goes over as parsed, not as bytes.
         if self.logger.level <= TRACE_LOG_LEVEL:
