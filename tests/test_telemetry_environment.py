@@ -72,3 +72,37 @@ def test_run_refuses_them_before_serving(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "invalid gateway configuration in environment (2 problem(s)):" in done.stderr
     assert "OTEL_METRIC_EXPORT_INTERVAL: 0 is below 1" in done.stderr
+
+
+def test_the_gateways_own_choices_are_checked_with_the_signal_that_reads_them() -> None:
+    environ = {**ENDPOINT, "ASGI_WS_GATEWAY_SPANS": "lean", "ASGI_WS_GATEWAY_OTLP_ENCODER": " SDK ",
+               "ASGI_WS_GATEWAY_HISTOGRAMS": "fast"}  # fmt: skip
+    assert environment_config_problems(TelemetryConfig(), environ) == [
+        "ASGI_WS_GATEWAY_SPANS: 'lean' is not supported (gateway or sdk)",
+        "ASGI_WS_GATEWAY_HISTOGRAMS: 'fast' is not supported (gateway or sdk)",
+    ]
+    metrics_only = {**environ, "OTEL_TRACES_EXPORTER": "none"}
+    assert environment_config_problems(TelemetryConfig(), metrics_only) == [
+        "ASGI_WS_GATEWAY_HISTOGRAMS: 'fast' is not supported (gateway or sdk)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"ASGI_WS_GATEWAY_SPANS": "lean", **ENDPOINT}, "ASGI_WS_GATEWAY_SPANS: 'lean' is not supported"),
+        ({"ASGI_WS_GATEWAY_GC": "aggressive"}, "ASGI_WS_GATEWAY_GC: 'aggressive' is not supported (tuned or python)"),
+    ],
+    ids=["spans", "gc"],
+)
+def test_run_with_workers_refuses_a_variable_each_worker_reads_before_serving(
+    tmp_path: Path, variables: dict[str, str], problem: str
+) -> None:
+    """Read only in the workers, a wrong value made each worker die with a traceback, restarted for ever."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    env = {**os.environ, **variables}
+    done = subprocess.run([str(EXE), "run", str(config), "--port", "0", "--workers", "2"], capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert problem in done.stderr

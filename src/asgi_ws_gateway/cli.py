@@ -32,7 +32,7 @@ from .redis_client import parse_redis_url
 from .schema import json_schema
 from .server.logconfig import run_log_config
 from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
-from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV
+from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV, collector_problems
 from .telemetry.providers import environment_config_problems
 
 
@@ -113,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(json_schema(), indent=2))
             return 0
         config = load_config(args.config)
-        if args.command == "run":  # what each worker would find wrong in OTEL_*, said once, before serving
-            environment = environment_config_problems(config.telemetry)
+        if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
+            environment = [*environment_config_problems(config.telemetry), *collector_problems()]
             if environment:
                 raise ConfigError(environment, "environment")
     except ConfigError as exc:

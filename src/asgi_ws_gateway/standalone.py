@@ -63,10 +63,16 @@ def settle_collector() -> None:
 
 
 def _collector_mode() -> str:
+    problems = collector_problems()
+    if problems:
+        raise ConfigError(problems, "environment")
+    return os.environ.get(GC_ENV, "").strip().lower() or "python"
+
+
+def collector_problems() -> list[str]:
+    """What is wrong with ``ASGI_WS_GATEWAY_GC`` (``run`` says it before serving: each worker would fail)."""
     mode = os.environ.get(GC_ENV, "").strip().lower() or "python"
-    if mode not in ("tuned", "python"):
-        raise ConfigError([f"{GC_ENV}: {mode!r} is not supported (tuned or python)"], "environment")
-    return mode
+    return [] if mode in ("tuned", "python") else [f"{GC_ENV}: {mode!r} is not supported (tuned or python)"]
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -162,4 +168,13 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     return gateway
 
 
-__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "GC_ENV", "StandaloneApp", "create_app", "not_found", "settle_collector"]
+__all__ = [
+    "ACCESS_LOG_ENV",
+    "CONFIG_ENV",
+    "GC_ENV",
+    "StandaloneApp",
+    "collector_problems",
+    "create_app",
+    "not_found",
+    "settle_collector",
+]

@@ -141,7 +141,17 @@ def environment_config_problems(config: TelemetryConfig, environ: Mapping[str, s
 
 def _problems(signals: list[Signal], environ: Mapping[str, str]) -> list[str]:
     protocols = (_protocol_problem(signal, environ) for signal in signals)
-    return list(dict.fromkeys([*(p for p in protocols if p), *environment_problems(signals, environ)]))
+    choices = [
+        f"{variable}: {_choice(variable, environ)!r} is not supported (gateway or sdk)"
+        for variable, signal in _CHOICES.items()
+        if signal in signals and _choice(variable, environ) not in ("gateway", "sdk")
+    ]
+    return list(dict.fromkeys([*(p for p in protocols if p), *choices, *environment_problems(signals, environ)]))
+
+
+def _choice(variable: str, environ: Mapping[str, str]) -> str:
+    """What one of the gateway's own ``gateway`` / ``sdk`` variables (:data:`_CHOICES`) chooses."""
+    return environ.get(variable, "").strip().lower() or "gateway"
 
 
 def _global_tracer_provider() -> TracerProvider | None:
@@ -218,9 +228,7 @@ def _own_tracer_provider(
 
     from .lean_spans import LeanTracerProvider
 
-    spans = environ.get(SPANS_VARIABLE, "").strip().lower() or "gateway"
-    if spans not in ("gateway", "sdk"):
-        raise ConfigError([f"{SPANS_VARIABLE}: {spans!r} is not supported (gateway or sdk)"], "environment")
+    spans = _choice(SPANS_VARIABLE, environ)  # checked by _problems
     # Either way the sampler is OTEL_TRACES_SAMPLER(_ARG)'s and the limits OTEL_*_LIMIT's.
     provider = SdkTracerProvider(resource=resource) if spans == "sdk" else LeanTracerProvider(resource=resource)
     delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
@@ -235,9 +243,7 @@ ENCODER_VARIABLE = "ASGI_WS_GATEWAY_OTLP_ENCODER"
 
 
 def _span_exporter(protocol: str, environ: Mapping[str, str]) -> SpanExporter:
-    encoder = environ.get(ENCODER_VARIABLE, "").strip().lower() or "gateway"
-    if encoder not in ("gateway", "sdk"):
-        raise ConfigError([f"{ENCODER_VARIABLE}: {encoder!r} is not supported (gateway or sdk)"], "environment")
+    encoder = _choice(ENCODER_VARIABLE, environ)  # checked by _problems
     if encoder == "sdk":
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -254,6 +260,8 @@ def _span_exporter(protocol: str, environ: Mapping[str, str]) -> SpanExporter:
 HISTOGRAMS_VARIABLE = "ASGI_WS_GATEWAY_HISTOGRAMS"
 """``gateway`` (default): the own meter provider's duration histograms are aggregated by :mod:`.histograms`;
 ``sdk``: by the SDK's instruments."""
+_CHOICES: dict[str, Signal] = {SPANS_VARIABLE: "traces", ENCODER_VARIABLE: "traces", HISTOGRAMS_VARIABLE: "metrics"}
+"""The gateway's own ``gateway`` / ``sdk`` variables, by the signal whose own provider reads them."""
 
 
 def _own_meter_provider(
@@ -264,9 +272,7 @@ def _own_meter_provider(
 
     from .histograms import OwnHistograms
 
-    histograms = environ.get(HISTOGRAMS_VARIABLE, "").strip().lower() or "gateway"
-    if histograms not in ("gateway", "sdk"):
-        raise ConfigError([f"{HISTOGRAMS_VARIABLE}: {histograms!r} is not supported (gateway or sdk)"], "environment")
+    histograms = _choice(HISTOGRAMS_VARIABLE, environ)  # checked by _problems
     reader = PeriodicExportingMetricReader(exporter)  # OTEL_METRIC_EXPORT_INTERVAL
     provider = SdkMeterProvider(metric_readers=[reader], resource=resource)  # OTEL_METRICS_EXEMPLAR_FILTER
     return provider, OwnHistograms(provider, reader) if histograms == "gateway" else None
