@@ -63,15 +63,12 @@ def settle_collector() -> None:
 
 
 def _collector_mode() -> str:
-    problems = collector_problems()
-    if problems:
-        raise ConfigError(problems, "environment")
     return os.environ.get(GC_ENV, "").strip().lower() or "python"
 
 
 def collector_problems() -> list[str]:
     """What is wrong with ``ASGI_WS_GATEWAY_GC`` (``run`` says it before serving: each worker would fail)."""
-    mode = os.environ.get(GC_ENV, "").strip().lower() or "python"
+    mode = _collector_mode()
     return [] if mode in ("tuned", "python") else [f"{GC_ENV}: {mode!r} is not supported (tuned or python)"]
 
 
@@ -157,6 +154,9 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     if access in ("text", "json"):  # the data only: the gateway checks the policies, building them once
         loaded = parse_config(config)
         config = loaded.model_copy(update={"telemetry": loaded.telemetry.model_copy(update={"access_log": access})})
+    problems = collector_problems()
+    if problems:
+        raise ConfigError(problems, "environment")
     app = StandaloneApp(settle=_collector_mode() == "tuned")
     try:
         gateway = WebSocketGateway(app, config=config)
