@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -219,6 +220,45 @@ def test_header_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv("ASGI_WS_GATEWAY_HEADER_TIMEOUT", bad)
         with pytest.raises(ValueError, match="ASGI_WS_GATEWAY_HEADER_TIMEOUT: expected a positive number"):
             _header_timeout_from_env()
+
+
+BAD_LIMITS = {"ASGI_WS_GATEWAY_HEADER_TIMEOUT": "soon", "ASGI_WS_GATEWAY_MAX_HEAD_BYTES": "-1"}
+"""Read when ``asgi_ws_gateway.server.http`` is imported: the CLI imports it, so raising there broke
+every command, ``check`` and ``--help`` included, with a traceback."""
+BAD_LIMITS_PROBLEMS = [
+    "ASGI_WS_GATEWAY_HEADER_TIMEOUT: expected a positive number of seconds, got 'soon'",
+    "ASGI_WS_GATEWAY_MAX_HEAD_BYTES: expected a positive number of bytes, got '-1'",
+]
+
+
+def _with_bad_limits(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    command = [sys.executable, *(arg.replace("CONFIG", str(config)) for arg in args)]
+    env = {**os.environ, **BAD_LIMITS, "ASGI_WS_GATEWAY_CONFIG": str(config)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_wrong_head_limits_in_the_environment_do_not_break_other_commands(tmp_path: Path) -> None:
+    done = _with_bad_limits(tmp_path, "-m", "asgi_ws_gateway", "check", "CONFIG")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_run_refuses_wrong_head_limits_before_serving(tmp_path: Path, workers: str) -> None:
+    done = _with_bad_limits(tmp_path, "-m", "asgi_ws_gateway", "run", "CONFIG", "--port", "0", "--workers", workers)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "invalid gateway configuration in environment (2 problem(s)):" in done.stderr
+    assert all(problem in done.stderr for problem in BAD_LIMITS_PROBLEMS), done.stderr
+
+
+def test_a_gateway_under_uvicorn_fails_its_start_up_on_wrong_head_limits(tmp_path: Path) -> None:
+    """``uvicorn --http asgi_ws_gateway.server:GatewayHTTPProtocol``: the gateway's lifespan start-up fails."""
+    done = _with_bad_limits(tmp_path, "-m", "uvicorn", "--factory", "asgi_ws_gateway.standalone:create_app",
+                            "--http", "asgi_ws_gateway.server:GatewayHTTPProtocol", "--port", "0")  # fmt: skip
+    assert done.returncode == 3, done.stderr  # uvicorn's start-up failure
+    assert "Application startup failed. Exiting." in done.stderr
+    assert all(problem in done.stderr for problem in BAD_LIMITS_PROBLEMS), done.stderr
 
 
 # -- Sec-WebSocket-Version --

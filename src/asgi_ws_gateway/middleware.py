@@ -26,7 +26,7 @@ from .policies.build import GatewayPolicies, load_policies
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
 from .routing import Router
-from .startup import StartupFailure, built_by_starlette
+from .startup import StartupFailure, built_by_starlette, environment_problems
 from .state.base import OutageLog, Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
@@ -238,6 +238,10 @@ class WebSocketGateway:
                 await self._handle(api, params, scope, receive, send)
                 return
         elif scope["type"] == "lifespan":
+            problems = environment_problems()  # the server's protocols read variables when imported
+            if problems:
+                await StartupFailure(ConfigError(problems, "environment"))(scope, receive, send)
+                return
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)

@@ -31,6 +31,24 @@ def built_by_starlette() -> bool:
     return sys._getframe(2).f_code.co_name in _BUILDERS
 
 
+_ENVIRONMENT_PROBLEMS: list[str] = []
+
+
+def report_environment_problem(problem: str) -> None:
+    """A variable read when a module was imported (the server protocols' limits) holds a wrong value.
+
+    Raising at import would break every importer, down to ``asgi-ws-gateway check``; instead the
+    value's default is used, ``run`` refuses to serve, and a gateway fails its lifespan start-up.
+    """
+    if problem not in _ENVIRONMENT_PROBLEMS:
+        _ENVIRONMENT_PROBLEMS.append(problem)
+
+
+def environment_problems() -> list[str]:
+    """What :func:`report_environment_problem` was told, in order."""
+    return list(_ENVIRONMENT_PROBLEMS)
+
+
 class StartupFailure:
     """An ASGI app that fails the lifespan start-up with ``error``'s message and refuses requests."""
 
@@ -64,4 +82,4 @@ class StartupFailure:
         await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["StartupFailure", "built_by_starlette"]
+__all__ = ["StartupFailure", "built_by_starlette", "environment_problems", "report_environment_problem"]

@@ -8,7 +8,8 @@ from the connection (or the previous response) on; a client that is late gets ``
 Timeout`` (or, when it sent nothing, a plain close).
 
 The deadline is ``$ASGI_WS_GATEWAY_HEADER_TIMEOUT`` seconds (default 10), read once at import; a
-subclass may set ``header_timeout`` instead.
+subclass may set ``header_timeout`` instead. A wrong value of either variable does not break the
+import: ``run`` refuses to serve and the gateway fails its lifespan start-up, naming it.
 
 The head is bounded in size too: httptools accepts a header of any size, so a client could make a
 worker buffer hundreds of megabytes within the deadline. A head larger than ``max_head_bytes``
@@ -21,11 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..startup import report_environment_problem
+
+T = TypeVar("T")
 
 HEADER_TIMEOUT_ENV = "ASGI_WS_GATEWAY_HEADER_TIMEOUT"
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -74,11 +80,20 @@ def _header_timeout_from_env() -> float:
     return value
 
 
+def _from_env(read: Callable[[], T], default: T) -> T:
+    """``read()``, or ``default`` with the problem reported: ``run`` and the gateway's start-up refuse it."""
+    try:
+        return read()
+    except ValueError as exc:
+        report_environment_problem(str(exc))
+        return default
+
+
 class _HeadDeadline(asyncio.Protocol):
     """The request-head deadline, for either of uvicorn's HTTP protocols (mixed in before it)."""
 
-    header_timeout: float = _header_timeout_from_env()
-    max_head_bytes: int = _max_head_bytes_from_env()
+    header_timeout: float = _from_env(_header_timeout_from_env, DEFAULT_HEADER_TIMEOUT)
+    max_head_bytes: int = _from_env(_max_head_bytes_from_env, DEFAULT_MAX_HEAD_BYTES)
     _head_timer: asyncio.TimerHandle | None = None
     _head_started = False
     _head_bytes = 0
