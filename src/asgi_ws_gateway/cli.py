@@ -33,7 +33,7 @@ from .schema import json_schema
 from .server.logconfig import run_log_config
 from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV, collector_problems
-from .startup import environment_problems
+from .startup import variable_problems
 from .telemetry.providers import environment_config_problems
 
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         config = load_config(args.config)
         if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
-            environment = [*environment_problems(), *environment_config_problems(config.telemetry),
+            environment = [*variable_problems(), *environment_config_problems(config.telemetry),
                            *collector_problems()]  # fmt: skip
             if environment:
                 raise ConfigError(environment, "environment")

@@ -26,7 +26,7 @@ from .policies.build import GatewayPolicies, load_policies
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
 from .routing import Router
-from .startup import StartupFailure, built_by_starlette, environment_problems
+from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import OutageLog, Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
@@ -238,7 +238,7 @@ class WebSocketGateway:
                 await self._handle(api, params, scope, receive, send)
                 return
         elif scope["type"] == "lifespan":
-            problems = environment_problems()  # the server's protocols read variables when imported
+            problems = variable_problems()  # the server's protocols read variables when imported
             if problems:
                 await StartupFailure(ConfigError(problems, "environment"))(scope, receive, send)
                 return

@@ -31,22 +31,22 @@ def built_by_starlette() -> bool:
     return sys._getframe(2).f_code.co_name in _BUILDERS
 
 
-_ENVIRONMENT_PROBLEMS: list[str] = []
+_VARIABLE_PROBLEMS: list[str] = []
 
 
-def report_environment_problem(problem: str) -> None:
+def report_variable_problem(problem: str) -> None:
     """A variable read when a module was imported (the server protocols' limits) holds a wrong value.
 
     Raising at import would break every importer, down to ``asgi-ws-gateway check``; instead the
     value's default is used, ``run`` refuses to serve, and a gateway fails its lifespan start-up.
     """
-    if problem not in _ENVIRONMENT_PROBLEMS:
-        _ENVIRONMENT_PROBLEMS.append(problem)
+    if problem not in _VARIABLE_PROBLEMS:
+        _VARIABLE_PROBLEMS.append(problem)
 
 
-def environment_problems() -> list[str]:
-    """What :func:`report_environment_problem` was told, in order."""
-    return list(_ENVIRONMENT_PROBLEMS)
+def variable_problems() -> list[str]:
+    """What :func:`report_variable_problem` was told, in order."""
+    return list(_VARIABLE_PROBLEMS)
 
 
 class StartupFailure:
@@ -82,4 +82,4 @@ class StartupFailure:
         await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["StartupFailure", "built_by_starlette", "environment_problems", "report_environment_problem"]
+__all__ = ["StartupFailure", "built_by_starlette", "report_variable_problem", "variable_problems"]

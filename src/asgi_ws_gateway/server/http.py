@@ -29,7 +29,7 @@ from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..startup import report_environment_problem
+from ..startup import report_variable_problem
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def _from_env(read: Callable[[], T], default: T) -> T:
     try:
         return read()
     except ValueError as exc:
-        report_environment_problem(str(exc))
+        report_variable_problem(str(exc))
         return default
 
 
