@@ -49,9 +49,14 @@ print(json.dumps({"sent": sent, "frozen": gc.get_freeze_count(), "threshold": gc
 """
 
 
-def _started(tmp_path: Path, mode: str | None, threshold: str = "default") -> tuple[dict[str, object], str]:
+def _config(tmp_path: Path) -> Path:
     config = tmp_path / "gateway.json"
     config.write_text(json.dumps({"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/"]}]}))
+    return config
+
+
+def _started(tmp_path: Path, mode: str | None, threshold: str = "default") -> tuple[dict[str, object], str]:
+    config = _config(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != GC_ENV} | ({GC_ENV: mode} if mode is not None else {})
     done = subprocess.run([sys.executable, "-c", STARTED, str(config), threshold], env=env, capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
@@ -92,8 +97,7 @@ def test_an_unknown_mode_is_a_configuration_error(tmp_path: Path, monkeypatch: p
 
 @pytest.mark.parametrize("mode", [None, "python"])
 def test_run_settles_the_collector_unless_told_not_to(tmp_path: Path, mode: str | None) -> None:
-    config = tmp_path / "gateway.json"
-    config.write_text(json.dumps({"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/"]}]}))
+    config = _config(tmp_path)
     env = {GC_ENV: mode} if mode is not None else None
     command = ["-m", "asgi_ws_gateway", "run", str(config)]
     with ready_server(lambda port: [*command, "--port", str(port)], env=env) as server:
