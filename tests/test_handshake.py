@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from asgi_ws_gateway import ConfigError, load_config
@@ -13,6 +15,7 @@ from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies import GatewayPolicies, PolicyEnv, deny, hash_key, register_policy
 from asgi_ws_gateway.policies.base import REGISTRY
+from asgi_ws_gateway.upstream.base import UpstreamRequest
 from support.policies import API, context, denied, scope
 
 
@@ -175,3 +178,24 @@ def test_registry_holds_every_builtin_type() -> None:
         "limit-concurrency", "set-header", "remove-header", "set-query-parameter", "rewrite-uri",
         "set-backend-service", "choose",
     } <= set(REGISTRY)  # fmt: skip
+
+
+def test_header_edits_leave_the_url_as_built() -> None:
+    """Only query, rewrite and base-URL edits write the URL again (re-encoding its query)."""
+    request = context("/ws/lobby", params={"room": "lobby"}, query="a=%2F&b=%7E&c").request
+    plain = HandshakeContext("chat", request).build_request(API, API.upstreams[0]).url
+    ctx = HandshakeContext("chat", request)
+    ctx.upstream.set_header("X-User", "alice")
+    ctx.upstream.remove_subprotocol("chat.v1")
+    assert ctx.build_request(API, API.upstreams[0]).url == plain
+    ctx.upstream.set_query("d", "1")
+    assert ctx.build_request(API, API.upstreams[0]).url != plain
+
+
+@given(st.text())
+def test_a_header_value_keeps_every_character_but_controls(value: str) -> None:
+    ctx = HandshakeContext("chat", context("/ws/lobby", params={"room": "lobby"}).request)
+    ctx.upstream.set_header("X-Value", value)
+    request = UpstreamRequest("ws://up:9000/", [], [], scope=ctx.request.scope)
+    sent = dict(ctx.upstream.apply(request).headers)["x-value"]
+    assert sent == "".join(c for c in value if c == "\t" or " " <= c != "\x7f")

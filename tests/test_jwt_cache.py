@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from asgi_ws_gateway.policies.jwks import JwksCache
-from asgi_ws_gateway.policies.token_cache import MAX_CACHED_TOKEN
+from asgi_ws_gateway.policies.token_cache import MAX_CACHED_TOKEN, copy_claims
 from support.jwts import signing_key, token
 from support.policies import build, context, denied, problems
 
@@ -216,3 +220,31 @@ async def test_jwks_refresh_dropping_a_kid_retires_its_cached_tokens() -> None:
     await policy.apply(_ctx(raw2))  # a kept key: verified once more under the new key set, then cached
     await policy.apply(_ctx(raw2))
     assert policy.verifications == verified + 2
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _mutables(value: object) -> Iterator[object]:
+    if isinstance(value, dict | list):
+        yield value
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _mutables(item)
+
+
+@given(st.dictionaries(st.text(max_size=5), _JSON, max_size=6))
+def test_a_cached_payload_is_copied_whole_and_shares_nothing_mutable(payload: dict[str, Any]) -> None:
+    copied = copy_claims(payload)
+    assert copied == payload
+    originals = {id(item) for item in _mutables(payload)}
+    assert not originals & {id(item) for item in _mutables(copied)}
+
+
+def test_a_payload_value_json_never_makes_is_deep_copied() -> None:
+    payload = {"sub": "alice", "groups": {"chat"}}  # a set: only a custom decoder makes one
+    copied = copy_claims(payload)
+    assert copied == payload and copied["groups"] is not payload["groups"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .._types import Scope
@@ -27,6 +27,29 @@ logger = logging.getLogger(__name__)
 ExistsAction = Literal["override", "skip", "append", "delete"]
 Cleanup = Callable[[], Awaitable[None]]
 _CLEANUP_TIMEOUT = 5.0  # seconds all cleanups of one connection may take together
+V = TypeVar("V")
+
+
+class _Memoized(Generic[V]):
+    """``functools.cached_property`` without the lock Python 3.11 takes at each first read (one lock
+    for every instance; ~60 interpreter steps a property, each handshake; 3.12 dropped it): a request
+    is read on its connection's task only. The first read stores the value in the instance, which
+    then shadows this."""
+
+    def __init__(self, function: Callable[[Any], V]) -> None:
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _Memoized[V]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> V: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> V | _Memoized[V]:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.function(instance)
+        return value
 
 
 @dataclass(frozen=True)
@@ -65,7 +88,7 @@ class RequestView:
         self._trusted = trusted_proxies
         self._forwarded_header = forwarded_header
 
-    @cached_property
+    @_Memoized
     def headers(self) -> dict[str, list[str]]:
         """Lower-case header names to their values, in arrival order."""
         headers: dict[str, list[str]] = {}
@@ -80,7 +103,7 @@ class RequestView:
             return None
         return ("; " if name.lower() == "cookie" else ", ").join(values)
 
-    @cached_property
+    @_Memoized
     def query(self) -> dict[str, list[str]]:
         """Query parameters to their values (blank values kept)."""
         query: dict[str, list[str]] = {}
@@ -89,7 +112,7 @@ class RequestView:
             query.setdefault(name, []).append(value)
         return query
 
-    @cached_property
+    @_Memoized
     def cookies(self) -> dict[str, str]:
         cookies: dict[str, str] = {}
         for value in self.headers.get("cookie", ()):
@@ -102,7 +125,7 @@ class RequestView:
                 cookies.update({k: m.value for k, m in jar.items()})
         return cookies
 
-    @cached_property
+    @_Memoized
     def client(self) -> ClientAddress:
         peer = self.scope.get("client") or ("", None)
         ip = peer[0] or ""
@@ -111,7 +134,7 @@ class RequestView:
             ip = client_address(ip, chain, self._trusted)
         return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
 
-    @cached_property
+    @_Memoized
     def peer_is_trusted_proxy(self) -> bool:
         """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
         if not self._trusted:  # none configured: no address to parse
@@ -119,7 +142,7 @@ class RequestView:
         peer = parse_ip(self.client.peer) if self.client.peer else None
         return peer is not None and peer in self._trusted
 
-    @cached_property
+    @_Memoized
     def subprotocols(self) -> list[str]:
         return list(self.scope.get("subprotocols") or ())
 
@@ -175,51 +198,66 @@ class UpstreamEdits:
             return request
         headers = list(request.headers)
         subprotocols = list(request.subprotocols)
-        scheme, netloc, path, query, _ = urlsplit(request.url)
-        params = parse_qsl(query, keep_blank_values=True)
+        edits_url = False
         for kind, name, value, action in self._ops:
             if kind == "header":
                 headers = _edit(headers, name, value, action)
-            elif kind == "query":
-                params = _edit(params, name, value, action)
-            elif kind == "rewrite":
-                new_path, _, new_query = name.partition("?")
-                path = new_path
-                template_params = parse_qsl(new_query, keep_blank_values=True)
-                names = {n for n, _ in template_params}
-                kept = [(n, v) for n, v in params if n not in names] if action == "override" else []
-                params = template_params + kept
-            elif kind == "base":
-                if in_process:
-                    raise HandshakeDenied(500, "set-backend-service cannot redirect an in-process upstream",
-                                          reason="misconfigured")  # fmt: skip
-                base = urlsplit(name)
-                scheme, netloc = base.scheme, base.netloc
-                path = base.path.rstrip("/") + path
             elif kind == "subprotocol":
                 subprotocols = [p for p in subprotocols if p != name]
-        url = urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,;"), ""))
-        request.url, request.headers, request.subprotocols = url, headers, subprotocols
+            else:
+                edits_url = True
+        if edits_url:  # parsed and written again only when changed: header edits keep the URL as built
+            request.url = _edited_url(request.url, self._ops, in_process)
+        request.headers, request.subprotocols = headers, subprotocols
         return request
+
+
+def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], in_process: bool) -> str:
+    """``url`` with the query, rewrite and base-URL edits among ``ops`` applied, in order."""
+    scheme, netloc, path, query, _ = urlsplit(url)
+    params = parse_qsl(query, keep_blank_values=True)
+    for kind, name, value, action in ops:
+        if kind == "query":
+            params = _edit(params, name, value, action)
+        elif kind == "rewrite":
+            new_path, _, new_query = name.partition("?")
+            path = new_path
+            template_params = parse_qsl(new_query, keep_blank_values=True)
+            names = {n for n, _ in template_params}
+            kept = [(n, v) for n, v in params if n not in names] if action == "override" else []
+            params = template_params + kept
+        elif kind == "base":
+            if in_process:
+                raise HandshakeDenied(500, "set-backend-service cannot redirect an in-process upstream",
+                                      reason="misconfigured")  # fmt: skip
+            base = urlsplit(name)
+            scheme, netloc = base.scheme, base.netloc
+            path = base.path.rstrip("/") + path
+    return urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,;"), ""))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""The control characters a header value may not carry (the tab may)."""
 
 
 def _clean(value: str | None) -> str | None:
     """No control characters in a header value: a claim must not be able to inject a header."""
     if value is None:
         return None
-    return "".join(c for c in value if c == "\t" or " " <= c != "\x7f")
+    return _CONTROL.sub("", value)
 
 
 def _edit(items: list[tuple[str, str]], name: str, value: str | None, action: ExistsAction) -> list[tuple[str, str]]:
-    present = any(n == name for n, _ in items)
-    if action == "delete":
-        return [(n, v) for n, v in items if n != name]
-    assert value is not None
-    if action == "skip" and present:
-        return items
     if action == "append":
+        assert value is not None
         return [*items, (name, value)]
-    return [*((n, v) for n, v in items if n != name), (name, value)]
+    if action == "skip" and any(item[0] == name for item in items):
+        return items
+    kept = [item for item in items if item[0] != name]
+    if action != "delete":
+        assert value is not None
+        kept.append((name, value))
+    return kept
 
 
 class CredentialVerifier(Protocol):
