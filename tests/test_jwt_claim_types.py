@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.policies.auth import MAX_NUMERIC_DATE, numeric_date_problem
+from asgi_ws_gateway.policies.auth import MAX_CLAIM_DEPTH, MAX_NUMERIC_DATE, depth_problem, numeric_date_problem
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET
@@ -143,3 +143,38 @@ async def test_a_string_exp_is_refused_end_to_end_at_the_handshake_and_on_refres
         await ws.send("still open on the first token")
         assert await ws.recv() == "still open on the first token"
     assert len(upstream.handshakes) == 1
+
+
+def _nested(levels: int, kind: str) -> Any:
+    """A claim value of ``levels`` nested arrays (or objects) around a string."""
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value] if kind == "array" else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+async def test_a_payload_nested_up_to_the_limit_is_accepted_and_cached(kind: str) -> None:
+    policy = build(JWT)
+    raw = _signed(**_valid_times(deep=_nested(MAX_CLAIM_DEPTH - 1, kind)))  # the payload is the first level
+    for _ in range(2):  # verified, then copied out of the verified-token cache
+        ctx = context(headers=[("Authorization", f"Bearer {raw}")])
+        await policy.apply(ctx)
+        assert ctx.claims is not None and ctx.claims["deep"] == _nested(MAX_CLAIM_DEPTH - 1, kind)
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("levels", [MAX_CLAIM_DEPTH, 600, 900])
+async def test_a_payload_nested_deeper_is_a_401_not_a_recursion_error(kind: str, levels: int) -> None:
+    """Signed and decodable, but nested deeper than anything walks it recursively (the cache's copy did)."""
+    raw = _signed(**_valid_times(deep=_nested(levels, kind)))
+    policy = build(JWT)
+    denial = await denied(policy.apply(context(headers=[("Authorization", f"Bearer {raw}")])))
+    assert (denial.status, denial.reason) == (401, "token_invalid")
+    assert "nests deeper" in denial.detail
+    assert (await denied(policy.verify_token(raw))).status == 401  # type: ignore[attr-defined]
+
+
+def test_depth_problem_counts_the_payload_as_the_first_level() -> None:
+    assert depth_problem({"a": _nested(MAX_CLAIM_DEPTH - 1, "array")}) is None
+    assert depth_problem({"a": [], "b": _nested(MAX_CLAIM_DEPTH, "object")}) is not None

@@ -252,7 +252,7 @@ class ValidateJwt:
             header = unverified["header"]
             # Types first, before pyjwt's int() makes "1767000000" or true a time: checking the
             # unverified payload can only refuse more, never admit.
-            problem = numeric_date_problem(unverified["payload"])
+            problem = numeric_date_problem(unverified["payload"]) or depth_problem(unverified["payload"])
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is malformed", "token_invalid") from None
         if problem is not None:
@@ -337,6 +337,28 @@ def numeric_date_problem(claims: dict[str, Any]) -> str | None:
             return f"the token's '{name}' claim is not a number"
         if not (math.isfinite(value) and 0 <= value <= MAX_NUMERIC_DATE):
             return f"the token's '{name}' claim is out of range"
+    return None
+
+
+MAX_CLAIM_DEPTH = 32
+"""Levels of objects and arrays a token's payload may nest (the payload itself is one)."""
+
+
+def depth_problem(claims: dict[str, Any]) -> str | None:
+    """Why a payload is refused for nesting deeper than :data:`MAX_CLAIM_DEPTH`, or None.
+
+    A signed payload nested hundreds deep decodes, then breaks whatever walks it recursively (the
+    verified-token cache's copy, a template writing the claim) with a ``RecursionError``; no issuer
+    nests claims that deep. Counted without recursion."""
+    stack: list[tuple[object, int]] = [(claims, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_CLAIM_DEPTH:
+                    return f"the token's payload nests deeper than {MAX_CLAIM_DEPTH} levels"
+                stack.append((child, depth + 1))
     return None
 
 
