@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from asgi_ws_gateway.errors import CloseConnection, ConfigError, DropMessage
 from asgi_ws_gateway.handshake.context import Subscription
-from asgi_ws_gateway.messages.context import ConnectionContext, ErrorReply, WsMessage
+from asgi_ws_gateway.messages.context import WRITABLE_DEPTH, ConnectionContext, ErrorReply, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePipeline, MessagePolicySet
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.policies.message_rates import SharedBudget
@@ -301,3 +302,46 @@ async def test_a_store_outage_is_one_log_line_for_all_the_policys_keys(caplog: p
         "message rate limit unchecked (fail-open) for 1 key window(s) of 1 s since the last such line: "
         "Redis failed: ConnectionError"
     ]
+
+
+def _nested_text(levels: int, kind: str) -> str:
+    return '{"a":' * levels + "1" + "}" * levels if kind == "object" else "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("kind", ["object", "array"])
+@pytest.mark.parametrize("levels", [200, 300, 1000])
+async def test_a_deeply_nested_message_that_fails_the_schema_is_dropped_not_a_policy_failure(
+    kind: str, levels: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """jsonschema-rs cannot describe an error in a value nested over ~255 levels: the drop says less."""
+    schema = {"type": "string"}
+    inbound, _, _, controls = _pipelines([{"validate-message": {"schema": schema}}])
+    assert inbound is not None
+    assert await inbound.process(_nested_text(levels, kind), 1) is None
+    assert json.loads(controls.to_client[-1])["error"] == "schema_mismatch"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("levels", [WRITABLE_DEPTH + 1, 1000])
+async def test_a_message_too_deep_to_write_back_is_dropped_with_a_reply(
+    levels: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbound, _, _, controls = _pipelines([{"transform-message": {"set": {"b": "1"}}}])
+    assert inbound is not None
+    assert await inbound.process(_nested_text(levels, "object"), 1) is None
+    reply = json.loads(controls.to_client[-1])
+    assert (reply["error"], reply["policy"]) == ("too_deep", "transform-message")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    written = await inbound.process(_nested_text(WRITABLE_DEPTH, "object"), 1)  # as deep as orjson writes
+    assert written is not None and json.loads(written)["b"] == "1"
+
+
+async def test_a_policy_that_sets_json_nothing_can_write_still_fails_the_policy() -> None:
+    async def unwritable(message: WsMessage) -> None:
+        message.set_json({"when": {1, 2}})  # a set: a bug of the policy, not the client's message
+
+    inbound, _, _, _ = _pipelines([unwritable])
+    assert inbound is not None
+    with pytest.raises(CloseConnection) as info:
+        await inbound.process("{}", 2)
+    assert (info.value.code, info.value.reason) == (1011, "policy_error")

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import orjson
 
 from .._types import Data
-from ..errors import MessageRejected
+from ..errors import DropMessage, MessageRejected
+from ..json_depth import nests_deeper
 from ..templates import NAMESPACES, Template
 
 if TYPE_CHECKING:
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from ..relay.stats import RelayStats
 
 logger = logging.getLogger(__name__)
+WRITABLE_DEPTH = 254
+"""Levels a JSON message may nest for a policy to change it: orjson writes no deeper."""
 
 
 Direction = Literal["inbound", "outbound"]
@@ -47,7 +50,12 @@ class WsMessage:
     def data(self) -> Data:
         """The message as it will be sent: ``str`` for a text frame, ``bytes`` for a binary one."""
         if self._data is None:  # set_json() was called: serialize once, keeping the frame type
-            encoded = orjson.dumps(self._json)
+            try:
+                encoded = orjson.dumps(self._json)
+            except orjson.JSONEncodeError:
+                if nests_deeper(self._json, WRITABLE_DEPTH):  # the sender's, not a policy's, fault
+                    raise DropMessage("too_deep", f"the message nests deeper than {WRITABLE_DEPTH} levels") from None
+                raise
             self._data = encoded.decode() if self._text else encoded
             self._size = len(encoded)
         return self._data

@@ -110,7 +110,10 @@ class MessagePipeline:
                 return self._failed(name, exc)
             if pending is not None:
                 return self._resume(message, index, pending)
-        return message.data
+        try:
+            return message.data  # written again here when a policy changed its JSON
+        except Exception as exc:
+            return self._failed(handlers[-1][0], exc)
 
     async def _resume(self, message: WsMessage, index: int, pending: Awaitable[None] | None) -> Data | None:
         """The rest of :meth:`process_now` once handler ``index`` returned ``pending``."""
@@ -123,8 +126,8 @@ class MessagePipeline:
                 if index == len(handlers):
                     return message.data
                 pending = handlers[index][1](message)
-        except Exception as exc:
-            failed = self._failed(handlers[index][0], exc)
+        except Exception as exc:  # the message written again after the last handler: that handler's
+            failed = self._failed(handlers[min(index, len(handlers) - 1)][0], exc)
             if failed is not None:
                 await failed
             return None

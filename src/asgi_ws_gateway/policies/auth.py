@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
 from ..handshake.context import HandshakeContext
+from ..json_depth import nests_deeper
 from ..loading import LoadRefused, read_env, read_file
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
@@ -347,18 +348,11 @@ MAX_CLAIM_DEPTH = 32
 def depth_problem(claims: dict[str, Any]) -> str | None:
     """Why a payload is refused for nesting deeper than :data:`MAX_CLAIM_DEPTH`, or None.
 
-    A signed payload nested hundreds deep decodes, then breaks whatever walks it recursively (the
+    A signed payload nested hundreds deep decodes, then broke whatever walks it recursively (the
     verified-token cache's copy, a template writing the claim) with a ``RecursionError``; no issuer
-    nests claims that deep. Counted without recursion."""
-    stack: list[tuple[object, int]] = [(claims, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth >= MAX_CLAIM_DEPTH:
-                    return f"the token's payload nests deeper than {MAX_CLAIM_DEPTH} levels"
-                stack.append((child, depth + 1))
+    nests claims that deep."""
+    if nests_deeper(claims, MAX_CLAIM_DEPTH):
+        return f"the token's payload nests deeper than {MAX_CLAIM_DEPTH} levels"
     return None
 
 
