@@ -285,3 +285,57 @@ async def test_passthrough_routes_and_checks_the_same_way(
     assert gateway.gateway._apis["rooms"].pool.backends[0].failures == 0
     assert (await _raw_handshake(port, "/rooms/%252e%252e"))[0] == 101
     assert [h.path for h in upstream.handshakes] == ["/rooms/%252e%252e"]
+
+
+async def _status_with_host_lines(port: int, host_lines: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET /rooms/lobby HTTP/1.1\r\n{host_lines}Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode("latin-1")
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1])
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "host_lines",
+    [
+        pytest.param("Host: gw.test\r\nHost: evil.test\r\n", id="two"),
+        pytest.param("Host: gw.test\r\nhost: gw.test\r\n", id="two-equal"),
+        pytest.param("", id="none"),
+        pytest.param("Host: evil.test/path\r\n", id="path"),
+        pytest.param("Host: user@evil.test\r\n", id="userinfo"),
+        pytest.param("Host: gw.test:80x\r\n", id="bad-port"),
+        pytest.param("Host: gw .test\r\n", id="space"),
+        pytest.param('Host: gw.test"\r\n', id="quote"),
+    ],
+)
+async def test_a_missing_repeated_or_malformed_host_is_a_400_on_each_server_implementation(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, ws_impl: WSImpl, host_lines: str
+) -> None:
+    """RFC 9112 §3.2: exactly one Host, a host with an optional port; never passed on ambiguous."""
+    server = uvicorn_server(ProbedGateway(_config(upstream.url("/rooms/{room}"))), ws=ws_impl)
+    assert await _status_with_host_lines(_port(server.url()), host_lines) == 400
+    assert upstream.handshakes == []
+
+
+@pytest.mark.parametrize("host_lines", ["Host: gw.test\r\nHost: evil.test\r\n", "", "Host: evil.test/x\r\n"])
+async def test_the_splice_refuses_the_same_hosts(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, host_lines: str
+) -> None:
+    config = _config(upstream.url("/rooms/{room}"), passthrough=True)
+    port = _port(uvicorn_server(ProbedGateway(config), ws=PASSTHROUGH).url())
+    assert await _status_with_host_lines(port, host_lines) == 400
+    assert await _status_with_host_lines(port, "Host: gw.test\r\n") == 101
+    assert len(upstream.handshakes) == 1
+
+
+@pytest.mark.parametrize("host", ["gw.test", "gw.test:8443", "127.0.0.1", "[::1]:8000", "xn--bcher-kva.example"])
+async def test_a_host_with_or_without_a_port_is_accepted(rooms: int, upstream: UpstreamServer, host: str) -> None:
+    assert await _status_with_host_lines(rooms, f"Host: {host}\r\n") == 101
+    assert upstream.handshakes[-1].headers.get("x-forwarded-host") == [host]

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 
 from asgi_ws_gateway import ConfigError, load_config
 from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
+from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.handshake.context import HandshakeContext
+from asgi_ws_gateway.handshake.host_header import check_host
 from asgi_ws_gateway.policies import GatewayPolicies, PolicyEnv, deny, hash_key, register_policy
 from asgi_ws_gateway.policies.base import REGISTRY
 from asgi_ws_gateway.upstream.base import UpstreamRequest
@@ -199,3 +201,21 @@ def test_a_header_value_keeps_every_character_but_controls(value: str) -> None:
     request = UpstreamRequest("ws://up:9000/", [], [], scope=ctx.request.scope)
     sent = dict(ctx.upstream.apply(request).headers)["x-value"]
     assert sent == "".join(c for c in value if c == "\t" or " " <= c != "\x7f")
+
+
+_REG_NAME = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~", min_size=1, max_size=40
+)
+
+
+@given(_REG_NAME, st.none() | st.integers(0, 65535))
+def test_one_host_with_an_optional_port_passes(host: str, port: int | None) -> None:
+    value = host if port is None else f"{host}:{port}"
+    check_host([(b"host", value.encode()), (b"upgrade", b"websocket")])
+
+
+@given(_REG_NAME, st.sampled_from(["/", "@", " ", '"', "<", "\\\\", "?", "#"]))
+def test_a_host_with_a_character_no_host_has_is_a_400(host: str, bad: str) -> None:
+    with pytest.raises(HandshakeDenied) as info:
+        check_host([(b"host", f"{host}{bad}x".encode())])
+    assert info.value.status == 400

@@ -16,6 +16,7 @@ from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.context import HandshakeContext
 from .handshake.header_limits import check_header_limits
+from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
 from .handshake.responses import send_denial
 from .messages.pipeline import MessagePolicySet
@@ -303,6 +304,7 @@ class WebSocketGateway:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
             check_header_limits(scope["headers"], _target(scope), limits)
+            check_host(scope["headers"])
             check_path_params(params)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
