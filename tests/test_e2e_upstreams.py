@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from websockets.frames import CLOSE, Frame
 
 from asgi_ws_gateway._types import Receive, Scope, Send
 from support.clients import connect, expect_close, expect_status
-from support.gateway import ProbedGateway
+from support.gateway import PASSTHROUGH, ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.tls import make_ca
 from support.upstream import UpstreamServer
@@ -157,3 +158,63 @@ async def test_close_without_status_reaches_upstream_as_1000(upstream: UpstreamS
 async def _echo_via(ws: Any) -> None:
     await ws.send("x")
     assert await ws.recv() == "x"
+
+
+def _answering(head: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer every upgrade request with ``head`` (status line and headers) and a 2-byte body."""
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head + b"\r\nContent-Length: 2\r\n\r\nno")
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+_ODD_ANSWERS = [
+    pytest.param(b"HTTP/1.1 401 Unauthorized", 401, id="401-relayed"),
+    pytest.param(b"HTTP/1.1 503 Busy", 503, id="503-relayed"),
+    pytest.param(b"HTTP/1.1 100 Continue", 502, id="100"),
+    pytest.param(b"HTTP/1.1 200 OK", 502, id="200"),
+    pytest.param(b"HTTP/1.1 204 No Content", 502, id="204"),
+    pytest.param(b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere/", 502, id="302"),
+    pytest.param(b"HTTP/1.1 600 Six", 502, id="600"),
+    pytest.param(b"HTTP/1.1 099 Low", 502, id="099"),
+    pytest.param(b"HTTP/1.1 0 Zero", 502, id="0"),
+    pytest.param(b"HTTP/1.1 99999999999999999999 Huge", 502, id="huge"),
+    pytest.param(b"HTTP/1.1 1\xb23 Superscript", 502, id="superscript-digit"),
+    pytest.param(b"HTTP/1.1 101", 502, id="101-without-accept"),
+]
+
+
+@pytest.mark.parametrize("passthrough", [True, False], ids=["splice", "relay"])
+@pytest.mark.parametrize(("head", "expected"), _ODD_ANSWERS)
+async def test_an_upstream_answer_a_client_may_not_get_is_a_502(head: bytes, expected: int, passthrough: bool) -> None:
+    """Only the upstream's own refusal (4xx, 5xx) is relayed: a 1xx, 2xx or out-of-range status was
+    relayed as is (a client left waiting after a 100) or, on the splice, made uvicorn answer 500."""
+    server = await asyncio.start_server(_answering(head), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        gateway = ProbedGateway(_one_api([f"ws://127.0.0.1:{port}/"], passthrough=passthrough))
+        with UvicornServer(gateway, ws=PASSTHROUGH) as gateway_server:
+            status, _headers, body = await expect_status(gateway_server.url("/ws/echo"))
+    assert status == expected
+    if expected != 502:
+        assert body == b"no"
+
+
+def _refusing_app(status: object) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    return app
+
+
+@pytest.mark.parametrize(("status", "expected"), [(403, 403), (200, 502), (100, 502), (700, 502), ("401", 502)])
+async def test_an_in_process_upstream_refuses_the_same_way(status: object, expected: int) -> None:
+    gateway = ProbedGateway(_one_api([{"url": "asgi:", "app": _refusing_app(status)}]))
+    with UvicornServer(gateway) as server:
+        assert (await expect_status(server.url("/ws/echo")))[0] == expected

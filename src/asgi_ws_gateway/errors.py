@@ -8,7 +8,7 @@ Hierarchy::
         └── UpstreamError      the upstream could not be reached or refused us
             ├── UpstreamUnreachable     -> 502
             ├── UpstreamTimeout         -> 504
-            └── UpstreamRejected        -> the upstream's own status and body
+            └── UpstreamRejected        -> the upstream's own 4xx/5xx status and body
     └── MessageRejected        a message policy stops one message of an open connection
         ├── DropMessage        the message goes no further (the sender may get an error reply)
         └── CloseConnection    both sides are closed (the offender with ``code``, the peer with ``peer_code``)
@@ -93,6 +93,21 @@ class UpstreamRejected(UpstreamError):
         )
 
 
+def upstream_refusal(label: str, status: int, headers: Headers, body: bytes) -> UpstreamError:
+    """What an upstream's answer to the handshake other than 101 becomes, whatever the connector.
+
+    Its own refusal (4xx, 5xx) is relayed to the client, with its headers and body. Anything else
+    is a 502: a redirect is not followed, and a 1xx, a 2xx or a status outside 100-599 is no answer
+    a client may get for its upgrade (a 100 as a final response leaves it waiting, a status outside
+    the range is one the server refuses to send, answering 500 with a traceback).
+    """
+    if 400 <= status <= 599:
+        return UpstreamRejected(status, headers, body)
+    if 300 <= status <= 399:
+        return UpstreamUnreachable(f"{label} answered with a redirect ({status}), which is not followed")
+    return UpstreamUnreachable(f"{label} answered the handshake with {status}, neither 101 nor a refusal")
+
+
 class MessageRejected(GatewayError):
     """Raised by a message policy to stop the message it is looking at.
 
@@ -149,4 +164,5 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "upstream_refusal",
 ]

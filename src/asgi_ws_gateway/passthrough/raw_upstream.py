@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from .._types import Headers, Scope
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from ..errors import UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
@@ -146,12 +146,8 @@ async def _open(
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
         status, headers = _parse_head(head, upstream)
         if status != 101:
-            if 300 <= status < 400:
-                raise UpstreamUnreachable(
-                    f"{upstream.label} answered with a redirect ({status}), which is not followed"
-                )
-            body = await _body(reader, headers, len(head) + 4)
-            raise UpstreamRejected(status, kept_response_headers(headers), body)
+            body = await _body(reader, headers, len(head) + 4) if 400 <= status <= 599 else b""
+            raise upstream_refusal(upstream.label, status, kept_response_headers(headers), body)
         answer = {name.lower(): value for name, value in headers}
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
         if answer.get("upgrade", "").lower() != "websocket" or answer.get("sec-websocket-accept") != expected:
@@ -190,7 +186,11 @@ def _request_bytes(request: UpstreamRequest, url: SplitResult, key: bytes, exten
 def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[str, str]]]:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith("HTTP/1.")
+        or not (len(parts[1]) == 3 and parts[1].isdecimal() and parts[1].isascii())
+    ):
         raise UpstreamUnreachable(f"{upstream.label} did not answer with HTTP/1.1: {status_line[:80]!r}")
     headers = []
     for line in header_lines:
@@ -204,7 +204,8 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
 async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:
     """A refusal's body: Content-Length bytes, or up to EOF (capped at 64 KiB)."""
     length = next((v for n, v in headers if n.lower() == "content-length"), None)
-    want = min(int(length), _MAX_BODY) if length is not None and length.isdigit() else _MAX_BODY
+    digits = length is not None and length.isascii() and length.isdigit()  # not "²": int() refuses it
+    want = min(int(length), _MAX_BODY) if digits and length is not None else _MAX_BODY
     more = reader.more = asyncio.Event()
     while len(reader.buffer) - start < want and not reader.eof:
         more.clear()

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from .._types import ASGIApp, Data, Headers, Message, Scope
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .request import kept_response_headers
 
@@ -143,7 +143,8 @@ class InProcessConnection:
             self._handshake.set_exception(UpstreamRejected(403, [], b""))
         elif kind == "websocket.http.response.start" and self._rejection is None:
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
-            self._rejection = (message["status"], headers, bytearray())
+            status = message.get("status")
+            self._rejection = (status if type(status) is int else 0, headers, bytearray())  # 0: a 502 below
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r} before the handshake completed")
 
@@ -153,7 +154,8 @@ class InProcessConnection:
         body += message.get("body", b"")
         if not message.get("more_body", False):
             self._app_closed = True
-            self._handshake.set_exception(UpstreamRejected(status, kept_response_headers(headers), bytes(body)))
+            refusal = upstream_refusal("in-process upstream", status, kept_response_headers(headers), bytes(body))
+            self._handshake.set_exception(refusal)
 
     async def recv(self) -> Data:
         item = await self._from_app.get()

@@ -13,7 +13,7 @@ from websockets.typing import Subprotocol
 
 from .._types import Data
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from ..errors import UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .request import bad_request, kept_response_headers
@@ -61,12 +61,11 @@ class WebSocketsConnector:
             )
         except InvalidStatus as exc:
             response = exc.response
-            if 300 <= response.status_code < 400:
-                raise UpstreamUnreachable(
-                    f"{self.label} answered with a redirect ({response.status_code}), which is not followed"
-                ) from None
-            raise UpstreamRejected(
-                response.status_code, kept_response_headers(list(response.headers.raw_items())), bytes(response.body)
+            raise upstream_refusal(
+                self.label,
+                response.status_code,
+                kept_response_headers(list(response.headers.raw_items())),
+                bytes(response.body),
             ) from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
