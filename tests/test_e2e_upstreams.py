@@ -218,3 +218,30 @@ async def test_an_in_process_upstream_refuses_the_same_way(status: object, expec
     gateway = ProbedGateway(_one_api([{"url": "asgi:", "app": _refusing_app(status)}]))
     with UvicornServer(gateway) as server:
         assert (await expect_status(server.url("/ws/echo")))[0] == expected
+
+
+@pytest.mark.parametrize("passthrough", [True, False], ids=["splice", "relay"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(b"X-A: a\nInjected: yes", id="bare-LF"),
+        pytest.param(b"X-A: a\rInjected: yes", id="bare-CR"),
+        pytest.param(b"X-A: a\x00b", id="NUL"),
+        pytest.param(b"X Bad: v", id="space-in-name"),
+        pytest.param(b": v", id="empty-name"),
+    ],
+)
+async def test_an_upstream_header_that_would_break_the_clients_response_is_a_502(
+    header: bytes, passthrough: bool
+) -> None:
+    """The splice parses the upstream's answer itself: it passed such a header on to the client (a
+    bare LF writing a header line of the upstream's choosing) or made the server drop the response."""
+    for head in (b"HTTP/1.1 403 Forbidden\r\n" + header, b"HTTP/1.1 101 Switching Protocols\r\n" + header):
+        server = await asyncio.start_server(_answering(head), "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            gateway = ProbedGateway(_one_api([f"ws://127.0.0.1:{port}/"], passthrough=passthrough))
+            with UvicornServer(gateway, ws=PASSTHROUGH) as gateway_server:
+                status, headers, _body = await expect_status(gateway_server.url("/ws/echo"))
+        assert status == 502
+        assert "injected" not in headers
