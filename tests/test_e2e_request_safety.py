@@ -25,12 +25,14 @@ from support.upstream import UpstreamServer
 _KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
-async def _raw_handshake(port: int, target: str) -> tuple[int, bytes]:
-    """Send an upgrade request for ``target`` exactly as written; return the status and the body."""
+async def _raw_handshake(port: int, target: str, host_lines: str | None = None) -> tuple[int, bytes]:
+    """Send an upgrade request for ``target`` exactly as written (``host_lines``: its Host lines,
+    CRLF-terminated; default one for the server); return the status and the body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    host_lines = f"Host: 127.0.0.1:{port}\r\n" if host_lines is None else host_lines
     try:
         writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET {target} HTTP/1.1\r\n{host_lines}Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode("latin-1")
         )
         await writer.drain()
@@ -288,18 +290,7 @@ async def test_passthrough_routes_and_checks_the_same_way(
 
 
 async def _status_with_host_lines(port: int, host_lines: str) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(
-            f"GET /rooms/lobby HTTP/1.1\r\n{host_lines}Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode("latin-1")
-        )
-        await writer.drain()
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1])
-    finally:
-        writer.close()
+    return (await _raw_handshake(port, "/rooms/lobby", host_lines))[0]
 
 
 @pytest.mark.parametrize(
