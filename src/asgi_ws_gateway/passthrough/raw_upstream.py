@@ -211,8 +211,9 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
 async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:
     """A refusal's body: Content-Length bytes, or up to EOF (capped at 64 KiB)."""
     length = next((v for n, v in headers if n.lower() == "content-length"), None)
-    digits = length is not None and length.isascii() and length.isdigit()  # not "²": int() refuses it
-    want = min(int(length), _MAX_BODY) if digits and length is not None else _MAX_BODY
+    want = _MAX_BODY
+    if length is not None and length.isascii() and length.isdigit():  # not "²", which int() refuses
+        want = min(int(length), _MAX_BODY)
     more = reader.more = asyncio.Event()
     while len(reader.buffer) - start < want and not reader.eof:
         more.clear()
