@@ -111,6 +111,20 @@ async def test_health_readiness_openapi_and_console_need_no_token(managed: Manag
     assert (redirect.status_code, redirect.headers["location"]) == (307, "/_gateway/console")
 
 
+async def test_the_console_pages_may_not_be_framed_by_another_site_nor_run_other_script(managed: Managed) -> None:
+    """They hold the admin token (clickjacking, injected script). The browser tests run the pages under
+    this policy in Chromium, framed by a page of the gateway's own origin, which it allows."""
+    async with managed.http(None) as http:
+        answers = [
+            await http.get(path) for path in ("console", "console/console.js", "console/live", "console/live.js")
+        ]
+    for answer in answers:
+        policy = dict(part.strip().split(" ", 1) for part in answer.headers["content-security-policy"].split(";"))
+        assert policy["frame-ancestors"] == "'self'" and answer.headers["x-frame-options"] == "SAMEORIGIN"
+        assert (policy["default-src"], policy["script-src"]) == ("'none'", "'self'")  # no inline or eval'd script
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
 async def test_readyz_is_503_while_the_gateway_drains(managed: Managed) -> None:
     managed.gateway._draining = True  # what drain() sets first; a real drain would end the server's connections
     async with managed.http(None) as http:

@@ -17,7 +17,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 _STATIC = resources.files(__package__) / "static"
-_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+_HEADERS = {
+    "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    # The pages hold the admin token: no other site may frame them (clickjacking; the gateway's own
+    # origin may), and they run only their own script (styles inline); the test console may connect
+    # to any WebSocket URL.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+    "connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "SAMEORIGIN",
+}  # fmt: skip
 
 
 def _file(name: str, media_type: str, path: str | None = None) -> Route:
