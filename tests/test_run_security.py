@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from asgi_ws_gateway.policies import hash_key
+from asgi_ws_gateway.upstream.request import PROXY_SET
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
 from support.processes import ServerProcess, ready_server
@@ -102,6 +103,17 @@ async def test_upstream_gets_the_peer_not_the_clients_forwarding_headers(untrust
     assert seen["x-forwarded-proto"] == ["http"]
     assert "forwarded" not in seen
     assert "x-real-ip" not in seen
+
+
+async def test_no_header_a_proxy_sets_reaches_the_upstream_from_an_untrusted_peer(untrusting: ServerProcess) -> None:
+    """Client-address, host and URL-override headers upstream frameworks believe (``X-Original-URL`` routes
+    some past the gateway's own routing): dropped from anyone but a trusted proxy."""
+    spoof = {name: "10.1.2.3" for name in PROXY_SET if name not in ("x-original-url", "x-rewrite-url")}
+    spoof |= {"X-Original-URL": "/admin", "X-Rewrite-URL": "/admin", "X-Kept": "yes"}
+    seen = (await _upstream_saw(f"ws://127.0.0.1:{untrusting.port}/open", spoof))["headers"]
+    assert not PROXY_SET - {"x-client-ip"} & set(seen)
+    assert seen["x-client-ip"] == ["127.0.0.1"]  # the API's own set-header {client.ip}, not the client's
+    assert seen["x-kept"] == ["yes"]  # any other header goes on
 
 
 async def test_rotating_forwarding_headers_do_not_escape_a_per_client_rate_limit(untrusting: ServerProcess) -> None:

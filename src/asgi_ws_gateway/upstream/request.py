@@ -25,12 +25,25 @@ HOP_BY_HOP = frozenset(
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 
 
+PROXY_SET = frozenset(
+    {
+        "forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip", "fastly-client-ip",
+        "x-cluster-client-ip", "x-originating-ip", "x-remote-ip", "x-remote-addr", "x-original-forwarded-for",
+        "x-host", "x-original-host", "x-original-url", "x-rewrite-url",
+    }
+)  # fmt: skip
+"""Headers a proxy or CDN sets that upstream frameworks believe: the client's address
+(``True-Client-IP``...), the host, or the URL to route by (``X-Original-URL`` and ``X-Rewrite-URL``
+override the request path in some frameworks: past the gateway's routing and policies)."""
+
+
 def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
     """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake.
 
-    The client's own ``X-Forwarded-For``, ``Forwarded`` and ``X-Real-IP`` go upstream only when
-    ``trust_forwarded`` (the TCP peer is one of ``trusted_proxies``): from anyone else they are
-    forgeries, and an upstream that reads them would believe them.
+    The client's own ``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP`` and the other headers a proxy
+    sets (:data:`PROXY_SET`) go upstream only when ``trust_forwarded`` (the TCP peer is one of
+    ``trusted_proxies``): from anyone else they are forgeries, and an upstream that reads them would
+    believe them.
     """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     named_in_connection = {
@@ -51,7 +64,7 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
                 forwarded_for.append(value)
         elif name in HOP_BY_HOP or name in named_in_connection or name.startswith("x-forwarded-"):
             continue
-        elif trust_forwarded or name not in ("forwarded", "x-real-ip"):
+        elif trust_forwarded or name not in PROXY_SET:
             kept.append((name, value))
     client = scope.get("client")
     if client:
@@ -123,4 +136,4 @@ def bad_request(detail: str) -> HandshakeDenied:
     return HandshakeDenied(400, detail, reason="bad_request")
 
 
-__all__ = ["HOP_BY_HOP", "bad_request", "build_request", "upstream_headers"]
+__all__ = ["HOP_BY_HOP", "PROXY_SET", "bad_request", "build_request", "upstream_headers"]
