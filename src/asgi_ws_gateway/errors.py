@@ -93,6 +93,10 @@ class UpstreamRejected(UpstreamError):
         )
 
 
+RELAYED_STATUSES = range(400, 600)
+"""The upstream answers a client gets as they are: the upstream's own refusals (4xx, 5xx)."""
+
+
 def upstream_refusal(label: str, status: int, headers: Headers, body: bytes) -> UpstreamError:
     """What an upstream's answer to the handshake other than 101 becomes, whatever the connector.
 
@@ -101,7 +105,7 @@ def upstream_refusal(label: str, status: int, headers: Headers, body: bytes) -> 
     a client may get for its upgrade (a 100 as a final response leaves it waiting, a status outside
     the range is one the server refuses to send, answering 500 with a traceback).
     """
-    if 400 <= status <= 599:
+    if status in RELAYED_STATUSES:
         return UpstreamRejected(status, headers, body)
     if 300 <= status <= 399:
         return UpstreamUnreachable(f"{label} answered with a redirect ({status}), which is not followed")
@@ -154,6 +158,7 @@ class CloseConnection(MessageRejected):
 
 
 __all__ = [
+    "RELAYED_STATUSES",
     "CloseConnection",
     "ConfigError",
     "DropMessage",

@@ -8,20 +8,24 @@ recursion limit. What a client or a token sends is checked here before such a wa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def nests_deeper(value: object, limit: int) -> bool:
     """Whether ``value``'s dicts and lists nest more than ``limit`` levels (a dict or list is one)."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list | tuple) else ()
-        for child in children:
-            if isinstance(child, dict | list | tuple):
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
-    if isinstance(value, dict | list | tuple):
-        return limit < 1
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
     return False
 
 

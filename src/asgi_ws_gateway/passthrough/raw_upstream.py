@@ -20,7 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from .._types import Headers, Scope
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamTimeout, UpstreamUnreachable, upstream_refusal
+from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
@@ -149,7 +149,7 @@ async def _open(
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
         status, headers = _parse_head(head, upstream)
         if status != 101:
-            body = await _body(reader, headers, len(head) + 4) if 400 <= status <= 599 else b""
+            body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
             raise upstream_refusal(upstream.label, status, kept_response_headers(headers), body)
         answer = {name.lower(): value for name, value in headers}
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
