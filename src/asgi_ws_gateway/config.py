@@ -451,7 +451,7 @@ class TelemetryConfig(_Model):
 
 
 class HandshakeLimitsConfig(_Model):
-    """How much a handshake request may carry; the gateway refuses more (431, 414) before any policy runs.
+    """How much a handshake request may carry; the gateway refuses more (431, 414, 508) before any policy runs.
 
     Counted over the request as the server hands it to the application (headers: name, value and
     4 bytes of separators each; the target: raw path and query string), for every server. The
@@ -473,6 +473,15 @@ class HandshakeLimitsConfig(_Model):
         ge=256,
         le=1024 * 1024,
         description="Most bytes of the request target, path and query string (default 8 KiB); more: 414.",
+    )
+    max_gateway_hops: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description="Most times a handshake may already have passed through this gateway, counted by the Via "
+        "entries it writes upstream (default 4: a chain of gateways or an API proxied to another API of the "
+        "same gateway works); more: 508 Loop Detected, so an upstream URL that leads back to a gateway opens "
+        "that many connections, not thousands.",
     )
 
 

@@ -15,6 +15,7 @@ from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.context import HandshakeContext
+from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits
 from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
@@ -305,6 +306,7 @@ class WebSocketGateway:
                                       reason="draining")  # fmt: skip
             check_header_limits(scope["headers"], _target(scope), limits)
             check_host(scope["headers"])
+            check_forwarding_loop(scope["headers"], limits.max_gateway_hops)
             check_path_params(params)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))

@@ -51,13 +51,16 @@ class InProcessConnector:
 def _app_scope(request: UpstreamRequest) -> Scope:
     path, _, query = request.url.partition("?")
     scope = dict(request.scope)
+    # The app is served by the same server, at the address the client named: it gets the client's
+    # Host (checked: exactly one, valid), as an HTTP request must carry one (RFC 9112 §3.2).
+    host = [(name, value) for name, value in scope.get("headers", ()) if name.lower() == b"host"][:1]
     scope.update(
         # ASGI's path is decoded; request_checks refused encoded separators and dot segments, so
         # decoding cannot change the path's shape.
         path=unquote(path),
         raw_path=path.encode("latin-1"),
         query_string=query.encode("latin-1"),
-        headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers],
+        headers=host + [(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers],
         subprotocols=list(request.subprotocols),
         extensions={"websocket.http.response": {}},
     )

@@ -37,8 +37,15 @@ PROXY_SET = frozenset(
 override the request path in some frameworks: past the gateway's routing and policies)."""
 
 
+VIA_RECEIVED_BY = "asgi-ws-gateway"
+"""How the gateway names itself in the ``Via`` entry it appends to every upstream request (a pseudonym,
+RFC 9110 §7.6.3: no host name or version leaks); ``handshake.forwarding_loop`` counts these."""
+_VIA_ENTRY = f"1.1 {VIA_RECEIVED_BY}"  # a WebSocket handshake is HTTP/1.1 (RFC 6455 §4.1)
+
+
 def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
-    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` for the upstream handshake.
+    """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` and the gateway's ``Via`` entry
+    (after the client's own) for the upstream handshake.
 
     The client's own ``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP`` and the other headers a proxy
     sets (:data:`PROXY_SET`) go upstream only when ``trust_forwarded`` (the TCP peer is one of
@@ -74,6 +81,7 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
     kept.append(("x-forwarded-proto", "https" if scope.get("scheme") == "wss" else "http"))
     if host:
         kept.append(("x-forwarded-host", host))
+    kept.append(("via", _VIA_ENTRY))
     return kept
 
 
@@ -136,4 +144,4 @@ def bad_request(detail: str) -> HandshakeDenied:
     return HandshakeDenied(400, detail, reason="bad_request")
 
 
-__all__ = ["HOP_BY_HOP", "PROXY_SET", "bad_request", "build_request", "upstream_headers"]
+__all__ = ["HOP_BY_HOP", "PROXY_SET", "VIA_RECEIVED_BY", "bad_request", "build_request", "upstream_headers"]
