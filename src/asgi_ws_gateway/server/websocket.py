@@ -16,6 +16,7 @@ gateway needs on its edge:
 * a misbehaving client (invalid UTF-8, a protocol error, an oversized message) is one INFO line with
   the close code, never a traceback;
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
+* a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
 * uvicorn's own line per connection (``"WebSocket /path" [accepted]``, or the refusal's status) is
   written at DEBUG, not INFO, for a connection the gateway writes an access-log line for (one line
@@ -61,6 +62,7 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from .._context import HANDSHAKE
+from ..held_pings import HeldPings
 from ..passthrough.splice import ACCEPT, EXTENSION
 from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
@@ -81,8 +83,9 @@ class _Quiet(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
-class _ServerProtocol(ServerProtocol):
-    """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch."""
+class _ServerProtocol(HeldPings, ServerProtocol):
+    """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
+    and one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`)."""
 
     def accept(self, request: Request) -> Response:
         response = super().accept(request)
@@ -95,6 +98,7 @@ class _ServerProtocol(ServerProtocol):
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with the gateway's edge fixes (see the module docstring)."""
 
+    conn: _ServerProtocol
     passed_through = False
     _on_shutdown: Callable[[], None] | None = None
     _fault_logged = False
@@ -178,6 +182,15 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size}
 
     # -- misbehaving clients --
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.conn.writes_paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.conn.writes_resumed() and not self.transport.is_closing():
+            self.transport.write(b"".join(self.conn.data_to_send()))
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type != "text":

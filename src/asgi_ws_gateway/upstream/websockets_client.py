@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidHeaderValue, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
@@ -14,6 +15,7 @@ from websockets.typing import Subprotocol
 from .._types import Data
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, upstream_refusal
+from ..held_pings import HeldPings
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .request import bad_request, kept_response_headers
@@ -24,6 +26,27 @@ _FAST_SEND_ATTRIBUTES = (
     "protocol", "paused", "send_in_progress", "send_data", "drain", "transport", "connection_lost_waiter",
 )  # fmt: skip
 # Response headers of the upstream's handshake that describe it rather than the application.
+
+
+class _ClientProtocol(HeldPings, ClientProtocol):
+    """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing."""
+
+
+class _ClientConnection(ClientConnection):
+    """The asyncio client connection, with :class:`_ClientProtocol` told of the transport's flow control."""
+
+    def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
+        protocol.__class__ = _ClientProtocol  # only methods differ: the instance keeps its state
+        super().__init__(protocol, **kwargs)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        cast(_ClientProtocol, self.protocol).writes_paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if cast(_ClientProtocol, self.protocol).writes_resumed():
+            self.send_data()
 
 
 class _NoRedirects(connect):
@@ -58,6 +81,7 @@ class WebSocketsConnector:
                 max_size=api.max_message_size,
                 max_queue=4,
                 ssl=self.ssl_context,
+                create_connection=_ClientConnection,
             )
         except InvalidStatus as exc:
             response = exc.response

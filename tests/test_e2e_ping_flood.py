@@ -1,0 +1,139 @@
+"""End to end: a peer that pings and never reads cannot grow the gateway's write buffer.
+
+A pong per ping piled up in the buffer of a peer that does not read: 170 MB in 15 s from one client
+(the gateway's server protocol), 279 MB from one upstream (its ``websockets`` client leg). RFC 6455
+§5.5.3 lets an endpoint answer only the most recent of the pings it has not answered yet, which is
+what both legs now do while their transport's writes are paused (``held_pings``). Raw sockets play
+the peer; each ping carries its sequence number, so the peer can count the pongs it got (what the
+socket buffers held when the gateway's writes paused, then one) and check the last one answers its
+last ping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.apps import echo_app
+from support.clients import connect
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH
+from support.servers import UvicornFactory
+
+PINGS = 100_000  # 12.7 MB of pongs if each were answered: more than loopback's socket buffers hold (~4 MB)
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _ping(number: int, *, masked: bool) -> bytes:
+    payload = number.to_bytes(8, "big") + b"p" * 117  # 125 bytes: the most a control frame carries
+    if not masked:
+        return bytes([0x89, len(payload)]) + payload
+    mask = os.urandom(4)
+    return bytes([0x89, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _pongs(reader: asyncio.StreamReader) -> list[int]:
+    """The sequence numbers of the pongs in the stream (other frames skipped), read until it goes quiet."""
+    buffer, numbers = bytearray(), list[int]()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 3)
+        except TimeoutError:
+            return numbers
+        if not chunk:
+            return numbers
+        buffer += chunk
+        while len(buffer) >= 2:
+            length, offset = buffer[1] & 0x7F, 2
+            if length >= 126:
+                size = 2 if length == 126 else 8
+                if len(buffer) < 2 + size:
+                    break
+                length, offset = int.from_bytes(buffer[2 : 2 + size], "big"), 2 + size
+            masked = buffer[1] & 0x80
+            end = offset + (4 if masked else 0) + length
+            if len(buffer) < end:
+                break
+            payload = bytes(buffer[end - length : end])
+            if masked:
+                mask = buffer[offset : offset + 4]
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if buffer[0] & 0x0F == 0xA:
+                numbers.append(int.from_bytes(payload[:8], "big"))
+            del buffer[:end]
+
+
+async def _flood(writer: asyncio.StreamWriter, *, masked: bool) -> None:
+    """Send the pings, reading nothing meanwhile."""
+    batch = 500
+    for start in range(0, PINGS, batch):
+        writer.write(b"".join(_ping(number, masked=masked) for number in range(start, start + batch)))
+        await writer.drain()
+
+
+def _check(answered: list[int]) -> None:
+    # Without the fix every ping got its pong; now those queued before the buffer filled, then one.
+    assert len(answered) < PINGS // 2
+    assert answered[-1] == PINGS - 1  # the most recent ping is answered (RFC 6455 §5.5.3)
+    assert answered == sorted(answered)
+
+
+async def test_a_client_that_pings_and_never_reads_gets_one_pong_for_its_latest_pings(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    api = api_entry(name="echo", path="/ws/echo")
+    api["upstreams"] = [{"app": echo_app}]  # in-process: relayed through the server's own protocol
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    await _flood(writer, masked=True)
+    _check(await _pongs(reader))
+    writer.write(_ping(7, masked=True))  # reading again: each ping is answered at once
+    await writer.drain()
+    assert await _pongs(reader) == [7]
+    writer.close()
+
+
+async def test_an_upstream_that_pings_and_never_reads_gets_one_pong_for_its_latest_pings(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    answered: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        await _flood(writer, masked=False)
+        answered.set_result(await _pongs(reader))
+        writer.close()
+
+    listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    config = {"apis": [api_entry(f"ws://127.0.0.1:{port}/", name="echo", path="/ws/echo")]}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))  # the relay: websockets' client leg
+    async with listener, await connect(server.url("/ws/echo")):
+        _check(await asyncio.wait_for(answered, 60))
+
+
+@pytest.mark.parametrize("ws", ["websockets-sansio", PASSTHROUGH])
+async def test_pings_still_get_their_pongs_through_the_gateway(uvicorn_server: UvicornFactory, ws: str) -> None:
+    api = api_entry(name="echo", path="/ws/echo")
+    api["upstreams"] = [{"app": echo_app}]
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=ws)  # type: ignore[arg-type]
+    async with await connect(server.url("/ws/echo")) as client:
+        for _ in range(3):
+            latency = await asyncio.wait_for(await client.ping(), 5)
+            assert latency >= 0
