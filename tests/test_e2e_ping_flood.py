@@ -62,17 +62,21 @@ async def _pongs(reader: asyncio.StreamReader) -> list[int]:
                 break
             payload = bytes(buffer[end - length : end])
             if masked:
-                mask = buffer[offset : offset + 4]
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                payload = _unmask(payload, buffer[offset : offset + 4])
             if buffer[0] & 0x0F == 0xA:
                 numbers.append(int.from_bytes(payload[:8], "big"))
             del buffer[:end]
 
 
-async def _flood(writer: asyncio.StreamWriter, *, masked: bool) -> None:
-    """Send the pings, reading nothing meanwhile."""
+def _unmask(payload: bytes, mask: bytes | bytearray) -> bytes:
+    key = int.from_bytes((bytes(mask) * (len(payload) // 4 + 1))[: len(payload)], "big")
+    return (int.from_bytes(payload, "big") ^ key).to_bytes(len(payload), "big")
+
+
+async def _flood(writer: asyncio.StreamWriter, *, masked: bool, count: int = PINGS) -> None:
+    """Send ``count`` pings, reading nothing meanwhile."""
     batch = 500
-    for start in range(0, PINGS, batch):
+    for start in range(0, count, batch):
         writer.write(b"".join(_ping(number, masked=masked) for number in range(start, start + batch)))
         await writer.drain()
 
@@ -137,3 +141,60 @@ async def test_pings_still_get_their_pongs_through_the_gateway(uvicorn_server: U
         for _ in range(3):
             latency = await asyncio.wait_for(await client.ping(), 5)
             assert latency >= 0
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
+async def test_pings_from_a_side_that_reads_nothing_do_not_reach_the_other_side_each(
+    uvicorn_server: UvicornFactory, framed: bool
+) -> None:
+    """Spliced or framed, pings go end to end; while the client reads nothing the gateway forwards only
+    its latest ping, once it reads again. Before, every ping went on and the upstream's pongs piled up in
+    the upstream (a websockets server grew by 240 MB in 15 s), the gateway having stopped reading it."""
+    pinged: list[int] = []
+    finished = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        buffer = bytearray()
+        while chunk := await reader.read(1 << 16):  # answers every ping, as websockets does, unbounded
+            buffer += chunk
+            while len(buffer) >= 6 and len(buffer) >= 6 + (buffer[1] & 0x7F):
+                end = 6 + (buffer[1] & 0x7F)
+                payload = _unmask(bytes(buffer[6:end]), buffer[2:6])
+                if buffer[0] & 0x0F == 0x9:
+                    pinged.append(int.from_bytes(payload[:8], "big"))
+                    writer.write(bytes([0x8A, len(payload)]) + payload)
+                del buffer[:end]
+        writer.close()
+        await writer.wait_closed()
+        finished.set()
+
+    listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    api = api_entry(f"ws://127.0.0.1:{port}/", name="echo", path="/ws/echo", passthrough=True)
+    if framed:
+        api["message_policies"] = {"inbound": [{"limit-message-size": {"max": 4096}}]}
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
+    async with listener:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .encode()
+        )  # fmt: skip
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        # More pings than the buffers between the client and the upstream hold before the client's
+        # side is paused (~14 MB here): those in flight by then reach the upstream, the rest are held.
+        await _flood(writer, masked=True, count=3 * PINGS)
+        pongs = await _pongs(reader)  # reading again: the held ping goes on, and its pong comes back
+        assert len(pinged) < 2 * PINGS  # ~106,000 here: what was in flight; before, every one of them
+        assert pinged[-1] == pongs[-1] == 3 * PINGS - 1
+        assert pinged == sorted(pinged)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(finished.wait(), 10)  # the gateway closed the upstream connection too

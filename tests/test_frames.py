@@ -253,3 +253,24 @@ def test_halted_between_frames_is_sealed_at_once_even_with_a_header_held_back() 
     scanner.halt()
     assert scanner.sealed
     assert scanner.feed(frame[1:]) == b""
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 7, 1000])
+def test_while_pings_are_held_they_leave_the_stream_and_only_the_latest_is_kept(step: int) -> None:
+    """``hold_pings``: every ping is taken out whatever the split (a fragmented message's control
+    frames too), the rest goes on byte for byte, and ``held_ping`` is the latest, as it arrived."""
+    pings = [Frame(Opcode.PING, f"ping {i}".encode()) for i in range(3)]
+    data_frames = [Frame(Opcode.TEXT, b"a", fin=False), Frame(Opcode.CONT, b"b"), Frame(Opcode.BINARY, b"x" * 300)]
+    wire = [f.serialize(mask=True) for f in (data_frames[0], pings[0], data_frames[1], pings[1], pings[2],
+                                              data_frames[2])]  # fmt: skip
+    scanner, stats = _scanner()
+    scanner.hold_pings = True
+    out = _feed_in_pieces(scanner, b"".join(wire), step)
+    assert out == wire[0] + wire[2] + wire[5]
+    assert scanner.held_ping == wire[4]
+    assert scanner.interrupted  # the splice looks after each read until the ping goes on
+    assert (stats.messages_in, stats.bytes_in) == (2, 302)
+    scanner.hold_pings = False
+    scanner.held_ping = None  # what the splice does once it forwarded it
+    assert _feed_in_pieces(scanner, wire[1], step) == wire[1]  # reading again: pings pass
+    assert scanner.held_ping is None

@@ -81,6 +81,9 @@ class MessageAssembler:
         """True once stopped or halted: the splice looks after each read."""
         self.pong: bytes | None = None
         """The payload of the gateway's keepalive pings: a pong carrying it is not returned."""
+        self.hold_pings = False
+        """Set while this side reads nothing: the frame relay keeps only its latest ping (``held_ping``)."""
+        self.held_ping: bytes | None = None
 
     def halt(self) -> None:
         self.halted = self.interrupted = self.sealed = True

@@ -81,6 +81,8 @@ class _FramedSide(_Side):
             opcode, data, raw, size = event
             if frames.halted or not peer.open:
                 pass  # the gateway closes: nothing more goes on (close frames are still read)
+            elif opcode == 9 and frames.hold_pings:
+                frames.held_ping = raw  # it reads nothing: the latest ping goes on once it reads again
             elif opcode > 2:
                 peer.transport.write(raw)  # ping, pong, close
             elif process is None or (size <= unchecked and not splice._closing):
@@ -131,11 +133,12 @@ class _FramedSide(_Side):
         return encode_frame(0x2, data, mask=self.client)
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.write_paused = self.frames.hold_pings = True
         self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.write_paused = self.frames.hold_pings = False
+        self.release_ping()  # frames reach the peer whole: never inside one
         peer = self.peer
         if peer.open and peer.task is None:
             peer.transport.resume_reading()

@@ -20,6 +20,7 @@ from typing import Protocol
 from ..relay.stats import RelayStats
 
 _CLOSE = 0x8
+_PING = 0x9
 _PONG = 0xA
 _CONTROL = 0x8  # opcodes 0x8 and above are control frames
 _OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
@@ -46,8 +47,11 @@ class Scanner(Protocol):
     error: str | None
     error_code: int
     interrupted: bool
+    halted: bool
     sealed: bool
     pong: bytes | None
+    hold_pings: bool
+    held_ping: bytes | None
 
     @property
     def mid_frame(self) -> bool: ...
@@ -104,9 +108,17 @@ class FrameScanner:
         self.sealed = False
         """Set once halted and the frame in flight (if any) is complete: nothing more is forwarded."""
         self.interrupted = False
-        """True once :attr:`stopped` or :attr:`halted`: the splice has to look after each read."""
+        """True once :attr:`stopped` or :attr:`halted`, or while a ping is held: the splice has to look
+        after each read."""
         self.pong: bytes | None = None
         """The payload of the gateway's keepalive pings: a pong carrying it is taken out of the stream."""
+        self.hold_pings = False
+        """Set while this side reads nothing (the gateway's writes to it are paused): its pings are
+        taken out of the stream and only the latest is kept, in ``held_ping``, since the pongs they
+        ask for could not reach it and would pile up at the peer (RFC 6455 §5.5.3 lets the peer
+        answer only the most recent)."""
+        self.held_ping: bytes | None = None
+        """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
         # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
         self._plain = frozenset({0x81, 0x82} | ({0xC1, 0xC2} if self._rsv & _RSV1 else set()))
         self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
@@ -193,6 +205,17 @@ class FrameScanner:
                 self.error = error
                 end = min(end, start)
                 break
+            if opcode == _PING and (self.hold_pings or self.held_ping is not None) and end == size:
+                if size - pos < header + length:  # held back whole, to take out
+                    self._head = data[pos:]
+                    end = min(end, start)
+                    break
+                pos += header + length
+                self.held_ping = data[start:pos]
+                kept = kept or []
+                kept.append(data[keep:start])
+                keep = pos
+                continue
             if opcode == _PONG and self.pong is not None and length == len(self.pong):
                 if size - pos < header + length:  # held back whole: it may be the gateway's, to take out
                     self._head = data[pos:]
@@ -228,7 +251,8 @@ class FrameScanner:
             self.remaining = length
             if length == 0:
                 self._frame_done()
-        self.interrupted = self.halted or self.close is not None or self.too_big or self.error is not None
+        self.interrupted = (self.halted or self.close is not None or self.too_big or self.error is not None
+                            or self.held_ping is not None)  # fmt: skip
         self._fast = not (self.interrupted or self.remaining or self._head or self.in_message)
         if kept is not None:
             kept.append(data[keep:end])

@@ -95,11 +95,25 @@ class _Side(asyncio.Protocol):
         self.splice.lost(self)
 
     def pause_writing(self) -> None:
+        self.scanner.hold_pings = True  # it reads nothing: the pongs its pings ask for would pile up
         self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.scanner.hold_pings = False
+        self.release_ping()
         if self.peer.open:
             self.peer.transport.resume_reading()
+
+    def release_ping(self) -> None:
+        """Forward the ping held while this side read nothing, once it reads again and is between frames."""
+        scanner = self.scanner
+        if scanner.held_ping is None or scanner.hold_pings or scanner.mid_frame:
+            return
+        ping, scanner.held_ping = scanner.held_ping, None
+        peer = self.peer
+        stopped = scanner.halted or scanner.close is not None or scanner.too_big or scanner.error is not None
+        if peer.open and not peer.close_sent and not stopped:  # nothing goes after a close frame
+            peer.transport.write(ping)
 
     def write_close(self, code: int, reason: str) -> None:
         """Send this side a close frame of the gateway's, once the frame it is receiving (if any) ends."""
@@ -280,9 +294,12 @@ class Splice:
         self._arm_timer()
 
     def after_frame(self, side: _Side) -> None:
-        """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway closes)."""
+        """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway
+        closes, or while one of its pings is held)."""
         scanner = side.scanner
         peer = side.peer
+        if scanner.held_ping is not None:
+            side.release_ping()
         if peer.pending_close is not None and scanner.sealed and peer.open:
             peer.transport.write(peer.pending_close)  # the frame in flight is complete
             peer.pending_close = None
