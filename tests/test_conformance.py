@@ -19,7 +19,9 @@ from support.gateway import ProbedGateway
 from support.servers import UvicornServer, WSImpl
 from support.upstream import UpstreamServer
 
-pytestmark = pytest.mark.conformance
+# A case that missed a deadline among 15 others in flight and passes alone is named, not failed (the
+# suite turns warnings into errors; a conformance fault fails again alone and is asserted).
+pytestmark = [pytest.mark.conformance, pytest.mark.filterwarnings("default:Autobahn .* passed alone:UserWarning")]
 
 MIB = 1024 * 1024
 CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]

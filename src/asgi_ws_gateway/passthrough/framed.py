@@ -52,7 +52,7 @@ Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"
 class _FramedSide(_Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
-    __slots__ = ("frames", "process", "relay", "task", "unchecked", "write_paused")
+    __slots__ = ("frames", "process", "relay", "task", "unchecked")
 
     peer: _FramedSide
 
@@ -63,7 +63,6 @@ class _FramedSide(_Side):
         self.process: Process | None = None  # its direction's MessagePipeline.process_now
         self.unchecked = -1  # messages up to this size skip ``process`` (its policies are size limits only)
         self.task: asyncio.Task[None] | None = None  # a policy step that waits
-        self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
@@ -132,13 +131,10 @@ class _FramedSide(_Side):
             return encode_frame(0x1, data.encode(), mask=self.client)
         return encode_frame(0x2, data, mask=self.client)
 
-    def pause_writing(self) -> None:
-        self.write_paused = self.frames.hold_pings = True
-        self.peer.transport.pause_reading()
-
     def resume_writing(self) -> None:
         self.write_paused = self.frames.hold_pings = False
         self.release_ping()  # frames reach the peer whole: never inside one
+        self._wake()
         peer = self.peer
         if peer.open and peer.task is None:
             peer.transport.resume_reading()
@@ -209,7 +205,8 @@ class FramedRelay(Splice):
         self.background.start(task)
 
     async def send_to_upstream(self, data: Data) -> bool:
-        """Send the upstream a message of the gateway's own (an error reply); False once closing."""
+        """Send the upstream a message of the gateway's own (an error reply) once it reads; False once closing."""
+        await self.upstream.drained()
         if self._closing or not self.upstream.open:
             return False
         payload, opcode = (data.encode(), 1) if isinstance(data, str) else (data, 2)

@@ -59,8 +59,8 @@ PING_PAYLOAD = b"asgi-ws-gateway"
 class _Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
-    __slots__ = ("client", "close_sent", "heard", "open", "peer", "pending_close", "ping_due", "scanner", "splice",
-                 "transport")  # fmt: skip
+    __slots__ = ("client", "close_sent", "drain_waiter", "heard", "open", "peer", "pending_close", "ping_due",
+                 "scanner", "splice", "transport", "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -74,6 +74,8 @@ class _Side(asyncio.Protocol):
         self.pending_close: bytes | None = None  # that close frame, waiting for the frame in flight to end
         self.heard = False  # it sent something since the last keepalive round
         self.ping_due: asyncio.TimerHandle | None = None  # a keepalive ping is waiting for an answer
+        self.write_paused = False  # its transport's write buffer is over the high-water mark: it reads nothing
+        self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -92,17 +94,32 @@ class _Side(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        self._wake()
         self.splice.lost(self)
 
     def pause_writing(self) -> None:
-        self.scanner.hold_pings = True  # it reads nothing: the pongs its pings ask for would pile up
+        # It reads nothing: the peer's data waits (backpressure), and so do the pongs its pings ask for.
+        self.write_paused = self.scanner.hold_pings = True
         self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.scanner.hold_pings = False
+        self.write_paused = self.scanner.hold_pings = False
         self.release_ping()
+        self._wake()
         if self.peer.open:
             self.peer.transport.resume_reading()
+
+    async def drained(self) -> None:
+        """Return once this side reads again (the gateway's writes to it resumed) or is gone."""
+        while self.write_paused and self.open:
+            if self.drain_waiter is None:
+                self.drain_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.drain_waiter)  # a cancelled waiter must not wake nobody else
+
+    def _wake(self) -> None:
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def release_ping(self) -> None:
         """Forward the ping held while this side read nothing, once it reads again and is between frames."""
@@ -276,7 +293,10 @@ class Splice:
         self._gateway_close(client_code, client_reason, upstream_code, upstream_reason)
 
     async def send_to_client(self, data: Data) -> bool:
-        """Send the client a message of the gateway's own; False when not between messages or closing."""
+        """Send the client a message of the gateway's own once it reads (a client that reads nothing
+        must not pile them up: a reply per dropped message grew a gateway by 298 MB in 15 s); False when
+        not between messages or closing."""
+        await self.client.drained()
         scanner = self.upstream.scanner
         if self._closing or not self.client.open or scanner.mid_frame or scanner.in_message:
             return False

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
 
 import pytest
 
@@ -25,6 +26,7 @@ from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
 
 PINGS = 100_000  # 12.7 MB of pongs if each were answered: more than loopback's socket buffers hold (~4 MB)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -144,14 +146,15 @@ async def test_pings_still_get_their_pongs_through_the_gateway(uvicorn_server: U
 
 
 @pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
-async def test_pings_from_a_side_that_reads_nothing_do_not_reach_the_other_side_each(
+async def test_pings_from_a_side_that_reads_nothing_wait_and_only_the_latest_goes_on(
     uvicorn_server: UvicornFactory, framed: bool
 ) -> None:
-    """Spliced or framed, pings go end to end; while the client reads nothing the gateway forwards only
-    its latest ping, once it reads again. Before, every ping went on and the upstream's pongs piled up in
-    the upstream (a websockets server grew by 240 MB in 15 s), the gateway having stopped reading it."""
+    """Spliced or framed, pings go end to end and the other side answers them. While the client reads
+    nothing (here: 16 MB the upstream sent it wait in the gateway), its pings do not reach the
+    upstream, whose pongs could not go anywhere; once it reads again, only its latest ping goes on.
+    Before, every ping went on and a websockets upstream piled up its pongs (240 MB in 15 s)."""
     pinged: list[int] = []
-    finished = asyncio.Event()
+    stalled, finished = asyncio.Event(), asyncio.Event()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -160,9 +163,14 @@ async def test_pings_from_a_side_that_reads_nothing_do_not_reach_the_other_side_
         accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        chunk = bytes([0x82, 127]) + (256 * 1024).to_bytes(8, "big") + bytes(256 * 1024)
+        writer.write(chunk * 64)  # more than the socket buffers hold: the gateway's writes to the client pause
+        while not await _settled(writer):
+            continue
+        stalled.set()
         buffer = bytearray()
-        while chunk := await reader.read(1 << 16):  # answers every ping, as websockets does, unbounded
-            buffer += chunk
+        while data := await reader.read(1 << 16):  # answers every ping, as websockets does
+            buffer += data
             while len(buffer) >= 6 and len(buffer) >= 6 + (buffer[1] & 0x7F):
                 end = 6 + (buffer[1] & 0x7F)
                 payload = _unmask(bytes(buffer[6:end]), buffer[2:6])
@@ -188,13 +196,73 @@ async def test_pings_from_a_side_that_reads_nothing_do_not_reach_the_other_side_
             .encode()
         )  # fmt: skip
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-        # More pings than the buffers between the client and the upstream hold before the client's
-        # side is paused (~14 MB here): those in flight by then reach the upstream, the rest are held.
-        await _flood(writer, masked=True, count=3 * PINGS)
+        await asyncio.wait_for(stalled.wait(), 30)
+        await _flood(writer, masked=True, count=PINGS // 10)  # the gateway reads them all: nothing blocks
+        await asyncio.sleep(0.5)
+        assert pinged == []  # held in the gateway, not one forwarded
         pongs = await _pongs(reader)  # reading again: the held ping goes on, and its pong comes back
-        assert len(pinged) < 2 * PINGS  # ~106,000 here: what was in flight; before, every one of them
-        assert pinged[-1] == pongs[-1] == 3 * PINGS - 1
-        assert pinged == sorted(pinged)
+        assert pinged == pongs == [PINGS // 10 - 1]
         writer.close()
         await writer.wait_closed()
         await asyncio.wait_for(finished.wait(), 10)  # the gateway closed the upstream connection too
+
+
+async def _settled(writer: asyncio.StreamWriter) -> bool:
+    """The gateway stopped reading what ``writer`` sends: its write buffer no longer shrinks."""
+    before = writer.transport.get_write_buffer_size()
+    await asyncio.sleep(0.2)
+    return writer.transport.get_write_buffer_size() >= before > 0
+
+
+async def test_error_replies_to_a_client_that_reads_nothing_hold_its_messages_back(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """A message policy's drop answers the sender; to a client that reads nothing those answers piled
+    up in the gateway (a client sending 11-byte messages over a 4-byte limit grew it by 298 MB in
+    15 s). Now the answer waits for the client to read, and so does the client's next message: the
+    client is held back (its writes block) instead."""
+    api = api_entry(upstream, name="echo", path="/ws/echo", passthrough=True)
+    api["message_policies"] = {"inbound": [{"limit-message-size": {"max": 4, "action": "drop"}}]}
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    mask = b"\x01\x02\x03\x04"
+    batch = (bytes([0x82, 0x85]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"12345"))) * 1000
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    sent = 0
+    with pytest.raises(TimeoutError):  # the gateway stopped reading it: no drain for 5 s
+        while sent < 3_000_000:  # 33 MB, over what socket buffers hold: before, the gateway read them all
+            writer.write(batch)
+            sent += 1000
+            await asyncio.wait_for(writer.drain(), 5)
+    replies = await _frames_read(reader, 1 << 20)
+    assert replies and all(b'"error":"message_too_big"' in reply for reply in replies[:3])
+    writer.transport.abort()
+
+
+async def _frames_read(reader: asyncio.StreamReader, most: int) -> list[bytes]:
+    """Payloads of the unmasked frames the server sent, up to ``most`` bytes, until it goes quiet."""
+    data = bytearray()
+    while len(data) < most:
+        try:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 2)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    payloads, pos = [], 0
+    while pos + 2 <= len(data):
+        length, offset = data[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            length, offset = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+        if offset + length > len(data):
+            break
+        payloads.append(bytes(data[offset : offset + length]))
+        pos = offset + length
+    return payloads
