@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from .safe_regex import Pattern
+
 NAMESPACES: dict[str, frozenset[str] | None] = {
     "jwt": None,
     "header": None,
@@ -172,7 +174,7 @@ class Condition:
     equals: str | None = None
     not_equals: str | None = None
     one_of: Sequence[str] | None = None
-    matches: re.Pattern[str] | None = None
+    matches: Pattern | None = None
     contains: str | None = None
 
     def holds(self, context: Lookup) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 from typing import Any, Literal
 
 import jwt
@@ -21,6 +20,7 @@ from ..errors import HandshakeDenied
 from ..handshake.context import HandshakeContext
 from ..json_depth import nests_deeper
 from ..loading import LoadRefused, read_env, read_file
+from ..safe_regex import Pattern, compile_regex
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_public_key
@@ -382,7 +382,7 @@ class CheckHeaderSettings(PolicySettings):
 
     header: str = Field(description="Header name.")
     values: list[str] = Field(default_factory=list, description="Accepted values (any of).")
-    pattern: str | None = Field(default=None, description="A regular expression the whole value must match.")
+    pattern: str | None = Field(default=None, description="A regular expression (RE2) the whole value must match.")
     ignore_case: bool = False
     failed_status: Literal[400, 401, 403] = 401
     message: str | None = Field(default=None, description="Problem detail when the check fails.")
@@ -395,11 +395,12 @@ class CheckHeader:
     def __init__(self, settings: CheckHeaderSettings, env: PolicyEnv) -> None:
         self.name = "check-header"
         self.settings = settings
-        flags = re.IGNORECASE if settings.ignore_case else 0
-        try:
-            self.pattern = re.compile(settings.pattern, flags) if settings.pattern is not None else None
-        except re.error as exc:
-            raise PolicyProblem("pattern", f"not a regular expression: {exc}") from None
+        self.pattern: Pattern | None = None
+        if settings.pattern is not None:
+            try:
+                self.pattern = compile_regex(settings.pattern, ignore_case=settings.ignore_case)
+            except ValueError as exc:
+                raise PolicyProblem("pattern", str(exc)) from None
         self.values = {v.lower() if settings.ignore_case else v for v in settings.values}
 
     async def apply(self, context: HandshakeContext) -> None:

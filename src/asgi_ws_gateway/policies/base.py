@@ -26,7 +26,6 @@ also accepts ``name`` (to opt out of it by that name; default: its type).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..errors import HandshakeDenied
 from ..handshake.pipeline import Policy
+from ..safe_regex import compile_regex
 from ..state.base import Store
 from ..templates import Condition, Reference, Template, TemplateError
 
@@ -78,17 +78,14 @@ class MatchSettings(BaseModel):
     equals: str | None = None
     not_equals: str | None = None
     one_of: list[str] | None = Field(default=None, alias="in", description="Equals one of these.")
-    matches: str | None = Field(default=None, description="A regular expression searched in the value.")
+    matches: str | None = Field(default=None, description="A regular expression (RE2 syntax) searched in the value.")
     contains: str | None = Field(default=None, description="A list value has this item (a string: this word).")
 
     @field_validator("matches")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+            compile_regex(value)  # raises ValueError
         return value
 
     @model_validator(mode="after")
@@ -105,7 +102,7 @@ class MatchSettings(BaseModel):
             equals=self.equals,
             not_equals=self.not_equals,
             one_of=tuple(self.one_of) if self.one_of is not None else None,
-            matches=re.compile(self.matches) if self.matches is not None else None,
+            matches=compile_regex(self.matches) if self.matches is not None else None,
             contains=self.contains,
         )
 
