@@ -114,7 +114,7 @@ class _Side(asyncio.Protocol):
         while self.write_paused and self.open:
             if self.drain_waiter is None:
                 self.drain_waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self.drain_waiter)  # a cancelled waiter must not wake nobody else
+            await asyncio.shield(self.drain_waiter)  # a cancelled caller leaves the future to the others
 
     def _wake(self) -> None:
         waiter, self.drain_waiter = self.drain_waiter, None

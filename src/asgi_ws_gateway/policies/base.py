@@ -78,7 +78,7 @@ class MatchSettings(BaseModel):
     equals: str | None = None
     not_equals: str | None = None
     one_of: list[str] | None = Field(default=None, alias="in", description="Equals one of these.")
-    matches: str | None = Field(default=None, description="A regular expression (RE2 syntax) searched in the value.")
+    matches: str | None = Field(default=None, description="A regular expression (RE2) searched in the value.")
     contains: str | None = Field(default=None, description="A list value has this item (a string: this word).")
 
     @field_validator("matches")
