@@ -86,6 +86,27 @@ async def _flood(writer: asyncio.StreamWriter, *, masked: bool, count: int = PIN
         await writer.drain()
 
 
+async def _open_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client of the gateway's ``/ws/echo``, handshake done."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def _accept_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A raw upstream's side of the handshake: read the request, answer 101."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+
+
 def _check(answered: list[int]) -> None:
     # Without the fix every ping got its pong; now those the socket buffers took before the gateway's
     # writes paused (~34,500 here: ~4.3 MB), then one. The margin leaves room for larger buffers.
@@ -100,12 +121,7 @@ async def test_a_client_that_pings_and_never_reads_gets_one_pong_for_its_latest_
     api = api_entry(name="echo", path="/ws/echo")
     api["upstreams"] = [{"app": echo_app}]  # in-process: relayed through the server's own protocol
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(
-        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    reader, writer = await _open_client(server.port)
     await _flood(writer, masked=True)
     _check(await _pongs(reader, PINGS - 1))
     writer.write(_ping(7, masked=True))  # reading again: each ping is answered at once
@@ -120,12 +136,7 @@ async def test_an_upstream_that_pings_and_never_reads_gets_one_pong_for_its_late
     answered: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        await _accept_upstream(reader, writer)
         await _flood(writer, masked=False)
         answered.set_result(await _pongs(reader, PINGS - 1))
         writer.close()
@@ -161,12 +172,7 @@ async def test_pings_from_a_side_that_reads_nothing_wait_and_only_the_latest_goe
     stalled, finished = asyncio.Event(), asyncio.Event()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        await _accept_upstream(reader, writer)
         chunk = bytes([0x82, 127]) + (256 * 1024).to_bytes(8, "big") + bytes(256 * 1024)
         writer.write(chunk * 128)  # 32 MB, more than the socket buffers hold (~10 MB): the writes to the client pause
         while not await _settled(writer):
@@ -193,13 +199,7 @@ async def test_pings_from_a_side_that_reads_nothing_wait_and_only_the_latest_goe
         api["message_policies"] = {"inbound": [{"limit-message-size": {"max": 4096}}]}
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
     async with listener:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(
-            f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            .encode()
-        )  # fmt: skip
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        reader, writer = await _open_client(server.port)
         await asyncio.wait_for(stalled.wait(), 30)
         await _flood(writer, masked=True, count=PINGS // 10)  # the gateway reads them all: nothing blocks
         await asyncio.sleep(0.5)
@@ -228,13 +228,7 @@ async def test_error_replies_to_a_client_that_reads_nothing_hold_its_messages_ba
     api = api_entry(upstream, name="echo", path="/ws/echo", passthrough=True)
     api["message_policies"] = {"inbound": [{"limit-message-size": {"max": 4, "action": "drop"}}]}
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(
-        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
-    )  # fmt: skip
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    reader, writer = await _open_client(server.port)
     mask = b"\x01\x02\x03\x04"
     batch = (bytes([0x82, 0x85]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"12345"))) * 1000
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
