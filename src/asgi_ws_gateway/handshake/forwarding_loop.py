@@ -18,12 +18,17 @@ from ..upstream.request import VIA_RECEIVED_BY
 
 # One Via entry naming the gateway: a received-protocol ("1.1", "HTTP/1.1"), then its received-by,
 # followed by a comment, another entry or the end.
-_OWN_ENTRY = re.compile(rb"(?:^|,)[ \t]*[^ \t,]+[ \t]+" + re.escape(VIA_RECEIVED_BY.encode()) + rb"(?=[ \t,]|$)")
+_NAME = VIA_RECEIVED_BY.encode()
+_OWN_ENTRY = re.compile(rb"(?:^|,)[ \t]*[^ \t,]+[ \t]+" + re.escape(_NAME) + rb"(?=[ \t,]|$)")
 
 
 def gateway_hops(headers: Iterable[tuple[bytes, bytes]]) -> int:
-    """How many of the request's ``Via`` entries name this gateway (in any of its header lines)."""
-    return sum(len(_OWN_ENTRY.findall(value)) for name, value in headers if name.lower() == b"via")
+    """How many of the request's ``Via`` entries name this gateway (in any of its header lines).
+
+    The pattern runs only on a value that names the gateway at all: a client's 30 KB ``Via`` of
+    ``a,a,a,...`` took it 2.3 ms (a handshake's CPU several times over); the substring test, microseconds.
+    """
+    return sum(len(_OWN_ENTRY.findall(value)) for name, value in headers if name.lower() == b"via" and _NAME in value)
 
 
 def check_forwarding_loop(headers: Iterable[tuple[bytes, bytes]], max_hops: int) -> None:
