@@ -451,7 +451,8 @@ class TelemetryConfig(_Model):
 
 
 class HandshakeLimitsConfig(_Model):
-    """How much a handshake request may carry; the gateway refuses more (431, 414, 508) before any policy runs.
+    """How much a handshake request may carry, refused (431, 414, 508) before any policy runs, and how
+    long its policies may take (504).
 
     Counted over the request as the server hands it to the application (headers: name, value and
     4 bytes of separators each; the target: raw path and query string), for every server. The
@@ -482,6 +483,14 @@ class HandshakeLimitsConfig(_Model):
         "entries it writes upstream (default 4: a chain of gateways or an API proxied to another API of the "
         "same gateway works); more: 508 Loop Detected, so an upstream URL that leads back to a gateway opens "
         "that many connections, not thousands.",
+    )
+    policy_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a handshake's policies may take together, subscription check included (default 10); "
+        "longer: 504 policy_timeout naming the policy that was running, and the policies' resources released. "
+        "Bounds a policy whose I/O hangs; the upstream connect has its own connect_timeout.",
     )
 
 

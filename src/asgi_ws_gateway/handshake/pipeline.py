@@ -1,11 +1,13 @@
 """The onHandshake stage: the ``Policy`` protocol, plain functions as policies, and the pipeline that runs them.
 
 The pipeline runs the subscription check (when the API belongs to a product), then the global,
-product and API policies in that order.
+product and API policies in that order, all within one deadline: a policy whose I/O hangs (a JWKS
+host that answers a byte at a time, a custom policy's own call) costs the client a 504, not a wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
@@ -50,12 +52,16 @@ class FunctionPolicy:
 async def run_policies(policies: Sequence[Policy], context: HandshakeContext) -> None:
     """Apply ``policies`` in order; a denial is tagged with the name of the policy that raised it."""
     for policy in policies:
-        try:
-            await policy.apply(context)
-        except HandshakeDenied as denial:
-            if denial.policy is None:
-                denial.policy = policy.name
-            raise
+        await _apply(policy, context)
+
+
+async def _apply(policy: Policy, context: HandshakeContext) -> None:
+    try:
+        await policy.apply(context)
+    except HandshakeDenied as denial:
+        if denial.policy is None:
+            denial.policy = policy.name
+        raise
 
 
 ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
@@ -63,7 +69,8 @@ ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
 
 
 class HandshakePipeline:
-    """One API's handshake policies: subscription check, then global → product → API."""
+    """One API's handshake policies: subscription check, then global → product → API, all within
+    ``timeout`` seconds (None: no limit)."""
 
     def __init__(
         self,
@@ -71,24 +78,46 @@ class HandshakePipeline:
         product_policies: Mapping[str, Sequence[Policy]] | None = None,
         api_policies: Sequence[Policy] = (),
         products: ProductResolver | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.global_policies = list(global_policies)
         self.product_policies = dict(product_policies or {})
         self.api_policies = list(api_policies)
         self.products = products
+        self.timeout = timeout
 
     def __bool__(self) -> bool:
         return bool(self.global_policies or self.api_policies or self.products is not None)
 
     async def run(self, context: HandshakeContext) -> None:
-        """Apply every policy in scope order; raises the first denial."""
-        products: Sequence[str] = ()
-        if self.products is not None:
-            products = await self.products(context)
-        await run_policies(self.global_policies, context)
-        for product in products:
-            await run_policies(self.product_policies.get(product, ()), context)
-        await run_policies(self.api_policies, context)
+        """Apply every policy in scope order; raises the first denial.
+
+        Raises:
+            HandshakeDenied: a policy's denial, or 504 ``policy_timeout`` (naming the policy that was
+                running) when they have not all finished within ``timeout`` seconds.
+        """
+        running = SUBSCRIPTION
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                products: Sequence[str] = ()
+                if self.products is not None:
+                    products = await self.products(context)
+                for policies in (self.global_policies, *(self.product_policies.get(p, ()) for p in products),
+                                 self.api_policies):  # fmt: skip
+                    for policy in policies:
+                        running = policy.name
+                        await _apply(policy, context)
+        except TimeoutError:
+            if not deadline.expired():  # a policy's own timeout, not the pipeline's
+                raise
+            raise HandshakeDenied(
+                504, f"handshake policy {running} did not finish within {self.timeout:g} s", reason="policy_timeout",
+                policy=running,
+            ) from None  # fmt: skip
+
+
+SUBSCRIPTION = "subscription"
+"""The name the subscription check denies with (``policies.products``), and is named by at a timeout."""
 
 
 __all__ = ["FunctionPolicy", "HandshakePipeline", "Policy", "PolicyFunction", "ProductResolver", "run_policies"]

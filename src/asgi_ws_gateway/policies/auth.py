@@ -75,7 +75,9 @@ class ValidateJwtSettings(PolicySettings):
     jwks_min_refresh_interval: float = Field(
         default=30.0, ge=0, description="Least seconds between refreshes caused by an unknown kid."
     )
-    jwks_timeout: float = Field(default=5.0, gt=0, description="Seconds one JWKS fetch may take.")
+    jwks_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds one JWKS fetch may take, the whole of it (not each read)."
+    )
     public_keys: list[str] = Field(default_factory=list, description="PEM public keys or certificates.")
     public_key_files: list[str] = Field(default_factory=list, description="Files holding PEM public keys.")
     secret: SecretStr | None = Field(default=None, description="Shared secret for HS algorithms.")

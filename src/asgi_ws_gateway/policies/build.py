@@ -228,6 +228,7 @@ class GatewayPolicies:
                 {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine},
                 api_policies,
                 SubscriptionGate(config, api.name, clock) if mine else None,
+                config.handshake_limits.policy_timeout,
             )
         self.problems = check_products(config) + builder.problems
 

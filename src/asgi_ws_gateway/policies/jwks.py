@@ -8,6 +8,8 @@ The JWKS is fetched on first use and then kept:
   (a stream of tokens with made-up ``kid`` values cannot hammer the identity provider);
 * a failed refresh keeps the cached keys (an outage of the identity provider does not lock
   everybody out); only with no keys at all does validation fail, with 503;
+* ``timeout`` bounds a whole fetch, not each read: a host that answers a byte at a time fails it
+  on time (and its worker thread stops reading soon after);
 * ``generation`` counts the key sets fetched: a refresh whose keys differ in any way (a ``kid``
   dropped, added or bound to another key) starts a new one, which retires every token verified
   under an older one (``validate-jwt``'s token cache).
@@ -82,14 +84,26 @@ async def fetch_url(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - pass
 
 
 def _get(url: str, timeout: float) -> bytes:
+    """The body, read a socket read at a time until ``timeout`` seconds from now (urllib's own timeout
+    bounds each read, so a thread reading a trickle stops within about twice ``timeout``)."""
+    deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "asgi-ws-gateway"})
+    chunks: list[bytes] = []
+    size = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:
         if response.status != 200:
             raise OSError(f"JWKS answered {response.status}")
-        body: bytes = response.read(_MAX_JWKS_BYTES + 1)
-    if len(body) > _MAX_JWKS_BYTES:
-        raise OSError("JWKS document too large")
-    return body
+        while chunk := response.read1(_READ_SIZE):
+            size += len(chunk)
+            if size > _MAX_JWKS_BYTES:
+                raise OSError("JWKS document too large")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JWKS not read within {timeout:g} s")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_READ_SIZE = 64 * 1024
 
 
 class JwksCache:
@@ -187,10 +201,10 @@ class JwksCache:
         handshake = current_handshake()  # set when a handshake's unknown kid or first use triggered this
         try:
             if handshake is None:
-                body = await self._fetch(self.url, self.timeout)
+                body = await self._fetch_within_timeout()
             else:
                 with handshake.io_span("jwks fetch", attributes={"url.full": self.url}):
-                    body = await self._fetch(self.url, self.timeout)
+                    body = await self._fetch_within_timeout()
             keys = parse_jwks(body)
         except Exception as exc:
             if self._keys:
@@ -210,6 +224,13 @@ class JwksCache:
                 self._inflight = None
             if not future.done():
                 future.set_result(None)
+
+    async def _fetch_within_timeout(self) -> bytes:
+        try:
+            async with asyncio.timeout(self.timeout):  # whatever the fetch function does
+                return await self._fetch(self.url, self.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {self.timeout:g} s") from None
 
 
 def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:

@@ -22,8 +22,9 @@ from datetime import UTC
 from ..config import GatewayConfig, SubscriptionConfig
 from ..errors import HandshakeDenied
 from ..handshake.context import HandshakeContext, Subscription
+from ..handshake.pipeline import SUBSCRIPTION
 
-POLICY_NAME = "subscription"
+POLICY_NAME = SUBSCRIPTION
 
 
 def hash_key(key: str) -> str:
