@@ -549,6 +549,15 @@ class GatewayConfig(_Model):
         default_factory=HandshakeLimitsConfig,
         description="Size limits of handshake requests, checked before any policy (see docs/security.md).",
     )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Connections one gateway process serves at once, handshakes in progress included (each "
+        "worker of --workers has its own); past it: 503 over_capacity with Retry-After, before any policy or "
+        "upstream connect. Default (null): as many as the process's open-file limit has room for, two "
+        "descriptors a connection after 64 in reserve; a larger value is lowered to that, with a warning.",
+    )
     expose_error_details: bool = Field(
         default=False,
         description="Development only: 5xx handshake refusals tell the client the internal detail (backend URL, "

@@ -5,6 +5,7 @@ Hierarchy::
     GatewayError
     ├── ConfigError            invalid configuration (every problem, by field path)
     └── HandshakeDenied        the handshake is refused with an HTTP status
+        ├── GatewayOverloaded  -> 503: the gateway is out of connections or of a system resource
         └── UpstreamError      the upstream could not be reached or refused us
             ├── UpstreamUnreachable     -> 502
             ├── UpstreamTimeout         -> 504
@@ -16,6 +17,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 
 from ._types import Headers
@@ -66,6 +69,18 @@ class HandshakeDenied(GatewayError):
         """The name of the handshake policy that denied, if a policy did (logs and metrics)."""
 
 
+class GatewayOverloaded(HandshakeDenied):
+    """The gateway itself cannot take the connection now: never a backend's fault (no failover, no cooldown)."""
+
+    def __init__(self, detail: str, reason: str = "gateway_overloaded") -> None:
+        super().__init__(503, detail, headers=[(b"retry-after", b"5")], reason=reason)
+
+
+LOCAL_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
+"""Errors of opening a connection that are this process's or host's own shortage: file descriptors
+(per process, system-wide), socket buffers, memory, local ports to connect from."""
+
+
 class UpstreamError(HandshakeDenied):
     """The upstream leg of the handshake failed."""
 
@@ -78,6 +93,15 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     def __init__(self, detail: str) -> None:
         super().__init__(504, detail, reason="upstream_timeout")
+
+
+def local_shortage(label: str, error: OSError) -> GatewayOverloaded | None:
+    """The refusal for an ``OSError`` of opening the connection to ``label`` that is the gateway's own
+    shortage (503, the backend not blamed); None when the backend may be at fault (unreachable)."""
+    if error.errno not in LOCAL_RESOURCE_ERRORS:
+        return None
+    shortage = os.strerror(error.errno)  # the errno's text only: the message may name an address
+    return GatewayOverloaded(f"no connection to {label} could be opened: {shortage} (on the gateway)")
 
 
 class UpstreamRejected(UpstreamError):
@@ -158,16 +182,19 @@ class CloseConnection(MessageRejected):
 
 
 __all__ = [
+    "LOCAL_RESOURCE_ERRORS",
     "RELAYED_STATUSES",
     "CloseConnection",
     "ConfigError",
     "DropMessage",
     "GatewayError",
+    "GatewayOverloaded",
     "HandshakeDenied",
     "MessageRejected",
     "UpstreamError",
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "local_shortage",
     "upstream_refusal",
 ]

@@ -14,6 +14,7 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
+from .handshake.capacity import check_capacity, descriptor_capacity
 from .handshake.context import HandshakeContext
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits
@@ -123,6 +124,7 @@ class WebSocketGateway:
             self._failed = StartupFailure(exc)
             return
         self._connections = ConnectionRegistry()
+        self._in_flight = 0  # handshakes in progress and connections open: what max_connections bounds
         self._draining = False
         self._apis: dict[str, _Api] = {}
         self.config: GatewayConfig
@@ -159,6 +161,7 @@ class WebSocketGateway:
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
         self._trusted = Networks(config.trusted_proxies)
+        self._capacity = _capacity(config.max_connections)
         self.config = config
         return old
 
@@ -237,7 +240,11 @@ class WebSocketGateway:
                 if not self._proxy_warned:
                     self._warn_if_rewritten(scope)
                 api, params = resolved
-                await self._handle(api, params, scope, receive, send)
+                self._in_flight += 1
+                try:
+                    await self._handle(api, params, scope, receive, send)
+                finally:
+                    self._in_flight -= 1
                 return
         elif scope["type"] == "lifespan":
             problems = variable_problems()  # the server's protocols read variables when imported
@@ -304,6 +311,7 @@ class WebSocketGateway:
             if self._draining:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
+            check_capacity(self._in_flight, self._capacity)
             check_header_limits(scope["headers"], _target(scope), limits)
             check_host(scope["headers"])
             check_forwarding_loop(scope["headers"], limits.max_gateway_hops)
@@ -462,6 +470,20 @@ class WebSocketGateway:
                           policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
+
+
+def _capacity(wanted: int | None) -> int | None:
+    """``max_connections``, within what the process's open-file limit allows (None: no limit known)."""
+    allowed = descriptor_capacity()
+    if wanted is None or allowed is None:
+        return wanted if allowed is None else allowed
+    if wanted > allowed:
+        logger.warning(
+            "max_connections is %d, but this process's open-file limit has room for %d proxied connections: "
+            "%d it is (raise the limit, ulimit -n; 'asgi-ws-gateway run' raises it to the hard limit)",
+            wanted, allowed, allowed,
+        )  # fmt: skip
+    return min(wanted, allowed)
 
 
 def _target(scope: Scope) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -46,13 +47,25 @@ class GatewayProcess:
     the port accepts connections; leaving sends SIGTERM and waits.
     """
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, workers: int, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        workers: int,
+        start_timeout: float = 30.0,
+        open_files: tuple[int, int] | None = None,
+        log: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
         self.port = free_port()
+        self.open_files = open_files  # the supervisor's (soft, hard) open-file limit
+        self.log = log  # where its output goes (default: this process's)
         # One worker is served by the supervisor itself: uvicorn forks worker processes only for two or more.
         self.expected_workers = workers if workers > 1 else 0
         self.start_timeout = start_timeout
         self.args = [str(EXE), "run", *args, "--port", str(self.port), "--workers", str(workers),
-                     "--log-level", "warning"]  # fmt: skip
+                     "--log-level", log_level]  # fmt: skip
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +75,19 @@ class GatewayProcess:
     def start(self) -> subprocess.Popen[bytes]:
         """Start the supervisor (without this process's ASGI_WS_GATEWAY_* settings)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASGI_WS_GATEWAY_")}
-        self.process = subprocess.Popen(self.args, cwd=self.cwd, env=env)
+        limits = self.open_files
+
+        def limit_open_files() -> None:
+            if limits is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+        output = None if self.log is None else self.log.open("ab")
+        try:
+            self.process = subprocess.Popen(self.args, cwd=self.cwd, env=env, preexec_fn=limit_open_files,
+                                            stdout=output, stderr=output)  # fmt: skip
+        finally:
+            if output is not None:
+                output.close()  # the child has its own copy
         return self.process
 
     async def __aenter__(self) -> GatewayProcess:

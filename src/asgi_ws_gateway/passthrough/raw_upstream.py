@@ -20,7 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from .._types import Headers, Scope
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
+from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
@@ -130,7 +130,9 @@ async def open_raw(
     except TimeoutError:
         raise UpstreamTimeout(f"{upstream.label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
-        raise UpstreamUnreachable(f"{upstream.label} is unreachable: {redact_text(str(exc))}") from None
+        raise local_shortage(upstream.label, exc) or UpstreamUnreachable(
+            f"{upstream.label} is unreachable: {redact_text(str(exc))}"
+        ) from None
 
 
 async def _open(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -46,7 +47,8 @@ def serve(app: str, options: dict[str, Any], *, management_port: int | None = No
         options: keyword arguments of :class:`uvicorn.Config`.
         management_port: also listen on this port (the management API's own socket).
     """
-    config = uvicorn.Config(app, **options)
+    config = uvicorn.Config(app, **options)  # configures logging
+    raise_open_file_limit()  # before the app is imported: its capacity follows the limit
     sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
     if management_port:
         try:
@@ -65,4 +67,22 @@ def serve(app: str, options: dict[str, Any], *, management_port: int | None = No
     return 0 if server.started else EXIT_START_FAILED
 
 
-__all__ = ["EXIT_START_FAILED", "STARTUP_FAILURE", "GracefulServer", "serve"]
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one (the workers inherit it), as servers that hold
+    many sockets do: the default soft limit of 1024 is about 480 proxied connections."""
+    if sys.platform == "win32":
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # a hard limit the kernel caps lower (macOS: OPEN_MAX)
+        logger.info("open-file limit left at %d (raising it to %d failed: %s)", soft, hard, exc)
+        return
+    logger.info("open-file limit raised from %d to %d", soft, hard)
+
+
+__all__ = ["EXIT_START_FAILED", "STARTUP_FAILURE", "GracefulServer", "raise_open_file_limit", "serve"]

@@ -14,7 +14,7 @@ from websockets.typing import Subprotocol
 
 from .._types import Data
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamTimeout, UpstreamUnreachable, upstream_refusal
+from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..held_pings import HeldPings
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
@@ -99,7 +99,8 @@ class WebSocketsConnector:
             kind = "URL" if isinstance(exc, InvalidURI) else "header"
             raise bad_request(f"the upstream request cannot be sent (invalid {kind})") from None
         except (OSError, WebSocketException) as exc:
-            raise UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
+            shortage = local_shortage(self.label, exc) if isinstance(exc, OSError) else None
+            raise shortage or UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
         return WebSocketsConnection(ws)
 
 
