@@ -38,10 +38,11 @@ CAPACITY = (LIMIT - RESERVED_DESCRIPTORS) // 2  # 32 proxied connections
 
 @asynccontextmanager
 async def _gateway(
-    tmp_path: Path, upstream: UpstreamServer, open_files: tuple[int, int], **top: Any
+    tmp_path: Path, upstream: UpstreamServer, open_files: tuple[int, int], passthrough: bool = True, **top: Any
 ) -> AsyncIterator[GatewayProcess]:
-    """``run`` with two backends (both the same upstream), under the open-file limit ``open_files``."""
-    api = {"upstreams": [upstream.url("/echo"), upstream.url("/echo?second")]}
+    """``run`` with two backends (both the same upstream), under the open-file limit ``open_files``;
+    ``passthrough: false`` connects upstream with the websockets client instead of the splice's own."""
+    api = {"upstreams": [upstream.url("/echo"), upstream.url("/echo?second")], "passthrough": passthrough}
     config = write_config(tmp_path, build_config(upstream, api=api, **top))
     async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, open_files=open_files,
                               log=tmp_path / "gateway.log", log_level="info") as gateway:  # fmt: skip
@@ -118,12 +119,13 @@ async def test_max_connections_bounds_a_process_below_its_descriptors(tmp_path: 
         assert (await expect_status(url))[0] == 503
 
 
+@pytest.mark.parametrize("passthrough", [True, False], ids=["splice", "websockets-client"])
 async def test_out_of_descriptors_at_the_upstream_connect_is_a_503_that_blames_no_backend(
-    tmp_path: Path, upstream: UpstreamServer
+    tmp_path: Path, upstream: UpstreamServer, passthrough: bool
 ) -> None:
     """Descriptors taken by what the capacity does not count (here: idle HTTP connections to the
     process), so that the client's socket is accepted and the upstream connect fails with EMFILE."""
-    async with _gateway(tmp_path, upstream, (LIMIT, LIMIT)) as gateway:
+    async with _gateway(tmp_path, upstream, (LIMIT, LIMIT), passthrough) as gateway:
         pid = gateway.process.pid  # type: ignore[union-attr]
         url = gateway.url("/ws/echo")
         idle: list[asyncio.StreamWriter] = []
