@@ -394,6 +394,13 @@ class StoreConfig(_Model):
     )
     prefix: str = Field(default="asgi-ws-gw", pattern=r"^[A-Za-z0-9_.:-]+$", description="Key namespace.")
     timeout: float = Field(default=0.5, gt=0, description="Seconds to connect to or hear back from Redis.")
+    max_connections: int = Field(
+        default=50,
+        ge=1,
+        le=100,
+        description="redis only: Redis calls one gateway process has in flight at once, a connection each (at "
+        "most redis-py's pool of 100); more wait their turn, within the handshake's policy_timeout.",
+    )
 
     @model_validator(mode="after")
     def _check_url(self) -> StoreConfig:

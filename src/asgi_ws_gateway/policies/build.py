@@ -179,10 +179,11 @@ class _Env:
 
 def make_store(config: GatewayConfig) -> Store:
     """The store the configuration asks for (Redis clients connect lazily, on first use)."""
-    if config.store.type == "redis":
-        assert config.store.url is not None
-        return RedisState(config.store.url, prefix=config.store.prefix, timeout=config.store.timeout)
-    return MemoryState(prefix=config.store.prefix)
+    store = config.store
+    if store.type == "redis":
+        assert store.url is not None
+        return RedisState(store.url, prefix=store.prefix, timeout=store.timeout, max_connections=store.max_connections)
+    return MemoryState(prefix=store.prefix)
 
 
 class GatewayPolicies:

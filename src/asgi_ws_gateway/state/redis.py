@@ -124,11 +124,23 @@ class RedisState:
         prefix: namespace of every key this gateway writes.
         timeout: seconds to connect or to wait for one answer (default 0.5).
         retry_interval: seconds to answer "unavailable" without trying after a failure (default 1).
+        max_connections: calls in flight at once (default 50), each on its own connection; more wait.
+            redis-py's pool refuses a 101st connection, and that refusal counted as an outage: a burst
+            of handshakes left every limit unchecked (fail-open) or refused (fail-closed) for a second.
     """
 
-    def __init__(self, url: str, *, prefix: str = "asgi-ws-gw", timeout: float = 0.5, retry_interval: float = 1.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "asgi-ws-gw",
+        timeout: float = 0.5,
+        retry_interval: float = 1.0,
+        max_connections: int = 50,
+    ) -> None:
         self.prefix = prefix
         self.retry_interval = retry_interval
+        self._slots = asyncio.Semaphore(max_connections)
         self._redis: AnyRedis = connect(
             url,
             socket_timeout=timeout,
@@ -189,10 +201,11 @@ class RedisState:
         try:
             if not self._ready:
                 await self._initialize()
-            if handshake is None:
-                return await operation()
-            with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
-                return await operation()
+            async with self._slots:  # a pooled connection for each call in flight: wait for one to be free
+                if handshake is None:
+                    return await operation()
+                with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
+                    return await operation()
         except REDIS_FAILURES as exc:  # an outage of this call, never a 500 for the handshake
             self._down_until = time.monotonic() + self.retry_interval
             logger.warning("Redis store failed: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,84 @@
+"""End to end: a burst of handshakes cannot make the Redis store look down and slip past its limits.
+
+redis-py's asyncio pool opens at most 100 connections and refuses the 101st with an error, which
+the store counted as a Redis outage: for a second after a burst of more than 100 handshakes at once,
+every limit admitted unchecked (``on_store_error: open``, the default) or refused with 503
+(``closed``). The store now has ``store.max_connections`` calls in flight (default 50) and the rest
+wait their turn. A real ``asgi-ws-gateway run``, a private ``redis-server`` that a script keeps busy
+for 0.8 s while the burst arrives (so the calls pile up whatever this machine's speed), real clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from websockets.exceptions import InvalidStatus
+
+from support.clients import connect
+from support.configs import build_config, write_config
+from support.processes import GatewayProcess
+from support.redis import RedisServer
+from support.upstream import UpstreamServer
+
+BURST = 300
+LIMIT = 10
+BUSY = """local t = redis.call('TIME') local start = t[1] * 1e6 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - start > tonumber(ARGV[1])"""
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def _keep_busy(url: str, microseconds: int, started: threading.Event) -> threading.Thread:
+    """Run a script that holds Redis for ``microseconds``; ``started`` is set as it is sent."""
+
+    def run() -> None:
+        client = redis.Redis.from_url(url)
+        started.set()
+        client.eval(BUSY, 0, microseconds)
+        client.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+async def _handshake(url: str, outcomes: Counter[int]) -> None:
+    try:
+        async with await connect(url, open_timeout=30):
+            outcomes[101] += 1
+    except InvalidStatus as refused:
+        outcomes[refused.response.status_code] += 1
+
+
+@pytest.mark.parametrize("on_store_error", ["open", "closed"])
+async def test_a_burst_of_handshakes_is_counted_whole(
+    tmp_path: Path, upstream: UpstreamServer, private_redis: RedisServer, on_store_error: str
+) -> None:
+    policy = {"rate-limit-by-key": {"key": "{client.ip}", "limit": LIMIT, "window": 60,
+                                    "on_store_error": on_store_error}}  # fmt: skip
+    store = {"type": "redis", "url": private_redis.url, "timeout": 3}  # a wait, not a failure
+    config = write_config(tmp_path, build_config(upstream, api={"policies": [policy]}, store=store))
+    log = tmp_path / "gateway.log"
+    async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log) as gateway:
+        outcomes: Counter[int] = Counter()
+        url = gateway.url("/ws/echo")
+        await _handshake(url, outcomes)  # the store's first call connects it and loads its scripts
+        started = threading.Event()
+        busy = _keep_busy(private_redis.url, 800_000, started)
+        await asyncio.to_thread(started.wait, 5)
+        await asyncio.gather(*(_handshake(url, outcomes) for _ in range(BURST - 1)))
+        await asyncio.to_thread(busy.join, 10)
+    # Exactly the limit admitted, every other handshake told to slow down: none unchecked, none a 503.
+    assert outcomes == Counter({101: LIMIT, 429: BURST - LIMIT})
+    text = log.read_text()
+    assert "Redis store failed" not in text and "unchecked" not in text
