@@ -27,13 +27,14 @@ from .errors import ConfigError
 from .management import cli as management_cli
 from .management import standalone as managed
 from .plugins import PLUGINS_ENV, load_plugins
-from .policies.build import load_config
+from .policies.build import load_policies
 from .redis_client import parse_redis_url
 from .schema import json_schema
 from .server.logconfig import run_log_config
 from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
 from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV, collector_problems
 from .startup import variable_problems
+from .state.memory import MemoryState
 from .telemetry.providers import environment_config_problems
 
 
@@ -113,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(json_schema(), indent=2))
             return 0
-        config = load_config(args.config)
+        # Built to be checked (with a memory store: nothing connects, nothing is fetched), then dropped.
+        policies = load_policies(args.config, store=lambda config: MemoryState())
+        config = policies.config
         if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
             environment = [*variable_problems(), *environment_config_problems(config.telemetry),
                            *collector_problems()]  # fmt: skip
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check":
         names = [api.name for api in config.apis]
-        warnings = config_warnings(config)
+        warnings = [*config_warnings(config), *policies.warnings]
         if args.json:
             print(json.dumps({"valid": True, "apis": names, "warnings": warnings}))
         else:

@@ -132,7 +132,7 @@ class WebSocketGateway:
         self._install(policies)
         redact.add_sensitive_headers(self.config.subscription_key.headers)
         redact.add_sensitive_headers(redact.credential_headers(self.config.model_dump()))
-        for warning in config_warnings(self.config):
+        for warning in [*config_warnings(self.config), *policies.warnings]:
             logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
@@ -181,6 +181,8 @@ class WebSocketGateway:
         """
         policies = load_policies(config, store=self._same_store)
         new = policies.config
+        for warning in policies.warnings:
+            logger.warning("%s", warning)
         old_apis = {name: api.config for name, api in self._apis.items()}
         new_apis = {api.name: api for api in new.apis}
         changed = sorted(name for name in old_apis.keys() | new_apis.keys() if old_apis.get(name) != new_apis.get(name))

@@ -10,8 +10,10 @@ it is 503. Denial details never contain the token.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import math
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -122,6 +124,8 @@ class ValidateJwt:
             )
         if self.algorithms & ASYMMETRIC and self.jwks is None and not self.public_keys:
             raise PolicyProblem("algorithms", "asymmetric algorithms need jwks_url, public_keys or public_key_files")
+        for field, warning in _key_warnings(s):
+            env.warn((field,), warning)
         for alg in sorted(self.algorithms & HMAC):
             if self.secret is None:
                 raise PolicyProblem("algorithms", f"{alg} needs secret or secret_env")
@@ -304,6 +308,33 @@ class ValidateJwt:
                         headers=[(b"retry-after", b"5")],
                     ) from None
         return keys
+
+
+def _key_warnings(s: ValidateJwtSettings) -> list[tuple[str, str]]:
+    """What is valid but lets tokens in that were not meant for this gateway: keys an issuer signs
+    other applications' (or other tenants') tokens with, and keys anyone on the network can replace."""
+    warnings: list[tuple[str, str]] = []
+    if s.jwks_url is not None or s.public_keys or s.public_key_files:
+        if s.audience is None:
+            warnings.append(("audience", "not set: a token its issuer signed for any other application is accepted "
+                             "(set the audience this API's tokens carry)"))  # fmt: skip
+        if s.jwks_url is not None and s.issuer is None:
+            warnings.append(("issuer", "not set: a token of any issuer whose keys are in the JWKS is accepted (one "
+                             "JWKS may serve many tenants: Azure AD's, a shared Auth0 or Keycloak's)"))  # fmt: skip
+    if s.jwks_url is not None and s.jwks_url.startswith("http://") and not _loopback(s.jwks_url):
+        warnings.append(("jwks_url", "fetched over plain http: anyone on the network path can replace the keys "
+                         "and sign tokens the gateway accepts (use https://)"))  # fmt: skip
+    return warnings
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Claims:

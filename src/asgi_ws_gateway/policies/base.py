@@ -155,6 +155,11 @@ class PolicyEnv(Protocol):
         """The gateway's shared key cache for a JWKS URL."""
         ...
 
+    def warn(self, field: Sequence[str | int], message: str) -> None:
+        """Valid, but probably not meant: logged at start-up and by ``check``, with the field's path
+        (``field`` is relative to this policy's settings)."""
+        ...
+
 
 class PolicyType(Protocol):
     Settings: type[BaseModel]

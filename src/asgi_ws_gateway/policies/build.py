@@ -68,6 +68,7 @@ class PolicyBuilder:
         self.store = store
         self.clock = clock
         self.problems: list[str] = []
+        self.warnings: list[str] = []
         self.built: list[Policy] = []
         self._jwks: dict[str, JwksCache] = {}
 
@@ -171,6 +172,9 @@ class _Env:
         self.failed = self.failed or len(self._builder.problems) > before
         return policies
 
+    def warn(self, field: Sequence[str | int], message: str) -> None:
+        self._builder.warnings.append(f"{loc_text((*self._loc, *field))}: {message}")
+
     def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
         return self._builder.jwks(
             url, refresh_interval=refresh_interval, min_refresh_interval=min_refresh_interval, timeout=timeout
@@ -232,6 +236,8 @@ class GatewayPolicies:
                 config.handshake_limits.policy_timeout,
             )
         self.problems = check_products(config) + builder.problems
+        self.warnings = builder.warnings
+        """What is valid but probably not meant, by field path (the middleware logs them, ``check`` prints them)."""
 
     def context(self, api: str, scope: Scope, params: Mapping[str, str]) -> HandshakeContext:
         """A fresh context for one handshake (cheap: the request is parsed as policies read it)."""
