@@ -62,6 +62,40 @@ async def test_leases_cap_release_and_expire(store: RedisState) -> None:
     assert not (await store.acquire(key, "e", 2, 30.0)).allowed
 
 
+async def test_many_leases_are_renewed_in_batches_each_key_in_few_script_calls() -> None:
+    """1,203 leases over three keys (1,200 under one, as a per-API cap holds them) and 1,000 keys of one
+    lease each: every lease renewed (re-added when it had expired), with one script call per key and
+    RENEW_BATCH leases (before: a script call and a pipeline entry per lease, all in one pipeline, which
+    held the event loop for 0.65 s at 50,000 leases)."""
+    with RedisServer() as server:  # its own Redis: the script calls are counted
+        store = RedisState(server.url, prefix="renew")
+        client = Redis.from_url(server.url, decode_responses=True)
+        try:
+            big, small = store_key("renew", "conc", "api", "all"), store_key("renew", "conc", "api", "few")
+            grouped = [(big, f"lease-{i}") for i in range(1200)] + [(small, "x"), (small, "y"), (small, "z")]
+            single = [(store_key("renew", "conc", "user", str(i)), "only") for i in range(1000)]
+            calls_before = await _eval_calls(client)
+            await store.renew(grouped, 30.0)
+            # 1,200 leases of one key: three calls of at most RENEW_BATCH (500); the other key: one.
+            assert await _eval_calls(client) - calls_before == 4
+            await store.renew(single, 30.0)
+            now_ms = time.time() * 1000
+            for key, count in ((big, 1200), (small, 3)):
+                scores = [score for _, score in await client.zrange(key, 0, -1, withscores=True)]
+                assert len(scores) == count
+                assert all(now_ms + 25_000 < score < now_ms + 35_000 for score in scores)
+                assert 25_000 < await client.pttl(key) <= 30_000
+            assert all([await client.zscore(key, "only") for key, _ in single])
+        finally:
+            await client.aclose()
+            await store.aclose()
+
+
+async def _eval_calls(client: Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
 async def test_keys_are_namespaced_hash_tagged_and_hold_no_user_text(store: RedisState) -> None:
     policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 5, "window": 60}}, store)
     await policy.apply(context(client=("198.51.100.23", 1)))
