@@ -7,7 +7,8 @@ observable: the gateway counts in plain Python (a dict increment per handshake o
 increments in the relay's ``RelayStats`` per message) and the metric reader's callbacks read those
 counts when it collects (open connections' live counters plus the totals of closed ones). So the
 relay makes no OpenTelemetry call per message, the counts of long-lived connections are live, and
-a connection costs three histogram records.
+a connection costs three histogram records. One collection adds the open connections up once, outside
+the lock the event loop takes to open and close them.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class Metrics:
         self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
         self._live: set[MeteredConnection] = set()
         self._closed: dict[str, _Totals] = {}
+        self._shared: tuple[dict[str, _Totals] | None, set[str]] = (None, set())  # see _collected
         self._tallies: dict[str, Tally[AttrsKey]] = {}
         histogram = histogram or sdk_histogram
         self.handshake_duration = histogram(meter, n.HANDSHAKE_DURATION)
@@ -291,37 +293,52 @@ class Metrics:
     # -- observed at collection ----------------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, _Totals]:
+        """The totals now: closed connections' and every open one's. The lock covers only the copies:
+        the event loop, which takes it to open and close connections, does not wait for the adding up
+        (about 0.2 s for 100,000 open connections)."""
         with self._lock:
             totals = {api: t.copy() for api, t in self._closed.items()}
-            for live in self._live:
-                entry = totals[live.key]
-                entry.add(live)
-                entry.open += 1
+            live = list(self._live)
+        for connection in live:  # one that closes meanwhile was copied as open: counted once
+            entry = totals[connection.key]
+            entry.add(connection)
+            entry.open += 1
+        return totals
+
+    def _collected(self, observer: str) -> dict[str, _Totals]:
+        """The snapshot of the collection in progress, shared by its five observers (each added up
+        every open connection again): an observer that already read the current one starts the next."""
+        totals, readers = self._shared
+        if totals is None or observer in readers:
+            totals = self._snapshot()
+            self._shared = (totals, {observer})
+        else:
+            readers.add(observer)
         return totals
 
     def _observe_active(self, options: CallbackOptions) -> Iterator[Observation]:
-        for api, totals in self._snapshot().items():
+        for api, totals in self._collected("active").items():
             yield Observation(totals.open, self.base[api])
 
     def _observe_messages(self, options: CallbackOptions) -> Iterator[Observation]:
-        for api, totals in self._snapshot().items():
+        for api, totals in self._collected("messages").items():
             for (direction, kind), value in zip(_DIRECTIONS, totals.messages, strict=True):
                 yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.MESSAGE_TYPE: kind})
 
     def _observe_io(self, options: CallbackOptions) -> Iterator[Observation]:
-        for api, totals in self._snapshot().items():
+        for api, totals in self._collected("io").items():
             for (direction, kind), value in zip(_DIRECTIONS, totals.bytes, strict=True):
                 yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.MESSAGE_TYPE: kind})
 
     def _observe_sizes(self, options: CallbackOptions) -> Iterator[Observation]:
-        for api, totals in self._snapshot().items():
+        for api, totals in self._collected("sizes").items():
             for direction, slots in ((n.TO_UPSTREAM, totals.slots_in), (n.TO_CLIENT, totals.slots_out)):
                 for size_class, value in zip(n.SIZE_CLASSES, _size_classes(slots), strict=True):
                     if value:
                         yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.SIZE_CLASS: size_class})
 
     def _observe_actions(self, options: CallbackOptions) -> Iterator[Observation]:
-        for api, totals in self._snapshot().items():
+        for api, totals in self._collected("actions").items():
             for (policy, action, direction, reason), value in totals.actions.items():
                 where = _POLICY_DIRECTIONS.get(direction, direction)
                 attrs = {**self.base[api], n.POLICY: policy, n.POLICY_ACTION: action, n.DIRECTION: where,
