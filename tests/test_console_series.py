@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import pytest
 
@@ -213,3 +215,27 @@ def test_merge_ends_at_the_last_slot_every_worker_sampled() -> None:
     merged = merge([a, b], interval=5, window=900)
     assert merged["times"] == [100.0, 105.0]
     assert merged["series"][0]["values"] == [5, 5]
+
+
+async def test_the_running_sampler_reads_the_counters_off_the_event_loop() -> None:
+    """Reading adds up every open connection (0.2 s at 100,000): every relay would wait that out each
+    interval if the loop did it."""
+    loop_thread = threading.get_ident()
+    readers: list[int] = []
+    counters = Counters()
+    counters.values = {("active", "chat", ""): 2}
+
+    def read() -> dict[SeriesKey, int]:
+        readers.append(threading.get_ident())
+        return counters()
+
+    sampler = Sampler(read, interval=0.05, window=10)
+    task = asyncio.create_task(sampler.run())
+    try:
+        async with asyncio.timeout(10):
+            while len(sampler.samples()) < 2:  # noqa: ASYNC110 - the sampler's own schedule
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert readers and loop_thread not in readers
+    assert sampler.samples()[-1][1] == [("active", "chat", "", 2)]
