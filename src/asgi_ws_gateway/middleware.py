@@ -482,7 +482,7 @@ def _capacity(wanted: int | None) -> int | None:
     if wanted > allowed:
         logger.warning(
             "max_connections is %d, but this process's open-file limit has room for %d proxied connections: "
-            "%d it is (raise the limit, ulimit -n; 'asgi-ws-gateway run' raises it to the hard limit)",
+            "serving at most %d (raise the limit, ulimit -n; 'asgi-ws-gateway run' raises it to the hard limit)",
             wanted, allowed, allowed,
         )  # fmt: skip
     return min(wanted, allowed)

@@ -20,6 +20,9 @@ from uvicorn.supervisors import Multiprocess
 
 from ..management.standalone import bind
 
+if sys.platform != "win32":
+    import resource
+
 logger = logging.getLogger(__name__)
 
 EXIT_START_FAILED = 7
@@ -72,8 +75,6 @@ def raise_open_file_limit() -> None:
     many sockets do: the default soft limit of 1024 is about 480 proxied connections."""
     if sys.platform == "win32":
         return
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == hard:
         return
