@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -77,9 +79,13 @@ def _open_file_limits(pid: int) -> list[str]:
     raise LookupError("no open-file limit in /proc")
 
 
-def _healthz(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        return int(response.status)
+def _get(port: int, path: str) -> tuple[int, Any]:
+    """Status and JSON body of a plain GET."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 async def test_past_its_capacity_a_process_refuses_with_503_and_its_connections_keep_working(
@@ -90,10 +96,14 @@ async def test_past_its_capacity_a_process_refuses_with_503_and_its_connections_
         held = [await stack.enter_async_context(await connect(url)) for _ in range(CAPACITY)]
         status, headers, _ = await expect_status(url)
         assert (status, headers.get("retry-after")) == (503, "5")
-        assert await asyncio.to_thread(_healthz, gateway.port) == 200  # descriptors in reserve serve it
+        assert await asyncio.to_thread(_get, gateway.port, "/healthz") == (200, {"status": "ok"})  # in reserve
+        assert await asyncio.to_thread(_get, gateway.port, "/readyz") == (503, {"status": "full"})
         for i, ws in enumerate(held):
             await _echoes(ws, f"still here {i}")
         await held.pop().close()
+        async with asyncio.timeout(10):  # ready again once the closed connection's handshake task ends
+            while (await asyncio.to_thread(_get, gateway.port, "/readyz"))[0] != 200:  # noqa: ASYNC110 - its state
+                await asyncio.sleep(0.05)
         async with await connect(url) as ws:  # a place is free again
             await _echoes(ws, "admitted")
     log = _log(tmp_path)

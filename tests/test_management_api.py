@@ -92,6 +92,22 @@ async def test_a_user_supplied_auth_callable_replaces_the_token(upstream: Upstre
             assert (await http.get("apis", headers={"X-Role": "admin"})).status_code == 200
 
 
+async def test_readiness_is_503_full_while_the_gateway_is_at_max_connections(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    config = {"apis": [api("echo", "/ws/echo", upstream)], "max_connections": 1}
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.http(None) as http:
+            async with await connect(running.url("/ws/echo")) as ws:
+                await ws.send("held")
+                assert await ws.recv() == "held"
+                full = await http.get("readyz")
+                assert (full.status_code, full.json()) == (503, {"status": "full"})
+            async with asyncio.timeout(10):  # ready once the closed connection's task has ended
+                while (await http.get("readyz")).status_code != 200:  # noqa: ASYNC110 - the gateway's state
+                    await asyncio.sleep(0.05)
+
+
 async def test_health_readiness_openapi_and_console_need_no_token(managed: Managed) -> None:
     async with managed.http(None) as http:
         assert (await http.get("healthz")).json() == {"status": "ok"}

@@ -228,6 +228,12 @@ class WebSocketGateway:
         return len(self._connections)
 
     @property
+    def full(self) -> bool:
+        """At ``max_connections`` (or what the open-file limit allows): the next handshake gets 503.
+        ``/readyz`` says so, so that a load balancer sends new clients elsewhere until a place frees."""
+        return self._capacity is not None and self._in_flight >= self._capacity
+
+    @property
     def telemetry(self) -> Telemetry:
         """Spans, metrics and the access log (``force_flush()`` exports what is buffered now)."""
         return self._telemetry

@@ -4,7 +4,8 @@ Besides the WebSocket APIs it answers, for plain HTTP:
 
 * ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves (liveness);
 * ``GET /readyz``: 200 ``{"status": "ready"}``, or 503 ``{"status": "draining"}`` once the gateway
-  drains (readiness), as the management API's endpoints of the same names;
+  drains, ``{"status": "full"}`` while it is at ``max_connections`` (readiness), as the management
+  API's endpoints of the same names;
 * a plain HTTP request on an API's path: 426 Upgrade Required with ``Upgrade: websocket``;
 * anything else: 404.
 
@@ -110,6 +111,8 @@ class StandaloneApp:
         elif scope["path"] == "/readyz":
             if gateway.draining:
                 await _respond_json(send, 503, {"status": "draining"})
+            elif gateway.full:
+                await _respond_json(send, 503, {"status": "full"})
             else:
                 await _respond_json(send, 200, {"status": "ready"})
         elif gateway.serves(scope["path"]):

@@ -340,6 +340,8 @@ def create_management_app(
     async def readyz(request: Request) -> Response:
         if manager.gateway.draining:
             return JSONResponse({"status": "draining"}, 503)
+        if manager.gateway.full:
+            return JSONResponse({"status": "full"}, 503)
         if not manager.started:
             return JSONResponse({"status": "starting"}, 503)
         return JSONResponse({"status": "ready", "revision": manager.overlay.revision})
