@@ -25,6 +25,7 @@ from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
 from ..upstream.request import kept_response_headers
+from ..upstream.resolver import RESOLVER
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -143,7 +144,9 @@ async def _open(
     port = url.port or (443 if url.scheme == "wss" else 80)
     offer = client_extensions(request.scope) if forward_offer else None
     loop = asyncio.get_running_loop()
-    transport, reader = await loop.create_connection(_HandshakeReader, host, port, ssl=context)
+    transport, reader = await RESOLVER.connect(host, port, lambda address: loop.create_connection(
+        _HandshakeReader, address, port, ssl=context, server_hostname=host if context is not None else None
+    ))  # fmt: skip
     try:
         key = base64.b64encode(os.urandom(16))
         transport.write(_request_bytes(request, url, key, offer))

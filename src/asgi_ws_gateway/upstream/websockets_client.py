@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
@@ -19,6 +20,7 @@ from ..held_pings import HeldPings
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .request import bad_request, kept_response_headers
+from .resolver import RESOLVER
 
 # (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
 # ``Connection.send`` every time.
@@ -67,8 +69,17 @@ class WebSocketsConnector:
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         api = self.api
         try:
-            ws = await _NoRedirects(
+            url = urlsplit(request.url)
+            host, port = url.hostname, url.port or (443 if url.scheme == "wss" else 80)
+        except ValueError:
+            host = None
+        if not host:  # what websockets refuses as InvalidURI, before any connect
+            raise bad_request("the upstream request cannot be sent (invalid URL)")
+
+        def open_at(address: str) -> _NoRedirects:  # TLS still checks the URL's host name (websockets' default)
+            return _NoRedirects(
                 request.url,
+                host=address,
                 additional_headers=request.headers,
                 user_agent_header=None,  # the client's own User-Agent is forwarded instead
                 subprotocols=[Subprotocol(p) for p in request.subprotocols] or None,
@@ -83,6 +94,10 @@ class WebSocketsConnector:
                 ssl=self.ssl_context,
                 create_connection=_ClientConnection,
             )
+
+        try:
+            async with asyncio.timeout(api.connect_timeout):  # the name's lookup too
+                ws = await RESOLVER.connect(host, port, open_at)
         except InvalidStatus as exc:
             response = exc.response
             raise upstream_refusal(

@@ -1,0 +1,104 @@
+"""Upstream host names are resolved once every few seconds, not once per handshake.
+
+The resolver against the system's (``localhost`` from ``/etc/hosts``); the connectors through real
+uvicorn with an upstream named ``localhost``, the splice and the websockets client, counting the
+lookups; and the order addresses are tried in (pure logic: a connect function that refuses some).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.upstream.resolver import RESOLVER, Resolver
+from support.clients import connect, expect_status
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_name_is_looked_up_once_per_ttl_and_once_for_concurrent_handshakes() -> None:
+    clock = Clock()
+    resolver = Resolver(ttl=5, clock=clock)
+    answers = await asyncio.gather(*(resolver.addresses("localhost", 80) for _ in range(20)))
+    assert resolver.lookups == 1
+    assert "127.0.0.1" in answers[0] and all(answer == answers[0] for answer in answers)
+    clock.now += 4.9
+    await resolver.addresses("localhost", 80)
+    assert resolver.lookups == 1
+    clock.now += 0.2
+    await resolver.addresses("localhost", 80)
+    assert resolver.lookups == 2
+    resolver.forget("localhost", 80)
+    await resolver.addresses("localhost", 80)
+    assert resolver.lookups == 3
+
+
+async def test_addresses_are_not_looked_up_and_unknown_names_fail_as_connect_would() -> None:
+    resolver = Resolver()
+    assert await resolver.addresses("127.0.0.1", 80) == ["127.0.0.1"]
+    assert await resolver.addresses("::1", 80) == ["::1"]
+    assert resolver.lookups == 0
+    with pytest.raises(socket.gaierror):
+        await resolver.addresses("no-such-host.invalid", 80)
+    with pytest.raises(socket.gaierror):  # a failure is not kept: asked again, looked up again
+        await resolver.addresses("no-such-host.invalid", 80)
+    assert resolver.lookups == 2
+
+
+async def test_connect_tries_each_address_prefers_the_one_that_worked_and_forgets_a_name_none_did() -> None:
+    resolver = Resolver()
+    resolver._known["svc", 80] = (float("inf"), ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    refused: set[str] = {"10.0.0.1"}
+    tried: list[str] = []
+
+    async def attempt(address: str) -> str:
+        tried.append(address)
+        if address in refused:
+            raise ConnectionRefusedError(111, "refused")
+        return address
+
+    assert await resolver.connect("svc", 80, attempt) == "10.0.0.2"
+    assert await resolver.addresses("svc", 80) == ["10.0.0.2", "10.0.0.1", "10.0.0.3"]
+    refused |= {"10.0.0.2", "10.0.0.3"}
+    tried.clear()
+    with pytest.raises(ConnectionRefusedError):
+        await resolver.connect("svc", 80, attempt)
+    assert tried == ["10.0.0.2", "10.0.0.1", "10.0.0.3"]
+    assert ("svc", 80) not in resolver._known  # none connected: resolved again next time
+
+
+@pytest.mark.parametrize("mode", ["splice", "websockets-client"])
+async def test_handshakes_to_a_named_upstream_resolve_it_once(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, mode: str
+) -> None:
+    url = upstream.url("/echo").replace("127.0.0.1", "localhost")
+    api = api_entry(url, passthrough=mode == "splice")
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
+    RESOLVER.forget("localhost", upstream.port)
+    before = RESOLVER.lookups
+    for i in range(5):
+        async with await connect(server.url("/ws/echo")) as ws:
+            await ws.send(f"hello {i}")
+            assert await ws.recv() == f"hello {i}"
+    assert RESOLVER.lookups - before == 1
+    assert [record.headers["host"] for record in upstream.handshakes[-5:]] == [[f"localhost:{upstream.port}"]] * 5
+
+
+async def test_an_unresolvable_upstream_is_a_502(uvicorn_server: UvicornFactory) -> None:
+    api = api_entry("ws://no-such-host.invalid:9000/x")
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
+    assert (await expect_status(server.url("/ws/echo")))[0] == 502
