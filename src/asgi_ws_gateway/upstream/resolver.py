@@ -4,8 +4,9 @@ Without it every handshake to a host-named upstream (``ws://chat.internal:9000``
 again, in a worker thread: about 94 µs of CPU under uvloop (a name from ``/etc/hosts``; more through
 DNS, and a search list makes several queries of one lookup) where an address costs 2 µs, and a
 resolver that answers slowly held every handshake to every host name behind it. Addresses are kept
-for :data:`TTL` seconds (one lookup in flight per name), forgotten when a connect to one of them
-fails, and tried in the order the system resolver gave them, as ``loop.create_connection`` does.
+for :data:`TTL` seconds (one lookup in flight per name); connects take them in turn (spreading over a
+name's addresses as a rotating resolver did), and an address that fails is left out until the name
+is resolved again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Resolver:
         self.ttl = ttl
         self.clock = clock
         self.lookups = 0  # calls to the system resolver (tests read it)
+        self._turn = 0  # which address a connect starts from
         self._known: dict[tuple[str, int], tuple[float, list[str]]] = {}
         # One lookup in flight per name and event loop (servers in threads each run their own loop).
         self._pending: dict[tuple[asyncio.AbstractEventLoop, str, int], asyncio.Future[list[str]]] = {}
@@ -69,35 +71,39 @@ class Resolver:
         return found
 
     async def connect(self, host: str, port: int, connect: Callable[[str], Awaitable[T]]) -> T:
-        """``connect(address)`` for each of ``host``'s addresses in turn, until one connects. The one
-        that connected after others failed is tried first from then on; when none connects, the name
-        is resolved again next time (it may have moved).
+        """``connect(address)`` for ``host``'s addresses until one connects, starting from the next one
+        each time (a name with several addresses spreads its connections over them, as resolving it for
+        each handshake did with a resolver that rotates them). An address that fails is left out until
+        the name is resolved again; when none connects, that is at once (the service may have moved).
 
         Raises:
             OSError: the name does not resolve, or no address connected (the last one's error).
         """
         addresses = await self.addresses(host, port)
+        self._turn += 1
+        start = self._turn % len(addresses)
         last: OSError | None = None
-        for index, address in enumerate(addresses):
+        for address in addresses[start:] + addresses[:start]:
             try:
-                connected = await connect(address)
+                return await connect(address)
             except OSError as error:
                 if isinstance(error, TimeoutError):  # the handshake's time is up: no other address
                     self.forget(host, port)
                     raise
+                self._drop(host, port, address)
                 last = error
-                continue
-            if index:
-                self._prefer(host, port, address)
-            return connected
         self.forget(host, port)
         assert last is not None  # getaddrinfo never answers with no address
         raise last
 
-    def _prefer(self, host: str, port: int, address: str) -> None:
+    def _drop(self, host: str, port: int, address: str) -> None:
         known = self._known.get((host, port))
-        if known is not None and address in known[1]:
-            self._known[host, port] = (known[0], [address, *(a for a in known[1] if a != address)])
+        if known is not None:
+            kept = [a for a in known[1] if a != address]
+            if kept:
+                self._known[host, port] = (known[0], kept)
+            else:
+                self.forget(host, port)
 
 
 def _is_address(host: str) -> bool:
