@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection
 from asgi_ws_gateway import load_config
 from asgi_ws_gateway.errors import ConfigError, GatewayOverloaded, UpstreamUnreachable, local_shortage
 from asgi_ws_gateway.handshake.capacity import RESERVED_DESCRIPTORS, check_capacity, descriptor_capacity
-from asgi_ws_gateway.middleware import _capacity
+from asgi_ws_gateway.handshake.capacity import process_capacity as _capacity
 from support.clients import connect, expect_status
 from support.configs import api_entry, build_config, write_config
 from support.processes import GatewayProcess
@@ -190,7 +190,7 @@ def test_max_connections_is_lowered_to_what_descriptors_allow(caplog: pytest.Log
     assert allowed is not None  # Linux: a finite open-file limit
     assert _capacity(None) == allowed
     assert _capacity(1) == 1
-    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway.middleware"):
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway.handshake.capacity"):
         assert _capacity(allowed + 1) == allowed
     assert f"has room for {allowed} proxied connections" in caplog.text
 

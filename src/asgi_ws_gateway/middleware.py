@@ -14,7 +14,7 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
-from .handshake.capacity import check_capacity, descriptor_capacity
+from .handshake.capacity import check_capacity, process_capacity
 from .handshake.context import HandshakeContext
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits
@@ -161,7 +161,7 @@ class WebSocketGateway:
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
         self._trusted = Networks(config.trusted_proxies)
-        self._capacity = _capacity(config.max_connections)
+        self._capacity = process_capacity(config.max_connections)
         self.config = config
         return old
 
@@ -478,20 +478,6 @@ class WebSocketGateway:
                           policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
-
-
-def _capacity(wanted: int | None) -> int | None:
-    """``max_connections``, within what the process's open-file limit allows (None: no limit known)."""
-    allowed = descriptor_capacity()
-    if wanted is None or allowed is None:
-        return wanted if allowed is None else allowed
-    if wanted > allowed:
-        logger.warning(
-            "max_connections is %d, but this process's open-file limit has room for %d proxied connections: "
-            "serving at most %d (raise the limit, ulimit -n; 'asgi-ws-gateway run' raises it to the hard limit)",
-            wanted, allowed, allowed,
-        )  # fmt: skip
-    return min(wanted, allowed)
 
 
 def _target(scope: Scope) -> bytes:

@@ -10,12 +10,15 @@ past its capacity with 503, before any policy or upstream connect, and keeps des
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from ..errors import GatewayOverloaded
 
 if sys.platform != "win32":
     import resource
+
+logger = logging.getLogger(__name__)
 
 RESERVED_DESCRIPTORS = 64
 """Kept for what is not a proxied connection: the listening sockets, health checks, the management
@@ -33,6 +36,20 @@ def descriptor_capacity() -> int | None:
     return max(1, (soft - RESERVED_DESCRIPTORS) // 2)
 
 
+def process_capacity(wanted: int | None) -> int | None:
+    """``max_connections`` (``wanted``), within what the open-file limit allows (None: no limit known)."""
+    allowed = descriptor_capacity()
+    if wanted is None or allowed is None:
+        return wanted if allowed is None else allowed
+    if wanted > allowed:
+        logger.warning(
+            "max_connections is %d, but this process's open-file limit has room for %d proxied connections: "
+            "serving at most %d (raise the limit, ulimit -n; 'asgi-ws-gateway run' raises it to the hard limit)",
+            wanted, allowed, allowed,
+        )  # fmt: skip
+    return min(wanted, allowed)
+
+
 def check_capacity(in_flight: int, capacity: int | None) -> None:
     """Refuse a handshake that would make ``in_flight`` (this one included) exceed ``capacity``.
 
@@ -47,4 +64,4 @@ def check_capacity(in_flight: int, capacity: int | None) -> None:
         )
 
 
-__all__ = ["RESERVED_DESCRIPTORS", "check_capacity", "descriptor_capacity"]
+__all__ = ["RESERVED_DESCRIPTORS", "check_capacity", "descriptor_capacity", "process_capacity"]

@@ -25,7 +25,7 @@ from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
 from ..upstream.request import kept_response_headers
-from ..upstream.resolver import RESOLVER
+from ..upstream.resolver import RESOLVER, host_and_port
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -140,8 +140,7 @@ async def _open(
     request: UpstreamRequest, context: ssl.SSLContext | None, upstream: UpstreamConfig, forward_offer: bool
 ) -> RawUpstream:
     url = urlsplit(request.url)
-    host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "wss" else 80)
+    host, port = host_and_port(url)
     offer = client_extensions(request.scope) if forward_offer else None
     loop = asyncio.get_running_loop()
     transport, reader = await RESOLVER.connect(host, port, lambda address: loop.create_connection(

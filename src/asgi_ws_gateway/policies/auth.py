@@ -10,7 +10,6 @@ it is 503. Denial details never contain the token.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import math
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
+from ..forwarded import parse_ip
 from ..handshake.context import HandshakeContext
 from ..json_depth import nests_deeper
 from ..loading import LoadRefused, read_env, read_file
@@ -329,12 +329,8 @@ def _key_warnings(s: ValidateJwtSettings) -> list[tuple[str, str]]:
 
 def _loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = parse_ip(host)
+    return host == "localhost" or (address is not None and address.is_loopback)
 
 
 class _Claims:

@@ -12,11 +12,13 @@ is resolved again.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import SplitResult
+
+from ..forwarded import parse_ip
 
 TTL = 5.0
 """Seconds a name's addresses are used before it is resolved again (the system resolver gives no TTL)."""
@@ -44,7 +46,7 @@ class Resolver:
         Raises:
             OSError: the name does not resolve (``socket.gaierror``), as ``create_connection`` raises.
         """
-        if _is_address(host):
+        if parse_ip(host) is not None:
             return [host]
         key = (host, port)
         known = self._known.get(key)
@@ -106,16 +108,17 @@ class Resolver:
                 self.forget(host, port)
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+def host_and_port(url: SplitResult) -> tuple[str, int]:
+    """The host to resolve and the port to connect to of a ``ws://``/``wss://`` URL.
+
+    Raises:
+        ValueError: the URL's port is not a number from 0 to 65535.
+    """
+    return url.hostname or "", url.port or (443 if url.scheme == "wss" else 80)
 
 
 RESOLVER = Resolver()
 """The process's resolver: every connector's, so a name is resolved once for all APIs naming it."""
 
 
-__all__ = ["RESOLVER", "TTL", "Resolver"]
+__all__ = ["RESOLVER", "TTL", "Resolver", "host_and_port"]

@@ -20,7 +20,7 @@ from ..held_pings import HeldPings
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .request import bad_request, kept_response_headers
-from .resolver import RESOLVER
+from .resolver import RESOLVER, host_and_port
 
 # (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
 # ``Connection.send`` every time.
@@ -69,10 +69,9 @@ class WebSocketsConnector:
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         api = self.api
         try:
-            url = urlsplit(request.url)
-            host, port = url.hostname, url.port or (443 if url.scheme == "wss" else 80)
+            host, port = host_and_port(urlsplit(request.url))
         except ValueError:
-            host = None
+            host = ""
         if not host:  # what websockets refuses as InvalidURI, before any connect
             raise bad_request("the upstream request cannot be sent (invalid URL)")
 
@@ -85,7 +84,7 @@ class WebSocketsConnector:
                 subprotocols=[Subprotocol(p) for p in request.subprotocols] or None,
                 compression=api.compression,
                 proxy=None,
-                open_timeout=api.connect_timeout,
+                open_timeout=None,  # the connect as a whole, lookup included, is timed below
                 ping_interval=api.ping_interval,
                 ping_timeout=api.ping_timeout,
                 close_timeout=api.close_timeout,
