@@ -20,8 +20,10 @@ import pytest
 import redis
 from websockets.exceptions import InvalidStatus
 
+from asgi_ws_gateway import load_config
+from asgi_ws_gateway.errors import ConfigError
 from support.clients import connect
-from support.configs import build_config, write_config
+from support.configs import api_entry, build_config, write_config
 from support.processes import GatewayProcess
 from support.redis import RedisServer
 from support.upstream import UpstreamServer
@@ -82,3 +84,11 @@ async def test_a_burst_of_handshakes_is_counted_whole(
     assert outcomes == Counter({101: LIMIT, 429: BURST - LIMIT})
     text = log.read_text()
     assert "Redis store failed" not in text and "unchecked" not in text
+
+
+@pytest.mark.parametrize("value", [0, -1, 101, "many", 2.5, None])
+def test_an_invalid_store_max_connections_is_refused_by_field_path(value: object) -> None:
+    store = {"type": "redis", "url": "redis://127.0.0.1:6379/0", "max_connections": value}
+    with pytest.raises(ConfigError) as refused:
+        load_config({"apis": [api_entry()], "store": store})
+    assert "store.max_connections" in str(refused.value)

@@ -107,3 +107,13 @@ async def test_an_unresolvable_upstream_is_a_502(uvicorn_server: UvicornFactory)
     api = api_entry("ws://no-such-host.invalid:9000/x")
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
     assert (await expect_status(server.url("/ws/echo")))[0] == 502
+
+
+async def test_names_kept_are_bounded_however_many_a_template_makes() -> None:
+    """An upstream URL built from client values (``set_base_url``) can name any host: the cache of names
+    starts again at 1,024 instead of growing."""
+    resolver = Resolver()
+    for i in range(1024):
+        resolver._known[f"tenant-{i}.internal", 80] = (float("inf"), [f"10.0.{i // 256}.{i % 256}"])
+    await resolver.addresses("localhost", 80)
+    assert list(resolver._known) == [("localhost", 80)]
