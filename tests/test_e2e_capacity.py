@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -133,24 +134,21 @@ async def test_max_connections_bounds_a_process_below_its_descriptors(tmp_path: 
 async def test_out_of_descriptors_at_the_upstream_connect_is_a_503_that_blames_no_backend(
     tmp_path: Path, upstream: UpstreamServer, passthrough: bool
 ) -> None:
-    """Descriptors taken by what the capacity does not count (here: idle HTTP connections to the
-    process), so that the client's socket is accepted and the upstream connect fails with EMFILE."""
+    """The process's open-file limit lowered (``prlimit``) to what it holds plus one, as descriptors
+    taken by what the capacity does not count would leave it: the client's socket is accepted and
+    the upstream connect fails with EMFILE. (Idle connections no longer do it: they are shed near
+    the limit, ``test_attack_idle_flood.py``.)"""
     async with _gateway(tmp_path, upstream, (LIMIT, LIMIT), passthrough) as gateway:
         pid = gateway.process.pid  # type: ignore[union-attr]
         url = gateway.url("/ws/echo")
-        idle: list[asyncio.StreamWriter] = []
         try:
             for attempt in range(3):  # three in a row: before, the backends went into cooldown
                 # Leave the process exactly one descriptor: the client's socket takes it.
-                while (free := LIMIT - await _settled_descriptors(pid)) > 1:
-                    for _ in range(free - 1):
-                        idle.append((await asyncio.open_connection("127.0.0.1", gateway.port))[1])
-                assert free == 1, attempt
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (await _settled_descriptors(pid) + 1, LIMIT))
                 status, headers, _ = await expect_status(url)
                 assert (status, headers.get("retry-after")) == (503, "5"), attempt
         finally:
-            for writer in idle:
-                writer.close()
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
         await asyncio.sleep(0.5)
         async with await connect(url) as ws:  # no backend is cooling down: served at once
             await _echoes(ws, "back")

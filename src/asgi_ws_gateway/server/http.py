@@ -15,6 +15,13 @@ The head is bounded in size too: httptools accepts a header of any size, so a cl
 worker buffer hundreds of megabytes within the deadline. A head larger than ``max_head_bytes``
 (``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``, default 64 KiB: above ``handshake_limits``' defaults of 32 KiB
 of headers and an 8 KiB target) gets ``431`` and the connection is closed.
+
+Within the deadline, connections that send nothing still hold a descriptor each: enough of them
+use up the process's open-file limit, and then the event loop accepts each new connection only to
+close it at once (libuv) or stops accepting (asyncio) — health checks included. So a connection
+that lands near the limit makes room: the connections that have waited longest for a request head
+(idle keep-alive ones included) are closed, a warning says how many, and an upgraded or in-flight
+connection is never touched (see :class:`_HeadWaiters`).
 """
 
 from __future__ import annotations
@@ -22,16 +29,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, TypeVar
 
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..handshake.capacity import RESERVED_DESCRIPTORS
 from ..startup import report_variable_problem
 
+if sys.platform != "win32":
+    import resource
+
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_ENV = "ASGI_WS_GATEWAY_HEADER_TIMEOUT"
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -89,6 +103,79 @@ def _from_env(read: Callable[[], T], default: T) -> T:
         return default
 
 
+SHED_MARGIN = RESERVED_DESCRIPTORS // 2
+"""A connection whose descriptor lands this close to the open-file limit sheds waiting connections."""
+_SHED_REPORT_INTERVAL = 10.0  # seconds between warnings while shedding goes on (the first is at once)
+
+
+class _HeadWaiters:
+    """This process's connections waiting for a request head, longest waiting first.
+
+    Sockets get the lowest free descriptor number (POSIX), so a new connection's descriptor tells how
+    full the table is without counting it. One that lands within :data:`SHED_MARGIN` of the
+    open-file limit closes as many waiting connections as it is into the margin (one at least):
+    bursts the loop accepts at once are made up for, and the table stays below the limit for as
+    long as there are waiting connections to close. A client sends its head within milliseconds of
+    connecting, so the longest waiting are the idle ones.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[_HeadDeadline, None] = {}  # insertion-ordered: the longest waiting first
+        self._limit: int | None = -1  # the soft open-file limit (None: unlimited), read at the first connection
+        self._shed = 0  # closed and not yet reported
+        self._last = (0, 0)  # the descriptor that last made room, and the limit then
+        self._summary: asyncio.AbstractEventLoop | None = None  # the loop a summary line is due on
+
+    def admitted(self, connection: _HeadDeadline, transport: asyncio.Transport) -> None:
+        """``connection`` has just been accepted: make room when its descriptor is near the limit."""
+        sock = transport.get_extra_info("socket")
+        if sock is None or self._over(sock.fileno()) <= 0:
+            return
+        over = self._over(sock.fileno(), reread=True)  # near the limit read first: is it still the limit?
+        if over <= 0 or self._limit is None:
+            return
+        loop = connection.loop
+        # This loop's connections only: a transport is closed from its own loop.
+        for waiting in list(islice((waiting for waiting in self.waiting if waiting.loop is loop), over)):
+            del self.waiting[waiting]
+            waiting.shed()
+            self._shed += 1
+        self._last = (sock.fileno(), self._limit)
+        if self._summary is None or self._summary.is_closed():  # the first at once; then one line per interval
+            self._report()
+            self._summary = loop
+            loop.call_later(_SHED_REPORT_INTERVAL, self._next_report)
+
+    def _over(self, descriptor: int, reread: bool = False) -> int:
+        """How far ``descriptor`` is into the margin below the soft open-file limit (<= 0: not in it)."""
+        if sys.platform == "win32":
+            return 0
+        if self._limit == -1 or reread:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            self._limit = None if soft == resource.RLIM_INFINITY else soft
+        return 0 if self._limit is None else descriptor - (self._limit - SHED_MARGIN) + 1
+
+    def _next_report(self) -> None:
+        if not self._shed:
+            self._summary = None
+            return
+        self._report()
+        asyncio.get_running_loop().call_later(_SHED_REPORT_INTERVAL, self._next_report)
+
+    def _report(self) -> None:
+        logger.warning(
+            "open-file limit nearly reached (descriptor %d of %d): closed %d connections that had not sent a "
+            "request head, the longest waiting first (raise the limit, ulimit -n, or look for a flood of idle "
+            "connections)",
+            *self._last, self._shed,
+        )  # fmt: skip
+        self._shed = 0
+
+
+HEAD_WAITERS = _HeadWaiters()
+"""The process's connections waiting for a request head (one event loop per process serves them)."""
+
+
 class _HeadDeadline(asyncio.Protocol):
     """The request-head deadline, for either of uvicorn's HTTP protocols (mixed in before it)."""
 
@@ -110,6 +197,7 @@ class _HeadDeadline(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        HEAD_WAITERS.admitted(self, transport)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,14 +248,23 @@ class _HeadDeadline(asyncio.Protocol):
     def _arm(self) -> None:
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+            HEAD_WAITERS.waiting[self] = None
 
     def _disarm(self) -> None:
+        HEAD_WAITERS.waiting.pop(self, None)
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
+    def shed(self) -> None:
+        """Closed to make room for new connections (the process is near its open-file limit)."""
+        self._disarm()
+        if self._waiting_for_head():
+            self.transport.close()
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        HEAD_WAITERS.waiting.pop(self, None)
         if not self._waiting_for_head():
             return
         if self._head_started:  # a client that sent nothing gets no response, as on a keep-alive timeout
