@@ -80,6 +80,14 @@ class ValidateJwtSettings(PolicySettings):
     jwks_timeout: float = Field(
         default=5.0, gt=0, description="Seconds one JWKS fetch may take, the whole of it (not each read)."
     )
+    jwks_keys_without_kid: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="JWKS keys a token without a kid may be checked against: with more keys for its algorithm "
+        "it is refused (401), so one token cannot cost a signature check per key. OpenID Connect requires a "
+        "kid whenever the set has more than one key.",
+    )
     public_keys: list[str] = Field(default_factory=list, description="PEM public keys or certificates.")
     public_key_files: list[str] = Field(default_factory=list, description="Files holding PEM public keys.")
     secret: SecretStr | None = Field(default=None, description="Shared secret for HS algorithms.")
@@ -298,7 +306,7 @@ class ValidateJwt:
         keys = [key for key in self.public_keys if key_fits(key, alg)]
         if self.jwks is not None:
             try:
-                keys.extend(await self.jwks.keys(kid, alg))
+                fetched = await self.jwks.keys(kid, alg)
             except KeysUnavailable as exc:
                 if not keys:  # the detail is for the log and the span: a 5xx body does not carry it
                     raise deny(
@@ -307,6 +315,15 @@ class ValidateJwt:
                         reason="jwks_unavailable",
                         headers=[(b"retry-after", b"5")],
                     ) from None
+                return keys
+            if kid is None and len(fetched) > self.settings.jwks_keys_without_kid:
+                # Each key tried is a signature check on the event loop (ES512: ~0.6 ms): an issuer's set
+                # of many keys must not multiply what one forged, kid-less token costs.
+                if not keys:
+                    raise _unauthorized(f"the token names no key (kid), and the key set has {len(fetched)} "
+                                        f"keys for {alg}", "token_unknown_key")  # fmt: skip
+                fetched = []  # the configured keys only
+            keys.extend(fetched)
         return keys
 
 
