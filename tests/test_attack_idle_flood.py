@@ -22,11 +22,14 @@ import pytest
 from asgi_ws_gateway.server.http import HEAD_WAITERS, SHED_MARGIN, GatewayH11Protocol, GatewayHTTPProtocol
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
+from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect
 from support.configs import build_config, write_config
+from support.otlp import OtlpReceiver
 from support.processes import GatewayProcess
 from support.rawhttp import handshake
 from support.servers import UvicornServer
+from support.telemetry import export_to
 from support.upstream import UpstreamServer
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
@@ -83,8 +86,21 @@ async def _echoes(ws: Any, text: str) -> None:
 
 
 async def test_a_flood_of_idle_connections_sheds_them_not_clients_health_checks_or_open_connections(
-    tmp_path: Path, upstream: UpstreamServer
+    tmp_path: Path, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    otlp = OtlpReceiver()
+    with otlp:
+        export_to(monkeypatch, otlp, "grpc")  # metrics leave when the process stops
+        shed = await _flood(tmp_path, upstream)
+        (point,) = otlp.latest(n.CONNECTIONS_SHED.name).values()
+    assert point.value == shed
+    log = (tmp_path / "gateway.log").read_text()
+    assert f"open-file limit nearly reached (descriptor {LIMIT - SHED_MARGIN} of {LIMIT})" in log
+    assert "Traceback" not in log
+
+
+async def _flood(tmp_path: Path, upstream: UpstreamServer) -> int:
+    """Floods a gateway with idle connections, checks it serves what it should; the connections it closed."""
     async with _gateway(tmp_path, upstream) as gateway, AsyncExitStack() as stack:
         url = gateway.url("/ws/echo")
         held = [await stack.enter_async_context(await connect(url)) for _ in range(8)]
@@ -104,9 +120,7 @@ async def test_a_flood_of_idle_connections_sheds_them_not_clients_health_checks_
             assert _closed_by_server(kept_alive)  # the longest waiting: shed first
             assert not all(closed[-SHED_MARGIN:])  # the newest are still open: only what made room was shed
             assert sum(closed) >= FLOOD - LIMIT  # the process never held more than it could
-    log = (tmp_path / "gateway.log").read_text()
-    assert f"open-file limit nearly reached (descriptor {LIMIT - SHED_MARGIN} of {LIMIT})" in log
-    assert "Traceback" not in log
+            return sum(closed) + 1  # and the kept-alive one
 
 
 @pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])

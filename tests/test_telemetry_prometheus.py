@@ -46,6 +46,7 @@ PROMETHEUS = {
     "ws_gateway.policy.denials": ("counter", "ws_gateway_policy_denials_total"),
     "ws_gateway.policy.actions": ("counter", "ws_gateway_policy_actions_total"),
     "ws_gateway.policy.unchecked": ("counter", "ws_gateway_policy_unchecked_total"),
+    "ws_gateway.connections.shed": ("counter", "ws_gateway_connections_shed_total"),
 }
 """What users write in PromQL (and docs/telemetry.md lists): the translation's result, written out."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -75,16 +74,15 @@ class GatewayProcess:
     def start(self) -> subprocess.Popen[bytes]:
         """Start the supervisor (without this process's ASGI_WS_GATEWAY_* settings)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASGI_WS_GATEWAY_")}
-        limits = self.open_files
-
-        def limit_open_files() -> None:
-            if limits is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-
+        args = self.args
+        if self.open_files is not None:
+            # util-linux's prlimit sets the limit and execs the gateway (same pid). Not a preexec_fn: Python
+            # run in a forked child of this process can abort there (gRPC's fork handlers, when a test's
+            # OTLP receiver runs in it).
+            args = ["prlimit", "--nofile={}:{}".format(*self.open_files), *args]
         output = None if self.log is None else self.log.open("ab")
         try:
-            self.process = subprocess.Popen(self.args, cwd=self.cwd, env=env, preexec_fn=limit_open_files,
-                                            stdout=output, stderr=output)  # fmt: skip
+            self.process = subprocess.Popen(args, cwd=self.cwd, env=env, stdout=output, stderr=output)
         finally:
             if output is not None:
                 output.close()  # the child has its own copy

@@ -25,6 +25,17 @@ RESERVED_DESCRIPTORS = 64
 API, the store's and the exporters' connections, log files."""
 
 
+class ShedCount:
+    """Connections this process closed before their request head to keep descriptors for new ones
+    (``server.http``; the ``ws_gateway.connections.shed`` metric reads it)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+SHED = ShedCount()
+
+
 def descriptor_capacity() -> int | None:
     """Connections this process's open-file limit has room for (two descriptors each, after the
     reserve); None when there is no limit to go by."""

@@ -38,7 +38,7 @@ from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..handshake.capacity import RESERVED_DESCRIPTORS
+from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
 from ..startup import report_variable_problem
 
 if sys.platform != "win32":
@@ -140,6 +140,7 @@ class _HeadWaiters:
             del self.waiting[waiting]
             waiting.shed()
             self._shed += 1
+            SHED.value += 1
         self._last = (sock.fileno(), self._limit)
         if self._summary is None or self._summary.is_closed():  # the first at once; then one line per interval
             self._report()

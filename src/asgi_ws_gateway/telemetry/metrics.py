@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ..handshake.capacity import SHED
 from . import names as n
 
 if TYPE_CHECKING:
@@ -130,6 +131,10 @@ def _size_classes(slots: list[int]) -> list[int]:
     return classes
 
 
+def _observe_shed(options: CallbackOptions) -> Iterator[Observation]:
+    yield Observation(SHED.value)  # the process's: every connection, whichever app it was for
+
+
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -168,6 +173,7 @@ class Metrics:
             (n.IO, self._observe_io),
             (n.MESSAGE_SIZES, self._observe_sizes),
             (n.POLICY_ACTIONS, self._observe_actions),
+            (n.CONNECTIONS_SHED, _observe_shed),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,

@@ -192,6 +192,12 @@ POLICY_UNCHECKED = Instrument(
     "Handshakes a policy admitted without checking them: its store failed and it fails open.",
     (*_BASE, POLICY),
 )  # fmt: skip
+CONNECTIONS_SHED = Instrument(
+    "ws_gateway.connections.shed", "observable_counter", "{connection}",
+    "Connections closed before sending a request head to keep file descriptors for new ones: the process "
+    "was near its open-file limit (a flood of idle connections).",
+    (),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -207,4 +213,5 @@ INSTRUMENTS = (
     POLICY_DENIALS,
     POLICY_ACTIONS,
     POLICY_UNCHECKED,
+    CONNECTIONS_SHED,
 )
