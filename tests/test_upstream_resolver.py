@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway import ConfigError, WebSocketGateway, load_config
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.resolver import RESOLVER, Resolver
 from support.clients import connect, expect_status
@@ -60,8 +60,8 @@ async def test_addresses_are_not_looked_up_and_unknown_names_fail_as_connect_wou
 
 
 async def test_connects_take_the_addresses_in_turn_leave_a_failed_one_out_and_forget_a_name_none_answers() -> None:
-    resolver = Resolver()
-    resolver._known["svc", 80] = (float("inf"), ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    resolver = Resolver(ttl=float("inf"))
+    resolver._known["svc", 80] = (0.0, ["10.0.0.1", "10.0.0.2", "10.0.0.3"])  # looked up, never stale
     refused: set[str] = set()
     tried: list[str] = []
 
@@ -86,12 +86,32 @@ async def test_connects_take_the_addresses_in_turn_leave_a_failed_one_out_and_fo
     assert ("svc", 80) not in resolver._known  # none connected: resolved again next time
 
 
+async def test_each_caller_says_how_old_the_addresses_may_be() -> None:
+    """An API's ``dns_ttl``: the same name, cached once, judged by each caller's own."""
+    clock = Clock()
+    resolver = Resolver(ttl=5, clock=clock)
+    await resolver.addresses("localhost", 80)
+    clock.now += 2
+    await resolver.addresses("localhost", 80)  # the default: 5 s
+    assert resolver.lookups == 1
+    await resolver.addresses("localhost", 80, ttl=1)  # 2 s old: too old for this caller
+    assert resolver.lookups == 2
+    await resolver.addresses("localhost", 80, ttl=1)
+    assert resolver.lookups == 2
+    for _ in range(3):
+        await resolver.addresses("localhost", 80, ttl=0)  # every time
+    assert resolver.lookups == 5
+
+
 @pytest.mark.parametrize("mode", ["splice", "websockets-client"])
-async def test_handshakes_to_a_named_upstream_resolve_it_once(
-    uvicorn_server: UvicornFactory, upstream: UpstreamServer, mode: str
+@pytest.mark.parametrize(("dns_ttl", "lookups"), [(None, 1), (0, 5)], ids=["default", "dns_ttl-0"])
+async def test_handshakes_to_a_named_upstream_resolve_it_once_per_ttl(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, mode: str, dns_ttl: float | None, lookups: int
 ) -> None:
     url = upstream.url("/echo").replace("127.0.0.1", "localhost")
     api = api_entry(url, passthrough=mode == "splice")
+    if dns_ttl is not None:
+        api["dns_ttl"] = dns_ttl
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
     RESOLVER.forget("localhost", upstream.port)
     before = RESOLVER.lookups
@@ -99,7 +119,7 @@ async def test_handshakes_to_a_named_upstream_resolve_it_once(
         async with await connect(server.url("/ws/echo")) as ws:
             await ws.send(f"hello {i}")
             assert await ws.recv() == f"hello {i}"
-    assert RESOLVER.lookups - before == 1
+    assert RESOLVER.lookups - before == lookups
     assert [record.headers["host"] for record in upstream.handshakes[-5:]] == [[f"localhost:{upstream.port}"]] * 5
 
 
@@ -117,3 +137,10 @@ async def test_names_kept_are_bounded_however_many_a_template_makes() -> None:
         resolver._known[f"tenant-{i}.internal", 80] = (float("inf"), [f"10.0.{i // 256}.{i % 256}"])
     await resolver.addresses("localhost", 80)
     assert list(resolver._known) == [("localhost", 80)]
+
+
+@pytest.mark.parametrize("value", [-1, 3601, float("inf"), float("nan"), "soon", None])
+def test_an_invalid_dns_ttl_is_refused_by_field_path(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"apis": [api_entry("ws://chat.internal:9000/x", dns_ttl=value)]})
+    assert "apis[0].dns_ttl" in str(info.value)

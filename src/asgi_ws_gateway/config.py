@@ -276,6 +276,13 @@ class ApiConfig(_Model):
     balancing: Literal["round-robin", "least-connections"] = "round-robin"
     forward_query: bool = Field(default=True, description="Append the client's query string upstream.")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open one upstream (TCP+TLS+handshake).")
+    dns_ttl: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds an upstream host name's addresses are used before it is resolved again (the system "
+        "resolver gives no TTL); 0: resolved for every handshake.",
+    )
     max_message_size: int = Field(
         default=MIB,
         gt=0,

@@ -127,7 +127,7 @@ async def open_raw(
     """
     try:
         async with asyncio.timeout(api.connect_timeout):
-            return await _open(request, context, upstream, extensions)
+            return await _open(request, context, upstream, extensions, api.dns_ttl)
     except TimeoutError:
         raise UpstreamTimeout(f"{upstream.label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
@@ -137,7 +137,11 @@ async def open_raw(
 
 
 async def _open(
-    request: UpstreamRequest, context: ssl.SSLContext | None, upstream: UpstreamConfig, forward_offer: bool
+    request: UpstreamRequest,
+    context: ssl.SSLContext | None,
+    upstream: UpstreamConfig,
+    forward_offer: bool,
+    dns_ttl: float,
 ) -> RawUpstream:
     url = urlsplit(request.url)
     host, port = host_and_port(url)
@@ -145,7 +149,7 @@ async def _open(
     loop = asyncio.get_running_loop()
     transport, reader = await RESOLVER.connect(host, port, lambda address: loop.create_connection(
         _HandshakeReader, address, port, ssl=context, server_hostname=host if context is not None else None
-    ))  # fmt: skip
+    ), dns_ttl)  # fmt: skip
     try:
         key = base64.b64encode(os.urandom(16))
         transport.write(_request_bytes(request, url, key, offer))

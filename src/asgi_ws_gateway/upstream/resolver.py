@@ -4,9 +4,9 @@ Without it every handshake to a host-named upstream (``ws://chat.internal:9000``
 again, in a worker thread: about 94 µs of CPU under uvloop (a name from ``/etc/hosts``; more through
 DNS, and a search list makes several queries of one lookup) where an address costs 2 µs, and a
 resolver that answers slowly held every handshake to every host name behind it. Addresses are kept
-for :data:`TTL` seconds (one lookup in flight per name); connects take them in turn (spreading over a
-name's addresses as a rotating resolver did), and an address that fails is left out until the name
-is resolved again.
+for the API's ``dns_ttl`` seconds (default :data:`TTL`; one lookup in flight per name); connects
+take them in turn (spreading over a name's addresses as a rotating resolver did), and an address that
+fails is left out until the name is resolved again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from urllib.parse import SplitResult
 from ..forwarded import parse_ip
 
 TTL = 5.0
-"""Seconds a name's addresses are used before it is resolved again (the system resolver gives no TTL)."""
+"""Seconds a name's addresses are used before it is resolved again (the system resolver gives no TTL),
+unless the caller says otherwise (an API's ``dns_ttl``)."""
 
 _MAX_NAMES = 1024
 
@@ -29,19 +30,20 @@ T = TypeVar("T")
 
 
 class Resolver:
-    """Addresses of host names, cached for ``ttl`` seconds; addresses themselves are returned as they are."""
+    """Addresses of host names, cached for ``ttl`` seconds (or each caller's); addresses are returned as they are."""
 
     def __init__(self, ttl: float = TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self.lookups = 0  # calls to the system resolver (tests read it)
         self._turn = 0  # which address a connect starts from
-        self._known: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._known: dict[tuple[str, int], tuple[float, list[str]]] = {}  # when looked up, the addresses
         # One lookup in flight per name and event loop (servers in threads each run their own loop).
         self._pending: dict[tuple[asyncio.AbstractEventLoop, str, int], asyncio.Future[list[str]]] = {}
 
-    async def addresses(self, host: str, port: int) -> list[str]:
-        """``host``'s addresses, best first; ``[host]`` when it is an address already.
+    async def addresses(self, host: str, port: int, ttl: float | None = None) -> list[str]:
+        """``host``'s addresses, best first; ``[host]`` when it is an address already. ``ttl``: how old
+        (in seconds) the addresses may be, default ``self.ttl``; 0 looks the name up again.
 
         Raises:
             OSError: the name does not resolve (``socket.gaierror``), as ``create_connection`` raises.
@@ -50,7 +52,7 @@ class Resolver:
             return [host]
         key = (host, port)
         known = self._known.get(key)
-        if known is not None and self.clock() < known[0]:
+        if known is not None and self.clock() < known[0] + (self.ttl if ttl is None else ttl):
             return known[1]
         in_flight = (asyncio.get_running_loop(), host, port)
         pending = self._pending.get(in_flight)
@@ -69,10 +71,12 @@ class Resolver:
         found = list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, each address once
         if len(self._known) >= _MAX_NAMES:
             self._known.clear()
-        self._known[host, port] = (self.clock() + self.ttl, found)
+        self._known[host, port] = (self.clock(), found)
         return found
 
-    async def connect(self, host: str, port: int, connect: Callable[[str], Awaitable[T]]) -> T:
+    async def connect(
+        self, host: str, port: int, connect: Callable[[str], Awaitable[T]], ttl: float | None = None
+    ) -> T:
         """``connect(address)`` for ``host``'s addresses until one connects, starting from the next one
         each time (a name with several addresses spreads its connections over them, as resolving it for
         each handshake did with a resolver that rotates them). An address that fails is left out until
@@ -81,7 +85,7 @@ class Resolver:
         Raises:
             OSError: the name does not resolve, or no address connected (the last one's error).
         """
-        addresses = await self.addresses(host, port)
+        addresses = await self.addresses(host, port, ttl)
         self._turn += 1
         start = self._turn % len(addresses)
         last: OSError | None = None

@@ -96,7 +96,7 @@ class WebSocketsConnector:
 
         try:
             async with asyncio.timeout(api.connect_timeout):  # the name's lookup too
-                ws = await RESOLVER.connect(host, port, open_at)
+                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl)
         except InvalidStatus as exc:
             response = exc.response
             raise upstream_refusal(
