@@ -35,6 +35,15 @@ def parse_ip(text: str) -> IPAddress | None:
     return address
 
 
+def client_network(ip: str) -> str:
+    """What a client holds: an IPv6 address's /64 (a host is given at least one; it picks any address
+    in it), an IPv4 address itself; text that is not an address, unchanged."""
+    address = parse_ip(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip if address is None else str(address)
+
+
 def parse_network(text: str) -> IPNetwork:
     """``10.0.0.0/8``, ``2001:db8::/32`` or a single address; raises ValueError if malformed."""
     return ipaddress.ip_network(text.strip(), strict=False)

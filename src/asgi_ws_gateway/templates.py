@@ -6,6 +6,7 @@ A template is text with ``{namespace.key}`` references, compiled once at start-u
     "tenant-{header.x-tenant}"       a request header (first value)
     "{query.room}" "{cookie.session}" "{path.room}"
     "{client.ip}" "{client.port}"    the client address, after trusted-proxy resolution
+    "{client.network}"               the client's IPv6 /64 ("2001:db8:1:2::/64"), or its IPv4 address
     "{subscription.id}"              also .product and .name
     "{api.name}" "{request.path}" "{request.host}"
     "{var.tier}"                     a variable a custom policy set
@@ -33,7 +34,7 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
     "cookie": None,
     "path": None,
     "var": None,
-    "client": frozenset({"ip", "port"}),
+    "client": frozenset({"ip", "port", "network"}),
     "subscription": frozenset({"id", "product", "name"}),
     "api": frozenset({"name"}),
     "request": frozenset({"path", "host", "scheme"}),

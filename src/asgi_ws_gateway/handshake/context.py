@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .._types import Scope
 from ..errors import HandshakeDenied
-from ..forwarded import Networks, client_address, forwarded_chain, parse_ip
+from ..forwarded import Networks, client_address, client_network, forwarded_chain, parse_ip
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request
@@ -329,6 +329,8 @@ class HandshakeContext:
         if namespace == "path":
             return request.path_params.get(key)
         if namespace == "client":
+            if key == "network":
+                return client_network(request.client.ip)
             return request.client.ip if key == "ip" else request.client.port
         if namespace == "subscription":
             return getattr(self.subscription, key) if self.subscription is not None else None

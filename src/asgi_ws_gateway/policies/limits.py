@@ -61,10 +61,20 @@ class StoreFailed:
                            api, self.name, count, exc)  # fmt: skip
 
 
+def key_template(source: str, env: PolicyEnv) -> Template:
+    """A limit's key template; one keyed by the client's address is warned about (field ``key``)."""
+    key = Template(source)
+    if any((ref.namespace, ref.path) == ("client", ("ip",)) for ref in key.references):
+        env.warn(("key",), "keyed by {client.ip}: an IPv6 client holds a /64 of addresses at least and gets a new "
+                 "counter for each one it uses; {client.network} counts it by its /64 (an IPv4 client by its "
+                 "address)")  # fmt: skip
+    return key
+
+
 class RateLimitSettings(StoreErrorSettings):
     """``rate-limit-by-key``: at most ``limit`` handshakes per ``window`` seconds per key."""
 
-    key: str = Field(description="Template of the counter key, e.g. '{subscription.id}' or '{client.ip}'.")
+    key: str = Field(description="Template of the counter key, e.g. '{subscription.id}' or '{client.network}'.")
     limit: int = Field(gt=0, le=100_000, description="Handshakes admitted per window.")
     window: float = Field(gt=0, le=86_400, description="Window length in seconds (sliding).")
 
@@ -80,7 +90,7 @@ class RateLimitByKey:
         self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
-        self.key = Template(settings.key)
+        self.key = key_template(settings.key, env)
         self.counter = settings.counter or env.counter
 
     async def apply(self, context: HandshakeContext) -> None:
@@ -143,7 +153,7 @@ class QuotaByKey:
         self.settings = settings
         self.store = env.store
         self.clock = env.clock
-        self.key = Template(settings.key)
+        self.key = key_template(settings.key, env)
         self.counter = settings.counter or env.counter
 
     async def apply(self, context: HandshakeContext) -> None:
@@ -170,7 +180,7 @@ class QuotaByKey:
 class ConcurrencySettings(StoreErrorSettings):
     """``limit-concurrency``: at most ``max`` open connections per key, across workers and hosts."""
 
-    key: str = Field(description="Template of the key, e.g. '{jwt.sub}', '{subscription.id}', '{client.ip}'.")
+    key: str = Field(description="Template of the key, e.g. '{jwt.sub}', '{subscription.id}', '{client.network}'.")
     max: int = Field(gt=0, description="Open connections allowed per key.")
     lease_ttl: float = Field(
         default=30.0,
@@ -192,7 +202,7 @@ class LimitConcurrency:
         self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
-        self.key = Template(settings.key)
+        self.key = key_template(settings.key, env)
         self.counter = settings.counter or env.counter
         self.leases = LeaseKeeper(env.store, settings.lease_ttl)
 
