@@ -113,8 +113,9 @@ class RequestView:
         return query
 
     @_Memoized
-    def cookies(self) -> dict[str, str]:
-        cookies: dict[str, str] = {}
+    def cookie_values(self) -> dict[str, list[str]]:
+        """Cookie names to every value sent under them, in order (a name may come more than once)."""
+        cookies: dict[str, list[str]] = {}
         for value in self.headers.get("cookie", ()):
             for part in value.split(";"):
                 jar: SimpleCookie = SimpleCookie()
@@ -122,8 +123,14 @@ class RequestView:
                     jar.load(part)
                 except CookieError:
                     continue  # one malformed cookie does not hide the others
-                cookies.update({k: m.value for k, m in jar.items()})
+                for name, morsel in jar.items():
+                    cookies.setdefault(name, []).append(morsel.value)
         return cookies
+
+    @_Memoized
+    def cookies(self) -> dict[str, str]:
+        """Cookie names to their value (the last one sent, for a name that came more than once)."""
+        return {name: values[-1] for name, values in self.cookie_values.items()}
 
     @_Memoized
     def client(self) -> ClientAddress:

@@ -208,35 +208,44 @@ class ValidateJwt:
         return claims
 
     def _find_token(self, context: HandshakeContext) -> str | None:
+        """The token the request carries; every copy of it in a query or a subprotocol is taken out of
+        the upstream request.
+
+        Raises:
+            HandshakeDenied: 400 when the request carries two different tokens (RFC 6750: one method per
+                request): the upstream could read the one not checked here.
+        """
         request = context.request
+        found: list[str] = []
         for source in self.sources:
             if source.header is not None:
-                value = request.header(source.header)
-                if value is None:
-                    continue
                 scheme = source.scheme if source.scheme is not None else (
                     "Bearer" if source.header.lower() == "authorization" else ""
                 )  # fmt: skip
-                if scheme:
-                    given, _, value = value.strip().partition(" ")
-                    if given.lower() != scheme.lower():
-                        continue
-                return value.strip() or None
-            if source.query is not None:
+                for value in request.headers.get(source.header.lower(), ()):
+                    if scheme:
+                        given, _, value = value.strip().partition(" ")
+                        if given.lower() != scheme.lower():
+                            continue
+                    found.append(value.strip())
+            elif source.query is not None:
                 values = request.query.get(source.query)
                 if values:
                     context.upstream.remove_query(source.query)
-                    return values[0]
+                    found += values
             elif source.cookie is not None:
-                cookie = request.cookies.get(source.cookie)
-                if cookie:
-                    return cookie
+                found += request.cookie_values.get(source.cookie, ())
             elif source.subprotocol is not None:
                 for offered in request.subprotocols:
                     if offered.startswith(source.subprotocol) and len(offered) > len(source.subprotocol):
                         context.upstream.remove_subprotocol(offered)
-                        return offered[len(source.subprotocol) :]
-        return None
+                        found.append(offered[len(source.subprotocol) :])
+        tokens = list(dict.fromkeys(token for token in found if token))
+        if len(tokens) > 1:
+            raise deny(400, f"the request carries {len(tokens)} different tokens: send one",
+                       reason="token_ambiguous",
+                       headers=[(b"www-authenticate", b'Bearer error="invalid_request"')])  # fmt: skip
+        return tokens[0] if tokens else None
 
     async def _verify(self, token: str) -> dict[str, Any]:
         if len(token) > _MAX_TOKEN:

@@ -1,0 +1,105 @@
+"""validate-jwt refuses a request carrying two different tokens: the upstream could read the unchecked one.
+
+Before, the gateway checked one token and passed the others on: of two cookies of the token's name it
+checked the last, while the Cookie header reached the upstream whole (Go's ``r.Cookie`` and Node's
+``cookie`` read the first); of two token subprotocols it removed only the one it checked; with a
+token in the header, a second one in a cookie went upstream unchecked. RFC 6750 allows one method
+per request: now two different tokens anywhere the policy looks are a 400 ``invalid_request``; the
+same token twice is one token. The end-to-end test has a real uvicorn and upstream that records
+what it was sent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.configs import api_entry
+from support.jwts import signing_key, token
+from support.policies import API, build, context, denied
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+KEY = signing_key("ES256")
+SOURCES = [{"header": "Authorization"}, {"query": "access_token"}, {"cookie": "jwt"}, {"subprotocol": "bearer."}]
+SETTINGS = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
+            "audience": "chat", "token": SOURCES}  # fmt: skip
+VALID = token(KEY, sub="alice")
+# Signed by no key the gateway knows, claiming more: what an upstream that trusts the gateway must never read.
+FORGED = jwt.encode(
+    {"sub": "admin", "exp": int(time.time()) + 300}, "not-the-gateways-key-but-long-enough-for-hs256", algorithm="HS256"
+)
+
+
+def _policy() -> Any:
+    return build({"validate-jwt": SETTINGS})
+
+
+@pytest.mark.parametrize(
+    "request_parts",
+    [
+        {"headers": [("Cookie", f"jwt={FORGED}; jwt={VALID}")]},  # the last was checked, the first went on
+        {"headers": [("Cookie", f"jwt={FORGED}"), ("Cookie", f"jwt={VALID}")]},
+        {"headers": [("Authorization", f"Bearer {VALID}"), ("Cookie", f"jwt={FORGED}")]},
+        {"headers": [("Authorization", f"Bearer {VALID}"), ("Authorization", f"Bearer {FORGED}")]},
+        {"query": f"access_token={VALID}&access_token={FORGED}"},
+        {"query": f"access_token={VALID}", "headers": [("Cookie", f"jwt={FORGED}")]},
+        {"subprotocols": [f"bearer.{VALID}", f"bearer.{FORGED}"]},
+    ],
+    ids=[
+        "two-cookies",
+        "two-cookie-headers",
+        "header-and-cookie",
+        "two-headers",
+        "two-query-values",
+        "query-and-cookie",
+        "two-subprotocols",
+    ],
+)
+async def test_two_different_tokens_are_a_400(request_parts: dict[str, Any]) -> None:
+    denial = await denied(_policy().apply(context(**request_parts)))
+    assert (denial.status, denial.reason) == (400, "token_ambiguous")
+    assert denial.headers == [(b"www-authenticate", b'Bearer error="invalid_request"')]
+
+
+async def test_the_same_token_twice_is_one_token_and_no_copy_travels_in_the_query_or_a_subprotocol() -> None:
+    ctx = context(
+        headers=[("Authorization", f"Bearer {VALID}"), ("Cookie", f"theme=dark; jwt={VALID}")],
+        query=f"access_token={VALID}&room=1&access_token={VALID}",
+        subprotocols=["chat.v1", f"bearer.{VALID}", f"bearer.{VALID}"],
+    )
+    await _policy().apply(ctx)
+    assert ctx.claims is not None and ctx.claims["sub"] == "alice"
+    upstream = ctx.build_request(API, API.upstreams[0])
+    assert "access_token" not in upstream.url and "room=1" in upstream.url
+    assert upstream.subprotocols == ["chat.v1"]
+
+
+async def test_a_token_in_one_place_is_checked_as_before() -> None:
+    for parts in ({"headers": [("Cookie", f"jwt={VALID}; other=1")]}, {"subprotocols": [f"bearer.{VALID}"]}):
+        ctx = context(**parts)
+        await _policy().apply(ctx)
+        assert ctx.claims is not None
+
+
+async def test_end_to_end_the_upstream_never_gets_a_token_the_gateway_did_not_check(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    api = api_entry(upstream, policies=[{"validate-jwt": SETTINGS}])
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
+    seen = len(upstream.handshakes)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(server.url("/ws/echo"), additional_headers={"Cookie": f"jwt={FORGED}; jwt={VALID}"})
+    assert refused.value.response.status_code == 400
+    assert len(upstream.handshakes) == seen  # never connected upstream
+    async with await connect(server.url("/ws/echo"), additional_headers={"Cookie": f"jwt={VALID}"}) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    assert upstream.handshakes[-1].header("cookie") == f"jwt={VALID}"
