@@ -128,6 +128,18 @@ def test_equal_values_of_different_types_are_not_confused_by_the_cache() -> None
         assert encoder.encode(batch) == _sdk(batch), value
 
 
+def test_values_that_seldom_repeat_do_not_push_the_others_out_of_the_cache() -> None:
+    """A connection's handshake ids (new each time) and byte counts: encoded afresh, not kept, so the
+    pairs that do repeat stay cached; every batch still the SDK's bytes."""
+    encoder = SpanEncoder()
+    for i in range(3000):
+        batch = [_span({"route": "/ws/chat", "trace_id": f"{i:032x}", "bytes": i * 7919, "long": "x" * (i % 300)})]
+        assert encoder.encode(batch) == _sdk(batch), i
+    pairs = encoder._span_pairs
+    assert pairs.volatile == {"trace_id", "bytes", "long"}
+    assert ("route", "/ws/chat", str) in pairs.encoded and len(pairs.encoded) < 1000
+
+
 def _span(attributes: dict[str, Any]) -> ReadableSpan:
     context = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False)
     return ReadableSpan("s", context, attributes=attributes, start_time=1, end_time=2, resource=RESOURCES[0])

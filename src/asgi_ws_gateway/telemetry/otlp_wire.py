@@ -58,8 +58,7 @@ _REMOTE_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 _UNSET_STATUS = b"\x7a\x00"
 """``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
 _CACHE_LIMIT = 4096
-"""Encoded key/value pairs kept per tag (and span names); a cache is emptied when full (client
-addresses, ports vary)."""
+"""Encoded key/value pairs kept per tag (and span names); a cache is emptied when full."""
 
 
 def _varint(value: int) -> bytes:
@@ -121,8 +120,64 @@ def _key_value(key: str, value: object) -> bytes:
     return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", _any_value(value))
 
 
-Pairs = dict[tuple[str, object, type], bytes]
-"""Encoded ``KeyValue`` fields of one tag (tag and length included) by key, value and the value's type."""
+class Pairs:
+    """Encoded ``KeyValue`` fields of one tag (tag and length included) by key, value and the value's
+    type, kept between batches; and the keys whose values seldom repeat, which are not kept (a
+    connection's byte counts, its handshake's ids: kept, they would push the others out)."""
+
+    __slots__ = ("encoded", "keys", "misses", "volatile")
+
+    def __init__(self) -> None:
+        self.encoded: dict[tuple[str, object, type], bytes] = {}
+        self.keys: dict[str, bytes] = {}  # ``KeyValue.key`` fields (tag, length, name) by name
+        self.misses: dict[str, int] = {}  # by key, since the cache was last emptied
+        self.volatile: set[str] = set()
+
+    def pair(self, tag: bytes, key: str, value: object) -> bytes:
+        """The ``KeyValue`` field ``tag`` of ``key`` and ``value``, tag and length included.
+
+        Raises:
+            ValueError, TypeError: as :func:`_key_value`.
+        """
+        # The common cases written out (a string or an int under a named key, the key's field kept);
+        # the rest as _key_value encodes it.
+        any_value: bytes | None = None
+        if type(value) is str:
+            text = value.encode()  # UnicodeEncodeError (a ValueError) for lone surrogates
+            size = len(text)
+            any_value = b"\x0a" + (_SMALL[size] if size < 128 else _varint(size)) + text
+        elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+            any_value = b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+        if any_value is None or type(key) is not str or not key:
+            body = _key_value(key, value)
+            return tag + _varint(len(body)) + body
+        name = self.keys.get(key)
+        if name is None:
+            if len(self.keys) >= _CACHE_LIMIT:
+                self.keys.clear()
+            name = self.keys[key] = _field(b"\x0a", key.encode())
+        size = len(any_value)
+        body = name + b"\x12" + (_SMALL[size] if size < 128 else _varint(size)) + any_value
+        size = len(body)
+        return tag + (_SMALL[size] if size < 128 else _varint(size)) + body
+
+    def keep(self, key: str, value: object, cls: type, encoded: bytes) -> None:
+        """Remember ``encoded`` for ``(key, value)``, unless ``key``'s values seldom repeat."""
+        if key in self.volatile:
+            return
+        misses = self.misses[key] = self.misses.get(key, 0) + 1
+        if misses > _VOLATILE_AFTER:
+            self.volatile.add(key)
+            return
+        if len(self.encoded) >= _CACHE_LIMIT:
+            self.encoded.clear()
+            self.misses.clear()
+        self.encoded[(key, value, cls)] = encoded
+
+
+_VOLATILE_AFTER = 256
+"""Values of one key encoded afresh, between two emptyings of the cache, past which its values are no
+longer kept."""
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pairs, fields: list[bytes]) -> None:
@@ -132,28 +187,30 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pair
         return
     values = attributes.values()
     try:  # every attribute looked up in C (the (key, value, type) tuples built by zip: equal lengths)
-        found: list[Any] = list(map(pairs.get, zip(attributes.keys(), values, map(type, values), strict=False)))
+        found: list[Any] = list(map(pairs.encoded.get, zip(attributes.keys(), values, map(type, values), strict=False)))
     except TypeError:  # an unhashable value (a list or a mapping: resources, direct ReadableSpans)
         found = [None] * len(attributes)
-    if all(found):
-        fields += found
-        return
-    for (key, value), encoded in zip(attributes.items(), found, strict=True):
-        if encoded is None:
+    if None in found:  # encoded here, those only (found in C)
+        items = list(attributes.items())
+        index = found.index(None)
+        while True:
+            key, value = items[index]
             try:
-                body = _key_value(key, value)
+                encoded = found[index] = pairs.pair(tag, key, value)
             except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
                 logger.error("failed to encode attribute %s: %s", key, error)
-                continue
-            encoded = tag + _varint(len(body)) + body
-            # Exact str, int and bool only: the type is in the key because True, 1 and 1.0 are equal;
-            # floats stay out because -0.0 == 0.0.
-            cls = type(value)
-            if cls is str or cls is int or cls is bool:
-                if len(pairs) >= _CACHE_LIMIT:
-                    pairs.clear()
-                pairs[(key, value, cls)] = encoded
-        fields.append(encoded)
+                found[index] = b""  # nothing, once joined
+            else:
+                # Exact str, int and bool only: the type is in the key because True, 1 and 1.0 are equal;
+                # floats stay out because -0.0 == 0.0.
+                cls = type(value)
+                if cls is str or cls is int or cls is bool:
+                    pairs.keep(key, value, cls, encoded)
+            try:
+                index = found.index(None, index + 1)
+            except ValueError:
+                break
+    fields += found
 
 
 _Fields = tuple[Any, ...]
@@ -182,7 +239,7 @@ def _readable_fields(span: ReadableSpan) -> _Fields:
 def _resource(resource: Resource) -> bytes:
     """``ResourceSpans.resource`` (always present, as the SDK writes it)."""
     fields: list[bytes] = []
-    _attributes(b"\x0a", resource.attributes, {}, fields)
+    _attributes(b"\x0a", resource.attributes, Pairs(), fields)
     return _field(b"\x0a", b"".join(fields))
 
 
@@ -193,7 +250,7 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
     body = [_field(b"\x0a", scope.name.encode())] if scope.name else []
     if scope.version:
         body.append(_field(b"\x12", scope.version.encode()))
-    _attributes(b"\x1a", scope.attributes, {}, body)
+    _attributes(b"\x1a", scope.attributes, Pairs(), body)
     return _field(b"\x0a", b"".join(body))
 
 
@@ -219,9 +276,9 @@ class SpanEncoder:
     """
 
     def __init__(self) -> None:
-        self._span_pairs: Pairs = {}
-        self._event_pairs: Pairs = {}
-        self._link_pairs: Pairs = {}
+        self._span_pairs = Pairs()
+        self._event_pairs = Pairs()
+        self._link_pairs = Pairs()
         self._names: dict[str, bytes] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
