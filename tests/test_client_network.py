@@ -86,3 +86,11 @@ def test_limits_keyed_by_the_client_address_are_warned_about(policy: str, key: s
     warnings = load_policies({"apis": [api_entry(policies=[{policy: settings}])]}).warnings
     expected = [f"apis[0].policies[0].{policy}.key: keyed by {{client.ip}}"] if warned else []
     assert [warning.split(": an IPv6")[0] for warning in warnings] == expected
+
+
+def test_a_shared_message_rate_keyed_by_the_client_address_is_warned_about() -> None:
+    rate = {"rate-limit-messages": {"key": "{client.ip}", "messages": 20, "window": 1}}
+    warnings = load_policies({"apis": [api_entry(message_policies={"inbound": [rate]})]}).warnings
+    assert [warning.split(": an IPv6")[0] for warning in warnings] == [
+        "apis[0].message_policies.inbound[0].rate-limit-messages.key: keyed by {client.ip}"
+    ]

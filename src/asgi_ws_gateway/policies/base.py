@@ -69,6 +69,17 @@ def template(value: str) -> str:
     return value
 
 
+def key_template(source: str, env: PolicyEnv) -> Template:
+    """A limit's key template (``key``, validated by :func:`template`); one keyed by the client's address
+    is warned about."""
+    key = Template(source)
+    if any((ref.namespace, ref.path) == ("client", ("ip",)) for ref in key.references):
+        env.warn(("key",), "keyed by {client.ip}: an IPv6 client holds a /64 of addresses at least and gets a new "
+                 "counter for each one it uses; {client.network} counts it by its /64 (an IPv4 client by its "
+                 "address)")  # fmt: skip
+    return key
+
+
 class MatchSettings(BaseModel):
     """Operators of a condition; set one (``exists`` may join another)."""
 

@@ -30,8 +30,7 @@ from .._context import current_handshake
 from ..handshake.context import HandshakeContext
 from ..state.base import Decision, OutageLog, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
-from ..templates import Template
-from .base import PolicyEnv, StoreErrorSettings, deny, register_policy, template
+from .base import PolicyEnv, StoreErrorSettings, deny, key_template, register_policy, template
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +58,6 @@ class StoreFailed:
         elif count:
             logger.warning("API %s: %s admitted %d handshakes unchecked (fail-open) since its last such line: %s",
                            api, self.name, count, exc)  # fmt: skip
-
-
-def key_template(source: str, env: PolicyEnv) -> Template:
-    """A limit's key template; one keyed by the client's address is warned about (field ``key``)."""
-    key = Template(source)
-    if any((ref.namespace, ref.path) == ("client", ("ip",)) for ref in key.references):
-        env.warn(("key",), "keyed by {client.ip}: an IPv6 client holds a /64 of addresses at least and gets a new "
-                 "counter for each one it uses; {client.network} counts it by its /64 (an IPv4 client by its "
-                 "address)")  # fmt: skip
-    return key
 
 
 class RateLimitSettings(StoreErrorSettings):

@@ -27,8 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from ..errors import CloseConnection, DropMessage
 from ..messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
 from ..state.base import OutageLog, Store, StoreUnavailable, store_key
-from ..templates import Template
-from .base import PolicyEnv, StoreErrorSettings, template
+from .base import PolicyEnv, StoreErrorSettings, key_template, template
 from .message_base import register_message_policy
 
 logger = logging.getLogger(__name__)
@@ -174,7 +173,7 @@ class RateLimitMessages:
         self.settings = s = settings
         self.store = env.store
         self.counter = s.counter or env.counter
-        self.key = Template(s.key) if s.key is not None else None
+        self.key = key_template(s.key, env) if s.key is not None else None
         self.limits = (s.messages or UNLIMITED, s.bytes or UNLIMITED)
         self._shared: dict[str, SharedBudget] = {}
         self._outage = OutageLog()
