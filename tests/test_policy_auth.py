@@ -204,6 +204,28 @@ async def test_jwks_outage_keeps_cached_keys_and_empty_cache_is_unavailable() ->
         await empty.keys("k1", "RS256")
 
 
+@pytest.mark.parametrize(
+    ("settings", "copies", "admitted"),
+    [
+        ({"pattern": "acme.*"}, ["acme", "evil"], False),  # joined, "acme, evil" matched: the upstream read "evil"
+        ({"pattern": "acme.*"}, ["acme-eu", "acme-us"], True),
+        ({"values": ["acme", "globex"]}, ["acme", "acme"], True),  # joined, "acme, acme" was refused
+        ({"values": ["acme", "globex"]}, ["acme", "initech"], False),
+        ({}, ["", "anything"], True),  # presence only
+    ],
+)
+async def test_check_header_checks_every_copy_of_a_repeated_header(
+    settings: dict[str, Any], copies: list[str], admitted: bool
+) -> None:
+    """The upstream gets every copy and may read any one: each must pass on its own."""
+    policy = build({"check-header": {"header": "X-Tenant", "failed_status": 403, **settings}})
+    ctx = context(headers=[("X-Tenant", value) for value in copies])
+    if admitted:
+        await policy.apply(ctx)
+    else:
+        assert (await denied(policy.apply(ctx))).reason == "header_check"
+
+
 async def test_check_header() -> None:
     policy = build({"check-header": {"header": "X-Api-Version", "values": ["2", "3"], "failed_status": 403}})
     await policy.apply(context(headers=[("X-Api-Version", "2")]))

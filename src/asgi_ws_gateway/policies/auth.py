@@ -460,15 +460,18 @@ class CheckHeader:
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        value = context.request.header(s.header)
-        ok = value is not None
-        if ok and value is not None and self.values:
-            ok = (value.lower() if s.ignore_case else value) in self.values
-        if ok and value is not None and self.pattern is not None:
-            ok = self.pattern.fullmatch(value) is not None
+        # Each copy of a repeated header on its own: the upstream gets them all and may read any one, so
+        # "acme" then "evil" must not pass as "acme, evil" would pass a pattern such as acme.*
+        copies = context.request.headers.get(s.header.lower(), [])
+        ok = bool(copies) and all(self._passes(value) for value in copies)
         if not ok:
             detail = s.message or f"header {s.header} is missing or has a value that is not accepted"
             raise deny(s.failed_status, detail, reason="header_check")
+
+    def _passes(self, value: str) -> bool:
+        if self.values and (value.lower() if self.settings.ignore_case else value) not in self.values:
+            return False
+        return self.pattern is None or self.pattern.fullmatch(value) is not None
 
 
 __all__ = ["MAX_NUMERIC_DATE", "CheckHeader", "ClaimCheck", "TokenSource", "ValidateJwt", "numeric_date_problem"]
