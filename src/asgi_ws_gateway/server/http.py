@@ -122,7 +122,7 @@ class _HeadWaiters:
     def __init__(self) -> None:
         self.waiting: dict[_HeadDeadline, None] = {}  # insertion-ordered: the longest waiting first
         self._limit: int | None = -1  # the soft open-file limit (None: unlimited), read at the first connection
-        self._shed = 0  # closed and not yet reported
+        self._reported = 0  # SHED.value when the last warning was written
         self._last = (0, 0)  # the descriptor that last made room, and the limit then
         self._summary: asyncio.AbstractEventLoop | None = None  # the loop a summary line is due on
 
@@ -139,7 +139,6 @@ class _HeadWaiters:
         for waiting in list(islice((waiting for waiting in self.waiting if waiting.loop is loop), over)):
             del self.waiting[waiting]
             waiting.shed()
-            self._shed += 1
             SHED.value += 1
         self._last = (sock.fileno(), self._limit)
         if self._summary is None or self._summary.is_closed():  # the first at once; then one line per interval
@@ -157,7 +156,7 @@ class _HeadWaiters:
         return 0 if self._limit is None else descriptor - (self._limit - SHED_MARGIN) + 1
 
     def _next_report(self) -> None:
-        if not self._shed:
+        if SHED.value == self._reported:
             self._summary = None
             return
         self._report()
@@ -168,9 +167,9 @@ class _HeadWaiters:
             "open-file limit nearly reached (descriptor %d of %d): closed %d connections that had not sent a "
             "request head, the longest waiting first (raise the limit, ulimit -n, or look for a flood of idle "
             "connections)",
-            *self._last, self._shed,
+            *self._last, SHED.value - self._reported,
         )  # fmt: skip
-        self._shed = 0
+        self._reported = SHED.value
 
 
 HEAD_WAITERS = _HeadWaiters()

@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import SplitResult
 
+from ..config import ApiConfig
 from ..forwarded import parse_ip
 
-TTL = 5.0
+TTL: float = ApiConfig.model_fields["dns_ttl"].default
 """Seconds a name's addresses are used before it is resolved again (the system resolver gives no TTL),
-unless the caller says otherwise (an API's ``dns_ttl``)."""
+unless the caller says otherwise: an API's ``dns_ttl``, whose default this is."""
 
 _MAX_NAMES = 1024
 
