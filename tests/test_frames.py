@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from websockets.frames import Close, Frame, Opcode
 
@@ -101,6 +103,9 @@ def _raw(b0: int, payload: bytes = b"hi", *, mask: bool = True) -> bytes:
     return bytes([b0]) + encode_frame(0, payload, mask=mask)[1:]
 
 
+_DEFLATED = zlib.compress(b"hi", wbits=-15)
+"""A compressed message's payload (valid deflate data: the scanner inflates it)."""
+
 BAD_FROM_CLIENT = [
     pytest.param(_raw(0x81, mask=False), "incorrect masking", id="unmasked"),
     pytest.param(_raw(0xC1), "reserved bits must be 0", id="rsv1"),
@@ -144,7 +149,7 @@ def test_masked_frame_from_the_upstream_is_incorrect_masking() -> None:
 @pytest.mark.parametrize(
     ("extensions", "frame", "error"),
     [
-        ("permessage-deflate; client_max_window_bits", _raw(0xC1), None),
+        ("permessage-deflate; client_max_window_bits", _raw(0xC1, _DEFLATED), None),
         ("permessage-deflate", _raw(0xA1), "reserved bits must be 0"),
         ("permessage-deflate", _raw(0xC9, b""), "reserved bits must be 0"),
         ("x-unknown-extension", _raw(0x91), None),

@@ -37,6 +37,7 @@ ROUTES = {
     "/ws/slow": "/slow",
     "/ws/redirect": "/redirect",
     "/ws/push/{n}": "/push/{n}",
+    "/ws/zeros/{size}": "/zeros/{size}",
 }
 
 

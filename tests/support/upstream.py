@@ -12,6 +12,7 @@
 | ``/push/{n}`` | on the first message, send ``push 0`` .. ``push n-1`` at once; echo what follows |
 | ``/stall`` | read nothing at all (TCP pushes back on the sender); ``kill_connections()`` then RSTs |
 | ``/flood/{size}`` | send ``size`` random bytes as binary messages until the connection closes, reading as usual |
+| ``/zeros/{size}`` | on the first message, send ``size`` zero bytes as one binary message (~size/1000 deflated); echo |
 """
 
 from __future__ import annotations
@@ -356,6 +357,12 @@ async def _flood(ws: ServerConnection, args: list[str]) -> None:
         await asyncio.sleep(0)  # send() returns without yielding while the buffer has room
 
 
+async def _zeros(ws: ServerConnection, args: list[str]) -> None:
+    await ws.recv()
+    await ws.send(bytes(int(args[0])))
+    await _echo(ws, args)
+
+
 _BEHAVIOURS: dict[str, Behaviour] = {
     "echo": _echo,
     "close": _close,
@@ -364,6 +371,7 @@ _BEHAVIOURS: dict[str, Behaviour] = {
     "push": _push,
     "stall": _stall,
     "flood": _flood,
+    "zeros": _zeros,
 }
 
 

@@ -71,6 +71,7 @@ class MessageAssembler:
         self._size = 0
         self.close: tuple[int, str] | None = None
         self.too_big = False
+        self.cut = False  # it holds a frame until whole: never forwarded part way
         self.error: str | None = None
         self.error_code = 1002
         self.halted = False

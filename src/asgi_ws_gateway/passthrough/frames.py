@@ -7,8 +7,9 @@ code and reason, and stops at the first frame that would take a message over the
 that breaks the framing rules a WebSocket endpoint checks (§5.1-5.5: masking by direction, reserved
 bits no extension claimed, reserved opcodes, fragmented or long control frames, continuation frames
 out of order) -- so that passthrough fails such a peer with 1002 as the relay's endpoints do,
-instead of passing the bad frame on. Payloads are never copied or unmasked, except a close frame's
-(at most 125 bytes).
+instead of passing the bad frame on. Payloads are not copied or unmasked, except a close frame's
+(at most 125 bytes) and, with permessage-deflate, a compressed message's, which is inflated to hold
+it to the size limit (:mod:`.inflate`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import os
 import struct
 from typing import Protocol
 
+try:  # websockets' C helper, and its pure-Python one where the extension was not built
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
+
 from ..relay.stats import RelayStats
+from .inflate import InflatedSize, keeps_context
 
 _CLOSE = 0x8
 _PING = 0x9
@@ -44,6 +51,7 @@ class Scanner(Protocol):
     in_message: bool
     close: tuple[int, str] | None
     too_big: bool
+    cut: bool
     error: str | None
     error_code: int
     interrupted: bool
@@ -68,8 +76,8 @@ class FrameScanner:
         stats: where messages and bytes are counted.
         inbound: True for client to upstream (``*_in``: frames must be masked), False for upstream
             to client (frames must not be).
-        max_message_size: payload bytes one message may carry (on the wire: compressed, when
-            permessage-deflate is in use).
+        max_message_size: payload bytes one message may carry: on the wire and, compressed with
+            permessage-deflate, inflated too.
         extensions: the negotiated ``Sec-WebSocket-Extensions`` (None: none), which decides the
             reserved bits a frame may set: RSV1 with permessage-deflate only; any with another
             extension, which the scanner cannot know.
@@ -77,7 +85,9 @@ class FrameScanner:
     After :meth:`feed`, ``too_big`` is True once a message went over the limit, ``error`` names
     the framing rule the first bad frame broke (nothing from the offending frame on is returned,
     in both cases), and ``close`` holds ``(code, reason)`` once a close frame arrived in full
-    (1005 when it had no code).
+    (1005 when it had no code). ``cut`` is True when a compressed message was found over the limit
+    (or not to be deflate data) part way through a frame: part of that frame was forwarded, and the
+    rest never will be.
     """
 
     def __init__(
@@ -87,6 +97,15 @@ class FrameScanner:
         self._max = max_message_size
         self._masked = 0x80 if inbound else 0
         self._rsv = _allowed_rsv(extensions)
+        # With permessage-deflate alone, compressed messages are inflated to be held to the limit.
+        self._inflated = (
+            InflatedSize(limit=max_message_size, keeps_context=keeps_context(extensions, sender_is_client=inbound))
+            if self._rsv == _RSV1 else None
+        )  # fmt: skip
+        self._inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
+        self._mask = b""  # the data frame in progress's masking key
+        self._length = 0  # its payload length
+        self.cut = False
         self._head = b""  # a header split across reads, held back until complete
         self.remaining = 0
         """Payload bytes of the current frame not seen yet (0: at a frame boundary)."""
@@ -119,8 +138,10 @@ class FrameScanner:
         answer only the most recent)."""
         self.held_ping: bytes | None = None
         """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
-        # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
-        self._plain = frozenset({0x81, 0x82} | ({0xC1, 0xC2} if self._rsv & _RSV1 else set()))
+        # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are
+        # (compressed ones too, under an extension the scanner cannot read).
+        compressed = {0xC1, 0xC2} if self._rsv & _RSV1 and self._inflated is None else set()
+        self._plain = frozenset({0x81, 0x82} | compressed)
         self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
 
     def halt(self) -> None:
@@ -138,7 +159,7 @@ class FrameScanner:
     @property
     def mid_frame(self) -> bool:
         """True while part of a frame has been forwarded (or held back) and the rest has not."""
-        return bool(self.remaining or self._head)
+        return bool(self.remaining or self._head or self.cut)
 
     def feed(self, data: bytes) -> bytes:
         """Scan ``data``; returns the bytes to forward (``data`` itself unless a header was split, a
@@ -158,6 +179,8 @@ class FrameScanner:
         return self._feed(data)
 
     def _feed(self, data: bytes) -> bytes:
+        if self.cut:
+            return b""  # the frame cut short never ends: nothing more can be forwarded
         if self._head:
             data = self._head + data
             self._head = b""
@@ -166,12 +189,23 @@ class FrameScanner:
         end = 0 if self.sealed else size  # nothing from here on is forwarded
         kept: list[bytes] | None = None  # the pieces around keepalive pongs taken out
         keep = 0
+        frame_start = -1  # where the frame in progress starts in ``data`` (-1: in an earlier read)
         while pos < size:
             remaining = self.remaining
             if remaining:
                 take = min(remaining, size - pos)
                 if self._close_payload is not None:
                     self._close_payload += data[pos : pos + take]
+                elif (
+                    self._inflating is not None
+                    and not self._control
+                    and not self._inflate(self._inflating, data[pos : pos + take], remaining)
+                ):
+                    if frame_start >= 0:  # none of the frame went on: stopped at its start
+                        end, self.remaining = min(end, frame_start), 0
+                    else:  # part of it went on in an earlier read, and the rest never will
+                        end, self.cut = min(end, pos), True
+                    break
                 pos += take
                 self.remaining = remaining - take
                 if self.remaining == 0:
@@ -183,7 +217,7 @@ class FrameScanner:
             if self.halted and not self.sealed:
                 end = pos  # the frame in flight is complete: the peer may now take the gateway's close
                 self.sealed = True
-            start = pos
+            start = frame_start = pos
             if size - pos < 2:
                 self._head = data[pos:]
                 end = min(end, start)
@@ -240,6 +274,9 @@ class FrameScanner:
                 if opcode:  # the first frame of a message: text (1) or binary (2)
                     self._binary = opcode == 2
                     self._message = 0
+                    self._inflating = self._inflated if b0 & _RSV1 else None  # RSV1: compressed
+                    if self._inflating is not None:
+                        self._inflating.start()
                 self._message += length
                 if self._message > self._max:
                     self.too_big = True
@@ -247,6 +284,11 @@ class FrameScanner:
                     break
                 self.in_message = not b0 & 0x80
                 self._fin = not self.in_message
+                if self._inflating is not None:
+                    self._mask, self._length = (data[pos - 4 : pos] if b1 & 0x80 else b""), length
+                    if length == 0 and self._fin and not self._inflate(self._inflating, b"", 0):
+                        end = min(end, start)
+                        break
             self._control = opcode >= _CONTROL
             self.remaining = length
             if length == 0:
@@ -258,6 +300,21 @@ class FrameScanner:
             kept.append(data[keep:end])
             return b"".join(kept)
         return data if end == size else data[:end]
+
+    def _inflate(self, inflating: InflatedSize, part: bytes, remaining: int) -> bool:
+        """Inflate the next ``part`` of a compressed message's data frame (``remaining`` of its payload
+        were unseen before it); False when the message is over the limit or not deflate data."""
+        if self._mask:  # unmasked from where the part starts in the frame's payload
+            offset = (self._length - remaining) % 4
+            part = apply_mask(part, self._mask[offset:] + self._mask[:offset])
+        problem = inflating.feed(part, last=self._fin and len(part) == remaining)
+        if problem is None:
+            return True
+        if problem == "too big":
+            self.too_big = True
+        else:
+            self.error, self.error_code = problem, 1007
+        return False
 
     def _frame_done(self) -> None:
         if self._control:

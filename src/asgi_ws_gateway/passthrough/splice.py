@@ -338,6 +338,9 @@ class Splice:
                 self._gateway_close(1009, "message too big", 1001, "client message too big")
             else:
                 self._gateway_close(1001, "upstream message too big", 1009, "message too big")
+            if scanner.cut and peer.open:
+                peer.pending_close = None  # it got part of a frame whose rest never comes: no close frame fits
+                peer.transport.close()
             return
         if scanner.close is None:
             return
