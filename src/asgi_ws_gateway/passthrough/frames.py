@@ -138,10 +138,8 @@ class FrameScanner:
         answer only the most recent)."""
         self.held_ping: bytes | None = None
         """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
-        # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are
-        # (compressed ones too, under an extension the scanner cannot read).
-        compressed = {0xC1, 0xC2} if self._rsv & _RSV1 and self._inflated is None else set()
-        self._plain = frozenset({0x81, 0x82} | compressed)
+        # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
+        self._plain = frozenset({0x81, 0x82} | ({0xC1, 0xC2} if self._rsv & _RSV1 else set()))
         self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
 
     def halt(self) -> None:
@@ -174,9 +172,26 @@ class FrameScanner:
                 length = data[2] << 8 | data[3]
                 header += 2
             if length != 127 and header + length == len(data) and length <= self._max:
+                inflated = self._inflated
+                if data[0] & _RSV1 and inflated is not None and not self._inflate_whole(inflated, data, header):
+                    return b""
                 self._count(length, data[0] & 0x0F == 2)
                 return data
         return self._feed(data)
+
+    def _inflate_whole(self, inflated: InflatedSize, frame: bytes, header: int) -> bool:
+        """Inflate a compressed message that is one whole frame; False (stopped) when it is over the
+        limit or not deflate data."""
+        payload = frame[header:]
+        if self._masked:
+            payload = apply_mask(payload, frame[header - 4 : header])
+        inflated.start()
+        problem = inflated.feed(payload, last=True)
+        if problem is None:
+            return True
+        self._stop(problem)
+        self.interrupted, self._fast = True, False
+        return False
 
     def _feed(self, data: bytes) -> bytes:
         if self.cut:
@@ -310,11 +325,15 @@ class FrameScanner:
         problem = inflating.feed(part, last=self._fin and len(part) == remaining)
         if problem is None:
             return True
+        self._stop(problem)
+        return False
+
+    def _stop(self, problem: str) -> None:
+        """A compressed message is over the limit, or not deflate data (what :class:`InflatedSize` says)."""
         if problem == "too big":
             self.too_big = True
         else:
             self.error, self.error_code = problem, 1007
-        return False
 
     def _frame_done(self) -> None:
         if self._control:
