@@ -489,6 +489,13 @@ class HandshakeLimitsConfig(_Model):
         le=1024 * 1024,
         description="Most bytes of the request target, path and query string (default 8 KiB); more: 414.",
     )
+    headers_with_underscores: Literal["drop", "reject", "forward"] = Field(
+        default="drop",
+        description="Request headers whose names contain '_' (X_User): many upstream stacks (CGI, WSGI, PHP, "
+        "Rack, Django's META) read X_User and X-User as one header, so a client's X_User could stand in for an "
+        "X-User the gateway checked, removed or set. drop (default, as nginx does): policies and upstreams never "
+        "see them; reject: 400 invalid_header_name; forward: as any other header.",
+    )
     max_gateway_hops: int = Field(
         default=4,
         ge=0,

@@ -17,7 +17,7 @@ from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, process_capacity
 from .handshake.context import HandshakeContext
 from .handshake.forwarding_loop import check_forwarding_loop
-from .handshake.header_limits import check_header_limits
+from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
 from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
 from .handshake.responses import send_denial
@@ -309,6 +309,9 @@ class WebSocketGateway:
             return  # the client left before the handshake started
         policies = self._policies  # the configuration in force when the handshake started
         limits = self.config.handshake_limits
+        headers = scope["headers"]  # as the client sent them, for the size limits
+        if limits.headers_with_underscores == "drop":
+            scope = without_underscored(scope)  # before anything reads the request
         handshake = policies.context(api.config.name, scope, params)
         # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
         client = handshake.request.client.ip if self._trusted else None
@@ -320,7 +323,9 @@ class WebSocketGateway:
                 raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
                                       reason="draining")  # fmt: skip
             check_capacity(self._in_flight, self._capacity)
-            check_header_limits(scope["headers"], _target(scope), limits)
+            check_header_limits(headers, _target(scope), limits)
+            if limits.headers_with_underscores == "reject":
+                check_no_underscores(headers)
             check_host(scope["headers"])
             check_forwarding_loop(scope["headers"], limits.max_gateway_hops)
             check_path_params(params)

@@ -1,4 +1,5 @@
-"""The size limits of a handshake request (headers, target), checked before any policy runs.
+"""The size limits of a handshake request (headers, target), and the names of its headers, checked
+before any policy runs.
 
 Servers differ: uvicorn's websockets-sansio refuses a header line over 8 KiB and more than 128
 headers, wsproto (through h11) a request head over 16 KiB, and httptools has no limit at all. The
@@ -8,10 +9,14 @@ to the upstream.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+from .._types import Scope
 from ..config import HandshakeLimitsConfig
 from ..errors import HandshakeDenied
+
+logger = logging.getLogger(__name__)
 
 _SEPARATORS = 4  # ": " and CRLF, as on the wire
 
@@ -42,4 +47,32 @@ def check_header_limits(headers: Iterable[tuple[bytes, bytes]], target: bytes, l
     raise HandshakeDenied(431, detail, reason="headers_too_large")
 
 
-__all__ = ["check_header_limits"]
+def underscored(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    """The names of ``headers`` that contain an underscore (``handshake_limits.headers_with_underscores``)."""
+    return [name for name, _ in headers if b"_" in name]
+
+
+def without_underscored(scope: Scope) -> Scope:
+    """``scope``, or a copy without the headers whose names contain an underscore when it has some.
+
+    Many upstream stacks turn header names into variables (CGI's ``HTTP_X_USER``, WSGI, PHP, Rack,
+    Django's ``META``) and read ``X_User`` and ``X-User`` as one: a client's ``X_User`` could then
+    stand in for an ``X-User`` that a policy checked, removed or set. Dropped here, before any policy
+    reads the request, neither the policies nor the upstream see them (nginx ignores them alike).
+    """
+    headers = scope.get("headers") or ()
+    if not any(b"_" in name for name, _ in headers):
+        return scope
+    logger.debug("dropped request headers with underscores in their names: %s", underscored(headers))
+    return {**scope, "headers": [(name, value) for name, value in headers if b"_" not in name]}
+
+
+def check_no_underscores(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """``headers_with_underscores: reject``: 400 for a request header whose name contains an underscore."""
+    names = underscored(headers)
+    if names:
+        shown = ", ".join(repr(name.decode("latin-1")[:64]) for name in names[:3])
+        raise HandshakeDenied(400, f"request header names must not contain '_': {shown}", reason="invalid_header_name")
+
+
+__all__ = ["check_header_limits", "check_no_underscores", "underscored", "without_underscored"]
