@@ -127,6 +127,26 @@ def test_in_process_subprotocol_choice_is_accepted_to_the_client() -> None:
         assert ws.accepted_subprotocol == "two"
 
 
+@pytest.mark.parametrize("offered", [["one", "two"], []], ids=["others-offered", "none-offered"])
+def test_in_process_choice_of_a_subprotocol_not_offered_is_502_and_the_app_is_stopped(offered: list[str]) -> None:
+    """As the network connectors: a client must fail a 101 naming a subprotocol it did not offer."""
+    stopped = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": "evil"})
+        try:
+            await receive()
+        finally:
+            stopped.set()
+
+    client = TestClient(_gateway({"app": app}))
+    with pytest.raises(WebSocketDenialResponse) as info:
+        client.websocket_connect("/ws/a", subprotocols=offered).__enter__()
+    assert info.value.status_code == 502
+    assert stopped.is_set()  # not left waiting for a message that never comes
+
+
 def test_in_process_http_rejection_is_relayed_with_status_and_body() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()

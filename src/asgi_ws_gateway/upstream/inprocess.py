@@ -45,6 +45,9 @@ class InProcessConnector:
             raise UpstreamTimeout(
                 f"{self.label} did not complete the handshake in {self.api.connect_timeout:g} s"
             ) from None
+        except UpstreamUnreachable:
+            await connection.abort()  # an app that accepted what the gateway refuses must not wait for ever
+            raise
         return connection
 
 
@@ -136,7 +139,13 @@ class InProcessConnection:
     def _handshake_message(self, message: Message) -> None:
         kind = message["type"]
         if kind == "websocket.accept":
-            self.subprotocol = message.get("subprotocol")
+            subprotocol = message.get("subprotocol")
+            if subprotocol is not None and subprotocol not in self._scope["subprotocols"]:
+                # As the network connectors refuse it: a client must fail a connection that accepts one.
+                error = f"in-process upstream chose a subprotocol that was not offered: {subprotocol!r:.80}"
+                self._handshake.set_exception(UpstreamUnreachable(error))
+                return
+            self.subprotocol = subprotocol
             self.response_headers = kept_response_headers(
                 [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
             )
