@@ -196,13 +196,18 @@ def test_a_second_deflate_stream_after_a_final_block_is_counted() -> None:
     assert scanner.too_big
 
 
-def test_uncompressed_messages_and_an_unknown_extension_are_not_inflated() -> None:
-    """RSV1 clear: read from the header as before. Another extension beside deflate: the scanner
-    cannot know what RSV1 means, and keeps to wire sizes."""
+def test_uncompressed_messages_are_read_from_their_headers() -> None:
     scanner, _ = _scanner()
     plain = _frame(BINARY, bytes(LIMIT))
     assert scanner.feed(plain) == plain and not scanner.stopped
+
+
+def test_rsv1_is_deflates_whatever_else_was_negotiated_beside_it() -> None:
+    """Another extension beside permessage-deflate does not turn the inflation off (RSV1 is deflate's)."""
     scanner, _ = _scanner(extensions=f"{DEFLATE}, x-other")
+    assert scanner.feed(Sender().frames(bytes(4 * LIMIT))) == b""
+    assert scanner.too_big
+    scanner, _ = _scanner(extensions="x-other")  # no deflate: RSV1 means what the scanner cannot know
     opaque = _frame(BINARY, b"\xff" * 10, rsv1=True)
     assert scanner.feed(opaque) == opaque and not scanner.stopped
 

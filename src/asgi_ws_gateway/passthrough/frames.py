@@ -35,11 +35,16 @@ _OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
 _RSV1 = 0x40
 
 
+def _names(extensions: str | None) -> set[str]:
+    """The names of the negotiated ``extensions``."""
+    return {item.split(";")[0].strip().lower() for item in extensions.split(",")} if extensions else set()
+
+
 def _allowed_rsv(extensions: str | None) -> int:
     """Reserved bits a frame may set under ``extensions`` (RFC 6455 §5.2, RFC 7692 §6)."""
-    if not extensions:
+    names = _names(extensions)
+    if not names:
         return 0
-    names = {item.split(";")[0].strip().lower() for item in extensions.split(",")}
     return _RSV1 if names == {"permessage-deflate"} else 0x70
 
 
@@ -97,10 +102,11 @@ class FrameScanner:
         self._max = max_message_size
         self._masked = 0x80 if inbound else 0
         self._rsv = _allowed_rsv(extensions)
-        # With permessage-deflate alone, compressed messages are inflated to be held to the limit.
+        # With permessage-deflate (RSV1 is its, whatever else was negotiated beside it), compressed
+        # messages are inflated to be held to the limit.
         self._inflated = (
             InflatedSize(limit=max_message_size, keeps_context=keeps_context(extensions, sender_is_client=inbound))
-            if self._rsv == _RSV1 else None
+            if "permessage-deflate" in _names(extensions) else None
         )  # fmt: skip
         self._inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
         self._mask = b""  # the data frame in progress's masking key
