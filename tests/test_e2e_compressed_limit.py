@@ -16,18 +16,35 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.utils import apply_mask
 
 from support.clients import connect, expect_close
-from support.gateway import MIB, MODES, GatewayMode, Stack, serve
+from support.gateway import MIB, MODES, PASSTHROUGH, GatewayMode, ProbedGateway, Stack, gateway_config, serve
+from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
+GATEWAY_RELAY = "gateway-protocol-relay"
+"""The relay under the gateway's own protocol (``passthrough: false``): the server reads no larger message."""
 
-@pytest.fixture(params=MODES)
+
+@pytest.fixture(params=[*MODES, GATEWAY_RELAY])
 def stack(request: pytest.FixtureRequest, upstream: UpstreamServer) -> Iterator[Stack]:
     """The gateway (1 MiB limit, the default) relaying or splicing to a permessage-deflate upstream."""
+    if request.param == GATEWAY_RELAY:
+        gateway = ProbedGateway(gateway_config(upstream, passthrough=False))
+        with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * MIB) as server:
+            yield Stack(gateway, server, upstream)
+        return
     with serve(upstream, GatewayMode(request.param)) as served:
         yield served
+
+
+async def _too_big(ws: ClientConnection) -> bool:
+    """The client was closed with 1009: by the gateway ("message too big"), or under the gateway's
+    protocol by the server itself, which reads no larger message (websockets' own words)."""
+    code, reason = await expect_close(ws)
+    return code == 1009 and (reason == "message too big" or "exceeds limit of 1048576 bytes" in reason)
 
 
 async def test_a_compressed_message_over_the_limit_never_reaches_the_upstream(stack: Stack) -> None:
@@ -38,7 +55,7 @@ async def test_a_compressed_message_over_the_limit_never_reaches_the_upstream(st
         await ws.send(b"ok")
         assert await ws.recv() == b"ok"
         await ws.send(bytes(8 * MIB))
-        assert await expect_close(ws) == (1009, "message too big")
+        assert await _too_big(ws)
     assert await stack.upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
     await stack.gateway.settle()
 
@@ -58,7 +75,7 @@ async def test_a_fragmented_compressed_message_is_counted_across_its_fragments(s
     """Four fragments of 512 KiB: the third takes the message over the limit."""
     async with await connect(stack.url("/ws/echo"), compression="deflate") as ws:
         await ws.send([bytes(512 * 1024) for _ in range(4)])
-        assert await expect_close(ws) == (1009, "message too big")
+        assert await _too_big(ws)
     assert await stack.upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
     await stack.gateway.settle()
 
@@ -156,3 +173,36 @@ async def test_compressed_data_that_does_not_inflate_closes_with_1007(stack: Sta
     (upstream_close,) = await stack.upstream.wait_for_closes_async(1)
     assert upstream_close[0] == 1007
     await stack.gateway.settle()
+
+
+async def test_the_gateways_protocol_reads_no_more_than_the_apis_limit(upstream: UpstreamServer) -> None:
+    """Relayed under the gateway's protocol, the server itself stops at the API's max_message_size
+    (64 KiB here), not at its ws_max_size (16 MiB): it never inflates a bomb further. The upstream
+    still gets the gateway's 1001, the client the 1009 (not a reset, though it was still sending)."""
+    gateway = ProbedGateway(gateway_config(upstream, passthrough=False, max_message_size=65536))
+    with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=16 * MIB) as server:
+        async with await connect(server.url("/ws/echo"), compression="deflate") as ws:
+            await ws.send("ok")
+            assert await ws.recv() == "ok"
+            (live,) = gateway.gateway.connections()
+            await ws.send([bytes(32 * 1024) for _ in range(64)])  # 2 MiB in 64 fragments
+            code, reason = await expect_close(ws)
+        assert code == 1009 and "65536" in reason
+        assert await upstream.wait_for_closes_async(1) == [(1001, "client message too big")]
+        await gateway.settle()
+        assert (live.stats.closed_by, live.stats.close_code) == ("gateway", 1009)  # the access line says so
+
+
+async def test_a_client_still_sending_gets_the_close_code_not_a_reset(upstream: UpstreamServer) -> None:
+    """The server's own limit (ws_max_size 64 KiB) stops a 2 MiB message while the client is still
+    sending it: the gateway's protocol reads out what comes after its close frame instead of
+    resetting the connection (the client saw 1006, never the 1009)."""
+    gateway = ProbedGateway(gateway_config(upstream, passthrough=False))
+    with UvicornServer(gateway, ws=PASSTHROUGH, ws_max_size=65536) as server:
+        for _ in range(3):
+            async with await connect(server.url("/ws/echo"), compression=None) as ws:
+                await ws.send([b"x" * 32768 for _ in range(64)])  # 2 MiB in 64 fragments
+                code, _reason = await expect_close(ws)
+            assert code == 1009
+        assert await upstream.wait_for_closes_async(3) == [(1001, "client message too big")] * 3
+        await gateway.settle()

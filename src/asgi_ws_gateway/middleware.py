@@ -24,7 +24,7 @@ from .handshake.responses import send_denial
 from .messages.pipeline import MessagePolicySet
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
-from .passthrough.splice import EXTENSION, Splice
+from .passthrough.splice import EXTENSION, MAX_SIZE, Splice
 from .policies.build import GatewayPolicies, load_policies
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
@@ -366,6 +366,8 @@ class WebSocketGateway:
                 relay = self._relay(api, message_policies, handshake, *trace.relay_io(receive, opened), send)
                 accept = {"type": "websocket.accept", "subprotocol": opened.subprotocol,
                           "headers": opened.response_headers}  # fmt: skip
+                if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
+                    accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
         except BaseException as exc:
             if upstream is not None:  # connected, then failed: the upstream must not be left open
                 with contextlib.suppress(Exception):

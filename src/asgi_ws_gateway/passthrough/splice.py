@@ -49,6 +49,9 @@ EXTENSION = "asgi_ws_gateway.passthrough"
 """The ``scope["extensions"]`` key a server that supports passthrough sets."""
 ACCEPT = "asgi_ws_gateway.passthrough.accept"
 """The ASGI message type that accepts the client and hands its transport to a protocol."""
+MAX_SIZE = "asgi_ws_gateway.max_size"
+"""A key of a ``websocket.accept`` message sent under such a server: the largest message the server
+reads from this client (it inflates no more of a compressed one), when smaller than its ws_max_size."""
 
 
 _PING = 0x9
@@ -397,4 +400,4 @@ def _name(side: _Side) -> str:
     return "client" if side.client else "upstream"
 
 
-__all__ = ["ACCEPT", "EXTENSION", "Splice"]
+__all__ = ["ACCEPT", "EXTENSION", "MAX_SIZE", "Splice"]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from .._types import Message
 
+TOO_BIG = "asgi_ws_gateway.too_big"
+"""A key of the ``websocket.disconnect`` the gateway's protocol sends when it closed the client itself
+with 1009 for a message over the limit the application set (``MAX_SIZE``): the gateway's refusal,
+not a close of the client's, so the relay closes the upstream with 1001 as for one it found itself."""
+
 
 def wire_code(code: int) -> int:
     """A close code that may be sent in a close frame, mapping the reserved ones."""
@@ -31,4 +36,4 @@ def wire_reason(reason: str) -> str:
     return reason if len(encoded) <= 123 else encoded[:123].decode(errors="ignore")
 
 
-__all__ = ["client_vanished", "wire_code", "wire_reason"]
+__all__ = ["TOO_BIG", "client_vanished", "wire_code", "wire_reason"]

@@ -54,7 +54,7 @@ from .._types import Data, Message, Receive, Send
 from ..errors import CloseConnection
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection
-from .close_codes import client_vanished, wire_code, wire_reason
+from .close_codes import TOO_BIG, client_vanished, wire_code, wire_reason
 from .stats import RelayStats
 
 if TYPE_CHECKING:
@@ -335,6 +335,12 @@ class Relay:
 
     async def _client_left(self, message: Message) -> None:
         self._client_open = False
+        if message.get(TOO_BIG) and not self._closing:  # the server refused a message over the limit
+            self._closing = True
+            stats = self.stats
+            stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1009, "message too big"
+            await self._close_upstream(1001, "client message too big")
+            return
         if not self._closing:
             self._closing = True
             code, reason = message.get("code", 1005), message.get("reason") or ""

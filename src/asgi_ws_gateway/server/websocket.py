@@ -14,7 +14,12 @@ gateway needs on its edge:
 * a refusal (``websocket.http.response`` or ``websocket.close`` before accept) is one INFO line, not
   ``ERROR: ASGI callable returned without completing handshake.``;
 * a misbehaving client (invalid UTF-8, a protocol error, an oversized message) is one INFO line with
-  the close code, never a traceback;
+  the close code, never a traceback; it gets its close frame and what it still sends is read and
+  dropped until it closes (``close_timeout`` at most), where uvicorn reset a client still sending;
+* the application may lower the largest message the server reads from one client (and so how far
+  it inflates a compressed one): ``"asgi_ws_gateway.max_size": <bytes>`` in its ``websocket.accept``
+  (the gateway sends its API's ``max_message_size``); a message over it closes the client with 1009
+  and tells the application so (``"asgi_ws_gateway.too_big": True`` in the ``websocket.disconnect``);
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
@@ -57,13 +62,14 @@ from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets import http11
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHeader
+from websockets.exceptions import InvalidHeader, PayloadTooBig
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from .._context import HANDSHAKE
 from ..held_pings import HeldPings
-from ..passthrough.splice import ACCEPT, EXTENSION
+from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
+from ..relay.close_codes import TOO_BIG
 from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
 SUPPORTED_VERSION = "13"
@@ -213,6 +219,28 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = True
             self.transport.pause_reading()
 
+    def handle_parser_exception(self) -> None:
+        """The client broke the protocol (or sent more than the limit): tell the application, send the
+        close frame, then read and drop what the client still sends until it closes (or
+        ``close_timeout``). uvicorn closed the socket at once, and a client still sending (the rest
+        of an oversize message) had its connection reset: it saw 1006, never the close code."""
+        if self.close_sent:  # closing already: called again for every later read
+            return
+        close = self.conn.close_sent
+        assert close is not None  # websockets failed the connection with this frame
+        disconnect = {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
+        if isinstance(self.conn.parser_exc, PayloadTooBig):
+            disconnect[TOO_BIG] = True  # over the application's limit (MAX_SIZE): its refusal, not the client's close
+        self.queue.put_nowait(disconnect)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
+        self.transport.write(b"".join(self.conn.data_to_send()))  # the close frame
+        self.close_sent = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the server's side is done, as websockets' fail() asks
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()  # the parser discards what comes: read it out
+        self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.close)
+
     def _log_fault(self, code: int, what: str) -> None:
         """One INFO line per connection for what the client did wrong: it must not flood the log."""
         if self._fault_logged:
@@ -232,9 +260,20 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             # application was still talking: the client is gone, as ASGI says (an OSError), rather
             # than uvicorn's RuntimeError, which the application would log as its own failure.
             raise ClientDisconnected()
+        if kind == "websocket.accept" and type(message.get(MAX_SIZE)) is int:
+            self._lower_max_size(message[MAX_SIZE])
         await super().send(message)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True  # the refusal is complete: not "returned without completing"
+
+    def _lower_max_size(self, limit: int) -> None:
+        """Read no message larger than ``limit`` from this client (nor inflate a compressed one
+        further), when that is below the server's ``ws_max_size``."""
+        # The parser's limit: max_message_size in recent websockets releases, max_size before.
+        name = "max_message_size" if hasattr(self.conn, "max_message_size") else "max_size"
+        current = getattr(self.conn, name, None)
+        if limit > 0 and (current is None or limit < current):
+            setattr(self.conn, name, limit)
 
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
