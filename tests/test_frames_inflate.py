@@ -237,3 +237,11 @@ def test_without_context_takeover_the_inflater_is_dropped_after_each_message() -
 def test_context_takeover_is_read_per_direction(extensions: str | None, client: bool, server: bool) -> None:
     assert keeps_context(extensions, sender_is_client=True) is client
     assert keeps_context(extensions, sender_is_client=False) is server
+
+
+def test_a_limit_beyond_what_zlib_takes_still_counts() -> None:
+    """A server's ws_max_size or an API's limit beyond a C ssize_t: counted, never an OverflowError."""
+    sizes = InflatedSize(limit=10**30, keeps_context=True)
+    sizes.start()
+    assert sizes.feed(Sender().compress(bytes(LIMIT)), last=True) is None
+    assert sizes.size == LIMIT

@@ -10,6 +10,7 @@ gateway no more than a message of the limit's size.
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 _TAIL = b"\x00\x00\xff\xff"
@@ -30,7 +31,7 @@ class InflatedSize:
     __slots__ = ("_inflater", "_keeps_context", "_limit", "size")
 
     def __init__(self, *, limit: int, keeps_context: bool) -> None:
-        self._limit = limit
+        self._limit = min(limit, sys.maxsize - 1)  # zlib's max_length is a C ssize_t
         self._keeps_context = keeps_context
         self._inflater: zlib._Decompress | None = None
         self.size = 0
