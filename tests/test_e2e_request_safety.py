@@ -156,6 +156,23 @@ async def test_the_forwarded_query_cannot_smuggle_a_fragment_or_bytes(
     assert [h.path for h in upstream.handshakes] == ["/echo?a=%23b&c=%22%3Cx%3E%22"]
 
 
+@pytest.mark.parametrize(
+    ("target", "forwarded"),
+    [
+        ("/ws?a=1;b=2", "/echo?a=1%3Bb=2"),
+        ("/ws?room=1;admin=true&x=%3B", "/echo?room=1%3Badmin=true&x=%3B"),
+    ],
+)
+async def test_a_semicolon_in_the_query_reaches_the_upstream_as_part_of_its_value(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, target: str, forwarded: str
+) -> None:
+    """The gateway reads ``a=1;b=2`` as one parameter; Rack 2, Go before 1.17 and Python before 3.10
+    split it in two. Encoded, every upstream reads what the gateway's policies read."""
+    server = uvicorn_server(ProbedGateway(_config(upstream.url("/echo"), path="/ws")))
+    assert (await _raw_handshake(_port(server.url()), target))[0] == 101
+    assert upstream.handshakes[-1].path == forwarded
+
+
 async def test_an_oversized_upstream_url_is_a_400(uvicorn_server: UvicornFactory, upstream: UpstreamServer) -> None:
     """Templates can multiply a value the server accepted into a URL longer than ``MAX_UPSTREAM_URL``."""
     policies = [{"rewrite-uri": {"template": "/r/{query.q}/{query.q}/{query.q}/{query.q}"}}]

@@ -82,6 +82,16 @@ async def test_the_same_token_twice_is_one_token_and_no_copy_travels_in_the_quer
     assert upstream.subprotocols == ["chat.v1"]
 
 
+async def test_a_token_behind_a_semicolon_in_another_parameter_cannot_reach_the_upstream() -> None:
+    """``x=1;access_token=FORGED`` is one parameter to the gateway, two to an upstream that splits on
+    ``;``: the token parameter the gateway removed must not come back through its neighbour."""
+    ctx = context(query=f"x=1;access_token={FORGED}&access_token={VALID}")
+    await _policy().apply(ctx)
+    upstream = ctx.build_request(API, API.upstreams[0])
+    assert ";" not in upstream.url and "x=1%3Baccess_token" in upstream.url
+    assert f"access_token={VALID}" not in upstream.url
+
+
 async def test_a_token_in_one_place_is_checked_as_before() -> None:
     for parts in ({"headers": [("Cookie", f"jwt={VALID}; other=1")]}, {"subprotocols": [f"bearer.{VALID}"]}):
         ctx = context(**parts)

@@ -240,7 +240,7 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
             base = urlsplit(name)
             scheme, netloc = base.scheme, base.netloc
             path = base.path.rstrip("/") + path
-    return urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,;"), ""))
+    return urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,"), ""))  # no ";"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

@@ -87,7 +87,10 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
 
 # What stays as is in a path segment and in a query string; everything else is percent-encoded.
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
-_QUERY_SAFE = _SEGMENT_SAFE + "/?%"
+_QUERY_SAFE = "-._~!$&'()*+,=:@/?%"
+"""A query's safe characters: not ``;``, which the gateway reads as part of a value (``parse_qsl``)
+and some upstream parsers as a separator (Rack 2, Go before 1.17, Python before 3.10): encoded, a
+``?x=1;access_token=...`` is one parameter to every reader, as the gateway's policies saw it."""
 
 
 def fill_template(template: str, params: dict[str, str]) -> str:
