@@ -273,6 +273,46 @@ async def test_schema_valid_message_passes_and_invalid_ones_are_dropped_with_err
         assert sum(_actions(gateway).values()) == 3
 
 
+AMBIGUOUS = [
+    '{"type": "shout", "type": "say", "text": "hi"}',  # the schema sees "say"; a first-wins reader "shout"
+    '{"type": "say", "text": "hi", "meta": {"admin": false, "admin": true}}',
+    '[{"type": "say", "text": "hi", "text": "far too long for the schema to take it"}]',
+]
+
+
+async def test_a_message_readers_disagree_on_never_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """A name twice in one object: checked as the last value, read by some upstreams as the first."""
+    schema = {"anyOf": [SCHEMA, {"type": "array"}]}
+    gateway, url = _serve(uvicorn_server, upstream_server, [{"validate-message": {"schema": schema}}],
+                          [{"validate-message": {"schema": schema}}])  # fmt: skip
+    async with await connect(url) as ws:
+        for message in AMBIGUOUS:
+            await ws.send(message)
+            reply = json.loads(await ws.recv())
+            assert reply["error"] == "ambiguous_json" and "appears twice in one object" in reply["detail"]
+        await ws.send('{"type": "say", "text": "hi"}')  # the connection goes on
+        assert json.loads(await ws.recv()) == {"type": "say", "text": "hi"}
+        assert _actions(gateway) == {("validate-message", "drop", "inbound", "ambiguous_json"): 3}
+
+
+async def test_transform_never_passes_an_ambiguous_message_on_untransformed(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """``non_object: pass`` lets through what is not a JSON object, but not an object it cannot read
+    as every reader would: ``remove: [admin]`` must not be skipped by sending ``admin`` twice."""
+    transform = {"transform-message": {"remove": ["admin"], "non_object": "pass"}}
+    _, url = _serve(uvicorn_server, upstream_server, [transform])
+    async with await connect(url) as ws:
+        await ws.send('{"text": "hi", "admin": true, "admin": true}')
+        assert _error(await ws.recv()) == "ambiguous_json"
+        await ws.send("[1, 2]")  # not an object: passes as configured
+        assert await ws.recv() == "[1, 2]"
+        await ws.send('{"text": "hi", "admin": true}')
+        assert json.loads(await ws.recv()) == {"text": "hi"}
+
+
 @pytest.mark.parametrize("code", [1007, 1008])
 async def test_invalid_message_closes_with_the_configured_code(
     uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, code: int

@@ -313,12 +313,14 @@ def _nested_text(levels: int, kind: str) -> str:
 async def test_a_deeply_nested_message_that_fails_the_schema_is_dropped_not_a_policy_failure(
     kind: str, levels: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """jsonschema-rs cannot describe an error in a value nested over ~255 levels: the drop says less."""
+    """jsonschema-rs cannot describe an error in a value nested over ~255 levels: the drop says less.
+    Nested deeper than Python's parser goes, the names cannot be checked for duplicates: dropped too."""
     schema = {"type": "string"}
     inbound, _, _, controls = _pipelines([{"validate-message": {"schema": schema}}])
     assert inbound is not None
     assert await inbound.process(_nested_text(levels, kind), 1) is None
-    assert json.loads(controls.to_client[-1])["error"] == "schema_mismatch"
+    reason = "ambiguous_json" if (levels, kind) == (1000, "object") else "schema_mismatch"
+    assert json.loads(controls.to_client[-1])["error"] == reason
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -330,7 +332,8 @@ async def test_a_message_too_deep_to_write_back_is_dropped_with_a_reply(
     assert inbound is not None
     assert await inbound.process(_nested_text(levels, "object"), 1) is None
     reply = json.loads(controls.to_client[-1])
-    assert (reply["error"], reply["policy"]) == ("too_deep", "transform-message")
+    expected = "too_deep" if levels == WRITABLE_DEPTH + 1 else "ambiguous_json"  # deeper than names are checked
+    assert (reply["error"], reply["policy"]) == (expected, "transform-message")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     written = await inbound.process(_nested_text(WRITABLE_DEPTH, "object"), 1)  # as deep as orjson writes
     assert written is not None and json.loads(written)["b"] == "1"

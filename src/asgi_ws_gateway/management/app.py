@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import MIB, shorten
+from ..json_names import AmbiguousJson, no_constant, unique_names
 from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
@@ -101,10 +102,10 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
     """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON)."""
     raw = await read_body(request, limits)
     try:
-        value = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant) if raw else None
+        value = json.loads(raw, object_pairs_hook=unique_names, parse_constant=no_constant) if raw else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
-    except _NotPlainJson as exc:
+    except AmbiguousJson as exc:
         raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
     except RecursionError:  # nested deeper than Python parses: certainly deeper than the limit
         raise Invalid(
@@ -113,25 +114,6 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
     if _depth(value, limits.max_depth) > limits.max_depth:
         raise Invalid("the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"])
     return value
-
-
-class _NotPlainJson(ValueError):
-    """JSON that Python parses but that readers disagree on (RFC 8259 §4, §6)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Duplicate names are read as the first by some parsers and the last by others: refused, so
-    # that what was validated, logged and stored is what every reader sees.
-    document: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in document:
-            raise _NotPlainJson(f"the name {shorten(name, 40)} appears twice in one object")
-        document[name] = value
-    return document
-
-
-def _no_constant(name: str) -> Any:
-    raise _NotPlainJson(f"{name} is not a JSON number")  # Python accepts NaN and Infinity; JSON does not
 
 
 def _depth(value: Any, stop: int) -> int:

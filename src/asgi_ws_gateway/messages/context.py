@@ -11,6 +11,7 @@ import orjson
 from .._types import Data
 from ..errors import DropMessage, MessageRejected
 from ..json_depth import nests_deeper
+from ..json_names import check_unique_names
 from ..templates import NAMESPACES, Template
 
 if TYPE_CHECKING:
@@ -75,11 +76,14 @@ class WsMessage:
         """The message parsed as JSON (parsed once per message, shared by every policy).
 
         Raises:
-            ValueError: the message is not JSON.
+            ValueError: the message is not JSON, or JSON that readers disagree on (``AmbiguousJson``:
+                a name twice in one object).
         """
         if self._json is _UNSET:
             assert self._data is not None
-            self._json = orjson.loads(self._data)  # JSONDecodeError is a ValueError
+            value = orjson.loads(self._data)  # JSONDecodeError is a ValueError
+            check_unique_names(self._data)  # AmbiguousJson, a ValueError: readers would disagree on it
+            self._json = value
         return self._json
 
     def set_json(self, value: Any) -> None:

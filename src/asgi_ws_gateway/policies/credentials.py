@@ -28,6 +28,7 @@ from pydantic import Field
 
 from ..errors import DropMessage, HandshakeDenied
 from ..handshake.context import CredentialVerifier
+from ..json_names import AmbiguousJson
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
 from .message_base import register_message_policy
@@ -88,6 +89,8 @@ class CredentialExpiry:
                 return None  # cheap: most messages are not refresh messages
             try:
                 value = message.json()
+            except AmbiguousJson as exc:  # perhaps a refresh, read as another by the upstream: neither
+                raise DropMessage("ambiguous_json", str(exc)) from None
             except ValueError:
                 return None
             if not isinstance(value, dict) or value.get(s.type_field) != s.refresh_type:

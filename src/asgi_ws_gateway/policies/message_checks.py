@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
+from ..json_names import AmbiguousJson, check_unique_names
 from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
@@ -124,6 +125,9 @@ class ValidateMessage:
                 reject("binary_message", "binary messages are not accepted")
             try:
                 value = message.json()
+            except AmbiguousJson as exc:  # checked as one value, it could reach the upstream as another
+                reject("ambiguous_json", str(exc))
+                return
             except ValueError:
                 reject("invalid_json", "the message is not JSON")
                 return
@@ -134,6 +138,7 @@ class ValidateMessage:
             if not isinstance(data, str):
                 return pass_binary
             value = orjson.loads(data)  # not JSON: a ValueError, and check() answers
+            check_unique_names(data)  # ambiguous: an AmbiguousJson, and check() answers
             return is_valid is None or is_valid(value)
 
         return MessageCheck(check, passes)
@@ -226,6 +231,8 @@ class TransformMessage:
         def edit(message: WsMessage) -> bool:
             try:
                 value = message.json()
+            except AmbiguousJson as exc:  # never passed on untransformed, whatever non_object says
+                raise DropMessage("ambiguous_json", str(exc)) from None
             except ValueError:
                 value = None
             if not isinstance(value, dict):

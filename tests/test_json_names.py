@@ -1,0 +1,65 @@
+"""JSON every reader reads the same: a name twice in one object is found wherever it hides."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names
+
+_SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_VALUES)
+def test_json_without_duplicate_names_passes(value: Any) -> None:
+    """Whatever json or orjson writes (objects with distinct names, any nesting, escapes) passes."""
+    check_unique_names(json.dumps(value))
+    check_unique_names(orjson.dumps(value))
+
+
+def _with_duplicate(value: Any, path: list[int], name: str) -> str:
+    """``value`` written as JSON with an object holding ``name`` twice, at a place ``path`` picks."""
+    inner = f'{{"{name}": 1, "x": [2], "{name}": 3}}'
+    if not path:
+        return inner
+    step, rest = path[0], path[1:]
+    return f"[{json.dumps(value)}, " * (step % 3) + _with_duplicate(value, rest, name) + "]" * (step % 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_VALUES, path=st.lists(st.integers(0, 5), max_size=5), name=st.sampled_from(["a", "role", "é", "\\u0061"]))
+def test_a_duplicate_is_found_at_any_depth(value: Any, path: list[int], name: str) -> None:
+    text = _with_duplicate(value, path, name)
+    orjson.loads(text)  # valid JSON: orjson keeps the last value without a word
+    with pytest.raises(AmbiguousJson, match="appears twice in one object"):
+        check_unique_names(text)
+
+
+def test_names_equal_after_unescaping_are_duplicates() -> None:
+    """``"a"`` and ``"\\u0061"`` are one name to every reader."""
+    with pytest.raises(AmbiguousJson):
+        check_unique_names('{"a": 1, "\\u0061": 2}')
+
+
+def test_a_deep_array_without_objects_is_not_refused_but_deep_objects_are() -> None:
+    check_unique_names("[" * 1000 + "]" * 1000)  # no object, no names: nothing to check
+    with pytest.raises(AmbiguousJson, match="nested too deeply"):
+        check_unique_names('{"a":' * 1000 + "1" + "}" * 1000)
+
+
+def test_a_long_name_is_not_echoed_back_whole() -> None:
+    name = "n" * 10_000
+    with pytest.raises(AmbiguousJson) as info:
+        check_unique_names(f'{{"{name}": 1, "{name}": 2}}')
+    assert len(str(info.value)) < 100
