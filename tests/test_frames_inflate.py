@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from websockets.utils import apply_mask
 
 from asgi_ws_gateway.passthrough.frames import FrameScanner
-from asgi_ws_gateway.passthrough.inflate import InflatedSize, keeps_context
+from asgi_ws_gateway.passthrough.inflate import InflatedSize, sender_window
 from asgi_ws_gateway.relay.stats import RelayStats
 
 LIMIT = 64 * 1024
@@ -227,16 +228,45 @@ def test_without_context_takeover_the_inflater_is_dropped_after_each_message() -
 @pytest.mark.parametrize(
     ("extensions", "client", "server"),
     [
-        ("permessage-deflate", True, True),
-        ("permessage-deflate; client_no_context_takeover", False, True),
-        ("permessage-deflate;server_no_context_takeover; client_max_window_bits=10", True, False),
-        ("PerMessage-Deflate; Client_No_Context_Takeover; SERVER_NO_CONTEXT_TAKEOVER", False, False),
-        (None, True, True),
+        ("permessage-deflate", (True, 15), (True, 15)),
+        ("permessage-deflate; client_no_context_takeover", (False, 15), (True, 15)),
+        ("permessage-deflate;server_no_context_takeover; client_max_window_bits=10", (True, 10), (False, 15)),
+        ("PerMessage-Deflate; Client_No_Context_Takeover; SERVER_MAX_WINDOW_BITS=12", (False, 15), (True, 12)),
+        ('permessage-deflate; client_max_window_bits="9"; server_max_window_bits=8', (True, 9), (True, 8)),
+        ("permessage-deflate; client_max_window_bits=16; server_max_window_bits=x", (True, 15), (True, 15)),
+        ("x-other, permessage-deflate; client_max_window_bits=11", (True, 11), (True, 15)),
+        (None, (True, 15), (True, 15)),
     ],
 )
-def test_context_takeover_is_read_per_direction(extensions: str | None, client: bool, server: bool) -> None:
-    assert keeps_context(extensions, sender_is_client=True) is client
-    assert keeps_context(extensions, sender_is_client=False) is server
+def test_context_takeover_and_window_are_read_per_direction(
+    extensions: str | None, client: tuple[bool, int], server: tuple[bool, int]
+) -> None:
+    assert sender_window(extensions, sender_is_client=True) == client
+    assert sender_window(extensions, sender_is_client=False) == server
+
+
+@pytest.mark.parametrize("bits", [9, 10, 12])
+def test_the_inflater_is_as_small_as_the_window_the_sender_agreed_to(bits: int) -> None:
+    """39 KiB with the default window (15 bits), about 11 KiB at 12 (what a websockets server asks)."""
+    text = bytes(range(64)) * 1024  # repeats every 64 bytes: within any window
+    deflate = zlib.compressobj(wbits=-bits)
+    wire = b"".join(
+        _frame(BINARY, (deflate.compress(text) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv1=True) for _ in range(3)
+    )
+
+    def memory(extensions: str) -> float:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            scanners = [_scanner(extensions=extensions)[0] for _ in range(20)]
+            for scanner in scanners:
+                assert scanner.feed(wire) == wire and not scanner.stopped
+            return (tracemalloc.get_traced_memory()[0] - before) / len(scanners)
+        finally:
+            tracemalloc.stop()
+
+    negotiated = memory(f"permessage-deflate; client_max_window_bits={bits}")
+    assert negotiated < 14 * 1024 < 36 * 1024 < memory("permessage-deflate")
 
 
 def test_a_limit_beyond_what_zlib_takes_still_counts() -> None:

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
 from ..relay.stats import RelayStats
-from .inflate import InflatedSize, keeps_context
+from .inflate import InflatedSize, sender_window
 
 _CLOSE = 0x8
 _PING = 0x9
@@ -104,10 +104,10 @@ class FrameScanner:
         self._rsv = _allowed_rsv(extensions)
         # With permessage-deflate (RSV1 is its, whatever else was negotiated beside it), compressed
         # messages are inflated to be held to the limit.
-        self._inflated = (
-            InflatedSize(limit=max_message_size, keeps_context=keeps_context(extensions, sender_is_client=inbound))
-            if "permessage-deflate" in _names(extensions) else None
-        )  # fmt: skip
+        self._inflated: InflatedSize | None = None
+        if "permessage-deflate" in _names(extensions):
+            keeps, bits = sender_window(extensions, sender_is_client=inbound)
+            self._inflated = InflatedSize(limit=max_message_size, keeps_context=keeps, window_bits=bits)
         self._inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
         self._mask = b""  # the data frame in progress's masking key
         self._length = 0  # its payload length

@@ -25,14 +25,19 @@ class InflatedSize:
         keeps_context: the sender compresses each message with the previous ones' window (context
             takeover, the default): the inflater is kept between messages. Without it (the
             ``*_no_context_takeover`` parameter), it is dropped after each message and its memory
-            (about 40 KiB) freed.
+            freed.
+        window_bits: the sender's negotiated window (``*_max_window_bits``): the inflater's memory,
+            39 KiB at 15 (the default), 11 KiB at 12 (what a ``websockets`` server negotiates). A
+            sender that reaches further back than it agreed to is not deflate data to it (1007), as
+            to a receiver that keeps to the negotiation.
     """
 
-    __slots__ = ("_inflater", "_keeps_context", "_limit", "size")
+    __slots__ = ("_bits", "_inflater", "_keeps_context", "_limit", "size")
 
-    def __init__(self, *, limit: int, keeps_context: bool) -> None:
+    def __init__(self, *, limit: int, keeps_context: bool, window_bits: int = 15) -> None:
         self._limit = min(limit, sys.maxsize - 1)  # zlib's max_length is a C ssize_t
         self._keeps_context = keeps_context
+        self._bits = -max(window_bits, 9)  # raw deflate; zlib inflates an 8-bit window with a 9-bit one
         self._inflater: zlib._Decompress | None = None
         self.size = 0
         """Inflated bytes of the message in progress."""
@@ -64,7 +69,7 @@ class InflatedSize:
         """Count what ``data`` inflates to; True once the message is over the limit (inflating no more)."""
         while data:
             if inflater is None:
-                inflater = self._inflater = self._inflater or zlib.decompressobj(wbits=-15)
+                inflater = self._inflater = self._inflater or zlib.decompressobj(wbits=self._bits)
             self.size += len(inflater.decompress(data, self._limit - self.size + 1))
             if self.size > self._limit:
                 return True
@@ -78,14 +83,19 @@ class InflatedSize:
         return False
 
 
-def keeps_context(extensions: str | None, *, sender_is_client: bool) -> bool:
-    """Whether the negotiated permessage-deflate lets the sender keep its window between messages."""
-    parameter = "client_no_context_takeover" if sender_is_client else "server_no_context_takeover"
+def sender_window(extensions: str | None, *, sender_is_client: bool) -> tuple[bool, int]:
+    """What the negotiated permessage-deflate lets one sender do: keep its window between messages
+    (context takeover), and how large the window is (its ``*_max_window_bits``, 15 when not set)."""
+    side = "client" if sender_is_client else "server"
     for extension in (extensions or "").split(","):
         name, *parameters = (part.strip().lower() for part in extension.split(";"))
-        if name == "permessage-deflate":
-            return parameter not in (p.partition("=")[0].strip() for p in parameters)
-    return True
+        if name != "permessage-deflate":
+            continue
+        settings = dict(p.partition("=")[::2] for p in parameters)
+        keeps = f"{side}_no_context_takeover" not in {key.strip() for key in settings}
+        bits = next((v.strip().strip('"') for k, v in settings.items() if k.strip() == f"{side}_max_window_bits"), "")
+        return keeps, int(bits) if bits.isdigit() and 8 <= int(bits) <= 15 else 15
+    return True, 15
 
 
-__all__ = ["InflatedSize", "keeps_context"]
+__all__ = ["InflatedSize", "sender_window"]
