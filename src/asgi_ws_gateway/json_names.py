@@ -34,9 +34,10 @@ def no_constant(name: str) -> Any:
 
 
 def _names_once(pairs: list[tuple[str, Any]]) -> None:
-    # Checks only: the value a caller uses is its own parser's (nothing is built here).
+    # Checks only: the value a caller uses is its own parser's (nothing is built here). The name is
+    # not said: it is part of a message, and a drop's detail never quotes a message.
     if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
-        unique_names(pairs)  # names the duplicate
+        raise AmbiguousJson("a name appears twice in one object")
 
 
 _SCAN = make_scanner(cast(Any, json.JSONDecoder(object_pairs_hook=_names_once, parse_constant=no_constant)))
