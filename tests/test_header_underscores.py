@@ -14,6 +14,7 @@ import pytest
 
 from asgi_ws_gateway import load_config
 from asgi_ws_gateway.errors import ConfigError
+from asgi_ws_gateway.policies.build import load_policies
 from support.clients import connect
 from support.configs import build_config
 from support.gateway import PASSTHROUGH, ProbedGateway
@@ -91,3 +92,27 @@ async def test_forward_keeps_the_previous_behaviour(uvicorn_server: UvicornFacto
 def test_other_values_are_refused_by_field_path(value: object) -> None:
     with pytest.raises(ConfigError, match=r"handshake_limits\.headers_with_underscores"):
         load_config(build_config(handshake_limits={"headers_with_underscores": value}))
+
+
+def test_a_policy_reading_a_header_with_an_underscore_is_warned_about_by_field_path() -> None:
+    """Dropped from every request, such a header never reaches the policy that names it."""
+    policies = [
+        {"check-header": {"header": "X_Tenant", "values": ["acme"]}},
+        {"validate-jwt": {"secret": "s" * 32, "algorithms": ["HS256"], "token": [{"header": "X_Token"}]}},
+        {"rate-limit-by-key": {"key": "{header.x_api_key}/{ header.X_Client }", "limit": 5, "window": 60}},
+        {"set-header": {"header": "X_Out", "value": "{header.x_in}"}},  # writes X_Out: fine; reads x_in
+        {"remove-header": {"header": "X_Gone"}},
+        {"check-header": {"header": "X-Fine", "values": ["a_b"]}},
+    ]
+    document = build_config(api={"policies": policies}, subscription_key={"headers": ["X-Key", "X_Key"]})
+    warnings = [warning.split(": the request header")[0] for warning in load_policies(document).warnings]
+    assert warnings == [
+        "subscription_key.headers[1]",
+        "apis[0].policies[0].check-header.header",
+        "apis[0].policies[1].validate-jwt.token[0].header",
+        "apis[0].policies[2].rate-limit-by-key.key",
+        "apis[0].policies[2].rate-limit-by-key.key",
+        "apis[0].policies[3].set-header.value",
+    ]
+    document["handshake_limits"] = {"headers_with_underscores": "forward"}
+    assert load_policies(document).warnings == []

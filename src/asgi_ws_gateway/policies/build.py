@@ -9,6 +9,7 @@ which are imported after everything else validated).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -61,6 +62,39 @@ _HANDSHAKE: _Kind = (REGISTRY, "apply", FunctionPolicy, "policy")
 _MESSAGES: _Kind = (MESSAGE_REGISTRY, "attach", FunctionMessagePolicy, "message policy")
 
 
+_HEADER_REFERENCE = re.compile(r"\{\s*header\.([^}\s]*_[^}\s]*)\s*\}")
+"""A template's ``{header.name}`` whose name has an underscore."""
+_WRITES_HEADER = frozenset({"set-header", "remove-header"})
+"""Policies whose ``header`` is one they write upstream, not one they read from the client."""
+
+
+def underscored_header_reads(settings: Any, field: tuple[str | int, ...] = ()) -> list[tuple[Loc, str]]:
+    """Where policy ``settings`` read a request header whose name has an underscore (a ``header`` or
+    ``headers`` setting, a ``{header.name}`` reference): dropped from requests by default."""
+    found: list[tuple[Loc, str]] = []
+    if isinstance(settings, Mapping):
+        for key, value in settings.items():
+            if key in ("header", "headers") and isinstance(value, str | list):
+                names = [value] if isinstance(value, str) else value
+                for j, name in enumerate(names):
+                    if isinstance(name, str) and "_" in name:
+                        found.append(((*field, key) if isinstance(value, str) else (*field, key, j), name))
+            else:
+                found += underscored_header_reads(value, (*field, key))
+    elif isinstance(settings, list):
+        for j, item in enumerate(settings):
+            found += underscored_header_reads(item, (*field, j))
+    elif isinstance(settings, str):
+        found += [(field, match.group(1)) for match in _HEADER_REFERENCE.finditer(settings)]
+    return found
+
+
+def _underscore_warning(name: str) -> str:
+    return (f"the request header {name!r} has an underscore in its name: with handshake_limits."
+            "headers_with_underscores: drop (the default) no request carries it to the policies; use its "
+            "'-' spelling, or set headers_with_underscores: forward")  # fmt: skip
+
+
 class PolicyBuilder:
     """Builds policies from configuration entries, collecting every problem instead of stopping."""
 
@@ -69,6 +103,9 @@ class PolicyBuilder:
         self.clock = clock
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.underscores_dropped = False
+        """Request headers with underscores are dropped (``headers_with_underscores: drop``): a policy
+        that reads one is warned about."""
         self.built: list[Policy] = []
         self._jwks: dict[str, JwksCache] = {}
 
@@ -132,6 +169,10 @@ class PolicyBuilder:
             return None
         if env.failed:
             return None
+        if self.underscores_dropped:
+            reads = dict(raw) if type_name not in _WRITES_HEADER else {k: v for k, v in raw.items() if k != "header"}
+            for field, header in underscored_header_reads(reads):
+                self.warnings.append(f"{loc_text((*loc, *field))}: {_underscore_warning(header)}")
         policy.name = str(name or type_name)
         self.built.append(policy)
         return policy
@@ -207,6 +248,11 @@ class GatewayPolicies:
         self.config = config
         self.store = store if store is not None else make_store(config)
         self._builder = builder = PolicyBuilder(self.store, clock)
+        builder.underscores_dropped = config.handshake_limits.headers_with_underscores == "drop"
+        if builder.underscores_dropped:
+            for j, header in enumerate(config.subscription_key.headers):
+                if "_" in header:
+                    builder.warnings.append(f"subscription_key.headers[{j}]: {_underscore_warning(header)}")
         self._trusted = Networks(config.trusted_proxies)
         self._forwarded_header = config.forwarded_header
         self.pipelines: dict[str, HandshakePipeline] = {}
