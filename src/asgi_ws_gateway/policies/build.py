@@ -68,7 +68,7 @@ _WRITES_HEADER = frozenset({"set-header", "remove-header"})
 """Policies whose ``header`` is one they write upstream, not one they read from the client."""
 
 
-def underscored_header_reads(settings: Any, field: tuple[str | int, ...] = ()) -> list[tuple[Loc, str]]:
+def _underscored_header_reads(settings: Any, field: tuple[str | int, ...] = ()) -> list[tuple[Loc, str]]:
     """Where policy ``settings`` read a request header whose name has an underscore (a ``header`` or
     ``headers`` setting, a ``{header.name}`` reference): dropped from requests by default."""
     found: list[tuple[Loc, str]] = []
@@ -80,10 +80,10 @@ def underscored_header_reads(settings: Any, field: tuple[str | int, ...] = ()) -
                     if isinstance(name, str) and "_" in name:
                         found.append(((*field, key) if isinstance(value, str) else (*field, key, j), name))
             else:
-                found += underscored_header_reads(value, (*field, key))
+                found += _underscored_header_reads(value, (*field, key))
     elif isinstance(settings, list):
         for j, item in enumerate(settings):
-            found += underscored_header_reads(item, (*field, j))
+            found += _underscored_header_reads(item, (*field, j))
     elif isinstance(settings, str):
         found += [(field, match.group(1)) for match in _HEADER_REFERENCE.finditer(settings)]
     return found
@@ -170,8 +170,8 @@ class PolicyBuilder:
         if env.failed:
             return None
         if self.underscores_dropped:
-            reads = dict(raw) if type_name not in _WRITES_HEADER else {k: v for k, v in raw.items() if k != "header"}
-            for field, header in underscored_header_reads(reads):
+            reads = raw if type_name not in _WRITES_HEADER else {k: v for k, v in raw.items() if k != "header"}
+            for field, header in _underscored_header_reads(reads):
                 self.warnings.append(f"{loc_text((*loc, *field))}: {_underscore_warning(header)}")
         policy.name = str(name or type_name)
         self.built.append(policy)
