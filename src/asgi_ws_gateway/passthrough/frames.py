@@ -109,8 +109,6 @@ class FrameScanner:
             keeps, bits = sender_window(extensions, sender_is_client=inbound)
             self._inflated = InflatedSize(limit=max_message_size, keeps_context=keeps, window_bits=bits)
         self._inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
-        self._mask = b""  # the data frame in progress's masking key
-        self._length = 0  # its payload length
         self.cut = False
         self._head = b""  # a header split across reads, held back until complete
         self.remaining = 0
@@ -305,9 +303,9 @@ class FrameScanner:
                     break
                 self.in_message = not b0 & 0x80
                 self._fin = not self.in_message
-                if self._inflating is not None:
-                    self._mask, self._length = (data[pos - 4 : pos] if b1 & 0x80 else b""), length
-                    if length == 0 and self._fin and not self._inflate(self._inflating, b"", 0):
+                if (inflating := self._inflating) is not None:
+                    inflating.mask, inflating.frame_length = (data[pos - 4 : pos] if b1 & 0x80 else b""), length
+                    if length == 0 and self._fin and not self._inflate(inflating, b"", 0):
                         end = min(end, start)
                         break
             self._control = opcode >= _CONTROL
@@ -325,9 +323,10 @@ class FrameScanner:
     def _inflate(self, inflating: InflatedSize, part: bytes, remaining: int) -> bool:
         """Inflate the next ``part`` of a compressed message's data frame (``remaining`` of its payload
         were unseen before it); False when the message is over the limit or not deflate data."""
-        if self._mask:  # unmasked from where the part starts in the frame's payload
-            offset = (self._length - remaining) % 4
-            part = apply_mask(part, self._mask[offset:] + self._mask[:offset])
+        mask = inflating.mask
+        if mask:  # unmasked from where the part starts in the frame's payload
+            offset = (inflating.frame_length - remaining) % 4
+            part = apply_mask(part, mask[offset:] + mask[:offset])
         problem = inflating.feed(part, last=self._fin and len(part) == remaining)
         if problem is None:
             return True

@@ -32,7 +32,7 @@ class InflatedSize:
             to a receiver that keeps to the negotiation.
     """
 
-    __slots__ = ("_bits", "_inflater", "_keeps_context", "_limit", "size")
+    __slots__ = ("_bits", "_inflater", "_keeps_context", "_limit", "frame_length", "mask", "size")
 
     def __init__(self, *, limit: int, keeps_context: bool, window_bits: int = 15) -> None:
         self._limit = min(limit, sys.maxsize - 1)  # zlib's max_length is a C ssize_t
@@ -41,6 +41,10 @@ class InflatedSize:
         self._inflater: zlib._Decompress | None = None
         self.size = 0
         """Inflated bytes of the message in progress."""
+        self.mask = b""
+        """The masking key of the data frame in progress (a client's frames), kept by the scanner."""
+        self.frame_length = 0
+        """That frame's payload length."""
 
     def start(self) -> None:
         """A compressed message begins."""
