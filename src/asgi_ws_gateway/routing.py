@@ -83,7 +83,9 @@ def split_path(scope_path: str, raw_path: bytes | None) -> list[str]:
     """
     if raw_path is None:
         return scope_path.split("/")[1:]
-    if b"%" not in raw_path and raw_path.isascii():  # the common case: nothing to decode
+    # find(), not ``in``: bytes.__contains__ tries its argument as an int first, formatting and
+    # clearing a TypeError for a bytes one (~2,600 instructions a call, three a handshake).
+    if raw_path.find(b"%") == -1 and raw_path.isascii():  # the common case: nothing to decode
         return raw_path.decode("ascii").split("/")[1:]
     return [decode_segment(part) for part in raw_path.split(b"/")[1:]]
 

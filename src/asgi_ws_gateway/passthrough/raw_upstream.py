@@ -92,7 +92,7 @@ class _HandshakeReader(asyncio.Protocol):
         if self.more is not None:
             self.more.set()
         if not self.head.done():
-            if b"\r\n\r\n" in self.buffer:
+            if self.buffer.find(b"\r\n\r\n") != -1:  # find: see routing.split_path
                 self.head.set_result(None)
             elif len(self.buffer) > _MAX_HEAD:
                 self.head.set_exception(UpstreamUnreachable("the upstream's response head is too large"))

@@ -212,8 +212,8 @@ class _HeadDeadline(asyncio.Protocol):
         if self._waiting_for_head():
             seen, tail = self._head_bytes, self._head_tail
             self._head_bytes += len(data)
-            if self._head_line_end < 0 and b"\n" in data:
-                self._head_line_end = seen + data.index(b"\n")
+            if self._head_line_end < 0 and (line_end := data.find(b"\n")) != -1:  # find: see routing.split_path
+                self._head_line_end = seen + line_end
             self._head_tail = (tail + data)[-3:]
             if self._head_bytes > self.max_head_bytes and not self._head_ends_in_time(tail + data, seen - len(tail)):
                 self._head_too_large()  # refused before the parser buffers any of it
