@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -311,6 +312,20 @@ async def test_transform_never_passes_an_ambiguous_message_on_untransformed(
         assert await ws.recv() == "[1, 2]"
         await ws.send('{"text": "hi", "admin": true}')
         assert json.loads(await ws.recv()) == {"text": "hi"}
+
+
+async def test_an_ambiguous_message_read_by_a_users_function_is_dropped_not_a_policy_failure(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``message.json()`` raises in a user's transform: the client's message is dropped with a reply
+    (no ERROR, no traceback, no 1011), and the connection goes on."""
+    _, url = _serve(uvicorn_server, upstream_server, [add_seen])
+    async with await connect(url) as ws:
+        await ws.send('{"a": 1, "a": 2}')
+        assert _error(await ws.recv()) == "ambiguous_json"
+        await ws.send('{"a": 1}')
+        assert json.loads(await ws.recv())["a"] == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("code", [1007, 1008])

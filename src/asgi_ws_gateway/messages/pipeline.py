@@ -25,6 +25,7 @@ from typing import Any
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
+from ..json_names import AmbiguousJson
 from .context import (
     ConnectionContext,
     Direction,
@@ -134,6 +135,8 @@ class MessagePipeline:
 
     def _failed(self, name: str, exc: Exception) -> Coroutine[Any, Any, None] | None:
         """A handler raised ``exc``: the answer to a drop's sender (None: nothing to send), or CloseConnection."""
+        if isinstance(exc, AmbiguousJson):  # message.json() in a policy of the user's: the client's doing
+            exc = DropMessage("ambiguous_json", str(exc))
         if isinstance(exc, DropMessage):
             self.connection.count(name, exc.action, self.direction, exc.reason)
             return self._answer(exc, name) if exc.reply else None
