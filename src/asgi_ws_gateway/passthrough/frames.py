@@ -40,9 +40,8 @@ def _names(extensions: str | None) -> set[str]:
     return {item.split(";")[0].strip().lower() for item in extensions.split(",")} if extensions else set()
 
 
-def _allowed_rsv(extensions: str | None) -> int:
-    """Reserved bits a frame may set under ``extensions`` (RFC 6455 §5.2, RFC 7692 §6)."""
-    names = _names(extensions)
+def _allowed_rsv(names: set[str]) -> int:
+    """Reserved bits a frame may set under the negotiated extensions ``names`` (RFC 6455 §5.2, RFC 7692 §6)."""
     if not names:
         return 0
     return _RSV1 if names == {"permessage-deflate"} else 0x70
@@ -101,11 +100,12 @@ class FrameScanner:
         self._count = stats.count_in if inbound else stats.count_out
         self._max = max_message_size
         self._masked = 0x80 if inbound else 0
-        self._rsv = _allowed_rsv(extensions)
+        names = _names(extensions)
+        self._rsv = _allowed_rsv(names)
         # With permessage-deflate (RSV1 is its, whatever else was negotiated beside it), compressed
         # messages are inflated to be held to the limit.
         self._inflated: InflatedSize | None = None
-        if "permessage-deflate" in _names(extensions):
+        if "permessage-deflate" in names:
             keeps, bits = sender_window(extensions, sender_is_client=inbound)
             self._inflated = InflatedSize(limit=max_message_size, keeps_context=keeps, window_bits=bits)
         self._inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
@@ -176,8 +176,12 @@ class FrameScanner:
                 length = data[2] << 8 | data[3]
                 header += 2
             if length != 127 and header + length == len(data) and length <= self._max:
-                inflated = self._inflated
-                if data[0] & _RSV1 and inflated is not None and not self._inflate_whole(inflated, data, header):
+                # Compressed, under permessage-deflate: inflated (the attribute read only then).
+                if (
+                    data[0] & _RSV1
+                    and (inflated := self._inflated) is not None
+                    and not self._inflate_whole(inflated, data, header)
+                ):
                     return b""
                 self._count(length, data[0] & 0x0F == 2)
                 return data

@@ -89,8 +89,8 @@ class CredentialExpiry:
                 return None  # cheap: most messages are not refresh messages
             try:
                 value = message.json()
-            except AmbiguousJson as exc:  # perhaps a refresh, read as another by the upstream: neither
-                raise DropMessage("ambiguous_json", str(exc)) from None
+            except AmbiguousJson:  # perhaps a refresh, read as another by the upstream: the pipeline
+                raise  # drops it as ambiguous_json
             except ValueError:
                 return None
             if not isinstance(value, dict) or value.get(s.type_field) != s.refresh_type:

@@ -231,8 +231,8 @@ class TransformMessage:
         def edit(message: WsMessage) -> bool:
             try:
                 value = message.json()
-            except AmbiguousJson as exc:  # never passed on untransformed, whatever non_object says
-                raise DropMessage("ambiguous_json", str(exc)) from None
+            except AmbiguousJson:  # never passed on untransformed, whatever non_object says: the
+                raise  # pipeline drops it as ambiguous_json
             except ValueError:
                 value = None
             if not isinstance(value, dict):

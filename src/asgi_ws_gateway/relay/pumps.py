@@ -335,11 +335,8 @@ class Relay:
 
     async def _client_left(self, message: Message) -> None:
         self._client_open = False
-        if message.get(TOO_BIG) and not self._closing:  # the server refused a message over the limit
-            self._closing = True
-            stats = self.stats
-            stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1009, "message too big"
-            await self._close_upstream(1001, "client message too big")
+        if message.get(TOO_BIG):  # the server refused a message over the limit: as the pump below does
+            await self.close(1009, "message too big", 1001, "client message too big")  # the client is closed
             return
         if not self._closing:
             self._closing = True
