@@ -48,6 +48,7 @@ FIELDS: dict[
         "store": {"type": "redis", "url": "redis://127.0.0.1:6379/0", "timeout": v},
     },
     "telemetry.message_events": lambda v: {"apis": [], "telemetry": {"message_events": v}},
+    "telemetry.shutdown_timeout": lambda v: {"apis": [], "telemetry": {"shutdown_timeout": v}},
     "apis[0].policies[0].rate-limit-by-key.window": lambda v: _policy(
         "rate-limit-by-key", key="{client.ip}", limit=5, window=v
     ),
@@ -94,3 +95,13 @@ def test_a_lease_longer_than_a_day_is_refused() -> None:
         load_config(_policy("limit-concurrency", key="{client.ip}", max=5, lease_ttl=1e12))
     field = "apis[0].policies[0].limit-concurrency.lease_ttl"
     assert info.value.problems == [f"{field}: Input should be less than or equal to 86400 (got 1000000000000.0)"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"), [(0, "greater than 0"), (-1, "greater than 0"), (301, "less than or equal to 300")]
+)
+def test_a_telemetry_shutdown_timeout_out_of_range_is_refused_with_its_path(value: float, problem: str) -> None:
+    """Zero would drop everything buffered at every shutdown; minutes would outlast any grace period."""
+    with pytest.raises(ConfigError) as info:
+        load_config({"apis": [], "telemetry": {"shutdown_timeout": value}})
+    assert info.value.problems == [f"telemetry.shutdown_timeout: Input should be {problem} (got {value})"]

@@ -67,7 +67,7 @@ def test_otlp_endpoint_in_the_environment_starts_own_exporters(protocol: str) ->
         assert isinstance(exporter, GrpcSpanExporter if protocol == "grpc" else HttpSpanExporter)
         assert exporter._encoder is not None  # this SDK's exporter is one the gateway's encoder fits
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 def _span_exporter(provider: TracerProvider) -> object:
@@ -87,7 +87,7 @@ def test_the_sdk_encoder_can_be_chosen_instead(protocol: str) -> None:
         assert type(exporter).__name__ == "OTLPSpanExporter"
         assert type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.")
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 def test_an_unknown_encoder_is_a_config_error() -> None:
@@ -103,7 +103,7 @@ def test_service_name_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch)
         assert isinstance(providers.tracer, TracerProvider)
         assert providers.tracer.resource.attributes["service.name"] == "edge-gateway"
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 @pytest.mark.parametrize(

@@ -350,7 +350,7 @@ def test_the_exponential_aggregation_variable_reaches_the_own_provider_s_histogr
         histogram = providers.histograms(providers.meter.get_meter(n.SCOPE), n.HANDSHAKE_DURATION)
         assert not isinstance(histogram, OwnHistogram)
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 @pytest.mark.parametrize(("value", "own"), [("", True), ("gateway", True), (" SDK ", False)])
@@ -364,7 +364,7 @@ def test_asgi_ws_gateway_histograms_chooses_the_own_or_the_sdk_s(value: str, own
         histogram = (providers.histograms or sdk_histogram)(providers.meter.get_meter(n.SCOPE), n.HANDSHAKE_DURATION)
         assert isinstance(histogram, OwnHistogram) is own  # nothing recorded: nothing to export at shutdown
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 def test_an_unknown_asgi_ws_gateway_histograms_value_stops_start_up() -> None:

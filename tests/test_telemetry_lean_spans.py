@@ -376,7 +376,7 @@ def test_asgi_ws_gateway_spans_chooses_the_own_provider_s_spans(value: str, kind
     try:
         assert type(providers.tracer) is kind
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 def test_an_unknown_asgi_ws_gateway_spans_value_stops_start_up() -> None:

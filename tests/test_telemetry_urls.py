@@ -100,7 +100,7 @@ def _delay(environ: dict[str, str]) -> float:
         processor = providers.tracer._active_span_processor._span_processors[0]
         return processor._batch_processor._schedule_delay_millis  # type: ignore[attr-defined,no-any-return]
     finally:
-        providers.shutdown()
+        providers.shutdown(timeout=5.0)
 
 
 def test_own_span_batches_leave_within_a_second_unless_the_environment_says_otherwise(

@@ -462,6 +462,14 @@ class TelemetryConfig(_Model):
     export_logs: bool = Field(
         default=False, description="Also export access-log records through the OpenTelemetry logs SDK."
     )
+    shutdown_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds the gateway's own OTLP exporters get to send what they hold at shutdown; past "
+        "it they are closed and the rest is dropped, with a WARNING (a collector that is down or never "
+        "answers would otherwise hold the process for each signal's OTEL_EXPORTER_OTLP_TIMEOUT and retries).",
+    )
 
 
 class HandshakeLimitsConfig(_Model):

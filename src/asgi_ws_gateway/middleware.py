@@ -298,7 +298,7 @@ class WebSocketGateway:
             elif message["type"] == "lifespan.shutdown":
                 await self.drain()
                 await self._policies.aclose()
-                await asyncio.to_thread(self._telemetry.shutdown)  # exporters flush over the network
+                await asyncio.to_thread(self._telemetry.shutdown)  # over the network: telemetry.shutdown_timeout
             return message
 
         return wrapped

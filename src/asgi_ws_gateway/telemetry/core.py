@@ -91,10 +91,12 @@ class Telemetry:
         """Export what the gateway's own providers hold now (blocking; a no-op for global providers)."""
         self.providers.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        """Flush and stop the gateway's own providers (blocking). Global providers are the application's."""
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop the gateway's own providers within ``timeout`` seconds (default: the config's
+        ``shutdown_timeout``), blocking; False when the exporters had to be closed with data unsent.
+        Global providers are the application's."""
         self.closed = True
-        self.providers.shutdown()
+        return self.providers.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
 
 
 __all__ = ["Telemetry"]

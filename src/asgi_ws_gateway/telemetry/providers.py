@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter
     from opentelemetry.sdk.resources import Resource
@@ -53,6 +55,10 @@ class _Owned(Protocol):
     def shutdown(self) -> None: ...
 
 
+class _Exporter(Protocol):
+    def shutdown(self) -> None: ...
+
+
 @dataclass
 class Providers:
     """The providers one gateway uses; ``owned`` are those it created (and flushes and shuts down).
@@ -66,18 +72,56 @@ class Providers:
     logger: LoggerProvider | None = None
     owned: list[_Owned] = field(default_factory=list)
     histograms: HistogramFactory | None = None
+    exporters: list[_Exporter] = field(default_factory=list)
+    """The exporters of the ``owned`` providers: closed early when their flush outlasts the shutdown timeout."""
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         for provider in self.owned:
             provider.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float) -> bool:
+        """Flush and stop the owned providers within ``timeout`` seconds (blocking); False when they did not.
+
+        Their exporters retry for up to ``OTEL_EXPORTER_OTLP_TIMEOUT`` each (10 s) when the collector is
+        down or never answers, one signal after another: so the flush runs on a daemon thread, and past
+        ``timeout`` the exporters are closed (a gRPC channel's close ends its call at once; HTTP at its
+        own timeout) and what they held is dropped, with a WARNING, rather than hold a draining process.
+        """
         owned, self.owned = self.owned, []
-        for provider in owned:
+        exporters, self.exporters = self.exporters, []
+        if not owned:
+            return True
+        done = threading.Thread(target=_shut_down, args=(owned,), name="telemetry shutdown", daemon=True)
+        done.start()
+        done.join(timeout)
+        if not done.is_alive():
+            return True
+        logger.warning(
+            "telemetry: the OTLP exporters did not send what they held within %.3g s (telemetry.shutdown_timeout), "
+            "the collector is down or slow: closing them, unsent spans and metrics are dropped",
+            timeout,
+        )
+        for exporter in exporters:
             try:
-                provider.shutdown()
-            except Exception:  # an exporter failing at exit must not break the application's shutdown
-                logger.exception("telemetry provider shutdown failed")
+                exporter.shutdown()  # the provider's own shutdown of it, later, then only logs that it was
+            except Exception:
+                logger.exception("telemetry exporter shutdown failed")
+        done.join(_CLOSE_GRACE)
+        if done.is_alive():
+            logger.warning("telemetry: an exporter still blocks after closing; left to end with the process")
+        return False
+
+
+_CLOSE_GRACE = 1.0
+"""Seconds the flush thread gets to end once its exporters are closed."""
+
+
+def _shut_down(owned: list[_Owned]) -> None:
+    for provider in owned:
+        try:
+            provider.shutdown()
+        except Exception:  # an exporter failing at exit must not break the application's shutdown
+            logger.exception("telemetry provider shutdown failed")
 
 
 def resolve_providers(
@@ -117,15 +161,21 @@ def resolve_providers(
     for signal in own:
         protocol = _protocol(signal, environ)
         if signal == "traces":
-            providers.tracer = tracer = _own_tracer_provider(protocol, resource, environ)
+            span_exporter = _span_exporter(protocol, environ)
+            providers.tracer = tracer = _own_tracer_provider(span_exporter, resource, environ)
             providers.owned.append(tracer)
+            providers.exporters.append(span_exporter)
         elif signal == "metrics":
-            meter, providers.histograms = _own_meter_provider(_metric_exporter(protocol), resource, environ)
+            metric_exporter = _metric_exporter(protocol)
+            meter, providers.histograms = _own_meter_provider(metric_exporter, resource, environ)
             providers.meter = meter
             providers.owned.append(meter)
+            providers.exporters.append(metric_exporter)
         else:
-            providers.logger = log = _own_logger_provider(protocol, resource)
+            log_exporter = _log_exporter(protocol)
+            providers.logger = log = _own_logger_provider(log_exporter, resource)
             providers.owned.append(log)
+            providers.exporters.append(log_exporter)
     logger.info("exporting %s over OTLP (%s)", ", ".join(own), ", ".join(sorted({_protocol(s, environ) for s in own})))
     return providers
 
@@ -220,7 +270,7 @@ SPANS_VARIABLE = "ASGI_WS_GATEWAY_SPANS"
 
 
 def _own_tracer_provider(
-    protocol: str, resource: Resource, environ: Mapping[str, str]
+    exporter: SpanExporter, resource: Resource, environ: Mapping[str, str]
 ) -> SdkTracerProvider | LeanTracerProvider:
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -232,7 +282,6 @@ def _own_tracer_provider(
     # Either way the sampler is OTEL_TRACES_SAMPLER(_ARG)'s and the limits OTEL_*_LIMIT's.
     provider = SdkTracerProvider(resource=resource) if spans == "sdk" else LeanTracerProvider(resource=resource)
     delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
-    exporter = _span_exporter(protocol, environ)
     processor: SpanProcessor = BatchSpanProcessor(exporter, schedule_delay_millis=delay)  # OTEL_BSP_*
     provider.add_span_processor(processor)
     return provider
@@ -290,16 +339,20 @@ def _metric_exporter(protocol: str) -> MetricExporter:
     return OTLPMetricExporter()
 
 
-def _own_logger_provider(protocol: str, resource: Resource) -> SdkLoggerProvider:
-    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-
+def _log_exporter(protocol: str) -> LogRecordExporter:
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+    return OTLPLogExporter()
+
+
+def _own_logger_provider(exporter: LogRecordExporter, resource: Resource) -> SdkLoggerProvider:
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
     provider = SdkLoggerProvider(resource=resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))  # OTEL_BLRP_*
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))  # OTEL_BLRP_*
     return provider
 
 
