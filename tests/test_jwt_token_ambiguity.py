@@ -113,3 +113,58 @@ async def test_end_to_end_the_upstream_never_gets_a_token_the_gateway_did_not_ch
         await ws.send("hi")
         assert await ws.recv() == "hi"
     assert upstream.handshakes[-1].header("cookie") == f"jwt={VALID}"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [f"Bearer\t{FORGED}", f"Bearer:{FORGED}", f"Bearer\xa0{FORGED}", f"Basic {FORGED}", f"Token {FORGED}", FORGED],
+    ids=["tab", "colon", "nbsp", "basic", "other-scheme", "no-scheme"],
+)
+@pytest.mark.parametrize(
+    "valid", [{"query": f"access_token={VALID}"}, {"cookie": f"jwt={VALID}"}, {"subprotocol": f"bearer.{VALID}"}]
+)
+async def test_an_authorization_value_the_policy_does_not_read_as_its_token_beside_a_token_is_a_400(
+    authorization: str, valid: dict[str, str]
+) -> None:
+    """``Authorization: Bearer<TAB>FORGED`` (or any other scheme) was skipped as "not a bearer token" and
+    forwarded, while the token in the query was checked: an upstream splitting on any whitespace, or
+    reading whichever credential it finds, took the unchecked one."""
+    headers = [("Authorization", authorization)]
+    if "cookie" in valid:
+        headers.append(("Cookie", valid["cookie"]))
+    parts: dict[str, Any] = {"headers": headers}
+    if "query" in valid:
+        parts["query"] = valid["query"]
+    if "subprotocol" in valid:
+        parts["subprotocols"] = [valid["subprotocol"]]
+    denial = await denied(_policy().apply(context(**parts)))
+    assert (denial.status, denial.reason) == (400, "token_ambiguous")
+
+
+async def test_a_tab_separated_bearer_token_is_the_token_checked() -> None:
+    """Read as a lenient upstream reads it: a forged one is refused, a valid one admitted; never skipped."""
+    denial = await denied(_policy().apply(context(headers=[("Authorization", f"Bearer\t{FORGED}")])))
+    assert denial.status == 401
+    ctx = context(headers=[("Authorization", f"bearer \t {VALID}")])
+    await _policy().apply(ctx)
+    assert ctx.claims is not None and ctx.claims["sub"] == "alice"
+
+
+async def test_a_second_authorization_header_in_another_scheme_is_a_400() -> None:
+    """Go's ``Header.Get`` reads the first of two headers: here the unchecked one."""
+    headers = [("Authorization", f"Basic {FORGED}"), ("Authorization", f"Bearer {VALID}")]
+    denial = await denied(_policy().apply(context(headers=headers)))
+    assert (denial.status, denial.reason) == (400, "token_ambiguous")
+
+
+async def test_end_to_end_a_tab_separated_forged_token_never_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    api = api_entry(upstream, policies=[{"validate-jwt": SETTINGS}])
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
+    seen = len(upstream.handshakes)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(server.url(f"/ws/echo?access_token={VALID}"),
+                      additional_headers={"Authorization": f"Bearer\t{FORGED}"})  # fmt: skip
+    assert refused.value.response.status_code == 400
+    assert len(upstream.handshakes) == seen

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -29,6 +30,8 @@ from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_p
 from .token_cache import MAX_CACHED_TOKEN, TokenCache, TokenCacheSettings, time_problem, token_digest
 
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_BLANKS = re.compile(r"[ \t]+")
+"""What ends an ``Authorization``-style value's scheme (RFC 9110: spaces; tabs as lenient parsers read them)."""
 _MAX_TOKEN = 16 * 1024
 
 
@@ -217,6 +220,7 @@ class ValidateJwt:
         """
         request = context.request
         found: list[str] = []
+        foreign = 0  # values of a token header in another scheme: credentials the upstream may read
         for source in self.sources:
             if source.header is not None:
                 scheme = source.scheme if source.scheme is not None else (
@@ -224,8 +228,12 @@ class ValidateJwt:
                 )  # fmt: skip
                 for value in request.headers.get(source.header.lower(), ()):
                     if scheme:
-                        given, _, value = value.strip().partition(" ")
+                        # The scheme ends at a space or a tab: a tab-separated token is read (and checked)
+                        # as a lenient upstream reads it; "Bearer:x" or "Basic x" is another credential.
+                        given, *rest = _BLANKS.split(value.strip(" \t"), maxsplit=1)
+                        value = rest[0] if rest else ""
                         if given.lower() != scheme.lower():
+                            foreign += 1
                             continue
                     found.append(value.strip())
             elif source.query is not None:
@@ -241,8 +249,9 @@ class ValidateJwt:
                         context.upstream.remove_subprotocol(offered)
                         found.append(offered[len(source.subprotocol) :])
         tokens = list(dict.fromkeys(token for token in found if token))
-        if len(tokens) > 1:
-            raise deny(400, f"the request carries {len(tokens)} different tokens: send one",
+        if len(tokens) > 1 or (tokens and foreign):
+            what = f"{len(tokens)} different tokens" if len(tokens) > 1 else "a token and another credential"
+            raise deny(400, f"the request carries {what}: send one",
                        reason="token_ambiguous",
                        headers=[(b"www-authenticate", b'Bearer error="invalid_request"')])  # fmt: skip
         return tokens[0] if tokens else None
