@@ -3,7 +3,7 @@
 A template is text with ``{namespace.key}`` references, compiled once at start-up::
 
     "{jwt.sub}"                      a JWT claim (nested claims: {jwt.realm.roles})
-    "tenant-{header.x-tenant}"       a request header (first value)
+    "tenant-{header.x-tenant}"       a request header (copies that differ: refused by the context, 400)
     "{query.room}" "{cookie.session}" "{path.room}"
     "{client.ip}" "{client.port}"    the client address, after trusted-proxy resolution
     "{client.network}"               the client's IPv6 /64 ("2001:db8:1:2::/64"), or its IPv4 address

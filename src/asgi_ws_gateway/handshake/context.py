@@ -52,6 +52,29 @@ class _Memoized(Generic[V]):
         return value
 
 
+class AmbiguousValue(HandshakeDenied):
+    """A header, query parameter or cookie a template reads came more than once with different values:
+    the gateway would key, check or route on one copy while the upstream may read another."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(400, f"the {kind} '{name}' is sent more than once with different values: send one",
+                         reason="ambiguous_value")  # fmt: skip
+
+
+def _one(values: list[str] | None, kind: str, name: str) -> str | None:
+    """The value of ``name`` when every copy sent is the same; None when it is absent.
+
+    Raises:
+        AmbiguousValue: the copies differ.
+    """
+    if not values:
+        return None
+    first = values[0]
+    if len(values) > 1 and values.count(first) != len(values):
+        raise AmbiguousValue(kind, name)
+    return first
+
+
 @dataclass(frozen=True)
 class ClientAddress:
     """The client: ``ip`` after trusted-proxy resolution, ``peer`` the TCP peer's address."""
@@ -326,13 +349,14 @@ class HandshakeContext:
         key = path[0]
         if namespace == "jwt":
             return _dig(self.claims, path)
+        # A value sent twice differently is refused (AmbiguousValue), never one copy of it picked:
+        # the upstream may read the other (the first, the last, or both joined).
         if namespace == "header":
-            return request.header(key)
+            return request.header(key) if key == "cookie" else _one(request.headers.get(key), "header", key)
         if namespace == "query":
-            values = request.query.get(key)
-            return values[0] if values else None
+            return _one(request.query.get(key), "query parameter", key)
         if namespace == "cookie":
-            return request.cookies.get(key)
+            return _one(request.cookie_values.get(key), "cookie", key)
         if namespace == "path":
             return request.path_params.get(key)
         if namespace == "client":
@@ -371,4 +395,12 @@ def _dig(value: object, path: tuple[str, ...]) -> object | None:
     return value
 
 
-__all__ = ["ClientAddress", "CredentialVerifier", "HandshakeContext", "RequestView", "Subscription", "UpstreamEdits"]
+__all__ = [
+    "AmbiguousValue",
+    "ClientAddress",
+    "CredentialVerifier",
+    "HandshakeContext",
+    "RequestView",
+    "Subscription",
+    "UpstreamEdits",
+]

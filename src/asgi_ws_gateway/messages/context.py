@@ -10,6 +10,7 @@ import orjson
 
 from .._types import Data
 from ..errors import DropMessage, MessageRejected
+from ..handshake.context import AmbiguousValue
 from ..json_depth import nests_deeper
 from ..json_names import check_unique_names
 from ..templates import NAMESPACES, Template
@@ -202,8 +203,13 @@ class ConnectionContext:
         return self.handshake.request.path_params
 
     def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
-        """Template values, as in the handshake (``{jwt.sub}``, ``{path.room}``, ...)."""
-        return self.handshake.lookup(namespace, path)
+        """Template values, as in the handshake (``{jwt.sub}``, ``{path.room}``, ...); a value the client
+        sent twice differently, which no handshake policy read, is missing here (the connection is open:
+        a message policy keyed by it counts every such client under the default, never a fresh key)."""
+        try:
+            return self.handshake.lookup(namespace, path)
+        except AmbiguousValue:
+            return None
 
     def count(self, policy: str, action: str, direction: Direction, reason: str) -> None:
         """Count one action of a policy in ``stats.policy_actions`` (read by telemetry)."""
