@@ -408,6 +408,14 @@ class StoreConfig(_Model):
         description="redis only: Redis calls one gateway process has in flight at once, a connection each (at "
         "most redis-py's pool of 100); more wait their turn, within the handshake's policy_timeout.",
     )
+    max_keys: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="memory only: live keys of each kind (windows, quota counters, leases) one process holds; "
+        "past it a new key is a store failure (on_store_error: open admits unchecked, closed refuses with 503). "
+        "A limit keyed by a value clients choose makes a key per value, kept for its window or period.",
+    )
 
     @model_validator(mode="after")
     def _check_url(self) -> StoreConfig:

@@ -228,7 +228,7 @@ def make_store(config: GatewayConfig) -> Store:
     if store.type == "redis":
         assert store.url is not None
         return RedisState(store.url, prefix=store.prefix, timeout=store.timeout, max_connections=store.max_connections)
-    return MemoryState(prefix=store.prefix)
+    return MemoryState(prefix=store.prefix, max_keys=store.max_keys)
 
 
 class GatewayPolicies:

@@ -2,6 +2,12 @@
 
 With several workers each process counts on its own (a limit of N becomes N per worker); use
 the Redis store to share limits between workers and hosts.
+
+It holds at most ``max_keys`` (``store.max_keys``) live keys of each kind (windows, quota counters, reservations,
+leases): a limit keyed by a value the client chooses gets a key per new value, kept for its window
+or the quota's whole period, and a process must not grow with them. Past the bound a new key is a
+store failure (:class:`StoreUnavailable`: the policy fails open or closed as configured, with its
+WARNING and ``ws_gateway.policy.unchecked``); keys already there go on counting.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from .base import Decision, Reservation
+from ..config import StoreConfig
+from .base import Decision, Reservation, StoreUnavailable
 
 _SWEEP_EVERY = 1024  # operations between sweeps of expired entries
+MAX_KEYS: int = StoreConfig.model_fields["max_keys"].default
+"""Live keys of one kind the store holds, unless told otherwise (``store.max_keys``; a few hundred bytes each)."""
 
 
 class MemoryState:
@@ -24,9 +33,12 @@ class MemoryState:
         clock: seconds since the epoch; ``time.time`` by default (tests pass a fake clock).
     """
 
-    def __init__(self, prefix: str = "asgi-ws-gw", clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, prefix: str = "asgi-ws-gw", clock: Callable[[], float] = time.time, max_keys: int = MAX_KEYS
+    ) -> None:
         self.prefix = prefix
         self.clock = clock
+        self.max_keys = max_keys
         self._windows: dict[str, tuple[float, deque[float]]] = {}
         self._counters: dict[str, tuple[float, int]] = {}
         self._leases: dict[str, dict[str, float]] = {}
@@ -35,6 +47,8 @@ class MemoryState:
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
         now = self._tick()
+        if key not in self._windows:
+            self._room("_windows", now)
         _, events = self._windows.get(key, (0.0, deque()))
         while events and events[0] <= now - window:
             events.popleft()
@@ -46,6 +60,8 @@ class MemoryState:
 
     async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
         now = self._tick()
+        if key not in self._counters:
+            self._room("_counters", now)
         ends, count = self._counters.get(key, (expires_at, 0))
         if ends <= now:
             count = 0
@@ -57,6 +73,8 @@ class MemoryState:
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
         now = self._tick()
         index = math.floor(now / window)
+        if key not in self._reserved:
+            self._room("_reserved", now)
         stored = self._reserved.get(key)
         counts = stored[1] if stored is not None and stored[0] == index else [0] * len(requests)
         granted = []
@@ -70,6 +88,8 @@ class MemoryState:
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         now = self._tick()
+        if key not in self._leases:
+            self._room("_leases", now)
         leases = self._live(key, now)
         if lease not in leases and len(leases) >= limit:
             return Decision(False, 0, max(0.0, min(leases.values()) - now))
@@ -109,6 +129,18 @@ class MemoryState:
         if self._ops % _SWEEP_EVERY == 0:
             self._sweep(now)
         return now
+
+    def _room(self, table: str, now: float) -> None:
+        """Make room for one more key in the table named ``table``, or raise: the expired go first."""
+        if len(getattr(self, table)) < self.max_keys:
+            return
+        self._sweep(now)  # makes new tables
+        if len(getattr(self, table)) >= self.max_keys:
+            raise StoreUnavailable(
+                f"the in-memory store holds {self.max_keys} live keys of one kind, its limit: a limit keyed by a "
+                "value clients choose (a header, query parameter or cookie) makes a key per value; key it by a "
+                "verified identity, or use the Redis store"
+            )
 
     def _sweep(self, now: float) -> None:
         self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
