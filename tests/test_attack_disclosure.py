@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
@@ -25,11 +27,12 @@ from asgi_ws_gateway import ConfigError, WebSocketGateway
 from asgi_ws_gateway.config import UpstreamConfig
 from asgi_ws_gateway.management.disclosure import public_document
 from asgi_ws_gateway.policies.build import load_config
-from asgi_ws_gateway.redact import redact_text
+from asgi_ws_gateway.redact import redact_text, redact_url_credentials
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
 from support.clients import connect, expect_status
 from support.jwts import signing_key, token
+from support.management import api, managed_gateway
 from support.processes import ServerProcess, ready_server
 from support.servers import UvicornFactory, free_port
 from support.upstream import UpstreamServer
@@ -119,6 +122,56 @@ def test_public_document_redacts_secrets_and_url_passwords_only() -> None:
     assert document["store"]["url"] == "redis://:hunter2pw@h:6379/0"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0?password=hunter2pw", "redis://127.0.0.1:6379/0?password=REDACTED"),
+        ("redis://h/0?username=hunter2pw&password=x&db=1", "redis://h/0?username=REDACTED&password=REDACTED&db=1"),
+        ("redis://:p%40hunter2pw@host", "redis://:REDACTED@host"),
+        ("redis://:p@hunter2pw@h", "redis://:REDACTED@h"),
+        ('redis://:hunter2pw"x@h', "redis://:REDACTED@h"),
+        ("redis://:hunter2 pw'x@h/0", "redis://:REDACTED@h/0"),
+        ("redis://alice:hunter2pw@h", "redis://REDACTED:REDACTED@h"),
+        ("redis+sentinel://:hunter2pw@h1:1,h2:2/svc", "redis+sentinel://:REDACTED@h1:1,h2:2/svc"),
+        ("https://idp/jwks?access_token=hunter2pw&v=2", "https://idp/jwks?access_token=REDACTED&v=2"),
+        (
+            "ws://h/x?subscription-key=hunter2pw#api_key=hunter2pw",
+            "ws://h/x?subscription-key=REDACTED#api_key=REDACTED",
+        ),
+    ],
+)
+def test_public_document_redacts_every_credential_of_a_url(url: str, shown: str) -> None:
+    """Userinfo (raw or encoded '@', quotes, spaces) and credential query parameters, in any URL field."""
+    public = public_document({"store": {"url": url}, "apis": [{"upstreams": [{"url": url}]}]})
+    assert public == {"store": {"url": shown}, "apis": [{"upstreams": [{"url": shown}]}]}
+
+
+_SECRET = st.text(st.characters(codec="utf-8", exclude_characters="/?#&\r\n\t"), min_size=8).filter(
+    lambda s: s.strip() == s and "REDACTED" not in s
+)
+_HOST = st.from_regex(r"[a-z][a-z0-9.-]{0,20}(:[0-9]{1,5})?", fullmatch=True)
+_PATH = st.from_regex(r"(/[a-z0-9._~-]{0,10}){0,3}", fullmatch=True)
+
+
+@given(
+    st.sampled_from(["redis", "rediss", "ws", "https", "redis+sentinel"]),
+    st.sampled_from(["", "user", "user:", ":"]),
+    _SECRET,
+    _HOST,
+    _PATH,
+    st.sampled_from(["", "password=", "username=", "access_token=", "a=1&password=", "PassWord="]),
+)
+def test_a_url_never_shows_its_password(
+    scheme: str, userinfo: str, secret: str, host: str, path: str, query: str
+) -> None:
+    """Any URL with a secret as its userinfo's password (or user) or a credential parameter's value hides it."""
+    in_userinfo = f"{userinfo}{secret}@" if userinfo or not query else ""
+    url = f"{scheme}://{in_userinfo}{host}{path}" + (f"?{query}{secret}" if query else "")
+    shown = redact_url_credentials(url)
+    assert secret not in shown, (url, shown)
+    assert host in shown
+
+
 # --- under run, with the management API ---------------------------------------------------------
 
 
@@ -154,6 +207,24 @@ async def test_management_output_hides_the_inline_secret(gateway: ServerProcess)
             assert HS_SECRET not in response.text, path
             assert "REDACTED" in response.text, path
     assert HS_SECRET not in gateway.output()
+
+
+async def test_management_output_hides_credentials_of_every_configured_url(
+    upstream_server: UpstreamServer, tmp_path: Any
+) -> None:
+    """GET /config and GET /apis show no password of an upstream's query or of a JWKS URL's userinfo or query."""
+    jwks = "http://idp:p%40hunter2pw@127.0.0.1:1/jwks?access_token=hunter2pw-q&v=1"
+    jwt = {"validate-jwt": {"algorithms": ["RS256"], "jwks_url": jwks}}
+    upstream = upstream_server.url("/echo") + "?password=hunter2pw-u&room=1"
+    config = {"apis": [api("chat", "/chat", upstream_server, upstreams=[upstream], policies=[jwt])]}
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.http() as http:
+            for path in ("config", "config?format=yaml", "apis", "apis/chat"):
+                response = await http.get(path)
+                assert response.status_code == 200, path
+                assert "hunter2pw" not in response.text, (path, response.text)
+                assert "p%40" not in response.text, path
+                assert "password=REDACTED&room=1" in response.text, path
 
 
 async def test_a_redacted_document_sent_back_installs_no_known_secret(gateway: ServerProcess) -> None:

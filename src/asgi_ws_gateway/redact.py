@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
 
@@ -112,6 +112,61 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     query = redact_query(parts.query) if parts.query else ""
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
+
+
+# A URL as a whole string: a scheme and "//" (leading white space is tolerated, as parsers do).
+_URL_START = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+# A query or fragment parameter whose value is a credential, by (decoded) name: redis-py's
+# ?password= and ?username=, access_token, subscription-key, api_key, client_secret, a SAS sig...
+_CREDENTIAL_PARAMETER = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|user|session|cookie", re.IGNORECASE)
+# Schemes whose parser takes the userinfo up to the last "@" of the whole URL (parse_redis_url).
+_LAST_AT_SCHEMES = frozenset({"redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"})
+
+
+def redact_url_credentials(url: str) -> str:
+    """``url`` with its user name, password and credential parameters' values replaced by ``REDACTED``.
+
+    For showing a configured URL: host, port, path and other parameters stay as written. The
+    userinfo is found as clients parse it, up to the last raw ``@`` of the authority (so a raw or
+    percent-encoded ``@``, a quote or a space inside a password is part of it); a query or fragment
+    parameter is a credential when its decoded name says so (``password``, ``username``,
+    ``access_token``, ``subscription-key``...). Text that is not a ``scheme://`` URL but holds one
+    with userinfo goes through :func:`redact_text`; other text is returned as is.
+
+    >>> redact_url_credentials("redis://:p@ss@h:6379/0?password=x&db=1")
+    'redis://:REDACTED@h:6379/0?password=REDACTED&db=1'
+    """
+    start = _URL_START.match(url)
+    if start is None:
+        return redact_text(url) if "//" in url and "@" in url else url
+    head, rest = url[: start.end()], url[start.end() :]
+    boundary = re.search(r"[/?#]", rest)
+    authority_end = boundary.start() if boundary else len(rest)
+    at = rest.rfind("@") if start[1].lower() in _LAST_AT_SCHEMES else rest.rfind("@", 0, authority_end)
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        userinfo = (REDACTED if user else "") + (f":{REDACTED}" if colon else "")
+        rest = userinfo + rest[at:]
+        boundary = re.search(r"[/?#]", rest[len(userinfo) :])
+        authority_end = len(userinfo) + boundary.start() if boundary else len(rest)
+    hash_at = rest.find("#", authority_end)
+    query_at = rest.find("?", authority_end, hash_at if hash_at >= 0 else len(rest))
+    tail = hash_at if hash_at >= 0 else len(rest)
+    if query_at >= 0:
+        rest = f"{rest[: query_at + 1]}{_redact_credential_parameters(rest[query_at + 1 : tail])}{rest[tail:]}"
+        hash_at = rest.find("#", query_at)
+    if hash_at >= 0:
+        rest = rest[: hash_at + 1] + _redact_credential_parameters(rest[hash_at + 1 :])
+    return head + rest
+
+
+def _redact_credential_parameters(text: str) -> str:
+    """``a=1&password=x`` as ``a=1&password=REDACTED``: only parameters named as credentials."""
+    parts = []
+    for part in text.split("&"):
+        name, eq, _ = part.partition("=")
+        parts.append(f"{name}={REDACTED}" if eq and _CREDENTIAL_PARAMETER.search(unquote_plus(name)) else part)
+    return "&".join(parts)
 
 
 def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] = ()) -> list[tuple[str, str]]:
@@ -287,5 +342,6 @@ __all__ = [
     "redact_query",
     "redact_text",
     "redact_url",
+    "redact_url_credentials",
     "redact_url_remembered",
 ]

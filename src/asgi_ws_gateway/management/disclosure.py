@@ -5,7 +5,15 @@ store's password and shared secrets are the operator's. Documents the API return
 ``GET /apis/{name}``, ``GET /config``) therefore carry ``REDACTED`` in place of
 
 * the value of every ``secret`` setting (``validate-jwt``'s HMAC secret, say);
-* the password of every URL's userinfo (``store.url: redis://:password@host``).
+* the user name and password of every URL's userinfo (``store.url: redis://:password@host``),
+  however the password is written (a raw or percent-encoded ``@``, quotes, spaces);
+* the value of every URL query (or fragment) parameter named as a credential
+  (``redis://host/0?password=...``, ``?username=``, ``?access_token=``, ``?subscription-key=``...).
+
+This applies to every string in the document that is a ``scheme://`` URL, whatever the field
+(``store.url``, the management and bus Redis URLs, ``jwks_url``, upstream URLs): the URL is parsed
+as clients parse it (:func:`~asgi_ws_gateway.redact.redact_url_credentials`), not searched with a
+pattern.
 
 A document sent back unchanged keeps working where the secret came from ``secret_env`` and is
 refused where it came from an inline ``secret`` (``REDACTED`` is shorter than any HMAC secret the
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..redact import REDACTED, redact_text
+from ..redact import REDACTED, redact_url_credentials
 
 #: Setting names whose value is a secret wherever they appear in a document.
 SECRET_KEYS = frozenset({"secret"})
@@ -30,8 +38,8 @@ def public_document(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [public_document(item) for item in value]
-    if isinstance(value, str) and "://" in value and "@" in value:
-        return redact_text(value)
+    if isinstance(value, str) and "://" in value:
+        return redact_url_credentials(value)
     return value
 
 
