@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support.clients import connect
 from support.management import Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 
@@ -94,3 +95,43 @@ async def test_the_same_name_in_different_objects_is_fine(managed: Managed) -> N
     async with managed.http() as http:
         response = await http.post("/apis", content=body, headers={"Content-Type": "application/json"})
         assert response.status_code == 201
+
+
+SURROGATES = [
+    pytest.param("messages", r'{"text": "hi \ud800"}', "text", id="message-text"),
+    pytest.param("messages", r'{"json": {"a": ["\udfff"]}}', "json.a[0]", id="message-json"),
+    pytest.param("close", r'{"code": 4000, "reason": "\ud800"}', "reason", id="close-reason"),
+    pytest.param("close", r'{"code": 4000, "\ud800": 1}', r"\ud800", id="a-name"),
+]
+
+
+@pytest.mark.parametrize(("action", "body", "field"), SURROGATES)
+async def test_a_lone_surrogate_is_a_422_naming_the_field_and_the_connection_lives(
+    managed: Managed, action: str, body: str, field: str
+) -> None:
+    """A string UTF-8 cannot encode (JSON's lone \\ud800) is refused by field path; the connection still relays."""
+    async with await connect(managed.url("/ws/echo")) as ws, managed.http() as http:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+        (connection,) = (await http.get("connections")).json()["connections"]
+        response = await http.post(
+            f"connections/{connection['id']}/{action}", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["problems"] == [f"{field}: a lone surrogate is not valid Unicode"]
+        await ws.send("still there")
+        assert await ws.recv() == "still there"
+        sent = await http.post(f"connections/{connection['id']}/messages", json={"text": "from the admin"})
+        assert sent.status_code == 200
+        assert await ws.recv() == "from the admin"
+
+
+async def test_a_lone_surrogate_in_an_api_is_refused_and_nothing_is_stored(managed: Managed) -> None:
+    before = _state(managed)
+    async with managed.http() as http:
+        body = r'{"name": "s", "path": "/s\ud83d", "upstreams": ["ws://127.0.0.1:9/x"]}'
+        response = await http.post("apis", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["problems"] == ["path: a lone surrogate is not valid Unicode"]
+    assert _state(managed) == before

@@ -113,7 +113,32 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
         ) from None
     if _depth(value, limits.max_depth) > limits.max_depth:
         raise Invalid("the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"])
+    if b"\\u" in raw and (field := _lone_surrogate(value)) is not None:
+        # JSON's \ud800 escape decodes to a string UTF-8 cannot encode: every string an admin sends
+        # is later encoded (a message's text, a close reason, a header value, the state file).
+        shown = field.encode("utf-8", "backslashreplace").decode()  # a name may hold the surrogate itself
+        raise Invalid("the body is not valid Unicode", [f"{shown}: a lone surrogate is not valid Unicode"])
     return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The field path (``reason``, ``apis[0].path``) of the first string or name UTF-8 cannot encode."""
+    pending: list[tuple[Any, str]] = [(value, "")]
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode()
+                except UnicodeEncodeError:
+                    return path or "(body)"
+        elif isinstance(node, dict):
+            for name, child in node.items():
+                field = f"{path}.{name}" if path else name
+                pending.extend(((name, field), (child, field)))
+        elif isinstance(node, list):
+            pending.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+    return None
 
 
 def _depth(value: Any, stop: int) -> int:
