@@ -8,6 +8,7 @@ a refusal leaves the state file as it was.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,26 @@ async def test_a_lone_surrogate_in_an_api_is_refused_and_nothing_is_stored(manag
     assert response.status_code == 422
     assert response.json()["problems"] == ["path: a lone surrogate is not valid Unicode"]
     assert _state(managed) == before
+
+
+FORGED = [
+    ("GET", "apis/x%0aCRITICAL:%20forged"),
+    ("DELETE", "subscriptions/x%0d%0aCRITICAL:%20forged"),
+    ("GET", "products/x%0d%0aCRITICAL:%20forged"),
+    ("POST", "connections/x%0d%0aCRITICAL:%20forged/close"),
+    ("GET", "apis/x%1b%5b2K%e2%80%aeforged"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), FORGED, ids=[p for _, p in FORGED])
+async def test_control_characters_in_a_request_cannot_forge_management_log_lines(
+    managed: Managed, caplog: pytest.LogCaptureFixture, method: str, path: str
+) -> None:
+    """The refused line, under any logging setup, writes a client's CR, LF, ESC and bidi characters as escapes."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.management")
+    async with managed.http() as http:
+        response = await http.request(method, path, json={} if method == "POST" else None)
+    assert response.status_code == 404
+    (line,) = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert line.startswith("management ") and "refused: 404" in line
+    assert not any(ch in line for ch in "\r\n\x1b\u202e"), line

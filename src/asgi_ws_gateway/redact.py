@@ -169,6 +169,32 @@ def _redact_credential_parameters(text: str) -> str:
     return "&".join(parts)
 
 
+# Control and line-breaking characters a client can put in a path (%0d%0a), a token's subject or
+# a management request's name: in a text line they would forge log lines or hide text (bidi
+# overrides), so they are written as escapes; so is the double quote, which would close a quoted
+# field (%22) and let fields be forged after it, and the backslash, so an escape cannot be forged.
+_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\"]')
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control, line-breaking and bidi characters, ``\\`` and ``"`` as escapes.
+
+    The one escaping for client-supplied text written to a log line or a terminal (the access log,
+    the management API's log lines, ``asgi-ws-gateway connect``).
+
+    >>> printable('x\\nCRITICAL: "forged"')
+    'x\\\\nCRITICAL: \\\\x22forged\\\\x22'
+    """
+    if text.isprintable() and "\\" not in text and '"' not in text:  # what _UNPRINTABLE finds, fast
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    return "\\x22" if char == '"' else char.encode("unicode_escape").decode("ascii")  # as nginx writes a quote
+
+
 def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] = ()) -> list[tuple[str, str]]:
     """``headers`` with the values of credential headers (and of ``sensitive`` ones) replaced."""
     names = SENSITIVE_HEADERS | _extra_headers | {name.lower() for name in sensitive}
@@ -337,6 +363,7 @@ __all__ = [
     "credential_headers",
     "formatted_message",
     "install",
+    "printable",
     "redact_headers",
     "redact_path",
     "redact_query",

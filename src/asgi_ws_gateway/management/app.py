@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from ..config import MIB, shorten
 from ..json_names import AmbiguousJson, no_constant, unique_names
+from ..redact import printable
 from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
@@ -189,14 +190,14 @@ def create_management_app(
                 await manager.ensure_started()
                 return await endpoint(request)
             except ManagementError as exc:
+                # The path and the detail carry names the client chose (%0a in an id): escaped, one line.
+                path = printable(request.scope["path"])  # request.url.path drops a CR or LF silently
                 if exc.status >= 500:  # the cause (Redis's own message) is for the operator, not the response
-                    cause = exc.__cause__ or exc.detail
-                    path = request.url.path
+                    cause = printable(str(exc.__cause__ or exc.detail))
                     logger.warning("management %s %s failed: %d %s", request.method, path, exc.status, cause)
                 else:
-                    logger.info(
-                        "management %s %s refused: %d %s", request.method, request.url.path, exc.status, exc.detail
-                    )
+                    detail = printable(exc.detail)
+                    logger.info("management %s %s refused: %d %s", request.method, path, exc.status, detail)
                 return problem(exc.status, exc.title, exc.detail, exc.problems, headers=exc.headers)
 
         return run

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
 from ..policies.build import check_policies
+from ..redact import printable
 from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
@@ -194,7 +195,7 @@ class Manager:
         except ConfigError as exc:
             refused = [p for p in exc.problems if REFUSED in p]
             if refused:  # an admin token was used to try to load code, files or the environment
-                logger.warning("management: refused a change that would load %s", "; ".join(refused))
+                logger.warning("management: refused a change that would load %s", printable("; ".join(refused)))
             raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
         await self._apply(new, drain=drain)
         # Answer once every worker runs the new revision: a handshake right after sees the change.

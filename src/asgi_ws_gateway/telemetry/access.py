@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
-from ..redact import redact_text
+from ..redact import printable, redact_text
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -33,10 +32,6 @@ _CONNECTION = (
     "backend %s, subject %s, trace_id=%s span_id=%s"
 )
 _REFUSAL = '%s - "WebSocket %s" %s %s %s (%s) in %.3fs, trace_id=%s span_id=%s'
-# Control and line-breaking characters a client can put in a path (%0d%0a) or a token's subject:
-# in a text line they would forge log lines or hide text, so they are written as escapes; so is the
-# double quote, which would close the quoted request (%22) and let fields be forged after it.
-_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\"]')
 
 
 class AccessLog:
@@ -112,22 +107,8 @@ def _json_line(fields: Fields) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
-def _printable(value: Any) -> Any:
-    """``value`` with unprintable characters, the backslash and ``"`` escaped (``\\xNN``/``\\uNNNN``)."""
-    if not isinstance(value, str):
-        return value
-    if value.isprintable() and "\\" not in value and '"' not in value:  # what _UNPRINTABLE finds, fast
-        return value
-    return _UNPRINTABLE.sub(_escape, value)
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match[0]
-    return "\\x22" if char == '"' else char.encode("unicode_escape").decode("ascii")  # as nginx writes a quote
-
-
 def _text_line(fields: Fields) -> tuple[Any, ...]:
-    fields = {k: _printable(v) for k, v in fields.items()}
+    fields = {k: printable(v) if isinstance(v, str) else v for k, v in fields.items()}
     ids = (fields["trace_id"] or "-", fields["span_id"] or "-")
     if fields.get("status") == 101:
         return (
