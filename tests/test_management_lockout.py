@@ -58,3 +58,38 @@ async def test_guessing_the_token_is_slowed_to_thirty_a_minute(
     assert [r.getMessage() for r in caplog.records] == [
         "management API: 30 refused admin credentials from 127.0.0.1 within 60 s; it waits up to 60 s (429)"
     ]
+
+
+@pytest.mark.parametrize("where", ["path", "port"])
+async def test_behind_a_trusted_proxy_the_client_is_locked_out_not_the_proxy(
+    where: str, upstream: UpstreamServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind ``trusted_proxies`` the lockout keys on the forwarded client, at a path and on a port alike."""
+    caplog.set_level(logging.WARNING, logger="asgi_ws_gateway.management.lockout")
+    config = {"trusted_proxies": ["127.0.0.1"], "apis": [api("echo", "/ws/echo", upstream)]}
+    options = {"port": 0} if where == "port" else {}
+    with managed_gateway(config, tmp_path / "state.json", **options) as managed:
+        async with managed.http(token=None) as http:
+            attacker = {"X-Forwarded-For": "203.0.113.66"}
+            for guess in range(30):
+                headers = {**attacker, "Authorization": f"Bearer guess-{guess}"}
+                assert (await http.get("apis", headers=headers)).status_code == 401
+            assert (await http.get("apis", headers={**attacker, "Authorization": f"Bearer {TOKEN}"})).status_code == 429
+            admin = {"X-Forwarded-For": "198.51.100.7", "Authorization": f"Bearer {TOKEN}"}
+            assert (await http.get("apis", headers=admin)).status_code == 200
+    assert [r.getMessage() for r in caplog.records] == [
+        "management API: 30 refused admin credentials from 203.0.113.66 within 60 s; it waits up to 60 s (429)"
+    ]
+
+
+async def test_a_forwarding_header_from_an_untrusted_peer_does_not_move_the_lockout(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """Without ``trusted_proxies`` an attacker cannot escape the lockout by naming another address."""
+    with managed_gateway({"apis": [api("echo", "/ws/echo", upstream)]}, tmp_path / "state.json") as managed:
+        async with managed.http(token=None) as http:
+            for guess in range(30):
+                headers = {"X-Forwarded-For": f"203.0.113.{guess}", "Authorization": f"Bearer guess-{guess}"}
+                assert (await http.get("apis", headers=headers)).status_code == 401
+            headers = {"X-Forwarded-For": "198.51.100.7", "Authorization": f"Bearer {TOKEN}"}
+            assert (await http.get("apis", headers=headers)).status_code == 429

@@ -15,7 +15,7 @@ from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, process_capacity
-from .handshake.context import HandshakeContext
+from .handshake.context import HandshakeContext, RequestView
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
 from .handshake.host_header import check_host
@@ -214,6 +214,11 @@ class WebSocketGateway:
             return False
         await connection.relay.close(code, reason, code, reason)
         return True
+
+    def client_ip(self, scope: Scope) -> str:
+        """The client's address for an HTTP or WebSocket ``scope``, decided as for a handshake: the TCP
+        peer, or what the configuration's ``trusted_proxies`` report in its ``forwarded_header``."""
+        return RequestView(scope, {}, self._trusted, self.config.forwarded_header).client.ip
 
     def serves(self, path: str) -> bool:
         """True when ``path`` belongs to one of the configured WebSocket APIs."""

@@ -17,7 +17,7 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementClient
 from asgi_ws_gateway.standalone import not_found
 from support.configs import api_entry
-from support.servers import UvicornServer
+from support.servers import UvicornServer, free_port
 from support.upstream import UpstreamServer
 
 TOKEN = "test-admin-token"
@@ -39,7 +39,7 @@ class Managed:
 
     @property
     def base(self) -> str:
-        return self.server.url("/_gateway", scheme="http")
+        return self.server.url("" if self.management.port is not None else "/_gateway", scheme="http")
 
     def http(self, token: str | None = TOKEN) -> httpx2.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -51,9 +51,16 @@ class Managed:
 
 @contextmanager
 def managed_gateway(config: dict[str, Any], state: Path, **options: Any) -> Iterator[Managed]:
-    """The standalone gateway for ``config`` behind ``GatewayManagement`` (a file store at ``state``)."""
+    """The standalone gateway for ``config`` behind ``GatewayManagement`` (a file store at ``state``).
+
+    With ``port=0`` the management API answers on the server's own (free) port, at its root. uvicorn
+    does not rewrite the client from forwarding headers, as under ``run``: ``trusted_proxies`` decide.
+    """
     gateway = WebSocketGateway(not_found, config=config)
     options.setdefault("admin_token", TOKEN)
+    port = options.get("port")
+    if port == 0:
+        port = options["port"] = free_port()
     management = GatewayManagement(gateway, store=FileStore(state), **options)
-    with UvicornServer(management, lifespan="on") as server:
+    with UvicornServer(management, lifespan="on", port=port or 0, proxy_headers=False) as server:
         yield Managed(server, management, gateway, state)

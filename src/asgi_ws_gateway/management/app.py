@@ -161,7 +161,8 @@ def create_management_app(
 ) -> Starlette:
     """The management API for ``manager``; mount it anywhere (it uses relative routes only).
 
-    ``lockout``: how refused credentials slow an address down (default: 30 a minute, then 429).
+    ``lockout``: how refused credentials slow a client down (default: 30 a minute, then 429); the
+    client is the address the gateway decides (the TCP peer, or what ``trusted_proxies`` report).
     """
     lockout = lockout or Lockout()
 
@@ -171,7 +172,7 @@ def create_management_app(
     def protected(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
         async def run(request: Request) -> Response:
-            address = request.client.host if request.client else ""
+            address = manager.gateway.client_ip(request.scope)  # behind trusted_proxies: the client, not the proxy
             wait = lockout.wait(address)
             if wait:
                 return problem(
