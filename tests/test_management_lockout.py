@@ -93,3 +93,13 @@ async def test_a_forwarding_header_from_an_untrusted_peer_does_not_move_the_lock
                 assert (await http.get("apis", headers=headers)).status_code == 401
             headers = {"X-Forwarded-For": "198.51.100.7", "Authorization": f"Bearer {TOKEN}"}
             assert (await http.get("apis", headers=headers)).status_code == 429
+
+
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    """A host holds a /64: a new address in it for each guess is the same client, another /64 is not."""
+    lockout = Lockout(limit=3, window=60)
+    for host in (1, 2, 3):
+        lockout.refused(f"2001:db8:0:1::{host}")
+    assert lockout.wait("2001:db8:0:1:ffff::9") > 0
+    assert lockout.wait("2001:db8:0:2::1") == 0
+    assert lockout.wait("::ffff:192.0.2.1") == 0 and lockout.wait("192.0.2.1") == 0  # IPv4: the address itself

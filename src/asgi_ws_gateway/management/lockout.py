@@ -4,8 +4,10 @@ The admin token guards everything the management API can do, and nothing slowed 
 an address could try thousands of tokens a second. Past ``limit`` refusals within ``window`` seconds
 the address is answered ``429 Too Many Requests`` with ``Retry-After`` until the oldest refusal
 leaves the window. A right token from that address waits too — an attacker must not learn that a
-guess was right — which can lock out an administrator behind the same NAT for up to a minute; the
-log says which address and for how long.
+guess was right. An IPv6 address counts by its /64, as ``{client.network}`` does: a host holds a
+/64 at least and may pick a new address in it for every guess. The right token waiting can lock
+out an administrator behind the same NAT (or /64) for up to a minute; the log says which address
+and for how long.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import math
 import time
 from collections.abc import Callable
 
+from ..forwarded import client_network
+
 logger = logging.getLogger(__name__)
 
 
 class Lockout:
-    """Refusals by address in a sliding window (the addresses kept are bounded: the oldest go first).
+    """Refusals by address (IPv6: by /64) in a sliding window (the addresses kept are bounded: the oldest go first).
 
     Args:
         limit: refusals an address may have within ``window`` (default 30).
@@ -43,6 +47,7 @@ class Lockout:
 
     def wait(self, address: str) -> float:
         """Seconds ``address`` must wait before it is heard again (0: now)."""
+        address = client_network(address)
         times = self._refused.get(address)
         if times is None:
             return 0.0
@@ -56,6 +61,7 @@ class Lockout:
 
     def refused(self, address: str) -> None:
         """Count one refused credential of ``address``; the refusal that reaches the limit is logged."""
+        address = client_network(address)
         times = self._refused.get(address)
         if times is None:
             if len(self._refused) >= self._addresses:
