@@ -32,8 +32,32 @@ def test_the_addresses_kept_are_bounded() -> None:
     lockout = Lockout(limit=1, window=60, addresses=100)
     for i in range(1000):
         lockout.refused(f"10.0.{i // 256}.{i % 256}")
-    assert len(lockout._refused) == 100
+    assert len(lockout) == 100
     assert lockout.wait("10.0.3.231") > 0 and lockout.wait("10.0.0.0") == 0  # the newest kept, the oldest gone
+
+
+def test_refusals_from_other_addresses_do_not_unlock_a_locked_one() -> None:
+    """To make room, addresses that are not locked are forgotten first, however many there are."""
+    lockout = Lockout(limit=3, window=60, addresses=10)
+    for _ in range(3):
+        lockout.refused("203.0.113.66")
+    for i in range(1000):
+        lockout.refused(f"10.0.{i // 256}.{i % 256}")
+    assert len(lockout) == 10
+    assert lockout.wait("203.0.113.66") > 0
+
+
+def test_when_every_address_kept_is_locked_the_earliest_lock_makes_room(caplog: pytest.LogCaptureFixture) -> None:
+    """Unlocking one early takes ``addresses`` locked at once; memory stays bounded, one WARNING says so."""
+    now = [0.0]
+    lockout = Lockout(limit=2, window=60, addresses=3, clock=lambda: now[0])
+    for i in range(4):
+        now[0] = i
+        lockout.refused(f"10.0.0.{i}")
+        lockout.refused(f"10.0.0.{i}")
+    assert len(lockout) == 3
+    assert lockout.wait("10.0.0.0") == 0 and all(lockout.wait(f"10.0.0.{i}") > 0 for i in (1, 2, 3))
+    assert "3 clients are locked out at once; the earliest lock (10.0.0.0) ends early" in caplog.text
 
 
 async def test_guessing_the_token_is_slowed_to_thirty_a_minute(
