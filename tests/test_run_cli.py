@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import psutil
 import pytest
 import yaml
 
@@ -222,3 +224,52 @@ def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(
             assert server.port != taken.getsockname()[1]
             with socket.create_connection(("127.0.0.1", server.port)):
                 pass
+
+
+def _listening(pid: int, port: int) -> set[str]:
+    """The addresses process ``pid`` listens on at ``port``."""
+    return {
+        c.laddr.ip for c in psutil.Process(pid).net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port
+    }
+
+
+def _other_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return str(address.address)
+    return None
+
+
+def test_the_management_port_listens_on_loopback_whatever_the_host(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """``--host 0.0.0.0 --management-port M``: M is bound on 127.0.0.1 only (``--management-host``'s default)."""
+    management = free_port()
+    config = _config(tmp_path, upstream_server)
+    command = [*RUN, str(config), "--host", "0.0.0.0", "--management-port", str(management)]
+    env = {"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}
+    with ready_server(lambda port: [*command, "--port", str(port)], env=env) as server:
+        with httpx2.Client(trust_env=False, timeout=10) as http:
+            assert http.get(f"http://127.0.0.1:{management}/healthz").status_code == 200
+        assert _listening(server.process.pid, management) == {"127.0.0.1"}
+        assert _listening(server.process.pid, server.port) == {"0.0.0.0"}
+        other = _other_address()
+        if other is not None:  # from outside this host's loopback: the gateway answers, the management port does not
+            socket.create_connection((other, server.port), timeout=5).close()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((other, management), timeout=5)
+
+
+def test_management_host_chooses_where_the_management_port_listens(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """``--management-host 0.0.0.0``: the operator asked for every address, and gets it."""
+    management = free_port()
+    command = [*RUN, str(_config(tmp_path, upstream_server)), "--management-port", str(management),
+               "--management-host", "0.0.0.0"]  # fmt: skip
+    env = {"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}
+    with ready_server(lambda port: [*command, "--port", str(port)], env=env) as server:
+        assert _listening(server.process.pid, management) == {"0.0.0.0"}
+        assert _listening(server.process.pid, server.port) == {"127.0.0.1"}

@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     managed.add_argument("--management-port", metavar="PORT", type=_own_port, help="or on its own port (at its root)")
     managed.add_argument(
+        "--management-host", metavar="ADDRESS", default="127.0.0.1",
+        help="the address --management-port listens on, not --host's (default: %(default)s, loopback: private)",
+    )  # fmt: skip
+    managed.add_argument(
         "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
     )
     managed.add_argument(
@@ -164,7 +168,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         app = "asgi_ws_gateway.standalone:create_app"
     try:
-        return serve(app, _uvicorn_options(args), management_port=args.management_port)
+        return serve(
+            app, _uvicorn_options(args), management_port=args.management_port, management_host=args.management_host
+        )
     except ConfigError as exc:  # raised while the app is built, in this process (one worker)
         print(exc, file=sys.stderr)
         return 2

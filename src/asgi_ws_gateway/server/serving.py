@@ -42,22 +42,26 @@ class GracefulServer(uvicorn.Server):
                 captured.clear()
 
 
-def serve(app: str, options: dict[str, Any], *, management_port: int | None = None) -> int:
+def serve(
+    app: str, options: dict[str, Any], *, management_port: int | None = None, management_host: str = "127.0.0.1"
+) -> int:
     """Serve the import string ``app`` with uvicorn ``options``; returns the process's exit code.
 
     Args:
         app: ``module:factory`` of the application.
         options: keyword arguments of :class:`uvicorn.Config`.
         management_port: also listen on this port (the management API's own socket).
+        management_host: the address the management port listens on (default ``127.0.0.1``: only
+            this host reaches it, whatever address the gateway itself listens on).
     """
     config = uvicorn.Config(app, **options)  # configures logging
     raise_open_file_limit()  # before the app is imported: its capacity follows the limit
     sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
     if management_port:
         try:
-            sockets.append(bind(config.host, management_port))
+            sockets.append(bind(management_host, management_port))
         except OSError as exc:
-            logger.error("could not bind the management port %d: %s", management_port, exc)
+            logger.error("could not bind the management port %s:%d: %s", management_host, management_port, exc)
             return EXIT_START_FAILED
     if config.workers > 1:
         supervisor = Multiprocess(config, sockets=sockets)
