@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
+from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.forwarded import Networks, client_address, forwarded_chain, parse_ip, rewritten_by_server
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.configs import api_entry
 from support.policies import context
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
 
 TRUSTED = Networks(["10.0.0.0/8", "fd00::/8"])
 
@@ -18,7 +25,10 @@ TRUSTED = Networks(["10.0.0.0/8", "fd00::/8"])
         ("10.0.0.1", ["6.6.6.6", "198.51.100.1", "10.0.0.2"], "198.51.100.1"),  # forged leftmost entry
         ("10.0.0.1", ["10.0.0.3", "10.0.0.2"], "10.0.0.3"),  # all trusted: the leftmost
         ("10.0.0.1", [], "10.0.0.1"),
-        ("10.0.0.1", ["garbage"], "10.0.0.1"),
+        ("10.0.0.1", ["garbage"], "unknown"),  # never the proxy: it would pass the proxy's allow-lists
+        ("10.0.0.1", ["unknown"], "unknown"),  # RFC 7239's unknown
+        ("10.0.0.1", ['"_hidden"', "10.0.0.2"], "unknown"),  # an obfuscated identifier behind two proxies
+        ("10.0.0.1", ["_hidden", "198.51.100.1"], "198.51.100.1"),  # left of the client: never read
         ("fd00::1", ["2001:db8::7"], "2001:db8::7"),
         ("::ffff:10.0.0.1", ["198.51.100.1"], "198.51.100.1"),  # IPv4-mapped peer
     ],
@@ -70,3 +80,26 @@ def test_a_server_rewrite_is_recognised(scope: dict[str, object]) -> None:
 )
 def test_no_rewrite_is_reported_without_the_signs(scope: dict[str, object], trusted: list[str]) -> None:
     assert not rewritten_by_server(scope, Networks(trusted))
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "status"),
+    [("for=127.0.0.5", 101), ("for=198.51.100.7", 403), ("for=unknown", 403), ('for="_hidden"', 403),
+     ("for=_gazonk", 403)],
+)  # fmt: skip
+async def test_a_client_a_trusted_proxy_cannot_name_does_not_pass_the_proxys_allow_list(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, forwarded: str, status: int
+) -> None:
+    """An allow-list of the proxy's own network admitted every client the proxy reported as ``unknown``
+    (or by an obfuscated identifier): the gateway took the proxy for the client."""
+    api = api_entry(upstream, policies=[{"ip-filter": {"allow": ["127.0.0.0/8"]}}])
+    config = {"apis": [api], "trusted_proxies": ["127.0.0.1"], "forwarded_header": "forwarded"}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    try:
+        async with await connect(server.url("/ws/echo"), additional_headers={"Forwarded": forwarded}) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            got = 101
+    except InvalidStatus as refusal:
+        got = refusal.response.status_code
+    assert got == status

@@ -71,8 +71,13 @@ def forwarded_chain(values: Sequence[str], header: Literal["x-forwarded-for", "f
     return [part for value in values for part in value.split(",") if part.strip()]
 
 
+UNKNOWN_CLIENT = "unknown"
+"""The client a trusted proxy reported as no address (RFC 7239's ``unknown``, an obfuscated ``_id``, garbage)."""
+
+
 def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) -> str:
-    """The client's address, given the TCP ``peer`` and the forwarding ``chain`` (leftmost first)."""
+    """The client's address, given the TCP ``peer`` and the forwarding ``chain`` (leftmost first);
+    :data:`UNKNOWN_CLIENT` when a trusted proxy reports a client that is not an address."""
     peer_ip = parse_ip(peer) if peer else None
     if peer_ip is None:
         return peer or ""
@@ -82,7 +87,9 @@ def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) ->
             break
         reported = parse_ip(hop)
         if reported is None:
-            break  # garbage from a trusted hop: believe no further than that hop
+            # Not the proxy itself: that would give a client the proxy's standing (an allow-list of
+            # the proxy's network, its rate-limit counter). An address-less client matches no list.
+            return UNKNOWN_CLIENT
         current = reported
     return str(current)
 
@@ -107,6 +114,7 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
 
 
 __all__ = [
+    "UNKNOWN_CLIENT",
     "IPAddress",
     "IPNetwork",
     "Networks",
