@@ -226,6 +226,26 @@ async def test_invalid_api_is_422_with_field_paths_and_nothing_changes(
     assert await _snapshot(managed) == before
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "TEXT/PLAIN"],
+)
+async def test_a_body_a_cross_site_form_could_send_is_a_415_and_changes_nothing(
+    managed: Managed, upstream: UpstreamServer, content_type: str
+) -> None:
+    """``<form enctype="text/plain">`` posts a JSON-shaped body cross-site without a preflight: with an
+    ``auth`` that trusts a cookie or a client certificate, a page the admin visits could create an API."""
+    before = await _snapshot(managed)
+    body = json.dumps(api("csrf", "/ws/csrf", upstream)).encode()
+    async with managed.http() as http:
+        response = await http.post("apis", content=body, headers={"content-type": content_type})
+        assert response.status_code == 415
+        assert response.headers["content-type"] == "application/problem+json"
+        assert await _snapshot(managed) == before
+        untyped = await http.post("apis", content=body)  # no type at all (scripts): read as JSON
+        assert untyped.status_code == 201
+
+
 async def test_other_invalid_bodies_and_requests_change_nothing(managed: Managed, upstream: UpstreamServer) -> None:
     before = await _snapshot(managed)
     async with managed.http() as http:

@@ -31,7 +31,7 @@ from ..json_names import AmbiguousJson, no_constant, unique_names
 from ..redact import printable
 from . import console
 from .disclosure import public_document
-from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout
+from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -99,8 +99,20 @@ async def read_body(request: Request, limits: BodyLimits) -> bytes:
     return b"".join(chunks)
 
 
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+"""What a web page can send to another site without asking it first (no CORS preflight): an HTML form."""
+
+
 async def read_json(request: Request, limits: BodyLimits) -> Any:
-    """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON)."""
+    """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON).
+
+    A body typed as a form or plain text is a 415, unread: a page the admin visits could post one
+    cross-site (``<form enctype="text/plain">`` makes a JSON-shaped body), and an ``auth`` that trusts a
+    cookie or a client certificate would admit it. JSON, or no type at all, is read.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type in _FORM_TYPES:
+        raise UnsupportedMediaType(f"the body is {media_type}: send JSON as application/json")
     raw = await read_body(request, limits)
     try:
         value = json.loads(raw, object_pairs_hook=unique_names, parse_constant=no_constant) if raw else None

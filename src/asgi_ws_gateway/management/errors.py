@@ -53,6 +53,10 @@ class PayloadTooLarge(ManagementError):
     status, title = 413, "Content Too Large"
 
 
+class UnsupportedMediaType(ManagementError):
+    status, title = 415, "Unsupported Media Type"
+
+
 class Invalid(ManagementError):
     status, title = 422, "Unprocessable Content"
 
