@@ -421,3 +421,47 @@ async def test_a_token_in_the_path_reaches_no_span_or_exported_log(
     assert len(records) >= 2 and any("/rooms/REDACTED" in r for r in records), records
     assert any("/denied/REDACTED" in s for s in exported), exported
     assert not any(secret.split(".")[2] in text for text in exported + records)
+
+
+UPSTREAM_KEY = "upstream-key-0123456789"
+CLIENT_KEYS = ["client-key-a-0123456789", "client-key-b-0123456789"]
+
+
+@pytest.mark.parametrize("header", ["X-Internal-Auth", "Authorization", "X-Api-Key", "X-Service-Token"])
+def test_a_credential_header_value_is_redacted_and_a_plain_one_shown(header: str) -> None:
+    document = {"policies": [{"set-header": {"header": header, "value": UPSTREAM_KEY}},
+                             {"check-header": {"header": header, "values": CLIENT_KEYS}},
+                             {"set-header": {"header": "X-Tenant", "value": "acme"}}]}  # fmt: skip
+    shown = public_document(document)["policies"]
+    assert shown[0]["set-header"] == {"header": header, "value": "REDACTED"}
+    assert shown[1]["check-header"] == {"header": header, "values": "REDACTED"}
+    assert shown[2]["set-header"]["value"] == "acme"
+
+
+async def test_header_secrets_are_not_read_back_and_a_round_trip_cannot_replace_them(
+    tmp_path: Any, upstream_server: UpstreamServer
+) -> None:
+    """An admin-token holder read a set-header's upstream credential and check-header's accepted keys in
+    ``GET /apis``; sending the document back as read now names each redacted field (422) instead of
+    setting the header to "REDACTED"."""
+    policies = [{"set-header": {"header": "X-Internal-Auth", "value": UPSTREAM_KEY}},
+                {"check-header": {"header": "X-Api-Key", "values": CLIENT_KEYS}}]  # fmt: skip
+    config = {"apis": [api("chat", "/chat", upstream_server, policies=policies)]}
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.http() as http:
+            for path in ("config", "apis", "apis/chat"):
+                text = (await http.get(path)).text
+                assert UPSTREAM_KEY not in text and CLIENT_KEYS[0] not in text, path
+            got = await http.get("apis/chat")
+            sent_back = await http.put("apis/chat", json=got.json(), headers={"If-Match": got.headers["etag"]})
+            assert sent_back.status_code == 422
+            assert sent_back.json()["problems"] == [
+                f"policies[{i}].{name}.{key}: REDACTED is what the API shows in place of this secret: send the "
+                "value itself"
+                for i, name, key in ((0, "set-header", "value"), (1, "check-header", "values"))
+            ]
+            document = got.json()
+            document["policies"][0]["set-header"]["value"] = "new-upstream-key-0123"
+            document["policies"][1]["check-header"]["values"] = ["new-client-key-0123"]
+            replaced = await http.put("apis/chat", json=document, headers={"If-Match": got.headers["etag"]})
+            assert replaced.status_code == 200, replaced.text

@@ -15,27 +15,44 @@ This applies to every string in the document that is a ``scheme://`` URL, whatev
 as clients parse it (:func:`~asgi_ws_gateway.redact.redact_url_credentials`), not searched with a
 pattern.
 
+* the ``value`` and ``values`` of a policy whose ``header`` names a credential (``set-header`` of
+  ``X-Internal-Auth`` sending the upstream its key, ``check-header`` of ``X-Api-Key`` holding the
+  accepted keys): a header of :data:`~asgi_ws_gateway.redact.SENSITIVE_HEADERS`, or whose name says
+  auth, token, key, secret, password, session, cookie or credential.
+
 A document sent back unchanged keeps working where the secret came from ``secret_env`` and is
 refused where it came from an inline ``secret`` (``REDACTED`` is shorter than any HMAC secret the
-gateway accepts), so a round trip can never install a known secret.
+gateway accepts) or a header value (:func:`redacted_values`: a 422 naming the field), so a round trip
+can never install a known secret or silently replace one with ``REDACTED``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from ..redact import REDACTED, redact_url_credentials
+from ..redact import REDACTED, SENSITIVE_HEADERS, redact_url_credentials
 
 #: Setting names whose value is a secret wherever they appear in a document.
 SECRET_KEYS = frozenset({"secret"})
+#: Settings that hold a header's value beside its ``header`` name (``set-header``, ``check-header``).
+_HEADER_VALUE_KEYS = frozenset({"value", "values"})
+_CREDENTIAL_NAME = re.compile(r"auth|token|key|secret|passw|session|cookie|credential", re.IGNORECASE)
+
+
+def _secret_keys(value: dict[str, Any]) -> frozenset[str]:
+    """The keys of ``value`` whose values are secrets."""
+    header = value.get("header")
+    if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or _CREDENTIAL_NAME.search(header)):
+        return SECRET_KEYS | _HEADER_VALUE_KEYS
+    return SECRET_KEYS
 
 
 def public_document(value: Any) -> Any:
     """``value`` (JSON-like) with secrets replaced by ``REDACTED``; a new object, the input is unchanged."""
     if isinstance(value, dict):
-        return {
-            k: REDACTED if k in SECRET_KEYS and value[k] is not None else public_document(v) for k, v in value.items()
-        }
+        secret = _secret_keys(value)
+        return {k: REDACTED if k in secret and v is not None else public_document(v) for k, v in value.items()}
     if isinstance(value, list):
         return [public_document(item) for item in value]
     if isinstance(value, str) and "://" in value:
@@ -43,4 +60,22 @@ def public_document(value: Any) -> Any:
     return value
 
 
-__all__ = ["SECRET_KEYS", "public_document"]
+def redacted_values(value: Any, path: str = "") -> list[str]:
+    """Field paths where a document sent to the API holds ``REDACTED`` in place of a header's secret
+    value: what ``GET`` shows, sent back unchanged (``apis[0].policies[1].set-header.value``)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        secret = _secret_keys(value) & _HEADER_VALUE_KEYS
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in secret and (item == REDACTED or (isinstance(item, list) and REDACTED in item)):
+                found.append(where)
+            else:
+                found += redacted_values(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += redacted_values(item, f"{path}[{index}]")
+    return found
+
+
+__all__ = ["SECRET_KEYS", "public_document", "redacted_values"]

@@ -29,6 +29,7 @@ from ..redact import printable
 from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
+from .disclosure import redacted_values
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, Unavailable
 from .overlay import InvalidChange, Overlay, api_document, merge, validate
 from .store import MemoryStore, StateStore
@@ -300,6 +301,7 @@ class Manager:
         return found
 
     async def create_product(self, body: Any) -> subs.Product:
+        _no_redacted_secrets(body)
         product: subs.Product = subs.parse(subs.Product, body)
         file_products = {p.name for p in self.base.products}
         await self._change(lambda o: subs.add_product(o, product, _names(self.base, o), file_products))
@@ -437,7 +439,22 @@ def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object", ["(top level): expected a JSON object"])
+    _no_redacted_secrets(body)
     return body
+
+
+def _no_redacted_secrets(body: Any) -> None:
+    """Refuse a document holding ``REDACTED`` where ``GET`` hides a header's secret: sent back as read, it
+    would replace the secret with that word."""
+    fields = redacted_values(body)
+    if fields:
+        raise Invalid(
+            "the body holds REDACTED in place of a secret",
+            [
+                f"{field}: REDACTED is what the API shows in place of this secret: send the value itself"
+                for field in fields
+            ],
+        )
 
 
 def _names(base: GatewayConfig, overlay: Overlay) -> set[str]:
