@@ -169,7 +169,10 @@ def test_a_url_never_shows_its_password(
     url = f"{scheme}://{in_userinfo}{host}{path}" + (f"?{query}{secret}" if query else "")
     shown = redact_url_credentials(url)
     assert secret not in shown, (url, shown)
-    assert host in shown
+    if not (scheme == "redis+sentinel" and query and "@" in secret):
+        # Else the host is not "host": a Sentinel URL's userinfo runs to its last "@" (parse_redis_url),
+        # so "redis+sentinel://a?password=x@y" is host "y" with userinfo "a?password=x", all of it hidden.
+        assert host in shown
 
 
 # --- under run, with the management API ---------------------------------------------------------
