@@ -273,3 +273,14 @@ def test_management_host_chooses_where_the_management_port_listens(
     with ready_server(lambda port: [*command, "--port", str(port)], env=env) as server:
         assert _listening(server.process.pid, management) == {"0.0.0.0"}
         assert _listening(server.process.pid, server.port) == {"127.0.0.1"}
+
+
+def test_management_host_without_a_management_port_is_a_usage_error(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """A --management path is served on --host's port: an address for it alone would be silently ignored."""
+    args = [*RUN, str(_config(tmp_path, upstream_server)), "--port", str(free_port()), "--management", "/_gateway",
+            "--management-host", "127.0.0.1"]  # fmt: skip
+    with ServerProcess(args, port=0, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}) as server:
+        assert server.wait_exit() == 2
+        assert "--management-host needs --management-port" in server.stderr()

@@ -37,6 +37,9 @@ from .startup import variable_problems
 from .state.memory import MemoryState
 from .telemetry.providers import environment_config_problems
 
+MANAGEMENT_HOST = "127.0.0.1"
+"""Where ``--management-port`` listens unless ``--management-host`` says otherwise: loopback, private."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -78,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     managed.add_argument("--management-port", metavar="PORT", type=_own_port, help="or on its own port (at its root)")
     managed.add_argument(
-        "--management-host", metavar="ADDRESS", default="127.0.0.1",
-        help="the address --management-port listens on, not --host's (default: %(default)s, loopback: private)",
+        "--management-host", metavar="ADDRESS",
+        help=f"the address --management-port listens on, not --host's (default: {MANAGEMENT_HOST}, loopback: private)",
     )  # fmt: skip
     managed.add_argument(
         "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
@@ -159,6 +162,10 @@ def _run(args: argparse.Namespace) -> int:
         print("error: --management-port must differ from --port (the management API would answer on the "
               "public port, in place of the gateway)", file=sys.stderr)  # fmt: skip
         return 2
+    if args.management_host is not None and args.management_port is None:
+        print("error: --management-host needs --management-port (a --management path is served on --host's "
+              "port)", file=sys.stderr)  # fmt: skip
+        return 2
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):
             print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
@@ -169,7 +176,10 @@ def _run(args: argparse.Namespace) -> int:
         app = "asgi_ws_gateway.standalone:create_app"
     try:
         return serve(
-            app, _uvicorn_options(args), management_port=args.management_port, management_host=args.management_host
+            app,
+            _uvicorn_options(args),
+            management_port=args.management_port,
+            management_host=args.management_host or MANAGEMENT_HOST,
         )
     except ConfigError as exc:  # raised while the app is built, in this process (one worker)
         print(exc, file=sys.stderr)
