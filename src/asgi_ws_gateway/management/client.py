@@ -8,7 +8,9 @@ Usage::
             await gateway.send(connection["id"], "maintenance in 5 minutes")
 
 Every method raises :class:`ManagementAPIError` when the API refuses (its ``status`` and
-``problems``), and ``httpx2.TransportError`` subclasses when the gateway cannot be reached.
+``problems``), and ``httpx2.TransportError`` subclasses when the gateway cannot be reached. A name
+or id is sent as one path segment, percent-encoded (``/``, ``?``, ``#`` included: ``../apis/x`` is
+looked up as that id, never as API ``x``); ``""``, ``.`` and ``..`` raise ``ValueError`` unsent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, NotRequired, TypedDict, cast
+from urllib.parse import quote
 
 import httpx2
 
@@ -157,7 +160,7 @@ class ManagementClient:
         return cast(list[ApiDocument], (await self._call("GET", "apis")).json()["apis"])
 
     async def get_api(self, name: str) -> ApiDocument:
-        return cast(ApiDocument, (await self._call("GET", f"apis/{name}")).json())
+        return cast(ApiDocument, (await self._call("GET", f"apis/{_segment(name)}")).json())
 
     async def create_api(self, api: Mapping[str, Any]) -> ApiDocument:
         return cast(ApiDocument, (await self._call("POST", "apis", json=dict(api))).json())
@@ -168,7 +171,7 @@ class ManagementClient:
         """Replace API ``name``; ``drain`` also closes its open connections; ``if_match``: an ETag."""
         response = await self._call(
             "PUT",
-            f"apis/{name}",
+            f"apis/{_segment(name)}",
             json=dict(api),
             params=_drain(drain),
             headers={"If-Match": if_match} if if_match else None,
@@ -176,7 +179,7 @@ class ManagementClient:
         return cast(ApiDocument, response.json())
 
     async def delete_api(self, name: str, *, drain: bool = False) -> None:
-        await self._call("DELETE", f"apis/{name}", params=_drain(drain))
+        await self._call("DELETE", f"apis/{_segment(name)}", params=_drain(drain))
 
     async def export_config(self) -> dict[str, Any]:
         """The merged configuration (file and changes), ready to be written as a config file."""
@@ -205,7 +208,7 @@ class ManagementClient:
         return cast(Product, (await self._call("POST", "products", json=body)).json())
 
     async def delete_product(self, name: str) -> None:
-        await self._call("DELETE", f"products/{name}")
+        await self._call("DELETE", f"products/{_segment(name)}")
 
     async def list_subscriptions(self, product: str | None = None) -> list[SubscriptionInfo]:
         params = {"product": product} if product else None
@@ -214,7 +217,7 @@ class ManagementClient:
         )
 
     async def get_subscription(self, subscription_id: str) -> SubscriptionInfo:
-        return cast(SubscriptionInfo, (await self._call("GET", f"subscriptions/{subscription_id}")).json())
+        return cast(SubscriptionInfo, (await self._call("GET", f"subscriptions/{_segment(subscription_id)}")).json())
 
     async def create_subscription(
         self,
@@ -231,19 +234,24 @@ class ManagementClient:
         return cast(SubscriptionInfo, (await self._call("POST", "subscriptions", json=body)).json())
 
     async def suspend_subscription(self, subscription_id: str) -> SubscriptionInfo:
-        return cast(SubscriptionInfo, (await self._call("POST", f"subscriptions/{subscription_id}/suspend")).json())
+        return cast(
+            SubscriptionInfo, (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/suspend")).json()
+        )
 
     async def activate_subscription(self, subscription_id: str) -> SubscriptionInfo:
-        return cast(SubscriptionInfo, (await self._call("POST", f"subscriptions/{subscription_id}/activate")).json())
+        return cast(
+            SubscriptionInfo, (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/activate")).json()
+        )
 
     async def regenerate_key(self, subscription_id: str) -> SubscriptionInfo:
         """A new key for the subscription (in the result's ``key``); the old one stops working."""
         return cast(
-            SubscriptionInfo, (await self._call("POST", f"subscriptions/{subscription_id}/regenerate-key")).json()
+            SubscriptionInfo,
+            (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/regenerate-key")).json(),
         )
 
     async def delete_subscription(self, subscription_id: str) -> None:
-        await self._call("DELETE", f"subscriptions/{subscription_id}")
+        await self._call("DELETE", f"subscriptions/{_segment(subscription_id)}")
 
     # -- live connections --
     async def list_connections(self, api: str | None = None, *, limit: int | None = None) -> list[Connection]:
@@ -260,12 +268,27 @@ class ManagementClient:
             The id of the worker that holds the connection (any worker of the gateway may).
         """
         body = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
-        return str((await self._call("POST", f"connections/{connection_id}/messages", json=body)).json()["worker"])
+        return str(
+            (await self._call("POST", f"connections/{_segment(connection_id)}/messages", json=body)).json()["worker"]
+        )
 
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
         """Close a connection (both sides) with ``code`` and ``reason``; returns the worker that held it."""
         body = {"code": code, "reason": reason}
-        return str((await self._call("POST", f"connections/{connection_id}/close", json=body)).json()["worker"])
+        return str(
+            (await self._call("POST", f"connections/{_segment(connection_id)}/close", json=body)).json()["worker"]
+        )
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment: percent-encoded with nothing left safe, ``/`` included.
+
+    Built by f-string, ``subscriptions/../apis/x`` was ``/apis/x`` (and ``?``, ``#`` cut a name short);
+    ``""``, ``.`` and ``..`` cannot be one segment once a client or proxy normalises the path.
+    """
+    if value in ("", ".", ".."):
+        raise ValueError(f"{value!r} cannot be a name or id in the management API")
+    return quote(value, safe="")
 
 
 def _drain(drain: bool) -> dict[str, str] | None:
