@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from asgi_ws_gateway import load_config
 from support.clients import connect, expect_close, expect_status
@@ -144,6 +147,60 @@ async def test_connect_prints_frames_with_timestamps_and_the_close_code(config: 
     assert code == 6
     assert records[-1]["event"] == "close" and (records[-1]["code"], records[-1]["reason"]) == (4009, "go away")
     assert (await cli("connect", "ws://127.0.0.1:1/", "-H", "no colon"))[0] == 2
+
+
+# What a hostile server sends: an OSC 52 clipboard write, a screen clear, a newline and a forged
+# event, a carriage return, a bidi override, a C1 control; and a close reason forging a line too.
+HOSTILE_FRAMES = ["\x1b]52;c;aGFja2Vk\x07", "\x1b[2J\x1b[H", "ok\n12:00:00.000 * closed 1000", "a\rb\u202ec\x9b"]
+HOSTILE_REASON = "bye\x1b[31m\r\n12:00:00.000 * closed 1000"
+EVENT_LINE = re.compile(r"\d\d:\d\d:\d\d\.\d{3} [*<>!] \S")
+
+
+def _shown_raw(out: str) -> list[str]:
+    """The characters a terminal would obey, or break a line at, found in ``out`` (newlines aside)."""
+    return [c for c in out.replace("\n", "") if not c.isprintable() or c in "\x1b\x07\r\u202e\u2028"]
+
+
+async def test_connect_shows_a_servers_control_characters_as_escapes_one_event_a_line() -> None:
+    async def hostile(ws: ServerConnection) -> None:
+        for frame in HOSTILE_FRAMES:
+            await ws.send(frame)
+        await ws.close(4000, HOSTILE_REASON)
+
+    async with serve(hostile, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        code, out, _ = await cli("connect", url, "--linger", "10")
+        _, as_json, _ = await cli("connect", url, "--linger", "10", "--json")
+    assert code == 6
+    assert _shown_raw(out) == []
+    lines = out.splitlines()
+    assert len(lines) == 1 + len(HOSTILE_FRAMES) + 1  # open, each frame, close
+    assert all(EVENT_LINE.match(line) for line in lines), lines
+    events = [line.split(" ", 1)[1] for line in lines]
+    shown = ["\\x1b]52;c;aGFja2Vk\\x07", "\\x1b[2J\\x1b[H", "ok\\n12:00:00.000 * closed 1000", "a\\rb\\u202ec\\x9b"]
+    sizes = [len(frame.encode()) for frame in HOSTILE_FRAMES]
+    assert events[1:-1] == [f"< {text}  ({size} B)" for text, size in zip(shown, sizes, strict=True)]
+    assert events[-1] == '* closed 4000 "bye\\x1b[31m\\r\\n12:00:00.000 * closed 1000"'
+    records = [json.loads(line) for line in as_json.splitlines()]  # --json: the exact values, JSON-escaped
+    assert [r["data"] for r in records if r["event"] == "received"] == HOSTILE_FRAMES
+    assert (records[-1]["code"], records[-1]["reason"]) == (4000, HOSTILE_REASON)
+
+
+async def test_connect_shows_a_refusals_body_as_escapes_on_one_line() -> None:
+    body = 'denied\x1b[2J\n12:00:00.000 * connected to ws://elsewhere/\r\n{"a": "\\u0007"}'
+
+    def refuse(ws: ServerConnection, request: Request) -> Response:
+        return ws.respond(403, body)
+
+    async with serve(lambda ws: ws.close(), "127.0.0.1", 0, process_request=refuse) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        code, out, _ = await cli("connect", url)
+    assert code == 1
+    assert _shown_raw(out) == []
+    (line,) = out.splitlines()
+    assert line.split(" ", 1)[1] == (
+        '! handshake refused: 403 denied\\x1b[2J\\n12:00:00.000 * connected to ws://elsewhere/\\r\\n{"a": "\\\\u0007"}'
+    )
 
 
 async def test_run_without_an_admin_token_refuses_to_start(config: Path) -> None:

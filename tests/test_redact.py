@@ -11,6 +11,7 @@ from asgi_ws_gateway.redact import (
     REDACTED,
     RedactingFilter,
     credential_headers,
+    printable,
     redact_headers,
     redact_path,
     redact_query,
@@ -176,3 +177,17 @@ def test_filter_redacts_a_record_once_however_many_filters_it_meets(monkeypatch:
     assert first > 0 and JWT not in record.getMessage()
     assert RedactingFilter().filter(record)
     assert len(calls) == first
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted", "bare"),
+    [
+        ('{"a": 1}', "{\\x22a\\x22: 1}", '{"a": 1}'),
+        ("\x1b]52;c;eA==\x07", "\\x1b]52;c;eA==\\x07", "\\x1b]52;c;eA==\\x07"),
+        ("a\r\nb\u2028c\u202ed", "a\\r\\nb\\u2028c\\u202ed", "a\\r\\nb\\u2028c\\u202ed"),
+        ('a\\nb"', "a\\\\nb\\x22", 'a\\\\nb"'),
+    ],
+)
+def test_printable_escapes_quotes_only_for_a_quoted_field(text: str, quoted: str, bare: str) -> None:
+    """``quote=False`` keeps ``"`` (a JSON message shown bare); controls and ``\\`` are escaped either way."""
+    assert (printable(text), printable(text, quote=False)) == (quoted, bare)

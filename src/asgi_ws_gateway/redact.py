@@ -174,20 +174,26 @@ def _redact_credential_parameters(text: str) -> str:
 # overrides), so they are written as escapes; so is the double quote, which would close a quoted
 # field (%22) and let fields be forged after it, and the backslash, so an escape cannot be forged.
 _UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\"]')
+_UNPRINTABLE_BARE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]")
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, quote: bool = True) -> str:
     """``text`` on one line: control, line-breaking and bidi characters, ``\\`` and ``"`` as escapes.
 
     The one escaping for client-supplied text written to a log line or a terminal (the access log,
     the management API's log lines, ``asgi-ws-gateway connect``).
 
+    Args:
+        text: what to show.
+        quote: also escape ``"`` (default), for text written inside a quoted field; False leaves it,
+            for text shown bare (a JSON message that ``asgi-ws-gateway connect`` prints).
+
     >>> printable('x\\nCRITICAL: "forged"')
     'x\\\\nCRITICAL: \\\\x22forged\\\\x22'
     """
-    if text.isprintable() and "\\" not in text and '"' not in text:  # what _UNPRINTABLE finds, fast
+    if text.isprintable() and "\\" not in text and not (quote and '"' in text):  # what the pattern finds, fast
         return text
-    return _UNPRINTABLE.sub(_escape, text)
+    return (_UNPRINTABLE if quote else _UNPRINTABLE_BARE).sub(_escape, text)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -3,7 +3,9 @@
 Each line typed (or piped) is sent as a text message; ``/binary HEX`` sends bytes, ``/json {...}``
 checks the JSON first, ``/close [CODE [REASON]]`` closes. At the end of the input the client closes
 with 1000 (after ``--linger`` seconds for late replies). Every frame is printed with a timestamp,
-its direction and size; the close code and reason are printed last.
+its direction and size; the close code and reason are printed last. What the server sends (text,
+close reason, a refusal's body) is printed with control, line-breaking and bidi characters as
+escapes (``\\x1b``, ``\\n``): one event, one line, and nothing for the terminal to obey.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from ..redact import printable
+
 EXIT_OK, EXIT_FAILED, EXIT_ABNORMAL = 0, 1, 6
 
 
 class Printer:
-    """Writes events as human lines or, with ``as_json``, one JSON object per line."""
+    """Writes events as human lines or, with ``as_json``, one JSON object per line.
+
+    A human line's values from the peer or the user must be passed through ``printable`` first (the
+    JSON encoder escapes them itself): a server could otherwise write ``\\x1b]52;...`` (the
+    clipboard), ``\\x1b[2J`` or a newline and a forged event to the terminal.
+    """
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
@@ -41,7 +50,7 @@ class Printer:
 
 def _describe(data: str | bytes) -> tuple[str, dict[str, Any]]:
     if isinstance(data, str):
-        return data, {"type": "text", "size": len(data.encode()), "data": data}
+        return printable(data, quote=False), {"type": "text", "size": len(data.encode()), "data": data}
     preview = data[:32].hex(" ") + (" …" if len(data) > 32 else "")
     return f"[binary] {preview}", {"type": "binary", "size": len(data), "data": data.hex()}
 
@@ -83,17 +92,18 @@ async def session(
         body = bytes(exc.response.body).decode(errors="replace")
         show(
             "refused",
-            f"! handshake refused: {exc.response.status_code} {body}".rstrip(),
+            f"! handshake refused: {exc.response.status_code} {printable(body, quote=False)}".rstrip(),
             status=exc.response.status_code,
             body=body,
         )
         return EXIT_FAILED
     except (OSError, InvalidHandshake, TimeoutError) as exc:
-        show("error", f"! cannot connect: {exc}", error=str(exc))
+        show("error", f"! cannot connect: {printable(str(exc), quote=False)}", error=str(exc))
         return EXIT_FAILED
     show(
         "open",
-        f"* connected to {url}" + (f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""),
+        f"* connected to {printable(url, quote=False)}"
+        + (f" (subprotocol {printable(ws.subprotocol, quote=False)})" if ws.subprotocol else ""),
         url=url,
         subprotocol=ws.subprotocol,
     )
@@ -106,7 +116,7 @@ async def session(
     await reader
     received = ws.protocol.close_rcvd
     code, reason = (received.code, received.reason) if received is not None else (1006, "")
-    show("close", f"* closed {code}" + (f' "{reason}"' if reason else ""), code=code, reason=reason)
+    show("close", f"* closed {code}" + (f' "{printable(reason)}"' if reason else ""), code=code, reason=reason)
     return EXIT_OK if code in (1000, 1001) else EXIT_ABNORMAL
 
 
@@ -135,7 +145,7 @@ async def _send(ws: ClientConnection, show: Printer, linger: float) -> None:
             try:
                 data = json.dumps(json.loads(line.removeprefix("/json ")))
             except json.JSONDecodeError as exc:
-                show("error", f"! not JSON: {exc}", error=str(exc))
+                show("error", f"! not JSON: {printable(str(exc), quote=False)}", error=str(exc))
                 continue
         try:
             await ws.send(data)
