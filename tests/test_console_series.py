@@ -13,15 +13,8 @@ from asgi_ws_gateway.handshake.refusals import MAX_DETAIL, RefusalLog
 from asgi_ws_gateway.management import GatewayManagement
 from asgi_ws_gateway.management.series import Sampler, SeriesKey, merge
 from asgi_ws_gateway.standalone import not_found
+from support.clock import Clock
 from support.jwts import token
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Counters:

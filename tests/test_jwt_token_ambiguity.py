@@ -102,13 +102,8 @@ async def test_a_token_in_one_place_is_checked_as_before() -> None:
 async def test_end_to_end_the_upstream_never_gets_a_token_the_gateway_did_not_check(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer
 ) -> None:
-    api = api_entry(upstream, policies=[{"validate-jwt": SETTINGS}])
-    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
-    seen = len(upstream.handshakes)
-    with pytest.raises(InvalidStatus) as refused:
-        await connect(server.url("/ws/echo"), additional_headers={"Cookie": f"jwt={FORGED}; jwt={VALID}"})
-    assert refused.value.response.status_code == 400
-    assert len(upstream.handshakes) == seen  # never connected upstream
+    server = _gateway(uvicorn_server, upstream)
+    await _refused_before_the_upstream(upstream, server.url("/ws/echo"), {"Cookie": f"jwt={FORGED}; jwt={VALID}"})
     async with await connect(server.url("/ws/echo"), additional_headers={"Cookie": f"jwt={VALID}"}) as ws:
         await ws.send("hi")
         assert await ws.recv() == "hi"
@@ -160,11 +155,19 @@ async def test_a_second_authorization_header_in_another_scheme_is_a_400() -> Non
 async def test_end_to_end_a_tab_separated_forged_token_never_reaches_the_upstream(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer
 ) -> None:
+    server = _gateway(uvicorn_server, upstream)
+    url = server.url(f"/ws/echo?access_token={VALID}")
+    await _refused_before_the_upstream(upstream, url, {"Authorization": f"Bearer\t{FORGED}"})
+
+
+def _gateway(uvicorn_server: UvicornFactory, upstream: UpstreamServer) -> Any:
     api = api_entry(upstream, policies=[{"validate-jwt": SETTINGS}])
-    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
+    return uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
+
+
+async def _refused_before_the_upstream(upstream: UpstreamServer, url: str, headers: dict[str, str]) -> None:
     seen = len(upstream.handshakes)
     with pytest.raises(InvalidStatus) as refused:
-        await connect(server.url(f"/ws/echo?access_token={VALID}"),
-                      additional_headers={"Authorization": f"Bearer\t{FORGED}"})  # fmt: skip
+        await connect(url, additional_headers=headers)
     assert refused.value.response.status_code == 400
-    assert len(upstream.handshakes) == seen
+    assert len(upstream.handshakes) == seen  # never connected upstream

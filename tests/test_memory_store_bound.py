@@ -20,17 +20,10 @@ from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.state.base import StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryState
 from support.clients import connect
+from support.clock import Clock
 from support.configs import api_entry
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_past_max_keys_a_new_key_fails_and_the_known_ones_go_on_counting() -> None:

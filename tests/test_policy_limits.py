@@ -12,15 +12,8 @@ from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies.limits import period_bounds
 from asgi_ws_gateway.state.base import Decision, StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryState
+from support.clock import Clock
 from support.policies import build, context, denied, problems
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _ip(ip: str = "10.0.0.1") -> HandshakeContext:

@@ -16,18 +16,11 @@ from asgi_ws_gateway import ConfigError, WebSocketGateway, load_config
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.resolver import RESOLVER, Resolver
 from support.clients import connect, expect_status
+from support.clock import Clock
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_name_is_looked_up_once_per_ttl_and_once_for_concurrent_handshakes() -> None:
