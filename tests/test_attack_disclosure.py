@@ -468,3 +468,16 @@ async def test_header_secrets_are_not_read_back_and_a_round_trip_cannot_replace_
             document["policies"][1]["check-header"]["values"] = ["new-client-key-0123"]
             replaced = await http.put("apis/chat", json=document, headers={"If-Match": got.headers["etag"]})
             assert replaced.status_code == 200, replaced.text
+
+
+async def test_a_url_credential_sent_back_as_redacted_is_a_422(tmp_path: Any, upstream_server: UpstreamServer) -> None:
+    """GET shows ``?access_token=REDACTED``; PUT it back and the upstream would have received "REDACTED"."""
+    upstream = upstream_server.url("/echo") + "?access_token=real-upstream-token-0123&room=1"
+    config = {"apis": [api("chat", "/chat", upstream_server, upstreams=[upstream])]}
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.http() as http:
+            got = await http.get("apis/chat")
+            assert "real-upstream-token" not in got.text and "access_token=REDACTED&room=1" in got.text
+            sent_back = await http.put("apis/chat", json=got.json(), headers={"If-Match": got.headers["etag"]})
+            assert sent_back.status_code == 422
+            assert [p.split(":")[0] for p in sent_back.json()["problems"]] == ["upstreams[0].url"]

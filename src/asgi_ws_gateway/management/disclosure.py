@@ -22,8 +22,8 @@ pattern.
 
 A document sent back unchanged keeps working where the secret came from ``secret_env`` and is
 refused where it came from an inline ``secret`` (``REDACTED`` is shorter than any HMAC secret the
-gateway accepts) or a header value (:func:`redacted_values`: a 422 naming the field), so a round trip
-can never install a known secret or silently replace one with ``REDACTED``.
+gateway accepts), a header value or a URL's credential (:func:`redacted_values`: a 422 naming the
+field), so a round trip can never install a known secret or silently replace one with ``REDACTED``.
 """
 
 from __future__ import annotations
@@ -62,9 +62,15 @@ def public_document(value: Any) -> Any:
 
 def redacted_values(value: Any, path: str = "") -> list[str]:
     """Field paths where a document sent to the API holds ``REDACTED`` in place of a header's secret
-    value: what ``GET`` shows, sent back unchanged (``apis[0].policies[1].set-header.value``)."""
+    value or a URL's credential: what ``GET`` shows, sent back unchanged (``policies[1].set-header.value``,
+    ``upstreams[0]`` with ``?access_token=REDACTED``)."""
     found: list[str] = []
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        if REDACTED in value and "://" in value:
+            probe = value.replace(REDACTED, "x")  # REDACTED where the URL's credentials go: they change
+            if redact_url_credentials(probe) != probe:
+                found.append(path or "(body)")
+    elif isinstance(value, dict):
         secret = _secret_keys(value) & _HEADER_VALUE_KEYS
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
