@@ -245,3 +245,71 @@ async def test_an_upstream_header_that_would_break_the_clients_response_is_a_502
                 status, headers, _body = await expect_status(gateway_server.url("/ws/echo"))
         assert status == 502
         assert "injected" not in headers
+
+
+def _switching(
+    extra: bytes, offers: list[bytes]
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A 101 with a right Accept for the request's key, then ``extra`` header lines; records the offer."""
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            request = await reader.readuntil(b"\r\n\r\n")
+            lines = {
+                n.strip().lower(): v.strip() for n, _, v in (x.partition(b":") for x in request.split(b"\r\n")[1:])
+            }
+            offers.append(lines.get(b"sec-websocket-extensions", b""))
+            accept = base64.b64encode(
+                hashlib.sha1(lines[b"sec-websocket-key"] + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            )
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\n" + extra.replace(b"ACCEPT", accept) + b"\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+_ACCEPT = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ACCEPT"
+_INVALID_101 = [
+    pytest.param(
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\nSec-WebSocket-Accept: ACCEPT",
+        id="second-accept-right",
+    ),
+    pytest.param(b"Upgrade: websocket\r\nSec-WebSocket-Accept: ACCEPT", id="no-connection-upgrade"),
+    pytest.param(
+        b"Upgrade: websocket\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ACCEPT",
+        id="two-upgrades",
+    ),
+    pytest.param(_ACCEPT + b"\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame", id="other-extension-offered"),
+    pytest.param(
+        _ACCEPT + b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10",
+        id="client-bits-not-offered",
+    ),
+    pytest.param(
+        _ACCEPT + b"\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=16", id="bits-out-of-range"
+    ),
+    pytest.param(_ACCEPT + b"\r\nSec-WebSocket-Extensions: permessage-deflate, permessage-deflate", id="twice"),
+    pytest.param(_ACCEPT + b"\r\nSec-WebSocket-Extensions: permessage-deflate; x-level=9", id="unknown-parameter"),
+]
+
+
+@pytest.mark.parametrize("passthrough", [True, False], ids=["splice", "relay"])
+@pytest.mark.parametrize("extra", _INVALID_101)
+async def test_a_101_the_handshake_rules_forbid_is_a_502(extra: bytes, passthrough: bool) -> None:
+    """The splice checked only one Accept (the last), no Connection header, and no extension answer
+    against the offer: an upstream could pick an extension the splice cannot see through (a compressed
+    message of any size got past max_message_size) or window bits the client never offered."""
+    if b"client_max_window_bits" in extra and not passthrough:
+        pytest.skip("the relay's own upstream offer includes client_max_window_bits: a valid answer there")
+    offers: list[bytes] = []
+    server = await asyncio.start_server(_switching(extra, offers), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        gateway = ProbedGateway(_one_api([f"ws://127.0.0.1:{port}/"], passthrough=passthrough))
+        offer = "permessage-deflate; server_max_window_bits=12, x-webkit-deflate-frame"
+        with UvicornServer(gateway, ws=PASSTHROUGH) as gateway_server:
+            status, _headers, _body = await expect_status(
+                gateway_server.url("/ws/echo"), compression=None, additional_headers={"Sec-WebSocket-Extensions": offer}
+            )
+    assert status == 502
+    if passthrough:  # the one extension the splice can measure is the only one offered upstream
+        assert offers and all(b"x-webkit" not in o and o.startswith(b"permessage-deflate") for o in offers)

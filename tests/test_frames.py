@@ -152,7 +152,7 @@ def test_masked_frame_from_the_upstream_is_incorrect_masking() -> None:
         ("permessage-deflate; client_max_window_bits", _raw(0xC1, _DEFLATED), None),
         ("permessage-deflate", _raw(0xA1), "reserved bits must be 0"),
         ("permessage-deflate", _raw(0xC9, b""), "reserved bits must be 0"),
-        ("x-unknown-extension", _raw(0x91), None),
+        ("x-unknown-extension", _raw(0x91), "reserved bits must be 0"),  # never negotiated by the splice
         (None, _raw(0xC2), "reserved bits must be 0"),
     ],
     # Named, not derived from the frames: their masking keys are random, and ids must be the same
@@ -168,7 +168,8 @@ def test_masked_frame_from_the_upstream_is_incorrect_masking() -> None:
 def test_reserved_bits_follow_the_negotiated_extensions(
     extensions: str | None, frame: bytes, error: str | None
 ) -> None:
-    """RSV1 is permessage-deflate's, on data frames only; an unknown extension may use any bit."""
+    """RSV1 is permessage-deflate's, on data frames only; no other bit is ever allowed (the splice forwards
+    no other extension's offer and refuses an upstream that answers one)."""
     stats = RelayStats(sizes_in=[0] * 8, sizes_out=[0] * 8)
     scanner = FrameScanner(stats, inbound=True, max_message_size=100, extensions=extensions)
     scanner.feed(frame)

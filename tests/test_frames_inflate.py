@@ -208,9 +208,9 @@ def test_rsv1_is_deflates_whatever_else_was_negotiated_beside_it() -> None:
     scanner, _ = _scanner(extensions=f"{DEFLATE}, x-other")
     assert scanner.feed(Sender().frames(bytes(4 * LIMIT))) == b""
     assert scanner.too_big
-    scanner, _ = _scanner(extensions="x-other")  # no deflate: RSV1 means what the scanner cannot know
-    opaque = _frame(BINARY, b"\xff" * 10, rsv1=True)
-    assert scanner.feed(opaque) == opaque and not scanner.stopped
+    scanner, _ = _scanner(extensions="x-other")  # no deflate: RSV1 is no one's (the splice negotiates no other)
+    scanner.feed(_frame(BINARY, b"\xff" * 10, rsv1=True))
+    assert scanner.error == "reserved bits must be 0"
 
 
 def test_without_context_takeover_the_inflater_is_dropped_after_each_message() -> None:

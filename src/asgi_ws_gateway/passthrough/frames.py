@@ -41,10 +41,9 @@ def _names(extensions: str | None) -> set[str]:
 
 
 def _allowed_rsv(names: set[str]) -> int:
-    """Reserved bits a frame may set under the negotiated extensions ``names`` (RFC 6455 §5.2, RFC 7692 §6)."""
-    if not names:
-        return 0
-    return _RSV1 if names == {"permessage-deflate"} else 0x70
+    """Reserved bits a frame may set under the negotiated extensions ``names`` (RFC 6455 §5.2, RFC 7692 §6):
+    RSV1 under permessage-deflate, none otherwise (the splice negotiates no other extension)."""
+    return _RSV1 if "permessage-deflate" in names else 0
 
 
 class Scanner(Protocol):

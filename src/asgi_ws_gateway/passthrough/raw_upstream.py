@@ -1,8 +1,9 @@
 """The upstream leg of passthrough: a raw TCP/TLS connection and a WebSocket handshake done by hand.
 
 The gateway sends its own ``Sec-WebSocket-Key`` and checks the upstream's ``Sec-WebSocket-Accept``,
-but forwards the client's ``Sec-WebSocket-Extensions`` offer and subprotocols, so that both ends
-negotiate extensions with each other. Failures raise the same errors as the ``websockets``
+but forwards the client's ``permessage-deflate`` offer (the one extension whose messages the splice
+can measure) and subprotocols, so that both ends negotiate compression with each other; an answer
+the offer does not allow is refused (502). Failures raise the same errors as the ``websockets``
 connector: :class:`~asgi_ws_gateway.errors.UpstreamRejected` (the upstream's status, headers and
 body), :class:`~asgi_ws_gateway.errors.UpstreamTimeout` and
 :class:`~asgi_ws_gateway.errors.UpstreamUnreachable`.
@@ -17,6 +18,9 @@ import os
 import re
 import ssl
 from urllib.parse import SplitResult, urlsplit
+
+from websockets.exceptions import InvalidHeader
+from websockets.headers import build_extension, parse_extension
 
 from .._types import Headers, Scope
 from ..config import ApiConfig, UpstreamConfig
@@ -107,10 +111,51 @@ class _HandshakeReader(asyncio.Protocol):
             )
 
 
-def client_extensions(scope: Scope) -> str | None:
-    """The client's ``Sec-WebSocket-Extensions`` offer, all header lines joined."""
+_DEFLATE = "permessage-deflate"
+_WINDOW_BITS = frozenset(str(bits) for bits in range(8, 16))
+_DEFLATE_FLAGS = frozenset({"server_no_context_takeover", "client_no_context_takeover"})
+
+
+def deflate_offer(scope: Scope) -> str | None:
+    """The client's ``permessage-deflate`` offers (all header lines), the only extension the splice
+    forwards: the one whose messages it can measure (inflated, against ``max_message_size``). Any
+    other, a compression the splice cannot see through, would carry messages of any size past it."""
     values = [v.decode("latin-1") for n, v in scope.get("headers", []) if n.lower() == b"sec-websocket-extensions"]
-    return ", ".join(values) if values else None
+    if not values:
+        return None
+    try:
+        offers = [offer for offer in parse_extension(", ".join(values)) if offer[0] == _DEFLATE]
+    except InvalidHeader:
+        return None  # an offer the upstream could read otherwise: none
+    return build_extension(offers) if offers else None
+
+
+def _answer_problem(answer: list[str], offer: str | None) -> str | None:
+    """What is wrong with the upstream's ``Sec-WebSocket-Extensions`` answer to ``offer`` (RFC 6455 §9.1,
+    RFC 7692 §7), or None: at most one ``permessage-deflate``, with parameters the offer allows."""
+    if not answer:
+        return None
+    if offer is None:
+        return "answered with extensions that were not offered"
+    try:
+        extensions = parse_extension(", ".join(answer))
+        offered = parse_extension(offer)
+    except InvalidHeader:
+        return "answered with a malformed Sec-WebSocket-Extensions header"
+    if len(extensions) != 1 or extensions[0][0] != _DEFLATE:
+        return f"answered with extensions that were not offered: {', '.join(name for name, _ in extensions)[:80]!r}"
+    parameters = extensions[0][1]
+    names = [name for name, _ in parameters]
+    client_bits_offered = any(name == "client_max_window_bits" for _, params in offered for name, _ in params)
+    for name, value in parameters:
+        valid = (
+            (name in _DEFLATE_FLAGS and value is None)
+            or (name == "server_max_window_bits" and value in _WINDOW_BITS)
+            or (name == "client_max_window_bits" and value in _WINDOW_BITS and client_bits_offered)
+        )
+        if not valid or names.count(name) > 1:
+            return f"answered permessage-deflate with a parameter the offer does not allow: {name[:40]!r}"
+    return None
 
 
 async def open_raw(
@@ -145,7 +190,7 @@ async def _open(
 ) -> RawUpstream:
     url = urlsplit(request.url)
     host, port = host_and_port(url)
-    offer = client_extensions(request.scope) if forward_offer else None
+    offer = deflate_offer(request.scope) if forward_offer else None
     loop = asyncio.get_running_loop()
     transport, reader = await RESOLVER.connect(host, port, lambda address: loop.create_connection(
         _HandshakeReader, address, port, ssl=context, server_hostname=host if context is not None else None
@@ -159,16 +204,27 @@ async def _open(
         if status != 101:
             body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
             raise upstream_refusal(upstream.label, status, kept_response_headers(headers), body)
-        answer = {name.lower(): value for name, value in headers}
+        answer: dict[str, list[str]] = {}
+        for name, value in headers:
+            answer.setdefault(name.lower(), []).append(value)
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
-        if answer.get("upgrade", "").lower() != "websocket" or answer.get("sec-websocket-accept") != expected:
+        # RFC 6455 §4.1: one Upgrade: websocket, an upgrade token in Connection, one valid Accept (as
+        # the websockets client checks on the relay path; a second Accept must not pass as the last).
+        connection = {token.strip().lower() for value in answer.get("connection", ()) for token in value.split(",")}
+        if (
+            [value.lower() for value in answer.get("upgrade", ())] != ["websocket"]
+            or "upgrade" not in connection
+            or answer.get("sec-websocket-accept") != [expected]
+        ):
             raise UpstreamUnreachable(f"{upstream.label} answered the handshake with an invalid 101")
-        subprotocol = answer.get("sec-websocket-protocol")
-        if subprotocol is not None and subprotocol not in request.subprotocols:
-            raise UpstreamUnreachable(f"{upstream.label} chose a subprotocol that was not offered: {subprotocol!r}")
-        extensions = ", ".join(v for n, v in headers if n.lower() == "sec-websocket-extensions") or None
-        if extensions is not None and offer is None:
-            raise UpstreamUnreachable(f"{upstream.label} answered with extensions that were not offered")
+        chosen = answer.get("sec-websocket-protocol", [])
+        subprotocol = chosen[0] if len(chosen) == 1 else None
+        if chosen and (len(chosen) > 1 or subprotocol not in request.subprotocols):
+            raise UpstreamUnreachable(f"{upstream.label} chose a subprotocol that was not offered: {chosen[0][:80]!r}")
+        problem = _answer_problem(answer.get("sec-websocket-extensions", []), offer)
+        if problem is not None:
+            raise UpstreamUnreachable(f"{upstream.label} {problem}")
+        extensions = ", ".join(answer.get("sec-websocket-extensions", ())) or None
     except BaseException:
         transport.abort()
         raise
@@ -229,4 +285,4 @@ async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start:
     return bytes(reader.buffer[start : start + want])
 
 
-__all__ = ["RawUpstream", "client_extensions", "open_raw"]
+__all__ = ["RawUpstream", "deflate_offer", "open_raw"]
