@@ -11,7 +11,8 @@ always finish:
 
 * the client closes: its code goes upstream; the upstream pump keeps draining (and dropping)
   until the upstream completes the closing handshake;
-* the upstream closes: its code goes to the client and the client pump is cancelled;
+* the upstream closes: its code goes to the client and the client pump is cancelled (at the close
+  frame: the connector does not wait for the upstream's TCP close to report it);
 * the gateway closes (oversize message, idle, lifetime, drain): each side gets its own code.
 
 The pumps run as a task group: the first to finish decides. When it failed (an exception that is

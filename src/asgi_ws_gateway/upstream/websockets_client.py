@@ -34,12 +34,67 @@ class _ClientProtocol(HeldPings, ClientProtocol):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing."""
 
 
+class _Lingering(asyncio.Protocol):
+    """The TCP connection of a WebSocket that is over, until the upstream closes it or the deadline passes.
+
+    What the upstream still sends is discarded; at its EOF the transport is closed, at the deadline
+    aborted. ``closed`` is done once the transport is.
+    """
+
+    def __init__(self, transport: asyncio.Transport, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._timer = None if deadline is None else loop.call_at(deadline, transport.abort)
+        transport.set_protocol(self)
+        transport.resume_reading()  # the client may have paused it (a full receive queue): EOF must get in
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 class _ClientConnection(ClientConnection):
-    """The asyncio client connection, with :class:`_ClientProtocol` told of the transport's flow control."""
+    """The asyncio client connection, with :class:`_ClientProtocol` told of the transport's flow control,
+    and over when the WebSocket is, not when TCP is.
+
+    websockets' client waits for the server to close TCP after the closing handshake (RFC 6455
+    §7.1.1) or after failing the connection, and only then ends ``recv()``; its ``close_timeout``
+    is enforced only while a ``send``/``close`` waits. An upstream that keeps the socket open
+    would hold the relay (and the client, and a connection slot) until a keepalive ping failed, or
+    for ever. So once the upstream's close frame arrived (and the echo went out), or the
+    connection was failed (a protocol error: our close frame went out), the transport is handed
+    to :class:`_Lingering` and the connection is reported lost: ``recv()`` ends (after the
+    messages already received), ``send`` raises, and ``close`` waits for the TCP connection to end,
+    by the upstream's hand or at ``close_timeout`` from the close.
+    """
 
     def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
         protocol.__class__ = _ClientProtocol  # only methods differ: the instance keeps its state
         super().__init__(protocol, **kwargs)
+        self.lingering: _Lingering | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        protocol = self.protocol
+        if protocol.state is State.CLOSING and (protocol.close_rcvd is not None or protocol.parser_exc is not None):
+            self.lingering = _Lingering(self.transport, self.close_deadline)
+            self.connection_lost(None)  # the transport now reports to the lingering protocol only
+
+    async def send(self, message: Any, **kwargs: Any) -> None:
+        if self.lingering is not None:  # websockets would abort the transport handed over
+            raise self.protocol.close_exc
+        await super().send(message, **kwargs)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.lingering is None:
+            await super().close(code, reason)  # may end with the upstream's close frame: handed over
+        if self.lingering is not None:
+            await asyncio.shield(self.lingering.closed)
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -1,0 +1,103 @@
+"""End to end: an upstream that ends the WebSocket but keeps its TCP connection open, relayed.
+
+RFC 6455 has the server close TCP after the closing handshake; an upstream that does not (or that
+breaks the protocol, so that the gateway fails the connection and waits for the server to drop
+it) used to leave the relay waiting on ``websockets``' ``recv()``, which ended only with the TCP
+connection: the client heard nothing until a keepalive ping timed out (never, without pings) and the
+socket stayed counted. A raw upstream plays that server: it completes the handshake, sends one
+frame, reads what the gateway sends back, and never closes. Keepalive pings are off, so nothing but
+the fix can end the connection; ``close_timeout`` is long enough to tell "at once" from "at the
+deadline" without a tight clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_close
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH
+from support.servers import WS_IMPLS, UvicornFactory, WSImpl
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CLOSE_TIMEOUT = 2.0
+FAILED = "upstream connection failed"
+BOUND = 10.0  # far under "never"; the 20-s keepalive is off anyway
+
+FRAMES = {
+    # A close frame, 1000 "bye": the client gets it as it is.
+    "close": (b"\x88\x05\x03\xe8bye", 1000, "bye", 1000),
+    # A masked frame from a server (RFC 6455 §5.1): the gateway fails the upstream with 1002.
+    "masked": (b"\x81\x82abcd" + bytes(x ^ y for x, y in zip(b"hi", b"ab", strict=True)), 1011, FAILED, 1002),
+    # A close frame with a 1-byte payload (§5.5.1: 0 or at least 2).
+    "short close": (b"\x88\x01\x03", 1011, FAILED, 1002),
+    # A control frame over 125 bytes (§5.5).
+    "long ping": (b"\x89\x7e\x00\x7e" + b"p" * 126, 1011, FAILED, 1002),
+}
+
+
+async def _accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+
+
+def _close_code(received: bytes) -> int | None:
+    """The code of the (masked) close frame that opens ``received``, if it does."""
+    if len(received) < 8 or received[0] != 0x88:
+        return None
+    mask, payload = received[2:6], received[6 : 6 + (received[1] & 0x7F)]
+    unmasked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return int.from_bytes(unmasked[:2], "big")
+
+
+@pytest.mark.parametrize("frame", list(FRAMES))
+@pytest.mark.parametrize("ws", [*WS_IMPLS, PASSTHROUGH])
+async def test_an_upstream_close_reaches_the_client_at_once_and_its_socket_closes_at_close_timeout(
+    uvicorn_server: UvicornFactory, ws: WSImpl, frame: str
+) -> None:
+    """The client gets the upstream's close (or 1011) at once; the gateway drops the held socket by close_timeout."""
+    data, client_code, client_reason, upstream_code = FRAMES[frame]
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[bytes] = loop.create_future()  # all the gateway sent, once it closed TCP
+    release = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _accept(reader, writer)
+        writer.write(data)
+        sent = b""
+        try:
+            while chunk := await reader.read(65536):
+                sent += chunk
+        except ConnectionResetError:  # dropped with a reset: what came before still counts
+            pass
+        received.set_result(sent)
+        await release.wait()  # never close first: only the gateway may end this connection
+        writer.close()
+
+    listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    api = api_entry(f"ws://127.0.0.1:{port}/", ping_interval=None, close_timeout=CLOSE_TIMEOUT, passthrough=False)
+    gateway = WebSocketGateway(not_found, config={"apis": [api]})
+    server = uvicorn_server(gateway, ws=ws)
+    try:
+        async with listener, await connect(server.url("/ws/echo")) as client:
+            async with asyncio.timeout(BOUND):
+                assert await expect_close(client) == (client_code, client_reason)
+                assert not received.done()  # the client was told before the deadline, not at it
+                sent = await received
+    finally:
+        release.set()
+    assert _close_code(sent) == upstream_code  # the close echoed, or the gateway's 1002
+    async with asyncio.timeout(BOUND):
+        while gateway.open_connections:  # noqa: ASYNC110 - another thread's state
+            await asyncio.sleep(0.02)
