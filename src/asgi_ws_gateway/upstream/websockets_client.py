@@ -34,6 +34,10 @@ class _ClientProtocol(HeldPings, ClientProtocol):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing."""
 
 
+_LINGER_WITHOUT_TIMEOUT = 10.0
+"""Seconds a finished upstream socket is kept for the upstream to close it when no close_timeout is set."""
+
+
 class _Lingering(asyncio.Protocol):
     """The TCP connection of a WebSocket that is over, until the upstream closes it or the deadline passes.
 
@@ -44,7 +48,9 @@ class _Lingering(asyncio.Protocol):
     def __init__(self, transport: asyncio.Transport, deadline: float | None) -> None:
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
-        self._timer = None if deadline is None else loop.call_at(deadline, transport.abort)
+        if deadline is None:  # close_timeout: None (wait for ever) would keep a socket per such upstream
+            deadline = loop.time() + _LINGER_WITHOUT_TIMEOUT
+        self._timer = loop.call_at(deadline, transport.abort)
         transport.set_protocol(self)
         transport.resume_reading()  # the client may have paused it (a full receive queue): EOF must get in
 
@@ -52,8 +58,7 @@ class _Lingering(asyncio.Protocol):
         pass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
 
