@@ -12,8 +12,6 @@ last ping.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import socket
 
@@ -25,11 +23,11 @@ from support.apps import echo_app
 from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
+from support.rawhttp import accept_upstream
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
 PINGS = 100_000  # 12.7 MB of pongs if each were answered: more than loopback's socket buffers hold (~4 MB)
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def _ping(number: int, *, masked: bool) -> bytes:
@@ -97,16 +95,6 @@ async def _open_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamW
     return reader, writer
 
 
-async def _accept_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A raw upstream's side of the handshake: read the request, answer 101."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-               if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
-
-
 def _check(answered: list[int]) -> None:
     # Without the fix every ping got its pong; now those the socket buffers took before the gateway's
     # writes paused (~34,500 here: ~4.3 MB), then one. The margin leaves room for larger buffers.
@@ -136,7 +124,7 @@ async def test_an_upstream_that_pings_and_never_reads_gets_one_pong_for_its_late
     answered: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _accept_upstream(reader, writer)
+        await accept_upstream(reader, writer)
         await _flood(writer, masked=False)
         answered.set_result(await _pongs(reader, PINGS - 1))
         writer.close()
@@ -172,7 +160,7 @@ async def test_pings_from_a_side_that_reads_nothing_wait_and_only_the_latest_goe
     stalled, finished = asyncio.Event(), asyncio.Event()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _accept_upstream(reader, writer)
+        await accept_upstream(reader, writer)
         chunk = bytes([0x82, 127]) + (256 * 1024).to_bytes(8, "big") + bytes(256 * 1024)
         writer.write(chunk * 128)  # 32 MB, more than the socket buffers hold (~10 MB): the writes to the client pause
         while not await _settled(writer):

@@ -13,8 +13,6 @@ deadline" without a tight clock.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 
 import pytest
 
@@ -23,9 +21,9 @@ from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_close
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
+from support.rawhttp import accept_upstream
 from support.servers import WS_IMPLS, UvicornFactory, WSImpl
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_TIMEOUT = 2.0
 FAILED = "upstream connection failed"
 BOUND = 10.0  # far under "never"; the 20-s keepalive is off anyway
@@ -40,15 +38,6 @@ FRAMES = {
     # A control frame over 125 bytes (§5.5).
     "long ping": (b"\x89\x7e\x00\x7e" + b"p" * 126, 1011, FAILED, 1002),
 }
-
-
-async def _accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-               if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
 
 
 def _close_code(received: bytes) -> int | None:
@@ -72,7 +61,7 @@ async def test_an_upstream_close_reaches_the_client_at_once_and_its_socket_close
     release = asyncio.Event()
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _accept(reader, writer)
+        await accept_upstream(reader, writer)
         writer.write(data)
         sent = b""
         try:

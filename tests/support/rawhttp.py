@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import socket
 import struct
@@ -118,3 +120,16 @@ def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True
         return head + payload
     key = os.urandom(4)
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+async def accept_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A raw upstream's side of the handshake: read the request, answer 101 with its right Accept."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
