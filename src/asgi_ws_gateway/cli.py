@@ -31,14 +31,11 @@ from .policies.build import load_policies
 from .redis_client import parse_redis_url
 from .schema import json_schema
 from .server.logconfig import run_log_config
-from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
+from .server.serving import EXIT_START_FAILED, MANAGEMENT_HOST, STARTUP_FAILURE, serve
 from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV, collector_problems
 from .startup import variable_problems
 from .state.memory import MemoryState
 from .telemetry.providers import environment_config_problems
-
-MANAGEMENT_HOST = "127.0.0.1"
-"""Where ``--management-port`` listens unless ``--management-host`` says otherwise: loopback, private."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

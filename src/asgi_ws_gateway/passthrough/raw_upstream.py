@@ -123,8 +123,11 @@ def deflate_offer(scope: Scope) -> str | None:
     values = [v.decode("latin-1") for n, v in scope.get("headers", []) if n.lower() == b"sec-websocket-extensions"]
     if not values:
         return None
+    joined = ", ".join(values)
+    if all(item.partition(";")[0].strip() == _DEFLATE for item in joined.split(",")):
+        return joined  # the usual offer (browsers'), forwarded as sent; a quoted "," takes the parse below
     try:
-        offers = [offer for offer in parse_extension(", ".join(values)) if offer[0] == _DEFLATE]
+        offers = [offer for offer in parse_extension(joined) if offer[0] == _DEFLATE]
     except InvalidHeader:
         return None  # an offer the upstream could read otherwise: none
     return build_extension(offers) if offers else None
@@ -139,14 +142,16 @@ def _answer_problem(answer: list[str], offer: str | None) -> str | None:
         return "answered with extensions that were not offered"
     try:
         extensions = parse_extension(", ".join(answer))
-        offered = parse_extension(offer)
     except InvalidHeader:
         return "answered with a malformed Sec-WebSocket-Extensions header"
     if len(extensions) != 1 or extensions[0][0] != _DEFLATE:
         return f"answered with extensions that were not offered: {', '.join(name for name, _ in extensions)[:80]!r}"
     parameters = extensions[0][1]
     names = [name for name, _ in parameters]
-    client_bits_offered = any(name == "client_max_window_bits" for _, params in offered for name, _ in params)
+    # The offer is deflate_offer's: deflate offers only, each parameter between ";" and an optional "=".
+    client_bits_offered = any(
+        part.partition("=")[0].strip() == "client_max_window_bits" for part in offer.replace(",", ";").split(";")
+    )
     for name, value in parameters:
         valid = (
             (name in _DEFLATE_FLAGS and value is None)

@@ -42,8 +42,12 @@ class GracefulServer(uvicorn.Server):
                 captured.clear()
 
 
+MANAGEMENT_HOST = "127.0.0.1"
+"""Where the management port listens unless told otherwise: loopback, so only this host reaches it."""
+
+
 def serve(
-    app: str, options: dict[str, Any], *, management_port: int | None = None, management_host: str = "127.0.0.1"
+    app: str, options: dict[str, Any], *, management_port: int | None = None, management_host: str = MANAGEMENT_HOST
 ) -> int:
     """Serve the import string ``app`` with uvicorn ``options``; returns the process's exit code.
 
@@ -51,8 +55,8 @@ def serve(
         app: ``module:factory`` of the application.
         options: keyword arguments of :class:`uvicorn.Config`.
         management_port: also listen on this port (the management API's own socket).
-        management_host: the address the management port listens on (default ``127.0.0.1``: only
-            this host reaches it, whatever address the gateway itself listens on).
+        management_host: the address the management port listens on (default :data:`MANAGEMENT_HOST`,
+            whatever address the gateway itself listens on).
     """
     config = uvicorn.Config(app, **options)  # configures logging
     raise_open_file_limit()  # before the app is imported: its capacity follows the limit
@@ -90,4 +94,11 @@ def raise_open_file_limit() -> None:
     logger.info("open-file limit raised from %d to %d", soft, hard)
 
 
-__all__ = ["EXIT_START_FAILED", "STARTUP_FAILURE", "GracefulServer", "raise_open_file_limit", "serve"]
+__all__ = [
+    "EXIT_START_FAILED",
+    "MANAGEMENT_HOST",
+    "STARTUP_FAILURE",
+    "GracefulServer",
+    "raise_open_file_limit",
+    "serve",
+]
