@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
@@ -539,6 +540,36 @@ def _allowed_module(value: str) -> str:
     return value
 
 
+_HOST_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|[0-9a-f:.]*:[0-9a-f:.]*")
+Host = tuple[str, int | None]
+"""A host pattern as (lower-case host, port or None for any): ``*`` and ``*.domain`` match many."""
+
+
+def parse_host(entry: str) -> Host:
+    """``chat.internal``, ``chat.internal:9000``, ``[::1]:9000``, ``*.internal`` or ``*`` as a :data:`Host`."""
+    try:
+        parts = urlsplit("//" + entry)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"'{shorten(entry)}' is not host[:port]") from None
+    host = parts.hostname
+    if not host or parts.path or parts.query or parts.fragment or parts.username is not None:
+        raise ValueError(f"'{shorten(entry)}' is not host[:port]")
+    if "*" in host and host != "*" and not (host.startswith("*.") and "*" not in host[2:]):
+        raise ValueError(f"'{shorten(entry)}': a wildcard is '*' or a leading '*.' (*.internal)")
+    if not _HOST_PATTERN.fullmatch(host):
+        raise ValueError(f"'{shorten(entry)}' is not host[:port]")
+    return host, port
+
+
+def _host_pattern(value: str) -> str:
+    try:
+        parse_host(value)
+    except ValueError as exc:
+        raise PydanticCustomError("host_pattern", str(exc)) from None
+    return value
+
+
 class ManagementConfig(_Model):
     """What the management API may do beyond changing APIs, products and subscriptions."""
 
@@ -546,6 +577,13 @@ class ManagementConfig(_Model):
         default_factory=list,
         description="In-process apps (module:attr, or a whole module) that APIs created or changed through the "
         "management API may use as asgi: upstreams, besides those this file uses. Default: none.",
+    )
+    allowed_upstream_hosts: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_host_pattern)]] = Field(
+        default_factory=list,
+        max_length=MAX_APIS,
+        description="Hosts (host, host:port, *.domain or *) that APIs created or changed through the management API "
+        "may connect to while they inherit a global or product set-header or set-query-parameter holding a "
+        "credential, besides the hosts of this file's own upstreams. Default: none.",
     )
 
 

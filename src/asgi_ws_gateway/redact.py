@@ -138,6 +138,8 @@ def redact_url_credentials(url: str) -> str:
     """
     start = _URL_START.match(url)
     if start is None:
+        if url.startswith("/") and not url.startswith("//"):  # a path and query: rewrite-uri's template
+            return _redact_query_and_fragment(url, 0)
         return redact_text(url) if "//" in url and "@" in url else url
     head, rest = url[: start.end()], url[start.end() :]
     boundary = re.search(r"[/?#]", rest)
@@ -149,15 +151,25 @@ def redact_url_credentials(url: str) -> str:
         rest = userinfo + rest[at:]
         boundary = re.search(r"[/?#]", rest[len(userinfo) :])
         authority_end = len(userinfo) + boundary.start() if boundary else len(rest)
-    hash_at = rest.find("#", authority_end)
-    query_at = rest.find("?", authority_end, hash_at if hash_at >= 0 else len(rest))
+    return head + _redact_query_and_fragment(rest, authority_end)
+
+
+def _redact_query_and_fragment(rest: str, start: int) -> str:
+    """``rest`` with the credential parameters of its query and fragment (found from ``start``) redacted."""
+    hash_at = rest.find("#", start)
+    query_at = rest.find("?", start, hash_at if hash_at >= 0 else len(rest))
     tail = hash_at if hash_at >= 0 else len(rest)
     if query_at >= 0:
         rest = f"{rest[: query_at + 1]}{_redact_credential_parameters(rest[query_at + 1 : tail])}{rest[tail:]}"
         hash_at = rest.find("#", query_at)
     if hash_at >= 0:
         rest = rest[: hash_at + 1] + _redact_credential_parameters(rest[hash_at + 1 :])
-    return head + rest
+    return rest
+
+
+def is_credential_parameter(name: str) -> bool:
+    """Whether a query parameter so named (decoded) holds a credential: ``password``, ``api_key``, ``sig``..."""
+    return _CREDENTIAL_PARAMETER.search(name) is not None
 
 
 def _redact_credential_parameters(text: str) -> str:
@@ -165,7 +177,7 @@ def _redact_credential_parameters(text: str) -> str:
     parts = []
     for part in text.split("&"):
         name, eq, _ = part.partition("=")
-        parts.append(f"{name}={REDACTED}" if eq and _CREDENTIAL_PARAMETER.search(unquote_plus(name)) else part)
+        parts.append(f"{name}={REDACTED}" if eq and is_credential_parameter(unquote_plus(name)) else part)
     return "&".join(parts)
 
 
@@ -369,6 +381,7 @@ __all__ = [
     "credential_headers",
     "formatted_message",
     "install",
+    "is_credential_parameter",
     "printable",
     "redact_headers",
     "redact_path",

@@ -270,15 +270,17 @@ def create_management_app(
     # -- products and subscriptions --
     async def list_products(request: Request) -> Response:
         await refresh(request)
-        return JSONResponse({"products": [p.model_dump(mode="json") for p in manager.products()]})
+        return JSONResponse({"products": [public_document(p.model_dump(mode="json")) for p in manager.products()]})
 
     async def create_product(request: Request) -> Response:
         product = await manager.create_product(await json_body(request))
-        return JSONResponse(product.model_dump(mode="json"), 201, headers={"Location": f"products/{product.name}"})
+        return JSONResponse(
+            public_document(product.model_dump(mode="json")), 201, headers={"Location": f"products/{product.name}"}
+        )
 
     async def get_product(request: Request) -> Response:
         await refresh(request)
-        return JSONResponse(manager.product(request.path_params["name"]).model_dump(mode="json"))
+        return JSONResponse(public_document(manager.product(request.path_params["name"]).model_dump(mode="json")))
 
     async def delete_product(request: Request) -> Response:
         await manager.delete_product(request.path_params["name"])

@@ -29,9 +29,10 @@ field), so a round trip can never install a known secret or silently replace one
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from ..redact import REDACTED, SENSITIVE_HEADERS, redact_url_credentials
+from ..redact import REDACTED, SENSITIVE_HEADERS, is_credential_parameter, redact_url_credentials
 
 #: Setting names whose value is a secret wherever they appear in a document.
 SECRET_KEYS = frozenset({"secret"})
@@ -40,12 +41,21 @@ _HEADER_VALUE_KEYS = frozenset({"value", "values"})
 _CREDENTIAL_NAME = re.compile(r"auth|token|key|secret|passw|session|cookie|credential", re.IGNORECASE)
 
 
-def _secret_keys(value: dict[str, Any]) -> frozenset[str]:
-    """The keys of ``value`` whose values are secrets."""
+def secret_setting(value: Mapping[str, Any]) -> str | None:
+    """The header or query parameter that ``value`` (a policy's settings) names as a credential, if any:
+    its ``value``/``values`` are then secrets."""
     header = value.get("header")
     if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or _CREDENTIAL_NAME.search(header)):
-        return SECRET_KEYS | _HEADER_VALUE_KEYS
-    return SECRET_KEYS
+        return header
+    parameter = value.get("parameter")
+    if isinstance(parameter, str) and is_credential_parameter(parameter):
+        return parameter
+    return None
+
+
+def _secret_keys(value: dict[str, Any]) -> frozenset[str]:
+    """The keys of ``value`` whose values are secrets."""
+    return SECRET_KEYS if secret_setting(value) is None else SECRET_KEYS | _HEADER_VALUE_KEYS
 
 
 def public_document(value: Any) -> Any:
@@ -55,9 +65,14 @@ def public_document(value: Any) -> Any:
         return {k: REDACTED if k in secret and v is not None else public_document(v) for k, v in value.items()}
     if isinstance(value, list):
         return [public_document(item) for item in value]
-    if isinstance(value, str) and "://" in value:
+    if isinstance(value, str) and _url_like(value):
         return redact_url_credentials(value)
     return value
+
+
+def _url_like(text: str) -> bool:
+    """A URL, or a path with a query or fragment (``rewrite-uri``'s ``/x?access_token=...``)."""
+    return "://" in text or (text.startswith("/") and ("?" in text or "#" in text))
 
 
 def redacted_values(value: Any, path: str = "") -> list[str]:
@@ -66,7 +81,7 @@ def redacted_values(value: Any, path: str = "") -> list[str]:
     ``upstreams[0]`` with ``?access_token=REDACTED``)."""
     found: list[str] = []
     if isinstance(value, str):
-        if REDACTED in value and "://" in value:
+        if REDACTED in value and _url_like(value):
             probe = value.replace(REDACTED, "x")  # REDACTED where the URL's credentials go: they change
             if redact_url_credentials(probe) != probe:
                 found.append(path or "(body)")
@@ -84,4 +99,4 @@ def redacted_values(value: Any, path: str = "") -> list[str]:
     return found
 
 
-__all__ = ["SECRET_KEYS", "public_document", "redacted_values"]
+__all__ = ["SECRET_KEYS", "public_document", "redacted_values", "secret_setting"]

@@ -57,6 +57,9 @@ class GatewayManagement:
         allowed_asgi_upstreams: in-process apps (``module:attr`` or a whole ``module``) that APIs
             created or changed through the API may use as ``asgi:`` upstreams (default: none but
             those the configuration file uses). Nothing else is ever imported on an API request.
+        allowed_upstream_hosts: hosts (``host``, ``host:port``, ``*.domain``, ``*``) that APIs created or
+            changed through the API may connect to while they inherit a credential the configuration
+            file sends upstream (a global or product ``set-header``; default: the file's own upstream hosts).
         max_body_size: bytes a request body may have (default 1 MiB): larger is a 413, found
             from Content-Length or while reading a chunked body.
         body_timeout: seconds a request body may take to arrive (default 10): slower is a 408.
@@ -79,6 +82,7 @@ class GatewayManagement:
         gateway: WebSocketGateway | None = None,
         poll_interval: float = 1.0,
         allowed_asgi_upstreams: Sequence[str] = (),
+        allowed_upstream_hosts: Sequence[str] = (),
         max_body_size: int = MIB,
         body_timeout: float = 10.0,
         sample_interval: float = 5.0,
@@ -107,6 +111,7 @@ class GatewayManagement:
             bus=bus,
             poll_interval=poll_interval,
             allowed_asgi_upstreams=allowed_asgi_upstreams,
+            allowed_upstream_hosts=allowed_upstream_hosts,
             sample_interval=sample_interval,
             sample_window=sample_window,
             reserved_path=self.path if port is None else None,

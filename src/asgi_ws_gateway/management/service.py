@@ -33,6 +33,7 @@ from .disclosure import redacted_values
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, Unavailable
 from .overlay import InvalidChange, Overlay, api_document, merge, validate
 from .store import MemoryStore, StateStore
+from .upstream_hosts import operator_hosts, secret_host_problems
 from .watch import Watch
 
 DEFAULT_LISTED = 1000
@@ -59,6 +60,9 @@ class Manager:
         allowed_asgi_upstreams: in-process apps (``module:attr``, or a whole ``module``) that APIs
             created or changed here may use as ``asgi:`` upstreams (default: none but the
             configuration file's own). Nothing else is ever imported because of a change made here.
+        allowed_upstream_hosts: hosts (``host``, ``host:port``, ``*.domain``, ``*``) that APIs created or
+            changed here may connect to while they inherit a credential the configuration file sends
+            upstream (a global or product ``set-header``), besides the file's own upstream hosts.
         sample_interval: seconds between samples of the console's time series (default 5).
         sample_window: seconds of samples each worker keeps (default 900: 15 minutes).
 
@@ -74,6 +78,7 @@ class Manager:
         bus: Bus | None = None,
         poll_interval: float = 1.0,
         allowed_asgi_upstreams: Iterable[str] = (),
+        allowed_upstream_hosts: Iterable[str] = (),
         sample_interval: float = 5.0,
         sample_window: float = 900.0,
         reserved_path: str | None = None,
@@ -83,6 +88,9 @@ class Manager:
         self.base: GatewayConfig = gateway.config
         allowed = [*allowed_asgi_upstreams, *self.base.management.allowed_asgi_upstreams]
         self.gate = operator_gate(self.base, allowed_modules(allowed))
+        self.secret_hosts = operator_hosts(
+            self.base, [*allowed_upstream_hosts, *self.base.management.allowed_upstream_hosts]
+        )
         self.store: StateStore = store or MemoryStore()
         self.bus: Bus = bus or LocalBus()
         self.watch = Watch(gateway, self.bus, interval=sample_interval, window=sample_window)
@@ -107,6 +115,10 @@ class Manager:
         except Unavailable as exc:
             raise Unavailable("cannot read the stored changes") from exc.__cause__ or exc
         try:
+            with restricted(self.gate):
+                problems = self._secret_problems(stored, merge(self.base, stored))
+            if problems:  # the file sends a secret now that an API changed here would take elsewhere
+                raise ConfigError(problems)
             await self._apply(stored)
         except ConfigError as exc:
             raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
@@ -180,15 +192,21 @@ class Manager:
             if api.path == root or api.path.startswith(root.rstrip("/") + "/")
         ]
 
+    def _secret_problems(self, overlay: Overlay, merged: GatewayConfig, subject: str | None = None) -> list[str]:
+        """APIs changed here that would take a credential of the file's to a host the operator did not name."""
+        changed = {name for name, document in overlay.apis.items() if document is not None}
+        return secret_host_problems(self.base, merged, changed, self.secret_hosts, subject)
+
     async def _change(
         self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, drain: bool = False
     ) -> Overlay:
         def checked(current: Overlay) -> Overlay:
             new = change(current)
             with restricted(self.gate):  # refused before anything is imported or read
-                shadowed = self._shadowed(validate(self.base, new, subject), subject)
-            if shadowed:
-                raise InvalidChange(shadowed)
+                merged = validate(self.base, new, subject)
+            problems = self._shadowed(merged, subject) + self._secret_problems(new, merged, subject)
+            if problems:
+                raise InvalidChange(problems)
             return new
 
         try:
