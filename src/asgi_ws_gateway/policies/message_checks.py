@@ -84,6 +84,10 @@ class ValidateMessageSettings(PolicySettings):
     close_code: Literal[1007, 1008] = Field(default=1007, description="1007 invalid payload or 1008 policy violation.")
 
 
+_NOT_A_REGEX = ' is not a "regex"'  # jsonschema-rs's word for a pattern its engine refused
+_LINEAR_ONLY = " is not a regular expression with linear-time matching (no lookaround or backreference)"
+
+
 @register_message_policy("validate-message")
 class ValidateMessage:
     Settings = ValidateMessageSettings
@@ -99,9 +103,15 @@ class ValidateMessage:
         self.validator: Any = None
         if schema is not None:
             try:
-                self.validator = jsonschema_rs.validator_for(schema, retriever=retrieve_reference)
+                # Patterns (pattern, patternProperties) meet what clients send: the linear-time engine,
+                # as safe_regex for policies; the default engine backtracks ("(?<=(a|aa)+)b": minutes).
+                self.validator = jsonschema_rs.validator_for(
+                    schema, retriever=retrieve_reference, pattern_options=jsonschema_rs.RegexOptions()
+                )
             except (ValueError, TypeError) as exc:
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if message.endswith(_NOT_A_REGEX):
+                    message = message.removesuffix(_NOT_A_REGEX) + _LINEAR_ONLY
                 raise PolicyProblem("schema_file" if settings.schema_file else "schema", f"not a valid JSON Schema: "
                                     f"{message}") from None  # fmt: skip
 

@@ -1,0 +1,74 @@
+"""JSON Schema patterns meet every message: they are matched in linear time, or refused.
+
+jsonschema-rs compiles ``pattern``/``patternProperties``/``propertyNames`` with a backtracking engine
+by default: ``"(?<=(a|aa)+)b"`` (accepted from the management API) let one 30 KB message hold the
+worker's event loop for 37 s. The gateway asks for its linear-time engine, as ``safe_regex`` does for
+policies: what that engine cannot match is a configuration problem by field path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import ConfigError, WebSocketGateway
+from asgi_ws_gateway.policies.build import load_config
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.configs import build_config
+from support.management import api, managed_gateway
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+BACKTRACKING = ["(?<=(a|aa)+)b", "(?=a)a", "(?!b)a", "(a)\\1", "(?<!x)y"]
+
+
+def _schemas(pattern: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "string", "pattern": pattern},
+        {"patternProperties": {pattern: {"type": "string"}}},
+        {"propertyNames": {"pattern": pattern}},
+        {"type": "object", "properties": {"text": {"anyOf": [{"pattern": pattern}, {"type": "number"}]}}},
+    ]
+
+
+@pytest.mark.parametrize("pattern", BACKTRACKING)
+def test_a_schema_pattern_without_linear_matching_fails_start_up(pattern: str) -> None:
+    for schema in _schemas(pattern):
+        inbound = [{"validate-message": {"schema": schema}}]
+        document = {
+            "apis": [{"name": "a", "path": "/a", "upstreams": ["ws://h/"], "message_policies": {"inbound": inbound}}]
+        }
+        with pytest.raises(ConfigError) as caught:
+            load_config(document)
+        assert "apis[0].message_policies.inbound[0].validate-message.schema:" in str(caught.value), schema
+        assert "linear-time matching (no lookaround or backreference)" in str(caught.value)
+
+
+async def test_the_management_api_refuses_it_by_field_path(tmp_path: Any, upstream: UpstreamServer) -> None:
+    with managed_gateway({"apis": [api("chat", "/chat", upstream)]}, tmp_path / "state.json") as running:
+        async with running.http() as http:
+            schema = {"type": "string", "pattern": BACKTRACKING[0]}
+            body = api(
+                "slow", "/slow", upstream, message_policies={"inbound": [{"validate-message": {"schema": schema}}]}
+            )
+            refused = await http.post("apis", json=body)
+            assert refused.status_code == 422
+            assert refused.json()["problems"][0].startswith("message_policies.inbound[0].validate-message.schema:")
+
+
+async def test_a_linear_pattern_still_checks_a_message_made_to_backtrack(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """``^(a|aa)+$`` against 256 KiB of ``a`` then ``!``: dropped with its reason, and the next message passes."""
+    schema = {"type": "object", "properties": {"text": {"type": "string", "pattern": "^(a|aa)+$"}}}
+    config = build_config(upstream, api={"message_policies": {"inbound": [{"validate-message": {"schema": schema}}]}})
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    async with await connect(server.url("/ws/echo")) as ws:
+        await ws.send(json.dumps({"text": "a" * 262_144 + "!"}))
+        reply = json.loads(await ws.recv())
+        assert reply["error"] == "schema_mismatch" and reply["detail"].endswith("at /text (pattern)")
+        await ws.send('{"text": "aaa"}')
+        assert json.loads(await ws.recv()) == {"text": "aaa"}
