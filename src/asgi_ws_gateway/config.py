@@ -413,9 +413,10 @@ class StoreConfig(_Model):
         default=100_000,
         ge=1,
         le=10_000_000,
-        description="memory only: live keys of each kind (windows, quota counters, leases) one process holds; "
-        "past it a new key is a store failure (on_store_error: open admits unchecked, closed refuses with 503). "
-        "A limit keyed by a value clients choose makes a key per value, kept for its window or period.",
+        description="memory only: live keys of each limit (each counter: windows, quota counters, leases) one "
+        "process holds; past it a new key of that limit is a store failure (on_store_error: open admits unchecked, "
+        "closed refuses with 503), other limits go on. A limit keyed by a value clients choose makes a key per "
+        "value, kept for its window or period.",
     )
 
     @model_validator(mode="after")
