@@ -229,6 +229,18 @@ async def test_rate_limit_and_quota_edges(uvicorn_server: UvicornFactory, upstre
     assert "renews at" in json.loads(body)["detail"]
 
 
+async def test_a_key_of_two_values_never_joins_two_clients(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """``{a}:{b}``: tenant ``x:y`` with user ``z`` and tenant ``x`` with user ``y:z`` shared one counter."""
+    key = "{header.x-tenant}:{header.x-user}"
+    base = _gateway(uvicorn_server, upstream_server, [{"rate-limit-by-key": {"key": key, "limit": 1, "window": 60}}])
+    await _upstream_saw(base + "/ws/r", additional_headers={"X-Tenant": "x:y", "X-User": "z"})
+    await _upstream_saw(base + "/ws/r", additional_headers={"X-Tenant": "x", "X-User": "y:z"})
+    status, _, _ = await expect_status(base + "/ws/r", additional_headers={"X-Tenant": "x", "X-User": "y:z"})
+    assert status == 429  # the same client again: counted
+
+
 async def test_concurrency_lease_released_on_close_and_on_failed_connect(
     uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asgi_ws_gateway.templates import Condition, Reference, Template, TemplateError
 from support.policies import context
@@ -88,3 +90,35 @@ def test_condition_on_missing_value_and_lists() -> None:
     assert not Condition(Reference.parse("jwt.plan"), equals="free").holds(ctx)
     assert Condition(Reference.parse("jwt.plan"), exists=False).holds(ctx)
     assert Condition(Reference.parse("header.x-debug"), exists=False).holds(ctx)
+
+
+class _Values:
+    """A lookup of ``{v.a}``-style references from a plain dict (pure logic: no request needed)."""
+
+    def __init__(self, values: dict[str, str | None]) -> None:
+        self.values = values
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        return self.values.get(path[0])
+
+
+_VALUE = st.one_of(st.none(), st.text(max_size=8))
+
+
+@given(st.text(min_size=1, max_size=3).filter(lambda s: "{" not in s and "}" not in s), _VALUE, _VALUE, _VALUE, _VALUE)
+def test_a_key_tells_different_values_apart_whatever_the_separator(
+    separator: str, a1: str | None, b1: str | None, a2: str | None, b2: str | None
+) -> None:
+    """``{a}:{b}`` rendered ``x:y`` + ``z`` and ``x`` + ``y:z`` alike: two tenants shared one limit."""
+    template = Template(f"{{var.a}}{separator}{{var.b}}")
+    key1 = template.render_key(_Values({"a": a1, "b": b1}))
+    key2 = template.render_key(_Values({"a": a2, "b": b2}))
+    assert (key1 == key2) == ((a1 or "") == (a2 or "") and (b1 or "") == (b2 or ""))
+
+
+def test_a_key_keeps_values_without_separators_as_they_were() -> None:
+    """Counters kept in a store before keys were escaped still count these values."""
+    template = Template("{var.tenant}:{var.user}")
+    assert template.render_key(_Values({"tenant": "acme", "user": "alice"})) == "acme:alice"
+    assert template.render_key(_Values({"tenant": "a:b", "user": "50%"})) == "a%3Ab:50%25"
+    assert Template("{var.ip}").render_key(_Values({"ip": "2001:db8::1"})) == "2001:db8::1"

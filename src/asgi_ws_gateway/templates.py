@@ -19,6 +19,7 @@ are rejected when the template is compiled (that is, when the configuration is l
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -144,6 +145,22 @@ class Template:
     @property
     def is_constant(self) -> bool:
         return all(isinstance(part, str) for part in self._parts)
+
+    def render_key(self, context: Lookup) -> str:
+        """The text as a limit's key: in each value, the characters the template's own text holds (and
+        ``%``) are percent-encoded, so different values never render alike (``{a}:{b}`` for ``x:y``
+        and ``z`` was ``x:y:z``, as for ``x`` and ``y:z``: two tenants counted as one)."""
+        return self.render(context, self._key_escape)
+
+    def _key_escape(self, text: str) -> str:
+        reserved = self._reserved
+        if not any(c in reserved for c in text):
+            return text
+        return "".join("".join(f"%{b:02X}" for b in c.encode()) if c in reserved else c for c in text)
+
+    @functools.cached_property
+    def _reserved(self) -> frozenset[str]:
+        return frozenset("%" + "".join(part for part in self._parts if isinstance(part, str)))
 
     def render(self, context: Lookup, escape: Callable[[str], str] | None = None) -> str:
         """The text with each reference replaced (passed through ``escape`` when given)."""

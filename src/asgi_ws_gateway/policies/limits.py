@@ -84,7 +84,7 @@ class RateLimitByKey:
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        key = store_key(self.store.prefix, "rate", self.counter, self.key.render(context))
+        key = store_key(self.store.prefix, "rate", self.counter, self.key.render_key(context))
         try:
             decision = await self.store.hit(key, s.limit, s.window, os.urandom(16).hex())
         except StoreUnavailable as exc:
@@ -150,7 +150,7 @@ class QuotaByKey:
         now = self.clock()
         start, end = period_bounds(s.period, now)
         counter = f"{self.counter}:{int(start.timestamp())}"
-        key = store_key(self.store.prefix, "quota", counter, self.key.render(context))
+        key = store_key(self.store.prefix, "quota", counter, self.key.render_key(context))
         try:
             decision = await self.store.consume(key, s.limit, end.timestamp())
         except StoreUnavailable as exc:
@@ -197,7 +197,7 @@ class LimitConcurrency:
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        key = store_key(self.store.prefix, "conc", self.counter, self.key.render(context))
+        key = store_key(self.store.prefix, "conc", self.counter, self.key.render_key(context))
         lease = os.urandom(16).hex()
         try:
             decision: Decision = await self.leases.acquire(key, lease, s.max)

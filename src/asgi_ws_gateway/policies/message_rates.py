@@ -221,7 +221,7 @@ class RateLimitMessages:
         if self._attached % _SWEEP_EVERY == 0:
             now = time.monotonic()
             self._shared = {k: b for k, b in self._shared.items() if b.ends + b.window > now or b._inflight}
-        key = store_key(self.store.prefix, "msgrate", self.counter, self.key.render(connection))
+        key = store_key(self.store.prefix, "msgrate", self.counter, self.key.render_key(connection))
         budget = self._shared.get(key)
         if budget is None:
             budget = self._shared[key] = SharedBudget(self.store, key, self.limits, s.window, s.batch,
