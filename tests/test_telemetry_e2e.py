@@ -190,6 +190,47 @@ async def test_traceparent_of_the_connect_span_reaches_the_upstream(
     assert handshake.links == [(CLIENT_TRACE, CLIENT_SPAN)]  # ... linked to the client's
 
 
+FOREIGN_CONTEXT = [
+    ("baggage", "user.id=admin,role=superuser"),
+    ("baggage", "tenant=acme"),
+    ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
+    ("X-B3-Sampled", "1"),
+    ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ("uber-trace-id", "5b8aa5a2d2c872e8321cf37308d69df2:051581bf3cb55c13:0:1"),
+    ("uberctx-user", "admin"),
+    ("ot-baggage-role", "superuser"),
+    ("sentry-trace", "771a43a4192642f0b136d5159a501700-b83f8d9e8a4d4d6f-1"),
+    ("x-datadog-trace-id", "1"),
+    ("x-datadog-sampling-priority", "2"),
+]
+
+
+async def test_an_untrusted_clients_baggage_and_other_trace_formats_do_not_reach_the_upstream(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, only ``traceparent``/``tracestate`` were replaced: an upstream read the client's
+    ``baggage: user.id=admin`` as the gateway's word and followed its B3/Jaeger sampling decision."""
+    export_to(monkeypatch, otlp, "grpc")
+    with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
+        headers = [("traceparent", CLIENT_TRACEPARENT), *FOREIGN_CONTEXT, ("X-Tenant", "acme")]
+        async with await connect(server.url("/ws/headers/lobby"), additional_headers=headers) as ws:
+            seen = json.loads(await ws.recv())["headers"]
+    assert not {name.lower() for name, _ in FOREIGN_CONTEXT} & set(seen), seen
+    assert seen["x-tenant"] == ["acme"] and len(seen["traceparent"]) == 1
+
+
+async def test_a_trusted_clients_baggage_is_continued(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export_to(monkeypatch, otlp, "grpc")
+    with UvicornServer(ProbedGateway(telemetry_config(upstream, trust_client_trace=True))) as server:
+        headers = [("traceparent", CLIENT_TRACEPARENT), *FOREIGN_CONTEXT]
+        async with await connect(server.url("/ws/headers/lobby"), additional_headers=headers) as ws:
+            seen = json.loads(await ws.recv())["headers"]
+    assert seen["baggage"] and "user.id=admin" in seen["baggage"][0]
+    assert seen["uberctx-user"] == ["admin"] and seen["x-b3-sampled"] == ["1"]  # the operator trusts the client
+
+
 async def test_trusted_client_trace_is_continued_to_the_upstream(
     otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

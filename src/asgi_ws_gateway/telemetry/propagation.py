@@ -4,8 +4,7 @@ upstream handshake request (with the globally configured propagators: ``OTEL_PRO
 
 from __future__ import annotations
 
-from collections.abc import Set
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -48,17 +47,23 @@ def _is_default(textmap: TextMapPropagator) -> bool:
     return bool(_seen[1])
 
 
-def inject(headers: list[tuple[str, str]], context: Context, span: trace.Span | None = None) -> None:
+def inject(
+    headers: list[tuple[str, str]], context: Context, span: trace.Span | None = None, *, trusted: bool = False
+) -> None:
     """Write ``context`` (with ``span`` as its current span, when given) into upstream request headers,
     replacing the client's headers of the same names.
 
     A client's ``tracestate`` goes too when a ``traceparent`` is written: it describes the client's
     trace, which the new ``traceparent`` continues only when the client is trusted (and then the
-    state is in ``context`` and written again). With the default propagators and no baggage, the
-    headers are written here, as the W3C propagator writes them; otherwise by the global propagators.
+    state is in ``context`` and written again). So does the client's ``baggage``, which is in
+    ``context`` (and written again) only when the client is trusted; and unless it is (``trusted``), every
+    other trace format's headers (B3, Jaeger, Datadog, ...): an upstream reading them would follow the
+    client's ids and sampling decision, or take its ``user.id=admin`` baggage as the gateway's word.
+    With the default propagators and no baggage, the headers are written here, as the W3C propagator
+    writes them; otherwise by the global propagators.
     """
     carrier: dict[str, str] = {}
-    written: Set[str] = _TRACE_HEADERS
+    written: frozenset[str] = _TRACE_HEADERS
     if _is_default(propagate.get_global_textmap()) and not baggage.get_all(context):
         found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found != trace.INVALID_SPAN_CONTEXT:
@@ -68,17 +73,41 @@ def inject(headers: list[tuple[str, str]], context: Context, span: trace.Span | 
                 carrier["tracestate"] = state.to_header()
     else:
         propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
-        written = {name.lower() for name in carrier}
+        written = frozenset(name.lower() for name in carrier)
         if "traceparent" in written:
-            written.add("tracestate")
-    if carrier:
-        if not written.isdisjoint(map(str.lower, map(itemgetter(0), headers))):  # rare: checked in C first
-            headers[:] = [header for header in headers if header[0].lower() not in written]  # the same tuples
-        headers.extend(carrier.items())
+            written |= {"tracestate"}
+    if not carrier:
+        return
+    names = set(map(str.lower, map(itemgetter(0), headers)))  # in C
+    dropped = written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT)
+    prefixed = not trusted and any(map(_UNTRUSTED_PREFIXED, names))
+    if prefixed or not dropped.isdisjoint(names):  # rare: a client that sends trace headers of its own
+        headers[:] = [
+            header
+            for header in headers
+            if (name := header[0].lower()) not in dropped and not (prefixed and _UNTRUSTED_PREFIXED(name))
+        ]  # the same tuples
+    headers.extend(carrier.items())
 
 
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 """What the default propagators write without baggage (a client's ``tracestate`` goes with its ``traceparent``)."""
+_CLIENT_CONTEXT = frozenset({"baggage"})
+"""Written again from ``context`` when the client is trusted (its baggage was extracted there)."""
+_UNTRUSTED_CONTEXT = _CLIENT_CONTEXT | frozenset(
+    {
+        "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",  # Zipkin
+        "uber-trace-id", "jaeger-debug-id", "jaeger-baggage", "ot-tracer-traceid", "ot-tracer-spanid",
+        "ot-tracer-sampled", "sentry-trace", "grpc-trace-bin", "x-cloud-trace-context", "x-amzn-trace-id",
+        "x-datadog-trace-id", "x-datadog-parent-id", "x-datadog-sampling-priority", "x-datadog-origin",
+        "x-datadog-tags", "elastic-apm-traceparent", "newrelic", "correlation-context",
+    }
+)  # fmt: skip
+"""A client's trace context in the formats of other tracers, and its baggage: dropped unless it is trusted."""
+
+
+_UNTRUSTED_PREFIXED = methodcaller("startswith", ("uberctx-", "ot-baggage-"))
+"""Jaeger's and OpenTracing's baggage, one header per item: dropped unless the client is trusted."""
 
 
 __all__ = ["ASGI_HEADERS", "extract", "inject"]

@@ -262,14 +262,16 @@ class HandshakeTrace:
                 if backend.network:
                     inline[n.UPSTREAM_URL] = redact_url_remembered(request.url)
                 if telemetry.config.propagate:
-                    propagation.inject(request.headers, self._context)
+                    propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
                     attrs[n.URL_FULL] = redact_url_remembered(request.url)
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
-                    propagation.inject(request.headers, self._context, span)
+                    propagation.inject(
+                        request.headers, self._context, span, trusted=telemetry.config.trust_client_trace
+                    )
         started = time.perf_counter() if telemetry.metrics is not None else 0.0  # the duration is a metric
         error_type: str | None = None
         status: int | None = None
