@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.errors import HandshakeDenied
+from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
 from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, _check_url, check_upstream_request
 from support.policies import build, context, problems
@@ -85,6 +85,20 @@ def test_set_backend_service_cannot_use_client_values(namespace: str) -> None:
     (problem,) = problems({"set-backend-service": {"base_url": f"ws://{{{namespace}}}:9000"}})
     assert problem.startswith("apis[0].policies[0].set-backend-service.base_url: ")
     assert "must not use values the client sends" in problem
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://{room}:9000/x", "ws://{room}.internal/x", "wss://chat:{room}/x", "ws://[{room}]/x", "ws://h-{room}/"]
+)
+def test_an_upstream_url_cannot_take_a_path_parameter_in_its_host_or_port(url: str) -> None:
+    """``ws://{room}:9000`` let a client pick where the gateway connects (``/rooms/169.254.169.254``);
+    set-backend-service refused client values in the host, the upstream URL itself did not."""
+    document = {"apis": [{"name": "a", "path": "/rooms/{room}", "upstreams": [url]}]}
+    with pytest.raises(ConfigError) as caught:
+        load_config(document)
+    (problem,) = caught.value.problems
+    assert problem.startswith("apis[0].upstreams[0]: must not take a parameter in its host or port")
+    load_config({"apis": [{"name": "a", "path": "/rooms/{room}", "upstreams": ["ws://chat:9000/rooms/{room}"]}]})
 
 
 @pytest.mark.parametrize("region", ["evil.example:80@", "x/../../admin", "a#b", "a?b", "a b", "..", "eu%2Fx"])

@@ -210,6 +210,13 @@ class UpstreamConfig(_Model):
             raise PydanticCustomError(
                 "url_userinfo", "must not carry credentials (user:password@); send them with a set-header policy"
             )
+        if isinstance(url, str) and ("{" in _authority(url) or "}" in _authority(url)):
+            # A path parameter is the client's: in the host it would choose where the gateway connects.
+            raise PydanticCustomError(
+                "url_host_parameter",
+                "must not take a parameter in its host or port (clients would choose where the gateway connects); "
+                "pick the host with set-backend-service from values clients cannot forge ({jwt.*}, {subscription.*})",
+            )
         return data
 
     @model_validator(mode="after")
