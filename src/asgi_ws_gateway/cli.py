@@ -24,6 +24,7 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 
 from .config import config_warnings
 from .errors import ConfigError
+from .json_names import load_unique
 from .management import cli as management_cli
 from .management import standalone as managed
 from .plugins import PLUGINS_ENV, load_plugins
@@ -36,6 +37,7 @@ from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV, collector_problems
 from .startup import variable_problems
 from .state.memory import MemoryState
 from .telemetry.providers import environment_config_problems
+from .yaml_keys import safe_load
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,7 +258,7 @@ def _log_config(value: str) -> str:
     try:
         if value.endswith((".json", ".yaml", ".yml")):
             text = Path(value).read_text()
-            logging.config.dictConfig(json.loads(text) if value.endswith(".json") else yaml.safe_load(text))
+            logging.config.dictConfig(load_unique(text) if value.endswith(".json") else safe_load(text))
         else:
             if not Path(value).is_file():  # fileConfig reads nothing from a missing file, then fails obscurely
                 raise FileNotFoundError(f"no such file: {value}")

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .forwarded import parse_network
+from .json_names import DuplicateName, load_unique
 from .loading import (
     LoadRefused,
     alias_problem,
@@ -39,6 +40,7 @@ from .plugins import MODULE_NAME, load_plugins
 from .redact import redact_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
+from .yaml_keys import safe_load
 
 MIB = 1024 * 1024
 # Size limits: generous for any real configuration, small enough that no request can bloat the
@@ -877,8 +879,10 @@ def _read_file(path: Path) -> Any:
         raise ConfigError(["not UTF-8 text"], str(path)) from None
     try:
         if path.suffix == ".json":
-            return json.loads(text)
-        data = yaml.safe_load(text) or {}
+            return load_unique(text)
+        data = safe_load(text) or {}
+    except DuplicateName as exc:
+        raise ConfigError([f"{path}:{exc.lineno}:{exc.colno}: {exc}"], str(path)) from None
     except json.JSONDecodeError as exc:
         raise ConfigError([f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"], str(path)) from None
     except yaml.YAMLError as exc:

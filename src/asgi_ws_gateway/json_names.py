@@ -9,6 +9,7 @@ gateway validates, logs or stores is refused when its readers could disagree on 
 from __future__ import annotations
 
 import json
+import re
 from json.scanner import make_scanner
 from typing import Any, cast
 
@@ -17,15 +18,95 @@ class AmbiguousJson(ValueError):
     """Valid JSON syntax that readers disagree on (RFC 8259 §4, §6), or nested too deeply to check."""
 
 
+class DuplicateName(AmbiguousJson):
+    """A name twice in one object of a document, and where: ``lineno`` and ``colno`` (from 1) of its
+    second appearance, ``path`` the field path of its value (``apis[0].policies``), ``first_line``
+    the line of its first."""
+
+    def __init__(self, text: str, pos: int, path: str, name: str, first: int) -> None:
+        self.lineno, self.colno = _line_column(text, pos)
+        self.first_line = _line_column(text, first)[0]
+        self.path = path
+        self.name = name
+        super().__init__(
+            f"{path}: the name {shown(name)} appears twice in one object (first on line {self.first_line})"
+        )
+
+
+def shown(name: str) -> str:
+    """A name as an error quotes it: never a long one echoed back whole."""
+    return repr(name[:40]) + ("..." if len(name) > 40 else "")
+
+
 def unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``json`` ``object_pairs_hook``: the object as a dict, refusing a name that appears twice."""
     document: dict[str, Any] = {}
     for name, value in pairs:
         if name in document:
-            shown = repr(name[:40]) + ("..." if len(name) > 40 else "")  # never a long name echoed back
-            raise AmbiguousJson(f"the name {shown} appears twice in one object")
+            raise AmbiguousJson(f"the name {shown(name)} appears twice in one object")
         document[name] = value
     return document
+
+
+def load_unique(text: str) -> Any:
+    """``json.loads`` for a document an operator writes (a configuration, a JSON Schema, a state file):
+    NaN and Infinity read as Python reads them, a name twice in one object refused.
+
+    Raises:
+        json.JSONDecodeError: not JSON.
+        DuplicateName: a name twice in one object (the first, in the order of the text).
+        RecursionError: nested deeper than the parser goes.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=unique_names)
+    except AmbiguousJson:
+        _walk(text, _skip(text, 0), "")  # raises DuplicateName: it finds what unique_names found, and where
+        raise
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SCALAR = make_scanner(cast(Any, json.JSONDecoder()))
+"""Reads one value at an index, and where it ends: the walk below reads names and scalars with it."""
+
+
+def _walk(text: str, at: int, path: str) -> int:
+    """Where the value at ``at`` (valid JSON) ends; :class:`DuplicateName` at a name seen twice.
+
+    Only run once :func:`unique_names` found a duplicate: the walk is in Python and knows positions."""
+    opening = text[at]
+    if opening not in "{[":
+        end: int = _SCALAR(text, at)[1]
+        return end
+    closing, at, index = ("}" if opening == "{" else "]"), _skip(text, at + 1), 0
+    seen: dict[str, int] = {}
+    while text[at] != closing:
+        if opening == "{":
+            name, after = _SCALAR(text, at)
+            if name in seen:
+                raise DuplicateName(text, at, _joined(path, name), name, seen[name])
+            seen[name] = at
+            at = _skip(text, _skip(text, after) + 1)  # past the colon
+            at = _walk(text, at, _joined(path, name))
+        else:
+            at = _walk(text, at, f"{path}[{index}]")
+            index += 1
+        at = _skip(text, at)
+        if text[at] == ",":
+            at = _skip(text, at + 1)
+    return at + 1
+
+
+def _skip(text: str, at: int) -> int:
+    space = _WHITESPACE.match(text, at)
+    return space.end() if space else at
+
+
+def _joined(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _line_column(text: str, pos: int) -> tuple[int, int]:
+    return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
 
 
 def no_constant(name: str) -> Any:
@@ -63,4 +144,12 @@ def check_unique_names(text: str | bytes) -> None:
         raise AmbiguousJson("nested too deeply to be checked") from None
 
 
-__all__ = ["AmbiguousJson", "check_unique_names", "no_constant", "unique_names"]
+__all__ = [
+    "AmbiguousJson",
+    "DuplicateName",
+    "check_unique_names",
+    "load_unique",
+    "no_constant",
+    "shown",
+    "unique_names",
+]

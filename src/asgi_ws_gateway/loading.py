@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .json_names import load_unique
+
 REFUSED = "not allowed through the management API"
 MAX_VALUES = 1_000_000
 """Values a YAML file (configuration, JSON Schema) may stand for with its aliases expanded."""
@@ -160,9 +162,7 @@ def retrieve_reference(uri: str) -> Any:
     """A JSON Schema's external ``$ref``: a ``file:`` URI the gate admits, never the network."""
     if not uri.startswith("file://"):
         raise LoadRefused(f"'$ref': '{uri}' is not a local file; put the schema inline")
-    import json
-
-    return json.loads(read_file(uri.removeprefix("file://")))
+    return load_unique(read_file(uri.removeprefix("file://")).decode("utf-8"))
 
 
 def allowed_modules(entries: Iterable[str]) -> set[str]:

@@ -21,6 +21,7 @@ import httpx2
 import yaml
 
 from ..loading import alias_problem
+from ..yaml_keys import safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
 
@@ -192,7 +193,7 @@ async def _send(client: ManagementClient, args: argparse.Namespace) -> str:
 def _read(file: str) -> Any:
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)  # JSON is YAML
+        data = safe_load(text)  # JSON is YAML; a key twice in one mapping is refused, as in the file
     except RecursionError:
         raise ValueError(f"{file}: nested too deeply to read") from None
     problem = alias_problem(data)  # its JSON, sent to the API, would be the aliases expanded

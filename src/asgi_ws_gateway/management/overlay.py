@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import ApiConfig, GatewayConfig
 from ..errors import ConfigError
+from ..json_names import load_unique
 from ..policies.build import load_config
 
 FORMAT = 1
@@ -47,7 +48,7 @@ class Overlay:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Overlay:
-        data = json.loads(text)
+        data = load_unique(text.decode() if isinstance(text, bytes) else text)  # a hand edit's name twice: refused
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not an asgi-ws-gateway state document of format {FORMAT}")
         return cls(

@@ -8,7 +8,6 @@ once, when the configuration is applied (jsonschema-rs, any draft up to 2020-12)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from ..json_names import AmbiguousJson, check_unique_names
+from ..json_names import AmbiguousJson, DuplicateName, check_unique_names, load_unique
 from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
@@ -29,6 +28,7 @@ from ..messages.context import (
     compile_json_template,
     render_json_template,
 )
+from ..yaml_keys import safe_load
 from .base import PolicyEnv, PolicyProblem, PolicySettings
 from .message_base import MessageFunction, apply_function, check_async, register_message_policy
 
@@ -178,7 +178,9 @@ def _read_schema(path: str) -> Any:
     import yaml
 
     try:
-        schema = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+        schema = safe_load(text) if path.endswith((".yaml", ".yml")) else load_unique(text)
+    except DuplicateName as exc:
+        raise PolicyProblem("schema_file", f"line {exc.lineno}, column {exc.colno}: {exc}") from None
     except ValueError as exc:
         raise PolicyProblem("schema_file", f"not valid JSON: {exc}") from None
     except yaml.YAMLError as exc:
