@@ -23,11 +23,12 @@ _MERGE = "tag:yaml.org,2002:merge"
 
 
 class DuplicateKey(yaml.MarkedYAMLError):
-    """A key written twice in one mapping. ``problem_mark`` is where the second one starts (as for
-    PyYAML's own errors), ``path`` the field path of its value (``apis[0].policies``), ``key`` the key
-    as written, ``first_line`` (from 1) the line of the first."""
+    """A key written twice in one mapping: ``line`` and ``column`` (from 1; also ``problem_mark``, as
+    for PyYAML's own errors) where the second starts, ``path`` the field path of its value
+    (``apis[0].policies``), ``key`` the key as written, ``first_line`` the line of the first."""
 
     def __init__(self, path: str, key: ScalarNode, first: ScalarNode) -> None:
+        self.line, self.column = key.start_mark.line + 1, key.start_mark.column + 1
         self.path = path
         self.key = key.value
         self.first_line = first.start_mark.line + 1
@@ -54,7 +55,7 @@ def safe_load(text: str) -> Any:
             return None
         duplicates = _duplicates(loader, node)
         if duplicates:
-            raise min(duplicates, key=lambda found: found.problem_mark.index if found.problem_mark else 0)
+            raise min(duplicates, key=lambda found: (found.line, found.column))
         return loader.construct_document(node)
     finally:
         loader.dispose()

@@ -21,7 +21,7 @@ import httpx2
 import yaml
 
 from ..loading import alias_problem
-from ..yaml_keys import safe_load
+from ..yaml_keys import DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
 
@@ -194,6 +194,8 @@ def _read(file: str) -> Any:
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     try:
         data = safe_load(text)  # JSON is YAML; a key twice in one mapping is refused, as in the file
+    except DuplicateKey as exc:
+        raise ValueError(f"{file}:{exc.line}:{exc.column}: {exc.problem}") from None
     except RecursionError:
         raise ValueError(f"{file}: nested too deeply to read") from None
     problem = alias_problem(data)  # its JSON, sent to the API, would be the aliases expanded
