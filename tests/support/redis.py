@@ -1,15 +1,19 @@
-"""Redis for tests: the shared server's URL with a unique key prefix, and private servers to stop at will."""
+"""Redis for tests: the shared server's URL with a unique key prefix, private servers to stop at will,
+and a proxy that makes Redis's answers late."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from types import TracebackType
 
-__all__ = ["SHARED_REDIS", "RedisServer", "redis_available", "unique_prefix"]
+__all__ = ["SHARED_REDIS", "DelayingProxy", "RedisServer", "redis_available", "unique_prefix"]
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -71,3 +75,79 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class DelayingProxy:
+    """A TCP proxy on a free port to a Redis server whose answers each wait ``delay`` seconds.
+
+    Requests go through at once, so Redis runs a command when it is sent and only the answer is
+    late: a latency spike as a client sees it. ``delay`` (default 0) may be changed at any time;
+    data already waiting keeps the delay it was given. Runs in its own thread and event loop::
+
+        with DelayingProxy() as proxy:
+            proxy.delay = 1.0  # a store with timeout 0.5 gives up before Redis's answer arrives
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6379) -> None:
+        self.target = (host, port)
+        self.delay = 0.0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="redis-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        pipes: set[asyncio.Task[None]] = set()
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delayed: bool) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if delayed and self.delay:
+                        await asyncio.sleep(self.delay)
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                redis_reader, redis_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                writer.close()
+                return
+            for direction in (pipe(reader, redis_writer, False), pipe(redis_reader, writer, True)):
+                task = asyncio.create_task(direction)
+                pipes.add(task)  # referenced until done: a pending task is otherwise collectable
+                task.add_done_callback(pipes.discard)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+        for task in list(pipes):
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+    def __enter__(self) -> DelayingProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the Redis proxy did not start")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(10)
