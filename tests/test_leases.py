@@ -1,4 +1,5 @@
-"""LeaseKeeper's renewal schedule (pure logic: a scripted store, and sleeps recorded instead of slept)."""
+"""LeaseKeeper: its renewal schedule (a scripted store, and sleeps recorded instead of slept), and leases
+whose acquire has no known outcome or whose release failed, given back in the background."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from asgi_ws_gateway.state.base import Decision, StoreUnavailable
 from asgi_ws_gateway.state.leases import LeaseKeeper
+from asgi_ws_gateway.state.memory import MemoryState
 
 
 class ScriptedStore:
@@ -91,9 +93,7 @@ class ReleaseFailingStore(ScriptedStore):
         raise StoreUnavailable("down")
 
 
-async def test_releases_failing_through_an_outage_are_one_warning_not_one_each(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_releases_failing_on_closing_are_one_warning_not_one_each(caplog: pytest.LogCaptureFixture) -> None:
     """A thousand connections closing while Redis is down used to write a thousand lines."""
     keeper = LeaseKeeper(ReleaseFailingStore([]), 30)  # type: ignore[arg-type]
     for i in range(1000):
@@ -102,5 +102,134 @@ async def test_releases_failing_through_an_outage_are_one_warning_not_one_each(
         await keeper.release(f"lease-{i}")
     await keeper.aclose()
     assert [r.getMessage() for r in caplog.records] == [
-        "could not release 1 concurrency lease(s) since the last such line; each expires within 30 s"
+        "could not release 1000 concurrency lease(s) on closing (down); each expires within 30 s"
     ]
+
+
+# -- leases of unknown outcome, and releases that fail: given back in the background ----------------
+
+
+class Gated(MemoryState):
+    """The in-memory store whose calls can be made to fail, or to wait, after (or before) doing their work.
+
+    Its clock stands still: a lease goes only when released, never by expiring during a test.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: 1_000_000.0)
+        self.answer: BaseException | None = None  # raised by acquire after taking the lease: a late answer
+        self.hang_acquire = False  # acquire takes the lease, then never answers
+        self.down = 0  # releases that fail before this one succeeds
+        self.renewing = asyncio.Event()
+        self.renewed = asyncio.Event()
+        self.renew_gate: asyncio.Event | None = None  # renew waits for it, then re-creates its leases
+
+    async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
+        decision = await super().acquire(key, lease, limit, ttl)
+        if self.hang_acquire:
+            await asyncio.Event().wait()
+        if self.answer is not None:
+            raise self.answer
+        return decision
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+        if self.renew_gate is not None:
+            self.renewing.set()
+            await self.renew_gate.wait()
+        await super().renew(leases, ttl)
+        self.renewed.set()
+
+    async def release(self, key: str, lease: str) -> None:
+        if self.down:
+            self.down -= 1
+            raise StoreUnavailable("down")
+        await super().release(key, lease)
+
+
+async def _until_at_most(store: MemoryState, count: int = 0, key: str = "k") -> None:
+    """Wait until ``store`` holds no more than ``count`` leases under ``key``."""
+    async with asyncio.timeout(5):
+        while store.leases(key) > count:  # noqa: ASYNC110 - the keeper releases in a task of its own
+            await asyncio.sleep(0.01)
+
+
+async def test_an_acquire_answered_too_late_is_released_in_the_background_and_again_at_the_end() -> None:
+    """The store took the lease but its answer was lost: released at once, and when the connection ends."""
+    store = Gated()
+    store.answer = StoreUnavailable("timed out")
+    keeper = LeaseKeeper(store, 30)
+    with pytest.raises(StoreUnavailable):
+        await keeper.acquire("k", "lease-1", 1)
+    await _until_at_most(store)
+    store.answer = None
+    await store.acquire("k", "lease-1", 1, 30)  # a request late in reaching the store runs after that release
+    await keeper.release("lease-1")  # the connection (admitted unchecked) ends
+    await _until_at_most(store)
+    assert len(keeper) == 0
+    await keeper.aclose()
+
+
+async def test_a_cancelled_acquire_is_released_and_never_renewed() -> None:
+    store = Gated()
+    store.hang_acquire = True
+    keeper = LeaseKeeper(store, 3, retry=0.01)
+    call = asyncio.create_task(keeper.acquire("k", "lease-1", 1))
+    async with asyncio.timeout(5):
+        while not store.leases("k"):  # noqa: ASYNC110 - the store took it
+            await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await _until_at_most(store)
+    assert len(keeper) == 0  # nothing to renew: a renewal would re-create it
+    await keeper.release("lease-1")
+    await keeper.aclose()
+
+
+async def test_a_failed_release_is_retried_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="asgi_ws_gateway.state.leases")
+    store = Gated()
+    keeper = LeaseKeeper(store, 30, retry=0.01)
+    for i in range(100):
+        await keeper.acquire("k", f"lease-{i}", 100)
+    store.down = 101  # each release at its connection's end, then the first background retry
+    for i in range(100):
+        await keeper.release(f"lease-{i}")
+    await _until_at_most(store)
+    await keeper.aclose()
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not release 100 concurrency lease(s) (down); retrying every 0.01 s until each expires (within 30 s)",
+        "released concurrency leases again",
+    ]
+
+
+async def test_a_lease_released_while_its_renewal_is_in_flight_is_released_again() -> None:
+    """The renewal re-creates what it renews: a lease released meanwhile must not stay."""
+    store = Gated()
+    store.renew_gate = asyncio.Event()
+    keeper = LeaseKeeper(store, 0.03)  # renewed every 0.01 s
+    await keeper.acquire("k", "kept", 2)
+    await keeper.acquire("k", "released", 2)
+    async with asyncio.timeout(5):
+        await store.renewing.wait()
+    await keeper.release("released")
+    assert store.leases("k") == 1
+    store.renew_gate.set()  # the renewal puts "released" back; the keeper then releases it again
+    async with asyncio.timeout(5):
+        await store.renewed.wait()
+    await _until_at_most(store, 1)
+    assert store.leases("k") == 1 and len(keeper) == 1
+    await keeper.release("kept")
+    await keeper.aclose()
+
+
+async def test_closing_releases_what_waits_for_a_background_release() -> None:
+    """A gateway shutting down gives back the leases of unknown outcome it has not released yet."""
+    store = Gated()
+    store.answer = StoreUnavailable("timed out")
+    keeper = LeaseKeeper(store, 30)
+    with pytest.raises(StoreUnavailable):
+        await keeper.acquire("k", "lease-1", 1)
+    assert store.leases("k") == 1  # the background release has not run yet
+    await keeper.aclose()
+    assert store.leases("k") == 0

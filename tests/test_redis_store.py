@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.state.base import StoreUnavailable, store_key
+from asgi_ws_gateway.state.leases import LeaseKeeper
 from asgi_ws_gateway.state.redis import RedisState
 from support.policies import build, context, denied
-from support.redis import SHARED_REDIS, RedisServer, redis_available, unique_prefix
+from support.redis import SHARED_REDIS, DelayingProxy, RedisServer, redis_available, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")
 
@@ -132,3 +133,44 @@ async def test_redis_stopped_mid_test_fails_open_or_closed_then_recovers() -> No
                     assert denial.reason == "store_unavailable"
                     await asyncio.sleep(0.05)
         await store.aclose()
+
+
+# -- answers later than the store's timeout: Redis ran the script all the same ----------------------
+
+
+@pytest.fixture
+async def late() -> AsyncIterator[tuple[DelayingProxy, RedisState, Redis]]:
+    """A store through a proxy that can make Redis's answers late (timeout 0.2 s), and a direct client."""
+    with DelayingProxy() as proxy:
+        store = RedisState(proxy.url, prefix=unique_prefix(), timeout=0.2, retry_interval=0.1)
+        client = Redis.from_url(SHARED_REDIS)
+        await store.hit(store_key(store.prefix, "rate", "t", "warm-up"), 1, 60, "warm-up")  # connected while fast
+        yield proxy, store, client
+        keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_an_acquire_cancelled_mid_call_leaves_no_lease(late: tuple[DelayingProxy, RedisState, Redis]) -> None:
+    """A handshake cancelled while Redis takes its lease (the server cancelling its task, a shutdown)."""
+    proxy, store, client = late
+    keeper = LeaseKeeper(store, 3600)
+    key = store_key(store.prefix, "conc", "t", "alice")
+    proxy.delay = 1.0
+    call = asyncio.create_task(keeper.acquire(key, "lease-1", 1))
+    async with asyncio.timeout(10):
+        while not await client.zcard(key):  # noqa: ASYNC110 - Redis took the lease; its answer is on the way
+            await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    proxy.delay = 0
+    async with asyncio.timeout(10):
+        while await client.zcard(key):  # noqa: ASYNC110 - Redis's state
+            await asyncio.sleep(0.05)
+    assert (await keeper.acquire(key, "lease-2", 1)).allowed
+    await keeper.release("lease-2")
+    assert await client.zcard(key) == 0
+    await keeper.aclose()

@@ -12,6 +12,11 @@ When the store fails, ``on_store_error: open`` admits (and logs), ``closed`` ref
 An admission unchecked is named on the handshake span and counted (``ws_gateway.policy.unchecked``);
 the log gets the first at once, then one line per ``OutageLog.interval`` with how many: an outage
 under load must not write a line per handshake.
+
+A call whose answer never came (``store.timeout``, a cancelled handshake) may have counted all the
+same: a rate-limit or quota attempt then counts once, for its window or period, as any attempt
+does; a concurrency lease is released (see :mod:`asgi_ws_gateway.state.leases`), or the tenant
+would lose a slot for the whole ``lease_ttl``.
 """
 
 from __future__ import annotations
@@ -199,6 +204,13 @@ class LimitConcurrency:
         s = self.settings
         key = store_key(self.store.prefix, "conc", self.counter, self.key.render_key(context))
         lease = os.urandom(16).hex()
+
+        async def release() -> None:
+            await self.leases.release(lease)
+
+        # Before the call: a store that times out, or a cancelled call, may have taken the lease all
+        # the same, and it must go when the handshake or connection ends, whatever the outcome.
+        context.add_cleanup(release)
         try:
             decision: Decision = await self.leases.acquire(key, lease, s.max)
         except StoreUnavailable as exc:
@@ -211,11 +223,6 @@ class LimitConcurrency:
                 reason="concurrency_limited",
                 headers=[(b"retry-after", str(s.retry_after).encode())],
             )
-
-        async def release() -> None:
-            await self.leases.release(lease)
-
-        context.add_cleanup(release)
 
     async def aclose(self) -> None:
         await self.leases.aclose()

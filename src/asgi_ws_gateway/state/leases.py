@@ -1,4 +1,4 @@
-"""Keeping concurrency leases alive while their connections are open.
+"""Keeping concurrency leases alive while their connections are open, and giving back every one.
 
 A lease expires ``ttl`` seconds after it was last renewed. The keeper renews every lease this
 process holds every ``ttl / 3`` seconds, in one batch; when the process dies, renewals stop and
@@ -7,6 +7,14 @@ its leases expire, so a crashed worker's connections stop counting within ``ttl`
 After a failed renewal the keeper tries again every ``retry`` seconds (default 1) instead: a
 failed-over Redis may have lost or expired these leases, and until they are back the cap
 under-counts open connections.
+
+A lease whose acquire has no known outcome (the store timed out or failed, or the call was
+cancelled) may exist in the store all the same: Redis runs a script as soon as it is sent, and its
+answer may just be late. Such a lease is never renewed, and is released in the background at once
+(the handshake's answer does not wait for a slow store) and again when its connection ends (a
+request late in reaching the store may have made it after the first release). So is a lease whose
+release failed, or that was released while a renewal that may re-create it was in flight. The
+background releases retry every ``retry`` seconds until each lease would have expired anyway.
 """
 
 from __future__ import annotations
@@ -15,71 +23,163 @@ import asyncio
 import contextlib
 import logging
 
-from .base import Decision, OutageLog, Store, StoreUnavailable
+from .base import Decision, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+MAX_ORPHANS = 10_000
+"""Leases waiting for a background release, at most, per policy; past it the oldest are left to expire."""
+CALL_TIMEOUT = 5.0
+"""Seconds one background release may take (the Redis store gives up sooner, at its ``timeout``)."""
 
 
 class LeaseKeeper:
     """Acquires, renews and releases the leases of one ``limit-concurrency`` policy.
 
-    The renewal task runs only while leases are held, on the event loop that acquired them.
+    The renewal and release tasks run only while they have work, on the event loop that acquired.
 
     Args:
         store: where the leases are counted.
         ttl: seconds a lease outlives its last renewal (renewed every ``ttl / 3``).
-        retry: seconds between renewals while the store fails (default 1, at most ``ttl / 3``).
+        retry: seconds between renewals, and between background releases, while the store fails
+            (default 1, at most ``ttl / 3``).
     """
 
     def __init__(self, store: Store, ttl: float, *, retry: float = 1.0) -> None:
         self.store = store
         self.ttl = ttl
         self.retry = min(retry, ttl / 3)
-        self._held: dict[str, str] = {}  # lease -> key
-        self._task: asyncio.Task[None] | None = None
-        self._release_failures = OutageLog()  # connections closing through an outage: not a line each
+        self._held: dict[str, str] = {}  # lease -> key: acquired, renewed
+        self._unknown: dict[str, str] = {}  # lease -> key: acquiring, or its outcome unknown; never renewed
+        self._orphans: dict[str, tuple[str, float]] = {}  # lease -> (key, give up at): to release in the background
+        self._task: asyncio.Task[None] | None = None  # renewals
+        self._releaser: asyncio.Task[None] | None = None  # background releases
+        self._dropped = 0  # orphans left to expire past MAX_ORPHANS, since the last line
 
     def __len__(self) -> int:
         return len(self._held)
 
     async def acquire(self, key: str, lease: str, limit: int) -> Decision:
-        """Take a lease; raises :class:`StoreUnavailable` when the store fails."""
-        decision = await self.store.acquire(key, lease, limit, self.ttl)
-        if decision.allowed:
+        """Take a lease; raises :class:`StoreUnavailable` when the store fails.
+
+        Safe to cancel: whenever the outcome is unknown (the store failed, or the call was
+        cancelled) the lease is released in the background, and again by :meth:`release`.
+        """
+        self._unknown[lease] = key
+        try:
+            decision = await self.store.acquire(key, lease, limit, self.ttl)
+        except BaseException:
+            self._orphan(key, lease)  # Redis may have run the script: its answer was not heard
+            raise
+        if self._unknown.pop(lease, None) is None:  # released while the call was in flight
+            self._orphan(key, lease)
+        elif decision.allowed:
             self._held[lease] = key
             if self._task is None or self._task.done():
                 self._task = asyncio.get_running_loop().create_task(self._renew_forever())
         return decision
 
     async def release(self, lease: str) -> None:
-        """Give the lease back; a store failure is logged (the lease then expires on its own)."""
+        """Give the lease back, if taken or maybe taken; a failure is retried in the background.
+
+        A lease of unknown outcome is released in the background: this returns at once.
+        """
+        key = self._unknown.pop(lease, None)
+        if key is not None:
+            self._orphan(key, lease)
+            return
         key = self._held.pop(lease, None)
         if key is None:
             return
-        try:
-            await self.store.release(key, lease)
-        except StoreUnavailable:
-            count = self._release_failures.event()
-            if count:
-                logger.warning("could not release %d concurrency lease(s) since the last such line; each expires "
-                               "within %g s", count, self.ttl)  # fmt: skip
         if not self._held and self._task is not None:
             self._task.cancel()
             self._task = None
+        try:
+            await self.store.release(key, lease)
+        except StoreUnavailable:
+            self._orphan(key, lease)
+        except BaseException:  # cancelled (or a custom store's bug): the lease may still be there
+            self._orphan(key, lease)
+            raise
 
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop renewing; try the pending background releases once (bounded), then stop those too.
+
+        Leases still held are left alone: their connections may be open (a configuration reload
+        closes the policies it replaces) and release them when they end.
+        """
+        await _cancel(self._task)  # first: a renewal cut short may queue leases to release
+        await _cancel(self._releaser)
+        self._task = self._releaser = None
+        if not self._orphans:
+            return
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                failure = await self._release_orphans()
+        except TimeoutError:
+            failure = TimeoutError()
+        if failure is not None:
+            logger.warning("could not release %d concurrency lease(s) on closing (%s); each expires within %g s",
+                           len(self._orphans), _describe(failure), self.ttl)  # fmt: skip
+            self._orphans.clear()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _orphan(self, key: str, lease: str) -> None:
+        """Release ``lease`` in the background until it would have expired by itself."""
+        self._orphans.pop(lease, None)  # to the end: the oldest go first past the bound
+        self._orphans[lease] = (key, self._now() + self.ttl)
+        while len(self._orphans) > MAX_ORPHANS:
+            del self._orphans[next(iter(self._orphans))]
+            self._dropped += 1
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.get_running_loop().create_task(self._release_forever())
+
+    async def _release_orphans(self) -> Exception | None:
+        """One pass over the orphans, oldest first; the store's failure that ended it early (the rest kept)."""
+        for lease, (key, give_up_at) in list(self._orphans.items()):
+            if self._orphans.get(lease) != (key, give_up_at):
+                continue  # queued again meanwhile: released later in the pass order
+            if give_up_at <= self._now():
+                del self._orphans[lease]  # expired in the store by now
+                continue
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    await self.store.release(key, lease)
+            except Exception as exc:  # StoreUnavailable, TimeoutError, or a custom store's bug: retried alike
+                return exc
+            if self._orphans.get(lease) == (key, give_up_at):
+                del self._orphans[lease]
+        return None
+
+    async def _release_forever(self) -> None:
+        failing = False
+        while self._orphans:
+            if self._dropped:
+                logger.warning("%d concurrency lease(s) left to expire unreleased (within %g s): more than %d "
+                               "were waiting to be released", self._dropped, self.ttl, MAX_ORPHANS)  # fmt: skip
+                self._dropped = 0
+            failure = await self._release_orphans()
+            if failure is None:
+                if failing:
+                    logger.info("released concurrency leases again")
+                failing = False
+                continue
+            if not failing:  # once per outage, not once per retry
+                logger.warning("could not release %d concurrency lease(s) (%s); retrying every %g s until each "
+                               "expires (within %g s)", len(self._orphans), _describe(failure), self.retry,
+                               self.ttl)  # fmt: skip
+            failing = True
+            await asyncio.sleep(self.retry)
 
     async def _renew_forever(self) -> None:
         failing = False
         while self._held:
             await asyncio.sleep(self.retry if failing else self.ttl / 3)
+            batch = list(self._held.items())
             try:
-                await self.store.renew(list(((key, lease) for lease, key in self._held.items())), self.ttl)
+                await self.store.renew([(key, lease) for lease, key in batch], self.ttl)
             except StoreUnavailable:
                 if not failing:  # once per outage, not once per retry
                     logger.warning(
@@ -90,6 +190,22 @@ class LeaseKeeper:
                 if failing:
                     logger.info("renewed %d concurrency lease(s) again", len(self._held))
                 failing = False
+            finally:
+                # Released while the renewal was in flight: the renewal may have put it back.
+                for lease, key in batch:
+                    if lease not in self._held:
+                        self._orphan(key, lease)
+
+
+def _describe(failure: Exception) -> str:
+    return str(failure) if isinstance(failure, StoreUnavailable) else type(failure).__name__
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 __all__ = ["LeaseKeeper"]
