@@ -103,6 +103,8 @@ class MemoryState:
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
         now = self.clock()
         for key, lease in leases:
+            if key not in self._leases:  # expired meanwhile: back, and counted (never refused: it is held)
+                self._keys[("_leases", _counter(key))] += 1
             self._leases.setdefault(key, {})[lease] = now + ttl
 
     async def release(self, key: str, lease: str) -> None:
