@@ -139,6 +139,45 @@ def test_bad_client_frame_is_named_and_not_forwarded(bad: bytes, error: str, ste
     assert stats.messages_in == 1
 
 
+def _close_raw(payload: bytes, *, mask: bool) -> bytes:
+    """A close frame with ``payload`` as is (websockets refuses to build invalid ones)."""
+    return encode_frame(0x8, payload, mask=mask)
+
+
+BAD_CLOSES = [
+    *(
+        pytest.param(code.to_bytes(2, "big"), "invalid close code", 1002, id=f"code-{code}")
+        for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)
+    ),
+    pytest.param(b"\x03", "invalid close frame", 1002, id="one-byte"),
+    pytest.param(b"\x03\xe8\xff", "invalid UTF-8 in the close reason", 1007, id="reason-not-utf8"),
+]
+
+
+@pytest.mark.parametrize(("payload", "error", "code"), BAD_CLOSES)
+@pytest.mark.parametrize("mask", [True, False])
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_invalid_close_frame_is_an_error_and_none_of_it_is_forwarded(
+    payload: bytes, error: str, code: int, mask: bool, step: int
+) -> None:
+    """Autobahn 7.9.x, 7.13.x, 7.5.1: a close code no peer may send, or a bad payload, is the sender's error."""
+    good = encode_frame(0x2, b"ok", mask=mask)
+    scanner, _ = _scanner(inbound=mask)
+    out = _feed_in_pieces(scanner, good + _close_raw(payload, mask=mask) + good, step)
+    assert (scanner.error, scanner.error_code, scanner.close) == (error, code, None)
+    assert out == good
+
+
+@pytest.mark.parametrize("code", [1000, 1003, 1007, 1014, 3000, 4001, 4999])
+@pytest.mark.parametrize("step", [1, 1000])
+def test_valid_close_code_is_read_and_forwarded_whole(code: int, step: int) -> None:
+    """A close frame split across reads is held back until whole, then goes on as it came."""
+    close = _close_raw(code.to_bytes(2, "big") + "ok é".encode(), mask=True)
+    scanner, _ = _scanner()
+    assert _feed_in_pieces(scanner, close, step) == close
+    assert scanner.close == (code, "ok é") and scanner.error is None
+
+
 def test_masked_frame_from_the_upstream_is_incorrect_masking() -> None:
     """Servers must not mask: the direction decides which masking is wrong."""
     scanner, _ = _scanner(inbound=False)

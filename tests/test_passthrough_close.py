@@ -200,3 +200,29 @@ async def test_keepalive_unanswered_ping_drops_the_client_and_closes_the_upstrea
     splice.client.connection_lost(None)
     assert _close_in(upstream.written, masked=True) == (1001, "client went away")
     splice._stop_timers()
+
+
+async def test_invalid_client_close_code_is_1002_both_ways_and_never_reaches_the_upstream() -> None:
+    """Autobahn 7.9.x: a client's close frame with 1005 (reserved) is its protocol error, not a close to pass on."""
+    splice, client, upstream = _splice()
+    splice.client.data_received(encode_frame(0x8, (1005).to_bytes(2, "big"), mask=True))
+    assert _close_in(client.written, masked=False) == (1002, "invalid close code")
+    assert _close_in(upstream.written, masked=True) == (1002, "invalid close code")
+    assert (splice.stats.closed_by, splice.stats.close_code) == ("gateway", 1002)
+
+
+async def test_invalid_upstream_close_code_is_1002_to_it_and_1011_to_the_client() -> None:
+    """A hostile upstream's close code 65535 is not forwarded: the client gets the gateway's 1011."""
+    splice, client, upstream = _splice()
+    splice.upstream.data_received(encode_frame(0x8, (65535).to_bytes(2, "big"), mask=False))
+    assert _close_in(client.written, masked=False) == (1011, "upstream connection failed")
+    assert _close_in(upstream.written, masked=True) == (1002, "invalid close code")
+    assert (splice.stats.closed_by, splice.stats.close_code) == ("gateway", 1011)
+
+
+async def test_client_close_reason_not_utf8_is_1007() -> None:
+    """Autobahn 7.5.1: a close reason that is not UTF-8 is invalid data, 1007 both ways."""
+    splice, client, upstream = _splice()
+    splice.client.data_received(encode_frame(0x8, b"\x03\xe8\xc3\x28", mask=True))
+    assert _close_in(client.written, masked=False) == (1007, "invalid UTF-8 in the close reason")
+    assert _close_in(upstream.written, masked=True) == (1007, "invalid UTF-8 in the close reason")

@@ -73,8 +73,8 @@ def gateway_config(upstream: UpstreamServer | str, **api: Any) -> dict[str, Any]
 class ProbedGateway:
     """The gateway as an ASGI app that remembers the server's event loop, to run code on it."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.gateway = WebSocketGateway(not_found, config=config)
+    def __init__(self, config: dict[str, Any], **options: Any) -> None:
+        self.gateway = WebSocketGateway(not_found, config=config, **options)  # options: meter_provider=...
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -19,11 +19,11 @@ import struct
 from websockets.speedups import apply_mask
 
 from .._types import Data
+from ..relay.close_codes import close_problem
 from ..relay.stats import RelayStats
 from .frames import frame_rule_broken
 
 _TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
-_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 Event = tuple[int, Data, bytes, int]
 """``(opcode, data, raw, size)``: a message (opcode 1 with ``str``, 2 with ``bytes``) or a control
@@ -225,21 +225,11 @@ class MessageAssembler:
         return opcode, data, raw, size
 
     def _closed(self, payload: bytes, raw: bytes) -> Event | None:
-        if len(payload) == 1:
-            self._fail("invalid close frame")
+        problem = close_problem(payload)
+        if problem is not None:
+            self._fail(*problem)
             return None
-        if not payload:
-            self.close = 1005, ""
-        else:
-            (code,) = struct.unpack_from("!H", payload)
-            if code not in _CLOSE_CODES and not 3000 <= code < 5000:
-                self._fail("invalid close code")
-                return None
-            try:
-                self.close = code, payload[2:].decode()
-            except UnicodeDecodeError:
-                self._fail("invalid UTF-8 in the close reason", 1007)
-                return None
+        self.close = (payload[0] << 8 | payload[1], payload[2:].decode()) if payload else (1005, "")
         self.interrupted = True
         return _CLOSE, b"", raw, 0
 

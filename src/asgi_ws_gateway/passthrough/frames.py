@@ -4,12 +4,13 @@
 frame boundaries from the headers alone (RFC 6455 §5.2: 7, 16 or 64-bit lengths, masked or not).
 It counts messages and bytes into :class:`~asgi_ws_gateway.relay.pumps.RelayStats`, reads close frames'
 code and reason, and stops at the first frame that would take a message over the size limit, or
-that breaks the framing rules a WebSocket endpoint checks (§5.1-5.5: masking by direction, reserved
-bits no extension claimed, reserved opcodes, fragmented or long control frames, continuation frames
-out of order) -- so that passthrough fails such a peer with 1002 as the relay's endpoints do,
-instead of passing the bad frame on. Payloads are not copied or unmasked, except a close frame's
-(at most 125 bytes) and, with permessage-deflate, a compressed message's, which is inflated to hold
-it to the size limit (:mod:`.inflate`).
+that breaks the rules a WebSocket endpoint checks (§5.1-5.5: masking by direction, reserved bits no
+extension claimed, reserved opcodes, fragmented or long control frames, continuation frames out of
+order; §7.4: a close code no peer may send, a close reason that is not UTF-8) -- so that passthrough
+fails such a peer with 1002 (1007) as the relay's endpoints do, instead of passing the bad frame on.
+Payloads are not copied or unmasked, except a close frame's (at most 125 bytes, held back until
+whole and checked before any of it goes on) and, with permessage-deflate, a compressed message's,
+which is inflated to hold it to the size limit (:mod:`.inflate`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ try:  # websockets' C helper, and its pure-Python one where the extension was no
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
+from ..relay.close_codes import close_problem
 from ..relay.stats import RelayStats
 from .inflate import InflatedSize, sender_window
 
@@ -86,11 +88,12 @@ class FrameScanner:
             extension, which the scanner cannot know.
 
     After :meth:`feed`, ``too_big`` is True once a message went over the limit, ``error`` names
-    the framing rule the first bad frame broke (nothing from the offending frame on is returned,
-    in both cases), and ``close`` holds ``(code, reason)`` once a close frame arrived in full
-    (1005 when it had no code). ``cut`` is True when a compressed message was found over the limit
-    (or not to be deflate data) part way through a frame: part of that frame was forwarded, and the
-    rest never will be.
+    the rule the first bad frame broke and ``error_code`` the close code it calls for (nothing from
+    the offending frame on is returned, in both cases; a close frame with a code no peer may send is
+    one), and ``close`` holds ``(code, reason)`` once a valid close frame arrived in full (1005 when
+    it had no code). ``cut`` is True when a compressed message was found over the limit (or not to
+    be deflate data) part way through a frame: part of that frame was forwarded, and the rest never
+    will be.
     """
 
     def __init__(
@@ -116,8 +119,6 @@ class FrameScanner:
         self._binary = False
         self.in_message = False
         """True between the first and the last frame of a fragmented message."""
-        self._close_payload: bytearray | None = None  # collecting a close frame's payload
-        self._close_mask = b""
         self._fin = False  # the current frame ends its message
         self._control = False
         self.too_big = False
@@ -216,9 +217,7 @@ class FrameScanner:
             remaining = self.remaining
             if remaining:
                 take = min(remaining, size - pos)
-                if self._close_payload is not None:
-                    self._close_payload += data[pos : pos + take]
-                elif (
+                if (
                     self._inflating is not None
                     and not self._control
                     and not self._inflate(self._inflating, data[pos : pos + take], remaining)
@@ -286,11 +285,26 @@ class FrameScanner:
                     kept.append(data[keep:start])
                     keep = pos
                 continue
+            if opcode == _CLOSE:
+                # Held back whole (131 bytes at most) and checked before any of it goes on: a close
+                # code no peer may send never reaches the other side (Autobahn 7.9.x, 7.13.x).
+                if size - pos < header + length:
+                    self._head = data[pos:]
+                    end = min(end, start)
+                    break
+                pos += header + length
+                payload = data[pos - length : pos]
+                if b1 & 0x80:
+                    payload = _unmask(payload, data[pos - length - 4 : pos - length])
+                problem = close_problem(payload)
+                if problem is not None:
+                    self.error, self.error_code = problem
+                    end = min(end, start)
+                    break
+                self.close = (payload[0] << 8 | payload[1], payload[2:].decode()) if payload else (1005, "")
+                continue
             pos += header
             if opcode >= _CONTROL:
-                if opcode == _CLOSE:
-                    self._close_payload = bytearray()
-                    self._close_mask = data[pos - 4 : pos] if b1 & 0x80 else b""
                 self._fin = True
             else:
                 if opcode:  # the first frame of a message: text (1) or binary (2)
@@ -344,11 +358,7 @@ class FrameScanner:
             self.error, self.error_code = problem, 1007
 
     def _frame_done(self) -> None:
-        if self._control:
-            if self._close_payload is not None:
-                self.close = _parse_close(bytes(self._close_payload), self._close_mask)
-                self._close_payload = None
-        elif self._fin:
+        if not self._control and self._fin:
             self._count(self._message, self._binary)
 
 
@@ -388,15 +398,6 @@ def frame_rule_broken(
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
     return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def _parse_close(payload: bytes, mask: bytes) -> tuple[int, str]:
-    if mask:
-        payload = _unmask(payload, mask)
-    if len(payload) < 2:
-        return 1005, ""
-    (code,) = struct.unpack_from("!H", payload)
-    return code, payload[2:].decode(errors="replace")
 
 
 def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:

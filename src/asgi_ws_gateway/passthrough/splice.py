@@ -8,14 +8,17 @@ water mark, the other side's reading pauses until it drains, so nothing queues w
 Closing follows the relay's table as far as bytes allow:
 
 * a close frame from either side passes through as it is; its code is recorded, and once the
-  upstream's TCP connection ends (the server ends it first) the client's is closed too;
+  upstream's TCP connection ends (the server ends it first) the client's is closed too. A close
+  frame with a code no peer may send (RFC 6455 §7.4: below 1000, 1004-1006, 1015-2999, 5000 and
+  up), a one-byte payload or a reason that is not UTF-8 is a bad frame (below), never forwarded;
 * the client vanishes without a close frame: the upstream gets 1001 "client went away", as from
   the relay, and is read (and dropped) again even if a full client buffer had paused it, so its
   answer arrives and its TCP connection is closed at once instead of at the close timeout;
 * the upstream vanishes: the client gets 1011 "upstream connection failed";
 * a side sends a frame that breaks the framing rules (``FrameScanner.error``): the frame is not
-  forwarded; a client gets 1002 and the upstream 1002 with the same reason, as uvicorn and the
-  relay do; an upstream gets 1002 and the client 1011 "upstream connection failed";
+  forwarded; a client gets 1002 (1007 for a close reason that is not UTF-8) and the upstream the
+  same code and reason, as uvicorn and the relay do; an upstream gets 1002 (1007) and the client
+  1011 "upstream connection failed";
 * the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
   to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
   of receiving a frame gets the rest of that frame first (a close frame cannot land inside a

@@ -10,13 +10,37 @@ with 1009 for a message over the limit the application set (``MAX_SIZE``): the g
 not a close of the client's, so the relay closes the upstream with 1001 as for one it found itself."""
 
 
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def sendable(code: int) -> bool:
+    """True for a close code a close frame may carry (RFC 6455 §7.4; the set ``websockets`` accepts):
+    1000-1003, 1007-1014 and 3000-4999. Never 1004-1006 or 1015 (reserved), nor the unassigned
+    0-999, 1016-2999 or 5000 and above: a peer that sends one breaks the protocol (1002)."""
+    return code in _SENDABLE or 3000 <= code <= 4999
+
+
 def wire_code(code: int) -> int:
     """A close code that may be sent in a close frame, mapping the reserved ones."""
     if code == 1005:
         return 1000
-    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
-        return code
-    return 1011  # 1006, 1015 and codes no peer may send
+    return code if sendable(code) else 1011  # 1006, 1015 and codes no peer may send
+
+
+def close_problem(payload: bytes) -> tuple[str, int] | None:
+    """What makes a close frame's (unmasked) payload invalid, and the close code that calls for, or
+    None: a one-byte payload or a code no peer may send (:func:`sendable`) is a protocol error
+    (1002), a reason that is not UTF-8 invalid data (1007) (RFC 6455 §5.5.1, §7.4, Autobahn 7.x)."""
+    if len(payload) == 1:
+        return "invalid close frame", 1002
+    if payload:
+        try:  # the reason first, as websockets reads it: the same answer whichever path reads the frame
+            payload[2:].decode()
+        except UnicodeDecodeError:
+            return "invalid UTF-8 in the close reason", 1007
+        if not sendable(payload[0] << 8 | payload[1]):
+            return "invalid close code", 1002
+    return None
 
 
 def client_vanished(disconnect: Message) -> bool:
@@ -36,4 +60,4 @@ def wire_reason(reason: str) -> str:
     return reason if len(encoded) <= 123 else encoded[:123].decode(errors="ignore")
 
 
-__all__ = ["TOO_BIG", "client_vanished", "wire_code", "wire_reason"]
+__all__ = ["TOO_BIG", "client_vanished", "close_problem", "sendable", "wire_code", "wire_reason"]
