@@ -66,8 +66,9 @@ class _Series:
 
 
 _SERIES_LIMIT = 4096
-"""Series kept per metric; past it (their inputs are bounded: API, outcome, status, error type, close code)
-the cache starts again rather than grow."""
+"""Series kept per metric; past it (their inputs are bounded: API, outcome, status, error type, close code,
+the peer-chosen numbers folded by :func:`.names.status_value` and :func:`.names.close_code_value`) the
+cache starts again rather than grow."""
 
 
 HistogramFactory = Callable[[Meter, n.Instrument], DurationHistogram]
@@ -161,7 +162,7 @@ class Metrics:
         # Per-event attributes, made once per combination of their inputs (see _Series).
         self._handshakes: dict[tuple[str, str, int | None, str | None], _Series] = {}
         self._attempts: dict[tuple[int, int | None, str | None], _Series] = {}
-        self._closes: dict[tuple[str, str, int], _Series] = {}
+        self._closes: dict[tuple[str, str, int | str], _Series] = {}
         meter.create_observable_up_down_counter(
             n.ACTIVE_CONNECTIONS.name,
             [self._observe_active],
@@ -218,7 +219,7 @@ class Metrics:
         if series is None:
             attrs: Attrs = {**self.base[api], n.OUTCOME: outcome}
             if status is not None:
-                attrs[n.HTTP_STATUS] = status
+                attrs[n.HTTP_STATUS] = n.status_value(status)
             if error_type is not None:
                 attrs[n.ERROR_TYPE] = error_type
             series = _remember(self._handshakes, key, _Series(attrs))
@@ -226,7 +227,7 @@ class Metrics:
             self._handshake_tally[series.items] += 1
         self._record_handshake(seconds, series.attributes, series.items)
         if policy is not None and status is not None:
-            self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: status})
+            self._count(n.POLICY_DENIALS, {**self.base[api], n.POLICY: policy, n.HTTP_STATUS: n.status_value(status)})
 
     def unchecked(self, api: str, policy: str) -> None:
         """``policy`` admitted a handshake of ``api`` without checking it (its store failed, fail-open)."""
@@ -239,7 +240,7 @@ class Metrics:
         if series is None:
             attrs = dict(backend)
             if status is not None:
-                attrs[n.HTTP_STATUS] = status
+                attrs[n.HTTP_STATUS] = n.status_value(status)  # an upstream's refusal: its choice
             if error_type is not None:
                 attrs[n.ERROR_TYPE] = error_type
             series = _remember(self._attempts, key, _Series(attrs, base=backend))
@@ -256,16 +257,19 @@ class Metrics:
         return live
 
     def closed(self, live: MeteredConnection, side: str, code: int, seconds: float) -> None:
+        """``live`` closed: ``side`` closed first with ``code``, counted by :func:`.names.close_code_value`
+        (a peer's choice: one series per code it sends would grow without bound)."""
+        value = n.close_code_value(code)
         with self._lock:
             if live not in self._live:
                 return
             self._live.discard(live)
             self._closed[live.key].add(live)
-            key = (live.key, side, code)
+            key = (live.key, side, value)
             series = self._closes.get(key)
             if series is None:
                 attrs: Attrs = {**self.base[live.key], n.CLOSE_SIDE: side}
-                series = _remember(self._closes, key, _Series(attrs, {**attrs, n.CLOSE_CODE: code}))
+                series = _remember(self._closes, key, _Series(attrs, {**attrs, n.CLOSE_CODE: value}))
             self._close_tally[series.count_items] += 1
         self._record_connection(seconds, series.attributes, series.items)
 

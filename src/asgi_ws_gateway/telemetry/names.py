@@ -9,6 +9,7 @@ configured backend, status, close code, policy name; never a raw path, a client 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Literal
 
 SCOPE = "asgi_ws_gateway"
@@ -96,6 +97,37 @@ SIZE_CLASSES = (
     "1048576+",
 )
 """Message size classes in bytes (values of ``ws_gateway.message.size_class``): powers of 4 from 64 B."""
+
+
+OTHER = "_OTHER"
+"""A metric attribute's value for a peer-chosen number outside the set it keeps (OpenTelemetry's spelling,
+as for ``http.request.method``)."""
+_HTTP_STATUSES = frozenset(HTTPStatus)
+
+
+def close_code_value(code: int) -> int | str:
+    """The ``ws_gateway.close.code`` of a metric: one of a fixed set, whatever code a peer sent.
+
+    The codes RFC 6455 and the IANA registry define, 1000-1015, as themselves (1006: the side
+    vanished without a close frame); the ranges for libraries and for applications folded into
+    ``"3xxx"`` and ``"4xxx"``; anything else (no peer may send it) :data:`OTHER`. So a side that sends
+    one close code after another adds at most 19 series per API and side (spans and the access log
+    keep the exact code).
+    """
+    if 1000 <= code <= 1015:
+        return int(code)  # int(): wsproto reports its CloseReason enum
+    if 3000 <= code <= 4999:
+        return "3xxx" if code < 4000 else "4xxx"
+    return OTHER
+
+
+def status_value(status: int) -> int | str:
+    """The ``http.response.status_code`` of a metric: a status in the IANA registry (``http.HTTPStatus``)
+    as itself, another (an upstream's refusal is relayed as it came) folded into its class, ``"4xx"``
+    or ``"5xx"`` (:data:`OTHER` outside 100-599)."""
+    if status in _HTTP_STATUSES:
+        return int(status)
+    return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
 
 
 def size_class_index(slot: int) -> int:
