@@ -249,13 +249,19 @@ class WebSocketGateway:
             return
         if scope["type"] == "websocket":
             resolved = self._router.resolve(scope["path"], scope.get("raw_path"))
+            disguised = False
+            if resolved is None and scope.get("raw_path") is not None:
+                # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, an API's
+                # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
+                resolved = self._router.resolve(scope["path"])
+                disguised = resolved is not None
             if resolved is not None:
                 if not self._proxy_warned:
                     self._warn_if_rewritten(scope)
                 api, params = resolved
                 self._in_flight += 1
                 try:
-                    await self._handle(api, params, scope, receive, send)
+                    await self._handle(api, params, scope, receive, send, disguised=disguised)
                 finally:
                     self._in_flight -= 1
                 return
@@ -308,7 +314,9 @@ class WebSocketGateway:
 
         return wrapped
 
-    async def _handle(self, api: _Api, params: dict[str, str], scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(
+        self, api: _Api, params: dict[str, str], scope: Scope, receive: Receive, send: Send, *, disguised: bool = False
+    ) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
@@ -333,6 +341,9 @@ class WebSocketGateway:
                 check_no_underscores(headers)
             check_host(scope["headers"])
             check_forwarding_loop(scope["headers"], limits.max_gateway_hops)
+            if disguised:
+                raise HandshakeDenied(400, "the path is this API's only once its encoded '/' (%2F) is "
+                                      "decoded; send it as the API's path", reason="bad_request")  # fmt: skip
             check_path_params(params)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))

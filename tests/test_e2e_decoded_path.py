@@ -1,0 +1,67 @@
+"""An API's path reached through the application's router, with an encoded '/': refused, not passed on.
+
+The gateway routes on ``raw_path`` split at the ``/`` the client sent, so ``/ws%2Fchat`` is no API's
+path to it; it used to hand such a request to the wrapped application, whose router (Starlette's,
+like every ASGI router) routes on the decoded ``path``: ``/ws/chat``, the API's path. An application
+route there (the service the API fronts, or an ``asgi:`` upstream's own router) took the connection
+with none of the API's policies. Found by an attack pass under plain ``uvicorn app:app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from asgi_ws_gateway import WebSocketGateway
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH
+from support.rawhttp import handshake, status_of
+from support.servers import UvicornFactory, WSImpl
+from support.upstream import UpstreamServer
+
+
+async def _status(port: int, target: str) -> int:
+    """The status line's code of a raw upgrade request for ``target`` (sent as is, not re-encoded)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(handshake(target))
+        return status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
+    finally:
+        writer.close()
+
+
+DENY_LOOPBACK = [{"ip-filter": {"deny": ["127.0.0.0/8", "::1/128"]}}]
+
+
+@pytest.mark.parametrize("ws", ["websockets-sansio", "wsproto", PASSTHROUGH])
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_an_encoded_slash_cannot_reach_the_apps_route_at_an_apis_path(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, ws: WSImpl, http: str
+) -> None:
+    reached: list[str] = []
+
+    async def own_route(websocket: WebSocket) -> None:
+        reached.append(websocket.scope["path"])
+        await websocket.accept()
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws/chat", own_route), WebSocketRoute("/secure/{room}", own_route),
+                            WebSocketRoute("/open", own_route)])  # fmt: skip
+    config = {
+        "apis": [
+            api_entry(upstream, name="chat", path="/ws/chat", policies=DENY_LOOPBACK),
+            api_entry(upstream, name="rooms", path="/secure/{room}", policies=DENY_LOOPBACK),
+        ]
+    }
+    server = uvicorn_server(WebSocketGateway(app, config=config), ws=ws, http=http)
+    assert await _status(server.port, "/ws/chat") == 403
+    for target in ("/ws%2Fchat", "/ws%2fchat", "/secure%2Fx", "%2Fws%2Fchat"):
+        assert await _status(server.port, target) == 400, target
+    assert reached == []
+    # The application's own paths are its own: an encoded slash there is its business.
+    assert await _status(server.port, "/open") == 101
+    assert reached == ["/open"]
