@@ -34,14 +34,20 @@ UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
 #: websockets' loggers: at debug they write every header of the upstream handshakes the gateway makes.
 WEBSOCKETS_LOGGERS = ("websockets.client", "websockets.server")
 
-# A query string inside free text: from "?" to the first space, quote or angle bracket.
-_QUERY_IN_TEXT = re.compile(r"\?([^\s\"'<>]*)")
+# A query string inside free text: from "?" to the end of the request target, which only a space or
+# a line break ends (a request line's separators). Every other byte belongs to the query, quotes and
+# angle brackets too: a value such as O'Brien must not end the match and leave later values in clear.
+_QUERY_IN_TEXT = re.compile(r"\?([^ \r\n]*)")
+# A fragment after a path or URL (``/cb#access_token=...``, as h11 passes a raw target on), likewise.
+_FRAGMENT_IN_TEXT = re.compile(r"((?:^|(?<=[\s\"'(\[=]))(?:[A-Za-z][A-Za-z0-9+.-]*:)?/[^ \r\n#?]*)#([^ \r\n]*)")
 # A JWT/JWS (three base64url segments, the first a JSON object's encoding) anywhere in text.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 # A URL's userinfo anywhere in text, also percent-encoded as servers log a request target
 # (``http%3A//user%3Apassword%40host``): the password, or a user name alone (it may be a token).
-_USERINFO = re.compile(r"(?<=//)([^\s/?#@:'\"%]*)(:|%3[Aa])[^\s/?#@'\"]*?(@|%40)")
-_USER_ONLY = re.compile(r"(?<=//)[^\s/?#@:'\"]+?(?=@|%40)")
+# The userinfo runs to the authority's last "@" (as URL parsers read it): an "@", a quote or a
+# percent-escape inside the user name or password is part of it, not its end.
+_USERINFO = re.compile(r"(?<=//)((?:[^\s/?#:%]|%(?!3[Aa]))*)(:|%3[Aa])[^\s/?#]*(@|%40)")
+_USER_ONLY = re.compile(r"(?<=//)[^\s/?#]+(?=@|%40)")
 _extra_headers: set[str] = set()
 
 
@@ -50,7 +56,12 @@ def _header_pattern(names: Iterable[str]) -> re.Pattern[str]:
     alternatives = "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
     return re.compile(
         rf"(?P<name>{alternatives}|[a-z-]*subscription-key)"
-        r"(?P<sep>['\"]?\s*[:=]\s*['\"]?|['\"]?,\s*b?['\"])(?P<value>[^'\"\r\n]*)",
+        # After a quoted name (a repr or JSON: ``('cookie', "a'b")``, ``"authorization": "..."``) a
+        # quoted value runs to its closing quote, escapes skipped. Otherwise (a header dump) the
+        # value runs to the end of the line, quotes and all (``Cookie: pref="dark"; session=...``),
+        # except a value the query pass redacted already (``?cookie=REDACTED HTTP/1.1" 200``).
+        r"(?:(?P<sep>['\"]\s*[:=]\s*b?|['\"]?,\s*b?)(?P<quote>['\"])(?:\\.|(?!(?P=quote))[^\\\r\n])*"
+        rf"|(?P<bare>['\"]?\s*[:=]\s*)(?:{REDACTED}(?=[\s&\"']|$)|[^\r\n]*))",
         re.IGNORECASE,
     )
 
@@ -219,12 +230,44 @@ def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] 
     return [(name, REDACTED if name.lower() in names else value) for name, value in headers]
 
 
+def _redacted_query(match: re.Match[str]) -> str:
+    return "?" + _redacted_parameters(match[1])
+
+
+def _redacted_fragment(match: re.Match[str]) -> str:
+    return f"{match[1]}#{_redacted_parameters(match[2])}"
+
+
+def _redacted_parameters(text: str) -> str:
+    """A query's or fragment's text (to the end of its target) with every value redacted."""
+    # Redacted already, closing a quoted field (``"WebSocket /ws?a=REDACTED" [accepted]``, its
+    # argument redacted first): the quote is the field's, not a value's. Nothing else is kept.
+    done = text.rstrip("\"'")
+    if done != text and done and redact_query(done) == done:
+        return text
+    return redact_query(text)
+
+
+def _redact_targets(text: str) -> str:
+    """``text`` with the values of each query and fragment in it redacted."""
+    if "?" in text:
+        text = _QUERY_IN_TEXT.sub(_redacted_query, text)
+    if "#" in text:
+        text = _FRAGMENT_IN_TEXT.sub(_redacted_fragment, text)
+    return text
+
+
+def _redacted_header(match: re.Match[str]) -> str:
+    if match["quote"]:
+        return f"{match['name']}{match['sep']}{match['quote']}{REDACTED}"
+    return f"{match['name']}{match['bare']}{REDACTED}"
+
+
 def redact_text(text: str) -> str:
     """``text`` with query values, credential header values, URL passwords and JWT-shaped strings redacted."""
-    if "?" in text:
-        text = _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
+    text = _redact_targets(text)
     if _may_name_a_header(text):
-        text = _HEADER_IN_TEXT.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+        text = _HEADER_IN_TEXT.sub(_redacted_header, text)
     if "//" in text and ("@" in text or "%40" in text):
         text = _USERINFO.sub(rf"\1\2{REDACTED}\3", text)
         text = _USER_ONLY.sub(lambda m: m[0] if m[0].endswith(REDACTED) else REDACTED, text)
@@ -286,7 +329,10 @@ def _may_name_a_header(text: str) -> bool:
     return False
 
 
-_REDACTED_MARK = "asgi_ws_gateway_redacted"  # a LogRecord attribute: already through a RedactingFilter
+REDACTED_MARK = "asgi_ws_gateway_redacted"
+"""A LogRecord attribute: the record is redacted already (through a :class:`RedactingFilter`, or built
+of redacted parts, as a JSON access line whose fields are each redacted: a filter would read its
+fields as one text)."""
 _MESSAGE = "asgi_ws_gateway_message"
 """A LogRecord attribute: ``(msg, args, message)``, the message the filter formatted and found clean."""
 
@@ -312,9 +358,9 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, _REDACTED_MARK, False):
+        if getattr(record, REDACTED_MARK, False):
             return True  # a logger's filter did it; a handler's (run's log configuration) need not again
-        setattr(record, _REDACTED_MARK, True)
+        setattr(record, REDACTED_MARK, True)
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record)  # its formatter needs the arguments as they are
         else:
@@ -322,10 +368,14 @@ class RedactingFilter(logging.Filter):
             # "< %s: %s"); the arguments are kept as they are unless something was redacted.
             try:
                 message = record.getMessage()
+                # A query argument is redacted on its own first, its end the target's end: then the
+                # line's pass keeps the quote that closes a field after it ("WebSocket %s").
+                queries = _queries_redacted(record.args)
+                text = message if queries is None else str(record.msg) % queries
             except (TypeError, ValueError):
                 self._each(record)
             else:
-                redacted = redact_text(message)
+                redacted = redact_text(text)
                 if redacted != message:
                     record.msg, record.args = redacted, ()
                 else:  # formatters that know (run's) need not format it again
@@ -346,6 +396,13 @@ class RedactingFilter(logging.Filter):
             record.args = tuple(_redact_arg(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
+
+
+def _queries_redacted(args: object) -> tuple[object, ...] | None:
+    """``args`` with the query and fragment of each string argument redacted, or None when none has one."""
+    if not isinstance(args, tuple) or not any(isinstance(arg, str) and ("?" in arg or "#" in arg) for arg in args):
+        return None
+    return tuple(_redact_targets(arg) if isinstance(arg, str) else arg for arg in args)
 
 
 def _redact_arg(arg: object) -> object:
@@ -373,6 +430,7 @@ def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> No
 
 __all__ = [
     "REDACTED",
+    "REDACTED_MARK",
     "SENSITIVE_HEADERS",
     "UVICORN_LOGGERS",
     "WEBSOCKETS_LOGGERS",

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
-from ..redact import printable, redact_text
+from ..redact import REDACTED_MARK, printable, redact_text
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -61,8 +61,8 @@ class AccessLog:
             fields["trace_id"] = fields["span_id"] = None
         if access_logger.isEnabledFor(logging.INFO):
             extra = {"trace_id": fields["trace_id"], "span_id": fields["span_id"]}
-            if self.json:
-                access_logger.info("%s", _json_line(fields), extra=extra)
+            if self.json:  # each field redacted on its own: a filter would read the line as one text
+                access_logger.info("%s", _json_line(fields), extra={**extra, REDACTED_MARK: True})
             else:
                 access_logger.info(*_text_line(fields), extra=extra)
         if self.otel_logger is not None:
@@ -103,7 +103,10 @@ _SEMCONV = {"client": CLIENT_ADDRESS, "path": URL_PATH, "status": HTTP_STATUS, "
 
 
 def _json_line(fields: Fields) -> str:
-    record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), **fields}
+    record = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **{k: redact_text(v) if isinstance(v, str) else v for k, v in fields.items()},
+    }
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
