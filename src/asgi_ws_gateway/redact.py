@@ -219,6 +219,22 @@ def printable(text: str, *, quote: bool = True) -> str:
     return (_UNPRINTABLE if quote else _UNPRINTABLE_BARE).sub(_escape, text)
 
 
+# What json.dumps(ensure_ascii=False) leaves raw of those: C0 controls it escapes itself, not DEL and
+# C1 (U+0085, which splitlines() and many readers end a line at), U+2028/U+2029 or bidi controls.
+_UNPRINTABLE_IN_JSON = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable_json(document: str) -> str:
+    """A JSON ``document`` on one line under any reader: the characters :func:`printable` escapes and
+    ``json.dumps(..., ensure_ascii=False)`` leaves raw, written as ``\\uXXXX`` (the same value to
+    ``json.loads``; they can only stand inside its strings).
+
+    >>> printable_json('{"path":"/a\\u2028b"}')
+    '{"path":"/a\\\\u2028b"}'
+    """
+    return _UNPRINTABLE_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", document)
+
+
 def _escape(match: re.Match[str]) -> str:
     char = match[0]
     return "\\x22" if char == '"' else char.encode("unicode_escape").decode("ascii")  # as nginx writes a quote
@@ -441,6 +457,7 @@ __all__ = [
     "install",
     "is_credential_parameter",
     "printable",
+    "printable_json",
     "redact_headers",
     "redact_path",
     "redact_query",

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
-from ..redact import REDACTED_MARK, printable, redact_text
+from ..redact import REDACTED_MARK, printable, printable_json, redact_text
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -107,7 +107,8 @@ def _json_line(fields: Fields) -> str:
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         **{k: redact_text(v) if isinstance(v, str) else v for k, v in fields.items()},
     }
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    # Non-ASCII text stays readable; what would break the line or reorder it is escaped.
+    return printable_json(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
 
 
 def _text_line(fields: Fields) -> tuple[Any, ...]:
