@@ -8,7 +8,15 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, InvalidHeaderValue, InvalidStatus, InvalidURI, WebSocketException
+from websockets.datastructures import is_valid_header_value
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHeader,
+    InvalidStatus,
+    InvalidURI,
+    NegotiationError,
+    WebSocketException,
+)
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.typing import Subprotocol
@@ -134,6 +142,12 @@ class WebSocketsConnector:
             host = ""
         if not host:  # what websockets refuses as InvalidURI, before any connect
             raise bad_request("the upstream request cannot be sent (invalid URL)")
+        # What websockets would refuse to send (InvalidHeaderValue, once connected): refused here,
+        # before any connect, so that its InvalidHeaderValue always means the upstream's answer.
+        # The client learns only the kind of problem, not the value.
+        values = [value for _, value in request.headers] + request.subprotocols
+        if not all(is_valid_header_value(value) for value in values):
+            raise bad_request("the upstream request cannot be sent (invalid header)")
 
         def open_at(address: str) -> _NoRedirects:  # TLS still checks the URL's host name (websockets' default)
             return _NoRedirects(
@@ -167,15 +181,27 @@ class WebSocketsConnector:
             ) from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
-        except (InvalidURI, InvalidHeaderValue) as exc:
-            # websockets refused the request it was given before sending a byte: not the backend's fault.
-            # The message names the URL or the value: the client learns only the kind of problem.
-            kind = "URL" if isinstance(exc, InvalidURI) else "header"
-            raise bad_request(f"the upstream request cannot be sent (invalid {kind})") from None
+        except InvalidURI:
+            # websockets refused the URL it was given before sending a byte: not the backend's fault.
+            # The message names the URL: the client learns only the kind of problem.
+            raise bad_request("the upstream request cannot be sent (invalid URL)") from None
+        except (InvalidHeader, NegotiationError) as exc:
+            # The upstream's 101 broke the protocol (a wrong Sec-WebSocket-Accept, a subprotocol or an
+            # extension it was not offered, a malformed header): its fault, a 502 as on the splice.
+            # The message quotes the upstream's header: cut and escaped (a 7 KB value, raw bytes).
+            raise UpstreamUnreachable(
+                f"{self.label} answered the handshake with an invalid 101: {_quoted(str(exc))}"
+            ) from None
         except (OSError, WebSocketException) as exc:
             shortage = local_shortage(self.label, exc) if isinstance(exc, OSError) else None
             raise shortage or UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
         return WebSocketsConnection(ws)
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    """An upstream's text for a log line or a detail: redacted, cut to ``limit`` characters, and
+    quoted with every character outside printable ASCII escaped (``'x\\xff'``)."""
+    return ascii(redact_text(text)[:limit])
 
 
 class _FastSend(Protocol):
