@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import GatewayError
+from ..log_throttle import OutageLog  # re-exported: its users imported it from here first
 
 
 class StoreUnavailable(GatewayError):
@@ -102,26 +102,6 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Close connections; the store may not be used afterwards."""
         ...
-
-
-class OutageLog:
-    """When to log an event that repeats through a store outage: the first at once, then at most once
-    per ``interval`` seconds with how many happened since (a line per event is as large as the traffic)."""
-
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._unlogged = 0  # events since the last line
-        self._quiet_until = float("-inf")
-
-    def event(self) -> int:
-        """Count one event; how many the caller logs now in one line (0: none, stay quiet)."""
-        self._unlogged += 1
-        now = self._clock()
-        if now < self._quiet_until:
-            return 0
-        count, self._unlogged, self._quiet_until = self._unlogged, 0, now + self.interval
-        return count
 
 
 __all__ = ["Decision", "OutageLog", "Reservation", "Store", "StoreUnavailable", "retry_after", "store_key"]

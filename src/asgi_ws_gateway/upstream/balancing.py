@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from ..config import ApiConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
+from ..log_throttle import OutageLog
 from .base import Connector, UpstreamConnection, UpstreamRequest
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class Backend:
     active: int = 0
     failures: int = 0
     cooling_until: float = field(default=0.0)
+    failure_log: OutageLog = field(default_factory=OutageLog, repr=False)
+    """Its "failed" lines: while it is down, one now and then with how many, not one per handshake."""
 
     def healthy(self, now: float) -> bool:
         return now >= self.cooling_until
@@ -99,7 +102,10 @@ class BackendPool:
                 self.record_success(backend)
                 raise
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
-                logger.info("API %s: backend %s failed: %s", self.api.name, backend.label, exc.detail)
+                count = backend.failure_log.event()
+                if count:
+                    more = f" ({count - 1} more since the last such line)" if count > 1 else ""
+                    logger.info("API %s: backend %s failed: %s%s", self.api.name, backend.label, exc.detail, more)
                 self.record_failure(backend)
                 last = exc
                 continue
