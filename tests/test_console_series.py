@@ -11,7 +11,7 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.handshake.refusals import MAX_DETAIL, RefusalLog
 from asgi_ws_gateway.management import GatewayManagement
-from asgi_ws_gateway.management.series import Sampler, SeriesKey, merge
+from asgi_ws_gateway.management.series import Sampler, SeriesKey, bound, merge
 from asgi_ws_gateway.standalone import not_found
 from support.clock import Clock
 from support.jwts import token
@@ -57,16 +57,87 @@ def test_only_the_window_is_kept_and_memory_stays_bounded() -> None:
     assert kept[0][1] == [("active", "echo", "", 320)] and kept[-1][1] == [("active", "echo", "", 499)]
 
 
-def test_too_many_series_are_cut_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_flood_of_close_codes_does_not_push_out_the_other_families() -> None:
+    """Thousands of close codes (sorting before "handshakes") once filled the cap and dropped every
+    later family from every sample: the charts read 401: 0 during an attack."""
     clock, counters = Clock(), Counters()
-    sampler = Sampler(counters, interval=1, window=10, max_series=3, clock=clock)
+    sampler = Sampler(counters, interval=1, window=10, max_series=70, clock=clock)  # 10 per family
+    counters.values = {("closes", "echo", str(code)): 1 for code in range(3000, 5000)}
+    counters.values |= {
+        ("closes", "echo", "1000"): 500,
+        ("handshakes", "chat", "401"): 7,
+        ("messages", "echo", "in"): 3,
+        ("refusals", "chat", "validate-jwt"): 7,
+        ("upstream_failures", "dead", "ws://127.0.0.1:1/"): 2,
+    }
+    sampler.sample()
+    ((_, values),) = sampler.samples()
+    kept = {(name, api, label): value for name, api, label, value in values}
+    assert kept[("handshakes", "chat", "401")] == 7 and kept[("messages", "echo", "in")] == 3
+    assert kept[("refusals", "chat", "validate-jwt")] == 7
+    assert kept[("upstream_failures", "dead", "ws://127.0.0.1:1/")] == 2
+    closes = {key: value for key, value in kept.items() if key[0] == "closes"}
+    assert len(closes) == 10 and closes[("closes", "echo", "1000")] == 500  # the largest stays itself
+    assert sum(closes.values()) == 500 + 2000  # nothing lost: the rest is in "other"
+    assert closes[("closes", "echo", "other")] == 2000 - 8
+    assert len(values) <= 70
+
+
+def test_each_family_folds_into_one_other_per_api() -> None:
+    """An API filter still adds up to the API's total, whichever series were folded."""
+    counts = {("closes", api, str(code)): 1 for api in ("echo", "chat") for code in range(3000, 3050)}
+    kept, cut = bound(counts, max_series=7 * 6)
+    assert cut == {"closes": 100}
+    assert len(kept) == 6
+    for api in ("echo", "chat"):
+        assert sum(v for (_, a, _), v in kept.items() if a == api) == 50
+        assert ("closes", api, "other") in kept
+
+
+def test_a_family_of_more_apis_than_its_share_folds_into_one_other() -> None:
+    counts = {("active", f"api-{i:04}", ""): i for i in range(1000)}
+    kept, _ = bound(counts, max_series=70)
+    assert len(kept) == 10 and kept[("active", "", "other")] == sum(range(991))
+    assert kept[("active", "api-0999", "")] == 999
+
+
+def test_too_many_series_are_folded_with_one_warning_per_family(caplog: pytest.LogCaptureFixture) -> None:
+    clock, counters = Clock(), Counters()
+    sampler = Sampler(counters, interval=1, window=10, max_series=21, clock=clock)  # 3 per family
     counters.values = {("closes", "echo", str(code)): 1 for code in range(4000, 4010)}
+    counters.values |= {("handshakes", "echo", str(status)): 1 for status in range(400, 410)}
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             sampler.sample()
             clock.now += 1
-    assert all(len(values) == 3 for _, values in sampler.samples())
-    assert len([r for r in caplog.records if "keeping the first 3" in r.getMessage()]) == 1
+    assert all(len(values) == 6 for _, values in sampler.samples())
+    warned = [r.getMessage() for r in caplog.records if "adding up the rest" in r.getMessage()]
+    assert len(warned) == 2 and any("'closes'" in w for w in warned) and any("'handshakes'" in w for w in warned)
+
+
+async def test_sampling_for_an_answer_reads_off_the_loop_once_for_callers_at_the_same_time() -> None:
+    """Each console poll made every worker add up every open connection on its event loop (0.8 s at
+    100,000); several tabs polling at once share one read."""
+    loop_thread = threading.get_ident()
+    readers: list[int] = []
+    release = threading.Event()
+
+    def read() -> dict[SeriesKey, int]:
+        readers.append(threading.get_ident())
+        release.wait(5)
+        return {("active", "chat", ""): 2}
+
+    sampler = Sampler(read, interval=5, window=60)
+    polls = [asyncio.create_task(sampler.sample_soon()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    ticks = 0
+    while ticks < 5:  # the loop runs meanwhile
+        await asyncio.sleep(0)
+        ticks += 1
+    release.set()
+    await asyncio.gather(*polls)
+    assert len(readers) == 1 and loop_thread not in readers
+    assert sampler.samples()[-1][1] == [("active", "chat", "", 2)]
 
 
 def test_since_returns_only_newer_samples() -> None:

@@ -3,7 +3,10 @@
 Each worker's :class:`Sampler` reads the counters (:meth:`Metrics.counts`) every ``interval``
 seconds, at wall-clock multiples of the interval so that the samples of different workers and
 hosts fall in the same slots, and keeps ``window`` seconds of them: memory is bounded by
-``window / interval`` samples of at most ``max_series`` values. :func:`merge` adds up the samples
+``window / interval`` samples of at most ``max_series`` values. Each family of series (``active``,
+``closes``, ...) has its own share of those values, so thousands of close codes cannot push the
+handshakes out: a family with more series than its share keeps its largest and adds the rest up in
+one ``other`` series per API. :func:`merge` adds up the samples
 the workers answered with, slot by slot; a slot no worker sampled (the gateway was down) is
 ``null``, which is how the console shows a restart's gap.
 
@@ -17,7 +20,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +32,50 @@ Reading = Callable[[], dict[SeriesKey, int]]
 Sample = tuple[float, list[tuple[str, str, str, int]]]
 """(slot time in Unix seconds, [(series, api, label, value), ...]): JSON-ready (lists, not dicts)."""
 
+FAMILIES = ("active", "handshakes", "messages", "bytes", "refusals", "upstream_failures", "closes")
+"""The series :meth:`~asgi_ws_gateway.telemetry.metrics.Metrics.counts` reports; each gets an equal share."""
+OTHER = "other"
+"""The label of the series that adds up a family's smallest series, once it has more than its share."""
+
+
+def bound(counts: dict[SeriesKey, int], max_series: int) -> tuple[dict[SeriesKey, int], dict[str, int]]:
+    """At most ``max_series`` values, each family of series within its share; also each cut family's size.
+
+    A family's share is ``max_series`` divided by the number of families (at least the known seven, so
+    one family's share does not shrink as the others appear). A family with more series keeps its
+    largest running totals and adds up the rest in one ``other`` series per API (one over every API,
+    api ``""``, when those would take more than half the share). A series can move in or out of ``other`` as totals
+    overtake one another: ``other`` then goes down once, which the console shows as no rate for that step.
+    """
+    families: dict[str, list[tuple[SeriesKey, int]]] = defaultdict(list)
+    for key, value in counts.items():
+        families[key[0]].append((key, value))
+    share = max(1, max_series // max(len(FAMILIES), len(families)))
+    kept: dict[SeriesKey, int] = {}
+    cut: dict[str, int] = {}
+    for family, items in families.items():
+        if len(items) <= share:
+            kept.update(items)
+            continue
+        cut[family] = len(items)
+        ranked = sorted(items, key=lambda item: (-item[1], item[0]))
+        # Room for one `other` per API among the folded ones: apis[i] is how many APIs ranked[i:] spans.
+        apis, seen = [0] * (len(ranked) + 1), set()
+        for i in range(len(ranked) - 1, -1, -1):
+            seen.add(ranked[i][0][1])
+            apis[i] = len(seen)
+        keep = share - 1
+        while keep > 0 and keep + apis[keep] > share:
+            keep -= 1
+        per_api = keep + apis[keep] <= share and apis[keep] <= max(1, share // 2)
+        if not per_api:  # the others would crowd out the kept series: one `other` over every API
+            keep = share - 1
+        kept.update(ranked[:keep])
+        for (name, api, _), value in ranked[keep:]:
+            other = (name, api if per_api else "", OTHER)
+            kept[other] = kept.get(other, 0) + value
+    return kept, cut
+
 
 class Sampler:
     """Samples ``read()`` every ``interval`` seconds and keeps the last ``window`` seconds.
@@ -37,8 +84,10 @@ class Sampler:
         read: returns the counters now (``run`` calls it in a worker thread: it must be thread-safe).
         interval: seconds between samples (default 5).
         window: seconds of samples kept (default 900: 15 minutes).
-        max_series: values kept per sample (default 2000); more (thousands of APIs or close
-            codes) are dropped, with one warning, so that memory stays bounded.
+        max_series: values kept per sample (default 2000), shared equally by the families of series;
+            a family with more (thousands of APIs or close codes) keeps its largest and adds up the
+            rest as ``other`` (see :func:`bound`), with one warning per family, so that memory stays
+            bounded and no family crowds out another.
         clock: the wall clock in Unix seconds (injected by tests).
     """
 
@@ -59,7 +108,8 @@ class Sampler:
         self.max_series = max_series
         self._clock = clock
         self._samples: deque[Sample] = deque(maxlen=math.ceil(window / interval))
-        self._warned = False
+        self._warned: set[str] = set()
+        self._reading: asyncio.Future[list[tuple[str, str, str, int]]] | None = None
 
     def slot(self, at: float) -> float:
         """The sampling slot ``at`` falls in (a multiple of the interval)."""
@@ -68,19 +118,48 @@ class Sampler:
         return round(math.floor(at / self.interval + 1e-6) * self.interval, 6)  # equal across workers
 
     def sample(self) -> None:
-        """Take one sample now (a second one in the same slot replaces the first)."""
-        self._keep(self.slot(self._clock()), self.read())
+        """Take one sample now (a second one in the same slot replaces the first), on this thread."""
+        at = self.slot(self._clock())
+        self._keep(at, self._bounded())
 
-    def _keep(self, at: float, counts: dict[SeriesKey, int]) -> None:
-        values = sorted(counts.items())
-        if len(values) > self.max_series:
-            if not self._warned:
-                logger.warning("console series: %d series, keeping the first %d", len(values), self.max_series)
-                self._warned = True
-            values = values[: self.max_series]
+    async def sample_soon(self) -> None:
+        """Take one sample now, reading in a worker thread (as :meth:`run` does).
+
+        Callers at the same time share one read: each console poll asks every worker to sample, and
+        reading adds up every open connection (0.8 s at 100,000), which the event loop must not wait
+        out, nor run once per open tab. Cancelling is safe: the shared read completes for the others.
+        """
+        if self._reading is None or self._reading.done():
+            at = self.slot(self._clock())
+            reading = asyncio.ensure_future(asyncio.to_thread(self._bounded))
+            self._reading = reading
+            reading.add_done_callback(lambda done: self._settle(at, done))
+        await asyncio.shield(self._reading)
+
+    def _settle(self, at: float, reading: asyncio.Future[list[tuple[str, str, str, int]]]) -> None:
+        if not reading.cancelled() and reading.exception() is None:
+            self._keep(at, reading.result())
+
+    def _bounded(self) -> list[tuple[str, str, str, int]]:
+        """The counters now, bounded per family and sorted: the part of sampling that may take long."""
+        kept, cut = bound(self.read(), self.max_series)
+        for family, count in cut.items():
+            if family not in self._warned:  # set.add from a thread: atomic under the GIL, and racing is harmless
+                self._warned.add(family)
+                logger.warning(
+                    "console series: %d %r series, keeping the largest and adding up the rest as %r",
+                    count,
+                    family,
+                    OTHER,
+                )
+        return [(s, api, label, value) for (s, api, label), value in sorted(kept.items())]
+
+    def _keep(self, at: float, values: list[tuple[str, str, str, int]]) -> None:
+        if self._samples and self._samples[-1][0] > at:
+            return  # a slower read that started before the newest sample: that one is newer
         if self._samples and self._samples[-1][0] == at:
             self._samples.pop()
-        self._samples.append((at, [(s, api, label, value) for (s, api, label), value in values]))
+        self._samples.append((at, values))
 
     def samples(self, since: float | None = None) -> list[Sample]:
         """The samples kept, oldest first (only those after ``since`` when given)."""
@@ -93,7 +172,7 @@ class Sampler:
                 # Read in a worker thread: adding up every open connection takes 0.2 s at 100,000,
                 # which the event loop (every relay) would wait out every interval.
                 at = self.slot(self._clock())
-                self._keep(at, await asyncio.to_thread(self.read))
+                self._keep(at, await asyncio.to_thread(self._bounded))
             except Exception:  # a counter read must never stop the charts for good
                 logger.exception("console series: sampling failed")
             # Wake a little past the next slot's start: the loop's clock is not the wall clock, and
@@ -151,4 +230,4 @@ def merge(
     return {"times": times, "series": series}
 
 
-__all__ = ["Sample", "Sampler", "SeriesKey", "merge"]
+__all__ = ["FAMILIES", "OTHER", "Sample", "Sampler", "SeriesKey", "bound", "merge"]

@@ -402,7 +402,7 @@ class Manager:
             await self.sync(drain=bool(command.get("drain")))
             return {"revision": self.overlay.revision}
         if op in ("series", "refusals"):
-            return self.watch.answer(command)
+            return await self.watch.answer(command)
         if op == "list":
             api, limit = command.get("api"), command.get("limit")
             held = [c for c in self.gateway.connections() if api is None or c.api == api]
