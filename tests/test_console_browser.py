@@ -7,6 +7,7 @@ close), and a refused handshake shows in the refusals list without its token.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
@@ -21,6 +23,8 @@ from websockets.sync.client import connect as sync_connect
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement
+from asgi_ws_gateway.management.series import SeriesKey
+from asgi_ws_gateway.management.watch import Watch
 from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.jwts import HS_SECRET, token
 from support.servers import UpstreamServer, UvicornFactory, UvicornServer, free_port
@@ -64,7 +68,7 @@ const polls = () => Number(status().dataset.polls || 0);
 )
 
 
-def _app(upstream: UpstreamServer) -> FastAPI:
+def _app(upstream: UpstreamServer, sample_interval: float = SAMPLE_INTERVAL) -> FastAPI:
     app = FastAPI()
 
     @app.get("/browser-check/live", response_class=HTMLResponse)
@@ -83,7 +87,7 @@ def _app(upstream: UpstreamServer) -> FastAPI:
         ]
     }
     app.add_middleware(WebSocketGateway, config=config)
-    app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=SAMPLE_INTERVAL)
+    app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=sample_interval)
     return app
 
 
@@ -251,3 +255,94 @@ def test_live_console_stops_sending_a_refused_token_until_it_is_changed(upstream
     assert report["refused"] == "the admin token was refused (401): enter the right one"
     assert report["sent"]["refused"] == 3, report  # one poll's three calls, then none
     assert report["status"].startswith("live")
+
+
+FLOOD_CHECK = check_page(
+    "live console flood check",
+    f'<iframe id="live" style="width:1200px;height:900px" src="/_gateway/console/live#token={ADMIN}&amp;poll=1">'
+    "</iframe>",
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const rows = (id) => Array.from(doc() ? doc().querySelectorAll(`#${id} tbody tr`) : []);
+const status = () => (doc() ? doc().getElementById("status") : null);
+const polls = () => Number((status() && status().dataset.polls) || 0);
+const labels = (series) => Array.from(
+  doc().querySelectorAll(`figure[data-series=${series}] path`), (p) => p.dataset.label);
+(async () => {
+  await holdUntil(() => polls() >= 3 || (status() && status().dataset.state === "down"));
+  document.getElementById("report").textContent = JSON.stringify({
+    status: status().textContent, state: status().dataset.state,
+    connections: rows("connections").length, refusals: rows("refusals").length,
+    closes: labels("closes"), handshakes: labels("handshakes"),
+  });
+})();
+""",
+)
+
+
+def test_live_console_survives_thousands_of_close_codes_and_still_shows_its_tables(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,000 distinct close codes over 100 slots once overflowed Math.max(...values) in the chart: the
+    page said "gateway unreachable" and never drew the connections or refusals again."""
+    counted = Watch._counts
+    tick = itertools.count()
+
+    def flooded(self: Watch) -> dict[SeriesKey, int]:  # as an unauthenticated client can make them
+        n = next(tick)
+        return {**counted(self), **{("closes", "echo", str(code)): n for code in range(3000, 5000)}}
+
+    monkeypatch.setattr(Watch, "_counts", flooded)
+    app = _app(upstream, sample_interval=0.05)
+
+    @app.get("/browser-check/flood", response_class=HTMLResponse)
+    async def page() -> str:
+        return FLOOD_CHECK
+
+    server = uvicorn_server(app, lifespan="on")
+    try:
+        sync_connect(server.url("/ws/chat"))
+        raise AssertionError("a handshake without a token was accepted")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 401
+    _wait_for_samples(server.url("/_gateway/", scheme="http"), 100)
+    with sync_connect(server.url("/ws/echo")):
+        report = page_report(dump_dom(server.url("/browser-check/flood", scheme="http"), budget_ms=20000))
+    assert report["state"] == "live" and report["status"].startswith("live"), report
+    assert report["connections"] == 1 and report["refusals"] >= 1
+    assert len(report["closes"]) <= 8 and "other" in report["closes"]  # the busiest, and the rest added up
+    assert "401" in report["handshakes"]  # not pushed out of the samples by the close codes
+
+
+FRAGMENT_CHECK = check_page(
+    "live console fragment check",
+    f'<iframe id="live" src="/_gateway/console/live#token={ADMIN}&amp;poll=3&amp;api=echo"></iframe>',
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const status = () => (doc() ? doc().getElementById("status") : null);
+(async () => {
+  await holdUntil(() => status() && status().dataset.state === "live");
+  const live = document.getElementById("live").contentWindow;
+  document.getElementById("report").textContent = JSON.stringify({
+    href: live.location.href, state: status().dataset.state, api: doc().querySelector("select[name=api]").value,
+  });
+})();
+""",
+)
+
+
+def test_live_console_takes_the_token_out_of_the_address_and_keeps_the_other_settings(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """A token left in the fragment lands in the browser history and its sync."""
+    app = _app(upstream)
+
+    @app.get("/browser-check/fragment", response_class=HTMLResponse)
+    async def page() -> str:
+        return FRAGMENT_CHECK
+
+    server = uvicorn_server(app, lifespan="on")
+    report = page_report(dump_dom(server.url("/browser-check/fragment", scheme="http"), budget_ms=10000))
+    assert report["state"] == "live" and report["api"] == "echo"  # the token was read all the same
+    assert report["href"].endswith("/_gateway/console/live#poll=3&api=echo"), report
+    assert ADMIN not in report["href"]

@@ -1,6 +1,7 @@
 // The live console: polls the management API (relative to this page) and draws plain SVG charts.
 // The admin token comes from the field or the URL fragment (#token=...; a fragment never reaches a
-// server). Every value from the gateway is written with textContent, never parsed as HTML.
+// server, and the page takes the token out of the address once read, so it stays out of the history).
+// Every value from the gateway is written with textContent, never parsed as HTML.
 "use strict";
 
 const CHARTS = [
@@ -15,13 +16,20 @@ const CHARTS = [
 const COLORS = ["#1565c0", "#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#00838f", "#9e9d24", "#5d4037"];
 const SVG = "http://www.w3.org/2000/svg";
 const W = 600, H = 160, LEFT = 44, BOTTOM = 18, TOP = 8;
+const MIN_POLL = 1; // seconds: each poll asks every worker; faster only loads the gateway
+const LINES = COLORS.length - 1; // a chart draws its busiest lines and adds up the rest as "other"
+const RECENT = 12; // slots that rank a chart's lines (a minute at the default 5 s)
 
 const params = new URLSearchParams(location.hash.slice(1));
+if (params.has("token")) { // out of the address bar, the history and synced tabs; the other settings stay
+  const rest = new URLSearchParams(params); rest.delete("token");
+  history.replaceState(history.state, "", location.pathname + location.search + (rest.toString() ? "#" + rest : ""));
+}
 const state = {
   token: params.get("token") || "",
-  poll: Math.max(0.2, Number(params.get("poll")) || 2) * 1000,
-  interval: 5, window: 900,
-  slots: new Map(), // slot index (time / interval) -> Map(series|api|label -> value); a missing slot is a gap
+  poll: Math.max(MIN_POLL, Number(params.get("poll")) || 2) * 1000,
+  interval: 5, window: 900, since: null,
+  slots: new Map(), // slot index (time / interval) -> Map(series -> [[api, label, value], ...]); a missing slot is a gap
   apis: new Set(),
   connections: [], total: 0, refusals: [],
   downSince: null, gaps: [], refusedToken: null,
@@ -48,15 +56,24 @@ async function poll() {
   // makes an address wait after 30 refusals a minute).
   if (state.token && state.token !== state.refusedToken) {
     try {
-      const [series, listed, refused] = await Promise.all([call("metrics/series"), call("connections"), call("refusals")]);
-      absorb(series);
-      state.connections = listed.connections; state.total = listed.total ?? listed.connections.length;
-      state.refusals = refused.refusals;
+      // Only the slots after the last complete one: the newest slot was sampled mid-slot, so ask again.
+      const since = state.since === null ? "" : "?since=" + state.since;
+      const [series, listed, refused] = await Promise.all([call("metrics/series" + since), call("connections"), call("refusals")]);
       if (state.downSince !== null) { state.gaps.push([state.downSince, Date.now() / 1000]); state.downSince = null; }
-      status("live · updated " + clock(Date.now() / 1000), "live");
+      // What arrived is shown apart from fetching it: a page that fails to draw is not an outage.
+      try {
+        absorb(series);
+        state.connections = listed.connections; state.total = listed.total ?? listed.connections.length;
+        state.refusals = refused.refusals;
+        $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected;
+        const failed = render();
+        if (failed.length) status("live · updated " + clock(Date.now() / 1000) + " · could not draw " + failed.join(", "), "error");
+        else status("live · updated " + clock(Date.now() / 1000), "live");
+      } catch (error) {
+        console.error("live console: showing the answer failed", error);
+        status("could not show the gateway's answer (" + error.message + "): see the browser console", "error");
+      }
       $("#status").dataset.polls = String(Number($("#status").dataset.polls || 0) + 1);
-      $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected;
-      render();
     } catch (error) {
       if (error.status === 401) {
         state.refusedToken = state.token;
@@ -74,16 +91,23 @@ async function poll() {
 
 function absorb(document) {
   state.interval = document.interval; state.window = document.window;
+  for (const s of document.series) state.apis.add(s.api);
   document.times.forEach((time, i) => {
     const values = new Map();
+    let sampled = !document.series.length;
     for (const s of document.series) {
-      state.apis.add(s.api);
-      if (s.values[i] !== null) values.set(s.name + "|" + s.api + "|" + s.label, s.values[i]);
+      if (s.values[i] === null) continue;
+      sampled = true;
+      if (!values.has(s.name)) values.set(s.name, []);
+      values.get(s.name).push([s.api, s.label, s.values[i]]);
     }
     // null everywhere: no worker sampled this slot (kept as a gap); an empty slot is all zeros.
-    if (values.size || !document.series.length) state.slots.set(Math.round(time / state.interval), values);
+    if (sampled) state.slots.set(Math.round(time / state.interval), values);
   });
-  const oldest = Math.max(...state.slots.keys()) - Math.round(state.window / state.interval);
+  if (document.times.length > 1) state.since = document.times[document.times.length - 2];
+  let newest = -Infinity; // loops, not Math.max(...many): a spread of too many values overflows the stack
+  for (const index of state.slots.keys()) newest = Math.max(newest, index);
+  const oldest = newest - Math.round(state.window / state.interval);
   for (const index of state.slots.keys()) if (index < oldest) state.slots.delete(index);
   for (const name of [...state.apis].sort()) {
     if (name && ![...api.options].some((o) => o.value === name)) api.append(new Option(name, name));
@@ -92,32 +116,53 @@ function absorb(document) {
 
 // One chart's lines: label -> [value or null per slot], summed over the chosen API(s).
 function lines(chart) {
-  const indices = [...state.slots.keys()];
-  if (!indices.length) return { times: [], lines: new Map() };
-  const last = Math.max(...indices), step = state.interval;
-  const first = Math.max(Math.min(...indices), last - Math.round(state.window / step));
+  if (!state.slots.size) return { times: [], lines: new Map() };
+  let first = Infinity, last = -Infinity;
+  for (const index of state.slots.keys()) { first = Math.min(first, index); last = Math.max(last, index); }
+  const step = state.interval;
+  first = Math.max(first, last - Math.round(state.window / step));
   const axis = [];
   for (let index = first; index <= last; index++) axis.push(index);
   const totals = new Map();
   axis.forEach((index, i) => {
     const slot = state.slots.get(index);
     if (!slot) return;
-    for (const [key, value] of slot) {
-      const [name, apiName, label] = key.split("|");
-      if (name !== chart.series || (api.value && apiName !== api.value)) continue;
+    for (const [apiName, label, value] of slot.get(chart.series) || []) {
+      if (api.value && apiName !== api.value) continue;
       if (!totals.has(label)) totals.set(label, axis.map((t) => (state.slots.has(t) ? 0 : null)));
       totals.get(label)[i] += value;
     }
   });
   const times = axis.map((index) => index * step);
-  if (!chart.rate) return { times, lines: totals };
+  if (!chart.rate) return { times, lines: busiest(totals) };
   const rates = new Map();
   for (const [label, values] of totals) {
     // A total that went down is a restarted worker: no rate for that step, not a negative one.
     rates.set(label, values.map((v, i) => (i && v !== null && values[i - 1] !== null && v >= values[i - 1]
       ? (v - values[i - 1]) / step : null)));
   }
-  return { times, lines: rates };
+  return { times, lines: busiest(rates) };
+}
+
+// At most LINES lines, the busiest over the last RECENT slots, and the rest added up as "other"
+// (thousands of close codes would draw as one blot, and take seconds to).
+function busiest(found) {
+  if (found.size <= LINES + 1) return found;
+  const recent = (values) => {
+    let sum = 0;
+    for (let i = Math.max(0, values.length - RECENT); i < values.length; i++) sum += values[i] ?? 0;
+    return sum;
+  };
+  const ranked = [...found].map(([label, values]) => [recent(values), label, values])
+    .sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? -1 : 1));
+  const kept = new Map(ranked.slice(0, LINES).map(([, label, values]) => [label, values]));
+  const other = ranked[0][2].map(() => null);
+  for (const [, , values] of ranked.slice(LINES)) {
+    values.forEach((v, i) => { if (v !== null) other[i] = (other[i] ?? 0) + v; });
+  }
+  const prior = kept.get("other"); // the gateway's own "other" (a family beyond its share) is one line too
+  kept.set("other", prior ? prior.map((v, i) => (v === null && other[i] === null ? null : (v ?? 0) + (other[i] ?? 0))) : other);
+  return kept;
 }
 
 function el(name, attrs = {}, text) {
@@ -140,7 +185,8 @@ function drawChart(chart) {
   const svg = figure.querySelector("svg"), legend = figure.querySelector(".legend");
   svg.replaceChildren(); legend.replaceChildren();
   const { times, lines: found } = lines(chart);
-  const max = Math.max(1e-9, ...[...found.values()].flat().filter((v) => v !== null));
+  let max = 1e-9;
+  for (const values of found.values()) for (const v of values) if (v !== null && v > max) max = v;
   const x = (i) => LEFT + (times.length > 1 ? (i / (times.length - 1)) * (W - LEFT - 4) : (W - LEFT) / 2);
   const y = (v) => TOP + (1 - v / max) * (H - TOP - BOTTOM);
   svg.append(el("line", { class: "axis", x1: LEFT, y1: H - BOTTOM, x2: W, y2: H - BOTTOM }));
@@ -167,7 +213,8 @@ function drawChart(chart) {
       d += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
       pen = true; points += 1;
     });
-    const peak = Math.max(0, ...values.filter((v) => v !== null));
+    let peak = 0;
+    for (const v of values) if (v !== null && v > peak) peak = v;
     const path = el("path", { d, stroke: color, "data-label": label, "data-points": points, "data-max": peak });
     svg.append(path);
     const last = [...values].reverse().find((v) => v !== null);
@@ -241,10 +288,21 @@ function renderGaps() {
   $("#gaps").textContent = state.gaps.slice(-3).map(([a, b]) => "gap: unreachable " + clock(a) + "–" + clock(b)).join(" · ");
 }
 
-function render() { CHARTS.forEach(drawChart); renderConnections(); renderRefusals(); }
+// Each part on its own: one that fails (logged to the browser console) does not blank the others.
+// Returns the names of the parts that failed.
+function render() {
+  const failed = [];
+  const part = (name, draw) => {
+    try { draw(); } catch (error) { console.error("live console: drawing " + name + " failed", error); failed.push(name); }
+  };
+  part("the connections", renderConnections);
+  part("the refusals", renderRefusals);
+  for (const chart of CHARTS) part("the chart " + JSON.stringify(chart.title), () => drawChart(chart));
+  return failed;
+}
 
 admin.addEventListener("change", () => { state.token = admin.value.trim(); });
 api.addEventListener("change", render);
 filter.addEventListener("input", renderConnections);
-CHARTS.forEach(drawChart);
+render();
 poll();
