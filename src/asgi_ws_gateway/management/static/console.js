@@ -1,21 +1,48 @@
 "use strict";
 // The asgi-ws-gateway test console. The URL fragment can pre-fill it (it never reaches a server):
 //   console#token=ADMIN&api=chat&room=lobby&query=a%3D1&connect=1&send=hello
+// The token is taken out of the address once read (it would stay in the history); the rest stays.
 (() => {
   const $ = (selector) => document.querySelector(selector);
   const setup = $("#setup"), sendForm = $("#send"), log = $("#log"), status = $("#status");
   const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.has("token")) {
+    const rest = new URLSearchParams(fragment);
+    rest.delete("token");
+    history.replaceState(history.state, "", location.pathname + location.search + (rest.toString() ? `#${rest}` : ""));
+  }
   const encoder = new TextEncoder();
-  let apis = [], ws = null;
+  const KEPT = 1000; // log entries shown: an upstream flooding the socket must not grow the page without end
+  let apis = [], ws = null, pending = [], frame = 0;
 
   const time = () => new Date().toISOString().slice(11, 23);
   const placeholders = (path) => Array.from(path.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g), (m) => m[1]);
 
+  // Entries are queued and drawn once per animation frame, the newest KEPT of them: one layout per
+  // frame, not one per message.
   function entry(dir, text, size) {
+    pending.push([dir, text, size, time()]);
+    if (pending.length > 2 * KEPT) pending = pending.slice(-KEPT);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    frame = 0;
+    const batch = pending.slice(-KEPT);
+    pending = [];
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    const items = document.createDocumentFragment();
+    for (const [dir, text, size, at] of batch) items.append(line(dir, text, size, at));
+    log.append(items);
+    for (let extra = log.children.length - KEPT; extra > 0; extra--) log.firstElementChild.remove();
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  function line(dir, text, size, at) {
     const li = document.createElement("li");
     li.dataset.dir = dir;
     const stamp = document.createElement("time");
-    stamp.textContent = time();
+    stamp.textContent = at;
     const arrow = document.createElement("span");
     arrow.className = "dir";
     arrow.textContent = { in: "←", out: "→", sys: "•" }[dir];
@@ -30,8 +57,7 @@
     body.className = "text";
     body.textContent = text;
     li.append(body);
-    log.append(li);
-    log.scrollTop = log.scrollHeight;
+    return li;
   }
 
   function setStatus(state, text) {
@@ -151,7 +177,10 @@
   sendForm.close.addEventListener("click", () => {
     if (ws) ws.close(Number(sendForm.code.value) || 1000, sendForm.reason.value);
   });
-  sendForm.clear.addEventListener("click", () => log.replaceChildren());
+  sendForm.clear.addEventListener("click", () => {
+    pending = [];
+    log.replaceChildren();
+  });
   if (setup.admin.value) {
     loadApis().then((ok) => {
       if (ok && fragment.get("connect") === "1") connect(fragment.get("send"));
