@@ -33,6 +33,9 @@ def _state(managed: Managed) -> bytes | None:
     return managed.state.read_bytes() if managed.state.exists() else None
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def _raw(managed: Managed, head: str, body_chunks: list[bytes], *, pause: float = 0.0) -> tuple[int, bytes]:
     """Send a raw POST /apis (``head`` holds the framing headers); the status and body answered."""
     port = managed.server.port
@@ -181,7 +184,7 @@ async def test_oversized_product_and_subscription_fields_are_422(managed: Manage
 async def test_deeply_nested_body_is_422(managed: Managed) -> None:
     """100,000 nested arrays (deeper than Python's parser) and 40 nested objects: 422, no traceback."""
     async with managed.http() as http:
-        deep = await http.post("apis", content=b"[" * 100_000 + b"]" * 100_000)
+        deep = await http.post("apis", content=b"[" * 100_000 + b"]" * 100_000, headers=JSON)
         assert deep.status_code == 422
         assert deep.json()["problems"] == ["(body): nested deeper than 32 levels"]
         nested: Any = "x"

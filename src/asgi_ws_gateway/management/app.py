@@ -32,6 +32,7 @@ from ..redact import printable
 from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from .forgery import check_not_forged
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -99,20 +100,21 @@ async def read_body(request: Request, limits: BodyLimits) -> bytes:
     return b"".join(chunks)
 
 
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
-"""What a web page can send to another site without asking it first (no CORS preflight): an HTML form."""
-
-
 async def read_json(request: Request, limits: BodyLimits) -> Any:
     """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON).
 
-    A body typed as a form or plain text is a 415, unread: a page the admin visits could post one
-    cross-site (``<form enctype="text/plain">`` makes a JSON-shaped body), and an ``auth`` that trusts a
-    cookie or a client certificate would admit it. JSON, or no type at all, is read.
+    A body not typed ``application/json`` is a 415, unread, untyped too: a page the admin visits can
+    post a form or plain text cross-site (``<form enctype="text/plain">`` makes a JSON-shaped body), or
+    an untyped Blob with ``fetch(..., {mode: "no-cors"})``, and an ``auth`` that trusts a cookie or a
+    client certificate would admit it (:mod:`.forgery` refuses them before ``auth``; this is the
+    same rule for any other caller).
     """
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type in _FORM_TYPES:
-        raise UnsupportedMediaType(f"the body is {media_type}: send JSON as application/json")
+    if media_type != "application/json" and (
+        request.headers.get("content-length", "0").strip().lstrip("0") or "transfer-encoding" in request.headers
+    ):
+        shown = f"is {media_type}" if media_type else "has no Content-Type"
+        raise UnsupportedMediaType(f"the body {shown}: send JSON as application/json")
     raw = await read_body(request, limits)
     try:
         value = json.loads(raw, object_pairs_hook=unique_names, parse_constant=no_constant) if raw else None
@@ -184,6 +186,14 @@ def create_management_app(
     def protected(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
         async def run(request: Request) -> Response:
+            try:
+                check_not_forged(request)  # first: a forged request must not count against the lockout
+            except ManagementError as exc:
+                logger.info(
+                    "management %s %s refused: %d %s",
+                    request.method, printable(request.scope["path"]), exc.status, printable(exc.detail),
+                )  # fmt: skip
+                return problem(exc.status, exc.title, exc.detail)
             address = manager.gateway.client_ip(request.scope)  # behind trusted_proxies: the client, not the proxy
             wait = lockout.wait(address)
             if wait:

@@ -11,6 +11,7 @@ Every method raises :class:`ManagementAPIError` when the API refuses (its ``stat
 ``problems``), and ``httpx2.TransportError`` subclasses when the gateway cannot be reached. A name
 or id is sent as one path segment, percent-encoded (``/``, ``?``, ``#`` included: ``../apis/x`` is
 looked up as that id, never as API ``x``); ``""``, ``.`` and ``..`` raise ``ValueError`` unsent.
+Every change is sent typed ``application/json``, with or without a body, as the API requires.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ class ManagementClient:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx2.Response:
+        if method in ("POST", "PUT", "PATCH"):  # the API refuses a change not typed as JSON (415), body or not
+            headers = {"Content-Type": "application/json", **(headers or {})}
         response = await self._http.request(method, path, json=json, params=params, headers=headers)
         if response.status_code >= 400:
             try:

@@ -4,11 +4,13 @@ Hierarchy::
 
     GatewayError
     └── ManagementError        status, title, detail, problems
+        ├── Forbidden              403 (a change a web page could have forged)
         ├── NotFound               404
         ├── Conflict               409 (exists already, or still in use)
         ├── PreconditionFailed     412 (If-Match no longer matches)
         ├── RequestTimeout         408 (the body did not arrive in time)
         ├── PayloadTooLarge        413 (the body is larger than the limit)
+        ├── UnsupportedMediaType   415 (a change not typed application/json)
         ├── Invalid                422 (``problems`` by field path; nothing was changed)
         └── Unavailable            503 (the shared state in Redis cannot be reached; Retry-After)
 """
@@ -31,6 +33,10 @@ class ManagementError(GatewayError):
         super().__init__(detail)
         self.detail = detail
         self.problems = list(problems)
+
+
+class Forbidden(ManagementError):
+    status, title = 403, "Forbidden"
 
 
 class NotFound(ManagementError):
@@ -75,6 +81,7 @@ class Unavailable(ManagementError):
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "Invalid",
     "ManagementError",
     "NotFound",
@@ -82,4 +89,5 @@ __all__ = [
     "PreconditionFailed",
     "RequestTimeout",
     "Unavailable",
+    "UnsupportedMediaType",
 ]
