@@ -141,6 +141,12 @@ def add_commands(commands: Any) -> None:
     connect.add_argument(
         "--linger", type=_seconds, default=1.0, help="seconds to wait after the input ends (default: 1)"
     )
+    connect.add_argument(
+        "--max-size",
+        type=_size,
+        default=connect_module.DEFAULT_MAX_SIZE,
+        help="bytes a received message may have, inflated: 4096, 64KiB, 16MiB (default: 16MiB); more closes with 1009",
+    )
     connect.add_argument("--json", action="store_true", help="print one JSON object per event")
 
 
@@ -153,6 +159,18 @@ def _seconds(value: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"{value}: seconds, a finite number from 0")
     return seconds
+
+
+_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _size(value: str) -> int:
+    """A size in bytes: a positive integer, optionally in KiB, MiB or GiB (``64KiB``)."""
+    digits = value.rstrip("BbKkMmGgIi")
+    unit = _UNITS.get(value[len(digits) :].lower())
+    if not digits.isdigit() or unit is None or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a positive number of bytes (4096, 64KiB, 16MiB, 1GiB)")
+    return int(digits) * unit
 
 
 def run(args: argparse.Namespace) -> int:
@@ -266,7 +284,12 @@ def _run_connect(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(
             connect_module.session(
-                args.target, headers=headers, subprotocols=args.subprotocol, linger=args.linger, as_json=args.json
+                args.target,
+                headers=headers,
+                subprotocols=args.subprotocol,
+                linger=args.linger,
+                as_json=args.json,
+                max_size=args.max_size,
             )
         )
     except KeyboardInterrupt:

@@ -6,6 +6,10 @@ with 1000 (after ``--linger`` seconds for late replies). Every frame is printed 
 its direction and size; the close code and reason are printed last. What the server sends (text,
 close reason, a refusal's body) is printed with control, line-breaking and bidi characters as
 escapes (``\\x1b``, ``\\n``): one event, one line, and nothing for the terminal to obey.
+
+A message may be at most ``--max-size`` bytes (default 16 MiB), counted as it is inflated: a larger
+one closes the connection with 1009 (exit code 6), so a server cannot make the client hold gigabytes
+(one permessage-deflate message of ~1 MiB on the wire per GiB).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, PayloadTooBig
 from websockets.typing import Subprotocol
 
 from ..redact import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_ABNORMAL = 0, 1, 6
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+"""Bytes a received message may have, inflated (16 MiB); more closes the connection with 1009."""
 
 
 class Printer:
@@ -76,8 +82,13 @@ async def session(
     subprotocols: Sequence[str] = (),
     linger: float = 1.0,
     as_json: bool = False,
+    max_size: int = DEFAULT_MAX_SIZE,
 ) -> int:
-    """Connect, relay standard input as messages, print every frame; returns the exit code."""
+    """Connect, relay standard input as messages, print every frame; returns the exit code.
+
+    ``max_size``: bytes a received message may have once inflated (default 16 MiB); a larger one
+    closes the connection with 1009 (``EXIT_ABNORMAL``).
+    """
     show = Printer(as_json)
     try:
         ws = await connect(
@@ -85,7 +96,7 @@ async def session(
             additional_headers=list(headers),
             open_timeout=10,
             proxy=None,
-            max_size=None,
+            max_size=max_size,
             subprotocols=[Subprotocol(p) for p in subprotocols] or None,
         )
     except InvalidStatus as exc:
@@ -114,10 +125,21 @@ async def session(
     with contextlib.suppress(asyncio.CancelledError):
         await writer
     await reader
-    received = ws.protocol.close_rcvd
-    code, reason = (received.code, received.reason) if received is not None else (1006, "")
+    closed = ws.protocol.close_rcvd
+    too_big = isinstance(ws.protocol.parser_exc, PayloadTooBig)
+    if too_big:  # the client failed the connection with 1009 (unless a /close was sent first)
+        sent = ws.protocol.close_sent
+        show(
+            "error",
+            f"! a message was larger than --max-size ({max_size} bytes)"
+            + (": closed with 1009" if sent is not None and sent.code == 1009 else ""),
+            error="message too big",
+            max_size=max_size,
+        )
+        closed = closed or sent  # a hostile server may just hang up
+    code, reason = (closed.code, closed.reason) if closed is not None else (1006, "")
     show("close", f"* closed {code}" + (f' "{printable(reason)}"' if reason else ""), code=code, reason=reason)
-    return EXIT_OK if code in (1000, 1001) else EXIT_ABNORMAL
+    return EXIT_OK if code in (1000, 1001) and not too_big else EXIT_ABNORMAL  # too big after a /close too
 
 
 async def _receive(ws: ClientConnection, show: Printer) -> None:
@@ -157,4 +179,4 @@ async def _send(ws: ClientConnection, show: Printer, linger: float) -> None:
     await ws.close(1000)
 
 
-__all__ = ["EXIT_ABNORMAL", "EXIT_FAILED", "EXIT_OK", "session"]
+__all__ = ["DEFAULT_MAX_SIZE", "EXIT_ABNORMAL", "EXIT_FAILED", "EXIT_OK", "session"]
