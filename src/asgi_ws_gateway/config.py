@@ -115,7 +115,25 @@ _POLICY_MARK = {"title": "asgi-ws-gateway policy"}  # replaced by a $ref to the 
 PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLICY_MARK)]
 Policies = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICIES)]
 Name = Annotated[str, Field(pattern=_NAME, max_length=MAX_NAME)]
-Text = Annotated[str, Field(max_length=MAX_TEXT)]
+# What a terminal obeys or breaks a line at, or what reorders the text around it: redact.printable's
+# set, plus the other invisible direction marks. A display name or a subscriber's name is shown by the
+# command line, the consoles and the logs, and has no use for them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _plain_text(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise PydanticCustomError(
+            "text_control",
+            "control, line-breaking and bidi characters are not allowed (U+{code:04X} at {at})",
+            {"code": ord(found[0]), "at": found.start()},
+        )
+    return value
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_plain_text)]
+"""Free text shown to people (display names, a subscriber's name): no control, line-break or bidi characters."""
 Url = Annotated[str, Field(max_length=MAX_URL)]
 """``{validate-jwt: {...}}``; in code, also a ``Policy`` object or a plain ``async def f(context)``."""
 
@@ -930,7 +948,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
     ]
 
 
-_OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_")
+_OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_", "text_")
 
 
 def union_member(part: object) -> bool:

@@ -4,6 +4,11 @@
 Exit codes: 0 success; 1 failed (gateway unreachable, server error; ``connect``: could not connect);
 2 usage error or invalid input (422); 3 not found (404); 4 unauthorized (401/403); 5 conflict
 (409, 412); 6 ``connect`` only: the connection closed with a code other than 1000/1001.
+
+Every value from the server (names, URLs, ids, an error's detail and problems, a key, a worker) is
+printed through :func:`_shown`: control, line-breaking and bidi characters as escapes, so a hostile
+server cannot write to the terminal (``\\x1b]52;`` sets the clipboard) nor forge a line. ``--json``
+and YAML output escape them themselves.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +27,7 @@ import httpx2
 import yaml
 
 from ..loading import alias_problem
+from ..redact import printable
 from ..yaml_keys import DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
@@ -180,13 +187,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(_call(args))
     except ManagementAPIError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        problems = "".join(f"\n  {_shown(p)}" for p in exc.problems)
+        print(f"error: {exc.status} {_shown(exc.title)}: {_shown(exc.detail)}{problems}", file=sys.stderr)
         return _EXIT.get(exc.status, 1)
     except httpx2.TransportError as exc:
-        print(f"error: cannot reach the management API at {args.url}: {exc}", file=sys.stderr)
+        print(f"error: cannot reach the management API at {_shown(args.url)}: {_shown(exc)}", file=sys.stderr)
         return 1
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_shown(exc)}", file=sys.stderr)
         return 2
     _print(args, result)
     return 0
@@ -222,9 +230,19 @@ def _read(file: str) -> Any:
     return data
 
 
+def _shown(value: object) -> str:
+    """A value from the server (or an error about it) as one line a terminal shows and does not obey."""
+    return printable(str(value), quote=False)
+
+
+def _yaml(document: Any) -> str:
+    """YAML escapes control and non-ASCII characters itself; one line a value (no folding)."""
+    return yaml.safe_dump(document, sort_keys=False, width=math.inf)
+
+
 def _print(args: argparse.Namespace, result: Any) -> None:
     if args.command == "export":
-        text = json.dumps(result, indent=2) if args.json else yaml.safe_dump(result, sort_keys=False)
+        text = json.dumps(result, indent=2) if args.json else _yaml(result)
         if args.output:
             Path(args.output).write_text(text, encoding="utf-8")
         else:
@@ -236,15 +254,16 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     if result is None:
         return
     if isinstance(result, str):  # the worker that held the connection
-        print(f"done (on worker {result})")
+        print(f"done (on worker {_shown(result)})")
     elif isinstance(result, list):
         _table(args.command, result)
     elif isinstance(result, dict):
-        if "key" in result:
-            print(f"key: {result['key']}\n(shown this once: only its hash is kept)", file=sys.stderr)
-        print(yaml.safe_dump({k: v for k, v in result.items() if k != "key"}, sort_keys=False), end="")
-        if "key" in result:
-            print(f"key: {result['key']}")
+        key = _shown(result["key"]) if "key" in result else None
+        if key is not None:
+            print(f"key: {key}\n(shown this once: only its hash is kept)", file=sys.stderr)
+        print(_yaml({k: v for k, v in result.items() if k != "key"}), end="")
+        if key is not None:
+            print(f"key: {key}")
 
 
 _COLUMNS = {
@@ -260,8 +279,8 @@ def _table(command: str, rows: Sequence[dict[str, Any]]) -> None:
 
     def cell(value: Any) -> str:
         if isinstance(value, list):
-            return ",".join(v["url"] if isinstance(v, dict) else str(v) for v in value)
-        return "-" if value is None else str(value)
+            return ",".join(_shown(v.get("url") if isinstance(v, dict) else v) for v in value)
+        return "-" if value is None else _shown(value)
 
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
