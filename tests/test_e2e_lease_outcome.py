@@ -73,12 +73,17 @@ async def _until_a_lease(client: redis.Redis, prefix: str) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _warm_up(url: str, client: redis.Redis, prefix: str) -> None:
-    """One connection while Redis is fast: the store is connected and its scripts loaded."""
+async def _warm_up(url: str, client: redis.Redis, prefix: str, proxy: DelayingProxy) -> None:
+    """One connection while Redis is fast: the store is connected and its scripts loaded.
+
+    The connection's release must have had its answer before a test makes Redis slow: late, it
+    would time out and make the store stop calling Redis for a moment (the acquire under test with it).
+    """
     async with await connect(url, additional_headers={"X-Tenant": "warm-up"}) as ws:
         await ws.send("warm")
         assert await ws.recv() == "warm"
     await _until_no_leases(client, prefix)
+    await proxy.settle()
 
 
 async def _the_tenant_has_its_one_slot(url: str) -> None:
@@ -94,7 +99,7 @@ async def test_an_answer_later_than_the_store_timeout_leaves_no_lease(
     """Admitted unchecked (fail-open): the lease Redis made anyway is released, during and after."""
     with _gateway(upstream, proxy, redis_prefix, timeout=0.2) as server:
         url = server.url("/ws/echo")
-        await _warm_up(url, client, redis_prefix)
+        await _warm_up(url, client, redis_prefix, proxy)
         proxy.delay = LATE
         async with await connect(url, additional_headers=VICTIM, open_timeout=WAIT) as ws:
             await ws.send("unchecked")
@@ -112,7 +117,7 @@ async def test_an_acquire_cancelled_by_the_policy_timeout_leaves_no_lease(
     limits = {"policy_timeout": 0.3}
     with _gateway(upstream, proxy, redis_prefix, timeout=5, handshake_limits=limits) as server:
         url = server.url("/ws/echo")
-        await _warm_up(url, client, redis_prefix)
+        await _warm_up(url, client, redis_prefix, proxy)
         proxy.delay = LATE
         assert (await expect_status(url, additional_headers=VICTIM, open_timeout=WAIT))[0] == 504
         proxy.delay = 0
@@ -132,14 +137,16 @@ async def test_a_client_gone_while_its_acquire_is_in_flight_leaves_no_lease(
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
     with _gateway(upstream, proxy, redis_prefix, timeout=0.5) as server:
         url = server.url("/ws/echo")
-        await _warm_up(url, client, redis_prefix)
+        await _warm_up(url, client, redis_prefix, proxy)
         proxy.delay = 10 * LATE  # past the store's timeout, and its one retry's
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(handshake(extra=b"X-Tenant: victim\r\n"))
-        await writer.drain()
-        await _until_a_lease(client, redis_prefix)  # Redis ran the acquire; its answer is on the way
-        writer.close()
-        await writer.wait_closed()
+        try:
+            writer.write(handshake(extra=b"X-Tenant: victim\r\n"))
+            await writer.drain()
+            await _until_a_lease(client, redis_prefix)  # Redis ran the acquire; its answer is on the way
+        finally:
+            writer.close()
+            await writer.wait_closed()
         async with asyncio.timeout(WAIT):  # the gateway gave up on the answer, then on the client
             while not any("abandoned (client went away)" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)

@@ -82,7 +82,9 @@ class DelayingProxy:
 
     Requests go through at once, so Redis runs a command when it is sent and only the answer is
     late: a latency spike as a client sees it. ``delay`` (default 0) may be changed at any time;
-    data already waiting keeps the delay it was given. Runs in its own thread and event loop::
+    data already waiting keeps the delay it was given. ``settle()`` waits until every answer Redis
+    has given is through, so a delay set next applies to later commands only. Runs in its own thread
+    and event loop::
 
         with DelayingProxy() as proxy:
             proxy.delay = 1.0  # a store with timeout 0.5 gives up before Redis's answer arrives
@@ -92,6 +94,7 @@ class DelayingProxy:
         self.target = (host, port)
         self.delay = 0.0
         self.port = 0
+        self._last_traffic = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -108,10 +111,12 @@ class DelayingProxy:
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delayed: bool) -> None:
             try:
                 while data := await reader.read(65536):
+                    self._last_traffic = time.monotonic()
                     if delayed and self.delay:
                         await asyncio.sleep(self.delay)
                     writer.write(data)
                     await writer.drain()
+                    self._last_traffic = time.monotonic()
             except OSError:
                 pass
             finally:
@@ -136,6 +141,17 @@ class DelayingProxy:
         for task in list(pipes):
             task.cancel()
         await asyncio.gather(*pipes, return_exceptions=True)
+
+    async def settle(self, quiet: float = 0.3) -> None:
+        """Return once nothing has passed either way for ``quiet`` seconds.
+
+        Redis answers within a millisecond of running a command; a client that saw a command's
+        effect (a lease gone) may still be waiting for its answer, which a delay set now would hold
+        back: a timeout, and a store that then stops calling Redis for a while.
+        """
+        async with asyncio.timeout(10):
+            while (idle := time.monotonic() - self._last_traffic) < quiet:  # noqa: ASYNC110 - another thread's clock
+                await asyncio.sleep(quiet - idle)
 
     def __enter__(self) -> DelayingProxy:
         self._thread.start()
