@@ -19,6 +19,7 @@ from pydantic import BaseModel
 import asgi_ws_gateway.management.subscriptions
 import asgi_ws_gateway.policies  # noqa: F401 (registers every built-in policy's settings)
 from asgi_ws_gateway import ConfigError, load_config
+from asgi_ws_gateway.strict_numbers import StrictNumbers
 
 UPSTREAM = ["ws://127.0.0.1:9/x"]
 JWT = {"jwks_uri": "https://idp.example/jwks", "algorithms": ["RS256"]}
@@ -71,6 +72,27 @@ def test_a_number_that_is_not_finite_is_refused_with_its_path(field: str, value:
     assert f"{field}: Input should be a finite number (got {value})" in info.value.problems
 
 
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize("field", FIELDS)
+def test_a_boolean_is_not_a_number(field: str, value: bool) -> None:
+    """Pydantic's lax mode read ``true`` as 1: ``window: on`` in YAML was a window of one second."""
+    with pytest.raises(ConfigError) as info:
+        load_config(FIELDS[field](value))
+    assert f"{field}: a number, not a boolean ({str(value).lower()}) (got {value})" in info.value.problems
+
+
+def test_yaml_yes_for_a_limit_is_refused_by_its_path(tmp_path: Any) -> None:
+    """YAML 1.1 reads ``yes``: a limit of one handshake per minute, valid to the check, used to start."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "apis:\n  - name: a\n    path: /a\n    upstreams: [ws://127.0.0.1:9/x]\n    policies:\n"
+        "      - rate-limit-by-key: {key: '{client.ip}', limit: yes, window: 60}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "apis[0].policies[0].rate-limit-by-key.limit: a number, not a boolean (true) (got True)" in str(info.value)
+
+
 def _models(cls: type[BaseModel]) -> set[type[BaseModel]]:
     found = set()
     for sub in cls.__subclasses__():
@@ -86,6 +108,12 @@ def test_every_settings_model_of_the_gateway_refuses_infinity_and_nan() -> None:
     assert len(models) > 40, sorted(m.__name__ for m in models)  # config, policies, subscriptions
     lax = sorted(m.__qualname__ for m in models if m.model_config.get("allow_inf_nan") is not False)
     assert lax == []
+
+
+def test_every_settings_model_of_the_gateway_refuses_a_boolean_for_a_number() -> None:
+    """Inherited from one base, so a model added later is held to it too (output models aside)."""
+    inputs = {m for m in _models(BaseModel) if not m.__name__.endswith("Resource")}
+    assert sorted(m.__qualname__ for m in inputs if not issubclass(m, StrictNumbers)) == []
 
 
 def test_a_lease_longer_than_a_day_is_refused() -> None:

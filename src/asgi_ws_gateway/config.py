@@ -40,6 +40,7 @@ from .plugins import MODULE_NAME, load_plugins
 from .redact import redact_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
+from .strict_numbers import StrictNumbers
 from .yaml_keys import safe_load
 
 MIB = 1024 * 1024
@@ -59,7 +60,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class _Model(BaseModel):
+class _Model(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True)
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import GatewayConfig, Name, ProductConfig, SubscriptionConfig, Text, describe_errors
 from ..policies.products import hash_key
+from ..strict_numbers import StrictNumbers
 from .errors import Conflict, Invalid, NotFound
 from .overlay import Overlay
 
@@ -29,7 +30,7 @@ Product = ProductConfig
 """A product as the management API takes it: the configuration's own model, policies included."""
 
 
-class SubscriptionRequest(BaseModel):
+class SubscriptionRequest(StrictNumbers):
     """What a client sends to create a subscription (the key is generated)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
 from ..forwarded import parse_ip
@@ -24,6 +24,7 @@ from ..handshake.context import HandshakeContext
 from ..json_depth import nests_deeper
 from ..loading import LoadRefused, read_env, read_file
 from ..safe_regex import Pattern, compile_regex
+from ..strict_numbers import StrictNumbers
 from ..templates import Condition
 from .base import MatchSettings, PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits, load_public_key
@@ -35,7 +36,7 @@ _BLANKS = re.compile(r"[ \t]+")
 _MAX_TOKEN = 16 * 1024
 
 
-class TokenSource(BaseModel):
+class TokenSource(StrictNumbers):
     """Where to look for the token; set exactly one of ``header``, ``query``, ``cookie``, ``subprotocol``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

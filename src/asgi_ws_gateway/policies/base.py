@@ -35,6 +35,7 @@ from ..errors import HandshakeDenied
 from ..handshake.pipeline import Policy
 from ..safe_regex import compile_regex
 from ..state.base import Store
+from ..strict_numbers import StrictNumbers
 from ..templates import Condition, Reference, Template, TemplateError
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def loc_text(loc: Loc) -> str:
     return text
 
 
-class PolicySettings(BaseModel):
+class PolicySettings(StrictNumbers):
     """Base of the built-in policies' settings: strict, immutable, with an optional ``name``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -80,7 +81,7 @@ def key_template(source: str, env: PolicyEnv) -> Template:
     return key
 
 
-class MatchSettings(BaseModel):
+class MatchSettings(StrictNumbers):
     """Operators of a condition; set one (``exists`` may join another)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)

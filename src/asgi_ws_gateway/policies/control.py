@@ -17,11 +17,12 @@ The first branch whose conditions all hold runs; if none does, ``otherwise`` run
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ..config import PolicyEntry
 from ..handshake.context import HandshakeContext
 from ..handshake.pipeline import Policy, run_policies
+from ..strict_numbers import StrictNumbers
 from ..templates import Condition, Reference, TemplateError
 from .base import MatchSettings, PolicyEnv, PolicySettings, register_policy
 
@@ -41,7 +42,7 @@ class ConditionSettings(MatchSettings):
         return value
 
 
-class Branch(BaseModel):
+class Branch(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
     conditions: ConditionSettings | list[ConditionSettings] = Field(

@@ -22,13 +22,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from ..strict_numbers import StrictNumbers
 
 MAX_CACHED_TOKEN = 4096
 """Longer tokens are verified on every use: they bound the memory one entry may take."""
 
 
-class TokenCacheSettings(BaseModel):
+class TokenCacheSettings(StrictNumbers):
     """``validate-jwt``'s ``cache``: ``{max_entries: 4096, max_age: 300}``; ``max_entries: 0`` turns it off."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
