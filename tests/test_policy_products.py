@@ -198,3 +198,36 @@ async def test_gateway_policies_build_errors_surface_as_config_errors() -> None:
     policies = GatewayPolicies(_config())
     assert set(policies.pipelines) == {"chat", "feed"}
     await policies.aclose()
+
+
+_LIMIT = {"rate-limit-by-key": {"key": "{client.ip}", "limit": 5, "window": 60}}
+_NESTED = {"choose": {"when": [{"if": {"ref": "header.x", "exists": True}, "policies": [_LIMIT]}]}}
+
+
+@pytest.mark.parametrize(
+    ("second", "where"),
+    [
+        ({"name": "x.0.when.0.policies", "policies": [_LIMIT]}, "apis[1].policies[0]"),
+        ({"name": "y", "message_policies": {"inbound": [{"rate-limit-messages": {"messages": 5}}]}}, None),
+    ],
+)
+def test_an_api_named_like_another_apis_nested_place_does_not_share_its_counter(
+    second: dict[str, Any], where: str | None
+) -> None:
+    """Default counters are named by owner and place: API ``x.0.when.0.policies``'s first limit was API
+    ``x``'s nested one (a client of one spent the other's allowance); now a problem naming both."""
+    apis = [
+        {"name": "x", "path": "/x", "upstreams": ["ws://x/"], "policies": [_NESTED]},
+        {"path": "/y", "upstreams": ["ws://x/"], **second},
+    ]
+    if where is None:  # a name that shares no place: accepted
+        load_config({"apis": apis})
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config({"apis": apis})
+    assert info.value.problems == [
+        f"{where}.rate-limit-by-key: counts on the same default counter 'api:x.0.when.0.policies.0' as "
+        "apis[0].policies[0].choose.when[0].policies[0].rate-limit-by-key (rename the API or product, or set counter:)"
+    ]
+    apis[1]["policies"] = [{"rate-limit-by-key": {**_LIMIT["rate-limit-by-key"], "counter": "its-own"}}]
+    load_config({"apis": apis})

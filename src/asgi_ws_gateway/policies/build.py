@@ -108,6 +108,7 @@ class PolicyBuilder:
         that reads one is warned about."""
         self.built: list[Policy] = []
         self._jwks: dict[str, JwksCache] = {}
+        self._default_counters: dict[str, Loc] = {}
 
     def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
         return self._build_all(entries, loc, counter, _HANDSHAKE)
@@ -123,6 +124,16 @@ class PolicyBuilder:
             if policy is not None:
                 policies.append(policy)
         return policies
+
+    def _claim_counter(self, counter: str, loc: Loc) -> None:
+        """A default counter name is the owner's name and the policy's place (``api:chat.0.when.0.policies.0``):
+        an API or product named like another's nested place would share its counts."""
+        other = self._default_counters.setdefault(counter, loc)
+        if other != loc:
+            self.problems.append(
+                f"{loc_text(loc)}: counts on the same default counter '{counter}' as {loc_text(other)} "
+                "(rename the API or product, or set counter:)"
+            )
 
     def _build_one(self, entry: Any, loc: Loc, counter: str, family: _Kind) -> Any:
         registry, method, wrap, what = family
@@ -158,6 +169,8 @@ class PolicyBuilder:
                     seen.add(problem.split(": ", 1)[0])
                     self.problems.append(problem)
             return None
+        if "counter" in kind.Settings.model_fields and getattr(settings, "counter", None) is None:
+            self._claim_counter(counter, loc)
         env = _Env(self, loc, counter)
         try:
             policy = kind(settings, env)
