@@ -208,6 +208,13 @@ async def test_run_without_an_admin_token_refuses_to_start(config: Path) -> None
     assert code == 2 and "ASGI_WS_GATEWAY_ADMIN_TOKEN" in err
 
 
+@pytest.mark.parametrize("token", [" padded-admin-token-0123", "admin token with spaces", "tökén-with-non-ascii-123"])
+async def test_run_refuses_an_admin_token_no_client_could_send(config: Path, token: str) -> None:
+    """A header carries visible ASCII only: the API used to start and refuse every request."""
+    code, _, err = await cli("run", str(config), "--management", "/_gateway", ASGI_WS_GATEWAY_ADMIN_TOKEN=token)
+    assert code == 2 and "ASGI_WS_GATEWAY_ADMIN_TOKEN: the admin token must be visible ASCII characters" in err
+
+
 async def test_changes_survive_a_killed_gateway(config: Path, tmp_path: Path, upstream: UpstreamServer) -> None:
     """SIGKILL right after the API answered: the state file already holds every change."""
     first: Standalone

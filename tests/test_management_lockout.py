@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway.management import ManagementAPIError
+from asgi_ws_gateway.management.app import SHORT_TOKEN, token_auth
 from asgi_ws_gateway.management.lockout import Lockout
 from support.management import TOKEN, api, managed_gateway
 from support.upstream import UpstreamServer
@@ -127,3 +128,23 @@ def test_an_ipv6_client_is_counted_by_its_64() -> None:
     assert lockout.wait("2001:db8:0:1:ffff::9") > 0
     assert lockout.wait("2001:db8:0:2::1") == 0
     assert lockout.wait("::ffff:192.0.2.1") == 0 and lockout.wait("192.0.2.1") == 0  # IPv4: the address itself
+
+
+@pytest.mark.parametrize(
+    "token", ["", " leading-space-admin-token", "admin\ttoken-with-a-tab-0", "jeton-d'accès-non-ascii"]
+)
+def test_an_admin_token_no_client_could_send_is_refused(token: str) -> None:
+    """Starlette reads a header as Latin-1 and strips it: such a token used to lock everyone out unnoticed."""
+    with pytest.raises(ValueError, match="admin token"):
+        token_auth(token)
+
+
+def test_a_short_admin_token_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """The lockout slows one address; a word list from many addresses still finds a short token."""
+    token_auth("x" * SHORT_TOKEN)
+    assert not caplog.records
+    token_auth("changeme")
+    assert caplog.messages == [
+        "the admin token is 8 characters: guessable; use 16 or more random ones "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    ]

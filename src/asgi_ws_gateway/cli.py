@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .json_names import load_unique
 from .management import cli as management_cli
 from .management import standalone as managed
+from .management.app import admin_token_problem
 from .plugins import PLUGINS_ENV, load_plugins
 from .policies.build import load_policies
 from .redis_client import parse_redis_url
@@ -168,6 +169,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):
             print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
+            return 2
+        if (problem := admin_token_problem(os.environ[management_cli.TOKEN_ENV])) is not None:
+            print(f"error: {management_cli.TOKEN_ENV}: {problem}", file=sys.stderr)
             return 2
         _set_management_env(args)
         app = "asgi_ws_gateway.management.standalone:create_app"

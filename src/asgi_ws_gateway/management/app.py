@@ -54,8 +54,35 @@ def problem(
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
 
 
+SHORT_TOKEN = 16
+"""An admin token shorter than this is warned about: a list of likely words finds it despite the lockout."""
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why ``token`` cannot work as an admin token, if it cannot: a header carries visible ASCII only,
+    so a space, a control or a non-ASCII character made a token no client could ever send."""
+    if not token:
+        return "the admin token is empty"
+    if not all("!" <= character <= "~" for character in token):
+        return "the admin token must be visible ASCII characters (no space): no client could send this one"
+    return None
+
+
 def token_auth(token: str) -> Auth:
-    """Accept ``Authorization: Bearer <token>`` (compared in constant time)."""
+    """Accept ``Authorization: Bearer <token>`` (compared in constant time).
+
+    Raises:
+        ValueError: the token is one no client could send (:func:`admin_token_problem`).
+    """
+    if (problem := admin_token_problem(token)) is not None:
+        raise ValueError(problem)
+    if len(token) < SHORT_TOKEN:
+        logger.warning(
+            "the admin token is %d characters: guessable; use %d or more random ones "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            len(token),
+            SHORT_TOKEN,
+        )
     expected = token.encode()
 
     async def check(request: Request) -> bool:
