@@ -17,6 +17,7 @@ from ..forwarded import Networks, client_address, client_network, forwarded_chai
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request
+from .names import fold_name
 
 if TYPE_CHECKING:
     from ..config import ApiConfig, UpstreamConfig
@@ -75,6 +76,13 @@ def _one(values: list[str] | None, kind: str, name: str) -> str | None:
     return first
 
 
+def _by_folded_name(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    folded: dict[str, list[str]] = {}
+    for name, value in pairs:
+        folded.setdefault(fold_name(name), []).append(value)
+    return folded
+
+
 @dataclass(frozen=True)
 class ClientAddress:
     """The client: ``ip`` after trusted-proxy resolution, ``peer`` the TCP peer's address."""
@@ -128,12 +136,26 @@ class RequestView:
 
     @_Memoized
     def query(self) -> dict[str, list[str]]:
-        """Query parameters to their values (blank values kept)."""
+        """Query parameters to their values (blank values kept), names percent-decoded as sent."""
         query: dict[str, list[str]] = {}
-        raw = self.scope.get("query_string", b"").decode("latin-1")
-        for name, value in parse_qsl(raw, keep_blank_values=True):
+        for name, value in self._query_pairs:
             query.setdefault(name, []).append(value)
         return query
+
+    @_Memoized
+    def _query_pairs(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+    def query_copies(self, name: str) -> list[str]:
+        """Every value sent under ``name`` in any spelling a server may read as it (for ``access_token``:
+        ``ACCESS_TOKEN``, ``%61ccess_token``, ``access.token``; see :mod:`.names`), in order.
+
+        What a policy checks: the upstream gets the query as sent, and may read any of these."""
+        return self._folded_query.get(fold_name(name), [])
+
+    @_Memoized
+    def _folded_query(self) -> dict[str, list[str]]:
+        return _by_folded_name(self._query_pairs)
 
     @_Memoized
     def cookie_values(self) -> dict[str, list[str]]:
@@ -202,6 +224,8 @@ class UpstreamEdits:
         self.set_header(name, None)
 
     def set_query(self, name: str, value: str | None, action: ExistsAction = "override") -> None:
+        """Set, append, keep (``skip``) or remove (``delete``, or ``value=None``) a query parameter; every
+        spelling of ``name`` a server may read as it counts as it (:func:`.names.fold_name`)."""
         self._ops.append(("query", name, value, "delete" if value is None else action))
 
     def remove_query(self, name: str) -> None:
@@ -247,14 +271,14 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
     scheme, netloc, path, query, _ = urlsplit(url)
     params = parse_qsl(query, keep_blank_values=True)
     for kind, name, value, action in ops:
-        if kind == "query":
-            params = _edit(params, name, value, action)
+        if kind == "query":  # every spelling of the name is overridden or removed, not only this one
+            params = _edit(params, name, value, action, same=lambda a, b: fold_name(a) == fold_name(b))
         elif kind == "rewrite":
             new_path, _, new_query = name.partition("?")
             path = new_path
             template_params = parse_qsl(new_query, keep_blank_values=True)
-            names = {n for n, _ in template_params}
-            kept = [(n, v) for n, v in params if n not in names] if action == "override" else []
+            names = {fold_name(n) for n, _ in template_params}
+            kept = [(n, v) for n, v in params if fold_name(n) not in names] if action == "override" else []
             params = template_params + kept
         elif kind == "base":
             if in_process:
@@ -277,13 +301,19 @@ def _clean(value: str | None) -> str | None:
     return _CONTROL.sub("", value)
 
 
-def _edit(items: list[tuple[str, str]], name: str, value: str | None, action: ExistsAction) -> list[tuple[str, str]]:
+def _edit(
+    items: list[tuple[str, str]],
+    name: str,
+    value: str | None,
+    action: ExistsAction,
+    same: Callable[[str, str], bool] = str.__eq__,
+) -> list[tuple[str, str]]:
     if action == "append":
         assert value is not None
         return [*items, (name, value)]
-    if action == "skip" and any(item[0] == name for item in items):
+    if action == "skip" and any(same(item[0], name) for item in items):
         return items
-    kept = [item for item in items if item[0] != name]
+    kept = [item for item in items if not same(item[0], name)]
     if action != "delete":
         assert value is not None
         kept.append((name, value))
@@ -350,11 +380,12 @@ class HandshakeContext:
         if namespace == "jwt":
             return _dig(self.claims, path)
         # A value sent twice differently is refused (AmbiguousValue), never one copy of it picked:
-        # the upstream may read the other (the first, the last, or both joined).
+        # the upstream may read the other (the first, the last, or both joined). A query parameter's
+        # copies are those of every spelling of its name (``names.fold_name``).
         if namespace == "header":
             return request.header(key) if key == "cookie" else _one(request.headers.get(key), "header", key)
         if namespace == "query":
-            return _one(request.query.get(key), "query parameter", key)
+            return _one(request.query_copies(key), "query parameter", key)
         if namespace == "cookie":
             return _one(request.cookie_values.get(key), "cookie", key)
         if namespace == "path":

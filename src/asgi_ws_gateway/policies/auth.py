@@ -213,7 +213,8 @@ class ValidateJwt:
 
     def _find_token(self, context: HandshakeContext) -> str | None:
         """The token the request carries; every copy of it in a query or a subprotocol is taken out of
-        the upstream request.
+        the upstream request. A query parameter's copies are those of every spelling of its name a
+        server may read as it (``?ACCESS_TOKEN=``, ``?access.token=``).
 
         Raises:
             HandshakeDenied: 400 when the request carries two different tokens (RFC 6750: one method per
@@ -237,8 +238,8 @@ class ValidateJwt:
                             foreign += 1
                             continue
                     found.append(value.strip())
-            elif source.query is not None:
-                values = request.query.get(source.query)
+            elif source.query is not None:  # every spelling of the name (names.fold_name)
+                values = request.query_copies(source.query)
                 if values:
                     context.upstream.remove_query(source.query)
                     found += values

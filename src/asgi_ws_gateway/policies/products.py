@@ -7,6 +7,7 @@ unsalted fast hash is the right tool: it only has to make the stored form useles
 
 | situation | status |
 |---|---|
+| two different keys (two headers, a header and the query, two spellings of the parameter) | 400 |
 | no key where one is required, unknown key, key of a product without this API | 401 |
 | subscription suspended or expired | 403 |
 """
@@ -84,19 +85,30 @@ class SubscriptionGate:
         return [subscription.product]
 
     def _presented_key(self, context: HandshakeContext) -> str | None:
+        """The key the request carries; every copy of it is taken out of the upstream request.
+
+        Raises:
+            HandshakeDenied: 400 when the request carries two different keys (two headers, a header
+                and the query, two spellings of the query parameter): one would be checked, the other
+                could reach whatever reads it.
+        """
         request = context.request
-        key: str | None = None
+        found: list[str] = []
         for header in self.headers:
-            value = request.header(header)
-            if value is not None:
+            values = request.headers.get(header)
+            if values:
                 context.upstream.remove_header(header)  # a key never travels upstream
-                key = key or value.strip()
+                found += (value.strip() for value in values)
         if self.query is not None:
-            values = request.query.get(self.query)
-            if values is not None:
+            values = request.query_copies(self.query)  # every spelling of the name (names.fold_name)
+            if values:
                 context.upstream.remove_query(self.query)
-                key = key or values[0]
-        return key or None
+                found += values
+        keys = list(dict.fromkeys(key for key in found if key))
+        if len(keys) > 1:
+            raise _denied(400, f"the request carries {len(keys)} different subscription keys: send one",
+                          "subscription_key_ambiguous")  # fmt: skip
+        return keys[0] if keys else None
 
 
 def check_products(config: GatewayConfig) -> list[str]:

@@ -1,0 +1,29 @@
+"""How the gateway compares query parameter and cookie names: as loosely as any server reads them.
+
+A policy that checks ``access_token`` while the upstream reads ``ACCESS_TOKEN`` checks one copy of
+a credential and lets another through. Servers disagree on what makes two names the same: ASP.NET
+Core compares them ignoring case (upper-cased first: the long s U+017F is ``s``, the dotless i
+U+0131 is ``i``); PHP percent-decodes cookie names and, in ``$_GET`` and ``$_COOKIE``, drops
+leading spaces and turns ``.``, `` `` and ``[`` into ``_``. Folded with all of these, every
+spelling some server reads as a name is one name to the gateway: it counts each copy, and removes
+or overrides every spelling.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_plus
+
+_MANGLED = re.compile(r"[ .\[]")
+"""What PHP turns into ``_`` in a parameter or cookie name."""
+
+
+def fold_name(name: str) -> str:
+    """``name`` as the gateway compares it: percent-decoded, trimmed, case-folded, PHP's mangling applied.
+
+    ``fold_name("%61ccess.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``.
+    """
+    return _MANGLED.sub("_", unquote_plus(name).strip().upper().lower())
+
+
+__all__ = ["fold_name"]

@@ -1,0 +1,120 @@
+"""A credential or a set parameter in the query is every spelling of its name that some server reads as it.
+
+Before, the gateway looked query names up exactly. ``?access_token=VALID&ACCESS_TOKEN=FORGED`` was
+admitted on the valid token; the gateway removed ``access_token`` and the upstream got
+``ACCESS_TOKEN=FORGED``, which ASP.NET Core reads as ``access_token`` (names compared ignoring
+case). PHP reads ``access.token`` and `` access_token`` as ``access_token``: the same. A subscription
+key came through the same way (``Subscription-Key=`` beside the checked ``subscription-key=``), two
+keys in the query were admitted on the first, and ``set-query-parameter tenant`` sent the client's
+``Tenant=evil`` on beside its own ``tenant=acme``. Now names are compared folded
+(``handshake.names.fold_name``): two different tokens or keys under any spellings are a 400, and
+removal and override take every spelling out of the upstream URL. The end-to-end tests run a real
+uvicorn gateway and an upstream that records the request target it was sent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import jwt
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.handshake.names import fold_name
+from asgi_ws_gateway.policies import hash_key
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.configs import api_entry
+from support.jwts import signing_key, token
+from support.policies import API, context
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+KEY = signing_key("ES256")
+JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
+       "audience": "chat", "token": [{"query": "access_token"}]}  # fmt: skip
+VALID = token(KEY, sub="alice")
+FORGED = jwt.encode(
+    {"sub": "admin", "exp": int(time.time()) + 300}, "not-the-gateways-key-but-long-enough-for-hs256", algorithm="HS256"
+)
+SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token"]
+
+
+def test_every_spelling_a_server_reads_as_the_name_folds_to_it() -> None:
+    for spelling in [*SPELLINGS, "access[token", "ACCESS_TOKEN ", "acce\u017fs_token"]:
+        assert fold_name(spelling) == "access_token", spelling
+    assert fold_name("access_token2") != "access_token"
+
+
+async def test_removing_a_query_parameter_removes_every_spelling() -> None:
+    ctx = context(query="room=1&" + "&".join(f"{s}=x" for s in SPELLINGS))
+    ctx.upstream.remove_query("access_token")
+    ctx.upstream.set_query("tenant", "acme")
+    url = ctx.build_request(API, API.upstreams[0]).url
+    assert parse_qsl(urlsplit(url).query) == [("v", "1"), ("room", "1"), ("tenant", "acme")]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_a_forged_token_under_another_spelling_is_a_400_before_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spelling: str
+) -> None:
+    server = _gateway(uvicorn_server, upstream, [{"validate-jwt": JWT}])
+    await _refused(upstream, server.url(f"/ws/echo?access_token={VALID}&{spelling}={FORGED}"), 400)
+
+
+async def test_the_same_token_under_two_spellings_is_one_and_neither_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    server = _gateway(uvicorn_server, upstream, [{"validate-jwt": JWT}])
+    query = await _admitted(upstream, server.url(f"/ws/echo?access_token={VALID}&room=1&ACCESS_TOKEN={VALID}"))
+    assert query == [("room", "1")]
+
+
+async def test_two_subscription_keys_are_a_400_and_no_spelling_of_one_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    subscriptions = [{"id": "alice", "product": "gold", "key_sha256": hash_key("alice-key")},
+                     {"id": "mallory", "product": "gold", "key_sha256": hash_key("mallory-key")}]  # fmt: skip
+    server = _gateway(uvicorn_server, upstream, [], products=[{"name": "gold", "apis": ["echo"]}],
+                      subscriptions=subscriptions)  # fmt: skip
+    for second in ("subscription-key=mallory-key", "Subscription-Key=other", "+subscription-key=other"):
+        await _refused(upstream, server.url(f"/ws/echo?subscription-key=alice-key&{second}"), 400)
+    await _refused(upstream, server.url("/ws/echo?subscription-key=alice-key&x=1"), 400,
+                   headers={"X-Subscription-Key": "mallory-key"})  # fmt: skip
+    query = await _admitted(upstream, server.url("/ws/echo?SUBSCRIPTION-KEY=alice-key&subscription-key=alice-key"))
+    assert query == []
+
+
+@pytest.mark.parametrize("spelling", ["Tenant", "TENANT", "%74enant", "tenant"])
+async def test_a_set_query_parameter_overrides_every_spelling_the_client_sent(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spelling: str
+) -> None:
+    policies = [{"set-query-parameter": {"parameter": "tenant", "value": "acme"}},
+                {"set-query-parameter": {"parameter": "debug", "exists_action": "delete"}}]  # fmt: skip
+    server = _gateway(uvicorn_server, upstream, policies)
+    query = await _admitted(upstream, server.url(f"/ws/echo?{spelling}=evil&DEBUG=1&+debug=1&room=1"))
+    assert query == [("room", "1"), ("tenant", "acme")]
+
+
+def _gateway(uvicorn_server: UvicornFactory, upstream: UpstreamServer, policies: list[Any], **top: Any) -> Any:
+    config = {"apis": [api_entry(upstream, policies=policies)], **top}
+    return uvicorn_server(WebSocketGateway(not_found, config=config))
+
+
+async def _admitted(upstream: UpstreamServer, url: str) -> list[tuple[str, str]]:
+    """The query parameters the upstream was sent when the gateway admitted the handshake."""
+    async with await connect(url) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    return parse_qsl(urlsplit(upstream.handshakes[-1].path).query)
+
+
+async def _refused(upstream: UpstreamServer, url: str, status: int, headers: dict[str, str] | None = None) -> None:
+    seen = len(upstream.handshakes)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(url, additional_headers=headers or {})
+    assert refused.value.response.status_code == status
+    assert len(upstream.handshakes) == seen  # never connected upstream
