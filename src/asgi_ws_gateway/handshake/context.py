@@ -7,7 +7,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -159,18 +158,35 @@ class RequestView:
 
     @_Memoized
     def cookie_values(self) -> dict[str, list[str]]:
-        """Cookie names to every value sent under them, in order (a name may come more than once)."""
+        """Cookie names to every value sent under them, in order (a name may come more than once).
+
+        Read as most servers read a ``Cookie`` header (Go, Node's ``cookie``, Starlette): split at
+        every ``;``, name and value trimmed, one pair of double quotes around the value removed.
+        """
         cookies: dict[str, list[str]] = {}
-        for value in self.headers.get("cookie", ()):
-            for part in value.split(";"):
-                jar: SimpleCookie = SimpleCookie()
-                try:
-                    jar.load(part)
-                except CookieError:
-                    continue  # one malformed cookie does not hide the others
-                for name, morsel in jar.items():
-                    cookies.setdefault(name, []).append(morsel.value)
+        for name, value in self._cookie_pairs:
+            cookies.setdefault(name, []).append(value)
         return cookies
+
+    def cookie_copies(self, name: str) -> list[str]:
+        """Every value of the cookie ``name`` in any spelling a server may read as it (for ``jwt``:
+        ``JWT``, ``%6Awt``), in order, across every ``Cookie`` header: what a policy checks."""
+        return self._folded_cookies.get(fold_name(name), [])
+
+    @_Memoized
+    def _cookie_pairs(self) -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        for header in self.headers.get("cookie", ()):
+            for part in header.split(";"):
+                name, equals, value = part.partition("=")
+                name, value = name.strip(), value.strip()
+                if equals and name:
+                    pairs.append((name, value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value))
+        return pairs
+
+    @_Memoized
+    def _folded_cookies(self) -> dict[str, list[str]]:
+        return _by_folded_name(self._cookie_pairs)
 
     @_Memoized
     def cookies(self) -> dict[str, str]:
@@ -381,13 +397,13 @@ class HandshakeContext:
             return _dig(self.claims, path)
         # A value sent twice differently is refused (AmbiguousValue), never one copy of it picked:
         # the upstream may read the other (the first, the last, or both joined). A query parameter's
-        # copies are those of every spelling of its name (``names.fold_name``).
+        # or a cookie's copies are those of every spelling of its name (``names.fold_name``).
         if namespace == "header":
             return request.header(key) if key == "cookie" else _one(request.headers.get(key), "header", key)
         if namespace == "query":
             return _one(request.query_copies(key), "query parameter", key)
         if namespace == "cookie":
-            return _one(request.cookie_values.get(key), "cookie", key)
+            return _one(request.cookie_copies(key), "cookie", key)
         if namespace == "path":
             return request.path_params.get(key)
         if namespace == "client":

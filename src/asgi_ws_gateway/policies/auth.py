@@ -213,8 +213,8 @@ class ValidateJwt:
 
     def _find_token(self, context: HandshakeContext) -> str | None:
         """The token the request carries; every copy of it in a query or a subprotocol is taken out of
-        the upstream request. A query parameter's copies are those of every spelling of its name a
-        server may read as it (``?ACCESS_TOKEN=``, ``?access.token=``).
+        the upstream request. A query parameter's or a cookie's copies are those of every spelling of
+        its name a server may read as it (``?ACCESS_TOKEN=``, ``Cookie: %6Awt=``).
 
         Raises:
             HandshakeDenied: 400 when the request carries two different tokens (RFC 6750: one method per
@@ -238,13 +238,13 @@ class ValidateJwt:
                             foreign += 1
                             continue
                     found.append(value.strip())
-            elif source.query is not None:  # every spelling of the name (names.fold_name)
+            elif source.query is not None:  # every spelling of the name (names.fold_name), as for a cookie
                 values = request.query_copies(source.query)
                 if values:
                     context.upstream.remove_query(source.query)
                     found += values
             elif source.cookie is not None:
-                found += request.cookie_values.get(source.cookie, ())
+                found += request.cookie_copies(source.cookie)
             elif source.subprotocol is not None:
                 for offered in request.subprotocols:
                     if offered.startswith(source.subprotocol) and len(offered) > len(source.subprotocol):
