@@ -10,15 +10,20 @@ from ..errors import HandshakeDenied
 from ..routing import split_path
 from .base import UpstreamRequest
 
-# Headers that describe one hop of the connection and must not cross the gateway.
 HOP_BY_HOP = frozenset(
     {
         "host", "connection", "upgrade", "keep-alive", "proxy-connection", "te", "trailer",
-        "transfer-encoding", "proxy-authenticate", "proxy-authorization", "content-length",
+        "transfer-encoding", "proxy-authenticate", "proxy-authorization", "content-length", "http2-settings",
         "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
         "sec-websocket-protocol", "sec-websocket-accept",
     }
 )  # fmt: skip
+"""Headers that describe one hop of the connection and never cross the gateway, in either direction.
+
+They are the only headers dropped as hop-by-hop: the names a client's ``Connection`` header lists
+are not (RFC 9110 §7.6.1 would drop them), so a client cannot make the gateway forward less than
+its policies checked (``Connection: Authorization`` took a checked token away from an upstream that
+then read an unchecked cookie)."""
 # ``WebSocketsConnection.send``'s hot path uses these attributes of websockets' asyncio connection
 
 
@@ -53,12 +58,6 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
     believe them.
     """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
-    named_in_connection = {
-        token.strip().lower()
-        for name, value in raw
-        if name == b"connection"
-        for token in value.decode("latin-1").split(",")
-    }
     kept: list[tuple[str, str]] = []
     forwarded_for: list[str] = []
     host = ""
@@ -69,7 +68,7 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
         if name == "x-forwarded-for":
             if trust_forwarded:
                 forwarded_for.append(value)
-        elif name in HOP_BY_HOP or name in named_in_connection or name.startswith("x-forwarded-"):
+        elif name in HOP_BY_HOP or name.startswith("x-forwarded-"):
             continue
         elif trust_forwarded or name not in PROXY_SET:
             kept.append((name, value))
