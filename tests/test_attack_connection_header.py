@@ -6,8 +6,10 @@ passed ``validate-jwt`` and reached the upstream without the token, beside a ``j
 policy reads: an upstream that takes the header's token, else the cookie's, acted on the forged
 cookie. ``Connection: X-Tenant`` took away the header ``check-header`` had checked, and
 ``Connection: X-Real-IP`` the address a trusted proxy set. Now only the fixed hop-by-hop names are
-dropped, whatever Connection lists. The end-to-end tests run real uvicorn (each WebSocket
-implementation) and an upstream that records the headers it was sent.
+dropped, whatever Connection lists. ``Sec-WebSocket-Origin`` (the draft protocols' Origin) went
+upstream beside the ``Origin`` that ``check-origin`` checked; it is one of those names now. The
+end-to-end tests run real uvicorn (each WebSocket implementation) and an upstream that records the
+headers it was sent.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
-from support.clients import connect
+from support.clients import connect, expect_status
 from support.configs import api_entry
 from support.jwts import signing_key, token
 from support.servers import UvicornFactory, WSImpl
@@ -52,6 +54,27 @@ async def test_a_checked_header_and_a_trusted_proxys_header_reach_the_upstream(
     assert seen.header("forwarded") == "for=203.0.113.5"
     assert seen.header("x-backend-key") == "backend-secret"
     assert seen.header("keep-alive") is None and seen.header("connection") == "Upgrade"
+
+
+async def test_sec_websocket_origin_never_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, ws_impl: WSImpl
+) -> None:
+    server = _gateway(uvicorn_server, upstream, ws_impl, [{"check-origin": {"allowed": ["https://app.example.com"]}}])
+    seen = await _upstream_saw(server.url("/ws/echo"), upstream, [
+        ("Origin", "https://app.example.com"), ("Sec-WebSocket-Origin", "https://evil.test"),
+    ])  # fmt: skip
+    assert seen.header("origin") == "https://app.example.com"
+    assert seen.header("sec-websocket-origin") is None
+
+
+async def test_two_origins_never_reach_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, ws_impl: WSImpl
+) -> None:
+    """check-origin reads both copies (joined, they match no pattern: 403); websockets' server refuses first (400)."""
+    server = _gateway(uvicorn_server, upstream, ws_impl, [{"check-origin": {"allowed": ["https://app.example.com"]}}])
+    headers = [("Origin", "https://app.example.com"), ("Origin", "https://evil.test")]
+    assert (await expect_status(server.url("/ws/echo"), additional_headers=headers))[0] in (400, 403)
+    assert upstream.handshakes == []
 
 
 def _gateway(

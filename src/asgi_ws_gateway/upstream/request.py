@@ -15,7 +15,7 @@ HOP_BY_HOP = frozenset(
         "host", "connection", "upgrade", "keep-alive", "proxy-connection", "te", "trailer",
         "transfer-encoding", "proxy-authenticate", "proxy-authorization", "content-length", "http2-settings",
         "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-        "sec-websocket-protocol", "sec-websocket-accept",
+        "sec-websocket-protocol", "sec-websocket-accept", "sec-websocket-origin",
     }
 )  # fmt: skip
 """Headers that describe one hop of the connection and never cross the gateway, in either direction.
@@ -23,7 +23,8 @@ HOP_BY_HOP = frozenset(
 They are the only headers dropped as hop-by-hop: the names a client's ``Connection`` header lists
 are not (RFC 9110 §7.6.1 would drop them), so a client cannot make the gateway forward less than
 its policies checked (``Connection: Authorization`` took a checked token away from an upstream that
-then read an unchecked cookie)."""
+then read an unchecked cookie). ``Sec-WebSocket-Origin`` is the draft protocols' Origin (hybi-07 to
+-10): an upstream reading it would take an origin no ``check-origin`` saw."""
 # ``WebSocketsConnection.send``'s hot path uses these attributes of websockets' asyncio connection
 
 
