@@ -33,6 +33,7 @@ from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forgery import check_not_forged
+from .head import check_head, content_length
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -110,8 +111,8 @@ class BodyLimits:
 
 async def read_body(request: Request, limits: BodyLimits) -> bytes:
     """The request body, refused (413) as soon as it exceeds ``limits.max_bytes``, or (408) too slow."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+    declared = content_length(request)
+    if declared is not None and declared > limits.max_bytes:
         raise PayloadTooLarge(f"the body is larger than {limits.max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -214,6 +215,7 @@ def create_management_app(
         @wraps(endpoint)
         async def run(request: Request) -> Response:
             try:
+                check_head(request)  # the numbers forgery's check and the body's reading parse
                 check_not_forged(request)  # first: a forged request must not count against the lockout
             except ManagementError as exc:
                 logger.info(

@@ -4,6 +4,7 @@ Hierarchy::
 
     GatewayError
     └── ManagementError        status, title, detail, problems
+        ├── BadRequest             400 (a malformed request head: Content-Length, the Host's port)
         ├── Forbidden              403 (a change a web page could have forged)
         ├── NotFound               404
         ├── Conflict               409 (exists already, or still in use)
@@ -33,6 +34,10 @@ class ManagementError(GatewayError):
         super().__init__(detail)
         self.detail = detail
         self.problems = list(problems)
+
+
+class BadRequest(ManagementError):
+    status, title = 400, "Bad Request"
 
 
 class Forbidden(ManagementError):
@@ -80,6 +85,7 @@ class Unavailable(ManagementError):
 
 
 __all__ = [
+    "BadRequest",
     "Conflict",
     "Forbidden",
     "Invalid",
