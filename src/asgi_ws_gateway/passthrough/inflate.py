@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 import zlib
 
+from ..wire_numbers import parse_digits
+
 _TAIL = b"\x00\x00\xff\xff"
 """What the sender took off the end of each message's deflate data (RFC 7692 §7.2.2)."""
 
@@ -98,7 +100,8 @@ def sender_window(extensions: str | None, *, sender_is_client: bool) -> tuple[bo
         settings = dict(p.partition("=")[::2] for p in parameters)
         keeps = f"{side}_no_context_takeover" not in {key.strip() for key in settings}
         bits = next((v.strip().strip('"') for k, v in settings.items() if k.strip() == f"{side}_max_window_bits"), "")
-        return keeps, int(bits) if bits.isdigit() and 8 <= int(bits) <= 15 else 15
+        window = parse_digits(bits, 2)  # not int(): "²" raised, "٩" was 9
+        return keeps, window if window is not None and 8 <= window <= 15 else 15
     return True, 15
 
 

@@ -30,6 +30,7 @@ from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
+from ..wire_numbers import parse_digits
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -280,9 +281,8 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
 async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:
     """A refusal's body: Content-Length bytes, or up to EOF (capped at 64 KiB)."""
     length = next((v for n, v in headers if n.lower() == "content-length"), None)
-    want = _MAX_BODY
-    if length is not None and length.isascii() and length.isdigit():  # not "²", which int() refuses
-        want = min(int(length), _MAX_BODY)
+    declared = parse_digits(length, 19) if length is not None else None  # int() raised past 4300 digits
+    want = _MAX_BODY if declared is None else min(declared, _MAX_BODY)
     more = reader.more = asyncio.Event()
     while len(reader.buffer) - start < want and not reader.eof:
         more.clear()

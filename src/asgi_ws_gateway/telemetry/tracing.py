@@ -38,6 +38,7 @@ from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
 from ..redact import redact_path, redact_text, redact_url_remembered
+from ..wire_numbers import parse_port
 from . import names as n
 from . import propagation
 from .connection import ConnectionTrace
@@ -414,9 +415,8 @@ def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: s
             port_text = rest.removeprefix(":")
         else:
             address, _, port_text = text.partition(":")
-        if port_text.isdigit() and int(port_text) <= 65535:
-            return address, int(port_text)
-        return address, 443 if scheme == "wss" else 80
+        port = parse_port(port_text)  # not int(): "²" (a byte 0xB2) raised, "٣" was port 3
+        return address, port if port is not None else 443 if scheme == "wss" else 80
     if server:
         return server[0], server[1]
     return "", None

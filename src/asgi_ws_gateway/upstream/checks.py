@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from ..routing import decode_segment, param_problem
+from ..wire_numbers import parse_port
 from .request import bad_request
 
 MAX_UPSTREAM_URL = 8192
@@ -88,7 +89,7 @@ def _check_authority(scheme: str, netloc: str) -> None:
     host, _, port = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
     if not host:
         host, port = netloc, ""
-    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+    if port and not parse_port(port):  # 0 too; int() raised past 4300 digits (the URL may have 8192)
         raise bad_request("the upstream URL's port would not be a port number")
     if host.startswith("[") and host.endswith("]"):
         try:
