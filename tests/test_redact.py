@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -191,3 +192,27 @@ def test_filter_redacts_a_record_once_however_many_filters_it_meets(monkeypatch:
 def test_printable_escapes_quotes_only_for_a_quoted_field(text: str, quoted: str, bare: str) -> None:
     """``quote=False`` keeps ``"`` (a JSON message shown bare); controls and ``\\`` are escaped either way."""
     assert (printable(text), printable(text, quote=False)) == (quoted, bare)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("probe/1 (Bearer abc123; x)", "probe/1 (Bearer REDACTED; x)"),
+        ("bye token=s3cret, api_key = k3y&sig=abc", "bye token=REDACTED, api_key=REDACTED&sig=REDACTED"),
+        ("curl Basic dXNlcjpwYXNzd29yZA==", "curl Basic REDACTED"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "REDACTED"),
+        ("user=alice", "user=alice"),  # a subject's own name, not a secret
+        ("basic plan exceeded; token expired", "basic plan exceeded; token expired"),  # words, no value
+    ],
+)
+def test_free_text_has_scheme_and_named_credentials_redacted_outside_a_query(text: str, expected: str) -> None:
+    """What a client writes freely (a User-Agent, a close reason, a subject) has no query to find values in."""
+    assert redact.redact_free_text(text) == expected
+
+
+@pytest.mark.parametrize("text", ["token" * 1600 + "=", "a." * 4000 + "=", "Bearer " * 1100, "a= " * 2600])
+def test_free_text_redaction_is_linear(text: str) -> None:
+    """A backtracking pattern would take minutes on ``token`` * 1600 + ``=``: each is well under 50 ms."""
+    started = time.perf_counter()
+    redact.redact_free_text(text)
+    assert time.perf_counter() - started < 0.05

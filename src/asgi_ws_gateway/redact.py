@@ -290,6 +290,36 @@ def redact_text(text: str) -> str:
     return _JWT.sub(REDACTED, text) if "eyJ" in text else text  # every match starts so: no scan without it
 
 
+# In a client's free text (a User-Agent, a close reason, a subject), outside any query: an
+# authorization scheme's credential ("Bearer abc") and a value named as a credential ("token=abc",
+# "api_key=abc"). Not "user=": a subject such as "user=alice" is what it names, not a secret.
+_SCHEME_CREDENTIAL = re.compile(
+    r"\b(Bearer\s+(?!REDACTED\b)[^\s,;\"'()]+|Basic\s+[A-Za-z0-9+/]{8,}={0,2})", re.IGNORECASE
+)  # "Basic" with base64 only: "basic plan" stays
+# Each name=value pair, a name found once per run of name characters (possessive: linear in the text).
+_NAMED_VALUE = re.compile(r"(?<![\w.-])([\w.-]++)\s*+=\s*+([^\s&;,\"'()]++)")
+_CREDENTIAL_NAME = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|session|cookie", re.IGNORECASE)
+
+
+def redact_free_text(text: str) -> str:
+    """:func:`redact_text`, and also, anywhere in ``text``, the credential of an authorization scheme
+    (``Bearer abc``) and a value named as a credential (``token=abc``, ``api_key=abc``), query or not.
+
+    For a client's free text before it is recorded: a User-Agent, a Host, a close reason, a subject.
+
+    >>> redact_free_text("probe/1 (Bearer abc123; token=s3cret) user=alice")
+    'probe/1 (Bearer REDACTED; token=REDACTED) user=alice'
+    """
+    text = redact_text(text)
+    if "=" in text:
+        text = _NAMED_VALUE.sub(_redacted_named_value, text)
+    return _SCHEME_CREDENTIAL.sub(lambda m: f"{m[1].split(None, 1)[0]} {REDACTED}", text)
+
+
+def _redacted_named_value(match: re.Match[str]) -> str:
+    return f"{match[1]}={REDACTED}" if _CREDENTIAL_NAME.search(match[1]) else match[0]
+
+
 _UNCHANGED_LIMIT = 1024
 _UNCHANGED_LENGTH = 512
 _unchanged: dict[str, tuple[str, ...]] = {}
@@ -458,6 +488,7 @@ __all__ = [
     "is_credential_parameter",
     "printable",
     "printable_json",
+    "redact_free_text",
     "redact_headers",
     "redact_path",
     "redact_query",
