@@ -75,6 +75,8 @@ class ReceivedSpan:
     resource: Attributes
     scope: str
     protocol: Protocol
+    size: int = 0
+    """Bytes of the span's OTLP encoding (protobuf), as it arrived."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class OtlpReceiver:
                             end_ns=s.end_time_unix_nano, attributes=_attributes(s.attributes),
                             status_code=s.status.code, links=[(lk.trace_id.hex(), lk.span_id.hex()) for lk in s.links],
                             events=[(e.name, _attributes(e.attributes)) for e in s.events], resource=resource,
-                            scope=ss.scope.name, protocol=protocol,
+                            scope=ss.scope.name, protocol=protocol, size=s.ByteSize(),
                         )
                     )  # fmt: skip
         with self._cond:

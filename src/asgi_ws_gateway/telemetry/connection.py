@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from .._context import CONNECTION
 from ..redact import redact_text
 from . import names as n
+from .values import client_text, cut
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -70,7 +71,7 @@ class ConnectionTrace:
 
     def _attributes(self) -> Attrs:
         handshake = self._handshake
-        path = handshake.path if handshake.path is not None else redact_text(handshake.scope.get("path", ""))
+        path = handshake.path if handshake.path is not None else cut(redact_text(handshake.scope.get("path", "")))
         attrs: Attrs = {
             n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: path,
             n.API: handshake.api.name, n.BACKEND: self._backend,
@@ -102,10 +103,11 @@ class ConnectionTrace:
         seconds = time.perf_counter() - self._started
         side = stats.closed_by or "gateway"
         code = stats.close_code if stats.close_code is not None else 1006
+        reason = client_text(stats.close_reason)  # a peer's text (at most 123 bytes): may carry a token
         span = self.span
         if span is not None:
             span.set_attributes({
-                n.CLOSE_SIDE: side, n.CLOSE_CODE: code, n.CLOSE_REASON: stats.close_reason,
+                n.CLOSE_SIDE: side, n.CLOSE_CODE: code, n.CLOSE_REASON: reason,
                 n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
                 n.MESSAGES_OUT: stats.messages_out, n.BYTES_OUT: stats.bytes_out,
             })  # fmt: skip
@@ -122,7 +124,7 @@ class ConnectionTrace:
         if telemetry.access.enabled:
             fields = self._handshake.fields()
             fields.update(
-                status=101, outcome="accepted", closed_by=side, close_code=code, close_reason=stats.close_reason,
+                status=101, outcome="accepted", closed_by=side, close_code=code, close_reason=reason,
                 duration=round(seconds, 6), messages_in=stats.messages_in, bytes_in=stats.bytes_in,
                 messages_out=stats.messages_out, bytes_out=stats.bytes_out, backend=self._backend,
                 subprotocol=self._subprotocol,

@@ -43,6 +43,7 @@ from . import names as n
 from . import propagation
 from .connection import ConnectionTrace
 from .events import MessageEvents
+from .values import client_text, cut, protocol_name
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -181,7 +182,7 @@ class HandshakeTrace:
         repeated), and whether the client sent a ``traceparent``."""
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        path = self.path = redact_path(scope.get("path", ""))  # a client may put a token in the path itself
+        path = self.path = cut(redact_path(scope.get("path", "")))  # a client may put a token in the path itself
         attrs: Attrs = self.api.attributes.copy()  # the mapping proxy's dict, copied in C
         attrs[n.URL_SCHEME] = scheme
         attrs[n.URL_PATH] = path
@@ -195,12 +196,12 @@ class HandshakeTrace:
         named = dict(headers)  # in C; a repeated header's last value, as a loop over them would keep
         agent = named.get(b"user-agent")
         if agent is not None:
-            attrs[n.USER_AGENT] = agent.decode("latin-1")
+            attrs[n.USER_AGENT] = client_text(agent.decode("latin-1"))
         version = named.get(b"sec-websocket-version")
-        attrs[n.PROTOCOL_VERSION] = version.decode("latin-1") if version is not None else n.PROTOCOL_VERSION_DEFAULT
+        attrs[n.PROTOCOL_VERSION] = n.PROTOCOL_VERSION_DEFAULT if version is None else cut(version.decode("latin-1"))
         address, port = _server(named.get(b"host"), scope.get("server"), scheme)
         if address:
-            attrs[n.SERVER_ADDRESS] = address
+            attrs[n.SERVER_ADDRESS] = client_text(address)
         if port is not None:
             attrs[n.SERVER_PORT] = port
         return attrs, b"traceparent" in named
@@ -210,14 +211,15 @@ class HandshakeTrace:
     def identify(self, *, subject: str | None = None, subscription: str | None = None) -> None:
         """Name who connects, once a policy knows: on the spans and access log, never on metrics.
 
-        Never pass a token or a key: a subject is a user or client id, a subscription its name.
+        Never pass a token or a key: a subject is a user or client id, a subscription its name (each is
+        recorded redacted and cut, as any value a client chose: :mod:`.values`).
         """
         if subject is not None:
-            self.subject = subject
+            self.subject = subject = client_text(subject)
             if self.span is not None:
                 self.span.set_attribute(n.ENDUSER_ID, subject)
         if subscription is not None:
-            self.subscription = subscription
+            self.subscription = subscription = client_text(subscription)
             if self.span is not None:
                 self.span.set_attribute(n.SUBSCRIPTION, subscription)
 
@@ -261,13 +263,13 @@ class HandshakeTrace:
             if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
-                    inline[n.UPSTREAM_URL] = redact_url_remembered(request.url)
+                    inline[n.UPSTREAM_URL] = cut(redact_url_remembered(request.url))
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
-                    attrs[n.URL_FULL] = redact_url_remembered(request.url)
+                    attrs[n.URL_FULL] = cut(redact_url_remembered(request.url))  # the client's path in it
                 span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
                 if telemetry.config.propagate:
                     propagation.inject(
@@ -317,12 +319,12 @@ class HandshakeTrace:
         """The handshake was refused with ``denial`` (``error``: the gateway failed with it)."""
         policy = getattr(denial, "policy", None)
         if self.span is not None:  # the full detail, which a 5xx response body does not carry
-            self.span.set_attribute(n.DENIAL_DETAIL, redact_text(denial.detail))  # may name a configured URL
+            self.span.set_attribute(n.DENIAL_DETAIL, client_text(denial.detail))  # may name a URL, quote a value
         if error is not None:
             if self.span is not None:  # an exception's message may embed a URL with the client's query
                 stack = "".join(traceback.format_exception(error))
                 self.span.record_exception(error, attributes={
-                    "exception.message": redact_text(str(error)), "exception.stacktrace": redact_text(stack)
+                    "exception.message": client_text(str(error)), "exception.stacktrace": redact_text(stack)
                 })  # fmt: skip
             self._finish("error", denial.status, type(error).__qualname__, None)
         else:
@@ -340,8 +342,9 @@ class HandshakeTrace:
 
     def accepted(self, backend: str, subprotocol: str | None, stats: RelayStats) -> ConnectionTrace:
         """The client was accepted: end the handshake span, start the connection's."""
-        self._finish("accepted", 101, None, None, {n.SUBPROTOCOL: subprotocol} if subprotocol else None)
-        return ConnectionTrace(self, self._telemetry, backend, subprotocol, stats)
+        recorded = protocol_name(subprotocol) if subprotocol else None  # clients put bearer tokens there
+        self._finish("accepted", 101, None, None, {n.SUBPROTOCOL: recorded} if recorded else None)
+        return ConnectionTrace(self, self._telemetry, backend, recorded, stats)
 
     def _finish(
         self,
@@ -398,7 +401,8 @@ class HandshakeTrace:
         client = self.scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "-"
         fields = {
-            "api": self.api.name, "route": self.api.route, "path": self.scope.get("path", ""),
+            "api": self.api.name, "route": self.api.route,
+            "path": self.path if self.path is not None else cut(redact_path(self.scope.get("path", ""))),
             "client": self.client or peer, "subject": self.subject, "subscription": self.subscription,
         }  # fmt: skip
         if self.client is not None:

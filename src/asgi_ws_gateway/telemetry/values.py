@@ -1,0 +1,44 @@
+"""What telemetry records of a value a client chose: redacted, and at most 512 characters.
+
+A client chooses its User-Agent, Host, path, subprotocol and close reason, and (through a token) its
+subject. Each is recorded on spans and in the access log, once per handshake: unbounded, an 8 KB
+header set made an 8.6 KB handshake span (24 KB of headers, 24 KB), every one exported and stored.
+So each passes through here: credentials redacted first (``Bearer eyJ...``, ``token=...``; a value
+cut first could keep half a token), then cut to :data:`MAX_CHARS` with :data:`CUT_MARK` at the end.
+
+The subprotocol is recorded only when it reads like a protocol name (``graphql-transport-ws``,
+``v12.stomp``): clients put bearer tokens in ``Sec-WebSocket-Protocol``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..redact import REDACTED, redact_free_text
+
+MAX_CHARS = 512
+"""The most characters a client's value takes in telemetry, :data:`CUT_MARK` included."""
+CUT_MARK = "...[cut]"
+
+# An RFC 6455 subprotocol is an RFC 2616 token; registered names are short (most under 30 characters).
+_PROTOCOL_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def cut(text: str) -> str:
+    """``text``, or its first characters and :data:`CUT_MARK`, :data:`MAX_CHARS` in all."""
+    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - len(CUT_MARK)] + CUT_MARK
+
+
+def client_text(text: str) -> str:
+    """A client's free text as telemetry records it: credentials redacted, then :func:`cut`."""
+    return cut(redact_free_text(text))
+
+
+def protocol_name(subprotocol: str) -> str:
+    """``subprotocol`` when it is a token of at most 64 characters without a credential, else ``REDACTED``."""
+    if _PROTOCOL_NAME.fullmatch(subprotocol) is None or redact_free_text(subprotocol) != subprotocol:
+        return REDACTED
+    return subprotocol
+
+
+__all__ = ["CUT_MARK", "MAX_CHARS", "client_text", "cut", "protocol_name"]
