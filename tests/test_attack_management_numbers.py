@@ -8,6 +8,7 @@ number that is not 1 to 19 (a port: 1 to 5) ASCII digits is a 400 before anythin
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ async def _status(management: GatewayManagement, headers: dict[str, str]) -> int
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     try:
         await management.api(scope, receive, send)

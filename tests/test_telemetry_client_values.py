@@ -35,6 +35,15 @@ SECRET = "sekret-value-7"
 LIMIT = 512
 
 
+class _Recorder(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _scope(**headers: bytes) -> dict[str, Any]:
     return {
         "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
@@ -55,8 +64,7 @@ def _run(
     stats = RelayStats()
     stats.closed_by, stats.close_code, stats.close_reason = "client", 1000, reason
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler = _Recorder(records)
     logger = logging.getLogger("asgi_ws_gateway.access")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
