@@ -935,7 +935,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
     ]
     if not config.apis:
         return [
-            "no WebSocket APIs are configured (is the file empty?): every WebSocket request gets 404 "
+            "no WebSocket APIs are configured (an empty file, perhaps): every WebSocket request gets 404 "
             "until APIs are added, e.g. through the management API",
             *broad,
         ]
