@@ -313,6 +313,8 @@ def redact_free_text(text: str) -> str:
     text = redact_text(text)
     if "=" in text:
         text = _NAMED_VALUE.sub(_redacted_named_value, text)
+    if text.isascii() and "bearer" not in (lower := text.lower()) and "basic" not in lower:
+        return text  # the pattern ignores case: for ASCII text, exactly these words (a User-Agent: 1.5 µs less)
     return _SCHEME_CREDENTIAL.sub(lambda m: f"{m[1].split(None, 1)[0]} {REDACTED}", text)
 
 
