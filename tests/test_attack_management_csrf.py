@@ -24,6 +24,7 @@ from starlette.requests import Request
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementClient
+from asgi_ws_gateway.management.openapi import openapi_document
 from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.management import Managed, api, managed_gateway
 from support.servers import UvicornFactory
@@ -262,3 +263,13 @@ def test_the_apis_own_pages_still_change_things_in_chromium(
 
     asyncio.run(setup())
     assert page_report(dump_dom(victim.url("/console-like", scheme="http"))) == {"status": 200}
+
+
+def test_the_openapi_document_names_the_refusals_of_a_forged_or_untyped_change() -> None:
+    """A client generated from the document expects what the API answers before any operation runs."""
+    paths = openapi_document()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            expected = {"400"} | ({"403", "408", "413", "415"} if method != "get" else set())
+            assert expected <= set(operation["responses"]), (method, path)
+    assert "403" not in paths["/apis"]["get"]["responses"]

@@ -340,6 +340,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     schemas.update(_LIVE_SCHEMAS)
+    _add_request_refusals(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "asgi-ws-gateway management API", "version": "1"},
@@ -347,6 +348,24 @@ def openapi_document() -> dict[str, Any]:
         "components": {"schemas": schemas, "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
         "security": [{"admin": []}],
     }
+
+
+_BAD_HEAD = {**_PROBLEM, "description": "a Content-Length or Host port that is not plain ASCII digits"}
+_FORGED = {**_PROBLEM, "description": "Sec-Fetch-Site or Origin says another site sent it (a forged request)"}
+_UNTYPED = {**_PROBLEM, "description": "the change is not typed application/json (with a body or not)"}
+_TOO_LARGE = {**_PROBLEM, "description": "the body is larger than the API takes (max_body_size)"}
+_TOO_SLOW = {**_PROBLEM, "description": "the body took longer than body_timeout to arrive"}
+
+
+def _add_request_refusals(paths: dict[str, Any]) -> None:
+    """What any request may get before it is read (400), and a change before auth (403, 415) or while
+    its body arrives (408, 413): answered before the operation runs, so on every path alike."""
+    for operations in paths.values():
+        for method, operation in operations.items():
+            refusals = {"400": _BAD_HEAD}
+            if method != "get":
+                refusals |= {"403": _FORGED, "415": _UNTYPED, "408": _TOO_SLOW, "413": _TOO_LARGE}
+            operation["responses"] = {**refusals, **operation["responses"]}
 
 
 __all__ = ["openapi_document"]
