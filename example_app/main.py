@@ -22,7 +22,7 @@ HERE = Path(__file__).parent
 CONFIG = HERE / "gateway.yaml"
 INDEX = HERE / "static" / "index.html"
 MANAGEMENT_PATH = "/_gateway"
-DEV_ADMIN_TOKEN = "dev-admin-token"
+DEV_ADMIN_TOKEN = "dev-admin-token-for-the-example"
 """The admin token when ``$ASGI_WS_GATEWAY_ADMIN_TOKEN`` is not set: for trying the example only."""
 
 
