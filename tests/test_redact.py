@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
@@ -210,9 +209,9 @@ def test_free_text_has_scheme_and_named_credentials_redacted_outside_a_query(tex
     assert redact.redact_free_text(text) == expected
 
 
+@pytest.mark.timeout(20)  # a guard against a hang, not a speed test: ~1 ms each, minutes when backtracking
 @pytest.mark.parametrize("text", ["token" * 1600 + "=", "a." * 4000 + "=", "Bearer " * 1100, "a= " * 2600])
 def test_free_text_redaction_is_linear(text: str) -> None:
-    """A backtracking pattern would take minutes on ``token`` * 1600 + ``=``: each is well under 50 ms."""
-    started = time.perf_counter()
-    redact.redact_free_text(text)
-    assert time.perf_counter() - started < 0.05
+    """A backtracking pattern took 278 s on ``token`` * 1600 + ``=``; each case here reads its text once."""
+    once = redact.redact_free_text(text)
+    assert redact.redact_free_text(once) == once  # and a second pass finds nothing left
