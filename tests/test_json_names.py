@@ -12,10 +12,17 @@ from hypothesis import strategies as st
 
 from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names
 
+
+def _objects(values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Objects whose names differ ignoring case (names equal ignoring case are duplicates)."""
+    pairs = st.lists(st.tuples(st.text(max_size=6), values), max_size=4, unique_by=lambda pair: pair[0].casefold())
+    return pairs.map(dict)
+
+
 _SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8)
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | _objects(inner),
     max_leaves=20,
 )
 
@@ -23,7 +30,7 @@ _VALUES = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(value=_VALUES)
 def test_json_without_duplicate_names_passes(value: Any) -> None:
-    """Whatever json or orjson writes (objects with distinct names, any nesting, escapes) passes."""
+    """Whatever json or orjson writes (objects with names distinct ignoring case, any nesting, escapes) passes."""
     check_unique_names(json.dumps(value))
     check_unique_names(orjson.dumps(value))
 
@@ -50,6 +57,28 @@ def test_names_equal_after_unescaping_are_duplicates() -> None:
     """``"a"`` and ``"\\u0061"`` are one name to every reader."""
     with pytest.raises(AmbiguousJson):
         check_unique_names('{"a": 1, "\\u0061": 2}')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"role": "user", "ROLE": "admin"}',
+        '[{"a": {"Type": 1, "tYPE": 2}}]',
+        '{"u\u017fer": 1, "user": 2}',
+        '{"\u212a": 1, "k": 2}',
+        '{"stra\u00dfe": 1, "STRASSE": 2}',
+        '{"a": 1, "\u0041": 2}',
+    ],
+)
+def test_names_equal_ignoring_case_are_duplicates(text: str) -> None:
+    """Go's encoding/json and ASP.NET Core read both into one field (the last wins): the long s (U+017F)
+    folds to ``s`` and the Kelvin sign to ``k`` in Go, ``ß`` to ``ss`` in ``casefold`` (more than Go: refused too)."""
+    with pytest.raises(AmbiguousJson, match="appears twice in one object, ignoring case"):
+        check_unique_names(text)
+
+
+def test_names_that_differ_beyond_case_are_not_duplicates() -> None:
+    check_unique_names('{"user_id": 1, "userId": 2, "user-id": 3, "e": 4, "\u00e9": 5, "i": 6, "\u0131": 7}')
 
 
 def test_a_deep_array_without_objects_is_not_refused_but_deep_objects_are() -> None:

@@ -1,0 +1,157 @@
+"""Attacks on the message policies that read JSON: a message the gateway checks as one thing and
+the upstream reads as another. Real uvicorn (the relay and the frame relay) in front of a real
+``websockets`` upstream whose echo is what it received."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.gateway import PASSTHROUGH
+from support.jwts import HS_SECRET, token
+from support.servers import UvicornFactory, UvicornServer, WSImpl
+from support.upstream import UpstreamServer
+
+JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
+SCHEMA = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "say"}, "text": {"type": "string", "maxLength": 20}},
+}
+STAMP = {"transform-message": {"set": {"user": "{jwt.sub}"}}}
+
+
+@pytest.fixture(params=["relay", "framed"])
+def uvicorn_server(uvicorn_server: UvicornFactory, request: pytest.FixtureRequest) -> UvicornFactory:
+    """Each test relayed under uvicorn's websockets-sansio and through the frame relay."""
+    if request.param == "relay":
+        return uvicorn_server
+
+    def start(app: Any, *, ws: WSImpl = "websockets-sansio", **config: Any) -> UvicornServer:
+        return uvicorn_server(app, ws=PASSTHROUGH, **config)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, inbound: list[Any], **api: Any) -> str:
+    """One API at /ws/echo in front of the upstream's echo (what it received comes back); its URL."""
+    config = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "policies": [JWT],
+              "message_policies": {"inbound": inbound}, **api}  # fmt: skip
+    return uvicorn_server(WebSocketGateway(not_found, config={"apis": [config]})).url("/ws/echo")
+
+
+def _auth(sub: str = "alice") -> dict[str, Any]:
+    return {"additional_headers": {"Authorization": f"Bearer {token(sub=sub)}"}}
+
+
+async def _reply(ws: Any, message: str | bytes) -> str | bytes:
+    await ws.send(message)
+    answer: str | bytes = await ws.recv()
+    return answer
+
+
+def _error(answer: str | bytes) -> str | None:
+    """The gateway's error reply's reason, or None when ``answer`` is the upstream's echo."""
+    try:
+        reply = json.loads(answer)
+    except ValueError:
+        return None
+    return str(reply["error"]) if isinstance(reply, dict) and reply.get("type") == "error" else None
+
+
+def go_reads(text: str | bytes, field: str) -> object:
+    """The value Go's encoding/json puts in a struct field tagged ``field``: it matches object names
+    ignoring case (Unicode simple folding: the long s U+017F is 's', the Kelvin sign 'k'), and the last match wins.
+    ASP.NET Core's JSON options (``JsonSerializerDefaults.Web``) match names ignoring case too."""
+    found: object = None
+    for name, value in json.loads(text, object_pairs_hook=list):
+        if name.casefold() == field.casefold():
+            found = value
+    return found
+
+
+CASE_VARIANTS = [
+    '{"type": "say", "text": "hi", "TYPE": "admin"}',
+    '{"type": "say", "text": "hi", "Type": "admin"}',
+    '{"type": "say", "text": "hi", "Text": "far longer than the schema allows"}',
+    '{"type": "say", "text": "hi", "meta": {"role": "user", "ROLE": "admin"}}',
+]
+
+
+@pytest.mark.parametrize("message", CASE_VARIANTS)
+async def test_a_name_twice_ignoring_case_never_passes_validation(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: str
+) -> None:
+    """The schema checks ``type``; Go and ASP.NET upstreams read ``TYPE`` into the same field."""
+    url = _serve(uvicorn_server, upstream_server, [{"validate-message": {"schema": SCHEMA}}])
+    async with await connect(url, **_auth()) as ws:
+        assert _error(await _reply(ws, message)) == "ambiguous_json"
+        assert await _reply(ws, '{"type": "say", "text": "hi"}') == '{"type": "say", "text": "hi"}'
+
+
+@pytest.mark.parametrize("spoof", ["USER", "User", "u\u017fer"])  # the long s folds to 's' in Go
+async def test_a_stamped_field_is_not_overridden_by_a_case_variant(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, spoof: str
+) -> None:
+    """``set: {user: '{jwt.sub}'}`` overwrites ``user`` in place; a ``USER`` after it reached the
+    upstream, for Go to read as the user."""
+    url = _serve(uvicorn_server, upstream_server, [STAMP])
+    async with await connect(url, **_auth("alice")) as ws:
+        answer = await _reply(ws, json.dumps({"user": "mallory", spoof: "admin", "text": "hi"}))
+        assert _error(answer) == "ambiguous_json", f"the upstream read user={go_reads(answer, 'user')!r}"
+        assert json.loads(await _reply(ws, '{"text": "hi"}')) == {"text": "hi", "user": "alice"}
+
+
+async def test_names_that_differ_beyond_case_still_pass(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    url = _serve(uvicorn_server, upstream_server, [{"validate-message": {}}])
+    message = '{"user_id": 1, "userId": 2, "user-id": 3, "\u00e9": 4, "e": 5}'
+    async with await connect(url, **_auth()) as ws:
+        assert await _reply(ws, message) == message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"user": "admin", "text": "\\ud800"}',
+        '{"user": "admin", "n": 1e400}',
+        '{"user": "admin", "n": NaN}',
+        '{"user": "admin", "n": -Infinity}',
+        '\ufeff{"type": "say", "text": "hi"}',
+        '{"text": "hi"}\x00',
+    ],
+)
+async def test_text_that_strict_and_lenient_readers_disagree_on_is_invalid_json(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: str
+) -> None:
+    """Already held: ``validate-message`` reads with orjson, which refuses what other readers disagree on."""
+    url = _serve(uvicorn_server, upstream_server, [{"validate-message": {}}])
+    async with await connect(url, **_auth()) as ws:
+        assert _error(await _reply(ws, message)) == "invalid_json"
+
+
+async def test_a_client_value_in_an_error_reply_cannot_add_fields(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """Already held: a JSON ``error_reply`` escapes what it renders, whatever the client sent."""
+    hostile = '", "error": "none", "admin": true, "x": "'
+    reply = {"format": "json", "template": {"type": "error", "error": "{error.reason}", "who": "by {header.x-name}"}}
+    url = _serve(uvicorn_server, upstream_server, [],
+                 message_policies={"inbound": [{"limit-message-size": {"max": 1, "action": "drop"}}],
+                                   "error_reply": reply})  # fmt: skip
+    async with await connect(url, additional_headers={"X-Name": hostile, **_auth()["additional_headers"]}) as ws:
+        answer = json.loads(await _reply(ws, "too long"))
+        assert answer == {"type": "error", "error": "message_too_big", "who": f"by {hostile}"}
