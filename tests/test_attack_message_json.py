@@ -123,13 +123,69 @@ async def test_names_that_differ_beyond_case_still_pass(
         assert await _reply(ws, message) == message
 
 
+BINARY_JSON = [
+    b'{"type": "shout", "text": "hi"}',  # plain UTF-8 JSON in a binary frame
+    b'\xef\xbb\xbf{"type": "shout", "text": "hi"}',  # a BOM: Python's json.loads(bytes) skips it
+    '{"type": "shout", "text": "hi"}'.encode("utf-16"),  # Python's json.loads(bytes) detects UTF-16
+    b'{"type": "shout", "text": "\xff"}',  # invalid UTF-8: Node and Go read U+FFFD
+    b'{"type": "shout", "text": "hi", "n": 1e400}',  # Python: inf, JavaScript: Infinity
+    b'  [{"type": "shout"}]',
+]
+
+
+@pytest.mark.parametrize("message", BINARY_JSON)
+async def test_json_in_a_binary_frame_is_validated_when_binary_passes(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: bytes
+) -> None:
+    """``binary: pass`` is for binary payloads; Node's ``JSON.parse(data)`` and Python's
+    ``json.loads(data)`` read a binary frame's JSON as if it were text."""
+    policy = {"validate-message": {"schema": SCHEMA, "binary": "pass"}}
+    url = _serve(uvicorn_server, upstream_server, [policy])
+    async with await connect(url, **_auth()) as ws:
+        answer = await _reply(ws, message)
+        assert isinstance(answer, str), f"the upstream received {answer!r}"
+        assert _error(answer) in ("schema_mismatch", "invalid_json")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"\x89PNG\r\n\x1a\n\x00\x00", b"\x00\x01\x02", b"", b"hello", b"{not json", b"\xff\xfe\x00"],
+)
+async def test_binary_that_no_reader_takes_for_json_still_passes(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: bytes
+) -> None:
+    url = _serve(uvicorn_server, upstream_server, [{"validate-message": {"schema": SCHEMA, "binary": "pass"}}])
+    async with await connect(url, **_auth()) as ws:
+        assert await _reply(ws, message) == message
+
+
+LENIENT_OBJECTS = [
+    '{"user": "admin", "text": "\\ud800"}',  # a lone surrogate: Python and JavaScript read it, Go as U+FFFD
+    '{"user": "admin", "n": 1e400}',  # Python: inf, JavaScript: Infinity
+    '{"user": "admin", "n": NaN}',  # Python's json.loads
+    '{"user": "admin", "n": -Infinity}',
+]
+
+
+@pytest.mark.parametrize("message", LENIENT_OBJECTS)
+async def test_an_object_only_other_readers_read_is_not_passed_on_unstamped(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: str
+) -> None:
+    """``non_object: pass`` lets through what is not a JSON object; these are objects to Python's and
+    JavaScript's parsers, which the gateway's strict parser refused: passed on, unstamped, the
+    upstream read the client's own ``user``."""
+    url = _serve(uvicorn_server, upstream_server, [{"transform-message": {**STAMP["transform-message"],
+                                                                          "non_object": "pass"}}])  # fmt: skip
+    async with await connect(url, **_auth("alice")) as ws:
+        answer = await _reply(ws, message)
+        assert _error(answer) == "invalid_json", f"the upstream received {answer!r}"
+        assert await _reply(ws, "plain text") == "plain text"  # not JSON to anyone: passes as configured
+
+
 @pytest.mark.parametrize(
     "message",
     [
-        '{"user": "admin", "text": "\\ud800"}',
-        '{"user": "admin", "n": 1e400}',
-        '{"user": "admin", "n": NaN}',
-        '{"user": "admin", "n": -Infinity}',
+        *LENIENT_OBJECTS,
         '\ufeff{"type": "say", "text": "hi"}',
         '{"text": "hi"}\x00',
     ],

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names
+from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names, json_to_some_reader
 
 
 def _objects(values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -92,3 +92,45 @@ def test_a_message_is_never_quoted() -> None:
     with pytest.raises(AmbiguousJson) as info:
         check_unique_names('{"secret-key-name": 1, "secret-key-name": 2}')
     assert str(info.value) == "a name appears twice in one object"
+
+
+SOME_READERS_READ = [
+    b'{"a": 1}',
+    b"  [1]",
+    b'"text"',
+    b"\xef\xbb\xbf{}",  # Python's json.loads(bytes) skips a UTF-8 BOM
+    '{"a": 1}'.encode("utf-16"),  # ... and reads UTF-16 and UTF-32
+    '{"a": 1}'.encode("utf-32"),
+    b'{"a": "\xff"}',  # Node's Buffer.toString() and Go read invalid UTF-8 as U+FFFD
+    b'{"a": 1e400}',
+    b"1" + b"0" * 5000,  # Python refuses int() of over 4,300 digits; JavaScript reads Infinity
+    b" " * 100 + b"{}",
+    '{"a": "\\ud800"}',
+    '{"a": NaN}',
+    "[-Infinity]",
+    '\ufeff{"a": 1}',
+    '{"a": "tab\tin a string"}',  # control characters: lenient readers take them
+    "[" * 5000 + "]" * 5000,  # deeper than Python's parser goes
+]
+NO_READER_READS = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"\x00\x01",
+    b"hello",
+    b"{not json",
+    b"123 abc",
+    b" " * 100,
+    "plain",
+    "{'a': 1}",
+]
+
+
+@pytest.mark.parametrize("data", SOME_READERS_READ)
+def test_json_to_some_reader(data: str | bytes) -> None:
+    """What Python's, JavaScript's or Go's parser reads as JSON, whether orjson does or not."""
+    assert json_to_some_reader(data)
+
+
+@pytest.mark.parametrize("data", NO_READER_READS)
+def test_not_json_to_any_reader(data: str | bytes) -> None:
+    assert not json_to_some_reader(data)

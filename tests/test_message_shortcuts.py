@@ -95,7 +95,8 @@ CHECKS = [
         id="size-rate-schema",
     ),
 ]
-MESSAGES: list[Data] = [AT_LIMIT, OVER_LIMIT, "{", '{"type":"other"}', b'{"type":"chat"}', "[]", AT_LIMIT, AT_LIMIT]
+MESSAGES: list[Data] = [AT_LIMIT, OVER_LIMIT, "{", '{"type":"other"}', b'{"type":"chat"}', "[]", b"\x89PNG",
+                        b'\xef\xbb\xbf{"type":"chat"}', AT_LIMIT, AT_LIMIT]  # fmt: skip
 
 
 @pytest.mark.parametrize("inbound", CHECKS)

@@ -149,10 +149,50 @@ def check_unique_names(text: str | bytes) -> None:
         raise AmbiguousJson("nested too deeply to be checked") from None
 
 
+_JSON_WHITESPACE = " \t\n\r"
+_VALUE_START = frozenset('{["-0123456789tfnNI')  # NaN and Infinity: Python reads them
+
+
+def _any(_: str) -> int:
+    return 0
+
+
+def json_to_some_reader(data: str | bytes) -> bool:
+    """Whether a common upstream reader would take ``data`` for a JSON document, where the gateway's
+    own strict parser (orjson) may not: Python's ``json.loads`` (bytes in UTF-8, UTF-16 or UTF-32,
+    with or without a BOM; ``NaN``, ``Infinity``, ``1e400``, lone surrogates, integers of any
+    length), JavaScript's ``JSON.parse`` of a binary message (``Buffer`` read as UTF-8) and Go's
+    ``encoding/json`` (invalid UTF-8 read as U+FFFD). Laxer readers (comments, single quotes:
+    Json.NET, lenient Gson) are not covered.
+    """
+    if isinstance(data, bytes):
+        if not data:
+            return False
+        encoding = json.detect_encoding(data)
+        head = data[:64].decode(encoding, "replace").lstrip("\ufeff" + _JSON_WHITESPACE)
+        if head and head[0] not in _VALUE_START:  # most binary payloads: the rest is not decoded
+            return False
+        text = data.decode(encoding, "replace")  # Node's Buffer.toString() and Go replace invalid UTF-8
+    else:
+        text = data
+    text = text.lstrip("\ufeff")
+    start = text.lstrip(_JSON_WHITESPACE)[:1]
+    if not start or start not in _VALUE_START:
+        return False
+    try:
+        json.loads(text, parse_int=_any, parse_float=_any, parse_constant=_any, strict=False)
+    except RecursionError:
+        return True  # nested deeper than Python goes: other readers go deeper
+    except ValueError:
+        return False
+    return True
+
+
 __all__ = [
     "AmbiguousJson",
     "DuplicateName",
     "check_unique_names",
+    "json_to_some_reader",
     "load_unique",
     "no_constant",
     "shown",

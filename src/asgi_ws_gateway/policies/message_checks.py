@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from ..json_names import AmbiguousJson, DuplicateName, check_unique_names, load_unique
+from ..json_names import AmbiguousJson, DuplicateName, check_unique_names, json_to_some_reader, load_unique
 from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
@@ -33,6 +33,7 @@ from .base import PolicyEnv, PolicyProblem, PolicySettings
 from .message_base import MessageFunction, apply_function, check_async, register_message_policy
 
 _SIDE = {"inbound": "client", "outbound": "upstream"}
+_SOME_READERS = "the message is JSON to some readers only (NaN, Infinity, 1e400, a lone surrogate, a BOM, not UTF-8)"
 
 
 class LimitMessageSizeSettings(PolicySettings):
@@ -130,9 +131,12 @@ class ValidateMessage:
 
         def check(message: WsMessage) -> None:
             if not message.is_text:
-                if pass_binary:
+                if not pass_binary:
+                    reject("binary_message", "binary messages are not accepted")
+                # JSON in a binary message is JSON to an upstream that parses what it receives
+                # (Node's JSON.parse(data), Python's json.loads(data)): held to the rules of text
+                if not json_to_some_reader(message.data):
                     return
-                reject("binary_message", "binary messages are not accepted")
             try:
                 value = message.json()
             except AmbiguousJson as exc:  # checked as one value, it could reach the upstream as another
@@ -146,7 +150,7 @@ class ValidateMessage:
 
         def passes(data: Data, size: int) -> bool:
             if not isinstance(data, str):
-                return pass_binary
+                return pass_binary and not json_to_some_reader(data)
             value = orjson.loads(data)  # not JSON: a ValueError, and check() answers
             check_unique_names(data)  # ambiguous: an AmbiguousJson, and check() answers
             return is_valid is None or is_valid(value)
@@ -246,6 +250,8 @@ class TransformMessage:
             except AmbiguousJson:  # never passed on untransformed, whatever non_object says: the
                 raise  # pipeline drops it as ambiguous_json
             except ValueError:
+                if pass_other and json_to_some_reader(message.data):  # NaN, "\ud800", a BOM: an object
+                    raise DropMessage("invalid_json", _SOME_READERS) from None  # to the upstream, unstamped
                 value = None
             if not isinstance(value, dict):
                 if pass_other:
