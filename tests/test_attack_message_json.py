@@ -211,3 +211,33 @@ async def test_a_client_value_in_an_error_reply_cannot_add_fields(
     async with await connect(url, additional_headers={"X-Name": hostile, **_auth()["additional_headers"]}) as ws:
         answer = json.loads(await _reply(ws, "too long"))
         assert answer == {"type": "error", "error": "message_too_big", "who": f"by {hostile}"}
+
+
+@pytest.fixture(scope="module")
+def strict_upstream() -> Iterator[UpstreamServer]:
+    """An upstream that takes the gateway at its word: no message over the API's 1,000 bytes."""
+    with UpstreamServer(max_size=1000) as server:
+        yield server
+
+
+def _grows(limit: int) -> str:
+    """An object of at most ``limit`` bytes that orjson writes ~3.7 times longer: 1e15 is 1000000000000000.0."""
+    count = (limit - len('{"n": []}')) // len("1e15,")
+    return '{"n": [' + ",".join(["1e15"] * count) + "]}"
+
+
+async def test_a_rewritten_message_is_never_larger_than_max_message_size(
+    uvicorn_server: UvicornFactory, strict_upstream: UpstreamServer
+) -> None:
+    """``transform-message`` writes the message again: what the transport limit admitted grew past it
+    on the way to an upstream that relies on ``max_message_size``."""
+    url = _serve(uvicorn_server, strict_upstream, [STAMP], max_message_size=1000)
+    before = len(strict_upstream.closes)
+    message = _grows(1000)
+    assert len(message) <= 1000
+    async with await connect(url, **_auth("alice")) as ws:
+        answer = await _reply(ws, message)
+        assert _error(answer) == "message_too_big"
+        assert json.loads(await _reply(ws, '{"n": [1]}')) == {"n": [1], "user": "alice"}  # the connection goes on
+    closes = await strict_upstream.wait_for_closes_async(before + 1)
+    assert closes[-1][0] != 1009

@@ -348,3 +348,19 @@ async def test_a_policy_that_sets_json_nothing_can_write_still_fails_the_policy(
     with pytest.raises(CloseConnection) as info:
         await inbound.process("{}", 2)
     assert (info.value.code, info.value.reason) == (1011, "policy_error")
+
+
+async def test_a_message_written_again_larger_than_max_message_size_is_dropped() -> None:
+    """``1e15`` is written ``1000000000000000.0``: what the transport admitted may not grow past its limit."""
+    policies = _policies([{"transform-message": {"set": {"via": "gateway"}}}], max_message_size=100)
+    connection, controls = _connection()
+    chosen = policies.message_policies(connection.handshake)
+    assert chosen is not None
+    inbound, _ = chosen.attach(connection)
+    assert inbound is not None
+    grows = '{"n": [' + ",".join(["1e15"] * 18) + "]}"
+    assert len(grows) <= 100
+    assert await inbound.process(grows, len(grows)) is None
+    assert json.loads(controls.to_client[0])["error"] == "message_too_big"
+    assert connection.stats.policy_actions == {("transform-message", "drop", "inbound", "message_too_big"): 1}
+    assert await inbound.process('{"n": [1]}', 10) == '{"n":[1],"via":"gateway"}'

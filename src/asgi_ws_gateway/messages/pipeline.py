@@ -43,7 +43,7 @@ _NO_LIMIT = 2**62  # max_size without a size limit
 class MessagePipeline:
     """The handlers one direction of one connection runs, in order."""
 
-    __slots__ = ("_check_at", "checks", "connection", "direction", "handlers", "max_size", "reply")
+    __slots__ = ("_check_at", "checks", "connection", "direction", "handlers", "max_message_size", "max_size", "reply")
 
     def __init__(
         self,
@@ -51,6 +51,7 @@ class MessagePipeline:
         direction: Direction,
         connection: ConnectionContext,
         reply: ErrorReply,
+        max_message_size: int = _NO_LIMIT,
     ) -> None:
         # A check's own handler is called directly (not through MessageCheck.__call__).
         self.handlers = [(name, h.handle if isinstance(h, MessageCheck) else h) for name, h in handlers]
@@ -68,6 +69,8 @@ class MessagePipeline:
         self.direction = direction
         self.connection = connection
         self.reply = reply
+        self.max_message_size = max_message_size
+        """The API's: what the transport admitted may not grow past it when a policy writes it again."""
 
     async def process(self, data: Data, size: int) -> Data | None:
         """The message to send on, or None when a policy dropped it (after answering its sender).
@@ -112,9 +115,19 @@ class MessagePipeline:
             if pending is not None:
                 return self._resume(message, index, pending)
         try:
-            return message.data  # written again here when a policy changed its JSON
+            return self._written(message)
         except Exception as exc:
             return self._failed(handlers[-1][0], exc)
+
+    def _written(self, message: WsMessage) -> Data:
+        """The message to send on, written again when a policy changed its JSON; never larger than
+        ``max_message_size`` (orjson writes ``1e15`` as ``1000000000000000.0``: 3.8 times the bytes)."""
+        data = message.data
+        if message.size > self.max_message_size:
+            raise DropMessage(
+                "message_too_big", f"the message as rewritten is larger than {self.max_message_size} bytes"
+            )
+        return data
 
     async def _resume(self, message: WsMessage, index: int, pending: Awaitable[None] | None) -> Data | None:
         """The rest of :meth:`process_now` once handler ``index`` returned ``pending``."""
@@ -125,7 +138,7 @@ class MessagePipeline:
                     await pending
                 index += 1
                 if index == len(handlers):
-                    return message.data
+                    return self._written(message)
                 pending = handlers[index][1](message)
         except Exception as exc:  # the message written again after the last handler: that handler's
             failed = self._failed(handlers[min(index, len(handlers) - 1)][0], exc)
@@ -160,11 +173,17 @@ class MessagePolicySet:
     """The message policies of one API (for one product), and how errors are answered."""
 
     def __init__(
-        self, inbound: list[MessagePolicy], outbound: list[MessagePolicy], reply: ErrorReply | None = None
+        self,
+        inbound: list[MessagePolicy],
+        outbound: list[MessagePolicy],
+        reply: ErrorReply | None = None,
+        *,
+        max_message_size: int = _NO_LIMIT,
     ) -> None:
         self.inbound = inbound
         self.outbound = outbound
         self.reply = reply or ErrorReply()
+        self.max_message_size = max_message_size
 
     def __bool__(self) -> bool:
         return bool(self.inbound or self.outbound)
@@ -182,7 +201,9 @@ class MessagePolicySet:
             handler = policy.attach(connection, direction)
             if handler is not None:
                 handlers.append((policy.name, handler))
-        return MessagePipeline(handlers, direction, connection, self.reply) if handlers else None
+        if not handlers:
+            return None
+        return MessagePipeline(handlers, direction, connection, self.reply, self.max_message_size)
 
 
 __all__ = ["MessagePipeline", "MessagePolicySet"]

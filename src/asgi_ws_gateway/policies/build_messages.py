@@ -48,7 +48,7 @@ class MessagePolicies:
             choices = {p.name: [products[p.name]] for p in mine}
             choices[_NO_PRODUCT] = [products[p.name] for p in mine if not p.subscription_required]
             for product, scopes in choices.items():
-                chosen = _combine([root, *scopes, own], skip)
+                chosen = _combine([root, *scopes, own], skip, api.max_message_size)
                 if chosen:
                     self._sets[(api.name, product)] = chosen
 
@@ -85,12 +85,12 @@ class MessagePolicies:
         self._builder.problems.append(f"{loc_text(loc)}: {message}")
 
 
-def _combine(scopes: Sequence[_Scope], skip: set[str]) -> MessagePolicySet:
+def _combine(scopes: Sequence[_Scope], skip: set[str], max_message_size: int) -> MessagePolicySet:
     *inherited, own = scopes
     inbound = [p for scope in inherited for p in scope[0] if p.name not in skip] + own[0]
     outbound = [p for scope in inherited for p in scope[1] if p.name not in skip] + own[1]
     reply = next((scope[2] for scope in reversed(scopes) if scope[2] is not None), None)
-    return MessagePolicySet(inbound, outbound, reply)
+    return MessagePolicySet(inbound, outbound, reply, max_message_size=max_message_size)
 
 
 __all__ = ["MessagePolicies"]
