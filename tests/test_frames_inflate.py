@@ -197,6 +197,23 @@ def test_a_second_deflate_stream_after_a_final_block_is_counted() -> None:
     assert scanner.too_big
 
 
+@pytest.mark.parametrize("cut", [None, 3, 5], ids=["whole", "split-in-the-first-stream", "split-between-streams"])
+def test_a_frame_may_end_one_deflate_stream(cut: int | None) -> None:
+    """Each new stream costs an inflater: a frame of empty final blocks (2 bytes a stream) is 1007 at
+    its second, wherever the reads split it; one stream a frame, fragment after fragment, is valid."""
+    scanner, _ = _scanner()
+    frame = _frame(BINARY, b"\x03\x00" * 3, rsv1=True)
+    parts = [frame] if cut is None else [frame[: 6 + cut], frame[6 + cut :]]
+    assert b"".join(scanner.feed(part) for part in parts) in (b"", parts[0])  # what came before the second: valid
+    assert scanner.error == "invalid compressed data (a frame ends more than one deflate stream)"
+    assert scanner.error_code == 1007
+    scanner, _ = _scanner()
+    fragments = _frame(BINARY, b"\x03\x00", fin=False, rsv1=True)
+    fragments += b"".join(_frame(CONTINUATION, b"\x03\x00", fin=False) for _ in range(100))
+    fragments += _frame(CONTINUATION, b"\x03\x00")
+    assert _feed(scanner, fragments, [7, 100, 333]) == fragments and not scanner.stopped
+
+
 def test_uncompressed_messages_are_read_from_their_headers() -> None:
     scanner, _ = _scanner()
     plain = _frame(BINARY, bytes(LIMIT))

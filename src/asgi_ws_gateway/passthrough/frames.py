@@ -321,7 +321,7 @@ class FrameScanner:
                 self.in_message = not b0 & 0x80
                 self._fin = not self.in_message
                 if (inflating := self._inflating) is not None:
-                    inflating.mask, inflating.frame_length = (data[pos - 4 : pos] if b1 & 0x80 else b""), length
+                    inflating.frame(data[pos - 4 : pos] if b1 & 0x80 else b"", length)
                     if length == 0 and self._fin and not self._inflate(inflating, b"", 0):
                         end = min(end, start)
                         break

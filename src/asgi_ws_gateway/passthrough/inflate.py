@@ -5,7 +5,8 @@ the receiver gets: deflate inflates zeros about a thousandfold, and a 1 MiB limi
 headers would pass a 1 GiB message. :class:`InflatedSize` inflates each compressed message as its
 payload goes by, keeping only a count, and says when the message goes over the limit — before the
 bytes that take it over are forwarded. Its inflation is bounded by the limit too: a bomb costs the
-gateway no more than a message of the limit's size.
+gateway no more than a message of the limit's size, and so is the work of the deflate streams it
+holds: at most one may end in each frame.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ class InflatedSize:
             39 KiB at 15 (the default), 11 KiB at 12 (what a ``websockets`` server negotiates). A
             sender that reaches further back than it agreed to is not deflate data to it (1007), as
             to a receiver that keeps to the negotiation.
+
+    One frame's data may end at most one deflate stream (a sender that flushes with a final block,
+    RFC 7692 §7.2.3.3, ends one where it flushes): a message of empty final blocks (two bytes each)
+    made one new inflater per two bytes and copied the rest of the data at each, about a second of
+    the event loop per MiB on the wire.
     """
 
-    __slots__ = ("_bits", "_inflater", "_keeps_context", "_limit", "frame_length", "mask", "size")
+    __slots__ = ("_bits", "_ended", "_inflater", "_keeps_context", "_limit", "frame_length", "mask", "size")
 
     def __init__(self, *, limit: int, keeps_context: bool, window_bits: int = 15) -> None:
         self._limit = min(limit, sys.maxsize - 1)  # zlib's max_length is a C ssize_t
@@ -47,10 +53,15 @@ class InflatedSize:
         """The masking key of the data frame in progress (a client's frames), kept by the scanner."""
         self.frame_length = 0
         """That frame's payload length."""
+        self._ended = 0  # deflate streams that ended in that frame
 
     def start(self) -> None:
         """A compressed message begins."""
-        self.size = 0
+        self.size = self._ended = 0
+
+    def frame(self, mask: bytes, length: int) -> None:
+        """A data frame of the message begins: its masking key (b"" for an upstream's) and payload length."""
+        self.mask, self.frame_length, self._ended = mask, length, 0
 
     def feed(self, data: bytes, *, last: bool) -> str | None:
         """Inflate the next part of the message's (unmasked) payload; ``last``: the message ends with it.
@@ -81,6 +92,9 @@ class InflatedSize:
                 return True
             if not inflater.eof:
                 break
+            self._ended += 1
+            if self._ended > 1:
+                raise zlib.error("a frame ends more than one deflate stream")
             # A final block ended this deflate stream (RFC 7692 §7.2.3.3): what follows it is
             # inflated as a new one, so nothing passes uncounted (a sender's own trailing empty
             # block inflates to nothing; anything else that is not deflate data is an error).

@@ -1,0 +1,126 @@
+"""End to end: frames a hostile client or upstream sends, against the splice and the frame relay.
+
+Raw sockets play the attacker (a client library would not send these frames); the gateway is real
+uvicorn with the gateway's protocol, and the other side a real upstream (``websockets``) or a raw
+one. Each test names what the attack achieved before it was fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from support.gateway import PASSTHROUGH, ProbedGateway, Stack, gateway_config
+from support.rawhttp import accept_upstream, ws_frame
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+
+EMPTY_FINAL_BLOCK = b"\x03\x00"
+"""A deflate stream of one empty final block (fixed Huffman codes): two bytes that end a stream."""
+
+
+@pytest.fixture
+def spliced(upstream: UpstreamServer) -> Iterator[Stack]:
+    """The splice (the default path) in front of a permessage-deflate ``websockets`` upstream."""
+    gateway = ProbedGateway(gateway_config(upstream))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        yield Stack(gateway, server, upstream)
+
+
+def _upgrade(port: int, path: str = "/ws/echo") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    ).encode()
+
+
+async def _raw_client(port: int, *, deflate: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_upgrade(port))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert (b"permessage-deflate" in head.lower()) == deflate
+    return reader, writer
+
+
+async def _close_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The first close frame in the stream (masked or not), skipping the frames before it."""
+    while True:
+        b0, b1 = await reader.readexactly(2)
+        length = b1 & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await reader.readexactly(8))
+        key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
+        if b0 & 0x0F == 0x8:
+            return struct.unpack("!H", payload[:2])[0], payload[2:]
+
+
+# -- permessage-deflate: one frame, thousands of deflate streams ----------------------------------------
+
+
+async def test_a_client_message_of_many_deflate_streams_is_1007(spliced: Stack) -> None:
+    """The splice inflates a compressed message to hold it to the limit, and inflated what follows a
+    final block as a new stream: 1 MiB of empty final blocks (524,288 streams) took ~0.9 s of the
+    worker's event loop (another client's echo waited 889 ms; 5 MiB: 3.7 s), and was forwarded. A
+    frame may end one deflate stream now: the client gets 1007, the upstream 1007, nothing else."""
+    reader, writer = await _raw_client(spliced.server.port)
+    try:
+        writer.write(ws_frame(0x2, EMPTY_FINAL_BLOCK * 65536, rsv=0x40))
+        await writer.drain()
+        code, reason = await asyncio.wait_for(_close_frame(reader), 10)
+        assert (code, reason) == (1007, b"invalid compressed data (a frame ends more than one deflate stream)")
+    finally:
+        writer.close()
+    ((upstream_code, _),) = await spliced.upstream.wait_for_closes_async(1)
+    assert upstream_code == 1007
+    await spliced.gateway.settle()
+
+
+async def test_a_message_of_one_deflate_stream_per_fragment_still_passes(spliced: Stack) -> None:
+    """A sender that flushes with a final block (RFC 7692 §7.2.3.3) ends one stream per frame: valid."""
+    reader, writer = await _raw_client(spliced.server.port)
+    try:
+        fragments = [ws_frame(0x1, EMPTY_FINAL_BLOCK, fin=False, rsv=0x40)]
+        fragments += [ws_frame(0x0, EMPTY_FINAL_BLOCK, fin=False) for _ in range(8)]
+        fragments.append(ws_frame(0x0, EMPTY_FINAL_BLOCK))
+        writer.write(b"".join(fragments) + ws_frame(0x8, struct.pack("!H", 1000)))
+        await writer.drain()
+        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+    finally:
+        writer.close()
+    assert await spliced.upstream.wait_for_closes_async(1) == [(1000, "")]
+
+
+async def test_an_upstream_message_of_many_deflate_streams_is_1007() -> None:
+    """The other way: a hostile upstream's message of empty final blocks; it gets 1007, the client 1011."""
+    closed: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, extensions=b"permessage-deflate")
+        writer.write(ws_frame(0x2, EMPTY_FINAL_BLOCK * 65536, mask=False, rsv=0x40))
+        closed.set_result(await _close_frame(reader))
+        writer.close()
+
+    listener = await asyncio.start_server(hostile, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}"))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            reader, writer = await _raw_client(server.port)
+            try:
+                assert await asyncio.wait_for(_close_frame(reader), 10) == (1011, b"upstream connection failed")
+            finally:
+                writer.close()
+            code, reason = await asyncio.wait_for(closed, 10)
+            assert (code, reason) == (1007, b"invalid compressed data (a frame ends more than one deflate stream)")
+            await gateway.settle()
