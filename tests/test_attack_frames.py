@@ -11,6 +11,7 @@ import asyncio
 import base64
 import os
 import struct
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -124,3 +125,65 @@ async def test_an_upstream_message_of_many_deflate_streams_is_1007() -> None:
             code, reason = await asyncio.wait_for(closed, 10)
             assert (code, reason) == (1007, b"invalid compressed data (a frame ends more than one deflate stream)")
             await gateway.settle()
+
+
+# -- the frame relay: what a side sends after its close frame -------------------------------------------
+
+FLOOD = 64 * 1024 * 1024
+
+
+async def _flood(writer: asyncio.StreamWriter) -> None:
+    """Send ``FLOOD`` bytes (no valid frame among them: nothing after a close frame is read)."""
+    chunk = bytes(1024 * 1024)
+    for _ in range(FLOOD // len(chunk)):
+        writer.write(chunk)
+        await writer.drain()
+
+
+async def _read_all(reader: asyncio.StreamReader) -> None:
+    while await reader.read(1 << 16):
+        continue
+
+
+@pytest.mark.parametrize("sender", ["client", "upstream"])
+async def test_what_a_side_sends_after_its_close_frame_is_not_kept(sender: str) -> None:
+    """The frame relay (an API with message policies) kept every byte a side sent after its close
+    frame, unread, until the other side answered the close or ``close_timeout`` passed: a client
+    grew a gateway by 2.7 GB in 8 s. It is dropped as it arrives now, as the splice drops it."""
+    flooded, measured = asyncio.Event(), asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        if sender == "upstream":
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+            await _flood(writer)
+            flooded.set()
+        drain = asyncio.create_task(_read_all(reader))  # reads everything; never answers a close frame
+        await measured.wait()
+        drain.cancel()
+        writer.close()  # then leaves: the gateway ends the connection
+
+    listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    config = gateway_config(f"ws://127.0.0.1:{port}", close_timeout=60,
+                            message_policies={"inbound": [{"limit-message-size": {"max": 4096}}]})  # fmt: skip
+    gateway = ProbedGateway(config)
+    tracemalloc.start()
+    try:
+        async with listener:
+            with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+                _reader, writer = await _raw_client(server.port, deflate=False)  # reads nothing
+                before = tracemalloc.get_traced_memory()[0]
+                if sender == "client":
+                    writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+                    await asyncio.wait_for(_flood(writer), 30)
+                else:
+                    await asyncio.wait_for(flooded.wait(), 30)  # the client reads nothing meanwhile
+                await asyncio.sleep(0.2)
+                kept = tracemalloc.get_traced_memory()[0] - before
+                measured.set()
+                writer.close()
+                await gateway.settle()
+    finally:
+        tracemalloc.stop()
+    assert kept < FLOOD // 4, f"{kept:,} bytes kept for {FLOOD:,} sent after a close frame"

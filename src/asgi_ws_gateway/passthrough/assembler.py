@@ -116,6 +116,11 @@ class MessageAssembler:
 
     def feed(self, data: bytes) -> bytes:
         """Take ``data``; returns b"" (nothing is forwarded as it arrives)."""
+        if self.close is not None or self.too_big or self.error is not None:
+            # Nothing after a close frame, an oversize or a bad frame is read: dropped, not kept
+            # until the closing handshake ends (a client grew a gateway by 2.7 GB in 8 s).
+            self._buffer, self._pos, self._more, self._extra = b"", 0, [], 0
+            return b""
         if self._pos == len(self._buffer) and not self._extra:
             self._buffer, self._pos = data, 0
         else:
