@@ -226,3 +226,38 @@ async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: Up
     finally:
         tracemalloc.stop()
     assert kept < 2 * 1024 * 1024, f"{kept:,} bytes for a message of 256 KiB in 524,288 fragments"
+
+
+# -- a refused client that is still sending --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
+@pytest.mark.parametrize(
+    ("frame", "code", "reason"),
+    [
+        (ws_frame(0x2, bytes(8 * 1024 * 1024)), 1009, b"message too big"),
+        (ws_frame(0x2, b"x", rsv=0x20) + ws_frame(0x2, bytes(8 * 1024 * 1024)), 1002, b"reserved bits must be 0"),
+    ],
+    ids=["oversize", "bad-frame"],
+)
+async def test_a_refused_client_still_sending_reads_its_close_code(
+    upstream: UpstreamServer, framed: bool, frame: bytes, code: int, reason: bytes
+) -> None:
+    """The gateway closed a refused client's socket at its next read: with 8 MiB still coming, the
+    kernel reset the connection and the client lost the close frame (a websockets client sending
+    2 MiB over a 64 KiB limit saw 1006 once in five). What it still sends is read and dropped now,
+    and the gateway half-closes it after the close frame: it reads the code, then EOF."""
+    api = {"message_policies": {"inbound": [{"limit-message-size": {"max": 4096}}]}} if framed else {}
+    gateway = ProbedGateway(gateway_config(upstream, **api))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await _raw_client(server.port, deflate=False)
+        try:
+            writer.write(frame)
+            await asyncio.wait_for(writer.drain(), 10)  # all of it read by the gateway, none of it reset
+            assert await asyncio.wait_for(_close_frame(reader), 10) == (code, reason)
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # then the gateway's end of TCP
+        finally:
+            writer.close()
+        (upstream_code, _reason), *_ = await upstream.wait_for_closes_async(1)
+        assert upstream_code == (1001 if code == 1009 else code)
+        await gateway.settle()

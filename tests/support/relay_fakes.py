@@ -149,6 +149,7 @@ class FakeTransport:
         self.closed = False
         self.aborted = False
         self.reading = True
+        self.eof = False  # write_eof() was called: the splice's end of TCP is done
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
@@ -159,6 +160,13 @@ class FakeTransport:
 
     def abort(self) -> None:
         self.closed = self.aborted = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        assert not self.closed, "write_eof after close"
+        self.eof = True
 
     # Tests read state through methods: mypy would narrow ``closed`` after one assert and take the
     # opposite assert, later, for unreachable.

@@ -18,7 +18,9 @@ Closing follows the relay's table as far as bytes allow:
 * a side sends a frame that breaks the framing rules (``FrameScanner.error``): the frame is not
   forwarded; a client gets 1002 (1007 for a close reason that is not UTF-8) and the upstream the
   same code and reason, as uvicorn and the relay do; an upstream gets 1002 (1007) and the client
-  1011 "upstream connection failed";
+  1011 "upstream connection failed". What the refused side (this one, or one over the size limit)
+  still sends is read and dropped, and it is half-closed after its close frame: its TCP close ends
+  it (``close_timeout`` at most), where closing its socket reset a side still sending;
 * the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
   to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
   of receiving a frame gets the rest of that frame first (a close frame cannot land inside a
@@ -148,10 +150,25 @@ class _Side(asyncio.Protocol):
         source.halt()  # nothing after the frame in flight reaches this side
         if source.sealed:
             self.transport.write(frame)
+            self.end_if_refused()
         elif self.peer.open:
             self.pending_close = frame  # written when the peer's data_received finishes the frame
         else:
             self.transport.close()  # the rest of the frame will never come: a close frame would land inside it
+
+    def end_if_refused(self) -> None:
+        """Half-close a side the gateway refused (an oversize or bad frame) once its close frame is out:
+        its frames are no longer read, so its answer cannot be seen, and its TCP close ends it. (Closing
+        the socket on its next read reset a client still sending, which then lost the close frame.)"""
+        scanner = self.scanner
+        if (
+            (scanner.too_big or scanner.error is not None)
+            and self.close_sent
+            and self.pending_close is None
+            and self.open
+            and self.transport.can_write_eof()
+        ):
+            self.transport.write_eof()
 
     def write_ping(self) -> bool:
         """Send this side a keepalive ping if it is between frames; False if it is not."""
@@ -329,9 +346,12 @@ class Splice:
         if peer.pending_close is not None and scanner.sealed and peer.open:
             peer.transport.write(peer.pending_close)  # the frame in flight is complete
             peer.pending_close = None
+            peer.end_if_refused()
         if scanner.too_big or scanner.error is not None:
             if self.gateway_closing:
-                side.transport.close()
+                # Refused, or it broke a rule while the gateway closes: what it still sends is dropped
+                # until it closes its end (close_timeout at most), so that it reads its close frame.
+                side.end_if_refused()
             elif scanner.error is not None:
                 logger.info("passthrough: the %s sent a bad frame (%s); closing with %d", _name(side), scanner.error,
                             scanner.error_code)  # fmt: skip
