@@ -207,3 +207,15 @@ def test_read_counts_upstream_messages_as_outbound() -> None:
     assert assembler.read(frame(0x2, b"abc", mask=False)) == (0x2, b"abc", frame(0x2, b"abc", mask=False), 3)
     assert (stats.messages_out, stats.bytes_out, stats.binary_out, stats.binary_bytes_out) == (1, 3, 1, 3)
     assert (stats.messages_in, stats.sizes_out[2]) == (0, 1)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5])
+def test_tiny_fragments_count_the_floor_toward_the_limit(chunk: int | None) -> None:
+    """As the splice's scanner: each fragment but the last counts FRAGMENT_FLOOR bytes at least, so a
+    message of endless empty fragments is too big; fragments of the floor pass up to the limit."""
+    endless = frame(0x1, b"", fin=False) + frame(0x0, b"", fin=False) * 200
+    found, assembler, _ = events(endless, chunk=chunk, limit=64 * 100)
+    assert found == [] and assembler.too_big
+    whole = frame(0x2, b"x" * 64, fin=False) + frame(0x0, b"x" * 64, fin=False) * 98 + frame(0x0, b"x" * 64)
+    found, assembler, _ = events(whole + frame(0x1, b"y"), chunk=chunk, limit=6400)
+    assert [(op, len(d)) for op, d, _, _ in found] == [(0x2, 6400), (0x1, 1)] and not assembler.too_big

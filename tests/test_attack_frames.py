@@ -128,6 +128,57 @@ async def test_an_upstream_message_of_many_deflate_streams_is_1007() -> None:
             await gateway.settle()
 
 
+# -- fragments no size counts ---------------------------------------------------------------------------
+
+
+async def _data_frames_until_close(reader: asyncio.StreamReader) -> tuple[int, int]:
+    """The data frames a raw upstream reads before the close frame, and that frame's code."""
+    frames = 0
+    while True:
+        b0, b1 = await reader.readexactly(2)
+        length = b1 & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await reader.readexactly(8))
+        key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
+        if b0 & 0x0F == 0x8:
+            return frames, struct.unpack("!H", payload[:2])[0]
+        if b0 & 0x0F < 0x8:
+            frames += 1
+
+
+async def test_an_endless_message_of_empty_fragments_is_1009_at_the_fragment_floor() -> None:
+    """The splice forwarded every empty fragment of a message that never ends: no size limit counts
+    them, and a uvicorn upstream (``--ws websockets-sansio``, what ``auto`` picks) kept ~10 bytes per
+    fragment (two million: +19.9 MB RSS), so a client grew a backend without bound through one
+    message. Each fragment but the last counts FRAGMENT_FLOOR (64) bytes toward max_message_size
+    now: the client gets 1009, the upstream 1001 after max_message_size / 64 fragments."""
+    upstream: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        upstream.set_result(await _data_frames_until_close(reader))
+        writer.close()
+
+    listener = await asyncio.start_server(counting, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", max_message_size=6400))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            reader, writer = await _raw_client(server.port, deflate=False)
+            try:
+                writer.write(ws_frame(0x1, b"", fin=False) + ws_frame(0x0, b"", fin=False) * 20_000)
+                await writer.drain()
+                code, _ = await asyncio.wait_for(_close_frame(reader), 10)
+                assert code == 1009
+            finally:
+                writer.close()
+            assert await asyncio.wait_for(upstream, 10) == (100, 1001)  # 6400 / 64 fragments, then the close
+            await gateway.settle()
+
+
 # -- the frame relay: what a side sends after its close frame -------------------------------------------
 
 FLOOD = 64 * 1024 * 1024

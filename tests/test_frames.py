@@ -7,7 +7,7 @@ import zlib
 import pytest
 from websockets.frames import Close, Frame, Opcode
 
-from asgi_ws_gateway.passthrough.frames import FrameScanner, close_frame, encode_frame
+from asgi_ws_gateway.passthrough.frames import FRAGMENT_FLOOR, FrameScanner, close_frame, encode_frame
 from asgi_ws_gateway.relay.stats import RelayStats
 
 
@@ -319,3 +319,28 @@ def test_while_pings_are_held_they_leave_the_stream_and_only_the_latest_is_kept(
     scanner.held_ping = None  # what the splice does once it forwarded it
     assert _feed_in_pieces(scanner, wire[1], step) == wire[1]  # reading again: pings pass
     assert scanner.held_ping is None
+
+
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+def test_tiny_fragments_count_the_floor_toward_the_limit(step: int) -> None:
+    """Empty fragments carry no bytes a limit counts, yet cost a receiver per frame: each fragment but
+    the last counts FRAGMENT_FLOOR bytes at least. An endless message of them is stopped."""
+    empty = _wire(Frame(Opcode.TEXT, b"", fin=False), *[Frame(Opcode.CONT, b"", fin=False)] * 200, mask=True)
+    scanner, _ = _scanner(max_size=64 * 100)
+    forwarded = _feed_in_pieces(scanner, empty, step)
+    assert scanner.too_big
+    assert forwarded == empty[: 6 * 100]  # 100 fragments of 64 counted bytes: the 101st is over
+
+
+def test_fragments_of_the_floor_or_more_count_their_bytes_only() -> None:
+    """A message of max_message_size in fragments of FRAGMENT_FLOOR bytes passes (Autobahn 9.3.1's
+    fragments are 64 bytes); so does a small last fragment, and a small message in one frame."""
+    assert FRAGMENT_FLOOR == 64
+    body = [Frame(Opcode.TEXT, b"x" * 64, fin=False), *[Frame(Opcode.CONT, b"x" * 64, fin=False)] * 98]
+    data = _wire(*body, Frame(Opcode.CONT, b"x" * 64), Frame(Opcode.TEXT, b"y"), mask=False)
+    scanner, stats = _scanner(max_size=64 * 100, inbound=False)
+    assert _feed_in_pieces(scanner, data, 5) == data
+    assert not scanner.too_big and (stats.messages_out, stats.bytes_out) == (2, 64 * 100 + 1)
+    last_small = _wire(Frame(Opcode.BINARY, b"x" * 64, fin=False), Frame(Opcode.CONT, b""), mask=False)
+    scanner, stats = _scanner(max_size=64, inbound=False)
+    assert _feed_in_pieces(scanner, last_small, 3) == last_small and stats.messages_out == 1

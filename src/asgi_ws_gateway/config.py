@@ -315,7 +315,8 @@ class ApiConfig(_Model):
     max_message_size: int = Field(
         default=MIB,
         gt=0,
-        description="Bytes; a larger message (compressed: inflated) closes its sender with 1009, its peer with 1001.",
+        description="Bytes; a larger message (compressed: inflated; each fragment but the last counts 64 bytes at "
+        "least) closes its sender with 1009, its peer with 1001.",
     )
     compression: Literal["deflate"] | None = Field(
         default="deflate", description="permessage-deflate offered on the upstream leg (null: none)."

@@ -21,7 +21,7 @@ from websockets.speedups import apply_mask
 from .._types import Data
 from ..relay.close_codes import close_problem
 from ..relay.stats import RelayStats
-from .frames import frame_rule_broken
+from .frames import FRAGMENT_FLOOR, frame_rule_broken
 
 _TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
 
@@ -37,7 +37,8 @@ class MessageAssembler:
     Args:
         stats: where messages are counted (when complete and valid, before any policy).
         inbound: True for the client's frames (they must be masked), False for the upstream's.
-        max_message_size: payload bytes one message may carry.
+        max_message_size: payload bytes one message may carry (each fragment but the last counting
+            ``FRAGMENT_FLOOR`` at least, as on the splice).
 
     :meth:`feed` takes bytes as they arrive; :meth:`next` returns the next event, or None when it
     needs more bytes or has stopped (:meth:`read` is the two in one call): ``close`` holds
@@ -69,6 +70,7 @@ class MessageAssembler:
         self._parts: bytearray | None = None
         self._opcode = 0
         self._size = 0
+        self._charged = 0  # what the message counts toward the limit (FRAGMENT_FLOOR)
         self.close: tuple[int, str] | None = None
         self.too_big = False
         self.cut = False  # it holds a frame until whole: never forwarded part way
@@ -168,9 +170,13 @@ class MessageAssembler:
             if error is not None:
                 self._fail(error)
                 return None
-            if opcode < _CLOSE and (self._size if opcode == 0 else 0) + length > self._max:
-                self.too_big = self.interrupted = True
-                return None
+            if opcode < _CLOSE:  # the message's bytes, and its tiny fragments' floor, within the limit
+                charged = (self._charged if opcode == 0 else 0) + (
+                    length if length >= FRAGMENT_FLOOR or b0 & 0x80 else FRAGMENT_FLOOR
+                )
+                if charged > self._max:
+                    self.too_big = self.interrupted = True
+                    return None
             end = header + length
             if not self._have(end):
                 return None
@@ -193,11 +199,12 @@ class MessageAssembler:
             if opcode:
                 if b0 & 0x80:
                     return self._message(opcode, payload, raw)
-                self._opcode, self._parts, self._size = opcode, bytearray(payload), length
+                self._opcode, self._parts, self._size, self._charged = opcode, bytearray(payload), length, charged
                 continue
             assert self._parts is not None
             self._parts += payload
             self._size += length
+            self._charged = charged
             if b0 & 0x80:
                 payload, self._parts, self._size = bytes(self._parts), None, 0
                 return self._message(self._opcode, payload, b"")

@@ -35,6 +35,11 @@ _CONTROL = 0x8  # opcodes 0x8 and above are control frames
 _OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
 _OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
 _RSV1 = 0x40
+FRAGMENT_FLOOR = 64
+"""Bytes each frame of a fragmented message counts toward the size limit at least, but for its last:
+empty or tiny fragments, which the bytes they carry do not bound, cost a receiver per frame (uvicorn's
+``websockets-sansio`` keeps an object per fragment: two million empty ones grew one by 19.9 MB). 64
+bytes: Autobahn's smallest fragments (9.3.1, 9.4.1), which a limit of their message's size still passes."""
 
 
 def _names(extensions: str | None) -> set[str]:
@@ -116,6 +121,7 @@ class FrameScanner:
         self.remaining = 0
         """Payload bytes of the current frame not seen yet (0: at a frame boundary)."""
         self._message = 0  # payload bytes of the message so far
+        self._charged = 0  # what it counts toward the limit: each fragment but the last at least FRAGMENT_FLOOR
         self._binary = False
         self.in_message = False
         """True between the first and the last frame of a fragmented message."""
@@ -309,12 +315,13 @@ class FrameScanner:
             else:
                 if opcode:  # the first frame of a message: text (1) or binary (2)
                     self._binary = opcode == 2
-                    self._message = 0
+                    self._message = self._charged = 0
                     self._inflating = self._inflated if b0 & _RSV1 else None  # RSV1: compressed
                     if self._inflating is not None:
                         self._inflating.start()
                 self._message += length
-                if self._message > self._max:
+                self._charged += length if length >= FRAGMENT_FLOOR or b0 & 0x80 else FRAGMENT_FLOOR
+                if self._charged > self._max:  # the message's bytes, and its tiny fragments' floor
                     self.too_big = True
                     end = min(end, start)
                     break
