@@ -51,13 +51,23 @@ class InProcessConnector:
         return connection
 
 
+_SERVER_KEYS = ("type", "asgi", "http_version", "scheme", "server", "client")
+"""What the app's scope takes from the client's as is: the connection, as the server saw it. Nothing
+else: keys a middleware outside the gateway added (``user``, ``session``, ``path_params``) were
+decided on the client's request, before the policies, and the server's ``root_path`` is not the
+app's (its path is the whole upstream path, as a network upstream's server would give it)."""
+
+
 def _app_scope(request: UpstreamRequest) -> Scope:
     path, _, query = request.url.partition("?")
-    scope = dict(request.scope)
+    client = request.scope
+    scope = {key: client[key] for key in _SERVER_KEYS if key in client}
     # The app is served by the same server, at the address the client named: it gets the client's
     # Host (checked: exactly one, valid), as an HTTP request must carry one (RFC 9112 §3.2).
-    host = [(name, value) for name, value in scope.get("headers", ()) if name.lower() == b"host"][:1]
+    host = [(name, value) for name, value in client.get("headers", ()) if name.lower() == b"host"][:1]
     scope.update(
+        root_path="",
+        state=dict(client.get("state") or {}),  # the lifespan state, a copy as servers give each connection
         # ASGI's path is decoded; request_checks refused encoded separators and dot segments, so
         # decoding cannot change the path's shape.
         path=unquote(path),

@@ -1,0 +1,57 @@
+"""An in-process (``asgi:``) upstream sees what a network upstream would, and a buggy one fails alone.
+
+Real uvicorn, a real websockets client, and apps that record what they were given. Before:
+
+* the app's scope was a copy of the client's: what middleware outside the gateway decided on the
+  client's request (``scope["user"]`` from the ``Authorization`` header a policy removed) and the
+  server's ``root_path`` went along.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway._types import Receive, Scope, Send
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_close
+from support.servers import UvicornFactory, UvicornServer, WSImpl
+
+
+def _serve(uvicorn_server: UvicornFactory, app: Any, ws_impl: WSImpl, **api: Any) -> UvicornServer:
+    config = {"apis": [{"name": "inner", "path": "/ws/{room}", "upstreams": [{"app": app}], **api}]}
+    return uvicorn_server(WebSocketGateway(not_found, config=config), ws=ws_impl, proxy_headers=False)
+
+
+class _BearerBackend(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        value = conn.headers.get("authorization", "")
+        return (AuthCredentials(["admin"]), SimpleUser(value[7:])) if value.startswith("Bearer ") else None
+
+
+async def test_the_app_gets_a_scope_of_its_own_not_the_clients(uvicorn_server: UvicornFactory) -> None:
+    """Middleware outside the gateway read the Authorization header a policy removes: none of its keys go in."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.update(scope)
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    # uvicorn puts its --root-path in front of the path: the API's path includes it
+    upstream = {"app": app, "path": "/in"}
+    api = {"name": "inner", "path": "/mounted/ws/{room}", "upstreams": [upstream]}
+    config = {"apis": [{**api, "policies": [{"remove-header": {"header": "Authorization"}}]}]}
+    gateway = WebSocketGateway(not_found, config=config)
+    outer = AuthenticationMiddleware(gateway, backend=_BearerBackend())
+    server = uvicorn_server(outer, proxy_headers=False, root_path="/mounted")
+    async with await connect(server.url("/ws/a"), additional_headers={"Authorization": "Bearer root"}) as ws:
+        assert await expect_close(ws) == (1000, "")
+    assert b"authorization" not in dict(seen["headers"])
+    assert "user" not in seen and "auth" not in seen
+    assert (seen["root_path"], seen["path"], seen["raw_path"]) == ("", "/in", b"/in")
