@@ -2,6 +2,9 @@
 
 Real uvicorn, a real websockets client, and apps that record what they were given. Before:
 
+* an app that refused the handshake (``websocket.close`` or a ``websocket.http.response``) and then
+  called ``receive()`` waited for ever (uvicorn answers ``websocket.disconnect``, 1006): its task
+  hung until the garbage collector destroyed it ("Task was destroyed but it is pending!");
 * the app's scope was a copy of the client's: what middleware outside the gateway decided on the
   client's request (``scope["user"]`` from the ``Authorization`` header a policy removed) and the
   server's ``root_path`` went along.
@@ -9,16 +12,18 @@ Real uvicorn, a real websockets client, and apps that record what they were give
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway._types import Receive, Scope, Send
+from asgi_ws_gateway._types import Message, Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
-from support.clients import connect, expect_close
+from support.clients import connect, expect_close, expect_status
 from support.servers import UvicornFactory, UvicornServer, WSImpl
 
 
@@ -55,3 +60,33 @@ async def test_the_app_gets_a_scope_of_its_own_not_the_clients(uvicorn_server: U
     assert b"authorization" not in dict(seen["headers"])
     assert "user" not in seen and "auth" not in seen
     assert (seen["root_path"], seen["path"], seen["raw_path"]) == ("", "/in", b"/in")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        [{"type": "websocket.close", "code": 1000}],
+        [
+            {"type": "websocket.http.response.start", "status": 401, "headers": []},
+            {"type": "websocket.http.response.body", "body": b"no"},
+        ],
+    ],
+    ids=["close", "http-response"],
+)
+async def test_an_app_that_refused_the_handshake_reads_a_disconnect(
+    uvicorn_server: UvicornFactory, ws_impl: WSImpl, refusal: list[Message]
+) -> None:
+    after: asyncio.Queue[Message] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        for message in refusal:
+            await send(message)
+        message = await receive()
+        loop.call_soon_threadsafe(after.put_nowait, message)
+
+    server = _serve(uvicorn_server, app, ws_impl)
+    assert (await expect_status(server.url("/ws/a")))[0] in (401, 403)
+    async with asyncio.timeout(2):
+        assert (await after.get())["type"] == "websocket.disconnect"

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from .._types import ASGIApp, Data, Headers, Message, Scope
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
+from ..errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .request import kept_response_headers
 
@@ -161,8 +161,7 @@ class InProcessConnection:
             )
             self._handshake.set_result(None)
         elif kind == "websocket.close":
-            self._app_closed = True
-            self._handshake.set_exception(UpstreamRejected(403, [], b""))
+            self._refused(UpstreamRejected(403, [], b""))
         elif kind == "websocket.http.response.start" and self._rejection is None:
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
             status = message.get("status")
@@ -175,9 +174,14 @@ class InProcessConnection:
         status, headers, body = self._rejection
         body += message.get("body", b"")
         if not message.get("more_body", False):
-            self._app_closed = True
-            refusal = upstream_refusal("in-process upstream", status, kept_response_headers(headers), bytes(body))
-            self._handshake.set_exception(refusal)
+            self._refused(upstream_refusal("in-process upstream", status, kept_response_headers(headers), bytes(body)))
+
+    def _refused(self, error: UpstreamError) -> None:
+        """The app's handshake is over without a connection: its next ``receive()`` is a disconnect
+        (1006, as uvicorn gives it), so it ends instead of waiting for ever."""
+        self._app_closed = True
+        self._disconnect_app(1006, "")
+        self._handshake.set_exception(error)
 
     async def recv(self) -> Data:
         item = await self._from_app.get()
@@ -197,13 +201,16 @@ class InProcessConnection:
         await self._to_app.put(message)
 
     async def close(self, code: int, reason: str) -> None:
+        self._disconnect_app(code, reason)
+        await self._wait_app(grace=self._close_timeout)
+        _drain(self._from_app)
+        self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
+
+    def _disconnect_app(self, code: int, reason: str) -> None:
         if self._closed_by_gateway is None:
             self._closed_by_gateway = (code, reason)
             _drain(self._to_app)
             self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        await self._wait_app(grace=self._close_timeout)
-        _drain(self._from_app)
-        self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
 
     async def abort(self) -> None:
         await self._wait_app(grace=0)
