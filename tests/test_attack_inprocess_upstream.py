@@ -5,6 +5,11 @@ Real uvicorn, a real websockets client, and apps that record what they were give
 * an app that refused the handshake (``websocket.close`` or a ``websocket.http.response``) and then
   called ``receive()`` waited for ever (uvicorn answers ``websocket.disconnect``, 1006): its task
   hung until the garbage collector destroyed it ("Task was destroyed but it is pending!");
+* a ``websocket.send`` or ``websocket.close`` that uvicorn refuses (raising in the app) was relayed:
+  ``{"bytes": "abc"}`` reached the client as a *text* message, ``{"text": b"x"}`` as a binary one,
+  ``{}`` as an empty binary one; ``{"text": 5}``, a lone surrogate, ``{"code": "1000"}`` failed a
+  relay pump (1011 ``gateway error``, an ERROR blaming the gateway), and a ``bytes`` or surrogate
+  close reason left the client without a close frame (1006, uvicorn's "Exception in ASGI application");
 * the app's scope was a copy of the client's: what middleware outside the gateway decided on the
   client's request (``scope["user"]`` from the ``Authorization`` header a policy removed) and the
   server's ``root_path`` went along.
@@ -90,3 +95,41 @@ async def test_an_app_that_refused_the_handshake_reads_a_disconnect(
     assert (await expect_status(server.url("/ws/a")))[0] in (401, 403)
     async with asyncio.timeout(2):
         assert (await after.get())["type"] == "websocket.disconnect"
+
+
+BAD_SENDS: dict[str, Message] = {
+    "text-bytes": {"type": "websocket.send", "text": b"x"},
+    "text-int": {"type": "websocket.send", "text": 5},
+    "text-surrogate": {"type": "websocket.send", "text": "\ud800"},
+    "bytes-str": {"type": "websocket.send", "bytes": "abc"},
+    "neither": {"type": "websocket.send"},
+    "both": {"type": "websocket.send", "text": "t", "bytes": b"b"},
+    "code-str": {"type": "websocket.close", "code": "1000"},
+    "code-none": {"type": "websocket.close", "code": None},
+    "code-bool": {"type": "websocket.close", "code": True},
+    "reason-bytes": {"type": "websocket.close", "code": 4000, "reason": b"r"},
+    "reason-surrogate": {"type": "websocket.close", "code": 4000, "reason": "\ud800"},
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SENDS.values()), ids=list(BAD_SENDS))
+async def test_a_message_the_server_would_refuse_fails_the_app_not_the_relay(
+    uvicorn_server: UvicornFactory, bad: Message, caplog: pytest.LogCaptureFixture
+) -> None:
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await send(dict(bad))
+        except Exception as exc:
+            raised.append(exc)
+            raise
+        await receive()
+
+    server = _serve(uvicorn_server, app, "websockets-sansio")
+    async with await connect(server.url("/ws/a")) as ws:
+        assert await expect_close(ws) == (1011, "upstream connection failed")  # nothing relayed first
+    assert len(raised) == 1 and isinstance(raised[0], TypeError | ValueError)
+    assert "relay pump failed" not in caplog.text and "Exception in ASGI application" not in caplog.text

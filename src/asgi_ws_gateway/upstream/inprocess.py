@@ -135,14 +135,11 @@ class InProcessConnection:
         elif not self._handshake.done():
             self._handshake_message(message)
         elif kind == "websocket.send":
-            text = message.get("text")
-            data: Data = text if text is not None else message.get("bytes") or b""
-            await self._from_app.put(data)
+            await self._from_app.put(_payload(message))
         elif kind == "websocket.close":
+            code, reason = _close_frame(message)
             self._app_closed = True
-            await self._from_app.put(
-                UpstreamClosed(message.get("code", 1000), message.get("reason") or "", by_peer=True)
-            )
+            await self._from_app.put(UpstreamClosed(code, reason, by_peer=True))
         else:
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
 
@@ -225,6 +222,37 @@ class InProcessConnection:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# What the app sends is checked as uvicorn checks it: a message no server could send raises in the
+# app (whose failure is the upstream's: 1011 to the client), never later in a relay pump.
+
+
+def _payload(message: Message) -> Data:
+    """A ``websocket.send``'s data: exactly one of ``text`` (a ``str`` UTF-8 can encode) or ``bytes``."""
+    text, data = message.get("text"), message.get("bytes")
+    if (text is None) == (data is None):
+        raise TypeError("Expected exactly one of 'text' and 'bytes' in ASGI message 'websocket.send'")
+    if text is not None:
+        if not isinstance(text, str):
+            raise TypeError(f"'websocket.send' text must be str, not {type(text).__name__}")
+        if not text.isascii():
+            text.encode()  # UnicodeEncodeError for a lone surrogate: no text frame carries one
+        return text
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"'websocket.send' bytes must be bytes, not {type(data).__name__}")
+    return data if type(data) is bytes else bytes(data)
+
+
+def _close_frame(message: Message) -> tuple[int, str]:
+    """A ``websocket.close``'s code (an ``int``) and reason (a ``str`` UTF-8 can encode)."""
+    code, reason = message.get("code", 1000), message.get("reason") or ""
+    if type(code) is not int:
+        raise TypeError(f"'websocket.close' code must be int, not {type(code).__name__}")
+    if not isinstance(reason, str):
+        raise TypeError(f"'websocket.close' reason must be str, not {type(reason).__name__}")
+    reason.encode()  # UnicodeEncodeError for a lone surrogate
+    return code, reason
 
 
 def _drain(queue: asyncio.Queue[Any]) -> None:
