@@ -10,6 +10,8 @@ Real uvicorn, a real websockets client, and apps that record what they were give
   ``{}`` as an empty binary one; ``{"text": 5}``, a lone surrogate, ``{"code": "1000"}`` failed a
   relay pump (1011 ``gateway error``, an ERROR blaming the gateway), and a ``bytes`` or surrogate
   close reason left the client without a close frame (1006, uvicorn's "Exception in ASGI application");
+* a response header with CR/LF or a name that is not a token (accept or refusal) made uvicorn
+  answer 500 or nothing at all (a network upstream's is a 502);
 * the app's scope was a copy of the client's: what middleware outside the gateway decided on the
   client's request (``scope["user"]`` from the ``Authorization`` header a policy removed) and the
   server's ``root_path`` went along.
@@ -133,3 +135,29 @@ async def test_a_message_the_server_would_refuse_fails_the_app_not_the_relay(
         assert await expect_close(ws) == (1011, "upstream connection failed")  # nothing relayed first
     assert len(raised) == 1 and isinstance(raised[0], TypeError | ValueError)
     assert "relay pump failed" not in caplog.text and "Exception in ASGI application" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"type": "websocket.accept", "headers": [(b"x-a", b"1\r\nset-cookie: s=1")]}],
+        [{"type": "websocket.accept", "headers": [(b"x a", b"1")]}],
+        [
+            {"type": "websocket.http.response.start", "status": 403, "headers": [(b"x-a", b"1\nset-cookie: s=1")]},
+            {"type": "websocket.http.response.body", "body": b""},
+        ],
+    ],
+    ids=["accept-crlf", "accept-name", "refusal-lf"],
+)
+async def test_a_malformed_response_header_is_502_as_from_a_network_upstream(
+    uvicorn_server: UvicornFactory, ws_impl: WSImpl, messages: list[Message]
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        for message in messages:
+            await send(message)
+        await receive()
+
+    server = _serve(uvicorn_server, app, ws_impl)
+    status, headers, _ = await expect_status(server.url("/ws/a"))
+    assert status == 502 and "set-cookie" not in headers

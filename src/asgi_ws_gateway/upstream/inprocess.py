@@ -18,6 +18,7 @@ from .._types import ASGIApp, Data, Headers, Message, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
+from .checks import valid_header
 from .request import kept_response_headers
 
 logger = logging.getLogger(__name__)
@@ -152,15 +153,20 @@ class InProcessConnection:
                 error = f"in-process upstream chose a subprotocol that was not offered: {subprotocol!r:.80}"
                 self._handshake.set_exception(UpstreamUnreachable(error))
                 return
+            headers = _response_headers(message)
+            if headers is None:
+                self._handshake.set_exception(UpstreamUnreachable(_MALFORMED_HEADER))
+                return
             self.subprotocol = subprotocol
-            self.response_headers = kept_response_headers(
-                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
-            )
+            self.response_headers = kept_response_headers(headers)
             self._handshake.set_result(None)
         elif kind == "websocket.close":
             self._refused(UpstreamRejected(403, [], b""))
         elif kind == "websocket.http.response.start" and self._rejection is None:
-            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+            headers = _response_headers(message)
+            if headers is None:
+                self._refused(UpstreamUnreachable(_MALFORMED_HEADER))
+                return
             status = message.get("status")
             self._rejection = (status if type(status) is int else 0, headers, bytearray())  # 0: a 502 below
         else:
@@ -253,6 +259,17 @@ def _close_frame(message: Message) -> tuple[int, str]:
         raise TypeError(f"'websocket.close' reason must be str, not {type(reason).__name__}")
     reason.encode()  # UnicodeEncodeError for a lone surrogate
     return code, reason
+
+
+_MALFORMED_HEADER = "in-process upstream sent a malformed response header"
+
+
+def _response_headers(message: Message) -> list[tuple[str, str]] | None:
+    """An accept's or a refusal's headers, or None when one could not be written as sent (a name
+    that is not a token, a value with CR, LF or another control character): a 502, as from a
+    network upstream, instead of a response the server refuses to write or one of the app's making."""
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+    return headers if all(valid_header(n, v) for n, v in headers) else None
 
 
 def _drain(queue: asyncio.Queue[Any]) -> None:
