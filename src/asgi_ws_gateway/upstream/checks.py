@@ -50,10 +50,16 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
     else:
         _check_url(url, in_process)
     for name, value in headers:
-        if not _TOKEN.fullmatch(name):
-            raise bad_request("an upstream header name is not a valid HTTP token")
-        if not _VALUE.fullmatch(value):
+        if not valid_header(name, value):
+            if not _TOKEN.fullmatch(name):
+                raise bad_request("an upstream header name is not a valid HTTP token")
             raise bad_request(f"the upstream header '{name}' would carry a character HTTP cannot send")
+
+
+def valid_header(name: str, value: str) -> bool:
+    """Whether a header can be written as is: its name a token, its value free of CR, LF and the
+    other control characters (a tab aside). Request headers here; an in-process app's response ones too."""
+    return _TOKEN.fullmatch(name) is not None and _VALUE.fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,4 +108,4 @@ def _check_authority(scheme: str, netloc: str) -> None:
         raise bad_request("the upstream URL's host would not be a valid host name")
 
 
-__all__ = ["MAX_UPSTREAM_URL", "bad_request", "check_path_params", "check_upstream_request"]
+__all__ = ["MAX_UPSTREAM_URL", "bad_request", "check_path_params", "check_upstream_request", "valid_header"]

@@ -16,8 +16,9 @@ from urllib.parse import unquote
 
 from .._types import ASGIApp, Data, Headers, Message, Scope
 from ..config import ApiConfig, UpstreamConfig
-from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
+from ..errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
+from .checks import valid_header
 from .request import kept_response_headers
 
 logger = logging.getLogger(__name__)
@@ -51,13 +52,23 @@ class InProcessConnector:
         return connection
 
 
+_SERVER_KEYS = ("type", "asgi", "http_version", "scheme", "server", "client")
+"""What the app's scope takes from the client's as is: the connection, as the server saw it. Nothing
+else: keys a middleware outside the gateway added (``user``, ``session``, ``path_params``) were
+decided on the client's request, before the policies, and the server's ``root_path`` is not the
+app's (its path is the whole upstream path, as a network upstream's server would give it)."""
+
+
 def _app_scope(request: UpstreamRequest) -> Scope:
     path, _, query = request.url.partition("?")
-    scope = dict(request.scope)
+    client = request.scope
+    scope = {key: client[key] for key in _SERVER_KEYS if key in client}
     # The app is served by the same server, at the address the client named: it gets the client's
     # Host (checked: exactly one, valid), as an HTTP request must carry one (RFC 9112 §3.2).
-    host = [(name, value) for name, value in scope.get("headers", ()) if name.lower() == b"host"][:1]
+    host = [(name, value) for name, value in client.get("headers", ()) if name.lower() == b"host"][:1]
     scope.update(
+        root_path="",
+        state=dict(client.get("state") or {}),  # the lifespan state, a copy as servers give each connection
         # ASGI's path is decoded; request_checks refused encoded separators and dot segments, so
         # decoding cannot change the path's shape.
         path=unquote(path),
@@ -125,14 +136,11 @@ class InProcessConnection:
         elif not self._handshake.done():
             self._handshake_message(message)
         elif kind == "websocket.send":
-            text = message.get("text")
-            data: Data = text if text is not None else message.get("bytes") or b""
-            await self._from_app.put(data)
+            await self._from_app.put(_payload(message))
         elif kind == "websocket.close":
+            code, reason = _close_frame(message)
             self._app_closed = True
-            await self._from_app.put(
-                UpstreamClosed(message.get("code", 1000), message.get("reason") or "", by_peer=True)
-            )
+            await self._from_app.put(UpstreamClosed(code, reason, by_peer=True))
         else:
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
 
@@ -145,16 +153,20 @@ class InProcessConnection:
                 error = f"in-process upstream chose a subprotocol that was not offered: {subprotocol!r:.80}"
                 self._handshake.set_exception(UpstreamUnreachable(error))
                 return
+            headers = _response_headers(message)
+            if headers is None:
+                self._handshake.set_exception(UpstreamUnreachable(_MALFORMED_HEADER))
+                return
             self.subprotocol = subprotocol
-            self.response_headers = kept_response_headers(
-                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
-            )
+            self.response_headers = kept_response_headers(headers)
             self._handshake.set_result(None)
         elif kind == "websocket.close":
-            self._app_closed = True
-            self._handshake.set_exception(UpstreamRejected(403, [], b""))
+            self._refused(UpstreamRejected(403, [], b""))
         elif kind == "websocket.http.response.start" and self._rejection is None:
-            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+            headers = _response_headers(message)
+            if headers is None:
+                self._refused(UpstreamUnreachable(_MALFORMED_HEADER))
+                return
             status = message.get("status")
             self._rejection = (status if type(status) is int else 0, headers, bytearray())  # 0: a 502 below
         else:
@@ -165,9 +177,14 @@ class InProcessConnection:
         status, headers, body = self._rejection
         body += message.get("body", b"")
         if not message.get("more_body", False):
-            self._app_closed = True
-            refusal = upstream_refusal("in-process upstream", status, kept_response_headers(headers), bytes(body))
-            self._handshake.set_exception(refusal)
+            self._refused(upstream_refusal("in-process upstream", status, kept_response_headers(headers), bytes(body)))
+
+    def _refused(self, error: UpstreamError) -> None:
+        """The app's handshake is over without a connection: its next ``receive()`` is a disconnect
+        (1006, as uvicorn gives it), so it ends instead of waiting for ever."""
+        self._app_closed = True
+        self._disconnect_app(1006, "")
+        self._handshake.set_exception(error)
 
     async def recv(self) -> Data:
         item = await self._from_app.get()
@@ -187,13 +204,16 @@ class InProcessConnection:
         await self._to_app.put(message)
 
     async def close(self, code: int, reason: str) -> None:
+        self._disconnect_app(code, reason)
+        await self._wait_app(grace=self._close_timeout)
+        _drain(self._from_app)
+        self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
+
+    def _disconnect_app(self, code: int, reason: str) -> None:
         if self._closed_by_gateway is None:
             self._closed_by_gateway = (code, reason)
             _drain(self._to_app)
             self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        await self._wait_app(grace=self._close_timeout)
-        _drain(self._from_app)
-        self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
 
     async def abort(self) -> None:
         await self._wait_app(grace=0)
@@ -208,6 +228,48 @@ class InProcessConnection:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# What the app sends is checked as uvicorn checks it: a message no server could send raises in the
+# app (whose failure is the upstream's: 1011 to the client), never later in a relay pump.
+
+
+def _payload(message: Message) -> Data:
+    """A ``websocket.send``'s data: exactly one of ``text`` (a ``str`` UTF-8 can encode) or ``bytes``."""
+    text, data = message.get("text"), message.get("bytes")
+    if (text is None) == (data is None):
+        raise TypeError("Expected exactly one of 'text' and 'bytes' in ASGI message 'websocket.send'")
+    if text is not None:
+        if not isinstance(text, str):
+            raise TypeError(f"'websocket.send' text must be str, not {type(text).__name__}")
+        if not text.isascii():
+            text.encode()  # UnicodeEncodeError for a lone surrogate: no text frame carries one
+        return text
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"'websocket.send' bytes must be bytes, not {type(data).__name__}")
+    return data if type(data) is bytes else bytes(data)
+
+
+def _close_frame(message: Message) -> tuple[int, str]:
+    """A ``websocket.close``'s code (an ``int``) and reason (a ``str`` UTF-8 can encode)."""
+    code, reason = message.get("code", 1000), message.get("reason") or ""
+    if type(code) is not int:
+        raise TypeError(f"'websocket.close' code must be int, not {type(code).__name__}")
+    if not isinstance(reason, str):
+        raise TypeError(f"'websocket.close' reason must be str, not {type(reason).__name__}")
+    reason.encode()  # UnicodeEncodeError for a lone surrogate
+    return code, reason
+
+
+_MALFORMED_HEADER = "in-process upstream sent a malformed response header"
+
+
+def _response_headers(message: Message) -> list[tuple[str, str]] | None:
+    """An accept's or a refusal's headers, or None when one could not be written as sent (a name
+    that is not a token, a value with CR, LF or another control character): a 502, as from a
+    network upstream, instead of a response the server refuses to write or one of the app's making."""
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
+    return headers if all(valid_header(n, v) for n, v in headers) else None
 
 
 def _drain(queue: asyncio.Queue[Any]) -> None:

@@ -1,0 +1,163 @@
+"""An in-process (``asgi:``) upstream sees what a network upstream would, and a buggy one fails alone.
+
+Real uvicorn, a real websockets client, and apps that record what they were given. Before:
+
+* an app that refused the handshake (``websocket.close`` or a ``websocket.http.response``) and then
+  called ``receive()`` waited for ever (uvicorn answers ``websocket.disconnect``, 1006): its task
+  hung until the garbage collector destroyed it ("Task was destroyed but it is pending!");
+* a ``websocket.send`` or ``websocket.close`` that uvicorn refuses (raising in the app) was relayed:
+  ``{"bytes": "abc"}`` reached the client as a *text* message, ``{"text": b"x"}`` as a binary one,
+  ``{}`` as an empty binary one; ``{"text": 5}``, a lone surrogate, ``{"code": "1000"}`` failed a
+  relay pump (1011 ``gateway error``, an ERROR blaming the gateway), and a ``bytes`` or surrogate
+  close reason left the client without a close frame (1006, uvicorn's "Exception in ASGI application");
+* a response header with CR/LF or a name that is not a token (accept or refusal) made uvicorn
+  answer 500 or nothing at all (a network upstream's is a 502);
+* the app's scope was a copy of the client's: what middleware outside the gateway decided on the
+  client's request (``scope["user"]`` from the ``Authorization`` header a policy removed) and the
+  server's ``root_path`` went along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway._types import Message, Receive, Scope, Send
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_close, expect_status
+from support.servers import UvicornFactory, UvicornServer, WSImpl
+
+
+def _serve(uvicorn_server: UvicornFactory, app: Any, ws_impl: WSImpl, **api: Any) -> UvicornServer:
+    config = {"apis": [{"name": "inner", "path": "/ws/{room}", "upstreams": [{"app": app}], **api}]}
+    return uvicorn_server(WebSocketGateway(not_found, config=config), ws=ws_impl, proxy_headers=False)
+
+
+class _BearerBackend(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        value = conn.headers.get("authorization", "")
+        return (AuthCredentials(["admin"]), SimpleUser(value[7:])) if value.startswith("Bearer ") else None
+
+
+async def test_the_app_gets_a_scope_of_its_own_not_the_clients(uvicorn_server: UvicornFactory) -> None:
+    """Middleware outside the gateway read the Authorization header a policy removes: none of its keys go in."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.update(scope)
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    # uvicorn puts its --root-path in front of the path: the API's path includes it
+    upstream = {"app": app, "path": "/in"}
+    api = {"name": "inner", "path": "/mounted/ws/{room}", "upstreams": [upstream]}
+    config = {"apis": [{**api, "policies": [{"remove-header": {"header": "Authorization"}}]}]}
+    gateway = WebSocketGateway(not_found, config=config)
+    outer = AuthenticationMiddleware(gateway, backend=_BearerBackend())
+    server = uvicorn_server(outer, proxy_headers=False, root_path="/mounted")
+    async with await connect(server.url("/ws/a"), additional_headers={"Authorization": "Bearer root"}) as ws:
+        assert await expect_close(ws) == (1000, "")
+    assert b"authorization" not in dict(seen["headers"])
+    assert "user" not in seen and "auth" not in seen
+    assert (seen["root_path"], seen["path"], seen["raw_path"]) == ("", "/in", b"/in")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        [{"type": "websocket.close", "code": 1000}],
+        [
+            {"type": "websocket.http.response.start", "status": 401, "headers": []},
+            {"type": "websocket.http.response.body", "body": b"no"},
+        ],
+    ],
+    ids=["close", "http-response"],
+)
+async def test_an_app_that_refused_the_handshake_reads_a_disconnect(
+    uvicorn_server: UvicornFactory, ws_impl: WSImpl, refusal: list[Message]
+) -> None:
+    after: asyncio.Queue[Message] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        for message in refusal:
+            await send(message)
+        message = await receive()
+        loop.call_soon_threadsafe(after.put_nowait, message)
+
+    server = _serve(uvicorn_server, app, ws_impl)
+    assert (await expect_status(server.url("/ws/a")))[0] in (401, 403)
+    async with asyncio.timeout(2):
+        assert (await after.get())["type"] == "websocket.disconnect"
+
+
+BAD_SENDS: dict[str, Message] = {
+    "text-bytes": {"type": "websocket.send", "text": b"x"},
+    "text-int": {"type": "websocket.send", "text": 5},
+    "text-surrogate": {"type": "websocket.send", "text": "\ud800"},
+    "bytes-str": {"type": "websocket.send", "bytes": "abc"},
+    "neither": {"type": "websocket.send"},
+    "both": {"type": "websocket.send", "text": "t", "bytes": b"b"},
+    "code-str": {"type": "websocket.close", "code": "1000"},
+    "code-none": {"type": "websocket.close", "code": None},
+    "code-bool": {"type": "websocket.close", "code": True},
+    "reason-bytes": {"type": "websocket.close", "code": 4000, "reason": b"r"},
+    "reason-surrogate": {"type": "websocket.close", "code": 4000, "reason": "\ud800"},
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SENDS.values()), ids=list(BAD_SENDS))
+async def test_a_message_the_server_would_refuse_fails_the_app_not_the_relay(
+    uvicorn_server: UvicornFactory, bad: Message, caplog: pytest.LogCaptureFixture
+) -> None:
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await send(dict(bad))
+        except Exception as exc:
+            raised.append(exc)
+            raise
+        await receive()
+
+    server = _serve(uvicorn_server, app, "websockets-sansio")
+    async with await connect(server.url("/ws/a")) as ws:
+        assert await expect_close(ws) == (1011, "upstream connection failed")  # nothing relayed first
+    assert len(raised) == 1 and isinstance(raised[0], TypeError | ValueError)
+    assert "relay pump failed" not in caplog.text and "Exception in ASGI application" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"type": "websocket.accept", "headers": [(b"x-a", b"1\r\nset-cookie: s=1")]}],
+        [{"type": "websocket.accept", "headers": [(b"x a", b"1")]}],
+        [
+            {"type": "websocket.http.response.start", "status": 403, "headers": [(b"x-a", b"1\nset-cookie: s=1")]},
+            {"type": "websocket.http.response.body", "body": b""},
+        ],
+    ],
+    ids=["accept-crlf", "accept-name", "refusal-lf"],
+)
+async def test_a_malformed_response_header_is_502_as_from_a_network_upstream(
+    uvicorn_server: UvicornFactory, ws_impl: WSImpl, messages: list[Message]
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        for message in messages:
+            await send(message)
+        await receive()
+
+    server = _serve(uvicorn_server, app, ws_impl)
+    status, headers, _ = await expect_status(server.url("/ws/a"))
+    assert status == 502 and "set-cookie" not in headers
