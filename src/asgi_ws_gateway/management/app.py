@@ -33,7 +33,7 @@ from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forgery import check_not_forged
-from .head import check_head, content_length
+from .head import check_head, content_length, has_body
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -138,9 +138,7 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
     same rule for any other caller).
     """
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and (
-        request.headers.get("content-length", "0").strip().lstrip("0") or "transfer-encoding" in request.headers
-    ):
+    if media_type != "application/json" and has_body(request):
         shown = f"is {media_type}" if media_type else "has no Content-Type"
         raise UnsupportedMediaType(f"the body {shown}: send JSON as application/json")
     raw = await read_body(request, limits)

@@ -23,6 +23,7 @@ from starlette.requests import Request
 
 from ..config import shorten
 from .errors import Forbidden, UnsupportedMediaType
+from .head import has_body
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -38,9 +39,7 @@ def check_not_forged(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is not None and not _same_origin(origin, request.headers.get("host", "")):
         raise Forbidden("a request from another origin cannot change the management API (Origin)")
-    declared = request.headers.get("content-length", "0").strip().lstrip("0")
-    has_body = declared != "" or "transfer-encoding" in request.headers
-    if request.method != "DELETE" or has_body:
+    if request.method != "DELETE" or has_body(request):
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json":
             shown = f"typed {shorten(media_type, 40)}" if media_type else "untyped"

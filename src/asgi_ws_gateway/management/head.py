@@ -28,6 +28,11 @@ def content_length(request: Request) -> int | None:
     return length
 
 
+def has_body(request: Request) -> bool:
+    """Whether the request declares a body: a ``Content-Length`` above 0, or a ``Transfer-Encoding``."""
+    return bool(content_length(request)) or "transfer-encoding" in request.headers
+
+
 def check_head(request: Request) -> None:
     """Raise :class:`BadRequest` unless ``Content-Length`` and the ``Host`` header's port are numbers."""
     content_length(request)
@@ -38,4 +43,4 @@ def check_head(request: Request) -> None:
             raise BadRequest("the Host header's port is not a port number (1 to 5 ASCII digits, at most 65535)")
 
 
-__all__ = ["MAX_LENGTH_DIGITS", "check_head", "content_length"]
+__all__ = ["MAX_LENGTH_DIGITS", "check_head", "content_length", "has_body"]

@@ -352,16 +352,22 @@ def openapi_document() -> dict[str, Any]:
 
 _BAD_HEAD = {**_PROBLEM, "description": "a Content-Length or Host port that is not plain ASCII digits"}
 _FORGED = {**_PROBLEM, "description": "Sec-Fetch-Site or Origin says another site sent it (a forged request)"}
-_UNTYPED = {**_PROBLEM, "description": "the change is not typed application/json (with a body or not)"}
+_UNTYPED = {
+    **_PROBLEM,
+    "description": "a change not typed application/json (with a body or not; a DELETE with one)",
+}
 _TOO_LARGE = {**_PROBLEM, "description": "the body is larger than the API takes (max_body_size)"}
 _TOO_SLOW = {**_PROBLEM, "description": "the body took longer than body_timeout to arrive"}
 
 
 def _add_request_refusals(paths: dict[str, Any]) -> None:
-    """What any request may get before it is read (400), and a change before auth (403, 415) or while
-    its body arrives (408, 413): answered before the operation runs, so on every path alike."""
+    """What any request to a protected operation may get before it is read (400), and a change before
+    auth (403, 415) or while its body arrives (408, 413): answered before the operation runs, so on
+    every such path alike. The public ones (``/healthz``, ``/readyz``) read no head: none of these."""
     for operations in paths.values():
         for method, operation in operations.items():
+            if operation.get("security") == []:
+                continue
             refusals = {"400": _BAD_HEAD}
             if method != "get":
                 refusals |= {"403": _FORGED, "415": _UNTYPED, "408": _TOO_SLOW, "413": _TOO_LARGE}

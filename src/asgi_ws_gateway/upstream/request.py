@@ -25,8 +25,6 @@ are not (RFC 9110 §7.6.1 would drop them), so a client cannot make the gateway 
 its policies checked (``Connection: Authorization`` took a checked token away from an upstream that
 then read an unchecked cookie). ``Sec-WebSocket-Origin`` is the draft protocols' Origin (hybi-07 to
 -10): an upstream reading it would take an origin no ``check-origin`` saw."""
-# ``WebSocketsConnection.send``'s hot path uses these attributes of websockets' asyncio connection
-
 
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 
