@@ -130,6 +130,6 @@ async def test_a_message_within_max_size_is_received_whole() -> None:
 
 
 async def test_max_size_must_be_a_positive_size() -> None:
-    for bad in ("0", "-1", "lots", "1.5"):
+    for bad in ("0", "-1", "lots", "1.5", "\u0661\u0666MiB", "1_0", "\u00b2"):  # int() reads them
         code, _, _ = await _connect("ws://127.0.0.1:1/", "--max-size", bad)
         assert code == 2, bad

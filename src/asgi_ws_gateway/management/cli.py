@@ -175,7 +175,7 @@ def _size(value: str) -> int:
     """A size in bytes: a positive integer, optionally in KiB, MiB or GiB (``64KiB``)."""
     digits = value.rstrip("BbKkMmGgIi")
     unit = _UNITS.get(value[len(digits) :].lower())
-    if not digits.isdigit() or unit is None or int(digits) == 0:
+    if not (digits.isascii() and digits.isdigit()) or unit is None or int(digits) == 0:  # not "١٦", "²"
         raise argparse.ArgumentTypeError(f"{value!r}: a positive number of bytes (4096, 64KiB, 16MiB, 1GiB)")
     return int(digits) * unit
 
