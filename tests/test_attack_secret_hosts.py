@@ -134,6 +134,24 @@ async def test_an_api_created_for_another_host_cannot_inherit_a_global_secret(
     assert [h.headers["x-internal-auth"] for h in upstream.handshakes] == [[SECRET]]
 
 
+async def test_a_credential_in_an_inherited_rewrite_template_is_a_secret_too(
+    tmp_path: Any, upstream: UpstreamServer, attacker: UpstreamServer
+) -> None:
+    """A global ``rewrite-uri`` whose template carries the operator's key in its query (shown REDACTED
+    by GET) went to any host an API created through the API named: the attacker read it in its URL."""
+    rewrite = {"rewrite-uri": {"template": f"/echo?api_key={SECRET}"}}
+    with managed_gateway(_config(upstream, policies=[rewrite]), tmp_path / "state.json") as running:
+        async with running.http() as http:
+            refused = await http.post("apis", json=api("mine", "/mine", attacker))
+            assert refused.status_code == 422, refused.text
+            (problem,) = refused.json()["problems"]
+            assert "the global rewrite-uri template (a credential in its URL)" in problem
+            assert SECRET not in refused.text
+            skipped = await http.post("apis", json=api("mine", "/mine", attacker, skip_policies=["rewrite-uri"]))
+            assert skipped.status_code == 201, skipped.text
+    assert not attacker.handshakes
+
+
 async def test_a_file_api_moved_to_another_host_keeps_no_product_secret(
     tmp_path: Any, upstream: UpstreamServer, attacker: UpstreamServer
 ) -> None:

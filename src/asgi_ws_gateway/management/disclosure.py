@@ -70,6 +70,11 @@ def public_document(value: Any) -> Any:
     return value
 
 
+def url_credential(text: str) -> bool:
+    """Whether ``text`` is a URL (or a path with a query) carrying a credential ``GET`` shows redacted."""
+    return _url_like(text) and redact_url_credentials(text) != text
+
+
 def _url_like(text: str) -> bool:
     """A URL, or a path with a query or fragment (``rewrite-uri``'s ``/x?access_token=...``)."""
     return "://" in text or (text.startswith("/") and ("?" in text or "#" in text))

@@ -2,7 +2,8 @@
 
 A ``set-header`` or ``set-query-parameter`` that the configuration file applies to every API (global
 policies) or to a product's APIs, and whose header or parameter names a credential (the values
-``GET`` shows as ``REDACTED``: ``X-Internal-Auth``, ``api_key``...), sends the operator's secret with
+``GET`` shows as ``REDACTED``: ``X-Internal-Auth``, ``api_key``...), or a URL or ``rewrite-uri``
+template there with a credential in its query (``/ws?api_key=...``), sends the operator's secret with
 each upstream request. An API created or changed through the management API that inherits one may
 therefore connect only to hosts the operator named: the hosts of the file's own upstreams and
 ``set-backend-service`` URLs, and ``management.allowed_upstream_hosts``. Otherwise a token holder
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 
 from ..config import ApiConfig, GatewayConfig, Host, parse_host
 from ..redact import redact_url_credentials
-from .disclosure import secret_setting
+from .disclosure import secret_setting, url_credential
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
@@ -90,8 +91,11 @@ def _secret_names(value: Any) -> Iterator[str]:
         name = secret_setting(value)
         if name is not None and value.get("value"):
             yield name
-        for item in value.values():
-            yield from _secret_names(item)
+        for key, item in value.items():
+            if isinstance(item, str) and url_credential(item):  # rewrite-uri's /ws?api_key=..., a base_url's
+                yield f"{key} (a credential in its URL)"
+            else:
+                yield from _secret_names(item)
     elif isinstance(value, list):
         for item in value:
             yield from _secret_names(item)
