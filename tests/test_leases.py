@@ -54,7 +54,7 @@ async def _schedule(
     await keeper.acquire("k", "lease-1", 5)
     async with asyncio.timeout(5):
         await store.done.wait()
-    await keeper.aclose()
+    await keeper.aclose(keep_held=False)  # shutting down: the parked renewal is cancelled
     assert all(batch == [("k", "lease-1")] for batch in store.renewed)
     return slept
 
@@ -232,4 +232,66 @@ async def test_closing_releases_what_waits_for_a_background_release() -> None:
         await keeper.acquire("k", "lease-1", 1)
     assert store.leases("k") == 1  # the background release has not run yet
     await keeper.aclose()
+    assert store.leases("k") == 0
+
+
+# -- closed by a reload: the connections admitted under the replaced policies stay open ------------
+
+
+class Stepped(MemoryState):
+    """The in-memory store on a clock the test moves; it counts the keeper's renewals."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(clock=lambda: self.now)
+        self.renewals = 0
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+        await super().renew(leases, ttl)
+        self.renewals += 1
+
+
+async def _one_more_renewal(store: Stepped) -> None:
+    seen = store.renewals
+    async with asyncio.timeout(5):
+        while store.renewals == seen:  # noqa: ASYNC110 - the keeper renews in a task of its own
+            await asyncio.sleep(0.01)
+
+
+async def _no_other_task() -> None:
+    """Wait until this test's task is the only one left on the loop (a leaked renewal never ends)."""
+    async with asyncio.timeout(5):
+        while asyncio.all_tasks() - {asyncio.current_task()}:  # noqa: ASYNC110 - tasks ending
+            await asyncio.sleep(0.01)
+
+
+async def test_a_lease_held_when_its_keeper_is_closed_is_renewed_until_released() -> None:
+    """A reload closes the replaced policies: their open connections must go on counting. Before,
+    aclose() stopped the renewals and each lease expired ``ttl`` later, its connection still open."""
+    store = Stepped()
+    keeper = LeaseKeeper(store, 0.3)  # renewed every 0.1 s
+    assert (await keeper.acquire("k", "open", 1)).allowed
+    await keeper.aclose()
+    for _ in range(3):  # past the lease's first expiry (0.3) twice over, each step after a renewal
+        await _one_more_renewal(store)
+        store.now += 0.25
+    assert store.leases("k") == 1
+    newcomer = LeaseKeeper(store, 0.3)
+    assert not (await newcomer.acquire("k", "second", 1)).allowed  # the cap still holds
+    await keeper.release("open")  # the connection ends, through the closed keeper
+    assert store.leases("k") == 0
+    await _no_other_task()  # the renewals stopped with the last release
+    assert (await newcomer.acquire("k", "second", 1)).allowed
+    await newcomer.release("second")
+    await _no_other_task()
+
+
+async def test_closing_to_shut_down_stops_renewing_held_leases() -> None:
+    """Shutting down (keep_held=False), nothing goes on: a lease left held expires within ``ttl``."""
+    store = Stepped()
+    keeper = LeaseKeeper(store, 0.3)
+    await keeper.acquire("k", "open", 1)
+    await keeper.aclose(keep_held=False)
+    await _no_other_task()
+    store.now += 0.3
     assert store.leases("k") == 0

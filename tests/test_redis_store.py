@@ -174,3 +174,20 @@ async def test_an_acquire_cancelled_mid_call_leaves_no_lease(late: tuple[Delayin
     await keeper.release("lease-2")
     assert await client.zcard(key) == 0
     await keeper.aclose()
+
+
+async def test_a_lease_held_when_its_keeper_is_closed_is_renewed_until_released(store: RedisState) -> None:
+    """A reload closes the replaced policies while their connections stay open. Before, aclose()
+    stopped the renewals: the lease expired ``ttl`` later and a second connection was admitted."""
+    key = store_key(store.prefix, "conc", "t", "alice")
+    keeper = LeaseKeeper(store, 1.0)  # renewed every third of a second
+    assert (await keeper.acquire(key, "open", 1)).allowed
+    await keeper.aclose()
+    await asyncio.sleep(2.5)  # well past the lease's TTL
+    assert not (await store.acquire(key, "second", 1, 1.0)).allowed  # the cap still holds
+    await keeper.release("open")  # the connection ends, through the closed keeper
+    assert (await store.acquire(key, "second", 1, 1.0)).allowed
+    await store.release(key, "second")
+    async with asyncio.timeout(5):  # the renewals stopped with the last release: no task left
+        while asyncio.all_tasks() - {asyncio.current_task()}:  # noqa: ASYNC110 - tasks ending
+            await asyncio.sleep(0.01)

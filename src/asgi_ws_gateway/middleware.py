@@ -189,7 +189,8 @@ class WebSocketGateway:
         replaced = self._install(policies)
         self._telemetry.add_apis(new.apis)
         if replaced is not None:
-            await replaced.aclose(close_store=replaced.store is not self._policies.store)
+            # Open connections keep their settings, and their concurrency leases keep counting.
+            await replaced.aclose(close_store=replaced.store is not self._policies.store, keep_leases=True)
         if drain and changed:
             await self._connections.drain(
                 new.drain_close_code, "API configuration changed", new.drain_grace_period, apis=set(changed)

@@ -317,9 +317,16 @@ class GatewayPolicies:
             await context.release()
             raise
 
-    async def aclose(self, *, close_store: bool = True) -> None:
-        """Stop background work and (unless told not to: a new configuration reuses it) close the store."""
+    async def aclose(self, *, close_store: bool = True, keep_leases: bool = False) -> None:
+        """Stop background work and (unless told not to: a new configuration reuses it) close the store.
+
+        ``keep_leases``: a reload replaced these policies, and the connections admitted under them
+        stay open: their ``limit-concurrency`` leases go on being renewed until each ends.
+        """
         for policy in self._builder.built:
+            if isinstance(policy, limits.LimitConcurrency):
+                await policy.aclose(keep_held=keep_leases)
+                continue
             close = getattr(policy, "aclose", None)
             if close is not None:
                 await close()

@@ -224,8 +224,9 @@ class LimitConcurrency:
                 headers=[(b"retry-after", str(s.retry_after).encode())],
             )
 
-    async def aclose(self) -> None:
-        await self.leases.aclose()
+    async def aclose(self, *, keep_held: bool = True) -> None:
+        """See :meth:`LeaseKeeper.aclose`: by default the leases of open connections go on being renewed."""
+        await self.leases.aclose(keep_held=keep_held)
 
 
 __all__ = ["LimitConcurrency", "QuotaByKey", "RateLimitByKey", "StoreFailed", "period_bounds"]

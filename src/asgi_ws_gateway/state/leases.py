@@ -102,15 +102,23 @@ class LeaseKeeper:
             self._orphan(key, lease)
             raise
 
-    async def aclose(self) -> None:
-        """Stop renewing; try the pending background releases once (bounded), then stop those too.
+    async def aclose(self, *, keep_held: bool = True) -> None:
+        """Try the pending background releases once (bounded), then stop the background work.
 
-        Leases still held are left alone: their connections may be open (a configuration reload
-        closes the policies it replaces) and release them when they end.
+        Args:
+            keep_held: go on renewing the leases still held (default) until :meth:`release` gives
+                back the last one, when the renewals stop by themselves: a configuration reload
+                closes the policies it replaces, and the connections admitted under them stay
+                open, counting until they end. False (shutting down): stop renewing too; leases
+                still held then expire within ``ttl``.
+
+        A later :meth:`release` still gives its lease back (in the background if the store fails).
         """
-        await _cancel(self._task)  # first: a renewal cut short may queue leases to release
+        if not (keep_held and self._held):
+            await _cancel(self._task)  # first: a renewal cut short may queue leases to release
+            self._task = None
         await _cancel(self._releaser)
-        self._task = self._releaser = None
+        self._releaser = None
         if not self._orphans:
             return
         try:
