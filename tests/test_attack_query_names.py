@@ -23,7 +23,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.handshake.names import fold_name
+from asgi_ws_gateway.handshake.names import fold_cookie_name, fold_name
 from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
@@ -45,8 +45,26 @@ SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "
 
 def test_every_spelling_a_server_reads_as_the_name_folds_to_it() -> None:
     for spelling in [*SPELLINGS, "access[token", "ACCESS_TOKEN ", "acce\u017fs_token"]:
-        assert fold_name(spelling) == "access_token", spelling
+        name = parse_qsl(f"{spelling}=x")[0][0]  # as the query is read: percent-decoded once
+        assert fold_name(name) == "access_token", spelling
+        assert fold_cookie_name(spelling) == "access_token", spelling  # PHP decodes cookie names
     assert fold_name("access_token2") != "access_token"
+
+
+def test_a_query_name_is_percent_decoded_once() -> None:
+    """``%2561ccess_token`` is ``%61ccess_token`` to every server; the gateway decoded it twice."""
+    assert fold_name(parse_qsl("%2561ccess_token=x")[0][0]) == "%61ccess_token"
+    assert fold_cookie_name("%61ccess_token") == "access_token"
+
+
+async def test_a_name_encoded_twice_is_not_the_token_and_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """``?access_token=VALID&%2561ccess_token=x`` was a 400 token_ambiguous (the name folded to
+    ``access_token``), and with the valid token the parameter was removed from the upstream URL."""
+    server = _gateway(uvicorn_server, upstream, [{"validate-jwt": JWT}])
+    query = await _admitted(upstream, server.url(f"/ws/echo?access_token={VALID}&%2561ccess_token=x&room=1"))
+    assert query == [("%61ccess_token", "x"), ("room", "1")]
 
 
 async def test_removing_a_query_parameter_removes_every_spelling() -> None:

@@ -19,11 +19,19 @@ _MANGLED = re.compile(r"[ .\[]")
 
 
 def fold_name(name: str) -> str:
-    """``name`` as the gateway compares it: percent-decoded, trimmed, case-folded, PHP's mangling applied.
+    """``name`` as the gateway compares it: trimmed, case-folded, PHP's mangling applied.
 
-    ``fold_name("%61ccess.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``.
+    ``name`` is what servers read: a query parameter's name percent-decoded once (as ``parse_qsl``
+    gives it; ``%2561ccess_token`` is ``%61ccess_token`` to every server, not ``access_token``), or a
+    configured name. ``fold_name("access.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``.
     """
-    return _MANGLED.sub("_", unquote_plus(name).strip().upper().lower())
+    return _MANGLED.sub("_", name.strip().upper().lower())
 
 
-__all__ = ["fold_name"]
+def fold_cookie_name(name: str) -> str:
+    """A cookie's name as sent, folded: percent-decoded first, as PHP decodes cookie names (the
+    gateway's cookie parser, like Go's and Node's, does not). ``fold_cookie_name("%6Awt") == "jwt"``."""
+    return fold_name(unquote_plus(name))
+
+
+__all__ = ["fold_cookie_name", "fold_name"]
