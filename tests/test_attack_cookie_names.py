@@ -46,8 +46,9 @@ FORGED = jwt.encode(
         [f"%6Awt={FORGED}; jwt={VALID}"],
         [f"jwt={VALID}", f"Jwt={FORGED}"],
         [f'jwt={VALID}; x="a; jwt={FORGED}"'],
+        [f"jwt={VALID}; jwt[]={FORGED}"],
     ],
-    ids=["case", "percent-encoded", "second-cookie-header", "behind-a-quote"],
+    ids=["case", "percent-encoded", "second-cookie-header", "behind-a-quote", "php-array"],
 )
 async def test_a_forged_token_cookie_under_another_spelling_is_a_400_before_the_upstream(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer, cookies: list[str]

@@ -114,6 +114,37 @@ async def test_a_stamped_field_is_not_overridden_by_a_case_variant(
         assert json.loads(await _reply(ws, '{"text": "hi"}')) == {"text": "hi", "user": "alice"}
 
 
+REMOVE_AND_STAMP = {"transform-message": {"remove": ["role", "meta.internal"],
+                                           "set": {"user": "{jwt.sub}", "meta.by": "{jwt.sub}"}}}  # fmt: skip
+STAMPED = {"user": "alice", "meta": {"by": "alice"}}
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [
+        ({"ROLE": "admin", "text": "hi"}, {"text": "hi", **STAMPED}),  # remove: [role] passed ROLE on
+        ({"Role": "admin"}, STAMPED),
+        ({"USER": "mallory", "text": "hi"}, {"text": "hi", **STAMPED}),  # set added user beside USER
+        ({"u\u017fer": "mallory"}, STAMPED),  # Go folds the long s to 's'
+        ({"META": {"Internal": 1, "x": 2}}, {"user": "alice", "meta": {"x": 2, "by": "alice"}}),
+        ({"Meta": {"BY": "mallory"}, "x": 1}, {"x": 1, **STAMPED}),
+        ({"meta": "not an object", "x": 1}, {"x": 1, **STAMPED}),
+    ],
+)
+async def test_remove_and_set_act_on_every_case_variant_of_the_name(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, sent: dict[str, Any], received: dict[str, Any]
+) -> None:
+    """``remove: [role]`` passed ``ROLE`` on, for Go to read as ``role``; ``set: {user: ...}`` sent
+    ``{"USER": "mallory", "user": "alice"}``, which the gateway itself calls ambiguous."""
+    url = _serve(uvicorn_server, upstream_server, [REMOVE_AND_STAMP])
+    async with await connect(url, **_auth("alice")) as ws:
+        answer = await _reply(ws, json.dumps(sent))
+        assert _error(answer) is None, answer
+        assert json.loads(answer) == received
+        assert go_reads(answer, "user") == "alice"
+        assert go_reads(answer, "role") is None
+
+
 async def test_names_that_differ_beyond_case_still_pass(
     uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
 ) -> None:

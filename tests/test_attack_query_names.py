@@ -14,6 +14,7 @@ uvicorn gateway and an upstream that records the request target it was sent.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,7 +24,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.handshake.names import fold_name
+from asgi_ws_gateway.handshake.names import fold_cookie_name, fold_name
 from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
@@ -40,13 +41,36 @@ VALID = token(KEY, sub="alice")
 FORGED = jwt.encode(
     {"sub": "admin", "exp": int(time.time()) + 300}, "not-the-gateways-key-but-long-enough-for-hs256", algorithm="HS256"
 )
-SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token"]
+SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token",
+             "access_token[]", "access_token%5B%5D", "access_token[x]", "Access.Token[a][b]"]  # fmt: skip
+"""``access_token[]`` and ``access_token[x]``: PHP's ``$_GET['access_token']`` is then an array of the
+value (the last such parameter wins), Rack's ``params['access_token']`` too."""
 
 
 def test_every_spelling_a_server_reads_as_the_name_folds_to_it() -> None:
     for spelling in [*SPELLINGS, "access[token", "ACCESS_TOKEN ", "acce\u017fs_token"]:
-        assert fold_name(spelling) == "access_token", spelling
+        name = parse_qsl(f"{spelling}=x")[0][0]  # as the query is read: percent-decoded once
+        assert fold_name(name) == "access_token", spelling
+        assert fold_cookie_name(spelling) == "access_token", spelling  # PHP decodes cookie names
     assert fold_name("access_token2") != "access_token"
+    assert fold_name("access[token") == fold_name("access_token") != fold_name("access[token]")  # no ']': '_'
+    assert fold_name("[access_token]") == ""  # no name: PHP drops it
+
+
+def test_a_query_name_is_percent_decoded_once() -> None:
+    """``%2561ccess_token`` is ``%61ccess_token`` to every server; the gateway decoded it twice."""
+    assert fold_name(parse_qsl("%2561ccess_token=x")[0][0]) == "%61ccess_token"
+    assert fold_cookie_name("%61ccess_token") == "access_token"
+
+
+async def test_a_name_encoded_twice_is_not_the_token_and_reaches_the_upstream(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """``?access_token=VALID&%2561ccess_token=x`` was a 400 token_ambiguous (the name folded to
+    ``access_token``), and with the valid token the parameter was removed from the upstream URL."""
+    server = _gateway(uvicorn_server, upstream, [{"validate-jwt": JWT}])
+    query = await _admitted(upstream, server.url(f"/ws/echo?access_token={VALID}&%2561ccess_token=x&room=1"))
+    assert query == [("%61ccess_token", "x"), ("room", "1")]
 
 
 async def test_removing_a_query_parameter_removes_every_spelling() -> None:
@@ -118,3 +142,31 @@ async def _refused(upstream: UpstreamServer, url: str, status: int, headers: dic
         await connect(url, additional_headers=headers or {})
     assert refused.value.response.status_code == status
     assert len(upstream.handshakes) == seen  # never connected upstream
+
+
+async def test_a_semicolon_in_the_query_reaches_the_upstream_encoded(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """Rack 2, Perl's CGI and Python's ``parse_qs`` before 3.9.2 also split the query at ``;``: to
+    them ``?tenant=acme&x=1;tenant=evil`` has a second ``tenant``, which the gateway (that splits at
+    ``&`` only) reads as part of ``x``. The upstream is sent that ``;`` encoded, so it reads ``x`` so
+    too, and the tenant the policy read is the only one."""
+    policies = [{"set-header": {"header": "x-tenant", "value": "{query.tenant}"}}]
+    server = _gateway(uvicorn_server, upstream, policies)
+    await _admitted(upstream, server.url("/ws/echo?tenant=acme&x=1;tenant=evil"))
+    handshake = upstream.handshakes[-1]
+    assert urlsplit(handshake.path).query == "tenant=acme&x=1%3Btenant=evil"
+    assert handshake.header("x-tenant") == "acme"
+    split_at_both = [part.partition("=") for part in re.split("[&;]", urlsplit(handshake.path).query)]
+    assert [value for name, _, value in split_at_both if name == "tenant"] == ["acme"]
+
+
+@pytest.mark.parametrize("spelling", ["tenant[]", "tenant[x]", "Tenant%5B0%5D"])
+async def test_a_templated_parameter_beside_its_php_array_spelling_is_ambiguous(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spelling: str
+) -> None:
+    """PHP reads ``?tenant=acme&tenant[]=evil`` as ``$_GET['tenant'] == ['evil']``: the key a limit
+    or a header took from ``{query.tenant}`` was ``acme``."""
+    policies = [{"set-header": {"header": "x-tenant", "value": "{query.tenant}"}}]
+    server = _gateway(uvicorn_server, upstream, policies)
+    await _refused(upstream, server.url(f"/ws/echo?tenant=acme&{spelling}=evil"), 400)

@@ -122,3 +122,51 @@ def test_a_key_keeps_values_without_separators_as_they_were() -> None:
     assert template.render_key(_Values({"tenant": "acme", "user": "alice"})) == "acme:alice"
     assert template.render_key(_Values({"tenant": "a:b", "user": "50%"})) == "a%3Ab:50%25"
     assert Template("{var.ip}").render_key(_Values({"ip": "2001:db8::1"})) == "2001:db8::1"
+
+
+_KEY_TEXT = "%:-A3a|x\x1f~\u00e9"  # escape introducers, hex digits, separators: where collisions hide
+
+
+@st.composite
+def _key_templates(draw: st.DrawFn) -> tuple[str, list[str | None]]:
+    """A template of 1-4 references ``{var.rN}`` (some with defaults), with or without text between
+    them; and each reference's default (None: none)."""
+    count = draw(st.integers(1, 4))
+    source, defaults = draw(st.text(_KEY_TEXT, max_size=3)), []
+    for n in range(count):
+        default = draw(st.one_of(st.none(), st.text(_KEY_TEXT, max_size=2)))
+        source += f"{{var.r{n}{'' if default is None else '|' + default}}}" + draw(st.text(_KEY_TEXT, max_size=3))
+        defaults.append(default)
+    return source, defaults
+
+
+@given(_key_templates(), st.data())
+def test_different_values_never_render_one_key_for_any_template(
+    template_and_defaults: tuple[str, list[str | None]], data: st.DataObject
+) -> None:
+    """``{a}{b}`` rendered ``xyz`` for ``x`` + ``yz`` and ``xy`` + ``z``; ``{a}%25{b}`` rendered
+    ``%25%25`` for ``%`` + nothing and nothing + ``%``: two tenants counted as one."""
+    source, defaults = template_and_defaults
+    template = Template(source)
+    values = st.lists(st.one_of(st.none(), st.text(_KEY_TEXT, max_size=4)), min_size=len(defaults),
+                      max_size=len(defaults))  # fmt: skip
+    first, second = data.draw(values), data.draw(values)
+
+    def key(drawn: list[str | None]) -> str:
+        return template.render_key(_Values({f"r{n}": value for n, value in enumerate(drawn)}))
+
+    def texts(drawn: list[str | None]) -> list[str]:  # what each reference reads: a missing value, its default
+        return [(default or "") if value is None else value for value, default in zip(drawn, defaults, strict=True)]
+
+    assert (key(first) == key(second)) == (texts(first) == texts(second))
+
+
+def test_adjacent_references_and_a_percent_in_the_text_keep_values_apart() -> None:
+    adjacent = Template("{var.a}{var.b}")
+    assert adjacent.render_key(_Values({"a": "x", "b": "yz"})) == "x\x1fyz"
+    assert adjacent.render_key(_Values({"a": "xy", "b": "z"})) == "xy\x1fz"
+    assert adjacent.render_key(_Values({"a": "x\x1f", "b": "%"})) == "x%1F\x1f%25"
+    percent = Template("{var.a}%25{var.b}")
+    assert percent.render_key(_Values({"a": "%", "b": None})) == "~25%25"
+    assert percent.render_key(_Values({"a": None, "b": "%"})) == "%25~25"
+    assert Template("{var.a}-{var.b}").render_key(_Values({"a": "x-y", "b": "z"})) == "x%2Dy-z"  # as before

@@ -20,6 +20,7 @@ are rejected when the template is compiled (that is, when the configuration is l
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,9 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
     "request": frozenset({"path", "host", "scheme"}),
 }
 """Namespace -> the keys it allows (``None``: any key)."""
+
+KEY_SEPARATOR = "\x1f"
+"""Written between two references that nothing separates in a template, when it renders a key."""
 
 _REF = re.compile(r"^([a-z]+)\.([A-Za-z0-9_:.-]+)$")
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -147,20 +151,52 @@ class Template:
         return all(isinstance(part, str) for part in self._parts)
 
     def render_key(self, context: Lookup) -> str:
-        """The text as a limit's key: in each value, the characters the template's own text holds (and
-        ``%``) are percent-encoded, so different values never render alike (``{a}:{b}`` for ``x:y``
-        and ``z`` was ``x:y:z``, as for ``x`` and ``y:z``: two tenants counted as one)."""
-        return self.render(context, self._key_escape)
+        """The text as a limit's key, written so that different values never render alike.
 
-    def _key_escape(self, text: str) -> str:
-        reserved = self._reserved
-        if not any(c in reserved for c in text):
-            return text
-        return "".join("".join(f"%{b:02X}" for b in c.encode()) if c in reserved else c for c in text)
+        In each value, the characters the template's own text holds are percent-encoded, and so is
+        ``%`` (``{a}:{b}`` for ``x:y`` and ``z`` was ``x:y:z``, as for ``x`` and ``y:z``: two tenants
+        counted as one). Two references with nothing between them are written with
+        :data:`KEY_SEPARATOR` between them, encoded in values too (``{a}{b}`` rendered ``xyz`` for
+        ``x`` + ``yz`` and ``xy`` + ``z``). When the template's text holds a ``%``, the first of
+        ``~!^*`` (then a private-use character) that it does not hold introduces an encoded byte
+        instead (``{a}%25{b}`` rendered ``%25%25`` for ``%`` + nothing and nothing + ``%``).
+        Other templates render keys as they always did.
+        """
+        introducer, reserved = self._key_escaping
+        out: list[str] = []
+        after_reference = False
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+                after_reference = False
+                continue
+            if after_reference:
+                out.append(KEY_SEPARATOR)
+            ref, default = part
+            value = ref.resolve(context)
+            text = default if value is None else to_text(value)
+            if any(c in reserved for c in text):
+                text = "".join(
+                    "".join(f"{introducer}{b:02X}" for b in c.encode("utf-8", "surrogatepass")) if c in reserved else c
+                    for c in text
+                )
+            out.append(text)
+            after_reference = True
+        return "".join(out)
 
     @functools.cached_property
-    def _reserved(self) -> frozenset[str]:
-        return frozenset("%" + "".join(part for part in self._parts if isinstance(part, str)))
+    def _key_escaping(self) -> tuple[str, frozenset[str]]:
+        """What introduces an encoded byte in a key, and the characters a value has encoded.
+
+        Read left to right, a key then parses one way only: in a value, the introducer always
+        starts an encoded byte (the text never holds it), and any other encoded character is where
+        the template's text, or the separator, begins."""
+        used = set("".join(part for part in self._parts if isinstance(part, str)))
+        if any(not isinstance(a, str) and not isinstance(b, str) for a, b in itertools.pairwise(self._parts)):
+            used.add(KEY_SEPARATOR)
+        candidates = itertools.chain("%~!^*", map(chr, range(0xE000, 0xF900)))
+        introducer = next(c for c in candidates if c not in used)
+        return introducer, frozenset(used | {introducer})
 
     def render(self, context: Lookup, escape: Callable[[str], str] | None = None) -> str:
         """The text with each reference replaced (passed through ``escape`` when given)."""
@@ -216,4 +252,4 @@ class Condition:
         return True
 
 
-__all__ = ["NAMESPACES", "Condition", "Lookup", "Reference", "Template", "TemplateError", "to_text"]
+__all__ = ["KEY_SEPARATOR", "NAMESPACES", "Condition", "Lookup", "Reference", "Template", "TemplateError", "to_text"]

@@ -16,7 +16,7 @@ from ..forwarded import Networks, client_address, client_network, forwarded_chai
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request
-from .names import fold_name
+from .names import fold_cookie_name, fold_name
 
 if TYPE_CHECKING:
     from ..config import ApiConfig, UpstreamConfig
@@ -75,10 +75,10 @@ def _one(values: list[str] | None, kind: str, name: str) -> str | None:
     return first
 
 
-def _by_folded_name(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+def _by_folded_name(pairs: list[tuple[str, str]], fold: Callable[[str], str]) -> dict[str, list[str]]:
     folded: dict[str, list[str]] = {}
     for name, value in pairs:
-        folded.setdefault(fold_name(name), []).append(value)
+        folded.setdefault(fold(name), []).append(value)
     return folded
 
 
@@ -147,14 +147,14 @@ class RequestView:
 
     def query_copies(self, name: str) -> list[str]:
         """Every value sent under ``name`` in any spelling a server may read as it (for ``access_token``:
-        ``ACCESS_TOKEN``, ``%61ccess_token``, ``access.token``; see :mod:`.names`), in order.
+        ``ACCESS_TOKEN``, ``%61ccess_token`` (decoded once), ``access.token``; see :mod:`.names`), in order.
 
         What a policy checks: the upstream gets the query as sent, and may read any of these."""
         return self._folded_query.get(fold_name(name), [])
 
     @_Memoized
     def _folded_query(self) -> dict[str, list[str]]:
-        return _by_folded_name(self._query_pairs)
+        return _by_folded_name(self._query_pairs, fold_name)  # names decoded once, by parse_qsl
 
     @_Memoized
     def cookie_values(self) -> dict[str, list[str]]:
@@ -186,7 +186,7 @@ class RequestView:
 
     @_Memoized
     def _folded_cookies(self) -> dict[str, list[str]]:
-        return _by_folded_name(self._cookie_pairs)
+        return _by_folded_name(self._cookie_pairs, fold_cookie_name)  # names as sent
 
     @_Memoized
     def cookies(self) -> dict[str, str]:

@@ -4,7 +4,8 @@ A policy that checks ``access_token`` while the upstream reads ``ACCESS_TOKEN`` 
 a credential and lets another through. Servers disagree on what makes two names the same: ASP.NET
 Core compares them ignoring case (upper-cased first: the long s U+017F is ``s``, the dotless i
 U+0131 is ``i``); PHP percent-decodes cookie names and, in ``$_GET`` and ``$_COOKIE``, drops
-leading spaces and turns ``.``, `` `` and ``[`` into ``_``. Folded with all of these, every
+leading spaces, turns ``.``, `` `` and ``[`` into ``_`` and reads ``name[]`` and ``name[key]`` as
+an array under ``name`` (Rack too). Folded with all of these, every
 spelling some server reads as a name is one name to the gateway: it counts each copy, and removes
 or overrides every spelling.
 """
@@ -19,11 +20,25 @@ _MANGLED = re.compile(r"[ .\[]")
 
 
 def fold_name(name: str) -> str:
-    """``name`` as the gateway compares it: percent-decoded, trimmed, case-folded, PHP's mangling applied.
+    """``name`` as the gateway compares it: trimmed, case-folded, PHP's mangling applied.
 
-    ``fold_name("%61ccess.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``.
+    ``name`` is what servers read: a query parameter's name percent-decoded once (as ``parse_qsl``
+    gives it; ``%2561ccess_token`` is ``%61ccess_token`` to every server, not ``access_token``), or a
+    configured name. ``fold_name("access.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``,
+    and so does ``access_token[]`` or ``access_token[x]`` (PHP's ``$_GET['access_token']`` is then an
+    array holding the value); ``access[token``, with no ``]``, is PHP's ``access_token``.
     """
-    return _MANGLED.sub("_", unquote_plus(name).strip().upper().lower())
+    name = name.strip()
+    bracket = name.find("[")
+    if bracket >= 0 and "]" in name[bracket:]:  # PHP and Rack: name[] and name[key] are arrays of name
+        name = name[:bracket]
+    return _MANGLED.sub("_", name.upper().lower())
 
 
-__all__ = ["fold_name"]
+def fold_cookie_name(name: str) -> str:
+    """A cookie's name as sent, folded: percent-decoded first, as PHP decodes cookie names (the
+    gateway's cookie parser, like Go's and Node's, does not). ``fold_cookie_name("%6Awt") == "jwt"``."""
+    return fold_name(unquote_plus(name))
+
+
+__all__ = ["fold_cookie_name", "fold_name"]

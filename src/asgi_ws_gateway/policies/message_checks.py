@@ -292,22 +292,42 @@ def _import(target: str) -> MessageFunction:
     return function
 
 
+# A path part names every key equal to it ignoring case: Go's encoding/json and ASP.NET Core read
+# ``ROLE`` as ``role`` (json_names.check_unique_names). Removed, each goes; set, they become the one
+# configured name, or the message would reach the upstream with the client's ``USER`` beside ``user``.
+
+
+def _matching(value: dict[str, Any], part: str) -> list[str]:
+    folded = part.casefold()
+    return [key for key in value if key.casefold() == folded]
+
+
 def _set(value: dict[str, Any], path: tuple[str, ...], new: Any) -> None:
     for key in path[:-1]:
-        child = value.get(key)
-        if not isinstance(child, dict):
-            child = value[key] = {}
+        matching = _matching(value, key)
+        children = [value[k] for k in matching if isinstance(value[k], dict)]
+        child = children[-1] if children else {}
+        if matching != [key] or not children:
+            for k in matching:
+                del value[k]
+        value[key] = child
         value = child
+    for k in _matching(value, path[-1]):
+        if k != path[-1]:
+            del value[k]
     value[path[-1]] = new
 
 
 def _remove(value: dict[str, Any], path: tuple[str, ...]) -> None:
-    for key in path[:-1]:
-        child = value.get(key)
-        if not isinstance(child, dict):
-            return
-        value = child
-    value.pop(path[-1], None)
+    matching = _matching(value, path[0])
+    if len(path) == 1:
+        for key in matching:
+            del value[key]
+        return
+    for key in matching:
+        child = value[key]
+        if isinstance(child, dict):
+            _remove(child, path[1:])
 
 
 __all__ = ["LimitMessageSize", "TransformMessage", "ValidateMessage"]
