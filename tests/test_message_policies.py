@@ -11,12 +11,13 @@ import pytest
 
 from asgi_ws_gateway.errors import CloseConnection, ConfigError, DropMessage
 from asgi_ws_gateway.handshake.context import Subscription
+from asgi_ws_gateway.log_throttle import OutageLog
 from asgi_ws_gateway.messages.context import WRITABLE_DEPTH, ConnectionContext, ErrorReply, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePipeline, MessagePolicySet
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.policies.message_rates import SharedBudget
 from asgi_ws_gateway.relay.stats import RelayStats
-from asgi_ws_gateway.state.base import OutageLog, Reservation, StoreUnavailable
+from asgi_ws_gateway.state.base import Reservation, StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryState
 from support.policies import context
 from support.redis import SHARED_REDIS, redis_available, unique_prefix

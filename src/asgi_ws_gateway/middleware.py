@@ -21,6 +21,7 @@ from .handshake.header_limits import check_header_limits, check_no_underscores, 
 from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
 from .handshake.responses import send_denial
+from .log_throttle import OutageLog
 from .messages.pipeline import MessagePolicySet
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
@@ -30,7 +31,7 @@ from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection,
 from .relay.pumps import Relay
 from .routing import Router
 from .startup import StartupFailure, built_by_starlette, variable_problems
-from .state.base import OutageLog, Store
+from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
 from .upstream.base import UpstreamConnection, tls_context

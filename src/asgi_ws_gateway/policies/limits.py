@@ -33,7 +33,8 @@ from pydantic import Field, field_validator
 
 from .._context import current_handshake
 from ..handshake.context import HandshakeContext
-from ..state.base import Decision, OutageLog, StoreUnavailable, retry_after, store_key
+from ..log_throttle import OutageLog
+from ..state.base import Decision, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
 from .base import PolicyEnv, StoreErrorSettings, deny, key_template, register_policy, template
 

@@ -25,8 +25,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import CloseConnection, DropMessage
+from ..log_throttle import OutageLog
 from ..messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
-from ..state.base import OutageLog, Store, StoreUnavailable, store_key
+from ..state.base import Store, StoreUnavailable, store_key
 from .base import PolicyEnv, StoreErrorSettings, key_template, template
 from .message_base import register_message_policy
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import GatewayError
-from ..log_throttle import OutageLog  # re-exported: its users imported it from here first
 
 
 class StoreUnavailable(GatewayError):
@@ -104,4 +103,4 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Decision", "OutageLog", "Reservation", "Store", "StoreUnavailable", "retry_after", "store_key"]
+__all__ = ["Decision", "Reservation", "Store", "StoreUnavailable", "retry_after", "store_key"]
