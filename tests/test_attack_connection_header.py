@@ -26,7 +26,7 @@ from support.upstream import HandshakeRecord, UpstreamServer
 
 KEY = signing_key("ES256")
 JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test", "audience": "chat"}
-VALID = token(KEY, sub="alice")
+VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
 
 
 async def test_a_checked_authorization_header_reaches_the_upstream_whatever_connection_names(

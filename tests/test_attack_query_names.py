@@ -37,9 +37,11 @@ from support.upstream import UpstreamServer
 KEY = signing_key("ES256")
 JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
        "audience": "chat", "token": [{"query": "access_token"}]}  # fmt: skip
-VALID = token(KEY, sub="alice")
+VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
 FORGED = jwt.encode(
-    {"sub": "admin", "exp": int(time.time()) + 300}, "not-the-gateways-key-but-long-enough-for-hs256", algorithm="HS256"
+    {"sub": "admin", "exp": int(time.time()) + 86400},
+    "not-the-gateways-key-but-long-enough-for-hs256",
+    algorithm="HS256",
 )
 SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token",
              "access_token[]", "access_token%5B%5D", "access_token[x]", "Access.Token[a][b]"]  # fmt: skip

@@ -31,10 +31,12 @@ KEY = signing_key("ES256")
 SOURCES = [{"header": "Authorization"}, {"query": "access_token"}, {"cookie": "jwt"}, {"subprotocol": "bearer."}]
 SETTINGS = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
             "audience": "chat", "token": SOURCES}  # fmt: skip
-VALID = token(KEY, sub="alice")
+VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
 # Signed by no key the gateway knows, claiming more: what an upstream that trusts the gateway must never read.
 FORGED = jwt.encode(
-    {"sub": "admin", "exp": int(time.time()) + 300}, "not-the-gateways-key-but-long-enough-for-hs256", algorithm="HS256"
+    {"sub": "admin", "exp": int(time.time()) + 86400},
+    "not-the-gateways-key-but-long-enough-for-hs256",
+    algorithm="HS256",
 )
 
 
