@@ -93,3 +93,60 @@ def test_a_value_whose_scanned_prefix_ends_in_jwt_pieces_is_read_once() -> None:
     value = "eyJ" * 340 + "..." + "x" * 2000
     for _ in range(10_000):
         assert values.client_text(value).startswith("eyJeyJ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('close token="s3cret"', 'close token="REDACTED"'),
+        ("close token='s3cret'", "close token='REDACTED'"),
+        ('{"token": "s3cret"}', '{"token":"REDACTED"}'),
+        ('{"token": "s3 \\"cr\\" et", "room": "a"}', '{"token":"REDACTED", "room": "a"}'),  # escapes, spaces
+        ("token: s3cret", "token:REDACTED"),
+        ("api_key:s3cret", "api_key:REDACTED"),
+        ('password="no closing quote', 'password="REDACTED'),
+        ("x token=(abc def) y", "x token=REDACTED y"),
+        ('Bearer "abc def"', 'Bearer "REDACTED"'),
+        ("Bearer 'abc'", "Bearer 'REDACTED'"),
+        ('curl Basic "dXNlcjpwYXNzd29yZA=="', "curl Basic REDACTED"),
+        ('user="a token=s3cret"', 'user="a token=REDACTED"'),  # a pair inside another's value
+        ("user: token=s3cret", "user: token=REDACTED"),
+        ('{"msg": "bye token=\\"s3cret\\""}', '{"msg": "bye token=REDACTED"}'),
+        ('{"auth": {"token": "s3cret"}}', '{"auth": {"token":"REDACTED"}}'),
+        ("Authorization: Bearer s3cret", "Authorization: REDACTED"),  # redact_text's, kept as it wrote it
+    ],
+)
+def test_a_quoted_or_colon_separated_credential_in_free_text_is_redacted(text: str, expected: str) -> None:
+    """A close reason, User-Agent or subject quoting its value (JSON, a repr) kept it in clear."""
+    assert redact_free_text(text) == expected
+    assert redact_free_text(expected) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["user=alice", 'user="alice"', "user: alice", "basic plan exceeded; token expired", "room: lobby",
+     "Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/115.0", "https://example.com/a"],
+)  # fmt: skip
+def test_other_pairs_and_plain_words_stay(text: str) -> None:
+    assert redact_free_text(text) == text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "text",
+    ["token" * 80_000 + " =", 'token="' * 60_000, 'Bearer "' * 50_000, "token=(" * 60_000, "x: " * 130_000,
+     "token=" + "\\" * SIZE, '"' + "a" * SIZE + ":"],
+)  # fmt: skip
+def test_free_text_with_quotes_and_colons_is_read_in_linear_time(text: str) -> None:
+    """A hang guard: 400 KB each, some milliseconds."""
+    once = redact_free_text(text)
+    assert redact_free_text(once) == once
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["TOKEN: s3cret", "\u212aey=s3cret", "pa\u017f\u017f: s3cret", "caf\u00e9 api_key: s3cret", "x-Session='s3cret'"],
+)  # Kelvin sign and long s fold to k and s
+def test_the_quick_credential_word_check_never_skips_what_the_pattern_redacts(text: str) -> None:
+    assert redact._NAMED_VALUE.sub(redact._redacted_named_value, text) == redact_free_text(text)
+    assert "s3cret" not in redact_free_text(text)

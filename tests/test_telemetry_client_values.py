@@ -158,3 +158,18 @@ async def test_an_8_kb_header_set_makes_a_handshake_span_of_about_2_kb(
             span = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "GET /ws/headers/{room}")
     assert span.attributes[n.URL_PATH].endswith("...[cut]") and len(span.attributes[n.URL_PATH]) == LIMIT
     assert span.size < 2500
+
+
+def test_quoted_and_colon_separated_credentials_are_redacted_on_spans_and_the_access_line(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A close reason in JSON, a User-Agent quoting its bearer token, a subject with ``token: ...``:
+    each was recorded in clear."""
+    scope = _scope(host=b"gw.example", user_agent=f'probe/1 Bearer "{SECRET}"'.encode())
+    handshake, connection, line = _run(
+        spans, scope, "chat.v2", subject=f"alice token: {SECRET}", reason=f'{{"token": "{SECRET} x"}}'
+    )
+    assert SECRET not in json.dumps([handshake, connection, line])
+    assert handshake[n.USER_AGENT] == f'probe/1 Bearer "{REDACTED}"'
+    assert handshake[n.ENDUSER_ID] == connection[n.ENDUSER_ID] == line["subject"] == f"alice token:{REDACTED}"
+    assert connection[n.CLOSE_REASON] == line["close_reason"] == f'{{"token":"{REDACTED}"}}'

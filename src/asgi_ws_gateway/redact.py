@@ -301,19 +301,34 @@ def redact_text(text: str) -> str:
 
 
 # In a client's free text (a User-Agent, a close reason, a subject), outside any query: an
-# authorization scheme's credential ("Bearer abc") and a value named as a credential ("token=abc",
-# "api_key=abc"). Not "user=": a subject such as "user=alice" is what it names, not a secret.
+# authorization scheme's credential ("Bearer abc", 'Bearer "abc"') and a value named as a credential
+# ("token=abc", 'token="a b"', '{"token": "abc"}', "token: abc"). Not "user=": a subject such as
+# "user=alice" is what it names, not a secret. A quoted value runs to its closing quote (escapes
+# skipped; to the end of the line without one): it may hold spaces.
+_QUOTED = r"(?P<quote>[\"'])(?P<quoted>(?:\\.|(?!(?P=quote))[^\\\r\n])*+)(?P=quote)?+"
 _SCHEME_CREDENTIAL = re.compile(
-    r"\b(Bearer\s+(?!REDACTED\b)[^\s,;\"'()]+|Basic\s+[A-Za-z0-9+/]{8,}={0,2})", re.IGNORECASE
+    rf"\b(?:(?P<scheme>Bearer)\s+(?:{_QUOTED}|(?!REDACTED\b)[^\s,;\"'()]+)"
+    r"|(?P<basic>Basic)\s+(?P<basic_quote>[\"']?+)[A-Za-z0-9+/]{8,}={0,2}(?P=basic_quote))",
+    re.IGNORECASE,
 )  # "Basic" with base64 only: "basic plan" stays
-# Each name=value pair, a name found once per run of name characters (possessive: linear in the text).
-_NAMED_VALUE = re.compile(r"(?<![\w.-])([\w.-]++)\s*+=\s*+([^\s&;,\"'()]++)")
-_CREDENTIAL_NAME = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|session|cookie", re.IGNORECASE)
+# Each name=value (or name: value) pair whose name is a credential's, found once per run of name
+# characters (its first credential word, atomic, then the run's rest: linear in the text); the
+# name may close a quote (JSON's "token": "..."). A bare value's backslash escapes are its own
+# ('token=\\"a\\"' inside a quoted value); it may be in parentheses; an object or a list is not
+# one ('{"auth": {"token": ...}}': the inner pair is). Other pairs are not taken: a value after
+# "user=" or "user: " is read for pairs too.
+_CREDENTIAL_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "sig", "cred", "session", "cookie")
+_NAMED_VALUE = re.compile(
+    rf"(?<![\w.-])(?P<name>(?>[\w.-]*?(?i:{'|'.join(_CREDENTIAL_WORDS)}))[\w.-]*+)"
+    r"(?P<close>[\"']?+)\s*+(?P<sep>[=:])\s*+"
+    rf"(?:{_QUOTED}|(?P<bare>\([^\r\n()]*+\)?+|(?![{{\[])(?:\\.|[^\s&;,\"'()\\])++))"
+)
 
 
 def redact_free_text(text: str) -> str:
     """:func:`redact_text`, and also, anywhere in ``text``, the credential of an authorization scheme
-    (``Bearer abc``) and a value named as a credential (``token=abc``, ``api_key=abc``), query or not.
+    (``Bearer abc``) and a value named as a credential (``token=abc``, ``api_key: abc``,
+    ``{"token": "a b"}``), query or not, quoted or not.
 
     For a client's free text before it is recorded: a User-Agent, a Host, a close reason, a subject.
 
@@ -321,15 +336,40 @@ def redact_free_text(text: str) -> str:
     'probe/1 (Bearer REDACTED; token=REDACTED) user=alice'
     """
     text = redact_text(text)
-    if "=" in text:
+    if ("=" in text or ":" in text) and _may_name_a_credential(text):
         text = _NAMED_VALUE.sub(_redacted_named_value, text)
     if text.isascii() and "bearer" not in (lower := text.lower()) and "basic" not in lower:
         return text  # the pattern ignores case: for ASCII text, exactly these words (a User-Agent: 1.5 µs less)
-    return _SCHEME_CREDENTIAL.sub(lambda m: f"{m[1].split(None, 1)[0]} {REDACTED}", text)
+    return _SCHEME_CREDENTIAL.sub(_redacted_scheme_credential, text)
+
+
+def _may_name_a_credential(text: str) -> bool:
+    """False only when ``text`` holds none of ``_NAMED_VALUE``'s words (exact for ASCII text, as
+    :func:`_may_name_a_header`): a User-Agent with ``rv:109.0`` took 11 µs to scan, 1 µs so."""
+    if not text.isascii():
+        return True
+    lower = text.lower()
+    for word in _CREDENTIAL_WORDS:  # noqa: SIM110 - a loop, as in _may_name_a_header
+        if word in lower:
+            return True
+    return False
+
+
+def _redacted_scheme_credential(match: re.Match[str]) -> str:
+    if match["quote"] is None:
+        return f"{match['scheme'] or match['basic']} {REDACTED}"
+    closed = match.end("quoted") < match.end()
+    return f"{match['scheme']} {match['quote']}{REDACTED}{match['quote'] if closed else ''}"
 
 
 def _redacted_named_value(match: re.Match[str]) -> str:
-    return f"{match[1]}={REDACTED}" if _CREDENTIAL_NAME.search(match[1]) else match[0]
+    if REDACTED in (match["bare"], match["quoted"]):
+        return match[0]  # redact_text's already ("Authorization: REDACTED")
+    start = f"{match['name']}{match['close']}{match['sep']}"
+    if match["quote"] is None:
+        return f"{start}{REDACTED}"
+    closed = match.end("quoted") < match.end()
+    return f"{start}{match['quote']}{REDACTED}{match['quote'] if closed else ''}"
 
 
 _UNCHANGED_LIMIT = 1024
