@@ -382,12 +382,15 @@ _URL_MARK: tuple[str, ...] = ()
 
 
 def redact_path(path: str) -> str:
-    """``redact_text(path)``, remembering the paths it leaves unchanged (most repeat; bounded).
+    """``redact_free_text(path)``, remembering the paths it leaves unchanged (most repeat; bounded).
+
+    A client writes its path as freely as its User-Agent: ``/ws/token=s3cret`` and
+    ``/ws/Bearer%20abc`` (the path is decoded) are redacted as in a close reason.
 
     A remembered path counts only under the sensitive header names it was checked with: after
     :func:`add_sensitive_headers` adds names, it is checked again.
     """
-    return _remembered(path, redact_text, _unchanged, _HEADER_NAMES)
+    return _remembered(path, redact_free_text, _unchanged, _HEADER_NAMES)
 
 
 def redact_url_remembered(url: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ..redact import REDACTED, redact_free_text
+from ..redact import REDACTED, redact_free_text, redact_path
 
 MAX_CHARS = 512
 """The most characters a client's value takes in telemetry, :data:`CUT_MARK` included."""
@@ -41,6 +41,12 @@ def client_text(text: str) -> str:
     return cut(redact_free_text(text))
 
 
+def client_path(path: str) -> str:
+    """The request path as telemetry records it: :func:`client_text`, the paths it leaves unchanged
+    remembered (``redact.redact_path``: most repeat)."""
+    return client_text(path) if len(path) > SCANNED_CHARS else cut(redact_path(path))
+
+
 def _without_trailing_jwt(text: str) -> str:
     """``text`` with a JWT that the scanned prefix cut before its signature redacted (its three-segment
     pattern no longer matches): ``eyJ...`` and at most one more segment at its end.
@@ -62,4 +68,4 @@ def protocol_name(subprotocol: str) -> str:
     return subprotocol
 
 
-__all__ = ["CUT_MARK", "MAX_CHARS", "client_text", "cut", "protocol_name"]
+__all__ = ["CUT_MARK", "MAX_CHARS", "client_path", "client_text", "cut", "protocol_name"]
