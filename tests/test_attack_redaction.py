@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgi_ws_gateway import redact
-from asgi_ws_gateway.redact import REDACTED, redact_free_text, redact_path, redact_text
-from asgi_ws_gateway.telemetry import values
+from asgi_ws_gateway import config, redact
+from asgi_ws_gateway.redact import REDACTED, printable, printable_json, redact_free_text, redact_path, redact_text
+from asgi_ws_gateway.telemetry import access, values
 
 # Each of these took minutes (quadratic: 150 ms to 1 s at 8 KB, times 2,500 at 400 KB); linear, each
 # takes some milliseconds. The timeout guards against a hang; nothing here measures speed.
@@ -150,3 +150,24 @@ def test_free_text_with_quotes_and_colons_is_read_in_linear_time(text: str) -> N
 def test_the_quick_credential_word_check_never_skips_what_the_pattern_redacts(text: str) -> None:
     assert redact._NAMED_VALUE.sub(redact._redacted_named_value, text) == redact_free_text(text)
     assert "s3cret" not in redact_free_text(text)
+
+
+@pytest.mark.parametrize("mark", ["\u061c", "\u200e", "\u200f"])
+def test_a_bidi_mark_in_a_log_line_is_escaped_as_the_other_controls_are(mark: str) -> None:
+    """config refused U+061C, U+200E and U+200F in a display name; printable wrote them raw."""
+    escaped = f"\\u{ord(mark):04x}"
+    fields = {"client": "10.0.0.1:5", "path": f"/ws/a{mark}b", "api": "chat", "status": 403, "outcome": "denied",
+              "reason": "origin", "duration": 0.1, "trace_id": None, "span_id": None}  # fmt: skip
+    message, *args = access._text_line(fields)
+    assert f"/ws/a{escaped}b" in message % tuple(args) and mark not in message % tuple(args)
+    assert printable(mark, quote=False) == escaped
+    assert printable_json(f'{{"path": "{mark}"}}') == f'{{"path": "{escaped}"}}'
+
+
+def test_the_control_characters_have_one_home() -> None:
+    """config's display-name check, printable and printable_json read the same set."""
+    refused = {chr(c) for c in range(0x3000) if config._CONTROL.match(chr(c))}
+    escaped = {chr(c) for c in range(0x3000) if printable(chr(c)) != chr(c)}
+    assert escaped - refused == {"\\", '"'}
+    assert refused == {chr(c) for c in range(0x3000) if re.fullmatch(f"[{redact.CONTROL_CHARACTERS}]", chr(c))}
+    assert {chr(c) for c in range(0x3000) if printable_json(chr(c)) != chr(c)} == refused - {chr(c) for c in range(32)}

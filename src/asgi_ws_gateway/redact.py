@@ -200,10 +200,17 @@ def _redact_credential_parameters(text: str) -> str:
 
 # Control and line-breaking characters a client can put in a path (%0d%0a), a token's subject or
 # a management request's name: in a text line they would forge log lines or hide text (bidi
-# overrides), so they are written as escapes; so is the double quote, which would close a quoted
-# field (%22) and let fields be forged after it, and the backslash, so an escape cannot be forged.
-_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\"]')
-_UNPRINTABLE_BARE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]")
+# overrides and the invisible direction marks U+061C, U+200E, U+200F), so they are written as
+# escapes; so is the double quote, which would close a quoted field (%22) and let fields be forged
+# after it, and the backslash, so an escape cannot be forged.
+_C0 = r"\x00-\x1f"
+_OTHER_CONTROLS = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+CONTROL_CHARACTERS = _C0 + _OTHER_CONTROLS
+"""The one set of control, line-breaking and bidi characters, as a regular expression class's body
+(``re.compile(f"[{CONTROL_CHARACTERS}]")``): what :func:`printable` escapes and free text a person
+reads (a display name) refuses."""
+_UNPRINTABLE = re.compile(f'[{CONTROL_CHARACTERS}\\\\"]')
+_UNPRINTABLE_BARE = re.compile(f"[{CONTROL_CHARACTERS}\\\\]")
 
 
 def printable(text: str, *, quote: bool = True) -> str:
@@ -226,8 +233,9 @@ def printable(text: str, *, quote: bool = True) -> str:
 
 
 # What json.dumps(ensure_ascii=False) leaves raw of those: C0 controls it escapes itself, not DEL and
-# C1 (U+0085, which splitlines() and many readers end a line at), U+2028/U+2029 or bidi controls.
-_UNPRINTABLE_IN_JSON = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C1 (U+0085, which splitlines() and many readers end a line at), U+2028/U+2029 or bidi controls
+# and marks.
+_UNPRINTABLE_IN_JSON = re.compile(f"[{_OTHER_CONTROLS}]")
 
 
 def printable_json(document: str) -> str:
@@ -530,6 +538,7 @@ def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> No
 
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "REDACTED",
     "REDACTED_MARK",
     "SENSITIVE_HEADERS",
