@@ -158,3 +158,48 @@ async def test_an_8_kb_header_set_makes_a_handshake_span_of_about_2_kb(
             span = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "GET /ws/headers/{room}")
     assert span.attributes[n.URL_PATH].endswith("...[cut]") and len(span.attributes[n.URL_PATH]) == LIMIT
     assert span.size < 2500
+
+
+def test_quoted_and_colon_separated_credentials_are_redacted_on_spans_and_the_access_line(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A close reason in JSON, a User-Agent quoting its bearer token, a subject with ``token: ...``:
+    each was recorded in clear."""
+    scope = _scope(host=b"gw.example", user_agent=f'probe/1 Bearer "{SECRET}"'.encode())
+    handshake, connection, line = _run(
+        spans, scope, "chat.v2", subject=f"alice token: {SECRET}", reason=f'{{"token": "{SECRET} x"}}'
+    )
+    assert SECRET not in json.dumps([handshake, connection, line])
+    assert handshake[n.USER_AGENT] == f'probe/1 Bearer "{REDACTED}"'
+    assert handshake[n.ENDUSER_ID] == connection[n.ENDUSER_ID] == line["subject"] == f"alice token:{REDACTED}"
+    assert connection[n.CLOSE_REASON] == line["close_reason"] == f'{{"token":"{REDACTED}"}}'
+
+
+@pytest.mark.parametrize("path", [f"/ws/headers/token={SECRET}", f"/ws/headers/Bearer%20{SECRET}"])
+async def test_a_credential_in_the_path_is_redacted_on_the_exported_spans_and_the_access_line(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The path went through redact_text only (query, JWT, header forms): ``token=`` and ``Bearer``
+    in it were exported in clear, unlike the same text in a User-Agent."""
+    records: list[logging.LogRecord] = []
+    handler = _Recorder(records)
+    access = logging.getLogger("asgi_ws_gateway.access")
+    access.addHandler(handler)
+    level, access.level = access.level, logging.INFO
+    try:
+        with OtlpReceiver() as otlp:
+            export_to(monkeypatch, otlp, "grpc")
+            with UvicornServer(ProbedGateway(telemetry_config(upstream, access_log="text"))) as server:
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(handshake(path))
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+                writer.close()
+                shake = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "GET /ws/headers/{room}")
+                span = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name.startswith("connection "))
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert shake.attributes[n.URL_PATH] == span.attributes[n.URL_PATH]
+    assert shake.attributes[n.URL_PATH] in ("/ws/headers/token=REDACTED", "/ws/headers/Bearer REDACTED")
+    lines = [r.getMessage() for r in records]
+    assert lines and not any(SECRET in line for line in lines)

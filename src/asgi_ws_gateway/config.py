@@ -37,7 +37,7 @@ from .loading import (
     import_object,
 )
 from .plugins import MODULE_NAME, load_plugins
-from .redact import redact_text
+from .redact import CONTROL_CHARACTERS, redact_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
 from .strict_numbers import StrictNumbers
@@ -117,9 +117,9 @@ PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLI
 Policies = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICIES)]
 Name = Annotated[str, Field(pattern=_NAME, max_length=MAX_NAME)]
 # What a terminal obeys or breaks a line at, or what reorders the text around it: redact.printable's
-# set, plus the other invisible direction marks. A display name or a subscriber's name is shown by the
-# command line, the consoles and the logs, and has no use for them.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# set. A display name or a subscriber's name is shown by the command line, the consoles and the logs,
+# and has no use for them.
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
 def _plain_text(value: str) -> str:

@@ -70,6 +70,7 @@ from websockets.server import ServerProtocol
 from .._context import HANDSHAKE
 from ..held_pings import HeldPings
 from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
+from ..redact import redact_path
 from ..relay.close_codes import TOO_BIG
 from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
@@ -179,7 +180,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code != 101:  # refused by websockets' own checks, before the app ran
-            path = event.path.partition("?")[0]
+            path = redact_path(event.path.partition("?")[0])  # the filter's redact_text misses "/token=..."
             exc = self.conn.handshake_exc  # its message may quote a header's value: name the header only
             what = f"invalid {exc.name} header" if isinstance(exc, InvalidHeader) else type(exc).__name__
             self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code, what)
@@ -271,7 +272,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._fault_logged:
             return
         self._fault_logged = True
-        self.logger.info('%s - "WebSocket %s" closed with %d: %s', self._client(), self._path(), code, what)
+        path = redact_path(self._path())
+        self.logger.info('%s - "WebSocket %s" closed with %d: %s', self._client(), path, code, what)
 
     # -- the application's answer --
 
@@ -307,7 +309,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if _UVICORN_ERROR.isEnabledFor(logging.INFO) and _UVICORN_ERROR.isEnabledFor(level := _connection_line_level()):
             # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
             scope = self.scope
-            _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), quote(scope["path"]))
+            _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), quote(redact_path(scope["path"])))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:

@@ -19,9 +19,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from .._context import CONNECTION
-from ..redact import redact_text
 from . import names as n
-from .values import client_text, cut
+from .values import client_path, client_text
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -71,7 +70,7 @@ class ConnectionTrace:
 
     def _attributes(self) -> Attrs:
         handshake = self._handshake
-        path = handshake.path if handshake.path is not None else cut(redact_text(handshake.scope.get("path", "")))
+        path = handshake.path if handshake.path is not None else client_path(handshake.scope.get("path", ""))
         attrs: Attrs = {
             n.HTTP_ROUTE: handshake.api.route, n.URL_PATH: path,
             n.API: handshake.api.name, n.BACKEND: self._backend,

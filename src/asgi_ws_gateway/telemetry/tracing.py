@@ -37,13 +37,13 @@ from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
-from ..redact import redact_path, redact_text, redact_url_remembered
+from ..redact import redact_text, redact_url_remembered
 from ..wire_numbers import parse_port
 from . import names as n
 from . import propagation
 from .connection import ConnectionTrace
 from .events import MessageEvents
-from .values import client_text, cut, protocol_name
+from .values import client_path, client_text, cut, protocol_name
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -182,7 +182,7 @@ class HandshakeTrace:
         repeated), and whether the client sent a ``traceparent``."""
         scope = self.scope
         scheme = scope.get("scheme", "ws")
-        path = self.path = cut(redact_path(scope.get("path", "")))  # a client may put a token in the path itself
+        path = self.path = client_path(scope.get("path", ""))  # a client may put a token in the path itself
         attrs: Attrs = self.api.attributes.copy()  # the mapping proxy's dict, copied in C
         attrs[n.URL_SCHEME] = scheme
         attrs[n.URL_PATH] = path
@@ -402,7 +402,7 @@ class HandshakeTrace:
         peer = f"{client[0]}:{client[1]}" if client else "-"
         fields = {
             "api": self.api.name, "route": self.api.route,
-            "path": self.path if self.path is not None else cut(redact_path(self.scope.get("path", ""))),
+            "path": self.path if self.path is not None else client_path(self.scope.get("path", "")),
             "client": self.client or peer, "subject": self.subject, "subscription": self.subscription,
         }  # fmt: skip
         if self.client is not None:
