@@ -121,3 +121,12 @@ async def test_a_plain_claim_in_the_host_is_used() -> None:
     await policy.apply(ctx)
     api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": ["ws://up:9/x"]}]}).apis[0]
     assert ctx.build_request(api, api.upstreams[0]).url == "ws://chat-eu.internal:9000/x"
+
+
+@pytest.mark.parametrize("path", ["/" * 60 + "%", "/a" * 40 + "/%zz", "/" * 5000 + "\x7f"])
+def test_a_path_check_is_linear(path: str) -> None:
+    """Path characters include '/', so the old pattern could split a run of slashes 2^n ways before a
+    bad character failed it: 22 slashes and a '%' took 0.33 s, each more slash doubling it (60 here:
+    centuries). Refused at once now, as any path with a stray '%' or a control character."""
+    _refused("ws://127.0.0.1:9" + path)
+    check_upstream_request("ws://127.0.0.1:9" + "/" * 5000 + "%41", [], in_process=False)  # valid: passes

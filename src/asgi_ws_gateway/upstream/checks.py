@@ -27,7 +27,7 @@ _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # Path and query: visible ASCII only (what an HTTP request line can carry), every '%' starting a
 # two-digit escape. Stricter RFC 3986 rules would turn configured oddities into client errors.
-_PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*)*")
+_PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*+)?")  # possessive: "/" is in the class (no 2^n splits)
 _QUERY = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
