@@ -75,6 +75,15 @@ def test_a_credential_query_parameter_value_is_redacted(parameter: str) -> None:
     assert shown[1]["set-query-parameter"]["value"] == "lobby"
 
 
+@pytest.mark.parametrize("header", ["X-Signature", "X-Request-Sig", "X-Db-Pwd", "X-Credential", "X-Passphrase"])
+def test_a_credential_header_is_named_by_the_same_words_the_logs_redact(header: str) -> None:
+    """The management API had its own, shorter list of credential words than the log redaction:
+    a global set-header X-Signature was shown as written by GET (and not guarded by the upstream
+    hosts rule) while the logs redacted it. One list now (redact.CREDENTIAL_WORDS)."""
+    document = {"policies": [{"set-header": {"header": header, "value": SECRET}}]}
+    assert public_document(document)["policies"][0]["set-header"]["value"] == "REDACTED"
+
+
 def test_a_rewrite_template_shows_no_query_credential() -> None:
     template = f"/rooms/{{path.room}}?access_token={SECRET}&room=1#sig={SECRET}"
     shown = public_document({"rewrite-uri": {"template": template}})["rewrite-uri"]["template"]

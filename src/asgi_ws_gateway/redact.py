@@ -133,9 +133,13 @@ def redact_url(url: str) -> str:
 
 # A URL as a whole string: a scheme and "//" (leading white space is tolerated, as parsers do).
 _URL_START = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+CREDENTIAL_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "sig", "cred", "session", "cookie")
+"""Words that make a name a credential's, in any case, anywhere in it: a header (``X-Signature``), a
+parameter (``api_key``), a name in free text (``token=``); the one list for logs and the management API."""
+_CREDENTIAL_NAME = re.compile("|".join(CREDENTIAL_WORDS), re.IGNORECASE)
 # A query or fragment parameter whose value is a credential, by (decoded) name: redis-py's
 # ?password= and ?username=, access_token, subscription-key, api_key, client_secret, a SAS sig...
-_CREDENTIAL_PARAMETER = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|user|session|cookie", re.IGNORECASE)
+_CREDENTIAL_PARAMETER = re.compile("|".join((*CREDENTIAL_WORDS, "user")), re.IGNORECASE)
 # Schemes whose parser takes the userinfo up to the last "@" of the whole URL (parse_redis_url).
 _LAST_AT_SCHEMES = frozenset({"redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"})
 
@@ -182,6 +186,11 @@ def _redact_query_and_fragment(rest: str, start: int) -> str:
     if hash_at >= 0:
         rest = rest[: hash_at + 1] + _redact_credential_parameters(rest[hash_at + 1 :])
     return rest
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a header or setting so named holds a credential (one of ``CREDENTIAL_WORDS`` in it)."""
+    return _CREDENTIAL_NAME.search(name) is not None
 
 
 def is_credential_parameter(name: str) -> bool:
@@ -325,9 +334,8 @@ _SCHEME_CREDENTIAL = re.compile(
 # ('token=\\"a\\"' inside a quoted value); it may be in parentheses; an object or a list is not
 # one ('{"auth": {"token": ...}}': the inner pair is). Other pairs are not taken: a value after
 # "user=" or "user: " is read for pairs too.
-_CREDENTIAL_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "sig", "cred", "session", "cookie")
 _NAMED_VALUE = re.compile(
-    rf"(?<![\w.-])(?P<name>(?>[\w.-]*?(?i:{'|'.join(_CREDENTIAL_WORDS)}))[\w.-]*+)"
+    rf"(?<![\w.-])(?P<name>(?>[\w.-]*?(?i:{'|'.join(CREDENTIAL_WORDS)}))[\w.-]*+)"
     r"(?P<close>[\"']?+)\s*+(?P<sep>[=:])\s*+"
     rf"(?:{_QUOTED}|(?P<bare>\([^\r\n()]*+\)?+|(?![{{\[])(?:\\.|[^\s&;,\"'()\\])++))"
 )
@@ -357,7 +365,7 @@ def _may_name_a_credential(text: str) -> bool:
     if not text.isascii():
         return True
     lower = text.lower()
-    for word in _CREDENTIAL_WORDS:  # noqa: SIM110 - a loop, as in _may_name_a_header
+    for word in CREDENTIAL_WORDS:  # noqa: SIM110 - a loop, as in _may_name_a_header
         if word in lower:
             return True
     return False
@@ -539,6 +547,7 @@ def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> No
 
 __all__ = [
     "CONTROL_CHARACTERS",
+    "CREDENTIAL_WORDS",
     "REDACTED",
     "REDACTED_MARK",
     "SENSITIVE_HEADERS",
@@ -549,6 +558,7 @@ __all__ = [
     "credential_headers",
     "formatted_message",
     "install",
+    "is_credential_name",
     "is_credential_parameter",
     "printable",
     "printable_json",

@@ -28,24 +28,22 @@ field), so a round trip can never install a known secret or silently replace one
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..redact import REDACTED, SENSITIVE_HEADERS, is_credential_parameter, redact_url_credentials
+from ..redact import REDACTED, SENSITIVE_HEADERS, is_credential_name, is_credential_parameter, redact_url_credentials
 
 #: Setting names whose value is a secret wherever they appear in a document.
 SECRET_KEYS = frozenset({"secret"})
 #: Settings that hold a header's value beside its ``header`` name (``set-header``, ``check-header``).
 _HEADER_VALUE_KEYS = frozenset({"value", "values"})
-_CREDENTIAL_NAME = re.compile(r"auth|token|key|secret|passw|session|cookie|credential", re.IGNORECASE)
 
 
 def secret_setting(value: Mapping[str, Any]) -> str | None:
     """The header or query parameter that ``value`` (a policy's settings) names as a credential, if any:
     its ``value``/``values`` are then secrets."""
     header = value.get("header")
-    if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or _CREDENTIAL_NAME.search(header)):
+    if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or is_credential_name(header)):
         return header
     parameter = value.get("parameter")
     if isinstance(parameter, str) and is_credential_parameter(parameter):
