@@ -103,7 +103,10 @@ def test_a_value_whose_scanned_prefix_ends_in_jwt_pieces_is_read_once() -> None:
         ('{"token": "s3cret"}', '{"token":"REDACTED"}'),
         ('{"token": "s3 \\"cr\\" et", "room": "a"}', '{"token":"REDACTED", "room": "a"}'),  # escapes, spaces
         ("token: s3cret", "token:REDACTED"),
-        ("api_key:s3cret", "api_key:REDACTED"),
+        ('"api_key":"s3cret"', '"api_key":"REDACTED"'),
+        ("auth: Bearer abc", "auth:REDACTED REDACTED"),  # the scheme before the pair: abc stayed
+        ("credentials: Basic QWxhZGRpbjpvcGVu", "credentials:REDACTED REDACTED"),
+        ("token=Bearer abc", "token=REDACTED REDACTED"),
         ('password="no closing quote', 'password="REDACTED'),
         ("x token=(abc def) y", "x token=REDACTED y"),
         ('Bearer "abc def"', 'Bearer "REDACTED"'),
@@ -125,7 +128,10 @@ def test_a_quoted_or_colon_separated_credential_in_free_text_is_redacted(text: s
 @pytest.mark.parametrize(
     "text",
     ["user=alice", 'user="alice"', "user: alice", "basic plan exceeded; token expired", "room: lobby",
-     "Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/115.0", "https://example.com/a"],
+     "Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/115.0", "https://example.com/a",
+     # an unquoted name's ':' needs a space after it: host:port and name:verb are no credentials
+     "upstream ws://signaling:8443/ws unreachable", "/ws/rooms/design:42", "/v1/projects/p/secrets:list",
+     "auth.example.com:8443", "tokens:5"],
 )  # fmt: skip
 def test_other_pairs_and_plain_words_stay(text: str) -> None:
     assert redact_free_text(text) == text
