@@ -172,3 +172,22 @@ async def test_a_templated_parameter_beside_its_php_array_spelling_is_ambiguous(
     policies = [{"set-header": {"header": "x-tenant", "value": "{query.tenant}"}}]
     server = _gateway(uvicorn_server, upstream, policies)
     await _refused(upstream, server.url(f"/ws/echo?tenant=acme&{spelling}=evil"), 400)
+
+
+async def test_a_configured_name_with_its_own_array_key_leaves_the_other_keys() -> None:
+    """JSON:API's page[size] and page[number] are two parameters: a set-query-parameter or rewrite-uri
+    of one took the client's other away (both folded to 'page'); array spellings of a plain name go."""
+    ctx = context(query="page[number]=3&PAGE[size]=9&filter[status]=open&sort=x&tenant[]=evil")
+    ctx.upstream.set_query("page[size]", "50")
+    ctx.upstream.set_query("tenant", "acme")
+    url = ctx.build_request(API, API.upstreams[0]).url
+    assert parse_qsl(urlsplit(url).query) == [
+        ("v", "1"), ("page[number]", "3"), ("filter[status]", "open"), ("sort", "x"), ("page[size]", "50"),
+        ("tenant", "acme"),
+    ]  # fmt: skip
+    ctx = context(query="filter[status]=open&filter[type]=cd")
+    ctx.upstream.rewrite("/v2/items?filter[type]=book")
+    url = ctx.build_request(API, API.upstreams[0]).url
+    assert parse_qsl(urlsplit(url).query) == [("filter[type]", "book"), ("v", "1"), ("filter[status]", "open")]
+    ctx = context(query="page[size]=9&page[number]=3")
+    assert (ctx.request.query_copies("page[size]"), ctx.request.query_copies("PAGE[Size]")) == (["9"], ["9"])

@@ -16,7 +16,7 @@ from ..forwarded import Networks, client_address, client_network, forwarded_chai
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request
-from .names import fold_cookie_name, fold_name
+from .names import fold_cookie_name, fold_name, spelled_as
 
 if TYPE_CHECKING:
     from ..config import ApiConfig, UpstreamConfig
@@ -150,6 +150,9 @@ class RequestView:
         ``ACCESS_TOKEN``, ``%61ccess_token`` (decoded once), ``access.token``; see :mod:`.names`), in order.
 
         What a policy checks: the upstream gets the query as sent, and may read any of these."""
+        if "[" in name:  # a name with its own array key (page[size]): that key's spellings only
+            spelling = spelled_as(name)
+            return [value for sent, value in self._query_pairs if spelling(sent)]
         return self._folded_query.get(fold_name(name), [])
 
     @_Memoized
@@ -288,13 +291,13 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
     params = parse_qsl(query, keep_blank_values=True)
     for kind, name, value, action in ops:
         if kind == "query":  # every spelling of the name is overridden or removed, not only this one
-            params = _edit(params, name, value, action, same=lambda a, b: fold_name(a) == fold_name(b))
+            params = _edit(params, name, value, action, same=_spelling_of(name))
         elif kind == "rewrite":
             new_path, _, new_query = name.partition("?")
             path = new_path
             template_params = parse_qsl(new_query, keep_blank_values=True)
-            names = {fold_name(n) for n, _ in template_params}
-            kept = [(n, v) for n, v in params if fold_name(n) not in names] if action == "override" else []
+            spellings = [spelled_as(n) for n, _ in template_params]
+            kept = [(n, v) for n, v in params if not any(s(n) for s in spellings)] if action == "override" else []
             params = template_params + kept
         elif kind == "base":
             if in_process:
@@ -315,6 +318,12 @@ def _clean(value: str | None) -> str | None:
     if value is None:
         return None
     return _CONTROL.sub("", value)
+
+
+def _spelling_of(name: str) -> Callable[[str, str], bool]:
+    """``_edit``'s test for a parameter: the client's names that spell the configured ``name``."""
+    spelling = spelled_as(name)
+    return lambda sent, _configured: spelling(sent)
 
 
 def _edit(

@@ -13,13 +13,14 @@ or overrides every spelling.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 _MANGLED = re.compile(r"[ .\[]")
 """What PHP turns into ``_`` in a parameter or cookie name."""
 
 
-def fold_name(name: str) -> str:
+def fold_name(name: str, *, arrays: bool = True) -> str:
     """``name`` as the gateway compares it: trimmed, case-folded, PHP's mangling applied.
 
     ``name`` is what servers read: a query parameter's name percent-decoded once (as ``parse_qsl``
@@ -27,12 +28,26 @@ def fold_name(name: str) -> str:
     configured name. ``fold_name("access.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``,
     and so does ``access_token[]`` or ``access_token[x]`` (PHP's ``$_GET['access_token']`` is then an
     array holding the value); ``access[token``, with no ``]``, is PHP's ``access_token``.
+    ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``).
     """
     name = name.strip()
-    bracket = name.find("[")
-    if bracket >= 0 and "]" in name[bracket:]:  # PHP and Rack: name[] and name[key] are arrays of name
-        name = name[:bracket]
+    if arrays and _has_array_key(name):  # PHP and Rack: name[] and name[key] are arrays of name
+        name = name[: name.find("[")]
     return _MANGLED.sub("_", name.upper().lower())
+
+
+def _has_array_key(name: str) -> bool:
+    bracket = name.find("[")
+    return bracket >= 0 and "]" in name[bracket:]
+
+
+def spelled_as(configured: str) -> Callable[[str], bool]:
+    """Whether a name a client sent is a spelling of the ``configured`` one: any spelling of its
+    folded name, array forms included; a configured name with an array key of its own (JSON:API's
+    ``page[size]``) only that key's spellings, so ``page[number]`` is another parameter."""
+    arrays = not _has_array_key(configured.strip())
+    folded = fold_name(configured, arrays=arrays)
+    return lambda sent: fold_name(sent, arrays=arrays) == folded
 
 
 def fold_cookie_name(name: str) -> str:
@@ -41,4 +56,4 @@ def fold_cookie_name(name: str) -> str:
     return fold_name(unquote_plus(name))
 
 
-__all__ = ["fold_cookie_name", "fold_name"]
+__all__ = ["fold_cookie_name", "fold_name", "spelled_as"]
