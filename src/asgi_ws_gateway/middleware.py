@@ -190,8 +190,10 @@ class WebSocketGateway:
         replaced = self._install(policies)
         self._telemetry.add_apis(new.apis)
         if replaced is not None:
-            # Open connections keep their settings, and their concurrency leases keep counting.
-            await replaced.aclose(close_store=replaced.store is not self._policies.store, keep_leases=True)
+            # Open connections keep their settings, and their concurrency leases keep counting: in the
+            # same store only (a replaced store is closed, and the new limits count in the new one).
+            same_store = replaced.store is self._policies.store
+            await replaced.aclose(close_store=not same_store, keep_leases=same_store)
         if drain and changed:
             await self._connections.drain(
                 new.drain_close_code, "API configuration changed", new.drain_grace_period, apis=set(changed)
