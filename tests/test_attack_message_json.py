@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.policies.message_checks import _set
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.gateway import PASSTHROUGH
@@ -272,3 +273,11 @@ async def test_a_rewritten_message_is_never_larger_than_max_message_size(
         assert json.loads(await _reply(ws, '{"n": [1]}')) == {"n": [1], "user": "alice"}  # the connection goes on
     closes = await strict_upstream.wait_for_closes_async(before + 1)
     assert closes[-1][0] != 1009
+
+
+def test_set_keeps_an_exactly_named_key_in_its_place() -> None:
+    """Folding names took the exact key out and put it back last: {"meta": null, "id": 1} with
+    set meta.x came out {"id": 1, "meta": {...}}; only the other spellings go."""
+    value: dict[str, Any] = {"meta": None, "id": 1}
+    _set(value, ("meta", "x"), 9)
+    assert list(value.items()) == [("meta", {"x": 9}), ("id", 1)]

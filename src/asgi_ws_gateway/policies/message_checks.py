@@ -307,8 +307,8 @@ def _set(value: dict[str, Any], path: tuple[str, ...], new: Any) -> None:
         matching = _matching(value, key)
         children = [value[k] for k in matching if isinstance(value[k], dict)]
         child = children[-1] if children else {}
-        if matching != [key] or not children:
-            for k in matching:
+        for k in matching:
+            if k != key:  # the exact key keeps its place in the object
                 del value[k]
         value[key] = child
         value = child
