@@ -363,3 +363,17 @@ async def test_a_flood_of_5xx_refusals_is_one_warning_and_a_line_each_in_the_acc
         r for r in caplog.records if r.name == "asgi_ws_gateway.access" and '"WebSocket /ws/down" 502' in r.getMessage()
     ]
     assert len(access) == 30
+
+
+@pytest.mark.parametrize("server", ["gateway"], indirect=True)
+@pytest.mark.parametrize("path", ["/ws/Bearer%20s3cretvalue42", "/ws/token%3Ds3cretvalue42"])
+async def test_a_handshake_websockets_refuses_logs_its_path_decoded_and_redacted(
+    server: UvicornServer, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """The line for a handshake websockets' own checks refuse (here a version it does not speak)
+    redacted the raw target, where "%20" and "%3D" hid the credential from the pattern."""
+    assert status_of(await exchange(server.port, handshake(path, version=b"12"))) == 400
+    await server_idle(server)
+    lines = [r.getMessage() for r in server_lines(caplog) if '"WebSocket /ws/' in r.getMessage()]
+    assert len(lines) == 1 and "REDACTED" in lines[0], lines
+    assert not any("s3cretvalue42" in r.getMessage() for r in caplog.records)

@@ -55,7 +55,7 @@ import re
 from collections.abc import Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
@@ -180,7 +180,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code != 101:  # refused by websockets' own checks, before the app ran
-            path = redact_path(event.path.partition("?")[0])  # the filter's redact_text misses "/token=..."
+            path = _logged_path(unquote(event.path.partition("?")[0]))  # decoded: "/Bearer%20abc" is caught
             exc = self.conn.handshake_exc  # its message may quote a header's value: name the header only
             what = f"invalid {exc.name} header" if isinstance(exc, InvalidHeader) else type(exc).__name__
             self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code, what)
@@ -272,7 +272,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._fault_logged:
             return
         self._fault_logged = True
-        path = redact_path(self._path())
+        path = _logged_path(self._path())
         self.logger.info('%s - "WebSocket %s" closed with %d: %s', self._client(), path, code, what)
 
     # -- the application's answer --
@@ -309,7 +309,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if _UVICORN_ERROR.isEnabledFor(logging.INFO) and _UVICORN_ERROR.isEnabledFor(level := _connection_line_level()):
             # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
             scope = self.scope
-            _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), quote(redact_path(scope["path"])))
+            _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), _logged_path(scope["path"]))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -356,6 +356,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def _path(self) -> str:
         scope = getattr(self, "scope", None)
         return scope["root_path"] + scope["path"] if scope is not None else ""
+
+
+def _logged_path(path: str) -> str:
+    """A decoded path for a log line: redacted as a client's free text (the filter's redact_text misses
+    "/token=..."), then percent-encoded again, as uvicorn writes it (no control character gets in)."""
+    return quote(redact_path(path))
 
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # websockets.http11's header name (RFC 9110 token)
