@@ -69,7 +69,6 @@ class MessageAssembler:
         # list of bytes objects (tiny fragments must not cost ~40 bytes of memory per payload byte).
         self._parts: bytearray | None = None
         self._opcode = 0
-        self._size = 0
         self._charged = 0  # what the message counts toward the limit (FRAGMENT_FLOOR)
         self.close: tuple[int, str] | None = None
         self.too_big = False
@@ -199,14 +198,13 @@ class MessageAssembler:
             if opcode:
                 if b0 & 0x80:
                     return self._message(opcode, payload, raw)
-                self._opcode, self._parts, self._size, self._charged = opcode, bytearray(payload), length, charged
+                self._opcode, self._parts, self._charged = opcode, bytearray(payload), charged
                 continue
             assert self._parts is not None
             self._parts += payload
-            self._size += length
             self._charged = charged
             if b0 & 0x80:
-                payload, self._parts, self._size = bytes(self._parts), None, 0
+                payload, self._parts = bytes(self._parts), None
                 return self._message(self._opcode, payload, b"")
         return None
 

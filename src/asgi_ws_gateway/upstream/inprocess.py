@@ -151,11 +151,11 @@ class InProcessConnection:
             if subprotocol is not None and subprotocol not in self._scope["subprotocols"]:
                 # As the network connectors refuse it: a client must fail a connection that accepts one.
                 error = f"in-process upstream chose a subprotocol that was not offered: {subprotocol!r:.80}"
-                self._handshake.set_exception(UpstreamUnreachable(error))
+                self._refused(UpstreamUnreachable(error))
                 return
             headers = _response_headers(message)
             if headers is None:
-                self._handshake.set_exception(UpstreamUnreachable(_MALFORMED_HEADER))
+                self._refused(UpstreamUnreachable(_MALFORMED_HEADER))
                 return
             self.subprotocol = subprotocol
             self.response_headers = kept_response_headers(headers)
