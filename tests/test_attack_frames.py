@@ -52,18 +52,23 @@ async def _raw_client(port: int, *, deflate: bool = True) -> tuple[asyncio.Strea
     return reader, writer
 
 
+async def _next_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The next frame's opcode and payload, unmasked (masked or not)."""
+    b0, b1 = await reader.readexactly(2)
+    length = b1 & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+    return b0 & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
+
+
 async def _close_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """The first close frame in the stream (masked or not), skipping the frames before it."""
     while True:
-        b0, b1 = await reader.readexactly(2)
-        length = b1 & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await reader.readexactly(8))
-        key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-        if b0 & 0x0F == 0x8:
+        opcode, payload = await _next_frame(reader)
+        if opcode == 0x8:
             return struct.unpack("!H", payload[:2])[0], payload[2:]
 
 
@@ -135,18 +140,10 @@ async def _data_frames_until_close(reader: asyncio.StreamReader) -> tuple[int, i
     """The data frames a raw upstream reads before the close frame, and that frame's code."""
     frames = 0
     while True:
-        b0, b1 = await reader.readexactly(2)
-        length = b1 & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await reader.readexactly(8))
-        key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-        if b0 & 0x0F == 0x8:
+        opcode, payload = await _next_frame(reader)
+        if opcode == 0x8:
             return frames, struct.unpack("!H", payload[:2])[0]
-        if b0 & 0x0F < 0x8:
-            frames += 1
+        frames += opcode < 0x8
 
 
 async def test_an_endless_message_of_empty_fragments_is_1009_at_the_fragment_floor() -> None:
