@@ -7,6 +7,7 @@ is inflated; a larger one closes the connection with 1009 and says so (exit code
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
@@ -17,8 +18,10 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from asgi_ws_gateway.management.cli import _size
 from support.processes import EXE, cli_env
 
 MIB = 1024 * 1024
@@ -130,6 +133,14 @@ async def test_a_message_within_max_size_is_received_whole() -> None:
 
 
 async def test_max_size_must_be_a_positive_size() -> None:
-    for bad in ("0", "-1", "lots", "1.5", "\u0661\u0666MiB", "1_0", "\u00b2"):  # int() reads them
+    for bad in ("0", "-1", "lots", "1.5"):
         code, _, _ = await _connect("ws://127.0.0.1:1/", "--max-size", bad)
         assert code == 2, bad
+
+
+@pytest.mark.parametrize("bad", ["\u0661\u0666MiB", "1_0", "\u00b2", "\uff11KiB"])
+def test_max_size_is_ascii_digits(bad: str) -> None:
+    """int() reads Arabic-Indic and fullwidth digits, and raised on '²' (a traceback out of argparse)."""
+    with pytest.raises(argparse.ArgumentTypeError):
+        _size(bad)
+    assert _size("16MiB") == 16 * 1024 * 1024
