@@ -30,6 +30,7 @@ from starlette.requests import HTTPConnection
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Message, Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
+from support.apps import scope_recorder
 from support.clients import connect, expect_close, expect_status
 from support.servers import UvicornFactory, UvicornServer, WSImpl
 
@@ -48,12 +49,7 @@ class _BearerBackend(AuthenticationBackend):
 async def test_the_app_gets_a_scope_of_its_own_not_the_clients(uvicorn_server: UvicornFactory) -> None:
     """Middleware outside the gateway read the Authorization header a policy removes: none of its keys go in."""
     seen: dict[str, Any] = {}
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.update(scope)
-        await receive()
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": 1000})
+    app = scope_recorder(seen)
 
     # uvicorn puts its --root-path in front of the path: the API's path includes it
     upstream = {"app": app, "path": "/in"}

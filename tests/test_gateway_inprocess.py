@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Receive, Scope, Send
-from support.apps import echo_app
+from support.apps import echo_app, scope_recorder
 
 
 async def _own_ws(websocket: WebSocket) -> None:
@@ -83,12 +83,7 @@ def test_in_process_upstream_relays_text_bytes_and_empty_messages() -> None:
 
 def test_in_process_upstream_sees_path_params_query_and_forwarded_headers() -> None:
     seen: dict[str, Any] = {}
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.update(scope)
-        await receive()
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": 1000})
+    app = scope_recorder(seen)
 
     client = TestClient(_gateway({"url": "asgi:", "app": app, "path": "/inner/{room}"}))
     with client.websocket_connect("/ws/lobby?x=1", headers={"X-Custom": "v"}) as ws, pytest.raises(WebSocketDisconnect):

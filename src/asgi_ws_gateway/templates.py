@@ -162,57 +162,60 @@ class Template:
         instead (``{a}%25{b}`` rendered ``%25%25`` for ``%`` + nothing and nothing + ``%``).
         Other templates render keys as they always did.
         """
-        introducer, reserved = self._key_escaping
-        out: list[str] = []
-        after_reference = False
-        for part in self._parts:
-            if isinstance(part, str):
-                out.append(part)
-                after_reference = False
-                continue
-            if after_reference:
-                out.append(KEY_SEPARATOR)
-            ref, default = part
-            value = ref.resolve(context)
-            text = default if value is None else to_text(value)
-            if any(c in reserved for c in text):
-                text = "".join(
-                    "".join(f"{introducer}{b:02X}" for b in c.encode("utf-8", "surrogatepass")) if c in reserved else c
-                    for c in text
-                )
-            out.append(text)
-            after_reference = True
-        return "".join(out)
+        return _render(self._key_parts, context, self._key_escape)
 
     @functools.cached_property
-    def _key_escaping(self) -> tuple[str, frozenset[str]]:
-        """What introduces an encoded byte in a key, and the characters a value has encoded.
+    def _key_parts(self) -> list[str | tuple[Reference, str]]:
+        """The parts, with :data:`KEY_SEPARATOR` between two references that nothing separates."""
+        parts: list[str | tuple[Reference, str]] = []
+        for part in self._parts:
+            if parts and not isinstance(part, str) and not isinstance(parts[-1], str):
+                parts.append(KEY_SEPARATOR)
+            parts.append(part)
+        return parts
+
+    @functools.cached_property
+    def _key_escape(self) -> Callable[[str], str]:
+        """A value as a key writes it: each character of the template's text (the separator too) and
+        the introducer encoded as the introducer and the character's UTF-8 bytes in hex.
 
         Read left to right, a key then parses one way only: in a value, the introducer always
         starts an encoded byte (the text never holds it), and any other encoded character is where
         the template's text, or the separator, begins."""
-        used = set("".join(part for part in self._parts if isinstance(part, str)))
-        if any(not isinstance(a, str) and not isinstance(b, str) for a, b in itertools.pairwise(self._parts)):
-            used.add(KEY_SEPARATOR)
+        used = set("".join(part for part in self._key_parts if isinstance(part, str)))
         candidates = itertools.chain("%~!^*", map(chr, range(0xE000, 0xF900)))
         introducer = next(c for c in candidates if c not in used)
-        return introducer, frozenset(used | {introducer})
+        reserved = frozenset(used | {introducer})
+
+        def escape(text: str) -> str:
+            if not any(c in reserved for c in text):
+                return text
+            return "".join(
+                "".join(f"{introducer}{b:02X}" for b in c.encode("utf-8", "surrogatepass")) if c in reserved else c
+                for c in text
+            )
+
+        return escape
 
     def render(self, context: Lookup, escape: Callable[[str], str] | None = None) -> str:
         """The text with each reference replaced (passed through ``escape`` when given)."""
-        out: list[str] = []
-        for part in self._parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            ref, default = part
-            value = ref.resolve(context)
-            text = default if value is None else to_text(value)
-            out.append(escape(text) if escape is not None else text)
-        return "".join(out)
+        return _render(self._parts, context, escape)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
+
+
+def _render(parts: Sequence[str | tuple[Reference, str]], context: Lookup, escape: Callable[[str], str] | None) -> str:
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        ref, default = part
+        value = ref.resolve(context)
+        text = default if value is None else to_text(value)
+        out.append(escape(text) if escape is not None else text)
+    return "".join(out)
 
 
 @dataclass(frozen=True)

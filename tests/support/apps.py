@@ -11,7 +11,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "echo_app"]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "echo_app", "scope_recorder"]
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -57,3 +57,15 @@ async def _websocket(receive: Receive, send: Send) -> None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+def scope_recorder(seen: MutableMapping[str, Any]) -> ASGIApp:
+    """An in-process upstream that copies its scope into ``seen``, accepts, and closes with 1000."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.update(scope)
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    return app
