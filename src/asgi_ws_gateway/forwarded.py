@@ -102,11 +102,14 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
     while the gateway trusts no proxy, or the port is 0 (what uvicorn and hypercorn put there).
     """
     client = scope.get("client") or ("", None)
-    peer = parse_ip(client[0]) if client[0] else None
-    if peer is None or (trusted and client[1] != 0):
+    if not client[0] or (trusted and client[1] != 0):
         return False
+    peer: IPAddress | None = None  # parsed at the first forwarding header: most requests have none
     for name, value in scope.get("headers", ()):
         if name in (b"x-forwarded-for", b"forwarded"):
+            peer = peer or parse_ip(client[0])
+            if peer is None:
+                return False
             header: Literal["x-forwarded-for", "forwarded"] = "forwarded" if name == b"forwarded" else "x-forwarded-for"
             if any(parse_ip(hop) == peer for hop in forwarded_chain([value.decode("latin-1")], header)):
                 return True

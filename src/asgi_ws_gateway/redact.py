@@ -479,7 +479,8 @@ class RedactingFilter(logging.Filter):
                 message = record.getMessage()
                 # A query argument is redacted on its own first, its end the target's end: then the
                 # line's pass keeps the quote that closes a field after it ("WebSocket %s").
-                queries = _queries_redacted(record.args)
+                # (no "?" or "#" in the line: none in any argument, checked in C)
+                queries = None if "?" not in message and "#" not in message else _queries_redacted(record.args)
                 text = message if queries is None else str(record.msg) % queries
             except (TypeError, ValueError):
                 self._each(record)

@@ -42,6 +42,10 @@ empty or tiny fragments, which the bytes they carry do not bound, cost a receive
 bytes: Autobahn's smallest fragments (9.3.1, 9.4.1), which a limit of their message's size still passes."""
 
 
+_PLAIN = frozenset({0x81, 0x82})
+_PLAIN_RSV1 = frozenset({0x81, 0x82, 0xC1, 0xC2})
+
+
 def _names(extensions: str | None) -> set[str]:
     """The names of the negotiated ``extensions``."""
     return {item.split(";")[0].strip().lower() for item in extensions.split(",")} if extensions else set()
@@ -101,6 +105,43 @@ class FrameScanner:
     will be.
     """
 
+    # A scanner's starting state, as class attributes: two scanners start per connection, and
+    # nothing here changes until a frame says so (each is then set on the instance).
+    _inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
+    cut = False
+    _head = b""  # a header split across reads, held back until complete
+    remaining = 0
+    """Payload bytes of the current frame not seen yet (0: at a frame boundary)."""
+    _message = 0  # payload bytes of the message so far
+    _charged = 0  # what it counts toward the limit: each fragment but the last at least FRAGMENT_FLOOR
+    _binary = False
+    in_message = False
+    """True between the first and the last frame of a fragmented message."""
+    _fin = False  # the current frame ends its message
+    _control = False
+    too_big = False
+    error: str | None = None
+    error_code = 1002
+    """The close code ``error`` calls for."""
+    close: tuple[int, str] | None = None
+    halted = False
+    """Set by :meth:`halt`: the frame in flight is finished, nothing after it is forwarded."""
+    sealed = False
+    """Set once halted and the frame in flight (if any) is complete: nothing more is forwarded."""
+    interrupted = False
+    """True once :attr:`stopped` or :attr:`halted`, or while a ping is held: the splice has to look
+    after each read."""
+    pong: bytes | None = None
+    """The payload of the gateway's keepalive pings: a pong carrying it is taken out of the stream."""
+    hold_pings = False
+    """Set while this side reads nothing (the gateway's writes to it are paused): its pings are
+    taken out of the stream and only the latest is kept, in ``held_ping``, since the pongs they
+    ask for could not reach it and would pile up at the peer (RFC 6455 §5.5.3 lets the peer
+    answer only the most recent)."""
+    held_ping: bytes | None = None
+    """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
+    _fast = True  # at a frame boundary, between messages, nothing held back or stopped
+
     def __init__(
         self, stats: RelayStats, *, inbound: bool, max_message_size: int, extensions: str | None = None
     ) -> None:
@@ -115,41 +156,8 @@ class FrameScanner:
         if "permessage-deflate" in names:
             keeps, bits = sender_window(extensions, sender_is_client=inbound)
             self._inflated = InflatedSize(limit=max_message_size, keeps_context=keeps, window_bits=bits)
-        self._inflating: InflatedSize | None = None  # ``_inflated`` while a compressed message is read
-        self.cut = False
-        self._head = b""  # a header split across reads, held back until complete
-        self.remaining = 0
-        """Payload bytes of the current frame not seen yet (0: at a frame boundary)."""
-        self._message = 0  # payload bytes of the message so far
-        self._charged = 0  # what it counts toward the limit: each fragment but the last at least FRAGMENT_FLOOR
-        self._binary = False
-        self.in_message = False
-        """True between the first and the last frame of a fragmented message."""
-        self._fin = False  # the current frame ends its message
-        self._control = False
-        self.too_big = False
-        self.error: str | None = None
-        self.error_code = 1002
-        """The close code ``error`` calls for."""
-        self.close: tuple[int, str] | None = None
-        self.halted = False
-        """Set by :meth:`halt`: the frame in flight is finished, nothing after it is forwarded."""
-        self.sealed = False
-        """Set once halted and the frame in flight (if any) is complete: nothing more is forwarded."""
-        self.interrupted = False
-        """True once :attr:`stopped` or :attr:`halted`, or while a ping is held: the splice has to look
-        after each read."""
-        self.pong: bytes | None = None
-        """The payload of the gateway's keepalive pings: a pong carrying it is taken out of the stream."""
-        self.hold_pings = False
-        """Set while this side reads nothing (the gateway's writes to it are paused): its pings are
-        taken out of the stream and only the latest is kept, in ``held_ping``, since the pongs they
-        ask for could not reach it and would pile up at the peer (RFC 6455 §5.5.3 lets the peer
-        answer only the most recent)."""
-        self.held_ping: bytes | None = None
-        """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
         # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
-        self._plain = frozenset({0x81, 0x82} | ({0xC1, 0xC2} if self._rsv & _RSV1 else set()))
+        self._plain = _PLAIN_RSV1 if self._rsv & _RSV1 else _PLAIN
         self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
 
     def halt(self) -> None:

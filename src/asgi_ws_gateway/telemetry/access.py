@@ -112,23 +112,25 @@ def _json_line(fields: Fields) -> str:
 
 
 def _text_line(fields: Fields) -> tuple[Any, ...]:
-    fields = {k: printable(v) if isinstance(v, str) else v for k, v in fields.items()}
     ids = (fields["trace_id"] or "-", fields["span_id"] or "-")
     if fields.get("status") == 101:
-        return (
+        line: tuple[Any, ...] = (
             _CONNECTION,
             fields["client"], fields["path"], fields["api"], fields["closed_by"], fields["close_code"],
             fields["duration"], fields["messages_in"], fields["bytes_in"], fields["messages_out"],
             fields["bytes_out"], fields["backend"], fields.get("subject") or "-", *ids,
         )  # fmt: skip
-    cause = fields.get("reason") or "-"
-    if fields.get("policy"):
-        cause = f"{cause}, policy {fields['policy']}"
-    return (
-        _REFUSAL,
-        fields["client"], fields["path"], fields.get("status") or "-", fields["api"], fields["outcome"], cause,
-        fields["duration"], *ids,
-    )  # fmt: skip
+    else:
+        cause = fields.get("reason") or "-"
+        if fields.get("policy"):
+            cause = f"{cause}, policy {fields['policy']}"
+        line = (
+            _REFUSAL,
+            fields["client"], fields["path"], fields.get("status") or "-", fields["api"], fields["outcome"], cause,
+            fields["duration"], *ids,
+        )  # fmt: skip
+    # Only the values the line shows are escaped (not its format, whose quotes delimit the path).
+    return (line[0], *[printable(value) if type(value) is str else value for value in line[1:]])
 
 
 __all__ = ["AccessLog", "access_logger"]

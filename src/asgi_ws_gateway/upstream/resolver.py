@@ -12,6 +12,7 @@ fails is left out until the name is resolved again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,12 @@ unless the caller says otherwise: an API's ``dns_ttl``, whose default this is.""
 _MAX_NAMES = 1024
 
 T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address (remembered: upstream hosts come from the configuration)."""
+    return parse_ip(host) is not None
 
 
 class Resolver:
@@ -49,7 +56,7 @@ class Resolver:
         Raises:
             OSError: the name does not resolve (``socket.gaierror``), as ``create_connection`` raises.
         """
-        if parse_ip(host) is not None:
+        if _is_address(host):
             return [host]
         key = (host, port)
         known = self._known.get(key)
