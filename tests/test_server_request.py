@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets import http11
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
@@ -91,6 +93,28 @@ def test_a_plain_head_is_taken_as_websockets_reads_it(
 def test_anything_else_is_left_to_websockets(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     """A head websockets might refuse or read otherwise takes its parser (its 414/431/400 and lines)."""
     assert parsed_request(method, target, headers) is None
+
+
+_NAME_BYTES = st.sampled_from([b"x", b"-", b"A", b"9", b"~", b" ", b":", b"\n", b"\x00", b"\xe9", b"("])
+_VALUE_BYTES = st.sampled_from([b"v", b" ", b"\t", b"\n", b"\r", b"\x00", b"\x7f", b"\xe9", b'"', b":"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.lists(_NAME_BYTES, max_size=6).map(b"".join), st.sampled_from([b"content-length", b"host"])),
+            st.lists(_VALUE_BYTES, max_size=8).map(b"".join),
+        ),
+        max_size=6,
+    )
+)
+def test_the_fast_parse_is_websockets_parse_or_none(headers: list[tuple[bytes, bytes]]) -> None:
+    """Whatever the headers, the fast path either declines or makes the very request websockets makes."""
+    fast = parsed_request(b"GET", b"/", headers)
+    if fast is not None:
+        slow = by_websockets(b"GET", b"/", headers)
+        assert slow is not None and same(fast, slow)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
