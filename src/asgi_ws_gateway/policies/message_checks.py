@@ -159,12 +159,16 @@ class ValidateMessage:
 
 
 def _first_error(validator: Any, value: Any) -> str:
-    """Where and which keyword failed; never the message's content (errors' texts quote it)."""
+    """Where and which keyword failed; never the message's content (errors' texts quote it).
+
+    ``validate`` stops at the first error; ``iter_errors`` builds every error before it yields one:
+    an 800 KB array of 400,000 numbers against ``items: {type: string}`` held the event loop 6 s."""
     try:
-        for error in validator.iter_errors(value):
-            where = "/" + "/".join(str(p) for p in error.instance_path)
-            keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
-            return f"the message does not match the schema at {where} ({keyword})"
+        validator.validate(value)
+    except jsonschema_rs.ValidationError as error:
+        where = "/" + "/".join(str(p) for p in error.instance_path)
+        keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
+        return f"the message does not match the schema at {where} ({keyword})"
     except ValueError:  # jsonschema-rs describes no value nested over ~255 levels ("Recursion limit reached")
         pass
     return "the message does not match the schema"
