@@ -3,6 +3,8 @@ costs the gateway (the event loop serves every connection of the worker)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import tracemalloc
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from asgi_ws_gateway.json_names import check_unique_names
 from asgi_ws_gateway.messages.context import ConnectionContext
+from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.state.memory import MemoryState
@@ -28,10 +31,14 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
 
 
 class _Controls:
+    def __init__(self) -> None:
+        self.to_client: list[str | bytes] = []
+
     async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
         pass
 
     async def send_to_client(self, data: str | bytes) -> bool:
+        self.to_client.append(data)
         return True
 
     async def send_to_upstream(self, data: str | bytes) -> bool:
@@ -41,8 +48,8 @@ class _Controls:
         pass
 
 
-def _check(schema: dict[str, Any]) -> Any:
-    """The inbound handler of a connection to an API with ``validate-message: {schema}``."""
+def _check(schema: dict[str, Any], controls: _Controls | None = None) -> MessagePipeline:
+    """The inbound pipeline of a connection to an API with ``validate-message: {schema}``."""
     inbound = [{"validate-message": {"schema": schema}}]
     api = {
         "name": "chat",
@@ -52,12 +59,12 @@ def _check(schema: dict[str, Any]) -> Any:
     }
     config = load_config({"apis": [api]})
     policies = GatewayPolicies(config, store=MemoryState())
-    connection = ConnectionContext(context("/ws/chat"), RelayStats(), _Controls())
+    connection = ConnectionContext(context("/ws/chat"), RelayStats(), controls or _Controls())
     chosen = policies.message_policies(connection.handshake)
     assert chosen is not None
-    inbound, _ = chosen.attach(connection)
-    assert inbound is not None
-    return inbound
+    pipeline, _ = chosen.attach(connection)
+    assert pipeline is not None
+    return pipeline
 
 
 @pytest.mark.parametrize("schema, message", CASES.values(), ids=CASES.keys())
@@ -78,3 +85,14 @@ def test_a_schema_mismatch_costs_its_first_error_not_one_per_failing_item(schema
     assert pending is not None and not isinstance(pending, str | bytes)  # a drop, to be answered
     pending.close()
     assert peak < 2 * reading + 256 * 1024, f"{peak} bytes to check one {len(message)}-byte message"
+
+
+def test_a_schema_mismatch_quotes_no_long_name_of_the_message() -> None:
+    """The detail names the failing value's path; a name in it is the sender's, and was quoted whole
+    (a 100 KB name: a 100 KB answer)."""
+    message = '{"%s": 0}' % ("n" * 100_000)
+    controls = _Controls()
+    pipeline = _check({"additionalProperties": {"type": "string"}}, controls)
+    assert asyncio.run(pipeline.process(message, len(message))) is None  # dropped, and answered:
+    detail = json.loads(controls.to_client[0])["detail"]
+    assert detail == f"the message does not match the schema at /{'n' * 40}... (type)"
