@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -266,7 +267,7 @@ class ErrorReply:
         values = {"reason": error.reason, "detail": error.detail, "policy": policy, "direction": direction}
         lookup = _ErrorLookup(connection, values)
         if self.text is not None:
-            return self.text.render(lookup)
+            return writable_text(self.text.render(lookup))
         return orjson.dumps(render_json_template(self.json, lookup)).decode()
 
 
@@ -292,14 +293,46 @@ def compile_json_template(value: Any, namespaces: Mapping[str, frozenset[str] | 
     return value
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+
+
+def writable_text(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD: UTF-8 (a frame, orjson) cannot carry one.
+
+    Python's ``json`` reads ``"\\ud800"`` into a str, so a JWT claim may hold one: written into a
+    message or an error reply, it failed the connection with 1011 on every message."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if not text.isascii() else text
+
+
+def writable(value: Any) -> Any:
+    """A template's value as orjson can write it: lone surrogates as U+FFFD (:func:`writable_text`),
+    an integer beyond 64 bits (a claim's ``2**70``; orjson writes none) as its digits in a string."""
+    if isinstance(value, str):
+        return writable_text(value)
+    if isinstance(value, bool | float) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value < _UINT64_END else str(value)
+    if isinstance(value, list):
+        return [writable(v) for v in value]
+    if isinstance(value, dict):
+        return {writable_text(str(k)): writable(v) for k, v in value.items()}
+    return value
+
+
 def render_json_template(value: Any, lookup: Any) -> Any:
     """Render a compiled JSON template. A string that is one reference keeps the value's JSON type."""
     if isinstance(value, Template):
         refs = value.references
         if len(refs) == 1 and value.source.strip() == "{" + str(refs[0]) + "}":
             found = refs[0].resolve(lookup)
-            return found if found is None or isinstance(found, str | int | float | bool | list | dict) else str(found)
-        return value.render(lookup)
+            return (
+                writable(found)
+                if found is None or isinstance(found, str | int | float | bool | list | dict)
+                else str(found)
+            )
+        return writable_text(value.render(lookup))
     if isinstance(value, dict):
         return {k: render_json_template(v, lookup) for k, v in value.items()}
     if isinstance(value, list):
@@ -318,4 +351,6 @@ __all__ = [
     "WsMessage",
     "compile_json_template",
     "render_json_template",
+    "writable",
+    "writable_text",
 ]

@@ -19,6 +19,7 @@ affected; refresh messages on it go upstream like any other message.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -28,7 +29,7 @@ from pydantic import Field
 
 from ..errors import DropMessage, HandshakeDenied
 from ..handshake.context import CredentialVerifier
-from ..json_names import AmbiguousJson
+from ..json_names import AmbiguousJson, check_unique_names, json_to_some_reader
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
 from .message_base import register_message_policy
@@ -44,14 +45,30 @@ class CredentialExpirySettings(PolicySettings):
     type_field: str = Field(default="type", min_length=1, description="The JSON field holding the message type.")
     token_field: str = Field(default="token", min_length=1, description="The JSON field holding the new token.")
     ack: bool = Field(default=True, description="Answer a refresh with {type: <refresh_type>.ok, expires_at: exp}.")
-    same_subject: bool = Field(default=True, description="The new token must have the same sub claim.")
+    same_subject: bool = Field(
+        default=True, description="The new token must name the same subject: the same iss and sub claims."
+    )
+    refresh_limit: int = Field(
+        default=5,
+        ge=1,
+        description="Refresh messages a connection may send per refresh_window; more are dropped "
+        "unchecked (refresh_rate_limited).",
+    )
+    refresh_window: float = Field(default=60.0, gt=0, description="Seconds of the refresh_limit's fixed windows.")
+
+
+_LEADING = "\ufeff \t\n\r"  # what readers skip before a document: a BOM, JSON's whitespace
 
 
 class _Deadline:
-    __slots__ = ("at",)
+    """A connection's deadline, and its refreshes in the current window (each costs a signature check)."""
+
+    __slots__ = ("at", "refreshes", "window_ends")
 
     def __init__(self, at: float) -> None:
         self.at = at
+        self.refreshes = 0
+        self.window_ends = 0.0
 
 
 @register_message_policy("credential-expiry")
@@ -84,26 +101,66 @@ class CredentialExpiry:
             return None
 
         def check(message: WsMessage) -> Awaitable[None] | None:
-            data = message.data
-            if not isinstance(data, str) or marker not in data:
-                return None  # cheap: most messages are not refresh messages
-            try:
-                value = message.json()
-            except AmbiguousJson:  # perhaps a refresh, read as another by the upstream: the pipeline
-                raise  # drops it as ambiguous_json
-            except ValueError:
+            value = self._refresh_message(message)
+            if value is None:
                 return None
-            if not isinstance(value, dict) or value.get(s.type_field) != s.refresh_type:
-                return None
+            # A refresh is consumed here, before a rate-limit-messages after this policy counts it, and
+            # costs a signature check: 200 forged ones a second on one connection were each verified.
+            now = time.monotonic()
+            if now >= deadline.window_ends:
+                deadline.refreshes, deadline.window_ends = 0, now + s.refresh_window
+            deadline.refreshes += 1
+            if deadline.refreshes > s.refresh_limit:
+                raise DropMessage("refresh_rate_limited", f"more than {s.refresh_limit} refresh messages "
+                                  f"per {s.refresh_window:g} s")  # fmt: skip
             return self._refresh(connection, deadline, value, verifier)
 
         return check
+
+    def _refresh_message(self, message: WsMessage) -> dict[str, Any] | None:
+        """The refresh message's JSON object, or None when ``message`` is no refresh message to any reader.
+
+        A refresh is never forwarded: the upstream must not read one the gateway did not check. Readers
+        take one where a substring test of the text would not: escaped (``"auth\\u002erefresh"``),
+        under a name of another case (``"TYPE"``: Go and ASP.NET Core read it as ``type``), in a binary
+        message (Node's ``JSON.parse(data)``, Python's ``json.loads(data)``), or in JSON that only laxer
+        readers take (NaN, a lone surrogate): the last is dropped as ``invalid_json``.
+
+        Raises:
+            AmbiguousJson: a name twice in one object (the pipeline drops it as ``ambiguous_json``).
+            DropMessage: a refresh message to some readers that is not strict JSON.
+        """
+        marker, data = self.marker, message.data
+        assert marker is not None
+        if isinstance(data, bytes):
+            encoding = json.detect_encoding(data)
+            if not data[:64].decode(encoding, "replace").lstrip(_LEADING).startswith("{"):
+                return None  # an image, protobuf, ...: no JSON object to any reader, not decoded whole
+            text = data.decode(encoding, "replace")  # as Node's Buffer.toString() reads invalid UTF-8
+        else:
+            text = data
+        if marker not in text and "\\u" not in text:
+            return None  # cheap: most messages are not refresh messages
+        try:
+            value = message.json() if isinstance(data, str) else _strict(text)
+        except AmbiguousJson:  # perhaps a refresh, read as another by the upstream: the pipeline
+            raise  # drops it as ambiguous_json
+        except ValueError:
+            if not json_to_some_reader(data) or not self._is_refresh(_lax(text)):
+                return None
+            raise DropMessage("invalid_json", "a refresh message must be JSON every reader reads alike") from None
+        return value if self._is_refresh(value) else None
+
+    def _is_refresh(self, value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        return _field(value, self.settings.type_field) == self.settings.refresh_type
 
     async def _refresh(
         self, connection: ConnectionContext, deadline: _Deadline, value: dict[str, Any], verifier: CredentialVerifier
     ) -> None:
         s = self.settings
-        token = value.get(s.token_field)
+        token = _field(value, s.token_field)
         if not isinstance(token, str) or not token:
             raise DropMessage("refresh_without_token", f"the refresh message has no '{s.token_field}'")
         try:
@@ -114,8 +171,9 @@ class CredentialExpiry:
             raise DropMessage(f"refresh_{denial.reason}", detail) from None
         handshake = connection.handshake
         old = handshake.claims or {}
-        if s.same_subject and claims.get("sub") != old.get("sub"):
-            raise DropMessage("refresh_other_subject", "the new token is for another subject")
+        # A subject is an issuer's: "alice" of one tenant's issuer is not "alice" of another's.
+        if s.same_subject and (claims.get("iss"), claims.get("sub")) != (old.get("iss"), old.get("sub")):
+            raise DropMessage("refresh_other_subject", "the new token is for another subject (iss and sub)")
         exp = claims.get("exp")
         expires = float(exp) if isinstance(exp, int | float) else None
         handshake.claims, handshake.credential_expires_at = claims, expires
@@ -124,6 +182,30 @@ class CredentialExpiry:
             ack = {s.type_field: f"{s.refresh_type}.ok", "expires_at": exp}
             await connection.send_to_client(orjson.dumps(ack).decode())
         raise DropMessage("token_refreshed", reply=False, action="refresh")  # consumed: never forwarded
+
+
+def _field(value: dict[str, Any], name: str) -> object:
+    """``value[name]``, the name matched ignoring case as Go and ASP.NET Core match it (a message holding
+    two such names is refused before: ``json_names.check_unique_names``)."""
+    if name in value:
+        return value[name]
+    folded = name.casefold()
+    return next((v for k, v in value.items() if k.casefold() == folded), None)
+
+
+def _strict(text: str) -> Any:
+    """``text`` as the gateway reads a text message (orjson, no name twice): raises ValueError."""
+    value = orjson.loads(text)
+    check_unique_names(text)
+    return value
+
+
+def _lax(text: str) -> Any:
+    """``text`` as Python's ``json.loads`` reads it (NaN, lone surrogates, deep nesting), or None."""
+    try:
+        return json.loads(text.lstrip("\ufeff"))
+    except (ValueError, RecursionError):
+        return None
 
 
 __all__ = ["CredentialExpiry"]

@@ -159,15 +159,29 @@ class ValidateMessage:
 
 
 def _first_error(validator: Any, value: Any) -> str:
-    """Where and which keyword failed; never the message's content (errors' texts quote it)."""
+    """Where and which keyword failed; never the message's content (errors' texts quote it).
+
+    ``validate`` stops at the first error; ``iter_errors`` builds every error before it yields one:
+    an 800 KB array of 400,000 numbers against ``items: {type: string}`` held the event loop 6 s."""
     try:
-        for error in validator.iter_errors(value):
-            where = "/" + "/".join(str(p) for p in error.instance_path)
-            keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
-            return f"the message does not match the schema at {where} ({keyword})"
+        validator.validate(value)
+    except jsonschema_rs.ValidationError as error:
+        where = "/" + "/".join(_path_part(p) for p in error.instance_path)
+        keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
+        return f"the message does not match the schema at {where} ({keyword})"
     except ValueError:  # jsonschema-rs describes no value nested over ~255 levels ("Recursion limit reached")
         pass
     return "the message does not match the schema"
+
+
+_PART = 40
+
+
+def _path_part(part: object) -> str:
+    """A part of the failing value's path: an index, or a name the sender chose, which may be as long as
+    its message: the answer quotes no more of it than :func:`json_names.shown` quotes a name."""
+    text = str(part)
+    return text if len(text) <= _PART else text[:_PART] + "..."
 
 
 def _read_schema(path: str) -> Any:

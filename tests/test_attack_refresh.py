@@ -1,0 +1,123 @@
+"""Attacks on ``credential-expiry``'s in-band refresh: refreshes that cost a signature check each
+without limit, refresh messages the gateway did not recognise (and forwarded, token and all) while
+the upstream reads them as refreshes, and a refresh to another issuer's user of the same ``sub``.
+Real uvicorn (the relay and the frame relay) in front of a real ``websockets`` upstream whose echo
+is what it received."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.gateway import PASSTHROUGH
+from support.jwts import HS_SECRET, token
+from support.servers import UvicornFactory, UvicornServer, WSImpl
+from support.upstream import UpstreamServer
+
+ISSUERS = ["https://issuer.test", "https://tenant-b.test"]
+JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat", "issuer": ISSUERS}}
+
+
+@pytest.fixture(params=["relay", "framed"])
+def uvicorn_server(uvicorn_server: UvicornFactory, request: pytest.FixtureRequest) -> UvicornFactory:
+    """Each test relayed under uvicorn's websockets-sansio and through the frame relay."""
+    if request.param == "relay":
+        return uvicorn_server
+
+    def start(app: Any, *, ws: WSImpl = "websockets-sansio", **config: Any) -> UvicornServer:
+        return uvicorn_server(app, ws=PASSTHROUGH, **config)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, inbound: list[Any]) -> str:
+    config = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "policies": [JWT],
+              "message_policies": {"inbound": inbound}}  # fmt: skip
+    return uvicorn_server(WebSocketGateway(not_found, config={"apis": [config]})).url("/ws/echo")
+
+
+def _auth() -> dict[str, Any]:
+    return {"additional_headers": {"Authorization": f"Bearer {token()}"}}
+
+
+def _answer(answer: str | bytes) -> str:
+    """What the gateway answered (an error's reason, or the ack's type), or ``echo``: the upstream's."""
+    try:
+        reply = json.loads(answer)
+    except ValueError:
+        return "echo"
+    if isinstance(reply, dict) and reply.get("type") == "error":
+        return str(reply["error"])
+    if isinstance(reply, dict) and reply.get("type") == "auth.refresh.ok":
+        return "auth.refresh.ok"
+    return "echo"
+
+
+async def test_refresh_messages_are_limited_per_connection(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """Each refresh is a signature check, and a refresh is consumed before a rate limit after it counts
+    it: a connection may not make the gateway verify forged tokens as fast as it sends them."""
+    rate = {"rate-limit-messages": {"messages": 5, "window": 60, "action": "drop"}}
+    url = _serve(uvicorn_server, upstream_server, [{"credential-expiry": {"refresh_limit": 3}}, rate])
+    forged = token()[:-4] + "AAAA"
+    async with await connect(url, **_auth()) as ws:
+        answers = []
+        for _ in range(12):
+            await ws.send(json.dumps({"type": "auth.refresh", "token": forged}))
+            answers.append(_answer(await ws.recv()))
+        assert answers == ["refresh_token_invalid"] * 3 + ["refresh_rate_limited"] * 9
+        await ws.send("still open")
+        assert await ws.recv() == "still open"
+
+
+# A refresh to Python's json.loads, Node's JSON.parse or Go's encoding/json, each with a valid token,
+# that the gateway took for an ordinary message and forwarded; an encoding sends it as a binary message.
+HIDDEN_REFRESHES: dict[str, tuple[str, str | None, str]] = {
+    "escaped type": ('{"type": "auth\\u002erefresh", "token": "{token}"}', None, "auth.refresh.ok"),
+    "escaped name": ('{"\\u0074ype": "auth.refresh", "token": "{token}"}', None, "auth.refresh.ok"),
+    "names in other cases": ('{"TYPE": "auth.refresh", "Token": "{token}"}', None, "auth.refresh.ok"),
+    "binary": ('{"type": "auth.refresh", "token": "{token}"}', "utf-8", "auth.refresh.ok"),
+    "binary with a BOM": ('{"type": "auth.refresh", "token": "{token}"}', "utf-8-sig", "auth.refresh.ok"),
+    "binary in UTF-16": ('{"type": "auth.refresh", "token": "{token}"}', "utf-16", "auth.refresh.ok"),
+    "NaN beside it": ('{"type": "auth.refresh", "token": "{token}", "n": NaN}', None, "invalid_json"),
+    "a lone surrogate": ('{"type": "auth.refresh", "token": "{token}", "s": "\\ud800"}', None, "invalid_json"),
+}
+
+
+@pytest.mark.parametrize("template, encoding, expected", HIDDEN_REFRESHES.values(), ids=HIDDEN_REFRESHES.keys())
+async def test_a_refresh_any_reader_takes_is_never_forwarded(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, template: str, encoding: str | None, expected: str
+) -> None:
+    """The refresh's token must not reach the upstream, nor a refresh the gateway did not check."""
+    url = _serve(uvicorn_server, upstream_server, [{"credential-expiry": {}}])
+    text = template.replace("{token}", token(ttl=600))
+    async with await connect(url, **_auth()) as ws:
+        await ws.send(text if encoding is None else text.encode(encoding))
+        assert _answer(await ws.recv()) == expected
+        await ws.send("next")
+        assert await ws.recv() == "next"
+
+
+async def test_a_refresh_to_another_issuers_subject_is_refused(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """``sub`` is unique within its issuer only: tenant B's "alice" is not tenant A's."""
+    url = _serve(uvicorn_server, upstream_server, [{"credential-expiry": {}}])
+    async with await connect(url, **_auth()) as ws:
+        await ws.send(json.dumps({"type": "auth.refresh", "token": token(iss=ISSUERS[1])}))
+        assert _answer(await ws.recv()) == "refresh_other_subject"
+        await ws.send(json.dumps({"type": "auth.refresh", "token": token(iss=ISSUERS[0])}))
+        assert _answer(await ws.recv()) == "auth.refresh.ok"
