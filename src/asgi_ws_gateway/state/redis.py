@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from .._context import current_handshake
 from ..log_throttle import OutageLog
@@ -31,9 +32,26 @@ T = TypeVar("T")
 
 _NOW_MS = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+
+def _own(kind: str) -> str:
+    """Lua that deletes ``KEYS[1]`` unless it holds a ``kind`` (or nothing).
+
+    The key is this gateway's (its prefix, its layout), but something else wrote it: another
+    program sharing the prefix, an older version of the gateway, a hand edit. Every script failed on
+    it with WRONGTYPE, for good; and one such key among a process's leases failed every renewal,
+    which made the whole store look down every second: every limit of every API unchecked (or 503)
+    for as long as that connection stayed open. Its count starts again, as after an eviction.
+    """
+    return (
+        f"local kind = redis.call('TYPE', KEYS[1])['ok']\n"
+        f"if kind ~= '{kind}' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end\n"
+    )
+
+
 # KEYS[1] sorted set of event times; ARGV limit, window ms, unique member -> {allowed, remaining, retry ms}
 _HIT = (
     _NOW_MS
+    + _own("zset")
     + """
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -51,9 +69,14 @@ return {0, 0, tonumber(oldest[2]) + window - now}
 # KEYS[1] counter; ARGV limit, expiry (POSIX s) -> {allowed, remaining, retry ms}
 _CONSUME = (
     _NOW_MS
+    + _own("string")
     + """
 local limit, ends = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not n or n < 0 or n ~= math.floor(n) or n >= 2^53 then  -- not a count INCR can go on with
+  redis.call('DEL', KEYS[1])
+  n = 0
+end
 if n >= limit then return {0, 0, ends * 1000 - now} end
 n = redis.call('INCR', KEYS[1])
 redis.call('EXPIREAT', KEYS[1], ends + 1)
@@ -64,6 +87,7 @@ return {1, limit - n, 0}
 # KEYS[1] sorted set lease -> expiry ms; ARGV limit, ttl ms, lease -> {allowed, remaining, retry ms}
 _ACQUIRE = (
     _NOW_MS
+    + _own("zset")
     + """
 local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -84,6 +108,7 @@ return {1, limit - n, 0}
 # KEYS[1] sorted set; ARGV ttl ms, then leases. Re-adds an expired lease: the connection is still open.
 _RENEW = (
     _NOW_MS
+    + _own("zset")
     + """
 local expiry = now + tonumber(ARGV[1])
 local scored = {}
@@ -97,6 +122,12 @@ return 1
 """
 )
 
+# KEYS[1] sorted set; ARGV lease. A key holding something else has no lease to give back.
+_RELEASE = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
 RENEW_BATCH = 500
 """Leases renewed per script call and per pipeline. A process's leases are renewed in pipelines of
 at most this many, so the event loop runs between them: one pipeline of 50,000 scripts took 1.1 s
@@ -108,6 +139,7 @@ Redis call, waited; one of those timing out made the store look down)."""
 # -> {granted..., window index, ms until the window ends}
 _RESERVE = (
     _NOW_MS
+    + _own("hash")
     + """
 local window = tonumber(ARGV[1])
 local w = math.floor(now / window)
@@ -116,7 +148,7 @@ local out = {}
 for i = 2, #ARGV - 1, 2 do
   local field = 'c' .. (i / 2)
   local n = 0
-  if not fresh then n = tonumber(redis.call('HGET', KEYS[1], field) or '0') end
+  if not fresh then n = math.max(0, tonumber(redis.call('HGET', KEYS[1], field)) or 0) end
   local grant = math.max(0, math.min(tonumber(ARGV[i]), tonumber(ARGV[i + 1]) - n))
   redis.call('HSET', KEYS[1], field, n + grant)
   out[#out + 1] = grant
@@ -168,11 +200,13 @@ class RedisState:
         self._consume = self._redis.register_script(_CONSUME)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._reserve = self._redis.register_script(_RESERVE)
+        self._release = self._redis.register_script(_RELEASE)
         self._down_until = 0.0
         self._failing = False  # since a failure, until a call succeeds
         self._probing = False  # a call is trying whether Redis is back
         self._failures = OutageLog()
         self._outage_logged = False  # a failure line was written since the last "answers again"
+        self._key_errors = OutageLog()  # calls Redis refused because of their key's data
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -187,7 +221,10 @@ class RedisState:
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
         args = [_ms(window), *(n for pair in requests for n in pair)]
         result = await self._call(lambda: self._reserve(keys=[key], args=args), "reserve")
-        *granted, index, left_ms = (int(x) for x in result)
+        try:
+            *granted, index, left_ms = (int(x) for x in result)
+        except (TypeError, ValueError) as exc:  # never from the script; a 500 if it were not caught
+            raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a reservation") from exc
         return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
@@ -225,7 +262,7 @@ class RedisState:
         await self._call(renew_all, "renew")
 
     async def release(self, key: str, lease: str) -> None:
-        await self._call(lambda: self._redis.zrem(key, lease), "release")
+        await self._call(lambda: self._release(keys=[key], args=[lease]), "release")
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -233,6 +270,7 @@ class RedisState:
     async def _call(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
         probe = self._admit()
         handshake = current_handshake()  # a child span of the handshake when a policy calls during one
+        refused: Exception | None = None  # Redis's answer was an error about this call's key
         try:
             if not self._ready:
                 # A cold cluster client sent many commands at once races while it maps the slots:
@@ -256,8 +294,10 @@ class RedisState:
                     with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
                         result = await operation()
         except REDIS_FAILURES as exc:  # an outage of this call, never a 500 for the handshake
-            self._failed(exc)
-            raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+            if not _about_its_key(exc):
+                self._failed(exc)
+                raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+            refused = exc
         finally:
             if probe:
                 self._probing = False
@@ -266,6 +306,13 @@ class RedisState:
             if self._outage_logged:  # a line for each outage the log told of, not for every flap between lines
                 self._outage_logged = False
                 logger.warning("Redis store answers again")
+        if refused is not None:
+            # Redis answered, about this key only: this call fails (open or closed as its policy
+            # says), and the other keys go on being counted.
+            count = self._key_errors.event()
+            if count:
+                logger.warning("Redis store: %d call(s) failed on what their key holds: %s", count, refused)
+            raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
         return result
 
     def _admit(self) -> bool:
@@ -299,8 +346,30 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def _about_its_key(exc: BaseException) -> bool:
+    """Whether Redis refused a call because of what its key holds (WRONGTYPE, a script's runtime
+    error on a value), not because Redis is down, read-only, loading, busy or out of memory.
+
+    The scripts replace data that is not theirs, so this is a last resort: such an error used to
+    count as an outage, and made every other key's call answer "unavailable" for a second.
+    """
+    if not isinstance(exc, ResponseError) or type(exc) is not ResponseError:  # subclasses: READONLY, LOADING, ...
+        return False
+    text = str(exc)
+    if any(code in text for code in _OUTAGE_CODES):
+        return False
+    return "WRONGTYPE" in text or "user_script:" in text
+
+
+_OUTAGE_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOPERM", "NOSCRIPT")
+"""Error codes of a server that cannot run commands now, also when a script's call meets them."""
+
+
 def _decision(result: Any) -> Decision:
-    allowed, remaining, retry_ms = (int(x) for x in result)
+    try:
+        allowed, remaining, retry_ms = (int(x) for x in result)
+    except (TypeError, ValueError) as exc:  # never from these scripts; a 500 if it were not caught
+        raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a decision") from exc
     return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000)
 
 
