@@ -56,7 +56,7 @@ async def test_a_users_keys_overwritten_with_another_type_refuse_nobody(
             url = gateway.url("/ws/echo")
             async with await connect(url, additional_headers={"x-user": "alice"}) as alice:
                 keys = [key async for key in redis.scan_iter(match=f"{redis_prefix}:*")]
-                assert len(keys) == 3  # alice's lease, rate window and quota count
+                assert len(keys) == 4  # alice's lease, rate window, quota count and the attempts it counted
                 for key in keys:  # something else writes there: a list, in place of each
                     await redis.delete(key)
                     await redis.rpush(key, "not the gateway's")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -33,8 +34,8 @@ T = TypeVar("T")
 _NOW_MS = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 
-def _own(kind: str) -> str:
-    """Lua that deletes ``KEYS[1]`` unless it holds a ``kind`` (or nothing).
+def _own(kind: str, key: int = 1) -> str:
+    """Lua that deletes ``KEYS[key]`` unless it holds a ``kind`` (or nothing).
 
     The key is this gateway's (its prefix, its layout), but something else wrote it: another
     program sharing the prefix, an older version of the gateway, a hand edit. Every script failed on
@@ -43,10 +44,15 @@ def _own(kind: str) -> str:
     for as long as that connection stayed open. Its count starts again, as after an eviction.
     """
     return (
-        f"local kind = redis.call('TYPE', KEYS[1])['ok']\n"
-        f"if kind ~= '{kind}' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end\n"
+        f"local kind = redis.call('TYPE', KEYS[{key}])['ok']\n"
+        f"if kind ~= '{kind}' and kind ~= 'none' then redis.call('DEL', KEYS[{key}]) end\n"
     )
 
+
+# The scripts that count (hit, consume) are run again by redis-py when a connection fails after
+# Redis ran them but before their answer arrived (a connection cut mid-reply, an answer later than
+# the timeout): each attempt carries an id, and an attempt already counted is not counted twice.
+# (Two attempts were counted for one: a quota at 3 after two handshakes.)
 
 # KEYS[1] sorted set of event times; ARGV limit, window ms, unique member -> {allowed, remaining, retry ms}
 _HIT = (
@@ -56,8 +62,9 @@ _HIT = (
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return {1, limit - n, 0} end  -- this attempt, sent again
 if n < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
   return {1, limit - n - 1, 0}
 end
@@ -66,10 +73,12 @@ return {0, 0, tonumber(oldest[2]) + window - now}
 """
 )
 
-# KEYS[1] counter; ARGV limit, expiry (POSIX s) -> {allowed, remaining, retry ms}
+# KEYS[1] counter, KEYS[2] sorted set of the attempts counted lately (id -> time);
+# ARGV limit, expiry (POSIX s), attempt id, ms an attempt is remembered -> {allowed, remaining, retry ms}
 _CONSUME = (
     _NOW_MS
     + _own("string")
+    + _own("zset", 2)
     + """
 local limit, ends = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -77,9 +86,13 @@ if not n or n < 0 or n ~= math.floor(n) or n >= 2^53 then  -- not a count INCR c
   redis.call('DEL', KEYS[1])
   n = 0
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+if redis.call('ZSCORE', KEYS[2], ARGV[3]) then return {1, limit - n, 0} end  -- this attempt, sent again
 if n >= limit then return {0, 0, ends * 1000 - now} end
 n = redis.call('INCR', KEYS[1])
 redis.call('EXPIREAT', KEYS[1], ends + 1)
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return {1, limit - n, 0}
 """
 )
@@ -188,6 +201,9 @@ class RedisState:
     ) -> None:
         self.prefix = prefix
         self.retry_interval = retry_interval
+        # How long a quota remembers an attempt it counted: longer than one call can last (a
+        # timeout, redis-py's reconnect and its one retry), so that a retry is known as one.
+        self._remembered_ms = _ms(3 * timeout + 2)
         self._slots = asyncio.Semaphore(max_connections)
         self._redis: AnyRedis = connect(
             url,
@@ -215,7 +231,9 @@ class RedisState:
         return _decision(result)
 
     async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
-        result = await self._call(lambda: self._consume(keys=[key], args=[limit, int(expires_at)]), "consume")
+        # The attempt's id: redis-py sends the same arguments again when it retries the call.
+        args: list[int | str] = [limit, int(expires_at), os.urandom(16).hex(), self._remembered_ms]
+        result = await self._call(lambda: self._consume(keys=[key, f"{key}:attempts"], args=args), "consume")
         return _decision(result)
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
