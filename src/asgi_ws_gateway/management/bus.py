@@ -112,6 +112,7 @@ class RedisBus:
         self._subscribed = asyncio.Event()
         self._lost = False  # Redis was lost and the bus has not subscribed again since
         self._ignored = OutageLog()  # messages on the channel that are not commands
+        self._closing = False
 
     async def start(self, handler: Handler) -> None:
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
@@ -163,6 +164,7 @@ class RedisBus:
         return Answers(replies, expected)
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,6 +189,8 @@ class RedisBus:
                 # Redis lost, or an answer redis-py could not read: subscribe again. Had the listener
                 # ended, this worker would have heard no command again, silently. One warning per
                 # outage: retried every second, it would be a line a second.
+                if self._closing:  # the cancellation of aclose() came back as a failed read: stop
+                    return
                 level = DEBUG if self._lost else WARNING
                 logger.log(level, "management bus: lost Redis (%s: %s); resubscribing in 1 s", type(exc).__name__, exc)
                 self._lost = True
