@@ -26,8 +26,8 @@ from logging import DEBUG, WARNING
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import RedisClusterException
 
+from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis
 from .errors import Unavailable
 
@@ -96,7 +96,8 @@ class RedisBus:
     """Every worker and host that shares a Redis.
 
     Args:
-        client: a ``redis.asyncio`` client (plain, Sentinel or cluster) created with ``decode_responses=True``.
+        client: a ``redis.asyncio`` client (plain, Sentinel or cluster) created with ``decode_responses=True``
+            (and ``encoding_errors="replace"``: a message that is not UTF-8 is then ignored, not a lost subscription).
         prefix: namespace of the channel and keys (default ``asgi-ws-gw``).
     """
 
@@ -110,6 +111,8 @@ class RedisBus:
         self._running: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
         self._lost = False  # Redis was lost and the bus has not subscribed again since
+        self._ignored = OutageLog()  # messages on the channel that are not commands
+        self._closing = False
 
     async def start(self, handler: Handler) -> None:
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
@@ -161,6 +164,7 @@ class RedisBus:
         return Answers(replies, expected)
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,19 +179,20 @@ class RedisBus:
             pubsub = self.client.pubsub()
             try:
                 async for data in self._messages(pubsub):
-                    task = asyncio.create_task(self._run(handler, json.loads(data)))
+                    command = self._command(data)
+                    if command is None:
+                        continue
+                    task = asyncio.create_task(self._run(handler, command))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
-            except (
-                redis.ConnectionError,
-                redis.TimeoutError,
-                redis.ResponseError,
-                RedisClusterException,
-                OSError,
-            ) as exc:
-                # One warning per outage: retried every second, it would be a line a second.
+            except Exception as exc:  # the listener must outlive whatever Redis sends
+                # Redis lost, or an answer redis-py could not read: subscribe again. Had the listener
+                # ended, this worker would have heard no command again, silently. One warning per
+                # outage: retried every second, it would be a line a second.
+                if self._closing:  # the cancellation of aclose() came back as a failed read: stop
+                    return
                 level = DEBUG if self._lost else WARNING
-                logger.log(level, "management bus: lost Redis (%s); resubscribing in 1 s", exc)
+                logger.log(level, "management bus: lost Redis (%s: %s); resubscribing in 1 s", type(exc).__name__, exc)
                 self._lost = True
                 await asyncio.sleep(1)
                 # Commands published meanwhile are lost; a resync catches up on configuration.
@@ -197,6 +202,28 @@ class RedisBus:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _command(self, data: str) -> Command | None:
+        """The command in a message, or None (logged, throttled) for one that is not a JSON object with an ``op``.
+
+        Anyone who can write to Redis can publish on the channel: a message that is not a command
+        (another program's, a truncated one, ``[1]``, nesting deep enough to exhaust the parser)
+        is ignored. It used to raise out of the listener, which ended: that worker answered no
+        command again, and nothing said so.
+        """
+        try:
+            command = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            problem = f"not JSON ({type(exc).__name__})"
+        else:
+            if isinstance(command, dict) and isinstance(command.get("op"), str):
+                return command
+            problem = "not a JSON object with an 'op'"
+        count = self._ignored.event()
+        if count:
+            logger.warning("management bus: ignored %d message(s) that are not commands (%d bytes: %s)",
+                           count, len(data), problem)  # fmt: skip
+        return None
 
     async def _messages(self, pubsub: Any) -> AsyncIterator[str]:
         """The commands published on the channel, from subscribing on (sharded on a cluster).

@@ -101,7 +101,12 @@ class GatewayManagement:
         if redis_url is not None:
             # redis://, redis+cluster:// or redis+sentinel:// (asgi_ws_gateway.redis_client)
             store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix)
-            bus = bus or RedisBus(connect(redis_url, decode_responses=True), prefix=redis_prefix)
+            # Bytes that are not UTF-8 on the channel (anyone with Redis access can publish) decode
+            # to U+FFFD and are ignored as not JSON, rather than failing redis-py's read, which drops
+            # the subscription and every command queued behind that message.
+            bus = bus or RedisBus(
+                connect(redis_url, decode_responses=True, encoding_errors="replace"), prefix=redis_prefix
+            )
         self.app = app
         self.path = "/" + path.strip("/")
         self.port = port

@@ -4,21 +4,27 @@ Scripts read the time from Redis (``TIME``), so hosts with skewed clocks still a
 and lease expiry. Each script touches one key; keys carry a hash tag (see ``store_key``), so the
 store works against Redis Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
 After a failure the store answers :class:`StoreUnavailable`
-at once for ``retry_interval`` seconds instead of making every handshake wait for a timeout.
+at once for ``retry_interval`` seconds instead of making every handshake wait for a timeout; then
+one call tries Redis again while the others still answer at once, and calls that were waiting for a
+connection when the failure came answer at once too. The log has one line when an outage starts
+(then one per ``OutageLog.interval`` with how many calls failed) and one when Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from .._context import current_handshake
+from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .base import Decision, Reservation, StoreUnavailable
 
@@ -27,15 +33,38 @@ T = TypeVar("T")
 
 _NOW_MS = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+
+def _own(kind: str, key: int = 1) -> str:
+    """Lua that deletes ``KEYS[key]`` unless it holds a ``kind`` (or nothing).
+
+    The key is this gateway's (its prefix, its layout), but something else wrote it: another
+    program sharing the prefix, an older version of the gateway, a hand edit. Every script failed on
+    it with WRONGTYPE, for good; and one such key among a process's leases failed every renewal,
+    which made the whole store look down every second: every limit of every API unchecked (or 503)
+    for as long as that connection stayed open. Its count starts again, as after an eviction.
+    """
+    return (
+        f"local kind = redis.call('TYPE', KEYS[{key}])['ok']\n"
+        f"if kind ~= '{kind}' and kind ~= 'none' then redis.call('DEL', KEYS[{key}]) end\n"
+    )
+
+
+# The scripts that count (hit, consume) are run again by redis-py when a connection fails after
+# Redis ran them but before their answer arrived (a connection cut mid-reply, an answer later than
+# the timeout): each attempt carries an id, and an attempt already counted is not counted twice.
+# (Two attempts were counted for one: a quota at 3 after two handshakes.)
+
 # KEYS[1] sorted set of event times; ARGV limit, window ms, unique member -> {allowed, remaining, retry ms}
 _HIT = (
     _NOW_MS
+    + _own("zset")
     + """
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return {1, limit - n, 0} end  -- this attempt, sent again
 if n < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
   return {1, limit - n - 1, 0}
 end
@@ -44,15 +73,26 @@ return {0, 0, tonumber(oldest[2]) + window - now}
 """
 )
 
-# KEYS[1] counter; ARGV limit, expiry (POSIX s) -> {allowed, remaining, retry ms}
+# KEYS[1] counter, KEYS[2] sorted set of the attempts counted lately (id -> time);
+# ARGV limit, expiry (POSIX s), attempt id, ms an attempt is remembered -> {allowed, remaining, retry ms}
 _CONSUME = (
     _NOW_MS
+    + _own("string")
+    + _own("zset", 2)
     + """
 local limit, ends = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not n or n < 0 or n ~= math.floor(n) or n >= 2^53 then  -- not a count INCR can go on with
+  redis.call('DEL', KEYS[1])
+  n = 0
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+if redis.call('ZSCORE', KEYS[2], ARGV[3]) then return {1, limit - n, 0} end  -- this attempt, sent again
 if n >= limit then return {0, 0, ends * 1000 - now} end
 n = redis.call('INCR', KEYS[1])
 redis.call('EXPIREAT', KEYS[1], ends + 1)
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return {1, limit - n, 0}
 """
 )
@@ -60,6 +100,7 @@ return {1, limit - n, 0}
 # KEYS[1] sorted set lease -> expiry ms; ARGV limit, ttl ms, lease -> {allowed, remaining, retry ms}
 _ACQUIRE = (
     _NOW_MS
+    + _own("zset")
     + """
 local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -80,6 +121,7 @@ return {1, limit - n, 0}
 # KEYS[1] sorted set; ARGV ttl ms, then leases. Re-adds an expired lease: the connection is still open.
 _RENEW = (
     _NOW_MS
+    + _own("zset")
     + """
 local expiry = now + tonumber(ARGV[1])
 local scored = {}
@@ -93,6 +135,12 @@ return 1
 """
 )
 
+# KEYS[1] sorted set; ARGV lease. A key holding something else has no lease to give back.
+_RELEASE = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
 RENEW_BATCH = 500
 """Leases renewed per script call and per pipeline. A process's leases are renewed in pipelines of
 at most this many, so the event loop runs between them: one pipeline of 50,000 scripts took 1.1 s
@@ -104,6 +152,7 @@ Redis call, waited; one of those timing out made the store look down)."""
 # -> {granted..., window index, ms until the window ends}
 _RESERVE = (
     _NOW_MS
+    + _own("hash")
     + """
 local window = tonumber(ARGV[1])
 local w = math.floor(now / window)
@@ -112,7 +161,7 @@ local out = {}
 for i = 2, #ARGV - 1, 2 do
   local field = 'c' .. (i / 2)
   local n = 0
-  if not fresh then n = tonumber(redis.call('HGET', KEYS[1], field) or '0') end
+  if not fresh then n = math.max(0, tonumber(redis.call('HGET', KEYS[1], field)) or 0) end
   local grant = math.max(0, math.min(tonumber(ARGV[i]), tonumber(ARGV[i + 1]) - n))
   redis.call('HSET', KEYS[1], field, n + grant)
   out[#out + 1] = grant
@@ -152,6 +201,9 @@ class RedisState:
     ) -> None:
         self.prefix = prefix
         self.retry_interval = retry_interval
+        # How long a quota remembers an attempt it counted: longer than one call can last (a
+        # timeout, redis-py's reconnect and its one retry), so that a retry is known as one.
+        self._remembered_ms = _ms(3 * timeout + 2)
         self._slots = asyncio.Semaphore(max_connections)
         self._redis: AnyRedis = connect(
             url,
@@ -164,7 +216,13 @@ class RedisState:
         self._consume = self._redis.register_script(_CONSUME)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._reserve = self._redis.register_script(_RESERVE)
+        self._release = self._redis.register_script(_RELEASE)
         self._down_until = 0.0
+        self._failing = False  # since a failure, until a call succeeds
+        self._probing = False  # a call is trying whether Redis is back
+        self._failures = OutageLog()
+        self._outage_logged = False  # a failure line was written since the last "answers again"
+        self._key_errors = OutageLog()  # calls Redis refused because of their key's data
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -173,13 +231,18 @@ class RedisState:
         return _decision(result)
 
     async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
-        result = await self._call(lambda: self._consume(keys=[key], args=[limit, int(expires_at)]), "consume")
+        # The attempt's id: redis-py sends the same arguments again when it retries the call.
+        args: list[int | str] = [limit, int(expires_at), os.urandom(16).hex(), self._remembered_ms]
+        result = await self._call(lambda: self._consume(keys=[key, f"{key}:attempts"], args=args), "consume")
         return _decision(result)
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
         args = [_ms(window), *(n for pair in requests for n in pair)]
         result = await self._call(lambda: self._reserve(keys=[key], args=args), "reserve")
-        *granted, index, left_ms = (int(x) for x in result)
+        try:
+            *granted, index, left_ms = (int(x) for x in result)
+        except (TypeError, ValueError) as exc:  # never from the script; a 500 if it were not caught
+            raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a reservation") from exc
         return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
@@ -217,44 +280,114 @@ class RedisState:
         await self._call(renew_all, "renew")
 
     async def release(self, key: str, lease: str) -> None:
-        await self._call(lambda: self._redis.zrem(key, lease), "release")
+        await self._call(lambda: self._release(keys=[key], args=[lease]), "release")
 
     async def aclose(self) -> None:
         await self._redis.aclose()
 
     async def _call(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailable("Redis is unavailable (retrying shortly)")
+        probe = self._admit()
         handshake = current_handshake()  # a child span of the handshake when a policy calls during one
+        refused: Exception | None = None  # Redis's answer was an error about this call's key
         try:
             if not self._ready:
-                await self._initialize()
+                # A cold cluster client sent many commands at once races while it maps the slots:
+                # map them (and open the first connection) once, before the first burst of handshakes.
+                async with self._ready_lock:
+                    if not self._ready:
+                        probe = probe or self._admit()  # see below
+                        await self._redis.initialize()
+                        await self._redis.ping()
+                        self._ready = True
             async with self._slots:  # a pooled connection for each call in flight: wait for one to be free
+                # Redis failed while this call waited for a connection (or for the first connect):
+                # answer now, not after a timeout of its own. With a Redis that takes connections and
+                # never answers, 300 handshakes waited their turn through six rounds of timeouts
+                # (4.4 s, 6.7 s at worst), or one by one behind the first connect (291 of 300 were
+                # answered 504 after the 10 s policy_timeout).
+                probe = probe or self._admit()
                 if handshake is None:
-                    return await operation()
-                with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
-                    return await operation()
+                    result = await operation()
+                else:
+                    with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
+                        result = await operation()
         except REDIS_FAILURES as exc:  # an outage of this call, never a 500 for the handshake
-            self._down_until = time.monotonic() + self.retry_interval
-            logger.warning("Redis store failed: %s: %s", type(exc).__name__, exc)
-            raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+            if not _about_its_key(exc):
+                self._failed(exc)
+                raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+            refused = exc
+        finally:
+            if probe:
+                self._probing = False
+        if self._failing:
+            self._failing = False
+            if self._outage_logged:  # a line for each outage the log told of, not for every flap between lines
+                self._outage_logged = False
+                logger.warning("Redis store answers again")
+        if refused is not None:
+            # Redis answered, about this key only: this call fails (open or closed as its policy
+            # says), and the other keys go on being counted.
+            count = self._key_errors.event()
+            if count:
+                logger.warning("Redis store: %d call(s) failed on what their key holds: %s", count, refused)
+            raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
+        return result
 
-    async def _initialize(self) -> None:
-        # A cold cluster client sent many commands at once races while it maps the slots: map
-        # them (and open the first connection) once, before the first burst of handshakes.
-        async with self._ready_lock:
-            if not self._ready:
-                await self._redis.initialize()
-                await self._redis.ping()
-                self._ready = True
+    def _admit(self) -> bool:
+        """Whether a call may go to Redis now: raises :class:`StoreUnavailable` if not.
+
+        True for the one call that tries whether a failed Redis is back: until it has its answer,
+        the others answer "unavailable" at once (each would wait for the same timeout).
+        """
+        if not self._failing:
+            return False
+        if self._probing or time.monotonic() < self._down_until:
+            raise StoreUnavailable("Redis is unavailable (retrying shortly)")
+        self._probing = True
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self.retry_interval
+        self._failing = True
+        count = self._failures.event()  # one line as the outage starts, then one per interval: not one per call
+        if count:
+            self._outage_logged = True
+        if count == 1:
+            logger.warning("Redis store failed: %s: %s; answering 'unavailable' for %g s before trying again",
+                           type(exc).__name__, exc, self.retry_interval)  # fmt: skip
+        elif count:
+            logger.warning("Redis store failed %d times since its last such line: %s: %s",
+                           count, type(exc).__name__, exc)  # fmt: skip
 
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def _about_its_key(exc: BaseException) -> bool:
+    """Whether Redis refused a call because of what its key holds (WRONGTYPE, a script's runtime
+    error on a value), not because Redis is down, read-only, loading, busy or out of memory.
+
+    The scripts replace data that is not theirs, so this is a last resort: such an error used to
+    count as an outage, and made every other key's call answer "unavailable" for a second.
+    """
+    if not isinstance(exc, ResponseError) or type(exc) is not ResponseError:  # subclasses: READONLY, LOADING, ...
+        return False
+    text = str(exc)
+    if any(code in text for code in _OUTAGE_CODES):
+        return False
+    return "WRONGTYPE" in text or "user_script:" in text
+
+
+_OUTAGE_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOPERM", "NOSCRIPT")
+"""Error codes of a server that cannot run commands now, also when a script's call meets them."""
+
+
 def _decision(result: Any) -> Decision:
-    allowed, remaining, retry_ms = (int(x) for x in result)
+    try:
+        allowed, remaining, retry_ms = (int(x) for x in result)
+    except (TypeError, ValueError) as exc:  # never from these scripts; a 500 if it were not caught
+        raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a decision") from exc
     return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000)
 
 
