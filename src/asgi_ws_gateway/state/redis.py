@@ -1,8 +1,9 @@
 """The Redis store: limits shared by every worker and host, each operation one Lua script.
 
 Scripts read the time from Redis (``TIME``), so hosts with skewed clocks still agree on windows
-and lease expiry. Each script touches one key; keys carry a hash tag (see ``store_key``), so the
-store works against Redis Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
+and lease expiry. Each script touches one key (a quota also the attempts it counted,
+``<key>:attempts``); keys carry a hash tag (see ``store_key``), the attempts key its counter's, so
+the store works against Redis Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
 After a failure the store answers :class:`StoreUnavailable`
 at once for ``retry_interval`` seconds instead of making every handshake wait for a timeout; then
 one call tries Redis again while the others still answer at once, and calls that were waiting for a
