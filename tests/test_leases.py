@@ -26,13 +26,14 @@ class ScriptedStore:
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         return Decision(True, limit - 1, 0.0)
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         self.renewed.append(list(leases))
         if not self.outcomes:
             self.done.set()
             await asyncio.Event().wait()  # park until cancelled
         if not self.outcomes.pop(0):
             raise StoreUnavailable("down")
+        return 0
 
     async def release(self, key: str, lease: str) -> None:
         return None
@@ -132,12 +133,13 @@ class Gated(MemoryState):
             raise self.answer
         return decision
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         if self.renew_gate is not None:
             self.renewing.set()
             await self.renew_gate.wait()
-        await super().renew(leases, ttl)
+        gone = await super().renew(leases, ttl)
         self.renewed.set()
+        return gone
 
     async def release(self, key: str, lease: str) -> None:
         if self.down:
@@ -246,9 +248,10 @@ class Stepped(MemoryState):
         super().__init__(clock=lambda: self.now)
         self.renewals = 0
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
-        await super().renew(leases, ttl)
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
+        gone = await super().renew(leases, ttl)
         self.renewals += 1
+        return gone
 
 
 async def _one_more_renewal(store: Stepped) -> None:

@@ -120,7 +120,7 @@ class BrokenStore(MemoryState):
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         raise StoreUnavailable("down")
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         raise StoreUnavailable("down")
 
 

@@ -90,8 +90,10 @@ class Store(Protocol):
         """Take a lease (valid ``ttl`` seconds unless renewed) if fewer than ``limit`` live ones exist."""
         ...
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
-        """Extend ``(key, lease)`` leases by ``ttl`` seconds (re-creating any that expired meanwhile)."""
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
+        """Extend ``(key, lease)`` leases by ``ttl`` seconds, re-creating any that were gone; returns how
+        many were (expired meanwhile, or lost with the store's data: while they were gone, their caps
+        counted fewer connections than were open)."""
         ...
 
     async def release(self, key: str, lease: str) -> None:

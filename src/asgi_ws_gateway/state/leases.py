@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 
+from ..log_throttle import OutageLog
 from .base import Decision, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None  # renewals
         self._releaser: asyncio.Task[None] | None = None  # background releases
         self._dropped = 0  # orphans left to expire past MAX_ORPHANS, since the last line
+        self._gone_lines = OutageLog()  # leases found gone at renewal: one line, then one per interval
+        self._gone_since_line = 0
 
     def __len__(self) -> int:
         return len(self._held)
@@ -181,13 +184,33 @@ class LeaseKeeper:
             failing = True
             await asyncio.sleep(self.retry)
 
+    def _gone(self, count: int) -> None:
+        """``count`` held leases were missing from the store when renewed, and are back: say so.
+
+        Their caps counted fewer connections than were open, and may have admitted more than their
+        limit: a Redis restarted without persistence, evicting keys (``maxmemory-policy`` other than
+        ``noeviction``), failed over to a replica that lacked them, or renewals later than ``ttl``.
+        Nothing else tells: the store answered every call.
+        """
+        if count <= 0:
+            return
+        self._gone_since_line += count
+        if self._gone_lines.event():
+            logger.warning(
+                "%d concurrency lease(s) were gone from the store when renewed (a store restarted without "
+                "persistence, evicting keys or failed over; or renewals late): until now limit-concurrency "
+                "counted fewer open connections and may have admitted more than its limit",
+                self._gone_since_line,
+            )
+            self._gone_since_line = 0
+
     async def _renew_forever(self) -> None:
         failing = False
         while self._held:
             await asyncio.sleep(self.retry if failing else self.ttl / 3)
             batch = list(self._held.items())
             try:
-                await self.store.renew([(key, lease) for lease, key in batch], self.ttl)
+                gone = await self.store.renew([(key, lease) for lease, key in batch], self.ttl)
             except StoreUnavailable:
                 if not failing:  # once per outage, not once per retry
                     logger.warning(
@@ -198,6 +221,8 @@ class LeaseKeeper:
                 if failing:
                     logger.info("renewed %d concurrency lease(s) again", len(self._held))
                 failing = False
+                # One released while the renewal was in flight was put back, not lost.
+                self._gone(gone - sum(1 for lease, _ in batch if lease not in self._held))
             finally:
                 # Released while the renewal was in flight: the renewal may have put it back.
                 for lease, key in batch:

@@ -100,12 +100,17 @@ class MemoryState:
         self._leases[key] = leases
         return Decision(True, limit - len(leases))
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         now = self.clock()
+        gone = 0
         for key, lease in leases:
             if key not in self._leases:  # expired meanwhile: back, and counted (never refused: it is held)
                 self._keys[("_leases", _counter(key))] += 1
-            self._leases.setdefault(key, {})[lease] = now + ttl
+            held = self._leases.setdefault(key, {})
+            if held.get(lease, now) <= now:  # absent, or expired: acquires no longer counted it
+                gone += 1
+            held[lease] = now + ttl
+        return gone
 
     async def release(self, key: str, lease: str) -> None:
         leases = self._leases.get(key)

@@ -119,7 +119,8 @@ return {1, limit - n, 0}
 """
 )
 
-# KEYS[1] sorted set; ARGV ttl ms, then leases. Re-adds an expired lease: the connection is still open.
+# KEYS[1] sorted set; ARGV ttl ms, then leases -> how many were gone (expired, or lost with Redis's data).
+# Re-adds them: their connections are still open.
 _RENEW = (
     _NOW_MS
     + _own("zset")
@@ -130,9 +131,10 @@ for i = 2, #ARGV do
   scored[#scored + 1] = expiry
   scored[#scored + 1] = ARGV[i]
 end
-redis.call('ZADD', KEYS[1], unpack(scored))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- expired: re-added below, and counted as gone
+local gone = redis.call('ZADD', KEYS[1], unpack(scored))  -- the leases that were not there
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 1
+return gone
 """
 )
 
@@ -250,35 +252,40 @@ class RedisState:
         result = await self._call(lambda: self._acquire(keys=[key], args=[limit, _ms(ttl), lease]), "acquire")
         return _decision(result)
 
-    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         by_key: dict[str, list[str]] = {}
         for key, lease in leases:
             by_key.setdefault(key, []).append(lease)
         batch: list[tuple[str, list[str]]] = []
-        size = 0
+        size = gone = 0
         for key, held in by_key.items():
             for start in range(0, len(held), RENEW_BATCH):
                 part = held[start : start + RENEW_BATCH]
                 batch.append((key, part))
                 size += len(part)
                 if size >= RENEW_BATCH:
-                    await self._renew(batch, _ms(ttl))
+                    gone += await self._renew(batch, _ms(ttl))
                     batch, size = [], 0
         if batch:
-            await self._renew(batch, _ms(ttl))
+            gone += await self._renew(batch, _ms(ttl))
+        return gone
 
-    async def _renew(self, batch: Sequence[tuple[str, Sequence[str]]], ttl_ms: int) -> None:
-        """One pipeline: a script call per key renewing its leases in ``batch``."""
+    async def _renew(self, batch: Sequence[tuple[str, Sequence[str]]], ttl_ms: int) -> int:
+        """One pipeline: a script call per key renewing its leases in ``batch``; the leases that were gone."""
 
-        async def renew_all() -> None:
+        async def renew_all() -> list[Any]:
             # EVAL, not EVALSHA: a pipeline (on a cluster, one per node) cannot reload a script a
             # freshly promoted replica has never seen.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, held in batch:
                     pipe.eval(_RENEW, 1, key, ttl_ms, *held)
-                await pipe.execute()
+                return await pipe.execute()
 
-        await self._call(renew_all, "renew")
+        results = await self._call(renew_all, "renew")
+        try:
+            return sum(int(result) for result in results)
+        except (TypeError, ValueError) as exc:  # never from the script; a 500 if it were not caught
+            raise StoreUnavailable(f"Redis answered {type(results).__name__}, not lease counts") from exc
 
     async def release(self, key: str, lease: str) -> None:
         await self._call(lambda: self._release(keys=[key], args=[lease]), "release")
