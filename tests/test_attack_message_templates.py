@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -15,30 +14,12 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
-from support.gateway import PASSTHROUGH
 from support.jwts import HS_SECRET
-from support.servers import UvicornFactory, UvicornServer, WSImpl
+from support.relays import both_relays, module_upstream  # noqa: F401 - the fixtures uvicorn_server, upstream_server
+from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
 JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
-
-
-@pytest.fixture(params=["relay", "framed"])
-def uvicorn_server(uvicorn_server: UvicornFactory, request: pytest.FixtureRequest) -> UvicornFactory:
-    """Each test relayed under uvicorn's websockets-sansio and through the frame relay."""
-    if request.param == "relay":
-        return uvicorn_server
-
-    def start(app: Any, *, ws: WSImpl = "websockets-sansio", **config: Any) -> UvicornServer:
-        return uvicorn_server(app, ws=PASSTHROUGH, **config)
-
-    return start
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, policies: dict[str, Any]) -> str:

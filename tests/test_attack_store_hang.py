@@ -18,9 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import InvalidStatus
 
-from support.clients import connect
+from support.clients import count_handshake
 from support.configs import build_config, write_config
 from support.processes import GatewayProcess
 from support.redis import DelayingProxy
@@ -30,14 +29,6 @@ BURST = 40
 SLOTS = 4  # store.max_connections: the burst waits through ten rounds of them
 TIMEOUT = 0.3  # store.timeout: redis-py tries twice, so a call that hangs fails after about 0.6 s
 POLICY_TIMEOUT = 4  # more than a few timeouts, much less than a queue of them (ten rounds, or 40 connects)
-
-
-async def _handshake(url: str, outcomes: Counter[int]) -> None:
-    try:
-        async with await connect(url, open_timeout=30):
-            outcomes[101] += 1
-    except InvalidStatus as refused:
-        outcomes[refused.response.status_code] += 1
 
 
 @pytest.mark.parametrize(
@@ -60,12 +51,12 @@ async def test_a_burst_against_a_redis_that_never_answers_is_answered_within_one
             url = gateway.url("/ws/echo")
             outcomes: Counter[int] = Counter()
             if connected:
-                await _handshake(url, outcomes)  # the store connects and loads its script while Redis answers
+                await count_handshake(url, outcomes)  # the store connects and loads its script while Redis answers
                 assert outcomes == Counter({101: 1})
                 outcomes.clear()
                 await proxy.settle()
             proxy.delay = 3600  # Redis takes every command and answers none
-            await asyncio.gather(*(_handshake(url, outcomes) for _ in range(BURST)))
+            await asyncio.gather(*(count_handshake(url, outcomes) for _ in range(BURST)))
     # Every handshake answered as the policy says, none by the policy_timeout's 504.
     assert outcomes == Counter({101 if on_store_error == "open" else 503: BURST})
     text = log.read_text()

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import load_config
 from asgi_ws_gateway.errors import ConfigError
-from support.clients import connect
+from support.clients import count_handshake
 from support.configs import api_entry, build_config, write_config
 from support.processes import GatewayProcess
 from support.redis import RedisServer
@@ -54,14 +53,6 @@ def _keep_busy(url: str, microseconds: int, started: threading.Event) -> threadi
     return thread
 
 
-async def _handshake(url: str, outcomes: Counter[int]) -> None:
-    try:
-        async with await connect(url, open_timeout=30):
-            outcomes[101] += 1
-    except InvalidStatus as refused:
-        outcomes[refused.response.status_code] += 1
-
-
 @pytest.mark.parametrize("on_store_error", ["open", "closed"])
 async def test_a_burst_of_handshakes_is_counted_whole(
     tmp_path: Path, upstream: UpstreamServer, private_redis: RedisServer, on_store_error: str
@@ -74,11 +65,11 @@ async def test_a_burst_of_handshakes_is_counted_whole(
     async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log) as gateway:
         outcomes: Counter[int] = Counter()
         url = gateway.url("/ws/echo")
-        await _handshake(url, outcomes)  # the store's first call connects it and loads its scripts
+        await count_handshake(url, outcomes)  # the store's first call connects it and loads its scripts
         started = threading.Event()
         busy = _keep_busy(private_redis.url, 800_000, started)
         await asyncio.to_thread(started.wait, 5)
-        await asyncio.gather(*(_handshake(url, outcomes) for _ in range(BURST - 1)))
+        await asyncio.gather(*(count_handshake(url, outcomes) for _ in range(BURST - 1)))
         await asyncio.to_thread(busy.join, 10)
     # Exactly the limit admitted, every other handshake told to slow down: none unchecked, none a 503.
     assert outcomes == Counter({101: LIMIT, 429: BURST - LIMIT})

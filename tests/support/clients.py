@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-__all__ = ["WAIT_TIMEOUT", "connect", "expect_close", "expect_status"]
+__all__ = ["WAIT_TIMEOUT", "connect", "count_handshake", "expect_close", "expect_status"]
 
 WAIT_TIMEOUT = 5.0
 """Seconds ``expect_close`` waits before raising ``TimeoutError``."""
@@ -72,3 +73,12 @@ async def expect_status(url: str, **kw: Any) -> tuple[int, dict[str, str], bytes
         return response.status_code, headers, bytes(response.body)
     await ws.close()
     raise AssertionError(f"handshake to {url} was accepted (subprotocol {ws.subprotocol!r})")
+
+
+async def count_handshake(url: str, outcomes: Counter[int]) -> None:
+    """Open and close a WebSocket to ``url``; count its outcome in ``outcomes``: 101, or the refusal's status."""
+    try:
+        async with await connect(url, open_timeout=30):
+            outcomes[101] += 1
+    except InvalidStatus as refused:
+        outcomes[refused.response.status_code] += 1
