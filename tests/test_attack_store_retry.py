@@ -108,3 +108,26 @@ async def test_an_attempt_whose_answer_was_cut_counts_once(redis_prefix: str, ki
             await redis.delete(key, f"{key}:attempts")
             await redis.aclose()
             await store.aclose()
+
+
+async def test_a_reservation_whose_answer_was_cut_is_granted_once(redis_prefix: str) -> None:
+    """``rate-limit-messages`` on Redis reserves from a window's counters: a reservation sent again took
+    its grant twice (a message budget of 100 down to 80 for two reservations of 10)."""
+    async with CuttingProxy().running() as proxy:
+        store = RedisState(f"redis://127.0.0.1:{proxy.port}/0", prefix=redis_prefix)
+        redis = Redis.from_url(SHARED_REDIS)
+        key = store_key(redis_prefix, "msgs", "c", "alice")
+        try:
+            first = await store.reserve(key, 60, [(10, 100), (1, 5)])
+            proxy.cut()
+            again = await store.reserve(key, 60, [(10, 100), (1, 5)])  # sent again after the cut
+            assert (first.granted, again.granted, again.window) == ((10, 1), (10, 1), first.window)
+            assert 0 < again.resets_in <= 60
+            assert await redis.hmget(key, "c1", "c2") == [b"20", b"2"]
+            for _ in range(9):  # the attempts remembered are the last eight: the budget still runs out
+                await store.reserve(key, 60, [(10, 100), (1, 5)])
+            assert await redis.hmget(key, "c1", "c2") == [b"100", b"5"]
+        finally:
+            await redis.delete(key)
+            await redis.aclose()
+            await store.aclose()

@@ -50,7 +50,7 @@ def _own(kind: str, key: int = 1) -> str:
     )
 
 
-# The scripts that count (hit, consume) are run again by redis-py when a connection fails after
+# The scripts that count (hit, consume, reserve) are run again by redis-py when a connection fails after
 # Redis ran them but before their answer arrived (a connection cut mid-reply, an answer later than
 # the timeout): each attempt carries an id, and an attempt already counted is not counted twice.
 # (Two attempts were counted for one: a quota at 3 after two handshakes.)
@@ -151,17 +151,27 @@ of CPU to build and held the loop for 0.65 s every ``lease_ttl / 3`` (every rela
 Redis call, waited; one of those timing out made the store look down)."""
 
 
-# KEYS[1] hash {w: window index, c1.. counters}; ARGV window ms, then (amount, limit) pairs
+# KEYS[1] hash {w: window index, c1.. counters, a0..a7: the last attempts and what they got, ai: the
+# next of those}; ARGV window ms, then (amount, limit) pairs, then the attempt id
 # -> {granted..., window index, ms until the window ends}
 _RESERVE = (
     _NOW_MS
     + _own("hash")
     + """
-local window = tonumber(ARGV[1])
+local window, id = tonumber(ARGV[1]), ARGV[#ARGV]
+local done = redis.call('HMGET', KEYS[1], 'a0', 'a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7')
+for _, entry in ipairs(done) do
+  if entry and string.sub(entry, 1, #id + 1) == id .. ' ' then  -- this attempt, sent again: what it got
+    local out = {}
+    for n in string.gmatch(string.sub(entry, #id + 2), '%S+') do out[#out + 1] = tonumber(n) end
+    out[#out + 1] = (out[#out] + 1) * window - now
+    return out
+  end
+end
 local w = math.floor(now / window)
 local fresh = tonumber(redis.call('HGET', KEYS[1], 'w')) ~= w
 local out = {}
-for i = 2, #ARGV - 1, 2 do
+for i = 2, #ARGV - 2, 2 do
   local field = 'c' .. (i / 2)
   local n = 0
   if not fresh then n = math.max(0, tonumber(redis.call('HGET', KEYS[1], field)) or 0) end
@@ -169,10 +179,11 @@ for i = 2, #ARGV - 1, 2 do
   redis.call('HSET', KEYS[1], field, n + grant)
   out[#out + 1] = grant
 end
-redis.call('HSET', KEYS[1], 'w', w)
+out[#out + 1] = w
+local slot = redis.call('HINCRBY', KEYS[1], 'ai', 1) % 8
+redis.call('HSET', KEYS[1], 'w', w, 'a' .. slot, id .. ' ' .. table.concat(out, ' '))
 local left = (w + 1) * window - now
 redis.call('PEXPIRE', KEYS[1], left + 1000)
-out[#out + 1] = w
 out[#out + 1] = left
 return out
 """
@@ -240,7 +251,8 @@ class RedisState:
         return _decision(result)
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
-        args = [_ms(window), *(n for pair in requests for n in pair)]
+        # The attempt's id last: redis-py sends the same arguments again when it retries the call.
+        args: list[int | str] = [_ms(window), *(n for pair in requests for n in pair), os.urandom(16).hex()]
         result = await self._call(lambda: self._reserve(keys=[key], args=args), "reserve")
         try:
             *granted, index, left_ms = (int(x) for x in result)
