@@ -15,7 +15,7 @@ from ..errors import HandshakeDenied
 from ..forwarded import Networks, client_address, client_network, forwarded_chain, parse_ip
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
-from ..upstream.request import build_request
+from ..upstream.request import build_request, forwarding_headers, replaced_forwarding_header
 from .names import fold_cookie_name, fold_name, spelled_as
 
 if TYPE_CHECKING:
@@ -120,11 +120,28 @@ class RequestView:
 
     @_Memoized
     def headers(self) -> dict[str, list[str]]:
-        """Lower-case header names to their values, in arrival order."""
+        """Lower-case header names to their values, in arrival order, as the upstream is sent them.
+
+        ``X-Forwarded-For``, ``-Proto`` and ``-Host`` are the gateway's own (what the upstream gets),
+        every other ``X-Forwarded-*`` is absent, and so are ``X-Real-IP``, ``Forwarded`` and the other
+        headers a proxy sets (``upstream.request.PROXY_SET``) unless the peer is a trusted proxy: a
+        policy must not read a forwarding header the gateway itself does not believe (a client's
+        ``X-Forwarded-Proto: https`` passed a check the upstream, sent ``http``, never saw)."""
         headers: dict[str, list[str]] = {}
+        trusted = self.peer_is_trusted_proxy
         for name, value in self.scope.get("headers", ()):
-            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+            key = name.decode("latin-1").lower()
+            if not replaced_forwarding_header(key, trust_forwarded=trusted):
+                headers.setdefault(key, []).append(value.decode("latin-1"))
+        for key, own in forwarding_headers(self.scope, trust_forwarded=trusted):
+            headers[key] = [own]
         return headers
+
+    @_Memoized
+    def _forwarding_chain(self) -> list[str]:
+        """The values of ``forwarded_header`` as the peer sent them (the client's when it is the peer)."""
+        name = self._forwarded_header.encode("latin-1")
+        return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == name]
 
     def header(self, name: str) -> str | None:
         """A header's values joined with ``", "`` (``Cookie`` with ``"; "``), or None."""
@@ -201,7 +218,7 @@ class RequestView:
         peer = self.scope.get("client") or ("", None)
         ip = peer[0] or ""
         if self._trusted:
-            chain = forwarded_chain(self.headers.get(self._forwarded_header, []), self._forwarded_header)
+            chain = forwarded_chain(self._forwarding_chain, self._forwarded_header)
             ip = client_address(ip, chain, self._trusted)
         return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
 
@@ -210,7 +227,8 @@ class RequestView:
         """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
         if not self._trusted:  # none configured: no address to parse
             return False
-        peer = parse_ip(self.client.peer) if self.client.peer else None
+        peer_address = (self.scope.get("client") or ("", None))[0]
+        peer = parse_ip(peer_address) if peer_address else None
         return peer is not None and peer in self._trusted
 
     @_Memoized
