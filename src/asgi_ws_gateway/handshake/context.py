@@ -75,6 +75,24 @@ def _one(values: list[str] | None, kind: str, name: str) -> str | None:
     return first
 
 
+_PYTHON_COOKIE = re.compile(
+    r'(?<![^ \t\n\r\f\v;])([^ \t\n\r\f\v=;]++)[ \t\n\r\f\v]*+=[ \t\n\r\f\v]*+("(?:[^"\\]|\\.)*+"|[^ \t\n\r\f\v;]*+)',
+    re.DOTALL,
+)
+"""A ``name=value`` pair as ``http.cookies`` and aiohttp find one in a Cookie header: after a ``;`` or
+whitespace, blanks around ``=``, a value quoted (to its closing quote, ``;`` and blanks included) or
+up to a blank. Linear in the header: runs are possessive and a pair starts only at a boundary, and
+a quoted value that never closes is scanned once (a later value's opening quote would close it)."""
+_PYTHON_ESCAPE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))", re.DOTALL)
+
+
+def _python_unquote(value: str) -> str:
+    """A cookie value as ``http.cookies._unquote`` reads it: a quoted one unquoted and unescaped."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    return _PYTHON_ESCAPE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
+
+
 def _by_folded_name(pairs: list[tuple[str, str]], fold: Callable[[str], str]) -> dict[str, list[str]]:
     folded: dict[str, list[str]] = {}
     for name, value in pairs:
@@ -206,7 +224,17 @@ class RequestView:
 
     @_Memoized
     def _folded_cookies(self) -> dict[str, list[str]]:
-        return _by_folded_name(self._cookie_pairs, fold_cookie_name)  # names as sent
+        # Names as sent; the copies are those of either reading: a server reads one or the other.
+        return _by_folded_name(self._cookie_pairs + self._cookie_pairs_python_reads, fold_cookie_name)
+
+    @_Memoized
+    def _cookie_pairs_python_reads(self) -> list[tuple[str, str]]:
+        """The cookies a Python server finds (``http.cookies``' grammar: aiohttp's ``request.cookies``,
+        Bottle, CherryPy): an unquoted value ends at whitespace, where another ``name=value`` may
+        start; a quoted one may hold ``;`` and is unescaped (``"\\141cme"`` is ``acme``). To them
+        ``jwt=VALID; theme=dark jwt=FORGED`` holds a second ``jwt``, the last, which they read."""
+        return [(name, _python_unquote(value)) for header in self.headers.get("cookie", ())
+                for name, value in _PYTHON_COOKIE.findall(header)]  # fmt: skip
 
     @_Memoized
     def cookies(self) -> dict[str, str]:
