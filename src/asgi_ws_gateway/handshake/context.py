@@ -56,9 +56,20 @@ class AmbiguousValue(HandshakeDenied):
     """A header, query parameter or cookie a template reads came more than once with different values:
     the gateway would key, check or route on one copy while the upstream may read another."""
 
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(400, f"the {kind} '{name}' is sent more than once with different values: send one",
-                         reason="ambiguous_value")  # fmt: skip
+    def __init__(self, kind: str, name: str, detail: str = "") -> None:
+        detail = detail or "is sent more than once with different values: send one"
+        super().__init__(400, f"the {kind} '{name}' {detail}", reason="ambiguous_value")
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+"""A byte of the query that is not UTF-8, as ``surrogateescape`` keeps it."""
+
+
+def _replaced(text: str) -> str:
+    """``text`` with the bytes ``surrogateescape`` kept read as U+FFFD (what ``parse_qsl`` gives by default)."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _one(values: list[str] | None, kind: str, name: str) -> str | None:
@@ -170,25 +181,38 @@ class RequestView:
 
     @_Memoized
     def query(self) -> dict[str, list[str]]:
-        """Query parameters to their values (blank values kept), names percent-decoded as sent."""
+        """Query parameters to their values (blank values kept), names percent-decoded as sent; bytes
+        that are not UTF-8 read as U+FFFD."""
         query: dict[str, list[str]] = {}
         for name, value in self._query_pairs:
-            query.setdefault(name, []).append(value)
+            query.setdefault(_replaced(name), []).append(_replaced(value))
         return query
 
     @_Memoized
     def _query_pairs(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        # Bytes that are not UTF-8 kept apart as surrogates (query_copies refuses them): read as U+FFFD,
+        # %ff and %fe were one value, one limit key, while PHP, Go and Rack read two different bytes.
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        return parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
 
     def query_copies(self, name: str) -> list[str]:
         """Every value sent under ``name`` in any spelling a server may read as it (for ``access_token``:
         ``ACCESS_TOKEN``, ``%61ccess_token`` (decoded once), ``access.token``; see :mod:`.names`), in order.
 
-        What a policy checks: the upstream gets the query as sent, and may read any of these."""
+        What a policy checks: the upstream gets the query as sent, and may read any of these.
+
+        Raises:
+            AmbiguousValue: a copy is not UTF-8 once decoded (``%ff``): servers read it as U+FFFD, as
+                the byte itself, or as Latin-1, so no value of it is the one the upstream reads.
+        """
         if "[" in name:  # a name with its own array key (page[size]): that key's spellings only
             spelling = spelled_as(name)
-            return [value for sent, value in self._query_pairs if spelling(sent)]
-        return self._folded_query.get(fold_name(name), [])
+            values = [value for sent, value in self._query_pairs if spelling(sent)]
+        else:
+            values = self._folded_query.get(fold_name(name), [])
+        if any(not value.isascii() and _SURROGATE.search(value) for value in values):
+            raise AmbiguousValue("query parameter", name, "is not UTF-8 once percent-decoded")
+        return values
 
     @_Memoized
     def _folded_query(self) -> dict[str, list[str]]:
@@ -334,14 +358,16 @@ class UpstreamEdits:
 def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], in_process: bool) -> str:
     """``url`` with the query, rewrite and base-URL edits among ``ops`` applied, in order."""
     scheme, netloc, path, query, _ = urlsplit(url)
-    params = parse_qsl(query, keep_blank_values=True)
+    # surrogateescape both ways: a client's %ff in a parameter no policy touches goes on as %FF (it
+    # was read as U+FFFD and sent as %EF%BF%BD, another value to an upstream that reads bytes).
+    params = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
     for kind, name, value, action in ops:
         if kind == "query":  # every spelling of the name is overridden or removed, not only this one
             params = _edit(params, name, value, action, same=_spelling_of(name))
         elif kind == "rewrite":
             new_path, _, new_query = name.partition("?")
             path = new_path
-            template_params = parse_qsl(new_query, keep_blank_values=True)
+            template_params = parse_qsl(new_query, keep_blank_values=True, errors="surrogateescape")
             spellings = [spelled_as(n) for n, _ in template_params]
             kept = [(n, v) for n, v in params if not any(s(n) for s in spellings)] if action == "override" else []
             params = template_params + kept
@@ -352,7 +378,8 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
             base = urlsplit(name)
             scheme, netloc = base.scheme, base.netloc
             path = base.path.rstrip("/") + path
-    return urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,"), ""))  # no ";"
+    query = urlencode(params, quote_via=quote, safe="/:@!$'()*,", errors="surrogateescape")  # no ";"
+    return urlunsplit((scheme, netloc, path, query, ""))
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
