@@ -306,7 +306,8 @@ class ValidateJwt:
             header = unverified["header"]
             # Types first, before pyjwt's int() makes "1767000000" or true a time: checking the
             # unverified payload can only refuse more, never admit.
-            problem = numeric_date_problem(unverified["payload"]) or depth_problem(unverified["payload"])
+            payload = unverified["payload"]
+            problem = numeric_date_problem(payload) or depth_problem(payload) or surrogate_problem(payload)
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is malformed", "token_invalid") from None
         if problem is not None:
@@ -449,6 +450,29 @@ def depth_problem(claims: dict[str, Any]) -> str | None:
     nests claims that deep."""
     if nests_deeper(claims, MAX_CLAIM_DEPTH):
         return f"the token's payload nests deeper than {MAX_CLAIM_DEPTH} levels"
+    return None
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def surrogate_problem(claims: dict[str, Any]) -> str | None:
+    """Why a payload is refused for a lone surrogate (``"\\ud800"``) in a string or a name, or None.
+
+    Python's JSON parser keeps one, which UTF-8 cannot encode: templated into the upstream URL
+    (``rewrite-uri``, ``set-query-parameter``) a signed one failed the handshake with a 500 and a
+    traceback. Readers disagree on it (Go reads U+FFFD), as message policies refuse it in a message."""
+    stack: list[object] = [claims]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _LONE_SURROGATE.search(item):
+                return "the token's payload holds a lone surrogate (\\uD800-\\uDFFF), which is not text"
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return None
 
 
