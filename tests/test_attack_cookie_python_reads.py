@@ -6,10 +6,11 @@ end an unquoted value at whitespace, where another ``name=value`` starts, and th
 wins: ``Cookie: jwt=VALID; theme=dark jwt=FORGED`` was admitted on ``VALID`` (``theme`` holding
 ``dark jwt=FORGED``) while an aiohttp upstream read ``jwt`` as ``FORGED`` (an attack pass against a
 real ``run``: 5 of 5 spellings). They also unescape a quoted value: ``tenant="\\141cme"`` is
-``acme`` to them, a new limit key to the gateway for every spelling. Now those copies count: a
-different one is a 400. The upstream's reading is ``http.cookies``, applied to the Cookie header
-the upstream was sent; ``http.cookies`` stands for aiohttp here (aiohttp vendors its grammar, and
-reads every case below the same).
+``acme`` to them, a new limit key to the gateway for every spelling; PHP and Node's ``cookie``
+percent-decode a value (``ac%6De``). Now those copies count: a different one is a 400. The
+upstream's reading is ``http.cookies``, applied to the Cookie header the upstream was sent;
+``http.cookies`` stands for aiohttp here (aiohttp vendors its grammar, and reads every case below
+the same).
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ async def test_a_cookie_python_reads_otherwise_is_no_new_limit_key(
 ) -> None:
     """Python reads each as ``acme``: they were a fresh counter each, past a limit of one (4 of 4)."""
     assert _python_reads(f"tenant={spelling}")["tenant"] == "acme"
+    limit = {"rate-limit-by-key": {"key": "{cookie.tenant}", "limit": 1, "window": 60}}
+    server = _gateway(uvicorn_server, upstream, [limit])
+    await _refused(upstream, server.url("/ws/echo"), {"Cookie": f"tenant={spelling}"}, 400)
+
+
+@pytest.mark.parametrize("spelling", ["ac%6De", "%61cme", "acm%65"])
+async def test_a_cookie_php_and_node_percent_decode_is_no_new_limit_key(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spelling: str
+) -> None:
+    """PHP's ``$_COOKIE`` and Node's ``cookie`` (Express) percent-decode a value: each is ``acme`` to them,
+    and was a fresh counter to the gateway, past a limit of one (3 of 3)."""
     limit = {"rate-limit-by-key": {"key": "{cookie.tenant}", "limit": 1, "window": 60}}
     server = _gateway(uvicorn_server, upstream, [limit])
     await _refused(upstream, server.url("/ws/echo"), {"Cookie": f"tenant={spelling}"}, 400)
