@@ -29,18 +29,18 @@ def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, policies: d
 
 
 def _auth(**claims: Any) -> dict[str, Any]:
-    """A token with ``claims``: pyjwt writes a lone surrogate as ``\\ud800``, which Python's json reads back."""
+    """A token with ``claims`` (integers of any size, which Python's json reads back)."""
     body = {"aud": "chat", "sub": "alice", "exp": int(time.time()) + 300, **claims}
     return {"additional_headers": {"Authorization": f"Bearer {jwt.encode(body, HS_SECRET, algorithm='HS256')}"}}
 
 
-# A claim's value (as the token carries it), a template, and what the upstream reads.
+# A claim's value (as the token carries it), a template, and what the upstream reads. A lone surrogate
+# ("\ud800") no longer gets this far: validate-jwt refuses the token (tests/test_jwt_lone_surrogate.py).
 UNWRITABLE: dict[str, tuple[Any, str, Any]] = {
-    "a lone surrogate": ("\ud800x", "{jwt.c}", "\ufffdx"),
-    "a lone surrogate in text": ("\udc00", "by {jwt.c}", "by \ufffd"),
     "an integer beyond 64 bits": (2**70, "{jwt.c}", str(2**70)),
+    "in text": (2**70, "by {jwt.c}", f"by {2**70}"),
     "a negative one": (-(2**63) - 1, "{jwt.c}", str(-(2**63) - 1)),
-    "both in an object": ({"k\ud800": ["\udfff", 2**64]}, "{jwt.c}", {"k\ufffd": ["\ufffd", str(2**64)]}),
+    "in an object": ({"k": [2**64]}, "{jwt.c}", {"k": [str(2**64)]}),
 }
 
 
@@ -64,12 +64,12 @@ async def test_an_error_reply_with_such_a_claim_is_sent(
 ) -> None:
     """The error reply could not be encoded: a dropped message closed both sides with 1011."""
     url = _serve(uvicorn_server, upstream_server, {"inbound": [{"validate-message": {}}], "error_reply": reply})
-    async with await connect(url, **_auth(c="\ud800")) as ws:
+    async with await connect(url, **_auth(c=2**70)) as ws:
         await ws.send("not JSON")
         answer = await ws.recv()
-        assert answer == "ERR invalid_json for \ufffd" or json.loads(answer) == {
+        assert answer == f"ERR invalid_json for {2**70}" or json.loads(answer) == {
             "error": "invalid_json",
-            "for": "\ufffd",
+            "for": str(2**70),
         }
         await ws.send("{}")
         assert await ws.recv() == "{}"

@@ -45,8 +45,16 @@ def client_network(ip: str) -> str:
 
 
 def parse_network(text: str) -> IPNetwork:
-    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address; raises ValueError if malformed."""
-    return ipaddress.ip_network(text.strip(), strict=False)
+    """``10.0.0.0/8``, ``2001:db8::/32`` or a single address; raises ValueError if malformed.
+
+    An IPv4-mapped network (``::ffff:203.0.113.7``, ``::ffff:10.0.0.0/104``: how a dual-stack socket
+    and its logs show an IPv4 client) is the IPv4 network it maps, as :func:`parse_ip` unmaps an
+    address: kept as IPv6 it matched no client, so a client listed in ``deny`` that way got in."""
+    network = ipaddress.ip_network(text.strip(), strict=False)
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 class Networks:

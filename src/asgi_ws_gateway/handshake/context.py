@@ -8,14 +8,14 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .._types import Scope
 from ..errors import HandshakeDenied
 from ..forwarded import Networks, client_address, client_network, forwarded_chain, parse_ip
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
-from ..upstream.request import build_request
+from ..upstream.request import build_request, forwarding_headers, replaced_forwarding_header
 from .names import fold_cookie_name, fold_name, spelled_as
 
 if TYPE_CHECKING:
@@ -56,9 +56,20 @@ class AmbiguousValue(HandshakeDenied):
     """A header, query parameter or cookie a template reads came more than once with different values:
     the gateway would key, check or route on one copy while the upstream may read another."""
 
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(400, f"the {kind} '{name}' is sent more than once with different values: send one",
-                         reason="ambiguous_value")  # fmt: skip
+    def __init__(self, kind: str, name: str, detail: str = "") -> None:
+        detail = detail or "is sent more than once with different values: send one"
+        super().__init__(400, f"the {kind} '{name}' {detail}", reason="ambiguous_value")
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+"""A byte of the query that is not UTF-8, as ``surrogateescape`` keeps it."""
+
+
+def _replaced(text: str) -> str:
+    """``text`` with the bytes ``surrogateescape`` kept read as U+FFFD (what ``parse_qsl`` gives by default)."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _one(values: list[str] | None, kind: str, name: str) -> str | None:
@@ -73,6 +84,24 @@ def _one(values: list[str] | None, kind: str, name: str) -> str | None:
     if len(values) > 1 and values.count(first) != len(values):
         raise AmbiguousValue(kind, name)
     return first
+
+
+_PYTHON_COOKIE = re.compile(
+    r'(?<![^ \t\n\r\f\v;])([^ \t\n\r\f\v=;]++)[ \t\n\r\f\v]*+=[ \t\n\r\f\v]*+("(?:[^"\\]|\\.)*+"|[^ \t\n\r\f\v;]*+)',
+    re.DOTALL,
+)
+"""A ``name=value`` pair as ``http.cookies`` and aiohttp find one in a Cookie header: after a ``;`` or
+whitespace, blanks around ``=``, a value quoted (to its closing quote, ``;`` and blanks included) or
+up to a blank. Linear in the header: runs are possessive and a pair starts only at a boundary, and
+a quoted value that never closes is scanned once (a later value's opening quote would close it)."""
+_PYTHON_ESCAPE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))", re.DOTALL)
+
+
+def _python_unquote(value: str) -> str:
+    """A cookie value as ``http.cookies._unquote`` reads it: a quoted one unquoted and unescaped."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    return _PYTHON_ESCAPE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
 
 
 def _by_folded_name(pairs: list[tuple[str, str]], fold: Callable[[str], str]) -> dict[str, list[str]]:
@@ -120,11 +149,28 @@ class RequestView:
 
     @_Memoized
     def headers(self) -> dict[str, list[str]]:
-        """Lower-case header names to their values, in arrival order."""
+        """Lower-case header names to their values, in arrival order, as the upstream is sent them.
+
+        ``X-Forwarded-For``, ``-Proto`` and ``-Host`` are the gateway's own (what the upstream gets),
+        every other ``X-Forwarded-*`` is absent, and so are ``X-Real-IP``, ``Forwarded`` and the other
+        headers a proxy sets (``upstream.request.PROXY_SET``) unless the peer is a trusted proxy: a
+        policy must not read a forwarding header the gateway itself does not believe (a client's
+        ``X-Forwarded-Proto: https`` passed a check the upstream, sent ``http``, never saw)."""
         headers: dict[str, list[str]] = {}
+        trusted = self.peer_is_trusted_proxy
         for name, value in self.scope.get("headers", ()):
-            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+            key = name.decode("latin-1").lower()
+            if not replaced_forwarding_header(key, trust_forwarded=trusted):
+                headers.setdefault(key, []).append(value.decode("latin-1"))
+        for key, own in forwarding_headers(self.scope, trust_forwarded=trusted):
+            headers[key] = [own]
         return headers
+
+    @_Memoized
+    def _forwarding_chain(self) -> list[str]:
+        """The values of ``forwarded_header`` as the peer sent them (the client's when it is the peer)."""
+        name = self._forwarded_header.encode("latin-1")
+        return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == name]
 
     def header(self, name: str) -> str | None:
         """A header's values joined with ``", "`` (``Cookie`` with ``"; "``), or None."""
@@ -135,25 +181,38 @@ class RequestView:
 
     @_Memoized
     def query(self) -> dict[str, list[str]]:
-        """Query parameters to their values (blank values kept), names percent-decoded as sent."""
+        """Query parameters to their values (blank values kept), names percent-decoded as sent; bytes
+        that are not UTF-8 read as U+FFFD."""
         query: dict[str, list[str]] = {}
         for name, value in self._query_pairs:
-            query.setdefault(name, []).append(value)
+            query.setdefault(_replaced(name), []).append(_replaced(value))
         return query
 
     @_Memoized
     def _query_pairs(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        # Bytes that are not UTF-8 kept apart as surrogates (query_copies refuses them): read as U+FFFD,
+        # %ff and %fe were one value, one limit key, while PHP, Go and Rack read two different bytes.
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        return parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
 
     def query_copies(self, name: str) -> list[str]:
         """Every value sent under ``name`` in any spelling a server may read as it (for ``access_token``:
         ``ACCESS_TOKEN``, ``%61ccess_token`` (decoded once), ``access.token``; see :mod:`.names`), in order.
 
-        What a policy checks: the upstream gets the query as sent, and may read any of these."""
+        What a policy checks: the upstream gets the query as sent, and may read any of these.
+
+        Raises:
+            AmbiguousValue: a copy is not UTF-8 once decoded (``%ff``): servers read it as U+FFFD, as
+                the byte itself, or as Latin-1, so no value of it is the one the upstream reads.
+        """
         if "[" in name:  # a name with its own array key (page[size]): that key's spellings only
             spelling = spelled_as(name)
-            return [value for sent, value in self._query_pairs if spelling(sent)]
-        return self._folded_query.get(fold_name(name), [])
+            values = [value for sent, value in self._query_pairs if spelling(sent)]
+        else:
+            values = self._folded_query.get(fold_name(name), [])
+        if any(not value.isascii() and _SURROGATE.search(value) for value in values):
+            raise AmbiguousValue("query parameter", name, "is not UTF-8 once percent-decoded")
+        return values
 
     @_Memoized
     def _folded_query(self) -> dict[str, list[str]]:
@@ -189,7 +248,20 @@ class RequestView:
 
     @_Memoized
     def _folded_cookies(self) -> dict[str, list[str]]:
-        return _by_folded_name(self._cookie_pairs, fold_cookie_name)  # names as sent
+        # Names as sent; the copies are those of every reading: a server reads one or another. PHP and
+        # Node's cookie parser also percent-decode a value (ac%6De is acme to them, not to Go or Python).
+        pairs = self._cookie_pairs + self._cookie_pairs_python_reads
+        decoded = [(name, unquote(value)) for name, value in pairs if "%" in value]
+        return _by_folded_name(pairs + decoded, fold_cookie_name)
+
+    @_Memoized
+    def _cookie_pairs_python_reads(self) -> list[tuple[str, str]]:
+        """The cookies a Python server finds (``http.cookies``' grammar: aiohttp's ``request.cookies``,
+        Bottle, CherryPy): an unquoted value ends at whitespace, where another ``name=value`` may
+        start; a quoted one may hold ``;`` and is unescaped (``"\\141cme"`` is ``acme``). To them
+        ``jwt=VALID; theme=dark jwt=FORGED`` holds a second ``jwt``, the last, which they read."""
+        return [(name, _python_unquote(value)) for header in self.headers.get("cookie", ())
+                for name, value in _PYTHON_COOKIE.findall(header)]  # fmt: skip
 
     @_Memoized
     def cookies(self) -> dict[str, str]:
@@ -201,7 +273,7 @@ class RequestView:
         peer = self.scope.get("client") or ("", None)
         ip = peer[0] or ""
         if self._trusted:
-            chain = forwarded_chain(self.headers.get(self._forwarded_header, []), self._forwarded_header)
+            chain = forwarded_chain(self._forwarding_chain, self._forwarded_header)
             ip = client_address(ip, chain, self._trusted)
         return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
 
@@ -210,7 +282,8 @@ class RequestView:
         """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
         if not self._trusted:  # none configured: no address to parse
             return False
-        peer = parse_ip(self.client.peer) if self.client.peer else None
+        peer_address = (self.scope.get("client") or ("", None))[0]
+        peer = parse_ip(peer_address) if peer_address else None
         return peer is not None and peer in self._trusted
 
     @_Memoized
@@ -288,14 +361,16 @@ class UpstreamEdits:
 def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], in_process: bool) -> str:
     """``url`` with the query, rewrite and base-URL edits among ``ops`` applied, in order."""
     scheme, netloc, path, query, _ = urlsplit(url)
-    params = parse_qsl(query, keep_blank_values=True)
+    # surrogateescape both ways: a client's %ff in a parameter no policy touches goes on as %FF (it
+    # was read as U+FFFD and sent as %EF%BF%BD, another value to an upstream that reads bytes).
+    params = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
     for kind, name, value, action in ops:
         if kind == "query":  # every spelling of the name is overridden or removed, not only this one
             params = _edit(params, name, value, action, same=_spelling_of(name))
         elif kind == "rewrite":
             new_path, _, new_query = name.partition("?")
             path = new_path
-            template_params = parse_qsl(new_query, keep_blank_values=True)
+            template_params = parse_qsl(new_query, keep_blank_values=True, errors="surrogateescape")
             spellings = [spelled_as(n) for n, _ in template_params]
             kept = [(n, v) for n, v in params if not any(s(n) for s in spellings)] if action == "override" else []
             params = template_params + kept
@@ -306,7 +381,8 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
             base = urlsplit(name)
             scheme, netloc = base.scheme, base.netloc
             path = base.path.rstrip("/") + path
-    return urlunsplit((scheme, netloc, path, urlencode(params, quote_via=quote, safe="/:@!$'()*,"), ""))  # no ";"
+    query = urlencode(params, quote_via=quote, safe="/:@!$'()*,", errors="surrogateescape")  # no ";"
+    return urlunsplit((scheme, netloc, path, query, ""))
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field, SecretStr, model_validator
 from ..errors import HandshakeDenied
 from ..forwarded import parse_ip
 from ..handshake.context import HandshakeContext
+from ..handshake.names import fold_name
 from ..json_depth import nests_deeper
 from ..loading import LoadRefused, read_env, read_file
 from ..safe_regex import Pattern, compile_regex
@@ -144,6 +145,7 @@ class ValidateJwt:
             if len(self.secret) < _HMAC_MIN_BYTES[alg]:
                 raise PolicyProblem("secret", f"{alg} needs a secret of at least {_HMAC_MIN_BYTES[alg]} bytes")
         self.sources = s.token
+        self.rfc6750_sources = _rfc6750_sources_not_in(s.token)
         self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
         self.clock = env.clock
@@ -216,14 +218,37 @@ class ValidateJwt:
         the upstream request. A query parameter's or a cookie's copies are those of every spelling of
         its name a server may read as it (``?ACCESS_TOKEN=``, ``Cookie: %6Awt=``).
 
+        RFC 6750's own places (``Authorization``, the ``access_token`` query parameter) are read even
+        when ``token:`` does not name them: a token found elsewhere must be the only credential there
+        too. An upstream following RFC 6750 (or a framework's default JWT middleware) reads them
+        whatever this policy reads, so a forged ``Authorization: Bearer`` beside a valid query token
+        reached it unchecked. They never admit a request on their own.
+
         Raises:
             HandshakeDenied: 400 when the request carries two different tokens (RFC 6750: one method per
                 request): the upstream could read the one not checked here.
         """
+        found, foreign = self._copies(self.sources, context)
+        tokens = list(dict.fromkeys(token for token in found if token))
+        if tokens and self.rfc6750_sources:
+            unread, unread_foreign = self._copies(self.rfc6750_sources, context)
+            tokens += [token for token in dict.fromkeys(unread) if token and token not in tokens]
+            foreign += unread_foreign
+        if len(tokens) > 1 or (tokens and foreign):
+            what = f"{len(tokens)} different tokens" if len(tokens) > 1 else "a token and another credential"
+            raise deny(400, f"the request carries {what}: send one",
+                       reason="token_ambiguous",
+                       headers=[(b"www-authenticate", b'Bearer error="invalid_request"')])  # fmt: skip
+        return tokens[0] if tokens else None
+
+    @staticmethod
+    def _copies(sources: list[TokenSource], context: HandshakeContext) -> tuple[list[str], int]:
+        """The token copies ``sources`` find (query and subprotocol ones taken out of the upstream
+        request), and how many values of a token header carry a credential in another scheme."""
         request = context.request
         found: list[str] = []
         foreign = 0  # values of a token header in another scheme: credentials the upstream may read
-        for source in self.sources:
+        for source in sources:
             if source.header is not None:
                 scheme = source.scheme if source.scheme is not None else (
                     "Bearer" if source.header.lower() == "authorization" else ""
@@ -250,13 +275,7 @@ class ValidateJwt:
                     if offered.startswith(source.subprotocol) and len(offered) > len(source.subprotocol):
                         context.upstream.remove_subprotocol(offered)
                         found.append(offered[len(source.subprotocol) :])
-        tokens = list(dict.fromkeys(token for token in found if token))
-        if len(tokens) > 1 or (tokens and foreign):
-            what = f"{len(tokens)} different tokens" if len(tokens) > 1 else "a token and another credential"
-            raise deny(400, f"the request carries {what}: send one",
-                       reason="token_ambiguous",
-                       headers=[(b"www-authenticate", b'Bearer error="invalid_request"')])  # fmt: skip
-        return tokens[0] if tokens else None
+        return found, foreign
 
     async def _verify(self, token: str) -> dict[str, Any]:
         if len(token) > _MAX_TOKEN:
@@ -287,7 +306,8 @@ class ValidateJwt:
             header = unverified["header"]
             # Types first, before pyjwt's int() makes "1767000000" or true a time: checking the
             # unverified payload can only refuse more, never admit.
-            problem = numeric_date_problem(unverified["payload"]) or depth_problem(unverified["payload"])
+            payload = unverified["payload"]
+            problem = numeric_date_problem(payload) or depth_problem(payload) or surrogate_problem(payload)
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is malformed", "token_invalid") from None
         if problem is not None:
@@ -345,6 +365,17 @@ class ValidateJwt:
                 fetched = []  # the configured keys only
             keys.extend(fetched)
         return keys
+
+
+def _rfc6750_sources_not_in(sources: list[TokenSource]) -> list[TokenSource]:
+    """RFC 6750's places for a bearer token (§2.1 ``Authorization: Bearer``, §2.3 ``access_token``
+    in the query) that ``sources`` do not name: upstreams read a token there whatever the policy reads."""
+    implicit: list[TokenSource] = []
+    if not any(s.header is not None and s.header.lower() == "authorization" for s in sources):
+        implicit.append(TokenSource(header="Authorization"))
+    if not any(s.query is not None and fold_name(s.query) == "access_token" for s in sources):
+        implicit.append(TokenSource(query="access_token"))
+    return implicit
 
 
 def _key_warnings(s: ValidateJwtSettings) -> list[tuple[str, str]]:
@@ -419,6 +450,29 @@ def depth_problem(claims: dict[str, Any]) -> str | None:
     nests claims that deep."""
     if nests_deeper(claims, MAX_CLAIM_DEPTH):
         return f"the token's payload nests deeper than {MAX_CLAIM_DEPTH} levels"
+    return None
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def surrogate_problem(claims: dict[str, Any]) -> str | None:
+    """Why a payload is refused for a lone surrogate (``"\\ud800"``) in a string or a name, or None.
+
+    Python's JSON parser keeps one, which UTF-8 cannot encode: templated into the upstream URL
+    (``rewrite-uri``, ``set-query-parameter``) a signed one failed the handshake with a 500 and a
+    traceback. Readers disagree on it (Go reads U+FFFD), as message policies refuse it in a message."""
+    stack: list[object] = [claims]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _LONE_SURROGATE.search(item):
+                return "the token's payload holds a lone surrogate (\\uD800-\\uDFFF), which is not text"
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return None
 
 

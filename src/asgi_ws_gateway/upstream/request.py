@@ -58,29 +58,44 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
     """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     kept: list[tuple[str, str]] = []
+    for name_b, value_b in raw:
+        name = name_b.decode("latin-1").lower()
+        if name not in HOP_BY_HOP and not replaced_forwarding_header(name, trust_forwarded=trust_forwarded):
+            kept.append((name, value_b.decode("latin-1")))
+    kept += forwarding_headers(scope, trust_forwarded=trust_forwarded)
+    kept.append(("via", _VIA_ENTRY))
+    return kept
+
+
+def replaced_forwarding_header(name: str, *, trust_forwarded: bool) -> bool:
+    """Whether the client's header ``name`` (lower case) is replaced by the gateway's own value
+    (``X-Forwarded-*``, :func:`forwarding_headers`) or, from a peer that is not a trusted proxy,
+    dropped (:data:`PROXY_SET`): what the upstream is sent under that name is never the client's."""
+    return name.startswith("x-forwarded-") or (not trust_forwarded and name in PROXY_SET)
+
+
+def forwarding_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
+    """The ``X-Forwarded-For``, ``-Proto`` and ``-Host`` the gateway sends upstream: the client's
+    forwarding chain plus the peer when the peer is a trusted proxy, else the peer alone; the
+    connection's scheme; the ``Host`` header. Policies read these, not the client's."""
     forwarded_for: list[str] = []
     host = ""
-    for name_b, value_b in raw:
-        name, value = name_b.decode("latin-1").lower(), value_b.decode("latin-1")
-        if name == "host":
-            host = value
-        if name == "x-forwarded-for":
-            if trust_forwarded:
-                forwarded_for.append(value)
-        elif name in HOP_BY_HOP or name.startswith("x-forwarded-"):
-            continue
-        elif trust_forwarded or name not in PROXY_SET:
-            kept.append((name, value))
+    for name_b, value_b in scope.get("headers", []):
+        name = name_b.lower()
+        if name == b"host":
+            host = value_b.decode("latin-1")
+        elif name == b"x-forwarded-for" and trust_forwarded:
+            forwarded_for.append(value_b.decode("latin-1"))
     client = scope.get("client")
     if client:
         forwarded_for.append(client[0])
+    headers: list[tuple[str, str]] = []
     if forwarded_for:
-        kept.append(("x-forwarded-for", ", ".join(forwarded_for)))
-    kept.append(("x-forwarded-proto", "https" if scope.get("scheme") == "wss" else "http"))
+        headers.append(("x-forwarded-for", ", ".join(forwarded_for)))
+    headers.append(("x-forwarded-proto", "https" if scope.get("scheme") == "wss" else "http"))
     if host:
-        kept.append(("x-forwarded-host", host))
-    kept.append(("via", _VIA_ENTRY))
-    return kept
+        headers.append(("x-forwarded-host", host))
+    return headers
 
 
 # What stays as is in a path segment and in a query string; everything else is percent-encoded.
@@ -145,4 +160,13 @@ def bad_request(detail: str) -> HandshakeDenied:
     return HandshakeDenied(400, detail, reason="bad_request")
 
 
-__all__ = ["HOP_BY_HOP", "PROXY_SET", "VIA_RECEIVED_BY", "bad_request", "build_request", "upstream_headers"]
+__all__ = [
+    "HOP_BY_HOP",
+    "PROXY_SET",
+    "VIA_RECEIVED_BY",
+    "bad_request",
+    "build_request",
+    "forwarding_headers",
+    "replaced_forwarding_header",
+    "upstream_headers",
+]
