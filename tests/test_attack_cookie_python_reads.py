@@ -7,7 +7,7 @@ wins: ``Cookie: jwt=VALID; theme=dark jwt=FORGED`` was admitted on ``VALID`` (``
 ``dark jwt=FORGED``) while an aiohttp upstream read ``jwt`` as ``FORGED`` (an attack pass against a
 real ``run``: 5 of 5 spellings). They also unescape a quoted value: ``tenant="\\141cme"`` is
 ``acme`` to them, a new limit key to the gateway for every spelling; PHP and Node's ``cookie``
-percent-decode a value (``ac%6De``). Now those copies count: a different one is a 400. The
+percent-decode a value (``ac%6De``): a limit key now reads a cookie as they do. The
 upstream's reading is ``http.cookies``, applied to the Cookie header the upstream was sent;
 ``http.cookies`` stands for aiohttp here (aiohttp vendors its grammar, and reads every case below
 the same).
@@ -76,15 +76,40 @@ async def test_a_cookie_python_reads_otherwise_is_no_new_limit_key(
     await _refused(upstream, server.url("/ws/echo"), {"Cookie": f"tenant={spelling}"}, 400)
 
 
-@pytest.mark.parametrize("spelling", ["ac%6De", "%61cme", "acm%65"])
-async def test_a_cookie_php_and_node_percent_decode_is_no_new_limit_key(
-    uvicorn_server: UvicornFactory, upstream: UpstreamServer, spelling: str
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [("acme", "ac%6De"), ("acme", "%61cme"), ("ac%6De", "acm%65"), ("a+b", "a%20b"), ("a%2Bb", "a+b")],
+)
+async def test_a_cookie_php_or_node_reads_alike_is_one_limit_key(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, first: str, again: str
 ) -> None:
-    """PHP's ``$_COOKIE`` and Node's ``cookie`` (Express) percent-decode a value: each is ``acme`` to them,
-    and was a fresh counter to the gateway, past a limit of one (3 of 3)."""
+    """PHP's ``$_COOKIE`` and Node's ``cookie`` (Express) percent-decode a value (PHP reads ``+`` as a
+    space too): ``ac%6De`` is ``acme`` to them, and was a fresh counter to the gateway, past a limit of
+    one (the first three of 5). A key reads a cookie as they do: the second spelling is refused 429."""
     limit = {"rate-limit-by-key": {"key": "{cookie.tenant}", "limit": 1, "window": 60}}
     server = _gateway(uvicorn_server, upstream, [limit])
-    await _refused(upstream, server.url("/ws/echo"), {"Cookie": f"tenant={spelling}"}, 400)
+    async with await connect(server.url("/ws/echo"), additional_headers={"Cookie": f"tenant={first}"}) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    await _refused(upstream, server.url("/ws/echo"), {"Cookie": f"tenant={again}"}, 429)
+
+
+async def test_a_percent_encoded_cookie_is_read_and_forwarded_as_sent(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """Express writes its session cookie percent-encoded (``connect.sid=s%3A...``): a template reads it
+    as sent (no 400), and a key of it counts it as PHP and Node read it."""
+    policies = [
+        {"rate-limit-by-key": {"key": "{cookie.connect.sid}", "limit": 5, "window": 60}},
+        {"set-header": {"header": "x-session", "value": "{cookie.connect.sid}"}},
+    ]
+    server = _gateway(uvicorn_server, upstream, policies)
+    header = "connect.sid=s%3Aabc+def.Sig%2Fxyz"
+    async with await connect(server.url("/ws/echo"), additional_headers={"Cookie": header}) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    assert upstream.handshakes[-1].header("x-session") == "s%3Aabc+def.Sig%2Fxyz"
+    assert upstream.handshakes[-1].header("cookie") == header
 
 
 async def test_cookies_every_reader_reads_alike_are_admitted(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote, unquote_plus
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgi_ws_gateway.templates import Condition, Reference, Template, TemplateError
+from asgi_ws_gateway.templates import Condition, Reference, Template, TemplateError, canonical_cookie
 from support.policies import context
 
 
@@ -170,3 +171,16 @@ def test_adjacent_references_and_a_percent_in_the_text_keep_values_apart() -> No
     assert percent.render_key(_Values({"a": "%", "b": None})) == "~25%25"
     assert percent.render_key(_Values({"a": None, "b": "%"})) == "%25~25"
     assert Template("{var.a}-{var.b}").render_key(_Values({"a": "x-y", "b": "z"})) == "x%2Dy-z"  # as before
+
+
+_COOKIE_TEXT = st.lists(
+    st.sampled_from(["a", "b", "+", " ", "%", "%20", "%2B", "%2b", "%61", "%25", "%zz"]), max_size=8
+).map("".join)
+
+
+@given(_COOKIE_TEXT, _COOKIE_TEXT)
+def test_a_cookie_key_is_one_per_tenant_of_every_reader(one: str, other: str) -> None:
+    """Two spellings PHP (``urldecode``: ``+`` a space) or Node (``decodeURIComponent``) read as one
+    value are one key; Go and Python read a value as sent, and the key is a function of it."""
+    if unquote_plus(one) == unquote_plus(other) or unquote(one) == unquote(other):
+        assert canonical_cookie(one) == canonical_cookie(other)

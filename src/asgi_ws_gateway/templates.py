@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import unquote
 
 from .safe_regex import Pattern
 
@@ -214,8 +215,26 @@ def _render(parts: Sequence[str | tuple[Reference, str]], context: Lookup, escap
         ref, default = part
         value = ref.resolve(context)
         text = default if value is None else to_text(value)
-        out.append(escape(text) if escape is not None else text)
+        if escape is not None:  # a key
+            out.append(escape(canonical_cookie(text) if ref.namespace == "cookie" else text))
+        else:
+            out.append(text)
     return "".join(out)
+
+
+def canonical_cookie(value: str) -> str:
+    """A cookie value as a limit's key reads it: one key for every spelling some server reads alike.
+
+    PHP's ``$_COOKIE`` percent-decodes a value and reads ``+`` as a space; Node's ``cookie``
+    (Express) percent-decodes it only; Go and Python read it as sent. ``ac%6De`` was a fresh key for
+    what PHP and Node read as ``acme`` (past a limit of one, each spelling again). Decoded, with every
+    ``+`` a space, each tenant of any of those readers is one key (tenants only one of them tells
+    apart may share one: counted together, never apart). Templates other than keys read the value
+    as sent, which is what the upstream gets.
+    """
+    if "%" not in value and "+" not in value:
+        return value
+    return unquote(value).replace("+", " ")
 
 
 @dataclass(frozen=True)
@@ -255,4 +274,14 @@ class Condition:
         return True
 
 
-__all__ = ["KEY_SEPARATOR", "NAMESPACES", "Condition", "Lookup", "Reference", "Template", "TemplateError", "to_text"]
+__all__ = [
+    "KEY_SEPARATOR",
+    "NAMESPACES",
+    "Condition",
+    "Lookup",
+    "Reference",
+    "Template",
+    "TemplateError",
+    "canonical_cookie",
+    "to_text",
+]

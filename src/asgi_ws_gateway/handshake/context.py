@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .._types import Scope
 from ..errors import HandshakeDenied
@@ -248,11 +248,9 @@ class RequestView:
 
     @_Memoized
     def _folded_cookies(self) -> dict[str, list[str]]:
-        # Names as sent; the copies are those of every reading: a server reads one or another. PHP and
-        # Node's cookie parser also percent-decode a value (ac%6De is acme to them, not to Go or Python).
-        pairs = self._cookie_pairs + self._cookie_pairs_python_reads
-        decoded = [(name, unquote(value)) for name, value in pairs if "%" in value]
-        return _by_folded_name(pairs + decoded, fold_cookie_name)
+        # Names as sent; the copies are those of every reading: a server reads one or another. (PHP and
+        # Node also percent-decode a value: a limit key reads cookies as templates.canonical_cookie.)
+        return _by_folded_name(self._cookie_pairs + self._cookie_pairs_python_reads, fold_cookie_name)
 
     @_Memoized
     def _cookie_pairs_python_reads(self) -> list[tuple[str, str]]:
