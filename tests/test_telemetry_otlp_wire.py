@@ -102,7 +102,7 @@ def _sdk(batch: list[ReadableSpan]) -> bytes:
     return sdk_encode_spans(batch).SerializeToString()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(spans(), max_size=5))
 def test_a_batch_encodes_as_the_sdk_encodes_it(batch: list[ReadableSpan]) -> None:
     """Every field of every span, its resource and scope groups: the same message, the same bytes."""
