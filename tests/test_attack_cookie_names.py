@@ -13,10 +13,8 @@ gateway and an upstream that records the headers it was sent.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import jwt
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -25,7 +23,7 @@ from asgi_ws_gateway.handshake.context import AmbiguousValue
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.configs import api_entry
-from support.jwts import signing_key, token
+from support.jwts import FORGED, signing_key, token
 from support.policies import context
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -34,11 +32,6 @@ KEY = signing_key("ES256")
 JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
        "audience": "chat", "token": [{"cookie": "jwt"}]}  # fmt: skip
 VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
-FORGED = jwt.encode(
-    {"sub": "admin", "exp": int(time.time()) + 86400},
-    "not-the-gateways-key-but-long-enough-for-hs256",
-    algorithm="HS256",
-)
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,9 @@ uvicorn gateway and an upstream that records the request target it was sent.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import jwt
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -29,7 +27,7 @@ from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.configs import api_entry
-from support.jwts import signing_key, token
+from support.jwts import FORGED, signing_key, token
 from support.policies import API, context
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -38,11 +36,6 @@ KEY = signing_key("ES256")
 JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
        "audience": "chat", "token": [{"query": "access_token"}]}  # fmt: skip
 VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
-FORGED = jwt.encode(
-    {"sub": "admin", "exp": int(time.time()) + 86400},
-    "not-the-gateways-key-but-long-enough-for-hs256",
-    algorithm="HS256",
-)
 SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token",
              "access_token[]", "access_token%5B%5D", "access_token[x]", "Access.Token[a][b]"]  # fmt: skip
 """``access_token[]`` and ``access_token[x]``: PHP's ``$_GET['access_token']`` is then an array of the

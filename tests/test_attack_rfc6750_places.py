@@ -13,11 +13,9 @@ end-to-end tests run a real uvicorn and an upstream that records what it was sen
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import jwt
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
@@ -26,17 +24,12 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.configs import api_entry
-from support.jwts import signing_key, token
+from support.jwts import FORGED, signing_key, token
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
 KEY = signing_key("ES256")
 VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
-FORGED = jwt.encode(
-    {"sub": "admin", "exp": int(time.time()) + 86400},
-    "not-the-gateways-key-but-long-enough-for-hs256",
-    algorithm="HS256",
-)
 
 # Where the policy reads its token, and how the client presents the valid one there.
 READS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {

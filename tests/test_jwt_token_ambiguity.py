@@ -11,10 +11,8 @@ what it was sent.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import jwt
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -22,7 +20,7 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.configs import api_entry
-from support.jwts import signing_key, token
+from support.jwts import FORGED, signing_key, token
 from support.policies import API, build, context, denied
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -32,12 +30,6 @@ SOURCES = [{"header": "Authorization"}, {"query": "access_token"}, {"cookie": "j
 SETTINGS = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
             "audience": "chat", "token": SOURCES}  # fmt: skip
 VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
-# Signed by no key the gateway knows, claiming more: what an upstream that trusts the gateway must never read.
-FORGED = jwt.encode(
-    {"sub": "admin", "exp": int(time.time()) + 86400},
-    "not-the-gateways-key-but-long-enough-for-hs256",
-    algorithm="HS256",
-)
 
 
 def _policy() -> Any:

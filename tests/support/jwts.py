@@ -65,6 +65,15 @@ def token(key: SigningKey | None = None, *, ttl: float = 300, **claims: Any) -> 
     return key.sign(body)
 
 
+FORGED = jwt.encode(
+    {"sub": "admin", "exp": int(time.time()) + 86400},
+    "not-the-gateways-key-but-long-enough-for-hs256",
+    algorithm="HS256",
+)
+"""Signed by no key the gateway knows, claiming more: what an upstream that trusts the gateway must never read
+(made at import: it lives a day, longer than any suite)."""
+
+
 class JwksServer:
     """A JWKS document over HTTP on 127.0.0.1, in a thread; ``keys`` may be swapped, ``down`` answers 503."""
 
