@@ -188,7 +188,13 @@ def json_to_some_reader(data: str | bytes) -> bool:
     return True
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: Python's JSON parser keeps ``"\\ud800"`` in a str, which UTF-8 cannot encode and
+other readers take as U+FFFD or refuse."""
+
+
 __all__ = [
+    "LONE_SURROGATE",
     "AmbiguousJson",
     "DuplicateName",
     "check_unique_names",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -13,7 +12,7 @@ from .._types import Data
 from ..errors import DropMessage, MessageRejected
 from ..handshake.context import AmbiguousValue
 from ..json_depth import nests_deeper
-from ..json_names import check_unique_names
+from ..json_names import LONE_SURROGATE, check_unique_names
 from ..templates import NAMESPACES, Template
 
 if TYPE_CHECKING:
@@ -293,7 +292,6 @@ def compile_json_template(value: Any, namespaces: Mapping[str, frozenset[str] | 
     return value
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT64_MIN, _UINT64_END = -(2**63), 2**64
 
 
@@ -302,7 +300,7 @@ def writable_text(text: str) -> str:
 
     Python's ``json`` reads ``"\\ud800"`` into a str, so a JWT claim may hold one: written into a
     message or an error reply, it failed the connection with 1011 on every message."""
-    return _LONE_SURROGATE.sub("\ufffd", text) if not text.isascii() else text
+    return LONE_SURROGATE.sub("\ufffd", text) if not text.isascii() else text
 
 
 def writable(value: Any) -> Any:

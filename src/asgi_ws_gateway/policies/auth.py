@@ -23,6 +23,7 @@ from ..forwarded import parse_ip
 from ..handshake.context import HandshakeContext
 from ..handshake.names import fold_name
 from ..json_depth import nests_deeper
+from ..json_names import LONE_SURROGATE
 from ..loading import LoadRefused, read_env, read_file
 from ..safe_regex import Pattern, compile_regex
 from ..strict_numbers import StrictNumbers
@@ -453,9 +454,6 @@ def depth_problem(claims: dict[str, Any]) -> str | None:
     return None
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def surrogate_problem(claims: dict[str, Any]) -> str | None:
     """Why a payload is refused for a lone surrogate (``"\\ud800"``) in a string or a name, or None.
 
@@ -466,7 +464,7 @@ def surrogate_problem(claims: dict[str, Any]) -> str | None:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if not item.isascii() and _LONE_SURROGATE.search(item):
+            if not item.isascii() and LONE_SURROGATE.search(item):
                 return "the token's payload holds a lone surrogate (\\uD800-\\uDFFF), which is not text"
         elif isinstance(item, dict):
             stack.extend(item)
