@@ -73,6 +73,7 @@ HIDDEN_REFRESHES: dict[str, tuple[str, str | None, str]] = {
     "binary": ('{"type": "auth.refresh", "token": "{token}"}', "utf-8", "auth.refresh.ok"),
     "binary with a BOM": ('{"type": "auth.refresh", "token": "{token}"}', "utf-8-sig", "auth.refresh.ok"),
     "binary in UTF-16": ('{"type": "auth.refresh", "token": "{token}"}', "utf-16", "auth.refresh.ok"),
+    "binary after blanks": (" " * 100 + '{"type": "auth.refresh", "token": "{token}"}', "utf-8", "auth.refresh.ok"),
     "NaN beside it": ('{"type": "auth.refresh", "token": "{token}", "n": NaN}', None, "invalid_json"),
     "a lone surrogate": ('{"type": "auth.refresh", "token": "{token}", "s": "\\ud800"}', None, "invalid_json"),
 }

@@ -157,6 +157,23 @@ def _any(_: str) -> int:
     return 0
 
 
+def binary_json_text(data: bytes, starts: frozenset[str] = _VALUE_START) -> str | None:
+    """The text readers make of a binary message (Python's ``json.loads``: its encoding detected; Node's
+    ``Buffer.toString()`` and Go: invalid bytes as U+FFFD), or None when it cannot be a JSON document
+    starting with one of ``starts``: most binary payloads, told by their first 64 bytes (past a BOM
+    and whitespace) without decoding the rest; when those are all blank, the whole is read."""
+    if not data:
+        return None
+    encoding = json.detect_encoding(data)
+    head = data[:64].decode(encoding, "replace").lstrip("\ufeff" + _JSON_WHITESPACE)
+    if head and head[0] not in starts:
+        return None
+    text = data.decode(encoding, "replace")
+    if not head and text.lstrip("\ufeff" + _JSON_WHITESPACE)[:1] not in starts:
+        return None
+    return text
+
+
 def json_to_some_reader(data: str | bytes) -> bool:
     """Whether a common upstream reader would take ``data`` for a JSON document, where the gateway's
     own strict parser (orjson) may not: Python's ``json.loads`` (bytes in UTF-8, UTF-16 or UTF-32,
@@ -166,13 +183,10 @@ def json_to_some_reader(data: str | bytes) -> bool:
     Json.NET, lenient Gson) are not covered.
     """
     if isinstance(data, bytes):
-        if not data:
+        decoded = binary_json_text(data)
+        if decoded is None:
             return False
-        encoding = json.detect_encoding(data)
-        head = data[:64].decode(encoding, "replace").lstrip("\ufeff" + _JSON_WHITESPACE)
-        if head and head[0] not in _VALUE_START:  # most binary payloads: the rest is not decoded
-            return False
-        text = data.decode(encoding, "replace")  # Node's Buffer.toString() and Go replace invalid UTF-8
+        text = decoded
     else:
         text = data
     text = text.lstrip("\ufeff")
@@ -197,6 +211,7 @@ __all__ = [
     "LONE_SURROGATE",
     "AmbiguousJson",
     "DuplicateName",
+    "binary_json_text",
     "check_unique_names",
     "json_to_some_reader",
     "load_unique",

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from ..errors import DropMessage, HandshakeDenied
 from ..handshake.context import CredentialVerifier
-from ..json_names import AmbiguousJson, check_unique_names, json_to_some_reader
+from ..json_names import AmbiguousJson, binary_json_text, check_unique_names, json_to_some_reader
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
 from .message_base import register_message_policy
@@ -57,7 +57,7 @@ class CredentialExpirySettings(PolicySettings):
     refresh_window: float = Field(default=60.0, gt=0, description="Seconds of the refresh_limit's fixed windows.")
 
 
-_LEADING = "\ufeff \t\n\r"  # what readers skip before a document: a BOM, JSON's whitespace
+_OBJECT = frozenset("{")
 
 
 class _Deadline:
@@ -133,10 +133,10 @@ class CredentialExpiry:
         marker, data = self.marker, message.data
         assert marker is not None
         if isinstance(data, bytes):
-            encoding = json.detect_encoding(data)
-            if not data[:64].decode(encoding, "replace").lstrip(_LEADING).startswith("{"):
-                return None  # an image, protobuf, ...: no JSON object to any reader, not decoded whole
-            text = data.decode(encoding, "replace")  # as Node's Buffer.toString() reads invalid UTF-8
+            decoded = binary_json_text(data, starts=_OBJECT)  # None: an image, protobuf, ...: no JSON object
+            if decoded is None:
+                return None
+            text = decoded
         else:
             text = data
         if marker not in text and "\\u" not in text:
