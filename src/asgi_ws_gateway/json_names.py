@@ -15,6 +15,8 @@ import re
 from json.scanner import make_scanner
 from typing import Any, cast
 
+import orjson
+
 
 class AmbiguousJson(ValueError):
     """Valid JSON syntax that readers disagree on (RFC 8259 §4, §6), or nested too deeply to check."""
@@ -35,9 +37,25 @@ class DuplicateName(AmbiguousJson):
         )
 
 
+SHOWN = 40
+"""Characters of a sender's name an error quotes, at most: never a long one echoed back whole."""
+
+
 def shown(name: str) -> str:
     """A name as an error quotes it: never a long one echoed back whole."""
-    return repr(name[:40]) + ("..." if len(name) > 40 else "")
+    return repr(name[:SHOWN]) + ("..." if len(name) > SHOWN else "")
+
+
+def strict_json(data: str | bytes) -> Any:
+    """``data`` as the gateway reads a message: orjson, and no name twice in one object (ignoring case).
+
+    Raises:
+        ValueError: not JSON to orjson (``orjson.JSONDecodeError``), or JSON readers disagree on
+            (:class:`AmbiguousJson`).
+    """
+    value = orjson.loads(data)
+    check_unique_names(data)
+    return value
 
 
 def unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -209,6 +227,7 @@ other readers take as U+FFFD or refuse."""
 
 __all__ = [
     "LONE_SURROGATE",
+    "SHOWN",
     "AmbiguousJson",
     "DuplicateName",
     "binary_json_text",
@@ -217,5 +236,6 @@ __all__ = [
     "load_unique",
     "no_constant",
     "shown",
+    "strict_json",
     "unique_names",
 ]

@@ -12,7 +12,7 @@ from .._types import Data
 from ..errors import DropMessage, MessageRejected
 from ..handshake.context import AmbiguousValue
 from ..json_depth import nests_deeper
-from ..json_names import LONE_SURROGATE, check_unique_names
+from ..json_names import LONE_SURROGATE, strict_json
 from ..templates import NAMESPACES, Template
 
 if TYPE_CHECKING:
@@ -82,9 +82,7 @@ class WsMessage:
         """
         if self._json is _UNSET:
             assert self._data is not None
-            value = orjson.loads(self._data)  # JSONDecodeError is a ValueError
-            check_unique_names(self._data)  # AmbiguousJson, a ValueError: readers would disagree on it
-            self._json = value
+            self._json = strict_json(self._data)
         return self._json
 
     def set_json(self, value: Any) -> None:

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from ..errors import DropMessage, HandshakeDenied
 from ..handshake.context import CredentialVerifier
-from ..json_names import AmbiguousJson, binary_json_text, check_unique_names, json_to_some_reader
+from ..json_names import AmbiguousJson, binary_json_text, json_to_some_reader, strict_json
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
 from .message_base import register_message_policy
@@ -142,7 +142,7 @@ class CredentialExpiry:
         if marker not in text and "\\u" not in text:
             return None  # cheap: most messages are not refresh messages
         try:
-            value = message.json() if isinstance(data, str) else _strict(text)
+            value = message.json() if isinstance(data, str) else strict_json(text)
         except AmbiguousJson:  # perhaps a refresh, read as another by the upstream: the pipeline
             raise  # drops it as ambiguous_json
         except ValueError:
@@ -191,13 +191,6 @@ def _field(value: dict[str, Any], name: str) -> object:
         return value[name]
     folded = name.casefold()
     return next((v for k, v in value.items() if k.casefold() == folded), None)
-
-
-def _strict(text: str) -> Any:
-    """``text`` as the gateway reads a text message (orjson, no name twice): raises ValueError."""
-    value = orjson.loads(text)
-    check_unique_names(text)
-    return value
 
 
 def _lax(text: str) -> Any:

@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import jsonschema_rs
-import orjson
 from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from ..json_names import AmbiguousJson, DuplicateName, check_unique_names, json_to_some_reader, load_unique
+from ..json_names import SHOWN, AmbiguousJson, DuplicateName, json_to_some_reader, load_unique, strict_json
 from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
@@ -151,8 +150,7 @@ class ValidateMessage:
         def passes(data: Data, size: int) -> bool:
             if not isinstance(data, str):
                 return pass_binary and not json_to_some_reader(data)
-            value = orjson.loads(data)  # not JSON: a ValueError, and check() answers
-            check_unique_names(data)  # ambiguous: an AmbiguousJson, and check() answers
+            value = strict_json(data)  # not JSON or ambiguous: a ValueError, and check() answers
             return is_valid is None or is_valid(value)
 
         return MessageCheck(check, passes)
@@ -174,14 +172,11 @@ def _first_error(validator: Any, value: Any) -> str:
     return "the message does not match the schema"
 
 
-_PART = 40
-
-
 def _path_part(part: object) -> str:
     """A part of the failing value's path: an index, or a name the sender chose, which may be as long as
     its message: the answer quotes no more of it than :func:`json_names.shown` quotes a name."""
     text = str(part)
-    return text if len(text) <= _PART else text[:_PART] + "..."
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
 
 
 def _read_schema(path: str) -> Any:
