@@ -173,6 +173,25 @@ async def test_slowly_dribbled_handshake_gets_408_and_is_closed(gateway_url: tup
     assert status_of(response) == 408
 
 
+async def test_late_client_still_sending_reads_its_408_before_the_close(gateway_url: tuple[int, Any]) -> None:
+    """The 408 half-closes and drops what still comes, as a 431 does: a close with the client's bytes
+    unread would answer its next ones with a reset, which can lose the 408 in the client's kernel."""
+    port, _ = gateway_url
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        sender = asyncio.create_task(send(writer, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" * 40, dribble=0.05))
+        async with asyncio.timeout(EOF_TIMEOUT):
+            response = await reader.read()  # up to the server's EOF: a reset would raise here
+        sender.cancel()
+        assert status_of(response) == 408
+        for _ in range(3):  # still read and dropped, not answered with a reset
+            writer.write(b"x-late: header\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+    finally:
+        writer.close()
+
+
 async def test_silent_connection_is_closed_without_a_response(gateway_url: tuple[int, Any]) -> None:
     """A connection that never sends a byte is closed at the deadline, with nothing written."""
     port, _ = gateway_url

@@ -69,7 +69,7 @@ _URI_TOO_LONG_RESPONSE = (
     b"content-length: 24\r\nconnection: close\r\n\r\nrequest target too long\n"
 )
 _MAX_REQUEST_LINE = 8192
-_LINGER = 2.0  # seconds an oversized head's sender may still send (dropped) before the close
+_LINGER = 2.0  # seconds a refused client may still send (dropped) before the close
 
 
 def _max_head_bytes_from_env() -> int:
@@ -208,7 +208,7 @@ class _HeadDeadline(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # the answer is sent; the rest of the oversized head is dropped unread
+            return  # the answer is sent; the rest of the refused head is dropped unread
         if self._waiting_for_head():
             seen, tail = self._head_bytes, self._head_tail
             self._head_bytes += len(data)
@@ -270,7 +270,8 @@ class _HeadDeadline(asyncio.Protocol):
         if self._head_started:  # a client that sent nothing gets no response, as on a keep-alive timeout
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.logger.info("%s - request head not complete after %gs: 408", client, self.header_timeout)
-            self.transport.write(_TIMEOUT_RESPONSE)
+            self._refuse(_TIMEOUT_RESPONSE)
+            return
         self.transport.close()
 
     def _head_too_large(self) -> None:
@@ -280,10 +281,14 @@ class _HeadDeadline(asyncio.Protocol):
         self.logger.info("%s - request head larger than %d bytes: %d", client, self.max_head_bytes,
                          414 if line_only else 431)  # fmt: skip
         self._disarm()
+        self._refuse(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer a client that may still be sending, and close without losing the answer."""
         self._refused = True
-        self.transport.write(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
+        self.transport.write(response)
         # Closing with the client's bytes still unread would reset the connection and lose the
-        # answer: half-close, drop what still arrives, close shortly after.
+        # answer (RFC 9112 §9.6): half-close, drop what still arrives, close shortly after.
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._linger = self.loop.call_later(_LINGER, self.transport.close)
