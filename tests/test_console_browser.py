@@ -33,6 +33,10 @@ pytestmark = needs_chromium
 
 ADMIN = "live-console-token"
 SAMPLE_INTERVAL = 0.2
+# Virtual time stands still while the page's wait fetch is pending: pages that wait a lot use a short
+# one (QUICK_WAIT seconds) and so more rounds for the same ~10 s of real time at most.
+QUICK_WAIT = 0.005
+QUICK_ROUNDS = 2000
 
 LIVE_CHECK = check_page(
     "live console check",
@@ -53,22 +57,24 @@ const drawn = () => doc() && Array.from(doc().querySelectorAll("figure[data-seri
 const status = () => doc().getElementById("status");
 const polls = () => Number(status().dataset.polls || 0);
 (async () => {
-  await holdUntil(() => rows("connections").length === 1 && rows("refusals").length >= 1 && drawn());
+  await holdUntil(() => rows("connections").length === 1 && rows("refusals").length >= 1 && drawn(), QUICK_ROUNDS);
   const before = { connections: rows("connections").map(text), refusals: rows("refusals").map(text), charts: charts() };
   rows("connections")[0].querySelector("button[name=kick]").click();
-  await holdUntil(() => rows("connections").length === 0);
+  await holdUntil(() => rows("connections").length === 0, QUICK_ROUNDS);
   const kicked = polls();  // two later polls must still not list it
-  await holdUntil(() => polls() >= kicked + 2);
+  await holdUntil(() => polls() >= kicked + 2, QUICK_ROUNDS);
   document.getElementById("report").textContent = JSON.stringify({
     before, after: rows("connections").length, status: status().textContent,
     workers: doc().getElementById("workers").textContent,
   });
 })();
-""",
+""".replace("QUICK_ROUNDS", str(QUICK_ROUNDS)),
 )
 
 
-def _app(upstream: UpstreamServer, sample_interval: float = SAMPLE_INTERVAL) -> FastAPI:
+def _app(upstream: UpstreamServer, sample_interval: float = SAMPLE_INTERVAL, wait: float = 0.05) -> FastAPI:
+    """The gateway, its console, and the check pages' ``/browser-check/wait``: a pending fetch of
+    ``wait`` seconds, during which virtual time stands still (shorter: virtual time runs faster)."""
     app = FastAPI()
 
     @app.get("/browser-check/live", response_class=HTMLResponse)
@@ -76,8 +82,8 @@ def _app(upstream: UpstreamServer, sample_interval: float = SAMPLE_INTERVAL) -> 
         return LIVE_CHECK
 
     @app.get("/browser-check/wait", status_code=204)
-    async def wait() -> None:
-        await asyncio.sleep(0.05)
+    async def hold() -> None:
+        await asyncio.sleep(wait)
 
     jwt = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}
     config: dict[str, Any] = {
@@ -102,7 +108,7 @@ def _wait_for_samples(base: str, count: int) -> None:
 def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer
 ) -> None:
-    server = uvicorn_server(_app(upstream), lifespan="on")
+    server = uvicorn_server(_app(upstream, wait=QUICK_WAIT), lifespan="on")
     _wait_for_samples(server.url("/_gateway/", scheme="http"), 2)  # a slot before the traffic: rates from 0
     expired = token(exp=1)
     try:
@@ -175,7 +181,7 @@ def test_live_console_reconnects_after_a_gateway_restart_and_shows_the_gap(upstr
     restart = threading.Event()
 
     def app() -> FastAPI:
-        built = _app(upstream)
+        built = _app(upstream, wait=QUICK_WAIT)
 
         @built.get("/browser-check/restart-page", response_class=HTMLResponse)
         async def page() -> str:
@@ -269,14 +275,14 @@ const polls = () => Number((status() && status().dataset.polls) || 0);
 const labels = (series) => Array.from(
   doc().querySelectorAll(`figure[data-series=${series}] path`), (p) => p.dataset.label);
 (async () => {
-  await holdUntil(() => polls() >= 3 || (status() && status().dataset.state === "down"));
+  await holdUntil(() => polls() >= 3 || (status() && status().dataset.state === "down"), QUICK_ROUNDS);
   document.getElementById("report").textContent = JSON.stringify({
     status: status().textContent, state: status().dataset.state,
     connections: rows("connections").length, refusals: rows("refusals").length,
     closes: labels("closes"), handshakes: labels("handshakes"),
   });
 })();
-""",
+""".replace("QUICK_ROUNDS", str(QUICK_ROUNDS)),
 )
 
 
@@ -293,7 +299,7 @@ def test_live_console_survives_thousands_of_close_codes_and_still_shows_its_tabl
         return {**counted(self), **{("closes", "echo", str(code)): n for code in range(3000, 5000)}}
 
     monkeypatch.setattr(Watch, "_counts", flooded)
-    app = _app(upstream, sample_interval=0.05)
+    app = _app(upstream, sample_interval=0.05, wait=QUICK_WAIT)
 
     @app.get("/browser-check/flood", response_class=HTMLResponse)
     async def page() -> str:

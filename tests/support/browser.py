@@ -31,9 +31,10 @@ needs_chromium = pytest.mark.skipif(
 
 HOLD_JS = """
 // Virtual time races ahead while only a WebSocket is busy, and --dump-dom fires once the budget is
-// spent; a pending fetch pauses virtual time, so keep one in flight until done() (at most ~10 s).
-async function holdUntil(done) {
-  for (let i = 0; i < 200 && !done(); i++) await fetch("/browser-check/wait");
+// spent; a pending fetch pauses virtual time, so keep one in flight until done() (at most `rounds`
+// fetches: ~10 s at the 50 ms a wait takes by default).
+async function holdUntil(done, rounds = 200) {
+  for (let i = 0; i < rounds && !done(); i++) await fetch("/browser-check/wait");
 }
 """
 
