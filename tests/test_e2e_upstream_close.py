@@ -24,7 +24,7 @@ from support.gateway import PASSTHROUGH
 from support.rawhttp import accept_upstream
 from support.servers import WS_IMPLS, UvicornFactory, WSImpl
 
-CLOSE_TIMEOUT = 2.0
+CLOSE_TIMEOUT = 1.0
 FAILED = "upstream connection failed"
 BOUND = 10.0  # far under "never"; the 20-s keepalive is off anyway
 
