@@ -26,6 +26,7 @@ from logging import DEBUG, WARNING
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
+import redis.exceptions
 
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis
@@ -92,6 +93,10 @@ class LocalBus:
         self._handler = None
 
 
+# Answers to a first SUBSCRIBE that retrying does not change (an ACL without pub/sub, a wrong password).
+_REFUSALS = (redis.exceptions.ResponseError, redis.exceptions.AuthenticationError)
+
+
 class RedisBus:
     """Every worker and host that shares a Redis.
 
@@ -110,6 +115,8 @@ class RedisBus:
         self._listener: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
+        self._refused: Exception | None = None  # why Redis refused the first subscription, if it did
+        self._settled = asyncio.Event()  # subscribed, or refused
         self._lost = False  # Redis was lost and the bus has not subscribed again since
         self._ignored = OutageLog()  # messages on the channel that are not commands
         self._closing = False
@@ -118,13 +125,19 @@ class RedisBus:
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
         try:
             async with asyncio.timeout(10):
-                await self._subscribed.wait()  # commands published from now on reach this worker
-        except TimeoutError:  # Redis answers commands but not SUBSCRIBE (an ACL, a proxy): not started
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-            raise Unavailable("cannot join the management bus: Redis did not subscribe it within 10 s") from None
+                await self._settled.wait()  # subscribed: commands published from now on reach this worker
+        except TimeoutError:  # Redis answers commands but not SUBSCRIBE (a proxy): not started
+            problem = "Redis did not subscribe it within 10 s"
+        else:
+            if self._refused is None:
+                return
+            # An ACL without pub/sub, a wrong password: retrying for 10 s would not change the answer.
+            problem = f"Redis refused to subscribe it ({type(self._refused).__name__}: {self._refused})"
+        self._listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._listener
+        self._listener = None
+        raise Unavailable(f"cannot join the management bus: {problem}")
 
     async def publish(self, command: Command) -> None:
         await self._publish(json.dumps(command))
@@ -190,6 +203,10 @@ class RedisBus:
                 # ended, this worker would have heard no command again, silently. One warning per
                 # outage: retried every second, it would be a line a second.
                 if self._closing:  # the cancellation of aclose() came back as a failed read: stop
+                    return
+                if not self._subscribed.is_set() and isinstance(exc, _REFUSALS):
+                    self._refused = exc
+                    self._settled.set()
                     return
                 level = DEBUG if self._lost else WARNING
                 logger.log(level, "management bus: lost Redis (%s: %s); resubscribing in 1 s", type(exc).__name__, exc)
@@ -257,6 +274,7 @@ class RedisBus:
 
     def _on_subscribed(self) -> None:
         self._subscribed.set()
+        self._settled.set()
         if self._lost:
             logger.warning("management bus: subscribed again")
             self._lost = False
