@@ -26,7 +26,7 @@ from logging import DEBUG, WARNING
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
-import redis.exceptions
+from redis.exceptions import AuthenticationError, ResponseError
 
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis
@@ -94,7 +94,7 @@ class LocalBus:
 
 
 # Answers to a first SUBSCRIBE that retrying does not change (an ACL without pub/sub, a wrong password).
-_REFUSALS = (redis.exceptions.ResponseError, redis.exceptions.AuthenticationError)
+_REFUSALS = (ResponseError, AuthenticationError)
 
 
 class RedisBus:
