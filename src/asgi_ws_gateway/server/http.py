@@ -16,6 +16,9 @@ worker buffer hundreds of megabytes within the deadline. A head larger than ``ma
 (``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``, default 64 KiB: above ``handshake_limits``' defaults of 32 KiB
 of headers and an 8 KiB target) gets ``431`` and the connection is closed.
 
+What follows an upgrade request's head in the same read (frames a client sent without waiting for the
+101) goes to the WebSocket protocol with it; uvicorn dropped it.
+
 Within the deadline, connections that send nothing still hold a descriptor each: enough of them
 use up the process's open-file limit, and then the event loop accepts each new connection only to
 close it at once (libuv) or stops accepting (asyncio) — health checks included. So a connection
@@ -34,6 +37,8 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, TypeVar
 
+import h11
+import httptools
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -289,7 +294,41 @@ class _HeadDeadline(asyncio.Protocol):
         self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
-class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
+class _KeepsEarlyData(HttpToolsProtocol):
+    """uvicorn's ``HttpToolsProtocol`` that keeps what followed an upgrade request in the same read.
+
+    A client that sends its first frames without waiting for the 101 has them in the read that
+    ends the request head; uvicorn dropped the rest of that read (httptools reports where the head
+    ends, uvicorn did not ask), so those frames were lost and, when the read ended inside a frame,
+    the next bytes were read as a frame header of the client's choosing.
+    """
+
+    _early_data = b""
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, keeping the upgrade's offset.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._should_upgrade():
+                self._early_data = data[upgrade.args[0] :]
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+
+def _hand_over_early_data(transport: asyncio.Transport, data: bytes) -> None:
+    """Give the WebSocket protocol now serving ``transport`` the bytes that came with the upgrade request."""
+    if data:
+        transport.get_protocol().data_received(data)  # type: ignore[attr-defined]
+
+
+class GatewayHTTPProtocol(_HeadDeadline, _KeepsEarlyData):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
@@ -305,9 +344,11 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         receiver = getattr(self.ws_protocol_class, "receive_parsed_request", None)
+        early, self._early_data = self._early_data, b""
         if receiver is None:  # another WebSocket implementation: uvicorn's way
             super().handle_websocket_upgrade()
             del self.parser  # as below
+            _hand_over_early_data(self.transport, early)
             return
         # uvicorn's handle_websocket_upgrade, but the head goes over as parsed, not as bytes.
         if self.logger.level <= TRACE_LOG_LEVEL:
@@ -324,6 +365,7 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
         # This protocol gets no more callbacks; its parser holds its bound methods, a cycle only the
         # garbage collector would free.
         del self.parser
+        _hand_over_early_data(self.transport, early)
 
 
 class GatewayH11Protocol(_HeadDeadline, H11Protocol):
@@ -331,6 +373,12 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
     """
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        super().handle_websocket_upgrade(event)
+        # What followed the request head in h11's buffer: the client's first frames (uvicorn dropped them).
+        early, _ = self.conn.trailing_data
+        _hand_over_early_data(self.transport, early)
 
 
 __all__ = [
