@@ -145,3 +145,46 @@ async def test_an_early_message_over_the_limit_is_refused_as_any_other() -> None
             await gateway.settle()
     assert (b0 & 0x0F, code) == (0x8, 1009)
     assert not upstream.messages.done() or upstream.messages.exception() is not None
+
+
+# -- an upgrade pipelined behind a plain HTTP request ---------------------------------------------------
+
+
+class _SlowPage:
+    """The gateway, and ``GET /slow``: a page that takes 0.3 s (a management call, say)."""
+
+    def __init__(self, gateway: ProbedGateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/slow":
+            await asyncio.sleep(0.3)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+            await send({"type": "http.response.body", "body": b"slow"})
+            return
+        await self.gateway(scope, receive, send)
+
+
+@pytest.mark.parametrize("mode", ["splice", "relay"])
+async def test_an_upgrade_pipelined_behind_a_request_is_answered_after_it_and_stays_open(mode: str) -> None:
+    """``GET /slow`` and an upgrade in one write: uvicorn upgraded at once, so the 101 went out before
+    the page and the page's bytes landed inside the WebSocket stream; and the keep-alive timer the
+    page's end armed closed the WebSocket connection (EOF, no close frame) ``timeout_keep_alive`` later."""
+    upstream = _HeldUpstream(expected=2)
+    upstream.answer.set()
+    listener, gateway, _ = await _serve(upstream, mode, GatewayHTTPProtocol)
+    app = _SlowPage(gateway)
+    async with listener:
+        with UvicornServer(app, ws=PASSTHROUGH, http=GatewayHTTPProtocol, timeout_keep_alive=1) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n" + handshake() + ws_frame(0x1, b"first"))
+            page = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert page.startswith(b"HTTP/1.1 200"), page
+            assert await reader.readexactly(4) == b"slow"
+            await _upgraded(reader)
+            await asyncio.sleep(1.5)  # past the keep-alive timeout
+            writer.write(ws_frame(0x1, b"second"))
+            messages = await asyncio.wait_for(upstream.messages, 10)
+            writer.close()
+            await gateway.settle()
+    assert messages == [b"first", b"second"]

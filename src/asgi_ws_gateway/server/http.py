@@ -342,9 +342,43 @@ class GatewayHTTPProtocol(_HeadDeadline, _KeepsEarlyData):
             ``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``.
     """
 
+    _deferred_upgrade: bytes | None = None  # an upgrade waiting for the responses before it: its early data
+
+    def data_received(self, data: bytes) -> None:
+        if self._deferred_upgrade is not None:  # the client's first frames: the WebSocket protocol's
+            self._deferred_upgrade += data
+            self.flow.pause_reading()
+            return
+        super().data_received(data)
+
     def handle_websocket_upgrade(self) -> None:
-        receiver = getattr(self.ws_protocol_class, "receive_parsed_request", None)
         early, self._early_data = self._early_data, b""
+        if self._answering():
+            # Pipelined behind requests still being answered: their responses go first, and the
+            # connection becomes the WebSocket protocol's once they are sent. uvicorn handed it over
+            # at once: a slow response came after the 101, inside the WebSocket stream, and the
+            # keep-alive timer its end armed closed the WebSocket connection 5 s later.
+            self._deferred_upgrade = early
+            self.flow.pause_reading()
+            return
+        self._upgrade(early)
+
+    def _answering(self) -> bool:
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        early = self._deferred_upgrade
+        if early is None or self._answering() or self.transport.is_closing():
+            return
+        self._deferred_upgrade = None
+        self._unset_keepalive_if_required()  # armed by the response just completed
+        self._disarm()  # and the next request's head deadline: there is no next request
+        self._upgrade(early)
+
+    def _upgrade(self, early: bytes) -> None:
+        """Hand the connection to the WebSocket protocol, with the bytes that followed the request head."""
+        receiver = getattr(self.ws_protocol_class, "receive_parsed_request", None)
         if receiver is None:  # another WebSocket implementation: uvicorn's way
             super().handle_websocket_upgrade()
             del self.parser  # as below
