@@ -294,8 +294,16 @@ class _HeadDeadline(asyncio.Protocol):
         self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
-class _KeepsEarlyData(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` that keeps what followed an upgrade request in the same read.
+def _over_http11(scope: Any) -> bool:
+    """RFC 9110 §7.8: a server MUST ignore ``Upgrade`` in an HTTP/1.0 request, which an HTTP/1.0
+    proxy may have forwarded without knowing what it asks for (it would take what follows a 101 for
+    an HTTP response). uvicorn re-wrote such a request as HTTP/1.1 and upgraded it."""
+    return bool(scope.get("http_version") == "1.1")
+
+
+class _HttpToolsUpgrades(HttpToolsProtocol):
+    """uvicorn's ``HttpToolsProtocol`` that upgrades HTTP/1.1 requests only, and keeps what followed an
+    upgrade request in the same read.
 
     A client that sends its first frames without waiting for the 101 has them in the read that
     ends the request head; uvicorn dropped the rest of that read (httptools reports where the head
@@ -304,6 +312,13 @@ class _KeepsEarlyData(HttpToolsProtocol):
     """
 
     _early_data = b""
+
+    def _should_upgrade(self) -> bool:
+        return _over_http11(self.scope) and super()._should_upgrade()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # The client's choice (h2c, an HTTP/1.0 upgrade): answered as plain HTTP, an INFO line.
+        self.logger.info("Unsupported upgrade request: answered as HTTP.")
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, keeping the upgrade's offset.
@@ -328,7 +343,7 @@ def _hand_over_early_data(transport: asyncio.Transport, data: bytes) -> None:
         transport.get_protocol().data_received(data)  # type: ignore[attr-defined]
 
 
-class GatewayHTTPProtocol(_HeadDeadline, _KeepsEarlyData):
+class GatewayHTTPProtocol(_HeadDeadline, _HttpToolsUpgrades):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
@@ -407,6 +422,9 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
     """
+
+    def _should_upgrade(self) -> bool:
+        return _over_http11(self.scope) and super()._should_upgrade()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         super().handle_websocket_upgrade(event)
