@@ -426,6 +426,9 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
     def _should_upgrade(self) -> bool:
         return _over_http11(self.scope) and super()._should_upgrade()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as _HttpToolsUpgrades
+
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         super().handle_websocket_upgrade(event)
         # What followed the request head in h11's buffer: the client's first frames (uvicorn dropped them).
