@@ -294,6 +294,18 @@ class _HeadDeadline(asyncio.Protocol):
         self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
+def _close_after_if_not_upgraded(cycle: Any) -> None:
+    """A request that asked to switch protocols and is answered as HTTP instead (h2c, an upgrade
+    over HTTP/1.0 or without ``Connection: Upgrade``) closes the connection after its response.
+
+    A proxy in front that took the request for a switch would tunnel what the client sends next
+    into this connection, where it was read as requests of their own (the management API's
+    included), past the proxy's rules: WebSocket smuggling. uvicorn kept the connection alive.
+    """
+    if cycle is not None and cycle.keep_alive and any(name == b"upgrade" for name, _ in cycle.scope["headers"]):
+        cycle.keep_alive = False
+
+
 def _over_http11(scope: Any) -> bool:
     """RFC 9110 §7.8: a server MUST ignore ``Upgrade`` in an HTTP/1.0 request, which an HTTP/1.0
     proxy may have forwarded without knowing what it asks for (it would take what follows a 101 for
@@ -319,6 +331,11 @@ class _HttpToolsUpgrades(HttpToolsProtocol):
     def _unsupported_upgrade_warning(self) -> None:
         # The client's choice (h2c, an HTTP/1.0 upgrade): answered as plain HTTP, an INFO line.
         self.logger.info("Unsupported upgrade request: answered as HTTP.")
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:  # a request answered as HTTP
+            _close_after_if_not_upgraded(self.cycle)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, keeping the upgrade's offset.
@@ -428,6 +445,12 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
 
     def _unsupported_upgrade_warning(self) -> None:
         self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as _HttpToolsUpgrades
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        # h11 reads one request at a time: a new cycle is the request just read, being answered as HTTP.
+        if self.transport.get_protocol() is self and self.cycle is not None and not self.cycle.response_complete:
+            _close_after_if_not_upgraded(self.cycle)
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         super().handle_websocket_upgrade(event)
