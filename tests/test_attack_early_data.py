@@ -75,10 +75,10 @@ class _HeldUpstream:
             writer.close()
 
 
-async def _serve(upstream: _HeldUpstream, mode: str, http: Any) -> tuple[asyncio.Server, ProbedGateway, int]:
+async def _serve(upstream: _HeldUpstream, mode: str) -> tuple[asyncio.Server, ProbedGateway]:
     listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    return listener, ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", **MODES[mode])), port
+    return listener, ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", **MODES[mode]))
 
 
 async def _upgraded(reader: asyncio.StreamReader) -> None:
@@ -94,7 +94,7 @@ async def test_frames_in_the_upgrade_requests_read_reach_the_upstream(mode: str,
     upstream = _HeldUpstream(expected=3)
     upstream.answer.set()
     second = ws_frame(0x1, b"second " * 40)
-    listener, gateway, _ = await _serve(upstream, mode, HTTP[http])
+    listener, gateway = await _serve(upstream, mode)
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH, http=HTTP[http]) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -112,7 +112,7 @@ async def test_frames_sent_while_the_upstream_answers_reach_it_and_the_connectio
     """A frame in a later read, before the 101: the splice lost it and read nothing more from the
     client (its next frame and its close never reached the upstream, which stayed connected)."""
     upstream = _HeldUpstream(expected=2)
-    listener, gateway, _ = await _serve(upstream, mode, GatewayHTTPProtocol)
+    listener, gateway = await _serve(upstream, mode)
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH, http=GatewayHTTPProtocol) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -133,7 +133,7 @@ async def test_an_early_message_over_the_limit_is_refused_as_any_other() -> None
     """Held until the handshake is answered, an early message meets the API's message policies."""
     upstream = _HeldUpstream(expected=1)
     upstream.answer.set()
-    listener, gateway, _ = await _serve(upstream, "frame-relay", GatewayHTTPProtocol)
+    listener, gateway = await _serve(upstream, "frame-relay")
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH, http=GatewayHTTPProtocol) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -165,17 +165,18 @@ class _SlowPage:
         await self.gateway(scope, receive, send)
 
 
+@pytest.mark.parametrize("http", sorted(HTTP))
 @pytest.mark.parametrize("mode", ["splice", "relay"])
-async def test_an_upgrade_pipelined_behind_a_request_is_answered_after_it_and_stays_open(mode: str) -> None:
+async def test_an_upgrade_pipelined_behind_a_request_is_answered_after_it_and_stays_open(mode: str, http: str) -> None:
     """``GET /slow`` and an upgrade in one write: uvicorn upgraded at once, so the 101 went out before
     the page and the page's bytes landed inside the WebSocket stream; and the keep-alive timer the
     page's end armed closed the WebSocket connection (EOF, no close frame) ``timeout_keep_alive`` later."""
     upstream = _HeldUpstream(expected=2)
     upstream.answer.set()
-    listener, gateway, _ = await _serve(upstream, mode, GatewayHTTPProtocol)
+    listener, gateway = await _serve(upstream, mode)
     app = _SlowPage(gateway)
     async with listener:
-        with UvicornServer(app, ws=PASSTHROUGH, http=GatewayHTTPProtocol, timeout_keep_alive=1) as server:
+        with UvicornServer(app, ws=PASSTHROUGH, http=HTTP[http], timeout_keep_alive=1) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n" + handshake() + ws_frame(0x1, b"first"))
             page = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
