@@ -38,13 +38,12 @@ from itertools import islice
 from typing import Any, TypeVar
 
 import h11
-import httptools
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
 from ..startup import report_variable_problem
+from .upgrades import HttpToolsUpgrades, close_after_if_not_upgraded, hand_over_early_data, over_http11
 
 if sys.platform != "win32":
     import resource
@@ -294,73 +293,7 @@ class _HeadDeadline(asyncio.Protocol):
         self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
-def _close_after_if_not_upgraded(cycle: Any) -> None:
-    """A request that asked to switch protocols and is answered as HTTP instead (h2c, an upgrade
-    over HTTP/1.0 or without ``Connection: Upgrade``) closes the connection after its response.
-
-    A proxy in front that took the request for a switch would tunnel what the client sends next
-    into this connection, where it was read as requests of their own (the management API's
-    included), past the proxy's rules: WebSocket smuggling. uvicorn kept the connection alive.
-    """
-    if cycle is not None and cycle.keep_alive and any(name == b"upgrade" for name, _ in cycle.scope["headers"]):
-        cycle.keep_alive = False
-
-
-def _over_http11(scope: Any) -> bool:
-    """RFC 9110 §7.8: a server MUST ignore ``Upgrade`` in an HTTP/1.0 request, which an HTTP/1.0
-    proxy may have forwarded without knowing what it asks for (it would take what follows a 101 for
-    an HTTP response). uvicorn re-wrote such a request as HTTP/1.1 and upgraded it."""
-    return bool(scope.get("http_version") == "1.1")
-
-
-class _HttpToolsUpgrades(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` that upgrades HTTP/1.1 requests only, and keeps what followed an
-    upgrade request in the same read.
-
-    A client that sends its first frames without waiting for the 101 has them in the read that
-    ends the request head; uvicorn dropped the rest of that read (httptools reports where the head
-    ends, uvicorn did not ask), so those frames were lost and, when the read ended inside a frame,
-    the next bytes were read as a frame header of the client's choosing.
-    """
-
-    _early_data = b""
-
-    def _should_upgrade(self) -> bool:
-        return _over_http11(self.scope) and super()._should_upgrade()
-
-    def _unsupported_upgrade_warning(self) -> None:
-        # The client's choice (h2c, an HTTP/1.0 upgrade): answered as plain HTTP, an INFO line.
-        self.logger.info("Unsupported upgrade request: answered as HTTP.")
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        if self.cycle is not None and self.cycle.scope is self.scope:  # a request answered as HTTP
-            _close_after_if_not_upgraded(self.cycle)
-
-    def data_received(self, data: bytes) -> None:
-        # uvicorn's data_received, keeping the upgrade's offset.
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
-        except httptools.HttpParserUpgrade as upgrade:
-            if self._should_upgrade():
-                self._early_data = data[upgrade.args[0] :]
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-
-
-def _hand_over_early_data(transport: asyncio.Transport, data: bytes) -> None:
-    """Give the WebSocket protocol now serving ``transport`` the bytes that came with the upgrade request."""
-    if data:
-        transport.get_protocol().data_received(data)  # type: ignore[attr-defined]
-
-
-class GatewayHTTPProtocol(_HeadDeadline, _HttpToolsUpgrades):
+class GatewayHTTPProtocol(_HeadDeadline, HttpToolsUpgrades):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
@@ -414,7 +347,7 @@ class GatewayHTTPProtocol(_HeadDeadline, _HttpToolsUpgrades):
         if receiver is None:  # another WebSocket implementation: uvicorn's way
             super().handle_websocket_upgrade()
             del self.parser  # as below
-            _hand_over_early_data(self.transport, early)
+            hand_over_early_data(self.transport, early)
             return
         # uvicorn's handle_websocket_upgrade, but the head goes over as parsed, not as bytes.
         if self.logger.level <= TRACE_LOG_LEVEL:
@@ -431,7 +364,7 @@ class GatewayHTTPProtocol(_HeadDeadline, _HttpToolsUpgrades):
         # This protocol gets no more callbacks; its parser holds its bound methods, a cycle only the
         # garbage collector would free.
         del self.parser
-        _hand_over_early_data(self.transport, early)
+        hand_over_early_data(self.transport, early)
 
 
 class GatewayH11Protocol(_HeadDeadline, H11Protocol):
@@ -441,22 +374,22 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
     """
 
     def _should_upgrade(self) -> bool:
-        return _over_http11(self.scope) and super()._should_upgrade()
+        return over_http11(self.scope) and super()._should_upgrade()
 
     def _unsupported_upgrade_warning(self) -> None:
-        self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as _HttpToolsUpgrades
+        self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as HttpToolsUpgrades
 
     def handle_events(self) -> None:
         super().handle_events()
         # h11 reads one request at a time: a new cycle is the request just read, being answered as HTTP.
         if self.transport.get_protocol() is self and self.cycle is not None and not self.cycle.response_complete:
-            _close_after_if_not_upgraded(self.cycle)
+            close_after_if_not_upgraded(self.cycle)
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         super().handle_websocket_upgrade(event)
         # What followed the request head in h11's buffer: the client's first frames (uvicorn dropped them).
         early, _ = self.conn.trailing_data
-        _hand_over_early_data(self.transport, early)
+        hand_over_early_data(self.transport, early)
 
 
 __all__ = [
