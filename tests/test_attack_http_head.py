@@ -139,6 +139,34 @@ async def test_a_head_under_the_limit_is_served(any_port: int, build: Any) -> No
     assert status_of(line) == (200 if build is plain else 101)
 
 
+async def test_an_http10_upgrade_request_is_not_upgraded(any_port: int, upstream: UpstreamServer) -> None:
+    """RFC 9110 §7.8: ``Upgrade`` in an HTTP/1.0 request is ignored (an HTTP/1.0 proxy forwards it
+    without knowing what it asks). uvicorn re-wrote the request as HTTP/1.1: 101, spliced upstream.
+    It is plain HTTP now: the API's 426, the connection closed (HTTP/1.0), no upstream contacted."""
+    response = await exchange(any_port, upgrade().replace(b"HTTP/1.1", b"HTTP/1.0", 1) + b"\r\n")
+    assert response.split(b" ", 2)[1] == b"426", response[:200]
+    assert upstream.handshakes == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /ws/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n",  # no Connection: Upgrade
+        b"GET /ws/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket, h2c\r\nConnection: Upgrade\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: gw\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n",
+        b"GET /nowhere HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n",
+    ],
+    ids=["no-connection-upgrade", "websocket-and-h2c", "h2c", "elsewhere"],
+)
+async def test_an_upgrade_answered_as_http_closes_the_connection(any_port: int, head: bytes) -> None:
+    """A request that asks to switch protocols and is answered as plain HTTP: the answer, then EOF.
+    A proxy that took it for a switch tunnels the client's next bytes here: the request pipelined
+    behind it (here /healthz, or the management API) was served on the kept-alive connection."""
+    response = await exchange(any_port, head + b"\r\nGET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert status_of(response) in (200, 404, 426)
+    assert response.count(b"HTTP/1.1 ") == 1, response
+
+
 @pytest.mark.parametrize("size", [9000, DEFAULT_MAX_HEAD_BYTES + 10])
 async def test_an_oversized_request_line_gets_414(port: int, size: int) -> None:
     """A request line over 8 KiB, or over the whole limit on its own, is 414 URI Too Long."""

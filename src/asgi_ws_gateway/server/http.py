@@ -16,6 +16,9 @@ worker buffer hundreds of megabytes within the deadline. A head larger than ``ma
 (``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``, default 64 KiB: above ``handshake_limits``' defaults of 32 KiB
 of headers and an 8 KiB target) gets ``431`` and the connection is closed.
 
+What follows an upgrade request's head in the same read (frames a client sent without waiting for the
+101) goes to the WebSocket protocol with it; uvicorn dropped it.
+
 Within the deadline, connections that send nothing still hold a descriptor each: enough of them
 use up the process's open-file limit, and then the event loop accepts each new connection only to
 close it at once (libuv) or stops accepting (asyncio) — health checks included. So a connection
@@ -34,12 +37,13 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, TypeVar
 
+import h11
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
 from ..startup import report_variable_problem
+from .upgrades import HttpToolsUpgrades, close_after_if_not_upgraded, hand_over_early_data, over_http11
 
 if sys.platform != "win32":
     import resource
@@ -294,7 +298,7 @@ class _HeadDeadline(asyncio.Protocol):
         self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
-class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
+class GatewayHTTPProtocol(_HeadDeadline, HttpToolsUpgrades):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
@@ -308,11 +312,47 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
             ``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``.
     """
 
+    _deferred_upgrade: bytes | None = None  # an upgrade waiting for the responses before it: its early data
+
+    def data_received(self, data: bytes) -> None:
+        if self._deferred_upgrade is not None:  # the client's first frames: the WebSocket protocol's
+            self._deferred_upgrade += data
+            self.flow.pause_reading()
+            return
+        super().data_received(data)
+
     def handle_websocket_upgrade(self) -> None:
+        early, self._early_data = self._early_data, b""
+        if self._answering():
+            # Pipelined behind requests still being answered: their responses go first, and the
+            # connection becomes the WebSocket protocol's once they are sent. uvicorn handed it over
+            # at once: a slow response came after the 101, inside the WebSocket stream, and the
+            # keep-alive timer its end armed closed the WebSocket connection 5 s later.
+            self._deferred_upgrade = early
+            self.flow.pause_reading()
+            return
+        self._upgrade(early)
+
+    def _answering(self) -> bool:
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        early = self._deferred_upgrade
+        if early is None or self._answering() or self.transport.is_closing():
+            return
+        self._deferred_upgrade = None
+        self._unset_keepalive_if_required()  # armed by the response just completed
+        self._disarm()  # and the next request's head deadline: there is no next request
+        self._upgrade(early)
+
+    def _upgrade(self, early: bytes) -> None:
+        """Hand the connection to the WebSocket protocol, with the bytes that followed the request head."""
         receiver = getattr(self.ws_protocol_class, "receive_parsed_request", None)
         if receiver is None:  # another WebSocket implementation: uvicorn's way
             super().handle_websocket_upgrade()
             del self.parser  # as below
+            hand_over_early_data(self.transport, early)
             return
         # uvicorn's handle_websocket_upgrade, but the head goes over as parsed, not as bytes.
         if self.logger.level <= TRACE_LOG_LEVEL:
@@ -329,6 +369,7 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsProtocol):
         # This protocol gets no more callbacks; its parser holds its bound methods, a cycle only the
         # garbage collector would free.
         del self.parser
+        hand_over_early_data(self.transport, early)
 
 
 class GatewayH11Protocol(_HeadDeadline, H11Protocol):
@@ -336,6 +377,24 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
     """
+
+    def _should_upgrade(self) -> bool:
+        return over_http11(self.scope) and super()._should_upgrade()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as HttpToolsUpgrades
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        # h11 reads one request at a time: a new cycle is the request just read, being answered as HTTP.
+        if self.transport.get_protocol() is self and self.cycle is not None and not self.cycle.response_complete:
+            close_after_if_not_upgraded(self.cycle)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        super().handle_websocket_upgrade(event)
+        # What followed the request head in h11's buffer: the client's first frames (uvicorn dropped them).
+        early, _ = self.conn.trailing_data
+        hand_over_early_data(self.transport, early)
 
 
 __all__ = [

@@ -20,6 +20,9 @@ gateway needs on its edge:
   it inflates a compressed one): ``"asgi_ws_gateway.max_size": <bytes>`` in its ``websocket.accept``
   (the gateway sends its API's ``max_message_size``); a message over it closes the client with 1009
   and tells the application so (``"asgi_ws_gateway.too_big": True`` in the ``websocket.disconnect``);
+* what a client sends before its handshake is answered (it did not wait for the 101) is held, unread,
+  and read first once the application accepts or splices (uvicorn parsed it before the application
+  decided, and a splice lost it with the parser);
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
@@ -114,6 +117,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._message = bytearray()  # the fragments of the message being read, joined
+        self._early_data = bytearray()  # what the client sent before its handshake was answered
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
@@ -154,6 +158,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.handle_events()
 
     def data_received(self, data: bytes) -> None:
+        if self.handshake_initiated and not self.handshake_complete:
+            self._hold_early_data(data)
+            return
         if self.handshake_initiated:
             super().data_received(data)
             if self.conn.parser_exc is not None:
@@ -164,6 +171,28 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._refuse_request()
             return
         self.handle_events()
+
+    def _hold_early_data(self, data: bytes) -> None:
+        """Keep what the client sends before its handshake is answered, unread, and read no more.
+
+        A client that does not wait for the 101 sends frames the server's parser would take before
+        the application decided: a spliced connection lost them with the parser (and was left with
+        reading paused: nothing it sent later was forwarded, its close was never seen, and its
+        upstream connection stayed open), and the relay read them before the API's message limit
+        applied. They are read once the handshake is answered (:meth:`_release_early_data`); one
+        read's worth at most is held.
+        """
+        self._early_data += data
+        self.transport.pause_reading()
+
+    def _release_early_data(self, protocol: asyncio.BaseProtocol) -> None:
+        """The handshake is answered: ``protocol`` (this one, or the splice's) reads the held bytes first."""
+        data, self._early_data = bytes(self._early_data), bytearray()
+        if not data:
+            return
+        if not self.transport.is_closing():
+            self.transport.resume_reading()  # before the bytes: a protocol that pauses for them stays paused
+        protocol.data_received(data)  # type: ignore[attr-defined]
 
     def _refuse_request(self) -> None:
         """Send the parser's 414/431 (or a 400 when it only gave up) and close: it would hang otherwise."""
@@ -290,6 +319,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if kind == "websocket.accept" and type(message.get(MAX_SIZE)) is int:
             self._lower_max_size(message[MAX_SIZE])
         await super().send(message)
+        if kind == "websocket.accept":
+            self._release_early_data(self)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True  # the refusal is complete: not "returned without completing"
 
@@ -329,6 +360,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         message["on_started"]()
+        self._release_early_data(protocol)
         # The connection is the application's protocol's now. What parsed and answered the handshake
         # (websockets' protocol with the parsed request and response, the receive queue) would stay
         # allocated for the connection's whole life: idle spliced connections are many.

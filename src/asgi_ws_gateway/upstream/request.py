@@ -15,7 +15,7 @@ HOP_BY_HOP = frozenset(
         "host", "connection", "upgrade", "keep-alive", "proxy-connection", "te", "trailer",
         "transfer-encoding", "proxy-authenticate", "proxy-authorization", "content-length", "http2-settings",
         "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-        "sec-websocket-protocol", "sec-websocket-accept", "sec-websocket-origin",
+        "sec-websocket-protocol", "sec-websocket-accept", "sec-websocket-origin", "expect",
     }
 )  # fmt: skip
 """Headers that describe one hop of the connection and never cross the gateway, in either direction.
@@ -24,7 +24,10 @@ They are the only headers dropped as hop-by-hop: the names a client's ``Connecti
 are not (RFC 9110 §7.6.1 would drop them), so a client cannot make the gateway forward less than
 its policies checked (``Connection: Authorization`` took a checked token away from an upstream that
 then read an unchecked cookie). ``Sec-WebSocket-Origin`` is the draft protocols' Origin (hybi-07 to
--10): an upstream reading it would take an origin no ``check-origin`` saw."""
+-10): an upstream reading it would take an origin no ``check-origin`` saw. ``Expect`` asks each hop
+about request content, which a handshake has none of (RFC 9110 §10.1.1): forwarded, ``Expect:
+100-continue`` made an nginx upstream answer ``100 Continue`` before its 101, a failed backend to
+the gateway, so three such handshakes put a healthy backend into cooldown."""
 
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 

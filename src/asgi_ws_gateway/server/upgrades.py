@@ -1,0 +1,90 @@
+"""Which requests uvicorn's HTTP protocols upgrade, and what goes over with them.
+
+uvicorn upgrades any request with ``Upgrade: websocket`` and ``Connection: Upgrade``, re-written as
+HTTP/1.1, hands the WebSocket protocol the request head only, and keeps the connection alive after
+a request that asked to switch and was answered as HTTP. The gateway's HTTP protocols
+(:mod:`asgi_ws_gateway.server.http`) use these pieces instead:
+
+* an upgrade over HTTP/1.1 only (RFC 9110 §7.8: ``Upgrade`` in an HTTP/1.0 request is ignored);
+* what followed the request head in the same read (frames a client sent without waiting for the
+  101) goes to the WebSocket protocol with it;
+* a request that asked to switch protocols and is answered as HTTP closes its connection after the
+  answer (a proxy that took it for a switch would tunnel the client's next bytes there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+def close_after_if_not_upgraded(cycle: Any) -> None:
+    """A request that asked to switch protocols and is answered as HTTP instead (h2c, an upgrade
+    over HTTP/1.0 or without ``Connection: Upgrade``) closes the connection after its response.
+
+    A proxy in front that took the request for a switch would tunnel what the client sends next
+    into this connection, where it was read as requests of their own (the management API's
+    included), past the proxy's rules: WebSocket smuggling. uvicorn kept the connection alive.
+    """
+    if cycle is not None and cycle.keep_alive and any(name == b"upgrade" for name, _ in cycle.scope["headers"]):
+        cycle.keep_alive = False
+
+
+def over_http11(scope: Any) -> bool:
+    """RFC 9110 §7.8: a server MUST ignore ``Upgrade`` in an HTTP/1.0 request, which an HTTP/1.0
+    proxy may have forwarded without knowing what it asks for (it would take what follows a 101 for
+    an HTTP response). uvicorn re-wrote such a request as HTTP/1.1 and upgraded it."""
+    return bool(scope.get("http_version") == "1.1")
+
+
+class HttpToolsUpgrades(HttpToolsProtocol):
+    """uvicorn's ``HttpToolsProtocol`` that upgrades HTTP/1.1 requests only, and keeps what followed an
+    upgrade request in the same read.
+
+    A client that sends its first frames without waiting for the 101 has them in the read that
+    ends the request head; uvicorn dropped the rest of that read (httptools reports where the head
+    ends, uvicorn did not ask), so those frames were lost and, when the read ended inside a frame,
+    the next bytes were read as a frame header of the client's choosing.
+    """
+
+    _early_data = b""
+
+    def _should_upgrade(self) -> bool:
+        return over_http11(self.scope) and super()._should_upgrade()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # The client's choice (h2c, an HTTP/1.0 upgrade): answered as plain HTTP, an INFO line.
+        self.logger.info("Unsupported upgrade request: answered as HTTP.")
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:  # a request answered as HTTP
+            close_after_if_not_upgraded(self.cycle)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, keeping the upgrade's offset.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._should_upgrade():
+                self._early_data = data[upgrade.args[0] :]
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+
+def hand_over_early_data(transport: asyncio.Transport, data: bytes) -> None:
+    """Give the WebSocket protocol now serving ``transport`` the bytes that came with the upgrade request."""
+    if data:
+        transport.get_protocol().data_received(data)  # type: ignore[attr-defined]
+
+
+__all__ = ["HttpToolsUpgrades", "close_after_if_not_upgraded", "hand_over_early_data", "over_http11"]
