@@ -194,3 +194,15 @@ def test_max_head_bytes_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv("ASGI_WS_GATEWAY_MAX_HEAD_BYTES", bad)
         with pytest.raises(ValueError, match="ASGI_WS_GATEWAY_MAX_HEAD_BYTES"):
             _max_head_bytes_from_env()
+
+
+async def test_a_malformed_request_is_an_info_line_naming_the_client(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any client can send one: uvicorn logged a WARNING naming nobody for each (a flood of them
+    was a flood of warnings); the gateway's HTTP protocol logs an INFO line with the client."""
+    with caplog.at_level("INFO", logger="uvicorn.error"):
+        assert status_of(await exchange(port, b"GET / HTTP/1.1\r\nHost: gw\r\nBad Header\r\n\r\n")) == 400
+    records = [r for r in caplog.records if r.name == "uvicorn.error" and "nvalid HTTP request" in r.getMessage()]
+    assert [r.levelname for r in records] == ["INFO"]
+    assert records[0].getMessage().startswith("127.0.0.1:")

@@ -70,9 +70,11 @@ class HttpToolsUpgrades(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            # Any client can send one: an INFO line naming it (uvicorn's WARNING named nobody, and a
+            # flood of bad requests was a flood of warnings for the operator).
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+            self.logger.info("%s - invalid HTTP request: 400", client)
+            self.send_400_response("Invalid HTTP request received.")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self._early_data = data[upgrade.args[0] :]
