@@ -1,0 +1,107 @@
+"""An upstream as the attacker: what its handshake answer and its first frames do to the gateway.
+
+A real uvicorn serves the gateway (the gateway's protocol, so APIs splice unless told otherwise) in
+front of a raw upstream whose behaviour the upstream path names. Each connector is exercised: the
+splice (no message policies), the frame relay (a message policy) and the ``websockets`` relay
+(``passthrough: false``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.passthrough.chunked import Dechunker, MalformedChunks
+from support.clients import expect_status
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH, ProbedGateway
+from support.servers import UvicornFactory
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+CONNECTORS: dict[str, dict[str, Any]] = {
+    "splice": {},
+    "frame relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 65536}}]}},
+    "relay": {"passthrough": False},
+}
+
+CHUNKED_403 = (
+    b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+    b"5;note=x\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+)
+
+
+async def _refuse_in_chunks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A refusal in chunks on a kept-alive connection: the body ends at its last chunk, not at EOF."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(CHUNKED_403)
+    await writer.drain()
+    await reader.read()  # keep the connection open until the gateway closes it
+    writer.close()
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    """Start a raw upstream running a handler for each connection; returns its port."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def _gateway(port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any) -> tuple[ProbedGateway, str]:
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **CONNECTORS[connector], **api)
+    gateway = ProbedGateway({"apis": [entry]})
+    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_chunked_refusal_is_relayed_at_once_and_is_no_backend_failure(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """The upstream's 403 with its decoded body, not a 504 at connect_timeout counted against the backend."""
+    gateway, url = _gateway(await hostile(_refuse_in_chunks), connector, uvicorn_server, connect_timeout=5)
+    status, headers, body = await expect_status(url)
+    assert (status, body, headers.get("content-type")) == (403, b"hello world", "text/plain")
+    assert "transfer-encoding" not in headers
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+
+
+def test_chunks_decode_whatever_the_reads() -> None:
+    """Fed a byte at a time, the body is the same; the head before ``start`` is skipped."""
+    raw = b"HEAD\r\n\r\n" + CHUNKED_403.partition(b"\r\n\r\n")[2] + b"trailing"
+    chunks, buffer = Dechunker(8, 1024), bytearray()
+    for byte in raw:
+        buffer.append(byte)
+        chunks.advance(buffer)
+    assert chunks.done and bytes(chunks.body) == b"hello world"
+
+
+def test_chunks_keep_at_most_the_limit() -> None:
+    """Past ``limit`` bytes of body, or 16 raw bytes per byte kept, the decoder is done."""
+    big = Dechunker(0, 4)
+    big.advance(b"a\r\n0123456789\r\n")
+    assert big.done and bytes(big.body) == b"0123"
+    extended = Dechunker(0, 4)
+    extended.advance(b"1;" + b"e" * 100 + b"\r\nx\r\n" * 10)
+    assert extended.done and len(extended.body) <= 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"zz\r\n", b"-1\r\n", b"1" * 17 + b"\r\n", b"5\r\nhelloXX", b"1;" + b"e" * 5000],
+    ids=["not hex", "sign", "17 digits", "no CRLF after data", "endless size line"],
+)
+def test_malformed_chunks_are_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedChunks):
+        Dechunker(0, 1024).advance(raw)
