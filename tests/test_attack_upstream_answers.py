@@ -9,18 +9,23 @@ splice (no message policies), the frame relay (a message policy) and the ``webso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from asgi_ws_gateway.passthrough.chunked import Dechunker, MalformedChunks
-from support.clients import expect_status
+from support.clients import connect, expect_close, expect_status
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
+from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornFactory
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+FAILED = (1011, "upstream connection failed")
+NEVER = 60.0  # a close_timeout no test waits for: the client must hear of the failure at once
 
 CONNECTORS: dict[str, dict[str, Any]] = {
     "splice": {},
@@ -75,6 +80,59 @@ async def test_a_chunked_refusal_is_relayed_at_once_and_is_no_backend_failure(
     assert (status, body, headers.get("content-type")) == (403, b"hello world", "text/plain")
     assert "transfer-encoding" not in headers
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+
+
+def _answer_then_hold(release: asyncio.Event, after: bytes = b"") -> Handler:
+    """A valid 101, then ``after`` in the next write; the upstream holds its TCP connection open
+    (whatever the gateway sends) until ``release`` is set."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await writer.drain()
+        writer.write(after)
+        await release.wait()
+        writer.close()
+
+    return handle
+
+
+async def test_a_relayed_text_message_that_is_not_utf8_closes_the_client_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory
+) -> None:
+    """The relay fails the upstream with 1007 and the client gets 1011 then, not close_timeout
+    later: websockets waited inside recv() for the upstream to close TCP."""
+    release = asyncio.Event()
+    port = await hostile(_answer_then_hold(release, ws_frame(1, b"ok\xff\xfe", mask=False)))
+    gateway, url = _gateway(port, "relay", uvicorn_server, close_timeout=NEVER, ping_interval=None)
+    try:
+        async with await connect(url) as ws:
+            assert await expect_close(ws) == FAILED  # within expect_close's 5 s
+    finally:
+        release.set()
+    await gateway.settle()
+
+
+async def test_a_close_in_the_same_read_as_the_101_leaves_no_keepalive_behind(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory
+) -> None:
+    """An upstream that closes in its 101's segment: no keepalive task is left to ping the dead
+    connection ping_interval later (and log ``keepalive ping failed`` with a traceback, at ERROR)."""
+
+    async def close_with_the_101(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=ws_frame(8, b"\x03\xe8bye", mask=False))
+        with contextlib.suppress(OSError):
+            await reader.read(64)  # the gateway's close frame: the closing handshake is over
+        writer.close()
+
+    gateway, url = _gateway(await hostile(close_with_the_101), "relay", uvicorn_server)
+    async with await connect(url) as ws:
+        assert await expect_close(ws) == (1000, "bye")
+    await gateway.settle()
+
+    async def keepalives() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "").endswith(".keepalive")]
+
+    assert await gateway.on_server(keepalives) == []
 
 
 def test_chunks_decode_whatever_the_reads() -> None:
