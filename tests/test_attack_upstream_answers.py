@@ -19,7 +19,7 @@ from asgi_ws_gateway.passthrough.chunked import Dechunker, MalformedChunks
 from support.clients import connect, expect_close, expect_status
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.rawhttp import accept_upstream, ws_frame
+from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
 from support.servers import UvicornFactory
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -163,3 +163,43 @@ def test_chunks_keep_at_most_the_limit() -> None:
 def test_malformed_chunks_are_refused(raw: bytes) -> None:
     with pytest.raises(MalformedChunks):
         Dechunker(0, 1024).advance(raw)
+
+
+GARBAGE = b"\x81\x7f" + b"\xff" * 8  # a 64-bit length with its top bit set: no frame
+ANSWERS = {"its close frame": (ws_frame(8, b"\x03\xe8", mask=False), 1000), "garbage": (GARBAGE, 1011)}
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+@pytest.mark.parametrize("answer", list(ANSWERS))
+async def test_the_upstreams_answer_to_a_clients_close_ends_the_client_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
+) -> None:
+    """The client closes; the upstream answers (with its close frame, or with a bad frame) and keeps
+    its TCP connection open. The client gets a close frame and EOF at once, not at close_timeout:
+    the splice waited for the upstream's TCP close, and after garbage sent the client nothing."""
+    data, code = ANSWERS[answer]
+    if connector == "relay":
+        code = 1000  # the relay answers the client's close itself, whatever the upstream does
+    release = asyncio.Event()
+
+    async def answer_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await reader.read(64)  # the client's close frame, forwarded
+        writer.write(data)
+        await release.wait()
+        writer.close()
+
+    gateway, url = _gateway(await hostile(answer_the_close), connector, uvicorn_server, close_timeout=NEVER)
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(handshake("/h"))
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(ws_frame(8, b"\x03\xe8bye"))
+        async with asyncio.timeout(EOF_TIMEOUT):
+            frames = await reader.read()  # up to EOF
+    finally:
+        release.set()
+        writer.close()
+    assert frames[:1] == b"\x88" and int.from_bytes(frames[2:4], "big") == code, frames
+    await gateway.settle()
