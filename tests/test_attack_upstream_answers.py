@@ -203,3 +203,37 @@ async def test_the_upstreams_answer_to_a_clients_close_ends_the_client_at_once(
         writer.close()
     assert frames[:1] == b"\x88" and int.from_bytes(frames[2:4], "big") == code, frames
     await gateway.settle()
+
+
+def _endless(head: bytes, line: bytes) -> Handler:
+    """An answer that never ends: ``head``, then ``line`` again and again until the gateway goes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        with contextlib.suppress(OSError):
+            while True:
+                writer.write(line * 64)
+                await writer.drain()
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        _endless(b"HTTP/1.1 101 Switching Protocols\r\n", b"X-Filler: " + b"a" * 1000 + b"\r\n"),
+        _endless(b"HTTP/1.1 403 Forbidden\r\n\r\n", b"a" * 1024),
+    ],
+    ids=["endless header block", "endless refusal body"],
+)
+async def test_an_endless_answer_on_the_relay_is_a_502_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, upstream: Handler
+) -> None:
+    """websockets' limits (128 headers, a 1 MiB body) fail the handshake, but it waited for the
+    upstream's EOF to say so: the client got a 504 at connect_timeout, not the 502 (here within 5 s)."""
+    gateway, url = _gateway(await hostile(upstream), "relay", uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
+    assert status == 502
+    await gateway.settle()

@@ -106,6 +106,12 @@ class _ClientConnection(ClientConnection):
             super().data_received(data)
         finally:
             self._receiving = False
+        if self.protocol.handshake_exc is not None and not self.transport.is_closing():
+            # The answer failed the handshake (a head or a refusal's body over websockets' limits, a
+            # bad 101): websockets waited for the upstream's EOF to report it, and an upstream that
+            # kept sending held the handshake to connect_timeout (a 504, not the 502 it is).
+            self.transport.abort()
+            return
         self._linger_if_over()
 
     def send_data(self) -> None:
