@@ -82,6 +82,25 @@ async def test_a_chunked_refusal_is_relayed_at_once_and_is_no_backend_failure(
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
 
 
+@pytest.mark.parametrize("connector", ["splice", "frame relay"])
+async def test_malformed_chunks_are_the_upstreams_502(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """A chunk size that is no number: a 502 at once, the backend's failure (the relay's websockets
+    client says the same)."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        await reader.read()
+        writer.close()
+
+    gateway, url = _gateway(await hostile(refuse), connector, uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
+    assert status == 502
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
+
+
 def _answer_then_hold(release: asyncio.Event, after: bytes = b"") -> Handler:
     """A valid 101, then ``after`` in the next write; the upstream holds its TCP connection open
     (whatever the gateway sends) until ``release`` is set."""
