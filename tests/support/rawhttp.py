@@ -126,14 +126,14 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 async def accept_upstream(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, extensions: bytes | None = None
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, extensions: bytes | None = None, then: bytes = b""
 ) -> None:
     """A raw upstream's side of the handshake: read the request, answer 101 with its right Accept
-    (and ``Sec-WebSocket-Extensions: <extensions>`` when given)."""
+    (and ``Sec-WebSocket-Extensions: <extensions>`` when given), and ``then`` in the same write."""
     head = await reader.readuntil(b"\r\n\r\n")
     key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
     answer = b"" if extensions is None else b"Sec-WebSocket-Extensions: " + extensions + b"\r\n"
     writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n" + answer + b"\r\n")  # fmt: skip
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n" + answer + b"\r\n" + then)  # fmt: skip

@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import ssl
+from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
 from websockets.exceptions import InvalidHeader
@@ -31,6 +32,7 @@ from ..upstream.base import UpstreamRequest
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
 from ..wire_numbers import parse_digits
+from .chunked import Dechunker, MalformedChunks
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -208,7 +210,10 @@ async def _open(
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
         status, headers = _parse_head(head, upstream)
         if status != 101:
-            body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
+            try:
+                body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
+            except MalformedChunks as exc:
+                raise UpstreamUnreachable(f"{upstream.label} refused with a malformed chunked body: {exc}") from None
             raise upstream_refusal(upstream.label, status, kept_response_headers(headers), body)
         answer: dict[str, list[str]] = {}
         for name, value in headers:
@@ -279,15 +284,41 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
 
 
 async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:
-    """A refusal's body: Content-Length bytes, or up to EOF (capped at 64 KiB)."""
+    """A refusal's body as RFC 9112 §6.3 delimits it (chunks, Content-Length bytes, or up to EOF), capped at 64 KiB."""
+    codings = ",".join(v for n, v in headers if n.lower() == "transfer-encoding")
+    if codings and codings.rsplit(",", 1)[-1].strip().lower() == "chunked":
+        return await _chunked_body(reader, start)
     length = next((v for n, v in headers if n.lower() == "content-length"), None)
-    declared = parse_digits(length, 19) if length is not None else None  # int() raised past 4300 digits
+    # Another coding last: the body ends with the connection, whatever Content-Length says.
+    declared = parse_digits(length, 19) if length is not None and not codings else None  # int() raised past 4300 digits
     want = _MAX_BODY if declared is None else min(declared, _MAX_BODY)
+    await _wait_for(reader, lambda: len(reader.buffer) - start >= want)
+    return bytes(reader.buffer[start : start + want])
+
+
+async def _chunked_body(reader: _HandshakeReader, start: int) -> bytes:
+    """A chunked refusal's body, decoded: it need not end with the connection (a kept-alive one
+    ends at its last chunk), so it is read up to that chunk, not to an EOF that may never come.
+
+    Raises:
+        MalformedChunks: the body is not chunked as it says.
+    """
+    chunks = Dechunker(start, _MAX_BODY)
+
+    def decoded() -> bool:
+        chunks.advance(reader.buffer)
+        return chunks.done
+
+    await _wait_for(reader, decoded)
+    return bytes(chunks.body)
+
+
+async def _wait_for(reader: _HandshakeReader, ready: Callable[[], bool]) -> None:
+    """Wait until ``ready()`` or the upstream's EOF (the caller's timeout bounds the wait)."""
     more = reader.more = asyncio.Event()
-    while len(reader.buffer) - start < want and not reader.eof:
+    while not ready() and not reader.eof:
         more.clear()
         await more.wait()
-    return bytes(reader.buffer[start : start + want])
 
 
 __all__ = ["RawUpstream", "deflate_offer", "open_raw"]

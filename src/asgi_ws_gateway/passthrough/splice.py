@@ -8,7 +8,9 @@ water mark, the other side's reading pauses until it drains, so nothing queues w
 Closing follows the relay's table as far as bytes allow:
 
 * a close frame from either side passes through as it is; its code is recorded, and once the
-  upstream's TCP connection ends (the server ends it first) the client's is closed too. A close
+  upstream's TCP connection ends (the server ends it first), or the upstream's close frame answers
+  the client's, the client's is closed too. A bad frame instead of that answer is the gateway's
+  close to whichever side has none yet (``_fail_while_closing``). A close
   frame with a code no peer may send (RFC 6455 §7.4: below 1000, 1004-1006, 1015-2999, 5000 and
   up), a one-byte payload or a reason that is not UTF-8 is a bad frame (below), never forwarded;
 * the client vanishes without a close frame: the upstream gets 1001 "client went away", as from
@@ -356,7 +358,9 @@ class Splice:
                 logger.info("passthrough: the %s sent a bad frame (%s); closing with %d", _name(side), scanner.error,
                             scanner.error_code)  # fmt: skip
                 code = scanner.error_code
-                if side.client:
+                if self._closing:
+                    self._fail_while_closing(side, code, scanner.error)
+                elif side.client:
                     self._gateway_close(code, scanner.error, code, scanner.error)
                 else:
                     self._gateway_close(1011, "upstream connection failed", code, scanner.error)
@@ -383,6 +387,37 @@ class Splice:
             # The client answered the upstream's close: the server ends it. (Not on bytes a client
             # sends after its own close frame: the upstream's answer has yet to reach it.)
             side.transport.close()
+        elif not side.client and self.stats.closed_by == "client" and peer.open:
+            # The upstream answered the client's close: the handshake is over towards the client, and
+            # the server (the gateway, there) ends it now; an upstream that keeps its TCP connection
+            # open held the client's until close_timeout. The upstream's own close (or
+            # close_timeout) still ends the upstream's.
+            peer.transport.close()
+
+    def _fail_while_closing(self, side: _Side, code: int, reason: str) -> None:
+        """``side`` sent a bad frame after its peer's close frame (instead of its answer), or after the
+        gateway's for a vanished peer. _gateway_close does nothing once closing has begun: the side
+        waiting for an answer got none, and a client waited close_timeout for its TCP close with no
+        close frame (1006). Now each side that was sent no close frame yet gets the gateway's, as for
+        a bad frame at any other time, and a client that has both close frames is closed."""
+        self.gateway_closing = True  # from here on, what either side sends ends its part (below, lost())
+        client_code, client_reason = (code, reason) if side.client else (1011, "upstream connection failed")
+        for target, target_code, target_reason in (
+            (self.client, client_code, client_reason),
+            (self.upstream, code, reason),
+        ):
+            if target.peer.scanner.close is None:  # no close frame of its peer's reached it
+                target.write_close(target_code, target_reason)
+        side.end_if_refused()
+        client = self.client
+        answered = client.close_sent or self.upstream.scanner.close is not None
+        if not client.open or not answered or client.pending_close is not None:
+            return
+        if side.client:
+            if client.transport.can_write_eof():
+                client.transport.write_eof()  # refused: its TCP close ends it, as end_if_refused does
+        elif client.scanner.close is not None:
+            client.transport.close()  # it sent its close frame and has the answer: the server ends it
 
     def lost(self, side: _Side) -> None:
         peer = side.peer

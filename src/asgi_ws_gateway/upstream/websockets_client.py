@@ -39,7 +39,15 @@ _FAST_SEND_ATTRIBUTES = (
 
 
 class _ClientProtocol(HeldPings, ClientProtocol):
-    """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing."""
+    """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
+    and remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
+    UTF-8 check, the keepalive)."""
+
+    failed = False
+
+    def fail(self, code: int, reason: str = "") -> None:
+        super().fail(code, reason)
+        self.failed = True
 
 
 _LINGER_WITHOUT_TIMEOUT = 10.0
@@ -90,13 +98,45 @@ class _ClientConnection(ClientConnection):
         protocol.__class__ = _ClientProtocol  # only methods differ: the instance keeps its state
         super().__init__(protocol, **kwargs)
         self.lingering: _Lingering | None = None
+        self._receiving = False
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        protocol = self.protocol
-        if protocol.state is State.CLOSING and (protocol.close_rcvd is not None or protocol.parser_exc is not None):
+        self._receiving = True  # its send_data must not hand over before the frames are processed
+        try:
+            super().data_received(data)
+        finally:
+            self._receiving = False
+        if self.protocol.handshake_exc is not None and not self.transport.is_closing():
+            # The answer failed the handshake (a head or a refusal's body over websockets' limits, a
+            # bad 101): websockets waited for the upstream's EOF to report it, and an upstream that
+            # kept sending held the handshake to connect_timeout (a 504, not the 502 it is).
+            self.transport.abort()
+            return
+        self._linger_if_over()
+
+    def send_data(self) -> None:
+        super().send_data()
+        # A failure found outside data_received: a text message that is not UTF-8 (recv() fails the
+        # connection with 1007) or a keepalive timeout. websockets then waited close_timeout for the
+        # upstream's TCP close inside recv(), and the client heard nothing until then.
+        if not self._receiving:
+            self._linger_if_over()
+
+    def _linger_if_over(self) -> None:
+        """Hand the transport over once the WebSocket is over: the upstream's close frame is in, or
+        the connection was failed (our close frame is out)."""
+        protocol = cast(_ClientProtocol, self.protocol)
+        over = protocol.close_rcvd is not None or protocol.failed
+        if self.lingering is None and protocol.state is State.CLOSING and over:
             self.lingering = _Lingering(self.transport, self.close_deadline)
             self.connection_lost(None)  # the transport now reports to the lingering protocol only
+
+    def start_keepalive(self) -> None:
+        # A close frame (or a bad frame) in the same read as the 101 ends the connection before
+        # connect() starts the keepalive: a task that pinged a dead connection ping_interval later
+        # and logged "keepalive ping failed" with a traceback, at ERROR.
+        if self.lingering is None:
+            super().start_keepalive()
 
     async def send(self, message: Any, **kwargs: Any) -> None:
         if self.lingering is not None:  # websockets would abort the transport handed over

@@ -1,0 +1,258 @@
+"""An upstream as the attacker: what its handshake answer and its first frames do to the gateway.
+
+A real uvicorn serves the gateway (the gateway's protocol, so APIs splice unless told otherwise) in
+front of a raw upstream whose behaviour the upstream path names. Each connector is exercised: the
+splice (no message policies), the frame relay (a message policy) and the ``websockets`` relay
+(``passthrough: false``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.passthrough.chunked import Dechunker, MalformedChunks
+from support.clients import connect, expect_close, expect_status
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH, ProbedGateway
+from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
+from support.servers import UvicornFactory
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+FAILED = (1011, "upstream connection failed")
+NEVER = 60.0  # a close_timeout no test waits for: the client must hear of the failure at once
+
+CONNECTORS: dict[str, dict[str, Any]] = {
+    "splice": {},
+    "frame relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 65536}}]}},
+    "relay": {"passthrough": False},
+}
+
+CHUNKED_403 = (
+    b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+    b"5;note=x\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+)
+
+
+async def _refuse_in_chunks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A refusal in chunks on a kept-alive connection: the body ends at its last chunk, not at EOF."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(CHUNKED_403)
+    await writer.drain()
+    await reader.read()  # keep the connection open until the gateway closes it
+    writer.close()
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    """Start a raw upstream running a handler for each connection; returns its port."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def _gateway(port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any) -> tuple[ProbedGateway, str]:
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **CONNECTORS[connector], **api)
+    gateway = ProbedGateway({"apis": [entry]})
+    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_chunked_refusal_is_relayed_at_once_and_is_no_backend_failure(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """The upstream's 403 with its decoded body, not a 504 at connect_timeout counted against the backend."""
+    gateway, url = _gateway(await hostile(_refuse_in_chunks), connector, uvicorn_server, connect_timeout=5)
+    status, headers, body = await expect_status(url)
+    assert (status, body, headers.get("content-type")) == (403, b"hello world", "text/plain")
+    assert "transfer-encoding" not in headers
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+
+
+@pytest.mark.parametrize("connector", ["splice", "frame relay"])
+async def test_malformed_chunks_are_the_upstreams_502(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """A chunk size that is no number: a 502 at once, the backend's failure (the relay's websockets
+    client says the same)."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        await reader.read()
+        writer.close()
+
+    gateway, url = _gateway(await hostile(refuse), connector, uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
+    assert status == 502
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
+
+
+def _answer_then_hold(release: asyncio.Event, after: bytes = b"") -> Handler:
+    """A valid 101, then ``after`` in the next write; the upstream holds its TCP connection open
+    (whatever the gateway sends) until ``release`` is set."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await writer.drain()
+        writer.write(after)
+        await release.wait()
+        writer.close()
+
+    return handle
+
+
+async def test_a_relayed_text_message_that_is_not_utf8_closes_the_client_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory
+) -> None:
+    """The relay fails the upstream with 1007 and the client gets 1011 then, not close_timeout
+    later: websockets waited inside recv() for the upstream to close TCP."""
+    release = asyncio.Event()
+    port = await hostile(_answer_then_hold(release, ws_frame(1, b"ok\xff\xfe", mask=False)))
+    gateway, url = _gateway(port, "relay", uvicorn_server, close_timeout=NEVER, ping_interval=None)
+    try:
+        async with await connect(url) as ws:
+            assert await expect_close(ws) == FAILED  # within expect_close's 5 s
+    finally:
+        release.set()
+    await gateway.settle()
+
+
+async def test_a_close_in_the_same_read_as_the_101_leaves_no_keepalive_behind(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory
+) -> None:
+    """An upstream that closes in its 101's segment: no keepalive task is left to ping the dead
+    connection ping_interval later (and log ``keepalive ping failed`` with a traceback, at ERROR)."""
+
+    async def close_with_the_101(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=ws_frame(8, b"\x03\xe8bye", mask=False))
+        with contextlib.suppress(OSError):
+            await reader.read(64)  # the gateway's close frame: the closing handshake is over
+        writer.close()
+
+    gateway, url = _gateway(await hostile(close_with_the_101), "relay", uvicorn_server)
+    async with await connect(url) as ws:
+        assert await expect_close(ws) == (1000, "bye")
+    await gateway.settle()
+
+    async def keepalives() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "").endswith(".keepalive")]
+
+    assert await gateway.on_server(keepalives) == []
+
+
+def test_chunks_decode_whatever_the_reads() -> None:
+    """Fed a byte at a time, the body is the same; the head before ``start`` is skipped."""
+    raw = b"HEAD\r\n\r\n" + CHUNKED_403.partition(b"\r\n\r\n")[2] + b"trailing"
+    chunks, buffer = Dechunker(8, 1024), bytearray()
+    for byte in raw:
+        buffer.append(byte)
+        chunks.advance(buffer)
+    assert chunks.done and bytes(chunks.body) == b"hello world"
+
+
+def test_chunks_keep_at_most_the_limit() -> None:
+    """Past ``limit`` bytes of body, or 16 raw bytes per byte kept, the decoder is done."""
+    big = Dechunker(0, 4)
+    big.advance(b"a\r\n0123456789\r\n")
+    assert big.done and bytes(big.body) == b"0123"
+    extended = Dechunker(0, 4)
+    extended.advance(b"1;" + b"e" * 100 + b"\r\nx\r\n" * 10)
+    assert extended.done and len(extended.body) <= 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"zz\r\n", b"-1\r\n", b"1" * 17 + b"\r\n", b"5\r\nhelloXX", b"1;" + b"e" * 5000],
+    ids=["not hex", "sign", "17 digits", "no CRLF after data", "endless size line"],
+)
+def test_malformed_chunks_are_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedChunks):
+        Dechunker(0, 1024).advance(raw)
+
+
+GARBAGE = b"\x81\x7f" + b"\xff" * 8  # a 64-bit length with its top bit set: no frame
+ANSWERS = {"its close frame": (ws_frame(8, b"\x03\xe8", mask=False), 1000), "garbage": (GARBAGE, 1011)}
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+@pytest.mark.parametrize("answer", list(ANSWERS))
+async def test_the_upstreams_answer_to_a_clients_close_ends_the_client_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
+) -> None:
+    """The client closes; the upstream answers (with its close frame, or with a bad frame) and keeps
+    its TCP connection open. The client gets a close frame and EOF at once, not at close_timeout:
+    the splice waited for the upstream's TCP close, and after garbage sent the client nothing."""
+    data, code = ANSWERS[answer]
+    if connector == "relay":
+        code = 1000  # the relay answers the client's close itself, whatever the upstream does
+    release = asyncio.Event()
+
+    async def answer_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await reader.read(64)  # the client's close frame, forwarded
+        writer.write(data)
+        await release.wait()
+        writer.close()
+
+    gateway, url = _gateway(await hostile(answer_the_close), connector, uvicorn_server, close_timeout=NEVER)
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(handshake("/h"))
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(ws_frame(8, b"\x03\xe8bye"))
+        async with asyncio.timeout(EOF_TIMEOUT):
+            frames = await reader.read()  # up to EOF
+    finally:
+        release.set()
+        writer.close()
+    assert frames[:1] == b"\x88" and int.from_bytes(frames[2:4], "big") == code, frames
+    await gateway.settle()
+
+
+def _endless(head: bytes, line: bytes) -> Handler:
+    """An answer that never ends: ``head``, then ``line`` again and again until the gateway goes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        with contextlib.suppress(OSError):
+            while True:
+                writer.write(line * 64)
+                await writer.drain()
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        _endless(b"HTTP/1.1 101 Switching Protocols\r\n", b"X-Filler: " + b"a" * 1000 + b"\r\n"),
+        _endless(b"HTTP/1.1 403 Forbidden\r\n\r\n", b"a" * 1024),
+    ],
+    ids=["endless header block", "endless refusal body"],
+)
+async def test_an_endless_answer_on_the_relay_is_a_502_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, upstream: Handler
+) -> None:
+    """websockets' limits (128 headers, a 1 MiB body) fail the handshake, but it waited for the
+    upstream's EOF to say so: the client got a 504 at connect_timeout, not the 502 (here within 5 s)."""
+    gateway, url = _gateway(await hostile(upstream), "relay", uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
+    assert status == 502
+    await gateway.settle()
