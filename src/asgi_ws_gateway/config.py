@@ -35,6 +35,7 @@ from .loading import (
     check_import,
     deferred_imports,
     import_object,
+    read_regular_file,
 )
 from .plugins import MODULE_NAME, load_plugins
 from .redact import CONTROL_CHARACTERS, redact_text
@@ -892,7 +893,7 @@ def cross_check(config: GatewayConfig) -> list[str]:
 
 def _read_file(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
     except UnicodeDecodeError:

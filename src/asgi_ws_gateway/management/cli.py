@@ -26,7 +26,7 @@ from typing import Any
 import httpx2
 import yaml
 
-from ..loading import alias_problem
+from ..loading import alias_problem, read_regular_file
 from ..redact import printable
 from ..yaml_keys import DuplicateKey, safe_load
 from . import connect as connect_module
@@ -217,7 +217,7 @@ async def _send(client: ManagementClient, args: argparse.Namespace) -> str:
 
 
 def _read(file: str) -> Any:
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    text = sys.stdin.read() if file == "-" else read_regular_file(file).decode("utf-8")
     try:
         data = safe_load(text)  # JSON is YAML; a key twice in one mapping is refused, as in the file
     except DuplicateKey as exc:
