@@ -38,7 +38,7 @@ from .loading import (
     read_regular_file,
 )
 from .plugins import MODULE_NAME, load_plugins
-from .redact import CONTROL_CHARACTERS, redact_text
+from .redact import CONTROL_CHARACTERS, redact_free_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
 from .strict_numbers import StrictNumbers
@@ -988,7 +988,7 @@ def _describe(loc: tuple[Any, ...], errors: list[Any]) -> str:
     if first["type"] in {"extra_forbidden"}:
         message = "unknown field"
     elif first["type"] != "missing" and not first["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {redact_text(shorten(first['input']))})"
+        message = f"{message} (got {redact_free_text(shorten(first['input']))})"
     return f"{where or '(top level)'}: {message}"
 
 

@@ -24,6 +24,7 @@ from ..handshake.context import HandshakeContext, RequestView
 from ..handshake.pipeline import FunctionPolicy, HandshakePipeline, Policy
 from ..messages.context import MessagePolicy
 from ..messages.pipeline import MessagePolicySet
+from ..redact import credential_setting, is_credential_name, redact_free_text
 from ..state.base import Store
 from ..state.memory import MemoryState
 from ..state.redis import RedisState
@@ -44,17 +45,23 @@ from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
 
 logger = logging.getLogger(__name__)
-_SECRET_WORDS = ("secret", "key", "token", "password")
 
 
-def _describe(loc: Loc, error: Any) -> str:
+def _describe(loc: Loc, error: Any, settings: Mapping[str, Any]) -> str:
     # Drop the union-member tags pydantic puts in locations ("audience.list[str]" -> "audience").
     where = loc_text(loc + tuple(p for p in error["loc"] if not union_member(p)))
     message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-    sensitive = any(word in str(part).lower() for part in error["loc"] for word in _SECRET_WORDS)
-    if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not sensitive:
-        message = f"{message} (got {shorten(error['input'])})"
+    if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not _secret(error["loc"], settings):
+        message = f"{message} (got {redact_free_text(shorten(error['input']))})"
     return f"{where}: {message.removeprefix('Value error, ')}"
+
+
+def _secret(field: tuple[Any, ...], settings: Mapping[str, Any]) -> bool:
+    """Whether a setting's value may be a credential, which an error must not quote (``check`` and
+    start-up write errors to terminals and logs): a setting named as one (``secret``, ``api_key``), or
+    any value of a policy whose header or query parameter names one, which the management API shows
+    as ``REDACTED`` (``set-header`` of ``Authorization`` or ``X-Api-Key``)."""
+    return any(is_credential_name(str(part)) for part in field) or credential_setting(settings) is not None
 
 
 _Kind = tuple[Mapping[str, PolicyType], str, Callable[[Any], Any], str]
@@ -164,7 +171,7 @@ class PolicyBuilder:
         except ValidationError as exc:
             seen: set[str] = set()
             for error in exc.errors():
-                problem = _describe(loc, error)
+                problem = _describe(loc, error, raw)
                 if problem.split(": ", 1)[0] not in seen:  # one problem per field
                     seen.add(problem.split(": ", 1)[0])
                     self.problems.append(problem)
