@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -34,12 +36,34 @@ class GracefulServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        with super().capture_signals():
+        with super().capture_signals(), _hangup_ignored():
             yield
             # The shutdown that signal asked for is complete: do not re-raise it (exit 0, not 143).
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
             if isinstance(captured, list):
                 captured.clear()
+
+
+HANGUP_IGNORED = (
+    "SIGHUP ignored: this process keeps serving with the configuration it started with (one process "
+    "reloads nothing; change APIs through the management API, or run --workers 2 or more, where SIGHUP "
+    "replaces each worker with one that reads the file again)"
+)
+
+
+@contextlib.contextmanager
+def _hangup_ignored() -> Generator[None, None, None]:
+    """SIGHUP logged and ignored while serving. Its default action ended the process at once: no close
+    frame to any client or upstream, leases held until they expire, telemetry never flushed; and an
+    operator sends it expecting a reload (``--workers`` >= 2: uvicorn's supervisor replaces the workers)."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda sig, frame: logger.warning(HANGUP_IGNORED))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 MANAGEMENT_HOST = "127.0.0.1"
@@ -96,6 +120,7 @@ def raise_open_file_limit() -> None:
 
 __all__ = [
     "EXIT_START_FAILED",
+    "HANGUP_IGNORED",
     "MANAGEMENT_HOST",
     "STARTUP_FAILURE",
     "GracefulServer",

@@ -1,0 +1,56 @@
+"""The operator's signals to ``asgi-ws-gateway run``: SIGHUP, which an operator sends expecting a
+reload (and a closing terminal sends), must not end a serving gateway without a word.
+
+Before, its default action killed the one-process gateway at once (status -1, ``Hangup``): every
+client and upstream saw the TCP connection drop without a close frame (1006), leases stayed held
+until they expired and telemetry was never flushed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asgi_ws_gateway.server.serving import HANGUP_IGNORED
+from support.clients import connect
+from support.configs import build_config, write_config
+from support.processes import ServerProcess, ready_server
+from support.upstream import UpstreamServer
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+def _wait_for_line(server: ServerProcess, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.output():
+        assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+
+
+async def test_sighup_keeps_serving_open_and_new_connections_and_says_so(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
+    with ready_server(lambda port: ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port)]) as server:
+        async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            server.process.send_signal(signal.SIGHUP)
+            _wait_for_line(server, f"WARNING:  {HANGUP_IGNORED}")
+            await ws.send("after")
+            assert await ws.recv() == "after"
+            async with await connect(f"ws://127.0.0.1:{server.port}/echo") as second:
+                await second.send("new")
+                assert await second.recv() == "new"
+            assert server.stop(signal.SIGTERM) == 0
+        assert ws.close_code == 1012  # the drain SIGTERM asks for, with its close frame
+        assert server.output().count("SIGHUP ignored") == 1
