@@ -54,3 +54,25 @@ async def test_sighup_keeps_serving_open_and_new_connections_and_says_so(
             assert server.stop(signal.SIGTERM) == 0
         assert ws.close_code == 1012  # the drain SIGTERM asks for, with its close frame
         assert server.output().count("SIGHUP ignored") == 1
+
+
+async def test_sighup_with_an_invalid_file_keeps_the_workers_and_names_the_problem(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """With workers uvicorn replaces each on SIGHUP; the new one reads the file again. An edited file that
+    is now invalid raised from the worker's factory: a 30-line traceback, the field path at its end."""
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
+    command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", "2", "--log-level", "info"]
+    with ready_server(lambda port: [*command, "--port", str(port)]) as server:
+        async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            config.write_text(config.read_text() + "bogus: 1\n")
+            server.process.send_signal(signal.SIGHUP)
+            _wait_for_line(server, "aborting the restart", timeout=30)
+            await ws.send("after")
+            assert await ws.recv() == "after"
+            assert server.stop(signal.SIGTERM) == 0
+        output = server.output()
+    assert f"ERROR:    invalid gateway configuration in {config} (1 problem(s)):\n  bogus: unknown field\n" in output
+    assert "Traceback" not in output

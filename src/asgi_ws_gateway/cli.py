@@ -175,9 +175,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {management_cli.TOKEN_ENV}: {problem}", file=sys.stderr)
             return 2
         _set_management_env(args)
-        app = "asgi_ws_gateway.management.standalone:create_app"
+        app = "asgi_ws_gateway.server.serving:managed_app"
     else:
-        app = "asgi_ws_gateway.standalone:create_app"
+        app = "asgi_ws_gateway.server.serving:standalone_app"
     try:
         return serve(
             app,

@@ -13,14 +13,19 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from .._types import ASGIApp
+from ..errors import ConfigError
+from ..management import standalone as managed
 from ..management.standalone import bind
+from ..standalone import create_app
+from ..startup import StartupFailure
 
 if sys.platform != "win32":
     import resource
@@ -64,6 +69,29 @@ def _hangup_ignored() -> Generator[None, None, None]:
         yield
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def standalone_app() -> ASGIApp:
+    """``run``'s application, built in each worker (:func:`~asgi_ws_gateway.standalone.create_app`)."""
+    return _or_startup_failure(create_app)
+
+
+def managed_app() -> ASGIApp:
+    """``run --management``'s application, built in each worker."""
+    return _or_startup_failure(managed.create_app)
+
+
+def _or_startup_failure(build: Callable[[], ASGIApp]) -> ASGIApp:
+    """``build()``, or an app that fails the lifespan start-up with the problems of an invalid file.
+
+    ``run`` checks the file before serving, but a worker reads it again when it starts: after a
+    SIGHUP (``--workers`` >= 2: each worker replaced) or a crash, an edited file raised from uvicorn's
+    factory call, a 30-line traceback. Failed start-up is one ERROR with every problem, and the
+    supervisor keeps the worker it was replacing."""
+    try:
+        return build()
+    except ConfigError as exc:
+        return StartupFailure(exc)
 
 
 MANAGEMENT_HOST = "127.0.0.1"
@@ -124,6 +152,8 @@ __all__ = [
     "MANAGEMENT_HOST",
     "STARTUP_FAILURE",
     "GracefulServer",
+    "managed_app",
     "raise_open_file_limit",
     "serve",
+    "standalone_app",
 ]
