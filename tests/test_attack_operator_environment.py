@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from asgi_ws_gateway.config import TelemetryConfig
 from asgi_ws_gateway.telemetry.providers import environment_config_problems
-from support.processes import EXE
+from support.processes import EXE, ready_server
 from support.servers import free_port
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
@@ -78,3 +79,50 @@ def test_run_refuses_a_malformed_header_before_serving_and_never_prints_it(tmp_p
     assert "invalid gateway configuration in environment (1 problem(s)):" in done.stderr
     assert HEADERS_PROBLEM.format(name="OTEL_EXPORTER_OTLP_HEADERS", entry="1 of 1") in done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+ENDPOINT_PROBLEM = (
+    "{name}: must not carry credentials (user:password@): send them with OTEL_EXPORTER_OTLP_HEADERS "
+    "(authorization=Basic%20...)"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://user:{SECRET}@127.0.0.1:4317"),
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"https://{SECRET}@collector:4318/v1/metrics"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"user:{SECRET}@collector:4317"),
+    ],
+)
+def test_an_endpoint_with_credentials_is_a_problem_without_them(name: str, value: str) -> None:
+    """The gRPC exporter printed ``exporting metrics to user:password@host`` at every failed export."""
+    assert environment_config_problems(TelemetryConfig(), {**ENDPOINT, name: value}) == [
+        ENDPOINT_PROBLEM.format(name=name)
+    ]
+
+
+def test_an_endpoint_with_an_at_sign_in_its_path_or_query_is_fine() -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/a@b?x=@"}
+    assert environment_config_problems(TelemetryConfig(), environ) == []
+
+
+def test_run_writes_other_libraries_lines_formatted_and_redacted(tmp_path: Path) -> None:
+    """The exporters' "Transient error" lines went to Python's last-resort handler, past every filter,
+    with the collector's ``?api_key=`` from the endpoint in each (and no level prefix)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("telemetry: {enabled: true, exporter: otlp}\napis: []\n")
+    endpoint = f"http://127.0.0.1:9/v1/metrics?api_key={SECRET}"
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint,
+           "OTEL_METRIC_EXPORT_INTERVAL": "200", "OTEL_TRACES_EXPORTER": "none"}  # fmt: skip
+    with ready_server(
+        lambda port: ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port)], env=env
+    ) as server:
+        deadline = time.monotonic() + 20
+        while "Transient error" not in server.output():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        output = server.output()
+    assert SECRET not in output
+    lines = [line for line in output.splitlines() if "Transient error" in line]
+    assert lines and all(line.startswith("WARNING:  Transient error") and "api_key=REDACTED" in line for line in lines)

@@ -74,6 +74,7 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
             if text and not _positive_number(text):
                 problems.append(f"{name}: {text!r} is not a positive number")
         problems += _header_problems(signal, environ)
+        problems += _endpoint_problems(signal, environ)
     if exported:
         problems += _resource_problems(environ)
     return list(dict.fromkeys(problems))  # OTEL_EXPORTER_OTLP_TIMEOUT once, whatever the signals
@@ -93,6 +94,22 @@ def _header_problems(signal: Signal, environ: Mapping[str, str]) -> list[str]:
         "printable ASCII without a comma, semicolon, quote or backslash: URL-encode those); not shown: it may "
         "hold a credential"
     ]
+
+
+def _endpoint_problems(signal: Signal, environ: Mapping[str, str]) -> list[str]:
+    """An endpoint with a user name or password: the gRPC exporter prints it without its scheme in
+    every failed export (``exporting metrics to user:password@host``), which no redaction can tell
+    from text, and cannot resolve it; a credential goes in the headers variable instead."""
+    found = []
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+        text = environ.get(name, "").strip()
+        authority = (text.partition("://")[2] if "://" in text else text).split("/", 1)[0].split("?", 1)[0]
+        if "@" in authority:
+            found.append(
+                f"{name}: must not carry credentials (user:password@): send them with "
+                "OTEL_EXPORTER_OTLP_HEADERS (authorization=Basic%20...)"
+            )
+    return found
 
 
 def _resource_problems(environ: Mapping[str, str]) -> list[str]:
