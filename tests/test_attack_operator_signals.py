@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from asgi_ws_gateway.server.serving import HANGUP_IGNORED
+from asgi_ws_gateway.server.serving import EXIT_FORCED, HANGUP_IGNORED
 from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ServerProcess, ready_server
-from support.upstream import UpstreamServer
+from support.upstream import SilentUpstream, UpstreamServer
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,9 @@ def upstream_server() -> Iterator[UpstreamServer]:
         yield server
 
 
-def _wait_for_line(server: ServerProcess, text: str, timeout: float = 10) -> None:
+def _wait_for_line(server: ServerProcess, text: str, timeout: float = 30, times: int = 1) -> None:
     deadline = time.monotonic() + timeout
-    while text not in server.output():
+    while server.output().count(text) < times:
         assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
         assert time.monotonic() < deadline, server.output()
         time.sleep(0.05)
@@ -67,12 +68,31 @@ async def test_sighup_with_an_invalid_file_keeps_the_workers_and_names_the_probl
         async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
             await ws.send("before")
             assert await ws.recv() == "before"
+            _wait_for_line(server, "Application startup complete.", times=2)  # both workers read the file
             config.write_text(config.read_text() + "bogus: 1\n")
             server.process.send_signal(signal.SIGHUP)
             _wait_for_line(server, "aborting the restart", timeout=30)
             await ws.send("after")
             assert await ws.recv() == "after"
-            assert server.stop(signal.SIGTERM) == 0
+            code = server.stop(signal.SIGTERM)
         output = server.output()
+    assert code == 0, output
     assert f"ERROR:    invalid gateway configuration in {config} (1 problem(s)):\n  bogus: unknown field\n" in output
     assert "Traceback" not in output
+
+
+async def test_a_second_sigint_during_the_drain_is_not_reported_as_a_graceful_exit(tmp_path: Path) -> None:
+    """Ctrl+C twice while the drain waits for an upstream that never answers the close: uvicorn cuts the
+    connections and skips the gateway's shutdown. The exit status said 0, "graceful shutdown"."""
+    async with SilentUpstream() as upstream:
+        api = {"name": "silent", "path": "/silent", "upstreams": [f"ws://127.0.0.1:{upstream.port}/"],
+               "close_timeout": 30}  # fmt: skip
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml.safe_dump({"apis": [api]}))
+        command = ["-m", "asgi_ws_gateway", "run", str(config), "--log-level", "info"]
+        with ready_server(lambda port: [*command, "--port", str(port)]) as server:
+            async with await connect(f"ws://127.0.0.1:{server.port}/silent"):
+                server.process.send_signal(signal.SIGTERM)
+                _wait_for_line(server, "Waiting for connections to close")
+                assert server.stop(signal.SIGINT) == EXIT_FORCED
+            assert "WARNING:  forced to quit before the drain finished: 1 connection(s) cut" in server.output()

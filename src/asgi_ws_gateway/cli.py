@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (``run``: also after a graceful shutdown on SIGTERM/SIGINT), 1 the command
 failed at run time, 2 usage or configuration error, 3 not found, 4 unauthorized, 5 conflict,
-6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed).
+6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed),
+8 (``run``) forced to stop (a second SIGINT) before the drain finished.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="WebSocket API gateway: run, check and describe configurations; manage a running gateway.",
         epilog="Exit codes: 0 success (run: also after a graceful shutdown), 1 failed, 2 usage or invalid input, "
         "3 not found, 4 unauthorized, 5 conflict, 6 (connect) closed abnormally, "
-        "7 (run) could not start serving: bind or start-up failed.",
+        "7 (run) could not start serving: bind or start-up failed, "
+        "8 (run) forced to stop (a second Ctrl+C) before the drain finished.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_START_FAILED = 7
 """``run`` could not start serving: the socket could not be bound, or start-up failed."""
+EXIT_FORCED = 8
+"""``run`` was forced to stop (a second SIGINT, Ctrl+C) before its drain finished: connections were cut."""
 
 
 class GracefulServer(uvicorn.Server):
@@ -47,6 +50,15 @@ class GracefulServer(uvicorn.Server):
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
             if isinstance(captured, list):
                 captured.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:  # uvicorn skipped the wait for connections and the application's shutdown
+            logger.warning(
+                "forced to quit before the drain finished: %d connection(s) cut without a close frame, the "
+                "gateway's shutdown (leases released, telemetry flushed) skipped",
+                len(self.server_state.connections),
+            )
 
 
 HANGUP_IGNORED = (
@@ -127,7 +139,9 @@ def serve(
         return EXIT_START_FAILED if failed else 0
     server = GracefulServer(config)
     server.run(sockets=sockets)
-    return 0 if server.started else EXIT_START_FAILED
+    if not server.started:
+        return EXIT_START_FAILED
+    return EXIT_FORCED if server.force_exit else 0
 
 
 def raise_open_file_limit() -> None:
@@ -147,6 +161,7 @@ def raise_open_file_limit() -> None:
 
 
 __all__ = [
+    "EXIT_FORCED",
     "EXIT_START_FAILED",
     "HANGUP_IGNORED",
     "MANAGEMENT_HOST",
