@@ -65,3 +65,12 @@ def test_a_value_that_is_no_credential_is_still_quoted(tmp_path: Path) -> None:
         2,
         "  apis[0].policies[0].set-header.value: Input should be a valid string (got ['acme'])",
     )
+
+
+def test_the_management_cli_never_prints_the_urls_credentials() -> None:
+    """``ASGI_WS_GATEWAY_URL`` with a proxy's password: the "cannot reach" error printed the URL whole."""
+    url = f"http://admin:{SECRET}@127.0.0.1:{free_port()}/_gateway?token={SECRET}"
+    done = subprocess.run([str(EXE), "apis", "list"], capture_output=True, text=True, timeout=60,
+                          env=cli_env(ASGI_WS_GATEWAY_URL=url))  # fmt: skip
+    assert done.returncode == 1 and "error: cannot reach the management API at http://REDACTED:REDACTED@" in done.stderr
+    assert SECRET not in done.stdout + done.stderr

@@ -27,7 +27,7 @@ import httpx2
 import yaml
 
 from ..loading import alias_problem, read_regular_file
-from ..redact import printable
+from ..redact import printable, redact_text, redact_url_credentials
 from ..yaml_keys import DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
@@ -191,7 +191,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc.status} {_shown(exc.title)}: {_shown(exc.detail)}{problems}", file=sys.stderr)
         return _EXIT.get(exc.status, 1)
     except httpx2.TransportError as exc:
-        print(f"error: cannot reach the management API at {_shown(args.url)}: {_shown(exc)}", file=sys.stderr)
+        # The URL may carry a proxy's or the API's credentials (ASGI_WS_GATEWAY_URL=https://user:password@...).
+        where = redact_url_credentials(args.url)
+        print(f"error: cannot reach the management API at {_shown(where)}: {_shown(redact_text(str(exc)))}",
+              file=sys.stderr)  # fmt: skip
         return 1
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {_shown(exc)}", file=sys.stderr)
