@@ -63,3 +63,16 @@ def test_numbers_every_reader_reads_alike_and_quoted_text_pass(tmp_path: Path, t
     config = tmp_path / "gateway.yaml"
     config.write_text(API + text)
     assert load_config(config).apis[0].name == "a"
+
+
+def test_the_management_cli_names_the_file_line_and_field(tmp_path: Path) -> None:
+    """The file is read before any request: one line naming it, not PyYAML's multi-line mark escaped."""
+    api = tmp_path / "api.yaml"
+    api.write_text('name: b\npath: /b\nupstreams: ["ws://127.0.0.1:9/"]\nmax_message_size: 010\n')
+    env = cli_env(ASGI_WS_GATEWAY_URL=f"http://127.0.0.1:{free_port()}/_gateway")
+    done = subprocess.run([str(EXE), "apis", "create", str(api)], capture_output=True, text=True, timeout=60, env=env)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"error: {api}:4:19: max_message_size: 010 is 8 to this reader (YAML 1.1: octal or base 60) but not to "
+        "YAML 1.2 or JSON: write the number in decimal, or quote it if it is text\n",
+    )

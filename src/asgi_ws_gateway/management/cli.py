@@ -28,7 +28,7 @@ import yaml
 
 from ..loading import alias_problem, read_regular_file
 from ..redact import printable, redact_text, redact_url_credentials
-from ..yaml_keys import DuplicateKey, safe_load
+from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
 
@@ -223,7 +223,7 @@ def _read(file: str) -> Any:
     text = sys.stdin.read() if file == "-" else read_regular_file(file).decode("utf-8")
     try:
         data = safe_load(text)  # JSON is YAML; a key twice in one mapping is refused, as in the file
-    except DuplicateKey as exc:
+    except (DuplicateKey, AmbiguousNumber) as exc:
         raise ValueError(f"{file}:{exc.line}:{exc.column}: {exc.problem}") from None
     except RecursionError:
         raise ValueError(f"{file}: nested too deeply to read") from None
