@@ -2,20 +2,21 @@
 
 Exit codes: 0 success (``run``: also after a graceful shutdown on SIGTERM/SIGINT), 1 the command
 failed at run time, 2 usage or configuration error, 3 not found, 4 unauthorized, 5 conflict,
-6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed).
+6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed),
+8 (``run``) forced to stop (a second SIGINT) before the drain finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import io
 import json
 import logging.config
 import os
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,6 +26,7 @@ from uvicorn.importer import ImportFromStringError, import_from_string
 from .config import config_warnings
 from .errors import ConfigError
 from .json_names import load_unique
+from .loading import alias_problem, read_regular_file
 from .management import cli as management_cli
 from .management import standalone as managed
 from .management.app import admin_token_problem
@@ -47,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="WebSocket API gateway: run, check and describe configurations; manage a running gateway.",
         epilog="Exit codes: 0 success (run: also after a graceful shutdown), 1 failed, 2 usage or invalid input, "
         "3 not found, 4 unauthorized, 5 conflict, 6 (connect) closed abnormally, "
-        "7 (run) could not start serving: bind or start-up failed.",
+        "7 (run) could not start serving: bind or start-up failed, "
+        "8 (run) forced to stop (a second Ctrl+C) before the drain finished.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -174,9 +177,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {management_cli.TOKEN_ENV}: {problem}", file=sys.stderr)
             return 2
         _set_management_env(args)
-        app = "asgi_ws_gateway.management.standalone:create_app"
+        app = "asgi_ws_gateway.server.serving:managed_app"
     else:
-        app = "asgi_ws_gateway.standalone:create_app"
+        app = "asgi_ws_gateway.server.serving:standalone_app"
     try:
         return serve(
             app,
@@ -260,13 +263,17 @@ def _log_config(value: str) -> str:
     """``--log-config``: applied once here, as uvicorn will apply it, so a broken file is a usage error
     naming the file, not a traceback from the server."""
     try:
+        text = read_regular_file(value).decode("utf-8")  # fileConfig read nothing from a missing file
         if value.endswith((".json", ".yaml", ".yml")):
-            text = Path(value).read_text()
-            logging.config.dictConfig(load_unique(text) if value.endswith(".json") else safe_load(text))
+            data = load_unique(text) if value.endswith(".json") else safe_load(text)
+            problem = alias_problem(data)
+            if problem:
+                raise ValueError(problem)
+            logging.config.dictConfig(data)
         else:
-            if not Path(value).is_file():  # fileConfig reads nothing from a missing file, then fails obscurely
-                raise FileNotFoundError(f"no such file: {value}")
-            logging.config.fileConfig(value, disable_existing_loggers=False)
+            logging.config.fileConfig(io.StringIO(text), disable_existing_loggers=False)
+    except RecursionError:  # the parsers recurse per level of nesting
+        raise argparse.ArgumentTypeError(f"{value}: nested too deeply to read") from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError, yaml.YAMLError,
             configparser.Error) as exc:  # fmt: skip
         raise argparse.ArgumentTypeError(f"{value}: {type(exc).__name__}: {exc}") from None

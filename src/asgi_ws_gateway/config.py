@@ -35,9 +35,10 @@ from .loading import (
     check_import,
     deferred_imports,
     import_object,
+    read_regular_file,
 )
 from .plugins import MODULE_NAME, load_plugins
-from .redact import CONTROL_CHARACTERS, redact_text
+from .redact import CONTROL_CHARACTERS, redact_free_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
 from .strict_numbers import StrictNumbers
@@ -892,7 +893,7 @@ def cross_check(config: GatewayConfig) -> list[str]:
 
 def _read_file(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
     except UnicodeDecodeError:
@@ -987,7 +988,7 @@ def _describe(loc: tuple[Any, ...], errors: list[Any]) -> str:
     if first["type"] in {"extra_forbidden"}:
         message = "unknown field"
     elif first["type"] != "missing" and not first["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {redact_text(shorten(first['input']))})"
+        message = f"{message} (got {redact_free_text(shorten(first['input']))})"
     return f"{where or '(top level)'}: {message}"
 
 

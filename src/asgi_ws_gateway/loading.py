@@ -12,13 +12,14 @@ keeps every other module from importing by name or reading files).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .json_names import load_unique
@@ -26,6 +27,9 @@ from .json_names import load_unique
 REFUSED = "not allowed through the management API"
 MAX_VALUES = 1_000_000
 """Values a YAML file (configuration, JSON Schema) may stand for with its aliases expanded."""
+MAX_FILE_BYTES = 64 * 1024 * 1024
+"""Bytes of a file the operator names (configuration, state file, ``--log-config``, schema, key):
+four times the largest configuration the limits allow (100,000 subscriptions, 1,000 APIs)."""
 
 
 class LoadRefused(ValueError):
@@ -145,9 +149,45 @@ def check_file(path: str) -> None:
 
 
 def read_file(path: str) -> bytes:
-    """The bytes of a configured file (``OSError`` as ``open`` raises it; ``LoadRefused`` first)."""
+    """The bytes of a configured file (:func:`read_regular_file`; ``LoadRefused`` first)."""
     check_file(path)
-    return Path(path).read_bytes()
+    return read_regular_file(path)
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a file the operator named, which must be a regular file of at most ``limit`` bytes.
+
+    A FIFO with no writer made ``open`` wait for ever (``check`` and start-up hung, silent), and
+    ``/dev/zero`` or a misnamed multi-gigabyte log was read until memory ran out (``MemoryError``).
+    The file is opened without blocking and judged by what it is, not by its name.
+
+    Raises:
+        OSError: as ``open`` raises it, or with ``strerror`` saying what the path is instead
+            (``a FIFO, not a regular file``) or that it is ``larger than 67,108,864 bytes``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO's open waits for a writer
+    with os.fdopen(fd, "rb") as file:
+        kind = _file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        data = file.read(limit + 1)  # what fstat said may have grown since: read no more than allowed
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+    return data
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a path that is not a regular file is (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
 def read_env(name: str) -> str | None:
@@ -207,6 +247,7 @@ def alias_problem(data: Any) -> str | None:
 
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "MAX_VALUES",
     "REFUSED",
     "Gate",
@@ -220,6 +261,7 @@ __all__ = [
     "parse_target",
     "read_env",
     "read_file",
+    "read_regular_file",
     "recording",
     "restricted",
     "retrieve_reference",

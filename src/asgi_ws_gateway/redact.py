@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
@@ -191,6 +192,19 @@ def _redact_query_and_fragment(rest: str, start: int) -> str:
 def is_credential_name(name: str) -> bool:
     """Whether a header or setting so named holds a credential (one of ``CREDENTIAL_WORDS`` in it)."""
     return _CREDENTIAL_NAME.search(name) is not None
+
+
+def credential_setting(settings: Mapping[str, Any]) -> str | None:
+    """The header or query parameter a policy's ``settings`` name as a credential, if any: their
+    ``value``/``values`` are then secrets (``set-header`` of ``X-Internal-Auth``, ``check-header`` of
+    ``X-Api-Key``, ``set-query-parameter`` of ``api_key``), which no output may show."""
+    header = settings.get("header")
+    if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or is_credential_name(header)):
+        return header
+    parameter = settings.get("parameter")
+    if isinstance(parameter, str) and is_credential_parameter(parameter):
+        return parameter
+    return None
 
 
 def is_credential_parameter(name: str) -> bool:
@@ -549,6 +563,7 @@ __all__ = [
     "RedactingFilter",
     "add_sensitive_headers",
     "credential_headers",
+    "credential_setting",
     "formatted_message",
     "install",
     "is_credential_name",

@@ -8,10 +8,16 @@ without a word: a second ``policies:`` written further down an API replaced the 
 Keys are compared as YAML reads them (``on`` and ``true`` are both ``True``, ``1`` and ``0x1`` both
 ``1``). Keys a merge (``<<: *defaults``) brings in may be overridden by the mapping's own: that is
 what merges are for.
+
+Nor does it take a number YAML's two versions read differently: PyYAML reads YAML 1.1, where
+``max_message_size: 010`` is 8 (octal) and ``idle_timeout: 1:30`` is 90 (base 60), while YAML 1.2
+readers (and JSON) take ``010`` as 10 and ``1:30`` as text. Such a plain scalar is refused by line
+and field path (:class:`AmbiguousNumber`); quoted, it is text.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -20,6 +26,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .json_names import shown
 
 _MERGE = "tag:yaml.org,2002:merge"
+_NUMBERS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_OCTAL_OR_BASE_60 = re.compile(r"[-+]?0[0-9_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+"""YAML 1.1's ``010`` (octal 8) and ``1:30`` (base 60: 90), which YAML 1.2 reads as 10 and as text."""
 
 
 class DuplicateKey(yaml.MarkedYAMLError):
@@ -40,11 +49,27 @@ class DuplicateKey(yaml.MarkedYAMLError):
         )
 
 
+class AmbiguousNumber(yaml.MarkedYAMLError):
+    """A plain number YAML 1.1 and 1.2 read differently (``010``, ``1:30``): ``line``, ``column`` (from 1),
+    ``path`` its field path, ``value`` as written."""
+
+    def __init__(self, path: str, node: ScalarNode, read_as: Any) -> None:
+        self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
+        self.path = path or "(top level)"
+        self.value = node.value
+        super().__init__(
+            problem=f"{self.path}: {node.value} is {read_as} to this reader (YAML 1.1: octal or base 60) "
+            "but not to YAML 1.2 or JSON: write the number in decimal, or quote it if it is text",
+            problem_mark=node.start_mark,
+        )
+
+
 def safe_load(text: str) -> Any:
     """``yaml.safe_load(text)``, refusing a key written twice in one mapping.
 
     Raises:
         DuplicateKey: a key twice in one mapping (the first, in the order of the text).
+        AmbiguousNumber: a plain ``010`` or ``1:30`` (if it comes before any repeated key).
         yaml.YAMLError: not YAML, as ``yaml.safe_load`` raises it.
         RecursionError: nested deeper than PyYAML goes.
     """
@@ -53,20 +78,20 @@ def safe_load(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        duplicates = _duplicates(loader, node)
-        if duplicates:
-            raise min(duplicates, key=lambda found: (found.line, found.column))
+        problems = _problems(loader, node)
+        if problems:
+            raise min(problems, key=lambda found: (found.line, found.column))
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _duplicates(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey]:
-    """Every key written twice in a mapping of the document under ``root``.
+def _problems(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey | AmbiguousNumber]:
+    """Every key written twice in a mapping of the document under ``root``, and every ambiguous number.
 
     Each node is visited once: an alias shares its anchor's node, so a file of aliases of aliases
     (an "alias bomb") is walked in the time it takes to read it."""
-    found = []
+    found: list[DuplicateKey | AmbiguousNumber] = []
     visited: set[int] = set()
     pending: list[tuple[Node, str]] = [(root, "")]
     while pending:
@@ -74,7 +99,10 @@ def _duplicates(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey]:
         if id(node) in visited:
             continue
         visited.add(id(node))
-        if isinstance(node, SequenceNode):
+        if isinstance(node, ScalarNode):
+            if node.style is None and node.tag in _NUMBERS and _OCTAL_OR_BASE_60.fullmatch(node.value):
+                found.append(AmbiguousNumber(path, node, loader.construct_object(node)))
+        elif isinstance(node, SequenceNode):
             pending += [(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
         elif isinstance(node, MappingNode):
             seen: dict[Any, ScalarNode] = {}
@@ -94,4 +122,4 @@ def _duplicates(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey]:
     return found
 
 
-__all__ = ["DuplicateKey", "safe_load"]
+__all__ = ["AmbiguousNumber", "DuplicateKey", "safe_load"]

@@ -26,9 +26,9 @@ from typing import Any
 import httpx2
 import yaml
 
-from ..loading import alias_problem
-from ..redact import printable
-from ..yaml_keys import DuplicateKey, safe_load
+from ..loading import alias_problem, read_regular_file
+from ..redact import printable, redact_text, redact_url_credentials
+from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
 
@@ -191,7 +191,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc.status} {_shown(exc.title)}: {_shown(exc.detail)}{problems}", file=sys.stderr)
         return _EXIT.get(exc.status, 1)
     except httpx2.TransportError as exc:
-        print(f"error: cannot reach the management API at {_shown(args.url)}: {_shown(exc)}", file=sys.stderr)
+        # The URL may carry a proxy's or the API's credentials (ASGI_WS_GATEWAY_URL=https://user:password@...).
+        where = redact_url_credentials(args.url)
+        print(f"error: cannot reach the management API at {_shown(where)}: {_shown(redact_text(str(exc)))}",
+              file=sys.stderr)  # fmt: skip
         return 1
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {_shown(exc)}", file=sys.stderr)
@@ -217,10 +220,10 @@ async def _send(client: ManagementClient, args: argparse.Namespace) -> str:
 
 
 def _read(file: str) -> Any:
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    text = sys.stdin.read() if file == "-" else read_regular_file(file).decode("utf-8")
     try:
         data = safe_load(text)  # JSON is YAML; a key twice in one mapping is refused, as in the file
-    except DuplicateKey as exc:
+    except (DuplicateKey, AmbiguousNumber) as exc:
         raise ValueError(f"{file}:{exc.line}:{exc.column}: {exc.problem}") from None
     except RecursionError:
         raise ValueError(f"{file}: nested too deeply to read") from None

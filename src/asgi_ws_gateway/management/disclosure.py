@@ -28,27 +28,15 @@ field), so a round trip can never install a known secret or silently replace one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ..redact import REDACTED, SENSITIVE_HEADERS, is_credential_name, is_credential_parameter, redact_url_credentials
+from ..redact import REDACTED, redact_url_credentials
+from ..redact import credential_setting as secret_setting
 
 #: Setting names whose value is a secret wherever they appear in a document.
 SECRET_KEYS = frozenset({"secret"})
 #: Settings that hold a header's value beside its ``header`` name (``set-header``, ``check-header``).
 _HEADER_VALUE_KEYS = frozenset({"value", "values"})
-
-
-def secret_setting(value: Mapping[str, Any]) -> str | None:
-    """The header or query parameter that ``value`` (a policy's settings) names as a credential, if any:
-    its ``value``/``values`` are then secrets."""
-    header = value.get("header")
-    if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or is_credential_name(header)):
-        return header
-    parameter = value.get("parameter")
-    if isinstance(parameter, str) and is_credential_parameter(parameter):
-        return parameter
-    return None
 
 
 def _secret_keys(value: dict[str, Any]) -> frozenset[str]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from ..loading import read_regular_file
 from .errors import Unavailable
 from .overlay import Overlay
 
@@ -127,7 +128,7 @@ class FileStore:
 
     def _read(self) -> Overlay:
         try:
-            text = self.path.read_bytes()
+            text = read_regular_file(self.path)
         except FileNotFoundError:
             return Overlay()
         return read_state(text, str(self.path))

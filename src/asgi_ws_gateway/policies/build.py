@@ -8,6 +8,7 @@ which are imported after everything else validated).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -24,6 +25,7 @@ from ..handshake.context import HandshakeContext, RequestView
 from ..handshake.pipeline import FunctionPolicy, HandshakePipeline, Policy
 from ..messages.context import MessagePolicy
 from ..messages.pipeline import MessagePolicySet
+from ..redact import credential_setting, is_credential_name, redact_free_text
 from ..state.base import Store
 from ..state.memory import MemoryState
 from ..state.redis import RedisState
@@ -44,17 +46,32 @@ from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
 
 logger = logging.getLogger(__name__)
-_SECRET_WORDS = ("secret", "key", "token", "password")
 
 
-def _describe(loc: Loc, error: Any) -> str:
+def _describe(loc: Loc, error: Any, settings: Mapping[str, Any]) -> str:
     # Drop the union-member tags pydantic puts in locations ("audience.list[str]" -> "audience").
     where = loc_text(loc + tuple(p for p in error["loc"] if not union_member(p)))
     message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-    sensitive = any(word in str(part).lower() for part in error["loc"] for word in _SECRET_WORDS)
-    if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not sensitive:
-        message = f"{message} (got {shorten(error['input'])})"
+    if error["type"] not in {"missing", "extra_forbidden", "value_error"} and not _secret(error["loc"], settings):
+        message = f"{message} (got {redact_free_text(shorten(error['input']))})"
     return f"{where}: {message.removeprefix('Value error, ')}"
+
+
+def _secret(field: tuple[Any, ...], settings: Mapping[str, Any]) -> bool:
+    """Whether a setting's value may be a credential, which an error must not quote (``check`` and
+    start-up write errors to terminals and logs): a setting named as one (``secret``, ``api_key``), or
+    any value of a policy whose header or query parameter names one, which the management API shows
+    as ``REDACTED`` (``set-header`` of ``Authorization`` or ``X-Api-Key``)."""
+    return any(is_credential_name(str(part)) for part in field) or credential_setting(settings) is not None
+
+
+def _failure(exc: Exception) -> str:
+    """``Type: message`` of an exception from a plugin's code, cut and redacted (it may quote a setting)."""
+    text = str(exc) if len(str(exc)) <= _SHOWN_FAILURE else str(exc)[:_SHOWN_FAILURE] + "..."
+    return f"{type(exc).__name__}: {redact_free_text(text)}" if text else type(exc).__name__
+
+
+_SHOWN_FAILURE = 200
 
 
 _Kind = tuple[Mapping[str, PolicyType], str, Callable[[Any], Any], str]
@@ -139,7 +156,7 @@ class PolicyBuilder:
         registry, method, wrap, what = family
         if not isinstance(entry, Mapping):
             if hasattr(entry, method) and hasattr(entry, "name"):
-                return entry
+                return self._checked(entry, method, loc)
             try:
                 return wrap(entry)
             except TypeError as exc:
@@ -164,7 +181,7 @@ class PolicyBuilder:
         except ValidationError as exc:
             seen: set[str] = set()
             for error in exc.errors():
-                problem = _describe(loc, error)
+                problem = _describe(loc, error, raw)
                 if problem.split(": ", 1)[0] not in seen:  # one problem per field
                     seen.add(problem.split(": ", 1)[0])
                     self.problems.append(problem)
@@ -180,6 +197,10 @@ class PolicyBuilder:
         except ValueError as exc:
             self.problems.append(f"{loc_text(loc)}: {exc}")
             return None
+        except Exception as exc:  # a plugin's own code: its failure is this entry's problem, not a traceback
+            logger.debug("%s: building the policy failed", loc_text(loc), exc_info=True)
+            self.problems.append(f"{loc_text(loc)}: the policy could not be built: {_failure(exc)}")
+            return None
         if env.failed:
             return None
         if self.underscores_dropped:
@@ -187,8 +208,18 @@ class PolicyBuilder:
             for field, header in _underscored_header_reads(reads):
                 self.warnings.append(f"{loc_text((*loc, *field))}: {_underscore_warning(header)}")
         policy.name = str(name or type_name)
+        if self._checked(policy, method, loc) is None:
+            return None
         self.built.append(policy)
         return policy
+
+    def _checked(self, policy: Any, method: str, loc: Loc) -> Any:
+        """``policy``, or None with a problem when its ``apply`` is not an ``async def``: ``check`` said
+        valid and every handshake was a 500 with a ``TypeError`` traceback (``await`` of its result)."""
+        if method != "apply" or inspect.iscoroutinefunction(getattr(policy, "apply", None)):
+            return policy
+        self.problems.append(f"{loc_text(loc)}: the policy's apply is not an async def (a coroutine function)")
+        return None
 
     def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
         cache = self._jwks.get(url)

@@ -5,6 +5,7 @@ uvicorn's own configuration (``uvicorn.error`` to stderr, ``uvicorn.access`` to 
 * ``asgi_ws_gateway`` (the gateway's warnings and errors) to stderr, at the ``--log-level``;
 * ``asgi_ws_gateway.access``, the gateway's one line per connection, to stdout: a uvicorn-style
   text line, or, for ``json``, the bare JSON object so that each line parses;
+* every other library's warnings and errors (the root logger) to stderr, formatted as uvicorn's;
 * a :class:`~asgi_ws_gateway.redact.RedactingFilter` on every handler, so no query value, credential
   header or JWT reaches the output, whichever logger wrote it.
 """
@@ -75,6 +76,10 @@ def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str
         # As uvicorn's own access log: shown at info and below, silenced by --log-level warning and above.
         else {"handlers": ["gateway_access"], "level": max(level.upper(), "INFO", key=_rank), "propagate": False}
     )
+    # Every other library's lines (the OpenTelemetry SDK and exporters, urllib3, grpc, redis): without a
+    # root handler they went to Python's last-resort handler, unformatted and past every filter, with
+    # the collector's ?api_key= from its endpoint in each "Transient error" line.
+    config["root"] = {"handlers": ["default"], "level": max(level.upper(), "WARNING", key=_rank)}
     return config
 
 

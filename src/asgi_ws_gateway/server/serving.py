@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import socket
 import sys
-from collections.abc import Generator
+import threading
+from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from .._types import ASGIApp
+from ..errors import ConfigError
+from ..management import standalone as managed
 from ..management.standalone import bind
+from ..standalone import create_app
+from ..startup import StartupFailure
 
 if sys.platform != "win32":
     import resource
@@ -27,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_START_FAILED = 7
 """``run`` could not start serving: the socket could not be bound, or start-up failed."""
+EXIT_FORCED = 8
+"""``run`` was forced to stop (a second SIGINT, Ctrl+C) before its drain finished: connections were cut."""
 
 
 class GracefulServer(uvicorn.Server):
@@ -34,12 +44,66 @@ class GracefulServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        with super().capture_signals():
+        with super().capture_signals(), _hangup_ignored():
             yield
             # The shutdown that signal asked for is complete: do not re-raise it (exit 0, not 143).
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
             if isinstance(captured, list):
                 captured.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:  # uvicorn skipped the wait for connections and the application's shutdown
+            logger.warning(
+                "forced to quit before the drain finished: %d connection(s) cut without a close frame, the "
+                "gateway's shutdown (leases released, telemetry flushed) skipped",
+                len(self.server_state.connections),
+            )
+
+
+HANGUP_IGNORED = (
+    "SIGHUP ignored: this process keeps serving with the configuration it started with (one process "
+    "reloads nothing; change APIs through the management API, or run --workers 2 or more, where SIGHUP "
+    "replaces each worker with one that reads the file again)"
+)
+
+
+@contextlib.contextmanager
+def _hangup_ignored() -> Generator[None, None, None]:
+    """SIGHUP logged and ignored while serving. Its default action ended the process at once: no close
+    frame to any client or upstream, leases held until they expire, telemetry never flushed; and an
+    operator sends it expecting a reload (``--workers`` >= 2: uvicorn's supervisor replaces the workers)."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda sig, frame: logger.warning(HANGUP_IGNORED))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def standalone_app() -> ASGIApp:
+    """``run``'s application, built in each worker (:func:`~asgi_ws_gateway.standalone.create_app`)."""
+    return _or_startup_failure(create_app)
+
+
+def managed_app() -> ASGIApp:
+    """``run --management``'s application, built in each worker."""
+    return _or_startup_failure(managed.create_app)
+
+
+def _or_startup_failure(build: Callable[[], ASGIApp]) -> ASGIApp:
+    """``build()``, or an app that fails the lifespan start-up with the problems of an invalid file.
+
+    ``run`` checks the file before serving, but a worker reads it again when it starts: after a
+    SIGHUP (``--workers`` >= 2: each worker replaced) or a crash, an edited file raised from uvicorn's
+    factory call, a 30-line traceback. Failed start-up is one ERROR with every problem, and the
+    supervisor keeps the worker it was replacing."""
+    try:
+        return build()
+    except ConfigError as exc:
+        return StartupFailure(exc)
 
 
 MANAGEMENT_HOST = "127.0.0.1"
@@ -75,7 +139,9 @@ def serve(
         return EXIT_START_FAILED if failed else 0
     server = GracefulServer(config)
     server.run(sockets=sockets)
-    return 0 if server.started else EXIT_START_FAILED
+    if not server.started:
+        return EXIT_START_FAILED
+    return EXIT_FORCED if server.force_exit else 0
 
 
 def raise_open_file_limit() -> None:
@@ -95,10 +161,14 @@ def raise_open_file_limit() -> None:
 
 
 __all__ = [
+    "EXIT_FORCED",
     "EXIT_START_FAILED",
+    "HANGUP_IGNORED",
     "MANAGEMENT_HOST",
     "STARTUP_FAILURE",
     "GracefulServer",
+    "managed_app",
     "raise_open_file_limit",
     "serve",
+    "standalone_app",
 ]
