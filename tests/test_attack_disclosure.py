@@ -133,6 +133,9 @@ def test_public_document_redacts_secrets_and_url_passwords_only() -> None:
         ("redis://:hunter2 pw'x@h/0", "redis://:REDACTED@h/0"),
         ("redis://alice:hunter2pw@h", "redis://REDACTED:REDACTED@h"),
         ("redis+sentinel://:hunter2pw@h1:1,h2:2/svc", "redis+sentinel://:REDACTED@h1:1,h2:2/svc"),
+        # A Sentinel client reads "@hunter2pw" as the host, anyone else as the password's end: hide both.
+        ("redis+sentinel://h/0?password=@hunter2pw", "redis+sentinel://REDACTED"),
+        ("redis+sentinel://:x@h/0#token=@hunter2pw", "redis+sentinel://REDACTED"),
         ("https://idp/jwks?access_token=hunter2pw&v=2", "https://idp/jwks?access_token=REDACTED&v=2"),
         (
             "ws://h/x?subscription-key=hunter2pw#api_key=hunter2pw",
@@ -171,7 +174,8 @@ def test_a_url_never_shows_its_password(
     assert secret not in shown, (url, shown)
     if not (scheme == "redis+sentinel" and query and "@" in secret):
         # Else the host is not "host": a Sentinel URL's userinfo runs to its last "@" (parse_redis_url),
-        # so "redis+sentinel://a?password=x@y" is host "y" with userinfo "a?password=x", all of it hidden.
+        # so "redis+sentinel://a?password=x@y" is host "y" to a Sentinel client and a password's end
+        # to others: nothing after the scheme is shown.
         assert host in shown
 
 

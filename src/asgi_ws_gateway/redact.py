@@ -167,6 +167,11 @@ def redact_url_credentials(url: str) -> str:
     boundary = re.search(r"[/?#]", rest)
     authority_end = boundary.start() if boundary else len(rest)
     at = rest.rfind("@") if start[1].lower() in _LAST_AT_SCHEMES else rest.rfind("@", 0, authority_end)
+    if at > authority_end and ("?" in rest[:at] or "#" in rest[:at]):
+        # An '@' in what other readers take for the query or fragment: for a Sentinel client the text
+        # after it is the host, for everyone else part of a parameter ("?password=@secret" showed
+        # "@secret"). Neither reading may show it: nothing after the scheme is.
+        return head + REDACTED
     if at >= 0:
         user, colon, _ = rest[:at].partition(":")
         userinfo = (REDACTED if user else "") + (f":{REDACTED}" if colon else "")
