@@ -22,6 +22,7 @@ from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
 from .handshake.responses import send_denial
 from .log_throttle import OutageLog
+from .loop_watch import LoopWatch
 from .messages.pipeline import MessagePolicySet
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
@@ -127,6 +128,7 @@ class WebSocketGateway:
         self._connections = ConnectionRegistry()
         self._in_flight = 0  # handshakes in progress and connections open: what max_connections bounds
         self._draining = False
+        self._loop_watch = LoopWatch()  # a WARNING when something blocks the event loop (from start-up)
         self._apis: dict[str, _Api] = {}
         self.config: GatewayConfig
         self._policies: GatewayPolicies
@@ -310,7 +312,9 @@ class WebSocketGateway:
                 self._draining = False  # the same app object may be served again
                 if self._telemetry.closed:
                     self._telemetry = Telemetry(self.config, **self._providers)
+                self._loop_watch.start()
             elif message["type"] == "lifespan.shutdown":
+                self._loop_watch.stop()
                 await self.drain()
                 await self._policies.aclose()
                 await asyncio.to_thread(self._telemetry.shutdown)  # over the network: telemetry.shutdown_timeout

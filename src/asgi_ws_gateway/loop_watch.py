@@ -1,0 +1,79 @@
+"""A WARNING when something blocked the event loop: every connection and request of the worker waited.
+
+One event loop serves all of a worker's connections. A policy, plugin or in-process app that blocks
+(``time.sleep``, synchronous I/O, CPU-bound work) stops all of them, and nothing failed to say so:
+no timeout can interrupt it (``policy_timeout`` fires only once the loop runs again) and the
+handshake that blocked still succeeded. A timer that should run every ``interval`` seconds is the
+probe: when it runs ``threshold`` seconds late, the loop was held that long. The first such stall
+is logged at once, then at most one line per ``quiet`` seconds with how many there were and the
+longest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+logger = logging.getLogger(__name__)
+
+INTERVAL = 0.25
+THRESHOLD = 1.0
+"""Seconds late that count as blocked: far above a busy loop's jitter, far below what users notice."""
+
+
+class LoopWatch:
+    """Times a probe on the running loop between :meth:`start` and :meth:`stop`.
+
+    Args:
+        interval: seconds between two runs of the probe.
+        threshold: seconds late a run must be to count as a stall.
+        quiet: seconds after a line during which stalls are only counted.
+    """
+
+    def __init__(self, *, interval: float = INTERVAL, threshold: float = THRESHOLD, quiet: float = 10.0) -> None:
+        self.interval, self.threshold, self.quiet = interval, threshold, quiet
+        self.stalls = 0
+        """Stalls seen since :meth:`start`."""
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._unlogged = 0
+        self._longest = 0.0
+        self._quiet_until = float("-inf")
+
+    def start(self) -> None:
+        """Begin probing the running loop (again, after :meth:`stop`)."""
+        self.stop()
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + self.interval
+        self._handle = loop.call_at(self._due, self._probe, loop)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _probe(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        if (late := now - self._due) >= self.threshold:
+            self._stalled(late, now)
+        self._due = now + self.interval
+        self._handle = loop.call_at(self._due, self._probe, loop)
+
+    def _stalled(self, late: float, now: float) -> None:
+        self.stalls += 1
+        self._unlogged += 1
+        self._longest = max(self._longest, late)
+        if now < self._quiet_until:
+            return
+        logger.warning(
+            "the event loop was blocked for %.1f s (%d time(s) since the last such line): every connection "
+            "and request of this worker waited; something that blocks ran on it (a policy, plugin or "
+            "in-process app calling time.sleep, synchronous I/O or CPU-bound work: run it with "
+            "asyncio.to_thread)",
+            self._longest,
+            self._unlogged,
+        )
+        self._unlogged, self._longest, self._quiet_until = 0, 0.0, now + self.quiet
+
+
+__all__ = ["INTERVAL", "THRESHOLD", "LoopWatch"]
