@@ -143,3 +143,24 @@ def test_only_a_1xx_other_than_101_is_interim(raw: bytes, answer: bool) -> None:
 def test_too_many_interim_responses_overflow(raw: bytes) -> None:
     with pytest.raises(InterimOverflow):
         InterimResponses(1024).skip(bytearray(raw))
+
+
+async def _interim_then_refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(CONTINUE + EARLY_HINTS + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
+    await writer.drain()
+    with contextlib.suppress(OSError):
+        await reader.read()  # until the gateway closes
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_interim_responses_before_a_refusal_leave_the_refusal_whole(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """The 403 after them is relayed with its body: the interim heads moved no offset."""
+    gateway, url = _gateway(await hostile(_interim_then_refuse), connector, uvicorn_server)
+    status, _headers, body = await expect_status(url)
+    assert (status, body) == (403, b"nope")
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+    await gateway.settle()
