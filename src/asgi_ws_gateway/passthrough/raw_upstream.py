@@ -29,6 +29,7 @@ from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, loc
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
+from ..upstream.interim import InterimOverflow, InterimResponses
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
 from ..wire_numbers import parse_digits
@@ -92,6 +93,7 @@ class _HandshakeReader(asyncio.Protocol):
         self.buffer = bytearray()
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.more: asyncio.Event | None = None  # only a refusal's body is waited for (most handshakes succeed)
+        self.interim = InterimResponses(_MAX_HEAD)  # 100 Continue, 103 Early Hints...: skipped (RFC 9110 §15.2)
         self.eof = False
 
     def data_received(self, data: bytes) -> None:
@@ -99,10 +101,20 @@ class _HandshakeReader(asyncio.Protocol):
         if self.more is not None:
             self.more.set()
         if not self.head.done():
-            if self.buffer.find(b"\r\n\r\n") != -1:  # find: see routing.split_path
-                self.head.set_result(None)
-            elif len(self.buffer) > _MAX_HEAD:
-                self.head.set_exception(UpstreamUnreachable("the upstream's response head is too large"))
+            self._find_head()
+
+    def _find_head(self) -> None:
+        """Resolve ``head`` once the answer's head is in, past the interim responses (dropped)."""
+        interim = self.interim
+        try:
+            answer = interim.skip(self.buffer)
+        except InterimOverflow as exc:
+            self.head.set_exception(UpstreamUnreachable(f"the upstream {exc}"))
+            return
+        if answer and self.buffer.find(b"\r\n\r\n") != -1:  # find: see routing.split_path
+            self.head.set_result(None)
+        elif interim.skipped + len(self.buffer) > _MAX_HEAD:  # one limit over the interim heads and the answer's
+            self.head.set_exception(UpstreamUnreachable("the upstream's response head is too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True

@@ -9,14 +9,19 @@ a request that asked to switch and was answered as HTTP. The gateway's HTTP prot
 * what followed the request head in the same read (frames a client sent without waiting for the
   101) goes to the WebSocket protocol with it;
 * a request that asked to switch protocols and is answered as HTTP closes its connection after the
-  answer (a proxy that took it for a switch would tunnel the client's next bytes there).
+  answer (a proxy that took it for a switch would tunnel the client's next bytes there);
+* under httptools, such a request's content still reaches the application (httptools skips the
+  content of any request that asks to switch), and what the client sends after it is dropped, not
+  parsed as a request (it was a 400 that cut the answer off).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
+import h11
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -51,6 +56,8 @@ class HttpToolsUpgrades(HttpToolsProtocol):
     """
 
     _early_data = b""
+    _answered_as_http = False  # the request asked to switch and is answered as HTTP: httptools reads no more
+    _content: h11.Connection | None = None  # that request's content, read without httptools
 
     def _should_upgrade(self) -> bool:
         return over_http11(self.scope) and super()._should_upgrade()
@@ -64,7 +71,44 @@ class HttpToolsUpgrades(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.scope is self.scope:  # a request answered as HTTP
             close_after_if_not_upgraded(self.cycle)
 
+    def on_message_complete(self) -> None:
+        if self.parser.should_upgrade() and not self._should_upgrade() and self.cycle is not None:
+            content = _content_reader(self.scope["headers"])
+            if content is not None:
+                # httptools skipped the content of a request that asks to switch (its "message" ends
+                # with the head): the application got an empty body, whatever Content-Length said, and
+                # the content was dropped. It is read after the head instead (_read_content).
+                self._content = content
+                return
+        super().on_message_complete()
+
+    def _read_content(self, data: bytes) -> None:
+        """Bytes after the head of a request answered as HTTP: its content, if it has one; what follows
+        is dropped (the connection closes after the answer)."""
+        content = self._content
+        if content is None or self.cycle is None or not data:  # h11 takes b"" for the end of the stream
+            return
+        try:
+            content.receive_data(data)
+            while (event := content.next_event()) is not h11.NEED_DATA:
+                if isinstance(event, h11.Request):
+                    continue  # the stand-in head of _content_reader
+                if isinstance(event, h11.Data):
+                    self.on_body(bytes(event.data))  # uvicorn's: buffered for the application, flow control
+                elif isinstance(event, h11.EndOfMessage):
+                    self._content = None
+                    super().on_message_complete()
+                    return
+        except h11.RemoteProtocolError:
+            self._content = None
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+            self.logger.info("%s - invalid HTTP request content: 400", client)
+            self.send_400_response("Invalid HTTP request received.")
+
     def data_received(self, data: bytes) -> None:
+        if self._answered_as_http:
+            self._read_content(data)
+            return
         # uvicorn's data_received, keeping the upgrade's offset.
         self._unset_keepalive_if_required()
         try:
@@ -81,6 +125,22 @@ class HttpToolsUpgrades(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+                # The parser stops at an upgrade: later bytes were parsed as an error, a 400 sent and
+                # the connection closed before the request's own answer.
+                self._answered_as_http = True
+                self._read_content(data[upgrade.args[0] :])
+
+
+def _content_reader(headers: Iterable[tuple[bytes, bytes]]) -> h11.Connection | None:
+    """A decoder of the content the request ``headers`` declare (chunked, or Content-Length bytes), or
+    None when they declare none. h11 decodes it: it reads the framing that httptools would have."""
+    framing = [(name, value) for name, value in headers if name.lower() in (b"content-length", b"transfer-encoding")]
+    if not framing or framing == [(framing[0][0], b"0")]:
+        return None
+    reader = h11.Connection(h11.SERVER)
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in framing)
+    reader.receive_data(b"POST / HTTP/1.1\r\nHost: content\r\n" + head + b"\r\n")  # its framing, judged by h11
+    return reader
 
 
 def hand_over_early_data(transport: asyncio.Transport, data: bytes) -> None:

@@ -113,6 +113,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     passed_through = False
     _on_shutdown: Callable[[], None] | None = None
     _fault_logged = False
+    _eof_written = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -279,7 +280,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         close frame, then read and drop what the client still sends until it closes (or
         ``close_timeout``). uvicorn closed the socket at once, and a client still sending (the rest
         of an oversize message) had its connection reset: it saw 1006, never the close code."""
-        if self.close_sent:  # closing already: called again for every later read
+        if self.close_sent:  # closing already: the application's close, or called again for a later read
+            self._end_failed_closing()
             return
         close = self.conn.close_sent
         assert close is not None  # websockets failed the connection with this frame
@@ -289,12 +291,24 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue.put_nowait(disconnect)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
         self.transport.write(b"".join(self.conn.data_to_send()))  # the close frame
         self.close_sent = True
-        if self.transport.can_write_eof():
-            self.transport.write_eof()  # the server's side is done, as websockets' fail() asks
+        self._end_failed_closing()
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()  # the parser discards what comes: read it out
         self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.close)
+
+    def _end_failed_closing(self) -> None:
+        """End the server's side of a connection the client broke the protocol on, once: its TCP close
+        (or ``close_timeout``) ends the rest, as websockets' fail() asks (RFC 6455 §7.1.7). A client
+        that answered the application's close frame with a bad frame instead of its own close was
+        kept open for the whole close timer: its answer was discarded, and nothing ended it."""
+        if self._eof_written or self.transport.is_closing():
+            return
+        self._eof_written = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
 
     def _log_fault(self, code: int, what: str) -> None:
         """One INFO line per connection for what the client did wrong: it must not flood the log."""

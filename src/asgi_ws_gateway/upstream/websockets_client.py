@@ -27,6 +27,7 @@ from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstr
 from ..held_pings import HeldPings
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
+from .interim import InterimOverflow, InterimResponses
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
 
@@ -49,6 +50,9 @@ class _ClientProtocol(HeldPings, ClientProtocol):
         super().fail(code, reason)
         self.failed = True
 
+
+_MAX_INTERIM_BYTES = 64 * 1024
+"""Bytes of interim responses before the answer, over all of them (as the splice's head limit)."""
 
 _LINGER_WITHOUT_TIMEOUT = 10.0
 """Seconds a finished upstream socket is kept for the upstream to close it when no close_timeout is set."""
@@ -99,8 +103,16 @@ class _ClientConnection(ClientConnection):
         super().__init__(protocol, **kwargs)
         self.lingering: _Lingering | None = None
         self._receiving = False
+        # Until the answer's status line: websockets takes any status but 101 for a refusal, and an
+        # interim response (100 Continue, 103 Early Hints) before the 101 made a healthy upstream a 502.
+        self._interim: InterimResponses | None = InterimResponses(_MAX_INTERIM_BYTES)
+        self._head = bytearray()
 
     def data_received(self, data: bytes) -> None:
+        if self._interim is not None:
+            data = self._past_interim(data)
+            if not data:
+                return
         self._receiving = True  # its send_data must not hand over before the frames are processed
         try:
             super().data_received(data)
@@ -113,6 +125,20 @@ class _ClientConnection(ClientConnection):
             self.transport.abort()
             return
         self._linger_if_over()
+
+    def _past_interim(self, data: bytes) -> bytes:
+        """What websockets may read of the answer so far: nothing while an interim response may lead
+        it, then everything after the interim responses (dropped)."""
+        head, interim = self._head, self._interim
+        assert interim is not None
+        head += data
+        try:
+            if not interim.skip(head):
+                return b""
+        except InterimOverflow:
+            pass  # websockets reads the response that went over and fails the handshake on it: a 502
+        self._interim, self._head = None, bytearray()
+        return bytes(head)
 
     def send_data(self) -> None:
         super().send_data()

@@ -1,0 +1,67 @@
+"""Interim (1xx) responses an upstream sends before its answer to the handshake.
+
+A client "MUST be able to parse one or more 1xx responses received prior to a final response"
+(RFC 9110 §15.2): ``100 Continue`` from a proxy in front of the upstream, ``102 Processing``,
+``103 Early Hints`` with its ``Link`` headers. A 1xx response ends with its header section (it has
+no content). ``101 Switching Protocols`` is the answer, not an interim response. Each connector
+drops the interim responses that lead the upstream's answer before reading it, and only so many:
+an upstream that sends them without end must not hold the handshake until ``connect_timeout``.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_INTERIM = 8
+"""Interim responses skipped before an answer; one more is a failed handshake."""
+
+_INTERIM_STATUS = re.compile(rb"HTTP/1\.\d 1(?!01)\d\d(?: |$)")
+
+
+class InterimOverflow(Exception):
+    """More interim responses, or more bytes of them, than the handshake allows."""
+
+
+class InterimResponses:
+    """Drops the interim responses at the front of an upstream's answer, as its bytes arrive.
+
+    Args:
+        max_bytes: bytes of interim responses (a partial one included) at most, over all of them.
+        max_count: interim responses at most.
+    """
+
+    def __init__(self, max_bytes: int, max_count: int = MAX_INTERIM) -> None:
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.count = 0
+        self.skipped = 0  # bytes dropped so far
+
+    def skip(self, buffer: bytearray) -> bool:
+        """Delete the complete interim responses that lead ``buffer``.
+
+        Returns:
+            True once ``buffer`` starts with the answer's status line (complete), False while what
+            leads it may still be an interim response.
+
+        Raises:
+            InterimOverflow: past ``max_count`` interim responses, or ``max_bytes`` of them;
+                ``buffer`` then starts with the one that went over.
+        """
+        while True:
+            line_end = buffer.find(b"\r\n")
+            if line_end != -1 and _INTERIM_STATUS.match(buffer, 0, line_end) is None:
+                return True
+            end = buffer.find(b"\r\n\r\n") if line_end != -1 else -1
+            size = len(buffer) if end == -1 else end + 4
+            if self.skipped + size > self.max_bytes:
+                raise InterimOverflow(f"sent more than {self.max_bytes} bytes of response head")
+            if end == -1:
+                return False
+            if self.count == self.max_count:
+                raise InterimOverflow(f"sent more than {self.max_count} interim (1xx) responses")
+            self.count += 1
+            self.skipped += size
+            del buffer[:size]
+
+
+__all__ = ["MAX_INTERIM", "InterimOverflow", "InterimResponses"]

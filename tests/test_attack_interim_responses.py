@@ -1,0 +1,166 @@
+"""Interim (1xx) responses before the upstream's 101: skipped, a bounded number of them.
+
+RFC 9110 §15.2: a client must parse one or more 1xx responses before the final one. A proxy in
+front of the upstream answers ``100 Continue``, a server ``102 Processing`` or ``103 Early Hints``:
+each connector took any 1xx but 101 for a failed backend (a 502, counted towards its cooldown).
+A raw upstream sends them; the gateway runs under real uvicorn with the gateway's protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.upstream.interim import InterimOverflow, InterimResponses
+from support.clients import connect, expect_status
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH, ProbedGateway
+from support.rawhttp import accept_upstream, ws_frame
+from support.servers import UvicornFactory
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+NEVER = 60.0  # a connect_timeout no test waits for: a flood must fail at once
+
+CONNECTORS: dict[str, dict[str, Any]] = {
+    "splice": {},
+    "frame relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 65536}}]}},
+    "relay": {"passthrough": False},
+}
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\nX-Hint: 1\r\n\r\n"
+PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    """Start a raw upstream running a handler for each connection; returns its port."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def _gateway(port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any) -> tuple[ProbedGateway, str]:
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **CONNECTORS[connector], **api)
+    gateway = ProbedGateway({"apis": [entry]})
+    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+
+
+async def _interim_then_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """100 Continue and 103 Early Hints, in separate writes, one of them cut in its status line, then
+    the 101 and a message."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for piece in (CONTINUE, EARLY_HINTS[:12], EARLY_HINTS[12:]):
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.01)  # separate reads, most of the time
+    reader.feed_data(head)  # accept_upstream reads the request again
+    await accept_upstream(reader, writer, then=ws_frame(1, b"hello", mask=False))
+    with contextlib.suppress(OSError):
+        await reader.read(64)  # the gateway's close frame: the server ends the connection
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_interim_responses_before_the_101_are_skipped(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """100 and 103 (with headers) then 101: the client is connected, the backend not failed (a 502 before)."""
+    gateway, url = _gateway(await hostile(_interim_then_accept), connector, uvicorn_server)
+    async with await connect(url) as ws:
+        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+    await gateway.settle()
+
+
+async def _flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """102 Processing, without end, until the gateway goes."""
+    await reader.readuntil(b"\r\n\r\n")
+    with contextlib.suppress(OSError):
+        while True:
+            writer.write(PROCESSING * 16)
+            await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_flood_of_interim_responses_is_a_502_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """Past 8 interim responses the handshake failed: a 502 (within expect_status's 5 s), not a
+    504 at connect_timeout."""
+    gateway, url = _gateway(await hostile(_flood), connector, uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)
+    assert status == 502
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
+    await gateway.settle()
+
+
+def test_interim_responses_are_skipped_whatever_the_reads() -> None:
+    """Fed a byte at a time, the interim heads are dropped and the 101 leads the buffer."""
+    raw = CONTINUE + EARLY_HINTS + b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x00"
+    interim, buffer, answers = InterimResponses(1024), bytearray(), []
+    for byte in raw:
+        buffer.append(byte)
+        answers.append(interim.skip(buffer))
+    assert answers[-1] and bytes(buffer).startswith(b"HTTP/1.1 101 ")
+    assert (interim.count, interim.skipped) == (2, len(CONTINUE) + len(EARLY_HINTS))
+
+
+@pytest.mark.parametrize(
+    ("raw", "answer"),
+    [
+        (b"HTTP/1.1 101 Switching Protocols\r\n", True),
+        (b"HTTP/1.1 403 Forbidden\r\n", True),
+        (b"garbage\r\n", True),
+        (b"HTTP/1.1 1000 Continue\r\n\r\n", True),  # no status code: the connector refuses it
+        (b"HTTP/1.1 100\r\n\r\n", False),  # no reason phrase: still interim (dropped, then more is needed)
+        (b"HTTP/1.1 103 Ear", False),
+    ],
+)
+def test_only_a_1xx_other_than_101_is_interim(raw: bytes, answer: bool) -> None:
+    assert InterimResponses(1024).skip(bytearray(raw)) is answer
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [CONTINUE * 9 + b"HTTP/1.1 101 ", EARLY_HINTS + b"HTTP/1.1 100 Continue\r\nX: " + b"a" * 1024],
+    ids=["nine", "over the byte limit"],
+)
+def test_too_many_interim_responses_overflow(raw: bytes) -> None:
+    with pytest.raises(InterimOverflow):
+        InterimResponses(1024).skip(bytearray(raw))
+
+
+async def _interim_then_refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(CONTINUE + EARLY_HINTS + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
+    await writer.drain()
+    with contextlib.suppress(OSError):
+        await reader.read()  # until the gateway closes
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_interim_responses_before_a_refusal_leave_the_refusal_whole(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """The 403 after them is relayed with its body: the interim heads moved no offset."""
+    gateway, url = _gateway(await hostile(_interim_then_refuse), connector, uvicorn_server)
+    status, _headers, body = await expect_status(url)
+    assert (status, body) == (403, b"nope")
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+    await gateway.settle()
