@@ -13,9 +13,12 @@ import os
 import struct
 import tracemalloc
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
+from asgi_ws_gateway.server.websocket import PARSE_SLICE, GatewayWebSocketProtocol
+from support.apps import echo_app
 from support.gateway import PASSTHROUGH, ProbedGateway, Stack, gateway_config
 from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornServer
@@ -274,6 +277,46 @@ async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: Up
     finally:
         tracemalloc.stop()
     assert kept < 2 * 1024 * 1024, f"{kept:,} bytes for a message of 128 KiB in 262,144 fragments"
+
+
+class _RecordingProtocol(GatewayWebSocketProtocol):
+    """The gateway's protocol, recording the size of each read and of each piece websockets parses."""
+
+    reads: ClassVar[list[int]] = []
+    parsed: ClassVar[list[int]] = []
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        receive_data = self.conn.receive_data
+
+        def recorded(data: bytes | bytearray) -> None:
+            self.parsed.append(len(data))
+            receive_data(data)
+
+        self.conn.receive_data = recorded  # type: ignore[method-assign]
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append(len(data))
+        super().data_received(data)
+
+
+async def test_a_large_read_of_tiny_frames_is_parsed_a_slice_per_loop_turn() -> None:
+    """websockets parses a read at once, ~20 µs a frame: 256 KiB of 1-byte frames held the event loop
+    0.8 s (another client's echo waited as long). What the gateway's protocol parses in one turn is
+    bounded now (PARSE_SLICE, ~0.1 s of tiny frames), and the message is whole, in order."""
+    _RecordingProtocol.reads.clear()
+    _RecordingProtocol.parsed.clear()
+    payload = bytes(i % 251 for i in range(40_000))
+    frames = ws_frame(0x2, payload[:1], fin=False)
+    frames += b"".join(ws_frame(0x0, payload[i : i + 1], fin=i == len(payload) - 1) for i in range(1, len(payload)))
+    with UvicornServer(echo_app, ws=_RecordingProtocol, ws_max_size=1 << 20) as server:  # type: ignore[arg-type]
+        reader, writer = await _raw_client(server.port, deflate=False)
+        writer.write(frames)
+        await writer.drain()
+        assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, payload)
+        writer.close()
+    assert max(_RecordingProtocol.reads) > PARSE_SLICE, "no read was large: nothing was tested"
+    assert max(_RecordingProtocol.parsed) <= PARSE_SLICE
 
 
 # -- a refused client that is still sending --------------------------------------------------------------
