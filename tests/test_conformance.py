@@ -57,50 +57,33 @@ async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: 
     assert not failing, f"gateway-only failures: {failing}"
 
 
-async def test_passthrough_passes_what_the_upstream_passes(tmp_path: Path) -> None:
-    """The default path (the gateway's protocol, no passthrough setting) splices: the baseline is the upstream.
+async def test_the_splice_and_the_frame_relay_pass_what_the_upstream_passes(tmp_path: Path) -> None:
+    """Under the gateway's protocol the baseline is the upstream itself (one run for both paths):
 
-    (The websockets upstream refuses messages of over ~1,000 fragments with 1009, so 9.3.1, 9.3.2,
-    9.4.1 and 9.4.2 fail directly and through passthrough, while uvicorn-fronted relaying passes.)
-    """
-    gateway_protocol: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
-    with UpstreamServer(max_size=16 * MIB) as upstream:
-        direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
-        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "max_message_size": 16 * MIB}
-        gateway = ProbedGateway({"apis": [api]})
-        with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
-            through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
-            assert gateway.gateway.telemetry is not None
-            await gateway.settle()  # the last cases' closes may still be finishing; a leak fails here
-            assert not gateway.gateway.connections()
-            extra = set(through.failed) - set(direct.failed)
-            failing = await still_failing(server.url("/ws/echo"), extra, tmp_path / "again")
-    assert through.total == direct.total > 290
-    assert not failing, f"passthrough-only failures: {failing}"
-
-
-async def test_frame_relay_passes_what_the_upstream_passes(tmp_path: Path) -> None:
-    """An API with message policies under the gateway's protocol: the frame relay reads every message.
-
-    The baseline is the upstream itself (the frame relay forwards pings and close frames to it, as the
-    splice does); the frame relay reassembles fragmented messages, so 9.3/9.4 pass through it.
+    * the default path (no passthrough setting) splices. The websockets upstream refuses messages of
+      over ~1,000 fragments with 1009, so 9.3.1, 9.3.2, 9.4.1 and 9.4.2 fail directly and spliced;
+    * an API with message policies goes through the frame relay, which reads every message and
+      forwards pings and close frames as the splice does; it reassembles fragmented messages, so
+      9.3/9.4 pass through it.
     """
     gateway_protocol: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
     size = {"limit-message-size": {"max": 16 * MIB}}
-    policies = {"inbound": [size], "outbound": [size]}
+    paths = {"splice": {}, "frame relay": {"message_policies": {"inbound": [size], "outbound": [size]}}}
     with UpstreamServer(max_size=16 * MIB) as upstream:
         direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
-        api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "max_message_size": 16 * MIB,
-               "message_policies": policies}  # fmt: skip
-        gateway = ProbedGateway({"apis": [api]})
-        with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
-            through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / "gateway")
-            await gateway.settle()  # the last cases' closes may still be finishing; a leak fails here
-            assert not gateway.gateway.connections()
-            extra = set(through.failed) - set(direct.failed)
-            failing = await still_failing(server.url("/ws/echo"), extra, tmp_path / "again")
-    assert through.total == direct.total > 290
-    assert not failing, f"frame-relay-only failures: {failing}"
+        for name, settings in paths.items():
+            api = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")],
+                   "max_message_size": 16 * MIB, **settings}  # fmt: skip
+            gateway = ProbedGateway({"apis": [api]})
+            with UvicornServer(gateway, ws=gateway_protocol, ws_max_size=16 * MIB) as server:
+                through = await run_autobahn_overlapped(server.url("/ws/echo"), CASES, tmp_path / name)
+                assert gateway.gateway.telemetry is not None
+                await gateway.settle()  # the last cases' closes may still be finishing; a leak fails here
+                assert not gateway.gateway.connections()
+                extra = set(through.failed) - set(direct.failed)
+                failing = await still_failing(server.url("/ws/echo"), extra, tmp_path / f"{name} again")
+            assert through.total == direct.total > 290
+            assert not failing, f"{name}-only failures: {failing}"
 
 
 async def test_a_case_that_fails_alone_stays_failed_one_that_passes_alone_warns(tmp_path: Path) -> None:
