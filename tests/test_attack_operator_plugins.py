@@ -18,6 +18,8 @@ from support.servers import free_port
 
 PLUGIN = textwrap.dedent(
     """
+    import functools
+
     from asgi_ws_gateway.policies import PolicySettings, register_policy
 
     class Settings(PolicySettings):
@@ -36,6 +38,23 @@ PLUGIN = textwrap.dedent(
             if settings.fail == "type":
                 raise TypeError("expected a list")
 
+        async def apply(self, context):
+            return None
+
+    def traced(apply):  # a decorator that is not async itself but hands back apply's coroutine
+        @functools.wraps(apply)
+        def wrapper(self, context):
+            return apply(self, context)
+        return wrapper
+
+    @register_policy("decorated")
+    class Decorated:
+        Settings = Settings
+
+        def __init__(self, settings, env):
+            self.name = "decorated"
+
+        @traced
         async def apply(self, context):
             return None
 
@@ -93,7 +112,9 @@ def test_run_refuses_a_synchronous_apply_before_serving(tmp_path: Path) -> None:
     assert "the policy's apply is not an async def" in done.stderr
 
 
-def test_a_plugin_policy_that_works_is_still_valid(tmp_path: Path) -> None:
-    _config(tmp_path, {"fragile": {}})
+@pytest.mark.parametrize("policy", ["fragile", "decorated"])
+def test_a_plugin_policy_that_works_is_still_valid(tmp_path: Path, policy: str) -> None:
+    """An ``async def`` apply, also behind a ``functools.wraps`` decorator (a coroutine all the same)."""
+    _config(tmp_path, {policy: {}})
     done = _cli(tmp_path, "check", "gateway.yaml")
     assert (done.returncode, done.stdout) == (0, "gateway.yaml: valid, 1 API(s): a\n"), done.stderr

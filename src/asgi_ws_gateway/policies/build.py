@@ -74,6 +74,14 @@ def _failure(exc: Exception) -> str:
 _SHOWN_FAILURE = 200
 
 
+def _is_async(function: Any) -> bool:
+    """An ``async def``, also behind ``functools.wraps`` decorators or as an object's ``async __call__``."""
+    if not callable(function):
+        return False
+    target = inspect.unwrap(function)
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)
+
+
 _Kind = tuple[Mapping[str, PolicyType], str, Callable[[Any], Any], str]
 _HANDSHAKE: _Kind = (REGISTRY, "apply", FunctionPolicy, "policy")
 _MESSAGES: _Kind = (MESSAGE_REGISTRY, "attach", FunctionMessagePolicy, "message policy")
@@ -216,7 +224,7 @@ class PolicyBuilder:
     def _checked(self, policy: Any, method: str, loc: Loc) -> Any:
         """``policy``, or None with a problem when its ``apply`` is not an ``async def``: ``check`` said
         valid and every handshake was a 500 with a ``TypeError`` traceback (``await`` of its result)."""
-        if method != "apply" or inspect.iscoroutinefunction(getattr(policy, "apply", None)):
+        if method != "apply" or _is_async(getattr(policy, "apply", None)):
             return policy
         self.problems.append(f"{loc_text(loc)}: the policy's apply is not an async def (a coroutine function)")
         return None
