@@ -1,0 +1,105 @@
+"""End to end: one connection's flood must not hold the event loop that serves every other.
+
+Each test floods one connection of a real gateway (real uvicorn, the gateway's protocol, a real
+upstream) with a read of many tiny messages or frames and records, on the server's loop, how much of
+it one callback handled: a ticker re-scheduled with ``call_soon`` counts the loop's turns, each read
+counts as one more (uvloop runs I/O callbacks and ``call_soon`` ones in separate phases of a turn),
+and what the gateway handles is stamped with the count when it ran. Wall-clock times are never asserted (the
+numbers measured under ``asgi-ws-gateway run`` are in docs/security.md); the bound, the messages'
+integrity and their order are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from asgi_ws_gateway._types import Data
+from asgi_ws_gateway.messages.pipeline import MessagePipeline
+from asgi_ws_gateway.passthrough.framed import EVENTS_PER_TURN, _FramedSide
+from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
+from support.rawhttp import ws_frame
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+from test_attack_frames import _close_frame, _next_frame, _raw_client
+
+MESSAGES = 20_000
+"""Tiny JSON messages sent in one write: ~270 KB, reads of up to 256 KiB on the gateway's side."""
+
+
+class LoopTurns:
+    """Counts the turns of the loop it runs on: one ``call_soon`` callback per turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    async def started(self) -> None:
+        """:meth:`start`, as a coroutine for ``ProbedGateway.on_server``."""
+        self.start()
+
+    def stop(self) -> None:
+        self._running = False
+
+    def _tick(self) -> None:
+        self.turn += 1
+        if self._running:
+            asyncio.get_running_loop().call_soon(self._tick)
+
+
+@pytest.fixture
+def turns() -> Iterator[LoopTurns]:
+    ticker = LoopTurns()
+    yield ticker
+    ticker.stop()
+
+
+async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_turn(
+    upstream: UpstreamServer, turns: LoopTurns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frame relay ran every message of a read through the policies in one callback: 256 KiB of
+    tiny JSON messages (37,000) held the loop ~0.1 s with a size limit, a rate limit and a schema,
+    and far longer with heavier policies; another client's echo waited 1.1-1.3 s. At most
+    EVENTS_PER_TURN messages a turn now, and every message arrives, in order."""
+    stamps: list[int] = []
+    process_now = MessagePipeline.process_now
+
+    def stamped(self: MessagePipeline, data: Data, size: int) -> object:
+        stamps.append(turns.turn)
+        return process_now(self, data, size)
+
+    monkeypatch.setattr(MessagePipeline, "process_now", stamped)
+    data_received = _FramedSide.data_received
+
+    def counted(self: _FramedSide, data: bytes) -> None:
+        turns.turn += 1
+        data_received(self, data)
+
+    monkeypatch.setattr(_FramedSide, "data_received", counted)
+    policies = {"inbound": [
+        {"limit-message-size": {"max": 65536}},
+        {"rate-limit-messages": {"messages": 1_000_000, "window": 1}},
+        {"validate-message": {"schema": {"type": "object", "required": ["n"]}}},
+    ]}  # fmt: skip
+    gateway = ProbedGateway(gateway_config(upstream, message_policies=policies))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await _raw_client(server.port, deflate=False)
+        await gateway.on_server(turns.started)
+        writer.write(b"".join(ws_frame(0x1, b'{"n":%d}' % i) for i in range(MESSAGES)))
+        await writer.drain()
+        for i in range(MESSAGES):
+            assert await asyncio.wait_for(_next_frame(reader), 30) == (0x1, b'{"n":%d}' % i)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        writer.close()
+    assert len(stamps) == MESSAGES
+    most = max(Counter(stamps).values())
+    assert most <= EVENTS_PER_TURN, f"{most:,} messages through the policies in one callback"
