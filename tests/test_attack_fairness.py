@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from asgi_ws_gateway._types import Data
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
+from asgi_ws_gateway.passthrough import frames
 from asgi_ws_gateway.passthrough.framed import EVENTS_PER_TURN, _FramedSide
+from asgi_ws_gateway.passthrough.frames import SCAN_SLICE
+from asgi_ws_gateway.passthrough.splice import _Side
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
-from support.rawhttp import ws_frame
+from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 from test_attack_frames import _close_frame, _next_frame, _raw_client
@@ -103,3 +108,95 @@ async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_t
     assert len(stamps) == MESSAGES
     most = max(Counter(stamps).values())
     assert most <= EVENTS_PER_TURN, f"{most:,} messages through the policies in one callback"
+
+
+# -- the splice ----------------------------------------------------------------------------------------
+
+
+class Scans:
+    """The size of each read a splice's side got, and how many frames its scanner read in each
+    callback (a read, or a turn's share of one)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads: list[int] = []
+        self.frames: Counter[int] = Counter()
+        self._callback = 0
+        data_received, rule_broken = _Side.data_received, frames.frame_rule_broken
+
+        def read(side: _Side, data: bytes) -> None:
+            self.reads.append(len(data))
+            self._callback += 1
+            data_received(side, data)
+
+        def scan(*header: Any) -> str | None:  # called once per frame header the scanner reads
+            self.frames[self._callback] += 1
+            return rule_broken(*header)
+
+        monkeypatch.setattr(_Side, "data_received", read)
+        monkeypatch.setattr(frames, "frame_rule_broken", scan)
+
+    def check(self, smallest_frame: int) -> None:
+        assert max(self.reads) > SCAN_SLICE, "no read was large: nothing was tested"
+        most = max(self.frames.values())
+        assert most <= SCAN_SLICE // smallest_frame, f"{most:,} frames scanned in one callback"
+
+
+def _compressed(payloads: list[bytes]) -> bytes:
+    """Each payload as one compressed message of a client (permessage-deflate, context kept)."""
+    deflate = zlib.compressobj(wbits=-15)
+    return b"".join(
+        ws_frame(0x2, (deflate.compress(p) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=0x40) for p in payloads
+    )
+
+
+async def test_a_read_of_many_tiny_compressed_messages_is_spliced_a_slice_per_loop_turn(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The splice scanned a whole read in one callback: 256 KiB of tiny compressed messages (29,000,
+    an inflate call each, to hold them to the size limit) held the loop ~0.1 s, tiny plain ones ~70 ms.
+    SCAN_SLICE bytes a turn now, and every message arrives, in order."""
+    scans = Scans(monkeypatch)
+    payloads = [b"%d" % i for i in range(MESSAGES)]
+    gateway = ProbedGateway(gateway_config(upstream))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await _raw_client(server.port, deflate=True)
+        writer.write(_compressed(payloads))
+        await writer.drain()
+        inflate = zlib.decompressobj(wbits=-15)
+        for expected in payloads:
+            opcode, payload = await asyncio.wait_for(_next_frame(reader), 30)
+            assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        writer.close()
+        await gateway.settle()
+    scans.check(smallest_frame=7)  # 6 bytes of header (masked), at least 1 of payload
+
+
+async def test_an_upstreams_read_of_many_tiny_messages_is_spliced_a_slice_per_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other way: a hostile upstream's 20,000 tiny messages in one write, scanned a slice a turn."""
+    scans = Scans(monkeypatch)
+    payloads = [b"%d" % i for i in range(MESSAGES)]
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        flood = b"".join(ws_frame(0x2, p, mask=False) for p in payloads)
+        await accept_upstream(reader, writer, then=flood)
+        await _close_frame(reader)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        writer.close()
+
+    listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}"))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            reader, writer = await _raw_client(server.port, deflate=False)
+            for expected in payloads:
+                assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, expected)
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            writer.close()
+            await gateway.settle()
+    scans.check(smallest_frame=3)
