@@ -26,6 +26,7 @@ from asgi_ws_gateway.passthrough import frames
 from asgi_ws_gateway.passthrough.framed import EVENTS_PER_TURN, _FramedSide
 from asgi_ws_gateway.passthrough.frames import SCAN_SLICE
 from asgi_ws_gateway.passthrough.splice import _Side
+from asgi_ws_gateway.upstream.websockets_client import PARSE_SLICE, _ClientConnection, _ClientProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
 from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornServer
@@ -200,3 +201,50 @@ async def test_an_upstreams_read_of_many_tiny_messages_is_spliced_a_slice_per_lo
             writer.close()
             await gateway.settle()
     scans.check(smallest_frame=3)
+
+
+# -- the relay's upstream leg ---------------------------------------------------------------------------
+
+
+async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_turn_by_the_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """websockets' client parses a read whole, ~10 µs a frame: a hostile upstream's 256 KiB of tiny
+    messages held the relay's loop 0.25 s (of pings: 0.45 s), another client's echo up to 1.4 s. What
+    it parses in one turn is bounded now (PARSE_SLICE), and every message arrives, in order."""
+    reads: list[int] = []
+    parsed: list[int] = []
+    data_received, receive_data = _ClientConnection.data_received, _ClientProtocol.receive_data
+
+    def read(connection: _ClientConnection, data: bytes) -> None:
+        reads.append(len(data))
+        data_received(connection, data)
+
+    def parse(protocol: _ClientProtocol, data: bytes) -> None:
+        parsed.append(len(data))
+        receive_data(protocol, data)
+
+    monkeypatch.setattr(_ClientConnection, "data_received", read)
+    monkeypatch.setattr(_ClientProtocol, "receive_data", parse)
+    payloads = [b"%d" % i for i in range(MESSAGES)]
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=b"".join(ws_frame(0x2, p, mask=False) for p in payloads))
+        await _close_frame(reader)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        writer.close()
+
+    listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", passthrough=False))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            reader, writer = await _raw_client(server.port, deflate=False)
+            for expected in payloads:
+                assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, expected)
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            writer.close()
+            await gateway.settle()
+    assert max(reads) > PARSE_SLICE, "no read was large: nothing was tested"
+    assert max(parsed) <= PARSE_SLICE, f"{max(parsed):,} bytes of the upstream's frames parsed in one callback"
