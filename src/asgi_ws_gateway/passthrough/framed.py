@@ -59,7 +59,7 @@ JSON Schema; far more for a heavier policy), which held the loop 0.1 s and more 
 class _FramedSide(_Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
-    __slots__ = ("frames", "process", "relay", "task", "turn", "unchecked")
+    __slots__ = ("frames", "held", "process", "relay", "task", "unchecked")
 
     peer: _FramedSide
 
@@ -69,21 +69,23 @@ class _FramedSide(_Side):
         self.frames = frames
         self.process: Process | None = None  # its direction's MessagePipeline.process_now
         self.unchecked = -1  # messages up to this size skip ``process`` (its policies are size limits only)
-        self.task: asyncio.Task[None] | None = None  # a policy step that waits
-        self.turn: asyncio.Handle | None = None  # the next turn's share of a large read, scheduled
+        # A policy step that waits, or the next loop turn's share of a large read: either way this
+        # side is not read, and what it sends waits in the assembler (one check per read for both).
+        self.task: asyncio.Task[None] | asyncio.Handle | None = None
+        self.held: Event | None = None  # the event that next turn starts with (out of the assembler)
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
-        if (self.task is None and self.turn is None) or self.frames.halted:
+        if self.task is None or self.frames.halted:  # (halted: every message is dropped, in any order)
             self.pump(self.frames.read(data))
         else:
             self.frames.feed(data)  # held until the policy step that waits (or the next turn) is done
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.turn is not None:  # what it sent before it went comes first (its close frame too)
-            self.turn.cancel()
-            self.turn = None
-            self.pump(budget=-1)
+        if isinstance(self.task, asyncio.Handle):  # what it sent before it went comes first (its close frame too)
+            self.task.cancel()
+            event, self.held, self.task = self.held, None, None
+            self.pump(event, budget=-1)
         super().connection_lost(exc)
 
     def pump(self, event: Event | None = None, budget: int = EVENTS_PER_TURN) -> None:
@@ -119,23 +121,25 @@ class _FramedSide(_Side):
                     self.transport.pause_reading()
                     self.task = splice.background.spawn(self._finish(result, data, raw))
                     return
+            event = frames.next()
+            if event is None:
+                break  # (the loop's own test, here: a read of one message counts nothing)
             budget -= 1
             if not budget:
                 self.transport.pause_reading()
-                self.turn = asyncio.get_running_loop().call_soon(self._next_turn)
+                self.held, self.task = event, asyncio.get_running_loop().call_soon(self._next_turn)
                 return
-            event = frames.next()
         if frames.interrupted:
             splice.after_frame(self)
 
     def _next_turn(self) -> None:
-        self.turn = None
-        self.pump()
+        event, self.held, self.task = self.held, None, None
+        self.pump(event)
         self._read_again()
 
     def _read_again(self) -> None:
         """Resume reading once nothing holds this side: no policy step waits, no turn is due, the peer reads."""
-        if self.task is None and self.turn is None and self.open and not self.peer.write_paused:
+        if self.task is None and self.open and not self.peer.write_paused:
             self.transport.resume_reading()
 
     async def _finish(self, pending: Coroutine[Any, Any, Data | None], data: Data, raw: bytes) -> None:
@@ -166,7 +170,7 @@ class _FramedSide(_Side):
         self.release_ping()  # frames reach the peer whole: never inside one
         self._wake()
         peer = self.peer
-        if peer.open and peer.task is None and peer.turn is None:
+        if peer.open and peer.task is None:
             peer.transport.resume_reading()
 
 
