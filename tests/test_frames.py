@@ -7,7 +7,7 @@ import zlib
 import pytest
 from websockets.frames import Close, Frame, Opcode
 
-from asgi_ws_gateway.passthrough.frames import FRAGMENT_FLOOR, FrameScanner, close_frame, encode_frame
+from asgi_ws_gateway.passthrough.frames import FRAGMENT_FLOOR, SCAN_SLICE, FrameScanner, close_frame, encode_frame
 from asgi_ws_gateway.relay.stats import RelayStats
 
 
@@ -22,7 +22,17 @@ def _wire(*frames: Frame, mask: bool) -> bytes:
 
 
 def _feed_in_pieces(scanner: FrameScanner, data: bytes, step: int) -> bytes:
-    return b"".join(scanner.feed(data[i : i + step]) for i in range(0, len(data), step))
+    return b"".join(_feed_whole(scanner, data[i : i + step]) for i in range(0, len(data), step))
+
+
+def _feed_whole(scanner: FrameScanner, data: bytes) -> bytes:
+    """What the splice gets for ``data``: the rest of a large read held back is fed again (a loop turn
+    later there) until none is left."""
+    out = scanner.feed(data)
+    while scanner.unscanned:
+        scanner.unscanned = False
+        out += scanner.feed(b"")
+    return out
 
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
@@ -344,3 +354,18 @@ def test_fragments_of_the_floor_or_more_count_their_bytes_only() -> None:
     last_small = _wire(Frame(Opcode.BINARY, b"x" * 64, fin=False), Frame(Opcode.CONT, b""), mask=False)
     scanner, stats = _scanner(max_size=64, inbound=False)
     assert _feed_in_pieces(scanner, last_small, 3) == last_small and stats.messages_out == 1
+
+
+def test_a_read_of_many_frames_is_scanned_a_slice_at_a_time() -> None:
+    """A read of many tiny frames stops at the first frame boundary past SCAN_SLICE bytes, the rest
+    held back for the next call; a frame larger than that is never cut."""
+    tiny = _wire(*[Frame(Opcode.BINARY, b"x")] * 10_000, mask=True)  # 70,000 bytes
+    scanner, stats = _scanner(inbound=True)
+    first = scanner.feed(tiny)
+    assert scanner.unscanned and scanner.interrupted and SCAN_SLICE <= len(first) < SCAN_SLICE + 7
+    assert stats.messages_in == len(first) // 7
+    scanner.unscanned = False
+    assert first + _feed_whole(scanner, b"") == tiny and stats.messages_in == 10_000
+    large = _wire(Frame(Opcode.BINARY, b"x" * 100_000), Frame(Opcode.TEXT, b"y"), mask=False)
+    scanner, stats = _scanner(inbound=False)
+    assert scanner.feed(large) == large[:-3] and scanner.unscanned  # the large frame whole, then a boundary

@@ -52,6 +52,7 @@ class MessageAssembler:
     remaining = 0
     mid_frame = False
     in_message = False
+    unscanned = False
 
     def __init__(self, stats: RelayStats, *, inbound: bool, max_message_size: int) -> None:
         # Messages are counted here, inline (RelayStats.count_in's increments without its call).

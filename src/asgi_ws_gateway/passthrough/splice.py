@@ -99,6 +99,22 @@ class _Side(asyncio.Protocol):
         if scanner.interrupted:
             self.splice.after_frame(self)
 
+    def defer_rest(self) -> None:
+        """Scan the rest of a large read in the next loop turn, reading no more meanwhile (one callback
+        scanning 37,000 tiny frames held every other connection of the worker ~70 ms)."""
+        if self.open and not self.transport.is_closing():
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._scan_rest)
+
+    def _scan_rest(self) -> None:
+        scanner = self.scanner
+        if not self.open or not scanner.unscanned:
+            return  # lost meanwhile (as what a paused side's kernel buffer holds), or scanned already
+        scanner.unscanned = False
+        self.data_received(b"")  # the next slice (the scanner holds back the rest again, if any)
+        if not scanner.unscanned and not self.peer.write_paused and not self.transport.is_closing():
+            self.transport.resume_reading()  # unless its peer reads nothing (backpressure)
+
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
@@ -340,7 +356,7 @@ class Splice:
 
     def after_frame(self, side: _Side) -> None:
         """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway
-        closes, or while one of its pings is held)."""
+        closes, or while one of its pings is held, or a read larger than its scanner scans at once)."""
         scanner = side.scanner
         peer = side.peer
         if scanner.held_ping is not None:
@@ -373,6 +389,8 @@ class Splice:
                 peer.transport.close()
             return
         if scanner.close is None:
+            if scanner.unscanned:  # (after a close frame, nothing it sends matters)
+                side.defer_rest()
             return
         if self.gateway_closing or (not side.client and self.upstream.close_sent):
             side.transport.close()  # it answered the gateway's close frame: the handshake is over

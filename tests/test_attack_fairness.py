@@ -1,0 +1,250 @@
+"""End to end: one connection's flood must not hold the event loop that serves every other.
+
+Each test floods one connection of a real gateway (real uvicorn, the gateway's protocol, a real
+upstream) with a read of many tiny messages or frames and records, on the server's loop, how much of
+it one callback handled: a ticker re-scheduled with ``call_soon`` counts the loop's turns, each read
+counts as one more (uvloop runs I/O callbacks and ``call_soon`` ones in separate phases of a turn),
+and what the gateway handles is stamped with the count when it ran. Wall-clock times are never asserted (the
+numbers measured under ``asgi-ws-gateway run`` are in docs/security.md); the bound, the messages'
+integrity and their order are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway._types import Data
+from asgi_ws_gateway.messages.pipeline import MessagePipeline
+from asgi_ws_gateway.passthrough import frames
+from asgi_ws_gateway.passthrough.framed import EVENTS_PER_TURN, _FramedSide
+from asgi_ws_gateway.passthrough.frames import SCAN_SLICE
+from asgi_ws_gateway.passthrough.splice import _Side
+from asgi_ws_gateway.upstream.websockets_client import PARSE_SLICE, _ClientConnection, _ClientProtocol
+from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
+from support.rawhttp import accept_upstream, ws_frame
+from support.servers import UvicornServer
+from support.upstream import UpstreamServer
+from test_attack_frames import _close_frame, _next_frame, _raw_client
+
+MESSAGES = 20_000
+"""Tiny JSON messages sent in one write: ~270 KB, reads of up to 256 KiB on the gateway's side."""
+
+
+class LoopTurns:
+    """Counts the turns of the loop it runs on: one ``call_soon`` callback per turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    async def started(self) -> None:
+        """:meth:`start`, as a coroutine for ``ProbedGateway.on_server``."""
+        self.start()
+
+    def stop(self) -> None:
+        self._running = False
+
+    def _tick(self) -> None:
+        self.turn += 1
+        if self._running:
+            asyncio.get_running_loop().call_soon(self._tick)
+
+
+@pytest.fixture
+def turns() -> Iterator[LoopTurns]:
+    ticker = LoopTurns()
+    yield ticker
+    ticker.stop()
+
+
+async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_turn(
+    upstream: UpstreamServer, turns: LoopTurns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frame relay ran every message of a read through the policies in one callback: 256 KiB of
+    tiny JSON messages (37,000) held the loop ~0.1 s with a size limit, a rate limit and a schema,
+    and far longer with heavier policies; another client's echo waited 1.1-1.3 s. At most
+    EVENTS_PER_TURN messages a turn now, and every message arrives, in order."""
+    stamps: list[int] = []
+    process_now = MessagePipeline.process_now
+
+    def stamped(self: MessagePipeline, data: Data, size: int) -> object:
+        stamps.append(turns.turn)
+        return process_now(self, data, size)
+
+    monkeypatch.setattr(MessagePipeline, "process_now", stamped)
+    data_received = _FramedSide.data_received
+
+    def counted(self: _FramedSide, data: bytes) -> None:
+        turns.turn += 1
+        data_received(self, data)
+
+    monkeypatch.setattr(_FramedSide, "data_received", counted)
+    policies = {"inbound": [
+        {"limit-message-size": {"max": 65536}},
+        {"rate-limit-messages": {"messages": 1_000_000, "window": 1}},
+        {"validate-message": {"schema": {"type": "object", "required": ["n"]}}},
+    ]}  # fmt: skip
+    gateway = ProbedGateway(gateway_config(upstream, message_policies=policies))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await _raw_client(server.port, deflate=False)
+        await gateway.on_server(turns.started)
+        writer.write(b"".join(ws_frame(0x1, b'{"n":%d}' % i) for i in range(MESSAGES)))
+        await writer.drain()
+        for i in range(MESSAGES):
+            assert await asyncio.wait_for(_next_frame(reader), 30) == (0x1, b'{"n":%d}' % i)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        writer.close()
+    assert len(stamps) == MESSAGES
+    most = max(Counter(stamps).values())
+    assert most <= EVENTS_PER_TURN, f"{most:,} messages through the policies in one callback"
+
+
+# -- the splice ----------------------------------------------------------------------------------------
+
+
+class Scans:
+    """The size of each read a splice's side got, and how many frames its scanner read in each
+    callback (a read, or a turn's share of one)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads: list[int] = []
+        self.frames: Counter[int] = Counter()
+        self._callback = 0
+        data_received, rule_broken = _Side.data_received, frames.frame_rule_broken
+
+        def read(side: _Side, data: bytes) -> None:
+            self.reads.append(len(data))
+            self._callback += 1
+            data_received(side, data)
+
+        def scan(*header: Any) -> str | None:  # called once per frame header the scanner reads
+            self.frames[self._callback] += 1
+            return rule_broken(*header)
+
+        monkeypatch.setattr(_Side, "data_received", read)
+        monkeypatch.setattr(frames, "frame_rule_broken", scan)
+
+    def check(self, smallest_frame: int) -> None:
+        assert max(self.reads) > SCAN_SLICE, "no read was large: nothing was tested"
+        most = max(self.frames.values())
+        assert most <= SCAN_SLICE // smallest_frame, f"{most:,} frames scanned in one callback"
+
+
+def _compressed(payloads: list[bytes]) -> bytes:
+    """Each payload as one compressed message of a client (permessage-deflate, context kept)."""
+    deflate = zlib.compressobj(wbits=-15)
+    return b"".join(
+        ws_frame(0x2, (deflate.compress(p) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=0x40) for p in payloads
+    )
+
+
+async def test_a_read_of_many_tiny_compressed_messages_is_spliced_a_slice_per_loop_turn(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The splice scanned a whole read in one callback: 256 KiB of tiny compressed messages (29,000,
+    an inflate call each, to hold them to the size limit) held the loop ~0.1 s, tiny plain ones ~70 ms.
+    SCAN_SLICE bytes a turn now, and every message arrives, in order."""
+    scans = Scans(monkeypatch)
+    payloads = [b"%d" % i for i in range(MESSAGES)]
+    gateway = ProbedGateway(gateway_config(upstream))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await _raw_client(server.port, deflate=True)
+        writer.write(_compressed(payloads))
+        await writer.drain()
+        inflate = zlib.decompressobj(wbits=-15)
+        for expected in payloads:
+            opcode, payload = await asyncio.wait_for(_next_frame(reader), 30)
+            assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        writer.close()
+        await gateway.settle()
+    scans.check(smallest_frame=7)  # 6 bytes of header (masked), at least 1 of payload
+
+
+async def test_an_upstreams_read_of_many_tiny_messages_is_spliced_a_slice_per_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other way: a hostile upstream's 20,000 tiny messages in one write, scanned a slice a turn."""
+    scans = Scans(monkeypatch)
+    payloads = [b"%d" % i for i in range(MESSAGES)]
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        flood = b"".join(ws_frame(0x2, p, mask=False) for p in payloads)
+        await accept_upstream(reader, writer, then=flood)
+        await _close_frame(reader)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        writer.close()
+
+    listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}"))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            reader, writer = await _raw_client(server.port, deflate=False)
+            for expected in payloads:
+                assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, expected)
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            writer.close()
+            await gateway.settle()
+    scans.check(smallest_frame=3)
+
+
+# -- the relay's upstream leg ---------------------------------------------------------------------------
+
+
+async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_turn_by_the_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """websockets' client parses a read whole, ~10 µs a frame: a hostile upstream's 256 KiB of tiny
+    messages held the relay's loop 0.25 s (of pings: 0.45 s), another client's echo up to 1.4 s. What
+    it parses in one turn is bounded now (PARSE_SLICE), and every message arrives, in order."""
+    reads: list[int] = []
+    parsed: list[int] = []
+    data_received, receive_data = _ClientConnection.data_received, _ClientProtocol.receive_data
+
+    def read(connection: _ClientConnection, data: bytes) -> None:
+        reads.append(len(data))
+        data_received(connection, data)
+
+    def parse(protocol: _ClientProtocol, data: bytes) -> None:
+        parsed.append(len(data))
+        receive_data(protocol, data)
+
+    monkeypatch.setattr(_ClientConnection, "data_received", read)
+    monkeypatch.setattr(_ClientProtocol, "receive_data", parse)
+    payloads = [b"%d" % i for i in range(MESSAGES)]
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=b"".join(ws_frame(0x2, p, mask=False) for p in payloads))
+        await _close_frame(reader)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        writer.close()
+
+    listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", passthrough=False))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            reader, writer = await _raw_client(server.port, deflate=False)
+            for expected in payloads:
+                assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, expected)
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            writer.close()
+            await gateway.settle()
+    assert max(reads) > PARSE_SLICE, "no read was large: nothing was tested"
+    assert max(parsed) <= PARSE_SLICE, f"{max(parsed):,} bytes of the upstream's frames parsed in one callback"
