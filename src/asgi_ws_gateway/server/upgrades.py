@@ -59,8 +59,17 @@ class HttpToolsUpgrades(HttpToolsProtocol):
     _answered_as_http = False  # the request asked to switch and is answered as HTTP: httptools reads no more
     _content: h11.Connection | None = None  # that request's content, read without httptools
 
+    _upgrade_decided: tuple[object, bool] | None = None  # (the request's header list, the answer)
+
     def _should_upgrade(self) -> bool:
-        return over_http11(self.scope) and super()._should_upgrade()
+        # Asked four times a request (uvicorn's head, body and upgrade steps, and on_message_complete
+        # here), each reading every header again: once per request is enough (~150 opcodes a handshake).
+        decided = self._upgrade_decided
+        if decided is not None and decided[0] is self.headers:
+            return decided[1]
+        answer = over_http11(self.scope) and super()._should_upgrade()
+        self._upgrade_decided = (self.headers, answer)
+        return answer
 
     def _unsupported_upgrade_warning(self) -> None:
         # The client's choice (h2c, an HTTP/1.0 upgrade): answered as plain HTTP, an INFO line.
