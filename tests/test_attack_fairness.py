@@ -29,9 +29,9 @@ from asgi_ws_gateway.passthrough.splice import _Side
 from asgi_ws_gateway.upstream.websockets_client import PARSE_SLICE, _ClientConnection, _ClientProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
 from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import close_frame_in, next_frame, raw_client
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
-from test_attack_frames import _close_frame, _next_frame, _raw_client
 
 MESSAGES = 20_000
 """Tiny JSON messages sent in one write: ~270 KB, reads of up to 256 KiB on the gateway's side."""
@@ -97,14 +97,14 @@ async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_t
     ]}  # fmt: skip
     gateway = ProbedGateway(gateway_config(upstream, message_policies=policies))
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-        reader, writer = await _raw_client(server.port, deflate=False)
+        reader, writer = await raw_client(server.port, deflate=False)
         await gateway.on_server(turns.started)
         writer.write(b"".join(ws_frame(0x1, b'{"n":%d}' % i) for i in range(MESSAGES)))
         await writer.drain()
         for i in range(MESSAGES):
-            assert await asyncio.wait_for(_next_frame(reader), 30) == (0x1, b'{"n":%d}' % i)
+            assert await asyncio.wait_for(next_frame(reader), 30) == (0x1, b'{"n":%d}' % i)
         writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
         writer.close()
     assert len(stamps) == MESSAGES
     most = max(Counter(stamps).values())
@@ -160,15 +160,15 @@ async def test_a_read_of_many_tiny_compressed_messages_is_spliced_a_slice_per_lo
     payloads = [b"%d" % i for i in range(MESSAGES)]
     gateway = ProbedGateway(gateway_config(upstream))
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-        reader, writer = await _raw_client(server.port, deflate=True)
+        reader, writer = await raw_client(server.port, deflate=True)
         writer.write(_compressed(payloads))
         await writer.drain()
         inflate = zlib.decompressobj(wbits=-15)
         for expected in payloads:
-            opcode, payload = await asyncio.wait_for(_next_frame(reader), 30)
+            opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
             assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
         writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
         writer.close()
         await gateway.settle()
     scans.check(smallest_frame=7)  # 6 bytes of header (masked), at least 1 of payload
@@ -184,7 +184,7 @@ async def test_an_upstreams_read_of_many_tiny_messages_is_spliced_a_slice_per_lo
     async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         flood = b"".join(ws_frame(0x2, p, mask=False) for p in payloads)
         await accept_upstream(reader, writer, then=flood)
-        await _close_frame(reader)
+        await close_frame_in(reader)
         writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
         writer.close()
 
@@ -193,11 +193,11 @@ async def test_an_upstreams_read_of_many_tiny_messages_is_spliced_a_slice_per_lo
     gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}"))
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            reader, writer = await _raw_client(server.port, deflate=False)
+            reader, writer = await raw_client(server.port, deflate=False)
             for expected in payloads:
-                assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, expected)
+                assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, expected)
             writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
             writer.close()
             await gateway.settle()
     scans.check(smallest_frame=3)
@@ -230,7 +230,7 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
 
     async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await accept_upstream(reader, writer, then=b"".join(ws_frame(0x2, p, mask=False) for p in payloads))
-        await _close_frame(reader)
+        await close_frame_in(reader)
         writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
         writer.close()
 
@@ -239,11 +239,11 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
     gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", passthrough=False))
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            reader, writer = await _raw_client(server.port, deflate=False)
+            reader, writer = await raw_client(server.port, deflate=False)
             for expected in payloads:
-                assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, expected)
+                assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, expected)
             writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
             writer.close()
             await gateway.settle()
     assert max(reads) > PARSE_SLICE, "no read was large: nothing was tested"

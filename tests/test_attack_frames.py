@@ -8,8 +8,6 @@ one. Each test names what the attack achieved before it was fixed.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import struct
 import tracemalloc
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from asgi_ws_gateway.server.websocket import PARSE_SLICE, GatewayWebSocketProtoc
 from support.apps import echo_app
 from support.gateway import PASSTHROUGH, ProbedGateway, Stack, gateway_config
 from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import close_frame_in, next_frame, raw_client
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
@@ -36,45 +35,6 @@ def spliced(upstream: UpstreamServer) -> Iterator[Stack]:
         yield Stack(gateway, server, upstream)
 
 
-def _upgrade(port: int, *, deflate: bool) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
-    return (
-        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-    ).encode()
-
-
-async def _raw_client(port: int, *, deflate: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw client of ``/ws/echo``, handshake done (``deflate``: permessage-deflate offered and agreed)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_upgrade(port, deflate=deflate))
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101")
-    assert (b"permessage-deflate" in head.lower()) == deflate
-    return reader, writer
-
-
-async def _next_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """The next frame's opcode and payload, unmasked (masked or not)."""
-    b0, b1 = await reader.readexactly(2)
-    length = b1 & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-    return b0 & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-
-
-async def _close_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """The first close frame in the stream (masked or not), skipping the frames before it."""
-    while True:
-        opcode, payload = await _next_frame(reader)
-        if opcode == 0x8:
-            return struct.unpack("!H", payload[:2])[0], payload[2:]
-
-
 # -- permessage-deflate: one frame, thousands of deflate streams ----------------------------------------
 
 
@@ -83,11 +43,11 @@ async def test_a_client_message_of_many_deflate_streams_is_1007(spliced: Stack) 
     final block as a new stream: 1 MiB of empty final blocks (524,288 streams) took ~0.9 s of the
     worker's event loop (another client's echo waited 889 ms; 5 MiB: 3.7 s), and was forwarded. A
     frame may end one deflate stream now: the client gets 1007, the upstream 1007, nothing else."""
-    reader, writer = await _raw_client(spliced.server.port)
+    reader, writer = await raw_client(spliced.server.port)
     try:
         writer.write(ws_frame(0x2, EMPTY_FINAL_BLOCK * 65536, rsv=0x40))
         await writer.drain()
-        code, reason = await asyncio.wait_for(_close_frame(reader), 10)
+        code, reason = await asyncio.wait_for(close_frame_in(reader), 10)
         assert (code, reason) == (1007, b"invalid compressed data (a frame ends more than one deflate stream)")
     finally:
         writer.close()
@@ -98,14 +58,14 @@ async def test_a_client_message_of_many_deflate_streams_is_1007(spliced: Stack) 
 
 async def test_a_message_of_one_deflate_stream_per_fragment_still_passes(spliced: Stack) -> None:
     """A sender that flushes with a final block (RFC 7692 §7.2.3.3) ends one stream per frame: valid."""
-    reader, writer = await _raw_client(spliced.server.port)
+    reader, writer = await raw_client(spliced.server.port)
     try:
         fragments = [ws_frame(0x1, EMPTY_FINAL_BLOCK, fin=False, rsv=0x40)]
         fragments += [ws_frame(0x0, EMPTY_FINAL_BLOCK, fin=False) for _ in range(8)]
         fragments.append(ws_frame(0x0, EMPTY_FINAL_BLOCK))
         writer.write(b"".join(fragments) + ws_frame(0x8, struct.pack("!H", 1000)))
         await writer.drain()
-        assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
     finally:
         writer.close()
     assert await spliced.upstream.wait_for_closes_async(1) == [(1000, "")]
@@ -118,7 +78,7 @@ async def test_an_upstream_message_of_many_deflate_streams_is_1007() -> None:
     async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await accept_upstream(reader, writer, extensions=b"permessage-deflate")
         writer.write(ws_frame(0x2, EMPTY_FINAL_BLOCK * 65536, mask=False, rsv=0x40))
-        closed.set_result(await _close_frame(reader))
+        closed.set_result(await close_frame_in(reader))
         writer.close()
 
     listener = await asyncio.start_server(hostile, "127.0.0.1", 0)
@@ -126,9 +86,9 @@ async def test_an_upstream_message_of_many_deflate_streams_is_1007() -> None:
     gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}"))
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            reader, writer = await _raw_client(server.port)
+            reader, writer = await raw_client(server.port)
             try:
-                assert await asyncio.wait_for(_close_frame(reader), 10) == (1011, b"upstream connection failed")
+                assert await asyncio.wait_for(close_frame_in(reader), 10) == (1011, b"upstream connection failed")
             finally:
                 writer.close()
             code, reason = await asyncio.wait_for(closed, 10)
@@ -143,7 +103,7 @@ async def _data_frames_until_close(reader: asyncio.StreamReader) -> tuple[int, i
     """The data frames a raw upstream reads before the close frame, and that frame's code."""
     frames = 0
     while True:
-        opcode, payload = await _next_frame(reader)
+        opcode, payload = await next_frame(reader)
         if opcode == 0x8:
             return frames, struct.unpack("!H", payload[:2])[0]
         frames += opcode < 0x8
@@ -167,11 +127,11 @@ async def test_an_endless_message_of_empty_fragments_is_1009_at_the_fragment_flo
     gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", max_message_size=6400))
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            reader, writer = await _raw_client(server.port, deflate=False)
+            reader, writer = await raw_client(server.port, deflate=False)
             try:
                 writer.write(ws_frame(0x1, b"", fin=False) + ws_frame(0x0, b"", fin=False) * 20_000)
                 await writer.drain()
-                code, _ = await asyncio.wait_for(_close_frame(reader), 10)
+                code, _ = await asyncio.wait_for(close_frame_in(reader), 10)
                 assert code == 1009
             finally:
                 writer.close()
@@ -224,7 +184,7 @@ async def test_what_a_side_sends_after_its_close_frame_is_not_kept(sender: str) 
     try:
         async with listener:
             with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-                _reader, writer = await _raw_client(server.port, deflate=False)  # reads nothing
+                _reader, writer = await raw_client(server.port, deflate=False)  # reads nothing
                 before = tracemalloc.get_traced_memory()[0]
                 if sender == "client":
                     writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
@@ -261,7 +221,7 @@ async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: Up
     tracemalloc.start()
     try:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            reader, writer = await _raw_client(server.port, deflate=False)
+            reader, writer = await raw_client(server.port, deflate=False)
             before = tracemalloc.get_traced_memory()[0]
             writer.write(ws_frame(0x2, b"x", fin=False))
             for _ in range(32):  # 128 KiB in 262,144 fragments: 6.7 MB kept before, under 0.2 MB now
@@ -271,7 +231,7 @@ async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: Up
             await asyncio.wait_for(_pong(reader), 60)  # every fragment before the ping was read
             kept = tracemalloc.get_traced_memory()[0] - before
             writer.write(ws_frame(0x0, b"") + ws_frame(0x8, struct.pack("!H", 1000)))
-            assert await asyncio.wait_for(_close_frame(reader), 10) == (1000, b"")
+            assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
             writer.close()
             await gateway.settle()
     finally:
@@ -310,10 +270,10 @@ async def test_a_large_read_of_tiny_frames_is_parsed_a_slice_per_loop_turn() -> 
     frames = ws_frame(0x2, payload[:1], fin=False)
     frames += b"".join(ws_frame(0x0, payload[i : i + 1], fin=i == len(payload) - 1) for i in range(1, len(payload)))
     with UvicornServer(echo_app, ws=_RecordingProtocol, ws_max_size=1 << 20) as server:  # type: ignore[arg-type]
-        reader, writer = await _raw_client(server.port, deflate=False)
+        reader, writer = await raw_client(server.port, deflate=False)
         writer.write(frames)
         await writer.drain()
-        assert await asyncio.wait_for(_next_frame(reader), 30) == (0x2, payload)
+        assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, payload)
         writer.close()
     assert max(_RecordingProtocol.reads) > PARSE_SLICE, "no read was large: nothing was tested"
     assert max(_RecordingProtocol.parsed) <= PARSE_SLICE
@@ -341,11 +301,11 @@ async def test_a_refused_client_still_sending_reads_its_close_code(
     api = {"message_policies": {"inbound": [{"limit-message-size": {"max": 4096}}]}} if framed else {}
     gateway = ProbedGateway(gateway_config(upstream, **api))
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-        reader, writer = await _raw_client(server.port, deflate=False)
+        reader, writer = await raw_client(server.port, deflate=False)
         try:
             writer.write(frame)
             await asyncio.wait_for(writer.drain(), 10)  # all of it read by the gateway, none of it reset
-            assert await asyncio.wait_for(_close_frame(reader), 10) == (code, reason)
+            assert await asyncio.wait_for(close_frame_in(reader), 10) == (code, reason)
             assert await asyncio.wait_for(reader.read(), 10) == b""  # then the gateway's end of TCP
         finally:
             writer.close()

@@ -1,0 +1,49 @@
+"""A raw WebSocket client of ``/ws/echo``: the handshake done by hand, frames read one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+
+__all__ = ["close_frame_in", "next_frame", "raw_client"]
+
+
+def _upgrade(port: int, *, deflate: bool) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+    return (
+        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    ).encode()
+
+
+async def raw_client(port: int, *, deflate: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client of ``/ws/echo``, handshake done (``deflate``: permessage-deflate offered and agreed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_upgrade(port, deflate=deflate))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert (b"permessage-deflate" in head.lower()) == deflate
+    return reader, writer
+
+
+async def next_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The next frame's opcode and payload, unmasked (masked or not)."""
+    b0, b1 = await reader.readexactly(2)
+    length = b1 & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+    return b0 & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(length)))
+
+
+async def close_frame_in(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The first close frame in the stream (masked or not), skipping the frames before it."""
+    while True:
+        opcode, payload = await next_frame(reader)
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0], payload[2:]
