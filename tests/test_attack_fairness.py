@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway._types import Data
+from asgi_ws_gateway.loop_watch import BYTES_PER_TURN
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.passthrough import frames
 from asgi_ws_gateway.passthrough.framed import EVENTS_PER_TURN, _FramedSide
-from asgi_ws_gateway.passthrough.frames import SCAN_SLICE
 from asgi_ws_gateway.passthrough.splice import _Side
-from asgi_ws_gateway.upstream.websockets_client import PARSE_SLICE, _ClientConnection, _ClientProtocol
+from asgi_ws_gateway.upstream.websockets_client import _ClientConnection, _ClientProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, next_frame, raw_client
@@ -137,9 +137,9 @@ class Scans:
         monkeypatch.setattr(frames, "frame_rule_broken", scan)
 
     def check(self, smallest_frame: int) -> None:
-        assert max(self.reads) > SCAN_SLICE, "no read was large: nothing was tested"
+        assert max(self.reads) > BYTES_PER_TURN, "no read was large: nothing was tested"
         most = max(self.frames.values())
-        assert most <= SCAN_SLICE // smallest_frame, f"{most:,} frames scanned in one callback"
+        assert most <= BYTES_PER_TURN // smallest_frame, f"{most:,} frames scanned in one callback"
 
 
 def _compressed(payloads: list[bytes]) -> bytes:
@@ -155,7 +155,7 @@ async def test_a_read_of_many_tiny_compressed_messages_is_spliced_a_slice_per_lo
 ) -> None:
     """The splice scanned a whole read in one callback: 256 KiB of tiny compressed messages (29,000,
     an inflate call each, to hold them to the size limit) held the loop ~0.1 s, tiny plain ones ~70 ms.
-    SCAN_SLICE bytes a turn now, and every message arrives, in order."""
+    BYTES_PER_TURN bytes a turn now, and every message arrives, in order."""
     scans = Scans(monkeypatch)
     payloads = [b"%d" % i for i in range(MESSAGES)]
     gateway = ProbedGateway(gateway_config(upstream))
@@ -211,7 +211,7 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
 ) -> None:
     """websockets' client parses a read whole, ~10 µs a frame: a hostile upstream's 256 KiB of tiny
     messages held the relay's loop 0.25 s (of pings: 0.45 s), another client's echo up to 1.4 s. What
-    it parses in one turn is bounded now (PARSE_SLICE), and every message arrives, in order."""
+    it parses in one turn is bounded now (BYTES_PER_TURN), and every message arrives, in order."""
     reads: list[int] = []
     parsed: list[int] = []
     data_received, receive_data = _ClientConnection.data_received, _ClientProtocol.receive_data
@@ -246,5 +246,5 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
             assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
             writer.close()
             await gateway.settle()
-    assert max(reads) > PARSE_SLICE, "no read was large: nothing was tested"
-    assert max(parsed) <= PARSE_SLICE, f"{max(parsed):,} bytes of the upstream's frames parsed in one callback"
+    assert max(reads) > BYTES_PER_TURN, "no read was large: nothing was tested"
+    assert max(parsed) <= BYTES_PER_TURN, f"{max(parsed):,} bytes of the upstream's frames parsed in one callback"

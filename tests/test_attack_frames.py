@@ -15,7 +15,8 @@ from typing import ClassVar
 
 import pytest
 
-from asgi_ws_gateway.server.websocket import PARSE_SLICE, GatewayWebSocketProtocol
+from asgi_ws_gateway.loop_watch import BYTES_PER_TURN
+from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from support.apps import echo_app
 from support.gateway import PASSTHROUGH, ProbedGateway, Stack, gateway_config
 from support.rawhttp import accept_upstream, ws_frame
@@ -263,7 +264,7 @@ class _RecordingProtocol(GatewayWebSocketProtocol):
 async def test_a_large_read_of_tiny_frames_is_parsed_a_slice_per_loop_turn() -> None:
     """websockets parses a read at once, ~20 µs a frame: 256 KiB of 1-byte frames held the event loop
     0.8 s (another client's echo waited as long). What the gateway's protocol parses in one turn is
-    bounded now (PARSE_SLICE, ~0.1 s of tiny frames), and the message is whole, in order."""
+    bounded now (BYTES_PER_TURN, ~0.1 s of tiny frames), and the message is whole, in order."""
     _RecordingProtocol.reads.clear()
     _RecordingProtocol.parsed.clear()
     payload = bytes(i % 251 for i in range(40_000))
@@ -275,8 +276,8 @@ async def test_a_large_read_of_tiny_frames_is_parsed_a_slice_per_loop_turn() -> 
         await writer.drain()
         assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, payload)
         writer.close()
-    assert max(_RecordingProtocol.reads) > PARSE_SLICE, "no read was large: nothing was tested"
-    assert max(_RecordingProtocol.parsed) <= PARSE_SLICE
+    assert max(_RecordingProtocol.reads) > BYTES_PER_TURN, "no read was large: nothing was tested"
+    assert max(_RecordingProtocol.parsed) <= BYTES_PER_TURN
 
 
 # -- a refused client that is still sending --------------------------------------------------------------

@@ -7,7 +7,8 @@ import zlib
 import pytest
 from websockets.frames import Close, Frame, Opcode
 
-from asgi_ws_gateway.passthrough.frames import FRAGMENT_FLOOR, SCAN_SLICE, FrameScanner, close_frame, encode_frame
+from asgi_ws_gateway.loop_watch import BYTES_PER_TURN
+from asgi_ws_gateway.passthrough.frames import FRAGMENT_FLOOR, FrameScanner, close_frame, encode_frame
 from asgi_ws_gateway.relay.stats import RelayStats
 
 
@@ -357,12 +358,12 @@ def test_fragments_of_the_floor_or_more_count_their_bytes_only() -> None:
 
 
 def test_a_read_of_many_frames_is_scanned_a_slice_at_a_time() -> None:
-    """A read of many tiny frames stops at the first frame boundary past SCAN_SLICE bytes, the rest
+    """A read of many tiny frames stops at the first frame boundary past BYTES_PER_TURN bytes, the rest
     held back for the next call; a frame larger than that is never cut."""
     tiny = _wire(*[Frame(Opcode.BINARY, b"x")] * 10_000, mask=True)  # 70,000 bytes
     scanner, stats = _scanner(inbound=True)
     first = scanner.feed(tiny)
-    assert scanner.unscanned and scanner.interrupted and SCAN_SLICE <= len(first) < SCAN_SLICE + 7
+    assert scanner.unscanned and scanner.interrupted and BYTES_PER_TURN <= len(first) < BYTES_PER_TURN + 7
     assert stats.messages_in == len(first) // 7
     scanner.unscanned = False
     assert first + _feed_whole(scanner, b"") == tiny and stats.messages_in == 10_000

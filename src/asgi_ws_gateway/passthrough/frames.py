@@ -24,6 +24,7 @@ try:  # websockets' C helper, and its pure-Python one where the extension was no
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
+from ..loop_watch import BYTES_PER_TURN
 from ..relay.close_codes import close_problem
 from ..relay.stats import RelayStats
 from .inflate import InflatedSize, sender_window
@@ -40,12 +41,6 @@ FRAGMENT_FLOOR = 64
 empty or tiny fragments, which the bytes they carry do not bound, cost a receiver per frame (uvicorn's
 ``websockets-sansio`` keeps an object per fragment: two million empty ones grew one by 19.9 MB). 64
 bytes: Autobahn's smallest fragments (9.3.1, 9.4.1), which a limit of their message's size still passes."""
-
-SCAN_SLICE = 32 * 1024
-"""Bytes of a read after which the scanner starts no more frames: a 256 KiB read of tiny messages is
-37,000 frames, ~70 ms of scanning (~110 ms compressed, an inflate call each) in one callback; ~9 ms
-a slice. The rest is held back (as a split header is) for the splice to feed in the next loop turn;
-a large frame is never cut (its payload costs one step, whatever its size)."""
 
 
 _PLAIN = frozenset({0x81, 0x82})
@@ -149,7 +144,7 @@ class FrameScanner:
     """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
     _fast = True  # at a frame boundary, between messages, nothing held back or stopped
     unscanned = False
-    """Set when :meth:`feed` stopped at a frame boundary past ``SCAN_SLICE`` bytes of a read and held
+    """Set when :meth:`feed` stopped at a frame boundary past ``BYTES_PER_TURN`` bytes of a read and held
     the rest back (``interrupted`` too): the splice clears it and calls ``feed(b"")`` in the next loop
     turn, reading nothing meanwhile."""
 
@@ -263,7 +258,7 @@ class FrameScanner:
             if self.halted and not self.sealed:
                 end = pos  # the frame in flight is complete: the peer may now take the gateway's close
                 self.sealed = True
-            if pos >= SCAN_SLICE:  # frames enough for one callback (never part of one): the rest later
+            if pos >= BYTES_PER_TURN:  # frames enough for one callback (never part of one): the rest later
                 return self._hold_rest(data, pos, min(end, pos), kept, keep)
             start = frame_start = pos
             if size - pos < 2:

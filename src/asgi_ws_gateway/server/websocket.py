@@ -72,15 +72,13 @@ from websockets.server import ServerProtocol
 
 from .._context import HANDSHAKE
 from ..held_pings import HeldPings
+from ..loop_watch import BYTES_PER_TURN
 from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
 from ..redact import redact_path
 from ..relay.close_codes import TOO_BIG
 from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
 SUPPORTED_VERSION = "13"
-PARSE_SLICE = 32 * 1024
-"""Bytes of a client's frames parsed per event-loop turn: ~0.1 s of tiny frames at most, one turn
-for a 16 KiB message, 32 turns for a 1 MiB one."""
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
 
@@ -167,7 +165,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._hold_early_data(data)
             return
         if self.handshake_initiated:
-            if self._backlog or len(data) > PARSE_SLICE:
+            if self._backlog or len(data) > BYTES_PER_TURN:
                 self._queue_frames(data)
                 return
             self._parse_frames(data)
@@ -199,8 +197,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.transport.is_closing():
             self._backlog.clear()
             return
-        data = bytes(self._backlog[:PARSE_SLICE])
-        del self._backlog[:PARSE_SLICE]
+        data = bytes(self._backlog[:BYTES_PER_TURN])
+        del self._backlog[:BYTES_PER_TURN]
         self._parse_frames(data)
         if self._backlog:
             self.loop.call_soon(self._parse_backlog)

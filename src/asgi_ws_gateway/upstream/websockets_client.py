@@ -25,6 +25,7 @@ from .._types import Data
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..held_pings import HeldPings
+from ..loop_watch import BYTES_PER_TURN
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .interim import InterimOverflow, InterimResponses
@@ -54,9 +55,6 @@ class _ClientProtocol(HeldPings, ClientProtocol):
 _MAX_INTERIM_BYTES = 64 * 1024
 """Bytes of interim responses before the answer, over all of them (as the splice's head limit)."""
 
-PARSE_SLICE = 32 * 1024
-"""Bytes of the upstream's frames websockets parses per event-loop turn: it parses a read whole, ~10 µs
-a frame, and 256 KiB of tiny frames from a hostile upstream held the loop 0.25 s (pings: 0.45 s)."""
 
 _LINGER_WITHOUT_TIMEOUT = 10.0
 """Seconds a finished upstream socket is kept for the upstream to close it when no close_timeout is set."""
@@ -118,7 +116,7 @@ class _ClientConnection(ClientConnection):
             data = self._past_interim(data)
             if not data:
                 return
-        if self._backlog is not None or len(data) > PARSE_SLICE:
+        if self._backlog is not None or len(data) > BYTES_PER_TURN:
             self._queue(data)
             return
         self._parse(data)
@@ -140,8 +138,8 @@ class _ClientConnection(ClientConnection):
         if self.lingering is not None or self.transport.is_closing():
             self._backlog = None  # over: nothing after the close frame (or a failure) is read
             return
-        data = bytes(backlog[:PARSE_SLICE])
-        del backlog[:PARSE_SLICE]
+        data = bytes(backlog[:BYTES_PER_TURN])
+        del backlog[:BYTES_PER_TURN]
         if not backlog:
             self._backlog = None
         self._parse(data)
