@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
+from support.hostile import Handler, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, handshake, ws_frame
 from support.servers import WS_IMPLS, UvicornFactory, WSImpl
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 NEVER = 60.0  # a close_timeout no test waits for
 PROMPT = 5.0  # below uvicorn's own 10 s close timer: the EOF must not wait for a timer
@@ -41,26 +40,12 @@ BAD_ANSWERS = {
 }
 
 
-@pytest.fixture
-async def closing_upstream() -> AsyncIterator[Callable[[], Awaitable[int]]]:
+async def _closes_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A raw upstream that closes right after its 101, and ends its TCP connection once answered."""
-    servers: list[asyncio.Server] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upstream(reader, writer, then=UPSTREAM_CLOSE)
-        with contextlib.suppress(OSError):
-            await reader.read(64)  # the gateway's answer (its close frame): the closing handshake is over
-        writer.close()
-
-    async def start() -> int:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    await accept_upstream(reader, writer, then=UPSTREAM_CLOSE)
+    with contextlib.suppress(OSError):
+        await reader.read(64)  # the gateway's answer (its close frame): the closing handshake is over
+    writer.close()
 
 
 async def _read_frames_to_eof(reader: asyncio.StreamReader) -> bytes:
@@ -77,12 +62,14 @@ async def _read_frames_to_eof(reader: asyncio.StreamReader) -> bytes:
 @pytest.mark.parametrize("connector", list(CONNECTORS))
 @pytest.mark.parametrize("answer", list(BAD_ANSWERS))
 async def test_a_bad_answer_to_the_upstreams_close_ends_the_client_at_once(
-    closing_upstream: Callable[[], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
 ) -> None:
     """The client, sent the upstream's close, answers with a bad frame: its TCP connection ends at once
     (the gateway's protocol kept it for uvicorn's 10 s close timer), and the gateway holds nothing."""
     ws, api = CONNECTORS[connector]
-    entry = api_entry(f"ws://127.0.0.1:{await closing_upstream()}/", name="h", path="/h", close_timeout=NEVER, **api)
+    entry = api_entry(
+        f"ws://127.0.0.1:{await hostile(_closes_at_once)}/", name="h", path="/h", close_timeout=NEVER, **api
+    )
     gateway = ProbedGateway({"apis": [entry]})
     server = uvicorn_server(gateway, ws=ws)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

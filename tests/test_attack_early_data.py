@@ -22,6 +22,7 @@ import pytest
 from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
 from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawws import next_frame
 from support.servers import UvicornServer
 
 MODES: dict[str, dict[str, Any]] = {
@@ -32,21 +33,8 @@ MODES: dict[str, dict[str, Any]] = {
 HTTP: dict[str, Any] = {"httptools": GatewayHTTPProtocol, "h11": GatewayH11Protocol}
 
 
-async def _frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """The next frame's opcode and payload (unmasked), as the upstream reads it."""
-    b0, b1 = await reader.readexactly(2)
-    length = b1 & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-    payload = await reader.readexactly(length)
-    return b0 & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
 async def _message(reader: asyncio.StreamReader) -> bytes:
-    opcode, payload = await _frame(reader)
+    opcode, payload = await next_frame(reader)
     assert opcode in (0x1, 0x2), f"opcode {opcode}: {payload!r}"
     return payload
 
@@ -66,7 +54,7 @@ class _HeldUpstream:
         await accept_upstream(reader, writer)
         try:
             self.messages.set_result([await _message(reader) for _ in range(self._expected)])
-            while (close := await _frame(reader))[0] != 0x8:  # until the gateway closes after the client
+            while (close := await next_frame(reader))[0] != 0x8:  # until the gateway closes after the client
                 continue
             writer.write(ws_frame(0x8, close[1][:2], mask=False))
         except (asyncio.IncompleteReadError, AssertionError) as exc:

@@ -28,6 +28,7 @@ from asgi_ws_gateway.passthrough.framed import EVENTS_PER_TURN, _FramedSide
 from asgi_ws_gateway.passthrough.splice import _Side
 from asgi_ws_gateway.upstream.websockets_client import _ClientConnection, _ClientProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
+from support.hostile import Handler
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, next_frame, raw_client
 from support.servers import UvicornServer
@@ -188,18 +189,7 @@ async def test_an_upstreams_read_of_many_tiny_messages_is_spliced_a_slice_per_lo
         writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
         writer.close()
 
-    listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}"))
-    async with listener:
-        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            reader, writer = await raw_client(server.port, deflate=False)
-            for expected in payloads:
-                assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, expected)
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-            assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-            writer.close()
-            await gateway.settle()
+    await _receive_every_message(flooding, payloads)
     scans.check(smallest_frame=3)
 
 
@@ -234,9 +224,17 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
         writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
         writer.close()
 
+    await _receive_every_message(flooding, payloads, passthrough=False)
+    assert max(reads) > BYTES_PER_TURN, "no read was large: nothing was tested"
+    assert max(parsed) <= BYTES_PER_TURN, f"{max(parsed):,} bytes of the upstream's frames parsed in one callback"
+
+
+async def _receive_every_message(flooding: Handler, payloads: list[bytes], **api: Any) -> None:
+    """A raw client of a gateway in front of the raw upstream ``flooding``: it gets each of ``payloads``,
+    in order, then closes cleanly (nothing left behind: ``settle``)."""
     listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", passthrough=False))
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", **api))
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
             reader, writer = await raw_client(server.port, deflate=False)
@@ -246,5 +244,3 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
             assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
             writer.close()
             await gateway.settle()
-    assert max(reads) > BYTES_PER_TURN, "no read was large: nothing was tested"
-    assert max(parsed) <= BYTES_PER_TURN, f"{max(parsed):,} bytes of the upstream's frames parsed in one callback"

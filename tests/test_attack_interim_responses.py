@@ -10,53 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from asgi_ws_gateway.upstream.interim import InterimOverflow, InterimResponses
 from support.clients import connect, expect_status
-from support.configs import api_entry
-from support.gateway import PASSTHROUGH, ProbedGateway
+from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornFactory
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
 NEVER = 60.0  # a connect_timeout no test waits for: a flood must fail at once
-
-CONNECTORS: dict[str, dict[str, Any]] = {
-    "splice": {},
-    "frame relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 65536}}]}},
-    "relay": {"passthrough": False},
-}
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\nX-Hint: 1\r\n\r\n"
 PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
-
-
-@pytest.fixture
-async def hostile() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
-    """Start a raw upstream running a handler for each connection; returns its port."""
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> int:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
-
-
-def _gateway(port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any) -> tuple[ProbedGateway, str]:
-    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **CONNECTORS[connector], **api)
-    gateway = ProbedGateway({"apis": [entry]})
-    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
 
 
 async def _interim_then_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -79,7 +47,7 @@ async def test_interim_responses_before_the_101_are_skipped(
     hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
 ) -> None:
     """100 and 103 (with headers) then 101: the client is connected, the backend not failed (a 502 before)."""
-    gateway, url = _gateway(await hostile(_interim_then_accept), connector, uvicorn_server)
+    gateway, url = gateway_before(await hostile(_interim_then_accept), connector, uvicorn_server)
     async with await connect(url) as ws:
         assert await asyncio.wait_for(ws.recv(), 5) == "hello"
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
@@ -102,7 +70,7 @@ async def test_a_flood_of_interim_responses_is_a_502_at_once(
 ) -> None:
     """Past 8 interim responses the handshake failed: a 502 (within expect_status's 5 s), not a
     504 at connect_timeout."""
-    gateway, url = _gateway(await hostile(_flood), connector, uvicorn_server, connect_timeout=NEVER)
+    gateway, url = gateway_before(await hostile(_flood), connector, uvicorn_server, connect_timeout=NEVER)
     status, _headers, _body = await expect_status(url)
     assert status == 502
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
@@ -159,7 +127,7 @@ async def test_interim_responses_before_a_refusal_leave_the_refusal_whole(
     hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
 ) -> None:
     """The 403 after them is relayed with its body: the interim heads moved no offset."""
-    gateway, url = _gateway(await hostile(_interim_then_refuse), connector, uvicorn_server)
+    gateway, url = gateway_before(await hostile(_interim_then_refuse), connector, uvicorn_server)
     status, _headers, body = await expect_status(url)
     assert (status, body) == (403, b"nope")
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 0

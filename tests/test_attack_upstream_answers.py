@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from asgi_ws_gateway.passthrough.chunked import Dechunker, MalformedChunks
 from support.clients import connect, expect_close, expect_status
-from support.configs import api_entry
-from support.gateway import PASSTHROUGH, ProbedGateway
+from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
 from support.servers import UvicornFactory
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
 FAILED = (1011, "upstream connection failed")
 NEVER = 60.0  # a close_timeout no test waits for: the client must hear of the failure at once
-
-CONNECTORS: dict[str, dict[str, Any]] = {
-    "splice": {},
-    "frame relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 65536}}]}},
-    "relay": {"passthrough": False},
-}
 
 CHUNKED_403 = (
     b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
@@ -48,34 +39,12 @@ async def _refuse_in_chunks(reader: asyncio.StreamReader, writer: asyncio.Stream
     writer.close()
 
 
-@pytest.fixture
-async def hostile() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
-    """Start a raw upstream running a handler for each connection; returns its port."""
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> int:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
-
-
-def _gateway(port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any) -> tuple[ProbedGateway, str]:
-    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **CONNECTORS[connector], **api)
-    gateway = ProbedGateway({"apis": [entry]})
-    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
-
-
 @pytest.mark.parametrize("connector", list(CONNECTORS))
 async def test_a_chunked_refusal_is_relayed_at_once_and_is_no_backend_failure(
     hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
 ) -> None:
     """The upstream's 403 with its decoded body, not a 504 at connect_timeout counted against the backend."""
-    gateway, url = _gateway(await hostile(_refuse_in_chunks), connector, uvicorn_server, connect_timeout=5)
+    gateway, url = gateway_before(await hostile(_refuse_in_chunks), connector, uvicorn_server, connect_timeout=5)
     status, headers, body = await expect_status(url)
     assert (status, body, headers.get("content-type")) == (403, b"hello world", "text/plain")
     assert "transfer-encoding" not in headers
@@ -95,7 +64,7 @@ async def test_malformed_chunks_are_the_upstreams_502(
         await reader.read()
         writer.close()
 
-    gateway, url = _gateway(await hostile(refuse), connector, uvicorn_server, connect_timeout=NEVER)
+    gateway, url = gateway_before(await hostile(refuse), connector, uvicorn_server, connect_timeout=NEVER)
     status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
     assert status == 502
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
@@ -122,7 +91,7 @@ async def test_a_relayed_text_message_that_is_not_utf8_closes_the_client_at_once
     later: websockets waited inside recv() for the upstream to close TCP."""
     release = asyncio.Event()
     port = await hostile(_answer_then_hold(release, ws_frame(1, b"ok\xff\xfe", mask=False)))
-    gateway, url = _gateway(port, "relay", uvicorn_server, close_timeout=NEVER, ping_interval=None)
+    gateway, url = gateway_before(port, "relay", uvicorn_server, close_timeout=NEVER, ping_interval=None)
     try:
         async with await connect(url) as ws:
             assert await expect_close(ws) == FAILED  # within expect_close's 5 s
@@ -143,7 +112,7 @@ async def test_a_close_in_the_same_read_as_the_101_leaves_no_keepalive_behind(
             await reader.read(64)  # the gateway's close frame: the closing handshake is over
         writer.close()
 
-    gateway, url = _gateway(await hostile(close_with_the_101), "relay", uvicorn_server)
+    gateway, url = gateway_before(await hostile(close_with_the_101), "relay", uvicorn_server)
     async with await connect(url) as ws:
         assert await expect_close(ws) == (1000, "bye")
     await gateway.settle()
@@ -208,7 +177,7 @@ async def test_the_upstreams_answer_to_a_clients_close_ends_the_client_at_once(
         await release.wait()
         writer.close()
 
-    gateway, url = _gateway(await hostile(answer_the_close), connector, uvicorn_server, close_timeout=NEVER)
+    gateway, url = gateway_before(await hostile(answer_the_close), connector, uvicorn_server, close_timeout=NEVER)
     port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -252,7 +221,7 @@ async def test_an_endless_answer_on_the_relay_is_a_502_at_once(
 ) -> None:
     """websockets' limits (128 headers, a 1 MiB body) fail the handshake, but it waited for the
     upstream's EOF to say so: the client got a 504 at connect_timeout, not the 502 (here within 5 s)."""
-    gateway, url = _gateway(await hostile(upstream), "relay", uvicorn_server, connect_timeout=NEVER)
+    gateway, url = gateway_before(await hostile(upstream), "relay", uvicorn_server, connect_timeout=NEVER)
     status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
     assert status == 502
     await gateway.settle()
