@@ -14,7 +14,7 @@ messages, as in the splice.
 A policy step that does not wait runs inline, in ``data_received``. One that waits (a Redis-backed
 rate limit, a delay) gets a task; until it is done, that side is not read and its frames already
 read stay in the assembler, so order and backpressure hold and nothing queues without bound. A read
-of many small messages is handled ``EVENTS_PER_TURN`` events per event-loop turn the same way (the
+of many small messages is handled ``MESSAGES_PER_TURN`` events per event-loop turn the same way (the
 side not read meanwhile): one callback must not hold every other connection of the worker.
 
 Closing is the splice's (its module docstring), plus what the relay does for policies: a policy
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._types import Data
 from ..errors import CloseConnection
+from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..relay.pumps import PolicyTasks
 from ..relay.stats import RelayStats
@@ -49,11 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"]
-
-EVENTS_PER_TURN = 512
-"""Messages and control frames one side's read handles per event-loop turn: a 256 KiB read holds
-37,000 tiny messages, each through the policies (~3 µs each for a size limit, a rate limit and a
-JSON Schema; far more for a heavier policy), which held the loop 0.1 s and more in one callback."""
 
 
 class _FramedSide(_Side):
@@ -88,7 +84,7 @@ class _FramedSide(_Side):
             self.pump(event, budget=-1)
         super().connection_lost(exc)
 
-    def pump(self, event: Event | None = None, budget: int = EVENTS_PER_TURN) -> None:
+    def pump(self, event: Event | None = None, budget: int = MESSAGES_PER_TURN) -> None:
         """Handle ``event`` and the complete frames held, in order, until one waits for a policy or
         ``budget`` events were handled (the rest in the next loop turn; -1: no limit)."""
         frames, peer, splice, process, unchecked = self.frames, self.peer, self.relay, self.process, self.unchecked
@@ -261,4 +257,4 @@ class FramedRelay(Splice):
             self._gateway_close(1011, "gateway error", 1011, "gateway error")
 
 
-__all__ = ["EVENTS_PER_TURN", "FramedRelay"]
+__all__ = ["FramedRelay"]

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._types import Data, Message, Receive, Send
 from ..errors import CloseConnection
+from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection
 from .close_codes import TOO_BIG, client_vanished, wire_code, wire_reason
@@ -311,6 +312,8 @@ class Relay:
                     return
                 stats.messages_in += 1
                 stats.bytes_in += size
+                if not stats.messages_in % MESSAGES_PER_TURN:
+                    await asyncio.sleep(0)  # a share per loop turn: receive() does not wait while messages are queued
                 if text is None:
                     stats.binary_in += 1
                     stats.binary_bytes_in += size
@@ -373,6 +376,8 @@ class Relay:
                 message = {"type": "websocket.send", "bytes": data}
             stats.messages_out += 1
             stats.bytes_out += size
+            if not stats.messages_out % MESSAGES_PER_TURN:
+                await asyncio.sleep(0)  # a share per loop turn: recv() does not wait while messages are queued
             try:
                 sizes[size.bit_length()] += 1
             except IndexError:  # connectors enforce max_message_size; never fail a pump over a counter
