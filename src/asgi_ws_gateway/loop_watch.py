@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,52 @@ in one step."""
 INTERVAL = 0.25
 THRESHOLD = 1.0
 """Seconds late that count as blocked: far above a busy loop's jitter, far below what users notice."""
+
+
+class ReadShares:
+    """What a large read holds beyond the share handled this loop turn: ``handle`` gets it
+    :data:`BYTES_PER_TURN` bytes a turn, and ``transport`` is not read until the last share is handled.
+
+    Args:
+        transport: the connection's.
+        handle: handles one share (parses its frames).
+        live: whether shares still matter (False: the rest is dropped, as a closed connection's).
+        may_read: whether reading may resume after the last share (something else may hold it paused).
+    """
+
+    __slots__ = ("_handle", "_live", "_may_read", "_transport", "waiting")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        handle: Callable[[bytes], None],
+        *,
+        live: Callable[[], bool],
+        may_read: Callable[[], bool],
+    ) -> None:
+        self._transport, self._handle, self._live, self._may_read = transport, handle, live, may_read
+        self.waiting = bytearray()
+        """The bytes not handled yet (empty: none, the connection is read as usual)."""
+
+    def add(self, data: bytes) -> None:
+        """Hold ``data`` after what waits; the next share is handled next turn."""
+        if not self.waiting:
+            asyncio.get_running_loop().call_soon(self._next)
+        self.waiting += data
+        self._transport.pause_reading()
+
+    def _next(self) -> None:
+        waiting = self.waiting
+        if not self._live():
+            waiting.clear()
+            return
+        share = bytes(waiting[:BYTES_PER_TURN])
+        del waiting[:BYTES_PER_TURN]
+        self._handle(share)
+        if waiting:
+            asyncio.get_running_loop().call_soon(self._next)
+        elif self._may_read():
+            self._transport.resume_reading()
 
 
 class LoopWatch:
@@ -88,4 +135,4 @@ class LoopWatch:
         self._unlogged, self._longest, self._quiet_until = 0, 0.0, now + self.quiet
 
 
-__all__ = ["BYTES_PER_TURN", "INTERVAL", "MESSAGES_PER_TURN", "THRESHOLD", "LoopWatch"]
+__all__ = ["BYTES_PER_TURN", "INTERVAL", "MESSAGES_PER_TURN", "THRESHOLD", "LoopWatch", "ReadShares"]

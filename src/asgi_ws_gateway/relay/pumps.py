@@ -288,11 +288,12 @@ class Relay:
                     await self._send(message)
 
     async def _client_to_upstream(self) -> None:
-        receive, send_upstream, stats, max_size = (
+        receive, send_upstream, stats, max_size, per_turn = (
             self._receive,
             self._upstream.send,
             self.stats,
             self._max_size,
+            MESSAGES_PER_TURN,
         )
         sizes = stats.sizes_in
         # None on a direction without message policies: the loop then only pays for this test.
@@ -312,7 +313,7 @@ class Relay:
                     return
                 stats.messages_in += 1
                 stats.bytes_in += size
-                if not stats.messages_in % MESSAGES_PER_TURN:
+                if not stats.messages_in % per_turn:
                     await asyncio.sleep(0)  # a share per loop turn: receive() does not wait while messages are queued
                 if text is None:
                     stats.binary_in += 1
@@ -354,7 +355,7 @@ class Relay:
                 await self._close_upstream(wire_code(code), wire_reason(reason))
 
     async def _upstream_to_client(self) -> None:
-        recv, send, stats = self._upstream.recv, self._send, self.stats
+        recv, send, stats, per_turn = self._upstream.recv, self._send, self.stats, MESSAGES_PER_TURN
         sizes, last = stats.sizes_out, len(stats.sizes_out) - 1
         process = self._outbound.process if self._outbound is not None else None
         while True:
@@ -376,7 +377,7 @@ class Relay:
                 message = {"type": "websocket.send", "bytes": data}
             stats.messages_out += 1
             stats.bytes_out += size
-            if not stats.messages_out % MESSAGES_PER_TURN:
+            if not stats.messages_out % per_turn:
                 await asyncio.sleep(0)  # a share per loop turn: recv() does not wait while messages are queued
             try:
                 sizes[size.bit_length()] += 1

@@ -72,7 +72,7 @@ from websockets.server import ServerProtocol
 
 from .._context import HANDSHAKE
 from ..held_pings import HeldPings
-from ..loop_watch import BYTES_PER_TURN
+from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
 from ..redact import redact_path
 from ..relay.close_codes import TOO_BIG
@@ -120,7 +120,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self._message = bytearray()  # the fragments of the message being read, joined
         self._early_data = bytearray()  # what the client sent before its handshake was answered
-        self._backlog = bytearray()  # what a large read holds beyond the slice being parsed
+        self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
@@ -165,8 +165,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._hold_early_data(data)
             return
         if self.handshake_initiated:
-            if self._backlog or len(data) > BYTES_PER_TURN:
-                self._queue_frames(data)
+            shares = self._shares
+            if (shares is not None and shares.waiting) or len(data) > BYTES_PER_TURN:
+                (shares or self._read_shares()).add(data)
                 return
             self._parse_frames(data)
             return
@@ -181,29 +182,18 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.conn.parser_exc is not None:
             self._log_fault(self.conn.close_sent.code if self.conn.close_sent else 1002, str(self.conn.parser_exc))
 
-    def _queue_frames(self, data: bytes) -> None:
-        """Parse a large read a slice per loop turn, reading no more meanwhile.
-
-        websockets parses all of a read at once, ~20 µs a frame: a read of 256 KiB of tiny frames
-        held the event loop 0.8 s, every other connection of the worker waiting (the splice and the
-        frame relay scan frames without an object each: 3 ms for the same bytes).
-        """
-        if not self._backlog:
-            self.loop.call_soon(self._parse_backlog)
-        self._backlog += data
-        self.transport.pause_reading()  # resumed once the backlog is parsed
-
-    def _parse_backlog(self) -> None:
-        if self.transport.is_closing():
-            self._backlog.clear()
-            return
-        data = bytes(self._backlog[:BYTES_PER_TURN])
-        del self._backlog[:BYTES_PER_TURN]
-        self._parse_frames(data)
-        if self._backlog:
-            self.loop.call_soon(self._parse_backlog)
-        elif not self.read_paused and not self.transport.is_closing():
-            self.transport.resume_reading()  # unless the application has a message to receive first
+    def _read_shares(self) -> ReadShares:
+        """A large read's frames, parsed a share per loop turn: websockets parses all of a read at once,
+        ~20 µs a frame, and 256 KiB of tiny frames held the event loop 0.8 s, every other connection
+        of the worker waiting (the splice and the frame relay scan them without an object each)."""
+        transport = self.transport
+        self._shares = ReadShares(
+            transport,
+            self._parse_frames,
+            live=lambda: not transport.is_closing(),
+            may_read=lambda: not self.read_paused and not transport.is_closing(),  # the application's turn first
+        )
+        return self._shares
 
     def _hold_early_data(self, data: bytes) -> None:
         """Keep what the client sends before its handshake is answered, unread, and read no more.

@@ -25,7 +25,7 @@ from .._types import Data
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..held_pings import HeldPings
-from ..loop_watch import BYTES_PER_TURN
+from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .interim import InterimOverflow, InterimResponses
@@ -109,44 +109,32 @@ class _ClientConnection(ClientConnection):
         # interim response (100 Continue, 103 Early Hints) before the 101 made a healthy upstream a 502.
         self._interim: InterimResponses | None = InterimResponses(_MAX_INTERIM_BYTES)
         self._head = bytearray()
-        self._backlog: bytearray | None = None  # what a large read holds beyond the slice being parsed
+        self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
 
     def data_received(self, data: bytes) -> None:
         if self._interim is not None:
             data = self._past_interim(data)
             if not data:
                 return
-        if self._backlog is not None or len(data) > BYTES_PER_TURN:
-            self._queue(data)
+        shares = self._shares
+        if (shares is not None and shares.waiting) or len(data) > BYTES_PER_TURN:
+            (shares or self._read_shares()).add(data)
             return
         self._parse(data)
 
-    def _queue(self, data: bytes) -> None:
-        """Parse a large read a slice per loop turn, reading no more meanwhile (websockets parses a read
-        whole: a hostile upstream's 256 KiB of tiny frames held every connection of the worker 0.25 s)."""
-        if self._backlog is None:
-            self._backlog = bytearray(data)
-            self.loop.call_soon(self._parse_backlog)
-        else:
-            self._backlog += data
-        self.transport.pause_reading()  # resumed once the backlog is parsed
+    def _read_shares(self) -> ReadShares:
+        """A large read's frames, parsed a share per loop turn (websockets parses a read whole: a hostile
+        upstream's 256 KiB of tiny frames held every connection of the worker 0.25 s). Nothing after the
+        close frame (or a failure) is read; reading resumes unless the relay has messages enough to take."""
+        transport = self.transport
 
-    def _parse_backlog(self) -> None:
-        backlog = self._backlog
-        if backlog is None:
-            return
-        if self.lingering is not None or self.transport.is_closing():
-            self._backlog = None  # over: nothing after the close frame (or a failure) is read
-            return
-        data = bytes(backlog[:BYTES_PER_TURN])
-        del backlog[:BYTES_PER_TURN]
-        if not backlog:
-            self._backlog = None
-        self._parse(data)
-        if self._backlog is not None:
-            self.loop.call_soon(self._parse_backlog)
-        elif not self.recv_messages.paused and self.lingering is None and not self.transport.is_closing():
-            self.transport.resume_reading()  # unless the relay has messages enough to take first
+        def live() -> bool:
+            return self.lingering is None and not transport.is_closing()
+
+        self._shares = ReadShares(
+            transport, self._parse, live=live, may_read=lambda: live() and not self.recv_messages.paused
+        )
+        return self._shares
 
     def _parse(self, data: bytes) -> None:
         self._receiving = True  # its send_data must not hand over before the frames are processed
@@ -187,9 +175,10 @@ class _ClientConnection(ClientConnection):
     def _linger_if_over(self) -> None:
         """Hand the transport over once the WebSocket is over: the upstream's close frame is in, or
         the connection was failed (our close frame is out)."""
-        protocol = cast(_ClientProtocol, self.protocol)
-        over = protocol.close_rcvd is not None or protocol.failed
-        if self.lingering is None and protocol.state is State.CLOSING and over:
+        protocol = self.protocol
+        if protocol.state is not State.CLOSING or self.lingering is not None:
+            return  # open, as for every message: one test
+        if protocol.close_rcvd is not None or cast(_ClientProtocol, protocol).failed:
             self.lingering = _Lingering(self.transport, self.close_deadline)
             self.connection_lost(None)  # the transport now reports to the lingering protocol only
 
