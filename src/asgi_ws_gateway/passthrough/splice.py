@@ -112,18 +112,18 @@ class _Side(asyncio.Protocol):
             return  # lost meanwhile (as what a paused side's kernel buffer holds), or scanned already
         scanner.unscanned = False
         self.data_received(b"")  # the next slice (the scanner holds back the rest again, if any)
-        peer_reads = not self.peer.write_paused or not self.peer.open  # a peer gone waits for nothing
-        if not scanner.unscanned and peer_reads and not self.transport.is_closing():
-            # Unless its peer reads nothing (backpressure). Once the peer is gone this side is read out:
-            # a client that vanished while an upstream flooded it left the upstream's reading paused
-            # for good, and the upstream, blocked in its send, never took the gateway's 1001.
-            self.transport.resume_reading()
+        if not scanner.unscanned and not self.peer.write_paused and not self.transport.is_closing():
+            self.transport.resume_reading()  # unless its peer reads nothing (backpressure)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
+        # Gone, nothing waits on its writes: a peer that resumes reading once they drain (a deferred
+        # scan, the frame relay's next turn) is read out. Left set, a client that vanished while its
+        # upstream flooded it kept the upstream unread for good, and the upstream, blocked in its
+        # send, never took the gateway's 1001.
+        self.open = self.write_paused = False
         self._wake()
         self.splice.lost(self)
 
