@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -56,3 +57,47 @@ async def test_run_serves_a_config_in_front_of_an_upstream(tmp_path: Path, upstr
         await ws.send("through the standalone gateway")
         assert await ws.recv() == "through the standalone gateway"
     assert gateway.returncode in (0, -signal.SIGTERM)  # uvicorn shuts down gracefully, then re-raises SIGTERM
+
+
+HEAVY = ("pydantic", "opentelemetry", "redis", "starlette", "asgi_ws_gateway.middleware", "asgi_ws_gateway.config")
+
+
+def _imported_by(argv: list[str]) -> tuple[object, set[str]]:
+    """The command's exit code, and the heavy packages in ``sys.modules`` once it has answered."""
+    script = (
+        "import json, sys\nfrom asgi_ws_gateway import cli\n"
+        f"try:\n    code = cli.main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "loaded = {m if m.startswith('asgi_ws_gateway') else m.split('.')[0] for m in sys.modules}\n"
+        f"print(json.dumps([code, sorted(loaded & set({HEAVY!r}))]))"
+    )
+    unreachable = {**os.environ, "ASGI_WS_GATEWAY_URL": "http://127.0.0.1:9/_gateway"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT, env=unreachable
+    )
+    code, loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    return code, set(loaded)
+
+
+def test_the_management_commands_and_help_do_not_import_the_gateway() -> None:
+    """The command line imported the whole gateway (pydantic, OpenTelemetry, Redis, starlette) for every
+    command: 0.8 s before ``apis list`` sent its request. Only check, schema and run need it."""
+    assert _imported_by(["--help"]) == (0, set())
+    assert _imported_by(["apis", "list"]) == (1, set())  # tried the management API: cannot reach it
+    code, loaded = _imported_by(["schema"])
+    assert code == 0 and loaded >= {"pydantic", "asgi_ws_gateway.config"}  # the check is not vacuous
+
+
+def test_the_package_names_import_when_first_read() -> None:
+    import asgi_ws_gateway
+    import asgi_ws_gateway.management as management
+
+    for package in (asgi_ws_gateway, management):
+        assert set(package.__all__) <= set(dir(package))
+        assert all(getattr(package, name) is not None for name in package.__all__)
+    assert asgi_ws_gateway.WebSocketGateway.__module__ == "asgi_ws_gateway.middleware"
+    try:
+        asgi_ws_gateway.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "no attribute 'NoSuchName'" in str(exc)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")

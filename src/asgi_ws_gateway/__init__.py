@@ -1,21 +1,40 @@
-"""asgi_ws_gateway: WebSocket API management as an ASGI middleware."""
+"""asgi_ws_gateway: WebSocket API management as an ASGI middleware.
 
+The names below are imported when first read (:mod:`._lazy`): ``import asgi_ws_gateway`` and its
+light submodules (the management command line) do not load the whole gateway.
+"""
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 from ._version import __version__
-from .config import ApiConfig, GatewayConfig, TelemetryConfig, UpstreamConfig
-from .errors import (
-    ConfigError,
-    GatewayError,
-    HandshakeDenied,
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
-from .management import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore
-from .middleware import WebSocketGateway
-from .policies.build import load_config
-from .relay.stats import RelayStats
-from .schema import json_schema
+
+if TYPE_CHECKING:
+    from .config import ApiConfig, GatewayConfig, TelemetryConfig, UpstreamConfig
+    from .errors import (
+        ConfigError,
+        GatewayError,
+        HandshakeDenied,
+        UpstreamError,
+        UpstreamRejected,
+        UpstreamTimeout,
+        UpstreamUnreachable,
+    )
+    from .management import FileStore, GatewayManagement, ManagementClient, MemoryStore, RedisStore
+    from .middleware import WebSocketGateway
+    from .policies.build import load_config
+    from .relay.stats import RelayStats
+    from .schema import json_schema
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["ApiConfig", "GatewayConfig", "TelemetryConfig", "UpstreamConfig"], ".config"),
+    **dict.fromkeys(["ConfigError", "GatewayError", "HandshakeDenied", "UpstreamError", "UpstreamRejected",
+                     "UpstreamTimeout", "UpstreamUnreachable"], ".errors"),
+    **dict.fromkeys(["FileStore", "GatewayManagement", "ManagementClient", "MemoryStore", "RedisStore"],
+                    ".management"),
+    "WebSocketGateway": ".middleware", "load_config": ".policies.build", "RelayStats": ".relay.stats",
+    "json_schema": ".schema",
+})  # fmt: skip
 
 __all__ = [
     "ApiConfig",

@@ -4,15 +4,35 @@ Serve it in front of a gateway with :class:`GatewayManagement`; talk to it with
 :class:`ManagementClient` (or ``asgi-ws-gateway apis|subscriptions|connections ...``).
 """
 
-from .app import Auth, create_management_app, token_auth
-from .bus import LocalBus, RedisBus
-from .client import ManagementAPIError, ManagementClient
-from .errors import Conflict, Invalid, ManagementError, NotFound, PreconditionFailed
-from .mount import GatewayManagement
-from .overlay import Overlay
-from .redis_store import RedisStore
-from .service import Manager
-from .store import FileStore, MemoryStore, StateStore
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .app import Auth, create_management_app, token_auth
+    from .bus import LocalBus, RedisBus
+    from .client import ManagementAPIError, ManagementClient
+    from .errors import Conflict, Invalid, ManagementError, NotFound, PreconditionFailed
+    from .mount import GatewayManagement
+    from .overlay import Overlay
+    from .redis_store import RedisStore
+    from .service import Manager
+    from .store import FileStore, MemoryStore, StateStore
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["Auth", "create_management_app", "token_auth"], ".app"),
+        **dict.fromkeys(["LocalBus", "RedisBus"], ".bus"),
+        **dict.fromkeys(["ManagementAPIError", "ManagementClient"], ".client"),
+        **dict.fromkeys(["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"], ".errors"),
+        "GatewayManagement": ".mount",
+        "Overlay": ".overlay",
+        "RedisStore": ".redis_store",
+        "Manager": ".service",
+        **dict.fromkeys(["FileStore", "MemoryStore", "StateStore"], ".store"),
+    },
+)
 
 __all__ = [
     "Auth",

@@ -34,6 +34,8 @@ from .client import ManagementAPIError, ManagementClient
 
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8000/_gateway"
+MANAGEMENT_HOST = "127.0.0.1"
+"""Where ``run --management-port`` listens unless told otherwise: loopback, so only this host reaches it."""
 _EXIT = {401: 4, 403: 4, 404: 3, 409: 5, 412: 5, 400: 2, 422: 2}
 Action = Callable[[ManagementClient, argparse.Namespace], Awaitable[Any]]
 
@@ -318,4 +320,4 @@ def _run_connect(args: argparse.Namespace) -> int:
         return 130
 
 
-__all__ = ["add_commands", "run"]
+__all__ = ["MANAGEMENT_HOST", "add_commands", "run"]

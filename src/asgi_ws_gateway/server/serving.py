@@ -24,6 +24,7 @@ from uvicorn.supervisors import Multiprocess
 from .._types import ASGIApp
 from ..errors import ConfigError
 from ..management import standalone as managed
+from ..management.cli import MANAGEMENT_HOST
 from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
@@ -104,10 +105,6 @@ def _or_startup_failure(build: Callable[[], ASGIApp]) -> ASGIApp:
         return build()
     except ConfigError as exc:
         return StartupFailure(exc)
-
-
-MANAGEMENT_HOST = "127.0.0.1"
-"""Where the management port listens unless told otherwise: loopback, so only this host reaches it."""
 
 
 def serve(
