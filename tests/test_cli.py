@@ -96,7 +96,7 @@ def test_the_package_names_import_when_first_read() -> None:
         assert all(getattr(package, name) is not None for name in package.__all__)
     assert asgi_ws_gateway.WebSocketGateway.__module__ == "asgi_ws_gateway.middleware"
     try:
-        asgi_ws_gateway.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+        asgi_ws_gateway.NoSuchName  # type: ignore[attr-defined]  # noqa: B018  (mypy knows it is not there)
     except AttributeError as exc:
         assert "no attribute 'NoSuchName'" in str(exc)
     else:

@@ -26,15 +26,32 @@ if TYPE_CHECKING:
     from .relay.stats import RelayStats
     from .schema import json_schema
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    **dict.fromkeys(["ApiConfig", "GatewayConfig", "TelemetryConfig", "UpstreamConfig"], ".config"),
-    **dict.fromkeys(["ConfigError", "GatewayError", "HandshakeDenied", "UpstreamError", "UpstreamRejected",
-                     "UpstreamTimeout", "UpstreamUnreachable"], ".errors"),
-    **dict.fromkeys(["FileStore", "GatewayManagement", "ManagementClient", "MemoryStore", "RedisStore"],
-                    ".management"),
-    "WebSocketGateway": ".middleware", "load_config": ".policies.build", "RelayStats": ".relay.stats",
-    "json_schema": ".schema",
-})  # fmt: skip
+if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name stays an error)
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            **dict.fromkeys(["ApiConfig", "GatewayConfig", "TelemetryConfig", "UpstreamConfig"], ".config"),
+            **dict.fromkeys(
+                [
+                    "ConfigError",
+                    "GatewayError",
+                    "HandshakeDenied",
+                    "UpstreamError",
+                    "UpstreamRejected",
+                    "UpstreamTimeout",
+                    "UpstreamUnreachable",
+                ],
+                ".errors",
+            ),
+            **dict.fromkeys(
+                ["FileStore", "GatewayManagement", "ManagementClient", "MemoryStore", "RedisStore"], ".management"
+            ),
+            "WebSocketGateway": ".middleware",
+            "load_config": ".policies.build",
+            "RelayStats": ".relay.stats",
+            "json_schema": ".schema",
+        },
+    )
 
 __all__ = [
     "ApiConfig",

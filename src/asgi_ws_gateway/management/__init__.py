@@ -19,20 +19,21 @@ if TYPE_CHECKING:
     from .service import Manager
     from .store import FileStore, MemoryStore, StateStore
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        **dict.fromkeys(["Auth", "create_management_app", "token_auth"], ".app"),
-        **dict.fromkeys(["LocalBus", "RedisBus"], ".bus"),
-        **dict.fromkeys(["ManagementAPIError", "ManagementClient"], ".client"),
-        **dict.fromkeys(["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"], ".errors"),
-        "GatewayManagement": ".mount",
-        "Overlay": ".overlay",
-        "RedisStore": ".redis_store",
-        "Manager": ".service",
-        **dict.fromkeys(["FileStore", "MemoryStore", "StateStore"], ".store"),
-    },
-)
+if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name stays an error)
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            **dict.fromkeys(["Auth", "create_management_app", "token_auth"], ".app"),
+            **dict.fromkeys(["LocalBus", "RedisBus"], ".bus"),
+            **dict.fromkeys(["ManagementAPIError", "ManagementClient"], ".client"),
+            **dict.fromkeys(["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"], ".errors"),
+            "GatewayManagement": ".mount",
+            "Overlay": ".overlay",
+            "RedisStore": ".redis_store",
+            "Manager": ".service",
+            **dict.fromkeys(["FileStore", "MemoryStore", "StateStore"], ".store"),
+        },
+    )
 
 __all__ = [
     "Auth",
