@@ -12,6 +12,7 @@ integrity and their order are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import zlib
 from collections import Counter
@@ -275,3 +276,47 @@ async def _receive_every_message(flooding: Handler, payloads: list[bytes], **api
             assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
             writer.close()
             await gateway.settle()
+
+
+async def test_the_rest_of_a_read_is_read_out_after_the_client_vanished_on_the_frame_relay() -> None:
+    """The frame relay reads a share of a read's messages per turn and the rest at the next turn, and
+    stops reading an upstream whose client reads nothing. A client that stopped reading, then
+    vanished: the flooding upstream must be read out, since its answer to the gateway's 1001 is behind
+    the flood. A next turn's resume took the gone client for one that still read nothing and left the
+    upstream unread for good when no later share resumed it: the connection waited for the close
+    timeout (30 s here). That depends on where the last pause fell: 1 run in 6 failed before."""
+    big = ws_frame(0x2, bytes(1 << 20), mask=False)  # 24 of them overfill the way to the client: it pauses
+    tiny = ws_frame(0x2, b"0123456789abcdef", mask=False) * 4096  # 72 KiB, 4,096 messages: many turns' shares
+    blocked, answered = asyncio.Event(), asyncio.Event()
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+
+        async def flood() -> None:
+            writer.write(big * 24)
+            while True:
+                writer.write(tiny)
+                if writer.transport.get_write_buffer_size() > len(tiny):
+                    blocked.set()  # the gateway's socket buffers are full: it stopped reading this side
+                await writer.drain()
+
+        flooder = asyncio.create_task(flood())
+        code, _reason = await close_frame_in(reader)  # the gateway's 1001, read while the flood is stuck
+        flooder.cancel()
+        writer.write(ws_frame(0x8, struct.pack("!H", code), mask=False))
+        with contextlib.suppress(OSError):
+            await writer.drain()  # reaches the gateway only once it reads the backlog out
+            answered.set()
+        writer.close()
+
+    listener = await asyncio.start_server(flooding, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    size_limit = {"outbound": [{"limit-message-size": {"max": 2 << 20}}]}
+    gateway = ProbedGateway(gateway_config(f"ws://127.0.0.1:{port}", message_policies=size_limit, close_timeout=30))
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            _reader, writer = await raw_client(server.port, deflate=False)
+            await asyncio.wait_for(blocked.wait(), 10)  # this client reads nothing: backpressure to the upstream
+            writer.transport.abort()
+            await asyncio.wait_for(answered.wait(), 10)
+            await gateway.settle()  # 5 s, while the close timeout is 30 s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 
 __all__ = ["close_frame_in", "next_frame", "raw_client"]
@@ -19,9 +20,15 @@ def _upgrade(port: int, *, deflate: bool) -> bytes:
     ).encode()
 
 
-async def raw_client(port: int, *, deflate: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw client of ``/ws/echo``, handshake done (``deflate``: permessage-deflate offered and agreed)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def raw_client(
+    port: int, *, deflate: bool = True, sock: socket.socket | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client of ``/ws/echo``, handshake done (``deflate``: permessage-deflate offered and agreed;
+    ``sock``: a socket already connected to ``port``, with options of the test's)."""
+    if sock is None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    else:
+        reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(_upgrade(port, deflate=deflate))
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
