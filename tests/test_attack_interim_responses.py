@@ -132,3 +132,41 @@ async def test_interim_responses_before_a_refusal_leave_the_refusal_whole(
     assert (status, body) == (403, b"nope")
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
     await gateway.settle()
+
+
+# -- answers whose lines end with a bare LF ---------------------------------------------------------------
+
+BARE_LF_ANSWERS = {
+    "101 all bare": b"HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n",
+    "101 headers bare": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\nConnection: Upgrade\n\n",
+    "101 end bare": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\n",
+    "interim bare": b"HTTP/1.1 100 Continue\n\n",
+    "interim headers bare": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\n\n",
+    "refusal bare": b"HTTP/1.1 403 Forbidden\nContent-Length: 0\n\n",
+}
+
+
+def _answering(answer: bytes) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        with contextlib.suppress(OSError):
+            await reader.read()  # keeps the connection open until the gateway closes it
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+@pytest.mark.parametrize("answer", list(BARE_LF_ANSWERS))
+async def test_an_answer_with_bare_lf_line_ends_is_a_502_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
+) -> None:
+    """A head whose lines end with LF alone (RFC 9112 §2.2 lets a recipient refuse it, as websockets
+    does): a 502 at once, as the relay gave for some of them, not a wait for a CRLF CRLF that never
+    comes until connect_timeout (a 504, the backend counted as timing out)."""
+    handler = _answering(BARE_LF_ANSWERS[answer])
+    gateway, url = gateway_before(await hostile(handler), connector, uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)
+    assert status == 502
+    await gateway.settle()

@@ -29,7 +29,7 @@ from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, loc
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
-from ..upstream.interim import InterimOverflow, InterimResponses
+from ..upstream.interim import InterimResponses, UnreadableHead
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
 from ..wire_numbers import parse_digits
@@ -108,7 +108,7 @@ class _HandshakeReader(asyncio.Protocol):
         interim = self.interim
         try:
             answer = interim.skip(self.buffer)
-        except InterimOverflow as exc:
+        except UnreadableHead as exc:  # too many interim responses, a bare LF
             self.head.set_exception(UpstreamUnreachable(f"the upstream {exc}"))
             return
         if answer and self.buffer.find(b"\r\n\r\n") != -1:  # find: see routing.split_path

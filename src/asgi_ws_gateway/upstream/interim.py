@@ -18,7 +18,11 @@ MAX_INTERIM = 8
 _INTERIM_STATUS = re.compile(rb"HTTP/1\.\d 1(?!01)\d\d(?: |$)")
 
 
-class InterimOverflow(Exception):
+class UnreadableHead(Exception):
+    """The head of the upstream's answer cannot be read: the handshake fails at once (a 502)."""
+
+
+class InterimOverflow(UnreadableHead):
     """More interim responses, or more bytes of them, than the handshake allows."""
 
 
@@ -46,12 +50,19 @@ class InterimResponses:
         Raises:
             InterimOverflow: past ``max_count`` interim responses, or ``max_bytes`` of them;
                 ``buffer`` then starts with the one that went over.
+            UnreadableHead: a line of the head so far (an interim response's, the answer's) ends
+                with a bare LF. RFC 9112 §2.2 lets a recipient refuse it, and websockets does; waiting
+                for the CRLF CRLF that never comes held the handshake until ``connect_timeout``.
         """
         while True:
+            head_end = buffer.find(b"\r\n\r\n")
+            head = len(buffer) if head_end == -1 else head_end + 2  # (its last line's CRLF)
+            if buffer.count(b"\n", 0, head) != buffer.count(b"\r\n", 0, head):
+                raise UnreadableHead("ended a line of its response head with a bare LF, not CRLF")
             line_end = buffer.find(b"\r\n")
             if line_end != -1 and _INTERIM_STATUS.match(buffer, 0, line_end) is None:
                 return True
-            end = buffer.find(b"\r\n\r\n") if line_end != -1 else -1
+            end = head_end if line_end != -1 else -1
             size = len(buffer) if end == -1 else end + 4
             if self.skipped + size > self.max_bytes:
                 raise InterimOverflow(f"sent more than {self.max_bytes} bytes of response head")
@@ -64,4 +75,4 @@ class InterimResponses:
             del buffer[:size]
 
 
-__all__ = ["MAX_INTERIM", "InterimOverflow", "InterimResponses"]
+__all__ = ["MAX_INTERIM", "InterimOverflow", "InterimResponses", "UnreadableHead"]

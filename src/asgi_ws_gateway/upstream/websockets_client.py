@@ -28,7 +28,7 @@ from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
-from .interim import InterimOverflow, InterimResponses
+from .interim import InterimResponses, UnreadableHead
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
 
@@ -159,8 +159,8 @@ class _ClientConnection(ClientConnection):
         try:
             if not interim.skip(head):
                 return b""
-        except InterimOverflow:
-            pass  # websockets reads the response that went over and fails the handshake on it: a 502
+        except UnreadableHead:
+            pass  # websockets reads the response that went over (or its bare LF) and fails the handshake: a 502
         self._interim, self._head = None, bytearray()
         return bytes(head)
 
