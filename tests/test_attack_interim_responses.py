@@ -78,7 +78,8 @@ async def test_a_flood_of_interim_responses_is_a_502_at_once(
 
 
 def test_interim_responses_are_skipped_whatever_the_reads() -> None:
-    """Fed a byte at a time, the interim heads are dropped and the 101 leads the buffer."""
+    """Fed a byte at a time (a CRLF cut between reads is no bare CR), the interim heads are dropped
+    and the 101 leads the buffer."""
     raw = CONTINUE + EARLY_HINTS + b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x00"
     interim, buffer, answers = InterimResponses(1024), bytearray(), []
     for byte in raw:
@@ -143,6 +144,8 @@ BARE_LF_ANSWERS = {
     "interim bare": b"HTTP/1.1 100 Continue\n\n",
     "interim headers bare": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\n\n",
     "refusal bare": b"HTTP/1.1 403 Forbidden\nContent-Length: 0\n\n",
+    "101 bare CR": b"HTTP/1.1 101 Switching Protocols\rUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    "refusal bare CR": b"HTTP/1.1 403 Forbidden\rX: 1\r\n",
 }
 
 
@@ -163,8 +166,8 @@ async def test_an_answer_with_bare_lf_line_ends_is_a_502_at_once(
     hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
 ) -> None:
     """A head whose lines end with LF alone (RFC 9112 §2.2 lets a recipient refuse it, as websockets
-    does): a 502 at once, as the relay gave for some of them, not a wait for a CRLF CRLF that never
-    comes until connect_timeout (a 504, the backend counted as timing out)."""
+    does), or with a bare CR (invalid): a 502 at once, as the relay gave for some of them, not a wait
+    for a CRLF CRLF that never comes until connect_timeout (a 504, the backend counted as timing out)."""
     handler = _answering(BARE_LF_ANSWERS[answer])
     gateway, url = gateway_before(await hostile(handler), connector, uvicorn_server, connect_timeout=NEVER)
     status, _headers, _body = await expect_status(url)

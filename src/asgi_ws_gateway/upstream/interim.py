@@ -50,15 +50,18 @@ class InterimResponses:
         Raises:
             InterimOverflow: past ``max_count`` interim responses, or ``max_bytes`` of them;
                 ``buffer`` then starts with the one that went over.
-            UnreadableHead: a line of the head so far (an interim response's, the answer's) ends
-                with a bare LF. RFC 9112 §2.2 lets a recipient refuse it, and websockets does; waiting
-                for the CRLF CRLF that never comes held the handshake until ``connect_timeout``.
+            UnreadableHead: the head so far (an interim response's, the answer's) holds a bare LF or
+                CR. RFC 9112 §2.2 lets a recipient refuse a bare LF (websockets does) and calls a
+                bare CR invalid; waiting for the CRLF CRLF that never comes held the handshake until
+                ``connect_timeout``.
         """
         while True:
             head_end = buffer.find(b"\r\n\r\n")
             head = len(buffer) if head_end == -1 else head_end + 2  # (its last line's CRLF)
-            if buffer.count(b"\n", 0, head) != buffer.count(b"\r\n", 0, head):
-                raise UnreadableHead("ended a line of its response head with a bare LF, not CRLF")
+            line_ends = buffer.count(b"\r\n", 0, head)
+            last_cr = head == len(buffer) and buffer.endswith(b"\r")  # its LF may come with the next read
+            if buffer.count(b"\n", 0, head) != line_ends or buffer.count(b"\r", 0, head) - last_cr != line_ends:
+                raise UnreadableHead("sent a bare CR or LF in its response head (lines end with CRLF)")
             line_end = buffer.find(b"\r\n")
             if line_end != -1 and _INTERIM_STATUS.match(buffer, 0, line_end) is None:
                 return True
