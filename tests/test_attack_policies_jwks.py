@@ -1,0 +1,296 @@
+"""Attacks on ``validate-jwt`` from a hostile JWKS host and from clients, through real uvicorn.
+
+The identity provider is a peer like any other: it may be slow, send its head a byte at a time,
+redirect, send too much, nest too deep, or fail. None of it may cost the gateway more than
+``jwks_timeout`` per fetch, reach another identity provider's keys, or take keys from anywhere but
+the configured URL. Clients may send made-up ``kid`` values (one refresh per
+``jwks_min_refresh_interval``, shared), or keys of their own in the token's header (never used).
+Real uvicorn, a real upstream, raw HTTP servers on 127.0.0.1 for the JWKS hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import jwt
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_status
+from support.configs import api_entry
+from support.jwts import JwksServer, signing_key, token
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class HostileJwks:
+    """A raw HTTP server on 127.0.0.1 answering every request with ``handler``; counts connections
+    and the ones whose reader hung up (``hung_up``)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.hung_up = 0
+        self.port = 0
+        self.paths: list[str] = []  # the path of each request, in order
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._hangups = asyncio.Condition()
+
+    def url(self, path: str = "/jwks.json") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.paths.append(head.split(b" ", 2)[1].decode())
+            await self.handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            async with self._hangups:
+                self.hung_up += 1
+                self._hangups.notify_all()
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def all_hung_up(self, count: int, within: float = 10.0) -> bool:
+        """Whether ``count`` readers hung up within ``within`` seconds (generous: "promptly")."""
+        async with asyncio.timeout(within), self._hangups:
+            await self._hangups.wait_for(lambda: self.hung_up >= count)
+        return True
+
+    async def start(self) -> HostileJwks:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):  # a reader that never hung up (the old threads) is let go
+            writer.transport.abort()
+
+
+@pytest.fixture
+async def hostile_jwks() -> AsyncIterator[Callable[[Handler], Awaitable[HostileJwks]]]:
+    started: list[HostileJwks] = []
+
+    async def start(handler: Handler) -> HostileJwks:
+        server = await HostileJwks(handler).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+async def _until_hung_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunk: bytes) -> None:
+    """Write ``chunk`` every 0.1 s until the reader hangs up (an OSError ends it)."""
+    while True:
+        writer.write(chunk)
+        await writer.drain()
+        if reader.at_eof():
+            raise ConnectionResetError
+        await asyncio.sleep(0.1)
+
+
+async def trickle_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A status line, then one header's value a byte at a time, never ending the head."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: ")
+    await _until_hung_up(reader, writer, b"a")
+
+
+def _answer(status: str, body: bytes = b"", headers: bytes = b"") -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n".encode()
+                     + headers + b"\r\n" + body)  # fmt: skip
+        await writer.drain()
+
+    return handler
+
+
+def _policy(jwks_url: str, **settings: Any) -> dict[str, Any]:
+    return {"validate-jwt": {"algorithms": ["ES256"], "jwks_url": jwks_url, "issuer": "https://issuer.test",
+                             "audience": "chat", "jwks_timeout": 0.3, **settings}}  # fmt: skip
+
+
+def _bearer(raw: str) -> dict[str, Any]:
+    return {"additional_headers": {"Authorization": f"Bearer {raw}"}}
+
+
+async def _admitted(url: str, raw: str) -> None:
+    async with await connect(url, **_bearer(raw)) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+
+
+# -- the JWKS host ---------------------------------------------------------------------------------
+
+
+async def test_jwks_hosts_that_never_end_their_head_cannot_starve_another_issuers_fetch(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]]
+) -> None:
+    """Before, each fetch ran in a thread of the event loop's default executor (``cpu_count + 4`` of
+    them), and urllib's timeout bounds each socket read: a host sending its head a byte at a time
+    held its thread for good. With as many such fetches as threads, another API's identity provider
+    was never fetched again (503 for every token), nor was anything else run there (upstream DNS
+    lookups under asyncio's loop). Now each fetch ends at ``jwks_timeout`` with its connection."""
+    slow = await hostile_jwks(trickle_head)
+    threads = min(32, (os.cpu_count() or 1) + 4) + 1  # the default executor's size, and one more
+    apis = [api_entry(upstream, name=f"slow{i}", path=f"/ws/slow{i}", policies=[_policy(slow.url(f"/k{i}"))])
+            for i in range(threads)]  # fmt: skip
+    key = signing_key("ES256")
+    with JwksServer(key) as healthy:
+        apis.append(api_entry(upstream, name="chat", path="/ws/chat", policies=[_policy(healthy.url)]))
+        server = uvicorn_server(WebSocketGateway(not_found, config={"apis": apis}))
+        raw = token(key)
+        statuses = await asyncio.gather(*(expect_status(server.url(f"/ws/slow{i}"), **_bearer(raw))
+                                          for i in range(threads)))  # fmt: skip
+        assert [status for status, _, _ in statuses] == [503] * threads
+        # Every fetch hung up on the slow host (before: none did, each thread still reading its head).
+        assert await slow.all_hung_up(threads)
+        await _admitted(server.url("/ws/chat"), raw)
+        assert healthy.requests == 1
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://localhost:{port}/.well-known/jwks.json", "/keys", "file:///etc/passwd",
+     "ftp://127.0.0.1:{port}/jwks.json", "/jwks.json"],
+    ids=["another-host", "same-host", "file", "ftp", "loop"],
+)  # fmt: skip
+async def test_a_redirecting_jwks_host_gives_no_keys_and_is_named_in_the_log(
+    uvicorn_server: UvicornFactory,
+    upstream: UpstreamServer,
+    hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]],
+    caplog: pytest.LogCaptureFixture,
+    location: str,
+) -> None:
+    """Before, urllib followed redirects: to another host, to another path (and from https:// to
+    http://), whose keys it trusted: those two cases admitted a token signed with the key the
+    target served; to ftp://, where it waited for the "FTP server" (the target's HTTP port) until
+    jwks_timeout. A redirect to file: or in a loop was urllib's error already (503 then too, the
+    log line another: all 5 fail before). Now the keys come from the configured URL or from
+    nowhere: 503, a WARNING saying why, the target never asked."""
+    key = signing_key("ES256")
+    keys = json.dumps({"keys": [key.jwk()]}).encode()
+    with JwksServer(key) as target:
+        redirect = f"Location: {location.format(port=target.url.split(':')[2].split('/')[0])}\r\n".encode()
+        redirector: HostileJwks
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if redirector.paths[-1] == "/keys":  # the same host's other path: the keys themselves
+                await _answer("200 OK", keys)(reader, writer)
+            else:
+                await _answer("302 Found", headers=redirect)(reader, writer)
+
+        redirector = await hostile_jwks(answer)
+        config = {"apis": [api_entry(upstream, policies=[_policy(redirector.url())])]}
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        status, _, _ = await expect_status(server.url("/ws/echo"), **_bearer(token(key)))
+        assert status == 503
+        assert (target.requests, redirector.paths) == (0, ["/jwks.json"])
+        lines = [r.getMessage() for r in caplog.records if "fetch failed" in r.getMessage()]
+        assert lines and "302, a redirect to" in lines[0] and "redirects are not followed" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        _answer("200 OK", b"[" * 500_000 + b"]" * 500_000),  # nested deeper than any parser recurses
+        _answer("500 Internal Server Error", b'{"keys": []}'),
+        _answer("200 OK", b"\x00\xff garbage"),
+        _answer("200 OK", b'{"keys": "not a list"}'),
+        _answer("200 OK", json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": 1, "y": []}]}).encode()),
+    ],
+    ids=["nested", "5xx", "garbage", "not-jwks", "bad-key"],
+)
+async def test_a_broken_jwks_document_is_a_503_and_one_warning(
+    uvicorn_server: UvicornFactory,
+    upstream: UpstreamServer,
+    hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]],
+    caplog: pytest.LogCaptureFixture,
+    handler: Handler,
+) -> None:
+    """Held before: what a JWKS host sends is parsed within bounds (no RecursionError, no 500)."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway")
+    host = await hostile_jwks(handler)
+    config = {"apis": [api_entry(upstream, policies=[_policy(host.url())])]}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    status, _, body = await expect_status(server.url("/ws/echo"), **_bearer(token(signing_key("ES256"))))
+    assert status in (401, 503)  # a document without a usable key: no key matches (401)
+    assert b"Traceback" not in body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_jwks_body_past_1_mib_is_refused_without_reading_the_rest(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Held before: a body that never ends is read to 1 MiB, then the connection is dropped."""
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        await _until_hung_up(reader, writer, b" " * 256 * 1024)
+
+    host = await hostile_jwks(endless)
+    config = {"apis": [api_entry(upstream, policies=[_policy(host.url(), jwks_timeout=5)])]}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    status, _, _ = await expect_status(server.url("/ws/echo"), **_bearer(token(signing_key("ES256"))))
+    assert status == 503
+    assert any("too large" in r.getMessage() for r in caplog.records)
+    assert await host.all_hung_up(1)
+
+
+# -- what clients send -----------------------------------------------------------------------------
+
+
+async def test_a_flood_of_made_up_kids_costs_one_refresh(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """Held before: concurrent handshakes with unknown ``kid`` values, the gateway's first, share one
+    fetch, and none refreshes again before ``jwks_min_refresh_interval``."""
+    key = signing_key("ES256")
+    with JwksServer(key) as jwks:
+        config = {"apis": [api_entry(upstream, policies=[_policy(jwks.url, jwks_min_refresh_interval=60)])]}
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        forged = [jwt.encode({"sub": "x"}, key.private, algorithm="ES256", headers={"kid": secrets.token_hex(8)})
+                  for _ in range(40)]  # fmt: skip
+        statuses = await asyncio.gather(*(expect_status(server.url("/ws/echo"), **_bearer(raw)) for raw in forged))
+        assert {status for status, _, _ in statuses} == {401}
+        await _admitted(server.url("/ws/echo"), token(key))
+        assert jwks.requests == 1
+
+
+@pytest.mark.parametrize("header", ["jwk", "jku", "x5u", "x5c"])
+async def test_keys_a_token_carries_or_points_to_are_never_used(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, header: str
+) -> None:
+    """Held before: a token signed with the client's own key, which its header embeds (``jwk``,
+    ``x5c``) or points to (``jku``, ``x5u``: a JWKS the client serves), is refused, and the client's
+    JWKS is never fetched."""
+    issuer_key = signing_key("ES256")
+    own = signing_key("ES256", kid="attacker")
+    with JwksServer(issuer_key) as jwks, JwksServer(own) as attackers:
+        pointers: dict[str, Any] = {"jwk": own.jwk(), "jku": attackers.url, "x5u": attackers.url,
+                                    "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]}  # fmt: skip
+        config = {"apis": [api_entry(upstream, policies=[_policy(jwks.url)])]}
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        claims = {"iss": "https://issuer.test", "aud": "chat", "sub": "admin", "exp": 4102444800}
+        headers = {"kid": issuer_key.kid, header: pointers[header]}
+        raw = jwt.encode(claims, own.private, algorithm="ES256", headers=headers)
+        status, _, _ = await expect_status(server.url("/ws/echo"), **_bearer(raw))
+        assert status == 401
+        assert attackers.requests == 0
