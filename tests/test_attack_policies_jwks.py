@@ -294,3 +294,20 @@ async def test_keys_a_token_carries_or_points_to_are_never_used(
         status, _, _ = await expect_status(server.url("/ws/echo"), **_bearer(raw))
         assert status == 401
         assert attackers.requests == 0
+
+
+@pytest.mark.parametrize("crit", [["exp-ext"], ["b64"], [], "exp-ext"], ids=["unknown", "b64", "empty", "not-a-list"])
+async def test_a_token_with_critical_extensions_is_refused(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, crit: object
+) -> None:
+    """RFC 7515 §4.1.11: a token naming extensions the recipient does not implement MUST be refused.
+    pyjwt before 2.12 (the floor allowed 2.8) ignored ``crit``, and the gateway admitted such a token
+    (run with pyjwt 2.11 before the fix, cases fail; pyjwt 2.12 and later refuse it themselves)."""
+    key = signing_key("ES256")
+    with JwksServer(key) as jwks:
+        config = {"apis": [api_entry(upstream, policies=[_policy(jwks.url)])]}
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        claims = {"iss": "https://issuer.test", "aud": "chat", "sub": "alice", "exp": 4102444800}
+        raw = jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": key.kid, "crit": crit, "exp-ext": 1})
+        status, headers, _ = await expect_status(server.url("/ws/echo"), **_bearer(raw))
+        assert (status, headers["www-authenticate"]) == (401, 'Bearer error="invalid_token"')
