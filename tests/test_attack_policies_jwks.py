@@ -311,3 +311,26 @@ async def test_a_token_with_critical_extensions_is_refused(
         raw = jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": key.kid, "crit": crit, "exp-ext": 1})
         status, headers, _ = await expect_status(server.url("/ws/echo"), **_bearer(raw))
         assert (status, headers["www-authenticate"]) == (401, 'Bearer error="invalid_token"')
+
+
+async def test_each_policy_naming_a_jwks_url_gets_its_own_refresh_settings(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """Before, the key cache was shared by URL with the first policy's settings: the second API's
+    ``jwks_min_refresh_interval: 0`` (take a rotated key at once) was the first's 60, and a token
+    signed with the new key was refused (401) until then. Policies with the same settings share."""
+    old, new = signing_key("ES256"), signing_key("ES256", kid="rotated")
+    with JwksServer(old) as jwks:
+        apis = [api_entry(upstream, name="slow", path="/ws/slow",
+                          policies=[_policy(jwks.url, jwks_min_refresh_interval=60)]),
+                api_entry(upstream, name="eager", path="/ws/eager",
+                          policies=[_policy(jwks.url, jwks_min_refresh_interval=0)]),
+                api_entry(upstream, name="eager2", path="/ws/eager2",
+                          policies=[_policy(jwks.url, jwks_min_refresh_interval=0)])]  # fmt: skip
+        server = uvicorn_server(WebSocketGateway(not_found, config={"apis": apis}))
+        for path in ("/ws/slow", "/ws/eager", "/ws/eager2"):
+            await _admitted(server.url(path), token(old))
+        jwks.keys = [old, new]  # the issuer rotates
+        await _admitted(server.url("/ws/eager"), token(new))
+        assert (await expect_status(server.url("/ws/slow"), **_bearer(token(new))))[0] == 401  # its 60 s
+        assert jwks.requests == 3  # one fetch per setting (not per policy), and eager's refresh

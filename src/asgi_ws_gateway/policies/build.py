@@ -132,7 +132,7 @@ class PolicyBuilder:
         """Request headers with underscores are dropped (``headers_with_underscores: drop``): a policy
         that reads one is warned about."""
         self.built: list[Policy] = []
-        self._jwks: dict[str, JwksCache] = {}
+        self._jwks: dict[tuple[str, float, float, float], JwksCache] = {}
         self._default_counters: dict[str, Loc] = {}
 
     def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
@@ -230,9 +230,14 @@ class PolicyBuilder:
         return None
 
     def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
-        cache = self._jwks.get(url)
+        """The key cache of ``url`` for these settings: shared by the policies that name the URL with
+        the same ones. Keyed by the URL alone, the first policy's settings were every other's: an API
+        asking for ``jwks_refresh_interval: 60`` (a revoked key gone within a minute) or
+        ``jwks_min_refresh_interval: 0`` got the global policy's 600 and 30, silently."""
+        key = (url, refresh_interval, min_refresh_interval, timeout)
+        cache = self._jwks.get(key)
         if cache is None:
-            cache = self._jwks[url] = JwksCache(
+            cache = self._jwks[key] = JwksCache(
                 url,
                 fetch_url,
                 refresh_interval=refresh_interval,

@@ -131,7 +131,7 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class JwksCache:
-    """The keys of one JWKS URL, shared by every policy that names it.
+    """The keys of one JWKS URL, shared by the policies that name it with the same settings.
 
     Args:
         url: the JWKS document's URL.
