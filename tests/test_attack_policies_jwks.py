@@ -20,6 +20,8 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
@@ -252,6 +254,48 @@ async def test_a_jwks_body_past_1_mib_is_refused_without_reading_the_rest(
     assert status == 503
     assert any("too large" in r.getMessage() for r in caplog.records)
     assert await host.all_hung_up(1)
+
+
+def _private_jwk() -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1())))
+    return {**entry, "kid": "leaked"}
+
+
+_ON_CURVE = signing_key("ES256").jwk()
+BAD_ENTRIES: dict[str, dict[str, Any]] = {
+    "off-curve": {**_ON_CURVE, "kid": "bad", "y": _ON_CURVE["x"]},
+    "no-kty": {"kid": "bad", "n": "AQAB", "e": "AQAB"},
+    "alg-list": {**_ON_CURVE, "kid": "bad", "alg": ["ES256"]},
+    "private": _private_jwk(),
+    "kid-object": {**_ON_CURVE, "kid": {"k": 1}},
+}
+
+
+@pytest.mark.parametrize("bad", BAD_ENTRIES.values(), ids=BAD_ENTRIES.keys())
+async def test_a_key_entry_the_gateway_cannot_read_is_skipped_alone(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]],
+    caplog: pytest.LogCaptureFixture, bad: dict[str, Any],
+) -> None:  # fmt: skip
+    """Before, one such entry failed the whole document: a first fetch gave no keys (503 for every
+    token; a private key: a 500, AttributeError on ``public_bytes``), and a refresh failed for as long
+    as the issuer published it, so a key it had revoked stayed trusted and its new key was refused.
+    Now the entry is skipped with a WARNING and the rest of the set is used (5 of 5 fail before;
+    the object kid for want of the WARNING only: it was kept, a key no token could name)."""
+    old, new = signing_key("ES256"), signing_key("ES256", kid="rotated")
+    document = {"keys": [bad, old.jwk()]}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer("200 OK", json.dumps(document).encode())(reader, writer)
+
+    host = await hostile_jwks(serve)
+    config = {"apis": [api_entry(upstream, policies=[_policy(host.url(), jwks_min_refresh_interval=0)])]}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    await _admitted(server.url("/ws/echo"), token(old))
+    document["keys"] = [bad, new.jwk()]  # the issuer rotates: the old key is revoked
+    await _admitted(server.url("/ws/echo"), token(new))  # an unknown kid: a refresh, at once (interval 0)
+    assert (await expect_status(server.url("/ws/echo"), **_bearer(token(old))))[0] == 401
+    warnings = [r.getMessage() for r in caplog.records if "key(s) skipped" in r.getMessage()]
+    assert warnings and all(w.startswith("JWKS: 1 key(s) skipped, the others in use: ") for w in warnings)
 
 
 # -- what clients send -----------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
 
 from .._context import current_handshake
 
@@ -258,24 +257,54 @@ class JwksCache:
 
 
 def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
-    """``(kid, alg, public key)`` for each usable signing key of a JWKS document."""
+    """``(kid, alg, public key)`` for each usable signing key of a JWKS document.
+
+    A key that cannot be used is skipped, alone, with a WARNING naming it: one entry the gateway
+    cannot read (a point off its curve, no ``kty``, an ``alg`` that is a list, a private key) used
+    to fail the whole document. Then no token was admitted on a first fetch (503), and a refresh
+    failed for as long as the issuer published that entry: the keys it had revoked meanwhile were
+    trusted on, its new keys never seen. pyjwt raises more than ``PyJWKError`` on such input
+    (``InvalidKeyError``, ``KeyError``, ``NotImplementedError``): every failure is the key's.
+    """
     document = json.loads(body)
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document")
     keys: list[tuple[str | None, str | None, Any]] = []
+    skipped: list[str] = []
     for entry in document["keys"]:
         if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
             continue
-        alg = entry.get("alg")
-        if alg is not None and alg not in ASYMMETRIC:
+        kid, alg = entry.get("kid"), entry.get("alg")
+        problem = _entry_problem(kid, alg)
+        if problem is None:
+            try:
+                key = PyJWK(entry).key
+            except Exception as exc:  # pyjwt's parsing of a hostile entry: any failure is this key's alone
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                if not isinstance(key, _PUBLIC_KEY_TYPES):  # "d" given: anyone who reads the JWKS can sign
+                    problem = "a private key (it is public now: the issuer should revoke it)"
+        if problem == "skip":
             continue
-        try:
-            jwk = PyJWK(entry)
-        except (PyJWKError, ValueError, TypeError) as exc:
-            logger.info("JWKS key %s skipped: %s", entry.get("kid"), exc)
+        if problem is not None:
+            skipped.append(f"{kid!r}: {problem}"[:300])
             continue
-        keys.append((entry.get("kid"), alg, jwk.key))
+        keys.append((kid, alg, key))
+    if skipped:
+        logger.warning("JWKS: %d key(s) skipped, the others in use: %s", len(skipped), "; ".join(skipped[:3]))
     return keys
+
+
+def _entry_problem(kid: object, alg: object) -> str | None:
+    """Why a key entry is unusable before its key is read: ``"skip"`` for an algorithm that is not a
+    signature one (silently, as before), a problem for a ``kid`` or ``alg`` that is not a string."""
+    if kid is not None and not isinstance(kid, str):
+        return "its kid is not a string"
+    if alg is None:
+        return None
+    if not isinstance(alg, str):
+        return "its alg is not a string"
+    return None if alg in ASYMMETRIC else "skip"
 
 
 __all__ = [
