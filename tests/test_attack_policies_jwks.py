@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.policies.jwks import MAX_JWKS_KEYS
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.configs import api_entry
@@ -235,6 +236,23 @@ async def test_a_broken_jwks_document_is_a_503_and_one_warning(
     assert status in (401, 503)  # a document without a usable key: no key matches (401)
     assert b"Traceback" not in body
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_jwks_listing_more_keys_than_any_issuer_is_refused_whole(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Before, a document of 5,000 keys (under 1 MiB) was parsed whole on the event loop (~0.3 s, at
+    every refresh an unknown kid may trigger) and each handshake scanned every key: it was admitted.
+    Now more than MAX_JWKS_KEYS entries fail the fetch (cached keys stay in use; none: 503)."""
+    key = signing_key("ES256")
+    entries = [key.jwk()] + [{**key.jwk(), "kid": f"k{i}"} for i in range(MAX_JWKS_KEYS)]
+    host = await hostile_jwks(_answer("200 OK", json.dumps({"keys": entries}).encode()))
+    config = {"apis": [api_entry(upstream, policies=[_policy(host.url())])]}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    status, _, _ = await expect_status(server.url("/ws/echo"), **_bearer(token(key)))
+    assert status == 503
+    assert any(f"lists {MAX_JWKS_KEYS + 1} keys, more than {MAX_JWKS_KEYS}" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_jwks_body_past_1_mib_is_refused_without_reading_the_rest(

@@ -48,6 +48,10 @@ ASYMMETRIC = frozenset(
 )
 _EC_CURVES = {"ES256": "secp256r1", "ES256K": "secp256k1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _MAX_JWKS_BYTES = 1024 * 1024
+MAX_JWKS_KEYS = 256
+"""Key entries a JWKS document may list. Identity providers publish a handful; 1 MiB holds ~6,000 EC
+keys, whose parsing held the event loop ~0.3 s per fetch (every ``jwks_min_refresh_interval`` when
+clients send unknown ``kid`` values), and each handshake's key lookup scanned them all (~0.75 ms)."""
 _RETRY_WHEN_EMPTY = 1.0  # seconds between attempts while no key was ever fetched
 
 
@@ -269,6 +273,8 @@ def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
     document = json.loads(body)
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document")
+    if len(document["keys"]) > MAX_JWKS_KEYS:
+        raise ValueError(f"the JWKS lists {len(document['keys'])} keys, more than {MAX_JWKS_KEYS}")
     keys: list[tuple[str | None, str | None, Any]] = []
     skipped: list[str] = []
     for entry in document["keys"]:
@@ -310,6 +316,7 @@ def _entry_problem(kid: object, alg: object) -> str | None:
 __all__ = [
     "ASYMMETRIC",
     "HMAC",
+    "MAX_JWKS_KEYS",
     "JwksCache",
     "KeysUnavailable",
     "fetch_url",
