@@ -42,6 +42,7 @@ from . import (  # noqa: F401 - registers types
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .build_messages import MessagePolicies
 from .jwks import JwksCache, fetch_url
+from .key_order import unkeyed_limits
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
 
@@ -132,6 +133,7 @@ class PolicyBuilder:
         """Request headers with underscores are dropped (``headers_with_underscores: drop``): a policy
         that reads one is warned about."""
         self.built: list[Policy] = []
+        self.locations: dict[int, Loc] = {}  # id(policy) -> where its entry is
         self._jwks: dict[tuple[str, float, float, float], JwksCache] = {}
         self._default_counters: dict[str, Loc] = {}
 
@@ -219,6 +221,7 @@ class PolicyBuilder:
         if self._checked(policy, method, loc) is None:
             return None
         self.built.append(policy)
+        self.locations[id(policy)] = loc
         return policy
 
     def _checked(self, policy: Any, method: str, loc: Loc) -> Any:
@@ -331,9 +334,14 @@ class GatewayPolicies:
                         f"(inherited: {', '.join(sorted(names)) or 'none'})"
                     )
             skip = set(api.skip_policies)
+            inherited_global = [p for p in global_policies if p.name not in skip]
+            inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
+            from_products = [policy for policies in inherited_products.values() for policy in policies]
+            order = [*inherited_global, *from_products, *api_policies]
+            builder.problems += unkeyed_limits(api.name, order, builder.locations, has_subscription=bool(mine))
             self.pipelines[api.name] = HandshakePipeline(
-                [p for p in global_policies if p.name not in skip],
-                {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine},
+                inherited_global,
+                inherited_products,
                 api_policies,
                 SubscriptionGate(config, api.name, clock) if mine else None,
                 config.handshake_limits.policy_timeout,

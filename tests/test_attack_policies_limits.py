@@ -1,0 +1,105 @@
+"""Limits keyed by a value the handshake does not have yet: one counter for every client.
+
+Global policies run first, then the product's, then the API's. A product's ``rate-limit-by-key``
+keyed by ``{jwt.sub}`` with ``validate-jwt`` among the API's policies ran before any token was read:
+every client counted on the empty key, and three handshakes without a token (each refused 401)
+locked every user out for the window. Such configurations are refused at load, by field path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway, load_config
+from asgi_ws_gateway.errors import ConfigError
+from asgi_ws_gateway.handshake.context import HandshakeContext
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_status
+from support.configs import api_entry
+from support.jwts import signing_key, token
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+KEY = signing_key("ES256")
+JWT = {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "https://issuer.test",
+                        "audience": "chat"}}  # fmt: skip
+RATE = {"rate-limit-by-key": {"key": "{jwt.sub}", "limit": 2, "window": 60}}
+SUBSCRIBED = {"limit-concurrency": {"key": "{subscription.id}", "max": 2}}
+
+
+def _choose(*policies: Any) -> dict[str, Any]:
+    return {"choose": {"when": [{"if": {"ref": "header.x-debug", "exists": True}, "policies": list(policies)}]}}
+
+
+def _product(*policies: Any) -> dict[str, Any]:
+    return {"name": "gold", "apis": ["echo"], "subscription_required": False, "policies": list(policies)}
+
+
+async def set_claims(context: HandshakeContext) -> None:
+    """A custom authentication policy: it may set the claims a later limit is keyed by."""
+    context.claims = {"sub": context.request.header("x-user") or "anonymous"}
+
+
+REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "product-before-api": ({"products": [_product(RATE)], "apis": [api_entry(policies=[JWT])]},
+                           "products[0].policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+    "global-before-api": ({"policies": [RATE], "apis": [api_entry(policies=[JWT])]},
+                          "policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+    "same-list-before": ({"apis": [api_entry(policies=[RATE, JWT])]},
+                         "apis[0].policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+    "no-jwt-at-all": ({"apis": [api_entry(policies=[{"quota-by-key": {"key": "tenant-{jwt.tid}", "limit": 9}}])]},
+                      "apis[0].policies[0].quota-by-key.key: keyed by {jwt.tid}"),
+    "in-a-choose": ({"apis": [api_entry(policies=[_choose(RATE), JWT])]},
+                    "apis[0].policies[0].choose.when[0].policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+    "no-product": ({"policies": [SUBSCRIBED], "apis": [api_entry()]},
+                   "policies[0].limit-concurrency.key: keyed by {subscription.id}, but the API is in no product"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config, problem", REFUSED.values(), ids=REFUSED.keys())
+def test_a_limit_keyed_by_a_value_no_earlier_policy_sets_is_refused_by_field_path(
+    config: dict[str, Any], problem: str
+) -> None:
+    """All 6 fail before: the configuration loaded, and every client shared one counter."""
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert problem in str(refused.value)
+    assert "(API 'echo')" in str(refused.value)
+
+
+ACCEPTED: dict[str, dict[str, Any]] = {
+    "global-jwt": {"policies": [JWT], "products": [_product(RATE)], "apis": [api_entry()]},
+    "after-in-list": {"apis": [api_entry(policies=[JWT, RATE])]},
+    "a-default": {"policies": [{"rate-limit-by-key": {"key": "{jwt.sub|anonymous}", "limit": 2, "window": 60}}],
+                  "apis": [api_entry(policies=[JWT])]},
+    "custom-auth-before": {"apis": [api_entry(policies=[set_claims, RATE])]},
+    "jwt-in-a-choose-before": {"apis": [api_entry(policies=[_choose(JWT), RATE])]},
+    "product-subscription": {"products": [_product(SUBSCRIBED)], "apis": [api_entry()]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_a_limit_after_what_sets_its_key_or_with_a_default_is_accepted(config: dict[str, Any]) -> None:
+    load_config(config)
+
+
+async def test_a_limit_after_validate_jwt_counts_each_user_and_no_tokenless_handshake(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """The arrangement the refusal points to, end to end: tokenless handshakes are refused before they
+    count, and one user's limit is not another's (held)."""
+    config = {"policies": [JWT], "products": [_product(RATE)], "apis": [api_entry(upstream)]}
+    url = uvicorn_server(WebSocketGateway(not_found, config=config)).url("/ws/echo")
+    for _ in range(3):
+        assert (await expect_status(url))[0] == 401
+    alice = {"additional_headers": {"Authorization": f"Bearer {token(KEY, sub='alice')}"}}
+    for _ in range(2):
+        async with await connect(url, **alice) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+    assert (await expect_status(url, **alice))[0] == 429
+    async with await connect(url, additional_headers={"Authorization": f"Bearer {token(KEY, sub='bob')}"}) as ws:
+        await ws.send("bob")
+        assert await ws.recv() == "bob"
