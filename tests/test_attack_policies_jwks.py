@@ -286,6 +286,7 @@ BAD_ENTRIES: dict[str, dict[str, Any]] = {
     "alg-list": {**_ON_CURVE, "kid": "bad", "alg": ["ES256"]},
     "private": _private_jwk(),
     "kid-object": {**_ON_CURVE, "kid": {"k": 1}},
+    "forged-log-line": {"kty": "X\nERROR forged line", "kid": "bad\nERROR forged line"},
 }
 
 
@@ -314,6 +315,7 @@ async def test_a_key_entry_the_gateway_cannot_read_is_skipped_alone(
     assert (await expect_status(server.url("/ws/echo"), **_bearer(token(old))))[0] == 401
     warnings = [r.getMessage() for r in caplog.records if "key(s) skipped" in r.getMessage()]
     assert warnings and all(w.startswith("JWKS: 1 key(s) skipped, the others in use: ") for w in warnings)
+    assert not any("\n" in r.getMessage() for r in caplog.records)  # what the host wrote is quoted
 
 
 # -- what clients send -----------------------------------------------------------------------------

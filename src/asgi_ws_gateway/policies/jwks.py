@@ -286,7 +286,7 @@ def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
             try:
                 key = PyJWK(entry).key
             except Exception as exc:  # pyjwt's parsing of a hostile entry: any failure is this key's alone
-                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+                problem = f"{type(exc).__name__}: {str(exc)[:200]!r}"  # quoted: the host's text, newlines too
             else:
                 if not isinstance(key, _PUBLIC_KEY_TYPES):  # "d" given: anyone who reads the JWKS can sign
                     problem = "a private key (it is public now: the issuer should revoke it)"
