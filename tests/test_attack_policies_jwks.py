@@ -398,3 +398,18 @@ async def test_each_policy_naming_a_jwks_url_gets_its_own_refresh_settings(
         await _admitted(server.url("/ws/eager"), token(new))
         assert (await expect_status(server.url("/ws/slow"), **_bearer(token(new))))[0] == 401  # its 60 s
         assert jwks.requests == 3  # one fetch per setting (not per policy), and eager's refresh
+
+
+@pytest.mark.parametrize("iss", ["https://issuer.te", "issuer", "https://issuer.test/", ""], ids=repr)
+async def test_an_issuer_that_is_part_of_the_configured_one_is_refused(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, iss: str
+) -> None:
+    """pyjwt 2.10.0 tested ``iss in issuer`` on the configured string (CVE-2024-53861): any part of it
+    passed. The floor allowed 2.10.0; it is 2.10.1 now (with 2.10.0 on the path, 3 of 4 fail)."""
+    key = signing_key("ES256")
+    policy = {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [key.public_pem],
+                               "issuer": "https://issuer.test", "audience": "chat"}}  # fmt: skip
+    config = {"apis": [api_entry(upstream, policies=[policy])]}
+    server = uvicorn_server(WebSocketGateway(not_found, config=config))
+    status, _, body = await expect_status(server.url("/ws/echo"), **_bearer(token(key, iss=iss)))
+    assert (status, json.loads(body)["detail"]) == (401, "the token is from another issuer")
