@@ -8,9 +8,14 @@ locked every user out for the window. Such configurations are refused at load, b
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
+from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway, load_config
 from asgi_ws_gateway.errors import ConfigError
@@ -19,6 +24,7 @@ from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.configs import api_entry
 from support.jwts import signing_key, token
+from support.redis import RedisServer
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -103,3 +109,43 @@ async def test_a_limit_after_validate_jwt_counts_each_user_and_no_tokenless_hand
     async with await connect(url, additional_headers={"Authorization": f"Bearer {token(KEY, sub='bob')}"}) as ws:
         await ws.send("bob")
         assert await ws.recv() == "bob"
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is needed")
+    with RedisServer() as server:
+        yield server
+
+
+async def test_keys_a_client_chooses_stop_at_redis_maxmemory(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, private_redis: RedisServer
+) -> None:
+    """Before, the counting scripts wrote past ``maxmemory`` under ``noeviction`` (the policy
+    deployment.md recommends): Redis checks the limit only until a script's first write, and theirs
+    was ZREMRANGEBYSCORE, which it never refuses. A client sending a fresh X-Device per handshake to a
+    limit keyed by it added a key per handshake (400 of 400, with Redis already full). Now Redis
+    refuses the script once full: the limit fails closed (503) and Redis stops growing."""
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        used = int((await client.info("memory"))["used_memory"])
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", used + 16_000)  # room for a few dozen keys
+        limit = {
+            "rate-limit-by-key": {"key": "{header.x-device}", "limit": 5, "window": 3600, "on_store_error": "closed"}
+        }
+        config = {"store": {"type": "redis", "url": private_redis.url}, "apis": [api_entry(upstream, policies=[limit])]}
+        url = uvicorn_server(WebSocketGateway(not_found, config=config)).url("/ws/echo")
+        statuses: Counter[int] = Counter()
+        for i in range(400):
+            try:
+                async with await connect(url, additional_headers={"X-Device": f"device-{i}"}):
+                    statuses[101] += 1
+            except InvalidStatus as refused:
+                statuses[refused.response.status_code] += 1
+        keys = await client.dbsize()
+        assert keys < 200, f"{keys} keys for 400 handshakes past maxmemory"
+        assert statuses[503] > 200 and statuses[101] == keys, statuses
+    finally:
+        await client.aclose()
