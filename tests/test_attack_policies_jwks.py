@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -27,8 +28,9 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.policies.jwks import MAX_JWKS_KEYS
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
-from support.configs import api_entry
+from support.configs import api_entry, write_config
 from support.jwts import JwksServer, signing_key, token
+from support.processes import standalone
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -316,6 +318,22 @@ async def test_a_key_entry_the_gateway_cannot_read_is_skipped_alone(
     warnings = [r.getMessage() for r in caplog.records if "key(s) skipped" in r.getMessage()]
     assert warnings and all(w.startswith("JWKS: 1 key(s) skipped, the others in use: ") for w in warnings)
     assert not any("\n" in r.getMessage() for r in caplog.records)  # what the host wrote is quoted
+
+
+async def test_the_standalone_gateway_fetches_keys_and_hangs_up_on_a_slow_host(
+    upstream: UpstreamServer, hostile_jwks: Callable[[Handler], Awaitable[HostileJwks]], tmp_path: Path
+) -> None:
+    """``asgi-ws-gateway run`` (uvloop, its own process): the event-loop fetch gets a healthy host's
+    keys, and hangs up on a host that never ends its head at jwks_timeout."""
+    key = signing_key("ES256")
+    slow = await hostile_jwks(trickle_head)
+    with JwksServer(key) as healthy:
+        apis = [api_entry(upstream, name="slow", path="/ws/slow", policies=[_policy(slow.url())]),
+                api_entry(upstream, name="chat", path="/ws/chat", policies=[_policy(healthy.url)])]  # fmt: skip
+        async with standalone(write_config(tmp_path, {"apis": apis})) as gateway:
+            assert (await expect_status(gateway.ws("/ws/slow"), **_bearer(token(key))))[0] == 503
+            await _admitted(gateway.ws("/ws/chat"), token(key))
+            assert await slow.all_hung_up(1)
 
 
 # -- what clients send -----------------------------------------------------------------------------
