@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 from asgi_ws_gateway import WebSocketGateway, load_config
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.handshake.context import HandshakeContext
+from asgi_ws_gateway.policies.build import load_policies
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.configs import api_entry
@@ -149,3 +150,20 @@ async def test_keys_a_client_chooses_stop_at_redis_maxmemory(
         assert statuses[503] > 200 and statuses[101] == keys, statuses
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [("{header.x-device}", "{header.x-device}"), ("{jwt.sub}:{query.d}", "{query.d}"), ("{cookie.s}", "{cookie.s}"),
+     ("{path.room}", "{path.room}"), ("{request.host}", "{request.host}")],
+)  # fmt: skip
+def test_a_limit_keyed_by_a_value_the_client_chooses_is_warned_about(key: str, named: str) -> None:
+    """A fresh value per handshake is a fresh counter and a key more in the store (in Redis, up to
+    maxmemory, when every limit fails): said at start-up and by ``check``, by field path (5 of 5
+    fail before: no warning). A verified identity is not warned about."""
+    entry = {"rate-limit-by-key": {"key": key, "limit": 5, "window": 60}}
+    document = {"apis": [api_entry(path="/ws/{room}", policies=[JWT, entry])]}
+    warnings = [w for w in load_policies(document).warnings if "which the client chooses" in w]
+    assert len(warnings) == 1 and warnings[0].startswith(f"apis[0].policies[1].rate-limit-by-key.key: keyed by {named}")
+    entry["rate-limit-by-key"]["key"] = "{jwt.sub}:{client.network}:{subscription.id|none}"
+    assert not [w for w in load_policies(document).warnings if "which the client chooses" in w]
