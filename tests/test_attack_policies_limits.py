@@ -51,17 +51,21 @@ async def set_claims(context: HandshakeContext) -> None:
 
 REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "product-before-api": ({"products": [_product(RATE)], "apis": [api_entry(policies=[JWT])]},
-                           "products[0].policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+                           "products[0].policies[0].rate-limit-by-key.key: reads {jwt.sub}"),
     "global-before-api": ({"policies": [RATE], "apis": [api_entry(policies=[JWT])]},
-                          "policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+                          "policies[0].rate-limit-by-key.key: reads {jwt.sub}"),
     "same-list-before": ({"apis": [api_entry(policies=[RATE, JWT])]},
-                         "apis[0].policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+                         "apis[0].policies[0].rate-limit-by-key.key: reads {jwt.sub}"),
     "no-jwt-at-all": ({"apis": [api_entry(policies=[{"quota-by-key": {"key": "tenant-{jwt.tid}", "limit": 9}}])]},
-                      "apis[0].policies[0].quota-by-key.key: keyed by {jwt.tid}"),
+                      "apis[0].policies[0].quota-by-key.key: reads {jwt.tid}"),
     "in-a-choose": ({"apis": [api_entry(policies=[_choose(RATE), JWT])]},
-                    "apis[0].policies[0].choose.when[0].policies[0].rate-limit-by-key.key: keyed by {jwt.sub}"),
+                    "apis[0].policies[0].choose.when[0].policies[0].rate-limit-by-key.key: reads {jwt.sub}"),
     "no-product": ({"policies": [SUBSCRIBED], "apis": [api_entry()]},
-                   "policies[0].limit-concurrency.key: keyed by {subscription.id}, but the API is in no product"),
+                   "policies[0].limit-concurrency.key: reads {subscription.id}, but the API is in no product"),
+    "choose-on-a-claim": ({"policies": [{"choose": {"when": [{"if": {"ref": "jwt.plan", "equals": "free"},
+                                                               "policies": [RATE]}]}}],
+                           "apis": [api_entry(policies=[JWT])]},
+                          "policies[0].choose.when[0].if: reads {jwt.plan}, which no policy has set yet"),
 }  # fmt: skip
 
 
@@ -69,7 +73,8 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
 def test_a_limit_keyed_by_a_value_no_earlier_policy_sets_is_refused_by_field_path(
     config: dict[str, Any], problem: str
 ) -> None:
-    """All 6 fail before: the configuration loaded, and every client shared one counter."""
+    """All 7 fail before: the configuration loaded; every client shared one counter, or the branch
+    never held (everyone took ``otherwise``)."""
     with pytest.raises(ConfigError) as refused:
         load_config(config)
     assert problem in str(refused.value)
@@ -84,6 +89,10 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "custom-auth-before": {"apis": [api_entry(policies=[set_claims, RATE])]},
     "jwt-in-a-choose-before": {"apis": [api_entry(policies=[_choose(JWT), RATE])]},
     "product-subscription": {"products": [_product(SUBSCRIBED)], "apis": [api_entry()]},
+    "choose-after-jwt": {"apis": [api_entry(policies=[JWT, {"choose": {"when": [
+        {"if": {"ref": "jwt.plan", "equals": "free"}, "policies": [RATE]}]}}])]},
+    "a-rewrite-before": {"policies": [{"set-header": {"header": "X-User", "value": "{jwt.sub}"}}],
+                         "apis": [api_entry(policies=[JWT])]},
 }  # fmt: skip
 
 

@@ -42,9 +42,9 @@ from . import (  # noqa: F401 - registers types
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .build_messages import MessagePolicies
 from .jwks import JwksCache, fetch_url
-from .key_order import unkeyed_limits
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
+from .reference_order import unset_references
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class GatewayPolicies:
             inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
             from_products = [policy for policies in inherited_products.values() for policy in policies]
             order = [*inherited_global, *from_products, *api_policies]
-            builder.problems += unkeyed_limits(api.name, order, builder.locations, has_subscription=bool(mine))
+            builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine))
             self.pipelines[api.name] = HandshakePipeline(
                 inherited_global,
                 inherited_products,
