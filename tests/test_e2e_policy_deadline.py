@@ -3,7 +3,7 @@
 Two ways a policy's I/O can hang: a custom policy's own call that never returns (bounded by
 ``handshake_limits.policy_timeout``: 504 ``policy_timeout``, the policies' resources released), and
 a JWKS host that answers a byte at a time (``validate-jwt``'s ``jwks_timeout`` bounds the whole
-fetch, not each read: 503 ``jwks_unavailable``, and the fetching thread stops reading). Real
+fetch, not each read: 503 ``jwks_unavailable``, and the fetch hangs up). Real
 uvicorn, a real upstream, a real (trickling) HTTP server; the pipeline's own rules below.
 """
 
@@ -147,8 +147,7 @@ async def test_a_trickling_jwks_host_fails_the_fetch_within_jwks_timeout(
     status, _, _ = await expect_status(url, additional_headers=bearer)
     assert status == 503
     assert any("fetch failed: no answer within 0.5 s" in r.getMessage() for r in caplog.records)
-    # The worker thread stops reading too (within about twice jwks_timeout), instead of holding one of
-    # the default executor's few threads, which upstream DNS lookups share, for the trickle's length.
+    # The fetch hangs up at jwks_timeout too, instead of reading the trickle for its whole length.
     assert await asyncio.to_thread(trickling_jwks.closed.wait, 5.0)
 
 

@@ -105,7 +105,8 @@ def test_a_policy_reading_a_header_with_an_underscore_is_warned_about_by_field_p
         {"check-header": {"header": "X-Fine", "values": ["a_b"]}},
     ]
     document = build_config(api={"policies": policies}, subscription_key={"headers": ["X-Key", "X_Key"]})
-    warnings = [warning.split(": the request header")[0] for warning in load_policies(document).warnings]
+    # (The rate limit's key is also warned about as a value the client chooses: not this test's.)
+    warnings = [w.split(": the request header")[0] for w in load_policies(document).warnings if "underscore" in w]
     assert warnings == [
         "subscription_key.headers[1]",
         "apis[0].policies[0].check-header.header",
@@ -115,4 +116,4 @@ def test_a_policy_reading_a_header_with_an_underscore_is_warned_about_by_field_p
         "apis[0].policies[3].set-header.value",
     ]
     document["handshake_limits"] = {"headers_with_underscores": "forward"}
-    assert load_policies(document).warnings == []
+    assert [w for w in load_policies(document).warnings if "which the client chooses" not in w] == []

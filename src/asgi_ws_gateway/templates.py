@@ -120,6 +120,7 @@ class Template:
     def __init__(self, source: str, namespaces: Mapping[str, frozenset[str] | None] = NAMESPACES) -> None:
         self.source = source
         self._parts: list[str | tuple[Reference, str]] = []
+        self._bare: list[Reference] = []  # written without a "|default"
         pos = 0
         for match in _TOKEN.finditer(source):
             literal = source[pos : match.start()]
@@ -129,8 +130,11 @@ class Template:
                 self._append(literal + token[0])
             elif match.group(1) is not None:
                 self._append(literal)
-                ref, _, default = match.group(1).partition("|")
-                self._parts.append((Reference.parse(ref, namespaces), default))
+                text, bar, default = match.group(1).partition("|")
+                ref = Reference.parse(text, namespaces)
+                self._parts.append((ref, default))
+                if not bar:
+                    self._bare.append(ref)
             else:
                 raise TemplateError(f"unbalanced '{token}' in '{source}' (write '{token * 2}' for a literal)")
         self._append(source[pos:])
@@ -146,6 +150,11 @@ class Template:
     @property
     def references(self) -> list[Reference]:
         return [part[0] for part in self._parts if not isinstance(part, str)]
+
+    @property
+    def references_without_default(self) -> list[Reference]:
+        """The references written without a ``|default``: those that render empty when the value is missing."""
+        return list(self._bare)
 
     @property
     def is_constant(self) -> bool:

@@ -313,6 +313,13 @@ class ValidateJwt:
             raise _unauthorized("the token is malformed", "token_invalid") from None
         if problem is not None:
             raise _unauthorized(problem, "token_invalid")
+        if "crit" in header:
+            # RFC 7515 §4.1.11: a token naming critical extensions the recipient does not implement
+            # MUST be refused, and the gateway implements none. pyjwt before 2.12 ignored "crit" (the
+            # floor this package allows): such a token, whose issuer said "do not accept me unless you
+            # understand this", was accepted.
+            raise _unauthorized("the token names critical header extensions (crit), which the gateway does not "
+                                "support", "token_invalid")  # fmt: skip
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise _unauthorized("the token's algorithm is not accepted", "token_algorithm")

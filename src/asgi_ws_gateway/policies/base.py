@@ -78,7 +78,19 @@ def key_template(source: str, env: PolicyEnv) -> Template:
         env.warn(("key",), "keyed by {client.ip}: an IPv6 client holds a /64 of addresses at least and gets a new "
                  "counter for each one it uses; {client.network} counts it by its /64 (an IPv4 client by its "
                  "address)")  # fmt: skip
+    chosen = sorted({f"{{{ref}}}" for ref in key.references if _client_chosen(ref)})
+    if chosen:
+        env.warn(("key",), f"keyed by {', '.join(chosen)}, which the client chooses: a fresh value per handshake is a "
+                 "fresh counter (the limit never refuses it), and fills the store: in memory this limit's max_keys, "
+                 "then it fails open or closed; in Redis up to maxmemory, then every limit of the store fails open "
+                 "or closed. Key it by a verified identity ({jwt.sub}, {subscription.id}, {client.network}), or "
+                 "check the value against a list first")  # fmt: skip
     return key
+
+
+def _client_chosen(ref: Reference) -> bool:
+    """Whether the client fills ``ref`` with whatever it likes (``request.host`` is its Host header)."""
+    return ref.namespace in ("header", "query", "cookie", "path") or (ref.namespace, ref.path) == ("request", ("host",))
 
 
 class MatchSettings(StrictNumbers):

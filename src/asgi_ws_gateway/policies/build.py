@@ -44,6 +44,7 @@ from .build_messages import MessagePolicies
 from .jwks import JwksCache, fetch_url
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
+from .reference_order import unset_references
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class PolicyBuilder:
         """Request headers with underscores are dropped (``headers_with_underscores: drop``): a policy
         that reads one is warned about."""
         self.built: list[Policy] = []
-        self._jwks: dict[str, JwksCache] = {}
+        self.locations: dict[int, Loc] = {}  # id(policy) -> where its entry is
+        self._jwks: dict[tuple[str, float, float, float], JwksCache] = {}
         self._default_counters: dict[str, Loc] = {}
 
     def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
@@ -219,6 +221,7 @@ class PolicyBuilder:
         if self._checked(policy, method, loc) is None:
             return None
         self.built.append(policy)
+        self.locations[id(policy)] = loc
         return policy
 
     def _checked(self, policy: Any, method: str, loc: Loc) -> Any:
@@ -230,9 +233,14 @@ class PolicyBuilder:
         return None
 
     def jwks(self, url: str, *, refresh_interval: float, min_refresh_interval: float, timeout: float) -> JwksCache:
-        cache = self._jwks.get(url)
+        """The key cache of ``url`` for these settings: shared by the policies that name the URL with
+        the same ones. Keyed by the URL alone, the first policy's settings were every other's: an API
+        asking for ``jwks_refresh_interval: 60`` (a revoked key gone within a minute) or
+        ``jwks_min_refresh_interval: 0`` got the global policy's 600 and 30, silently."""
+        key = (url, refresh_interval, min_refresh_interval, timeout)
+        cache = self._jwks.get(key)
         if cache is None:
-            cache = self._jwks[url] = JwksCache(
+            cache = self._jwks[key] = JwksCache(
                 url,
                 fetch_url,
                 refresh_interval=refresh_interval,
@@ -326,9 +334,14 @@ class GatewayPolicies:
                         f"(inherited: {', '.join(sorted(names)) or 'none'})"
                     )
             skip = set(api.skip_policies)
+            inherited_global = [p for p in global_policies if p.name not in skip]
+            inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
+            from_products = [policy for policies in inherited_products.values() for policy in policies]
+            order = [*inherited_global, *from_products, *api_policies]
+            builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine))
             self.pipelines[api.name] = HandshakePipeline(
-                [p for p in global_policies if p.name not in skip],
-                {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine},
+                inherited_global,
+                inherited_products,
                 api_policies,
                 SubscriptionGate(config, api.name, clock) if mine else None,
                 config.handshake_limits.policy_timeout,

@@ -9,7 +9,8 @@ The JWKS is fetched on first use and then kept:
 * a failed refresh keeps the cached keys (an outage of the identity provider does not lock
   everybody out); only with no keys at all does validation fail, with 503;
 * ``timeout`` bounds a whole fetch, not each read: a host that answers a byte at a time fails it
-  on time (and its worker thread stops reading soon after);
+  on time, and its connection is closed then (the fetch runs on the event loop, not in a thread);
+* redirects are not followed: the keys come from the configured URL only;
 * ``generation`` counts the key sets fetched: a refresh whose keys differ in any way (a ``kid``
   dropped, added or bound to another key) starts a new one, which retires every token verified
   under an older one (``validate-jwt``'s token cache).
@@ -20,18 +21,19 @@ Symmetric (``oct``) keys in a JWKS are ignored: HS algorithms only ever use the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import ssl
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
 
 from .._context import current_handshake
 
@@ -46,6 +48,10 @@ ASYMMETRIC = frozenset(
 )
 _EC_CURVES = {"ES256": "secp256r1", "ES256K": "secp256k1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _MAX_JWKS_BYTES = 1024 * 1024
+MAX_JWKS_KEYS = 256
+"""Key entries a JWKS document may list. Identity providers publish a handful; 1 MiB holds ~6,000 EC
+keys, whose parsing held the event loop ~0.3 s per fetch (every ``jwks_min_refresh_interval`` when
+clients send unknown ``kid`` values), and each handshake's key lookup scanned them all (~0.75 ms)."""
 _RETRY_WHEN_EMPTY = 1.0  # seconds between attempts while no key was ever fetched
 
 
@@ -78,36 +84,57 @@ def load_public_key(pem: str | bytes) -> Any:
     return key
 
 
-async def fetch_url(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - passed to urllib
-    """GET ``url`` in a worker thread (the event loop keeps serving); raises on non-200 or timeout."""
-    return await asyncio.to_thread(_get, url, timeout)
+async def fetch_url(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - the whole fetch's bound
+    """GET ``url`` on the event loop; raises on anything but a 200 with at most 1 MiB, or after ``timeout``.
 
+    On the event loop, not in a worker thread: a thread cannot be stopped, and urllib's timeout
+    bounds each socket read, so a host that sent its status line and headers a byte at a time held
+    its thread for as long as it liked (a header line may be 64 KiB). The loop's default executor,
+    which upstream DNS lookups and every other JWKS fetch share, has ``cpu_count + 4`` threads: a few
+    such fetches left every other identity provider's keys unfetched (503) for good. Here the
+    deadline cancels the request, whatever it is waiting for, and closes its connection.
 
-def _get(url: str, timeout: float) -> bytes:
-    """The body, read a socket read at a time until ``timeout`` seconds from now (urllib's own timeout
-    bounds each read, so a thread reading a trickle stops within about twice ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "asgi-ws-gateway"})
-    chunks: list[bytes] = []
-    size = 0
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if response.status != 200:
-            raise OSError(f"JWKS answered {response.status}")
-        while chunk := response.read1(_READ_SIZE):
+    Redirects are not followed (urllib followed them, to any host, from ``https://`` to ``http://``,
+    to ``ftp://``): the keys come from the URL the operator configured, or from nowhere. The body is
+    read as sent (``Accept-Encoding: identity``, no decompression), as urllib read it.
+    """
+    async with asyncio.timeout(timeout), _client() as client, client.stream("GET", url) as response:
+        if response.status_code != 200:
+            location = response.headers.get("location")
+            if response.is_redirect and location is not None:
+                raise OSError(f"JWKS answered {response.status_code}, a redirect to {location[:200]!r}: redirects "
+                              "are not followed (set jwks_url to the keys' own URL)")  # fmt: skip
+            raise OSError(f"JWKS answered {response.status_code}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
             size += len(chunk)
             if size > _MAX_JWKS_BYTES:
                 raise OSError("JWKS document too large")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"JWKS not read within {timeout:g} s")
             chunks.append(chunk)
     return b"".join(chunks)
 
 
-_READ_SIZE = 64 * 1024
+def _client() -> httpx2.AsyncClient:
+    """A client for one fetch: the system's certificate authorities (as urllib used; not certifi's),
+    the environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, as urllib read them), no redirects."""
+    return httpx2.AsyncClient(
+        verify=_tls_context(),
+        follow_redirects=False,
+        trust_env=True,
+        timeout=None,  # the caller's deadline bounds the whole fetch
+        headers={"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "asgi-ws-gateway"},
+    )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Made once: loading the system's certificate authorities takes milliseconds of the event loop."""
+    return ssl.create_default_context()
 
 
 class JwksCache:
-    """The keys of one JWKS URL, shared by every policy that names it.
+    """The keys of one JWKS URL, shared by the policies that name it with the same settings.
 
     Args:
         url: the JWKS document's URL.
@@ -234,29 +261,62 @@ class JwksCache:
 
 
 def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
-    """``(kid, alg, public key)`` for each usable signing key of a JWKS document."""
+    """``(kid, alg, public key)`` for each usable signing key of a JWKS document.
+
+    A key that cannot be used is skipped, alone, with a WARNING naming it: one entry the gateway
+    cannot read (a point off its curve, no ``kty``, an ``alg`` that is a list, a private key) used
+    to fail the whole document. Then no token was admitted on a first fetch (503), and a refresh
+    failed for as long as the issuer published that entry: the keys it had revoked meanwhile were
+    trusted on, its new keys never seen. pyjwt raises more than ``PyJWKError`` on such input
+    (``InvalidKeyError``, ``KeyError``, ``NotImplementedError``): every failure is the key's.
+    """
     document = json.loads(body)
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document")
+    if len(document["keys"]) > MAX_JWKS_KEYS:
+        raise ValueError(f"the JWKS lists {len(document['keys'])} keys, more than {MAX_JWKS_KEYS}")
     keys: list[tuple[str | None, str | None, Any]] = []
+    skipped: list[str] = []
     for entry in document["keys"]:
         if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
             continue
-        alg = entry.get("alg")
-        if alg is not None and alg not in ASYMMETRIC:
+        kid, alg = entry.get("kid"), entry.get("alg")
+        problem = _entry_problem(kid, alg)
+        if problem is None:
+            try:
+                key = PyJWK(entry).key
+            except Exception as exc:  # pyjwt's parsing of a hostile entry: any failure is this key's alone
+                problem = f"{type(exc).__name__}: {str(exc)[:200]!r}"  # quoted: the host's text, newlines too
+            else:
+                if not isinstance(key, _PUBLIC_KEY_TYPES):  # "d" given: anyone who reads the JWKS can sign
+                    problem = "a private key (it is public now: the issuer should revoke it)"
+        if problem == "skip":
             continue
-        try:
-            jwk = PyJWK(entry)
-        except (PyJWKError, ValueError, TypeError) as exc:
-            logger.info("JWKS key %s skipped: %s", entry.get("kid"), exc)
+        if problem is not None:
+            skipped.append(f"{kid!r}: {problem}"[:300])
             continue
-        keys.append((entry.get("kid"), alg, jwk.key))
+        keys.append((kid, alg, key))
+    if skipped:
+        logger.warning("JWKS: %d key(s) skipped, the others in use: %s", len(skipped), "; ".join(skipped[:3]))
     return keys
+
+
+def _entry_problem(kid: object, alg: object) -> str | None:
+    """Why a key entry is unusable before its key is read: ``"skip"`` for an algorithm that is not a
+    signature one (silently, as before), a problem for a ``kid`` or ``alg`` that is not a string."""
+    if kid is not None and not isinstance(kid, str):
+        return "its kid is not a string"
+    if alg is None:
+        return None
+    if not isinstance(alg, str):
+        return "its alg is not a string"
+    return None if alg in ASYMMETRIC else "skip"
 
 
 __all__ = [
     "ASYMMETRIC",
     "HMAC",
+    "MAX_JWKS_KEYS",
     "JwksCache",
     "KeysUnavailable",
     "fetch_url",

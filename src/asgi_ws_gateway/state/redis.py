@@ -50,6 +50,19 @@ def _own(kind: str, key: int = 1) -> str:
     )
 
 
+def _deny_when_full(key: int = 1) -> str:
+    """Lua whose first write is one Redis refuses past ``maxmemory``: a no-op ``ZADD ... XX``.
+
+    Redis checks ``maxmemory`` for a script's command only until the script has called a write, and
+    ZREMRANGEBYSCORE (or DEL) is a write it never refuses: scripts that called one first added their
+    entries past the limit. With ``maxmemory-policy noeviction`` (what deployment.md recommends for
+    leases) clients sending a fresh value per handshake to a limit keyed by a header grew Redis
+    without bound (1,500 keys at 1.6 MB with maxmemory at 1.0 MB). Now such a script fails with
+    OOM, which the store reports as unavailable: the policy fails open or closed as configured.
+    """
+    return f"redis.call('ZADD', KEYS[{key}], 'XX', 0, '')\n"
+
+
 # The scripts that count (hit, consume, reserve) are run again by redis-py when a connection fails after
 # Redis ran them but before their answer arrived (a connection cut mid-reply, an answer later than
 # the timeout): each attempt carries an id, and an attempt already counted is not counted twice.
@@ -59,6 +72,7 @@ def _own(kind: str, key: int = 1) -> str:
 _HIT = (
     _NOW_MS
     + _own("zset")
+    + _deny_when_full()
     + """
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -80,6 +94,7 @@ _CONSUME = (
     _NOW_MS
     + _own("string")
     + _own("zset", 2)
+    + _deny_when_full(2)
     + """
 local limit, ends = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -102,6 +117,7 @@ return {1, limit - n, 0}
 _ACQUIRE = (
     _NOW_MS
     + _own("zset")
+    + _deny_when_full()
     + """
 local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

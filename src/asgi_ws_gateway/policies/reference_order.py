@@ -1,0 +1,110 @@
+"""Limits and ``choose`` conditions that read ``{jwt.*}`` before any policy can have set claims (or
+``{subscription.*}`` on an API in no product): the value is missing for every client.
+
+An API's handshake runs the global policies, then its products', then its own. A limit keyed by
+``{jwt.sub}`` among the global or product policies, with ``validate-jwt`` among the API's, runs
+before any token is read: the reference renders empty for every client, so every client counts on
+one counter. Three handshakes without a token (each then refused 401) used up a product's
+``rate-limit-by-key: {key: "{jwt.sub}", limit: 3}`` for every user. A ``choose`` branch on
+``{ref: jwt.plan, equals: free}`` there never holds: every client took ``otherwise``, with its
+limits or its backend, whatever its plan.
+
+Such a configuration is refused, by the policy's field path and the API's name. Claims may be set
+once any ``validate-jwt``, or any policy that is not built in (a function, a plugin's type: it may
+set ``context.claims``), came before, even inside a ``choose`` branch. A template reference with a
+default (``{jwt.sub|anonymous}``) says that the missing value is expected, and is not refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..handshake.pipeline import Policy
+from ..templates import Reference, Template
+from .auth import ValidateJwt
+from .base import Loc, loc_text
+from .control import Choose
+from .limits import LimitConcurrency, QuotaByKey, RateLimitByKey
+
+_LIMITS = (RateLimitByKey, QuotaByKey, LimitConcurrency)
+_BUILT_IN = "asgi_ws_gateway.policies."
+
+
+def unset_references(
+    api: str, order: Iterable[Policy], locations: Mapping[int, Loc], *, has_subscription: bool
+) -> list[str]:
+    """Problems for the policies in ``order`` (an API's, as they run) that read ``{jwt.*}`` before
+    claims can exist, or ``{subscription.*}`` when the API has no subscription."""
+    problems: dict[Loc, str] = {}  # a global policy is reported once, for the first API it fails
+    _scan(list(order), _Walk(api, locations, has_subscription, problems), claims_maybe=False)
+    return [f"{loc_text(loc)}: {problem}" for loc, problem in problems.items()]
+
+
+class _Walk:
+    def __init__(self, api: str, locations: Mapping[int, Loc], has_subscription: bool, problems: dict[Loc, str]):
+        self.api = api
+        self.locations = locations
+        self.has_subscription = has_subscription
+        self.problems = problems
+
+    def check(self, policy: Policy, claims_maybe: bool) -> None:
+        loc = self.locations.get(id(policy))
+        if loc is None:
+            return
+        for field, refs in _reads(policy):
+            for ref in refs:
+                problem = self._problem(ref, claims_maybe, limit=isinstance(policy, _LIMITS))
+                if problem is not None:
+                    self.problems.setdefault((*loc, *field), f"{problem} (API '{self.api}')")
+                    return
+
+    def _problem(self, ref: Reference, claims_maybe: bool, *, limit: bool) -> str | None:
+        if ref.namespace == "jwt" and not claims_maybe:
+            effect = ("every client would count on one counter, and a client without a token could use up "
+                      "everyone's limit") if limit else "it is missing for every client"  # fmt: skip
+            return (f"reads {{{ref}}}, which no policy has set yet when it runs (global policies run first, then "
+                    f"the product's, then the API's): {effect}. Put it after validate-jwt, or write "
+                    f"{{{ref}|default}} in a template if the missing value is meant")  # fmt: skip
+        if ref.namespace == "subscription" and not self.has_subscription:
+            effect = "every client would count on one counter" if limit else "it is missing for every client"
+            return f"reads {{{ref}}}, but the API is in no product, so no handshake has a subscription: {effect}"
+        return None
+
+
+def _scan(policies: Sequence[Policy], walk: _Walk, *, claims_maybe: bool) -> bool:
+    """Walk ``policies`` in order; whether claims may be set after them."""
+    for policy in policies:
+        walk.check(policy, claims_maybe)
+        if isinstance(policy, Choose):
+            after = claims_maybe
+            for _, branch in policy.branches:
+                after |= _scan(branch, walk, claims_maybe=claims_maybe)
+            after |= _scan(policy.otherwise, walk, claims_maybe=claims_maybe)
+            claims_maybe = after
+        elif isinstance(policy, ValidateJwt) or not _built_in(policy):
+            claims_maybe = True
+    return claims_maybe
+
+
+def _reads(policy: Policy) -> list[tuple[tuple[str | int, ...], list[Reference]]]:
+    """``(field, references)`` whose missing value changes what a built-in policy enforces: a limit's
+    key (one counter for all), a ``choose`` condition (the branch taken). A rewrite that writes an
+    empty value is the upstream's to notice, and is not refused."""
+    if isinstance(policy, _LIMITS):
+        return [(("key",), _bare(policy.key))]
+    if isinstance(policy, Choose):
+        return [(("when", i, "if"), [condition.ref for condition in conditions])
+                for i, (conditions, _) in enumerate(policy.branches)]  # fmt: skip
+    return []
+
+
+def _bare(template: Template) -> list[Reference]:
+    return template.references_without_default
+
+
+def _built_in(policy: Any) -> bool:
+    return type(policy).__module__.startswith(_BUILT_IN)
+
+
+__all__ = ["unset_references"]
