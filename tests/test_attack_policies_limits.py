@@ -176,3 +176,11 @@ def test_a_limit_keyed_by_a_value_the_client_chooses_is_warned_about(key: str, n
     assert len(warnings) == 1 and warnings[0].startswith(f"apis[0].policies[1].rate-limit-by-key.key: keyed by {named}")
     entry["rate-limit-by-key"]["key"] = "{jwt.sub}:{client.network}:{subscription.id|none}"
     assert not [w for w in load_policies(document).warnings if "which the client chooses" in w]
+
+
+def test_a_concurrency_cap_per_room_is_not_warned_about() -> None:
+    """limit-concurrency's keys live as long as their connections: a cap per room the client names is
+    what it is for (the example app's chat API has one), and a fresh room holds nothing once left."""
+    entry = {"limit-concurrency": {"key": "{path.room}", "max": 50}}
+    document = {"apis": [api_entry(path="/ws/{room}", policies=[entry])]}
+    assert not [w for w in load_policies(document).warnings if "which the client chooses" in w]

@@ -70,15 +70,17 @@ def template(value: str) -> str:
     return value
 
 
-def key_template(source: str, env: PolicyEnv) -> Template:
+def key_template(source: str, env: PolicyEnv, *, live_only: bool = False) -> Template:
     """A limit's key template (``key``, validated by :func:`template`); one keyed by the client's address
-    is warned about."""
+    is warned about, and one keyed by what the client chooses unless the limit counts ``live_only``
+    connections (a cap per room, ``{path.room}``, is what it is for: a key lives as long as its
+    connections, so a fresh value per handshake holds nothing once they end)."""
     key = Template(source)
     if any((ref.namespace, ref.path) == ("client", ("ip",)) for ref in key.references):
         env.warn(("key",), "keyed by {client.ip}: an IPv6 client holds a /64 of addresses at least and gets a new "
                  "counter for each one it uses; {client.network} counts it by its /64 (an IPv4 client by its "
                  "address)")  # fmt: skip
-    chosen = sorted({f"{{{ref}}}" for ref in key.references if _client_chosen(ref)})
+    chosen = [] if live_only else sorted({f"{{{ref}}}" for ref in key.references if _client_chosen(ref)})
     if chosen:
         env.warn(("key",), f"keyed by {', '.join(chosen)}, which the client chooses: a fresh value per handshake is a "
                  "fresh counter (the limit never refuses it), and fills the store: in memory this limit's max_keys, "
