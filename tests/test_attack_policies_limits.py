@@ -34,6 +34,7 @@ JWT = {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [KEY.public_pem]
                         "audience": "chat"}}  # fmt: skip
 RATE = {"rate-limit-by-key": {"key": "{jwt.sub}", "limit": 2, "window": 60}}
 SUBSCRIBED = {"limit-concurrency": {"key": "{subscription.id}", "max": 2}}
+SHARED_MESSAGES = {"inbound": [{"rate-limit-messages": {"messages": 10, "key": "{jwt.sub}"}}]}
 
 
 def _choose(*policies: Any) -> dict[str, Any]:
@@ -66,6 +67,10 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
                                                                "policies": [RATE]}]}}],
                            "apis": [api_entry(policies=[JWT])]},
                           "policies[0].choose.when[0].if: reads {jwt.plan}, which no policy has set yet"),
+    "messages-without-jwt": ({"apis": [api_entry(message_policies=SHARED_MESSAGES)]},
+                             "apis[0].message_policies.inbound[0].rate-limit-messages.key: reads {jwt.sub}"),
+    "global-messages-without-jwt": ({"message_policies": SHARED_MESSAGES, "apis": [api_entry()]},
+                                    "message_policies.inbound[0].rate-limit-messages.key: reads {jwt.sub}"),
 }  # fmt: skip
 
 
@@ -73,8 +78,8 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
 def test_a_limit_keyed_by_a_value_no_earlier_policy_sets_is_refused_by_field_path(
     config: dict[str, Any], problem: str
 ) -> None:
-    """All 7 fail before: the configuration loaded; every client shared one counter, or the branch
-    never held (everyone took ``otherwise``)."""
+    """All 9 fail before: the configuration loaded; every client shared one counter (a message
+    budget: every connection shared one), or the branch never held (everyone took ``otherwise``)."""
     with pytest.raises(ConfigError) as refused:
         load_config(config)
     assert problem in str(refused.value)
@@ -93,6 +98,9 @@ ACCEPTED: dict[str, dict[str, Any]] = {
         {"if": {"ref": "jwt.plan", "equals": "free"}, "policies": [RATE]}]}}])]},
     "a-rewrite-before": {"policies": [{"set-header": {"header": "X-User", "value": "{jwt.sub}"}}],
                          "apis": [api_entry(policies=[JWT])]},
+    "messages-after-any-jwt": {"message_policies": SHARED_MESSAGES, "apis": [api_entry(policies=[JWT])]},
+    "messages-after-the-product-jwt": {"products": [_product(JWT)],
+                                       "apis": [api_entry(message_policies=SHARED_MESSAGES)]},
 }  # fmt: skip
 
 

@@ -338,7 +338,8 @@ class GatewayPolicies:
             inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
             from_products = [policy for policies in inherited_products.values() for policy in policies]
             order = [*inherited_global, *from_products, *api_policies]
-            builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine))
+            builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine),
+                                                 messages=self.messages.of_api(api.name))  # fmt: skip
             self.pipelines[api.name] = HandshakePipeline(
                 inherited_global,
                 inherited_products,

@@ -52,6 +52,12 @@ class MessagePolicies:
                 if chosen:
                     self._sets[(api.name, product)] = chosen
 
+    def of_api(self, api: str) -> list[MessagePolicy]:
+        """Every message policy a connection to ``api`` may run, whatever its product (each once)."""
+        found = {id(p): p for (name, _), chosen in self._sets.items() if name == api
+                 for p in (*chosen.inbound, *chosen.outbound)}  # fmt: skip
+        return list(found.values())
+
     def inherited_names(self, api: str) -> set[str]:
         """Names of the global and product message policies the API inherits (for ``skip_policies``)."""
         return self._inherited.get(api, set())

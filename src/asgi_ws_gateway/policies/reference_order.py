@@ -9,6 +9,10 @@ one counter. Three handshakes without a token (each then refused 401) used up a 
 ``{ref: jwt.plan, equals: free}`` there never holds: every client took ``otherwise``, with its
 limits or its backend, whatever its plan.
 
+A message policy's shared key (``rate-limit-messages``' ``key``) is read once the handshake is
+over: it is refused when no policy of the API's handshake can set claims (or the API is in no
+product, for ``{subscription.*}``), since every connection would then share one budget.
+
 Such a configuration is refused, by the policy's field path and the API's name. Claims may be set
 once any ``validate-jwt``, or any policy that is not built in (a function, a plugin's type: it may
 set ``context.claims``), came before, even inside a ``choose`` branch. A template reference with a
@@ -26,18 +30,28 @@ from .auth import ValidateJwt
 from .base import Loc, loc_text
 from .control import Choose
 from .limits import LimitConcurrency, QuotaByKey, RateLimitByKey
+from .message_rates import RateLimitMessages
 
-_LIMITS = (RateLimitByKey, QuotaByKey, LimitConcurrency)
+_LIMITS = (RateLimitByKey, QuotaByKey, LimitConcurrency, RateLimitMessages)
 _BUILT_IN = "asgi_ws_gateway.policies."
 
 
 def unset_references(
-    api: str, order: Iterable[Policy], locations: Mapping[int, Loc], *, has_subscription: bool
+    api: str,
+    order: Iterable[Policy],
+    locations: Mapping[int, Loc],
+    *,
+    has_subscription: bool,
+    messages: Iterable[object] = (),
 ) -> list[str]:
     """Problems for the policies in ``order`` (an API's, as they run) that read ``{jwt.*}`` before
-    claims can exist, or ``{subscription.*}`` when the API has no subscription."""
+    claims can exist, or ``{subscription.*}`` when the API has no subscription; then for its
+    ``messages`` policies, which run once the whole handshake has."""
     problems: dict[Loc, str] = {}  # a global policy is reported once, for the first API it fails
-    _scan(list(order), _Walk(api, locations, has_subscription, problems), claims_maybe=False)
+    walk = _Walk(api, locations, has_subscription, problems)
+    claims_maybe = _scan(list(order), walk, claims_maybe=False)
+    for policy in messages:
+        walk.check(policy, claims_maybe)
     return [f"{loc_text(loc)}: {problem}" for loc, problem in problems.items()]
 
 
@@ -48,7 +62,7 @@ class _Walk:
         self.has_subscription = has_subscription
         self.problems = problems
 
-    def check(self, policy: Policy, claims_maybe: bool) -> None:
+    def check(self, policy: object, claims_maybe: bool) -> None:
         loc = self.locations.get(id(policy))
         if loc is None:
             return
@@ -87,12 +101,12 @@ def _scan(policies: Sequence[Policy], walk: _Walk, *, claims_maybe: bool) -> boo
     return claims_maybe
 
 
-def _reads(policy: Policy) -> list[tuple[tuple[str | int, ...], list[Reference]]]:
+def _reads(policy: object) -> list[tuple[tuple[str | int, ...], list[Reference]]]:
     """``(field, references)`` whose missing value changes what a built-in policy enforces: a limit's
     key (one counter for all), a ``choose`` condition (the branch taken). A rewrite that writes an
     empty value is the upstream's to notice, and is not refused."""
     if isinstance(policy, _LIMITS):
-        return [(("key",), _bare(policy.key))]
+        return [(("key",), _bare(policy.key))] if policy.key is not None else []
     if isinstance(policy, Choose):
         return [(("when", i, "if"), [condition.ref for condition in conditions])
                 for i, (conditions, _) in enumerate(policy.branches)]  # fmt: skip
