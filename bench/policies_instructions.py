@@ -13,7 +13,10 @@ Callgrind counts user-space instructions only: the kernel's side of a system cal
 Redis on loopback is a third of that call's CPU) is not in the figure, so it understates what
 fewer or cheaper system calls save. Other threads (the span export) are shown apart.
 
-    python -m bench.policies_instructions [--against main | --baseline-src DIR] [--handshakes 400]
+    python -m bench.policies_instructions [--against main | --baseline-src DIR] [--bare] [--handshakes 400]
+
+(``--bare``: this tree's ``gateway-run`` too, without policies or telemetry: the reference of
+issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``.)
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from .credentials import PUBLIC_KEY_PEM, mint
 from .paths import REDIS_URL
 
 HOST = overhead.HOST
+BARE = "gateway-run"
+"""The name of the reference counted with ``--bare``: this tree's ``gateway-run`` (no policies, no telemetry)."""
 
 
 async def _handshakes(url: str, count: int, openers: int) -> None:
@@ -56,20 +61,18 @@ async def _handshakes(url: str, count: int, openers: int) -> None:
 def _measure(
     name: str, src: Path, args: argparse.Namespace, receiver_port: int, upstream_port: int, tmp: Path
 ) -> dict[str, float]:
-    api = {
-        "name": "echo",
-        "path": "/ws/echo",
-        "upstreams": [f"ws://{HOST}:{upstream_port}/"],
-        **policy_set(PUBLIC_KEY_PEM),
-    }
-    store = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+    api: dict[str, object] = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"]}
+    document: dict[str, object] = {"apis": [api]}
+    env = overhead._quiet_env() | {"PYTHONPATH": f"{src}:{overhead.ROOT}"}
+    if name != BARE:  # gateway-run+policies; the bare one is gateway-run (no policies, no telemetry)
+        api.update(policy_set(PUBLIC_KEY_PEM))
+        document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+        }  # fmt: skip
     config = tmp / f"gateway-{name}.json"
-    config.write_text(json.dumps({"apis": [api], "store": store}))
-    env = overhead._quiet_env() | {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
-        "PYTHONPATH": f"{src}:{overhead.ROOT}",
-    }  # fmt: skip
+    config.write_text(json.dumps(document))
     port = overhead._free_port()
     prefix = tmp / f"callgrind-{name}"
     for stale in tmp.glob(prefix.name + ".*"):
@@ -109,6 +112,9 @@ def main() -> int:
     parser.add_argument("--handshakes", type=int, default=400, help="counted handshakes (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=200, help="handshakes before counting (default: %(default)s)")
     parser.add_argument("--openers", type=int, default=4, help="concurrent clients (default: %(default)s)")
+    parser.add_argument(
+        "--bare", action="store_true", help="also count this tree's gateway-run, the target's reference"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
@@ -126,6 +132,8 @@ def main() -> int:
             trees[args.against] = export_src(args.against, tmp)
         elif args.baseline_src:
             trees["baseline"] = Path(args.baseline_src)
+        if args.bare:
+            trees[BARE] = overhead.ROOT / "src"
         stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
         stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
         overhead._wait_listening(upstream_port)
