@@ -140,6 +140,9 @@ async def test_a_late_reply_fails_each_call_in_flight_then_a_fresh_connection_se
                 *(pipe.run(ECHO, ["k"], [str(i)]) for i in range(20)), return_exceptions=True
             )
             assert all(isinstance(r, TimeoutError) for r in results), results
+            assert len({id(r) for r in results}) == len(
+                results
+            )  # each its own: one raised in 20 tasks gathers 20 tracebacks
             assert time.monotonic() - started < 5  # two timeouts of 0.2 s (a retry), not a queue of them
             proxy.delay = 0
             assert await pipe.run(ECHO, ["k"], ["back"]) == [b"k", b"back"]

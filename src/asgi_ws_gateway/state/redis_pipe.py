@@ -193,7 +193,10 @@ class _Connection(asyncio.Protocol):
         self._waiting.append((future, deadline))
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._check_late)
-        self._transport.write(command)
+        try:
+            self._transport.write(command)
+        except Exception as exc:  # closed under us, its connection_lost not yet called: fails this call too
+            self.close(ConnectionError(f"Error writing to Redis: {exc}"))
         return await future
 
     def data_received(self, data: bytes) -> None:
@@ -234,7 +237,8 @@ class _Connection(asyncio.Protocol):
         while self._waiting:
             future, _ = self._waiting.popleft()
             if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+                # An exception of its own for each caller: one raised in many tasks gathers their tracebacks.
+                future.set_exception(_copy(exc))
                 future.exception()  # retrieved: a caller cancelled meanwhile never reads it
 
     def _check_late(self) -> None:
@@ -285,6 +289,15 @@ def _parse(buffer: bytes, position: int) -> tuple[Any, int] | None:
     except ValueError:
         pass
     raise ConnectionError(f"Protocol error: {buffer[position - len(line) - 3 : position][:40]!r} is not a reply")
+
+
+def _copy(exc: BaseException) -> Exception:
+    """A new exception like ``exc`` (a redis-py one keeps its class and message)."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        copy = None
+    return copy if isinstance(copy, Exception) else ConnectionError(str(exc))
 
 
 _error_reply = cast(Callable[[str], RedisError], BaseParser.parse_error)
