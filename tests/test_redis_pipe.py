@@ -187,6 +187,18 @@ async def test_a_password_and_a_database_are_used() -> None:
             await state.aclose()
 
 
+@pytest.mark.parametrize(("secret", "credentials"), [(">pw", "gateway:pw"), ("nopass", "gateway")])
+async def test_an_acl_user_is_used(secret: str, credentials: str) -> None:
+    """A user name without a password is sent as redis-py sends it (``AUTH gateway ""``), not left out."""
+    with RedisServer("--user", "default", "off", "--user", "gateway", "on", secret, "~*", "&*", "+@all") as server:
+        pipe = pipe_for(f"redis://{credentials}@127.0.0.1:{server.port}/0", 1)
+        assert pipe is not None
+        try:
+            assert await pipe.run(ECHO, ["k"], ["acl"]) == [b"k", b"acl"]
+        finally:
+            await pipe.aclose()
+
+
 async def test_a_unix_socket_is_served(tmp_path: Path) -> None:
     socket_path = tmp_path / "redis.sock"
     with RedisServer("--unixsocket", str(socket_path), "--unixsocketperm", "700"):

@@ -150,9 +150,9 @@ class ScriptPipe:
                     await loop.create_unix_connection(lambda: connection, self.path)
                 else:
                     await loop.create_connection(lambda: connection, self.host, self.port)
-                if self.password is not None:
-                    auth = [self.username, self.password] if self.username else [self.password]
-                    await connection.call(_pack("AUTH", *auth))
+                if self.username or self.password:  # as redis-py authenticates
+                    password = self.password or ""
+                    await connection.call(_pack("AUTH", *((self.username, password) if self.username else (password,))))
                 if self.db:
                     await connection.call(_pack("SELECT", self.db))
         except TimeoutError as exc:  # asyncio's
