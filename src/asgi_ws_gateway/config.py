@@ -436,8 +436,10 @@ class StoreConfig(_Model):
         default=50,
         ge=1,
         le=100,
-        description="redis only: Redis calls one gateway process has in flight at once, a connection each (at "
-        "most redis-py's pool of 100); more wait their turn, within the handshake's policy_timeout.",
+        description="redis only: Redis calls through redis-py one gateway process has in flight at once, a "
+        "connection each (at most redis-py's pool of 100); more wait their turn, within the handshake's "
+        "policy_timeout. On a redis:// or unix:// URL the limit checks share one pipelined connection instead "
+        "and this bounds the lease renewals only.",
     )
     max_keys: int = Field(
         default=100_000,

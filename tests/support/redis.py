@@ -27,18 +27,32 @@ def redis_available(host: str = "127.0.0.1", port: int = 6379) -> bool:
         return False
 
 
+def _answers(port: int) -> bool:
+    """Whether a server on ``port`` answers at all (with PONG, or that it wants a password)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
 def unique_prefix() -> str:
     """A key namespace no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free port (nothing saved to disk); ``stop()`` kills it, ``start()`` again."""
+    """A private ``redis-server`` on a free port (nothing saved to disk); ``stop()`` kills it, ``start()`` again.
 
-    def __init__(self) -> None:
+    ``args``: more of ``redis-server``'s options (e.g. ``--requirepass``, ``--unixsocket``).
+    """
+
+    def __init__(self, *args: str) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port: int = sock.getsockname()[1]
+        self.args = args
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,12 +64,12 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not redis_available(port=self.port):
+        while not _answers(self.port):
             if time.monotonic() > deadline or self._process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")

@@ -1,0 +1,159 @@
+"""What a ``gateway-run+policies`` handshake costs, counted in instructions: this tree against another.
+
+``bench.compare --run-policies`` measures CPU time, which this 2-core machine's neighbours move by
+±20 % between rounds (more while other benches run). This counts the instructions of the gateway's
+event-loop thread instead, under valgrind's callgrind, as ``bench/telemetry_instructions.py`` does:
+``asgi-ws-gateway run`` with the bench's policy set (``validate-jwt`` ES256, ``rate-limit-by-key``
+on the Redis at 127.0.0.1:6379 under a fresh prefix, ``set-header``) and telemetry exported over
+OTLP/gRPC to a discarding receiver, as the ``gateway-run+policies`` path runs it; ``--openers``
+clients, each with its own token (the token cache hits after each one's first handshake), open,
+echo 64 B and close, ``--warmup`` handshakes uninstrumented, then ``--handshakes`` counted.
+
+Callgrind counts user-space instructions only: the kernel's side of a system call (the send to
+Redis on loopback is a third of that call's CPU) is not in the figure, so it understates what
+fewer or cheaper system calls save. Other threads (the span export) are shown apart.
+
+    python -m bench.policies_instructions [--against main | --baseline-src DIR] [--bare] [--handshakes 400]
+
+(``--bare``: this tree's ``gateway-run`` too, without policies or telemetry: the reference of
+issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from . import telemetry_instructions as counted
+from . import telemetry_overhead as overhead
+from .apps import policy_set
+from .credentials import PUBLIC_KEY_PEM, mint
+from .paths import REDIS_URL
+
+HOST = overhead.HOST
+BARE = "gateway-run"
+"""The name of the reference counted with ``--bare``: this tree's ``gateway-run`` (no policies, no telemetry)."""
+
+
+async def _handshakes(url: str, count: int, openers: int) -> None:
+    from websockets.asyncio.client import connect
+
+    async def opener(index: int, share: int) -> None:
+        headers = {"Authorization": f"Bearer {mint(f'opener-{index}')}"}
+        for _ in range(share):
+            async with connect(url, additional_headers=headers, compression=None, proxy=None, open_timeout=120) as ws:
+                await ws.send(overhead.PAYLOAD)
+                await ws.recv()
+
+    shares = [count // openers + (1 if i < count % openers else 0) for i in range(openers)]
+    await asyncio.gather(*(opener(i, share) for i, share in enumerate(shares)))
+
+
+def _measure(
+    name: str, src: Path, args: argparse.Namespace, receiver_port: int, upstream_port: int, tmp: Path
+) -> dict[str, float]:
+    api: dict[str, object] = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"]}
+    document: dict[str, object] = {"apis": [api]}
+    env = overhead._quiet_env() | {"PYTHONPATH": f"{src}:{overhead.ROOT}"}
+    if name != BARE:  # gateway-run+policies; the bare one is gateway-run (no policies, no telemetry)
+        api.update(policy_set(PUBLIC_KEY_PEM))
+        document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+        }  # fmt: skip
+    config = tmp / f"gateway-{name}.json"
+    config.write_text(json.dumps(document))
+    port = overhead._free_port()
+    prefix = tmp / f"callgrind-{name}"
+    for stale in tmp.glob(prefix.name + ".*"):
+        stale.unlink()
+    command = [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+        f"--callgrind-out-file={prefix}",
+        sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--port", str(port),
+    ]  # fmt: skip
+    gateway = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        overhead._wait_listening(port, timeout=300)
+        url = f"ws://{HOST}:{port}/ws/echo"
+        asyncio.run(_handshakes(url, args.warmup, args.openers))
+        time.sleep(2)
+        counted._control("--instr=on", str(gateway.pid))
+        counted._control("--zero", str(gateway.pid))
+        asyncio.run(_handshakes(url, args.handshakes, args.openers))
+        counted._control("--dump", str(gateway.pid))
+    finally:
+        gateway.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            gateway.wait(30)
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    threads = counted._thread_totals(prefix)
+    main = threads.pop(1, 0)
+    return {"main": main / args.handshakes, "other": sum(threads.values()) / args.handshakes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    other = parser.add_mutually_exclusive_group()
+    other.add_argument("--against", help="a git revision whose src/ is counted beside this tree's")
+    other.add_argument("--baseline-src", help="a source tree's src/ counted beside this tree's")
+    parser.add_argument("--handshakes", type=int, default=400, help="counted handshakes (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=200, help="handshakes before counting (default: %(default)s)")
+    parser.add_argument("--openers", type=int, default=4, help="concurrent clients (default: %(default)s)")
+    parser.add_argument(
+        "--bare", action="store_true", help="also count this tree's gateway-run, the target's reference"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
+    upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(args.keep or stack.enter_context(tempfile.TemporaryDirectory()))
+        tmp.mkdir(parents=True, exist_ok=True)
+        trees = {"this": overhead.ROOT / "src"}
+        if args.against:
+            from .compare import export_src
+
+            trees[args.against] = export_src(args.against, tmp)
+        elif args.baseline_src:
+            trees["baseline"] = Path(args.baseline_src)
+        if args.bare:
+            trees[BARE] = overhead.ROOT / "src"
+        stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
+        stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
+        overhead._wait_listening(upstream_port)
+        overhead._wait_listening(receiver_port)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        for round_ in range(args.repeat):
+            for name in list(trees) if round_ % 2 == 0 else list(trees)[::-1]:
+                results[name].append(_measure(name, trees[name], args, receiver_port, upstream_port, tmp))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"instructions per gateway-run+policies handshake, {args.handshakes} after {args.warmup}, "
+          f"{args.openers} openers")  # fmt: skip
+    first = next(iter(results))
+    for name, runs in results.items():
+        line = "   ".join(f"event loop {r['main'] / 1e3:8.0f} k  other threads {r['other'] / 1e3:6.0f} k" for r in runs)
+        ratio = min(r["main"] for r in runs) / min(r["main"] for r in results[first])
+        print(f"{name:12} {line}   (event loop {ratio:.3f}x of {first})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
