@@ -17,7 +17,8 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from operator import add
+from itertools import zip_longest
+from operator import add, attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -94,6 +95,37 @@ class _Totals:
         self.slots_out = [0] * _SLOTS
         self.actions: Tally[ActionKey] = Tally()
         self.open = 0
+        self.pending: list[RelayStats] = []
+        """Closed connections' counters not added yet: added all at once (:meth:`fold`)."""
+
+    def close(self, stats: RelayStats) -> None:
+        """Count a closed connection's ``stats`` (the lock held): kept until :data:`_FOLD_AT` are, then added."""
+        pending = self.pending
+        pending.append(stats)
+        if len(pending) >= _FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the pending closed connections' counters (the lock held), counter by counter in C: added one
+        connection at a time, in Python, they were a fifth of the metrics' interpreter steps per connection."""
+        stats, self.pending = self.pending, []
+        if not stats:
+            return
+        m_in, b_in, m_out, b_out, by_in, bb_in, by_out, bb_out = map(sum, zip(*map(_COUNTS, stats), strict=True))
+        messages, sizes = self.messages, self.bytes
+        messages[0] += m_in - b_in
+        messages[1] += b_in
+        messages[2] += m_out - b_out
+        messages[3] += b_out
+        sizes[0] += by_in - bb_in
+        sizes[1] += bb_in
+        sizes[2] += by_out - bb_out
+        sizes[3] += bb_out
+        for slots, column in ((self.slots_in, _SIZES_IN), (self.slots_out, _SIZES_OUT)):
+            summed = list(map(sum, zip_longest(*map(column, stats), fillvalue=0)))
+            slots[: len(summed)] = map(add, slots, summed)
+        for actions in filter(None, map(_ACTIONS, stats)):
+            self.actions.update(actions)  # what message policies did, counted by the relay
 
     def add(self, live: MeteredConnection) -> None:
         # Once per closed connection on the event loop, and per open one at each collection: the slot
@@ -113,6 +145,7 @@ class _Totals:
             self.actions.update(s.policy_actions)  # what message policies did, counted by the relay
 
     def copy(self) -> _Totals:
+        self.fold()
         other = _Totals()
         other.messages, other.bytes = list(self.messages), list(self.bytes)
         other.slots_in, other.slots_out = list(self.slots_in), list(self.slots_out)
@@ -120,6 +153,13 @@ class _Totals:
         return other
 
 
+_FOLD_AT = 256
+"""Closed connections whose counters :class:`_Totals` keeps before adding them (a collection adds the rest)."""
+_COUNTS = attrgetter(
+    "messages_in", "binary_in", "messages_out", "binary_out", "bytes_in", "binary_bytes_in", "bytes_out",
+    "binary_bytes_out",
+)  # fmt: skip
+_SIZES_IN, _SIZES_OUT, _ACTIONS = attrgetter("sizes_in"), attrgetter("sizes_out"), attrgetter("policy_actions")
 _SLOTS = 65  # RelayStats slots of message sizes below 2**64 B (a connection has fewer: up to its size limit)
 _CLASS_OF_SLOT = tuple(n.size_class_index(slot) for slot in range(_SLOTS))
 
@@ -264,7 +304,7 @@ class Metrics:
             if live not in self._live:
                 return
             self._live.discard(live)
-            self._closed[live.key].add(live)
+            self._closed[live.key].close(live.stats)
             key = (live.key, side, value)
             series = self._closes.get(key)
             if series is None:
