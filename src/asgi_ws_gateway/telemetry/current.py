@@ -37,9 +37,7 @@ _VARIABLE = _variable()
 get_current: Callable[[], Context] = _VARIABLE.get if _VARIABLE is not None else otel_context.get_current
 """``opentelemetry.context.get_current``."""
 
-attach: Callable[[Context], Token[Context]] = (
-    _VARIABLE.set if _VARIABLE is not None else otel_context.attach  # type: ignore[assignment]
-)
+attach: Callable[[Context], Token[Context]] = _VARIABLE.set if _VARIABLE is not None else otel_context.attach
 """``opentelemetry.context.attach``."""
 
 

@@ -311,18 +311,19 @@ class SpanEncoder:
         target: list[bytes] = []
         lean_span = self._lean_span
         for span in spans:
-            lean = type(span) is LeanSpan
-            if lean:  # its fields read directly: ReadableSpan's properties are Python calls
+            if type(span) is LeanSpan:  # its fields read directly: ReadableSpan's properties are Python calls
                 resource, scope = span._resource, span._instrumentation_scope or None
+                encoded = lean_span(span)
             else:
                 resource, scope = span.resource, span.instrumentation_scope or None
+                encoded = self._span(_readable_fields(span))
             if last is None or resource is not last[0] or scope is not last[1]:  # most batches: one of each
                 group = _group(resources, resource_groups, resources_by_id, resource)
                 if not group:
                     group += ([], [], {})
                 target = _group(group[0], group[1], group[2], scope)
                 last = (resource, scope)
-            target.append(lean_span(span) if lean else self._span(_readable_fields(span)))
+            target.append(encoded)
         out = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
             body = [_resource(resource)]
@@ -341,7 +342,7 @@ class SpanEncoder:
         steps where a gateway span has nothing (no trace state, events, dropped counts or status)."""
         if type(span._events) is not tuple or span._dropped or type(span._links) is not tuple:  # rare
             return self._span(_lean_fields(span))
-        trace_id, span_id, _, _, trace_state, _ = span._context
+        trace_id, span_id, _, _, trace_state, _ = span._span_context
         parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:
             parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
