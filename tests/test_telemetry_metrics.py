@@ -261,7 +261,10 @@ def test_closed_connections_count_the_same_added_one_at_a_time_or_together() -> 
     from asgi_ws_gateway.telemetry.metrics import _FOLD_AT, Metrics
 
     reader = InMemoryMetricReader()
-    metrics = Metrics(MeterProvider(metric_readers=[reader]).get_meter("test"), [("echo", "/ws/echo")])
+    metrics = Metrics(
+        MeterProvider(metric_readers=[reader]).get_meter("test"), [("echo", "/ws/echo"), ("chat", "/ws/chat")]
+    )
+    chats = 0  # connections to another API in between, one message in each: added to their own totals
     messages = {(d, k): 0 for d in (n.TO_UPSTREAM, n.TO_CLIENT) for k in ("text", "binary")}
     sizes = dict(messages)
     classes: dict[tuple[str, str], int] = {}
@@ -288,10 +291,17 @@ def test_closed_connections_count_the_same_added_one_at_a_time_or_together() -> 
                 stats.policy_actions[("max-size", "drop", "inbound", "")] = 2
                 actions += 2
             metrics.closed(live, "client", 1000, 0.5)
+            if i % 3 == 0:
+                chat = RelayStats(sizes_in=[0] * 21, sizes_out=[0] * 21)
+                chat_live = metrics.opened("chat", chat)
+                chat.count_in(10, False)
+                metrics.closed(chat_live, "upstream", 1000, 0.5)
+                chats += 1
         closed = total
         found = {m.name: m for m in _metrics(reader)}
         observed = {
-            name: {(p.attributes[n.DIRECTION], p.attributes[key]): p.value for p in found[name].data.data_points}
+            name: {(p.attributes[n.DIRECTION], p.attributes[key]): p.value for p in found[name].data.data_points
+                   if p.attributes[n.API] == "echo"}
             for name, key in ((n.MESSAGES.name, n.MESSAGE_TYPE), (n.IO.name, n.MESSAGE_TYPE),
                               (n.MESSAGE_SIZES.name, n.SIZE_CLASS))
         }  # fmt: skip
@@ -300,6 +310,7 @@ def test_closed_connections_count_the_same_added_one_at_a_time_or_together() -> 
         assert observed[n.MESSAGE_SIZES.name] == classes, total
         (point,) = found[n.POLICY_ACTIONS.name].data.data_points
         assert point.value == actions, total
+        assert metrics.counts()["messages", "chat", "in"] == chats, total
         assert (
             metrics.counts()["messages", "echo", "in"]
             == messages[n.TO_UPSTREAM, "text"] + messages[n.TO_UPSTREAM, "binary"]
