@@ -248,3 +248,70 @@ def test_one_collection_adds_up_the_open_connections_once_and_each_collection_an
 def _metrics(reader: Any) -> list[Any]:
     data = reader.get_metrics_data()
     return [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+
+
+def test_closed_connections_count_the_same_added_one_at_a_time_or_together() -> None:
+    """Closed connections' counters are added to their API's totals a batch at a time (in C), the rest at
+    the next collection: every message, byte, size class and policy action counted once, whether the
+    connections closed before a collection or after, in a full batch or not."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from asgi_ws_gateway.relay.stats import RelayStats
+    from asgi_ws_gateway.telemetry.metrics import _FOLD_AT, Metrics
+
+    reader = InMemoryMetricReader()
+    metrics = Metrics(
+        MeterProvider(metric_readers=[reader]).get_meter("test"), [("echo", "/ws/echo"), ("chat", "/ws/chat")]
+    )
+    chats = 0  # connections to another API in between, one message in each: added to their own totals
+    messages = {(d, k): 0 for d in (n.TO_UPSTREAM, n.TO_CLIENT) for k in ("text", "binary")}
+    sizes = dict(messages)
+    classes: dict[tuple[str, str], int] = {}
+    actions = 0
+    closed = 0
+    for total in (3, _FOLD_AT - 1, _FOLD_AT + 7, 2 * _FOLD_AT):  # a collection after each
+        for i in range(closed, total):
+            stats = RelayStats(sizes_in=[0] * (3 + i % 19), sizes_out=[0] * 21)  # size limits differ
+            live = metrics.opened("echo", stats)
+            for j in range(i % 5):
+                size, binary = (i * 31 + j * 7) % 3000, (i + j) % 3 == 0
+                stats.count_in(size, binary)
+                stats.count_out(size // 2, not binary)
+                kind, other = ("binary", "text") if binary else ("text", "binary")
+                for direction, sent, sent_kind in ((n.TO_UPSTREAM, size, kind), (n.TO_CLIENT, size // 2, other)):
+                    messages[direction, sent_kind] += 1
+                    sizes[direction, sent_kind] += sent
+                slot_in = min(size.bit_length(), len(stats.sizes_in) - 1)
+                slot_out = min((size // 2).bit_length(), 20)
+                for direction, slot in ((n.TO_UPSTREAM, slot_in), (n.TO_CLIENT, slot_out)):
+                    size_class = n.SIZE_CLASSES[n.size_class_index(slot)]
+                    classes[direction, size_class] = classes.get((direction, size_class), 0) + 1
+            if i % 4 == 0:
+                stats.policy_actions[("max-size", "drop", "inbound", "")] = 2
+                actions += 2
+            metrics.closed(live, "client", 1000, 0.5)
+            if i % 3 == 0:
+                chat = RelayStats(sizes_in=[0] * 21, sizes_out=[0] * 21)
+                chat_live = metrics.opened("chat", chat)
+                chat.count_in(10, False)
+                metrics.closed(chat_live, "upstream", 1000, 0.5)
+                chats += 1
+        closed = total
+        found = {m.name: m for m in _metrics(reader)}
+        observed = {
+            name: {(p.attributes[n.DIRECTION], p.attributes[key]): p.value for p in found[name].data.data_points
+                   if p.attributes[n.API] == "echo"}
+            for name, key in ((n.MESSAGES.name, n.MESSAGE_TYPE), (n.IO.name, n.MESSAGE_TYPE),
+                              (n.MESSAGE_SIZES.name, n.SIZE_CLASS))
+        }  # fmt: skip
+        assert observed[n.MESSAGES.name] == messages, total
+        assert observed[n.IO.name] == sizes, total
+        assert observed[n.MESSAGE_SIZES.name] == classes, total
+        (point,) = found[n.POLICY_ACTIONS.name].data.data_points
+        assert point.value == actions, total
+        assert metrics.counts()["messages", "chat", "in"] == chats, total
+        assert (
+            metrics.counts()["messages", "echo", "in"]
+            == messages[n.TO_UPSTREAM, "text"] + messages[n.TO_UPSTREAM, "binary"]
+        ), total

@@ -133,11 +133,14 @@ def test_values_that_seldom_repeat_do_not_push_the_others_out_of_the_cache() -> 
     pairs that do repeat stay cached; every batch still the SDK's bytes."""
     encoder = SpanEncoder()
     for i in range(3000):
-        batch = [_span({"route": "/ws/chat", "trace_id": f"{i:032x}", "bytes": i * 7919, "long": "x" * (i % 300)})]
+        batch = [_span({
+            "route": "/ws/chat", "trace_id": f"{i:032x}", "bytes": i * 7919, "long": "x" * (i % 300),
+            "text": "é€" * (i % 50) + chr(0x61 + i % 26),  # new values of one UTF-8 length: one head, new bytes
+        })]  # fmt: skip
         assert encoder.encode(batch) == _sdk(batch), i
     pairs = encoder._span_pairs
-    assert pairs.volatile == {"trace_id", "bytes", "long"}
-    assert ("route", "/ws/chat", str) in pairs.encoded and len(pairs.encoded) < 1000
+    assert pairs.volatile == {"trace_id", "bytes", "long", "text"}
+    assert ("route", "/ws/chat", str) in pairs.encoded and len(pairs.encoded) <= 4 * 256 + 1
 
 
 def _span(attributes: dict[str, Any]) -> ReadableSpan:

@@ -402,6 +402,9 @@ _UNCHANGED_LIMIT = 1024
 _UNCHANGED_LENGTH = 512
 _unchanged: dict[str, tuple[str, ...]] = {}
 """Paths ``redact_text`` left unchanged, each with the header names it was checked against."""
+_unchanged_texts: dict[str, tuple[str, ...]] = {}
+"""Free texts (a User-Agent, a Host, a close reason) ``redact_free_text`` left unchanged, as ``_unchanged``
+(a store of their own: many distinct User-Agents must not push the paths out)."""
 _unchanged_urls: dict[str, tuple[str, ...]] = {}
 """URLs ``redact_url`` left unchanged (it reads no configuration: one mark for all)."""
 _URL_MARK: tuple[str, ...] = ()
@@ -417,6 +420,14 @@ def redact_path(path: str) -> str:
     :func:`add_sensitive_headers` adds names, it is checked again.
     """
     return _remembered(path, redact_free_text, _unchanged, _HEADER_NAMES)
+
+
+def redact_free_text_remembered(text: str) -> str:
+    """``redact_free_text(text)``, remembering the texts it leaves unchanged, as :func:`redact_path`
+    (User-Agents, Host headers and close reasons repeat from one connection to the next)."""
+    if _unchanged_texts.get(text) is _HEADER_NAMES:  # _remembered's first step, without its call
+        return text
+    return _remembered(text, redact_free_text, _unchanged_texts, _HEADER_NAMES)
 
 
 def redact_url_remembered(url: str) -> str:
@@ -576,6 +587,7 @@ __all__ = [
     "printable",
     "printable_json",
     "redact_free_text",
+    "redact_free_text_remembered",
     "redact_headers",
     "redact_path",
     "redact_query",

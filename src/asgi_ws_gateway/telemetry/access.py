@@ -54,9 +54,9 @@ class AccessLog:
     def write(self, fields: Fields, span: Span | None) -> None:
         """Write one record; ``fields`` is the record (see docs/telemetry.md), ``span`` its span."""
         context = span.get_span_context() if span is not None else None
-        if context is not None and context.is_valid:
-            fields["trace_id"] = trace.format_trace_id(context.trace_id)
-            fields["span_id"] = trace.format_span_id(context.span_id)
+        if context is not None and context[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid)
+            fields["trace_id"] = f"{context[0]:032x}"  # trace.format_trace_id and format_span_id, inline
+            fields["span_id"] = f"{context[1]:016x}"
         else:
             fields["trace_id"] = fields["span_id"] = None
         if access_logger.isEnabledFor(logging.INFO):

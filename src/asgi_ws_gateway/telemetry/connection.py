@@ -9,16 +9,14 @@ current while the connection is relayed, so the relay's pumps (and message polic
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from .._context import CONNECTION
+from . import current
 from . import names as n
 from .values import client_path, client_text
 
@@ -29,6 +27,8 @@ if TYPE_CHECKING:
     from .tracing import Attrs, HandshakeTrace
 
 _ABNORMAL_CLOSE = frozenset({1006, 1011, 1014, 1015})
+_EMPTY = Context()
+"""No span, no baggage: what the connection span's context is made on (contexts are immutable: shared)."""
 
 
 class ConnectionTrace:
@@ -51,17 +51,18 @@ class ConnectionTrace:
         if telemetry.tracer is not None:
             attrs = self._attributes()
             links: list[Link] = []
-            parent = Context()  # a new trace
+            parent = _EMPTY  # a new trace
             if handshake.span is not None:
                 context = handshake.span.get_span_context()
-                if context.is_valid:
+                trace_id, span_id, _, _, _, valid = context  # a SpanContext is this tuple (no property calls)
+                if valid:
                     links.append(Link(context))
-                    attrs[n.HANDSHAKE_TRACE_ID] = f"{context.trace_id:032x}"  # trace.format_trace_id, inline
-                    attrs[n.HANDSHAKE_SPAN_ID] = f"{context.span_id:016x}"
+                    attrs[n.HANDSHAKE_TRACE_ID] = f"{trace_id:032x}"  # trace.format_trace_id, inline
+                    attrs[n.HANDSHAKE_SPAN_ID] = f"{span_id:016x}"
                     if telemetry.config.connection_parent == "handshake":
-                        parent = trace.set_span_in_context(handshake.span, Context())
+                        parent = current.with_span(handshake.span, _EMPTY)
             self.span = telemetry.tracer.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)
-            self._otel_token = otel_context.attach(trace.set_span_in_context(self.span, Context()))
+            self._otel_token = current.attach(current.with_span(self.span, _EMPTY))
             if handshake._events is not None:
                 handshake._events.span = self.span
         if telemetry.metrics is not None:
@@ -114,9 +115,11 @@ class ConnectionTrace:
                 span.set_status(StatusCode.ERROR, f"closed with {code}")
             span.end()
         if self._otel_token is not None:
-            otel_context.detach(self._otel_token)  # type: ignore[arg-type]
-        with contextlib.suppress(ValueError):
+            current.detach(self._otel_token)
+        try:  # noqa: SIM105  (contextlib.suppress: three Python calls per connection)
             CONNECTION.reset(self._token)
+        except ValueError:  # reset from another context: nothing to restore
+            pass
         telemetry = self._telemetry
         if telemetry.metrics is not None and self._live is not None:
             telemetry.metrics.closed(self._live, side, code, seconds)

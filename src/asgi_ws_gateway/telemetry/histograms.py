@@ -43,7 +43,6 @@ from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING
 
-from opentelemetry.context import get_current
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics._internal._view_instrument_match import (
@@ -69,6 +68,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from . import names as n
+from .current import get_current
 from .lean_spans import LeanSpan
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ logger = logging.getLogger(__name__)
 
 _OFF, _ON, _TRACE_BASED = 0, 1, 2
 _INF = math.inf
+_SAMPLED = int(TraceFlags.SAMPLED)
 _FILTERS: dict[type, int] = {
     AlwaysOffExemplarFilter: _OFF,
     AlwaysOnExemplarFilter: _ON,
@@ -223,11 +224,16 @@ class OwnHistogram(_ViewInstrumentMatch):
         span: Span | None = None
         if self._exemplars:
             found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
-            span = found if found is not None and (type(found) is LeanSpan or isinstance(found, Span)) else INVALID_SPAN
-            if self._exemplars == _TRACE_BASED and (
-                span is INVALID_SPAN or not span.get_span_context().trace_flags & TraceFlags.SAMPLED
-            ):
-                span = None
+            if found is None:
+                span = None if self._exemplars == _TRACE_BASED else INVALID_SPAN
+            elif type(found) is LeanSpan:  # its SpanContext is a tuple: (trace id, span id, remote, flags, ...)
+                span = found if self._exemplars != _TRACE_BASED or found._span_context[3] & _SAMPLED else None
+            else:
+                span = found if isinstance(found, Span) else INVALID_SPAN
+                if self._exemplars == _TRACE_BASED and (
+                    span is INVALID_SPAN or not span.get_span_context().trace_flags & TraceFlags.SAMPLED
+                ):
+                    span = None
         self._add(amount, attributes, items, span)
 
     def consume_measurement(self, measurement: Measurement, should_sample_exemplar: bool = True) -> None:
@@ -256,8 +262,8 @@ class OwnHistogram(_ViewInstrumentMatch):
                     slot = point.exemplars[index] = _Slot()
                 slot.value, slot.time, slot.attributes = amount, time_ns(), attributes
                 if span != INVALID_SPAN:
-                    context = span.get_span_context()
-                    slot.span_id, slot.trace_id = context.span_id, context.trace_id
+                    context = span.get_span_context()  # a SpanContext is (trace id, span id, ...): no property calls
+                    slot.span_id, slot.trace_id = context[1], context[0]
 
     def _list(self) -> None:
         """Stand where the SDK's stream for this instrument would, at its first record (the SDK's order)."""

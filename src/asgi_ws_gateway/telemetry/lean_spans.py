@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
-from opentelemetry.context import Context, get_current
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
@@ -48,6 +48,8 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import AnyValue, Attributes
+
+from .current import get_current
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -64,6 +66,7 @@ _FLAGS = {
     for random_id in (False, True)
 }
 _UNSET = Status(StatusCode.UNSET)
+_SAMPLED = int(TraceFlags.SAMPLED)
 
 
 class LeanSpan(trace.Span, ReadableSpan):
@@ -271,7 +274,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             return
         self._end_time = end_time if end_time is not None else time_ns()
         tracer = self._tracer  # its processors now, as the SDK's span ends into those added since it started
-        for on_end in tracer.sampled_ends if self._span_context[3] & TraceFlags.SAMPLED else tracer.ends:
+        for on_end in tracer.sampled_ends if self._span_context[3] & _SAMPLED else tracer.ends:
             on_end(self)
 
     def __exit__(
@@ -296,6 +299,12 @@ _NO_ATTRIBUTES = BoundedAttributes(0, None, immutable=True)
 def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link] | tuple[Link, ...]:
     valid = []
     for link in links:
+        # The usual link (valid, without attributes), read without property calls: a SpanContext is
+        # (trace id, span id, remote, flags, state, valid).
+        if type(link) is Link and link._attributes is None and link._context[5]:
+            link._attributes = _NO_ATTRIBUTES
+            valid.append(link)
+            continue
         if link and _valid_link(link.context, link.attributes):
             # The SDK does the same to the caller's Link: a BoundedAttributes, immutable.
             link._attributes = (

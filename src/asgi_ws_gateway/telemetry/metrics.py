@@ -17,7 +17,8 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from operator import add
+from itertools import zip_longest
+from operator import add, attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -95,6 +96,25 @@ class _Totals:
         self.actions: Tally[ActionKey] = Tally()
         self.open = 0
 
+    def fold(self, stats: list[RelayStats]) -> None:
+        """Add closed connections' counters, counter by counter in C: added one connection at a time, in
+        Python, they were a fifth of the metrics' interpreter steps per connection."""
+        m_in, b_in, m_out, b_out, by_in, bb_in, by_out, bb_out = map(sum, zip(*map(_COUNTS, stats), strict=True))
+        messages, sizes = self.messages, self.bytes
+        messages[0] += m_in - b_in
+        messages[1] += b_in
+        messages[2] += m_out - b_out
+        messages[3] += b_out
+        sizes[0] += by_in - bb_in
+        sizes[1] += bb_in
+        sizes[2] += by_out - bb_out
+        sizes[3] += bb_out
+        for slots, column in ((self.slots_in, _SIZES_IN), (self.slots_out, _SIZES_OUT)):
+            summed = list(map(sum, zip_longest(*map(column, stats), fillvalue=0)))
+            slots[: len(summed)] = map(add, slots, summed)
+        for actions in filter(None, map(_ACTIONS, stats)):
+            self.actions.update(actions)  # what message policies did, counted by the relay
+
     def add(self, live: MeteredConnection) -> None:
         # Once per closed connection on the event loop, and per open one at each collection: the slot
         # lists are added in C (a Python loop over them was an eighth of telemetry's cost per connection).
@@ -120,6 +140,15 @@ class _Totals:
         return other
 
 
+_FOLD_AT = 256
+"""Closed connections whose counters ``Metrics`` keeps, whatever their APIs, before adding them to their
+APIs' totals (a collection adds the rest): at most this many are held."""
+_KEY, _STATS = attrgetter("key"), attrgetter("stats")
+_COUNTS = attrgetter(
+    "messages_in", "binary_in", "messages_out", "binary_out", "bytes_in", "binary_bytes_in", "bytes_out",
+    "binary_bytes_out",
+)  # fmt: skip
+_SIZES_IN, _SIZES_OUT, _ACTIONS = attrgetter("sizes_in"), attrgetter("sizes_out"), attrgetter("policy_actions")
 _SLOTS = 65  # RelayStats slots of message sizes below 2**64 B (a connection has fewer: up to its size limit)
 _CLASS_OF_SLOT = tuple(n.size_class_index(slot) for slot in range(_SLOTS))
 
@@ -150,6 +179,7 @@ class Metrics:
         self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
         self._live: set[MeteredConnection] = set()
         self._closed: dict[str, _Totals] = {}
+        self._pending: list[MeteredConnection] = []  # closed, not yet in ``_closed`` (see _fold)
         self._shared: tuple[dict[str, _Totals] | None, set[str]] = (None, set())  # see _collected
         self._tallies: dict[str, Tally[AttrsKey]] = {}
         histogram = histogram or sdk_histogram
@@ -264,7 +294,10 @@ class Metrics:
             if live not in self._live:
                 return
             self._live.discard(live)
-            self._closed[live.key].add(live)
+            pending = self._pending
+            pending.append(live)
+            if len(pending) >= _FOLD_AT:
+                self._fold()
             key = (live.key, side, value)
             series = self._closes.get(key)
             if series is None:
@@ -302,11 +335,26 @@ class Metrics:
 
     # -- observed at collection ----------------------------------------------------------------------
 
+    def _fold(self) -> None:
+        """Add the pending closed connections to their APIs' totals (the lock held)."""
+        pending, self._pending = self._pending, []
+        apis = set(map(_KEY, pending))
+        if len(apis) == 1:  # one API (or one in this batch): no grouping
+            self._closed[apis.pop()].fold(list(map(_STATS, pending)))
+            return
+        by_api: dict[str, list[RelayStats]] = {api: [] for api in apis}
+        for live in pending:
+            by_api[live.key].append(live.stats)
+        for api, stats in by_api.items():
+            self._closed[api].fold(stats)
+
     def _snapshot(self) -> dict[str, _Totals]:
         """The totals now: closed connections' and every open one's. The lock covers only the copies:
         the event loop, which takes it to open and close connections, does not wait for the adding up
         (about 0.2 s for 100,000 open connections)."""
         with self._lock:
+            if self._pending:
+                self._fold()
             totals = {api: t.copy() for api, t in self._closed.items()}
             live = list(self._live)
         for connection in live:  # one that closes meanwhile was copied as open: counted once

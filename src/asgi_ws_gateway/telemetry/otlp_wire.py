@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from .lean_spans import LeanSpan
+from .lean_spans import _NO_ATTRIBUTES, _UNSET, LeanSpan
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -55,6 +55,8 @@ _REMOTE_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 _LOCAL_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE)
 _REMOTE_LINK_FLAGS = b"\x35" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 """``Span.Link.flags`` (field 7, fixed32), tag included."""
+_LINK_HEAD = b"\x6a" + bytes([18 + 10 + 5])
+"""``Span.links`` (field 13), tag and length, of a link with ids and flags only (18, 10 and 5 bytes)."""
 _UNSET_STATUS = b"\x7a\x00"
 """``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
 _CACHE_LIMIT = 4096
@@ -125,11 +127,14 @@ class Pairs:
     type, kept between batches; and the keys whose values seldom repeat, which are not kept (a
     connection's byte counts, its handshake's ids: kept, they would push the others out)."""
 
-    __slots__ = ("encoded", "keys", "misses", "volatile")
+    __slots__ = ("encoded", "heads", "keys", "misses", "volatile")
 
     def __init__(self) -> None:
         self.encoded: dict[tuple[str, object, type], bytes] = {}
         self.keys: dict[str, bytes] = {}  # ``KeyValue.key`` fields (tag, length, name) by name
+        self.heads: dict[tuple[str, int], bytes] = {}
+        """A string value's ``KeyValue`` field up to its UTF-8 bytes, which end it, by key and their length:
+        a value that is new each time (a handshake's ids, a client's address) is that head and its bytes."""
         self.misses: dict[str, int] = {}  # by key, since the cache was last emptied
         self.volatile: set[str] = set()
 
@@ -145,6 +150,9 @@ class Pairs:
         if type(value) is str:
             text = value.encode()  # UnicodeEncodeError (a ValueError) for lone surrogates
             size = len(text)
+            head = self.heads.get((key, size))
+            if head is not None:
+                return head + text
             any_value = b"\x0a" + (_SMALL[size] if size < 128 else _varint(size)) + text
         elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
             any_value = b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
@@ -159,7 +167,13 @@ class Pairs:
         size = len(any_value)
         body = name + b"\x12" + (_SMALL[size] if size < 128 else _varint(size)) + any_value
         size = len(body)
-        return tag + (_SMALL[size] if size < 128 else _varint(size)) + body
+        encoded = tag + (_SMALL[size] if size < 128 else _varint(size)) + body
+        if type(value) is str:
+            heads = self.heads
+            if len(heads) >= _CACHE_LIMIT:
+                heads.clear()
+            heads[key, len(text)] = encoded[: len(encoded) - len(text)]
+        return encoded
 
     def keep(self, key: str, value: object, cls: type, encoded: bytes) -> None:
         """Remember ``encoded`` for ``(key, value)``, unless ``key``'s values seldom repeat."""
@@ -191,26 +205,32 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pair
     except TypeError:  # an unhashable value (a list or a mapping: resources, direct ReadableSpans)
         found = [None] * len(attributes)
     if None in found:  # encoded here, those only (found in C)
-        items = list(attributes.items())
-        index = found.index(None)
-        while True:
-            key, value = items[index]
-            try:
-                encoded = found[index] = pairs.pair(tag, key, value)
-            except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
-                logger.error("failed to encode attribute %s: %s", key, error)
-                found[index] = b""  # nothing, once joined
-            else:
-                # Exact str, int and bool only: the type is in the key because True, 1 and 1.0 are equal;
-                # floats stay out because -0.0 == 0.0.
-                cls = type(value)
-                if cls is str or cls is int or cls is bool:
-                    pairs.keep(key, value, cls, encoded)
-            try:
-                index = found.index(None, index + 1)
-            except ValueError:
-                break
+        _encode_missing(tag, attributes, pairs, found)
     fields += found
+
+
+def _encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, found: list[Any]) -> None:
+    """Fill ``found``'s ``None`` entries (the attributes the cache did not have) with their ``KeyValue``
+    fields; one that cannot be encoded is logged and left out (``b""``)."""
+    items = list(attributes.items())
+    index = found.index(None)
+    while True:
+        key, value = items[index]
+        try:
+            encoded = found[index] = pairs.pair(tag, key, value)
+        except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
+            logger.error("failed to encode attribute %s: %s", key, error)
+            found[index] = b""  # nothing, once joined
+        else:
+            # Exact str, int and bool only: the type is in the key because True, 1 and 1.0 are equal;
+            # floats stay out because -0.0 == 0.0.
+            cls = type(value)
+            if (cls is str or cls is int or cls is bool) and key not in pairs.volatile:
+                pairs.keep(key, value, cls, encoded)
+        try:
+            index = found.index(None, index + 1)
+        except ValueError:
+            break
 
 
 _Fields = tuple[Any, ...]
@@ -280,6 +300,7 @@ class SpanEncoder:
         self._event_pairs = Pairs()
         self._link_pairs = Pairs()
         self._names: dict[str, bytes] = {}
+        self._named: dict[tuple[str, int], bytes] = {}  # a lean span's name and kind fields
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans`` (what the SDK's encoder gives)."""
@@ -288,15 +309,21 @@ class SpanEncoder:
         resources_by_id: dict[int, list[Any]] = {}  # ids are stable: ``spans`` keeps every object alive
         last: tuple[object, object] | None = None
         target: list[bytes] = []
+        lean_span = self._lean_span
         for span in spans:
-            resource, scope = span.resource, span.instrumentation_scope or None
+            if type(span) is LeanSpan:  # its fields read directly: ReadableSpan's properties are Python calls
+                resource, scope = span._resource, span._instrumentation_scope or None
+                encoded = lean_span(span)
+            else:
+                resource, scope = span.resource, span.instrumentation_scope or None
+                encoded = self._span(_readable_fields(span))
             if last is None or resource is not last[0] or scope is not last[1]:  # most batches: one of each
                 group = _group(resources, resource_groups, resources_by_id, resource)
                 if not group:
                     group += ([], [], {})
                 target = _group(group[0], group[1], group[2], scope)
                 last = (resource, scope)
-            target.append(self._span(_lean_fields(span) if type(span) is LeanSpan else _readable_fields(span)))
+            target.append(encoded)
         out = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
             body = [_resource(resource)]
@@ -309,6 +336,79 @@ class SpanEncoder:
                 body.append(_field(b"\x1a", resource.schema_url.encode()))
             out.append(_field(b"\x0a", b"".join(body)))
         return b"".join(out)
+
+    def _lean_span(self, span: LeanSpan) -> bytes:
+        """:meth:`_span` of a lean span, its fields read as they are: the same bytes, written with fewer
+        steps where a gateway span has nothing (no trace state, events, dropped counts or status)."""
+        if type(span._events) is not tuple or span._dropped or type(span._links) is not tuple:  # rare
+            return self._span(_lean_fields(span))
+        trace_id, span_id, _, _, trace_state, _ = span._span_context
+        parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
+        if trace_state is not DEFAULT_TRACE_STATE and trace_state:
+            parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
+        parent = span._parent
+        if parent is not None:
+            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        kind = span._kind._value_  # the enum's plain field: SpanKind hashes in Python
+        named = self._named.get((span._name, kind))  # name (field 5) and kind (field 6) together
+        if named is None:
+            named = self._name_and_kind(span._name, kind)
+        parts.append(named)
+        start, end = span._start_time, span._end_time
+        if start and end:
+            parts.append(_TIMES(0x39, start, 0x41, end))
+        else:
+            if start:
+                parts += (b"\x39", _FIXED64(start))
+            if end:
+                parts += (b"\x41", _FIXED64(end))
+        attributes = span._attributes
+        if attributes:
+            pairs, values = self._span_pairs, attributes.values()
+            keys = zip(attributes, values, map(type, values), strict=False)
+            try:  # as _attributes: looked up in C, only the misses encoded in Python
+                found: list[Any] = list(map(pairs.encoded.get, keys))
+            except TypeError:
+                _attributes(b"\x4a", attributes, pairs, parts)
+            else:
+                if None in found:
+                    _encode_missing(b"\x4a", attributes, pairs, found)
+                parts += found
+        for link in span._links:
+            linked = link._context
+            ids = _IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])
+            if link._attributes is _NO_ATTRIBUTES:  # the usual link (the handshake's): ids and flags
+                parts.append(_LINK_HEAD + ids + (_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS))
+                continue
+            body = [ids]
+            _attributes(b"\x22", link.attributes, self._link_pairs, body)
+            if link.dropped_attributes:
+                body += (b"\x28", _varint(link.dropped_attributes))
+            body.append(_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
+            parts.append(_field(b"\x6a", b"".join(body)))
+        status = span._status
+        if status is _UNSET:
+            parts.append(_UNSET_STATUS)
+        else:
+            code, message = status.status_code._value_, status.description
+            if code or message:
+                parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
+                                             + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
+            else:
+                parts.append(_UNSET_STATUS)
+        parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
+        encoded = b"".join(parts)
+        size = len(encoded)
+        if size < 0x4000:  # two bytes at most: a span of the gateway's
+            return (b"\x12" + (_SMALL[size] if size < 0x80 else bytes(((size & 0x7F) | 0x80, size >> 7)))) + encoded
+        return b"".join((b"\x12", _varint(size), encoded))
+
+    def _name_and_kind(self, name: str, kind: int) -> bytes:
+        named = self._named
+        if len(named) >= _CACHE_LIMIT:
+            named.clear()
+        encoded = named[name, kind] = (_field(b"\x2a", name.encode()) if name else b"") + _KIND[kind]
+        return encoded
 
     def _span(self, fields: _Fields) -> bytes:
         """One ``ScopeSpans.spans`` field (field 2: tag, length, the ``Span``)."""

@@ -64,7 +64,9 @@ def inject(
     """
     carrier: dict[str, str] = {}
     written: frozenset[str] = _TRACE_HEADERS
-    if _is_default(propagate.get_global_textmap()) and not baggage.get_all(context):
+    textmap = propagate.get_global_textmap()
+    default = _seen[1] if textmap is _seen[0] else _is_default(textmap)
+    if default and not (context.get(_BAGGAGE_KEY) if _BAGGAGE_KEY is not None else baggage.get_all(context)):
         found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found != trace.INVALID_SPAN_CONTEXT:
             trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
@@ -79,7 +81,10 @@ def inject(
     if not carrier:
         return
     names = set(map(str.lower, map(itemgetter(0), headers)))  # in C
-    dropped = written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT)
+    if written is _TRACE_HEADERS:  # the usual case: the union made once
+        dropped = _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED
+    else:
+        dropped = written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT)
     prefixed = not trusted and any(map(_UNTRUSTED_PREFIXED, names))
     if prefixed or not dropped.isdisjoint(names):  # rare: a client that sends trace headers of its own
         headers[:] = [
@@ -105,6 +110,12 @@ _UNTRUSTED_CONTEXT = _CLIENT_CONTEXT | frozenset(
 )  # fmt: skip
 """A client's trace context in the formats of other tracers, and its baggage: dropped unless it is trusted."""
 
+
+_DROPPED_TRUSTED = _TRACE_HEADERS | _CLIENT_CONTEXT
+_DROPPED_UNTRUSTED = _TRACE_HEADERS | _UNTRUSTED_CONTEXT
+"""What a ``traceparent`` written by the default propagators replaces, for a trusted client and another."""
+_BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
+"""Where the API keeps a context's baggage (``baggage.get_all`` reads it through three calls); None: unknown."""
 
 _UNTRUSTED_PREFIXED = methodcaller("startswith", ("uberctx-", "ot-baggage-"))
 """Jaeger's and OpenTracing's baggage, one header per item: dropped unless the client is trusted."""

@@ -27,7 +27,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
@@ -39,8 +38,8 @@ from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
 from ..redact import redact_text, redact_url_remembered
 from ..wire_numbers import parse_port
+from . import current, propagation
 from . import names as n
-from . import propagation
 from .connection import ConnectionTrace
 from .events import MessageEvents
 from .values import client_path, client_text, cut, protocol_name
@@ -174,8 +173,8 @@ class HandshakeTrace:
             if remote.is_valid:
                 links.append(Link(remote))
         self.span = telemetry.tracer.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
-        self._context = trace.set_span_in_context(self.span, parent)
-        self._otel_token = otel_context.attach(self._context)  # policies' own instrumented I/O nests here
+        self._context = current.with_span(self.span, parent)
+        self._otel_token = current.attach(self._context)  # policies' own instrumented I/O nests here
 
     def _request_attributes(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Attrs, bool]:
         """The HTTP server-span conventions (what the connect and connection spans carry is not
@@ -377,7 +376,7 @@ class HandshakeTrace:
                 span.set_status(StatusCode.ERROR, error_type)
             span.end()
         if self._otel_token is not None:
-            otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+            current.detach(self._otel_token)
         if outcome == "accepted" or outcome == "abandoned":
             self.release()  # a refusal stays current while it is sent: the middleware releases it
         telemetry = self._telemetry
@@ -393,8 +392,10 @@ class HandshakeTrace:
         once a refusal is sent, so that the server's own line for it knows the access line says it."""
         token, self._token = self._token, None
         if token is not None:
-            with contextlib.suppress(ValueError):  # reset from another context: nothing to restore
+            try:  # noqa: SIM105  (contextlib.suppress: three Python calls per connection)
                 HANDSHAKE.reset(token)
+            except ValueError:  # reset from another context: nothing to restore
+                pass
 
     def fields(self) -> dict[str, Any]:
         """The access-log fields known at the handshake."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ..redact import REDACTED, redact_free_text, redact_path
+from ..redact import REDACTED, redact_free_text, redact_free_text_remembered, redact_path
 
 MAX_CHARS = 512
 """The most characters a client's value takes in telemetry, :data:`CUT_MARK` included."""
@@ -35,10 +35,12 @@ def cut(text: str) -> str:
 
 
 def client_text(text: str) -> str:
-    """A client's free text as telemetry records it: credentials redacted, then :func:`cut`."""
+    """A client's free text as telemetry records it: credentials redacted, then :func:`cut` (the texts
+    that redaction leaves unchanged remembered: most repeat)."""
     if len(text) > SCANNED_CHARS:
-        text = _without_trailing_jwt(text[:SCANNED_CHARS])
-    return cut(redact_free_text(text))
+        return cut(redact_free_text(_without_trailing_jwt(text[:SCANNED_CHARS])))
+    redacted = redact_free_text_remembered(text)
+    return redacted if len(redacted) <= MAX_CHARS else cut(redacted)
 
 
 def client_path(path: str) -> str:
