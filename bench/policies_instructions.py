@@ -93,15 +93,8 @@ def _measure(
         asyncio.run(_handshakes(url, args.handshakes, args.openers))
         counted._control("--dump", str(gateway.pid))
     finally:
-        gateway.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            gateway.wait(30)
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait()
-    threads = counted._thread_totals(prefix)
-    main = threads.pop(1, 0)
-    return {"main": main / args.handshakes, "other": sum(threads.values()) / args.handshakes}
+        counted.stop(gateway)
+    return counted.per_handshake(prefix, args.handshakes)
 
 
 def main() -> int:

@@ -55,6 +55,23 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
 
 
+def stop(gateway: subprocess.Popen[bytes]) -> None:
+    """End the counted gateway: SIGTERM (callgrind writes its files), SIGKILL after 30 s."""
+    gateway.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        gateway.wait(30)
+    if gateway.poll() is None:
+        gateway.kill()
+        gateway.wait()
+
+
+def per_handshake(prefix: Path, handshakes: int) -> dict[str, float]:
+    """Instructions per handshake from callgrind's files: the event loop's thread, and the others'."""
+    threads = _thread_totals(prefix)
+    main = threads.pop(1, 0)
+    return {"main": main / handshakes, "other": sum(threads.values()) / handshakes}
+
+
 def _thread_totals(prefix: Path) -> dict[int, int]:
     """Instructions per thread (1: the main thread) from the dump files ``<prefix>.<dump>-<thread>``."""
     totals: dict[int, int] = {}
@@ -113,15 +130,8 @@ def _measure(
         time.sleep(5)  # the last whole batch encoded and sent
         _control("--dump", str(gateway.pid))
     finally:
-        gateway.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            gateway.wait(30)
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait()
-    threads = _thread_totals(prefix)
-    main = threads.pop(1, 0)
-    return {"main": main / args.handshakes, "other": sum(threads.values()) / args.handshakes}
+        stop(gateway)
+    return per_handshake(prefix, args.handshakes)
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .lean_spans import _NO_ATTRIBUTES, _UNSET, LeanSpan
@@ -80,6 +80,15 @@ def _varint(value: int) -> bytes:
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: its tag, the payload's length, the payload."""
     return tag + _varint(len(payload)) + payload
+
+
+def _status(status: Status) -> bytes:
+    """A span's ``status`` field (message, then code; an unset one with no message is empty)."""
+    code, message = status.status_code._value_, status.description
+    if not code and not message:
+        return _UNSET_STATUS
+    return _field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
+                  + (b"\x18" + _varint(code) if code else b""))  # fmt: skip
 
 
 def _any_value(value: object) -> bytes:
@@ -387,15 +396,7 @@ class SpanEncoder:
             body.append(_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
             parts.append(_field(b"\x6a", b"".join(body)))
         status = span._status
-        if status is _UNSET:
-            parts.append(_UNSET_STATUS)
-        else:
-            code, message = status.status_code._value_, status.description
-            if code or message:
-                parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
-                                             + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
-            else:
-                parts.append(_UNSET_STATUS)
+        parts.append(_UNSET_STATUS if status is _UNSET else _status(status))
         parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
         encoded = b"".join(parts)
         size = len(encoded)
@@ -459,12 +460,7 @@ class SpanEncoder:
             parts.append(_field(b"\x6a", b"".join(body)))
         if dropped_links:
             parts += (b"\x70", _varint(dropped_links))
-        code, message = status.status_code._value_, status.description
-        if code or message:
-            parts.append(_field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
-                                         + (b"\x18" + _varint(code) if code else b"")))  # fmt: skip
-        else:
-            parts.append(_UNSET_STATUS)
+        parts.append(_status(status))
         parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
         encoded = b"".join(parts)
         return b"".join((b"\x12", _varint(len(encoded)), encoded))
