@@ -70,6 +70,17 @@ def turns() -> Iterator[LoopTurns]:
     ticker.stop()
 
 
+async def _each_back_then_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, expected: list[tuple[int, bytes]]
+) -> None:
+    """The raw client gets each of ``expected`` (opcode, payload) in order, then closes cleanly."""
+    for frame in expected:
+        assert await asyncio.wait_for(next_frame(reader), 30) == frame
+    writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+    assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
+    writer.close()
+
+
 async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_turn(
     upstream: UpstreamServer, turns: LoopTurns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,11 +114,7 @@ async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_t
         await gateway.on_server(turns.started)
         writer.write(b"".join(ws_frame(0x1, b'{"n":%d}' % i) for i in range(MESSAGES)))
         await writer.drain()
-        for i in range(MESSAGES):
-            assert await asyncio.wait_for(next_frame(reader), 30) == (0x1, b'{"n":%d}' % i)
-        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-        writer.close()
+        await _each_back_then_closed(reader, writer, [(0x1, b'{"n":%d}' % i) for i in range(MESSAGES)])
     assert len(stamps) == MESSAGES
     most = max(Counter(stamps).values())
     assert most <= MESSAGES_PER_TURN, f"{most:,} messages through the policies in one callback"
@@ -134,11 +141,7 @@ async def test_the_relays_pump_forwards_a_share_of_queued_messages_per_loop_turn
         await gateway.on_server(turns.started)
         writer.write(b"".join(ws_frame(0x2, p) for p in payloads))
         await writer.drain()
-        for expected in payloads:
-            assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, expected)
-        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-        writer.close()
+        await _each_back_then_closed(reader, writer, [(0x2, p) for p in payloads])
     assert len(stamps) == MESSAGES
     most = max(Counter(stamps).values())
     assert most <= MESSAGES_PER_TURN, f"{most:,} messages sent upstream in one turn"
@@ -270,11 +273,7 @@ async def _receive_every_message(flooding: Handler, payloads: list[bytes], **api
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
             reader, writer = await raw_client(server.port, deflate=False)
-            for expected in payloads:
-                assert await asyncio.wait_for(next_frame(reader), 30) == (0x2, expected)
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-            assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-            writer.close()
+            await _each_back_then_closed(reader, writer, [(0x2, p) for p in payloads])
             await gateway.settle()
 
 

@@ -27,6 +27,19 @@ EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=
 PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
 
 
+def _answering(answer: bytes) -> Handler:
+    """A raw upstream that reads the request, writes ``answer`` and waits for the gateway to close."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        with contextlib.suppress(OSError):
+            await reader.read()  # keeps the connection open until the gateway closes it
+        writer.close()
+
+    return handle
+
+
 async def _interim_then_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """100 Continue and 103 Early Hints, in separate writes, one of them cut in its status line, then
     the 101 and a message."""
@@ -114,13 +127,7 @@ def test_too_many_interim_responses_overflow(raw: bytes) -> None:
         InterimResponses(1024).skip(bytearray(raw))
 
 
-async def _interim_then_refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(CONTINUE + EARLY_HINTS + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
-    await writer.drain()
-    with contextlib.suppress(OSError):
-        await reader.read()  # until the gateway closes
-    writer.close()
+_interim_then_refuse = _answering(CONTINUE + EARLY_HINTS + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
 
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))
@@ -147,17 +154,6 @@ BARE_LF_ANSWERS = {
     "101 bare CR": b"HTTP/1.1 101 Switching Protocols\rUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     "refusal bare CR": b"HTTP/1.1 403 Forbidden\rX: 1\r\n",
 }
-
-
-def _answering(answer: bytes) -> Handler:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        with contextlib.suppress(OSError):
-            await reader.read()  # keeps the connection open until the gateway closes it
-        writer.close()
-
-    return handle
 
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))

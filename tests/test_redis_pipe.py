@@ -10,6 +10,7 @@ under a unique prefix, private servers where a test changes the server (a flush,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,17 @@ async def client() -> AsyncIterator[Redis]:
     connection = Redis.from_url(SHARED_REDIS)
     yield connection
     await connection.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _opened(url: str, reply_timeout: float) -> AsyncIterator[ScriptPipe]:
+    """The pipe for ``url`` (one it serves), closed at the end."""
+    pipe = pipe_for(url, reply_timeout)
+    assert pipe is not None
+    try:
+        yield pipe
+    finally:
+        await pipe.aclose()
 
 
 async def _clean(client: Redis, prefix: str) -> None:
@@ -87,9 +99,7 @@ async def test_one_callers_error_reply_is_its_own() -> None:
 async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others() -> None:
     """The cancelled call's reply still arrives: it is read and dropped, not given to the next caller."""
     with DelayingProxy() as proxy:
-        pipe = pipe_for(proxy.url, 5)
-        assert pipe is not None
-        try:
+        async with _opened(proxy.url, 5) as pipe:
             assert await pipe.run(ECHO, ["k"], ["warm"]) == [b"k", b"warm"]
             proxy.delay = 0.3
             calls = [asyncio.create_task(pipe.run(ECHO, ["k"], [str(i)])) for i in range(20)]
@@ -104,8 +114,6 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others() -> 
                     assert await task == [b"k", str(i).encode()]
             proxy.delay = 0
             assert await pipe.run(ECHO, ["k"], ["next"]) == [b"k", b"next"]
-        finally:
-            await pipe.aclose()
 
 
 async def test_scripts_flushed_from_redis_are_sent_again_whole() -> None:
@@ -129,9 +137,7 @@ async def test_scripts_flushed_from_redis_are_sent_again_whole() -> None:
 
 async def test_a_late_reply_fails_each_call_in_flight_then_a_fresh_connection_serves() -> None:
     with DelayingProxy() as proxy:
-        pipe = pipe_for(proxy.url, 0.2)
-        assert pipe is not None
-        try:
+        async with _opened(proxy.url, 0.2) as pipe:
             assert await pipe.run(ECHO, ["k"], ["warm"]) == [b"k", b"warm"]
             await proxy.settle()
             proxy.delay = 3600
@@ -146,24 +152,18 @@ async def test_a_late_reply_fails_each_call_in_flight_then_a_fresh_connection_se
             assert time.monotonic() - started < 5  # two timeouts of 0.2 s (a retry), not a queue of them
             proxy.delay = 0
             assert await pipe.run(ECHO, ["k"], ["back"]) == [b"k", b"back"]
-        finally:
-            await pipe.aclose()
 
 
 async def test_a_stopped_redis_fails_each_call_and_a_restarted_one_serves_again() -> None:
     server = RedisServer()
     server.start()
-    pipe = pipe_for(server.url, 0.5)
-    assert pipe is not None
-    try:
+    async with _opened(server.url, 0.5) as pipe:
         assert await pipe.run(ECHO, ["k"], ["up"]) == [b"k", b"up"]
         server.stop()
         results = await asyncio.gather(*(pipe.run(ECHO, ["k"], [str(i)]) for i in range(10)), return_exceptions=True)
         assert all(isinstance(r, ConnectionError) for r in results), results
         server.start()  # empty: no scripts cached
         assert await pipe.run(ECHO, ["k"], ["again"]) == [b"k", b"again"]
-    finally:
-        await pipe.aclose()
         server.stop()
 
 
@@ -191,23 +191,15 @@ async def test_a_password_and_a_database_are_used() -> None:
 async def test_an_acl_user_is_used(secret: str, credentials: str) -> None:
     """A user name without a password is sent as redis-py sends it (``AUTH gateway ""``), not left out."""
     with RedisServer("--user", "default", "off", "--user", "gateway", "on", secret, "~*", "&*", "+@all") as server:
-        pipe = pipe_for(f"redis://{credentials}@127.0.0.1:{server.port}/0", 1)
-        assert pipe is not None
-        try:
+        async with _opened(f"redis://{credentials}@127.0.0.1:{server.port}/0", 1) as pipe:
             assert await pipe.run(ECHO, ["k"], ["acl"]) == [b"k", b"acl"]
-        finally:
-            await pipe.aclose()
 
 
 async def test_a_unix_socket_is_served(tmp_path: Path) -> None:
     socket_path = tmp_path / "redis.sock"
     with RedisServer("--unixsocket", str(socket_path), "--unixsocketperm", "700"):
-        pipe = pipe_for(f"unix://{socket_path}", 1)
-        assert pipe is not None
-        try:
+        async with _opened(f"unix://{socket_path}", 1) as pipe:
             assert await pipe.run(ECHO, ["k"], ["unix"]) == [b"k", b"unix"]
-        finally:
-            await pipe.aclose()
 
 
 # -- through the store: what policies see ------------------------------------------------------
@@ -287,16 +279,12 @@ async def test_a_server_that_never_answers_the_connects_handshake_times_out() ->
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pipe = pipe_for(f"redis://:pw@127.0.0.1:{port}/0", 0.2)
-    assert pipe is not None
-    try:
+    async with _opened(f"redis://:pw@127.0.0.1:{port}/0", 0.2) as pipe:
         started = time.monotonic()
         with pytest.raises(TimeoutError, match="connecting"):
             await pipe.run(ECHO, ["k"], ["v"])
         assert time.monotonic() - started < 5  # two connects of 0.2 s, well before anything else
         assert len(accepted) == 2  # tried once more, on a fresh connection
-    finally:
-        await pipe.aclose()
         for writer in accepted:
             writer.close()
         server.close()

@@ -82,6 +82,13 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
+def _times(start: int | None, end: int | None) -> bytes:
+    """A span's start and end times (fields 7 and 8, fixed64), each only when set: one piece when both are."""
+    if start and end:
+        return _TIMES(0x39, start, 0x41, end)
+    return (b"\x39" + _FIXED64(start) if start else b"") + (b"\x41" + _FIXED64(end) if end else b"")
+
+
 def _status(status: Status) -> bytes:
     """A span's ``status`` field (message, then code; an unset one with no message is empty)."""
     code, message = status.status_code._value_, status.description
@@ -363,14 +370,7 @@ class SpanEncoder:
         if named is None:
             named = self._name_and_kind(span._name, kind)
         parts.append(named)
-        start, end = span._start_time, span._end_time
-        if start and end:
-            parts.append(_TIMES(0x39, start, 0x41, end))
-        else:
-            if start:
-                parts += (b"\x39", _FIXED64(start))
-            if end:
-                parts += (b"\x41", _FIXED64(end))
+        parts.append(_times(span._start_time, span._end_time))
         attributes = span._attributes
         if attributes:
             pairs, values = self._span_pairs, attributes.values()
@@ -430,13 +430,7 @@ class SpanEncoder:
                 encoded = names[name] = _field(b"\x2a", name.encode())
             parts.append(encoded)
         parts.append(_KIND[kind._value_])  # the enum's plain field: SpanKind hashes in Python
-        if start and end:
-            parts.append(_TIMES(0x39, start, 0x41, end))
-        else:
-            if start:
-                parts += (b"\x39", _FIXED64(start))
-            if end:
-                parts += (b"\x41", _FIXED64(end))
+        parts.append(_times(start, end))
         _attributes(b"\x4a", attributes, self._span_pairs, parts)
         if dropped_attributes:
             parts += (b"\x50", _varint(dropped_attributes))
