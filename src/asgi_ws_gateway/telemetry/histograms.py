@@ -227,7 +227,7 @@ class OwnHistogram(_ViewInstrumentMatch):
             if found is None:
                 span = None if self._exemplars == _TRACE_BASED else INVALID_SPAN
             elif type(found) is LeanSpan:  # its SpanContext is a tuple: (trace id, span id, remote, flags, ...)
-                span = found if self._exemplars != _TRACE_BASED or found._span_context[3] & _SAMPLED else None
+                span = found if self._exemplars != _TRACE_BASED or found._context[3] & _SAMPLED else None
             else:
                 span = found if isinstance(found, Span) else INVALID_SPAN
                 if self._exemplars == _TRACE_BASED and (

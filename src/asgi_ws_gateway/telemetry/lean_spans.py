@@ -65,6 +65,12 @@ _FLAGS = {
     for sampled in (False, True)
     for random_id in (False, True)
 }
+_ROOT_FLAGS = _FLAGS[True, True]
+_CHILD_FLAGS = tuple(
+    _FLAGS[bool(flags & TraceFlags.SAMPLED), bool(flags & TraceFlags.RANDOM_TRACE_ID)] for flags in range(256)
+)
+"""A child's flags under the default sampler, by its parent's: the parent's decision and random-id bit."""
+_new = object.__new__
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = int(TraceFlags.SAMPLED)
 
@@ -73,6 +79,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     """A recording span: the OpenTelemetry ``Span`` API, and a ``ReadableSpan`` once ended."""
 
     # ReadableSpan's fields that start the same in every span: class defaults, not per-span writes.
+    _context: SpanContext  # always set (ReadableSpan's may be None)
     _instrumentation_info = None
     _status: Status = _UNSET
     _end_time: int | None = None
@@ -83,7 +90,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     _record_exception = True  # what start_span defaults to: written per span only when not
     _set_status_on_exception = True
 
-    def __init__(
+    def _init(
         self,
         tracer: LeanTracer,
         name: str,
@@ -91,14 +98,12 @@ class LeanSpan(trace.Span, ReadableSpan):
         parent: SpanContext | None,
         kind: SpanKind,
         attributes: Mapping[str, AnyValue],
-        links: Sequence[Link],
         start_time: int | None,
-        record_exception: bool,
-        set_status_on_exception: bool,
     ) -> None:
+        """What ``__init__`` would do (the tracer makes spans with ``object.__new__``: one call fewer)."""
         # ReadableSpan's fields, set here rather than through its __init__ (no Resource built, no copy).
         self._name = name
-        self._context = self._span_context = context
+        self._context = context
         self._kind = kind
         self._instrumentation_scope = tracer.scope
         self._parent = parent
@@ -107,12 +112,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._tracer = tracer
         self._max_attributes = limit = tracer.max_attributes
         self._max_length = tracer.max_length
-        if links:
-            self._links = _links(links, tracer.limits)
-        if not record_exception:
-            self._record_exception = False
-        if not set_status_on_exception:
-            self._set_status_on_exception = False
         if (
             self._max_length is None  # the common case, as in _set, checked in C: nothing to clean or drop
             and (limit is None or len(attributes) <= limit)
@@ -197,7 +196,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     # -- the rest of the Span API ---------------------------------------------------------------------
 
     def get_span_context(self) -> SpanContext:
-        return self._span_context
+        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -274,7 +273,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             return
         self._end_time = end_time if end_time is not None else time_ns()
         tracer = self._tracer  # its processors now, as the SDK's span ends into those added since it started
-        for on_end in tracer.sampled_ends if self._span_context[3] & _SAMPLED else tracer.ends:
+        for on_end in tracer.sampled_ends if self._context[3] & _SAMPLED else tracer.ends:
             on_end(self)
 
     def __exit__(
@@ -348,6 +347,8 @@ class LeanTracer(trace.Tracer):
         self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
         self.random_ids = type(self.id_generator) is RandomIdGenerator
+        self.parent_or_on_random = self.parent_or_on and self.random_ids
+        self.max_links = self.limits.max_links
         self.starts, self.ends, self.sampled_ends = provider._lean_processors
 
     def start_span(
@@ -361,18 +362,71 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        links = links or ()
         # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent
         # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
         current = (context if context is not None else get_current()).get(_SPAN_KEY)
         parent: SpanContext | None = None
         if current is not None:
             if type(current) is LeanSpan:
-                parent = current._span_context
+                parent = current._context
             elif isinstance(current, trace.Span):
                 parent = current.get_span_context()
                 if parent is not None and not isinstance(parent, SpanContext):
                     raise TypeError("parent_span_context must be a SpanContext or None.")
+        if not self.parent_or_on_random:
+            return self._start_sampled(
+                name, context, kind, attributes, links or (), start_time, record_exception, set_status_on_exception,
+                parent,
+            )  # fmt: skip
+        # The default sampler and RandomIdGenerator (the gateway's usual provider): what both decide,
+        # without their calls. A SpanContext is (trace id, span id, remote, flags, state, valid); random
+        # ids are valid by construction (0, invalid, is drawn again, as the generator does).
+        if parent is not None and parent[5]:
+            trace_id, trace_state = parent[0], parent[4]
+            flags = _CHILD_FLAGS[parent[3] & 0xFF]  # the parent's decision and random-id bit
+            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
+            if not flags & _SAMPLED:
+                return trace.NonRecordingSpan(span_context)
+        else:
+            parent = None
+            trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
+            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            span_context = tuple.__new__(
+                SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
+            )
+        span = _new(LeanSpan)
+        span._init(self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, start_time)
+        if links:
+            if (  # the usual link (one, valid, without attributes: the handshake's), read without property calls
+                len(links) == 1 and type(link := links[0]) is Link and link._attributes is None and link._context[5]
+                and self.max_links != 0
+            ):  # fmt: skip
+                link._attributes = _NO_ATTRIBUTES  # what the SDK makes of None attributes
+                span._links = (link,)
+            else:
+                span._links = _links(links, self.limits)
+        if not record_exception:
+            span._record_exception = False
+        if not set_status_on_exception:
+            span._set_status_on_exception = False
+        for processor in self.starts:
+            processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
+        return span
+
+    def _start_sampled(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link],
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+        parent: SpanContext | None,
+    ) -> trace.Span:
+        """:meth:`start_span` with another sampler or id generator than the defaults."""
         ids = self.id_generator
         trace_state: TraceState | None = None
         flags: int
@@ -408,10 +462,14 @@ class LeanTracer(trace.Tracer):
             )  # fmt: skip
         if not recorded:
             return trace.NonRecordingSpan(span_context)
-        span = LeanSpan(
-            self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, links, start_time,
-            record_exception, set_status_on_exception,
-        )  # fmt: skip
+        span = _new(LeanSpan)
+        span._init(self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, start_time)
+        if links:
+            span._links = _links(links, self.limits)
+        if not record_exception:
+            span._record_exception = False
+        if not set_status_on_exception:
+            span._set_status_on_exception = False
         for processor in self.starts:
             processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
         return span

@@ -358,7 +358,7 @@ class SpanEncoder:
         steps where a gateway span has nothing (no trace state, events, dropped counts or status)."""
         if type(span._events) is not tuple or span._dropped or type(span._links) is not tuple:  # rare
             return self._span(_lean_fields(span))
-        trace_id, span_id, _, _, trace_state, _ = span._span_context
+        trace_id, span_id, _, _, trace_state, _ = span._context
         parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:
             parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
