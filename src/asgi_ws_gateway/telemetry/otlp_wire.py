@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
+from itertools import compress, count
+from operator import not_
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind, Status
@@ -59,6 +61,7 @@ _LINK_HEAD = b"\x6a" + bytes([18 + 10 + 5])
 """``Span.links`` (field 13), tag and length, of a link with ids and flags only (18, 10 and 5 bytes)."""
 _UNSET_STATUS = b"\x7a\x00"
 """``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
+_STR_INT = frozenset({str, int})
 _CACHE_LIMIT = 4096
 """Encoded key/value pairs kept per tag (and span names); a cache is emptied when full."""
 
@@ -143,10 +146,13 @@ class Pairs:
     type, kept between batches; and the keys whose values seldom repeat, which are not kept (a
     connection's byte counts, its handshake's ids: kept, they would push the others out)."""
 
-    __slots__ = ("encoded", "heads", "keys", "misses", "volatile")
+    __slots__ = ("encoded", "heads", "keys", "misses", "plain", "volatile")
 
     def __init__(self) -> None:
         self.encoded: dict[tuple[str, object, type], bytes] = {}
+        self.plain: dict[tuple[str, object], bytes] = {}
+        """The same fields of ``str`` and ``int`` values (not ``bool``) by ``(key, value)``: a dict's items,
+        looked up as they are when every value is a ``str`` or an ``int`` (then ``1`` cannot meet ``True``)."""
         self.keys: dict[str, bytes] = {}  # ``KeyValue.key`` fields (tag, length, name) by name
         self.heads: dict[tuple[str, int], bytes] = {}
         """A string value's ``KeyValue`` field up to its UTF-8 bytes, which end it, by key and their length:
@@ -201,8 +207,11 @@ class Pairs:
             return
         if len(self.encoded) >= _CACHE_LIMIT:
             self.encoded.clear()
+            self.plain.clear()
             self.misses.clear()
         self.encoded[(key, value, cls)] = encoded
+        if cls is str or cls is int:
+            self.plain[key, value] = encoded
 
 
 _VOLATILE_AFTER = 256
@@ -220,7 +229,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pair
         found: list[Any] = list(map(pairs.encoded.get, zip(attributes.keys(), values, map(type, values), strict=False)))
     except TypeError:  # an unhashable value (a list or a mapping: resources, direct ReadableSpans)
         found = [None] * len(attributes)
-    if None in found:  # encoded here, those only (found in C)
+    if not all(found):  # encoded here, those only (found in C: a field is never empty)
         _encode_missing(tag, attributes, pairs, found)
     fields += found
 
@@ -229,8 +238,7 @@ def _encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, 
     """Fill ``found``'s ``None`` entries (the attributes the cache did not have) with their ``KeyValue``
     fields; one that cannot be encoded is logged and left out (``b""``)."""
     items = list(attributes.items())
-    index = found.index(None)
-    while True:
+    for index in list(compress(count(), map(not_, found))):  # the Nones, found in C (no comparisons)
         key, value = items[index]
         try:
             encoded = found[index] = pairs.pair(tag, key, value)
@@ -243,10 +251,6 @@ def _encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, 
             cls = type(value)
             if (cls is str or cls is int or cls is bool) and key not in pairs.volatile:
                 pairs.keep(key, value, cls, encoded)
-        try:
-            index = found.index(None, index + 1)
-        except ValueError:
-            break
 
 
 _Fields = tuple[Any, ...]
@@ -373,16 +377,14 @@ class SpanEncoder:
         parts.append(_times(span._start_time, span._end_time))
         attributes = span._attributes
         if attributes:
-            pairs, values = self._span_pairs, attributes.values()
-            keys = zip(attributes, values, map(type, values), strict=False)
-            try:  # as _attributes: looked up in C, only the misses encoded in Python
-                found: list[Any] = list(map(pairs.encoded.get, keys))
-            except TypeError:
-                _attributes(b"\x4a", attributes, pairs, parts)
-            else:
-                if None in found:
+            pairs = self._span_pairs
+            if _STR_INT.issuperset(map(type, attributes.values())):  # a gateway span's: its items looked up as they are
+                found: list[Any] = list(map(pairs.plain.get, attributes.items()))
+                if not all(found):  # as _attributes: looked up in C, only the misses encoded in Python
                     _encode_missing(b"\x4a", attributes, pairs, found)
                 parts += found
+            else:
+                _attributes(b"\x4a", attributes, pairs, parts)
         for link in span._links:
             linked = link._context
             ids = _IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])
