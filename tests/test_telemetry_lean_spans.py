@@ -525,3 +525,50 @@ def test_the_batch_processor_exports_sampled_spans_only_as_the_sdk() -> None:
         == sdk
         == (["one sampled", "three sampled"], ["one sampled", "two recorded", "three sampled", "four recorded"])
     )
+
+
+def _owned_script(tracer: trace.Tracer) -> None:
+    """The gateway's own spans: a lean tracer's ``start_owned`` and ``set_plain``, the API's calls for others."""
+    lean = isinstance(tracer, LeanTracer)
+
+    def start(name: str, context: Context | None, kind: SpanKind, attributes: dict[str, Any]) -> trace.Span:
+        if isinstance(tracer, LeanTracer):
+            return tracer.start_owned(name, context, kind, attributes, [Link(REMOTE)])
+        return tracer.start_span(name, context, kind, attributes, [Link(REMOTE)])
+
+    def set_plain(span: trace.Span, attributes: dict[str, Any]) -> None:
+        if lean:
+            cast("LeanSpan", span).set_plain(attributes)
+        else:
+            span.set_attributes(attributes)
+
+    root = start("GET /ws/{room}", None, SpanKind.SERVER, {"http.route": "/ws/{room}", "server.port": 8000,
+                                                           "url.path": "/ws/lobby/long", "a": "x", "b": 2})  # fmt: skip
+    child = start("upstream connect", trace.set_span_in_context(root, Context()), SpanKind.CLIENT, {"attempt": 1})
+    set_plain(child, {"http.response.status_code": 101, "error.type": "refused-by-upstream"})
+    child.end()
+    set_plain(root, {"a": "rewritten, so last", "outcome": "accepted", "c": 3})
+    root.set_attribute("enduser.id", "alice")  # a policy's, checked: the encoder checks the values again
+    root.end()
+    set_plain(root, {"after": "end"})  # ignored with the SDK's warning
+
+
+@pytest.mark.usefixtures("no_limits")
+@pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
+def test_the_gateway_s_own_spans_record_and_encode_as_the_sdk_spans(
+    monkeypatch: pytest.MonkeyPatch, limited: bool
+) -> None:
+    """``start_owned`` and ``set_plain`` (unchecked plain attributes): the SDK's fields, limits and bytes."""
+    for name, value in LIMITS.items() if limited else ():
+        monkeypatch.setenv(name, value)
+    random.seed(11)  # the default ids (drawn inline by the lean tracer): the same for both
+    sdk = _run(lambda: TracerProvider(resource=RESOURCE, shutdown_on_exit=False), _owned_script)
+    random.seed(11)
+    lean = _run(lambda: LeanTracerProvider(resource=RESOURCE), _owned_script)
+    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert SpanEncoder().encode(lean) == sdk_encode_spans(lean).SerializeToString()
+    assert _without_times(ExportTraceServiceRequest.FromString(SpanEncoder().encode(lean))) == _without_times(
+        sdk_encode_spans(sdk)
+    )
+    child = next(span for span in lean if span.name == "upstream connect")
+    assert cast("LeanSpan", child)._plain is not limited  # tight limits take the checked path

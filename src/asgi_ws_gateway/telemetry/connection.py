@@ -18,6 +18,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from .._context import CONNECTION
 from . import current
 from . import names as n
+from .lean_spans import LeanSpan
 from .values import client_path, client_text
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class ConnectionTrace:
         self._live: MeteredConnection | None = None
         self._stats = stats
         api = handshake.api
-        if telemetry.tracer is not None:
+        if telemetry.start_span is not None:
             attrs = self._attributes()
             links: list[Link] = []
             parent = _EMPTY  # a new trace
@@ -61,7 +62,7 @@ class ConnectionTrace:
                     attrs[n.HANDSHAKE_SPAN_ID] = f"{span_id:016x}"
                     if telemetry.config.connection_parent == "handshake":
                         parent = current.with_span(handshake.span, _EMPTY)
-            self.span = telemetry.tracer.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)
+            self.span = telemetry.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)
             self._otel_token = current.attach(current.with_span(self.span, _EMPTY))
             if handshake._events is not None:
                 handshake._events.span = self.span
@@ -106,11 +107,15 @@ class ConnectionTrace:
         reason = client_text(stats.close_reason)  # a peer's text (at most 123 bytes): may carry a token
         span = self.span
         if span is not None:
-            span.set_attributes({
+            attrs: Attrs = {
                 n.CLOSE_SIDE: side, n.CLOSE_CODE: code, n.CLOSE_REASON: reason,
                 n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
                 n.MESSAGES_OUT: stats.messages_out, n.BYTES_OUT: stats.bytes_out,
-            })  # fmt: skip
+            }  # fmt: skip
+            if type(span) is LeanSpan:  # plain attributes, unchecked
+                span.set_plain(attrs)
+            else:
+                span.set_attributes(attrs)
             if code in _ABNORMAL_CLOSE:
                 span.set_status(StatusCode.ERROR, f"closed with {code}")
             span.end()

@@ -9,10 +9,11 @@ from .._types import Scope
 from .._version import __version__
 from ..config import ApiConfig, GatewayConfig
 from .access import AccessLog
+from .lean_spans import LeanTracer
 from .metrics import Metrics
 from .names import SCOPE
 from .providers import Providers, resolve_providers
-from .tracing import ApiInfo, HandshakeTrace
+from .tracing import ApiInfo, HandshakeTrace, StartSpan
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -48,6 +49,11 @@ class Telemetry:
         self._apis = {api.name: ApiInfo.of(api) for api in config.apis}
         providers = self.providers
         self.tracer: Tracer | None = providers.tracer.get_tracer(SCOPE, __version__) if providers.tracer else None
+        self.start_span: StartSpan | None = None
+        """How the gateway starts its own spans: a lean tracer's ``start_owned`` (its attributes are plain and
+        handed over), else ``tracer.start_span``; None when tracing is off."""
+        if self.tracer is not None:
+            self.start_span = self.tracer.start_owned if type(self.tracer) is LeanTracer else self.tracer.start_span
         self.metrics: Metrics | None = None
         if providers.meter is not None:
             meter = providers.meter.get_meter(SCOPE, __version__)

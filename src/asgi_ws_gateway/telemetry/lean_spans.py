@@ -89,6 +89,9 @@ class LeanSpan(trace.Span, ReadableSpan):
     _links: BoundedList[Link] | tuple[Link, ...] = ()
     _record_exception = True  # what start_span defaults to: written per span only when not
     _set_status_on_exception = True
+    _plain = False
+    """Every attribute value is a ``str`` or an ``int`` (``bool`` excepted), as :meth:`LeanTracer.start_owned`
+    and :meth:`set_plain` were promised: the encoder reads that instead of checking each value."""
 
     def _init(
         self,
@@ -99,8 +102,10 @@ class LeanSpan(trace.Span, ReadableSpan):
         kind: SpanKind,
         attributes: Mapping[str, AnyValue],
         start_time: int | None,
+        owned: bool = False,
     ) -> None:
-        """What ``__init__`` would do (the tracer makes spans with ``object.__new__``: one call fewer)."""
+        """What ``__init__`` would do (the tracer makes spans with ``object.__new__``: one call fewer);
+        ``owned``: ``attributes`` is a dict the span may keep, of plain attributes (:meth:`LeanTracer.start_owned`)."""
         # ReadableSpan's fields, set here rather than through its __init__ (no Resource built, no copy).
         self._name = name
         self._context = context
@@ -112,14 +117,17 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._tracer = tracer
         self._max_attributes = limit = tracer.max_attributes
         self._max_length = tracer.max_length
-        if (
+        if owned and self._max_length is None and (limit is None or len(attributes) <= limit):
+            self._attributes: dict[str, AnyValue] = attributes  # type: ignore[assignment]  # a dict: start_owned's
+            self._plain = True
+        elif (
             self._max_length is None  # the common case, as in _set, checked in C: nothing to clean or drop
             and (limit is None or len(attributes) <= limit)
             and _PLAIN.issuperset(map(type, attributes.values()))
             and _STR.issuperset(map(type, attributes))
             and "" not in attributes
         ):
-            self._attributes: dict[str, AnyValue] = dict(attributes)
+            self._attributes = dict(attributes)
         else:
             self._attributes = {}
             self._set(attributes)
@@ -131,6 +139,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def _set(self, attributes: Mapping[str, AnyValue]) -> None:
         current, limit = self._attributes, self._max_attributes
+        self._plain = False
         # The common case, checked in C: plain values under non-empty string keys, nothing to drop.
         if (
             self._max_length is None
@@ -157,6 +166,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             self._put(key, value)
 
     def _put(self, key: str, value: AnyValue) -> None:
+        self._plain = False
         if type(value) not in _PLAIN or (self._max_length is not None and type(value) is str):
             value = _clean_attribute_value(value, self._max_length)  # truncates, makes sequences tuples
         attributes = self._attributes
@@ -167,6 +177,21 @@ class LeanSpan(trace.Span, ReadableSpan):
             del attributes[next(iter(attributes))]
             self._dropped += 1
         attributes[key] = value
+
+    def set_plain(self, attributes: Mapping[str, AnyValue]) -> None:
+        """``set_attributes`` for the gateway's own attributes, unchecked: the caller promises non-empty
+        ``str`` keys and ``str`` or ``int`` values (not ``bool``), as :meth:`LeanTracer.start_owned`."""
+        current, limit = self._attributes, self._max_attributes
+        if (
+            self._end_time is not None or self._max_length is not None
+            or (limit is not None and len(current) + len(attributes) > limit)
+        ):  # fmt: skip
+            self.set_attributes(attributes)  # the SDK's rules: a warning, truncation, the oldest dropped
+            return
+        if current and not current.keys().isdisjoint(attributes):
+            for key in attributes:
+                current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
+        current.update(attributes)
 
     def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
         if self._end_time is not None:
@@ -362,6 +387,30 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
+        return self._start(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception, False
+        )
+
+    def start_owned(
+        self, name: str, context: Context | None, kind: SpanKind, attributes: dict[str, AnyValue], links: Sequence[Link]
+    ) -> trace.Span:
+        """``start_span`` for the gateway's own spans: ``attributes`` is a new dict the span may keep as its
+        own (the caller keeps no reference), of non-empty ``str`` keys and ``str`` or ``int`` values (not
+        ``bool``), unchecked; with another sampler than the default, checked as by ``start_span``."""
+        return self._start(name, context, kind, attributes, links, None, True, True, True)
+
+    def _start(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+        owned: bool,
+    ) -> trace.Span:
         # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent
         # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
         current = (context if context is not None else get_current()).get(_SPAN_KEY)
@@ -396,7 +445,7 @@ class LeanTracer(trace.Tracer):
                 SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
             )
         span = _new(LeanSpan)
-        span._init(self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, start_time)
+        span._init(self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, start_time, owned)
         if links:
             if (  # the usual link (one, valid, without attributes: the handshake's), read without property calls
                 len(links) == 1 and type(link := links[0]) is Link and link._attributes is None and link._context[5]

@@ -378,7 +378,8 @@ class SpanEncoder:
         attributes = span._attributes
         if attributes:
             pairs = self._span_pairs
-            if _STR_INT.issuperset(map(type, attributes.values())):  # a gateway span's: its items looked up as they are
+            # A gateway span's (str and int values): its items looked up as they are.
+            if span._plain or _STR_INT.issuperset(map(type, attributes.values())):
                 found: list[Any] = list(map(pairs.plain.get, attributes.items()))
                 if not all(found):  # as _attributes: looked up in C, only the misses encoded in Python
                     _encode_missing(b"\x4a", attributes, pairs, found)

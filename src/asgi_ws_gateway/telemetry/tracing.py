@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import Token
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -42,6 +42,7 @@ from . import current, propagation
 from . import names as n
 from .connection import ConnectionTrace
 from .events import MessageEvents
+from .lean_spans import LeanSpan
 from .values import client_path, client_text, cut, protocol_name
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from .core import Telemetry
 
 Attrs = dict[str, AttributeValue]
+StartSpan = Callable[[str, "Context | None", SpanKind, Attrs, Sequence[Link]], Span]
+"""``start_span(name, context, kind, attributes, links)``: a tracer's, or a lean tracer's ``start_owned``."""
 T = TypeVar("T")
 
 
@@ -161,7 +164,7 @@ class HandshakeTrace:
         return self._telemetry.access.writes_lines
 
     def _start_span(self, telemetry: Telemetry) -> None:
-        assert telemetry.tracer is not None
+        assert telemetry.start_span is not None
         headers = self.scope.get("headers") or []
         attrs, traceparent = self._request_attributes(headers)
         links: list[Link] = []
@@ -172,7 +175,7 @@ class HandshakeTrace:
             remote = trace.get_current_span(propagation.extract(headers, Context())).get_span_context()
             if remote.is_valid:
                 links.append(Link(remote))
-        self.span = telemetry.tracer.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
+        self.span = telemetry.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
         self._context = current.with_span(self.span, parent)
         self._otel_token = current.attach(self._context)  # policies' own instrumented I/O nests here
 
@@ -258,7 +261,7 @@ class HandshakeTrace:
         """
         self.attempts += 1
         telemetry, span, inline = self._telemetry, None, None
-        if telemetry.tracer is not None and self._context is not None:
+        if telemetry.start_span is not None and self._context is not None:
             if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
@@ -269,7 +272,7 @@ class HandshakeTrace:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
                     attrs[n.URL_FULL] = cut(redact_url_remembered(request.url))  # the client's path in it
-                span = telemetry.tracer.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs)
+                span = telemetry.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs, ())
                 if telemetry.config.propagate:
                     propagation.inject(
                         request.headers, self._context, span, trusted=telemetry.config.trust_client_trace
@@ -301,7 +304,10 @@ class HandshakeTrace:
                 if error_type is not None:
                     result[n.ERROR_TYPE] = error_type
                     span.set_status(StatusCode.ERROR, error_type)
-                span.set_attributes(result)
+                if type(span) is LeanSpan:  # plain attributes, unchecked
+                    span.set_plain(result)
+                else:
+                    span.set_attributes(result)
                 span.end()
             if telemetry.metrics is not None:
                 telemetry.metrics.upstream_attempt(backend.metric, time.perf_counter() - started, error_type, status)
@@ -371,7 +377,10 @@ class HandshakeTrace:
                 attrs[n.ERROR_TYPE] = error_type
             if policy is not None:
                 attrs[n.POLICY] = policy
-            span.set_attributes(attrs)
+            if type(span) is LeanSpan:  # plain attributes, unchecked
+                span.set_plain(attrs)
+            else:
+                span.set_attributes(attrs)
             if outcome == "error" or (status is not None and status >= 500):
                 span.set_status(StatusCode.ERROR, error_type)
             span.end()
