@@ -329,6 +329,8 @@ def _contexts() -> Iterator[tuple[str, Context, trace.Span | None]]:
     yield "tracestate", trace.set_span_in_context(NonRecordingSpan(with_state), Context()), None
     yield "span given", Context(), NonRecordingSpan(sampled)
     yield "invalid", Context(), None
+    too_long = SpanContext(1 << 130, 1 << 70, is_remote=False, trace_flags=TraceFlags(1))  # invalid, still written
+    yield "ids out of range", trace.set_span_in_context(NonRecordingSpan(too_long), Context()), None
     yield "baggage", baggage.set_baggage("user", "alice", trace.set_span_in_context(NonRecordingSpan(sampled))), None
 
 

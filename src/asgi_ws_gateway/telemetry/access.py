@@ -55,8 +55,10 @@ class AccessLog:
         """Write one record; ``fields`` is the record (see docs/telemetry.md), ``span`` its span."""
         context = span.get_span_context() if span is not None else None
         if context is not None and context[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid)
-            fields["trace_id"] = f"{context[0]:032x}"  # trace.format_trace_id and format_span_id, inline
-            fields["span_id"] = f"{context[1]:016x}"
+            # trace.format_trace_id and format_span_id, inline; a valid context's ids fit their 16 and 8
+            # bytes, whose hex() is cheaper than a 032x format.
+            fields["trace_id"] = context[0].to_bytes(16, "big").hex()
+            fields["span_id"] = context[1].to_bytes(8, "big").hex()
         else:
             fields["trace_id"] = fields["span_id"] = None
         if access_logger.isEnabledFor(logging.INFO):

@@ -58,8 +58,9 @@ class ConnectionTrace:
                 trace_id, span_id, _, _, _, valid = context  # a SpanContext is this tuple (no property calls)
                 if valid:
                     links.append(Link(context))
-                    attrs[n.HANDSHAKE_TRACE_ID] = f"{trace_id:032x}"  # trace.format_trace_id, inline
-                    attrs[n.HANDSHAKE_SPAN_ID] = f"{span_id:016x}"
+                    # trace.format_trace_id and format_span_id, inline (valid ids fit: hex() of their bytes)
+                    attrs[n.HANDSHAKE_TRACE_ID] = trace_id.to_bytes(16, "big").hex()
+                    attrs[n.HANDSHAKE_SPAN_ID] = span_id.to_bytes(8, "big").hex()
                     if telemetry.config.connection_parent == "handshake":
                         parent = current.with_span(handshake.span, _EMPTY)
             self.span = telemetry.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)

@@ -70,7 +70,12 @@ def inject(
         found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found != trace.INVALID_SPAN_CONTEXT:
             trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
-            carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+            try:  # hex() of the ids' bytes: cheaper than 032x formats
+                carrier["traceparent"] = (
+                    f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_HEX_BYTE[flags]}"
+                )
+            except (OverflowError, KeyError):  # an invalid context's ids or flags out of range: as the W3C propagator
+                carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
             if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
                 carrier["tracestate"] = state.to_header()
     else:
@@ -95,6 +100,8 @@ def inject(
     headers.extend(carrier.items())
 
 
+_HEX_BYTE = {value: f"{value:02x}" for value in range(256)}
+"""A ``traceparent``'s flags field by their value."""
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 """What the default propagators write without baggage (a client's ``tracestate`` goes with its ``traceparent``)."""
 _CLIENT_CONTEXT = frozenset({"baggage"})
