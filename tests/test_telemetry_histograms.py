@@ -41,6 +41,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import sampling
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from asgi_ws_gateway.config import TelemetryConfig
@@ -49,6 +51,7 @@ from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import histograms as own_module
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.histograms import OwnHistogram, OwnHistograms
+from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracerProvider
 from asgi_ws_gateway.telemetry.metrics import Attrs, DurationHistogram, Metrics, sdk_histogram
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 from support.clients import connect, expect_status
@@ -67,6 +70,38 @@ FILTERS: dict[str, type[ExemplarFilter]] = {
 TEMPORALITIES = {"cumulative": AggregationTemporality.CUMULATIVE, "delta": AggregationTemporality.DELTA}
 SAMPLED = NonRecordingSpan(SpanContext(0xA1, 0xB1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
 UNSAMPLED = NonRecordingSpan(SpanContext(0xA2, 0xB2, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT)))
+
+
+class _FixedIds(IdGenerator):
+    def __init__(self, trace_id: int, span_id: int) -> None:
+        self.ids = trace_id, span_id
+
+    def generate_trace_id(self) -> int:
+        return self.ids[0]
+
+    def generate_span_id(self) -> int:
+        return self.ids[1]
+
+
+class _RecordOnly(sampling.Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
+        return sampling.SamplingResult(sampling.Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+def _lean_span(trace_id: int, span_id: int, sampled: bool) -> trace.Span:
+    """A gateway's own span (the histograms read its ids without property calls), sampled or recorded only."""
+    sampler = sampling.ALWAYS_ON if sampled else _RecordOnly()
+    provider = LeanTracerProvider(resource=Resource({}), sampler=sampler, id_generator=_FixedIds(trace_id, span_id))
+    span = provider.get_tracer("t").start_span("s")
+    assert isinstance(span, LeanSpan)
+    return span
+
+
+LEAN_SAMPLED = _lean_span(0xA3, 0xB3, True)
+LEAN_UNSAMPLED = _lean_span(0xA4, 0xB4, False)
 ACCEPTED: Attrs = {n.API: "echo", n.HTTP_ROUTE: "/ws/echo", n.PROTOCOL_NAME: "websocket", n.OUTCOME: "accepted",
             n.HTTP_STATUS: 101}  # fmt: skip
 ACCEPTED_REORDERED = dict(reversed(ACCEPTED.items()))  # the same set: the SDK's, not the dict's order
@@ -161,7 +196,7 @@ def test_own_histograms_export_what_sdk_histograms_export(clock: Clock, temporal
     handshake, connect_, connection = (pair.histograms(spec) for spec in SPECS)
     assert all(isinstance(h, OwnHistogram) for h in (handshake[1], connect_[1], connection[1]))
     pair.observe_from(2)  # the histograms first recorded before it appears come first, the one after it last
-    spans = [None, SAMPLED, UNSAMPLED, SAMPLED, None]
+    spans = [None, SAMPLED, UNSAMPLED, SAMPLED, None, LEAN_SAMPLED, LEAN_UNSAMPLED]
     seen = set()
     for round_ in range(3):
         values = _values(n.HANDSHAKE_BUCKETS)
@@ -183,9 +218,9 @@ def test_own_histograms_export_what_sdk_histograms_export(clock: Clock, temporal
     assert own == sdk
     pair.shutdown()
     if exemplar_filter == "always_on":  # unsampled spans' ids too, and none where no span was current
-        assert {0xB1, 0xB2} <= seen
+        assert {0xB1, 0xB2, 0xB3, 0xB4} <= seen
     else:
-        assert seen == {"always_off": set(), "trace_based": {0xB1}}[exemplar_filter]
+        assert seen == {"always_off": set(), "trace_based": {0xB1, 0xB3}}[exemplar_filter]
 
 
 @pytest.mark.parametrize("temporality", list(TEMPORALITIES))

@@ -63,7 +63,7 @@ from opentelemetry.sdk.metrics._internal.measurement_consumer import Synchronous
 from opentelemetry.sdk.metrics._internal.metric_reader_storage import _DEFAULT_VIEW, MetricReaderStorage
 from opentelemetry.sdk.metrics._internal.point import HistogramDataPoint
 from opentelemetry.sdk.metrics._internal.view import _default_reservoir_factory
-from opentelemetry.trace import INVALID_SPAN, Span, TraceFlags, get_current_span
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, TraceFlags, get_current_span
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
@@ -221,20 +221,47 @@ class OwnHistogram(_ViewInstrumentMatch):
         if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)
             return
-        span: Span | None = None
+        context: SpanContext | None = None  # the usual exemplar's: a sampled lean span's (what _add does, inline)
         if self._exemplars:
             found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
-            if found is None:
-                span = None if self._exemplars == _TRACE_BASED else INVALID_SPAN
-            elif type(found) is LeanSpan:  # its SpanContext is a tuple: (trace id, span id, remote, flags, ...)
-                span = found if self._exemplars != _TRACE_BASED or found._context[3] & _SAMPLED else None
-            else:
-                span = found if isinstance(found, Span) else INVALID_SPAN
-                if self._exemplars == _TRACE_BASED and (
-                    span is INVALID_SPAN or not span.get_span_context().trace_flags & TraceFlags.SAMPLED
-                ):
-                    span = None
-        self._add(amount, attributes, items, span)
+            if type(found) is LeanSpan and found._context[3] & _SAMPLED:
+                context = found._context  # a SpanContext is (trace id, span id, remote, flags, ...)
+            elif found is not None or self._exemplars != _TRACE_BASED:  # else: no span, no exemplar
+                self._add(amount, attributes, items, self._exemplar_span(found))
+                return
+        if not self._listed:
+            self._list()  # before taking our lock: the storage's collect holds its lock, then ours
+        index = bisect_left(self._bounds, amount)
+        with self._lock:
+            point = self._by_items.get(items)
+            if point is None:
+                point = self._point(items, attributes)
+            point.counts[index] += 1
+            point.sum += amount
+            if amount < point.min:
+                point.min = amount
+            if amount > point.max:
+                point.max = amount
+            if context is not None:
+                slot = point.exemplars.get(index)
+                if slot is None:
+                    slot = point.exemplars[index] = _Slot()
+                slot.value, slot.time, slot.attributes = amount, time_ns(), attributes
+                slot.span_id, slot.trace_id = context[1], context[0]
+
+    def _exemplar_span(self, found: object) -> Span | None:
+        """The span an exemplar is offered with under the filter, for the current context's span ``found``
+        (None: no exemplar; ``INVALID_SPAN``: one without ids)."""
+        if found is None:
+            return None if self._exemplars == _TRACE_BASED else INVALID_SPAN
+        if type(found) is LeanSpan:  # its SpanContext is a tuple: (trace id, span id, remote, flags, ...)
+            return found if self._exemplars != _TRACE_BASED or found._context[3] & _SAMPLED else None
+        span = found if isinstance(found, Span) else INVALID_SPAN
+        if self._exemplars == _TRACE_BASED and (
+            span is INVALID_SPAN or not span.get_span_context().trace_flags & TraceFlags.SAMPLED
+        ):
+            return None
+        return span
 
     def consume_measurement(self, measurement: Measurement, should_sample_exemplar: bool = True) -> None:
         # Only when something records through the SDK's instrument itself (the gateway records through this).
