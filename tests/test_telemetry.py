@@ -180,6 +180,44 @@ def test_policies_identify_the_caller_and_trace_their_io(
     assert '"subject":"user-42","subscription":"gold"' in line and '"close_code":1006' in line
 
 
+@pytest.mark.parametrize("error", [None, ValueError("store down"), asyncio.CancelledError()],
+                         ids=["ok", "error", "cancelled"])  # fmt: skip
+def test_io_span_is_current_records_and_ends_as_start_as_current_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter], error: BaseException | None
+) -> None:
+    """Inside ``io_span`` its span is current; an exception (not a cancellation) is recorded with an error
+    status; the span ends and the handshake's is current again: what ``start_as_current_span`` does."""
+    config = _config()
+    handshake = Telemetry(config, tracer_provider=spans[0]).handshake(config.apis[0], SCOPE)
+    reference = spans[0].get_tracer("reference")
+
+    def run(manager: Any) -> None:
+        try:
+            with manager as span:
+                assert trace.get_current_span() is span
+                if error is not None:
+                    raise error
+        except BaseException as exc:
+            assert exc is error
+        assert trace.get_current_span() is handshake.span
+
+    run(handshake.io_span("redis get", attributes={"db.system": "redis"}))
+    run(reference.start_as_current_span("redis get", trace.set_span_in_context(handshake.span), trace.SpanKind.CLIENT,
+                                        {"db.system": "redis"}))  # fmt: skip
+
+    def fields(span: Any) -> tuple[Any, ...]:
+        events = [(e.name, {k: v for k, v in (e.attributes or {}).items() if k != "exception.stacktrace"})
+                  for e in span.events]  # fmt: skip
+        return (span.kind, span.parent.span_id, dict(span.attributes), span.status.status_code,
+                span.status.description, events, span.end_time is not None)  # fmt: skip
+
+    ours, expected = (s for s in spans[1].get_finished_spans() if s.name == "redis get")
+    assert fields(ours) == fields(expected)
+    assert ours.parent is not None and handshake.span is not None
+    assert ours.parent.span_id == handshake.span.get_span_context().span_id
+    assert (ours.status.status_code == trace.StatusCode.ERROR) is isinstance(error, ValueError)
+
+
 async def _never() -> Any:  # pragma: no cover - the relay is never run in these tests
     raise AssertionError
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from .._context import HANDSHAKE, HandshakeObserver
@@ -246,8 +246,23 @@ class HandshakeTrace:
         if tracer is None or self._context is None:
             yield trace.INVALID_SPAN
             return
-        with tracer.start_as_current_span(name, self._context, kind, attributes) as span:
-            yield span
+        # What tracer.start_as_current_span does (its trace.use_span: current while open, an exception
+        # recorded and the status set, ended at exit), without its two context managers and the API's
+        # context calls: one span per Redis check on the policies path.
+        span = tracer.start_span(name, self._context, kind, attributes)
+        try:
+            token = current.attach(current.with_span(span))
+            try:
+                yield span
+            finally:
+                current.detach(token)
+        except Exception as exc:  # as use_span: Exception, not BaseException (a cancellation is not an error)
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            span.end()
 
     # -- for the middleware -------------------------------------------------------------------------
 
