@@ -238,8 +238,19 @@ def _encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, 
     """Fill ``found``'s ``None`` entries (the attributes the cache did not have) with their ``KeyValue``
     fields; one that cannot be encoded is logged and left out (``b""``)."""
     items = list(attributes.items())
+    volatile, heads = pairs.volatile, pairs.heads
     for index in list(compress(count(), map(not_, found))):  # the Nones, found in C (no comparisons)
         key, value = items[index]
+        if type(value) is str and key in volatile:  # new every time (a handshake's ids): never kept
+            try:
+                text = value.encode()
+            except UnicodeEncodeError:
+                pass  # pair() below raises it again, and it is logged
+            else:
+                head = heads.get((key, len(text)))  # as pair(): its key's field up to the value's bytes
+                if head is not None:
+                    found[index] = head + text
+                    continue
         try:
             encoded = found[index] = pairs.pair(tag, key, value)
         except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
