@@ -189,6 +189,7 @@ def test_io_span_is_current_records_and_ends_as_start_as_current_span(
     status; the span ends and the handshake's is current again: what ``start_as_current_span`` does."""
     config = _config()
     handshake = Telemetry(config, tracer_provider=spans[0]).handshake(config.apis[0], SCOPE)
+    assert handshake.span is not None
     reference = spans[0].get_tracer("reference")
 
     def run(manager: Any) -> None:
