@@ -145,8 +145,8 @@ class ValidateJwt:
                 raise PolicyProblem("algorithms", f"{alg} needs secret or secret_env")
             if len(self.secret) < _HMAC_MIN_BYTES[alg]:
                 raise PolicyProblem("secret", f"{alg} needs a secret of at least {_HMAC_MIN_BYTES[alg]} bytes")
-        self.sources = s.token
-        self.rfc6750_sources = _rfc6750_sources_not_in(s.token)
+        self.sources = _readings(s.token)
+        self.rfc6750_sources = _readings(_rfc6750_sources_not_in(s.token))
         self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
         self.clock = env.clock
@@ -243,24 +243,21 @@ class ValidateJwt:
         return tokens[0] if tokens else None
 
     @staticmethod
-    def _copies(sources: list[TokenSource], context: HandshakeContext) -> tuple[list[str], int]:
+    def _copies(sources: list[_Reading], context: HandshakeContext) -> tuple[list[str], int]:
         """The token copies ``sources`` find (query and subprotocol ones taken out of the upstream
         request), and how many values of a token header carry a credential in another scheme."""
         request = context.request
         found: list[str] = []
         foreign = 0  # values of a token header in another scheme: credentials the upstream may read
-        for source in sources:
-            if source.header is not None:
-                scheme = source.scheme if source.scheme is not None else (
-                    "Bearer" if source.header.lower() == "authorization" else ""
-                )  # fmt: skip
-                for value in request.headers.get(source.header.lower(), ()):
+        for source, header, scheme in sources:
+            if header:
+                for value in request.header_values(header):
                     if scheme:
                         # The scheme ends at a space or a tab: a tab-separated token is read (and checked)
                         # as a lenient upstream reads it; "Bearer:x" or "Basic x" is another credential.
                         given, *rest = _BLANKS.split(value.strip(" \t"), maxsplit=1)
                         value = rest[0] if rest else ""
-                        if given.lower() != scheme.lower():
+                        if given.lower() != scheme:
                             foreign += 1
                             continue
                     found.append(value.strip())
@@ -373,6 +370,20 @@ class ValidateJwt:
                 fetched = []  # the configured keys only
             keys.extend(fetched)
         return keys
+
+
+_Reading = tuple[TokenSource, str, str]
+"""A token source with its header's name and scheme in lower case (the scheme "" when the value is the
+token alone; both "" for other sources): worked out once, when the policy is built."""
+
+
+def _readings(sources: list[TokenSource]) -> list[_Reading]:
+    readings: list[_Reading] = []
+    for source in sources:
+        header = source.header.lower() if source.header is not None else ""
+        scheme = source.scheme if source.scheme is not None else ("Bearer" if header == "authorization" else "")
+        readings.append((source, header, scheme.lower()))
+    return readings
 
 
 def _rfc6750_sources_not_in(sources: list[TokenSource]) -> list[TokenSource]:
@@ -532,7 +543,7 @@ class CheckHeader:
         s = self.settings
         # Each copy of a repeated header on its own: the upstream gets them all and may read any one, so
         # "acme" then "evil" must not pass as "acme, evil" would pass a pattern such as acme.*
-        copies = context.request.headers.get(s.header.lower(), [])
+        copies = context.request.header_values(s.header.lower())
         ok = bool(copies) and all(self._passes(value) for value in copies)
         if not ok:
             detail = s.message or f"header {s.header} is missing or has a value that is not accepted"
