@@ -427,9 +427,14 @@ def _edit(
     if action == "append":
         assert value is not None
         return [*items, (name, value)]
-    if action == "skip" and any(same(item[0], name) for item in items):
-        return items
-    kept = [item for item in items if not same(item[0], name)]
+    if same is str.__eq__:  # a header's name: compared in place, not through a call per header
+        if action == "skip" and any(item[0] == name for item in items):
+            return items
+        kept = [item for item in items if item[0] != name]
+    else:
+        if action == "skip" and any(same(item[0], name) for item in items):
+            return items
+        kept = [item for item in items if not same(item[0], name)]
     if action != "delete":
         assert value is not None
         kept.append((name, value))
@@ -536,7 +541,7 @@ class HandshakeContext:
 
 def _dig(value: object, path: tuple[str, ...]) -> object | None:
     for key in path:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # claims are dicts: no ABC check
             return None
         value = value.get(key)
     return value
