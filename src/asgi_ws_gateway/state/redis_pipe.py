@@ -184,7 +184,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
 
-    async def call(self, command: bytes) -> Any:
+    def call(self, command: bytes) -> asyncio.Future[Any]:
+        """Send ``command``; its reply (or error) is the future's. A future, not a coroutine: one frame
+        less for every call to carry through its await."""
         if self.closed or self._transport is None:
             raise ConnectionError("Connection closed by server.")
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -196,7 +198,7 @@ class _Connection(asyncio.Protocol):
             self._transport.write(command)
         except Exception as exc:  # closed under us, its connection_lost not yet called: fails this call too
             self.close(ConnectionError(f"Error writing to Redis: {exc}"))
-        return await future
+        return future
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
