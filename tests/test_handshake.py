@@ -196,6 +196,26 @@ async def test_plain_async_functions_are_policies_and_denials_name_them() -> Non
     assert (denial.status, denial.policy, denial.reason) == (403, "only_tuesdays", "calendar")
 
 
+async def test_a_denial_releases_what_the_policies_before_it_took() -> None:
+    """A lease an earlier policy took (its cleanup) goes with the refused handshake."""
+    released: list[str] = []
+
+    async def takes_a_lease(context: HandshakeContext) -> None:
+        async def release() -> None:
+            released.append("lease")
+
+        context.add_cleanup(release)
+
+    async def refuses(context: HandshakeContext) -> None:
+        raise deny(403, "no", reason="nope")
+
+    config = load_config({"apis": [{"name": "chat", "path": "/ws/chat", "upstreams": ["ws://x/"],
+                                    "policies": [takes_a_lease, refuses]}]})  # fmt: skip
+    policies = GatewayPolicies(config)
+    denial = await denied(policies.run(policies.context("chat", scope(), {})))
+    assert (denial.status, denial.policy, released) == (403, "refuses", ["lease"])
+
+
 def test_a_sync_function_is_not_a_policy() -> None:
     with pytest.raises(ConfigError, match=r"apis\[0\]\.policies\[0\]: .* is not an async function"):
         load_config({"apis": [{"name": "c", "path": "/c", "upstreams": ["ws://x/"], "policies": [print]}]})
