@@ -9,9 +9,12 @@ echo, close) after ``--warmup`` uncounted ones. The counts are the same on a qui
 An opcode is not a unit of time (one that calls into C may cost a hundred others): confirm a cut with
 ``python -m bench.telemetry_instructions`` (instructions) before keeping it.
 
-Usage: ``python -m bench.opcodes [--telemetry] [--threads] [--handshakes 200] [--top 40]``
-(``--telemetry``: traces and metrics exported over OTLP/gRPC to a receiver; ``--threads``: every
-thread, the span exporter's too, instead of the event loop's alone).
+Usage: ``python -m bench.opcodes [--telemetry] [--policies] [--threads] [--handshakes 200] [--top 40]``
+(``--telemetry``: traces and metrics exported over OTLP/gRPC to a receiver; ``--policies``: the
+``gateway-run+policies`` set (``validate-jwt``, ``rate-limit-by-key`` on the Redis at 127.0.0.1:6379,
+``set-header``), 4 openers each presenting its own token on every handshake, as
+``bench.policies_instructions`` counts it; ``--threads``: every thread, the span exporter's too,
+instead of the event loop's alone).
 """
 
 from __future__ import annotations
@@ -32,10 +35,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from . import policies_instructions
 from . import telemetry_overhead as overhead
+from .apps import policy_set
+from .credentials import PUBLIC_KEY_PEM
+from .paths import REDIS_URL
 from .telemetry_instructions import _handshakes
 
 Counts = collections.Counter[tuple[str, str, str]]
+OPENERS = 4
+"""Concurrent clients with ``--policies`` (each with its own token), as ``bench.policies_instructions``."""
 
 
 def _serve_counted(out: str, every_thread: bool, argv: list[str]) -> None:
@@ -85,7 +94,11 @@ def _serve_counted(out: str, every_thread: bool, argv: list[str]) -> None:
 def _count(args: argparse.Namespace, upstream_port: int, receiver_port: int, tmp: Path) -> Counts:
     config = tmp / "gateway.json"
     api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{overhead.HOST}:{upstream_port}/"]}
-    config.write_text(json.dumps({"apis": [{**api, "compression": None}]}))
+    document: dict[str, Any] = {"apis": [{**api, "compression": None}]}
+    if args.policies:
+        document["apis"][0].update(policy_set(PUBLIC_KEY_PEM))
+        document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{os.urandom(6).hex()}"}
+    config.write_text(json.dumps(document))
     env = overhead._quiet_env()
     if args.telemetry:
         env.update({
@@ -95,17 +108,23 @@ def _count(args: argparse.Namespace, upstream_port: int, receiver_port: int, tmp
         })  # fmt: skip
     env["PYTHONPATH"] = str(overhead.ROOT / "src") + os.pathsep + str(overhead.ROOT)
     out, port = tmp / "counts.json", overhead._free_port()
+
+    def handshakes(url: str, count: int) -> Any:
+        if args.policies:
+            return policies_instructions._handshakes(url, count, OPENERS)
+        return _handshakes(url, count)
+
     argv = ["run", str(config), "--port", str(port)]
     code = f"from bench.opcodes import _serve_counted; _serve_counted({str(out)!r}, {args.threads!r}, {argv!r})"
     gateway = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
     try:
         overhead._wait_listening(port, timeout=60)
         url = f"ws://{overhead.HOST}:{port}/ws/echo"
-        asyncio.run(_handshakes(url, args.warmup))
+        asyncio.run(handshakes(url, args.warmup))
         time.sleep(1)
         gateway.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
-        asyncio.run(_handshakes(url, args.handshakes))
+        asyncio.run(handshakes(url, args.handshakes))
         time.sleep(0.5)
         gateway.send_signal(signal.SIGUSR2)
         for _ in range(100):
@@ -128,6 +147,7 @@ def main() -> int:
     parser.add_argument("--handshakes", type=int, default=200, help="counted handshakes (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=300, help="handshakes before counting (default: %(default)s)")
     parser.add_argument("--telemetry", action="store_true", help="traces and metrics on, exported over OTLP/gRPC")
+    parser.add_argument("--policies", action="store_true", help="the gateway-run+policies set, on Redis")
     parser.add_argument("--threads", action="store_true", help="count every thread, not the event loop's alone")
     parser.add_argument("--top", type=int, default=40, help="functions shown (default: %(default)s)")
     args = parser.parse_args()
@@ -145,7 +165,8 @@ def main() -> int:
     for (thread, path, _), n in counts.items():
         threads[thread] += n
         files[_short(path)] += n
-    print(f"Python opcodes per handshake ({per} handshakes after {args.warmup}; telemetry {args.telemetry})")
+    print(f"Python opcodes per handshake ({per} handshakes after {args.warmup}; telemetry {args.telemetry}, "
+          f"policies {args.policies})")  # fmt: skip
     for thread, n in threads.most_common():
         print(f"{n / per:10.0f}  thread {thread}")
     print("\nby file")

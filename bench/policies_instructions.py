@@ -16,7 +16,8 @@ fewer or cheaper system calls save. Other threads (the span export) are shown ap
     python -m bench.policies_instructions [--against main | --baseline-src DIR] [--bare] [--handshakes 400]
 
 (``--bare``: this tree's ``gateway-run`` too, without policies or telemetry: the reference of
-issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``.)
+issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``. ``--no-telemetry``: the policy set
+without telemetry, to count the policies' own cost apart from the spans'.)
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def _measure(
     if name != BARE:  # gateway-run+policies; the bare one is gateway-run (no policies, no telemetry)
         api.update(policy_set(PUBLIC_KEY_PEM))
         document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+    if name != BARE and args.telemetry:
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
@@ -108,6 +110,9 @@ def main() -> int:
     parser.add_argument(
         "--bare", action="store_true", help="also count this tree's gateway-run, the target's reference"
     )
+    parser.add_argument(
+        "--no-telemetry", dest="telemetry", action="store_false", help="count the policy set without telemetry"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
@@ -139,7 +144,7 @@ def main() -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(f"instructions per gateway-run+policies handshake, {args.handshakes} after {args.warmup}, "
-          f"{args.openers} openers")  # fmt: skip
+          f"{args.openers} openers, telemetry {'on' if args.telemetry else 'off'}")  # fmt: skip
     first = next(iter(results))
     for name, runs in results.items():
         line = "   ".join(f"event loop {r['main'] / 1e3:8.0f} k  other threads {r['other'] / 1e3:6.0f} k" for r in runs)

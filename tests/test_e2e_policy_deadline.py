@@ -181,6 +181,33 @@ async def test_a_policys_own_timeout_is_not_the_deadline() -> None:
         await HandshakePipeline([FunctionPolicy(own_timeout)], timeout=5).run(_context())
 
 
+async def test_the_deadlines_cancellation_is_taken_back_with_its_504() -> None:
+    """The task that ran out of time is not left cancelling: the middleware goes on to send the 504."""
+
+    async def hangs(context: HandshakeContext) -> None:
+        await _forever()
+
+    with pytest.raises(HandshakeDenied) as denied:
+        await HandshakePipeline([FunctionPolicy(hangs)], timeout=0.05).run(_context())
+    assert (denied.value.status, denied.value.policy) == (504, "hangs")
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0)  # not cancelled
+
+
+async def test_a_task_cancelled_for_its_own_reasons_stays_cancelled() -> None:
+    """The client gone while a policy waits: a cancellation, not a 504."""
+
+    async def hangs(context: HandshakeContext) -> None:
+        await _forever()
+
+    run = asyncio.ensure_future(HandshakePipeline([FunctionPolicy(hangs)], timeout=5).run(_context()))
+    await asyncio.sleep(0.05)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+
 async def test_a_denial_inside_the_deadline_is_the_policys_own() -> None:
     async def refuses(context: HandshakeContext) -> None:
         raise HandshakeDenied(403, "no", reason="nope")

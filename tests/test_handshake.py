@@ -34,6 +34,33 @@ def test_request_view_parses_headers_query_cookies_subprotocols() -> None:
     assert (request.method, request.host, request.scheme) == ("GET", "gw.test", "ws")
 
 
+_HEADER_NAMES = st.sampled_from([
+    b"authorization", b"Authorization", b"AUTHORIZATION", b"host", b"x-api-key", b"x-forwarded-for",
+    b"X-Forwarded-Host", b"x-forwarded-proto", b"x-forwarded-port", b"forwarded", b"x-real-ip", b"true-client-ip",
+    b"cookie", b"\xc0uth", b"\xe0uth", b"x-\xc9", b"k", b"K",
+])  # fmt: skip
+
+
+@given(
+    raw=st.lists(st.tuples(_HEADER_NAMES, st.binary(max_size=8)), max_size=8),
+    asked=st.sampled_from(["authorization", "host", "x-api-key", "x-forwarded-for", "x-forwarded-host",
+                           "x-forwarded-port", "forwarded", "x-real-ip", "cookie", "\xe0uth", "x-\xe9", "k"]),
+    trusted=st.booleans(),
+    built_first=st.booleans(),
+)  # fmt: skip
+def test_one_header_read_is_what_the_header_table_holds(
+    raw: list[tuple[bytes, bytes]], asked: str, trusted: bool, built_first: bool
+) -> None:
+    """header_values (read without building the table) gives what headers has, forwarding headers included."""
+    ctx = context(trusted=["127.0.0.1"] if trusted else [])
+    ctx.request.scope["headers"] = raw
+    fresh = context(trusted=["127.0.0.1"] if trusted else [])
+    fresh.request.scope["headers"] = raw
+    if built_first:
+        assert ctx.request.headers is not None
+    assert ctx.request.header_values(asked) == fresh.request.headers.get(asked, [])
+
+
 def test_upstream_edits_apply_in_order_for_each_backend() -> None:
     ctx = HandshakeContext("chat", context("/ws/lobby", params={"room": "lobby"}, query="token=t&keep=1",
                                            headers=[("X-Old", "1"), ("X-Multi", "a")],
@@ -167,6 +194,26 @@ async def test_plain_async_functions_are_policies_and_denials_name_them() -> Non
     policies = GatewayPolicies(config)
     denial = await denied(policies.run(policies.context("chat", scope(), {})))
     assert (denial.status, denial.policy, denial.reason) == (403, "only_tuesdays", "calendar")
+
+
+async def test_a_denial_releases_what_the_policies_before_it_took() -> None:
+    """A lease an earlier policy took (its cleanup) goes with the refused handshake."""
+    released: list[str] = []
+
+    async def takes_a_lease(context: HandshakeContext) -> None:
+        async def release() -> None:
+            released.append("lease")
+
+        context.add_cleanup(release)
+
+    async def refuses(context: HandshakeContext) -> None:
+        raise deny(403, "no", reason="nope")
+
+    config = load_config({"apis": [{"name": "chat", "path": "/ws/chat", "upstreams": ["ws://x/"],
+                                    "policies": [takes_a_lease, refuses]}]})  # fmt: skip
+    policies = GatewayPolicies(config)
+    denial = await denied(policies.run(policies.context("chat", scope(), {})))
+    assert (denial.status, denial.policy, released) == (403, "refuses", ["lease"])
 
 
 def test_a_sync_function_is_not_a_policy() -> None:

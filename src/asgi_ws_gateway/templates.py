@@ -198,7 +198,7 @@ class Template:
         reserved = frozenset(used | {introducer})
 
         def escape(text: str) -> str:
-            if not any(c in reserved for c in text):
+            if reserved.isdisjoint(text):  # the usual value: nothing to encode (checked in C, not per character)
                 return text
             return "".join(
                 "".join(f"{introducer}{b:02X}" for b in c.encode("utf-8", "surrogatepass")) if c in reserved else c

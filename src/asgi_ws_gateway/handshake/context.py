@@ -172,12 +172,27 @@ class RequestView:
         name = self._forwarded_header.encode("latin-1")
         return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == name]
 
+    def header_values(self, name: str) -> list[str]:
+        """The values of the header ``name`` (lower case) as :attr:`headers` has them, in arrival order.
+
+        A policy reads one or two headers per handshake (``validate-jwt`` its ``Authorization``):
+        one not forwarded by the gateway (``X-Forwarded-*``, :data:`~..upstream.request.PROXY_SET`)
+        is found in the request as sent, without building :attr:`headers` (its forwarding headers
+        and every name decoded: ~600 interpreter steps a handshake)."""
+        headers = self.__dict__.get("headers")
+        if headers is None and name.isascii() and not replaced_forwarding_header(name, trust_forwarded=False):
+            # An ASCII name: a raw name's bytes.lower() equals it exactly when its Latin-1 text lowered does.
+            wanted = name.encode("ascii")
+            return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == wanted]
+        return (headers if headers is not None else self.headers).get(name, [])
+
     def header(self, name: str) -> str | None:
         """A header's values joined with ``", "`` (``Cookie`` with ``"; "``), or None."""
-        values = self.headers.get(name.lower())
+        name = name.lower()
+        values = self.header_values(name)
         if not values:
             return None
-        return ("; " if name.lower() == "cookie" else ", ").join(values)
+        return ("; " if name == "cookie" else ", ").join(values)
 
     @_Memoized
     def query(self) -> dict[str, list[str]]:
@@ -205,6 +220,8 @@ class RequestView:
             AmbiguousValue: a copy is not UTF-8 once decoded (``%ff``): servers read it as U+FFFD, as
                 the byte itself, or as Latin-1, so no value of it is the one the upstream reads.
         """
+        if not self.scope.get("query_string"):  # none sent (validate-jwt asks for access_token every time)
+            return []
         if "[" in name:  # a name with its own array key (page[size]): that key's spellings only
             spelling = spelled_as(name)
             values = [value for sent, value in self._query_pairs if spelling(sent)]
@@ -410,9 +427,14 @@ def _edit(
     if action == "append":
         assert value is not None
         return [*items, (name, value)]
-    if action == "skip" and any(same(item[0], name) for item in items):
-        return items
-    kept = [item for item in items if not same(item[0], name)]
+    if same is str.__eq__:  # a header's name: compared in place, not through a call per header
+        if action == "skip" and any(item[0] == name for item in items):
+            return items
+        kept = [item for item in items if item[0] != name]
+    else:
+        if action == "skip" and any(same(item[0], name) for item in items):
+            return items
+        kept = [item for item in items if not same(item[0], name)]
     if action != "delete":
         assert value is not None
         kept.append((name, value))
@@ -482,7 +504,7 @@ class HandshakeContext:
         # the upstream may read the other (the first, the last, or both joined). A query parameter's
         # or a cookie's copies are those of every spelling of its name (``names.fold_name``).
         if namespace == "header":
-            return request.header(key) if key == "cookie" else _one(request.headers.get(key), "header", key)
+            return request.header(key) if key == "cookie" else _one(request.header_values(key), "header", key)
         if namespace == "query":
             return _one(request.query_copies(key), "query parameter", key)
         if namespace == "cookie":
@@ -519,7 +541,7 @@ class HandshakeContext:
 
 def _dig(value: object, path: tuple[str, ...]) -> object | None:
     for key in path:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # claims are dicts: no ABC check
             return None
         value = value.get(key)
     return value

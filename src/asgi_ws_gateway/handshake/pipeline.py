@@ -97,23 +97,55 @@ class HandshakePipeline:
                 running) when they have not all finished within ``timeout`` seconds.
         """
         running = SUBSCRIPTION
+        deadline = _Deadline(self.timeout) if self.timeout is not None else None
+        cancelled = False
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                products: Sequence[str] = ()
-                if self.products is not None:
-                    products = await self.products(context)
-                for policies in (self.global_policies, *(self.product_policies.get(p, ()) for p in products),
-                                 self.api_policies):  # fmt: skip
-                    for policy in policies:
-                        running = policy.name
-                        await _apply(policy, context)
-        except TimeoutError:
-            if not deadline.expired():  # a policy's own timeout, not the pipeline's
-                raise
-            raise HandshakeDenied(
-                504, f"handshake policy {running} did not finish within {self.timeout:g} s", reason="policy_timeout",
-                policy=running,
-            ) from None  # fmt: skip
+            products: Sequence[str] = ()
+            if self.products is not None:
+                products = await self.products(context)
+            for policies in (self.global_policies, *(self.product_policies.get(p, ()) for p in products),
+                             self.api_policies):  # fmt: skip
+                for policy in policies:
+                    running = policy.name
+                    try:
+                        await policy.apply(context)
+                    except HandshakeDenied as denial:
+                        if denial.policy is None:
+                            denial.policy = policy.name
+                        raise
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            if deadline is not None and deadline.end(cancelled):
+                raise HandshakeDenied(
+                    504, f"handshake policy {running} did not finish within {self.timeout:g} s",
+                    reason="policy_timeout", policy=running,
+                ) from None  # fmt: skip
+
+
+class _Deadline:
+    """The pipeline's deadline as ``asyncio.timeout`` keeps one: its expiry cancels the task, and only
+    that cancellation is the deadline's (a task cancelled for its own reasons, the client gone, stays
+    cancelled). Without the context manager's state machine and two coroutines per handshake."""
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_task")
+
+    def __init__(self, timeout: float) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a handshake pipeline with a timeout runs in a task")
+        self._task, self._cancelling, self._expired = task, task.cancelling(), False
+        self._handle = asyncio.get_running_loop().call_later(timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def end(self, cancelled: bool) -> bool:
+        """Stop the clock; whether the run ended because it ran out (``cancelled``: it ended cancelled)."""
+        self._handle.cancel()
+        return self._expired and self._task.uncancel() <= self._cancelling and cancelled
 
 
 SUBSCRIPTION = "subscription"

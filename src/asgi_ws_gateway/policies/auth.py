@@ -36,6 +36,8 @@ _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _BLANKS = re.compile(r"[ \t]+")
 """What ends an ``Authorization``-style value's scheme (RFC 9110: spaces; tabs as lenient parsers read them)."""
 _MAX_TOKEN = 16 * 1024
+_NUMBER = (int, float)
+"""What a JSON number is once parsed (a tuple: ``int | float`` would build a union at each check)."""
 
 
 class TokenSource(StrictNumbers):
@@ -145,8 +147,8 @@ class ValidateJwt:
                 raise PolicyProblem("algorithms", f"{alg} needs secret or secret_env")
             if len(self.secret) < _HMAC_MIN_BYTES[alg]:
                 raise PolicyProblem("secret", f"{alg} needs a secret of at least {_HMAC_MIN_BYTES[alg]} bytes")
-        self.sources = s.token
-        self.rfc6750_sources = _rfc6750_sources_not_in(s.token)
+        self.sources = _readings(s.token)
+        self.rfc6750_sources = _readings(_rfc6750_sources_not_in(s.token))
         self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
         self.clock = env.clock
@@ -192,17 +194,30 @@ class ValidateJwt:
         token = self._find_token(context)
         if token is None:
             raise _unauthorized("a bearer token is required", "token_missing", error=None)
-        claims = await self.verify_token(token)
+        # A reconnecting client's token is in the cache: its checks run here, without the coroutines
+        # a verification needs (the same checks, in the same order, as verify_token makes).
+        claims = self._cached(token)
+        if claims is None:
+            claims = await self._decode_and_keep(token)
+        self._check_claims(claims)
         context.claims = claims
         exp = claims.get("exp")
-        if isinstance(exp, int | float):
+        if isinstance(exp, _NUMBER):
             context.credential_expires_at = float(exp)
         context.credential_verifier = self
 
     async def verify_token(self, token: str) -> dict[str, Any]:
         """The claims of a token validated with these settings (signature, times, issuer, audience,
         claim checks); raises ``HandshakeDenied``. Also used for in-band credential refresh."""
-        claims = await self._verify(token)
+        claims = self._cached(token)
+        if claims is None:
+            claims = await self._decode_and_keep(token)
+        self._check_claims(claims)
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        if not self.checks:
+            return
         lookup = _Claims(claims)
         for check in self.checks:
             if not check.holds(lookup):
@@ -212,7 +227,6 @@ class ValidateJwt:
                     reason="token_claims",
                     headers=[(b"www-authenticate", b'Bearer error="insufficient_scope"')],
                 )
-        return claims
 
     def _find_token(self, context: HandshakeContext) -> str | None:
         """The token the request carries; every copy of it in a query or a subprotocol is taken out of
@@ -243,24 +257,21 @@ class ValidateJwt:
         return tokens[0] if tokens else None
 
     @staticmethod
-    def _copies(sources: list[TokenSource], context: HandshakeContext) -> tuple[list[str], int]:
+    def _copies(sources: list[_Reading], context: HandshakeContext) -> tuple[list[str], int]:
         """The token copies ``sources`` find (query and subprotocol ones taken out of the upstream
         request), and how many values of a token header carry a credential in another scheme."""
         request = context.request
         found: list[str] = []
         foreign = 0  # values of a token header in another scheme: credentials the upstream may read
-        for source in sources:
-            if source.header is not None:
-                scheme = source.scheme if source.scheme is not None else (
-                    "Bearer" if source.header.lower() == "authorization" else ""
-                )  # fmt: skip
-                for value in request.headers.get(source.header.lower(), ()):
+        for source, header, scheme in sources:
+            if header:
+                for value in request.header_values(header):
                     if scheme:
                         # The scheme ends at a space or a tab: a tab-separated token is read (and checked)
                         # as a lenient upstream reads it; "Bearer:x" or "Basic x" is another credential.
                         given, *rest = _BLANKS.split(value.strip(" \t"), maxsplit=1)
                         value = rest[0] if rest else ""
-                        if given.lower() != scheme.lower():
+                        if given.lower() != scheme:
                             foreign += 1
                             continue
                     found.append(value.strip())
@@ -278,23 +289,33 @@ class ValidateJwt:
                         found.append(offered[len(source.subprotocol) :])
         return found, foreign
 
-    async def _verify(self, token: str) -> dict[str, Any]:
+    def _cached(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token verified before (a copy, its times checked now), or None when it must
+        be verified; raises ``HandshakeDenied`` for a token too large, or one whose time is up."""
         if len(token) > _MAX_TOKEN:
             raise _unauthorized("the token is too large", "token_invalid")
+        cache = self.cache
+        if cache is None or len(token) > MAX_CACHED_TOKEN:
+            return None
+        digest = token_digest(token)
+        claims = cache.get(digest, self.jwks.current_generation() if self.jwks is not None else 0)
+        if claims is None:
+            return None
+        problem = time_problem(claims, self.clock(), self.settings.clock_skew)
+        if problem is not None:
+            cache.discard(digest)
+            raise _unauthorized(*problem)
+        return claims
+
+    async def _decode_and_keep(self, token: str) -> dict[str, Any]:
+        """The claims of a token not in the cache, verified (:meth:`_decode`), then kept when it may be."""
         cache = self.cache if len(token) <= MAX_CACHED_TOKEN else None
         if cache is None:
             return await self._decode(token)
-        digest = token_digest(token)
+        # The key set's generation before the checks: a refresh meanwhile makes the entry a stale one.
         generation = self.jwks.current_generation() if self.jwks is not None else 0
-        claims = cache.get(digest, generation)
-        if claims is not None:
-            problem = time_problem(claims, self.clock(), self.settings.clock_skew)
-            if problem is None:
-                return claims
-            cache.discard(digest)
-            raise _unauthorized(*problem)
         claims = await self._decode(token)
-        cache.put(digest, claims, generation)
+        cache.put(token_digest(token), claims, generation)
         return claims
 
     async def _decode(self, token: str) -> dict[str, Any]:
@@ -373,6 +394,20 @@ class ValidateJwt:
                 fetched = []  # the configured keys only
             keys.extend(fetched)
         return keys
+
+
+_Reading = tuple[TokenSource, str, str]
+"""A token source with its header's name and scheme in lower case (the scheme "" when the value is the
+token alone; both "" for other sources): worked out once, when the policy is built."""
+
+
+def _readings(sources: list[TokenSource]) -> list[_Reading]:
+    readings: list[_Reading] = []
+    for source in sources:
+        header = source.header.lower() if source.header is not None else ""
+        scheme = source.scheme if source.scheme is not None else ("Bearer" if header == "authorization" else "")
+        readings.append((source, header, scheme.lower()))
+    return readings
 
 
 def _rfc6750_sources_not_in(sources: list[TokenSource]) -> list[TokenSource]:
@@ -532,7 +567,7 @@ class CheckHeader:
         s = self.settings
         # Each copy of a repeated header on its own: the upstream gets them all and may read any one, so
         # "acme" then "evil" must not pass as "acme, evil" would pass a pattern such as acme.*
-        copies = context.request.headers.get(s.header.lower(), [])
+        copies = context.request.header_values(s.header.lower())
         ok = bool(copies) and all(self._passes(value) for value in copies)
         if not ok:
             detail = s.message or f"header {s.header} is missing or has a value that is not accepted"

@@ -95,7 +95,7 @@ class SubscriptionGate:
         request = context.request
         found: list[str] = []
         for header in self.headers:
-            values = request.headers.get(header)
+            values = request.header_values(header)
             if values:
                 context.upstream.remove_header(header)  # a key never travels upstream
                 found += (value.strip() for value in values)

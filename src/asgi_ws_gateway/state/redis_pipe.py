@@ -63,14 +63,13 @@ class Script:
 
     def command(self, keys: Sequence[str], args: Sequence[Arg], *, full: bool = False) -> bytes:
         """``EVALSHA`` (``EVAL`` if ``full``) of this script with ``keys`` and ``args``, in RESP."""
-        items = [_encode(item) for item in (*keys, *args)]
-        head = b"*%d\r\n%b$%d\r\n%d\r\n" % (
-            3 + len(items),
-            self._eval if full else self._evalsha,
-            len(str(len(keys))),
-            len(keys),
-        )
-        return head + b"".join([b"$%d\r\n%b\r\n" % (len(item), item) for item in items])
+        parts = [b"*%d\r\n%b$%d\r\n%d\r\n" % (
+            3 + len(keys) + len(args), self._eval if full else self._evalsha, len(str(len(keys))), len(keys),
+        )]  # fmt: skip
+        for item in (*keys, *args):
+            data = item if type(item) is bytes else _encode(item)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        return b"".join(parts)
 
 
 class ScriptPipe:
@@ -185,7 +184,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
 
-    async def call(self, command: bytes) -> Any:
+    def call(self, command: bytes) -> asyncio.Future[Any]:
+        """Send ``command``; its reply (or error) is the future's. A future, not a coroutine: one frame
+        less for every call to carry through its await."""
         if self.closed or self._transport is None:
             raise ConnectionError("Connection closed by server.")
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -197,7 +198,7 @@ class _Connection(asyncio.Protocol):
             self._transport.write(command)
         except Exception as exc:  # closed under us, its connection_lost not yet called: fails this call too
             self.close(ConnectionError(f"Error writing to Redis: {exc}"))
-        return await future
+        return future
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -258,37 +259,49 @@ def _parse(buffer: bytes, position: int) -> tuple[Any, int] | None:
     end = buffer.find(b"\r\n", position)
     if end < 0:
         return None
-    kind, line = buffer[position : position + 1], buffer[position + 1 : end]
-    position = end + 2
+    kind = buffer[position]
     try:
-        if kind == b":":
-            return int(line), position
-        if kind == b"*":
-            count = int(line)
+        if kind == _INTEGER:
+            return int(buffer[position + 1 : end]), end + 2
+        if kind == _ARRAY:
+            count = int(buffer[position + 1 : end])
+            position = end + 2
             if count < 0:
                 return None, position
-            items = []
+            items: list[Any] = []
             for _ in range(count):
+                end = buffer.find(b"\r\n", position)
+                if end < 0:
+                    return None
+                if buffer[position] == _INTEGER:  # the limit scripts' replies are integers: read in place
+                    items.append(int(buffer[position + 1 : end]))
+                    position = end + 2
+                    continue
                 parsed = _parse(buffer, position)
                 if parsed is None:
                     return None
                 item, position = parsed
                 items.append(item)
             return items, position
-        if kind == b"$":
-            size = int(line)
+        if kind == _BULK:
+            size = int(buffer[position + 1 : end])
+            position = end + 2
             if size < 0:
                 return None, position
             if len(buffer) < position + size + 2:
                 return None
             return buffer[position : position + size], position + size + 2
-        if kind == b"+":
-            return line, position
-        if kind == b"-":
-            return _error_reply(line.decode("utf-8", "replace")), position
+        if kind == _SIMPLE:
+            return buffer[position + 1 : end], end + 2
+        if kind == _ERROR:
+            return _error_reply(buffer[position + 1 : end].decode("utf-8", "replace")), end + 2
     except ValueError:
         pass
-    raise ConnectionError(f"Protocol error: {buffer[position - len(line) - 3 : position][:40]!r} is not a reply")
+    raise ConnectionError(f"Protocol error: {buffer[position : end + 2][:40]!r} is not a reply")
+
+
+_INTEGER, _ARRAY, _BULK, _SIMPLE, _ERROR = b":*$+-"
+"""The first byte of each kind of RESP2 reply."""
 
 
 def _copy(exc: BaseException) -> Exception:
