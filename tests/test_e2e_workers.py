@@ -25,7 +25,9 @@ pytestmark = pytest.mark.skipif(not redis_available() or not Path("/proc/net/tcp
 
 MAX = 3
 WORKERS = 4
-LEASE_TTL = 3
+LEASE_TTL = 6
+"""Seconds a lease outlives its last renewal: long enough that a loaded machine's worker restarts and
+paused workers (SIGSTOP holds their renewals) do not let a live lease lapse before the checks (3 s did)."""
 
 
 @pytest.fixture
