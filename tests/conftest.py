@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import httpcore2
 import pytest
 import redis.asyncio as redis
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,6 +22,34 @@ from support.gateway import MODES, GatewayMode
 from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
+
+_default_ssl_context = httpcore2.default_ssl_context
+
+
+@functools.cache
+def _system_authorities() -> ssl.SSLContext:
+    return _default_ssl_context()
+
+
+def _shared_default_ssl_context(*, _trust_env: bool = True) -> ssl.SSLContext:
+    """httpcore2's default context, the system's authorities parsed once per test process.
+
+    Every ``httpx2`` client made with ``verify=True`` (the tests' own, ``ManagementClient``) parses the
+    system's CA bundle, ~40 ms, and the suite makes thousands. None of them verifies a certificate
+    with it (no test reaches a public host; the TLS tests bring contexts of their own), and httpcore2
+    changes the context only for a TLS connection. ``SSL_CERT_FILE``/``SSL_CERT_DIR`` still get a new
+    context each time, as they do unpatched.
+    """
+    if _trust_env and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+        return _default_ssl_context(_trust_env=_trust_env)
+    return _system_authorities()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ssl_authorities_parsed_once() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpcore2, "default_ssl_context", _shared_default_ssl_context)
+        yield
 
 
 @pytest.fixture
