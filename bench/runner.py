@@ -44,8 +44,10 @@ SCENARIOS = ("echo-64B", "echo-16KiB", "latency", "handshake", "idle", "scaling"
 SCALING_PATH = "gateway-run"
 """The path the scaling scenario measures: the default, ``asgi-ws-gateway run --workers N``."""
 SCALING_WORKERS = (1, 2)
-QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.1, 0.3, (200,), 20, 30.0, 0.2), scenarios=SCENARIOS)
-"""A smoke run: every scenario once, 0.3 s of load each, 200 idle connections."""
+QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.05, 0.15, (50,), 10, 30.0, 0.05),
+                 scenarios=SCENARIOS)  # fmt: skip
+"""A smoke run: every scenario once, 0.15 s of load each, 50 idle connections (what it costs is mostly
+starting the processes; the test suite runs it)."""
 FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
                 scenarios=SCENARIOS)  # fmt: skip
 """The real run: 3 interleaved rounds of 4 s windows (2 s for latency), 2 idle ramps to 1,000 / 5,000 (9,000 for

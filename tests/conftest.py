@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import httpcore2
 import pytest
 import redis.asyncio as redis
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,6 +22,59 @@ from support.gateway import MODES, GatewayMode
 from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
+
+LONG_MODULES = (
+    "test_bench_smoke.py", "test_conformance.py", "test_management_cli.py", "test_run_cli.py",
+    "test_console_browser.py", "test_e2e_plugins.py", "test_attack_management_csrf.py",
+    "test_attack_operator_secrets.py", "test_e2e_messages.py", "test_uvicorn_app.py", "test_attack_management_paths.py",
+    "test_attack_operator_plugins.py", "test_telemetry_otlp_wire.py", "test_standalone_gc.py", "test_redis_failover.py",
+    "test_e2e_unread_peer.py", "test_attack_operator_files.py", "test_attack_operator_signals.py", "test_cli.py",
+    "test_e2e_relay.py", "test_e2e_server_edges.py", "test_e2e_workers.py", "test_attack_frames.py",
+    "test_attack_policies_jwks.py", "test_management_workers.py",
+)  # fmt: skip
+"""Modules that keep a worker 12 s or more (a full run's durations, longest first)."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long modules first, then the rest as collected.
+
+    ``--dist loadfile`` gives a worker a whole module, and a worker takes its next one before it
+    finishes the last two tests of the current one: a long module handed out near the end ran on one
+    worker while the other had nothing left (xdist's own order, by number of tests, put modules of a
+    few slow tests, the bench and Autobahn among them, last).
+    """
+    rank = {name: place for place, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+_default_ssl_context = httpcore2.default_ssl_context
+
+
+@functools.cache
+def _system_authorities() -> ssl.SSLContext:
+    return _default_ssl_context()
+
+
+def _shared_default_ssl_context(*, _trust_env: bool = True) -> ssl.SSLContext:
+    """httpcore2's default context, the system's authorities parsed once per test process.
+
+    Every ``httpx2`` client made with ``verify=True`` (the tests' own, ``ManagementClient``) parses the
+    system's CA bundle, ~40 ms, and the suite makes thousands. None of them verifies a certificate
+    with it (no test reaches a public host; the TLS tests bring contexts of their own), and httpcore2
+    changes the context only for a TLS connection. ``SSL_CERT_FILE``/``SSL_CERT_DIR`` still get a new
+    context each time, as they do unpatched.
+    """
+    if _trust_env and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+        return _default_ssl_context(_trust_env=_trust_env)
+    return _system_authorities()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ssl_authorities_parsed_once() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpcore2, "default_ssl_context", _shared_default_ssl_context)
+        yield
 
 
 @pytest.fixture

@@ -225,7 +225,7 @@ async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: Up
             reader, writer = await raw_client(server.port, deflate=False)
             before = tracemalloc.get_traced_memory()[0]
             writer.write(ws_frame(0x2, b"x", fin=False))
-            for _ in range(32):  # 128 KiB in 262,144 fragments: 6.7 MB kept before, under 0.2 MB now
+            for _ in range(16):  # 64 KiB in 131,072 fragments: 3.3 MB kept before, 62 KB now
                 writer.write(ws_frame(0x0, b"x", fin=False) * 4096 + ws_frame(0x0, b"", fin=False) * 4096)
                 await writer.drain()
             writer.write(ws_frame(0x9, b"read?"))
@@ -237,7 +237,7 @@ async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: Up
             await gateway.settle()
     finally:
         tracemalloc.stop()
-    assert kept < 2 * 1024 * 1024, f"{kept:,} bytes for a message of 128 KiB in 262,144 fragments"
+    assert kept < 1024 * 1024, f"{kept:,} bytes for a message of 64 KiB in 131,072 fragments"
 
 
 class _RecordingProtocol(GatewayWebSocketProtocol):

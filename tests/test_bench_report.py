@@ -163,7 +163,7 @@ def test_idle_plan_stops_at_the_issue_level() -> None:
     assert _idle_plan(paths["gateway"], FULL) == (2, (1000, 5000))
     assert _idle_plan(paths["gateway-run"], FULL) == (2, (1000, 5000, 9000))
     assert _idle_plan(paths["nginx"], FULL) == (2, (1000, 5000, 9000))
-    assert _idle_plan(paths["fastapi-proxy-lib"], QUICK) == (1, (200,))
+    assert _idle_plan(paths["fastapi-proxy-lib"], QUICK) == (1, (50,))
 
 
 def test_default_run_leaves_out_the_opt_in_paths() -> None:

@@ -174,6 +174,9 @@ async def test_a_state_file_that_cannot_be_read_is_503_until_it_can(
             state.rmdir()
             state.write_bytes(saved)
             assert (await http.delete("apis/added")).status_code == 204
+            async with asyncio.timeout(5):  # the poll (every 0.1 s) sees it answer: before the server stops
+                while not any("the state store answers again" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
     assert not [r for r in caplog.records if r.exc_info], "no traceback for a store failure"
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("is not a state document (JSONDecodeError" in m for m in messages), messages
