@@ -59,9 +59,14 @@ async def _apply(policy: Policy, context: HandshakeContext) -> None:
     try:
         await policy.apply(context)
     except HandshakeDenied as denial:
-        if denial.policy is None:
-            denial.policy = policy.name
+        _blame(denial, policy)
         raise
+
+
+def _blame(denial: HandshakeDenied, policy: Policy) -> None:
+    """Tag ``denial`` with the policy that raised it, unless it names one already."""
+    if denial.policy is None:
+        denial.policy = policy.name
 
 
 ProductResolver = Callable[[HandshakeContext], Awaitable[Sequence[str]]]
@@ -110,8 +115,7 @@ class HandshakePipeline:
                     try:
                         await policy.apply(context)
                     except HandshakeDenied as denial:
-                        if denial.policy is None:
-                            denial.policy = policy.name
+                        _blame(denial, policy)
                         raise
         except asyncio.CancelledError:
             cancelled = True

@@ -188,6 +188,13 @@ class _Point:
         self.total_max = -math.inf
 
 
+def _offered(span: Span | None) -> tuple[bool, SpanContext | None]:
+    """Whether an exemplar is offered with ``span`` (None: not), and its span's ids (None: none)."""
+    if span is None:
+        return False, None
+    return True, (span.get_span_context() if span != INVALID_SPAN else None)
+
+
 class OwnHistogram(_ViewInstrumentMatch):
     """One duration histogram, recorded by the gateway and collected by the SDK's reader storage.
 
@@ -221,33 +228,14 @@ class OwnHistogram(_ViewInstrumentMatch):
         if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)
             return
-        context: SpanContext | None = None  # the usual exemplar's: a sampled lean span's (what _add does, inline)
+        offered, ids = False, None  # an exemplar offered, and the ids it carries
         if self._exemplars:
             found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
-            if type(found) is LeanSpan and found._context[3] & _SAMPLED:
-                context = found._context  # a SpanContext is (trace id, span id, remote, flags, ...)
+            if type(found) is LeanSpan and found._context[3] & _SAMPLED:  # the usual one: read inline
+                offered, ids = True, found._context
             elif found is not None or self._exemplars != _TRACE_BASED:  # else: no span, no exemplar
-                self._add(amount, attributes, items, self._exemplar_span(found))
-                return
-        if not self._listed:
-            self._list()  # before taking our lock: the storage's collect holds its lock, then ours
-        index = bisect_left(self._bounds, amount)
-        with self._lock:
-            point = self._by_items.get(items)
-            if point is None:
-                point = self._point(items, attributes)
-            point.counts[index] += 1
-            point.sum += amount
-            if amount < point.min:
-                point.min = amount
-            if amount > point.max:
-                point.max = amount
-            if context is not None:
-                slot = point.exemplars.get(index)
-                if slot is None:
-                    slot = point.exemplars[index] = _Slot()
-                slot.value, slot.time, slot.attributes = amount, time_ns(), attributes
-                slot.span_id, slot.trace_id = context[1], context[0]
+                offered, ids = _offered(self._exemplar_span(found))
+        self._add(amount, attributes, items, offered, ids)
 
     def _exemplar_span(self, found: object) -> Span | None:
         """The span an exemplar is offered with under the filter, for the current context's span ``found``
@@ -267,9 +255,12 @@ class OwnHistogram(_ViewInstrumentMatch):
         # Only when something records through the SDK's instrument itself (the gateway records through this).
         attributes = dict(measurement.attributes or {})
         span = get_current_span(measurement.context) if should_sample_exemplar else None
-        self._add(measurement.value, attributes, tuple(attributes.items()), span)
+        self._add(measurement.value, attributes, tuple(attributes.items()), *_offered(span))
 
-    def _add(self, amount: float, attributes: _Attributes, items: _Items, span: Span | None) -> None:
+    def _add(
+        self, amount: float, attributes: _Attributes, items: _Items, offered: bool, ids: SpanContext | None
+    ) -> None:
+        """Count ``amount``; ``offered``: it is the bucket's exemplar, with ``ids`` (a SpanContext) or none."""
         if not self._listed:
             self._list()  # before taking our lock: the storage's collect holds its lock, then ours
         index = bisect_left(self._bounds, amount)
@@ -283,14 +274,13 @@ class OwnHistogram(_ViewInstrumentMatch):
                 point.min = amount
             if amount > point.max:
                 point.max = amount
-            if span is not None:
+            if offered:
                 slot = point.exemplars.get(index)
                 if slot is None:
                     slot = point.exemplars[index] = _Slot()
                 slot.value, slot.time, slot.attributes = amount, time_ns(), attributes
-                if span != INVALID_SPAN:
-                    context = span.get_span_context()  # a SpanContext is (trace id, span id, ...): no property calls
-                    slot.span_id, slot.trace_id = context[1], context[0]
+                if ids is not None:  # a SpanContext is (trace id, span id, ...): no property calls
+                    slot.span_id, slot.trace_id = ids[1], ids[0]
 
     def _list(self) -> None:
         """Stand where the SDK's stream for this instrument would, at its first record (the SDK's order)."""

@@ -455,6 +455,13 @@ class LeanTracer(trace.Tracer):
                 span._links = (link,)
             else:
                 span._links = _links(links, self.limits)
+        return self._begin(span, context, record_exception, set_status_on_exception)
+
+    def _begin(
+        self, span: LeanSpan, context: Context | None, record_exception: bool, set_status_on_exception: bool
+    ) -> LeanSpan:
+        """The made ``span`` given its exception options (class defaults: written only when not) and
+        handed to the processors' ``on_start``."""
         if not record_exception:
             span._record_exception = False
         if not set_status_on_exception:
@@ -515,13 +522,7 @@ class LeanTracer(trace.Tracer):
         span._init(self, name, span_context, parent, kind, attributes or _NO_ATTRIBUTES, start_time)
         if links:
             span._links = _links(links, self.limits)
-        if not record_exception:
-            span._record_exception = False
-        if not set_status_on_exception:
-            span._set_status_on_exception = False
-        for processor in self.starts:
-            processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
-        return span
+        return self._begin(span, context, record_exception, set_status_on_exception)
 
     @_agnosticcontextmanager
     def start_as_current_span(
