@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from .._context import CONNECTION
 from . import current
 from . import names as n
-from .lean_spans import LeanSpan
+from .lean_spans import set_own_attributes
 from .values import client_path, client_text
 
 if TYPE_CHECKING:
@@ -113,10 +113,7 @@ class ConnectionTrace:
                 n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
                 n.MESSAGES_OUT: stats.messages_out, n.BYTES_OUT: stats.bytes_out,
             }  # fmt: skip
-            if type(span) is LeanSpan:  # plain attributes, unchecked
-                span.set_plain(attrs)
-            else:
-                span.set_attributes(attrs)
+            set_own_attributes(span, attrs)
             if code in _ABNORMAL_CLOSE:
                 span.set_status(StatusCode.ERROR, f"closed with {code}")
             span.end()

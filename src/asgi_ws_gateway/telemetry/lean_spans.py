@@ -357,6 +357,15 @@ def _delegates(sampler: Sampler) -> tuple[object, ...]:
     return tuple(getattr(sampler, name, None) for name in names)
 
 
+def set_own_attributes(span: trace.Span, attributes: dict[str, AnyValue]) -> None:
+    """The gateway's own attributes (non-empty ``str`` keys, ``str``/``int`` values) onto ``span``:
+    unchecked on a lean span (:meth:`LeanSpan.set_plain`), through ``set_attributes`` on any other."""
+    if type(span) is LeanSpan:
+        span.set_plain(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
 class LeanTracer(trace.Tracer):
     """Starts :class:`LeanSpan` objects (or non-recording spans, as the sampler decides)."""
 

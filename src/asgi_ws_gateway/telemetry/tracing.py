@@ -42,7 +42,7 @@ from . import current, propagation
 from . import names as n
 from .connection import ConnectionTrace
 from .events import MessageEvents
-from .lean_spans import LeanSpan
+from .lean_spans import set_own_attributes
 from .values import client_path, client_text, cut, protocol_name
 
 if TYPE_CHECKING:
@@ -319,10 +319,7 @@ class HandshakeTrace:
                 if error_type is not None:
                     result[n.ERROR_TYPE] = error_type
                     span.set_status(StatusCode.ERROR, error_type)
-                if type(span) is LeanSpan:  # plain attributes, unchecked
-                    span.set_plain(result)
-                else:
-                    span.set_attributes(result)
+                set_own_attributes(span, result)
                 span.end()
             if telemetry.metrics is not None:
                 telemetry.metrics.upstream_attempt(backend.metric, time.perf_counter() - started, error_type, status)
@@ -392,10 +389,7 @@ class HandshakeTrace:
                 attrs[n.ERROR_TYPE] = error_type
             if policy is not None:
                 attrs[n.POLICY] = policy
-            if type(span) is LeanSpan:  # plain attributes, unchecked
-                span.set_plain(attrs)
-            else:
-                span.set_attributes(attrs)
+            set_own_attributes(span, attrs)
             if outcome == "error" or (status is not None and status >= 500):
                 span.set_status(StatusCode.ERROR, error_type)
             span.end()
