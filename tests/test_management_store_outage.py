@@ -79,6 +79,9 @@ async def test_redis_down_is_503_with_retry_after_then_the_api_recovers(
             async with asyncio.timeout(15):
                 while (await http.post("apis", json=added)).status_code != 201:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
+            async with asyncio.timeout(15):  # the poll sees the store answer: before the server stops
+                while not any("the state store answers again" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             await _echo(server.url("/ws/added"))
             await _echo(server.url("/ws/echo"))
 
