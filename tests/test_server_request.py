@@ -16,8 +16,7 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol
-from asgi_ws_gateway.server import websocket
+from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol, websocket
 from asgi_ws_gateway.server.websocket import parsed_request, serialised_request
 from support.servers import UvicornServer
 from support.tls import make_ca

@@ -78,9 +78,7 @@ def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str
     config["filters"] = {"redact": _REDACT}
     config["formatters"]["default"]["()"] = _LINES
     config["formatters"]["gateway_access"] = (
-        {"format": "%(message)s"}
-        if access_log == "json"
-        else {"()": _LINES, "fmt": _PLAIN_FORMAT, "use_colors": None}
+        {"format": "%(message)s"} if access_log == "json" else {"()": _LINES, "fmt": _PLAIN_FORMAT, "use_colors": None}
     )
     config["handlers"]["gateway_access"] = {
         "formatter": "gateway_access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout",

@@ -107,7 +107,7 @@ def _info(msg: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
     its caller (file, line, function) is read from the calling frame directly, where ``findCaller``
     walked up the stack past logging's own frames to the same one.
     """
-    if logging._srcfile:  # type: ignore[attr-defined]  # None: the application turned caller lookup off
+    if logging._srcfile:  # None: the application turned caller lookup off
         caller = sys._getframe(1)
         path, line, function = caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name
     else:
