@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asgi_ws_gateway._types import Scope
 from asgi_ws_gateway.upstream import request
 from asgi_ws_gateway.upstream.request import (
     HOP_BY_HOP,
@@ -20,10 +21,10 @@ _NAMES = st.sampled_from([
 ])  # fmt: skip
 
 
-def _as_before(scope: dict[str, object], trust_forwarded: bool) -> list[tuple[str, str]]:
+def _as_before(scope: Scope, trust_forwarded: bool) -> list[tuple[str, str]]:
     """upstream_headers as it read each name afresh."""
     kept = []
-    for name_b, value_b in scope["headers"]:  # type: ignore[attr-defined]
+    for name_b, value_b in scope["headers"]:
         name = name_b.decode("latin-1").lower()
         if name not in HOP_BY_HOP and not replaced_forwarding_header(name, trust_forwarded=trust_forwarded):
             kept.append((name, value_b.decode("latin-1")))
@@ -33,7 +34,7 @@ def _as_before(scope: dict[str, object], trust_forwarded: bool) -> list[tuple[st
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_NAMES, st.binary(max_size=4)), max_size=8), st.booleans())
 def test_a_remembered_name_crosses_as_it_did_the_first_time(headers: list[tuple[bytes, bytes]], trust: bool) -> None:
-    scope = {"type": "websocket", "headers": headers, "client": ("10.0.0.1", 5), "scheme": "ws"}
+    scope: Scope = {"type": "websocket", "headers": headers, "client": ("10.0.0.1", 5), "scheme": "ws"}
     for _ in range(2):
         assert upstream_headers(scope, trust_forwarded=trust) == _as_before(scope, trust)
 
