@@ -164,8 +164,8 @@ def test_a_bidi_mark_in_a_log_line_is_escaped_as_the_other_controls_are(mark: st
     escaped = f"\\u{ord(mark):04x}"
     fields = {"client": "10.0.0.1:5", "path": f"/ws/a{mark}b", "api": "chat", "status": 403, "outcome": "denied",
               "reason": "origin", "duration": 0.1, "trace_id": None, "span_id": None}  # fmt: skip
-    message, *args = access._text_line(fields)
-    assert f"/ws/a{escaped}b" in message % tuple(args) and mark not in message % tuple(args)
+    message, args = access._text_line(fields)
+    assert f"/ws/a{escaped}b" in message % args and mark not in message % args
     assert printable(mark, quote=False) == escaped
     assert printable_json(f'{{"path": "{mark}"}}') == f'{{"path": "{escaped}"}}'
 

@@ -57,6 +57,7 @@ def test_lines_are_uvicorns(name: str, extra: str, colours: bool, filtered: bool
     msg_before, args_before = ours.msg, ours.args
     assert LineFormatter(FMT, use_colors=colours).format(ours) == expected
     assert (ours.msg, ours.args) == (msg_before, args_before)  # other handlers still see the arguments
+    assert ours.message == theirs.message  # what logging's format leaves on the record for later handlers
     if filtered:
         assert JWT not in expected
 

@@ -6,7 +6,8 @@ import pytest
 
 from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
 from asgi_ws_gateway.policies.build import load_config
-from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, _check_url, check_upstream_request
+from asgi_ws_gateway.upstream import checks
+from asgi_ws_gateway.upstream.checks import MAX_UPSTREAM_URL, _check_url, check_upstream_request, valid_header
 from support.policies import build, context, problems
 
 
@@ -54,6 +55,25 @@ def test_an_in_process_path_must_be_a_path() -> None:
 )  # fmt: skip
 def test_an_unsendable_header_is_a_400(header: tuple[str, str]) -> None:
     _refused("ws://up/a", [header])
+
+
+def test_a_remembered_header_name_still_has_its_value_checked() -> None:
+    """Names found to be tokens are remembered; each value is checked every time, and a name that is
+    not a token is refused every time."""
+    for _ in range(2):
+        check_upstream_request("ws://up/a", [("x-seen", "printable"), ("x-seen", "caf\u00e9\tv")], in_process=False)
+        for value in ["a\r\nx-evil: 1", "\x00", "\x7f", "\u20ac", "\u2028"]:
+            _refused("ws://up/a", [("x-seen", value)])
+            assert not valid_header("x-seen", value)
+        _refused("ws://up/a", [("x seen", "v")])
+
+
+def test_the_remembered_header_names_are_bounded() -> None:
+    for n in range(600):
+        assert valid_header(f"x-{n}", "v")
+    assert valid_header("x-" + "n" * 100, "v")
+    assert len(checks._TOKENS) <= checks._TOKENS_LIMIT
+    assert "x-" + "n" * 100 not in checks._TOKENS
 
 
 def test_a_url_verdict_is_remembered_only_when_it_passed() -> None:

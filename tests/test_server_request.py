@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol
+from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol, websocket
 from asgi_ws_gateway.server.websocket import parsed_request, serialised_request
 from support.servers import UvicornServer
 from support.tls import make_ca
@@ -115,6 +115,27 @@ def test_the_fast_parse_is_websockets_parse_or_none(headers: list[tuple[bytes, b
     if fast is not None:
         slow = by_websockets(b"GET", b"/", headers)
         assert slow is not None and same(fast, slow)
+
+
+def test_a_name_seen_before_is_judged_as_the_first_time() -> None:
+    """The names found plain are remembered: the second handshake's head is read as the first's, and a
+    framing header or a bad name is refused whatever was seen before."""
+    for _ in range(2):
+        fast = parsed_request(b"GET", b"/", BROWSER)
+        slow = by_websockets(b"GET", b"/", BROWSER)
+        assert fast is not None and slow is not None and same(fast, slow)
+        for bad in [(b"content-length", b"5"), (b"Transfer-Encoding", b"chunked"), (b"bad name", b"v")]:
+            assert parsed_request(b"GET", b"/", [*BROWSER, bad]) is None
+
+
+def test_the_remembered_names_are_bounded() -> None:
+    """A client's made-up names do not grow the store without bound."""
+    for i in range(3):
+        names = [(b"x-%d-%d" % (i, n), b"v") for n in range(100)]
+        assert parsed_request(b"GET", b"/", names) is not None
+    assert parsed_request(b"GET", b"/", [(b"x-" + b"n" * 100, b"v")]) is not None
+    assert len(websocket._PLAIN_NAMES) <= websocket._PLAIN_NAMES_LIMIT
+    assert b"x-" + b"n" * 100 not in websocket._PLAIN_NAMES  # long names are checked every time
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
 from asgi_ws_gateway import ConfigError, WebSocketGateway, load_config
 from asgi_ws_gateway.standalone import not_found
-from asgi_ws_gateway.upstream.resolver import RESOLVER, Resolver
+from asgi_ws_gateway.upstream.resolver import RESOLVER, Resolver, host_and_port
 from support.clients import connect, expect_status
 from support.clock import Clock
 from support.configs import api_entry
@@ -137,3 +138,25 @@ def test_an_invalid_dns_ttl_is_refused_by_field_path(value: object) -> None:
     with pytest.raises(ConfigError) as info:
         load_config({"apis": [api_entry("ws://chat.internal:9000/x", dns_ttl=value)]})
     assert "apis[0].dns_ttl" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ws://chat.internal:9000/x", ("chat.internal", 9000)), ("wss://Chat.Internal/x?a=1", ("chat.internal", 443)),
+        ("ws://chat.internal/x", ("chat.internal", 80)), ("ws://[::1]:8080/", ("::1", 8080)),
+        ("ws://[::1]/", ("::1", 80)),
+    ],
+)  # fmt: skip
+def test_host_and_port_is_what_the_url_says_every_time(url: str, expected: tuple[str, int]) -> None:
+    """The answers are remembered by scheme and authority: the same as urllib's, the first time or not."""
+    for _ in range(2):
+        parts = urlsplit(url)
+        assert host_and_port(parts) == expected == (parts.hostname, parts.port or (443 if url[2] == "s" else 80))
+
+
+@pytest.mark.parametrize("url", ["ws://chat.internal:99999/x", "ws://chat.internal:9x/x"])
+def test_a_bad_port_is_refused_every_time(url: str) -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            host_and_port(urlsplit(url))

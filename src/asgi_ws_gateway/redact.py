@@ -73,10 +73,17 @@ def _header_pattern(names: Iterable[str]) -> re.Pattern[str]:
     )
 
 
+def _fewest(words: Iterable[str]) -> tuple[str, ...]:
+    """``words`` without those that hold another of them (``set-cookie`` holds ``cookie``): text holds
+    one of ``words`` exactly when it holds one of these, and each costs a search of the text."""
+    unique = set(words)
+    return tuple(sorted(word for word in unique if not any(other != word and other in word for other in unique)))
+
+
 _HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS)
 # What every match of _HEADER_IN_TEXT contains, lower case: ASCII text without any of these cannot
 # match, and the check costs ~1 µs where the pattern's scan costs ~30 µs on an access line.
-_HEADER_NAMES: tuple[str, ...] = (*SENSITIVE_HEADERS, "subscription-key")
+_HEADER_NAMES: tuple[str, ...] = _fewest((*SENSITIVE_HEADERS, "subscription-key"))
 
 
 def add_sensitive_headers(names: Iterable[str]) -> None:
@@ -86,7 +93,7 @@ def add_sensitive_headers(names: Iterable[str]) -> None:
     if new:
         _extra_headers.update(new)
         _HEADER_IN_TEXT = _header_pattern(SENSITIVE_HEADERS | _extra_headers)
-        _HEADER_NAMES = (*SENSITIVE_HEADERS, *_extra_headers, "subscription-key")
+        _HEADER_NAMES = _fewest((*SENSITIVE_HEADERS, *_extra_headers, "subscription-key"))
 
 
 def credential_headers(document: object) -> set[str]:

@@ -15,7 +15,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import re
 import ssl
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
@@ -29,6 +28,7 @@ from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, loc
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
+from ..upstream.checks import valid_header
 from ..upstream.interim import InterimResponses, UnreadableHead
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
@@ -39,8 +39,6 @@ from .frames import close_frame
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers)
 _MAX_BODY = 64 * 1024  # bytes of a refusal's body passed on to the client
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1 field name
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # RFC 9110 §5.5, as decoded from Latin-1
 
 
 class RawUpstream:
@@ -289,7 +287,7 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
         # A name that is not a token, or a value with a control character (a bare CR or LF would
         # write a header line of the upstream's choosing into the client's response): refused, as
         # the websockets client refuses it on the relay path.
-        if not sep or _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+        if not sep or not valid_header(name, value):
             raise UpstreamUnreachable(f"{upstream.label} sent a malformed response header")
         headers.append((name, value))
     return int(parts[1]), headers

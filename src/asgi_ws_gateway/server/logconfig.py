@@ -24,6 +24,7 @@ from ..redact import formatted_message
 ACCESS_LOGGER = "asgi_ws_gateway.access"
 _REDACT = {"()": "asgi_ws_gateway.redact.RedactingFilter"}
 _LINES = "asgi_ws_gateway.server.logconfig.LineFormatter"
+_PLAIN_FORMAT = "%(levelprefix)s %(message)s"  # uvicorn's default format, and the text access lines'
 
 
 class LineFormatter(DefaultFormatter):
@@ -34,7 +35,24 @@ class LineFormatter(DefaultFormatter):
     formatted instead of formatting it again: with the access line, two lines a connection.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn's own format without colours: the line is the prefix and the message, put together
+        # here rather than through logging's format steps (a third of an access line's formatting).
+        style = self._style
+        self._plain = (
+            not self.use_colors
+            and type(style) is logging.PercentStyle
+            and style._fmt == _PLAIN_FORMAT
+            and not style._defaults  # type: ignore[attr-defined]
+        )
+
     def format(self, record: logging.LogRecord) -> str:
+        if self._plain and not (record.exc_info or record.exc_text or record.stack_info):
+            # What logging.Formatter.format writes and leaves on the record for this format.
+            record.message = message = formatted_message(record)
+            record.levelprefix = prefix = f"{record.levelname}:{' ' * (8 - len(record.levelname))}"
+            return f"{prefix} {message}"
         msg, args = record.msg, record.args
         record.msg, record.args = formatted_message(record), ()  # getMessage() is then the text as it is
         try:
@@ -60,9 +78,7 @@ def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str
     config["filters"] = {"redact": _REDACT}
     config["formatters"]["default"]["()"] = _LINES
     config["formatters"]["gateway_access"] = (
-        {"format": "%(message)s"}
-        if access_log == "json"
-        else {"()": _LINES, "fmt": "%(levelprefix)s %(message)s", "use_colors": None}
+        {"format": "%(message)s"} if access_log == "json" else {"()": _LINES, "fmt": _PLAIN_FORMAT, "use_colors": None}
     )
     config["handlers"]["gateway_access"] = {
         "formatter": "gateway_access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout",

@@ -433,8 +433,15 @@ def _logged_path(path: str) -> str:
 
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # websockets.http11's header name (RFC 9110 token)
-_FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")  # and header value
+_FIELD_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")  # and header value, as decoded from Latin-1
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # printable ASCII, no space: one request-line field
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+_PLAIN_NAMES: set[bytes] = set()
+"""Header names :func:`parsed_request` found to be tokens other than the framing headers' (a client's
+few names repeat from one handshake to the next); bounded as the redaction's stores are."""
+_PLAIN_NAMES_LIMIT = 256
+_PLAIN_NAME_LENGTH = 64
 
 
 def serialised_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -455,20 +462,35 @@ def parsed_request(method: bytes, target: bytes, headers: list[tuple[bytes, byte
     """
     if len(method) + len(target) + 12 >= http11.MAX_LINE_LENGTH or len(headers) >= http11.MAX_NUM_HEADERS:
         return None
-    if not (_TOKEN.fullmatch(method) and _TARGET.fullmatch(target)):
+    if not ((method == b"GET" or _TOKEN.fullmatch(method)) and _TARGET.fullmatch(target)):
         return None
-    parsed = Headers()
+    # Headers() runs MutableMapping.update for no arguments, a sixth of this function's cost: an
+    # instance emptied by its own clear() is the same empty Headers.
+    parsed = Headers.__new__(Headers)
+    parsed.clear()
     for name, value in headers:
         # The line websockets reads is "name: value\r\n"; it strips spaces and tabs around the value.
-        if len(name) + len(value) + 4 >= http11.MAX_LINE_LENGTH or not _TOKEN.fullmatch(name):
+        if len(name) + len(value) + 4 >= http11.MAX_LINE_LENGTH:
             return None
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        if name not in _PLAIN_NAMES and not _plain_name(name):
             return None
-        value = value.strip(b" \t")
-        if not _FIELD_VALUE.fullmatch(value):
+        text = value.strip(b" \t").decode("latin-1")
+        # Printable ASCII passes the value's pattern (a tab or a byte over 0x7E is left to the pattern).
+        if not (text.isascii() and text.isprintable()) and not _FIELD_VALUE.fullmatch(text):
             return None
-        parsed.set_insecure(name.decode("ascii"), value.decode("latin-1"))
+        parsed.set_insecure(name.decode("ascii"), text)
     return Request(target.decode("ascii"), parsed, method.decode("ascii"), "HTTP/1.1")
+
+
+def _plain_name(name: bytes) -> bool:
+    """Whether websockets' parser takes a header so named as it is: a token, not a framing header."""
+    if not _TOKEN.fullmatch(name) or name.lower() in _FRAMING:
+        return False
+    if len(name) <= _PLAIN_NAME_LENGTH:
+        if len(_PLAIN_NAMES) >= _PLAIN_NAMES_LIMIT:
+            _PLAIN_NAMES.clear()
+        _PLAIN_NAMES.add(name)
+    return True
 
 
 class _PathOnly(logging.LoggerAdapter[logging.Logger]):

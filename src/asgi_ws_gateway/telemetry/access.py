@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -64,9 +65,9 @@ class AccessLog:
         if access_logger.isEnabledFor(logging.INFO):
             extra = {"trace_id": fields["trace_id"], "span_id": fields["span_id"]}
             if self.json:  # each field redacted on its own: a filter would read the line as one text
-                access_logger.info("%s", _json_line(fields), extra={**extra, REDACTED_MARK: True})
+                _info("%s", (_json_line(fields),), {**extra, REDACTED_MARK: True})
             else:
-                access_logger.info(*_text_line(fields), extra=extra)
+                _info(*_text_line(fields), extra)
         if self.otel_logger is not None:
             self._export(fields, span)
 
@@ -87,16 +88,33 @@ class AccessLog:
                 attributes[CLIENT_ADDRESS] = address
                 if port.isdigit():
                     attributes[CLIENT_PORT] = int(port)
-        message, *args = _text_line(fields)
+        message, args = _text_line(fields)
         self.otel_logger.emit(
             timestamp=time.time_ns(),
             context=trace.set_span_in_context(span) if span is not None else None,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
-            body=redact_text(message % tuple(args)),
+            body=redact_text(message % args),
             attributes=attributes,
             event_name=LOG_EVENT_ACCESS,
         )
+
+
+def _info(msg: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
+    """``access_logger.info(msg, *args, extra=extra)`` from :meth:`AccessLog.write`, which checked the level.
+
+    The record is the one ``info`` makes and goes through the logger's filters and handlers alike;
+    its caller (file, line, function) is read from the calling frame directly, where ``findCaller``
+    walked up the stack past logging's own frames to the same one.
+    """
+    if logging._srcfile:  # None: the application turned caller lookup off
+        caller = sys._getframe(1)
+        path, line, function = caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name
+    else:
+        path, line, function = "(unknown file)", 0, "(unknown function)"
+    access_logger.handle(
+        access_logger.makeRecord(access_logger.name, logging.INFO, path, line, msg, args, None, function, extra)
+    )
 
 
 _IDS = frozenset({"trace_id", "span_id"})
@@ -113,11 +131,12 @@ def _json_line(fields: Fields) -> str:
     return printable_json(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
 
 
-def _text_line(fields: Fields) -> tuple[Any, ...]:
+def _text_line(fields: Fields) -> tuple[str, tuple[Any, ...]]:
+    """The text line's format and its values, escaped (:func:`~asgi_ws_gateway.redact.printable`)."""
     ids = (fields["trace_id"] or "-", fields["span_id"] or "-")
     if fields.get("status") == 101:
-        line: tuple[Any, ...] = (
-            _CONNECTION,
+        line = _CONNECTION
+        values: tuple[Any, ...] = (
             fields["client"], fields["path"], fields["api"], fields["closed_by"], fields["close_code"],
             fields["duration"], fields["messages_in"], fields["bytes_in"], fields["messages_out"],
             fields["bytes_out"], fields["backend"], fields.get("subject") or "-", *ids,
@@ -126,13 +145,17 @@ def _text_line(fields: Fields) -> tuple[Any, ...]:
         cause = fields.get("reason") or "-"
         if fields.get("policy"):
             cause = f"{cause}, policy {fields['policy']}"
-        line = (
-            _REFUSAL,
+        line = _REFUSAL
+        values = (
             fields["client"], fields["path"], fields.get("status") or "-", fields["api"], fields["outcome"], cause,
             fields["duration"], *ids,
         )  # fmt: skip
-    # Only the values the line shows are escaped (not its format, whose quotes delimit the path).
-    return (line[0], *[printable(value) if type(value) is str else value for value in line[1:]])
+    # Only the values the line shows are escaped (not its format, whose quotes delimit the path). Escapes
+    # are character by character: when their text put together needs none, none of them does.
+    texts = "".join([value for value in values if type(value) is str])
+    if printable(texts) == texts:
+        return line, values
+    return line, tuple(printable(value) if type(value) is str else value for value in values)
 
 
 __all__ = ["AccessLog", "access_logger"]

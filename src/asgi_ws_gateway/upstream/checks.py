@@ -50,6 +50,8 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
     else:
         _check_url(url, in_process)
     for name, value in headers:
+        if name in _TOKENS and value.isascii() and value.isprintable():
+            continue  # valid_header's answer, for less: a known token, and printable ASCII
         if not valid_header(name, value):
             if not _TOKEN.fullmatch(name):
                 raise bad_request("an upstream header name is not a valid HTTP token")
@@ -59,7 +61,21 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
 def valid_header(name: str, value: str) -> bool:
     """Whether a header can be written as is: its name a token, its value free of CR, LF and the
     other control characters (a tab aside). Request headers here; an in-process app's response ones too."""
-    return _TOKEN.fullmatch(name) is not None and _VALUE.fullmatch(value) is not None
+    if name not in _TOKENS:
+        if _TOKEN.fullmatch(name) is None:
+            return False
+        if len(name) <= _TOKEN_LENGTH:  # remembered: the names a handshake sends repeat
+            if len(_TOKENS) >= _TOKENS_LIMIT:
+                _TOKENS.clear()
+            _TOKENS.add(name)
+    # Printable ASCII passes the pattern (a tab or a character over U+007E is left to the pattern).
+    return (value.isascii() and value.isprintable()) or _VALUE.fullmatch(value) is not None
+
+
+_TOKENS: set[str] = set()
+"""Header names found to be tokens (bounded as the redaction's stores are: names come from clients)."""
+_TOKENS_LIMIT = 256
+_TOKEN_LENGTH = 64
 
 
 @functools.lru_cache(maxsize=256)

@@ -61,13 +61,35 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
     """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     kept: list[tuple[str, str]] = []
+    crossing = _CROSSING[trust_forwarded]
     for name_b, value_b in raw:
-        name = name_b.decode("latin-1").lower()
-        if name not in HOP_BY_HOP and not replaced_forwarding_header(name, trust_forwarded=trust_forwarded):
-            kept.append((name, value_b.decode("latin-1")))
+        sent = crossing.get(name_b)
+        if sent is None:
+            sent = _crossing(name_b, trust_forwarded)
+        if sent:
+            kept.append((sent[0], value_b.decode("latin-1")))
     kept += forwarding_headers(scope, trust_forwarded=trust_forwarded)
     kept.append(("via", _VIA_ENTRY))
     return kept
+
+
+_CROSSING: tuple[dict[bytes, tuple[str, ...]], dict[bytes, tuple[str, ...]]] = ({}, {})
+"""By ``trust_forwarded``: :func:`_crossing` of the client's header names seen (a client's few names
+repeat from one handshake to the next; bounded as the redaction's stores are)."""
+_CROSSING_LIMIT = 256
+_CROSSING_LENGTH = 64
+
+
+def _crossing(name_b: bytes, trust_forwarded: bool) -> tuple[str, ...]:
+    """``(name,)``: the client's header ``name_b`` goes upstream so named (lower case); ``()``: it does not."""
+    name = name_b.decode("latin-1").lower()
+    sent = () if name in HOP_BY_HOP or replaced_forwarding_header(name, trust_forwarded=trust_forwarded) else (name,)
+    if len(name_b) <= _CROSSING_LENGTH:
+        known = _CROSSING[trust_forwarded]
+        if len(known) >= _CROSSING_LIMIT:
+            known.clear()
+        known[name_b] = sent
+    return sent
 
 
 def replaced_forwarding_header(name: str, *, trust_forwarded: bool) -> bool:
