@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
+from .bounded import remember
+
 REDACTED = "REDACTED"
 
 #: Headers whose values are credentials, whatever the configuration (lower case).
@@ -452,9 +454,7 @@ def _remembered(
         return text
     redacted = redact(text)
     if redacted == text and len(text) <= _UNCHANGED_LENGTH:
-        if len(store) >= _UNCHANGED_LIMIT:
-            store.clear()
-        store[text] = mark
+        remember(store, text, mark, _UNCHANGED_LIMIT)
     return redacted
 
 

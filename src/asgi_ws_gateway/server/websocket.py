@@ -71,11 +71,13 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from .._context import HANDSHAKE
+from ..bounded import remember
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
 from ..redact import redact_path
 from ..relay.close_codes import TOO_BIG
+from ..upstream.checks import valid_value
 from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
 
 SUPPORTED_VERSION = "13"
@@ -433,11 +435,10 @@ def _logged_path(path: str) -> str:
 
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # websockets.http11's header name (RFC 9110 token)
-_FIELD_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")  # and header value, as decoded from Latin-1
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # printable ASCII, no space: one request-line field
 _FRAMING = (b"content-length", b"transfer-encoding")
 
-_PLAIN_NAMES: set[bytes] = set()
+_PLAIN_NAMES: dict[bytes, bool] = {}
 """Header names :func:`parsed_request` found to be tokens other than the framing headers' (a client's
 few names repeat from one handshake to the next); bounded as the redaction's stores are."""
 _PLAIN_NAMES_LIMIT = 256
@@ -475,8 +476,7 @@ def parsed_request(method: bytes, target: bytes, headers: list[tuple[bytes, byte
         if name not in _PLAIN_NAMES and not _plain_name(name):
             return None
         text = value.strip(b" \t").decode("latin-1")
-        # Printable ASCII passes the value's pattern (a tab or a byte over 0x7E is left to the pattern).
-        if not (text.isascii() and text.isprintable()) and not _FIELD_VALUE.fullmatch(text):
+        if not valid_value(text):
             return None
         parsed.set_insecure(name.decode("ascii"), text)
     return Request(target.decode("ascii"), parsed, method.decode("ascii"), "HTTP/1.1")
@@ -487,9 +487,7 @@ def _plain_name(name: bytes) -> bool:
     if not _TOKEN.fullmatch(name) or name.lower() in _FRAMING:
         return False
     if len(name) <= _PLAIN_NAME_LENGTH:
-        if len(_PLAIN_NAMES) >= _PLAIN_NAMES_LIMIT:
-            _PLAIN_NAMES.clear()
-        _PLAIN_NAMES.add(name)
+        remember(_PLAIN_NAMES, name, True, _PLAIN_NAMES_LIMIT)
     return True
 
 

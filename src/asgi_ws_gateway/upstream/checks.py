@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from ..bounded import remember
 from ..routing import decode_segment, param_problem
 from ..wire_numbers import parse_port
 from .request import bad_request
@@ -50,8 +51,6 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
     else:
         _check_url(url, in_process)
     for name, value in headers:
-        if name in _TOKENS and value.isascii() and value.isprintable():
-            continue  # valid_header's answer, for less: a known token, and printable ASCII
         if not valid_header(name, value):
             if not _TOKEN.fullmatch(name):
                 raise bad_request("an upstream header name is not a valid HTTP token")
@@ -65,14 +64,17 @@ def valid_header(name: str, value: str) -> bool:
         if _TOKEN.fullmatch(name) is None:
             return False
         if len(name) <= _TOKEN_LENGTH:  # remembered: the names a handshake sends repeat
-            if len(_TOKENS) >= _TOKENS_LIMIT:
-                _TOKENS.clear()
-            _TOKENS.add(name)
-    # Printable ASCII passes the pattern (a tab or a character over U+007E is left to the pattern).
+            remember(_TOKENS, name, True, _TOKENS_LIMIT)
+    return valid_value(value)
+
+
+def valid_value(value: str) -> bool:
+    """Whether a header value (as decoded from Latin-1) is free of CR, LF and the other control
+    characters, a tab aside (RFC 9110 §5.5). Printable ASCII passes without the pattern."""
     return (value.isascii() and value.isprintable()) or _VALUE.fullmatch(value) is not None
 
 
-_TOKENS: set[str] = set()
+_TOKENS: dict[str, bool] = {}
 """Header names found to be tokens (bounded as the redaction's stores are: names come from clients)."""
 _TOKENS_LIMIT = 256
 _TOKEN_LENGTH = 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from .._types import Headers, Scope
+from ..bounded import remember
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied
 from ..routing import split_path
@@ -85,10 +86,7 @@ def _crossing(name_b: bytes, trust_forwarded: bool) -> tuple[str, ...]:
     name = name_b.decode("latin-1").lower()
     sent = () if name in HOP_BY_HOP or replaced_forwarding_header(name, trust_forwarded=trust_forwarded) else (name,)
     if len(name_b) <= _CROSSING_LENGTH:
-        known = _CROSSING[trust_forwarded]
-        if len(known) >= _CROSSING_LIMIT:
-            known.clear()
-        known[name_b] = sent
+        remember(_CROSSING[trust_forwarded], name_b, sent, _CROSSING_LIMIT)
     return sent
 
 
