@@ -18,9 +18,9 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlunsplit
 
-from .bounded import remember
+from .bounded import remember, split_url
 
 REDACTED = "REDACTED"
 
@@ -136,7 +136,7 @@ def redact_url(url: str) -> str:
     >>> redact_url("wss://u:p@example.com:8443/ws/room?token=abc&key")
     'wss://example.com:8443/ws/room?token=REDACTED&REDACTED'
     """
-    parts = urlsplit(url)
+    parts = split_url(url)
     query = redact_query(parts.query) if parts.query else ""
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
 

@@ -8,9 +8,10 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlunsplit
 
 from .._types import Scope
+from ..bounded import split_url
 from ..errors import HandshakeDenied
 from ..forwarded import Networks, client_address, client_network, forwarded_chain, parse_ip
 from ..upstream.base import UpstreamRequest
@@ -375,7 +376,7 @@ class UpstreamEdits:
 
 def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], in_process: bool) -> str:
     """``url`` with the query, rewrite and base-URL edits among ``ops`` applied, in order."""
-    scheme, netloc, path, query, _ = urlsplit(url)
+    scheme, netloc, path, query, _ = split_url(url)
     # surrogateescape both ways: a client's %ff in a parameter no policy touches goes on as %FF (it
     # was read as U+FFFD and sent as %EF%BF%BD, another value to an upstream that reads bytes).
     params = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
@@ -393,7 +394,7 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
             if in_process:
                 raise HandshakeDenied(500, "set-backend-service cannot redirect an in-process upstream",
                                       reason="misconfigured")  # fmt: skip
-            base = urlsplit(name)
+            base = split_url(name)
             scheme, netloc = base.scheme, base.netloc
             path = base.path.rstrip("/") + path
     query = urlencode(params, quote_via=quote, safe="/:@!$'()*,", errors="surrogateescape")  # no ";"

@@ -17,12 +17,13 @@ import hashlib
 import os
 import ssl
 from collections.abc import Callable
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult
 
 from websockets.exceptions import InvalidHeader
 from websockets.headers import build_extension, parse_extension
 
 from .._types import Headers, Scope
+from ..bounded import split_url
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
@@ -206,7 +207,7 @@ async def _open(
     forward_offer: bool,
     dns_ttl: float,
 ) -> RawUpstream:
-    url = urlsplit(request.url)
+    url = split_url(request.url)
     host, port = host_and_port(url)
     offer = deflate_offer(request.scope) if forward_offer else None
     loop = asyncio.get_running_loop()

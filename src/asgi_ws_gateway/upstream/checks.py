@@ -13,9 +13,8 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
-from ..bounded import remember
+from ..bounded import remember, split_url
 from ..routing import decode_segment, param_problem
 from ..wire_numbers import parse_port
 from .request import bad_request
@@ -88,7 +87,7 @@ def _check_url(url: str, in_process: bool) -> None:
     if len(url) > MAX_UPSTREAM_URL:
         raise bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
     try:
-        parts = urlsplit(url)
+        parts = split_url(url)
     except ValueError:  # e.g. an unbalanced or invalid [IPv6] literal
         raise bad_request("the upstream URL would not be a valid URL") from None
     if parts.fragment or "#" in url:

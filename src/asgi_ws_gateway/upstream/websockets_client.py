@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Protocol, cast
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
@@ -22,6 +22,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from .._types import Data
+from ..bounded import split_url
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..held_pings import HeldPings
@@ -213,6 +214,16 @@ class _ClientConnection(ClientConnection):
 class _NoRedirects(connect):
     """``websockets`` connect that never follows a redirect: a gateway must not wander off."""
 
+    def __init__(self, uri: str, **kwargs: Any) -> None:
+        # websockets parses the URL with urlparse, whose urlsplit keeps it (bounded.split_url says
+        # why not): it is given the URL without its query, put back as parse_uri reads an ASCII one.
+        base, mark, query = uri.partition("?")
+        if not mark or not query.isascii() or "#" in query:
+            super().__init__(uri, **kwargs)
+            return
+        super().__init__(base, **kwargs)
+        self.uri, self.ws_uri = uri, dataclasses.replace(self.ws_uri, query=query)
+
     def process_redirect(self, exc: Exception) -> Exception | str:
         return exc
 
@@ -228,7 +239,7 @@ class WebSocketsConnector:
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         api = self.api
         try:
-            host, port = host_and_port(urlsplit(request.url))
+            host, port = host_and_port(split_url(request.url))
         except ValueError:
             host = ""
         if not host:  # what websockets refuses as InvalidURI, before any connect

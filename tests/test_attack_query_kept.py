@@ -1,0 +1,96 @@
+"""A client's query string does not outlive its connection in Python's URL cache.
+
+``urllib.parse.urlsplit`` keeps the last 128 URLs it split (an ``lru_cache`` since Python 3.11), and
+the gateway split every upstream URL, query and all: a ``?access_token=...`` stayed in the worker's
+memory after its connection closed, until 128 other URLs pushed it out — in the gateway's checks, the
+splice's connect, the relay's connect (websockets' ``parse_uri``), the URL edits and the redaction.
+Now a URL with a query is split afresh (``bounded.split_url``). Real uvicorn in each mode, a real
+upstream; the cache is read through the garbage collector's view of it.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.uri import parse_uri
+
+from asgi_ws_gateway.bounded import split_url
+from asgi_ws_gateway.handshake.context import _edited_url
+from asgi_ws_gateway.redact import redact_url
+from asgi_ws_gateway.upstream.websockets_client import _NoRedirects
+from support.clients import connect
+from support.gateway import GatewayMode, Stack, serve
+from support.upstream import UpstreamServer
+
+
+def _cached_urls() -> list[str]:
+    """The URLs ``urlsplit``'s cache holds: its key lists start with the URL."""
+    caches = [o for o in gc.get_referents(urlsplit) if isinstance(o, dict)]
+    assert caches, "urlsplit's cache is not where this test looks for it"
+    return [key[0] for cache in caches for key in cache if isinstance(key[0], str)]
+
+
+@pytest.fixture
+def stack(gateway_mode: GatewayMode, upstream: UpstreamServer) -> Iterator[Stack]:
+    with serve(upstream, gateway_mode) as running:
+        yield running
+
+
+async def test_a_clients_query_is_not_kept_after_the_upstream_got_it(stack: Stack) -> None:
+    secret = secrets.token_hex(12)
+    url = stack.url(f"/ws/echo?access_token={secret}&room=1")
+    async with await connect(url) as ws:  # the test's own client splits its URL: that one is allowed
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    assert secret in stack.upstream.handshakes[-1].path  # the upstream got the query as sent
+    # The gateway splits absolute upstream URLs; the test's upstream splits the path it was sent.
+    assert [kept for kept in _cached_urls() if secret in kept and not kept.startswith("/")] == [url]
+
+
+def test_the_url_edits_and_the_redaction_keep_no_query() -> None:
+    secret = secrets.token_hex(12)
+    edited = _edited_url(f"ws://127.0.0.1:1/a?key={secret}", [("query", "tenant", "acme", "override")], False)
+    assert secret in edited
+    assert "REDACTED" in redact_url(f"wss://u:p@example.com/a?token={secret}")
+    assert not [kept for kept in _cached_urls() if secret in kept]
+
+
+urls = st.builds(
+    lambda scheme, host, path, query: f"{scheme}://{host}{path}{query}",
+    st.sampled_from(["ws", "wss", ""]),
+    st.from_regex(r"[a-z0-9.\[\]:@]{0,20}", fullmatch=True),
+    st.from_regex(r"(/[A-Za-z0-9%._~-]{0,8}){0,3}", fullmatch=True),
+    st.one_of(st.just(""), st.from_regex(r"\?[A-Za-z0-9%=&;?/#+]{0,20}", fullmatch=True)),
+)
+
+
+@given(urls)
+def test_split_url_is_urlsplit(url: str) -> None:
+    def split(how: Any) -> object:
+        try:
+            return how(url)
+        except ValueError as exc:
+            return type(exc)
+
+    assert split(split_url) == split(urlsplit)
+
+
+@given(urls)
+def test_the_relay_connects_to_what_websockets_would_parse(url: str) -> None:
+    """The query taken off before websockets parses the URL and put back after: the same request."""
+    try:
+        expected: object = parse_uri(url)
+    except Exception as exc:  # the same refusal either way
+        expected = type(exc)
+    try:
+        got: object = _NoRedirects(url).ws_uri
+    except Exception as exc:  # the same refusal either way
+        got = type(exc)
+    assert got == expected
