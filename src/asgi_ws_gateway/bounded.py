@@ -22,8 +22,16 @@ def remember(store: dict[K, V], key: K, value: V, limit: int) -> None:
 _split_afresh: Callable[[str], SplitResult] = getattr(urlsplit, "__wrapped__", urlsplit)
 
 
+def may_carry_credential(url: str) -> bool:
+    """Whether a URL may hold a client's credential, so that no cache may keep it: a query
+    (``?access_token=``), or a path with a named value (``/ws/token=...``, encoded ``token%3D...`` as
+    a path parameter goes upstream) or a JWT (``eyJ``), the shapes the redaction finds in a path.
+    Such URLs rarely repeat: a cache gave them nothing anyway."""
+    return "?" in url or "=" in url or "eyJ" in url or "%3D" in url or "%3d" in url
+
+
 def split_url(url: str) -> SplitResult:
-    """``urlsplit(url)``, but a URL with a query is split afresh: ``urlsplit`` keeps the last 128 URLs
-    it split (an ``lru_cache`` since Python 3.11), and a client's query may hold a credential, which
-    must not outlive its connection. Queries rarely repeat, so the cache gave them nothing anyway."""
-    return _split_afresh(url) if "?" in url else urlsplit(url)
+    """``urlsplit(url)``, split afresh when the URL :func:`may_carry_credential`: ``urlsplit`` keeps
+    the last 128 URLs it split (an ``lru_cache`` since Python 3.11), and a credential must not
+    outlive its connection in the worker's memory."""
+    return _split_afresh(url) if may_carry_credential(url) else urlsplit(url)

@@ -14,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from ..bounded import remember, split_url
+from ..bounded import may_carry_credential, remember, split_url
 from ..routing import decode_segment, param_problem
 from ..wire_numbers import parse_port
 from .request import bad_request
@@ -45,7 +45,7 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
 
     ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process).
     """
-    if "?" in url:  # a client's query may hold a credential: checked, never kept
+    if may_carry_credential(url):  # checked, never kept
         _check_url.__wrapped__(url, in_process)
     else:
         _check_url(url, in_process)

@@ -22,7 +22,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from .._types import Data
-from ..bounded import split_url
+from ..bounded import may_carry_credential, split_url
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..held_pings import HeldPings
@@ -215,14 +215,15 @@ class _NoRedirects(connect):
     """``websockets`` connect that never follows a redirect: a gateway must not wander off."""
 
     def __init__(self, uri: str, **kwargs: Any) -> None:
-        # websockets parses the URL with urlparse, whose urlsplit keeps it (bounded.split_url says
-        # why not): it is given the URL without its query, put back as parse_uri reads an ASCII one.
-        base, mark, query = uri.partition("?")
-        if not mark or not query.isascii() or "#" in query:
+        # websockets parses the URL with urlparse, whose urlsplit keeps it (bounded.split_url says why
+        # not): one that may carry a credential is given without its path and query, which are put
+        # back as parse_uri reads them from an ASCII URL.
+        if not may_carry_credential(uri) or not uri.isascii() or "#" in uri:
             super().__init__(uri, **kwargs)
             return
-        super().__init__(base, **kwargs)
-        self.uri, self.ws_uri = uri, dataclasses.replace(self.ws_uri, query=query)
+        parts = split_url(uri)
+        super().__init__(f"{parts.scheme}://{parts.netloc}", **kwargs)
+        self.uri, self.ws_uri = uri, dataclasses.replace(self.ws_uri, path=parts.path, query=parts.query)
 
     def process_redirect(self, exc: Exception) -> Exception | str:
         return exc
