@@ -196,9 +196,11 @@ async def test_a_credential_in_the_path_is_redacted_on_the_exported_spans_and_th
                 writer.close()
                 shake = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name == "GET /ws/headers/{room}")
                 span = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name.startswith("connection "))
+                connect = await asyncio.to_thread(otlp.wait_for_span, lambda s: s.name.startswith("upstream connect"))
     finally:
         access.removeHandler(handler)
         access.setLevel(level)
+    assert SECRET not in repr([s.attributes for s in (shake, span, connect)])
     assert shake.attributes[n.URL_PATH] == span.attributes[n.URL_PATH]
     assert shake.attributes[n.URL_PATH] in ("/ws/headers/token=REDACTED", "/ws/headers/Bearer REDACTED")
     lines = [r.getMessage() for r in records]

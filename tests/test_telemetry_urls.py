@@ -33,6 +33,12 @@ from asgi_ws_gateway.telemetry.tracing import _server
         ("ws://h/p#s3cr3t", "ws://h/p"),  # fragment dropped
         ("ws://h/p?k=s3cr3t#frag", "ws://h/p?k=REDACTED"),
         ("ws://[::1]:8000/p?k=s3cr3t", "ws://[::1]:8000/p?k=REDACTED"),
+        # A client's path parameter goes upstream in the path: read as the client's path is.
+        ("ws://h/rooms/token%3Ds3cr3t", "ws://h/rooms/token=REDACTED"),
+        ("ws://h/rooms/Bearer%20s3cr3t/x", "ws://h/rooms/Bearer%20REDACTED"),  # to its end, as in a path
+        ("ws://h/rooms/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzM2NyM3QifQ.c2lnbmF0dXJl", "ws://h/rooms/REDACTED"),
+        ("ws://h/rooms/api_key:%20s3cr3t", "ws://h/rooms/api_key:REDACTED"),
+        ("ws://h/rooms/a%2Fb%20c", "ws://h/rooms/a%2Fb%20c"),  # nothing to redact: as it was
     ],
 )
 def test_redacted_url_keeps_names_and_drops_every_value_and_userinfo(url: str, expected: str) -> None:
@@ -43,7 +49,7 @@ def test_redacted_url_keeps_names_and_drops_every_value_and_userinfo(url: str, e
 
 def _remembered(text: str, redact_fn: Any, clean: dict[str, tuple[str, ...]]) -> str:
     """What ``redact.redact_url_remembered`` does, with the test's own store."""
-    return redact._remembered(text, redact_fn, clean, redact._URL_MARK)
+    return redact._remembered(text, redact_fn, clean, redact._HEADER_NAMES)
 
 
 def test_a_url_with_a_secret_is_redacted_every_time_and_never_remembered() -> None:

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote_plus, urlunsplit
+from urllib.parse import quote, unquote, unquote_plus, urlunsplit
 
 from .bounded import remember, split_url
 
@@ -131,14 +131,23 @@ def redact_query(query: str | bytes) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without userinfo or fragment, each query value replaced by ``REDACTED`` (the path is kept).
+    """``url`` without userinfo or fragment, each query value replaced by ``REDACTED``, and a
+    credential in its path redacted as in a client's path (a path parameter carries the client's
+    text upstream, percent-encoded: it is decoded to be read, and written again only if redacted).
 
     >>> redact_url("wss://u:p@example.com:8443/ws/room?token=abc&key")
     'wss://example.com:8443/ws/room?token=REDACTED&REDACTED'
+    >>> redact_url("ws://chat:9000/rooms/token%3Dabc")
+    'ws://chat:9000/rooms/token=REDACTED'
     """
     parts = split_url(url)
     query = redact_query(parts.query) if parts.query else ""
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
+    path = parts.path
+    decoded = unquote(path) if "%" in path else path
+    redacted = redact_free_text(decoded)
+    if redacted != decoded:
+        path = quote(redacted, safe="/:@!$&'()*+,;=~")
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, query, ""))
 
 
 # A URL as a whole string: a scheme and "//" (leading white space is tolerated, as parsers do).
@@ -415,8 +424,7 @@ _unchanged_texts: dict[str, tuple[str, ...]] = {}
 """Free texts (a User-Agent, a Host, a close reason) ``redact_free_text`` left unchanged, as ``_unchanged``
 (a store of their own: many distinct User-Agents must not push the paths out)."""
 _unchanged_urls: dict[str, tuple[str, ...]] = {}
-"""URLs ``redact_url`` left unchanged (it reads no configuration: one mark for all)."""
-_URL_MARK: tuple[str, ...] = ()
+"""URLs ``redact_url`` left unchanged, as ``_unchanged`` (their paths are read as paths are)."""
 
 
 def redact_path(path: str) -> str:
@@ -441,7 +449,7 @@ def redact_free_text_remembered(text: str) -> str:
 
 def redact_url_remembered(url: str) -> str:
     """``redact_url(url)``, remembering the URLs it leaves unchanged (an upstream's, per connection)."""
-    return _remembered(url, redact_url, _unchanged_urls, _URL_MARK)
+    return _remembered(url, redact_url, _unchanged_urls, _HEADER_NAMES)
 
 
 def _remembered(
