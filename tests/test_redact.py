@@ -134,6 +134,27 @@ def test_filter_redacts_arguments_and_keeps_uvicorn_access_arguments() -> None:
     assert record.args == ("127.0.0.1:1", "GET", f"/x?t={REDACTED}", "1.1", 200)
 
 
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/ws/token%3DSECRET", "/ws/token=REDACTED"),  # uvicorn quotes the path it logs
+        ("/ws/token=SECRET?room=1", "/ws/token=REDACTED?room=REDACTED"),
+        ("/ws/Bearer%20SECRET", "/ws/Bearer%20REDACTED"),
+        ("/ws/rooms/lobby%20one", "/ws/rooms/lobby%20one"),  # nothing to redact: as logged
+    ],
+)
+def test_a_credential_in_a_logged_path_is_redacted_as_in_the_access_log(target: str, expected: str) -> None:
+    """uvicorn's HTTP access line and its WebSocket lines (``uvicorn app:app``) carry the target
+    percent-encoded: ``token%3D`` and ``Bearer%20`` went through in clear, as they still would in a
+    plain GET the gateway answers 404 or 426 under ``run``."""
+    access = _record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", target, "1.1", 404, name="uvicorn.access")
+    assert RedactingFilter().filter(access)
+    assert access.args == ("127.0.0.1:1", "GET", expected, "1.1", 404)
+    accepted = _record('%s - "WebSocket %s" [accepted]', "127.0.0.1:1", target)
+    assert RedactingFilter().filter(accepted)
+    assert accepted.getMessage() == f'127.0.0.1:1 - "WebSocket {expected}" [accepted]'
+
+
 def test_filter_judges_a_header_split_across_arguments() -> None:
     record = _record("< %s: %s", "x-subscription-key", "SECRET")
     RedactingFilter().filter(record)

@@ -20,6 +20,7 @@ from asgi_ws_gateway.upstream.request import PROXY_SET
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
 from support.processes import ServerProcess, ready_server
+from support.rawhttp import exchange, status_of
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -219,6 +220,13 @@ async def _every_position(base: str) -> list[int]:
             statuses.append(await _attempt(base + path, additional_headers={"Ocp-Apim-Subscription-Key": key}))
             statuses.append(await _attempt(base + path, additional_headers={"X-Subscription-Key": key}))
     statuses.append(await _attempt(f"{base}/nowhere?access_token={JWT}&subscription-key={KEY}"))
+    # In the path, as a client may write it: uvicorn logs a plain GET's target percent-encoded
+    # (token%3D..., Bearer%20...), which its line's redaction read in clear; a WebSocket too.
+    port = int(base.rsplit(":", 1)[1])
+    for path in (f"/jwt/token={KEY}", f"/nowhere/Bearer%20{KEY}", f"/nowhere/api_key:%20{KEY}", f"/x/{JWT}"):
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        statuses.append(status_of(await exchange(port, request)))
+        statuses.append(await _attempt(f"{base}{path}"))
     return statuses
 
 

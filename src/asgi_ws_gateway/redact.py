@@ -142,12 +142,20 @@ def redact_url(url: str) -> str:
     """
     parts = split_url(url)
     query = redact_query(parts.query) if parts.query else ""
-    path = parts.path
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], redact_encoded_path(parts.path), query, ""))
+
+
+def redact_encoded_path(path: str) -> str:
+    """A percent-encoded path (an upstream URL's, uvicorn's logged request target) with a credential
+    in it redacted as :func:`redact_path` reads a client's path: decoded first, so ``token%3Dabc`` and
+    ``Bearer%20abc`` are seen; written again (encoded) only when something was redacted.
+
+    >>> redact_encoded_path("/ws/token%3Dabc")
+    '/ws/token=REDACTED'
+    """
     decoded = unquote(path) if "%" in path else path
-    redacted = redact_free_text(decoded)
-    if redacted != decoded:
-        path = quote(redacted, safe="/:@!$&'()*+,;=~")
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, query, ""))
+    redacted = redact_path(decoded)
+    return path if redacted == decoded else quote(redacted, safe="/:@!$&'()*+,;=~")
 
 
 # A URL as a whole string: a scheme and "//" (leading white space is tolerated, as parsers do).
@@ -522,10 +530,10 @@ class RedactingFilter(logging.Filter):
             # "< %s: %s"); the arguments are kept as they are unless something was redacted.
             try:
                 message = record.getMessage()
-                # A query argument is redacted on its own first, its end the target's end: then the
-                # line's pass keeps the quote that closes a field after it ("WebSocket %s").
-                # (no "?" or "#" in the line: none in any argument, checked in C)
-                queries = None if "?" not in message and "#" not in message else _queries_redacted(record.args)
+                # A request target argument is redacted on its own first (its path read decoded, its
+                # query to the target's end): then the line's pass keeps the quote that closes a field
+                # after it ("WebSocket %s"). (No "/", "?" or "#" in the line: none in any argument.)
+                queries = _queries_redacted(record.args) if "/" in message or "?" in message or "#" in message else None
                 text = message if queries is None else str(record.msg) % queries
             except (TypeError, ValueError):
                 self._each(record)
@@ -554,15 +562,26 @@ class RedactingFilter(logging.Filter):
 
 
 def _queries_redacted(args: object) -> tuple[object, ...] | None:
-    """``args`` with the query and fragment of each string argument redacted, or None when none has one."""
-    if not isinstance(args, tuple) or not any(isinstance(arg, str) and ("?" in arg or "#" in arg) for arg in args):
+    """``args`` with each request target's path read as a path (uvicorn logs it percent-encoded) and
+    the query and fragment of each string argument redacted, or None when there is nothing to do."""
+    if not isinstance(args, tuple) or not any(
+        isinstance(arg, str) and (arg.startswith("/") or "?" in arg or "#" in arg) for arg in args
+    ):
         return None
-    return tuple(_redact_targets(arg) if isinstance(arg, str) else arg for arg in args)
+    return tuple(_redact_targets(_target_path_redacted(arg)) if isinstance(arg, str) else arg for arg in args)
+
+
+def _target_path_redacted(text: str) -> str:
+    """``text`` with its path redacted when it is a request target (``/path?query``)."""
+    if not text.startswith("/"):
+        return text
+    path, mark, rest = text.partition("?")
+    return redact_encoded_path(path) + mark + rest
 
 
 def _redact_arg(arg: object) -> object:
     if isinstance(arg, str):
-        return redact_text(arg)
+        return redact_text(_target_path_redacted(arg))
     if isinstance(arg, bytes):
         return redact_text(arg.decode("latin-1"))
     if isinstance(arg, (int, float)) or arg is None:
@@ -601,6 +620,7 @@ __all__ = [
     "is_credential_parameter",
     "printable",
     "printable_json",
+    "redact_encoded_path",
     "redact_free_text",
     "redact_free_text_remembered",
     "redact_headers",
