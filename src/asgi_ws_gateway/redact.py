@@ -530,10 +530,11 @@ class RedactingFilter(logging.Filter):
             # "< %s: %s"); the arguments are kept as they are unless something was redacted.
             try:
                 message = record.getMessage()
-                # A request target argument is redacted on its own first (its path read decoded, its
-                # query to the target's end): then the line's pass keeps the quote that closes a field
-                # after it ("WebSocket %s"). (No "/", "?" or "#" in the line: none in any argument.)
-                queries = _queries_redacted(record.args) if "/" in message or "?" in message or "#" in message else None
+                # A request target argument is redacted on its own first (the path of one a server or
+                # client library logs read decoded, the query to the target's end): then the line's
+                # pass keeps the quote that closes a field after it ("WebSocket %s").
+                paths = record.name in _ENCODED_TARGETS and "/" in message
+                queries = _queries_redacted(record.args, paths) if paths or "?" in message or "#" in message else None
                 text = message if queries is None else str(record.msg) % queries
             except (TypeError, ValueError):
                 self._each(record)
@@ -561,14 +562,21 @@ class RedactingFilter(logging.Filter):
             record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
 
 
-def _queries_redacted(args: object) -> tuple[object, ...] | None:
-    """``args`` with each request target's path read as a path (uvicorn logs it percent-encoded) and
-    the query and fragment of each string argument redacted, or None when there is nothing to do."""
+_ENCODED_TARGETS = frozenset(UVICORN_LOGGERS + WEBSOCKETS_LOGGERS)
+"""Loggers whose lines carry request targets as sent, percent-encoded (the gateway's own carry decoded
+paths it redacted itself)."""
+
+
+def _queries_redacted(args: object, paths: bool) -> tuple[object, ...] | None:
+    """``args`` with the query and fragment of each string argument redacted, and, if ``paths``, each
+    request target's path read decoded; None when there is nothing to do."""
     if not isinstance(args, tuple) or not any(
-        isinstance(arg, str) and (arg.startswith("/") or "?" in arg or "#" in arg) for arg in args
+        isinstance(arg, str) and ((paths and arg.startswith("/")) or "?" in arg or "#" in arg) for arg in args
     ):
         return None
-    return tuple(_redact_targets(_target_path_redacted(arg)) if isinstance(arg, str) else arg for arg in args)
+    return tuple(
+        _redact_targets(_target_path_redacted(arg) if paths else arg) if isinstance(arg, str) else arg for arg in args
+    )
 
 
 def _target_path_redacted(text: str) -> str:
