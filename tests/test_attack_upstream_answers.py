@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.passthrough.chunked import Dechunker, MalformedChunks
+from asgi_ws_gateway.upstream.chunked import Dechunker, MalformedChunks
 from support.clients import connect, expect_close, expect_status
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
@@ -208,20 +208,78 @@ def _endless(head: bytes, line: bytes) -> Handler:
     return handle
 
 
-@pytest.mark.parametrize(
-    "upstream",
-    [
-        _endless(b"HTTP/1.1 101 Switching Protocols\r\n", b"X-Filler: " + b"a" * 1000 + b"\r\n"),
-        _endless(b"HTTP/1.1 403 Forbidden\r\n\r\n", b"a" * 1024),
-    ],
-    ids=["endless header block", "endless refusal body"],
-)
-async def test_an_endless_answer_on_the_relay_is_a_502_at_once(
-    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, upstream: Handler
+async def test_an_endless_header_block_on_the_relay_is_a_502_at_once(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory
 ) -> None:
-    """websockets' limits (128 headers, a 1 MiB body) fail the handshake, but it waited for the
-    upstream's EOF to say so: the client got a 504 at connect_timeout, not the 502 (here within 5 s)."""
+    """websockets' limit (128 headers) fails the handshake, but it waited for the upstream's EOF to
+    say so: the client got a 504 at connect_timeout, not the 502 (here within 5 s)."""
+    upstream = _endless(b"HTTP/1.1 101 Switching Protocols\r\n", b"X-Filler: " + b"a" * 1000 + b"\r\n")
     gateway, url = gateway_before(await hostile(upstream), "relay", uvicorn_server, connect_timeout=NEVER)
     status, _headers, _body = await expect_status(url)  # open_timeout: 5 s
     assert status == 502
     await gateway.settle()
+
+
+BIG = 2 * 1024 * 1024  # over websockets' 1 MiB body limit
+
+
+def _refusing(framing: str, size: int = BIG) -> Handler:
+    """A 403 whose body of ``size`` bytes is framed by ``framing``; the connection then held open
+    (but for ``eof``, whose body ends with it; ``endless``: a body that never ends)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Reason: quota\r\n"
+        body = bytes(i % 251 for i in range(size))
+        with contextlib.suppress(OSError):
+            if framing == "length":
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % size + body)
+            elif framing == "chunked":
+                writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+                for start in range(0, size, 1000):
+                    piece = body[start : start + 1000]
+                    writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                writer.write(b"0\r\n\r\n")
+            elif framing == "endless":
+                writer.write(head + b"\r\n")
+                while True:
+                    writer.write(body[:65536])
+                    await writer.drain()
+            else:
+                writer.write(head + b"Connection: close\r\n\r\n" + body)
+                await writer.drain()
+                writer.close()
+                return
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "eof", "endless"])
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_refusal_with_a_large_body_is_relayed_cut_and_is_no_backend_failure(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, framing: str
+) -> None:
+    """The upstream's 403 with the first 64 KiB of its 2 MiB body, at once, on every connector. The
+    relay's websockets client failed the handshake on a body over 1 MiB: a 502 and a failure counted
+    against the backend (``unhealthy_after`` of them put a healthy backend in cooldown), where the
+    splice relayed the 403; an endless body was a 502 too."""
+    gateway, url = gateway_before(await hostile(_refusing(framing)), connector, uvicorn_server, connect_timeout=NEVER)
+    status, headers, body = await expect_status(url)  # open_timeout: 5 s
+    assert (status, headers.get("x-reason"), headers.get("content-type")) == (403, "quota", "text/plain")
+    assert body == bytes(i % 251 for i in range(64 * 1024))
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+    await gateway.settle()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_small_refusal_is_relayed_whole_whatever_its_framing(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    for framing in ("length", "chunked", "eof"):
+        gateway, url = gateway_before(await hostile(_refusing(framing, 3000)), connector, uvicorn_server)
+        status, _headers, body = await expect_status(url)
+        assert (status, body) == (403, bytes(i % 251 for i in range(3000))), framing
+        await gateway.settle()

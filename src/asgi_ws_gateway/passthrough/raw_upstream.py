@@ -30,16 +30,15 @@ from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import valid_header
+from ..upstream.chunked import MalformedChunks
 from ..upstream.interim import InterimResponses, UnreadableHead
+from ..upstream.refusal import RefusalBody
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
-from ..wire_numbers import parse_digits
-from .chunked import Dechunker, MalformedChunks
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers)
-_MAX_BODY = 64 * 1024  # bytes of a refusal's body passed on to the client
 
 
 class RawUpstream:
@@ -296,32 +295,9 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
 
 async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:
     """A refusal's body as RFC 9112 §6.3 delimits it (chunks, Content-Length bytes, or up to EOF), capped at 64 KiB."""
-    codings = ",".join(v for n, v in headers if n.lower() == "transfer-encoding")
-    if codings and codings.rsplit(",", 1)[-1].strip().lower() == "chunked":
-        return await _chunked_body(reader, start)
-    length = next((v for n, v in headers if n.lower() == "content-length"), None)
-    # Another coding last: the body ends with the connection, whatever Content-Length says.
-    declared = parse_digits(length, 19) if length is not None and not codings else None  # int() raised past 4300 digits
-    want = _MAX_BODY if declared is None else min(declared, _MAX_BODY)
-    await _wait_for(reader, lambda: len(reader.buffer) - start >= want)
-    return bytes(reader.buffer[start : start + want])
-
-
-async def _chunked_body(reader: _HandshakeReader, start: int) -> bytes:
-    """A chunked refusal's body, decoded: it need not end with the connection (a kept-alive one
-    ends at its last chunk), so it is read up to that chunk, not to an EOF that may never come.
-
-    Raises:
-        MalformedChunks: the body is not chunked as it says.
-    """
-    chunks = Dechunker(start, _MAX_BODY)
-
-    def decoded() -> bool:
-        chunks.advance(reader.buffer)
-        return chunks.done
-
-    await _wait_for(reader, decoded)
-    return bytes(chunks.body)
+    body = RefusalBody(headers, start)
+    await _wait_for(reader, lambda: body.advance(reader.buffer))
+    return body.body(reader.buffer)
 
 
 async def _wait_for(reader: _HandshakeReader, ready: Callable[[], bool]) -> None:

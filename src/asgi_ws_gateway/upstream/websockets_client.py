@@ -30,6 +30,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .interim import InterimResponses, UnreadableHead
+from .refusal import HeldRefusal
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
 
@@ -110,11 +111,14 @@ class _ClientConnection(ClientConnection):
         # interim response (100 Continue, 103 Early Hints) before the 101 made a healthy upstream a 502.
         self._interim: InterimResponses | None = InterimResponses(_MAX_INTERIM_BYTES)
         self._head = bytearray()
+        # Then a refusal, held back until its body is in, cut as the splice cuts it: websockets failed
+        # the handshake on a body over 1 MiB, a 502 counted against a backend that had answered 403.
+        self._refusal: HeldRefusal | None = HeldRefusal()
         self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
 
     def data_received(self, data: bytes) -> None:
-        if self._interim is not None:
-            data = self._past_interim(data)
+        if self._refusal is not None:  # the handshake's answer (one test per message after it)
+            data = self._answer(data)
             if not data:
                 return
         shares = self._shares
@@ -150,6 +154,26 @@ class _ClientConnection(ClientConnection):
             self.transport.abort()
             return
         self._linger_if_over()
+
+    def _answer(self, data: bytes) -> bytes:
+        """What websockets may read of the answer so far: past its interim responses, a refusal whole."""
+        if self._interim is not None:
+            data = self._past_interim(data)
+            if not data:
+                return b""
+        refusal = self._refusal
+        assert refusal is not None
+        data = refusal.feed(data)
+        if refusal.settled:
+            self._refusal = None
+        return data
+
+    def eof_received(self) -> None:
+        refusal = self._refusal
+        if refusal is not None and self._interim is None and (held := refusal.eof()):
+            self._refusal = None
+            self._parse(held)  # the refusal's body ended with the connection
+        super().eof_received()
 
     def _past_interim(self, data: bytes) -> bytes:
         """What websockets may read of the answer so far: nothing while an interim response may lead

@@ -1,8 +1,9 @@
 """Sans-I/O: a chunked body (RFC 9112 §7.1) decoded as its bytes arrive, up to a size.
 
-The splice reads an upstream's refusal itself. A refusal in chunks (``Transfer-Encoding: chunked``,
-what many servers send when they stream an error page) has no ``Content-Length`` and need not end
-with the connection: without decoding it the gateway waited for an EOF that never came.
+Each connector reads an upstream's refusal through it (:mod:`.refusal`). A refusal in chunks
+(``Transfer-Encoding: chunked``, what many servers send when they stream an error page) has no
+``Content-Length`` and need not end with the connection: without decoding it the gateway waited for
+an EOF that never came.
 """
 
 from __future__ import annotations

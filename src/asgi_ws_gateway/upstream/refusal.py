@@ -1,0 +1,135 @@
+"""Sans-I/O: an upstream's refusal of the handshake, its body read as RFC 9112 §6.3 delimits it and cut.
+
+The splice reads the answer itself (:mod:`~asgi_ws_gateway.passthrough.raw_upstream`); the relay's
+``websockets`` client reads it with a 1 MiB cap on the body, past which the handshake failed: a 502,
+counted against a backend that had answered with its own 403. :class:`HeldRefusal` holds such an
+answer back and hands the client's parser the head with the body cut to what the splice relays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import RELAYED_STATUSES
+from ..wire_numbers import parse_digits
+from .chunked import Dechunker, MalformedChunks
+
+MAX_REFUSAL_BODY = 64 * 1024
+"""Bytes of a refusal's body passed on to the client; the rest is never read."""
+
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+class RefusalBody:
+    """A refusal's body from ``start`` in a growing buffer: chunks decoded, else ``Content-Length``
+    bytes, else up to the connection's end; at most ``limit`` bytes either way.
+
+    Raises (from :meth:`advance`):
+        MalformedChunks: the body is not chunked as it says.
+    """
+
+    def __init__(self, headers: Sequence[tuple[str, str]], start: int, limit: int = MAX_REFUSAL_BODY) -> None:
+        codings = ",".join(v for n, v in headers if n.lower() == "transfer-encoding")
+        chunked = bool(codings) and codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        self._chunks = Dechunker(start, limit) if chunked else None
+        length = next((v for n, v in headers if n.lower() == "content-length"), None)
+        # Another coding last: the body ends with the connection, whatever Content-Length says. (Not
+        # int(): it raised past 4300 digits.)
+        declared = parse_digits(length, 19) if length is not None and not codings else None
+        self._start = start
+        self._want = limit if declared is None else min(declared, limit)
+
+    def advance(self, buffer: bytes | bytearray) -> bool:
+        """Whether the body (as much of it as is kept) is in ``buffer`` now."""
+        if self._chunks is not None:
+            self._chunks.advance(buffer)
+            return self._chunks.done
+        return len(buffer) - self._start >= self._want
+
+    def body(self, buffer: bytes | bytearray) -> bytes:
+        """The body so far: all of it once :meth:`advance` said so, else what came before the connection ended."""
+        if self._chunks is not None:
+            return bytes(self._chunks.body)
+        return bytes(buffer[self._start : self._start + self._want])
+
+
+class HeldRefusal:
+    """What a client's HTTP parser may read of an upstream's answer (after its interim responses).
+
+    A refusal (4xx, 5xx) is held back until its body, as :class:`RefusalBody` reads it, is in (or the
+    upstream's EOF), then handed over as one response: its head as sent, but for its framing headers,
+    which become a ``Content-Length`` of the body kept. Anything else passes as it comes, and so does
+    an answer the parser must judge itself: a head with a bare CR or LF, one over ``limit`` bytes,
+    malformed chunks (it fails on them as before, at once).
+    """
+
+    def __init__(self, limit: int = MAX_REFUSAL_BODY) -> None:
+        self._limit = limit
+        self._buffer = bytearray()
+        self._head: bytes | None = None
+        self._body: RefusalBody | None = None
+        self.settled = False
+        """True once the answer passes as it comes or was handed over: nothing is held any more."""
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to hand over now (nothing while a refusal is held back)."""
+        if self.settled:
+            return data
+        buffer = self._buffer
+        buffer += data
+        if self._body is None:
+            head_end = buffer.find(b"\r\n\r\n")
+            head = buffer if head_end == -1 else buffer[: head_end + 2]
+            lines = head.count(b"\r\n")
+            if head.count(b"\n") != lines or head.count(b"\r") - head.endswith(b"\r") != lines:
+                return self._pass()  # a bare CR or LF: the parser refuses it at once
+            line_end = buffer.find(b"\r\n")
+            if line_end != -1 and _status(bytes(buffer[:line_end])) not in RELAYED_STATUSES:
+                return self._pass()  # a 101, or an answer no client gets: the parser reads it as it comes
+            if head_end == -1:  # a refusal's head to come (or an overlong one, the parser's to refuse)
+                return self._pass() if len(buffer) > self._limit else b""
+            self._head = bytes(buffer[:head_end])
+            self._body = RefusalBody(_framing(self._head), head_end + 4, self._limit)
+        try:
+            done = self._body.advance(buffer)
+        except MalformedChunks:
+            return self._pass()
+        return self._handed_over() if done else b""
+
+    def eof(self) -> bytes:
+        """At the upstream's EOF: a refusal held back, handed over with the body read so far."""
+        return self._handed_over() if self._body is not None and not self.settled else b""
+
+    def _pass(self) -> bytes:
+        self.settled = True
+        held, self._buffer = bytes(self._buffer), bytearray()
+        return held
+
+    def _handed_over(self) -> bytes:
+        assert self._head is not None and self._body is not None
+        self.settled = True
+        body = self._body.body(self._buffer)
+        self._buffer = bytearray()
+        lines = [line for line in self._head.split(b"\r\n") if line.partition(b":")[0].lower() not in _FRAMING]
+        return b"\r\n".join([*lines, b"Content-Length: %d" % len(body), b"", body])
+
+
+def _status(line: bytes) -> int | None:
+    """The status of a status line (``HTTP/1.1 403 Forbidden``), None if it is not one."""
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _framing(head: bytes) -> list[tuple[str, str]]:
+    """The header lines of ``head`` that :class:`RefusalBody` reads, as name and value."""
+    found = []
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() in _FRAMING:  # as sent: " Content-Length" is no such header (the parser refuses it)
+            found.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return found
+
+
+__all__ = ["MAX_REFUSAL_BODY", "HeldRefusal", "RefusalBody"]
