@@ -97,3 +97,14 @@ def test_an_endless_head_is_passed_on_past_the_limit() -> None:
     filler = b"X-Filler: " + b"a" * 1000 + b"\r\n"
     passed = b"".join(held.feed(filler) for _ in range(70))
     assert held.settled and passed.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+
+
+@given(answer=st.sampled_from([*ANSWERS.values(), b"HTTP/1.1 403 Forbidden\r\nX: a\nY: b\r\n\r\n"]), data=st.data())
+def test_a_byte_per_read_is_the_same_as_one_read(answer: bytes, data: st.DataObject) -> None:
+    """The head is checked a read at a time: a CRLF (or the CRLF CRLF) split across reads is found,
+    a bare LF anywhere still passes the answer on at once."""
+    whole, trickled = HeldRefusal(), HeldRefusal()
+    expected = whole.feed(answer)
+    cut = data.draw(st.integers(0, min(len(answer), 400)))
+    out = b"".join(trickled.feed(answer[i : i + 1]) for i in range(cut)) + trickled.feed(answer[cut:])
+    assert out == expected

@@ -68,6 +68,8 @@ class HeldRefusal:
         self._buffer = bytearray()
         self._head: bytes | None = None
         self._body: RefusalBody | None = None
+        self._checked = 0  # bytes of the head found free of a bare CR or LF
+        self._refusing: bool | None = None  # whether the status line is a refusal's, once it is in
         self.settled = False
         """True once the answer passes as it comes or was handed over: nothing is held any more."""
 
@@ -78,13 +80,21 @@ class HeldRefusal:
         buffer = self._buffer
         buffer += data
         if self._body is None:
-            head_end = buffer.find(b"\r\n\r\n")
-            head = buffer if head_end == -1 else buffer[: head_end + 2]
-            lines = head.count(b"\r\n")
-            if head.count(b"\n") != lines or head.count(b"\r") - head.endswith(b"\r") != lines:
+            # Each read's bytes are looked at once (a head trickled a byte per read must not make
+            # every read scan it all again); a CRLF CRLF may straddle two reads.
+            head_end = buffer.find(b"\r\n\r\n", max(self._checked - 3, 0))
+            end = len(buffer) if head_end == -1 else head_end + 2  # (its last line's CRLF)
+            new = buffer[self._checked : end]
+            lines = new.count(b"\r\n")
+            if new.count(b"\n") != lines or new.count(b"\r") - new.endswith(b"\r") != lines:
                 return self._pass()  # a bare CR or LF: the parser refuses it at once
-            line_end = buffer.find(b"\r\n")
-            if line_end != -1 and _status(bytes(buffer[:line_end])) not in RELAYED_STATUSES:
+            self._checked = end - new.endswith(b"\r")  # a CR whose LF is still to come: looked at again
+            if self._refusing is None:
+                line_end = buffer.find(b"\r\n")
+                if line_end == -1:
+                    return self._pass() if len(buffer) > self._limit else b""
+                self._refusing = _status(bytes(buffer[:line_end])) in RELAYED_STATUSES
+            if not self._refusing:
                 return self._pass()  # a 101, or an answer no client gets: the parser reads it as it comes
             if head_end == -1:  # a refusal's head to come (or an overlong one, the parser's to refuse)
                 return self._pass() if len(buffer) > self._limit else b""
