@@ -109,7 +109,7 @@ class _HandshakeReader(asyncio.Protocol):
         except UnreadableHead as exc:  # too many interim responses, a bare LF
             self.head.set_exception(UpstreamUnreachable(f"the upstream {exc}"))
             return
-        if answer and self.buffer.find(b"\r\n\r\n") != -1:  # find: see routing.split_path
+        if answer and interim.answer_end != -1:
             self.head.set_result(None)
         elif interim.skipped + len(self.buffer) > _MAX_HEAD:  # one limit over the interim heads and the answer's
             self.head.set_exception(UpstreamUnreachable("the upstream's response head is too large"))
