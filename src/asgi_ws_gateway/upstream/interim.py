@@ -91,3 +91,6 @@ class InterimResponses:
             self.skipped += size
             del buffer[:size]
             self._checked, self._line_end = 0, -1
+
+
+__all__ = ["MAX_INTERIM", "InterimOverflow", "InterimResponses", "UnreadableHead"]
