@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from websockets.http11 import Response
 from websockets.streams import StreamReader
 
-from asgi_ws_gateway.upstream.refusal import MAX_REFUSAL_BODY, HeldRefusal
+from asgi_ws_gateway.errors import RELAYED_STATUSES
+from asgi_ws_gateway.upstream.refusal import MAX_REFUSAL_BODY, HeldRefusal, is_refusal
 
 HEAD = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Type: text/plain\r\n"
 BODY = bytes(i % 251 for i in range(MAX_REFUSAL_BODY + 5000))
@@ -108,3 +109,11 @@ def test_a_byte_per_read_is_the_same_as_one_read(answer: bytes, data: st.DataObj
     cut = data.draw(st.integers(0, min(len(answer), 400)))
     out = b"".join(trickled.feed(answer[i : i + 1]) for i in range(cut)) + trickled.feed(answer[cut:])
     assert out == expected
+
+
+@pytest.mark.parametrize("reason", [b" Nope", b" ", b""])
+def test_a_refusal_is_what_a_client_gets_relayed(reason: bytes) -> None:
+    """``is_refusal`` reads the status line as ``RELAYED_STATUSES`` decides (4xx and 5xx)."""
+    for status in range(100, 1000):
+        assert is_refusal(b"HTTP/1.1 %d%s\r\n" % (status, reason)) == (status in RELAYED_STATUSES), status
+    assert not is_refusal(b"HTTP/1.1 4033 X\r\n") and not is_refusal(b"HTTP/2 403 X\r\n")

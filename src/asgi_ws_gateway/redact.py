@@ -569,14 +569,17 @@ paths it redacted itself)."""
 
 def _queries_redacted(args: object, paths: bool) -> tuple[object, ...] | None:
     """``args`` with the query and fragment of each string argument redacted, and, if ``paths``, each
-    request target's path read decoded; None when there is nothing to do."""
-    if not isinstance(args, tuple) or not any(
-        isinstance(arg, str) and ((paths and arg.startswith("/")) or "?" in arg or "#" in arg) for arg in args
-    ):
+    request target's path read decoded; None when that changes nothing (most lines)."""
+    if not isinstance(args, tuple):
         return None
-    return tuple(
-        _redact_targets(_target_path_redacted(arg) if paths else arg) if isinstance(arg, str) else arg for arg in args
-    )
+    redacted, changed = [], False
+    for arg in args:
+        if isinstance(arg, str) and ((paths and arg.startswith("/")) or "?" in arg or "#" in arg):
+            new = _redact_targets(_target_path_redacted(arg) if paths else arg)
+            changed = changed or new != arg
+            arg = new
+        redacted.append(arg)
+    return tuple(redacted) if changed else None
 
 
 def _target_path_redacted(text: str) -> str:

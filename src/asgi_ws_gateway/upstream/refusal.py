@@ -8,9 +8,9 @@ answer back and hands the client's parser the head with the body cut to what the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-from ..errors import RELAYED_STATUSES
 from ..wire_numbers import parse_digits
 from .chunked import Dechunker, MalformedChunks
 
@@ -80,6 +80,10 @@ class HeldRefusal:
         buffer = self._buffer
         buffer += data
         if self._body is None:
+            if self._refusing is None and buffer.find(b"\r\n") != -1:
+                self._refusing = is_refusal(buffer)
+            if self._refusing is False:
+                return self._pass()  # a 101, or an answer no client gets: the parser reads it as it comes
             # Each read's bytes are looked at once (a head trickled a byte per read must not make
             # every read scan it all again); a CRLF CRLF may straddle two reads.
             head_end = buffer.find(b"\r\n\r\n", max(self._checked - 3, 0))
@@ -89,13 +93,6 @@ class HeldRefusal:
             if new.count(b"\n") != lines or new.count(b"\r") - new.endswith(b"\r") != lines:
                 return self._pass()  # a bare CR or LF: the parser refuses it at once
             self._checked = end - new.endswith(b"\r")  # a CR whose LF is still to come: looked at again
-            if self._refusing is None:
-                line_end = buffer.find(b"\r\n")
-                if line_end == -1:
-                    return self._pass() if len(buffer) > self._limit else b""
-                self._refusing = _status(bytes(buffer[:line_end])) in RELAYED_STATUSES
-            if not self._refusing:
-                return self._pass()  # a 101, or an answer no client gets: the parser reads it as it comes
             if head_end == -1:  # a refusal's head to come (or an overlong one, the parser's to refuse)
                 return self._pass() if len(buffer) > self._limit else b""
             self._head = bytes(buffer[:head_end])
@@ -124,12 +121,12 @@ class HeldRefusal:
         return b"\r\n".join([*lines, b"Content-Length: %d" % len(body), b"", body])
 
 
-def _status(line: bytes) -> int | None:
-    """The status of a status line (``HTTP/1.1 403 Forbidden``), None if it is not one."""
-    parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
-        return None
-    return int(parts[1])
+def is_refusal(answer: bytes | bytearray) -> bool:
+    """Whether an answer starting with its status line is a refusal a client gets (4xx, 5xx)."""
+    return _REFUSAL_STATUS(answer) is not None
+
+
+_REFUSAL_STATUS = re.compile(rb"HTTP/1\.\d [45]\d\d(?: |\r\n)").match  # as RELAYED_STATUSES
 
 
 def _framing(head: bytes) -> list[tuple[str, str]]:
@@ -142,4 +139,4 @@ def _framing(head: bytes) -> list[tuple[str, str]]:
     return found
 
 
-__all__ = ["MAX_REFUSAL_BODY", "HeldRefusal", "RefusalBody"]
+__all__ = ["MAX_REFUSAL_BODY", "HeldRefusal", "RefusalBody", "is_refusal"]

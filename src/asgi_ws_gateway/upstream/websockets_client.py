@@ -30,7 +30,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
 from .interim import InterimResponses, UnreadableHead
-from .refusal import HeldRefusal
+from .refusal import HeldRefusal, is_refusal
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
 
@@ -113,11 +113,12 @@ class _ClientConnection(ClientConnection):
         self._head = bytearray()
         # Then a refusal, held back until its body is in, cut as the splice cuts it: websockets failed
         # the handshake on a body over 1 MiB, a 502 counted against a backend that had answered 403.
-        self._refusal: HeldRefusal | None = HeldRefusal()
+        self._answering = True
+        self._refusal: HeldRefusal | None = None
         self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:  # the handshake's answer (one test per message after it)
+        if self._answering:  # the handshake's answer (one test per message after it)
             data = self._answer(data)
             if not data:
                 return
@@ -162,16 +163,18 @@ class _ClientConnection(ClientConnection):
             if not data:
                 return b""
         refusal = self._refusal
-        assert refusal is not None
+        if refusal is None:
+            if not is_refusal(data):  # its status line is in: a 101, as most are, passes at once
+                self._answering = False
+                return data
+            refusal = self._refusal = HeldRefusal()
         data = refusal.feed(data)
-        if refusal.settled:
-            self._refusal = None
+        self._answering = not refusal.settled
         return data
 
     def eof_received(self) -> None:
-        refusal = self._refusal
-        if refusal is not None and self._interim is None and (held := refusal.eof()):
-            self._refusal = None
+        if self._answering and self._refusal is not None and (held := self._refusal.eof()):
+            self._answering = False
             self._parse(held)  # the refusal's body ended with the connection
         super().eof_received()
 
