@@ -117,3 +117,12 @@ def test_a_refusal_is_what_a_client_gets_relayed(reason: bytes) -> None:
     for status in range(100, 1000):
         assert is_refusal(b"HTTP/1.1 %d%s\r\n" % (status, reason)) == (status in RELAYED_STATUSES), status
     assert not is_refusal(b"HTTP/1.1 4033 X\r\n") and not is_refusal(b"HTTP/2 403 X\r\n")
+
+
+def test_a_head_trickled_a_byte_per_read_is_looked_at_once() -> None:
+    """Counted, not timed: each read moves the checked mark on, so no read scans the held head again."""
+    head = b"HTTP/1.1 403 " + b"a" * 5000 + b"\r\nX-Filler: " + b"b" * 5000 + b"\r\n\r\n"
+    held = HeldRefusal()
+    for index in range(len(head)):
+        assert held.feed(head[index : index + 1]) == b""
+        assert held._checked >= index - 1  # but a CR whose LF is to come, or the final CRLF

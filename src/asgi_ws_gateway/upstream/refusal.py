@@ -80,7 +80,7 @@ class HeldRefusal:
         buffer = self._buffer
         buffer += data
         if self._body is None:
-            if self._refusing is None and buffer.find(b"\r\n") != -1:
+            if self._refusing is None and buffer.find(b"\r\n", self._checked) != -1:  # none before (below)
                 self._refusing = is_refusal(buffer)
             if self._refusing is False:
                 return self._pass()  # a 101, or an answer no client gets: the parser reads it as it comes
