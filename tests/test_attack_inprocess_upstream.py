@@ -157,3 +157,28 @@ async def test_a_malformed_response_header_is_502_as_from_a_network_upstream(
     server = _serve(uvicorn_server, app, ws_impl)
     status, headers, _ = await expect_status(server.url("/ws/a"))
     assert status == 502 and "set-cookie" not in headers
+
+
+async def test_a_large_or_endless_refusal_body_is_cut_as_a_network_upstreams(uvicorn_server: UvicornFactory) -> None:
+    """The client gets the 403 with the first 64 KiB at once; the app streaming on finds the connection
+    gone (its send raises) instead of having every byte held in memory until it stopped."""
+    ended: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    chunk = bytes(range(256)) * 16  # 4 KiB
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": [(b"x-reason", b"quota")]})
+        sent = 0
+        try:
+            while True:  # endless
+                await send({"type": "websocket.http.response.body", "body": chunk, "more_body": True})
+                sent += len(chunk)
+        except Exception as exc:  # the gateway's AppDisconnected, as uvicorn raises for a gone client
+            loop.call_soon_threadsafe(ended.put_nowait, f"{type(exc).__name__} after {sent}")
+
+    server = _serve(uvicorn_server, app, "websockets-sansio")
+    status, headers, body = await expect_status(server.url("/ws/a"))
+    assert (status, headers.get("x-reason"), body) == (403, "quota", (chunk * 16)[: 64 * 1024])
+    async with asyncio.timeout(5):
+        assert await ended.get() == f"AppDisconnected after {64 * 1024}"

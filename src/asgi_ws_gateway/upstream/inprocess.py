@@ -19,6 +19,7 @@ from ..config import ApiConfig, UpstreamConfig
 from ..errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .checks import valid_header
+from .refusal import MAX_REFUSAL_BODY
 from .request import kept_response_headers
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,11 @@ class InProcessConnection:
         assert self._rejection is not None
         status, headers, body = self._rejection
         body += message.get("body", b"")
-        if not message.get("more_body", False):
-            self._refused(upstream_refusal("in-process upstream", status, kept_response_headers(headers), bytes(body)))
+        # Cut as a network upstream's is (upstream.refusal): an app streaming a large or endless body
+        # was held whole in memory. Past the cut its next send finds the connection gone.
+        if len(body) >= MAX_REFUSAL_BODY or not message.get("more_body", False):
+            kept = bytes(body[:MAX_REFUSAL_BODY])
+            self._refused(upstream_refusal("in-process upstream", status, kept_response_headers(headers), kept))
 
     def _refused(self, error: UpstreamError) -> None:
         """The app's handshake is over without a connection: its next ``receive()`` is a disconnect
