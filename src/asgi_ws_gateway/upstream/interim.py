@@ -65,14 +65,8 @@ class InterimResponses:
         """
         while True:
             checked = self._checked
-            head_end = buffer.find(b"\r\n\r\n", max(checked - 3, 0))
-            head = len(buffer) if head_end == -1 else head_end + 2  # (its last line's CRLF)
-            new = buffer[checked:head]
-            lines = new.count(b"\r\n")
-            cr_last = head_end == -1 and new.endswith(b"\r")  # its LF may come with the next read
-            if new.count(b"\n") != lines or new.count(b"\r") - cr_last != lines:
-                raise UnreadableHead("sent a bare CR or LF in its response head (lines end with CRLF)")
-            self._checked = head - cr_last
+            head_end, self._checked = scan_head(buffer, checked)
+            head = len(buffer) if head_end == -1 else head_end + 2
             line_end = self._line_end
             if line_end == -1:  # none before ``checked`` (a CR there would not have been passed)
                 line_end = self._line_end = buffer.find(b"\r\n", checked, head)
@@ -93,4 +87,25 @@ class InterimResponses:
             self._checked, self._line_end = 0, -1
 
 
-__all__ = ["MAX_INTERIM", "InterimOverflow", "InterimResponses", "UnreadableHead"]
+def scan_head(buffer: bytes | bytearray, checked: int) -> tuple[int, int]:
+    """Look once at the bytes of a response head past ``checked``, the mark the previous call returned
+    (0 at first): a head trickled a byte per read must not make every read scan it all again.
+
+    Returns:
+        Where the head's CRLF CRLF starts (-1 while it has not come), and the new mark: the end of the
+        head's last line, less a CR whose LF may come with the next read.
+
+    Raises:
+        UnreadableHead: a bare CR or LF in the head.
+    """
+    head_end = buffer.find(b"\r\n\r\n", max(checked - 3, 0))  # it may straddle two reads
+    head = len(buffer) if head_end == -1 else head_end + 2  # (its last line's CRLF)
+    new = buffer[checked:head]
+    lines = new.count(b"\r\n")
+    cr_last = new.endswith(b"\r")  # never so once the head's end is found: it ends with CRLF
+    if new.count(b"\n") != lines or new.count(b"\r") - cr_last != lines:
+        raise UnreadableHead("sent a bare CR or LF in its response head (lines end with CRLF)")
+    return head_end, head - cr_last
+
+
+__all__ = ["MAX_INTERIM", "InterimOverflow", "InterimResponses", "UnreadableHead", "scan_head"]

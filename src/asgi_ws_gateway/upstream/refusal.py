@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ..wire_numbers import parse_digits
 from .chunked import Dechunker, MalformedChunks
+from .interim import UnreadableHead, scan_head
 
 MAX_REFUSAL_BODY = 64 * 1024
 """Bytes of a refusal's body passed on to the client; the rest is never read."""
@@ -68,7 +69,7 @@ class HeldRefusal:
         self._buffer = bytearray()
         self._head: bytes | None = None
         self._body: RefusalBody | None = None
-        self._checked = 0  # bytes of the head found free of a bare CR or LF
+        self._checked = 0  # the head's mark (interim.scan_head): looked at, free of a bare CR or LF
         self._refusing: bool | None = None  # whether the status line is a refusal's, once it is in
         self.settled = False
         """True once the answer passes as it comes or was handed over: nothing is held any more."""
@@ -84,15 +85,10 @@ class HeldRefusal:
                 self._refusing = is_refusal(buffer)
             if self._refusing is False:
                 return self._pass()  # a 101, or an answer no client gets: the parser reads it as it comes
-            # Each read's bytes are looked at once (a head trickled a byte per read must not make
-            # every read scan it all again); a CRLF CRLF may straddle two reads.
-            head_end = buffer.find(b"\r\n\r\n", max(self._checked - 3, 0))
-            end = len(buffer) if head_end == -1 else head_end + 2  # (its last line's CRLF)
-            new = buffer[self._checked : end]
-            lines = new.count(b"\r\n")
-            if new.count(b"\n") != lines or new.count(b"\r") - new.endswith(b"\r") != lines:
+            try:
+                head_end, self._checked = scan_head(buffer, self._checked)
+            except UnreadableHead:
                 return self._pass()  # a bare CR or LF: the parser refuses it at once
-            self._checked = end - new.endswith(b"\r")  # a CR whose LF is still to come: looked at again
             if head_end == -1:  # a refusal's head to come (or an overlong one, the parser's to refuse)
                 return self._pass() if len(buffer) > self._limit else b""
             self._head = bytes(buffer[:head_end])
