@@ -30,7 +30,7 @@ from .passthrough.splice import EXTENSION, MAX_SIZE, Splice
 from .policies.build import GatewayPolicies, load_policies
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
-from .routing import Router
+from .routing import Router, route_target
 from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
@@ -254,13 +254,7 @@ class WebSocketGateway:
             await self._failed(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            resolved = self._router.resolve(scope["path"], scope.get("raw_path"))
-            disguised = False
-            if resolved is None and scope.get("raw_path") is not None:
-                # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, an API's
-                # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
-                resolved = self._router.resolve(scope["path"])
-                disguised = resolved is not None
+            resolved, disguised = self._resolve(scope)
             if resolved is not None:
                 if not self._proxy_warned:
                     self._warn_if_rewritten(scope)
@@ -279,6 +273,29 @@ class WebSocketGateway:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)
+
+    def _resolve(self, scope: Scope) -> tuple[tuple[_Api, dict[str, str]] | None, bool]:
+        """The API owning a WebSocket ``scope``'s path and its parameters, and whether the path is
+        disguised: an API's only once decoded further than the gateway routes (refused with 400)."""
+        path, raw_path = scope["path"], scope.get("raw_path")
+        if scope.get("root_path"):
+            # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that
+            # reading first; the full path still belongs to an API that names it, whatever the app reads.
+            route, raw_route = route_target(path, raw_path, scope["root_path"])
+            if route != path:
+                resolved, disguised = self._resolve_path(route, raw_route)
+                if resolved is not None:
+                    return resolved, disguised
+        return self._resolve_path(path, raw_path)
+
+    def _resolve_path(self, path: str, raw_path: bytes | None) -> tuple[tuple[_Api, dict[str, str]] | None, bool]:
+        resolved = self._router.resolve(path, raw_path)
+        if resolved is None and raw_path is not None:
+            # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, an API's
+            # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
+            resolved = self._router.resolve(path)
+            return resolved, resolved is not None
+        return resolved, False
 
     def _warn_if_rewritten(self, scope: Scope) -> None:
         """Once: the server rewrote the client address from a forwarding header the gateway did not trust."""

@@ -90,6 +90,26 @@ def split_path(scope_path: str, raw_path: bytes | None) -> list[str]:
     return [decode_segment(part) for part in raw_path.split(b"/")[1:]]
 
 
+def route_target(scope_path: str, raw_path: bytes | None, root_path: str) -> tuple[str, bytes | None]:
+    """The ``path`` and ``raw_path`` the application routes on: without the ``root_path`` they start
+    with, as Starlette's ``get_route_path`` reads them (uvicorn's ``--root-path`` and a ``Mount`` put
+    it before the path). The gateway must own what the application's routes would see: an API at
+    ``/ws/chat`` under ``root_path="/api"`` is reached as ``/api/ws/chat``, which the app routes there.
+
+    ``raw_path`` is None when it does not start with ``root_path`` as sent (``/v%31/…`` under
+    ``/v1``): the decoded path is then routed alone.
+    """
+    if not root_path or not scope_path.startswith(root_path):
+        return scope_path, raw_path
+    route = scope_path[len(root_path) :]
+    if route and route[0] != "/":  # "/apix" is not under "/api"
+        return scope_path, raw_path
+    root = root_path.encode("utf-8", "surrogateescape")
+    if raw_path is not None and raw_path.startswith(root) and raw_path[len(root) : len(root) + 1] in (b"/", b""):
+        return route, raw_path[len(root) :]
+    return route, None
+
+
 def param_problem(value: str) -> str | None:
     """Why a decoded parameter value cannot go into an upstream path segment, or None if it can."""
     if value in (".", ".."):
@@ -156,5 +176,6 @@ __all__ = [
     "decode_segment",
     "overlapping",
     "param_problem",
+    "route_target",
     "split_path",
 ]

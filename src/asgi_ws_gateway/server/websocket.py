@@ -425,7 +425,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _path(self) -> str:
         scope = getattr(self, "scope", None)
-        return scope["root_path"] + scope["path"] if scope is not None else ""
+        return scope["path"] if scope is not None else ""  # uvicorn puts the root path before it
 
 
 def _logged_path(path: str) -> str:
