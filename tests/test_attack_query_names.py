@@ -37,9 +37,11 @@ JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "http
        "audience": "chat", "token": [{"query": "access_token"}]}  # fmt: skip
 VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outlive a long suite
 SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token",
-             "access_token[]", "access_token%5B%5D", "access_token[x]", "Access.Token[a][b]"]  # fmt: skip
+             "access_token[]", "access_token%5B%5D", "access_token[x]", "Access.Token[a][b]", "access_token%00",
+             "access_token%00x", "Access.Token%00%5B"]  # fmt: skip
 """``access_token[]`` and ``access_token[x]``: PHP's ``$_GET['access_token']`` is then an array of the
-value (the last such parameter wins), Rack's ``params['access_token']`` too."""
+value (the last such parameter wins), Rack's ``params['access_token']`` too. ``access_token%00``: PHP
+reads a name as a C string, to its first NUL (an attack pass found it admitted beside a valid token)."""
 
 
 def test_every_spelling_a_server_reads_as_the_name_folds_to_it() -> None:

@@ -28,8 +28,12 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
     configured name. ``fold_name("access.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``,
     and so does ``access_token[]`` or ``access_token[x]`` (PHP's ``$_GET['access_token']`` is then an
     array holding the value); ``access[token``, with no ``]``, is PHP's ``access_token``.
-    ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``).
+    ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``). A name
+    ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``.
     """
+    nul = name.find("\0")
+    if nul >= 0:
+        name = name[:nul]
     name = name.strip()
     if arrays and _has_array_key(name):  # PHP and Rack: name[] and name[key] are arrays of name
         name = name[: name.find("[")]
