@@ -42,14 +42,33 @@ BODIES = {
 }
 
 
-OVERFLOWING = {  # valid JSON numbers that Python reads as infinity: refused by the configuration, with the path
+OVERFLOWING = {  # valid JSON numbers that Python reads as infinity: refused as the body is read, with the path
     "timeout": ('{"name": "d", "path": "/d", "connect_timeout": 1e400, ' + UP + "}", "connect_timeout"),
     "lease": (
         '{"name": "d", "path": "/d", ' + UP + ', "policies": [{"limit-concurrency": '
         '{"key": "{client.ip}", "max": 3, "lease_ttl": 1e999}}]}',
         "policies[0].limit-concurrency.lease_ttl",
     ),
+    # Free-form values no field types: the client got the text Infinity (no JSON), the upstream null.
+    "in a message's template": (
+        '{"name": "d", "path": "/d", ' + UP + ', "message_policies": {"inbound": [{"transform-message": '
+        '{"set": {"a": 1e999}}}]}}',
+        "message_policies.inbound[0].transform-message.set.a",
+    ),
 }
+
+LONG_INTEGER = "1" * 5000
+"""More digits than Python reads (sys.get_int_max_str_digits): a 500 and a ValueError traceback before."""
+
+
+async def test_an_integer_too_long_to_read_is_a_422(managed: Managed) -> None:
+    before = _state(managed)
+    async with managed.http() as http:
+        body = '{"name": "d", "path": "/d", "connect_timeout": ' + LONG_INTEGER + ", " + UP + "}"
+        response = await http.post("/apis", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert response.json()["problems"] == ["(body): an integer too long to read"]
+    assert _state(managed) == before
 
 
 @pytest.mark.parametrize(("body", "field"), OVERFLOWING.values(), ids=OVERFLOWING.keys())
@@ -58,7 +77,7 @@ async def test_a_number_that_overflows_to_infinity_is_refused(managed: Managed, 
     async with managed.http() as http:
         response = await http.post("/apis", content=body, headers={"Content-Type": "application/json"})
         assert response.status_code == 422
-        assert response.json()["problems"] == [f"{field}: Input should be a finite number (got inf)"]
+        assert response.json()["problems"] == [f"{field}: inf is not a finite number (JSON has none)"]
         assert (await http.get("/apis/d")).status_code == 404
     assert _state(managed) == before
 
@@ -159,3 +178,28 @@ async def test_control_characters_in_a_request_cannot_forge_management_log_lines
     (line,) = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
     assert line.startswith("management ") and "refused: 404" in line
     assert not any(ch in line for ch in "\r\n\x1b\u202e"), line
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('{"json": 1e999}', "json: inf is not a finite number (JSON has none)"),
+        ('{"json": {"a": [-1e400]}}', "json.a[0]: -inf is not a finite number (JSON has none)"),
+        ('{"json": ' + LONG_INTEGER + "}", "(body): an integer too long to read"),
+    ],
+    ids=["infinity", "nested", "long-integer"],
+)
+async def test_a_message_with_a_number_json_cannot_carry_is_a_422_and_nothing_is_sent(
+    managed: Managed, body: str, problem: str
+) -> None:
+    """The client got the text ``Infinity`` (no JSON reader takes it); a long integer was a 500."""
+    async with await connect(managed.url("/ws/echo")) as ws, managed.http() as http:
+        (connection,) = (await http.get("connections")).json()["connections"]
+        response = await http.post(
+            f"connections/{connection['id']}/messages", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["problems"] == [problem]
+        sent = await http.post(f"connections/{connection['id']}/messages", json={"text": "next"})
+        assert sent.status_code == 200
+        assert await ws.recv() == "next"  # the refused message never reached the client

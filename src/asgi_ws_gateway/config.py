@@ -13,6 +13,7 @@ import functools
 import inspect
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ from .plugins import MODULE_NAME, load_plugins
 from .redact import CONTROL_CHARACTERS, redact_free_text
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
-from .strict_numbers import StrictNumbers
+from .strict_numbers import StrictNumbers, non_finite_numbers
 from .yaml_keys import safe_load
 
 MIB = 1024 * 1024
@@ -324,9 +325,9 @@ class ApiConfig(_Model):
     )
     ping_interval: float | None = Field(
         default=20.0,
-        gt=0,
-        description="Seconds between keepalive pings to the upstream (null: off); spliced, each side silent "
-        "for this long is pinged.",
+        ge=0.1,  # 1e-300 was valid, and pinged in a loop: one idle connection kept a core busy
+        description="Seconds between keepalive pings to the upstream (null: off; at least 0.1); spliced, each "
+        "side silent for this long is pinged.",
     )
     ping_timeout: float | None = Field(
         default=20.0,
@@ -746,6 +747,8 @@ def parse_config(
         problems = cross_check(config) + check_policies(config)
     if problems:
         raise ConfigError(problems, origin)
+    if problems := non_finite_numbers(config.model_dump(mode="python", by_alias=True)):
+        raise ConfigError(problems, origin)  # typed fields refused them above: these are free-form values
     # Imports happen only now that everything else is known to be valid: in-process apps, then
     # the functions policies call (building the policies again, for real this time).
     problems = resolve_apps(config)
@@ -912,10 +915,21 @@ def _read_file(path: Path) -> Any:
         raise ConfigError([_yaml_problem(path, exc)], str(path)) from None
     except RecursionError:  # the parsers recurse per level of nesting
         raise ConfigError([f"{path}: nested too deeply to read"], str(path)) from None
+    except ValueError:  # JSON: Python reads no integer of more than 4,300 digits (sys.get_int_max_str_digits)
+        raise ConfigError([f"{_long_number(path, text)}: an integer too long to read"], str(path)) from None
     problem = alias_problem(data)
     if problem:
         raise ConfigError([f"{path}: {problem}"], str(path))
     return data
+
+
+def _long_number(path: Path, text: str) -> str:
+    """``file:line:column`` of the first integer Python will not read, or the file alone."""
+    found = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1}}}", text)
+    if found is None:
+        return str(path)
+    start = found.start()
+    return f"{path}:{text.count(chr(10), 0, start) + 1}:{start - text.rfind(chr(10), 0, start)}"
 
 
 def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:

@@ -26,7 +26,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .json_names import shown
 
 _MERGE = "tag:yaml.org,2002:merge"
-_NUMBERS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_INT = "tag:yaml.org,2002:int"
+_NUMBERS = frozenset({_INT, "tag:yaml.org,2002:float"})
+_BUILT = frozenset({_INT, "tag:yaml.org,2002:timestamp"})
+"""Scalars PyYAML builds with a ``ValueError`` when they cannot be: checked here, each by field path."""
 _OCTAL_OR_BASE_60 = re.compile(r"[-+]?0[0-9_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 """YAML 1.1's ``010`` (octal 8) and ``1:30`` (base 60: 90), which YAML 1.2 reads as 10 and as text."""
 
@@ -47,6 +50,16 @@ class DuplicateKey(yaml.MarkedYAMLError):
             f"(first on line {self.first_line}{spelled})",
             problem_mark=key.start_mark,
         )
+
+
+class UnreadableValue(yaml.MarkedYAMLError):
+    """A plain scalar PyYAML reads as a type it then cannot build: an integer of more than Python's
+    4,300 digits, a timestamp that is no date (``2024-13-45``). Before, a ``ValueError`` traceback."""
+
+    def __init__(self, path: str, node: ScalarNode, why: str) -> None:
+        self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
+        self.path = path or "(top level)"
+        super().__init__(problem=f"{self.path}: cannot be read: {why}", problem_mark=node.start_mark)
 
 
 class AmbiguousNumber(yaml.MarkedYAMLError):
@@ -70,6 +83,7 @@ def safe_load(text: str) -> Any:
     Raises:
         DuplicateKey: a key twice in one mapping (the first, in the order of the text).
         AmbiguousNumber: a plain ``010`` or ``1:30`` (if it comes before any repeated key).
+        UnreadableValue: an integer or timestamp PyYAML cannot build (the same).
         yaml.YAMLError: not YAML, as ``yaml.safe_load`` raises it.
         RecursionError: nested deeper than PyYAML goes.
     """
@@ -86,12 +100,12 @@ def safe_load(text: str) -> Any:
         loader.dispose()
 
 
-def _problems(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey | AmbiguousNumber]:
+def _problems(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey | AmbiguousNumber | UnreadableValue]:
     """Every key written twice in a mapping of the document under ``root``, and every ambiguous number.
 
     Each node is visited once: an alias shares its anchor's node, so a file of aliases of aliases
     (an "alias bomb") is walked in the time it takes to read it."""
-    found: list[DuplicateKey | AmbiguousNumber] = []
+    found: list[DuplicateKey | AmbiguousNumber | UnreadableValue] = []
     visited: set[int] = set()
     pending: list[tuple[Node, str]] = [(root, "")]
     while pending:
@@ -100,7 +114,9 @@ def _problems(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey | Ambigu
             continue
         visited.add(id(node))
         if isinstance(node, ScalarNode):
-            if node.style is None and node.tag in _NUMBERS and _OCTAL_OR_BASE_60.fullmatch(node.value):
+            if node.tag in _BUILT and (why := _unbuildable(loader, node)):
+                found.append(UnreadableValue(path, node, why))
+            elif node.style is None and node.tag in _NUMBERS and _OCTAL_OR_BASE_60.fullmatch(node.value):
                 found.append(AmbiguousNumber(path, node, loader.construct_object(node)))
         elif isinstance(node, SequenceNode):
             pending += [(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
@@ -112,6 +128,9 @@ def _problems(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey | Ambigu
                     name: Any = _MERGE
                     pending.append((value, path))
                 elif isinstance(key, ScalarNode):
+                    if key.tag in _BUILT and (why := _unbuildable(loader, key)):
+                        found.append(UnreadableValue(f"{path}.{key.value[:40]}" if path else key.value[:40], key, why))
+                        continue
                     name = loader.construct_object(key)
                     pending.append((value, f"{path}.{key.value}" if path else key.value))
                 else:
@@ -122,4 +141,14 @@ def _problems(loader: yaml.SafeLoader, root: Node) -> list[DuplicateKey | Ambigu
     return found
 
 
-__all__ = ["AmbiguousNumber", "DuplicateKey", "safe_load"]
+def _unbuildable(loader: yaml.SafeLoader, node: ScalarNode) -> str | None:
+    """Why PyYAML cannot build this integer or timestamp, or None."""
+    try:
+        loader.construct_object(node)
+    except ValueError as exc:
+        # Python's own text for a long integer quotes nothing but counts; a date's names its field.
+        return "an integer too long to read" if node.tag == _INT else str(exc)
+    return None
+
+
+__all__ = ["AmbiguousNumber", "DuplicateKey", "UnreadableValue", "safe_load"]

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from ..config import MIB, shorten
 from ..json_names import AmbiguousJson, no_constant, unique_names
 from ..redact import printable
+from ..strict_numbers import non_finite_numbers
 from . import console
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
@@ -148,12 +149,16 @@ async def read_json(request: Request, limits: BodyLimits) -> Any:
         raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
     except AmbiguousJson as exc:
         raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
+    except ValueError:  # Python reads no integer of more than 4,300 digits: a 500 and a traceback before
+        raise Invalid("the body is not valid JSON", ["(body): an integer too long to read"]) from None
     except RecursionError:  # nested deeper than Python parses: certainly deeper than the limit
         raise Invalid(
             "the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"]
         ) from None
     if _depth(value, limits.max_depth) > limits.max_depth:
         raise Invalid("the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"])
+    if problems := non_finite_numbers(value):  # 1e999: infinity to Python, Infinity or null once written
+        raise Invalid("the body holds a number JSON cannot carry", problems)
     if b"\\u" in raw and (field := _lone_surrogate(value)) is not None:
         # JSON's \ud800 escape decodes to a string UTF-8 cannot encode: every string an admin sends
         # is later encoded (a message's text, a close reason, a header value, the state file).
