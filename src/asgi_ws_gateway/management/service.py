@@ -193,8 +193,13 @@ class Manager:
         ]
 
     def _secret_problems(self, overlay: Overlay, merged: GatewayConfig, subject: str | None = None) -> list[str]:
-        """APIs changed here that would take a credential of the file's to a host the operator did not name."""
+        """APIs changed here that would take a credential of the file's to a host the operator did not name.
+
+        An API is changed here when it is defined here or listed by a product created here: that
+        product's policies (a ``set-backend-service``, say) run for it too.
+        """
         changed = {name for name, document in overlay.apis.items() if document is not None}
+        changed |= {name for product in merged.products if product.name in overlay.products for name in product.apis}
         return secret_host_problems(self.base, merged, changed, self.secret_hosts, subject)
 
     async def _change(

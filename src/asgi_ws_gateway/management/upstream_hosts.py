@@ -2,33 +2,57 @@
 
 A ``set-header`` or ``set-query-parameter`` that the configuration file applies to every API (global
 policies) or to a product's APIs, and whose header or parameter names a credential (the values
-``GET`` shows as ``REDACTED``: ``X-Internal-Auth``, ``api_key``...), or a URL or ``rewrite-uri``
-template there with a credential in its query (``/ws?api_key=...``), sends the operator's secret with
-each upstream request. An API created or changed through the management API that inherits one may
-therefore connect only to hosts the operator named: the hosts of the file's own upstreams and
-``set-backend-service`` URLs, and ``management.allowed_upstream_hosts``. Otherwise a token holder
-could point an API at a server of their own and read the secret from its requests.
+``GET`` shows as ``REDACTED``: ``X-Internal-Auth``, ``api_key``...), a URL or ``rewrite-uri``
+template there with a credential in its query (``/ws?api_key=...``), or an inbound
+``transform-message`` that sets a field so named (``set: {api_key: ...}``), sends the operator's
+secret upstream. An API the management API touches (created or changed here, or listed by a product
+created here) that runs one may therefore connect only to hosts the operator named: the hosts of the
+file's own upstreams and ``set-backend-service`` URLs, and ``management.allowed_upstream_hosts``.
+Otherwise a token holder could point the API at a server of their own and read the secret from its
+requests.
+
+The check follows the gateway's own rules, so that the two cannot disagree:
+
+* an API's destinations are its upstreams and the ``base_url`` of every ``set-backend-service`` it
+  runs: the global ones, those of every product listing it (the file's and those created here), its own;
+* ``skip_policies`` removes an inherited policy by the name it runs under (:func:`policy_name`: its
+  ``name``, else its type), as :mod:`~asgi_ws_gateway.policies.build` does;
+* a host written as a template (``ws://{jwt.region}:9000``) is whatever the values make it: never
+  one the operator named, in the file or in a change, unless the operator allowed every host (``*``).
 
 An API's *own* policies are not the operator's once the API is changed here: the file's values come
 back ``REDACTED`` from ``GET`` and are refused when sent back, so a token holder can only send their own.
+A file API that a product created here only lists still runs the file's definition: its own policies'
+values are the operator's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import ApiConfig, GatewayConfig, Host, parse_host
-from ..redact import redact_url_credentials
+from ..policies.build import run_name
+from ..redact import is_credential_name, redact_url_credentials
 from .disclosure import secret_setting, url_credential
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
+_ANY_HOST: Host = ("*", None)
+
+
+def policy_name(entry: Mapping[str, Any]) -> str:
+    """The name a policy entry (``{type: settings}``) runs under, which ``skip_policies`` matches: its
+    ``name``, else its type, as :class:`~asgi_ws_gateway.policies.build.PolicyBuilder` names what it builds."""
+    kind, settings = next(iter(entry.items()))
+    return run_name(str(kind), settings.get("name") if isinstance(settings, Mapping) else None)
 
 
 def _url_host(url: str) -> Host | None:
+    """The URL's host and port; None when it has none, or when a template writes any of its authority."""
     parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "{" in parts.netloc or "}" in parts.netloc:
         return None
     try:
         port = parts.port
@@ -50,21 +74,26 @@ def _base_urls(value: Any) -> Iterator[str]:
             yield from _base_urls(item)
 
 
-def _destinations(api: ApiConfig) -> list[tuple[str, str]]:
+def _own_destinations(api: ApiConfig) -> list[tuple[str, str]]:
     """(field, URL) of every network host the API may connect to, by its own configuration."""
     found = [(f"upstreams[{j}]", u.url) for j, u in enumerate(api.upstreams) if u.kind != "asgi"]
     return found + [("policies (set-backend-service)", url) for url in _base_urls(api.policies)]
 
 
 def operator_hosts(base: GatewayConfig, allowed: Iterable[str]) -> set[Host]:
-    """The hosts the configuration file sends to, and those the operator allowed."""
+    """The hosts the configuration file sends to (written out, not templated), and those the operator allowed."""
     hosts = {parse_host(entry) for entry in allowed}
-    urls = [url for api in base.apis for _, url in _destinations(api)]
+    urls = [url for api in base.apis for _, url in _own_destinations(api)]
     urls += _base_urls([base.policies, *(p.policies for p in base.products)])
     return hosts | {host for url in urls if (host := _url_host(url)) is not None}
 
 
-def _trusted(host: Host, trusted: set[Host]) -> bool:
+def _trusted(url: str, trusted: set[Host]) -> bool:
+    if _ANY_HOST in trusted:
+        return True  # the operator allowed every host, templated ones included
+    host = _url_host(url)
+    if host is None:
+        return False
     name, port = host
     for allowed_name, allowed_port in trusted:
         if allowed_port is not None and allowed_port != port:
@@ -74,16 +103,57 @@ def _trusted(host: Host, trusted: set[Host]) -> bool:
     return False
 
 
-def _secrets(entries: Iterable[Any], skip: set[str], where: str) -> Iterator[str]:
-    """What each inherited, not skipped, policy entry sends that is a secret: ``global set-header X-Auth``."""
+@dataclass(frozen=True)
+class _Scope:
+    """Policies an API runs from one place: the global ones, a product's, or its own."""
+
+    where: str  # "the global", "product 'gold''s", "the API's own"
+    policies: Sequence[Any]
+    inbound: Sequence[Any]  # inbound message policies: what they set goes upstream too
+    operator: bool  # the file's: its values are the operator's secrets
+    inherited: bool  # skip_policies applies
+
+
+def _scopes(base: GatewayConfig, merged: GatewayConfig, api: ApiConfig) -> list[_Scope]:
+    """The API's policy scopes in the order they run: global, its products (the file's, then those
+    created here), its own."""
+    file_products = {p.name for p in base.products}
+    file_defined = any(own == api for own in base.apis if own.name == api.name)
+    return [
+        _Scope("the global", merged.policies, merged.message_policies.inbound, operator=True, inherited=True),
+        *(
+            _Scope(f"product '{p.name}''s", p.policies, p.message_policies.inbound, p.name in file_products, True)
+            for p in merged.products
+            if api.name in p.apis
+        ),
+        _Scope("the API's own", api.policies, api.message_policies.inbound, operator=file_defined, inherited=False),
+    ]
+
+
+def _runs(entries: Iterable[Any], scope: _Scope, skip: set[str]) -> Iterator[tuple[str, Any]]:
+    """(type, settings) of each policy entry of ``scope`` that runs: not skipped by its name."""
     for entry in entries:
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, Mapping) or len(entry) != 1:
             continue  # a policy object given in code: the operator's own code decides what it sends
-        kind, settings = next(iter(entry.items()))
-        if kind in skip or (isinstance(settings, Mapping) and settings.get("name") in skip):
+        if scope.inherited and policy_name(entry) in skip:
             continue
+        kind, settings = next(iter(entry.items()))
+        yield str(kind), settings
+
+
+def _secrets(scope: _Scope, skip: set[str]) -> Iterator[str]:
+    """What each policy of the operator's scope that runs sends that is a secret: ``the global set-header X-Auth``."""
+    if not scope.operator:
+        return
+    for kind, settings in _runs(scope.policies, scope, skip):
         for name in _secret_names(settings):
-            yield f"{where} {kind} {name}"
+            yield f"{scope.where} {kind} {name}"
+    for kind, settings in _runs(scope.inbound, scope, skip):
+        names = [*_secret_names(settings)]
+        if kind == "transform-message" and isinstance(settings, Mapping):
+            names += _set_credentials(settings.get("set"))
+        for name in names:
+            yield f"{scope.where} {kind} {name}"
 
 
 def _secret_names(value: Any) -> Iterator[str]:
@@ -101,39 +171,66 @@ def _secret_names(value: Any) -> Iterator[str]:
             yield from _secret_names(item)
 
 
+def _set_credentials(fields: Any, prefix: str = "") -> Iterator[str]:
+    """The fields a ``transform-message`` ``set`` writes whose name says credential (``api_key``, ``auth.token``)."""
+    if not isinstance(fields, Mapping):
+        return
+    for key, value in fields.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _set_credentials(value, f"{path}.")
+        elif is_credential_name(str(key)) and value not in (None, ""):
+            yield f"set {path}"
+
+
+def _destinations(scopes: Sequence[_Scope], api: ApiConfig, skip: set[str]) -> Iterator[tuple[bool, str, str]]:
+    """(own, field, URL) of every host the API may connect to: its upstreams and every backend it runs,
+    whether its own or inherited (``product 'gold''s policies (set-backend-service)``)."""
+    for scope in scopes:
+        if not scope.inherited:
+            yield from ((True, field, url) for field, url in _own_destinations(api))
+            continue
+        for _, settings in _runs(scope.policies, scope, skip):
+            for url in _base_urls(settings):
+                yield False, f"{scope.where} policies (set-backend-service)", url
+
+
+def _shown(url: str) -> str:
+    host = _url_host(url)
+    if host is not None:
+        return f"{host[0]}:{host[1]}"
+    templated = "{" in urlsplit(url).netloc
+    return redact_url_credentials(url) + (
+        " (a host written as a template: whatever its values make it)" if templated else ""
+    )
+
+
 def secret_host_problems(
     base: GatewayConfig, merged: GatewayConfig, changed: set[str], trusted: set[Host], subject: str | None
 ) -> list[str]:
-    """Problems, by field path, of APIs in ``changed`` that would send an inherited secret of the
-    file's to a host the operator did not name."""
+    """Problems, by field path, of APIs in ``changed`` that would send a secret of the file's to a host
+    the operator did not name."""
     problems = []
     for i, api in enumerate(merged.apis):
         if api.name not in changed:
             continue
         skip = set(api.skip_policies)
-        secrets = [
-            *_secrets(base.policies, skip, "the global"),
-            *(
-                secret
-                for product in base.products
-                if api.name in product.apis
-                for secret in _secrets(product.policies, skip, f"product '{product.name}''s")
-            ),
-        ]
+        scopes = _scopes(base, merged, api)
+        secrets = [secret for scope in scopes for secret in _secrets(scope, skip)]
         if not secrets:
             continue
-        prefix = "" if api.name == subject else f"apis[{i}]."
-        for field, url in _destinations(api):
-            host = _url_host(url)
-            if host is not None and _trusted(host, trusted):
+        mine = api.name == subject
+        who = "this API" if mine else f"API '{api.name}'"
+        for own, field, url in _destinations(scopes, api, skip):
+            if _trusted(url, trusted):
                 continue
-            shown = f"{host[0]}:{host[1]}" if host else redact_url_credentials(url)
+            where = f"{'' if mine else f'apis[{i}].'}{field}" if own else field
             problems.append(
-                f"{prefix}{field}: {shown} is not a host the configuration file sends to, and this API would "
-                f"send it {secrets[0]} (the operator's secret): the operator may list the host in "
+                f"{where}: {_shown(url)} is not a host the configuration file sends to, and {who} would send it "
+                f"{secrets[0]} (the operator's secret): the operator may list the host in "
                 "management.allowed_upstream_hosts; or skip the policy (skip_policies)"
             )
     return problems
 
 
-__all__ = ["operator_hosts", "secret_host_problems"]
+__all__ = ["operator_hosts", "policy_name", "secret_host_problems"]

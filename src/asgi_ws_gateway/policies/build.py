@@ -121,6 +121,11 @@ def _underscore_warning(name: str) -> str:
             "'-' spelling, or set headers_with_underscores: forward")  # fmt: skip
 
 
+def run_name(type_name: str, name: object) -> str:
+    """The name a policy runs under, which ``skip_policies`` matches: its ``name``, else its type."""
+    return str(name or type_name)
+
+
 class PolicyBuilder:
     """Builds policies from configuration entries, collecting every problem instead of stopping."""
 
@@ -217,7 +222,7 @@ class PolicyBuilder:
             reads = raw if type_name not in _WRITES_HEADER else {k: v for k, v in raw.items() if k != "header"}
             for field, header in _underscored_header_reads(reads):
                 self.warnings.append(f"{loc_text((*loc, *field))}: {_underscore_warning(header)}")
-        policy.name = str(name or type_name)
+        policy.name = run_name(type_name, name)
         if self._checked(policy, method, loc) is None:
             return None
         self.built.append(policy)
@@ -480,4 +485,5 @@ __all__ = [
     "make_store",
     "message_policies_json_schema",
     "policies_json_schema",
+    "run_name",
 ]
