@@ -40,6 +40,10 @@ DEFAULT_LISTED = 1000
 """Open connections ``GET /connections`` lists when it is not given a ``limit``."""
 MAX_LISTED = 10_000
 """The most it lists at once."""
+MAX_STATE_BYTES = 16 * 1024 * 1024
+"""The most the stored changes may take, as JSON: a change past it is a 422. Each request is bounded,
+their sum was not: seventy 1 MB ``POST /apis`` grew the state file past the 64 MiB a file may have to be
+read (``loading.MAX_FILE_BYTES``), and from then on every call was a 503 and the gateway would not start."""
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +211,12 @@ class Manager:
     ) -> Overlay:
         def checked(current: Overlay) -> Overlay:
             new = change(current)
+            size = len(new.to_json())
+            if size > MAX_STATE_BYTES and size > len(current.to_json()):  # a change that frees space passes
+                raise InvalidChange([
+                    f"(state): the stored changes would take {size:,} bytes, more than the {MAX_STATE_BYTES:,} "
+                    "they may; remove some first"
+                ])  # fmt: skip
             with restricted(self.gate):  # refused before anything is imported or read
                 merged = validate(self.base, new, subject)
             problems = self._shadowed(merged, subject) + self._secret_problems(new, merged, subject)
@@ -503,4 +513,4 @@ def _describe(connection: Any, worker: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFAULT_LISTED", "MAX_LISTED", "Listed", "Manager", "etag", "operator_gate"]
+__all__ = ["DEFAULT_LISTED", "MAX_LISTED", "MAX_STATE_BYTES", "Listed", "Manager", "etag", "operator_gate"]
