@@ -273,10 +273,15 @@ def _ws_protocol(value: str) -> str:
 
 def _log_config(value: str) -> str:
     """``--log-config``: applied once here, as uvicorn will apply it, so a broken file is a usage error
-    naming the file, not a traceback from the server."""
+    naming the file, not a traceback from the server. The error gives the problem and, where the
+    parser knows it, its line and column; never the file's text (a handler's password, an API key)."""
     try:
         text = read_regular_file(value).decode("utf-8")  # fileConfig read nothing from a missing file
-        if value.endswith((".json", ".yaml", ".yml")):
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{value}: {type(exc).__name__}: {exc}") from None
+    mapping = value.endswith((".json", ".yaml", ".yml"))
+    try:
+        if mapping:
             data = load_unique(text) if value.endswith(".json") else safe_load(text)
             problem = alias_problem(data)
             if problem:
@@ -286,10 +291,44 @@ def _log_config(value: str) -> str:
             logging.config.fileConfig(io.StringIO(text), disable_existing_loggers=False)
     except RecursionError:  # the parsers recurse per level of nesting
         raise argparse.ArgumentTypeError(f"{value}: nested too deeply to read") from None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError, yaml.YAMLError,
-            configparser.Error) as exc:  # fmt: skip
-        raise argparse.ArgumentTypeError(f"{value}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # whatever the parsers, logging.config or a handler's class raise
+        raise argparse.ArgumentTypeError(f"{value}: {_log_config_problem(exc, mapping)}") from None
     return value
+
+
+def _log_config_problem(exc: Exception, mapping: bool) -> str:
+    """``Type: problem (line L, column C)`` for a logging configuration that cannot be applied.
+
+    Parsers quote the text around an error (PyYAML its line, configparser a line or a raw value,
+    Python a name it evaluated in ``args=``), and a handler's class may quote what it was given: only
+    positions, names of sections and classes, and the parsers' own words are kept. dictConfig wraps
+    every handler's error in a ``ValueError`` naming the section (``Unable to configure handler
+    'mail'``), shown with its cause's type; fileConfig lets the handler's own error through.
+    """
+    context = exc.__cause__ or exc.__context__
+    if isinstance(exc, RuntimeError) and isinstance(context, configparser.Error):  # fileConfig's "... is invalid"
+        exc = context
+    kind = type(exc).__name__
+    hidden = "(not shown: it may quote the file's text)"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{kind}: {exc.problem or exc.context or 'not valid YAML'}{where}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{kind}: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, configparser.Error):
+        errors = getattr(exc, "errors", None)  # ParsingError's (line number, line) pairs
+        line = getattr(exc, "lineno", None) or (errors[0][0] if errors else None)
+        section, option = getattr(exc, "section", None), getattr(exc, "option", None)
+        places = (f"line {line}" if line else "", f"section [{section}]" if section else "",
+                  f"option {option}" if option else "")  # fmt: skip
+        return f"{kind}: {', '.join(p for p in places if p) or 'not an INI file'}; the text {hidden}"
+    if isinstance(exc, SyntaxError):  # fileConfig evaluates a handler's args and kwargs as Python
+        return f"{kind}: a handler's args or kwargs are not a Python expression: {exc.msg}"
+    if isinstance(exc, (KeyError, ImportError, AttributeError)) or (mapping and isinstance(exc, ValueError)):
+        cause = exc.__cause__  # KeyError: a missing section; ImportError, AttributeError: a class's path
+        return f"{kind}: {exc}" + (f" ({type(cause).__name__})" if cause is not None else "")
+    return f"{kind}: the message {hidden}"
 
 
 def _redis_prefix(value: str) -> str:

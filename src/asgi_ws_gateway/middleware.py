@@ -100,8 +100,9 @@ class WebSocketGateway:
     configuration does not raise: the gateway answers the lifespan start-up with
     ``lifespan.startup.failed`` and the problems, so that uvicorn stops instead of serving 500s.
 
-    Constructing it puts a :class:`~asgi_ws_gateway.redact.RedactingFilter` on uvicorn's
-    ``uvicorn.access`` and ``uvicorn.error`` loggers: their lines carry request query strings.
+    Constructing it puts a :class:`~asgi_ws_gateway.redact.RedactingFilter` on uvicorn's loggers
+    (their lines carry request query strings) and redacts every record of the libraries it drives
+    (``redact.LIBRARY_LOGGERS``: httpx, urllib3, OpenTelemetry...) as it is made.
     """
 
     _failed: StartupFailure | None = None

@@ -6,10 +6,11 @@ configured token header) or ``Sec-WebSocket-Protocol``. The gateway never writes
 values, a sensitive header's value or anything shaped like a JWT to a log line: every query value
 becomes ``REDACTED`` (names are kept, they help debugging), so do sensitive header values.
 
-:class:`RedactingFilter` applies :func:`redact_text` to log records; :func:`install` puts it on
-uvicorn's ``uvicorn.access`` and ``uvicorn.error`` loggers, whose lines carry the request path
-with its query string, on websockets' client and server loggers (headers, at debug) and on the
-gateway's own.
+:class:`RedactingFilter` applies :func:`redact_text` to log records (and, to a mapping argument such as
+an ASGI scope that ``uvicorn.asgi`` dumps at trace, a redaction by key); :func:`install` puts it on
+uvicorn's loggers, whose lines carry the request path with its query string, on websockets' client
+and server loggers (headers, at debug) and on the gateway's own, and redacts every record of the
+libraries the gateway drives (:data:`LIBRARY_LOGGERS`) as it is made, whichever child logger makes it.
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ SENSITIVE_HEADERS = frozenset(
     }
 )  # fmt: skip
 
-#: uvicorn's loggers: they write request paths with their query (and, at debug, every header).
-UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
+#: uvicorn's loggers: they write request paths with their query (and, at debug, every header; at
+#: trace, ``uvicorn.asgi``, every scope and message).
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn.asgi")
 #: websockets' loggers: at debug they write every header of the upstream handshakes the gateway makes.
 WEBSOCKETS_LOGGERS = ("websockets.client", "websockets.server")
+#: The top-level loggers of the libraries the gateway drives, each with every child: their records are
+#: redacted as they are made (:func:`install`). httpx's and httpcore's (``httpx2``'s) lines name the JWKS
+#: URL, urllib3's and the OpenTelemetry exporters' the collector's endpoint, redis' its URL.
+LIBRARY_LOGGERS = (
+    "asgi_ws_gateway", "uvicorn", "websockets", "httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "requests",
+    "opentelemetry", "grpc", "redis",
+)  # fmt: skip
 
 # A query string inside free text: from "?" to the end of the request target, which only a space or
 # a line break ends (a request line's separators). Every other byte belongs to the query, quotes and
@@ -309,9 +318,37 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def redact_headers(headers: Iterable[tuple[str, str]], sensitive: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """``headers`` with the values of credential headers (and of ``sensitive`` ones) replaced."""
-    names = SENSITIVE_HEADERS | _extra_headers | {name.lower() for name in sensitive}
-    return [(name, REDACTED if name.lower() in names else value) for name, value in headers]
+    """``headers`` with the values of credential headers (:func:`is_credential_header`, and ``sensitive``
+    ones) replaced."""
+    names = {name.lower() for name in sensitive}
+    return [
+        (name, REDACTED if is_credential_header(name) or name.lower() in names else value) for name, value in headers
+    ]
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether a header so named holds a credential: one of :data:`SENSITIVE_HEADERS`, a configured token
+    header (:func:`add_sensitive_headers`), or a name with one of ``CREDENTIAL_WORDS`` in it
+    (``X-Amz-Security-Token``, ``X-CSRF-Token``, ``X-Signature``, ``Authentication``). The one rule for
+    a header's value in a header dump, a header list and a mapping."""
+    lower = name.lower()
+    return lower in SENSITIVE_HEADERS or lower in _extra_headers or is_credential_name(lower)
+
+
+# A header line of a dump: websockets' (and uvicorn's through it) "< name: value" and "> name: value"
+# at debug, or a line of an HTTP header block (ended by CRLF) in an exception's text. Read by
+# is_credential_header, not by a list of names: a dump shows every header the peer chose to send.
+_HEADER_DUMP = re.compile(
+    r"^(?P<head>(?P<dir>[<>] )?(?P<name>[!#$%&'*+.^_`|~0-9A-Za-z-]++):[ \t]*+)(?P<value>[^\r\n]*+)(?P<cr>\r?+)$",
+    re.MULTILINE,
+)
+
+
+def _redacted_dump_header(match: re.Match[str]) -> str:
+    dumped = match["dir"] is not None or match["cr"]
+    if not dumped or match["value"] == REDACTED or not is_credential_header(match["name"]):
+        return match[0]
+    return f"{match['head']}{REDACTED}{match['cr']}"
 
 
 def _redacted_query(match: re.Match[str]) -> str:
@@ -356,6 +393,8 @@ def redact_text(text: str) -> str:
     text = _redact_targets(text)
     if _may_hold(text, _HEADER_NAMES):
         text = _HEADER_IN_TEXT.sub(_redacted_header, text)
+    if ":" in text and (text.startswith(("< ", "> ")) or "\n< " in text or "\n> " in text or "\r" in text):
+        text = _HEADER_DUMP.sub(_redacted_dump_header, text)
     if "//" in text and ("@" in text or "%40" in text):
         text = _USERINFO.sub(rf"\1\2{REDACTED}\3", text)
         text = _USER_ONLY.sub(lambda m: m[0] if m[0].endswith(REDACTED) else REDACTED, text)
@@ -523,6 +562,11 @@ class RedactingFilter(logging.Filter):
         if getattr(record, REDACTED_MARK, False):
             return True  # a logger's filter did it; a handler's (run's log configuration) need not again
         setattr(record, REDACTED_MARK, True)
+        args = record.args
+        if isinstance(args, Mapping):  # logging's one mapping argument (``%(name)s``), or one dumped whole
+            record.args = _redacted_mapping(args)
+        elif args and any(isinstance(arg, Mapping) for arg in args):  # uvicorn.asgi's scopes and messages
+            record.args = tuple(_redacted_mapping(arg) if isinstance(arg, Mapping) else arg for arg in args)
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record)  # its formatter needs the arguments as they are
         else:
@@ -590,6 +634,53 @@ def _target_path_redacted(text: str) -> str:
     return redact_encoded_path(path) + mark + rest
 
 
+def _redacted_mapping(mapping: Mapping[Any, Any], depth: int = 0) -> dict[Any, Any]:
+    """A mapping argument (an ASGI scope or message, as ``uvicorn.asgi`` dumps them) redacted by key: the
+    query's values, a credential in the path, credential headers' values, every offered or chosen
+    subprotocol (``Sec-WebSocket-Protocol`` is a credential header), a close reason as a client's free
+    text, and the value under any name that says it is a credential (``token``, ``password``)."""
+    redacted: dict[Any, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(key, str):
+            value = _redacted_value(key, value, depth)
+        redacted[key] = value
+    return redacted
+
+
+def _redacted_value(key: str, value: Any, depth: int) -> Any:
+    if isinstance(value, (str, bytes)):
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        if key == "query_string":
+            text = redact_query(text)
+        elif key == "raw_path":
+            text = redact_encoded_path(text)
+        elif key in ("path", "reason"):
+            text = redact_path(text) if key == "path" else redact_free_text(text)
+        elif key == "subprotocol" or is_credential_name(key):
+            text = REDACTED if text else text
+        else:
+            return value
+        return text.encode("latin-1", "replace") if isinstance(value, bytes) else text
+    if key == "subprotocols" and isinstance(value, (list, tuple)):
+        return [REDACTED for _ in value]
+    if key == "headers" and isinstance(value, (list, tuple)):
+        return [_redacted_pair(pair) for pair in value]
+    if is_credential_name(key) and value is not None and not isinstance(value, (bool, int, float)):
+        return REDACTED
+    if isinstance(value, Mapping) and depth < 4:  # a scope's "state" or "extensions"
+        return _redacted_mapping(value, depth + 1)
+    return value
+
+
+def _redacted_pair(pair: Any) -> Any:
+    """A ``(name, value)`` header pair, of bytes or text, its value redacted if the name says so."""
+    if isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], (str, bytes)):
+        name = pair[0].decode("latin-1") if isinstance(pair[0], bytes) else pair[0]
+        if is_credential_header(name):
+            return (pair[0], REDACTED.encode() if isinstance(pair[1], bytes) else REDACTED)
+    return pair
+
+
 def _redact_arg(arg: object) -> object:
     if isinstance(arg, str):
         return redact_text(_target_path_redacted(arg))
@@ -601,21 +692,51 @@ def _redact_arg(arg: object) -> object:
 
 
 def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> None:
-    """Put a :class:`RedactingFilter` on each of ``loggers`` and on the gateway's own (once each).
+    """Put a :class:`RedactingFilter` on each of ``loggers`` and on the gateway's own (once each), and
+    redact every record of :data:`LIBRARY_LOGGERS` (and their children) as it is made.
 
     A logger's filters apply to the records created on it (not to those its children propagate),
     hence one filter per logger: uvicorn's, and every ``asgi_ws_gateway.*`` logger created so far.
+    The libraries' loggers are many, and made when a module is first imported (an OTLP exporter's,
+    after start-up): their records are redacted by the log record factory instead (:func:`logging.
+    setLogRecordFactory`, wrapping whichever factory was set), the one step every record of every
+    logger takes, before any filter or handler (Python's last-resort handler included) sees it.
     """
     own = [name for name in list(logging.Logger.manager.loggerDict) if name.startswith("asgi_ws_gateway")]
     for name in [*loggers, *own]:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
+    current = logging.getLogRecordFactory()
+    if not isinstance(current, _RedactingFactory):
+        logging.setLogRecordFactory(_RedactingFactory(current))
+
+
+class _RedactingFactory:
+    """A log record factory: ``make``'s records, those of :data:`LIBRARY_LOGGERS` redacted."""
+
+    def __init__(self, make: Callable[..., logging.LogRecord]) -> None:
+        self.make = make
+        self.roots = frozenset(LIBRARY_LOGGERS)
+        self.redacting = RedactingFilter()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
+        name = record.name
+        # Not the access log's: its JSON line is marked redacted (by ``extra``, set after this factory
+        # ran) and must not be read as one text; its text line meets its logger's filter.
+        if name.partition(".")[0] in self.roots and name != _ACCESS_LOGGER:
+            self.redacting.filter(record)
+        return record
+
+
+_ACCESS_LOGGER = "asgi_ws_gateway.access"
 
 
 __all__ = [
     "CONTROL_CHARACTERS",
     "CREDENTIAL_WORDS",
+    "LIBRARY_LOGGERS",
     "REDACTED",
     "REDACTED_MARK",
     "SENSITIVE_HEADERS",
@@ -627,6 +748,7 @@ __all__ = [
     "credential_setting",
     "formatted_message",
     "install",
+    "is_credential_header",
     "is_credential_name",
     "is_credential_parameter",
     "printable",

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from jwt import PyJWK
 
 from .._context import current_handshake
+from ..redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ async def fetch_url(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - the 
         if response.status_code != 200:
             location = response.headers.get("location")
             if response.is_redirect and location is not None:
-                raise OSError(f"JWKS answered {response.status_code}, a redirect to {location[:200]!r}: redirects "
-                              "are not followed (set jwks_url to the keys' own URL)")  # fmt: skip
+                # Redacted (a presigned URL's signature): the message reaches the fetch's span as it is.
+                raise OSError(f"JWKS answered {response.status_code}, a redirect to {redact_url(location)[:200]!r}: "
+                              "redirects are not followed (set jwks_url to the keys' own URL)")  # fmt: skip
             raise OSError(f"JWKS answered {response.status_code}")
         chunks: list[bytes] = []
         size = 0
@@ -156,6 +158,9 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        # What the fetch's span (url.full) and log lines show of the URL: no userinfo, no query value
+        # (an issuer's ?api_key=, a password in http://user:password@...).
+        self.shown_url = redact_url(url)
         self._fetch = fetch
         self.refresh_interval = refresh_interval
         self.min_refresh_interval = min_refresh_interval
@@ -181,6 +186,7 @@ class JwksCache:
             if now - self._attempted_at >= _RETRY_WHEN_EMPTY or self._inflight is not None:
                 await self._refresh()
             if self._fetched_at is None:
+                # As written: the denial detail is redacted wherever it is shown (span, body, log line).
                 raise KeysUnavailable(f"no keys from {self.url}")
         else:
             self._refresh_if_stale(now)
@@ -230,14 +236,16 @@ class JwksCache:
             if handshake is None:
                 body = await self._fetch_within_timeout()
             else:
-                with handshake.io_span("jwks fetch", attributes={"url.full": self.url}):
+                with handshake.io_span("jwks fetch", attributes={"url.full": self.shown_url}):
                     body = await self._fetch_within_timeout()
             keys = parse_jwks(body)
         except Exception as exc:
             if self._keys:
-                logger.warning("JWKS %s refresh failed (%s); keeping %d cached key(s)", self.url, exc, len(self._keys))
+                logger.warning(
+                    "JWKS %s refresh failed (%s); keeping %d cached key(s)", self.shown_url, exc, len(self._keys)
+                )
             else:
-                logger.warning("JWKS %s fetch failed: %s", self.url, exc)
+                logger.warning("JWKS %s fetch failed: %s", self.shown_url, exc)
         else:
             fingerprint = tuple((kid, alg, key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
                                 for kid, alg, key in keys)  # fmt: skip
