@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .json_names import load_unique
 from .loading import alias_problem, read_regular_file
 from .management import cli as management_cli
-from .management.cli import MANAGEMENT_HOST
+from .management.cli import MANAGEMENT_HOST, REDIS_ENV
 from .yaml_keys import safe_load
 
 # The gateway itself (pydantic, OpenTelemetry, Redis, the relay) is imported by the commands that
@@ -85,8 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--redis",
         metavar="URL",
         type=_redis_url,
+        default=os.environ.get(REDIS_ENV) or None,  # checked as the option is: argparse types a str default
         help="keep changes in Redis and reach every worker and host through it: redis://host:port/db, "
-        "redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db]",
+        f"redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db] (default: ${REDIS_ENV}, "
+        "which keeps a password out of the command line, where ps shows it)",
     )
     managed.add_argument(
         "--redis-prefix", type=_redis_prefix, default="asgi-ws-gw",

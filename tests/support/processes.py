@@ -293,14 +293,14 @@ class Standalone:
 
 @contextlib.asynccontextmanager
 async def standalone(
-    config: Path, *args: str, workers: int = 1, management_port: int | None = None
+    config: Path, *args: str, workers: int = 1, management_port: int | None = None, env: dict[str, str] | None = None
 ) -> AsyncIterator[Standalone]:
     """``asgi-ws-gateway run CONFIG --management /_gateway ...`` (or ``--management-port``), once ready."""
     port = free_port()
     where = ["--management-port", str(management_port)] if management_port else ["--management", "/_gateway"]
     process = await asyncio.create_subprocess_exec(
         str(EXE), "run", str(config), "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-        *where, *args, cwd=config.parent, env=cli_env(),
+        *where, *args, cwd=config.parent, env=cli_env(**(env or {})),
     )  # fmt: skip
     base = f"http://127.0.0.1:{management_port}" if management_port else f"http://127.0.0.1:{port}/_gateway"
     client = ManagementClient(base, token=TOKEN)

@@ -33,6 +33,8 @@ from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient
 
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
+REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
+"""The management store's Redis URL under ``run`` (``--redis`` when given): out of ``ps``'s sight."""
 DEFAULT_URL = "http://127.0.0.1:8000/_gateway"
 MANAGEMENT_HOST = "127.0.0.1"
 """Where ``run --management-port`` listens unless told otherwise: loopback, so only this host reaches it."""
@@ -320,4 +322,4 @@ def _run_connect(args: argparse.Namespace) -> int:
         return 130
 
 
-__all__ = ["MANAGEMENT_HOST", "add_commands", "run"]
+__all__ = ["MANAGEMENT_HOST", "REDIS_ENV", "add_commands", "run"]

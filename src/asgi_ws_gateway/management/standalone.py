@@ -13,14 +13,13 @@ from pathlib import Path
 
 from ..standalone import CONFIG_ENV
 from ..standalone import create_app as create_gateway
-from .cli import TOKEN_ENV
+from .cli import REDIS_ENV, TOKEN_ENV
 from .mount import GatewayManagement
 from .store import FileStore
 
 PATH_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PATH"
 PORT_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PORT"
 STATE_ENV = "ASGI_WS_GATEWAY_STATE"
-REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
 PREFIX_ENV = "ASGI_WS_GATEWAY_REDIS_PREFIX"
 
 
