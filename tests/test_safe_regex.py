@@ -72,3 +72,24 @@ async def test_the_worker_goes_on_serving_after_a_client_sends_a_value_made_to_b
     async with await connect(server.url("/ws/echo"), additional_headers={"X-Client": "aaa"}) as ws:
         await ws.send("still here")
         assert await asyncio.wait_for(ws.recv(), 5) == "still here"
+
+
+@pytest.mark.parametrize("pattern", [r"(?s)a.{1000}x", r"(a|b|c){1,1000}z", r"a.{200}x", r"(?i)[a-z]{2}.{300}"])
+def test_a_pattern_whose_program_is_too_large_is_refused_by_field_path(pattern: str) -> None:
+    """Linear, but with a factor the program's size sets: ``(a|b|c){1,1000}z`` took 400 ms on one 8 KiB
+    header, and a hundred such conditions held a handshake (and its worker) for 7.6 s."""
+    with pytest.raises(ValueError, match="too large a regular expression: RE2 compiles it to"):
+        compile_regex(pattern)
+    found = problems({"check-header": {"header": "X", "pattern": pattern}})
+    assert found[0].startswith("apis[0].policies[0].check-header.pattern: too large a regular expression"), found
+    found = problems({"choose": {"when": [{"if": {"ref": "header.x", "matches": pattern}, "policies": []}]}})
+    assert any("matches" in problem and "too large" in problem for problem in found), found
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^[A-Za-z0-9_-]{1,64}$", r"[a-z]{1,255}", r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+     r"(?i)^https://([a-z0-9-]+\.)*example\.com(:[0-9]{1,5})?$", r"^Bearer [A-Za-z0-9._~+/-]+=*$"],
+)  # fmt: skip
+def test_the_patterns_policies_use_are_well_within_the_bound(pattern: str) -> None:
+    compile_regex(pattern)
