@@ -6,7 +6,7 @@ Core reads cookie names ignoring case and PHP percent-decodes them (``%6Awt`` is
 take the first, the forged one. A second Cookie header did the same. A value with a quote
 (``x="a; jwt=FORGED"``) hid the cookie after it from the gateway while Starlette, Go and Node split
 the header at every ``;`` and find it. Now the jar is read as those servers read it and names are
-compared folded (``handshake.names.fold_name``): a token under two spellings with different values
+compared folded (``param_names.fold_name``): a token under two spellings with different values
 is a 400, ``{cookie.*}`` copies that differ are a 400. The end-to-end tests run a real uvicorn
 gateway and an upstream that records the headers it was sent.
 """

@@ -7,7 +7,7 @@ case). PHP reads ``access.token`` and `` access_token`` as ``access_token``: the
 key came through the same way (``Subscription-Key=`` beside the checked ``subscription-key=``), two
 keys in the query were admitted on the first, and ``set-query-parameter tenant`` sent the client's
 ``Tenant=evil`` on beside its own ``tenant=acme``. Now names are compared folded
-(``handshake.names.fold_name``): two different tokens or keys under any spellings are a 400, and
+(``param_names.fold_name``): two different tokens or keys under any spellings are a 400, and
 removal and override take every spelling out of the upstream URL. The end-to-end tests run a real
 uvicorn gateway and an upstream that records the request target it was sent.
 """
@@ -22,7 +22,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.handshake.names import fold_cookie_name, fold_name
+from asgi_ws_gateway.param_names import fold_cookie_name, fold_name
 from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect

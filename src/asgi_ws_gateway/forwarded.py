@@ -16,16 +16,38 @@ from typing import Any, Literal
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_FORWARDED_FOR = re.compile(r'(?:^|[;,\s])for\s*=\s*("[^"]*"|[^;,\s]*)', re.IGNORECASE)
+_PORT = re.compile(r":(?:[0-9]{1,5}|_[A-Za-z0-9._-]+)")
+"""What may follow an address: RFC 7239's ``node-port``, digits or an obfuscated ``_port`` (§6)."""
 
 
 def parse_ip(text: str) -> IPAddress | None:
-    """An address from ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80`` or ``::1``; IPv4-mapped IPv6 unmapped."""
-    text = text.strip().strip('"')
+    """An address from ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]``, ``[::1]:80`` or ``::1`` (also as one
+    RFC 7239 quoted-string); IPv4-mapped IPv6 unmapped. None for anything else.
+
+    Strict, as a parser that decides who the client is must be: an IPv4 address is never bracketed,
+    an IPv6 one with a port is; after the address only ``:port`` (digits, or RFC 7239's obfuscated
+    ``_port``). ``"[203.0.113.9], for="`` used to be read as 203.0.113.9 (everything after ``]``
+    ignored), what a client's unclosed quote made of a proxy's ``Forwarded`` entry.
+    """
+    text = text.strip()
+    if text.startswith('"'):
+        unquoted = _unquote(text)
+        if unquoted is None:
+            return None
+        text = unquoted
+    port = ""
     if text.startswith("["):
-        text = text[1 : text.find("]")] if "]" in text else text[1:]
+        end = text.find("]")
+        if end < 0:
+            return None
+        text, port = text[1:end], text[end + 1 :]
+        if ":" not in text:  # an IPv4 address (or nothing) in brackets
+            return None
     elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
+        text, colon, port = text.partition(":")
+        port = colon + port
+    if port and not _PORT.fullmatch(port):
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -33,6 +55,16 @@ def parse_ip(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unquote(text: str) -> str | None:
+    """The content of ``text`` when it is exactly one quoted-string (RFC 9110 §5.6.4), unescaped."""
+    match = _QUOTED.fullmatch(text)
+    return None if match is None else _ESCAPED.sub(r"\1", match.group(1))
 
 
 def client_network(ip: str) -> str:
@@ -73,14 +105,102 @@ class Networks:
 
 
 def forwarded_chain(values: Sequence[str], header: Literal["x-forwarded-for", "forwarded"]) -> list[str]:
-    """The addresses a forwarding header lists, leftmost (original client) first."""
+    """The addresses a forwarding header lists, leftmost (original client) first.
+
+    ``forwarded``: one hop per RFC 7239 element, its ``for`` value as written (see
+    :func:`forwarded_for`); ``x-forwarded-for``: the comma-separated entries that are not blank.
+    """
     if header == "forwarded":
-        return [m.group(1) for value in values for m in _FORWARDED_FOR.finditer(value)]
+        return [hop for value in values for hop in forwarded_for(value)]
     return [part for value in values for part in value.split(",") if part.strip()]
 
 
 UNKNOWN_CLIENT = "unknown"
 """The client a trusted proxy reported as no address (RFC 7239's ``unknown``, an obfuscated ``_id``, garbage)."""
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(_TOKEN.pattern + r'|"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"')
+"""A parameter's value: a token, or a quoted-string with backslash escapes (RFC 7239 §4, RFC 9110 §5.6)."""
+_NODE = re.compile(
+    r"(?:[0-9.]+|\[[0-9A-Fa-f:.]+\])(?::(?:[0-9]{1,5}|_[A-Za-z0-9._-]+))?"
+    r"|unknown(?::(?:[0-9]{1,5}|_[A-Za-z0-9._-]+))?|_[A-Za-z0-9._-]+(?::(?:[0-9]{1,5}|_[A-Za-z0-9._-]+))?",
+    re.IGNORECASE,
+)
+"""RFC 7239 §6's ``node``: IPv4, or IPv6 in brackets, ``unknown`` or an obfuscated ``_name``; optional port."""
+
+
+def forwarded_for(value: str) -> list[str]:
+    """The hops one ``Forwarded`` header value lists, leftmost first: each element's ``for`` as written
+    (a quoted-string keeps its quotes; :func:`parse_ip` reads it), or :data:`UNKNOWN_CLIENT`.
+
+    RFC 7239: elements separated by ``,``, pairs by ``;``, each pair ``token=token`` or
+    ``token="quoted-string"`` (blanks allowed around ``,`` and ``;`` only). An element that names no
+    client (no ``for``, a ``for`` twice, a ``for`` that is not a node such as ``"[203.0.113.9]"``) is an
+    ``unknown`` hop. At the first syntax error the rest of the value is one ``unknown`` hop: its
+    elements' bounds cannot be known, and a proxy's entry after a client's unclosed quote is read
+    into it. Reading from the right, a trusted proxy then names no client, never the client's text:
+    ``for="[203.0.113.9]`` followed by a proxy's ``, for="[2001:db8::7]"`` was read as 203.0.113.9.
+    """
+    hops: list[str] = []
+    at, end = _blanks(value, 0), len(value)
+    while True:
+        found = UNKNOWN_CLIENT  # an element without a for names no client
+        names: set[str] = set()
+        while at < end and value[at] != ",":
+            if value[at] == ";":
+                at = _blanks(value, at + 1)
+                continue
+            name = _TOKEN.match(value, at)
+            pair = _VALUE.match(value, name.end() + 1) if name and value.startswith("=", name.end()) else None
+            if name is None or pair is None or name.group().lower() in names:
+                hops.append(UNKNOWN_CLIENT)  # malformed: the rest of the value is one unknown hop
+                return hops
+            names.add(name.group().lower())
+            if name.group().lower() == "for":
+                found = pair.group() if _is_node(pair.group()) else UNKNOWN_CLIENT
+            at = _blanks(value, pair.end())
+            if at < end and value[at] not in ",;":
+                hops.append(UNKNOWN_CLIENT)
+                return hops
+        hops.append(found)
+        if at >= end:
+            return hops
+        at = _blanks(value, at + 1)
+
+
+def _blanks(value: str, at: int) -> int:
+    """Where the spaces and tabs from ``at`` end."""
+    while at < len(value) and value[at] in " \t":
+        at += 1
+    return at
+
+
+def _is_node(written: str) -> bool:
+    node = _unquote(written) if written.startswith('"') else written
+    if node is None or not _NODE.fullmatch(node):
+        return False
+    return node[0] != "[" or parse_ip(node) is not None  # IPv6 in brackets; digits checked by parse_ip
+
+
+def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> list[str]:
+    """The hops trusted proxies vouch for, the client first and the ``peer`` not included: ``chain``
+    read from the right while the hop that reported each is trusted; a hop that is not an address
+    ends it as :data:`UNKNOWN_CLIENT`. Empty when ``peer`` is not trusted (the peer is the client)."""
+    hops: list[str] = []
+    current = peer
+    for hop in reversed(chain):
+        if current not in trusted:
+            break
+        reported = parse_ip(hop)
+        if reported is None:
+            # Not the proxy itself: that would give a client the proxy's standing (an allow-list of
+            # the proxy's network, its rate-limit counter). An address-less client matches no list.
+            hops.append(UNKNOWN_CLIENT)
+            break
+        hops.append(str(reported))
+        current = reported
+    hops.reverse()
+    return hops
 
 
 def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) -> str:
@@ -89,17 +209,8 @@ def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) ->
     peer_ip = parse_ip(peer) if peer else None
     if peer_ip is None:
         return peer or ""
-    current = peer_ip
-    for hop in reversed(chain):
-        if current not in trusted:
-            break
-        reported = parse_ip(hop)
-        if reported is None:
-            # Not the proxy itself: that would give a client the proxy's standing (an allow-list of
-            # the proxy's network, its rate-limit counter). An address-less client matches no list.
-            return UNKNOWN_CLIENT
-        current = reported
-    return str(current)
+    hops = trusted_hops(peer_ip, chain, trusted)
+    return hops[0] if hops else str(peer_ip)
 
 
 def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
@@ -131,7 +242,9 @@ __all__ = [
     "Networks",
     "client_address",
     "forwarded_chain",
+    "forwarded_for",
     "parse_ip",
     "parse_network",
     "rewritten_by_server",
+    "trusted_hops",
 ]

@@ -14,10 +14,10 @@ from .._types import Scope
 from ..bounded import split_url
 from ..errors import HandshakeDenied
 from ..forwarded import Networks, client_address, client_network, forwarded_chain, parse_ip
+from ..param_names import fold_cookie_name, fold_name, spelled_as
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request, forwarding_headers, replaced_forwarding_header
-from .names import fold_cookie_name, fold_name, spelled_as
 
 if TYPE_CHECKING:
     from ..config import ApiConfig, UpstreamConfig
@@ -163,9 +163,20 @@ class RequestView:
             key = name.decode("latin-1").lower()
             if not replaced_forwarding_header(key, trust_forwarded=trusted):
                 headers.setdefault(key, []).append(value.decode("latin-1"))
-        for key, own in forwarding_headers(self.scope, trust_forwarded=trusted):
+        for key, own in forwarding_headers(self.scope, trust_forwarded=trusted, trusted_proxies=self._trusted,
+                                           forwarded_header=self._forwarded_header):  # fmt: skip
             headers[key] = [own]
         return headers
+
+    @property
+    def trusted_proxies(self) -> Networks | None:
+        """The configuration's ``trusted_proxies`` (None: none configured)."""
+        return self._trusted
+
+    @property
+    def forwarded_header(self) -> Literal["x-forwarded-for", "forwarded"]:
+        """The header trusted proxies name the client in (the configuration's ``forwarded_header``)."""
+        return self._forwarded_header
 
     @_Memoized
     def _forwarding_chain(self) -> list[str]:
@@ -534,7 +545,9 @@ class HandshakeContext:
                 400 when the client's values made a request that cannot be sent (see ``request_checks``).
         """
         request = build_request(api, upstream, self.request.scope, dict(self.request.path_params),
-                                trust_forwarded=self.request.peer_is_trusted_proxy)  # fmt: skip
+                                trust_forwarded=self.request.peer_is_trusted_proxy,
+                                trusted_proxies=self.request.trusted_proxies,
+                                forwarded_header=self.request.forwarded_header)  # fmt: skip
         request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
         check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi")
         return request

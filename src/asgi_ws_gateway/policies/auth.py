@@ -21,10 +21,10 @@ from pydantic import ConfigDict, Field, SecretStr, model_validator
 from ..errors import HandshakeDenied
 from ..forwarded import parse_ip
 from ..handshake.context import HandshakeContext
-from ..handshake.names import fold_name
 from ..json_depth import nests_deeper
 from ..json_names import LONE_SURROGATE
 from ..loading import LoadRefused, read_env, read_file
+from ..param_names import fold_name
 from ..safe_regex import Pattern, compile_regex
 from ..strict_numbers import StrictNumbers
 from ..templates import Condition

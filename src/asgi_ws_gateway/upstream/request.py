@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from typing import Literal
+from urllib.parse import parse_qsl, quote, unquote_plus
 
 from .._types import Headers, Scope
 from ..bounded import remember
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied
+from ..forwarded import Networks, forwarded_chain, parse_ip, trusted_hops
+from ..param_names import spelled_as
 from ..routing import split_path
 from .base import UpstreamRequest
 
@@ -32,6 +35,8 @@ the gateway, so three such handshakes put a healthy backend into cooldown."""
 
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 
+ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
+
 
 PROXY_SET = frozenset(
     {
@@ -42,7 +47,31 @@ PROXY_SET = frozenset(
 )  # fmt: skip
 """Headers a proxy or CDN sets that upstream frameworks believe: the client's address
 (``True-Client-IP``...), the host, or the URL to route by (``X-Original-URL`` and ``X-Rewrite-URL``
-override the request path in some frameworks: past the gateway's routing and policies)."""
+override the request path in some frameworks: past the gateway's routing and policies). Not the
+whole rule: see :func:`is_proxy_header`."""
+
+_PROXY_NAME_PARTS = (
+    "forwarded", "client-ip", "clientip", "client-addr", "real-ip", "connecting-ip", "user-ip", "remote-ip",
+    "remote-addr", "originating-ip", "socket-ip", "socketip", "external-address",
+)  # fmt: skip
+_PROXY_NAME_PREFIXES = ("x-original-", "x-envoy-", "x-appengine-")
+
+
+def is_proxy_header(name: str) -> bool:
+    """Whether the header ``name`` (lower case) is one a proxy, CDN or platform sets and its upstream
+    believes: :data:`PROXY_SET`, any name holding ``forwarded``, ``client-ip``, ``clientip``,
+    ``client-addr``, ``real-ip``, ``connecting-ip``, ``user-ip``, ``remote-ip``, ``remote-addr``,
+    ``originating-ip``, ``socket-ip`` or ``external-address``, and any ``X-Original-*``, ``X-Envoy-*``
+    or ``X-Appengine-*`` (``_`` read as ``-``, as CGI-style servers read it).
+
+    A list alone missed the platforms' own names: ``Client-IP``, ``X-Forwarded`` (no dash),
+    ``Forwarded-For``, ``X-Envoy-External-Address``, ``Fly-Client-IP``, ``X-Appengine-User-Ip``,
+    ``X-Azure-ClientIP`` and ``X-ProxyUser-Ip`` reached the upstream from any client.
+    """
+    if name in PROXY_SET:
+        return True
+    name = name.replace("_", "-")
+    return any(part in name for part in _PROXY_NAME_PARTS) or name.startswith(_PROXY_NAME_PREFIXES)
 
 
 VIA_RECEIVED_BY = "asgi-ws-gateway"
@@ -51,14 +80,20 @@ RFC 9110 §7.6.3: no host name or version leaks); ``handshake.forwarding_loop`` 
 _VIA_ENTRY = f"1.1 {VIA_RECEIVED_BY}"  # a WebSocket handshake is HTTP/1.1 (RFC 6455 §4.1)
 
 
-def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
+def upstream_headers(
+    scope: Scope,
+    *,
+    trust_forwarded: bool = False,
+    trusted_proxies: Networks | None = None,
+    forwarded_header: ForwardedHeader = "x-forwarded-for",
+) -> list[tuple[str, str]]:
     """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` and the gateway's ``Via`` entry
     (after the client's own) for the upstream handshake.
 
-    The client's own ``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP`` and the other headers a proxy
-    sets (:data:`PROXY_SET`) go upstream only when ``trust_forwarded`` (the TCP peer is one of
+    The client's own ``Forwarded``, ``X-Real-IP`` and the other headers a proxy sets
+    (:func:`is_proxy_header`) go upstream only when ``trust_forwarded`` (the TCP peer is one of
     ``trusted_proxies``): from anyone else they are forgeries, and an upstream that reads them would
-    believe them.
+    believe them. ``X-Forwarded-For`` is the gateway's own (:func:`forwarding_headers`).
     """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     kept: list[tuple[str, str]] = []
@@ -69,7 +104,9 @@ def upstream_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tup
             sent = _crossing(name_b, trust_forwarded)
         if sent:
             kept.append((sent[0], value_b.decode("latin-1")))
-    kept += forwarding_headers(scope, trust_forwarded=trust_forwarded)
+    kept += forwarding_headers(
+        scope, trust_forwarded=trust_forwarded, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header
+    )
     kept.append(("via", _VIA_ENTRY))
     return kept
 
@@ -93,23 +130,39 @@ def _crossing(name_b: bytes, trust_forwarded: bool) -> tuple[str, ...]:
 def replaced_forwarding_header(name: str, *, trust_forwarded: bool) -> bool:
     """Whether the client's header ``name`` (lower case) is replaced by the gateway's own value
     (``X-Forwarded-*``, :func:`forwarding_headers`) or, from a peer that is not a trusted proxy,
-    dropped (:data:`PROXY_SET`): what the upstream is sent under that name is never the client's."""
-    return name.startswith("x-forwarded-") or (not trust_forwarded and name in PROXY_SET)
+    dropped (:func:`is_proxy_header`): what the upstream is sent under that name is never the client's."""
+    return name.startswith("x-forwarded-") or (not trust_forwarded and is_proxy_header(name))
 
 
-def forwarding_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[tuple[str, str]]:
-    """The ``X-Forwarded-For``, ``-Proto`` and ``-Host`` the gateway sends upstream: the client's
-    forwarding chain plus the peer when the peer is a trusted proxy, else the peer alone; the
-    connection's scheme; the ``Host`` header. Policies read these, not the client's."""
-    forwarded_for: list[str] = []
+def forwarding_headers(
+    scope: Scope,
+    *,
+    trust_forwarded: bool = False,
+    trusted_proxies: Networks | None = None,
+    forwarded_header: ForwardedHeader = "x-forwarded-for",
+) -> list[tuple[str, str]]:
+    """The ``X-Forwarded-For``, ``-Proto`` and ``-Host`` the gateway sends upstream: the hops its
+    trusted proxies vouch for in ``forwarded_header`` (the client first, as the gateway resolved it:
+    :func:`~..forwarded.trusted_hops`) plus the peer when the peer is a trusted proxy, else the peer
+    alone; the connection's scheme; the ``Host`` header. Policies read these, not the client's.
+
+    Never a header the configuration does not believe, nor what a client wrote left of itself: under
+    ``forwarded_header: forwarded`` the upstream was sent the client's own ``X-Forwarded-For`` (a
+    client admitted as 203.0.113.9 reached it as ``6.6.6.6, 127.0.0.1``), and a forged leftmost
+    entry is what most frameworks read as the client. Without ``trusted_proxies`` (an older caller)
+    the peer's whole ``X-Forwarded-For`` is kept, as before.
+    """
+    chain: list[str] = []
     host = ""
+    wanted = forwarded_header.encode("latin-1")
     for name_b, value_b in scope.get("headers", []):
         name = name_b.lower()
         if name == b"host":
             host = value_b.decode("latin-1")
-        elif name == b"x-forwarded-for" and trust_forwarded:
-            forwarded_for.append(value_b.decode("latin-1"))
+        elif name == wanted and trust_forwarded:
+            chain.append(value_b.decode("latin-1"))
     client = scope.get("client")
+    forwarded_for = _vouched_for(client[0] if client else "", chain, trusted_proxies, forwarded_header)
     if client:
         forwarded_for.append(client[0])
     headers: list[tuple[str, str]] = []
@@ -119,6 +172,18 @@ def forwarding_headers(scope: Scope, *, trust_forwarded: bool = False) -> list[t
     if host:
         headers.append(("x-forwarded-host", host))
     return headers
+
+
+def _vouched_for(
+    peer: str, values: list[str], trusted_proxies: Networks | None, forwarded_header: ForwardedHeader
+) -> list[str]:
+    """The hops of the trusted peer's ``values`` of ``forwarded_header`` that go upstream, client first."""
+    if not values:
+        return []
+    peer_ip = parse_ip(peer) if peer else None
+    if trusted_proxies is None or peer_ip is None:
+        return values if forwarded_header == "x-forwarded-for" else []
+    return trusted_hops(peer_ip, forwarded_chain(values, forwarded_header), trusted_proxies)
 
 
 # What stays as is in a path segment and in a query string; everything else is percent-encoded.
@@ -141,10 +206,33 @@ def fill_template(template: str, params: dict[str, str]) -> str:
 
 
 def with_query(url: str, query: bytes) -> str:
-    """``url`` with the client's query string appended; bytes a URL cannot carry are percent-encoded."""
+    """``url`` with the client's query string appended; bytes a URL cannot carry are percent-encoded.
+
+    A parameter ``url`` sets itself (``ws://chat/?room={room}``, ``?tenant=acme``) is the operator's:
+    the client's copies of it, in every spelling a server reads as its name (:mod:`.param_names`:
+    ``ROOM``, ``r%6Fom``, ``room[]``), are dropped, as ``set-query-parameter`` and ``rewrite-uri`` drop
+    them. Appended after it, ``/ws/chat/lobby?room=staff`` reached the upstream as
+    ``/chat?room=lobby&room=staff``, and frameworks that read the last copy read ``staff``, a room
+    the policies, which saw the path parameter ``lobby``, never checked.
+    """
     if not query:
         return url
+    own = url.partition("?")[2]
+    if own:
+        spellings = [spelled_as(name) for name, _ in parse_qsl(own, keep_blank_values=True)]
+        if spellings:
+            sent = query.split(b"&")
+            kept = [part for part in sent if not any(s(_sent_name(part)) for s in spellings)]
+            if len(kept) != len(sent):
+                query = b"&".join(part for part in kept if part)
+                if not query:
+                    return url
     return f"{url}{'&' if '?' in url else '?'}{quote(query, safe=_QUERY_SAFE)}"
+
+
+def _sent_name(part: bytes) -> str:
+    """A query parameter's name as servers read it: decoded once, ``+`` a space (as ``parse_qsl``)."""
+    return unquote_plus(part.partition(b"=")[0].decode("latin-1"), errors="surrogateescape")
 
 
 def request_path(scope: Scope) -> str:
@@ -153,7 +241,14 @@ def request_path(scope: Scope) -> str:
 
 
 def build_request(
-    api: ApiConfig, upstream: UpstreamConfig, scope: Scope, params: dict[str, str], *, trust_forwarded: bool = False
+    api: ApiConfig,
+    upstream: UpstreamConfig,
+    scope: Scope,
+    params: dict[str, str],
+    *,
+    trust_forwarded: bool = False,
+    trusted_proxies: Networks | None = None,
+    forwarded_header: ForwardedHeader = "x-forwarded-for",
 ) -> UpstreamRequest:
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
@@ -162,7 +257,9 @@ def build_request(
         url = with_query(fill_template(upstream.url, params), query)
     return UpstreamRequest(
         url=url,
-        headers=upstream_headers(scope, trust_forwarded=trust_forwarded),
+        headers=upstream_headers(
+            scope, trust_forwarded=trust_forwarded, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header
+        ),
         subprotocols=list(scope.get("subprotocols") or ()),
         scope=scope,
         path_params=params,
@@ -190,6 +287,7 @@ __all__ = [
     "bad_request",
     "build_request",
     "forwarding_headers",
+    "is_proxy_header",
     "replaced_forwarding_header",
     "upstream_headers",
 ]
