@@ -15,6 +15,7 @@ from asgi_ws_gateway.json_names import check_unique_names
 from asgi_ws_gateway.messages.context import ConnectionContext
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.policies.build import GatewayPolicies, load_config
+from asgi_ws_gateway.policies.message_checks import ValidateMessage
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.state.memory import MemoryState
 from support.policies import context
@@ -95,4 +96,61 @@ def test_a_schema_mismatch_quotes_no_long_name_of_the_message() -> None:
     pipeline = _check({"additionalProperties": {"type": "string"}}, controls)
     assert asyncio.run(pipeline.process(message, len(message))) is None  # dropped, and answered:
     detail = json.loads(controls.to_client[0])["detail"]
+    assert detail == "the message does not match the schema"  # too large to describe: nothing quoted
+    message = '{"%s": 0}' % ("n" * 10_000)  # described: the name cut
+    assert asyncio.run(pipeline.process(message, len(message))) is None
+    detail = json.loads(controls.to_client[1])["detail"]
     assert detail == f"the message does not match the schema at /{'n' * 40}... (type)"
+
+
+class _Counting:
+    """A validator's calls, counted: the checks the gateway makes of one message."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def is_valid(self, value: Any) -> bool:
+        self.calls.append("is_valid")
+        return bool(self.inner.is_valid(value))
+
+    def validate(self, value: Any) -> None:
+        self.calls.append("validate")
+        self.inner.validate(value)
+
+
+@pytest.mark.parametrize(
+    ("message", "calls", "described"),
+    [
+        ('{"text": 1}', ["validate"], True),
+        ('{"text": "ok"}', ["validate"], None),
+        ('{"text": [' + ",".join(["1"] * 40_000) + "]}", ["is_valid"], False),  # past DESCRIBED_UP_TO (64 KiB)
+    ],
+    ids=["invalid", "valid", "large-invalid"],
+)
+def test_a_message_is_parsed_and_matched_once(message: str, calls: list[str], described: bool | None) -> None:
+    """An attack pass found an invalid message checked (``is_valid``) and then described (``validate``):
+    its patterns matched twice, and a 1 MiB one failing at its root built an error holding all of it
+    (110-270 ms and 90 MB, against 1-2 ms to pass one)."""
+    controls = _Controls()
+    schema = {"properties": {"text": {"type": "string"}}}
+    api = {"name": "chat", "path": "/ws/chat", "upstreams": ["ws://127.0.0.1:9/"],
+           "message_policies": {"inbound": [{"validate-message": {"schema": schema}}]}}  # fmt: skip
+    policies = GatewayPolicies(load_config({"apis": [api]}), store=MemoryState())
+    (policy,) = [built for built in policies._builder.built if isinstance(built, ValidateMessage)]
+    counting = policy.validator = _Counting(policy.validator)
+    connection = ConnectionContext(context("/ws/chat"), RelayStats(), controls)
+    chosen = policies.message_policies(connection.handshake)
+    assert chosen is not None
+    pipeline, _ = chosen.attach(connection)
+    assert pipeline is not None
+    result = pipeline.process_now(message, len(message))
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    assert counting.calls == calls
+    if described is None:
+        assert result == message
+    else:
+        assert result is None
+        detail = json.loads(controls.to_client[0])["detail"]
+        assert detail.endswith("at /text (type)") == described
