@@ -39,7 +39,7 @@ from .loading import (
     read_regular_file,
 )
 from .plugins import MODULE_NAME, load_plugins
-from .redact import CONTROL_CHARACTERS, redact_free_text
+from .redact import CONTROL_CHARACTERS, is_credential_name, redact_free_text, redact_values
 from .redis_client import parse_redis_url
 from .routing import PathTemplate, PathTemplateError, overlapping
 from .strict_numbers import StrictNumbers, non_finite_numbers
@@ -1003,9 +1003,21 @@ def _describe(loc: tuple[Any, ...], errors: list[Any]) -> str:
     message = "; ".join(dict.fromkeys(error["msg"] for error in errors))
     if first["type"] in {"extra_forbidden"}:
         message = "unknown field"
+    elif _credential_field(loc):  # its value is never quoted, not even by a validator's message
+        message = redact_values(message, first.get("input"))
     elif first["type"] != "missing" and not first["type"].startswith(_OWN_ERRORS):
         message = f"{message} (got {redact_free_text(shorten(first['input']))})"
     return f"{where or '(top level)'}: {message}"
+
+
+def _credential_field(loc: tuple[Any, ...]) -> bool:
+    """Whether the field is named as a credential (``key_sha256``, a ``password``): the error about a
+    wrong value must not quote it (``check`` and start-up write errors to terminals and logs)."""
+    name = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    return is_credential_name(name) and name not in _NAMED_LIKE_CREDENTIALS
+
+
+_NAMED_LIKE_CREDENTIALS = frozenset({"passthrough", "max_keys"})  # a mode and a count
 
 
 def shorten(value: Any, limit: int = 80) -> str:

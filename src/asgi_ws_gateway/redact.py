@@ -234,17 +234,90 @@ def is_credential_name(name: str) -> bool:
     return _CREDENTIAL_NAME.search(name) is not None
 
 
+CREDENTIAL_VALUES = frozenset(
+    {"value", "values", "pattern", "equals", "not_equals", "in", "one_of", "matches", "contains"}
+)
+"""The settings that hold or test the value of what :func:`credential_setting` names: a ``set-header``'s
+``value``, a ``check-header``'s ``values`` and ``pattern``, a condition's operands (``in`` is ``one_of``
+by its alias)."""
+
+
 def credential_setting(settings: Mapping[str, Any]) -> str | None:
-    """The header or query parameter a policy's ``settings`` name as a credential, if any: their
-    ``value``/``values`` are then secrets (``set-header`` of ``X-Internal-Auth``, ``check-header`` of
-    ``X-Api-Key``, ``set-query-parameter`` of ``api_key``), which no output may show."""
+    """The header, query parameter, context value or JWT claim a policy's ``settings`` (or a condition)
+    name as a credential, if any: their :data:`CREDENTIAL_VALUES` are then secrets (``set-header`` of
+    ``X-Internal-Auth``, ``check-header`` of ``X-Api-Key``, ``set-query-parameter`` of ``api_key``,
+    ``{ref: header.x-api-key, in: [...]}``, ``{claim: api_key, equals: ...}``), which no output may show."""
     header = settings.get("header")
     if isinstance(header, str) and (header.lower() in SENSITIVE_HEADERS or is_credential_name(header)):
         return header
     parameter = settings.get("parameter")
     if isinstance(parameter, str) and is_credential_parameter(parameter):
         return parameter
+    ref = settings.get("ref")
+    if isinstance(ref, str) and _credential_reference(ref):
+        return ref
+    claim = settings.get("claim")
+    if isinstance(claim, str) and is_credential_name(claim):
+        return claim
     return None
+
+
+def _credential_reference(ref: str) -> bool:
+    """Whether a condition's ``ref`` reads a credential: ``header.x-api-key``, ``query.api_key``,
+    ``cookie.session``, ``jwt.session_id``, ``path.token``."""
+    namespace, dot, key = ref.strip().partition(".")
+    if not dot:
+        return False
+    if namespace == "header":
+        return key.lower() in SENSITIVE_HEADERS or is_credential_name(key)
+    if namespace == "query":
+        return is_credential_parameter(key)
+    return is_credential_name(key)
+
+
+def redact_values(text: str, values: object) -> str:
+    """``text`` (an error message) without what it quotes of the strings in ``values`` (secrets, or
+    JSON-like data holding them): each part that is wholly of one (quoted, or after ``: ``, as RE2's
+    ``missing ): (abc`` quotes a pattern's rest), and each run of 4 characters or more that one
+    holds, read as ``REDACTED``.
+
+    >>> redact_values("bad escape: \\k<s3cret-key", {"pattern": "ab|\\k<s3cret-key"})
+    'bad escape: REDACTED'
+    """
+    secrets = [value for value in _strings(values) if value]
+    if not secrets:
+        return text
+
+    def secret(part: str) -> bool:
+        return any(part in value for value in secrets)
+
+    text = _QUOTED_PART.sub(lambda m: m[0] if not secret(m[2]) else f"{m[1]}{REDACTED}{m[1]}", text)
+    text = _LAST_PART.sub(lambda m: m[0] if not secret(m[1]) else REDACTED, text)
+    out, start, i = [], 0, 0
+    while i <= len(text) - _SHORTEST_QUOTE:
+        end = i + _SHORTEST_QUOTE
+        if not secret(text[i:end]):
+            i += 1
+            continue
+        while end < len(text) and secret(text[i : end + 1]):
+            end += 1
+        out += [text[start:i], REDACTED]
+        start = i = end
+    return "".join([*out, text[start:]])
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in ``value`` (JSON-like), keys aside."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    return [text for item in value for text in _strings(item)] if isinstance(value, list | tuple) else []
+
+
+_SHORTEST_QUOTE = 4  # shorter runs are words any message and any secret may share (")", "an")
+_QUOTED_PART = re.compile(r"(['\"])((?:(?!\1).)+)\1")
+_LAST_PART = re.compile(r"(?<=: )((?:(?!: ).)+)$")
 
 
 def is_credential_parameter(name: str) -> bool:
@@ -563,10 +636,12 @@ class RedactingFilter(logging.Filter):
             return True  # a logger's filter did it; a handler's (run's log configuration) need not again
         setattr(record, REDACTED_MARK, True)
         args = record.args
-        if isinstance(args, Mapping):  # logging's one mapping argument (``%(name)s``), or one dumped whole
+        # dict, not the Mapping ABC: an isinstance of an ABC is a Python call, for each argument of
+        # every record (what logging hands over as a mapping, and uvicorn.asgi's scopes, are dicts).
+        if type(args) is not tuple and isinstance(args, Mapping):  # logging's one mapping (``%(name)s``)
             record.args = _redacted_mapping(args)
-        elif args and any(isinstance(arg, Mapping) for arg in args):  # uvicorn.asgi's scopes and messages
-            record.args = tuple(_redacted_mapping(arg) if isinstance(arg, Mapping) else arg for arg in args)
+        elif args and any(isinstance(arg, dict) for arg in args):  # uvicorn.asgi's scopes and messages
+            record.args = tuple(_redacted_mapping(arg) if isinstance(arg, dict) else arg for arg in args)
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record)  # its formatter needs the arguments as they are
         else:
@@ -735,6 +810,7 @@ _ACCESS_LOGGER = "asgi_ws_gateway.access"
 
 __all__ = [
     "CONTROL_CHARACTERS",
+    "CREDENTIAL_VALUES",
     "CREDENTIAL_WORDS",
     "LIBRARY_LOGGERS",
     "REDACTED",
@@ -763,4 +839,5 @@ __all__ = [
     "redact_url",
     "redact_url_credentials",
     "redact_url_remembered",
+    "redact_values",
 ]

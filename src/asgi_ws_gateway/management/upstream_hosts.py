@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 from ..config import ApiConfig, GatewayConfig, Host, parse_host
 from ..policies.build import run_name
-from ..redact import is_credential_name, redact_url_credentials
-from .disclosure import secret_setting, url_credential
+from ..redact import redact_url_credentials
+from .disclosure import secret_setting, set_credentials, url_credential
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 _ANY_HOST: Host = ("*", None)
@@ -151,7 +151,7 @@ def _secrets(scope: _Scope, skip: set[str]) -> Iterator[str]:
     for kind, settings in _runs(scope.inbound, scope, skip):
         names = [*_secret_names(settings)]
         if kind == "transform-message" and isinstance(settings, Mapping):
-            names += _set_credentials(settings.get("set"))
+            names += (f"set {path}" for path in set_credentials(settings.get("set")))
         for name in names:
             yield f"{scope.where} {kind} {name}"
 
@@ -169,18 +169,6 @@ def _secret_names(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _secret_names(item)
-
-
-def _set_credentials(fields: Any, prefix: str = "") -> Iterator[str]:
-    """The fields a ``transform-message`` ``set`` writes whose name says credential (``api_key``, ``auth.token``)."""
-    if not isinstance(fields, Mapping):
-        return
-    for key, value in fields.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            yield from _set_credentials(value, f"{path}.")
-        elif is_credential_name(str(key)) and value not in (None, ""):
-            yield f"set {path}"
 
 
 def _destinations(scopes: Sequence[_Scope], api: ApiConfig, skip: set[str]) -> Iterator[tuple[bool, str, str]]:

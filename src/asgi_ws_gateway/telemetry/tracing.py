@@ -36,7 +36,7 @@ from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
-from ..redact import redact_text, redact_url_remembered
+from ..redact import redact_free_text, redact_text, redact_url_remembered
 from ..wire_numbers import parse_port
 from . import current, propagation
 from . import names as n
@@ -258,8 +258,12 @@ class HandshakeTrace:
                 current.detach(token)
         except Exception as exc:  # as use_span: Exception, not BaseException (a cancellation is not an error)
             if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                # Redacted as a log line's exception is: a client library's message may quote its request
+                # (a URL's query, an Authorization header, a token).
+                message = redact_free_text(str(exc))
+                stacktrace = redact_free_text("".join(traceback.format_exception(exc)))
+                span.record_exception(exc, {"exception.message": message, "exception.stacktrace": stacktrace})
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
             raise
         finally:
             span.end()
