@@ -112,6 +112,10 @@ STAMPED = {"user": "alice", "meta": {"by": "alice"}}
         ({"META": {"Internal": 1, "x": 2}}, {"user": "alice", "meta": {"x": 2, "by": "alice"}}),
         ({"Meta": {"BY": "mallory"}, "x": 1}, {"x": 1, **STAMPED}),
         ({"meta": "not an object", "x": 1}, {"x": 1, **STAMPED}),
+        # A literal dotted name is what lodash's _.get(message, "meta.by") reads first: it outranked
+        # the stamp, and outlived remove: [meta.internal] (an attack pass)
+        ({"meta.by": "mallory", "META.INTERNAL": True, "x": 1}, {"x": 1, **STAMPED}),
+        ({"meta": {"internal": 1}, "Meta.Internal": 1, "user.x": 1}, {"user.x": 1, **STAMPED}),
     ],
 )
 async def test_remove_and_set_act_on_every_case_variant_of_the_name(

@@ -340,8 +340,18 @@ def _matching(value: dict[str, Any], part: str) -> list[str]:
     return [key for key in value if key.casefold() == folded]
 
 
+def _drop_dotted(value: dict[str, Any], rest: tuple[str, ...]) -> None:
+    """Remove the keys that spell ``rest`` whole, dots and all (``"meta.by"`` beside ``meta: {by}``):
+    lodash's ``_.get(message, "meta.by")``, the path the operator wrote, reads such a key first, so
+    a client's own ``"meta.by"`` outranked the value set (and outlived a removal)."""
+    if len(rest) > 1:
+        for key in _matching(value, ".".join(rest)):
+            del value[key]
+
+
 def _set(value: dict[str, Any], path: tuple[str, ...], new: Any) -> None:
-    for key in path[:-1]:
+    for depth, key in enumerate(path[:-1]):
+        _drop_dotted(value, path[depth:])
         matching = _matching(value, key)
         children = [value[k] for k in matching if isinstance(value[k], dict)]
         child = children[-1] if children else {}
@@ -357,6 +367,7 @@ def _set(value: dict[str, Any], path: tuple[str, ...], new: Any) -> None:
 
 
 def _remove(value: dict[str, Any], path: tuple[str, ...]) -> None:
+    _drop_dotted(value, path)
     matching = _matching(value, path[0])
     if len(path) == 1:
         for key in matching:
