@@ -636,12 +636,12 @@ class RedactingFilter(logging.Filter):
             return True  # a logger's filter did it; a handler's (run's log configuration) need not again
         setattr(record, REDACTED_MARK, True)
         args = record.args
-        # dict, not the Mapping ABC: an isinstance of an ABC is a Python call, for each argument of
-        # every record (what logging hands over as a mapping, and uvicorn.asgi's scopes, are dicts).
+        # Plain dicts, looked for in C: every record passes here (an isinstance of the Mapping ABC is a
+        # Python call per argument); what logging hands over as a mapping, and uvicorn.asgi's scopes, are dicts.
         if type(args) is not tuple and isinstance(args, Mapping):  # logging's one mapping (``%(name)s``)
             record.args = _redacted_mapping(args)
-        elif args and any(isinstance(arg, dict) for arg in args):  # uvicorn.asgi's scopes and messages
-            record.args = tuple(_redacted_mapping(arg) if isinstance(arg, dict) else arg for arg in args)
+        elif args and dict in map(type, args):  # uvicorn.asgi's scopes and messages
+            record.args = tuple(_redacted_mapping(arg) if type(arg) is dict else arg for arg in args)
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record)  # its formatter needs the arguments as they are
         else:
