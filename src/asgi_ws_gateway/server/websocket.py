@@ -60,6 +60,7 @@ from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
+from uvicorn._types import ASGIReceiveEvent
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -183,6 +184,19 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().data_received(data)
         if self.conn.parser_exc is not None:
             self._log_fault(self.conn.close_sent.code if self.conn.close_sent else 1002, str(self.conn.parser_exc))
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """uvicorn's, but reading resumes once the application's queue is empty only if no large read
+        still waits to be parsed: uvicorn resumed it whatever :class:`ReadShares` held, so every message
+        the application took let one more read (256 KiB) in while 32 KiB a turn were parsed out (a
+        client flooding 64 KiB messages on the relay grew the worker by 3 GB in 16 s)."""
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            shares = self._shares
+            if shares is None or not shares.waiting:  # else the last share resumes it
+                self.transport.resume_reading()
+        return message
 
     def _read_shares(self) -> ReadShares:
         """A large read's frames, parsed a share per loop turn: websockets parses all of a read at once,
