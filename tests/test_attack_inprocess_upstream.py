@@ -182,3 +182,35 @@ async def test_a_large_or_endless_refusal_body_is_cut_as_a_network_upstreams(uvi
     assert (status, headers.get("x-reason"), body) == (403, "quota", (chunk * 16)[: 64 * 1024])
     async with asyncio.timeout(5):
         assert await ended.get() == f"AppDisconnected after {64 * 1024}"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"type": "websocket.send", "text": "\u00e9" * 614_400}, {"type": "websocket.send", "bytes": b"x" * (1 << 20 | 1)}],
+    ids=["text-of-fewer-characters-than-bytes", "bytes"],
+)
+async def test_a_message_over_the_limit_closes_the_client_at_once_as_a_network_upstreams(
+    uvicorn_server: UvicornFactory, message: Message
+) -> None:
+    """``"é" * 614400`` is 1.2 MB under a 1 MiB limit: it reached the client (the check read its
+    characters, not its bytes). And the client's close waited for the app to finish, up to
+    ``close_timeout``: here 60 s, and the app finishes only once the client has its close."""
+    client_closed = asyncio.Event()
+    finished: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send(message)
+        assert (await receive())["type"] == "websocket.disconnect"
+        await client_closed.wait()
+        finished.append(True)
+
+    server = _serve(uvicorn_server, app, "websockets-sansio", close_timeout=60)
+    async with await connect(server.url("/ws/a"), max_size=None) as ws:
+        async with asyncio.timeout(20):  # a hang detector: the app does not end before the close
+            assert await expect_close(ws) == (1001, "upstream message too big")
+    client_closed.set()
+    async with asyncio.timeout(20):
+        while not finished:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)

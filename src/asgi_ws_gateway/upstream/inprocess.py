@@ -195,8 +195,12 @@ class InProcessConnection:
         if isinstance(item, UpstreamClosed):
             self._from_app.put_nowait(item)  # every later recv sees the end too
             raise item
-        if len(item) > self._max_size and (isinstance(item, bytes) or len(item.encode()) > self._max_size):
-            await self.close(1009, "message too big")
+        if _too_big(item, self._max_size):
+            # The client is told at once; the app gets its disconnect and finishes in its own time
+            # (awaiting it here held the client's close for close_timeout, a network upstream's not).
+            self._disconnect_app(1009, "message too big")
+            _drain(self._from_app)
+            self._from_app.put_nowait(UpstreamClosed(1009, "message too big", by_peer=False))
             raise UpstreamClosed(1009, "message too big", by_peer=False)
         return item
 
@@ -274,6 +278,15 @@ def _response_headers(message: Message) -> list[tuple[str, str]] | None:
     network upstream, instead of a response the server refuses to write or one of the app's making."""
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
     return headers if all(valid_header(n, v) for n, v in headers) else None
+
+
+def _too_big(item: Data, limit: int) -> bool:
+    """Whether a message is over ``limit`` bytes, a text as UTF-8: up to 4 bytes a character, so a
+    text of fewer characters than the limit may still be over it (``"é" * 614400`` is 1.2 MB; it
+    was relayed under a 1 MiB limit)."""
+    if isinstance(item, bytes):
+        return len(item) > limit
+    return len(item) > limit or (len(item) * 4 > limit and len(item.encode()) > limit)
 
 
 def _drain(queue: asyncio.Queue[Any]) -> None:
