@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgi_ws_gateway import redact
+from asgi_ws_gateway import log_redaction
 from asgi_ws_gateway.redact import redact_text
 from asgi_ws_gateway.telemetry.access import AccessLog
 
@@ -48,7 +48,7 @@ def test_a_json_record_is_one_line_whatever_the_client_put_in_it(caplog: pytest.
 def test_any_text_round_trips_on_one_line(path: str, reason: str) -> None:
     """Any path and reason, through the logger's RedactingFilter: one line, valid JSON, no raw character
     from the hostile set, the values back as redacted (a ``?``, ``#`` or quote ends nothing early)."""
-    redact.install()
+    log_redaction.install()
     handler = _Collect()
     logger = logging.getLogger("asgi_ws_gateway.access")
     logger.addHandler(handler)

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from asgi_ws_gateway.redact import RedactingFilter, printable
+from asgi_ws_gateway.log_redaction import RedactingFilter
+from asgi_ws_gateway.redact import printable
 from asgi_ws_gateway.server.logconfig import LineFormatter
 from asgi_ws_gateway.telemetry import access
 from asgi_ws_gateway.telemetry.access import AccessLog, access_logger

@@ -8,7 +8,7 @@ import sys
 import pytest
 from uvicorn.logging import DefaultFormatter
 
-from asgi_ws_gateway.redact import RedactingFilter, formatted_message
+from asgi_ws_gateway.log_redaction import RedactingFilter, formatted_message
 from asgi_ws_gateway.server.logconfig import LineFormatter, run_log_config
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"

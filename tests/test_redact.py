@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from asgi_ws_gateway import redact
+from asgi_ws_gateway import log_redaction, redact
+from asgi_ws_gateway.log_redaction import RedactingFilter
 from asgi_ws_gateway.redact import (
     REDACTED,
-    RedactingFilter,
     credential_headers,
     printable,
     redact_headers,
@@ -176,9 +176,9 @@ def test_install_puts_one_filter_per_logger() -> None:
     """uvicorn's, websockets' and the gateway's loggers each get exactly one filter, however often installed."""
     import asgi_ws_gateway.middleware  # noqa: F401 - its logger must exist
 
-    redact.install()
-    redact.install()
-    for name in (*redact.UVICORN_LOGGERS, *redact.WEBSOCKETS_LOGGERS, "asgi_ws_gateway.middleware"):
+    log_redaction.install()
+    log_redaction.install()
+    for name in (*log_redaction.UVICORN_LOGGERS, *log_redaction.WEBSOCKETS_LOGGERS, "asgi_ws_gateway.middleware"):
         assert sum(isinstance(f, RedactingFilter) for f in logging.getLogger(name).filters) == 1
 
 
@@ -191,7 +191,7 @@ def test_filter_redacts_a_record_once_however_many_filters_it_meets(monkeypatch:
         calls.append(text)
         return real(text)
 
-    monkeypatch.setattr(redact, "redact_text", counting)
+    monkeypatch.setattr(log_redaction, "redact_text", counting)
     record = _record("client %s sent %s", "127.0.0.1:1", f"/x?t={JWT}")
     assert RedactingFilter().filter(record)
     first = len(calls)

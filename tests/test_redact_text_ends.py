@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgi_ws_gateway import redact
-from asgi_ws_gateway.redact import REDACTED, RedactingFilter, redact_text
+from asgi_ws_gateway import log_redaction
+from asgi_ws_gateway.log_redaction import RedactingFilter
+from asgi_ws_gateway.redact import REDACTED, redact_text
 from asgi_ws_gateway.telemetry.access import AccessLog
 
 # Every byte a request target may carry (0x21-0x7e), non-ASCII text, and percent-escapes of anything.
@@ -113,7 +114,7 @@ def test_ordinary_text_keeps_its_words() -> None:
 def test_a_json_access_line_is_redacted_field_by_field(caplog: pytest.LogCaptureFixture) -> None:
     """A ``?`` in a path (``%3F``) or a close reason redacts that field's values, not the fields after
     it: the line stays JSON (a filter reading it as one text would redact to the next space)."""
-    redact.install()
+    log_redaction.install()
     reason = "see /cb?access_token=SECRET#k=v"
     fields = {"client": "10.0.0.1:5", "path": "/ws/a?x=1", "api": "chat", "status": 101, "closed_by": "client",
               "close_code": 4000, "close_reason": reason, "backend": "ws://up/x"}  # fmt: skip

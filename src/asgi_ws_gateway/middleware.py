@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import redact
+from . import log_redaction, redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
 from .errors import ConfigError, HandshakeDenied
@@ -100,9 +100,9 @@ class WebSocketGateway:
     configuration does not raise: the gateway answers the lifespan start-up with
     ``lifespan.startup.failed`` and the problems, so that uvicorn stops instead of serving 500s.
 
-    Constructing it puts a :class:`~asgi_ws_gateway.redact.RedactingFilter` on uvicorn's loggers
+    Constructing it puts a :class:`~asgi_ws_gateway.log_redaction.RedactingFilter` on uvicorn's loggers
     (their lines carry request query strings) and redacts every record of the libraries it drives
-    (``redact.LIBRARY_LOGGERS``: httpx, urllib3, OpenTelemetry...) as it is made.
+    (``log_redaction.LIBRARY_LOGGERS``: httpx, urllib3, OpenTelemetry...) as it is made.
     """
 
     _failed: StartupFailure | None = None
@@ -118,7 +118,7 @@ class WebSocketGateway:
         logger_provider: LoggerProvider | None = None,
     ) -> None:
         self.app = app
-        redact.install()
+        log_redaction.install()
         try:
             policies = load_policies(config)
         except ConfigError as exc:

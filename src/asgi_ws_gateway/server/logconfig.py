@@ -6,7 +6,7 @@ uvicorn's own configuration (``uvicorn.error`` to stderr, ``uvicorn.access`` to 
 * ``asgi_ws_gateway.access``, the gateway's one line per connection, to stdout: a uvicorn-style
   text line, or, for ``json``, the bare JSON object so that each line parses;
 * every other library's warnings and errors (the root logger) to stderr, formatted as uvicorn's;
-* a :class:`~asgi_ws_gateway.redact.RedactingFilter` on every handler, so no query value, credential
+* a :class:`~asgi_ws_gateway.log_redaction.RedactingFilter` on every handler, so no query value, credential
   header or JWT reaches the output, whichever logger wrote it.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import DefaultFormatter
 
-from ..redact import formatted_message
+from ..log_redaction import formatted_message
 
 ACCESS_LOGGER = "asgi_ws_gateway.access"
-_REDACT = {"()": "asgi_ws_gateway.redact.RedactingFilter"}
+_REDACT = {"()": "asgi_ws_gateway.log_redaction.RedactingFilter"}
 _LINES = "asgi_ws_gateway.server.logconfig.LineFormatter"
 _PLAIN_FORMAT = "%(levelprefix)s %(message)s"  # uvicorn's default format, and the text access lines'
 
@@ -31,7 +31,7 @@ class LineFormatter(DefaultFormatter):
     """uvicorn's ``DefaultFormatter`` (``INFO:     message``), writing the same lines for less.
 
     uvicorn's copies every record to add its ``levelprefix``; without colours this one sets it on the
-    record itself, and it reuses the message the :class:`~asgi_ws_gateway.redact.RedactingFilter`
+    record itself, and it reuses the message the :class:`~asgi_ws_gateway.log_redaction.RedactingFilter`
     formatted instead of formatting it again: with the access line, two lines a connection.
     """
 

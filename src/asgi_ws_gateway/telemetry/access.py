@@ -21,7 +21,8 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
-from ..redact import REDACTED_MARK, printable, printable_json, redact_text
+from ..log_redaction import REDACTED_MARK
+from ..redact import printable, printable_json, redact_text
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
