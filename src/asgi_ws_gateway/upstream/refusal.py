@@ -58,10 +58,11 @@ class HeldRefusal:
     """What a client's HTTP parser may read of an upstream's answer (after its interim responses).
 
     A refusal (4xx, 5xx) is held back until its body, as :class:`RefusalBody` reads it, is in (or the
-    upstream's EOF), then handed over as one response: its head as sent, but for its framing headers,
-    which become a ``Content-Length`` of the body kept. Anything else passes as it comes, and so does
-    an answer the parser must judge itself: a head with a bare CR or LF, one over ``limit`` bytes,
-    malformed chunks (it fails on them as before, at once).
+    upstream's EOF), then handed over as one response: its head as sent, but for its status line,
+    which says HTTP/1.1 (and has its space before the reason phrase, empty or not), and its framing
+    headers, which become a ``Content-Length`` of the body kept. Anything else passes as it comes,
+    and so does an answer the parser must judge itself: a head with a bare CR or LF, one over
+    ``limit`` bytes, malformed chunks (it fails on them as before, at once).
     """
 
     def __init__(self, limit: int = MAX_REFUSAL_BODY) -> None:
@@ -113,8 +114,13 @@ class HeldRefusal:
         self.settled = True
         body = self._body.body(self._buffer)
         self._buffer = bytearray()
-        lines = [line for line in self._head.split(b"\r\n") if line.partition(b":")[0].lower() not in _FRAMING]
-        return b"\r\n".join([*lines, b"Content-Length: %d" % len(body), b"", body])
+        status, *lines = self._head.split(b"\r\n")
+        lines = [line for line in lines if line.partition(b":")[0].lower() not in _FRAMING]
+        # websockets reads "HTTP/1.1 <status> <reason>" only: an HTTP/1.0 403 (or one with no reason
+        # phrase) was a 502 counted against the backend, where the splice relays it. The status line
+        # is _REFUSAL_STATUS's, and the body is re-framed here whatever the version.
+        status = b"HTTP/1.1 %s %s" % (status[9:12], status[13:])
+        return b"\r\n".join([status, *lines, b"Content-Length: %d" % len(body), b"", body])
 
 
 def is_refusal(answer: bytes | bytearray) -> bool:
