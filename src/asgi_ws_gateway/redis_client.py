@@ -126,7 +126,7 @@ def connect(url: str, **options: Any) -> AnyRedis:
         nodes = [ClusterNode(host, port) for host, port in target.nodes]
         return RedisCluster(startup_nodes=nodes, **auth, **options)
     sockets = {k: v for k, v in options.items() if k.startswith("socket_")}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         list(target.nodes), sentinel_kwargs={**sockets, "ssl": target.tls}, **auth, **options
     )
     client: SentinelRedis = sentinel.master_for(target.service, redis_class=SentinelRedis, db=target.db)

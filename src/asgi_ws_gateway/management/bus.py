@@ -218,7 +218,7 @@ class RedisBus:
                 task.add_done_callback(self._running.discard)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
 
     def _command(self, data: str) -> Command | None:
         """The command in a message, or None (logged, throttled) for one that is not a JSON object with an ``op``.
