@@ -25,7 +25,7 @@ import pytest
 from asgi_ws_gateway.server.http import GatewayHTTPProtocol
 from support.configs import build_config, write_config
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
-from support.processes import GatewayProcess
+from support.processes import GatewayProcess, rss_kib
 from support.rawhttp import accept_upstream, handshake, ws_frame
 from support.rawws import next_frame
 from support.servers import UvicornServer
@@ -201,13 +201,6 @@ async def test_a_head_pipelined_behind_a_request_being_answered_is_read_once_and
     assert refusal.startswith(b"HTTP/1.1 431 "), refusal
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 async def test_a_client_that_pipelines_without_reading_does_not_grow_the_worker(tmp_path: Path) -> None:
     """8 MiB of pipelined ``GET /healthz`` from a client that reads nothing (4 KiB receive buffer)
     against ``asgi-ws-gateway run``: the worker grew by hundreds of MiB; now by what one connection
@@ -216,14 +209,14 @@ async def test_a_client_that_pipelines_without_reading_does_not_grow_the_worker(
     async with GatewayProcess([str(config)], cwd=tmp_path, workers=1) as gateway:
         assert gateway.process is not None
         pid = gateway.process.pid
-        before = _rss_kib(pid)
+        before = rss_kib(pid)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.port))
         _, writer = await asyncio.open_connection(sock=sock)
         sent = await _send_until_unread(writer, HEALTHZ * (65536 // len(HEALTHZ)), 8 * 1024 * 1024)
-        grown = _rss_kib(pid) - before
+        grown = rss_kib(pid) - before
         writer.transport.abort()
         other_reader, other = await asyncio.open_connection("127.0.0.1", gateway.port)
         other.write(HEALTHZ)

@@ -17,17 +17,10 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from support.configs import build_config, write_config
-from support.processes import GatewayProcess
+from support.processes import GatewayProcess, rss_kib
 
 MESSAGE = os.urandom(65536)  # incompressible, as the attack's
 SENT = 384 * 1024 * 1024
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 async def test_a_client_flooding_large_messages_on_the_relay_does_not_grow_the_worker(tmp_path: Path) -> None:
@@ -43,13 +36,13 @@ async def test_a_client_flooding_large_messages_on_the_relay_does_not_grow_the_w
         config = write_config(tmp_path, build_config(f"ws://127.0.0.1:{port}/", api={"passthrough": False}))
         async with GatewayProcess([str(config)], cwd=tmp_path, workers=1) as gateway:
             assert gateway.process is not None
-            before = _rss_kib(gateway.process.pid)
+            before = rss_kib(gateway.process.pid)
             grown = 0
             async with connect(f"ws://127.0.0.1:{gateway.port}/ws/echo", compression=None) as client:
                 for sent in range(0, SENT, len(MESSAGE)):
                     await client.send(MESSAGE)
                     if sent % (32 * 1024 * 1024) == 0:
-                        grown = max(grown, _rss_kib(gateway.process.pid) - before)
-            grown = max(grown, _rss_kib(gateway.process.pid) - before)
+                        grown = max(grown, rss_kib(gateway.process.pid) - before)
+            grown = max(grown, rss_kib(gateway.process.pid) - before)
     assert received > 0
     assert grown < 64 * 1024, f"the worker grew by {grown / 1024:.0f} MiB for {SENT >> 20} MiB relayed"

@@ -11,7 +11,6 @@ when an API names it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -25,20 +24,11 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.routing import route_target
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
-from support.rawhttp import handshake, status_of
+from support.rawhttp import upgrade_status
 from support.servers import UvicornFactory, WSImpl
 from support.upstream import UpstreamServer
 
 DENY_LOOPBACK = [{"ip-filter": {"deny": ["127.0.0.0/8", "::1/128"]}}]
-
-
-async def _status(port: int, target: str) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(handshake(target))
-        return status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
-    finally:
-        writer.close()
 
 
 def _config(upstream: UpstreamServer) -> dict[str, Any]:
@@ -101,12 +91,12 @@ async def test_an_apis_path_under_a_root_path_runs_its_policies(
     app, server_config, prefix = set_up(upstream, reached)
     server = uvicorn_server(app, ws=ws, **server_config)
     for target in (f"{prefix}/ws/chat", f"{prefix}/secure/lobby"):
-        assert await _status(server.port, target) == 403, target
+        assert await upgrade_status(server.port, target) == 403, target
     for target in (f"{prefix}/ws%2Fchat", f"{prefix}/secure%2Fx"):
-        assert await _status(server.port, target) == 400, target
+        assert await upgrade_status(server.port, target) == 400, target
     assert reached == []
     # The application's own path under the root path is still its own.
-    assert await _status(server.port, f"{prefix}/open") == 101
+    assert await upgrade_status(server.port, f"{prefix}/open") == 101
     assert len(reached) == 1 and reached[0].endswith("/open")
 
 
@@ -119,7 +109,7 @@ async def test_the_whole_path_stays_an_apis_when_it_names_it(
     app = Starlette(routes=_routes(reached))
     app.add_middleware(WebSocketGateway, config=config)
     server = uvicorn_server(_under_root(app, "/api"))
-    assert await _status(server.port, "/api/ws/full") == 403
+    assert await upgrade_status(server.port, "/api/ws/full") == 403
     assert reached == []
 
 

@@ -9,8 +9,6 @@ with none of the API's policies. Found by an attack pass under plain ``uvicorn a
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -19,20 +17,9 @@ from starlette.websockets import WebSocket
 from asgi_ws_gateway import WebSocketGateway
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
-from support.rawhttp import handshake, status_of
+from support.rawhttp import upgrade_status
 from support.servers import UvicornFactory, WSImpl
 from support.upstream import UpstreamServer
-
-
-async def _status(port: int, target: str) -> int:
-    """The status line's code of a raw upgrade request for ``target`` (sent as is, not re-encoded)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(handshake(target))
-        return status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
-    finally:
-        writer.close()
-
 
 DENY_LOOPBACK = [{"ip-filter": {"deny": ["127.0.0.0/8", "::1/128"]}}]
 
@@ -58,10 +45,10 @@ async def test_an_encoded_slash_cannot_reach_the_apps_route_at_an_apis_path(
         ]
     }
     server = uvicorn_server(WebSocketGateway(app, config=config), ws=ws, http=http)
-    assert await _status(server.port, "/ws/chat") == 403
+    assert await upgrade_status(server.port, "/ws/chat") == 403
     for target in ("/ws%2Fchat", "/ws%2fchat", "/secure%2Fx", "%2Fws%2Fchat"):
-        assert await _status(server.port, target) == 400, target
+        assert await upgrade_status(server.port, target) == 400, target
     assert reached == []
     # The application's own paths are its own: an encoded slash there is its business.
-    assert await _status(server.port, "/open") == 101
+    assert await upgrade_status(server.port, "/open") == 101
     assert reached == ["/open"]

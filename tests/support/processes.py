@@ -270,6 +270,14 @@ def ready_server(
     raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB (``VmRSS``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for the command line: this checkout's package first, the admin token set."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}

@@ -92,6 +92,16 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
+async def upgrade_status(port: int, target: str) -> int:
+    """The status of a raw upgrade request for ``target`` (sent as is, not re-encoded) to 127.0.0.1:``port``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(handshake(target))
+        return status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
+    finally:
+        writer.close()
+
+
 def header_of(response: bytes, name: str) -> str | None:
     head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1")
     for line in head.split("\r\n")[1:]:
