@@ -16,7 +16,7 @@ import base64
 import hashlib
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import SplitResult
 
 from websockets.exceptions import InvalidHeader
@@ -148,7 +148,7 @@ def deflate_offer(scope: Scope) -> str | None:
 
 def _answer_problem(answer: list[str], offer: str | None) -> str | None:
     """What is wrong with the upstream's ``Sec-WebSocket-Extensions`` answer to ``offer`` (RFC 6455 §9.1,
-    RFC 7692 §7), or None: at most one ``permessage-deflate``, with parameters the offer allows."""
+    RFC 7692 §7), or None: at most one ``permessage-deflate``, with parameters one of the offers allows."""
     if not answer:
         return None
     if offer is None:
@@ -159,21 +159,52 @@ def _answer_problem(answer: list[str], offer: str | None) -> str | None:
         return "answered with a malformed Sec-WebSocket-Extensions header"
     if len(extensions) != 1 or extensions[0][0] != _DEFLATE:
         return f"answered with extensions that were not offered: {', '.join(name for name, _ in extensions)[:80]!r}"
-    parameters = extensions[0][1]
-    names = [name for name, _ in parameters]
-    # The offer is deflate_offer's: deflate offers only, each parameter between ";" and an optional "=".
-    client_bits_offered = any(
-        part.partition("=")[0].strip() == "client_max_window_bits" for part in offer.replace(",", ";").split(";")
-    )
+    chosen = _deflate_parameters(extensions[0][1], offer=False)
+    if isinstance(chosen, str):
+        return f"answered permessage-deflate with a parameter the offer does not allow: {chosen[:40]!r}"
+    try:
+        offers = [_deflate_parameters(parameters, offer=True) for _, parameters in parse_extension(offer)]
+    except InvalidHeader:
+        offers = []  # an offer the gateway cannot read: no answer to it can be checked
+    if not any(isinstance(offered, dict) and _accepts(offered, chosen) for offered in offers):
+        return f"answered permessage-deflate with parameters no offer allows: {build_extension(extensions)[:80]!r}"
+    return None
+
+
+def _deflate_parameters(parameters: Sequence[tuple[str, str | None]], *, offer: bool) -> dict[str, str | None] | str:
+    """permessage-deflate ``parameters`` by name, or the first that RFC 7692 §7.1 forbids: unknown,
+    repeated, a flag with a value, window bits other than 8 to 15 (without a value: only
+    ``client_max_window_bits``, only in an offer)."""
+    settings: dict[str, str | None] = {}
     for name, value in parameters:
         valid = (
             (name in _DEFLATE_FLAGS and value is None)
             or (name == "server_max_window_bits" and value in _WINDOW_BITS)
-            or (name == "client_max_window_bits" and value in _WINDOW_BITS and client_bits_offered)
+            or (name == "client_max_window_bits" and (value in _WINDOW_BITS or (offer and value is None)))
         )
-        if not valid or names.count(name) > 1:
-            return f"answered permessage-deflate with a parameter the offer does not allow: {name[:40]!r}"
-    return None
+        if not valid or name in settings:
+            return name
+        settings[name] = value
+    return settings
+
+
+def _accepts(offered: dict[str, str | None], answered: dict[str, str | None]) -> bool:
+    """Whether a server may answer ``offered`` with ``answered`` (RFC 7692 §7.1.1, §7.1.2): it keeps
+    the ``server_no_context_takeover`` and the ``server_max_window_bits`` asked for (a window no
+    larger), and sets ``client_max_window_bits`` only if offered (to no more than its value).
+    ``client_no_context_takeover``, and ``server_*`` parameters not asked for, it may add."""
+    if "server_no_context_takeover" in offered and "server_no_context_takeover" not in answered:
+        return False
+    server_limit, server_bits = offered.get("server_max_window_bits"), answered.get("server_max_window_bits")
+    if server_limit is not None and (server_bits is None or int(server_bits) > int(server_limit)):
+        return False
+    client_bits = answered.get("client_max_window_bits")
+    if client_bits is None:
+        return True
+    if "client_max_window_bits" not in offered:
+        return False
+    client_limit = offered["client_max_window_bits"]
+    return client_limit is None or int(client_bits) <= int(client_limit)
 
 
 async def open_raw(
