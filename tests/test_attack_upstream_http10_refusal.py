@@ -9,14 +9,16 @@ had answered with its own refusal. A real uvicorn serves the gateway in front of
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from asgi_ws_gateway.upstream.refusal import MAX_REFUSAL_BODY, HeldRefusal
 from support.clients import expect_status
-from support.hostile import Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
+from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.servers import UvicornFactory
 
 NEVER = 60.0  # a connect_timeout no test waits for: the answer must come at once
@@ -112,6 +114,35 @@ async def test_an_answer_that_is_no_refusal_stays_the_upstreams_502(
     line, is a 502 and the backend's failure, as before."""
     upstream = _answering(BAD_ANSWERS[answer], then_close=True)
     gateway, url = gateway_before(await hostile(upstream), "relay", uvicorn_server, connect_timeout=NEVER)
+    status, _headers, _body = await expect_status(url)
+    assert status == 502
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
+    await gateway.settle()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_101_in_http_1_0_is_a_502_whichever_connector(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """An ``HTTP/1.0 101`` with a right ``Sec-WebSocket-Accept`` was a switch on the splice and the
+    frame relay (any ``HTTP/1.`` status line was read), a 502 on the relay, whose client reads 1.1 only."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        with contextlib.suppress(OSError):
+            writer.write(b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    gateway, url = gateway_before(await hostile(handle), connector, uvicorn_server, connect_timeout=NEVER)
     status, _headers, _body = await expect_status(url)
     assert status == 502
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 1

@@ -311,6 +311,8 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
         or not (len(parts[1]) == 3 and parts[1].isdecimal() and parts[1].isascii())
     ):
         raise UpstreamUnreachable(f"{upstream.label} did not answer with HTTP/1.1: {status_line[:80]!r}")
+    if parts[1] == "101" and parts[0] != "HTTP/1.1":  # no upgrade in another version: the relay's client refuses it too
+        raise UpstreamUnreachable(f"{upstream.label} switched protocols in {parts[0][:16]!r}, not HTTP/1.1")
     headers = []
     for line in header_lines:
         name, sep, value = line.partition(":")
