@@ -219,6 +219,29 @@ async def test_an_untrusted_clients_baggage_and_other_trace_formats_do_not_reach
     assert seen["x-tenant"] == ["acme"] and len(seen["traceparent"]) == 1
 
 
+@pytest.mark.parametrize(
+    "baggage", ["token=sekret-bag-2 x", "Bearer sekret-bag-token-123", ",".join(["x"] * 400), "a\x85INFO: forged=v"]
+)
+async def test_an_untrusted_clients_baggage_is_not_parsed_so_not_logged(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    baggage: str,
+) -> None:  # fmt: skip
+    """The link to the client's trace was read through the global propagators, baggage too, whose
+    parser logged each bad entry: a token in clear, 181 WARNING lines from 800 bytes (an attack pass).
+    Only the ``traceparent`` is read now; the link stays."""
+    export_to(monkeypatch, otlp, "grpc")
+    caplog.set_level(logging.INFO)  # the SDK's lines are WARNINGs (the test client's own are DEBUG)
+    with UvicornServer(ProbedGateway(telemetry_config(upstream))) as server:
+        headers = [("traceparent", CLIENT_TRACEPARENT), ("baggage", baggage)]
+        async with await connect(server.url("/ws/echo"), additional_headers=headers) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        span = await _wait_span(otlp, "GET /ws/echo")
+    assert [trace_id for trace_id, _ in span.links] == [CLIENT_TRACE]
+    assert not [record for record in caplog.records if record.name.startswith("opentelemetry")], caplog.text
+    assert "sekret" not in caplog.text
+
+
 async def test_a_trusted_clients_baggage_is_continued(
     otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

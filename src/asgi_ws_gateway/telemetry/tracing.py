@@ -172,7 +172,7 @@ class HandshakeTrace:
         if telemetry.config.trust_client_trace:
             parent = propagation.extract(headers)
         elif traceparent:  # a new trace, linked to the client's
-            remote = trace.get_current_span(propagation.extract(headers, Context())).get_span_context()
+            remote = propagation.client_trace(headers)
             if remote.is_valid:
                 links.append(Link(remote))
         self.span = telemetry.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
