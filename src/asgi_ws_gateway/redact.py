@@ -6,11 +6,9 @@ configured token header) or ``Sec-WebSocket-Protocol``. The gateway never writes
 values, a sensitive header's value or anything shaped like a JWT to a log line: every query value
 becomes ``REDACTED`` (names are kept, they help debugging), so do sensitive header values.
 
-:class:`RedactingFilter` applies :func:`redact_text` to log records (and, to a mapping argument such as
-an ASGI scope that ``uvicorn.asgi`` dumps at trace, a redaction by key); :func:`install` puts it on
-uvicorn's loggers, whose lines carry the request path with its query string, on websockets' client
-and server loggers (headers, at debug) and on the gateway's own, and redacts every record of the
-libraries the gateway drives (:data:`LIBRARY_LOGGERS`) as it is made, whichever child logger makes it.
+What is redacted is decided here; :mod:`.log_redaction` applies it to ``logging``'s records (its
+filter and the record factory that :func:`~asgi_ws_gateway.log_redaction.install` puts in place), and
+spans, access lines, the management API and error messages call it directly.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from ..config import MIB
 from ..errors import ConfigError
 from ..middleware import WebSocketGateway
 from ..redis_client import connect
+from ..routing import route_target
 from .app import Auth, BodyLimits, create_management_app, token_auth
 from .bus import Bus, RedisBus
 from .errors import Unavailable
@@ -136,7 +137,7 @@ class GatewayManagement:
                     return
             else:
                 root = scope.get("root_path", "")
-                route = scope["path"].removeprefix(root) if root and scope["path"].startswith(root) else scope["path"]
+                route = route_target(scope["path"], None, root)[0]  # as the gateway and Starlette read it
                 if route == self.path and scope["type"] == "http":
                     await _redirect(send, f"{root}{self.path}/console")
                     return
