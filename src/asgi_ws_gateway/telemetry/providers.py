@@ -176,6 +176,10 @@ def resolve_providers(
             providers.logger = log = _own_logger_provider(log_exporter, resource)
             providers.owned.append(log)
             providers.exporters.append(log_exporter)
+        if protocol != "grpc":  # gRPC's channel bounds what it receives itself
+            from .otlp_responses import bound_responses
+
+            bound_responses(providers.exporters[-1])
     logger.info("exporting %s over OTLP (%s)", ", ".join(own), ", ".join(sorted({_protocol(s, environ) for s in own})))
     return providers
 
