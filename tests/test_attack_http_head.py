@@ -15,12 +15,8 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.server.http import (
-    DEFAULT_MAX_HEAD_BYTES,
-    GatewayH11Protocol,
-    GatewayHTTPProtocol,
-    _max_head_bytes_from_env,
-)
+from asgi_ws_gateway.server.head_deadline import DEFAULT_MAX_HEAD_BYTES, _max_head_bytes_from_env
+from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.rawhttp import EOF_TIMEOUT, exchange, status_of

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.server.http import HEAD_WAITERS, SHED_MARGIN, GatewayH11Protocol, GatewayHTTPProtocol
+from asgi_ws_gateway.server.head_deadline import HEAD_WAITERS, SHED_MARGIN
+from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from asgi_ws_gateway.telemetry import names as n

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol, _header_timeout_from_env
+from asgi_ws_gateway.server.head_deadline import _header_timeout_from_env
+from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import create_app
 from support.clients import connect, expect_status
@@ -242,7 +243,7 @@ def test_header_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 
 BAD_LIMITS = {"ASGI_WS_GATEWAY_HEADER_TIMEOUT": "soon", "ASGI_WS_GATEWAY_MAX_HEAD_BYTES": "-1"}
-"""Read when ``asgi_ws_gateway.server.http`` is imported: the CLI imports it, so raising there broke
+"""Read when ``asgi_ws_gateway.server.head_deadline`` is imported: the CLI imports it, so raising there broke
 every command, ``check`` and ``--help`` included, with a traceback."""
 BAD_LIMITS_PROBLEMS = [
     "ASGI_WS_GATEWAY_HEADER_TIMEOUT: expected a positive number of seconds, got 'soon'",

@@ -261,7 +261,7 @@ ALLOWED_LOADERS = {
     "telemetry/providers.py": "OTEL_* environment variables",
     "telemetry/environment.py": "OTEL_* environment variables (checks the numbers providers.py passes it)",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
-    "server/http.py": "its request-head timeout from the environment the operator set",
+    "server/head_deadline.py": "its request-head timeout from the environment the operator set",
 }
 _LOADS = re.compile(
     # builtins only: a method called eval (Redis's EVAL of a Lua script) is not Python's eval

@@ -27,7 +27,7 @@ API, the store's and the exporters' connections, log files."""
 
 class ShedCount:
     """Connections this process closed before their request head to keep descriptors for new ones
-    (``server.http``; the ``ws_gateway.connections.shed`` metric reads it)."""
+    (``server.head_deadline``; the ``ws_gateway.connections.shed`` metric reads it)."""
 
     def __init__(self) -> None:
         self.value = 0

@@ -1,20 +1,8 @@
-"""uvicorn's HTTP protocols with a deadline for the request head (slowloris).
+"""uvicorn's HTTP protocols with the request-head deadline (:mod:`.head_deadline`), pipelining read
+one answer at a time, and an upgrade's early data kept.
 
-uvicorn closes idle keep-alive connections, but a client that opens a connection and sends its
-request head a byte at a time (or not at all) keeps it for as long as it likes: every WebSocket
-handshake passes through this stage, before the WebSocket protocol exists. ``GatewayHTTPProtocol``
-(httptools) and ``GatewayH11Protocol`` (h11) give each request head ``header_timeout`` seconds
-from the connection (or the previous response) on; a client that is late gets ``408 Request
-Timeout`` (or, when it sent nothing, a plain close).
-
-The deadline is ``$ASGI_WS_GATEWAY_HEADER_TIMEOUT`` seconds (default 10), read once at import; a
-subclass may set ``header_timeout`` instead. A wrong value of either variable does not break the
-import: ``run`` refuses to serve and the gateway fails its lifespan start-up, naming it.
-
-The head is bounded in size too: httptools accepts a header of any size, so a client could make a
-worker buffer hundreds of megabytes within the deadline. A head larger than ``max_head_bytes``
-(``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES``, default 64 KiB: above ``handshake_limits``' defaults of 32 KiB
-of headers and an 8 KiB target) gets ``431`` and the connection is closed.
+``GatewayHTTPProtocol`` (httptools) and ``GatewayH11Protocol`` (h11) give each request head a
+deadline and a size limit (408, 431; see :mod:`.head_deadline`).
 
 What follows an upgrade request's head in the same read (frames a client sent without waiting for the
 101) goes to the WebSocket protocol with it; uvicorn dropped it.
@@ -23,286 +11,22 @@ Pipelined requests are read one answer at a time, as h11 reads them: what follow
 being answered stays unparsed, reading paused, until its response is sent. uvicorn parsed every read
 whole, queued each request in it, and read again after every response: a client that sent requests
 without reading the answers grew a worker by gigabytes (see :class:`GatewayHTTPProtocol`).
-
-Within the deadline, connections that send nothing still hold a descriptor each: enough of them
-use up the process's open-file limit, and then the event loop accepts each new connection only to
-close it at once (libuv) or stops accepting (asyncio) — health checks included. So a connection
-that lands near the limit makes room: the connections that have waited longest for a request head
-(idle keep-alive ones included) are closed, a warning says how many, and an upgraded or in-flight
-connection is never touched (see :class:`_HeadWaiters`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import sys
-from collections.abc import Callable
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 import h11
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
-from ..startup import report_variable_problem
+from .head_deadline import HeadDeadline
 from .upgrades import HttpToolsUpgrades, close_after_if_not_upgraded, hand_over_early_data, over_http11
 
-if sys.platform != "win32":
-    import resource
-
-T = TypeVar("T")
-logger = logging.getLogger(__name__)
-
-HEADER_TIMEOUT_ENV = "ASGI_WS_GATEWAY_HEADER_TIMEOUT"
-DEFAULT_HEADER_TIMEOUT = 10.0
-MAX_HEAD_BYTES_ENV = "ASGI_WS_GATEWAY_MAX_HEAD_BYTES"
-DEFAULT_MAX_HEAD_BYTES = 64 * 1024
-
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 26\r\nconnection: close\r\n\r\nrequest head not complete\n"
-)
-
-
-_TOO_LARGE_RESPONSE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 23\r\nconnection: close\r\n\r\nrequest head too large\n"
-)
-
-
-_URI_TOO_LONG_RESPONSE = (
-    b"HTTP/1.1 414 URI Too Long\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 24\r\nconnection: close\r\n\r\nrequest target too long\n"
-)
-_MAX_REQUEST_LINE = 8192
-_LINGER = 2.0  # seconds a refused client may still send (dropped) before the close
 _PARSE_SLICE = 2048  # bytes httptools is fed at a time: 128 requests at most (16 bytes the shortest)
-
-
-def _max_head_bytes_from_env() -> int:
-    raw = os.environ.get(MAX_HEAD_BYTES_ENV, "")
-    if not raw:
-        return DEFAULT_MAX_HEAD_BYTES
-    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
-        raise ValueError(f"{MAX_HEAD_BYTES_ENV}: expected a positive number of bytes, got {raw!r}")
-    return int(raw)
-
-
-def _header_timeout_from_env() -> float:
-    raw = os.environ.get(HEADER_TIMEOUT_ENV, "")
-    if not raw:
-        return DEFAULT_HEADER_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{HEADER_TIMEOUT_ENV}: expected a positive number of seconds, got {raw!r}")
-    return value
-
-
-def _from_env(read: Callable[[], T], default: T) -> T:
-    """``read()``, or ``default`` with the problem reported: ``run`` and the gateway's start-up refuse it."""
-    try:
-        return read()
-    except ValueError as exc:
-        report_variable_problem(str(exc))
-        return default
-
-
-SHED_MARGIN = RESERVED_DESCRIPTORS // 2
-"""A connection whose descriptor lands this close to the open-file limit sheds waiting connections."""
-_SHED_REPORT_INTERVAL = 10.0  # seconds between warnings while shedding goes on (the first is at once)
-
-
-class _HeadWaiters:
-    """This process's connections waiting for a request head, longest waiting first.
-
-    Sockets get the lowest free descriptor number (POSIX), so a new connection's descriptor tells how
-    full the table is without counting it. One that lands within :data:`SHED_MARGIN` of the
-    open-file limit closes as many waiting connections as it is into the margin (one at least):
-    bursts the loop accepts at once are made up for, and the table stays below the limit for as
-    long as there are waiting connections to close. A client sends its head within milliseconds of
-    connecting, so the longest waiting are the idle ones.
-    """
-
-    def __init__(self) -> None:
-        self.waiting: dict[_HeadDeadline, None] = {}  # insertion-ordered: the longest waiting first
-        self._limit: int | None = -1  # the soft open-file limit (None: unlimited), read at the first connection
-        self._reported = 0  # SHED.value when the last warning was written
-        self._last = (0, 0)  # the descriptor that last made room, and the limit then
-        self._summary: asyncio.AbstractEventLoop | None = None  # the loop a summary line is due on
-
-    def admitted(self, connection: _HeadDeadline, transport: asyncio.Transport) -> None:
-        """``connection`` has just been accepted: make room when its descriptor is near the limit."""
-        sock = transport.get_extra_info("socket")
-        if sock is None or self._over(sock.fileno()) <= 0:
-            return
-        over = self._over(sock.fileno(), reread=True)  # near the limit read first: is it still the limit?
-        if over <= 0 or self._limit is None:
-            return
-        loop = connection.loop
-        # This loop's connections only: a transport is closed from its own loop.
-        for waiting in list(islice((waiting for waiting in self.waiting if waiting.loop is loop), over)):
-            del self.waiting[waiting]
-            waiting.shed()
-            SHED.value += 1
-        self._last = (sock.fileno(), self._limit)
-        if self._summary is None or self._summary.is_closed():  # the first at once; then one line per interval
-            self._report()
-            self._summary = loop
-            loop.call_later(_SHED_REPORT_INTERVAL, self._next_report)
-
-    def _over(self, descriptor: int, reread: bool = False) -> int:
-        """How far ``descriptor`` is into the margin below the soft open-file limit (<= 0: not in it)."""
-        if sys.platform == "win32":
-            return 0
-        if self._limit == -1 or reread:
-            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-            self._limit = None if soft == resource.RLIM_INFINITY else soft
-        return 0 if self._limit is None else descriptor - (self._limit - SHED_MARGIN) + 1
-
-    def _next_report(self) -> None:
-        if SHED.value == self._reported:
-            self._summary = None
-            return
-        self._report()
-        asyncio.get_running_loop().call_later(_SHED_REPORT_INTERVAL, self._next_report)
-
-    def _report(self) -> None:
-        logger.warning(
-            "open-file limit nearly reached (descriptor %d of %d): closed %d connections that had not sent a "
-            "request head, the longest waiting first (raise the limit, ulimit -n, or look for a flood of idle "
-            "connections)",
-            *self._last, SHED.value - self._reported,
-        )  # fmt: skip
-        self._reported = SHED.value
-
-
-HEAD_WAITERS = _HeadWaiters()
-"""The process's connections waiting for a request head (one event loop per process serves them)."""
-
-
-class _HeadDeadline(asyncio.Protocol):
-    """The request-head deadline, for either of uvicorn's HTTP protocols (mixed in before it)."""
-
-    header_timeout: float = _from_env(_header_timeout_from_env, DEFAULT_HEADER_TIMEOUT)
-    max_head_bytes: int = _from_env(_max_head_bytes_from_env, DEFAULT_MAX_HEAD_BYTES)
-    _head_timer: asyncio.TimerHandle | None = None
-    _head_started = False
-    _head_bytes = 0
-    _head_tail = b""  # the last bytes of the head so far: its blank line may span two reads
-    _head_line_end = -1  # where the request line ends in the head (-1: not yet)
-    _refused = False
-    _linger: asyncio.TimerHandle | None = None
-    # Provided by uvicorn's protocol class:
-    transport: asyncio.Transport
-    loop: asyncio.AbstractEventLoop
-    client: tuple[str, int] | None
-    logger: logging.Logger
-    cycle: Any
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        HEAD_WAITERS.admitted(self, transport)
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        if self._linger is not None:
-            self._linger.cancel()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # the answer is sent; the rest of the refused head is dropped unread
-        if self._waiting_for_head():
-            seen, tail = self._head_bytes, self._head_tail
-            self._head_bytes += len(data)
-            if self._head_line_end < 0 and (line_end := data.find(b"\n")) != -1:  # find: see routing.split_path
-                self._head_line_end = seen + line_end
-            self._head_tail = (tail + data)[-3:]
-            if self._head_bytes > self.max_head_bytes and not self._head_ends_in_time(tail + data, seen - len(tail)):
-                self._head_too_large()  # refused before the parser buffers any of it
-                return
-        super().data_received(data)
-        if self._waiting_for_head():
-            self._head_started = True
-            self._arm()
-        else:
-            self._head_bytes, self._head_tail, self._head_line_end = 0, b"", -1
-            self._disarm()
-
-    def _head_ends_in_time(self, window: bytes, offset: int) -> bool:
-        """True when the blank line ending the head is in ``window`` (at ``offset``) within the limit."""
-        end = window.find(b"\r\n\r\n")
-        return end >= 0 and offset + end + 4 <= self.max_head_bytes
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
-        self._head_started = False
-        self._head_bytes, self._head_tail, self._head_line_end = 0, b"", -1
-        if self._waiting_for_head():  # the next request's head gets a fresh deadline
-            self._disarm()
-            self._arm()
-
-    def _waiting_for_head(self) -> bool:
-        """True while no request is being served and the connection was not handed to a WebSocket protocol."""
-        if self.transport.is_closing() or self.transport.get_protocol() is not self:
-            return False
-        return self.cycle is None or bool(self.cycle.response_complete)
-
-    def _arm(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-            HEAD_WAITERS.waiting[self] = None
-
-    def _disarm(self) -> None:
-        HEAD_WAITERS.waiting.pop(self, None)
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def shed(self) -> None:
-        """Closed to make room for new connections (the process is near its open-file limit)."""
-        self._disarm()
-        if self._waiting_for_head():
-            self.transport.close()
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        HEAD_WAITERS.waiting.pop(self, None)
-        if not self._waiting_for_head():
-            return
-        if self._head_started:  # a client that sent nothing gets no response, as on a keep-alive timeout
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-            self.logger.info("%s - request head not complete after %gs: 408", client, self.header_timeout)
-            self._refuse(_TIMEOUT_RESPONSE)
-            return
-        self.transport.close()
-
-    def _head_too_large(self) -> None:
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-        # A request line over the server's 8 KiB is a 414 whatever follows it, as the parser says.
-        line_only = self._head_line_end < 0 or self._head_line_end > _MAX_REQUEST_LINE
-        self.logger.info("%s - request head larger than %d bytes: %d", client, self.max_head_bytes,
-                         414 if line_only else 431)  # fmt: skip
-        self._disarm()
-        self._refuse(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
-
-    def _refuse(self, response: bytes) -> None:
-        """Answer a client that may still be sending, and close without losing the answer."""
-        self._refused = True
-        self.transport.write(response)
-        # Closing with the client's bytes still unread would reset the connection and lose the
-        # answer (RFC 9112 §9.6): half-close, drop what still arrives, close shortly after.
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self._linger = self.loop.call_later(_LINGER, self.transport.close)
 
 
 class _ReadingGate(FlowControl):
@@ -327,7 +51,7 @@ class _ReadingGate(FlowControl):
             super().resume_reading()
 
 
-class GatewayHTTPProtocol(_HeadDeadline, HttpToolsUpgrades):
+class GatewayHTTPProtocol(HeadDeadline, HttpToolsUpgrades):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
@@ -474,7 +198,7 @@ class GatewayHTTPProtocol(_HeadDeadline, HttpToolsUpgrades):
         hand_over_early_data(self.transport, early)
 
 
-class GatewayH11Protocol(_HeadDeadline, H11Protocol):
+class GatewayH11Protocol(HeadDeadline, H11Protocol):
     """The same deadline and size limit on uvicorn's pure-Python ``H11Protocol``.
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
@@ -499,11 +223,4 @@ class GatewayH11Protocol(_HeadDeadline, H11Protocol):
         hand_over_early_data(self.transport, early)
 
 
-__all__ = [
-    "DEFAULT_HEADER_TIMEOUT",
-    "DEFAULT_MAX_HEAD_BYTES",
-    "HEADER_TIMEOUT_ENV",
-    "MAX_HEAD_BYTES_ENV",
-    "GatewayH11Protocol",
-    "GatewayHTTPProtocol",
-]
+__all__ = ["GatewayH11Protocol", "GatewayHTTPProtocol"]

@@ -43,8 +43,8 @@ gateway needs on its edge:
   call must not return before the connection is over, and must not call ``receive`` or ``send``
   again: the server keeps nothing of the connection but the transport it handed over.
 
-``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.server.http`) closes a client that does not send
-a complete request head in time, which the WebSocket protocol cannot see: uvicorn parses the
+``GatewayHTTPProtocol`` (see :mod:`asgi_ws_gateway.server.head_deadline`) closes a client that does not
+send a complete request head in time, which the WebSocket protocol cannot see: uvicorn parses the
 upgrade request in its HTTP protocol before handing the connection over.
 
 ``PassthroughWebSocketProtocol`` is the former name of ``GatewayWebSocketProtocol``.
@@ -79,7 +79,8 @@ from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
 from ..redact import redact_path
 from ..relay.close_codes import TOO_BIG
 from ..upstream.checks import valid_value
-from .http import HEADER_TIMEOUT_ENV, GatewayH11Protocol, GatewayHTTPProtocol
+from .head_deadline import HEADER_TIMEOUT_ENV
+from .http import GatewayH11Protocol, GatewayHTTPProtocol
 
 SUPPORTED_VERSION = "13"
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
