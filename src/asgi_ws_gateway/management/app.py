@@ -38,7 +38,7 @@ from .head import check_head, content_length, has_body
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
-from .service import DEFAULT_LISTED, MAX_LISTED, Manager, etag
+from .service import DEFAULT_LISTED, MAX_LISTED, Manager
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def create_management_app(
 
     def api_response(name: str, status: int = 200) -> Response:
         document = api_document(manager.api(name))
-        headers = {"ETag": etag(document)}  # of the full document: a change of secret is a change
+        headers = {"ETag": manager.etag(document)}  # of the full document: a change of secret is a change
         if status == 201:
             headers["Location"] = f"apis/{name}"
         return JSONResponse(public_document(document), status, headers=headers)

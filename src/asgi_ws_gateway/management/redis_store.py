@@ -1,10 +1,11 @@
 """The overlay in Redis: shared by every worker and host (the shared mode).
 
 The document and its revision live in one hash, ``<prefix>:{mgmt}:state`` (the braces are a Redis
-Cluster hash tag). An update is optimistic: read, derive, then save with a Lua script only if the
-revision is still the one read; on a conflict, read again and retry. Each attempt carries an id
-saved with the document, so a save the Redis client sends again (after a timeout or a dropped
-connection, when the first one may have been applied) is recognised as done, not applied twice.
+Cluster hash tag), with the ETag key (``etag-key``, made by the first worker that asks). An update
+is optimistic: read, derive, then save with a Lua script only if the revision is still the one read;
+on a conflict, read again and retry. Each attempt carries an id saved with the document, so a save
+the Redis client sends again (after a timeout or a dropped connection, when the first one may have
+been applied) is recognised as done, not applied twice.
 
 Redis down, timing out or failing over is :class:`~.errors.Unavailable` (a 503 with ``Retry-After``
 from the management API), never a 500.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -22,7 +24,7 @@ from typing import TypeVar
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .errors import Unavailable
 from .overlay import Overlay
-from .store import Change, StateFileInvalid, read_state
+from .store import ETAG_KEY_BYTES, Change, StateFileInvalid, read_state
 
 T = TypeVar("T")
 
@@ -93,6 +95,12 @@ class RedisStore:
     async def revision(self) -> int:
         value = await self._call(lambda: self.client.hget(self._key, "revision"))
         return int(value) if value else 0
+
+    async def etag_key(self) -> bytes:
+        made = secrets.token_hex(ETAG_KEY_BYTES)
+        await self._call(lambda: self.client.hsetnx(self._key, "etag-key", made))  # the first one made stays
+        key = await self._call(lambda: self.client.hget(self._key, "etag-key"))
+        return str(key or made).encode()
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """One Redis call; any failure (redis-py has retried already) is :class:`Unavailable`."""

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import heapq
+import hmac
 import json
 import logging
 import uuid
@@ -48,9 +49,11 @@ read (``loading.MAX_FILE_BYTES``), and from then on every call was a 503 and the
 logger = logging.getLogger(__name__)
 
 
-def etag(document: Any) -> str:
-    """A strong ETag for a JSON document."""
-    return '"' + hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:20] + '"'
+def etag(document: Any, key: bytes) -> str:
+    """A strong ETag for a JSON document, keyed (HMAC-SHA-256) with the state store's ETag key: the
+    document holds secrets shown as ``REDACTED``, and an unkeyed hash of it let whoever reads the ETag
+    test guesses of a short one offline."""
+    return '"' + hmac.new(key, json.dumps(document, sort_keys=True).encode(), hashlib.sha256).hexdigest()[:20] + '"'
 
 
 class Manager:
@@ -106,6 +109,7 @@ class Manager:
         self._closing: set[asyncio.Task[Any]] = set()
         self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
+        self._etag_key = b""  # the store's, read at start
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Manager:
             raise ConfigError(shadowed)
         try:
             stored = await self.store.load()
+            self._etag_key = await self._read_etag_key()
         except Unavailable as exc:
             raise Unavailable("cannot read the stored changes") from exc.__cause__ or exc
         try:
@@ -130,6 +135,22 @@ class Manager:
         self._poller = asyncio.create_task(self._poll(), name="management-poll")
         self._sampling = asyncio.create_task(self.watch.sampler.run(), name="management-series")
         self.started = True
+
+    async def _read_etag_key(self) -> bytes:
+        read = getattr(self.store, "etag_key", None)  # a store written before ETags were keyed lacks it
+        if read is None:
+            logger.warning(
+                "management: the state store %s has no etag_key(): ETags are unkeyed, and a short secret shown "
+                "as REDACTED could be found by hashing guesses",
+                type(self.store).__name__,
+            )
+            return b""
+        key: bytes = await read()
+        return key
+
+    def etag(self, document: Any) -> str:
+        """The ``ETag`` of a document read from here (see :func:`etag`)."""
+        return etag(document, self._etag_key)
 
     async def ensure_started(self) -> None:
         """Start once (the lifespan startup, or the first request where a server has no lifespan)."""
@@ -318,7 +339,7 @@ class Manager:
         found = next((api for api in current if api.name == name), None)
         if found is None:
             raise NotFound(f"no WebSocket API named '{name}'")
-        if if_match is not None and if_match not in ("*", etag(api_document(found))):
+        if if_match is not None and if_match not in ("*", self.etag(api_document(found))):
             raise PreconditionFailed(f"API '{name}' was changed since you read it (If-Match does not match)")
 
     # -- products and subscriptions -------------------------------------------------------------

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 Change = Callable[[Overlay], Overlay]
 """Derives the next overlay from the latest one; raising aborts the update (nothing is saved)."""
 T = TypeVar("T")
+ETAG_KEY_BYTES = 32
 
 
 class StateFileInvalid(ValueError):
@@ -64,6 +66,13 @@ class StateStore(Protocol):
         """The latest revision, cheaply (workers poll it to catch up)."""
         ...
 
+    async def etag_key(self) -> bytes:
+        """A random secret every reader of this store shares, made on the first call and kept: the
+        management API's ETags are keyed with it, so that an ETag, a hash of a document with its
+        secrets, tells nothing of a secret shown as ``REDACTED`` (a short one could be found by
+        hashing guesses). Never shown."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -73,6 +82,7 @@ class MemoryStore:
     def __init__(self, overlay: Overlay | None = None) -> None:
         self._overlay = overlay or Overlay()
         self._lock = asyncio.Lock()
+        self._etag_key = secrets.token_bytes(ETAG_KEY_BYTES)
 
     async def load(self) -> Overlay:
         return self._overlay
@@ -85,6 +95,9 @@ class MemoryStore:
     async def revision(self) -> int:
         return self._overlay.revision
 
+    async def etag_key(self) -> bytes:
+        return self._etag_key
+
     async def aclose(self) -> None:
         return None
 
@@ -94,7 +107,8 @@ class FileStore:
 
     A crash leaves either the old or the new file, never a torn one; an update has reached the disk
     before :meth:`update` returns. Processes on one host serialize their updates with an exclusive
-    ``flock`` on ``<path>.lock``, so several workers may share the file.
+    ``flock`` on ``<path>.lock``, so several workers may share the file. The ETag key is kept in
+    ``<path>.etag-key`` (mode 0600), made on first use.
 
     Args:
         path: the state file (created on the first update, with its directory).
@@ -103,6 +117,7 @@ class FileStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._key_path = self.path.with_name(self.path.name + ".etag-key")
         self._lock = asyncio.Lock()
 
     async def load(self) -> Overlay:
@@ -114,6 +129,9 @@ class FileStore:
 
     async def revision(self) -> int:
         return (await self.load()).revision
+
+    async def etag_key(self) -> bytes:
+        return await self._call(self._read_or_make_key)
 
     async def aclose(self) -> None:
         return None
@@ -138,6 +156,22 @@ class FileStore:
             new = change(self._read())
             self._write(new.to_json().encode())
             return new
+
+    def _read_or_make_key(self) -> bytes:
+        with self._locked():  # two workers starting at once make one key
+            try:
+                key = self._key_path.read_bytes()
+            except FileNotFoundError:
+                key = b""
+            if len(key) == ETAG_KEY_BYTES:
+                return key
+            fd, temp = tempfile.mkstemp(prefix=f".{self._key_path.name}.", dir=self.path.parent)  # mode 0600
+            with os.fdopen(fd, "wb") as out:
+                out.write(key := secrets.token_bytes(ETAG_KEY_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self._key_path)
+            return key
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
