@@ -3,7 +3,10 @@
 Global policies run first, then the product's, then the API's. A product's ``rate-limit-by-key``
 keyed by ``{jwt.sub}`` with ``validate-jwt`` among the API's policies ran before any token was read:
 every client counted on the empty key, and three handshakes without a token (each refused 401)
-locked every user out for the window. Such configurations are refused at load, by field path.
+locked every user out for the window. A product with ``subscription_required: false`` whose
+``limit-concurrency`` was keyed by ``{subscription.id}`` counted every client without a key on one
+counter (one holding 2 connections refused all the others). Such configurations are refused at
+load, by field path.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from websockets.exceptions import InvalidStatus
 from asgi_ws_gateway import WebSocketGateway, load_config
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.handshake.context import HandshakeContext
-from asgi_ws_gateway.policies.build import load_policies
+from asgi_ws_gateway.policies.build import PolicyBuilder, load_policies
+from asgi_ws_gateway.policies.reference_order import unset_references
 from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.state.memory import MemoryState
 from support.clients import connect, expect_status
 from support.configs import api_entry
 from support.jwts import signing_key, token
@@ -34,6 +39,7 @@ JWT = {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [KEY.public_pem]
                         "audience": "chat"}}  # fmt: skip
 RATE = {"rate-limit-by-key": {"key": "{jwt.sub}", "limit": 2, "window": 60}}
 SUBSCRIBED = {"limit-concurrency": {"key": "{subscription.id}", "max": 2}}
+RATE_BY_IP = {"rate-limit-by-key": {"key": "{client.network}", "limit": 2, "window": 60}}
 SHARED_MESSAGES = {"inbound": [{"rate-limit-messages": {"messages": 10, "key": "{jwt.sub}"}}]}
 
 
@@ -41,8 +47,8 @@ def _choose(*policies: Any) -> dict[str, Any]:
     return {"choose": {"when": [{"if": {"ref": "header.x-debug", "exists": True}, "policies": list(policies)}]}}
 
 
-def _product(*policies: Any) -> dict[str, Any]:
-    return {"name": "gold", "apis": ["echo"], "subscription_required": False, "policies": list(policies)}
+def _product(*policies: Any, required: bool = False, name: str = "gold") -> dict[str, Any]:
+    return {"name": name, "apis": ["echo"], "subscription_required": required, "policies": list(policies)}
 
 
 async def set_claims(context: HandshakeContext) -> None:
@@ -71,6 +77,18 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
                              "apis[0].message_policies.inbound[0].rate-limit-messages.key: reads {jwt.sub}"),
     "global-messages-without-jwt": ({"message_policies": SHARED_MESSAGES, "apis": [api_entry()]},
                                     "message_policies.inbound[0].rate-limit-messages.key: reads {jwt.sub}"),
+    "open-product-subscription": ({"products": [_product(SUBSCRIBED)], "apis": [api_entry()]},
+                                  "products[0].policies[0].limit-concurrency.key: reads {subscription.id}, but the "
+                                  "API is in a product with subscription_required: false"),
+    "global-with-an-open-product": ({"policies": [SUBSCRIBED], "products": [_product(required=True, name="paid"),
+                                                                           _product()], "apis": [api_entry()]},
+                                    "policies[0].limit-concurrency.key: reads {subscription.id}, but the API is in "
+                                    "a product with subscription_required: false"),
+    "open-product-messages": ({"products": [{**_product(), "message_policies": {"inbound": [
+                                   {"rate-limit-messages": {"messages": 10, "key": "{subscription.id}"}}]}}],
+                               "apis": [api_entry()]},
+                              "products[0].message_policies.inbound[0].rate-limit-messages.key: reads "
+                              "{subscription.id}, but the API is in a product with subscription_required: false"),
 }  # fmt: skip
 
 
@@ -78,7 +96,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
 def test_a_limit_keyed_by_a_value_no_earlier_policy_sets_is_refused_by_field_path(
     config: dict[str, Any], problem: str
 ) -> None:
-    """All 9 fail before: the configuration loaded; every client shared one counter (a message
+    """All 12 fail before: the configuration loaded; every client shared one counter (a message
     budget: every connection shared one), or the branch never held (everyone took ``otherwise``)."""
     with pytest.raises(ConfigError) as refused:
         load_config(config)
@@ -93,7 +111,13 @@ ACCEPTED: dict[str, dict[str, Any]] = {
                   "apis": [api_entry(policies=[JWT])]},
     "custom-auth-before": {"apis": [api_entry(policies=[set_claims, RATE])]},
     "jwt-in-a-choose-before": {"apis": [api_entry(policies=[_choose(JWT), RATE])]},
-    "product-subscription": {"products": [_product(SUBSCRIBED)], "apis": [api_entry()]},
+    "required-product-subscription": {"products": [_product(SUBSCRIBED, required=True)], "apis": [api_entry()]},
+    "open-product-subscription-default": {"products": [_product({"limit-concurrency": {
+        "key": "{subscription.id|keyless}", "max": 2}})], "apis": [api_entry()]},
+    "subscribers-product-beside-an-open-one": {"products": [_product(SUBSCRIBED, required=True, name="paid"),
+                                                            _product()], "apis": [api_entry()]},
+    "open-product-choose-on-the-subscription": {"products": [_product({"choose": {"when": [
+        {"if": {"ref": "subscription.id", "exists": True}, "policies": [RATE_BY_IP]}]}})], "apis": [api_entry()]},
     "choose-after-jwt": {"apis": [api_entry(policies=[JWT, {"choose": {"when": [
         {"if": {"ref": "jwt.plan", "equals": "free"}, "policies": [RATE]}]}}])]},
     "a-rewrite-before": {"policies": [{"set-header": {"header": "X-User", "value": "{jwt.sub}"}}],
@@ -127,6 +151,18 @@ async def test_a_limit_after_validate_jwt_counts_each_user_and_no_tokenless_hand
     async with await connect(url, additional_headers={"Authorization": f"Bearer {token(KEY, sub='bob')}"}) as ws:
         await ws.send("bob")
         assert await ws.recv() == "bob"
+
+
+@pytest.mark.parametrize(("open_products", "refused"), [((0,), True), ((), False), ((1,), False)])
+def test_a_limit_in_a_product_reads_the_subscription_only_if_every_client_has_one(
+    open_products: tuple[int, ...], refused: bool
+) -> None:
+    """``open_products`` names the API's products that admit clients without a key: a limit keyed by
+    ``{subscription.id}`` in one of them is refused; in a product that requires a key, it is not."""
+    builder = PolicyBuilder(MemoryState())
+    order = builder.build([SUBSCRIBED], ("products", 0, "policies"), "product:gold")
+    problems = unset_references("echo", order, builder.locations, has_subscription=True, open_products=open_products)
+    assert [p.split(": reads")[0] for p in problems] == (["products[0].policies[0].limit-concurrency.key"] * refused)
 
 
 @pytest.fixture

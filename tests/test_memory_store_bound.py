@@ -32,11 +32,11 @@ async def test_past_max_keys_a_new_key_fails_and_the_known_ones_go_on_counting()
     clock = Clock()
     store = MemoryState(clock=clock, max_keys=3)
     for key in ("a", "b", "c"):
-        assert (await store.consume(key, 2, clock.now + 3600)).allowed
+        assert (await store.consume(key, 2, "hour")).allowed
     with pytest.raises(StoreUnavailable, match="3 live keys"):
-        await store.consume("d", 2, clock.now + 3600)
-    assert (await store.consume("a", 2, clock.now + 3600)).allowed
-    assert not (await store.consume("a", 2, clock.now + 3600)).allowed  # still counted: 2 of 2
+        await store.consume("d", 2, "hour")
+    assert (await store.consume("a", 2, "hour")).allowed
+    assert not (await store.consume("a", 2, "hour")).allowed  # still counted: 2 of 2
     for kind in ("hit", "acquire"):  # each kind has its own bound
         for key in ("a", "b", "c"):
             await (store.hit(key, 5, 60, "m") if kind == "hit" else store.acquire(key, "lease", 5, 60))
@@ -83,11 +83,11 @@ async def test_end_to_end_fresh_values_past_the_bound_are_a_store_failure(
 async def test_one_counter_full_leaves_the_others_room() -> None:
     store = MemoryState(max_keys=2)
     for value in ("a", "b"):
-        await store.consume(store_key("p", "quota", "api:open.0", value), 5, 2e9)
+        await store.consume(store_key("p", "quota", "api:open.0", value), 5, "month")
     with pytest.raises(StoreUnavailable, match="2 live keys of this limit"):
-        await store.consume(store_key("p", "quota", "api:open.0", "c"), 5, 2e9)
+        await store.consume(store_key("p", "quota", "api:open.0", "c"), 5, "month")
     for value in ("alice", "bob"):  # another limit, another API: its new users are counted
-        assert (await store.consume(store_key("p", "quota", "api:paid.0", value), 5, 2e9)).allowed
+        assert (await store.consume(store_key("p", "quota", "api:paid.0", value), 5, "month")).allowed
     await store.acquire(store_key("p", "conc", "api:open.1", "a"), "lease-1", 5, 60)
     await store.release(store_key("p", "conc", "api:open.1", "a"), "lease-1")
     for value in ("x", "y"):  # a released lease's key no longer counts

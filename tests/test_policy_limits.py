@@ -12,6 +12,7 @@ from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.policies.limits import period_bounds
 from asgi_ws_gateway.state.base import Decision, StoreUnavailable
 from asgi_ws_gateway.state.memory import MemoryState
+from asgi_ws_gateway.state.periods import Period
 from support.clock import Clock
 from support.policies import build, context, denied, problems
 
@@ -114,7 +115,7 @@ class BrokenStore(MemoryState):
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
         raise StoreUnavailable("down")
 
-    async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
+    async def consume(self, key: str, limit: int, period: Period) -> Decision:
         raise StoreUnavailable("down")
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:

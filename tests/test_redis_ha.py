@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -110,7 +109,7 @@ async def test_every_lua_script_runs_on_the_cluster_without_crossslot(
         owners = {redis_cluster.master_for(key) for key in keys}
         assert len(owners) >= 2, "the keys should span several masters"
         assert (await store.hit(store_key(prefix, "rate", "r", "a"), 2, 60, "m1")).allowed
-        assert (await store.consume(store_key(prefix, "quota", "q", "a"), 1, time.time() + 60)).allowed
+        assert (await store.consume(store_key(prefix, "quota", "q", "a"), 1, "hour")).allowed
         reservation = await store.reserve(store_key(prefix, "msg", "m", "a"), 60, [(5, 3), (1, 10)])
         assert reservation.granted == (3, 1)
         for i, key in enumerate(keys):
@@ -142,7 +141,7 @@ async def test_limits_are_exact_across_two_clients(store: RedisState, ha_url: st
         clients = [store, other] * 15
         leases = await asyncio.gather(*(c.acquire(conc, f"l{i}", 7, 30) for i, c in enumerate(clients)))
         hits = await asyncio.gather(*(c.hit(rate, 5, 60, f"m{i}") for i, c in enumerate(clients)))
-        quotas = await asyncio.gather(*(c.consume(quota, 4, time.time() + 60) for c in clients))
+        quotas = await asyncio.gather(*(c.consume(quota, 4, "hour") for c in clients))
         assert [sum(d.allowed for d in result) for result in (leases, hits, quotas)] == [7, 5, 4]
     finally:
         await other.aclose()

@@ -15,21 +15,15 @@ from asgi_ws_gateway.state.base import StoreUnavailable, store_key
 from asgi_ws_gateway.state.leases import LeaseKeeper
 from asgi_ws_gateway.state.redis import RedisState
 from support.policies import build, context, denied
-from support.redis import SHARED_REDIS, DelayingProxy, RedisServer, redis_available, unique_prefix
+from support.redis import SHARED_REDIS, DelayingProxy, RedisServer, redis_available, redis_state, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")
 
 
 @pytest.fixture
 async def store() -> AsyncIterator[RedisState]:
-    store = RedisState(SHARED_REDIS, prefix=unique_prefix())
-    yield store
-    client = Redis.from_url(SHARED_REDIS)
-    keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-    await store.aclose()
+    async with redis_state() as store:
+        yield store
 
 
 async def test_sliding_window_is_atomic_under_concurrency(store: RedisState) -> None:
@@ -42,11 +36,11 @@ async def test_sliding_window_is_atomic_under_concurrency(store: RedisState) -> 
 
 async def test_quota_counts_to_the_limit(store: RedisState) -> None:
     key = store_key(store.prefix, "quota", "t:0", "alice")
-    ends = time.time() + 3600
-    results = [await store.consume(key, 3, ends) for _ in range(4)]
+    results = [await store.consume(key, 3, "hour") for _ in range(4)]
     assert [r.allowed for r in results] == [True, True, True, False]
     assert [r.remaining for r in results[:3]] == [2, 1, 0]
-    assert 3500 < results[3].retry_after <= 3600
+    assert results[3].resets_at % 3600 == 0
+    assert 0 < results[3].retry_after <= 3600
 
 
 async def test_leases_cap_release_and_expire(store: RedisState) -> None:

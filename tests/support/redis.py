@@ -11,9 +11,14 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from types import TracebackType
 
-__all__ = ["SHARED_REDIS", "DelayingProxy", "RedisServer", "redis_available", "unique_prefix"]
+from redis.asyncio import Redis
+
+from asgi_ws_gateway.state.redis import RedisState
+
+__all__ = ["SHARED_REDIS", "DelayingProxy", "RedisServer", "redis_available", "redis_state", "unique_prefix"]
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -40,6 +45,21 @@ def _answers(port: int) -> bool:
 def unique_prefix() -> str:
     """A key namespace no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def redis_state() -> AsyncIterator[RedisState]:
+    """The shared Redis as the gateway's limit store, under a prefix of its own; its keys deleted after."""
+    store = RedisState(SHARED_REDIS, prefix=unique_prefix())
+    try:
+        yield store
+    finally:
+        client = Redis.from_url(SHARED_REDIS)
+        keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        await store.aclose()
 
 
 class RedisServer:

@@ -41,6 +41,7 @@ from . import (  # noqa: F401 - registers types
 )
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .build_messages import MessagePolicies
+from .cookie_origin import cookie_token_warning
 from .jwks import JwksCache, fetch_url
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
@@ -393,7 +394,11 @@ class GatewayPolicies:
             inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
             from_products = [policy for policies in inherited_products.values() for policy in policies]
             order = [*inherited_global, *from_products, *api_policies]
+            if (cookie_warning := cookie_token_warning(order)) is not None:
+                builder.warnings.append(f"apis[{i}]: {cookie_warning}")
+            open_products = [j for j, p in enumerate(config.products) if p in mine and not p.subscription_required]
             builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine),
+                                                 open_products=open_products,
                                                  messages=self.messages.of_api(api.name))  # fmt: skip
             self.pipelines[api.name] = HandshakePipeline(
                 inherited_global,

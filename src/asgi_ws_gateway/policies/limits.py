@@ -3,8 +3,11 @@
 * ``rate-limit-by-key`` keeps a sliding log: an attempt is admitted when fewer than ``limit``
   admitted attempts lie in the last ``window`` seconds. There are no window edges, so no burst of
   2 x limit across one; ``Retry-After`` says when the oldest counted attempt leaves the window.
-* ``quota-by-key`` counts per calendar period in UTC (day, week from Monday, month); the
-  counter renews at the period's end, which the denial states.
+* ``quota-by-key`` counts per calendar period in UTC (day, week from Monday, month) on the store's
+  clock (Redis's ``TIME``: hosts with skewed clocks agree); the counter renews at the period's
+  end, which the denial states. Each kind of period counts under its own key: a day and a month
+  quota sharing a ``counter:`` count apart (on the 1st of a month they were one key, and the day's
+  expiry ended the month's count).
 * ``limit-concurrency`` holds a lease per open connection: leases expire ``lease_ttl`` seconds
   after their last renewal, so a dead worker's connections stop counting on their own.
 
@@ -21,12 +24,11 @@ would lose a slot for the whole ``lease_ttl``.
 
 from __future__ import annotations
 
-import calendar
 import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -36,6 +38,7 @@ from ..handshake.context import HandshakeContext
 from ..log_throttle import OutageLog
 from ..state.base import Decision, StoreUnavailable, retry_after, store_key
 from ..state.leases import LeaseKeeper
+from ..state.periods import Period, period_bounds
 from .base import PolicyEnv, StoreErrorSettings, deny, key_template, register_policy, template
 
 logger = logging.getLogger(__name__)
@@ -105,28 +108,6 @@ class RateLimitByKey:
             )
 
 
-Period = Literal["minute", "hour", "day", "week", "month"]
-
-
-def period_bounds(period: Period, now: float) -> tuple[datetime, datetime]:
-    """The UTC period containing ``now``: ``(start, end)``."""
-    t = datetime.fromtimestamp(now, UTC)
-    if period == "minute":
-        start = t.replace(second=0, microsecond=0)
-        return start, start + timedelta(minutes=1)
-    if period == "hour":
-        start = t.replace(minute=0, second=0, microsecond=0)
-        return start, start + timedelta(hours=1)
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return day, day + timedelta(days=1)
-    if period == "week":
-        start = day - timedelta(days=day.weekday())
-        return start, start + timedelta(days=7)
-    start = day.replace(day=1)
-    return start, start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
-
-
 class QuotaSettings(StoreErrorSettings):
     """``quota-by-key``: at most ``limit`` handshakes per calendar ``period`` (UTC) per key."""
 
@@ -147,28 +128,25 @@ class QuotaByKey:
         self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
-        self.clock = env.clock
         self.key = key_template(settings.key, env)
-        self.counter = settings.counter or env.counter
+        self.counter = f"{settings.counter or env.counter}:{settings.period}"
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        now = self.clock()
-        start, end = period_bounds(s.period, now)
-        counter = f"{self.counter}:{int(start.timestamp())}"
-        key = store_key(self.store.prefix, "quota", counter, self.key.render_key(context))
+        key = store_key(self.store.prefix, "quota", self.counter, self.key.render_key(context))
         try:
-            decision = await self.store.consume(key, s.limit, end.timestamp())
+            decision = await self.store.consume(key, s.limit, s.period)
         except StoreUnavailable as exc:
             self.store_failed(context.api, exc)
             return
         if not decision.allowed:
-            renews = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+            # The period is the store's (Redis's clock), and so are both times the client is told.
+            renews = datetime.fromtimestamp(decision.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             raise deny(
                 s.status,
                 f"quota of {s.limit} handshakes per {s.period} exceeded; it renews at {renews}",
                 reason="quota_exceeded",
-                headers=[(b"retry-after", retry_after(end.timestamp() - now).encode())],
+                headers=[(b"retry-after", retry_after(decision.retry_after).encode())],
             )
 
 

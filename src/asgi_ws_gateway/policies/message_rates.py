@@ -9,6 +9,11 @@ a busy key costs about ``1 / batch`` store calls per window and worker, and a ke
 spent costs none until the window ends. The price is that a worker may hold up to a batch it does
 not use while another worker is refused: at most ``workers x batch x limit`` of a window.
 
+A worker keeps a key's budget while a connection holds it, and the last ``IDLE_BUDGETS`` keys'
+budgets besides (a connection of a key seen a moment ago spends what its worker reserved then);
+the others are dropped, and a key coming back reserves again. (Budgets were kept for every value
+seen, for two windows: 50,000 connections with a fresh key each, 33.9 MB, whatever ``max_keys``.)
+
 On excess: ``delay`` holds the message until the window has room (backpressure: the sender's
 next messages wait in its socket), ``drop`` drops it and answers the sender, ``close`` closes with
 ``close_code`` (1013 try again later, or 1008).
@@ -19,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import Literal
 
@@ -32,7 +39,8 @@ from .base import PolicyEnv, StoreErrorSettings, key_template, template
 from .message_base import register_message_policy
 
 logger = logging.getLogger(__name__)
-_SWEEP_EVERY = 256  # attachments between sweeps of stale shared budgets
+IDLE_BUDGETS = 1024
+"""Shared budgets a policy keeps (the keys attached last) beyond those its open connections hold."""
 UNLIMITED = 2**62  # a dimension (messages or bytes) without a limit
 
 
@@ -176,9 +184,11 @@ class RateLimitMessages:
         self.counter = s.counter or env.counter
         self.key = key_template(s.key, env) if s.key is not None else None
         self.limits = (s.messages or UNLIMITED, s.bytes or UNLIMITED)
-        self._shared: dict[str, SharedBudget] = {}
+        # Every budget a connection holds (its handlers do: the entry goes when the last of them
+        # does), and the last IDLE_BUDGETS keys' kept for connections to come.
+        self._shared: weakref.WeakValueDictionary[str, SharedBudget] = weakref.WeakValueDictionary()
+        self._recent: OrderedDict[str, SharedBudget] = OrderedDict()
         self._outage = OutageLog()
-        self._attached = 0
         what = " and ".join(x for x in (s.messages and f"{s.messages} messages", s.bytes and f"{s.bytes} bytes") if x)
         self.detail = f"more than {what} per {s.window:g} s"
 
@@ -218,16 +228,17 @@ class RateLimitMessages:
         s = self.settings
         if self.key is None:
             return LocalBudget(self.limits, s.window)
-        self._attached += 1
-        if self._attached % _SWEEP_EVERY == 0:
-            now = time.monotonic()
-            self._shared = {k: b for k, b in self._shared.items() if b.ends + b.window > now or b._inflight}
         key = store_key(self.store.prefix, "msgrate", self.counter, self.key.render_key(connection))
         budget = self._shared.get(key)
         if budget is None:
             budget = self._shared[key] = SharedBudget(self.store, key, self.limits, s.window, s.batch,
                                                       s.on_store_error == "open", self._outage)  # fmt: skip
+        recent = self._recent
+        recent[key] = budget
+        recent.move_to_end(key)
+        if len(recent) > IDLE_BUDGETS:
+            recent.popitem(last=False)
         return budget
 
 
-__all__ = ["LocalBudget", "RateLimitMessages", "SharedBudget"]
+__all__ = ["IDLE_BUDGETS", "LocalBudget", "RateLimitMessages", "SharedBudget"]

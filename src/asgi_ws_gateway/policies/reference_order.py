@@ -1,5 +1,7 @@
 """Limits and ``choose`` conditions that read ``{jwt.*}`` before any policy can have set claims (or
-``{subscription.*}`` on an API in no product): the value is missing for every client.
+``{subscription.*}`` on an API in no product): the value is missing for every client. And limits
+keyed by ``{subscription.*}`` that a handshake without a subscription key runs (an open product's):
+it is missing for every such client.
 
 An API's handshake runs the global policies, then its products', then its own. A limit keyed by
 ``{jwt.sub}`` among the global or product policies, with ``validate-jwt`` among the API's, runs
@@ -13,6 +15,13 @@ A message policy's shared key (``rate-limit-messages``' ``key``) is read once th
 over: it is refused when no policy of the API's handshake can set claims (or the API is in no
 product, for ``{subscription.*}``), since every connection would then share one budget.
 
+An API in a product with ``subscription_required: false`` admits clients without a key, and
+without a subscription: the global policies, the API's own and the open product's run for them
+(a subscribing product's policies run only for its subscribers). A limit there keyed by
+``{subscription.id}`` counted every keyless client on one counter: one client holding the 2
+connections of ``limit-concurrency: {max: 2}`` refused every other with 429. (A ``choose``
+condition on ``{subscription.*}`` there tells the two kinds of clients apart, and is accepted.)
+
 Such a configuration is refused, by the policy's field path and the API's name. Claims may be set
 once any ``validate-jwt``, or any policy that is not built in (a function, a plugin's type: it may
 set ``context.claims``), came before, even inside a ``choose`` branch. A template reference with a
@@ -21,7 +30,7 @@ default (``{jwt.sub|anonymous}``) says that the missing value is expected, and i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..handshake.pipeline import Policy
@@ -42,13 +51,16 @@ def unset_references(
     locations: Mapping[int, Loc],
     *,
     has_subscription: bool,
+    open_products: Collection[int] = (),
     messages: Iterable[object] = (),
 ) -> list[str]:
     """Problems for the policies in ``order`` (an API's, as they run) that read ``{jwt.*}`` before
-    claims can exist, or ``{subscription.*}`` when the API has no subscription; then for its
-    ``messages`` policies, which run once the whole handshake has."""
+    claims can exist, or ``{subscription.*}`` when the API has no subscription (``has_subscription``:
+    it is in a product) or, for a limit, when a handshake may run it without one (``open_products``:
+    the indexes in ``products`` of the API's products with ``subscription_required: false``); then
+    for its ``messages`` policies, which run once the whole handshake has."""
     problems: dict[Loc, str] = {}  # a global policy is reported once, for the first API it fails
-    walk = _Walk(api, locations, has_subscription, problems)
+    walk = _Walk(api, locations, has_subscription, frozenset(open_products), problems)
     claims_maybe = _scan(list(order), walk, claims_maybe=False)
     for policy in messages:
         walk.check(policy, claims_maybe)
@@ -56,24 +68,34 @@ def unset_references(
 
 
 class _Walk:
-    def __init__(self, api: str, locations: Mapping[int, Loc], has_subscription: bool, problems: dict[Loc, str]):
+    def __init__(
+        self,
+        api: str,
+        locations: Mapping[int, Loc],
+        has_subscription: bool,
+        open_products: frozenset[int],
+        problems: dict[Loc, str],
+    ):
         self.api = api
         self.locations = locations
         self.has_subscription = has_subscription
+        self.open_products = open_products
         self.problems = problems
 
     def check(self, policy: object, claims_maybe: bool) -> None:
         loc = self.locations.get(id(policy))
         if loc is None:
             return
+        # A product's policies that require a subscription run for its subscribers only.
+        keyless = bool(self.open_products) and not (loc[0] == "products" and loc[1] not in self.open_products)
         for field, refs in _reads(policy):
             for ref in refs:
-                problem = self._problem(ref, claims_maybe, limit=isinstance(policy, _LIMITS))
+                problem = self._problem(ref, claims_maybe, limit=isinstance(policy, _LIMITS), keyless=keyless)
                 if problem is not None:
                     self.problems.setdefault((*loc, *field), f"{problem} (API '{self.api}')")
                     return
 
-    def _problem(self, ref: Reference, claims_maybe: bool, *, limit: bool) -> str | None:
+    def _problem(self, ref: Reference, claims_maybe: bool, *, limit: bool, keyless: bool) -> str | None:
         if ref.namespace == "jwt" and not claims_maybe:
             effect = ("every client would count on one counter, and a client without a token could use up "
                       "everyone's limit") if limit else "it is missing for every client"  # fmt: skip
@@ -83,6 +105,12 @@ class _Walk:
         if ref.namespace == "subscription" and not self.has_subscription:
             effect = "every client would count on one counter" if limit else "it is missing for every client"
             return f"reads {{{ref}}}, but the API is in no product, so no handshake has a subscription: {effect}"
+        if ref.namespace == "subscription" and keyless and limit:
+            return (f"reads {{{ref}}}, but the API is in a product with subscription_required: false, whose "
+                    "clients without a subscription key have no subscription: they would all count on one "
+                    "counter, and one of them could use up the limit of all. Key it by a value each client "
+                    f"has ({{client.network}}, {{jwt.sub}} after validate-jwt), or write {{{ref}|default}} "
+                    "in a template if one counter for them is meant")  # fmt: skip
         return None
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import GatewayError
+from .periods import Period
 
 
 class StoreUnavailable(GatewayError):
@@ -29,11 +30,13 @@ class Decision:
         allowed: whether the attempt was admitted (and counted).
         remaining: how many more attempts the limit admits right now.
         retry_after: seconds until an attempt may succeed (0 when ``allowed``).
+        resets_at: a quota's: when its period ends (POSIX s, on the store's clock); 0 for other limits.
     """
 
     allowed: bool
     remaining: int
     retry_after: float = 0.0
+    resets_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,17 @@ class Store(Protocol):
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
         """Count one event in a sliding window of ``window`` seconds, if fewer than ``limit`` are in it.
 
-        ``member`` is a unique id for this event (the window keeps one entry per event).
+        ``member`` is a unique id for this event (the window keeps one entry per event). Policies
+        sharing a counter may give different windows: each counts the events in its own, and the
+        events are kept for the longest.
         """
         ...
 
-    async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
-        """Count one event against a quota of ``limit`` whose counter ends at ``expires_at`` (POSIX s)."""
+    async def consume(self, key: str, limit: int, period: Period) -> Decision:
+        """Count one event against a quota of ``limit`` per calendar ``period`` (UTC, on the store's clock).
+
+        The counter starts again with each period; the decision's ``resets_at`` is the period's end.
+        """
         ...
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
@@ -87,7 +95,10 @@ class Store(Protocol):
         ...
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
-        """Take a lease (valid ``ttl`` seconds unless renewed) if fewer than ``limit`` live ones exist."""
+        """Take a lease (valid ``ttl`` seconds unless renewed) if fewer than ``limit`` live ones exist.
+
+        Policies sharing a counter may give different ``ttl``: no call shortens another's leases.
+        """
         ...
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:

@@ -1,14 +1,18 @@
-"""The Redis store: limits shared by every worker and host, each operation one Lua script.
+"""The Redis store: limits shared by every worker and host, each operation one Lua script (:mod:`.redis_scripts`).
 
-Scripts read the time from Redis (``TIME``), so hosts with skewed clocks still agree on windows
-and lease expiry. Each script touches one key (a quota also the attempts it counted,
-``<key>:attempts``); keys carry a hash tag (see ``store_key``), the attempts key its counter's, so
-the store works against Redis Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
-After a failure the store answers :class:`StoreUnavailable`
-at once for ``retry_interval`` seconds instead of making every handshake wait for a timeout; then
-one call tries Redis again while the others still answer at once, and calls that were waiting for a
-connection when the failure came answer at once too. The log has one line when an outage starts
-(then one per ``OutageLog.interval`` with how many calls failed) and one when Redis answers again.
+Scripts read the time from Redis (``TIME``), so hosts with skewed clocks still agree on windows,
+quota periods (computed in the script: :mod:`.periods`) and lease expiry. A key's expiry only ever
+extends: policies sharing a counter (``counter:``) with a shorter window or ``lease_ttl`` set the
+whole key's TTL to theirs, and Redis dropped the others' rate logs and live leases with it. Each
+script touches one key (a quota also the attempts it counted, ``<key>:attempts``); keys carry a
+hash tag (see ``store_key``), the attempts key its counter's, so the store works against Redis
+Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
+
+After a failure the store answers :class:`StoreUnavailable` at once for ``retry_interval`` seconds
+instead of making every handshake wait for a timeout; then one call tries Redis again while the
+others still answer at once, and calls that were waiting for a connection when the failure came
+answer at once too. The log has one line when an outage starts (then one per
+``OutageLog.interval`` with how many calls failed) and one when Redis answers again.
 
 On a plain server's URL (``redis://``, ``unix://``) the scripts a handshake or a message budget
 runs go over one connection of the store's own, pipelined (:mod:`.redis_pipe`): a quarter of the
@@ -32,184 +36,19 @@ from redis.exceptions import ResponseError
 from .._context import current_handshake
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
+from . import redis_scripts as scripts
 from .base import Decision, Reservation, StoreUnavailable
+from .periods import Period
 from .redis_pipe import Arg, Script, pipe_for
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_NOW_MS = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-
-def _own(kind: str, key: int = 1) -> str:
-    """Lua that deletes ``KEYS[key]`` unless it holds a ``kind`` (or nothing).
-
-    The key is this gateway's (its prefix, its layout), but something else wrote it: another
-    program sharing the prefix, an older version of the gateway, a hand edit. Every script failed on
-    it with WRONGTYPE, for good; and one such key among a process's leases failed every renewal,
-    which made the whole store look down every second: every limit of every API unchecked (or 503)
-    for as long as that connection stayed open. Its count starts again, as after an eviction.
-    """
-    return (
-        f"local kind = redis.call('TYPE', KEYS[{key}])['ok']\n"
-        f"if kind ~= '{kind}' and kind ~= 'none' then redis.call('DEL', KEYS[{key}]) end\n"
-    )
-
-
-def _deny_when_full(key: int = 1) -> str:
-    """Lua whose first write is one Redis refuses past ``maxmemory``: a no-op ``ZADD ... XX``.
-
-    Redis checks ``maxmemory`` for a script's command only until the script has called a write, and
-    ZREMRANGEBYSCORE (or DEL) is a write it never refuses: scripts that called one first added their
-    entries past the limit. With ``maxmemory-policy noeviction`` (what deployment.md recommends for
-    leases) clients sending a fresh value per handshake to a limit keyed by a header grew Redis
-    without bound (1,500 keys at 1.6 MB with maxmemory at 1.0 MB). Now such a script fails with
-    OOM, which the store reports as unavailable: the policy fails open or closed as configured.
-    """
-    return f"redis.call('ZADD', KEYS[{key}], 'XX', 0, '')\n"
-
-
-# The scripts that count (hit, consume, reserve) are run again by redis-py when a connection fails after
-# Redis ran them but before their answer arrived (a connection cut mid-reply, an answer later than
-# the timeout): each attempt carries an id, and an attempt already counted is not counted twice.
-# (Two attempts were counted for one: a quota at 3 after two handshakes.)
-
-# KEYS[1] sorted set of event times; ARGV limit, window ms, unique member -> {allowed, remaining, retry ms}
-_HIT = (
-    _NOW_MS
-    + _own("zset")
-    + _deny_when_full()
-    + """
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local n = redis.call('ZCARD', KEYS[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return {1, limit - n, 0} end  -- this attempt, sent again
-if n < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return {1, limit - n - 1, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, 0, tonumber(oldest[2]) + window - now}
-"""
-)
-
-# KEYS[1] counter, KEYS[2] sorted set of the attempts counted lately (id -> time);
-# ARGV limit, expiry (POSIX s), attempt id, ms an attempt is remembered -> {allowed, remaining, retry ms}
-_CONSUME = (
-    _NOW_MS
-    + _own("string")
-    + _own("zset", 2)
-    + _deny_when_full(2)
-    + """
-local limit, ends = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if not n or n < 0 or n ~= math.floor(n) or n >= 2^53 then  -- not a count INCR can go on with
-  redis.call('DEL', KEYS[1])
-  n = 0
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
-if redis.call('ZSCORE', KEYS[2], ARGV[3]) then return {1, limit - n, 0} end  -- this attempt, sent again
-if n >= limit then return {0, 0, ends * 1000 - now} end
-n = redis.call('INCR', KEYS[1])
-redis.call('EXPIREAT', KEYS[1], ends + 1)
-redis.call('ZADD', KEYS[2], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return {1, limit - n, 0}
-"""
-)
-
-# KEYS[1] sorted set lease -> expiry ms; ARGV limit, ttl ms, lease -> {allowed, remaining, retry ms}
-_ACQUIRE = (
-    _NOW_MS
-    + _own("zset")
-    + _deny_when_full()
-    + """
-local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local n = redis.call('ZCARD', KEYS[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
-  if n >= limit then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {0, 0, tonumber(first[2]) - now}
-  end
-  n = n + 1
-end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl)
-return {1, limit - n, 0}
-"""
-)
-
-# KEYS[1] sorted set; ARGV ttl ms, then leases -> how many were gone (expired, or lost with Redis's data).
-# Re-adds them: their connections are still open.
-_RENEW = (
-    _NOW_MS
-    + _own("zset")
-    + """
-local expiry = now + tonumber(ARGV[1])
-local scored = {}
-for i = 2, #ARGV do
-  scored[#scored + 1] = expiry
-  scored[#scored + 1] = ARGV[i]
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- expired: re-added below, and counted as gone
-local gone = redis.call('ZADD', KEYS[1], unpack(scored))  -- the leases that were not there
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return gone
-"""
-)
-
-# KEYS[1] sorted set; ARGV lease. A key holding something else has no lease to give back.
-_RELEASE = """
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
-return redis.call('ZREM', KEYS[1], ARGV[1])
-"""
 
 RENEW_BATCH = 500
 """Leases renewed per script call and per pipeline. A process's leases are renewed in pipelines of
 at most this many, so the event loop runs between them: one pipeline of 50,000 scripts took 1.1 s
 of CPU to build and held the loop for 0.65 s every ``lease_ttl / 3`` (every relay, and every other
 Redis call, waited; one of those timing out made the store look down)."""
-
-
-# KEYS[1] hash {w: window index, c1.. counters, a0..a7: the last attempts and what they got, ai: the
-# next of those}; ARGV window ms, then (amount, limit) pairs, then the attempt id
-# -> {granted..., window index, ms until the window ends}
-_RESERVE = (
-    _NOW_MS
-    + _own("hash")
-    + """
-local window, id = tonumber(ARGV[1]), ARGV[#ARGV]
-local done = redis.call('HMGET', KEYS[1], 'a0', 'a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7')
-for _, entry in ipairs(done) do
-  if entry and string.sub(entry, 1, #id + 1) == id .. ' ' then  -- this attempt, sent again: what it got
-    local out = {}
-    for n in string.gmatch(string.sub(entry, #id + 2), '%S+') do out[#out + 1] = tonumber(n) end
-    out[#out + 1] = (out[#out] + 1) * window - now
-    return out
-  end
-end
-local w = math.floor(now / window)
-local fresh = tonumber(redis.call('HGET', KEYS[1], 'w')) ~= w
-local out = {}
-for i = 2, #ARGV - 2, 2 do
-  local field = 'c' .. (i / 2)
-  local n = 0
-  if not fresh then n = math.max(0, tonumber(redis.call('HGET', KEYS[1], field)) or 0) end
-  local grant = math.max(0, math.min(tonumber(ARGV[i]), tonumber(ARGV[i + 1]) - n))
-  redis.call('HSET', KEYS[1], field, n + grant)
-  out[#out + 1] = grant
-end
-out[#out + 1] = w
-local slot = redis.call('HINCRBY', KEYS[1], 'ai', 1) % 8
-redis.call('HSET', KEYS[1], 'w', w, 'a' .. slot, id .. ' ' .. table.concat(out, ' '))
-local left = (w + 1) * window - now
-redis.call('PEXPIRE', KEYS[1], left + 1000)
-out[#out + 1] = left
-return out
-"""
-)
 
 
 class RedisState:
@@ -253,11 +92,11 @@ class RedisState:
         # renewals' pipelines, Cluster and Sentinel go through redis-py.
         self._pipe = pipe_for(url, timeout)
         self._pooled = self._pipe is None  # the scripts' calls take a connection of redis-py's pool
-        self._hit = self._script(_HIT)
-        self._consume = self._script(_CONSUME)
-        self._acquire = self._script(_ACQUIRE)
-        self._reserve = self._script(_RESERVE)
-        self._release = self._script(_RELEASE)
+        self._hit = self._script(scripts.HIT)
+        self._consume = self._script(scripts.CONSUME)
+        self._acquire = self._script(scripts.ACQUIRE)
+        self._reserve = self._script(scripts.RESERVE)
+        self._release = self._script(scripts.RELEASE)
         self._down_until = 0.0
         self._failing = False  # since a failure, until a call succeeds
         self._probing = False  # a call is trying whether Redis is back
@@ -280,9 +119,9 @@ class RedisState:
         result = await self._call(lambda: self._hit([key], [limit, _ms(window), member]), "hit", pooled=self._pooled)
         return _decision(result)
 
-    async def consume(self, key: str, limit: int, expires_at: float) -> Decision:
+    async def consume(self, key: str, limit: int, period: Period) -> Decision:
         # The attempt's id: redis-py sends the same arguments again when it retries the call.
-        args: list[Arg] = [limit, int(expires_at), os.urandom(16).hex(), self._remembered_ms]
+        args: list[Arg] = [limit, period, os.urandom(16).hex(), self._remembered_ms]
         result = await self._call(lambda: self._consume([key, f"{key}:attempts"], args), "consume", pooled=self._pooled)
         return _decision(result)
 
@@ -328,7 +167,7 @@ class RedisState:
             # freshly promoted replica has never seen.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, held in batch:
-                    pipe.eval(_RENEW, 1, key, ttl_ms, *held)
+                    pipe.eval(scripts.RENEW, 1, key, ttl_ms, *held)
                 return await pipe.execute()
 
         results = await self._call(renew_all, "renew")
@@ -455,11 +294,14 @@ _OUTAGE_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOW
 
 
 def _decision(result: Any) -> Decision:
+    """``{allowed, remaining, retry ms}``, and a quota's period end (POSIX s) after them."""
     try:
-        allowed, remaining, retry_ms = map(int, result)
+        allowed, remaining, retry_ms, *resets_at = map(int, result)
+        if len(resets_at) > 1:
+            raise ValueError(f"{len(resets_at) + 3} values")
     except (TypeError, ValueError) as exc:  # never from these scripts; a 500 if it were not caught
         raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a decision") from exc
-    return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000)
+    return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000, float(resets_at[0] if resets_at else 0))
 
 
 __all__ = ["RedisState"]
