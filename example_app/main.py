@@ -17,12 +17,13 @@ from fastapi.responses import FileResponse
 
 from asgi_ws_gateway import GatewayConfig, WebSocketGateway
 from asgi_ws_gateway.management import FileStore, GatewayManagement
+from asgi_ws_gateway.management.app import EXAMPLE_ADMIN_TOKEN
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "gateway.yaml"
 INDEX = HERE / "static" / "index.html"
 MANAGEMENT_PATH = "/_gateway"
-DEV_ADMIN_TOKEN = "dev-admin-token-for-the-example"
+DEV_ADMIN_TOKEN = EXAMPLE_ADMIN_TOKEN
 """The admin token when ``$ASGI_WS_GATEWAY_ADMIN_TOKEN`` is not set: for trying the example only."""
 
 

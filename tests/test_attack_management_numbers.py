@@ -29,7 +29,9 @@ def _shown(value: str) -> str:
 @pytest.fixture
 def management(tmp_path: Path) -> GatewayManagement:
     gateway = WebSocketGateway(not_found, config={"apis": []})
-    return GatewayManagement(gateway, admin_token="right-token", store=FileStore(tmp_path / "state.json"))
+    return GatewayManagement(
+        gateway, admin_token="right-token", store=FileStore(tmp_path / "state.json"), allowed_hosts=["gw"]
+    )
 
 
 async def _status(management: GatewayManagement, headers: dict[str, str]) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway.management import ManagementAPIError
-from asgi_ws_gateway.management.app import SHORT_TOKEN, token_auth
+from asgi_ws_gateway.management.app import EXAMPLE_ADMIN_TOKEN, SHORT_TOKEN, token_auth
 from asgi_ws_gateway.management.lockout import Lockout
 from support.management import TOKEN, api, managed_gateway
 from support.upstream import UpstreamServer
@@ -144,7 +144,10 @@ def test_a_short_admin_token_is_warned_about(caplog: pytest.LogCaptureFixture) -
     token_auth("x" * SHORT_TOKEN)
     assert not caplog.records
     token_auth("changeme")
+    token_auth(EXAMPLE_ADMIN_TOKEN)  # long, but printed by the example and the README
     assert caplog.messages == [
-        "the admin token is 8 characters: guessable; use 16 or more random ones "
-        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        "the admin token is 8 characters: guessable; use 16 or more random characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+        "the admin token is the example's, which is public; use 16 or more random characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
     ]

@@ -14,7 +14,7 @@ import inspect
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -596,6 +596,16 @@ def parse_host(entry: str) -> Host:
     return host, port
 
 
+def host_matches(patterns: Iterable[Host], name: str, port: int | None) -> bool:
+    """Whether host ``name`` (lower case) at ``port`` is one of ``patterns`` (:func:`parse_host`'s)."""
+    for allowed_name, allowed_port in patterns:
+        if allowed_port is not None and allowed_port != port:
+            continue
+        if allowed_name in ("*", name) or (allowed_name.startswith("*.") and name.endswith(allowed_name[1:])):
+            return True
+    return False
+
+
 def _host_pattern(value: str) -> str:
     try:
         parse_host(value)
@@ -618,6 +628,13 @@ class ManagementConfig(_Model):
         description="Hosts (host, host:port, *.domain or *) that APIs created or changed through the management API "
         "may connect to while they inherit a global or product set-header or set-query-parameter holding a "
         "credential, besides the hosts of this file's own upstreams. Default: none.",
+    )
+    allowed_hosts: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_host_pattern)]] = Field(
+        default_factory=list,
+        max_length=MAX_APIS,
+        description="Host names (host, host:port, *.domain or *) the management API and its consoles answer to, "
+        "besides IP addresses and localhost: a request naming another Host is a 421, so that a page on a name "
+        "rebound to the gateway's address (DNS rebinding) reaches nothing. Default: none.",
     )
 
 

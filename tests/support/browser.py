@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def check_page(title: str, body: str, script: str) -> str:
     )
 
 
-def dump_dom(url: str, budget_ms: int = 5000) -> str:
+def dump_dom(url: str, budget_ms: int = 5000, extra_args: Sequence[str] = ()) -> str:
     """Load ``url`` in headless Chromium and return its DOM once the virtual-time budget is spent.
 
     Virtual time stands still while a fetch is pending, so a page holds the dump back with ``holdUntil``.
@@ -69,6 +70,7 @@ def dump_dom(url: str, budget_ms: int = 5000) -> str:
                 "--disable-sync",
                 f"--user-data-dir={profile}",
                 f"--virtual-time-budget={budget_ms}",
+                *extra_args,
                 "--dump-dom",
                 url,
             ],

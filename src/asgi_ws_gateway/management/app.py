@@ -15,13 +15,14 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
 import yaml
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,8 +33,8 @@ from ..redact import printable
 from ..strict_numbers import non_finite_numbers
 from . import console
 from .disclosure import public_document
-from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from .forgery import check_not_forged
+from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, problem
+from .forgery import HostCheck, check_not_forged
 from .head import check_head, content_length, has_body
 from .lockout import Lockout
 from .openapi import openapi_document
@@ -47,17 +48,23 @@ Auth = Callable[[Request], Awaitable[bool]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def problem(
-    status: int, title: str, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if problems:
-        body["problems"] = problems
-    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
-
-
 SHORT_TOKEN = 16
 """An admin token shorter than this is warned about: a list of likely words finds it despite the lockout."""
+EXAMPLE_ADMIN_TOKEN = "dev-admin-token-for-the-example"
+"""The example application's token when none is set: printed by it and in the README, so public."""
+
+
+MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def weak_token_problem(token: str) -> str | None:
+    """Why ``token`` is guessable, if it is: short (the lockout counts per address and per worker, so a
+    guesser with a few dozen addresses tries a thousand a minute), or published."""
+    if token == EXAMPLE_ADMIN_TOKEN:
+        return "the admin token is the example's, which is public"
+    if len(token) < SHORT_TOKEN:
+        return f"the admin token is {len(token)} characters: guessable"
+    return None
 
 
 def admin_token_problem(token: str) -> str | None:
@@ -78,20 +85,27 @@ def token_auth(token: str) -> Auth:
     """
     if (problem := admin_token_problem(token)) is not None:
         raise ValueError(problem)
-    if len(token) < SHORT_TOKEN:
-        logger.warning(
-            "the admin token is %d characters: guessable; use %d or more random ones "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-            len(token),
-            SHORT_TOKEN,
-        )
-    expected = token.encode()
+    if (weak := weak_token_problem(token)) is not None:
+        logger.warning("%s; use %d or more random characters (%s)", weak, SHORT_TOKEN, MAKE_TOKEN)
+    return _BearerToken(token.encode())
 
-    async def check(request: Request) -> bool:
+
+class _BearerToken:
+    """:func:`token_auth`'s check; the lockout counts only the requests that present a token to it."""
+
+    def __init__(self, expected: bytes) -> None:
+        self._expected = expected
+
+    async def __call__(self, request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._expected)
 
-    return check
+
+def _guessed(auth: Auth, request: Request) -> bool:
+    """Whether a refused request counts as a guess: it presented a token, or ``auth`` is one whose
+    credentials the gateway cannot see (a cookie, a certificate). A request without any
+    ``Authorization`` guesses nothing, and any page can make a browser send one."""
+    return not isinstance(auth, _BearerToken) or "authorization" in request.headers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,12 +216,19 @@ def _depth(value: Any, stop: int) -> int:
 
 
 def create_management_app(
-    manager: Manager, *, auth: Auth, limits: BodyLimits = BodyLimits(), lockout: Lockout | None = None
+    manager: Manager,
+    *,
+    auth: Auth,
+    limits: BodyLimits = BodyLimits(),
+    lockout: Lockout | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
     """The management API for ``manager``; mount it anywhere (it uses relative routes only).
 
     ``lockout``: how refused credentials slow a client down (default: 30 a minute, then 429); the
     client is the address the gateway decides (the TCP peer, or what ``trusted_proxies`` report).
+    ``allowed_hosts``: host names the API answers to besides IP addresses and ``localhost``
+    (with the configuration file's ``management.allowed_hosts``; see :class:`~.forgery.HostCheck`).
     """
     lockout = lockout or Lockout()
 
@@ -234,7 +255,8 @@ def create_management_app(
                     headers={"Retry-After": str(math.ceil(wait))},
                 )  # fmt: skip
             if not await auth(request):
-                lockout.refused(address)
+                if _guessed(auth, request):
+                    lockout.refused(address)
                 return problem(
                     401,
                     "Unauthorized",
@@ -442,7 +464,8 @@ def create_management_app(
         Route("/metrics/series", protected(metric_series)),
         Route("/refusals", protected(list_refusals)),
     ]
-    return Starlette(routes=routes)
+    hosts = [*allowed_hosts, *manager.base.management.allowed_hosts]
+    return Starlette(routes=routes, middleware=[Middleware(HostCheck, allowed=hosts)])
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -478,4 +501,4 @@ def _message(body: Any) -> str | bytes:
     raise Invalid("invalid message", ["(top level): expected exactly one of text, json or binary"])
 
 
-__all__ = ["Auth", "BodyLimits", "create_management_app", "problem", "read_body", "read_json", "token_auth"]
+__all__ = ["Auth", "BodyLimits", "create_management_app", "read_body", "read_json", "token_auth"]

@@ -19,6 +19,9 @@ Hierarchy::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from starlette.responses import JSONResponse
 
 from ..errors import GatewayError
 
@@ -42,6 +45,10 @@ class BadRequest(ManagementError):
 
 class Forbidden(ManagementError):
     status, title = 403, "Forbidden"
+
+
+class MisdirectedRequest(ManagementError):
+    status, title = 421, "Misdirected Request"
 
 
 class NotFound(ManagementError):
@@ -82,6 +89,16 @@ class Unavailable(ManagementError):
     def of(cls, part: str, cause: BaseException) -> Unavailable:
         """``the <part> failed: <the cause's type>``; raise it ``from`` the cause, whose text is for the log."""
         return cls(f"the {part} failed: {type(cause).__name__}")
+
+
+def problem(
+    status: int, title: str, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An ``application/problem+json`` response (RFC 9457)."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if problems:
+        body["problems"] = problems
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
 
 
 __all__ = [

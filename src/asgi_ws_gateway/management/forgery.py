@@ -1,44 +1,63 @@
-"""Refuse a state-changing management request that a web page could have forged (CSRF).
+"""Refuse a management request that a web page could have forged (CSRF) or sent by another name
+(DNS rebinding).
 
-An ``auth`` that trusts an ambient credential (a cookie, a client certificate, an SSO proxy in front)
-admits whatever the admin's browser sends, and a page on any site can make it send a request that
-needs no CORS preflight: a form post, or ``fetch(url, {mode: "no-cors", body: new Blob([json])})``,
-which has no ``Content-Type`` at all. So every change (any method but GET, HEAD and OPTIONS):
+An ``auth`` that trusts an ambient credential (a cookie, a client certificate, an SSO proxy in front,
+the client's address) admits whatever the admin's browser sends, and a page on any site can make it
+send a request that needs no CORS preflight: a form post, an ``<img>``, or ``fetch(url, {mode:
+"no-cors", body: new Blob([json])})``, which has no ``Content-Type`` at all. So every request to a
+protected route:
 
-* must be typed ``application/json`` (415 otherwise), body or not: a page cannot send that type to
-  another origin without a preflight, and the API answers none. A DELETE without a body is exempt:
-  a page cannot send DELETE to another origin unpreflighted either;
 * is refused (403) when the browser says it came from elsewhere: ``Sec-Fetch-Site`` ``cross-site``
   or ``same-site``, or an ``Origin`` other than the API's own (its ``Host``, any scheme: a proxy in
-  front may end TLS). Scripts send neither header.
+  front may end TLS). Scripts send neither header. A read too: a page's ``<img>`` or ``no-cors``
+  GETs, each a refused credential, locked the admin's address out;
 
-It runs before ``auth``, so a forged request never counts against the lockout of refused credentials.
+and every change (any method but GET, HEAD and OPTIONS) must be typed ``application/json`` (415
+otherwise), body or not: a page cannot send that type to another origin without a preflight, and the
+API answers none. A DELETE without a body is exempt: a page cannot send DELETE to another origin
+unpreflighted either. These run before ``auth``, so a forged request never counts against the
+lockout of refused credentials.
+
+A page can also make its own name point at the gateway's address (DNS rebinding): then its requests
+are same-origin to the browser, ``Origin`` and ``Host`` agree, the page reads the answers, and over
+plain HTTP a browser marks nothing (``Sec-Fetch-*`` goes to secure origins only; a same-origin GET has
+no ``Origin``). Its ``Host`` is the page's name, though: :class:`HostCheck` answers a request only
+when its ``Host`` is an IP address, ``localhost``, or a name the operator allowed
+(``management.allowed_hosts``): 421 otherwise, on every route.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import shorten
-from .errors import Forbidden, UnsupportedMediaType
+from ..config import Host, host_matches, parse_host, shorten
+from ..forwarded import parse_ip
+from ..redact import printable
+from .errors import BadRequest, Forbidden, ManagementError, MisdirectedRequest, UnsupportedMediaType, problem
 from .head import has_body
+
+logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def check_not_forged(request: Request) -> None:
-    """Raise :class:`Forbidden` or :class:`UnsupportedMediaType` for a change a page could have forged."""
-    if request.method in SAFE_METHODS:
-        return
+    """Raise :class:`Forbidden` or :class:`UnsupportedMediaType` for a request a page could have forged."""
     site = request.headers.get("sec-fetch-site", "").lower()
     if site in ("cross-site", "same-site"):
-        raise Forbidden(f"a {site} request cannot change the management API (Sec-Fetch-Site)")
+        raise Forbidden(f"a {site} request cannot use the management API (Sec-Fetch-Site)")
     origin = request.headers.get("origin")
     if origin is not None and not _same_origin(origin, request.headers.get("host", "")):
-        raise Forbidden("a request from another origin cannot change the management API (Origin)")
+        raise Forbidden("a request from another origin cannot use the management API (Origin)")
+    if request.method in SAFE_METHODS:
+        return
     if request.method != "DELETE" or has_body(request):
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json":
@@ -62,4 +81,46 @@ def _same_origin(origin: str, host: str) -> bool:
     return (given.hostname, port) == (own.hostname, own_port)
 
 
-__all__ = ["SAFE_METHODS", "check_not_forged"]
+class HostCheck:
+    """ASGI middleware: a request is answered only under a ``Host`` the management API knows.
+
+    Known: an IP address, ``localhost`` (and ``*.localhost``, which browsers resolve to loopback), and
+    the ``allowed`` patterns (``gw.example.com``, ``*.example.com``, ``*``: any). A request without
+    ``Host`` (HTTP/1.0) is answered: no browser sends one.
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed: set[Host] = {parse_host(entry) for entry in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host")
+            refused = None if host is None else self._refusal(host)
+            if refused is not None:
+                logger.info(
+                    "management %s refused: %d Host %s", printable(scope["path"]), refused.status, printable(host or "")
+                )
+                await problem(refused.status, refused.title, refused.detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, host: str) -> ManagementError | None:
+        try:
+            parts = urlsplit(f"//{host}")
+            name, port = parts.hostname, parts.port
+        except ValueError:  # a port that is no number, a malformed IPv6 literal
+            name = None
+        if not name or parts.path or parts.query or parts.fragment or parts.username is not None:
+            return BadRequest("the Host header is not host[:port]")
+        if name == "localhost" or name.endswith(".localhost") or parse_ip(name) is not None:
+            return None
+        if host_matches(self.allowed, name, port):
+            return None
+        return MisdirectedRequest(
+            f"this management API does not answer to the name '{shorten(host, 80)}': add it to "
+            "management.allowed_hosts if it is yours"
+        )
+
+
+__all__ = ["SAFE_METHODS", "HostCheck", "check_not_forged"]

@@ -14,7 +14,7 @@ from ..redis_client import connect
 from ..routing import route_target
 from .app import Auth, BodyLimits, create_management_app, token_auth
 from .bus import Bus, RedisBus
-from .errors import Unavailable
+from .errors import BadRequest, Unavailable, problem
 from .redis_store import RedisStore
 from .service import Manager
 from .store import StateStore
@@ -61,6 +61,9 @@ class GatewayManagement:
         allowed_upstream_hosts: hosts (``host``, ``host:port``, ``*.domain``, ``*``) that APIs created or
             changed through the API may connect to while they inherit a credential the configuration
             file sends upstream (a global or product ``set-header``; default: the file's own upstream hosts).
+        allowed_hosts: host names (``host``, ``host:port``, ``*.domain``, ``*``) the API and its consoles
+            answer to, besides IP addresses and ``localhost`` (default: none, with the configuration
+            file's ``management.allowed_hosts``): another ``Host`` is a 421 (DNS rebinding).
         max_body_size: bytes a request body may have (default 1 MiB): larger is a 413, found
             from Content-Length or while reading a chunked body.
         body_timeout: seconds a request body may take to arrive (default 10): slower is a 408.
@@ -84,6 +87,7 @@ class GatewayManagement:
         poll_interval: float = 1.0,
         allowed_asgi_upstreams: Sequence[str] = (),
         allowed_upstream_hosts: Sequence[str] = (),
+        allowed_hosts: Sequence[str] = (),
         max_body_size: int = MIB,
         body_timeout: float = 10.0,
         sample_interval: float = 5.0,
@@ -123,7 +127,7 @@ class GatewayManagement:
             reserved_path=self.path if port is None else None,
         )
         limits = BodyLimits(max_bytes=max_body_size, timeout=body_timeout)
-        self.api = create_management_app(self.manager, auth=auth, limits=limits)
+        self.api = create_management_app(self.manager, auth=auth, limits=limits, allowed_hosts=allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -137,14 +141,41 @@ class GatewayManagement:
                     return
             else:
                 root = scope.get("root_path", "")
-                route = route_target(scope["path"], None, root)[0]  # as the gateway and Starlette read it
-                if route == self.path and scope["type"] == "http":
-                    await _redirect(send, f"{root}{self.path}/console")
-                    return
-                if route.startswith(self.path + "/"):
-                    await self.api({**scope, "root_path": root + self.path}, receive, send)
-                    return
+                # As the gateway and Starlette read it: the decoded path, less the root path.
+                route, raw_route = route_target(scope["path"], scope.get("raw_path"), root)
+                if route == self.path or route.startswith(self.path + "/"):
+                    if not self._spelled_as_configured(raw_route, scope):
+                        await self._misspelled(scope, receive, send)
+                        return
+                    if route == self.path and scope["type"] == "http":
+                        await _redirect(send, f"{root}{self.path}/console")
+                        return
+                    if route != self.path:
+                        await self.api({**scope, "root_path": root + self.path}, receive, send)
+                        return
         await self.app(scope, receive, send)
+
+    def _spelled_as_configured(self, raw_route: bytes | None, scope: Scope) -> bool:
+        """Whether the path as sent starts with the management path as configured, byte for byte.
+
+        ``/%5Fgateway/apis`` and ``/_gateway%2Fapis`` decode into the management path, but a proxy in
+        front that matches the raw path (HAProxy's ``path_beg``) would not see it there, and a rule
+        that keeps ``/_gateway/`` from the public would let them through.
+        """
+        if scope.get("raw_path") is None:
+            return True  # a server that gives only the decoded path: nothing was spelled differently
+        if raw_route is None:
+            return False  # the root path itself was spelled differently
+        prefix = self.path.encode()
+        return raw_route.startswith(prefix) and raw_route[len(prefix) : len(prefix) + 1] in (b"/", b"")
+
+    async def _misspelled(self, scope: Scope, receive: Receive, send: Send) -> None:
+        logger.info("management: refused a request whose path spells %s another way (400)", self.path)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        refused = BadRequest(f"the management API is at {self.path}/, spelled as written (no percent-encoding)")
+        await problem(refused.status, refused.title, refused.detail)(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Start the management API before the application: if it cannot, fail the start-up with why."""
