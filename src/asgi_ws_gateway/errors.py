@@ -9,6 +9,7 @@ Hierarchy::
         └── UpstreamError      the upstream could not be reached or refused us
             ├── UpstreamUnreachable     -> 502
             ├── UpstreamTimeout         -> 504
+            │   └── NameLookupTimeout   -> 504: the upstream's host name did not resolve in time
             └── UpstreamRejected        -> the upstream's own 4xx/5xx status and body
     └── MessageRejected        a message policy stops one message of an open connection
         ├── DropMessage        the message goes no further (the sender may get an error reply)
@@ -93,6 +94,14 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     def __init__(self, detail: str) -> None:
         super().__init__(504, detail, reason="upstream_timeout")
+
+
+class NameLookupTimeout(UpstreamTimeout):
+    """The upstream's host name did not resolve in time: its DNS, not the backend (504, ``upstream_dns_timeout``)."""
+
+    def __init__(self, host: str, seconds: float) -> None:
+        super().__init__(f"the upstream host name {host} did not resolve in {seconds:.3g} s (DNS lookup timed out)")
+        self.reason = "upstream_dns_timeout"
 
 
 def local_shortage(label: str, error: OSError) -> GatewayOverloaded | None:
@@ -191,6 +200,7 @@ __all__ = [
     "GatewayOverloaded",
     "HandshakeDenied",
     "MessageRejected",
+    "NameLookupTimeout",
     "UpstreamError",
     "UpstreamRejected",
     "UpstreamTimeout",

@@ -35,7 +35,8 @@ from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
-from .upstream.base import UpstreamConnection, tls_context
+from .upstream.base import UpstreamConnection
+from .upstream.tls import UpstreamTls
 from .upstream.checks import check_path_params
 from .upstream.inprocess import InProcessConnector
 from .upstream.websockets_client import WebSocketsConnector
@@ -73,7 +74,7 @@ class _Api:
         self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
         # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
         self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
-        self.tls = [tls_context(u) if self.can_splice else None for u in config.upstreams]
+        self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
 
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig) -> TracedConnector:
@@ -383,8 +384,7 @@ class WebSocketGateway:
             if (message_policies is None or framed) and api.can_splice and self._spliceable(api, scope):
                 # The frame relay reads payloads: no extension (compression) is negotiated for it.
                 backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
-                    lambda request: open_raw(cfg, cfg.upstreams[b.index], request, api.tls[b.index],
-                                             extensions=not framed),
+                    lambda request: open_raw(cfg, request, api.tls[b.index], extensions=not framed),
                     requests[b.index],
                 ))  # fmt: skip
                 upstream = raw

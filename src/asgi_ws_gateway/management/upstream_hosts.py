@@ -19,6 +19,11 @@ The check follows the gateway's own rules, so that the two cannot disagree:
   ``name``, else its type), as :mod:`~asgi_ws_gateway.policies.build` does;
 * a host written as a template (``ws://{jwt.region}:9000``) is whatever the values make it: never
   one the operator named, in the file or in a change, unless the operator allowed every host (``*``).
+* a host is the operator's only as the file reaches it: each connection to one of the file's hosts
+  (an upstream, or a ``set-backend-service`` URL with each upstream's TLS settings, as
+  :mod:`~asgi_ws_gateway.upstream.tls` decides them) is TLS where the file uses ``wss://``, verified
+  where the file verifies, against the CAs the file verifies it with (``verify_tls: false`` or
+  ``ws://`` on the file's ``wss://`` host let whoever held the address read the secret).
 
 An API's *own* policies are not the operator's once the API is changed here: the file's values come
 back ``REDACTED`` from ``GET`` and are refused when sent back, so a token holder can only send their own.
@@ -33,9 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import ApiConfig, GatewayConfig, Host, parse_host
+from ..config import ApiConfig, GatewayConfig, Host, UpstreamConfig, host_matches, parse_host
 from ..policies.build import run_name
 from ..redact import redact_url_credentials
+from ..upstream.tls import PLAIN, TlsSettings, connection_tls
 from .disclosure import secret_setting, set_credentials, url_credential
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -49,7 +55,7 @@ def policy_name(entry: Mapping[str, Any]) -> str:
     return run_name(str(kind), settings.get("name") if isinstance(settings, Mapping) else None)
 
 
-def _url_host(url: str) -> Host | None:
+def _url_host(url: str) -> tuple[str, int] | None:
     """The URL's host and port; None when it has none, or when a template writes any of its authority."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "{" in parts.netloc or "}" in parts.netloc:
@@ -74,18 +80,42 @@ def _base_urls(value: Any) -> Iterator[str]:
             yield from _base_urls(item)
 
 
-def _own_destinations(api: ApiConfig) -> list[tuple[str, str]]:
-    """(field, URL) of every network host the API may connect to, by its own configuration."""
-    found = [(f"upstreams[{j}]", u.url) for j, u in enumerate(api.upstreams) if u.kind != "asgi"]
-    return found + [("policies (set-backend-service)", url) for url in _base_urls(api.policies)]
+Upstreams = tuple[tuple[int, UpstreamConfig], ...]
+"""The upstreams (by index) a destination is connected for: its TLS settings are theirs (``upstream.tls``)."""
 
 
-def operator_hosts(base: GatewayConfig, allowed: Iterable[str]) -> set[Host]:
-    """The hosts the configuration file sends to (written out, not templated), and those the operator allowed."""
+def _network(api: ApiConfig) -> Upstreams:
+    return tuple((j, u) for j, u in enumerate(api.upstreams) if u.kind != "asgi")
+
+
+def _own_destinations(api: ApiConfig) -> list[tuple[str, str, Upstreams]]:
+    """(field, URL, upstreams connected for) of every network host the API may connect to, by its own
+    configuration: an upstream's URL for itself, a ``set-backend-service`` URL for every upstream."""
+    found = [(f"upstreams[{j}]", u.url, ((j, u),)) for j, u in _network(api)]
+    return found + [("policies (set-backend-service)", url, _network(api)) for url in _base_urls(api.policies)]
+
+
+@dataclass(frozen=True)
+class OperatorHosts:
+    """Where the file's credentials may go, worked out once from the configuration file.
+
+    Attributes:
+        hosts: the hosts the file sends to (written out, not templated), and those the operator allowed.
+        tls: how the file connects to each host it sends to (:func:`file_tls`): a change connects
+            to it at least as strictly.
+    """
+
+    hosts: set[Host]
+    tls: dict[Host, set[TlsSettings]]
+
+
+def operator_hosts(base: GatewayConfig, allowed: Iterable[str]) -> OperatorHosts:
+    """The hosts the configuration file sends to and those the operator allowed, with the file's TLS to each."""
     hosts = {parse_host(entry) for entry in allowed}
-    urls = [url for api in base.apis for _, url in _own_destinations(api)]
+    urls = [url for api in base.apis for _, url, _ in _own_destinations(api)]
     urls += _base_urls([base.policies, *(p.policies for p in base.products)])
-    return hosts | {host for url in urls if (host := _url_host(url)) is not None}
+    hosts |= {host for url in urls if (host := _url_host(url)) is not None}
+    return OperatorHosts(hosts, file_tls(base) if _ANY_HOST not in hosts else {})  # every host allowed: no floor
 
 
 def _trusted(url: str, trusted: set[Host]) -> bool:
@@ -94,13 +124,7 @@ def _trusted(url: str, trusted: set[Host]) -> bool:
     host = _url_host(url)
     if host is None:
         return False
-    name, port = host
-    for allowed_name, allowed_port in trusted:
-        if allowed_port is not None and allowed_port != port:
-            continue
-        if allowed_name in ("*", name) or (allowed_name.startswith("*.") and name.endswith(allowed_name[1:])):
-            return True
-    return False
+    return host_matches(trusted, *host)
 
 
 @dataclass(frozen=True)
@@ -171,16 +195,64 @@ def _secret_names(value: Any) -> Iterator[str]:
             yield from _secret_names(item)
 
 
-def _destinations(scopes: Sequence[_Scope], api: ApiConfig, skip: set[str]) -> Iterator[tuple[bool, str, str]]:
-    """(own, field, URL) of every host the API may connect to: its upstreams and every backend it runs,
-    whether its own or inherited (``product 'gold''s policies (set-backend-service)``)."""
+def _destinations(
+    scopes: Sequence[_Scope], api: ApiConfig, skip: set[str]
+) -> Iterator[tuple[bool, str, str, Upstreams]]:
+    """(own, field, URL, upstreams connected for) of every host the API may connect to: its upstreams
+    and every backend it runs, whether its own or inherited (``product 'gold''s policies (set-backend-service)``)."""
     for scope in scopes:
         if not scope.inherited:
-            yield from ((True, field, url) for field, url in _own_destinations(api))
+            yield from ((True, field, url, upstreams) for field, url, upstreams in _own_destinations(api))
             continue
         for _, settings in _runs(scope.policies, scope, skip):
             for url in _base_urls(settings):
-                yield False, f"{scope.where} policies (set-backend-service)", url
+                yield False, f"{scope.where} policies (set-backend-service)", url, _network(api)
+
+
+def _connections(url: str, upstreams: Upstreams) -> Iterator[tuple[int, UpstreamConfig, TlsSettings]]:
+    """How each of ``upstreams`` connects to ``url``'s host (none when it has no host of its own)."""
+    host = _url_host(url)
+    if host is not None:
+        scheme = urlsplit(url).scheme
+        yield from ((j, u, connection_tls(u, scheme, *host)) for j, u in upstreams)
+
+
+def file_tls(base: GatewayConfig) -> dict[Host, set[TlsSettings]]:
+    """How the configuration file connects to each host it sends to: its APIs' upstreams and the
+    ``set-backend-service`` URLs they run (one a global or product policy names but no API of the
+    file runs: by its scheme, verified against the system's trust store)."""
+    listed: dict[str, list[_Scope]] = {}  # by API: the scopes of the products listing it
+    for product in base.products:
+        scope = _Scope(f"product '{product.name}''s", product.policies, (), operator=True, inherited=True)
+        for name in product.apis:
+            listed.setdefault(name, []).append(scope)
+    inherited = _Scope("the global", base.policies, (), operator=True, inherited=True)
+    own = _Scope("the API's own", (), (), operator=True, inherited=False)  # _destinations reads the API's
+    found: dict[Host, set[TlsSettings]] = {}
+    for api in base.apis:
+        scopes = [inherited, *listed.get(api.name, ()), own]
+        for _, _, url, upstreams in _destinations(scopes, api, set(api.skip_policies)):
+            host = _url_host(url)
+            if host is not None:  # a templated one is the operator's only when every host is
+                for _, _, settings in _connections(url, upstreams):
+                    found.setdefault(host, set()).add(settings)
+    for url in _base_urls([base.policies, *(p.policies for p in base.products)]):
+        if (host := _url_host(url)) is not None and host not in found:
+            found[host] = {TlsSettings(tls=True) if url.startswith("wss://") else PLAIN}
+    return found
+
+
+def _weaker(settings: TlsSettings, uses: Iterable[TlsSettings], upstream: str) -> str | None:
+    """How a connection with ``settings`` is weaker than every one of the file's to that host (``uses``),
+    or None; ``upstream`` names the upstream whose settings those are (``upstreams[0]``)."""
+    if any(settings.at_least_as_strict_as(use) for use in uses):
+        return None
+    if not settings.tls:
+        return "without TLS (ws://), where the configuration file uses wss://"
+    if not settings.verify:
+        return f"without verifying its certificate ({upstream}.verify_tls: false), where the file verifies it"
+    ca = f"{upstream}.ca_bundle" if settings.ca_bundle is not None else f"the system's store (no {upstream}.ca_bundle)"
+    return f"verifying its certificate against {ca}, not the CAs the configuration file does (another CA could vouch)"
 
 
 def _shown(url: str) -> str:
@@ -194,11 +266,12 @@ def _shown(url: str) -> str:
 
 
 def secret_host_problems(
-    base: GatewayConfig, merged: GatewayConfig, changed: set[str], trusted: set[Host], subject: str | None
+    base: GatewayConfig, merged: GatewayConfig, changed: set[str], operator: OperatorHosts, subject: str | None
 ) -> list[str]:
     """Problems, by field path, of APIs in ``changed`` that would send a secret of the file's to a host
-    the operator did not name."""
+    the operator did not name, or to one of the file's hosts less strictly than the file does."""
     problems = []
+    trusted, floor = operator.hosts, operator.tls
     for i, api in enumerate(merged.apis):
         if api.name not in changed:
             continue
@@ -209,16 +282,30 @@ def secret_host_problems(
             continue
         mine = api.name == subject
         who = "this API" if mine else f"API '{api.name}'"
-        for own, field, url in _destinations(scopes, api, skip):
-            if _trusted(url, trusted):
+        prefix = "" if mine else f"apis[{i}]."
+        for own, field, url, upstreams in _destinations(scopes, api, skip):
+            where = f"{prefix}{field}" if own else field
+            if not _trusted(url, trusted):
+                problems.append(
+                    f"{where}: {_shown(url)} is not a host the configuration file sends to, and {who} would send "
+                    f"it {secrets[0]} (the operator's secret): the operator may list the host in "
+                    "management.allowed_upstream_hosts; or skip the policy (skip_policies)"
+                )
                 continue
-            where = f"{'' if mine else f'apis[{i}].'}{field}" if own else field
-            problems.append(
-                f"{where}: {_shown(url)} is not a host the configuration file sends to, and {who} would send it "
-                f"{secrets[0]} (the operator's secret): the operator may list the host in "
-                "management.allowed_upstream_hosts; or skip the policy (skip_policies)"
-            )
+            host = _url_host(url)
+            uses = floor.get(host) if host is not None else None
+            if uses is None:  # a host allowed_upstream_hosts names, which the file does not send to
+                continue
+            for j, _, settings in _connections(url, upstreams):
+                weaker = _weaker(settings, uses, f"{prefix}upstreams[{j}]")
+                if weaker is not None:
+                    problems.append(
+                        f"{where}: {who} would connect to {_shown(url)}, a host the configuration file sends to, "
+                        f"{weaker}, and send it {secrets[0]} (the operator's secret): connect to it as the "
+                        "configuration file does; or skip the policy (skip_policies)"
+                    )
+                    break
     return problems
 
 
-__all__ = ["operator_hosts", "policy_name", "secret_host_problems"]
+__all__ = ["OperatorHosts", "file_tls", "operator_hosts", "policy_name", "secret_host_problems"]

@@ -24,7 +24,7 @@ from websockets.headers import build_extension, parse_extension
 
 from .._types import Headers, Scope
 from ..bounded import split_url
-from ..config import ApiConfig, UpstreamConfig
+from ..config import ApiConfig
 from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
@@ -35,6 +35,7 @@ from ..upstream.interim import InterimResponses, UnreadableHead
 from ..upstream.refusal import RefusalBody
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
+from ..upstream.tls import UpstreamTls, checked
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -209,53 +210,71 @@ def _accepts(offered: dict[str, str | None], answered: dict[str, str | None]) ->
 
 async def open_raw(
     api: ApiConfig,
-    upstream: UpstreamConfig,
     request: UpstreamRequest,
-    context: ssl.SSLContext | None,
+    tls: UpstreamTls,
     *,
     extensions: bool = True,
 ) -> RawUpstream:
     """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds.
 
+    ``tls``: the upstream's TLS contexts; the request's URL picks one (``wss://`` or not, its host).
     ``extensions``: forward the client's ``Sec-WebSocket-Extensions`` offer (False: offer none).
     """
+    url = split_url(request.url)
+    host, port = host_and_port(url)
+    label = tls.label(url.scheme, host, port)
+    # The URL connected decides TLS (set-backend-service may have changed its scheme and host): the
+    # context was the configured upstream's, and a ws:// one sent to wss:// went out in clear text.
+    context = checked(label, url.scheme, tls.context(url.scheme, host, port))
     try:
         async with asyncio.timeout(api.connect_timeout):
-            return await _open(request, context, upstream, extensions, api.dns_ttl)
+            return await _open(request, url, context, label, extensions, api.dns_ttl, api.connect_timeout)
     except TimeoutError:
-        raise UpstreamTimeout(f"{upstream.label} did not complete the handshake in {api.connect_timeout:g} s") from None
+        raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
-        raise local_shortage(upstream.label, exc) or UpstreamUnreachable(
-            f"{upstream.label} is unreachable: {redact_text(str(exc))}"
-        ) from None
+        why = redact_text(str(exc)) or type(exc).__name__  # an SSLEOFError says nothing of itself
+        unreachable = UpstreamUnreachable(f"{label} is unreachable: {why}")
+        raise local_shortage(label, exc) or unreachable from None
 
 
 async def _open(
     request: UpstreamRequest,
+    url: SplitResult,
     context: ssl.SSLContext | None,
-    upstream: UpstreamConfig,
+    label: str,
     forward_offer: bool,
     dns_ttl: float,
+    within: float,
 ) -> RawUpstream:
-    url = split_url(request.url)
     host, port = host_and_port(url)
     offer = deflate_offer(request.scope) if forward_offer else None
     loop = asyncio.get_running_loop()
-    transport, reader = await RESOLVER.connect(host, port, lambda address: loop.create_connection(
-        _HandshakeReader, address, port, ssl=context, server_hostname=host if context is not None else None
-    ), dns_ttl)  # fmt: skip
+    key = base64.b64encode(os.urandom(16))
+
+    async def attempt(address: str) -> tuple[asyncio.Transport, _HandshakeReader]:
+        # Up to the answer's head: an address that accepts TCP and never answers is left for the
+        # name's next one (within its share of connect_timeout), as one that refuses is.
+        transport, reader = await loop.create_connection(
+            _HandshakeReader, address, port, ssl=context, server_hostname=host if context is not None else None
+        )
+        try:
+            transport.write(_request_bytes(request, url, key, offer))
+            await reader.head
+        except BaseException:
+            transport.abort()
+            raise
+        return transport, reader
+
+    transport, reader = await RESOLVER.connect(host, port, attempt, dns_ttl, within)
     try:
-        key = base64.b64encode(os.urandom(16))
-        transport.write(_request_bytes(request, url, key, offer))
-        await reader.head
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
-        status, headers = _parse_head(head, upstream)
+        status, headers = _parse_head(head, label)
         if status != 101:
             try:
                 body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
             except MalformedChunks as exc:
-                raise UpstreamUnreachable(f"{upstream.label} refused with a malformed chunked body: {exc}") from None
-            raise upstream_refusal(upstream.label, status, kept_response_headers(headers), body)
+                raise UpstreamUnreachable(f"{label} refused with a malformed chunked body: {exc}") from None
+            raise upstream_refusal(label, status, kept_response_headers(headers), body)
         answer: dict[str, list[str]] = {}
         for name, value in headers:
             answer.setdefault(name.lower(), []).append(value)
@@ -268,14 +287,14 @@ async def _open(
             or "upgrade" not in connection
             or answer.get("sec-websocket-accept") != [expected]
         ):
-            raise UpstreamUnreachable(f"{upstream.label} answered the handshake with an invalid 101")
+            raise UpstreamUnreachable(f"{label} answered the handshake with an invalid 101")
         chosen = answer.get("sec-websocket-protocol", [])
         subprotocol = chosen[0] if len(chosen) == 1 else None
         if chosen and (len(chosen) > 1 or subprotocol not in request.subprotocols):
-            raise UpstreamUnreachable(f"{upstream.label} chose a subprotocol that was not offered: {chosen[0][:80]!r}")
+            raise UpstreamUnreachable(f"{label} chose a subprotocol that was not offered: {chosen[0][:80]!r}")
         problem = _answer_problem(answer.get("sec-websocket-extensions", []), offer)
         if problem is not None:
-            raise UpstreamUnreachable(f"{upstream.label} {problem}")
+            raise UpstreamUnreachable(f"{label} {problem}")
         extensions = ", ".join(answer.get("sec-websocket-extensions", ())) or None
     except BaseException:
         transport.abort()
@@ -302,7 +321,7 @@ def _request_bytes(request: UpstreamRequest, url: SplitResult, key: bytes, exten
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[str, str]]]:
+def _parse_head(head: bytes, label: str) -> tuple[int, list[tuple[str, str]]]:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
     if (
@@ -310,9 +329,9 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
         or not parts[0].startswith("HTTP/1.")
         or not (len(parts[1]) == 3 and parts[1].isdecimal() and parts[1].isascii())
     ):
-        raise UpstreamUnreachable(f"{upstream.label} did not answer with HTTP/1.1: {status_line[:80]!r}")
+        raise UpstreamUnreachable(f"{label} did not answer with HTTP/1.1: {status_line[:80]!r}")
     if parts[1] == "101" and parts[0] != "HTTP/1.1":  # no upgrade in another version: the relay's client refuses it too
-        raise UpstreamUnreachable(f"{upstream.label} switched protocols in {parts[0][:16]!r}, not HTTP/1.1")
+        raise UpstreamUnreachable(f"{label} switched protocols in {parts[0][:16]!r}, not HTTP/1.1")
     headers = []
     for line in header_lines:
         name, sep, value = line.partition(":")
@@ -321,7 +340,7 @@ def _parse_head(head: bytes, upstream: UpstreamConfig) -> tuple[int, list[tuple[
         # write a header line of the upstream's choosing into the client's response): refused, as
         # the websockets client refuses it on the relay path.
         if not sep or not valid_header(name, value):
-            raise UpstreamUnreachable(f"{upstream.label} sent a malformed response header")
+            raise UpstreamUnreachable(f"{label} sent a malformed response header")
         headers.append((name, value))
     return int(parts[1]), headers
 

@@ -34,9 +34,11 @@ from opentelemetry.util.types import AttributeValue
 
 from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
+from ..bounded import split_url
 from ..config import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
 from ..redact import redact_free_text, redact_text, redact_url_remembered
+from ..upstream.resolver import host_and_port
 from ..wire_numbers import parse_port
 from . import current, propagation
 from . import names as n
@@ -124,6 +126,17 @@ class TracedConnector:
         if handshake is None or not handshake.instrumented:
             return await connect(request)
         return await handshake.connect_upstream(connect, request, self.backend)
+
+
+def _connected_to(url: str) -> tuple[str, int] | None:
+    """The host and port an attempt connects to: its URL's, which a ``set-backend-service`` may have
+    made another than the backend's (the span said the configured ``127.0.0.1`` of a connection to
+    ``localhost``). Metrics keep the backend's: their labels must stay few."""
+    try:
+        host, port = host_and_port(split_url(url))
+    except ValueError:  # refused before any connect (a 400): the backend's stay
+        return None
+    return (host, port) if host else None
 
 
 class HandshakeTrace:
@@ -285,12 +298,16 @@ class HandshakeTrace:
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
                     inline[n.UPSTREAM_URL] = cut(redact_url_remembered(request.url))
+                    if connected := _connected_to(request.url):
+                        inline[n.UPSTREAM_ADDRESS], inline[n.UPSTREAM_PORT] = connected
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
                     attrs[n.URL_FULL] = cut(redact_url_remembered(request.url))  # the client's path in it
+                    if connected := _connected_to(request.url):
+                        attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = connected
                 span = telemetry.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs, ())
                 if telemetry.config.propagate:
                     propagation.inject(

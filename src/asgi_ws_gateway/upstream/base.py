@@ -1,13 +1,11 @@
-"""What every connector provides: a connection's ``recv``/``send``/``close`` and the end of one; TLS settings."""
+"""What every connector provides: a connection's ``recv``/``send``/``close`` and the end of one."""
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .._types import Data, Headers, Scope
-from ..config import UpstreamConfig
 
 
 class UpstreamClosed(Exception):
@@ -62,15 +60,4 @@ class Connector(Protocol):
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection: ...
 
 
-def tls_context(upstream: UpstreamConfig) -> ssl.SSLContext | None:
-    """The TLS context of a ``wss://`` upstream (None for ``ws://``): verified unless told not to."""
-    if upstream.kind != "wss":
-        return None
-    context = ssl.create_default_context(cafile=upstream.ca_bundle)
-    if not upstream.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-__all__ = ["Connector", "UpstreamClosed", "UpstreamConnection", "UpstreamRequest", "tls_context"]
+__all__ = ["Connector", "UpstreamClosed", "UpstreamConnection", "UpstreamRequest"]

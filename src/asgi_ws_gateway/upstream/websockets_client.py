@@ -28,11 +28,12 @@ from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstr
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..redact import redact_text
-from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, tls_context
+from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .interim import InterimResponses, UnreadableHead
 from .refusal import HeldRefusal, is_refusal
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
+from .tls import UpstreamTls, checked
 
 # (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
 # ``Connection.send`` every time.
@@ -262,16 +263,21 @@ class WebSocketsConnector:
     def __init__(self, api: ApiConfig, upstream: UpstreamConfig) -> None:
         self.api = api
         self.label = upstream.label
-        self.ssl_context = tls_context(upstream)
+        self.tls = UpstreamTls(upstream)
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         api = self.api
+        url = split_url(request.url)
         try:
-            host, port = host_and_port(split_url(request.url))
+            host, port = host_and_port(url)
         except ValueError:
             host = ""
         if not host:  # what websockets refuses as InvalidURI, before any connect
             raise bad_request("the upstream request cannot be sent (invalid URL)")
+        # The URL connected decides TLS (set-backend-service may have changed its scheme and host):
+        # the context was the configured upstream's, and websockets refused the other with a 500.
+        label = self.tls.label(url.scheme, host, port)
+        context = checked(label, url.scheme, self.tls.context(url.scheme, host, port))
         # What websockets would refuse to send (InvalidHeaderValue, once connected): refused here,
         # before any connect, so that its InvalidHeaderValue always means the upstream's answer.
         # The client learns only the kind of problem, not the value.
@@ -294,23 +300,23 @@ class WebSocketsConnector:
                 close_timeout=api.close_timeout,
                 max_size=api.max_message_size,
                 max_queue=4,
-                ssl=self.ssl_context,
+                ssl=context,
                 create_connection=_ClientConnection,
             )
 
         try:
             async with asyncio.timeout(api.connect_timeout):  # the name's lookup too
-                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl)
+                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl, api.connect_timeout)
         except InvalidStatus as exc:
             response = exc.response
             raise upstream_refusal(
-                self.label,
+                label,
                 response.status_code,
                 kept_response_headers(list(response.headers.raw_items())),
                 bytes(response.body),
             ) from None
         except TimeoutError:
-            raise UpstreamTimeout(f"{self.label} did not complete the handshake in {api.connect_timeout:g} s") from None
+            raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
         except InvalidURI:
             # websockets refused the URL it was given before sending a byte: not the backend's fault.
             # The message names the URL: the client learns only the kind of problem.
@@ -320,11 +326,12 @@ class WebSocketsConnector:
             # extension it was not offered, a malformed header): its fault, a 502 as on the splice.
             # The message quotes the upstream's header: cut and escaped (a 7 KB value, raw bytes).
             raise UpstreamUnreachable(
-                f"{self.label} answered the handshake with an invalid 101: {_quoted(str(exc))}"
+                f"{label} answered the handshake with an invalid 101: {_quoted(str(exc))}"
             ) from None
         except (OSError, WebSocketException) as exc:
-            shortage = local_shortage(self.label, exc) if isinstance(exc, OSError) else None
-            raise shortage or UpstreamUnreachable(f"{self.label} is unreachable: {redact_text(str(exc))}") from None
+            shortage = local_shortage(label, exc) if isinstance(exc, OSError) else None
+            why = redact_text(str(exc)) or type(exc).__name__  # an SSLEOFError says nothing of itself
+            raise shortage or UpstreamUnreachable(f"{label} is unreachable: {why}") from None
         return WebSocketsConnection(ws)
 
 
