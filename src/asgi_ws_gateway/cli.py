@@ -24,6 +24,7 @@ from uvicorn.config import LOG_LEVELS, WS_PROTOCOLS
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from .errors import ConfigError
+from .forwarded import parse_ip
 from .json_names import load_unique
 from .loading import alias_problem, read_regular_file
 from .management import cli as management_cli
@@ -121,6 +122,7 @@ def _configured(args: argparse.Namespace) -> int:
     from .plugins import load_plugins
     from .policies.build import load_policies
     from .schema import json_schema
+    from .server.serving import graceful_shutdown_timeout
     from .standalone import collector_problems
     from .startup import variable_problems
     from .state.memory import MemoryState
@@ -134,6 +136,7 @@ def _configured(args: argparse.Namespace) -> int:
         # Built to be checked (with a memory store: nothing connects, nothing is fetched), then dropped.
         policies = load_policies(args.config, store=lambda config: MemoryState())
         config = policies.config
+        args.shutdown_timeout = graceful_shutdown_timeout(config)
         if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
             environment = [*variable_problems(), *environment_config_problems(config.telemetry),
                            *collector_problems()]  # fmt: skip
@@ -159,7 +162,7 @@ def _configured(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .management.app import admin_token_problem
+    from .management.app import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
     from .plugins import PLUGINS_ENV
     from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
     from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV
@@ -188,6 +191,13 @@ def _run(args: argparse.Namespace) -> int:
         if (problem := admin_token_problem(os.environ[management_cli.TOKEN_ENV])) is not None:
             print(f"error: {management_cli.TOKEN_ENV}: {problem}", file=sys.stderr)
             return 2
+        listening = (args.management_host or MANAGEMENT_HOST) if args.management_port else args.host
+        weak = weak_token_problem(os.environ[management_cli.TOKEN_ENV])
+        if weak is not None and not _loopback(listening):
+            print(f"error: {management_cli.TOKEN_ENV}: {weak}, and the management API would listen on {listening}, "
+                  f"beyond this host: use {SHORT_TOKEN} or more random characters ({MAKE_TOKEN})",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         _set_management_env(args)
         app = "asgi_ws_gateway.server.serving:managed_app"
     else:
@@ -208,6 +218,14 @@ def _run(args: argparse.Namespace) -> int:
         raise
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (``--host``, ``--management-host``) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    address = parse_ip(host)
+    return address is not None and address.is_loopback
+
+
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     """What ``run`` passes to uvicorn, with or without the management API.
 
@@ -221,7 +239,9 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
             "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
             "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
-            "log_config": log_config, "access_log": not args.no_access_log}  # fmt: skip
+            "log_config": log_config, "access_log": not args.no_access_log,
+            # Past it the server cancels what has not closed: a connection held the shutdown for ever.
+            "timeout_graceful_shutdown": getattr(args, "shutdown_timeout", None)}  # fmt: skip
 
 
 def _port(value: str) -> int:

@@ -26,8 +26,9 @@ from .loop_watch import LoopWatch
 from .messages.pipeline import MessagePolicySet
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
-from .passthrough.splice import EXTENSION, MAX_SIZE, Splice
+from .passthrough.splice import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, Splice
 from .policies.build import GatewayPolicies, load_policies
+from .relay.close_codes import SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
 from .routing import Router, route_target
@@ -36,9 +37,9 @@ from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
 from .upstream.balancing import Backend, BackendPool
 from .upstream.base import UpstreamConnection
-from .upstream.tls import UpstreamTls
 from .upstream.checks import check_path_params
 from .upstream.inprocess import InProcessConnector
+from .upstream.tls import UpstreamTls
 from .upstream.websockets_client import WebSocketsConnector
 
 if TYPE_CHECKING:
@@ -75,6 +76,16 @@ class _Api:
         # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
         self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
+
+
+_UNGUARDED_SERVER = (
+    "the server does not run the gateway's protocols (uvicorn's own, as under a bare 'uvicorn app:app'): a client "
+    "can hold connections by sending a request head slowly or never, send heads of any size, make the server "
+    "buffer a message past max_message_size and flood pings whose answers are never read; serve with --ws "
+    "asgi_ws_gateway.server:GatewayWebSocketProtocol --http asgi_ws_gateway.server:GatewayHTTPProtocol, as "
+    "'asgi-ws-gateway run' does (docs/security.md)"
+)
+"""Logged once, at the first handshake served without the gateway's WebSocket protocol."""
 
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig) -> TracedConnector:
@@ -130,6 +141,7 @@ class WebSocketGateway:
         self._connections = ConnectionRegistry()
         self._in_flight = 0  # handshakes in progress and connections open: what max_connections bounds
         self._draining = False
+        self._server_checked = False  # whether the first handshake told if the server runs the gateway's protocol
         self._loop_watch = LoopWatch()  # a WARNING when something blocks the event loop (from start-up)
         self._apis: dict[str, _Api] = {}
         self.config: GatewayConfig
@@ -347,6 +359,10 @@ class WebSocketGateway:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake started
+        if not self._server_checked:
+            self._server_checked = True
+            if EXTENSION not in scope.get("extensions", {}):
+                logger.warning(_UNGUARDED_SERVER)
         policies = self._policies  # the configuration in force when the handshake started
         limits = self.config.handshake_limits
         headers = scope["headers"]  # as the client sent them, for the size limits
@@ -360,8 +376,7 @@ class WebSocketGateway:
         relay: RelayHandle
         try:
             if self._draining:
-                raise HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")],
-                                      reason="draining")  # fmt: skip
+                raise _draining_refusal()
             check_capacity(self._in_flight, self._capacity)
             check_header_limits(headers, _target(scope), limits)
             if limits.headers_with_underscores == "reject":
@@ -410,12 +425,15 @@ class WebSocketGateway:
                           "headers": opened.response_headers}  # fmt: skip
                 if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
                     accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
+                    accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
         except BaseException as exc:
             if upstream is not None:  # connected, then failed: the upstream must not be left open
                 with contextlib.suppress(Exception):
                     await upstream.close(1011, "gateway error")
             await handshake.release()
-            if not isinstance(exc, Exception):
+            if _stopped_by_shutdown(exc):  # the server shuts down: refused as a drain refuses
+                exc = _draining_refusal()
+            elif not isinstance(exc, Exception):
                 trace.abandoned("cancelled")
                 raise
             error: Exception | None = None
@@ -527,6 +545,21 @@ class WebSocketGateway:
                           policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
+
+
+def _draining_refusal() -> HandshakeDenied:
+    return HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")], reason="draining")
+
+
+def _stopped_by_shutdown(exc: BaseException) -> bool:
+    """The gateway's protocol cancelled the handshake because the server shuts down (SIGTERM): the
+    cancellation is taken back, and the client gets the 503 a drain gives."""
+    if not (isinstance(exc, asyncio.CancelledError) and SHUTDOWN_REFUSAL in exc.args):
+        return False
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return True
 
 
 def _target(scope: Scope) -> bytes:

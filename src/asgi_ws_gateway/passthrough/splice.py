@@ -59,6 +59,9 @@ ACCEPT = "asgi_ws_gateway.passthrough.accept"
 MAX_SIZE = "asgi_ws_gateway.max_size"
 """A key of a ``websocket.accept`` message sent under such a server: the largest message the server
 reads from this client (it inflates no more of a compressed one), when smaller than its ws_max_size."""
+CLOSE_TIMEOUT = "asgi_ws_gateway.close_timeout"
+"""A key of such a ``websocket.accept``: seconds the server waits for the client's close frame after
+sending its own before it closes the connection (uvicorn's protocol waits 10 s, whatever the API says)."""
 
 
 _PING = 0x9
@@ -480,4 +483,4 @@ def _name(side: _Side) -> str:
     return "client" if side.client else "upstream"
 
 
-__all__ = ["ACCEPT", "EXTENSION", "MAX_SIZE", "Splice"]
+__all__ = ["ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "Splice"]

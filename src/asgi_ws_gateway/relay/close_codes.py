@@ -9,6 +9,14 @@ TOO_BIG = "asgi_ws_gateway.too_big"
 with 1009 for a message over the limit the application set (``MAX_SIZE``): the gateway's refusal,
 not a close of the client's, so the relay closes the upstream with 1001 as for one it found itself."""
 
+SERVER_SHUTDOWN = "asgi_ws_gateway.server_shutdown"
+"""A key of the ``websocket.disconnect`` the gateway's protocol sends when the server shuts down: it
+sent the client its 1012 itself, so the relay records the close as the gateway's and mirrors it."""
+
+SHUTDOWN_REFUSAL = "asgi_ws_gateway: the server is shutting down"
+"""The message the gateway's protocol cancels a handshake's task with when the server shuts down
+before the handshake was answered: the gateway answers it with its 503 draining refusal."""
+
 
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
@@ -60,4 +68,13 @@ def wire_reason(reason: str) -> str:
     return reason if len(encoded) <= 123 else encoded[:123].decode(errors="ignore")
 
 
-__all__ = ["TOO_BIG", "client_vanished", "close_problem", "sendable", "wire_code", "wire_reason"]
+__all__ = [
+    "SERVER_SHUTDOWN",
+    "SHUTDOWN_REFUSAL",
+    "TOO_BIG",
+    "client_vanished",
+    "close_problem",
+    "sendable",
+    "wire_code",
+    "wire_reason",
+]

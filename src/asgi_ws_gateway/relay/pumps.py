@@ -56,7 +56,7 @@ from ..errors import CloseConnection
 from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection
-from .close_codes import TOO_BIG, client_vanished, wire_code, wire_reason
+from .close_codes import SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
 from .stats import RelayStats
 
 if TYPE_CHECKING:
@@ -346,6 +346,10 @@ class Relay:
         if not self._closing:
             self._closing = True
             code, reason = message.get("code", 1005), message.get("reason") or ""
+            if message.get(SERVER_SHUTDOWN):  # the server sent the client its 1012: mirrored upstream
+                self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "gateway", code, reason
+                await self._close_upstream(code, reason)
+                return
             if client_vanished(message):
                 code, reason = 1006, ""
             self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "client", code, reason

@@ -8,6 +8,7 @@ own 3 is the CLI's "not found".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -19,9 +20,10 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
 
 from .._types import ASGIApp
+from ..config import GatewayConfig
 from ..errors import ConfigError
 from ..management import standalone as managed
 from ..management.cli import MANAGEMENT_HOST
@@ -33,33 +35,80 @@ if sys.platform != "win32":
     import resource
 
 logger = logging.getLogger(__name__)
+_UVICORN_ERROR = logging.getLogger("uvicorn.error")
 
 EXIT_START_FAILED = 7
 """``run`` could not start serving: the socket could not be bound, or start-up failed."""
 EXIT_FORCED = 8
 """``run`` was forced to stop (a second SIGINT, Ctrl+C) before its drain finished: connections were cut."""
+SHUTDOWN_MARGIN = 5.0
+"""Seconds :func:`graceful_shutdown_timeout` adds to what the connections' closes may take."""
 
 
 class GracefulServer(uvicorn.Server):
-    """A uvicorn server whose graceful shutdown on a signal returns instead of dying by that signal."""
+    """A uvicorn server whose graceful shutdown on a signal returns instead of dying by that signal.
+
+    Args:
+        config: uvicorn's.
+        worker: one of ``--workers`` N's processes: a SIGHUP is its supervisor's to act on (it
+            replaces each worker), so the worker ignores it without a word.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, worker: bool = False) -> None:
+        super().__init__(config)
+        self.worker = worker
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        with super().capture_signals(), _hangup_ignored():
+        with super().capture_signals(), _hangup_ignored(quietly=self.worker):
             yield
             # The shutdown that signal asked for is complete: do not re-raise it (exit 0, not 143).
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
             if isinstance(captured, list):
                 captured.clear()
 
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            super().run(sockets)
+        finally:
+            _UVICORN_ERROR.removeFilter(_cancellation_unlogged)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
         if self.force_exit:  # uvicorn skipped the wait for connections and the application's shutdown
+            # asyncio.run cancels the tasks left (the lifespan's, each connection's) as it returns: the
+            # quit that was asked for, not a failure for uvicorn to log with a traceback each.
+            _UVICORN_ERROR.addFilter(_cancellation_unlogged)
+            # A connection that was sent its close frame (the shutdown's 1012) is not counted as cut.
+            connections = self.server_state.connections
+            unclosed = sum(not getattr(connection, "close_sent", False) for connection in connections)
             logger.warning(
-                "forced to quit before the drain finished: %d connection(s) cut without a close frame, the "
-                "gateway's shutdown (leases released, telemetry flushed) skipped",
-                len(self.server_state.connections),
+                "forced to quit before the drain finished: %d connection(s) cut, %d of them without a close "
+                "frame, the gateway's shutdown (leases released, telemetry flushed) skipped",
+                len(connections),
+                unclosed,
             )
+
+
+def _cancellation_unlogged(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+class _Worker(multiprocess.Process):
+    """One of uvicorn's worker processes, serving with :class:`GracefulServer`: it ignores SIGHUP (sent
+    to the whole process group, it ended every worker at once: 1006 for every client, leases held,
+    telemetry unflushed) and exits :data:`EXIT_FORCED` when forced to quit (it exited 0)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = GracefulServer(self.config, worker=True)
+        return self._server
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover  (in the worker)
+        super().target(sockets)
+        if self.server.force_exit:
+            sys.exit(EXIT_FORCED)
 
 
 HANGUP_IGNORED = (
@@ -70,18 +119,32 @@ HANGUP_IGNORED = (
 
 
 @contextlib.contextmanager
-def _hangup_ignored() -> Generator[None, None, None]:
-    """SIGHUP logged and ignored while serving. Its default action ended the process at once: no close
-    frame to any client or upstream, leases held until they expire, telemetry never flushed; and an
-    operator sends it expecting a reload (``--workers`` >= 2: uvicorn's supervisor replaces the workers)."""
+def _hangup_ignored(*, quietly: bool = False) -> Generator[None, None, None]:
+    """SIGHUP logged (unless ``quietly``) and ignored while serving. Its default action ended the
+    process at once: no close frame to any client or upstream, leases held until they expire, telemetry
+    never flushed; and an operator sends it expecting a reload (``--workers`` >= 2: uvicorn's supervisor
+    replaces the workers)."""
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGHUP, lambda sig, frame: logger.warning(HANGUP_IGNORED))
+    handler = signal.SIG_IGN if quietly else (lambda sig, frame: logger.warning(HANGUP_IGNORED))
+    previous = signal.signal(signal.SIGHUP, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+_UVICORN_WORKER = multiprocess.Process
+
+
+def graceful_shutdown_timeout(config: GatewayConfig) -> float:
+    """uvicorn's ``timeout_graceful_shutdown`` for ``config``: how long the server's shutdown waits for
+    the connections to close before it cancels their tasks. Each closes within its API's
+    ``close_timeout`` (the client's side, then the upstream's), ``drain_grace_period`` bounds a drain,
+    and a few seconds are margin. Without it a connection that never closed held the shutdown for ever."""
+    close_timeout = max((api.close_timeout for api in config.apis), default=0.0)
+    return config.drain_grace_period + 2 * close_timeout + SHUTDOWN_MARGIN
 
 
 def standalone_app() -> ASGIApp:
@@ -130,10 +193,15 @@ def serve(
             return EXIT_START_FAILED
     if config.workers > 1:
         supervisor = Multiprocess(config, sockets=sockets)
-        supervisor.run()
+        # uvicorn's supervisor builds its workers from its module's Process, for as long as it runs.
+        multiprocess.Process = _Worker  # type: ignore[misc]
+        try:
+            supervisor.run()
+        finally:
+            multiprocess.Process = _UVICORN_WORKER  # type: ignore[misc]
         # A worker that could not start stops the supervisor, which returns as if all went well.
-        failed = any(worker.process.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
-        return EXIT_START_FAILED if failed else 0
+        codes = {worker.process.exitcode for worker in supervisor.processes}
+        return EXIT_START_FAILED if STARTUP_FAILURE in codes else EXIT_FORCED if EXIT_FORCED in codes else 0
     server = GracefulServer(config)
     server.run(sockets=sockets)
     if not server.started:
@@ -162,8 +230,10 @@ __all__ = [
     "EXIT_START_FAILED",
     "HANGUP_IGNORED",
     "MANAGEMENT_HOST",
+    "SHUTDOWN_MARGIN",
     "STARTUP_FAILURE",
     "GracefulServer",
+    "graceful_shutdown_timeout",
     "managed_app",
     "raise_open_file_limit",
     "serve",

@@ -20,9 +20,19 @@ gateway needs on its edge:
   it inflates a compressed one): ``"asgi_ws_gateway.max_size": <bytes>`` in its ``websocket.accept``
   (the gateway sends its API's ``max_message_size``); a message over it closes the client with 1009
   and tells the application so (``"asgi_ws_gateway.too_big": True`` in the ``websocket.disconnect``);
+  and how long to wait for the client's close frame after its own (``"asgi_ws_gateway.close_timeout":
+  <seconds>``, the API's ``close_timeout``; uvicorn waited 10 s whatever it was);
 * what a client sends before its handshake is answered (it did not wait for the 101) is held, unread,
   and read first once the application accepts or splices (uvicorn parsed it before the application
   decided, and a splice lost it with the parser);
+* at shutdown (SIGTERM), a client whose handshake is not answered yet gets the gateway's 503
+  draining refusal (``Retry-After``, ``Connection: close``): its task is cancelled with
+  ``SHUTDOWN_REFUSAL``, which the gateway answers (another application gets the same 503 from this
+  protocol), where uvicorn sent a bare 500 and left the handshake running; an accepted client gets
+  1012 and what it still sends is read and dropped until its close, as for a protocol error (uvicorn
+  reset a client still sending: 1006), and a client that reads nothing is dropped ``close_timeout``
+  (and a second) later, within half of uvicorn's ``timeout_graceful_shutdown`` when that is set:
+  uvicorn's close waited for its unread data to drain, and the shutdown never ended;
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
@@ -75,14 +85,19 @@ from .._context import HANDSHAKE
 from ..bounded import remember
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
-from ..passthrough.splice import ACCEPT, EXTENSION, MAX_SIZE
+from ..passthrough.splice import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE
 from ..redact import redact_path
-from ..relay.close_codes import TOO_BIG
+from ..relay.close_codes import SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
 from ..upstream.checks import valid_value
 from .head_deadline import HEADER_TIMEOUT_ENV
 from .http import GatewayH11Protocol, GatewayHTTPProtocol
 
 SUPPORTED_VERSION = "13"
+SHUTDOWN_REASON = "server shutting down"
+"""The close reason with the 1012 an accepted client gets at shutdown (the splice sends the same)."""
+ABORT_MARGIN = 1.0
+"""Seconds past ``close_timeout`` after which a connection still open at shutdown is dropped (a
+quarter of uvicorn's ``timeout_graceful_shutdown`` at most)."""
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
 
@@ -119,6 +134,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _on_shutdown: Callable[[], None] | None = None
     _fault_logged = False
     _eof_written = False
+    _task: asyncio.Task[None] | None = None  # the application's, from its first step
+    _refusing = False  # the server shuts down before the handshake was answered: 503
+    _abort_timer: asyncio.TimerHandle | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -361,6 +379,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         kind = message["type"]
+        if kind == "websocket.send" and not self.writable.is_set():
+            await self.writable.wait()  # here: a close meanwhile (the shutdown's) is seen below
         if kind == ACCEPT and not self.handshake_complete and self.initial_response is None:
             await self._pass_through(message)
             return
@@ -369,8 +389,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             # application was still talking: the client is gone, as ASGI says (an OSError), rather
             # than uvicorn's RuntimeError, which the application would log as its own failure.
             raise ClientDisconnected()
-        if kind == "websocket.accept" and type(message.get(MAX_SIZE)) is int:
-            self._lower_max_size(message[MAX_SIZE])
+        if kind == "websocket.accept":
+            if type(message.get(MAX_SIZE)) is int:
+                self._lower_max_size(message[MAX_SIZE])
+            if type(timeout := message.get(CLOSE_TIMEOUT)) in (int, float) and 0 < timeout < float("inf"):
+                self.close_timeout = float(timeout)
         await super().send(message)
         if kind == "websocket.accept":
             self._release_early_data(self)
@@ -419,14 +442,116 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # allocated for the connection's whole life: idle spliced connections are many.
         del self.conn, self.request, self.response, self.queue, self.writable
 
+    # -- shutdown --
+
     def shutdown(self) -> None:
-        if not self.passed_through:
-            super().shutdown()
-        elif self._on_shutdown is not None:
-            self._on_shutdown()
+        """The server shuts down (SIGTERM): close this connection, bounded by ``close_timeout``.
+
+        uvicorn's own shutdown sent 1012 and closed the socket at once (a client still sending was
+        reset: 1006), waited without end for a client that reads nothing (its close waits for the
+        unread data to drain), and answered a handshake in flight with a bare 500 while the
+        application went on with it.
+        """
+        if self.passed_through:
+            if self._on_shutdown is not None:
+                self._on_shutdown()  # the splice sends its 1012 to both sides
+            self.close_sent = True  # what a forced quit counts (the transport is the splice's)
+            return
+        self.stop_keepalive()
+        # The server's own bound (timeout_graceful_shutdown) comes first: past it, it stops waiting
+        # for the connections, and one still open would be left to the event loop's end.
+        grace = self.config.timeout_graceful_shutdown
+        wait = self.close_timeout if grace is None else min(self.close_timeout, grace / 2)
+        if not self.close_sent:
+            if self.handshake_complete and self.initial_response is None:
+                self._close_at_shutdown(wait)
+            elif self.initial_response is None:  # not answered yet; a refusal being sent is left to end
+                self._refuse_at_shutdown()
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            margin = ABORT_MARGIN if grace is None else min(ABORT_MARGIN, grace / 4)
+            self._abort_timer = self.loop.call_later(wait + margin, self._abort)
+
+    def _close_at_shutdown(self, wait: float) -> None:
+        """Send 1012, tell the application the server closed the client, then read and drop what the
+        client still sends until its close (or ``wait`` seconds): the error-close path."""
+        disconnect = {"type": "websocket.disconnect", "code": 1012, "reason": SHUTDOWN_REASON, SERVER_SHUTDOWN: True}
+        self.queue.put_nowait(disconnect)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
+        self.conn.send_close(1012, SHUTDOWN_REASON)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.writable.set()  # a send waiting for the client to read ends now (ClientDisconnected), and the
+        # relay reads its upstream's close instead of waiting to forward it one more message
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()  # what arrives now is dropped (send_receive_event_to_app)
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.close_timer = self.loop.call_later(wait, self.transport.close)
+
+    def _refuse_at_shutdown(self) -> None:
+        """Stop the application's handshake: it answers 503 (the gateway's draining refusal), or
+        :meth:`send_500_response` does once the task ends without answering."""
+        self._refusing = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel(SHUTDOWN_REFUSAL)
+        elif task is None and not self.handshake_initiated:
+            self.transport.close()  # no request yet: nothing to answer
+        # A task created but not started refuses when it starts (run_asgi).
+
+    def _abort(self) -> None:
+        """Drop a connection still open ``close_timeout`` after the shutdown: its client reads nothing."""
+        self._abort_timer = None
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        super().connection_lost(exc)
+
+    def send_500_response(self) -> None:
+        """uvicorn's 500 for a handshake the application did not answer; a 503 that says to come back
+        later when the server is shutting down."""
+        if not self._refusing or self.initial_response or self.handshake_complete:
+            super().send_500_response()
+            return
+        response = self.conn.reject(HTTPStatus.SERVICE_UNAVAILABLE, "The server is shutting down.\n")
+        response.headers["Retry-After"] = "5"  # websockets' reject says Connection: close
+        self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.handshake_complete = self.close_sent = True
+        self.logger.info('%s - "WebSocket %s" 503 (server shutting down)', self._client(), _logged_path(self._path()))
 
     async def run_asgi(self) -> None:
-        await super().run_asgi()
+        """uvicorn's, but a handshake the shutdown stopped is answered 503 (see :meth:`shutdown`), and a
+        cancelled task (the shutdown's, or a forced quit's) logs no traceback."""
+        self._task = asyncio.current_task()
+        try:
+            if self._refusing:  # the shutdown came before this task's first step
+                raise asyncio.CancelledError(SHUTDOWN_REFUSAL)
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            if not self._refusing:
+                self._end_task()
+                raise
+            self.send_500_response()
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        self._end_task()
+
+    def _end_task(self) -> None:
+        if self.close_timer is None:
+            self.transport.close()
         if self.passed_through:  # connection_lost went to the splice's protocol, not here
             self.connections.discard(self)
 
@@ -548,7 +673,9 @@ PassthroughWebSocketProtocol = GatewayWebSocketProtocol
 """The former name, kept importable: ``--ws asgi_ws_gateway.server:PassthroughWebSocketProtocol``."""
 
 __all__ = [
+    "ABORT_MARGIN",
     "HEADER_TIMEOUT_ENV",
+    "SHUTDOWN_REASON",
     "SUPPORTED_VERSION",
     "GatewayH11Protocol",
     "GatewayHTTPProtocol",

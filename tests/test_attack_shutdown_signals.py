@@ -1,0 +1,231 @@
+"""SIGTERM, SIGINT and SIGHUP to ``asgi-ws-gateway run`` while connections are open or being opened.
+
+uvicorn's own shutdown closed the gateway's connections before the gateway's drain ran, and closed
+them badly: a relayed client that read nothing held the process for ever (its close waited for
+the unread data to drain), a client still sending was reset (1006, not 1012), and a handshake in
+flight got a bare 500 while the gateway went on with it. With ``--workers``, a SIGHUP to the process
+group killed every worker at once, and a forced quit exited 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from asgi_ws_gateway.server.serving import EXIT_FORCED
+from support.clients import connect
+from support.configs import build_config, write_config
+from support.processes import ServerProcess, ready_server
+from support.upstream import SilentUpstream, UpstreamServer
+
+RUN = ["-m", "asgi_ws_gateway", "run"]
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+def _wait_for_line(server: ServerProcess, text: str, times: int = 1, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while server.output().count(text) < times:
+        assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+
+
+def _upgrade(port: int, path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def _workers(pid: int) -> list[int]:
+    """The supervisor's worker processes (its children but the resource tracker, which runs no server)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if b"uvicorn" in Path(f"/proc/{child}/cmdline").read_bytes()
+            or b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes()]  # fmt: skip
+
+
+def _to_the_group(server: ServerProcess, sig: int) -> None:
+    """``sig`` to the supervisor and its workers, as a terminal (Ctrl+C) or ``kill -- -PGID`` sends it."""
+    for pid in [server.process.pid, *_workers(server.process.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+class _HungUpstream:
+    """A TCP server that reads an upgrade request and never answers it."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def __aenter__(self) -> _HungUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.writers: list[asyncio.StreamWriter] = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            while await reader.read(65536):
+                pass
+
+
+@contextlib.asynccontextmanager
+async def _gateway(tmp_path: Path, config: dict[str, object], *extra: str) -> AsyncIterator[ServerProcess]:
+    path = write_config(tmp_path, config)
+    with ready_server(lambda port: [*RUN, str(path), "--port", str(port), "--log-level", "info", *extra]) as server:
+        yield server
+
+
+async def test_sigterm_ends_while_a_relayed_client_reads_nothing(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """The upstream floods a client that never reads: SIGTERM waited for its unread data for ever."""
+    config = build_config(upstream_server.url("/flood/65536"), path="/flood",
+                          api={"passthrough": False, "close_timeout": 1}, drain_grace_period=2)  # fmt: skip
+    async with _gateway(tmp_path, config) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(_upgrade(server.port, "/flood"))
+        assert sock.recv(12) == b"HTTP/1.1 101"
+        _wait_for_line(server, "Application startup complete.")
+        await asyncio.sleep(1)  # the buffers fill: the gateway's writes to the client are paused
+        try:
+            assert server.stop(signal.SIGTERM, timeout=30) == 0  # before: still running 150 s later
+        finally:
+            sock.close()
+        output = server.output()
+    assert '"WebSocket /flood" 101 echo closed by gateway with 1012' in output, output
+    assert "Traceback" not in output
+
+
+async def test_sigterm_answers_a_handshake_in_flight_with_the_draining_503(tmp_path: Path) -> None:
+    """The upstream never answers the gateway's connect: the client got uvicorn's bare 500 at SIGTERM
+    while the gateway went on connecting, and its access line later said 504 or "abandoned"."""
+    async with _HungUpstream() as upstream:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", path="/hung", api={"connect_timeout": 60})
+        async with _gateway(tmp_path, config) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(_upgrade(server.port, "/hung"))
+            for _ in range(300):
+                if upstream.requests:
+                    break
+                await asyncio.sleep(0.05)
+            assert upstream.requests == 1
+            server.process.send_signal(signal.SIGTERM)
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode().lower()
+            writer.close()
+            assert server.wait_exit(30) == 0  # before: 29 s, the connect's own timeout
+            output = server.output()
+    assert head.startswith("http/1.1 503 "), head
+    assert "retry-after: 5\r\n" in head and "connection: close\r\n" in head
+    assert output.count('"WebSocket /hung" 503 echo denied (draining)') == 1, output
+    assert " 500" not in output and " 504 " not in output and "abandoned" not in output
+    assert "Traceback" not in output
+
+
+async def test_sigterm_sends_1012_to_relayed_clients_still_sending(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """uvicorn closed the socket right after the close frame with the client's data unread: the kernel
+    reset the connection and the client saw 1006 (9 runs in 12)."""
+    config = build_config(upstream_server, api={"passthrough": False})
+    async with _gateway(tmp_path, config) as server:
+        clients = [await connect(f"ws://127.0.0.1:{server.port}/ws/echo") for _ in range(4)]
+
+        async def stream(ws: ClientConnection) -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    await ws.send("x" * 100)
+                    await asyncio.sleep(0)  # the other clients' turn: a send that does not wait never yields
+
+        async def drain(ws: ClientConnection) -> None:
+            with contextlib.suppress(Exception):
+                async for _ in ws:
+                    pass
+
+        tasks = [asyncio.create_task(job(ws)) for ws in clients for job in (stream, drain)]
+        await asyncio.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.wait(tasks, timeout=30)
+        assert server.wait_exit(30) == 0
+        output = server.output()
+    assert [ws.close_code for ws in clients] == [1012] * 4, output
+    assert output.count("echo closed by gateway with 1012") == 4, output
+
+
+async def test_sighup_to_the_process_group_drains_each_worker(tmp_path: Path, upstream_server: UpstreamServer) -> None:
+    """``kill -HUP -- -PGID`` (or a closing terminal): each worker had SIGHUP's default action, and died
+    at once with every connection (1006, no close frame); the supervisor then replaced them."""
+    config = build_config(upstream_server, api={"passthrough": False})
+    async with _gateway(tmp_path, config, "--workers", "2") as server:
+        _wait_for_line(server, "Application startup complete.", times=2)
+        clients = [await connect(f"ws://127.0.0.1:{server.port}/ws/echo") for _ in range(4)]
+        for ws in clients:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+        _to_the_group(server, signal.SIGHUP)
+        for ws in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.recv(), 30)
+        assert [ws.close_code for ws in clients] == [1012] * 4, server.output()
+        async with await connect(f"ws://127.0.0.1:{server.port}/ws/echo") as fresh:  # the new workers serve
+            await fresh.send("after")
+            assert await fresh.recv() == "after"
+        assert server.stop(signal.SIGTERM) == 0
+
+
+async def test_a_second_sigint_to_the_workers_exits_forced(tmp_path: Path) -> None:
+    """Ctrl+C twice with ``--workers 2``: the drain was cut short but the supervisor exited 0."""
+    async with SilentUpstream() as upstream:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", path="/silent", api={"close_timeout": 30})
+        async with _gateway(tmp_path, config, "--workers", "2") as server:
+            _wait_for_line(server, "Application startup complete.", times=2)
+            async with await connect(f"ws://127.0.0.1:{server.port}/silent"):
+                _to_the_group(server, signal.SIGINT)
+                _wait_for_line(server, "Waiting for connections to close")
+                _to_the_group(server, signal.SIGINT)
+                assert server.wait_exit(30) == EXIT_FORCED
+            output = server.output()
+    assert "WARNING:  forced to quit before the drain finished" in output, output
+    assert "Traceback" not in output
+
+
+async def test_a_forced_quit_logs_no_traceback_and_counts_closed_clients_apart(tmp_path: Path) -> None:
+    """One process: each cancelled connection and the lifespan logged an ERROR with a CancelledError
+    traceback after the WARNING, which counted clients already sent their 1012 as cut without one."""
+    async with SilentUpstream() as upstream:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", path="/silent", api={"close_timeout": 30})
+        async with _gateway(tmp_path, config) as server:
+            async with await connect(f"ws://127.0.0.1:{server.port}/silent") as ws:
+                server.process.send_signal(signal.SIGINT)
+                _wait_for_line(server, "Waiting for connections to close")
+                assert server.stop(signal.SIGINT) == EXIT_FORCED
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.recv(), 10)
+            output = server.output()
+    assert ws.close_code == 1012
+    assert "forced to quit before the drain finished: 1 connection(s) cut, 0 of them without a close frame" in output
+    assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
