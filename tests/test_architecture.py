@@ -63,6 +63,7 @@ def test_no_two_public_classes_share_a_name() -> None:
 
 # The exceptions, and why: the gateway's OTLP exporters, lean spans and own histograms subclass the SDK's, and the
 # SDK loads only when telemetry is on (docs/telemetry.md: "Nothing is imported from the SDK" when it is off); the
+# bounded reading of a collector's answers imports requests, only for an OTLP/HTTP exporter; the
 # command line imports the gateway in the commands that serve or check it (the management commands and --help do not
 # need pydantic, OpenTelemetry, Redis or the relay: they start in a third of the time).
 LAZY_OWN_MODULES = {"cli.py"}
@@ -70,6 +71,7 @@ LAZY_OWN_IMPORTS = {
     ("telemetry/providers.py", ".otlp_export"),
     ("telemetry/providers.py", ".lean_spans"),
     ("telemetry/providers.py", ".histograms"),
+    ("telemetry/providers.py", ".otlp_responses"),
 }
 
 
