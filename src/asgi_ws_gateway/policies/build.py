@@ -39,9 +39,9 @@ from . import (  # noqa: F401 - registers types
     network,
     transform,
 )
+from .api_warnings import cookie_token_warning, plain_backend_warning
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .build_messages import MessagePolicies
-from .cookie_origin import cookie_token_warning
 from .jwks import JwksCache, fetch_url
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
@@ -394,8 +394,9 @@ class GatewayPolicies:
             inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
             from_products = [policy for policies in inherited_products.values() for policy in policies]
             order = [*inherited_global, *from_products, *api_policies]
-            if (cookie_warning := cookie_token_warning(order)) is not None:
-                builder.warnings.append(f"apis[{i}]: {cookie_warning}")
+            for warning in (cookie_token_warning(order), plain_backend_warning(order, [u.url for u in api.upstreams])):
+                if warning is not None:
+                    builder.warnings.append(f"apis[{i}]: {warning}")
             open_products = [j for j, p in enumerate(config.products) if p in mine and not p.subscription_required]
             builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine),
                                                  open_products=open_products,
