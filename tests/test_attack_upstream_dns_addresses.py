@@ -31,6 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
@@ -99,12 +101,14 @@ def _certificates(directory: Path, *names: str) -> tuple[Path, list[ssl.SSLConte
     return ca_file, contexts
 
 
-def _gateway(uvicorn_server: UvicornFactory, connector: str, url: str, ca_file: Path | None) -> str:
+def _gateway(
+    uvicorn_server: UvicornFactory, connector: str, url: str, ca_file: Path | None, meter_provider: Any = None
+) -> str:
     upstream: dict[str, Any] = {"url": url}
     if ca_file is not None:
         upstream["ca_bundle"] = str(ca_file)
     entry = {**api_entry(name="n", path="/n", connect_timeout=2, **CONNECTORS[connector]), "upstreams": [upstream]}
-    app = WebSocketGateway(not_found, config={"apis": [entry]})
+    app = WebSocketGateway(not_found, config={"apis": [entry]}, meter_provider=meter_provider)
     return uvicorn_server(app, ws=PASSTHROUGH, loop="asyncio").url("/n")
 
 
@@ -159,6 +163,7 @@ async def test_an_address_with_a_wrong_certificate_is_skipped_with_a_warning_and
     uvicorn_server: UvicornFactory,
     dns: dict[str, list[str]],
     caplog: pytest.LogCaptureFixture,
+    reader: tuple[MeterProvider, InMemoryMetricReader],
     connector: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.upstream.resolver")
@@ -175,12 +180,24 @@ async def test_an_address_with_a_wrong_certificate_is_skipped_with_a_warning_and
         other = await asyncio.start_server(impostor, "127.0.0.4", upstream.port, ssl=wrong)
         try:
             dns[name] = ["127.0.0.4", "127.0.0.1"]
-            url = _gateway(uvicorn_server, connector, f"wss://{name}:{upstream.port}/echo", ca_file)
+            url = _gateway(uvicorn_server, connector, f"wss://{name}:{upstream.port}/echo", ca_file, reader[0])
             outcomes = [await _outcome(url) for _ in range(4)]
         finally:
             other.close()
     assert outcomes == [101] * 4
     assert RESOLVER.address_failures["tls_certificate"] - before == 1  # then tried after the good one
+    data = reader[1].get_metrics_data()
+    assert data is not None
+    counted = {
+        point.attributes["error.type"]: point.value  # type: ignore[union-attr]  # a counter's: NumberDataPoint
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "ws_gateway.upstream.address.failures"
+        for point in metric.data.data_points
+        if point.attributes is not None
+    }
+    assert counted["tls_certificate"] == RESOLVER.address_failures["tls_certificate"]  # the metric users query
     records = [r for r in caplog.records if r.name == "asgi_ws_gateway.upstream.resolver"]
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1

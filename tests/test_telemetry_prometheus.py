@@ -38,6 +38,7 @@ PROMETHEUS = {
     "ws_gateway.handshake.duration": ("histogram", "ws_gateway_handshake_duration_seconds"),
     "ws_gateway.upstream.connect.duration": ("histogram", "ws_gateway_upstream_connect_duration_seconds"),
     "ws_gateway.upstream.connect.failures": ("counter", "ws_gateway_upstream_connect_failures_total"),
+    "ws_gateway.upstream.address.failures": ("counter", "ws_gateway_upstream_address_failures_total"),
     "ws_gateway.connection.duration": ("histogram", "ws_gateway_connection_duration_seconds"),
     "ws_gateway.connection.closes": ("counter", "ws_gateway_connection_closes_total"),
     "ws_gateway.messages": ("counter", "ws_gateway_messages_total"),

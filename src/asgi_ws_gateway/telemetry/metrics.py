@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..handshake.capacity import SHED
+from ..upstream.resolver import RESOLVER
 from . import names as n
 
 if TYPE_CHECKING:
@@ -165,6 +166,12 @@ def _observe_shed(options: CallbackOptions) -> Iterator[Observation]:
     yield Observation(SHED.value)  # the process's: every connection, whichever app it was for
 
 
+def _observe_address_failures(options: CallbackOptions) -> Iterator[Observation]:
+    # The process's resolver, shared by every API; its reasons are a bounded set (resolver.failure_reason).
+    for reason, count in list(RESOLVER.address_failures.items()):
+        yield Observation(count, {n.ERROR_TYPE: reason})
+
+
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -205,6 +212,7 @@ class Metrics:
             (n.MESSAGE_SIZES, self._observe_sizes),
             (n.POLICY_ACTIONS, self._observe_actions),
             (n.CONNECTIONS_SHED, _observe_shed),
+            (n.UPSTREAM_ADDRESS_FAILURES, _observe_address_failures),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,

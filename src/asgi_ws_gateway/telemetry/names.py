@@ -184,6 +184,12 @@ UPSTREAM_CONNECT_FAILURES = Instrument(
     "Backend connect attempts that failed: unreachable, timed out, or refused by the upstream.",
     (*_BACKEND, ERROR_TYPE), (HTTP_STATUS,),
 )  # fmt: skip
+UPSTREAM_ADDRESS_FAILURES = Instrument(
+    "ws_gateway.upstream.address.failures", "observable_counter", "{attempt}",
+    "Connects to one address of an upstream host name that failed (timed out, refused, TLS, a certificate that "
+    "does not verify), by error type: that address is left out until the name is resolved again.",
+    (ERROR_TYPE,),
+)  # fmt: skip
 CONNECTION_DURATION_METRIC = Instrument(
     "ws_gateway.connection.duration", "histogram", "s",
     "Lifetime of proxied connections, from accept to both sides closed.",
@@ -237,6 +243,7 @@ INSTRUMENTS = (
     HANDSHAKE_DURATION,
     UPSTREAM_CONNECT_DURATION,
     UPSTREAM_CONNECT_FAILURES,
+    UPSTREAM_ADDRESS_FAILURES,
     CONNECTION_DURATION_METRIC,
     CONNECTION_CLOSES,
     MESSAGES,
