@@ -165,3 +165,23 @@ async def test_an_operator_who_allows_every_host_sets_no_floor(
         async with running.http() as http:
             plain = _mine(f"ws://127.0.0.1:{impostor.port}/echo")
             assert (await http.post("apis", json=plain)).status_code == 201
+
+
+@pytest.mark.parametrize("allowed", ["127.0.0.1", "*.0.0.1"])
+async def test_another_port_of_the_files_host_keeps_the_floor(
+    tmp_path: Path, impostor: UpstreamServer, cas: tuple[test_tls.TestCA, test_tls.TestCA], allowed: str
+) -> None:
+    """``allowed_upstream_hosts`` naming the file's host without a port (or by a wildcard) trusts every port of it:
+    a ws:// to another port of it passed (201), and a plain listener there read the secret (an attack pass). The
+    file's TLS to that name holds on every port; the file's own settings on a new port still pass."""
+    config = _config(impostor.port, cas, management={"allowed_upstream_hosts": [allowed]})
+    with UpstreamServer() as plain, managed_gateway(config, tmp_path / "state.json") as running:
+        async with running.http() as http:
+            refused = await http.post("apis", json=_mine(f"ws://127.0.0.1:{plain.port}/echo"))
+            assert refused.status_code == 422, refused.text
+            assert "without TLS (ws://)" in refused.text and SECRET not in refused.text
+            unverified = _mine({"url": f"wss://127.0.0.1:{plain.port}/echo", "verify_tls": False})
+            assert (await http.post("apis", json=unverified)).status_code == 422
+            same = _mine({"url": f"wss://127.0.0.1:{plain.port}/echo", "ca_bundle": str(cas[0].ca_file)})
+            assert (await http.post("apis", json=same)).status_code == 201
+        assert not plain.handshakes

@@ -242,6 +242,18 @@ def file_tls(base: GatewayConfig) -> dict[Host, set[TlsSettings]]:
     return found
 
 
+def _floor(floor: dict[Host, set[TlsSettings]], host: tuple[str, int]) -> set[TlsSettings] | None:
+    """How the file connects to ``host``: at that port, else at any port of that name. A name the file
+    reaches over TLS on one port is the file's on every port: ``allowed_upstream_hosts`` may list it
+    without a port (or as ``*.domain``), and a plain ``ws://`` to another port of it sent the secret in
+    clear text to whoever held that port (an attack pass)."""
+    exact = floor.get(host)
+    if exact is not None:
+        return exact
+    others = [uses for (name, _), uses in floor.items() if name == host[0]]
+    return set().union(*others) if others else None
+
+
 def _weaker(settings: TlsSettings, uses: Iterable[TlsSettings], upstream: str) -> str | None:
     """How a connection with ``settings`` is weaker than every one of the file's to that host (``uses``),
     or None; ``upstream`` names the upstream whose settings those are (``upstreams[0]``)."""
@@ -293,7 +305,7 @@ def secret_host_problems(
                 )
                 continue
             host = _url_host(url)
-            uses = floor.get(host) if host is not None else None
+            uses = _floor(floor, host) if host is not None else None
             if uses is None:  # a host allowed_upstream_hosts names, which the file does not send to
                 continue
             for j, _, settings in _connections(url, upstreams):
