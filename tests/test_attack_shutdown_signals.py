@@ -229,3 +229,33 @@ async def test_a_forced_quit_logs_no_traceback_and_counts_closed_clients_apart(t
     assert ws.close_code == 1012
     assert "forced to quit before the drain finished: 1 connection(s) cut, 0 of them without a close frame" in output
     assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
+
+
+def test_an_http_client_that_reads_nothing_is_dropped_at_shutdown_without_a_traceback(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """Pipelined ``GET /healthz`` that the client never reads (an attack pass on the shutdown above): the
+    response stuck on the full socket held the SIGTERM for all of uvicorn's timeout, then its cancelled task
+    was logged as an ``Exception in ASGI application`` with a traceback. It is dropped at half that timeout
+    now, with one INFO line."""
+    config = build_config(upstream_server.url("/echo"), api={"close_timeout": 1}, drain_grace_period=2)
+    path = write_config(tmp_path, config)
+    with ready_server(lambda port: [*RUN, str(path), "--port", str(port)]) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        requests = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2000
+        try:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:  # until the server stops reading: its answers fill the socket
+                try:
+                    sock.send(requests)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            assert server.stop(signal.SIGTERM, timeout=30) == 0
+        finally:
+            sock.close()
+        output = server.output()
+    assert "a response still being written at shutdown was dropped" in output, output[-2000:]
+    assert "Exception in ASGI application" not in output and "Traceback" not in output, output[-3000:]

@@ -51,7 +51,52 @@ class _ReadingGate(FlowControl):
             super().resume_reading()
 
 
-class GatewayHTTPProtocol(HeadDeadline, HttpToolsUpgrades):
+SHUTDOWN_RESPONSE_WAIT = 5.0
+"""Seconds a response still being written may hold a shutdown when the server sets no bound of its own."""
+
+
+class _BoundedShutdown(asyncio.Protocol):
+    """At shutdown, a response still being written gets half of ``timeout_graceful_shutdown`` (or
+    :data:`SHUTDOWN_RESPONSE_WAIT`), then its connection is dropped with one INFO line. uvicorn waited for
+    it to drain: a client that pipelined requests and read nothing held a SIGTERM for the whole timeout,
+    and the task cancelled then was logged as an application failure with its traceback."""
+
+    # Provided by uvicorn's protocol class:
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
+    config: Any
+    logger: Any
+    client: tuple[str, int] | None
+
+    def shutdown(self) -> None:
+        super().shutdown()  # type: ignore[misc]  # uvicorn's: closes an idle connection, else ends keep-alive
+        if self.cycle is not None and not self.cycle.response_complete:
+            grace = self.config.timeout_graceful_shutdown
+            wait = SHUTDOWN_RESPONSE_WAIT if grace is None else grace / 2
+            self.loop.call_later(wait, self._drop_unfinished)
+
+    def _drop_unfinished(self) -> None:
+        unsent = self.transport.get_write_buffer_size()  # a response written but not read counts too
+        if not unsent and (self.transport.is_closing() or self.cycle is None or self.cycle.response_complete):
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        self.logger.info(
+            "%s - a response still being written at shutdown was dropped (the client reads nothing)", client
+        )
+        for cycle in self._cycles():
+            # As connection_lost says of the newest, but of each, and before the abort resumes writing
+            # (uvloop's does at once): a pending write must find the client gone, not a closed
+            # transport (a RuntimeError, logged as the application's failure).
+            cycle.disconnected = True
+        self.transport.abort()
+
+    def _cycles(self) -> list[Any]:
+        """The requests of this connection being answered or waiting to be."""
+        return [] if self.cycle is None else [self.cycle]
+
+
+class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
     """uvicorn's ``HttpToolsProtocol`` that closes a connection whose request head is late or too large.
 
     An upgrade request goes to a WebSocket protocol with a ``receive_parsed_request`` method (the
@@ -76,6 +121,7 @@ class GatewayHTTPProtocol(HeadDeadline, HttpToolsUpgrades):
     _unparsed: bytearray  # read behind a request being answered, not parsed yet (one read at most)
     _deferred_upgrade: bytearray | None = None  # an upgrade waiting for the responses before it: its early data
     _head_open = False  # httptools began a request head and has not finished it
+    _running: Any = None  # the request being answered (uvicorn's self.cycle is the newest one read)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -126,7 +172,15 @@ class GatewayHTTPProtocol(HeadDeadline, HttpToolsUpgrades):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        queued = len(self.pipeline)
         super().on_headers_complete()
+        if len(self.pipeline) == queued:  # answered at once, not queued behind another
+            self._running = self.cycle
+
+    def _cycles(self) -> list[Any]:
+        # self.cycle is the newest request read, which may be queued; the one answered is another.
+        found = [self._running, self.cycle, *(cycle for cycle, _ in self.pipeline)]
+        return [cycle for cycle in dict.fromkeys(found) if cycle is not None]
 
     def handle_websocket_upgrade(self) -> None:
         # What followed the head: the rest of its slice, then what was held behind it.
@@ -147,7 +201,10 @@ class GatewayHTTPProtocol(HeadDeadline, HttpToolsUpgrades):
         return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
 
     def on_response_complete(self) -> None:
+        following = self.pipeline[-1][0] if self.pipeline else None
         super().on_response_complete()  # the next queued request starts; the resume it asks for waits
+        if following is not None and (not self.pipeline or self.pipeline[-1][0] is not following):
+            self._running = following
         if self.transport.is_closing():
             return
         early = self._deferred_upgrade
@@ -198,7 +255,7 @@ class GatewayHTTPProtocol(HeadDeadline, HttpToolsUpgrades):
         hand_over_early_data(self.transport, early)
 
 
-class GatewayH11Protocol(HeadDeadline, H11Protocol):
+class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
     """The same deadline and size limit on uvicorn's pure-Python ``H11Protocol``.
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
