@@ -65,22 +65,10 @@ def _to_the_group(server: ServerProcess, sig: int) -> None:
             os.kill(pid, sig)
 
 
-class _HungUpstream:
-    """A TCP server that reads an upgrade request and never answers it."""
+class _HungUpstream(SilentUpstream):
+    """A TCP server that reads an upgrade request and never answers it (not even with a 101)."""
 
-    def __init__(self) -> None:
-        self.requests = 0
-
-    async def __aenter__(self) -> _HungUpstream:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.writers: list[asyncio.StreamWriter] = []
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self.writers:
-            writer.close()
-        self.server.close()
+    requests = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)

@@ -24,7 +24,7 @@ from uvicorn.config import LOG_LEVELS, WS_PROTOCOLS
 from uvicorn.importer import ImportFromStringError, import_from_string
 
 from .errors import ConfigError
-from .forwarded import parse_ip
+from .forwarded import is_loopback_host
 from .json_names import load_unique
 from .loading import alias_problem, read_regular_file
 from .management import cli as management_cli
@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         listening = (args.management_host or MANAGEMENT_HOST) if args.management_port else args.host
         weak = weak_token_problem(os.environ[management_cli.TOKEN_ENV])
-        if weak is not None and not _loopback(listening):
+        if weak is not None and not is_loopback_host(listening):
             print(f"error: {management_cli.TOKEN_ENV}: {weak}, and the management API would listen on {listening}, "
                   f"beyond this host: use {SHORT_TOKEN} or more random characters ({MAKE_TOKEN})",
                   file=sys.stderr)  # fmt: skip
@@ -216,14 +216,6 @@ def _run(args: argparse.Namespace) -> int:
         if exc.code == STARTUP_FAILURE:
             return EXIT_START_FAILED
         raise
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` (``--host``, ``--management-host``) is reachable from this machine only."""
-    if host.lower() == "localhost":
-        return True
-    address = parse_ip(host)
-    return address is not None and address.is_loopback
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -614,6 +614,10 @@ def _host_pattern(value: str) -> str:
     return value
 
 
+HostPattern = Annotated[str, Field(max_length=MAX_URL), AfterValidator(_host_pattern)]
+"""``host``, ``host:port``, ``*.domain`` or ``*`` (:func:`parse_host`)."""
+
+
 class ManagementConfig(_Model):
     """What the management API may do beyond changing APIs, products and subscriptions."""
 
@@ -622,14 +626,14 @@ class ManagementConfig(_Model):
         description="In-process apps (module:attr, or a whole module) that APIs created or changed through the "
         "management API may use as asgi: upstreams, besides those this file uses. Default: none.",
     )
-    allowed_upstream_hosts: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_host_pattern)]] = Field(
+    allowed_upstream_hosts: list[HostPattern] = Field(
         default_factory=list,
         max_length=MAX_APIS,
         description="Hosts (host, host:port, *.domain or *) that APIs created or changed through the management API "
         "may connect to while they inherit a global or product set-header or set-query-parameter holding a "
         "credential, besides the hosts of this file's own upstreams. Default: none.",
     )
-    allowed_hosts: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_host_pattern)]] = Field(
+    allowed_hosts: list[HostPattern] = Field(
         default_factory=list,
         max_length=MAX_APIS,
         description="Host names (host, host:port, *.domain or *) the management API and its consoles answer to, "

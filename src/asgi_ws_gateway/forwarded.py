@@ -61,6 +61,14 @@ _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address, no port) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    address = parse_ip(host)
+    return address is not None and address.is_loopback
+
+
 def _unquote(text: str) -> str | None:
     """The content of ``text`` when it is exactly one quoted-string (RFC 9110 §5.6.4), unescaped."""
     match = _QUOTED.fullmatch(text)
@@ -243,6 +251,7 @@ __all__ = [
     "client_address",
     "forwarded_chain",
     "forwarded_for",
+    "is_loopback_host",
     "parse_ip",
     "parse_network",
     "rewritten_by_server",

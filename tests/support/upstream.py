@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from ssl import SSLContext
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -378,7 +378,7 @@ _BEHAVIOURS: dict[str, Behaviour] = {
 class SilentUpstream:
     """A TCP server that completes the WebSocket handshake, then never answers anything (a dead peer)."""
 
-    async def __aenter__(self) -> SilentUpstream:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         self.writers: list[asyncio.StreamWriter] = []

@@ -19,7 +19,7 @@ import jwt
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from ..errors import HandshakeDenied
-from ..forwarded import parse_ip
+from ..forwarded import is_loopback_host
 from ..handshake.context import HandshakeContext
 from ..json_depth import nests_deeper
 from ..json_names import LONE_SURROGATE
@@ -439,9 +439,7 @@ def _key_warnings(s: ValidateJwtSettings) -> list[tuple[str, str]]:
 
 
 def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    address = parse_ip(host)
-    return host == "localhost" or (address is not None and address.is_loopback)
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 class _Claims:
