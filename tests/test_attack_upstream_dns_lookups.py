@@ -27,6 +27,7 @@ import pytest
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.errors import GatewayOverloaded, NameLookupTimeout
 from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.upstream import lookups
 from asgi_ws_gateway.upstream.resolver import Resolver
 from support.clients import connect, expect_status
 from support.clock import Clock
@@ -199,6 +200,25 @@ async def test_a_failure_of_the_resolver_is_kept_briefly() -> None:
     with pytest.raises(socket.gaierror):
         await resolver.addresses("flaky.internal", 80)
     assert asked["flaky.internal"] == 2
+
+
+async def test_the_names_remembered_as_failed_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names come from templates (an issuer's claims can vary them): each failing name was kept until asked again."""
+    monkeypatch.setattr(lookups, "MAX_FAILED", 64, raising=False)  # raising: the former code had none
+    clock = Clock()
+
+    def failing(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    resolver = Resolver(lookup=failing, clock=clock)
+    for i in range(1000):
+        with pytest.raises(socket.gaierror):
+            await resolver.addresses(f"n{i}.flaky.internal", 80)
+        if i % 100 == 0:
+            clock.now += resolver.names.negative_ttl / 4  # some expire, most do not
+    remembered = resolver.names._failed
+    assert len(remembered) <= 64
+    assert "n999.flaky.internal" in remembered  # the newest kept: the bound drops the oldest first
 
 
 async def test_names_that_hang_hold_one_thread_each_and_the_last_free_one_is_not_queued_for(lookup: _Lookup) -> None:

@@ -213,7 +213,9 @@ async def test_bus_and_management_store_survive_a_cluster_failover(failover_clus
             await bus.start(answer)
         await store.update(lambda o: o.next())
         assert (await buses[0].gather({"op": "ask"}, wait=5)).expected == 2
-        failover_cluster.kill(failover_cluster.master_for(state_key(prefix)))
+        master = failover_cluster.master_for(state_key(prefix))
+        failover_cluster.wait_replicated(master)  # else revision 1 may die with the master: not the gateway's loss
+        failover_cluster.kill(master)
         loop = asyncio.get_running_loop()
         killed_at = loop.time()
         async with asyncio.timeout(30):

@@ -8,6 +8,7 @@ and kills them on ``stop()``; the machine's Redis on 6379 is never touched. Time
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import signal
 import socket
@@ -81,6 +82,14 @@ def _wait(condition: str, check: object, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {condition}")
         time.sleep(0.05)
+
+
+def _field(text: str, name: str) -> str:
+    """``name``'s value in INFO's ``name:value`` lines or a replica line's ``name=value`` pairs."""
+    found = re.search(rf"(?:^|[\n,:]){name}[:=](\w+)", text)
+    if found is None:
+        raise RuntimeError(f"no {name} in {text!r}")
+    return found.group(1)
 
 
 class _Processes:
@@ -220,6 +229,21 @@ class RedisClusterSet(_ServerSet):
             for line in lines
             if "master" in line.split()[2] and "fail" not in line.split()[2]
         ]
+
+    def wait_replicated(self, master: int, timeout: float = 10.0) -> None:
+        """Every replica of ``master`` holds what it wrote so far: replication is asynchronous, so a
+        write just acknowledged may be lost with a killed master unless this is awaited first."""
+        info = _cli(master, "INFO", "replication")
+        written = int(_field(info, "master_repl_offset"))
+        replicas = [int(_field(line, "port")) for line in info.splitlines() if line.startswith("slave")]
+        if not replicas:
+            raise RuntimeError(f"master {master} has no replica")
+
+        def caught_up() -> bool:
+            offsets = [int(_field(_cli(port, "INFO", "replication"), "slave_repl_offset")) for port in replicas]
+            return min(offsets) >= written
+
+        _wait(f"the replicas of {master} to reach offset {written}", caught_up, timeout)
 
     def master_for(self, key: str) -> int:
         slot = int(_cli(self.ports[0], "CLUSTER", "KEYSLOT", key).strip())

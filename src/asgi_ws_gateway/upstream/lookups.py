@@ -60,6 +60,9 @@ _WAITING_PER_THREAD = 4
 
 _MAX_LOGS = 1024
 
+MAX_FAILED = 4096
+"""Names remembered as failed at most (names come from templates: an issuer's claims can vary them)."""
+
 Lookup = Callable[[str, int], list[str]]
 """``lookup(host, port)``: the addresses of ``host``, best first, each once; blocks; raises OSError
 (``socket.gaierror``) when the name does not resolve. Runs on a lookup thread."""
@@ -255,7 +258,19 @@ class NameLookups:
                 self._failed.pop(host, None)
             elif job.hung or (isinstance(error, socket.gaierror) and error.errno in _TEMPORARY):
                 oserror = error if isinstance(error, OSError) else None
-                self._failed[host] = (self.clock() + self.negative_ttl, oserror)
+                self._remember_failure(host, oserror)
+
+    def _remember_failure(self, host: str, error: OSError | None) -> None:
+        """Answer ``host`` with ``error`` for a while, the table bounded (called with the lock held)."""
+        failed = self._failed
+        failed.pop(host, None)  # re-inserted last: the oldest entries are the first to go
+        if len(failed) >= MAX_FAILED:
+            now = self.clock()
+            for name in [name for name, (until, _) in failed.items() if until <= now] or list(failed)[
+                : MAX_FAILED // 4
+            ]:
+                del failed[name]
+        failed[host] = (self.clock() + self.negative_ttl, error)
 
     def _late(self, job: _Job, waited: float) -> NameLookupTimeout | GatewayOverloaded:
         """What a caller whose deadline passed raises, and the name marked as hanging."""
