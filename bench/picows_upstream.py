@@ -29,7 +29,7 @@ from picows import (
 )
 
 from asgi_ws_gateway._types import Data, Headers
-from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
+from asgi_ws_gateway.config.apis import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from asgi_ws_gateway.upstream.base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 

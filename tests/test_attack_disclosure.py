@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import ConfigError, WebSocketGateway
-from asgi_ws_gateway.config import UpstreamConfig
+from asgi_ws_gateway.config.apis import UpstreamConfig
 from asgi_ws_gateway.management.disclosure import public_document
 from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.redact import redact_text, redact_url_credentials

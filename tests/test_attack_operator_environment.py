@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.telemetry.providers import environment_config_problems
 from support.processes import EXE, ready_server
 from support.servers import free_port

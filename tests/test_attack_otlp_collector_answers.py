@@ -25,7 +25,7 @@ from asgi_ws_gateway.telemetry.otlp_responses import MAX_RESPONSE_BYTES
 HUGE = 200 * 1024 * 1024
 EXPORTING = """
 import json, logging, sys, tracemalloc
-from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 from opentelemetry.sdk._logs import LoggingHandler
 

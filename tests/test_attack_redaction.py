@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgi_ws_gateway import config, redact
+from asgi_ws_gateway import redact
+from asgi_ws_gateway.config import fields as config_fields
 from asgi_ws_gateway.redact import REDACTED, printable, printable_json, redact_free_text, redact_path, redact_text
 from asgi_ws_gateway.telemetry import access, values
 
@@ -172,7 +173,7 @@ def test_a_bidi_mark_in_a_log_line_is_escaped_as_the_other_controls_are(mark: st
 
 def test_the_control_characters_have_one_home() -> None:
     """config's display-name check, printable and printable_json read the same set."""
-    refused = {chr(c) for c in range(0x3000) if config._CONTROL.match(chr(c))}
+    refused = {chr(c) for c in range(0x3000) if config_fields._CONTROL.match(chr(c))}
     escaped = {chr(c) for c in range(0x3000) if printable(chr(c)) != chr(c)}
     assert escaped - refused == {"\\", '"'}
     assert refused == {chr(c) for c in range(0x3000) if re.fullmatch(f"[{redact.CONTROL_CHARACTERS}]", chr(c))}

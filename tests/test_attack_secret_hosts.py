@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_ws_gateway import ConfigError
-from asgi_ws_gateway.config import parse_host
+from asgi_ws_gateway.config.hosts import parse_host
 from asgi_ws_gateway.management.disclosure import public_document
 from asgi_ws_gateway.policies.build import load_config
 from support.clients import connect

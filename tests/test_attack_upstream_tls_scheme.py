@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.config import UpstreamConfig
+from asgi_ws_gateway.config.apis import UpstreamConfig
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.tls import PLAIN, TlsMismatch, TlsSettings, UpstreamTls, checked, connection_tls
 from support import tls as test_tls

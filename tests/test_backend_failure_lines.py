@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from asgi_ws_gateway.config import ApiConfig
+from asgi_ws_gateway.config.apis import ApiConfig
 from asgi_ws_gateway.errors import UpstreamUnreachable
 from asgi_ws_gateway.log_throttle import OutageLog
 from asgi_ws_gateway.upstream.balancing import Backend, BackendPool

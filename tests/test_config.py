@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway import ConfigError, GatewayConfig, json_schema, load_config
-from asgi_ws_gateway.config import UpstreamConfig
+from asgi_ws_gateway.config.apis import UpstreamConfig
 from asgi_ws_gateway.policies.base import REGISTRY
 from asgi_ws_gateway.policies.message_base import MESSAGE_REGISTRY
 

@@ -196,7 +196,7 @@ def test_trusted_proxies_that_take_in_the_internet_are_warned_about(
     """0.0.0.0/0 (or any IPv4 network wider than a /8, IPv6 than a /16) lets any client there pick the
     address ip-filter and the limits see: valid, but warned at check and at start-up."""
     from asgi_ws_gateway import WebSocketGateway
-    from asgi_ws_gateway.config import config_warnings
+    from asgi_ws_gateway.config.checks import config_warnings
     from asgi_ws_gateway.standalone import not_found
 
     config = {"trusted_proxies": ["0.0.0.0/0", "10.0.0.0/8", "128.0.0.0/1", "2001:db8::/32", "::/0", "127.0.0.1"],

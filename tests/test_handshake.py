@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from asgi_ws_gateway import ConfigError, load_config
-from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
+from asgi_ws_gateway.config.apis import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.handshake.host_header import check_host

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.config import HandshakeLimitsConfig
+from asgi_ws_gateway.config.settings import HandshakeLimitsConfig
 from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
 from asgi_ws_gateway.handshake.header_limits import check_header_limits
 from asgi_ws_gateway.policies.build import load_config

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import ConfigError, load_config
-from asgi_ws_gateway.config import MAX_APIS
+from asgi_ws_gateway.config.limits import MAX_APIS
 from support.management import TOKEN, Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import asgi_ws_gateway
-from asgi_ws_gateway.config import is_asgi_app
+from asgi_ws_gateway.config.parsing import is_asgi_app
 from support.clients import connect
 from support.management import Managed, api, managed_gateway
 from support.syspath import prepend_sys_path
@@ -249,7 +249,7 @@ def test_is_asgi_app() -> None:
 ALLOWED_LOADERS = {
     # file: why it may import by name, read files or the environment itself
     "loading.py": "the gate",
-    "config.py": "reads the configuration file the operator named",
+    "config/files.py": "reads the configuration file the operator named",
     "cli.py": "command line",
     "management/cli.py": "command line",
     "management/standalone.py": "reads its settings from the environment the operator set",

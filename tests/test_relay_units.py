@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgi_ws_gateway.config import ApiConfig
+from asgi_ws_gateway.config.apis import ApiConfig
 from asgi_ws_gateway.relay.close_codes import wire_code, wire_reason
 from asgi_ws_gateway.upstream.balancing import Backend, BackendPool
 from asgi_ws_gateway.upstream.base import UpstreamRequest

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway import ConfigError
-from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.telemetry.providers import environment_config_problems, resolve_providers
 from support.processes import EXE
 

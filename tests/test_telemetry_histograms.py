@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import histograms as own_module

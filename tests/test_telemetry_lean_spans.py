@@ -29,7 +29,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
-from asgi_ws_gateway.config import TelemetryConfig
+from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.telemetry import propagation
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracer, LeanTracerProvider

@@ -15,7 +15,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from asgi_ws_gateway.config import ApiConfig
+from asgi_ws_gateway.config.apis import ApiConfig
 from asgi_ws_gateway.upstream.base import UpstreamClosed, UpstreamRequest
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection, WebSocketsConnector
 from support.upstream import UpstreamServer

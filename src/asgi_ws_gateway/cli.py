@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _configured(args: argparse.Namespace) -> int:
     """``run``, ``check`` or ``schema``: the configuration file (and plugins) read and checked first."""
-    from .config import config_warnings
+    from .config.checks import config_warnings
     from .plugins import load_plugins
     from .policies.build import load_policies
     from .schema import json_schema

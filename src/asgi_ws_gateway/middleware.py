@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import log_redaction, redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .config import ApiConfig, GatewayConfig, UpstreamConfig, config_warnings
+from .config.apis import ApiConfig, UpstreamConfig
+from .config.checks import config_warnings
+from .config.gateway import GatewayConfig
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, process_capacity

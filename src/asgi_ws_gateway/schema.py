@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import GatewayConfig, mark_policies
+from .config.fields import mark_policies
+from .config.gateway import GatewayConfig
 from .policies.build import message_policies_json_schema, policies_json_schema
 
 

@@ -26,7 +26,8 @@ import os
 from pathlib import Path
 
 from ._types import Message, Receive, Scope, Send
-from .config import GatewayConfig, parse_config
+from .config.gateway import GatewayConfig
+from .config.parsing import parse_config
 from .errors import ConfigError
 from .middleware import WebSocketGateway
 from .plugins import load_plugins, plugins_from_env

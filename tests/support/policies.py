@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.config import ApiConfig, UpstreamConfig
+from asgi_ws_gateway.config.apis import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.forwarded import Networks
 from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView

@@ -20,7 +20,7 @@ from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request, forwarding_headers, replaced_forwarding_header
 
 if TYPE_CHECKING:
-    from ..config import ApiConfig, UpstreamConfig
+    from ..config.apis import ApiConfig, UpstreamConfig
 
 
 logger = logging.getLogger(__name__)

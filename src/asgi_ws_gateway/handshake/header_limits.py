@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from .._types import Scope
-from ..config import HandshakeLimitsConfig
+from ..config.settings import HandshakeLimitsConfig
 from ..errors import HandshakeDenied
 
 logger = logging.getLogger(__name__)

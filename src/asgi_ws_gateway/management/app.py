@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..config import MIB, shorten
+from ..config.limits import MIB
+from ..config.problems import shorten
 from ..json_names import AmbiguousJson, no_constant, unique_names
 from ..redact import printable
 from ..strict_numbers import non_finite_numbers

@@ -36,7 +36,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import Host, host_matches, parse_host, shorten
+from ..config.hosts import Host, host_matches, parse_host
+from ..config.problems import shorten
 from ..forwarded import parse_ip
 from ..redact import printable
 from .errors import BadRequest, Forbidden, ManagementError, MisdirectedRequest, UnsupportedMediaType, problem

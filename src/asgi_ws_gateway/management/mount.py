@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from ..config import MIB
+from ..config.limits import MIB
 from ..errors import ConfigError
 from ..middleware import WebSocketGateway
 from ..redis_client import connect

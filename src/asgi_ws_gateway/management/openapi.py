@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..config import ApiConfig
+from ..config.apis import ApiConfig
 from .service import DEFAULT_LISTED, MAX_LISTED
 from .subscriptions import Product, SubscriptionRequest, SubscriptionResource
 

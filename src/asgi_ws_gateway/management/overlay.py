@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..config import ApiConfig, GatewayConfig
+from ..config.apis import ApiConfig
+from ..config.gateway import GatewayConfig
 from ..errors import ConfigError
 from ..json_names import load_unique
 from ..policies.build import load_config

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ApiConfig, GatewayConfig, shorten
+from ..config.apis import ApiConfig
+from ..config.gateway import GatewayConfig
+from ..config.problems import shorten
 from ..errors import ConfigError
 from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway

@@ -20,7 +20,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import GatewayConfig, Name, ProductConfig, SubscriptionConfig, Text, describe_errors
+from ..config.fields import Name, Text
+from ..config.gateway import GatewayConfig
+from ..config.problems import describe_errors
+from ..config.products import ProductConfig, SubscriptionConfig
 from ..policies.products import hash_key
 from ..strict_numbers import StrictNumbers
 from .errors import Conflict, Invalid, NotFound

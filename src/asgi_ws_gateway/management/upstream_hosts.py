@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import ApiConfig, GatewayConfig, Host, UpstreamConfig, host_matches, parse_host
+from ..config.apis import ApiConfig, UpstreamConfig
+from ..config.gateway import GatewayConfig
+from ..config.hosts import Host, host_matches, parse_host
 from ..policies.build import run_name
 from ..redact import redact_url_credentials
 from ..upstream.tls import PLAIN, TlsSettings, connection_tls

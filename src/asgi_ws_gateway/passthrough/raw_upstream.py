@@ -24,7 +24,7 @@ from websockets.headers import build_extension, parse_extension
 
 from .._types import Headers, Scope
 from ..bounded import split_url
-from ..config import ApiConfig
+from ..config.apis import ApiConfig
 from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason

@@ -19,7 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .._types import Scope
-from ..config import GatewayConfig, mark_policies, parse_config, shorten, union_member
+from ..config.fields import mark_policies
+from ..config.gateway import GatewayConfig
+from ..config.parsing import parse_config
+from ..config.problems import shorten, union_member
 from ..forwarded import Networks
 from ..handshake.context import HandshakeContext, RequestView
 from ..handshake.pipeline import FunctionPolicy, HandshakePipeline, Policy
@@ -467,10 +470,10 @@ def load_policies(
     """Validate a configuration whole and return its policies, built while they were checked.
 
     Args:
-        source: as for :func:`asgi_ws_gateway.config.parse_config`.
+        source: as for :func:`asgi_ws_gateway.config.parsing.parse_config`.
         store: picks the store for the configuration once it is known (the middleware keeps its
             store, and the leases open connections hold in it, when the store settings are the same).
-        import_plugins: as for :func:`asgi_ws_gateway.config.parse_config`.
+        import_plugins: as for :func:`asgi_ws_gateway.config.parsing.parse_config`.
         clock: seconds since the epoch (tests pass a fake one).
 
     Raises:
@@ -494,7 +497,7 @@ def load_config(
 ) -> GatewayConfig:
     """Load and validate a configuration, its policies' settings included (nothing is kept).
 
-    ``source`` and ``import_plugins`` as for :func:`asgi_ws_gateway.config.parse_config`. Raises
+    ``source`` and ``import_plugins`` as for :func:`asgi_ws_gateway.config.parsing.parse_config`. Raises
     ``ConfigError`` with every problem found, each as ``field.path: message``; a plugin that cannot
     be imported stops validation there (its policy types would all be unknown).
     """

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..config import ErrorReplyConfig, GatewayConfig, MessagePoliciesConfig
+from ..config.apis import ErrorReplyConfig, MessagePoliciesConfig
+from ..config.gateway import GatewayConfig
 from ..handshake.context import HandshakeContext
 from ..messages.context import ErrorReply, MessagePolicy
 from ..messages.pipeline import MessagePolicySet

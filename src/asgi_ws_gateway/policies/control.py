@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, field_validator
 
-from ..config import PolicyEntry
+from ..config.fields import PolicyEntry
 from ..handshake.context import HandshakeContext
 from ..handshake.pipeline import Policy, run_policies
 from ..strict_numbers import StrictNumbers

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC
 
-from ..config import GatewayConfig, SubscriptionConfig
+from ..config.gateway import GatewayConfig
+from ..config.products import SubscriptionConfig
 from ..errors import HandshakeDenied
 from ..handshake.context import HandshakeContext, Subscription
 from ..handshake.pipeline import SUBSCRIPTION

@@ -23,7 +23,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess, multiprocess
 
 from .._types import ASGIApp
-from ..config import GatewayConfig
+from ..config.gateway import GatewayConfig
 from ..errors import ConfigError
 from ..management import standalone as managed
 from ..management.cli import MANAGEMENT_HOST

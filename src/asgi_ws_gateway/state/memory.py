@@ -30,7 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-from ..config import StoreConfig
+from ..config.settings import StoreConfig
 from .base import Decision, Reservation, StoreUnavailable
 from .periods import Period, period_bounds
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from .._types import Scope
 from .._version import __version__
-from ..config import ApiConfig, GatewayConfig
+from ..config.apis import ApiConfig
+from ..config.gateway import GatewayConfig
 from .access import AccessLog
 from .lean_spans import LeanTracer
 from .metrics import Metrics

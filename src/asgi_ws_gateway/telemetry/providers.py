@@ -22,7 +22,7 @@ from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.metrics import get_meter_provider
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 
-from ..config import TelemetryConfig
+from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
 from .environment import Signal, environment_problems
 from .names import DEFAULT_SERVICE_NAME

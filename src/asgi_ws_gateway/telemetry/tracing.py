@@ -35,7 +35,7 @@ from opentelemetry.util.types import AttributeValue
 from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
 from ..bounded import split_url
-from ..config import ApiConfig, UpstreamConfig
+from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
 from ..redact import redact_free_text, redact_text, redact_url_remembered
 from ..upstream.resolver import host_and_port

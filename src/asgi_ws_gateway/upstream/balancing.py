@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..config import ApiConfig
+from ..config.apis import ApiConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from ..log_throttle import OutageLog
 from .base import Connector, UpstreamConnection, UpstreamRequest

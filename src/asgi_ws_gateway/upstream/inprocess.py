@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._types import ASGIApp, Data, Headers, Message, Scope
-from ..config import ApiConfig, UpstreamConfig
+from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .checks import valid_header

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus
 
 from .._types import Headers, Scope
 from ..bounded import remember
-from ..config import ApiConfig, UpstreamConfig
+from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import HandshakeDenied
 from ..forwarded import Networks, forwarded_chain, parse_ip, trusted_hops
 from ..param_names import spelled_as

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import SplitResult
 
-from ..config import ApiConfig
+from ..config.apis import ApiConfig
 from ..errors import LOCAL_RESOURCE_ERRORS
 from ..forwarded import parse_ip
 from ..log_throttle import OutageLog

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult
 
 from ..bounded import remember, split_url
-from ..config import UpstreamConfig
+from ..config.apis import UpstreamConfig
 from ..errors import HandshakeDenied
 from .resolver import host_and_port
 

@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 
 from .._types import Data
 from ..bounded import may_carry_credential, split_url
-from ..config import ApiConfig, UpstreamConfig
+from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares

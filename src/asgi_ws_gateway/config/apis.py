@@ -1,0 +1,238 @@
+"""A WebSocket API's models: :class:`ApiConfig`, its backends (:class:`UpstreamConfig`) and its message
+policies (:class:`MessagePoliciesConfig`, :class:`ErrorReplyConfig`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from ..loading import LoadRefused, check_file, check_import
+from .fields import POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
+from .limits import MAX_NAME, MAX_POLICIES, MAX_UPSTREAMS, MAX_URL, MIB, bounded
+
+
+class ErrorReplyConfig(ConfigModel):
+    """The message a dropped message's sender gets (when the policy answers it)."""
+
+    format: Literal["json", "text"] = Field(default="json", description="json: a JSON object; text: a text template.")
+    template: Annotated[str | dict[str, Any] | None, AfterValidator(bounded)] = Field(
+        default=None,
+        description="json: an object whose strings are templates; text: a template. {error.reason}, "
+        "{error.detail}, {error.policy}, {error.direction} and the connection's values ({jwt.sub}). Default: "
+        '{"type": "error", "error": "{error.reason}", "detail": "{error.detail}", "policy": "{error.policy}"}.',
+    )
+
+    @model_validator(mode="after")
+    def _check_format(self) -> ErrorReplyConfig:
+        if self.template is not None and isinstance(self.template, str) != (self.format == "text"):
+            raise PydanticCustomError("policy_reply", "format json takes an object template, format text a string")
+        return self
+
+
+class MessagePoliciesConfig(ConfigModel):
+    """Policies on every message of open connections, per direction (see docs/message-policies.md)."""
+
+    inbound: MessagePolicies = Field(default_factory=list, description="Client to upstream, in order.")
+    outbound: MessagePolicies = Field(default_factory=list, description="Upstream to client, in order.")
+    error_reply: ErrorReplyConfig | None = Field(
+        default=None, description="How dropped messages are answered (the nearest scope that sets it wins)."
+    )
+
+
+class UpstreamConfig(ConfigModel):
+    """One backend of a WebSocket API.
+
+    In a file an upstream is a URL string or a mapping with ``url``; in code it may carry the
+    ASGI ``app`` object itself. URLs may use the API path's parameters: ``ws://chat:9000/rooms/{room}``.
+    """
+
+    url: Url = Field(
+        description="ws://host[:port]/path, wss://host[:port]/path, or asgi:module:attribute "
+        "(an ASGI app run in this process). {name} placeholders take the API path's parameters.",
+    )
+    path: Url | None = Field(
+        default=None,
+        description="asgi: upstreams only: the path the in-process app sees (default: the client's path).",
+    )
+    ca_bundle: Url | None = Field(
+        default=None, description="wss:// only: a PEM file of CA certificates to verify the upstream with."
+    )
+    verify_tls: bool = Field(default=True, description="wss:// only: verify the upstream's certificate.")
+    app: SkipJsonSchema[Any] = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_url(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"url": data}
+        if not isinstance(data, Mapping):
+            return data
+        url = data.get("url")
+        if data.get("app") is not None:
+            if isinstance(data["app"], str | bytes | int | float | Mapping | list):  # data, as JSON or YAML gives it
+                raise PydanticCustomError(
+                    "asgi_app", "app is an ASGI app object, given in code; in a file use url: asgi:"
+                )
+            return {"url": "asgi:", **data} if url is None else data
+        if isinstance(url, str) and len(url) <= MAX_URL and not url.startswith(("ws://", "wss://", "asgi:")):
+            raise PydanticCustomError(
+                "ws_url", "'{url}' is not a ws://, wss:// or asgi: URL", {"url": _public_url(url)}
+            )
+        if isinstance(url, str) and "@" in _authority(url):
+            # The URL is shown in logs, spans, metrics and the management API: no place for a password.
+            raise PydanticCustomError(
+                "url_userinfo", "must not carry credentials (user:password@); send them with a set-header policy"
+            )
+        if isinstance(url, str) and ("{" in _authority(url) or "}" in _authority(url)):
+            # A path parameter is the client's: in the host it would choose where the gateway connects.
+            raise PydanticCustomError(
+                "url_host_parameter",
+                "must not take a parameter in its host or port (clients would choose where the gateway connects); "
+                "pick the host with set-backend-service from values clients cannot forge ({jwt.*}, {subscription.*})",
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> UpstreamConfig:
+        # Syntax only: the app is imported by resolve_apps, once the whole configuration is valid.
+        if self.kind == "asgi" and self.app is None:
+            try:
+                check_import(self.url.removeprefix("asgi:"))
+            except LoadRefused as exc:
+                raise PydanticCustomError("asgi_refused", str(exc)) from None
+            except ValueError:
+                raise PydanticCustomError(
+                    "asgi_url", "'{url}' must name an app as asgi:module:attribute", {"url": self.url}
+                ) from None
+        if self.kind != "wss" and (self.ca_bundle is not None or not self.verify_tls):
+            raise PydanticCustomError("tls_option", "ca_bundle and verify_tls apply to wss:// upstreams only")
+        if self.ca_bundle is not None:
+            try:
+                check_file(self.ca_bundle)
+            except LoadRefused as exc:
+                raise PydanticCustomError("tls_refused", str(exc)) from None
+        if self.path is not None and self.kind != "asgi":
+            raise PydanticCustomError("path_option", "path applies to asgi: upstreams only")
+        return self
+
+    @property
+    def kind(self) -> Literal["ws", "wss", "asgi"]:
+        if self.url.startswith("wss://"):
+            return "wss"
+        return "ws" if self.url.startswith("ws://") else "asgi"
+
+    @property
+    def label(self) -> str:
+        """How logs, spans, metrics and errors name this backend: no credentials, query or fragment."""
+        if self.kind == "asgi":
+            return self.url if self.url != "asgi:" else f"asgi:{getattr(self.app, '__name__', 'app')}"
+        return _public_url(self.url)
+
+
+def _authority(url: str) -> str:
+    """The ``user@host:port`` part of ``scheme://authority/path`` ("" when there is none)."""
+    _, sep, rest = url.partition("://")
+    return re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
+
+
+def _public_url(url: str) -> str:
+    """``url`` without userinfo, query or fragment: what may be shown of a configured URL."""
+    authority = _authority(url)
+    scheme, _, rest = url.partition("://")
+    if not authority and not rest:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    tail = rest[len(authority) :]
+    return f"{scheme}://{authority.rpartition('@')[2]}{re.split(r'[?#]', tail, maxsplit=1)[0]}"
+
+
+class ApiConfig(ConfigModel):
+    """A WebSocket API: a public path the gateway owns and the backends it proxies to."""
+
+    name: Annotated[Name, Field(description="Unique identifier (logs, metrics, management).")]
+    display_name: Text | None = Field(default=None, description="Human name; defaults to name.")
+    path: Url = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
+    upstreams: list[UpstreamConfig] = Field(
+        min_length=1, max_length=MAX_UPSTREAMS, description="Backends, tried in balancing order."
+    )
+    balancing: Literal["round-robin", "least-connections"] = "round-robin"
+    forward_query: bool = Field(default=True, description="Append the client's query string upstream.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open one upstream (TCP+TLS+handshake).")
+    dns_ttl: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds an upstream host name's addresses are used before it is resolved again (the system "
+        "resolver gives no TTL); 0: resolved for every handshake.",
+    )
+    max_message_size: int = Field(
+        default=MIB,
+        gt=0,
+        description="Bytes; a larger message (compressed: inflated; each fragment but the last counts 64 bytes at "
+        "least) closes its sender with 1009, its peer with 1001.",
+    )
+    compression: Literal["deflate"] | None = Field(
+        default="deflate", description="permessage-deflate offered on the upstream leg (null: none)."
+    )
+    ping_interval: float | None = Field(
+        default=20.0,
+        ge=0.1,  # 1e-300 was valid, and pinged in a loop: one idle connection kept a core busy
+        description="Seconds between keepalive pings to the upstream (null: off; at least 0.1); spliced, each "
+        "side silent for this long is pinged.",
+    )
+    ping_timeout: float | None = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds to wait for a pong before the upstream is declared dead (1011).",
+    )
+    close_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds the upstream gets to finish a closing handshake before TCP is dropped; also the bound "
+        "on each of the gateway's own closing steps.",
+    )
+    passthrough: Literal["auto"] | bool = Field(
+        default="auto",
+        description="Splice the client's and the upstream's TCP streams after the handshake when the server "
+        "offers it (asgi_ws_gateway.server:GatewayWebSocketProtocol, what 'run' serves with), every upstream is "
+        "ws:// or wss:// and no message policy applies; extensions are then negotiated end to end. 'auto' "
+        "(default) and true splice whenever they can (true also warns where it cannot); false always relays "
+        "(see docs/performance.md).",
+    )
+    idle_timeout: float | None = Field(
+        default=None, gt=0, description="Close with 1001 after this many seconds with no message either way."
+    )
+    max_lifetime: float | None = Field(
+        default=None, gt=0, description="Close with 1001 this many seconds after the connection opened."
+    )
+    unhealthy_after: int = Field(
+        default=3, ge=1, description="Consecutive connect failures after which a backend cools down."
+    )
+    cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
+    policies: Policies = Field(default_factory=list, description=POLICIES_DOC + " Run after inherited ones.")
+    message_policies: MessagePoliciesConfig = Field(
+        default_factory=MessagePoliciesConfig, description="Message policies, run after inherited ones."
+    )
+    skip_policies: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(
+        default_factory=list,
+        max_length=MAX_POLICIES,
+        description="Inherited (global or product) handshake or message policies this API opts out of, "
+        "by type or by their 'name'.",
+    )
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+
+__all__ = [
+    "ApiConfig",
+    "ErrorReplyConfig",
+    "MessagePoliciesConfig",
+    "UpstreamConfig",
+]

@@ -1,0 +1,101 @@
+"""What the configuration models share: their base class and the field types (names, free text, URLs,
+policy lists), and the policy placeholders of the JSON Schema (:func:`mark_policies`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from ..redact import CONTROL_CHARACTERS
+from ..strict_numbers import StrictNumbers
+from .limits import MAX_NAME, MAX_POLICIES, MAX_TEXT, MAX_URL, bounded
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+# The base of every configuration model: unknown fields refused, frozen, no infinity or NaN.
+class ConfigModel(StrictNumbers):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+def _policy_entry(value: Any) -> Any:
+    """A policy entry: ``{type-name: settings}`` in a file; in code also a policy object or async function."""
+    if isinstance(value, Mapping):
+        bounded(value)
+        if len(value) != 1 or not isinstance(next(iter(value)), str):
+            raise PydanticCustomError(
+                "policy_entry", "a policy is a mapping with exactly one key, its type (validate-jwt: ...)"
+            )
+        settings = next(iter(value.values()))
+        if settings is not None and not isinstance(settings, Mapping):
+            raise PydanticCustomError("policy_entry", "a policy's settings must be a mapping")
+        return dict(value)
+    if callable(value) or callable(getattr(value, "apply", None)) or callable(getattr(value, "attach", None)):
+        return value
+    raise PydanticCustomError("policy_entry", "a policy is a mapping of its type to its settings")
+
+
+_POLICY_MARK = {"title": "asgi-ws-gateway policy"}  # replaced by a $ref to the Policy definition
+PolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_POLICY_MARK)]
+Policies = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICIES)]
+"""``{validate-jwt: {...}}``; in code, also a ``Policy`` object or a plain ``async def f(context)``."""
+Name = Annotated[str, Field(pattern=_NAME, max_length=MAX_NAME)]
+# What a terminal obeys or breaks a line at, or what reorders the text around it: redact.printable's
+# set. A display name or a subscriber's name is shown by the command line, the consoles and the logs,
+# and has no use for them.
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
+def _plain_text(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise PydanticCustomError(
+            "text_control",
+            "control, line-breaking and bidi characters are not allowed (U+{code} at {at})",
+            {"code": f"{ord(found[0]):04X}", "at": found.start()},  # pydantic's templates take no format spec
+        )
+    return value
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_plain_text)]
+"""Free text shown to people (display names, a subscriber's name): no control, line-break or bidi characters."""
+Url = Annotated[str, Field(max_length=MAX_URL)]
+
+POLICIES_DOC = "Handshake policies, run in order (see docs/policies.md)."
+
+_MESSAGE_POLICY_MARK = {"title": "asgi-ws-gateway message policy"}  # replaced by a $ref to MessagePolicy
+MessagePolicyEntry = Annotated[Any, AfterValidator(_policy_entry), WithJsonSchema(_MESSAGE_POLICY_MARK)]
+MessagePolicies = Annotated[list[MessagePolicyEntry], Field(max_length=MAX_POLICIES)]
+"""``{limit-message-size: {...}}``; in code, also a ``MessagePolicy`` or an ``async def f(message)`` transform."""
+
+
+def mark_policies(node: Any) -> Any:
+    """A JSON Schema with each policy placeholder replaced by a reference to ``#/$defs/Policy``."""
+    if node == _POLICY_MARK:
+        return {"$ref": "#/$defs/Policy"}
+    if node == _MESSAGE_POLICY_MARK:
+        return {"$ref": "#/$defs/MessagePolicy"}
+    if isinstance(node, dict):
+        return {k: mark_policies(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [mark_policies(v) for v in node]
+    return node
+
+
+__all__ = [
+    "POLICIES_DOC",
+    "ConfigModel",
+    "MessagePolicies",
+    "MessagePolicyEntry",
+    "Name",
+    "Policies",
+    "PolicyEntry",
+    "Text",
+    "Url",
+    "mark_policies",
+]

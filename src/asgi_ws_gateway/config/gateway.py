@@ -1,0 +1,92 @@
+""":class:`GatewayConfig`, the whole configuration: its WebSocket APIs, products, subscriptions and
+process-wide settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+from ..forwarded import parse_network
+from ..plugins import MODULE_NAME
+from .apis import ApiConfig, MessagePoliciesConfig
+from .fields import POLICIES_DOC, ConfigModel, Policies
+from .limits import MAX_APIS, MAX_SUBSCRIPTIONS
+from .products import ProductConfig, SubscriptionConfig, SubscriptionKeyConfig
+from .settings import HandshakeLimitsConfig, ManagementConfig, StoreConfig, TelemetryConfig
+
+
+def _network(value: str) -> str:
+    try:
+        parse_network(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "policy_network", "'{value}' is not an IP address or network", {"value": value}
+        ) from None
+    return value
+
+
+Network = Annotated[str, AfterValidator(_network)]
+
+
+class GatewayConfig(ConfigModel):
+    """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
+
+    plugins: list[Annotated[str, Field(pattern=MODULE_NAME)]] = Field(
+        default_factory=list,
+        description="Modules to import before the policies are checked: they register custom policy types "
+        "(see docs/policies.md#plugins). Never changed through the management API.",
+    )
+    apis: list[ApiConfig] = Field(default_factory=list, max_length=MAX_APIS)
+    drain_grace_period: float = Field(
+        default=10.0, ge=0, description="Seconds open connections get to close when the gateway drains."
+    )
+    drain_close_code: Literal[1001, 1012] = Field(
+        default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."
+    )
+    policies: Policies = Field(
+        default_factory=list, description=POLICIES_DOC + " Global: they run first, for every API."
+    )
+    message_policies: MessagePoliciesConfig = Field(
+        default_factory=MessagePoliciesConfig, description="Global message policies: they run first, for every API."
+    )
+    products: list[ProductConfig] = Field(default_factory=list, max_length=MAX_APIS)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list, max_length=MAX_SUBSCRIPTIONS)
+    subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    trusted_proxies: list[Network] = Field(
+        default_factory=list,
+        description="Addresses or networks of proxies whose forwarding header names the client (client.ip).",
+    )
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for", description="The header trusted proxies put the client address in."
+    )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    handshake_limits: HandshakeLimitsConfig = Field(
+        default_factory=HandshakeLimitsConfig,
+        description="Size limits of handshake requests, checked before any policy (see docs/security.md).",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Connections one gateway process serves at once, handshakes in progress included (each "
+        "worker of --workers has its own); past it: 503 over_capacity with Retry-After, before any policy or "
+        "upstream connect. Default (null): as many as the process's open-file limit has room for, two "
+        "descriptors a connection after 64 in reserve; a larger value is lowered to that, with a warning.",
+    )
+    expose_error_details: bool = Field(
+        default=False,
+        description="Development only: 5xx handshake refusals tell the client the internal detail (backend URL, "
+        "error text) instead of a generic problem. Off: the detail goes only to the log and the span.",
+    )
+    management: ManagementConfig = Field(
+        default_factory=ManagementConfig, description="Rules for the management API (not changeable through it)."
+    )
+
+
+__all__ = [
+    "GatewayConfig",
+]

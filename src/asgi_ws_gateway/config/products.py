@@ -1,0 +1,57 @@
+"""Products, the subscriptions to them, and where clients present a subscription's key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .apis import MessagePoliciesConfig
+from .fields import POLICIES_DOC, ConfigModel, Name, Policies, Text
+from .limits import MAX_APIS
+
+
+class ProductConfig(ConfigModel):
+    """A product: a group of APIs that subscriptions grant access to, with its own policies."""
+
+    name: Annotated[Name, Field(description="Unique identifier.")]
+    display_name: Text | None = None
+    apis: list[Name] = Field(
+        default_factory=list, max_length=MAX_APIS, description="Names of the APIs in this product."
+    )
+    subscription_required: bool = Field(
+        default=True, description="A subscription key is needed (false: an open product, its policies apply to all)."
+    )
+    policies: Policies = Field(default_factory=list, description=POLICIES_DOC)
+    message_policies: MessagePoliciesConfig = Field(default_factory=MessagePoliciesConfig)
+
+
+class SubscriptionConfig(ConfigModel):
+    """A subscription to a product. Only the SHA-256 of its key is stored."""
+
+    id: Annotated[Name, Field(description="Unique identifier ({subscription.id}).")]
+    product: Name = Field(description="The product this subscription grants.")
+    name: Text | None = Field(default=None, description="Human name (the subscriber).")
+    key_sha256: Annotated[
+        str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the key: never the key itself.")
+    ]
+    state: Literal["active", "suspended", "expired"] = "active"
+    expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
+
+
+class SubscriptionKeyConfig(ConfigModel):
+    """Where clients present subscription keys."""
+
+    headers: list[str] = Field(
+        default_factory=lambda: ["X-Subscription-Key", "Ocp-Apim-Subscription-Key"],
+        description="Request headers tried in order (Ocp-Apim-Subscription-Key is Azure APIM's).",
+    )
+    query: str | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
+
+
+__all__ = [
+    "ProductConfig",
+    "SubscriptionConfig",
+    "SubscriptionKeyConfig",
+]
