@@ -14,10 +14,11 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 from .config.apis import ApiConfig, UpstreamConfig
 from .config.checks import config_warnings
 from .config.gateway import GatewayConfig
+from .config.products import ProductConfig, SubscriptionConfig
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, process_capacity
-from .handshake.context import HandshakeContext, RequestView
+from .handshake.context import HandshakeContext, RequestView, Subscription
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
 from .handshake.host_header import check_host
@@ -30,6 +31,7 @@ from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, Splice
 from .policies.build import GatewayPolicies, load_policies
+from .policies.products import expiry
 from .relay.close_codes import SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
@@ -37,6 +39,7 @@ from .routing import Router, route_target
 from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry, TracedConnector
+from .telemetry.values import client_text
 from .upstream.balancing import Backend, BackendPool
 from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
@@ -57,8 +60,11 @@ class _Api:
 
     pool: BackendPool
 
-    def __init__(self, config: ApiConfig, previous: _Api | None = None) -> None:
+    def __init__(
+        self, config: ApiConfig, previous: _Api | None = None, products: tuple[ProductConfig, ...] = ()
+    ) -> None:
         self.config = config
+        self.products = products  # the products that name it: their policies and keys admit its clients
         known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
         backends = []
         self.traced: list[TracedConnector] = []
@@ -78,6 +84,10 @@ class _Api:
         # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
         self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
+
+    def admits_as(self, other: _Api) -> bool:
+        """Whether ``other`` (a later configuration's) admits clients under the same settings."""
+        return other is self or (other.config == self.config and other.products == self.products)
 
 
 _UNGUARDED_SERVER = (
@@ -176,7 +186,12 @@ class WebSocketGateway:
         old = getattr(self, "_policies", None)
         config = policies.config
         # No await from here on: a handshake sees either the old configuration or the new one, whole.
-        self._apis = {api.name: _Api(api, self._apis.get(api.name)) for api in config.apis}
+        products: dict[str, tuple[ProductConfig, ...]] = {}
+        for product in config.products:
+            for name in product.apis:
+                products[name] = (*products.get(name, ()), product)
+        self._apis = {api.name: _Api(api, self._apis.get(api.name), products.get(api.name, ())) for api in config.apis}
+        self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
         self._trusted = Networks(config.trusted_proxies)
@@ -428,6 +443,8 @@ class WebSocketGateway:
                 if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
                     accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
                     accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
+            if policies is not self._policies or self._draining:  # changed while the handshake ran
+                self._check_still_admitted(api, handshake.subscription)
         except BaseException as exc:
             if upstream is not None:  # connected, then failed: the upstream must not be left open
                 with contextlib.suppress(Exception):
@@ -453,9 +470,12 @@ class WebSocketGateway:
                 trace.release()
             return
 
+        # No await since the check above: a change applied later finds this connection open and drains it.
         backend.active += 1
-        live = self._connections.add(relay, api=api.config.name, scope=scope)
-        live.subject, live.subscription = _subject(handshake.claims), _subscription_id(handshake)
+        live = self._connections.add(relay, api=api.config.name, scope=scope, client=client)
+        subject = _subject(handshake.claims)
+        live.subject = redact.printable(client_text(subject), quote=False) if subject is not None else None
+        live.subscription = _subscription_id(handshake)
         live.backend = backend.label
         guard: asyncio.Task[None] | None = None
         connection: ConnectionTrace | None = None
@@ -473,9 +493,10 @@ class WebSocketGateway:
             requests.clear()
             connection = trace.accepted(backend.label, upstream.subprotocol, relay.stats)
             cfg = api.config
-            if cfg.idle_timeout is not None or cfg.max_lifetime is not None:
+            expires_at = handshake.subscription.expires_at if handshake.subscription is not None else None
+            if cfg.idle_timeout is not None or cfg.max_lifetime is not None or expires_at is not None:
                 guard = asyncio.create_task(
-                    watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime)
+                    watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime, expires_at=expires_at)
                 )
             await relay.run()
         finally:
@@ -490,6 +511,33 @@ class WebSocketGateway:
             self._connections.remove(relay)
             backend.active -= 1
             await handshake.release()
+
+    def _check_still_admitted(self, api: _Api, subscription: Subscription | None) -> None:
+        """The configuration changed while a handshake of ``api`` ran: it is accepted only if the
+        configuration in force now admits it as the one it started under did (the API, its products,
+        its subscription unchanged); else 503 and the client's retry meets the new configuration. A
+        change acknowledged to its operator thus never lets a connection open under the old settings
+        (a replaced upstream, a revoked key), and a drain never misses a handshake that was in flight."""
+        if self._draining:
+            raise _draining_refusal()
+        current = self._apis.get(api.config.name)
+        if current is None or not api.admits_as(current) or not self._still_subscribed(subscription):
+            raise HandshakeDenied(
+                503, "the API's configuration changed during the handshake; retry",
+                headers=[(b"retry-after", b"1")], reason="config_changed",
+            )  # fmt: skip
+
+    def _still_subscribed(self, admitted: Subscription | None) -> bool:
+        if admitted is None:
+            return True
+        now = self._subscriptions.get(admitted.id)
+        return (
+            now is not None
+            and now.state == "active"
+            and now.product == admitted.product
+            and now.key_sha256 == admitted.key_sha256
+            and expiry(now) == admitted.expires_at
+        )
 
     @staticmethod
     def _spliceable(api: _Api, scope: Scope) -> bool:

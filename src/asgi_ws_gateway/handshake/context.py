@@ -128,6 +128,10 @@ class Subscription:
     id: str
     product: str
     name: str
+    key_sha256: str = ""
+    """The digest of the key it was admitted with (a regenerated key is another subscription's)."""
+    expires_at: float | None = None
+    """POSIX seconds: its connections are closed then (``expires_at`` of its configuration)."""
 
 
 class RequestView:

@@ -34,6 +34,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def expiry(subscription: SubscriptionConfig) -> float | None:
+    """When ``subscription`` expires, in POSIX seconds (a time without a zone is UTC), or None."""
+    expires = subscription.expires_at
+    if expires is None:
+        return None
+    return (expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)).timestamp()
+
+
 def _denied(status: int, detail: str, reason: str) -> HandshakeDenied:
     return HandshakeDenied(status, detail, reason=reason, policy=POLICY_NAME)
 
@@ -72,16 +80,17 @@ class SubscriptionGate:
                 raise _denied(401, "the subscription key does not grant this API", "subscription_wrong_product")
             raise _denied(401, "the subscription key is not valid", "subscription_key_invalid")
         state = subscription.state
-        if state == "active" and subscription.expires_at is not None:
-            expires = subscription.expires_at
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
-            if expires.timestamp() <= self.clock():
-                state = "expired"
+        expires_at = expiry(subscription)
+        if state == "active" and expires_at is not None and expires_at <= self.clock():
+            state = "expired"
         if state != "active":
             raise _denied(403, f"the subscription is {state}", f"subscription_{state}")
         context.subscription = Subscription(
-            id=subscription.id, product=subscription.product, name=subscription.name or subscription.id
+            id=subscription.id,
+            product=subscription.product,
+            name=subscription.name or subscription.id,
+            key_sha256=subscription.key_sha256,
+            expires_at=expires_at,
         )
         return [subscription.product]
 
@@ -138,4 +147,4 @@ def check_products(config: GatewayConfig) -> list[str]:
     return problems
 
 
-__all__ = ["SubscriptionGate", "check_products", "hash_key"]
+__all__ = ["SubscriptionGate", "check_products", "expiry", "hash_key"]

@@ -40,11 +40,15 @@ class RelayHandle(Protocol):
 # samples per idle period: an idle connection is closed within 1.25 periods
 
 
-async def watchdog(relay: RelayHandle, *, idle_timeout: float | None, max_lifetime: float | None) -> None:
-    """Close ``relay`` with 1001 when idle for ``idle_timeout`` or older than ``max_lifetime`` seconds."""
+async def watchdog(
+    relay: RelayHandle, *, idle_timeout: float | None, max_lifetime: float | None, expires_at: float | None = None
+) -> None:
+    """Close ``relay`` with 1001 when idle for ``idle_timeout`` or older than ``max_lifetime`` seconds,
+    and the client with 1008 when its subscription expires (``expires_at``, POSIX seconds)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + max_lifetime if max_lifetime is not None else float("inf")
+    expiry = started + (expires_at - time.time()) if expires_at is not None else float("inf")
     step = idle_timeout / _IDLE_CHECKS if idle_timeout is not None else float("inf")
     stats = relay.stats
     seen, quiet_since = -1, started
@@ -59,7 +63,10 @@ async def watchdog(relay: RelayHandle, *, idle_timeout: float | None, max_lifeti
         if now >= deadline:
             await relay.close(1001, "maximum connection lifetime reached", 1001, "maximum connection lifetime reached")
             return
-        await asyncio.sleep(max(0.0, min(step, deadline - now)))
+        if now >= expiry:
+            await relay.close(1008, "subscription expired", 1001, "subscription expired")
+            return
+        await asyncio.sleep(max(0.0, min(step, deadline - now, expiry - now)))
 
 
 @dataclass(eq=False)
@@ -69,7 +76,9 @@ class TrackedConnection:
     id: str
     api: str
     client: str
-    """``host:port`` of the client as the server saw it."""
+    """The client's address: the one trusted proxies reported, else ``host:port`` of the TCP peer."""
+    peer: str
+    """``host:port`` of the TCP peer (a proxy's, behind trusted proxies)."""
     opened_at: float
     """Unix time."""
     relay: RelayHandle = field(repr=False)
@@ -96,12 +105,15 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, relay: RelayHandle, *, api: str, scope: Scope) -> TrackedConnection:
-        client = scope.get("client")
+    def add(self, relay: RelayHandle, *, api: str, scope: Scope, client: str | None = None) -> TrackedConnection:
+        """Track ``relay``; ``client``: the address trusted proxies reported, if they did."""
+        tcp = scope.get("client")
+        peer = f"{tcp[0]}:{tcp[1]}" if tcp else "-"
         connection = TrackedConnection(
             id=os.urandom(16).hex(),
             api=api,
-            client=f"{client[0]}:{client[1]}" if client else "-",
+            client=client if client and (not tcp or client != tcp[0]) else peer,
+            peer=peer,
             opened_at=time.time(),
             relay=relay,
         )
