@@ -471,7 +471,7 @@ class WebSocketGateway:
             return
 
         # No await since the check above: a change applied later finds this connection open and drains it.
-        backend.active += 1
+        trial = api.pool.opened(backend)  # active, and its end judged as the backend's health
         live = self._connections.add(relay, api=api.config.name, scope=scope, client=client)
         subject = _subject(handshake.claims)
         live.subject = redact.printable(client_text(subject), quote=False) if subject is not None else None
@@ -509,7 +509,7 @@ class WebSocketGateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await guard
             self._connections.remove(relay)
-            backend.active -= 1
+            trial.ended(relay.stats)  # how it ended (the upstream's failure soon after its 101?)
             await handshake.release()
 
     def _check_still_admitted(self, api: _Api, subscription: Subscription | None) -> None:

@@ -211,7 +211,10 @@ class ApiConfig(ConfigModel):
         default=None, gt=0, description="Close with 1001 this many seconds after the connection opened."
     )
     unhealthy_after: int = Field(
-        default=3, ge=1, description="Consecutive connect failures after which a backend cools down."
+        default=3,
+        ge=1,
+        description="Consecutive failures (a failed connect, or a connection the backend failed within 5 s of its "
+        "101) after which a backend cools down.",
     )
     cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
     policies: Policies = Field(default_factory=list, description=POLICIES_DOC + " Run after inherited ones.")

@@ -1,26 +1,50 @@
 """Backends of one API: balancing order, failover, and passive health.
 
 Each handshake tries the API's backends in balancing order (round-robin rotation, or fewest
-active connections first) until one connects. A backend that fails ``unhealthy_after`` connects in
-a row is skipped for ``cooldown`` seconds; when every backend is cooling down, all are tried anyway
+active connections first) until one connects. A backend that fails ``unhealthy_after`` times in a
+row is skipped for ``cooldown`` seconds; when every backend is cooling down, all are tried anyway
 (better a likely failure than a certain one). An upstream that *answers* the handshake, even with
 a refusal, counts as healthy: it is the application saying no, not the backend being down.
+
+A connect that succeeds is not yet a success: a backend that completes every handshake and then
+fails the connection at once (closes with 1011, breaks the protocol, resets) would otherwise count
+as healthy forever, and least-connections, seeing it with no connections, would send it nearly
+every client. Each connection is on :class:`Trial` for its first ``TRIAL_PERIOD`` seconds: ended in
+them by its upstream's failure (:func:`upstream_failed`), it counts as a failed connect; once it
+lives past them, or its client or the upstream closes it normally, it counts as a success. A close
+of the gateway's own (drain, kick, idle timeout, a policy) says nothing of the backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
+from .. import redact
 from ..config.apis import ApiConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from ..log_throttle import OutageLog
 from .base import Connector, UpstreamConnection, UpstreamRequest
 
 logger = logging.getLogger(__name__)
+
+TRIAL_PERIOD = 5.0
+"""Seconds a new connection's end still speaks of its backend's health (see :class:`Trial`)."""
+
+_BACKEND_FAULTS = frozenset({1002, 1006, 1011, 1014})
+"""The upstream's ends that are its own failure: a protocol error (the frames it was sent were the
+gateway's own, or checked by it), vanished without a close frame (a TCP reset or EOF, a keepalive
+that went unanswered on the splice), an internal error (also the relay's keepalive timeout), bad
+gateway. Codes a client's messages can draw from a healthy application (1003, 1007, 1008, 1009,
+1013, 4xxx...) are its answer, as a refusal is: counted, they would let any client cool a backend."""
+
+_UPSTREAM_FAILED = (1011, "upstream connection failed")
+"""What the splice records as the gateway's close when the upstream sent a bad frame (the client is
+told this; the upstream was closed with the protocol error)."""
 
 
 @dataclass(eq=False)
@@ -43,6 +67,63 @@ class Backend:
 RequestBuilder = Callable[[Backend], UpstreamRequest]
 T = TypeVar("T")
 """Builds the upstream request for a given backend (each backend has its own URL)."""
+
+
+class ConnectionEnd(Protocol):
+    """How a connection ended, as its relay or splice recorded it (``RelayStats``)."""
+
+    @property
+    def closed_by(self) -> str | None: ...  # "client", "upstream", "gateway"; None: it never started
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    @property
+    def close_reason(self) -> str: ...
+
+
+def upstream_failed(end: ConnectionEnd) -> bool | None:
+    """True when the upstream failed the connection, False when it served it (it, or the client,
+    closed it), None when the gateway ended it (or it never started): no word on the backend."""
+    if end.closed_by == "client":
+        return False
+    if end.closed_by == "upstream":
+        return end.close_code in _BACKEND_FAULTS
+    if end.closed_by == "gateway" and (end.close_code, end.close_reason) == _UPSTREAM_FAILED:
+        return True
+    return None
+
+
+class Trial:
+    """A connection's first ``TRIAL_PERIOD`` seconds, whose end decides what it says of its backend.
+
+    Made by :meth:`BackendPool.opened` (which counts the connection active); :meth:`ended` must be
+    called once, when the connection is over.
+    """
+
+    __slots__ = ("_backend", "_pool", "_since", "_timer")
+
+    def __init__(self, pool: BackendPool, backend: Backend) -> None:
+        self._pool, self._backend = pool, backend
+        self._since = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(TRIAL_PERIOD, self._passed)
+
+    def _passed(self) -> None:
+        self._timer = None
+        self._pool.record_success(self._backend)
+
+    def ended(self, end: ConnectionEnd) -> None:
+        """The connection is over: it no longer counts as active, and within its trial its end is judged."""
+        self._backend.active -= 1
+        if self._timer is None:
+            return  # it lived past its trial: counted as a success then
+        self._timer.cancel()
+        self._timer = None
+        failed = upstream_failed(end)
+        if failed:
+            self._pool.early_end(self._backend, end, time.monotonic() - self._since)
+        elif failed is not None:
+            self._pool.record_success(self._backend)
 
 
 class BackendPool:
@@ -78,6 +159,24 @@ class BackendPool:
         backend.failures = 0
         backend.cooling_until = 0.0
 
+    def opened(self, backend: Backend) -> Trial:
+        """A connection to ``backend`` (from :meth:`open`) is accepted: active, and on trial."""
+        backend.active += 1
+        return Trial(self, backend)
+
+    def early_end(self, backend: Backend, end: ConnectionEnd, lived: float) -> None:
+        """The upstream failed a connection soon after its 101: a failure, as a failed connect is."""
+        reason = redact.printable(end.close_reason)  # the upstream's text, on one line
+        detail = f'it failed a connection {lived:.1f} s after accepting it ({end.close_code} "{reason}")'
+        self._log_failure(backend, detail)
+        self.record_failure(backend)
+
+    def _log_failure(self, backend: Backend, detail: str) -> None:
+        count = backend.failure_log.event()
+        if count:
+            more = f" ({count - 1} more since the last such line)" if count > 1 else ""
+            logger.info("API %s: backend %s failed: %s%s", self.api.name, backend.label, detail, more)
+
     async def connect(self, build: RequestBuilder) -> tuple[Backend, UpstreamConnection]:
         """Connect to the first backend that answers, failing over on unreachable or timed out ones.
 
@@ -102,17 +201,14 @@ class BackendPool:
                 self.record_success(backend)
                 raise
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
-                count = backend.failure_log.event()
-                if count:
-                    more = f" ({count - 1} more since the last such line)" if count > 1 else ""
-                    logger.info("API %s: backend %s failed: %s%s", self.api.name, backend.label, exc.detail, more)
+                self._log_failure(backend, exc.detail)
                 self.record_failure(backend)
                 last = exc
                 continue
-            self.record_success(backend)
+            # Not a success yet: the connection's Trial (BackendPool.opened) decides.
             return backend, connection
         assert last is not None
         raise last
 
 
-__all__ = ["Backend", "BackendPool"]
+__all__ = ["TRIAL_PERIOD", "Backend", "BackendPool", "ConnectionEnd", "Trial", "upstream_failed"]
