@@ -222,9 +222,9 @@ def _config(*policies: dict[str, Any]) -> dict[str, Any]:
 def test_a_configuration_s_policies_are_built_once(counting: list[str]) -> None:
     """Validating and serving share one build (secrets read and caches made once, not twice)."""
     gateway = WebSocketGateway(_app, config=_config({"count-builds": {}}, {"count-builds": {}}))
-    assert builds == ["api:echo.0", "api:echo.1"]
+    assert builds == ["api:echo.count-builds.0", "api:echo.count-builds.1"]
     policies = load_policies(_config({"count-builds": {}}), store=lambda config: MemoryState())
-    assert builds[2:] == ["api:echo.0"] and policies.pipelines["echo"] is not None
+    assert builds[2:] == ["api:echo.count-builds.0"] and policies.pipelines["echo"] is not None
     assert gateway.config.apis[0].name == "echo"
 
 

@@ -207,15 +207,15 @@ _NESTED = {"choose": {"when": [{"if": {"ref": "header.x", "exists": True}, "poli
 @pytest.mark.parametrize(
     ("second", "where"),
     [
-        ({"name": "x.0.when.0.policies", "policies": [_LIMIT]}, "apis[1].policies[0]"),
+        ({"name": "x.choose.0.when.0.policies", "policies": [_LIMIT]}, "apis[1].policies[0]"),
         ({"name": "y", "message_policies": {"inbound": [{"rate-limit-messages": {"messages": 5}}]}}, None),
     ],
 )
 def test_an_api_named_like_another_apis_nested_place_does_not_share_its_counter(
     second: dict[str, Any], where: str | None
 ) -> None:
-    """Default counters are named by owner and place: API ``x.0.when.0.policies``'s first limit was API
-    ``x``'s nested one (a client of one spent the other's allowance); now a problem naming both."""
+    """Default counters are named by owner and place: API ``x.choose.0.when.0.policies``'s first limit is
+    named as API ``x``'s nested one (a client of one spent the other's allowance); now a problem naming both."""
     apis = [
         {"name": "x", "path": "/x", "upstreams": ["ws://x/"], "policies": [_NESTED]},
         {"path": "/y", "upstreams": ["ws://x/"], **second},
@@ -226,7 +226,8 @@ def test_an_api_named_like_another_apis_nested_place_does_not_share_its_counter(
     with pytest.raises(ConfigError) as info:
         load_config({"apis": apis})
     assert info.value.problems == [
-        f"{where}.rate-limit-by-key: counts on the same default counter 'api:x.0.when.0.policies.0' as "
+        f"{where}.rate-limit-by-key: counts on the same default counter "
+        "'api:x.choose.0.when.0.policies.rate-limit-by-key.0' as "
         "apis[0].policies[0].choose.when[0].policies[0].rate-limit-by-key (rename the API or product, or set counter:)"
     ]
     apis[1]["policies"] = [{"rate-limit-by-key": {**_LIMIT["rate-limit-by-key"], "counter": "its-own"}}]

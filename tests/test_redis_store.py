@@ -99,7 +99,7 @@ async def test_keys_are_namespaced_hash_tagged_and_hold_no_user_text(store: Redi
     keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
     await client.aclose()
     assert len(keys) == 1
-    assert keys[0].startswith(f"{store.prefix}:rate:{{test.0:") and keys[0].endswith("}")
+    assert keys[0].startswith(f"{store.prefix}:rate:{{test.rate-limit-by-key.0:") and keys[0].endswith("}")
     assert "198.51.100.23" not in keys[0]
 
 

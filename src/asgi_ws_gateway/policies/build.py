@@ -12,6 +12,7 @@ import inspect
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,20 @@ def _underscore_warning(name: str) -> str:
             "'-' spelling, or set headers_with_underscores: forward")  # fmt: skip
 
 
+def _entry_type(entry: Any) -> str:
+    """The type an entry names (``rate-limit-by-key``), which its default counter is named by.
+
+    A default counter is named by the policy's type and its ordinal among the entries of that type
+    in its list, not by its place in the list: named by place, a policy added in front of a limit
+    (an ``ip-filter`` to tighten access) moved the limit to a fresh counter, and its open
+    connections' leases and its quota's count stopped counting (a cap of 2 admitted 4, a monthly
+    quota of 5 admitted 9). Entries of every type count, with or without ``counter:``, so setting one
+    on a limit leaves the next limit of its type on its own counter, not on the first's counts.
+    A function or an object (no default counter) counts as no type.
+    """
+    return str(next(iter(entry), "")) if isinstance(entry, Mapping) and len(entry) == 1 else ""
+
+
 def run_name(type_name: str, name: object) -> str:
     """The name a policy runs under, which ``skip_policies`` matches: its ``name``, else its type."""
     return str(name or type_name)
@@ -205,15 +220,19 @@ class PolicyBuilder:
 
     def _build_all(self, entries: Sequence[Any], loc: Loc, counter: str, kind: _Kind) -> list[Any]:
         policies: list[Any] = []
+        ordinals: Counter[str] = Counter()
         for i, entry in enumerate(entries):
-            policy = self._build_one(entry, (*loc, i), f"{counter}.{i}", kind)
+            type_name = _entry_type(entry)
+            policy = self._build_one(entry, (*loc, i), f"{counter}.{type_name}.{ordinals[type_name]}", kind)
+            ordinals[type_name] += 1
             if policy is not None:
                 policies.append(policy)
         return policies
 
     def _claim_counter(self, counter: str, loc: Loc) -> None:
-        """A default counter name is the owner's name and the policy's place (``api:chat.0.when.0.policies.0``):
-        an API or product named like another's nested place would share its counts."""
+        """A default counter name is the owner's name, the list's place and the policy's type and
+        ordinal among that type there (``api:chat.choose.0.when.0.policies.rate-limit-by-key.0``): an
+        API or product named like another's nested place would share its counts."""
         other = self._default_counters.setdefault(counter, loc)
         if other != loc:
             self.problems.append(
