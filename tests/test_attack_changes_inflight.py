@@ -51,7 +51,7 @@ class _HeldUpstream:
     @staticmethod
     async def _echo(connection: ServerConnection) -> None:
         async for message in connection:
-            await connection.send(f"OLD:{message}")
+            await connection.send(f"OLD:{message!s}" if isinstance(message, str) else message)
 
 
 @pytest.fixture
