@@ -163,6 +163,7 @@ class _FramedSide(_Side):
 
     def resume_writing(self) -> None:
         self.write_paused = self.frames.hold_pings = False
+        self.relay.writes_flowing(self)
         self.release_ping()  # frames reach the peer whole: never inside one
         self._wake()
         peer = self.peer

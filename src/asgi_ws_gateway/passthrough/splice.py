@@ -32,6 +32,9 @@ Closing follows the relay's table as far as bytes allow:
   (its pong is taken out of the stream, never forwarded); one that then sends nothing for
   ``ping_timeout`` seconds is dead: its connection is aborted and the other side closed as if it
   had vanished (1001 "client went away" upstream, 1011 "upstream connection failed" to the client).
+  Silence counts only while the gateway reads that side: one it does not read (because its peer
+  reads nothing) is not charged. The side that reads nothing is: once the gateway's writes to it
+  stay paused for ``ping_timeout`` seconds, it is dropped the same way.
 
 The gateway closes the upstream's TCP connection as soon as the upstream answers a close frame the
 gateway sent; every closing handshake is bounded by ``close_timeout``.
@@ -73,7 +76,7 @@ class _Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
     __slots__ = ("client", "close_sent", "drain_waiter", "heard", "open", "peer", "pending_close", "ping_due",
-                 "scanner", "splice", "transport", "write_paused")  # fmt: skip
+                 "scanner", "splice", "stall_due", "transport", "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -89,6 +92,7 @@ class _Side(asyncio.Protocol):
         self.ping_due: asyncio.TimerHandle | None = None  # a keepalive ping is waiting for an answer
         self.write_paused = False  # its transport's write buffer is over the high-water mark: it reads nothing
         self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
+        self.stall_due: asyncio.TimerHandle | None = None  # its writes paused: it is dropped unless they resume
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -134,9 +138,11 @@ class _Side(asyncio.Protocol):
         # It reads nothing: the peer's data waits (backpressure), and so do the pongs its pings ask for.
         self.write_paused = self.scanner.hold_pings = True
         self.peer.transport.pause_reading()
+        self.splice.writes_stalled(self)
 
     def resume_writing(self) -> None:
         self.write_paused = self.scanner.hold_pings = False
+        self.splice.writes_flowing(self)
         self.release_ping()
         self._wake()
         if self.peer.open:
@@ -276,7 +282,10 @@ class Splice:
     def _keepalive(self) -> None:
         """Every ``ping_interval``: ping each side that sent nothing since the last round.
 
-        A timer, not a task: an idle spliced connection holds no coroutine.
+        A timer, not a task: an idle spliced connection holds no coroutine. A side the gateway does
+        not read (its peer reads nothing: backpressure; a policy step) is not charged for its silence:
+        its pong would wait behind what the gateway leaves unread. A peer that stays so is dropped by
+        :meth:`writes_stalled` instead.
         """
         if self._closing:
             return
@@ -284,7 +293,7 @@ class Splice:
         for side in (self.client, self.upstream):
             if side.ping_due is not None:
                 continue  # a ping is waiting for its answer
-            if side.heard:
+            if side.heard or not side.transport.is_reading():
                 side.heard = False
             elif side.write_ping() and self._ping_timeout is not None:
                 side.ping_due = loop.call_later(self._ping_timeout, self._ping_expired, side)
@@ -293,7 +302,7 @@ class Splice:
 
     def _ping_expired(self, side: _Side) -> None:
         side.ping_due = None
-        if side.heard:  # anything it sent (the pong or not) shows it is alive
+        if side.heard or (side.open and not side.transport.is_reading()):  # alive, or not read meanwhile
             side.heard = False
             return
         if side.open and not self._closing:
@@ -301,11 +310,37 @@ class Splice:
                         self._ping_timeout)  # fmt: skip
             side.transport.abort()  # connection_lost follows: the peer is closed as for a vanished side
 
+    def writes_stalled(self, side: _Side) -> None:
+        """``side`` stopped reading (the gateway's writes to it paused): give it ``ping_timeout`` to read
+        again. Its peer, unread meanwhile, could not answer a ping: the one to blame is ``side``."""
+        if self._ping_interval is None or self._ping_timeout is None or side.stall_due is not None:
+            return
+        side.stall_due = asyncio.get_running_loop().call_later(self._ping_timeout, self._stalled, side)
+
+    def writes_flowing(self, side: _Side) -> None:
+        """``side`` reads again; its peer, read again, is heard from now (its pong may be on its way)."""
+        if side.stall_due is not None:
+            side.stall_due.cancel()
+            side.stall_due = None
+        side.peer.heard = True
+
+    def _stalled(self, side: _Side) -> None:
+        side.stall_due = None
+        if side.open and side.write_paused and not self._closing:
+            logger.info("passthrough: the %s read nothing for %g s (the gateway's writes to it stalled); dropping it",
+                        _name(side), self._ping_timeout)  # fmt: skip
+            side.transport.abort()  # connection_lost follows: the peer gets a close frame, as for a vanished side
+
     def _stop_timers(self) -> None:
-        for handle in (self._timer, self._keepalive_timer, self.client.ping_due, self.upstream.ping_due):
+        for side in (self.client, self.upstream):
+            for handle in (side.ping_due, side.stall_due):
+                if handle is not None:
+                    handle.cancel()
+            side.ping_due = side.stall_due = None
+        for handle in (self._timer, self._keepalive_timer):
             if handle is not None:
                 handle.cancel()
-        self._keepalive_timer = self.client.ping_due = self.upstream.ping_due = None
+        self._keepalive_timer = None
 
     def _server_shutdown(self) -> None:
         self._gateway_close(1012, "server shutting down", 1012, "server shutting down")

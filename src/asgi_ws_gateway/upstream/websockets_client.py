@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,6 +35,8 @@ from .refusal import HeldRefusal, is_refusal
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
 from .tls import UpstreamTls, checked
+
+logger = logging.getLogger(__name__)
 
 # (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
 # ``Connection.send`` every time.
@@ -117,6 +120,8 @@ class _ClientConnection(ClientConnection):
         self._answering = True
         self._refusal: HeldRefusal | None = None
         self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
+        self.keepalive_failed = False  # the upstream answered no ping in ping_timeout: it sent no close
+        self._unread = False  # the relay left messages unread (reading paused) since the keepalive's last ping
 
     def data_received(self, data: bytes) -> None:
         if self._answering:  # the handshake's answer (one test per message after it)
@@ -207,9 +212,80 @@ class _ClientConnection(ClientConnection):
         protocol = self.protocol
         if protocol.state is not State.CLOSING or self.lingering is not None:
             return  # open, as for every message: one test
-        if protocol.close_rcvd is not None or cast(_ClientProtocol, protocol).failed:
-            self.lingering = _Lingering(self.transport, self.close_deadline)
-            self.connection_lost(None)  # the transport now reports to the lingering protocol only
+        if protocol.close_rcvd is None and not cast(_ClientProtocol, protocol).failed:
+            return
+        if self.keepalive_task is not None and asyncio.current_task() is self.keepalive_task:
+            # The keepalive failed the connection and waits for connection_lost(), which cancels it.
+            # Lost from inside the task, the cancellation never landed: websockets' keepalive went on
+            # to log "keepalive ping failed" at ERROR with an AssertionError's traceback, per connection.
+            self.loop.call_soon(self._linger_if_over)
+            return
+        if self.connection_lost_waiter.done():
+            return  # the transport ended meanwhile (a deferred hand-over)
+        self.lingering = _Lingering(self.transport, self.close_deadline)
+        self.connection_lost(None)  # the transport now reports to the lingering protocol only
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        messages = self.recv_messages
+        pause = messages.pause
+
+        def pause_and_note() -> None:
+            self._unread = True
+            pause()
+
+        messages.pause = pause_and_note
+
+    async def keepalive(self) -> None:
+        """websockets' keepalive, charging the upstream only for silence it chose.
+
+        websockets waited for the pong from when the ping was written, and wrote it only once the
+        write buffer drained: an upstream that reads nothing (frozen, its socket open) was never found
+        dead, and one the gateway did not read (the client reads slowly: the relay's queue is full)
+        was failed with its pong unread. Here ``ping_timeout`` starts with the ping, its wait to be
+        written included, and a round in which the gateway paused reading the upstream is not held
+        against it.
+        """
+        assert self.ping_interval is not None
+        timeout = self.ping_timeout
+        try:
+            while True:
+                await asyncio.sleep(self.ping_interval)
+                if timeout is None:
+                    await self.ping()
+                    continue
+                try:
+                    async with asyncio.timeout(timeout):  # a ping stuck behind unread writes counts
+                        pong = await self.ping()
+                except TimeoutError:
+                    await self._fail_keepalive("read nothing (its ping could not be written)")
+                    return
+                while True:
+                    self._unread = self.recv_messages.paused
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await asyncio.shield(pong)
+                        break
+                    except TimeoutError:
+                        if not (self._unread or self.recv_messages.paused):
+                            await self._fail_keepalive("did not answer a ping")
+                            return
+        except ConnectionClosed:
+            pass  # closed meanwhile: recv() reports it
+        except Exception:  # a bug, not a peer's fault (websockets' own safety net)
+            self.logger.error("keepalive ping failed", exc_info=True)
+
+    async def _fail_keepalive(self, why: str) -> None:
+        """Fail the connection with 1011 "keepalive ping timeout" (the close frame may never leave a full
+        buffer: it is not waited for), then wait to be cancelled by ``connection_lost``."""
+        if self.protocol.state is State.OPEN:
+            logger.info("relay: the upstream %s in %g s; dropping it", why, self.ping_timeout)
+            self.keepalive_failed = True
+            if self.close_timeout is not None:
+                self.close_deadline = self.loop.time() + self.close_timeout
+            self.protocol.fail(1011, "keepalive ping timeout")
+            self.send_data()  # hands the transport over to _Lingering in the next loop turn
+        await asyncio.shield(self.connection_lost_waiter)
 
     def start_keepalive(self) -> None:
         # A close frame (or a bad frame) in the same read as the 101 ends the connection before
@@ -384,7 +460,7 @@ class WebSocketsConnection:
         try:
             return await self._ws.recv()
         except ConnectionClosed as exc:
-            raise _closed(exc) from None
+            raise _closed(exc, self._ws) from None
 
     async def send(self, data: Data) -> None:
         ws = self._fast
@@ -405,18 +481,21 @@ class WebSocketsConnection:
                 except Exception:  # the connection was lost while paused: end it as ``send`` does
                     ws.transport.abort()
                     await asyncio.shield(ws.connection_lost_waiter)  # the protocol is CLOSED after it
-                    raise _closed(ws.protocol.close_exc) from None
+                    raise _closed(ws.protocol.close_exc, self._ws) from None
             return
         try:
             await self._ws.send(data)
         except ConnectionClosed as exc:
-            raise _closed(exc) from None
+            raise _closed(exc, self._ws) from None
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
 
 
-def _closed(exc: ConnectionClosed) -> UpstreamClosed:
+def _closed(exc: ConnectionClosed, ws: ClientConnection) -> UpstreamClosed:
+    if isinstance(ws, _ClientConnection) and ws.keepalive_failed:
+        # Its 1011 "keepalive ping timeout" is the gateway's: the upstream sent nothing, as on the splice.
+        return UpstreamClosed(1006, "", by_peer=False)
     if exc.rcvd is not None and (exc.sent is None or exc.rcvd_then_sent):
         return UpstreamClosed(exc.rcvd.code, exc.rcvd.reason, by_peer=True)
     if exc.sent is not None:
