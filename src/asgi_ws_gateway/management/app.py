@@ -338,7 +338,7 @@ def create_management_app(
         return JSONResponse({"products": [public_document(p.model_dump(mode="json")) for p in manager.products()]})
 
     async def create_product(request: Request) -> Response:
-        product = await manager.create_product(await json_body(request))
+        product = await manager.create_product(await json_body(request), force=_flag(request, "force"))
         return JSONResponse(
             public_document(product.model_dump(mode="json")), 201, headers={"Location": f"products/{product.name}"}
         )
@@ -348,7 +348,9 @@ def create_management_app(
         return JSONResponse(public_document(manager.product(request.path_params["name"]).model_dump(mode="json")))
 
     async def delete_product(request: Request) -> Response:
-        await manager.delete_product(request.path_params["name"])
+        await manager.delete_product(
+            request.path_params["name"], force=_flag(request, "force"), drain=_flag(request, "drain")
+        )
         return Response(status_code=204)
 
     async def list_subscriptions(request: Request) -> Response:
@@ -366,17 +368,21 @@ def create_management_app(
         return JSONResponse(manager.subscription(request.path_params["id"]).public())
 
     async def delete_subscription(request: Request) -> Response:
-        await manager.delete_subscription(request.path_params["id"])
+        await manager.delete_subscription(request.path_params["id"], drain=_flag(request, "drain"))
         return Response(status_code=204)
 
     def set_state(state: str) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            return JSONResponse((await manager.set_subscription_state(request.path_params["id"], state)).public())
+            # Only a suspension revokes: ?drain=true on activate has nothing to close.
+            drain = state == "suspended" and _flag(request, "drain")
+            return JSONResponse(
+                (await manager.set_subscription_state(request.path_params["id"], state, drain=drain)).public()
+            )
 
         return endpoint
 
     async def regenerate_key(request: Request) -> Response:
-        subscription, key = await manager.regenerate_key(request.path_params["id"])
+        subscription, key = await manager.regenerate_key(request.path_params["id"], drain=_flag(request, "drain"))
         return JSONResponse({**subscription.public(), "key": key}, headers={"Cache-Control": "no-store"})
 
     # -- connections --

@@ -88,12 +88,22 @@ def add_commands(commands: Any) -> None:
         products,
         "create",
         "create a product",
-        lambda c, a: c.create_product(a.name, a.api, display_name=a.display_name),
+        lambda c, a: c.create_product(a.name, a.api, display_name=a.display_name, force=a.force),
     )
     create.add_argument("name")
     create.add_argument("--api", action="append", default=[], help="an API of the product (repeatable)")
     create.add_argument("--display-name")
-    action(products, "delete", "delete a product", lambda c, a: c.delete_product(a.name)).add_argument("name")
+    delete = action(
+        products, "delete", "delete a product", lambda c, a: c.delete_product(a.name, force=a.force, drain=a.drain)
+    )
+    delete.add_argument("name")
+    delete.add_argument(
+        "--drain", action="store_true", help="also close its APIs' connections admitted by a subscription it granted"
+    )
+    for parser in (create, delete):
+        parser.add_argument(
+            "--force", action="store_true", help="even if clients without a subscription key get into an API"
+        )
 
     subs = group("subscriptions", "subscriptions: keys to products")
     action(subs, "list", "list subscriptions", lambda c, a: c.list_subscriptions(a.product)).add_argument("--product")
@@ -113,7 +123,10 @@ def add_commands(commands: Any) -> None:
         ("regenerate-key", "replace a subscription's key; prints the new one", "regenerate_key"),
         ("delete", "delete a subscription", "delete_subscription"),
     ):
-        action(subs, name, help, _by_id(method)).add_argument("id")
+        parser = action(subs, name, help, _by_id(method))
+        parser.add_argument("id")
+        if name != "activate":
+            parser.add_argument("--drain", action="store_true", help="also close the connections it admitted")
 
     conns = group("connections", "live connections, on every worker")
     action(conns, "list", "list open connections", lambda c, a: c.list_connections(a.api)).add_argument("--api")
@@ -214,7 +227,8 @@ async def _call(args: argparse.Namespace) -> Any:
 
 def _by_id(method: str) -> Action:
     async def call(client: ManagementClient, args: argparse.Namespace) -> Any:
-        return await getattr(client, method)(args.id)
+        drain = {"drain": True} if getattr(args, "drain", False) else {}
+        return await getattr(client, method)(args.id, **drain)
 
     return call
 

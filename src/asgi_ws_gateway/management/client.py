@@ -55,6 +55,7 @@ class Connection(TypedDict):
     id: str
     api: str
     client: str
+    peer: str
     subject: str | None
     subscription: str | None
     opened_at: float
@@ -200,7 +201,9 @@ class ManagementClient:
         display_name: str | None = None,
         subscription_required: bool = True,
         policies: list[dict[str, Any]] | None = None,
+        force: bool = False,
     ) -> Product:
+        """Create a product; ``force``: even one that lets clients without a key into an API (else 409)."""
         body = {
             "name": name,
             "apis": apis,
@@ -208,10 +211,12 @@ class ManagementClient:
             "subscription_required": subscription_required,
             "policies": policies or [],
         }
-        return cast(Product, (await self._call("POST", "products", json=body)).json())
+        return cast(Product, (await self._call("POST", "products", json=body, params=_flags(force=force))).json())
 
-    async def delete_product(self, name: str) -> None:
-        await self._call("DELETE", f"products/{_segment(name)}")
+    async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> None:
+        """Delete a product; ``force``: even an API's last one that required a key (else 409); ``drain``: also
+        close the connections of its APIs admitted with a subscription that no longer grants them."""
+        await self._call("DELETE", f"products/{_segment(name)}", params=_flags(force=force, drain=drain))
 
     async def list_subscriptions(self, product: str | None = None) -> list[SubscriptionInfo]:
         params = {"product": product} if product else None
@@ -236,25 +241,25 @@ class ManagementClient:
             body["expires_at"] = expires_at.isoformat()
         return cast(SubscriptionInfo, (await self._call("POST", "subscriptions", json=body)).json())
 
-    async def suspend_subscription(self, subscription_id: str) -> SubscriptionInfo:
-        return cast(
-            SubscriptionInfo, (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/suspend")).json()
-        )
+    async def suspend_subscription(self, subscription_id: str, *, drain: bool = False) -> SubscriptionInfo:
+        """Suspend; ``drain``: also close the connections it admitted, on every worker."""
+        path = f"subscriptions/{_segment(subscription_id)}/suspend"
+        return cast(SubscriptionInfo, (await self._call("POST", path, params=_drain(drain))).json())
 
     async def activate_subscription(self, subscription_id: str) -> SubscriptionInfo:
         return cast(
             SubscriptionInfo, (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/activate")).json()
         )
 
-    async def regenerate_key(self, subscription_id: str) -> SubscriptionInfo:
-        """A new key for the subscription (in the result's ``key``); the old one stops working."""
-        return cast(
-            SubscriptionInfo,
-            (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/regenerate-key")).json(),
-        )
+    async def regenerate_key(self, subscription_id: str, *, drain: bool = False) -> SubscriptionInfo:
+        """A new key for the subscription (in the result's ``key``); the old one stops working for new
+        handshakes (``drain``: its open connections are closed too, on every worker)."""
+        path = f"subscriptions/{_segment(subscription_id)}/regenerate-key"
+        return cast(SubscriptionInfo, (await self._call("POST", path, params=_drain(drain))).json())
 
-    async def delete_subscription(self, subscription_id: str) -> None:
-        await self._call("DELETE", f"subscriptions/{_segment(subscription_id)}")
+    async def delete_subscription(self, subscription_id: str, *, drain: bool = False) -> None:
+        """Delete; ``drain``: also close the connections it admitted, on every worker."""
+        await self._call("DELETE", f"subscriptions/{_segment(subscription_id)}", params=_drain(drain))
 
     # -- live connections --
     async def list_connections(self, api: str | None = None, *, limit: int | None = None) -> list[Connection]:
@@ -295,7 +300,12 @@ def _segment(value: str) -> str:
 
 
 def _drain(drain: bool) -> dict[str, str] | None:
-    return {"drain": "true"} if drain else None
+    return _flags(drain=drain)
+
+
+def _flags(**flags: bool) -> dict[str, str] | None:
+    """The query's flags that are set (``?drain=true&force=true``), or None."""
+    return {name: "true" for name, on in flags.items() if on} or None
 
 
 __all__ = ["ApiDocument", "Connection", "ManagementAPIError", "ManagementClient", "Product", "SubscriptionInfo"]

@@ -7,13 +7,14 @@ Hierarchy::
         ├── BadRequest             400 (a malformed request head: Content-Length, the Host's port)
         ├── Forbidden              403 (a change a web page could have forged)
         ├── NotFound               404
-        ├── Conflict               409 (exists already, or still in use)
+        ├── Conflict               409 (exists already, still in use, or it would open an API)
         ├── PreconditionFailed     412 (If-Match no longer matches)
         ├── RequestTimeout         408 (the body did not arrive in time)
         ├── PayloadTooLarge        413 (the body is larger than the limit)
         ├── UnsupportedMediaType   415 (a change not typed application/json)
         ├── Invalid                422 (``problems`` by field path; nothing was changed)
         └── Unavailable            503 (the shared state in Redis cannot be reached; Retry-After)
+            └── StateWentBack      503 (the store went back to an older state: nothing was changed)
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ class Unavailable(ManagementError):
         return cls(f"the {part} failed: {type(cause).__name__}")
 
 
+class StateWentBack(Unavailable):
+    """The store holds an older or another state than this worker applied (restored from an older copy,
+    failed over to a lagging replica, emptied): a change decided on it would not be the one asked for.
+    The worker adopts the store's state; the call may be sent again."""
+
+
 def problem(
     status: int, title: str, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -111,6 +118,7 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "RequestTimeout",
+    "StateWentBack",
     "Unavailable",
     "UnsupportedMediaType",
 ]

@@ -44,7 +44,21 @@ _DRAIN = {
     "name": "drain",
     "in": "query",
     "schema": {"type": "boolean"},
-    "description": "also close the open connections of the changed API (gracefully, drain_close_code)",
+    "description": "also close the open connections of the changed API on every worker (gracefully, drain_close_code)",
+}
+_REVOKE = {
+    "name": "drain",
+    "in": "query",
+    "schema": {"type": "boolean"},
+    "description": "also close, on every worker, the open connections it admitted (gracefully, drain_close_code); "
+    "default: they stay open, the revocation applies to the next handshakes",
+}
+_FORCE = {
+    "name": "force",
+    "in": "query",
+    "schema": {"type": "boolean"},
+    "description": "make the change even if it lets clients without a subscription key into an API that "
+    "needed one (else 409, naming the APIs)",
 }
 _IF_MATCH = {
     "name": "If-Match",
@@ -185,7 +199,12 @@ _MESSAGE = {
 _CONNECTION = {
     "type": "object",
     "properties": {
-        **{k: {"type": "string"} for k in ("id", "api", "client", "worker")},
+        **{k: {"type": "string"} for k in ("id", "api", "worker")},
+        "client": {
+            "type": "string",
+            "description": "the client's address: what trusted proxies reported, else the TCP peer's",
+        },
+        "peer": {"type": "string", "description": "host:port of the TCP peer (a proxy's, behind trusted proxies)"},
         **{k: {"type": ["string", "null"]} for k in ("subject", "subscription", "backend")},
         "opened_at": {"type": "number", "description": "Unix time"},
         **{k: {"type": "integer"} for k in ("messages_in", "bytes_in", "messages_out", "bytes_out")},
@@ -255,11 +274,16 @@ def openapi_document() -> dict[str, Any]:
         },
         "/products": {
             "get": _op("List products", {"200": _json({"type": "object"})}),
-            "post": _op("Create a product", {"201": _json(_ref("Product"))}, body=_ref("Product")),
+            "post": _op("Create a product", {"201": _json(_ref("Product"))}, body=_ref("Product"), params=[_FORCE]),
         },
         "/products/{name}": {
             "get": _op("Get a product", {"200": _json(_ref("Product"))}, params=_NAME),
-            "delete": _op("Delete a product (none of its subscriptions may remain)", _NO_CONTENT, params=_NAME),
+            "delete": _op(
+                "Delete a product (none of its subscriptions may remain); ?drain=true closes the connections of "
+                "its APIs admitted with a subscription that no longer grants them",
+                _NO_CONTENT,
+                params=[*_NAME, _FORCE, _REVOKE],
+            ),
         },
         "/subscriptions": {
             "get": _op("List subscriptions (?product=)", {"200": _json({"type": "object"})}),
@@ -271,12 +295,18 @@ def openapi_document() -> dict[str, Any]:
         },
         "/subscriptions/{id}": {
             "get": _op("Get a subscription", {"200": _json(_ref("Subscription"))}, params=_ID),
-            "delete": _op("Delete a subscription", _NO_CONTENT, params=_ID),
+            "delete": _op("Delete a subscription", _NO_CONTENT, params=[*_ID, _REVOKE]),
         },
-        "/subscriptions/{id}/suspend": {"post": _op("Suspend", {"200": _json(_ref("Subscription"))}, params=_ID)},
+        "/subscriptions/{id}/suspend": {
+            "post": _op("Suspend", {"200": _json(_ref("Subscription"))}, params=[*_ID, _REVOKE])
+        },
         "/subscriptions/{id}/activate": {"post": _op("Activate", {"200": _json(_ref("Subscription"))}, params=_ID)},
         "/subscriptions/{id}/regenerate-key": {
-            "post": _op("Replace the key; the new one is in this response only", {"200": _json(_KEYED)}, params=_ID)
+            "post": _op(
+                "Replace the key; the new one is in this response only",
+                {"200": _json(_KEYED)},
+                params=[*_ID, _REVOKE],
+            )
         },
         "/connections": {
             "get": _op(

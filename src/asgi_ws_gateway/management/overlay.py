@@ -7,16 +7,22 @@ API. The configuration the gateway runs is :func:`merge` of the two:
 * file APIs in file order, each replaced by its overlay definition or dropped by its tombstone;
 * then the APIs only the overlay defines, in the order they were created.
 
-Every change increments ``revision``; workers apply the highest revision they have seen.
+Every change increments ``revision``; workers apply the highest revision they have seen. ``epoch``,
+a random id made with the state's first change, tells a successor from another state: a store
+restored from an older copy, failed over to a lagging replica or emptied goes back to a lower
+revision, or to another epoch (:func:`compare_states`). A revision may ask every worker to close
+open connections (:class:`Drain`): the request is kept with the state, so each worker closes them
+when it applies that revision, whichever way it learns of it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from ..config.apis import ApiConfig
 from ..config.gateway import GatewayConfig
@@ -25,25 +31,59 @@ from ..json_names import load_unique
 from ..policies.build import load_config
 
 FORMAT = 1
+DRAIN_HISTORY = 256
+"""The revisions whose drains the state keeps: a worker further behind misses the older ones (warned)."""
 _API_REF = re.compile(r"apis\[(\d+)\](\.?)")
+_DRAIN_FIELDS = ("apis", "subscriptions", "ungranted")
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The open connections one revision asked every worker to close (``?drain=true``).
+
+    ``apis``: every connection of these APIs. ``subscriptions``: the connections admitted with these
+    subscriptions (suspended, re-keyed or deleted). ``ungranted``: the connections of these APIs
+    admitted with a subscription that no longer grants the API (a deleted product's).
+    """
+
+    apis: tuple[str, ...] = ()
+    subscriptions: tuple[str, ...] = ()
+    ungranted: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {name: list(getattr(self, name)) for name in _DRAIN_FIELDS if getattr(self, name)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Drain:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a drain is an object, not {type(data).__name__}")
+        return cls(*(tuple(str(value) for value in data.get(name, ())) for name in _DRAIN_FIELDS))
 
 
 @dataclass(frozen=True)
 class Overlay:
-    """The management API's changes. Values are JSON-ready dicts; ``apis[name] = None`` deletes."""
+    """The management API's changes. Values are JSON-ready dicts; ``apis[name] = None`` deletes.
+
+    ``epoch`` is made by the first change (empty before it); ``drains`` maps a revision to what it
+    asked to close, for the last :data:`DRAIN_HISTORY` revisions.
+    """
 
     revision: int = 0
     apis: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epoch: str = ""
+    drains: dict[int, Drain] = field(default_factory=dict)
 
     def to_json(self) -> str:
         document = {
             "format": FORMAT,
+            "epoch": self.epoch,
             "revision": self.revision,
             "apis": self.apis,
             "products": self.products,
             "subscriptions": self.subscriptions,
+            "drains": {str(revision): drain.to_json() for revision, drain in self.drains.items()},
         }
         return json.dumps(document, indent=1, sort_keys=False)
 
@@ -57,11 +97,68 @@ class Overlay:
             apis=dict(data.get("apis", {})),
             products=dict(data.get("products", {})),
             subscriptions=dict(data.get("subscriptions", {})),
+            epoch=str(data.get("epoch", "")),
+            drains={int(revision): Drain.from_json(drain) for revision, drain in dict(data.get("drains", {})).items()},
         )
 
     def next(self, **changes: Any) -> Overlay:
-        """A copy with ``changes`` and the revision incremented."""
-        return replace(self, revision=self.revision + 1, **changes)
+        """A copy with ``changes`` and the revision incremented (the first change makes the epoch)."""
+        return replace(self, revision=self.revision + 1, epoch=self.epoch or secrets.token_hex(8), **changes)
+
+    def draining(self, drain: Drain | None) -> Overlay:
+        """This revision, asking every worker that applies it to close what ``drain`` selects (None: nothing)."""
+        if drain is None:
+            return self
+        kept = {revision: d for revision, d in self.drains.items() if revision > self.revision - DRAIN_HISTORY}
+        return replace(self, drains={**kept, self.revision: drain})
+
+    def drains_since(self, revision: int) -> list[Drain]:
+        """What the revisions after ``revision``, up to this one, asked to close, oldest first."""
+        return [self.drains[r] for r in sorted(self.drains) if revision < r <= self.revision]
+
+    def describe(self) -> str:
+        return f"revision {self.revision} of state {self.epoch or '(none yet)'}"
+
+
+def compare_states(applied: Overlay, stored: Overlay) -> Literal["same", "newer", "diverged"]:
+    """How the store's state relates to the one a worker applied.
+
+    ``newer``: a successor (same epoch, higher revision; or the first change gave the state its epoch).
+    ``diverged``: a lower revision or another epoch, the store went back (restored from an older copy,
+    failed over to a lagging replica, emptied) — or ``stored`` was read before ``applied`` was saved.
+    """
+    if stored.epoch == applied.epoch:
+        if stored.revision == applied.revision:
+            return "same"
+        return "newer" if stored.revision > applied.revision else "diverged"
+    if "" in (stored.epoch, applied.epoch) and stored.revision > applied.revision:
+        return "newer"  # a state without an epoch yet, or one an older version of the gateway wrote
+    return "diverged"
+
+
+def drain_reasons(drains: Iterable[Drain], config: GatewayConfig) -> Callable[[str, str | None], str | None]:
+    """The reason a connection of an API, admitted with a subscription (or None), is closed with, if ``drains``
+    select it under ``config`` (the configuration that applied them); None when they do not."""
+    apis: set[str] = set()
+    subscriptions: set[str] = set()
+    ungranted: set[str] = set()
+    for drain in drains:
+        apis.update(drain.apis)
+        subscriptions.update(drain.subscriptions)
+        ungranted.update(drain.ungranted)
+    granted = {product.name: set(product.apis) for product in config.products}
+    grants = {s.id: granted.get(s.product, set()) for s in config.subscriptions}
+
+    def reason(api: str, subscription: str | None) -> str | None:
+        if api in apis:
+            return "API configuration changed"
+        if subscription is None:
+            return None
+        if subscription in subscriptions or (api in ungranted and api not in grants.get(subscription, ())):
+            return "subscription revoked"
+        return None
+
+    return reason
 
 
 def api_document(api: ApiConfig, *, compact: bool = False) -> dict[str, Any]:
@@ -132,4 +229,16 @@ def _relative(problem: str, names: list[str], subject: str | None) -> str:
     return _API_REF.sub(lambda m: f"API '{names[int(m.group(1))]}'" + (" " if m.group(2) else ""), problem)
 
 
-__all__ = ["FORMAT", "InvalidChange", "Overlay", "api_document", "merge", "merge_document", "validate"]
+__all__ = [
+    "DRAIN_HISTORY",
+    "FORMAT",
+    "Drain",
+    "InvalidChange",
+    "Overlay",
+    "api_document",
+    "compare_states",
+    "drain_reasons",
+    "merge",
+    "merge_document",
+    "validate",
+]

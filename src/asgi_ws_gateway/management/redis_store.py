@@ -1,9 +1,11 @@
 """The overlay in Redis: shared by every worker and host (the shared mode).
 
-The document and its revision live in one hash, ``<prefix>:{mgmt}:state`` (the braces are a Redis
-Cluster hash tag), with the ETag key (``etag-key``, made by the first worker that asks). An update
-is optimistic: read, derive, then save with a Lua script only if the revision is still the one read;
-on a conflict, read again and retry. Each attempt carries an id saved with the document, so a save
+The document, its revision and its epoch live in one hash, ``<prefix>:{mgmt}:state`` (the braces are
+a Redis Cluster hash tag), with the ETag key (``etag-key``, made by the first worker that asks). An
+update is optimistic: read, derive, then save with a Lua script only if the epoch and revision are
+still the ones read (a Redis emptied meanwhile and written again up to the same revision is another
+state; a state read without an epoch, from before epochs, is compared by its revision); on a
+conflict, read again and retry. Each attempt carries an id saved with the document, so a save
 the Redis client sends again (after a timeout or a dropped connection, when the first one may have
 been applied) is recognised as done, not applied twice.
 
@@ -32,13 +34,14 @@ logger = logging.getLogger(__name__)
 
 _SAVE = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
-if current ~= tonumber(ARGV[1]) then
+local epoch, read, made = redis.call('HGET', KEYS[1], 'epoch') or '', ARGV[5] or '', ARGV[6] or ''
+if current ~= tonumber(ARGV[1]) or (read ~= '' and epoch ~= read) then
   if current == tonumber(ARGV[3]) and redis.call('HGET', KEYS[1], 'attempt') == ARGV[4] then
     return current  -- this very attempt, sent again by the client: it was applied
   end
   return -1
 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'revision', ARGV[3], 'attempt', ARGV[4])
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'revision', ARGV[3], 'attempt', ARGV[4], 'epoch', made)
 return tonumber(ARGV[3])
 """
 MAX_ATTEMPTS = 50
@@ -84,9 +87,10 @@ class RedisStore:
         for _ in range(MAX_ATTEMPTS):
             current = await self.load()
             new = change(current)
-            saved = await self._call(  # sent again after the race: the same attempt id, applied once
-                partial(self._save, [self._key], [current.revision, new.to_json(), new.revision, uuid.uuid4().hex])
-            )
+            attempt: list[str | int] = [
+                current.revision, new.to_json(), new.revision, uuid.uuid4().hex, current.epoch, new.epoch
+            ]  # fmt: skip
+            saved = await self._call(partial(self._save, [self._key], attempt))  # sent again: the same id, applied once
             if int(saved) == new.revision:
                 return new
             logger.debug("state revision moved past %d while updating; retrying", current.revision)
@@ -95,6 +99,10 @@ class RedisStore:
     async def revision(self) -> int:
         value = await self._call(lambda: self.client.hget(self._key, "revision"))
         return int(value) if value else 0
+
+    async def version(self) -> tuple[str, int]:
+        epoch, revision = await self._call(lambda: self.client.hmget(self._key, ["epoch", "revision"]))
+        return str(epoch or ""), int(revision) if revision else 0
 
     async def etag_key(self) -> bytes:
         made = secrets.token_hex(ETAG_KEY_BYTES)

@@ -4,6 +4,11 @@ Every change goes the same way: the store applies it atomically to the latest ov
 against the configuration file, so an invalid change saves nothing), this worker applies the merged
 configuration to its gateway, and the bus tells the other workers, which load and apply it too.
 Workers also poll the store's revision, so one that missed a message catches up.
+
+What a revision asks to drain is saved with it (:class:`~.overlay.Drain`): every worker closes those
+connections when it applies that revision, by the bus or by its poll, once. A store that went back
+(an older revision, another epoch) is the truth: each worker adopts it, with an ERROR in the log,
+and a change decided on the state it replaced is refused with 503.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +38,18 @@ from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .disclosure import redacted_values
-from .errors import Conflict, Invalid, NotFound, PreconditionFailed, Unavailable
-from .overlay import InvalidChange, Overlay, api_document, merge, validate
+from .errors import Conflict, Invalid, NotFound, PreconditionFailed, StateWentBack, Unavailable
+from .overlay import (
+    DRAIN_HISTORY,
+    Drain,
+    InvalidChange,
+    Overlay,
+    api_document,
+    compare_states,
+    drain_reasons,
+    merge,
+    validate,
+)
 from .store import MemoryStore, StateStore
 from .upstream_hosts import operator_hosts, secret_host_problems
 from .watch import Watch
@@ -130,7 +145,8 @@ class Manager:
                 problems = self._secret_problems(stored, merge(self.base, stored))
             if problems:  # the file sends a secret now that an API changed here would take elsewhere
                 raise ConfigError(problems)
-            await self._apply(stored)
+            async with self._apply_lock:
+                await self._install(stored)
         except ConfigError as exc:
             raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
         await self.bus.start(self._on_command)
@@ -171,29 +187,88 @@ class Manager:
         await self.bus.aclose()
         await self.store.aclose()
 
-    async def sync(self, *, drain: bool = False) -> None:
-        """Apply the store's latest revision if this worker runs an older one."""
+    async def sync(self) -> None:
+        """Apply the store's latest state if it is not the one this worker runs (see :meth:`_apply`)."""
         latest = await self.store.load()
-        if latest.revision > self.overlay.revision:
-            await self._apply(latest, drain=drain)
+        if compare_states(self.overlay, latest) != "same":
+            await self._apply(latest)
 
-    async def _apply(self, overlay: Overlay, *, drain: bool = False) -> None:
+    async def _apply(self, overlay: Overlay) -> None:
+        """Run ``overlay`` if it succeeds the state this worker runs, and close what its revisions asked to
+        drain; if the store went back (:func:`~.overlay.compare_states`), adopt its state, whatever its revision."""
         async with self._apply_lock:
-            if overlay.revision < self.overlay.revision:
-                return  # a newer revision was applied meanwhile
-            with restricted(self.gate):  # the stored changes may load only what the operator allowed
-                config = merge(self.base, overlay)
-            changed = await self.gateway.apply_config(config, drain=drain)
-            self.overlay = overlay
-            if changed:
-                logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
+            step = compare_states(self.overlay, overlay)
+            if step == "diverged":  # or read before a revision this worker applied meanwhile: ask the store again
+                overlay = await self.store.load()
+                step = compare_states(self.overlay, overlay)
+            if step == "same":
+                return
+            drains: list[Drain] = []
+            if step == "newer":
+                drains = overlay.drains_since(self.overlay.revision)
+                if overlay.revision - self.overlay.revision > DRAIN_HISTORY:
+                    logger.warning(
+                        "management: this worker was %d revisions behind; what revisions up to %d asked to drain "
+                        "was not kept, and their connections here stay open",
+                        overlay.revision - self.overlay.revision, overlay.revision - DRAIN_HISTORY,
+                    )  # fmt: skip
+            else:
+                logger.error(
+                    "management: the state store went back from %s, which this worker ran, to %s (restored from an "
+                    "older copy, failed over to a lagging replica, or emptied); adopting the store's state",
+                    self.overlay.describe(), overlay.describe(),
+                )  # fmt: skip
+            await self._install(overlay)
+            if step == "diverged":
+                self._etag_key = await self._read_etag_key()  # an emptied store makes a new one
+            self._drain(drains, overlay.revision)
+
+    async def _install(self, overlay: Overlay) -> None:
+        with restricted(self.gate):  # the stored changes may load only what the operator allowed
+            config = merge(self.base, overlay)
+        changed = await self.gateway.apply_config(config)
+        self.overlay = overlay
+        if changed:
+            logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
+
+    def _drain(self, drains: list[Drain], revision: int) -> None:
+        """Start closing, with ``drain_close_code``, the open connections ``drains`` select here (not awaited:
+        a client slow to answer its close frame must not hold up the other workers)."""
+        if not drains:
+            return
+        config = self.gateway.config
+        reason_of = drain_reasons(drains, config)
+        chosen = [(c.id, reason) for c in self.gateway.connections() if (reason := reason_of(c.api, c.subscription))]
+        if chosen:
+            logger.info("management revision %d: draining %d connection(s) with %d", revision, len(chosen),
+                        config.drain_close_code)  # fmt: skip
+        for connection_id, reason in chosen:
+            self._in_background(self.gateway.close_connection(connection_id, config.drain_close_code, reason))
+
+    def _in_background(self, closing: Coroutine[Any, Any, bool]) -> asyncio.Task[bool]:
+        task = asyncio.create_task(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+        return task
+
+    def _closed(self, task: asyncio.Task[bool]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and (failure := task.exception()) is not None:  # retrieved: no "never retrieved"
+            logger.warning("management: closing a connection failed: %r", failure)
+
+    async def _stored_version(self) -> tuple[str, int]:
+        read = getattr(self.store, "version", None)
+        if read is None:  # a store written before epochs: its revision alone
+            return self.overlay.epoch, await self.store.revision()
+        version: tuple[str, int] = await read()
+        return version
 
     async def _poll(self) -> None:
         unavailable = False  # one warning per outage, not one per poll
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                if await self.store.revision() > self.overlay.revision:
+                if await self._stored_version() != (self.overlay.epoch, self.overlay.revision):
                     await self.sync()
             except Unavailable as exc:
                 if not unavailable:
@@ -230,9 +305,22 @@ class Manager:
         return secret_host_problems(self.base, merged, changed, self.secret_hosts, subject)
 
     async def _change(
-        self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, drain: bool = False
+        self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, force: bool = False
     ) -> Overlay:
+        """Save ``change`` of the latest state, run it here, and answer once every worker runs it.
+
+        ``force``: a change that would open an API to clients without a subscription key is made (a
+        WARNING) instead of refused (409).
+        """
+        ran = self.overlay  # the store holds this state or a successor, unless it went back
+        opened: list[str] = []
+
         def checked(current: Overlay) -> Overlay:
+            if compare_states(ran, current) == "diverged":
+                raise StateWentBack(
+                    f"the state store went back to {current.describe()} (this worker ran {ran.describe()}); "
+                    "nothing was changed: this worker now runs the store's state, read it and send the change again"
+                )
             new = change(current)
             size = len(new.to_json())
             if size > MAX_STATE_BYTES and size > len(current.to_json()):  # a change that frees space passes
@@ -245,19 +333,38 @@ class Manager:
             problems = self._shadowed(merged, subject) + self._secret_problems(new, merged, subject)
             if problems:
                 raise InvalidChange(problems)
+            opened[:] = subs.opened_apis(self.base, current, new)
+            if opened and not force:
+                raise Conflict(
+                    f"this change would let clients without a subscription key into API(s) {', '.join(opened)}; "
+                    "send it with ?force=true to do so",
+                    [f"{name}: would need no subscription key" for name in opened],
+                )
             return new
 
         try:
             new = await self.store.update(checked)
+        except StateWentBack:
+            await self.sync()  # adopt the store's state (logged), so that the next call decides on it
+            raise
         except ConfigError as exc:
             refused = [p for p in exc.problems if REFUSED in p]
             if refused:  # an admin token was used to try to load code, files or the environment
                 logger.warning("management: refused a change that would load %s", printable("; ".join(refused)))
             raise Invalid(f"invalid change ({len(exc.problems)} problem(s))", exc.problems) from None
-        await self._apply(new, drain=drain)
-        # Answer once every worker runs the new revision: a handshake right after sees the change.
+        if opened:
+            logger.warning("management: revision %d lets clients without a subscription key into API(s) %s (forced)",
+                           new.revision, printable(", ".join(opened)))  # fmt: skip
+        await self._apply(new)
+        if compare_states(new, self.overlay) == "diverged":  # the store went back before this worker ran it
+            raise Unavailable(
+                f"{new.describe()} was saved, but the state store went back before this worker could run it; "
+                "read the state and send the change again"
+            )
+        # Answer once every worker runs the new revision: a handshake right after sees the change. Each
+        # worker starts closing what the revision asked to drain as it applies it, without waiting for it.
         try:
-            await self.bus.gather({"op": "reload", "revision": new.revision, "drain": drain})
+            await self.bus.gather({"op": "reload", "revision": new.revision})
         except Unavailable as exc:  # saved and applied here: the other workers find it when they poll the store
             logger.warning(
                 "management: revision %d saved, not announced (%s); the other workers apply it from the store",
@@ -316,9 +423,9 @@ class Manager:
 
         def change(overlay: Overlay) -> Overlay:
             self._check_current(overlay, name, if_match)
-            return overlay.next(apis={**overlay.apis, name: document})
+            return overlay.next(apis={**overlay.apis, name: document}).draining(Drain(apis=(name,)) if drain else None)
 
-        await self._change(change, subject=name, drain=drain)
+        await self._change(change, subject=name)
         return self.api(name)
 
     async def delete_api(self, name: str, *, if_match: str | None = None, drain: bool = False) -> None:
@@ -332,9 +439,9 @@ class Manager:
                 apis[name] = None  # a tombstone hides the file's definition
             else:
                 del apis[name]
-            return overlay.next(apis=apis)
+            return overlay.next(apis=apis).draining(Drain(apis=(name,)) if drain else None)
 
-        await self._change(change, drain=drain)
+        await self._change(change)
 
     def _check_current(self, overlay: Overlay, name: str, if_match: str | None) -> None:
         current = merge(self.base, overlay).apis
@@ -356,16 +463,24 @@ class Manager:
             raise NotFound(f"no product named '{name}'")
         return found
 
-    async def create_product(self, body: Any) -> subs.Product:
+    async def create_product(self, body: Any, *, force: bool = False) -> subs.Product:
+        """Create a product; ``force``: even one that opens an API to clients without a key (else 409)."""
         _no_redacted_secrets(body)
         product: subs.Product = subs.parse(subs.Product, body)
         file_products = {p.name for p in self.base.products}
-        await self._change(lambda o: subs.add_product(o, product, _names(self.base, o), file_products))
+        await self._change(lambda o: subs.add_product(o, product, _names(self.base, o), file_products), force=force)
         return product
 
-    async def delete_product(self, name: str) -> None:
+    async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> None:
+        """Delete a product; ``force``: even its API's last one that required a key (else 409); ``drain``:
+        close the connections of its APIs admitted with a subscription that no longer grants them."""
         file_products = {p.name for p in self.base.products}
-        await self._change(lambda o: subs.remove_product(o, name, file_products))
+
+        def change(overlay: Overlay) -> Overlay:
+            new = subs.remove_product(overlay, name, file_products)
+            return new.draining(Drain(ungranted=tuple(overlay.products[name].get("apis", ()))) if drain else None)
+
+        await self._change(change, force=force)
 
     def subscriptions(self, product: str | None = None) -> list[subs.SubscriptionResource]:
         """The configuration file's subscriptions, then those created here."""
@@ -385,17 +500,23 @@ class Manager:
         await self._change(lambda o: subs.add_subscription(o, request, key, sid, self.base))
         return self.subscription(sid), key
 
-    async def set_subscription_state(self, sid: str, state: str) -> subs.SubscriptionResource:
-        await self._change(lambda o: subs.change_subscription(o, sid, self.base, state=state))
+    async def set_subscription_state(self, sid: str, state: str, *, drain: bool = False) -> subs.SubscriptionResource:
+        """Suspend or activate; ``drain``: also close the connections admitted with it, on every worker."""
+        revoked = Drain(subscriptions=(sid,)) if drain else None
+        await self._change(lambda o: subs.change_subscription(o, sid, self.base, state=state).draining(revoked))
         return self.subscription(sid)
 
-    async def regenerate_key(self, sid: str) -> tuple[subs.SubscriptionResource, str]:
-        key = subs.new_key()
-        await self._change(lambda o: subs.change_subscription(o, sid, self.base, key_sha256=subs.hash_key(key)))
+    async def regenerate_key(self, sid: str, *, drain: bool = False) -> tuple[subs.SubscriptionResource, str]:
+        """A new key; ``drain``: also close the connections admitted with the old one, on every worker."""
+        key, revoked = subs.new_key(), Drain(subscriptions=(sid,)) if drain else None
+        digest = subs.hash_key(key)
+        await self._change(lambda o: subs.change_subscription(o, sid, self.base, key_sha256=digest).draining(revoked))
         return self.subscription(sid), key
 
-    async def delete_subscription(self, sid: str) -> None:
-        await self._change(lambda o: subs.remove_subscription(o, sid, self.base))
+    async def delete_subscription(self, sid: str, *, drain: bool = False) -> None:
+        """Delete; ``drain``: also close the connections admitted with it, on every worker."""
+        revoked = Drain(subscriptions=(sid,)) if drain else None
+        await self._change(lambda o: subs.remove_subscription(o, sid, self.base).draining(revoked))
 
     # -- live connections (every worker) --------------------------------------------------------
 
@@ -437,7 +558,7 @@ class Manager:
     async def _on_command(self, command: Command) -> Command | None:
         op = command.get("op")
         if op in ("reload", "resync"):
-            await self.sync(drain=bool(command.get("drain")))
+            await self.sync()
             return {"revision": self.overlay.revision}
         if op in ("series", "refusals"):
             return await self.watch.answer(command)
@@ -457,11 +578,9 @@ class Manager:
             return {"found": True, "done": await self.gateway.send_to_connection(str(connection_id), data)}
         if op == "close":
             # The closing handshake may take the upstream's close_timeout: answer once it started.
-            closing = asyncio.create_task(
+            closing = self._in_background(
                 self.gateway.close_connection(str(connection_id), int(command["code"]), str(command["reason"]))
             )
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
             await asyncio.wait({closing}, timeout=0.5)
             return {"found": True, "done": True}
         return None
@@ -524,6 +643,7 @@ def _describe(connection: Any, worker: str) -> dict[str, Any]:
         "id": connection.id,
         "api": connection.api,
         "client": connection.client,
+        "peer": getattr(connection, "peer", connection.client),
         "subject": connection.subject,
         "subscription": connection.subscription,
         "opened_at": connection.opened_at,

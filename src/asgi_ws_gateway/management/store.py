@@ -63,7 +63,12 @@ class StateStore(Protocol):
         ...
 
     async def revision(self) -> int:
-        """The latest revision, cheaply (workers poll it to catch up)."""
+        """The latest revision, cheaply."""
+        ...
+
+    async def version(self) -> tuple[str, int]:
+        """The latest state's epoch and revision, cheaply: workers poll it to catch up, and to see the store
+        go back to an older or another state (:func:`~.overlay.compare_states`)."""
         ...
 
     async def etag_key(self) -> bytes:
@@ -94,6 +99,9 @@ class MemoryStore:
 
     async def revision(self) -> int:
         return self._overlay.revision
+
+    async def version(self) -> tuple[str, int]:
+        return self._overlay.epoch, self._overlay.revision
 
     async def etag_key(self) -> bytes:
         return self._etag_key
@@ -129,6 +137,10 @@ class FileStore:
 
     async def revision(self) -> int:
         return (await self.load()).revision
+
+    async def version(self) -> tuple[str, int]:
+        latest = await self.load()  # the file may have been replaced (restored from a backup): read it whole
+        return latest.epoch, latest.revision
 
     async def etag_key(self) -> bytes:
         return await self._call(self._read_or_make_key)

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config.apis import ApiConfig
 from ..config.fields import Name, Text
 from ..config.gateway import GatewayConfig
 from ..config.problems import describe_errors
@@ -27,7 +28,7 @@ from ..config.products import ProductConfig, SubscriptionConfig
 from ..policies.products import hash_key
 from ..strict_numbers import StrictNumbers
 from .errors import Conflict, Invalid, NotFound
-from .overlay import Overlay
+from .overlay import Overlay, merge_document
 
 Product = ProductConfig
 """A product as the management API takes it: the configuration's own model, policies included."""
@@ -110,6 +111,31 @@ def remove_product(overlay: Overlay, name: str, file_products: set[str]) -> Over
     return overlay.next(products={k: v for k, v in overlay.products.items() if k != name})
 
 
+def keyed_apis(document: Mapping[str, Any]) -> set[str]:
+    """The APIs of a merged configuration (:func:`~.overlay.merge_document`) a client needs a key for:
+    listed by a product, and only by products that require a subscription."""
+    needs_key: dict[str, bool] = {}
+    for product in document["products"]:
+        required = product.get("subscription_required", True)  # the file's products: only the fields set
+        for api in product.get("apis", ()):
+            needs_key[api] = needs_key.get(api, True) and required
+    defined = {_api_name(api) for api in document["apis"]}
+    return {api for api, keyed in needs_key.items() if keyed and api in defined}
+
+
+def opened_apis(file: GatewayConfig, before: Overlay, after: Overlay) -> list[str]:
+    """The APIs a change from ``before`` to ``after`` opens to clients without a subscription key: they
+    needed one, they remain, and they no longer do (their last product that required a key deleted,
+    or a product that requires none added)."""
+    old, new = merge_document(file, before), merge_document(file, after)
+    remaining = {_api_name(api) for api in new["apis"]}
+    return sorted((keyed_apis(old) - keyed_apis(new)) & remaining)
+
+
+def _api_name(api: ApiConfig | Mapping[str, Any]) -> Any:
+    return api.name if isinstance(api, ApiConfig) else api.get("name")
+
+
 def products_with_api(overlay: Overlay, api: str) -> list[str]:
     return sorted(name for name, product in products(overlay).items() if api in product.apis)
 
@@ -177,7 +203,9 @@ __all__ = [
     "add_subscription",
     "change_subscription",
     "hash_key",
+    "keyed_apis",
     "new_key",
+    "opened_apis",
     "parse",
     "products",
     "products_with_api",

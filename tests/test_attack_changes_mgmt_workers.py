@@ -1,0 +1,278 @@
+"""Changes that reach every worker of ``asgi-ws-gateway run --workers 2`` sharing a real Redis.
+
+An attack pass found: a ``?drain=true`` applied by another worker's revision poll before the bus
+told it (no drain there); a Redis back with an older or empty state (writes acknowledged, never
+applied); revocations that left the connections they admitted open. Each test here failed before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import redis.asyncio as redis
+from websockets.asyncio.client import ClientConnection
+
+from support.clients import connect, expect_close, expect_status
+from support.management import TOKEN
+from support.processes import EXE, cli_env
+from support.rawws import raw_client
+from support.redis import SHARED_REDIS
+from support.servers import free_port
+from support.upstream import UpstreamServer
+
+KEY_HEADER = "Ocp-Apim-Subscription-Key"
+
+
+@dataclass
+class Workers:
+    """The gateway's processes: its management API, its port, its log (stdout and stderr)."""
+
+    http: httpx2.AsyncClient
+    port: int
+    log: Path
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def lines(self, level: str) -> list[str]:
+        return [line for line in self.log.read_text(errors="replace").splitlines() if line.startswith(level)]
+
+    async def holders(self, sockets: dict[int, Any]) -> dict[int, str]:
+        """The worker holding each of ``sockets`` (keyed by the client's local port)."""
+        listed = (await self.http.get("connections")).json()["connections"]
+        by_port = {int(c["client"].rsplit(":", 1)[1]): c["worker"] for c in listed}
+        return {port: by_port[port] for port in sockets if port in by_port}
+
+
+@contextlib.asynccontextmanager
+async def two_workers(tmp_path: Path, config: str, prefix: str) -> AsyncIterator[Workers]:
+    """``asgi-ws-gateway run CONFIG --workers 2 --redis ...`` with its log in a file, once both workers listen."""
+    (tmp_path / "gateway.yaml").write_text(config)
+    log = tmp_path / "gateway.log"
+    for _ in range(3):  # a free port may be taken by another test's server before this one binds it
+        port = free_port()
+        argv = [str(EXE), "run", "gateway.yaml", "--port", str(port), "--workers", "2", "--management", "/_gateway",
+                "--redis", SHARED_REDIS, "--redis-prefix", prefix, "--log-level", "info"]  # fmt: skip
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                *argv, cwd=tmp_path, env=cli_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}  # a change must be typed
+        async with httpx2.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/_gateway/", headers=headers, timeout=20
+        ) as http:  # fmt: skip
+            try:
+                try:
+                    listening = await _both_listening(process, http)
+                except TimeoutError:
+                    raise AssertionError(f"two workers did not start within 60 s:\n{log.read_text()}") from None
+                if listening:
+                    yield Workers(http, port, log)
+                    return
+                assert "Address already in use" in log.read_text(), log.read_text()
+            finally:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                    try:
+                        async with asyncio.timeout(20):
+                            await process.wait()
+                    except TimeoutError:
+                        process.kill()
+                        await process.wait()
+    raise AssertionError(f"no free port in three attempts:\n{log.read_text()}")
+
+
+async def _both_listening(process: asyncio.subprocess.Process, http: httpx2.AsyncClient) -> bool:
+    """True once both workers have subscribed (a command reaches two); False if the gateway exited."""
+    async with asyncio.timeout(60):
+        while process.returncode is None:
+            with contextlib.suppress(httpx2.TransportError):
+                answer = await http.get("connections")
+                if answer.status_code == 200 and answer.json()["workers"]["expected"] == 2:
+                    return True
+            await asyncio.sleep(0.1)
+    return False
+
+
+async def on_both_workers(
+    gateway: Workers, open_one: Callable[[], Awaitable[tuple[int, Any]]], at_least: int = 1
+) -> dict[int, Any]:
+    """Open connections with ``open_one`` (local port, connection) until each worker holds ``at_least``."""
+    opened: dict[int, Any] = {}
+    for _ in range(60):
+        port, connection = await open_one()
+        opened[port] = connection
+        holders = list((await gateway.holders(opened)).values())
+        if (
+            len(opened) >= 2 * at_least
+            and all(holders.count(w) >= at_least for w in set(holders))
+            and len(set(holders)) == 2
+        ):
+            return opened
+    raise AssertionError("the kernel gave every connection to one worker")
+
+
+async def echoing(url: str, **kw: Any) -> tuple[int, ClientConnection]:
+    ws = await connect(url, **kw)
+    await ws.send("hi")
+    assert await ws.recv() == "hi"
+    return ws.local_address[1], ws
+
+
+def _config(upstream: UpstreamServer) -> str:
+    return f"apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: [{upstream.url('/echo')}]\n"
+
+
+async def test_a_drain_reaches_the_worker_whose_poll_applied_the_revision_first(
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str
+) -> None:
+    """PUT ?drain=true while each worker holds a client that never answers a close frame: the worker that
+    takes the call used to drain first (close_timeout for the mute one) while the other's poll applied the
+    revision without a drain, and the bus's later 'reload drain=true' found nothing newer there."""
+    async with two_workers(tmp_path, _config(upstream), redis_prefix) as gateway, contextlib.AsyncExitStack() as stack:
+
+        async def mute() -> tuple[int, Any]:
+            _, writer = await raw_client(gateway.port, deflate=False)  # never reads again
+            stack.callback(writer.close)
+            return writer.get_extra_info("sockname")[1], writer
+
+        async def normal() -> tuple[int, Any]:
+            port, ws = await echoing(gateway.ws("/ws/echo"))
+            await stack.enter_async_context(ws)
+            return port, ws
+
+        await on_both_workers(gateway, mute)
+        clients = await on_both_workers(gateway, normal)
+        body = {"path": "/ws/echo", "upstreams": [upstream.url("/echo")], "idle_timeout": 600}
+        response = await gateway.http.put("apis/echo", params={"drain": "true"}, json=body)
+        assert response.status_code == 200, response.text
+        closes = await asyncio.gather(*(expect_close(ws) for ws in clients.values()))
+        assert set(closes) == {(1001, "API configuration changed")}
+        revision = (await gateway.http.get("apis")).json()["revision"]
+        drained = [line for line in gateway.lines("INFO") if f"management revision {revision}: draining" in line]
+        assert len(drained) == 2, drained  # each worker, once
+        assert gateway.lines("ERROR") == []
+
+
+async def _keyed_setup(gateway: Workers) -> dict[str, str]:
+    """Products gold and silver over echo (both need a key); alice subscribes to gold, bob to silver."""
+    keys = {}
+    for product, subscriber in (("gold", "alice"), ("silver", "bob")):
+        assert (await gateway.http.post("products", json={"name": product, "apis": ["echo"]})).status_code == 201
+        created = await gateway.http.post("subscriptions", json={"product": product, "id": subscriber})
+        assert created.status_code == 201, created.text
+        keys[subscriber] = created.json()["key"]
+    return keys
+
+
+async def _revoke(gateway: Workers, how: str) -> httpx2.Response:
+    if how == "delete product":
+        assert (await gateway.http.delete("subscriptions/alice")).status_code == 204  # no drain: they stay open
+        return await gateway.http.delete("products/gold", params={"drain": "true"})
+    if how == "delete":
+        return await gateway.http.delete("subscriptions/alice", params={"drain": "true"})
+    return await gateway.http.post(f"subscriptions/alice/{how}", params={"drain": "true"})
+
+
+@pytest.mark.parametrize("how", ["suspend", "regenerate-key", "delete", "delete product"])
+async def test_a_revocation_with_drain_closes_the_connections_it_admitted_on_every_worker(
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str, how: str
+) -> None:
+    """?drain=true on suspend, regenerate-key, delete of a subscription (or of its product) closes, with
+    drain_close_code, the connections that subscription admitted, whichever worker holds them; another
+    subscription's connection to the same API stays open."""
+    async with two_workers(tmp_path, _config(upstream), redis_prefix) as gateway, contextlib.AsyncExitStack() as stack:
+        keys = await _keyed_setup(gateway)
+
+        async def as_alice() -> tuple[int, ClientConnection]:
+            port, ws = await echoing(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: keys["alice"]})
+            await stack.enter_async_context(ws)
+            return port, ws
+
+        alice = await on_both_workers(gateway, as_alice)
+        _, bob = await echoing(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: keys["bob"]})
+        await stack.enter_async_context(bob)
+        response = await _revoke(gateway, how)
+        assert response.status_code in (200, 204), response.text
+        closes = await asyncio.gather(*(expect_close(ws) for ws in alice.values()))
+        assert set(closes) == {(1001, "subscription revoked")}
+        await bob.send("still here")
+        assert await bob.recv() == "still here"
+        assert (await expect_status(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: keys["alice"]}))[0] in (
+            401,
+            403,
+        )
+
+
+async def _until_done(call: Callable[[], Awaitable[httpx2.Response]]) -> httpx2.Response:
+    """The answer to ``call`` once no worker answers 503 because it just saw the store go back (one each)."""
+    for _ in range(3):
+        response = await call()
+        if response.status_code != 503:
+            return response
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "went back" in response.json()["detail"], response.text
+    raise AssertionError(f"still 503: {response.text}")
+
+
+@pytest.mark.parametrize("restore", ["an older copy", "nothing"])
+async def test_a_redis_back_with_an_older_state_is_adopted_by_every_worker_and_logged(
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str, restore: str
+) -> None:
+    """Redis restored from an older snapshot (or emptied) while the gateway runs: every worker adopts the
+    store's state with an ERROR naming both; a change made then is applied everywhere, never a 200 ignored
+    by the workers (they ran a higher revision) nor a 404 for what GET still showed."""
+    state = f"{redis_prefix}:{{mgmt}}:state"
+    async with (
+        redis.Redis.from_url(SHARED_REDIS, decode_responses=True) as store,
+        two_workers(tmp_path, _config(upstream), redis_prefix) as gateway,
+    ):
+        http = gateway.http
+        assert (await http.post("products", json={"name": "gold", "apis": ["echo"]})).status_code == 201
+        snapshot: dict[Any, Any] = await store.hgetall(state)  # what an RDB snapshot taken now holds
+        key = (await http.post("subscriptions", json={"product": "gold", "id": "alice"})).json()["key"]
+        extra = {"name": "extra", "path": "/ws/extra", "upstreams": [upstream.url("/echo")]}
+        assert (await http.post("apis", json=extra)).status_code == 201
+        ran = json.loads(str(await store.hget(state, "doc")))  # what every worker runs now
+        assert ran["revision"] == 3
+
+        async with store.pipeline(transaction=True) as restart:  # Redis comes back, at once, ...
+            restart.delete(state)
+            if restore == "an older copy":
+                restart.hset(state, mapping=snapshot)  # ... at revision 1
+            await restart.execute()
+
+        suspended = await _until_done(lambda: http.post("subscriptions/alice/suspend"))
+        assert suspended.status_code == 404, suspended.text  # alice is not in the store's state
+        assert (await http.get("subscriptions/alice")).status_code == 404  # nor in what the workers run
+        created = await _until_done(
+            lambda: http.post("apis", json={"name": "late", "path": "/ws/late", "upstreams": [upstream.url("/echo")]})
+        )
+        assert created.status_code == 201, created.text
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def to_late() -> tuple[int, ClientConnection]:
+                port, ws = await echoing(gateway.ws("/ws/late"))
+                await stack.enter_async_context(ws)
+                return port, ws
+
+            await on_both_workers(gateway, to_late)  # each worker runs the change made after the rollback
+        for _ in range(6):
+            assert (await expect_status(gateway.ws("/ws/extra")))[0] == 404
+        if restore == "an older copy":  # gold (in the snapshot) still wants a key, and alice's is unknown
+            assert (await expect_status(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: key}))[0] == 401
+        went_back = [line for line in gateway.lines("ERROR") if "the state store went back" in line]
+        epoch = ran.get("epoch", "(none)")
+        after = f"revision 1 of state {epoch}" if restore == "an older copy" else "revision 0 of state (none yet)"
+        expected = f"from revision 3 of state {epoch}, which this worker ran, to {after}"
+        assert any(expected in line for line in went_back), gateway.log.read_text()
