@@ -167,3 +167,14 @@ async def test_a_subscription_that_expires_closes_its_connections(upstream: Upst
             code, reason = await expect_close(client)
     assert (code, reason) == (1008, "subscription expired")
     assert time.time() >= expires
+
+
+async def test_the_registry_bounds_a_peer_a_server_rewrote_from_a_header(upstream: UpstreamServer) -> None:
+    """uvicorn's --proxy-headers puts the header's text in the scope's client: bounded and escaped here."""
+    gateway = ProbedGateway(_config(upstream.url("/echo")))
+    forged = "\x85forged\x9b" + "a" * 4000
+    with UvicornServer(gateway, proxy_headers=True, forwarded_allow_ips="*") as server:
+        async with await connect(server.url("/ws/chat"), additional_headers={"X-Forwarded-For": forged}):
+            (listed,) = gateway.gateway.connections()
+    assert "forged\\x9b" in listed.peer and "\x9b" not in listed.peer
+    assert len(listed.peer) <= 160 and listed.client == listed.peer

@@ -28,6 +28,9 @@ def parse_ip(text: str) -> IPAddress | None:
     an IPv6 one with a port is; after the address only ``:port`` (digits, or RFC 7239's obfuscated
     ``_port``). ``"[203.0.113.9], for="`` used to be read as 203.0.113.9 (everything after ``]``
     ignored), what a client's unclosed quote made of a proxy's ``Forwarded`` entry.
+
+    An IPv6 zone id (``fe80::1%eth0``) is kept: the socket's peer and a configured host may have one.
+    What a client or a proxy reports is read with :func:`parse_reported_ip`, which refuses it.
     """
     text = text.strip()
     if text.startswith('"'):
@@ -55,6 +58,18 @@ def parse_ip(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def parse_reported_ip(text: str) -> IPAddress | None:
+    """:func:`parse_ip` for an address a client or a proxy reports (a forwarding header's hop): None
+    for an IPv6 address with a zone id (``fe80::1%eth0``) as for any other text that is no address.
+
+    A zone names an interface of the host that wrote it, meaningless here, and ``ipaddress`` takes
+    any text after the ``%``: ``fe80::1%`` and 6,000 characters, or ESC and U+2028, became the client's
+    address, recorded whole in the access log and on spans. The socket's own peer, whose zone the
+    kernel wrote, is read with :func:`parse_ip`.
+    """
+    return None if "%" in text else parse_ip(text)  # no address but a zoned one holds a "%"
 
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
@@ -187,7 +202,7 @@ def _is_node(written: str) -> bool:
     node = _unquote(written) if written.startswith('"') else written
     if node is None or not _NODE.fullmatch(node):
         return False
-    return node[0] != "[" or parse_ip(node) is not None  # IPv6 in brackets; digits checked by parse_ip
+    return node[0] != "[" or parse_reported_ip(node) is not None  # IPv6 in brackets; digits checked there
 
 
 def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> list[str]:
@@ -199,7 +214,7 @@ def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> li
     for hop in reversed(chain):
         if current not in trusted:
             break
-        reported = parse_ip(hop)
+        reported = parse_reported_ip(hop)
         if reported is None:
             # Not the proxy itself: that would give a client the proxy's standing (an allow-list of
             # the proxy's network, its rate-limit counter). An address-less client matches no list.
@@ -238,6 +253,7 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
             if peer is None:
                 return False
             header: Literal["x-forwarded-for", "forwarded"] = "forwarded" if name == b"forwarded" else "x-forwarded-for"
+            # parse_ip, zones and all: the server took the hop's text whole (this only detects that).
             if any(parse_ip(hop) == peer for hop in forwarded_chain([value.decode("latin-1")], header)):
                 return True
     return False
@@ -254,6 +270,7 @@ __all__ = [
     "is_loopback_host",
     "parse_ip",
     "parse_network",
+    "parse_reported_ip",
     "rewritten_by_server",
     "trusted_hops",
 ]

@@ -2,19 +2,24 @@
 and the record factory that redacts the libraries' records as they are made (:func:`install`).
 
 What is redacted is :mod:`.redact`'s: this module applies it to ``logging``'s records — the message
-with its arguments, an ASGI scope dumped whole, the formatted exception.
+with its arguments, an ASGI scope dumped whole, the formatted exception. It also keeps a library's
+line on one line: what a peer sent (a header dump's value, an error quoting it, a close reason)
+with its control, line-breaking and bidi characters escaped, as the gateway escapes its own values.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .redact import (
+    CONTROL_CHARACTERS,
     REDACTED,
     is_credential_header,
     is_credential_name,
+    printable,
     redact_encoded_path,
     redact_free_text,
     redact_path,
@@ -63,6 +68,13 @@ class RedactingFilter(logging.Filter):
     message and its arguments. uvicorn's access lines (and a record whose arguments do not fit its
     message) have each argument redacted in place instead, so that formatters that read
     ``record.args`` themselves, such as uvicorn's access formatter, keep working.
+
+    A library's record (any logger but the gateway's, whose lines escape their values themselves) is
+    also made printable (``redact.printable``; a line feed before an indented line or at the end kept):
+    at debug uvicorn and websockets dump every header as sent, and websockets quotes a malformed one
+    in its error, C1 controls (U+0085, U+009B) included.
+    The formatted exception of every record has its control characters escaped but for the line
+    ends of the traceback itself (an exception's own message is one line).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -76,8 +88,9 @@ class RedactingFilter(logging.Filter):
             record.args = _redacted_mapping(args)
         elif args and dict in map(type, args):  # uvicorn.asgi's scopes and messages
             record.args = tuple(_redacted_mapping(arg) if type(arg) is dict else arg for arg in args)
+        library = not record.name.startswith(_OWN_LOGGERS)
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
-            self._each(record)  # its formatter needs the arguments as they are
+            self._each(record, library)  # its formatter needs the arguments as they are
         else:
             # The whole line in one pass (a header's name and value may be separate arguments,
             # "< %s: %s"); the arguments are kept as they are unless something was redacted.
@@ -90,29 +103,101 @@ class RedactingFilter(logging.Filter):
                 queries = _queries_redacted(record.args, paths) if paths or "?" in message or "#" in message else None
                 text = message if queries is None else str(record.msg) % queries
             except (TypeError, ValueError):
-                self._each(record)
+                self._each(record, library)
             else:
-                redacted = redact_text(text)
+                redacted = redact_text(text)  # escaped after: a header dump's lines are read by their ends
+                if library:
+                    redacted = _printable(redacted)
                 if redacted != message:
                     record.msg, record.args = redacted, ()
                 else:  # formatters that know (run's) need not format it again
                     setattr(record, _MESSAGE, (record.msg, record.args, message))
-        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.exc_info and error is not None and not record.exc_text:
             # Formatted here so that the exception's message (a URL with a query) is redacted too.
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = _exception_text(logging.Formatter().formatException(record.exc_info), error)
         elif record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
+            record.exc_text = _exception_text(record.exc_text, error)
         return True
 
     @staticmethod
-    def _each(record: logging.LogRecord) -> None:
-        """The message and each argument on its own."""
-        if isinstance(record.msg, str):
-            record.msg = redact_text(record.msg)
+    def _each(record: logging.LogRecord, library: bool) -> None:
+        """The message and each argument on its own (and, for a ``library``'s record, made printable)."""
+        escape = _printable if library else _unchanged
+        if isinstance(record.msg, str) or library:  # an object as the message: str(), as getMessage() does
+            record.msg = escape(redact_text(str(record.msg)))
         if isinstance(record.args, tuple):
-            record.args = tuple(_redact_arg(arg) for arg in record.args)
+            record.args = tuple(escape(_redact_arg(arg)) for arg in record.args)
         elif isinstance(record.args, dict):
-            record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
+            record.args = {key: escape(_redact_arg(arg)) for key, arg in record.args.items()}
+
+
+_OWN_LOGGERS = "asgi_ws_gateway"
+"""The gateway's loggers' names start so: their lines escape each value a client chose themselves
+(escaping the line again would double its backslashes)."""
+
+
+def _printable(value: Any) -> Any:
+    """A text ``value`` as ``printable(value, quote=False)`` writes it, but for the line feeds it ends
+    with and those before an indented line: uvicorn's "Exception in ASGI application\\n" before its
+    traceback, the gateway's list of a configuration's problems that uvicorn writes when start-up
+    fails. An indented line continues the record above it, to a reader (a traceback's lines are) and
+    to log shippers' multi-line rules (``^[[:space:]]``): it starts no record of its own."""
+    if not isinstance(value, str) or (value.isprintable() and "\\" not in value):
+        return value
+    text = value.rstrip("\n")
+    first, *rest = text.split("\n")
+    lines = [printable(first, quote=False)]
+    lines += [("\n" if line.startswith(" ") else "\\n") + printable(line, quote=False) for line in rest]
+    return "".join(lines) + value[len(text) :]
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+_CONTROL_IN_TRACEBACK = re.compile(f"(?!\n)[{CONTROL_CHARACTERS}]")
+"""What ``printable`` escapes but a traceback's line ends and its backslashes (its source lines' own)."""
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match[0].encode("unicode_escape").decode("ascii")  # as redact.printable writes it
+
+
+def _exception_text(text: str, error: BaseException | None) -> str:
+    """A formatted exception redacted, then its control characters escaped but the traceback's line ends.
+
+    Redacted first: an HTTP header block in it is read by its line ends. A message of ``error`` or of
+    an exception in its chain that spans lines (a peer's close reason) has its line ends escaped too,
+    so that no line of it reads as a line of the log.
+    """
+    text = redact_text(text)
+    for line in _exception_lines_on_lines(error):
+        redacted = redact_text(line)
+        text = text.replace(redacted, _CONTROL.sub(_escaped, redacted))
+    return _CONTROL_IN_TRACEBACK.sub(_escaped, text)
+
+
+def _exception_lines_on_lines(error: BaseException | None) -> Iterator[str]:
+    """The ``Type: message`` lines a traceback writes for ``error`` and the exceptions it was raised from
+    or during, those whose message holds a line end."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending and len(seen) < 64:  # a chain a traceback prints in full; a cycle is cut by ``seen``
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            message = str(current)
+        except Exception:  # traceback writes "<exception str() failed>" instead
+            message = ""
+        if "\n" in message:
+            kind = type(current)
+            module = "" if kind.__module__ in ("__main__", "builtins") else f"{kind.__module__}."
+            yield f"{module}{kind.__qualname__}: {message}"  # as traceback.format_exception_only writes it
+        pending += [current.__cause__, current.__context__]
 
 
 _ENCODED_TARGETS = frozenset(UVICORN_LOGGERS + WEBSOCKETS_LOGGERS)

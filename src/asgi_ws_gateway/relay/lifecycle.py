@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .._types import Data, Scope
+from ..redact import printable
 from .stats import RelayStats
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ async def watchdog(
         await asyncio.sleep(max(0.0, min(step, deadline - now, expiry - now)))
 
 
+_MAX_ADDRESS = 128
+
+
 @dataclass(eq=False)
 class TrackedConnection:
     """An open connection as management sees it."""
@@ -108,7 +112,8 @@ class ConnectionRegistry:
     def add(self, relay: RelayHandle, *, api: str, scope: Scope, client: str | None = None) -> TrackedConnection:
         """Track ``relay``; ``client``: the address trusted proxies reported, if they did."""
         tcp = scope.get("client")
-        peer = f"{tcp[0]}:{tcp[1]}" if tcp else "-"
+        # Bounded and escaped: a server that rewrote it from a header (uvicorn's --proxy-headers) put text there.
+        peer = printable(f"{tcp[0]}:{tcp[1]}"[:_MAX_ADDRESS], quote=False) if tcp else "-"
         connection = TrackedConnection(
             id=os.urandom(16).hex(),
             api=api,

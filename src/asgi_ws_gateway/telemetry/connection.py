@@ -19,7 +19,7 @@ from .._context import CONNECTION
 from . import current
 from . import names as n
 from .lean_spans import set_own_attributes
-from .values import client_path, client_text
+from .values import address_text, client_path, client_text
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -81,8 +81,8 @@ class ConnectionTrace:
         client = handshake.scope.get("client")
         if handshake.client is not None:
             attrs[n.CLIENT_ADDRESS] = handshake.client
-        elif client:
-            attrs[n.CLIENT_ADDRESS] = client[0]
+        elif client:  # bounded and escaped as the handshake span's: a server may have taken it from a header
+            attrs[n.CLIENT_ADDRESS] = address_text(client[0])
         if self._subprotocol:
             attrs[n.SUBPROTOCOL] = self._subprotocol
         if handshake.subject is not None:

@@ -45,7 +45,7 @@ from . import names as n
 from .connection import ConnectionTrace
 from .events import MessageEvents
 from .lean_spans import set_own_attributes
-from .values import client_path, client_text, cut, protocol_name
+from .values import address_text, client_path, client_text, cut, protocol_name
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -149,7 +149,7 @@ class HandshakeTrace:
         self.scope = scope
         peer = scope.get("client")
         # The client behind trusted proxies when it differs from the TCP peer (then kept as the peer).
-        self.client: str | None = client if client and (not peer or client != peer[0]) else None
+        self.client: str | None = address_text(client) if client and (not peer or client != peer[0]) else None
         self.subject: str | None = None
         self.subscription: str | None = None
         self.attempts = 0
@@ -205,9 +205,9 @@ class HandshakeTrace:
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
             if client:
-                attrs[n.NETWORK_PEER_ADDRESS] = client[0]
+                attrs[n.NETWORK_PEER_ADDRESS] = address_text(client[0])
         elif client:
-            attrs[n.CLIENT_ADDRESS] = client[0]
+            attrs[n.CLIENT_ADDRESS] = address_text(client[0])
         named = dict(headers)  # in C; a repeated header's last value, as a loop over them would keep
         agent = named.get(b"user-agent")
         if agent is not None:
@@ -216,7 +216,7 @@ class HandshakeTrace:
         attrs[n.PROTOCOL_VERSION] = n.PROTOCOL_VERSION_DEFAULT if version is None else cut(version.decode("latin-1"))
         address, port = _server(named.get(b"host"), scope.get("server"), scheme)
         if address:
-            attrs[n.SERVER_ADDRESS] = client_text(address)
+            attrs[n.SERVER_ADDRESS] = address_text(address)
         if port is not None:
             attrs[n.SERVER_PORT] = port
         return attrs, b"traceparent" in named
@@ -439,7 +439,7 @@ class HandshakeTrace:
     def fields(self) -> dict[str, Any]:
         """The access-log fields known at the handshake."""
         client = self.scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if client else "-"
+        peer = f"{address_text(client[0])}:{client[1]}" if client else "-"
         fields = {
             "api": self.api.name, "route": self.api.route,
             "path": self.path if self.path is not None else client_path(self.scope.get("path", "")),

@@ -7,14 +7,16 @@ So each passes through here: credentials redacted first (``Bearer eyJ...``, ``to
 cut first could keep half a token), then cut to :data:`MAX_CHARS` with :data:`CUT_MARK` at the end.
 
 The subprotocol is recorded only when it reads like a protocol name (``graphql-transport-ws``,
-``v12.stomp``): clients put bearer tokens in ``Sec-WebSocket-Protocol``.
+``v12.stomp``): clients put bearer tokens in ``Sec-WebSocket-Protocol``. An address (``client.address``,
+``network.peer.address``, ``server.address`` from ``Host``) is recorded as it is when it reads like one,
+else as a client's text, its control characters escaped (:func:`address_text`).
 """
 
 from __future__ import annotations
 
 import re
 
-from ..redact import REDACTED, redact_free_text, redact_free_text_remembered, redact_path
+from ..redact import REDACTED, printable, redact_free_text, redact_free_text_remembered, redact_path
 
 MAX_CHARS = 512
 """The most characters a client's value takes in telemetry, :data:`CUT_MARK` included."""
@@ -49,6 +51,23 @@ def client_path(path: str) -> str:
     return client_text(path) if len(path) > SCANNED_CHARS else cut(redact_path(path))
 
 
+# An IPv4 or IPv6 address as ``str()`` writes one, without a zone: the forwarded clients the gateway
+# parsed and most peers. Checked first so that addresses (one per client) do not fill client_text's store.
+_PLAIN_ADDRESS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+def address_text(address: str) -> str:
+    """An address as telemetry records it: as it is when it reads like one, else :func:`client_text`
+    with its control, line-breaking and bidi characters escaped (``redact.printable``), then :func:`cut`.
+
+    What is not a plain address is a zoned peer (``fe80::1%eth0``: the kernel's, kept), a ``Host``, or
+    a peer a server rewrote from a forwarding header (uvicorn's ``--proxy-headers``): a client's text.
+    """
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return address
+    return cut(printable(client_text(address), quote=False))
+
+
 def _without_trailing_jwt(text: str) -> str:
     """``text`` with a JWT that the scanned prefix cut before its signature redacted (its three-segment
     pattern no longer matches): ``eyJ...`` and at most one more segment at its end.
@@ -70,4 +89,4 @@ def protocol_name(subprotocol: str) -> str:
     return subprotocol
 
 
-__all__ = ["CUT_MARK", "MAX_CHARS", "client_path", "client_text", "cut", "protocol_name"]
+__all__ = ["CUT_MARK", "MAX_CHARS", "address_text", "client_path", "client_text", "cut", "protocol_name"]
