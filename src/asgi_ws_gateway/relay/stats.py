@@ -28,7 +28,7 @@ class RelayStats:
     binary_bytes_out: int = 0
     sizes_in: list[int] = field(default_factory=list, repr=False)
     sizes_out: list[int] = field(default_factory=list, repr=False)
-    closed_by: Side | None = None
+    _closed_by: Side | None = field(default=None, repr=False)
     close_code: int | None = None
     """The code the side that closed first sent (1006: it vanished without a close frame)."""
     close_reason: str = ""
@@ -36,6 +36,21 @@ class RelayStats:
     """What message policies did: ``(policy, action, direction, reason)`` -> count. Actions are
     ``drop``, ``close``, ``delay`` and ``refresh``; directions ``inbound`` (client to upstream) and
     ``outbound``. Messages a policy dropped are still counted in ``messages_*``/``bytes_*``."""
+
+    messages_in_at_close: int = 0
+    """``messages_in`` when the first close was recorded: an upstream that failed before the client
+    had sent anything was not answering a client's message (``upstream.balancing``)."""
+
+    @property
+    def closed_by(self) -> Side | None:
+        """The side that closed first (``gateway``: the gateway itself); None while open."""
+        return self._closed_by
+
+    @closed_by.setter
+    def closed_by(self, side: Side | None) -> None:
+        if self._closed_by is None:
+            self.messages_in_at_close = self.messages_in
+        self._closed_by = side
 
     # Passthrough's frame scanner counts through these two. The relay's pumps inline the same
     # increments (a call per message costs them ~30 ns, ~12% of a pump's own time per message);

@@ -42,6 +42,9 @@ that went unanswered on the splice), an internal error (also the relay's keepali
 gateway. Codes a client's messages can draw from a healthy application (1003, 1007, 1008, 1009,
 1013, 4xxx...) are its answer, as a refusal is: counted, they would let any client cool a backend."""
 
+_ANSWERS_TO_A_MESSAGE = frozenset({1011, 1014})
+"""Of those, the closes a healthy application sends when a client's message makes it fail."""
+
 _UPSTREAM_FAILED = (1011, "upstream connection failed")
 """What the splice records as the gateway's close when the upstream sent a bad frame (the client is
 told this; the upstream was closed with the protocol error)."""
@@ -81,13 +84,24 @@ class ConnectionEnd(Protocol):
     @property
     def close_reason(self) -> str: ...
 
+    @property
+    def messages_in_at_close(self) -> int: ...  # messages the client had sent when the first close came
+
 
 def upstream_failed(end: ConnectionEnd) -> bool | None:
     """True when the upstream failed the connection, False when it served it (it, or the client,
-    closed it), None when the gateway ended it (or it never started): no word on the backend."""
+    closed it), None when the gateway ended it (or it never started): no word on the backend.
+
+    An upstream's 1011 or 1014 once the client had sent a message says nothing either: a healthy
+    application closes with 1011 when a message makes its handler raise (bad JSON, say), so counted,
+    three such messages from any client cooled every backend in turn (an attack pass). Vanishing
+    (1006) and protocol errors are not an application's answer to a message: they still count.
+    """
     if end.closed_by == "client":
         return False
     if end.closed_by == "upstream":
+        if end.close_code in _ANSWERS_TO_A_MESSAGE and end.messages_in_at_close:
+            return None
         return end.close_code in _BACKEND_FAULTS
     if end.closed_by == "gateway" and (end.close_code, end.close_reason) == _UPSTREAM_FAILED:
         return True
