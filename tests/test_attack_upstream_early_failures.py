@@ -126,11 +126,6 @@ async def test_least_connections_cools_a_backend_that_fails_every_connection_aft
     bad: str,
 ) -> None:
     """Three clients fail on it; then every client reaches the good backend, and one WARNING says why."""
-    if (bad, connector) == ("close 1011", "relay"):
-        pytest.skip(
-            "the relay records an upstream's close once its closing handshake is over: by then a client that "
-            "spoke at once has sent a message, and a 1011 after a client's message is its answer (not counted)"
-        )
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.upstream.balancing")
     bad_url = f"ws://127.0.0.1:{await hostile(BAD[bad])}/"
     gateway = _gateway([upstream.url("/echo"), bad_url], connector, balancing="least-connections", cooldown=3600)

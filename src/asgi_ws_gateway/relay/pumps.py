@@ -410,6 +410,8 @@ class Relay:
         if closed.by_peer or closed.code != 1009:
             # The upstream closed, or vanished / failed (1006, keepalive timeout, protocol error).
             stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, closed.reason
+            if closed.messages_sent is not None:  # what it was sent before its close, not what came after
+                stats.messages_in_at_close = closed.messages_sent
             code = wire_code(closed.code) if closed.by_peer else 1011
             await self._close_client(code, closed.reason if closed.by_peer else "upstream connection failed")
         else:  # the upstream sent a message over the size limit and was closed with 1009

@@ -17,13 +17,16 @@ class UpstreamClosed(Exception):
         reason: the matching close reason.
         by_peer: True if the upstream closed; False if this side failed the connection (a
             protocol error, an oversize message, a keepalive timeout, a lost connection).
+        messages_sent: how many messages the upstream had been sent when it closed, when the
+            connection counts them (None: it does not).
     """
 
-    def __init__(self, code: int, reason: str, *, by_peer: bool) -> None:
+    def __init__(self, code: int, reason: str, *, by_peer: bool, messages_sent: int | None = None) -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
         self.by_peer = by_peer
+        self.messages_sent = messages_sent
 
 
 class UpstreamConnection(Protocol):

@@ -451,6 +451,7 @@ class WebSocketsConnection:
         self.response_headers = kept_response_headers(
             list(ws.response.headers.raw_items()) if ws.response is not None else []
         )
+        self.sent = 0  # messages written while the connection was open (a send after its close frame raises)
 
     @property
     def _fast_send(self) -> bool:
@@ -460,7 +461,9 @@ class WebSocketsConnection:
         try:
             return await self._ws.recv()
         except ConnectionClosed as exc:
-            raise _closed(exc, self._ws) from None
+            closed = _closed(exc, self._ws)
+            closed.messages_sent = self.sent
+            raise closed from None
 
     async def send(self, data: Data) -> None:
         ws = self._fast
@@ -475,6 +478,7 @@ class WebSocketsConnection:
             else:
                 ws.protocol.send_binary(data)
             ws.send_data()
+            self.sent += 1
             if ws.paused:
                 try:
                     await ws.drain()
@@ -487,6 +491,7 @@ class WebSocketsConnection:
             await self._ws.send(data)
         except ConnectionClosed as exc:
             raise _closed(exc, self._ws) from None
+        self.sent += 1
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
