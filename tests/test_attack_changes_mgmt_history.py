@@ -3,8 +3,17 @@ revision asked to drain travels with the state (``management/overlay.py``)."""
 
 from __future__ import annotations
 
+import json
+
 from asgi_ws_gateway.config.gateway import GatewayConfig
-from asgi_ws_gateway.management.overlay import DRAIN_HISTORY, Drain, Overlay, compare_states, drain_reasons
+from asgi_ws_gateway.management.overlay import (
+    DRAIN_BYTES,
+    DRAIN_HISTORY,
+    Drain,
+    Overlay,
+    compare_states,
+    drain_reasons,
+)
 
 
 def test_states_compare_by_epoch_then_revision() -> None:
@@ -46,3 +55,28 @@ def test_drain_reasons_select_an_api_a_subscription_or_what_a_product_no_longer_
     assert reason("chat", "alice") == "subscription revoked"  # gold's, deleted: nothing grants chat to it
     assert reason("chat", "bob") is None  # silver still grants it
     assert reason("chat", None) is None
+
+
+def test_the_drains_a_state_keeps_are_bounded_in_bytes_and_revisions() -> None:
+    """Each ?drain=true of a deleted 999-API product kept its whole list: 123 of them filled the 16 MiB
+    state and every change was refused (a re-attack pass)."""
+    names = tuple(f"a{i:04d}" + "x" * 123 for i in range(999))
+    overlay = Overlay()
+    for _ in range(150):
+        overlay = overlay.next().draining(Drain(ungranted=names))
+    kept = json.dumps({str(r): d.to_json() for r, d in overlay.drains.items()})
+    assert len(kept) <= DRAIN_BYTES + len(json.dumps(Drain(ungranted=names).to_json())) + 16
+    assert max(overlay.drains) == overlay.revision  # the newest is always kept
+    for _ in range(DRAIN_HISTORY):
+        overlay = overlay.next()  # revisions without a drain let the old ones go too
+    assert overlay.drains == {}
+
+
+def test_two_states_under_one_epoch_and_revision_are_not_the_same() -> None:
+    """Restored from an older copy, then changed again by a host that saw it: the revision number is reused."""
+    base = Overlay().next()
+    one = base.next(subscriptions={"alice": {"state": "active"}})
+    other = base.next(subscriptions={"alice": {"state": "suspended"}})
+    assert (one.epoch, one.revision) == (other.epoch, other.revision)
+    assert compare_states(one, other) == "diverged"
+    assert compare_states(one, Overlay.from_json(one.to_json())) == "same"

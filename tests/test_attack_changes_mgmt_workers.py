@@ -276,3 +276,43 @@ async def test_a_redis_back_with_an_older_state_is_adopted_by_every_worker_and_l
         after = f"revision 1 of state {epoch}" if restore == "an older copy" else "revision 0 of state (none yet)"
         expected = f"from revision 3 of state {epoch}, which this worker ran, to {after}"
         assert any(expected in line for line in went_back), gateway.log.read_text()
+
+
+async def _lines(gateway: Workers, level: str, text: str, count: int) -> list[str]:
+    """Wait (10 s at most) until ``count`` lines at ``level`` contain ``text``."""
+    async with asyncio.timeout(10):
+        while len(found := [line for line in gateway.lines(level) if text in line]) < count:  # noqa: ASYNC110 - another process's log
+            await asyncio.sleep(0.05)
+    return found
+
+
+async def test_a_state_back_from_a_backup_closes_nothing_its_old_revisions_drained(
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str
+) -> None:
+    """Redis emptied, then the backup restored: the revisions in it are not new, and their drains were carried
+    out when they were (a re-attack pass: every client connected since was closed again, on every worker)."""
+    state = f"{redis_prefix}:{{mgmt}}:state"
+    async with (
+        redis.Redis.from_url(SHARED_REDIS, decode_responses=True) as store,
+        two_workers(tmp_path, _config(upstream), redis_prefix) as gateway,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        body = {"path": "/ws/echo", "upstreams": [upstream.url("/echo")], "idle_timeout": 600}
+        assert (await gateway.http.put("apis/echo", params={"drain": "true"}, json=body)).status_code == 200
+        backup: dict[Any, Any] = await store.hgetall(state)
+        await store.delete(state)  # Redis restarted without persistence
+        await _lines(gateway, "ERROR", "the state store went back", 2)
+
+        async def later() -> tuple[int, ClientConnection]:
+            port, ws = await echoing(gateway.ws("/ws/echo"))
+            await stack.enter_async_context(ws)
+            return port, ws
+
+        clients = await on_both_workers(gateway, later)  # connected after revision 1's drain
+        applied = len([line for line in gateway.lines("INFO") if "applied management revision 1" in line])
+        await store.hset(state, mapping=backup)  # the operator restores the backup
+        await _lines(gateway, "INFO", "applied management revision 1", applied + 2)  # both workers ran it
+        for ws in clients.values():
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+        assert not [line for line in gateway.lines("INFO") if "draining" in line]  # none was open at revision 1

@@ -33,6 +33,9 @@ from ..policies.build import load_config
 FORMAT = 1
 DRAIN_HISTORY = 256
 """The revisions whose drains the state keeps: a worker further behind misses the older ones (warned)."""
+DRAIN_BYTES = 256 * 1024
+"""What the kept drains may take of the state document at most (the oldest go first): a product's API list
+repeated by each ``?drain=true`` filled the 16 MiB state until every change was refused (an attack pass)."""
 _API_REF = re.compile(r"apis\[(\d+)\](\.?)")
 _DRAIN_FIELDS = ("apis", "subscriptions", "ungranted")
 
@@ -103,18 +106,25 @@ class Overlay:
 
     def next(self, **changes: Any) -> Overlay:
         """A copy with ``changes`` and the revision incremented (the first change makes the epoch)."""
-        return replace(self, revision=self.revision + 1, epoch=self.epoch or secrets.token_hex(8), **changes)
+        revision = self.revision + 1
+        return replace(
+            self, revision=revision, epoch=self.epoch or secrets.token_hex(8), drains=_kept(self.drains, revision),
+            **changes,
+        )  # fmt: skip
 
     def draining(self, drain: Drain | None) -> Overlay:
         """This revision, asking every worker that applies it to close what ``drain`` selects (None: nothing)."""
         if drain is None:
             return self
-        kept = {revision: d for revision, d in self.drains.items() if revision > self.revision - DRAIN_HISTORY}
-        return replace(self, drains={**kept, self.revision: drain})
+        return replace(self, drains=_kept({**self.drains, self.revision: drain}, self.revision))
+
+    def drains_after(self, revision: int) -> list[tuple[int, Drain]]:
+        """The revisions after ``revision``, up to this one, that asked to close something, oldest first."""
+        return [(r, self.drains[r]) for r in sorted(self.drains) if revision < r <= self.revision]
 
     def drains_since(self, revision: int) -> list[Drain]:
         """What the revisions after ``revision``, up to this one, asked to close, oldest first."""
-        return [self.drains[r] for r in sorted(self.drains) if revision < r <= self.revision]
+        return [drain for _, drain in self.drains_after(revision)]
 
     def describe(self) -> str:
         return f"revision {self.revision} of state {self.epoch or '(none yet)'}"
@@ -128,12 +138,25 @@ def compare_states(applied: Overlay, stored: Overlay) -> Literal["same", "newer"
     failed over to a lagging replica, emptied) — or ``stored`` was read before ``applied`` was saved.
     """
     if stored.epoch == applied.epoch:
-        if stored.revision == applied.revision:
-            return "same"
+        if stored.revision == applied.revision:  # after a rollback, one number may name two states
+            return "same" if stored is applied or stored == applied else "diverged"
         return "newer" if stored.revision > applied.revision else "diverged"
     if "" in (stored.epoch, applied.epoch) and stored.revision > applied.revision:
         return "newer"  # a state without an epoch yet, or one an older version of the gateway wrote
     return "diverged"
+
+
+def _kept(drains: dict[int, Drain], revision: int) -> dict[int, Drain]:
+    """``drains`` of the last :data:`DRAIN_HISTORY` revisions up to ``revision``, within :data:`DRAIN_BYTES`
+    (the newest kept first)."""
+    kept: dict[int, Drain] = {}
+    size = 0
+    for number in sorted((r for r in drains if r > revision - DRAIN_HISTORY), reverse=True):
+        size += len(json.dumps(drains[number].to_json()))
+        if size > DRAIN_BYTES and kept:
+            break
+        kept[number] = drains[number]
+    return dict(sorted(kept.items()))
 
 
 def drain_reasons(drains: Iterable[Drain], config: GatewayConfig) -> Callable[[str, str | None], str | None]:

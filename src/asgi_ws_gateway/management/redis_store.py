@@ -100,9 +100,10 @@ class RedisStore:
         value = await self._call(lambda: self.client.hget(self._key, "revision"))
         return int(value) if value else 0
 
-    async def version(self) -> tuple[str, int]:
-        epoch, revision = await self._call(lambda: self.client.hmget(self._key, ["epoch", "revision"]))
-        return str(epoch or ""), int(revision) if revision else 0
+    async def version(self) -> tuple[str, int, str]:
+        read = await self._call(lambda: self.client.hmget(self._key, ["epoch", "revision", "attempt"]))
+        epoch, revision, attempt = read
+        return str(epoch or ""), int(revision) if revision else 0, str(attempt or "")
 
     async def etag_key(self) -> bytes:
         made = secrets.token_hex(ETAG_KEY_BYTES)

@@ -58,6 +58,9 @@ DEFAULT_LISTED = 1000
 """Open connections ``GET /connections`` lists when it is not given a ``limit``."""
 MAX_LISTED = 10_000
 """The most it lists at once."""
+DRAIN_REMEMBERED = 4 * DRAIN_HISTORY
+"""Drains a worker remembers as done (by epoch and revision), so that a state back from a restore does not close
+again what its revisions asked to close when they were new."""
 MAX_STATE_BYTES = 16 * 1024 * 1024
 """The most the stored changes may take, as JSON: a change past it is a 422. Each request is bounded,
 their sum was not: seventy 1 MB ``POST /apis`` grew the state file past the 64 MiB a file may have to be
@@ -127,6 +130,10 @@ class Manager:
         self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._etag_key = b""  # the store's, read at start
+        # The drains this worker carried out or found done, by (epoch, revision): a state it ran before,
+        # back from a restore, is not closed again (the oldest forgotten past DRAIN_REMEMBERED).
+        self._drained: dict[tuple[str, int], None] = {}
+        self._seen_save = ""  # the store's token of the save this worker last caught up with
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -205,7 +212,10 @@ class Manager:
                 return
             drains: list[Drain] = []
             if step == "newer":
-                drains = overlay.drains_since(self.overlay.revision)
+                drains = [
+                    drain for revision, drain in overlay.drains_after(self.overlay.revision)
+                    if (overlay.epoch, revision) not in self._drained
+                ]  # fmt: skip
                 if overlay.revision - self.overlay.revision > DRAIN_HISTORY:
                     logger.warning(
                         "management: this worker was %d revisions behind; what revisions up to %d asked to drain "
@@ -224,10 +234,17 @@ class Manager:
             self._drain(drains, overlay.revision)
 
     async def _install(self, overlay: Overlay) -> None:
+        """Run ``overlay``; its drains are done here from now on (carried out by the caller, or, for a state
+        taken as it is — at start, or adopted after the store went back — past events not to replay)."""
         with restricted(self.gate):  # the stored changes may load only what the operator allowed
             config = merge(self.base, overlay)
         changed = await self.gateway.apply_config(config)
         self.overlay = overlay
+        drained = self._drained
+        for revision in overlay.drains:
+            drained[overlay.epoch, revision] = None
+        while len(drained) > DRAIN_REMEMBERED:
+            del drained[next(iter(drained))]
         if changed:
             logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
 
@@ -256,20 +273,26 @@ class Manager:
         if not task.cancelled() and (failure := task.exception()) is not None:  # retrieved: no "never retrieved"
             logger.warning("management: closing a connection failed: %r", failure)
 
-    async def _stored_version(self) -> tuple[str, int]:
+    async def _stored_version(self) -> tuple[str, int, str]:
+        """The store's epoch, revision and save token (``""`` where the store has none)."""
         read = getattr(self.store, "version", None)
         if read is None:  # a store written before epochs: its revision alone
-            return self.overlay.epoch, await self.store.revision()
-        version: tuple[str, int] = await read()
-        return version
+            return self.overlay.epoch, await self.store.revision(), ""
+        version: tuple[str, ...] = tuple(await read())
+        epoch, revision, *save = version
+        return str(epoch), int(revision), str(save[0]) if save else ""
 
     async def _poll(self) -> None:
         unavailable = False  # one warning per outage, not one per poll
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                if await self._stored_version() != (self.overlay.epoch, self.overlay.revision):
+                epoch, revision, save = await self._stored_version()
+                # A save token this worker has not caught up with may be a state that reuses its
+                # (epoch, revision): restored from an older copy, then changed by a host that saw it.
+                if (epoch, revision) != (self.overlay.epoch, self.overlay.revision) or save != self._seen_save:
                     await self.sync()
+                    self._seen_save = save
             except Unavailable as exc:
                 if not unavailable:
                     logger.warning("management: cannot read the state store (%s); retrying", exc.__cause__ or exc)

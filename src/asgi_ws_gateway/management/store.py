@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -66,9 +67,10 @@ class StateStore(Protocol):
         """The latest revision, cheaply."""
         ...
 
-    async def version(self) -> tuple[str, int]:
-        """The latest state's epoch and revision, cheaply: workers poll it to catch up, and to see the store
-        go back to an older or another state (:func:`~.overlay.compare_states`)."""
+    async def version(self) -> tuple[str, int, str]:
+        """The latest state's epoch, revision and a token that changes with every save, cheaply: workers
+        poll it to catch up, and to see the store go back to an older or another state — even one that,
+        restored and changed again, reuses a revision number (:func:`~.overlay.compare_states`)."""
         ...
 
     async def etag_key(self) -> bytes:
@@ -100,8 +102,8 @@ class MemoryStore:
     async def revision(self) -> int:
         return self._overlay.revision
 
-    async def version(self) -> tuple[str, int]:
-        return self._overlay.epoch, self._overlay.revision
+    async def version(self) -> tuple[str, int, str]:
+        return self._overlay.epoch, self._overlay.revision, ""  # never replaced under the gateway
 
     async def etag_key(self) -> bytes:
         return self._etag_key
@@ -138,9 +140,9 @@ class FileStore:
     async def revision(self) -> int:
         return (await self.load()).revision
 
-    async def version(self) -> tuple[str, int]:
+    async def version(self) -> tuple[str, int, str]:
         latest = await self.load()  # the file may have been replaced (restored from a backup): read it whole
-        return latest.epoch, latest.revision
+        return latest.epoch, latest.revision, hashlib.sha256(latest.to_json().encode()).hexdigest()
 
     async def etag_key(self) -> bytes:
         return await self._call(self._read_or_make_key)
