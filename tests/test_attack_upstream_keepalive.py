@@ -9,12 +9,23 @@ A side the gateway stopped reading (because the other side reads nothing: backpr
 answer a ping in time: its pong waits behind the data the gateway does not read. The splice charges
 that silence to nobody; it drops the side whose socket does not drain once a write to it stays stalled
 longer than ``ping_timeout``, and closes the other side with a close frame.
+
+A stall is no progress, though, not writes paused: a side that reads slowly but steadily keeps the
+gateway's writes to it paused for long (the transport resumes only once the kernel's send buffer,
+MBs, frees space in large gulps), and was dropped as "read nothing" after ``ping_timeout``; its pong,
+behind MBs queued, was late too. The access line records a stall as the gateway's close, which
+passive health does not count against the upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
+import socket
+import struct
+import time
 from typing import Any
 
 import pytest
@@ -69,9 +80,9 @@ async def test_an_upstream_that_answers_no_ping_is_dropped_with_one_info_line_an
     assert "closed by upstream with 1006" in access
 
 
-def _gateway(port: int, mode: str, direction: str) -> WebSocketGateway:
+def _gateway(port: int, mode: str, direction: str, keepalive: dict[str, Any] = KEEPALIVE) -> WebSocketGateway:
     """A gateway to ``port`` that relays, splices, or relays frames (a message policy on ``direction``)."""
-    api: dict[str, Any] = {"passthrough": mode != "relay", **KEEPALIVE}
+    api: dict[str, Any] = {"passthrough": mode != "relay", **keepalive}
     if mode == "frame-relay":
         api["message_policies"] = {direction: [{"limit-message-size": {"max": 65536}}]}
     return WebSocketGateway(not_found, config={"apis": [api_entry(f"ws://127.0.0.1:{port}/", **api)]})
@@ -107,6 +118,8 @@ async def test_an_upstream_that_reads_nothing_is_dropped_not_the_client_streamin
     messages = [r.getMessage() for r in caplog.records]
     assert any("the upstream read nothing" in m for m in messages), messages
     assert not any("the client did not answer a ping" in m for m in messages)
+    if mode != "relay":  # a stall is the gateway's close: passive health does not count it (the relay's is not ours)
+        assert "closed by gateway with 1011" in await _access_line(caplog)
 
 
 @pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
@@ -135,6 +148,7 @@ async def test_a_client_that_reads_nothing_is_dropped_not_the_upstream_streaming
     messages = [r.getMessage() for r in caplog.records]
     assert any("the client read nothing" in m for m in messages), messages
     assert not any("the upstream did not answer a ping" in m for m in messages)
+    assert "closed by gateway with 1006" in await _access_line(caplog)  # the client got no close frame
 
 
 async def test_the_relay_keeps_an_upstream_it_does_not_read_while_the_client_reads_nothing(
@@ -163,3 +177,150 @@ async def test_the_relay_keeps_an_upstream_it_does_not_read_while_the_client_rea
             assert opcode == 0x2
         assert not upstream_saw.done()
         writer.transport.abort()
+
+
+async def _access_line(caplog: pytest.LogCaptureFixture) -> str:
+    """The connection's access line, once written (when both its connections are over)."""
+    for _ in range(200):
+        lines = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
+        if lines:
+            (line,) = lines
+            return line
+        await asyncio.sleep(0.05)
+    raise AssertionError("no access line")
+
+
+SLOW_KEEPALIVE: dict[str, Any] = {"ping_interval": 1, "ping_timeout": 2, "close_timeout": 1}
+RATE = 20_000
+"""Bytes a second the slow peer takes in: steady, far slower than the other side sends."""
+TAKEN = 3 * SLOW_KEEPALIVE["ping_timeout"] * RATE
+"""What the slow peer takes in over three ping_timeouts: the old splice dropped it after one."""
+SMALL_BUFFER = 8192
+"""The slow peer's SO_RCVBUF: what its kernel takes in for it stays small, so it takes in at RATE."""
+
+
+def _read_slowly(port: int) -> tuple[int, str | None]:
+    """A client with a small receive buffer reads TAKEN bytes at RATE from ``/ws/echo``, answering
+    pings as any client does; returns what it read and how the connection ended, if it did."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+        sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        buffer, got, started = head.split(b"\r\n\r\n", 1)[1], 0, time.monotonic()
+        while got < TAKEN:
+            try:
+                data = sock.recv(2048)
+            except ConnectionResetError:
+                return got, "reset"
+            if not data:
+                return got, "ended"
+            got += len(data)
+            buffer += data
+            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
+                length, start = buffer[1] & 0x7F, 2
+                if length == 126:
+                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
+                elif length == 127:
+                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+                if len(buffer) < start + length:
+                    break
+                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
+                if opcode == 0x8:
+                    return got, f"close {struct.unpack('!H', payload[:2])[0]}"
+                if opcode == 0x9:
+                    mask = os.urandom(4)
+                    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+            # Load, not synchronisation: the pace of a slow reader.
+            time.sleep(max(0.0, started + got / RATE - time.monotonic()))
+    return got, None
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
+async def test_a_client_reading_slowly_but_steadily_is_not_dropped(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, framed: bool
+) -> None:
+    """An upstream streams 1 KiB messages as fast as it can to a client that reads 20 KB/s: the client
+    reads on through three ping_timeouts. Before, it was dropped as "read nothing" after one (its
+    writes stayed paused while the kernel's send buffer drained), before that as "did not answer a
+    ping" (the ping behind MBs queued to it)."""
+    caplog.set_level(logging.INFO)
+    upstream_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def streamer(ws: ServerConnection) -> None:
+        try:
+            while True:
+                await ws.send(b"y" * 1024)
+        except ConnectionClosed as exc:
+            upstream_saw.set_result(exc.rcvd.code if exc.rcvd is not None else None)
+
+    async with serve(streamer, "127.0.0.1", 0, ping_interval=None, compression=None) as upstream:
+        port = upstream.sockets[0].getsockname()[1]
+        mode = "frame-relay" if framed else "splice"
+        server = uvicorn_server(_gateway(port, mode, "outbound", SLOW_KEEPALIVE), ws=PASSTHROUGH)
+        got, ended = await asyncio.to_thread(_read_slowly, server.port)
+        assert ended is None and got >= TAKEN, (got, ended)
+        assert not upstream_saw.done()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("read nothing" in m or "did not answer a ping" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
+async def test_an_upstream_consuming_slowly_but_steadily_is_not_dropped(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, framed: bool
+) -> None:
+    """A client uploads 1 KiB messages as fast as it can to an upstream that takes in 20 KB/s (and
+    answers pings): the upstream is kept through three ping_timeouts. Before, it was dropped as "read
+    nothing" after one, and the access line blamed it (``closed by upstream``)."""
+    caplog.set_level(logging.INFO)
+    consumed, stop = asyncio.Event(), asyncio.Event()
+    upstream_ended = False
+
+    async def consumer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal upstream_ended
+        await accept_upstream(reader, writer)
+        got, started = 0, time.monotonic()
+        try:
+            while not stop.is_set():
+                opcode, payload = await next_frame(reader)
+                got += len(payload)
+                if opcode == 0x9:
+                    writer.write(bytes([0x8A, len(payload)]) + payload)
+                if got >= TAKEN:
+                    consumed.set()
+                await asyncio.sleep(max(0.0, started + got / RATE - time.monotonic()))  # the pace, as above
+        except (asyncio.IncompleteReadError, ConnectionError):
+            upstream_ended = True
+        finally:
+            writer.close()
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)  # its connections inherit it
+    # A small StreamReader limit: the upstream's socket is read as the upstream consumes, not in 64 KiB gulps.
+    listener = await asyncio.start_server(consumer, sock=listening, limit=2048)
+    port = listening.getsockname()[1]
+    mode = "frame-relay" if framed else "splice"
+    server = uvicorn_server(_gateway(port, mode, "inbound", SLOW_KEEPALIVE), ws=PASSTHROUGH)
+    async with listener, await connect(server.url("/ws/echo"), ping_interval=None, max_size=None) as client:
+
+        async def upload() -> None:
+            while True:
+                await client.send(b"z" * 1024)
+
+        uploading = asyncio.create_task(upload())
+        done, _ = await asyncio.wait({uploading, asyncio.ensure_future(consumed.wait())}, timeout=60,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        uploading.cancel()
+        stop.set()  # the upstream leaves, so the gateway closes the client (it does not read the client's close
+        # frame meanwhile: the client waits behind the backlog queued to the upstream, MBs at 20 KB/s)
+        assert uploading not in done, uploading.exception()  # the client's upload was not closed
+        assert consumed.is_set() and not upstream_ended
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("read nothing" in m or "did not answer a ping" in m for m in messages), messages

@@ -34,7 +34,13 @@ Closing follows the relay's table as far as bytes allow:
   had vanished (1001 "client went away" upstream, 1011 "upstream connection failed" to the client).
   Silence counts only while the gateway reads that side: one it does not read (because its peer
   reads nothing) is not charged. The side that reads nothing is: once the gateway's writes to it
-  stay paused for ``ping_timeout`` seconds, it is dropped the same way.
+  pause, it must take in some of what is queued to it within each ``ping_timeout`` seconds, or it is
+  dropped the same way (a stall: no progress, not a slow reader, whose writes may stay paused for
+  long while the kernel's send buffer drains). Nor is a side charged for a pong while bytes written
+  before its ping are still on their way to it: it is judged by that progress instead.
+  The access line records a stall as the gateway's close (reason ``client read nothing`` or
+  ``upstream read nothing``); a side that did not answer a ping as its own 1006 (reason
+  ``did not answer a ping``).
 
 The gateway closes the upstream's TCP connection as soon as the upstream answers a close frame the
 gateway sent; every closing handshake is bounded by ``close_timeout``.
@@ -45,6 +51,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
+import sys
 from typing import Any
 
 from .._types import Data, Message
@@ -54,6 +63,16 @@ from .frames import FrameScanner, Scanner, close_frame, encode_frame
 from .raw_upstream import RawUpstream
 
 logger = logging.getLogger(__name__)
+
+_OUTQ: int | None
+try:  # Linux: the bytes of a TCP socket its peer has not acknowledged (SIOCOUTQ)
+    from fcntl import ioctl
+    from termios import TIOCOUTQ as _OUTQ
+except ImportError:  # pragma: no cover  (not Linux: the transport's buffer alone)
+    _OUTQ = None
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_ACKED = struct.Struct("=Q")
+_ACKED_AT = 120  # struct tcp_info's tcpi_bytes_acked (Linux 4.1 and later)
 
 EXTENSION = "asgi_ws_gateway.passthrough"
 """The ``scope["extensions"]`` key a server that supports passthrough sets."""
@@ -75,8 +94,9 @@ PING_PAYLOAD = b"asgi-ws-gateway"
 class _Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
-    __slots__ = ("client", "close_sent", "drain_waiter", "heard", "open", "peer", "pending_close", "ping_due",
-                 "scanner", "splice", "stall_due", "transport", "write_paused")  # fmt: skip
+    __slots__ = ("client", "close_sent", "drain_waiter", "dropped", "heard", "open", "peer", "pending_close",
+                 "ping_due", "progress", "scanner", "splice", "stall_due", "stalled", "transport",
+                 "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -92,7 +112,10 @@ class _Side(asyncio.Protocol):
         self.ping_due: asyncio.TimerHandle | None = None  # a keepalive ping is waiting for an answer
         self.write_paused = False  # its transport's write buffer is over the high-water mark: it reads nothing
         self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
-        self.stall_due: asyncio.TimerHandle | None = None  # its writes paused: it is dropped unless they resume
+        self.stall_due: asyncio.TimerHandle | None = None  # bytes wait for it: dropped unless it takes some in
+        self.progress = 0  # what it had taken in at the last look (``taken_in``)
+        self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
+        self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -201,6 +224,38 @@ class _Side(asyncio.Protocol):
         ):
             self.transport.write_eof()
 
+    def undelivered(self) -> int:
+        """Bytes written to this side it has not taken in yet: the transport's buffer and what the
+        kernel holds unacknowledged (Linux SIOCOUTQ); the buffer alone where the kernel's is unknown."""
+        try:
+            queued = self.transport.get_write_buffer_size()
+        except (AttributeError, NotImplementedError):  # a transport that does not tell (asyncio's base class)
+            return 0
+        sock = self._socket()
+        if _OUTQ is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued += int.from_bytes(ioctl(sock.fileno(), _OUTQ, bytes(4)), sys.byteorder)
+        return queued
+
+    def taken_in(self) -> int:
+        """A count that grows as this side takes in what is written to it: the bytes its TCP stack
+        acknowledged (Linux TCP_INFO), or else minus :meth:`undelivered`. The acknowledged count is
+        not masked by new writes: a side still written to (its peer read) shows its progress too."""
+        sock = self._socket()
+        if _TCP_INFO is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACKED_AT + _ACKED.size)
+                if len(info) >= _ACKED_AT + _ACKED.size:
+                    return int(_ACKED.unpack_from(info, _ACKED_AT)[0])
+        return -self.undelivered()
+
+    def _socket(self) -> Any:
+        """The transport's socket; None if it has none or does not say."""
+        try:
+            return self.transport.get_extra_info("socket")
+        except AttributeError:
+            return None
+
     def write_ping(self) -> bool:
         """Send this side a keepalive ping if it is between frames; False if it is not."""
         if not self.open or self.close_sent or self.peer.scanner.mid_frame:
@@ -305,17 +360,25 @@ class Splice:
         if side.heard or (side.open and not side.transport.is_reading()):  # alive, or not read meanwhile
             side.heard = False
             return
-        if side.open and not self._closing:
-            logger.info("passthrough: the %s did not answer a ping in %g s; dropping it", _name(side),
-                        self._ping_timeout)  # fmt: skip
-            side.transport.abort()  # connection_lost follows: the peer is closed as for a vanished side
+        if not side.open or self._closing:
+            return
+        if side.write_paused or side.undelivered():
+            # The ping may still wait behind bytes written before it (MBs, in the kernel's send buffer,
+            # for a client reading 1 MB/s): the side is judged by how they drain, not by its pong.
+            self.writes_stalled(side)
+            return
+        logger.info("passthrough: the %s did not answer a ping in %g s; dropping it", _name(side), self._ping_timeout)
+        side.dropped = "did not answer a ping"
+        side.transport.abort()  # connection_lost follows: the peer is closed as for a vanished side
 
     def writes_stalled(self, side: _Side) -> None:
-        """``side`` stopped reading (the gateway's writes to it paused): give it ``ping_timeout`` to read
-        again. Its peer, unread meanwhile, could not answer a ping: the one to blame is ``side``."""
+        """Bytes wait for ``side`` (the gateway's writes to it paused, or a ping's answer is late behind
+        them): it must take some of them in within every ``ping_timeout``. Its peer, unread meanwhile,
+        could not answer a ping: the one to blame is ``side``."""
         if self._ping_interval is None or self._ping_timeout is None or side.stall_due is not None:
             return
-        side.stall_due = asyncio.get_running_loop().call_later(self._ping_timeout, self._stalled, side)
+        side.progress = side.taken_in()
+        side.stall_due = asyncio.get_running_loop().call_later(self._ping_timeout, self._check_progress, side)
 
     def writes_flowing(self, side: _Side) -> None:
         """``side`` reads again; its peer, read again, is heard from now (its pong may be on its way)."""
@@ -324,12 +387,26 @@ class Splice:
             side.stall_due = None
         side.peer.heard = True
 
-    def _stalled(self, side: _Side) -> None:
+    def _check_progress(self, side: _Side) -> None:
+        """``ping_timeout`` after the last look at ``side``'s progress: a stall is none in that time.
+
+        Not "paused the whole time": a client reading a steady 20 KB/s kept the writes paused for
+        minutes, the transport resuming only once its buffer drains below the low-water mark, which
+        waits for the kernel's send buffer (up to 4 MB) to free space in large gulps."""
         side.stall_due = None
-        if side.open and side.write_paused and not self._closing:
-            logger.info("passthrough: the %s read nothing for %g s (the gateway's writes to it stalled); dropping it",
+        if not side.open or self._closing:
+            return
+        taken = side.taken_in()
+        if taken > side.progress:
+            side.progress = taken
+        elif side.write_paused or side.undelivered():
+            logger.info("passthrough: the %s read nothing for %g s (nothing queued to it was delivered); dropping it",
                         _name(side), self._ping_timeout)  # fmt: skip
+            side.dropped, side.stalled = f"{_name(side)} read nothing", True
             side.transport.abort()  # connection_lost follows: the peer gets a close frame, as for a vanished side
+            return
+        if side.write_paused or side.undelivered():
+            self.writes_stalled(side)  # the next look, ``ping_timeout`` from now
 
     def _stop_timers(self) -> None:
         for side in (self.client, self.upstream):
@@ -484,10 +561,16 @@ class Splice:
         if peer.pending_close is not None and peer.open:
             peer.pending_close = None
             peer.transport.close()  # the frame it was receiving from ``side`` will never end
-        if not self._closing:  # it vanished without a close frame
+        if not self._closing:  # it vanished without a close frame (or the gateway dropped it)
             self._closing = True
-            self.stats.closed_by = "client" if side.client else "upstream"
-            self.stats.close_code, self.stats.close_reason = 1006, ""
+            stats = self.stats
+            if side.stalled:
+                # A stall is the gateway's close, not the side's failure (passive health counts those):
+                # the code the client got, 1006 for a client dropped, 1011 for an upstream.
+                stats.closed_by, stats.close_code = "gateway", 1006 if side.client else 1011
+            else:
+                stats.closed_by, stats.close_code = "client" if side.client else "upstream", 1006
+            stats.close_reason = side.dropped or ""
             if side.client:
                 peer.write_close(1001, "client went away")
                 if peer.open:
