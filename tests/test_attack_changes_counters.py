@@ -23,7 +23,7 @@ from asgi_ws_gateway.state.memory import MemoryState
 from support.clients import connect, expect_status
 from support.configs import build_config
 from support.gateway import ProbedGateway
-from support.redis import SHARED_REDIS, redis_available, unique_prefix
+from support.redis import STORES, unique_prefix
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
@@ -33,15 +33,6 @@ TIGHTEN = {"ip-filter": {"allow": ["127.0.0.0/8"]}}
 DENY_ONE = {"ip-filter": {"deny": ["10.0.0.1"]}}
 CAP = {"limit-concurrency": {"key": "{header.x-tenant}", "max": 2, "lease_ttl": 30}}
 QUOTA = {"quota-by-key": {"key": "{header.x-tenant}", "limit": 3, "period": "month"}}
-
-STORES = [
-    pytest.param({"type": "memory"}, id="memory"),
-    pytest.param(
-        {"type": "redis", "url": SHARED_REDIS},
-        id="redis",
-        marks=pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379"),
-    ),
-]
 
 
 def _config(upstream: UpstreamServer, store: dict[str, Any], *policies: dict[str, Any]) -> dict[str, Any]:

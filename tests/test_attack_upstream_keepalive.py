@@ -26,6 +26,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -122,6 +123,21 @@ async def test_an_upstream_that_reads_nothing_is_dropped_not_the_client_streamin
         assert "closed by gateway with 1011" in await _access_line(caplog)
 
 
+def _streamer(size: int) -> tuple[asyncio.Future[int | None], Callable[[ServerConnection], Awaitable[None]]]:
+    """An upstream handler sending ``size``-byte messages as fast as it may, and the close code it gets
+    (None: no close frame)."""
+    saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def streamer(ws: ServerConnection) -> None:
+        try:
+            while True:
+                await ws.send(b"y" * size)
+        except ConnectionClosed as exc:
+            saw.set_result(exc.rcvd.code if exc.rcvd is not None else None)
+
+    return saw, streamer
+
+
 @pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])
 async def test_a_client_that_reads_nothing_is_dropped_not_the_upstream_streaming_to_it(
     uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, framed: bool
@@ -130,14 +146,7 @@ async def test_a_client_that_reads_nothing_is_dropped_not_the_upstream_streaming
     wait) gets a close frame, 1001 "client went away"; the log blames the client. Before, the
     upstream was dropped as "did not answer a ping" and got no close frame."""
     caplog.set_level(logging.INFO)
-    upstream_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-
-    async def streamer(ws: ServerConnection) -> None:
-        try:
-            while True:
-                await ws.send(b"y" * 60000)
-        except ConnectionClosed as exc:
-            upstream_saw.set_result(exc.rcvd.code if exc.rcvd is not None else None)
+    upstream_saw, streamer = _streamer(60000)
 
     async with serve(streamer, "127.0.0.1", 0, ping_interval=None, compression=None) as upstream:
         port = upstream.sockets[0].getsockname()[1]
@@ -156,14 +165,7 @@ async def test_the_relay_keeps_an_upstream_it_does_not_read_while_the_client_rea
 ) -> None:
     """On the relay, a healthy upstream streaming to a client that pauses reading is not failed for
     pongs the gateway left unread; the client then reads on. Before, it got 1011 "keepalive ping timeout"."""
-    upstream_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-
-    async def streamer(ws: ServerConnection) -> None:
-        try:
-            while True:
-                await ws.send(b"y" * 60000)
-        except ConnectionClosed as exc:
-            upstream_saw.set_result(exc.rcvd.code if exc.rcvd is not None else None)
+    upstream_saw, streamer = _streamer(60000)
 
     async with serve(streamer, "127.0.0.1", 0, ping_interval=None, compression=None) as upstream:
         port = upstream.sockets[0].getsockname()[1]
@@ -252,14 +254,7 @@ async def test_a_client_reading_slowly_but_steadily_is_not_dropped(
     writes stayed paused while the kernel's send buffer drained), before that as "did not answer a
     ping" (the ping behind MBs queued to it)."""
     caplog.set_level(logging.INFO)
-    upstream_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-
-    async def streamer(ws: ServerConnection) -> None:
-        try:
-            while True:
-                await ws.send(b"y" * 1024)
-        except ConnectionClosed as exc:
-            upstream_saw.set_result(exc.rcvd.code if exc.rcvd is not None else None)
+    upstream_saw, streamer = _streamer(1024)
 
     async with serve(streamer, "127.0.0.1", 0, ping_interval=None, compression=None) as upstream:
         port = upstream.sockets[0].getsockname()[1]

@@ -17,22 +17,13 @@ from websockets.exceptions import InvalidStatus
 from support.clients import connect, expect_status
 from support.configs import build_config
 from support.gateway import ProbedGateway
-from support.redis import SHARED_REDIS, redis_available, unique_prefix
+from support.redis import STORES, unique_prefix
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
 TENANT = {"X-Tenant": "acme"}
 LEASE_TTL = 1
 """Seconds: the shortest ``lease_ttl`` the configuration takes."""
-
-STORES = [
-    pytest.param({"type": "memory"}, id="memory"),
-    pytest.param(
-        {"type": "redis", "url": SHARED_REDIS},
-        id="redis",
-        marks=pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379"),
-    ),
-]
 
 
 def _config(upstream: UpstreamServer, store: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,20 @@ import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 
+import pytest
 from redis.asyncio import Redis
 
 from asgi_ws_gateway.state.redis import RedisState
 
-__all__ = ["SHARED_REDIS", "DelayingProxy", "RedisServer", "redis_available", "redis_state", "unique_prefix"]
+__all__ = [
+    "SHARED_REDIS",
+    "STORES",
+    "DelayingProxy",
+    "RedisServer",
+    "redis_available",
+    "redis_state",
+    "unique_prefix",
+]
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -201,3 +210,15 @@ class DelayingProxy:
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 loop.call_soon_threadsafe(stop.set)
         self._thread.join(10)
+
+
+STORES = [
+    pytest.param({"type": "memory"}, id="memory"),
+    pytest.param(
+        {"type": "redis", "url": SHARED_REDIS},
+        id="redis",
+        marks=pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379"),
+    ),
+]
+"""The limit stores as a ``store`` parameter: the memory store, and the shared Redis when it answers (give
+each test's Redis store a ``prefix`` of its own: :func:`unique_prefix`)."""
