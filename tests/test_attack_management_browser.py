@@ -111,6 +111,15 @@ async def test_ip_addresses_and_localhost_are_answered(managed: Managed) -> None
             assert answered.status_code == 200, (host, answered.text)
 
 
+async def test_an_address_with_a_zone_id_is_no_address(managed: Managed) -> None:
+    """``ipaddress`` takes any text after an IPv6 address's '%': a Host of ``[fe80::1%25anything]`` was
+    answered as an IP address, whatever the text."""
+    async with managed.http() as admin:
+        for host in (f"[fe80::1%25evil.example]:{_port(managed)}", "[::1%25x]"):
+            answered = await admin.get("apis", headers={**REBOUND, "Host": host})
+            assert answered.status_code in (400, 421), (host, answered.text)
+
+
 @pytest.mark.parametrize(("allowed", "host", "status"), [
     (["gw.example"], "gw.example", 200),
     (["*.example"], "gw.example", 200),

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config.hosts import Host, host_matches, parse_host
 from ..config.problems import shorten
-from ..forwarded import parse_ip
+from ..forwarded import parse_reported_ip
 from ..redact import printable
 from .errors import BadRequest, Forbidden, ManagementError, MisdirectedRequest, UnsupportedMediaType, problem
 from .head import has_body
@@ -114,7 +114,8 @@ class HostCheck:
             name = None
         if not name or parts.path or parts.query or parts.fragment or parts.username is not None:
             return BadRequest("the Host header is not host[:port]")
-        if name == "localhost" or name.endswith(".localhost") or parse_ip(name) is not None:
+        # An address a client writes: one with a zone id (any text after its '%') is no address here.
+        if name == "localhost" or name.endswith(".localhost") or parse_reported_ip(name) is not None:
             return None
         if host_matches(self.allowed, name, port):
             return None
