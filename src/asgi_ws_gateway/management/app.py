@@ -37,10 +37,11 @@ from .disclosure import public_document
 from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, problem
 from .forgery import HostCheck, check_not_forged
 from .head import check_head, content_length, has_body
+from .live_connections import DEFAULT_LISTED, MAX_LISTED
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
-from .service import DEFAULT_LISTED, MAX_LISTED, Manager
+from .service import Manager
 
 logger = logging.getLogger(__name__)
 

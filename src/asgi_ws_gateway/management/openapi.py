@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from ..config.apis import ApiConfig
-from .service import DEFAULT_LISTED, MAX_LISTED
+from .live_connections import DEFAULT_LISTED, MAX_LISTED
 from .subscriptions import Product, SubscriptionRequest, SubscriptionResource
 
 _REF = "#/components/schemas/{model}"

@@ -14,16 +14,13 @@ and a change decided on the state it replaced is refused with 503.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
-import heapq
 import hmac
 import json
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config.apis import ApiConfig
@@ -34,11 +31,11 @@ from ..loading import REFUSED, Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
 from ..policies.build import check_policies
 from ..redact import printable
-from ..relay.close_codes import wire_code
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
 from .disclosure import redacted_values
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, StateWentBack, Unavailable
+from .live_connections import DEFAULT_LISTED, Listed, LiveConnections
 from .overlay import (
     DRAIN_HISTORY,
     Drain,
@@ -54,10 +51,6 @@ from .store import MemoryStore, StateStore
 from .upstream_hosts import operator_hosts, secret_host_problems
 from .watch import Watch
 
-DEFAULT_LISTED = 1000
-"""Open connections ``GET /connections`` lists when it is not given a ``limit``."""
-MAX_LISTED = 10_000
-"""The most it lists at once."""
 DRAIN_REMEMBERED = 4 * DRAIN_HISTORY
 """Drains a worker remembers as done (by epoch and revision), so that a state back from a restore does not close
 again what its revisions asked to close when they were new."""
@@ -94,7 +87,8 @@ class Manager:
         sample_window: seconds of samples each worker keeps (default 900: 15 minutes).
 
     ``watch`` (:class:`~.watch.Watch`) is what the live console reads: the counters' series and
-    the recent refusals of every worker.
+    the recent refusals of every worker. ``live`` (:class:`~.live_connections.LiveConnections`) lists,
+    sends to and closes the open connections of every worker.
     """
 
     def __init__(
@@ -121,12 +115,12 @@ class Manager:
         self.store: StateStore = store or MemoryStore()
         self.bus: Bus = bus or LocalBus()
         self.watch = Watch(gateway, self.bus, interval=sample_interval, window=sample_window)
+        self.live = LiveConnections(gateway, self.bus)
         self.poll_interval = poll_interval
         self.overlay = Overlay()
         self.started = False
         self._apply_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[Any]] = set()
         self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._etag_key = b""  # the store's, read at start
@@ -260,18 +254,7 @@ class Manager:
             logger.info("management revision %d: draining %d connection(s) with %d", revision, len(chosen),
                         config.drain_close_code)  # fmt: skip
         for connection_id, reason in chosen:
-            self._in_background(self.gateway.close_connection(connection_id, config.drain_close_code, reason))
-
-    def _in_background(self, closing: Coroutine[Any, Any, bool]) -> asyncio.Task[bool]:
-        task = asyncio.create_task(closing)
-        self._closing.add(task)
-        task.add_done_callback(self._closed)
-        return task
-
-    def _closed(self, task: asyncio.Task[bool]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled() and (failure := task.exception()) is not None:  # retrieved: no "never retrieved"
-            logger.warning("management: closing a connection failed: %r", failure)
+            self.live.start_closing(connection_id, config.drain_close_code, reason)
 
     async def _stored_version(self) -> tuple[str, int, str]:
         """The store's epoch, revision and save token (``""`` where the store has none)."""
@@ -541,42 +524,19 @@ class Manager:
         revoked = Drain(subscriptions=(sid,)) if drain else None
         await self._change(lambda o: subs.remove_subscription(o, sid, self.base).draining(revoked))
 
-    # -- live connections (every worker) --------------------------------------------------------
+    # -- live connections (every worker): see :class:`~.live_connections.LiveConnections` ----------
 
     async def connections(self, api: str | None = None, limit: int = DEFAULT_LISTED) -> Listed:
-        """The ``limit`` oldest open connections over every worker, and how many are open in all.
-
-        Each worker sends at most ``limit`` (through Redis in the shared mode): a gateway holding
-        100,000 connections answers a listing, or the live console's poll, with a page, not megabytes.
-        """
-        answers = await self.bus.gather({"op": "list", "api": api, "limit": limit})
-        found = [c for reply in answers.replies for c in reply.get("connections", [])]
-        total = sum(int(reply.get("total", len(reply.get("connections", [])))) for reply in answers.replies)
-        oldest = heapq.nsmallest(limit, found, key=lambda c: c["opened_at"])
-        return Listed(oldest, total, len(answers.replies), answers.expected)
+        """The ``limit`` oldest open connections over every worker, and how many are open in all."""
+        return await self.live.connections(api, limit)
 
     async def send(self, connection_id: str, data: str | bytes) -> str:
         """Send to the connection's client on whichever worker holds it; returns that worker's id."""
-        payload = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
-        return await self._command({"op": "send", "id": connection_id, **payload})
+        return await self.live.send(connection_id, data)
 
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
         """Close the connection on whichever worker holds it; returns that worker's id."""
-        if wire_code(code) != code or code == 1005:
-            raise Invalid("invalid close code", [f"code: {code} may not be sent in a close frame"])
-        if len(reason.encode()) > 123:
-            raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
-        return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
-
-    async def _command(self, command: Command) -> str:
-        """Run a command on the worker holding the connection; returns that worker's id."""
-        answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
-        reply = next((r for r in answers.replies if r.get("found")), None)
-        if reply is None:
-            raise NotFound(f"no open connection '{command['id']}'")
-        if not reply.get("done"):
-            raise Conflict(f"connection '{command['id']}' is closing")
-        return str(reply.get("worker", self.bus.worker))
+        return await self.live.kick(connection_id, code, reason)
 
     async def _on_command(self, command: Command) -> Command | None:
         op = command.get("op")
@@ -585,38 +545,7 @@ class Manager:
             return {"revision": self.overlay.revision}
         if op in ("series", "refusals"):
             return await self.watch.answer(command)
-        if op == "list":
-            api, limit = command.get("api"), command.get("limit")
-            held = [c for c in self.gateway.connections() if api is None or c.api == api]
-            total = len(held)
-            if isinstance(limit, int) and total > limit:
-                held = heapq.nsmallest(limit, held, key=lambda c: c.opened_at)
-            return {"connections": [_describe(c, self.bus.worker) for c in held], "total": total}
-        connection_id = command.get("id")
-        if not any(c.id == connection_id for c in self.gateway.connections()):
-            return {"found": False}
-        if op == "send":
-            text = command.get("text")
-            data = text if isinstance(text, str) else base64.b64decode(command.get("binary", ""))
-            return {"found": True, "done": await self.gateway.send_to_connection(str(connection_id), data)}
-        if op == "close":
-            # The closing handshake may take the upstream's close_timeout: answer once it started.
-            closing = self._in_background(
-                self.gateway.close_connection(str(connection_id), int(command["code"]), str(command["reason"]))
-            )
-            await asyncio.wait({closing}, timeout=0.5)
-            return {"found": True, "done": True}
-        return None
-
-
-@dataclass(frozen=True)
-class Listed:
-    """A page of open connections over every worker: the oldest ``found``, ``total`` open in all."""
-
-    found: list[dict[str, Any]]
-    total: int
-    answered: int
-    expected: int
+        return await self.live.answer(command)
 
 
 def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
@@ -660,23 +589,4 @@ def _names(base: GatewayConfig, overlay: Overlay) -> set[str]:
     return names | {name for name, doc in overlay.apis.items() if doc is not None}
 
 
-def _describe(connection: Any, worker: str) -> dict[str, Any]:
-    stats = connection.stats
-    return {
-        "id": connection.id,
-        "api": connection.api,
-        "client": connection.client,
-        "peer": getattr(connection, "peer", connection.client),
-        "subject": connection.subject,
-        "subscription": connection.subscription,
-        "opened_at": connection.opened_at,
-        "messages_in": stats.messages_in,
-        "bytes_in": stats.bytes_in,
-        "messages_out": stats.messages_out,
-        "bytes_out": stats.bytes_out,
-        "backend": connection.backend,
-        "worker": worker,
-    }
-
-
-__all__ = ["DEFAULT_LISTED", "MAX_LISTED", "MAX_STATE_BYTES", "Listed", "Manager", "etag", "operator_gate"]
+__all__ = ["MAX_STATE_BYTES", "Manager", "etag", "operator_gate"]
