@@ -40,26 +40,26 @@ _ERRORS = {
 }  # fmt: skip
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
-_DRAIN = {
-    "name": "drain",
-    "in": "query",
-    "schema": {"type": "boolean"},
-    "description": "also close the open connections of the changed API on every worker (gracefully, drain_close_code)",
-}
-_REVOKE = {
-    "name": "drain",
-    "in": "query",
-    "schema": {"type": "boolean"},
-    "description": "also close, on every worker, the open connections it admitted (gracefully, drain_close_code); "
+
+
+def _flag(name: str, description: str) -> dict[str, Any]:
+    """A boolean query parameter (``?drain=true``)."""
+    return {"name": name, "in": "query", "schema": {"type": "boolean"}, "description": description}
+
+
+_DRAIN = _flag(
+    "drain", "also close the open connections of the changed API on every worker (gracefully, drain_close_code)"
+)
+_REVOKE = _flag(
+    "drain",
+    "also close, on every worker, the open connections it admitted (gracefully, drain_close_code); "
     "default: they stay open, the revocation applies to the next handshakes",
-}
-_FORCE = {
-    "name": "force",
-    "in": "query",
-    "schema": {"type": "boolean"},
-    "description": "make the change even if it lets clients without a subscription key into an API that "
-    "needed one (else 409, naming the APIs)",
-}
+)
+_FORCE = _flag(
+    "force",
+    "make the change even if it lets clients without a subscription key into an API that needed one (else 409, "
+    "naming the APIs)",
+)
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
