@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # Gateway + in-process echo/chat upstream + console page on http://127.0.0.1:8000 (no Redis needed).
 run: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[example]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[example]"
 	$(BIN)/python -m example_app
 
 # Installs everything the suite needs (Python packages, Debian's chromium), then lints, type-checks
@@ -19,7 +19,7 @@ run: $(BIN)/python
 test: setup-test lint typecheck pytest
 
 setup-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	./scripts/install-chromium.sh
 	./scripts/install-nginx.sh
 	./scripts/ensure-redis.sh
@@ -54,7 +54,7 @@ bench-quick: setup-bench
 	$(BIN)/python -m bench.soak --quick --out reports/bench-quick/soak.json
 
 setup-bench: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	./scripts/install-nginx.sh
 
 schema: $(BIN)/python
