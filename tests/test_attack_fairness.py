@@ -26,8 +26,9 @@ from asgi_ws_gateway.loop_watch import BYTES_PER_TURN, MESSAGES_PER_TURN
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.passthrough import frames
 from asgi_ws_gateway.passthrough.framed import _FramedSide
-from asgi_ws_gateway.passthrough.splice import _Side
-from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection, _ClientConnection, _ClientProtocol
+from asgi_ws_gateway.passthrough.sides import Side
+from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection
+from asgi_ws_gateway.upstream.websockets_protocol import GatewayClientConnection, _ClientProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
 from support.hostile import Handler
 from support.rawhttp import accept_upstream, ws_frame
@@ -158,9 +159,9 @@ class Scans:
         self.reads: list[int] = []
         self.frames: Counter[int] = Counter()
         self._callback = 0
-        data_received, rule_broken = _Side.data_received, frames.frame_rule_broken
+        data_received, rule_broken = Side.data_received, frames.frame_rule_broken
 
-        def read(side: _Side, data: bytes) -> None:
+        def read(side: Side, data: bytes) -> None:
             self.reads.append(len(data))
             self._callback += 1
             data_received(side, data)
@@ -169,7 +170,7 @@ class Scans:
             self.frames[self._callback] += 1
             return rule_broken(*header)
 
-        monkeypatch.setattr(_Side, "data_received", read)
+        monkeypatch.setattr(Side, "data_received", read)
         monkeypatch.setattr(frames, "frame_rule_broken", scan)
 
     def check(self, smallest_frame: int) -> None:
@@ -239,9 +240,9 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
     it parses in one turn is bounded now (BYTES_PER_TURN), and every message arrives, in order."""
     reads: list[int] = []
     parsed: list[int] = []
-    data_received, receive_data = _ClientConnection.data_received, _ClientProtocol.receive_data
+    data_received, receive_data = GatewayClientConnection.data_received, _ClientProtocol.receive_data
 
-    def read(connection: _ClientConnection, data: bytes) -> None:
+    def read(connection: GatewayClientConnection, data: bytes) -> None:
         reads.append(len(data))
         data_received(connection, data)
 
@@ -249,7 +250,7 @@ async def test_an_upstreams_read_of_many_tiny_frames_is_parsed_a_slice_per_loop_
         parsed.append(len(data))
         receive_data(protocol, data)
 
-    monkeypatch.setattr(_ClientConnection, "data_received", read)
+    monkeypatch.setattr(GatewayClientConnection, "data_received", read)
     monkeypatch.setattr(_ClientProtocol, "receive_data", parse)
     payloads = [b"%d" % i for i in range(MESSAGES)]
 

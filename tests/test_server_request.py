@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol, websocket
-from asgi_ws_gateway.server.websocket import parsed_request, serialised_request
+from asgi_ws_gateway.server import GatewayHTTPProtocol, GatewayWebSocketProtocol, request_head
+from asgi_ws_gateway.server.request_head import parsed_request, serialised_request
 from support.servers import UvicornServer
 from support.tls import make_ca
 
@@ -134,8 +134,8 @@ def test_the_remembered_names_are_bounded() -> None:
         names = [(b"x-%d-%d" % (i, n), b"v") for n in range(100)]
         assert parsed_request(b"GET", b"/", names) is not None
     assert parsed_request(b"GET", b"/", [(b"x-" + b"n" * 100, b"v")]) is not None
-    assert len(websocket._PLAIN_NAMES) <= websocket._PLAIN_NAMES_LIMIT
-    assert b"x-" + b"n" * 100 not in websocket._PLAIN_NAMES  # long names are checked every time
+    assert len(request_head._PLAIN_NAMES) <= request_head._PLAIN_NAMES_LIMIT
+    assert b"x-" + b"n" * 100 not in request_head._PLAIN_NAMES  # long names are checked every time
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])

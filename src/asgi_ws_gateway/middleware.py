@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import log_redaction, redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .config.apis import ApiConfig, UpstreamConfig
+from .admission import AdmissionChecks, Api, draining_refusal
 from .config.checks import config_warnings
 from .config.gateway import GatewayConfig
 from .config.products import ProductConfig, SubscriptionConfig
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, process_capacity
-from .handshake.context import HandshakeContext, RequestView, Subscription
+from .handshake.context import HandshakeContext, RequestView
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
 from .handshake.host_header import check_host
@@ -31,21 +31,16 @@ from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, Splice
 from .policies.build import GatewayPolicies, load_policies
-from .policies.products import expiry
 from .relay.close_codes import SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
 from .routing import Router, route_target
 from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import Store
-from .telemetry import ConnectionTrace, Telemetry, TracedConnector
+from .telemetry import ConnectionTrace, Telemetry
 from .telemetry.values import client_text
-from .upstream.balancing import Backend, BackendPool
 from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
-from .upstream.inprocess import InProcessConnector
-from .upstream.tls import UpstreamTls
-from .upstream.websockets_client import WebSocketsConnector
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -53,41 +48,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
-
-
-class _Api:
-    """An API's configuration with what is derived from it once, when the configuration is applied."""
-
-    pool: BackendPool
-
-    def __init__(
-        self, config: ApiConfig, previous: _Api | None = None, products: tuple[ProductConfig, ...] = ()
-    ) -> None:
-        self.config = config
-        self.products = products  # the products that name it: their policies and keys admit its clients
-        known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
-        backends = []
-        self.traced: list[TracedConnector] = []
-        for i, upstream in enumerate(config.upstreams):
-            connector = _connector(config, upstream)
-            self.traced.append(connector)
-            backend = known.get(upstream.label)
-            if backend is None:
-                backend = Backend(label=upstream.label, connector=connector, index=i)
-            else:  # the same object: open connections count down what new ones count up
-                backend.connector, backend.index = connector, i
-            backends.append(backend)
-        self.pool = BackendPool(config, backends)
-        # Passthrough opens the upstream itself: it needs every upstream on the network.
-        self.can_splice = config.passthrough is not False and all(u.kind != "asgi" for u in config.upstreams)
-        self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
-        # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
-        self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
-        self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
-
-    def admits_as(self, other: _Api) -> bool:
-        """Whether ``other`` (a later configuration's) admits clients under the same settings."""
-        return other is self or (other.config == self.config and other.products == self.products)
 
 
 _UNGUARDED_SERVER = (
@@ -100,12 +60,7 @@ _UNGUARDED_SERVER = (
 """Logged once, at the first handshake served without the gateway's WebSocket protocol."""
 
 
-def _connector(api: ApiConfig, upstream: UpstreamConfig) -> TracedConnector:
-    kind = InProcessConnector if upstream.kind == "asgi" else WebSocketsConnector
-    return TracedConnector(kind(api, upstream), api.name, upstream)  # a pass-through unless telemetry is on
-
-
-class WebSocketGateway:
+class WebSocketGateway(AdmissionChecks):
     """Proxies the WebSocket APIs of a configuration; every other scope goes to ``app`` untouched.
 
     Args:
@@ -155,7 +110,7 @@ class WebSocketGateway:
         self._draining = False
         self._server_checked = False  # whether the first handshake told if the server runs the gateway's protocol
         self._loop_watch = LoopWatch()  # a WARNING when something blocks the event loop (from start-up)
-        self._apis: dict[str, _Api] = {}
+        self._apis: dict[str, Api] = {}
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(policies)
@@ -190,7 +145,7 @@ class WebSocketGateway:
         for product in config.products:
             for name in product.apis:
                 products[name] = (*products.get(name, ()), product)
-        self._apis = {api.name: _Api(api, self._apis.get(api.name), products.get(api.name, ())) for api in config.apis}
+        self._apis = {api.name: Api(api, self._apis.get(api.name), products.get(api.name, ())) for api in config.apis}
         self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
@@ -305,7 +260,7 @@ class WebSocketGateway:
             return
         await self.app(scope, receive, send)
 
-    def _resolve(self, scope: Scope) -> tuple[tuple[_Api, dict[str, str]] | None, bool]:
+    def _resolve(self, scope: Scope) -> tuple[tuple[Api, dict[str, str]] | None, bool]:
         """The API owning a WebSocket ``scope``'s path and its parameters, and whether the path is
         disguised: an API's only once decoded further than the gateway routes (refused with 400)."""
         path, raw_path = scope["path"], scope.get("raw_path")
@@ -319,7 +274,7 @@ class WebSocketGateway:
                     return resolved, disguised
         return self._resolve_path(path, raw_path)
 
-    def _resolve_path(self, path: str, raw_path: bytes | None) -> tuple[tuple[_Api, dict[str, str]] | None, bool]:
+    def _resolve_path(self, path: str, raw_path: bytes | None) -> tuple[tuple[Api, dict[str, str]] | None, bool]:
         resolved = self._router.resolve(path, raw_path)
         if resolved is None and raw_path is not None:
             # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, an API's
@@ -371,7 +326,7 @@ class WebSocketGateway:
         return wrapped
 
     async def _handle(
-        self, api: _Api, params: dict[str, str], scope: Scope, receive: Receive, send: Send, *, disguised: bool = False
+        self, api: Api, params: dict[str, str], scope: Scope, receive: Receive, send: Send, *, disguised: bool = False
     ) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -393,7 +348,7 @@ class WebSocketGateway:
         relay: RelayHandle
         try:
             if self._draining:
-                raise _draining_refusal()
+                raise draining_refusal()
             check_capacity(self._in_flight, self._capacity)
             check_header_limits(headers, _target(scope), limits)
             if limits.headers_with_underscores == "reject":
@@ -451,7 +406,7 @@ class WebSocketGateway:
                     await upstream.close(1011, "gateway error")
             await handshake.release()
             if _stopped_by_shutdown(exc):  # the server shuts down: refused as a drain refuses
-                exc = _draining_refusal()
+                exc = draining_refusal()
             elif not isinstance(exc, Exception):
                 trace.abandoned("cancelled")
                 raise
@@ -512,35 +467,8 @@ class WebSocketGateway:
             trial.ended(relay.stats)  # how it ended (the upstream's failure soon after its 101?)
             await handshake.release()
 
-    def _check_still_admitted(self, api: _Api, subscription: Subscription | None) -> None:
-        """The configuration changed while a handshake of ``api`` ran: it is accepted only if the
-        configuration in force now admits it as the one it started under did (the API, its products,
-        its subscription unchanged); else 503 and the client's retry meets the new configuration. A
-        change acknowledged to its operator thus never lets a connection open under the old settings
-        (a replaced upstream, a revoked key), and a drain never misses a handshake that was in flight."""
-        if self._draining:
-            raise _draining_refusal()
-        current = self._apis.get(api.config.name)
-        if current is None or not api.admits_as(current) or not self._still_subscribed(subscription):
-            raise HandshakeDenied(
-                503, "the API's configuration changed during the handshake; retry",
-                headers=[(b"retry-after", b"1")], reason="config_changed",
-            )  # fmt: skip
-
-    def _still_subscribed(self, admitted: Subscription | None) -> bool:
-        if admitted is None:
-            return True
-        now = self._subscriptions.get(admitted.id)
-        return (
-            now is not None
-            and now.state == "active"
-            and now.product == admitted.product
-            and now.key_sha256 == admitted.key_sha256
-            and expiry(now) == admitted.expires_at
-        )
-
     @staticmethod
-    def _spliceable(api: _Api, scope: Scope) -> bool:
+    def _spliceable(api: Api, scope: Scope) -> bool:
         """The server offers passthrough; once per API, a warning when ``passthrough: true`` asked for it."""
         if EXTENSION in scope.get("extensions", {}):
             return True
@@ -555,7 +483,7 @@ class WebSocketGateway:
 
     def _relay(
         self,
-        api: _Api,
+        api: Api,
         message_policies: MessagePolicySet | None,
         handshake: HandshakeContext,
         receive: Receive,
@@ -568,7 +496,7 @@ class WebSocketGateway:
                      policies=message_policies, handshake=handshake)  # fmt: skip
 
     async def _deny(
-        self, api: _Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None, *,
+        self, api: Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None, *,
         access_logged: bool = False,
     ) -> None:  # fmt: skip
         # A 5xx is a failure on this side (warning); the client gets its detail only in development.
@@ -595,10 +523,6 @@ class WebSocketGateway:
                           policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
-
-
-def _draining_refusal() -> HandshakeDenied:
-    return HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")], reason="draining")
 
 
 def _stopped_by_shutdown(exc: BaseException) -> bool:

@@ -41,7 +41,8 @@ from ..relay.stats import RelayStats
 from .assembler import Event, MessageAssembler
 from .frames import encode_frame
 from .raw_upstream import RawUpstream
-from .splice import Splice, _Side
+from .sides import Side
+from .splice import Splice
 
 if TYPE_CHECKING:
     from ..handshake.context import HandshakeContext
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"]
 
 
-class _FramedSide(_Side):
+class _FramedSide(Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
     __slots__ = ("frames", "held", "process", "relay", "task", "unchecked")
@@ -244,7 +245,7 @@ class FramedRelay(Splice):
         self.upstream.transport.write(encode_frame(opcode, payload, mask=True))
         return True
 
-    def policy_close(self, side: _Side, close: CloseConnection) -> None:
+    def policy_close(self, side: Side, close: CloseConnection) -> None:
         """A policy closes: the message's sender gets its code, the other side ``peer_code``."""
         if side.client:
             self._gateway_close(close.code, close.detail, close.peer_code, close.peer_reason)

@@ -51,28 +51,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import struct
-import sys
-from typing import Any
 
 from .._types import Data, Message
-from ..relay.close_codes import wire_code, wire_reason
 from ..relay.stats import RelayStats
-from .frames import FrameScanner, Scanner, close_frame, encode_frame
+from .frames import FrameScanner, encode_frame
 from .raw_upstream import RawUpstream
+from .sides import PING_PAYLOAD, Side
 
 logger = logging.getLogger(__name__)
-
-_OUTQ: int | None
-try:  # Linux: the bytes of a TCP socket its peer has not acknowledged (SIOCOUTQ)
-    from fcntl import ioctl
-    from termios import TIOCOUTQ as _OUTQ
-except ImportError:  # pragma: no cover  (not Linux: the transport's buffer alone)
-    _OUTQ = None
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_ACKED = struct.Struct("=Q")
-_ACKED_AT = 120  # struct tcp_info's tcpi_bytes_acked (Linux 4.1 and later)
 
 EXTENSION = "asgi_ws_gateway.passthrough"
 """The ``scope["extensions"]`` key a server that supports passthrough sets."""
@@ -84,184 +70,6 @@ reads from this client (it inflates no more of a compressed one), when smaller t
 CLOSE_TIMEOUT = "asgi_ws_gateway.close_timeout"
 """A key of such a ``websocket.accept``: seconds the server waits for the client's close frame after
 sending its own before it closes the connection (uvicorn's protocol waits 10 s, whatever the API says)."""
-
-
-_PING = 0x9
-PING_PAYLOAD = b"asgi-ws-gateway"
-"""The payload of the gateway's keepalive pings; the pongs that carry it back are not forwarded."""
-
-
-class _Side(asyncio.Protocol):
-    """One leg of the splice: its transport, and what it sent."""
-
-    __slots__ = ("client", "close_sent", "drain_waiter", "dropped", "heard", "open", "peer", "pending_close",
-                 "ping_due", "progress", "scanner", "splice", "stall_due", "stalled", "transport",
-                 "write_paused")  # fmt: skip
-
-    transport: asyncio.Transport
-
-    def __init__(self, splice: Splice, scanner: Scanner, *, client: bool) -> None:
-        self.splice = splice
-        self.scanner = scanner
-        self.client = client
-        self.peer: _Side
-        self.open = True  # its TCP connection is up
-        self.close_sent = False  # the gateway sent this side a close frame of its own
-        self.pending_close: bytes | None = None  # that close frame, waiting for the frame in flight to end
-        self.heard = False  # it sent something since the last keepalive round
-        self.ping_due: asyncio.TimerHandle | None = None  # a keepalive ping is waiting for an answer
-        self.write_paused = False  # its transport's write buffer is over the high-water mark: it reads nothing
-        self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
-        self.stall_due: asyncio.TimerHandle | None = None  # bytes wait for it: dropped unless it takes some in
-        self.progress = 0  # what it had taken in at the last look (``taken_in``)
-        self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
-        self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.heard = True
-        scanner = self.scanner
-        out = scanner.feed(data)
-        if out and self.peer.open:
-            self.peer.transport.write(out)
-        if scanner.interrupted:
-            self.splice.after_frame(self)
-
-    def defer_rest(self) -> None:
-        """Scan the rest of a large read in the next loop turn, reading no more meanwhile (one callback
-        scanning 37,000 tiny frames held every other connection of the worker ~70 ms)."""
-        if self.open and not self.transport.is_closing():
-            self.transport.pause_reading()
-            asyncio.get_running_loop().call_soon(self._scan_rest)
-
-    def _scan_rest(self) -> None:
-        scanner = self.scanner
-        if not self.open or not scanner.unscanned:
-            return  # lost meanwhile (as what a paused side's kernel buffer holds), or scanned already
-        scanner.unscanned = False
-        self.data_received(b"")  # the next slice (the scanner holds back the rest again, if any)
-        if not scanner.unscanned and not self.peer.write_paused and not self.transport.is_closing():
-            self.transport.resume_reading()  # unless its peer reads nothing (backpressure)
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # Gone, nothing waits on its writes: a peer that resumes reading once they drain (a deferred
-        # scan, the frame relay's next turn) is read out. Left set, a client that vanished while its
-        # upstream flooded it kept the upstream unread for good, and the upstream, blocked in its
-        # send, never took the gateway's 1001.
-        self.open = self.write_paused = False
-        self._wake()
-        self.splice.lost(self)
-
-    def pause_writing(self) -> None:
-        # It reads nothing: the peer's data waits (backpressure), and so do the pongs its pings ask for.
-        self.write_paused = self.scanner.hold_pings = True
-        self.peer.transport.pause_reading()
-        self.splice.writes_stalled(self)
-
-    def resume_writing(self) -> None:
-        self.write_paused = self.scanner.hold_pings = False
-        self.splice.writes_flowing(self)
-        self.release_ping()
-        self._wake()
-        if self.peer.open:
-            self.peer.transport.resume_reading()
-
-    async def drained(self) -> None:
-        """Return once this side reads again (the gateway's writes to it resumed) or is gone."""
-        while self.write_paused and self.open:
-            if self.drain_waiter is None:
-                self.drain_waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self.drain_waiter)  # a cancelled caller leaves the future to the others
-
-    def _wake(self) -> None:
-        waiter, self.drain_waiter = self.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def release_ping(self) -> None:
-        """Forward the ping held while this side read nothing, once it reads again and is between frames."""
-        scanner = self.scanner
-        if scanner.held_ping is None or scanner.hold_pings or scanner.mid_frame:
-            return
-        ping, scanner.held_ping = scanner.held_ping, None
-        peer = self.peer
-        stopped = scanner.halted or scanner.close is not None or scanner.too_big or scanner.error is not None
-        if peer.open and not peer.close_sent and not stopped:  # nothing goes after a close frame
-            peer.transport.write(ping)
-
-    def write_close(self, code: int, reason: str) -> None:
-        """Send this side a close frame of the gateway's, once the frame it is receiving (if any) ends."""
-        if not self.open or self.close_sent:
-            return
-        self.close_sent = True
-        frame = close_frame(wire_code(code), wire_reason(reason), mask=not self.client)
-        source = self.peer.scanner
-        source.halt()  # nothing after the frame in flight reaches this side
-        if source.sealed:
-            self.transport.write(frame)
-            self.end_if_refused()
-        elif self.peer.open:
-            self.pending_close = frame  # written when the peer's data_received finishes the frame
-        else:
-            self.transport.close()  # the rest of the frame will never come: a close frame would land inside it
-
-    def end_if_refused(self) -> None:
-        """Half-close a side the gateway refused (an oversize or bad frame) once its close frame is out:
-        its frames are no longer read, so its answer cannot be seen, and its TCP close ends it. (Closing
-        the socket on its next read reset a client still sending, which then lost the close frame.)"""
-        scanner = self.scanner
-        if (
-            (scanner.too_big or scanner.error is not None)
-            and self.close_sent
-            and self.pending_close is None
-            and self.open
-            and self.transport.can_write_eof()
-        ):
-            self.transport.write_eof()
-
-    def undelivered(self) -> int:
-        """Bytes written to this side it has not taken in yet: the transport's buffer and what the
-        kernel holds unacknowledged (Linux SIOCOUTQ); the buffer alone where the kernel's is unknown."""
-        try:
-            queued = self.transport.get_write_buffer_size()
-        except (AttributeError, NotImplementedError):  # a transport that does not tell (asyncio's base class)
-            return 0
-        sock = self._socket()
-        if _OUTQ is not None and sock is not None:
-            with contextlib.suppress(OSError, ValueError):
-                queued += int.from_bytes(ioctl(sock.fileno(), _OUTQ, bytes(4)), sys.byteorder)
-        return queued
-
-    def taken_in(self) -> int:
-        """A count that grows as this side takes in what is written to it: the bytes its TCP stack
-        acknowledged (Linux TCP_INFO), or else minus :meth:`undelivered`. The acknowledged count is
-        not masked by new writes: a side still written to (its peer read) shows its progress too."""
-        sock = self._socket()
-        if _TCP_INFO is not None and sock is not None:
-            with contextlib.suppress(OSError, ValueError):
-                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACKED_AT + _ACKED.size)
-                if len(info) >= _ACKED_AT + _ACKED.size:
-                    return int(_ACKED.unpack_from(info, _ACKED_AT)[0])
-        return -self.undelivered()
-
-    def _socket(self) -> Any:
-        """The transport's socket; None if it has none or does not say."""
-        try:
-            return self.transport.get_extra_info("socket")
-        except AttributeError:
-            return None
-
-    def write_ping(self) -> bool:
-        """Send this side a keepalive ping if it is between frames; False if it is not."""
-        if not self.open or self.close_sent or self.peer.scanner.mid_frame:
-            return False
-        self.transport.write(encode_frame(_PING, PING_PAYLOAD, mask=not self.client))
-        return True
 
 
 class Splice:
@@ -302,12 +110,12 @@ class Splice:
         if ping_interval is not None:
             self.client.scanner.pong = self.upstream.scanner.pong = PING_PAYLOAD
 
-    def _sides(self, max_message_size: int) -> tuple[_Side, _Side]:
+    def _sides(self, max_message_size: int) -> tuple[Side, Side]:
         """The client's side and the upstream's."""
         extensions = self._upstream_raw.extensions
         scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size, extensions=extensions)
         scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size, extensions=extensions)
-        return _Side(self, scan_in, client=True), _Side(self, scan_out, client=False)
+        return Side(self, scan_in, client=True), Side(self, scan_out, client=False)
 
     def accept_message(self) -> Message:
         """The ASGI message that completes the client's handshake and hands its transport over."""
@@ -355,7 +163,7 @@ class Splice:
         assert self._ping_interval is not None
         self._keepalive_timer = loop.call_later(self._ping_interval, self._keepalive)
 
-    def _ping_expired(self, side: _Side) -> None:
+    def _ping_expired(self, side: Side) -> None:
         side.ping_due = None
         if side.heard or (side.open and not side.transport.is_reading()):  # alive, or not read meanwhile
             side.heard = False
@@ -371,7 +179,7 @@ class Splice:
         side.dropped = "did not answer a ping"
         side.transport.abort()  # connection_lost follows: the peer is closed as for a vanished side
 
-    def writes_stalled(self, side: _Side) -> None:
+    def writes_stalled(self, side: Side) -> None:
         """Bytes wait for ``side`` (the gateway's writes to it paused, or a ping's answer is late behind
         them): it must take some of them in within every ``ping_timeout``. Its peer, unread meanwhile,
         could not answer a ping: the one to blame is ``side``."""
@@ -380,14 +188,14 @@ class Splice:
         side.progress = side.taken_in()
         side.stall_due = asyncio.get_running_loop().call_later(self._ping_timeout, self._check_progress, side)
 
-    def writes_flowing(self, side: _Side) -> None:
+    def writes_flowing(self, side: Side) -> None:
         """``side`` reads again; its peer, read again, is heard from now (its pong may be on its way)."""
         if side.stall_due is not None:
             side.stall_due.cancel()
             side.stall_due = None
         side.peer.heard = True
 
-    def _check_progress(self, side: _Side) -> None:
+    def _check_progress(self, side: Side) -> None:
         """``ping_timeout`` after the last look at ``side``'s progress: a stall is none in that time.
 
         Not "paused the whole time": a client reading a steady 20 KB/s kept the writes paused for
@@ -473,7 +281,7 @@ class Splice:
         self.upstream.write_close(upstream_code, upstream_reason)
         self._arm_timer()
 
-    def after_frame(self, side: _Side) -> None:
+    def after_frame(self, side: Side) -> None:
         """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway
         closes, or while one of its pings is held, or a read larger than its scanner scans at once)."""
         scanner = side.scanner
@@ -531,7 +339,7 @@ class Splice:
             # close_timeout) still ends the upstream's.
             peer.transport.close()
 
-    def _fail_while_closing(self, side: _Side, code: int, reason: str) -> None:
+    def _fail_while_closing(self, side: Side, code: int, reason: str) -> None:
         """``side`` sent a bad frame after its peer's close frame (instead of its answer), or after the
         gateway's for a vanished peer. _gateway_close does nothing once closing has begun: the side
         waiting for an answer got none, and a client waited close_timeout for its TCP close with no
@@ -556,7 +364,7 @@ class Splice:
         elif client.scanner.close is not None:
             client.transport.close()  # it sent its close frame and has the answer: the server ends it
 
-    def lost(self, side: _Side) -> None:
+    def lost(self, side: Side) -> None:
         peer = side.peer
         if peer.pending_close is not None and peer.open:
             peer.pending_close = None
@@ -597,7 +405,7 @@ class Splice:
                     side.transport.abort()
 
 
-def _name(side: _Side) -> str:
+def _name(side: Side) -> str:
     return "client" if side.client else "upstream"
 
 

@@ -64,33 +64,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from uvicorn._types import ASGIReceiveEvent
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets import http11
-from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader, PayloadTooBig
 from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from .._context import HANDSHAKE
-from ..bounded import remember
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.splice import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE
-from ..redact import redact_path
 from ..relay.close_codes import SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
-from ..upstream.checks import valid_value
 from .head_deadline import HEADER_TIMEOUT_ENV
 from .http import GatewayH11Protocol, GatewayHTTPProtocol
+from .log_lines import ACCEPTED, PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, connection_line_level, logged_path
+from .request_head import parsed_request, serialised_request
 
 SUPPORTED_VERSION = "13"
 SHUTDOWN_REASON = "server shutting down"
@@ -99,19 +94,6 @@ ABORT_MARGIN = 1.0
 """Seconds past ``close_timeout`` after which a connection still open at shutdown is dropped (a
 quarter of uvicorn's ``timeout_graceful_shutdown`` at most)."""
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
-
-
-class _Quiet(logging.LoggerAdapter[logging.Logger]):
-    """websockets' own INFO lines ("connection open", "connection rejected") demoted to DEBUG.
-
-    The protocol logs one line per handshake itself; websockets would add a second one.
-    """
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        super().log(min(level, logging.DEBUG) if level <= logging.INFO else level, msg, *args, **kwargs)
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        return msg, kwargs
 
 
 class _ServerProtocol(HeldPings, ServerProtocol):
@@ -147,8 +129,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
         # The adapters hold nothing of a connection: one each for all of them.
-        self.conn.logger = _QUIET
-        self.logger = _PATH_ONLY if self.logger is _UVICORN_ERROR else _PathOnly(self.logger)  # type: ignore[assignment]
+        self.conn.logger = QUIET
+        self.logger = PATH_ONLY if self.logger is UVICORN_ERROR else PathOnly(self.logger)  # type: ignore[assignment]
 
     # -- the request head --
 
@@ -267,7 +249,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code != 101:  # refused by websockets' own checks, before the app ran
-            path = _logged_path(unquote(event.path.partition("?")[0]))  # decoded: "/Bearer%20abc" is caught
+            path = logged_path(unquote(event.path.partition("?")[0]))  # decoded: "/Bearer%20abc" is caught
             exc = self.conn.handshake_exc  # its message may quote a header's value: name the header only
             what = f"invalid {exc.name} header" if isinstance(exc, InvalidHeader) else type(exc).__name__
             self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code, what)
@@ -372,7 +354,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._fault_logged:
             return
         self._fault_logged = True
-        path = _logged_path(self._path())
+        path = logged_path(self._path())
         self.logger.info('%s - "WebSocket %s" closed with %d: %s', self._client(), path, code, what)
 
     # -- the application's answer --
@@ -413,10 +395,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.disconnected or self.transport.is_closing():
             raise ClientDisconnected()
         # Checked before its level is decided and its arguments built: both cost more than the check.
-        if _UVICORN_ERROR.isEnabledFor(logging.INFO) and _UVICORN_ERROR.isEnabledFor(level := _connection_line_level()):
-            # uvicorn's line, without the query string (as _PathOnly writes it), straight to the logger.
+        if UVICORN_ERROR.isEnabledFor(logging.INFO) and UVICORN_ERROR.isEnabledFor(level := connection_line_level()):
+            # uvicorn's line, without the query string (as PathOnly writes it), straight to the logger.
             scope = self.scope
-            _UVICORN_ERROR.log(level, _ACCEPTED, get_client_addr(scope), _logged_path(scope["path"]))
+            UVICORN_ERROR.log(level, ACCEPTED, get_client_addr(scope), logged_path(scope["path"]))
         response = self.response
         del response.headers["Date"]
         if "Sec-WebSocket-Extensions" in response.headers:
@@ -521,7 +503,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.send_response(response)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.handshake_complete = self.close_sent = True
-        self.logger.info('%s - "WebSocket %s" 503 (server shutting down)', self._client(), _logged_path(self._path()))
+        self.logger.info('%s - "WebSocket %s" 503 (server shutting down)', self._client(), logged_path(self._path()))
 
     async def run_asgi(self) -> None:
         """uvicorn's, but a handshake the shutdown stopped is answered 503 (see :meth:`shutdown`), and a
@@ -567,107 +549,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         return scope["path"] if scope is not None else ""  # uvicorn puts the root path before it
 
-
-def _logged_path(path: str) -> str:
-    """A decoded path for a log line: redacted as a client's free text (the filter's redact_text misses
-    "/token=..."), then percent-encoded again, as uvicorn writes it (no control character gets in)."""
-    return quote(redact_path(path))
-
-
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # websockets.http11's header name (RFC 9110 token)
-_TARGET = re.compile(rb"[\x21-\x7e]+")  # printable ASCII, no space: one request-line field
-_FRAMING = (b"content-length", b"transfer-encoding")
-
-_PLAIN_NAMES: dict[bytes, bool] = {}
-"""Header names :func:`parsed_request` found to be tokens other than the framing headers' (a client's
-few names repeat from one handshake to the next); bounded as the redaction's stores are."""
-_PLAIN_NAMES_LIMIT = 256
-_PLAIN_NAME_LENGTH = 64
-
-
-def serialised_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The request head as uvicorn's HTTP protocol hands it to a WebSocket protocol."""
-    output = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        output += [name, b": ", value, b"\r\n"]
-    output.append(b"\r\n")
-    return b"".join(output)
-
-
-def parsed_request(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
-    """The :class:`Request` websockets' parser makes of :func:`serialised_request`'s bytes, or None.
-
-    None whenever that parser might refuse them or read them otherwise: a line at or over its length
-    limit, too many headers, a method, target, header name or value it would not take as they are,
-    ``Transfer-Encoding`` or ``Content-Length`` (it judges those). The caller then has it parse them.
-    """
-    if len(method) + len(target) + 12 >= http11.MAX_LINE_LENGTH or len(headers) >= http11.MAX_NUM_HEADERS:
-        return None
-    if not ((method == b"GET" or _TOKEN.fullmatch(method)) and _TARGET.fullmatch(target)):
-        return None
-    # Headers() runs MutableMapping.update for no arguments, a sixth of this function's cost: an
-    # instance emptied by its own clear() is the same empty Headers.
-    parsed = Headers.__new__(Headers)
-    parsed.clear()
-    for name, value in headers:
-        # The line websockets reads is "name: value\r\n"; it strips spaces and tabs around the value.
-        if len(name) + len(value) + 4 >= http11.MAX_LINE_LENGTH:
-            return None
-        if name not in _PLAIN_NAMES and not _plain_name(name):
-            return None
-        text = value.strip(b" \t").decode("latin-1")
-        if not valid_value(text):
-            return None
-        parsed.set_insecure(name.decode("ascii"), text)
-    return Request(target.decode("ascii"), parsed, method.decode("ascii"), "HTTP/1.1")
-
-
-def _plain_name(name: bytes) -> bool:
-    """Whether websockets' parser takes a header so named as it is: a token, not a framing header."""
-    if not _TOKEN.fullmatch(name) or name.lower() in _FRAMING:
-        return False
-    if len(name) <= _PLAIN_NAME_LENGTH:
-        remember(_PLAIN_NAMES, name, True, _PLAIN_NAMES_LIMIT)
-    return True
-
-
-class _PathOnly(logging.LoggerAdapter[logging.Logger]):
-    """uvicorn's ``"WebSocket <path?query>"`` lines without the query string (credentials travel there)."""
-
-    @property
-    def level(self) -> int:  # uvicorn reads ``logger.level`` to decide on its TRACE lines
-        return self.logger.level
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if isinstance(msg, str) and msg.startswith('%s - "WebSocket %s"') and len(args) >= 2:
-            args = (args[0], str(args[1]).partition("?")[0], *args[2:])
-            if level == logging.INFO and msg in _CONNECTION_LINES and self.logger.isEnabledFor(level):
-                level = _connection_line_level()
-        super().log(level, msg, *args, **kwargs)
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        return msg, kwargs
-
-
-_UVICORN_ERROR = logging.getLogger("uvicorn.error")
-_ACCEPTED = '%s - "WebSocket %s" [accepted]'
-"""uvicorn's line at accept (``websockets_sansio_impl``), which ``_pass_through`` writes for a splice too."""
-_CONNECTION_LINES = frozenset({_ACCEPTED, '%s - "WebSocket %s" %d', '%s - "WebSocket %s" 403'})
-"""uvicorn's one line per connection: accepted, refused with an HTTP response, closed before accept."""
-
-
-def _connection_line_level() -> int:
-    """INFO, or DEBUG when the gateway writes an access line for the connection being answered.
-
-    The answer (accept or refusal) is sent from the application's task, in which the gateway's
-    handshake is current.
-    """
-    handshake = HANDSHAKE.get()
-    return logging.DEBUG if handshake is not None and handshake.writes_access_line else logging.INFO
-
-
-_QUIET = _Quiet(_UVICORN_ERROR)
-_PATH_ONLY = _PathOnly(_UVICORN_ERROR)
 
 PassthroughWebSocketProtocol = GatewayWebSocketProtocol
 """The former name, kept importable: ``--ws asgi_ws_gateway.server:PassthroughWebSocketProtocol``."""

@@ -1,0 +1,105 @@
+"""What admits a handshake: the APIs as served under a configuration, and the check at accept.
+
+:class:`Api` is an API's configuration with what is derived from it once, when the configuration is
+applied (its backends' pool and connectors, whether it can be spliced, its TLS). A handshake that
+ran while the configuration changed, or a drain began, is accepted only if the configuration now in
+force admits it as the one it started under did (:class:`AdmissionChecks`); else it is refused with
+503, as a drain refuses new handshakes (:func:`draining_refusal`).
+"""
+
+from __future__ import annotations
+
+from .config.apis import ApiConfig, UpstreamConfig
+from .config.products import ProductConfig, SubscriptionConfig
+from .errors import HandshakeDenied
+from .handshake.context import Subscription
+from .log_throttle import OutageLog
+from .policies.products import expiry
+from .telemetry import TracedConnector
+from .upstream.balancing import Backend, BackendPool
+from .upstream.inprocess import InProcessConnector
+from .upstream.tls import UpstreamTls
+from .upstream.websockets_client import WebSocketsConnector
+
+
+class Api:
+    """An API's configuration with what is derived from it once, when the configuration is applied."""
+
+    pool: BackendPool
+
+    def __init__(
+        self, config: ApiConfig, previous: Api | None = None, products: tuple[ProductConfig, ...] = ()
+    ) -> None:
+        self.config = config
+        self.products = products  # the products that name it: their policies and keys admit its clients
+        known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
+        backends = []
+        self.traced: list[TracedConnector] = []
+        for i, upstream in enumerate(config.upstreams):
+            connector = _connector(config, upstream)
+            self.traced.append(connector)
+            backend = known.get(upstream.label)
+            if backend is None:
+                backend = Backend(label=upstream.label, connector=connector, index=i)
+            else:  # the same object: open connections count down what new ones count up
+                backend.connector, backend.index = connector, i
+            backends.append(backend)
+        self.pool = BackendPool(config, backends)
+        # Passthrough opens the upstream itself: it needs every upstream on the network.
+        self.can_splice = config.passthrough is not False and all(u.kind != "asgi" for u in config.upstreams)
+        self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
+        # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
+        self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
+        self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
+
+    def admits_as(self, other: Api) -> bool:
+        """Whether ``other`` (a later configuration's) admits clients under the same settings."""
+        return other is self or (other.config == self.config and other.products == self.products)
+
+
+def _connector(api: ApiConfig, upstream: UpstreamConfig) -> TracedConnector:
+    kind = InProcessConnector if upstream.kind == "asgi" else WebSocketsConnector
+    return TracedConnector(kind(api, upstream), api.name, upstream)  # a pass-through unless telemetry is on
+
+
+class AdmissionChecks:
+    """The check at accept, on the configuration in force: :class:`~asgi_ws_gateway.WebSocketGateway`
+    keeps the APIs, subscriptions and drain state it reads."""
+
+    _draining: bool
+    _apis: dict[str, Api]
+    _subscriptions: dict[str, SubscriptionConfig]
+
+    def _check_still_admitted(self, api: Api, subscription: Subscription | None) -> None:
+        """The configuration changed while a handshake of ``api`` ran: it is accepted only if the
+        configuration in force now admits it as the one it started under did (the API, its products,
+        its subscription unchanged); else 503 and the client's retry meets the new configuration. A
+        change acknowledged to its operator thus never lets a connection open under the old settings
+        (a replaced upstream, a revoked key), and a drain never misses a handshake that was in flight."""
+        if self._draining:
+            raise draining_refusal()
+        current = self._apis.get(api.config.name)
+        if current is None or not api.admits_as(current) or not self._still_subscribed(subscription):
+            raise HandshakeDenied(
+                503, "the API's configuration changed during the handshake; retry",
+                headers=[(b"retry-after", b"1")], reason="config_changed",
+            )  # fmt: skip
+
+    def _still_subscribed(self, admitted: Subscription | None) -> bool:
+        if admitted is None:
+            return True
+        now = self._subscriptions.get(admitted.id)
+        return (
+            now is not None
+            and now.state == "active"
+            and now.product == admitted.product
+            and now.key_sha256 == admitted.key_sha256
+            and expiry(now) == admitted.expires_at
+        )
+
+
+def draining_refusal() -> HandshakeDenied:
+    return HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")], reason="draining")
+
+
+__all__ = ["AdmissionChecks", "Api", "draining_refusal"]

@@ -1,0 +1,212 @@
+"""One side of the splice: the asyncio protocol of the client's or the upstream's TCP connection.
+
+A :class:`Side` copies what its peer's :class:`~asgi_ws_gateway.passthrough.frames.FrameScanner` passes
+to the other side's transport, pauses its peer while its own writes are paused (backpressure), writes
+the gateway's close frames and keepalive pings, and measures what it has taken in (the stall rule).
+What happens next is the :class:`~asgi_ws_gateway.passthrough.splice.Splice`'s to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..relay.close_codes import wire_code, wire_reason
+from .frames import Scanner, close_frame, encode_frame
+
+if TYPE_CHECKING:
+    from .splice import Splice
+
+_OUTQ: int | None
+try:  # Linux: the bytes of a TCP socket its peer has not acknowledged (SIOCOUTQ)
+    from fcntl import ioctl
+    from termios import TIOCOUTQ as _OUTQ
+except ImportError:  # pragma: no cover  (not Linux: the transport's buffer alone)
+    _OUTQ = None
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_ACKED = struct.Struct("=Q")
+_ACKED_AT = 120  # struct tcp_info's tcpi_bytes_acked (Linux 4.1 and later)
+
+_PING = 0x9
+PING_PAYLOAD = b"asgi-ws-gateway"
+"""The payload of the gateway's keepalive pings; the pongs that carry it back are not forwarded."""
+
+
+class Side(asyncio.Protocol):
+    """One leg of the splice: its transport, and what it sent."""
+
+    __slots__ = ("client", "close_sent", "drain_waiter", "dropped", "heard", "open", "peer", "pending_close",
+                 "ping_due", "progress", "scanner", "splice", "stall_due", "stalled", "transport",
+                 "write_paused")  # fmt: skip
+
+    transport: asyncio.Transport
+
+    def __init__(self, splice: Splice, scanner: Scanner, *, client: bool) -> None:
+        self.splice = splice
+        self.scanner = scanner
+        self.client = client
+        self.peer: Side
+        self.open = True  # its TCP connection is up
+        self.close_sent = False  # the gateway sent this side a close frame of its own
+        self.pending_close: bytes | None = None  # that close frame, waiting for the frame in flight to end
+        self.heard = False  # it sent something since the last keepalive round
+        self.ping_due: asyncio.TimerHandle | None = None  # a keepalive ping is waiting for an answer
+        self.write_paused = False  # its transport's write buffer is over the high-water mark: it reads nothing
+        self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
+        self.stall_due: asyncio.TimerHandle | None = None  # bytes wait for it: dropped unless it takes some in
+        self.progress = 0  # what it had taken in at the last look (``taken_in``)
+        self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
+        self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        scanner = self.scanner
+        out = scanner.feed(data)
+        if out and self.peer.open:
+            self.peer.transport.write(out)
+        if scanner.interrupted:
+            self.splice.after_frame(self)
+
+    def defer_rest(self) -> None:
+        """Scan the rest of a large read in the next loop turn, reading no more meanwhile (one callback
+        scanning 37,000 tiny frames held every other connection of the worker ~70 ms)."""
+        if self.open and not self.transport.is_closing():
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._scan_rest)
+
+    def _scan_rest(self) -> None:
+        scanner = self.scanner
+        if not self.open or not scanner.unscanned:
+            return  # lost meanwhile (as what a paused side's kernel buffer holds), or scanned already
+        scanner.unscanned = False
+        self.data_received(b"")  # the next slice (the scanner holds back the rest again, if any)
+        if not scanner.unscanned and not self.peer.write_paused and not self.transport.is_closing():
+            self.transport.resume_reading()  # unless its peer reads nothing (backpressure)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Gone, nothing waits on its writes: a peer that resumes reading once they drain (a deferred
+        # scan, the frame relay's next turn) is read out. Left set, a client that vanished while its
+        # upstream flooded it kept the upstream unread for good, and the upstream, blocked in its
+        # send, never took the gateway's 1001.
+        self.open = self.write_paused = False
+        self._wake()
+        self.splice.lost(self)
+
+    def pause_writing(self) -> None:
+        # It reads nothing: the peer's data waits (backpressure), and so do the pongs its pings ask for.
+        self.write_paused = self.scanner.hold_pings = True
+        self.peer.transport.pause_reading()
+        self.splice.writes_stalled(self)
+
+    def resume_writing(self) -> None:
+        self.write_paused = self.scanner.hold_pings = False
+        self.splice.writes_flowing(self)
+        self.release_ping()
+        self._wake()
+        if self.peer.open:
+            self.peer.transport.resume_reading()
+
+    async def drained(self) -> None:
+        """Return once this side reads again (the gateway's writes to it resumed) or is gone."""
+        while self.write_paused and self.open:
+            if self.drain_waiter is None:
+                self.drain_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.drain_waiter)  # a cancelled caller leaves the future to the others
+
+    def _wake(self) -> None:
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def release_ping(self) -> None:
+        """Forward the ping held while this side read nothing, once it reads again and is between frames."""
+        scanner = self.scanner
+        if scanner.held_ping is None or scanner.hold_pings or scanner.mid_frame:
+            return
+        ping, scanner.held_ping = scanner.held_ping, None
+        peer = self.peer
+        stopped = scanner.halted or scanner.close is not None or scanner.too_big or scanner.error is not None
+        if peer.open and not peer.close_sent and not stopped:  # nothing goes after a close frame
+            peer.transport.write(ping)
+
+    def write_close(self, code: int, reason: str) -> None:
+        """Send this side a close frame of the gateway's, once the frame it is receiving (if any) ends."""
+        if not self.open or self.close_sent:
+            return
+        self.close_sent = True
+        frame = close_frame(wire_code(code), wire_reason(reason), mask=not self.client)
+        source = self.peer.scanner
+        source.halt()  # nothing after the frame in flight reaches this side
+        if source.sealed:
+            self.transport.write(frame)
+            self.end_if_refused()
+        elif self.peer.open:
+            self.pending_close = frame  # written when the peer's data_received finishes the frame
+        else:
+            self.transport.close()  # the rest of the frame will never come: a close frame would land inside it
+
+    def end_if_refused(self) -> None:
+        """Half-close a side the gateway refused (an oversize or bad frame) once its close frame is out:
+        its frames are no longer read, so its answer cannot be seen, and its TCP close ends it. (Closing
+        the socket on its next read reset a client still sending, which then lost the close frame.)"""
+        scanner = self.scanner
+        if (
+            (scanner.too_big or scanner.error is not None)
+            and self.close_sent
+            and self.pending_close is None
+            and self.open
+            and self.transport.can_write_eof()
+        ):
+            self.transport.write_eof()
+
+    def undelivered(self) -> int:
+        """Bytes written to this side it has not taken in yet: the transport's buffer and what the
+        kernel holds unacknowledged (Linux SIOCOUTQ); the buffer alone where the kernel's is unknown."""
+        try:
+            queued = self.transport.get_write_buffer_size()
+        except (AttributeError, NotImplementedError):  # a transport that does not tell (asyncio's base class)
+            return 0
+        sock = self._socket()
+        if _OUTQ is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued += int.from_bytes(ioctl(sock.fileno(), _OUTQ, bytes(4)), sys.byteorder)
+        return queued
+
+    def taken_in(self) -> int:
+        """A count that grows as this side takes in what is written to it: the bytes its TCP stack
+        acknowledged (Linux TCP_INFO), or else minus :meth:`undelivered`. The acknowledged count is
+        not masked by new writes: a side still written to (its peer read) shows its progress too."""
+        sock = self._socket()
+        if _TCP_INFO is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACKED_AT + _ACKED.size)
+                if len(info) >= _ACKED_AT + _ACKED.size:
+                    return int(_ACKED.unpack_from(info, _ACKED_AT)[0])
+        return -self.undelivered()
+
+    def _socket(self) -> Any:
+        """The transport's socket; None if it has none or does not say."""
+        try:
+            return self.transport.get_extra_info("socket")
+        except AttributeError:
+            return None
+
+    def write_ping(self) -> bool:
+        """Send this side a keepalive ping if it is between frames; False if it is not."""
+        if not self.open or self.close_sent or self.peer.scanner.mid_frame:
+            return False
+        self.transport.write(encode_frame(_PING, PING_PAYLOAD, mask=not self.client))
+        return True
+
+
+__all__ = ["PING_PAYLOAD", "Side"]
