@@ -29,17 +29,16 @@ from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, loc
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
-from ..upstream.checks import valid_header
 from ..upstream.chunked import MalformedChunks
-from ..upstream.interim import InterimResponses, UnreadableHead
+from ..upstream.interim import UnreadableHead
 from ..upstream.refusal import RefusalBody
 from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
+from ..upstream.response_head import AnswerHead
 from ..upstream.tls import UpstreamTls, checked
 from .frames import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers)
 
 
 class RawUpstream:
@@ -86,13 +85,19 @@ class RawUpstream:
 
 
 class _HandshakeReader(asyncio.Protocol):
-    """Collects the upstream's response to the handshake (and the body of a refusal)."""
+    """Collects the upstream's response to the handshake (and the body of a refusal).
 
-    def __init__(self) -> None:
+    The head is read by the rule the relay's ``websockets`` client is held to (``upstream.response_head``:
+    interim responses skipped, the status line, the header lines and their limits): an answer one
+    connector relays, the other does not refuse.
+    """
+
+    def __init__(self, label: str = "the upstream") -> None:
+        self.label = label  # for the 502s' details
         self.buffer = bytearray()
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.more: asyncio.Event | None = None  # only a refusal's body is waited for (most handshakes succeed)
-        self.interim = InterimResponses(_MAX_HEAD)  # 100 Continue, 103 Early Hints...: skipped (RFC 9110 §15.2)
+        self.answer = AnswerHead()
         self.eof = False
 
     def data_received(self, data: bytes) -> None:
@@ -103,25 +108,21 @@ class _HandshakeReader(asyncio.Protocol):
             self._find_head()
 
     def _find_head(self) -> None:
-        """Resolve ``head`` once the answer's head is in, past the interim responses (dropped)."""
-        interim = self.interim
+        """Resolve ``head`` once the answer's head is in and checked, past the interim responses (dropped)."""
         try:
-            answer = interim.skip(self.buffer)
-        except UnreadableHead as exc:  # too many interim responses, a bare LF
-            self.head.set_exception(UpstreamUnreachable(f"the upstream {exc}"))
-            return
-        if answer and interim.answer_end != -1:
-            self.head.set_result(None)
-        elif interim.skipped + len(self.buffer) > _MAX_HEAD:  # one limit over the interim heads and the answer's
-            self.head.set_exception(UpstreamUnreachable("the upstream's response head is too large"))
+            if self.answer.feed(self.buffer):
+                self.head.set_result(None)
+        except UnreadableHead as exc:  # the rule broken, too many interim responses, a bare LF
+            self.head.set_exception(UpstreamUnreachable(f"{self.label} {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         if self.more is not None:
             self.more.set()
         if not self.head.done():
+            why = f": {redact_text(str(exc))}" if exc is not None else ""
             self.head.set_exception(
-                UpstreamUnreachable(f"the upstream closed during the handshake: {redact_text(str(exc))}")
+                UpstreamUnreachable(f"{self.label} closed the connection before its response head ended{why}")
             )
 
 
@@ -255,7 +256,11 @@ async def _open(
         # Up to the answer's head: an address that accepts TCP and never answers is left for the
         # name's next one (within its share of connect_timeout), as one that refuses is.
         transport, reader = await loop.create_connection(
-            _HandshakeReader, address, port, ssl=context, server_hostname=host if context is not None else None
+            lambda: _HandshakeReader(label),
+            address,
+            port,
+            ssl=context,
+            server_hostname=host if context is not None else None,
         )
         try:
             transport.write(_request_bytes(request, url, key, offer))
@@ -268,7 +273,7 @@ async def _open(
     transport, reader = await RESOLVER.connect(host, port, attempt, dns_ttl, within)
     try:
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
-        status, headers = _parse_head(head, label)
+        status, headers = reader.answer.status, _headers(head)
         if status != 101:
             try:
                 body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
@@ -321,28 +326,14 @@ def _request_bytes(request: UpstreamRequest, url: SplitResult, key: bytes, exten
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _parse_head(head: bytes, label: str) -> tuple[int, list[tuple[str, str]]]:
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if (
-        len(parts) < 2
-        or not parts[0].startswith("HTTP/1.")
-        or not (len(parts[1]) == 3 and parts[1].isdecimal() and parts[1].isascii())
-    ):
-        raise UpstreamUnreachable(f"{label} did not answer with HTTP/1.1: {status_line[:80]!r}")
-    if parts[1] == "101" and parts[0] != "HTTP/1.1":  # no upgrade in another version: the relay's client refuses it too
-        raise UpstreamUnreachable(f"{label} switched protocols in {parts[0][:16]!r}, not HTTP/1.1")
+def _headers(head: bytes) -> list[tuple[str, str]]:
+    """The header lines of a head that :class:`~asgi_ws_gateway.upstream.response_head.AnswerHead`
+    checked, as name and value."""
     headers = []
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        value = value.strip(" \t")
-        # A name that is not a token, or a value with a control character (a bare CR or LF would
-        # write a header line of the upstream's choosing into the client's response): refused, as
-        # the websockets client refuses it on the relay path.
-        if not sep or not valid_header(name, value):
-            raise UpstreamUnreachable(f"{label} sent a malformed response header")
-        headers.append((name, value))
-    return int(parts[1]), headers
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip(" \t")))
+    return headers
 
 
 async def _body(reader: _HandshakeReader, headers: list[tuple[str, str]], start: int) -> bytes:

@@ -29,7 +29,7 @@ from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .request import bad_request, kept_response_headers
 from .resolver import RESOLVER, host_and_port
 from .tls import UpstreamTls, checked
-from .websockets_protocol import GatewayClientConnection
+from .websockets_protocol import GatewayClientConnection, MalformedAnswer
 
 # (all of ``_FastSend``, checked with websockets 14 to 17); a connection without them takes
 # ``Connection.send`` every time.
@@ -128,6 +128,8 @@ class WebSocketsConnector:
             raise UpstreamUnreachable(
                 f"{label} answered the handshake with an invalid 101: {_quoted(str(exc))}"
             ) from None
+        except MalformedAnswer as exc:  # the head rule every connector reads the answer by: the splice's words
+            raise UpstreamUnreachable(f"{label} {exc.problem}") from None
         except (OSError, WebSocketException) as exc:
             shortage = local_shortage(label, exc) if isinstance(exc, OSError) else None
             why = redact_text(str(exc)) or type(exc).__name__  # an SSLEOFError says nothing of itself

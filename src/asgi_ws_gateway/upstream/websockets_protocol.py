@@ -15,13 +15,14 @@ from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.protocol import State
 
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
-from .interim import InterimResponses, UnreadableHead
+from .interim import UnreadableHead
 from .refusal import HeldRefusal, is_refusal
+from .response_head import AnswerHead
 
 logger = logging.getLogger("asgi_ws_gateway.upstream.websockets_client")
 """The ``ws://`` connector's one logger, whichever of its modules writes the line."""
@@ -39,8 +40,13 @@ class _ClientProtocol(HeldPings, ClientProtocol):
         self.failed = True
 
 
-_MAX_INTERIM_BYTES = 64 * 1024
-"""Bytes of interim responses before the answer, over all of them (as the splice's head limit)."""
+class MalformedAnswer(InvalidMessage):
+    """The upstream's answer to the handshake breaks the gateway's head rule (``response_head``): the
+    connector's 502 says how."""
+
+    def __init__(self, problem: UnreadableHead) -> None:
+        super().__init__(f"the upstream {problem}")
+        self.problem = problem
 
 
 _LINGER_WITHOUT_TIMEOUT = 10.0
@@ -92,9 +98,10 @@ class GatewayClientConnection(ClientConnection):
         super().__init__(protocol, **kwargs)
         self.lingering: _Lingering | None = None
         self._receiving = False
-        # Until the answer's status line: websockets takes any status but 101 for a refusal, and an
-        # interim response (100 Continue, 103 Early Hints) before the 101 made a healthy upstream a 502.
-        self._interim: InterimResponses | None = InterimResponses(_MAX_INTERIM_BYTES)
+        # Until the answer's head is in and read by the splice's rule (response_head): websockets took
+        # an interim response (100 Continue, 103 Early Hints) before the 101 for a refusal, and its own
+        # rule (128 header lines, 1 to 18 digits of status) made a 502 of what the splice relayed.
+        self._reading: AnswerHead | None = AnswerHead()
         self._head = bytearray()
         # Then a refusal, held back until its body is in, cut as the splice cuts it: websockets failed
         # the handshake on a body over 1 MiB, a 502 counted against a backend that had answered 403.
@@ -144,14 +151,14 @@ class GatewayClientConnection(ClientConnection):
         self._linger_if_over()
 
     def _answer(self, data: bytes) -> bytes:
-        """What websockets may read of the answer so far: past its interim responses, a refusal whole."""
-        if self._interim is not None:
-            data = self._past_interim(data)
+        """What websockets may read of the answer so far: its head whole and checked, a refusal whole."""
+        if self._reading is not None:
+            data = self._read_head(data)
             if not data:
                 return b""
         refusal = self._refusal
         if refusal is None:
-            if not is_refusal(data):  # its status line is in: a 101, as most are, passes at once
+            if not is_refusal(data):  # a 101, as most are, passes at once
                 self._answering = False
                 return data
             refusal = self._refusal = HeldRefusal()
@@ -160,24 +167,40 @@ class GatewayClientConnection(ClientConnection):
         return data
 
     def eof_received(self) -> None:
+        if self._reading is not None:  # websockets would be handed nothing of the head cut short
+            self._fail_handshake(UnreadableHead("closed the connection before its response head ended"))
+            return
         if self._answering and self._refusal is not None and (held := self._refusal.eof()):
             self._answering = False
             self._parse(held)  # the refusal's body ended with the connection
         super().eof_received()
 
-    def _past_interim(self, data: bytes) -> bytes:
-        """What websockets may read of the answer so far: nothing while an interim response may lead
-        it, then everything after the interim responses (dropped)."""
-        head, interim = self._head, self._interim
-        assert interim is not None
+    def _read_head(self, data: bytes) -> bytes:
+        """Nothing while the answer's head is to come, then all of it (past the interim responses, dropped,
+        its status line as websockets reads it) and what followed it; a head that breaks the rule
+        fails the handshake at once."""
+        head, reading = self._head, self._reading
+        assert reading is not None
         head += data
         try:
-            if not interim.skip(head):
+            if not reading.feed(head):
                 return b""
-        except UnreadableHead:
-            pass  # websockets reads the response that went over (or its bare LF) and fails the handshake: a 502
-        self._interim, self._head = None, bytearray()
-        return bytes(head)
+        except UnreadableHead as exc:
+            self._fail_handshake(exc)
+            return b""
+        self._reading, self._head = None, bytearray()
+        return reading.as_http11(head)
+
+    def _fail_handshake(self, problem: UnreadableHead) -> None:
+        """Fail the handshake as websockets fails an answer it cannot parse (its parser then discards
+        what comes), with the gateway's word for what is wrong, and drop the upstream leg."""
+        self._reading, self._answering = None, False
+        protocol = self.protocol
+        protocol.handshake_exc = MalformedAnswer(problem)
+        protocol.send_eof()
+        protocol.parser = protocol.discard()
+        next(protocol.parser)
+        self.transport.abort()  # connection_lost: the handshake raises handshake_exc
 
     def send_data(self) -> None:
         super().send_data()

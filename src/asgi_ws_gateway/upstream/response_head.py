@@ -1,0 +1,147 @@
+"""Sans-I/O: the head of an upstream's answer to the handshake, read by one rule for every connector.
+
+The splice and the frame relay read the answer themselves; the relay's ``websockets`` client has
+its own parser. They read it by different rules, so the same answer served the client on one and
+was a 502 counted against the backend on the other: a 101 with 300 header lines or a 60 KB cookie
+(past ``websockets``' 128 lines of 8192 bytes), a status line with no reason phrase (``websockets``
+wants three parts), a status code of ``0101`` (``websockets`` reads 1 to 18 digits). Each
+connector now reads the head with :class:`AnswerHead` first, and the relay's client is handed only
+a head that passed, its status line as ``websockets`` reads it.
+
+The rule (RFC 9112 §4, §5, within limits both parsers honour):
+
+* the status line is ``HTTP/1.<digit> SP 3DIGIT [SP reason-phrase]``, the status 100 to 599, the
+  reason phrase possibly empty or missing (with its space), free of control characters but HTAB;
+  a 101 is HTTP/1.1's only (no other version upgrades);
+* each header line is ``token ":" field-value`` (no control character but HTAB in the value);
+* at most :data:`MAX_HEADER_LINES` header lines, each line (its CRLF included) at most
+  :data:`MAX_LINE` bytes, and at most :data:`MAX_HEAD` bytes of head in all, the interim (1xx)
+  responses before the answer included;
+* lines end with CRLF (:func:`~asgi_ws_gateway.upstream.interim.scan_head`).
+
+A head that breaks it fails the handshake at once: a 502 (``upstream_unreachable``), counted
+against the backend, which answered wrongly.
+"""
+
+from __future__ import annotations
+
+import re
+
+from websockets import http11
+
+from .interim import InterimResponses, UnreadableHead
+
+MAX_HEAD = 64 * 1024
+"""Bytes of response head, the interim responses before the answer included."""
+
+MAX_HEADER_LINES = min(128, http11.MAX_NUM_HEADERS)
+"""Header lines in the answer's head (``websockets``' limit, which its environment may lower)."""
+
+MAX_LINE = min(8192, http11.MAX_LINE_LENGTH)
+"""Bytes of a line of the answer's head, its CRLF included (``websockets``' limit, likewise)."""
+
+_VERSION = re.compile(rb"HTTP/1\.[0-9]")
+_REASON = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_HEADER_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*")  # RFC 9110 token, field-value
+
+
+class MalformedHead(UnreadableHead):
+    """The answer's head breaks the rule; the message says how, after the upstream's name
+    (``sent more than 128 response header lines``)."""
+
+
+class AnswerHead:
+    """Reads the head of an upstream's answer to the handshake as its bytes arrive: past the interim
+    responses (dropped from the buffer), each line checked once, as it completes.
+
+    Attributes:
+        end: where the answer's head ends in the buffer (its CRLF CRLF), once :meth:`feed` said so.
+        status: the answer's status code, once its status line is in.
+    """
+
+    def __init__(self) -> None:
+        self._interim = InterimResponses(MAX_HEAD)
+        self.end = -1
+        self.status = 0
+        self._reason = b""
+        self._line_end = -1  # the status line's CRLF
+        self._pos = 0  # where the first line not yet checked starts
+        self._scanned = 0  # how far a CRLF was looked for (a long line trickled in is looked at once)
+        self._lines = 0  # header lines checked
+
+    def feed(self, buffer: bytearray) -> bool:
+        """Read what ``buffer`` holds now. Call it again with the same buffer, grown (and as this call
+        left it: the interim responses that led it are deleted).
+
+        Returns:
+            True once ``buffer`` starts with the answer's whole head, checked; False while more is to come.
+
+        Raises:
+            UnreadableHead: the head breaks the rule (:class:`MalformedHead`), holds a bare CR or LF,
+                or too many interim responses lead it.
+        """
+        if self.end != -1:
+            return True
+        interim = self._interim
+        if not interim.skip(buffer):  # (which bounds the interim responses, and an endless status line)
+            return False
+        end = interim.answer_end
+        stop = len(buffer) if end == -1 else end + 2  # through the last line's CRLF
+        pos = self._pos
+        while (eol := buffer.find(b"\r\n", max(pos, self._scanned), stop)) != -1:
+            self._line(buffer, pos, eol)
+            pos = eol + 2
+        self._pos, self._scanned = pos, max(pos, stop - 1)  # a CR at the end may have its LF in the next read
+        if end == -1:
+            if len(buffer) - pos >= MAX_LINE:  # with its CRLF to come, over the limit already
+                raise MalformedHead(f"sent a response head line over {MAX_LINE} bytes")
+            if interim.skipped + len(buffer) > MAX_HEAD:
+                raise MalformedHead(f"sent more than {MAX_HEAD} bytes of response head")
+            return False
+        if interim.skipped + end + 4 > MAX_HEAD:
+            raise MalformedHead(f"sent more than {MAX_HEAD} bytes of response head")
+        self.end = end
+        return True
+
+    def as_http11(self, buffer: bytes | bytearray) -> bytes:
+        """``buffer``, starting with the whole head, with its status line as ``websockets`` reads it:
+        ``HTTP/1.1 <status> <reason>``, the space before an empty reason phrase included."""
+        assert self.end != -1
+        return b"HTTP/1.1 %d %s%s" % (self.status, self._reason, buffer[self._line_end :])
+
+    def _line(self, buffer: bytearray, start: int, eol: int) -> None:
+        if eol + 2 - start > MAX_LINE:
+            raise MalformedHead(f"sent a response head line over {MAX_LINE} bytes")
+        line = bytes(buffer[start:eol])
+        if start == 0:
+            self._status_line(line)
+            self._line_end = eol
+            return
+        self._lines += 1
+        if self._lines > MAX_HEADER_LINES:
+            raise MalformedHead(f"sent more than {MAX_HEADER_LINES} response header lines")
+        if _HEADER_LINE.fullmatch(line) is None:
+            raise MalformedHead(f"sent a malformed response header line: {_shown(line.partition(b':')[0])}")
+
+    def _status_line(self, line: bytes) -> None:
+        version, _, rest = line.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if _VERSION.fullmatch(version) is None:
+            raise MalformedHead(f"did not answer with HTTP/1.x: {_shown(line)}")
+        if not (len(code) == 3 and code.isdigit()):  # (bytes.isdigit: ASCII digits only)
+            raise MalformedHead(f"answered with a status code that is not 3 digits: {_shown(code)}")
+        if not b"100" <= code <= b"599":
+            raise MalformedHead(f"answered with status {code.decode()}, outside 100-599")
+        if _REASON.fullmatch(reason) is None:
+            raise MalformedHead("sent a control character in its reason phrase")
+        if code == b"101" and version != b"HTTP/1.1":  # no upgrade in another version
+            raise MalformedHead(f"switched protocols in {_shown(version)}, not HTTP/1.1")
+        self.status, self._reason = int(code), reason
+
+
+def _shown(text: bytes, limit: int = 40) -> str:
+    """An upstream's bytes for a log line: cut, quoted, everything outside printable ASCII escaped."""
+    return ascii(text[:limit].decode("latin-1"))
+
+
+__all__ = ["MAX_HEAD", "MAX_HEADER_LINES", "MAX_LINE", "AnswerHead", "MalformedHead"]
