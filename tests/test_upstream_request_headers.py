@@ -17,7 +17,8 @@ from asgi_ws_gateway.upstream.request import (
 _NAMES = st.sampled_from([
     b"host", b"Host", b"user-agent", b"User-Agent", b"x-forwarded-for", b"X-Forwarded-Host", b"forwarded",
     b"x-real-ip", b"connection", b"Sec-WebSocket-Key", b"authorization", b"x-custom", b"", b"caf\xe9",
-    b"proxy-authorization", b"expect", b"true-client-ip", b"x-" + b"n" * 100,
+    b"proxy-authorization", b"expect", b"true-client-ip", b"Remote-User", b"x-ssl-client-cert", b"X-Forwarded-User",
+    b"remote-addr", b"x-" + b"n" * 100,
 ])  # fmt: skip
 
 

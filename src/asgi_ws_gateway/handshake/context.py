@@ -17,7 +17,7 @@ from ..forwarded import Networks, client_address, client_network, forwarded_chai
 from ..param_names import fold_cookie_name, fold_name, spelled_as
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
-from ..upstream.request import build_request, forwarding_headers, replaced_forwarding_header
+from ..upstream.request import build_request, forwarding_headers, offered_subprotocols, replaced_forwarding_header
 
 if TYPE_CHECKING:
     from ..config.apis import ApiConfig, UpstreamConfig
@@ -157,10 +157,13 @@ class RequestView:
         """Lower-case header names to their values, in arrival order, as the upstream is sent them.
 
         ``X-Forwarded-For``, ``-Proto`` and ``-Host`` are the gateway's own (what the upstream gets),
-        every other ``X-Forwarded-*`` is absent, and so are ``X-Real-IP``, ``Forwarded`` and the other
-        headers a proxy sets (``upstream.request.PROXY_SET``) unless the peer is a trusted proxy: a
-        policy must not read a forwarding header the gateway itself does not believe (a client's
-        ``X-Forwarded-Proto: https`` passed a check the upstream, sent ``http``, never saw)."""
+        every other ``X-Forwarded-*`` is absent, and so are ``X-Real-IP``, ``Forwarded``, ``X-Scheme``
+        and every other header naming the client's address, the host, the URL or the scheme, from any
+        peer, a trusted proxy too: a policy must not read a forwarding header the gateway itself does
+        not believe (a client's ``X-Forwarded-Proto: https`` passed a check the upstream, sent
+        ``http``, never saw). The user or client certificate a proxy vouched for (``Remote-User``,
+        ``Ssl-Client-Cert``: ``upstream.request.is_vouched_header``) is here when the peer is a
+        trusted proxy, and absent otherwise."""
         headers: dict[str, list[str]] = {}
         trusted = self.peer_is_trusted_proxy
         for name, value in self.scope.get("headers", ()):
@@ -192,10 +195,12 @@ class RequestView:
         """The values of the header ``name`` (lower case) as :attr:`headers` has them, in arrival order.
 
         A policy reads one or two headers per handshake (``validate-jwt`` its ``Authorization``):
-        one not forwarded by the gateway (``X-Forwarded-*``, :data:`~..upstream.request.PROXY_SET`)
-        is found in the request as sent, without building :attr:`headers` (its forwarding headers
-        and every name decoded: ~600 interpreter steps a handshake)."""
+        one the gateway forwards as sent from any peer (not ``X-Forwarded-*`` nor a proxy's header,
+        :func:`~..upstream.request.is_proxy_header`, whose presence may depend on the peer) is found in
+        the request as sent, without building :attr:`headers` (its forwarding headers and every name
+        decoded: ~600 interpreter steps a handshake)."""
         headers = self.__dict__.get("headers")
+        # replaced for an untrusted peer: every proxy's header, so every name that depends on the peer falls through
         if headers is None and name.isascii() and not replaced_forwarding_header(name, trust_forwarded=False):
             # An ASCII name: a raw name's bytes.lower() equals it exactly when its Latin-1 text lowered does.
             wanted = name.encode("ascii")
@@ -319,7 +324,13 @@ class RequestView:
 
     @_Memoized
     def subprotocols(self) -> list[str]:
-        return list(self.scope.get("subprotocols") or ())
+        """The subprotocols offered, as every connector's upstream request has them before the policies'
+        edits: empty elements ignored, each once (``upstream.request.offered_subprotocols``).
+
+        Raises:
+            HandshakeDenied: 400 (``bad_request``) when an element is not a token.
+        """
+        return offered_subprotocols(self.scope)
 
     @property
     def host(self) -> str:
@@ -551,7 +562,8 @@ class HandshakeContext:
         request = build_request(api, upstream, self.request.scope, dict(self.request.path_params),
                                 trust_forwarded=self.request.peer_is_trusted_proxy,
                                 trusted_proxies=self.request.trusted_proxies,
-                                forwarded_header=self.request.forwarded_header)  # fmt: skip
+                                forwarded_header=self.request.forwarded_header,
+                                subprotocols=self.request.subprotocols)  # fmt: skip
         request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
         check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi")
         return request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote_plus
 
@@ -33,7 +34,22 @@ about request content, which a handshake has none of (RFC 9110 §10.1.1): forwar
 100-continue`` made an nginx upstream answer ``100 Continue`` before its 101, a failed backend to
 the gateway, so three such handshakes put a healthy backend into cooldown."""
 
-_RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
+ORIGIN_WIDE = frozenset(
+    {
+        "strict-transport-security", "public-key-pins", "public-key-pins-report-only", "expect-ct",
+        "clear-site-data", "alt-svc", "nel", "report-to", "reporting-endpoints", "refresh", "location",
+        "content-location",
+    }
+)  # fmt: skip
+"""Response headers a browser applies to the whole origin (or that point it elsewhere), which no
+upstream's answer passes to the client: the gateway's origin is shared by every API it serves, so one
+backend's ``Strict-Transport-Security: ...; includeSubDomains; preload``, ``Clear-Site-Data: "*"``
+(the origin's storage and cookies wiped), ``Alt-Svc`` (the origin's traffic sent to another
+endpoint) or ``NEL``/``Report-To`` (the origin's failed requests reported to a URL of its choosing)
+acted on every API and page under that origin. ``Refresh``, ``Location`` and ``Content-Location``
+mean nothing on a 101 or a refusal the gateway relays. ``Set-Cookie`` passes (docs/security.md)."""
+
+_RESPONSE_DROP = HOP_BY_HOP | ORIGIN_WIDE | {"date", "server"}
 
 ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 
@@ -50,28 +66,89 @@ PROXY_SET = frozenset(
 override the request path in some frameworks: past the gateway's routing and policies). Not the
 whole rule: see :func:`is_proxy_header`."""
 
-_PROXY_NAME_PARTS = (
-    "forwarded", "client-ip", "clientip", "client-addr", "real-ip", "connecting-ip", "user-ip", "remote-ip",
-    "remote-addr", "originating-ip", "socket-ip", "socketip", "external-address",
+_ADDRESS_PARTS = (
+    "client-ip", "clientip", "client-addr", "real-ip", "connecting-ip", "user-ip", "remote-ip", "remote-addr",
+    "remote-host", "remote-port", "originating-ip", "socket-ip", "socketip", "external-address",
 )  # fmt: skip
-_PROXY_NAME_PREFIXES = ("x-original-", "x-envoy-", "x-appengine-")
+"""The client's address: read before the other kinds (``Remote-Addr`` and ``X-Remote-IP`` are not a user)."""
+_VOUCHED_PARTS = (
+    # the client's certificate, as the proxy that ended TLS verified it (Ssl-Client-Cert, X-Client-Verify)
+    "client-cert", "clientcert", "client-verify", "client-dn", "client-s-dn", "client-i-dn", "client-subject",
+    "client-issuer", "client-serial", "client-fingerprint",
+    # the user an authenticating proxy let in (oauth2-proxy, Azure Easy Auth, Kong, Google IAP, Grafana)
+    "remote-user", "remoteuser", "authenticated", "auth-request-", "client-principal", "webauth", "jwt-assertion",
+)  # fmt: skip
+_VOUCHED_PREFIXES = (
+    "remote-", "x-remote-", "x-amzn-oidc-", "x-ms-token-", "x-goog-iap-", "cf-access-", "x-pomerium-",
+    "x-vouch-", "x-consumer-", "x-credential-", "x-anonymous-",
+    # oauth2-proxy's --pass-user-headers
+    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+)  # fmt: skip
+_REPLACED_PARTS = (
+    # the request's address, host or URL
+    "forwarded",
+    # the scheme the client used (X-Scheme, X-Url-Scheme, Front-End-Https, X-Https, X-Arr-Ssl, X-Forwarded-Ssl)
+    "scheme", "https", "ssl",
+)  # fmt: skip
+_REPLACED_PREFIXES = ("x-original-", "x-envoy-", "x-appengine-", "x-arr-")
+
+
+def _rule(parts: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> re.Pattern[str]:
+    alternatives = [*map(re.escape, parts)]
+    if prefixes:
+        alternatives.append("^(?:" + "|".join(map(re.escape, prefixes)) + ")")
+    return re.compile("|".join(alternatives))
+
+
+_ADDRESS = _rule(_ADDRESS_PARTS).search
+_VOUCHED = _rule(_VOUCHED_PARTS, _VOUCHED_PREFIXES).search
+_ALWAYS_REPLACED = _rule(_REPLACED_PARTS, _REPLACED_PREFIXES).search
 
 
 def is_proxy_header(name: str) -> bool:
-    """Whether the header ``name`` (lower case) is one a proxy, CDN or platform sets and its upstream
-    believes: :data:`PROXY_SET`, any name holding ``forwarded``, ``client-ip``, ``clientip``,
-    ``client-addr``, ``real-ip``, ``connecting-ip``, ``user-ip``, ``remote-ip``, ``remote-addr``,
-    ``originating-ip``, ``socket-ip`` or ``external-address``, and any ``X-Original-*``, ``X-Envoy-*``
-    or ``X-Appengine-*`` (``_`` read as ``-``, as CGI-style servers read it).
+    """Whether the header ``name`` (lower case) is one a proxy, CDN, platform or authenticating proxy
+    sets and its upstream believes; ``_`` is read as ``-``, as CGI-style servers read it.
 
-    A list alone missed the platforms' own names: ``Client-IP``, ``X-Forwarded`` (no dash),
-    ``Forwarded-For``, ``X-Envoy-External-Address``, ``Fly-Client-IP``, ``X-Appengine-User-Ip``,
-    ``X-Azure-ClientIP`` and ``X-ProxyUser-Ip`` reached the upstream from any client.
+    Four kinds, each by the parts of names that platforms and frameworks use, not by a list alone:
+
+    - the client's address and the request's host or URL: :data:`PROXY_SET`, any name holding
+      ``forwarded``, ``client-ip``, ``clientip``, ``client-addr``, ``real-ip``, ``connecting-ip``,
+      ``user-ip``, ``remote-ip``, ``remote-addr``, ``remote-host``, ``originating-ip``, ``socket-ip``
+      or ``external-address``, any ``X-Original-*``, ``X-Envoy-*`` or ``X-Appengine-*``;
+    - the scheme: any name holding ``scheme``, ``https`` or ``ssl`` (``X-Scheme``, which Tornado
+      believes, ``X-Url-Scheme``, ``Front-End-Https``, ``X-Https``, ``X-Forwarded-Ssl``), ``X-Arr-*``;
+    - the client certificate a proxy verified: ``client-cert``, ``clientcert``, ``client-verify``,
+      ``client-dn`` and the like (``Ssl-Client-Cert``, ``X-SSL-Client-*``, ``X-Client-Verify``);
+    - the user an authenticating proxy let in: ``remote-user``, ``remoteuser``, ``authenticated``,
+      ``auth-request-``, ``client-principal``, ``webauth``, ``jwt-assertion``, any ``Remote-*`` or
+      ``X-Remote-*`` (not an address), ``X-Amzn-Oidc-*``, ``X-Ms-Token-*``, ``X-Goog-Iap-*``,
+      ``Cf-Access-*``, ``X-Pomerium-*``, ``X-Vouch-*``, ``X-Consumer-*``, ``X-Credential-*`` or
+      ``X-Anonymous-*`` (oauth2-proxy's ``X-Auth-Request-User`` and ``X-Forwarded-User``, Azure's
+      ``X-MS-CLIENT-PRINCIPAL``, Kong's ``X-Consumer-ID``).
+
+    The last two are :func:`is_vouched_header`: a trusted proxy's go on. A list alone missed the
+    platforms' own names: ``Client-IP``, ``X-Forwarded`` (no dash), ``Forwarded-For``,
+    ``X-Envoy-External-Address``, ``Fly-Client-IP``, ``X-Appengine-User-Ip``, ``X-Azure-ClientIP`` and
+    ``X-ProxyUser-Ip`` reached the upstream from any client; so did ``X-Scheme: https`` (a Tornado
+    upstream then reported https) and ``Remote-User``.
     """
     if name in PROXY_SET:
         return True
     name = name.replace("_", "-")
-    return any(part in name for part in _PROXY_NAME_PARTS) or name.startswith(_PROXY_NAME_PREFIXES)
+    return _ADDRESS(name) is not None or _VOUCHED(name) is not None or _ALWAYS_REPLACED(name) is not None
+
+
+def is_vouched_header(name: str) -> bool:
+    """Whether the header ``name`` (lower case) is the client certificate a TLS-ending proxy verified
+    or the user an authenticating proxy let in (:func:`is_proxy_header`'s last two kinds): only a
+    proxy in front of the gateway can have done either, so a trusted proxy's go on (for policies and
+    the upstream) and anyone else's are forgeries. A name that also names the client's address
+    (``Remote-Addr``, ``X-Remote-IP``) is not one."""
+    if name in PROXY_SET:
+        return False
+    name = name.replace("_", "-")
+    return _ADDRESS(name) is None and _VOUCHED(name) is not None
 
 
 VIA_RECEIVED_BY = "asgi-ws-gateway"
@@ -90,10 +167,14 @@ def upstream_headers(
     """End-to-end request headers plus ``X-Forwarded-For/Proto/Host`` and the gateway's ``Via`` entry
     (after the client's own) for the upstream handshake.
 
-    The client's own ``Forwarded``, ``X-Real-IP`` and the other headers a proxy sets
-    (:func:`is_proxy_header`) go upstream only when ``trust_forwarded`` (the TCP peer is one of
-    ``trusted_proxies``): from anyone else they are forgeries, and an upstream that reads them would
-    believe them. ``X-Forwarded-For`` is the gateway's own (:func:`forwarding_headers`).
+    The peer's own ``Forwarded``, ``X-Real-IP``, ``X-Scheme`` and every other header naming the
+    client's address, the host, the URL or the scheme never go upstream, whoever the peer is: the
+    upstream learns them from the gateway's ``X-Forwarded-For``, ``-Proto`` and ``-Host`` only
+    (:func:`forwarding_headers`), which carry what the trusted proxies vouched for in
+    ``forwarded_header`` and nothing else (a proxy that appends to ``X-Forwarded-For`` passes its
+    client's ``X-Real-IP`` on). The user or client certificate a proxy vouched for
+    (:func:`is_vouched_header`) goes on when ``trust_forwarded`` (the peer is one of
+    ``trusted_proxies``), and from anyone else is a forgery (:func:`replaced_forwarding_header`).
     """
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     kept: list[tuple[str, str]] = []
@@ -114,6 +195,9 @@ def upstream_headers(
 _CROSSING: tuple[dict[bytes, tuple[str, ...]], dict[bytes, tuple[str, ...]]] = ({}, {})
 """By ``trust_forwarded``: :func:`_crossing` of the client's header names seen (a client's few names
 repeat from one handshake to the next; bounded as the redaction's stores are)."""
+_REPLACED: tuple[dict[str, bool], dict[str, bool]] = ({}, {})
+"""By ``trust_forwarded``: :func:`replaced_forwarding_header` of the names asked (policies' reads and
+the header table's)."""
 _CROSSING_LIMIT = 256
 _CROSSING_LENGTH = 64
 
@@ -128,10 +212,22 @@ def _crossing(name_b: bytes, trust_forwarded: bool) -> tuple[str, ...]:
 
 
 def replaced_forwarding_header(name: str, *, trust_forwarded: bool) -> bool:
-    """Whether the client's header ``name`` (lower case) is replaced by the gateway's own value
-    (``X-Forwarded-*``, :func:`forwarding_headers`) or, from a peer that is not a trusted proxy,
-    dropped (:func:`is_proxy_header`): what the upstream is sent under that name is never the client's."""
-    return name.startswith("x-forwarded-") or (not trust_forwarded and is_proxy_header(name))
+    """Whether the peer's header ``name`` (lower case) is replaced by the gateway's own value
+    (``X-Forwarded-*``, :func:`forwarding_headers`) or dropped (:func:`is_proxy_header`): what the
+    upstream and the policies get under that name is never the peer's.
+
+    The client's address, the host, the URL and the scheme are dropped from every peer, a trusted
+    proxy too; the user and client certificate a proxy vouched for (:func:`is_vouched_header`) only
+    when the peer is not a trusted proxy (``trust_forwarded`` false)."""
+    cache = _REPLACED[trust_forwarded]
+    replaced = cache.get(name)
+    if replaced is None:
+        replaced = (name.startswith("x-forwarded-") or is_proxy_header(name)) and not (
+            trust_forwarded and is_vouched_header(name)
+        )
+        if len(name) <= _CROSSING_LENGTH:
+            remember(cache, name, replaced, _CROSSING_LIMIT)
+    return replaced
 
 
 def forwarding_headers(
@@ -249,7 +345,16 @@ def build_request(
     trust_forwarded: bool = False,
     trusted_proxies: Networks | None = None,
     forwarded_header: ForwardedHeader = "x-forwarded-for",
+    subprotocols: list[str] | None = None,
 ) -> UpstreamRequest:
+    """The upstream request for ``upstream``, before the policies' edits.
+
+    ``subprotocols`` is the client's offer as :func:`offered_subprotocols` read it (read from
+    ``scope`` when None).
+
+    Raises:
+        HandshakeDenied: 400 (``bad_request``) for an offer that is not a list of tokens.
+    """
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
         url = with_query(fill_template(upstream.path or request_path(scope), params), query)
@@ -260,14 +365,60 @@ def build_request(
         headers=upstream_headers(
             scope, trust_forwarded=trust_forwarded, trusted_proxies=trusted_proxies, forwarded_header=forwarded_header
         ),
-        subprotocols=list(scope.get("subprotocols") or ()),
+        subprotocols=list(offered_subprotocols(scope) if subprotocols is None else subprotocols),
         scope=scope,
         path_params=params,
     )
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+"""An RFC 9110 §5.6.2 token (RFC 7230's ``tchar``s): what a subprotocol is (RFC 6455 §4.1)."""
+_OWS = " \t"
+
+
+def offered_subprotocols(scope: Scope) -> list[str]:
+    """The subprotocols the client offers: the one reading of ``Sec-WebSocket-Protocol`` that the
+    policies (``RequestView.subprotocols``) and every connector's upstream request share.
+
+    The header is ``1#token`` (RFC 6455 §4.1): its lines' elements, in order, each without the blanks
+    around it; an empty element is ignored (RFC 9110 §5.6.1: ``chat, ``, ``, chat``, ``chat,,v2``)
+    and a repeated one kept once. Read from the header lines as sent (servers differ:
+    uvicorn keeps the empty elements in ``scope["subprotocols"]``), else from ``scope["subprotocols"]``.
+
+    Raises:
+        HandshakeDenied: 400 (``bad_request``) for an element that is not a token (``v 2``,
+            ``"x"``, a control character). Before, the relay's client library refused to send it: a
+            500 and a traceback in the log for each such handshake; the splice sent it on.
+    """
+    listed = scope.get("subprotocols")
+    if listed is not None and not listed:  # none offered: servers list every header line's elements
+        return []
+    values = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name.lower() == _PROTOCOL]
+    offered: dict[str, None] = {}
+    for value in values or listed or ():
+        for element in value.split(","):
+            element = element.strip(_OWS)
+            if not element:
+                continue
+            if _TOKEN(element) is None:
+                raise bad_request(_not_a_token(element))
+            offered[element] = None
+    return list(offered)
+
+
+_PROTOCOL = b"sec-websocket-protocol"
+
+
+def _not_a_token(element: str) -> str:
+    """What is wrong with ``element``, naming its first wrong character only (a token may be a credential)."""
+    wrong = next(c for c in element if _TOKEN(c) is None)
+    return (f"Sec-WebSocket-Protocol offers a subprotocol with the character {wrong!a}: each subprotocol "
+            "must be a token (RFC 6455 §4.1), no blanks, quotes, separators or control characters in it")  # fmt: skip
+
+
 def kept_response_headers(headers: list[tuple[str, str]]) -> Headers:
-    """The upstream's response headers worth passing to the client, as ASGI raw headers."""
+    """The upstream's response headers worth passing to the client, as ASGI raw headers: not the
+    hop-by-hop ones, ``Date`` and ``Server`` (the gateway's own), nor :data:`ORIGIN_WIDE`."""
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in headers
@@ -288,6 +439,8 @@ __all__ = [
     "build_request",
     "forwarding_headers",
     "is_proxy_header",
+    "is_vouched_header",
+    "offered_subprotocols",
     "replaced_forwarding_header",
     "upstream_headers",
 ]

@@ -1,0 +1,137 @@
+"""An upstream's answer cannot set headers a browser applies to the gateway's whole origin.
+
+Every API the gateway serves shares its origin, and every connector passed the upstream's response
+headers on to the client but for the hop-by-hop ones, ``Date`` and ``Server``: one backend's 101 (or
+refusal) with ``Strict-Transport-Security: ...; includeSubDomains; preload``, ``Clear-Site-Data:
+"*"``, ``Alt-Svc``, ``NEL``/``Report-To``, ``Refresh`` or ``Location`` reached the browser, acting on
+every other API and page of that origin. Now ``upstream.request.ORIGIN_WIDE`` never passes; other
+headers (``Set-Cookie``, ``X-App``) still do. Raw upstreams answer for the splice and the relay; an
+in-process app answers through its accept and its refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway.upstream.request import ORIGIN_WIDE
+from support.gateway import PASSTHROUGH, ProbedGateway
+from support.rawhttp import accept_upstream, handshake, header_of, status_of
+from support.servers import UvicornServer
+
+HOSTILE = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains; preload",
+    "Public-Key-Pins": 'pin-sha256="AAAA"; max-age=1',
+    "Public-Key-Pins-Report-Only": 'pin-sha256="AAAA"; max-age=1',
+    "Expect-CT": "max-age=86400, enforce",
+    "Clear-Site-Data": '"*"',
+    "Alt-Svc": 'h2="evil.example:443"; ma=86400',
+    "NEL": '{"report_to": "evil", "max_age": 86400}',
+    "Report-To": '{"group": "evil", "max_age": 86400, "endpoints": [{"url": "https://evil.example/r"}]}',
+    "Reporting-Endpoints": 'evil="https://evil.example/r"',
+    "Refresh": "0; url=https://evil.example/",
+    "Location": "https://evil.example/",
+    "Content-Location": "https://evil.example/",
+}
+KEPT = {"Set-Cookie": "affinity=b2; Path=/ws; HttpOnly", "X-App": "chat"}
+
+
+def test_the_list_is_every_hostile_header() -> None:
+    assert {name.lower() for name in HOSTILE} == ORIGIN_WIDE
+
+
+def _lines(headers: dict[str, str]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
+
+
+class _HeaderedUpstream:
+    """A raw upstream whose 101 carries the headers: ``accept_upstream`` with them spliced in."""
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /refuse "):
+                headers = _lines({**HOSTILE, **KEPT})
+                writer.write(b"HTTP/1.1 403 Forbidden\r\n" + headers + b"Content-Length: 2\r\n\r\nno")
+            else:
+                capture = _Capture()
+                reader.feed_data(head)
+                await accept_upstream(reader, capture)  # type: ignore[arg-type]  # only write() is called
+                answer = capture.data.replace(b"\r\n\r\n", b"\r\n" + _lines({**HOSTILE, **KEPT}) + b"\r\n", 1)
+                writer.write(answer)
+            await writer.drain()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+async def _answer(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(handshake(path))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return head
+
+
+def _assert_origin_wide_dropped(head: bytes) -> None:
+    for name in HOSTILE:
+        assert header_of(head, name) is None, name
+    for name, value in KEPT.items():
+        assert header_of(head, name) == value, name
+
+
+@pytest.mark.parametrize("mode", ["splice", "relay"])
+@pytest.mark.parametrize(("target", "status"), [("/ws/echo", 101), ("/ws/refuse", 403)])
+async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
+    mode: str, target: str, status: int
+) -> None:
+    listener = await asyncio.start_server(_HeaderedUpstream(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    api: dict[str, Any] = {"passthrough": False} if mode == "relay" else {}
+    upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if target == "/ws/refuse" else "/")
+    gateway = ProbedGateway({"apis": [{"name": "chat", "path": target, "upstreams": [upstream], **api}]})
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            head = await _answer(server.port, target)
+    assert status_of(head) == status
+    _assert_origin_wide_dropped(head)
+
+
+def _in_process_app(refuse: bool) -> Any:
+    headers = [(name.lower().encode(), value.encode()) for name, value in {**HOSTILE, **KEPT}.items()]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        if refuse:
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": b"no"})
+            return
+        await send({"type": "websocket.accept", "headers": headers})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    return app
+
+
+@pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)])
+async def test_an_in_process_apps_origin_wide_headers_never_reach_the_client(refuse: bool, status: int) -> None:
+    upstream = {"url": "asgi:", "app": _in_process_app(refuse)}
+    gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream]}]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        head = await _answer(server.port, "/ws/echo")
+    assert status_of(head) == status
+    _assert_origin_wide_dropped(head)
