@@ -195,3 +195,16 @@ def test_a_server_that_lists_whole_lines_is_read_alike() -> None:
     assert offered_subprotocols({"subprotocols": ["chat.v1, ,chat.v2"]}) == ["chat.v1", "chat.v2"]
     assert offered_subprotocols({"subprotocols": []}) == []
     assert offered_subprotocols({}) == []
+
+
+async def test_a_non_token_offer_is_refused_before_any_policy_counts_it(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """The offer is read before the policies run: two refused offers leave a limit of one handshake
+    unspent (before, a policy could count a handshake the request build then refused)."""
+    limit = {"rate-limit-by-key": {"key": "{client.ip}", "limit": 1, "window": 60}}
+    config = {"apis": [{"name": "limited", "path": "/ws/subprotocol", "upstreams": [upstream.url("/subprotocol")],
+                        "policies": [limit]}]}  # fmt: skip
+    port = uvicorn_server(WebSocketGateway(not_found, config=config), ws="wsproto", proxy_headers=False).port
+    assert [(await _offer(port, "/ws/subprotocol", [b'chat.v1,"x"']))[0] for _ in range(2)] == [400, 400]
+    assert (await _offer(port, "/ws/subprotocol", [b"chat.v1"]))[0] == 101

@@ -359,6 +359,7 @@ class WebSocketGateway(AdmissionChecks):
                 raise HandshakeDenied(400, "the path is this API's only once its encoded '/' (%2F) is "
                                       "decoded; send it as the API's path", reason="bad_request")  # fmt: skip
             check_path_params(params)
+            handshake.request.subprotocols  # noqa: B018  (read once here: a non-token is a 400 before any policy counts)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
             cfg = api.config
