@@ -27,6 +27,7 @@ client closed with *c*, *r*                   (its own close echoed)  *c*, *r* (
 client vanished (TCP dropped, no close frame) —                       1001 ``client went away``
 upstream closed with *c*, *r*                 *c*, *r* (1005: 1000)   (its own close echoed)
 upstream vanished / keepalive / protocol err  1011                    —
+an in-process app stalled (read nothing)      1011                    1011, then cancelled
 a pump failed (a bug: logged once at ERROR)   1011 ``gateway error``  1011 ``gateway error``
 :meth:`Relay.run` cancelled / :meth:`abort`   1011 ``gateway error``  1001 ``gateway error``
 ============================================  ======================  ==========================
@@ -55,7 +56,7 @@ from .._types import Data, Message, Receive, Send
 from ..errors import CloseConnection
 from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
-from ..upstream.base import UpstreamClosed, UpstreamConnection
+from ..upstream.base import UpstreamClosed, UpstreamConnection, UpstreamStalled
 from .close_codes import SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
 from .stats import RelayStats
 
@@ -407,7 +408,12 @@ class Relay:
             return
         self._closing = True
         stats = self.stats
-        if closed.by_peer or closed.code != 1009:
+        if isinstance(closed, UpstreamStalled):
+            # The gateway dropped an in-process app that read nothing: its close, as the splice records
+            # a stall (passive health does not count it), the client told as for a vanished upstream.
+            stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1011, closed.reason
+            await self._close_client(1011, "upstream connection failed")
+        elif closed.by_peer or closed.code != 1009:
             # The upstream closed, or vanished / failed (1006, keepalive timeout, protocol error).
             stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, closed.reason
             if closed.messages_sent is not None:  # what it was sent before its close, not what came after

@@ -29,6 +29,15 @@ class UpstreamClosed(Exception):
         self.messages_sent = messages_sent
 
 
+class UpstreamStalled(UpstreamClosed):
+    """The upstream took nothing for the keepalive window while a message waited for it (an in-process
+    app): the gateway dropped it, so the close is the gateway's, not the upstream's; the relay records
+    it as the splice records a stall, and passive health does not count it."""
+
+    def __init__(self) -> None:
+        super().__init__(1011, "upstream read nothing", by_peer=False)
+
+
 class UpstreamConnection(Protocol):
     """An open WebSocket connection to a backend, as the relay uses it."""
 
@@ -63,4 +72,4 @@ class Connector(Protocol):
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection: ...
 
 
-__all__ = ["Connector", "UpstreamClosed", "UpstreamConnection", "UpstreamRequest"]
+__all__ = ["Connector", "UpstreamClosed", "UpstreamConnection", "UpstreamRequest", "UpstreamStalled"]

@@ -4,20 +4,36 @@ The app runs as a task speaking the ASGI WebSocket protocol to the gateway throu
 channels, so each side's ``send`` waits for the other to take the previous message: backpressure
 works as it does over a socket. A handshake the app refuses (``websocket.close`` or a
 ``websocket.http.response``) is relayed like a network upstream's refusal.
+
+The rules a network upstream lives by hold here too:
+
+* a stall: an app that takes no message for the API's keepalive window (``ping_interval`` +
+  ``ping_timeout``, as long as a network upstream that reads nothing lives; no window when either is
+  None) while one waits for it is dropped: the client gets 1011 ``upstream connection failed``, the
+  app a ``websocket.disconnect`` (1011) and then cancellation, the access line the gateway's close
+  (reason ``upstream read nothing``), as the splice records a stall;
+* a bounded end: an app told to go has ``close_timeout`` to return, is then cancelled, and is waited
+  for at most ``min(close_timeout / 2, 1)`` seconds more; one that swallows the cancellation is left
+  running (one WARNING) while the client is answered;
+* no busy loop: once the app has had its ``websocket.disconnect``, a later ``receive()`` waits until
+  it is cancelled, and after the first ``send()`` that raised :class:`AppDisconnected` so does a
+  later one (both returned at once: an app retrying in a loop held the event loop, every connection
+  of the worker, for good).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 from urllib.parse import unquote
 
+from websockets.frames import EXTERNAL_CLOSE_CODES
+
 from .._types import ASGIApp, Data, Headers, Message, Scope
 from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable, upstream_refusal
-from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
+from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, UpstreamStalled
 from .checks import valid_header
 from .refusal import MAX_REFUSAL_BODY
 from .request import kept_response_headers
@@ -42,6 +58,9 @@ class InProcessConnector:
         try:
             async with asyncio.timeout(self.api.connect_timeout):
                 await connection.handshake()
+        except UpstreamRejected:
+            connection.reap()  # it refused: it ends in its own time (close_timeout at most), not the client's
+            raise
         except TimeoutError:
             await connection.abort()
             raise UpstreamTimeout(
@@ -88,15 +107,27 @@ class InProcessConnection:
         self.response_headers: Headers = []
         self._app = app
         self._scope = scope
+        self._api_name = api.name
         self._max_size = api.max_message_size
         self._close_timeout = api.close_timeout
+        self._cancel_wait = min(api.close_timeout / 2, 1.0)  # below the relay's 2 x close_timeout bound
+        self._stall_after = (
+            api.ping_interval + api.ping_timeout
+            if api.ping_interval is not None and api.ping_timeout is not None
+            else None  # as a network upstream: without a ping timeout, one that reads nothing lives on
+        )
         self._to_app: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         self._from_app: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue(maxsize=1)
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._rejection: tuple[int, list[tuple[str, str]], bytearray] | None = None
         self._closed_by_gateway: tuple[int, str] | None = None
         self._app_closed = False
+        # Once the app had its disconnect (or its AppDisconnected), a later receive() (send()) waits.
+        self._disconnect_read = False
+        self._send_refused = False
         self._task: asyncio.Task[None] | None = None
+        self._reaper: asyncio.TimerHandle | None = None
+        self._left_running = False
 
     async def handshake(self) -> None:
         self._to_app.put_nowait({"type": "websocket.connect"})
@@ -113,6 +144,9 @@ class InProcessConnection:
             logger.exception("in-process upstream app raised")
             outcome = UpstreamClosed(1011, "", by_peer=False)
             self._fail_handshake(UpstreamUnreachable(f"in-process upstream raised {type(exc).__name__}"))
+        finally:
+            if self._reaper is not None:
+                self._reaper.cancel()
         self._fail_handshake(UpstreamUnreachable("in-process upstream returned without accepting"))
         if not self._app_closed and self._closed_by_gateway is None:
             self._app_closed = True
@@ -123,14 +157,22 @@ class InProcessConnection:
             self._handshake.set_exception(error)
 
     async def _receive(self) -> Message:
+        if self._disconnect_read:
+            await self._until_cancelled()
         if self._closed_by_gateway is not None:
             code, reason = self._closed_by_gateway
-            return {"type": "websocket.disconnect", "code": code, "reason": reason}
-        return await self._to_app.get()
+            message: Message = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        else:
+            message = await self._to_app.get()
+        self._disconnect_read = message["type"] == "websocket.disconnect"
+        return message
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
         if self._closed_by_gateway is not None or self._app_closed:
+            if self._send_refused:
+                await self._until_cancelled()
+            self._send_refused = True
             raise AppDisconnected("the gateway closed this connection")
         if self._rejection is not None:
             self._rejection_body(message)
@@ -145,6 +187,11 @@ class InProcessConnection:
         else:
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
 
+    async def _until_cancelled(self) -> None:
+        """Wait as uvicorn's ``receive()`` waits on its empty queue: the connection's end cancels the app.
+        Returning at once again made an app calling in a loop hold the event loop for good."""
+        await asyncio.get_running_loop().create_future()
+
     def _handshake_message(self, message: Message) -> None:
         kind = message["type"]
         if kind == "websocket.accept":
@@ -157,6 +204,13 @@ class InProcessConnection:
             headers = _response_headers(message)
             if headers is None:
                 self._refused(UpstreamUnreachable(_MALFORMED_HEADER))
+                return
+            negotiated = [name for name, _ in headers if name.lower() in _NEGOTIATED]
+            if negotiated:
+                # A network upstream's 101 with a subprotocol or an extension the gateway did not offer
+                # is a 502; here the header was dropped and the connection accepted without it.
+                error = f"in-process upstream's accept carried a {negotiated[0]!r:.40} header (use 'subprotocol')"
+                self._refused(UpstreamUnreachable(error))
                 return
             self.subprotocol = subprotocol
             self.response_headers = kept_response_headers(headers)
@@ -209,7 +263,25 @@ class InProcessConnection:
             raise UpstreamClosed(*(self._closed_by_gateway or (1006, "")), by_peer=False)
         message: dict[str, Any] = {"type": "websocket.receive"}
         message["text" if isinstance(data, str) else "bytes"] = data
-        await self._to_app.put(message)
+        if self._stall_after is None:
+            await self._to_app.put(message)
+            return
+        # The slot is full while the app has not taken the previous message: waiting for it without
+        # a bound kept the connection (and the client's unread disconnect) for ever.
+        try:
+            async with asyncio.timeout(self._stall_after):
+                await self._to_app.put(message)
+        except TimeoutError:
+            raise self._stalled() from None
+
+    def _stalled(self) -> UpstreamStalled:
+        logger.info("relay: the in-process upstream of API %r read nothing for %g s (a message waited for it); "
+                    "dropping it", self._api_name, self._stall_after)  # fmt: skip
+        self._disconnect_app(1011, "keepalive ping timeout")  # what a network upstream's server is sent
+        stalled = UpstreamStalled()
+        _drain(self._from_app)
+        self._from_app.put_nowait(stalled)  # the relay's other pump reads it too
+        return stalled
 
     async def close(self, code: int, reason: str) -> None:
         self._disconnect_app(code, reason)
@@ -226,16 +298,38 @@ class InProcessConnection:
     async def abort(self) -> None:
         await self._wait_app(grace=0)
 
+    def reap(self) -> None:
+        """The app refused the handshake (and has its disconnect): it gets ``close_timeout`` to return,
+        then is cancelled, in the background (the client is answered at once)."""
+        task = self._task
+        if task is not None and not task.done() and self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self._close_timeout, self._cancel_app, task)
+
+    def _cancel_app(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        asyncio.get_running_loop().call_later(self._cancel_wait, self._check_cancelled, task)
+
+    def _check_cancelled(self, task: asyncio.Task[None]) -> None:
+        if not task.done() and not self._left_running:
+            self._left_running = True
+            logger.warning("the in-process upstream app of API %r did not end %g s after it was cancelled "
+                           "(it swallowed the cancellation); the gateway no longer waits for it, and its task "
+                           "keeps running", self._api_name, self._cancel_wait)  # fmt: skip
+
     async def _wait_app(self, grace: float) -> None:
+        """Give the app ``grace`` seconds to return, then cancel it and wait at most ``_cancel_wait``
+        seconds more: an app that swallows the cancellation is left running, never waited for."""
         task = self._task
         if task is None or task.done():
             return
+        if self._reaper is not None:
+            self._reaper.cancel()
         _drain(self._from_app)  # unblock an app waiting to hand us a message
         done, _ = await asyncio.wait({task}, timeout=grace)
         if not done:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=self._cancel_wait)
+            self._check_cancelled(task)
 
 
 # What the app sends is checked as uvicorn checks it: a message no server could send raises in the
@@ -259,17 +353,27 @@ def _payload(message: Message) -> Data:
 
 
 def _close_frame(message: Message) -> tuple[int, str]:
-    """A ``websocket.close``'s code (an ``int``) and reason (a ``str`` UTF-8 can encode)."""
+    """A ``websocket.close``'s code (an ``int`` a close frame may carry) and reason (a ``str`` UTF-8
+    can encode in 123 bytes), checked as uvicorn's ``websockets`` checks them before writing the frame.
+
+    A code no peer may send (1004-1006, 1015, under 1000, 1016-2999, 5000 and up) reached the client
+    as 1011 or (1005) 1000 while the access line recorded it as sent, and a longer reason was cut."""
     code, reason = message.get("code", 1000), message.get("reason") or ""
     if type(code) is not int:
         raise TypeError(f"'websocket.close' code must be int, not {type(code).__name__}")
     if not isinstance(reason, str):
         raise TypeError(f"'websocket.close' reason must be str, not {type(reason).__name__}")
-    reason.encode()  # UnicodeEncodeError for a lone surrogate
+    if not (code in EXTERNAL_CLOSE_CODES or 3000 <= code <= 4999):
+        raise ValueError(f"'websocket.close' code {code} is not one a close frame may carry (RFC 6455 §7.4)")
+    if len(reason.encode()) > 123:  # UnicodeEncodeError for a lone surrogate
+        raise ValueError("'websocket.close' reason is over the 123 bytes a close frame holds")
     return code, reason
 
 
 _MALFORMED_HEADER = "in-process upstream sent a malformed response header"
+_NEGOTIATED = frozenset({"sec-websocket-protocol", "sec-websocket-extensions"})
+"""Headers an accept may not carry: the gateway offered the app no extension, and its subprotocol
+goes in the accept's ``subprotocol``."""
 
 
 def _response_headers(message: Message) -> list[tuple[str, str]] | None:

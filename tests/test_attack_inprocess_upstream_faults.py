@@ -1,0 +1,261 @@
+"""Attack: a faulty in-process (``asgi:``) upstream is bounded as a network upstream is.
+
+Real uvicorn, real websockets clients, apps that misbehave on purpose. Before:
+
+* an app that accepted and never called ``receive()`` held the connection for ever once the client
+  had sent two messages (the relay's client pump waited on the full one-slot queue, never reading
+  the client's disconnect): no keepalive or stall rule as for a network upstream;
+* an app calling ``receive()`` in a loop after its disconnect (or ``send()`` after it raised) got
+  its answer without suspending: the event loop, every connection of the worker, was held for good;
+* an app that swallowed ``CancelledError`` held the handshake's 504 and the connection's end (and its
+  access line) for as long as it ran;
+* a close code no close frame may carry reached the client as 1011 (or 1005 as 1000) while the access
+  line recorded it as sent, and a 500-byte reason was cut and relayed (uvicorn raises in the app);
+* an accept whose headers carried ``Sec-WebSocket-Protocol`` or ``Sec-WebSocket-Extensions`` was
+  accepted with them dropped (a network upstream's 101 with one the gateway did not offer is a 502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway._types import Message, Receive, Scope, Send
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_close, expect_status
+from support.gateway import PASSTHROUGH
+from support.servers import UvicornFactory, UvicornServer
+
+FAST: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.3, "close_timeout": 0.3, "connect_timeout": 0.5}
+INPROCESS = "asgi_ws_gateway.upstream.inprocess"
+SPIN_CAP = 10_000  # an app past this many answers spun (the old code); it stops so the test ends
+
+
+def _serve(uvicorn_server: UvicornFactory, app: Any, **api: Any) -> UvicornServer:
+    config = {"apis": [{"name": "inner", "path": "/ws/{room}", "upstreams": [{"app": app}], **FAST, **api}]}
+    return uvicorn_server(WebSocketGateway(not_found, config=config), ws=PASSTHROUGH, proxy_headers=False)  # as run
+
+
+async def _access_line(caplog: pytest.LogCaptureFixture) -> str:
+    """The connection's access line, once written (when both its sides are over)."""
+    for _ in range(200):
+        lines = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
+        if lines:
+            (line,) = lines
+            return line
+        await asyncio.sleep(0.05)
+    raise AssertionError("no access line")
+
+
+async def _until(check: Any) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("never happened")
+
+
+@pytest.mark.parametrize("client", ["stays", "vanishes"])
+async def test_an_app_that_reads_nothing_is_dropped_as_a_stalled_upstream(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, client: str
+) -> None:
+    """The client streaming to it gets 1011 (or, gone, its connection still ends); the app is cancelled;
+    one INFO line; the access line records the gateway's close with 1011."""
+    caplog.set_level(logging.INFO)
+    ended: list[str] = []
+
+    async def deaf(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+
+    server = _serve(uvicorn_server, deaf)
+    ws = await connect(server.url("/ws/a"), ping_interval=None)
+    for _ in range(3):  # the third waits on the app: the relay no longer reads the client
+        await ws.send(b"x" * 4096)
+    if client == "stays":
+        assert await expect_close(ws) == (1011, "upstream connection failed")
+    else:
+        assert ws.transport is not None
+        ws.transport.abort()
+    line = await _access_line(caplog)
+    assert "closed by gateway with 1011" in line, line
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("in-process upstream of API 'inner' read nothing" in m for m in messages), messages
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    await _until(lambda: ended == ["cancelled"])
+
+
+async def test_an_app_without_a_keepalive_window_is_not_dropped(uvicorn_server: UvicornFactory) -> None:
+    """``ping_timeout: null`` keeps a network upstream that reads nothing: the in-process one too."""
+    took: asyncio.Queue[Message] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(1)  # well past the 0.5 s window the other test uses
+        while True:
+            message = await receive()
+            loop.call_soon_threadsafe(took.put_nowait, message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+    server = _serve(uvicorn_server, slow, ping_timeout=None)
+    async with await connect(server.url("/ws/a")) as ws:
+        for n in range(3):
+            await ws.send(str(n))
+        async with asyncio.timeout(10):
+            assert [(await took.get()).get("text") for _ in range(3)] == ["0", "1", "2"]
+
+
+async def test_receive_after_the_disconnect_waits_instead_of_spinning(uvicorn_server: UvicornFactory) -> None:
+    """The app gets one disconnect; its next receive() waits until the connection's end cancels it."""
+    seen: list[str] = []
+
+    async def looping(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while len(seen) < SPIN_CAP:
+                message = await receive()
+                seen.append(message["type"])
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    server = _serve(uvicorn_server, looping)
+    async with await connect(server.url("/ws/a")):
+        pass
+    await _until(lambda: seen[-1:] == ["cancelled"] or len(seen) >= SPIN_CAP)
+    assert seen == ["websocket.disconnect", "cancelled"]
+
+
+async def test_send_after_the_connection_ended_raises_once_then_waits(uvicorn_server: UvicornFactory) -> None:
+    """An app retrying its send in a loop is told once; its next send waits until it is cancelled."""
+    failures: list[str] = []
+
+    async def retrying(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        assert (await receive())["type"] == "websocket.disconnect"
+        try:
+            while len(failures) < SPIN_CAP:
+                try:
+                    await send({"type": "websocket.send", "text": "again"})
+                except OSError as exc:
+                    failures.append(type(exc).__name__)
+        except asyncio.CancelledError:
+            failures.append("cancelled")
+            raise
+
+    server = _serve(uvicorn_server, retrying)
+    async with await connect(server.url("/ws/a")):
+        pass
+    await _until(lambda: failures[-1:] == ["cancelled"] or len(failures) >= SPIN_CAP)
+    assert failures == ["AppDisconnected", "cancelled"]
+
+
+@pytest.mark.parametrize("stage", ["handshake", "close"])
+async def test_an_app_that_swallows_its_cancellation_is_left_running_with_a_warning(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, stage: str
+) -> None:
+    """The client gets its 504 (or its connection ends, with its access line) all the same."""
+    caplog.set_level(logging.INFO)
+    release = {"now": False}
+
+    async def stubborn(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        if stage == "close":
+            await send({"type": "websocket.accept"})
+            await receive()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if release["now"]:  # the test is over: the server's shutdown cancels it for good
+                    raise
+
+    server = _serve(uvicorn_server, stubborn)
+    try:
+        async with asyncio.timeout(10):  # a hang guard, not a measure
+            if stage == "handshake":
+                assert (await expect_status(server.url("/ws/a")))[0] == 504
+            else:
+                async with await connect(server.url("/ws/a")):
+                    pass
+                assert "closed by client with 1000" in await _access_line(caplog)
+            await _until(lambda: any(r.name == INPROCESS and r.levelno == logging.WARNING for r in caplog.records))
+    finally:
+        release["now"] = True
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == INPROCESS and r.levelno >= logging.WARNING]
+    assert "API 'inner'" in warning and "keeps running" in warning, warning
+
+
+BAD_CLOSES: dict[str, dict[str, Any]] = {
+    **{f"code-{code}": {"code": code} for code in (999, 1004, 1005, 1006, 1015, 2999, 5000, 65535, 0, 70000, -1)},
+    "reason-124-bytes": {"code": 4000, "reason": "r" * 124},
+    "reason-500-bytes": {"code": 1000, "reason": "é" * 250},
+}
+
+
+@pytest.mark.parametrize("close", list(BAD_CLOSES.values()), ids=list(BAD_CLOSES))
+async def test_a_close_no_frame_may_carry_raises_in_the_app(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, close: dict[str, Any]
+) -> None:
+    """As uvicorn's websockets raises: the client gets 1011, the access line the 1011 the client got."""
+    caplog.set_level(logging.INFO)
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await send({"type": "websocket.close", **close})
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    server = _serve(uvicorn_server, app)
+    async with await connect(server.url("/ws/a")) as ws:
+        assert await expect_close(ws) == (1011, "upstream connection failed")
+    assert "closed by upstream with 1011" in await _access_line(caplog)
+    assert len(raised) == 1 and isinstance(raised[0], ValueError)
+
+
+async def test_the_largest_close_a_frame_holds_is_relayed(uvicorn_server: UvicornFactory) -> None:
+    reason = "é" * 61 + "r"  # 123 bytes
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4999, "reason": reason})
+
+    server = _serve(uvicorn_server, app)
+    async with await connect(server.url("/ws/a")) as ws:
+        assert await expect_close(ws) == (4999, reason)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(b"sec-websocket-protocol", b"chat"), (b"Sec-WebSocket-Extensions", b"permessage-deflate")],
+    ids=["protocol", "extensions"],
+)
+async def test_an_accept_carrying_negotiation_headers_is_502_as_from_a_network_upstream(
+    uvicorn_server: UvicornFactory, header: tuple[bytes, bytes]
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "headers": [header]})
+        await receive()
+
+    server = _serve(uvicorn_server, app)
+    assert (await expect_status(server.url("/ws/a"), subprotocols=["chat"]))[0] == 502
