@@ -281,12 +281,12 @@ def create_management_app(
 
         return run
 
-    def api_response(name: str, status: int = 200) -> Response:
+    def api_response(name: str, status: int = 200, warnings: Sequence[str] = ()) -> Response:
         document = api_document(manager.api(name))
         headers = {"ETag": manager.etag(document)}  # of the full document: a change of secret is a change
         if status == 201:
             headers["Location"] = f"apis/{name}"
-        return JSONResponse(public_document(document), status, headers=headers)
+        return JSONResponse(_warned(public_document(document), warnings), status, headers=headers)
 
     async def refresh(request: Request) -> None:
         await manager.sync()  # another worker may have changed something since this one last looked
@@ -304,8 +304,8 @@ def create_management_app(
         )
 
     async def create_api(request: Request) -> Response:
-        api = await manager.create_api(await json_body(request))
-        return api_response(api.name, 201)
+        api, warnings = await manager.create_api(await json_body(request))
+        return api_response(api.name, 201, warnings)
 
     async def get_api(request: Request) -> Response:
         await refresh(request)
@@ -313,16 +313,16 @@ def create_management_app(
 
     async def replace_api(request: Request) -> Response:
         name = request.path_params["name"]
-        await manager.replace_api(
+        _, warnings = await manager.replace_api(
             name, await json_body(request), if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
         )
-        return api_response(name)
+        return api_response(name, warnings=warnings)
 
     async def delete_api(request: Request) -> Response:
-        await manager.delete_api(
+        warnings = await manager.delete_api(
             request.path_params["name"], if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
         )
-        return Response(status_code=204)
+        return _deleted(warnings)
 
     async def export(request: Request) -> Response:
         await refresh(request)
@@ -339,9 +339,11 @@ def create_management_app(
         return JSONResponse({"products": [public_document(p.model_dump(mode="json")) for p in manager.products()]})
 
     async def create_product(request: Request) -> Response:
-        product = await manager.create_product(await json_body(request), force=_flag(request, "force"))
+        product, warnings = await manager.create_product(await json_body(request), force=_flag(request, "force"))
         return JSONResponse(
-            public_document(product.model_dump(mode="json")), 201, headers={"Location": f"products/{product.name}"}
+            _warned(public_document(product.model_dump(mode="json")), warnings),
+            201,
+            headers={"Location": f"products/{product.name}"},
         )
 
     async def get_product(request: Request) -> Response:
@@ -349,10 +351,10 @@ def create_management_app(
         return JSONResponse(public_document(manager.product(request.path_params["name"]).model_dump(mode="json")))
 
     async def delete_product(request: Request) -> Response:
-        await manager.delete_product(
+        warnings = await manager.delete_product(
             request.path_params["name"], force=_flag(request, "force"), drain=_flag(request, "drain")
         )
-        return Response(status_code=204)
+        return _deleted(warnings)
 
     async def list_subscriptions(request: Request) -> Response:
         await refresh(request)
@@ -474,6 +476,18 @@ def create_management_app(
     ]
     hosts = [*allowed_hosts, *manager.base.management.allowed_hosts]
     return Starlette(routes=routes, middleware=[Middleware(HostCheck, allowed=hosts)])
+
+
+def _warned(document: Any, warnings: Sequence[str]) -> Any:
+    """The answer to a change: the resource, with the configuration ``warnings`` that concern the change
+    (valid, probably not meant: the log has them too) when there are any."""
+    return {**document, "warnings": list(warnings)} if warnings else document
+
+
+def _deleted(warnings: Sequence[str]) -> Response:
+    """The answer to a deletion: 204, or 200 with the ``warnings`` it brought (a product deleted took
+    the ``check-origin`` its APIs ran)."""
+    return JSONResponse({"warnings": list(warnings)}) if warnings else Response(status_code=204)
 
 
 def _flag(request: Request, name: str) -> bool:

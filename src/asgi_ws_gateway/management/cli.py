@@ -77,7 +77,7 @@ def add_commands(commands: Any) -> None:
     )
     update.add_argument("name")
     update.add_argument("file")
-    delete = action(apis, "delete", "delete an API", lambda c, a: c.delete_api(a.name, drain=a.drain))
+    delete = action(apis, "delete", "delete an API", lambda c, a: _warned(c.delete_api(a.name, drain=a.drain)))
     delete.add_argument("name")
     for parser in (update, delete):
         parser.add_argument("--drain", action="store_true", help="also close its open connections (gracefully)")
@@ -94,7 +94,10 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--api", action="append", default=[], help="an API of the product (repeatable)")
     create.add_argument("--display-name")
     delete = action(
-        products, "delete", "delete a product", lambda c, a: c.delete_product(a.name, force=a.force, drain=a.drain)
+        products,
+        "delete",
+        "delete a product",
+        lambda c, a: _warned(c.delete_product(a.name, force=a.force, drain=a.drain)),
     )
     delete.add_argument("name")
     delete.add_argument(
@@ -216,8 +219,23 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {_shown(exc)}", file=sys.stderr)
         return 2
+    if isinstance(result, dict) and isinstance(result.get("warnings"), list):  # the answer to a change
+        _warn(result["warnings"])
+        if not args.json:
+            result = {k: v for k, v in result.items() if k != "warnings"}  # the YAML stays the resource
     _print(args, result)
     return 0
+
+
+def _warn(warnings: Sequence[Any]) -> None:
+    """The configuration warnings a change answered with, on stderr: valid, probably not meant."""
+    for warning in warnings:
+        print(f"warning: {_shown(warning)}", file=sys.stderr)
+
+
+async def _warned(deletion: Awaitable[list[str]]) -> None:
+    """A deletion, its warnings on stderr (it prints nothing else)."""
+    _warn(await deletion)
 
 
 async def _call(args: argparse.Namespace) -> Any:

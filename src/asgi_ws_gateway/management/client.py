@@ -27,7 +27,10 @@ from urllib.parse import quote
 import httpx2
 
 ApiDocument = dict[str, Any]
-"""A WebSocket API: the fields of an ``apis`` entry of the configuration file."""
+"""A WebSocket API: the fields of an ``apis`` entry of the configuration file. The answer to a create or
+replace also has ``warnings`` (a list of strings) when the configuration it made has any that concern
+the API: valid, probably not meant (a token read from a cookie with no ``check-origin``); it is not a
+field of the API, so leave it out when sending the document back."""
 
 
 class Product(TypedDict):
@@ -37,6 +40,8 @@ class Product(TypedDict):
     subscription_required: bool
     policies: list[dict[str, Any]]
     message_policies: dict[str, Any]
+    warnings: NotRequired[list[str]]
+    """Only in the answer to create, when the configuration it made has warnings about the product or its APIs."""
 
 
 class SubscriptionInfo(TypedDict):
@@ -182,8 +187,9 @@ class ManagementClient:
         )
         return cast(ApiDocument, response.json())
 
-    async def delete_api(self, name: str, *, drain: bool = False) -> None:
-        await self._call("DELETE", f"apis/{_segment(name)}", params=_drain(drain))
+    async def delete_api(self, name: str, *, drain: bool = False) -> list[str]:
+        """Delete API ``name``; returns the configuration warnings the deletion brought (usually none)."""
+        return _warnings(await self._call("DELETE", f"apis/{_segment(name)}", params=_drain(drain)))
 
     async def export_config(self) -> dict[str, Any]:
         """The merged configuration (file and changes), ready to be written as a config file."""
@@ -213,10 +219,16 @@ class ManagementClient:
         }
         return cast(Product, (await self._call("POST", "products", json=body, params=_flags(force=force))).json())
 
-    async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> None:
+    async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> list[str]:
         """Delete a product; ``force``: even an API's last one that required a key (else 409); ``drain``: also
-        close the connections of its APIs admitted with a subscription that no longer grants them."""
-        await self._call("DELETE", f"products/{_segment(name)}", params=_flags(force=force, drain=drain))
+        close the connections of its APIs admitted with a subscription that no longer grants them.
+
+        Returns:
+            The configuration warnings the deletion brought: about its APIs, which no longer run its
+            policies (a ``check-origin`` they needed, say).
+        """
+        response = await self._call("DELETE", f"products/{_segment(name)}", params=_flags(force=force, drain=drain))
+        return _warnings(response)
 
     async def list_subscriptions(self, product: str | None = None) -> list[SubscriptionInfo]:
         params = {"product": product} if product else None
@@ -286,6 +298,15 @@ class ManagementClient:
         return str(
             (await self._call("POST", f"connections/{_segment(connection_id)}/close", json=body)).json()["worker"]
         )
+
+
+def _warnings(response: httpx2.Response) -> list[str]:
+    """The ``warnings`` of a deletion's answer: 200 with them, or 204 without."""
+    if response.status_code == 204 or not response.content:
+        return []
+    body = response.json()
+    found = body.get("warnings") if isinstance(body, dict) else None
+    return [str(warning) for warning in found] if isinstance(found, list) else []
 
 
 def _segment(value: str) -> str:

@@ -170,6 +170,27 @@ _LIVE_SCHEMAS: dict[str, Any] = {
     },
 }
 _NO_CONTENT = {"204": {"description": "done"}}
+_WARNINGS = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "only when there are any: the configuration warnings that concern the change (valid, probably "
+    "not meant: a token read from a cookie with no check-origin), redacted as the log writes them; not a field "
+    "of the resource (leave it out when sending it back)",
+}
+_WARNED = {"type": "object", "properties": {"warnings": _WARNINGS}}
+_DELETED = {
+    **_NO_CONTENT,
+    "200": _json(
+        {**_WARNED, "required": ["warnings"]}, "done, and the deletion left configuration warnings (about the APIs)"
+    ),
+}
+
+
+def _with_warnings(schema: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a change: the resource, and ``warnings`` when there are any."""
+    return {"allOf": [schema, _WARNED]}
+
+
 _DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
 _KEYED = {
     "allOf": [
@@ -260,12 +281,17 @@ def openapi_document() -> dict[str, Any]:
                     )
                 },
             ),
-            "post": _op("Create a WebSocket API", {"201": _json(api, "created")}, body=api),
+            "post": _op("Create a WebSocket API", {"201": _json(_with_warnings(api), "created")}, body=api),
         },
         "/apis/{name}": {
             "get": _op("Get a WebSocket API (ETag header)", {"200": _json(api)}, params=_NAME),
-            "put": _op("Replace a WebSocket API", {"200": _json(api)}, body=api, params=[*_NAME, _DRAIN, _IF_MATCH]),
-            "delete": _op("Delete a WebSocket API", _NO_CONTENT, params=[*_NAME, _DRAIN, _IF_MATCH]),
+            "put": _op(
+                "Replace a WebSocket API",
+                {"200": _json(_with_warnings(api))},
+                body=api,
+                params=[*_NAME, _DRAIN, _IF_MATCH],
+            ),
+            "delete": _op("Delete a WebSocket API", _DELETED, params=[*_NAME, _DRAIN, _IF_MATCH]),
         },
         "/config": {
             "get": _op(
@@ -274,14 +300,19 @@ def openapi_document() -> dict[str, Any]:
         },
         "/products": {
             "get": _op("List products", {"200": _json({"type": "object"})}),
-            "post": _op("Create a product", {"201": _json(_ref("Product"))}, body=_ref("Product"), params=[_FORCE]),
+            "post": _op(
+                "Create a product",
+                {"201": _json(_with_warnings(_ref("Product")))},
+                body=_ref("Product"),
+                params=[_FORCE],
+            ),
         },
         "/products/{name}": {
             "get": _op("Get a product", {"200": _json(_ref("Product"))}, params=_NAME),
             "delete": _op(
                 "Delete a product (none of its subscriptions may remain); ?drain=true closes the connections of "
                 "its APIs admitted with a subscription that no longer grants them",
-                _NO_CONTENT,
+                _DELETED,
                 params=[*_NAME, _FORCE, _REVOKE],
             ),
         },

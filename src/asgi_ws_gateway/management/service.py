@@ -33,6 +33,7 @@ from ..policies.build import check_policies
 from ..redact import printable
 from . import subscriptions as subs
 from .bus import Bus, Command, LocalBus
+from .change_warnings import change_warnings
 from .disclosure import redacted_values
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, StateWentBack, Unavailable
 from .live_connections import DEFAULT_LISTED, Listed, LiveConnections
@@ -312,14 +313,19 @@ class Manager:
 
     async def _change(
         self, change: Callable[[Overlay], Overlay], *, subject: str | None = None, force: bool = False
-    ) -> Overlay:
+    ) -> list[str]:
         """Save ``change`` of the latest state, run it here, and answer once every worker runs it.
 
         ``force``: a change that would open an API to clients without a subscription key is made (a
         WARNING) instead of refused (409).
+
+        Returns:
+            The configuration warnings that concern the change (:func:`~.change_warnings.change_warnings`),
+            which the log has too: those about the APIs and products it wrote, and any it brought.
         """
         ran = self.overlay  # the store holds this state or a successor, unless it went back
         opened: list[str] = []
+        warnings: list[str] = []
 
         def checked(current: Overlay) -> Overlay:
             if compare_states(ran, current) == "diverged":
@@ -346,6 +352,8 @@ class Manager:
                     "send it with ?force=true to do so",
                     [f"{name}: would need no subscription key" for name in opened],
                 )
+            with restricted(self.gate):
+                warnings[:] = self._warnings(current, new, merged, subject)
             return new
 
         try:
@@ -377,7 +385,30 @@ class Manager:
                 new.revision,
                 exc.__cause__ or exc,
             )
-        return new
+        return warnings
+
+    def _warnings(self, current: Overlay, new: Overlay, merged: GatewayConfig, subject: str | None) -> list[str]:
+        """The warnings of ``merged`` (``new`` run) that concern the change from ``current``: about the APIs
+        and products it wrote (API ``subject`` even when sent unchanged, and a written product's APIs,
+        whose policies it changes), or new."""
+        apis = {name for name, doc in new.apis.items() if doc is not None and current.apis.get(name) != doc}
+        if subject is not None and any(api.name == subject for api in merged.apis):
+            apis.add(subject)
+        products = {
+            name for name in current.products.keys() | new.products.keys()
+            if current.products.get(name) != new.products.get(name)
+        }  # fmt: skip
+        for name in products:
+            for doc in (current.products.get(name), new.products.get(name)):
+                apis.update(doc.get("apis", ()) if isinstance(doc, dict) else ())
+        if compare_states(self.overlay, current) == "same":
+            before: GatewayConfig | None = self.gateway.config  # what this worker runs: not built again
+        else:
+            try:
+                before = merge(self.base, current)
+            except ConfigError:  # a state that no longer fits: every warning is news
+                before = None
+        return change_warnings(before, merged, apis=apis, products=products)
 
     # -- APIs ---------------------------------------------------------------------------------
 
@@ -397,7 +428,8 @@ class Manager:
                 return api
         raise NotFound(f"no WebSocket API named '{name}'")
 
-    async def create_api(self, body: Any) -> ApiConfig:
+    async def create_api(self, body: Any) -> tuple[ApiConfig, list[str]]:
+        """Create an API; returns it and the configuration warnings about it (see :meth:`_change`)."""
         document = _object(body)
         name = document.get("name")
         if not isinstance(name, str):
@@ -413,10 +445,13 @@ class Manager:
                 raise Conflict(f"a WebSocket API named '{name}' exists already")
             return overlay.next(apis={**overlay.apis, name: document})
 
-        await self._change(change, subject=name)
-        return self.api(name)
+        warnings = await self._change(change, subject=name)
+        return self.api(name), warnings
 
-    async def replace_api(self, name: str, body: Any, *, if_match: str | None = None, drain: bool = False) -> ApiConfig:
+    async def replace_api(
+        self, name: str, body: Any, *, if_match: str | None = None, drain: bool = False
+    ) -> tuple[ApiConfig, list[str]]:
+        """Replace an API; returns it and the configuration warnings about it (see :meth:`_change`)."""
         document = {"name": name, **_object(body)}
         if document["name"] != name:
             raise Invalid(
@@ -431,10 +466,12 @@ class Manager:
             self._check_current(overlay, name, if_match)
             return overlay.next(apis={**overlay.apis, name: document}).draining(Drain(apis=(name,)) if drain else None)
 
-        await self._change(change, subject=name)
-        return self.api(name)
+        warnings = await self._change(change, subject=name)
+        return self.api(name), warnings
 
-    async def delete_api(self, name: str, *, if_match: str | None = None, drain: bool = False) -> None:
+    async def delete_api(self, name: str, *, if_match: str | None = None, drain: bool = False) -> list[str]:
+        """Delete an API; returns the configuration warnings the deletion brought (see :meth:`_change`)."""
+
         def change(overlay: Overlay) -> Overlay:
             self._check_current(overlay, name, if_match)
             users = subs.products_with_api(overlay, name)
@@ -447,7 +484,7 @@ class Manager:
                 del apis[name]
             return overlay.next(apis=apis).draining(Drain(apis=(name,)) if drain else None)
 
-        await self._change(change)
+        return await self._change(change)
 
     def _check_current(self, overlay: Overlay, name: str, if_match: str | None) -> None:
         current = merge(self.base, overlay).apis
@@ -469,24 +506,29 @@ class Manager:
             raise NotFound(f"no product named '{name}'")
         return found
 
-    async def create_product(self, body: Any, *, force: bool = False) -> subs.Product:
-        """Create a product; ``force``: even one that opens an API to clients without a key (else 409)."""
+    async def create_product(self, body: Any, *, force: bool = False) -> tuple[subs.Product, list[str]]:
+        """Create a product; ``force``: even one that opens an API to clients without a key (else 409).
+        Returns it and the configuration warnings about it and its APIs (see :meth:`_change`)."""
         _no_redacted_secrets(body)
         product: subs.Product = subs.parse(subs.Product, body)
         file_products = {p.name for p in self.base.products}
-        await self._change(lambda o: subs.add_product(o, product, _names(self.base, o), file_products), force=force)
-        return product
 
-    async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> None:
+        def change(overlay: Overlay) -> Overlay:
+            return subs.add_product(overlay, product, _names(self.base, overlay), file_products)
+
+        return product, await self._change(change, force=force)
+
+    async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> list[str]:
         """Delete a product; ``force``: even its API's last one that required a key (else 409); ``drain``:
-        close the connections of its APIs admitted with a subscription that no longer grants them."""
+        close the connections of its APIs admitted with a subscription that no longer grants them.
+        Returns the configuration warnings about its APIs now (see :meth:`_change`)."""
         file_products = {p.name for p in self.base.products}
 
         def change(overlay: Overlay) -> Overlay:
             new = subs.remove_product(overlay, name, file_products)
             return new.draining(Drain(ungranted=tuple(overlay.products[name].get("apis", ()))) if drain else None)
 
-        await self._change(change, force=force)
+        return await self._change(change, force=force)
 
     def subscriptions(self, product: str | None = None) -> list[subs.SubscriptionResource]:
         """The configuration file's subscriptions, then those created here."""

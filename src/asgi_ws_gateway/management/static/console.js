@@ -2,6 +2,7 @@
 // The asgi-ws-gateway test console. The URL fragment can pre-fill it (it never reaches a server):
 //   console#token=ADMIN&api=chat&room=lobby&query=a%3D1&connect=1&send=hello
 // The token is taken out of the address once read (it would stay in the history); the rest stays.
+// It cannot name the gateway to connect to: that is the page's own origin unless the user types another.
 (() => {
   const $ = (selector) => document.querySelector(selector);
   const setup = $("#setup"), sendForm = $("#send"), log = $("#log"), status = $("#status");
@@ -152,9 +153,12 @@
     entry("out", ...describe(text));
   }
 
+  // The gateway connected to is the page's own origin, whatever a link says: a fragment naming another
+  // host made the console send it the token and subscription key the user typed (phishing). Only the
+  // user may type another one into the field (a console served on the management port).
   setup.base.value = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
   setup.admin.value = fragment.get("token") || sessionStorage.getItem("asgi-ws-gateway-admin") || "";
-  for (const name of ["query", "key", "subprotocols", "base"]) if (fragment.has(name)) setup[name].value = fragment.get(name);
+  for (const name of ["query", "key", "subprotocols"]) if (fragment.has(name)) setup[name].value = fragment.get(name);
   setup.load.addEventListener("click", loadApis);
   setup.api.addEventListener("change", showParams);
   setup.addEventListener("submit", (event) => {
