@@ -17,29 +17,87 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..handshake.pipeline import Policy
-from .auth import ValidateJwt
+from ..redact import is_credential_header, is_credential_name
+from ..templates import Reference
+from .admissions import Admission
+from .auth import CheckHeader, ValidateJwt
 from .control import Choose
 from .network import CheckOrigin
-from .transform import SetBackendService
+from .transform import SetBackendService, SetHeader, SetQueryParameter
 
 
-def cookie_token_warning(order: Sequence[Policy]) -> str | None:
-    """Why the policies an API runs (``order``) admit cross-site connections, if they do: a
-    ``validate-jwt`` that may read a cookie, and no ``check-origin`` that always runs."""
-    if any(isinstance(policy, CheckOrigin) for policy in order):
+def cookie_token_warning(ways: Sequence[Admission], *, key_in_cookie: bool = False) -> str | None:
+    """Why an API admits cross-site connections, if it does: for some way a client is admitted
+    (``ways``), a built-in policy decides on a cookie (:func:`cookie_readers`; ``key_in_cookie``: the
+    subscription key is read from the ``Cookie`` header) and no ``check-origin`` runs unconditionally.
+
+    A ``check-origin`` counts only where it runs for that client: in the global or the API's
+    policies, or in the product its key is of (for a client without a key, in one of the open
+    products). One product's check is not another's subscribers'."""
+    unchecked: list[Admission] = []
+    reader: str | None = None
+    for way in ways:
+        if any(isinstance(policy, CheckOrigin) for policy in way.policies):
+            continue
+        found = next(iter(cookie_readers(way.policies)), None)
+        if found is None and key_in_cookie and way.keyed:
+            found = "the subscription key is read from the Cookie header (subscription_key.headers)"
+        if found is not None:
+            reader = reader or found
+            unchecked.append(way)
+    if reader is None:
         return None
-    for policy in _every(order):
+    if unchecked[0].products:
+        where = "no check-origin runs for " + "; ".join(way.describe() for way in unchecked)
+        fix = "add check-origin to the global or the API's policies, or to every product of the API"
+    else:
+        where, fix = "no check-origin always runs for this API", "add check-origin"
+    return (
+        f"{reader} and {where}: a page on any site can open a connection with the user's cookie "
+        f"(cross-site WebSocket hijacking); {fix}"
+    )
+
+
+def cookie_readers(policies: Sequence[Policy]) -> list[str]:
+    """What in ``policies`` (and their ``choose`` branches) admits or refuses a client, or hands the
+    upstream a credential, by a cookie: a browser sends cookies with any page's handshake.
+
+    The built-in policies that decide on a value: ``validate-jwt`` with a cookie (or the ``Cookie``
+    header) among its token places, ``check-header`` of ``Cookie``, a ``choose`` condition on
+    ``{cookie.*}`` or ``{header.cookie}``, and a ``set-header`` or ``set-query-parameter`` that writes a
+    cookie into a credential (``Authorization: Bearer {cookie.token}``: the upstream authorises by
+    it). A limit keyed by a cookie decides nothing about who the client is. A custom policy's reads are
+    its own: docs/policies.md asks it to bring its own ``check-origin``."""
+    found: list[str] = []
+    for policy in _every(policies):
         if isinstance(policy, ValidateJwt):
             places = [
                 source.cookie or "Cookie" for source, header, _ in policy.sources if source.cookie or header == "cookie"
             ]
             if places:
-                return (
-                    f"validate-jwt '{policy.name}' reads its token from a cookie ({', '.join(places)}) and no "
-                    "check-origin always runs for this API: a page on any site can open a connection with the "
-                    "user's cookie (cross-site WebSocket hijacking); add check-origin"
+                found.append(f"validate-jwt '{policy.name}' reads its token from a cookie ({', '.join(places)})")
+        elif isinstance(policy, CheckHeader) and policy.settings.header.strip().lower() == "cookie":
+            found.append(f"check-header '{policy.name}' checks the Cookie header")
+        elif isinstance(policy, Choose):
+            refs = [str(c.ref) for conditions, _ in policy.branches for c in conditions if _cookie(c.ref)]
+            if refs:
+                found.append(f"choose '{policy.name}' decides on a cookie ({{{refs[0]}}})")
+        elif isinstance(policy, SetHeader | SetQueryParameter):
+            target = policy.header if isinstance(policy, SetHeader) else policy.parameter
+            secret = is_credential_header(target) if isinstance(policy, SetHeader) else is_credential_name(target)
+            refs = [str(ref) for ref in policy.value.references if _cookie(ref)]
+            if secret and refs and policy.action != "delete":
+                found.append(
+                    f"{_KIND[type(policy)]} '{policy.name}' sends a cookie ({{{refs[0]}}}) upstream as {target}"
                 )
-    return None
+    return found
+
+
+def _cookie(ref: Reference) -> bool:
+    return ref.namespace == "cookie" or (ref.namespace, ref.path) == ("header", ("cookie",))
+
+
+_KIND: dict[type, str] = {SetHeader: "set-header", SetQueryParameter: "set-query-parameter"}
 
 
 def plain_backend_warning(order: Sequence[Policy], upstream_urls: Sequence[str]) -> str | None:
@@ -65,4 +123,4 @@ def _every(policies: Sequence[Policy]) -> Iterator[Policy]:
             yield from _every(policy.otherwise)
 
 
-__all__ = ["cookie_token_warning", "plain_backend_warning"]
+__all__ = ["cookie_readers", "cookie_token_warning", "plain_backend_warning"]

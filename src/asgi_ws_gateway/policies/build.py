@@ -43,13 +43,14 @@ from . import (  # noqa: F401 - registers types
     network,
     transform,
 )
+from .admissions import admissions
 from .api_warnings import cookie_token_warning, plain_backend_warning
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .build_messages import MessagePolicies
 from .jwks import JwksCache, fetch_url
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .products import SubscriptionGate, check_products
-from .reference_order import unset_references
+from .reference_order import unset_references_by_admission
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +401,7 @@ class GatewayPolicies:
             for i, p in enumerate(config.products)
         }
         self.messages = MessagePolicies(config, builder)
+        key_in_cookie = "cookie" in (header.strip().lower() for header in config.subscription_key.headers)
         for i, api in enumerate(config.apis):
             api_policies = builder.build(api.policies, ("apis", i, "policies"), f"api:{api.name}")
             mine = [p for p in config.products if api.name in p.apis]
@@ -416,13 +418,18 @@ class GatewayPolicies:
             inherited_products = {p.name: [x for x in products[p.name] if x.name not in skip] for p in mine}
             from_products = [policy for policies in inherited_products.values() for policy in policies]
             order = [*inherited_global, *from_products, *api_policies]
-            for warning in (cookie_token_warning(order), plain_backend_warning(order, [u.url for u in api.upstreams])):
+            # What each client runs: its key's product only, or without a key every open product's.
+            ways = admissions(inherited_global, inherited_products,
+                              [p.name for p in mine if not p.subscription_required], api_policies)  # fmt: skip
+            for warning in (
+                cookie_token_warning(ways, key_in_cookie=key_in_cookie),
+                plain_backend_warning(order, [u.url for u in api.upstreams]),  # any client's: the union
+            ):
                 if warning is not None:
                     builder.warnings.append(f"apis[{i}]: {warning}")
-            open_products = [j for j, p in enumerate(config.products) if p in mine and not p.subscription_required]
-            builder.problems += unset_references(api.name, order, builder.locations, has_subscription=bool(mine),
-                                                 open_products=open_products,
-                                                 messages=self.messages.of_api(api.name))  # fmt: skip
+            messages = [(way, self.messages.of_connection_to(api.name, way.products[0] if way.keyed else None))
+                        for way in ways]  # fmt: skip
+            builder.problems += unset_references_by_admission(api.name, messages, builder.locations)
             self.pipelines[api.name] = HandshakePipeline(
                 inherited_global,
                 inherited_products,

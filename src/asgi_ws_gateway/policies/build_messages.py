@@ -59,6 +59,12 @@ class MessagePolicies:
                  for p in (*chosen.inbound, *chosen.outbound)}  # fmt: skip
         return list(found.values())
 
+    def of_connection_to(self, api: str, product: str | None) -> list[MessagePolicy]:
+        """The message policies of a connection to ``api`` admitted by a key of ``product`` (None: without
+        a key, by the open products, or to an API in no product), inbound then outbound."""
+        chosen = self._sets.get((api, product if product is not None else _NO_PRODUCT))
+        return [] if chosen is None else [*chosen.inbound, *chosen.outbound]
+
     def inherited_names(self, api: str) -> set[str]:
         """Names of the global and product message policies the API inherits (for ``skip_policies``)."""
         return self._inherited.get(api, set())

@@ -6,6 +6,7 @@ trusted proxy reported (top-level ``trusted_proxies``), never a header an untrus
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -70,19 +71,44 @@ class CheckOriginSettings(PolicySettings):
 
 
 def compile_origin(origin: str) -> re.Pattern[str]:
-    """A pattern for one allowed origin: ``scheme://[*.]host[:port|:*]``; raises ValueError."""
-    parts = urlsplit(origin.strip().lower())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+    """A pattern for one allowed origin: ``scheme://[*.]host[:port|:*]``, as browsers send it.
+
+    Raises:
+        ValueError: for what is not an origin, or would admit more than meant or match nothing: a
+            wildcard over a top-level domain or a known public suffix (``*.com``, ``*.co.uk``: every site
+            under it), user info, a query, a fragment or a path (an ``Origin`` never has them), a port
+            that is not a number from 1 to 65535 or ``*``, and a host that is not a host name (one
+            written in Unicode is matched in the ``xn--`` form browsers send).
+    """
+    text = origin.strip()
+    try:
+        parts = urlsplit(text.lower())
+    except ValueError:  # an unclosed [ of an IPv6 address
+        raise ValueError(f"'{origin}' is not an origin like https://app.example.com") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"'{origin}' is not an origin like https://app.example.com")
-    host, _, port = parts.netloc.rpartition(":") if not parts.netloc.endswith("]") else (parts.netloc, "", "")
-    if not host or (port and port != "*" and not port.isdigit()):
-        host, port = parts.netloc, ""
-    if host.startswith("*."):
-        host_re = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*\." + re.escape(host[2:])
-    elif "*" in host:
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"'{origin}': an origin has no user name or password (browsers never send one: it matches "
+            "nothing); write scheme://host[:port]"
+        )
+    if "?" in text or "#" in text or parts.path not in ("", "/"):
+        raise ValueError(
+            f"'{origin}': an origin has no path, query or fragment (browsers send scheme://host[:port] "
+            "only); write it without them"
+        )
+    host, port = _host_and_port(origin, parts.netloc)
+    wildcard = host.startswith("*.")
+    if wildcard:
+        host = host[2:]
+        if not host:
+            raise ValueError(f"'{origin}': a wildcard needs the domain it covers, as in https://*.example.com")
+    if "*" in host:
         raise ValueError(f"'{origin}': a wildcard may only start the host, as in https://*.example.com")
-    else:
-        host_re = re.escape(host)
+    host = _ascii_host(origin, host)
+    if wildcard:
+        _check_wildcard(origin, host)
+    host_re = (r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\." if wildcard else "") + re.escape(host)
     default = {"http": "80", "https": "443"}[parts.scheme]
     if port == "*":
         port_re = r"(?::[0-9]+)?"
@@ -91,6 +117,97 @@ def compile_origin(origin: str) -> re.Pattern[str]:
     else:
         port_re = f"(?::{default})?"
     return re.compile(re.escape(parts.scheme) + "://" + host_re + port_re)
+
+
+def _host_and_port(origin: str, netloc: str) -> tuple[str, str]:
+    """``netloc``'s host and port (``""``: none; a number without leading zeros, or ``*``)."""
+    if netloc.startswith("["):
+        host, _, rest = netloc.partition("]")
+        host += "]"
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:  # urlsplit checks only that it is some IP address
+            raise ValueError(f"'{origin}': '{host}' is not an IPv6 address") from None
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"'{origin}' is not an origin like https://app.example.com")
+        port = rest[1:] if rest else None
+    else:
+        host, colon, port_text = netloc.rpartition(":")
+        host, port = (host, port_text) if colon else (netloc, None)
+    if port is None:
+        return host, ""
+    if port == "*":
+        return host, port
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"'{origin}': the port must be a number from 1 to 65535, or * for any")
+    return host, str(int(port))
+
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+"""ß, final sigma, ZWNJ, ZWJ: IDNA 2003 (Python's codec) maps them away, browsers (UTS 46) keep them."""
+
+
+def _ascii_host(origin: str, host: str) -> str:
+    """``host`` as a browser writes it in ``Origin``: a Unicode name in its ``xn--`` (IDNA) form."""
+    if host.startswith("["):
+        return host
+    if not host.isascii():
+        if _DEVIATIONS.intersection(host):
+            raise ValueError(
+                f"'{origin}': browsers differ from Python on the IDNA form of this host "
+                "(ß, ς, zero-width joiners): write it as browsers send it, xn--..."
+            )
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"'{origin}': '{host}' is not a valid internationalised host name") from None
+    if not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError(
+            f"'{origin}': '{host}' is not a host name (letters, digits and hyphens, in labels between dots)"
+        )
+    return host
+
+
+def _check_wildcard(origin: str, domain: str) -> None:
+    """Refuse ``*.domain`` over a top-level domain or a known public suffix: every site under it."""
+    if "." not in domain and domain != "localhost":  # *.localhost is this machine's own names
+        raise ValueError(
+            f"'{origin}': *.{domain} admits every site under the top-level domain .{domain}; "
+            f"name your own domain, as in https://*.example.{domain}"
+        )
+    if domain in PUBLIC_SUFFIXES:
+        raise ValueError(
+            f"'{origin}': {domain} is a public suffix, under which anyone registers a site: "
+            f"*.{domain} admits all of them; name your own domain, as in https://*.example.{domain}"
+        )
+
+
+PUBLIC_SUFFIXES = frozenset(
+    """
+    co.uk org.uk me.uk ltd.uk plc.uk net.uk ac.uk gov.uk sch.uk nhs.uk
+    com.au net.au org.au edu.au gov.au id.au asn.au co.nz net.nz org.nz govt.nz ac.nz
+    co.jp ne.jp or.jp ac.jp go.jp ed.jp gr.jp lg.jp co.kr or.kr ne.kr go.kr ac.kr
+    com.cn net.cn org.cn gov.cn edu.cn com.hk org.hk net.hk com.tw org.tw net.tw com.sg org.sg net.sg
+    com.my net.my org.my co.in net.in org.in firm.in gen.in ind.in co.id or.id web.id ac.id
+    com.ph net.ph org.ph com.vn net.vn org.vn co.th in.th or.th com.pk com.bd com.np com.lk
+    co.za org.za net.za web.za com.ng com.eg co.ke or.ke co.il org.il ac.il com.tr net.tr org.tr gen.tr
+    com.sa com.ae co.ae com.qa
+    com.br net.br org.br blog.br com.ar net.ar org.ar com.mx net.mx org.mx com.co net.co com.pe com.ve
+    com.uy com.ec com.bo com.py com.gt
+    com.ua net.ua org.ua in.ua kiev.ua com.ru net.ru org.ru msk.ru spb.ru com.pl net.pl org.pl
+    com.es org.es nom.es com.pt com.gr com.cy co.at or.at co.hu co.it com.mt
+    github.io githubusercontent.com gitlab.io herokuapp.com herokussl.com vercel.app now.sh netlify.app
+    netlify.com pages.dev workers.dev web.app firebaseapp.com appspot.com blogspot.com
+    azurewebsites.net azurestaticapps.net cloudapp.net cloudfront.net amazonaws.com s3.amazonaws.com
+    elasticbeanstalk.com onrender.com fly.dev glitch.me ngrok.io ngrok.app ngrok-free.app
+    repl.co replit.dev surge.sh readthedocs.io trycloudflare.com codesandbox.io stackblitz.io
+    wordpress.com tumblr.com wixsite.com weebly.com squarespace.com myshopify.com
+    """.split()  # noqa: SIM905 - a table reads better than a list of quoted strings
+)
+"""Common domains of more than one label under which anyone may have a site: public suffixes from the
+Public Suffix List (publicsuffix.org) and hosting domains. A small list, not all of them (the full
+list is not among the dependencies; docs/policies.md says so)."""
 
 
 @register_policy("check-origin")
@@ -113,4 +230,4 @@ class CheckOrigin:
             raise deny(403, "the request's origin is not allowed", reason="origin_forbidden")
 
 
-__all__ = ["CheckOrigin", "IpFilter", "compile_origin"]
+__all__ = ["PUBLIC_SUFFIXES", "CheckOrigin", "IpFilter", "compile_origin"]

@@ -30,11 +30,12 @@ default (``{jwt.sub|anonymous}``) says that the missing value is expected, and i
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..handshake.pipeline import Policy
 from ..templates import Reference, Template
+from .admissions import Admission
 from .auth import ValidateJwt
 from .base import Loc, loc_text
 from .control import Choose
@@ -54,45 +55,77 @@ def unset_references(
     open_products: Collection[int] = (),
     messages: Iterable[object] = (),
 ) -> list[str]:
-    """Problems for the policies in ``order`` (an API's, as they run) that read ``{jwt.*}`` before
-    claims can exist, or ``{subscription.*}`` when the API has no subscription (``has_subscription``:
-    it is in a product) or, for a limit, when a handshake may run it without one (``open_products``:
-    the indexes in ``products`` of the API's products with ``subscription_required: false``); then
-    for its ``messages`` policies, which run once the whole handshake has."""
-    problems: dict[Loc, str] = {}  # a global policy is reported once, for the first API it fails
-    walk = _Walk(api, locations, has_subscription, frozenset(open_products), problems)
+    """Problems for the policies in ``order`` (one run of an API's, as they run) that read ``{jwt.*}``
+    before claims can exist, or ``{subscription.*}`` when the API has no subscription
+    (``has_subscription``: it is in a product) or, for a limit, when a handshake may run it without one
+    (``open_products``: the indexes in ``products`` of the API's products with
+    ``subscription_required: false``); then for its ``messages`` policies, which run once the whole
+    handshake has. An API in products runs differently for each kind of client: see
+    :func:`unset_references_by_admission`."""
+    problems: dict[Loc, str] = {}
+    opened = frozenset(open_products)
+
+    def keyless(loc: Loc) -> bool:
+        # A product's policies that require a subscription run for its subscribers only.
+        return bool(opened) and not (loc[0] == "products" and loc[1] not in opened)
+
+    walk = _Walk(f" (API '{api}')", locations, has_subscription, keyless, problems)
     claims_maybe = _scan(list(order), walk, claims_maybe=False)
     for policy in messages:
         walk.check(policy, claims_maybe)
     return [f"{loc_text(loc)}: {problem}" for loc, problem in problems.items()]
 
 
+def unset_references_by_admission(
+    api: str,
+    ways: Sequence[tuple[Admission, Iterable[object]]],
+    locations: Mapping[int, Loc],
+) -> list[str]:
+    """As :func:`unset_references`, for each way a client is admitted (each :class:`Admission` with the
+    message policies its connections run): a policy that reads ``{jwt.*}`` is refused when, for some
+    client that runs it, no policy that can set claims ran before. Over every product's policies at
+    once, one product's ``validate-jwt`` passed the API's ``{jwt.sub}`` limit for another product's
+    subscribers, for whom it is empty: one counter for all of them."""
+    problems: dict[Loc, str] = {}  # a policy is reported once, for the first way (and API) it fails
+    for way, messages in ways:
+        who = f", for {way.describe()} (API '{api}')" if len(ways) > 1 else f" (API '{api}')"
+        walk = _Walk(who, locations, bool(way.products), _always(way.keyless_with_products), problems)
+        claims_maybe = _scan(list(way.policies), walk, claims_maybe=False)
+        for policy in messages:
+            walk.check(policy, claims_maybe)
+    return [f"{loc_text(loc)}: {problem}" for loc, problem in problems.items()]
+
+
+def _always(keyless: bool) -> Callable[[Loc], bool]:
+    """Whether a policy runs for clients without a subscription, the same for every policy of one admission."""
+    return lambda loc: keyless
+
+
 class _Walk:
     def __init__(
         self,
-        api: str,
+        who: str,
         locations: Mapping[int, Loc],
         has_subscription: bool,
-        open_products: frozenset[int],
+        keyless: Callable[[Loc], bool],
         problems: dict[Loc, str],
     ):
-        self.api = api
+        self.who = who  # " (API 'chat')", after which clients when they differ
         self.locations = locations
         self.has_subscription = has_subscription
-        self.open_products = open_products
+        self.keyless = keyless
         self.problems = problems
 
     def check(self, policy: object, claims_maybe: bool) -> None:
         loc = self.locations.get(id(policy))
         if loc is None:
             return
-        # A product's policies that require a subscription run for its subscribers only.
-        keyless = bool(self.open_products) and not (loc[0] == "products" and loc[1] not in self.open_products)
+        keyless = self.keyless(loc)
         for field, refs in _reads(policy):
             for ref in refs:
                 problem = self._problem(ref, claims_maybe, limit=isinstance(policy, _LIMITS), keyless=keyless)
                 if problem is not None:
-                    self.problems.setdefault((*loc, *field), f"{problem} (API '{self.api}')")
+                    self.problems.setdefault((*loc, *field), f"{problem}{self.who}")
                     return
 
     def _problem(self, ref: Reference, claims_maybe: bool, *, limit: bool, keyless: bool) -> str | None:
@@ -149,4 +182,4 @@ def _built_in(policy: Any) -> bool:
     return type(policy).__module__.startswith(_BUILT_IN)
 
 
-__all__ = ["unset_references"]
+__all__ = ["unset_references", "unset_references_by_admission"]
