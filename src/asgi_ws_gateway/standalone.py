@@ -6,6 +6,7 @@ Besides the WebSocket APIs it answers, for plain HTTP:
 * ``GET /readyz``: 200 ``{"status": "ready"}``, or 503 ``{"status": "draining"}`` once the gateway
   drains, ``{"status": "full"}`` while it is at ``max_connections`` (readiness), as the management
   API's endpoints of the same names;
+* another method on either (``POST /healthz``): 405 Method Not Allowed with ``Allow: GET, HEAD``;
 * a plain HTTP request on an API's path: 426 Upgrade Required with ``Upgrade: websocket``;
 * anything else: 404.
 
@@ -95,7 +96,7 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class StandaloneApp:
-    """What the standalone gateway wraps: health endpoints, 426 on API paths, 404 elsewhere."""
+    """What the standalone gateway wraps: health endpoints (GET and HEAD), 426 on API paths, 404 elsewhere."""
 
     def __init__(self, *, settle: bool = False) -> None:
         self.gateway: WebSocketGateway | None = None  # set once the gateway around this app exists
@@ -107,6 +108,8 @@ class StandaloneApp:
             await not_found(scope, receive, self._settle_when_started(send))
         elif scope["type"] != "http" or gateway is None:
             await not_found(scope, receive, send)
+        elif scope["path"] in ("/healthz", "/readyz") and scope["method"] not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed: GET or HEAD\n", [(b"allow", b"GET, HEAD")])
         elif scope["path"] == "/healthz":
             await _respond_json(send, 200, {"status": "ok"})
         elif scope["path"] == "/readyz":

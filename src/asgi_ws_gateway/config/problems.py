@@ -22,14 +22,52 @@ def union_member(part: object) -> bool:
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict|none|[a-z-]+\[.*\]|[A-Z][A-Za-z]*Settings)$")
 
 
+def _member_at(error: Any, i: int) -> bool:
+    loc = error["loc"]
+    last = len(loc) - 1 if error["type"] == "extra_forbidden" else len(loc)  # an unknown key named "bool" stays
+    return i < last and union_member(loc[i])
+
+
+def shape_selected(errors: Sequence[Any]) -> list[Any]:
+    """Only the errors of the member the value's shape selects, for "a thing or a list of things".
+
+    Pydantic tries every member of ``X | list[X]`` and reports what each refused: a mapping with one
+    bad field also got "Input should be a valid list", a list with one bad item "Input should be a
+    valid dictionary". A list selects the ``list[...]`` member, anything else the others; a value
+    that fits no member's shape keeps every member's error (what each wanted).
+    """
+    errors = list(errors)
+    groups: dict[tuple[Any, ...], list[int]] = {}  # where a union's members were tried -> its errors
+    for n, error in enumerate(errors):
+        for i in range(len(error["loc"])):
+            if _member_at(error, i):
+                groups.setdefault(tuple(error["loc"][:i]), []).append(n)
+    dropped: set[int] = set()
+    for where, found in groups.items():
+        at = len(where)
+        listed = [n for n in found if str(errors[n]["loc"][at]).startswith("list[")]
+        single = [n for n in found if n not in listed]
+        if not listed or not single:
+            continue
+        tops = [errors[n] for n in found if len(errors[n]["loc"]) == at + 1]  # a member refused the value itself
+        if not tops:
+            continue
+        if isinstance(tops[0]["input"], list):
+            dropped.update(single)
+        elif not all(len(errors[n]["loc"]) == at + 1 and errors[n]["type"].endswith("_type") for n in single):
+            dropped.update(listed)  # a single member took the value's shape: its errors are the ones
+    return [error for n, error in enumerate(errors) if n not in dropped]
+
+
 def describe_errors(errors: Sequence[Any]) -> list[str]:
     """Pydantic's errors as ``apis[1].upstreams[0].url: message``, one problem per field.
 
     A value every member of a union refused is one problem whose message names what each member
-    wanted (``passthrough: Input should be 'auto'; Input should be a valid boolean (got 'AUTO')``).
+    wanted (``passthrough: Input should be 'auto'; Input should be a valid boolean (got 'AUTO')``);
+    of "a thing or a list of things", only the errors of the form the value has (:func:`shape_selected`).
     """
     fields: dict[tuple[Any, ...], list[Any]] = {}
-    for error in errors:
+    for error in shape_selected(errors):
         loc = error["loc"]
         key = len(loc) - 1 if error["type"] == "extra_forbidden" else len(loc)  # an unknown key named "bool" stays
         field = tuple(part for i, part in enumerate(loc) if i >= key or not union_member(part))
@@ -72,6 +110,7 @@ def shorten(value: Any, limit: int = 80) -> str:
 
 __all__ = [
     "describe_errors",
+    "shape_selected",
     "shorten",
     "union_member",
 ]

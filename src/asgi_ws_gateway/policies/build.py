@@ -23,7 +23,7 @@ from .._types import Scope
 from ..config.fields import mark_policies
 from ..config.gateway import GatewayConfig
 from ..config.parsing import parse_config
-from ..config.problems import shorten, union_member
+from ..config.problems import shape_selected, shorten, union_member
 from ..forwarded import Networks
 from ..handshake.context import HandshakeContext, RequestView
 from ..handshake.pipeline import FunctionPolicy, HandshakePipeline, Policy
@@ -269,7 +269,7 @@ class PolicyBuilder:
             settings: BaseModel = kind.Settings.model_validate(raw)
         except ValidationError as exc:
             seen: set[str] = set()
-            for error in exc.errors():
+            for error in shape_selected(exc.errors()):  # of "X or a list of X", the form given
                 problem = _describe(loc, error, raw)
                 if problem.split(": ", 1)[0] not in seen:  # one problem per field
                     seen.add(problem.split(": ", 1)[0])

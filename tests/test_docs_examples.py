@@ -1,0 +1,194 @@
+"""Every YAML and JSON example in README.md and docs/*.md parses, and every configuration in them loads.
+
+Five full examples once had ``upstreams: [ws://chat.internal:9000/rooms/{room}]``: in a YAML flow
+sequence ``{`` opens a mapping, so ``check`` refused them (``not valid YAML``). The rules, per block:
+
+* every ```` ```yaml ```` / ```` ```json ```` block parses, as ``check`` reads a file (duplicate keys refused);
+* a **configuration**: a mapping with any top-level key of the gateway's configuration (``apis``,
+  ``policies``, ``store``, ``telemetry``, ...), loads as ``asgi-ws-gateway check`` loads it
+  (:func:`load_policies` with a memory store: nothing connects, nothing is fetched), in a directory
+  holding the files examples name (``schemas/chat-message.json``);
+* a **fragment** is wrapped into the smallest configuration and loaded too: a list of handshake
+  policies into an API's ``policies``, a list of message policies into ``message_policies.inbound``,
+  a mapping of ``inbound``/``outbound``/``error_reply`` into ``message_policies``;
+* anything else (a problem body, a log line, a collector's configuration) is parsed only;
+* an example the docs show being refused (:data:`DOCUMENTED_FAILURES`) must be refused with the
+  problem the docs print.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asgi_ws_gateway.config.gateway import GatewayConfig
+from asgi_ws_gateway.errors import ConfigError
+from asgi_ws_gateway.json_names import load_unique
+from asgi_ws_gateway.policies.base import REGISTRY
+from asgi_ws_gateway.policies.build import load_policies
+from asgi_ws_gateway.policies.message_base import MESSAGE_REGISTRY
+from asgi_ws_gateway.state.memory import MemoryState
+from asgi_ws_gateway.yaml_keys import safe_load
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+TOP_LEVEL = frozenset(field.alias or name for name, field in GatewayConfig.model_fields.items())
+MESSAGE_SET = frozenset({"inbound", "outbound", "error_reply"})
+API = {"name": "example", "path": "/ws/example/{room}", "upstreams": ["ws://127.0.0.1:9/{room}"]}
+JWT = {"jwks_url": "https://login.example.com/.well-known/jwks.json", "algorithms": ["RS256"]}
+
+# Files the examples name, provided in the working directory, where ``check`` reads them from.
+FILES = {
+    "schemas/chat-message.json": '{"type": "object", "required": ["type"]}',
+    "mypackage/__init__.py": "",
+    "mypackage/transforms.py": "async def redact(message):\n    return message\n",  # transform-message's call
+}
+
+# Examples documented to be refused: the block's first line -> the problem the docs print for it.
+DOCUMENTED_FAILURES = {
+    # docs/policies.md, Plugins: the example's plugin module is the reader's own; without it, the
+    # documented refusal of a module that cannot be imported.
+    "plugins: [mycompany.gateway_policies]": (
+        "plugins[0]: cannot import 'mycompany.gateway_policies': ModuleNotFoundError: No module named 'mycompany'"
+    ),
+}
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\w*)[ \t]*$")
+
+
+@dataclass(frozen=True)
+class Block:
+    where: str  # README.md:39, the line of the block's first line
+    lang: str
+    text: str
+    doc: Path
+
+
+def _blocks() -> list[Block]:
+    found: list[Block] = []
+    for doc in DOCS:
+        lines = doc.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            opening = _FENCE.match(lines[i])
+            if opening is None:
+                i += 1
+                continue
+            indent, lang = opening["indent"], opening["lang"]
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "```")
+            if lang in ("yaml", "json"):
+                body = "\n".join(line.removeprefix(indent) for line in lines[i + 1 : end]) + "\n"
+                found.append(Block(f"{doc.relative_to(ROOT)}:{i + 2}", lang, body, doc))
+            i = end + 1
+    return found
+
+
+BLOCKS = _blocks()
+
+
+def _parse(block: Block) -> Any:
+    return load_unique(block.text) if block.lang == "json" else safe_load(block.text)
+
+
+def _policy_names(data: Any) -> set[str] | None:
+    """The policy types of a list of single-key mappings (``- set-header: {...}``), else None."""
+    if not isinstance(data, list) or not data:
+        return None
+    if not all(isinstance(entry, dict) and len(entry) == 1 for entry in data):
+        return None
+    return {str(next(iter(entry))) for entry in data}
+
+
+def _around(policies: list[Any] | None = None, messages: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The smallest configuration a fragment reads in: a token and a subscription on every handshake."""
+    api: dict[str, Any] = {**API, "policies": policies or []}
+    if messages is not None:
+        api["message_policies"] = messages
+    names = _policy_names(policies) or set()
+    return {
+        "policies": [] if "validate-jwt" in names else [{"validate-jwt": JWT}],  # sets {jwt.*}
+        "products": [{"name": "example", "apis": [API["name"]]}],  # sets {subscription.*}
+        "subscriptions": [{"id": "example", "product": "example", "key_sha256": "0" * 64}],
+        "apis": [api],
+    }
+
+
+def as_configuration(data: Any) -> dict[str, Any] | None:
+    """The configuration a block is, or the smallest one that holds it; None for anything else."""
+    if isinstance(data, dict) and TOP_LEVEL & set(data):
+        if "apis" not in data and data.get("products"):  # an excerpt: the APIs its products name exist
+            named = {name for product in data["products"] for name in product.get("apis", [])}
+            return {**data, "apis": [{**API, "name": name, "path": f"/ws/{name}/{{room}}"} for name in sorted(named)]}
+        return data
+    if isinstance(data, dict) and data and set(data) <= MESSAGE_SET:
+        return _around(messages=data)
+    names = _policy_names(data)
+    if names and names <= set(REGISTRY):
+        return _around(policies=data)
+    if names and names <= set(MESSAGE_REGISTRY):
+        return _around(messages={"inbound": data})
+    return None
+
+
+def test_the_docs_have_examples_of_each_kind() -> None:
+    """The rules above reach what they should: configurations, fragments of both kinds, parse-only blocks."""
+    data = [_parse(block) for block in BLOCKS]
+    assert len(BLOCKS) >= 25
+    assert sum(isinstance(d, dict) and "apis" in d for d in data) >= 5
+    assert any(_policy_names(d) and _policy_names(d) <= set(REGISTRY) for d in data)  # type: ignore[operator]
+    assert any(_policy_names(d) and _policy_names(d) <= set(MESSAGE_REGISTRY) for d in data)  # type: ignore[operator]
+    assert any(as_configuration(d) is None for d in data)
+    for first in DOCUMENTED_FAILURES:
+        assert any(block.text.startswith(first) for block in BLOCKS), f"{first!r}: no such example: update the list"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block.where for block in BLOCKS])
+def test_every_example_parses(block: Block) -> None:
+    """YAML as ``check`` reads it (a key twice is refused), JSON as JSON."""
+    _parse(block)
+
+
+def _maybe_configuration(block: Block) -> bool:
+    try:
+        return as_configuration(_parse(block)) is not None
+    except Exception:  # not even parsed: it fails here too, by its file and line, not the collection
+        return True
+
+
+CONFIGS = [block for block in BLOCKS if _maybe_configuration(block)]
+
+
+@pytest.mark.parametrize("block", CONFIGS, ids=[block.where for block in CONFIGS])
+def test_every_configuration_example_loads_as_check_loads_it(
+    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written to a file and loaded as ``check`` does; an example documented to fail, with its documented problem."""
+    for name, content in FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as ``check`` imports from its working directory
+    for name in [name for name in sys.modules if name.split(".")[0] == "mypackage"]:
+        monkeypatch.delitem(sys.modules, name)  # this test's copy, imported again
+    data = _parse(block)
+    config = as_configuration(data)
+    path = tmp_path / ("gateway.json" if block.lang == "json" and config is data else "gateway.yaml")
+    path.write_text(block.text if config is data else yaml.safe_dump(config, sort_keys=False))
+    expected = next((problem for first, problem in DOCUMENTED_FAILURES.items() if block.text.startswith(first)), None)
+    if expected is None:
+        try:
+            load_policies(path, store=lambda config: MemoryState())
+        finally:
+            for name in [name for name in sys.modules if name.split(".")[0] == "mypackage"]:
+                del sys.modules[name]
+        return
+    assert expected in block.doc.read_text(), "the documented problem is no longer in the docs"
+    with pytest.raises(ConfigError) as caught:
+        load_policies(path, store=lambda config: MemoryState())
+    assert caught.value.problems == [expected]
