@@ -173,7 +173,9 @@ def test_every_configuration_example_loads_as_check_loads_it(
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))  # as ``check`` imports from its working directory
+    # As ``check`` imports from its working directory (not syspath_prepend: with pkg_resources loaded by
+    # another test, it calls a function the installed pkg_resources shim lacks).
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     for name in [name for name in sys.modules if name.split(".")[0] == "mypackage"]:
         monkeypatch.delitem(sys.modules, name)  # this test's copy, imported again
     data = _parse(block)
