@@ -61,7 +61,7 @@ def _api(name: str, path: str, *upstreams: str, **fields: Any) -> dict[str, Any]
 def test_field_error_and_duplicate_name() -> None:
     """A bad field in one API does not hide a duplicate name between two others."""
     assert _problems({"apis": [_api("a", "/a"), _api("b", "/b", connect_timeout=-1), _api("a", "/c")]}) == [
-        "apis[1].connect_timeout: Input should be greater than 0 (got -1)",
+        "apis[1].connect_timeout: Input should be greater than or equal to 0.01 (got -1)",
         "apis[2].name: duplicate API name 'a' (also apis[0])",
     ]
 

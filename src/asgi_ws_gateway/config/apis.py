@@ -13,7 +13,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ..loading import LoadRefused, check_file, check_import
-from .fields import POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
+from .fields import DAY, MAX_SECONDS, MIN_TIMEOUT, POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
 from .limits import MAX_NAME, MAX_POLICIES, MAX_UPSTREAMS, MAX_URL, MIB, bounded
 
 
@@ -162,7 +162,12 @@ class ApiConfig(ConfigModel):
     )
     balancing: Literal["round-robin", "least-connections"] = "round-robin"
     forward_query: bool = Field(default=True, description="Append the client's query string upstream.")
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open one upstream (TCP+TLS+handshake).")
+    connect_timeout: float = Field(
+        default=10.0,
+        ge=MIN_TIMEOUT,
+        le=300,  # as handshake_limits.policy_timeout: no client waits longer for its 101
+        description="Seconds to open one upstream (TCP+TLS+handshake), 0.01 to 300.",
+    )
     dns_ttl: float = Field(
         default=5.0,
         ge=0,
@@ -182,19 +187,22 @@ class ApiConfig(ConfigModel):
     ping_interval: float | None = Field(
         default=20.0,
         ge=0.1,  # 1e-300 was valid, and pinged in a loop: one idle connection kept a core busy
-        description="Seconds between keepalive pings to the upstream (null: off; at least 0.1); spliced, each "
+        le=DAY,
+        description="Seconds between keepalive pings to the upstream (null: off; 0.1 to 86400); spliced, each "
         "side silent for this long is pinged.",
     )
     ping_timeout: float | None = Field(
         default=20.0,
-        gt=0,
-        description="Seconds to wait for a pong before the upstream is declared dead (1011).",
+        ge=MIN_TIMEOUT,
+        le=3600,
+        description="Seconds to wait for a pong before the upstream is declared dead (1011), 0.01 to 3600.",
     )
     close_timeout: float = Field(
         default=5.0,
-        gt=0,
+        ge=MIN_TIMEOUT,
+        le=300,
         description="Seconds the upstream gets to finish a closing handshake before TCP is dropped; also the bound "
-        "on each of the gateway's own closing steps.",
+        "on each of the gateway's own closing steps (0.01 to 300).",
     )
     passthrough: Literal["auto"] | bool = Field(
         default="auto",
@@ -204,11 +212,18 @@ class ApiConfig(ConfigModel):
         "(default) and true splice whenever they can (true also warns where it cannot); false always relays "
         "(see docs/performance.md).",
     )
+    # At least 0.1 s: 1e-300 closed every connection before its first message.
     idle_timeout: float | None = Field(
-        default=None, gt=0, description="Close with 1001 after this many seconds with no message either way."
+        default=None,
+        ge=0.1,
+        le=DAY,
+        description="Close with 1001 after this many seconds with no message either way (0.1 to 86400).",
     )
     max_lifetime: float | None = Field(
-        default=None, gt=0, description="Close with 1001 this many seconds after the connection opened."
+        default=None,
+        ge=0.1,
+        le=MAX_SECONDS,
+        description="Close with 1001 this many seconds after the connection opened (0.1 to 31536000, a year).",
     )
     unhealthy_after: int = Field(
         default=3,
@@ -216,7 +231,9 @@ class ApiConfig(ConfigModel):
         description="Consecutive failures (a failed connect, or a connection the backend failed within 5 s of its "
         "101) after which a backend cools down.",
     )
-    cooldown: float = Field(default=10.0, ge=0, description="Seconds a failing backend is skipped.")
+    cooldown: float = Field(
+        default=10.0, ge=0, le=DAY, description="Seconds a failing backend is skipped (0 to 86400)."
+    )
     policies: Policies = Field(default_factory=list, description=POLICIES_DOC + " Run after inherited ones.")
     message_policies: MessagePoliciesConfig = Field(
         default_factory=MessagePoliciesConfig, description="Message policies, run after inherited ones."

@@ -1,13 +1,20 @@
-"""Rules that span fields of a validated configuration (:func:`cross_check`), and what is valid but
-probably not meant (:func:`config_warnings`).
+"""Rules that span fields of a validated configuration (:func:`cross_check`), what is valid but
+probably not meant (:func:`config_warnings`), and the rules of an upstream URL (:func:`url_problem`),
+which the configured URLs and every URL built for a handshake (``upstream/checks.py``) both follow.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
+from ..bounded import split_url
 from ..forwarded import parse_network
-from ..routing import PathTemplate, PathTemplateError, overlapping
+from ..routing import PathTemplate, PathTemplateError, decode_segment, overlapping, param_problem
+from ..wire_numbers import parse_port
 from .gateway import GatewayConfig
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -52,7 +59,8 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"apis[{i}].upstreams[{k}].{field}: placeholder(s) {', '.join(unknown)} "
                         f"not defined by path '{api.path}'"
                     )
-    return problems
+            problems += _upstream_url_problems(f"apis[{i}].upstreams[{k}]", upstream.kind, upstream.url, upstream.path)
+    return problems + _redirected_in_process(config)
 
 
 def config_warnings(config: GatewayConfig) -> list[str]:
@@ -81,7 +89,190 @@ def config_warnings(config: GatewayConfig) -> list[str]:
     ]
 
 
+# The rules of an upstream URL. The gateway sends the URL it builds for a handshake only when it
+# keeps them (upstream/checks.py, a 400 otherwise: a client's values are in it); a URL the operator
+# wrote must keep them at start-up, or every handshake would be refused (or fail) for it.
+
+UrlProblem = Literal["invalid", "fragment", "not_a_path", "scheme", "port", "address", "host", "path", "segment",
+                     "query", "control"]  # fmt: skip
+"""Which rule of :func:`url_problem` a URL breaks."""
+
+# Path and query: visible ASCII only (what an HTTP request line can carry), every '%' starting a
+# two-digit escape. Stricter RFC 3986 rules would turn configured oddities into client errors.
+_PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*+)?")  # possessive: "/" is in the class (no 2^n splits)
+_QUERY = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# What urlsplit drops without a word (tab, CR, LF anywhere; C0 controls and spaces at either end):
+# the URL checked would not be the URL written.
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def url_problem(url: str, *, in_process: bool = False) -> UrlProblem | None:
+    """The first rule ``url`` breaks, or None when it can be sent as it is.
+
+    ``url`` is ``ws[s]://host[:port]/path?query``, or ``/path?query`` with ``in_process``: the host a
+    host name (letters, digits and ``-`` in dot-separated labels) or a bracketed IPv6 address, the
+    port 1 to 65535, the path and query visible ASCII with ``%`` only before two hex digits and no
+    dot segment or encoded separator in the path, no fragment, no control character or space.
+    """
+    try:
+        parts = split_url(url)
+    except ValueError:  # e.g. an unbalanced or invalid [IPv6] literal
+        return "invalid"
+    if parts.fragment or "#" in url:
+        return "fragment"
+    if in_process:
+        if parts.scheme or parts.netloc:
+            return "not_a_path"
+    elif (problem := _authority_problem(parts.scheme, parts.netloc)) is not None:
+        return problem
+    if not _PATH.fullmatch(parts.path) or (parts.path and not parts.path.startswith("/")):
+        return "path"
+    for segment in parts.path.split("/")[1:]:
+        if segment and param_problem(decode_segment(segment.encode("ascii"))) is not None:
+            return "segment"
+    if not _QUERY.fullmatch(parts.query):
+        return "query"
+    return "control" if _UNSENDABLE.search(url) else None
+
+
+def _authority_problem(scheme: str, netloc: str) -> UrlProblem | None:
+    if scheme not in ("ws", "wss"):
+        return "scheme"
+    host, _, port = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
+    if not host:
+        host, port = netloc, ""
+    if port and not parse_port(port):  # 0 too; int() raised past 4300 digits
+        return "port"
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return "address"
+        return None
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return "host"
+    return None
+
+
+_CONFIGURED: dict[UrlProblem, str] = {
+    "invalid": "is not a valid URL (an unbalanced '[' or an invalid IPv6 literal)",
+    "fragment": "must not have a fragment (#...): it is never sent",
+    "not_a_path": "is not a path (/...)",
+    "scheme": "is not a ws:// or wss:// URL",
+    "port": "has a port that is not a number from 1 to 65535",
+    "address": "has a host in brackets that is not an IPv6 address",
+    "host": "has a host that is not a host name (letters, digits and '-' in dot-separated labels) or an IP address",
+    "path": "has a path with characters a URL cannot carry (it takes visible ASCII, '%' only before two hex digits)",
+    "segment": "has a path with a dot segment (. or ..), an encoded separator (%2F, %5C) or an encoded control "
+    "character",
+    "query": "has a query string with characters a URL cannot carry (it takes visible ASCII, '%' only before two "
+    "hex digits)",
+    "control": "has a space or a control character (CR, LF, tab, ...): a URL cannot carry one",
+}
+
+
+def configured_url_problem(
+    url: str, *, in_process: bool = False, render: Callable[[str], str] | None = None
+) -> str | None:
+    """What is wrong with a URL the operator wrote (as a message to follow its field path), or None.
+
+    ``render(value)`` is the URL as a template renders it with every placeholder's value ``value``
+    (default: the ``{name}`` path parameters replaced). A URL is refused only when no value could
+    make it valid: it is tried with a short value and with none (placeholders render values
+    percent-encoded: what is wrong is in the text written around them).
+    """
+    if render is None:
+        render = functools.partial(_fill_path_params, url)
+    found = [url_problem(render(sample), in_process=in_process) for sample in ("41", "")]
+    if None in found:
+        return None
+    if _UNSENDABLE.search(render("41")):  # said first: urlsplit drops CR and LF, and blames what is left
+        return _CONFIGURED["control"]
+    return _CONFIGURED[found[0] or "invalid"]
+
+
+def _fill_path_params(url: str, value: str) -> str:
+    return _PLACEHOLDER.sub(lambda _: value, url)
+
+
+def _upstream_url_problems(at: str, kind: str, url: str, path: str | None) -> list[str]:
+    problems = []
+    if kind != "asgi" and (problem := configured_url_problem(url)):
+        problems.append(f"{at}.url: {problem}")
+    if path is not None and (problem := configured_url_problem(path, in_process=True)):
+        problems.append(f"{at}.path: {problem}")
+    return problems
+
+
+# set-backend-service for an API with an in-process upstream: refused with 500 at every handshake
+# the policy runs for. The configuration layer knows no policy type: this reads the entries as written.
+_REDIRECT = "set-backend-service"
+_CHOOSE = "choose"
+
+
+def _redirected_in_process(config: GatewayConfig) -> list[str]:
+    """set-backend-service entries that can run for an API with an in-process upstream: the API's own,
+    the global ones and those of the products naming the API (unless the API skips them), and the
+    same inside their ``choose`` branches."""
+    problems: list[str] = []
+    for i, api in enumerate(config.apis):
+        in_process = next((k for k, u in enumerate(api.upstreams) if u.kind == "asgi"), None)
+        if in_process is None:
+            continue
+        why = (
+            f"runs for API '{api.name}', whose upstream apis[{i}].upstreams[{in_process}] "
+            f"({api.upstreams[in_process].label}) is in-process: set-backend-service redirects ws:// and wss:// "
+            "upstreams only, and every handshake it ran for would be refused with 500"
+        )
+        skipped = set(api.skip_policies)
+        scopes: list[tuple[str, Sequence[Any], bool]] = [
+            ("policies", config.policies, True),
+            *((f"products[{p}].policies", product.policies, True)
+              for p, product in enumerate(config.products) if api.name in product.apis),
+            (f"apis[{i}].policies", api.policies, False),
+        ]  # fmt: skip
+        for at, entries, inherited in scopes:
+            for j, entry in enumerate(entries):
+                if inherited and _run_name(entry) in skipped:
+                    continue
+                hint = f" (or add '{_run_name(entry)}' to apis[{i}].skip_policies)" if inherited else ""
+                problems += [f"{where}: {why}{hint}" for where in _redirects(entry, f"{at}[{j}]")]
+    return problems
+
+
+def _run_name(entry: Any) -> str | None:
+    """The name ``skip_policies`` matches an entry by: its settings' ``name``, else its type."""
+    if not isinstance(entry, Mapping) or len(entry) != 1:
+        return None
+    type_name, settings = next(iter(entry.items()))
+    name = settings.get("name") if isinstance(settings, Mapping) else None
+    return str(name or type_name)
+
+
+def _redirects(entry: Any, at: str) -> Iterator[str]:
+    """Where set-backend-service is, in ``entry`` and in its ``choose`` branches."""
+    if not isinstance(entry, Mapping) or len(entry) != 1:
+        return
+    type_name, settings = next(iter(entry.items()))
+    if type_name == _REDIRECT:
+        yield f"{at}.{_REDIRECT}"
+    elif type_name == _CHOOSE and isinstance(settings, Mapping):
+        branches = settings.get("when")
+        for b, branch in enumerate(branches if isinstance(branches, list) else []):
+            nested = branch.get("policies") if isinstance(branch, Mapping) else None
+            for n, inner in enumerate(nested if isinstance(nested, list) else []):
+                yield from _redirects(inner, f"{at}.{_CHOOSE}.when[{b}].policies[{n}]")
+        otherwise = settings.get("otherwise")
+        for n, inner in enumerate(otherwise if isinstance(otherwise, list) else []):
+            yield from _redirects(inner, f"{at}.{_CHOOSE}.otherwise[{n}]")
+
+
 __all__ = [
+    "UrlProblem",
     "config_warnings",
+    "configured_url_problem",
     "cross_check",
+    "url_problem",
 ]

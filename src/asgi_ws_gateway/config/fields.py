@@ -5,7 +5,7 @@ policy lists), and the policy placeholders of the JSON Schema (:func:`mark_polic
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
@@ -66,6 +66,61 @@ Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_plain_text)]
 """Free text shown to people (display names, a subscriber's name): no control, line-break or bidi characters."""
 Url = Annotated[str, Field(max_length=MAX_URL)]
 
+# Durations. Each time field states both its bounds (``Field(ge=..., le=...)``): ``gt=0`` admitted
+# 1e-300 (an idle_timeout closing every connection at once, a rate window counting nothing) and no
+# upper bound admitted 1e308 (a clock_skew under which a token never expires). A floor is what keeps
+# the feature meaningful; a ceiling what no sane operator exceeds (docs/policies.md, docs/deployment.md).
+DAY = 86_400.0
+MAX_SECONDS = 31_536_000.0
+"""A year: the longest any duration of the configuration may be."""
+MIN_TIMEOUT = 0.01
+"""The shortest timeout: 10 ms, about the event loop's timer resolution; a shorter one fires before any I/O."""
+Seconds = Annotated[float, Field(ge=0.001, le=MAX_SECONDS)]
+"""A duration in seconds, from 1 ms to a year, for a field with no tighter bounds of its own."""
+
+# RFC 9110 §5.1: a field name is a token (§5.6.2): what a server passes on as a header name at all.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+
+
+def _token(what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if _TOKEN.fullmatch(value) is None:
+            raise PydanticCustomError(
+                "name_token",
+                "not a {what}: an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~, at least one)",
+                {"what": what},
+            )
+        return value
+
+    return check
+
+
+HeaderName = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_token("header name"))]
+"""A request header's name, as a policy reads it: an RFC 9110 token (no '', space, ':' or non-ASCII)."""
+CookieName = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_token("cookie name"))]
+"""A cookie's name, as a policy reads it: a token too (RFC 6265 §4.1.1)."""
+
+
+def _parameter_name(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("parameter_name", "a query parameter's name must not be empty")
+    return _plain_text(value)
+
+
+QueryName = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_parameter_name)]
+"""A query parameter's name, as a policy reads it: not empty, no control, line-break or bidi characters."""
+
+
+def _claim_text(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("claim_text", "must not be empty or blank (no token carries it)")
+    return _plain_text(value)
+
+
+ClaimText = Annotated[str, AfterValidator(_claim_text)]
+"""A claim value a token must carry (an issuer, an audience): not blank, no control, line-break or bidi
+characters."""
+
 POLICIES_DOC = "Handshake policies, run in order (see docs/policies.md)."
 
 _MESSAGE_POLICY_MARK = {"title": "asgi-ws-gateway message policy"}  # replaced by a $ref to MessagePolicy
@@ -88,13 +143,21 @@ def mark_policies(node: Any) -> Any:
 
 
 __all__ = [
+    "DAY",
+    "MAX_SECONDS",
+    "MIN_TIMEOUT",
     "POLICIES_DOC",
+    "ClaimText",
     "ConfigModel",
+    "CookieName",
+    "HeaderName",
     "MessagePolicies",
     "MessagePolicyEntry",
     "Name",
     "Policies",
     "PolicyEntry",
+    "QueryName",
+    "Seconds",
     "Text",
     "Url",
     "mark_policies",

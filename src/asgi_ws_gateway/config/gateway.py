@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from ..forwarded import parse_network
 from ..plugins import MODULE_NAME
 from .apis import ApiConfig, MessagePoliciesConfig
-from .fields import POLICIES_DOC, ConfigModel, Policies
+from .fields import DAY, POLICIES_DOC, ConfigModel, Policies
 from .limits import MAX_APIS, MAX_SUBSCRIPTIONS
 from .products import ProductConfig, SubscriptionConfig, SubscriptionKeyConfig
 from .settings import HandshakeLimitsConfig, ManagementConfig, StoreConfig, TelemetryConfig
@@ -41,7 +41,10 @@ class GatewayConfig(ConfigModel):
     )
     apis: list[ApiConfig] = Field(default_factory=list, max_length=MAX_APIS)
     drain_grace_period: float = Field(
-        default=10.0, ge=0, description="Seconds open connections get to close when the gateway drains."
+        default=10.0,
+        ge=0,
+        le=DAY,
+        description="Seconds open connections get to close when the gateway drains (0 to 86400).",
     )
     drain_close_code: Literal[1001, 1012] = Field(
         default=1001, description="Close code sent when draining: 1001 going away or 1012 service restart."

@@ -133,12 +133,15 @@ def _check_what_validated(
         config = GatewayConfig.model_validate(partial)
     except ValidationError:
         return []  # e.g. a list longer than allowed: nothing sound to cross-check
-    # An entry dropped for its own errors must not also show up as "unknown" elsewhere.
+    # An entry dropped for its own errors must not also show up as "unknown" elsewhere. Its name is
+    # the file's, unvalidated: only a string can be one (a list or a mapping is not even hashable).
     dropped = {
-        entry.get("name") if key != "subscriptions" else entry.get("id")
+        name
         for key in _LISTS
         for i, entry in enumerate(source.get(key) or [])
-        if isinstance(entry, Mapping) and i not in places[key]
+        if isinstance(entry, Mapping)
+        and i not in places[key]
+        and isinstance(name := entry.get("name" if key != "subscriptions" else "id"), str)
     }
     found = []
     with deferred_imports():  # the configuration is invalid: import nothing

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .apis import MessagePoliciesConfig
-from .fields import POLICIES_DOC, ConfigModel, Name, Policies, Text
+from .fields import POLICIES_DOC, ConfigModel, HeaderName, Name, Policies, QueryName, Text
 from .limits import MAX_APIS
 
 
@@ -43,11 +43,11 @@ class SubscriptionConfig(ConfigModel):
 class SubscriptionKeyConfig(ConfigModel):
     """Where clients present subscription keys."""
 
-    headers: list[str] = Field(
+    headers: list[HeaderName] = Field(
         default_factory=lambda: ["X-Subscription-Key", "Ocp-Apim-Subscription-Key"],
         description="Request headers tried in order (Ocp-Apim-Subscription-Key is Azure APIM's).",
     )
-    query: str | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
+    query: QueryName | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
 
 
 __all__ = [

@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import jwt
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from ..config.fields import DAY, MIN_TIMEOUT, ClaimText, CookieName, HeaderName, QueryName
 from ..errors import HandshakeDenied
 from ..forwarded import is_loopback_host
 from ..handshake.context import HandshakeContext
@@ -45,12 +46,12 @@ class TokenSource(StrictNumbers):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    header: str | None = Field(default=None, description="A request header, e.g. Authorization.")
+    header: HeaderName | None = Field(default=None, description="A request header, e.g. Authorization.")
     scheme: str | None = Field(
         default=None, description="Scheme before the token in the header (default: Bearer for Authorization)."
     )
-    query: str | None = Field(default=None, description="A query parameter (removed from the upstream URL).")
-    cookie: str | None = Field(default=None, description="A cookie.")
+    query: QueryName | None = Field(default=None, description="A query parameter (removed from the upstream URL).")
+    cookie: CookieName | None = Field(default=None, description="A cookie.")
     subprotocol: str | None = Field(
         default=None,
         description="A prefix: the offered subprotocol '<prefix><token>' carries the token (not offered upstream).",
@@ -81,12 +82,20 @@ class ValidateJwtSettings(PolicySettings):
     )
     algorithms: list[str] = Field(min_length=1, description="Allowed algorithms, e.g. [RS256]; never none.")
     jwks_url: str | None = Field(default=None, description="URL of the issuer's JSON Web Key Set.")
-    jwks_refresh_interval: float = Field(default=600.0, gt=0, description="Seconds before keys are refreshed.")
+    jwks_refresh_interval: float = Field(
+        default=600.0,
+        ge=0.1,  # 1e-300 fetched the key set for every handshake
+        le=7 * DAY,
+        description="Seconds before keys are refreshed (0.1 to 604800, a week).",
+    )
     jwks_min_refresh_interval: float = Field(
-        default=30.0, ge=0, description="Least seconds between refreshes caused by an unknown kid."
+        default=30.0, ge=0, le=DAY, description="Least seconds between refreshes caused by an unknown kid (0 to 86400)."
     )
     jwks_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds one JWKS fetch may take, the whole of it (not each read)."
+        default=5.0,
+        ge=MIN_TIMEOUT,
+        le=300,  # as handshake_limits.policy_timeout, which bounds the handshake that waits for it
+        description="Seconds one JWKS fetch may take, the whole of it (not each read), 0.01 to 300.",
     )
     jwks_keys_without_kid: int = Field(
         default=1,
@@ -101,9 +110,20 @@ class ValidateJwtSettings(PolicySettings):
     secret: SecretStr | None = Field(default=None, description="Shared secret for HS algorithms.")
     secret_env: str | None = Field(default=None, description="Environment variable holding the shared secret.")
     secret_base64: bool = Field(default=False, description="The secret is base64(url)-encoded.")
-    issuer: str | list[str] | None = Field(default=None, description="Accepted iss value(s).")
-    audience: str | list[str] | None = Field(default=None, description="Accepted aud value(s).")
-    clock_skew: float = Field(default=30.0, ge=0, description="Seconds of leeway for exp, nbf and iat.")
+    issuer: ClaimText | Annotated[list[ClaimText], Field(min_length=1)] | None = Field(
+        default=None, description="Accepted iss value(s)."
+    )
+    audience: ClaimText | Annotated[list[ClaimText], Field(min_length=1)] | None = Field(
+        default=None, description="Accepted aud value(s)."
+    )
+    clock_skew: float = Field(
+        default=30.0,
+        ge=0,
+        # RFC 7519 §4.1.4: "usually no more than a few minutes". 1e308 admitted a token expired 10
+        # years ago; past 5 minutes a short-lived token's exp barely counts.
+        le=300,
+        description="Seconds of leeway for exp, nbf and iat (0 to 300).",
+    )
     require: list[str] = Field(default_factory=lambda: ["exp"], description="Claims that must be present.")
     claims: list[ClaimCheck] = Field(default_factory=list, description="Claim value checks (403 when one fails).")
     cache: TokenCacheSettings = Field(
@@ -538,7 +558,7 @@ def _unauthorized(detail: str, reason: str, error: str | None = "invalid_token")
 class CheckHeaderSettings(PolicySettings):
     """``check-header``: a request header must be present and, if given, match values or a pattern."""
 
-    header: str = Field(description="Header name.")
+    header: HeaderName = Field(description="Header name.")
     values: list[str] = Field(default_factory=list, description="Accepted values (any of).")
     pattern: str | None = Field(default=None, description="A regular expression (RE2) the whole value must match.")
     ignore_case: bool = False

@@ -38,7 +38,10 @@ from .message_base import register_message_policy
 class CredentialExpirySettings(PolicySettings):
     """``credential-expiry``: close with 1008 when the JWT expires; refresh in-band to stay open."""
 
-    grace: float = Field(default=0.0, ge=0, description="Seconds after the token's exp before the close.")
+    grace: float = Field(
+        default=0.0, ge=0, le=300, description="Seconds after the token's exp before the close (at most 300, as "
+        "validate-jwt's clock_skew: more keeps an expired credential's connection open)."
+    )  # fmt: skip
     refresh_type: str | None = Field(
         default="auth.refresh", min_length=1, description="Value of type_field marking a refresh message (null: none)."
     )
@@ -54,7 +57,9 @@ class CredentialExpirySettings(PolicySettings):
         description="Refresh messages a connection may send per refresh_window; more are dropped "
         "unchecked (refresh_rate_limited).",
     )
-    refresh_window: float = Field(default=60.0, gt=0, description="Seconds of the refresh_limit's fixed windows.")
+    refresh_window: float = Field(
+        default=60.0, ge=1, le=86_400, description="Seconds of the refresh_limit's fixed windows (1 to 86400)."
+    )
 
 
 _OBJECT = frozenset("{")

@@ -74,7 +74,11 @@ class RateLimitSettings(StoreErrorSettings):
 
     key: str = Field(description="Template of the counter key, e.g. '{subscription.id}' or '{client.network}'.")
     limit: int = Field(gt=0, le=100_000, description="Handshakes admitted per window.")
-    window: float = Field(gt=0, le=86_400, description="Window length in seconds (sliding).")
+    window: float = Field(
+        ge=1,  # 1e-300 counted nothing (3 of limit 1 admitted); Retry-After counts whole seconds anyway
+        le=86_400,
+        description="Window length in seconds (sliding), 1 to 86400.",
+    )
 
     _key = field_validator("key")(template)
 
@@ -161,7 +165,9 @@ class ConcurrencySettings(StoreErrorSettings):
         le=86_400,  # kept in milliseconds by the store: a day is already longer than any renewal needs
         description="Seconds a lease outlives its last renewal (renewed every third of it).",
     )
-    retry_after: int = Field(default=5, ge=1, description="Retry-After seconds when the cap is reached.")
+    retry_after: int = Field(
+        default=5, ge=1, le=86_400, description="Retry-After seconds when the cap is reached (1 to 86400)."
+    )
 
     _key = field_validator("key")(template)
 

@@ -49,7 +49,12 @@ class RateLimitMessagesSettings(StoreErrorSettings):
 
     messages: int | None = Field(default=None, gt=0, description="Messages per window.")
     bytes: int | None = Field(default=None, gt=0, description="Payload bytes per window (UTF-8 length of text).")
-    window: float = Field(default=1.0, gt=0, le=86_400, description="Window length in seconds (fixed windows).")
+    window: float = Field(
+        default=1.0,
+        ge=0.01,  # 1e-300 counted nothing; 10 ms is about the event loop's timer resolution
+        le=86_400,
+        description="Window length in seconds (fixed windows), 0.01 to 86400.",
+    )
     key: str | None = Field(
         default=None, description="Template of a shared key ('{jwt.sub}'); none: per connection, in memory."
     )

@@ -39,7 +39,7 @@ class TokenCacheSettings(StrictNumbers):
         default=4096, ge=0, le=1_000_000, description="Verified tokens kept (least recently used go first); 0: off."
     )
     max_age: float = Field(
-        default=300.0, gt=0, le=86_400, description="Seconds a verified token is trusted before its signature is "
+        default=300.0, ge=0.01, le=86_400, description="Seconds a verified token is trusted before its signature is "
         "checked again (never past its exp)."
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
+from ..config.checks import configured_url_problem
 from ..handshake.context import HandshakeContext
 from ..templates import Template
 from ..upstream.request import HOP_BY_HOP
@@ -158,10 +159,28 @@ class SetBackendSettings(PolicySettings):
             # Refused at start-up, like an upstream URL's: the request check would refuse it per client.
             raise ValueError("must not carry credentials (user:password@); send them with a set-header policy")
         # The client must never choose where the gateway connects: only values it cannot forge.
-        unsafe = sorted({ref.namespace for ref in Template(value).references} & _CLIENT_NAMESPACES)
+        compiled = Template(value)
+        unsafe = sorted({ref.namespace for ref in compiled.references} & _CLIENT_NAMESPACES)
         if unsafe:
             raise ValueError(f"must not use values the client sends ({', '.join(unsafe)}): they would pick the host")
+        # The upstream URL's rules, on what the text written around the placeholders allows: a base
+        # URL no value could make valid refused every handshake (400), or failed it (500).
+        problem = configured_url_problem(value, render=lambda sample: compiled.render(_Sample(sample)))
+        if problem is not None:
+            raise ValueError(problem)
+        if "?" in compiled.render(_Sample("41")):
+            raise ValueError("must not have a query: the request's own is kept (set one with set-query-parameter)")
         return value
+
+
+class _Sample:
+    """Every value of a template as ``value``: how :meth:`SetBackendSettings._url` tries a base URL."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        return self.value
 
 
 @register_policy("set-backend-service")

@@ -10,13 +10,12 @@ before the first connect, so it never counts against a backend's health.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Mapping
 
-from ..bounded import may_carry_credential, remember, split_url
-from ..routing import decode_segment, param_problem
-from ..wire_numbers import parse_port
+from ..bounded import may_carry_credential, remember
+from ..config.checks import UrlProblem, url_problem
+from ..routing import param_problem
 from .request import bad_request
 
 MAX_UPSTREAM_URL = 8192
@@ -25,11 +24,6 @@ MAX_UPSTREAM_URL = 8192
 # RFC 9110 token (header names) and field-value characters (no CR, LF, NUL or other controls).
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-# Path and query: visible ASCII only (what an HTTP request line can carry), every '%' starting a
-# two-digit escape. Stricter RFC 3986 rules would turn configured oddities into client errors.
-_PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*+)?")  # possessive: "/" is in the class (no 2^n splits)
-_QUERY = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 def check_path_params(params: Mapping[str, str]) -> None:
@@ -83,46 +77,28 @@ _TOKEN_LENGTH = 64
 def _check_url(url: str, in_process: bool) -> None:
     """The URL's checks; a URL without a query that passed once (most are a configured upstream's,
     unchanged) is not checked again. Only passes are remembered (a refusal raises, which the cache
-    does not keep)."""
+    does not keep). The rules are :func:`~asgi_ws_gateway.config.checks.url_problem`, which the
+    configured URLs follow too."""
     if len(url) > MAX_UPSTREAM_URL:
         raise bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
-    try:
-        parts = split_url(url)
-    except ValueError:  # e.g. an unbalanced or invalid [IPv6] literal
-        raise bad_request("the upstream URL would not be a valid URL") from None
-    if parts.fragment or "#" in url:
-        raise bad_request("the upstream URL would have a fragment")
-    if in_process:
-        if parts.scheme or parts.netloc:
-            raise bad_request("the upstream path is not a path")
-    else:
-        _check_authority(parts.scheme, parts.netloc)
-    if not _PATH.fullmatch(parts.path) or (parts.path and not parts.path.startswith("/")):
-        raise bad_request("the upstream path has characters a URL cannot carry")
-    for segment in parts.path.split("/")[1:]:
-        if segment and param_problem(decode_segment(segment.encode("ascii"))) is not None:
-            raise bad_request("the upstream path would have a dot segment, an encoded separator or a control character")
-    if not _QUERY.fullmatch(parts.query):
-        raise bad_request("the upstream query string has characters a URL cannot carry")
+    problem = url_problem(url, in_process=in_process)
+    if problem is not None:
+        raise bad_request(_REFUSALS[problem])
 
 
-def _check_authority(scheme: str, netloc: str) -> None:
-    if scheme not in ("ws", "wss"):
-        raise bad_request("the upstream URL's scheme would not be ws or wss")
-    host, _, port = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
-    if not host:
-        host, port = netloc, ""
-    if port and not parse_port(port):  # 0 too; int() raised past 4300 digits (the URL may have 8192)
-        raise bad_request("the upstream URL's port would not be a port number")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise bad_request("the upstream URL's host would not be a valid address") from None
-        return
-    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise bad_request("the upstream URL's host would not be a valid host name")
+_REFUSALS: dict[UrlProblem, str] = {
+    "invalid": "the upstream URL would not be a valid URL",
+    "fragment": "the upstream URL would have a fragment",
+    "not_a_path": "the upstream path is not a path",
+    "scheme": "the upstream URL's scheme would not be ws or wss",
+    "port": "the upstream URL's port would not be a port number",
+    "address": "the upstream URL's host would not be a valid address",
+    "host": "the upstream URL's host would not be a valid host name",
+    "path": "the upstream path has characters a URL cannot carry",
+    "segment": "the upstream path would have a dot segment, an encoded separator or a control character",
+    "query": "the upstream query string has characters a URL cannot carry",
+    "control": "the upstream URL would carry a space or a control character",
+}
 
 
 __all__ = ["MAX_UPSTREAM_URL", "bad_request", "check_path_params", "check_upstream_request", "valid_header"]
