@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway.upstream.interim import UnreadableHead
 from asgi_ws_gateway.upstream.response_head import MAX_HEAD, MAX_HEADER_LINES, MAX_LINE, AnswerHead
+from support.clients import connect
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import handshake
 from support.servers import UvicornFactory
@@ -44,10 +46,15 @@ def _line(size: int) -> bytes:
 # first), and the status every connector answers the client with, or 502 and the log's words.
 FORBIDDEN = b"HTTP/1.1 403 Forbidden"
 SWITCHING = b"HTTP/1.1 101 Switching Protocols"
+LINES = 124
+"""The rule's header lines: ``websockets``' 128 (what a client built on it reads) less the 4 the gateway
+may add (a literal: the tests say what the rule must be)."""
+OVER = f"more than {LINES} response header lines"
 ANSWERS: dict[str, tuple[bytes, bytes, int, str | None]] = {
-    "101, 128 header lines": (SWITCHING, _headers(MAX_HEADER_LINES - 3), 101, None),
-    "101, 129 header lines": (SWITCHING, _headers(MAX_HEADER_LINES - 2), 502, "more than 128 response header lines"),
-    "101, 300 header lines": (SWITCHING, _headers(297), 502, "more than 128 response header lines"),
+    "101, 124 header lines": (SWITCHING, _headers(LINES - 3), 101, None),
+    "101, 125 header lines": (SWITCHING, _headers(LINES - 2), 502, OVER),
+    "101, 128 header lines": (SWITCHING, _headers(128 - 3), 502, OVER),
+    "101, 300 header lines": (SWITCHING, _headers(297), 502, OVER),
     "101, an 8192-byte line": (SWITCHING, _line(MAX_LINE), 101, None),
     "101, an 8193-byte line": (SWITCHING, _line(MAX_LINE + 1), 502, "line over 8192 bytes"),
     "101, a 60 KB cookie": (SWITCHING, b"Set-Cookie: a=" + b"b" * 60_000 + b"\r\n", 502, "line over 8192 bytes"),
@@ -64,8 +71,9 @@ ANSWERS: dict[str, tuple[bytes, bytes, int, str | None]] = {
     "0403": (b"HTTP/1.1 0403 Forbidden", b"", 502, "not 3 digits: '0403'"),
     "403, no reason phrase": (b"HTTP/1.1 403", b"", 403, None),
     "403, 100 header lines": (FORBIDDEN, _headers(100), 403, None),
-    "403, 129 header lines": (FORBIDDEN, _headers(MAX_HEADER_LINES + 1), 502, "more than 128 response header lines"),
-    "403, 300 header lines": (FORBIDDEN, _headers(300), 502, "more than 128 response header lines"),
+    "403, 124 header lines": (FORBIDDEN, _headers(LINES - 1), 403, None),  # and its Content-Length
+    "403, 125 header lines": (FORBIDDEN, _headers(LINES), 502, OVER),
+    "403, 300 header lines": (FORBIDDEN, _headers(300), 502, OVER),
     "403, a 20 KB line": (FORBIDDEN, _line(20_000), 502, "line over 8192 bytes"),
     "403, a malformed header line": (FORBIDDEN, b"Bad Name: x\r\n", 502, "malformed response header line: 'Bad Name'"),
 }
@@ -140,12 +148,58 @@ async def test_every_connector_reads_the_answers_head_by_one_rule(
         assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and words in lines[0], lines
 
 
+def _at_the_limit(status: int, done: asyncio.Event) -> Handler:
+    """A raw upstream answering with as many header lines as the rule allows, and none of those the
+    gateway adds: a 101 without ``Date`` or ``Server`` (nor an extension: the client's compression is
+    the relay's to add), a 403 without ``Content-Type`` and its body ended by the connection."""
+    if status == 101:
+        return _answering(SWITCHING, _headers(MAX_HEADER_LINES - 3), done)
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(FORBIDDEN + b"\r\n" + _headers(MAX_HEADER_LINES) + b"\r\nnope")
+            await writer.drain()
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        finally:
+            done.set()
+
+    return refuse
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+@pytest.mark.parametrize("status", [101, 403])
+async def test_an_answer_at_the_limit_reaches_a_websockets_client_with_the_gateways_lines(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, status: int, connector: str
+) -> None:
+    """Before: a 101 with 128 lines passed the rule and reached the client with 130 (131 on the relay),
+    a 403 with 128 with 132; a ``websockets`` client (128 lines) could not read either."""
+    done = asyncio.Event()
+    port = await hostile(_at_the_limit(status, done))
+    gateway, url = gateway_before(port, connector, uvicorn_server, connect_timeout=NEVER)
+    if status == 101:
+        async with await connect(url) as ws:  # compression offered: the relay answers it itself
+            assert ws.response is not None and len(ws.response.headers) <= 128
+    else:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url)
+        assert refused.value.response.status_code == 403 and refused.value.response.body == b"nope"
+    async with asyncio.timeout(5):
+        await done.wait()
+    await gateway.settle()
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+
+
 @pytest.mark.parametrize("answer", list(ANSWERS))
 def test_a_head_read_a_byte_at_a_time_is_read_as_whole(answer: str) -> None:
     """The verdict (and the head) is the same whatever the reads: each line is checked as it completes."""
     status_line, headers, _expected, _words = ANSWERS[answer]
     if status_line[9:].partition(b" ")[0].lstrip(b"0") == b"101":
         headers = _ACCEPT % b"x" + headers
+    else:  # as the raw upstream sends it
+        headers += b"Content-Length: 4\r\n"
     raw = b"HTTP/1.1 100 Continue\r\n\r\n" + status_line + b"\r\n" + headers + b"\r\n" + b"frames"
 
     def verdict(pieces: list[bytes]) -> tuple[bool, str, bytes]:
@@ -166,8 +220,8 @@ def test_a_head_read_a_byte_at_a_time_is_read_as_whole(answer: str) -> None:
 
 
 def test_the_limits_are_ones_websockets_honours() -> None:
-    """The relay's client would refuse nothing the rule lets through."""
+    """The relay's client would refuse nothing the rule lets through, nor a client what the gateway sends on."""
     from websockets import http11
 
-    assert MAX_HEADER_LINES <= http11.MAX_NUM_HEADERS and MAX_LINE <= http11.MAX_LINE_LENGTH
+    assert MAX_HEADER_LINES == LINES and LINES + 4 <= http11.MAX_NUM_HEADERS and MAX_LINE <= http11.MAX_LINE_LENGTH
     assert MAX_HEAD == 64 * 1024

@@ -14,9 +14,9 @@ The rule (RFC 9112 §4, §5, within limits both parsers honour):
   reason phrase possibly empty or missing (with its space), free of control characters but HTAB;
   a 101 is HTTP/1.1's only (no other version upgrades);
 * each header line is ``token ":" field-value`` (no control character but HTAB in the value);
-* at most :data:`MAX_HEADER_LINES` header lines, each line (its CRLF included) at most
-  :data:`MAX_LINE` bytes, and at most :data:`MAX_HEAD` bytes of head in all, the interim (1xx)
-  responses before the answer included;
+* at most :data:`MAX_HEADER_LINES` header lines (room left, within the client's limit, for the
+  lines the gateway adds), each line (its CRLF included) at most :data:`MAX_LINE` bytes, and at
+  most :data:`MAX_HEAD` bytes of head in all, the interim (1xx) responses before the answer included;
 * lines end with CRLF (:func:`~asgi_ws_gateway.upstream.interim.scan_head`).
 
 A head that breaks it fails the handshake at once: a 502 (``upstream_unreachable``), counted
@@ -34,8 +34,21 @@ from .interim import InterimResponses, UnreadableHead
 MAX_HEAD = 64 * 1024
 """Bytes of response head, the interim responses before the answer included."""
 
-MAX_HEADER_LINES = min(128, http11.MAX_NUM_HEADERS)
-"""Header lines in the answer's head (``websockets``' limit, which its environment may lower)."""
+GATEWAY_LINES = 4
+"""The most header lines the client gets in an answer the gateway relays beyond the upstream's own.
+
+A 101: the server's ``Date`` and ``Server`` (an upstream's own are dropped: ``upstream.request``),
+and on the relay ``Sec-WebSocket-Extensions`` when the gateway negotiated compression with the
+client and the upstream none (its ``Upgrade``, ``Connection`` and ``Sec-WebSocket-Accept`` are
+replaced one for one): 3. A refusal: ``Date``, ``Connection: close``, ``Content-Type`` when the
+upstream sent none, and ``Content-Length`` when its body was framed by chunks or the connection's
+end: 4. Headers an operator adds to every response (uvicorn's ``--header``) are not counted."""
+
+MAX_HEADER_LINES = min(128, http11.MAX_NUM_HEADERS) - GATEWAY_LINES
+"""Header lines in the answer's head: ``websockets``' limit (which its environment may lower) less
+:data:`GATEWAY_LINES`. A client refuses a response over its limit (``websockets``' and the many
+clients built on it: 128 lines), so an upstream's 101 with 128 lines, which the gateway sent on
+with 130, was a connection no such client could open, and no 502 said why."""
 
 MAX_LINE = min(8192, http11.MAX_LINE_LENGTH)
 """Bytes of a line of the answer's head, its CRLF included (``websockets``' limit, likewise)."""
@@ -47,7 +60,7 @@ _HEADER_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*
 
 class MalformedHead(UnreadableHead):
     """The answer's head breaks the rule; the message says how, after the upstream's name
-    (``sent more than 128 response header lines``)."""
+    (``sent more than 124 response header lines``)."""
 
 
 class AnswerHead:
@@ -144,4 +157,4 @@ def _shown(text: bytes, limit: int = 40) -> str:
     return ascii(text[:limit].decode("latin-1"))
 
 
-__all__ = ["MAX_HEAD", "MAX_HEADER_LINES", "MAX_LINE", "AnswerHead", "MalformedHead"]
+__all__ = ["GATEWAY_LINES", "MAX_HEAD", "MAX_HEADER_LINES", "MAX_LINE", "AnswerHead", "MalformedHead"]
