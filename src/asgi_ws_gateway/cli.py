@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="URL",
         type=_redis_url,
         default=os.environ.get(REDIS_ENV) or None,  # checked as the option is: argparse types a str default
-        help="keep changes in Redis and reach every worker and host through it: redis://host:port/db, "
+        help="with --management or --management-port: keep the API changes in Redis and reach every worker and "
+        "host through it (limits are shared by the config's store: {type: redis}): redis://host:port/db, "
         f"redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db] (default: ${REDIS_ENV}, "
         "which keeps a password out of the command line, where ps shows it)",
     )
@@ -183,6 +184,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.management_host is not None and args.management_port is None:
         print("error: --management-host needs --management-port (a --management path is served on --host's "
               "port)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.redis and not (args.management or args.management_port):
+        # Without the management API nothing would use it: a gateway run expecting its limits shared
+        # would count them per process, without a word.
+        print(f"error: --redis (or ${REDIS_ENV}) is the management API's store and bus and needs --management or "
+              "--management-port; to share limits, quotas and leases between workers and hosts, set "
+              "store: {type: redis, url: ...} in the configuration", file=sys.stderr)  # fmt: skip
         return 2
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):

@@ -13,12 +13,15 @@ message fit to follow a field path; :func:`connect` builds the matching ``redis.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -34,6 +37,16 @@ that node's idle connections while another task may be opening one of them (its 
 
 _PLAIN = ("redis", "rediss", "unix")
 _SCHEMES = (*_PLAIN, "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+_HOST = re.compile(r"[A-Za-z0-9_.-]+")
+_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: it takes "²" (int() refuses) and "٣" (int() reads 3)
+# Query options of a single server's URL: the ones redis-py parses into a number, a flag or a list
+# (its parser checks the value), and the ones it passes on as strings. Whether this scheme's
+# connection takes them is redis-py's to say (see _check_single). Any other name would reach its
+# connection class at the first command, as a TypeError: no Redis call catches that.
+_STRING_OPTIONS = frozenset({
+    "client_name", "lib_name", "lib_version", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
+    "ssl_ca_path", "ssl_ciphers", "ssl_password",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     if not sep or scheme not in _SCHEMES:
         raise ValueError(f"a Redis URL starts with one of {', '.join(s + '://' for s in _SCHEMES)}")
     if scheme in _PLAIN:
-        return RedisTarget("single", url)
+        return _single(scheme, url)
     kind: Literal["cluster", "sentinel"] = "cluster" if scheme.endswith("cluster") else "sentinel"
     credentials, at, location = rest.rpartition("@")
     hosts, _, path = location.partition("/")
@@ -79,7 +92,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         return target
     if not parts or len(parts) > 2:
         raise ValueError("a redis+sentinel:// URL names the service: redis+sentinel://host:port,.../service[/db]")
-    if len(parts) == 2 and not parts[1].isdigit():
+    if len(parts) == 2 and not _DIGITS.fullmatch(parts[1]):
         raise ValueError(f"the database must be a number, not {parts[1]!r}")
     return RedisTarget(
         kind,
@@ -94,10 +107,97 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 
 def _node(item: str) -> tuple[str, int]:
-    host, colon, port = item.strip().rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    text, colon, port = item.strip().rpartition(":")
+    host = _host(text)
+    if not colon or host is None or not _DIGITS.fullmatch(port) or not 0 < int(port) < 65536:
         raise ValueError(f"expected host:port, not {item.strip()!r}")
-    return host.strip("[]"), int(port)
+    return host, int(port)
+
+
+def _host(text: str) -> str | None:
+    """A host name, an IPv4 address or a bracketed IPv6 address (brackets dropped); None if none of them."""
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(text[1:-1]))
+        except ValueError:
+            return None
+    return text if _HOST.fullmatch(text) else None
+
+
+def _single(scheme: str, url: str) -> RedisTarget:
+    """A redis://, rediss:// or unix:// URL, checked as redis-py will read it (``redis.connection.parse_url``).
+
+    redis-py reads it only as the first client is built, while the gateway starts serving, and lets
+    much through: ``/abc`` as database 0, ``/1/2`` as database 12, any query option (a TypeError at
+    the first command). The messages quote the host, port and path, never the user info.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced or invalid [IPv6] host
+        raise ValueError("expected host:port, with an IPv6 address in brackets: [::1]:6379") from None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if "@" in url[len(scheme) + 3 + len(parts.netloc) :]:
+        # urlsplit ends the user info at the first "/", "?" or "#": the password had one unescaped.
+        raise ValueError("the user info holds a '/', '?' or '#': percent-encode it (%2F, %3F, %23)")
+    if parts.fragment:
+        raise ValueError(f"{scheme}:// URLs take no fragment (#...)")
+    username, _, password = userinfo.partition(":") if at else ("", "", "")
+    db = 0
+    nodes: tuple[tuple[str, int], ...] = ()
+    if scheme == "unix":
+        if hostport or not parts.path.startswith("/") or parts.path == "/":
+            raise ValueError("a unix:// URL names the socket's absolute path: unix:///path/to/redis.sock")
+    else:
+        host, colon, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+        if not colon:
+            host, port = hostport, "6379"
+        name = _host(unquote(host))
+        if name is None or not _DIGITS.fullmatch(port) or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, not {hostport!r}")
+        nodes = ((name, int(port)),)
+        path = unquote(parts.path)
+        if path not in ("", "/"):
+            if not _DIGITS.fullmatch(path[1:]):
+                raise ValueError(f"the database must be a number, not {path[1:]!r}")
+            db = int(path[1:])
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    for option, value in options:
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(option)
+        if parser is None and option not in _STRING_OPTIONS:
+            raise ValueError(f"unknown query option {option!r}")
+        if parser is not None and value:  # redis-py skips an empty value
+            try:
+                parsed = parser(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"invalid value for the query option {option!r}") from None
+            if option == "db":
+                if not isinstance(parsed, int) or parsed < 0:
+                    raise ValueError(f"the database must be a number, not {value!r}")
+                db = parsed
+    if options:
+        _check_single(scheme, url, [option for option, _ in options])
+    return RedisTarget(
+        "single",
+        url,
+        nodes,
+        db=db,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        tls=scheme == "rediss",
+    )
+
+
+def _check_single(scheme: str, url: str, options: list[str]) -> None:
+    """Whether this scheme's redis-py connection takes ``options`` (built, not connected: no I/O)."""
+    try:
+        ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call, unused-ignore]
+    except TypeError as exc:  # a keyword the connection class does not take
+        refused = [option for option in options if f"'{option}'" in str(exc)]
+        raise ValueError(
+            f"a {scheme}:// URL takes no query option {', '.join(map(repr, refused or options))}"
+        ) from None
+    except Exception:  # e.g. an ssl_cert_reqs redis-py does not know; its message may quote a value
+        raise ValueError(f"redis-py refused the query options {', '.join(map(repr, options))}") from None
 
 
 class SentinelRedis(Redis):

@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from ..loading import allowed_modules
 from ..redis_client import parse_redis_url
-from .fields import ConfigModel
+from .fields import MIN_TIMEOUT, ConfigModel
 from .hosts import HostPattern
 from .limits import MAX_APIS, MAX_URL
 
@@ -36,7 +36,9 @@ class StoreConfig(ConfigModel):
         "or redis+sentinel://host:port,host:port/service[/db].",
     )
     prefix: str = Field(default="asgi-ws-gw", pattern=r"^[A-Za-z0-9_.:-]+$", description="Key namespace.")
-    timeout: float = Field(default=0.5, gt=0, description="Seconds to connect to or hear back from Redis.")
+    timeout: float = Field(
+        default=0.5, ge=MIN_TIMEOUT, le=300, description="Seconds to connect to or hear back from Redis (0.01 to 300)."
+    )
     max_connections: int = Field(
         default=50,
         ge=1,
@@ -111,7 +113,7 @@ class TelemetryConfig(ConfigModel):
     )
     shutdown_timeout: float = Field(
         default=5.0,
-        gt=0,
+        ge=MIN_TIMEOUT,
         le=300,
         description="Seconds the gateway's own OTLP exporters get to send what they hold at shutdown; past "
         "it they are closed and the rest is dropped, with a WARNING (a collector that is down or never "
@@ -162,7 +164,7 @@ class HandshakeLimitsConfig(ConfigModel):
     )
     policy_timeout: float = Field(
         default=10.0,
-        gt=0,
+        ge=MIN_TIMEOUT,
         le=300,
         description="Seconds a handshake's policies may take together, subscription check included (default 10); "
         "longer: 504 policy_timeout naming the policy that was running, and the policies' resources released. "

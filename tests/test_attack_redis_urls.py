@@ -1,0 +1,126 @@
+"""A malformed Redis URL is refused at start-up, with its field path, never quoting the password.
+
+``redis://``, ``rediss://`` and ``unix://`` URLs went to redis-py unchecked: ``check`` called
+``store: {url: "redis://user:pw@h:notaport/0"}`` valid, and ``run`` printed "Uvicorn running on ..."
+before an 80-line traceback (exit 1); ``/abc`` as the database started silently on database 0. And
+``run --redis URL`` without ``--management`` was ignored without a word: the limits an operator
+meant to share were counted per process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.processes import cli_env
+from support.servers import free_port
+
+SECRET = "s3cretpw-f7"
+
+MALFORMED = [
+    # (url, what the message says after the field path)
+    (f"redis://user:{SECRET}@h:notaport/0", "expected host:port, not 'h:notaport'"),
+    (f"redis://user:{SECRET}@h:99999/0", "expected host:port, not 'h:99999'"),
+    (f"redis://user:{SECRET}@h:0/0", "expected host:port, not 'h:0'"),
+    (f"redis://:{SECRET}@:6379/0", "expected host:port, not ':6379'"),
+    (f"redis://:{SECRET}@[::1/0", "expected host:port, with an IPv6 address in brackets"),
+    (f"redis://user:{SECRET}@h:6379/abc", "the database must be a number, not 'abc'"),
+    (f"redis://user:{SECRET}@h:6379/1/2", "the database must be a number, not '1/2'"),
+    (f"redis://user:{SECRET}@h:6379/0?db=-1", "the database must be a number, not '-1'"),
+    (f"redis://user:{SECRET}@h:6379/0?no_such_option=1", "unknown query option 'no_such_option'"),
+    (f"redis://user:{SECRET}@h:6379/0?socket_timeout=soon", "invalid value for the query option 'socket_timeout'"),
+    (f"redis://user:{SECRET}@h:6379/0?ssl_cert_reqs=none", "a redis:// URL takes no query option 'ssl_cert_reqs'"),
+    (f"redis://user:{SECRET[:4]}/{SECRET[4:]}@h:6379/0", "the user info holds a '/'"),
+    (f"rediss://user:{SECRET}@h:notaport/0", "expected host:port, not 'h:notaport'"),
+    (f"rediss://user:{SECRET}@h:6380/x", "the database must be a number, not 'x'"),
+    (f"rediss://user:{SECRET}@h:6380/0?ssl_cert_reqs=sometimes", "redis-py refused the query options 'ssl_cert_reqs'"),
+    (f"unix://:{SECRET}@redis.sock", "a unix:// URL names the socket's absolute path"),
+    (
+        f"unix://:{SECRET}@/run/redis.sock?socket_keepalive=true",
+        "a unix:// URL takes no query option 'socket_keepalive'",
+    ),
+    (f"redis+cluster://user:{SECRET}@h:1,h:notaport", "expected host:port, not 'h:notaport'"),
+    (f"redis+cluster://user:{SECRET}@[]:7000", "expected host:port, not '[]:7000'"),
+    (f"redis+sentinel://user:{SECRET}@h:26379/gw/x", "the database must be a number, not 'x'"),
+]
+
+VALID = [
+    f"redis://user:{SECRET}@127.0.0.1:6379/0",
+    "redis://localhost",
+    "redis://[::1]:6379/3?protocol=3&client_name=gateway&socket_timeout=0.5",
+    "rediss://h:6380/1?ssl_cert_reqs=none",
+    "unix:///run/redis.sock?db=2",
+    "redis+cluster://h1:7000,[::1]:7001",
+    "redis+sentinel://s1:26379,s2:26379/gateway/2",
+]
+
+
+def _gateway(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "asgi_ws_gateway", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=cli_env(**env), timeout=60)
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f'apis: []\nstore: {{type: redis, url: "{url}"}}\n')
+    return config
+
+
+@pytest.mark.parametrize(("url", "message"), MALFORMED)
+def test_check_refuses_a_malformed_store_url_with_its_field_path(tmp_path: Path, url: str, message: str) -> None:
+    """``check``: exit 2, ``store.url: <reason>``, the password nowhere."""
+    done = _gateway("check", str(_config(tmp_path, url)), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"store.url: {message}" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("url", "message"), MALFORMED)
+def test_run_refuses_a_malformed_store_url_before_it_listens(tmp_path: Path, url: str, message: str) -> None:
+    """``run``: exit 2 with the field path, before uvicorn starts; the password nowhere."""
+    done = _gateway("run", str(_config(tmp_path, url)), "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"store.url: {message}" in done.stderr
+    assert "Uvicorn running" not in done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("url", "message"), MALFORMED)
+def test_run_refuses_a_malformed_redis_option_before_it_listens(tmp_path: Path, url: str, message: str) -> None:
+    """``run --management ... --redis URL``: a usage error naming ``--redis``; the password nowhere."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    args = ("run", str(config), "--management", "/_gateway", "--redis", url, "--port", str(free_port()))
+    done = _gateway(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"argument --redis: {message}" in done.stderr
+    assert "Uvicorn running" not in done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("url", VALID)
+def test_check_accepts_a_well_formed_store_url(tmp_path: Path, url: str) -> None:
+    """Every accepted form stays valid (nothing connects: ``check`` builds a memory store)."""
+    done = _gateway("check", str(_config(tmp_path, url)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_run_refuses_redis_without_the_management_api(tmp_path: Path, given: str) -> None:
+    """``--redis`` (or its variable) without ``--management``: exit 2 pointing at ``store:``, not ignored."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    url = f"redis://:{SECRET}@127.0.0.1:6379/0"
+    args = ["run", str(config), "--port", str(free_port())]
+    env = {"ASGI_WS_GATEWAY_REDIS": url} if given == "environment" else {}
+    done = _gateway(*args, *(["--redis", url] if given == "option" else []), cwd=tmp_path, **env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--redis (or $ASGI_WS_GATEWAY_REDIS) is the management API's store and bus" in done.stderr
+    assert "needs --management or --management-port" in done.stderr
+    assert "store: {type: redis, url: ...}" in done.stderr
+    assert "Uvicorn running" not in done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr
