@@ -21,12 +21,15 @@ import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
+from asgi_ws_gateway.policies.api_warnings import cookie_readers
+from asgi_ws_gateway.policies.base import PolicyEnv
 from asgi_ws_gateway.policies.products import hash_key
+from asgi_ws_gateway.policies.transform import RewriteUri, SetHeader
 from support.jwts import HS_SECRET, token
 from support.processes import EXE, ServerProcess, cli_env, ready_server
 from support.rawhttp import handshake, status_of
@@ -127,7 +130,8 @@ def test_a_product_s_token_does_not_set_the_claims_of_another_product_s_clients(
     code, output = _check(tmp_path, _config("ws://127.0.0.1:9/", limit, products=_products([JWT], [])))
     assert code == 2, output
     assert "apis[0].policies[0].rate-limit-by-key.key: reads {jwt.sub}" in output, output
-    assert "for clients with a subscription key of product 'partners' (API 'chat')" in output, output
+    assert "when it runs for clients with a subscription key of product 'partners' (global policies" in output
+    assert "if the missing value is meant (API 'chat')" in output, output
     code, output = _check(tmp_path, _config("ws://127.0.0.1:9/", limit, products=_products([JWT], [JWT])))
     assert code == 0, output
 
@@ -175,6 +179,33 @@ COOKIE_CHECK = {"check-header": {"header": "Cookie", "pattern": ".*session=s3cr3
             "check-header",
         ),  # a check-origin in a branch does not always run
         ([], {"policies": [COOKIE_CHECK]}, "check-header 'check-header' checks the Cookie header"),
+        # a cookie as who the client is: a proxy's identity header, the upstream path, a user parameter
+        (
+            [{"set-header": {"header": "Remote-User", "value": "{cookie.user}"}}],
+            {},
+            "set-header 'set-header' sends a cookie ({cookie.user}) upstream as Remote-User",
+        ),
+        (
+            [{"set-header": {"header": "X-Forwarded-Email", "value": "{cookie.email}"}}],
+            {},
+            "upstream as X-Forwarded-Email",
+        ),
+        ([{"set-header": {"header": "X-User-Id", "value": "{header.cookie}"}}], {}, "upstream as X-User-Id"),
+        (
+            [{"rewrite-uri": {"template": "/u/{cookie.uid}"}}],
+            {},
+            "rewrite-uri 'rewrite-uri' sends a cookie ({cookie.uid}) upstream in its path",
+        ),
+        (
+            [{"rewrite-uri": {"template": "/u?room=1&user={cookie.uid}"}}],
+            {},
+            "rewrite-uri 'rewrite-uri' sends a cookie ({cookie.uid}) upstream in the query parameter user",
+        ),
+        (
+            [{"set-query-parameter": {"parameter": "user", "value": "{cookie.uid}"}}],
+            {},
+            "set-query-parameter 'set-query-parameter' sends a cookie ({cookie.uid}) upstream as user",
+        ),
     ],
     ids=[
         "check-header",
@@ -185,6 +216,12 @@ COOKIE_CHECK = {"check-header": {"header": "Cookie", "pattern": ".*session=s3cr3
         "set-query",
         "origin-in-branch",
         "global",
+        "remote-user",
+        "forwarded-email",
+        "user-id-header-cookie",
+        "rewrite-path",
+        "rewrite-query-user",
+        "set-query-user",
     ],
 )
 def test_check_warns_about_any_built_in_policy_deciding_on_a_cookie(
@@ -211,8 +248,21 @@ def test_a_subscription_key_read_from_the_cookie_header_is_warned_about(tmp_path
         [{"check-header": {"header": "X-Api-Version", "values": ["2"]}}],
         [{"set-header": {"header": "X-Room", "value": "{cookie.room}"}}],  # not a credential
         [{"rate-limit-by-key": {"key": "{cookie.session}", "limit": 5, "window": 60}}],  # decides on no one
+        [{"rewrite-uri": {"template": "/u?theme={cookie.theme}"}}],  # a parameter naming no one
+        [{"set-query-parameter": {"parameter": "room", "value": "{cookie.room}"}}],
+        [{"set-header": {"header": "Remote-User", "exists_action": "delete"}}],
+        [{"set-header": {"header": "Remote-User", "value": "{cookie.user}"}}, ORIGIN],
     ],
-    ids=["with-origin-check", "another-header", "plain-header", "limit-key"],
+    ids=[
+        "with-origin-check",
+        "another-header",
+        "plain-header",
+        "limit-key",
+        "rewrite-query-theme",
+        "set-query-room",
+        "delete-remote-user",
+        "remote-user-with-origin-check",
+    ],
 )
 def test_otherwise_nothing_is_said(tmp_path: Path, policies: list[Any]) -> None:
     code, output = _check(tmp_path, _config("ws://127.0.0.1:9/", *policies))
@@ -271,5 +321,64 @@ async def test_run_warns_about_a_cookie_checked_by_check_header(tmp_path: Path, 
     with _run(tmp_path, _config(upstream.url("/echo"), COOKIE_CHECK, ORIGIN)) as server:
         assert await _status(server.port, SIBLING, cookie) == 403
         assert await _status(server.port, "Origin: http://app.example.com", cookie) == 101
+        server.stop()
+        assert HIJACK not in server.output(), server.output()
+
+
+@pytest.mark.parametrize(
+    ("header", "counted"),
+    [
+        ("Remote-User", True),
+        ("X-Forwarded-Email", True),
+        ("X-Forwarded-User", True),
+        ("X-Auth-Request-User", True),
+        ("X-Consumer-Username", True),
+        ("X-Goog-Iap-Jwt-Assertion", True),
+        ("X-User", True),
+        ("Authorization", True),
+        ("X-Api-Key", True),
+        ("X-Room", False),
+        ("X-Theme", False),
+    ],
+)
+def test_a_cookie_in_an_identity_header_is_read_as_deciding_on_it(header: str, counted: bool) -> None:
+    """The proxy-header rules the gateway applies to what clients send (``is_proxy_header``), the
+    credential names, and names holding ``user``: the upstream takes the value as who the client is."""
+    policy = SetHeader(SetHeader.Settings(header=header, value="{cookie.who}"), cast(PolicyEnv, None))
+    assert bool(cookie_readers([policy])) is counted
+
+
+@pytest.mark.parametrize(
+    ("template", "counted"),
+    [
+        ("/u/{cookie.uid}", True),
+        ("/rooms/{header.cookie}/x", True),
+        ("/u?access_token={cookie.t}", True),
+        ("/u?x=1&user%5Fid={cookie.uid}", True),
+        ("/u?theme={cookie.theme}", False),
+        ("/u/{query.room}?user={jwt.sub}", False),
+    ],
+)
+def test_a_cookie_in_the_upstream_path_is_read_as_deciding_on_it(template: str, counted: bool) -> None:
+    policy = RewriteUri(RewriteUri.Settings(template=template), cast(PolicyEnv, None))
+    assert bool(cookie_readers([policy])) is counted
+
+
+async def test_run_hands_a_foreign_page_the_identity_the_warning_is_about(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    """``Remote-User: {cookie.user}`` with no ``check-origin``: ``run`` warns; a page on evil.example
+    with the victim's cookie gets 101 and the upstream reads ``Remote-User: victim``. With
+    ``check-origin``: 403, and no warning."""
+    remote_user = {"set-header": {"header": "Remote-User", "value": "{cookie.user}"}}
+    cookie = "Cookie: user=victim"
+    with _run(tmp_path, _config(upstream.url("/echo"), remote_user)) as server:
+        assert await _status(server.port, "Origin: https://evil.example", cookie) == 101
+        server.stop()
+        warned = [line for line in server.output().splitlines() if HIJACK in line]
+    assert warned and "upstream as Remote-User" in warned[0], server.output()
+    assert upstream.handshakes[-1].header("remote-user") == "victim"
+    with _run(tmp_path, _config(upstream.url("/echo"), remote_user, ORIGIN)) as server:
+        assert await _status(server.port, "Origin: https://evil.example", cookie) == 403
         server.stop()
         assert HIJACK not in server.output(), server.output()

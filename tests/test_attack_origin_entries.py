@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
+from asgi_ws_gateway.policies.network import compile_origin
 from support.processes import EXE, ServerProcess, cli_env, ready_server
 from support.rawhttp import handshake, status_of
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
-FIELD = "apis[0].policies[0].check-origin.allowed: "
+FIELD = "apis[0].policies[0].check-origin.allowed[1]: "
+"""The second entry's field path: each entry is reported by its index."""
 
 
 def _config(upstream: str, allowed: list[str]) -> dict[str, Any]:
@@ -65,6 +67,17 @@ def _check(tmp_path: Path, allowed: list[str]) -> tuple[int, str]:
         ("https://app.example.com:https", "the port must be a number from 1 to 65535"),
         ("https://app..example.com", "is not a host name"),
         ("https://straße.example", "write it as browsers send it, xn--"),
+        # an IPv6 zone id: browsers never send one
+        ("http://[fe80::1%25eth0]", "an IPv6 zone id"),
+        ("http://[fe80::1%eth0]:8080", "an IPv6 zone id"),
+        # a host the WHATWG parser reads as an IPv4 address, which is none: the browser refuses the URL
+        ("http://app.123", "is neither a host name nor an IPv4 address"),
+        ("http://256.0.0.1", "is not an IPv4 address"),
+        ("http://*.127.0.0.1", "a wildcard covers the subdomains of a name, not an IP address"),
+        # a trailing dot does not hide a top-level domain or a public suffix
+        ("https://*.com.", "*.com admits every site under the top-level domain .com"),
+        ("https://*.co.uk.", "co.uk is a public suffix"),
+        ("http://*.onion", "*.onion admits every site under the top-level domain .onion"),
     ],
 )
 def test_check_refuses_an_entry_that_admits_every_site_or_matches_nothing(
@@ -86,6 +99,25 @@ def test_check_refuses_an_entry_that_admits_every_site_or_matches_nothing(
         "https://bücher.example",
         "https://app.example.com/",
         "http://[::1]:8080",
+        # a trailing dot: browsers on such a host send exactly that origin
+        "https://app.example.com.",
+        "https://localhost.",
+        "https://*.example.com.",
+        # an empty port is the default one, as the WHATWG URL parser reads it
+        "https://app.example.com:",
+        "http://[::1]:",
+        # special-use and private names, like *.localhost: no one registers a site under them
+        "http://*.test:*",
+        "http://*.internal",
+        "http://*.local:*",
+        "https://*.example",
+        "https://*.invalid",
+        "https://*.home.arpa",
+        # IP literals in any form the WHATWG parser reads
+        "http://[0:0:0:0:0:0:0:1]:*",
+        "http://[::ffff:127.0.0.1]",
+        "http://127.1",
+        "http://2130706433:8080",
     ],
 )
 def test_check_accepts_an_entry_naming_one_site(tmp_path: Path, entry: str) -> None:
@@ -132,4 +164,55 @@ def test_run_refuses_to_start_with_an_entry_over_a_top_level_domain(tmp_path: Pa
         env=cli_env(),
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert f"{FIELD}'https://*.com'" in done.stdout + done.stderr
+    assert "check-origin.allowed[0]: 'https://*.com'" in done.stdout + done.stderr
+
+
+def test_check_reports_every_bad_entry_by_its_index(tmp_path: Path) -> None:
+    """Each bad entry of ``allowed`` is its own problem, by index; only the first was reported."""
+    entries = ["https://app.example.com", "https://*.com", "https://u:p@a.example", "http://[fe80::1%25eth0]"]
+    code, output = _check(tmp_path, entries)
+    assert code == 2, output
+    assert "3 problem(s)" in output, output
+    for index in (1, 2, 3):
+        assert f"check-origin.allowed[{index}]: '{entries[index]}'" in output, output
+    assert "allowed[0]" not in output, output
+
+
+# -- matched as browsers send the origin ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "sent", "not_sent"),
+    [
+        ("http://[0:0:0:0:0:0:0:1]:*", "http://[::1]:8080", "http://[::2]:8080"),
+        ("http://[::ffff:127.0.0.1]", "http://[::ffff:7f00:1]", "http://[::ffff:7f00:2]"),
+        ("http://[2001:DB8:0:0:1:0:0:1]", "http://[2001:db8::1:0:0:1]", "http://[2001:db8:0:0:1::1]"),
+        ("http://[1:0:0:2:0:0:0:3]", "http://[1:0:0:2::3]", "http://[1::2:0:0:0:3]"),
+        ("http://127.1", "http://127.0.0.1", "http://127.1"),
+        ("http://0x7f.1:8080", "http://127.0.0.1:8080", "http://127.0.0.1"),
+        ("http://2130706433", "http://127.0.0.1", "http://2130706433"),
+        ("http://0177.0.0.1", "http://127.0.0.1", "http://177.0.0.1"),
+        ("http://127.0.0.1.", "http://127.0.0.1", "http://127.0.0.1."),
+        ("https://app.example.com.", "https://app.example.com.", "https://app.example.com"),
+        ("https://app.example.com:", "https://app.example.com", "https://app.example.com:8443"),
+        ("http://*.test:*", "http://chat.test:3000", "http://test:3000"),
+        ("https://*.example.com.", "https://a.example.com.", "https://a.example.com"),
+    ],
+)
+def test_an_entry_matches_the_origin_browsers_send_for_it(entry: str, sent: str, not_sent: str) -> None:
+    """The entry, parsed as the WHATWG URL parser does, matches the serialised origin, not its own text."""
+    pattern = compile_origin(entry)
+    assert pattern.fullmatch(sent), pattern.pattern
+    assert not pattern.fullmatch(not_sent), pattern.pattern
+
+
+async def test_run_admits_the_origin_browsers_send_for_an_ip_literal(tmp_path: Path, upstream: UpstreamServer) -> None:
+    """``[0:0:0:0:0:0:0:1]`` and ``127.1`` admit what browsers send on those hosts (``[::1]``,
+    ``127.0.0.1``); they loaded and matched nothing before. A trailing-dot host admits itself."""
+    entries = ["http://[0:0:0:0:0:0:0:1]:*", "http://127.1:*", "https://app.example.com."]
+    with _run(tmp_path, _config(upstream.url("/echo"), entries)) as server:
+        assert await _status(server.port, "http://[::1]:5173") == 101
+        assert await _status(server.port, "http://127.0.0.1:5173") == 101
+        assert await _status(server.port, "https://app.example.com.") == 101
+        assert await _status(server.port, "http://[::2]:5173") == 403
+        assert await _status(server.port, "https://app.example.com") == 403

@@ -78,7 +78,7 @@ async def test_check_origin_missing() -> None:
 
 def test_check_origin_bad_entries() -> None:
     assert problems({"check-origin": {"allowed": ["app.example.com"]}}) == [
-        "apis[0].policies[0].check-origin.allowed: 'app.example.com' is not an origin like https://app.example.com"
+        "apis[0].policies[0].check-origin.allowed[0]: 'app.example.com' is not an origin like https://app.example.com"
     ]
     assert problems({"check-origin": {"allowed": ["https://app.*.com"]}})[0].endswith(
         "a wildcard may only start the host, as in https://*.example.com"

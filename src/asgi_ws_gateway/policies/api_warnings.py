@@ -14,16 +14,19 @@ so it is what the file says, but rarely what was meant.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
+from urllib.parse import unquote_plus
 
 from ..handshake.pipeline import Policy
-from ..redact import is_credential_header, is_credential_name
-from ..templates import Reference
+from ..redact import is_credential_header, is_credential_parameter
+from ..templates import Reference, Template
+from ..upstream.request import is_proxy_header
 from .admissions import Admission
 from .auth import CheckHeader, ValidateJwt
 from .control import Choose
 from .network import CheckOrigin
-from .transform import SetBackendService, SetHeader, SetQueryParameter
+from .transform import RewriteUri, SetBackendService, SetHeader, SetQueryParameter
 
 
 def cookie_token_warning(ways: Sequence[Admission], *, key_in_cookie: bool = False) -> str | None:
@@ -64,10 +67,15 @@ def cookie_readers(policies: Sequence[Policy]) -> list[str]:
 
     The built-in policies that decide on a value: ``validate-jwt`` with a cookie (or the ``Cookie``
     header) among its token places, ``check-header`` of ``Cookie``, a ``choose`` condition on
-    ``{cookie.*}`` or ``{header.cookie}``, and a ``set-header`` or ``set-query-parameter`` that writes a
-    cookie into a credential (``Authorization: Bearer {cookie.token}``: the upstream authorises by
-    it). A limit keyed by a cookie decides nothing about who the client is. A custom policy's reads are
-    its own: docs/policies.md asks it to bring its own ``check-origin``."""
+    ``{cookie.*}`` or ``{header.cookie}``, and a policy that hands the upstream a cookie where it
+    decides who the client is by it: a ``set-header`` of a credential (``Authorization: Bearer
+    {cookie.token}``) or of a header naming the user (``Remote-User``, ``X-Forwarded-Email``: a proxy's
+    header, which the upstream believes), a ``set-query-parameter`` or a ``rewrite-uri`` query
+    parameter named as a credential or a user (``access_token``, ``user``), a ``rewrite-uri`` path
+    (``/u/{cookie.uid}``) or a ``set-backend-service`` URL. Counting only credential words missed
+    ``Remote-User: {cookie.user}``: a page on any site got a 101 and the upstream the victim's name. A
+    limit keyed by a cookie decides nothing about who the client is. A custom policy's reads are its
+    own: docs/policies.md asks it to bring its own ``check-origin``."""
     found: list[str] = []
     for policy in _every(policies):
         if isinstance(policy, ValidateJwt):
@@ -82,14 +90,22 @@ def cookie_readers(policies: Sequence[Policy]) -> list[str]:
             refs = [str(c.ref) for conditions, _ in policy.branches for c in conditions if _cookie(c.ref)]
             if refs:
                 found.append(f"choose '{policy.name}' decides on a cookie ({{{refs[0]}}})")
-        elif isinstance(policy, SetHeader | SetQueryParameter):
-            target = policy.header if isinstance(policy, SetHeader) else policy.parameter
-            secret = is_credential_header(target) if isinstance(policy, SetHeader) else is_credential_name(target)
+        elif isinstance(policy, SetHeader) and policy.action != "delete" and _identity_header(policy.header):
             refs = [str(ref) for ref in policy.value.references if _cookie(ref)]
-            if secret and refs and policy.action != "delete":
+            if refs:
+                found.append(f"set-header '{policy.name}' sends a cookie ({{{refs[0]}}}) upstream as {policy.header}")
+        elif isinstance(policy, SetQueryParameter) and policy.action != "delete":
+            refs = [str(ref) for ref in policy.value.references if _cookie(ref)]
+            if refs and is_credential_parameter(policy.parameter):
                 found.append(
-                    f"{_KIND[type(policy)]} '{policy.name}' sends a cookie ({{{refs[0]}}}) upstream as {target}"
+                    f"set-query-parameter '{policy.name}' sends a cookie ({{{refs[0]}}}) upstream as {policy.parameter}"
                 )
+        elif isinstance(policy, RewriteUri | SetBackendService):
+            template = policy.template if isinstance(policy, RewriteUri) else policy.base_url
+            where = _cookie_in_url(template)
+            if where is not None:
+                kind = "rewrite-uri" if isinstance(policy, RewriteUri) else "set-backend-service"
+                found.append(f"{kind} '{policy.name}' sends a cookie ({{{where[0]}}}) upstream in {where[1]}")
     return found
 
 
@@ -97,7 +113,47 @@ def _cookie(ref: Reference) -> bool:
     return ref.namespace == "cookie" or (ref.namespace, ref.path) == ("header", ("cookie",))
 
 
-_KIND: dict[type, str] = {SetHeader: "set-header", SetQueryParameter: "set-query-parameter"}
+def _identity_header(name: str) -> bool:
+    """Whether an upstream believes a header so named about who the client is: a credential
+    (``Authorization``, ``X-Api-Key``), a header of a proxy or an authenticating proxy
+    (``Remote-User``, ``X-Forwarded-Email``: :func:`~..upstream.request.is_proxy_header`), or one naming
+    a user (``X-User-Id``, by the rule that redacts ``user`` query parameters)."""
+    return is_credential_header(name) or is_proxy_header(name.strip().lower()) or is_credential_parameter(name)
+
+
+class _Marks:
+    """Every cookie reference of a template as a mark (``\x00`` and its index), any other as missing."""
+
+    def __init__(self, refs: list[Reference]) -> None:
+        self.refs = refs
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        ref = Reference(namespace, path)
+        if not _cookie(ref):
+            return None
+        self.refs.append(ref)
+        return f"\x00{len(self.refs) - 1}\x00"
+
+
+_MARK = re.compile("\x00([0-9]+)\x00")
+
+
+def _cookie_in_url(template: Template) -> tuple[str, str] | None:
+    """The first cookie reference an upstream URL or path template writes where the upstream decides
+    by it (its path, its host, or a credential-like query parameter: ``user``, ``access_token``), and
+    where: a cookie in ``?theme={cookie.theme}`` decides nothing about who the client is."""
+    refs: list[Reference] = []
+    text = template.render(_Marks(refs))
+    address, _, query = text.partition("?")
+    mark = _MARK.search(address)
+    if mark is not None:
+        return str(refs[int(mark[1])]), "its path" if address.startswith("/") else "its URL"
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        mark = _MARK.search(value)
+        if mark is not None and is_credential_parameter(unquote_plus(name)):
+            return str(refs[int(mark[1])]), f"the query parameter {unquote_plus(name)}"
+    return None
 
 
 def plain_backend_warning(order: Sequence[Policy], upstream_urls: Sequence[str]) -> str | None:

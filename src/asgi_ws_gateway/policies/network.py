@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from ..forwarded import Networks, parse_ip, parse_network
 from ..handshake.context import HandshakeContext
@@ -50,10 +51,16 @@ class IpFilter:
             raise deny(403, "the client address is not allowed", reason="ip_forbidden")
 
 
+def _origin_entry(value: str) -> str:
+    """One ``allowed`` entry, checked on its own: every bad entry is a problem, by its index."""
+    compile_origin(value)
+    return value
+
+
 class CheckOriginSettings(PolicySettings):
     """``check-origin``: the browser's ``Origin`` must be on the list (403 otherwise)."""
 
-    allowed: list[str] = Field(
+    allowed: list[Annotated[str, AfterValidator(_origin_entry)]] = Field(
         min_length=1,
         description="Origins like https://app.example.com; '*.' matches subdomains (https://*.example.com); "
         "':*' any port (http://localhost:*).",
@@ -61,13 +68,6 @@ class CheckOriginSettings(PolicySettings):
     allow_missing: bool = Field(
         default=False, description="Admit requests without Origin (non-browser clients; browsers always send it)."
     )
-
-    @field_validator("allowed")
-    @classmethod
-    def _origins(cls, values: list[str]) -> list[str]:
-        for value in values:
-            compile_origin(value)
-        return values
 
 
 def compile_origin(origin: str) -> re.Pattern[str]:
@@ -77,8 +77,15 @@ def compile_origin(origin: str) -> re.Pattern[str]:
         ValueError: for what is not an origin, or would admit more than meant or match nothing: a
             wildcard over a top-level domain or a known public suffix (``*.com``, ``*.co.uk``: every site
             under it), user info, a query, a fragment or a path (an ``Origin`` never has them), a port
-            that is not a number from 1 to 65535 or ``*``, and a host that is not a host name (one
-            written in Unicode is matched in the ``xn--`` form browsers send).
+            that is not a number from 1 to 65535 or ``*``, a host that is not a host name or an IP
+            address, an IPv6 zone id, and a wildcard over an IP address.
+
+    A host is matched in the form browsers send it (the WHATWG URL host serialisation): a Unicode
+    name in its ``xn--`` form, an IPv6 address compressed (``[0:0:0:0:0:0:0:1]`` as ``[::1]``,
+    ``[::ffff:127.0.0.1]`` as ``[::ffff:7f00:1]``), an IPv4 address as a dotted quad (``127.1``,
+    ``0x7f.0.0.1`` and ``2130706433`` as ``127.0.0.1``), a name with a trailing dot as written
+    (``app.example.com.``, which the browser keeps). An empty port (``https://host:``) is the
+    default one.
     """
     text = origin.strip()
     try:
@@ -101,13 +108,16 @@ def compile_origin(origin: str) -> re.Pattern[str]:
     wildcard = host.startswith("*.")
     if wildcard:
         host = host[2:]
-        if not host:
+        if not host or host == ".":
             raise ValueError(f"'{origin}': a wildcard needs the domain it covers, as in https://*.example.com")
     if "*" in host:
         raise ValueError(f"'{origin}': a wildcard may only start the host, as in https://*.example.com")
-    host = _ascii_host(origin, host)
+    if not host.startswith("["):
+        host = _ascii_host(origin, host)
     if wildcard:
-        _check_wildcard(origin, host)
+        if host.startswith("[") or _ipv4_host(origin, host) is not None:
+            raise ValueError(f"'{origin}': a wildcard covers the subdomains of a name, not an IP address")
+        _check_wildcard(origin, host.removesuffix("."))
     host_re = (r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\." if wildcard else "") + re.escape(host)
     default = {"http": "80", "https": "443"}[parts.scheme]
     if port == "*":
@@ -123,18 +133,14 @@ def _host_and_port(origin: str, netloc: str) -> tuple[str, str]:
     """``netloc``'s host and port (``""``: none; a number without leading zeros, or ``*``)."""
     if netloc.startswith("["):
         host, _, rest = netloc.partition("]")
-        host += "]"
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:  # urlsplit checks only that it is some IP address
-            raise ValueError(f"'{origin}': '{host}' is not an IPv6 address") from None
+        host = "[" + _ipv6_host(origin, host[1:]) + "]"
         if rest and not rest.startswith(":"):
             raise ValueError(f"'{origin}' is not an origin like https://app.example.com")
         port = rest[1:] if rest else None
     else:
         host, colon, port_text = netloc.rpartition(":")
         host, port = (host, port_text) if colon else (netloc, None)
-    if port is None:
+    if not port:  # none, or empty (https://host:): the default port, as the WHATWG URL parser reads it
         return host, ""
     if port == "*":
         return host, port
@@ -148,10 +154,79 @@ _DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
 """ß, final sigma, ZWNJ, ZWJ: IDNA 2003 (Python's codec) maps them away, browsers (UTS 46) keep them."""
 
 
+def _ipv6_host(origin: str, text: str) -> str:
+    """An IPv6 address (inside its brackets) as browsers serialise it: lower-case hexadecimal pieces,
+    the first longest run of two or more zero pieces as ``::``, never a dotted IPv4 part
+    (``::ffff:7f00:1``; Python 3.13's ``str`` writes ``::ffff:127.0.0.1``)."""
+    if "%" in text:
+        raise ValueError(
+            f"'{origin}': an IPv6 zone id ('%...') is never in a browser's Origin (it matches nothing); "
+            "write the address alone"
+        )
+    try:
+        packed = ipaddress.IPv6Address(text).packed
+    except ValueError:  # urlsplit checks only that it is some IP address
+        raise ValueError(f"'{origin}': '[{text}]' is not an IPv6 address") from None
+    pieces = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    start, length, i = 0, 0, 0
+    while i < 8:
+        end = i
+        while end < 8 and pieces[end] == 0:
+            end += 1
+        if end - i > length:
+            start, length = i, end - i
+        i = max(end, i + 1)
+    words = [f"{piece:x}" for piece in pieces]
+    if length < 2:
+        return ":".join(words)
+    return ":".join(words[:start]) + "::" + ":".join(words[start + length :])
+
+
+def _ipv4_host(origin: str, host: str) -> str | None:
+    """``host`` as the dotted quad browsers write, when the WHATWG URL parser reads it as an IPv4
+    address (its last label a number: ``127.1``, ``0x7f.0.0.1``, ``2130706433``, ``0177.0.0.1``);
+    ``None`` for a name. One that is a number but no address makes the browser refuse the URL."""
+    labels = host.split(".")
+    if len(labels) > 1 and not labels[-1]:
+        labels.pop()  # "127.0.0.1." is 127.0.0.1
+    last = labels[-1]
+    if not (last.isascii() and last.isdigit()) and _ipv4_number(last) is None:
+        return None
+    numbers = [_ipv4_number(label) for label in labels]
+    if len(labels) > 4 or None in numbers:
+        raise ValueError(f"'{origin}': '{host}' is neither a host name nor an IPv4 address")
+    *first, final = [number for number in numbers if number is not None]
+    if any(number > 255 for number in first) or final >= 256 ** (4 - len(first)):
+        raise ValueError(f"'{origin}': '{host}' is not an IPv4 address (a part is too large)")
+    value = final + sum(number << (8 * (3 - i)) for i, number in enumerate(first))
+    return str(ipaddress.IPv4Address(value))
+
+
+def _ipv4_number(text: str) -> int | None:
+    """One part of an IPv4 host as WHATWG reads it: decimal, ``0x`` hexadecimal, ``0`` octal."""
+    if not text or not text.isascii():
+        return None
+    base = 10
+    if text[:2] in ("0x", "0X"):
+        text, base = text[2:], 16
+    elif len(text) > 1 and text[0] == "0":
+        text, base = text[1:], 8
+    if not text:
+        return 0
+    try:
+        return int(text, base) if text.isalnum() else None
+    except ValueError:
+        return None
+
+
 def _ascii_host(origin: str, host: str) -> str:
-    """``host`` as a browser writes it in ``Origin``: a Unicode name in its ``xn--`` (IDNA) form."""
-    if host.startswith("["):
-        return host
+    """``host`` (a name or an IPv4 address) as a browser writes it in ``Origin``: a Unicode name in its
+    ``xn--`` (IDNA) form, an IPv4 address as a dotted quad, a trailing dot kept."""
+    address = _ipv4_host(origin, host) if host.isascii() else None
+    if address is not None:
+        return address
+    dot = "." if host.endswith(".") and host != "." else ""
+    host = host.removesuffix(dot)
     if not host.isascii():
         if _DEVIATIONS.intersection(host):
             raise ValueError(
@@ -164,14 +239,14 @@ def _ascii_host(origin: str, host: str) -> str:
             raise ValueError(f"'{origin}': '{host}' is not a valid internationalised host name") from None
     if not all(_LABEL.fullmatch(label) for label in host.split(".")):
         raise ValueError(
-            f"'{origin}': '{host}' is not a host name (letters, digits and hyphens, in labels between dots)"
+            f"'{origin}': '{host}{dot}' is not a host name (letters, digits and hyphens, in labels between dots)"
         )
-    return host
+    return host + dot
 
 
 def _check_wildcard(origin: str, domain: str) -> None:
     """Refuse ``*.domain`` over a top-level domain or a known public suffix: every site under it."""
-    if "." not in domain and domain != "localhost":  # *.localhost is this machine's own names
+    if "." not in domain and domain not in SPECIAL_USE:
         raise ValueError(
             f"'{origin}': *.{domain} admits every site under the top-level domain .{domain}; "
             f"name your own domain, as in https://*.example.{domain}"
@@ -181,6 +256,13 @@ def _check_wildcard(origin: str, domain: str) -> None:
             f"'{origin}': {domain} is a public suffix, under which anyone registers a site: "
             f"*.{domain} admits all of them; name your own domain, as in https://*.example.{domain}"
         )
+
+
+SPECIAL_USE = frozenset({"localhost", "test", "invalid", "example", "local", "internal"})
+"""Top-level names no one registers a site under: this machine's (``.localhost``), for testing and
+examples (RFC 6761 ``.test``, ``.invalid``, ``.example``), a local network's (RFC 6762 ``.local``,
+mDNS) and private networks' (ICANN's ``.internal``). ``*.test:*`` covers the operator's own sites;
+``*.home.arpa`` (RFC 8375) has two labels and is not refused. Not ``.onion``: anyone has a site there."""
 
 
 PUBLIC_SUFFIXES = frozenset(
@@ -230,4 +312,4 @@ class CheckOrigin:
             raise deny(403, "the request's origin is not allowed", reason="origin_forbidden")
 
 
-__all__ = ["PUBLIC_SUFFIXES", "CheckOrigin", "IpFilter", "compile_origin"]
+__all__ = ["PUBLIC_SUFFIXES", "SPECIAL_USE", "CheckOrigin", "IpFilter", "compile_origin"]

@@ -69,7 +69,7 @@ def unset_references(
         # A product's policies that require a subscription run for its subscribers only.
         return bool(opened) and not (loc[0] == "products" and loc[1] not in opened)
 
-    walk = _Walk(f" (API '{api}')", locations, has_subscription, keyless, problems)
+    walk = _Walk("", f" (API '{api}')", locations, has_subscription, keyless, problems)
     claims_maybe = _scan(list(order), walk, claims_maybe=False)
     for policy in messages:
         walk.check(policy, claims_maybe)
@@ -88,8 +88,9 @@ def unset_references_by_admission(
     subscribers, for whom it is empty: one counter for all of them."""
     problems: dict[Loc, str] = {}  # a policy is reported once, for the first way (and API) it fails
     for way, messages in ways:
-        who = f", for {way.describe()} (API '{api}')" if len(ways) > 1 else f" (API '{api}')"
-        walk = _Walk(who, locations, bool(way.products), _always(way.keyless_with_products), problems)
+        who = f" for {way.describe()}" if len(ways) > 1 else ""
+        keyless = _always(way.keyless_with_products)
+        walk = _Walk(who, f" (API '{api}')", locations, bool(way.products), keyless, problems)
         claims_maybe = _scan(list(way.policies), walk, claims_maybe=False)
         for policy in messages:
             walk.check(policy, claims_maybe)
@@ -105,12 +106,14 @@ class _Walk:
     def __init__(
         self,
         who: str,
+        api: str,
         locations: Mapping[int, Loc],
         has_subscription: bool,
         keyless: Callable[[Loc], bool],
         problems: dict[Loc, str],
     ):
-        self.who = who  # " (API 'chat')", after which clients when they differ
+        self.who = who  # " for clients with a subscription key of product 'free'" when clients differ; or ""
+        self.api = api  # " (API 'chat')"
         self.locations = locations
         self.has_subscription = has_subscription
         self.keyless = keyless
@@ -125,15 +128,15 @@ class _Walk:
             for ref in refs:
                 problem = self._problem(ref, claims_maybe, limit=isinstance(policy, _LIMITS), keyless=keyless)
                 if problem is not None:
-                    self.problems.setdefault((*loc, *field), f"{problem}{self.who}")
+                    self.problems.setdefault((*loc, *field), f"{problem}{self.api}")
                     return
 
     def _problem(self, ref: Reference, claims_maybe: bool, *, limit: bool, keyless: bool) -> str | None:
         if ref.namespace == "jwt" and not claims_maybe:
             effect = ("every client would count on one counter, and a client without a token could use up "
                       "everyone's limit") if limit else "it is missing for every client"  # fmt: skip
-            return (f"reads {{{ref}}}, which no policy has set yet when it runs (global policies run first, then "
-                    f"the product's, then the API's): {effect}. Put it after validate-jwt, or write "
+            return (f"reads {{{ref}}}, which no policy has set yet when it runs{self.who} (global policies run "
+                    f"first, then the product's, then the API's): {effect}. Put it after validate-jwt, or write "
                     f"{{{ref}|default}} in a template if the missing value is meant")  # fmt: skip
         if ref.namespace == "subscription" and not self.has_subscription:
             effect = "every client would count on one counter" if limit else "it is missing for every client"
