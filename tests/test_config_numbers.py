@@ -126,7 +126,12 @@ def test_a_lease_longer_than_a_day_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "problem"), [(0, "greater than or equal to 0.01"), (-1, "greater than or equal to 0.01"), (301, "less than or equal to 300")]
+    ("value", "problem"),
+    [
+        (0, "greater than or equal to 0.01"),
+        (-1, "greater than or equal to 0.01"),
+        (301, "less than or equal to 300"),
+    ],
 )
 def test_a_telemetry_shutdown_timeout_out_of_range_is_refused_with_its_path(value: float, problem: str) -> None:
     """Zero would drop everything buffered at every shutdown; minutes would outlast any grace period."""

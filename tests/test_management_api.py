@@ -204,7 +204,7 @@ async def test_delete_a_file_api_hides_it_and_it_can_be_created_again(
         ({"name": "bad", "path": "/ws/bad", "upstreams": ["htp://x"]},
          ["upstreams[0]: 'htp://x' is not a ws://, wss:// or asgi: URL"]),
         ({"name": "bad", "path": "/ws/bad", "upstreams": ["ws://x/"], "idle_timeout": -1, "colour": "red"},
-         ["idle_timeout: Input should be greater than 0 (got -1)", "colour: unknown field"]),
+         ["idle_timeout: Input should be greater than or equal to 0.1 (got -1)", "colour: unknown field"]),
         ({"name": "bad", "path": "/ws/rooms/{room}", "upstreams": ["ws://x/{nope}"]},
          ["upstreams[0].url: placeholder(s) nope not defined by path '/ws/rooms/{room}'"]),
         ({"name": "bad", "path": "/ws/{what}", "upstreams": ["ws://x/"]},

@@ -30,7 +30,7 @@ from ..loading import alias_problem, read_regular_file
 from ..redact import printable, redact_text, redact_url_credentials
 from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
-from .client import ManagementAPIError, ManagementClient
+from .client import ManagementAPIError, ManagementClient, Written
 
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
 REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
@@ -66,14 +66,17 @@ def add_commands(commands: Any) -> None:
     action(apis, "list", "list the APIs", lambda c, a: c.list_apis())
     action(apis, "show", "show one API", lambda c, a: c.get_api(a.name)).add_argument("name")
     create = action(
-        apis, "create", "create an API from a YAML/JSON file ('-': stdin)", lambda c, a: c.create_api(_read(a.file))
+        apis,
+        "create",
+        "create an API from a YAML/JSON file ('-': stdin)",
+        lambda c, a: _written(c.create_api(_read(a.file))),
     )
     create.add_argument("file")
     update = action(
         apis,
         "update",
         "replace an API with a YAML/JSON file ('-': stdin)",
-        lambda c, a: c.replace_api(a.name, _read(a.file), drain=a.drain),
+        lambda c, a: _written(c.replace_api(a.name, _read(a.file), drain=a.drain)),
     )
     update.add_argument("name")
     update.add_argument("file")
@@ -88,7 +91,7 @@ def add_commands(commands: Any) -> None:
         products,
         "create",
         "create a product",
-        lambda c, a: c.create_product(a.name, a.api, display_name=a.display_name, force=a.force),
+        lambda c, a: _written(c.create_product(a.name, a.api, display_name=a.display_name, force=a.force)),
     )
     create.add_argument("name")
     create.add_argument("--api", action="append", default=[], help="an API of the product (repeatable)")
@@ -219,10 +222,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {_shown(exc)}", file=sys.stderr)
         return 2
-    if isinstance(result, dict) and isinstance(result.get("warnings"), list):  # the answer to a change
-        _warn(result["warnings"])
-        if not args.json:
-            result = {k: v for k, v in result.items() if k != "warnings"}  # the YAML stays the resource
     _print(args, result)
     return 0
 
@@ -231,6 +230,14 @@ def _warn(warnings: Sequence[Any]) -> None:
     """The configuration warnings a change answered with, on stderr: valid, probably not meant."""
     for warning in warnings:
         print(f"warning: {_shown(warning)}", file=sys.stderr)
+
+
+async def _written(change: Awaitable[Written]) -> dict[str, Any]:
+    """A create or replace: its warnings on stderr, the resource alone to print (YAML or ``--json``), so
+    that what is printed can be sent back as it is."""
+    written = await change
+    _warn(written.warnings)
+    return dict(written)
 
 
 async def _warned(deletion: Awaitable[list[str]]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, NotRequired, TypedDict, cast
@@ -27,10 +27,31 @@ from urllib.parse import quote
 import httpx2
 
 ApiDocument = dict[str, Any]
-"""A WebSocket API: the fields of an ``apis`` entry of the configuration file. The answer to a create or
-replace also has ``warnings`` (a list of strings) when the configuration it made has any that concern
-the API: valid, probably not meant (a token read from a cookie with no ``check-origin``); it is not a
-field of the API, so leave it out when sending the document back."""
+"""A WebSocket API: the fields of an ``apis`` entry of the configuration file."""
+
+
+class Written(dict[str, Any]):
+    """The resource a change answered with (:meth:`~ManagementClient.create_api`,
+    :meth:`~ManagementClient.replace_api`, :meth:`~ManagementClient.create_product`): its fields, a dict
+    to send back as it is, and apart from them, the attribute ``warnings``.
+
+    ``warnings`` lists the configuration warnings that concern the change (empty when none): valid,
+    probably not meant, such as a token read from a cookie with no ``check-origin``; redacted as the log
+    writes them. Usage::
+
+        api = await gateway.create_api(document)
+        for warning in api.warnings:
+            print("warning:", warning)
+        api["max_lifetime"] = 60
+        await gateway.replace_api(api["name"], api)  # the dict has the API's fields only
+    """
+
+    def __init__(self, fields: Mapping[str, Any] | None = None, /, *, warnings: Iterable[str] = ()) -> None:
+        super().__init__(fields or {})
+        self.warnings: list[str] = list(warnings)
+
+    def __repr__(self) -> str:
+        return f"Written({dict.__repr__(self)}, warnings={self.warnings!r})"
 
 
 class Product(TypedDict):
@@ -40,8 +61,6 @@ class Product(TypedDict):
     subscription_required: bool
     policies: list[dict[str, Any]]
     message_policies: dict[str, Any]
-    warnings: NotRequired[list[str]]
-    """Only in the answer to create, when the configuration it made has warnings about the product or its APIs."""
 
 
 class SubscriptionInfo(TypedDict):
@@ -171,13 +190,17 @@ class ManagementClient:
     async def get_api(self, name: str) -> ApiDocument:
         return cast(ApiDocument, (await self._call("GET", f"apis/{_segment(name)}")).json())
 
-    async def create_api(self, api: Mapping[str, Any]) -> ApiDocument:
-        return cast(ApiDocument, (await self._call("POST", "apis", json=dict(api))).json())
+    async def create_api(self, api: Mapping[str, Any]) -> Written:
+        """Create an API; returns it, with the configuration warnings about it in ``.warnings`` (:class:`Written`)."""
+        return _written(await self._call("POST", "apis", json=dict(api)))
 
     async def replace_api(
         self, name: str, api: Mapping[str, Any], *, drain: bool = False, if_match: str | None = None
-    ) -> ApiDocument:
-        """Replace API ``name``; ``drain`` also closes its open connections; ``if_match``: an ETag."""
+    ) -> Written:
+        """Replace API ``name``; ``drain`` also closes its open connections; ``if_match``: an ETag.
+
+        ``api`` may be a document read or returned before, :class:`Written` included. Returns the API,
+        with the configuration warnings about it in ``.warnings`` (:class:`Written`)."""
         response = await self._call(
             "PUT",
             f"apis/{_segment(name)}",
@@ -185,7 +208,7 @@ class ManagementClient:
             params=_drain(drain),
             headers={"If-Match": if_match} if if_match else None,
         )
-        return cast(ApiDocument, response.json())
+        return _written(response)
 
     async def delete_api(self, name: str, *, drain: bool = False) -> list[str]:
         """Delete API ``name``; returns the configuration warnings the deletion brought (usually none)."""
@@ -208,8 +231,11 @@ class ManagementClient:
         subscription_required: bool = True,
         policies: list[dict[str, Any]] | None = None,
         force: bool = False,
-    ) -> Product:
-        """Create a product; ``force``: even one that lets clients without a key into an API (else 409)."""
+    ) -> Written:
+        """Create a product; ``force``: even one that lets clients without a key into an API (else 409).
+
+        Returns the product (the fields of :class:`Product`), with the configuration warnings about it
+        and its APIs in ``.warnings`` (:class:`Written`)."""
         body = {
             "name": name,
             "apis": apis,
@@ -217,7 +243,7 @@ class ManagementClient:
             "subscription_required": subscription_required,
             "policies": policies or [],
         }
-        return cast(Product, (await self._call("POST", "products", json=body, params=_flags(force=force))).json())
+        return _written(await self._call("POST", "products", json=body, params=_flags(force=force)))
 
     async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> list[str]:
         """Delete a product; ``force``: even an API's last one that required a key (else 409); ``drain``: also
@@ -300,6 +326,15 @@ class ManagementClient:
         )
 
 
+def _written(response: httpx2.Response) -> Written:
+    """The resource a create or replace answered with, its ``warnings`` taken out of it."""
+    body = response.json()
+    if not isinstance(body, dict):
+        return Written()
+    found = body.pop("warnings", None)
+    return Written(body, warnings=[str(warning) for warning in found] if isinstance(found, list) else ())
+
+
 def _warnings(response: httpx2.Response) -> list[str]:
     """The ``warnings`` of a deletion's answer: 200 with them, or 204 without."""
     if response.status_code == 204 or not response.content:
@@ -329,4 +364,12 @@ def _flags(**flags: bool) -> dict[str, str] | None:
     return {name: "true" for name, on in flags.items() if on} or None
 
 
-__all__ = ["ApiDocument", "Connection", "ManagementAPIError", "ManagementClient", "Product", "SubscriptionInfo"]
+__all__ = [
+    "ApiDocument",
+    "Connection",
+    "ManagementAPIError",
+    "ManagementClient",
+    "Product",
+    "SubscriptionInfo",
+    "Written",
+]

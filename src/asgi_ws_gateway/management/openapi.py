@@ -175,7 +175,8 @@ _WARNINGS = {
     "items": {"type": "string"},
     "description": "only when there are any: the configuration warnings that concern the change (valid, probably "
     "not meant: a token read from a cookie with no check-origin), redacted as the log writes them; not a field "
-    "of the resource (leave it out when sending it back)",
+    "of the resource: a body that has it is taken without it (send the answer back as it is)",
+    "readOnly": True,
 }
 _WARNED = {"type": "object", "properties": {"warnings": _WARNINGS}}
 _DELETED = {
@@ -186,26 +187,21 @@ _DELETED = {
 }
 
 
-def _with_warnings(schema: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a change: the resource, and ``warnings`` when there are any."""
-    return {"allOf": [schema, _WARNED]}
+def _extended(schemas: dict[str, Any], name: str, title: str, extra: dict[str, Any], *, required: bool) -> None:
+    """Add ``title``: the schema ``name`` with the ``extra`` properties. Not ``allOf``: the resources forbid
+    additional properties, so no answer that had them was valid against ``allOf: [resource, extra]``."""
+    schema = schemas[name]
+    schemas[title] = {
+        **schema,
+        "title": title,
+        "properties": {**schema["properties"], **extra},
+        **({"required": [*schema.get("required", ()), *extra]} if required else {}),
+    }
 
 
 _DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
-_KEYED = {
-    "allOf": [
-        _ref("Subscription"),
-        {
-            "type": "object",
-            "properties": {
-                "key": {
-                    "type": "string",
-                    "description": "the subscription key: shown this once, only its SHA-256 is kept",
-                }
-            },
-        },
-    ]
-}
+_KEY = {"type": "string", "description": "the subscription key: shown this once, only its SHA-256 is kept"}
+_KEYED = _ref("SubscriptionWithKey")
 _MESSAGE = {
     "oneOf": [
         {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
@@ -244,6 +240,11 @@ def openapi_document() -> dict[str, Any]:
         schemas[name] = schema
     schemas["Subscription"]["properties"].pop("key_sha256", None)
     schemas["Subscription"]["required"] = [r for r in schemas["Subscription"]["required"] if r != "key_sha256"]
+    # The answers to changes: the resource and what comes with it (the body of a create or replace may
+    # have ``warnings``, ignored, so that an answer can be sent back as it is).
+    _extended(schemas, "ApiConfig", "ApiConfigWithWarnings", {"warnings": _WARNINGS}, required=False)
+    _extended(schemas, "Product", "ProductWithWarnings", {"warnings": _WARNINGS}, required=False)
+    _extended(schemas, "Subscription", "SubscriptionWithKey", {"key": _KEY}, required=True)
     schemas["Connection"] = _CONNECTION
     schemas["Problem"] = {
         "type": "object",
@@ -255,7 +256,7 @@ def openapi_document() -> dict[str, Any]:
             "problems": {"type": "array", "items": {"type": "string"}, "description": "field.path: message (422)"},
         },
     }
-    api = _ref("ApiConfig")
+    api, warned_api, warned_product = _ref("ApiConfig"), _ref("ApiConfigWithWarnings"), _ref("ProductWithWarnings")
     paths = {
         "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"})}, public=True)},
         "/readyz": {
@@ -281,14 +282,14 @@ def openapi_document() -> dict[str, Any]:
                     )
                 },
             ),
-            "post": _op("Create a WebSocket API", {"201": _json(_with_warnings(api), "created")}, body=api),
+            "post": _op("Create a WebSocket API", {"201": _json(warned_api, "created")}, body=warned_api),
         },
         "/apis/{name}": {
             "get": _op("Get a WebSocket API (ETag header)", {"200": _json(api)}, params=_NAME),
             "put": _op(
                 "Replace a WebSocket API",
-                {"200": _json(_with_warnings(api))},
-                body=api,
+                {"200": _json(warned_api)},
+                body=warned_api,
                 params=[*_NAME, _DRAIN, _IF_MATCH],
             ),
             "delete": _op("Delete a WebSocket API", _DELETED, params=[*_NAME, _DRAIN, _IF_MATCH]),
@@ -302,8 +303,8 @@ def openapi_document() -> dict[str, Any]:
             "get": _op("List products", {"200": _json({"type": "object"})}),
             "post": _op(
                 "Create a product",
-                {"201": _json(_with_warnings(_ref("Product")))},
-                body=_ref("Product"),
+                {"201": _json(warned_product)},
+                body=warned_product,
                 params=[_FORCE],
             ),
         },

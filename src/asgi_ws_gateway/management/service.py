@@ -509,6 +509,7 @@ class Manager:
     async def create_product(self, body: Any, *, force: bool = False) -> tuple[subs.Product, list[str]]:
         """Create a product; ``force``: even one that opens an API to clients without a key (else 409).
         Returns it and the configuration warnings about it and its APIs (see :meth:`_change`)."""
+        body = _without_output_fields(body)
         _no_redacted_secrets(body)
         product: subs.Product = subs.parse(subs.Product, body)
         file_products = {p.name for p in self.base.products}
@@ -605,7 +606,21 @@ def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
     return gate
 
 
+_OUTPUT_FIELDS = frozenset({"warnings"})
+"""Top-level keys an answer adds to an API or a product that are not its fields (the configuration
+warnings of a change): dropped from a body, so that the document a create or replace answered with
+can be sent back as it is (it was a 422, ``warnings: unknown field``, only when there were warnings)."""
+
+
+def _without_output_fields(body: Any) -> Any:
+    """``body`` without the :data:`_OUTPUT_FIELDS` an API or product answer carries (anything else as it is)."""
+    if isinstance(body, dict) and not _OUTPUT_FIELDS.isdisjoint(body):
+        return {name: value for name, value in body.items() if name not in _OUTPUT_FIELDS}
+    return body
+
+
 def _object(body: Any) -> dict[str, Any]:
+    body = _without_output_fields(body)
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object", ["(top level): expected a JSON object"])
     _no_redacted_secrets(body)
