@@ -12,7 +12,13 @@ Real uvicorn, real websockets clients, apps that misbehave on purpose. Before:
 * a close code no close frame may carry reached the client as 1011 (or 1005 as 1000) while the access
   line recorded it as sent, and a 500-byte reason was cut and relayed (uvicorn raises in the app);
 * an accept whose headers carried ``Sec-WebSocket-Protocol`` or ``Sec-WebSocket-Extensions`` was
-  accepted with them dropped (a network upstream's 101 with one the gateway did not offer is a 502).
+  accepted with them dropped (a network upstream's 101 with one the gateway did not offer is a 502);
+* then the stall rule dropped apps that were alive: one sending all along but not reading (a push
+  feed; a streamer reading its next prompt after the answer, the client's heartbeats queued) got
+  1011 a keepalive window after the client's second message, and so did one whose sends waited on a
+  client reading slowly (the queue toward the app held one message; the window ran from the first
+  wait, whatever the app did meanwhile); an app busy for a moment with a few messages sent to it was
+  dropped too, and the gateway's close dropped the message queued for a busy app.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Message, Receive, Scope, Send
@@ -32,6 +39,7 @@ from support.servers import UvicornFactory, UvicornServer
 
 FAST: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.3, "close_timeout": 0.3, "connect_timeout": 0.5}
 INPROCESS = "asgi_ws_gateway.upstream.inprocess"
+QUEUED = 4  # inprocess.TO_APP_QUEUE, as a network upstream's max_queue: what waits for an app without a stall
 SPIN_CAP = 10_000  # an app past this many answers spun (the old code); it stops so the test ends
 
 
@@ -79,7 +87,7 @@ async def test_an_app_that_reads_nothing_is_dropped_as_a_stalled_upstream(
 
     server = _serve(uvicorn_server, deaf)
     ws = await connect(server.url("/ws/a"), ping_interval=None)
-    for _ in range(3):  # the third waits on the app: the relay no longer reads the client
+    for _ in range(QUEUED + 1):  # the last waits on the app: the relay no longer reads the client
         await ws.send(b"x" * 4096)
     if client == "stays":
         assert await expect_close(ws) == (1011, "upstream connection failed")
@@ -259,3 +267,167 @@ async def test_an_accept_carrying_negotiation_headers_is_502_as_from_a_network_u
 
     server = _serve(uvicorn_server, app)
     assert (await expect_status(server.url("/ws/a"), subprotocols=["chat"]))[0] == 502
+
+
+def _ticks(count: int) -> list[str]:
+    return [f"tick {n}" for n in range(count)]
+
+
+@pytest.mark.parametrize("sent", [3, 2 * QUEUED], ids=["a-few", "past-the-queue"])
+async def test_an_app_that_sends_all_along_without_reading_is_not_stalled(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, sent: int
+) -> None:
+    """A push feed (a tick every 0.05 s for 2 s, four keepalive windows) never calls receive(): each of
+    its sends restarts the window, and the client gets every tick, then the feed's 1000."""
+    caplog.set_level(logging.INFO)
+
+    async def feed(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        for tick in _ticks(40):
+            await send({"type": "websocket.send", "text": tick})
+            await asyncio.sleep(0.05)
+        await send({"type": "websocket.close", "code": 1000})
+
+    server = _serve(uvicorn_server, feed)
+    async with await connect(server.url("/ws/a")) as ws:
+        for n in range(sent):  # past the queue, the client's messages wait on the feed all along
+            await ws.send(f"hello {n}")
+        got = []
+        async with asyncio.timeout(10):  # a hang guard, not a measure
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    got.append(await ws.recv())
+    assert got == _ticks(40)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert "closed by upstream with 1000" in await _access_line(caplog)
+
+
+async def test_a_streamer_reading_its_next_prompt_after_the_answer_is_not_stalled(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An LLM-style streamer answers a prompt with 32 tokens over 1.6 s, then reads on; the client's
+    heartbeat every 0.05 s queues meanwhile. Every token arrives, then the answer to the next prompt."""
+    caplog.set_level(logging.INFO)
+
+    async def streamer(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            prompt = message.get("text", "")
+            if prompt.startswith("prompt"):
+                for n in range(32):
+                    await send({"type": "websocket.send", "text": f"{prompt} token {n}"})
+                    await asyncio.sleep(0.05)
+                await send({"type": "websocket.send", "text": f"{prompt} done"})
+
+    async def heartbeat(ws: Any) -> None:
+        while True:
+            await ws.send('{"type":"ping"}')
+            await asyncio.sleep(0.05)
+
+    server = _serve(uvicorn_server, streamer)
+    async with await connect(server.url("/ws/a")) as ws:
+        beating = asyncio.create_task(heartbeat(ws))
+        try:
+            async with asyncio.timeout(10):  # a hang guard, not a measure
+                for prompt in ("prompt 1", "prompt 2"):
+                    await ws.send(prompt)
+                    got = [await ws.recv() for _ in range(33)]
+                    assert got == [*(f"{prompt} token {n}" for n in range(32)), f"{prompt} done"]
+        finally:
+            beating.cancel()
+    assert "closed by client with 1000" in await _access_line(caplog)
+    assert not [r for r in caplog.records if r.name == INPROCESS], [r.getMessage() for r in caplog.records]
+
+
+async def test_an_app_whose_sends_wait_on_a_slow_client_is_not_stalled(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client reads nothing for three keepalive windows while the app sends 16 MiB: the app's
+    send waits on the gateway (the client's backpressure), its own messages wait on the app; once the
+    client reads, it gets everything, then the app's 1000."""
+    caplog.set_level(logging.INFO)
+    chunk, count = b"x" * 256 * 1024, 64
+    sent = [0]
+
+    async def producer(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        for _ in range(count):
+            await send({"type": "websocket.send", "bytes": chunk})
+            sent[0] += 1
+        await send({"type": "websocket.close", "code": 1000})
+
+    server = _serve(uvicorn_server, producer, max_message_size=len(chunk))
+    async with await connect(
+        server.url("/ws/a"), max_queue=1, compression=None
+    ) as ws:  # no deflate: 16 MiB on the wire
+        for n in range(2 * QUEUED):  # they wait on the app, whose sends wait on this client
+            await ws.send(f"hello {n}")
+        await asyncio.sleep(1.5)  # three keepalive windows, the client reading nothing
+        assert sent[0] < count, "the client's buffers took it all: the app's sends never waited"
+        received = 0
+        async with asyncio.timeout(20):  # a hang guard, not a measure
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    assert await ws.recv() == chunk
+                    received += 1
+    assert received == count
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert "closed by upstream with 1000" in await _access_line(caplog)
+
+
+async def test_a_few_messages_wait_for_a_busy_app_as_for_a_network_upstream(uvicorn_server: UvicornFactory) -> None:
+    """An app busy elsewhere for two keepalive windows (neither receiving nor sending) while the
+    client sends three messages: they wait for it, as a network upstream's library takes them in."""
+    loop = asyncio.get_running_loop()
+    resume = asyncio.Event()
+
+    async def busy(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(1)  # two windows: no receive(), no send()
+        for _ in range(QUEUED - 1):
+            message = await receive()
+            await send({"type": "websocket.send", "text": f"echo {message.get('text')}"})
+        loop.call_soon_threadsafe(resume.set)
+        await receive()
+
+    server = _serve(uvicorn_server, busy)
+    async with await connect(server.url("/ws/a")) as ws:
+        for n in range(QUEUED - 1):
+            await ws.send(f"m{n}")
+        async with asyncio.timeout(10):  # a hang guard, not a measure
+            assert [await ws.recv() for _ in range(QUEUED - 1)] == [f"echo m{n}" for n in range(QUEUED - 1)]
+            await resume.wait()
+
+
+async def test_the_gateways_close_reaches_the_app_after_what_was_queued_for_it(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    """A client that sends three messages and closes while the app is busy: the app reads all three,
+    then the client's close, as a network upstream reads what came before the close frame."""
+    took: list[Message] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def busy(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(0.1)  # under the keepalive window: busy, not stalled
+        while not took or took[-1]["type"] != "websocket.disconnect":
+            took.append(await receive())
+        loop.call_soon_threadsafe(done.set)
+
+    server = _serve(uvicorn_server, busy)
+    async with await connect(server.url("/ws/a")) as ws:
+        for n in range(3):
+            await ws.send(f"m{n}")
+    async with asyncio.timeout(5):  # a hang guard, not a measure
+        await done.wait()
+    assert [m.get("text", m["type"]) for m in took] == ["m0", "m1", "m2", "websocket.disconnect"]
+    assert took[-1]["code"] == 1000

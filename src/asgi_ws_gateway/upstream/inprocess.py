@@ -1,17 +1,23 @@
 """An ASGI application in this process as an upstream: the same semantics, no network hop.
 
-The app runs as a task speaking the ASGI WebSocket protocol to the gateway through two one-slot
-channels, so each side's ``send`` waits for the other to take the previous message: backpressure
-works as it does over a socket. A handshake the app refuses (``websocket.close`` or a
-``websocket.http.response``) is relayed like a network upstream's refusal.
+The app runs as a task speaking the ASGI WebSocket protocol to the gateway through two bounded
+channels (toward the app, :data:`TO_APP_QUEUE` messages; from it, one), so each side's ``send``
+waits once the other is that far behind: backpressure works as it does over a socket. A handshake
+the app refuses (``websocket.close`` or a ``websocket.http.response``) is relayed like a network
+upstream's refusal.
 
 The rules a network upstream lives by hold here too:
 
-* a stall: an app that takes no message for the API's keepalive window (``ping_interval`` +
-  ``ping_timeout``, as long as a network upstream that reads nothing lives; no window when either is
-  None) while one waits for it is dropped: the client gets 1011 ``upstream connection failed``, the
-  app a ``websocket.disconnect`` (1011) and then cancellation, the access line the gateway's close
-  (reason ``upstream read nothing``), as the splice records a stall;
+* a stall: an app that does nothing with its connection (no ``receive()``, no ``send()``) for the
+  API's keepalive window (``ping_interval`` + ``ping_timeout``, as long as a network upstream that
+  reads nothing lives; no window when either is None) while a message waits for room toward it is
+  dropped: the client gets 1011 ``upstream connection failed``, the app a ``websocket.disconnect``
+  (1011) and then cancellation, the access line the gateway's close (reason ``upstream read
+  nothing``), as the splice records a stall. Each ``receive()`` and each ``send()`` of the app
+  restarts the window, and it does not run while the app's own ``send()`` waits on the gateway (the
+  client reads slowly: that is the client's backpressure, not a stall);
+* the gateway's close reaches the app after the messages already queued for it, as a network
+  upstream reads what it was sent before the close frame;
 * a bounded end: an app told to go has ``close_timeout`` to return, is then cancelled, and is waited
   for at most ``min(close_timeout / 2, 1)`` seconds more; one that swallows the cancellation is left
   running (one WARNING) while the client is answered;
@@ -24,6 +30,7 @@ The rules a network upstream lives by hold here too:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import unquote
@@ -39,6 +46,13 @@ from .refusal import MAX_REFUSAL_BODY
 from .request import kept_response_headers
 
 logger = logging.getLogger(__name__)
+
+TO_APP_QUEUE = 4
+"""Client messages queued toward the app before the relay's client pump waits for room: the
+``max_queue`` the gateway's ``websockets`` client uses toward a network upstream (whose server
+library and TCP buffers take in as much or more before its sender waits). One slot made an app
+that reads in bursts (a push feed, a streamer between prompts) look stalled where a network
+upstream was not."""
 
 
 class AppDisconnected(OSError):
@@ -116,7 +130,7 @@ class InProcessConnection:
             if api.ping_interval is not None and api.ping_timeout is not None
             else None  # as a network upstream: without a ping timeout, one that reads nothing lives on
         )
-        self._to_app: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue(maxsize=TO_APP_QUEUE)
         self._from_app: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue(maxsize=1)
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._rejection: tuple[int, list[tuple[str, str]], bytearray] | None = None
@@ -125,6 +139,12 @@ class InProcessConnection:
         # Once the app had its disconnect (or its AppDisconnected), a later receive() (send()) waits.
         self._disconnect_read = False
         self._send_refused = False
+        # What the stall rule watches: when the app last used its connection, how many of its sends wait
+        # on the gateway now; _taken wakes a client message waiting for room (the app took one, or the end).
+        self._loop = asyncio.get_running_loop()
+        self._acted_at = self._loop.time()
+        self._app_sends = 0
+        self._taken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reaper: asyncio.TimerHandle | None = None
         self._left_running = False
@@ -147,6 +167,7 @@ class InProcessConnection:
         finally:
             if self._reaper is not None:
                 self._reaper.cancel()
+            self._taken.set()  # a client message waiting for room sees the end
         self._fail_handshake(UpstreamUnreachable("in-process upstream returned without accepting"))
         if not self._app_closed and self._closed_by_gateway is None:
             self._app_closed = True
@@ -159,15 +180,27 @@ class InProcessConnection:
     async def _receive(self) -> Message:
         if self._disconnect_read:
             await self._until_cancelled()
-        if self._closed_by_gateway is not None:
+        if self._closed_by_gateway is not None and self._to_app.empty():
+            # Its disconnect comes after what was queued for it; here when the queue was full then.
             code, reason = self._closed_by_gateway
             message: Message = {"type": "websocket.disconnect", "code": code, "reason": reason}
         else:
             message = await self._to_app.get()
+        self._acted_at = self._loop.time()
+        self._taken.set()
         self._disconnect_read = message["type"] == "websocket.disconnect"
         return message
 
     async def _send(self, message: Message) -> None:
+        # Progress for the stall rule; while it waits on the gateway, the window does not run.
+        self._app_sends += 1
+        try:
+            await self._send_message(message)
+        finally:
+            self._app_sends -= 1
+            self._acted_at = self._loop.time()
+
+    async def _send_message(self, message: Message) -> None:
         kind = message["type"]
         if self._closed_by_gateway is not None or self._app_closed:
             if self._send_refused:
@@ -263,21 +296,38 @@ class InProcessConnection:
             raise UpstreamClosed(*(self._closed_by_gateway or (1006, "")), by_peer=False)
         message: dict[str, Any] = {"type": "websocket.receive"}
         message["text" if isinstance(data, str) else "bytes"] = data
-        if self._stall_after is None:
-            await self._to_app.put(message)
-            return
-        # The slot is full while the app has not taken the previous message: waiting for it without
-        # a bound kept the connection (and the client's unread disconnect) for ever.
-        try:
-            async with asyncio.timeout(self._stall_after):
-                await self._to_app.put(message)
-        except TimeoutError:
-            raise self._stalled() from None
+        if self._to_app.full():
+            await self._room()
+            if self._closed_by_gateway is not None or self._app_closed:
+                raise UpstreamClosed(*(self._closed_by_gateway or (1006, "")), by_peer=False)
+        self._to_app.put_nowait(message)
+
+    async def _room(self) -> None:
+        """Wait until the queue toward the app has room, or the connection ends.
+
+        Raises:
+            UpstreamStalled: The app neither received nor sent for the keepalive window while this
+                message waited (waiting without a bound kept the connection, and the client's unread
+                disconnect, for ever). A send of the app's waiting on the gateway (on a client that
+                reads slowly) is not a stall: the window starts again when it returns.
+        """
+        waiting_since = self._loop.time()
+        while self._to_app.full() and self._closed_by_gateway is None and not self._app_closed:
+            self._taken.clear()
+            # Looked at again once the window is over: what the app did meanwhile is in _acted_at.
+            delay = self._stall_after
+            if delay is not None and not self._app_sends:
+                delay += max(self._acted_at, waiting_since) - self._loop.time()
+                if delay <= 0:
+                    raise self._stalled()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._taken.wait()
 
     def _stalled(self) -> UpstreamStalled:
-        logger.info("relay: the in-process upstream of API %r read nothing for %g s (a message waited for it); "
-                    "dropping it", self._api_name, self._stall_after)  # fmt: skip
-        self._disconnect_app(1011, "keepalive ping timeout")  # what a network upstream's server is sent
+        logger.info("relay: the in-process upstream of API %r read nothing and sent nothing for %g s while a "
+                    "message waited for it; dropping it", self._api_name, self._stall_after)  # fmt: skip
+        self._disconnect_app(1011, "keepalive ping timeout", drop_queued=True)  # as a network upstream's server
         stalled = UpstreamStalled()
         _drain(self._from_app)
         self._from_app.put_nowait(stalled)  # the relay's other pump reads it too
@@ -289,11 +339,16 @@ class InProcessConnection:
         _drain(self._from_app)
         self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
 
-    def _disconnect_app(self, code: int, reason: str) -> None:
+    def _disconnect_app(self, code: int, reason: str, *, drop_queued: bool = False) -> None:
+        """Tell the app the connection is over: after what was queued for it (as a network upstream
+        reads what came before the close frame) unless ``drop_queued`` (a dropped connection)."""
         if self._closed_by_gateway is None:
             self._closed_by_gateway = (code, reason)
-            _drain(self._to_app)
-            self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            if drop_queued:
+                _drain(self._to_app)
+            if not self._to_app.full():  # else _receive gives it once the queue is empty
+                self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self._taken.set()  # a client message waiting for room sees the end
 
     async def abort(self) -> None:
         await self._wait_app(grace=0)
