@@ -45,7 +45,6 @@ BAD_UPSTREAMS = {
     "ws://127.0.0.1:18901/a/../b": "dot segment",
     "ws://127.0.0.1:18901/caf\u00e9": "path with characters a URL cannot carry",
     "ws://127.0.0.1:18901/rooms/{room}?v=a b": "space or a control character",
-    "ws://up_x:9000/x": "host that is not a host name",
 }
 BAD_BASE_URLS = {
     "ws://127.0.0.1:99999": "port that is not a number from 1 to 65535",
@@ -172,6 +171,8 @@ def test_set_backend_service_that_no_in_process_api_runs_is_accepted(tmp_path: P
         _api("ws://h:/x"),
         _api(IN_PROCESS),
         _api({"url": IN_PROCESS, "path": "/rooms/{room}"}),
+        _api("ws://my_service:8000/ws"),  # a Docker Compose service name (a re-attack: refused at first)
+        _api("ws://my_service.internal:8000/x"),
     ],
 )  # fmt: skip
 def test_valid_urls_are_still_accepted(tmp_path: Path, api: dict[str, Any]) -> None:
@@ -228,3 +229,22 @@ def test_run_exits_2_before_listening(tmp_path: Path, url: str) -> None:
         output = server.output()
     assert "apis[0].upstreams[0].url: " in output and "Traceback" not in output
     assert "running on" not in output.lower() and "startup complete" not in output.lower()
+
+
+def test_a_choose_branch_for_another_api_by_name_is_not_refused(tmp_path: Path) -> None:
+    """A global ``choose`` redirecting only API 'outer' (``if: {ref: api.name, equals: outer}``) never runs for
+    the in-process API beside it (a re-attack: the first check refused it, though it served as meant)."""
+    branch = {"if": {"ref": "api.name", "equals": "outer"}, "policies": [REDIRECT]}
+    others = {"if": [{"ref": "api.name", "in": ["outer", "other"]}], "policies": [REDIRECT]}
+    _valid(tmp_path, {
+        "apis": [_api(IN_PROCESS, name="inner", path="/inner"),
+                 _api("ws://127.0.0.1:18901/x", name="outer", path="/outer")],
+        "policies": [{"choose": {"when": [branch, others]}}],
+    })  # fmt: skip
+    branch = {"if": {"ref": "api.name", "not_equals": "outer"}, "policies": [REDIRECT]}
+    problems = _problems(tmp_path, {
+        "apis": [_api(IN_PROCESS, name="inner", path="/inner"),
+                 _api("ws://127.0.0.1:18901/x", name="outer", path="/outer")],
+        "policies": [{"choose": {"when": [branch]}}],
+    })  # fmt: skip
+    assert [p for p in problems if "in-process" in p and "API 'inner'" in p], problems

@@ -53,6 +53,8 @@ VALID = [
     "redis://[::1]:6379/3?protocol=3&client_name=gateway&socket_timeout=0.5",
     "rediss://h:6380/1?ssl_cert_reqs=none",
     "unix:///run/redis.sock?db=2",
+    "unix:///run/redis.sock?db=2&password=pw",  # redis-py's documented form (a re-attack: refused at first)
+    "redis://h:6379/0?username=u&password=pw",
     "redis+cluster://h1:7000,[::1]:7001",
     "redis+sentinel://s1:26379,s2:26379/gateway/2",
 ]

@@ -26,7 +26,7 @@ def _refused(url: str, headers: list[tuple[str, str]] = (), *, in_process: bool 
         "ws://up:9000/a b", "ws://up:9000/caf\u00e9", "ws://up:9000/a%zz", "ws://up:9000/a%2", "ws://up:9000/a#frag",
         "ws://up:9000/a?q=1#frag", "ws://up:9000/a?q=a b", "ws://up:9000/a?q=%G1", "ws://up:9000/a?q=\u20ac",
         "http://up:9000/a", "ws://user:pw@up:9000/a", "ws://up:0/a", "ws://up:65536/a", "ws://up:9x/a",
-        "ws://up%2Eevil/a", "ws://up_x/a", "ws://-up/a", "ws://[::1/a", "ws://[zz::1]/a", "ws:///a", "ws://a..b/a",
+        "ws://up%2Eevil/a", "ws://-up/a", "ws://[::1/a", "ws://[zz::1]/a", "ws:///a", "ws://a..b/a",
     ],
 )  # fmt: skip
 def test_an_unsendable_or_shape_changing_url_is_a_400(url: str) -> None:

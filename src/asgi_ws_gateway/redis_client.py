@@ -45,7 +45,7 @@ _DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: it takes "²" (int() refuses
 # connection class at the first command, as a TypeError: no Redis call catches that.
 _STRING_OPTIONS = frozenset({
     "client_name", "lib_name", "lib_version", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
-    "ssl_ca_path", "ssl_ciphers", "ssl_password",
+    "ssl_ca_path", "ssl_ciphers", "ssl_password", "username", "password",
 })  # fmt: skip
 
 

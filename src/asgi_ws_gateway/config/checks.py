@@ -101,7 +101,7 @@ UrlProblem = Literal["invalid", "fragment", "not_a_path", "scheme", "port", "add
 # two-digit escape. Stricter RFC 3986 rules would turn configured oddities into client errors.
 _PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*+)?")  # possessive: "/" is in the class (no 2^n splits)
 _QUERY = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # "_": Docker Compose service names (my_service)
 # What urlsplit drops without a word (tab, CR, LF anywhere; C0 controls and spaces at either end):
 # the URL checked would not be the URL written.
 _UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
@@ -163,7 +163,7 @@ _CONFIGURED: dict[UrlProblem, str] = {
     "scheme": "is not a ws:// or wss:// URL",
     "port": "has a port that is not a number from 1 to 65535",
     "address": "has a host in brackets that is not an IPv6 address",
-    "host": "has a host that is not a host name (letters, digits and '-' in dot-separated labels) or an IP address",
+    "host": "has a host that is not a host name (letters, digits, '-', '_' in dot-separated labels) or an IP",
     "path": "has a path with characters a URL cannot carry (it takes visible ASCII, '%' only before two hex digits)",
     "segment": "has a path with a dot segment (. or ..), an encoded separator (%2F, %5C) or an encoded control "
     "character",
@@ -238,7 +238,7 @@ def _redirected_in_process(config: GatewayConfig) -> list[str]:
                 if inherited and _run_name(entry) in skipped:
                     continue
                 hint = f" (or add '{_run_name(entry)}' to apis[{i}].skip_policies)" if inherited else ""
-                problems += [f"{where}: {why}{hint}" for where in _redirects(entry, f"{at}[{j}]")]
+                problems += [f"{where}: {why}{hint}" for where in _redirects(entry, f"{at}[{j}]", api.name)]
     return problems
 
 
@@ -251,8 +251,10 @@ def _run_name(entry: Any) -> str | None:
     return str(name or type_name)
 
 
-def _redirects(entry: Any, at: str) -> Iterator[str]:
-    """Where set-backend-service is, in ``entry`` and in its ``choose`` branches."""
+def _redirects(entry: Any, at: str, api: str) -> Iterator[str]:
+    """Where set-backend-service is, in ``entry`` and in the ``choose`` branches that can run for ``api``
+    (a branch whose conditions on ``api.name`` exclude it never does: a global ``choose`` redirecting one
+    network API is not refused for an in-process one beside it)."""
     if not isinstance(entry, Mapping) or len(entry) != 1:
         return
     type_name, settings = next(iter(entry.items()))
@@ -261,12 +263,30 @@ def _redirects(entry: Any, at: str) -> Iterator[str]:
     elif type_name == _CHOOSE and isinstance(settings, Mapping):
         branches = settings.get("when")
         for b, branch in enumerate(branches if isinstance(branches, list) else []):
-            nested = branch.get("policies") if isinstance(branch, Mapping) else None
+            if not isinstance(branch, Mapping) or _excludes(branch.get("if"), api):
+                continue
+            nested = branch.get("policies")
             for n, inner in enumerate(nested if isinstance(nested, list) else []):
-                yield from _redirects(inner, f"{at}.{_CHOOSE}.when[{b}].policies[{n}]")
+                yield from _redirects(inner, f"{at}.{_CHOOSE}.when[{b}].policies[{n}]", api)
         otherwise = settings.get("otherwise")
         for n, inner in enumerate(otherwise if isinstance(otherwise, list) else []):
-            yield from _redirects(inner, f"{at}.{_CHOOSE}.otherwise[{n}]")
+            yield from _redirects(inner, f"{at}.{_CHOOSE}.otherwise[{n}]", api)
+
+
+def _excludes(conditions: Any, api: str) -> bool:
+    """Whether a branch's conditions (all must hold) exclude ``api`` whatever the handshake: one tests
+    ``api.name`` with ``equals``, ``not_equals`` or ``in`` and fails for this name."""
+    for condition in conditions if isinstance(conditions, list) else [conditions]:
+        if not isinstance(condition, Mapping) or condition.get("ref") != "api.name":
+            continue
+        equals, not_equals, one_of = condition.get("equals"), condition.get("not_equals"), condition.get("in")
+        if (
+            (isinstance(equals, str) and equals != api)
+            or (isinstance(not_equals, str) and not_equals == api)
+            or (isinstance(one_of, list) and api not in one_of)
+        ):
+            return True
+    return False
 
 
 __all__ = [
