@@ -144,8 +144,7 @@ def _float_fields(model: type[BaseModel], seen: set[type[BaseModel]]) -> list[tu
 
 # Fractions, not durations.
 _RATIOS = {"TelemetryConfig.message_events", "RateLimitMessagesSettings.batch"}
-# Durations whose models other changes own (config/settings.py; the credential-expiry policy): on a
-# list so that this test names them until they have bounds too.
+# Durations left without both bounds on purpose (none today): named here, with the reason.
 _PENDING: set[str] = set()
 
 
@@ -153,7 +152,8 @@ def _all_float_fields() -> list[tuple[str, Any]]:
     seen: set[type[BaseModel]] = set()
     found = _float_fields(GatewayConfig, seen)
     for kind in (*REGISTRY.values(), *MESSAGE_REGISTRY.values()):
-        found += _float_fields(kind.Settings, seen)
+        if kind.__module__.startswith("asgi_ws_gateway."):  # built-in: other tests register policies of their own
+            found += _float_fields(kind.Settings, seen)
     return found
 
 
