@@ -19,7 +19,7 @@ from asgi_ws_gateway._types import Message
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
-from asgi_ws_gateway.relay.close_codes import client_vanished
+from asgi_ws_gateway.relay.close_codes import TOO_BIG, client_vanished
 from asgi_ws_gateway.relay.pumps import Relay
 from support.policies import context
 from support.relay_fakes import CLOSE_TIMEOUT, HANG, Boom, FakeClient, FakeUpstream
@@ -164,6 +164,23 @@ async def test_gateway_close_sends_each_side_its_code(kind: RelayKind, errors: A
     await run_to_end(relay, act)
     assert client.closes == [(1001, "idle timeout")]
     assert upstream.closes[0] == (1012, "restart")
+    assert errors() == []
+
+
+async def test_a_message_the_server_refused_as_too_big_is_recorded_with_the_reason_it_sent(
+    kind: RelayKind, errors: Any
+) -> None:
+    """The server closed the client itself (its ``max_size``), with its own words: the access line, span and
+    metrics record those, not "message too big", which the client never received (a hunter: the relay's
+    signals disagreed with the client's close frame)."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    client.drops_tcp({"type": "websocket.disconnect", "code": 1009, "reason": "frame exceeds limit of 100 bytes",
+                      TOO_BIG: True})  # fmt: skip
+    await run_to_end(relay)
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("gateway", 1009)
+    assert relay.stats.close_reason == "frame exceeds limit of 100 bytes"
+    assert upstream.closes[0] == (1001, "client message too big")
     assert errors() == []
 
 

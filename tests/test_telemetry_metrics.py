@@ -315,3 +315,29 @@ def test_closed_connections_count_the_same_added_one_at_a_time_or_together() -> 
             metrics.counts()["messages", "echo", "in"]
             == messages[n.TO_UPSTREAM, "text"] + messages[n.TO_UPSTREAM, "binary"]
         ), total
+
+
+async def test_an_attempt_cut_short_by_shutdown_is_no_backend_failure(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handshake waiting on a silent backend when the server stops: the handshake says why it ended
+    (``draining`` under ``run``, ``cancelled`` here); its attempt was counted as a connect failure with
+    ``error.type="CancelledError"`` on every deploy (a hunter, with SIGTERM), its span an ERROR. Now the
+    cut-short attempt counts nothing and is no error."""
+    export_to(monkeypatch, otlp, "grpc")
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # accepts, never answers
+    port = silent.sockets[0].getsockname()[1]
+    config = telemetry_config(upstream)
+    config["apis"].append({"name": "silent", "path": "/ws/silent", "upstreams": [f"ws://127.0.0.1:{port}/x"],
+                           "connect_timeout": 30})  # fmt: skip
+    gateway = ProbedGateway(config)
+    async with silent:
+        with UvicornServer(gateway) as server:
+            waiting = asyncio.create_task(expect_status(server.url("/ws/silent")))
+            await asyncio.sleep(0.5)  # the attempt is under way
+        await waiting  # the server's own answer to a handshake it stops under (uvicorn's: a 500)
+    handshake = _one(otlp, n.HANDSHAKES, **{n.API: "silent"}).attributes
+    assert (handshake[n.OUTCOME], handshake[n.ERROR_TYPE]) == ("abandoned", "cancelled")
+    assert not _points(otlp, n.UPSTREAM_CONNECT_FAILURES, **{n.API: "silent"})
+    (attempt,) = [span for span in otlp.spans() if span.name == "upstream connect silent"]
+    assert attempt.status_code != 2 and n.ERROR_TYPE not in attempt.attributes  # 2: STATUS_CODE_ERROR

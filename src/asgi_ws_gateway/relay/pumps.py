@@ -342,7 +342,10 @@ class Relay:
     async def _client_left(self, message: Message) -> None:
         self._client_open = False
         if message.get(TOO_BIG):  # the server refused a message over the limit: as the pump below does
-            await self.close(1009, "message too big", 1001, "client message too big")  # the client is closed
+            # The client is closed already, with the server's reason ("frame exceeds limit of 1000 bytes"):
+            # the access line, span and metrics record that one, not words it never received.
+            reason = message.get("reason") or "message too big"
+            await self.close(1009, reason, 1001, "client message too big")
             return
         if not self._closing:
             self._closing = True

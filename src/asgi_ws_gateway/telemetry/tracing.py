@@ -17,6 +17,7 @@ the handshake span (or its child, with ``connection_parent: handshake``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import traceback
@@ -316,6 +317,7 @@ class HandshakeTrace:
         started = time.perf_counter() if telemetry.metrics is not None else 0.0  # the duration is a metric
         error_type: str | None = None
         status: int | None = None
+        cancelled = False
         try:
             connection = await connect(request)
             status = 101
@@ -323,6 +325,11 @@ class HandshakeTrace:
         except HandshakeDenied as denial:
             error_type = denial.reason
             status = denial.status if isinstance(denial, UpstreamRejected) else None
+            raise
+        except asyncio.CancelledError:
+            # Cut short (a shutdown, the client's task cancelled): not the backend's failure. It was counted
+            # as one with error.type "CancelledError" on every deploy; the handshake says why it ended.
+            cancelled = True
             raise
         except BaseException as exc:
             error_type = type(exc).__qualname__
@@ -342,7 +349,7 @@ class HandshakeTrace:
                     span.set_status(StatusCode.ERROR, error_type)
                 set_own_attributes(span, result)
                 span.end()
-            if telemetry.metrics is not None:
+            if telemetry.metrics is not None and not cancelled:
                 telemetry.metrics.upstream_attempt(backend.metric, time.perf_counter() - started, error_type, status)
 
     def relay_io(self, receive: Receive, upstream: UpstreamConnection) -> tuple[Receive, UpstreamConnection]:
