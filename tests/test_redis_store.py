@@ -185,3 +185,22 @@ async def test_a_lease_held_when_its_keeper_is_closed_is_renewed_until_released(
     async with asyncio.timeout(5):  # the renewals stopped with the last release: no task left
         while asyncio.all_tasks() - {asyncio.current_task()}:  # noqa: ASYNC110 - tasks ending
             await asyncio.sleep(0.01)
+
+
+async def test_a_burst_after_redis_recovered_is_counted_not_unchecked(
+    late: tuple[DelayingProxy, RedisState, Redis],
+) -> None:
+    """An outage seen, then Redis healthy again before the next burst: the burst's first call tries whether
+    Redis is back, and the others wait for its answer. Before, they answered "unavailable" at once while it
+    ran: a worker idle through the recovery admitted 17 to 30 handshakes on a quota of 5 (fail-open) or
+    refused 37 of 40 (fail-closed) against a healthy Redis (a hunter, two workers on a paused redis-server)."""
+    proxy, store, _ = late
+    proxy.delay = 1.0  # later than the store's timeout (0.2 s): an outage
+    with pytest.raises(StoreUnavailable):
+        await store.hit(store_key(store.prefix, "rate", "t", "outage"), 5, 60, "m")
+    proxy.delay = 0.0  # Redis answers again; nothing asks for a while
+    await asyncio.sleep(store.retry_interval * 2)
+    key = store_key(store.prefix, "quota", "t:0", "burst")
+    outcomes = await asyncio.gather(*(store.consume(key, 5, "hour") for _ in range(40)), return_exceptions=True)
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    assert sum(o.allowed for o in outcomes if not isinstance(o, BaseException)) == 5
