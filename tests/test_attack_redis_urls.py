@@ -111,18 +111,38 @@ def test_check_accepts_a_well_formed_store_url(tmp_path: Path, url: str) -> None
     assert SECRET not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("given", ["option", "environment"])
-def test_run_refuses_redis_without_the_management_api(tmp_path: Path, given: str) -> None:
-    """``--redis`` (or its variable) without ``--management``: exit 2 pointing at ``store:``, not ignored."""
+def test_run_refuses_redis_without_the_management_api(tmp_path: Path) -> None:
+    """``--redis`` without ``--management``: exit 2 pointing at ``store:``, not ignored."""
     config = tmp_path / "gateway.yaml"
     config.write_text("apis: []\n")
     url = f"redis://:{SECRET}@127.0.0.1:6379/0"
-    args = ["run", str(config), "--port", str(free_port())]
-    env = {"ASGI_WS_GATEWAY_REDIS": url} if given == "environment" else {}
-    done = _gateway(*args, *(["--redis", url] if given == "option" else []), cwd=tmp_path, **env)
+    done = _gateway("run", str(config), "--port", str(free_port()), "--redis", url, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "--redis (or $ASGI_WS_GATEWAY_REDIS) is the management API's store and bus" in done.stderr
+    assert "error: --redis (or $ASGI_WS_GATEWAY_REDIS) is the management API's store and bus" in done.stderr
     assert "needs --management or --management-port" in done.stderr
     assert "store: {type: redis, url: ...}" in done.stderr
     assert "Uvicorn running" not in done.stdout + done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_run_warns_when_only_the_redis_variable_is_set_without_the_management_api(tmp_path: Path) -> None:
+    """``$ASGI_WS_GATEWAY_REDIS`` may be exported for the management commands, shell-wide: a warning, and the
+    gateway serves (a re-attack: an error here stopped every gateway started from such a shell)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    command = [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--port", str(free_port())]
+    env = cli_env(ASGI_WS_GATEWAY_REDIS=f"redis://:{SECRET}@127.0.0.1:6379/0")
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env) as gateway:
+        try:
+            lines = []
+            assert gateway.stderr is not None
+            for line in gateway.stderr:
+                lines.append(line)
+                if "Uvicorn running" in line:
+                    break
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+    text = "".join(lines)
+    assert "warning: --redis (or $ASGI_WS_GATEWAY_REDIS) is the management API's store and bus" in text
+    assert "Uvicorn running" in text and SECRET not in text

@@ -187,11 +187,14 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.redis and not (args.management or args.management_port):
         # Without the management API nothing would use it: a gateway run expecting its limits shared
-        # would count them per process, without a word.
-        print(f"error: --redis (or ${REDIS_ENV}) is the management API's store and bus and needs --management or "
-              "--management-port; to share limits, quotas and leases between workers and hosts, set "
-              "store: {type: redis, url: ...} in the configuration", file=sys.stderr)  # fmt: skip
-        return 2
+        # would count them per process, without a word. The flag is an error; the variable (exported
+        # for the management commands too, perhaps shell-wide) a warning.
+        given = args.redis != (os.environ.get(REDIS_ENV) or None)
+        print(f"{'error' if given else 'warning'}: --redis (or ${REDIS_ENV}) is the management API's store and bus "
+              "and needs --management or --management-port; to share limits, quotas and leases between workers "
+              "and hosts, set store: {type: redis, url: ...} in the configuration", file=sys.stderr)  # fmt: skip
+        if given:
+            return 2
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):
             print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
