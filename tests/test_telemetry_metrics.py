@@ -325,7 +325,8 @@ async def test_an_attempt_cut_short_by_shutdown_is_no_backend_failure(
     ``error.type="CancelledError"`` on every deploy (a hunter, with SIGTERM), its span an ERROR. Now the
     cut-short attempt counts nothing and is no error."""
     export_to(monkeypatch, otlp, "grpc")
-    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # accepts, never answers
+    held: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, writer: held.append(writer), "127.0.0.1", 0)  # never answers
     port = silent.sockets[0].getsockname()[1]
     config = telemetry_config(upstream)
     config["apis"].append({"name": "silent", "path": "/ws/silent", "upstreams": [f"ws://127.0.0.1:{port}/x"],
@@ -336,6 +337,8 @@ async def test_an_attempt_cut_short_by_shutdown_is_no_backend_failure(
             waiting = asyncio.create_task(expect_status(server.url("/ws/silent")))
             await asyncio.sleep(0.5)  # the attempt is under way
         await waiting  # the server's own answer to a handshake it stops under (uvicorn's: a 500)
+        for writer in held:  # closed here, not left to the garbage collector (a ResourceWarning in a later test)
+            writer.close()
     handshake = _one(otlp, n.HANDSHAKES, **{n.API: "silent"}).attributes
     assert (handshake[n.OUTCOME], handshake[n.ERROR_TYPE]) == ("abandoned", "cancelled")
     assert not _points(otlp, n.UPSTREAM_CONNECT_FAILURES, **{n.API: "silent"})
