@@ -100,8 +100,8 @@ class RedisState:
         self._release = self._script(scripts.RELEASE)
         self._down_until = 0.0
         self._failing = False  # since a failure, until a call succeeds
-        self._probing = False  # a call is trying whether Redis is back
-        self._probed = asyncio.Event()  # set when that call has its answer
+        self._probing = False  # a call (or the watch below) is trying whether Redis is back
+        self._watch: asyncio.Task[None] | None = None  # tries Redis in the background while it fails
         self._failures = OutageLog()
         self._outage_logged = False  # a failure line was written since the last "answers again"
         self._key_errors = OutageLog()  # calls Redis refused because of their key's data
@@ -182,6 +182,8 @@ class RedisState:
         await self._call(lambda: self._release([key], [lease]), "release", pooled=self._pooled)
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self._pipe is not None:
             await self._pipe.aclose()
         await self._redis.aclose()
@@ -189,8 +191,6 @@ class RedisState:
     async def _call(self, operation: Callable[[], Awaitable[T]], name: str, *, pooled: bool = True) -> T:
         """Run ``operation`` (``pooled``: on a connection of redis-py's pool), turning failures into
         :class:`StoreUnavailable`."""
-        if self._probing:
-            await self._probe_answer()
         probe = self._admit()
         handshake = current_handshake()  # a child span of the handshake when a policy calls during one
         refused: Exception | None = None  # Redis's answer was an error about this call's key
@@ -230,15 +230,14 @@ class RedisState:
                 self._failed(exc)
                 raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
             refused = exc
+        except asyncio.CancelledError:
+            if probe:  # no answer (policy_timeout, a shutdown): as a failure, or every call would probe in turn
+                self._down_until = time.monotonic() + self.retry_interval
+            raise
         finally:
             if probe:
                 self._probing = False
-                self._probed.set()
-        if self._failing:
-            self._failing = False
-            if self._outage_logged:  # a line for each outage the log told of, not for every flap between lines
-                self._outage_logged = False
-                logger.warning("Redis store answers again")
+        self._answered()
         if refused is not None:
             # Redis answered, about this key only: this call fails (open or closed as its policy
             # says), and the other keys go on being counted.
@@ -248,34 +247,59 @@ class RedisState:
             raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
         return result
 
-    async def _probe_answer(self) -> None:
-        """Wait, at most one call's timeout, for the call trying whether Redis is back. Answered
-        "unavailable" at once, the calls of a burst after Redis had recovered went unchecked (or were
-        refused) while the probe ran: a worker idle through the recovery admitted 17 to 30 handshakes
-        on a quota of 5 (a hunter, fail-open), or refused 37 of 40 (fail-closed)."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._probed.wait()
-        except TimeoutError:
-            pass  # still trying: _admit answers "unavailable"
+    @property
+    def failing(self) -> bool:
+        """Redis failed and has not answered since."""
+        return self._failing
+
+    def _answered(self) -> None:
+        """Redis answered: no longer failing (with a line if the log told of the outage)."""
+        if self._failing:
+            self._failing = False
+            if self._outage_logged:  # a line for each outage the log told of, not for every flap between lines
+                self._outage_logged = False
+                logger.warning("Redis store answers again")
 
     def _admit(self) -> bool:
         """Whether a call may go to Redis now: raises :class:`StoreUnavailable` if not.
 
-        True for the one call that tries whether a failed Redis is back; the others wait for its answer
-        (:meth:`_probe_answer`), then go to Redis or answer "unavailable" as it says.
+        True for the one call that tries whether a failed Redis is back: until it has its answer,
+        the others answer "unavailable" at once (each would wait for the same timeout).
         """
         if not self._failing:
             return False
         if self._probing or time.monotonic() < self._down_until:
             raise StoreUnavailable("Redis is unavailable (retrying shortly)")
         self._probing = True
-        self._probed = asyncio.Event()
         return True
+
+    async def _watch_recovery(self) -> None:
+        """While Redis fails, try it once per ``retry_interval`` in the background (a PING, bounded by two
+        timeouts). Tried only by the calls, a worker idle through the recovery went on answering
+        "unavailable" to all but one call of its next burst: 17 to 30 handshakes admitted unchecked on a
+        quota of 5 (fail-open), 37 of 40 refused (fail-closed), against a healthy Redis (a hunter). Calls
+        still answer at once while Redis fails: none waits for this."""
+        while self._failing:
+            await asyncio.sleep(max(0.0, self._down_until - time.monotonic()))
+            if self._probing or not self.failing:  # a call is trying, or Redis answered one meanwhile
+                await asyncio.sleep(self.retry_interval)
+                continue
+            self._probing = True
+            try:
+                async with asyncio.timeout(2 * self._timeout):
+                    await self._redis.ping()
+            except _PROBE_FAILURES as exc:
+                self._failed(exc)
+                continue
+            finally:
+                self._probing = False
+            self._answered()
 
     def _failed(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + self.retry_interval
         self._failing = True
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._watch_recovery())
         count = self._failures.event()  # one line as the outage starts, then one per interval: not one per call
         if count:
             self._outage_logged = True
@@ -285,6 +309,9 @@ class RedisState:
         elif count:
             logger.warning("Redis store failed %d times since its last such line: %s: %s",
                            count, type(exc).__name__, exc)  # fmt: skip
+
+
+_PROBE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, TimeoutError)
 
 
 def _ms(seconds: float) -> int:
