@@ -44,5 +44,5 @@ def test_a_malformed_redis_url_in_the_environment_is_a_usage_error_that_does_not
     command = [str(EXE), "run", str(config), "--management", "/_gateway", "--port", str(free_port())]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr
-    assert "argument --redis: a Redis URL starts with" in done.stderr
+    assert "$ASGI_WS_GATEWAY_REDIS: a Redis URL starts with" in done.stderr  # names the variable, not the flag
     assert "sekret-value-9" not in done.stdout + done.stderr

@@ -146,3 +146,15 @@ def test_run_warns_when_only_the_redis_variable_is_set_without_the_management_ap
     text = "".join(lines)
     assert "warning: --redis (or $ASGI_WS_GATEWAY_REDIS) is the management API's store and bus" in text
     assert "Uvicorn running" in text and SECRET not in text
+
+
+def test_the_redis_flag_is_an_error_without_the_management_api_even_when_the_variable_says_the_same(
+    tmp_path: Path,
+) -> None:
+    """A re-attack: the flag given with the same URL as the variable counted as "not given" (a warning)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis: []\n")
+    url = f"redis://:{SECRET}@127.0.0.1:6379/0"
+    args = ("run", str(config), "--port", str(free_port()), "--redis", url)
+    done = _gateway(*args, cwd=tmp_path, ASGI_WS_GATEWAY_REDIS=url)
+    assert done.returncode == 2 and "error: --redis" in done.stderr, done.stderr

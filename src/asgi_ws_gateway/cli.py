@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--redis",
         metavar="URL",
         type=_redis_url,
-        default=os.environ.get(REDIS_ENV) or None,  # checked as the option is: argparse types a str default
+        default=None,  # ${REDIS_ENV} when not given: read after parsing (main), so its problems name it
         help="with --management or --management-port: keep the API changes in Redis and reach every worker and "
         "host through it (limits are shared by the config's store: {type: redis}): redis://host:port/db, "
         f"redis+cluster://host:port,... or redis+sentinel://host:port,.../service[/db] (default: ${REDIS_ENV}, "
@@ -112,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     args = parser.parse_args(argv)
+    if args.command == "run" and args.redis is None and os.environ.get(REDIS_ENV):
+        try:
+            args.redis = _redis_url(os.environ[REDIS_ENV])
+        except argparse.ArgumentTypeError as exc:  # names the variable, not a flag that was not given
+            print(f"error: ${REDIS_ENV}: {exc}", file=sys.stderr)
+            return 2
+        args.redis_from_env = True
     if args.command not in ("run", "check", "schema"):
         return management_cli.run(args)
     return _configured(args)
@@ -189,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         # Without the management API nothing would use it: a gateway run expecting its limits shared
         # would count them per process, without a word. The flag is an error; the variable (exported
         # for the management commands too, perhaps shell-wide) a warning.
-        given = args.redis != (os.environ.get(REDIS_ENV) or None)
+        given = not getattr(args, "redis_from_env", False)
         print(f"{'error' if given else 'warning'}: --redis (or ${REDIS_ENV}) is the management API's store and bus "
               "and needs --management or --management-port; to share limits, quotas and leases between workers "
               "and hosts, set store: {type: redis, url: ...} in the configuration", file=sys.stderr)  # fmt: skip
