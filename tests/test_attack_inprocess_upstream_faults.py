@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Message, Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
+from support.access import access_line
 from support.clients import connect, expect_close, expect_status
 from support.gateway import PASSTHROUGH
 from support.servers import UvicornFactory, UvicornServer
@@ -46,17 +47,6 @@ SPIN_CAP = 10_000  # an app past this many answers spun (the old code); it stops
 def _serve(uvicorn_server: UvicornFactory, app: Any, **api: Any) -> UvicornServer:
     config = {"apis": [{"name": "inner", "path": "/ws/{room}", "upstreams": [{"app": app}], **FAST, **api}]}
     return uvicorn_server(WebSocketGateway(not_found, config=config), ws=PASSTHROUGH, proxy_headers=False)  # as run
-
-
-async def _access_line(caplog: pytest.LogCaptureFixture) -> str:
-    """The connection's access line, once written (when both its sides are over)."""
-    for _ in range(200):
-        lines = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
-        if lines:
-            (line,) = lines
-            return line
-        await asyncio.sleep(0.05)
-    raise AssertionError("no access line")
 
 
 async def _until(check: Any) -> None:
@@ -94,7 +84,7 @@ async def test_an_app_that_reads_nothing_is_dropped_as_a_stalled_upstream(
     else:
         assert ws.transport is not None
         ws.transport.abort()
-    line = await _access_line(caplog)
+    line = await access_line(caplog)
     assert "closed by gateway with 1011" in line, line
     messages = [r.getMessage() for r in caplog.records]
     assert any("in-process upstream of API 'inner' read nothing" in m for m in messages), messages
@@ -200,7 +190,7 @@ async def test_an_app_that_swallows_its_cancellation_is_left_running_with_a_warn
             else:
                 async with await connect(server.url("/ws/a")):
                     pass
-                assert "closed by client with 1000" in await _access_line(caplog)
+                assert "closed by client with 1000" in await access_line(caplog)
             await _until(lambda: any(r.name == INPROCESS and r.levelno == logging.WARNING for r in caplog.records))
     finally:
         release["now"] = True
@@ -235,7 +225,7 @@ async def test_a_close_no_frame_may_carry_raises_in_the_app(
     server = _serve(uvicorn_server, app)
     async with await connect(server.url("/ws/a")) as ws:
         assert await expect_close(ws) == (1011, "upstream connection failed")
-    assert "closed by upstream with 1011" in await _access_line(caplog)
+    assert "closed by upstream with 1011" in await access_line(caplog)
     assert len(raised) == 1 and isinstance(raised[0], ValueError)
 
 
@@ -300,7 +290,7 @@ async def test_an_app_that_sends_all_along_without_reading_is_not_stalled(
                     got.append(await ws.recv())
     assert got == _ticks(40)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
-    assert "closed by upstream with 1000" in await _access_line(caplog)
+    assert "closed by upstream with 1000" in await access_line(caplog)
 
 
 async def test_a_streamer_reading_its_next_prompt_after_the_answer_is_not_stalled(
@@ -340,7 +330,7 @@ async def test_a_streamer_reading_its_next_prompt_after_the_answer_is_not_stalle
                     assert got == [*(f"{prompt} token {n}" for n in range(32)), f"{prompt} done"]
         finally:
             beating.cancel()
-    assert "closed by client with 1000" in await _access_line(caplog)
+    assert "closed by client with 1000" in await access_line(caplog)
     assert not [r for r in caplog.records if r.name == INPROCESS], [r.getMessage() for r in caplog.records]
 
 
@@ -378,7 +368,7 @@ async def test_an_app_whose_sends_wait_on_a_slow_client_is_not_stalled(
                     received += 1
     assert received == count
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
-    assert "closed by upstream with 1000" in await _access_line(caplog)
+    assert "closed by upstream with 1000" in await access_line(caplog)
 
 
 async def test_a_few_messages_wait_for_a_busy_app_as_for_a_network_upstream(uvicorn_server: UvicornFactory) -> None:

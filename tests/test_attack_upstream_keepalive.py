@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
+from support.access import access_line
 from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
@@ -120,7 +121,7 @@ async def test_an_upstream_that_reads_nothing_is_dropped_not_the_client_streamin
     assert any("the upstream read nothing" in m for m in messages), messages
     assert not any("the client did not answer a ping" in m for m in messages)
     if mode != "relay":  # a stall is the gateway's close: passive health does not count it (the relay's is not ours)
-        assert "closed by gateway with 1011" in await _access_line(caplog)
+        assert "closed by gateway with 1011" in await access_line(caplog)
 
 
 def _streamer(size: int) -> tuple[asyncio.Future[int | None], Callable[[ServerConnection], Awaitable[None]]]:
@@ -157,7 +158,7 @@ async def test_a_client_that_reads_nothing_is_dropped_not_the_upstream_streaming
     messages = [r.getMessage() for r in caplog.records]
     assert any("the client read nothing" in m for m in messages), messages
     assert not any("the upstream did not answer a ping" in m for m in messages)
-    assert "closed by gateway with 1006" in await _access_line(caplog)  # the client got no close frame
+    assert "closed by gateway with 1006" in await access_line(caplog)  # the client got no close frame
 
 
 async def test_the_relay_keeps_an_upstream_it_does_not_read_while_the_client_reads_nothing(
@@ -179,17 +180,6 @@ async def test_the_relay_keeps_an_upstream_it_does_not_read_while_the_client_rea
             assert opcode == 0x2
         assert not upstream_saw.done()
         writer.transport.abort()
-
-
-async def _access_line(caplog: pytest.LogCaptureFixture) -> str:
-    """The connection's access line, once written (when both its connections are over)."""
-    for _ in range(200):
-        lines = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
-        if lines:
-            (line,) = lines
-            return line
-        await asyncio.sleep(0.05)
-    raise AssertionError("no access line")
 
 
 SLOW_KEEPALIVE: dict[str, Any] = {"ping_interval": 1, "ping_timeout": 2, "close_timeout": 1}
