@@ -9,27 +9,14 @@ What happens next is the :class:`~asgi_ws_gateway.passthrough.splice.Splice`'s t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ..relay.close_codes import wire_code, wire_reason
+from . import progress
 from .frames import Scanner, close_frame, encode_frame
 
 if TYPE_CHECKING:
     from .splice import Splice
-
-_OUTQ: int | None
-try:  # Linux: the bytes of a TCP socket its peer has not acknowledged (SIOCOUTQ)
-    from fcntl import ioctl
-    from termios import TIOCOUTQ as _OUTQ
-except ImportError:  # pragma: no cover  (not Linux: the transport's buffer alone)
-    _OUTQ = None
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_ACKED = struct.Struct("=Q")
-_ACKED_AT = 120  # struct tcp_info's tcpi_bytes_acked (Linux 4.1 and later)
 
 _PING = 0x9
 PING_PAYLOAD = b"asgi-ws-gateway"
@@ -170,36 +157,12 @@ class Side(asyncio.Protocol):
             self.transport.write_eof()
 
     def undelivered(self) -> int:
-        """Bytes written to this side it has not taken in yet: the transport's buffer and what the
-        kernel holds unacknowledged (Linux SIOCOUTQ); the buffer alone where the kernel's is unknown."""
-        try:
-            queued = self.transport.get_write_buffer_size()
-        except (AttributeError, NotImplementedError):  # a transport that does not tell (asyncio's base class)
-            return 0
-        sock = self._socket()
-        if _OUTQ is not None and sock is not None:
-            with contextlib.suppress(OSError, ValueError):
-                queued += int.from_bytes(ioctl(sock.fileno(), _OUTQ, bytes(4)), sys.byteorder)
-        return queued
+        """Bytes written to this side it has not taken in yet (:func:`.progress.undelivered`)."""
+        return progress.undelivered(self.transport)
 
     def taken_in(self) -> int:
-        """A count that grows as this side takes in what is written to it: the bytes its TCP stack
-        acknowledged (Linux TCP_INFO), or else minus :meth:`undelivered`. The acknowledged count is
-        not masked by new writes: a side still written to (its peer read) shows its progress too."""
-        sock = self._socket()
-        if _TCP_INFO is not None and sock is not None:
-            with contextlib.suppress(OSError, ValueError):
-                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACKED_AT + _ACKED.size)
-                if len(info) >= _ACKED_AT + _ACKED.size:
-                    return int(_ACKED.unpack_from(info, _ACKED_AT)[0])
-        return -self.undelivered()
-
-    def _socket(self) -> Any:
-        """The transport's socket; None if it has none or does not say."""
-        try:
-            return self.transport.get_extra_info("socket")
-        except AttributeError:
-            return None
+        """A count that grows as this side takes in what is written to it (:func:`.progress.taken_in`)."""
+        return progress.taken_in(self.transport)
 
     def write_ping(self) -> bool:
         """Send this side a keepalive ping if it is between frames; False if it is not."""

@@ -33,6 +33,11 @@ gateway needs on its edge:
   reset a client still sending: 1006), and a client that reads nothing is dropped ``close_timeout``
   (and a second) later, within half of uvicorn's ``timeout_graceful_shutdown`` when that is set:
   uvicorn's close waited for its unread data to drain, and the shutdown never ended;
+* a client that takes in nothing of what is queued to it for ``ws_ping_timeout`` while the writes to
+  it are paused is dropped (aborted, no close frame; the application gets 1006), by the splice's
+  stall probe (:mod:`..passthrough.progress`), and a pong late behind bytes still on their way to it
+  is judged by their progress too: uvicorn's keepalive never dropped a client that reads nothing
+  (its close waited for the buffer to drain), and failed one reading slowly with 1011;
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
@@ -80,6 +85,7 @@ from websockets.server import ServerProtocol
 
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
+from ..passthrough.progress import taken_in, undelivered
 from ..passthrough.splice import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE
 from ..relay.close_codes import SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
 from .head_deadline import HEADER_TIMEOUT_ENV
@@ -93,6 +99,7 @@ SHUTDOWN_REASON = "server shutting down"
 ABORT_MARGIN = 1.0
 """Seconds past ``close_timeout`` after which a connection still open at shutdown is dropped (a
 quarter of uvicorn's ``timeout_graceful_shutdown`` at most)."""
+logger = logging.getLogger(__name__)
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
 
@@ -119,6 +126,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _task: asyncio.Task[None] | None = None  # the application's, from its first step
     _refusing = False  # the server shuts down before the handshake was answered: 503
     _abort_timer: asyncio.TimerHandle | None = None
+    _stall_due: asyncio.TimerHandle | None = None  # bytes wait for the client: dropped unless it takes some in
+    _progress = 0  # what the client had taken in at the last look (``taken_in``)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -264,9 +273,13 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         self.conn.writes_paused()
+        self._watch_progress()  # the client must take some of it in (the stall rule, below)
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        if self._stall_due is not None:
+            self._stall_due.cancel()
+            self._stall_due = None
         if self.conn.writes_resumed() and not self.transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
 
@@ -424,6 +437,57 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # allocated for the connection's whole life: idle spliced connections are many.
         del self.conn, self.request, self.response, self.queue, self.writable
 
+    # -- a client that reads nothing --
+
+    def _watch_progress(self) -> None:
+        """Bytes wait for the client (the writes to it paused): it must take some of them in within every
+        ``ping_timeout`` (uvicorn's ``ws_ping_timeout``), as the splice's stall rule asks of its sides.
+
+        uvicorn's keepalive cannot find it: its ping waits behind the full buffer, and the close that
+        follows a late pong waits for that buffer to drain, which never comes; the connection (and the
+        application's send, waiting for the writes to resume) stayed open for as long as the client's
+        process was stopped."""
+        timeout = self.ping_timeout
+        if timeout is None or timeout <= 0 or self._stall_due is not None or self.passed_through or self.disconnected:
+            return
+        self._progress = taken_in(self.transport)
+        self._stall_due = self.loop.call_later(timeout, self._check_progress)
+
+    def _check_progress(self) -> None:
+        """``ping_timeout`` after the last look at the client's progress: a stall is none in that time.
+        A client reading slowly but steadily is not one, though its writes may stay paused for long."""
+        self._stall_due = None
+        if self.disconnected:
+            return
+        taken = taken_in(self.transport)
+        waiting = not self.writable.is_set() or undelivered(self.transport)
+        if taken > self._progress:
+            self._progress = taken
+        elif waiting:
+            logger.info("relay: the client read nothing for %g s (nothing queued to it was delivered); dropping it",
+                        self.ping_timeout)  # fmt: skip
+            # No close frame (it would wait behind the rest, unread), as the splice drops a side; the
+            # application hears 1006, and a send waiting for the writes raises ClientDisconnected.
+            if not self.close_sent:
+                self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+                self.close_sent = True
+            self.transport.abort()
+            return
+        if waiting:
+            self._watch_progress()  # the next look, ``ping_timeout`` from now
+
+    def keepalive_timeout(self) -> None:
+        """uvicorn's, but a client is not charged for a pong while bytes written before the ping are still
+        on their way to it (MBs, for a client reading slowly): it is judged by how they drain instead.
+        uvicorn closed it with 1011 then, and the close itself waited behind those bytes."""
+        timeout = self.ping_timeout
+        closing = self.close_sent or self.transport.is_closing()
+        if not closing and timeout is not None and (not self.writable.is_set() or undelivered(self.transport)):
+            self._watch_progress()
+            self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)
+            return
+        super().keepalive_timeout()
+
     # -- shutdown --
 
     def shutdown(self) -> None:
@@ -487,9 +551,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-            self._abort_timer = None
+        for timer in (self._abort_timer, self._stall_due):
+            if timer is not None:
+                timer.cancel()
+        self._abort_timer = self._stall_due = None
         super().connection_lost(exc)
 
     def send_500_response(self) -> None:

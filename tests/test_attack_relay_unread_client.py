@@ -1,0 +1,184 @@
+"""Attack: on the relay, a client that reads nothing is dropped; one that reads slowly is kept.
+
+The splice drops a side that takes in nothing of what is queued to it for ``ping_timeout``. The relay's
+client leg is the gateway's server protocol, which had no such rule: a client whose process was
+stopped while its upstream streamed to it stayed open with MBs queued to it until it was killed
+(uvicorn's keepalive ping waited behind the full buffer, and the close after its late pong waited for
+that buffer to drain). The protocol now judges a client its writes wait for by the same probe as the
+splice (bytes its TCP stack acknowledged), every ``ws_ping_timeout``. A client reading slowly but
+steadily makes progress, so it is never dropped, nor failed for a pong that waits behind MBs.
+
+Raw sockets with a small receive buffer play the clients (no SIGSTOP needed: they just do not read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.standalone import not_found
+from support.access import access_line
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH
+from support.rawws import raw_client
+from support.servers import UvicornFactory
+
+KEEPALIVE: dict[str, Any] = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.5}
+"""uvicorn's keepalive, which the relay's client leg takes its stall window from."""
+MESSAGE = b"y" * 65536
+SMALL_BUFFER = 8192
+"""The clients' SO_RCVBUF: what their kernel takes in for them stays small."""
+
+
+def _small_socket(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+def _streaming_app(ended: threading.Event) -> Any:
+    """An in-process upstream sending 64 KiB messages as fast as it may; ``ended`` once it returns."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            while True:
+                await send({"type": "websocket.send", "bytes": MESSAGE})
+        except OSError:
+            pass  # the client is gone
+        finally:
+            ended.set()
+
+    return app
+
+
+def _dropped(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "the client read nothing" in r.getMessage()]
+
+
+async def test_an_in_process_upstream_streaming_to_a_client_that_reads_nothing_ends(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client is dropped with one INFO line, the application's send fails and it returns. Before,
+    the connection stayed open (and the application blocked in its send) as long as the client lived."""
+    caplog.set_level(logging.INFO)
+    ended = threading.Event()  # set in the server's thread
+    upstream = {"url": "asgi:", "app": _streaming_app(ended)}
+    api = api_entry(upstream)  # type: ignore[arg-type]
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **KEEPALIVE)
+    _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))  # reads nothing
+    try:
+        assert await asyncio.to_thread(ended.wait, 20)
+        assert "closed by client with 1006" in await access_line(caplog)  # it sent no close frame
+    finally:
+        writer.transport.abort()
+    assert len(_dropped(caplog)) == 1, [r.getMessage() for r in caplog.records]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_network_upstream_streaming_to_a_relay_client_that_reads_nothing_gets_1001(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``passthrough: false`` to a network upstream: the client is dropped, the upstream gets 1001
+    "client went away" as from the splice. Before, neither was ever closed."""
+    caplog.set_level(logging.INFO)
+    saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def streamer(ws: ServerConnection) -> None:
+        try:
+            while True:
+                await ws.send(MESSAGE)
+        except ConnectionClosed as exc:
+            if not saw.done():
+                saw.set_result(exc.rcvd.code if exc.rcvd is not None else None)
+
+    async with serve(streamer, "127.0.0.1", 0, ping_interval=None, compression=None) as upstream:
+        port = upstream.sockets[0].getsockname()[1]
+        api = api_entry(f"ws://127.0.0.1:{port}/", passthrough=False)
+        server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **KEEPALIVE)
+        _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))
+        try:
+            assert await asyncio.wait_for(saw, 20) == 1001
+        finally:
+            writer.transport.abort()
+    assert "closed by client with 1006" in await access_line(caplog)
+    assert len(_dropped(caplog)) == 1
+
+
+RATE = 50_000
+"""Bytes a second the slow client takes in: steady, far slower than the upstream sends."""
+TAKEN = int(6 * KEEPALIVE["ws_ping_timeout"] * RATE)
+"""What it takes in: over six ping_timeouts."""
+
+
+def _read_slowly(port: int, ended: threading.Event) -> str | None:
+    """A client with a small receive buffer reads TAKEN bytes at RATE, 2 KiB at a time, answering pings as
+    any client does; returns how the connection ended, if it did (None: it read them all, and the
+    application was still sending to it then: ``ended`` not set)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)  # before connect: the window it offers
+        sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        buffer, got, started = b"", 0, time.monotonic()
+        while got < TAKEN:
+            try:
+                data = sock.recv(2048)
+            except ConnectionResetError:
+                return "reset"
+            if not data:
+                return "ended"
+            got += len(data)
+            buffer += data
+            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
+                length, start = buffer[1] & 0x7F, 2
+                if length == 126:
+                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
+                elif length == 127:
+                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+                if len(buffer) < start + length:
+                    break
+                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
+                if opcode == 0x8:
+                    return f"close {struct.unpack('!H', payload[:2])[0]}"
+                if opcode == 0x9:  # the pong, masked with a zero key
+                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            # Load, not synchronisation: the pace of a slow reader.
+            time.sleep(max(0.0, started + got / RATE - time.monotonic()))
+        return "the application ended" if ended.is_set() else None  # before this client goes
+
+
+async def test_a_relay_client_reading_slowly_but_steadily_is_kept(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It reads at 50 KB/s through six ping_timeouts, answering pings: the writes to it stay paused all
+    along (and its pong waits behind MBs) but it makes progress, so it is neither dropped nor failed."""
+    caplog.set_level(logging.INFO)
+    ended = threading.Event()  # set in the server's thread
+    upstream = {"url": "asgi:", "app": _streaming_app(ended)}
+    gateway = WebSocketGateway(not_found, config={"apis": [api_entry(upstream)]})  # type: ignore[arg-type]
+    server = uvicorn_server(gateway, ws=PASSTHROUGH, **KEEPALIVE)
+    assert await asyncio.to_thread(_read_slowly, server.port, ended) is None
+    assert "closed by client with 1006" in await access_line(caplog)  # it went, when done reading
+    assert _dropped(caplog) == []
