@@ -14,13 +14,9 @@ Raw sockets with a small receive buffer play the clients (no SIGSTOP needed: the
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import socket
-import struct
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -32,7 +28,7 @@ from asgi_ws_gateway.standalone import not_found
 from support.access import access_line
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
-from support.rawws import raw_client
+from support.rawws import raw_client, read_slowly
 from support.servers import UvicornFactory
 
 KEEPALIVE: dict[str, Any] = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.5}
@@ -127,46 +123,11 @@ TAKEN = int(6 * KEEPALIVE["ws_ping_timeout"] * RATE)
 
 
 def _read_slowly(port: int, ended: threading.Event) -> str | None:
-    """A client with a small receive buffer reads TAKEN bytes at RATE, 2 KiB at a time, answering pings as
-    any client does; returns how the connection ended, if it did (None: it read them all, and the
-    application was still sending to it then: ``ended`` not set)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)  # before connect: the window it offers
-        sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall((f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        buffer, got, started = b"", 0, time.monotonic()
-        while got < TAKEN:
-            try:
-                data = sock.recv(2048)
-            except ConnectionResetError:
-                return "reset"
-            if not data:
-                return "ended"
-            got += len(data)
-            buffer += data
-            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
-                length, start = buffer[1] & 0x7F, 2
-                if length == 126:
-                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
-                elif length == 127:
-                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
-                if len(buffer) < start + length:
-                    break
-                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
-                if opcode == 0x8:
-                    return f"close {struct.unpack('!H', payload[:2])[0]}"
-                if opcode == 0x9:  # the pong, masked with a zero key
-                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-            # Load, not synchronisation: the pace of a slow reader.
-            time.sleep(max(0.0, started + got / RATE - time.monotonic()))
-        return "the application ended" if ended.is_set() else None  # before this client goes
+    """A client with a small receive buffer reads TAKEN bytes at RATE, answering pings as any client does;
+    returns how the connection ended, if it did (None: it read them all, and the application was still
+    sending to it then: ``ended`` not set)."""
+    how = read_slowly(port, taken=TAKEN, rate=RATE, buffer_size=SMALL_BUFFER)[1]
+    return how or ("the application ended" if ended.is_set() else None)  # before this client goes
 
 
 async def test_a_relay_client_reading_slowly_but_steadily_is_kept(

@@ -20,11 +20,8 @@ passive health does not count against the upstream.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,7 +37,7 @@ from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.rawhttp import accept_upstream
-from support.rawws import next_frame, raw_client
+from support.rawws import next_frame, raw_client, read_slowly
 from support.servers import UvicornFactory
 
 KEEPALIVE: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5, "close_timeout": 0.5}
@@ -194,45 +191,7 @@ SMALL_BUFFER = 8192
 def _read_slowly(port: int) -> tuple[int, str | None]:
     """A client with a small receive buffer reads TAKEN bytes at RATE from ``/ws/echo``, answering
     pings as any client does; returns what it read and how the connection ended, if it did."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
-        sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall((f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        buffer, got, started = head.split(b"\r\n\r\n", 1)[1], 0, time.monotonic()
-        while got < TAKEN:
-            try:
-                data = sock.recv(2048)
-            except ConnectionResetError:
-                return got, "reset"
-            if not data:
-                return got, "ended"
-            got += len(data)
-            buffer += data
-            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
-                length, start = buffer[1] & 0x7F, 2
-                if length == 126:
-                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
-                elif length == 127:
-                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
-                if len(buffer) < start + length:
-                    break
-                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
-                if opcode == 0x8:
-                    return got, f"close {struct.unpack('!H', payload[:2])[0]}"
-                if opcode == 0x9:
-                    mask = os.urandom(4)
-                    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
-            # Load, not synchronisation: the pace of a slow reader.
-            time.sleep(max(0.0, started + got / RATE - time.monotonic()))
-    return got, None
+    return read_slowly(port, taken=int(TAKEN), rate=RATE, buffer_size=SMALL_BUFFER)
 
 
 @pytest.mark.parametrize("framed", [False, True], ids=["splice", "frame-relay"])

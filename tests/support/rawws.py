@@ -7,8 +7,9 @@ import base64
 import os
 import socket
 import struct
+import time
 
-__all__ = ["close_frame_in", "next_frame", "raw_client"]
+__all__ = ["close_frame_in", "next_frame", "raw_client", "read_slowly"]
 
 
 def _upgrade(port: int, *, deflate: bool) -> bytes:
@@ -54,3 +55,47 @@ async def close_frame_in(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         opcode, payload = await next_frame(reader)
         if opcode == 0x8:
             return struct.unpack("!H", payload[:2])[0], payload[2:]
+
+
+def read_slowly(port: int, *, taken: int, rate: float, buffer_size: int = 8192) -> tuple[int, str | None]:
+    """A client of ``/ws/echo`` with a small receive buffer (``buffer_size``, its kernel's share stays small)
+    reading ``taken`` bytes at ``rate`` bytes a second, 2 KiB at a time, and answering pings as any client
+    does; returns what it read and how the connection ended, if it did (``reset``, ``ended``, ``close N``;
+    None: it read them all). Blocking: run it in a thread."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)  # before connect: the window it offers
+        sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        buffer, got, started = head.split(b"\r\n\r\n", 1)[1], 0, time.monotonic()
+        while got < taken:
+            try:
+                data = sock.recv(2048)
+            except ConnectionResetError:
+                return got, "reset"
+            if not data:
+                return got, "ended"
+            got += len(data)
+            buffer += data
+            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
+                length, start = buffer[1] & 0x7F, 2
+                if length == 126:
+                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
+                elif length == 127:
+                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+                if len(buffer) < start + length:
+                    break
+                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
+                if opcode == 0x8:
+                    return got, f"close {struct.unpack('!H', payload[:2])[0]}"
+                if opcode == 0x9:  # the pong, masked with a zero key
+                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            # Load, not synchronisation: the pace of a slow reader.
+            time.sleep(max(0.0, started + got / rate - time.monotonic()))
+    return got, None
