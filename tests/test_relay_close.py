@@ -19,7 +19,7 @@ from asgi_ws_gateway._types import Message
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
-from asgi_ws_gateway.relay.close_codes import TOO_BIG, client_vanished
+from asgi_ws_gateway.relay.close_codes import CLIENT_STALLED, TOO_BIG, client_vanished
 from asgi_ws_gateway.relay.pumps import Relay
 from support.policies import context
 from support.relay_fakes import CLOSE_TIMEOUT, HANG, Boom, FakeClient, FakeUpstream
@@ -181,6 +181,20 @@ async def test_a_message_the_server_refused_as_too_big_is_recorded_with_the_reas
     assert (relay.stats.closed_by, relay.stats.close_code) == ("gateway", 1009)
     assert relay.stats.close_reason == "frame exceeds limit of 100 bytes"
     assert upstream.closes[0] == (1001, "client message too big")
+    assert errors() == []
+
+
+async def test_a_client_the_server_dropped_as_stalled_is_the_gateways_close(kind: RelayKind, errors: Any) -> None:
+    """The server protocol dropped a client that read nothing (the stall rule): recorded as the splice records
+    it (the gateway's 1006, ``client read nothing``; passive health does not count it), the upstream 1001."""
+    client, upstream = FakeClient(), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    client.drops_tcp({"type": "websocket.disconnect", "code": 1006, CLIENT_STALLED: True})
+    await run_to_end(relay)
+    assert (relay.stats.closed_by, relay.stats.close_code, relay.stats.close_reason) == (
+        "gateway", 1006, "client read nothing"
+    )  # fmt: skip
+    assert upstream.closes[0] == (1001, "client went away")
     assert errors() == []
 
 

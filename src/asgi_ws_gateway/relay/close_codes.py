@@ -13,6 +13,11 @@ SERVER_SHUTDOWN = "asgi_ws_gateway.server_shutdown"
 """A key of the ``websocket.disconnect`` the gateway's protocol sends when the server shuts down: it
 sent the client its 1012 itself, so the relay records the close as the gateway's and mirrors it."""
 
+CLIENT_STALLED = "asgi_ws_gateway.client_stalled"
+"""A key of the ``websocket.disconnect`` (1006) the gateway's protocol sends when it dropped a client
+that took in nothing of what was queued to it (the stall rule): the gateway's close, recorded as the
+splice records a stall (reason ``client read nothing``), the upstream told 1001 ``client went away``."""
+
 SHUTDOWN_REFUSAL = "asgi_ws_gateway: the server is shutting down"
 """The message the gateway's protocol cancels a handshake's task with when the server shuts down
 before the handshake was answered: the gateway answers it with its 503 draining refusal."""
@@ -69,6 +74,7 @@ def wire_reason(reason: str) -> str:
 
 
 __all__ = [
+    "CLIENT_STALLED",
     "SERVER_SHUTDOWN",
     "SHUTDOWN_REFUSAL",
     "TOO_BIG",

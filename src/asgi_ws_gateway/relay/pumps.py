@@ -57,7 +57,7 @@ from ..errors import CloseConnection
 from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection, UpstreamStalled
-from .close_codes import SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
+from .close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
 from .stats import RelayStats
 
 if TYPE_CHECKING:
@@ -353,6 +353,12 @@ class Relay:
             if message.get(SERVER_SHUTDOWN):  # the server sent the client its 1012: mirrored upstream
                 self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "gateway", code, reason
                 await self._close_upstream(code, reason)
+                return
+            if message.get(CLIENT_STALLED):  # the server dropped a client that read nothing: as the splice
+                self.stats.closed_by, self.stats.close_code, self.stats.close_reason = (
+                    "gateway", 1006, "client read nothing"
+                )  # fmt: skip
+                await self._close_upstream(1001, "client went away")
                 return
             if client_vanished(message):
                 code, reason = 1006, ""

@@ -87,7 +87,7 @@ from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.progress import taken_in, undelivered
 from ..passthrough.splice import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE
-from ..relay.close_codes import SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
+from ..relay.close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
 from .head_deadline import HEADER_TIMEOUT_ENV
 from .http import GatewayH11Protocol, GatewayHTTPProtocol
 from .log_lines import ACCEPTED, PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, connection_line_level, logged_path
@@ -469,7 +469,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             # No close frame (it would wait behind the rest, unread), as the splice drops a side; the
             # application hears 1006, and a send waiting for the writes raises ClientDisconnected.
             if not self.close_sent:
-                self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+                stalled = {"type": "websocket.disconnect", "code": 1006, CLIENT_STALLED: True}
+                self.queue.put_nowait(stalled)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
                 self.close_sent = True
             self.transport.abort()
             return
