@@ -75,16 +75,14 @@ MAX_SECONDS = 31_536_000.0
 """A year: the longest any duration of the configuration may be."""
 MIN_TIMEOUT = 0.01
 """The shortest timeout: 10 ms, about the event loop's timer resolution; a shorter one fires before any I/O."""
-Seconds = Annotated[float, Field(ge=0.001, le=MAX_SECONDS)]
-"""A duration in seconds, from 1 ms to a year, for a field with no tighter bounds of its own."""
-
-# RFC 9110 §5.1: a field name is a token (§5.6.2): what a server passes on as a header name at all.
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+is_token = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+"""An RFC 9110 §5.6.2 token: a field name (§5.1), a subprotocol (RFC 6455 §4.1); the one rule the
+configuration's names and the upstream request's checks share."""
 
 
 def _token(what: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        if _TOKEN.fullmatch(value) is None:
+        if is_token(value) is None:
             raise PydanticCustomError(
                 "name_token",
                 "not a {what}: an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~, at least one)",
@@ -157,8 +155,8 @@ __all__ = [
     "Policies",
     "PolicyEntry",
     "QueryName",
-    "Seconds",
     "Text",
     "Url",
+    "is_token",
     "mark_policies",
 ]

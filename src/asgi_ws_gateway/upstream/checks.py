@@ -15,14 +15,14 @@ from collections.abc import Mapping
 
 from ..bounded import may_carry_credential, remember
 from ..config.checks import UrlProblem, url_problem
+from ..config.fields import is_token
 from ..routing import param_problem
 from .request import bad_request
 
 MAX_UPSTREAM_URL = 8192
 """Characters an upstream URL may have once templates and the forwarded query are in it."""
 
-# RFC 9110 token (header names) and field-value characters (no CR, LF, NUL or other controls).
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# Field-value characters (no CR, LF, NUL or other controls); names are RFC 9110 tokens (is_token).
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
@@ -45,7 +45,7 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
         _check_url(url, in_process)
     for name, value in headers:
         if not valid_header(name, value):
-            if not _TOKEN.fullmatch(name):
+            if not is_token(name):
                 raise bad_request("an upstream header name is not a valid HTTP token")
             raise bad_request(f"the upstream header '{name}' would carry a character HTTP cannot send")
 
@@ -54,7 +54,7 @@ def valid_header(name: str, value: str) -> bool:
     """Whether a header can be written as is: its name a token, its value free of CR, LF and the
     other control characters (a tab aside). Request headers here; an in-process app's response ones too."""
     if name not in _TOKENS:
-        if _TOKEN.fullmatch(name) is None:
+        if is_token(name) is None:
             return False
         if len(name) <= _TOKEN_LENGTH:  # remembered: the names a handshake sends repeat
             remember(_TOKENS, name, True, _TOKENS_LIMIT)

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus
 from .._types import Headers, Scope
 from ..bounded import remember
 from ..config.apis import ApiConfig, UpstreamConfig
+from ..config.fields import is_token
 from ..errors import HandshakeDenied
 from ..forwarded import Networks, forwarded_chain, parse_ip, trusted_hops
 from ..param_names import spelled_as
@@ -420,8 +421,6 @@ def build_request(
     )
 
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-"""An RFC 9110 §5.6.2 token (RFC 7230's ``tchar``s): what a subprotocol is (RFC 6455 §4.1)."""
 _OWS = " \t"
 
 
@@ -449,7 +448,7 @@ def offered_subprotocols(scope: Scope) -> list[str]:
             element = element.strip(_OWS)
             if not element:
                 continue
-            if _TOKEN(element) is None:
+            if is_token(element) is None:
                 raise bad_request(_not_a_token(element))
             offered[element] = None
     return list(offered)
@@ -460,7 +459,7 @@ _PROTOCOL = b"sec-websocket-protocol"
 
 def _not_a_token(element: str) -> str:
     """What is wrong with ``element``, naming its first wrong character only (a token may be a credential)."""
-    wrong = next(c for c in element if _TOKEN(c) is None)
+    wrong = next(c for c in element if is_token(c) is None)
     return (f"Sec-WebSocket-Protocol offers a subprotocol with the character {wrong!a}: each subprotocol "
             "must be a token (RFC 6455 §4.1), no blanks, quotes, separators or control characters in it")  # fmt: skip
 
