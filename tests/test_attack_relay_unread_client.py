@@ -130,9 +130,12 @@ TAKEN = int(3 * SLOW_KEEPALIVE["ws_ping_timeout"] * RATE)
 def _read_slowly(port: int, ended: threading.Event) -> str | None:
     """A client with a small receive buffer reads TAKEN bytes at RATE, answering pings as any client does;
     returns how the connection ended, if it did (None: it read them all, and the application was still
-    sending to it then: ``ended`` not set)."""
-    how = read_slowly(port, taken=TAKEN, rate=RATE, buffer_size=SMALL_BUFFER)[1]
-    return how or ("the application ended" if ended.is_set() else None)  # before this client goes
+    sending to it then, asked before this client closes its socket: ``ended`` not set)."""
+
+    def application_ended() -> str | None:
+        return "the application ended" if ended.is_set() else None
+
+    return read_slowly(port, taken=TAKEN, rate=RATE, buffer_size=SMALL_BUFFER, when_read=application_ended)[1]
 
 
 async def test_a_relay_client_reading_slowly_but_steadily_is_kept(

@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 __all__ = ["close_frame_in", "next_frame", "raw_client", "read_slowly"]
 
@@ -57,11 +58,14 @@ async def close_frame_in(reader: asyncio.StreamReader) -> tuple[int, bytes]:
             return struct.unpack("!H", payload[:2])[0], payload[2:]
 
 
-def read_slowly(port: int, *, taken: int, rate: float, buffer_size: int = 8192) -> tuple[int, str | None]:
+def read_slowly(
+    port: int, *, taken: int, rate: float, buffer_size: int = 8192, when_read: Callable[[], str | None] = lambda: None
+) -> tuple[int, str | None]:
     """A client of ``/ws/echo`` with a small receive buffer (``buffer_size``, its kernel's share stays small)
     reading ``taken`` bytes at ``rate`` bytes a second, 2 KiB at a time, and answering pings as any client
     does; returns what it read and how the connection ended, if it did (``reset``, ``ended``, ``close N``;
-    None: it read them all). Blocking: run it in a thread."""
+    None: it read them all, or what ``when_read`` says then, asked while the socket is still open).
+    Blocking: run it in a thread."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)  # before connect: the window it offers
         sock.connect(("127.0.0.1", port))
@@ -98,4 +102,4 @@ def read_slowly(port: int, *, taken: int, rate: float, buffer_size: int = 8192) 
                     sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
             # Load, not synchronisation: the pace of a slow reader.
             time.sleep(max(0.0, started + got / rate - time.monotonic()))
-    return got, None
+        return got, when_read()
