@@ -2,7 +2,8 @@
 
 A host is given a /64 at least and may use any of its 2^64 addresses, one per connection if it
 likes: a limit keyed by ``{client.ip}`` gives it a fresh counter each time (the limit is bypassed).
-``{client.network}`` is the /64 of an IPv6 client (its address for IPv4), and limit policies keyed by
+``{client.network}`` is the /64 of an IPv6 client (its address for IPv4; the IPv4 address an IPv6 one
+carries, translated, 6to4 or Teredo), and limit policies keyed by
 ``{client.ip}`` are warned about by field path. The end-to-end test runs real uvicorn behind a trusted
 proxy's ``X-Forwarded-For`` (how IPv6 clients reach a test on 127.0.0.1).
 """
@@ -35,6 +36,13 @@ from support.upstream import UpstreamServer
         ("2001:0db8:0001:0002:0000:0000:0000:0001", "2001:db8:1:2::/64"),
         ("::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4 client on a dual-stack socket
         ("::1", "::/64"),
+        # IPv6 addresses that carry their client's IPv4 address count as that address:
+        ("64:ff9b::203.0.113.7", "203.0.113.7"),  # RFC 6052 translation (SIIT-DC, NAT64)
+        ("64:ff9b::cb00:7109", "203.0.113.9"),  # however it is written
+        ("2002:cb00:7107:1:2::3", "203.0.113.7"),  # 6to4: the site's /48, whichever /64 in it
+        ("2002:cb00:7107:ffff::1", "203.0.113.7"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),  # Teredo (RFC 4380's example)
+        ("64:ff9b:1::203.0.113.7", "64:ff9b:1::/64"),  # a local-use prefix (RFC 8215): its layout is the site's
         ("not-an-address", "not-an-address"),  # a unix socket's peer: as it is
     ],
 )
@@ -63,6 +71,20 @@ async def test_an_ipv6_client_rotating_addresses_in_its_64(
     for client in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3", "2001:db8:1:3::1"):
         statuses.append(await _status(server.url("/ws/echo"), {"X-Forwarded-For": client}))
     assert statuses == limits
+
+
+async def test_clients_that_carry_an_ipv4_address_count_by_it(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """A 6to4 site rotating through the /64s of its /48 is one client; two IPv4 clients behind a
+    translator are two (as their /64, they were one: the second was refused)."""
+    api = api_entry(upstream, policies=[{"rate-limit-by-key": {"key": "{client.network}", "limit": 2, "window": 60}}])
+    gateway = WebSocketGateway(not_found, config={"apis": [api], "trusted_proxies": ["127.0.0.1"]})
+    server = uvicorn_server(gateway)
+    clients = ("2002:cb00:7107:1::1", "2002:cb00:7107:2::1", "2002:cb00:7107:3::1",
+               "64:ff9b::198.51.100.1", "64:ff9b::198.51.100.1", "64:ff9b::198.51.100.2")  # fmt: skip
+    statuses = [await _status(server.url("/ws/echo"), {"X-Forwarded-For": client}) for client in clients]
+    assert statuses == [101, 101, 429, 101, 101, 101]
 
 
 async def _status(url: str, headers: dict[str, str]) -> int:

@@ -90,11 +90,25 @@ def _unquote(text: str) -> str | None:
     return None if match is None else _ESCAPED.sub(r"\1", match.group(1))
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052's well-known prefix: an IPv4 client translated to IPv6 (SIIT-DC, NAT64) in its last 32 bits."""
+
+
 def client_network(ip: str) -> str:
     """What a client holds: an IPv6 address's /64 (a host is given at least one; it picks any address
-    in it), an IPv4 address itself; text that is not an address, unchanged."""
+    in it), an IPv4 address itself; text that is not an address, unchanged.
+
+    An IPv6 address that carries its client's IPv4 address is that IPv4 address: RFC 6052's
+    well-known translation prefix (as the /64, every IPv4 client behind the translator was one
+    client: one of them could lock all the others out), 6to4 (a site holds the /48 of its IPv4
+    address: 65,536 /64s to rotate through) and Teredo (the client's public address, obfuscated)."""
     address = parse_ip(ip)
     if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64:
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        embedded = address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is not None:
+            return str(embedded)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return ip if address is None else str(address)
 
