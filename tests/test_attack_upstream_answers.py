@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from asgi_ws_gateway.upstream.chunked import Dechunker, MalformedChunks
+from support.access import access_line
 from support.clients import connect, expect_close, expect_status
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
@@ -98,6 +100,34 @@ async def test_a_relayed_text_message_that_is_not_utf8_closes_the_client_at_once
     finally:
         release.set()
     await gateway.settle()
+
+
+@pytest.mark.parametrize("connector", ["relay", "frame relay"])
+@pytest.mark.parametrize("close", [b"\x03\xe8", b"\x0f\xa1bye"], ids=["1000", "4001"])
+async def test_a_text_message_that_is_not_utf8_then_a_close_is_the_gateways_failure(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    connector: str,
+    close: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bad message and the upstream's close in one write: the relay's recv() found the message
+    bad after the close had come and been answered, and the client got the upstream's clean close
+    (1000, or 4001 "bye"), the message lost without a word, the access line "closed by upstream"."""
+    caplog.set_level(logging.INFO)
+    release = asyncio.Event()
+    after = ws_frame(1, b"good", mask=False) + ws_frame(1, b"ok\xff\xfe", mask=False) + ws_frame(8, close, mask=False)
+    gateway, url = gateway_before(await hostile(_answer_then_hold(release, after)), connector, uvicorn_server)
+    try:
+        async with await connect(url) as ws:
+            assert await ws.recv() == "good"
+            assert await expect_close(ws) == FAILED
+    finally:
+        release.set()
+    await gateway.settle()
+    line = await access_line(caplog)
+    assert "closed by gateway with 1011" in line, line
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
 
 
 async def test_a_close_in_the_same_read_as_the_101_leaves_no_keepalive_behind(

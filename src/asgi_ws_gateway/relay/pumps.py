@@ -422,8 +422,14 @@ class Relay:
             # a stall (passive health does not count it), the client told as for a vanished upstream.
             stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1011, closed.reason
             await self._close_client(1011, "upstream connection failed")
+        elif not closed.by_peer and closed.code not in (1006, 1009):
+            # The gateway failed the upstream for a protocol error it found (1002, a text message not
+            # UTF-8: 1007): its close, recorded as the splice and the frame relay record it (passive
+            # health counts it); it said "closed by upstream with 1007", the upstream's code it never sent.
+            stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1011, "upstream connection failed"
+            await self._close_client(1011, "upstream connection failed")
         elif closed.by_peer or closed.code != 1009:
-            # The upstream closed, or vanished / failed (1006, keepalive timeout, protocol error).
+            # The upstream closed, or vanished (1006: its TCP connection lost, a keepalive timeout).
             stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, closed.reason
             if closed.messages_sent is not None:  # what it was sent before its close, not what came after
                 stats.messages_in_at_close = closed.messages_sent

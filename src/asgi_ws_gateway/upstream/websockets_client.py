@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from typing import Any, Protocol
 
+import websockets.exceptions
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import is_valid_header_value
 from websockets.exceptions import (
@@ -223,10 +224,21 @@ class WebSocketsConnection:
         await self._ws.close(code, reason)
 
 
+_TOO_MANY_FRAGMENTS: Any = getattr(websockets.exceptions, "TooManyFragments", ())
+
+
 def _closed(exc: ConnectionClosed, ws: ClientConnection) -> UpstreamClosed:
     if isinstance(ws, GatewayClientConnection) and ws.keepalive_failed:
         # Its 1011 "keepalive ping timeout" is the gateway's: the upstream sent nothing, as on the splice.
         return UpstreamClosed(1006, "", by_peer=False)
+    # recv() failed a message (not UTF-8, too many fragments) that came before the upstream's close:
+    # the gateway's failure, even when that close was already in and answered (its 1000 said nothing
+    # of the message the client lost; the splice and the frame relay report the failure).
+    failure = exc.__cause__
+    if isinstance(failure, UnicodeDecodeError):
+        return UpstreamClosed(1007, f"{failure.reason} at position {failure.start}", by_peer=False)
+    if isinstance(failure, _TOO_MANY_FRAGMENTS):
+        return UpstreamClosed(1009, "too many fragments", by_peer=False)
     if exc.rcvd is not None and (exc.sent is None or exc.rcvd_then_sent):
         return UpstreamClosed(exc.rcvd.code, exc.rcvd.reason, by_peer=True)
     if exc.sent is not None:
