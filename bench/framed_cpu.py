@@ -25,7 +25,8 @@ import time
 from typing import Any, cast
 
 from asgi_ws_gateway.forwarded import Networks
-from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView
+from asgi_ws_gateway.handshake.context import HandshakeContext
+from asgi_ws_gateway.handshake.request_view import RequestView
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.passthrough.framed import FramedRelay
 from asgi_ws_gateway.passthrough.frames import encode_frame

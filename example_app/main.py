@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 
 from asgi_ws_gateway import GatewayConfig, WebSocketGateway
 from asgi_ws_gateway.management import FileStore, GatewayManagement
-from asgi_ws_gateway.management.app import EXAMPLE_ADMIN_TOKEN
+from asgi_ws_gateway.management.admin_auth import EXAMPLE_ADMIN_TOKEN
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "gateway.yaml"

@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.handshake.context import AmbiguousValue
+from asgi_ws_gateway.handshake.request_view import AmbiguousValue
 from asgi_ws_gateway.messages.context import ConnectionContext
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.standalone import not_found

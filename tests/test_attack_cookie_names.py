@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.handshake.context import AmbiguousValue
+from asgi_ws_gateway.handshake.request_view import AmbiguousValue
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.configs import api_entry

@@ -16,7 +16,7 @@ import pytest
 
 from asgi_ws_gateway.errors import DropMessage
 from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
-from asgi_ws_gateway.policies.build import PolicyBuilder
+from asgi_ws_gateway.policies.build_entries import PolicyBuilder
 from asgi_ws_gateway.policies.message_rates import IDLE_BUDGETS, SharedBudget
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.state.base import Reservation

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asgi_ws_gateway.management.app import EXAMPLE_ADMIN_TOKEN
+from asgi_ws_gateway.management.admin_auth import EXAMPLE_ADMIN_TOKEN
 from support.processes import SRC, ready_server
 from support.servers import free_port
 

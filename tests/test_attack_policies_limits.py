@@ -23,7 +23,8 @@ from websockets.exceptions import InvalidStatus
 from asgi_ws_gateway import WebSocketGateway, load_config
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.handshake.context import HandshakeContext
-from asgi_ws_gateway.policies.build import PolicyBuilder, load_policies
+from asgi_ws_gateway.policies.build import load_policies
+from asgi_ws_gateway.policies.build_entries import PolicyBuilder
 from asgi_ws_gateway.policies.reference_order import unset_references
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.state.memory import MemoryState

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from websockets.uri import parse_uri
 
 from asgi_ws_gateway.bounded import split_url
-from asgi_ws_gateway.handshake.context import _edited_url
+from asgi_ws_gateway.handshake.upstream_edits import _edited_url
 from asgi_ws_gateway.redact import redact_url
 from asgi_ws_gateway.upstream.websockets_client import _NoRedirects
 from support.clients import connect

@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from asgi_ws_gateway import redact
 from asgi_ws_gateway.config import fields as config_fields
-from asgi_ws_gateway.redact import REDACTED, printable, printable_json, redact_free_text, redact_path, redact_text
+from asgi_ws_gateway.redact import (
+    REDACTED,
+    patterns,
+    printable,
+    printable_json,
+    redact_free_text,
+    redact_path,
+    redact_text,
+)
+from asgi_ws_gateway.redact import text as text_redaction
 from asgi_ws_gateway.telemetry import access, values
 
 # Each of these took minutes (quadratic: 150 ms to 1 s at 8 KB, times 2,500 at 400 KB); linear, each
@@ -59,23 +68,25 @@ _NAMES = st.lists(st.sampled_from(_NAME_PIECES), max_size=12)
 @settings(max_examples=500, deadline=None)
 @given(_TEXTS)
 def test_the_linear_fragment_pattern_redacts_what_the_old_one_did(text: str) -> None:
-    assert redact._FRAGMENT_IN_TEXT.sub(redact._redacted_fragment, text) == _OLD_FRAGMENT.sub(
-        lambda m: f"{m[1]}#{redact._redacted_parameters(m[2])}", text
+    assert patterns._FRAGMENT_IN_TEXT.sub(patterns._redacted_fragment, text) == _OLD_FRAGMENT.sub(
+        lambda m: f"{m[1]}#{patterns._redacted_parameters(m[2])}", text
     )
 
 
 @settings(max_examples=500, deadline=None)
 @given(_TEXTS)
 def test_the_linear_jwt_pattern_redacts_what_the_old_one_did(text: str) -> None:
-    assert redact._JWT.sub(redact._redacted_jwt, text) == _OLD_JWT.sub(REDACTED, text)
+    assert patterns._JWT.sub(patterns._redacted_jwt, text) == _OLD_JWT.sub(REDACTED, text)
 
 
 @settings(max_examples=500, deadline=None)
 @given(_NAMES.map("".join), st.sampled_from([": SECRET", "='SECRET'", " = SECRET"]))
 def test_a_subscription_key_header_is_redacted_where_the_old_pattern_redacted_it(name: str, value: str) -> None:
-    old = re.compile(redact._HEADER_IN_TEXT.pattern.replace("(?<![a-z-])", ""), re.IGNORECASE)
+    old = re.compile(text_redaction._HEADER_IN_TEXT.pattern.replace("(?<![a-z-])", ""), re.IGNORECASE)
     text = name + value
-    assert redact._HEADER_IN_TEXT.sub(redact._redacted_header, text) == old.sub(redact._redacted_header, text)
+    assert text_redaction._HEADER_IN_TEXT.sub(patterns._redacted_header, text) == old.sub(
+        patterns._redacted_header, text
+    )
 
 
 _OLD_TRAILING_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?\Z")
@@ -155,7 +166,7 @@ def test_free_text_with_quotes_and_colons_is_read_in_linear_time(text: str) -> N
     ["TOKEN: s3cret", "\u212aey=s3cret", "pa\u017f\u017f: s3cret", "caf\u00e9 api_key: s3cret", "x-Session='s3cret'"],
 )  # Kelvin sign and long s fold to k and s
 def test_the_quick_credential_word_check_never_skips_what_the_pattern_redacts(text: str) -> None:
-    assert redact._NAMED_VALUE.sub(redact._redacted_named_value, text) == redact_free_text(text)
+    assert patterns._NAMED_VALUE.sub(patterns._redacted_named_value, text) == redact_free_text(text)
     assert "s3cret" not in redact_free_text(text)
 
 

@@ -21,8 +21,9 @@ import pytest
 
 from asgi_ws_gateway import WebSocketGateway, load_config
 from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
-from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView
+from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.handshake.pipeline import FunctionPolicy, HandshakePipeline
+from asgi_ws_gateway.handshake.request_view import RequestView
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.configs import api_entry

@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.policies.auth import MAX_CLAIM_DEPTH, MAX_NUMERIC_DATE, depth_problem, numeric_date_problem
+from asgi_ws_gateway.policies.jwt_claims import MAX_CLAIM_DEPTH, MAX_NUMERIC_DATE, depth_problem, numeric_date_problem
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET

@@ -30,7 +30,7 @@ JWT = {"algorithms": ["ES256"], "public_keys": [KEY.public_pem], "issuer": "http
 
 
 def test_a_lone_surrogate_anywhere_in_the_payload_is_a_problem() -> None:
-    from asgi_ws_gateway.policies.auth import surrogate_problem
+    from asgi_ws_gateway.policies.jwt_claims import surrogate_problem
 
     assert surrogate_problem({"sub": "\ud800"}) is not None
     assert surrogate_problem({"realm": {"roles": ["x", "a\udcff"]}}) is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway.management import ManagementAPIError
-from asgi_ws_gateway.management.app import EXAMPLE_ADMIN_TOKEN, SHORT_TOKEN, token_auth
+from asgi_ws_gateway.management.admin_auth import EXAMPLE_ADMIN_TOKEN, SHORT_TOKEN, token_auth
 from asgi_ws_gateway.management.lockout import Lockout
 from support.management import TOKEN, api, managed_gateway
 from support.upstream import UpstreamServer

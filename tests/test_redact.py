@@ -11,6 +11,7 @@ from asgi_ws_gateway.log_redaction import RedactingFilter
 from asgi_ws_gateway.redact import (
     REDACTED,
     credential_headers,
+    patterns,
     printable,
     redact_headers,
     redact_path,
@@ -18,6 +19,7 @@ from asgi_ws_gateway.redact import (
     redact_text,
     redact_url,
 )
+from asgi_ws_gateway.redact import text as text_redaction
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
@@ -71,7 +73,7 @@ def test_credentials_in_free_text_are_redacted(text: str) -> None:
 def test_the_quick_header_check_never_skips_what_the_pattern_redacts(text: str) -> None:
     """redact_text only skips the header pattern on text it cannot match (same result either way)."""
     redact.add_sensitive_headers(["X-Quick-Token"])
-    by_pattern = redact._HEADER_IN_TEXT.sub(redact._redacted_header, text)
+    by_pattern = text_redaction._HEADER_IN_TEXT.sub(patterns._redacted_header, text)
     assert redact_text(text) == by_pattern
     assert "SECRET" not in by_pattern
 
@@ -101,17 +103,17 @@ def test_a_remembered_path_is_checked_again_once_header_names_are_added() -> Non
 def test_a_path_with_a_secret_is_redacted_every_time_and_never_remembered() -> None:
     for _ in range(2):
         assert redact_path(f"/ws/{JWT}") == f"/ws/{REDACTED}"
-    assert f"/ws/{JWT}" not in redact._unchanged
+    assert f"/ws/{JWT}" not in text_redaction._unchanged
 
 
 def test_the_remembered_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redact, "_unchanged", {})
-    for index in range(redact._UNCHANGED_LIMIT + 1):
+    monkeypatch.setattr(text_redaction, "_unchanged", {})
+    for index in range(text_redaction._UNCHANGED_LIMIT + 1):
         redact_path(f"/ws/{index}")
-    assert list(redact._unchanged) == [f"/ws/{redact._UNCHANGED_LIMIT}"]
-    long = "/ws/" + "a" * redact._UNCHANGED_LENGTH
+    assert list(text_redaction._unchanged) == [f"/ws/{text_redaction._UNCHANGED_LIMIT}"]
+    long = "/ws/" + "a" * text_redaction._UNCHANGED_LENGTH
     assert redact_path(long) == long
-    assert long not in redact._unchanged  # a client's long paths are not kept
+    assert long not in text_redaction._unchanged  # a client's long paths are not kept
 
 
 def test_credential_headers_found_in_a_config_document() -> None:

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from asgi_ws_gateway import TelemetryConfig, redact
 from asgi_ws_gateway.redact import redact_url as redacted_url
+from asgi_ws_gateway.redact import text as text_redaction
 from asgi_ws_gateway.telemetry.access import AccessLog
 from asgi_ws_gateway.telemetry.providers import SCHEDULE_DELAY_MS, resolve_providers
 from asgi_ws_gateway.telemetry.tracing import _server
@@ -49,7 +50,7 @@ def test_redacted_url_keeps_names_and_drops_every_value_and_userinfo(url: str, e
 
 def _remembered(text: str, redact_fn: Any, clean: dict[str, tuple[str, ...]]) -> str:
     """What ``redact.redact_url_remembered`` does, with the test's own store."""
-    return redact._remembered(text, redact_fn, clean, redact._HEADER_NAMES)
+    return text_redaction._remembered(text, redact_fn, clean, text_redaction._HEADER_NAMES)
 
 
 def test_a_url_with_a_secret_is_redacted_every_time_and_never_remembered() -> None:
@@ -73,9 +74,9 @@ def test_a_url_without_a_secret_is_remembered_and_not_redacted_again() -> None:
 
 def test_the_remembered_texts_are_bounded() -> None:
     clean: dict[str, tuple[str, ...]] = {}
-    for index in range(redact._UNCHANGED_LIMIT + 1):
+    for index in range(text_redaction._UNCHANGED_LIMIT + 1):
         _remembered(f"/ws/{index}", redacted_url, clean)
-    assert list(clean) == [f"/ws/{redact._UNCHANGED_LIMIT}"]
+    assert list(clean) == [f"/ws/{text_redaction._UNCHANGED_LIMIT}"]
 
 
 @pytest.mark.parametrize(

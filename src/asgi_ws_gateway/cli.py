@@ -170,7 +170,7 @@ def _configured(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .management.app import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
+    from .management.admin_auth import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
     from .plugins import PLUGINS_ENV
     from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
     from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV

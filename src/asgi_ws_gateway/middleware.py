@@ -18,11 +18,12 @@ from .config.products import ProductConfig, SubscriptionConfig
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, process_capacity
-from .handshake.context import HandshakeContext, RequestView
+from .handshake.context import HandshakeContext
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
 from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
+from .handshake.request_view import RequestView
 from .handshake.responses import send_denial
 from .log_throttle import OutageLog
 from .loop_watch import LoopWatch

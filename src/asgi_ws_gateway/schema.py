@@ -6,7 +6,7 @@ from typing import Any
 
 from .config.fields import mark_policies
 from .config.gateway import GatewayConfig
-from .policies.build import message_policies_json_schema, policies_json_schema
+from .policies.policy_schemas import message_policies_json_schema, policies_json_schema
 
 
 def json_schema() -> dict[str, Any]:

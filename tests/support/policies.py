@@ -10,9 +10,10 @@ import pytest
 from asgi_ws_gateway.config.apis import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.forwarded import Networks
-from asgi_ws_gateway.handshake.context import HandshakeContext, RequestView
+from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.handshake.pipeline import Policy
-from asgi_ws_gateway.policies.build import PolicyBuilder
+from asgi_ws_gateway.handshake.request_view import RequestView
+from asgi_ws_gateway.policies.build_entries import PolicyBuilder
 from asgi_ws_gateway.state.base import Store
 from asgi_ws_gateway.state.memory import MemoryState
 

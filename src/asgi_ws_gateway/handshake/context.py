@@ -1,23 +1,21 @@
-"""The context of one client handshake: the request view policies read, the upstream edits they make, cleanups."""
+"""What one handshake's policies share (:class:`HandshakeContext`): the request view
+(:mod:`.request_view`), the upstream edits (:mod:`.upstream_edits`), claims, subscription, template
+values, and the cleanups run when the connection ends."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
-from urllib.parse import parse_qsl, quote, urlencode, urlunsplit
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .._types import Scope
-from ..bounded import split_url
-from ..errors import HandshakeDenied
-from ..forwarded import Networks, client_address, client_network, forwarded_chain, parse_ip
-from ..param_names import fold_cookie_name, fold_name, spelled_as
+from ..forwarded import client_network
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
-from ..upstream.request import build_request, forwarding_headers, offered_subprotocols, replaced_forwarding_header
+from ..upstream.request import build_request
+from .request_view import AmbiguousValue, RequestView
+from .upstream_edits import UpstreamEdits
 
 if TYPE_CHECKING:
     from ..config.apis import ApiConfig, UpstreamConfig
@@ -25,52 +23,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ExistsAction = Literal["override", "skip", "append", "delete"]
 Cleanup = Callable[[], Awaitable[None]]
 _CLEANUP_TIMEOUT = 5.0  # seconds all cleanups of one connection may take together
-V = TypeVar("V")
-
-
-class _Memoized(Generic[V]):
-    """``functools.cached_property`` without the lock Python 3.11 takes at each first read (one lock
-    for every instance; ~60 interpreter steps a property, each handshake; 3.12 dropped it): a request
-    is read on its connection's task only. The first read stores the value in the instance, which
-    then shadows this."""
-
-    def __init__(self, function: Callable[[Any], V]) -> None:
-        self.function = function
-        self.name = function.__name__
-        self.__doc__ = function.__doc__
-
-    @overload
-    def __get__(self, instance: None, owner: type | None = None) -> _Memoized[V]: ...
-    @overload
-    def __get__(self, instance: object, owner: type | None = None) -> V: ...
-    def __get__(self, instance: object | None, owner: type | None = None) -> V | _Memoized[V]:
-        if instance is None:
-            return self
-        value = instance.__dict__[self.name] = self.function(instance)
-        return value
-
-
-class AmbiguousValue(HandshakeDenied):
-    """A header, query parameter or cookie a template reads came more than once with different values:
-    the gateway would key, check or route on one copy while the upstream may read another."""
-
-    def __init__(self, kind: str, name: str, detail: str = "") -> None:
-        detail = detail or "is sent more than once with different values: send one"
-        super().__init__(400, f"the {kind} '{name}' {detail}", reason="ambiguous_value")
-
-
-_SURROGATE = re.compile("[\udc80-\udcff]")
-"""A byte of the query that is not UTF-8, as ``surrogateescape`` keeps it."""
-
-
-def _replaced(text: str) -> str:
-    """``text`` with the bytes ``surrogateescape`` kept read as U+FFFD (what ``parse_qsl`` gives by default)."""
-    if text.isascii() or not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _one(values: list[str] | None, kind: str, name: str) -> str | None:
@@ -87,40 +41,6 @@ def _one(values: list[str] | None, kind: str, name: str) -> str | None:
     return first
 
 
-_PYTHON_COOKIE = re.compile(
-    r'(?<![^ \t\n\r\f\v;])([^ \t\n\r\f\v=;]++)[ \t\n\r\f\v]*+=[ \t\n\r\f\v]*+("(?:[^"\\]|\\.)*+"|[^ \t\n\r\f\v;]*+)',
-    re.DOTALL,
-)
-"""A ``name=value`` pair as ``http.cookies`` and aiohttp find one in a Cookie header: after a ``;`` or
-whitespace, blanks around ``=``, a value quoted (to its closing quote, ``;`` and blanks included) or
-up to a blank. Linear in the header: runs are possessive and a pair starts only at a boundary, and
-a quoted value that never closes is scanned once (a later value's opening quote would close it)."""
-_PYTHON_ESCAPE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))", re.DOTALL)
-
-
-def _python_unquote(value: str) -> str:
-    """A cookie value as ``http.cookies._unquote`` reads it: a quoted one unquoted and unescaped."""
-    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
-        return value
-    return _PYTHON_ESCAPE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
-
-
-def _by_folded_name(pairs: list[tuple[str, str]], fold: Callable[[str], str]) -> dict[str, list[str]]:
-    folded: dict[str, list[str]] = {}
-    for name, value in pairs:
-        folded.setdefault(fold(name), []).append(value)
-    return folded
-
-
-@dataclass(frozen=True)
-class ClientAddress:
-    """The client: ``ip`` after trusted-proxy resolution, ``peer`` the TCP peer's address."""
-
-    ip: str
-    port: int | None
-    peer: str
-
-
 @dataclass(frozen=True)
 class Subscription:
     """The subscription a handshake was admitted with (see ``policies.products``)."""
@@ -132,340 +52,6 @@ class Subscription:
     """The digest of the key it was admitted with (a regenerated key is another subscription's)."""
     expires_at: float | None = None
     """POSIX seconds: its connections are closed then (``expires_at`` of its configuration)."""
-
-
-class RequestView:
-    """The client's upgrade request, read-only; every field is parsed on first use."""
-
-    method = "GET"
-
-    def __init__(
-        self,
-        scope: Scope,
-        path_params: Mapping[str, str],
-        trusted_proxies: Networks | None = None,
-        forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for",
-    ) -> None:
-        self.scope = scope
-        self.path: str = scope["path"]
-        self.path_params = path_params
-        self._trusted = trusted_proxies
-        self._forwarded_header = forwarded_header
-
-    @_Memoized
-    def headers(self) -> dict[str, list[str]]:
-        """Lower-case header names to their values, in arrival order, as the upstream is sent them.
-
-        ``X-Forwarded-For``, ``-Proto`` and ``-Host`` are the gateway's own (what the upstream gets),
-        every other ``X-Forwarded-*`` is absent, and so are ``X-Real-IP``, ``Forwarded``, ``X-Scheme``
-        and every other header naming the client's address, the host, the URL or the scheme, from any
-        peer, a trusted proxy too: a policy must not read a forwarding header the gateway itself does
-        not believe (a client's ``X-Forwarded-Proto: https`` passed a check the upstream, sent
-        ``http``, never saw). The user or client certificate a proxy vouched for (``Remote-User``,
-        ``Ssl-Client-Cert``: ``upstream.request.is_vouched_header``) is here when the peer is a
-        trusted proxy, and absent otherwise."""
-        headers: dict[str, list[str]] = {}
-        trusted = self.peer_is_trusted_proxy
-        for name, value in self.scope.get("headers", ()):
-            key = name.decode("latin-1").lower()
-            if not replaced_forwarding_header(key, trust_forwarded=trusted):
-                headers.setdefault(key, []).append(value.decode("latin-1"))
-        for key, own in forwarding_headers(self.scope, trust_forwarded=trusted, trusted_proxies=self._trusted,
-                                           forwarded_header=self._forwarded_header):  # fmt: skip
-            headers[key] = [own]
-        return headers
-
-    @property
-    def trusted_proxies(self) -> Networks | None:
-        """The configuration's ``trusted_proxies`` (None: none configured)."""
-        return self._trusted
-
-    @property
-    def forwarded_header(self) -> Literal["x-forwarded-for", "forwarded"]:
-        """The header trusted proxies name the client in (the configuration's ``forwarded_header``)."""
-        return self._forwarded_header
-
-    @_Memoized
-    def _forwarding_chain(self) -> list[str]:
-        """The values of ``forwarded_header`` as the peer sent them (the client's when it is the peer)."""
-        name = self._forwarded_header.encode("latin-1")
-        return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == name]
-
-    def header_values(self, name: str) -> list[str]:
-        """The values of the header ``name`` (lower case) as :attr:`headers` has them, in arrival order.
-
-        A policy reads one or two headers per handshake (``validate-jwt`` its ``Authorization``):
-        one the gateway forwards as sent from any peer (not ``X-Forwarded-*`` nor a proxy's header,
-        :func:`~..upstream.request.is_proxy_header`, whose presence may depend on the peer) is found in
-        the request as sent, without building :attr:`headers` (its forwarding headers and every name
-        decoded: ~600 interpreter steps a handshake)."""
-        headers = self.__dict__.get("headers")
-        # replaced for an untrusted peer: every proxy's header, so every name that depends on the peer falls through
-        if headers is None and name.isascii() and not replaced_forwarding_header(name, trust_forwarded=False):
-            # An ASCII name: a raw name's bytes.lower() equals it exactly when its Latin-1 text lowered does.
-            wanted = name.encode("ascii")
-            return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == wanted]
-        return (headers if headers is not None else self.headers).get(name, [])
-
-    def header(self, name: str) -> str | None:
-        """A header's values joined with ``", "`` (``Cookie`` with ``"; "``), or None."""
-        name = name.lower()
-        values = self.header_values(name)
-        if not values:
-            return None
-        return ("; " if name == "cookie" else ", ").join(values)
-
-    @_Memoized
-    def query(self) -> dict[str, list[str]]:
-        """Query parameters to their values (blank values kept), names percent-decoded as sent; bytes
-        that are not UTF-8 read as U+FFFD."""
-        query: dict[str, list[str]] = {}
-        for name, value in self._query_pairs:
-            query.setdefault(_replaced(name), []).append(_replaced(value))
-        return query
-
-    @_Memoized
-    def _query_pairs(self) -> list[tuple[str, str]]:
-        # Bytes that are not UTF-8 kept apart as surrogates (query_copies refuses them): read as U+FFFD,
-        # %ff and %fe were one value, one limit key, while PHP, Go and Rack read two different bytes.
-        query = self.scope.get("query_string", b"").decode("latin-1")
-        return parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
-
-    def query_copies(self, name: str) -> list[str]:
-        """Every value sent under ``name`` in any spelling a server may read as it (for ``access_token``:
-        ``ACCESS_TOKEN``, ``%61ccess_token`` (decoded once), ``access.token``; see :mod:`.names`), in order.
-
-        What a policy checks: the upstream gets the query as sent, and may read any of these.
-
-        Raises:
-            AmbiguousValue: a copy is not UTF-8 once decoded (``%ff``): servers read it as U+FFFD, as
-                the byte itself, or as Latin-1, so no value of it is the one the upstream reads.
-        """
-        if not self.scope.get("query_string"):  # none sent (validate-jwt asks for access_token every time)
-            return []
-        if "[" in name:  # a name with its own array key (page[size]): that key's spellings only
-            spelling = spelled_as(name)
-            values = [value for sent, value in self._query_pairs if spelling(sent)]
-        else:
-            values = self._folded_query.get(fold_name(name), [])
-        if any(not value.isascii() and _SURROGATE.search(value) for value in values):
-            raise AmbiguousValue("query parameter", name, "is not UTF-8 once percent-decoded")
-        return values
-
-    @_Memoized
-    def _folded_query(self) -> dict[str, list[str]]:
-        return _by_folded_name(self._query_pairs, fold_name)  # names decoded once, by parse_qsl
-
-    @_Memoized
-    def cookie_values(self) -> dict[str, list[str]]:
-        """Cookie names to every value sent under them, in order (a name may come more than once).
-
-        Read as most servers read a ``Cookie`` header (Go, Node's ``cookie``, Starlette): split at
-        every ``;``, name and value trimmed, one pair of double quotes around the value removed.
-        """
-        cookies: dict[str, list[str]] = {}
-        for name, value in self._cookie_pairs:
-            cookies.setdefault(name, []).append(value)
-        return cookies
-
-    def cookie_copies(self, name: str) -> list[str]:
-        """Every value of the cookie ``name`` in any spelling a server may read as it (for ``jwt``:
-        ``JWT``, ``%6Awt``), in order, across every ``Cookie`` header: what a policy checks."""
-        return self._folded_cookies.get(fold_name(name), [])
-
-    @_Memoized
-    def _cookie_pairs(self) -> list[tuple[str, str]]:
-        pairs: list[tuple[str, str]] = []
-        for header in self.headers.get("cookie", ()):
-            for part in header.split(";"):
-                name, equals, value = part.partition("=")
-                name, value = name.strip(), value.strip()
-                if equals and name:
-                    pairs.append((name, value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value))
-        return pairs
-
-    @_Memoized
-    def _folded_cookies(self) -> dict[str, list[str]]:
-        # Names as sent; the copies are those of every reading: a server reads one or another. (PHP and
-        # Node also percent-decode a value: a limit key reads cookies as templates.canonical_cookie.)
-        return _by_folded_name(self._cookie_pairs + self._cookie_pairs_python_reads, fold_cookie_name)
-
-    @_Memoized
-    def _cookie_pairs_python_reads(self) -> list[tuple[str, str]]:
-        """The cookies a Python server finds (``http.cookies``' grammar: aiohttp's ``request.cookies``,
-        Bottle, CherryPy): an unquoted value ends at whitespace, where another ``name=value`` may
-        start; a quoted one may hold ``;`` and is unescaped (``"\\141cme"`` is ``acme``). To them
-        ``jwt=VALID; theme=dark jwt=FORGED`` holds a second ``jwt``, the last, which they read."""
-        return [(name, _python_unquote(value)) for header in self.headers.get("cookie", ())
-                for name, value in _PYTHON_COOKIE.findall(header)]  # fmt: skip
-
-    @_Memoized
-    def cookies(self) -> dict[str, str]:
-        """Cookie names to their value (the last one sent, for a name that came more than once)."""
-        return {name: values[-1] for name, values in self.cookie_values.items()}
-
-    @_Memoized
-    def client(self) -> ClientAddress:
-        peer = self.scope.get("client") or ("", None)
-        ip = peer[0] or ""
-        if self._trusted:
-            chain = forwarded_chain(self._forwarding_chain, self._forwarded_header)
-            ip = client_address(ip, chain, self._trusted)
-        return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
-
-    @_Memoized
-    def peer_is_trusted_proxy(self) -> bool:
-        """Whether the TCP peer is one of ``trusted_proxies`` (its forwarding headers may go upstream)."""
-        if not self._trusted:  # none configured: no address to parse
-            return False
-        peer_address = (self.scope.get("client") or ("", None))[0]
-        peer = parse_ip(peer_address) if peer_address else None
-        return peer is not None and peer in self._trusted
-
-    @_Memoized
-    def subprotocols(self) -> list[str]:
-        """The subprotocols offered, as every connector's upstream request has them before the policies'
-        edits: empty elements ignored, each once (``upstream.request.offered_subprotocols``).
-
-        Raises:
-            HandshakeDenied: 400 (``bad_request``) when an element is not a token.
-        """
-        return offered_subprotocols(self.scope)
-
-    @property
-    def host(self) -> str:
-        return self.header("host") or ""
-
-    @property
-    def scheme(self) -> str:
-        return "wss" if self.scope.get("scheme") == "wss" else "ws"
-
-
-class UpstreamEdits:
-    """Changes to the upstream request, recorded by policies and replayed for each backend tried."""
-
-    def __init__(self) -> None:
-        self._ops: list[tuple[str, str, str | None, ExistsAction]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._ops)
-
-    def set_header(self, name: str, value: str | None, action: ExistsAction = "override") -> None:
-        """Set, append, keep (``skip``) or remove (``delete``, or ``value=None``) a request header."""
-        self._ops.append(("header", name.lower(), _clean(value), "delete" if value is None else action))
-
-    def remove_header(self, name: str) -> None:
-        self.set_header(name, None)
-
-    def set_query(self, name: str, value: str | None, action: ExistsAction = "override") -> None:
-        """Set, append, keep (``skip``) or remove (``delete``, or ``value=None``) a query parameter; every
-        spelling of ``name`` a server may read as it counts as it (:func:`.names.fold_name`)."""
-        self._ops.append(("query", name, value, "delete" if value is None else action))
-
-    def remove_query(self, name: str) -> None:
-        self.set_query(name, None)
-
-    def rewrite(self, target: str, *, copy_unmatched_params: bool = True) -> None:
-        """Replace the upstream path (and, if ``target`` has one, set its query parameters)."""
-        self._ops.append(("rewrite", target, None, "override" if copy_unmatched_params else "delete"))
-
-    def set_base_url(self, base_url: str) -> None:
-        """Send the connection to ``ws[s]://host[:port][/prefix]`` instead; the path is kept."""
-        self._ops.append(("base", base_url, None, "override"))
-
-    def remove_subprotocol(self, value: str) -> None:
-        self._ops.append(("subprotocol", value, None, "delete"))
-
-    def apply(self, request: UpstreamRequest, *, in_process: bool = False) -> UpstreamRequest:
-        """``request`` with every recorded change applied, in order.
-
-        Raises:
-            HandshakeDenied: 500 when a base URL is set for an in-process upstream (a misconfiguration).
-        """
-        if not self._ops:
-            return request
-        headers = list(request.headers)
-        subprotocols = list(request.subprotocols)
-        edits_url = False
-        for kind, name, value, action in self._ops:
-            if kind == "header":
-                headers = _edit(headers, name, value, action)
-            elif kind == "subprotocol":
-                subprotocols = [p for p in subprotocols if p != name]
-            else:
-                edits_url = True
-        if edits_url:  # parsed and written again only when changed: header edits keep the URL as built
-            request.url = _edited_url(request.url, self._ops, in_process)
-        request.headers, request.subprotocols = headers, subprotocols
-        return request
-
-
-def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], in_process: bool) -> str:
-    """``url`` with the query, rewrite and base-URL edits among ``ops`` applied, in order."""
-    scheme, netloc, path, query, _ = split_url(url)
-    # surrogateescape both ways: a client's %ff in a parameter no policy touches goes on as %FF (it
-    # was read as U+FFFD and sent as %EF%BF%BD, another value to an upstream that reads bytes).
-    params = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
-    for kind, name, value, action in ops:
-        if kind == "query":  # every spelling of the name is overridden or removed, not only this one
-            params = _edit(params, name, value, action, same=_spelling_of(name))
-        elif kind == "rewrite":
-            new_path, _, new_query = name.partition("?")
-            path = new_path
-            template_params = parse_qsl(new_query, keep_blank_values=True, errors="surrogateescape")
-            spellings = [spelled_as(n) for n, _ in template_params]
-            kept = [(n, v) for n, v in params if not any(s(n) for s in spellings)] if action == "override" else []
-            params = template_params + kept
-        elif kind == "base":
-            if in_process:
-                raise HandshakeDenied(500, "set-backend-service cannot redirect an in-process upstream",
-                                      reason="misconfigured")  # fmt: skip
-            base = split_url(name)
-            scheme, netloc = base.scheme, base.netloc
-            path = base.path.rstrip("/") + path
-    query = urlencode(params, quote_via=quote, safe="/:@!$'()*,", errors="surrogateescape")  # no ";"
-    return urlunsplit((scheme, netloc, path, query, ""))
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-"""The control characters a header value may not carry (the tab may)."""
-
-
-def _clean(value: str | None) -> str | None:
-    """No control characters in a header value: a claim must not be able to inject a header."""
-    if value is None:
-        return None
-    return _CONTROL.sub("", value)
-
-
-def _spelling_of(name: str) -> Callable[[str, str], bool]:
-    """``_edit``'s test for a parameter: the client's names that spell the configured ``name``."""
-    spelling = spelled_as(name)
-    return lambda sent, _configured: spelling(sent)
-
-
-def _edit(
-    items: list[tuple[str, str]],
-    name: str,
-    value: str | None,
-    action: ExistsAction,
-    same: Callable[[str, str], bool] = str.__eq__,
-) -> list[tuple[str, str]]:
-    if action == "append":
-        assert value is not None
-        return [*items, (name, value)]
-    if same is str.__eq__:  # a header's name: compared in place, not through a call per header
-        if action == "skip" and any(item[0] == name for item in items):
-            return items
-        kept = [item for item in items if item[0] != name]
-    else:
-        if action == "skip" and any(same(item[0], name) for item in items):
-            return items
-        kept = [item for item in items if not same(item[0], name)]
-    if action != "delete":
-        assert value is not None
-        kept.append((name, value))
-    return kept
 
 
 class CredentialVerifier(Protocol):
@@ -578,11 +164,7 @@ def _dig(value: object, path: tuple[str, ...]) -> object | None:
 
 
 __all__ = [
-    "AmbiguousValue",
-    "ClientAddress",
     "CredentialVerifier",
     "HandshakeContext",
-    "RequestView",
     "Subscription",
-    "UpstreamEdits",
 ]

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .app import Auth, create_management_app, token_auth
+    from .admin_auth import Auth, token_auth
+    from .app import create_management_app
     from .bus import LocalBus, RedisBus
     from .client import ManagementAPIError, ManagementClient
     from .errors import Conflict, Invalid, ManagementError, NotFound, PreconditionFailed
@@ -23,7 +24,8 @@ if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name s
     __getattr__, __dir__ = lazy_exports(
         __name__,
         {
-            **dict.fromkeys(["Auth", "create_management_app", "token_auth"], ".app"),
+            **dict.fromkeys(["Auth", "token_auth"], ".admin_auth"),
+            "create_management_app": ".app",
             **dict.fromkeys(["LocalBus", "RedisBus"], ".bus"),
             **dict.fromkeys(["ManagementAPIError", "ManagementClient"], ".client"),
             **dict.fromkeys(["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"], ".errors"),

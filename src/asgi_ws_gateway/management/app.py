@@ -8,15 +8,12 @@ user-supplied ``auth`` callable accepts.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hmac
 import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -27,201 +24,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..config.limits import MIB
 from ..config.problems import shorten
-from ..json_names import AmbiguousJson, no_constant, unique_names
 from ..redact import printable
-from ..strict_numbers import non_finite_numbers
 from . import console
+from .admin_auth import Auth, guessed
 from .disclosure import public_document
-from .errors import Invalid, ManagementError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, problem
+from .errors import Invalid, ManagementError, problem
 from .forgery import HostCheck, check_not_forged
-from .head import check_head, content_length, has_body
+from .head import check_head
 from .live_connections import DEFAULT_LISTED, MAX_LISTED
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
+from .request_body import BodyLimits, read_json
 from .service import Manager
 
 logger = logging.getLogger(__name__)
 
-Auth = Callable[[Request], Awaitable[bool]]
-"""Decides whether a request may use the management API (True) or gets 401 (False)."""
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-SHORT_TOKEN = 16
-"""An admin token shorter than this is warned about: a list of likely words finds it despite the lockout."""
-EXAMPLE_ADMIN_TOKEN = "dev-admin-token-for-the-example"
-"""The example application's token when none is set: printed by it and in the README, so public."""
-
-
-MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-
-
-def weak_token_problem(token: str) -> str | None:
-    """Why ``token`` is guessable, if it is: short (the lockout counts per address and per worker, so a
-    guesser with a few dozen addresses tries a thousand a minute), or published."""
-    if token == EXAMPLE_ADMIN_TOKEN:
-        return "the admin token is the example's, which is public"
-    if len(token) < SHORT_TOKEN:
-        return f"the admin token is {len(token)} characters: guessable"
-    return None
-
-
-def admin_token_problem(token: str) -> str | None:
-    """Why ``token`` cannot work as an admin token, if it cannot: a header carries visible ASCII only,
-    so a space, a control or a non-ASCII character made a token no client could ever send."""
-    if not token:
-        return "the admin token is empty"
-    if not all("!" <= character <= "~" for character in token):
-        return "the admin token must be visible ASCII characters (no space): no client could send this one"
-    return None
-
-
-def token_auth(token: str) -> Auth:
-    """Accept ``Authorization: Bearer <token>`` (compared in constant time).
-
-    Raises:
-        ValueError: the token is one no client could send (:func:`admin_token_problem`).
-    """
-    if (problem := admin_token_problem(token)) is not None:
-        raise ValueError(problem)
-    if (weak := weak_token_problem(token)) is not None:
-        logger.warning("%s; use %d or more random characters (%s)", weak, SHORT_TOKEN, MAKE_TOKEN)
-    return _BearerToken(token.encode())
-
-
-class _BearerToken:
-    """:func:`token_auth`'s check; the lockout counts only the requests that present a token to it."""
-
-    def __init__(self, expected: bytes) -> None:
-        self._expected = expected
-
-    async def __call__(self, request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._expected)
-
-
-def _guessed(auth: Auth, request: Request) -> bool:
-    """Whether a refused request counts as a guess: it presented a token, or ``auth`` is one whose
-    credentials the gateway cannot see (a cookie, a certificate). A request without any
-    ``Authorization`` guesses nothing, and any page can make a browser send one."""
-    return not isinstance(auth, _BearerToken) or "authorization" in request.headers
-
-
-@dataclass(frozen=True, kw_only=True)
-class BodyLimits:
-    """What one management request body may be.
-
-    Args:
-        max_bytes: the largest body, in bytes (default 1 MiB); more is a 413, whether announced by
-            Content-Length or found while reading a chunked body (never read further).
-        timeout: seconds the whole body may take to arrive (default 10); slower is a 408.
-        max_depth: how deeply JSON arrays and objects may nest (default 32); deeper is a 422.
-    """
-
-    max_bytes: int = MIB
-    timeout: float = 10.0
-    max_depth: int = 32
-
-
-async def read_body(request: Request, limits: BodyLimits) -> bytes:
-    """The request body, refused (413) as soon as it exceeds ``limits.max_bytes``, or (408) too slow."""
-    declared = content_length(request)
-    if declared is not None and declared > limits.max_bytes:
-        raise PayloadTooLarge(f"the body is larger than {limits.max_bytes} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(limits.timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limits.max_bytes:
-                    raise PayloadTooLarge(f"the body is larger than {limits.max_bytes} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestTimeout(f"the body did not arrive within {limits.timeout:g} s") from None
-    return b"".join(chunks)
-
-
-async def read_json(request: Request, limits: BodyLimits) -> Any:
-    """The body as JSON within ``limits`` (413, 408, or 422 for invalid or too deeply nested JSON).
-
-    A body not typed ``application/json`` is a 415, unread, untyped too: a page the admin visits can
-    post a form or plain text cross-site (``<form enctype="text/plain">`` makes a JSON-shaped body), or
-    an untyped Blob with ``fetch(..., {mode: "no-cors"})``, and an ``auth`` that trusts a cookie or a
-    client certificate would admit it (:mod:`.forgery` refuses them before ``auth``; this is the
-    same rule for any other caller).
-    """
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and has_body(request):
-        shown = f"is {media_type}" if media_type else "has no Content-Type"
-        raise UnsupportedMediaType(f"the body {shown}: send JSON as application/json")
-    raw = await read_body(request, limits)
-    try:
-        value = json.loads(raw, object_pairs_hook=unique_names, parse_constant=no_constant) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
-    except AmbiguousJson as exc:
-        raise Invalid("the body is not valid JSON", [f"(body): {exc}"]) from None
-    except ValueError:  # Python reads no integer of more than 4,300 digits: a 500 and a traceback before
-        raise Invalid("the body is not valid JSON", ["(body): an integer too long to read"]) from None
-    except RecursionError:  # nested deeper than Python parses: certainly deeper than the limit
-        raise Invalid(
-            "the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"]
-        ) from None
-    if _depth(value, limits.max_depth) > limits.max_depth:
-        raise Invalid("the body is nested too deeply", [f"(body): nested deeper than {limits.max_depth} levels"])
-    if problems := non_finite_numbers(value):  # 1e999: infinity to Python, Infinity or null once written
-        raise Invalid("the body holds a number JSON cannot carry", problems)
-    if b"\\u" in raw and (field := _lone_surrogate(value)) is not None:
-        # JSON's \ud800 escape decodes to a string UTF-8 cannot encode: every string an admin sends
-        # is later encoded (a message's text, a close reason, a header value, the state file).
-        shown = field.encode("utf-8", "backslashreplace").decode()  # a name may hold the surrogate itself
-        raise Invalid("the body is not valid Unicode", [f"{shown}: a lone surrogate is not valid Unicode"])
-    return value
-
-
-def _lone_surrogate(value: Any) -> str | None:
-    """The field path (``reason``, ``apis[0].path``) of the first string or name UTF-8 cannot encode."""
-    pending: list[tuple[Any, str]] = [(value, "")]
-    while pending:
-        node, path = pending.pop()
-        if isinstance(node, str):
-            if not node.isascii():
-                try:
-                    node.encode()
-                except UnicodeEncodeError:
-                    return path or "(body)"
-        elif isinstance(node, dict):
-            for name, child in node.items():
-                field = f"{path}.{name}" if path else name
-                pending.extend(((name, field), (child, field)))
-        elif isinstance(node, list):
-            pending.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
-    return None
-
-
-def _depth(value: Any, stop: int) -> int:
-    """How deeply ``value`` nests (counting stops a level past ``stop``); iterative, no recursion."""
-    deepest, pending = 0, [(value, 0)]
-    while pending:
-        node, level = pending.pop()
-        if isinstance(node, dict | list):
-            level += 1
-            deepest = max(deepest, level)
-            if deepest > stop:
-                return deepest
-            pending.extend((child, level) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
 
 
 def create_management_app(
     manager: Manager,
     *,
     auth: Auth,
-    limits: BodyLimits = BodyLimits(),
+    limits: BodyLimits = BodyLimits(),  # noqa: B008 - frozen (request_body.py), so one shared default is safe
     lockout: Lockout | None = None,
     allowed_hosts: Sequence[str] = (),
 ) -> Starlette:
@@ -257,7 +84,7 @@ def create_management_app(
                     headers={"Retry-After": str(math.ceil(wait))},
                 )  # fmt: skip
             if not await auth(request):
-                if _guessed(auth, request):
+                if guessed(auth, request):
                     lockout.refused(address)
                 return problem(
                     401,
@@ -523,4 +350,4 @@ def _message(body: Any) -> str | bytes:
     raise Invalid("invalid message", ["(top level): expected exactly one of text, json or binary"])
 
 
-__all__ = ["Auth", "BodyLimits", "create_management_app", "read_body", "read_json", "token_auth"]
+__all__ = ["create_management_app"]

@@ -12,10 +12,12 @@ from ..errors import ConfigError
 from ..middleware import WebSocketGateway
 from ..redis_client import connect
 from ..routing import route_target
-from .app import Auth, BodyLimits, create_management_app, token_auth
+from .admin_auth import Auth, token_auth
+from .app import create_management_app
 from .bus import Bus, RedisBus
 from .errors import BadRequest, Unavailable, problem
 from .redis_store import RedisStore
+from .request_body import BodyLimits
 from .service import Manager
 from .store import StateStore
 

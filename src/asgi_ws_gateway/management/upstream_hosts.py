@@ -16,7 +16,7 @@ The check follows the gateway's own rules, so that the two cannot disagree:
 * an API's destinations are its upstreams and the ``base_url`` of every ``set-backend-service`` it
   runs: the global ones, those of every product listing it (the file's and those created here), its own;
 * ``skip_policies`` removes an inherited policy by the name it runs under (:func:`policy_name`: its
-  ``name``, else its type), as :mod:`~asgi_ws_gateway.policies.build` does;
+  ``name``, else its type), as :mod:`~asgi_ws_gateway.policies.build_entries` does;
 * a host written as a template (``ws://{jwt.region}:9000``) is whatever the values make it: never
   one the operator named, in the file or in a change, unless the operator allowed every host (``*``).
 * a host is the operator's only as the file reaches it: each connection to one of the file's hosts
@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from ..config.apis import ApiConfig, UpstreamConfig
 from ..config.gateway import GatewayConfig
 from ..config.hosts import Host, host_matches, parse_host
-from ..policies.build import run_name
+from ..policies.build_entries import run_name
 from ..redact import redact_url_credentials
 from ..upstream.tls import PLAIN, TlsSettings, connection_tls
 from .disclosure import secret_setting, set_credentials, url_credential
@@ -52,7 +52,7 @@ _ANY_HOST: Host = ("*", None)
 
 def policy_name(entry: Mapping[str, Any]) -> str:
     """The name a policy entry (``{type: settings}``) runs under, which ``skip_policies`` matches: its
-    ``name``, else its type, as :class:`~asgi_ws_gateway.policies.build.PolicyBuilder` names what it builds."""
+    ``name``, else its type, as :class:`~asgi_ws_gateway.policies.build_entries.PolicyBuilder` names what it builds."""
     kind, settings = next(iter(entry.items()))
     return run_name(str(kind), settings.get("name") if isinstance(settings, Mapping) else None)
 

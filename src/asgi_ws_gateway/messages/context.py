@@ -10,7 +10,7 @@ import orjson
 
 from .._types import Data
 from ..errors import DropMessage, MessageRejected
-from ..handshake.context import AmbiguousValue
+from ..handshake.request_view import AmbiguousValue
 from ..json_depth import nests_deeper
 from ..json_names import LONE_SURROGATE, strict_json
 from ..templates import NAMESPACES, Template

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from .._context import current_connection, current_handshake
 from ..errors import CloseConnection, DropMessage, HandshakeDenied
-from ..handshake.context import ClientAddress, HandshakeContext, RequestView, Subscription
+from ..handshake.context import HandshakeContext, Subscription
 from ..handshake.pipeline import Policy
+from ..handshake.request_view import ClientAddress, RequestView
 from ..messages.context import ConnectionContext, Direction, MessageHandler, MessagePolicy, WsMessage
 from ..state.base import Decision, Store, StoreUnavailable
 from .base import (

@@ -21,7 +21,7 @@ from .base import Loc, loc_text
 from .message_base import MESSAGE_REGISTRY
 
 if TYPE_CHECKING:
-    from .build import PolicyBuilder
+    from .build_entries import PolicyBuilder
 
 _Scope = tuple[list[MessagePolicy], list[MessagePolicy], ErrorReply | None]
 _NO_PRODUCT = ""
