@@ -28,8 +28,8 @@ from asgi_ws_gateway.forwarded import Networks
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.handshake.request_view import RequestView
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
+from asgi_ws_gateway.passthrough.frame_encoding import encode_frame
 from asgi_ws_gateway.passthrough.framed import FramedRelay
-from asgi_ws_gateway.passthrough.frames import encode_frame
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
 from asgi_ws_gateway.policies.build import load_policies
 from asgi_ws_gateway.state.memory import MemoryState

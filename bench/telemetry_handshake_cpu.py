@@ -8,7 +8,7 @@ connection for each mode:
 
 * ``off``: no providers (the default gateway);
 * ``each-lean``, ``failover-lean``: traces and metrics, ``telemetry.attempt_spans`` as named, spans
-  from the gateway's lean provider (``telemetry.lean_spans``, what its own OTLP export uses), encoded
+  from the gateway's lean provider (``telemetry.lean_provider``, what its own OTLP export uses), encoded
   by the gateway's encoder (``telemetry.otlp_wire``);
 * ``each``, ``failover``: the same with the SDK's tracer provider (``ASGI_WS_GATEWAY_SPANS=sdk``, and
   any provider an application passes or sets globally);
@@ -67,7 +67,7 @@ async def _measure(mode: str, count: int, histograms: str) -> float:
     from asgi_ws_gateway import load_config
     from asgi_ws_gateway.relay.stats import RelayStats
     from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, providers
-    from asgi_ws_gateway.telemetry.lean_spans import LeanTracerProvider
+    from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
     from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
     from asgi_ws_gateway.upstream.request import build_request

@@ -69,7 +69,7 @@ def test_no_two_public_classes_share_a_name() -> None:
 LAZY_OWN_MODULES = {"cli.py"}
 LAZY_OWN_IMPORTS = {
     ("telemetry/providers.py", ".otlp_export"),
-    ("telemetry/providers.py", ".lean_spans"),
+    ("telemetry/providers.py", ".lean_provider"),
     ("telemetry/providers.py", ".histograms"),
     ("telemetry/providers.py", ".otlp_responses"),
 }

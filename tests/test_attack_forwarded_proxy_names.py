@@ -4,7 +4,7 @@
 some framework or platform as the client's address: ``Client-IP``, ``X-Forwarded`` (no dash),
 ``Forwarded-For``, ``X-Envoy-External-Address``, ``Fly-Client-IP``, ``X-Appengine-User-Ip``,
 ``X-Azure-ClientIP``, ``X-ProxyUser-Ip`` (and a ``check-header`` or ``{header.*}`` read the forged
-value). Now a rule drops them (``upstream.request.is_proxy_header``): any name holding
+value). Now a rule drops them (``upstream.proxy_headers.is_proxy_header``): any name holding
 ``forwarded``, ``client-ip``, ``clientip``, ``real-ip``, ``connecting-ip``, ``user-ip`` and the like,
 any ``X-Original-*``, ``X-Envoy-*`` and ``X-Appengine-*``. Real uvicorn, an upstream that records
 the headers it was sent.
@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
-from asgi_ws_gateway.upstream.request import replaced_forwarding_header
+from asgi_ws_gateway.upstream.headers import replaced_forwarding_header
 from support.clients import connect
 from support.configs import api_entry
 from support.servers import UvicornFactory

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.forwarded import Networks
 from asgi_ws_gateway.standalone import not_found
-from asgi_ws_gateway.upstream.request import forwarding_headers
+from asgi_ws_gateway.upstream.headers import forwarding_headers
 from support.clients import connect
 from support.configs import api_entry
 from support.servers import UvicornFactory

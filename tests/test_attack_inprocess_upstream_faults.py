@@ -39,8 +39,8 @@ from support.gateway import PASSTHROUGH
 from support.servers import UvicornFactory, UvicornServer
 
 FAST: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.3, "close_timeout": 0.3, "connect_timeout": 0.5}
-INPROCESS = "asgi_ws_gateway.upstream.inprocess"
-QUEUED = 4  # inprocess.TO_APP_QUEUE, as a network upstream's max_queue: what waits for an app without a stall
+INPROCESS = "asgi_ws_gateway.upstream.inprocess_connection"
+QUEUED = 4  # inprocess_connection.TO_APP_QUEUE, a network upstream's max_queue: what waits for an app without a stall
 SPIN_CAP = 10_000  # an app past this many answers spun (the old code); it stops so the test ends
 
 
@@ -337,9 +337,10 @@ async def test_a_streamer_reading_its_next_prompt_after_the_answer_is_not_stalle
 async def test_an_app_whose_sends_wait_on_a_slow_client_is_not_stalled(
     uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The client reads nothing for three keepalive windows while the app sends 16 MiB: the app's
-    send waits on the gateway (the client's backpressure), its own messages wait on the app; once the
-    client reads, it gets everything, then the app's 1000."""
+    """The client reads slowly (a message every 0.1 s) for three keepalive windows while the app sends
+    16 MiB: the app's sends wait on the gateway (the client's backpressure), its own messages wait on the
+    app; once the client reads on at full speed, it gets everything, then the app's 1000. (A client
+    reading nothing that long is dropped: the relay's stall rule has the API's ``ping_timeout``.)"""
     caplog.set_level(logging.INFO)
     chunk, count = b"x" * 256 * 1024, 64
     sent = [0]
@@ -358,9 +359,12 @@ async def test_an_app_whose_sends_wait_on_a_slow_client_is_not_stalled(
     ) as ws:  # no deflate: 16 MiB on the wire
         for n in range(2 * QUEUED):  # they wait on the app, whose sends wait on this client
             await ws.send(f"hello {n}")
-        await asyncio.sleep(1.5)  # three keepalive windows, the client reading nothing
-        assert sent[0] < count, "the client's buffers took it all: the app's sends never waited"
         received = 0
+        for _ in range(15):  # three keepalive windows, the client reading slowly
+            assert await ws.recv() == chunk
+            received += 1
+            await asyncio.sleep(0.1)
+        assert sent[0] < count, "the client's buffers took it all: the app's sends never waited"
         async with asyncio.timeout(20):  # a hang guard, not a measure
             with pytest.raises(ConnectionClosed) as closed:
                 while True:

@@ -4,7 +4,7 @@ Every API the gateway serves shares its origin, and every connector passed the u
 headers on to the client but for the hop-by-hop ones, ``Date`` and ``Server``: one backend's 101 (or
 refusal) with ``Strict-Transport-Security: ...; includeSubDomains; preload``, ``Clear-Site-Data:
 "*"``, ``Alt-Svc``, ``NEL``/``Report-To``, ``Refresh`` or ``Location`` reached the browser, acting on
-every other API and page of that origin. Now ``upstream.request.ORIGIN_WIDE`` never passes; other
+every other API and page of that origin. Now ``upstream.headers.ORIGIN_WIDE`` never passes; other
 headers (``Set-Cookie``, ``X-App``) still do. Raw upstreams answer for the splice and the relay; an
 in-process app answers through its accept and its refusal.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.upstream.request import ORIGIN_WIDE
+from asgi_ws_gateway.upstream.headers import ORIGIN_WIDE
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, handshake, header_of, status_of
 from support.servers import UvicornServer

@@ -12,7 +12,7 @@ The user an authenticating proxy let in and the client certificate a TLS-ending 
 (``Remote-User``, ``X-Auth-Request-User``, ``Cf-Access-Jwt-Assertion``, ``X-MS-CLIENT-PRINCIPAL-NAME``,
 ``Ssl-Client-Cert``, ``X-SSL-Client-Verify``) are forgeries from a direct client, which sent them
 upstream before, and kept from a trusted proxy, the only one that can have vouched for them, for
-the policies (``{header.*}``, ``validate-jwt``) and the upstream (``upstream.request.is_vouched_header``).
+the policies (``{header.*}``, ``validate-jwt``) and the upstream (``upstream.proxy_headers.is_vouched_header``).
 A real ``asgi-ws-gateway run``, an upstream that records the headers it was sent.
 """
 
@@ -28,12 +28,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgi_ws_gateway.upstream.request import (
-    HOP_BY_HOP,
-    is_proxy_header,
-    is_vouched_header,
-    replaced_forwarding_header,
-)
+from asgi_ws_gateway.upstream.headers import HOP_BY_HOP, replaced_forwarding_header
+from asgi_ws_gateway.upstream.proxy_headers import is_proxy_header, is_vouched_header
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
 from support.processes import ServerProcess, ready_server

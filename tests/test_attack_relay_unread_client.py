@@ -5,7 +5,7 @@ client leg is the gateway's server protocol, which had no such rule: a client wh
 stopped while its upstream streamed to it stayed open with MBs queued to it until it was killed
 (uvicorn's keepalive ping waited behind the full buffer, and the close after its late pong waited for
 that buffer to drain). The protocol now judges a client its writes wait for by the same probe as the
-splice (bytes its TCP stack acknowledged), every ``ws_ping_timeout``. A client reading slowly but
+splice (bytes its TCP stack acknowledged), every ``ping_timeout`` (the API's). A client reading slowly but
 steadily makes progress, so it is never dropped, nor failed for a pong that waits behind MBs.
 
 Raw sockets with a small receive buffer play the clients (no SIGSTOP needed: they just do not read).
@@ -31,8 +31,8 @@ from support.gateway import PASSTHROUGH
 from support.rawws import raw_client, read_slowly
 from support.servers import UvicornFactory
 
-KEEPALIVE: dict[str, Any] = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.5}
-"""uvicorn's keepalive, which the relay's client leg takes its stall window from."""
+KEEPALIVE: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5}
+"""The API's keepalive, which the relay's client leg takes its stall window from."""
 MESSAGE = b"y" * 65536
 SMALL_BUFFER = 8192
 """The clients' SO_RCVBUF: what their kernel takes in for them stays small."""
@@ -75,8 +75,8 @@ async def test_an_in_process_upstream_streaming_to_a_client_that_reads_nothing_e
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
     upstream = {"url": "asgi:", "app": _streaming_app(ended)}
-    api = api_entry(upstream)  # type: ignore[arg-type]
-    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **KEEPALIVE)
+    api = api_entry(upstream, **KEEPALIVE)  # type: ignore[arg-type]
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
     _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))  # reads nothing
     try:
         assert await asyncio.to_thread(ended.wait, 20)
@@ -106,8 +106,8 @@ async def test_a_network_upstream_streaming_to_a_relay_client_that_reads_nothing
 
     async with serve(streamer, "127.0.0.1", 0, ping_interval=None, compression=None) as upstream:
         port = upstream.sockets[0].getsockname()[1]
-        api = api_entry(f"ws://127.0.0.1:{port}/", passthrough=False)
-        server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **KEEPALIVE)
+        api = api_entry(f"ws://127.0.0.1:{port}/", passthrough=False, **KEEPALIVE)
+        server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
         _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))
         try:
             assert await asyncio.wait_for(saw, 20) == 1001
@@ -120,10 +120,10 @@ async def test_a_network_upstream_streaming_to_a_relay_client_that_reads_nothing
 
 RATE = 50_000
 """Bytes a second the slow client takes in: steady, far slower than the upstream sends."""
-SLOW_KEEPALIVE: dict[str, Any] = {"ws_ping_interval": 0.5, "ws_ping_timeout": 1.5}
+SLOW_KEEPALIVE: dict[str, Any] = {"ping_interval": 0.5, "ping_timeout": 1.5}
 """For the slow reader: a timeout a loaded 2-core machine's scheduling cannot exceed between its reads
 (0.5 s dropped it once in a CI run, its reading thread starved)."""
-TAKEN = int(3 * SLOW_KEEPALIVE["ws_ping_timeout"] * RATE)
+TAKEN = int(3 * SLOW_KEEPALIVE["ping_timeout"] * RATE)
 """What it takes in: over three ping_timeouts."""
 
 
@@ -146,8 +146,8 @@ async def test_a_relay_client_reading_slowly_but_steadily_is_kept(
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
     upstream = {"url": "asgi:", "app": _streaming_app(ended)}
-    gateway = WebSocketGateway(not_found, config={"apis": [api_entry(upstream)]})  # type: ignore[arg-type]
-    server = uvicorn_server(gateway, ws=PASSTHROUGH, **SLOW_KEEPALIVE)
+    gateway = WebSocketGateway(not_found, config={"apis": [api_entry(upstream, **SLOW_KEEPALIVE)]})  # type: ignore[arg-type]
+    server = uvicorn_server(gateway, ws=PASSTHROUGH)
     assert await asyncio.to_thread(_read_slowly, server.port, ended) is None
     assert "closed by client with 1006" in await access_line(caplog)  # it went, when done reading
     assert _dropped(caplog) == []

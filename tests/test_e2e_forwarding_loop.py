@@ -21,7 +21,7 @@ from asgi_ws_gateway._types import Receive, Scope, Send
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.handshake.forwarding_loop import check_forwarding_loop, gateway_hops
 from asgi_ws_gateway.standalone import not_found
-from asgi_ws_gateway.upstream.request import upstream_headers
+from asgi_ws_gateway.upstream.headers import upstream_headers
 from support.clients import connect
 from support.configs import api_entry
 from support.gateway import MODES, PASSTHROUGH

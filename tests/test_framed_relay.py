@@ -15,8 +15,8 @@ from asgi_ws_gateway.errors import CloseConnection
 from asgi_ws_gateway.messages.context import ConnectionContext, Direction, MessageCheck, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.passthrough.assembler import MessageAssembler
+from asgi_ws_gateway.passthrough.frame_encoding import close_frame, encode_frame
 from asgi_ws_gateway.passthrough.framed import FramedRelay
-from asgi_ws_gateway.passthrough.frames import close_frame, encode_frame
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
 from asgi_ws_gateway.relay.stats import RelayStats
 from support.policies import context

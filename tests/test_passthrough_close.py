@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from asgi_ws_gateway.passthrough.frames import FrameScanner, close_frame, encode_frame
+from asgi_ws_gateway.passthrough.frame_encoding import close_frame, encode_frame
+from asgi_ws_gateway.passthrough.frames import FrameScanner
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
 from asgi_ws_gateway.passthrough.splice import Splice
 from asgi_ws_gateway.relay.stats import RelayStats

@@ -446,4 +446,4 @@ async def test_failing_background_work_is_logged_once_when_it_fails(errors: Any)
     await run_to_end(relay)
     await closer
     assert upstream.sent == ["go", "still relayed"]
-    assert errors() == ["asgi_ws_gateway.relay.pumps: message policy task failed"]
+    assert errors() == ["asgi_ws_gateway.relay.policy_tasks: message policy task failed"]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from asgi_ws_gateway.policies import hash_key
-from asgi_ws_gateway.upstream.request import PROXY_SET
+from asgi_ws_gateway.upstream.proxy_headers import PROXY_SET
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
 from support.processes import ServerProcess, ready_server

@@ -51,7 +51,8 @@ from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import histograms as own_module
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.histograms import OwnHistogram, OwnHistograms
-from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.metrics import Attrs, DurationHistogram, Metrics, sdk_histogram
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 from support.clients import connect, expect_status

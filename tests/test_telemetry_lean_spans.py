@@ -32,7 +32,9 @@ from opentelemetry.trace.span import TraceState
 from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.telemetry import propagation
-from asgi_ws_gateway.telemetry.lean_spans import LeanSpan, LeanTracer, LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
+from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 

@@ -155,7 +155,7 @@ def test_an_attribute_that_cannot_be_encoded_is_left_out_as_the_sdk_does(
     bad: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     batch = [_span({"before": 1, "bad": bad, "after": "kept"})]
-    with caplog.at_level(logging.ERROR, "asgi_ws_gateway.telemetry.otlp_wire"):
+    with caplog.at_level(logging.ERROR, "asgi_ws_gateway.telemetry.otlp_attributes"):
         ours = encode_spans(batch)
     assert ours == _sdk(batch)
     (span,) = ExportTraceServiceRequest.FromString(ours).resource_spans[0].scope_spans[0].spans

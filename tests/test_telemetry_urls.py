@@ -13,7 +13,7 @@ from asgi_ws_gateway.redact import redact_url as redacted_url
 from asgi_ws_gateway.redact import text as text_redaction
 from asgi_ws_gateway.telemetry.access import AccessLog
 from asgi_ws_gateway.telemetry.providers import SCHEDULE_DELAY_MS, resolve_providers
-from asgi_ws_gateway.telemetry.tracing import _server
+from asgi_ws_gateway.telemetry.server_addresses import addressed_server as _server
 
 
 @pytest.mark.parametrize(

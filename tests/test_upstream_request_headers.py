@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asgi_ws_gateway._types import Scope
-from asgi_ws_gateway.upstream import request
-from asgi_ws_gateway.upstream.request import (
+from asgi_ws_gateway.upstream import headers
+from asgi_ws_gateway.upstream.headers import (
     HOP_BY_HOP,
     forwarding_headers,
     replaced_forwarding_header,
@@ -44,5 +44,5 @@ def test_the_remembered_names_are_bounded() -> None:
     for n in range(600):
         upstream_headers({"headers": [(b"x-%d" % n, b"v")]}, trust_forwarded=False)
     upstream_headers({"headers": [(b"x-" + b"n" * 100, b"v")]}, trust_forwarded=False)
-    known = request._CROSSING[False]
-    assert len(known) <= request._CROSSING_LIMIT and b"x-" + b"n" * 100 not in known
+    known = headers._CROSSING[False]
+    assert len(known) <= headers._CROSSING_LIMIT and b"x-" + b"n" * 100 not in known

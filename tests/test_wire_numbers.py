@@ -15,7 +15,7 @@ from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.passthrough import raw_upstream
 from asgi_ws_gateway.passthrough.inflate import sender_window
 from asgi_ws_gateway.telemetry import names as n
-from asgi_ws_gateway.telemetry.tracing import _server
+from asgi_ws_gateway.telemetry.server_addresses import addressed_server as _server
 from asgi_ws_gateway.upstream.checks import check_upstream_request
 from asgi_ws_gateway.wire_numbers import parse_digits, parse_port
 from support.gateway import ProbedGateway

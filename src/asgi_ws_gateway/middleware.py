@@ -28,9 +28,10 @@ from .handshake.responses import send_denial
 from .log_throttle import OutageLog
 from .loop_watch import LoopWatch
 from .messages.pipeline import MessagePolicySet
+from .passthrough.asgi_extension import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
-from .passthrough.splice import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, Splice
+from .passthrough.splice import Splice
 from .policies.build import GatewayPolicies, load_policies
 from .relay.close_codes import SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
@@ -400,6 +401,8 @@ class WebSocketGateway(AdmissionChecks):
                 if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
                     accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
                     accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
+                    accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
+                    accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
             if policies is not self._policies or self._draining:  # changed while the handshake ran
                 self._check_still_admitted(api, handshake.subscription)
         except BaseException as exc:

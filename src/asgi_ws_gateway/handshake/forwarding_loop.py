@@ -1,7 +1,7 @@
 """Forwarding loops: a handshake that has already passed through this gateway too many times.
 
 Every upstream request the gateway sends names it in ``Via`` (RFC 9110 §7.6.3,
-:data:`~asgi_ws_gateway.upstream.request.VIA_RECEIVED_BY`). An upstream URL that leads back to a
+:data:`~asgi_ws_gateway.upstream.headers.VIA_RECEIVED_BY`). An upstream URL that leads back to a
 gateway (its own address, a load balancer in front of it, another gateway pointing back) would
 otherwise open a new upstream connection per hop until the headers outgrow a limit: one client
 handshake became thousands of connections. Counting the gateway's own entries bounds that at
@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 
 from ..errors import HandshakeDenied
-from ..upstream.request import VIA_RECEIVED_BY
+from ..upstream.headers import VIA_RECEIVED_BY
 
 # One Via entry naming the gateway: a received-protocol ("1.1", "HTTP/1.1"), then its received-by,
 # followed by a comment, another entry or the end.

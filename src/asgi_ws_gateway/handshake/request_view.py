@@ -14,7 +14,8 @@ from .._types import Scope
 from ..errors import HandshakeDenied
 from ..forwarded import Networks, client_address, forwarded_chain, parse_ip
 from ..param_names import fold_cookie_name, fold_name, spelled_as
-from ..upstream.request import forwarding_headers, offered_subprotocols, replaced_forwarding_header
+from ..upstream.headers import forwarding_headers, replaced_forwarding_header
+from ..upstream.request import offered_subprotocols
 
 V = TypeVar("V")
 
@@ -123,7 +124,7 @@ class RequestView:
         peer, a trusted proxy too: a policy must not read a forwarding header the gateway itself does
         not believe (a client's ``X-Forwarded-Proto: https`` passed a check the upstream, sent
         ``http``, never saw). The user or client certificate a proxy vouched for (``Remote-User``,
-        ``Ssl-Client-Cert``: ``upstream.request.is_vouched_header``) is here when the peer is a
+        ``Ssl-Client-Cert``: ``upstream.proxy_headers.is_vouched_header``) is here when the peer is a
         trusted proxy, and absent otherwise."""
         headers: dict[str, list[str]] = {}
         trusted = self.peer_is_trusted_proxy
@@ -157,7 +158,7 @@ class RequestView:
 
         A policy reads one or two headers per handshake (``validate-jwt`` its ``Authorization``):
         one the gateway forwards as sent from any peer (not ``X-Forwarded-*`` nor a proxy's header,
-        :func:`~..upstream.request.is_proxy_header`, whose presence may depend on the peer) is found in
+        :func:`~..upstream.proxy_headers.is_proxy_header`, whose presence may depend on the peer) is found in
         the request as sent, without building :attr:`headers` (its forwarding headers and every name
         decoded: ~600 interpreter steps a handshake)."""
         headers = self.__dict__.get("headers")

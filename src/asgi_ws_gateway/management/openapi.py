@@ -7,6 +7,16 @@ from typing import Any
 
 from ..config.apis import ApiConfig
 from .live_connections import DEFAULT_LISTED, MAX_LISTED
+from .openapi_schemas import (
+    CONNECTION_SCHEMA,
+    LIVE_SCHEMAS,
+    MESSAGE_SCHEMA,
+    SUBSCRIPTION_KEY_SCHEMA,
+    WARNED_SCHEMA,
+    WARNINGS_SCHEMA,
+    WORKERS_SCHEMA,
+    extend_schema,
+)
 from .subscriptions import Product, SubscriptionRequest, SubscriptionResource
 
 _REF = "#/components/schemas/{model}"
@@ -105,128 +115,16 @@ _LISTED = {
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LISTED, "default": DEFAULT_LISTED},
     "description": "how many connections at most, the oldest first",
 }
-_WORKERS = {
-    "type": "object",
-    "properties": {"answered": {"type": "integer"}, "expected": {"type": "integer"}},
-    "description": "how many workers answered, of how many received the request",
-}
-_LIVE_SCHEMAS: dict[str, Any] = {
-    "MetricSeries": {
-        "type": "object",
-        "properties": {
-            "interval": {"type": "number", "description": "seconds between samples"},
-            "window": {"type": "number", "description": "seconds of samples each worker keeps"},
-            "times": {
-                "type": "array",
-                "items": {"type": "number"},
-                "description": "every sampling slot (Unix seconds) from the first sampled to the last",
-            },
-            "series": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "name": {
-                            "enum": [
-                                "active",
-                                "handshakes",
-                                "messages",
-                                "bytes",
-                                "refusals",
-                                "upstream_failures",
-                                "closes",
-                            ]
-                        },
-                        "api": {"type": "string"},
-                        "label": {
-                            "type": "string",
-                            "description": "handshakes: accepted or the refusal status; messages, bytes: in "
-                            "(client to upstream) or out; refusals: the policy; upstream_failures: the "
-                            "backend; closes: the code; active: empty",
-                        },
-                        "values": {
-                            "type": "array",
-                            "items": {"type": ["integer", "null"]},
-                            "description": "running totals (active: open now), one per time; null where no "
-                            "worker sampled (the gateway was down)",
-                        },
-                    },
-                },
-            },
-            "workers": _WORKERS,
-        },
-    },
-    "Refusal": {
-        "type": "object",
-        "properties": {
-            "at": {"type": "number", "description": "Unix time in seconds"},
-            "api": {"type": "string"},
-            "status": {"type": "integer"},
-            "reason": {"type": "string"},
-            "policy": {"type": ["string", "null"]},
-            "detail": {"type": "string", "description": "redacted, at most 200 characters"},
-            "worker": {"type": "string"},
-        },
-    },
-}
 _NO_CONTENT = {"204": {"description": "done"}}
-_WARNINGS = {
-    "type": "array",
-    "items": {"type": "string"},
-    "description": "only when there are any: the configuration warnings that concern the change (valid, probably "
-    "not meant: a token read from a cookie with no check-origin), redacted as the log writes them; not a field "
-    "of the resource: a body that has it is taken without it (send the answer back as it is)",
-    "readOnly": True,
-}
-_WARNED = {"type": "object", "properties": {"warnings": _WARNINGS}}
 _DELETED = {
     **_NO_CONTENT,
     "200": _json(
-        {**_WARNED, "required": ["warnings"]}, "done, and the deletion left configuration warnings (about the APIs)"
+        {**WARNED_SCHEMA, "required": ["warnings"]},
+        "done, and the deletion left configuration warnings (about the APIs)",
     ),
 }
-
-
-def _extended(schemas: dict[str, Any], name: str, title: str, extra: dict[str, Any], *, required: bool) -> None:
-    """Add ``title``: the schema ``name`` with the ``extra`` properties. Not ``allOf``: the resources forbid
-    additional properties, so no answer that had them was valid against ``allOf: [resource, extra]``."""
-    schema = schemas[name]
-    schemas[title] = {
-        **schema,
-        "title": title,
-        "properties": {**schema["properties"], **extra},
-        **({"required": [*schema.get("required", ()), *extra]} if required else {}),
-    }
-
-
 _DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
-_KEY = {"type": "string", "description": "the subscription key: shown this once, only its SHA-256 is kept"}
 _KEYED = _ref("SubscriptionWithKey")
-_MESSAGE = {
-    "oneOf": [
-        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
-        {"type": "object", "properties": {"json": {}}, "required": ["json"]},
-        {
-            "type": "object",
-            "properties": {"binary": {"type": "string", "contentEncoding": "base64"}},
-            "required": ["binary"],
-        },
-    ]
-}
-_CONNECTION = {
-    "type": "object",
-    "properties": {
-        **{k: {"type": "string"} for k in ("id", "api", "worker")},
-        "client": {
-            "type": "string",
-            "description": "the client's address: what trusted proxies reported, else the TCP peer's",
-        },
-        "peer": {"type": "string", "description": "host:port of the TCP peer (a proxy's, behind trusted proxies)"},
-        **{k: {"type": ["string", "null"]} for k in ("subject", "subscription", "backend")},
-        "opened_at": {"type": "number", "description": "Unix time"},
-        **{k: {"type": "integer"} for k in ("messages_in", "bytes_in", "messages_out", "bytes_out")},
-    },
-}
 
 
 @functools.cache
@@ -242,10 +140,10 @@ def openapi_document() -> dict[str, Any]:
     schemas["Subscription"]["required"] = [r for r in schemas["Subscription"]["required"] if r != "key_sha256"]
     # The answers to changes: the resource and what comes with it (the body of a create or replace may
     # have ``warnings``, ignored, so that an answer can be sent back as it is).
-    _extended(schemas, "ApiConfig", "ApiConfigWithWarnings", {"warnings": _WARNINGS}, required=False)
-    _extended(schemas, "Product", "ProductWithWarnings", {"warnings": _WARNINGS}, required=False)
-    _extended(schemas, "Subscription", "SubscriptionWithKey", {"key": _KEY}, required=True)
-    schemas["Connection"] = _CONNECTION
+    extend_schema(schemas, "ApiConfig", "ApiConfigWithWarnings", {"warnings": WARNINGS_SCHEMA}, required=False)
+    extend_schema(schemas, "Product", "ProductWithWarnings", {"warnings": WARNINGS_SCHEMA}, required=False)
+    extend_schema(schemas, "Subscription", "SubscriptionWithKey", {"key": SUBSCRIPTION_KEY_SCHEMA}, required=True)
+    schemas["Connection"] = CONNECTION_SCHEMA
     schemas["Problem"] = {
         "type": "object",
         "properties": {
@@ -359,7 +257,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/connections/{id}/messages": {
-            "post": _op("Send a message to the connection's client", _DONE, body=_MESSAGE, params=_ID)
+            "post": _op("Send a message to the connection's client", _DONE, body=MESSAGE_SCHEMA, params=_ID)
         },
         "/connections/{id}/close": {
             "post": _op(
@@ -391,7 +289,7 @@ def openapi_document() -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "refusals": {"type": "array", "items": _ref("Refusal")},
-                                "workers": _WORKERS,
+                                "workers": WORKERS_SCHEMA,
                                 "served_by": {"type": "string"},
                             },
                         }
@@ -401,7 +299,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
     }
-    schemas.update(_LIVE_SCHEMAS)
+    schemas.update(LIVE_SCHEMAS)
     _add_request_refusals(paths)
     return {
         "openapi": "3.1.0",

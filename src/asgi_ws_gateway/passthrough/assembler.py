@@ -21,7 +21,7 @@ from websockets.speedups import apply_mask
 from .._types import Data
 from ..relay.close_codes import close_problem
 from ..relay.stats import RelayStats
-from .frames import FRAGMENT_FLOOR, frame_rule_broken
+from .frame_rules import FRAGMENT_FLOOR, frame_rule_broken
 
 _TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
 

@@ -36,10 +36,10 @@ from .._types import Data
 from ..errors import CloseConnection
 from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
-from ..relay.pumps import PolicyTasks
+from ..relay.policy_tasks import PolicyTasks
 from ..relay.stats import RelayStats
 from .assembler import Event, MessageAssembler
-from .frames import encode_frame
+from .frame_encoding import encode_frame
 from .raw_upstream import RawUpstream
 from .sides import Side
 from .splice import Splice

@@ -2,7 +2,7 @@
 
 :class:`FrameScanner` reads the bytes one side sends as they arrive, split anywhere, and finds
 frame boundaries from the headers alone (RFC 6455 §5.2: 7, 16 or 64-bit lengths, masked or not).
-It counts messages and bytes into :class:`~asgi_ws_gateway.relay.pumps.RelayStats`, reads close frames'
+It counts messages and bytes into :class:`~asgi_ws_gateway.relay.stats.RelayStats`, reads close frames'
 code and reason, and stops at the first frame that would take a message over the size limit, or
 that breaks the rules a WebSocket endpoint checks (§5.1-5.5: masking by direction, reserved bits no
 extension claimed, reserved opcodes, fragmented or long control frames, continuation frames out of
@@ -15,7 +15,6 @@ which is inflated to hold it to the size limit (:mod:`.inflate`).
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Protocol
 
@@ -27,35 +26,17 @@ except ImportError:  # pragma: no cover
 from ..loop_watch import BYTES_PER_TURN
 from ..relay.close_codes import close_problem
 from ..relay.stats import RelayStats
+from .frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken
 from .inflate import InflatedSize, sender_window
 
 _CLOSE = 0x8
 _PING = 0x9
 _PONG = 0xA
 _CONTROL = 0x8  # opcodes 0x8 and above are control frames
-_OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
-_OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
-_RSV1 = 0x40
-FRAGMENT_FLOOR = 64
-"""Bytes each frame of a fragmented message counts toward the size limit at least, but for its last:
-empty or tiny fragments, which the bytes they carry do not bound, cost a receiver per frame (uvicorn's
-``websockets-sansio`` keeps an object per fragment: two million empty ones grew one by 19.9 MB). 64
-bytes: Autobahn's smallest fragments (9.3.1, 9.4.1), which a limit of their message's size still passes."""
 
 
 _PLAIN = frozenset({0x81, 0x82})
 _PLAIN_RSV1 = frozenset({0x81, 0x82, 0xC1, 0xC2})
-
-
-def _names(extensions: str | None) -> set[str]:
-    """The names of the negotiated ``extensions``."""
-    return {item.split(";")[0].strip().lower() for item in extensions.split(",")} if extensions else set()
-
-
-def _allowed_rsv(names: set[str]) -> int:
-    """Reserved bits a frame may set under the negotiated extensions ``names`` (RFC 6455 §5.2, RFC 7692 §6):
-    RSV1 under permessage-deflate, none otherwise (the splice negotiates no other extension)."""
-    return _RSV1 if "permessage-deflate" in names else 0
 
 
 class Scanner(Protocol):
@@ -154,8 +135,8 @@ class FrameScanner:
         self._count = stats.count_in if inbound else stats.count_out
         self._max = max_message_size
         self._masked = 0x80 if inbound else 0
-        names = _names(extensions)
-        self._rsv = _allowed_rsv(names)
+        names = extension_names(extensions)
+        self._rsv = allowed_rsv(names)
         # With permessage-deflate (RSV1 is its, whatever else was negotiated beside it), compressed
         # messages are inflated to be held to the limit.
         self._inflated: InflatedSize | None = None
@@ -163,7 +144,7 @@ class FrameScanner:
             keeps, bits = sender_window(extensions, sender_is_client=inbound)
             self._inflated = InflatedSize(limit=max_message_size, keeps_context=keeps, window_bits=bits)
         # The first bytes of a whole, final, unfragmented text or binary frame: what most reads are.
-        self._plain = _PLAIN_RSV1 if self._rsv & _RSV1 else _PLAIN
+        self._plain = _PLAIN_RSV1 if self._rsv & RSV1 else _PLAIN
         self._fast = True  # at a frame boundary, between messages, nothing held back or stopped
 
     def halt(self) -> None:
@@ -198,7 +179,7 @@ class FrameScanner:
             if length != 127 and header + length == len(data) and length <= self._max:
                 # Compressed, under permessage-deflate: inflated (the attribute read only then).
                 if (
-                    data[0] & _RSV1
+                    data[0] & RSV1
                     and (inflated := self._inflated) is not None
                     and not self._inflate_whole(inflated, data, header)
                 ):
@@ -332,7 +313,7 @@ class FrameScanner:
                 if opcode:  # the first frame of a message: text (1) or binary (2)
                     self._binary = opcode == 2
                     self._message = self._charged = 0
-                    self._inflating = self._inflated if b0 & _RSV1 else None  # RSV1: compressed
+                    self._inflating = self._inflated if b0 & RSV1 else None  # RSV1: compressed
                     if self._inflating is not None:
                         self._inflating.start()
                 self._message += length
@@ -396,65 +377,8 @@ class FrameScanner:
             self._count(self._message, self._binary)
 
 
-def frame_rule_broken(
-    b0: int, b1: int, opcode: int, length: int, masked: int, rsv: int, in_message: bool
-) -> str | None:
-    """The framing rule a frame header breaks, if any (RFC 6455 §5.2-5.5); the splice's and the frame relay's.
-
-    Args:
-        b0, b1: the header's first two bytes; ``opcode`` and ``length`` as read from it.
-        masked: 0x80 if frames must be masked (a client's), 0 if they must not (an upstream's).
-        rsv: the reserved bits the negotiated extensions allow (:func:`_allowed_rsv`).
-        in_message: a fragmented message is open (its continuation frames are expected).
-    """
-    if b1 & 0x80 != masked:
-        return "incorrect masking"
-    if opcode in _OPCODES_CONTROL:
-        if not b0 & 0x80:
-            return "fragmented control frame"
-        if length > 125:
-            return "control frame too long"
-        rsv_allowed = 0 if rsv == _RSV1 else rsv  # permessage-deflate: data frames only
-    elif opcode in _OPCODES_DATA:
-        if opcode == 0 and not in_message:
-            return "unexpected continuation frame"
-        if opcode != 0 and in_message:
-            return "expected a continuation frame"
-        rsv_allowed = rsv if opcode != 0 or rsv != _RSV1 else 0
-    else:
-        return "invalid opcode"
-    if b0 & 0x70 & ~rsv_allowed:
-        return "reserved bits must be 0"
-    if length >> 63:
-        return "invalid frame length"
-    return None
-
-
 def _unmask(payload: bytes, mask: bytes) -> bytes:
     return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
-    """One final frame; masked with a random key when ``mask`` (client to server)."""
-    length = len(payload)
-    b1 = 0x80 if mask else 0
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, b1 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, b1 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, b1 | 127, length)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    keystream = int.from_bytes((key * (length // 4 + 1))[:length], "big")
-    masked = (int.from_bytes(payload, "big") ^ keystream).to_bytes(length, "big")
-    return header + key + masked
-
-
-def close_frame(code: int, reason: str, *, mask: bool) -> bytes:
-    """A close frame with ``code`` and ``reason`` (the caller maps reserved codes and caps the reason)."""
-    return encode_frame(_CLOSE, struct.pack("!H", code) + reason.encode(), mask=mask)
-
-
-__all__ = ["FrameScanner", "Scanner", "close_frame", "encode_frame", "frame_rule_broken"]
+__all__ = ["FrameScanner", "Scanner"]

@@ -2,7 +2,9 @@
 
 A peer whose transport's writes are paused is judged by its progress, not by the pause: one reading
 slowly but steadily keeps the writes paused for long while the kernel's send buffer (MBs) drains. The
-splice's sides (:mod:`.sides`) and the gateway's server protocol (the relay's client leg) both ask.
+splice's sides (:mod:`.sides`) and the gateway's server protocol (the relay's client leg) both ask,
+within the API's ``ping_timeout``: the splice is given it, the server protocol reads it from the
+application's ``websocket.accept`` (:data:`~.asgi_extension.PING_TIMEOUT`).
 """
 
 from __future__ import annotations

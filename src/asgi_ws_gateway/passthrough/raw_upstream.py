@@ -30,13 +30,13 @@ from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
 from ..upstream.chunked import MalformedChunks
+from ..upstream.headers import kept_response_headers
 from ..upstream.interim import UnreadableHead
 from ..upstream.refusal import RefusalBody
-from ..upstream.request import kept_response_headers
 from ..upstream.resolver import RESOLVER, host_and_port
 from ..upstream.response_head import AnswerHead
 from ..upstream.tls import UpstreamTls, checked
-from .frames import close_frame
+from .frame_encoding import close_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..relay.close_codes import wire_code, wire_reason
 from . import progress
-from .frames import Scanner, close_frame, encode_frame
+from .frame_encoding import close_frame, encode_frame
+from .frames import Scanner
 
 if TYPE_CHECKING:
     from .splice import Splice

@@ -54,22 +54,13 @@ import logging
 
 from .._types import Data, Message
 from ..relay.stats import RelayStats
-from .frames import FrameScanner, encode_frame
+from .asgi_extension import ACCEPT
+from .frame_encoding import encode_frame
+from .frames import FrameScanner
 from .raw_upstream import RawUpstream
 from .sides import PING_PAYLOAD, Side
 
 logger = logging.getLogger(__name__)
-
-EXTENSION = "asgi_ws_gateway.passthrough"
-"""The ``scope["extensions"]`` key a server that supports passthrough sets."""
-ACCEPT = "asgi_ws_gateway.passthrough.accept"
-"""The ASGI message type that accepts the client and hands its transport to a protocol."""
-MAX_SIZE = "asgi_ws_gateway.max_size"
-"""A key of a ``websocket.accept`` message sent under such a server: the largest message the server
-reads from this client (it inflates no more of a compressed one), when smaller than its ws_max_size."""
-CLOSE_TIMEOUT = "asgi_ws_gateway.close_timeout"
-"""A key of such a ``websocket.accept``: seconds the server waits for the client's close frame after
-sending its own before it closes the connection (uvicorn's protocol waits 10 s, whatever the API says)."""
 
 
 class Splice:
@@ -409,4 +400,4 @@ def _name(side: Side) -> str:
     return "client" if side.client else "upstream"
 
 
-__all__ = ["ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "Splice"]
+__all__ = ["Splice"]

@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus
 from ..handshake.pipeline import Policy
 from ..redact import is_credential_header, is_credential_parameter
 from ..templates import Reference, Template
-from ..upstream.request import is_proxy_header
+from ..upstream.proxy_headers import is_proxy_header
 from .admissions import Admission
 from .auth import CheckHeader, ValidateJwt
 from .control import Choose
@@ -116,7 +116,7 @@ def _cookie(ref: Reference) -> bool:
 def _identity_header(name: str) -> bool:
     """Whether an upstream believes a header so named about who the client is: a credential
     (``Authorization``, ``X-Api-Key``), a header of a proxy or an authenticating proxy
-    (``Remote-User``, ``X-Forwarded-Email``: :func:`~..upstream.request.is_proxy_header`), or one naming
+    (``Remote-User``, ``X-Forwarded-Email``: :func:`~..upstream.proxy_headers.is_proxy_header`), or one naming
     a user (``X-User-Id``, by the rule that redacts ``user`` query parameters)."""
     return is_credential_header(name) or is_proxy_header(name.strip().lower()) or is_credential_parameter(name)
 

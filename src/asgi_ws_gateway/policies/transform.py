@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from ..config.checks import configured_url_problem
 from ..handshake.context import HandshakeContext
 from ..templates import Template
-from ..upstream.request import HOP_BY_HOP
+from ..upstream.headers import HOP_BY_HOP
 from .base import PolicyEnv, PolicySettings, register_policy, template
 
 ExistsAction = Literal["override", "skip", "append", "delete"]

@@ -50,7 +50,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .._types import Data, Message, Receive, Send
 from ..errors import CloseConnection
@@ -58,6 +58,7 @@ from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection, UpstreamStalled
 from .close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
+from .policy_tasks import PolicyTasks
 from .stats import RelayStats
 
 if TYPE_CHECKING:
@@ -65,52 +66,9 @@ if TYPE_CHECKING:
     from ..messages.pipeline import MessagePipeline, MessagePolicySet
 
 logger = logging.getLogger(__name__)
-
-
-class PolicyTasks:
-    """The message policies' background work on one connection (``ConnectionContext.start``).
-
-    Queued until the connection runs, started at once while it runs, dropped once it is over; a
-    failure is logged when it happens, and what still runs at the end is cancelled and awaited.
-    Shared by the relay and the frame relay.
-    """
-
-    def __init__(self) -> None:
-        self._state: Literal["new", "running", "over"] = "new"
-        self._queued: list[Callable[[], Coroutine[Any, Any, None]]] = []  # start()ed before begin()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run ``task()`` while the connection runs: from :meth:`begin` on, or at once if running."""
-        if self._state == "new":
-            self._queued.append(task)
-        elif self._state == "running":
-            self.spawn(task())
-        # over: the connection is closed; there is nothing left for the task to do
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``coro`` now, as part of the connection's work (cancelled at :meth:`end`)."""
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def begin(self) -> None:
-        self._state = "running"
-        for task in self._queued:
-            self.spawn(task())
-        self._queued.clear()
-
-    async def end(self) -> None:
-        self._state = "over"
-        for running in self._tasks:
-            running.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # reported now, not at the close
-            logger.error("message policy task failed", exc_info=task.exception())
+_PROTOCOL_ERRORS = frozenset({1002, 1007})
+"""Codes the gateway fails an upstream with for what it found in its frames (a protocol error, a text
+message not UTF-8): its own close, as the splice and the frame relay record it."""
 
 
 class Relay:
@@ -422,14 +380,15 @@ class Relay:
             # a stall (passive health does not count it), the client told as for a vanished upstream.
             stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1011, closed.reason
             await self._close_client(1011, "upstream connection failed")
-        elif not closed.by_peer and closed.code not in (1006, 1009):
+        elif not closed.by_peer and closed.code in _PROTOCOL_ERRORS:
             # The gateway failed the upstream for a protocol error it found (1002, a text message not
             # UTF-8: 1007): its close, recorded as the splice and the frame relay record it (passive
             # health counts it); it said "closed by upstream with 1007", the upstream's code it never sent.
             stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1011, "upstream connection failed"
             await self._close_client(1011, "upstream connection failed")
         elif closed.by_peer or closed.code != 1009:
-            # The upstream closed, or vanished (1006: its TCP connection lost, a keepalive timeout).
+            # The upstream closed, or vanished (1006: its TCP connection lost, a keepalive timeout), or
+            # an in-process app failed (1011, as the server it runs in records an application's error).
             stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, closed.reason
             if closed.messages_sent is not None:  # what it was sent before its close, not what came after
                 stats.messages_in_at_close = closed.messages_sent
@@ -468,4 +427,4 @@ def _failure(pumps: set[asyncio.Task[None]]) -> BaseException | None:
     return None
 
 
-__all__ = ["PolicyTasks", "Relay"]
+__all__ = ["Relay"]

@@ -21,7 +21,10 @@ gateway needs on its edge:
   (the gateway sends its API's ``max_message_size``); a message over it closes the client with 1009
   and tells the application so (``"asgi_ws_gateway.too_big": True`` in the ``websocket.disconnect``);
   and how long to wait for the client's close frame after its own (``"asgi_ws_gateway.close_timeout":
-  <seconds>``, the API's ``close_timeout``; uvicorn waited 10 s whatever it was);
+  <seconds>``, the API's ``close_timeout``; uvicorn waited 10 s whatever it was); and the client's
+  keepalive and stall window (``"asgi_ws_gateway.ping_interval"`` and ``"asgi_ws_gateway.ping_timeout"``,
+  both or neither: seconds, or None for off; the API's, as the splice takes them), in place of uvicorn's
+  ``ws_ping_interval`` and ``ws_ping_timeout``, which still serve every other connection;
 * what a client sends before its handshake is answered (it did not wait for the 101) is held, unread,
   and read first once the application accepts or splices (uvicorn parsed it before the application
   decided, and a splice lost it with the parser);
@@ -33,11 +36,16 @@ gateway needs on its edge:
   reset a client still sending: 1006), and a client that reads nothing is dropped ``close_timeout``
   (and a second) later, within half of uvicorn's ``timeout_graceful_shutdown`` when that is set:
   uvicorn's close waited for its unread data to drain, and the shutdown never ended;
-* a client that takes in nothing of what is queued to it for ``ws_ping_timeout`` while the writes to
-  it are paused is dropped (aborted, no close frame; the application gets 1006), by the splice's
-  stall probe (:mod:`..passthrough.progress`), and a pong late behind bytes still on their way to it
-  is judged by their progress too: uvicorn's keepalive never dropped a client that reads nothing
-  (its close waited for the buffer to drain), and failed one reading slowly with 1011;
+* a client that takes in nothing of what is queued to it for ``ping_timeout`` (the application's, above,
+  else uvicorn's ``ws_ping_timeout``; never when the application's ``ping_interval`` or ``ping_timeout``
+  is None) while the writes to it are paused is dropped (aborted, no close frame; the application gets
+  1006), by the splice's stall probe (:mod:`..passthrough.progress`), and a pong late behind bytes still
+  on their way to it is judged by their progress too: uvicorn's keepalive never dropped a client that
+  reads nothing (its close waited for the buffer to drain), and failed one reading slowly with 1011;
+  no keepalive ping is written while those writes are paused, nor while the client is not read (its
+  messages wait for the application), and a pong is not awaited then, as on the splice (without a
+  ``ping_timeout`` uvicorn wrote one every ``ping_interval`` behind the rest, without bound, and it
+  failed a client with 1011 for a pong it left unread);
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
@@ -85,8 +93,8 @@ from websockets.server import ServerProtocol
 
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
+from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
 from ..passthrough.progress import taken_in, undelivered
-from ..passthrough.splice import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE
 from ..relay.close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
 from .head_deadline import HEADER_TIMEOUT_ENV
 from .http import GatewayH11Protocol, GatewayHTTPProtocol
@@ -128,12 +136,14 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _abort_timer: asyncio.TimerHandle | None = None
     _stall_due: asyncio.TimerHandle | None = None  # bytes wait for the client: dropped unless it takes some in
     _progress = 0  # what the client had taken in at the last look (``taken_in``)
+    _stall_window: float | None  # seconds the client gets to take some of that in (``_watch_progress``)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._message = bytearray()  # the fragments of the message being read, joined
         self._early_data = bytearray()  # what the client sent before its handshake was answered
         self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
+        self._stall_window = self.ping_timeout  # uvicorn's ws_ping_timeout, unless the application's accept says
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
@@ -389,6 +399,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 self._lower_max_size(message[MAX_SIZE])
             if type(timeout := message.get(CLOSE_TIMEOUT)) in (int, float) and 0 < timeout < float("inf"):
                 self.close_timeout = float(timeout)
+            if PING_INTERVAL in message and PING_TIMEOUT in message:
+                self._take_keepalive(message[PING_INTERVAL], message[PING_TIMEOUT])
         await super().send(message)
         if kind == "websocket.accept":
             self._release_early_data(self)
@@ -403,6 +415,18 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         current = getattr(self.conn, name, None)
         if limit > 0 and (current is None or limit < current):
             setattr(self.conn, name, limit)
+
+    def _take_keepalive(self, interval: object, timeout: object) -> None:
+        """The application's keepalive for this client (the API's ``ping_interval`` and ``ping_timeout``),
+        before uvicorn's accept starts it: with uvicorn's ``ws_ping_*`` for every connection, an API's
+        ``ping_timeout: 2`` dropped a stalled relay client after 20 s, and its ``null`` did not stop the rule.
+        As on the splice, the stall rule needs both: either None turns it off (None interval: no pings;
+        None timeout: no pong deadline). A value that is no number of seconds leaves uvicorn's."""
+        ping_interval, ping_timeout = _seconds(interval), _seconds(timeout)
+        if (ping_interval is None and interval is not None) or (ping_timeout is None and timeout is not None):
+            return
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self._stall_window = None if ping_interval is None else ping_timeout
 
     async def _pass_through(self, message: Any) -> None:
         if self.disconnected or self.transport.is_closing():
@@ -441,13 +465,14 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _watch_progress(self) -> None:
         """Bytes wait for the client (the writes to it paused): it must take some of them in within every
-        ``ping_timeout`` (uvicorn's ``ws_ping_timeout``), as the splice's stall rule asks of its sides.
+        ``ping_timeout`` (the API's, from the accept; else uvicorn's ``ws_ping_timeout``), as the splice's
+        stall rule asks of its sides.
 
         uvicorn's keepalive cannot find it: its ping waits behind the full buffer, and the close that
         follows a late pong waits for that buffer to drain, which never comes; the connection (and the
         application's send, waiting for the writes to resume) stayed open for as long as the client's
         process was stopped."""
-        timeout = self.ping_timeout
+        timeout = self._stall_window
         if timeout is None or timeout <= 0 or self._stall_due is not None or self.passed_through or self.disconnected:
             return
         self._progress = taken_in(self.transport)
@@ -465,7 +490,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._progress = taken
         elif waiting:
             logger.info("relay: the client read nothing for %g s (nothing queued to it was delivered); dropping it",
-                        self.ping_timeout)  # fmt: skip
+                        self._stall_window)  # fmt: skip
             # No close frame (it would wait behind the rest, unread), as the splice drops a side; the
             # application hears 1006, and a send waiting for the writes raises ClientDisconnected.
             if not self.close_sent:
@@ -477,15 +502,36 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if waiting:
             self._watch_progress()  # the next look, ``ping_timeout`` from now
 
+    def send_keepalive_ping(self) -> None:
+        """uvicorn's, but, as the splice pings a side, no ping while the writes to the client are paused or
+        the client is not read (its messages wait for the application: backpressure), only the next one
+        scheduled: its pong could not come, or not be read, meanwhile. The stall rule judges the one, the
+        upstream leg's keepalive the other; and with no ``ping_timeout`` (no pong awaited) uvicorn wrote
+        one more every ``ping_interval``, queued without bound behind a client that reads nothing."""
+        if not self.close_sent and not self.transport.is_closing() and not self._may_ping():
+            self.ping_timer = None
+            self.schedule_ping()
+            return
+        super().send_keepalive_ping()
+
+    def _may_ping(self) -> bool:
+        """The client's pong could come, and be read, now: its writes flow and the gateway reads it."""
+        return self.writable.is_set() and self.transport.is_reading()
+
     def keepalive_timeout(self) -> None:
         """uvicorn's, but a client is not charged for a pong while bytes written before the ping are still
         on their way to it (MBs, for a client reading slowly): it is judged by how they drain instead.
-        uvicorn closed it with 1011 then, and the close itself waited behind those bytes."""
+        uvicorn closed it with 1011 then, and the close itself waited behind those bytes. Nor while it is
+        not read (its messages wait for the application): its pong may be there, unread; as the splice
+        does, the client is charged for nobody's silence (its upstream leg's keepalive judges the other)."""
         timeout = self.ping_timeout
         closing = self.close_sent or self.transport.is_closing()
         if not closing and timeout is not None and (not self.writable.is_set() or undelivered(self.transport)):
             self._watch_progress()
             self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)
+            return
+        if not closing and timeout is not None and not self.transport.is_reading():
+            self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)  # the pong, once read
             return
         super().keepalive_timeout()
 
@@ -614,6 +660,13 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def _path(self) -> str:
         scope = getattr(self, "scope", None)
         return scope["path"] if scope is not None else ""  # uvicorn puts the root path before it
+
+
+def _seconds(value: object) -> float | None:
+    """``value`` if it is a number of seconds (finite, above 0; a bool is none), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    return None
 
 
 PassthroughWebSocketProtocol = GatewayWebSocketProtocol

@@ -10,11 +10,13 @@ from .._version import __version__
 from ..config.apis import ApiConfig
 from ..config.gateway import GatewayConfig
 from .access import AccessLog
-from .lean_spans import LeanTracer
+from .api_info import ApiInfo
+from .lean_tracer import LeanTracer
 from .metrics import Metrics
 from .names import SCOPE
-from .providers import Providers, resolve_providers
-from .tracing import ApiInfo, HandshakeTrace, StartSpan
+from .provider_shutdown import Providers
+from .providers import resolve_providers
+from .tracing import HandshakeTrace, StartSpan
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider

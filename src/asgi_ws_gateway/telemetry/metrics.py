@@ -17,8 +17,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import zip_longest
-from operator import add, attrgetter
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -26,15 +25,13 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from ..handshake.capacity import SHED
 from ..upstream.resolver import RESOLVER
 from . import names as n
+from .metric_totals import ApiTotals, size_classes
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
 
 Attrs = dict[str, str | int]
 AttrsKey = tuple[tuple[str, str | int], ...]
-ActionKey = tuple[str, str, str, str]
-"""(policy, action, direction, reason), as ``RelayStats.policy_actions`` keys them."""
-"""(policy, action, direction)."""
 
 
 class DurationHistogram(Protocol):
@@ -86,80 +83,10 @@ class MeteredConnection:
     stats: RelayStats
 
 
-class _Totals:
-    """Counters of one API: closed connections' final counts, to which open ones are added."""
-
-    def __init__(self) -> None:
-        self.messages = [0, 0, 0, 0]  # in text, in binary, out text, out binary
-        self.bytes = [0, 0, 0, 0]
-        self.slots_in = [0] * _SLOTS  # by RelayStats slot (size bit length): folded into classes when observed
-        self.slots_out = [0] * _SLOTS
-        self.actions: Tally[ActionKey] = Tally()
-        self.open = 0
-
-    def fold(self, stats: list[RelayStats]) -> None:
-        """Add closed connections' counters, counter by counter in C: added one connection at a time, in
-        Python, they were a fifth of the metrics' interpreter steps per connection."""
-        m_in, b_in, m_out, b_out, by_in, bb_in, by_out, bb_out = map(sum, zip(*map(_COUNTS, stats), strict=True))
-        messages, sizes = self.messages, self.bytes
-        messages[0] += m_in - b_in
-        messages[1] += b_in
-        messages[2] += m_out - b_out
-        messages[3] += b_out
-        sizes[0] += by_in - bb_in
-        sizes[1] += bb_in
-        sizes[2] += by_out - bb_out
-        sizes[3] += bb_out
-        for slots, column in ((self.slots_in, _SIZES_IN), (self.slots_out, _SIZES_OUT)):
-            summed = list(map(sum, zip_longest(*map(column, stats), fillvalue=0)))
-            slots[: len(summed)] = map(add, slots, summed)
-        for actions in filter(None, map(_ACTIONS, stats)):
-            self.actions.update(actions)  # what message policies did, counted by the relay
-
-    def add(self, live: MeteredConnection) -> None:
-        # Once per closed connection on the event loop, and per open one at each collection: the slot
-        # lists are added in C (a Python loop over them was an eighth of telemetry's cost per connection).
-        s, messages, sizes = live.stats, self.messages, self.bytes
-        messages[0] += s.messages_in - s.binary_in
-        messages[1] += s.binary_in
-        messages[2] += s.messages_out - s.binary_out
-        messages[3] += s.binary_out
-        sizes[0] += s.bytes_in - s.binary_bytes_in
-        sizes[1] += s.binary_bytes_in
-        sizes[2] += s.bytes_out - s.binary_bytes_out
-        sizes[3] += s.binary_bytes_out
-        self.slots_in[: len(s.sizes_in)] = map(add, self.slots_in, s.sizes_in)
-        self.slots_out[: len(s.sizes_out)] = map(add, self.slots_out, s.sizes_out)
-        if s.policy_actions:
-            self.actions.update(s.policy_actions)  # what message policies did, counted by the relay
-
-    def copy(self) -> _Totals:
-        other = _Totals()
-        other.messages, other.bytes = list(self.messages), list(self.bytes)
-        other.slots_in, other.slots_out = list(self.slots_in), list(self.slots_out)
-        other.actions = Tally(self.actions)
-        return other
-
-
 _FOLD_AT = 256
 """Closed connections whose counters ``Metrics`` keeps, whatever their APIs, before adding them to their
 APIs' totals (a collection adds the rest): at most this many are held."""
 _KEY, _STATS = attrgetter("key"), attrgetter("stats")
-_COUNTS = attrgetter(
-    "messages_in", "binary_in", "messages_out", "binary_out", "bytes_in", "binary_bytes_in", "bytes_out",
-    "binary_bytes_out",
-)  # fmt: skip
-_SIZES_IN, _SIZES_OUT, _ACTIONS = attrgetter("sizes_in"), attrgetter("sizes_out"), attrgetter("policy_actions")
-_SLOTS = 65  # RelayStats slots of message sizes below 2**64 B (a connection has fewer: up to its size limit)
-_CLASS_OF_SLOT = tuple(n.size_class_index(slot) for slot in range(_SLOTS))
-
-
-def _size_classes(slots: list[int]) -> list[int]:
-    """Totals by ``RelayStats`` slot (``_Totals.slots_in``/``slots_out``) counted by :data:`.names.SIZE_CLASSES`."""
-    classes = [0] * len(n.SIZE_CLASSES)
-    for size_class, count in zip(_CLASS_OF_SLOT, slots, strict=True):
-        classes[size_class] += count
-    return classes
 
 
 def _observe_shed(options: CallbackOptions) -> Iterator[Observation]:
@@ -185,9 +112,9 @@ class Metrics:
                                        for name, route in apis}  # fmt: skip
         self._lock = threading.Lock()  # observable callbacks run on the metric reader's thread
         self._live: set[MeteredConnection] = set()
-        self._closed: dict[str, _Totals] = {}
+        self._closed: dict[str, ApiTotals] = {}
         self._pending: list[MeteredConnection] = []  # closed, not yet in ``_closed`` (see _fold)
-        self._shared: tuple[dict[str, _Totals] | None, set[str]] = (None, set())  # see _collected
+        self._shared: tuple[dict[str, ApiTotals] | None, set[str]] = (None, set())  # see _collected
         self._tallies: dict[str, Tally[AttrsKey]] = {}
         histogram = histogram or sdk_histogram
         self.handshake_duration = histogram(meter, n.HANDSHAKE_DURATION)
@@ -291,7 +218,7 @@ class Metrics:
         with self._lock:
             self._live.add(live)
             if api not in self._closed:
-                self._closed[api] = _Totals()
+                self._closed[api] = ApiTotals()
         return live
 
     def closed(self, live: MeteredConnection, side: str, code: int, seconds: float) -> None:
@@ -356,7 +283,7 @@ class Metrics:
         for api, stats in by_api.items():
             self._closed[api].fold(stats)
 
-    def _snapshot(self) -> dict[str, _Totals]:
+    def _snapshot(self) -> dict[str, ApiTotals]:
         """The totals now: closed connections' and every open one's. The lock covers only the copies:
         the event loop, which takes it to open and close connections, does not wait for the adding up
         (about 0.2 s for 100,000 open connections)."""
@@ -371,7 +298,7 @@ class Metrics:
             entry.open += 1
         return totals
 
-    def _collected(self, observer: str) -> dict[str, _Totals]:
+    def _collected(self, observer: str) -> dict[str, ApiTotals]:
         """The snapshot of the collection in progress, shared by its five observers (each added up
         every open connection again): an observer that already read the current one starts the next."""
         totals, readers = self._shared
@@ -399,7 +326,7 @@ class Metrics:
     def _observe_sizes(self, options: CallbackOptions) -> Iterator[Observation]:
         for api, totals in self._collected("sizes").items():
             for direction, slots in ((n.TO_UPSTREAM, totals.slots_in), (n.TO_CLIENT, totals.slots_out)):
-                for size_class, value in zip(n.SIZE_CLASSES, _size_classes(slots), strict=True):
+                for size_class, value in zip(n.SIZE_CLASSES, size_classes(slots), strict=True):
                     if value:
                         yield Observation(value, {**self.base[api], n.DIRECTION: direction, n.SIZE_CLASS: size_class})
 

@@ -13,38 +13,34 @@ Unicode, another type) is logged and left out, as the SDK does. The tests parse 
 
 Fields are written in field-number order. A batch's resources and scopes are encoded once each;
 attribute key/value pairs that repeat (the route, the API's name) are kept encoded between batches,
-in a bounded cache.
+in a bounded cache (:mod:`.otlp_attributes`; the wire format's pieces: :mod:`.otlp_protobuf`).
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-from collections.abc import Mapping, Sequence
-from itertools import compress, count
-from operator import not_
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind, Status
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from .lean_spans import _NO_ATTRIBUTES, _UNSET, LeanSpan
+from .lean_spans import DEFAULT_STATUS, LeanSpan
+from .lean_tracer import NO_ATTRIBUTES
+from .otlp_attributes import CACHE_LIMIT, Pairs, append_attributes, encode_missing
+from .otlp_protobuf import SMALL_VARINTS, delimited, varint
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-logger = logging.getLogger(__name__)
 
 _KIND = {kind.value: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
 """``Span.kind`` (field 6) by the API enum's value: OTLP numbers INTERNAL 1, unlike the API's enum (0)."""
 _HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_SMALL = [bytes([i]) for i in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
-_DOUBLE = struct.Struct("<d").pack
 _FIXED32 = struct.Struct("<I").pack
 _IDS = struct.Struct(">2sQQ2sQ").pack
 """``Span.trace_id`` (field 1, 16 bytes as two big-endian halves) and ``span_id`` (field 2), tags included."""
@@ -62,27 +58,6 @@ _LINK_HEAD = b"\x6a" + bytes([18 + 10 + 5])
 _UNSET_STATUS = b"\x7a\x00"
 """``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
 _STR_INT = frozenset({str, int})
-_CACHE_LIMIT = 4096
-"""Encoded key/value pairs kept per tag (and span names); a cache is emptied when full."""
-
-
-def _varint(value: int) -> bytes:
-    """An unsigned varint (``value`` >= 0; int64 values arrive here as their two's complement)."""
-    if value < 0x80:
-        return _SMALL[value]
-    if value < 0x4000:  # a span's length, mostly
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field: its tag, the payload's length, the payload."""
-    return tag + _varint(len(payload)) + payload
 
 
 def _times(start: int | None, end: int | None) -> bytes:
@@ -97,171 +72,8 @@ def _status(status: Status) -> bytes:
     code, message = status.status_code._value_, status.description
     if not code and not message:
         return _UNSET_STATUS
-    return _field(b"\x7a", (_field(b"\x12", message.encode()) if message else b"")
-                  + (b"\x18" + _varint(code) if code else b""))  # fmt: skip
-
-
-def _any_value(value: object) -> bytes:
-    """The body of an ``AnyValue``, as the SDK chooses its case (bool before int, str before sequence).
-
-    Raises:
-        ValueError: an int outside int64, or a string that is not valid Unicode.
-        TypeError: a value of another type.
-    """
-    if value is None:
-        return b""  # AnyValue with no case set
-    if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
-    if isinstance(value, str):
-        return _field(b"\x0a", value.encode())  # UnicodeEncodeError (a ValueError) for lone surrogates
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise ValueError(f"{value} is outside int64")
-        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
-    if isinstance(value, float):
-        return b"\x21" + _DOUBLE(value)
-    if isinstance(value, bytes):
-        return _field(b"\x3a", value)
-    if isinstance(value, Sequence):
-        return _field(b"\x2a", b"".join([_field(b"\x0a", _any_value(item)) for item in value]))
-    if isinstance(value, Mapping):
-        pairs = [_field(b"\x0a", _key_value(str(key), item)) for key, item in value.items()]
-        return _field(b"\x32", b"".join(pairs))
-    raise TypeError(f"invalid type {type(value).__name__} of value {value!r}")
-
-
-def _key_value(key: str, value: object) -> bytes:
-    """The body of a ``KeyValue``.
-
-    Raises:
-        ValueError, TypeError: as :func:`_any_value`, or ``key`` is not a string.
-    """
-    if not isinstance(key, str):
-        raise TypeError(f"invalid key type {type(key).__name__}")
-    return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", _any_value(value))
-
-
-class Pairs:
-    """Encoded ``KeyValue`` fields of one tag (tag and length included) by key, value and the value's
-    type, kept between batches; and the keys whose values seldom repeat, which are not kept (a
-    connection's byte counts, its handshake's ids: kept, they would push the others out)."""
-
-    __slots__ = ("encoded", "heads", "keys", "misses", "plain", "volatile")
-
-    def __init__(self) -> None:
-        self.encoded: dict[tuple[str, object, type], bytes] = {}
-        self.plain: dict[tuple[str, object], bytes] = {}
-        """The same fields of ``str`` and ``int`` values (not ``bool``) by ``(key, value)``: a dict's items,
-        looked up as they are when every value is a ``str`` or an ``int`` (then ``1`` cannot meet ``True``)."""
-        self.keys: dict[str, bytes] = {}  # ``KeyValue.key`` fields (tag, length, name) by name
-        self.heads: dict[tuple[str, int], bytes] = {}
-        """A string value's ``KeyValue`` field up to its UTF-8 bytes, which end it, by key and their length:
-        a value that is new each time (a handshake's ids, a client's address) is that head and its bytes."""
-        self.misses: dict[str, int] = {}  # by key, since the cache was last emptied
-        self.volatile: set[str] = set()
-
-    def pair(self, tag: bytes, key: str, value: object) -> bytes:
-        """The ``KeyValue`` field ``tag`` of ``key`` and ``value``, tag and length included.
-
-        Raises:
-            ValueError, TypeError: as :func:`_key_value`.
-        """
-        # The common cases written out (a string or an int under a named key, the key's field kept);
-        # the rest as _key_value encodes it.
-        any_value: bytes | None = None
-        if type(value) is str:
-            text = value.encode()  # UnicodeEncodeError (a ValueError) for lone surrogates
-            size = len(text)
-            head = self.heads.get((key, size))
-            if head is not None:
-                return head + text
-            any_value = b"\x0a" + (_SMALL[size] if size < 128 else _varint(size)) + text
-        elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-            any_value = b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
-        if any_value is None or type(key) is not str or not key:
-            body = _key_value(key, value)
-            return tag + _varint(len(body)) + body
-        name = self.keys.get(key)
-        if name is None:
-            if len(self.keys) >= _CACHE_LIMIT:
-                self.keys.clear()
-            name = self.keys[key] = _field(b"\x0a", key.encode())
-        size = len(any_value)
-        body = name + b"\x12" + (_SMALL[size] if size < 128 else _varint(size)) + any_value
-        size = len(body)
-        encoded = tag + (_SMALL[size] if size < 128 else _varint(size)) + body
-        if type(value) is str:
-            heads = self.heads
-            if len(heads) >= _CACHE_LIMIT:
-                heads.clear()
-            heads[key, len(text)] = encoded[: len(encoded) - len(text)]
-        return encoded
-
-    def keep(self, key: str, value: object, cls: type, encoded: bytes) -> None:
-        """Remember ``encoded`` for ``(key, value)``, unless ``key``'s values seldom repeat."""
-        if key in self.volatile:
-            return
-        misses = self.misses[key] = self.misses.get(key, 0) + 1
-        if misses > _VOLATILE_AFTER:
-            self.volatile.add(key)
-            return
-        if len(self.encoded) >= _CACHE_LIMIT:
-            self.encoded.clear()
-            self.plain.clear()
-            self.misses.clear()
-        self.encoded[(key, value, cls)] = encoded
-        if cls is str or cls is int:
-            self.plain[key, value] = encoded
-
-
-_VOLATILE_AFTER = 256
-"""Values of one key encoded afresh, between two emptyings of the cache, past which its values are no
-longer kept."""
-
-
-def _attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs: Pairs, fields: list[bytes]) -> None:
-    """Append each attribute to ``fields`` as a ``KeyValue`` field ``tag``; one that cannot be encoded is
-    logged and left out."""
-    if not attributes:
-        return
-    values = attributes.values()
-    try:  # every attribute looked up in C (the (key, value, type) tuples built by zip: equal lengths)
-        found: list[Any] = list(map(pairs.encoded.get, zip(attributes.keys(), values, map(type, values), strict=False)))
-    except TypeError:  # an unhashable value (a list or a mapping: resources, direct ReadableSpans)
-        found = [None] * len(attributes)
-    if not all(found):  # encoded here, those only (found in C: a field is never empty)
-        _encode_missing(tag, attributes, pairs, found)
-    fields += found
-
-
-def _encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, found: list[Any]) -> None:
-    """Fill ``found``'s ``None`` entries (the attributes the cache did not have) with their ``KeyValue``
-    fields; one that cannot be encoded is logged and left out (``b""``)."""
-    items = list(attributes.items())
-    volatile, heads = pairs.volatile, pairs.heads
-    for index in list(compress(count(), map(not_, found))):  # the Nones, found in C (no comparisons)
-        key, value = items[index]
-        if type(value) is str and key in volatile:  # new every time (a handshake's ids): never kept
-            try:
-                text = value.encode()
-            except UnicodeEncodeError:
-                pass  # pair() below raises it again, and it is logged
-            else:
-                head = heads.get((key, len(text)))  # as pair(): its key's field up to the value's bytes
-                if head is not None:
-                    found[index] = head + text
-                    continue
-        try:
-            encoded = found[index] = pairs.pair(tag, key, value)
-        except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
-            logger.error("failed to encode attribute %s: %s", key, error)
-            found[index] = b""  # nothing, once joined
-        else:
-            # Exact str, int and bool only: the type is in the key because True, 1 and 1.0 are equal;
-            # floats stay out because -0.0 == 0.0.
-            cls = type(value)
-            if (cls is str or cls is int or cls is bool) and key not in pairs.volatile:
-                pairs.keep(key, value, cls, encoded)
+    return delimited(b"\x7a", (delimited(b"\x12", message.encode()) if message else b"")
+                  + (b"\x18" + varint(code) if code else b""))  # fmt: skip
 
 
 _Fields = tuple[Any, ...]
@@ -290,19 +102,19 @@ def _readable_fields(span: ReadableSpan) -> _Fields:
 def _resource(resource: Resource) -> bytes:
     """``ResourceSpans.resource`` (always present, as the SDK writes it)."""
     fields: list[bytes] = []
-    _attributes(b"\x0a", resource.attributes, Pairs(), fields)
-    return _field(b"\x0a", b"".join(fields))
+    append_attributes(b"\x0a", resource.attributes, Pairs(), fields)
+    return delimited(b"\x0a", b"".join(fields))
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
     """``ScopeSpans.scope`` (always present, empty without a scope)."""
     if scope is None:
         return b"\x0a\x00"
-    body = [_field(b"\x0a", scope.name.encode())] if scope.name else []
+    body = [delimited(b"\x0a", scope.name.encode())] if scope.name else []
     if scope.version:
-        body.append(_field(b"\x12", scope.version.encode()))
-    _attributes(b"\x1a", scope.attributes, Pairs(), body)
-    return _field(b"\x0a", b"".join(body))
+        body.append(delimited(b"\x12", scope.version.encode()))
+    append_attributes(b"\x1a", scope.attributes, Pairs(), body)
+    return delimited(b"\x0a", b"".join(body))
 
 
 def _group(keys: list[Any], groups: list[list[Any]], by_id: dict[int, list[Any]], key: Any) -> list[Any]:
@@ -361,11 +173,11 @@ class SpanEncoder:
             for scope, encoded in zip(scopes, scope_groups, strict=True):
                 scope_body = [_scope(scope), *encoded]
                 if scope is not None and scope.schema_url:
-                    scope_body.append(_field(b"\x1a", scope.schema_url.encode()))
-                body.append(_field(b"\x12", b"".join(scope_body)))
+                    scope_body.append(delimited(b"\x1a", scope.schema_url.encode()))
+                body.append(delimited(b"\x12", b"".join(scope_body)))
             if resource.schema_url:
-                body.append(_field(b"\x1a", resource.schema_url.encode()))
-            out.append(_field(b"\x0a", b"".join(body)))
+                body.append(delimited(b"\x1a", resource.schema_url.encode()))
+            out.append(delimited(b"\x0a", b"".join(body)))
         return b"".join(out)
 
     def _lean_span(self, span: LeanSpan) -> bytes:
@@ -376,7 +188,7 @@ class SpanEncoder:
         trace_id, span_id, _, _, trace_state, _ = span._context
         parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:
-            parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
+            parts.append(delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
         parent = span._parent
         if parent is not None:
             parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
@@ -392,37 +204,39 @@ class SpanEncoder:
             # A gateway span's (str and int values): its items looked up as they are.
             if span._plain or _STR_INT.issuperset(map(type, attributes.values())):
                 found: list[Any] = list(map(pairs.plain.get, attributes.items()))
-                if not all(found):  # as _attributes: looked up in C, only the misses encoded in Python
-                    _encode_missing(b"\x4a", attributes, pairs, found)
+                if not all(found):  # as append_attributes: looked up in C, only the misses encoded in Python
+                    encode_missing(b"\x4a", attributes, pairs, found)
                 parts += found
             else:
-                _attributes(b"\x4a", attributes, pairs, parts)
+                append_attributes(b"\x4a", attributes, pairs, parts)
         for link in span._links:
             linked = link._context
             ids = _IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])
-            if link._attributes is _NO_ATTRIBUTES:  # the usual link (the handshake's): ids and flags
+            if link._attributes is NO_ATTRIBUTES:  # the usual link (the handshake's): ids and flags
                 parts.append(_LINK_HEAD + ids + (_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS))
                 continue
             body = [ids]
-            _attributes(b"\x22", link.attributes, self._link_pairs, body)
+            append_attributes(b"\x22", link.attributes, self._link_pairs, body)
             if link.dropped_attributes:
-                body += (b"\x28", _varint(link.dropped_attributes))
+                body += (b"\x28", varint(link.dropped_attributes))
             body.append(_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
-            parts.append(_field(b"\x6a", b"".join(body)))
+            parts.append(delimited(b"\x6a", b"".join(body)))
         status = span._status
-        parts.append(_UNSET_STATUS if status is _UNSET else _status(status))
+        parts.append(_UNSET_STATUS if status is DEFAULT_STATUS else _status(status))
         parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
         encoded = b"".join(parts)
         size = len(encoded)
         if size < 0x4000:  # two bytes at most: a span of the gateway's
-            return (b"\x12" + (_SMALL[size] if size < 0x80 else bytes(((size & 0x7F) | 0x80, size >> 7)))) + encoded
-        return b"".join((b"\x12", _varint(size), encoded))
+            return (
+                b"\x12" + (SMALL_VARINTS[size] if size < 0x80 else bytes(((size & 0x7F) | 0x80, size >> 7)))
+            ) + encoded
+        return b"".join((b"\x12", varint(size), encoded))
 
     def _name_and_kind(self, name: str, kind: int) -> bytes:
         named = self._named
-        if len(named) >= _CACHE_LIMIT:
+        if len(named) >= CACHE_LIMIT:
             named.clear()
-        encoded = named[name, kind] = (_field(b"\x2a", name.encode()) if name else b"") + _KIND[kind]
+        encoded = named[name, kind] = (delimited(b"\x2a", name.encode()) if name else b"") + _KIND[kind]
         return encoded
 
     def _span(self, fields: _Fields) -> bytes:
@@ -432,46 +246,46 @@ class SpanEncoder:
         trace_id, span_id, _, _, trace_state, _ = context  # a SpanContext is this tuple (no property calls)
         parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # TraceState's len() is a Python call
-            parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
+            parts.append(delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
         if parent is not None:
             parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
         if name:
             names = self._names
             encoded = names.get(name)
             if encoded is None:
-                if len(names) >= _CACHE_LIMIT:
+                if len(names) >= CACHE_LIMIT:
                     names.clear()
-                encoded = names[name] = _field(b"\x2a", name.encode())
+                encoded = names[name] = delimited(b"\x2a", name.encode())
             parts.append(encoded)
         parts.append(_KIND[kind._value_])  # the enum's plain field: SpanKind hashes in Python
         parts.append(_times(start, end))
-        _attributes(b"\x4a", attributes, self._span_pairs, parts)
+        append_attributes(b"\x4a", attributes, self._span_pairs, parts)
         if dropped_attributes:
-            parts += (b"\x50", _varint(dropped_attributes))
+            parts += (b"\x50", varint(dropped_attributes))
         for event in events:
             body = [b"\x09", _FIXED64(event.timestamp)] if event.timestamp else []
             if event.name:
-                body.append(_field(b"\x12", event.name.encode()))
-            _attributes(b"\x1a", event.attributes, self._event_pairs, body)
+                body.append(delimited(b"\x12", event.name.encode()))
+            append_attributes(b"\x1a", event.attributes, self._event_pairs, body)
             if event.dropped_attributes:
-                body += (b"\x20", _varint(event.dropped_attributes))
-            parts.append(_field(b"\x5a", b"".join(body)))
+                body += (b"\x20", varint(event.dropped_attributes))
+            parts.append(delimited(b"\x5a", b"".join(body)))
         if dropped_events:
-            parts += (b"\x60", _varint(dropped_events))
+            parts += (b"\x60", varint(dropped_events))
         for link in links:
             linked = link.context
             body = [_IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])]
-            _attributes(b"\x22", link.attributes, self._link_pairs, body)
+            append_attributes(b"\x22", link.attributes, self._link_pairs, body)
             if link.dropped_attributes:
-                body += (b"\x28", _varint(link.dropped_attributes))
+                body += (b"\x28", varint(link.dropped_attributes))
             body.append(_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
-            parts.append(_field(b"\x6a", b"".join(body)))
+            parts.append(delimited(b"\x6a", b"".join(body)))
         if dropped_links:
-            parts += (b"\x70", _varint(dropped_links))
+            parts += (b"\x70", varint(dropped_links))
         parts.append(_status(status))
         parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
         encoded = b"".join(parts)
-        return b"".join((b"\x12", _varint(len(encoded)), encoded))
+        return b"".join((b"\x12", varint(len(encoded)), encoded))
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:

@@ -23,10 +23,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import Token
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -35,17 +32,16 @@ from opentelemetry.util.types import AttributeValue
 
 from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
-from ..bounded import split_url
-from ..config.apis import ApiConfig, UpstreamConfig
+from ..config.apis import UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
 from ..redact import redact_free_text, redact_text, redact_url_remembered
-from ..upstream.resolver import host_and_port
-from ..wire_numbers import parse_port
 from . import current, propagation
 from . import names as n
+from .api_info import ApiInfo, BackendInfo
 from .connection import ConnectionTrace
 from .events import MessageEvents
 from .lean_spans import set_own_attributes
+from .server_addresses import addressed_server, connected_to
 from .values import address_text, client_path, client_text, cut, protocol_name
 
 if TYPE_CHECKING:
@@ -64,53 +60,6 @@ def _current() -> HandshakeTrace | None:
     return HANDSHAKE.get()  # type: ignore[return-value]  # (typing.cast would be a call per connection)
 
 
-@dataclass(frozen=True)
-class ApiInfo:
-    """What telemetry derives from an API once, at start-up (``attributes`` is shared: copy, never change)."""
-
-    name: str
-    route: str
-    handshake_span: str
-    connect_span: str
-    connection_span: str
-    attributes: MappingProxyType[str, AttributeValue]
-    """The handshake span's attributes that are the same for every handshake of this API."""
-
-    @classmethod
-    def of(cls, api: ApiConfig) -> ApiInfo:
-        attributes = MappingProxyType({
-            n.HTTP_METHOD: "GET", n.HTTP_ROUTE: api.path, n.API: api.name, n.PROTOCOL_NAME: n.PROTOCOL,
-        })  # fmt: skip
-        return cls(api.name, api.path, f"{n.SPAN_HANDSHAKE} {api.path}", f"{n.SPAN_UPSTREAM_CONNECT} {api.name}",
-                   f"{n.SPAN_CONNECTION} {api.name}", attributes)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """Bounded attributes of one configured backend (its label never has a query or credentials)."""
-
-    span: dict[str, str | int]
-    metric: dict[str, str | int]
-    network: bool
-    """A ``ws://``/``wss://`` backend (an in-process ASGI app has no URL or address)."""
-    inline: dict[str, str | int]
-    """The same, named for the handshake span (``attempt_spans: failover``)."""
-
-    @classmethod
-    def of(cls, api: str, upstream: UpstreamConfig) -> BackendInfo:
-        span: dict[str, str | int] = {n.BACKEND: upstream.label}
-        if upstream.kind != "asgi":
-            url = urlsplit(upstream.label)
-            if url.hostname:
-                span[n.SERVER_ADDRESS] = url.hostname
-            span[n.SERVER_PORT] = url.port or (443 if upstream.kind == "wss" else 80)
-        metric = {n.API: api, **span, n.PROTOCOL_NAME: n.PROTOCOL}
-        renamed = {n.SERVER_ADDRESS: n.UPSTREAM_ADDRESS, n.SERVER_PORT: n.UPSTREAM_PORT}
-        inline = {renamed.get(key, key): value for key, value in span.items()}
-        span[n.HTTP_METHOD] = "GET"
-        return cls(span, metric, upstream.kind != "asgi", inline)
-
-
 class TracedConnector:
     """A backend's connector whose attempts the handshake in progress traces (a pass-through otherwise)."""
 
@@ -127,17 +76,6 @@ class TracedConnector:
         if handshake is None or not handshake.instrumented:
             return await connect(request)
         return await handshake.connect_upstream(connect, request, self.backend)
-
-
-def _connected_to(url: str) -> tuple[str, int] | None:
-    """The host and port an attempt connects to: its URL's, which a ``set-backend-service`` may have
-    made another than the backend's (the span said the configured ``127.0.0.1`` of a connection to
-    ``localhost``). Metrics keep the backend's: their labels must stay few."""
-    try:
-        host, port = host_and_port(split_url(url))
-    except ValueError:  # refused before any connect (a 400): the backend's stay
-        return None
-    return (host, port) if host else None
 
 
 class HandshakeTrace:
@@ -215,7 +153,7 @@ class HandshakeTrace:
             attrs[n.USER_AGENT] = client_text(agent.decode("latin-1"))
         version = named.get(b"sec-websocket-version")
         attrs[n.PROTOCOL_VERSION] = n.PROTOCOL_VERSION_DEFAULT if version is None else cut(version.decode("latin-1"))
-        address, port = _server(named.get(b"host"), scope.get("server"), scheme)
+        address, port = addressed_server(named.get(b"host"), scope.get("server"), scheme)
         if address:
             attrs[n.SERVER_ADDRESS] = address_text(address)
         if port is not None:
@@ -299,7 +237,7 @@ class HandshakeTrace:
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
                     inline[n.UPSTREAM_URL] = cut(redact_url_remembered(request.url))
-                    if connected := _connected_to(request.url):
+                    if connected := connected_to(request.url):
                         inline[n.UPSTREAM_ADDRESS], inline[n.UPSTREAM_PORT] = connected
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
@@ -307,7 +245,7 @@ class HandshakeTrace:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
                     attrs[n.URL_FULL] = cut(redact_url_remembered(request.url))  # the client's path in it
-                    if connected := _connected_to(request.url):
+                    if connected := connected_to(request.url):
                         attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = connected
                 span = telemetry.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs, ())
                 if telemetry.config.propagate:
@@ -457,20 +395,4 @@ class HandshakeTrace:
         return fields
 
 
-def _server(host: bytes | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int | None]:
-    """``server.address``/``server.port`` as the client addressed them: the Host header, else the socket."""
-    if host:
-        text = host.decode("latin-1")
-        if text.startswith("["):  # an IPv6 literal: [::1]:8000
-            address, _, rest = text[1:].partition("]")
-            port_text = rest.removeprefix(":")
-        else:
-            address, _, port_text = text.partition(":")
-        port = parse_port(port_text)  # not int(): "²" (a byte 0xB2) raised, "٣" was port 3
-        return address, port if port is not None else 443 if scheme == "wss" else 80
-    if server:
-        return server[0], server[1]
-    return "", None
-
-
-__all__ = ["ApiInfo", "BackendInfo", "HandshakeTrace", "TracedConnector"]
+__all__ = ["HandshakeTrace", "TracedConnector"]

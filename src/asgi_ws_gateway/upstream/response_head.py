@@ -37,7 +37,7 @@ MAX_HEAD = 64 * 1024
 GATEWAY_LINES = 4
 """The most header lines the client gets in an answer the gateway relays beyond the upstream's own.
 
-A 101: the server's ``Date`` and ``Server`` (an upstream's own are dropped: ``upstream.request``),
+A 101: the server's ``Date`` and ``Server`` (an upstream's own are dropped: ``upstream.headers``),
 and on the relay ``Sec-WebSocket-Extensions`` when the gateway negotiated compression with the
 client and the upstream none (its ``Upgrade``, ``Connection`` and ``Sec-WebSocket-Accept`` are
 replaced one for one): 3. A refusal: ``Date``, ``Connection: close``, ``Content-Type`` when the

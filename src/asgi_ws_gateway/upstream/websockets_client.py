@@ -27,7 +27,8 @@ from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
-from .request import bad_request, kept_response_headers
+from .headers import kept_response_headers
+from .request import bad_request
 from .resolver import RESOLVER, host_and_port
 from .tls import UpstreamTls, checked
 from .websockets_protocol import GatewayClientConnection, MalformedAnswer

@@ -1,0 +1,27 @@
+"""The ASGI extension through which a server offers passthrough and the gateway takes it: its keys,
+the contract between the gateway's WebSocket protocol and the middleware, apart from the splice that
+uses it (the server imports these, not the splice)."""
+
+from __future__ import annotations
+
+EXTENSION = "asgi_ws_gateway.passthrough"
+"""The ``scope["extensions"]`` key a server that supports passthrough sets."""
+ACCEPT = "asgi_ws_gateway.passthrough.accept"
+"""The ASGI message type that accepts the client and hands its transport to a protocol."""
+MAX_SIZE = "asgi_ws_gateway.max_size"
+"""A key of a ``websocket.accept`` message sent under such a server: the largest message the server
+reads from this client (it inflates no more of a compressed one), when smaller than its ws_max_size."""
+CLOSE_TIMEOUT = "asgi_ws_gateway.close_timeout"
+"""A key of such a ``websocket.accept``: seconds the server waits for the client's close frame after
+sending its own before it closes the connection (uvicorn's protocol waits 10 s, whatever the API says)."""
+PING_INTERVAL = "asgi_ws_gateway.ping_interval"
+"""A key of such a ``websocket.accept``: seconds between the server's keepalive pings to this client,
+the API's ``ping_interval``, in place of uvicorn's ``ws_ping_interval``; None: no pings, and no stall
+rule (as on the splice). Sent with :data:`PING_TIMEOUT`: one without the other is ignored."""
+PING_TIMEOUT = "asgi_ws_gateway.ping_timeout"
+"""A key of such a ``websocket.accept``: seconds a keepalive ping's pong may take, and the stall rule's
+window (the client must take in some of what waits for it within each: :mod:`.progress`), the API's
+``ping_timeout``, in place of uvicorn's ``ws_ping_timeout``; None: no pong deadline, and no stall rule."""
+
+
+__all__ = ["ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "PING_INTERVAL", "PING_TIMEOUT"]

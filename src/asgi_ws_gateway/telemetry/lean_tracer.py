@@ -1,0 +1,283 @@
+"""Starting the gateway's own spans (:class:`LeanTracer`): parent, sampling decision, ids and links
+as the SDK's ``Tracer`` makes them, with fewer calls.
+
+The sampler's ``should_sample`` decides (its attributes and trace state), except under the default
+sampler with the SDK's ``RandomIdGenerator`` (the gateway's usual provider), which the tracer follows
+without calling either: the parent's decision, else sampled. Each span is handed to the processors'
+``on_start`` by the tracer itself (see :mod:`.lean_provider`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
+from opentelemetry.util._decorator import _agnosticcontextmanager
+from opentelemetry.util.types import AnyValue, Attributes
+
+from .current import get_current
+from .lean_spans import SAMPLED_FLAG, LeanSpan, valid_link
+
+if TYPE_CHECKING:
+    from .lean_provider import LeanTracerProvider
+
+
+_FLAGS = {
+    (sampled, random_id): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+    )
+    for sampled in (False, True)
+    for random_id in (False, True)
+}
+_ROOT_FLAGS = _FLAGS[True, True]
+_CHILD_FLAGS = tuple(
+    _FLAGS[bool(flags & TraceFlags.SAMPLED), bool(flags & TraceFlags.RANDOM_TRACE_ID)] for flags in range(256)
+)
+"""A child's flags under the default sampler, by its parent's: the parent's decision and random-id bit."""
+_new = object.__new__
+
+
+NO_ATTRIBUTES = BoundedAttributes(0, None, immutable=True)
+"""What the SDK makes of a link's ``None`` attributes (empty, immutable, nothing dropped), shared."""
+
+
+def _links(links: Sequence[Link], limits: SpanLimits) -> BoundedList[Link] | tuple[Link, ...]:
+    valid = []
+    for link in links:
+        # The usual link (valid, without attributes), read without property calls: a SpanContext is
+        # (trace id, span id, remote, flags, state, valid).
+        if type(link) is Link and link._attributes is None and link._context[5]:
+            link._attributes = NO_ATTRIBUTES
+            valid.append(link)
+            continue
+        if link and valid_link(link.context, link.attributes):
+            # The SDK does the same to the caller's Link: a BoundedAttributes, immutable.
+            link._attributes = (
+                NO_ATTRIBUTES
+                if not link.attributes
+                else BoundedAttributes(
+                    limits.max_link_attributes,
+                    link.attributes,
+                    max_value_len=limits.max_attribute_length,
+                    immutable=True,
+                )
+            )
+            valid.append(link)
+    if limits.max_links is None or len(valid) <= limits.max_links:
+        return tuple(valid)  # nothing dropped: ReadableSpan reads a tuple as it reads a BoundedList
+    return BoundedList.from_seq(limits.max_links, valid)
+
+
+_DEFAULT_DELEGATES = (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF)
+
+
+def _delegates(sampler: Sampler) -> tuple[object, ...]:
+    """A ``ParentBased`` sampler's root and parent delegates (what ``DEFAULT_ON`` was built with)."""
+    names = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+             "_local_parent_not_sampled")  # fmt: skip
+    return tuple(getattr(sampler, name, None) for name in names)
+
+
+class LeanTracer(trace.Tracer):
+    """Starts :class:`LeanSpan` objects (or non-recording spans, as the sampler decides)."""
+
+    def __init__(self, provider: LeanTracerProvider, scope: InstrumentationScope) -> None:
+        self.scope = scope
+        self.resource = provider.resource
+        self.limits: SpanLimits = provider._span_limits
+        self.max_attributes = self.limits.max_span_attributes
+        self.max_length = self.limits.max_span_attribute_length
+        self.sampler = provider.sampler
+        # The default sampler (OTEL_TRACES_SAMPLER unset or parentbased_always_on), decided here as it
+        # decides: a parent's decision, else sampled; its attributes and the parent's trace state.
+        self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
+        self.id_generator = provider.id_generator
+        self.random_ids = type(self.id_generator) is RandomIdGenerator
+        self.parent_or_on_random = self.parent_or_on and self.random_ids
+        self.max_links = self.limits.max_links
+        self.starts, self.ends, self.sampled_ends = provider._lean_processors
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        return self._start(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception, False
+        )
+
+    def start_owned(
+        self, name: str, context: Context | None, kind: SpanKind, attributes: dict[str, AnyValue], links: Sequence[Link]
+    ) -> trace.Span:
+        """``start_span`` for the gateway's own spans: ``attributes`` is a new dict the span may keep as its
+        own (the caller keeps no reference), of non-empty ``str`` keys and ``str`` or ``int`` values (not
+        ``bool``), unchecked; with another sampler than the default, checked as by ``start_span``."""
+        return self._start(name, context, kind, attributes, links, None, True, True, True)
+
+    def _start(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+        owned: bool,
+    ) -> trace.Span:
+        # trace.get_current_span(context).get_span_context(), without its two calls: no span is no parent
+        # (a lean span, the usual one, checked first: isinstance of the Span ABC is slow).
+        current = (context if context is not None else get_current()).get(_SPAN_KEY)
+        parent: SpanContext | None = None
+        if current is not None:
+            if type(current) is LeanSpan:
+                parent = current._context
+            elif isinstance(current, trace.Span):
+                parent = current.get_span_context()
+                if parent is not None and not isinstance(parent, SpanContext):
+                    raise TypeError("parent_span_context must be a SpanContext or None.")
+        if not self.parent_or_on_random:
+            return self._start_sampled(
+                name, context, kind, attributes, links or (), start_time, record_exception, set_status_on_exception,
+                parent,
+            )  # fmt: skip
+        # The default sampler and RandomIdGenerator (the gateway's usual provider): what both decide,
+        # without their calls. A SpanContext is (trace id, span id, remote, flags, state, valid); random
+        # ids are valid by construction (0, invalid, is drawn again, as the generator does).
+        if parent is not None and parent[5]:
+            trace_id, trace_state = parent[0], parent[4]
+            flags = _CHILD_FLAGS[parent[3] & 0xFF]  # the parent's decision and random-id bit
+            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
+            if not flags & SAMPLED_FLAG:
+                return trace.NonRecordingSpan(span_context)
+        else:
+            parent = None
+            trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
+            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            span_context = tuple.__new__(
+                SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
+            )
+        span = _new(LeanSpan)
+        span._init(self, name, span_context, parent, kind, attributes or NO_ATTRIBUTES, start_time, owned)
+        if links:
+            if (  # the usual link (one, valid, without attributes: the handshake's), read without property calls
+                len(links) == 1 and type(link := links[0]) is Link and link._attributes is None and link._context[5]
+                and self.max_links != 0
+            ):  # fmt: skip
+                link._attributes = NO_ATTRIBUTES  # what the SDK makes of None attributes
+                span._links = (link,)
+            else:
+                span._links = _links(links, self.limits)
+        return self._begin(span, context, record_exception, set_status_on_exception)
+
+    def _begin(
+        self, span: LeanSpan, context: Context | None, record_exception: bool, set_status_on_exception: bool
+    ) -> LeanSpan:
+        """The made ``span`` given its exception options (class defaults: written only when not) and
+        handed to the processors' ``on_start``."""
+        if not record_exception:
+            span._record_exception = False
+        if not set_status_on_exception:
+            span._set_status_on_exception = False
+        for processor in self.starts:
+            processor.on_start(span, context)  # type: ignore[arg-type]  # a Span of the SDK's in all it reads
+        return span
+
+    def _start_sampled(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link],
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+        parent: SpanContext | None,
+    ) -> trace.Span:
+        """:meth:`start_span` with another sampler or id generator than the defaults."""
+        ids = self.id_generator
+        trace_state: TraceState | None = None
+        flags: int
+        if parent is not None and parent[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid)
+            trace_id, flags = parent[0], parent[3]
+            random_id = bool(flags & TraceFlags.RANDOM_TRACE_ID)
+        else:
+            parent, flags = None, TraceFlags.SAMPLED
+            if self.random_ids:  # what RandomIdGenerator does, without its calls (0, invalid: drawn again)
+                trace_id, random_id = random.getrandbits(128) or ids.generate_trace_id(), True
+            else:
+                trace_id, random_id = ids.generate_trace_id(), ids.is_trace_id_random()
+        if self.parent_or_on:
+            sampled = recorded = bool(flags & TraceFlags.SAMPLED)
+            if parent is not None:
+                trace_state = parent[4]
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            recorded = result.decision is not Decision.DROP
+            trace_state, attributes = result.trace_state, result.attributes
+        if self.random_ids:
+            # What SpanContext() makes, without its checks: both ids drawn above (or the parent's), valid.
+            span_id = random.getrandbits(64) or ids.generate_span_id()
+            span_context = tuple.__new__(SpanContext, (
+                trace_id, span_id, False, _FLAGS[sampled, random_id],
+                trace_state if trace_state is not None else DEFAULT_TRACE_STATE, True,
+            ))  # fmt: skip
+        else:
+            span_context = SpanContext(
+                trace_id, ids.generate_span_id(), is_remote=False, trace_flags=_FLAGS[sampled, random_id],
+                trace_state=trace_state,
+            )  # fmt: skip
+        if not recorded:
+            return trace.NonRecordingSpan(span_context)
+        span = _new(LeanSpan)
+        span._init(self, name, span_context, parent, kind, attributes or NO_ATTRIBUTES, start_time)
+        if links:
+            span._links = _links(links, self.limits)
+        return self._begin(span, context, record_exception, set_status_on_exception)
+
+    @_agnosticcontextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+        )
+        with trace.use_span(
+            span, end_on_exit=end_on_exit, record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:  # fmt: skip
+            yield current
+
+
+__all__ = ["NO_ATTRIBUTES", "LeanTracer"]
