@@ -219,6 +219,50 @@ async def test_a_forced_quit_logs_no_traceback_and_counts_closed_clients_apart(t
     assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
 
 
+_DROPPED = "a response still being written at shutdown was dropped (the client reads nothing)"
+_TIMED_OUT = "timeout graceful shutdown exceeded"  # uvicorn's ERROR when a connection held it to the end
+
+
+def _unread_client(port: int) -> socket.socket:
+    """A connection to ``port`` that reads nothing, with a small receive window and small segments.
+
+    The segment size bounds the server's socket send buffer: the kernel sizes it from the segment size,
+    and with loopback's 64 KiB segments it grew to ``tcp_wmem``'s 4 MiB, ~21,000 ``/healthz`` answers
+    taken before a write waited (the server still answering at full speed when its SIGTERM came).
+    """
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        sock.connect(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _pipeline_until_stuck(sock: socket.socket, server: ServerProcess) -> None:
+    """Pipeline ``GET /healthz`` on ``sock`` until the server has neither read nor answered one for a
+    full second: its answers fill the socket and wait in the protocol, a response still being written.
+
+    A server that merely stopped reading (its answers queued) was not enough: with a large socket
+    buffer it still had room for every answer, which the kernel took at SIGTERM.
+    """
+    requests = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2000
+    sock.setblocking(False)
+    deadline = time.monotonic() + 60  # a hang guard
+    answered, moved = -1, time.monotonic()
+    while time.monotonic() - moved < 1:
+        assert time.monotonic() < deadline, f"the server never stopped answering:\n{server.output()[-2000:]}"
+        with contextlib.suppress(BlockingIOError):
+            sock.send(requests)
+            moved = time.monotonic()
+        count = server.output().count('"GET /healthz HTTP/1.1" 200')
+        if count != answered:
+            answered, moved = count, time.monotonic()
+        time.sleep(0.05)
+
+
 def test_an_http_client_that_reads_nothing_is_dropped_at_shutdown_without_a_traceback(
     tmp_path: Path, upstream_server: UpstreamServer
 ) -> None:
@@ -229,21 +273,50 @@ def test_an_http_client_that_reads_nothing_is_dropped_at_shutdown_without_a_trac
     config = build_config(upstream_server.url("/echo"), api={"close_timeout": 1}, drain_grace_period=2)
     path = write_config(tmp_path, config)
     with ready_server(lambda port: [*RUN, str(path), "--port", str(port)]) as server:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        sock.setblocking(False)
-        requests = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2000
+        sock = _unread_client(server.port)
         try:
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:  # until the server stops reading: its answers fill the socket
-                try:
-                    sock.send(requests)
-                except BlockingIOError:
-                    time.sleep(0.05)
+            _pipeline_until_stuck(sock, server)
             assert server.stop(signal.SIGTERM, timeout=30) == 0
         finally:
             sock.close()
         output = server.output()
-    assert "a response still being written at shutdown was dropped" in output, output[-2000:]
+    assert output.count(_DROPPED) == 1, output[-2000:]
+    assert _TIMED_OUT not in output, output[-2000:]
     assert "Exception in ASGI application" not in output and "Traceback" not in output, output[-3000:]
+
+
+_DOWNLOAD_APP = """
+BODY = b"x" * {size}
+
+
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(BODY)).encode())]}})
+    await send({{"type": "http.response.body", "body": BODY}})
+"""
+
+
+@pytest.mark.parametrize("protocol", ["GatewayHTTPProtocol", "GatewayH11Protocol"])
+def test_a_complete_response_the_client_reads_nothing_of_is_dropped_at_shutdown(tmp_path: Path, protocol: str) -> None:
+    """``uvicorn app:app`` with the gateway's protocol, one body larger than any socket buffer, unread: the
+    response was complete, so the shutdown closed the connection, and the close waited for the client. The
+    SIGTERM was held for all of ``--timeout-graceful-shutdown``, which ended with uvicorn's ``Cancel 0 running
+    task(s)`` ERROR and no word of the client."""
+    most = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])  # the most a socket buffer takes
+    (tmp_path / "app.py").write_text(_DOWNLOAD_APP.format(size=most + 2**20))
+    http = f"asgi_ws_gateway.server:{protocol}"
+    command = ["-m", "uvicorn", "app:app", "--http", http, "--timeout-graceful-shutdown", "6"]
+    with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:
+        sock = _unread_client(server.port)
+        try:
+            sock.sendall(b"GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            # The access line is written as the response starts; its body follows in the same step.
+            _wait_for_line(server, '"GET /download HTTP/1.1" 200')
+            server.stop(signal.SIGTERM, timeout=30)
+        finally:
+            sock.close()
+        output = server.output()
+    assert output.count(_DROPPED) == 1, output
+    assert _TIMED_OUT not in output, output
+    assert "Traceback" not in output and "ERROR" not in output, output

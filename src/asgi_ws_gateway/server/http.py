@@ -56,10 +56,18 @@ SHUTDOWN_RESPONSE_WAIT = 5.0
 
 
 class _BoundedShutdown(asyncio.Protocol):
-    """At shutdown, a response still being written gets half of ``timeout_graceful_shutdown`` (or
-    :data:`SHUTDOWN_RESPONSE_WAIT`), then its connection is dropped with one INFO line. uvicorn waited for
-    it to drain: a client that pipelined requests and read nothing held a SIGTERM for the whole timeout,
-    and the task cancelled then was logged as an application failure with its traceback."""
+    """At shutdown, a response still being written, or written whole but still in the transport's
+    buffer, gets half of ``timeout_graceful_shutdown`` (or :data:`SHUTDOWN_RESPONSE_WAIT`), then its
+    connection is dropped with one INFO line. uvicorn waited for either to drain: a client that
+    pipelined requests and read nothing held a SIGTERM for the whole timeout, and the task cancelled
+    then was logged as an application failure with its traceback; a response complete but unsent (a
+    large body the client does not read) was closed, and the close waited for the client too, ended by
+    the timeout's ``Cancel 0 running task(s)`` ERROR.
+
+    What the kernel has already taken is not the protocol's: a connection whose answers all fit in its
+    socket buffer closes once they are written (uvicorn's close, at once), and with requests still
+    unread the kernel resets it, those answers lost. Nothing holds the shutdown then, and nothing is logged.
+    """
 
     # Provided by uvicorn's protocol class:
     transport: asyncio.Transport
@@ -71,7 +79,9 @@ class _BoundedShutdown(asyncio.Protocol):
 
     def shutdown(self) -> None:
         super().shutdown()  # type: ignore[misc]  # uvicorn's: closes an idle connection, else ends keep-alive
-        if self.cycle is not None and not self.cycle.response_complete:
+        unfinished = self.cycle is not None and not self.cycle.response_complete
+        # The close uvicorn just asked for waits for the transport's buffer: a client that reads nothing held it.
+        if unfinished or self.transport.get_write_buffer_size():
             grace = self.config.timeout_graceful_shutdown
             wait = SHUTDOWN_RESPONSE_WAIT if grace is None else grace / 2
             self.loop.call_later(wait, self._drop_unfinished)
