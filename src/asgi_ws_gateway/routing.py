@@ -136,6 +136,52 @@ def overlapping(a: PathTemplate, b: PathTemplate) -> bool:
     )
 
 
+class OverlapIndex(Generic[T]):
+    """Path templates by their segments (a trie), to find the ones a template overlaps without
+    comparing it with every other: what :func:`overlapping` says of each pair, in a few steps per
+    segment for paths that share a literal prefix (``/ws/{api}/{room}`` beside 1,000
+    ``/ws/chat-1/{room}``), rather than one comparison per template added (500,000 for 1,000 APIs)."""
+
+    def __init__(self) -> None:
+        self._roots: dict[int, _Node[T]] = {}  # by segment count: templates of other lengths never overlap
+
+    def add(self, template: PathTemplate, value: T) -> None:
+        node = self._roots.setdefault(len(template.segments), _Node())
+        for segment in template.segments:
+            child = node.children.get(segment)
+            if child is None:
+                child = node.children[segment] = _Node()
+            node = child
+        node.values.append(value)
+
+    def overlapping(self, template: PathTemplate) -> list[T]:
+        """The values of every template added that :func:`overlapping` ``template``, in no set order."""
+        root = self._roots.get(len(template.segments))
+        nodes = [root] if root is not None else []
+        for segment in template.segments:
+            if not nodes:
+                return []
+            following: list[_Node[T]] = []
+            for node in nodes:
+                if segment is None:  # a parameter meets every segment
+                    following.extend(node.children.values())
+                    continue
+                for key in (segment, None):  # a literal meets itself and a parameter
+                    child = node.children.get(key)
+                    if child is not None:
+                        following.append(child)
+            nodes = following
+        return [value for node in nodes for value in node.values]
+
+
+class _Node(Generic[T]):
+    __slots__ = ("children", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str | None, _Node[T]] = {}  # by literal segment; None: a parameter
+        self.values: list[T] = []
+
+
 class Router(Generic[T]):
     """Maps paths to targets: exact paths by dictionary lookup, templates in declaration order."""
 
@@ -170,6 +216,7 @@ class Router(Generic[T]):
 
 
 __all__ = [
+    "OverlapIndex",
     "PathTemplate",
     "PathTemplateError",
     "Router",

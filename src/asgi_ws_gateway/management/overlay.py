@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -79,16 +80,34 @@ class Overlay:
     drains: dict[int, Drain] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The state document (kept once made: a state is never changed, only replaced by :meth:`next`, and
+        at 1,000 APIs the indented document takes ~0.2 s to write, which a change did three times, one of
+        them on the event loop)."""
+        made: str | None = self.__dict__.get("_json")
+        if made is None:
+            made = self._document()
+            object.__setattr__(self, "_json", made)  # not a field: neither compared nor copied by replace()
+        return made
+
+    def _document(self) -> str:
+        """``json.dumps(document, indent=1)``, its APIs and products from the text of each kept from the
+        previous states: unchanged, they are the same objects (Python's indenting encoder is ~30 times
+        slower than its C one, and a change wrote 1,000 APIs again)."""
         document = {
             "format": FORMAT,
             "epoch": self.epoch,
             "revision": self.revision,
-            "apis": self.apis,
-            "products": self.products,
+            "apis": _APIS_PLACE if _str_keys(self.apis) else self.apis,
+            "products": _PRODUCTS_PLACE if _str_keys(self.products) else self.products,
             "subscriptions": self.subscriptions,
             "drains": {str(revision): drain.to_json() for revision, drain in self.drains.items()},
         }
-        return json.dumps(document, indent=1, sort_keys=False)
+        text = json.dumps(document, indent=1, sort_keys=False)
+        if document["apis"] is _APIS_PLACE:  # the first such string: an epoch is hex, the revision a number
+            text = text.replace(json.dumps(_APIS_PLACE), _mapping_text(self.apis), 1)
+        if document["products"] is _PRODUCTS_PLACE:
+            text = text.replace(json.dumps(_PRODUCTS_PLACE), _mapping_text(self.products), 1)
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Overlay:
@@ -128,6 +147,39 @@ class Overlay:
 
     def describe(self) -> str:
         return f"revision {self.revision} of state {self.epoch or '(none yet)'}"
+
+
+_APIS_PLACE = "\x00apis"
+_PRODUCTS_PLACE = "\x00products"
+_FRAGMENTS: dict[int, tuple[Any, str]] = {}  # id(value) -> (value, its text two levels deep)
+_FRAGMENTS_KEPT = 4096
+_fragments_lock = threading.Lock()  # states are written in threads (the management API's changes)
+
+
+def _str_keys(mapping: Mapping[Any, Any]) -> bool:
+    return all(isinstance(key, str) for key in mapping)
+
+
+def _mapping_text(mapping: Mapping[str, Any]) -> str:
+    """``mapping`` as ``json.dumps(..., indent=1)`` writes it one level deep in the document."""
+    if not mapping:
+        return "{}"
+    return "{" + ",".join(f"\n  {json.dumps(key)}: {_fragment(value)}" for key, value in mapping.items()) + "\n }"
+
+
+def _fragment(value: Any) -> str:
+    """``value`` as ``json.dumps(..., indent=1)`` writes it two levels deep (JSON escapes a newline in a string:
+    each one in the text starts a line), kept for the same object."""
+    held = _FRAGMENTS.get(id(value))
+    if held is not None and held[0] is value:
+        return held[1]
+    text = json.dumps(value, indent=1).replace("\n", "\n  ")
+    if isinstance(value, dict):  # a state's documents are never changed in place, only replaced
+        with _fragments_lock:
+            _FRAGMENTS[id(value)] = (value, text)
+            while len(_FRAGMENTS) > _FRAGMENTS_KEPT:
+                del _FRAGMENTS[next(iter(_FRAGMENTS))]
+    return text
 
 
 def compare_states(applied: Overlay, stored: Overlay) -> Literal["same", "newer", "diverged"]:
@@ -195,17 +247,49 @@ def api_document(api: ApiConfig, *, compact: bool = False) -> dict[str, Any]:
     return document
 
 
-def merge_document(base: GatewayConfig, overlay: Overlay) -> dict[str, Any]:
-    """The merged configuration as a mapping :func:`~asgi_ws_gateway.policies.build.load_config` accepts."""
+class ValidatedApis:
+    """The APIs of the overlay validated before, each with the document it was validated from: a merge passes
+    the :class:`ApiConfig` of a document unchanged (the same JSON) instead of the document, which is then
+    not validated again (1,000 APIs: ~0.1 s, holding the interpreter). Keep one per management service:
+    what was validated under its gate holds under it."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[dict[str, Any], str, ApiConfig]] = {}
+
+    def get(self, name: str, document: dict[str, Any]) -> ApiConfig | dict[str, Any]:
+        known = self._known.get(name)
+        # As JSON, not ==: True == 1 and 1.0 == 1, and a document that changed max: 1 to max: true is not valid.
+        if known is not None and (known[0] is document or known[1] == json.dumps(document)):
+            return known[2]
+        return document
+
+    def learn(self, overlay: Overlay, config: GatewayConfig) -> None:
+        """Remember the APIs ``config`` (valid) made of ``overlay``'s documents (replaced whole: threads read)."""
+        known = {name: held for name, held in self._known.items() if overlay.apis.get(name) is not None}
+        for api in config.apis:
+            document = overlay.apis.get(api.name)
+            held = known.get(api.name)
+            if document is not None and (held is None or held[2] is not api):
+                known[api.name] = (document, json.dumps(document), api)
+        self._known = known
+
+
+def merge_document(base: GatewayConfig, overlay: Overlay, known: ValidatedApis | None = None) -> dict[str, Any]:
+    """The merged configuration as a mapping :func:`~asgi_ws_gateway.policies.build.load_config` accepts
+    (``known``: APIs validated before, passed as they are; see :class:`ValidatedApis`)."""
     document: dict[str, Any] = base.model_dump(mode="python", exclude={"apis"}, exclude_unset=True)
     apis: list[Any] = []
+
+    def replaced(name: str, doc: dict[str, Any]) -> Any:
+        return known.get(name, doc) if known is not None else doc
+
     for api in base.apis:
         if api.name not in overlay.apis:
             apis.append(api)  # kept as the object: in-code upstream apps survive the merge
         elif (replacement := overlay.apis[api.name]) is not None:
-            apis.append(replacement)
+            apis.append(replaced(api.name, replacement))
     file_names = {api.name for api in base.apis}
-    apis.extend(doc for name, doc in overlay.apis.items() if doc is not None and name not in file_names)
+    apis.extend(replaced(name, doc) for name, doc in overlay.apis.items() if doc is not None and name not in file_names)
     document["apis"] = apis
     # Products and subscriptions created here travel with the APIs, after the file's own.
     document["products"] = [*document.get("products", []), *overlay.products.values()]
@@ -214,22 +298,24 @@ def merge_document(base: GatewayConfig, overlay: Overlay) -> dict[str, Any]:
     return document
 
 
-def merge(base: GatewayConfig, overlay: Overlay) -> GatewayConfig:
+def merge(base: GatewayConfig, overlay: Overlay, known: ValidatedApis | None = None) -> GatewayConfig:
     """The configuration to run: the file's, changed by the overlay. Raises ``ConfigError``."""
-    return load_config(merge_document(base, overlay), import_plugins=False)
+    return load_config(merge_document(base, overlay, known), import_plugins=False)
 
 
 class InvalidChange(ConfigError):
     """A change would make the configuration invalid; ``problems`` are relative to the request body."""
 
 
-def validate(base: GatewayConfig, overlay: Overlay, subject: str | None = None) -> GatewayConfig:
+def validate(
+    base: GatewayConfig, overlay: Overlay, subject: str | None = None, known: ValidatedApis | None = None
+) -> GatewayConfig:
     """Merge and validate; on failure, problems about API ``subject`` lose their ``apis[i].`` prefix.
 
     Other APIs are named rather than numbered (``API 'chat'``), since indexes in the merged list
     mean nothing to a client of the management API.
     """
-    document = merge_document(base, overlay)
+    document = merge_document(base, overlay, known)
     try:
         return load_config(document, import_plugins=False)  # the management API never imports a module
     except ConfigError as exc:
@@ -258,6 +344,7 @@ __all__ = [
     "Drain",
     "InvalidChange",
     "Overlay",
+    "ValidatedApis",
     "api_document",
     "compare_states",
     "drain_reasons",

@@ -86,7 +86,7 @@ class RedisStore:
     async def update(self, change: Change) -> Overlay:
         for _ in range(MAX_ATTEMPTS):
             current = await self.load()
-            new = change(current)
+            new = await asyncio.to_thread(change, current)  # CPU-bound: off the event loop
             attempt: list[str | int] = [
                 current.revision, new.to_json(), new.revision, uuid.uuid4().hex, current.epoch, new.epoch
             ]  # fmt: skip

@@ -18,12 +18,13 @@ from ..config.gateway import GatewayConfig
 from ..config.problems import shorten
 from ..errors import ConfigError
 from ..loading import REFUSED, restricted
+from ..policies.build import checks_only
 from ..redact import printable
 from . import subscriptions as subs
 from .change_warnings import change_warnings
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, StateWentBack, Unavailable
 from .live_connections import DEFAULT_LISTED, Listed
-from .overlay import Drain, InvalidChange, Overlay, api_document, compare_states, merge, validate
+from .overlay import Drain, InvalidChange, Overlay, api_document, compare_states, validate
 from .resource_body import no_redacted_secrets, resource_object, without_output_fields
 from .store_sync import StoreSync
 
@@ -88,8 +89,9 @@ class Manager(StoreSync):
                     f"(state): the stored changes would take {size:,} bytes, more than the {MAX_STATE_BYTES:,} "
                     "they may; remove some first"
                 ])  # fmt: skip
-            with restricted(self.gate):  # refused before anything is imported or read
-                merged = validate(self.base, new, subject)
+            with restricted(self.gate), checks_only():  # refused before anything is imported or read
+                merged = validate(self.base, new, subject, self._apis)
+            self._remember(new, merged)  # installed without validating it again
             problems = self._shadowed(merged, subject) + self._secret_problems(new, merged, subject)
             if problems:
                 raise InvalidChange(problems)
@@ -100,12 +102,16 @@ class Manager(StoreSync):
                     "send it with ?force=true to do so",
                     [f"{name}: would need no subscription key" for name in opened],
                 )
-            with restricted(self.gate):
+            with restricted(self.gate), checks_only():
                 warnings[:] = self._warnings(current, new, merged, subject)
             return new
 
         try:
-            new = await self.store.update(checked)
+            # One change of this worker's at a time: ten sent at once each validated, lost the store's
+            # compare-and-set to one of the others and validated again (up to 50 times each). The store
+            # runs ``checked`` in a thread: the event loop serves its connections meanwhile.
+            async with self._change_lock:
+                new = self._saved = await self.store.update(checked)
         except StateWentBack:
             await self.sync()  # adopt the store's state (logged), so that the next call decides on it
             raise
@@ -117,7 +123,10 @@ class Manager(StoreSync):
         if opened:
             logger.warning("management: revision %d lets clients without a subscription key into API(s) %s (forced)",
                            new.revision, printable(", ".join(opened)))  # fmt: skip
-        await self._apply(new)
+        # Changes this worker saved after this one (queued behind it): run the last, whose drains include
+        # theirs, rather than build each configuration on the way for a moment's service.
+        latest = self._saved
+        await self._apply(latest if latest is not None and compare_states(new, latest) == "newer" else new)
         if compare_states(new, self.overlay) == "diverged":  # the store went back before this worker ran it
             raise Unavailable(
                 f"{new.describe()} was saved, but the state store went back before this worker could run it; "
@@ -153,7 +162,7 @@ class Manager(StoreSync):
             before: GatewayConfig | None = self.gateway.config  # what this worker runs: not built again
         else:
             try:
-                before = merge(self.base, current)
+                before = self._merged(current)
             except ConfigError:  # a state that no longer fits: every warning is news
                 before = None
         return change_warnings(before, merged, apis=apis, products=products)
@@ -235,7 +244,7 @@ class Manager(StoreSync):
         return await self._change(change)
 
     def _check_current(self, overlay: Overlay, name: str, if_match: str | None) -> None:
-        current = merge(self.base, overlay).apis
+        current = self._merged(overlay).apis
         found = next((api for api in current if api.name == name), None)
         if found is None:
             raise NotFound(f"no WebSocket API named '{name}'")

@@ -59,7 +59,9 @@ class StateStore(Protocol):
         """Apply ``change`` to the latest overlay atomically and save its result, which is returned.
 
         ``change`` may be called more than once (optimistic stores retry on a conflict), so it must
-        not have side effects.
+        not have side effects; the stores here call it in a worker thread (``asyncio.to_thread``, the
+        context copied): it validates the whole configuration, CPU-bound, and the event loop serves
+        its connections meanwhile.
         """
         ...
 
@@ -96,7 +98,7 @@ class MemoryStore:
 
     async def update(self, change: Change) -> Overlay:
         async with self._lock:
-            self._overlay = change(self._overlay)
+            self._overlay = await asyncio.to_thread(change, self._overlay)
             return self._overlay
 
     async def revision(self) -> int:

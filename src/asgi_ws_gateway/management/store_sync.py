@@ -22,15 +22,18 @@ from ..config.gateway import GatewayConfig
 from ..errors import ConfigError
 from ..loading import Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
-from ..policies.build import check_policies
+from ..policies.build import check_policies, checks_only
 from .bus import Bus, Command, LocalBus
 from .errors import Unavailable
 from .live_connections import LiveConnections
-from .overlay import DRAIN_HISTORY, Drain, Overlay, compare_states, drain_reasons, merge
+from .overlay import DRAIN_HISTORY, Drain, Overlay, ValidatedApis, compare_states, drain_reasons, merge
 from .store import MemoryStore, StateStore
 from .upstream_hosts import operator_hosts, secret_host_problems
 from .watch import Watch
 
+VALIDATED_KEPT = 4
+"""Merged configurations a worker keeps validated (:meth:`StoreSync._merged`): the state it runs, the one a
+change checks, and the few changes queued behind it."""
 DRAIN_REMEMBERED = 4 * DRAIN_HISTORY
 """Drains a worker remembers as done (by epoch and revision), so that a state back from a restore does not close
 again what its revisions asked to close when they were new."""
@@ -80,6 +83,10 @@ class StoreSync:
         self.overlay = Overlay()
         self.started = False
         self._apply_lock = asyncio.Lock()
+        self._change_lock = asyncio.Lock()  # this worker's changes, one at a time (see Manager._change)
+        self._saved: Overlay | None = None  # the last state this worker's changes saved
+        self._validated: list[tuple[Overlay, GatewayConfig]] = []  # newest first, VALIDATED_KEPT at most
+        self._apis = ValidatedApis()  # the overlay's APIs validated under self.gate, not validated again
         self._poller: asyncio.Task[None] | None = None
         self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -102,8 +109,9 @@ class StoreSync:
         except Unavailable as exc:
             raise Unavailable("cannot read the stored changes") from exc.__cause__ or exc
         try:
+            merged = await asyncio.to_thread(self._merged, stored)
             with restricted(self.gate):
-                problems = self._secret_problems(stored, merge(self.base, stored))
+                problems = self._secret_problems(stored, merged)
             if problems:  # the file sends a secret now that an API changed here would take elsewhere
                 raise ConfigError(problems)
             async with self._apply_lock:
@@ -190,8 +198,7 @@ class StoreSync:
     async def _install(self, overlay: Overlay) -> None:
         """Run ``overlay``; its drains are done here from now on (carried out by the caller, or, for a state
         taken as it is — at start, or adopted after the store went back — past events not to replay)."""
-        with restricted(self.gate):  # the stored changes may load only what the operator allowed
-            config = merge(self.base, overlay)
+        config = await asyncio.to_thread(self._merged, overlay)  # off the event loop: its connections go on
         changed = await self.gateway.apply_config(config)
         self.overlay = overlay
         drained = self._drained
@@ -201,6 +208,25 @@ class StoreSync:
             del drained[next(iter(drained))]
         if changed:
             logger.info("applied management revision %d: API(s) %s changed", overlay.revision, ", ".join(changed))
+
+    def _merged(self, overlay: Overlay) -> GatewayConfig:
+        """``merge(self.base, overlay)``, validated once (``ConfigError``): a change validated its new state,
+        this worker installs it, the next change reads it back; each validated the whole configuration
+        again (at 1,000 APIs, seconds each, on the event loop). CPU-bound: call it in a thread."""
+        for known, config in self._validated:
+            if known is overlay or known == overlay:
+                return config
+        with restricted(self.gate), checks_only():  # the stored changes may load only what the operator allowed
+            config = merge(self.base, overlay, self._apis)
+        self._remember(overlay, config)
+        return config
+
+    def _remember(self, overlay: Overlay, config: GatewayConfig) -> None:
+        """Keep ``config`` as ``overlay``'s validated merge (replaced whole: threads read it meanwhile)."""
+        self._apis.learn(overlay, config)
+        self._validated = [(overlay, config), *(kept for kept in self._validated if kept[0] is not overlay)][
+            :VALIDATED_KEPT
+        ]
 
     def _drain(self, drains: list[Drain], revision: int) -> None:
         """Start closing, with ``drain_close_code``, the open connections ``drains`` select here (not awaited:
@@ -295,4 +321,4 @@ def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
     return gate
 
 
-__all__ = ["DRAIN_REMEMBERED", "StoreSync", "etag", "operator_gate"]
+__all__ = ["DRAIN_REMEMBERED", "VALIDATED_KEPT", "StoreSync", "etag", "operator_gate"]

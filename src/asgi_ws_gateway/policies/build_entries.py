@@ -8,10 +8,12 @@ names it as ``skip_policies`` matches it (:func:`run_name`).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -56,6 +58,49 @@ def _entry_type(entry: Any) -> str:
     return str(next(iter(entry), "")) if isinstance(entry, Mapping) and len(entry) == 1 else ""
 
 
+REUSABLE = frozenset({
+    f"asgi_ws_gateway.policies.{name}"
+    for name in (
+        "auth.CheckHeader", "network.CheckOrigin", "control.Choose", "network.IpFilter", "limits.LimitConcurrency",
+        "limits.QuotaByKey", "limits.RateLimitByKey", "transform.RemoveHeader", "transform.RewriteUri",
+        "transform.SetBackendService", "transform.SetHeader", "transform.SetQueryParameter",
+        "message_checks.LimitMessageSize", "credentials.CredentialExpiry",
+    )
+})  # fmt: skip
+"""The policy classes a new configuration may take over from the one it replaces, for a list of entries
+that did not change (:attr:`PolicyBuilder.lists`): what they hold besides their settings is in the store
+(counts) or outlives a change anyway (a ``limit-concurrency``'s leases of open connections, renewed until
+each ends), and they read no file and import nothing. Not ``validate-jwt``: a change starts empty token
+caches and fetches the JWKS again (docs/policies.md); not ``rate-limit-messages``, which keeps idle
+budgets; not ``validate-message`` (a schema file) or ``transform-message`` (a function); not a plugin's.
+Those are built again, as every policy was on every change."""
+
+ListKey = tuple[str, str, bool, str]
+"""What a list of entries is reused by: its kind, its default counters' prefix, whether underscored headers
+are dropped (its warnings), and its entries as JSON (order kept: equal data, not the same objects)."""
+
+
+@dataclass(frozen=True)
+class BuiltList:
+    """A list of entries built without a problem or a warning, for a successor to take over: the policies
+    it returned, every policy built for it (nested ones too) with its place relative to the list's, and
+    the default counters it claimed."""
+
+    policies: tuple[Any, ...]
+    owned: tuple[tuple[Any, Loc], ...]
+    claims: tuple[tuple[str, Loc], ...]
+
+
+def _list_key(entries: Sequence[Any], counter: str, kind: _Kind, underscores_dropped: bool) -> ListKey | None:
+    if not all(isinstance(entry, Mapping) for entry in entries):
+        return None  # a function or an object: code, not data
+    try:
+        text = json.dumps(entries, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return kind[3], counter, underscores_dropped, text
+
+
 def run_name(type_name: str, name: object) -> str:
     """The name a policy runs under, which ``skip_policies`` matches: its ``name``, else its type."""
     return str(name or type_name)
@@ -64,9 +109,18 @@ def run_name(type_name: str, name: object) -> str:
 class PolicyBuilder:
     """Builds policies from configuration entries, collecting every problem instead of stopping."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], float] = time.time, *, reuse: Mapping[ListKey, BuiltList] | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.lists: dict[ListKey, BuiltList] = {}
+        """The top-level lists built here that a successor built with the same store and clock may take over."""
+        self.reused: set[int] = set()
+        """``id()`` of the policies taken over from ``reuse`` (the predecessor's :attr:`lists`)."""
+        self._reuse = reuse or {}
+        self._depth = 0  # > 0 while a policy builds its nested lists (choose)
+        self._claims: list[tuple[str, Loc]] = []
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.underscores_dropped = False
@@ -85,6 +139,43 @@ class PolicyBuilder:
         return self._build_all(entries, loc, counter, _MESSAGES)
 
     def _build_all(self, entries: Sequence[Any], loc: Loc, counter: str, kind: _Kind) -> list[Any]:
+        if self._depth or not entries:
+            return self._build_each(entries, loc, counter, kind)
+        key = _list_key(entries, counter, kind, self.underscores_dropped)
+        if key is None:
+            return self._build_each(entries, loc, counter, kind)
+        built = self._reuse.get(key)
+        if built is not None:
+            return self._take_over(key, built, loc)
+        problems, warnings, policies_before, claims = (
+            len(self.problems), len(self.warnings), len(self.built), len(self._claims)
+        )  # fmt: skip
+        policies = self._build_each(entries, loc, counter, kind)
+        owned = self.built[policies_before:]
+        if (
+            len(self.problems) == problems
+            and len(self.warnings) == warnings
+            and all(f"{type(p).__module__}.{type(p).__qualname__}" in REUSABLE for p in owned)
+        ):
+            self.lists[key] = BuiltList(
+                tuple(policies),
+                tuple((p, self.locations[id(p)][len(loc) :]) for p in owned),
+                tuple((name, at[len(loc) :]) for name, at in self._claims[claims:]),
+            )
+        return policies
+
+    def _take_over(self, key: ListKey, built: BuiltList, loc: Loc) -> list[Any]:
+        """``built``'s policies, placed at ``loc``: what building its entries again would make."""
+        for policy, at in built.owned:
+            self.built.append(policy)
+            self.locations[id(policy)] = (*loc, *at)
+            self.reused.add(id(policy))
+        for name, at in built.claims:
+            self._claim_counter(name, (*loc, *at))
+        self.lists[key] = built
+        return list(built.policies)
+
+    def _build_each(self, entries: Sequence[Any], loc: Loc, counter: str, kind: _Kind) -> list[Any]:
         policies: list[Any] = []
         ordinals: Counter[str] = Counter()
         for i, entry in enumerate(entries):
@@ -99,6 +190,7 @@ class PolicyBuilder:
         """A default counter name is the owner's name, the list's place and the policy's type and
         ordinal among that type there (``api:chat.choose.0.when.0.policies.rate-limit-by-key.0``): an
         API or product named like another's nested place would share its counts."""
+        self._claims.append((counter, loc))
         other = self._default_counters.setdefault(counter, loc)
         if other != loc:
             self.problems.append(
@@ -213,7 +305,11 @@ class _Env:
 
     def build(self, entries: Sequence[Any], field: Sequence[str | int]) -> list[Policy]:
         before = len(self._builder.problems)
-        policies = self._builder.build(entries, (*self._loc, *field), f"{self.counter}.{'.'.join(map(str, field))}")
+        self._builder._depth += 1
+        try:
+            policies = self._builder.build(entries, (*self._loc, *field), f"{self.counter}.{'.'.join(map(str, field))}")
+        finally:
+            self._builder._depth -= 1
         self.failed = self.failed or len(self._builder.problems) > before
         return policies
 
@@ -226,4 +322,4 @@ class _Env:
         )
 
 
-__all__ = ["PolicyBuilder", "run_name"]
+__all__ = ["REUSABLE", "BuiltList", "ListKey", "PolicyBuilder", "run_name"]
