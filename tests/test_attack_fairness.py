@@ -25,6 +25,7 @@ from asgi_ws_gateway._types import Data
 from asgi_ws_gateway.loop_watch import BYTES_PER_TURN, MESSAGES_PER_TURN
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.passthrough import frames
+from asgi_ws_gateway.passthrough.frame_rules import frame_rule_broken
 from asgi_ws_gateway.passthrough.framed import _FramedSide
 from asgi_ws_gateway.passthrough.sides import Side
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection
@@ -159,7 +160,7 @@ class Scans:
         self.reads: list[int] = []
         self.frames: Counter[int] = Counter()
         self._callback = 0
-        data_received, rule_broken = Side.data_received, frames.frame_rule_broken
+        data_received, rule_broken = Side.data_received, frame_rule_broken
 
         def read(side: Side, data: bytes) -> None:
             self.reads.append(len(data))
@@ -171,7 +172,7 @@ class Scans:
             return rule_broken(*header)
 
         monkeypatch.setattr(Side, "data_received", read)
-        monkeypatch.setattr(frames, "frame_rule_broken", scan)
+        monkeypatch.setattr(frames, "frame_rule_broken", scan)  # the name the scanner looks up
 
     def check(self, smallest_frame: int) -> None:
         assert max(self.reads) > BYTES_PER_TURN, "no read was large: nothing was tested"
