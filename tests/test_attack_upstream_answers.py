@@ -16,9 +16,13 @@ from typing import Any
 
 import pytest
 
+from asgi_ws_gateway.passthrough.frame_rules import FRAGMENT_FLOOR
+from asgi_ws_gateway.upstream import websockets_protocol
 from asgi_ws_gateway.upstream.chunked import Dechunker, MalformedChunks
 from support.access import access_line
 from support.clients import connect, expect_close, expect_status
+from support.configs import api_entry
+from support.gateway import MIB, PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
 from support.servers import UvicornFactory
@@ -313,3 +317,86 @@ async def test_a_small_refusal_is_relayed_whole_whatever_its_framing(
         status, _headers, body = await expect_status(url)
         assert (status, body) == (403, bytes(i % 251 for i in range(3000))), framing
         await gateway.settle()
+
+
+def _fragments(count: int, size: int) -> bytes:
+    """A binary message in ``count`` fragments of ``size`` bytes each, as an upstream sends it."""
+    piece = bytes(i % 251 for i in range(size))
+    first, middle, last = (ws_frame(op, piece, fin=fin, mask=False) for op, fin in ((2, False), (0, False), (0, True)))
+    return first + middle * (count - 2) + last
+
+
+def _fragmenting(message: bytes, got: list[bytes]) -> Handler:
+    """A 101 and ``message`` in one write; then the gateway's close frame (its payload kept in ``got``)
+    is answered with a close, and the connection ends."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=message)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            head = await reader.readexactly(2)
+            body = await reader.readexactly(4 + (head[1] & 0x7F))  # masked, under 126 bytes
+            got.append(head[:1] + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
+            writer.write(ws_frame(8, b"\x03\xe8", mask=False))
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+def _fragments_gateway(
+    port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any
+) -> tuple[ProbedGateway, str]:
+    """``gateway_before``, with the frame relay's outbound policy letting messages of 1 MiB through."""
+    settings = {**CONNECTORS[connector], **api}
+    if "message_policies" in settings:
+        settings["message_policies"] = {"outbound": [{"limit-message-size": {"max": MIB}}]}
+    gateway = ProbedGateway({"apis": [api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **settings)]})
+    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_message_in_5000_fragments_of_64_bytes_passes_whole(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """320,000 bytes in 5,000 fragments, far under the 1 MiB limit: the relay's websockets client
+    refused a message of more than 4,096 fragments (its own rule), the client got 1001 "upstream
+    message too big" where the splice and the frame relay delivered it."""
+    got: list[bytes] = []
+    port = await hostile(_fragmenting(_fragments(5000, 64), got))
+    gateway, url = _fragments_gateway(port, connector, uvicorn_server, ping_interval=None)
+    async with await connect(url) as ws:  # streamed: websockets' recv() takes 4,096 fragments at most
+        parts = [part async for part in ws.recv_streaming()]
+        assert all(isinstance(part, bytes) for part in parts)
+        assert b"".join(parts) == bytes(i % 251 for i in range(64)) * 5000  # type: ignore[arg-type]  # bytes: above
+    await gateway.settle()
+    assert got[:1] == [b"\x88\x03\xe8"]  # the client's close, mirrored
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == 0
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_tiny_fragments_that_count_past_the_limit_are_refused_alike(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    connector: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """2,000 bytes in 2,000 fragments count 64 bytes each (FRAGMENT_FLOOR), past a limit of 64 KiB at
+    the 1,025th: the upstream gets 1009 and the client 1001 "upstream message too big" on every
+    connector, the upstream's close after the message unread (the relay let the message through: one
+    of 4,096 fragments or fewer counted its bytes)."""
+    caplog.set_level(logging.INFO)
+    got: list[bytes] = []
+    closing = ws_frame(8, b"\x03\xe8", mask=False)  # after it, in the same write: its close comes too late
+    port = await hostile(_fragmenting(_fragments(2000, 1) + closing, got))
+    gateway, url = _fragments_gateway(port, connector, uvicorn_server, ping_interval=None, max_message_size=65536)
+    async with await connect(url) as ws:
+        assert await expect_close(ws) == (1001, "upstream message too big")
+    await gateway.settle()
+    assert got[0][:3] == b"\x88\x03\xf1", got  # 1009
+    line = await access_line(caplog)
+    assert "closed by gateway with 1001" in line, line
+
+
+def test_the_relays_fragment_floor_is_the_frame_relays() -> None:
+    """The ``ws://`` connector's copy of FRAGMENT_FLOOR (the layers keep it from importing passthrough's)."""
+    assert websockets_protocol.FRAGMENT_FLOOR == FRAGMENT_FLOOR

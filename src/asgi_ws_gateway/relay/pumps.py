@@ -154,6 +154,9 @@ class Relay:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             failure = failure or _failure(pumps)
+            # A cancelled pump keeps its CancelledError, whose traceback holds this relay's frames: a
+            # reference cycle that kept both connections until a full collection.
+            self._pumps = set()
             if failure is not None:
                 logger.error("relay pump failed; closing both sides with 1011", exc_info=failure)
                 await self._shut(1011, "gateway error", 1011, "gateway error")

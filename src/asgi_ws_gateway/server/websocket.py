@@ -96,6 +96,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
 from ..passthrough.progress import taken_in, undelivered
 from ..relay.close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
+from ..upstream.websockets_protocol import UnlinkedParserFailure
 from .head_deadline import HEADER_TIMEOUT_ENV
 from .http import GatewayH11Protocol, GatewayHTTPProtocol
 from .log_lines import ACCEPTED, PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, connection_line_level, logged_path
@@ -111,9 +112,10 @@ logger = logging.getLogger(__name__)
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
 
-class _ServerProtocol(HeldPings, ServerProtocol):
+class _ServerProtocol(UnlinkedParserFailure, HeldPings, ServerProtocol):
     """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
-    and one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`)."""
+    one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), and no
+    reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
 
     def accept(self, request: Request) -> Response:
         response = super().accept(request)
@@ -602,7 +604,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             if timer is not None:
                 timer.cancel()
         self._abort_timer = self._stall_due = None
+        self._shares = None  # it points back at this protocol: a reference cycle, freed only by a full collection
         super().connection_lost(exc)
+        self.conn.forget_parser()  # so does websockets' parser at its protocol
 
     def send_500_response(self) -> None:
         """uvicorn's 500 for a handshake the application did not answer; a 503 that says to come back

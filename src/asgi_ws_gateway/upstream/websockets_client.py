@@ -191,7 +191,10 @@ class WebSocketsConnection:
         except ConnectionClosed as exc:
             closed = _closed(exc, self._ws)
             closed.messages_sent = self.sent
-            raise closed from None
+            try:
+                raise closed from None
+            finally:
+                del closed  # this frame is in its traceback: a reference cycle, the connection kept with it
 
     async def send(self, data: Data) -> None:
         ws = self._fast
@@ -234,7 +237,9 @@ def _closed(exc: ConnectionClosed, ws: ClientConnection) -> UpstreamClosed:
         return UpstreamClosed(1006, "", by_peer=False)
     # recv() failed a message (not UTF-8, too many fragments) that came before the upstream's close:
     # the gateway's failure, even when that close was already in and answered (its 1000 said nothing
-    # of the message the client lost; the splice and the frame relay report the failure).
+    # of the message the client lost; the splice and the frame relay report the failure). Too many
+    # fragments is websockets' own Assembler's rule: a GatewayClientConnection joins them as they come
+    # (its parser refuses them past max_size by the fragment floor, with 1009, before any close).
     failure = exc.__cause__
     if isinstance(failure, UnicodeDecodeError):
         return UpstreamClosed(1007, f"{failure.reason} at position {failure.start}", by_peer=False)

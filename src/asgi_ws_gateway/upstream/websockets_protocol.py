@@ -2,21 +2,26 @@
 
 :class:`GatewayClientConnection` is the asyncio protocol ``connect()`` creates: it reads the
 handshake's answer past interim responses and holds a refusal until its body is in, parses a large
-read a share per loop turn, tells the protocol of the transport's flow control, charges the
-keepalive only for silence the upstream chose, and is over when the WebSocket is, not when TCP is
-(the socket then lingers until the upstream closes it, within ``close_timeout``).
+read a share per loop turn, joins a fragmented message as it comes (each fragment but the last
+counting ``FRAGMENT_FLOOR`` bytes at least toward ``max_size``, as on the splice and the frame relay),
+tells the protocol of the transport's flow control, charges the keepalive only for silence the
+upstream chose, and is over when the WebSocket is, not when TCP is (the socket then lingers until
+the upstream closes it, within ``close_timeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Generator
 from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.messages import Assembler
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, InvalidMessage
-from websockets.protocol import State
+from websockets.exceptions import ConnectionClosed, InvalidMessage, PayloadTooBig
+from websockets.frames import CONT, DATA_OPCODES, Frame
+from websockets.protocol import Protocol, State
 
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
@@ -28,10 +33,84 @@ logger = logging.getLogger("asgi_ws_gateway.upstream.websockets_client")
 """The ``ws://`` connector's one logger, whichever of its modules writes the line."""
 
 
-class _ClientProtocol(HeldPings, ClientProtocol):
+class UnlinkedParserFailure(Protocol):
+    """A websockets ``Protocol`` (mix in before ``ServerProtocol``/``ClientProtocol``) unlinked from its
+    parser and from what that parser failed on, so that nothing of a connection that is over is left
+    in a reference cycle: its memory is freed at its end.
+
+    websockets' protocol holds its parser, a generator whose frame holds the protocol, and keeps
+    what the parser failed on (``parser_exc``) with its traceback, whose frames hold the protocol
+    too and, for a compressed message over the limit, ``PerMessageDeflate.decode``'s output: the
+    limit's size. Each cycle, with the protocol's inflater, deflater and buffers, waited for a
+    collection of the oldest generation, which ``run``'s collector makes rare (docs/performance.md):
+    2,000 compressed bombs from clients grew a relay worker by 1.6 GB, 2,000 ordinary relayed
+    connections by 116 MB (``tests/test_attack_relay_inflate_memory.py``). A parser failure is kept
+    without its traceback (its type and message stay), and :meth:`forget_parser` ends the parser.
+    """
+
+    @property
+    def parser_exc(self) -> Exception | None:
+        return self.__dict__.get("parser_exc")  # kept where websockets keeps it (an instance swapped in)
+
+    @parser_exc.setter
+    def parser_exc(self, exc: Exception | None) -> None:
+        if exc is not None:
+            exc.__traceback__ = None
+        self.__dict__["parser_exc"] = exc
+
+    def forget_parser(self) -> None:
+        """The connection is over (its transport lost): a parser that holds nothing takes the place
+        of websockets' own, and drops whatever it is still fed."""
+        self.parser = _read_nothing()
+        next(self.parser)
+
+
+def _read_nothing() -> Generator[None]:
+    while True:
+        yield
+
+
+FRAGMENT_FLOOR = 64
+"""``passthrough.frame_rules.FRAGMENT_FLOOR``, which the layers keep this module from importing
+(passthrough sits above upstream); a test pins the two equal."""
+
+
+class FragmentsOverLimit(PayloadTooBig):
+    """A fragmented message whose fragments count past the limit (each but the last ``FRAGMENT_FLOOR``
+    bytes at least): a :exc:`PayloadTooBig` as websockets' own, so the connection fails with 1009."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(None, limit)
+        self.limit = limit  # websockets' parser adds the message's size so far to max_size
+
+    def __str__(self) -> str:
+        return f"message exceeds limit of {self.limit} bytes ({FRAGMENT_FLOOR} per fragment at least)"
+
+
+class FragmentFloor(Protocol):
+    """A websockets ``Protocol`` (mix in before ``ServerProtocol``/``ClientProtocol``) that counts each
+    fragment of a message but its last as ``FRAGMENT_FLOOR`` bytes at least toward ``max_size``, the
+    rule of the splice and the frame relay: a fragment over the limit that way fails the connection
+    with 1009 (:exc:`FragmentsOverLimit`), before it is an event."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        short = FRAGMENT_FLOOR - len(frame.data)
+        if short <= 0 or frame.fin or frame.opcode not in DATA_OPCODES:
+            super().recv_frame(frame)  # what nearly every frame is
+            return
+        limit = self.max_message_size
+        size = self.current_size if frame.opcode is CONT else 0  # None: websockets' ProtocolError follows
+        if limit is not None and size is not None and size + FRAGMENT_FLOOR > limit:
+            raise FragmentsOverLimit(limit)
+        super().recv_frame(frame)
+        self.current_size = (self.current_size or 0) + short
+
+
+class _ClientProtocol(UnlinkedParserFailure, FragmentFloor, HeldPings, ClientProtocol):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
-    and remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
-    UTF-8 check, the keepalive)."""
+    remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
+    UTF-8 check, the keepalive), keeping no traceback of a parser failure, and counting tiny
+    fragments at ``FRAGMENT_FLOOR``."""
 
     failed = False
 
@@ -51,6 +130,42 @@ class MalformedAnswer(InvalidMessage):
 
 _LINGER_WITHOUT_TIMEOUT = 10.0
 """Seconds a finished upstream socket is kept for the upstream to close it when no close_timeout is set."""
+
+
+def _nothing() -> None:
+    pass
+
+
+class _JoinedMessages(Assembler):
+    """websockets' receive queue, given whole messages: a fragmented one is joined as it comes, into
+    one buffer, and queued once its last fragment is in.
+
+    websockets' ``Assembler`` queued each fragment and refused a message of more than
+    ``websockets.asyncio.messages.MAX_FRAGMENTS`` (4,096) of them with 1009 "too many fragments": a
+    message of 320,000 bytes in 64-byte fragments, under a 1 MiB limit, which the splice and the frame
+    relay deliver. The size limit (:class:`FragmentFloor`) bounds the buffer, and the number of
+    fragments; the queue's flow control counts messages.
+    """
+
+    _parts: bytearray | None = None  # the fragments of the message being joined
+    _opcode = CONT
+
+    def put(self, frame: Frame) -> None:
+        parts = self._parts
+        if parts is None:
+            if frame.fin:
+                super().put(frame)  # what nearly every message is
+                return
+            self._opcode, self._parts = frame.opcode, bytearray(frame.data)
+            return
+        parts += frame.data
+        if frame.fin:
+            self._parts = None
+            super().put(Frame(self._opcode, parts))
+
+    def close(self) -> None:
+        self._parts = None  # a message cut short: its fragments go with the connection
+        super().close()
 
 
 class _Lingering(asyncio.Protocol):
@@ -232,6 +347,7 @@ class GatewayClientConnection(ClientConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         messages = self.recv_messages
+        messages.__class__ = _JoinedMessages  # only methods differ: the instance keeps its state
         pause = messages.pause
 
         def pause_and_note() -> None:
@@ -239,6 +355,14 @@ class GatewayClientConnection(ClientConnection):
             pause()
 
         messages.pause = pause_and_note
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # What points back at this connection goes (the receive queue's pause, a large read's shares,
+        # the parser): each was a reference cycle that kept the connection until a full collection.
+        self.recv_messages.pause = _nothing
+        self._shares = None
+        cast(_ClientProtocol, self.protocol).forget_parser()
 
     async def keepalive(self) -> None:
         """websockets' keepalive, charging the upstream only for silence it chose.
@@ -319,4 +443,4 @@ class GatewayClientConnection(ClientConnection):
             self.send_data()
 
 
-__all__ = ["GatewayClientConnection"]
+__all__ = ["FRAGMENT_FLOOR", "FragmentFloor", "FragmentsOverLimit", "GatewayClientConnection", "UnlinkedParserFailure"]
