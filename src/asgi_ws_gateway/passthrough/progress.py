@@ -1,10 +1,15 @@
-"""How much of what is written to a TCP transport its peer has taken in: the probe of the stall rule.
+"""How much of what is written to a TCP transport its peer has taken in: the probe of the stall rule;
+and how much the peer has sent, read or not: the keepalive's sign of life.
 
 A peer whose transport's writes are paused is judged by its progress, not by the pause: one reading
 slowly but steadily keeps the writes paused for long while the kernel's send buffer (MBs) drains. The
 splice's sides (:mod:`.sides`) and the gateway's server protocol (the relay's client leg) both ask,
 within the API's ``ping_timeout``: the splice is given it, the server protocol reads it from the
 application's ``websocket.accept`` (:data:`~.asgi_extension.PING_TIMEOUT`).
+
+A peer that sent bytes since a keepalive ping is alive, whether its reader took them in or not: the
+server protocol asks :func:`received`, and, of one that sent none, :func:`may_send` (its silence is
+its own only if the reader's backpressure left it room to send).
 """
 
 from __future__ import annotations
@@ -17,14 +22,23 @@ import sys
 from typing import Any
 
 _OUTQ: int | None
-try:  # Linux: the bytes of a TCP socket its peer has not acknowledged (SIOCOUTQ)
+_INQ: int | None
+try:  # Linux: the bytes of a TCP socket its peer has not acknowledged (SIOCOUTQ), and those unread (SIOCINQ)
     from fcntl import ioctl
+    from termios import FIONREAD as _INQ
     from termios import TIOCOUTQ as _OUTQ
 except ImportError:  # pragma: no cover  (not Linux: the transport's buffer alone)
-    _OUTQ = None
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+    _OUTQ = _INQ = None
+# Linux's layout below; another system's TCP_INFO (FreeBSD's) has its own: the fallbacks serve there.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _ACKED = struct.Struct("=Q")
-_ACKED_AT = 120  # struct tcp_info's tcpi_bytes_acked (Linux 4.1 and later)
+_U32 = struct.Struct("=I")
+# struct tcp_info (include/uapi/linux/tcp.h); a kernel returns as much of it as it has, so a field is
+# read only when the answer reaches past it.
+_ADVMSS_AT = 84  # tcpi_advmss: the MSS this side announced, the largest segment its peer sends
+_ACKED_AT = 120  # tcpi_bytes_acked (Linux 4.1 and later)
+_RECEIVED_AT = 128  # tcpi_bytes_received (Linux 4.1 and later): in order from the peer, read or not
+_RCV_WND_AT = 232  # tcpi_rcv_wnd (Linux 6.2 and later): the receive window last announced to the peer
 
 
 def undelivered(transport: asyncio.BaseTransport) -> int:
@@ -54,6 +68,46 @@ def taken_in(transport: asyncio.BaseTransport) -> int:
     return -undelivered(transport)
 
 
+def received(transport: asyncio.BaseTransport) -> int | None:
+    """The bytes ``transport``'s peer has sent that its TCP stack received, whether they were read or not
+    (Linux TCP_INFO's tcpi_bytes_received): a count that grows while the peer sends, its reader paused or
+    not. None where it is unknown."""
+    info = _tcp_info(_socket(transport), _RECEIVED_AT + _ACKED.size)
+    if len(info) < _RECEIVED_AT + _ACKED.size:
+        return None
+    return int(_ACKED.unpack_from(info, _RECEIVED_AT)[0])
+
+
+def may_send(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport``'s peer has had room to send since the last segment sent to it: nothing it sent
+    waits unread in the kernel (the whole receive window is open), or the window announced to it holds a
+    full segment (Linux TCP_INFO's tcpi_rcv_wnd, 6.2 and later). False where that is unknown (no
+    :func:`received` either, or an older kernel with bytes unread): its silence may be the reader's."""
+    sock = _socket(transport)
+    info = _tcp_info(sock, _RCV_WND_AT + _U32.size)
+    if len(info) < _RECEIVED_AT + _ACKED.size or _INQ is None:
+        return False
+    try:
+        unread = int.from_bytes(ioctl(sock.fileno(), _INQ, bytes(4)), sys.byteorder)
+    except (OSError, ValueError):
+        return False
+    if unread == 0:
+        return True
+    if len(info) < _RCV_WND_AT + _U32.size:
+        return False
+    # A window below one segment may not let the peer's next one out: it may wait (a probe), not be dead.
+    return bool(_U32.unpack_from(info, _RCV_WND_AT)[0] >= _U32.unpack_from(info, _ADVMSS_AT)[0] > 0)
+
+
+def _tcp_info(sock: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``sock``'s struct tcp_info; none where there is none."""
+    if _TCP_INFO is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            info: bytes = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, size)
+            return info
+    return b""
+
+
 def _socket(transport: asyncio.BaseTransport) -> Any:
     """The transport's socket; None if it has none or does not say."""
     try:
@@ -62,4 +116,4 @@ def _socket(transport: asyncio.BaseTransport) -> Any:
         return None
 
 
-__all__ = ["taken_in", "undelivered"]
+__all__ = ["may_send", "received", "taken_in", "undelivered"]

@@ -42,10 +42,17 @@ gateway needs on its edge:
   1006), by the splice's stall probe (:mod:`..passthrough.progress`), and a pong late behind bytes still
   on their way to it is judged by their progress too: uvicorn's keepalive never dropped a client that
   reads nothing (its close waited for the buffer to drain), and failed one reading slowly with 1011;
-  no keepalive ping is written while those writes are paused, nor while the client is not read (its
-  messages wait for the application), and a pong is not awaited then, as on the splice (without a
-  ``ping_timeout`` uvicorn wrote one every ``ping_interval`` behind the rest, without bound, and it
-  failed a client with 1011 for a pong it left unread);
+  no keepalive ping is written while those writes are paused (without a ``ping_timeout`` uvicorn wrote
+  one every ``ping_interval`` behind the rest, without bound);
+* as on the splice, a client that sent bytes since a keepalive ping is alive, whether the gateway read
+  them or not (Linux's TCP_INFO says what its TCP delivered: :mod:`..passthrough.progress`), and its
+  round ends as if it had answered: uvicorn failed with 1011 a client whose pong waited behind a large
+  message it was still sending (a browser on a slow uplink), or waited unread while the application
+  did not read it. One that sent nothing and did not answer gets 1011 ``keepalive ping timeout``, read
+  or not, unless what it sent before fills the window the gateway announced to it (backpressure: its
+  silence is nobody's; the upstream leg's keepalive judges the other side; where the kernel does not
+  tell, a client not read is not charged). Before, a client not read was never pinged, and a dead one,
+  its message unread, stayed open for ever;
 * a bad ``Sec-WebSocket-Version`` answers 400 with ``Sec-WebSocket-Version: 13`` (RFC 6455 §4.4);
 * a client that pings while it reads nothing is owed one pong, not one per ping (:mod:`..held_pings`);
 * its log lines carry the path but never the query string (credentials travel there);
@@ -94,7 +101,7 @@ from websockets.server import ServerProtocol
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
-from ..passthrough.progress import taken_in, undelivered
+from ..passthrough.progress import may_send, received, taken_in, undelivered
 from ..relay.close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
 from ..upstream.websockets_protocol import UnlinkedParserFailure
 from .head_deadline import HEADER_TIMEOUT_ENV
@@ -139,6 +146,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _stall_due: asyncio.TimerHandle | None = None  # bytes wait for the client: dropped unless it takes some in
     _progress = 0  # what the client had taken in at the last look (``taken_in``)
     _stall_window: float | None  # seconds the client gets to take some of that in (``_watch_progress``)
+    _heard = False  # the protocol got bytes from the client since the last keepalive ping
+    _received_at_ping: int | None = None  # what the client's TCP had delivered then, read or not (``received``)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -186,6 +195,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.handle_events()
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True  # a sign of life (``keepalive_timeout``)
         if self.handshake_initiated and not self.handshake_complete:
             self._hold_early_data(data)
             return
@@ -505,37 +515,60 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._watch_progress()  # the next look, ``ping_timeout`` from now
 
     def send_keepalive_ping(self) -> None:
-        """uvicorn's, but, as the splice pings a side, no ping while the writes to the client are paused or
-        the client is not read (its messages wait for the application: backpressure), only the next one
-        scheduled: its pong could not come, or not be read, meanwhile. The stall rule judges the one, the
-        upstream leg's keepalive the other; and with no ``ping_timeout`` (no pong awaited) uvicorn wrote
-        one more every ``ping_interval``, queued without bound behind a client that reads nothing."""
+        """uvicorn's, but, as the splice pings a side, no ping while the writes to the client are paused,
+        only the next one scheduled: its pong could not come meanwhile, and the stall rule judges it; with
+        no ``ping_timeout`` (no pong awaited) uvicorn wrote one more every ``ping_interval``, queued without
+        bound behind a client that reads nothing. What the client's TCP delivered so far is noted: bytes
+        it sends from now on, read or not, answer for it (:meth:`keepalive_timeout`)."""
         if not self.close_sent and not self.transport.is_closing() and not self._may_ping():
             self.ping_timer = None
             self.schedule_ping()
             return
+        self._heard = False
+        self._received_at_ping = received(self.transport)
         super().send_keepalive_ping()
 
     def _may_ping(self) -> bool:
-        """The client's pong could come, and be read, now: its writes flow and the gateway reads it."""
-        return self.writable.is_set() and self.transport.is_reading()
+        """The client's pong could come now: the writes to it flow. With no ``ping_timeout``, nothing judges
+        the pong but its reading: no ping while the client is not read (its pongs would pile up unread)."""
+        return self.writable.is_set() and (self.ping_timeout is not None or self.transport.is_reading())
 
     def keepalive_timeout(self) -> None:
-        """uvicorn's, but a client is not charged for a pong while bytes written before the ping are still
-        on their way to it (MBs, for a client reading slowly): it is judged by how they drain instead.
-        uvicorn closed it with 1011 then, and the close itself waited behind those bytes. Nor while it is
-        not read (its messages wait for the application): its pong may be there, unread; as the splice
-        does, the client is charged for nobody's silence (its upstream leg's keepalive judges the other)."""
+        """uvicorn's, with the splice's rule of life: a client that sent bytes since the ping is alive,
+        whether the gateway read them or not (:func:`..passthrough.progress.received`: its TCP delivered
+        them). uvicorn failed it with 1011 while its pong waited behind a large message it was still
+        sending (a browser on a slow uplink), and, with its reading paused (the application not reading,
+        backpressure), for a pong it left unread; never pinging such a client, the gateway kept a dead
+        one for ever. Such a client's round ends as if it had answered: the next ping follows.
+
+        Nor is a client charged for a pong while bytes written before the ping are still on their way to
+        it (MBs, for a client reading slowly): it is judged by how they drain instead (the stall rule).
+        Nor while it is not read and could not send: what it sent fills the window the gateway announced
+        to it (:func:`..passthrough.progress.may_send`), its silence nobody's (the upstream leg's keepalive
+        judges the other side); where the kernel does not tell, a client not read is never charged."""
         timeout = self.ping_timeout
-        closing = self.close_sent or self.transport.is_closing()
-        if not closing and timeout is not None and (not self.writable.is_set() or undelivered(self.transport)):
+        if self.close_sent or self.transport.is_closing() or timeout is None:
+            super().keepalive_timeout()
+            return
+        if not self.writable.is_set() or undelivered(self.transport):
             self._watch_progress()
             self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)
             return
-        if not closing and timeout is not None and not self.transport.is_reading():
-            self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)  # the pong, once read
+        if self._heard_since_ping():
+            self.pong_timer = self.pending_ping_payload = None  # its pong, read late, is one no ping awaits
+            self.schedule_ping()
+            return
+        if not self.transport.is_reading() and not may_send(self.transport):
+            self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)  # heard from once read
             return
         super().keepalive_timeout()
+
+    def _heard_since_ping(self) -> bool:
+        """The client sent bytes since the keepalive ping: the protocol got some, or its TCP delivered some."""
+        if self._heard:
+            return True
+        before = self._received_at_ping
+        return before is not None and (received(self.transport) or 0) > before
 
     # -- shutdown --
 
