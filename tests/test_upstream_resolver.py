@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,6 +40,25 @@ async def test_a_name_is_looked_up_once_per_ttl_and_once_for_concurrent_handshak
     resolver.forget("localhost", 80)
     await resolver.addresses("localhost", 80)
     assert resolver.lookups == 3
+
+
+async def test_a_caller_that_read_the_cache_just_before_the_answer_came_does_not_look_the_name_up_again() -> None:
+    """The lookup thread ran between a caller's read of the cache and its look for a running lookup."""
+
+    class ReadJustBeforeTheAnswer(dict[tuple[str, int], tuple[float, list[str]]]):
+        """The cache as the next caller sees it: empty at its first read, as if read before the answer came."""
+
+        reads = 0
+
+        def get(self, key: tuple[str, int], default: Any = None) -> Any:
+            self.reads += 1
+            return default if self.reads == 1 else super().get(key, default)
+
+    resolver = Resolver(ttl=5, clock=Clock(), lookup=lambda host, port: ["10.0.0.7"])
+    assert await resolver.addresses("svc", 80) == ["10.0.0.7"]
+    resolver._known = ReadJustBeforeTheAnswer(resolver._known)
+    assert await resolver.addresses("svc", 80) == ["10.0.0.7"]
+    assert resolver.lookups == 1
 
 
 async def test_addresses_are_not_looked_up_and_unknown_names_fail_as_connect_would() -> None:

@@ -133,15 +133,19 @@ class NameLookups:
         self._hung_total = 0
         self._failed: dict[str, tuple[float, OSError | None]] = {}  # until when, the error (None: it hung)
 
-    async def resolve(self, host: str, port: int, wait: float | None = None) -> list[str]:
+    async def resolve(
+        self, host: str, port: int, wait: float | None = None, known: Callable[[], list[str] | None] | None = None
+    ) -> list[str]:
         """``host``'s addresses, waiting ``wait`` seconds at most (default and cap: ``self.timeout``).
+        ``known()``: the caller's cached addresses, if still good; asked again once no lookup of the name runs,
+        as an answer may have come (and its lookup ended) since the caller last looked.
 
         Raises:
             NameLookupTimeout: the lookup took longer, or the name's lookup hangs (at once then).
             GatewayOverloaded: no lookup thread was free (``gateway_dns_busy``).
             OSError: the name does not resolve (``socket.gaierror``).
         """
-        job = self._job(host, port)
+        job = self._job(host, port, known)
         wait = self.timeout if wait is None else min(wait, self.timeout)
         answer = asyncio.wrap_future(job.future)
         answer.add_done_callback(_retrieved)  # one no caller awaits any more is not "never retrieved"
@@ -171,7 +175,7 @@ class NameLookups:
         with self._lock:
             return sorted(self._hung)
 
-    def _job(self, host: str, port: int) -> _Job:
+    def _job(self, host: str, port: int, known: Callable[[], list[str] | None] | None = None) -> _Job:
         with self._lock:
             if self._pid != os.getpid():
                 self._start_over()
@@ -181,6 +185,12 @@ class NameLookups:
             job = self._jobs.get((host, port))
             if job is not None and (not job.forgotten or self._running[host] >= self.per_name):
                 return job
+            # ``found`` runs before a lookup's job is removed (under this lock): no job, so any answer is in.
+            addresses = known() if job is None and known is not None else None
+            if addresses is not None:
+                answered = _Job(host, port)
+                answered.future.set_result(addresses)
+                return answered
             if (
                 self._running[host] >= self.per_name
                 or self._hung_total >= self.threads  # none would start in time

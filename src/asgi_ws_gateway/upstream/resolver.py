@@ -138,7 +138,12 @@ class Resolver:
             if age < ttl + min(ttl, STALE_FOR):  # stale: used while the name is looked up again
                 self.names.refresh(host, port)
                 return known[1]
-        return await self.names.resolve(host, port, wait)
+        return await self.names.resolve(host, port, wait, functools.partial(self._fresh, host, port, ttl))
+
+    def _fresh(self, host: str, port: int, ttl: float) -> list[str] | None:
+        """``host``'s addresses if they are younger than ``ttl`` seconds."""
+        known = self._known.get((host, port))
+        return known[1] if known is not None and self.clock() - known[0] < ttl else None
 
     def forget(self, host: str, port: int) -> None:
         """Resolve ``host`` again next time (a connect to its address failed: it may have moved)."""
