@@ -1,4 +1,4 @@
-"""End to end: frames a hostile client or upstream sends, against the splice and the frame relay.
+"""End to end: frames a hostile client or upstream sends, against the splice, the frame relay and the relay.
 
 Raw sockets play the attacker (a client library would not send these frames); the gateway is real
 uvicorn with the gateway's protocol, and the other side a real upstream (``websockets``) or a raw
@@ -8,20 +8,24 @@ one. Each test names what the attack achieved before it was fixed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import ClassVar
 
 import pytest
 
 from asgi_ws_gateway.loop_watch import BYTES_PER_TURN
 from asgi_ws_gateway.server.websocket import GatewayWebSocketProtocol
+from support.access import access_line
 from support.apps import echo_app
-from support.gateway import PASSTHROUGH, ProbedGateway, Stack, gateway_config
+from support.configs import api_entry
+from support.gateway import MIB, PASSTHROUGH, ProbedGateway, Stack, gateway_config
+from support.hostile import CONNECTORS, Handler, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, next_frame, raw_client
-from support.servers import UvicornServer
+from support.servers import UvicornFactory, UvicornServer
 from support.upstream import UpstreamServer
 
 EMPTY_FINAL_BLOCK = b"\x03\x00"
@@ -140,6 +144,90 @@ async def test_an_endless_message_of_empty_fragments_is_1009_at_the_fragment_flo
             await gateway.settle()
 
 
+FLOOR_LIMIT = 6400
+"""An API's ``max_message_size``: 100 one-byte fragments count 99 * 64 + 1 bytes, 101 count 6,401."""
+
+
+def _one_byte_fragments(count: int) -> bytes:
+    """A binary message of ``count`` bytes in ``count`` one-byte fragments, as a client sends it."""
+    frames = [ws_frame(0x2 if i == 0 else 0x0, b"x", fin=i == count - 1) for i in range(count)]
+    return b"".join(frames)
+
+
+async def _before_a_raw_upstream(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, **server: object
+) -> tuple[ProbedGateway, int, asyncio.Future[tuple[bytes, int]]]:
+    """A gateway whose API ``/ws/echo`` (``max_message_size``: FLOOR_LIMIT) reaches a raw upstream through
+    ``connector``; its port, and what the upstream read: the data frames' payloads, joined, until the
+    gateway's close frame (answered), and that frame's code."""
+    heard: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        data = bytearray()
+        while (frame := await next_frame(reader))[0] != 0x8:
+            data += frame[1] if frame[0] < 0x8 else b""
+        writer.write(ws_frame(0x8, frame[1], mask=False))
+        heard.set_result((bytes(data), struct.unpack("!H", frame[1][:2])[0]))
+        writer.close()
+
+    api = api_entry(f"ws://127.0.0.1:{await hostile(upstream)}/", max_message_size=FLOOR_LIMIT, **CONNECTORS[connector])
+    gateway = ProbedGateway({"apis": [api]})
+    return gateway, uvicorn_server(gateway, ws=PASSTHROUGH, **server).port, heard
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+@pytest.mark.parametrize(("count", "delivered"), [(100, True), (101, False)], ids=["at-the-floor", "past-it"])
+async def test_one_byte_fragments_count_64_bytes_on_every_connector(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    connector: str,
+    count: int,
+    delivered: bool,
+) -> None:
+    """A message of N one-byte fragments is delivered while N * 64 <= ``max_message_size``, and past it the
+    client gets 1009 and the upstream 1001 and no whole message (the splice forwarded the fragments before
+    the one past the limit), on every connector: the relay's client leg counted only the bytes."""
+    gateway, port, heard = await _before_a_raw_upstream(hostile, uvicorn_server, connector)
+    reader, writer = await raw_client(port, deflate=False)
+    try:
+        writer.write(_one_byte_fragments(count) + ws_frame(0x8, struct.pack("!H", 1000)))
+        await writer.drain()
+        code, _reason = await asyncio.wait_for(close_frame_in(reader), 10)
+    finally:
+        writer.close()
+    data, upstream_code = await asyncio.wait_for(heard, 10)
+    if delivered:
+        assert (code, data, upstream_code) == (1000, b"x" * count, 1000)
+    else:
+        assert (code, upstream_code) == (1009, 1001)
+        assert len(data) < count, f"{len(data)} of {count} bytes reached the upstream"
+    await gateway.settle()
+
+
+async def test_the_relays_client_leg_refuses_a_small_message_in_too_many_fragments(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,000 bytes in 1,000 one-byte fragments count 64,000 bytes, past a limit of 6,400. The relay's client
+    leg (the gateway's server protocol) counted 1,000 and delivered the message the splice and the frame
+    relay refuse: the client gets 1009 now, the upstream nothing of it (1001), the log one line."""
+    caplog.set_level(logging.INFO)
+    gateway, port, heard = await _before_a_raw_upstream(hostile, uvicorn_server, "relay", log_level="info")
+    reader, writer = await raw_client(port, deflate=False)
+    try:
+        writer.write(_one_byte_fragments(1000) + ws_frame(0x8, struct.pack("!H", 1000)))
+        await writer.drain()
+        code, reason = await asyncio.wait_for(close_frame_in(reader), 10)
+    finally:
+        writer.close()
+    assert code == 1009 and b"exceeds limit of 6400 bytes" in reason, (code, reason)  # websockets' words or ours
+    assert await asyncio.wait_for(heard, 10) == (b"", 1001)
+    assert "closed by gateway with 1009" in await access_line(caplog)
+    faults = [r.getMessage() for r in caplog.records if "closed with" in r.getMessage()]
+    assert len(faults) == 1 and "closed with 1009" in faults[0], faults
+    await gateway.settle()
+
+
 # -- the frame relay: what a side sends after its close frame -------------------------------------------
 
 FLOOD = 64 * 1024 * 1024
@@ -216,9 +304,10 @@ async def _pong(reader: asyncio.StreamReader) -> None:
 
 async def test_a_message_in_tiny_fragments_costs_the_relay_its_size(upstream: UpstreamServer) -> None:
     """The gateway's protocol (uvicorn's sans-I/O one) kept an object per fragment: 256 KiB in 1-byte
-    fragments took ~10 MB, and empty fragments, which no size limit counts, grew a connection without
-    bound (4.45 million in 10 s: +31 MB). Fragments are joined as they come now: the message's size."""
-    gateway = ProbedGateway(gateway_config(upstream, passthrough=False))
+    fragments took ~10 MB, and empty fragments, which no size limit counted, grew a connection without
+    bound (4.45 million in 10 s: +31 MB). Fragments are joined as they come now: the message's size.
+    (Each counts 64 bytes toward the limit, test above: 16 MiB lets these 131,072 through.)"""
+    gateway = ProbedGateway(gateway_config(upstream, passthrough=False, max_message_size=16 * MIB))
     tracemalloc.start()
     try:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
@@ -264,13 +353,14 @@ class _RecordingProtocol(GatewayWebSocketProtocol):
 async def test_a_large_read_of_tiny_frames_is_parsed_a_slice_per_loop_turn() -> None:
     """websockets parses a read at once, ~20 µs a frame: 256 KiB of 1-byte frames held the event loop
     0.8 s (another client's echo waited as long). What the gateway's protocol parses in one turn is
-    bounded now (BYTES_PER_TURN, ~0.1 s of tiny frames), and the message is whole, in order."""
+    bounded now (BYTES_PER_TURN, ~0.1 s of tiny frames), and the message is whole, in order. (Its
+    40,000 fragments count 64 bytes each toward ws_max_size: 2.56 MB.)"""
     _RecordingProtocol.reads.clear()
     _RecordingProtocol.parsed.clear()
     payload = bytes(i % 251 for i in range(40_000))
     frames = ws_frame(0x2, payload[:1], fin=False)
     frames += b"".join(ws_frame(0x0, payload[i : i + 1], fin=i == len(payload) - 1) for i in range(1, len(payload)))
-    with UvicornServer(echo_app, ws=_RecordingProtocol, ws_max_size=1 << 20) as server:  # type: ignore[arg-type]
+    with UvicornServer(echo_app, ws=_RecordingProtocol, ws_max_size=4 * MIB) as server:  # type: ignore[arg-type]
         reader, writer = await raw_client(server.port, deflate=False)
         writer.write(frames)
         await writer.drain()

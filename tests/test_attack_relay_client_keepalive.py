@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from typing import Any
 
@@ -30,47 +29,17 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.rawws import close_frame_in, next_frame, raw_client
 from support.servers import UvicornFactory
+from support.unread import MESSAGE, small_socket, streaming_app
 
 SERVER_WIDE: dict[str, Any] = {"ws_ping_interval": 300, "ws_ping_timeout": 300}
 """uvicorn's keepalive, far longer than any wait of these tests."""
 SERVER_SHORT: dict[str, Any] = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.5}
 """uvicorn's keepalive, shorter than the waits of these tests."""
 API_SHORT: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5}
-MESSAGE = b"y" * 65536
-SMALL_BUFFER = 8192
-"""The clients' SO_RCVBUF: what their kernel takes in for them stays small."""
 BOUND = 30
 """Seconds a test waits for what the API's keepalive does (well under uvicorn's 300)."""
 KEPT_FOR = 3
 """Seconds a client that reads nothing must stay open when the stall rule is off (six uvicorn windows)."""
-
-
-def _small_socket(port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
-def _streaming_app(ended: threading.Event) -> Any:
-    """An ASGI WebSocket app sending 64 KiB messages as fast as it may; ``ended`` once it returns."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await not_found(scope, receive, send)
-            return
-        try:
-            await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
-            while True:
-                await send({"type": "websocket.send", "bytes": MESSAGE})
-        except OSError:
-            pass  # the client is gone
-        finally:
-            ended.set()
-
-    return app
 
 
 def _dropped(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -84,9 +53,9 @@ async def test_a_relay_client_that_reads_nothing_is_dropped_within_the_apis_ping
     INFO line, the gateway's close in the access line. Before, it waited for uvicorn's (300 s here)."""
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
-    api = api_entry({"url": "asgi:", "app": _streaming_app(ended)}, **API_SHORT)  # type: ignore[arg-type]
+    api = api_entry({"url": "asgi:", "app": streaming_app(ended)}, **API_SHORT)  # type: ignore[arg-type]
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **SERVER_WIDE)
-    _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))  # reads nothing
+    _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))  # reads nothing
     try:
         assert await asyncio.to_thread(ended.wait, BOUND)
         line = await access_line(caplog)
@@ -118,7 +87,7 @@ async def test_a_passthrough_false_client_that_reads_nothing_is_dropped_and_the_
         port = upstream.sockets[0].getsockname()[1]
         api = api_entry(f"ws://127.0.0.1:{port}/", passthrough=False, **API_SHORT)
         server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **SERVER_WIDE)
-        _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))
+        _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))
         try:
             assert await asyncio.wait_for(saw, BOUND) == 1001
         finally:
@@ -144,9 +113,9 @@ async def test_a_null_api_keepalive_keeps_a_relay_client_that_reads_nothing(
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
     keepalive = {"ping_interval": ping_interval, "ping_timeout": ping_timeout}
-    api = api_entry({"url": "asgi:", "app": _streaming_app(ended)}, **keepalive)  # type: ignore[arg-type]
+    api = api_entry({"url": "asgi:", "app": streaming_app(ended)}, **keepalive)  # type: ignore[arg-type]
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **SERVER_SHORT)
-    _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))  # reads nothing
+    _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))  # reads nothing
     try:
         assert not await asyncio.to_thread(ended.wait, KEPT_FOR)  # still sending: the connection is open
         assert _dropped(caplog) == []
@@ -193,9 +162,9 @@ async def test_a_connection_the_gateway_does_not_own_keeps_uvicorns_window(
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
     api = api_entry(path="/ws/other", ping_interval=None, ping_timeout=None)
-    gateway = WebSocketGateway(_streaming_app(ended), config={"apis": [api]})
+    gateway = WebSocketGateway(streaming_app(ended, other_scopes=True), config={"apis": [api]})
     server = uvicorn_server(gateway, ws=PASSTHROUGH, **SERVER_SHORT)
-    _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))  # reads nothing
+    _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))  # reads nothing
     try:
         assert await asyncio.to_thread(ended.wait, BOUND)
     finally:

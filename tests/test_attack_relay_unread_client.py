@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from typing import Any
 
@@ -30,37 +29,10 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.rawws import raw_client, read_slowly
 from support.servers import UvicornFactory
+from support.unread import MESSAGE, SMALL_BUFFER, small_socket, streaming_app
 
 KEEPALIVE: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5}
 """The API's keepalive, which the relay's client leg takes its stall window from."""
-MESSAGE = b"y" * 65536
-SMALL_BUFFER = 8192
-"""The clients' SO_RCVBUF: what their kernel takes in for them stays small."""
-
-
-def _small_socket(port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
-def _streaming_app(ended: threading.Event) -> Any:
-    """An in-process upstream sending 64 KiB messages as fast as it may; ``ended`` once it returns."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
-            while True:
-                await send({"type": "websocket.send", "bytes": MESSAGE})
-        except OSError:
-            pass  # the client is gone
-        finally:
-            ended.set()
-
-    return app
 
 
 def _dropped(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -74,10 +46,10 @@ async def test_an_in_process_upstream_streaming_to_a_client_that_reads_nothing_e
     the connection stayed open (and the application blocked in its send) as long as the client lived."""
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
-    upstream = {"url": "asgi:", "app": _streaming_app(ended)}
+    upstream = {"url": "asgi:", "app": streaming_app(ended)}
     api = api_entry(upstream, **KEEPALIVE)  # type: ignore[arg-type]
     server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
-    _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))  # reads nothing
+    _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))  # reads nothing
     try:
         assert await asyncio.to_thread(ended.wait, 20)
         line = await access_line(caplog)  # the gateway's close, as the splice records a stall
@@ -108,7 +80,7 @@ async def test_a_network_upstream_streaming_to_a_relay_client_that_reads_nothing
         port = upstream.sockets[0].getsockname()[1]
         api = api_entry(f"ws://127.0.0.1:{port}/", passthrough=False, **KEEPALIVE)
         server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
-        _, writer = await raw_client(server.port, deflate=False, sock=_small_socket(server.port))
+        _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))
         try:
             assert await asyncio.wait_for(saw, 20) == 1001
         finally:
@@ -145,7 +117,7 @@ async def test_a_relay_client_reading_slowly_but_steadily_is_kept(
     along (and its pong waits behind MBs) but it makes progress, so it is neither dropped nor failed."""
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
-    upstream = {"url": "asgi:", "app": _streaming_app(ended)}
+    upstream = {"url": "asgi:", "app": streaming_app(ended)}
     gateway = WebSocketGateway(not_found, config={"apis": [api_entry(upstream, **SLOW_KEEPALIVE)]})  # type: ignore[arg-type]
     server = uvicorn_server(gateway, ws=PASSTHROUGH)
     assert await asyncio.to_thread(_read_slowly, server.port, ended) is None

@@ -25,6 +25,10 @@ gateway needs on its edge:
   keepalive and stall window (``"asgi_ws_gateway.ping_interval"`` and ``"asgi_ws_gateway.ping_timeout"``,
   both or neither: seconds, or None for off; the API's, as the splice takes them), in place of uvicorn's
   ``ws_ping_interval`` and ``ws_ping_timeout``, which still serve every other connection;
+* each fragment of a message but its last counts 64 bytes at least toward the message limit
+  (``FRAGMENT_FLOOR``), as on the splice and the frame relay, which refuse the same messages: uvicorn
+  counted only their bytes: a message of the limit's size in one-byte fragments passed, and one of empty
+  fragments never ended, at ~20 µs of the event loop a frame;
 * what a client sends before its handshake is answered (it did not wait for the 101) is held, unread,
   and read first once the application accepts or splices (uvicorn parsed it before the application
   decided, and a splice lost it with the parser);
@@ -103,7 +107,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
 from ..passthrough.progress import may_send, received, taken_in, undelivered
 from ..relay.close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL, TOO_BIG
-from ..upstream.websockets_protocol import UnlinkedParserFailure
+from ..upstream.websockets_protocol import FragmentFloor, UnlinkedParserFailure
 from .head_deadline import HEADER_TIMEOUT_ENV
 from .http import GatewayH11Protocol, GatewayHTTPProtocol
 from .log_lines import ACCEPTED, PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, connection_line_level, logged_path
@@ -119,10 +123,11 @@ logger = logging.getLogger(__name__)
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
 
-class _ServerProtocol(UnlinkedParserFailure, HeldPings, ServerProtocol):
+class _ServerProtocol(UnlinkedParserFailure, FragmentFloor, HeldPings, ServerProtocol):
     """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
-    one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), and no
-    reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
+    one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), tiny fragments
+    counted at ``FRAGMENT_FLOOR`` bytes as on the splice and the frame relay (:class:`FragmentFloor`), and
+    no reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
 
     def accept(self, request: Request) -> Response:
         response = super().accept(request)

@@ -91,7 +91,8 @@ class FragmentFloor(Protocol):
     """A websockets ``Protocol`` (mix in before ``ServerProtocol``/``ClientProtocol``) that counts each
     fragment of a message but its last as ``FRAGMENT_FLOOR`` bytes at least toward ``max_size``, the
     rule of the splice and the frame relay: a fragment over the limit that way fails the connection
-    with 1009 (:exc:`FragmentsOverLimit`), before it is an event."""
+    with 1009 (:exc:`FragmentsOverLimit`), before it is an event. The relay's two legs share it: this
+    connector's client protocol and the gateway's server protocol (``server/websocket.py``)."""
 
     def recv_frame(self, frame: Frame) -> None:
         short = FRAGMENT_FLOOR - len(frame.data)
