@@ -17,7 +17,9 @@ fewer or cheaper system calls save. Other threads (the span export) are shown ap
 
 (``--bare``: this tree's ``gateway-run`` too, without policies or telemetry: the reference of
 issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``. ``--no-telemetry``: the policy set
-without telemetry, to count the policies' own cost apart from the spans'.)
+without telemetry, to count the policies' own cost apart from the spans'. ``--only validate-jwt,...``:
+those of the set's policies only, to count what each adds; ``set-header`` and ``rate-limit-by-key``
+read ``{jwt.sub}``, so keep ``validate-jwt`` with them.)
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def _measure(
     document: dict[str, object] = {"apis": [api]}
     env = overhead._quiet_env() | {"PYTHONPATH": f"{src}:{overhead.ROOT}"}
     if name != BARE:  # gateway-run+policies; the bare one is gateway-run (no policies, no telemetry)
-        api.update(policy_set(PUBLIC_KEY_PEM))
+        policies = policy_set(PUBLIC_KEY_PEM)["policies"]
+        if args.only:  # a part of the set, to count what each policy adds
+            policies = [entry for entry in policies if next(iter(entry)) in args.only]
+        api["policies"] = policies
         document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
     if name != BARE and args.telemetry:
         env |= {
@@ -112,6 +117,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-telemetry", dest="telemetry", action="store_false", help="count the policy set without telemetry"
+    )
+    parser.add_argument(
+        "--only", type=lambda text: text.split(","), help="the set's policies to keep, e.g. validate-jwt,set-header"
     )
     parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

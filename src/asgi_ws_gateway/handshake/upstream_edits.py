@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlunsplit
 
@@ -103,14 +104,17 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+_NAME = itemgetter(0)
+"""A header's or a parameter's name in its ``(name, value)`` pair."""
+
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """The control characters a header value may not carry (the tab may)."""
 
 
 def _clean(value: str | None) -> str | None:
     """No control characters in a header value: a claim must not be able to inject a header."""
-    if value is None:
-        return None
+    if value is None or value.isprintable():  # no control character (the usual claim): checked in C
+        return value
     return _CONTROL.sub("", value)
 
 
@@ -130,10 +134,11 @@ def _edit(
     if action == "append":
         assert value is not None
         return [*items, (name, value)]
-    if same is str.__eq__:  # a header's name: compared in place, not through a call per header
-        if action == "skip" and any(item[0] == name for item in items):
+    if same is str.__eq__:  # a header's name: looked for in C, and the list filtered only when it is there
+        present = name in map(_NAME, items)
+        if action == "skip" and present:
             return items
-        kept = [item for item in items if item[0] != name]
+        kept = [item for item in items if item[0] != name] if present else [*items]
     else:
         if action == "skip" and any(same(item[0], name) for item in items):
             return items

@@ -134,10 +134,12 @@ class ValidateJwt:
                 request): the upstream could read the one not checked here.
         """
         found, foreign = token_copies(self.sources, context)
-        tokens = list(dict.fromkeys(token for token in found if token))
+        # The usual request carries one copy: taken as it is, not through the duplicates' sieve.
+        tokens = found if len(found) == 1 and found[0] else list(dict.fromkeys(token for token in found if token))
         if tokens and self.rfc6750_sources:
             unread, unread_foreign = token_copies(self.rfc6750_sources, context)
-            tokens += [token for token in dict.fromkeys(unread) if token and token not in tokens]
+            if unread:
+                tokens += [token for token in dict.fromkeys(unread) if token and token not in tokens]
             foreign += unread_foreign
         if len(tokens) > 1 or (tokens and foreign):
             what = f"{len(tokens)} different tokens" if len(tokens) > 1 else "a token and another credential"

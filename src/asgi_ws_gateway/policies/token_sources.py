@@ -81,8 +81,12 @@ def token_copies(sources: list[TokenReading], context: HandshakeContext) -> tupl
                 if scheme:
                     # The scheme ends at a space or a tab: a tab-separated token is read (and checked)
                     # as a lenient upstream reads it; "Bearer:x" or "Basic x" is another credential.
-                    given, *rest = _BLANKS.split(value.strip(" \t"), maxsplit=1)
-                    value = rest[0] if rest else ""
+                    value = value.strip(" \t")
+                    if "\t" in value:
+                        given, *rest = _BLANKS.split(value, maxsplit=1)
+                        value = rest[0] if rest else ""
+                    else:  # the usual value: split in C, the blanks after the first left to strip() below
+                        given, _, value = value.partition(" ")
                     if given.lower() != scheme:
                         foreign += 1
                         continue

@@ -345,7 +345,8 @@ def _decision(result: Any) -> Decision:
             raise ValueError(f"{len(resets_at) + 3} values")
     except (TypeError, ValueError) as exc:  # never from these scripts; a 500 if it were not caught
         raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a decision") from exc
-    return Decision(bool(allowed), max(0, remaining), max(0, retry_ms) / 1000, float(resets_at[0] if resets_at else 0))
+    return Decision(allowed != 0, remaining if remaining > 0 else 0, retry_ms / 1000 if retry_ms > 0 else 0.0,
+                    float(resets_at[0]) if resets_at else 0.0)  # fmt: skip
 
 
 __all__ = ["RedisState"]
