@@ -82,7 +82,7 @@ class ConnectionTrace:
         if handshake.client is not None:
             attrs[n.CLIENT_ADDRESS] = handshake.client
         elif client:  # bounded and escaped as the handshake span's: a server may have taken it from a header
-            attrs[n.CLIENT_ADDRESS] = address_text(client[0])
+            attrs[n.CLIENT_ADDRESS] = handshake.peer_address or address_text(client[0])
         if self._subprotocol:
             attrs[n.SUBPROTOCOL] = self._subprotocol
         if handshake.subject is not None:

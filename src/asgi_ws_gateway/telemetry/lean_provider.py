@@ -26,9 +26,10 @@ gateway's provider the SDK's own.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
@@ -52,12 +53,40 @@ _Ends = tuple[Callable[[ReadableSpan], None], ...]
 def _sampled_end(processor: SpanProcessor) -> Callable[[ReadableSpan], None]:
     """What ``processor.on_end`` does with a sampled span: the SDK's ``BatchSpanProcessor``, where its
     batching is a ``_batch_processor`` (recent SDKs), only checks the span is sampled and queues it
-    there, so that queue's ``emit`` is called straight; any other processor's ``on_end``."""
+    there (:func:`_queue_into`); any other processor's ``on_end``."""
     if type(processor) is BatchSpanProcessor:
-        emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+        batch = getattr(processor, "_batch_processor", None)
+        emit = getattr(batch, "emit", None)
         if callable(emit):
+            if all(hasattr(batch, name) for name in _BATCH_FIELDS):
+                return _queue_into(batch, emit)
             return emit  # type: ignore[no-any-return]
     return processor.on_end
+
+
+_BATCH_FIELDS = ("_queue", "_shutdown", "_pid", "_max_queue_size", "_max_export_batch_size", "_worker_awaken")
+"""What the SDK's batch ``emit`` reads, and :func:`_queue_into` reads in its place."""
+_PROCESS = [os.getpid()]
+"""This process's id, again in a forked child (``emit`` asks the system for it, per span)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, os.getpid()))
+
+
+def _queue_into(batch: Any, emit: Callable[[ReadableSpan], None]) -> Callable[[ReadableSpan], None]:
+    """The SDK batch queue's ``emit(span)`` (``batch``: a ``BatchSpanProcessor``'s ``_batch_processor``) in
+    the usual case, a span into a queue with room, with the same effect; ``emit`` itself otherwise (the
+    processor shut down, a forked child not yet reset, a full queue: its warnings and dropped counts)."""
+
+    def queue(span: ReadableSpan) -> None:
+        spans = batch._queue
+        if batch._shutdown or batch._pid != _PROCESS[0] or len(spans) >= batch._max_queue_size:
+            emit(span)
+            return
+        spans.appendleft(span)
+        if len(spans) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+            batch._worker_awaken.set()  # a full batch: the worker exports it now
+
+    return queue
 
 
 class LeanTracerProvider(TracerProvider):

@@ -45,18 +45,21 @@ SAMPLED_FLAG = int(TraceFlags.SAMPLED)
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span: the OpenTelemetry ``Span`` API, and a ``ReadableSpan`` once ended."""
 
-    # ReadableSpan's fields that start the same in every span: class defaults, not per-span writes.
+    # ReadableSpan's fields that start the same in every span and are seldom read: class defaults, not
+    # per-span writes. Those read on every span are written per span (_init, LeanTracer.start_owned):
+    # Python 3.11 never specializes an instance attribute whose name is also a class attribute, so each
+    # read took the generic lookup, through the class's MRO when the type cache missed.
     _context: SpanContext  # always set (ReadableSpan's may be None)
     _instrumentation_info = None
-    _status: Status = DEFAULT_STATUS
-    _end_time: int | None = None
-    _dropped = 0
+    _status: Status
+    _end_time: int | None
+    _dropped: int
     # Empty tuples until the first event or link (most spans have none): ReadableSpan reads both.
-    _events: BoundedList[Event] | tuple[()] = ()
-    _links: BoundedList[Link] | tuple[Link, ...] = ()
+    _events: BoundedList[Event] | tuple[()]
+    _links: BoundedList[Link] | tuple[Link, ...]
     _record_exception = True  # what start_span defaults to: written per span only when not
     _set_status_on_exception = True
-    _plain = False
+    _plain: bool
     """Every attribute value is a ``str`` or an ``int`` (``bool`` excepted), as :meth:`LeanTracer.start_owned`
     and :meth:`set_plain` were promised: the encoder reads that instead of checking each value."""
 
@@ -84,6 +87,14 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._tracer = tracer
         self._max_attributes = limit = tracer.max_attributes
         self._max_length = tracer.max_length
+        # The fields every span starts with, in this order (LeanTracer.start_owned writes them too: the
+        # instances share one key table).
+        self._end_time = None
+        self._status = DEFAULT_STATUS
+        self._dropped = 0
+        self._events = ()
+        self._links = ()
+        self._plain = False
         if owned and self._max_length is None and (limit is None or len(attributes) <= limit):
             self._attributes: dict[str, AnyValue] = attributes  # type: ignore[assignment]  # a dict: start_owned's
             self._plain = True

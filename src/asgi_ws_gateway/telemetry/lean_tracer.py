@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from time import time_ns
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -28,7 +29,7 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import AnyValue, Attributes
 
 from .current import get_current
-from .lean_spans import SAMPLED_FLAG, LeanSpan, valid_link
+from .lean_spans import DEFAULT_STATUS, SAMPLED_FLAG, LeanSpan, valid_link
 
 if TYPE_CHECKING:
     from .lean_provider import LeanTracerProvider
@@ -129,8 +130,65 @@ class LeanTracer(trace.Tracer):
     ) -> trace.Span:
         """``start_span`` for the gateway's own spans: ``attributes`` is a new dict the span may keep as its
         own (the caller keeps no reference), of non-empty ``str`` keys and ``str`` or ``int`` values (not
-        ``bool``), unchecked; with another sampler than the default, checked as by ``start_span``."""
-        return self._start(name, context, kind, attributes, links, None, True, True, True)
+        ``bool``), unchecked; with another sampler than the default, checked as by ``start_span``.
+
+        Three spans a connection start here: under the default sampler and ids, no processor's
+        ``on_start`` to call and no attribute to cut or drop, the span is made in this one frame (what
+        ``_start``, ``LeanSpan._init`` and ``_begin`` do for it, without their three calls)."""
+        limit = self.max_attributes
+        if (
+            self.starts or not self.parent_or_on_random or self.max_length is not None
+            or (limit is not None and len(attributes) > limit)
+        ):  # fmt: skip
+            return self._start(name, context, kind, attributes, links, None, True, True, True)
+        current = (context if context is not None else get_current()).get(_SPAN_KEY)
+        parent: SpanContext | None = None
+        if current is not None:
+            if type(current) is not LeanSpan:  # another tracer's span as the parent: its checks
+                return self._start(name, context, kind, attributes, links, None, True, True, True)
+            parent = current._context
+        if parent is not None and parent[5]:  # as in _start: the parent's decision, its trace
+            flags = _CHILD_FLAGS[parent[3] & 0xFF]
+            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            span_context = tuple.__new__(SpanContext, (parent[0], span_id, False, flags, parent[4], True))
+            if not flags & SAMPLED_FLAG:
+                return trace.NonRecordingSpan(span_context)
+        else:
+            parent = None
+            trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
+            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            span_context = tuple.__new__(
+                SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
+            )
+        span = _new(LeanSpan)
+        # LeanSpan._init's fields, in its order (the instances share one key table), for an owned dict.
+        span._name = name
+        span._context = span_context
+        span._kind = kind
+        span._instrumentation_scope = self.scope
+        span._parent = parent
+        span._resource = self.resource
+        span._start_time = time_ns()
+        span._tracer = self
+        span._max_attributes = limit
+        span._max_length = None
+        span._end_time = None
+        span._status = DEFAULT_STATUS
+        span._dropped = 0
+        span._events = ()
+        span._links = ()
+        span._plain = True
+        span._attributes = attributes
+        if links:
+            if (  # the usual link, as in _start
+                len(links) == 1 and type(link := links[0]) is Link and link._attributes is None and link._context[5]
+                and self.max_links != 0
+            ):  # fmt: skip
+                link._attributes = NO_ATTRIBUTES
+                span._links = (link,)
+            else:
+                span._links = _links(links, self.limits)
+        return span
 
     def _start(
         self,

@@ -116,10 +116,10 @@ def append_attributes(tag: bytes, attributes: Mapping[str, object] | None, pairs
 def encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, found: list[Any]) -> None:
     """Fill ``found``'s ``None`` entries (the attributes the cache did not have) with their ``KeyValue``
     fields; one that cannot be encoded is logged and left out (``b""``)."""
-    items = list(attributes.items())
+    keys, values = list(attributes), list(attributes.values())  # no (key, value) tuple per attribute
     volatile, heads = pairs.volatile, pairs.heads
     for index in list(compress(count(), map(not_, found))):  # the Nones, found in C (no comparisons)
-        key, value = items[index]
+        key, value = keys[index], values[index]
         if type(value) is str and key in volatile:  # new every time (a handshake's ids): never kept
             try:
                 text = value.encode()

@@ -44,6 +44,8 @@ _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _IDS = struct.Struct(">2sQQ2sQ").pack
 """``Span.trace_id`` (field 1, 16 bytes as two big-endian halves) and ``span_id`` (field 2), tags included."""
+_IDS_PARENT = struct.Struct(">2sQQ2sQ2sQ").pack
+"""The same, and ``parent_span_id`` (field 4): a span without trace state."""
 _TIMES = struct.Struct("<BQBQ").pack
 """``start_time_unix_nano`` (field 7) and ``end_time_unix_nano`` (field 8), tags included."""
 _LOW64 = (1 << 64) - 1
@@ -57,6 +59,9 @@ _LINK_HEAD = b"\x6a" + bytes([18 + 10 + 5])
 """``Span.links`` (field 13), tag and length, of a link with ids and flags only (18, 10 and 5 bytes)."""
 _UNSET_STATUS = b"\x7a\x00"
 """``Span.status`` (field 15) for an UNSET status without a description: always present, empty."""
+_UNSET_LOCAL_TAIL = _UNSET_STATUS + _LOCAL_FLAGS
+_UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
+"""A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
 
@@ -75,6 +80,9 @@ def _status(status: Status) -> bytes:
     return delimited(b"\x7a", (delimited(b"\x12", message.encode()) if message else b"")
                   + (b"\x18" + varint(code) if code else b""))  # fmt: skip
 
+
+_UNSEEN = object()
+"""Neither a resource nor a scope: what :meth:`SpanEncoder.encode` has seen before the first span."""
 
 _Fields = tuple[Any, ...]
 """A span's fields, in the order ``SpanEncoder._span`` reads them."""
@@ -143,14 +151,15 @@ class SpanEncoder:
         self._event_pairs = Pairs()
         self._link_pairs = Pairs()
         self._names: dict[str, bytes] = {}
-        self._named: dict[tuple[str, int], bytes] = {}  # a lean span's name and kind fields
+        # A lean span's name and kind fields, by kind (the API enum's value) then name.
+        self._named: tuple[dict[str, bytes], ...] = tuple({} for _ in range(max(_KIND) + 1))
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans`` (what the SDK's encoder gives)."""
         resources: list[Resource] = []
         resource_groups: list[list[Any]] = []  # [scopes, their groups, scope groups by id] per resource
         resources_by_id: dict[int, list[Any]] = {}  # ids are stable: ``spans`` keeps every object alive
-        last: tuple[object, object] | None = None
+        last_resource = last_scope = _UNSEEN  # the previous span's (its group is ``target``)
         target: list[bytes] = []
         lean_span = self._lean_span
         for span in spans:
@@ -160,12 +169,12 @@ class SpanEncoder:
             else:
                 resource, scope = span.resource, span.instrumentation_scope or None
                 encoded = self._span(_readable_fields(span))
-            if last is None or resource is not last[0] or scope is not last[1]:  # most batches: one of each
+            if resource is not last_resource or scope is not last_scope:  # most batches: one of each
                 group = _group(resources, resource_groups, resources_by_id, resource)
                 if not group:
                     group += ([], [], {})
                 target = _group(group[0], group[1], group[2], scope)
-                last = (resource, scope)
+                last_resource, last_scope = resource, scope
             target.append(encoded)
         out = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
@@ -186,18 +195,25 @@ class SpanEncoder:
         if type(span._events) is not tuple or span._dropped or type(span._links) is not tuple:  # rare
             return self._span(_lean_fields(span))
         trace_id, span_id, _, _, trace_state, _ = span._context
-        parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
-        if trace_state is not DEFAULT_TRACE_STATE and trace_state:
-            parts.append(delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
         parent = span._parent
-        if parent is not None:
-            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        if trace_state is not DEFAULT_TRACE_STATE and trace_state:
+            parts = [
+                _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id),
+                delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()),
+            ]
+            if parent is not None:
+                parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        elif parent is not None:  # the ids and the parent's span id (field 4) in one piece
+            parts = [_IDS_PARENT(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id, b"\x22\x08",
+                                 parent[1])]  # fmt: skip
+        else:
+            parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
         kind = span._kind._value_  # the enum's plain field: SpanKind hashes in Python
-        named = self._named.get((span._name, kind))  # name (field 5) and kind (field 6) together
+        named = self._named[kind].get(span._name)  # name (field 5) and kind (field 6) together
         if named is None:
             named = self._name_and_kind(span._name, kind)
-        parts.append(named)
-        parts.append(_times(span._start_time, span._end_time))
+        start, end = span._start_time, span._end_time
+        parts += (named, _TIMES(0x39, start, 0x41, end) if start and end else _times(start, end))
         attributes = span._attributes
         if attributes:
             pairs = self._span_pairs
@@ -213,7 +229,7 @@ class SpanEncoder:
             linked = link._context
             ids = _IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])
             if link._attributes is NO_ATTRIBUTES:  # the usual link (the handshake's): ids and flags
-                parts.append(_LINK_HEAD + ids + (_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS))
+                parts += (_LINK_HEAD, ids, _REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
                 continue
             body = [ids]
             append_attributes(b"\x22", link.attributes, self._link_pairs, body)
@@ -221,9 +237,12 @@ class SpanEncoder:
                 body += (b"\x28", varint(link.dropped_attributes))
             body.append(_REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
             parts.append(delimited(b"\x6a", b"".join(body)))
+        remote = parent is not None and parent[2]
         status = span._status
-        parts.append(_UNSET_STATUS if status is DEFAULT_STATUS else _status(status))
-        parts.append(_REMOTE_FLAGS if parent is not None and parent[2] else _LOCAL_FLAGS)
+        if status is DEFAULT_STATUS:  # status (field 15) and flags (field 16), in one piece
+            parts.append(_UNSET_REMOTE_TAIL if remote else _UNSET_LOCAL_TAIL)
+        else:
+            parts += (_status(status), _REMOTE_FLAGS if remote else _LOCAL_FLAGS)
         encoded = b"".join(parts)
         size = len(encoded)
         if size < 0x4000:  # two bytes at most: a span of the gateway's
@@ -233,10 +252,10 @@ class SpanEncoder:
         return b"".join((b"\x12", varint(size), encoded))
 
     def _name_and_kind(self, name: str, kind: int) -> bytes:
-        named = self._named
+        named = self._named[kind]
         if len(named) >= CACHE_LIMIT:
             named.clear()
-        encoded = named[name, kind] = (delimited(b"\x2a", name.encode()) if name else b"") + _KIND[kind]
+        encoded = named[name] = (delimited(b"\x2a", name.encode()) if name else b"") + _KIND[kind]
         return encoded
 
     def _span(self, fields: _Fields) -> bytes:

@@ -4,6 +4,7 @@ upstream handshake request (with the globally configured propagators: ``OTEL_PRO
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from operator import itemgetter, methodcaller
 
 from opentelemetry import baggage, propagate, trace
@@ -101,7 +102,7 @@ def inject(
         dropped = _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED
     else:
         dropped = written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT)
-    prefixed = not trusted and any(map(_UNTRUSTED_PREFIXED, names))
+    prefixed = not trusted and _any_untrusted_prefixed(names)
     if prefixed or not dropped.isdisjoint(names):  # rare: a client that sends trace headers of its own
         headers[:] = [
             header
@@ -137,6 +138,14 @@ _BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
 
 _UNTRUSTED_PREFIXED = methodcaller("startswith", ("uberctx-", "ot-baggage-"))
 """Jaeger's and OpenTracing's baggage, one header per item: dropped unless the client is trusted."""
+
+
+def _any_untrusted_prefixed(names: Iterable[str]) -> bool:
+    """Some name starts as :data:`_UNTRUSTED_PREFIXED` reads (or contains a line break and one: the
+    headers are then filtered name by name). Two searches of the joined names: a third of the
+    instructions of ``startswith`` called per name (~10 k a handshake)."""
+    joined = "\n" + "\n".join(names)
+    return "\nuberctx-" in joined or "\not-baggage-" in joined
 
 
 __all__ = ["ASGI_HEADERS", "client_trace", "extract", "inject"]

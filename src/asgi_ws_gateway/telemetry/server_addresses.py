@@ -1,18 +1,39 @@
 """The server a span names, Sans-I/O: as the client addressed it (the ``Host`` header, else the
 socket), and the host and port an upstream attempt connects to (its URL's).
+
+Both repeat from one handshake to the next (a few ``Host`` values, a backend's URL), so the spans'
+answers are remembered: at most :data:`REMEMBERED` of each, forgotten together when full, never for a
+URL that may carry a client's credential (:func:`..bounded.may_carry_credential`).
 """
 
 from __future__ import annotations
 
-from ..bounded import split_url
+from ..bounded import may_carry_credential, remember, split_url
 from ..upstream.resolver import host_and_port
 from ..wire_numbers import parse_port
+
+REMEMBERED = 1024
+"""Answers kept per function (URLs carry a client's path: many clients, many URLs)."""
+_LONGEST = 1024
+"""The longest URL or ``Host`` kept (a client chooses both: at most ~2 MB in all)."""
+_UNKNOWN = object()
+_connections: dict[str, tuple[str, int] | None] = {}
+_servers: dict[tuple[bytes, str], tuple[str, int]] = {}
 
 
 def connected_to(url: str) -> tuple[str, int] | None:
     """The host and port an attempt connects to: its URL's, which a ``set-backend-service`` may have
     made another than the backend's (the span said the configured ``127.0.0.1`` of a connection to
     ``localhost``). Metrics keep the backend's: their labels must stay few."""
+    found = _connections.get(url, _UNKNOWN)
+    if found is _UNKNOWN:
+        found = _connected_to(url)
+        if len(url) <= _LONGEST and not may_carry_credential(url):
+            remember(_connections, url, found, REMEMBERED)
+    return found  # type: ignore[return-value]  # not _UNKNOWN
+
+
+def _connected_to(url: str) -> tuple[str, int] | None:
     try:
         host, port = host_and_port(split_url(url))
     except ValueError:  # refused before any connect (a 400): the backend's stay
@@ -23,17 +44,27 @@ def connected_to(url: str) -> tuple[str, int] | None:
 def addressed_server(host: bytes | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int | None]:
     """``server.address``/``server.port`` as the client addressed them: the Host header, else the socket."""
     if host:
-        text = host.decode("latin-1")
-        if text.startswith("["):  # an IPv6 literal: [::1]:8000
-            address, _, rest = text[1:].partition("]")
-            port_text = rest.removeprefix(":")
-        else:
-            address, _, port_text = text.partition(":")
-        port = parse_port(port_text)  # not int(): "²" (a byte 0xB2) raised, "٣" was port 3
-        return address, port if port is not None else 443 if scheme == "wss" else 80
+        found = _servers.get((host, scheme))
+        if found is None:
+            found = _addressed(host, scheme)
+            if len(host) <= _LONGEST:
+                remember(_servers, (host, scheme), found, REMEMBERED)
+        return found
     if server:
         return server[0], server[1]
     return "", None
+
+
+def _addressed(host: bytes, scheme: str) -> tuple[str, int]:
+    """The Host header's address and port (the scheme's default when it names none)."""
+    text = host.decode("latin-1")
+    if text.startswith("["):  # an IPv6 literal: [::1]:8000
+        address, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        address, _, port_text = text.partition(":")
+    port = parse_port(port_text)  # not int(): "²" (a byte 0xB2) raised, "٣" was port 3
+    return address, port if port is not None else 443 if scheme == "wss" else 80
 
 
 __all__ = ["addressed_server", "connected_to"]

@@ -101,6 +101,7 @@ class HandshakeTrace:
         self._events: MessageEvents | None = None
         self._upstream: Attrs | None = None  # the first attempt, set with the handshake's final attributes
         self.path: str | None = None  # the redacted path, once a span needs it (the connection span reuses it)
+        self.peer_address: str | None = None  # the TCP peer's, once the handshake span has it (the connection's too)
         if telemetry.tracer is not None:
             self._start_span(telemetry)
         self._token: Token[HandshakeObserver | None] | None = HANDSHAKE.set(self)
@@ -141,12 +142,14 @@ class HandshakeTrace:
         attrs[n.URL_SCHEME] = scheme
         attrs[n.URL_PATH] = path
         client = scope.get("client")
+        if client:
+            self.peer_address = address_text(client[0])
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
             if client:
-                attrs[n.NETWORK_PEER_ADDRESS] = address_text(client[0])
+                attrs[n.NETWORK_PEER_ADDRESS] = self.peer_address
         elif client:
-            attrs[n.CLIENT_ADDRESS] = address_text(client[0])
+            attrs[n.CLIENT_ADDRESS] = self.peer_address
         named = dict(headers)  # in C; a repeated header's last value, as a loop over them would keep
         agent = named.get(b"user-agent")
         if agent is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from ..bounded import remember
 from ..redact import REDACTED, printable, redact_free_text, redact_free_text_remembered, redact_path
 
 MAX_CHARS = 512
@@ -63,9 +64,18 @@ def address_text(address: str) -> str:
     What is not a plain address is a zoned peer (``fe80::1%eth0``: the kernel's, kept), a ``Host``, or
     a peer a server rewrote from a forwarding header (uvicorn's ``--proxy-headers``): a client's text.
     """
-    if _PLAIN_ADDRESS.fullmatch(address):
+    if address in _plain_addresses:
         return address
-    return cut(printable(client_text(address), quote=False))
+    if _PLAIN_ADDRESS.fullmatch(address):
+        remember(_plain_addresses, address, None, _PLAIN_ADDRESSES)  # 45 characters at most
+        return address
+    return cut(printable(client_text(address), quote=False))  # redaction's rules may change: not kept
+
+
+_plain_addresses: dict[str, None] = {}
+"""Plain addresses seen (a span's client and server, the access log's peer: the same few, again and
+again), at most :data:`_PLAIN_ADDRESSES`, forgotten together when full."""
+_PLAIN_ADDRESSES = 1024
 
 
 def _without_trailing_jwt(text: str) -> str:
