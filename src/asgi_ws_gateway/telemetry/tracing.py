@@ -55,6 +55,10 @@ StartSpan = Callable[[str, "Context | None", SpanKind, Attrs, Sequence[Link]], S
 T = TypeVar("T")
 
 
+_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
+"""``io_span`` with tracing off (``nullcontext`` keeps no state: one serves every call)."""
+
+
 def _current() -> HandshakeTrace | None:
     """The handshake in progress: only telemetry sets ``HANDSHAKE``, always to a ``HandshakeTrace``."""
     return HANDSHAKE.get()  # type: ignore[return-value]  # (typing.cast would be a call per connection)
@@ -189,18 +193,22 @@ class HandshakeTrace:
         if self._telemetry.metrics is not None:
             self._telemetry.metrics.unchecked(self.api.name, policy)
 
-    @contextlib.contextmanager
     def io_span(
         self, name: str, *, kind: SpanKind = SpanKind.CLIENT, attributes: Attrs | None = None
-    ) -> Iterator[Span]:
+    ) -> contextlib.AbstractContextManager[Span]:
         """A child span of the handshake around a policy's I/O: ``with handshake.io_span("jwks fetch"):``.
 
-        Yields a non-recording span when tracing is off. Exceptions are recorded and re-raised.
+        Yields a non-recording span when tracing is off (one shared context manager: a Redis check per
+        limited handshake made a generator for nothing). Exceptions are recorded and re-raised.
         """
+        if self._telemetry.tracer is None or self._context is None:
+            return _NO_SPAN
+        return self._io_span(name, kind, attributes)
+
+    @contextlib.contextmanager
+    def _io_span(self, name: str, kind: SpanKind, attributes: Attrs | None) -> Iterator[Span]:
         tracer = self._telemetry.tracer
-        if tracer is None or self._context is None:
-            yield trace.INVALID_SPAN
-            return
+        assert tracer is not None and self._context is not None
         # What tracer.start_as_current_span does (its trace.use_span: current while open, an exception
         # recorded and the status set, ended at exit), without its two context managers and the API's
         # context calls: one span per Redis check on the policies path.
