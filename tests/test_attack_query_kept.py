@@ -44,10 +44,19 @@ def stack(gateway_mode: GatewayMode, upstream: UpstreamServer) -> Iterator[Stack
         yield running
 
 
-PLACES = ["/ws/echo?access_token={}&room=1", "/ws/headers/token={}", "/ws/headers/eyJ{}"]
+PLACES = [
+    "/ws/echo?access_token={}&room=1",
+    "/ws/headers/token={}",
+    "/ws/headers/eyJ{}",
+    "/ws/headers/Bearer%20{}",
+    "/ws/headers/x-api-key%3A{}",
+    "/ws/headers/x-api-key:{}",
+]
 
 
-@pytest.mark.parametrize("place", PLACES, ids=["query", "named-in-path", "jwt-in-path"])
+@pytest.mark.parametrize(
+    "place", PLACES, ids=["query", "named-in-path", "jwt-in-path", "bearer", "escaped-colon", "header-in-path"]
+)
 async def test_a_clients_credential_is_not_kept_after_the_upstream_got_it(stack: Stack, place: str) -> None:
     secret = secrets.token_hex(12)
     url = stack.url(place.format(secret))

@@ -36,7 +36,7 @@ def test_an_upstream_url_s_host_and_port_are_the_same_when_remembered(
 ) -> None:
     """Asked twice, the second answer is the remembered first one, equal to a fresh parse."""
     assert connected_to(url) == expected
-    assert url in server_addresses._connections
+    assert list(server_addresses._connections) == [url[: url.index("/", url.index("//") + 2)]]  # the authority
     assert connected_to(url) == expected == server_addresses._connected_to(url)
 
 
@@ -47,12 +47,40 @@ def test_an_upstream_url_s_host_and_port_are_the_same_when_remembered(
         "ws://example.test/rooms/token=s3cr3t",
         "ws://example.test/rooms/token%3Ds3cr3t",
         "ws://example.test/rooms/eyJhbGciOiJIUzI1NiJ9.e30.sig",
+        "ws://example.test/up/Bearer%20sekrit-bearer-123",
+        "ws://example.test/up/Basic%20dXNlcjpodW50ZXIy",
+        "ws://example.test/up/x-api-key:sekrit-apikey-456",
+        "ws://example.test/up/Authorization:%20Bearer%20sekrit789",
     ],
 )
-def test_an_upstream_url_that_may_carry_a_credential_is_never_remembered(url: str) -> None:
-    """A client's query or path goes upstream in the URL: a credential must not outlive its connection."""
+def test_no_client_text_of_an_upstream_url_is_kept(url: str) -> None:
+    """A client's path or query goes upstream in the URL: only the scheme and authority are a key, so no
+    credential in either outlives its connection (found: the redacted shapes were kept whole)."""
     assert connected_to(url) == ("example.test", 443 if url.startswith("wss") else 80)
-    assert url not in server_addresses._connections
+    assert list(server_addresses._connections) == [url[: url.index("/", url.index("//") + 2)]]
+    assert not any("s3cr3t" in key or "sekrit" in key or "eyJ" in key for key in server_addresses._connections)
+
+
+def test_an_upstream_url_with_userinfo_is_never_remembered() -> None:
+    assert connected_to("ws://user:s3cr3t@example.test:9000/x") == ("example.test", 9000)
+    assert not server_addresses._connections
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"user:hunter2@x",
+        b"x-api-key:sekrit-host-1",
+        b"Bearer%20sekrit",
+        b"eyJhbGciOiJIUzI1NiJ9.e30.sig",
+        b"a b",
+        b"gateway.test:\xb2",
+    ],
+)
+def test_a_host_header_that_is_not_a_plain_host_is_never_remembered(host: bytes) -> None:
+    """A ``Host`` a client filled with a credential is parsed afresh each time (refused handshakes' too)."""
+    assert addressed_server(host, None, "ws") == server_addresses._addressed(host, "ws")
+    assert not server_addresses._servers
 
 
 @pytest.mark.parametrize(
@@ -61,7 +89,6 @@ def test_an_upstream_url_that_may_carry_a_credential_is_never_remembered(url: st
         (b"gateway.test:8443", "ws", ("gateway.test", 8443)),
         (b"gateway.test", "wss", ("gateway.test", 443)),
         (b"[::1]:8000", "ws", ("::1", 8000)),
-        (b"gateway.test:\xb2", "ws", ("gateway.test", 80)),  # not a port: the scheme's
     ],
 )
 def test_the_addressed_server_is_the_same_when_remembered(host: bytes, scheme: str, expected: tuple[str, int]) -> None:
@@ -84,10 +111,12 @@ def test_the_stores_stay_bounded_whatever_clients_send() -> None:
     assert 0 < len(values._plain_addresses) <= values._PLAIN_ADDRESSES
     server_addresses._connections.clear()
     server_addresses._servers.clear()
-    long_url = "ws://127.0.0.1:9001/" + "a" * 2000
-    assert connected_to(long_url) == ("127.0.0.1", 9001)
+    long_url = "ws://" + "a" * 2000 + ":9001/"
+    assert connected_to(long_url) == ("a" * 2000, 9001)
     assert addressed_server(b"h" * 2000, None, "ws") == ("h" * 2000, 80)
     assert not server_addresses._connections and not server_addresses._servers
+    connected_to("ws://127.0.0.1:9001/" + "a" * 2000)  # a long path: its authority is the key
+    assert list(server_addresses._connections) == ["ws://127.0.0.1:9001"]
 
 
 def test_only_plain_addresses_are_remembered() -> None:

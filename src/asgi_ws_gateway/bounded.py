@@ -26,12 +26,16 @@ _split_afresh: Callable[[str], SplitResult] = getattr(urlsplit, "__wrapped__", u
 def may_carry_credential(url: str) -> bool:
     """Whether a URL may hold a client's credential, so that no cache may keep it: a query
     (``?access_token=``), or a path with a named value (``/ws/token=...``, encoded ``token%3D...`` as
-    a path parameter goes upstream) or a JWT (``eyJ``), the shapes the redaction finds in a path.
-    Such URLs rarely repeat: a cache gave them nothing anyway."""
+    a path parameter goes upstream, ``x-api-key:...``), a scheme's credential (``Bearer%20...``), a
+    JWT (``eyJ``) or userinfo, the shapes the redaction finds in a path. Such URLs rarely repeat: a
+    cache gave them nothing anyway."""
     return _CREDENTIAL_SHAPE(url) is not None
 
 
-_CREDENTIAL_SHAPE = re.compile(r"[?=]|eyJ|%3[Dd]").search
+_CREDENTIAL_SHAPE = re.compile(r"[?=@\s]|eyJ|%(?:3[DdAa]|[24]0|09)|//[^/?#]*[/?#][^:]*:").search
+"""A query, ``name=value``, userinfo, a blank or its escape (``Bearer%20...``, ``Basic%09...``), an
+escaped ``=``, ``:`` or ``@``, a JWT, or a ``:`` after the authority (``x-api-key:...``): what the
+redaction finds a credential in, as a URL spells it."""
 
 
 def split_url(url: str) -> SplitResult:
