@@ -106,7 +106,7 @@ async def test_the_command_line_deletes_no_api_through_a_crafted_subscription_id
     """``subscriptions delete ../apis/x``: not found (exit 3), API x is still there; ``..``: exit 2."""
     args = ["subscriptions", "delete", "../apis/x", "--url", managed.base, "--token", TOKEN]
     assert await asyncio.to_thread(main, args) == 3
-    assert capsys.readouterr().err.startswith("error: 404 ")
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: 404 ")  # after --token's warning
     args[2] = ".."
     assert await asyncio.to_thread(main, args) == 2  # a usage error, nothing sent
     assert "'..' cannot be a name or id" in capsys.readouterr().err

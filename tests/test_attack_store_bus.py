@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis.asyncio as redis
 
+from asgi_ws_gateway.management.answers import an_object
 from support.processes import standalone
 from support.redis import SHARED_REDIS
 from support.upstream import UpstreamServer
@@ -45,7 +46,7 @@ async def test_messages_that_are_not_commands_leave_every_worker_listening(
                 assert await writer.publish(channel, message) == 2, message[:20]
             # A worker whose listener ended is missing from PUBLISH's count and from the answers.
             assert await writer.publish(channel, b'{"op": "noop"}') == 2
-            answered = (await gw.client._call("GET", "connections")).json()["workers"]
+            answered = (await gw.client._call("GET", "connections", an_object))["workers"]
             assert answered == {"answered": 2, "expected": 2}
     finally:
         await writer.aclose()

@@ -10,6 +10,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 
 from asgi_ws_gateway.management import ManagementClient
+from asgi_ws_gateway.management.answers import an_object
 from support.clients import connect, expect_status
 from support.processes import standalone
 from support.upstream import UpstreamServer
@@ -18,9 +19,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 async def _get(client: ManagementClient, path: str) -> dict[str, Any]:
-    response = await client._call("GET", path)
-    assert response.status_code == 200
-    document: dict[str, Any] = response.json()
+    document: dict[str, Any] = await client._call("GET", path, an_object)  # a 200 with an object, or raises
     return document
 
 

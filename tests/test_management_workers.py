@@ -13,6 +13,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection
 
 from asgi_ws_gateway.management import ManagementClient
+from asgi_ws_gateway.management.answers import an_object
 from support.clients import connect, expect_close
 from support.processes import standalone
 from support.upstream import UpstreamServer
@@ -23,7 +24,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 async def _all_workers_listening(client: ManagementClient, workers: int) -> None:
     """Wait until every worker has joined the bus (PUBLISH reaches ``workers`` subscribers)."""
     async with asyncio.timeout(30):
-        while (await client._call("GET", "connections")).json()["workers"]["expected"] < workers:  # noqa: ASYNC110
+        while (await client._call("GET", "connections", an_object))["workers"]["expected"] < workers:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
 
@@ -59,7 +60,7 @@ async def test_changes_and_connection_commands_reach_every_worker(
             assert len(live) == len(sockets)
             assert len({c["worker"] for c in live}) >= 2, "the kernel gave every connection to one worker"
             # A page: the oldest three over every worker (each sends at most three), and how many are open.
-            page = (await client._call("GET", "connections", params={"api": "echo", "limit": "3"})).json()
+            page = await client._call("GET", "connections", an_object, params={"api": "echo", "limit": "3"})
             oldest = sorted(live, key=lambda c: c["opened_at"])[:3]
             assert [c["id"] for c in page["connections"]] == [c["id"] for c in oldest]
             assert page["total"] == len(sockets)
@@ -67,12 +68,12 @@ async def test_changes_and_connection_commands_reach_every_worker(
             crossed = {"send": 0, "kick": 0}
             for connection in live:
                 ws = by_port[int(connection["client"].rsplit(":", 1)[1])]
-                response = (await client._call("POST", f"connections/{connection['id']}/messages",
-                                                json={"text": f"to {connection['id']}"})).json()  # fmt: skip
+                response = await client._call("POST", f"connections/{connection['id']}/messages", an_object,
+                                                json={"text": f"to {connection['id']}"})  # fmt: skip
                 assert await ws.recv() == f"to {connection['id']}"
                 crossed["send"] += response["worker"] != response["served_by"]
-                response = (await client._call("POST", f"connections/{connection['id']}/close",
-                                                json={"code": 4002, "reason": "kicked"})).json()  # fmt: skip
+                response = await client._call("POST", f"connections/{connection['id']}/close", an_object,
+                                                json={"code": 4002, "reason": "kicked"})  # fmt: skip
                 assert await expect_close(ws) == (4002, "kicked")
                 crossed["kick"] += response["worker"] != response["served_by"]
             assert crossed["send"] >= 1 and crossed["kick"] >= 1, crossed  # held by a worker other than the caller's

@@ -16,6 +16,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from asgi_ws_gateway.management.answers import an_object
 from support.clients import connect, expect_close
 from support.configs import build_config, write_config
 from support.processes import Standalone, standalone
@@ -70,7 +71,7 @@ async def test_three_hosts_share_one_cap_changes_and_connection_commands(
             for _ in range(HOSTS)
         ]
         async with asyncio.timeout(30):
-            while (await hosts[0].client._call("GET", "connections")).json()["workers"]["expected"] < HOSTS:  # noqa: ASYNC110
+            while (await hosts[0].client._call("GET", "connections", an_object))["workers"]["expected"] < HOSTS:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
 
         async with contextlib.AsyncExitStack() as stack:
@@ -91,15 +92,15 @@ async def test_three_hosts_share_one_cap_changes_and_connection_commands(
             for i, connection in enumerate(live):
                 ws = by_port[int(connection["client"].rsplit(":", 1)[1])]
                 caller = hosts[(i + 1) % HOSTS].client
-                sent = (await caller._call("POST", f"connections/{connection['id']}/messages",
-                                           json={"text": f"to {connection['id']}"})).json()  # fmt: skip
+                sent = await caller._call("POST", f"connections/{connection['id']}/messages", an_object,
+                                          json={"text": f"to {connection['id']}"})  # fmt: skip
                 assert await ws.recv() == f"to {connection['id']}"
                 assert sent["worker"] == connection["worker"]
             kicked = live[0]
             ws = by_port[int(kicked["client"].rsplit(":", 1)[1])]
             other = next(h for h in hosts if h.client is not hosts[0].client)
             await other.client._call(
-                "POST", f"connections/{kicked['id']}/close", json={"code": 4002, "reason": "kicked"}
+                "POST", f"connections/{kicked['id']}/close", an_object, json={"code": 4002, "reason": "kicked"}
             )
             assert await expect_close(ws) == (4002, "kicked")
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .admin_auth import Auth, token_auth
     from .app import create_management_app
     from .bus import LocalBus, RedisBus
-    from .client import ManagementAPIError, ManagementClient
+    from .client import ManagementAPIError, ManagementClient, UnexpectedAnswerError
     from .errors import Conflict, Invalid, ManagementError, NotFound, PreconditionFailed
     from .mount import GatewayManagement
     from .overlay import Overlay
@@ -27,7 +27,7 @@ if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name s
             **dict.fromkeys(["Auth", "token_auth"], ".admin_auth"),
             "create_management_app": ".app",
             **dict.fromkeys(["LocalBus", "RedisBus"], ".bus"),
-            **dict.fromkeys(["ManagementAPIError", "ManagementClient"], ".client"),
+            **dict.fromkeys(["ManagementAPIError", "ManagementClient", "UnexpectedAnswerError"], ".client"),
             **dict.fromkeys(["Conflict", "Invalid", "ManagementError", "NotFound", "PreconditionFailed"], ".errors"),
             "GatewayManagement": ".mount",
             "Overlay": ".overlay",
@@ -55,6 +55,7 @@ __all__ = [
     "RedisBus",
     "RedisStore",
     "StateStore",
+    "UnexpectedAnswerError",
     "create_management_app",
     "token_auth",
 ]

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 
+from .client_endpoint import token_problem
+
 logger = logging.getLogger(__name__)
 
 Auth = Callable[[Request], Awaitable[bool]]
@@ -43,7 +45,7 @@ def admin_token_problem(token: str) -> str | None:
     so a space, a control or a non-ASCII character made a token no client could ever send."""
     if not token:
         return "the admin token is empty"
-    if not all("!" <= character <= "~" for character in token):
+    if token_problem(token) is not None:  # the rule the management client checks before sending
         return "the admin token must be visible ASCII characters (no space): no client could send this one"
     return None
 

@@ -1,7 +1,8 @@
 """The command line against a running gateway: ``apis``, ``products``, ``subscriptions``,
 ``connections``, ``export`` (through :class:`ManagementClient`) and ``connect``.
 
-Exit codes: 0 success; 1 failed (gateway unreachable, server error; ``connect``: could not connect);
+Exit codes: 0 success; 1 failed (gateway unreachable or too slow, server error, a redirect or any
+answer but the expected one; ``connect``: could not connect, or redirected);
 2 usage error or invalid input (422); 3 not found (404); 4 unauthorized (401/403); 5 conflict
 (409, 412); 6 ``connect`` only: the connection closed with a code other than 1000/1001.
 
@@ -27,10 +28,11 @@ import httpx2
 import yaml
 
 from ..loading import alias_problem, read_regular_file
-from ..redact import printable, redact_text, redact_url_credentials
+from ..redact import printable, redact_free_text, redact_url_credentials
 from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
-from .client import ManagementAPIError, ManagementClient, Written
+from .client import ManagementAPIError, ManagementClient, UnexpectedAnswerError, Written
+from .client_endpoint import tls_context, token_problem
 
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
 REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
@@ -50,7 +52,20 @@ def add_commands(commands: Any) -> None:
         default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"management API URL (default: ${URL_ENV} or {DEFAULT_URL})",
     )
-    common.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"admin token (default: ${TOKEN_ENV})")
+    common.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"read the admin token from this file (its final line break ignored); default: ${TOKEN_ENV}",
+    )
+    common.add_argument(
+        "--token", help="the admin token itself: every user's ps shows it (prefer --token-file or the variable)"
+    )
+    common.add_argument("--cacert", metavar="FILE", help="trust the CA certificates of this PEM file (a private CA)")
+    common.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="send the admin token over plain http to a host other than this one (anyone on the path reads it)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     def group(name: str, help: str) -> Any:
@@ -163,8 +178,12 @@ def add_commands(commands: Any) -> None:
     connect.add_argument("target", metavar="URL", help="ws:// or wss:// URL")
     connect.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
     connect.add_argument("-s", "--subprotocol", action="append", default=[], help="offer a subprotocol (repeatable)")
-    connect.add_argument("--token", help="send 'Authorization: Bearer TOKEN'")
+    connect.add_argument("--token", help="send 'Authorization: Bearer TOKEN' (every user's ps shows it)")
+    connect.add_argument(
+        "--token-file", metavar="PATH", help="send 'Authorization: Bearer' with the token of this file"
+    )
     connect.add_argument("--subscription-key", help="send a subscription key header")
+    connect.add_argument("--cacert", metavar="FILE", help="for wss://: trust the CA certificates of this PEM file")
     connect.add_argument(
         "--key-header", default="Ocp-Apim-Subscription-Key", help="header for --subscription-key (default: %(default)s)"
     )
@@ -208,7 +227,11 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "connect":
         return _run_connect(args)
     try:
+        args.token = _token(args)
         result = asyncio.run(_call(args))
+    except UnexpectedAnswerError as exc:
+        print(f"error: {_unexpected(exc)}", file=sys.stderr)
+        return 1
     except ManagementAPIError as exc:
         problems = "".join(f"\n  {_shown(p)}" for p in exc.problems)
         print(f"error: {exc.status} {_shown(exc.title)}: {_shown(exc.detail)}{problems}", file=sys.stderr)
@@ -216,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     except httpx2.TransportError as exc:
         # The URL may carry a proxy's or the API's credentials (ASGI_WS_GATEWAY_URL=https://user:password@...).
         where = redact_url_credentials(args.url)
-        print(f"error: cannot reach the management API at {_shown(where)}: {_shown(redact_text(str(exc)))}",
+        print(f"error: cannot reach the management API at {_shown(where)}: {_shown(redact_free_text(str(exc)))}",
               file=sys.stderr)  # fmt: skip
         return 1
     except (OSError, ValueError, yaml.YAMLError) as exc:
@@ -246,8 +269,40 @@ async def _warned(deletion: Awaitable[list[str]]) -> None:
 
 
 async def _call(args: argparse.Namespace) -> Any:
-    async with ManagementClient(args.url, token=args.token) as client:
+    client = ManagementClient(
+        args.url, token=args.token, verify=args.cacert, allow_insecure_http=args.allow_insecure_http
+    )
+    async with client:
         return await args.run(client, args)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The admin token: ``--token-file``'s, ``--token`` (with a warning: ``ps`` shows it), or ``$TOKEN_ENV``."""
+    if args.token_file is not None:
+        if args.token is not None:
+            raise ValueError("give --token-file or --token, not both")
+        return _token_file(args.token_file)
+    if args.token is not None:
+        print(f"warning: --token is in every user's ps: use --token-file or ${TOKEN_ENV}", file=sys.stderr)
+        return str(args.token)
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _token_file(path: str) -> str:
+    """A token file's text without its final line break (``echo``, a Kubernetes secret, CRLF files)."""
+    try:
+        text = read_regular_file(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: the token file is not UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _unexpected(exc: UnexpectedAnswerError) -> str:
+    """An answer that is not the call's, said with its status; a redirect's target without its credentials."""
+    if exc.location is not None:
+        where = redact_url_credentials(exc.location)
+        return f"the management API redirected ({exc.status}) to {_shown(where)}: use that URL (--url)"
+    return f"unexpected answer from the management API ({exc.status}): {_shown(exc.detail)}"
 
 
 def _by_id(method: str) -> Action:
@@ -277,8 +332,14 @@ def _read(file: str) -> Any:
 
 
 def _shown(value: object) -> str:
-    """A value from the server (or an error about it) as one line a terminal shows and does not obey."""
-    return printable(str(value), quote=False)
+    """A value from the server (or an error about it) as one line a terminal shows and does not obey;
+    invisible characters too (U+200B, U+FEFF: a name that looks like another), as escapes."""
+    text = printable(str(value), quote=False)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}" for c in text
+    )
 
 
 def _yaml(document: Any) -> str:
@@ -288,14 +349,14 @@ def _yaml(document: Any) -> str:
 
 def _print(args: argparse.Namespace, result: Any) -> None:
     if args.command == "export":
-        text = json.dumps(result, indent=2) if args.json else _yaml(result)
+        text = json.dumps(result, indent=2, allow_nan=False) if args.json else _yaml(result)
         if args.output:
             Path(args.output).write_text(text, encoding="utf-8")
         else:
             print(text, end="" if text.endswith("\n") else "\n")
         return
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
         return
     if result is None:
         return
@@ -342,8 +403,14 @@ def _run_connect(args: argparse.Namespace) -> int:
             print(f"error: -H takes 'Name: value', not {header!r}", file=sys.stderr)
             return 2
         headers.append((name.strip(), value.strip()))
-    if args.token:
-        headers.append(("Authorization", f"Bearer {args.token}"))
+    try:
+        token = _connect_token(args)
+        tls = tls_context(args.cacert) if args.cacert is not None else None
+    except (OSError, ValueError) as exc:
+        print(f"error: {_shown(exc)}", file=sys.stderr)
+        return 2
+    if token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
     if args.subscription_key:
         headers.append((args.key_header, args.subscription_key))
     try:
@@ -355,10 +422,27 @@ def _run_connect(args: argparse.Namespace) -> int:
                 linger=args.linger,
                 as_json=args.json,
                 max_size=args.max_size,
+                ssl=tls,
             )
         )
     except KeyboardInterrupt:
         return 130
+
+
+def _connect_token(args: argparse.Namespace) -> str | None:
+    """``connect``'s bearer token: ``--token-file``'s, or ``--token`` (with a warning: ``ps`` shows it)."""
+    if args.token_file is not None:
+        if args.token is not None:
+            raise ValueError("give --token-file or --token, not both")
+        token = _token_file(args.token_file)
+    elif args.token:
+        print("warning: --token is in every user's ps: use --token-file", file=sys.stderr)
+        token = str(args.token)
+    else:
+        return None
+    if (problem := token_problem(token)) is not None:
+        raise ValueError(problem.replace("admin token", "token"))
+    return token
 
 
 __all__ = ["MANAGEMENT_HOST", "REDIS_ENV", "add_commands", "run"]

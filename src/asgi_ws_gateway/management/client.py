@@ -8,7 +8,9 @@ Usage::
             await gateway.send(connection["id"], "maintenance in 5 minutes")
 
 Every method raises :class:`ManagementAPIError` when the API refuses (its ``status`` and
-``problems``), and ``httpx2.TransportError`` subclasses when the gateway cannot be reached. A name
+``problems``), :class:`UnexpectedAnswerError` (a subclass) for any answer but the call's own (a
+redirect, an HTML page, a body of another shape or too large: :mod:`.answers`), and
+``httpx2.TransportError`` subclasses when the gateway cannot be reached or answers too slowly. A name
 or id is sent as one path segment, percent-encoded (``/``, ``?``, ``#`` included: ``../apis/x`` is
 looked up as that id, never as API ``x``); ``""``, ``.`` and ``..`` raise ``ValueError`` unsent.
 Every change is sent typed ``application/json``, with or without a body, as the API requires.
@@ -16,15 +18,33 @@ Every change is sent typed ``application/json``, with or without a body, as the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import math
-from collections.abc import Iterable, Mapping
+import ssl
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 import httpx2
+
+from ..redact import REDACTED
+from .answers import (
+    DEFAULT_MAX_ANSWER,
+    AnswerProblem,
+    Shape,
+    a_resource,
+    a_string_field,
+    an_object,
+    nothing_or_warnings,
+    parse_json,
+    read_body,
+    rows,
+    warnings_of,
+)
+from .client_endpoint import checked_base_url, tls_context, token_problem
+from .client_errors import ManagementAPIError, UnexpectedAnswerError, refusal, unexpected_status
 
 ApiDocument = dict[str, Any]
 """A WebSocket API: the fields of an ``apis`` entry of the configuration file."""
@@ -90,41 +110,28 @@ class Connection(TypedDict):
     worker: str
 
 
-class ManagementAPIError(Exception):
-    """The management API refused a request: ``status`` (401, 404, 409, 412, 422, 429, 503, ...) and ``problems``.
-
-    ``retry_after``: the seconds its ``Retry-After`` asks for (a 503 while Redis fails, a 429 after too
-    many refused tokens), else None: nothing was changed, so the same call may be sent again then.
-    """
-
-    def __init__(
-        self, status: int, title: str, detail: str, problems: list[str], retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {title}: {detail}" + "".join(f"\n  {p}" for p in problems))
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.problems = problems
-        self.retry_after = retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (the API sends a number; an HTTP date or anything else: None)."""
-    try:
-        seconds = float(value) if value is not None else math.nan
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 class ManagementClient:
     """Client of one gateway's management API.
 
     Args:
-        base_url: where the API is served, e.g. ``http://127.0.0.1:8000/_gateway``.
-        token: the admin token (sent as ``Authorization: Bearer``).
-        timeout: seconds for each request (default 10).
-        transport: an ``httpx2`` transport (tests: ``httpx2.ASGITransport(app)``).
+        base_url: where the API is served, e.g. ``https://gateway.internal:8443/_gateway``: ``http`` or
+            ``https``, no query, fragment or ``user:password@``. Plain ``http`` to a host other than
+            this one is refused when a token is sent (anyone on the path reads it), unless
+            ``allow_insecure_http``.
+        token: the admin token (sent as ``Authorization: Bearer``): visible ASCII characters, checked
+            before anything is sent (``ValueError``, the token never quoted).
+        timeout: seconds for each call, its whole answer included (default 10): a server trickling
+            its answer a byte at a time cannot hold a call longer (``httpx2.TimeoutException``).
+        transport: an ``httpx2`` transport (tests: ``httpx2.ASGITransport(app)``; an in-process one,
+            ``ASGITransport`` or ``MockTransport``, reaches no network: plain ``http`` is allowed).
+        verify: the certificates trusted for ``https``: an ``ssl.SSLContext``, or the path of a PEM
+            file of CA certificates (a private CA); default: the system's. Verification is always on.
+        allow_insecure_http: send the token over plain ``http`` to another host too (default False).
+        max_answer_size: bytes an answer may have, counted inflated (default 64 MiB); a larger one
+            raises :class:`UnexpectedAnswerError`.
+
+    Raises:
+        ValueError: the base URL, the token or the CA file cannot be used (the secret never quoted).
     """
 
     def __init__(
@@ -134,10 +141,22 @@ class ManagementClient:
         token: str | None = None,
         timeout: float = 10.0,
         transport: httpx2.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | str | None = None,
+        allow_insecure_http: bool = False,
+        max_answer_size: int = DEFAULT_MAX_ANSWER,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if token and (problem := token_problem(token)) is not None:  # "" or None: no token sent
+            raise ValueError(problem)
+        in_process = isinstance(transport, httpx2.ASGITransport | httpx2.MockTransport)  # nothing leaves it
+        base = checked_base_url(base_url, token=bool(token), allow_insecure_http=allow_insecure_http or in_process)
+        context = verify if isinstance(verify, ssl.SSLContext) else tls_context(verify)
+        # identity: a compressed answer is inflated by read_body, bounded; whatever httpx2 would inflate is not.
+        headers = {"Accept-Encoding": "identity", **({"Authorization": f"Bearer {token}"} if token else {})}
+        self._token = token
+        self._timeout = timeout
+        self._max_answer = max_answer_size
         self._http = httpx2.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout, transport=transport, trust_env=False
+            base_url=base, headers=headers, timeout=timeout, transport=transport, trust_env=False, verify=context
         )
 
     async def __aenter__(self) -> ManagementClient:
@@ -155,44 +174,76 @@ class ManagementClient:
         self,
         method: str,
         path: str,
+        shape: Shape,
         *,
+        expect: Collection[int] = (200,),
         json: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx2.Response:
+    ) -> Any:
+        """One request, within one deadline; its answer's JSON (None for an empty body) as ``shape`` checks it.
+
+        Raises:
+            ManagementAPIError: the answer is 400 or more.
+            UnexpectedAnswerError: a status not in ``expect``, or a body ``shape`` refuses.
+            httpx2.TransportError: unreachable, or no whole answer within the timeout.
+        """
         if method in ("POST", "PUT", "PATCH"):  # the API refuses a change not typed as JSON (415), body or not
             headers = {"Content-Type": "application/json", **(headers or {})}
-        response = await self._http.request(method, path, json=json, params=params, headers=headers)
-        if response.status_code >= 400:
+        request = self._http.build_request(method, path, json=json, params=params, headers=headers)
+        try:
+            async with asyncio.timeout(self._timeout):
+                status, body = await self._exchange(request, expect)
+        except TimeoutError:
+            raise httpx2.TimeoutException(
+                f"no whole answer within {self._timeout:g} s (the timeout)", request=request
+            ) from None
+        except httpx2.HTTPError as exc:
+            if self._token and self._token in str(exc):  # checked, the token is never in one; if it were
+                raise _without(exc, self._token) from None
+            raise
+        try:
+            return shape(None if not body else parse_json(body))
+        except AnswerProblem as exc:
+            raise UnexpectedAnswerError(status, str(exc)) from None
+
+    async def _exchange(self, request: httpx2.Request, expect: Collection[int]) -> tuple[int, bytes]:
+        """The answer's status and body (at most ``max_answer_size`` bytes inflated), if it is one expected."""
+        response = await self._http.send(request, stream=True)
+        try:
+            status = response.status_code
+            if status >= 400:
+                raise await refusal(response)
+            if status not in expect:
+                raise unexpected_status(response, expect)
             try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            body = body if isinstance(body, dict) else {}
-            raise ManagementAPIError(
-                response.status_code,
-                str(body.get("title", response.reason_phrase)),
-                str(body.get("detail", response.text[:200])),
-                list(body.get("problems", [])),
-                _retry_after(response.headers.get("retry-after")),
-            )
-        return response
+                return status, await read_body(response, self._max_answer)
+            except AnswerProblem as exc:
+                raise UnexpectedAnswerError(status, str(exc)) from None
+        finally:
+            await response.aclose()
 
     # -- health --
     async def ready(self) -> bool:
-        """True if the gateway is ready (not starting, not draining)."""
-        return (await self._http.get("readyz")).status_code == 200
+        """True if the gateway is ready (200), False while it starts or drains (503)."""
+        try:
+            await self._call("GET", "readyz", an_object)
+        except ManagementAPIError as exc:
+            if exc.status == 503 and not isinstance(exc, UnexpectedAnswerError):
+                return False
+            raise
+        return True
 
     # -- WebSocket APIs --
     async def list_apis(self) -> list[ApiDocument]:
-        return cast(list[ApiDocument], (await self._call("GET", "apis")).json()["apis"])
+        return cast(list[ApiDocument], await self._call("GET", "apis", rows("apis", "name")))
 
     async def get_api(self, name: str) -> ApiDocument:
-        return cast(ApiDocument, (await self._call("GET", f"apis/{_segment(name)}")).json())
+        return cast(ApiDocument, await self._call("GET", f"apis/{_segment(name)}", a_resource("name")))
 
     async def create_api(self, api: Mapping[str, Any]) -> Written:
         """Create an API; returns it, with the configuration warnings about it in ``.warnings`` (:class:`Written`)."""
-        return _written(await self._call("POST", "apis", json=dict(api)))
+        return cast(Written, await self._call("POST", "apis", _written, expect=(201,), json=dict(api)))
 
     async def replace_api(
         self, name: str, api: Mapping[str, Any], *, drain: bool = False, if_match: str | None = None
@@ -201,26 +252,32 @@ class ManagementClient:
 
         ``api`` may be a document read or returned before, :class:`Written` included. Returns the API,
         with the configuration warnings about it in ``.warnings`` (:class:`Written`)."""
-        response = await self._call(
-            "PUT",
-            f"apis/{_segment(name)}",
-            json=dict(api),
-            params=_drain(drain),
-            headers={"If-Match": if_match} if if_match else None,
+        return cast(
+            Written,
+            await self._call(
+                "PUT",
+                f"apis/{_segment(name)}",
+                _written,
+                json=dict(api),
+                params=_drain(drain),
+                headers={"If-Match": if_match} if if_match else None,
+            ),
         )
-        return _written(response)
 
     async def delete_api(self, name: str, *, drain: bool = False) -> list[str]:
         """Delete API ``name``; returns the configuration warnings the deletion brought (usually none)."""
-        return _warnings(await self._call("DELETE", f"apis/{_segment(name)}", params=_drain(drain)))
+        path = f"apis/{_segment(name)}"
+        return cast(
+            list[str], await self._call("DELETE", path, nothing_or_warnings, expect=_DELETED, params=_drain(drain))
+        )
 
     async def export_config(self) -> dict[str, Any]:
         """The merged configuration (file and changes), ready to be written as a config file."""
-        return cast(dict[str, Any], (await self._call("GET", "config")).json())
+        return cast(dict[str, Any], await self._call("GET", "config", an_object))
 
     # -- products and subscriptions --
     async def list_products(self) -> list[Product]:
-        return cast(list[Product], (await self._call("GET", "products")).json()["products"])
+        return cast(list[Product], await self._call("GET", "products", rows("products", "name")))
 
     async def create_product(
         self,
@@ -243,7 +300,10 @@ class ManagementClient:
             "subscription_required": subscription_required,
             "policies": policies or [],
         }
-        return _written(await self._call("POST", "products", json=body, params=_flags(force=force)))
+        return cast(
+            Written,
+            await self._call("POST", "products", _written, expect=(201,), json=body, params=_flags(force=force)),
+        )
 
     async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> list[str]:
         """Delete a product; ``force``: even an API's last one that required a key (else 409); ``drain``: also
@@ -253,17 +313,16 @@ class ManagementClient:
             The configuration warnings the deletion brought: about its APIs, which no longer run its
             policies (a ``check-origin`` they needed, say).
         """
-        response = await self._call("DELETE", f"products/{_segment(name)}", params=_flags(force=force, drain=drain))
-        return _warnings(response)
+        path, flags = f"products/{_segment(name)}", _flags(force=force, drain=drain)
+        return cast(list[str], await self._call("DELETE", path, nothing_or_warnings, expect=_DELETED, params=flags))
 
     async def list_subscriptions(self, product: str | None = None) -> list[SubscriptionInfo]:
         params = {"product": product} if product else None
-        return cast(
-            list[SubscriptionInfo], (await self._call("GET", "subscriptions", params=params)).json()["subscriptions"]
-        )
+        found = await self._call("GET", "subscriptions", rows("subscriptions", "id"), params=params)
+        return cast(list[SubscriptionInfo], found)
 
     async def get_subscription(self, subscription_id: str) -> SubscriptionInfo:
-        return cast(SubscriptionInfo, (await self._call("GET", f"subscriptions/{_segment(subscription_id)}")).json())
+        return await self._subscription("GET", f"subscriptions/{_segment(subscription_id)}")
 
     async def create_subscription(
         self,
@@ -277,27 +336,29 @@ class ManagementClient:
         body: dict[str, Any] = {"product": product, "name": name, "id": subscription_id}
         if expires_at is not None:
             body["expires_at"] = expires_at.isoformat()
-        return cast(SubscriptionInfo, (await self._call("POST", "subscriptions", json=body)).json())
+        return await self._subscription("POST", "subscriptions", expect=(201,), json=body)
 
     async def suspend_subscription(self, subscription_id: str, *, drain: bool = False) -> SubscriptionInfo:
         """Suspend; ``drain``: also close the connections it admitted, on every worker."""
         path = f"subscriptions/{_segment(subscription_id)}/suspend"
-        return cast(SubscriptionInfo, (await self._call("POST", path, params=_drain(drain))).json())
+        return await self._subscription("POST", path, params=_drain(drain))
 
     async def activate_subscription(self, subscription_id: str) -> SubscriptionInfo:
-        return cast(
-            SubscriptionInfo, (await self._call("POST", f"subscriptions/{_segment(subscription_id)}/activate")).json()
-        )
+        return await self._subscription("POST", f"subscriptions/{_segment(subscription_id)}/activate")
 
     async def regenerate_key(self, subscription_id: str, *, drain: bool = False) -> SubscriptionInfo:
         """A new key for the subscription (in the result's ``key``); the old one stops working for new
         handshakes (``drain``: its open connections are closed too, on every worker)."""
         path = f"subscriptions/{_segment(subscription_id)}/regenerate-key"
-        return cast(SubscriptionInfo, (await self._call("POST", path, params=_drain(drain))).json())
+        return await self._subscription("POST", path, params=_drain(drain))
 
     async def delete_subscription(self, subscription_id: str, *, drain: bool = False) -> None:
         """Delete; ``drain``: also close the connections it admitted, on every worker."""
-        await self._call("DELETE", f"subscriptions/{_segment(subscription_id)}", params=_drain(drain))
+        path = f"subscriptions/{_segment(subscription_id)}"
+        await self._call("DELETE", path, nothing_or_warnings, expect=_DELETED, params=_drain(drain))
+
+    async def _subscription(self, method: str, path: str, **options: Any) -> SubscriptionInfo:
+        return cast(SubscriptionInfo, await self._call(method, path, a_resource("id"), **options))
 
     # -- live connections --
     async def list_connections(self, api: str | None = None, *, limit: int | None = None) -> list[Connection]:
@@ -305,7 +366,8 @@ class ManagementClient:
         params = {"api": api} if api else {}
         if limit is not None:
             params["limit"] = str(limit)
-        return cast(list[Connection], (await self._call("GET", "connections", params=params)).json()["connections"])
+        found = await self._call("GET", "connections", rows("connections", "id"), params=params)
+        return cast(list[Connection], found)
 
     async def send(self, connection_id: str, data: str | bytes) -> str:
         """Send a text (``str``) or binary (``bytes``) message to a connection's client.
@@ -314,34 +376,35 @@ class ManagementClient:
             The id of the worker that holds the connection (any worker of the gateway may).
         """
         body = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
-        return str(
-            (await self._call("POST", f"connections/{_segment(connection_id)}/messages", json=body)).json()["worker"]
-        )
+        path = f"connections/{_segment(connection_id)}/messages"
+        return cast(str, await self._call("POST", path, a_string_field("worker"), json=body))
 
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
         """Close a connection (both sides) with ``code`` and ``reason``; returns the worker that held it."""
         body = {"code": code, "reason": reason}
-        return str(
-            (await self._call("POST", f"connections/{_segment(connection_id)}/close", json=body)).json()["worker"]
-        )
+        path = f"connections/{_segment(connection_id)}/close"
+        return cast(str, await self._call("POST", path, a_string_field("worker"), json=body))
 
 
-def _written(response: httpx2.Response) -> Written:
+_DELETED = (200, 204)
+"""A deletion's answer: 204, or 200 with the configuration warnings it brought."""
+
+
+def _written(value: Any) -> Written:
     """The resource a create or replace answered with, its ``warnings`` taken out of it."""
-    body = response.json()
-    if not isinstance(body, dict):
-        return Written()
-    found = body.pop("warnings", None)
-    return Written(body, warnings=[str(warning) for warning in found] if isinstance(found, list) else ())
+    body = an_object(value)
+    warnings = warnings_of(body)
+    body.pop("warnings", None)
+    return Written(body, warnings=warnings)
 
 
-def _warnings(response: httpx2.Response) -> list[str]:
-    """The ``warnings`` of a deletion's answer: 200 with them, or 204 without."""
-    if response.status_code == 204 or not response.content:
-        return []
-    body = response.json()
-    found = body.get("warnings") if isinstance(body, dict) else None
-    return [str(warning) for warning in found] if isinstance(found, list) else []
+def _without(exc: httpx2.HTTPError, token: str) -> httpx2.HTTPError:
+    """``exc`` again, the token's every occurrence in its text replaced."""
+    text = str(exc).replace(token, REDACTED)
+    try:
+        return type(exc)(text)
+    except TypeError:  # a subclass that takes other arguments
+        return httpx2.TransportError(text)
 
 
 def _segment(value: str) -> str:
@@ -371,5 +434,6 @@ __all__ = [
     "ManagementClient",
     "Product",
     "SubscriptionInfo",
+    "UnexpectedAnswerError",
     "Written",
 ]

@@ -21,13 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from ssl import SSLContext
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, PayloadTooBig
 from websockets.typing import Subprotocol
 
-from ..redact import printable
+from ..redact import printable, redact_url_credentials
 
 EXIT_OK, EXIT_FAILED, EXIT_ABNORMAL = 0, 1, 6
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -75,6 +76,14 @@ def _lines() -> asyncio.Queue[str | None]:
     return queue
 
 
+class _NoRedirects(connect):
+    """websockets' connect, a redirect not followed: it re-sent every header but ``Authorization``
+    and ``Cookie`` (a subscription key, ``-H`` credentials) to wherever the server pointed."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 async def session(
     url: str,
     *,
@@ -83,23 +92,30 @@ async def session(
     linger: float = 1.0,
     as_json: bool = False,
     max_size: int = DEFAULT_MAX_SIZE,
+    ssl: SSLContext | None = None,
 ) -> int:
     """Connect, relay standard input as messages, print every frame; returns the exit code.
 
     ``max_size``: bytes a received message may have once inflated (default 16 MiB); a larger one
-    closes the connection with 1009 (``EXIT_ABNORMAL``).
+    closes the connection with 1009 (``EXIT_ABNORMAL``). ``ssl``: for ``wss://``, the certificates
+    trusted (default: the system's). A redirect is not followed: its target is printed (``EXIT_FAILED``).
     """
     show = Printer(as_json)
+    tls: dict[str, Any] = {"ssl": ssl} if ssl is not None and url.lower().startswith("wss:") else {}
     try:
-        ws = await connect(
+        ws = await _NoRedirects(
             url,
             additional_headers=list(headers),
             open_timeout=10,
             proxy=None,
             max_size=max_size,
             subprotocols=[Subprotocol(p) for p in subprotocols] or None,
+            **tls,
         )
     except InvalidStatus as exc:
+        if 300 <= exc.response.status_code < 400:
+            _redirected(show, exc.response.status_code, exc.response.headers.get("Location"))
+            return EXIT_FAILED
         body = bytes(exc.response.body).decode(errors="replace")
         show(
             "refused",
@@ -140,6 +156,19 @@ async def session(
     code, reason = (closed.code, closed.reason) if closed is not None else (1006, "")
     show("close", f"* closed {code}" + (f' "{printable(reason)}"' if reason else ""), code=code, reason=reason)
     return EXIT_OK if code in (1000, 1001) and not too_big else EXIT_ABNORMAL  # too big after a /close too
+
+
+def _redirected(show: Printer, status: int, location: str | None) -> None:
+    """A redirect, not followed (the credentials would go with it): where it points, to connect there."""
+    where = redact_url_credentials(location) if location is not None else None
+    show(
+        "refused",
+        f"! redirected ({status}) to {printable(where, quote=False)}: not followed; connect to that URL if you trust it"
+        if where is not None
+        else f"! redirected ({status}) with no Location: not followed",
+        status=status,
+        location=where,
+    )
 
 
 async def _receive(ws: ClientConnection, show: Printer) -> None:
