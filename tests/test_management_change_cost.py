@@ -83,3 +83,37 @@ async def test_a_change_to_a_large_configuration_keeps_an_open_connection_answer
         during = [started, *(t for t in echoes if started <= t <= ended), ended]
         gaps = [later - earlier for earlier, later in itertools.pairwise(during)]
         assert max(gaps) < MAX_GAP, f"the echoes stopped for {max(gaps):.2f} s during the change"
+
+
+async def test_changes_build_only_the_apis_they_change(upstream: UpstreamServer) -> None:
+    """Ten PUTs at once: the APIs they changed are built again; every other API's admission object and
+    pipeline are the very ones it had (a wss:// API's too are made again: its trust store is read), and a
+    connection open on an unchanged API goes on echoing."""
+    config = {
+        "apis": [
+            {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")]},
+            {"name": "tls", "path": "/ws/tls", "upstreams": ["wss://127.0.0.1:9/"]},
+            *(_api(i) for i in range(30)),
+        ]
+    }
+    gateway = WebSocketGateway(not_found, config=config)
+    management = GatewayManagement(gateway, admin_token=TOKEN, store=MemoryStore())
+    with UvicornServer(management, lifespan="on", proxy_headers=False) as server:
+        async with await connect(server.url("/ws/echo")) as ws:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx2.AsyncClient(
+                base_url=server.url("/_gateway", scheme="http") + "/", headers=headers, trust_env=False, timeout=120
+            ) as http:
+                assert (await http.get("apis")).status_code == 200  # started: the stored changes applied
+                apis, pipelines = dict(gateway._apis), dict(gateway._policies.pipelines)
+                changed = {f"m{i}" for i in range(10)}
+                answers = await asyncio.gather(
+                    *(http.put(f"apis/{name}", json={**_api(int(name[1:])), "idle_timeout": 50}) for name in changed)
+                )
+                assert [a.status_code for a in answers] == [200] * 10
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+        kept = {name for name, api in gateway._apis.items() if api is apis[name]}
+        assert kept == set(apis) - changed - {"tls"}
+        kept = {name for name, pipeline in gateway._policies.pipelines.items() if pipeline is pipelines[name]}
+        assert kept == set(pipelines) - changed

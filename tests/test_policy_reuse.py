@@ -7,9 +7,16 @@ from typing import Any
 
 import pytest
 
+from asgi_ws_gateway.config import parsing
 from asgi_ws_gateway.config.gateway import GatewayConfig
 from asgi_ws_gateway.errors import ConfigError
-from asgi_ws_gateway.policies.build import GatewayPolicies, check_policies, load_config, load_policies
+from asgi_ws_gateway.policies.build import (
+    GatewayPolicies,
+    check_policies,
+    load_config,
+    load_config_to_install,
+    load_policies,
+)
 from asgi_ws_gateway.policies.limits import LimitConcurrency
 from asgi_ws_gateway.state.memory import MemoryState
 
@@ -129,3 +136,126 @@ def test_check_builds_give_what_a_build_from_nothing_gives() -> None:
         p for p in GatewayPolicies(GatewayConfig.model_validate(bad), MemoryState()).problems
     ]
     assert check_policies(GatewayConfig.model_validate(good)) == []
+
+
+_MESSAGES = {
+    "inbound": [{"limit-message-size": {"max": 1000}}],
+    "error_reply": {"template": {"error": "{error.reason}"}},
+}
+
+
+def _many(**changed: Any) -> dict[str, Any]:
+    """Three APIs (two in product p), with handshake and message policies at every scope; ``changed`` replaces
+    top-level fields."""
+    return {
+        "policies": [_LIMITS[0]],
+        "message_policies": _MESSAGES,
+        "products": [{"name": "p", "apis": ["a", "b"], "subscription_required": False, "policies": [_LIMITS[1]],
+                      "message_policies": _MESSAGES}],
+        "subscriptions": [{"id": "s1", "product": "p", "key_sha256": "0" * 64}],
+        "apis": [_api(name, _LIMITS, message_policies=_MESSAGES) for name in ("a", "b", "c")],
+        **changed,
+    }  # fmt: skip
+
+
+def _kept(before: GatewayPolicies, after: GatewayPolicies) -> set[str]:
+    """The APIs whose pipeline and message sets ``after`` took over from ``before`` (the very objects)."""
+    return {
+        name
+        for name, pipeline in after.pipelines.items()
+        if pipeline is before.pipelines.get(name) and _same_sets(before, after, name)
+    }
+
+
+def _same_sets(before: GatewayPolicies, after: GatewayPolicies, api: str) -> bool:
+    old, new = before.messages.of_api_sets(api), after.messages.of_api_sets(api)
+    return old != () and len(old) == len(new) and all(x is y for (_, x), (_, y) in zip(old, new, strict=True))
+
+
+def _rebuilt(source: dict[str, Any], changed: dict[str, Any]) -> tuple[GatewayPolicies, GatewayPolicies]:
+    store = MemoryState()
+    before = load_policies(source, store=lambda config: store)
+    return before, load_policies(changed, store=lambda config: store, previous=before)
+
+
+def test_a_change_to_one_api_takes_over_every_other_apis_pipeline_and_message_sets() -> None:
+    """Another API changed: the rest are not built again (their pipelines, message sets, templates)."""
+    source = _many()
+    changed = _many(apis=[*source["apis"][:2], _api("c", _LIMITS, message_policies=_MESSAGES, idle_timeout=5)])
+    before, after = _rebuilt(source, changed)
+    assert _kept(before, after) == {"a", "b"}
+    fresh = GatewayPolicies(after.config, MemoryState())
+    assert (after.problems, after.warnings) == (fresh.problems, fresh.warnings)
+
+
+def test_an_api_is_built_again_when_anything_it_inherits_changes() -> None:
+    """Global or product policies, message scopes, subscriptions: what depends on them is built again."""
+    source = _many()
+    other_pattern = {"check-header": {"header": "X-Tenant", "pattern": "^[a-z0-9]+$"}}
+    other_reply = {**_MESSAGES, "error_reply": {"template": {"e": "{error.reason}"}}}
+    product = source["products"][0]
+    cases = {
+        "global policies": (_many(policies=[other_pattern]), set()),
+        "global message policies": (_many(message_policies=other_reply), set()),
+        "product policies": (_many(products=[{**product, "policies": [other_pattern]}]), {"c"}),
+        "product message policies": (_many(products=[{**product, "message_policies": other_reply}]), {"c"}),
+        "product needs a key": (_many(products=[{**product, "subscription_required": True}]), {"c"}),
+        "subscriptions": (_many(subscriptions=[]), {"c"}),
+        "subscription key": (_many(subscription_key={"headers": ["X-Key"]}), {"c"}),
+        "nothing": (_many(), {"a", "b", "c"}),
+    }
+    for what, (changed, kept) in cases.items():
+        before, after = _rebuilt(source, changed)
+        assert _kept(before, after) == kept, what
+
+
+def test_an_api_with_a_policy_never_taken_over_is_built_again() -> None:
+    """validate-jwt (and every kind outside REUSABLE) makes its API's pipeline anew, as before."""
+    source = {"apis": [_api("a", _JWT), _api("b", _LIMITS)]}
+    before, after = _rebuilt(source, source)
+    assert set(after.pipelines) - _kept_pipelines(before, after) == {"a"}
+
+
+def _kept_pipelines(before: GatewayPolicies, after: GatewayPolicies) -> set[str]:
+    return {name for name, pipeline in after.pipelines.items() if pipeline is before.pipelines.get(name)}
+
+
+def test_a_taken_over_apis_counters_still_clash_with_a_new_apis() -> None:
+    """An API added with a name that shares a kept API's default counter is refused, as from nothing."""
+    nested = [_LIMITS[2]]
+    source = {"apis": [_api("x", nested)]}
+    second = _api(
+        "x.choose.0.when.0.policies", [{"rate-limit-by-key": {"key": "{client.network}", "limit": 1, "window": 1}}]
+    )
+    store = MemoryState()
+    before = load_policies(source, store=lambda config: store)
+    config = GatewayConfig.model_validate({"apis": [_api("x", nested), second]})
+    after = GatewayPolicies(config, store, previous=before)
+    assert _kept_pipelines(before, after) == {"x"}
+    assert [p for p in after.problems if "same default counter" in p]
+    assert after.problems == GatewayPolicies(config, MemoryState()).problems
+
+
+def test_a_configuration_just_validated_is_installed_without_checking_its_data_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """load_policies of what load_config_to_install returned (a management change's merge) builds its policies
+    only; any other configuration is checked, one a caller got from load_config too (its lists could change)."""
+    checked: list[GatewayConfig] = []
+    cross_check = parsing.cross_check  # type: ignore[attr-defined]
+
+    def counted(config: GatewayConfig) -> list[str]:
+        checked.append(config)
+        return cross_check(config)
+
+    monkeypatch.setattr(parsing, "cross_check", counted)
+    document = {"apis": [_api("a", _LIMITS)]}
+    config = load_config_to_install(document)
+    assert load_policies(config).config is config
+    assert checked == [config]
+    unchecked = GatewayConfig.model_validate(document)
+    load_policies(unchecked)
+    assert checked == [config, unchecked]
+    held = load_config(document)
+    load_policies(held)
+    assert checked == [config, unchecked, held, held]

@@ -52,6 +52,23 @@ class Api:
         self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
 
+    @classmethod
+    def serving(cls, config: ApiConfig, previous: Api | None, products: tuple[ProductConfig, ...]) -> Api:
+        """``previous`` itself when ``config`` and ``products`` are what it was made from, else a new one.
+
+        What a rebuild would make is ``previous`` again (its backends, their counts and health, are
+        carried over anyway), except where it read a file: a ``wss://`` upstream's trust store is read
+        when the configuration is applied, so such an API is made again. A change to one API of 1,000
+        made all 1,000 (their connectors, pools and TLS) on the event loop."""
+        if (
+            previous is not None
+            and (previous.config is config or previous.config == config)
+            and previous.products == products
+            and not any(upstream.kind == "wss" for upstream in config.upstreams)
+        ):
+            return previous
+        return cls(config, previous, products)
+
     def admits_as(self, other: Api) -> bool:
         """Whether ``other`` (a later configuration's) admits clients under the same settings."""
         return other is self or (other.config == self.config and other.products == self.products)

@@ -147,7 +147,9 @@ class WebSocketGateway(AdmissionChecks):
         for product in config.products:
             for name in product.apis:
                 products[name] = (*products.get(name, ()), product)
-        self._apis = {api.name: Api(api, self._apis.get(api.name), products.get(api.name, ())) for api in config.apis}
+        self._apis = {
+            api.name: Api.serving(api, self._apis.get(api.name), products.get(api.name, ())) for api in config.apis
+        }
         self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies

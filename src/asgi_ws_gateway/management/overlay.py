@@ -29,7 +29,7 @@ from ..config.apis import ApiConfig
 from ..config.gateway import GatewayConfig
 from ..errors import ConfigError
 from ..json_names import load_unique
-from ..policies.build import load_config
+from ..policies.build import load_config_to_install
 
 FORMAT = 1
 DRAIN_HISTORY = 256
@@ -300,7 +300,7 @@ def merge_document(base: GatewayConfig, overlay: Overlay, known: ValidatedApis |
 
 def merge(base: GatewayConfig, overlay: Overlay, known: ValidatedApis | None = None) -> GatewayConfig:
     """The configuration to run: the file's, changed by the overlay. Raises ``ConfigError``."""
-    return load_config(merge_document(base, overlay, known), import_plugins=False)
+    return load_config_to_install(merge_document(base, overlay, known))
 
 
 class InvalidChange(ConfigError):
@@ -317,7 +317,7 @@ def validate(
     """
     document = merge_document(base, overlay, known)
     try:
-        return load_config(document, import_plugins=False)  # the management API never imports a module
+        return load_config_to_install(document)  # the management API never imports a module
     except ConfigError as exc:
         names = [_name_of(api, i) for i, api in enumerate(document["apis"])]
         raise InvalidChange([_relative(p, names, subject) for p in exc.problems]) from None

@@ -11,15 +11,20 @@ which are imported after everything else validated).
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .._types import Scope
 from ..config.gateway import GatewayConfig
 from ..config.parsing import parse_config
+from ..config.products import ProductConfig
+from ..errors import ConfigError
 from ..forwarded import Networks
 from ..handshake.context import HandshakeContext
 from ..handshake.pipeline import HandshakePipeline
@@ -40,7 +45,8 @@ from . import (  # noqa: F401 - registers types
 )
 from .admissions import admissions
 from .api_warnings import cookie_token_warning, plain_backend_warning
-from .build_entries import REUSABLE, PolicyBuilder
+from .base import Loc
+from .build_entries import REUSABLE, BuiltList, ListKey, PolicyBuilder
 from .build_messages import MessagePolicies
 from .header_underscores import underscore_warning
 from .products import SubscriptionGate, check_products
@@ -56,6 +62,95 @@ def make_store(config: GatewayConfig) -> Store:
     return MemoryState(prefix=store.prefix, max_keys=store.max_keys)
 
 
+def _reusable(policies: Iterable[Any]) -> bool:
+    """Whether every policy is of a kind ``REUSABLE`` names (each kind looked up once)."""
+    return all(f"{kind.__module__}.{kind.__qualname__}" in REUSABLE for kind in set(map(type, policies)))
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """What building some of an API's lists added to a builder (policies with their places, default counters
+    claimed, lists for a successor), as built at the API's place ``at``: a successor taking the API over adds
+    it to its own builder, as building the same entries would (moved to the API's new place, if it moved)."""
+
+    at: Loc
+    policies: tuple[Any, ...]
+    locations: dict[int, Loc]
+    claims: tuple[tuple[str, Loc], ...]
+    lists: tuple[tuple[ListKey, BuiltList], ...]
+
+    def replay(self, builder: PolicyBuilder, at: Loc) -> None:
+        if not self.policies and not self.claims:
+            return
+        locations, claims = self.locations, self.claims
+        if at != self.at:
+            cut = len(self.at)
+            locations = {key: (*at, *loc[cut:]) for key, loc in locations.items()}
+            claims = tuple((name, (*at, *loc[cut:])) for name, loc in claims)
+        builder.built.extend(self.policies)
+        builder.locations.update(locations)
+        builder.reused.update(locations)  # their ids
+        for name, loc in claims:
+            builder._claim_counter(name, loc)  # a new API may clash with its default counters
+        builder.lists.update(self.lists)
+
+
+class _Window:
+    """What a builder adds from now on: the policies, counters, lists, problems and warnings of one API's part."""
+
+    def __init__(self, builder: PolicyBuilder) -> None:
+        self._builder = builder
+        self._start = (
+            len(builder.built), len(builder._claims), len(builder.lists), len(builder.problems), len(builder.warnings)
+        )  # fmt: skip
+
+    def clean(self) -> bool:
+        """No problem nor warning, and only policies that may be taken over (``REUSABLE``)."""
+        b, (built, _, _, problems, warnings) = self._builder, self._start
+        return len(b.problems) == problems and len(b.warnings) == warnings and _reusable(b.built[built:])
+
+    def taken(self, at: Loc) -> _Taken:
+        b, (built, claims, lists, _, _) = self._builder, self._start
+        policies = tuple(b.built[built:])
+        return _Taken(
+            at,
+            policies,
+            {id(p): b.locations[id(p)] for p in policies},
+            tuple(b._claims[claims:]),
+            tuple(itertools.islice(b.lists.items(), lists, None)),
+        )
+
+
+@dataclass(frozen=True)
+class _ApiSource:
+    """What an API's pipeline and message sets are built from: ``settings`` compared as data (its own
+    configuration, its products' names and whether they need a key, ...), ``inherited`` as the very
+    objects (the global and product policies and message scopes), as a rebuild would find them."""
+
+    settings: tuple[Any, ...]
+    inherited: tuple[Any, ...]
+
+    def same_as(self, other: _ApiSource) -> bool:
+        return (
+            len(self.inherited) == len(other.inherited)
+            and all(map(operator.is_, self.inherited, other.inherited))
+            and self.settings == other.settings
+        )
+
+
+@dataclass(frozen=True)
+class _BuiltApi:
+    """An API built without a problem or a warning, from ``source``: what a successor with the same source
+    takes over instead of building it again."""
+
+    source: _ApiSource
+    pipeline: HandshakePipeline
+    messages_part: _Taken
+    handshake_part: _Taken
+    message_sets: tuple[tuple[str, MessagePolicySet], ...]
+    inherited_names: set[str]
+
+
 class GatewayPolicies:
     """Every API's handshake pipeline, built once from the configuration.
 
@@ -67,7 +162,11 @@ class GatewayPolicies:
             data) is taken over from them instead of built again, when they count in the same ``store``
             with the same ``clock`` and its policies are of the kinds that may be (``build_entries.REUSABLE``:
             no token cache, JWKS, file or function); the rest is built. A change to one API of 1,000
-            built all 4,000 policies again, on every worker.
+            built all 4,000 policies again, on every worker. An API whose settings are unchanged and whose
+            inherited policies and message scopes are the very objects it was built with (the global and
+            product lists taken over, its subscriptions unchanged when it is in a product) is taken over
+            whole: its pipeline and message sets, built without a problem or warning (:class:`_BuiltApi`).
+            Ten changes at once each walked every API's message templates and pipeline again.
 
     Problems are collected in ``problems`` (by field path), not raised: :func:`load_policies` raises
     them as a ``ConfigError`` with the configuration's other problems.
@@ -81,6 +180,7 @@ class GatewayPolicies:
     problems: list[str]
     warnings: list[str]
     _pure: bool
+    _apis: dict[str, _BuiltApi]
 
     def __init__(
         self,
@@ -96,6 +196,7 @@ class GatewayPolicies:
         done = checking.of(config) if checking is not None else None
         if done is not None:  # this very configuration, checked a moment ago: its outcome, not a rebuild
             self._builder, self.pipelines, self.messages = done._builder, done.pipelines, done.messages
+            self._apis = done._apis
             self._trusted, self._forwarded_header = done._trusted, done._forwarded_header
             self.problems, self.warnings, self._pure = list(done.problems), list(done.warnings), done._pure
             return
@@ -114,16 +215,53 @@ class GatewayPolicies:
         self._trusted = Networks(config.trusted_proxies)
         self._forwarded_header = config.forwarded_header
         self.pipelines = {}
+        self._apis: dict[str, _BuiltApi] = {}
+        """Each API built without a problem or a warning, for a successor to take over whole."""
         global_policies = builder.build(config.policies, ("policies",), "global")
         products = {
             p.name: builder.build(p.policies, ("products", i, "policies"), f"product:{p.name}")
             for i, p in enumerate(config.products)
         }
-        self.messages = MessagePolicies(config, builder)
+        self.messages = MessagePolicies(config, builder, previous.messages if previous is not None else None)
         key_in_cookie = "cookie" in (header.strip().lower() for header in config.subscription_key.headers)
+        # Each API's sets first, then each API's pipeline, in the order a build from nothing makes them
+        # (problems and warnings, default counters claimed): an unchanged API's taken over in both.
+        earlier = previous._apis if previous is not None else {}
+        gates_same = previous is not None and (
+            previous.config.subscriptions == config.subscriptions
+            and previous.config.subscription_key == config.subscription_key
+        )
+        sources: list[tuple[list[ProductConfig], _ApiSource, _BuiltApi | None]] = []
+        message_parts: list[_Taken | None] = []  # None: not taken over, or not to be
         for i, api in enumerate(config.apis):
-            api_policies = builder.build(api.policies, ("apis", i, "policies"), f"api:{api.name}")
             mine = [p for p in config.products if api.name in p.apis]
+            source = _ApiSource(
+                (api, tuple((p.name, p.subscription_required) for p in mine), key_in_cookie,
+                 config.handshake_limits.policy_timeout, builder.underscores_dropped),
+                (*global_policies, *(x for p in mine for x in products[p.name]),
+                 self.messages.root, *(self.messages.products[p.name] for p in mine)),
+            )  # fmt: skip
+            kept = earlier.get(api.name)
+            if kept is not None and not (kept.source.same_as(source) and (gates_same or not mine)):
+                kept = None  # a product's gate reads every subscription
+            sources.append((mine, source, kept))
+            if kept is not None:
+                kept.messages_part.replay(builder, ("apis", i))
+                self.messages.take_over(api.name, kept.message_sets, kept.inherited_names)
+                message_parts.append(None)
+            else:
+                window = _Window(builder)
+                self.messages.add_api(i, api, mine)
+                message_parts.append(window.taken(("apis", i)) if window.clean() else None)
+        for i, api in enumerate(config.apis):
+            mine, source, kept = sources[i]
+            if kept is not None:
+                kept.handshake_part.replay(builder, ("apis", i))
+                self.pipelines[api.name] = kept.pipeline
+                self._apis[api.name] = kept
+                continue
+            window = _Window(builder)
+            api_policies = builder.build(api.policies, ("apis", i, "policies"), f"api:{api.name}")
             inherited = [*global_policies, *(policy for p in mine for policy in products[p.name])]
             names = {p.name for p in inherited} | self.messages.inherited_names(api.name)
             for j, skipped in enumerate(api.skip_policies):
@@ -156,10 +294,16 @@ class GatewayPolicies:
                 SubscriptionGate(config, api.name, clock) if mine else None,
                 config.handshake_limits.policy_timeout,
             )
+            messages_part = message_parts[i]
+            if messages_part is not None and window.clean():
+                self._apis[api.name] = _BuiltApi(
+                    source, self.pipelines[api.name], messages_part, window.taken(("apis", i)),
+                    self.messages.of_api_sets(api.name), self.messages.inherited_names(api.name),
+                )  # fmt: skip
         self.problems = check_products(config) + builder.problems
         self.warnings = builder.warnings
         """What is valid but probably not meant, by field path (the middleware logs them, ``check`` prints them)."""
-        self._pure = all(f"{type(p).__module__}.{type(p).__qualname__}" in REUSABLE for p in builder.built)
+        self._pure = _reusable(builder.built)
         """Only policies that load nothing (no function, no file): what a check found holds under any gate,
         with imports deferred or not."""
         if checking is not None:
@@ -289,7 +433,14 @@ def load_policies(
 
     token = _checking.set(None)  # these serve: never with what a check built
     try:
-        config = parse_config(source, import_plugins=import_plugins, check_policies=build)
+        if _valid.holds(source):  # its data checked a moment ago (a management change): only its policies built
+            assert isinstance(source, GatewayConfig)
+            problems = build(source)
+            if problems:
+                raise ConfigError(problems)
+            config = source
+        else:
+            config = parse_config(source, import_plugins=import_plugins, check_policies=build)
     finally:
         _checking.reset(token)
     policies = built[-1]
@@ -309,11 +460,43 @@ def load_config(
     return parse_config(source, import_plugins=import_plugins, check_policies=check_policies)
 
 
+def load_config_to_install(source: Mapping[str, Any]) -> GatewayConfig:
+    """:func:`load_config` of a configuration the gateway made itself (a management change's merge, no plugin
+    imported), remembered as valid: :func:`load_policies` then builds its policies without checking its data
+    again. Not for a configuration a caller holds: its lists could be changed after the check."""
+    config = load_config(source, import_plugins=False)
+    _valid.add(config)
+    return config
+
+
+class _Valid:
+    """The last configurations :func:`load_config_to_install` found valid (these very objects: the gateway
+    changes none once validated): :func:`load_policies` builds one's policies without checking its data again.
+    A management change validates its merged configuration, then each worker installs it: the second
+    check of names, paths and URLs (tens of milliseconds at 1,000 APIs) found what the first had found.
+    Replaced whole, never changed: threads read it."""
+
+    KEPT = 8
+
+    def __init__(self) -> None:
+        self.recent: tuple[GatewayConfig, ...] = ()
+
+    def holds(self, source: object) -> bool:
+        return any(config is source for config in self.recent)
+
+    def add(self, config: GatewayConfig) -> None:
+        self.recent = (config, *(c for c in self.recent if c is not config))[: self.KEPT]
+
+
+_valid = _Valid()
+
+
 __all__ = [
     "GatewayPolicies",
     "check_policies",
     "checks_only",
     "load_config",
+    "load_config_to_install",
     "load_policies",
     "make_store",
 ]

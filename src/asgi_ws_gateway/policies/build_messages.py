@@ -3,16 +3,19 @@
 A connection's message policies are the global ones, then those of the product its subscription is
 for (or, without a subscription, of the API's open products), then the API's, in each direction;
 ``skip_policies`` removes inherited ones by type or name, as for handshake policies. The sets are
-built once per API and product when the configuration is applied; a connection only picks one.
+built once per API and product when the configuration is applied; a connection only picks one. A new
+configuration keeps the global and product scopes whose lists it took over whole, and takes over an
+unchanged API's sets (:class:`~.build.GatewayPolicies` decides which).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..config.apis import ErrorReplyConfig, MessagePoliciesConfig
+from ..config.apis import ApiConfig, ErrorReplyConfig, MessagePoliciesConfig
 from ..config.gateway import GatewayConfig
+from ..config.products import ProductConfig
 from ..handshake.context import HandshakeContext
 from ..messages.context import ErrorReply, MessagePolicy
 from ..messages.pipeline import MessagePolicySet
@@ -30,28 +33,51 @@ _NO_PRODUCT = ""
 class MessagePolicies:
     """Every API's message policy sets, keyed by the product a connection was admitted under."""
 
-    def __init__(self, config: GatewayConfig, builder: PolicyBuilder) -> None:
+    def __init__(self, config: GatewayConfig, builder: PolicyBuilder, previous: MessagePolicies | None = None) -> None:
         self._builder = builder
         self._sets: dict[tuple[str, str], MessagePolicySet] = {}
         self._inherited: dict[str, set[str]] = {}
-        root = self._scope(config.message_policies, ("message_policies",), "msg:global")
-        products = {
-            p.name: self._scope(p.message_policies, ("products", i, "message_policies"), f"msg:product:{p.name}")
+        self._by_api: dict[str, tuple[tuple[str, MessagePolicySet], ...]] = {}
+        self._shared: dict[str, tuple[MessagePoliciesConfig, _Scope]] = {}
+        """The global and product scopes by counter, with their settings: a successor keeps one whose lists it
+        took over whole (the very objects), so that what the APIs built on it is theirs to take over too."""
+        kept = previous._shared if previous is not None else {}
+        self.root = self._shared_scope(config.message_policies, ("message_policies",), "msg:global", kept)
+        self.products = {
+            p.name: self._shared_scope(
+                p.message_policies, ("products", i, "message_policies"), f"msg:product:{p.name}", kept
+            )
             for i, p in enumerate(config.products)
         }
-        for i, api in enumerate(config.apis):
-            own = self._scope(api.message_policies, ("apis", i, "message_policies"), f"msg:api:{api.name}")
-            mine = [p for p in config.products if api.name in p.apis]
-            self._inherited[api.name] = {
-                policy.name for scope in (root, *(products[p.name] for p in mine)) for policy in (*scope[0], *scope[1])
-            }
-            skip = set(api.skip_policies)
-            choices = {p.name: [products[p.name]] for p in mine}
-            choices[_NO_PRODUCT] = [products[p.name] for p in mine if not p.subscription_required]
-            for product, scopes in choices.items():
-                chosen = _combine([root, *scopes, own], skip, api.max_message_size)
-                if chosen:
-                    self._sets[(api.name, product)] = chosen
+
+    def add_api(self, i: int, api: ApiConfig, mine: Sequence[ProductConfig]) -> None:
+        """Build the sets of ``api`` (at ``apis[i]``), in the products ``mine``."""
+        own = self._scope(api.message_policies, ("apis", i, "message_policies"), f"msg:api:{api.name}")
+        inherited = {
+            policy.name
+            for scope in (self.root, *(self.products[p.name] for p in mine))
+            for policy in (*scope[0], *scope[1])
+        }
+        skip = set(api.skip_policies)
+        choices = {p.name: [self.products[p.name]] for p in mine}
+        choices[_NO_PRODUCT] = [self.products[p.name] for p in mine if not p.subscription_required]
+        sets = []
+        for product, scopes in choices.items():
+            chosen = _combine([self.root, *scopes, own], skip, api.max_message_size)
+            if chosen:
+                sets.append((product, chosen))
+        self.take_over(api.name, sets, inherited)
+
+    def of_api_sets(self, api: str) -> tuple[tuple[str, MessagePolicySet], ...]:
+        """The sets of ``api`` by product (for a successor's :meth:`take_over`)."""
+        return self._by_api.get(api, ())
+
+    def take_over(self, api: str, sets: Sequence[tuple[str, MessagePolicySet]], inherited: set[str]) -> None:
+        """Serve ``api`` with the sets a predecessor built from the same settings and scopes."""
+        for product, chosen in sets:
+            self._sets[(api, product)] = chosen
+        self._by_api[api] = tuple(sets)
+        self._inherited[api] = inherited
 
     def of_api(self, api: str) -> list[MessagePolicy]:
         """Every message policy a connection to ``api`` may run, whatever its product (each once)."""
@@ -73,6 +99,16 @@ class MessagePolicies:
         """The set for an admitted handshake: by its subscription's product, or the open products'."""
         product = context.subscription.product if context.subscription is not None else _NO_PRODUCT
         return self._sets.get((context.api, product))
+
+    def _shared_scope(
+        self, config: MessagePoliciesConfig, loc: Loc, counter: str, previous: Mapping[str, tuple[Any, _Scope]]
+    ) -> _Scope:
+        scope = self._scope(config, loc, counter)
+        kept = previous.get(counter)
+        if kept is not None and kept[0] == config and _same_lists(kept[1], scope):
+            scope = kept[1]  # its lists are the very objects, its error reply made from the same template
+        self._shared[counter] = (config, scope)
+        return scope
 
     def _scope(self, config: MessagePoliciesConfig, loc: Loc, counter: str) -> _Scope:
         build = self._builder.build_message_policies
@@ -96,6 +132,13 @@ class MessagePolicies:
 
     def _problem(self, loc: Loc, message: str) -> None:
         self._builder.problems.append(f"{loc_text(loc)}: {message}")
+
+
+def _same_lists(old: _Scope, new: _Scope) -> bool:
+    return all(
+        len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+        for a, b in ((old[0], new[0]), (old[1], new[1]))
+    )
 
 
 def _combine(scopes: Sequence[_Scope], skip: set[str], max_message_size: int) -> MessagePolicySet:
