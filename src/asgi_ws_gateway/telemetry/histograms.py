@@ -70,6 +70,7 @@ from opentelemetry.util.types import AnyValue
 from . import names as n
 from .current import get_current
 from .lean_spans import LeanSpan
+from .metrics import attributes_key
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -88,7 +89,6 @@ _FILTERS: dict[type, int] = {
     TraceBasedExemplarFilter: _TRACE_BASED,
 }
 _Attributes = Mapping[str, AnyValue]
-_Items = tuple[tuple[str, AnyValue], ...]
 
 
 class OwnHistograms:
@@ -218,24 +218,42 @@ class OwnHistogram(_ViewInstrumentMatch):
         self._bounds: tuple[float, ...] = stream._aggregation._boundaries  # type: ignore[attr-defined]
         self._buckets = len(self._bounds) + 1
         self._sets: dict[_HashedAttributes, _Point] = {}
-        self._by_items: dict[_Items, _Point] = {}
+        self._by_items: dict[str, _Point] = {}  # by attributes_key(): a str caches its hash, a tuple does not
 
     def record(self, amount: float, attributes: Attrs, /) -> None:
-        self.record_items(amount, attributes, tuple(attributes.items()))
+        self.record_items(amount, attributes, attributes_key(attributes))
 
-    def record_items(self, amount: float, attributes: Attrs, items: _Items, /) -> None:
-        """``record``, given ``attributes``' items as well (``Metrics`` keeps them made)."""
+    def record_items(self, amount: float, attributes: Attrs, key: str, /) -> None:
+        """``record``, given ``attributes_key(attributes)`` as well (``Metrics`` keeps it made).
+
+        One call on the usual path (no exemplar offered): a record is three per connection.
+        """
         if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)
             return
-        offered, ids = False, None  # an exemplar offered, and the ids it carries
         if self._exemplars:
             found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
             if type(found) is LeanSpan and found._context[3] & _SAMPLED:  # the usual one: read inline
-                offered, ids = True, found._context
-            elif found is not None or self._exemplars != _TRACE_BASED:  # else: no span, no exemplar
-                offered, ids = _offered(self._exemplar_span(found))
-        self._add(amount, attributes, items, offered, ids)
+                self._add(amount, attributes, key, True, found._context)
+                return
+            if found is not None or self._exemplars != _TRACE_BASED:  # else: no span, no exemplar
+                self._add(amount, attributes, key, *_offered(self._exemplar_span(found)))
+                return
+        if not self._listed:
+            self._list()  # before taking our lock: the storage's collect holds its lock, then ours
+        index = bisect_left(self._bounds, amount)
+        lock = self._lock
+        lock.acquire()  # not ``with``: its __enter__/__exit__ lookups and calls cost a third of a record
+        try:
+            point = self._by_items.get(key) or self._point(key, attributes)
+            point.counts[index] += 1
+            point.sum += amount
+            if amount < point.min:
+                point.min = amount
+            if amount > point.max:
+                point.max = amount
+        finally:
+            lock.release()
 
     def _exemplar_span(self, found: object) -> Span | None:
         """The span an exemplar is offered with under the filter, for the current context's span ``found``
@@ -255,19 +273,17 @@ class OwnHistogram(_ViewInstrumentMatch):
         # Only when something records through the SDK's instrument itself (the gateway records through this).
         attributes = dict(measurement.attributes or {})
         span = get_current_span(measurement.context) if should_sample_exemplar else None
-        self._add(measurement.value, attributes, tuple(attributes.items()), *_offered(span))
+        self._add(measurement.value, attributes, attributes_key(attributes), *_offered(span))
 
-    def _add(
-        self, amount: float, attributes: _Attributes, items: _Items, offered: bool, ids: SpanContext | None
-    ) -> None:
+    def _add(self, amount: float, attributes: _Attributes, key: str, offered: bool, ids: SpanContext | None) -> None:
         """Count ``amount``; ``offered``: it is the bucket's exemplar, with ``ids`` (a SpanContext) or none."""
         if not self._listed:
             self._list()  # before taking our lock: the storage's collect holds its lock, then ours
         index = bisect_left(self._bounds, amount)
         with self._lock:
-            point = self._by_items.get(items)
+            point = self._by_items.get(key)
             if point is None:
-                point = self._point(items, attributes)
+                point = self._point(key, attributes)
             point.counts[index] += 1
             point.sum += amount
             if amount < point.min:
@@ -292,8 +308,8 @@ class OwnHistogram(_ViewInstrumentMatch):
                 streams.append(self)
         self._listed = True
 
-    def _point(self, items: _Items, attributes: _Attributes) -> _Point:
-        """The set of a new item tuple (with our lock held): the SDK's set, its limit and overflow."""
+    def _point(self, attributes_key: str, attributes: _Attributes) -> _Point:
+        """The set of a new attributes key (with our lock held): the SDK's set, its limit and overflow."""
         key = _hash_attributes(dict(attributes))
         point = self._sets.get(key)
         if point is None:
@@ -304,12 +320,12 @@ class OwnHistogram(_ViewInstrumentMatch):
                 start = self._previous_collection_start_nanos or time_ns()
                 point_attributes = dict(_OVERFLOW_ATTRIBUTES) if key is _OVERFLOW_KEY else dict(attributes)
                 point = self._sets[key] = _Point(point_attributes, start, self._buckets)
-        # Not the overflow set (past the limit, new sets must not grow this cache), and never a value
-        # Python equates with another type's (1, True, 1.0).
+        # Not the overflow set (past the limit, new sets must not grow this cache), and only strings and
+        # integers but 0 and 1, as the gateway's (another type's value may equal one: 1, True, 1.0).
         if key is not _OVERFLOW_KEY and all(
-            type(value) is str or (type(value) is int and value not in (0, 1)) for _, value in items
+            type(value) is str or (type(value) is int and value not in (0, 1)) for value in attributes.values()
         ):
-            self._by_items[items] = point
+            self._by_items[attributes_key] = point
         return point
 
     def collect(
