@@ -91,7 +91,7 @@ class _Taken:
         builder.locations.update(locations)
         builder.reused.update(locations)  # their ids
         for name, loc in claims:
-            builder._claim_counter(name, loc)  # a new API may clash with its default counters
+            builder.claim_counter(name, loc)  # a new API may clash with its default counters
         builder.lists.update(self.lists)
 
 
@@ -101,7 +101,7 @@ class _Window:
     def __init__(self, builder: PolicyBuilder) -> None:
         self._builder = builder
         self._start = (
-            len(builder.built), len(builder._claims), len(builder.lists), len(builder.problems), len(builder.warnings)
+            len(builder.built), len(builder.claims), len(builder.lists), len(builder.problems), len(builder.warnings)
         )  # fmt: skip
 
     def clean(self) -> bool:
@@ -116,7 +116,7 @@ class _Window:
             at,
             policies,
             {id(p): b.locations[id(p)] for p in policies},
-            tuple(b._claims[claims:]),
+            tuple(b.claims[claims:]),
             tuple(itertools.islice(b.lists.items(), lists, None)),
         )
 

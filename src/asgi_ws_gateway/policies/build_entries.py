@@ -120,7 +120,8 @@ class PolicyBuilder:
         """``id()`` of the policies taken over from ``reuse`` (the predecessor's :attr:`lists`)."""
         self._reuse = reuse or {}
         self._depth = 0  # > 0 while a policy builds its nested lists (choose)
-        self._claims: list[tuple[str, Loc]] = []
+        self.claims: list[tuple[str, Loc]] = []
+        """The default counters claimed, with their places, in order (an API taken over whole claims its own again)."""
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.underscores_dropped = False
@@ -148,7 +149,7 @@ class PolicyBuilder:
         if built is not None:
             return self._take_over(key, built, loc)
         problems, warnings, policies_before, claims = (
-            len(self.problems), len(self.warnings), len(self.built), len(self._claims)
+            len(self.problems), len(self.warnings), len(self.built), len(self.claims)
         )  # fmt: skip
         policies = self._build_each(entries, loc, counter, kind)
         owned = self.built[policies_before:]
@@ -160,7 +161,7 @@ class PolicyBuilder:
             self.lists[key] = BuiltList(
                 tuple(policies),
                 tuple((p, self.locations[id(p)][len(loc) :]) for p in owned),
-                tuple((name, at[len(loc) :]) for name, at in self._claims[claims:]),
+                tuple((name, at[len(loc) :]) for name, at in self.claims[claims:]),
             )
         return policies
 
@@ -171,7 +172,7 @@ class PolicyBuilder:
             self.locations[id(policy)] = (*loc, *at)
             self.reused.add(id(policy))
         for name, at in built.claims:
-            self._claim_counter(name, (*loc, *at))
+            self.claim_counter(name, (*loc, *at))
         self.lists[key] = built
         return list(built.policies)
 
@@ -186,11 +187,11 @@ class PolicyBuilder:
                 policies.append(policy)
         return policies
 
-    def _claim_counter(self, counter: str, loc: Loc) -> None:
+    def claim_counter(self, counter: str, loc: Loc) -> None:
         """A default counter name is the owner's name, the list's place and the policy's type and
         ordinal among that type there (``api:chat.choose.0.when.0.policies.rate-limit-by-key.0``): an
         API or product named like another's nested place would share its counts."""
-        self._claims.append((counter, loc))
+        self.claims.append((counter, loc))
         other = self._default_counters.setdefault(counter, loc)
         if other != loc:
             self.problems.append(
@@ -233,7 +234,7 @@ class PolicyBuilder:
                     self.problems.append(problem)
             return None
         if "counter" in kind.Settings.model_fields and getattr(settings, "counter", None) is None:
-            self._claim_counter(counter, loc)
+            self.claim_counter(counter, loc)
         env = _Env(self, loc, counter)
         try:
             policy = kind(settings, env)
