@@ -4,14 +4,11 @@ assembler, so that both refuse the same frames."""
 
 from __future__ import annotations
 
+from ..fragment_floor import FRAGMENT_FLOOR
+
 _OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
 _OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
 RSV1 = 0x40
-FRAGMENT_FLOOR = 64
-"""Bytes each frame of a fragmented message counts toward the size limit at least, but for its last:
-empty or tiny fragments, which the bytes they carry do not bound, cost a receiver per frame (uvicorn's
-``websockets-sansio`` keeps an object per fragment: two million empty ones grew one by 19.9 MB). 64
-bytes: Autobahn's smallest fragments (9.3.1, 9.4.1), which a limit of their message's size still passes."""
 
 
 def extension_names(extensions: str | None) -> set[str]:

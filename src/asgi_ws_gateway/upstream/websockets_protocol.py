@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage, PayloadTooBi
 from websockets.frames import CONT, DATA_OPCODES, Frame
 from websockets.protocol import Protocol, State
 
+from ..fragment_floor import FRAGMENT_FLOOR
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from .interim import UnreadableHead
@@ -68,11 +69,6 @@ class UnlinkedParserFailure(Protocol):
 def _read_nothing() -> Generator[None]:
     while True:
         yield
-
-
-FRAGMENT_FLOOR = 64
-"""``passthrough.frame_rules.FRAGMENT_FLOOR``, which the layers keep this module from importing
-(passthrough sits above upstream); a test pins the two equal."""
 
 
 class FragmentsOverLimit(PayloadTooBig):
