@@ -52,3 +52,38 @@ async def test_an_encoded_slash_cannot_reach_the_apps_route_at_an_apis_path(
     # The application's own paths are its own: an encoded slash there is its business.
     assert await upgrade_status(server.port, "/open") == 101
     assert reached == ["/open"]
+
+
+@pytest.mark.parametrize("ws", ["websockets-sansio", PASSTHROUGH])
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_a_control_character_cannot_reach_the_apps_route_at_an_apis_path(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, ws: WSImpl, http: str
+) -> None:
+    """Starlette's route patterns end in ``$``, which matches before a final newline: ``/ws/chat%0A``
+    was its ``/ws/chat`` route, and no API's path to the gateway, so the app's own route took the
+    connection with none of the API's policies (found by an attack pass). Any control character that
+    leaves an API's path once removed is refused, the app's own paths stay its own."""
+    reached: list[str] = []
+
+    async def own_route(websocket: WebSocket) -> None:
+        reached.append(websocket.scope["path"])
+        await websocket.accept()
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws/chat", own_route), WebSocketRoute("/t/{tenant}/events", own_route),
+                            WebSocketRoute("/open", own_route)])  # fmt: skip
+    config = {
+        "apis": [
+            api_entry(upstream, name="chat", path="/ws/chat", policies=DENY_LOOPBACK),
+            api_entry(upstream, name="events", path="/t/{tenant}/events", policies=DENY_LOOPBACK),
+        ]
+    }
+    server = uvicorn_server(WebSocketGateway(app, config=config), ws=ws, http=http)
+    assert await upgrade_status(server.port, "/t/acme/events") == 403
+    disguised = ["/ws/chat%0A", "/ws/chat%0a", "/ws%2Fchat%0A", "/t/acme/events%0A", "/ws/chat%0D%0A", "/ws/ch%00at",
+                 "/ws/chat%7F", "/ws/%09chat", "/t/acme/%1Bevents"]  # fmt: skip
+    for target in disguised:
+        assert await upgrade_status(server.port, target) == 400, target
+    assert reached == []
+    assert await upgrade_status(server.port, "/open%0A") == 101
+    assert reached == ["/open\n"]

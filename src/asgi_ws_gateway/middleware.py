@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,10 @@ _UNGUARDED_SERVER = (
     "'asgi-ws-gateway run' does (docs/security.md)"
 )
 """Logged once, at the first handshake served without the gateway's WebSocket protocol."""
+_ENCODED_SLASH = "the path is this API's only once its encoded '/' (%2F) is decoded; send it as the API's path"
+_CONTROL_IN_PATH = "the path is this API's only without its control characters (such as %0A); send it as the API's path"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""A control character in a decoded path: a router may read past it (see ``_resolve_path``)."""
 
 
 class WebSocketGateway(AdmissionChecks):
@@ -272,9 +277,10 @@ class WebSocketGateway(AdmissionChecks):
             return
         await self.app(scope, receive, send)
 
-    def _resolve(self, scope: Scope) -> tuple[tuple[Api, dict[str, str]] | None, bool]:
-        """The API owning a WebSocket ``scope``'s path and its parameters, and whether the path is
-        disguised: an API's only once decoded further than the gateway routes (refused with 400)."""
+    def _resolve(self, scope: Scope) -> tuple[tuple[Api, dict[str, str]] | None, str | None]:
+        """The API owning a WebSocket ``scope``'s path and its parameters, and, when the path is
+        disguised (an API's only as the application reads it, not as the gateway routes), why: such a
+        handshake is refused with 400, neither run through the API's policies nor passed on."""
         path, raw_path = scope["path"], scope.get("raw_path")
         if scope.get("root_path"):
             # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that
@@ -286,14 +292,23 @@ class WebSocketGateway(AdmissionChecks):
                     return resolved, disguised
         return self._resolve_path(path, raw_path)
 
-    def _resolve_path(self, path: str, raw_path: bytes | None) -> tuple[tuple[Api, dict[str, str]] | None, bool]:
+    def _resolve_path(self, path: str, raw_path: bytes | None) -> tuple[tuple[Api, dict[str, str]] | None, str | None]:
         resolved = self._router.resolve(path, raw_path)
-        if resolved is None and raw_path is not None:
+        if resolved is not None:
+            return resolved, None
+        if raw_path is not None:
             # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, an API's
             # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
             resolved = self._router.resolve(path)
-            return resolved, resolved is not None
-        return resolved, False
+            if resolved is not None:
+                return resolved, _ENCODED_SLASH
+        if _CONTROL.search(path):
+            # Routers read past control characters: Starlette's and FastAPI's route patterns end in
+            # ``$``, which matches before a final newline, so /ws/admin%0A is their /ws/admin route.
+            resolved = self._router.resolve(_CONTROL.sub("", path))
+            if resolved is not None:
+                return resolved, _CONTROL_IN_PATH
+        return None, None
 
     def _warn_if_rewritten(self, scope: Scope) -> None:
         """Once: the server rewrote the client address from a forwarding header the gateway did not trust."""
@@ -338,7 +353,14 @@ class WebSocketGateway(AdmissionChecks):
         return wrapped
 
     async def _handle(
-        self, api: Api, params: dict[str, str], scope: Scope, receive: Receive, send: Send, *, disguised: bool = False
+        self,
+        api: Api,
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        disguised: str | None = None,
     ) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -367,9 +389,8 @@ class WebSocketGateway(AdmissionChecks):
                 check_no_underscores(headers)
             check_host(scope["headers"])
             check_forwarding_loop(scope["headers"], limits.max_gateway_hops)
-            if disguised:
-                raise HandshakeDenied(400, "the path is this API's only once its encoded '/' (%2F) is "
-                                      "decoded; send it as the API's path", reason="bad_request")  # fmt: skip
+            if disguised is not None:
+                raise HandshakeDenied(400, disguised, reason="bad_request")
             check_path_params(params)
             handshake.request.subprotocols  # noqa: B018  (read once here: a non-token is a 400 before any policy counts)
             await policies.run(handshake)
