@@ -62,20 +62,32 @@ MISSED_IDENTITY = [
 CERTIFICATE = ["Ssl-Client-Cert", "X-SSL-Client-Cert", "X-SSL-Client-Verify", "X-SSL-Client-S-DN", "X-Client-Cert",
                "X-Client-Certificate", "X-Client-Verify", "X-Client-DN", "X-ARR-ClientCert", "X-Forwarded-Client-Cert",
                "X-Client-Cert-Fingerprint"]  # fmt: skip
+PASSED_ON = [
+    "X-Endpoint-API-Userinfo", "X-Apigateway-Api-Userinfo", "X-Userinfo", "X-ID-Token", "X-JWT-Payload",
+    "X-JWT-Claim-Sub", "X-Endpoint-API-Consumer-Type", "CF-IPCountry", "CF-Visitor", "CloudFront-Viewer-Country",
+    "CloudFront-Is-Desktop-Viewer", "X-Azure-FDID", "X-Azure-Ref", "X-Vercel-IP-Country", "Fly-Region",
+    "Fastly-SSL", "Akamai-Origin-Hop", "X-Akamai-Edgescape",
+]  # fmt: skip
+"""A verified token's claims as Google's ESP and API Gateway, kong-oidc and Envoy pass them on, and what
+a CDN or platform says of the client (its country, the platform's own ids, which backends check to admit
+only their front door's traffic): an attack pass sent each forged beside a valid token, and the upstream
+got it beside the gateway's own identity headers."""
 ADDRESS += MISSED_ADDRESS
-IDENTITY += MISSED_IDENTITY
+IDENTITY += MISSED_IDENTITY + PASSED_ON
 CERTIFICATE += ["X-SSL-Protocol", "Ssl-Cipher"]
 ALWAYS = ADDRESS + SCHEME
 """Dropped from every peer."""
 VOUCHED = IDENTITY + CERTIFICATE
 """Dropped from an untrusted peer, kept from a trusted proxy."""
-PROXY_NAMES = ALWAYS + VOUCHED
+PROXY_NAMES = ALWAYS + [name for name in VOUCHED if name not in PASSED_ON]
+"""Every kind in one request, within the 100 headers a request may carry."""
 
 END_TO_END = [
     "Authorization", "Cookie", "Origin", "User-Agent", "Accept-Language", "X-Api-Key", "X-Tenant", "X-Request-Id",
     "Traceparent", "Tracestate", "Baggage", "X-Client-Version", "X-Client-Id", "X-Csrf-Token", "X-Requested-With",
     "X-Auth-Token", "X-Auth-User", "X-User-Agent", "X-Correlation-Id", "X-Amzn-Trace-Id", "Cache-Control",
-    "Pragma", "X-Device-Id", "X-Session-Id", "Accept-Encoding", "X-Kept",
+    "Pragma", "X-Device-Id", "X-Session-Id", "Accept-Encoding", "X-Kept", "X-Access-Token", "X-User",
+    "X-User-Id-Hint", "X-Tenant-Id", "X-Ms-Client-Request-Id",
 ]  # fmt: skip
 """Headers clients send for the upstream: never taken for a proxy's."""
 

@@ -29,10 +29,18 @@ _VOUCHED_PARTS = (
     "client-issuer", "client-serial", "client-fingerprint",
     # the user an authenticating proxy let in (oauth2-proxy, Azure Easy Auth, Google IAP, Authelia)
     "remote-user", "remoteuser", "authenticated", "auth-request-", "client-principal", "jwt-assertion",
+    # the verified token's claims a gateway passes on (Google ESP and API Gateway's X-Endpoint-API-Userinfo,
+    # X-Apigateway-Api-Userinfo, kong-oidc's X-Userinfo and X-ID-Token, Envoy's X-JWT-Payload, X-JWT-Claim-*);
+    # not X-Access-Token, a credential clients send for their upstream to check
+    "userinfo", "jwt-payload", "jwt-claim", "id-token",
 )  # fmt: skip
 _VOUCHED_PREFIXES = (
     "remote-", "x-remote-extra-", "x-amzn-oidc-", "x-ms-token-", "x-goog-iap-", "cf-access-", "x-pomerium-",
-    "x-vouch-", "x-authentik-", "tailscale-",
+    "x-vouch-", "x-authentik-", "tailscale-", "x-endpoint-api-",
+    # what a CDN or platform in front says of the client or of itself: Cloudflare's CF-IPCountry and
+    # CF-Visitor, CloudFront-Viewer-Country, X-Azure-FDID (which backends check to admit only their
+    # Front Door's traffic), Vercel's, Fly's, Fastly's and Akamai's
+    "cf-", "cloudfront-", "x-azure-", "x-vercel-", "fly-", "fastly-", "akamai-", "x-akamai-",
     # the TLS session the proxy that ended it saw (X-SSL-Protocol, X-SSL-Cipher, Ssl-Client-*)
     "ssl-", "x-ssl-",
     # oauth2-proxy's --pass-user-headers
@@ -118,8 +126,11 @@ def is_proxy_header(name: str) -> bool:
       ``auth-request-``, ``client-principal``, ``jwt-assertion``, the segment ``webauth``, any
       ``Remote-*`` (not an address), ``X-Remote-Extra-*``, ``X-Amzn-Oidc-*``, ``X-Ms-Token-*``,
       ``X-Goog-Iap-*``, ``Cf-Access-*``, ``X-Pomerium-*``, ``X-Vouch-*``, ``X-Authentik-*``,
-      ``Tailscale-*``, and the names Kong (``X-Consumer-ID``, ``X-Credential-Identifier``,
-      ``X-Anonymous-Consumer``...), Kubernetes' proxy (``X-Remote-Group``...) and Keycloak Gatekeeper
+      ``Tailscale-*``, ``X-Endpoint-API-*``, a verified token's claims passed on (``userinfo``,
+      ``jwt-payload``, ``jwt-claim``, ``id-token``), what a CDN or platform says (``CF-*``,
+      ``CloudFront-*``, ``X-Azure-*``, ``X-Vercel-*``, ``Fly-*``, ``Fastly-*``, ``Akamai-*``), and the
+      names Kong (``X-Consumer-ID``, ``X-Credential-Identifier``, ``X-Anonymous-Consumer``...),
+      Kubernetes' proxy (``X-Remote-Group``...) and Keycloak Gatekeeper
       (``X-Auth-Username``, ``X-Auth-Roles``...) set.
 
     The last two are :func:`is_vouched_header`: a trusted proxy's go on. A list alone missed the
