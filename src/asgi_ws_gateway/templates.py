@@ -93,17 +93,59 @@ class Reference:
         return f"{self.namespace}.{'.'.join(self.path)}"
 
 
+def dig(value: object, path: tuple[str, ...]) -> object | None:
+    """What ``path`` names in nested mappings (``{jwt.a.b}``: ``("a", "b")``), or None.
+
+    Dots reach into objects; where that finds nothing, a name holding the dots is read (Azure AD's
+    ``extn.tier`` claim, a Keycloak mapper's ``realm.role``): a claim check on ``extn.tier`` found no
+    value in ``{"extn.tier": "banned"}``, and ``not_equals: banned`` let that token in.
+    """
+    found = value
+    for key in path:
+        if type(found) is not dict and not isinstance(found, Mapping):  # claims are dicts: no ABC check
+            found = None
+            break
+        found = found.get(key)
+    if found is None and len(path) > 1:
+        return _dotted(value, path)
+    return found
+
+
+def _dotted(value: object, path: tuple[str, ...]) -> object | None:
+    """:func:`dig` where a name on ``path`` may hold dots: each such name tried, nearest first."""
+    if not path or not isinstance(value, Mapping):
+        return value if not path else None
+    found = _dotted(value[path[0]], path[1:]) if path[0] in value else None
+    for cut in range(2, len(path) + 1):
+        if found is not None:
+            break
+        name = ".".join(path[:cut])
+        if name in value:
+            found = _dotted(value[name], path[cut:])
+    return found
+
+
 def to_text(value: object) -> str:
-    """How a value is written into text: lists comma-joined, booleans lower-case, objects as JSON."""
+    """How a value is written into text: lists comma-joined, booleans lower-case, objects as JSON.
+
+    A list item holding ``,`` or ``%`` has them percent-encoded (``%2C``, ``%25``), so that no two
+    lists read the same: ``["user,admin"]`` was ``["user", "admin"]`` to an upstream splitting the
+    header at its commas."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
-        return ",".join(to_text(v) for v in value)
+        return ",".join(_list_item(to_text(v)) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)
+
+
+def _list_item(text: str) -> str:
+    if "," not in text and "%" not in text:
+        return text
+    return text.replace("%", "%25").replace(",", "%2C")
 
 
 class Template:
@@ -250,8 +292,11 @@ def canonical_cookie(value: str) -> str:
 class Condition:
     """A test on one context value; exactly one operator is set (``exists`` alone is allowed).
 
-    ``contains`` tests membership in a list, or in the whitespace-separated words of a string
-    (so ``{ref: jwt.scope, contains: chat:write}`` works for OAuth ``scope`` strings).
+    ``contains`` tests membership in a list, or in the space-separated words of a string (so
+    ``{ref: jwt.scope, contains: chat:write}`` works for OAuth ``scope`` strings; RFC 6749 separates
+    scopes with a space alone: ``"x\u3000chat:write"`` holds no ``chat:write``). ``not_equals`` on a
+    list holds only when no item and not the whole list's text is that value: ``["banned", "x"]``
+    is not ``not_equals: banned``.
     """
 
     ref: Reference
@@ -270,17 +315,23 @@ class Condition:
             return self.exists is False or (self.not_equals is not None)
         if self.equals is not None and to_text(value) != self.equals:
             return False
-        if self.not_equals is not None and to_text(value) == self.not_equals:
+        if self.not_equals is not None and self.not_equals in _texts(value):
             return False
         if self.one_of is not None and to_text(value) not in self.one_of:
             return False
         if self.matches is not None and not self.matches.search(to_text(value)):
             return False
         if self.contains is not None:
-            items = value if isinstance(value, list | tuple) else to_text(value).split()
+            items = value if isinstance(value, list | tuple) else to_text(value).split(" ")
             if self.contains not in [to_text(item) for item in items]:
                 return False
         return True
+
+
+def _texts(value: object) -> list[str]:
+    """``value``'s text, and each item's when it is a list."""
+    text = to_text(value)
+    return [text, *(to_text(item) for item in value)] if isinstance(value, list | tuple) else [text]
 
 
 __all__ = [
@@ -292,5 +343,6 @@ __all__ = [
     "Template",
     "TemplateError",
     "canonical_cookie",
+    "dig",
     "to_text",
 ]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..forwarded import client_network
+from ..templates import dig
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request
@@ -112,7 +113,7 @@ class HandshakeContext:
         request = self.request
         key = path[0]
         if namespace == "jwt":
-            return _dig(self.claims, path)
+            return dig(self.claims, path)
         # A value sent twice differently is refused (AmbiguousValue), never one copy of it picked:
         # the upstream may read the other (the first, the last, or both joined). A query parameter's
         # or a cookie's copies are those of every spelling of its name (``names.fold_name``).
@@ -131,7 +132,7 @@ class HandshakeContext:
         if namespace == "subscription":
             return getattr(self.subscription, key) if self.subscription is not None else None
         if namespace == "var":
-            return _dig(self.variables, path)
+            return dig(self.variables, path)
         if namespace == "api":
             return self.api
         if namespace == "request":
@@ -153,14 +154,6 @@ class HandshakeContext:
         request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
         check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi")
         return request
-
-
-def _dig(value: object, path: tuple[str, ...]) -> object | None:
-    for key in path:
-        if type(value) is not dict and not isinstance(value, Mapping):  # claims are dicts: no ABC check
-            return None
-        value = value.get(key)
-    return value
 
 
 __all__ = [

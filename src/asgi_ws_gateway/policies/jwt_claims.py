@@ -9,6 +9,7 @@ from typing import Any
 
 from ..json_depth import nests_deeper
 from ..json_names import LONE_SURROGATE
+from ..templates import dig
 
 
 class ClaimsView:
@@ -18,12 +19,7 @@ class ClaimsView:
         self.claims = claims
 
     def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
-        value: object = self.claims if namespace == "jwt" else None
-        for key in path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
-        return value
+        return dig(self.claims, path) if namespace == "jwt" else None
 
 
 _TIME_CLAIMS = ("exp", "nbf", "iat")
