@@ -107,8 +107,10 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
 _NAME = itemgetter(0)
 """A header's or a parameter's name in its ``(name, value)`` pair."""
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-"""The control characters a header value may not carry (the tab may)."""
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""The control characters a header value may not carry (the tab may): C1 ones too, which Latin-1
+writes as the bytes 0x80-0x9F and readers splitting with Python's ``str.splitlines`` take for a line
+break (U+0085, NEL)."""
 
 
 def _clean(value: str | None) -> str | None:
