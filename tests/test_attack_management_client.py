@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import ssl
+import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -248,6 +250,80 @@ async def test_a_gzip_bomb_stops_at_the_answer_size_counted_inflated() -> None:
         code, _, err = await cli("apis", "list", "--url", base)
     assert code == 1
     assert err == "error: unexpected answer from the management API (200): the body is larger than 67108864 bytes\n"
+
+
+# Runs the command line and reports its peak memory (ru_maxrss, KiB on Linux) on standard error's last line.
+MEASURED = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+async def _peak_mib(*args: str) -> tuple[int, int]:
+    """``asgi-ws-gateway ARGS`` as a process: (exit code, peak memory in MiB)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", MEASURED, str(EXE), *args, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=cli_env(),
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, int(err.decode().split()[-1]) // 1024
+
+
+@functools.cache
+def _bomb(coding: str, inflated_mib: int) -> bytes:
+    """``inflated_mib`` MiB of spaces in one gzip or deflate (zlib) stream: about a thousandth of it."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31 if coding == "gzip" else 15)
+    block = b" " * (1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(inflated_mib)) + compressor.flush()
+
+
+@pytest.mark.parametrize(("coding", "inflated_mib"), [("gzip", 1024), ("deflate", 256)])
+async def test_a_bomb_takes_the_answer_size_in_memory_not_twice(coding: str, inflated_mib: int) -> None:
+    """1 MB of gzip inflating to 1 GiB: the first 64 KiB read inflated to 64 MiB at once, then copied
+    into the body (measured: 129 MiB over the command's own 37 MiB; now 65 MiB, the body alone)."""
+    async with raw_server(answer("200 OK", b'{"apis": []}')) as base:
+        code, idle = await _peak_mib("apis", "list", "--url", base)
+    assert code == 0
+    async with raw_server(answer("200 OK", _bomb(coding, inflated_mib), f"Content-Encoding: {coding}")) as base:
+        code, peak = await _peak_mib("apis", "list", "--url", base)
+    assert code == 1
+    assert peak - idle < 64 + 32, f"{peak} MiB at most, {idle} MiB for a small answer"
+
+
+@pytest.mark.parametrize("coding", ["identity", "gzip", "deflate"])
+async def test_an_answer_of_exactly_the_size_is_read_whole_and_one_byte_more_is_not(coding: str) -> None:
+    """Counted as it is inflated, a piece at a time: the limit falls inside a piece."""
+    limit = 200_000
+    for size, whole in ((limit, True), (limit + 1, False)):
+        document = b'{"a": "' + b"x" * (size - 9) + b'"}'
+        encoded = document if coding == "identity" else zlib.compress(document, wbits=31 if coding == "gzip" else 15)
+        async with hostile_client(
+            answer("200 OK", encoded, f"Content-Encoding: {coding}"), max_answer_size=limit
+        ) as client:
+            if whole:
+                assert (await client.export_config())["a"] == "x" * (size - 9)
+            else:
+                with pytest.raises(ManagementAPIError, match=f"the body is larger than {limit} bytes"):
+                    await client.export_config()
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "gzip, gzip", "compress"])
+async def test_a_coding_not_inflated_bounded_is_refused(coding: str) -> None:
+    """The client asks for identity and inflates gzip and deflate itself, bounded: nothing else is read."""
+    async with hostile_client(answer("200 OK", b"\x00" * 64, f"Content-Encoding: {coding}")) as client:
+        with pytest.raises(ManagementAPIError, match="Content-Encoding is not gzip, deflate or identity"):
+            await client.list_apis()
+
+
+async def test_a_bomb_for_an_error_page_is_read_for_its_start_only() -> None:
+    async with hostile_client(answer("500 X", _bomb("gzip", 1024), "Content-Encoding: gzip")) as client:
+        with pytest.raises(ManagementAPIError) as caught:
+            await client.list_apis()
+    assert caught.value.status == 500 and caught.value.detail == " " * 200
 
 
 ENDLESS = 256 * 1024 * 1024

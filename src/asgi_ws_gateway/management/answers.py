@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -34,49 +34,62 @@ class AnswerProblem(ValueError):
     """The answer is not one the call expects (too big, not JSON, another shape): the reason, no body."""
 
 
-async def read_body(response: httpx2.Response, limit: int, *, truncate: bool = False) -> bytes:
-    """The body of a streamed ``response``, inflated, at most ``limit`` bytes.
+async def read_body(response: httpx2.Response, limit: int, *, truncate: bool = False) -> bytearray:
+    """The body of a streamed ``response``, inflated as it arrives, at most ``limit`` bytes.
+
+    Each chunk is inflated :data:`_PIECE` bytes at a time and each piece counted before it is kept:
+    the body is the one copy of the answer held (a gzip bomb's first 64 KiB inflated to 64 MiB at
+    once, then copied into the body: twice the limit). Returned as the buffer it was read into,
+    not copied again.
 
     Raises:
         AnswerProblem: more than ``limit`` bytes (unless ``truncate``: the first ``limit`` are
             returned, the rest left unread), or a content coding that is not gzip, deflate or
             identity, or not valid in its coding.
     """
-    inflate = _inflater(response.headers.get("content-encoding", "identity"))
+    pieces = _inflater(response.headers.get("content-encoding", "identity"))
     body = bytearray()
     try:
         async for chunk in response.aiter_raw():
-            body += inflate(chunk, limit + 1 - len(body))
-            if len(body) > limit:
-                if truncate:
-                    return bytes(body[:limit])
-                raise AnswerProblem(f"the body is larger than {limit} bytes")
-        body += inflate(b"", limit + 1 - len(body))
+            for piece in pieces(chunk):
+                room = limit - len(body)
+                if len(piece) > room:
+                    if not truncate:
+                        raise AnswerProblem(f"the body is larger than {limit} bytes")
+                    body += piece[:room]
+                    return body
+                body += piece
     except zlib.error:
         raise AnswerProblem("the body is not valid in its Content-Encoding") from None
-    if len(body) > limit and not truncate:
-        raise AnswerProblem(f"the body is larger than {limit} bytes")
-    return bytes(body[:limit])
+    return body
 
 
-def _inflater(coding: str) -> Callable[[bytes, int], bytes]:
-    """Inflates a chunk to at most ``room`` bytes (``b""``: what is left); the client asks for identity."""
+_PIECE = 64 * 1024
+"""Bytes inflated at a time: the most held besides the body itself, whatever the ratio."""
+
+
+def _inflater(coding: str) -> Callable[[bytes], Iterator[bytes]]:
+    """The pieces a chunk inflates to, each at most :data:`_PIECE` bytes; the client asks for identity."""
     coding = coding.strip().lower()
     if coding in ("", "identity"):
-        return lambda chunk, room: chunk
+        return lambda chunk: iter((chunk,))
     if coding not in ("gzip", "x-gzip", "deflate"):
         raise AnswerProblem("the body's Content-Encoding is not gzip, deflate or identity")
     decompressor = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
 
-    def inflate(chunk: bytes, room: int) -> bytes:
-        if not chunk:  # end of the body: the bytes held back, bounded as any chunk
-            return decompressor.decompress(decompressor.unconsumed_tail, max(room, 1))
-        return decompressor.decompress(chunk, max(room, 1))
+    def inflate(chunk: bytes) -> Iterator[bytes]:
+        while True:
+            piece = decompressor.decompress(chunk, _PIECE)
+            if piece:
+                yield piece
+            chunk = decompressor.unconsumed_tail
+            if not chunk and len(piece) < _PIECE:  # a full piece may leave output pending without input
+                return
 
     return inflate
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | bytearray) -> Any:
     """``body`` as JSON: no NaN or Infinity, no more than :data:`MAX_DEPTH` levels.
 
     Raises:

@@ -33,6 +33,7 @@ from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient, UnexpectedAnswerError, Written
 from .client_endpoint import tls_context, token_problem
+from .connect_credentials import refuse_credentials_in_clear
 
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
 REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
@@ -186,6 +187,11 @@ def add_commands(commands: Any) -> None:
     connect.add_argument("--cacert", metavar="FILE", help="for wss://: trust the CA certificates of this PEM file")
     connect.add_argument(
         "--key-header", default="Ocp-Apim-Subscription-Key", help="header for --subscription-key (default: %(default)s)"
+    )
+    connect.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="send credentials (--token, --subscription-key, -H, -s, the URL's) over plain ws:// to another host",
     )
     connect.add_argument(
         "--linger", type=_seconds, default=1.0, help="seconds to wait after the input ends (default: 1)"
@@ -406,6 +412,15 @@ def _run_connect(args: argparse.Namespace) -> int:
     try:
         token = _connect_token(args)
         tls = tls_context(args.cacert) if args.cacert is not None else None
+        refuse_credentials_in_clear(  # before anything is sent: anyone on the path would read them
+            args.target,
+            headers=headers,
+            subprotocols=args.subprotocol,
+            named=[
+                name for name, given in (("the token", token), ("--subscription-key", args.subscription_key)) if given
+            ],
+            allow_insecure_http=args.allow_insecure_http,
+        )
     except (OSError, ValueError) as exc:
         print(f"error: {_shown(exc)}", file=sys.stderr)
         return 2

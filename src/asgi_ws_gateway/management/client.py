@@ -18,96 +18,20 @@ Every change is sent typed ``application/json``, with or without a body, as the 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx2
 
-from ..redact import REDACTED
-from .answers import (
-    DEFAULT_MAX_ANSWER,
-    AnswerProblem,
-    Shape,
-    a_resource,
-    a_string_field,
-    an_object,
-    nothing_or_warnings,
-    parse_json,
-    read_body,
-    rows,
-    warnings_of,
-)
-from .client_endpoint import checked_base_url, tls_context, token_problem
-from .client_errors import ManagementAPIError, UnexpectedAnswerError, refusal, unexpected_status
-
-ApiDocument = dict[str, Any]
-"""A WebSocket API: the fields of an ``apis`` entry of the configuration file."""
-
-
-class Written(dict[str, Any]):
-    """The resource a change answered with (:meth:`~ManagementClient.create_api`,
-    :meth:`~ManagementClient.replace_api`, :meth:`~ManagementClient.create_product`): its fields, a dict
-    to send back as it is, and apart from them, the attribute ``warnings``.
-
-    ``warnings`` lists the configuration warnings that concern the change (empty when none): valid,
-    probably not meant, such as a token read from a cookie with no ``check-origin``; redacted as the log
-    writes them. Usage::
-
-        api = await gateway.create_api(document)
-        for warning in api.warnings:
-            print("warning:", warning)
-        api["max_lifetime"] = 60
-        await gateway.replace_api(api["name"], api)  # the dict has the API's fields only
-    """
-
-    def __init__(self, fields: Mapping[str, Any] | None = None, /, *, warnings: Iterable[str] = ()) -> None:
-        super().__init__(fields or {})
-        self.warnings: list[str] = list(warnings)
-
-    def __repr__(self) -> str:
-        return f"Written({dict.__repr__(self)}, warnings={self.warnings!r})"
-
-
-class Product(TypedDict):
-    name: str
-    display_name: str | None
-    apis: list[str]
-    subscription_required: bool
-    policies: list[dict[str, Any]]
-    message_policies: dict[str, Any]
-
-
-class SubscriptionInfo(TypedDict):
-    id: str
-    product: str
-    name: str | None
-    state: Literal["active", "suspended", "expired"]
-    expires_at: str | None
-    created_at: str | None
-    """None for the configuration file's own subscriptions."""
-    key: NotRequired[str]
-    """Only in the answer to create and regenerate-key: the key is never shown again."""
-
-
-class Connection(TypedDict):
-    id: str
-    api: str
-    client: str
-    peer: str
-    subject: str | None
-    subscription: str | None
-    opened_at: float
-    messages_in: int
-    bytes_in: int
-    messages_out: int
-    bytes_out: int
-    worker: str
+from .answers import DEFAULT_MAX_ANSWER, Shape, a_resource, a_string_field, an_object, nothing_or_warnings, rows
+from .client_calls import ManagementCalls
+from .client_errors import ManagementAPIError, UnexpectedAnswerError
+from .client_types import ApiDocument, Connection, Product, SubscriptionInfo, Written, written
 
 
 class ManagementClient:
@@ -145,18 +69,14 @@ class ManagementClient:
         allow_insecure_http: bool = False,
         max_answer_size: int = DEFAULT_MAX_ANSWER,
     ) -> None:
-        if token and (problem := token_problem(token)) is not None:  # "" or None: no token sent
-            raise ValueError(problem)
-        in_process = isinstance(transport, httpx2.ASGITransport | httpx2.MockTransport)  # nothing leaves it
-        base = checked_base_url(base_url, token=bool(token), allow_insecure_http=allow_insecure_http or in_process)
-        context = verify if isinstance(verify, ssl.SSLContext) else tls_context(verify)
-        # identity: a compressed answer is inflated by read_body, bounded; whatever httpx2 would inflate is not.
-        headers = {"Accept-Encoding": "identity", **({"Authorization": f"Bearer {token}"} if token else {})}
-        self._token = token
-        self._timeout = timeout
-        self._max_answer = max_answer_size
-        self._http = httpx2.AsyncClient(
-            base_url=base, headers=headers, timeout=timeout, transport=transport, trust_env=False, verify=context
+        self._calls = ManagementCalls(
+            base_url,
+            token=token,
+            timeout=timeout,
+            transport=transport,
+            verify=verify,
+            allow_insecure_http=allow_insecure_http,
+            max_answer_size=max_answer_size,
         )
 
     async def __aenter__(self) -> ManagementClient:
@@ -168,60 +88,11 @@ class ManagementClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._calls.aclose()
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        shape: Shape,
-        *,
-        expect: Collection[int] = (200,),
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """One request, within one deadline; its answer's JSON (None for an empty body) as ``shape`` checks it.
-
-        Raises:
-            ManagementAPIError: the answer is 400 or more.
-            UnexpectedAnswerError: a status not in ``expect``, or a body ``shape`` refuses.
-            httpx2.TransportError: unreachable, or no whole answer within the timeout.
-        """
-        if method in ("POST", "PUT", "PATCH"):  # the API refuses a change not typed as JSON (415), body or not
-            headers = {"Content-Type": "application/json", **(headers or {})}
-        request = self._http.build_request(method, path, json=json, params=params, headers=headers)
-        try:
-            async with asyncio.timeout(self._timeout):
-                status, body = await self._exchange(request, expect)
-        except TimeoutError:
-            raise httpx2.TimeoutException(
-                f"no whole answer within {self._timeout:g} s (the timeout)", request=request
-            ) from None
-        except httpx2.HTTPError as exc:
-            if self._token and self._token in str(exc):  # checked, the token is never in one; if it were
-                raise _without(exc, self._token) from None
-            raise
-        try:
-            return shape(None if not body else parse_json(body))
-        except AnswerProblem as exc:
-            raise UnexpectedAnswerError(status, str(exc)) from None
-
-    async def _exchange(self, request: httpx2.Request, expect: Collection[int]) -> tuple[int, bytes]:
-        """The answer's status and body (at most ``max_answer_size`` bytes inflated), if it is one expected."""
-        response = await self._http.send(request, stream=True)
-        try:
-            status = response.status_code
-            if status >= 400:
-                raise await refusal(response)
-            if status not in expect:
-                raise unexpected_status(response, expect)
-            try:
-                return status, await read_body(response, self._max_answer)
-            except AnswerProblem as exc:
-                raise UnexpectedAnswerError(status, str(exc)) from None
-        finally:
-            await response.aclose()
+    async def _call(self, method: str, path: str, shape: Shape, **options: Any) -> Any:
+        """One request, its answer as ``shape`` checks it (:meth:`.client_calls.ManagementCalls.call`)."""
+        return await self._calls.call(method, path, shape, **options)
 
     # -- health --
     async def ready(self) -> bool:
@@ -243,7 +114,7 @@ class ManagementClient:
 
     async def create_api(self, api: Mapping[str, Any]) -> Written:
         """Create an API; returns it, with the configuration warnings about it in ``.warnings`` (:class:`Written`)."""
-        return cast(Written, await self._call("POST", "apis", _written, expect=(201,), json=dict(api)))
+        return cast(Written, await self._call("POST", "apis", written, expect=(201,), json=dict(api)))
 
     async def replace_api(
         self, name: str, api: Mapping[str, Any], *, drain: bool = False, if_match: str | None = None
@@ -257,7 +128,7 @@ class ManagementClient:
             await self._call(
                 "PUT",
                 f"apis/{_segment(name)}",
-                _written,
+                written,
                 json=dict(api),
                 params=_drain(drain),
                 headers={"If-Match": if_match} if if_match else None,
@@ -302,7 +173,7 @@ class ManagementClient:
         }
         return cast(
             Written,
-            await self._call("POST", "products", _written, expect=(201,), json=body, params=_flags(force=force)),
+            await self._call("POST", "products", written, expect=(201,), json=body, params=_flags(force=force)),
         )
 
     async def delete_product(self, name: str, *, force: bool = False, drain: bool = False) -> list[str]:
@@ -388,23 +259,6 @@ class ManagementClient:
 
 _DELETED = (200, 204)
 """A deletion's answer: 204, or 200 with the configuration warnings it brought."""
-
-
-def _written(value: Any) -> Written:
-    """The resource a create or replace answered with, its ``warnings`` taken out of it."""
-    body = an_object(value)
-    warnings = warnings_of(body)
-    body.pop("warnings", None)
-    return Written(body, warnings=warnings)
-
-
-def _without(exc: httpx2.HTTPError, token: str) -> httpx2.HTTPError:
-    """``exc`` again, the token's every occurrence in its text replaced."""
-    text = str(exc).replace(token, REDACTED)
-    try:
-        return type(exc)(text)
-    except TypeError:  # a subclass that takes other arguments
-        return httpx2.TransportError(text)
 
 
 def _segment(value: str) -> str:

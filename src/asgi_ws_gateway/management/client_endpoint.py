@@ -1,5 +1,6 @@
 """Where and how :class:`~.client.ManagementClient` (and ``connect``) may send the admin token: the
-base URL, the token itself and the certificates trusted, each checked before anything is sent.
+base URL, the token itself and the certificates trusted, each checked before anything is sent; and
+the one rule for both: no credential in clear beyond this host (:func:`refuse_in_clear`).
 
 Every error here describes the problem without quoting the secret: a base URL's userinfo, or the
 token (an exception's text ends up in a terminal, a CI log, a bug report).
@@ -40,11 +41,33 @@ def checked_base_url(base_url: str, *, token: bool, allow_insecure_http: bool) -
     host = _host(parts)
     if not host:
         raise EndpointProblem("the management API URL has no host")
-    if token and parts.scheme == "http" and not is_loopback_host(host) and not allow_insecure_http:
-        raise EndpointProblem(
-            f"refusing to send the admin token over plain http to {host}, beyond this host: {INSECURE_HTTP_HINT}"
-        )
+    if token:
+        refuse_in_clear(parts.scheme, host, "the admin token", allowed=allow_insecure_http)
     return base_url.rstrip("/") + "/"
+
+
+def refuse_in_clear(scheme: str, host: str, credentials: str, *, allowed: bool) -> None:
+    """Refuse to send ``credentials`` (what they are, never their value) by ``scheme`` to ``host`` when
+    anyone on the path would read them: ``http`` or ``ws`` to a host beyond this one, unless ``allowed``
+    (``--allow-insecure-http``).
+
+    This host is ``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.1``), as
+    :func:`~asgi_ws_gateway.forwarded.is_loopback_host` reads them, strictly: ``localhost.``,
+    ``foo.localhost``, ``127.1``, ``0x7f.1``, ``2130706433``, ``0.0.0.0`` (which the resolver may take
+    to this host) and names whose DNS answer is 127.0.0.1 (``127.0.0.1.nip.io``) are beyond it: what
+    a resolver makes of a name, or a lenient parser of a number, is not this check's to guess.
+
+    Raises:
+        EndpointProblem: refused; the message names ``--allow-insecure-http``.
+    """
+    if allowed or scheme not in _CLEARTEXT or is_loopback_host(host):
+        return
+    hint = INSECURE_HTTP_HINT if scheme == "http" else _INSECURE_WS_HINT
+    raise EndpointProblem(f"refusing to send {credentials} over plain {scheme} to {host}, beyond this host: {hint}")
+
+
+_CLEARTEXT = frozenset({"http", "ws"})
+_INSECURE_WS_HINT = "use wss://, or allow plain ws explicitly (--allow-insecure-http)"
 
 
 def _split(url: str) -> SplitResult:
@@ -97,4 +120,11 @@ def tls_context(cafile: str | None) -> ssl.SSLContext:
         raise EndpointProblem(f"{cafile}: not a readable file of PEM certificates ({type(exc).__name__})") from None
 
 
-__all__ = ["INSECURE_HTTP_HINT", "EndpointProblem", "checked_base_url", "tls_context", "token_problem"]
+__all__ = [
+    "INSECURE_HTTP_HINT",
+    "EndpointProblem",
+    "checked_base_url",
+    "refuse_in_clear",
+    "tls_context",
+    "token_problem",
+]

@@ -61,7 +61,7 @@ async def refusal(response: httpx2.Response) -> ManagementAPIError:
     try:
         prefix = await read_body(response, ERROR_PREFIX, truncate=True)
     except AnswerProblem:  # compressed and not valid so
-        prefix = b""
+        prefix = bytearray()
     try:
         document = parse_json(prefix)
     except AnswerProblem:

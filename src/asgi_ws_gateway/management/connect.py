@@ -10,6 +10,10 @@ escapes (``\\x1b``, ``\\n``): one event, one line, and nothing for the terminal 
 A message may be at most ``--max-size`` bytes (default 16 MiB), counted as it is inflated: a larger
 one closes the connection with 1009 (exit code 6), so a server cannot make the client hold gigabytes
 (one permessage-deflate message of ~1 MiB on the wire per GiB).
+
+Credentials (``--token``, ``--subscription-key``, a credential ``-H`` header, ``-s``, the URL's) go
+over plain ``ws://`` only to this host (``localhost``, ``127.0.0.0/8``, ``::1``): to another, they are
+refused before anything is sent (exit 2) unless ``--allow-insecure-http``.
 """
 
 from __future__ import annotations
