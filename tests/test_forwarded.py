@@ -61,6 +61,7 @@ def _scope(client: tuple[str, int], *headers: tuple[bytes, bytes]) -> dict[str, 
         _scope(("10.1.2.3", 0), (b"x-forwarded-for", b"10.1.2.3")),
         _scope(("10.1.2.3", 51000), (b"x-forwarded-for", b"192.0.2.1, 10.1.2.3")),
         _scope(("2001:db8::1", 0), (b"forwarded", b'for="[2001:db8::1]:443"')),
+        _scope(("2001:db8::1", 0), (b"x-forwarded-for", b"10.0.0.1, 2001:DB8::1")),
     ],
 )
 def test_a_server_rewrite_is_recognised(scope: dict[str, object]) -> None:
@@ -103,3 +104,16 @@ async def test_a_client_a_trusted_proxy_cannot_name_does_not_pass_the_proxys_all
     except InvalidStatus as refusal:
         got = refusal.response.status_code
     assert got == status
+
+
+def test_hops_not_naming_the_clients_address_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attack pass sent 32 KiB of ``X-Forwarded-For`` hops: the rewrite check parsed each (8 ms a
+    handshake, before any policy). A value without the client's address as text is skipped unparsed."""
+    hops = b", ".join(b"2001:db8::%x" % n for n in range(2000))
+    scope = _scope(("203.0.113.9", 0), *[(b"x-forwarded-for", hops)] * 4, (b"forwarded", b"for=" + hops))
+
+    def refused(*_: object) -> list[str]:
+        raise AssertionError("parsed hop by hop")
+
+    monkeypatch.setattr("asgi_ws_gateway.forwarded.forwarded_chain", refused)
+    assert not rewritten_by_server(scope, Networks([]))

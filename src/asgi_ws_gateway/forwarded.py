@@ -261,8 +261,11 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
     if not client[0] or (trusted and client[1] != 0):
         return False
     peer: IPAddress | None = None  # parsed at the first forwarding header: most requests have none
+    text = client[0].lower().encode("latin-1", "replace")
     for name, value in scope.get("headers", ()):
-        if name in (b"x-forwarded-for", b"forwarded"):
+        # A server takes a hop's text whole: a value without the client's address as text names it
+        # nowhere. Only such a value is parsed hop by hop (a client's 32 KiB of hops took 8 ms).
+        if name in (b"x-forwarded-for", b"forwarded") and text in value.lower():
             peer = peer or parse_ip(client[0])
             if peer is None:
                 return False
