@@ -400,6 +400,7 @@ class WebSocketGateway(AdmissionChecks):
             # Every backend's request, built and checked before any connect: one the client's values
             # made unsendable is a 400 and never counts against a backend.
             requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
+            handshake.request.forget_many_values()  # the view lives as long as the connection
             # With message policies: the frame relay, unless per-message telemetry events are on.
             framed = message_policies is not None and not self.config.telemetry.message_events
             if (message_policies is None or framed) and api.can_splice and self._spliceable(api, scope):

@@ -1,0 +1,68 @@
+"""What a connection keeps of its request's values once the handshake is decided.
+
+An attack pass sent 8 KiB of ``a=&`` in the query and 24 KiB of ``a=b;`` cookies to an API whose
+``set-header`` policies read ``{query.room}`` and ``{cookie.theme}``: each idle connection kept the
+parsed pairs, about 1 MB (1,000 connections took a worker from 103 MB to 1.1 GB). Parses of many
+values are dropped once the upstream requests are built, and read again if asked.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.handshake.request_view import RequestView
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect
+from support.policies import context
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+MANY_COOKIES = "; ".join(["a=b"] * 1500) + "; theme=dark"
+"""Sent as three ``Cookie`` headers: one header line may have 8 KiB."""
+MANY_PARAMS = "room=lobby&" + "&".join(["a="] * 2000)
+
+
+def _views() -> list[RequestView]:
+    gc.collect()
+    return [view for view in gc.get_objects() if isinstance(view, RequestView)]
+
+
+async def test_an_open_connection_keeps_no_parse_of_many_values(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    policies = [{"set-header": {"header": "x-room", "value": "{query.room}"}},
+                {"set-header": {"header": "x-theme", "value": "{cookie.theme}"}}]  # fmt: skip
+    api = {"name": "r", "path": "/ws/r", "upstreams": [upstream.url("/echo")], "policies": policies}
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}))
+    url = server.url(f"/ws/r?{MANY_PARAMS}")
+    pairs = MANY_COOKIES.split("; ")
+    headers = [("Cookie", "; ".join(pairs[at : at + 1000])) for at in range(0, len(pairs), 1000)]
+    async with await connect(url, additional_headers=headers) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+        assert upstream.handshakes[-1].header("x-room") == "lobby"
+        assert upstream.handshakes[-1].header("x-theme") == "dark"
+        held = [view for view in _views() if view.scope.get("query_string", b"").startswith(b"room=lobby&a=")]
+        assert held, "the open connection's view"
+        for view in held:
+            assert not {"_query_pairs", "_cookie_pairs", "_folded_cookies", "_cookie_pairs_python_reads"} & set(
+                view.__dict__
+            )
+
+
+def test_a_dropped_parse_is_read_again_alike() -> None:
+    ctx = context("/ws/r", query=MANY_PARAMS, headers=[("Cookie", MANY_COOKIES)])
+    view = ctx.request
+    first = (view.query_copies("room"), view.cookie_copies("theme"), view.cookies["theme"], len(view.query["a"]))
+    view.forget_many_values()
+    assert "_cookie_pairs" not in view.__dict__ and "_query_pairs" not in view.__dict__
+    again = (view.query_copies("room"), view.cookie_copies("theme"), view.cookies["theme"], len(view.query["a"]))
+    assert again == first
+
+
+def test_a_usual_requests_values_stay_parsed() -> None:
+    view = context("/ws/r", query="room=lobby", headers=[("Cookie", "theme=dark; sid=1")]).request
+    assert view.query_copies("room") == ["lobby"] and view.cookie_copies("theme")[0] == "dark"
+    view.forget_many_values()
+    assert "_cookie_pairs" in view.__dict__ and "_query_pairs" in view.__dict__
