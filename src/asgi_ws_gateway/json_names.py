@@ -192,13 +192,36 @@ def binary_json_text(data: bytes, starts: frozenset[str] = _VALUE_START) -> str 
     return text
 
 
+_LENIENT = json.JSONDecoder(parse_int=_any, parse_float=_any, parse_constant=_any, strict=False)
+"""Reads what lenient readers read: control characters in strings, NaN, numbers of any length (read
+as 0: the shape is what matters)."""
+
+
+def first_json_value(text: str, decoder: json.JSONDecoder = _LENIENT) -> tuple[Any, bool]:
+    """The first JSON value in ``text`` (past a BOM and whitespace) as the most lenient common readers
+    read it (``decoder``: numbers read as 0), and whether it is the whole text. Go's ``json.Decoder``
+    (gorilla's ``Conn.ReadJSON``) and Jackson's ``ObjectMapper.readValue`` read a message's first value
+    and ignore what follows it (``{"type": "admin"} x``, ``{...}{...}``, ``{...}]``).
+
+    Raises:
+        ValueError: no JSON value starts the text.
+        RecursionError: nested deeper than Python's parser goes.
+    """
+    text = text.lstrip("\ufeff")
+    value, end = decoder.raw_decode(text, _skip(text, 0))
+    return value, _skip(text, end) == len(text)
+
+
 def json_to_some_reader(data: str | bytes) -> bool:
     """Whether a common upstream reader would take ``data`` for a JSON document, where the gateway's
     own strict parser (orjson) may not: Python's ``json.loads`` (bytes in UTF-8, UTF-16 or UTF-32,
     with or without a BOM; ``NaN``, ``Infinity``, ``1e400``, lone surrogates, integers of any
-    length), JavaScript's ``JSON.parse`` of a binary message (``Buffer`` read as UTF-8) and Go's
-    ``encoding/json`` (invalid UTF-8 read as U+FFFD). Laxer readers (comments, single quotes:
-    Json.NET, lenient Gson) are not covered.
+    length), JavaScript's ``JSON.parse`` of a binary message (``Buffer`` read as UTF-8), Go's
+    ``encoding/json`` (invalid UTF-8 read as U+FFFD), and an object or array followed by anything
+    (Go's ``json.Decoder`` and Jackson read the first value: :func:`first_json_value`). A scalar
+    followed by more (``123 abc``; protobuf whose first field is 6 or 7 starts with a digit) is not:
+    no field of it reaches a reader. Laxer readers (comments, single quotes: Json.NET, lenient
+    Gson) are not covered.
     """
     if isinstance(data, bytes):
         decoded = binary_json_text(data)
@@ -207,17 +230,16 @@ def json_to_some_reader(data: str | bytes) -> bool:
         text = decoded
     else:
         text = data
-    text = text.lstrip("\ufeff")
-    start = text.lstrip(_JSON_WHITESPACE)[:1]
+    start = text.lstrip("\ufeff").lstrip(_JSON_WHITESPACE)[:1]
     if not start or start not in _VALUE_START:
         return False
     try:
-        json.loads(text, parse_int=_any, parse_float=_any, parse_constant=_any, strict=False)
+        value, whole = first_json_value(text)
     except RecursionError:
         return True  # nested deeper than Python goes: other readers go deeper
     except ValueError:
         return False
-    return True
+    return whole or isinstance(value, dict | list)
 
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -232,6 +254,7 @@ __all__ = [
     "DuplicateName",
     "binary_json_text",
     "check_unique_names",
+    "first_json_value",
     "json_to_some_reader",
     "load_unique",
     "no_constant",

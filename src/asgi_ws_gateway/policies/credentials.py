@@ -29,7 +29,7 @@ from pydantic import Field
 
 from ..errors import DropMessage, HandshakeDenied
 from ..handshake.context import CredentialVerifier
-from ..json_names import AmbiguousJson, binary_json_text, json_to_some_reader, strict_json
+from ..json_names import AmbiguousJson, binary_json_text, first_json_value, json_to_some_reader, strict_json
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
 from .message_base import register_message_policy
@@ -129,7 +129,8 @@ class CredentialExpiry:
         take one where a substring test of the text would not: escaped (``"auth\\u002erefresh"``),
         under a name of another case (``"TYPE"``: Go and ASP.NET Core read it as ``type``), in a binary
         message (Node's ``JSON.parse(data)``, Python's ``json.loads(data)``), or in JSON that only laxer
-        readers take (NaN, a lone surrogate): the last is dropped as ``invalid_json``.
+        readers take (NaN, a lone surrogate, a control character, anything after the object: Go's
+        ``json.Decoder`` and Jackson read the first value): the last is dropped as ``invalid_json``.
 
         Raises:
             AmbiguousJson: a name twice in one object (the pipeline drops it as ``ambiguous_json``).
@@ -151,7 +152,7 @@ class CredentialExpiry:
         except AmbiguousJson:  # perhaps a refresh, read as another by the upstream: the pipeline
             raise  # drops it as ambiguous_json
         except ValueError:
-            if not json_to_some_reader(data) or not self._is_refresh(_lax(text)):
+            if not json_to_some_reader(data) or not self._refresh_to_some_reader(_lax(text)):
                 return None
             raise DropMessage("invalid_json", "a refresh message must be JSON every reader reads alike") from None
         return value if self._is_refresh(value) else None
@@ -160,6 +161,14 @@ class CredentialExpiry:
         if not isinstance(value, dict):
             return False
         return _field(value, self.settings.type_field) == self.settings.refresh_type
+
+    def _refresh_to_some_reader(self, value: Any) -> bool:
+        """Whether an object read as its pairs is a refresh to a reader keeping a name's first value,
+        its last, or matching it ignoring case."""
+        if not isinstance(value, _Pairs):
+            return False
+        type_field, refresh_type = self.settings.type_field.casefold(), self.settings.refresh_type
+        return any(name.casefold() == type_field and item == refresh_type for name, item in value)
 
     async def _refresh(
         self, connection: ConnectionContext, deadline: _Deadline, value: dict[str, Any], verifier: CredentialVerifier
@@ -198,10 +207,18 @@ def _field(value: dict[str, Any], name: str) -> object:
     return next((v for k, v in value.items() if k.casefold() == folded), None)
 
 
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its names and values, in order: every reader's reading of it."""
+
+
+_LAX = json.JSONDecoder(object_pairs_hook=_Pairs, parse_int=str, parse_float=str, parse_constant=str, strict=False)
+
+
 def _lax(text: str) -> Any:
-    """``text`` as Python's ``json.loads`` reads it (NaN, lone surrogates, deep nesting), or None."""
+    """The first value of ``text`` as lenient readers read it (NaN, lone surrogates, control characters,
+    anything after it, numbers of any length), objects as :class:`_Pairs`; None when none is read."""
     try:
-        return json.loads(text.lstrip("\ufeff"))
+        return first_json_value(text, _LAX)[0]
     except (ValueError, RecursionError):
         return None
 

@@ -30,9 +30,12 @@ from ..messages.context import (
 from ..yaml_keys import safe_load
 from .base import PolicyEnv, PolicyProblem, PolicySettings
 from .message_base import MessageFunction, apply_function, check_async, register_message_policy
+from .schema_names import CaseVariants, declared_names
 
 _SIDE = {"inbound": "client", "outbound": "upstream"}
-_SOME_READERS = "the message is JSON to some readers only (NaN, Infinity, 1e400, a lone surrogate, a BOM, not UTF-8)"
+_SOME_READERS = (
+    "the message is JSON to some readers only (NaN, Infinity, 1e400, a lone surrogate, a BOM, not UTF-8, data after it)"
+)
 
 
 class LimitMessageSizeSettings(PolicySettings):
@@ -123,10 +126,12 @@ class ValidateMessage:
                     message = message.removesuffix(_NOT_A_REGEX) + _LINEAR_ONLY
                 raise PolicyProblem("schema_file" if settings.schema_file else "schema", f"not a valid JSON Schema: "
                                     f"{message}") from None  # fmt: skip
+        names = declared_names(schema, retrieve_reference)
+        self.case_variants = CaseVariants(names) if names else None  # None: nothing to do per message
 
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         s = self.settings
-        validator = self.validator
+        validator, case_variants = self.validator, self.case_variants
         pass_binary = s.binary == "pass"
         close_code = s.close_code if s.action == "close" else None
         peer_reason = f"{_SIDE[direction]} sent an invalid message"
@@ -153,6 +158,8 @@ class ValidateMessage:
                     return
             try:
                 value = message.json()
+                if case_variants is not None:
+                    case_variants.check(value)
             except AmbiguousJson as exc:  # checked as one value, it could reach the upstream as another
                 reject("ambiguous_json", str(exc))
                 return
@@ -166,6 +173,8 @@ class ValidateMessage:
             if not isinstance(data, str):
                 return pass_binary and not json_to_some_reader(data)
             value = strict_json(data)  # not JSON or ambiguous: a ValueError, and check() answers
+            if case_variants is not None:
+                case_variants.check(value)
             if validator is None or (mismatch := _mismatch(validator, value, size)) is None:
                 return True
             found[0], found[1] = data, mismatch
