@@ -87,6 +87,23 @@ def _by_folded_name(pairs: list[tuple[str, str]], fold: Callable[[str], str]) ->
     return folded
 
 
+def _as_sent(name: str) -> bytes:
+    """``name``'s bytes when its values may be read from the request as sent (``b""`` when not), kept."""
+    # replaced for an untrusted peer: every proxy's header, so every name that depends on the peer falls through
+    if name.isascii() and not replaced_forwarding_header(name, trust_forwarded=False):
+        # An ASCII name: a raw name's bytes.lower() equals it exactly when its Latin-1 text lowered does.
+        wanted = name.encode("ascii")
+    else:
+        wanted = b""
+    if len(_AS_SENT) < 256:  # the names policies and templates read: a few, from the configuration
+        _AS_SENT[name] = wanted
+    return wanted
+
+
+_AS_SENT: dict[str, bytes] = {}
+""":func:`_as_sent` by name: one look-up a read instead of the checks (~2 k instructions)."""
+
+
 @dataclass(frozen=True)
 class ClientAddress:
     """The client: ``ip`` after trusted-proxy resolution, ``peer`` the TCP peer's address."""
@@ -96,6 +113,11 @@ class ClientAddress:
     peer: str
 
 
+MAX_COOKIES = 180
+"""Cookies a request may carry where a policy reads one: Chrome sends at most 180 a site, Firefox 150.
+Each is parsed in two readings and folded by name: 24 KiB of ``a=b;`` took 12 ms of the event loop."""
+MAX_QUERY_PARAMETERS = 1000
+"""Query parameters a request may carry where a policy reads one (PHP's ``max_input_vars``)."""
 _MANY_VALUES = 64
 """Query parameters and cookies together past which their parses are dropped after the handshake."""
 _VALUE_PARSES = ("query", "_query_pairs", "_folded_query", "cookie_values", "_cookie_pairs", "_folded_cookies",
@@ -168,11 +190,13 @@ class RequestView:
         the request as sent, without building :attr:`headers` (its forwarding headers and every name
         decoded: ~600 interpreter steps a handshake)."""
         headers = self.__dict__.get("headers")
-        # replaced for an untrusted peer: every proxy's header, so every name that depends on the peer falls through
-        if headers is None and name.isascii() and not replaced_forwarding_header(name, trust_forwarded=False):
-            # An ASCII name: a raw name's bytes.lower() equals it exactly when its Latin-1 text lowered does.
-            wanted = name.encode("ascii")
-            return [value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == wanted]
+        if headers is None:
+            wanted = _AS_SENT.get(name)
+            if wanted is None:
+                wanted = _as_sent(name)
+            if wanted:
+                sent = self.scope.get("headers", ())
+                return [value.decode("latin-1") for key, value in sent if key.lower() == wanted]
         return (headers if headers is not None else self.headers).get(name, [])
 
     def header(self, name: str) -> str | None:
@@ -197,6 +221,9 @@ class RequestView:
         # Bytes that are not UTF-8 kept apart as surrogates (query_copies refuses them): read as U+FFFD,
         # %ff and %fe were one value, one limit key, while PHP, Go and Rack read two different bytes.
         query = self.scope.get("query_string", b"").decode("latin-1")
+        if query.count("&") >= MAX_QUERY_PARAMETERS:
+            raise HandshakeDenied(414, f"the query has more than {MAX_QUERY_PARAMETERS} parameters",
+                                  reason="target_too_large")  # fmt: skip
         return parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
 
     def query_copies(self, name: str) -> list[str]:
@@ -244,7 +271,7 @@ class RequestView:
     @_Memoized
     def _cookie_pairs(self) -> list[tuple[str, str]]:
         pairs: list[tuple[str, str]] = []
-        for header in self.headers.get("cookie", ()):
+        for header in self._cookie_headers:
             for part in header.split(";"):
                 name, equals, value = part.partition("=")
                 name, value = name.strip(), value.strip()
@@ -264,8 +291,16 @@ class RequestView:
         Bottle, CherryPy): an unquoted value ends at whitespace, where another ``name=value`` may
         start; a quoted one may hold ``;`` and is unescaped (``"\\141cme"`` is ``acme``). To them
         ``jwt=VALID; theme=dark jwt=FORGED`` holds a second ``jwt``, the last, which they read."""
-        return [(name, _python_unquote(value)) for header in self.headers.get("cookie", ())
+        return [(name, _python_unquote(value)) for header in self._cookie_headers
                 for name, value in _PYTHON_COOKIE.findall(header)]  # fmt: skip
+
+    @property
+    def _cookie_headers(self) -> list[str]:
+        """The ``Cookie`` headers, refused when they hold more cookies than a browser sends."""
+        headers = self.headers.get("cookie", [])
+        if sum(header.count(";") + 1 for header in headers) > MAX_COOKIES:
+            raise HandshakeDenied(431, f"the request has more than {MAX_COOKIES} cookies", reason="headers_too_large")
+        return headers
 
     def forget_many_values(self) -> None:
         """Drop the query's and the cookies' parses when they hold many values (read again if asked).
