@@ -1,0 +1,38 @@
+"""websockets' ``ServerProtocol`` as the gateway runs it on the client leg (swapped in per connection)."""
+
+from __future__ import annotations
+
+from websockets.exceptions import InvalidHeader
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+
+from ..held_pings import HeldPings
+from ..upstream.websockets_protocol import FragmentFloor, UnlinkedParserFailure
+
+SUPPORTED_VERSION = "13"
+
+
+class _ServerProtocol(UnlinkedParserFailure, FragmentFloor, HeldPings, ServerProtocol):
+    """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
+    one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), tiny fragments
+    counted at ``FRAGMENT_FLOOR`` bytes as on the splice and the frame relay (:class:`FragmentFloor`), and
+    no reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
+
+    def accept(self, request: Request) -> Response:
+        response = super().accept(request)
+        exc = self.handshake_exc
+        if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
+            response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
+        return response
+
+    def lower_max_size(self, limit: int) -> None:
+        """Read no message larger than ``limit`` from this client (nor inflate a compressed one
+        further), when that is below the server's ``ws_max_size``."""
+        # The parser's limit: max_message_size in recent websockets releases, max_size before.
+        name = "max_message_size" if hasattr(self, "max_message_size") else "max_size"
+        current = getattr(self, name, None)
+        if limit > 0 and (current is None or limit < current):
+            setattr(self, name, limit)
+
+
+__all__ = ["SUPPORTED_VERSION", "_ServerProtocol"]
