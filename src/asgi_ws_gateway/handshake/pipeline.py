@@ -104,7 +104,13 @@ class HandshakePipeline:
                 running) when they have not all finished within ``timeout`` seconds.
         """
         running = SUBSCRIPTION
-        deadline = self._clock().start() if self.timeout is not None else None
+        deadlines = self._deadlines
+        if self.timeout is None:
+            deadline = None
+        else:
+            if deadlines is None or deadlines.loop is not asyncio.get_running_loop():
+                deadlines = self._clock()
+            deadline = deadlines.start()
         cancelled = False
         try:
             products: Sequence[str] = ()
@@ -125,14 +131,15 @@ class HandshakePipeline:
             cancelled = True
             raise
         finally:
-            if deadline is not None and deadline.end(cancelled):
+            if deadline is not None and deadlines is not None and deadlines.end(deadline, cancelled):
                 raise HandshakeDenied(
                     504, f"handshake policy {running} did not finish within {self.timeout:g} s",
                     reason="policy_timeout", policy=running,
                 ) from None  # fmt: skip
 
     def _clock(self) -> _Deadlines:
-        """The deadlines of this pipeline's runs on the running loop (a loop of its own for each, in tests)."""
+        """The deadlines of this pipeline's runs on the running loop, made when the loop is new (a loop of
+        its own for each, in tests)."""
         loop = asyncio.get_running_loop()
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
@@ -146,27 +153,17 @@ class _Deadline:
     cancellation is the deadline's (a task cancelled for its own reasons, the client gone, stays
     cancelled). Without the context manager's state machine and two coroutines per handshake."""
 
-    __slots__ = ("_cancelling", "_expired", "_owner", "at", "task")
+    __slots__ = ("at", "cancelling", "expired", "task")
 
-    def __init__(self, owner: _Deadlines, at: float) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a handshake pipeline with a timeout runs in a task")
+    def __init__(self, task: asyncio.Task[object], at: float) -> None:
         self.task: asyncio.Task[object] | None = task  # None once the run has ended
         self.at = at
-        self._owner, self._cancelling, self._expired = owner, task.cancelling(), False
+        self.cancelling, self.expired = task.cancelling(), False
 
     def expire(self) -> None:
         assert self.task is not None
-        self._expired = True
+        self.expired = True
         self.task.cancel()
-
-    def end(self, cancelled: bool) -> bool:
-        """The run is over; whether it ended because it ran out (``cancelled``: it ended cancelled)."""
-        task, self.task = self.task, None
-        assert task is not None
-        self._owner.ended()
-        return self._expired and task.uncancel() <= self._cancelling and cancelled
 
 
 class _Deadlines:
@@ -190,16 +187,23 @@ class _Deadlines:
 
     def start(self) -> _Deadline:
         """The deadline of a run starting now, in the calling task."""
-        run = _Deadline(self, self.loop.time() + self.timeout)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a handshake pipeline with a timeout runs in a task")
+        run = _Deadline(task, self.loop.time() + self.timeout)
         self._runs.append(run)
         if self._timer is None:
             self._timer = self.loop.call_at(run.at, self._expire)
         return run
 
-    def ended(self) -> None:
+    def end(self, run: _Deadline, cancelled: bool) -> bool:
+        """``run`` is over; whether it ended because it ran out (``cancelled``: it ended cancelled)."""
+        task, run.task = run.task, None
+        assert task is not None
         runs = self._runs
         while runs and runs[0].task is None:
             runs.popleft()
+        return run.expired and task.uncancel() <= run.cancelling and cancelled
 
     def __len__(self) -> int:
         """Runs in the queue (going, or ended behind one still going); tests read it."""

@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 from .._context import current_handshake
 from ..handshake.context import HandshakeContext
 from ..log_throttle import OutageLog
-from ..state.base import Decision, StoreUnavailable, retry_after, store_key
+from ..state.base import Decision, StoreKeys, StoreUnavailable, retry_after
 from ..state.leases import LeaseKeeper
 from ..state.periods import Period, period_bounds
 from .base import PolicyEnv, StoreErrorSettings, deny, key_template, register_policy, template
@@ -94,10 +94,11 @@ class RateLimitByKey:
         self.store = env.store
         self.key = key_template(settings.key, env)
         self.counter = settings.counter or env.counter
+        self.store_keys = StoreKeys(self.store.prefix, "rate", self.counter)
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        key = store_key(self.store.prefix, "rate", self.counter, self.key.render_key(context))
+        key = self.store_keys[self.key.render_key(context)]
         try:
             decision = await self.store.hit(key, s.limit, s.window, os.urandom(16).hex())
         except StoreUnavailable as exc:
@@ -134,10 +135,11 @@ class QuotaByKey:
         self.store = env.store
         self.key = key_template(settings.key, env)
         self.counter = f"{settings.counter or env.counter}:{settings.period}"
+        self.store_keys = StoreKeys(self.store.prefix, "quota", self.counter)
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        key = store_key(self.store.prefix, "quota", self.counter, self.key.render_key(context))
+        key = self.store_keys[self.key.render_key(context)]
         try:
             decision = await self.store.consume(key, s.limit, s.period)
         except StoreUnavailable as exc:
@@ -183,11 +185,12 @@ class LimitConcurrency:
         self.store = env.store
         self.key = key_template(settings.key, env, live_only=True)
         self.counter = settings.counter or env.counter
+        self.store_keys = StoreKeys(self.store.prefix, "conc", self.counter)
         self.leases = LeaseKeeper(env.store, settings.lease_ttl)
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
-        key = store_key(self.store.prefix, "conc", self.counter, self.key.render_key(context))
+        key = self.store_keys[self.key.render_key(context)]
         lease = os.urandom(16).hex()
 
         async def release() -> None:

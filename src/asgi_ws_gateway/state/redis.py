@@ -23,17 +23,19 @@ go through redis-py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
-from .._context import current_handshake
+from .._context import HANDSHAKE
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from . import redis_scripts as scripts
@@ -43,6 +45,8 @@ from .redis_pipe import Arg, Script, pipe_for
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+ScriptCall = Callable[..., Awaitable[Any]]
+"""Runs a script: ``(keys, args, command=None)``, ``command`` its ``EVALSHA`` packed already (the pipe's)."""
 
 RENEW_BATCH = 500
 """Leases renewed per script call and per pipeline. A process's leases are renewed in pipelines of
@@ -93,11 +97,11 @@ class RedisState:
         # renewals' pipelines, Cluster and Sentinel go through redis-py.
         self._pipe = pipe_for(url, timeout)
         self._pooled = self._pipe is None  # the scripts' calls take a connection of redis-py's pool
-        self._hit = self._script(scripts.HIT)
-        self._consume = self._script(scripts.CONSUME)
-        self._acquire = self._script(scripts.ACQUIRE)
-        self._reserve = self._script(scripts.RESERVE)
-        self._release = self._script(scripts.RELEASE)
+        self._hit, self._hit_script = self._script(scripts.HIT)
+        self._consume, _ = self._script(scripts.CONSUME)
+        self._acquire, self._acquire_script = self._script(scripts.ACQUIRE)
+        self._reserve, _ = self._script(scripts.RESERVE)
+        self._release, _ = self._script(scripts.RELEASE)
         self._down_until = 0.0
         self._failing = False  # since a failure, until a call succeeds
         self._probing = False  # a call (or the watch below) is trying whether Redis is back
@@ -108,40 +112,47 @@ class RedisState:
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
-    def _script(self, source: str) -> Callable[[list[str], list[Arg]], Awaitable[Any]]:
-        """A function running the script ``source`` with its keys and arguments."""
+    def _script(self, source: str) -> tuple[ScriptCall, Script | None]:
+        """A function running the script ``source`` with its keys and arguments (and its command when
+        packed already), and the script when the pipe runs it (which packs its commands)."""
         pipe = self._pipe
         if pipe is not None:
             script = Script(source)
-            return lambda keys, args: pipe.run(script, keys, args)
+            return functools.partial(pipe.run, script), script  # a partial: no frame of its own per call
         registered = self._redis.register_script(source)
-        return lambda keys, args: registered(keys=keys, args=args)
+        return lambda keys, args, command=None: registered(keys=keys, args=args), None
 
-    async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
-        result = await self._call(lambda: self._hit([key], [limit, _ms(window), member]), "hit", pooled=self._pooled)
-        return _decision(result)
+    def hit(self, key: str, limit: int, window: float, member: str) -> Coroutine[Any, Any, Decision]:
+        # Not a coroutine of its own (as the others are not): _call's, which reads the decision.
+        constants = (limit, _ms(window))
+        script = self._hit_script
+        command = script.keyed_command(key, constants, member) if script is not None else None
+        operation = functools.partial(self._hit, [key], [*constants, member], command)
+        return self._call(operation, "hit", pooled=self._pooled, read=_decision)
 
-    async def consume(self, key: str, limit: int, period: Period) -> Decision:
+    def consume(self, key: str, limit: int, period: Period) -> Coroutine[Any, Any, Decision]:
         # The attempt's id: redis-py sends the same arguments again when it retries the call.
         args: list[Arg] = [limit, period, os.urandom(16).hex(), self._remembered_ms]
-        result = await self._call(lambda: self._consume([key, f"{key}:attempts"], args), "consume", pooled=self._pooled)
-        return _decision(result)
+        operation = functools.partial(self._consume, [key, f"{key}:attempts"], args)
+        return self._call(operation, "consume", pooled=self._pooled, read=_decision)
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
         # The attempt's id last: redis-py sends the same arguments again when it retries the call.
         args: list[Arg] = [_ms(window), *(n for pair in requests for n in pair), os.urandom(16).hex()]
-        result = await self._call(lambda: self._reserve([key], args), "reserve", pooled=self._pooled)
+        result = await self._call(functools.partial(self._reserve, [key], args), "reserve", pooled=self._pooled,
+                                  read=_as_sent)  # fmt: skip
         try:
             *granted, index, left_ms = (int(x) for x in result)
         except (TypeError, ValueError) as exc:  # never from the script; a 500 if it were not caught
             raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a reservation") from exc
         return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
 
-    async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
-        result = await self._call(
-            lambda: self._acquire([key], [limit, _ms(ttl), lease]), "acquire", pooled=self._pooled
-        )
-        return _decision(result)
+    def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Coroutine[Any, Any, Decision]:
+        constants = (limit, _ms(ttl))
+        script = self._acquire_script
+        command = script.keyed_command(key, constants, lease) if script is not None else None
+        operation = functools.partial(self._acquire, [key], [*constants, lease], command)
+        return self._call(operation, "acquire", pooled=self._pooled, read=_decision)
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         by_key: dict[str, list[str]] = {}
@@ -172,14 +183,16 @@ class RedisState:
                     pipe.eval(scripts.RENEW, 1, key, ttl_ms, *held)
                 return await pipe.execute()
 
-        results = await self._call(renew_all, "renew")
+        results = await self._call(renew_all, "renew", read=_as_sent)
         try:
             return sum(int(result) for result in results)
         except (TypeError, ValueError) as exc:  # never from the script; a 500 if it were not caught
             raise StoreUnavailable(f"Redis answered {type(results).__name__}, not lease counts") from exc
 
     async def release(self, key: str, lease: str) -> None:
-        await self._call(lambda: self._release([key], [lease]), "release", pooled=self._pooled)
+        await self._call(
+            functools.partial(self._release, [key], [lease]), "release", pooled=self._pooled, read=_as_sent
+        )
 
     async def aclose(self) -> None:
         if self._watch is not None:
@@ -188,11 +201,13 @@ class RedisState:
             await self._pipe.aclose()
         await self._redis.aclose()
 
-    async def _call(self, operation: Callable[[], Awaitable[T]], name: str, *, pooled: bool = True) -> T:
+    async def _call(
+        self, operation: Callable[[], Awaitable[Any]], name: str, *, pooled: bool = True, read: Callable[[Any], T]
+    ) -> T:
         """Run ``operation`` (``pooled``: on a connection of redis-py's pool), turning failures into
-        :class:`StoreUnavailable`."""
-        probe = self._admit()
-        handshake = current_handshake()  # a child span of the handshake when a policy calls during one
+        :class:`StoreUnavailable`; its reply as ``read`` makes it."""
+        probe = self._failing and self._admit()  # (each check a call less while Redis answers)
+        handshake = HANDSHAKE.get()  # a child span of the handshake when a policy calls during one
         refused: Exception | None = None  # Redis's answer was an error about this call's key
         try:
             if not self._ready:
@@ -200,7 +215,7 @@ class RedisState:
                 # map them (and open the first connection) once, before the first burst of handshakes.
                 async with self._ready_lock:
                     if not self._ready:
-                        probe = probe or self._admit()  # see below
+                        probe = probe or (self._failing and self._admit())  # see below
                         await self._redis.initialize()
                         await self._redis.ping()
                         self._ready = True
@@ -216,11 +231,14 @@ class RedisState:
                 # never answers, 300 handshakes waited their turn through six rounds of timeouts
                 # (4.4 s, 6.7 s at worst), or one by one behind the first connect (291 of 300 were
                 # answered 504 after the 10 s policy_timeout).
-                probe = probe or self._admit()
-                if handshake is None:
+                probe = probe or (self._failing and self._admit())
+                span = None
+                if handshake is not None:  # tracing off, its span is a nullcontext: entering it does nothing
+                    span = handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name})
+                if span is None or type(span) is contextlib.nullcontext:
                     result = await operation()
                 else:
-                    with handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name}):
+                    with span:
                         result = await operation()
             finally:
                 if slots is not None:
@@ -237,7 +255,8 @@ class RedisState:
         finally:
             if probe:
                 self._probing = False
-        self._answered()
+        if self._failing:
+            self._answered()
         if refused is not None:
             # Redis answered, about this key only: this call fails (open or closed as its policy
             # says), and the other keys go on being counted.
@@ -245,7 +264,7 @@ class RedisState:
             if count:
                 logger.warning("Redis store: %d call(s) failed on what their key holds: %s", count, refused)
             raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
-        return result
+        return read(result)
 
     @property
     def failing(self) -> bool:
@@ -337,16 +356,23 @@ _OUTAGE_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOW
 """Error codes of a server that cannot run commands now, also when a script's call meets them."""
 
 
+def _as_sent(result: Any) -> Any:
+    return result
+
+
 def _decision(result: Any) -> Decision:
     """``{allowed, remaining, retry ms}``, and a quota's period end (POSIX s) after them."""
-    try:
-        allowed, remaining, retry_ms, *resets_at = map(int, result)
-        if len(resets_at) > 1:
-            raise ValueError(f"{len(resets_at) + 3} values")
+    try:  # three values or four, each unpacked as it is (a starred unpacking made a list for nothing)
+        if len(result) == 3:
+            allowed, remaining, retry_ms = map(int, result)
+            resets_at = 0.0
+        else:
+            allowed, remaining, retry_ms, period_end = map(int, result)
+            resets_at = float(period_end)
     except (TypeError, ValueError) as exc:  # never from these scripts; a 500 if it were not caught
         raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a decision") from exc
     return Decision(allowed != 0, remaining if remaining > 0 else 0, retry_ms / 1000 if retry_ms > 0 else 0.0,
-                    float(resets_at[0]) if resets_at else 0.0)  # fmt: skip
+                    resets_at)  # fmt: skip
 
 
 __all__ = ["RedisState"]

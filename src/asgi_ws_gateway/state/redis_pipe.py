@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -60,6 +61,21 @@ class Script:
         self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest()
         self._evalsha = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
         self._eval = b"$4\r\nEVAL\r\n" + _bulk(self.source)
+        self._keyed: dict[tuple[Arg, ...], tuple[bytes, bytes]] = {}
+
+    def keyed_command(self, key: str, constants: tuple[Arg, ...], last: str) -> bytes:
+        """:meth:`command` of ``([key], [*constants, last])``, the same bytes: the head and ``constants``
+        (a limit and its window, alike on every call of a policy) packed once, then one format a call.
+        The general packing was ~21 k instructions a rate-limit check, this ~6 k."""
+        packed = self._keyed.get(constants)
+        if packed is None:
+            packed = (b"*%d\r\n%b$1\r\n1\r\n" % (5 + len(constants), self._evalsha),
+                      b"".join(_bulk(_encode(item)) for item in constants))  # fmt: skip
+            if len(self._keyed) < _KEYED_KEPT:
+                self._keyed[constants] = packed
+        head, middle = packed
+        data, tail = key.encode("utf-8", "surrogatepass"), last.encode("utf-8", "surrogatepass")
+        return b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (head, len(data), data, middle, len(tail), tail)
 
     def command(self, keys: Sequence[str], args: Sequence[Arg], *, full: bool = False) -> bytes:
         """``EVALSHA`` (``EVAL`` if ``full``) of this script with ``keys`` and ``args``, in RESP."""
@@ -101,9 +117,11 @@ class ScriptPipe:
         self._connecting: asyncio.Future[_Connection] | None = None
         self._opening: asyncio.Future[_Connection] | None = None
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """The script's reply; raises redis-py's exceptions, as its client would."""
-        command = script.command(keys, args)
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg], command: bytes | None = None) -> Any:
+        """The script's reply; raises redis-py's exceptions, as its client would. ``command``: the
+        ``EVALSHA`` of ``keys`` and ``args`` already packed (:meth:`Script.keyed_command`)."""
+        if command is None:
+            command = script.command(keys, args)
         for attempt in (1, 2):  # once more on a fresh connection: the one used may predate a Redis restart
             connection = self._connection
             try:
@@ -271,9 +289,11 @@ def _parse(buffer: bytes, position: int) -> tuple[Any, int] | None:
         if kind == _INTEGER:
             return int(buffer[position + 1 : end]), end + 2
         if kind == _ARRAY:
+            # A limit script's decision, the usual reply: all its integers read by one match, in C.
+            count = buffer[position + 1] - _ZERO
+            if 0 < count < len(_INTEGER_ARRAYS) and (whole := _INTEGER_ARRAYS[count].match(buffer, position)):
+                return list(map(int, whole.groups())), whole.end()
             count = int(buffer[position + 1 : end])
-            if count > 0 and (integers := _integers_to_end(buffer, end + 2, count)) is not None:
-                return integers, len(buffer)
             position = end + 2
             if count < 0:
                 return None, position
@@ -309,26 +329,16 @@ def _parse(buffer: bytes, position: int) -> tuple[Any, int] | None:
     raise ConnectionError(f"Protocol error: {buffer[position : end + 2][:40]!r} is not a reply")
 
 
-def _integers_to_end(buffer: bytes, position: int, count: int) -> list[int] | None:
-    """The ``count`` integers of an array whose items start at ``position`` and that ends the buffer,
-    read in C (a limit script's decision, the usual read); None when the rest is anything else.
-
-    Exactly what the item-by-item reading makes of such a reply: one ``\\r\\n`` per item (a count of
-    them), each integer the text between ``:`` and its ``\\r\\n``, read by ``int()`` as that reading does.
-    """
-    if buffer[position : position + 1] != b":" or not buffer.endswith(b"\r\n"):
-        return None
-    if buffer.count(b"\r\n", position) != count:
-        return None
-    try:
-        integers = list(map(int, buffer[position + 1 : -2].split(b"\r\n:")))
-    except ValueError:  # an item that is not an integer: read item by item
-        return None
-    return integers if len(integers) == count else None
-
+_KEYED_KEPT = 64
+"""Sets of constants a script keeps packed: one per policy's limit and window; more are packed each call."""
 
 _INTEGER, _ARRAY, _BULK, _SIMPLE, _ERROR = b":*$+-"
 """The first byte of each kind of RESP2 reply."""
+_ZERO = ord("0")
+_INTEGER_ARRAYS = [re.compile(rb"\*%d\r\n" % count + rb":(-?[0-9]+)\r\n" * count) for count in range(10)]
+"""An array of ``count`` integers, each as the item-by-item reading reads one when it is a sign and
+digits (anything else is left to that reading): a reply in one match wherever it lies in the buffer,
+where reading its items one by one was ~15 k instructions for a limit's three (~21 k after another reply)."""
 
 
 def _copy(exc: BaseException) -> Exception:
