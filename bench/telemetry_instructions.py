@@ -16,7 +16,10 @@ and the measured handshakes are multiples of 512 spans, so the measured export i
 Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]
 [--server uvicorn|run] [--keep DIR]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice and the access
 log; ``--keep``: callgrind's files, one per variant and thread, for ``callgrind_annotate``).
-(``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Needs valgrind
+(``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Each line also gives the
+garbage collector's share (``of which GC``) and the ratio without it: a full collection (~36 M instructions)
+comes once in 1,600-2,000 handshakes, so a window of 512 holds one or none by chance (``--handshakes 1536``:
+one in each). Needs valgrind
 (Debian: ``apt-get install valgrind``).
 """
 
@@ -66,10 +69,31 @@ def stop(gateway: subprocess.Popen[bytes]) -> None:
 
 
 def per_handshake(prefix: Path, handshakes: int) -> dict[str, float]:
-    """Instructions per handshake from callgrind's files: the event loop's thread, and the others'."""
+    """Instructions per handshake from callgrind's files: the event loop's thread, the others', and the
+    cyclic garbage collector's, on whichever thread it ran (``gc``, part of those)."""
     threads = _thread_totals(prefix)
     main = threads.pop(1, 0)
-    return {"main": main / handshakes, "other": sum(threads.values()) / handshakes}
+    return {"main": main / handshakes, "other": sum(threads.values()) / handshakes,
+            "gc": _collector(prefix) / handshakes}  # fmt: skip
+
+
+def _collector(prefix: Path) -> int:
+    """The instructions of the garbage collections, all threads (``gc_collect_main``, inclusive).
+
+    A full collection walks every tracked object (~30 M instructions in these gateways) and comes about
+    once in 1,600-2,000 handshakes: a window of 512 holds one or none, by chance. This column shows when.
+    """
+    total = 0
+    for path in prefix.parent.glob(prefix.name + ".*-*"):
+        listing = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
+            check=True, capture_output=True, text=True, timeout=600,
+        ).stdout  # fmt: skip
+        for line in listing.splitlines():
+            if re.search(r":gc_collect_main \[", line):
+                total += int(line.split()[0].replace(",", ""))
+                break
+    return total
 
 
 def _thread_totals(prefix: Path) -> dict[int, int]:
@@ -176,6 +200,9 @@ def main() -> int:
             **counts,
             "main_vs_off": counts["main"] / off["main"] - 1,
             "total_vs_off": (counts["main"] + counts["other"]) / (off["main"] + off["other"]) - 1,
+            "total_no_gc_vs_off": (counts["main"] + counts["other"] - counts["gc"])
+            / (off["main"] + off["other"] - off["gc"])
+            - 1,
         }
         for variant, counts in results.items()
     }
@@ -187,6 +214,7 @@ def main() -> int:
         print(
             f"{variant:18} event loop {r['main'] / 1e3:8.0f} k ({r['main_vs_off']:+.1%})   other threads "
             f"{r['other'] / 1e3:6.0f} k   all {(r['main'] + r['other']) / 1e3:8.0f} k ({r['total_vs_off']:+.1%})"
+            f"   of which GC {r['gc'] / 1e3:5.0f} k; all without GC ({r['total_no_gc_vs_off']:+.1%})"
         )
     return 0
 

@@ -280,10 +280,10 @@ class OwnHistogram(_ViewInstrumentMatch):
         if not self._listed:
             self._list()  # before taking our lock: the storage's collect holds its lock, then ours
         index = bisect_left(self._bounds, amount)
-        with self._lock:
-            point = self._by_items.get(key)
-            if point is None:
-                point = self._point(key, attributes)
+        lock = self._lock
+        lock.acquire()  # not ``with`` (as record_items): a traced connection's connect record comes here
+        try:
+            point = self._by_items.get(key) or self._point(key, attributes)
             point.counts[index] += 1
             point.sum += amount
             if amount < point.min:
@@ -297,6 +297,8 @@ class OwnHistogram(_ViewInstrumentMatch):
                 slot.value, slot.time, slot.attributes = amount, time_ns(), attributes
                 if ids is not None:  # a SpanContext is (trace id, span id, ...): no property calls
                     slot.span_id, slot.trace_id = ids[1], ids[0]
+        finally:
+            lock.release()
 
     def _list(self) -> None:
         """Stand where the SDK's stream for this instrument would, at its first record (the SDK's order)."""
