@@ -46,6 +46,8 @@ def _policy() -> Any:
         {"query": f"access_token={VALID}&access_token={FORGED}"},
         {"query": f"access_token={VALID}", "headers": [("Cookie", f"jwt={FORGED}")]},
         {"subprotocols": [f"bearer.{VALID}", f"bearer.{FORGED}"]},
+        {"subprotocols": [f"bearer.{VALID}", f"Bearer.{FORGED}"]},
+        {"subprotocols": [f"BEARER.{FORGED}", f"bearer.{VALID}"]},
     ],
     ids=[
         "two-cookies",
@@ -55,6 +57,8 @@ def _policy() -> Any:
         "two-query-values",
         "query-and-cookie",
         "two-subprotocols",
+        "a-subprotocol-prefix-in-another-case",
+        "upper-case-prefix-first",
     ],
 )
 async def test_two_different_tokens_are_a_400(request_parts: dict[str, Any]) -> None:
@@ -67,7 +71,7 @@ async def test_the_same_token_twice_is_one_token_and_no_copy_travels_in_the_quer
     ctx = context(
         headers=[("Authorization", f"Bearer {VALID}"), ("Cookie", f"theme=dark; jwt={VALID}")],
         query=f"access_token={VALID}&room=1&access_token={VALID}",
-        subprotocols=["chat.v1", f"bearer.{VALID}", f"bearer.{VALID}"],
+        subprotocols=["chat.v1", f"bearer.{VALID}", f"bearer.{VALID}", f"Bearer.{VALID}"],
     )
     await _policy().apply(ctx)
     assert ctx.claims is not None and ctx.claims["sub"] == "alice"

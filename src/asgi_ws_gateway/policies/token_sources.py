@@ -99,10 +99,13 @@ def token_copies(sources: list[TokenReading], context: HandshakeContext) -> tupl
         elif source.cookie is not None:
             found += request.cookie_copies(source.cookie)
         elif source.subprotocol is not None:
+            # Any case of the prefix: an upstream reading "Bearer.<token>" beside the checked
+            # "bearer.<token>" took an unchecked token (subprotocols compare exactly, its reader may not).
+            prefix = source.subprotocol.lower()
             for offered in request.subprotocols:
-                if offered.startswith(source.subprotocol) and len(offered) > len(source.subprotocol):
+                if len(offered) > len(prefix) and offered[: len(prefix)].lower() == prefix:
                     context.upstream.remove_subprotocol(offered)
-                    found.append(offered[len(source.subprotocol) :])
+                    found.append(offered[len(prefix) :])
     return found, foreign
 
 
