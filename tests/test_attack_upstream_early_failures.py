@@ -238,12 +238,17 @@ class _End:
         (_End("upstream", 1014), True),
         (_End("gateway", 1011, "upstream connection failed"), True),  # the splice found its frame bad
         (_End("upstream", 1000), False),
-        (_End("upstream", 1001), False),
+        (_End("upstream", 1001, "going away"), True),  # accepted, then cannot serve
+        (_End("upstream", 1012, "service restart"), True),
+        (_End("upstream", 1013, "try again later"), True),
         (_End("upstream", 1003), False),  # a client's binary message to a text-only app
         (_End("upstream", 1008), False),
         (_End("upstream", 4401), False),
         (_End("upstream", 1011, "internal error", messages_in_at_close=1), None),  # a client's message drew it
         (_End("upstream", 1014, messages_in_at_close=1), None),
+        (_End("upstream", 1001, messages_in_at_close=1), None),  # a "bye" answered
+        (_End("upstream", 1012, messages_in_at_close=1), None),
+        (_End("upstream", 1013, messages_in_at_close=1), None),  # a rate limit's answer
         (_End("upstream", 1006, messages_in_at_close=3), True),  # vanished: no application's answer
         (_End("gateway", 1011, "upstream connection failed", messages_in_at_close=2), True),  # its own bad frame
         (_End("client", 1006), False),

@@ -145,12 +145,13 @@ async def test_keepalive_pings_an_idle_side_and_takes_its_pong_out() -> None:
     """An idle client and upstream each get a ping; their pongs are not forwarded to the other side."""
     splice, client, upstream = _pinging_splice()
     splice._keepalive()
-    assert _frames(client.written, masked=False) == [(0x9, b"asgi-ws-gateway")]
-    assert _frames(upstream.written, masked=True) == [(0x9, b"asgi-ws-gateway")]
+    ours = splice.ping_payload
+    assert _frames(client.written, masked=False) == [(0x9, ours)]
+    assert _frames(upstream.written, masked=True) == [(0x9, ours)]
     client.written.clear()
     upstream.written.clear()
-    splice.client.data_received(encode_frame(0xA, b"asgi-ws-gateway", mask=True) + encode_frame(0x1, b"hi", mask=True))
-    splice.upstream.data_received(encode_frame(0xA, b"asgi-ws-gateway", mask=False))
+    splice.client.data_received(encode_frame(0xA, ours, mask=True) + encode_frame(0x1, b"hi", mask=True))
+    splice.upstream.data_received(encode_frame(0xA, ours, mask=False))
     assert _frames(upstream.written, masked=True) == [(0x1, b"hi")]
     assert client.written == b""
     splice._ping_expired(splice.client)
@@ -162,7 +163,7 @@ async def test_keepalive_pings_an_idle_side_and_takes_its_pong_out() -> None:
 async def test_keepalive_forwards_a_pong_that_is_not_the_gateways() -> None:
     """A pong with another payload (an answer to the upstream's own ping) reaches the upstream."""
     splice, _client, upstream = _pinging_splice()
-    pong = encode_frame(0xA, b"their-own-ping!", mask=True)  # same length as the gateway's payload
+    pong = encode_frame(0xA, bytes(b ^ 1 for b in splice.ping_payload), mask=True)  # as long as the gateway's
     splice.client.data_received(pong)
     assert bytes(upstream.written) == pong
     splice._stop_timers()
@@ -195,7 +196,7 @@ async def test_keepalive_unanswered_ping_drops_the_client_and_closes_the_upstrea
     """A dead client: aborted after ping_timeout; the upstream gets 1001 "client went away"."""
     splice, client, upstream = _pinging_splice()
     splice._keepalive()
-    splice.upstream.data_received(encode_frame(0xA, b"asgi-ws-gateway", mask=False))
+    splice.upstream.data_received(encode_frame(0xA, splice.ping_payload, mask=False))
     splice._ping_expired(splice.client)
     splice._ping_expired(splice.upstream)
     assert client.aborted and not upstream.is_closing()

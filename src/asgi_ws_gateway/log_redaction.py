@@ -17,8 +17,10 @@ from typing import Any
 from .redact import (
     CONTROL_CHARACTERS,
     REDACTED,
+    frame_text,
     is_credential_header,
     is_credential_name,
+    is_frame,
     printable,
     redact_encoded_path,
     redact_free_text,
@@ -73,6 +75,11 @@ class RedactingFilter(logging.Filter):
     also made printable (``redact.printable``; a line feed before an indented line or at the end kept):
     at debug uvicorn and websockets dump every header as sent, and websockets quotes a malformed one
     in its error, C1 controls (U+0085, U+009B) included.
+    A line that quotes a peer's free text is redacted as free text (``token=abc``, ``Bearer abc``):
+    websockets' frame lines (``< CLOSE 1011 (internal error) <reason>``, their payloads redacted whole
+    before websockets cuts them short, ``redact.frame_text``), a line with an exception among its
+    arguments (``ConnectionClosed`` quotes both close reasons), and each exception's message in a
+    formatted traceback.
     The formatted exception of every record has its control characters escaped but for the line
     ends of the traceback itself (an exception's own message is one line).
     """
@@ -89,6 +96,11 @@ class RedactingFilter(logging.Filter):
         elif args and dict in map(type, args):  # uvicorn.asgi's scopes and messages
             record.args = tuple(_redacted_mapping(arg) if type(arg) is dict else arg for arg in args)
         library = not record.name.startswith(_OWN_LOGGERS)
+        free_text = False  # the line quotes a peer's text: an exception's message
+        if type(args) is tuple and args:
+            if library and any(map(is_frame, args)):  # websockets' "< %s": the frame's text, redacted whole
+                record.args = args = tuple(frame_text(arg) if is_frame(arg) else arg for arg in args)
+            free_text = any(isinstance(arg, BaseException) for arg in args)
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record, library)  # its formatter needs the arguments as they are
         else:
@@ -105,7 +117,8 @@ class RedactingFilter(logging.Filter):
             except (TypeError, ValueError):
                 self._each(record, library)
             else:
-                redacted = redact_text(text)  # escaped after: a header dump's lines are read by their ends
+                # Escaped after: a header dump's lines are read by their ends.
+                redacted = redact_free_text(text) if free_text else redact_text(text)
                 if library:
                     redacted = _printable(redacted)
                 if redacted != message:
@@ -168,20 +181,21 @@ def _escaped(match: re.Match[str]) -> str:
 def _exception_text(text: str, error: BaseException | None) -> str:
     """A formatted exception redacted, then its control characters escaped but the traceback's line ends.
 
-    Redacted first: an HTTP header block in it is read by its line ends. A message of ``error`` or of
-    an exception in its chain that spans lines (a peer's close reason) has its line ends escaped too,
-    so that no line of it reads as a line of the log.
+    Redacted first: an HTTP header block in it is read by its line ends. The message of ``error`` and
+    of each exception in its chain may quote a peer (``ConnectionClosed``: both close reasons): it is
+    redacted as free text, and its line ends escaped, so that no line of it reads as a line of the log.
+    (Not the whole traceback: its source lines, ``token = ...``, are the gateway's code.)
     """
     text = redact_text(text)
-    for line in _exception_lines_on_lines(error):
+    for line in _exception_lines(error):
         redacted = redact_text(line)
-        text = text.replace(redacted, _CONTROL.sub(_escaped, redacted))
+        text = text.replace(redacted, _CONTROL.sub(_escaped, redact_free_text(line)))
     return _CONTROL_IN_TRACEBACK.sub(_escaped, text)
 
 
-def _exception_lines_on_lines(error: BaseException | None) -> Iterator[str]:
+def _exception_lines(error: BaseException | None) -> Iterator[str]:
     """The ``Type: message`` lines a traceback writes for ``error`` and the exceptions it was raised from
-    or during, those whose message holds a line end."""
+    or during."""
     pending: list[BaseException | None] = [error]
     seen: set[int] = set()
     while pending and len(seen) < 64:  # a chain a traceback prints in full; a cycle is cut by ``seen``
@@ -193,7 +207,7 @@ def _exception_lines_on_lines(error: BaseException | None) -> Iterator[str]:
             message = str(current)
         except Exception:  # traceback writes "<exception str() failed>" instead
             message = ""
-        if "\n" in message:
+        if message:
             kind = type(current)
             module = "" if kind.__module__ in ("__main__", "builtins") else f"{kind.__module__}."
             yield f"{module}{kind.__qualname__}: {message}"  # as traceback.format_exception_only writes it
@@ -282,7 +296,9 @@ def _redact_arg(arg: object) -> object:
         return redact_text(arg.decode("latin-1"))
     if isinstance(arg, (int, float)) or arg is None:
         return arg
-    return redact_text(str(arg))  # an exception or an object whose str() may embed a URL
+    if isinstance(arg, BaseException):
+        return redact_free_text(str(arg))  # it may quote a peer (a close reason)
+    return redact_text(str(arg))  # an object whose str() may embed a URL
 
 
 def install(loggers: Sequence[str] = UVICORN_LOGGERS + WEBSOCKETS_LOGGERS) -> None:

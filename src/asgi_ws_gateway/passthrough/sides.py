@@ -9,6 +9,7 @@ What happens next is the :class:`~asgi_ws_gateway.passthrough.splice.Splice`'s t
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 from ..relay.close_codes import wire_code, wire_reason
@@ -20,8 +21,13 @@ if TYPE_CHECKING:
     from .splice import Splice
 
 _PING = 0x9
-PING_PAYLOAD = b"asgi-ws-gateway"
-"""The payload of the gateway's keepalive pings; the pongs that carry it back are not forwarded."""
+
+
+def ping_payload() -> bytes:
+    """A connection's payload for the gateway's keepalive pings; the pongs that carry it back are not
+    forwarded. Random per connection: an endpoint's own ping with a payload the gateway uses would
+    lose its pong (a constant one could be read in the source, or off any connection)."""
+    return os.urandom(8)
 
 
 class Side(asyncio.Protocol):
@@ -169,8 +175,8 @@ class Side(asyncio.Protocol):
         """Send this side a keepalive ping if it is between frames; False if it is not."""
         if not self.open or self.close_sent or self.peer.scanner.mid_frame:
             return False
-        self.transport.write(encode_frame(_PING, PING_PAYLOAD, mask=not self.client))
+        self.transport.write(encode_frame(_PING, self.splice.ping_payload, mask=not self.client))
         return True
 
 
-__all__ = ["PING_PAYLOAD", "Side"]
+__all__ = ["Side", "ping_payload"]

@@ -58,7 +58,7 @@ from .asgi_extension import ACCEPT
 from .frame_encoding import encode_frame
 from .frames import FrameScanner
 from .raw_upstream import RawUpstream
-from .sides import PING_PAYLOAD, Side
+from .sides import Side, ping_payload
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,11 @@ class Splice:
         self._upstream_raw = upstream
         self.client, self.upstream = self._sides(max_message_size)
         self.client.peer, self.upstream.peer = self.upstream, self.client
+        self.ping_payload = b""
+        """The payload of this connection's keepalive pings (random: no endpoint's own ping can carry it)."""
         if ping_interval is not None:
-            self.client.scanner.pong = self.upstream.scanner.pong = PING_PAYLOAD
+            self.ping_payload = ping_payload()
+            self.client.scanner.pong = self.upstream.scanner.pong = self.ping_payload
 
     def _sides(self, max_message_size: int) -> tuple[Side, Side]:
         """The client's side and the upstream's."""

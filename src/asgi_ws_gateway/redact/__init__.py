@@ -18,6 +18,7 @@ The names below are imported from here; each has one home:
 - :mod:`.url_credentials`: a configured URL shown with only its credentials hidden.
 - :mod:`.error_text`: an error message without the secrets it quotes.
 - :mod:`.escaping`: client text on one line (control and bidi characters escaped).
+- :mod:`.frames`: websockets' frames as its debug lines show them, the peer's text redacted.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .credential_names import (
 )
 from .error_text import redact_values
 from .escaping import CONTROL_CHARACTERS, printable, printable_json
+from .frames import frame_text, is_frame
 from .patterns import redact_query
 from .text import (
     add_sensitive_headers,
@@ -59,9 +61,11 @@ __all__ = [
     "add_sensitive_headers",
     "credential_headers",
     "credential_setting",
+    "frame_text",
     "is_credential_header",
     "is_credential_name",
     "is_credential_parameter",
+    "is_frame",
     "printable",
     "printable_json",
     "redact_encoded_path",

@@ -11,8 +11,10 @@ fails the connection at once (closes with 1011, breaks the protocol, resets) wou
 as healthy forever, and least-connections, seeing it with no connections, would send it nearly
 every client. Each connection is on :class:`Trial` for its first ``TRIAL_PERIOD`` seconds: ended in
 them by its upstream's failure (:func:`upstream_failed`), it counts as a failed connect; once it
-lives past them, or its client or the upstream closes it normally, it counts as a success. A close
-of the gateway's own (drain, kick, idle timeout, a policy) says nothing of the backend.
+lives past them, or its client or the upstream closes it normally, it counts as a success. An
+upstream that accepts and at once says it cannot serve (1001 going away, 1012 service restart,
+1013 try again later) fails too: counted as served, it took nearly every client. A close of the
+gateway's own (drain, kick, idle timeout, a policy) says nothing of the backend.
 """
 
 from __future__ import annotations
@@ -35,15 +37,21 @@ logger = logging.getLogger(__name__)
 TRIAL_PERIOD = 5.0
 """Seconds a new connection's end still speaks of its backend's health (see :class:`Trial`)."""
 
-_BACKEND_FAULTS = frozenset({1002, 1006, 1011, 1014})
+_UNAVAILABLE = frozenset({1001, 1012, 1013})
+"""The upstream's ends that say it cannot serve now: going away, service restart, try again later. What
+it sent first changes nothing (a backend that greets each client and then restarts serves none)."""
+
+_BACKEND_FAULTS = frozenset({1002, 1006, 1011, 1014}) | _UNAVAILABLE
 """The upstream's ends that are its own failure: a protocol error (the frames it was sent were the
 gateway's own, or checked by it), vanished without a close frame (a TCP reset or EOF, a keepalive
 that went unanswered on the splice), an internal error (also the relay's keepalive timeout), bad
-gateway. Codes a client's messages can draw from a healthy application (1003, 1007, 1008, 1009,
-1013, 4xxx...) are its answer, as a refusal is: counted, they would let any client cool a backend."""
+gateway, and :data:`_UNAVAILABLE`. Codes a client's messages can draw from a healthy application
+(1003, 1007, 1008, 1009, 4xxx...) are its answer, as a refusal is: counted, they would let any client
+cool a backend; so is a normal close (1000)."""
 
-_ANSWERS_TO_A_MESSAGE = frozenset({1011, 1014})
-"""Of those, the closes a healthy application sends when a client's message makes it fail."""
+_ANSWERS_TO_A_MESSAGE = frozenset({1011, 1014}) | _UNAVAILABLE
+"""Of those, the closes a healthy application may send when a client's message makes it fail or go (a
+handler that raises, a "bye" answered with 1001, a rate limit's 1013)."""
 
 _UPSTREAM_FAILED = (1011, "upstream connection failed")
 """What the splice records as the gateway's close when the upstream sent a bad frame (the client is
@@ -92,10 +100,11 @@ def upstream_failed(end: ConnectionEnd) -> bool | None:
     """True when the upstream failed the connection, False when it served it (it, or the client,
     closed it), None when the gateway ended it (or it never started): no word on the backend.
 
-    An upstream's 1011 or 1014 once the client had sent a message says nothing either: a healthy
-    application closes with 1011 when a message makes its handler raise (bad JSON, say), so counted,
-    three such messages from any client cooled every backend in turn (an attack pass). Vanishing
-    (1006) and protocol errors are not an application's answer to a message: they still count.
+    An upstream's 1001, 1011, 1012, 1013 or 1014 before the client sent anything is the backend's
+    failure, whatever the upstream sent first; once the client had sent a message it says nothing: a
+    healthy application closes with 1011 when a message makes its handler raise (bad JSON, say), so
+    counted, three such messages from any client cooled every backend in turn (an attack pass).
+    Vanishing (1006) and protocol errors are not an application's answer to a message: they still count.
     """
     if end.closed_by == "client":
         return False
@@ -180,7 +189,7 @@ class BackendPool:
 
     def early_end(self, backend: Backend, end: ConnectionEnd, lived: float) -> None:
         """The upstream failed a connection soon after its 101: a failure, as a failed connect is."""
-        reason = redact.printable(end.close_reason)  # the upstream's text, on one line
+        reason = redact.printable(redact.redact_free_text(end.close_reason))  # the upstream's text: "token=..."
         detail = f'it failed a connection {lived:.1f} s after accepting it ({end.close_code} "{reason}")'
         self._log_failure(backend, detail)
         self.record_failure(backend)
