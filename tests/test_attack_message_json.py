@@ -10,48 +10,22 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.policies.message_checks import _set
-from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
-from support.jwts import HS_SECRET, token
+from support.message_replies import STAMP
+from support.message_replies import auth as _auth
+from support.message_replies import error as _error
+from support.message_replies import reply as _reply
+from support.message_replies import serve as _serve
 from support.relays import both_relays, module_upstream  # noqa: F401 - the fixtures uvicorn_server, upstream_server
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
-JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
 SCHEMA = {
     "type": "object",
     "required": ["type", "text"],
     "properties": {"type": {"const": "say"}, "text": {"type": "string", "maxLength": 20}},
 }
-STAMP = {"transform-message": {"set": {"user": "{jwt.sub}"}}}
-
-
-def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, inbound: list[Any], **api: Any) -> str:
-    """One API at /ws/echo in front of the upstream's echo (what it received comes back); its URL."""
-    config = {"name": "echo", "path": "/ws/echo", "upstreams": [upstream.url("/echo")], "policies": [JWT],
-              "message_policies": {"inbound": inbound}, **api}  # fmt: skip
-    return uvicorn_server(WebSocketGateway(not_found, config={"apis": [config]})).url("/ws/echo")
-
-
-def _auth(sub: str = "alice") -> dict[str, Any]:
-    return {"additional_headers": {"Authorization": f"Bearer {token(sub=sub)}"}}
-
-
-async def _reply(ws: Any, message: str | bytes) -> str | bytes:
-    await ws.send(message)
-    answer: str | bytes = await ws.recv()
-    return answer
-
-
-def _error(answer: str | bytes) -> str | None:
-    """The gateway's error reply's reason, or None when ``answer`` is the upstream's echo."""
-    try:
-        reply = json.loads(answer)
-    except ValueError:
-        return None
-    return str(reply["error"]) if isinstance(reply, dict) and reply.get("type") == "error" else None
 
 
 def go_reads(text: str | bytes, field: str) -> object:

@@ -20,11 +20,15 @@ from asgi_ws_gateway.standalone import not_found
 from support.apps import echo_app
 from support.clients import connect
 from support.jwts import token
+from support.message_replies import JWT, STAMP
+from support.message_replies import answer_kind as _answer
+from support.message_replies import auth as _auth
+from support.message_replies import error as _error
+from support.message_replies import reply as _reply
+from support.message_replies import serve as _serve
 from support.relays import both_relays, module_upstream  # noqa: F401 - the fixtures uvicorn_server, upstream_server
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
-from test_attack_message_json import JWT, STAMP, _auth, _error, _reply, _serve
-from test_attack_refresh import _answer
 
 SCHEMA = {
     "type": "object",

@@ -15,6 +15,7 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.jwts import HS_SECRET, token
+from support.message_replies import answer_kind as _answer
 from support.relays import both_relays, module_upstream  # noqa: F401 - the fixtures uvicorn_server, upstream_server
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -31,19 +32,6 @@ def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, inbound: li
 
 def _auth() -> dict[str, Any]:
     return {"additional_headers": {"Authorization": f"Bearer {token()}"}}
-
-
-def _answer(answer: str | bytes) -> str:
-    """What the gateway answered (an error's reason, or the ack's type), or ``echo``: the upstream's."""
-    try:
-        reply = json.loads(answer)
-    except ValueError:
-        return "echo"
-    if isinstance(reply, dict) and reply.get("type") == "error":
-        return str(reply["error"])
-    if isinstance(reply, dict) and reply.get("type") == "auth.refresh.ok":
-        return "auth.refresh.ok"
-    return "echo"
 
 
 async def test_refresh_messages_are_limited_per_connection(

@@ -238,3 +238,14 @@ def test_free_text_redaction_is_linear(text: str) -> None:
     """A backtracking pattern took 278 s on ``token`` * 1600 + ``=``; each case here reads its text once."""
     once = redact.redact_free_text(text)
     assert redact.redact_free_text(once) == once  # and a second pass finds nothing left
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["JWKS answered 302, a redirect to '/keys': redirects are not followed", 'the file "/etc/api_key": not found'],
+)
+def test_a_quoted_text_ending_in_a_credentials_word_is_no_name(text: str) -> None:
+    """Since exceptions in log lines are read as free text, a JWKS redirect's log line lost its words:
+    ``'/keys': redirects`` read as the pair ``keys: redirects``. A quoted name is the whole quoted text."""
+    assert redact.redact_free_text(text) == text
+    assert redact.redact_free_text("{'keys': 'abc'}") == "{'keys':'REDACTED'}"

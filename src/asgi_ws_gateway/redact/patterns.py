@@ -148,6 +148,8 @@ def _redacted_scheme_credential(match: re.Match[str]) -> str:
 def _redacted_named_value(match: re.Match[str]) -> str:
     if REDACTED in (match["bare"], match["quoted"]):
         return match[0]  # redact_text's already ("Authorization: REDACTED")
+    if match["close"] and match.string[match.start("name") - 1 : match.start("name")] != match["close"]:
+        return match[0]  # a quoted text ending in a credential's word ("a redirect to '/keys': ..."), no name
     start = f"{match['name']}{match['close']}{match['sep']}"
     if match["quote"] is None:
         return f"{start}{REDACTED}"
