@@ -73,7 +73,12 @@ def test_deeper_dotted_names_are_found() -> None:
 
 @pytest.mark.parametrize(
     "claims",
-    [{"extn.tier": "banned"}, {"extn": {"tier": "banned"}}, {"extn": {"tier": ["banned", "x"]}}],
+    [
+        {"extn.tier": "banned"},
+        {"extn": {"tier": "banned"}},
+        {"extn": {"tier": ["banned", "x"]}},
+        {"extn": {"tier": ["x", ["banned", "y"]]}},
+    ],
 )
 def test_not_equals_refuses_the_value_wherever_it_is(claims: dict[str, Any]) -> None:
     assert not _holds(claims, "extn.tier", not_equals="banned")

@@ -80,15 +80,23 @@ def _gateway(uvicorn_server: UvicornFactory, upstream: UpstreamServer) -> str:
 
 @pytest.mark.parametrize(
     ("cookies", "params", "status"),
-    [(181, 1, 431), (1, 1001, 414), (200, 1, 431), (91, 1, 431)],  # 91 + 91 in two headers
-)
+    [(181, 1, 431), (1, 1001, 414), (200, 1, 431), (91, 1, 431), (-181, 1, 431)],  # 91 + 91 in two headers;
+)  # -181: 181 separated by spaces alone, one cookie to a ";" reading, 181 to a Python server's
 async def test_more_values_than_a_browser_sends_are_refused(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer, cookies: int, params: int, status: int
 ) -> None:
     url = _gateway(uvicorn_server, upstream) + "?" + "&".join(["room=lobby"] + ["a="] * (params - 1))
-    jar = "; ".join(["theme=dark"] + ["a=b"] * (cookies - 1))
+    jar = ("; " if cookies > 0 else " ").join(["theme=dark"] + ["a=b"] * (abs(cookies) - 1))
     headers = [("Cookie", jar)] * (2 if cookies == 91 else 1)
     before = len(upstream.handshakes)
     got, _, _ = await expect_status(url, additional_headers=headers)
     assert got == status
     assert len(upstream.handshakes) == before
+
+
+def test_space_separated_cookies_are_dropped_after_the_handshake_too() -> None:
+    """``a=b a=b ...`` is one cookie to the ``;`` reading and many to a Python server's: both count."""
+    view = context("/ws/r", headers=[("Cookie", "theme=dark " + " ".join(["a=b"] * 170))]).request
+    assert view.cookie_copies("theme")
+    view.forget_many_values()
+    assert not {"_cookie_pairs", "_cookie_pairs_python_reads", "_folded_cookies"} & set(view.__dict__)

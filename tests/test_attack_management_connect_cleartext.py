@@ -83,6 +83,7 @@ CREDENTIALS = {
     "-s Bearer prefix": (["-s", "chat.v1", "-s", f"Bearer.{SECRET}"], "", "/ws"),
     "-s access_token prefix": (["-s", f"access_token.{SECRET}"], "", "/ws"),
     "-s a JWT": (["-s", f"x.{JWT}"], "", "/ws"),
+    "-s Kubernetes' bearer": (["-s", f"base64url.bearer.authorization.k8s.io.{SECRET}"], "", "/ws"),
     "query access_token": ([], "", f"/ws?room=1&access_token={SECRET}"),
     "query encoded name": ([], "", f"/ws?access%5Ftoken={SECRET}"),
     "query JWT any name": ([], "", f"/ws?t={JWT}"),

@@ -66,12 +66,15 @@ PASSED_ON = [
     "X-Endpoint-API-Userinfo", "X-Apigateway-Api-Userinfo", "X-Userinfo", "X-ID-Token", "X-JWT-Payload",
     "X-JWT-Claim-Sub", "X-Endpoint-API-Consumer-Type", "CF-IPCountry", "CF-Visitor", "CloudFront-Viewer-Country",
     "CloudFront-Is-Desktop-Viewer", "X-Azure-FDID", "X-Azure-Ref", "X-Vercel-IP-Country", "Fly-Region",
-    "Fastly-SSL", "Akamai-Origin-Hop", "X-Akamai-Edgescape",
+    "Fastly-SSL", "Akamai-Origin-Hop", "X-Akamai-Edgescape", "Oidc-Claim-Email",
+    "OIDC-CLAIM-groups", "Oidc-Access-Token", "X-Amzn-Request-Context", "X-Apigateway-Context",
+    "X-Apigateway-Event",
 ]  # fmt: skip
 """A verified token's claims as Google's ESP and API Gateway, kong-oidc and Envoy pass them on, and what
 a CDN or platform says of the client (its country, the platform's own ids, which backends check to admit
 only their front door's traffic): an attack pass sent each forged beside a valid token, and the upstream
-got it beside the gateway's own identity headers."""
+got it beside the gateway's own identity headers; a re-attack added mod_auth_openidc's ``Oidc-*`` and
+the request context serverless adapters pass on (``X-Amzn-Request-Context``, ``X-Apigateway-Event``)."""
 ADDRESS += MISSED_ADDRESS
 IDENTITY += MISSED_IDENTITY + PASSED_ON
 CERTIFICATE += ["X-SSL-Protocol", "Ssl-Cipher"]
@@ -87,7 +90,8 @@ END_TO_END = [
     "Traceparent", "Tracestate", "Baggage", "X-Client-Version", "X-Client-Id", "X-Csrf-Token", "X-Requested-With",
     "X-Auth-Token", "X-Auth-User", "X-User-Agent", "X-Correlation-Id", "X-Amzn-Trace-Id", "Cache-Control",
     "Pragma", "X-Device-Id", "X-Session-Id", "Accept-Encoding", "X-Kept", "X-Access-Token", "X-User",
-    "X-User-Id-Hint", "X-Tenant-Id", "X-Ms-Client-Request-Id",
+    "X-User-Id-Hint", "X-Tenant-Id", "X-Ms-Client-Request-Id", "X-Paid-Token", "X-Uuid-Token", "X-Guid-Token",
+    "X-Android-Token", "X-Valid-Token", "X-Sid-Token", "X-Userinfo-Cache", "X-Id-Token-Hint",
 ]  # fmt: skip
 """Headers clients send for the upstream: never taken for a proxy's."""
 

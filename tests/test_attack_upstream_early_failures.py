@@ -240,7 +240,7 @@ class _End:
         (_End("upstream", 1000), False),
         (_End("upstream", 1001, "going away"), True),  # accepted, then cannot serve
         (_End("upstream", 1012, "service restart"), True),
-        (_End("upstream", 1013, "try again later"), True),
+        (_End("upstream", 1013, "try again later"), False),  # an answer to the request's values ("room full")
         (_End("upstream", 1003), False),  # a client's binary message to a text-only app
         (_End("upstream", 1008), False),
         (_End("upstream", 4401), False),
@@ -248,7 +248,7 @@ class _End:
         (_End("upstream", 1014, messages_in_at_close=1), None),
         (_End("upstream", 1001, messages_in_at_close=1), None),  # a "bye" answered
         (_End("upstream", 1012, messages_in_at_close=1), None),
-        (_End("upstream", 1013, messages_in_at_close=1), None),  # a rate limit's answer
+        (_End("upstream", 1013, messages_in_at_close=1), False),  # a rate limit's answer
         (_End("upstream", 1006, messages_in_at_close=3), True),  # vanished: no application's answer
         (_End("gateway", 1011, "upstream connection failed", messages_in_at_close=2), True),  # its own bad frame
         (_End("client", 1006), False),

@@ -1,4 +1,4 @@
-"""A backend that accepts and at once says it cannot serve (1001, 1012, 1013) is a failing backend.
+"""A backend that accepts and at once says it cannot serve (1001, 1012) is a failing backend.
 
 An attack pass saw a backend answer each handshake with 101 and then close with 1001 "going away",
 1012 "service restart" or 1013 "try again later": the trial counted each such connection as served,
@@ -6,6 +6,8 @@ so the backend never cooled down, and least-connections, seeing it with no conne
 clients of 20 (round-robin: every other one). Now such a close before the client sent anything
 counts against the backend on every connector (upstream/balancing.py ``upstream_failed``), whatever
 the upstream sent first; after a client's message it is the application's answer and says nothing.
+1013 is not counted: an application answers a handshake's own values with it ("room full" for
+``?room=x``), and a re-attack pass cooled a healthy backend by asking for a full room three times.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornFactory
 
 CLIENTS = 10
-UNAVAILABLE = [1001, 1012, 1013]
+UNAVAILABLE = [1001, 1012]
 COOLED = "failed 3 times in a row; skipped for 3600 s"
 
 
@@ -150,6 +152,22 @@ async def test_an_unavailable_close_answering_a_clients_message_cools_no_backend
         async with await connect(url) as ws:
             await ws.send("bye")
             assert (await expect_close(ws))[0] == code
+        await gateway.settle()
+    (backend,) = gateway.gateway._apis["h"].pool.backends
+    assert (backend.failures, backend.cooling_until) == (0, 0.0)
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_try_again_later_at_once_cools_no_backend(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """1013 right after the 101, before any message: the answer to a request's values, not a failure."""
+    port = await hostile(_closing(1013))
+    gateway = _gateway([f"ws://127.0.0.1:{port}/"], connector, unhealthy_after=1)
+    url = uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+    for _ in range(3):
+        async with await connect(url) as ws:
+            assert (await expect_close(ws))[0] == 1013
         await gateway.settle()
     (backend,) = gateway.gateway._apis["h"].pool.backends
     assert (backend.failures, backend.cooling_until) == (0, 0.0)

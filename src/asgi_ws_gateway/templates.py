@@ -329,9 +329,14 @@ class Condition:
 
 
 def _texts(value: object) -> list[str]:
-    """``value``'s text, and each item's when it is a list."""
-    text = to_text(value)
-    return [text, *(to_text(item) for item in value)] if isinstance(value, list | tuple) else [text]
+    """``value``'s text, and when it is a list, each item's at any depth (``["x", ["banned"]]``)."""
+    texts, pending = [], [value]
+    while pending:
+        item = pending.pop()
+        texts.append(to_text(item))
+        if isinstance(item, list | tuple):
+            pending.extend(item)
+    return texts
 
 
 __all__ = [

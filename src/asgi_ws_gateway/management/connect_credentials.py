@@ -65,10 +65,11 @@ def _in_url(path: str, query: str, user_info: bool) -> list[str]:
 
 
 def _token_offer(offer: str) -> bool:
-    """Whether a subprotocol offer carries a token (``bearer.<token>``, ``access_token.<token>``, a JWT):
+    """Whether a subprotocol offer carries a token (``bearer.<token>``, Kubernetes'
+    ``base64url.bearer.authorization.k8s.io.<token>``, ``access_token.<token>``, a JWT):
     ``validate-jwt`` reads one from a prefix; ``chat.v1`` or ``graphql-ws`` is no credential."""
-    prefix = offer.partition(".")[0]
-    return _shaped(offer) or prefix.lower() == "bearer" or is_credential_parameter(prefix)
+    labels = offer.lower().split(".")
+    return _shaped(offer) or "bearer" in labels or is_credential_parameter(labels[0])
 
 
 def _shaped(value: str) -> bool:

@@ -12,9 +12,9 @@ as healthy forever, and least-connections, seeing it with no connections, would 
 every client. Each connection is on :class:`Trial` for its first ``TRIAL_PERIOD`` seconds: ended in
 them by its upstream's failure (:func:`upstream_failed`), it counts as a failed connect; once it
 lives past them, or its client or the upstream closes it normally, it counts as a success. An
-upstream that accepts and at once says it cannot serve (1001 going away, 1012 service restart,
-1013 try again later) fails too: counted as served, it took nearly every client. A close of the
-gateway's own (drain, kick, idle timeout, a policy) says nothing of the backend.
+upstream that accepts and at once says it cannot serve (1001 going away, 1012 service restart)
+fails too: counted as served, it took nearly every client. A close of the gateway's own (drain,
+kick, idle timeout, a policy) says nothing of the backend.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ logger = logging.getLogger(__name__)
 TRIAL_PERIOD = 5.0
 """Seconds a new connection's end still speaks of its backend's health (see :class:`Trial`)."""
 
-_UNAVAILABLE = frozenset({1001, 1012, 1013})
-"""The upstream's ends that say it cannot serve now: going away, service restart, try again later. What
-it sent first changes nothing (a backend that greets each client and then restarts serves none)."""
+_UNAVAILABLE = frozenset({1001, 1012})
+"""The upstream's ends that say it cannot serve now: going away, service restart. What it sent first
+changes nothing (a backend that greets each client and then restarts serves none). Not 1013 (try again
+later): an application answers a handshake's own values with it ("room full" for ``?room=x``), so a
+client could cool a healthy backend by asking for a full room three times (a re-attack pass)."""
 
 _BACKEND_FAULTS = frozenset({1002, 1006, 1011, 1014}) | _UNAVAILABLE
 """The upstream's ends that are its own failure: a protocol error (the frames it was sent were the
@@ -51,7 +53,7 @@ cool a backend; so is a normal close (1000)."""
 
 _ANSWERS_TO_A_MESSAGE = frozenset({1011, 1014}) | _UNAVAILABLE
 """Of those, the closes a healthy application may send when a client's message makes it fail or go (a
-handler that raises, a "bye" answered with 1001, a rate limit's 1013)."""
+handler that raises, a "bye" answered with 1001)."""
 
 _UPSTREAM_FAILED = (1011, "upstream connection failed")
 """What the splice records as the gateway's close when the upstream sent a bad frame (the client is
@@ -100,7 +102,7 @@ def upstream_failed(end: ConnectionEnd) -> bool | None:
     """True when the upstream failed the connection, False when it served it (it, or the client,
     closed it), None when the gateway ended it (or it never started): no word on the backend.
 
-    An upstream's 1001, 1011, 1012, 1013 or 1014 before the client sent anything is the backend's
+    An upstream's 1001, 1011, 1012 or 1014 before the client sent anything is the backend's
     failure, whatever the upstream sent first; once the client had sent a message it says nothing: a
     healthy application closes with 1011 when a message makes its handler raise (bad JSON, say), so
     counted, three such messages from any client cooled every backend in turn (an attack pass).

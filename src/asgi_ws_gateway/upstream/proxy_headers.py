@@ -31,12 +31,16 @@ _VOUCHED_PARTS = (
     "remote-user", "remoteuser", "authenticated", "auth-request-", "client-principal", "jwt-assertion",
     # the verified token's claims a gateway passes on (Google ESP and API Gateway's X-Endpoint-API-Userinfo,
     # X-Apigateway-Api-Userinfo, kong-oidc's X-Userinfo and X-ID-Token, Envoy's X-JWT-Payload, X-JWT-Claim-*);
-    # not X-Access-Token, a credential clients send for their upstream to check
-    "userinfo", "jwt-payload", "jwt-claim", "id-token",
+    # not X-Access-Token, a credential clients send for their upstream to check (X-Userinfo and
+    # X-ID-Token: _VOUCHED_SEGMENTS)
+    "jwt-payload", "jwt-claim",
 )  # fmt: skip
 _VOUCHED_PREFIXES = (
     "remote-", "x-remote-extra-", "x-amzn-oidc-", "x-ms-token-", "x-goog-iap-", "cf-access-", "x-pomerium-",
     "x-vouch-", "x-authentik-", "tailscale-", "x-endpoint-api-",
+    # Apache mod_auth_openidc's claims and tokens (OIDC_CLAIM_email, OIDC_access_token: a CGI, WSGI or
+    # PHP upstream reads Oidc-Claim-Email as the same HTTP_OIDC_CLAIM_EMAIL)
+    "oidc-",
     # what a CDN or platform in front says of the client or of itself: Cloudflare's CF-IPCountry and
     # CF-Visitor, CloudFront-Viewer-Country, X-Azure-FDID (which backends check to admit only their
     # Front Door's traffic), Vercel's, Fly's, Fastly's and Akamai's
@@ -56,8 +60,15 @@ _VOUCHED_NAMES = (
     # Keycloak Gatekeeper / Louketo (not X-Auth-Token: a credential OpenStack clients send themselves)
     "x-auth-username", "x-auth-userid", "x-auth-subject", "x-auth-email", "x-auth-groups", "x-auth-roles",
     "x-auth-audience", "x-auth-expiresin",
+    # API Gateway's request context and its authorizer's claims, as serverless adapters pass them (AWS
+    # Lambda Web Adapter, aws-serverless-express, serverless-http)
+    "x-amzn-request-context", "x-apigateway-event", "x-apigateway-context",
 )  # fmt: skip
 _VOUCHED_SEGMENTS = ("webauth",)  # Grafana's X-WEBAUTH-USER (not X-WebAuthn-Challenge)
+_VOUCHED_LAST_SEGMENTS = ("userinfo", "id-token")
+"""The verified token's claims Google's ESP (X-Endpoint-API-Userinfo) and kong-oidc (X-Userinfo,
+X-ID-Token) pass on, as the name's last segments: not a client's X-Paid-Token or X-Userinfo-Cache
+(as parts anywhere, they dropped those)."""
 _REPLACED_PARTS = (
     # the request's address, host or URL (X-Forwarded-Prefix, X-Script-Name: the root path)
     "forwarded", "script-name",
@@ -100,7 +111,7 @@ def _rule(
 
 
 _ADDRESS = _rule(_ADDRESS_PARTS).search
-_VOUCHED = _rule(_VOUCHED_PARTS, _VOUCHED_PREFIXES, _VOUCHED_NAMES, _VOUCHED_SEGMENTS).search
+_VOUCHED = _rule(_VOUCHED_PARTS, _VOUCHED_PREFIXES, _VOUCHED_NAMES, _VOUCHED_SEGMENTS, _VOUCHED_LAST_SEGMENTS).search
 _ALWAYS_REPLACED = _rule(_REPLACED_PARTS, _REPLACED_PREFIXES, last_segments=_REPLACED_LAST_SEGMENTS).search
 
 
@@ -126,8 +137,9 @@ def is_proxy_header(name: str) -> bool:
       ``auth-request-``, ``client-principal``, ``jwt-assertion``, the segment ``webauth``, any
       ``Remote-*`` (not an address), ``X-Remote-Extra-*``, ``X-Amzn-Oidc-*``, ``X-Ms-Token-*``,
       ``X-Goog-Iap-*``, ``Cf-Access-*``, ``X-Pomerium-*``, ``X-Vouch-*``, ``X-Authentik-*``,
-      ``Tailscale-*``, ``X-Endpoint-API-*``, a verified token's claims passed on (``userinfo``,
-      ``jwt-payload``, ``jwt-claim``, ``id-token``), what a CDN or platform says (``CF-*``,
+      ``Tailscale-*``, ``X-Endpoint-API-*``, ``Oidc-*``, a verified token's claims passed on (a
+      last segment ``userinfo`` or ``id-token``, ``jwt-payload``, ``jwt-claim``, API Gateway's request
+      context as serverless adapters pass it), what a CDN or platform says (``CF-*``,
       ``CloudFront-*``, ``X-Azure-*``, ``X-Vercel-*``, ``Fly-*``, ``Fastly-*``, ``Akamai-*``), and the
       names Kong (``X-Consumer-ID``, ``X-Credential-Identifier``, ``X-Anonymous-Consumer``...),
       Kubernetes' proxy (``X-Remote-Group``...) and Keycloak Gatekeeper
