@@ -8,6 +8,7 @@ user-supplied ``auth`` callable accepts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -108,12 +109,17 @@ def create_management_app(
 
         return run
 
-    def api_response(name: str, status: int = 200, warnings: Sequence[str] = ()) -> Response:
-        document = api_document(manager.api(name))
-        headers = {"ETag": manager.etag(document)}  # of the full document: a change of secret is a change
-        if status == 201:
-            headers["Location"] = f"apis/{name}"
-        return JSONResponse(_warned(public_document(document), warnings), status, headers=headers)
+    async def api_response(name: str, status: int = 200, warnings: Sequence[str] = ()) -> Response:
+        api = manager.api(name)
+
+        def answer() -> Response:
+            document = api_document(api)
+            headers = {"ETag": manager.etag(document)}  # of the full document: a change of secret is a change
+            if status == 201:
+                headers["Location"] = f"apis/{name}"
+            return JSONResponse(_warned(public_document(document), warnings), status, headers=headers)
+
+        return await rendered(answer)  # an API of 8,192 conditions: a second of model_dump and JSON
 
     async def refresh(request: Request) -> None:
         await manager.sync()  # another worker may have changed something since this one last looked
@@ -121,29 +127,28 @@ def create_management_app(
     # -- APIs --
     async def list_apis(request: Request) -> Response:
         await refresh(request)
-        apis = manager.apis()
-        return JSONResponse(
-            {
-                "apis": [public_document(api_document(a)) for a in apis],
-                "origins": {a.name: manager.origin(a.name) for a in apis},
-                "revision": manager.overlay.revision,
-            }
+        apis, revision = manager.apis(), manager.overlay.revision
+        origins = {a.name: manager.origin(a.name) for a in apis}
+        return await rendered(
+            lambda: JSONResponse(
+                {"apis": [public_document(api_document(a)) for a in apis], "origins": origins, "revision": revision}
+            )
         )
 
     async def create_api(request: Request) -> Response:
         api, warnings = await manager.create_api(await json_body(request))
-        return api_response(api.name, 201, warnings)
+        return await api_response(api.name, 201, warnings)
 
     async def get_api(request: Request) -> Response:
         await refresh(request)
-        return api_response(request.path_params["name"])
+        return await api_response(request.path_params["name"])
 
     async def replace_api(request: Request) -> Response:
         name = request.path_params["name"]
         _, warnings = await manager.replace_api(
             name, await json_body(request), if_match=request.headers.get("if-match"), drain=_flag(request, "drain")
         )
-        return api_response(name, warnings=warnings)
+        return await api_response(name, warnings=warnings)
 
     async def delete_api(request: Request) -> Response:
         warnings = await manager.delete_api(
@@ -153,29 +158,41 @@ def create_management_app(
 
     async def export(request: Request) -> Response:
         await refresh(request)
-        document = merge_document(manager.base, manager.overlay)
-        document["apis"] = [api_document(api, compact=True) for api in manager.apis()]
-        document = public_document(json.loads(json.dumps(document, default=str)))
-        if request.query_params.get("format") == "yaml":
-            return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
-        return JSONResponse(document)
+        base, overlay, apis = manager.base, manager.overlay, manager.apis()
+        as_yaml = request.query_params.get("format") == "yaml"
+
+        def answer() -> Response:
+            document = merge_document(base, overlay)
+            document["apis"] = [api_document(api, compact=True) for api in apis]
+            document = public_document(json.loads(json.dumps(document, default=str)))
+            if as_yaml:
+                return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
+            return JSONResponse(document)
+
+        return await rendered(answer)
 
     # -- products and subscriptions --
     async def list_products(request: Request) -> Response:
         await refresh(request)
-        return JSONResponse({"products": [public_document(p.model_dump(mode="json")) for p in manager.products()]})
+        products = manager.products()
+        return await rendered(
+            lambda: JSONResponse({"products": [public_document(p.model_dump(mode="json")) for p in products]})
+        )
 
     async def create_product(request: Request) -> Response:
         product, warnings = await manager.create_product(await json_body(request), force=_flag(request, "force"))
-        return JSONResponse(
-            _warned(public_document(product.model_dump(mode="json")), warnings),
-            201,
-            headers={"Location": f"products/{product.name}"},
+        return await rendered(
+            lambda: JSONResponse(
+                _warned(public_document(product.model_dump(mode="json")), warnings),
+                201,
+                headers={"Location": f"products/{product.name}"},
+            )
         )
 
     async def get_product(request: Request) -> Response:
         await refresh(request)
-        return JSONResponse(public_document(manager.product(request.path_params["name"]).model_dump(mode="json")))
+        product = manager.product(request.path_params["name"])
+        return await rendered(lambda: JSONResponse(public_document(product.model_dump(mode="json"))))
 
     async def delete_product(request: Request) -> Response:
         warnings = await manager.delete_product(
@@ -186,7 +203,7 @@ def create_management_app(
     async def list_subscriptions(request: Request) -> Response:
         await refresh(request)
         found = manager.subscriptions(request.query_params.get("product"))
-        return JSONResponse({"subscriptions": [s.public() for s in found]})
+        return await rendered(lambda: JSONResponse({"subscriptions": [s.public() for s in found]}))
 
     async def create_subscription(request: Request) -> Response:
         subscription, key = await manager.create_subscription(await json_body(request))
@@ -303,6 +320,12 @@ def create_management_app(
     ]
     hosts = [*allowed_hosts, *manager.base.management.allowed_hosts]
     return Starlette(routes=routes, middleware=[Middleware(HostCheck, allowed=hosts)])
+
+
+async def rendered(answer: Callable[[], Response]) -> Response:
+    """``answer()`` in a thread: writing a document as JSON takes time in proportion to its size (up to the
+    16 MB of stored changes), which the event loop must not wait for."""
+    return await asyncio.to_thread(answer)
 
 
 def _warned(document: Any, warnings: Sequence[str]) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -90,9 +89,10 @@ class Overlay:
         return made
 
     def _document(self) -> str:
-        """``json.dumps(document, indent=1)``, its APIs and products from the text of each kept from the
-        previous states: unchanged, they are the same objects (Python's indenting encoder is ~30 times
+        """``json.dumps(document, indent=1)``, its APIs and products from the text the state this one was made
+        from wrote of each: unchanged, they are the same objects (Python's indenting encoder is ~30 times
         slower than its C one, and a change wrote 1,000 APIs again)."""
+        fragments = _Fragments(self.__dict__.get("_fragments"))
         document = {
             "format": FORMAT,
             "epoch": self.epoch,
@@ -104,9 +104,10 @@ class Overlay:
         }
         text = json.dumps(document, indent=1, sort_keys=False)
         if document["apis"] is _APIS_PLACE:  # the first such string: an epoch is hex, the revision a number
-            text = text.replace(json.dumps(_APIS_PLACE), _mapping_text(self.apis), 1)
+            text = text.replace(json.dumps(_APIS_PLACE), fragments.mapping(self.apis), 1)
         if document["products"] is _PRODUCTS_PLACE:
-            text = text.replace(json.dumps(_PRODUCTS_PLACE), _mapping_text(self.products), 1)
+            text = text.replace(json.dumps(_PRODUCTS_PLACE), fragments.mapping(self.products), 1)
+        object.__setattr__(self, "_fragments", fragments.made)  # this state's own: its successors' to reuse
         return text
 
     @classmethod
@@ -126,16 +127,23 @@ class Overlay:
     def next(self, **changes: Any) -> Overlay:
         """A copy with ``changes`` and the revision incremented (the first change makes the epoch)."""
         revision = self.revision + 1
-        return replace(
+        return self._succeeded_by(replace(
             self, revision=revision, epoch=self.epoch or secrets.token_hex(8), drains=_kept(self.drains, revision),
             **changes,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def draining(self, drain: Drain | None) -> Overlay:
         """This revision, asking every worker that applies it to close what ``drain`` selects (None: nothing)."""
         if drain is None:
             return self
-        return replace(self, drains=_kept({**self.drains, self.revision: drain}, self.revision))
+        return self._succeeded_by(replace(self, drains=_kept({**self.drains, self.revision: drain}, self.revision)))
+
+    def _succeeded_by(self, successor: Overlay) -> Overlay:
+        """``successor``, given the text this state wrote (or was given) of its documents: most are its too.
+        Held by the states, not by a module-wide cache: gone with them (a cache of every state's documents
+        by count kept thousands of multi-megabyte APIs, each state file poll adding its own)."""
+        object.__setattr__(successor, "_fragments", self.__dict__.get("_fragments"))
+        return successor
 
     def drains_after(self, revision: int) -> list[tuple[int, Drain]]:
         """The revisions after ``revision``, up to this one, that asked to close something, oldest first."""
@@ -151,35 +159,34 @@ class Overlay:
 
 _APIS_PLACE = "\x00apis"
 _PRODUCTS_PLACE = "\x00products"
-_FRAGMENTS: dict[int, tuple[Any, str]] = {}  # id(value) -> (value, its text two levels deep)
-_FRAGMENTS_KEPT = 4096
-_fragments_lock = threading.Lock()  # states are written in threads (the management API's changes)
 
 
 def _str_keys(mapping: Mapping[Any, Any]) -> bool:
     return all(isinstance(key, str) for key in mapping)
 
 
-def _mapping_text(mapping: Mapping[str, Any]) -> str:
-    """``mapping`` as ``json.dumps(..., indent=1)`` writes it one level deep in the document."""
-    if not mapping:
-        return "{}"
-    return "{" + ",".join(f"\n  {json.dumps(key)}: {_fragment(value)}" for key, value in mapping.items()) + "\n }"
+class _Fragments:
+    """The text of a state's documents as ``json.dumps(..., indent=1)`` writes them two levels deep, by the
+    document object (``id`` with the object: a state's documents are never changed in place, only
+    replaced): those of the state it was made from (``known``) reused, the others written."""
 
+    def __init__(self, known: dict[int, tuple[Any, str]] | None) -> None:
+        self.known = known or {}
+        self.made: dict[int, tuple[Any, str]] = {}
 
-def _fragment(value: Any) -> str:
-    """``value`` as ``json.dumps(..., indent=1)`` writes it two levels deep (JSON escapes a newline in a string:
-    each one in the text starts a line), kept for the same object."""
-    held = _FRAGMENTS.get(id(value))
-    if held is not None and held[0] is value:
+    def mapping(self, mapping: Mapping[str, Any]) -> str:
+        """``mapping`` as ``json.dumps(..., indent=1)`` writes it one level deep in the document."""
+        if not mapping:
+            return "{}"
+        return "{" + ",".join(f"\n  {json.dumps(key)}: {self.text(value)}" for key, value in mapping.items()) + "\n }"
+
+    def text(self, value: Any) -> str:
+        held = self.known.get(id(value))
+        if held is None or held[0] is not value:
+            held = (value, json.dumps(value, indent=1).replace("\n", "\n  "))  # JSON escapes a newline in a string
+        if isinstance(value, dict):
+            self.made[id(value)] = held
         return held[1]
-    text = json.dumps(value, indent=1).replace("\n", "\n  ")
-    if isinstance(value, dict):  # a state's documents are never changed in place, only replaced
-        with _fragments_lock:
-            _FRAGMENTS[id(value)] = (value, text)
-            while len(_FRAGMENTS) > _FRAGMENTS_KEPT:
-                del _FRAGMENTS[next(iter(_FRAGMENTS))]
-    return text
 
 
 def compare_states(applied: Overlay, stored: Overlay) -> Literal["same", "newer", "diverged"]:

@@ -51,6 +51,11 @@ class ConcurrentUpdate(Unavailable):
     """Other writers kept winning: the update was retried ``MAX_ATTEMPTS`` times and gave up."""
 
 
+def _changed(change: Change, current: Overlay) -> tuple[Overlay, str]:
+    new = change(current)
+    return new, new.to_json()
+
+
 def state_key(prefix: str) -> str:
     return f"{prefix}:{{mgmt}}:state"
 
@@ -78,17 +83,17 @@ class RedisStore:
 
     async def load(self) -> Overlay:
         document = await self._call(lambda: self.client.hget(self._key, "doc"))
-        try:
-            return read_state(document, f"{self._key} in Redis") if document else Overlay()
+        try:  # a 16 MB state takes seconds to parse: not on the event loop
+            return await asyncio.to_thread(read_state, document, f"{self._key} in Redis") if document else Overlay()
         except StateFileInvalid as exc:  # written there by something else
             raise Unavailable.of("state store (Redis)", exc) from exc
 
     async def update(self, change: Change) -> Overlay:
         for _ in range(MAX_ATTEMPTS):
             current = await self.load()
-            new = await asyncio.to_thread(change, current)  # CPU-bound: off the event loop
+            new, document = await asyncio.to_thread(_changed, change, current)  # CPU-bound: off the event loop
             attempt: list[str | int] = [
-                current.revision, new.to_json(), new.revision, uuid.uuid4().hex, current.epoch, new.epoch
+                current.revision, document, new.revision, uuid.uuid4().hex, current.epoch, new.epoch
             ]  # fmt: skip
             saved = await self._call(partial(self._save, [self._key], attempt))  # sent again: the same id, applied once
             if int(saved) == new.revision:

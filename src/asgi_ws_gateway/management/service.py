@@ -8,6 +8,7 @@ configuration to its gateway, and the bus tells the other workers, which load an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from .errors import Conflict, Invalid, NotFound, PreconditionFailed, StateWentBa
 from .live_connections import DEFAULT_LISTED, Listed
 from .overlay import Drain, InvalidChange, Overlay, api_document, compare_states, validate
 from .resource_body import no_redacted_secrets, resource_object, without_output_fields
-from .store_sync import StoreSync
+from .store_sync import StoreSync, compared
 
 MAX_STATE_BYTES = 16 * 1024 * 1024
 """The most the stored changes may take, as JSON: a change past it is a 422. Each request is bounded,
@@ -126,8 +127,8 @@ class Manager(StoreSync):
         # Changes this worker saved after this one (queued behind it): run the last, whose drains include
         # theirs, rather than build each configuration on the way for a moment's service.
         latest = self._saved
-        await self._apply(latest if latest is not None and compare_states(new, latest) == "newer" else new)
-        if compare_states(new, self.overlay) == "diverged":  # the store went back before this worker ran it
+        await self._apply(latest if latest is not None and await compared(new, latest) == "newer" else new)
+        if await compared(new, self.overlay) == "diverged":  # the store went back before this worker ran it
             raise Unavailable(
                 f"{new.describe()} was saved, but the state store went back before this worker could run it; "
                 "read the state and send the change again"
@@ -187,7 +188,7 @@ class Manager(StoreSync):
 
     async def create_api(self, body: Any) -> tuple[ApiConfig, list[str]]:
         """Create an API; returns it and the configuration warnings about it (see :meth:`_change`)."""
-        document = resource_object(body)
+        document = await asyncio.to_thread(resource_object, body)  # walks the whole body: off the event loop
         name = document.get("name")
         if not isinstance(name, str):
             problem = (
@@ -209,7 +210,7 @@ class Manager(StoreSync):
         self, name: str, body: Any, *, if_match: str | None = None, drain: bool = False
     ) -> tuple[ApiConfig, list[str]]:
         """Replace an API; returns it and the configuration warnings about it (see :meth:`_change`)."""
-        document = {"name": name, **resource_object(body)}
+        document = {"name": name, **await asyncio.to_thread(resource_object, body)}
         if document["name"] != name:
             raise Invalid(
                 "the body names another API",
@@ -266,9 +267,7 @@ class Manager(StoreSync):
     async def create_product(self, body: Any, *, force: bool = False) -> tuple[subs.Product, list[str]]:
         """Create a product; ``force``: even one that opens an API to clients without a key (else 409).
         Returns it and the configuration warnings about it and its APIs (see :meth:`_change`)."""
-        body = without_output_fields(body)
-        no_redacted_secrets(body)
-        product: subs.Product = subs.parse(subs.Product, body)
+        product = await asyncio.to_thread(_product, body)
         file_products = {p.name for p in self.base.products}
 
         def change(overlay: Overlay) -> Overlay:
@@ -337,6 +336,13 @@ class Manager(StoreSync):
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
         """Close the connection on whichever worker holds it; returns that worker's id."""
         return await self.live.kick(connection_id, code, reason)
+
+
+def _product(body: Any) -> subs.Product:
+    body = without_output_fields(body)
+    no_redacted_secrets(body)
+    product: subs.Product = subs.parse(subs.Product, body)
+    return product
 
 
 def _names(base: GatewayConfig, overlay: Overlay) -> set[str]:

@@ -16,7 +16,10 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -30,6 +33,10 @@ Change = Callable[[Overlay], Overlay]
 """Derives the next overlay from the latest one; raising aborts the update (nothing is saved)."""
 T = TypeVar("T")
 ETAG_KEY_BYTES = 32
+STAT_SETTLED = 2.0
+"""Seconds since a state file's last change after which its ``stat`` tells it unchanged (see ``FileStore``)."""
+STAT_TRUSTED = 30.0
+"""Seconds a state file's ``stat`` alone is trusted before its bytes are hashed again."""
 
 
 class StateFileInvalid(ValueError):
@@ -114,6 +121,26 @@ class MemoryStore:
         return None
 
 
+@dataclass(frozen=True)
+class _Read:
+    """The state file as last read: its ``stat`` (device, inode, size, mtime and ctime in ns), the SHA-256 of
+    its bytes, the state they hold, and whether the stat alone may tell it unchanged until ``trusted_until``
+    (``time.monotonic()``)."""
+
+    stat: tuple[int, ...] | None  # None: there was no file
+    digest: str
+    overlay: Overlay
+    trusted_until: float
+
+
+def _stat_key(path: Path) -> tuple[int, ...] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
+
+
 class FileStore:
     """A JSON file, written atomically: a complete new file is synced to disk, then renamed over the old.
 
@@ -121,6 +148,11 @@ class FileStore:
     before :meth:`update` returns. Processes on one host serialize their updates with an exclusive
     ``flock`` on ``<path>.lock``, so several workers may share the file. The ETag key is kept in
     ``<path>.etag-key`` (mode 0600), made on first use.
+
+    The state last read or written is kept (one state: the one the gateway runs): a read of the file
+    whose ``stat`` did not change returns it; one whose bytes hash the same returns it unparsed. A poll
+    of an unchanged 16 MB state is a ``stat``, not a parse (each took seconds of the event loop and kept
+    a copy of every API document).
 
     Args:
         path: the state file (created on the first update, with its directory).
@@ -131,9 +163,11 @@ class FileStore:
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._key_path = self.path.with_name(self.path.name + ".etag-key")
         self._lock = asyncio.Lock()
+        self._latest: _Read | None = None
+        self._reading = threading.Lock()  # one thread reads (and parses) at a time; the others find its result
 
     async def load(self) -> Overlay:
-        return await self._call(self._read)
+        return (await self._call(self._current)).overlay
 
     async def update(self, change: Change) -> Overlay:
         async with self._lock:  # one thread of this process at a time; flock orders the processes
@@ -143,8 +177,8 @@ class FileStore:
         return (await self.load()).revision
 
     async def version(self) -> tuple[str, int, str]:
-        latest = await self.load()  # the file may have been replaced (restored from a backup): read it whole
-        return latest.epoch, latest.revision, hashlib.sha256(latest.to_json().encode()).hexdigest()
+        latest = await self._call(self._current)  # the file may have been replaced (restored from a backup)
+        return latest.overlay.epoch, latest.overlay.revision, latest.digest
 
     async def etag_key(self) -> bytes:
         return await self._call(self._read_or_make_key)
@@ -160,17 +194,47 @@ class FileStore:
         except (OSError, StateFileInvalid) as exc:
             raise Unavailable.of("state store (file)", exc) from exc
 
-    def _read(self) -> Overlay:
-        try:
-            text = read_regular_file(self.path)
-        except FileNotFoundError:
-            return Overlay()
-        return read_state(text, str(self.path))
+    def _current(self) -> _Read:
+        """The file's state: the one kept while the file's ``stat`` is trusted and unchanged, else read again
+        (parsed only when its bytes changed). In a worker thread."""
+        with self._reading:
+            now = time.monotonic()
+            since = time.time_ns()
+            stat = _stat_key(self.path)
+            latest = self._latest
+            if latest is not None and latest.stat == stat and now < latest.trusted_until:
+                return latest
+            try:
+                data: bytes | None = read_regular_file(self.path)
+            except FileNotFoundError:
+                data, stat = None, None
+            digest = "" if data is None else hashlib.sha256(data).hexdigest()
+            if latest is not None and latest.digest == digest:
+                overlay = latest.overlay
+            else:
+                overlay = Overlay() if data is None else read_state(data, str(self.path))
+            self._latest = _Read(stat, digest, overlay, now + self._trust(stat, since))
+            return self._latest
+
+    @staticmethod
+    def _trust(stat: tuple[int, ...] | None, now_ns: int) -> float:
+        """How long the ``stat`` read at ``now_ns`` (``time.time_ns()``) may stand for the bytes read after it.
+
+        A file written within the same tick of the file system's clock as the last change may keep its
+        size and times (and take a freed inode): only a stat older than :data:`STAT_SETTLED` is trusted,
+        and for :data:`STAT_TRUSTED` at most (a file system whose stat lags, NFS's attribute cache, or
+        times set back by a restore)."""
+        if stat is None or now_ns - max(stat[3], stat[4]) < STAT_SETTLED * 1e9:
+            return 0.0
+        return STAT_TRUSTED
 
     def _update(self, change: Change) -> Overlay:
         with self._locked():
-            new = change(self._read())
-            self._write(new.to_json().encode())
+            new = change(self._current().overlay)
+            data = new.to_json().encode()
+            self._write(data)
+            with self._reading:
+                self._latest = _Read(_stat_key(self.path), hashlib.sha256(data).hexdigest(), new, 0.0)
             return new
 
     def _read_or_make_key(self) -> bytes:

@@ -16,7 +16,7 @@ import hmac
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ..config.gateway import GatewayConfig
 from ..errors import ConfigError
@@ -46,6 +46,14 @@ def etag(document: Any, key: bytes) -> str:
     document holds secrets shown as ``REDACTED``, and an unkeyed hash of it let whoever reads the ETag
     test guesses of a short one offline."""
     return '"' + hmac.new(key, json.dumps(document, sort_keys=True).encode(), hashlib.sha256).hexdigest()[:20] + '"'
+
+
+async def compared(applied: Overlay, stored: Overlay) -> Literal["same", "newer", "diverged"]:
+    """:func:`~.overlay.compare_states`, in a thread when it must compare two copies of one revision whole
+    (a 16 MB state, read again from a store that parses each read: seconds on the event loop)."""
+    if stored is applied or (stored.epoch, stored.revision) != (applied.epoch, applied.revision):
+        return compare_states(applied, stored)
+    return await asyncio.to_thread(compare_states, applied, stored)
 
 
 class StoreSync:
@@ -159,17 +167,17 @@ class StoreSync:
     async def sync(self) -> None:
         """Apply the store's latest state if it is not the one this worker runs (see :meth:`_apply`)."""
         latest = await self.store.load()
-        if compare_states(self.overlay, latest) != "same":
+        if await compared(self.overlay, latest) != "same":
             await self._apply(latest)
 
     async def _apply(self, overlay: Overlay) -> None:
         """Run ``overlay`` if it succeeds the state this worker runs, and close what its revisions asked to
         drain; if the store went back (:func:`~.overlay.compare_states`), adopt its state, whatever its revision."""
         async with self._apply_lock:
-            step = compare_states(self.overlay, overlay)
+            step = await compared(self.overlay, overlay)
             if step == "diverged":  # or read before a revision this worker applied meanwhile: ask the store again
                 overlay = await self.store.load()
-                step = compare_states(self.overlay, overlay)
+                step = await compared(self.overlay, overlay)
             if step == "same":
                 return
             drains: list[Drain] = []
@@ -321,4 +329,4 @@ def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
     return gate
 
 
-__all__ = ["DRAIN_REMEMBERED", "VALIDATED_KEPT", "StoreSync", "etag", "operator_gate"]
+__all__ = ["DRAIN_REMEMBERED", "VALIDATED_KEPT", "StoreSync", "compared", "etag", "operator_gate"]
