@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.json_names import json_to_some_reader
+from asgi_ws_gateway.json_names import AmbiguousJson, json_to_some_reader
 from asgi_ws_gateway.loading import retrieve_reference
-from asgi_ws_gateway.policies.schema_names import declared_names
+from asgi_ws_gateway.policies import schema_names
+from asgi_ws_gateway.policies.schema_names import CaseVariants, declared_names
 from asgi_ws_gateway.standalone import not_found
 from support.apps import echo_app
 from support.clients import connect
@@ -41,8 +42,9 @@ SCHEMA = {
         "meta": {"type": "object", "properties": {"by": {"type": "string", "maxLength": 8}}},
     },
     "allOf": [{"properties": {"items": {"type": "array", "items": {"properties": {"level": {"maximum": 1}}}}}}],
-    "$defs": {"unused": {"required": ["scope"]}},
+    "$defs": {"scoped": {"required": ["scope"]}},
     "dependentRequired": {"ticket": ["seat"]},
+    "dependentSchemas": {"ticket": {"$ref": "#/$defs/scoped"}},
 }
 
 CASE_VARIANTS = [
@@ -52,10 +54,9 @@ CASE_VARIANTS = [
     '{"type": "say", "\u212aind": "admin"}',  # the Kelvin sign: Go folds it to 'k'
     '{"type": "say", "meta": {"BY": "a name far too long for the schema"}}',  # a nested property
     '{"type": "say", "items": [{"LEVEL": 99}]}',  # under allOf and items
-    '{"type": "say", "SCOPE": "admin"}',  # only required, in $defs
+    '{"type": "say", "SCOPE": "admin"}',  # only required, in $defs, where dependentSchemas' $ref leads
     '{"type": "say", "Seat": 1}',  # named in dependentRequired
     '{"TYPE": "say", "type": "say"}',  # two spellings side by side: refused before, still
-    '{"type": "say", "other": {"deep": [{"Role": "admin"}]}}',  # a declared name anywhere in the message
 ]
 
 
@@ -98,6 +99,139 @@ async def test_names_a_schema_does_not_declare_pass_in_any_case(
     async with await connect(url, **_auth()) as ws:
         message = '{"ROLE": "admin", "Type": 1}'
         assert await _reply(ws, message) == message
+
+
+# A name is checked against the names declared for its object's place only: free-form objects hold data.
+FREE_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"enum": ["chat"]},
+        "text": {"type": "string"},
+        "meta": {"type": "object"},
+        "data": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "tags": {"type": "array", "items": {"type": "object"}},
+        "user": {"$ref": "#/$defs/user"},
+    },
+    "$defs": {"user": {"properties": {"id": {"type": "integer"}, "role": {"enum": ["member"]}}}},
+}
+FREE_FORM = [
+    '{"type": "chat", "text": "hi", "meta": {"Type": "note"}}',  # a top-level name, as data in meta
+    '{"type": "chat", "text": "hi", "meta": {"TEXT": "x"}}',
+    '{"type": "chat", "data": {"Id": 5}}',  # id: declared for user, not for data
+    '{"type": "chat", "meta": {"nested": [{"ROLE": "x", "User": {"Role": 1}}]}}',  # deeper under free-form
+    '{"type": "chat", "tags": [{"Type": "x", "ID": 1}]}',  # items that are free-form objects
+    '{"type": "chat", "other": {"deep": [{"Role": "admin"}]}}',  # under a name the schema does not declare
+    '{"type": "chat", "user": {"id": 1, "extra": {"ROLE": "admin", "Type": 1}}}',  # free-form inside user
+]
+
+
+@pytest.mark.parametrize("message", FREE_FORM)
+async def test_a_declared_name_in_another_case_passes_in_a_free_form_object(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: str
+) -> None:
+    """``meta: {type: object}`` holds data: its ``Type`` is no case variant of the top level's ``type``."""
+    url = _serve(uvicorn_server, upstream_server, [{"validate-message": {"schema": FREE_FORM_SCHEMA}}])
+    async with await connect(url, **_auth()) as ws:
+        assert await _reply(ws, message) == message
+
+
+NESTED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"enum": ["chat"]},
+        "user": {"type": "object", "properties": {"role": {"enum": ["member"]}}},
+        "members": {"type": "array", "items": {"$ref": "#/$defs/member"}},
+        "owner": {"$ref": "#/$defs/member"},
+        "tree": {"$ref": "#/$defs/node"},
+        "rows": {"type": "array", "prefixItems": [{"properties": {"level": {"maximum": 1}}}]},
+        "labels": {"type": "object", "additionalProperties": {"properties": {"color": {"enum": ["red"]}}}},
+        "shape": {"oneOf": [{"properties": {"radius": {}}, "required": ["radius"]}, {"required": ["side"]}]},
+        "order": {"if": {"properties": {"kind": {"const": "a"}}}, "then": {"properties": {"amount": {"maximum": 1}}}},
+    },
+    "$defs": {
+        "member": {"properties": {"role": {"enum": ["member"]}}},
+        "node": {"properties": {"name": {"type": "string"}, "children": {"items": {"$ref": "#/$defs/node"}}}},
+    },
+}
+NESTED_CASE_VARIANTS = [
+    '{"type": "chat", "user": {"Role": "admin"}}',  # a described object's property
+    '{"Type": "chat"}',
+    '{"type": "chat", "members": [{"role": "member"}, {"ROLE": "admin"}]}',  # an array of $ref'd objects
+    '{"type": "chat", "owner": {"Role": "admin"}}',  # a $ref'd definition
+    '{"type": "chat", "tree": {"name": "a", "children": [{"name": "b", "children": [{"NAME": "c"}]}]}}',
+    '{"type": "chat", "rows": [{"LEVEL": 9}]}',  # prefixItems
+    '{"type": "chat", "labels": {"anyName": {"Color": "blue"}}}',  # additionalProperties' objects
+    '{"type": "chat", "shape": {"Side": 1}}',  # one branch of a oneOf
+    '{"type": "chat", "order": {"kind": "a", "Amount": 9}}',  # then
+]
+
+
+@pytest.mark.parametrize("message", NESTED_CASE_VARIANTS)
+async def test_a_declared_name_in_another_case_is_ambiguous_in_a_described_object_at_any_depth(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, message: str
+) -> None:
+    url = _serve(uvicorn_server, upstream_server, [{"validate-message": {"schema": NESTED_SCHEMA}}])
+    async with await connect(url, **_auth()) as ws:
+        assert _error(await _reply(ws, message)) == "ambiguous_json"
+        allowed = (
+            '{"type": "chat", "user": {"role": "member", "extra": {"Role": 1}}, "labels": {"Color": {"color": "red"}}, '
+            '"tree": {"name": "a", "children": [{"name": "b", "meta": {"NAME": 1}}]}, "members": [{"Owner": {}}]}'
+        )
+        assert await _reply(ws, allowed) == allowed
+
+
+def _refused(schema: Any, message: Any) -> bool:
+    check = CaseVariants.for_schema(schema, retrieve_reference)
+    assert check is not None
+    try:
+        check.check(message)
+    except AmbiguousJson:
+        return True
+    return False
+
+
+def test_a_referenced_file_describes_the_place_that_refers_to_it(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.json"
+    shared.write_text(json.dumps({"$defs": {"user": {"properties": {"userName": {}}, "required": ["tenant"]}}}))
+    schema = {"properties": {"by": {"$ref": f"{shared.as_uri()}#/$defs/user"}, "meta": {}}}
+    assert _refused(schema, {"by": {"USERNAME": "x"}})
+    assert _refused(schema, {"by": {"Tenant": "x"}})
+    assert not _refused(schema, {"USERNAME": "x", "meta": {"Tenant": "x"}})
+
+
+def test_a_recursive_schema_is_followed_as_deep_as_the_message_goes() -> None:
+    """``$ref: "#"``, a ``$dynamicRef`` and a YAML alias inside itself: each place is built once."""
+    tree = {"properties": {"v": {}, "kids": {"items": {"$ref": "#"}}}}
+    dynamic = {"$dynamicAnchor": "node", "properties": {"v": {}, "kids": {"items": {"$dynamicRef": "#node"}}}}
+    aliased: dict[str, Any] = {"properties": {"v": {}}}
+    aliased["properties"]["kids"] = {"items": aliased}
+    deep: dict[str, Any] = {"V": 1}
+    for _ in range(10_000):
+        deep = {"kids": [deep], "x": {"V": 1}}
+    for schema in (tree, dynamic, aliased):
+        assert _refused(schema, deep)
+        deep_kid = deep
+        while "kids" in deep_kid:
+            deep_kid = deep_kid["kids"][0]
+        deep_kid["v"] = deep_kid.pop("V")
+        assert not _refused(schema, deep)
+        deep_kid["V"] = deep_kid.pop("v")
+
+
+def test_nothing_is_checked_per_message_when_no_place_declares_a_name() -> None:
+    for schema in (True, {"type": "object"}, {"additionalProperties": {"type": "object"}}, {"items": {}}):
+        assert CaseVariants.for_schema(schema, retrieve_reference) is None
+
+
+def test_a_schema_of_too_many_places_checks_every_declared_name_at_every_depth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the bound, the check refuses more (a free-form object's names too), never less."""
+    monkeypatch.setattr(schema_names, "MAX_PLACES", 1)
+    schema = {"properties": {"type": {}, "meta": {"type": "object"}, "user": {"properties": {"role": {}}}}}
+    assert _refused(schema, {"user": {"Role": "admin"}})
+    assert _refused(schema, {"meta": {"Type": 1}})
 
 
 def test_declared_names_are_read_from_every_subschema_and_referenced_file(tmp_path: Path) -> None:

@@ -16,12 +16,14 @@ from ..forwarded import parse_network
 from ..routing import OverlapIndex, PathTemplate, PathTemplateError, decode_segment, param_problem
 from ..wire_numbers import parse_port
 from .gateway import GatewayConfig
+from .regex_budget import regex_budget_problems, run_name
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def cross_check(config: GatewayConfig) -> list[str]:
-    """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders.
+    """Rules that span fields: unique names, valid and non-overlapping paths, known placeholders, the
+    regular expressions one API's handshake may run (:func:`.regex_budget.regex_budget_problems`).
 
     Policy settings are the policies' to check (``check_policies`` of :func:`.parsing.parse_config`).
     """
@@ -51,7 +53,7 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"not defined by path '{api.path}'"
                     )
             problems += _upstream_url_problems(f"apis[{i}].upstreams[{k}]", upstream.kind, upstream.url, upstream.path)
-    return problems + _redirected_in_process(config)
+    return problems + _redirected_in_process(config) + regex_budget_problems(config)
 
 
 def config_warnings(config: GatewayConfig) -> list[str]:
@@ -232,20 +234,11 @@ def _redirected_in_process(config: GatewayConfig) -> list[str]:
         ]  # fmt: skip
         for at, entries, inherited in scopes:
             for j, entry in enumerate(entries):
-                if inherited and _run_name(entry) in skipped:
+                if inherited and run_name(entry) in skipped:
                     continue
-                hint = f" (or add '{_run_name(entry)}' to apis[{i}].skip_policies)" if inherited else ""
+                hint = f" (or add '{run_name(entry)}' to apis[{i}].skip_policies)" if inherited else ""
                 problems += [f"{where}: {why}{hint}" for where in _redirects(entry, f"{at}[{j}]", api.name)]
     return problems
-
-
-def _run_name(entry: Any) -> str | None:
-    """The name ``skip_policies`` matches an entry by: its settings' ``name``, else its type."""
-    if not isinstance(entry, Mapping) or len(entry) != 1:
-        return None
-    type_name, settings = next(iter(entry.items()))
-    name = settings.get("name") if isinstance(settings, Mapping) else None
-    return str(name or type_name)
 
 
 def _redirects(entry: Any, at: str, api: str) -> Iterator[str]:

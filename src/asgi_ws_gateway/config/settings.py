@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from ..loading import allowed_modules
 from ..redis_client import parse_redis_url
+from ..safe_regex import MAX_HANDSHAKE_PROGRAM_SIZE
 from .fields import MIN_TIMEOUT, ConfigModel
 from .hosts import HostPattern
 from .limits import MAX_APIS, MAX_URL
@@ -152,6 +153,16 @@ class HandshakeLimitsConfig(ConfigModel):
         "Rack, Django's META) read X_User and X-User as one header, so a client's X_User could stand in for an "
         "X-User the gateway checked, removed or set. drop (default, as nginx does): policies and upstreams never "
         "see them; reject: 400 invalid_header_name; forward: as any other header.",
+    )
+    max_regex_weight: int = Field(
+        default=MAX_HANDSHAKE_PROGRAM_SIZE,
+        ge=64,
+        le=1_000_000,
+        description="Most RE2 instructions the regular expressions one API's handshake may run weigh together "
+        "(its policies', the global ones' and its products': conditions' matches, validate-jwt claims, "
+        "check-header patterns; each pattern 64 at least; default 4000); more: the configuration is refused. "
+        "Each is matched against what a client sends: an API of thousands held a worker for minutes a handshake. "
+        "Set only in the configuration file, never by the management API.",
     )
     max_gateway_hops: int = Field(
         default=4,

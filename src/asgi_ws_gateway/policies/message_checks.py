@@ -30,7 +30,8 @@ from ..messages.context import (
 from ..yaml_keys import safe_load
 from .base import PolicyEnv, PolicyProblem, PolicySettings
 from .message_base import MessageFunction, apply_function, check_async, register_message_policy
-from .schema_names import CaseVariants, declared_names
+from .schema_budget import SchemaTooCostly, schema_cost
+from .schema_names import CaseVariants
 
 _SIDE = {"inbound": "client", "outbound": "upstream"}
 _SOME_READERS = (
@@ -126,8 +127,11 @@ class ValidateMessage:
                     message = message.removesuffix(_NOT_A_REGEX) + _LINEAR_ONLY
                 raise PolicyProblem("schema_file" if settings.schema_file else "schema", f"not a valid JSON Schema: "
                                     f"{message}") from None  # fmt: skip
-        names = declared_names(schema, retrieve_reference)
-        self.case_variants = CaseVariants(names) if names else None  # None: nothing to do per message
+            try:  # a few $refs shared at each level multiply what one message is checked against
+                schema_cost(schema, retrieve_reference)
+            except SchemaTooCostly as exc:
+                raise PolicyProblem("schema_file" if settings.schema_file else "schema", str(exc)) from None
+        self.case_variants = CaseVariants.for_schema(schema, retrieve_reference)  # None: nothing to do per message
 
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         s = self.settings
