@@ -117,7 +117,8 @@ async def test_a_dotted_claim_check_and_a_list_claim_reach_the_upstream_as_meant
         assert status == 403, banned
     assert len(upstream.handshakes) == before
     for roles, sent in ((["user,admin"], "user%2Cadmin"), (["user", "admin"], "user,admin")):
-        bearer = {"Authorization": f"Bearer {token(roles=roles, **{'extn.tier': 'gold'})}"}
+        claims: dict[str, Any] = {"roles": roles, "extn.tier": "gold"}
+        bearer = {"Authorization": f"Bearer {token(**claims)}"}
         async with await connect(url, additional_headers=bearer) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"

@@ -54,9 +54,10 @@ class Listener:
     async def nothing_arrived(self) -> bool:
         """Whether no connection came before this one: the kernel hands over connections in order."""
         _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        mine = writer.get_extra_info("sockname")[1]
+        mine: int = writer.get_extra_info("sockname")[1]
         try:
-            return await self.accepted.get() == mine
+            first: int = await self.accepted.get()
+            return first == mine
         finally:
             writer.close()
 

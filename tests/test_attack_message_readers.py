@@ -220,7 +220,8 @@ def test_a_recursive_schema_is_followed_as_deep_as_the_message_goes() -> None:
 
 
 def test_nothing_is_checked_per_message_when_no_place_declares_a_name() -> None:
-    for schema in (True, {"type": "object"}, {"additionalProperties": {"type": "object"}}, {"items": {}}):
+    schemas: tuple[Any, ...] = (True, {"type": "object"}, {"additionalProperties": {"type": "object"}}, {"items": {}})
+    for schema in schemas:
         assert CaseVariants.for_schema(schema, retrieve_reference) is None
 
 

@@ -114,7 +114,8 @@ async def test_every_change_of_the_file_is_seen(tmp_path: Path, monkeypatch: pyt
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     epoch, revision, token = await reader.version()
     assert (epoch, revision) == old_version[:2] and token != old_version[2]
-    assert (await reader.load()).apis["a"]["policies"][0]["choose"]["when"][1]["if"]["equals"] == "w1"
+    document = (await reader.load()).apis["a"]
+    assert document is not None and document["policies"][0]["choose"]["when"][1]["if"]["equals"] == "w1"
 
     path.unlink()
     assert (await reader.version())[:2] == ("", 0) and (await reader.load()).apis == {}

@@ -8,6 +8,7 @@ is there). Now each connection pings with its own random payload (``passthrough.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,7 +37,7 @@ async def _upstream() -> AsyncIterator[str]:
                 pong = await connection.ping(OLD_PAYLOAD)
                 await connection.send("pinged")
                 await connection.recv()
-                await connection.send(f"pong came: {pong.done()}")
+                await connection.send(f"pong came: {asyncio.ensure_future(pong).done()}")
             else:
                 await connection.send(message)
 
@@ -59,7 +60,7 @@ async def test_a_clients_ping_with_the_old_keepalive_payload_gets_its_pong(
         pong = await ws.ping(OLD_PAYLOAD)
         await ws.send("after")
         assert await ws.recv() == "after"
-        assert pong.done()
+        assert asyncio.ensure_future(pong).done()
 
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))

@@ -89,7 +89,7 @@ def test_references_that_fan_out_at_one_place_are_refused(schema: Any) -> None:
     assert f"{AT}.schema: {TOO_MANY}" in str(caught.value)
 
 
-RECURSIVE = {
+RECURSIVE: dict[str, Any] = {
     "a tree": {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}},
     "a binary tree": {"type": "object", "properties": {"left": {"$ref": "#"}, "right": {"$ref": "#"}}},
     "any JSON value": {

@@ -69,12 +69,12 @@ def _attempts(reader: InMemoryMetricReader) -> int:
     if data is None:
         return 0
     return sum(
-        point.count
+        int(getattr(point, "count", 0))
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
         if metric.name == "ws_gateway.upstream.connect.duration"
-        for point in metric.data.data_points  # type: ignore[union-attr]
+        for point in metric.data.data_points
     )
 
 
