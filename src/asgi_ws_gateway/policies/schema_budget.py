@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin
+
+from .schema_references import SAME_PLACE_LIST, SAME_PLACE_MAP, SAME_PLACE_ONE, SchemaReferences
 
 MAX_SUBSCHEMAS_AT_ONE_PLACE = 10_000
 """Subschemas a message's one place (a value, an item, a name) may be checked against, references
@@ -31,9 +32,6 @@ Each is matched in linear time, at most ~0.6 s per MiB for the worst allowed (``
 16 on one 1 MiB string is ~10 s at most; 1,000 (an ``allOf`` of patterns) was ~600 s."""
 _MAX_STEPS = 200_000  # subschema visits the measure may take (~0.7 s; a real schema takes thousands)
 
-_SAME_PLACE_ONE = ("not", "if", "then", "else")
-_SAME_PLACE_LIST = ("allOf", "anyOf", "oneOf")
-_SAME_PLACE_MAP = ("dependentSchemas", "dependencies")  # draft 7's: a list of names there is no schema
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 _ANY_NAME = ("additionalProperties", "unevaluatedProperties")
 _ANY_ITEM = ("additionalItems", "unevaluatedItems", "contains")
@@ -62,7 +60,7 @@ def schema_cost(schema: Any, retrieve: Callable[[str], Any]) -> SchemaCost:
     Raises:
         SchemaTooCostly: past :data:`MAX_SUBSCHEMAS_AT_ONE_PLACE` or :data:`MAX_PATTERNS_AT_ONE_PLACE`.
     """
-    walk = _Walk(_References(schema, retrieve))
+    walk = _Walk(SchemaReferences(schema, retrieve))
     try:
         walk.place({id(schema): (schema, 1)}, ())
     except RecursionError:  # a place per level of the message the schema addresses: hundreds deep
@@ -70,76 +68,11 @@ def schema_cost(schema: Any, retrieve: Callable[[str], Any]) -> SchemaCost:
     return walk.worst
 
 
-class _References:
-    """Where a ``$ref`` leads: the schema's resources (``$id``), anchors, and the files it names."""
-
-    def __init__(self, schema: Any, retrieve: Callable[[str], Any]) -> None:
-        self.retrieve = retrieve
-        self.resources: dict[str, Any] = {}
-        self.anchors: dict[tuple[str, str], Any] = {}
-        self.bases: dict[int, str] = {}
-        self._add(schema, "")
-
-    def _add(self, document: Any, base: str) -> None:
-        self.resources.setdefault(base, document)
-        pending = [(document, base)]
-        while pending:
-            node, base = pending.pop()
-            if not isinstance(node, dict) or id(node) in self.bases:
-                continue
-            if isinstance(node.get("$id"), str):
-                base = urldefrag(urljoin(base, node["$id"])).url
-                self.resources.setdefault(base, node)
-            self.bases[id(node)] = base
-            for keyword in ("$anchor", "$dynamicAnchor"):
-                if isinstance(node.get(keyword), str):
-                    self.anchors.setdefault((base, node[keyword]), node)
-            pending += [(child, base) for _, child in _every_subschema(node)]
-
-    def follow(self, node: dict[str, Any], reference: str) -> Any:
-        """The subschema ``reference`` names, or None (a document the budget cannot see, such as a
-        meta-schema jsonschema-rs holds itself: counted as the one subschema)."""
-        base = self.bases.get(id(node), "")
-        uri, fragment = urldefrag(urljoin(base, reference) if base else reference)
-        if uri not in self.resources and uri.startswith("file://"):
-            try:
-                self._add(self.retrieve(uri), uri)
-            except (ValueError, OSError, RecursionError):  # the validator compiled without it
-                return None
-        document = self.resources.get(uri)
-        if document is None or not fragment:
-            return document
-        if not fragment.startswith("/"):
-            return self.anchors.get((uri, unquote(fragment)))
-        for part in fragment[1:].split("/"):
-            part = unquote(part).replace("~1", "/").replace("~0", "~")
-            if isinstance(document, dict) and part in document:
-                document = document[part]
-            elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
-                document = document[int(part)]
-            else:
-                return None
-        return document
-
-
-def _every_subschema(node: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """Each subschema directly in ``node``, with its keyword (for finding ``$id``s and anchors)."""
-    for keyword, value in node.items():
-        if keyword in ("enum", "const", "default", "examples"):
-            continue  # data
-        if isinstance(value, dict):
-            if keyword in ("properties", "patternProperties", *_SAME_PLACE_MAP, *_DECLARED):
-                yield from ((keyword, child) for child in value.values())
-            yield keyword, value
-        elif isinstance(value, list):
-            yield from ((keyword, child) for child in value if isinstance(child, dict))
-
-
 Place = dict[int, tuple[Any, int]]  # id -> (subschema, how many paths reach it)
 
 
 class _Walk:
-    def __init__(self, references: _References) -> None:
+    def __init__(self, references: SchemaReferences) -> None:
         self.references = references
         self.worst = SchemaCost()
         self.steps = 0
@@ -215,18 +148,18 @@ class _Walk:
     def _same_place_children(self, node: Any) -> Iterator[Any]:
         if not isinstance(node, dict):
             return
-        for keyword in _SAME_PLACE_ONE:
+        for keyword in SAME_PLACE_ONE:
             if isinstance(node.get(keyword), dict):
                 yield node[keyword]
-        for keyword in _SAME_PLACE_LIST:
+        for keyword in SAME_PLACE_LIST:
             if isinstance(node.get(keyword), list):
                 yield from (child for child in node[keyword] if isinstance(child, dict))
-        for keyword in _SAME_PLACE_MAP:
+        for keyword in SAME_PLACE_MAP:
             if isinstance(node.get(keyword), dict):
                 yield from (child for child in node[keyword].values() if isinstance(child, dict))
         for keyword in _REFS:
             if isinstance(node.get(keyword), str):
-                target = self.references.follow(node, node[keyword])
+                target = self.references.resolve(node, node[keyword])
                 if isinstance(target, dict):
                     yield target
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin
 
 from ..json_names import AmbiguousJson
+from .schema_references import SAME_PLACE_LIST, SAME_PLACE_MAP, SAME_PLACE_ONE, SchemaReferences, retrieved
 
 _ONE = ("additionalProperties", "unevaluatedProperties", "items", "additionalItems", "unevaluatedItems", "contains",
         "propertyNames", "not", "if", "then", "else", "contentSchema")  # fmt: skip
@@ -25,9 +26,6 @@ _NAMED = ("properties", "dependentRequired", "dependentSchemas", "dependencies")
 _CONTAINERS = (dict, list)
 
 # Where a subschema applies: at its own place (these), or one step into the message (_ANY_NAME, _ANY_ITEM, ...)
-_SAME_PLACE_ONE = ("not", "if", "then", "else")
-_SAME_PLACE_LIST = ("allOf", "anyOf", "oneOf")
-_SAME_PLACE_MAP = ("dependentSchemas", "dependencies")  # draft 7's: a list of names there is no schema
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 _ANY_NAME = ("additionalProperties", "unevaluatedProperties")  # a name its own `properties` lacks
 _ANY_ITEM = ("additionalItems", "unevaluatedItems", "contains")
@@ -45,7 +43,7 @@ def declared_names(schema: Any, retrieve: Callable[[str], Any]) -> set[str]:
     Values (``const``, ``enum``, ``default``, ``examples``) are data, not read."""
     names: set[str] = set()
     pending: list[tuple[Any, str]] = [(schema, "")]
-    retrieved: set[str] = set()
+    read: set[str] = set()
     seen: set[int] = set()  # a YAML alias shares a subschema, or makes one contain itself
     while pending:
         node, base = pending.pop()
@@ -65,9 +63,9 @@ def declared_names(schema: Any, retrieve: Callable[[str], Any]) -> set[str]:
         for keyword in ("$ref", "$dynamicRef"):
             if isinstance(node.get(keyword), str):
                 uri = urldefrag(urljoin(base, node[keyword])).url
-                if uri.startswith("file://") and uri not in retrieved:
-                    retrieved.add(uri)
-                    pending.append((_retrieved(retrieve, uri), uri))
+                if uri.startswith("file://") and uri not in read:
+                    read.add(uri)
+                    pending.append((retrieved(retrieve, uri), uri))
     return names
 
 
@@ -88,72 +86,15 @@ def _strings(value: Any) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
-def _retrieved(retrieve: Callable[[str], Any], uri: str) -> Any:
-    try:
-        return retrieve(uri)
-    except (ValueError, OSError, RecursionError):  # the validator compiled without it: a $ref it never follows
-        return None
-
-
-class _References:
-    """Where a ``$ref`` leads: the schema's resources (``$id``), anchors, and the files it names."""
-
-    def __init__(self, schema: Any, retrieve: Callable[[str], Any]) -> None:
-        self.retrieve = retrieve
-        self.resources: dict[str, Any] = {}
-        self.anchors: dict[tuple[str, str], Any] = {}
-        self.dynamic: dict[str, list[Any]] = {}  # a $dynamicAnchor's name: every subschema holding it
-        self.bases: dict[int, str] = {}
-        self._add(schema, "")
-
-    def _add(self, document: Any, base: str) -> None:
-        self.resources.setdefault(base, document)
-        pending = [(document, base)]
-        while pending:
-            node, base = pending.pop()
-            if not isinstance(node, dict) or id(node) in self.bases:
-                continue
-            if isinstance(node.get("$id"), str):
-                base = urldefrag(urljoin(base, node["$id"])).url
-                self.resources.setdefault(base, node)
-            self.bases[id(node)] = base
-            for keyword in ("$anchor", "$dynamicAnchor"):
-                if isinstance(node.get(keyword), str):
-                    self.anchors.setdefault((base, node[keyword]), node)
-            if isinstance(node.get("$dynamicAnchor"), str):
-                self.dynamic.setdefault(node["$dynamicAnchor"], []).append(node)
-            for keyword, value in node.items():
-                if keyword in _MAP and isinstance(value, dict):
-                    pending += [(child, base) for child in value.values()]
-                elif isinstance(value, list | dict) and keyword not in ("enum", "const", "default", "examples"):
-                    pending += [(child, base) for child in value] if isinstance(value, list) else [(value, base)]
-
-    def follow(self, node: dict[str, Any], keyword: str) -> list[Any]:
-        """The subschemas ``node[keyword]`` may lead to (a ``$dynamicRef``: every same-named
-        ``$dynamicAnchor`` too, whichever the dynamic scope picks); none for a document not read."""
-        reference = node[keyword]
-        uri, fragment = urldefrag(urljoin(self.bases.get(id(node), ""), reference))
-        if uri not in self.resources and uri.startswith("file://"):
-            self._add(_retrieved(self.retrieve, uri), uri)
-        found = [self._resolve(self.resources.get(uri), uri, fragment)]
-        if keyword == "$dynamicRef" and not fragment.startswith("/"):
-            found += self.dynamic.get(unquote(fragment), [])
-        return found
-
-    def _resolve(self, document: Any, uri: str, fragment: str) -> Any:
-        if document is None or not fragment:
-            return document
-        if not fragment.startswith("/"):
-            return self.anchors.get((uri, unquote(fragment)))
-        for part in fragment[1:].split("/"):
-            part = unquote(part).replace("~1", "/").replace("~0", "~")
-            if isinstance(document, dict) and part in document:
-                document = document[part]
-            elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
-                document = document[int(part)]
-            else:
-                return None
-        return document
+def _follow(references: SchemaReferences, node: dict[str, Any], keyword: str) -> list[Any]:
+    """The subschemas ``node[keyword]`` may lead to (a ``$dynamicRef``: every same-named
+    ``$dynamicAnchor`` too, whichever the dynamic scope picks); none for a document not read."""
+    reference = node[keyword]
+    found = [references.resolve(node, reference)]
+    fragment = reference.partition("#")[2]
+    if keyword == "$dynamicRef" and not fragment.startswith("/"):
+        found += references.dynamic.get(unquote(fragment), [])
+    return found
 
 
 class _Place:
@@ -186,7 +127,7 @@ class _Places:
     recursive schema leads back to a place already built)."""
 
     def __init__(self, schema: Any, retrieve: Callable[[str], Any]) -> None:
-        self.references = _References(schema, retrieve)
+        self.references = SchemaReferences(schema, retrieve)
         self.built: dict[frozenset[int], _Place] = {}
         self.pending: list[tuple[_Place, list[dict[str, Any]]]] = []
         self.visits = 0
@@ -228,13 +169,13 @@ class _Places:
         describes an object or an array at all (with names, or with subschemas a step into them)."""
         found = self.read.get(id(node))
         if found is None:
-            applies = [node.get(keyword) for keyword in _SAME_PLACE_ONE]
-            for keyword in _SAME_PLACE_LIST:
+            applies = [node.get(keyword) for keyword in SAME_PLACE_ONE]
+            for keyword in SAME_PLACE_LIST:
                 applies += node[keyword] if isinstance(node.get(keyword), list) else []
-            for keyword in _SAME_PLACE_MAP:
+            for keyword in SAME_PLACE_MAP:
                 applies += node[keyword].values() if isinstance(node.get(keyword), dict) else []
             for keyword in _REFS:
-                applies += self.references.follow(node, keyword) if isinstance(node.get(keyword), str) else []
+                applies += _follow(self.references, node, keyword) if isinstance(node.get(keyword), str) else []
             names = frozenset(_names_here(node))
             found = (
                 [child for child in applies if isinstance(child, dict)],
