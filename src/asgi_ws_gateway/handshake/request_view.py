@@ -294,7 +294,7 @@ class RequestView:
         return [(name, _python_unquote(value)) for header in self._cookie_headers
                 for name, value in _PYTHON_COOKIE.findall(header)]  # fmt: skip
 
-    @property
+    @_Memoized
     def _cookie_headers(self) -> list[str]:
         """The ``Cookie`` headers, refused when they hold more cookies than a browser sends."""
         headers = self.headers.get("cookie", [])

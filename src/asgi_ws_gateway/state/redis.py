@@ -124,11 +124,7 @@ class RedisState:
 
     def hit(self, key: str, limit: int, window: float, member: str) -> Coroutine[Any, Any, Decision]:
         # Not a coroutine of its own (as the others are not): _call's, which reads the decision.
-        constants = (limit, _ms(window))
-        script = self._hit_script
-        command = script.keyed_command(key, constants, member) if script is not None else None
-        operation = functools.partial(self._hit, [key], [*constants, member], command)
-        return self._call(operation, "hit", pooled=self._pooled, read=_decision)
+        return self._decide("hit", self._hit, self._hit_script, key, (limit, _ms(window)), member)
 
     def consume(self, key: str, limit: int, period: Period) -> Coroutine[Any, Any, Decision]:
         # The attempt's id: redis-py sends the same arguments again when it retries the call.
@@ -148,11 +144,16 @@ class RedisState:
         return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
 
     def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Coroutine[Any, Any, Decision]:
-        constants = (limit, _ms(ttl))
-        script = self._acquire_script
-        command = script.keyed_command(key, constants, lease) if script is not None else None
-        operation = functools.partial(self._acquire, [key], [*constants, lease], command)
-        return self._call(operation, "acquire", pooled=self._pooled, read=_decision)
+        return self._decide("acquire", self._acquire, self._acquire_script, key, (limit, _ms(ttl)), lease)
+
+    def _decide(
+        self, name: str, run: ScriptCall, script: Script | None, key: str, constants: tuple[int, int], last: str
+    ) -> Coroutine[Any, Any, Decision]:
+        """A limit script's call on ``key`` with its policy's ``constants`` and a last argument, its
+        command packed from the head kept for those constants when the pipe runs it."""
+        command = script.keyed_command(key, constants, last) if script is not None else None
+        operation = functools.partial(run, [key], [*constants, last], command)
+        return self._call(operation, name, pooled=self._pooled, read=_decision)
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         by_key: dict[str, list[str]] = {}
