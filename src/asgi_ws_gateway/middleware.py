@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,16 +27,13 @@ from .handshake.request_view import RequestView
 from .handshake.responses import send_denial
 from .log_throttle import OutageLog
 from .loop_watch import LoopWatch
-from .messages.pipeline import MessagePolicySet
-from .passthrough.asgi_extension import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
-from .passthrough.framed import FramedRelay
-from .passthrough.raw_upstream import RawUpstream, open_raw
-from .passthrough.splice import Splice
+from .passthrough.asgi_extension import EXTENSION
+from .passthrough.raw_upstream import RawUpstream
 from .policies.build import GatewayPolicies, load_policies
+from .proxying import open_proxy
 from .relay.close_codes import SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
-from .relay.pumps import Relay
-from .routing import Router, route_target
+from .routing import Router, resolve_scope
 from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry
@@ -61,10 +57,6 @@ _UNGUARDED_SERVER = (
     "'asgi-ws-gateway run' does (docs/security.md)"
 )
 """Logged once, at the first handshake served without the gateway's WebSocket protocol."""
-_ENCODED_SLASH = "the path is this API's only once its encoded '/' (%2F) is decoded; send it as the API's path"
-_CONTROL_IN_PATH = "the path is this API's only without its control characters (such as %0A); send it as the API's path"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-"""A control character in a decoded path: a router may read past it (see ``_resolve_path``)."""
 
 
 class WebSocketGateway(AdmissionChecks):
@@ -257,7 +249,7 @@ class WebSocketGateway(AdmissionChecks):
             await self._failed(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            resolved, disguised = self._resolve(scope)
+            resolved, disguised = resolve_scope(self._router, scope)
             if resolved is not None:
                 if not self._proxy_warned:
                     self._warn_if_rewritten(scope)
@@ -276,39 +268,6 @@ class WebSocketGateway(AdmissionChecks):
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)
-
-    def _resolve(self, scope: Scope) -> tuple[tuple[Api, dict[str, str]] | None, str | None]:
-        """The API owning a WebSocket ``scope``'s path and its parameters, and, when the path is
-        disguised (an API's only as the application reads it, not as the gateway routes), why: such a
-        handshake is refused with 400, neither run through the API's policies nor passed on."""
-        path, raw_path = scope["path"], scope.get("raw_path")
-        if scope.get("root_path"):
-            # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that
-            # reading first; the full path still belongs to an API that names it, whatever the app reads.
-            route, raw_route = route_target(path, raw_path, scope["root_path"])
-            if route != path:
-                resolved, disguised = self._resolve_path(route, raw_route)
-                if resolved is not None:
-                    return resolved, disguised
-        return self._resolve_path(path, raw_path)
-
-    def _resolve_path(self, path: str, raw_path: bytes | None) -> tuple[tuple[Api, dict[str, str]] | None, str | None]:
-        resolved = self._router.resolve(path, raw_path)
-        if resolved is not None:
-            return resolved, None
-        if raw_path is not None:
-            # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, an API's
-            # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
-            resolved = self._router.resolve(path)
-            if resolved is not None:
-                return resolved, _ENCODED_SLASH
-        if _CONTROL.search(path):
-            # Routers read past control characters: Starlette's and FastAPI's route patterns end in
-            # ``$``, which matches before a final newline, so /ws/admin%0A is their /ws/admin route.
-            resolved = self._router.resolve(_CONTROL.sub("", path))
-            if resolved is not None:
-                return resolved, _CONTROL_IN_PATH
-        return None, None
 
     def _warn_if_rewritten(self, scope: Scope) -> None:
         """Once: the server rewrote the client address from a forwarding header the gateway did not trust."""
@@ -395,46 +354,17 @@ class WebSocketGateway(AdmissionChecks):
             handshake.request.subprotocols  # noqa: B018  (read once here: a non-token is a 400 before any policy counts)
             await policies.run(handshake)
             trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
-            cfg = api.config
             message_policies = policies.message_policies(handshake)
             # Every backend's request, built and checked before any connect: one the client's values
             # made unsendable is a 400 and never counts against a backend.
-            requests = [handshake.build_request(cfg, upstream_config) for upstream_config in cfg.upstreams]
+            requests = [
+                handshake.build_request(api.config, upstream_config) for upstream_config in api.config.upstreams
+            ]
             handshake.request.forget_many_values()  # the view lives as long as the connection
-            # With message policies: the frame relay, unless per-message telemetry events are on.
-            framed = message_policies is not None and not self.config.telemetry.message_events
-            if (message_policies is None or framed) and api.can_splice and self._spliceable(api, scope):
-                # The frame relay reads payloads: no extension (compression) is negotiated for it.
-                backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
-                    lambda request: open_raw(cfg, request, api.tls[b.index], extensions=not framed),
-                    requests[b.index],
-                ))  # fmt: skip
-                upstream = raw
-                offer = scope["extensions"][EXTENSION]
-                server_max = offer.get("max_size") if isinstance(offer, dict) else None
-                max_size = cfg.max_message_size
-                if isinstance(server_max, int):  # the server's ws_max_size, as uvicorn enforces it on the relay
-                    max_size = min(max_size, server_max)
-                if message_policies is not None:
-                    splice: Splice = FramedRelay(
-                        raw, policies=message_policies, handshake=handshake, max_message_size=max_size,
-                        close_timeout=cfg.close_timeout, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
-                    )  # fmt: skip
-                else:
-                    splice = Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
-                                    ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
-                relay, accept = splice, splice.accept_message()
-            else:
-                backend, opened = await api.pool.connect(lambda b: requests[b.index])
-                upstream = opened
-                relay = self._relay(api, message_policies, handshake, *trace.relay_io(receive, opened), send)
-                accept = {"type": "websocket.accept", "subprotocol": opened.subprotocol,
-                          "headers": opened.response_headers}  # fmt: skip
-                if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
-                    accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
-                    accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
-                    accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
-                    accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
+            backend, upstream, relay, accept = await open_proxy(
+                api, scope, receive, send, handshake=handshake, trace=trace, message_policies=message_policies,
+                requests=requests, message_events=bool(self.config.telemetry.message_events),
+            )  # fmt: skip
             if policies is not self._policies or self._draining:  # changed while the handshake ran
                 self._check_still_admitted(api, handshake.subscription)
         except BaseException as exc:
@@ -503,34 +433,6 @@ class WebSocketGateway(AdmissionChecks):
             self._connections.remove(relay)
             trial.ended(relay.stats)  # how it ended (the upstream's failure soon after its 101?)
             await handshake.release()
-
-    @staticmethod
-    def _spliceable(api: Api, scope: Scope) -> bool:
-        """The server offers passthrough; once per API, a warning when ``passthrough: true`` asked for it."""
-        if EXTENSION in scope.get("extensions", {}):
-            return True
-        if not api.splice_warned:
-            api.splice_warned = True
-            logger.warning(
-                "API %s: passthrough: true, but the server does not offer passthrough: relaying (serve with "
-                "--ws asgi_ws_gateway.server:GatewayWebSocketProtocol, as 'asgi-ws-gateway run' does)",
-                api.config.name,
-            )
-        return False
-
-    def _relay(
-        self,
-        api: Api,
-        message_policies: MessagePolicySet | None,
-        handshake: HandshakeContext,
-        receive: Receive,
-        upstream: UpstreamConnection,
-        send: Send,
-    ) -> Relay:
-        """The connection's relay, with its message policies attached (None: the no-policy path)."""
-        cfg = api.config
-        return Relay(receive, send, upstream, max_message_size=cfg.max_message_size, close_timeout=cfg.close_timeout,
-                     policies=message_policies, handshake=handshake)  # fmt: skip
 
     async def _deny(
         self, api: Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None, *,

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from typing import Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
+from ._types import Scope
+
 T = TypeVar("T")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # Characters no parameter may carry into an upstream path: separators, and C0/C1 controls and DEL
@@ -215,6 +217,51 @@ class Router(Generic[T]):
         return None
 
 
+Resolved = tuple[tuple[T, dict[str, str]] | None, str | None]
+"""The target owning a path and its parameters (None: no target's), and why the path is disguised (None: it is not)."""
+
+_ENCODED_SLASH = "the path is this API's only once its encoded '/' (%2F) is decoded; send it as the API's path"
+_CONTROL_IN_PATH = "the path is this API's only without its control characters (such as %0A); send it as the API's path"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""A control character in a decoded path: a router may read past it (see ``_resolve_path``)."""
+
+
+def resolve_scope(router: Router[T], scope: Scope) -> Resolved[T]:
+    """The target owning a WebSocket ``scope``'s path and its parameters, and, when the path is
+    disguised (a target's only as the application reads it, not as the gateway routes), why: the
+    gateway refuses such a handshake with 400, neither running it through the API's policies nor
+    passing it on."""
+    path, raw_path = scope["path"], scope.get("raw_path")
+    if scope.get("root_path"):
+        # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that
+        # reading first; the full path still belongs to an API that names it, whatever the app reads.
+        route, raw_route = route_target(path, raw_path, scope["root_path"])
+        if route != path:
+            resolved, disguised = _resolve_path(router, route, raw_route)
+            if resolved is not None:
+                return resolved, disguised
+    return _resolve_path(router, path, raw_path)
+
+
+def _resolve_path(router: Router[T], path: str, raw_path: bytes | None) -> Resolved[T]:
+    resolved = router.resolve(path, raw_path)
+    if resolved is not None:
+        return resolved, None
+    if raw_path is not None:
+        # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, a target's
+        # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
+        resolved = router.resolve(path)
+        if resolved is not None:
+            return resolved, _ENCODED_SLASH
+    if _CONTROL.search(path):
+        # Routers read past control characters: Starlette's and FastAPI's route patterns end in
+        # ``$``, which matches before a final newline, so /ws/admin%0A is their /ws/admin route.
+        resolved = router.resolve(_CONTROL.sub("", path))
+        if resolved is not None:
+            return resolved, _CONTROL_IN_PATH
+    return None, None
+
+
 __all__ = [
     "OverlapIndex",
     "PathTemplate",
@@ -223,6 +270,7 @@ __all__ = [
     "decode_segment",
     "overlapping",
     "param_problem",
+    "resolve_scope",
     "route_target",
     "split_path",
 ]

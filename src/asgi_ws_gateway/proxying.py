@@ -1,0 +1,131 @@
+"""An admitted handshake's upstream, opened, and what will carry its messages: the splice (bytes
+copied, frames scanned), the frame relay (whole messages through the message policies, in the
+splice) or the ASGI relay (two pumps); with the ``websocket.accept`` message that answers the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+from ._types import Message, Receive, Scope, Send
+from .admission import Api
+from .handshake.context import HandshakeContext
+from .messages.pipeline import MessagePolicySet
+from .passthrough.asgi_extension import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
+from .passthrough.framed import FramedRelay
+from .passthrough.raw_upstream import RawUpstream, open_raw
+from .passthrough.splice import Splice
+from .relay.lifecycle import RelayHandle
+from .relay.pumps import Relay
+from .telemetry import HandshakeTrace
+from .upstream.balancing import Backend
+from .upstream.base import UpstreamConnection, UpstreamRequest
+
+logger = logging.getLogger(__name__)
+
+
+class Proxied(NamedTuple):
+    """An open upstream and the relay made for it, not yet accepted."""
+
+    backend: Backend
+    upstream: UpstreamConnection | RawUpstream
+    relay: RelayHandle
+    accept: Message
+
+
+async def open_proxy(
+    api: Api,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    handshake: HandshakeContext,
+    trace: HandshakeTrace,
+    message_policies: MessagePolicySet | None,
+    requests: list[UpstreamRequest],
+    message_events: bool,
+) -> Proxied:
+    """Open a backend of ``api`` (``requests``: one per backend, built) and its relay.
+
+    Raises:
+        UpstreamRejected | UpstreamUnreachable | UpstreamTimeout: as the backend pool raises them.
+    """
+    cfg = api.config
+    # With message policies: the frame relay, unless per-message telemetry events are on.
+    framed = message_policies is not None and not message_events
+    if (message_policies is None or framed) and api.can_splice and _spliceable(api, scope):
+        # The frame relay reads payloads: no extension (compression) is negotiated for it.
+        backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
+            lambda request: open_raw(cfg, request, api.tls[b.index], extensions=not framed),
+            requests[b.index],
+        ))  # fmt: skip
+        async with _closed_on_failure(raw):
+            splice = _splice(api, scope, raw, message_policies, handshake)
+            return Proxied(backend, raw, splice, splice.accept_message())
+    backend, opened = await api.pool.connect(lambda b: requests[b.index])
+    async with _closed_on_failure(opened):
+        client_receive, upstream = trace.relay_io(receive, opened)
+        relay = Relay(client_receive, send, upstream, max_message_size=cfg.max_message_size,
+                      close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake)  # fmt: skip
+        accept: Message = {
+            "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
+        }  # fmt: skip
+        if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
+            accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
+            accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
+            accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
+            accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
+        return Proxied(backend, opened, relay, accept)
+
+
+def _splice(
+    api: Api,
+    scope: Scope,
+    raw: RawUpstream,
+    message_policies: MessagePolicySet | None,
+    handshake: HandshakeContext,
+) -> Splice:
+    cfg = api.config
+    offer = scope["extensions"][EXTENSION]
+    server_max = offer.get("max_size") if isinstance(offer, dict) else None
+    max_size = cfg.max_message_size
+    if isinstance(server_max, int):  # the server's ws_max_size, as uvicorn enforces it on the relay
+        max_size = min(max_size, server_max)
+    if message_policies is not None:
+        return FramedRelay(
+            raw, policies=message_policies, handshake=handshake, max_message_size=max_size,
+            close_timeout=cfg.close_timeout, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
+        )  # fmt: skip
+    return Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
+                  ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _closed_on_failure(upstream: UpstreamConnection | RawUpstream) -> AsyncIterator[None]:
+    """Connected, then failed before the relay was made: the upstream must not be left open."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await upstream.close(1011, "gateway error")
+        raise
+
+
+def _spliceable(api: Api, scope: Scope) -> bool:
+    """The server offers passthrough; once per API, a warning when ``passthrough: true`` asked for it."""
+    if EXTENSION in scope.get("extensions", {}):
+        return True
+    if not api.splice_warned:
+        api.splice_warned = True
+        logger.warning(
+            "API %s: passthrough: true, but the server does not offer passthrough: relaying (serve with "
+            "--ws asgi_ws_gateway.server:GatewayWebSocketProtocol, as 'asgi-ws-gateway run' does)",
+            api.config.name,
+        )
+    return False
+
+
+__all__ = ["Proxied", "open_proxy"]
