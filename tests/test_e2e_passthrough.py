@@ -77,6 +77,21 @@ async def test_compression_is_negotiated_end_to_end(
         await spliced.gateway.settle()
 
 
+async def test_compression_null_offers_the_upstream_no_extension(upstream: UpstreamServer) -> None:
+    """``compression: null`` holds on the splice as on the relay: the client's deflate offer is not forwarded,
+    and the connection is uncompressed end to end."""
+    with serve(upstream, SPLICED, compression=None) as spliced:
+        async with await connect(spliced.url("/ws/echo"), compression="deflate") as ws:
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            await ws.send("compress me " * 100)
+            assert await ws.recv() == "compress me " * 100
+            (live,) = spliced.gateway.gateway.connections()
+            assert type(live.relay).__name__ == "Splice"
+        assert upstream.handshakes[-1].header("sec-websocket-extensions") is None
+        await spliced.gateway.settle()
+
+
 @pytest.mark.parametrize("passthrough", [True, False])
 async def test_message_policies_take_the_frame_relay_and_false_keeps_the_relay(
     upstream: UpstreamServer, passthrough: bool

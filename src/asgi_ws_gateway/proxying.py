@@ -57,9 +57,11 @@ async def open_proxy(
     # With message policies: the frame relay, unless per-message telemetry events are on.
     framed = message_policies is not None and not message_events
     if (message_policies is None or framed) and api.can_splice and _spliceable(api, scope):
-        # The frame relay reads payloads: no extension (compression) is negotiated for it.
+        # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
+        # the splice under ``compression: null``, as the relay offers none then.
+        extensions = not framed and cfg.compression is not None
         backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
-            lambda request: open_raw(cfg, request, api.tls[b.index], extensions=not framed),
+            lambda request: open_raw(cfg, request, api.tls[b.index], extensions=extensions),
             requests[b.index],
         ))  # fmt: skip
         async with _closed_on_failure(raw):
