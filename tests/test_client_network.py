@@ -42,7 +42,7 @@ from support.upstream import UpstreamServer
         ("2002:cb00:7107:1:2::3", "203.0.113.7"),  # 6to4: the site's /48, whichever /64 in it
         ("2002:cb00:7107:ffff::1", "203.0.113.7"),
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),  # Teredo (RFC 4380's example)
-        ("64:ff9b:1::203.0.113.7", "64:ff9b:1::/64"),  # a local-use prefix (RFC 8215): its layout is the site's
+        ("64:ff9b:1::203.0.113.7", "64:ff9b:1::cb00:7107"),  # local-use (RFC 8215): one client an address
         ("not-an-address", "not-an-address"),  # a unix socket's peer: as it is
     ],
 )

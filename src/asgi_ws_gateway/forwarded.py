@@ -92,25 +92,48 @@ def _unquote(text: str) -> str | None:
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 """RFC 6052's well-known prefix: an IPv4 client translated to IPv6 (SIIT-DC, NAT64) in its last 32 bits."""
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+"""RFC 2765's IPv4-translated addresses (``::ffff:0:203.0.113.7``, older SIIT): the IPv4 client in the last 32 bits."""
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+"""RFC 4291's deprecated IPv4-compatible addresses (``::203.0.113.7``); ``::/104`` (``::``, ``::1``) holds none."""
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+"""RFC 8215's local-use translation prefix: each address one IPv4 client, at a place the site's layout decides."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 client an IPv6 address stands for, where the address says where it is: RFC 6052's
+    well-known prefix, 6to4 (the site's /48), Teredo (the client's public address, obfuscated), and
+    the IPv4-translated and IPv4-compatible forms (their last 32 bits). None for any other address,
+    RFC 8215's local-use prefix included (its layout is the site's: see :func:`client_network`).
+    IPv4-mapped addresses are unmapped by :func:`parse_ip` already."""
+    if address in _NAT64 or address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and int(address) >> 24):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    return address.teredo[1] if address.teredo is not None else None
 
 
 def client_network(ip: str) -> str:
     """What a client holds: an IPv6 address's /64 (a host is given at least one; it picks any address
     in it), an IPv4 address itself; text that is not an address, unchanged.
 
-    An IPv6 address that carries its client's IPv4 address is that IPv4 address: RFC 6052's
-    well-known translation prefix (as the /64, every IPv4 client behind the translator was one
-    client: one of them could lock all the others out), 6to4 (a site holds the /48 of its IPv4
-    address: 65,536 /64s to rotate through) and Teredo (the client's public address, obfuscated)."""
+    An IPv6 address that carries its client's IPv4 address is that IPv4 address (:func:`embedded_ipv4`):
+    as its /64, every IPv4 client behind a translator was one client (one of them could lock all the
+    others out), and a 6to4 site holds the /48 of its IPv4 address (65,536 /64s to rotate through).
+    An address in RFC 8215's local-use prefix ``64:ff9b:1::/48`` is one IPv4 client, placed where
+    the site's prefix length (/48 to /96) puts it: the address whole is the client (its /64 held
+    all the clients of a /64 or /96 layout, a /16 of IPv4 under a /48 one). A zone (``fe80::1%eth0``,
+    only the socket's peer has one) is kept: ``fe80::/64`` is every host's on every link.
+    """
     address = parse_ip(ip)
-    if isinstance(address, ipaddress.IPv6Address):
-        if address in _NAT64:
-            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        embedded = address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if embedded is not None:
-            return str(embedded)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return ip if address is None else str(address)
+    if not isinstance(address, ipaddress.IPv6Address):
+        return ip if address is None else str(address)
+    embedded = embedded_ipv4(address)
+    if embedded is not None:
+        return str(embedded)
+    unzoned = ipaddress.IPv6Address(int(address))
+    held = str(unzoned) if unzoned in _LOCAL_NAT64 else str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return f"{held}%{address.scope_id}" if address.scope_id else held
 
 
 def parse_network(text: str) -> IPNetwork:
@@ -282,6 +305,8 @@ __all__ = [
     "IPNetwork",
     "Networks",
     "client_address",
+    "client_network",
+    "embedded_ipv4",
     "forwarded_chain",
     "forwarded_for",
     "is_loopback_host",

@@ -3,6 +3,11 @@
 Bounded: a ring of ``size`` entries; the oldest goes first. Nothing secret is kept: the detail
 goes through :func:`~asgi_ws_gateway.redact.redact_text` (query values, credential headers, URL
 passwords, JWT-shaped strings) and is cut to 200 characters.
+
+An upstream's failure keeps its status and reason, not its cause (:func:`shown_detail`): the
+admin-token holders who read this may point an API at any host, and the cause told them what
+answered there (refused, reset, a name that does not resolve, the first bytes of a Redis or SSH
+banner). The gateway's log line and the handshake's span, the operator's, keep it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,22 @@ from typing import Any
 from ..redact import redact_text
 
 MAX_DETAIL = 200
+
+_UPSTREAM_FAILURES = {
+    "upstream_timeout": "the upstream did not complete the handshake in time",
+    "upstream_dns_timeout": "the upstream's host name did not resolve in time",
+}
+_UPSTREAM_FAILURE = "the upstream could not be reached, or did not answer as a WebSocket server"
+_WHY_ELSEWHERE = "; why is in the gateway's log (a WARNING naming the API), not here"
+
+
+def shown_detail(reason: str, detail: str) -> str:
+    """What an admin-token holder reads of a refusal's ``detail``: an upstream's failure (a reason
+    ``upstream_*`` other than ``upstream_rejected``, whose status the client got anyway) by its kind
+    only, whichever connector wrote it and however; any other as it is (redacted by the caller)."""
+    if not reason.startswith("upstream_") or reason == "upstream_rejected":
+        return detail
+    return _UPSTREAM_FAILURES.get(reason, _UPSTREAM_FAILURE) + _WHY_ELSEWHERE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +73,7 @@ class RefusalLog:
                 status=status,
                 reason=_cut(redact_text(reason), 80),
                 policy=policy,
-                detail=_cut(redact_text(detail), MAX_DETAIL),
+                detail=_cut(redact_text(shown_detail(reason, detail)), MAX_DETAIL),
             )
         )
 
@@ -66,4 +87,4 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-__all__ = ["MAX_DETAIL", "Refusal", "RefusalLog"]
+__all__ = ["MAX_DETAIL", "Refusal", "RefusalLog", "shown_detail"]

@@ -4,10 +4,13 @@ The JWKS is fetched on first use and then kept:
 
 * when it is older than ``refresh_interval``, a refresh starts in the background (the handshake
   uses the keys it has);
-* a token whose ``kid`` is unknown triggers a refresh, at most once per ``min_refresh_interval``
-  (a stream of tokens with made-up ``kid`` values cannot hammer the identity provider);
+* a token whose ``kid`` is unknown (or whose ``kid`` names a key of another algorithm) triggers a
+  refresh, at most once per ``min_refresh_interval`` and never twice within
+  :data:`KID_REFRESH_FLOOR` (a stream of tokens with made-up ``kid`` values cannot hammer the
+  identity provider, whatever the setting); one arriving while a fetch is under way waits for it;
 * a failed refresh keeps the cached keys (an outage of the identity provider does not lock
-  everybody out); only with no keys at all does validation fail, with 503;
+  everybody out), and is tried again :data:`RETRY_INTERVAL` later (or at ``refresh_interval``, if
+  shorter), not on the next handshake; only with no keys at all does validation fail, with 503;
 * ``timeout`` bounds a whole fetch, not each read: a host that answers a byte at a time fails it
   on time, and its connection is closed then (the fetch runs on the event loop, not in a thread);
 * redirects are not followed: the keys come from the configured URL only;
@@ -53,7 +56,15 @@ MAX_JWKS_KEYS = 256
 """Key entries a JWKS document may list. Identity providers publish a handful; 1 MiB holds ~6,000 EC
 keys, whose parsing held the event loop ~0.3 s per fetch (every ``jwks_min_refresh_interval`` when
 clients send unknown ``kid`` values), and each handshake's key lookup scanned them all (~0.75 ms)."""
-_RETRY_WHEN_EMPTY = 1.0  # seconds between attempts while no key was ever fetched
+RETRY_INTERVAL = 1.0
+"""Seconds between attempts while no key was ever fetched, and after a failed refresh: a failed
+background refresh was tried again by the next handshake, so that while the identity provider
+answered errors every handshake was one more request to it."""
+KID_REFRESH_FLOOR = 1.0
+"""Least seconds between two refreshes caused by tokens, whatever ``min_refresh_interval`` says: at 0,
+each token with a made-up ``kid`` was one JWKS fetch (a client made the gateway a 1:1 reflector of
+its requests against the identity provider). A rotated key is still taken at once, by the first
+token naming it; a second rotation within a second waits that second."""
 
 
 class KeysUnavailable(Exception):
@@ -142,7 +153,8 @@ class JwksCache:
         url: the JWKS document's URL.
         fetch: how to GET it (tests pass their own).
         refresh_interval: seconds after which keys are refreshed in the background.
-        min_refresh_interval: least seconds between refreshes triggered by unknown ``kid`` values.
+        min_refresh_interval: least seconds between refreshes triggered by unknown ``kid`` values
+            (never less than :data:`KID_REFRESH_FLOOR` between two of them, even at 0).
         timeout: seconds one fetch may take.
         clock: monotonic seconds.
     """
@@ -172,6 +184,7 @@ class JwksCache:
         self._keys: list[tuple[str | None, str | None, Any]] = []  # (kid, alg or None, key)
         self._fetched_at: float | None = None
         self._attempted_at = float("-inf")
+        self._kid_refreshed_at = float("-inf")  # when a token's unknown kid last caused a refresh
         self._inflight: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -183,7 +196,7 @@ class JwksCache:
         """
         now = self.clock()
         if self._fetched_at is None:
-            if now - self._attempted_at >= _RETRY_WHEN_EMPTY or self._inflight is not None:
+            if now - self._attempted_at >= RETRY_INTERVAL or self._inflight is not None:
                 await self._refresh()
             if self._fetched_at is None:
                 # As written: the denial detail is redacted wherever it is shown (span, body, log line).
@@ -191,10 +204,24 @@ class JwksCache:
         else:
             self._refresh_if_stale(now)
         found = self._select(kid, alg)
-        if not found and kid is not None and now - self._attempted_at >= self.min_refresh_interval:
+        if not found and kid is not None and self._refresh_for_unknown_kid(now):
             await self._refresh()  # perhaps the keys were rotated
             found = self._select(kid, alg)
         return found
+
+    def _refresh_for_unknown_kid(self, now: float) -> bool:
+        """Whether a token naming no key we hold may refresh the keys now: join a fetch under way (it
+        costs the identity provider nothing more), else one per ``min_refresh_interval`` after any
+        fetch and per :data:`KID_REFRESH_FLOOR` after the last one a token caused."""
+        if self._joinable():
+            return True
+        if now - self._attempted_at < self.min_refresh_interval or now - self._kid_refreshed_at < KID_REFRESH_FLOOR:
+            return False
+        self._kid_refreshed_at = now
+        return True
+
+    def _joinable(self) -> bool:
+        return self._inflight is not None and self._inflight.get_loop() is asyncio.get_running_loop()
 
     def current_generation(self) -> int:
         """The key set's generation; like :meth:`keys`, starts a background refresh when it is stale
@@ -205,7 +232,10 @@ class JwksCache:
 
     def _refresh_if_stale(self, now: float) -> None:
         assert self._fetched_at is not None
-        if now - self._fetched_at >= self.refresh_interval and self._inflight is None:
+        if self._inflight is not None or now - self._fetched_at < self.refresh_interval:
+            return
+        # After a failed refresh, not at once: the keys stay stale and every handshake asked again.
+        if now - self._attempted_at >= min(self.refresh_interval, RETRY_INTERVAL):
             self._start_refresh()
 
     def _select(self, kid: str | None, alg: str) -> list[Any]:
@@ -222,7 +252,7 @@ class JwksCache:
 
     async def _refresh(self) -> None:
         inflight = self._inflight
-        if inflight is not None and inflight.get_loop() is asyncio.get_running_loop():
+        if inflight is not None and self._joinable():
             await asyncio.shield(inflight)
             return
         future = self._inflight = asyncio.get_running_loop().create_future()
@@ -324,7 +354,9 @@ def _entry_problem(kid: object, alg: object) -> str | None:
 __all__ = [
     "ASYMMETRIC",
     "HMAC",
+    "KID_REFRESH_FLOOR",
     "MAX_JWKS_KEYS",
+    "RETRY_INTERVAL",
     "JwksCache",
     "KeysUnavailable",
     "fetch_url",

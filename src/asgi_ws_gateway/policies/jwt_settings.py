@@ -35,7 +35,13 @@ class ValidateJwtSettings(PolicySettings):
         description="Seconds before keys are refreshed (0.1 to 604800, a week).",
     )
     jwks_min_refresh_interval: float = Field(
-        default=30.0, ge=0, le=DAY, description="Least seconds between refreshes caused by an unknown kid (0 to 86400)."
+        default=30.0,
+        ge=0,
+        le=DAY,
+        # A floor, not a bound of the field: 0 has meant "take a rotated key at once" (the first token
+        # naming it still does), and at 0 each made-up kid was a fetch (policies.jwks.KID_REFRESH_FLOOR).
+        description="Least seconds between refreshes caused by an unknown kid (0 to 86400); "
+        "however low, never two such refreshes within 1 s.",
     )
     jwks_timeout: float = Field(
         default=5.0,
