@@ -256,12 +256,6 @@ _REG_NAME = st.text(
 )
 
 
-@given(_REG_NAME, st.none() | st.integers(0, 65535))
-def test_one_host_with_an_optional_port_passes(host: str, port: int | None) -> None:
-    value = host if port is None else f"{host}:{port}"
-    check_host([(b"host", value.encode()), (b"upgrade", b"websocket")])
-
-
 @given(_REG_NAME, st.sampled_from(["/", "@", " ", '"', "<", "\\\\", "?", "#"]))
 def test_a_host_with_a_character_no_host_has_is_a_400(host: str, bad: str) -> None:
     with pytest.raises(HandshakeDenied) as info:

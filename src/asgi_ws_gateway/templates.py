@@ -8,13 +8,19 @@ A template is text with ``{namespace.key}`` references, compiled once at start-u
     "{client.ip}" "{client.port}"    the client address, after trusted-proxy resolution
     "{client.network}"               the client's IPv6 /64 ("2001:db8:1:2::/64"), or its IPv4 address
     "{subscription.id}"              also .product and .name
-    "{api.name}" "{request.path}" "{request.host}"
+    "{api.name}" "{request.path}" "{request.host}"   the Host header as sent ("Admin.Example.com:443")
+    "{request.hostname}"             the host it names: lower case, no port nor trailing dot ("admin.example.com")
     "{var.tier}"                     a variable a custom policy set
     "{header.x-tenant|public}"       with a default when the value is missing
     "{{literal braces}}"
 
 There is no expression evaluation: a reference names a value and nothing more. Unknown namespaces
 are rejected when the template is compiled (that is, when the configuration is loaded).
+
+A limit's key (:meth:`Template.render_key`) counts alike the spellings of a value that a gate took as
+one: a value a case-insensitive check admitted (:class:`Caseless`) by its ``casefold``, a cookie as the
+servers that decode it read it (:func:`canonical_cookie`), an ``Origin`` as ``check-origin`` compares it
+(:func:`canonical_origin`). Other templates, and conditions, read the value as the client sent it.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
     "client": frozenset({"ip", "port", "network"}),
     "subscription": frozenset({"id", "product", "name"}),
     "api": frozenset({"name"}),
-    "request": frozenset({"path", "host", "scheme"}),
+    "request": frozenset({"path", "host", "hostname", "scheme"}),
 }
 """Namespace -> the keys it allows (``None``: any key)."""
 
@@ -48,11 +54,33 @@ KEY_SEPARATOR = "\x1f"
 """Written between two references that nothing separates in a template, when it renders a key."""
 
 _REF = re.compile(r"^([a-z]+)\.([A-Za-z0-9_:.-]+)$")
+_CASELESS_FLAGS = re.compile(r"\(\?[imsU]*i[imsU]*(?:-[imsU]*)?[:)]")
+"""An RE2 flag group that turns case-insensitive matching on: ``(?i)``, ``(?is:``, ``(?i-s)``."""
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
 class TemplateError(ValueError):
     """A template or a reference is malformed or names an unknown variable."""
+
+
+class Caseless(str):
+    """A value a gate admitted whatever its case (``check-header`` with ``ignore_case``, an RE2 ``(?i)``
+    pattern): its text is the client's spelling, which conditions test and the upstream is sent; a limit's
+    key counts it by its ``casefold``, so that every spelling the gate took as one is one counter.
+
+    ``casefold``, not ``lower``: RE2's ``(?i)`` takes the Kelvin sign (U+212A) for ``k``, the long s
+    (U+017F) for ``s`` and the micro sign for Greek mu, and ``casefold`` maps each pair to one text
+    (``lower`` keeps the long s and the micro sign as they are)."""
+
+    __slots__ = ()
+
+
+def caseless_pattern(source: str) -> bool:
+    """Whether an RE2 pattern turns case-insensitive matching on somewhere (``(?i)``, ``(?i:...)``).
+
+    Read from the text: a pattern that holds such a group only in a character class (``[(?i)]``) is
+    taken as caseless too, which can only make keys count more spellings as one, never fewer."""
+    return "(?" in source and _CASELESS_FLAGS.search(source) is not None
 
 
 class Lookup(Protocol):
@@ -266,11 +294,17 @@ def _render(parts: Sequence[str | tuple[Reference, str]], context: Lookup, escap
         ref, default = part
         value = ref.resolve(context)
         text = default if value is None else to_text(value)
-        if escape is not None:  # a key
-            out.append(escape(canonical_cookie(text) if ref.namespace == "cookie" else text))
-        else:
-            out.append(text)
+        out.append(text if escape is None else escape(_key_text(ref, value, text)))
     return "".join(out)
+
+
+def _key_text(ref: Reference, value: object, text: str) -> str:
+    """A value's text as a limit's key counts it: one text for every spelling a gate took as that value."""
+    if ref.namespace == "cookie":
+        text = canonical_cookie(text)
+    elif ref.path == ("origin",) and ref.namespace == "header":
+        text = canonical_origin(text)
+    return text.casefold() if type(value) is Caseless else text
 
 
 def canonical_cookie(value: str) -> str:
@@ -288,6 +322,19 @@ def canonical_cookie(value: str) -> str:
     return unquote(value).replace("+", " ")
 
 
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def canonical_origin(value: str) -> str:
+    """An ``Origin`` as a limit's key reads it: as ``check-origin`` compares it, in lower case and without
+    its scheme's default port (``HTTPS://App.Example.com:443`` is ``https://app.example.com``). Keyed as
+    sent, each spelling check-origin admitted was a fresh counter."""
+    text = value.strip().lower()
+    scheme, _, _ = text.partition("://")
+    port = _DEFAULT_PORTS.get(scheme)
+    return text.removesuffix(port) if port is not None and text.endswith(port) else text
+
+
 @dataclass(frozen=True)
 class Condition:
     """A test on one context value; exactly one operator is set (``exists`` alone is allowed).
@@ -297,6 +344,10 @@ class Condition:
     scopes with a space alone: ``"x\u3000chat:write"`` holds no ``chat:write``). ``not_equals`` on a
     list holds only when no item and not the whole list's text is that value: ``["banned", "x"]``
     is not ``not_equals: banned``.
+
+    ``caseless``: ``matches`` is case-insensitive (:func:`caseless_pattern`). When such a condition
+    holds on a text value, it tells a context that can hear it (``admit_caseless``, as the handshake's
+    does), so that limit keys count the value's spellings as one (:class:`Caseless`).
     """
 
     ref: Reference
@@ -306,8 +357,16 @@ class Condition:
     one_of: Sequence[str] | None = None
     matches: Pattern | None = None
     contains: str | None = None
+    caseless: bool = False
 
     def holds(self, context: Lookup) -> bool:
+        if not self._holds(context):
+            return False
+        if self.caseless:
+            _admit_caseless(context, self.ref)
+        return True
+
+    def _holds(self, context: Lookup) -> bool:
         value = self.ref.resolve(context)
         if self.exists is not None and (value is not None) != self.exists:
             return False
@@ -328,6 +387,16 @@ class Condition:
         return True
 
 
+def _admit_caseless(context: Lookup, ref: Reference) -> None:
+    """Tell ``context``, when it can hear it, that a case-insensitive test admitted its value at ``ref``."""
+    admit = getattr(context, "admit_caseless", None)
+    if admit is None:
+        return
+    value = ref.resolve(context)
+    if isinstance(value, str):
+        admit(ref.namespace, ref.path, value)
+
+
 def _texts(value: object) -> list[str]:
     """``value``'s text, and when it is a list, each item's at any depth (``["x", ["banned"]]``)."""
     texts, pending = [], [value]
@@ -342,12 +411,15 @@ def _texts(value: object) -> list[str]:
 __all__ = [
     "KEY_SEPARATOR",
     "NAMESPACES",
+    "Caseless",
     "Condition",
     "Lookup",
     "Reference",
     "Template",
     "TemplateError",
     "canonical_cookie",
+    "canonical_origin",
+    "caseless_pattern",
     "dig",
     "to_text",
 ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..forwarded import client_network
-from ..templates import dig
+from ..templates import Caseless, dig
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import check_upstream_request
 from ..upstream.request import build_request
@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 Cleanup = Callable[[], Awaitable[None]]
 _CLEANUP_TIMEOUT = 5.0  # seconds all cleanups of one connection may take together
+_Place = tuple[str, tuple[str, ...]]
+_SAME_VALUE: dict[_Place, _Place] = {("request", ("host",)): ("header", ("host",))}
+"""References that read the value another names: a check of the ``Host`` header admits ``{request.host}``."""
 
 
 def _one(values: list[str] | None, kind: str, name: str) -> str | None:
@@ -88,6 +91,7 @@ class HandshakeContext:
         self.credential_expires_at: float | None = None
         self.credential_verifier: CredentialVerifier | None = None
         self._cleanups: list[Cleanup] = []
+        self._caseless: dict[_Place, set[str]] = {}
 
     def add_cleanup(self, cleanup: Cleanup) -> None:
         """Run ``cleanup`` when the connection ends, however it ends (denied later, refused, closed)."""
@@ -108,8 +112,25 @@ class HandshakeContext:
         except TimeoutError:
             logger.warning("API %s: handshake cleanups took over %g s; abandoned", self.api, _CLEANUP_TIMEOUT)
 
+    def admit_caseless(self, namespace: str, path: tuple[str, ...], value: str) -> None:
+        """A gate admitted ``value`` at ``namespace.path`` whatever its case (``check-header`` with
+        ``ignore_case``, an RE2 ``(?i)`` pattern): :meth:`lookup` gives it as a
+        :class:`~asgi_ws_gateway.templates.Caseless`, which limit keys count by its ``casefold``."""
+        self._caseless.setdefault((namespace, path), set()).add(value)
+
     def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
-        """Template variables: ``jwt``, ``header``, ``query``, ``cookie``, ``path``, ``client``, ..."""
+        """Template variables: ``jwt``, ``header``, ``query``, ``cookie``, ``path``, ``client``, ...
+
+        A value a case-insensitive gate admitted (:meth:`admit_caseless`) is a
+        :class:`~asgi_ws_gateway.templates.Caseless`: a ``str`` of the client's spelling."""
+        value = self._lookup(namespace, path)
+        if self._caseless and type(value) is str:
+            place = (namespace, path)
+            if value in self._caseless.get(_SAME_VALUE.get(place, place), ()):
+                return Caseless(value)
+        return value
+
+    def _lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
         request = self.request
         key = path[0]
         if namespace == "jwt":
@@ -136,6 +157,8 @@ class HandshakeContext:
         if namespace == "api":
             return self.api
         if namespace == "request":
+            if key == "hostname":  # parsed on first use: most handshakes read no request value
+                return request.hostname
             return {"path": request.path, "host": request.host, "scheme": request.scheme}.get(key)
         return None
 

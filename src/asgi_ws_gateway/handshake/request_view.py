@@ -16,6 +16,7 @@ from ..forwarded import Networks, client_address, forwarded_chain, parse_ip
 from ..param_names import fold_cookie_name, fold_name, spelled_as
 from ..upstream.headers import forwarding_headers, replaced_forwarding_header
 from ..upstream.request import offered_subprotocols
+from . import host_header
 
 V = TypeVar("V")
 
@@ -352,7 +353,15 @@ class RequestView:
 
     @property
     def host(self) -> str:
+        """The ``Host`` header as the client sent it (``Admin.Example.com:443``): ``{request.host}``."""
         return self.header("host") or ""
+
+    @_Memoized
+    def hostname(self) -> str:
+        """The host the ``Host`` header names, spelled one way: lower case, without the port or a trailing
+        dot, an IPv6 address in brackets (``{request.hostname}``; :func:`.host_header.hostname`). What a
+        server routes by, so what a policy compares: ``ADMIN.example.com:443`` is ``admin.example.com``."""
+        return host_header.hostname(self.host)
 
     @property
     def scheme(self) -> str:

@@ -10,12 +10,17 @@ cookie).
 A ``set-backend-service`` to ``ws://`` on an API whose upstreams are ``wss://`` sends the handshake, and
 whatever the policies put in it (a credential header), in clear text: the URL decides (upstream/tls.py),
 so it is what the file says, but rarely what was meant.
+
+A limit keyed by a value the client chooses (``{header.x-tenant}``) gets a fresh counter per value, unless
+a list check bounds the value before it: whether one does depends on the policies each client runs
+before the limit, so it is said here, per API, not by the limit alone (which warned with a list check
+in front of it, the very advice it gave).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from urllib.parse import unquote_plus
 
 from ..handshake.pipeline import Policy
@@ -24,7 +29,10 @@ from ..templates import Reference, Template
 from ..upstream.proxy_headers import is_proxy_header
 from .admissions import Admission
 from .auth import CheckHeader, ValidateJwt
+from .base import Loc, client_chosen, loc_text
 from .control import Choose
+from .limits import QuotaByKey, RateLimitByKey
+from .message_rates import RateLimitMessages
 from .network import CheckOrigin
 from .transform import RewriteUri, SetBackendService, SetHeader, SetQueryParameter
 
@@ -169,6 +177,110 @@ def plain_backend_warning(order: Sequence[Policy], upstream_urls: Sequence[str])
     return None
 
 
+_RAW_HOST = frozenset({("request", ("host",)), ("header", ("host",)), ("header", ("x-forwarded-host",))})
+"""References that read the ``Host`` header as the client sent it (``X-Forwarded-Host`` is the gateway's copy)."""
+
+
+def raw_host_warnings(policies: Sequence[Policy], locations: Mapping[int, Loc]) -> list[str]:
+    """Each ``choose`` branch of ``policies`` whose condition compares the ``Host`` header as sent
+    (:data:`_RAW_HOST`) with ``equals``, ``not_equals``, ``in`` or ``matches``, by field path
+    (``locations``: each policy's).
+
+    A server finds its virtual host whatever the case, the port or a trailing dot (Starlette's ``Host``
+    route, nginx's ``server_name``): a branch gating ``admin.example.com`` was passed by for
+    ``ADMIN.example.com`` and ``admin.example.com:443``, which the upstream routed to its admin handler
+    all the same. ``{request.hostname}`` is that host, spelled one way."""
+    found: list[str] = []
+    for policy in _every(policies):
+        loc = locations.get(id(policy))
+        if not isinstance(policy, Choose) or loc is None:
+            continue
+        for i, (conditions, _) in enumerate(policy.branches):
+            refs = [f"{{{c.ref}}}" for c in conditions if (c.ref.namespace, c.ref.path) in _RAW_HOST and
+                    (c.equals, c.not_equals, c.one_of, c.matches) != (None, None, None, None)]  # fmt: skip
+            if refs:
+                found.append(
+                    f"{loc_text((*loc, 'when', i, 'if'))}: compares {refs[0]}, the Host header as the client sent "
+                    "it: ADMIN.example.com, admin.example.com:443 and admin.example.com. are one host to the "
+                    "upstream's server and three values to this condition; compare {request.hostname} (lower "
+                    "case, without the port or a trailing dot)"
+                )
+    return found
+
+
+_Place = tuple[str, tuple[str, ...]]
+_HOST_READINGS: tuple[_Place, ...] = (("header", ("host",)), ("request", ("host",)), ("request", ("hostname",)))
+_BOUNDED_WITH: dict[_Place, tuple[_Place, ...]] = {place: _HOST_READINGS for place in _HOST_READINGS[:2]}
+"""What a list check of a value bounds besides it: the ``Host`` header (a request has exactly one) is
+``{request.host}``, and ``{request.hostname}`` is made of it."""
+
+
+def chosen_key_warnings(
+    connections: Sequence[tuple[Admission, Sequence[object]]], locations: Mapping[int, Loc]
+) -> list[str]:
+    """Each limit an API runs keyed by a value the client chooses that no list check bounds before it, for
+    some way a client is admitted (``connections``: each way with its connection's message policies), by
+    the key's field path (``locations``: each policy's).
+
+    A list check bounds a value for the policies after it, in the order they run: a ``check-header`` with
+    ``values`` (in either case mode: a caseless one's spellings are one key), for the policies after it;
+    a ``choose`` condition with ``equals`` or ``in``, for its branch's. A pattern bounds nothing in
+    general (``acme.*``), nor does a check in a ``choose`` branch for what follows the ``choose``, nor a
+    check of the ``Cookie`` header for ``{header.cookie}`` (its copies are joined: ``a; a`` is another
+    key). Message limits come after every handshake policy. ``limit-concurrency`` is not warned about:
+    its keys live as long as their connections (a cap per room, ``{path.room}``, is what it is for)."""
+    unbounded: dict[int, dict[str, None]] = {}
+    for way, message_policies in connections:
+        bounded = _unbounded_keys(way.policies, frozenset(), unbounded)
+        for policy in message_policies:
+            if isinstance(policy, RateLimitMessages) and policy.key is not None:
+                _note(policy, policy.key, bounded, unbounded)
+    return [
+        f"{loc_text((*locations[key], 'key'))}: {_chosen_key_text(list(refs))}"
+        for key, refs in unbounded.items()
+        if key in locations
+    ]
+
+
+def _unbounded_keys(
+    policies: Iterable[object], bounded: frozenset[_Place], unbounded: dict[int, dict[str, None]]
+) -> frozenset[_Place]:
+    """Note in ``unbounded`` the references no list check bounds for each limit of ``policies`` (run in
+    order, ``bounded`` already bounded), and return what is bounded once they all ran."""
+    for policy in policies:
+        if isinstance(policy, CheckHeader) and policy.settings.values and policy.place != ("header", ("cookie",)):
+            bounded = bounded.union(_places(policy.place))
+        elif isinstance(policy, Choose):
+            for conditions, branch in policy.branches:
+                listed = [place for c in conditions if c.equals is not None or c.one_of is not None
+                          for place in _places((c.ref.namespace, c.ref.path))]  # fmt: skip
+                _unbounded_keys(branch, bounded.union(listed), unbounded)
+            _unbounded_keys(policy.otherwise, bounded, unbounded)
+        elif isinstance(policy, RateLimitByKey | QuotaByKey):
+            _note(policy, policy.key, bounded, unbounded)
+    return bounded
+
+
+def _places(place: _Place) -> tuple[_Place, ...]:
+    return _BOUNDED_WITH.get(place, (place,))
+
+
+def _note(policy: object, key: Template, bounded: frozenset[_Place], unbounded: dict[int, dict[str, None]]) -> None:
+    refs = [f"{{{ref}}}" for ref in key.references if client_chosen(ref) and (ref.namespace, ref.path) not in bounded]
+    if refs:
+        unbounded.setdefault(id(policy), {}).update(dict.fromkeys(sorted(refs)))
+
+
+def _chosen_key_text(refs: list[str]) -> str:
+    return (
+        f"keyed by {', '.join(sorted(refs))}, which the client chooses: a fresh value per handshake is a fresh "
+        "counter (the limit never refuses it), and fills the store: in memory this limit's max_keys, then it "
+        "fails open or closed; in Redis up to maxmemory, then every limit of the store fails open or closed. Key "
+        "it by a verified identity ({jwt.sub}, {subscription.id}, {client.network}), or check the value against "
+        "a list before the limit (check-header with values, or a choose condition with equals or in)"
+    )
+
+
 def _every(policies: Sequence[Policy]) -> Iterator[Policy]:
     """``policies`` and those inside their ``choose`` branches (which may run)."""
     for policy in policies:
@@ -179,4 +291,10 @@ def _every(policies: Sequence[Policy]) -> Iterator[Policy]:
             yield from _every(policy.otherwise)
 
 
-__all__ = ["cookie_readers", "cookie_token_warning", "plain_backend_warning"]
+__all__ = [
+    "chosen_key_warnings",
+    "cookie_readers",
+    "cookie_token_warning",
+    "plain_backend_warning",
+    "raw_host_warnings",
+]

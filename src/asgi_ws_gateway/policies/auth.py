@@ -22,7 +22,7 @@ from ..config.fields import HeaderName
 from ..errors import HandshakeDenied
 from ..handshake.context import HandshakeContext
 from ..safe_regex import Pattern, compile_regex
-from ..templates import Condition
+from ..templates import Condition, caseless_pattern, dig
 from .base import PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits
 from .jwt_claims import ClaimsView, depth_problem, numeric_date_problem, surrogate_problem
@@ -78,6 +78,7 @@ class ValidateJwt:
         # a request without a query, and that pass over the sources was ~3 k instructions a handshake.
         self.rfc6750_query_only = all(source.query is not None for source, _, _ in self.rfc6750_sources)
         self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
+        self.caseless_checks = [check for check in self.checks if check.caseless]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
         self.clock = env.clock
         self.cache = TokenCache(s.cache.max_entries, s.cache.max_age, env.clock) if s.cache.max_entries else None
@@ -94,6 +95,10 @@ class ValidateJwt:
             claims = await self._decode_and_keep(token)
         self._check_claims(claims)
         context.claims = claims
+        for check in self.caseless_checks:  # a claim matched case-insensitively: one key for its spellings
+            value = dig(claims, check.ref.path)
+            if isinstance(value, str):
+                context.admit_caseless("jwt", check.ref.path, value)
         exp = claims.get("exp")
         if isinstance(exp, _NUMBER):
             context.credential_expires_at = float(exp)
@@ -291,13 +296,24 @@ class CheckHeaderSettings(PolicySettings):
     header: HeaderName = Field(description="Header name.")
     values: list[str] = Field(default_factory=list, description="Accepted values (any of).")
     pattern: str | None = Field(default=None, description="A regular expression (RE2) the whole value must match.")
-    ignore_case: bool = False
+    ignore_case: bool = Field(
+        default=False,
+        description="Compare values caseless (Unicode casefold: STRASSE is straße) and match the pattern "
+        "case-insensitively; limit keys then count every spelling admitted as one.",
+    )
     failed_status: Literal[400, 401, 403] = 401
     message: str | None = Field(default=None, description="Problem detail when the check fails.")
 
 
 @register_policy("check-header")
 class CheckHeader:
+    """A request header must be present and, if given, be one of ``values`` and match ``pattern``.
+
+    A check that admits a value whatever its case (``ignore_case``, or a pattern with ``(?i)`` and no
+    list) tells the context so (``admit_caseless``): a limit keyed by the header counts every spelling
+    it admitted as one (``ACME``, ``Acme`` and ``acme`` were a counter each, 2^n for n letters). The
+    upstream is sent the header as the client spelled it."""
+
     Settings = CheckHeaderSettings
 
     def __init__(self, settings: CheckHeaderSettings, env: PolicyEnv) -> None:
@@ -309,7 +325,15 @@ class CheckHeader:
                 self.pattern = compile_regex(settings.pattern, ignore_case=settings.ignore_case)
             except ValueError as exc:
                 raise PolicyProblem("pattern", str(exc)) from None
-        self.values = {v.lower() if settings.ignore_case else v for v in settings.values}
+        # casefold, as limit keys fold what is admitted caseless: with lower(), "ß" was not "SS" here
+        self.values = {v.casefold() if settings.ignore_case else v for v in settings.values}
+        self.place = ("header", (settings.header.lower(),))
+        if settings.values:  # the list decides what is one value: a case-sensitive list, each as listed
+            self.caseless = settings.ignore_case
+        else:
+            self.caseless = settings.pattern is not None and (
+                settings.ignore_case or caseless_pattern(settings.pattern)
+            )
 
     async def apply(self, context: HandshakeContext) -> None:
         s = self.settings
@@ -320,9 +344,13 @@ class CheckHeader:
         if not ok:
             detail = s.message or f"header {s.header} is missing or has a value that is not accepted"
             raise deny(s.failed_status, detail, reason="header_check")
+        if self.caseless:
+            namespace, path = self.place
+            for value in copies:
+                context.admit_caseless(namespace, path, value)
 
     def _passes(self, value: str) -> bool:
-        if self.values and (value.lower() if self.settings.ignore_case else value) not in self.values:
+        if self.values and (value.casefold() if self.settings.ignore_case else value) not in self.values:
             return False
         return self.pattern is None or self.pattern.fullmatch(value) is not None
 

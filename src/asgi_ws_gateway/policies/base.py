@@ -36,7 +36,7 @@ from ..handshake.pipeline import Policy
 from ..safe_regex import compile_regex
 from ..state.base import Store
 from ..strict_numbers import StrictNumbers
-from ..templates import Condition, Reference, Template, TemplateError
+from ..templates import Condition, Reference, Template, TemplateError, caseless_pattern
 
 if TYPE_CHECKING:
     from .jwks import JwksCache
@@ -70,29 +70,25 @@ def template(value: str) -> str:
     return value
 
 
-def key_template(source: str, env: PolicyEnv, *, live_only: bool = False) -> Template:
+def key_template(source: str, env: PolicyEnv) -> Template:
     """A limit's key template (``key``, validated by :func:`template`); one keyed by the client's address
-    is warned about, and one keyed by what the client chooses unless the limit counts ``live_only``
-    connections (a cap per room, ``{path.room}``, is what it is for: a key lives as long as its
-    connections, so a fresh value per handshake holds nothing once they end)."""
+    is warned about. One keyed by what the client chooses is warned about by the API that runs it
+    (:func:`~.api_warnings.chosen_key_warnings`): whether a list check bounds its values first depends
+    on the policies before it."""
     key = Template(source)
     if any((ref.namespace, ref.path) == ("client", ("ip",)) for ref in key.references):
         env.warn(("key",), "keyed by {client.ip}: an IPv6 client holds a /64 of addresses at least and gets a new "
                  "counter for each one it uses; {client.network} counts it by its /64 (an IPv4 client by its "
                  "address)")  # fmt: skip
-    chosen = [] if live_only else sorted({f"{{{ref}}}" for ref in key.references if _client_chosen(ref)})
-    if chosen:
-        env.warn(("key",), f"keyed by {', '.join(chosen)}, which the client chooses: a fresh value per handshake is a "
-                 "fresh counter (the limit never refuses it), and fills the store: in memory this limit's max_keys, "
-                 "then it fails open or closed; in Redis up to maxmemory, then every limit of the store fails open "
-                 "or closed. Key it by a verified identity ({jwt.sub}, {subscription.id}, {client.network}), or "
-                 "check the value against a list first")  # fmt: skip
     return key
 
 
-def _client_chosen(ref: Reference) -> bool:
-    """Whether the client fills ``ref`` with whatever it likes (``request.host`` is its Host header)."""
-    return ref.namespace in ("header", "query", "cookie", "path") or (ref.namespace, ref.path) == ("request", ("host",))
+def client_chosen(ref: Reference) -> bool:
+    """Whether the client fills ``ref`` with whatever it likes (``request.host`` is its Host header, and
+    ``request.hostname`` the host it names)."""
+    return ref.namespace in ("header", "query", "cookie", "path") or (
+        ref.namespace == "request" and ref.path in (("host",), ("hostname",))
+    )
 
 
 class MatchSettings(StrictNumbers):
@@ -130,6 +126,7 @@ class MatchSettings(StrictNumbers):
             one_of=tuple(self.one_of) if self.one_of is not None else None,
             matches=compile_regex(self.matches) if self.matches is not None else None,
             contains=self.contains,
+            caseless=self.matches is not None and caseless_pattern(self.matches),
         )
 
 
@@ -239,6 +236,7 @@ __all__ = [
     "PolicySettings",
     "PolicyType",
     "StoreErrorSettings",
+    "client_chosen",
     "deny",
     "loc_text",
     "register_policy",

@@ -44,7 +44,7 @@ from . import (  # noqa: F401 - registers types
     transform,
 )
 from .admissions import admissions
-from .api_warnings import cookie_token_warning, plain_backend_warning
+from .api_warnings import chosen_key_warnings, cookie_token_warning, plain_backend_warning, raw_host_warnings
 from .base import Loc
 from .build_entries import REUSABLE, BuiltList, ListKey, PolicyBuilder
 from .build_messages import MessagePolicies
@@ -287,6 +287,8 @@ class GatewayPolicies:
             messages = [(way, self.messages.of_connection_to(api.name, way.products[0] if way.keyed else None))
                         for way in ways]  # fmt: skip
             builder.problems += unset_references_by_admission(api.name, messages, builder.locations)
+            builder.warnings += chosen_key_warnings(messages, builder.locations)  # an inherited limit: once per API
+            builder.warnings += raw_host_warnings(order, builder.locations)
             self.pipelines[api.name] = HandshakePipeline(
                 inherited_global,
                 inherited_products,
@@ -301,7 +303,7 @@ class GatewayPolicies:
                     self.messages.of_api_sets(api.name), self.messages.inherited_names(api.name),
                 )  # fmt: skip
         self.problems = check_products(config) + builder.problems
-        self.warnings = builder.warnings
+        self.warnings = list(dict.fromkeys(builder.warnings))  # a global limit's, said by each API that runs it
         """What is valid but probably not meant, by field path (the middleware logs them, ``check`` prints them)."""
         self._pure = _reusable(builder.built)
         """Only policies that load nothing (no function, no file): what a check found holds under any gate,

@@ -183,7 +183,7 @@ class LimitConcurrency:
         self.store_failed = StoreFailed(self.name, settings.on_store_error)
         self.settings = settings
         self.store = env.store
-        self.key = key_template(settings.key, env, live_only=True)
+        self.key = key_template(settings.key, env)
         self.counter = settings.counter or env.counter
         self.store_keys = StoreKeys(self.store.prefix, "conc", self.counter)
         self.leases = LeaseKeeper(env.store, settings.lease_ttl)

@@ -139,7 +139,9 @@ def forwarding_headers(
     """The ``X-Forwarded-For``, ``-Proto`` and ``-Host`` the gateway sends upstream: the hops its
     trusted proxies vouch for in ``forwarded_header`` (the client first, as the gateway resolved it:
     :func:`~..forwarded.trusted_hops`) plus the peer when the peer is a trusted proxy, else the peer
-    alone; the connection's scheme; the ``Host`` header. Policies read these, not the client's.
+    alone; the connection's scheme; the ``Host`` header as sent (one host with an optional port, as
+    ``handshake.host_header`` checked it: never a list, ``a,b``, whose first element Express reads and
+    whose last Werkzeug's ``ProxyFix``). Policies read these, not the client's.
 
     Never a header the configuration does not believe, nor what a client wrote left of itself: under
     ``forwarded_header: forwarded`` the upstream was sent the client's own ``X-Forwarded-For`` (a

@@ -56,7 +56,9 @@ def _app_scope(request: UpstreamRequest) -> Scope:
     client = request.scope
     scope = {key: client[key] for key in _SERVER_KEYS if key in client}
     # The app is served by the same server, at the address the client named: it gets the client's
-    # Host (checked: exactly one, valid), as an HTTP request must carry one (RFC 9112 §3.2).
+    # Host as sent, as an HTTP request must carry one (RFC 9112 §3.2) and as it routes by it (Starlette's
+    # Host). Checked (handshake.host_header): exactly one, a host name or an IP with an optional port,
+    # so the app reads the host the policies' {request.hostname} names (docs/security.md).
     host = [(name, value) for name, value in client.get("headers", ()) if name.lower() == b"host"][:1]
     scope.update(
         root_path="",
