@@ -2,10 +2,13 @@
 
 Through an outage (a store down, a backend down, a flood of 5xx refusals) a line per event is as
 large as the traffic; :class:`OutageLog` decides when to write one and how many it stands for.
+:class:`RepeatFilter` does the same for a library's logger, whose calls the gateway does not make.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -30,4 +33,43 @@ class OutageLog:
         return count
 
 
-__all__ = ["OutageLog"]
+class RepeatFilter(logging.Filter):
+    """A logger filter writing each message (by its format string) as :class:`OutageLog` says: the first
+    at once, then at most one line per ``interval`` seconds, ending ``(N more since the last such line)``.
+
+    For a library that logs per call what a client can make it do per request (the OpenTelemetry SDK's
+    "String attribute value exceeds max length" per truncated attribute): a line per event is as large
+    as the traffic. Records from any thread; DEBUG and INFO records pass untouched.
+    """
+
+    MAX_MESSAGES = 64
+    """Format strings counted apart; any beyond share one count (a library's are constants, but bounded)."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._logs: dict[object, OutageLog] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = record.msg if isinstance(record.msg, str) else None
+        with self._lock:
+            log = self._logs.get(key)
+            if log is None:
+                if len(self._logs) >= self.MAX_MESSAGES:
+                    key = None
+                log = self._logs.setdefault(key, OutageLog(self.interval, self._clock))
+            count = log.event()
+        if count > 1:
+            try:
+                message = record.getMessage()
+            except Exception:  # arguments that do not fit: the handler reports that as it would have
+                return True
+            record.msg, record.args = f"{message} ({count - 1} more since the last such line)", None
+        return count > 0
+
+
+__all__ = ["OutageLog", "RepeatFilter"]

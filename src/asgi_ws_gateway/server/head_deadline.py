@@ -34,6 +34,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, TypeVar
 
+from ..config.fields import MIN_TIMEOUT
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
 from ..startup import report_variable_problem
 
@@ -45,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_ENV = "ASGI_WS_GATEWAY_HEADER_TIMEOUT"
 DEFAULT_HEADER_TIMEOUT = 10.0
+MIN_HEADER_TIMEOUT = MIN_TIMEOUT
+"""The shortest deadline, as the configuration's timeouts: 1e-300 s dropped every head sent in two packets."""
+MAX_HEADER_TIMEOUT = 300.0
+"""The longest, as ``handshake_limits.policy_timeout``: no client waits longer for its 101 (1e300 s: no deadline)."""
 MAX_HEAD_BYTES_ENV = "ASGI_WS_GATEWAY_MAX_HEAD_BYTES"
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 
@@ -87,6 +92,10 @@ def _header_timeout_from_env() -> float:
         value = -1.0
     if not 0 < value < float("inf"):
         raise ValueError(f"{HEADER_TIMEOUT_ENV}: expected a positive number of seconds, got {raw!r}")
+    if not MIN_HEADER_TIMEOUT <= value <= MAX_HEADER_TIMEOUT:
+        raise ValueError(
+            f"{HEADER_TIMEOUT_ENV}: expected seconds from {MIN_HEADER_TIMEOUT:g} to {MAX_HEADER_TIMEOUT:g}, got {raw!r}"
+        )
     return value
 
 
@@ -295,7 +304,9 @@ __all__ = [
     "DEFAULT_MAX_HEAD_BYTES",
     "HEADER_TIMEOUT_ENV",
     "HEAD_WAITERS",
+    "MAX_HEADER_TIMEOUT",
     "MAX_HEAD_BYTES_ENV",
+    "MIN_HEADER_TIMEOUT",
     "SHED_MARGIN",
     "HeadDeadline",
 ]

@@ -7,6 +7,12 @@ delay of 0 or a negative limit. It drops an ``OTEL_EXPORTER_OTLP_HEADERS`` entry
 each, credential and all, where no redaction reaches. A gateway that exports must start as
 configured or not at all, so each problem is a start-up ``ConfigError`` naming the variable, and
 never quoting a header's value.
+
+Each number has a ceiling too, which the SDK lacks: a schedule delay or export interval past
+``threading.TIMEOUT_MAX`` killed the export thread at start-up (one traceback on stderr, then not
+one span or point for the life of the process), an OTLP timeout of ``1e10`` s made every gRPC export
+fail, and a count limit past ``sys.maxsize`` made every span with an event raise. The ceilings are
+what no sane setting exceeds: durations a day, queues :data:`MAX_QUEUE_SIZE` items, and so on.
 """
 
 from __future__ import annotations
@@ -18,20 +24,36 @@ from typing import Literal
 
 Signal = Literal["traces", "metrics", "logs"]
 
-_LIMITS = (
-    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT",
-    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
-)  # fmt: skip
-_WHOLE: dict[Signal, tuple[tuple[str, int], ...]] = {  # (variable, the least value the SDK takes)
+DAY_MS = 86_400_000
+"""The longest ``OTEL_BSP_*``, ``OTEL_BLRP_*`` and ``OTEL_METRIC_EXPORT_*`` duration: a day, in milliseconds."""
+DAY_SECONDS = 86_400.0
+"""The longest ``OTEL_EXPORTER_OTLP_*TIMEOUT``: a day, in seconds."""
+MAX_QUEUE_SIZE = 100_000
+"""The most spans or log records a batch processor may hold: about 5 KB each, 500 MB with the collector down."""
+MAX_COUNT_LIMIT = 10_000
+"""The highest attribute, event or link count limit (the gateway's spans carry a few dozen)."""
+MAX_LENGTH_LIMIT = 1_048_576
+"""The highest attribute value length limit, in characters (a collector takes 4 MiB messages by default)."""
+
+_Range = tuple[int, int, str]  # the least value the SDK takes, the most a sane setting needs, the unit
+_MS: _Range = (1, DAY_MS, " ms (a day)")
+_SIZE: _Range = (1, MAX_QUEUE_SIZE, "")
+_COUNT: _Range = (0, MAX_COUNT_LIMIT, "")
+_LENGTH: _Range = (0, MAX_LENGTH_LIMIT, " characters")
+_ATTRIBUTE_LIMITS = (("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", _LENGTH), ("OTEL_ATTRIBUTE_COUNT_LIMIT", _COUNT))
+_WHOLE: dict[Signal, tuple[tuple[str, _Range], ...]] = {
     "traces": (
-        ("OTEL_BSP_SCHEDULE_DELAY", 1), ("OTEL_BSP_MAX_QUEUE_SIZE", 1), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1),
-        ("OTEL_BSP_EXPORT_TIMEOUT", 1), *((name, 0) for name in _LIMITS),
+        ("OTEL_BSP_SCHEDULE_DELAY", _MS), ("OTEL_BSP_MAX_QUEUE_SIZE", _SIZE),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _SIZE), ("OTEL_BSP_EXPORT_TIMEOUT", _MS), *_ATTRIBUTE_LIMITS,
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _LENGTH), ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", _COUNT),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", _COUNT), ("OTEL_SPAN_LINK_COUNT_LIMIT", _COUNT),
+        ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _COUNT), ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _COUNT),
     ),
-    "metrics": (("OTEL_METRIC_EXPORT_INTERVAL", 1), ("OTEL_METRIC_EXPORT_TIMEOUT", 1)),
+    "metrics": (("OTEL_METRIC_EXPORT_INTERVAL", _MS), ("OTEL_METRIC_EXPORT_TIMEOUT", _MS)),
     "logs": (
-        ("OTEL_BLRP_SCHEDULE_DELAY", 1), ("OTEL_BLRP_MAX_QUEUE_SIZE", 1), ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 1),
-        ("OTEL_BLRP_EXPORT_TIMEOUT", 1),
+        ("OTEL_BLRP_SCHEDULE_DELAY", _MS), ("OTEL_BLRP_MAX_QUEUE_SIZE", _SIZE),
+        ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", _SIZE), ("OTEL_BLRP_EXPORT_TIMEOUT", _MS), *_ATTRIBUTE_LIMITS,
+        ("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", _LENGTH), ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", _COUNT),
     ),
 }  # fmt: skip
 _BATCHES = {"traces": "OTEL_BSP", "logs": "OTEL_BLRP"}
@@ -52,7 +74,7 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
     for signal in signals:
         exported = True
         values: dict[str, int] = {}
-        for name, least in _WHOLE[signal]:
+        for name, (least, most, unit) in _WHOLE[signal]:
             text = environ.get(name, "").strip()
             if not text:
                 continue
@@ -63,6 +85,8 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
                 continue
             if values[name] < least:
                 problems.append(f"{name}: {values[name]} is below {least}")
+            elif values[name] > most:
+                problems.append(f"{name}: {values[name]} is above {most}{unit}")
         prefix = _BATCHES.get(signal)
         if prefix is not None:
             batch = values.get(f"{prefix}_MAX_EXPORT_BATCH_SIZE")
@@ -71,8 +95,10 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
                 problems.append(f"{prefix}_MAX_EXPORT_BATCH_SIZE: {batch} is more than the queue holds ({holds})")
         for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"):
             text = environ.get(name, "").strip()
-            if text and not _positive_number(text):
-                problems.append(f"{name}: {text!r} is not a positive number")
+            if text and (problem := _timeout_problem(text)):
+                problems.append(f"{name}: {problem}")
+        if signal == "traces":
+            problems += _sampler_problems(environ)
         problems += _header_problems(signal, environ)
         problems += _endpoint_problems(signal, environ)
     if exported:
@@ -122,12 +148,54 @@ def _resource_problems(environ: Mapping[str, str]) -> list[str]:
     return [f"OTEL_RESOURCE_ATTRIBUTES: entry {', '.join(bad)} of {len(entries)} is not key=value"]
 
 
-def _positive_number(text: str) -> bool:
+def _timeout_problem(text: str) -> str | None:
+    """What is wrong with an OTLP exporter's timeout (seconds, a float), if anything."""
     try:
         value = float(text)
     except ValueError:
-        return False
-    return math.isfinite(value) and value > 0
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        return f"{text!r} is not a positive number"
+    if value > DAY_SECONDS:  # 1e10 made every gRPC export fail at once with DEADLINE_EXCEEDED
+        return f"{text} is above {DAY_SECONDS:g} seconds (a day)"
+    return None
 
 
-__all__ = ["Signal", "environment_problems"]
+_SAMPLERS = (
+    "always_on", "always_off", "parentbased_always_on", "parentbased_always_off", "traceidratio",
+    "parentbased_traceidratio",
+)  # fmt: skip
+"""The samplers the SDK's ``TracerProvider`` takes from ``OTEL_TRACES_SAMPLER``: another is its default, warned."""
+
+
+def _sampler_problems(environ: Mapping[str, str]) -> list[str]:
+    """A sampler the SDK does not know, or a ratio it cannot take: either way it samples every trace
+    (``parentbased_always_on``, or a ratio of 1.0), with one warning, where the operator asked for fewer."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "")
+    if not sampler:
+        return []
+    if sampler.lower() not in _SAMPLERS:  # as the SDK reads it: case-blind, not stripped
+        return [f"OTEL_TRACES_SAMPLER: {sampler!r} is not supported ({', '.join(_SAMPLERS)})"]
+    if not sampler.lower().endswith("traceidratio"):
+        return []
+    text = environ.get("OTEL_TRACES_SAMPLER_ARG", "")
+    if not text:
+        return []  # 1.0, as the specification has it (the SDK warns, and takes 1.0)
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = math.nan
+    if not 0 <= ratio <= 1:
+        return [f"OTEL_TRACES_SAMPLER_ARG: {text!r} is not a ratio from 0 to 1 (what {sampler} samples)"]
+    return []
+
+
+__all__ = [
+    "DAY_MS",
+    "DAY_SECONDS",
+    "MAX_COUNT_LIMIT",
+    "MAX_LENGTH_LIMIT",
+    "MAX_QUEUE_SIZE",
+    "Signal",
+    "environment_problems",
+]

@@ -23,6 +23,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
+from ..log_throttle import RepeatFilter
 from .environment import Signal, environment_problems
 from .names import DEFAULT_SERVICE_NAME
 from .provider_shutdown import Providers
@@ -78,6 +79,8 @@ def resolve_providers(
     if config.export_logs and providers.logger is None:
         wanted.append("logs")
     own = [signal for signal in wanted if _export_requested(config, signal, environ)]
+    if providers.tracer is not None or providers.logger is not None or own:
+        throttle_attribute_warnings()
     if not own:
         return providers
     problems = _problems(own, environ)
@@ -110,6 +113,25 @@ def resolve_providers(
     providers.threads = [thread for thread in threading.enumerate() if thread not in before]
     logger.info("exporting %s over OTLP (%s)", ", ".join(own), ", ".join(sorted({_protocol(s, environ) for s in own})))
     return providers
+
+
+ATTRIBUTE_LOGGERS = ("opentelemetry.attributes", "asgi_ws_gateway.telemetry.lean_spans")
+"""Where a span's or log record's attribute limits are enforced, with a WARNING per attribute cut or dropped."""
+
+
+def throttle_attribute_warnings() -> None:
+    """Put a :class:`~asgi_ws_gateway.log_throttle.RepeatFilter` on :data:`ATTRIBUTE_LOGGERS` (once each).
+
+    With a length limit (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_SPAN_...``, ``OTEL_LOGRECORD_...``)
+    or a count limit set, the SDK warns for each value it cuts and each attribute it drops: a client's
+    long User-Agent made a line per handshake, refused ones too (28 a connection at a limit of 0), past
+    every throttle of the gateway's own. The first line of each kind is written at once, then one per
+    10 s with how many. On the SDK's logger, so an application's own spans are counted the same way.
+    """
+    for name in ATTRIBUTE_LOGGERS:
+        found = logging.getLogger(name)
+        if not any(isinstance(f, RepeatFilter) for f in found.filters):
+            found.addFilter(RepeatFilter())
 
 
 def environment_config_problems(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -289,6 +311,7 @@ def _own_logger_provider(exporter: LogRecordExporter, resource: Resource) -> Sdk
 
 
 __all__ = [
+    "ATTRIBUTE_LOGGERS",
     "ENCODER_VARIABLE",
     "HISTOGRAMS_VARIABLE",
     "PROTOCOLS",
@@ -297,4 +320,5 @@ __all__ = [
     "Providers",
     "environment_config_problems",
     "resolve_providers",
+    "throttle_attribute_warnings",
 ]
