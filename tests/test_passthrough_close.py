@@ -131,16 +131,6 @@ async def test_gateway_close_mid_frame_waits_for_the_frame_then_sends_a_close_fr
     assert b"not forwarded" not in client.written and not client.is_closing()
 
 
-async def test_gateway_close_mid_frame_from_a_vanished_sender_closes_tcp() -> None:
-    """The frame's sender is gone before it ends: no close frame can follow it, the TCP connection closes."""
-    splice, client, _upstream = _splice()
-    splice.upstream.data_received(encode_frame(0x2, b"y" * 500, mask=False)[:100])
-    await splice.close(1001, "idle timeout", 1001, "idle timeout")
-    assert not client.is_closing()
-    splice.upstream.connection_lost(ConnectionResetError())
-    assert client.is_closing() and _close_in(client.written, masked=False) is None
-
-
 async def test_keepalive_pings_an_idle_side_and_takes_its_pong_out() -> None:
     """An idle client and upstream each get a ping; their pongs are not forwarded to the other side."""
     splice, client, upstream = _pinging_splice()

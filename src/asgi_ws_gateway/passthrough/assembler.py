@@ -24,6 +24,7 @@ from ..relay.stats import RelayStats
 from .frame_rules import FRAGMENT_FLOOR, frame_rule_broken
 
 _TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
+_LONGEST_HEADER = 14  # a 64-bit length and a mask key
 
 Event = tuple[int, Data, bytes, int]
 """``(opcode, data, raw, size)``: a message (opcode 1 with ``str``, 2 with ``bytes``) or a control
@@ -61,6 +62,9 @@ class MessageAssembler:
         self._sizes = stats.sizes_in if inbound else stats.sizes_out
         self._top = len(self._sizes) - 1
         self._max = max_message_size
+        self.hold_limit = max_message_size + _LONGEST_HEADER
+        """What the frame relay holds unread while a policy step waits (a whole frame, the largest
+        allowed) before it stops reading that side."""
         self._masked = 0x80 if inbound else 0
         self._buffer = b""
         self._pos = 0
@@ -87,6 +91,12 @@ class MessageAssembler:
         self.hold_pings = False
         """Set while this side reads nothing: the frame relay keeps only its latest ping (``held_ping``)."""
         self.held_ping: bytes | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes taken in and not read into an event yet (the fragments of a message being joined
+        aside): a frame still incomplete, and what a side sent while the frame relay held its events."""
+        return len(self._buffer) - self._pos + self._extra
 
     def halt(self) -> None:
         self.halted = self.interrupted = self.sealed = True

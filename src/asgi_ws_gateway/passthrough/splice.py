@@ -16,7 +16,11 @@ Closing follows the relay's table as far as bytes allow:
 * the client vanishes without a close frame: the upstream gets 1001 "client went away", as from
   the relay, and is read (and dropped) again even if a full client buffer had paused it, so its
   answer arrives and its TCP connection is closed at once instead of at the close timeout;
-* the upstream vanishes: the client gets 1011 "upstream connection failed";
+* the upstream vanishes: the client gets 1011 "upstream connection failed" (none inside a frame the
+  upstream left unfinished);
+* a side that may still be sending (acks, pongs) when its peer ends first is read and dropped until
+  it answers its close frame or closes (half-closed when it has no close frame to answer), never
+  closed: a reset lost what was still queued to it (``_end_towards``);
 * a side sends a frame that breaks the framing rules (``FrameScanner.error``): the frame is not
   forwarded; a client gets 1002 (1007 for a close reason that is not UTF-8) and the upstream the
   same code and reason, as uvicorn and the relay do; an upstream gets 1002 (1007) and the client
@@ -305,9 +309,8 @@ class Splice:
                 self._gateway_close(1009, "message too big", 1001, "client message too big")
             else:
                 self._gateway_close(1001, "upstream message too big", 1009, "message too big")
-            if scanner.cut and peer.open:
-                peer.pending_close = None  # it got part of a frame whose rest never comes: no close frame fits
-                peer.transport.close()
+            if scanner.cut:  # it got part of a frame whose rest never comes: no close frame fits
+                self._end_towards(peer, cut_short=True)
             return
         if scanner.close is None:
             if scanner.unscanned:  # (after a close frame, nothing it sends matters)
@@ -322,9 +325,10 @@ class Splice:
             self.stats.closed_by = "client" if side.client else "upstream"
             self.stats.close_code, self.stats.close_reason = code, reason
             self._arm_timer()
-        elif side.client and self.stats.closed_by == "upstream":
-            # The client answered the upstream's close: the server ends it. (Not on bytes a client
-            # sends after its own close frame: the upstream's answer has yet to reach it.)
+        elif side.client and (self.stats.closed_by == "upstream" or side.close_sent):
+            # The client answered the upstream's close (or the gateway's, the upstream gone): the server
+            # ends it. (Not on bytes a client sends after its own close frame: the upstream's answer
+            # has yet to reach it.)
             side.transport.close()
         elif not side.client and self.stats.closed_by == "client" and peer.open:
             # The upstream answered the client's close: the handshake is over towards the client, and
@@ -352,17 +356,15 @@ class Splice:
         answered = client.close_sent or self.upstream.scanner.close is not None
         if not client.open or not answered or client.pending_close is not None:
             return
-        if side.client:
-            if client.transport.can_write_eof():
-                client.transport.write_eof()  # refused: its TCP close ends it, as end_if_refused does
-        elif client.scanner.close is not None:
-            client.transport.close()  # it sent its close frame and has the answer: the server ends it
+        if side.client or client.scanner.close is not None:
+            # Refused (its TCP close ends it, as end_if_refused does), or it sent its close frame and
+            # has the answer: the server ends it.
+            self._end_towards(client)
 
     def lost(self, side: Side) -> None:
         peer = side.peer
-        if peer.pending_close is not None and peer.open:
-            peer.pending_close = None
-            peer.transport.close()  # the frame it was receiving from ``side`` will never end
+        if peer.pending_close is not None:  # the frame it was receiving from ``side`` will never end
+            self._end_towards(peer, cut_short=True)
         if not self._closing:  # it vanished without a close frame (or the gateway dropped it)
             self._closing = True
             stats = self.stats
@@ -373,19 +375,50 @@ class Splice:
             else:
                 stats.closed_by, stats.close_code = "client" if side.client else "upstream", 1006
             stats.close_reason = side.dropped or ""
-            if side.client:
-                peer.write_close(1001, "client went away")
-                if peer.open:
-                    peer.transport.resume_reading()  # paused by a full client buffer: read its answer
-            else:
-                peer.write_close(1011, "upstream connection failed")
-                peer.transport.close()
+            side.scanner.halt()
+            sealed = side.scanner.sealed  # no close frame can land inside a frame it left unfinished
+            if sealed:
+                peer.write_close(*((1001, "client went away") if side.client else (1011, "upstream connection failed")))
+            self._end_towards(peer, cut_short=not sealed)  # (read again, its answer seen, if a full buffer paused it)
             self._arm_timer()
         elif peer.open and not self.gateway_closing and (not side.client or peer.scanner.close is not None):
-            peer.transport.close()  # the closing handshake is over (the gateway's own: each side answers)
+            self._end_towards(peer)  # the closing handshake is over (the gateway's own: each side answers)
+        elif peer.open:
+            self._read_out(peer)  # its answer to the close frame it has: ``side``'s full buffer may have paused it
         if not self.client.open and not self.upstream.open:
             self._stop_timers()
             self.finished.set()
+
+    def _end_towards(self, side: Side, *, cut_short: bool = False) -> None:
+        """Nothing more goes to ``side``, which may still send (acks, pongs it owes): read and drop what
+        it sends until its answer to the close frame queued to it, or its TCP close (``close_timeout``
+        at most); with no close frame to answer, half-close it, a FIN after all queued to it. Closing
+        its socket had the kernel reset the connection at its next bytes, dropping the upstream's last
+        messages and close frame (1 of 48 reached a client reading 2 MB/s). A FIN right behind the
+        close frame cut the handshake short: a ``websockets`` client closed on it with its buffer full,
+        and its pending send() then failed with an AttributeError (Python 3.11's abort after close).
+        One that sent its close frame sends nothing more: closed. ``cut_short``: it is left inside a
+        frame, which no close frame may follow. A refused side's answer is not read: its TCP close ends
+        it, as :meth:`Side.end_if_refused` has it."""
+        scanner = side.scanner
+        if not side.open or side.transport.is_closing():
+            return
+        if scanner.close is not None:
+            side.transport.close()
+            return
+        side.pending_close = None
+        self._read_out(side)
+        refused = scanner.too_big or scanner.error is not None  # its frames are not read: no answer is seen
+        answer_due = side.close_sent or side.peer.scanner.close is not None
+        if (cut_short or refused or not answer_due) and side.transport.can_write_eof():
+            side.transport.write_eof()  # no close frame to answer: its FIN is the end it can see
+        self._arm_timer()
+
+    def _read_out(self, side: Side) -> None:
+        """Read ``side`` again (its peer's full buffer, or a policy step, may have paused it) to drop
+        what it sends until its close frame or TCP close: its peer is gone or closing."""
+        if side.open and not side.scanner.unscanned and not side.transport.is_closing():
+            side.transport.resume_reading()  # (a deferred scan resumes reading by itself)
 
     def _arm_timer(self) -> None:
         if self._timer is None:
