@@ -31,7 +31,7 @@ from .passthrough.asgi_extension import EXTENSION
 from .passthrough.raw_upstream import RawUpstream
 from .policies.build import GatewayPolicies, load_policies
 from .proxying import open_proxy
-from .relay.close_codes import SHUTDOWN_REFUSAL
+from .relay.close_codes import CLIENT_GONE, SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .routing import Router, resolve_scope
 from .startup import StartupFailure, built_by_starlette, variable_problems
@@ -368,11 +368,15 @@ class WebSocketGateway(AdmissionChecks):
             if policies is not self._policies or self._draining:  # changed while the handshake ran
                 self._check_still_admitted(api, handshake.subscription)
         except BaseException as exc:
-            if upstream is not None:  # connected, then failed: the upstream must not be left open
-                with contextlib.suppress(Exception):
-                    await upstream.close(1011, "gateway error")
-            await handshake.release()
-            if _stopped_by_shutdown(exc):  # the server shuts down: refused as a drain refuses
+            # The gateway's protocol cancels the task when the client leaves before the answer, or when
+            # the server shuts down: each cancellation is taken back here (any other propagates).
+            if _taken_back(exc, CLIENT_GONE):  # nothing to answer: no refusal sent or logged
+                trace.abandoned("client went away")
+                await _undo(handshake, upstream, left=True)
+                return
+            stopped = _taken_back(exc, SHUTDOWN_REFUSAL)
+            await _undo_refused(handshake, upstream)
+            if stopped:  # refused as a drain refuses
                 exc = draining_refusal()
             elif not isinstance(exc, Exception):
                 trace.abandoned("cancelled")
@@ -464,15 +468,43 @@ class WebSocketGateway(AdmissionChecks):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
 
 
-def _stopped_by_shutdown(exc: BaseException) -> bool:
-    """The gateway's protocol cancelled the handshake because the server shuts down (SIGTERM): the
-    cancellation is taken back, and the client gets the 503 a drain gives."""
-    if not (isinstance(exc, asyncio.CancelledError) and SHUTDOWN_REFUSAL in exc.args):
+def _taken_back(exc: BaseException, marker: str) -> bool:
+    """The gateway's protocol cancelled the handshake with ``marker``: ``SHUTDOWN_REFUSAL`` (the server
+    shuts down: the client gets the 503 a drain gives) or ``CLIENT_GONE`` (the client left: nothing is
+    answered). The cancellation is taken back, unless another one is pending too, which propagates."""
+    if not (isinstance(exc, asyncio.CancelledError) and marker in exc.args):
         return False
     task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
-    return True
+    return task is None or task.uncancel() == 0
+
+
+async def _undo(handshake: HandshakeContext, upstream: UpstreamConnection | RawUpstream | None, *, left: bool) -> None:
+    """Close the upstream a handshake that did not complete opened, and run its cleanups (its leases)."""
+    if upstream is not None:  # connected, then failed: the upstream must not be left open
+        code, reason = (1001, "client went away") if left else (1011, "gateway error")
+        with contextlib.suppress(Exception):
+            await upstream.close(code, reason)
+    await handshake.release()
+
+
+async def _undo_refused(handshake: HandshakeContext, upstream: UpstreamConnection | RawUpstream | None) -> None:
+    """:func:`_undo` for a handshake being refused, carried to its end when the gateway's protocol cancels
+    the task meanwhile (the client left, the server shuts down: taken back; any other cancellation
+    propagates). A cleanup cut part way is lost alone; the next call runs the others (a lease left
+    behind would be renewed for as long as the process runs)."""
+    while True:
+        try:
+            await _undo(handshake, upstream, left=False)
+            return
+        except asyncio.CancelledError as exc:
+            if not _cut_by_protocol(exc):
+                raise
+
+
+def _cut_by_protocol(exc: asyncio.CancelledError) -> bool:
+    """The gateway's protocol cancelled the task while a refusal was being prepared (taken back): the
+    refusal is still sent to a server shutting down, and to a client gone (quietly: it cannot be sent)."""
+    return _taken_back(exc, CLIENT_GONE) or _taken_back(exc, SHUTDOWN_REFUSAL)
 
 
 def _target(scope: Scope) -> bytes:

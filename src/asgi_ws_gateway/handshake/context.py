@@ -98,13 +98,17 @@ class HandshakeContext:
         self._cleanups.append(cleanup)
 
     async def release(self) -> None:
-        """Run the cleanups, last registered first; bounded in time, never raises, idempotent."""
-        cleanups, self._cleanups = self._cleanups, []
+        """Run the cleanups, last registered first; bounded in time, never raises, idempotent.
+
+        Taken one at a time: a cancellation cuts the cleanup it meets (a lease's release may be cut) and
+        leaves the others for the next call, which the middleware makes (a client gone mid-refusal)."""
+        cleanups = self._cleanups
         if not cleanups:
             return
         try:
             async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                for cleanup in reversed(cleanups):
+                while cleanups:
+                    cleanup = cleanups.pop()
                     try:
                         await cleanup()
                     except Exception:

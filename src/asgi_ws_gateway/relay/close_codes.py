@@ -22,6 +22,11 @@ SHUTDOWN_REFUSAL = "asgi_ws_gateway: the server is shutting down"
 """The message the gateway's protocol cancels a handshake's task with when the server shuts down
 before the handshake was answered: the gateway answers it with its 503 draining refusal."""
 
+CLIENT_GONE = "asgi_ws_gateway: the client left before its handshake was answered"
+"""The message the gateway's protocol cancels a handshake's task with when the client's connection is
+lost (reset, closed, or half-closed) before the handshake was answered: the gateway takes the
+cancellation back, releases what the handshake took, answers nothing, and records it abandoned."""
+
 
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
@@ -74,6 +79,7 @@ def wire_reason(reason: str) -> str:
 
 
 __all__ = [
+    "CLIENT_GONE",
     "CLIENT_STALLED",
     "SERVER_SHUTDOWN",
     "SHUTDOWN_REFUSAL",

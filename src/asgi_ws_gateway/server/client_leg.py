@@ -34,6 +34,9 @@ class ClientLeg(WebSocketsSansIOProtocol):
     _stall_due: asyncio.TimerHandle | None = None  # bytes wait for the client: dropped unless it takes some in
     _stall_window: float | None  # seconds the client gets to take some of that in (ClientKeepalive)
     _heard = False  # the protocol got bytes from the client since the last keepalive ping
+    _task: asyncio.Task[None] | None = None  # the application's, from its first step (GracefulShutdown)
+    _refusing = False  # the server shuts down before the handshake was answered: 503 (GracefulShutdown)
+    _departed = False  # the client left before the handshake was answered: its task cancelled (ClientDeparture)
 
     # What the jobs composed over this class (GatewayWebSocketProtocol) answer:
     _refuse_request: Callable[[], None]  # the request head refused (OpeningHandshake)

@@ -12,7 +12,7 @@ from http import HTTPStatus
 
 from uvicorn.protocols.utils import ClientDisconnected
 
-from ..relay.close_codes import SERVER_SHUTDOWN, SHUTDOWN_REFUSAL
+from ..relay.close_codes import CLIENT_GONE, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL
 from .client_leg import ClientLeg
 from .log_lines import logged_path
 
@@ -25,9 +25,6 @@ quarter of uvicorn's ``timeout_graceful_shutdown`` at most)."""
 
 class GracefulShutdown(ClientLeg):
     """The server's shutdown of a client connection, bounded by ``close_timeout``, and the application's task."""
-
-    _task: asyncio.Task[None] | None = None  # the application's, from its first step
-    _refusing = False  # the server shuts down before the handshake was answered: 503
 
     def shutdown(self) -> None:
         """The server shuts down (SIGTERM): close this connection, bounded by ``close_timeout``.
@@ -103,20 +100,24 @@ class GracefulShutdown(ClientLeg):
         self.logger.info('%s - "WebSocket %s" 503 (server shutting down)', self._client(), logged_path(self._path()))
 
     async def run_asgi(self) -> None:
-        """uvicorn's, but a handshake the shutdown stopped is answered 503 (see :meth:`shutdown`), and a
-        cancelled task (the shutdown's, or a forced quit's) logs no traceback."""
-        self._task = asyncio.current_task()
+        """uvicorn's, but a handshake the shutdown stopped is answered 503 (see :meth:`shutdown`), a
+        cancelled task (the shutdown's, or a forced quit's) logs no traceback, and an application that
+        lets the cancellation of a client gone before its answer through (``CLIENT_GONE``) ends quietly."""
+        self._task = task = asyncio.current_task()
         try:
             if self._refusing:  # the shutdown came before this task's first step
                 raise asyncio.CancelledError(SHUTDOWN_REFUSAL)
+            if self._departed and task is not None:  # so did the client's departure: cancelled at the
+                task.cancel(CLIENT_GONE)  # application's first wait, where it can take it back
             result = await self.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
-        except asyncio.CancelledError:
-            if not self._refusing:
-                self._end_task()
-                raise
-            self.send_500_response()
+        except asyncio.CancelledError as exc:
+            if CLIENT_GONE not in exc.args:  # else nothing to answer, nobody to tell
+                if not self._refusing:
+                    self._end_task()
+                    raise
+                self.send_500_response()
         except BaseException:
             self.logger.exception("Exception in ASGI application\n")
             self.send_500_response()

@@ -42,6 +42,13 @@ gateway needs on its edge, each in the module of one job (named in brackets) tha
   reset a client still sending: 1006), and a client that reads nothing is dropped ``close_timeout``
   (and a second) later, within half of uvicorn's ``timeout_graceful_shutdown`` when that is set:
   uvicorn's close waited for its unread data to drain, and the shutdown never ended (:mod:`.graceful_shutdown`);
+* a client that leaves before its handshake is answered (a reset, a close, or a half-close: a FIN before
+  the 101) has the application's task cancelled with ``CLIENT_GONE``, which the gateway takes back: its
+  leases released at once, no further backend dialled, an upstream being opened dropped, nothing answered
+  or logged but the access line (``abandoned``, ``client went away``); another application sees a
+  ``CancelledError`` at the await it is in. uvicorn queued a ``websocket.disconnect`` nobody read, and the
+  handshake ran to its end holding what it took. While early frames are held (reading paused, above), the
+  client's TCP state is looked at every ``HANGUP_PROBE_INTERVAL`` (Linux) (:mod:`.client_departure`);
 * a client that takes in nothing of what is queued to it for ``ping_timeout`` (the application's, above,
   else uvicorn's ``ws_ping_timeout``; never when the application's ``ping_interval`` or ``ping_timeout``
   is None) while the writes to it are paused is dropped (aborted, no close frame; the application gets
@@ -91,6 +98,7 @@ upgrade request in its HTTP protocol before handing the connection over.
 
 from __future__ import annotations
 
+from .client_departure import ClientDeparture
 from .client_faults import ClientFaults
 from .client_keepalive import ClientKeepalive
 from .client_leg import ClientLeg
@@ -103,7 +111,7 @@ from .server_protocol import SUPPORTED_VERSION
 
 
 class GatewayWebSocketProtocol(
-    GracefulShutdown, ClientFaults, PassthroughHandover, OpeningHandshake, ClientKeepalive, ClientLeg
+    GracefulShutdown, ClientDeparture, ClientFaults, PassthroughHandover, OpeningHandshake, ClientKeepalive, ClientLeg
 ):
     """uvicorn's sans-I/O WebSocket protocol with the gateway's edge fixes (see the module docstring).
 
