@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import weakref
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from ._types import Scope
@@ -222,31 +223,51 @@ Resolved = tuple[tuple[T, dict[str, str]] | None, str | None]
 
 _ENCODED_SLASH = "the path is this API's only once its encoded '/' (%2F) is decoded; send it as the API's path"
 _CONTROL_IN_PATH = "the path is this API's only without its control characters (such as %0A); send it as the API's path"
+_UNTIDY_PATH = (
+    "the path is this API's only as routers tidy it (extra '/', dot segments, letter case, a scheme and host,"
+    " '#' or '?'); send it as the API's path"
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-"""A control character in a decoded path: a router may read past it (see ``_resolve_path``)."""
+"""A control character in a decoded path: a router may read past it (see ``_disguised``)."""
+_UNTIDY = re.compile(r"//|/\.|[#?\x00-\x1f\x7f]|/\Z|\A[^/]")
+"""What only a path that tidying changes has (case apart): see :func:`_tidy_segments`."""
+_SCHEME_AND_HOST = re.compile(r"\A[A-Za-z][A-Za-z0-9+.\-]*:(?://[^/?#]*)?")
+"""An absolute-form target's ``scheme:`` and ``//authority``: servers pass ``GET http://h/p`` on as the path."""
 
 
 def resolve_scope(router: Router[T], scope: Scope) -> Resolved[T]:
     """The target owning a WebSocket ``scope``'s path and its parameters, and, when the path is
     disguised (a target's only as the application reads it, not as the gateway routes), why: the
     gateway refuses such a handshake with 400, neither running it through the API's policies nor
-    passing it on."""
+    passing it on. A path the gateway routes is never disguised: the application never sees it."""
     path, raw_path = scope["path"], scope.get("raw_path")
-    if scope.get("root_path"):
-        # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that
-        # reading first; the full path still belongs to an API that names it, whatever the app reads.
-        route, raw_route = route_target(path, raw_path, scope["root_path"])
-        if route != path:
-            resolved, disguised = _resolve_path(router, route, raw_route)
-            if resolved is not None:
-                return resolved, disguised
-    return _resolve_path(router, path, raw_path)
-
-
-def _resolve_path(router: Router[T], path: str, raw_path: bytes | None) -> Resolved[T]:
+    # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that reading
+    # first; the full path still belongs to an API that names it, whatever the app reads.
+    route = _root_reading(path, raw_path, scope.get("root_path"))
+    if route is not None:
+        resolved = router.resolve(*route)
+        if resolved is not None:
+            return resolved, None
     resolved = router.resolve(path, raw_path)
     if resolved is not None:
         return resolved, None
+    if route is not None:
+        resolved, disguised = _disguised(router, *route)
+        if resolved is not None:
+            return resolved, disguised
+    return _disguised(router, path, raw_path)
+
+
+def _root_reading(path: str, raw_path: bytes | None, root_path: str | None) -> tuple[str, bytes | None] | None:
+    """The path and raw path less the root path, or None when there is none to remove."""
+    if not root_path:
+        return None
+    route, raw_route = route_target(path, raw_path, root_path)
+    return (route, raw_route) if route != path else None
+
+
+def _disguised(router: Router[T], path: str, raw_path: bytes | None) -> Resolved[T]:
+    """The target a path no target owns reaches as other routers read it, and why it is refused."""
     if raw_path is not None:
         # The application routes on the decoded path: /ws%2Fchat is /ws/chat to it, a target's
         # path the gateway does not route there (%2F splits no segment). Refused, not passed on.
@@ -259,7 +280,69 @@ def _resolve_path(router: Router[T], path: str, raw_path: bytes | None) -> Resol
         resolved = router.resolve(_CONTROL.sub("", path))
         if resolved is not None:
             return resolved, _CONTROL_IN_PATH
-    return None, None
+    tidy = _tidy_router(router)
+    if not tidy.untidy_targets and _UNTIDY.search(path) is None and path.lower() == path:
+        return None, None  # tidying changes neither this path nor any target's: the common case
+    resolved = tidy.router.resolve(_tidy_path(path))
+    return (resolved, _UNTIDY_PATH) if resolved is not None else (None, None)
+
+
+def _tidy_segments(path: str) -> list[str]:
+    """A decoded path's segments as the most forgiving reading of them by some router: an absolute
+    form's scheme and host dropped, control characters too, everything from a ``#`` or ``?`` on
+    (read as a URL: ``%23``, ``%3F`` decoded), dot segments resolved, empty segments dropped.
+
+    Litestar strips leading and trailing ``/`` and collapses runs of them, Channels' ``URLRouter``
+    strips the leading ones (so ``//ws/chat/`` is its ``ws/chat/``), werkzeug (Quart) matches
+    ``//ws/chat`` as ``/ws/chat``, BlackSheep folds case and a trailing ``/``, a router that re-reads
+    the path as a URL (``urlsplit``) ends it at a ``#`` or ``?``; a Channels ``re_path`` without ``^``
+    found its route inside ``http://other/ws/chat``.
+    """
+    if not path.startswith("/"):
+        path = _SCHEME_AND_HOST.sub("", path, count=1)
+    path = _CONTROL.sub("", path).partition("#")[0].partition("?")[0]
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return segments
+
+
+def _tidy_path(path: str) -> str:
+    return "/" + "/".join(_tidy_segments(path)).lower()
+
+
+def _tidy_pattern(pattern: str) -> str:
+    """A target's path template tidied as :func:`_tidy_path` tidies a path; parameters kept as named."""
+    segments = _tidy_segments(pattern)
+    return "/" + "/".join(segment if _PARAM.match(segment) else segment.lower() for segment in segments)
+
+
+class _TidyRouter(Generic[T]):
+    """A router's targets at their tidied paths: where a tidied path leads (see ``_disguised``)."""
+
+    def __init__(self, router: Router[T]) -> None:
+        patterns = [("/" + "/".join(key), target) for key, target in router._exact.items()]
+        patterns += [(template.pattern, target) for template, target in router._templates]
+        tidied = [(_tidy_pattern(pattern), target) for pattern, target in patterns]
+        self.router = Router(tidied)
+        # A target at '/ws/chat/' or '/WS/chat' is reached by a tidy path ('/ws/chat'): every path
+        # that no target owns is then tidied; otherwise only a path that tidying changes.
+        self.untidy_targets = any(tidy != pattern for (tidy, _), (pattern, _) in zip(tidied, patterns, strict=True))
+
+
+_TIDY_ROUTERS: weakref.WeakKeyDictionary[Router[Any], _TidyRouter[Any]] = weakref.WeakKeyDictionary()
+"""Built once per router (a reload makes a new one), on its first path that no target owns."""
+
+
+def _tidy_router(router: Router[T]) -> _TidyRouter[T]:
+    tidy = _TIDY_ROUTERS.get(router)
+    if tidy is None:
+        tidy = _TIDY_ROUTERS[router] = _TidyRouter(router)
+    return tidy
 
 
 __all__ = [
