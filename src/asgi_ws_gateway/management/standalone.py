@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..standalone import CONFIG_ENV
 from ..standalone import create_app as create_gateway
+from ..wire_numbers import parse_port
 from .cli import REDIS_ENV, TOKEN_ENV
 from .mount import GatewayManagement
 from .store import FileStore
@@ -21,6 +22,16 @@ PATH_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PATH"
 PORT_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PORT"
 STATE_ENV = "ASGI_WS_GATEWAY_STATE"
 PREFIX_ENV = "ASGI_WS_GATEWAY_REDIS_PREFIX"
+
+
+def _port(raw: str | None) -> int | None:
+    """``ASGI_WS_GATEWAY_MANAGEMENT_PORT`` (``run --management-port`` sets it): a port, or a clear error."""
+    if not raw:
+        return None
+    port = parse_port(raw.strip())
+    if port is None or port == 0:
+        raise RuntimeError(f"{PORT_ENV}: expected a port from 1 to 65535, got {raw!r}")
+    return port
 
 
 def default_state_file(config: str | os.PathLike[str]) -> Path:
@@ -35,7 +46,7 @@ def create_app() -> GatewayManagement:
     if not token:
         raise RuntimeError(f"the management API needs an admin token: set {TOKEN_ENV}")
     redis_url = os.environ.get(REDIS_ENV) or None
-    port = os.environ.get(PORT_ENV)
+    port = _port(os.environ.get(PORT_ENV))
     store = None
     if redis_url is None:
         store = FileStore(os.environ.get(STATE_ENV) or default_state_file(os.environ[CONFIG_ENV]))
@@ -43,7 +54,7 @@ def create_app() -> GatewayManagement:
         create_gateway(),
         admin_token=token,
         path=os.environ.get(PATH_ENV) or "/_gateway",
-        port=int(port) if port else None,
+        port=port,
         store=store,
         redis_url=redis_url,
         redis_prefix=os.environ.get(PREFIX_ENV) or "asgi-ws-gw",

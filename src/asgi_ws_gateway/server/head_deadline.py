@@ -52,6 +52,9 @@ MAX_HEADER_TIMEOUT = 300.0
 """The longest, as ``handshake_limits.policy_timeout``: no client waits longer for its 101 (1e300 s: no deadline)."""
 MAX_HEAD_BYTES_ENV = "ASGI_WS_GATEWAY_MAX_HEAD_BYTES"
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+MAX_MAX_HEAD_BYTES = 1024 * 1024
+"""The largest head limit taken: a head is buffered whole per connection before it is parsed, and at 10^20
+the 431 was off (a client could make every connection hold what it sent)."""
 
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -79,6 +82,8 @@ def _max_head_bytes_from_env() -> int:
         return DEFAULT_MAX_HEAD_BYTES
     if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
         raise ValueError(f"{MAX_HEAD_BYTES_ENV}: expected a positive number of bytes, got {raw!r}")
+    if int(raw) > MAX_MAX_HEAD_BYTES:
+        raise ValueError(f"{MAX_HEAD_BYTES_ENV}: expected at most {MAX_MAX_HEAD_BYTES} bytes (1 MiB), got {raw!r}")
     return int(raw)
 
 
@@ -306,6 +311,7 @@ __all__ = [
     "HEAD_WAITERS",
     "MAX_HEADER_TIMEOUT",
     "MAX_HEAD_BYTES_ENV",
+    "MAX_MAX_HEAD_BYTES",
     "MIN_HEADER_TIMEOUT",
     "SHED_MARGIN",
     "HeadDeadline",
