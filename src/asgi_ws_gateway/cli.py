@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: ${REDIS_ENV}: {exc}", file=sys.stderr)
             return 2
         args.redis_from_env = True
+    elif args.command == "run" and args.redis is not None:
+        _warn_credentials_in_argv(args.redis)
     if args.command not in ("run", "check", "schema"):
         return management_cli.run(args)
     return _configured(args)
@@ -379,6 +381,16 @@ def _redis_url(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+def _warn_credentials_in_argv(redis_url: str) -> None:
+    """``--redis`` with a password (or a user name, ``?password=``): as ``--token`` warns, ``ps`` shows it."""
+    from .redact import redact_url_credentials
+
+    if redact_url_credentials(redis_url) != redis_url:
+        print(
+            f"warning: --redis carries credentials, and every user's ps shows them: use ${REDIS_ENV}", file=sys.stderr
+        )
 
 
 def _set_management_env(args: argparse.Namespace) -> None:

@@ -33,7 +33,17 @@ from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
 from .client import ManagementAPIError, ManagementClient, UnexpectedAnswerError, Written
 from .client_endpoint import tls_context, token_problem
-from .connect_credentials import refuse_credentials_in_clear
+from .connect_credentials import (
+    ConnectParser,
+    EachRead,
+    read_as,
+    read_header,
+    read_header_name,
+    read_header_value,
+    read_subprotocol,
+    read_url,
+    refuse_credentials_in_clear,
+)
 
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
 REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
@@ -175,18 +185,28 @@ def add_commands(commands: Any) -> None:
         help="interactive WebSocket client for testing an API",
         description=connect_module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # "--t=SECRET" was "ambiguous option: --t=SECRET could match --token, --token-file"
     )
-    connect.add_argument("target", metavar="URL", help="ws:// or wss:// URL")
-    connect.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    connect.add_argument("-s", "--subprotocol", action="append", default=[], help="offer a subprotocol (repeatable)")
+    connect.__class__ = ConnectParser  # add_parser makes it of the top parser's class: this one names no leftover
+    connect.add_argument("target", metavar="URL", type=read_as(read_url), help="ws:// or wss:// URL")
+    connect.add_argument(
+        "-H", "--header", action=EachRead, read=read_header, default=[], help="'Name: value' (repeatable)"
+    )
+    connect.add_argument(
+        "-s", "--subprotocol", action=EachRead, read=read_subprotocol, default=[],
+        help="offer a subprotocol (repeatable)",
+    )  # fmt: skip
     connect.add_argument("--token", help="send 'Authorization: Bearer TOKEN' (every user's ps shows it)")
     connect.add_argument(
         "--token-file", metavar="PATH", help="send 'Authorization: Bearer' with the token of this file"
     )
-    connect.add_argument("--subscription-key", help="send a subscription key header")
+    connect.add_argument("--subscription-key", type=read_as(read_header_value), help="send a subscription key header")
     connect.add_argument("--cacert", metavar="FILE", help="for wss://: trust the CA certificates of this PEM file")
     connect.add_argument(
-        "--key-header", default="Ocp-Apim-Subscription-Key", help="header for --subscription-key (default: %(default)s)"
+        "--key-header",
+        type=read_as(read_header_name),
+        default="Ocp-Apim-Subscription-Key",
+        help="header for --subscription-key (default: %(default)s)",
     )
     connect.add_argument(
         "--allow-insecure-http",
@@ -402,13 +422,7 @@ def _table(command: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _run_connect(args: argparse.Namespace) -> int:
-    headers = []
-    for header in args.header:
-        name, sep, value = header.partition(":")
-        if not sep or not name.strip():
-            print(f"error: -H takes 'Name: value', not {header!r}", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
+    headers: list[tuple[str, str]] = list(args.header)  # read when parsed (read_header)
     try:
         token = _connect_token(args)
         tls = tls_context(args.cacert) if args.cacert is not None else None

@@ -13,7 +13,10 @@ one closes the connection with 1009 (exit code 6), so a server cannot make the c
 
 Credentials (``--token``, ``--subscription-key``, a credential ``-H`` header, ``-s``, the URL's) go
 over plain ``ws://`` only to this host (``localhost``, ``127.0.0.0/8``, ``::1``): to another, they are
-refused before anything is sent (exit 2) unless ``--allow-insecure-http``.
+refused before anything is sent (exit 2) unless ``--allow-insecure-http``. An input that cannot be sent
+(a ``-H`` without a colon, an ``-s`` with a space or a comma, a URL that is not ``ws://`` or ``wss://``)
+is exit 2 naming the argument and what is wrong, never quoting it; the URL connected to is shown
+without its credentials.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, PayloadTooBig
 from websockets.typing import Subprotocol
 
-from ..redact import printable, redact_url_credentials
+from ..redact import REDACTED, printable, redact_url_credentials
+from .connect_credentials import token_offer
 
 EXIT_OK, EXIT_FAILED, EXIT_ABNORMAL = 0, 1, 6
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -131,12 +135,14 @@ async def session(
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         show("error", f"! cannot connect: {printable(str(exc), quote=False)}", error=str(exc))
         return EXIT_FAILED
+    # What was typed may be in a terminal's scrollback or a CI log: shown without its credentials.
+    shown, chosen = redact_url_credentials(url), _shown_offer(ws.subprotocol)
     show(
         "open",
-        f"* connected to {printable(url, quote=False)}"
-        + (f" (subprotocol {printable(ws.subprotocol, quote=False)})" if ws.subprotocol else ""),
-        url=url,
-        subprotocol=ws.subprotocol,
+        f"* connected to {printable(shown, quote=False)}"
+        + (f" (subprotocol {printable(chosen, quote=False)})" if chosen else ""),
+        url=shown,
+        subprotocol=chosen,
     )
     reader = asyncio.create_task(_receive(ws, show))
     writer = asyncio.create_task(_send(ws, show, linger))
@@ -160,6 +166,11 @@ async def session(
     code, reason = (closed.code, closed.reason) if closed is not None else (1006, "")
     show("close", f"* closed {code}" + (f' "{printable(reason)}"' if reason else ""), code=code, reason=reason)
     return EXIT_OK if code in (1000, 1001) and not too_big else EXIT_ABNORMAL  # too big after a /close too
+
+
+def _shown_offer(subprotocol: str | None) -> str | None:
+    """The subprotocol the server chose, ``REDACTED`` when it is an offer carrying a token (echoed back)."""
+    return REDACTED if subprotocol is not None and token_offer(subprotocol) else subprotocol
 
 
 def _redirected(show: Printer, status: int, location: str | None) -> None:

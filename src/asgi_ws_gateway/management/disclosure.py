@@ -2,7 +2,7 @@
 
 An admin-token holder may read and change routing and policies, but is not the operator: the
 store's password and shared secrets are the operator's. Documents the API returns (``GET /apis``,
-``GET /apis/{name}``, ``GET /config``) therefore carry ``REDACTED`` in place of
+``GET /apis/{name}``, ``GET /config`` and so ``export``, ``GET /products``) therefore carry ``REDACTED`` in place of
 
 * the value of every ``secret`` setting (``validate-jwt``'s HMAC secret, say);
 * the user name and password of every URL's userinfo (``store.url: redis://:password@host``),
@@ -24,27 +24,51 @@ pattern.
   token, key, secret, password, session, cookie or credential
   (:func:`~asgi_ws_gateway.redact.credential_setting`);
 * the value of each field a ``transform-message`` ``set`` writes under a name that says credential
-  (``set: {api_key: ...}``, ``{auth: {token: ...}}``, ``{auth.token: ...}``: :func:`set_credentials`).
+  (``set: {api_key: ...}``, ``{auth: {token: ...}}``, ``{auth.token: ...}``: :func:`set_credentials`);
+* every setting of a policy that its registered ``Settings`` model types as a secret (``SecretStr``,
+  ``SecretBytes``, ``Secret[...]``; in a nested model, a list or a mapping too);
+* in a plugin's policy (a type registered outside this package), every string under a name the log
+  redaction takes for a credential, or inside an object or a list so named
+  (:func:`~asgi_ws_gateway.redact.is_credential_header`: ``client_secret``, ``api_key``, ``password``,
+  ``private_key``, an ``Authorization`` or ``X-Api-Key`` entry of a header mapping, ``api_keys: {tenant:
+  ...}``), at any depth, save a name that says where a value is rather than the value (``token_url``,
+  ``secret_env``, ``key_file``: :data:`REFERENCE_SUFFIXES`). The built-in policies' settings so named
+  (``key``, ``token``, ``public_keys``) are not secrets; the one that is, ``validate-jwt``'s ``secret``,
+  is typed ``SecretStr``;
+* every ``key_sha256`` (a subscription's: an unsalted SHA-256 of a key an operator may have chosen,
+  which a holder could test guesses against offline).
 
-A document sent back unchanged keeps working where the secret came from ``secret_env`` and is
-refused where it came from an inline ``secret`` (``REDACTED`` is shorter than any HMAC secret the
-gateway accepts), a header value, a pattern, a condition's operand, a message field or a URL's
-credential (:func:`redacted_values`: a 422 naming the field), so a round trip can never install a
-known secret or silently replace one with ``REDACTED``.
+A document sent back unchanged keeps working where the secret came from ``secret_env`` (``secret`` is
+``null`` then) and is refused wherever it holds ``REDACTED`` in a place ``GET`` would have hidden
+(:func:`redacted_values`: a 422 naming the field), so a round trip can never install a known secret
+or silently replace one with ``REDACTED``. The places are found by the rules above themselves, not by
+a list of their own: the document is made public with ``REDACTED`` read as any value, and each place
+it then hides is one.
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from ..redact import CREDENTIAL_VALUES, REDACTED, is_credential_name, redact_url_credentials
+from pydantic import BaseModel, Secret, SecretBytes, SecretStr
+
+from ..policies import MESSAGE_REGISTRY, REGISTRY
+from ..redact import CREDENTIAL_VALUES, REDACTED, is_credential_header, is_credential_name, redact_url_credentials
 from ..redact import credential_setting as secret_setting
 
 #: Setting names whose value is a secret wherever they appear in a document.
-SECRET_KEYS = frozenset({"secret"})
+SECRET_KEYS = frozenset({"secret", "key_sha256"})
 #: The policy whose ``set`` writes message fields, some of them the operator's secrets.
 _SETS_FIELDS = "transform-message"
+REFERENCE_SUFFIXES = ("_url", "_uri", "_env", "_file", "_files", "_path")
+"""A plugin's setting named as a credential but ending so says where one is, not what (``token_url``,
+``secret_env``, ``private_key_file``): shown (a URL's own credentials are hidden as every URL's)."""
+_SECRET_TYPES = (SecretStr, SecretBytes, Secret)
+_BUILT_IN = __name__.split(".")[0] + "."
+_PROBE = "x"  # what REDACTED is read as when looking for the places a document hides
 
 
 def _secret_keys(value: dict[str, Any]) -> frozenset[str]:
@@ -73,6 +97,9 @@ def set_credentials(fields: Any, prefix: str = "") -> Iterator[str]:
 def public_document(value: Any) -> Any:
     """``value`` (JSON-like) with secrets replaced by ``REDACTED``; a new object, the input is unchanged."""
     if isinstance(value, dict):
+        entry = _policy_entry(value)
+        if entry is not None:
+            return {entry: _public_policy(entry, value[entry])}
         secret = _secret_keys(value)
         public: dict[str, Any] = {}
         for key, item in value.items():
@@ -86,6 +113,117 @@ def public_document(value: Any) -> Any:
     if isinstance(value, str) and _url_like(value):
         return redact_url_credentials(value)
     return value
+
+
+def _policy_entry(value: dict[str, Any]) -> str | None:
+    """The type of a policy entry (``{type: settings}``, the type registered), else None."""
+    if len(value) != 1:
+        return None
+    name = next(iter(value))
+    return name if isinstance(value[name], dict) and (name in REGISTRY or name in MESSAGE_REGISTRY) else None
+
+
+def _settings_models(name: str) -> list[type[BaseModel]]:
+    """The ``Settings`` models registered under a policy type's name (a handshake's, a message policy's)."""
+    return [kind.Settings for kind in (REGISTRY.get(name), MESSAGE_REGISTRY.get(name)) if kind is not None]
+
+
+def _public_policy(name: str, settings: dict[str, Any]) -> Any:
+    """A policy's settings made public: the rules of every document, then what its model types as a
+    secret and, for a plugin's, what its names say is one."""
+    public = _public_fields(settings) if name == _SETS_FIELDS else public_document(settings)
+    for model in _settings_models(name):
+        public = _model_secrets(model, settings, public)
+    if _plugin(name):
+        public = _named_secrets(settings, public)
+    return public
+
+
+@functools.cache
+def _plugin(name: str) -> bool:
+    """Whether a policy type is registered by a plugin (its settings' names were chosen by no one here).
+    Asked of registered types only, which a name keeps once registered."""
+    kinds = (REGISTRY.get(name), MESSAGE_REGISTRY.get(name))
+    return any(kind is not None and not kind.__module__.startswith(_BUILT_IN) for kind in kinds)
+
+
+def _typed_secrets(annotation: Any, value: Any, public: Any) -> Any:
+    """``public`` (``value`` made public) with what ``annotation`` types as a secret ``REDACTED``: a secret
+    type, or one inside a model, a list, a tuple, a mapping, an ``Annotated`` or a union of them."""
+    if value is None or public == REDACTED:
+        return public
+    if _secret_type(annotation):
+        return REDACTED
+    origin, arguments = get_origin(annotation), get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _model_secrets(annotation, value, public)
+    if origin is Annotated:
+        return _typed_secrets(arguments[0], value, public)
+    if origin is Union or origin is types.UnionType:
+        for member in arguments:
+            public = _typed_secrets(member, value, public)
+        return public
+    if isinstance(value, list) and isinstance(public, list) and len(value) == len(public) and arguments:
+        items = arguments if origin is tuple and Ellipsis not in arguments else (arguments[0],) * len(value)
+        return [_typed_secrets(item, v, p) for item, v, p in zip(items, value, public, strict=False)]
+    if isinstance(value, dict) and isinstance(public, dict) and len(arguments) == 2:
+        return {key: _typed_secrets(arguments[1], value[key], public[key]) for key in value}
+    return public
+
+
+def _secret_type(annotation: Any) -> bool:
+    kind = get_origin(annotation) or annotation
+    return isinstance(kind, type) and issubclass(kind, _SECRET_TYPES)
+
+
+def _model_secrets(model: type[BaseModel], value: Any, public: Any) -> Any:
+    """A model's document made public field by field (a field by its name or its alias)."""
+    fields = _secret_fields(model)
+    if not fields or not (isinstance(value, dict) and isinstance(public, dict)):
+        return public
+    return {
+        key: _typed_secrets(fields[key], item, public[key]) if key in fields else public[key]
+        for key, item in value.items()
+    }
+
+
+@functools.cache
+def _secret_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """The annotations of ``model``'s fields that may hold a secret, by name and by alias: most models have
+    none, and a document of 1,000 APIs is not walked for them (computed once per model)."""
+    found: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if _may_hold_secret(field.annotation, frozenset({model})):
+            found.update({key: field.annotation for key in (name, field.alias) if key})
+    return found
+
+
+def _may_hold_secret(annotation: Any, seen: frozenset[type]) -> bool:
+    if _secret_type(annotation):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation not in seen and any(
+            _may_hold_secret(f.annotation, seen | {annotation}) for f in annotation.model_fields.values()
+        )
+    return any(_may_hold_secret(argument, seen) for argument in get_args(annotation))
+
+
+def _named_secrets(value: Any, public: Any, named: bool = False) -> Any:
+    """A plugin's settings made public: each string under a credential's name (:func:`_credential_name`)
+    ``REDACTED``, and each inside an object or a list so named (``api_keys: {tenant-a: ...}``), at any
+    depth but that of a nested policy (its own rules). A number, a flag or ``null`` is shown: no secret."""
+    if named and isinstance(value, str) and value:
+        return REDACTED
+    if isinstance(value, list) and isinstance(public, list) and len(value) == len(public):
+        return [_named_secrets(v, p, named) for v, p in zip(value, public, strict=True)]
+    if not (isinstance(value, dict) and isinstance(public, dict)) or _policy_entry(value) is not None:
+        return public
+    return {key: _named_secrets(item, public[key], named or _credential_name(key)) for key, item in value.items()}
+
+
+def _credential_name(key: str) -> bool:
+    """A setting or a mapping's key the log redaction takes for a credential's, unless it names where one is."""
+    return is_credential_header(key) and not key.lower().replace("-", "_").endswith(REFERENCE_SUFFIXES)
 
 
 def _public_fields(settings: Any) -> Any:
@@ -117,50 +255,59 @@ def _url_like(text: str) -> bool:
 
 
 def redacted_values(value: Any, path: str = "") -> list[str]:
-    """Field paths where a document sent to the API holds ``REDACTED`` in place of a header's secret
-    value, a pattern, a condition's operand, a message field or a URL's credential: what ``GET`` shows,
-    sent back unchanged (``policies[1].set-header.value``, ``policies[0].choose.when[0].if.in``,
-    ``message_policies.inbound[0].transform-message.set.api_key``, ``upstreams[0]`` with
-    ``?access_token=REDACTED``)."""
-    found: list[str] = []
+    """Field paths where a document sent to the API holds ``REDACTED`` in a place :func:`public_document`
+    hides: what ``GET`` showed, sent back unchanged (``policies[1].set-header.value``,
+    ``policies[0].tenant-auth.client_secret``, ``message_policies.inbound[0].transform-message.set.api_key``,
+    ``upstreams[0]`` with ``?access_token=REDACTED``).
+
+    Each ``REDACTED`` is read as a value (:data:`_PROBE`) and the document made public: a place that is
+    hidden then, and held ``REDACTED``, is one. The rules of :func:`public_document` are the only ones."""
+    if not _holds_redacted(value, exact=False):
+        return []
+    probe = _probed(value)
+    return list(_placeholders(value, probe, public_document(probe), path))
+
+
+def _holds_redacted(value: Any, *, exact: bool) -> bool:
+    """Whether ``value`` holds ``REDACTED`` (``exact``: as a whole string, else in one too)."""
     if isinstance(value, str):
-        if REDACTED in value and _url_like(value):
-            probe = value.replace(REDACTED, "x")  # REDACTED where the URL's credentials go: they change
-            if redact_url_credentials(probe) != probe:
-                found.append(path or "(body)")
-    elif isinstance(value, dict):
-        secret = _secret_keys(value) & CREDENTIAL_VALUES
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key in secret and _redacted(item):
-                found.append(where)
-            elif key == _SETS_FIELDS and isinstance(item, dict) and isinstance(item.get("set"), dict):
-                found += redacted_values({k: v for k, v in item.items() if k != "set"}, where)
-                found += _redacted_fields(item["set"], f"{where}.set")
-            else:
-                found += redacted_values(item, where)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += redacted_values(item, f"{path}[{index}]")
-    return found
+        return value == REDACTED or (not exact and REDACTED in value)
+    if isinstance(value, dict):
+        return any(_holds_redacted(item, exact=exact) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_redacted(item, exact=exact) for item in value)
+    return False
 
 
-def _redacted(value: Any) -> bool:
-    return value == REDACTED or (isinstance(value, list) and REDACTED in value)
+def _probed(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(REDACTED, _PROBE)
+    if isinstance(value, dict):
+        return {key: _probed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_probed(item) for item in value]
+    return value
 
 
-def _redacted_fields(fields: dict[str, Any], path: str) -> list[str]:
-    """Paths of the ``set`` fields :func:`set_credentials` names that hold ``REDACTED``, and of URLs' credentials."""
-    found: list[str] = []
-    for key, item in fields.items():
-        where = f"{path}.{key}"
-        if isinstance(item, dict) and item:
-            found += _redacted_fields(item, where)
-        elif _credential_field(key, item) and _redacted(item):
-            found.append(where)
-        else:
-            found += redacted_values(item, where)
-    return found
+def _placeholders(sent: Any, probe: Any, public: Any, path: str) -> Iterator[str]:
+    """The paths where ``public`` hides what ``probe`` holds and ``sent`` held ``REDACTED`` there."""
+    if public == probe:
+        return
+    if isinstance(probe, dict) and isinstance(public, dict):
+        for key, item in probe.items():
+            yield from _placeholders(sent[key], item, public[key], f"{path}.{key}" if path else str(key))
+    elif isinstance(probe, list) and isinstance(public, list) and len(probe) == len(public):
+        for index, item in enumerate(probe):
+            yield from _placeholders(sent[index], item, public[index], f"{path}[{index}]")
+    elif _holds_redacted(sent, exact=isinstance(public, str) and public == REDACTED):
+        yield path or "(body)"  # hidden whole (a header's value), or in part (a URL's credentials)
 
 
-__all__ = ["SECRET_KEYS", "public_document", "redacted_values", "secret_setting", "set_credentials"]
+__all__ = [
+    "REFERENCE_SUFFIXES",
+    "SECRET_KEYS",
+    "public_document",
+    "redacted_values",
+    "secret_setting",
+    "set_credentials",
+]

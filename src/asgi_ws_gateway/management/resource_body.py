@@ -34,8 +34,8 @@ def resource_object(body: Any) -> dict[str, Any]:
 
 
 def no_redacted_secrets(body: Any) -> None:
-    """Refuse a document holding ``REDACTED`` where ``GET`` hides a header's secret: sent back as read, it
-    would replace the secret with that word."""
+    """Refuse a document holding ``REDACTED`` where ``GET`` hides a secret (:func:`~.disclosure.redacted_values`):
+    sent back as read, it would replace the secret with that word."""
     fields = redacted_values(body)
     if fields:
         raise Invalid(
