@@ -327,3 +327,26 @@ def test_a_global_limit_unbounded_for_every_api_is_warned_about_once() -> None:
     document = {"policies": [LIMIT], "apis": [api_entry(), api_entry(name="b", path="/ws/b")]}
     warnings = [w for w in load_policies(document).warnings if "which the client chooses" in w]
     assert len(warnings) == 1 and warnings[0].startswith("policies[0].rate-limit-by-key.key")
+
+
+class _Values:
+    """A context whose header ``x-tenant`` a case-insensitive gate admitted, and a cookie."""
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        from asgi_ws_gateway.templates import Caseless
+
+        if namespace == "header":
+            return Caseless("ACME")
+        return "a%20b" if namespace == "cookie" else None
+
+
+def test_only_a_limit_key_folds_a_value_a_url_or_header_carries_it_as_sent() -> None:
+    """The spellings a gate took as one are one counter; a rewritten URL or a header keeps the client's."""
+    from urllib.parse import quote
+
+    from asgi_ws_gateway.templates import Template
+
+    template = Template("/t/{header.x-tenant}/{cookie.c}")
+    assert template.render_key(_Values()) == "/t/acme/a b"
+    assert template.render(_Values(), escape=lambda text: quote(text, safe="")) == "/t/ACME/a%2520b"
+    assert template.render(_Values()) == "/t/ACME/a%20b"

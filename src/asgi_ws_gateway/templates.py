@@ -21,6 +21,10 @@ A limit's key (:meth:`Template.render_key`) counts alike the spellings of a valu
 one: a value a case-insensitive check admitted (:class:`Caseless`) by its ``casefold``, a cookie as the
 servers that decode it read it (:func:`canonical_cookie`), an ``Origin`` as ``check-origin`` compares it
 (:func:`canonical_origin`). Other templates, and conditions, read the value as the client sent it.
+
+A template may write a value many times (``"{header.x-a}" * 680``), so what it renders is bounded where
+it is used: ``render(..., limit=N)`` adds up its parts' lengths and raises :class:`TemplateTooLarge`
+once they pass ``N``, before any text is joined; a limit's key is bounded by :data:`MAX_KEY_LENGTH`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
 
+from .errors import HandshakeDenied
 from .safe_regex import Pattern
 
 NAMESPACES: dict[str, frozenset[str] | None] = {
@@ -50,6 +55,9 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
 }
 """Namespace -> the keys it allows (``None``: any key)."""
 
+MAX_KEY_LENGTH = 64 * 1024
+"""Characters a limit's key may render (:meth:`Template.render_key`); longer: :class:`TemplateTooLarge`."""
+
 KEY_SEPARATOR = "\x1f"
 """Written between two references that nothing separates in a template, when it renders a key."""
 
@@ -61,6 +69,20 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 class TemplateError(ValueError):
     """A template or a reference is malformed or names an unknown variable."""
+
+
+class TemplateTooLarge(HandshakeDenied):
+    """A template would render more than ``limit`` characters: raised before its text is built.
+
+    In a handshake it refuses the client (400: its values made the text too long), unless the caller
+    says better what was too long (``set-header``: 431); a message policy turns it into its own answer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            400, f"a value built from the request would be longer than {limit} characters", reason="bad_request"
+        )
+        self.limit = limit
 
 
 class Caseless(str):
@@ -177,7 +199,8 @@ def _list_item(text: str) -> str:
 
 
 class Template:
-    """A compiled template. ``render`` never raises; missing values render as their default or ``""``.
+    """A compiled template. Missing values render as their default or ``""``; ``render`` raises only past
+    the ``limit`` its caller gives.
 
     Args:
         source: the template text.
@@ -230,7 +253,7 @@ class Template:
     def is_constant(self) -> bool:
         return all(isinstance(part, str) for part in self._parts)
 
-    def render_key(self, context: Lookup) -> str:
+    def render_key(self, context: Lookup, *, limit: int = MAX_KEY_LENGTH) -> str:
         """The text as a limit's key, written so that different values never render alike.
 
         In each value, the characters the template's own text holds are percent-encoded, and so is
@@ -241,8 +264,12 @@ class Template:
         ``~!^*`` (then a private-use character) that it does not hold introduces an encoded byte
         instead (``{a}%25{b}`` rendered ``%25%25`` for ``%`` + nothing and nothing + ``%``).
         Other templates render keys as they always did.
+
+        Raises:
+            TemplateTooLarge: the key would be longer than ``limit`` characters (default
+                :data:`MAX_KEY_LENGTH`): it is digested, but built first.
         """
-        return _render(self._key_parts, context, self._key_escape)
+        return _render(self._key_parts, context, self._key_escape, limit, key=True)
 
     @functools.cached_property
     def _key_parts(self) -> list[str | tuple[Reference, str]]:
@@ -277,24 +304,46 @@ class Template:
 
         return escape
 
-    def render(self, context: Lookup, escape: Callable[[str], str] | None = None) -> str:
-        """The text with each reference replaced (passed through ``escape`` when given)."""
-        return _render(self._parts, context, escape)
+    def render(self, context: Lookup, escape: Callable[[str], str] | None = None, *, limit: int | None = None) -> str:
+        """The text with each reference replaced (passed through ``escape`` when given).
+
+        Raises:
+            TemplateTooLarge: the text would be longer than ``limit`` characters (None: no limit).
+                Known from the parts' lengths: the text is never built.
+        """
+        return _render(self._parts, context, escape, limit)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
 
 
-def _render(parts: Sequence[str | tuple[Reference, str]], context: Lookup, escape: Callable[[str], str] | None) -> str:
+def _render(
+    parts: Sequence[str | tuple[Reference, str]],
+    context: Lookup,
+    escape: Callable[[str], str] | None,
+    limit: int | None,
+    *,
+    key: bool = False,
+) -> str:
+    """``key``: a limit's key, which counts the spellings a gate took as one value alike (:func:`_key_text`);
+    any other text (a URL, a header) carries the value as the client sent it."""
     out: list[str] = []
+    length = 0
     for part in parts:
         if isinstance(part, str):
-            out.append(part)
-            continue
-        ref, default = part
-        value = ref.resolve(context)
-        text = default if value is None else to_text(value)
-        out.append(text if escape is None else escape(_key_text(ref, value, text)))
+            text = part
+        else:
+            ref, default = part
+            value = ref.resolve(context)
+            text = default if value is None else to_text(value)
+            if key:
+                text = _key_text(ref, value, text)
+            if escape is not None:
+                text = escape(text)
+        length += len(text)
+        if limit is not None and length > limit:  # one value past the limit at most was made, none joined
+            raise TemplateTooLarge(limit)
+        out.append(text)
     return "".join(out)
 
 
@@ -410,6 +459,7 @@ def _texts(value: object) -> list[str]:
 
 __all__ = [
     "KEY_SEPARATOR",
+    "MAX_KEY_LENGTH",
     "NAMESPACES",
     "Caseless",
     "Condition",
@@ -417,6 +467,7 @@ __all__ = [
     "Reference",
     "Template",
     "TemplateError",
+    "TemplateTooLarge",
     "canonical_cookie",
     "canonical_origin",
     "caseless_pattern",

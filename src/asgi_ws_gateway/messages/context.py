@@ -13,7 +13,7 @@ from ..errors import DropMessage, MessageRejected
 from ..handshake.request_view import AmbiguousValue
 from ..json_depth import nests_deeper
 from ..json_names import LONE_SURROGATE, strict_json
-from ..templates import NAMESPACES, Template
+from ..templates import NAMESPACES, Template, TemplateTooLarge
 
 if TYPE_CHECKING:
     from ..handshake.context import HandshakeContext, Subscription
@@ -28,6 +28,8 @@ Direction = Literal["inbound", "outbound"]
 """``inbound``: client to upstream; ``outbound``: upstream to client."""
 
 _UNSET: Any = object()
+_NO_LIMIT = 2**62
+"""A size without a limit (``max_message_size`` where no API gave one)."""
 
 
 class WsMessage:
@@ -175,12 +177,15 @@ class ConnectionContext:
         handshake: the connection's handshake context (request view, claims, subscription, ...).
         state: free per-connection storage for your own policies.
         stats: the relay's counters (read-only for policies; use :meth:`count`).
+        max_message_size: the API's, in bytes: a message a policy writes larger is dropped
+            (``message_too_big``), and a template renders no more than it.
     """
 
     def __init__(self, handshake: HandshakeContext, stats: RelayStats, controls: RelayControls) -> None:
         self.handshake = handshake
         self.stats = stats
         self.state: dict[str, Any] = {}
+        self.max_message_size = _NO_LIMIT  # the API's, set by the policy set that attaches to it
         self._controls = controls
 
     @property
@@ -261,11 +266,17 @@ class ErrorReply:
         self.json = compile_json_template(template, self.NAMESPACES) if not isinstance(template, str) else None
 
     def render(self, connection: ConnectionContext, error: MessageRejected, policy: str, direction: Direction) -> str:
+        """The reply; one whose templates would render past the API's ``max_message_size`` (a client's
+        value written many times) is not built: the default reply is sent instead."""
         values = {"reason": error.reason, "detail": error.detail, "policy": policy, "direction": direction}
         lookup = _ErrorLookup(connection, values)
-        if self.text is not None:
-            return writable_text(self.text.render(lookup))
-        return orjson.dumps(render_json_template(self.json, lookup)).decode()
+        limit = connection.max_message_size
+        try:
+            if self.text is not None:
+                return writable_text(self.text.render(lookup, limit=limit))
+            return orjson.dumps(render_json_template(self.json, lookup, limit=limit)).decode()
+        except TemplateTooLarge:
+            return orjson.dumps(render_json_template(_DEFAULT_REPLY, lookup)).decode()
 
 
 class _ErrorLookup:
@@ -317,23 +328,60 @@ def writable(value: Any) -> Any:
     return value
 
 
-def render_json_template(value: Any, lookup: Any) -> Any:
-    """Render a compiled JSON template. A string that is one reference keeps the value's JSON type."""
+def render_json_template(value: Any, lookup: Any, *, limit: int | None = None) -> Any:
+    """Render a compiled JSON template. A string that is one reference keeps the value's JSON type.
+
+    Raises:
+        TemplateTooLarge: its strings would take more than ``limit`` characters together (None: no
+            limit); known from their parts' lengths, before the text past it is built.
+    """
+    return _render_json(value, lookup, None if limit is None else _Budget(limit))
+
+
+class _Budget:
+    """The characters the strings of one JSON template may still render."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, length: int) -> None:
+        self.left -= length
+        if self.left < 0:
+            raise TemplateTooLarge(self.limit)
+
+
+def _render_json(value: Any, lookup: Any, budget: _Budget | None) -> Any:
     if isinstance(value, Template):
         refs = value.references
         if len(refs) == 1 and value.source.strip() == "{" + str(refs[0]) + "}":
             found = refs[0].resolve(lookup)
+            if budget is not None and isinstance(found, str):  # the client's values are strings
+                budget.spend(len(found))
             return (
                 writable(found)
                 if found is None or isinstance(found, str | int | float | bool | list | dict)
                 else str(found)
             )
-        return writable_text(value.render(lookup))
+        if budget is None:
+            return writable_text(value.render(lookup))
+        try:
+            text = value.render(lookup, limit=budget.left)
+        except TemplateTooLarge:
+            raise TemplateTooLarge(budget.limit) from None
+        budget.spend(len(text))
+        return writable_text(text)
     if isinstance(value, dict):
-        return {k: render_json_template(v, lookup) for k, v in value.items()}
+        return {k: _render_json(v, lookup, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [render_json_template(v, lookup) for v in value]
+        return [_render_json(v, lookup, budget) for v in value]
     return value
+
+
+_DEFAULT_REPLY = compile_json_template(ErrorReply.DEFAULT, ErrorReply.NAMESPACES)
+"""The reply sent where a configured one would render too large: the gateway's values only, which are short."""
 
 
 __all__ = [

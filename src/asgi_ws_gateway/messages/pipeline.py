@@ -190,6 +190,7 @@ class MessagePolicySet:
 
     def attach(self, connection: ConnectionContext) -> tuple[MessagePipeline | None, MessagePipeline | None]:
         """The connection's inbound and outbound pipelines (None: no handler in that direction)."""
+        connection.max_message_size = self.max_message_size  # what its policies write within
         inbound = self._pipeline(self.inbound, "inbound", connection)
         return inbound, self._pipeline(self.outbound, "outbound", connection)
 

@@ -3,11 +3,17 @@
 Values are templates rendered against the context when the policy runs (``X-User-Id: {jwt.sub}``);
 the change is applied to the upstream request of every backend tried. Values inserted into a path
 or a URL are percent-encoded; control characters never reach a header.
+
+A template may write a client's value many times (``"{header.x-a}" * 680`` turned an 8 KB header into
+43 MB sent upstream per handshake): each renders within the upstream's limits (a header value 8 KiB,
+a URL or a value in it 8 KiB) and stops there, the handshake refused (431, 400) before anything is
+built or any backend is contacted.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Literal
 from urllib.parse import quote
 
@@ -15,13 +21,31 @@ from pydantic import Field, field_validator
 
 from ..config.checks import configured_url_problem
 from ..handshake.context import HandshakeContext
-from ..templates import Template
+from ..templates import Reference, Template, TemplateTooLarge
+from ..upstream.checks import MAX_UPSTREAM_HEADER, MAX_UPSTREAM_URL, header_too_large, url_too_long
 from ..upstream.headers import HOP_BY_HOP
-from .base import PolicyEnv, PolicySettings, register_policy, template
+from .base import PolicyEnv, PolicySettings, client_chosen, register_policy, template
 
 ExistsAction = Literal["override", "skip", "append", "delete"]
 # Template namespaces whose values come straight from the client's request.
 _CLIENT_NAMESPACES = frozenset({"header", "query", "cookie", "path", "client", "request"})
+REPEATS_WARNED = 3
+"""Times one template may write a value the client chooses before :func:`warn_repeats` warns."""
+
+
+def warn_repeats(templates: list[Template], env: PolicyEnv, field: tuple[str | int, ...], bound: str) -> None:
+    """Warn when a template writes a value the client chooses :data:`REPEATS_WARNED` times or more: the
+    client makes each as long as it likes, and a few long ones pass ``bound`` (the request refused)."""
+    for compiled in templates:
+        counts: dict[Reference, int] = {}
+        for ref in compiled.references:
+            if client_chosen(ref):
+                counts[ref] = counts.get(ref, 0) + 1
+        repeated = max(counts.items(), key=lambda item: item[1], default=None)
+        if repeated is not None and repeated[1] >= REPEATS_WARNED:
+            env.warn(field, f"writes {{{repeated[0]}}} {repeated[1]} times: the client makes it as long as it "
+                            f"likes, and a long one renders past {bound}")  # fmt: skip
+            return
 
 
 def _header_name(value: str) -> str:
@@ -56,9 +80,15 @@ class SetHeader:
         self.header = settings.header
         self.value = Template(settings.value)
         self.action: ExistsAction = settings.exists_action
+        warn_repeats([self.value], env, ("value",), f"{MAX_UPSTREAM_HEADER} characters (refused, 431)")
 
     async def apply(self, context: HandshakeContext) -> None:
-        value = None if self.action == "delete" else self.value.render(context)
+        value = None
+        if self.action != "delete":
+            try:
+                value = self.value.render(context, limit=MAX_UPSTREAM_HEADER)
+            except TemplateTooLarge:
+                raise header_too_large(self.header) from None
         context.upstream.set_header(self.header, value, self.action)
 
 
@@ -101,10 +131,20 @@ class SetQueryParameter:
         self.parameter = settings.parameter
         self.value = Template(settings.value)
         self.action: ExistsAction = settings.exists_action
+        warn_repeats([self.value], env, ("value",), f"the upstream URL's {MAX_UPSTREAM_URL} characters (refused, 400)")
 
     async def apply(self, context: HandshakeContext) -> None:
-        value = None if self.action == "delete" else self.value.render(context)
+        value = None if self.action == "delete" else _url_part(self.value, context)
         context.upstream.set_query(self.parameter, value, self.action)
+
+
+def _url_part(value: Template, context: HandshakeContext, escape: Callable[[str], str] | None = None) -> str:
+    """``value`` rendered for the upstream URL: past :data:`MAX_UPSTREAM_URL` characters, refused (400)
+    as the URL it would be part of is."""
+    try:
+        return value.render(context, escape, limit=MAX_UPSTREAM_URL)
+    except TemplateTooLarge:
+        raise url_too_long() from None
 
 
 def _escape_path(text: str) -> str:
@@ -138,7 +178,7 @@ class RewriteUri:
         self.copy = settings.copy_unmatched_params
 
     async def apply(self, context: HandshakeContext) -> None:
-        context.upstream.rewrite(self.template.render(context, _escape_path), copy_unmatched_params=self.copy)
+        context.upstream.rewrite(_url_part(self.template, context, _escape_path), copy_unmatched_params=self.copy)
 
 
 class SetBackendSettings(PolicySettings):
@@ -192,7 +232,15 @@ class SetBackendService:
         self.base_url = Template(settings.base_url)
 
     async def apply(self, context: HandshakeContext) -> None:
-        context.upstream.set_base_url(self.base_url.render(context, _escape_path))
+        context.upstream.set_base_url(_url_part(self.base_url, context, _escape_path))
 
 
-__all__ = ["RemoveHeader", "RewriteUri", "SetBackendService", "SetHeader", "SetQueryParameter"]
+__all__ = [
+    "REPEATS_WARNED",
+    "RemoveHeader",
+    "RewriteUri",
+    "SetBackendService",
+    "SetHeader",
+    "SetQueryParameter",
+    "warn_repeats",
+]

@@ -4,7 +4,10 @@ Client-controlled values reach the upstream request through path parameters, tem
 (``set-header``, ``set-query-parameter``, ``rewrite-uri``, ``set-backend-service``) and the
 forwarded query string. A request built from them that no upstream could be sent, or that would
 change the shape of the upstream URL, is the client's error: the handshake is refused with 400
-before the first connect, so it never counts against a backend's health.
+before the first connect, so it never counts against a backend's health. So is a request larger than
+an upstream reads: a header value over :data:`MAX_UPSTREAM_HEADER` or a head over
+:data:`MAX_UPSTREAM_HEAD` (431), a URL over :data:`MAX_UPSTREAM_URL` (400). A template may write one
+client value many times: its callers render it with these as the limit, so the text is never built.
 """
 
 from __future__ import annotations
@@ -16,12 +19,23 @@ from collections.abc import Mapping
 from ..bounded import may_carry_credential, remember
 from ..config.checks import UrlProblem, url_problem
 from ..config.fields import is_token
+from ..errors import HandshakeDenied
 from ..routing import param_problem
 from .request import bad_request
 
 MAX_UPSTREAM_URL = 8192
 """Characters an upstream URL may have once templates and the forwarded query are in it."""
 
+MAX_UPSTREAM_HEADER = 8192
+"""Characters a header value the gateway renders for the upstream may have (``set-header``): the
+value's own configured limit, and a header line's under websockets and most servers (8 KiB)."""
+
+MAX_UPSTREAM_HEAD = 64 * 1024
+"""Bytes the upstream request head may take (its URL, and each header's name, value and 4 bytes of
+separators): the client head limit of ``run`` (and ``handshake_limits``' 32 KiB of headers and 8 KiB
+target, with room for what the policies add)."""
+
+_SEPARATORS = 4  # ": " and CRLF, as on the wire
 # Field-value characters (no CR, LF, NUL or other controls); names are RFC 9110 tokens (is_token).
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
@@ -35,10 +49,14 @@ def check_path_params(params: Mapping[str, str]) -> None:
 
 
 def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_process: bool) -> None:
-    """Refuse (400) an upstream request that cannot be sent as built.
+    """Refuse (400; 431 for a head over :data:`MAX_UPSTREAM_HEAD`) an upstream request that cannot be
+    sent as built.
 
     ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process).
     """
+    size = head_size(url, headers)
+    if size > MAX_UPSTREAM_HEAD:
+        raise head_too_large(f"the upstream request head would take {size} bytes; at most {MAX_UPSTREAM_HEAD} are sent")
     if may_carry_credential(url):  # checked, never kept
         _check_url.__wrapped__(url, in_process)
     else:
@@ -48,6 +66,27 @@ def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_proce
             if not is_token(name):
                 raise bad_request("an upstream header name is not a valid HTTP token")
             raise bad_request(f"the upstream header '{name}' would carry a character HTTP cannot send")
+
+
+def head_size(url: str, headers: list[tuple[str, str]]) -> int:
+    """The bytes of a request head as :data:`MAX_UPSTREAM_HEAD` counts them (a value's characters are
+    its Latin-1 bytes; a character past Latin-1 is refused by :func:`valid_header`)."""
+    return len(url) + sum(len(name) + len(value) + _SEPARATORS for name, value in headers)
+
+
+def head_too_large(detail: str) -> HandshakeDenied:
+    """A 431 for an upstream request head the client's values made larger than an upstream reads."""
+    return HandshakeDenied(431, detail, reason="headers_too_large")
+
+
+def header_too_large(name: str) -> HandshakeDenied:
+    """A 431 for a header value a template would render past :data:`MAX_UPSTREAM_HEADER`."""
+    return head_too_large(f"the upstream header '{name}' would be longer than {MAX_UPSTREAM_HEADER} characters")
+
+
+def url_too_long() -> HandshakeDenied:
+    """A 400 for an upstream URL (or a value in it) past :data:`MAX_UPSTREAM_URL`, as :func:`_check_url` refuses it."""
+    return bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
 
 
 def valid_header(name: str, value: str) -> bool:
@@ -80,7 +119,7 @@ def _check_url(url: str, in_process: bool) -> None:
     does not keep). The rules are :func:`~asgi_ws_gateway.config.checks.url_problem`, which the
     configured URLs follow too."""
     if len(url) > MAX_UPSTREAM_URL:
-        raise bad_request(f"the upstream URL would be longer than {MAX_UPSTREAM_URL} characters")
+        raise url_too_long()
     problem = url_problem(url, in_process=in_process)
     if problem is not None:
         raise bad_request(_REFUSALS[problem])
@@ -101,4 +140,16 @@ _REFUSALS: dict[UrlProblem, str] = {
 }
 
 
-__all__ = ["MAX_UPSTREAM_URL", "bad_request", "check_path_params", "check_upstream_request", "valid_header"]
+__all__ = [
+    "MAX_UPSTREAM_HEAD",
+    "MAX_UPSTREAM_HEADER",
+    "MAX_UPSTREAM_URL",
+    "bad_request",
+    "check_path_params",
+    "check_upstream_request",
+    "head_size",
+    "head_too_large",
+    "header_too_large",
+    "url_too_long",
+    "valid_header",
+]
