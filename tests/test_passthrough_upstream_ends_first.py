@@ -12,8 +12,6 @@ gateway's protocols, a raw upstream (and a ``websockets`` one) and a raw client 
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 import struct
 import time
@@ -28,6 +26,7 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS, Handler, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import split_frames, upgrade_blocking
 from support.servers import UvicornServer
 
 MESSAGES = 48
@@ -47,15 +46,7 @@ def _acking_client(port: int) -> tuple[int, str]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)  # before connect: the window it offers
         sock.settimeout(BOUND)
         sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall((f"GET /h HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        buffer, got, messages, started = head.split(b"\r\n\r\n", 1)[1], 0, 0, time.monotonic()
+        buffer, got, messages, started = upgrade_blocking(sock, port, "/h"), 0, 0, time.monotonic()
         while True:
             try:
                 data = sock.recv(4096)
@@ -65,15 +56,8 @@ def _acking_client(port: int) -> tuple[int, str]:
                 return messages, "ended"
             got += len(data)
             buffer += data
-            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
-                length, start = buffer[1] & 0x7F, 2
-                if length == 126:
-                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
-                elif length == 127:
-                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
-                if len(buffer) < start + length:
-                    break
-                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
+            frames, buffer = split_frames(buffer)
+            for opcode, payload in frames:
                 if opcode == 0x8:
                     sock.sendall(ws_frame(0x8, payload[:2]))  # its answer
                     return messages, f"close {struct.unpack('!H', payload[:2])[0]}"

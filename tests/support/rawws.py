@@ -10,7 +10,7 @@ import struct
 import time
 from collections.abc import Callable
 
-__all__ = ["close_frame_in", "next_frame", "raw_client", "read_slowly"]
+__all__ = ["close_frame_in", "next_frame", "raw_client", "read_slowly", "split_frames", "upgrade_blocking"]
 
 
 def _upgrade(port: int, *, deflate: bool) -> bytes:
@@ -58,6 +58,37 @@ async def close_frame_in(reader: asyncio.StreamReader) -> tuple[int, bytes]:
             return struct.unpack("!H", payload[:2])[0], payload[2:]
 
 
+def upgrade_blocking(sock: socket.socket, port: int, path: str) -> bytes:
+    """Send an upgrade request for ``path`` on a connected blocking ``sock`` and read its 101; returns the
+    bytes read past the response head (the first frames, if any)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return head.split(b"\r\n\r\n", 1)[1]
+
+
+def split_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete unmasked frames (a server's) at the start of ``buffer`` as ``(opcode, payload)``, and
+    the bytes left after them."""
+    frames = []
+    while len(buffer) >= 2:
+        length, start = buffer[1] & 0x7F, 2
+        if length == 126:
+            length, start = struct.unpack("!H", buffer[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+        if len(buffer) < start + length:
+            break
+        frames.append((buffer[0] & 0x0F, buffer[start : start + length]))
+        buffer = buffer[start + length :]
+    return frames, buffer
+
+
 def read_slowly(
     port: int, *, taken: int, rate: float, buffer_size: int = 8192, when_read: Callable[[], str | None] = lambda: None
 ) -> tuple[int, str | None]:
@@ -69,15 +100,7 @@ def read_slowly(
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)  # before connect: the window it offers
         sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall((f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())  # fmt: skip
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        buffer, got, started = head.split(b"\r\n\r\n", 1)[1], 0, time.monotonic()
+        buffer, got, started = upgrade_blocking(sock, port, "/ws/echo"), 0, time.monotonic()
         while got < taken:
             try:
                 data = sock.recv(2048)
@@ -87,15 +110,8 @@ def read_slowly(
                 return got, "ended"
             got += len(data)
             buffer += data
-            while len(buffer) >= 2:  # the complete frames: unmasked, from the server
-                length, start = buffer[1] & 0x7F, 2
-                if length == 126:
-                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
-                elif length == 127:
-                    length, start = struct.unpack("!Q", buffer[2:10])[0], 10
-                if len(buffer) < start + length:
-                    break
-                opcode, payload, buffer = buffer[0] & 0x0F, buffer[start : start + length], buffer[start + length :]
+            frames, buffer = split_frames(buffer)
+            for opcode, payload in frames:
                 if opcode == 0x8:
                     return got, f"close {struct.unpack('!H', payload[:2])[0]}"
                 if opcode == 0x9:  # the pong, masked with a zero key
