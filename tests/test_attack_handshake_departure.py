@@ -20,6 +20,7 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -283,6 +284,50 @@ async def test_a_client_gone_while_the_keys_are_fetched_frees_its_slot(
             await _slot_freed(server.port)
             line = await _line_of(caplog, "hung")
             await _no_handshake_task_left(gateway)
+    assert "abandoned" in line and "client went away" in line, line
+    _quiet(caplog)
+
+
+class _WaitSettings(PolicySettings):
+    pass
+
+
+@register_policy("test-departure-replaced-cancellation")
+class _WaitsAndReplacesTheCancellation:
+    """Waits for ever, and lets a cancellation out as a ``CancelledError`` of its own, as anyio's cancel
+    scopes do (httpx's connects run in one): the protocol's ``CLIENT_GONE`` message is lost on the way."""
+
+    Settings = _WaitSettings
+    entered = threading.Event()
+
+    def __init__(self, settings: _WaitSettings, env: Any) -> None:
+        self.name = "test-departure-replaced-cancellation"
+
+    async def apply(self, context: Any) -> None:
+        type(self).entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise asyncio.CancelledError("Cancelled via cancel scope 7f00 by <Task connect_tcp>") from None
+
+
+async def test_a_client_gone_while_a_library_replaces_the_cancellation_is_taken_back(
+    live: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client gone during a JWKS fetch (anyio inside httpx) was logged "abandoned (cancelled)", its task
+    ended in a cancellation nobody took back: the protocol's reason now reaches the middleware by the scope."""
+    caplog.set_level(logging.INFO)
+    _WaitsAndReplacesTheCancellation.entered.clear()
+    config = _config([], live, unique_prefix())
+    config["apis"][0].update(upstreams=[live.url("/echo")], policies=[{"test-departure-replaced-cancellation": {}}])
+    with _served(config) as (gateway, server):
+        _, writer = await _open(server.port, handshake("/hung"))
+        while not _WaitsAndReplacesTheCancellation.entered.is_set():  # noqa: ASYNC110 - set on the server's thread
+            await asyncio.sleep(0.01)
+        _reset(writer)
+        await _slot_freed(server.port)
+        line = await _line_of(caplog, "hung")
+        await _no_handshake_task_left(gateway)
     assert "abandoned" in line and "client went away" in line, line
     _quiet(caplog)
 

@@ -27,7 +27,7 @@ from .handshake.request_view import RequestView
 from .handshake.responses import send_denial
 from .log_throttle import OutageLog
 from .loop_watch import LoopWatch
-from .passthrough.asgi_extension import EXTENSION
+from .passthrough.asgi_extension import EXTENSION, STOPPED
 from .passthrough.raw_upstream import RawUpstream
 from .policies.build import GatewayPolicies, load_policies
 from .proxying import open_proxy
@@ -370,12 +370,12 @@ class WebSocketGateway(AdmissionChecks):
         except BaseException as exc:
             # The gateway's protocol cancels the task when the client leaves before the answer, or when
             # the server shuts down: each cancellation is taken back here (any other propagates).
-            if _taken_back(exc, CLIENT_GONE):  # nothing to answer: no refusal sent or logged
+            if _taken_back(exc, CLIENT_GONE, scope):  # nothing to answer: no refusal sent or logged
                 trace.abandoned("client went away")
                 await _undo(handshake, upstream, left=True)
                 return
-            stopped = _taken_back(exc, SHUTDOWN_REFUSAL)
-            await _undo_refused(handshake, upstream)
+            stopped = _taken_back(exc, SHUTDOWN_REFUSAL, scope)
+            await _undo_refused(handshake, upstream, scope)
             if stopped:  # refused as a drain refuses
                 exc = draining_refusal()
             elif not isinstance(exc, Exception):
@@ -468,11 +468,16 @@ class WebSocketGateway(AdmissionChecks):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
 
 
-def _taken_back(exc: BaseException, marker: str) -> bool:
+def _taken_back(exc: BaseException, marker: str, scope: Scope) -> bool:
     """The gateway's protocol cancelled the handshake with ``marker``: ``SHUTDOWN_REFUSAL`` (the server
     shuts down: the client gets the 503 a drain gives) or ``CLIENT_GONE`` (the client left: nothing is
-    answered). The cancellation is taken back, unless another one is pending too, which propagates."""
-    if not (isinstance(exc, asyncio.CancelledError) and marker in exc.args):
+    answered). Known by the cancellation's message, or by the scope (:data:`STOPPED`) when a library
+    replaced it (anyio's cancel scopes: a client gone during a JWKS fetch was logged "cancelled" and its
+    task left with a traceback). The cancellation is taken back, unless another one is pending too,
+    which propagates."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    if marker not in exc.args and (scope.get("extensions") or {}).get(STOPPED) != marker:
         return False
     task = asyncio.current_task()
     return task is None or task.uncancel() == 0
@@ -487,7 +492,9 @@ async def _undo(handshake: HandshakeContext, upstream: UpstreamConnection | RawU
     await handshake.release()
 
 
-async def _undo_refused(handshake: HandshakeContext, upstream: UpstreamConnection | RawUpstream | None) -> None:
+async def _undo_refused(
+    handshake: HandshakeContext, upstream: UpstreamConnection | RawUpstream | None, scope: Scope
+) -> None:
     """:func:`_undo` for a handshake being refused, carried to its end when the gateway's protocol cancels
     the task meanwhile (the client left, the server shuts down: taken back; any other cancellation
     propagates). A cleanup cut part way is lost alone; the next call runs the others (a lease left
@@ -497,14 +504,14 @@ async def _undo_refused(handshake: HandshakeContext, upstream: UpstreamConnectio
             await _undo(handshake, upstream, left=False)
             return
         except asyncio.CancelledError as exc:
-            if not _cut_by_protocol(exc):
+            if not _cut_by_protocol(exc, scope):
                 raise
 
 
-def _cut_by_protocol(exc: asyncio.CancelledError) -> bool:
+def _cut_by_protocol(exc: asyncio.CancelledError, scope: Scope) -> bool:
     """The gateway's protocol cancelled the task while a refusal was being prepared (taken back): the
     refusal is still sent to a server shutting down, and to a client gone (quietly: it cannot be sent)."""
-    return _taken_back(exc, CLIENT_GONE) or _taken_back(exc, SHUTDOWN_REFUSAL)
+    return _taken_back(exc, CLIENT_GONE, scope) or _taken_back(exc, SHUTDOWN_REFUSAL, scope)
 
 
 def _target(scope: Scope) -> bytes:

@@ -52,7 +52,7 @@ class ClientDeparture(ClientLeg):
             self._departed = True
             task = self._task
             if task is not None and not task.done():
-                task.cancel(CLIENT_GONE)
+                self._stop_task(task, CLIENT_GONE)
             # A task not started yet cancels itself at its first step (GracefulShutdown.run_asgi).
 
     def _hold_early_data(self, data: bytes) -> None:

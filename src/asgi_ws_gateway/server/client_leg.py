@@ -17,7 +17,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame
 
 from ..loop_watch import BYTES_PER_TURN, ReadShares
-from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
+from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT, STOPPED
 from .log_lines import PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, logged_path
 from .server_protocol import _ServerProtocol
 
@@ -55,6 +55,14 @@ class ClientLeg(WebSocketsSansIOProtocol):
         # The adapters hold nothing of a connection: one each for all of them.
         self.conn.logger = QUIET
         self.logger = PATH_ONLY if self.logger is UVICORN_ERROR else PathOnly(self.logger)  # type: ignore[assignment]
+
+    def _stop_task(self, task: asyncio.Task[None], why: str) -> None:
+        """Cancel the application's handshake with ``why``, written in its scope too (:data:`STOPPED`): the
+        middleware takes the cancellation back by it even when a library replaced the message on its way."""
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][STOPPED] = why
+        task.cancel(why)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._abort_timer, self._stall_due):

@@ -76,7 +76,7 @@ class GracefulShutdown(ClientLeg):
         self._refusing = True
         task = self._task
         if task is not None and not task.done():
-            task.cancel(SHUTDOWN_REFUSAL)
+            self._stop_task(task, SHUTDOWN_REFUSAL)
         elif task is None and not self.handshake_initiated:
             self.transport.close()  # no request yet: nothing to answer
         # A task created but not started refuses when it starts (run_asgi).
@@ -108,12 +108,12 @@ class GracefulShutdown(ClientLeg):
             if self._refusing:  # the shutdown came before this task's first step
                 raise asyncio.CancelledError(SHUTDOWN_REFUSAL)
             if self._departed and task is not None:  # so did the client's departure: cancelled at the
-                task.cancel(CLIENT_GONE)  # application's first wait, where it can take it back
+                self._stop_task(task, CLIENT_GONE)  # application's first wait, where it can take it back
             result = await self.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
         except asyncio.CancelledError as exc:
-            if CLIENT_GONE not in exc.args:  # else nothing to answer, nobody to tell
+            if CLIENT_GONE not in exc.args and not self._departed:  # else nothing to answer, nobody to tell
                 if not self._refusing:
                     self._end_task()
                     raise
