@@ -5,6 +5,9 @@ shape, trickled bytes, gzip bombs and endless bodies. Only the success each call
 every other answer is one clear error (no traceback), within one deadline and a size bound; the
 admin token is checked before it is sent, never quoted, and never sent where it should not go.
 Real sockets on 127.0.0.1: raw asyncio servers, and a real ``asgi-ws-gateway run --management``.
+
+Where a case reads only what the command answers for one input, ``cli.main`` (the console script's
+function) answers it in this process; a case or two per test runs the real command line, for its wiring.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import httpx2
 import pytest
 import websockets.asyncio.server
 
+from asgi_ws_gateway.cli import main as cli_main
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 from support.management import TOKEN
 from support.processes import EXE, Standalone, cli_env, standalone
 from support.tls import make_ca
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Cli = Callable[..., Awaitable[tuple[int, str, str]]]
 
 
 def answer(status: str, body: bytes = b"", *headers: str, ctype: str = "application/json") -> bytes:
@@ -92,6 +97,40 @@ async def cli(*args: str, **env: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """:func:`cli` answered by ``cli.main`` in this process, in a thread (it runs an event loop of its own;
+    the test's servers run in this one): (exit code, stdout, stderr). A traceback is an exception here."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the working directory first, as uvicorn does
+    monkeypatch.delenv("ASGI_WS_GATEWAY_URL", raising=False)  # the environment cli_env gives a process
+    monkeypatch.setenv("ASGI_WS_GATEWAY_ADMIN_TOKEN", TOKEN)
+
+    def main(args: list[str]) -> int:
+        try:
+            return cli_main(args)
+        except SystemExit as exc:  # a usage error
+            return exc.code if isinstance(exc.code, int) else 1
+
+    async def run(*args: str, **env: str) -> tuple[int, str, str]:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        async with asyncio.timeout(60):
+            code = await asyncio.to_thread(main, list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def _cases(cases: dict[str, Any], processes: set[str]) -> list[Any]:
+    """Every case answered in this process (``as_process`` False), those named in ``processes`` by a process too."""
+    rows = {name: case if isinstance(case, tuple) else (case,) for name, case in cases.items()}
+    return [pytest.param(*row, False, id=name) for name, row in rows.items()] + [
+        pytest.param(*row, True, id=f"{name}-process") for name, row in rows.items() if name in processes
+    ]
+
+
+@pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Standalone]:
     config = tmp_path / "gateway.yaml"
     config.write_text("apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: ['ws://127.0.0.1:9/']\n")
@@ -107,12 +146,17 @@ NGINX_301 = answer(
 SSO_PAGE = answer("200 OK", b"<html><form action=/login>", ctype="text/html")
 
 
-@pytest.mark.parametrize("command", [["subscriptions", "delete", "s1"], ["subscriptions", "delete", "s1", "--drain"],
-                                     ["apis", "delete", "chat"], ["products", "delete", "p"]])  # fmt: skip
-async def test_a_redirect_is_an_error_naming_where_it_points(command: list[str]) -> None:
+REDIRECTED = {" ".join(command): command for command in (["subscriptions", "delete", "s1"], ["apis", "delete", "chat"],
+              ["subscriptions", "delete", "s1", "--drain"], ["products", "delete", "p"])}  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "as_process"), _cases(REDIRECTED, {"subscriptions delete s1"}))
+async def test_a_redirect_is_an_error_naming_where_it_points(
+    in_process: Cli, command: list[str], as_process: bool
+) -> None:
     """A 301 to https in front of the API: ``subscriptions delete`` exited 0 having deleted nothing."""
     async with raw_server(NGINX_301) as base:
-        code, out, err = await cli(*command, "--url", base)
+        code, out, err = await (cli if as_process else in_process)(*command, "--url", base)
     assert code == 1 and out == ""
     assert err == "error: the management API redirected (301) to https://gw.example/_gateway/x: use that URL (--url)\n"
 
@@ -151,17 +195,22 @@ async def test_a_url_with_a_query_is_refused_and_nothing_is_deleted(gateway: Sta
     assert [api["name"] for api in await gateway.client.list_apis()] == ["echo"]
 
 
+REFUSED_URLS = {url: url for url in ["http://proxyuser:proxypw@127.0.0.1:1/_gateway",
+                "https://ops:Pr0xyP4ss/word@gw.example.com/_gateway", "http://ops:Pr0xyP4ss@127.0.0.1:1/_gateway",
+                "http://[::1/_gateway", "ftp://127.0.0.1/_gateway"]}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "url",
-    ["http://proxyuser:proxypw@127.0.0.1:1/_gateway", "https://ops:Pr0xyP4ss/word@gw.example.com/_gateway",
-     "http://ops:Pr0xyP4ss@127.0.0.1:1/_gateway", "http://[::1/_gateway", "ftp://127.0.0.1/_gateway"],
-)  # fmt: skip
-async def test_a_url_with_userinfo_or_unparseable_is_refused_without_echoing_it(url: str) -> None:
+    ("url", "as_process"), _cases(REFUSED_URLS, {"https://ops:Pr0xyP4ss/word@gw.example.com/_gateway"})
+)
+async def test_a_url_with_userinfo_or_unparseable_is_refused_without_echoing_it(
+    in_process: Cli, url: str, as_process: bool
+) -> None:
     """Userinfo replaced the Bearer token with Basic auth; a password with '/' gave an InvalidURL traceback."""
     with pytest.raises(ValueError) as caught:
         ManagementClient(url, token=TOKEN)
     assert "proxypw" not in str(caught.value) and "Pr0xyP4ss" not in str(caught.value)
-    code, out, err = await cli("apis", "list", "--url", url)
+    code, out, err = await (cli if as_process else in_process)("apis", "list", "--url", url)
     assert code == 2 and "Traceback" not in err and "proxypw" not in out + err and "Pr0xyP4ss" not in out + err
     assert err.startswith("error: the management API URL") and err.count("\n") == 1
 
@@ -172,15 +221,33 @@ BAD_TOKENS = {"newline": TOKEN + "\n", "crlf": TOKEN + "\r", "space": TOKEN + " 
               "non-ascii": TOKEN + "é", "del": TOKEN + "\x7f", "inner space": TOKEN[:8] + " " + TOKEN[8:]}  # fmt: skip
 
 
-@pytest.mark.parametrize("token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
-async def test_a_token_no_header_can_carry_is_refused_unsent_and_unquoted(gateway: Standalone, token: str) -> None:
-    """A Kubernetes secret's final newline: "Illegal header value b'Bearer <token>\\n'" (CLI), an SDK
-    LocalProtocolError quoting it."""
-    code, out, err = await cli("apis", "list", "--url", gateway.url, ASGI_WS_GATEWAY_ADMIN_TOKEN=token)
+async def _refused_unsent_and_unquoted(run: Cli, url: str, token: str) -> None:
+    code, out, err = await run("apis", "list", "--url", url, ASGI_WS_GATEWAY_ADMIN_TOKEN=token)
     assert code == 2 and out == "" and TOKEN[:8] not in err and err.startswith("error: the admin token has ")
     with pytest.raises(ValueError) as caught:
-        ManagementClient(gateway.url, token=token)
+        ManagementClient(url, token=token)
     assert TOKEN[:8] not in str(caught.value) and "visible ASCII" in str(caught.value)
+
+
+@pytest.mark.parametrize("token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+async def test_a_token_no_header_can_carry_is_refused_unsent_and_unquoted(in_process: Cli, token: str) -> None:
+    """A Kubernetes secret's final newline: "Illegal header value b'Bearer <token>\\n'" (CLI), an SDK
+    LocalProtocolError quoting it. Nothing reaches the server."""
+    requests: list[bytes] = []
+
+    async def heard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(b"a request")
+        writer.write(answer("200 OK", b'{"apis": []}'))
+        await writer.drain()
+
+    async with raw_server(heard) as base:
+        await _refused_unsent_and_unquoted(in_process, base, token)
+    assert requests == []
+
+
+async def test_a_token_no_header_can_carry_is_refused_by_the_command_line(gateway: Standalone) -> None:
+    """The same, a process against a running gateway (a token file's final newline)."""
+    await _refused_unsent_and_unquoted(cli, gateway.url, BAD_TOKENS["newline"])
 
 
 async def test_a_token_files_final_line_break_is_ignored(gateway: Standalone, tmp_path: Path) -> None:
@@ -392,11 +459,13 @@ HOSTILE_BODIES = {
 }
 
 
-@pytest.mark.parametrize(("body", "command"), HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
-async def test_an_answer_of_another_shape_is_one_clear_error(body: str, command: list[str]) -> None:
+@pytest.mark.parametrize(("body", "command", "as_process"), _cases(HOSTILE_BODIES, {"deep", "infinity json"}))
+async def test_an_answer_of_another_shape_is_one_clear_error(
+    in_process: Cli, body: str, command: list[str], as_process: bool
+) -> None:
     """KeyError, TypeError, AttributeError, RecursionError tracebacks; or exit 0 printing nothing or Infinity."""
     async with raw_server(answer("200 OK", body.encode())) as base:
-        code, out, err = await cli(*command, "--url", base)
+        code, out, err = await (cli if as_process else in_process)(*command, "--url", base)
     assert (code, out) == (1, "") and err.startswith("error: unexpected answer from the management API (200): ")
     assert err.count("\n") == 1 and "Traceback" not in err
 
@@ -419,11 +488,13 @@ HOSTILE_ERRORS = {
 }
 
 
-@pytest.mark.parametrize(("status", "body", "exit_code", "printed"), HOSTILE_ERRORS.values(), ids=HOSTILE_ERRORS.keys())
-async def test_every_refusal_is_a_management_api_error(status: str, body: str, exit_code: int, printed: str) -> None:
+@pytest.mark.parametrize(("status", "body", "exit_code", "printed", "as_process"), _cases(HOSTILE_ERRORS, {"deep"}))
+async def test_every_refusal_is_a_management_api_error(
+    in_process: Cli, status: str, body: str, exit_code: int, printed: str, as_process: bool
+) -> None:
     """``{"problems": null}`` was a TypeError, ``"abc"`` printed per character, deep nesting a RecursionError."""
     async with raw_server(answer(status, body.encode(), ctype="application/problem+json")) as base:
-        code, _, err = await cli("apis", "list", "--url", base)
+        code, _, err = await (cli if as_process else in_process)("apis", "list", "--url", base)
         async with ManagementClient(base, token=TOKEN) as client:
             with pytest.raises(ManagementAPIError) as caught:
                 await client.list_apis()

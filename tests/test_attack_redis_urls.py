@@ -5,16 +5,23 @@
 before an 80-line traceback (exit 1); ``/abc`` as the database started silently on database 0. And
 ``run --redis URL`` without ``--management`` was ignored without a word: the limits an operator
 meant to share were counted per process.
+
+Each URL is answered by ``cli.main`` (the console script's function) called in this process; the
+cases of ``IN_A_PROCESS`` run the real command line too, for its wiring.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from asgi_ws_gateway import cli
+from asgi_ws_gateway.server import serving
 from support.processes import cli_env
 from support.servers import free_port
 
@@ -60,9 +67,51 @@ VALID = [
 ]
 
 
+IN_A_PROCESS = {MALFORMED[0][0], MALFORMED[10][0], VALID[2]}
+"""The cases also run as a process (one more with a query: redis-py read in a fresh process)."""
+Gateway = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _cases(cases: list[Any]) -> list[Any]:
+    """Every case answered in this process (``as_process`` False), those of ``IN_A_PROCESS`` by a process too."""
+    rows = [case if isinstance(case, tuple) else (case,) for case in cases]
+    return [pytest.param(*row, False, id=str(i)) for i, row in enumerate(rows)] + [
+        pytest.param(*row, True, id=f"{i}-process") for i, row in enumerate(rows) if row[0] in IN_A_PROCESS
+    ]
+
+
 def _gateway(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "asgi_ws_gateway", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=cli_env(**env), timeout=60)
+
+
+def _never_serves(*args: Any, **kwargs: Any) -> int:
+    raise AssertionError("run would have started serving")
+
+
+@pytest.fixture
+def in_process(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Gateway:
+    """``_gateway`` answered by ``cli.main`` in this process: its exit code (``SystemExit``'s for a usage
+    error) and what it printed (and logged). ``run`` never serves here: ``serve`` fails the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the working directory first, as uvicorn does
+    monkeypatch.setattr(serving, "serve", _never_serves)
+    for name in ("ASGI_WS_GATEWAY_REDIS", "ASGI_WS_GATEWAY_URL"):  # as cli_env: a clean environment
+        monkeypatch.delenv(name, raising=False)
+
+    def gateway(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err + caplog.text)
+
+    return gateway
 
 
 def _config(tmp_path: Path, url: str) -> Path:
@@ -71,42 +120,49 @@ def _config(tmp_path: Path, url: str) -> Path:
     return config
 
 
-@pytest.mark.parametrize(("url", "message"), MALFORMED)
-def test_check_refuses_a_malformed_store_url_with_its_field_path(tmp_path: Path, url: str, message: str) -> None:
+@pytest.mark.parametrize(("url", "message", "as_process"), _cases(MALFORMED))
+def test_check_refuses_a_malformed_store_url_with_its_field_path(
+    tmp_path: Path, in_process: Gateway, url: str, message: str, as_process: bool
+) -> None:
     """``check``: exit 2, ``store.url: <reason>``, the password nowhere."""
-    done = _gateway("check", str(_config(tmp_path, url)), cwd=tmp_path)
+    done = (_gateway if as_process else in_process)("check", str(_config(tmp_path, url)), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"store.url: {message}" in done.stderr
     assert SECRET not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("url", "message"), MALFORMED)
-def test_run_refuses_a_malformed_store_url_before_it_listens(tmp_path: Path, url: str, message: str) -> None:
+@pytest.mark.parametrize(("url", "message", "as_process"), _cases(MALFORMED))
+def test_run_refuses_a_malformed_store_url_before_it_listens(
+    tmp_path: Path, in_process: Gateway, url: str, message: str, as_process: bool
+) -> None:
     """``run``: exit 2 with the field path, before uvicorn starts; the password nowhere."""
-    done = _gateway("run", str(_config(tmp_path, url)), "--port", str(free_port()), cwd=tmp_path)
+    gateway = _gateway if as_process else in_process
+    done = gateway("run", str(_config(tmp_path, url)), "--port", str(free_port()), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"store.url: {message}" in done.stderr
     assert "Uvicorn running" not in done.stdout + done.stderr
     assert SECRET not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("url", "message"), MALFORMED)
-def test_run_refuses_a_malformed_redis_option_before_it_listens(tmp_path: Path, url: str, message: str) -> None:
+@pytest.mark.parametrize(("url", "message", "as_process"), _cases(MALFORMED))
+def test_run_refuses_a_malformed_redis_option_before_it_listens(
+    tmp_path: Path, in_process: Gateway, url: str, message: str, as_process: bool
+) -> None:
     """``run --management ... --redis URL``: a usage error naming ``--redis``; the password nowhere."""
     config = tmp_path / "gateway.yaml"
     config.write_text("apis: []\n")
     args = ("run", str(config), "--management", "/_gateway", "--redis", url, "--port", str(free_port()))
-    done = _gateway(*args, cwd=tmp_path)
+    done = (_gateway if as_process else in_process)(*args, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"argument --redis: {message}" in done.stderr
     assert "Uvicorn running" not in done.stdout + done.stderr
     assert SECRET not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("url", VALID)
-def test_check_accepts_a_well_formed_store_url(tmp_path: Path, url: str) -> None:
+@pytest.mark.parametrize(("url", "as_process"), _cases(VALID))
+def test_check_accepts_a_well_formed_store_url(tmp_path: Path, in_process: Gateway, url: str, as_process: bool) -> None:
     """Every accepted form stays valid (nothing connects: ``check`` builds a memory store)."""
-    done = _gateway("check", str(_config(tmp_path, url)), cwd=tmp_path)
+    done = (_gateway if as_process else in_process)("check", str(_config(tmp_path, url)), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
 

@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import yaml
-from uvicorn.config import LOG_LEVELS, WS_PROTOCOLS
-from uvicorn.importer import ImportFromStringError, import_from_string
 
 from .errors import ConfigError
 from .forwarded import is_loopback_host
@@ -33,6 +31,11 @@ from .yaml_keys import safe_load
 
 # The gateway itself (pydantic, OpenTelemetry, Redis, the relay) is imported by the commands that
 # need it: run, check and schema. The management commands and --help start in a third of the time.
+# uvicorn and the server, the OpenTelemetry SDK and the management API are run's alone: check and
+# schema read a configuration without them (tests/test_cli_imports.py).
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels (``uvicorn.config.LOG_LEVELS``, the same order), named here: uvicorn is imported by ``run``."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
         help="uvicorn WebSocket implementation: a uvicorn name or module:attribute (default: %(default)s)",
     )
-    run.add_argument("--log-level", choices=list(LOG_LEVELS), default="info", help="(default: %(default)s)")
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: %(default)s)")
     run.add_argument(
         "--access-log-format", choices=("text", "json"),
         help="format of the gateway's access log, one line per connection (default: the config's telemetry.access_log)",
@@ -132,11 +135,7 @@ def _configured(args: argparse.Namespace) -> int:
     from .plugins import load_plugins
     from .policies.build import load_policies
     from .schema import json_schema
-    from .server.serving import graceful_shutdown_timeout
-    from .standalone import collector_problems
-    from .startup import variable_problems
     from .state.memory import MemoryState
-    from .telemetry.providers import environment_config_problems
 
     try:
         load_plugins(args.plugin, field="--plugin")
@@ -146,8 +145,13 @@ def _configured(args: argparse.Namespace) -> int:
         # Built to be checked (with a memory store: nothing connects, nothing is fetched), then dropped.
         policies = load_policies(args.config, store=lambda config: MemoryState())
         config = policies.config
-        args.shutdown_timeout = graceful_shutdown_timeout(config)
         if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
+            from .server.serving import graceful_shutdown_timeout  # uvicorn, the server, the management API
+            from .standalone import collector_problems
+            from .startup import variable_problems
+            from .telemetry.providers import environment_config_problems
+
+            args.shutdown_timeout = graceful_shutdown_timeout(config)
             environment = [*variable_problems(), *environment_config_problems(config.telemetry),
                            *collector_problems()]  # fmt: skip
             if environment:
@@ -296,6 +300,9 @@ def _integer(value: str) -> int:
 
 def _ws_protocol(value: str) -> str:
     """``--ws``: one of uvicorn's names, or a protocol class that imports (checked before serving)."""
+    from uvicorn.config import WS_PROTOCOLS  # read as run's options are (argparse converts no other command's)
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
     if value in WS_PROTOCOLS:
         return value
     try:

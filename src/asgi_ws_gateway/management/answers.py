@@ -13,12 +13,13 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from ..json_depth import nests_deeper
 from ..json_names import no_constant
+
+if TYPE_CHECKING:
+    import httpx2
 
 DEFAULT_MAX_ANSWER = 64 * 1024 * 1024
 """Bytes an answer's body may have, inflated (64 MiB): a configuration exported, a thousand connections."""

@@ -22,17 +22,18 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import httpx2
 import yaml
 
+from .. import management  # its ManagementClient (httpx2) is imported by the commands that call the API
 from ..loading import alias_problem, read_regular_file
 from ..redact import printable, redact_free_text, redact_url_credentials
 from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
-from .client import ManagementAPIError, ManagementClient, UnexpectedAnswerError, Written
 from .client_endpoint import tls_context, token_problem
+from .client_errors import ManagementAPIError, UnexpectedAnswerError
+from .client_types import Written
 from .connect_credentials import (
     ConnectParser,
     EachRead,
@@ -45,6 +46,9 @@ from .connect_credentials import (
     refuse_credentials_in_clear,
 )
 
+if TYPE_CHECKING:
+    from .client import ManagementClient
+
 URL_ENV, TOKEN_ENV = "ASGI_WS_GATEWAY_URL", "ASGI_WS_GATEWAY_ADMIN_TOKEN"
 REDIS_ENV = "ASGI_WS_GATEWAY_REDIS"
 """The management store's Redis URL under ``run`` (``--redis`` when given): out of ``ps``'s sight."""
@@ -52,7 +56,7 @@ DEFAULT_URL = "http://127.0.0.1:8000/_gateway"
 MANAGEMENT_HOST = "127.0.0.1"
 """Where ``run --management-port`` listens unless told otherwise: loopback, so only this host reaches it."""
 _EXIT = {401: 4, 403: 4, 404: 3, 409: 5, 412: 5, 400: 2, 422: 2}
-Action = Callable[[ManagementClient, argparse.Namespace], Awaitable[Any]]
+Action: TypeAlias = "Callable[[ManagementClient, argparse.Namespace], Awaitable[Any]]"
 
 
 def add_commands(commands: Any) -> None:
@@ -252,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     """Run a management or ``connect`` command; returns the exit code."""
     if args.command == "connect":
         return _run_connect(args)
+    import httpx2  # the management commands' HTTP client: not imported by check, run or --help
+
     try:
         args.token = _token(args)
         result = asyncio.run(_call(args))
@@ -295,7 +301,7 @@ async def _warned(deletion: Awaitable[list[str]]) -> None:
 
 
 async def _call(args: argparse.Namespace) -> Any:
-    client = ManagementClient(
+    client = management.ManagementClient(
         args.url, token=args.token, verify=args.cacert, allow_insecure_http=args.allow_insecure_http
     )
     async with client:

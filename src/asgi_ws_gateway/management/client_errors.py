@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-
-import httpx2
+from typing import TYPE_CHECKING
 
 from .answers import ERROR_PREFIX, AnswerProblem, parse_json, problem_fields, read_body
+
+if TYPE_CHECKING:
+    import httpx2
 
 
 class ManagementAPIError(Exception):

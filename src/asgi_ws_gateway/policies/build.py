@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import state as stores  # stores.RedisState: redis-py, imported for a Redis store only
 from .._types import Scope
 from ..config.gateway import GatewayConfig
 from ..config.parsing import parse_config
@@ -32,7 +33,6 @@ from ..handshake.request_view import RequestView
 from ..messages.pipeline import MessagePolicySet
 from ..state.base import Store
 from ..state.memory import MemoryState
-from ..state.redis import RedisState
 from . import (  # noqa: F401 - registers types
     auth,
     control,
@@ -58,7 +58,9 @@ def make_store(config: GatewayConfig) -> Store:
     store = config.store
     if store.type == "redis":
         assert store.url is not None
-        return RedisState(store.url, prefix=store.prefix, timeout=store.timeout, max_connections=store.max_connections)
+        return stores.RedisState(
+            store.url, prefix=store.prefix, timeout=store.timeout, max_connections=store.max_connections
+        )
     return MemoryState(prefix=store.prefix, max_keys=store.max_keys)
 
 

@@ -1,39 +1,15 @@
-"""Redis URLs and clients: one parser for every Redis user (limits store, management store, bus).
-
-Accepted forms (see docs/deployment.md)::
-
-    redis://[user:password@]host:port/db        one server (rediss:// for TLS, unix:///path.sock)
-    redis+cluster://[user:password@]host:port,host:port,...     Redis Cluster (any few nodes to start from)
-    redis+sentinel://[user:password@]host:port,host:port,.../service[/db]   the master Sentinel names
-
-``rediss+cluster://`` and ``rediss+sentinel://`` use TLS. The credentials are the data nodes'
-(sentinels are reached without them). :func:`parse_redis_url` raises ``ValueError`` with a
-message fit to follow a field path; :func:`connect` builds the matching ``redis.asyncio`` client.
+"""Redis URLs: one parser for every Redis user (limits store, management store, bus), and for the
+configuration checks, which import it without redis-py (see :mod:`asgi_ws_gateway.redis_client`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-from redis.asyncio import ConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
-from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisClusterException, RedisError
-
-AnyRedis = Redis | RedisCluster
-"""What :func:`connect` returns: a plain (or Sentinel-backed) client, or a cluster client."""
-
-REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError, AttributeError)
-"""What a call raises when Redis is down, fails over or times out: catch it around Redis calls only.
-
-``AttributeError``: after a connection error on a node, redis-py 8.1's cluster client disconnects
-that node's idle connections while another task may be opening one of them (its writer becomes
-``None`` mid-command): a failed call, not a bug of the caller."""
 
 _PLAIN = ("redis", "rediss", "unix")
 _SCHEMES = (*_PLAIN, "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
@@ -162,7 +138,7 @@ def _single(scheme: str, url: str) -> RedisTarget:
             db = int(path[1:])
     options = parse_qsl(parts.query, keep_blank_values=True)
     for option, value in options:
-        parser = URL_QUERY_ARGUMENT_PARSERS.get(option)
+        parser = _query_parsers().get(option)
         if parser is None and option not in _STRING_OPTIONS:
             raise ValueError(f"unknown query option {option!r}")
         if parser is not None and value:  # redis-py skips an empty value
@@ -187,8 +163,17 @@ def _single(scheme: str, url: str) -> RedisTarget:
     )
 
 
+def _query_parsers() -> Mapping[str, Callable[..., object]]:
+    """redis-py's readers of a URL's query options: redis itself is imported for a URL with a query only."""
+    from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    return URL_QUERY_ARGUMENT_PARSERS
+
+
 def _check_single(scheme: str, url: str, options: list[str]) -> None:
     """Whether this scheme's redis-py connection takes ``options`` (built, not connected: no I/O)."""
+    from redis.asyncio import ConnectionPool
+
     try:
         ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call, unused-ignore]
     except TypeError as exc:  # a keyword the connection class does not take
@@ -200,38 +185,4 @@ def _check_single(scheme: str, url: str, options: list[str]) -> None:
         raise ValueError(f"redis-py refused the query options {', '.join(map(repr, options))}") from None
 
 
-class SentinelRedis(Redis):
-    """The master a Sentinel set names; closing it also closes the connections to the sentinels."""
-
-    sentinels: Sentinel | None = None
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool)
-        if self.sentinels is not None:
-            for client in self.sentinels.sentinels:
-                await client.aclose()
-
-
-def connect(url: str, **options: Any) -> AnyRedis:
-    """A ``redis.asyncio`` client for ``url``; ``options`` go to every data-node connection.
-
-    Socket options (``socket_timeout``, ``socket_connect_timeout``) also apply to the sentinels.
-    Raises ``ValueError`` for a malformed URL.
-    """
-    target = parse_redis_url(url)
-    if target.kind == "single":
-        return Redis.from_url(url, **options)
-    auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.tls}
-    if target.kind == "cluster":
-        nodes = [ClusterNode(host, port) for host, port in target.nodes]
-        return RedisCluster(startup_nodes=nodes, **auth, **options)
-    sockets = {k: v for k, v in options.items() if k.startswith("socket_")}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
-        list(target.nodes), sentinel_kwargs={**sockets, "ssl": target.tls}, **auth, **options
-    )
-    client: SentinelRedis = sentinel.master_for(target.service, redis_class=SentinelRedis, db=target.db)
-    client.sentinels = sentinel
-    return client
-
-
-__all__ = ["REDIS_FAILURES", "AnyRedis", "RedisTarget", "SentinelRedis", "connect", "parse_redis_url"]
+__all__ = ["RedisTarget", "parse_redis_url"]
