@@ -113,6 +113,23 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     return address.teredo[1] if address.teredo is not None else None
 
 
+def translated_ipv4s(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 client an IPv6 address may stand for: :func:`embedded_ipv4`'s, or, in RFC 8215's
+    local-use prefix ``64:ff9b:1::/48``, the one each prefix length the site may use puts there (RFC 6052
+    §2.2: /48, /56, /64, /96; bits 64 to 71, the ``u`` octet, hold none). A deny list is matched against
+    all of them; an allow list only against :func:`embedded_ipv4`'s, which the address itself says."""
+    embedded = embedded_ipv4(address)
+    if embedded is not None:
+        return [embedded]
+    if ipaddress.IPv6Address(int(address)) not in _LOCAL_NAT64:  # int(): without a zone
+        return []
+    packed = address.packed
+    without_u = packed[:8] + packed[9:]
+    found = [ipaddress.IPv4Address(without_u[start : start + 4]) for start in (6, 7, 8)]  # /48, /56, /64
+    found.append(ipaddress.IPv4Address(packed[12:]))  # /96
+    return list(dict.fromkeys(found))
+
+
 def client_network(ip: str) -> str:
     """What a client holds: an IPv6 address's /64 (a host is given at least one; it picks any address
     in it), an IPv4 address itself; text that is not an address, unchanged.
@@ -314,5 +331,6 @@ __all__ = [
     "parse_network",
     "parse_reported_ip",
     "rewritten_by_server",
+    "translated_ipv4s",
     "trusted_hops",
 ]

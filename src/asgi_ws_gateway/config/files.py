@@ -1,4 +1,5 @@
-"""A configuration file read into plain data (YAML or JSON), its problems given by file, line and column."""
+"""A configuration file read into plain data (YAML or JSON), its problems given by file, line and column;
+and the placeholders an ``export`` wrote in place of secrets, which a file must not be loaded with."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 from ..errors import ConfigError
 from ..json_names import DuplicateName, load_unique
 from ..loading import alias_problem, read_regular_file
+from ..redact import REDACTED
+from ..redact.documents import installed_policy_types, redacted_values
 from ..yaml_keys import safe_load
 
 
@@ -43,6 +46,18 @@ def read_file(path: Path) -> Any:
     return data
 
 
+def placeholder_problems(data: Any) -> list[str]:
+    """Each field of a configuration file that holds ``REDACTED`` where ``GET /config`` and ``export``
+    write it in place of a secret (:func:`~asgi_ws_gateway.redact.documents.redacted_values`, the rules
+    the management API's documents are made public by): an exported file loaded as it is would run with
+    the placeholder as its secret (every client presenting the key ``REDACTED`` admitted, HMAC keyed with
+    it). A plugin's settings are known once its type is registered (the file's ``plugins`` imported)."""
+    return [
+        f"{path}: holds '{REDACTED}', the placeholder an export writes in place of a secret: put the secret back"
+        for path in redacted_values(data, installed_policy_types())
+    ]
+
+
 def _long_number(path: Path, text: str) -> str:
     """``file:line:column`` of the first integer Python will not read, or the file alone."""
     found = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1}}}", text)
@@ -62,5 +77,6 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
 
 
 __all__ = [
+    "placeholder_problems",
     "read_file",
 ]

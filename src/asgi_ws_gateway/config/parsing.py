@@ -22,7 +22,7 @@ from ..plugins import MODULE_NAME, load_plugins
 from ..strict_numbers import non_finite_numbers
 from .apis import ApiConfig
 from .checks import cross_check
-from .files import read_file
+from .files import placeholder_problems, read_file
 from .gateway import GatewayConfig
 from .problems import describe_errors
 from .products import ProductConfig, SubscriptionConfig
@@ -61,12 +61,13 @@ def parse_config(
             be imported stops validation there (its policy types would all be unknown).
     """
     origin: str | None = None
+    document: Any = None  # a file's data, looked into for an export's placeholders
     if isinstance(source, GatewayConfig):
         config = source
     else:
         if isinstance(source, str | Path):
             origin = str(source)
-            source = read_file(Path(source))
+            source = document = read_file(Path(source))
         try:
             config = GatewayConfig.model_validate(source)
         except ValidationError as exc:
@@ -75,11 +76,13 @@ def parse_config(
                 with contextlib.suppress(ConfigError):
                     load_plugins(_named_plugins(source))
             found = _check_what_validated(source, exc, problems, check_policies)
-            raise ConfigError(problems + found, origin) from None
+            raise ConfigError(placeholder_problems(document) + problems + found, origin) from None
     try:  # plugins register policy types: before the policies' settings are checked
         load_plugins(config.plugins, allow_import=import_plugins)
     except ConfigError as exc:
         raise ConfigError(exc.problems, origin) from None
+    if problems := placeholder_problems(document):  # before any policy is built with one as its secret
+        raise ConfigError(problems, origin)
     with deferred_imports() as imports:
         problems = cross_check(config) + check_policies(config)
     if problems:

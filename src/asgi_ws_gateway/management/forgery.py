@@ -39,7 +39,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config.hosts import Host, host_matches, parse_host
 from ..config.problems import shorten
 from ..forwarded import parse_reported_ip
+from ..handshake.host_header import hostname, split_host
 from ..redact import printable
+from ..wire_numbers import parse_port
 from .errors import BadRequest, Forbidden, ManagementError, MisdirectedRequest, UnsupportedMediaType, problem
 from .head import has_body
 
@@ -107,14 +109,10 @@ class HostCheck:
         await self.app(scope, receive, send)
 
     def _refusal(self, host: str) -> ManagementError | None:
-        try:
-            parts = urlsplit(f"//{host}")
-            name, port = parts.hostname, parts.port
-        except ValueError:  # a port that is no number, a malformed IPv6 literal
-            name = None
-        if not name or parts.path or parts.query or parts.fragment or parts.username is not None:
+        parts = _host_and_port(host)
+        if parts is None:
             return BadRequest("the Host header is not host[:port]")
-        # An address a client writes: one with a zone id (any text after its '%') is no address here.
+        name, port = parts
         if name == "localhost" or name.endswith(".localhost") or parse_reported_ip(name) is not None:
             return None
         if host_matches(self.allowed, name, port):
@@ -123,6 +121,27 @@ class HostCheck:
             f"this management API does not answer to the name '{shorten(host, 80)}': add it to "
             "management.allowed_hosts if it is yours"
         )
+
+
+def _host_and_port(value: str) -> tuple[str, int | None] | None:
+    """A ``Host`` header's host, spelled one way (:func:`~asgi_ws_gateway.handshake.host_header.hostname`:
+    lower case, no trailing dot, IPv6 in brackets), and its port; None when it is not ``host[:port]``.
+
+    The host is one a client sends, read by the handshake's own parser
+    (:func:`~asgi_ws_gateway.handshake.host_header.split_host`): ``urlsplit`` took ``[::1]evil`` and
+    ``[::1]x:80`` for ``[::1]``, ``a,b`` and ``a;b`` for names and ``user@name`` for ``name``. The port
+    is RFC 3986's, 0 to 65535 in at most 5 ASCII digits, empty (``gw:``) or with leading zeros, as
+    before (:func:`~asgi_ws_gateway.wire_numbers.parse_port`).
+    """
+    value = value.strip(" \t")
+    end = value.find("]") + 1 if value.startswith("[") else len(value.partition(":")[0])
+    host, rest = value[:end], value[end:]
+    if split_host(host) is None or (rest and rest[0] != ":"):
+        return None
+    port = parse_port(rest[1:]) if len(rest) > 1 else None
+    if len(rest) > 1 and port is None:
+        return None
+    return hostname(host), port
 
 
 __all__ = ["SAFE_METHODS", "HostCheck", "check_not_forged"]

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..errors import HandshakeDenied
 from ..handshake.pipeline import Policy
+from ..redact.documents import install_policy_types
 from ..safe_regex import compile_regex
 from ..state.base import Store
 from ..strict_numbers import StrictNumbers
@@ -191,6 +192,8 @@ class PolicyType(Protocol):
 
 
 REGISTRY: dict[str, PolicyType] = {}
+# Known to the configuration loaders below: a file's plugin secrets written REDACTED are refused.
+install_policy_types(REGISTRY)
 
 
 def register_policy(name: str) -> Callable[[C], C]:

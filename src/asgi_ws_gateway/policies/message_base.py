@@ -31,9 +31,11 @@ from typing import Any
 
 from .._types import Data
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
+from ..redact.documents import install_policy_types
 from .base import C, PolicyType, register_in
 
 MESSAGE_REGISTRY: dict[str, PolicyType] = {}
+install_policy_types(MESSAGE_REGISTRY)
 
 MessageFunction = Callable[[WsMessage], Awaitable[Any]]
 """``async def f(message) -> None | str | bytes | object``: a transform (see :class:`FunctionMessagePolicy`)."""

@@ -1,7 +1,11 @@
 """Network policies: ``ip-filter`` (CIDR allow/deny lists) and ``check-origin`` (cross-site hijacking).
 
 The address ``ip-filter`` tests is ``context.request.client.ip``: the TCP peer, or the address a
-trusted proxy reported (top-level ``trusted_proxies``), never a header an untrusted client sent.
+trusted proxy reported (top-level ``trusted_proxies``), never a header an untrusted client sent. An
+IPv6 address that carries an IPv4 client (NAT64's ``64:ff9b::/96``, ``::ffff:0:a.b.c.d``, ``::a.b.c.d``,
+6to4, Teredo: :func:`~asgi_ws_gateway.forwarded.embedded_ipv4`) is matched as itself and as that
+client, as the limits count it: ``deny: [203.0.113.0/24]`` refused 203.0.113.7 but admitted it
+translated to ``64:ff9b::203.0.113.7``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator
 
-from ..forwarded import Networks, parse_ip, parse_network
+from ..forwarded import IPAddress, Networks, embedded_ipv4, parse_ip, parse_network, translated_ipv4s
 from ..handshake.context import HandshakeContext
 from .base import PolicyEnv, PolicySettings, deny, register_policy
 
@@ -46,9 +50,23 @@ class IpFilter:
         self.allow_all = not settings.allow
 
     async def apply(self, context: HandshakeContext) -> None:
-        address = parse_ip(context.request.client.ip)
-        if address is None or address in self.deny or not (self.allow_all or address in self.allow):
+        if not self.admits(parse_ip(context.request.client.ip)):
             raise deny(403, "the client address is not allowed", reason="ip_forbidden")
+
+    def admits(self, address: IPAddress | None) -> bool:
+        """Whether ``address`` passes: denied when it, or an IPv4 client it may stand for
+        (:func:`~asgi_ws_gateway.forwarded.translated_ipv4s`), is in ``deny``; with ``allow`` set, admitted
+        only when it, or the IPv4 client it carries (:func:`~asgi_ws_gateway.forwarded.embedded_ipv4`), is
+        in ``allow``. ``None`` (no address: ``unknown``) never passes."""
+        if address is None:
+            return False
+        if isinstance(address, ipaddress.IPv6Address):
+            candidates: list[IPAddress] = [address, *translated_ipv4s(address)]
+            if any(candidate in self.deny for candidate in candidates):
+                return False
+            carried = embedded_ipv4(address)
+            return self.allow_all or address in self.allow or (carried is not None and carried in self.allow)
+        return address not in self.deny and (self.allow_all or address in self.allow)
 
 
 def _origin_entry(value: str) -> str:

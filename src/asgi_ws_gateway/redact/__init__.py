@@ -19,6 +19,8 @@ The names below are imported from here; each has one home:
 - :mod:`.error_text`: an error message without the secrets it quotes.
 - :mod:`.escaping`: client text on one line (control and bidi characters escaped).
 - :mod:`.frames`: websockets' frames as its debug lines show them, the peer's text redacted.
+- :mod:`.documents`: the secrets of a configuration document (``GET /config``, ``export``) and the
+  ``REDACTED`` an exported file holds for them; imported by name (it needs pydantic).
 """
 
 from __future__ import annotations
