@@ -20,6 +20,14 @@ other side is gone (or has the gateway's close frame), the step is cancelled and
 are dropped as they are read, its close frame still seen; a side read while its step waits anyway
 holds one frame at most (``MessageAssembler.hold_limit``), then is not read.
 
+A side that ends while a step of its direction waits (its last messages, its close frame and its TCP
+close read behind the step) is not taken for one that vanished: what it sent before it went goes on
+in order as the steps finish, its close frame too, and only then does the splice see it gone (as any
+side whose close frame it has seen; with none, 1011 or 1001 after its messages). Not past
+``close_timeout`` from its end: then the rest is dropped, logged at INFO, and it is gone as before.
+The other side going meanwhile drops it at once (its messages have nowhere to go); the gateway
+closing (a policy, a drain) drops what is left as it comes.
+
 Closing is the splice's (its module docstring), plus what the relay does for policies: a policy
 that closes gives the message's sender the policy's code and the other side ``peer_code``; a client
 text message that is not UTF-8 gets the client 1007 (and the upstream 1007); an upstream's gets the
@@ -60,7 +68,7 @@ Process = Callable[[Data, int], "Data | Coroutine[Any, Any, Data | None] | None"
 class _FramedSide(Side):
     """One leg of the frame relay: whole messages in, each through the policies, whole frames out."""
 
-    __slots__ = ("frames", "held", "process", "relay", "task", "unchecked")
+    __slots__ = ("frames", "gone_due", "held", "process", "relay", "task", "unchecked")
 
     peer: _FramedSide
 
@@ -74,6 +82,9 @@ class _FramedSide(Side):
         # side is not read, and what it sends waits in the assembler (one check per read for both).
         self.task: asyncio.Task[None] | asyncio.Handle | None = None
         self.held: Event | None = None  # the event that next turn starts with (out of the assembler)
+        # Its TCP connection ended while a policy step waited: what it sent before it went still goes
+        # on once the steps finish, by this (close_timeout from its end); then the splice sees it gone.
+        self.gone_due: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
@@ -96,11 +107,54 @@ class _FramedSide(Side):
             self.task = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        peer = self.peer
+        if peer.gone_due is not None:  # it went first, its messages still waiting: they have nowhere to go now
+            self.open = False
+            peer.drop_held()
+            peer.leave()
         if isinstance(self.task, asyncio.Handle):  # what it sent before it went comes first (its close frame too)
             self.task.cancel()
             event, self.held, self.task = self.held, None, None
             self.pump(event, budget=-1)
+        if isinstance(self.task, asyncio.Task):
+            if peer.open and not self.frames.halted:
+                # A policy step waits, and behind it what the side sent before it went, its close frame
+                # too: all of it goes on once the steps finish, as without policies. Taken for a side
+                # that vanished, it lost it all (an upstream's 10 messages and 4001: the client got 3
+                # and 1011). Its transport is gone: nothing is written to it, nothing waits on it.
+                self.open = self.write_paused = self.frames.hold_pings = False
+                self._wake()
+                self.gone_due = asyncio.get_running_loop().call_later(self.relay._close_timeout, self._give_up)
+                return
+            self.stop_forwarding()  # what waits has nowhere to go
         super().connection_lost(exc)
+
+    def leave(self) -> None:
+        """A side gone while its messages waited, now that none waits (delivered or dropped): the splice
+        sees it gone, as if it had just gone (its close frame, if it sent one, already seen)."""
+        if self.gone_due is not None:
+            self.gone_due.cancel()
+            self.gone_due = None
+            self.relay.lost(self)
+
+    def drop_held(self) -> None:
+        """What a side gone still holds goes nowhere: dropped, its step cancelled."""
+        self.stop_forwarding()
+        if isinstance(self.task, asyncio.Handle):
+            self.task.cancel()
+            self.task = self.held = None
+
+    def _give_up(self) -> None:
+        self.gone_due = None
+        logger.info("frame relay: the %s's messages still waited for a policy step %g s after it went; gave up on "
+                    "them", "client" if self.client else "upstream", self.relay._close_timeout)  # fmt: skip
+        self.drop_held()
+        self.relay.lost(self)
+
+    def _settle(self) -> None:
+        """Once nothing of a side gone waits any more, it leaves (:meth:`leave`)."""
+        if self.gone_due is not None and self.task is None:
+            self.leave()
 
     def pump(self, event: Event | None = None, budget: int = MESSAGES_PER_TURN) -> None:
         """Handle ``event`` and the complete frames held, in order, until one waits for a policy or
@@ -153,6 +207,7 @@ class _FramedSide(Side):
         event, self.held, self.task = self.held, None, None
         self.pump(event)
         self._read_again()
+        self._settle()
 
     def _read_again(self) -> None:
         """Resume reading once nothing holds this side: no policy step waits, no turn is due, the peer reads."""
@@ -162,20 +217,23 @@ class _FramedSide(Side):
     async def _finish(self, pending: Coroutine[Any, Any, Data | None], data: Data, raw: bytes) -> None:
         splice = self.relay
         try:
-            result = await pending
+            try:
+                result = await pending
+            finally:
+                if self.task is asyncio.current_task():  # (not cancelled by stop_forwarding, then replaced)
+                    self.task = None
         except CloseConnection as close:
             splice.policy_close(self, close)
             result = None
         except Exception:
             splice.failed()
+            self._settle()
             return
-        finally:
-            if self.task is asyncio.current_task():  # (not cancelled by stop_forwarding, then replaced)
-                self.task = None
         if result is not None and self.peer.open and not self.frames.halted and not splice._closing:
             self.peer.transport.write(raw if result is data and raw else self._frame(result))
         self.pump()
         self._read_again()
+        self._settle()
 
     def _frame(self, data: Data) -> bytes:
         """``data`` as one frame for the peer (masked towards the upstream)."""

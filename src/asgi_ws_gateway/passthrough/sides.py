@@ -147,7 +147,10 @@ class Side(asyncio.Protocol):
         elif self.peer.open:
             self.pending_close = frame  # written when the peer's data_received finishes the frame
         else:
-            self.transport.close()  # the rest of the frame will never come: a close frame would land inside it
+            # The rest of the frame will never come, and a close frame would land inside it: a FIN after
+            # what is queued to it, read out to its TCP close (close_timeout at most). Closing the socket
+            # had the kernel reset a side still sending, dropping what was queued to it.
+            self.splice._end_towards(self, cut_short=True)
 
     def end_if_refused(self) -> None:
         """Half-close a side the gateway refused (an oversize or bad frame) once its close frame is out:

@@ -30,8 +30,8 @@ Closing follows the relay's table as far as bytes allow:
 * the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
   to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
   of receiving a frame gets the rest of that frame first (a close frame cannot land inside a
-  payload), bounded by ``close_timeout``; only when the frame's sender is gone is its TCP
-  connection closed instead;
+  payload), bounded by ``close_timeout``; only when the frame's sender is gone does it get none:
+  it is half-closed and read out instead (``_end_towards``), never closed;
 * keepalive: a side that sent nothing for ``ping_interval`` seconds gets a ping from the gateway
   (its pong is taken out of the stream, never forwarded); one that then sends nothing for
   ``ping_timeout`` seconds is dead: its connection is aborted and the other side closed as if it
