@@ -24,13 +24,11 @@ from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
 
 LONG_MODULES = (
-    "test_bench_smoke.py", "test_conformance.py", "test_management_cli.py", "test_run_cli.py",
-    "test_console_browser.py", "test_e2e_plugins.py", "test_attack_management_csrf.py",
-    "test_attack_operator_secrets.py", "test_e2e_messages.py", "test_uvicorn_app.py", "test_attack_management_paths.py",
-    "test_attack_operator_plugins.py", "test_telemetry_otlp_wire.py", "test_standalone_gc.py", "test_redis_failover.py",
-    "test_e2e_unread_peer.py", "test_attack_operator_files.py", "test_attack_operator_signals.py", "test_cli.py",
-    "test_e2e_relay.py", "test_e2e_server_edges.py", "test_e2e_workers.py", "test_attack_frames.py",
-    "test_attack_policies_jwks.py", "test_management_workers.py",
+    "test_conformance.py", "test_bench_smoke.py", "test_redis_failover.py", "test_attack_shutdown_signals.py",
+    "test_attack_upstream_keepalive.py", "test_run_cli.py", "test_console_browser.py", "test_e2e_messages.py",
+    "test_attack_changes_mgmt_workers.py", "test_management_cli.py", "test_attack_management_client.py",
+    "test_attack_cswsh_warnings.py", "test_redis_ha.py", "test_attack_inprocess_upstream_faults.py",
+    "test_telemetry_otlp_wire.py", "test_telemetry_e2e.py", "test_e2e_upstream_close.py",
 )  # fmt: skip
 """Modules that keep a worker 12 s or more (a full run's durations, longest first)."""
 

@@ -290,7 +290,10 @@ async def _status(port: int, *headers: str) -> int:
         writer.write(handshake("/ws/chat", "".join(f"{h}\r\n" for h in headers).encode()))
         return status_of(await reader.readuntil(b"\r\n\r\n"))
     finally:
+        # Gone before the caller stops the server (server.stop() blocks this loop): a 101 left open
+        # would hold the shutdown for the gateway's closing-handshake timeout.
         writer.close()
+        await writer.wait_closed()
 
 
 SIBLING = "Origin: http://blog.example.com"

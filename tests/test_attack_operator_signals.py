@@ -8,6 +8,7 @@ until they expired and telemetry was never flushed.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
@@ -52,7 +53,8 @@ async def test_sighup_keeps_serving_open_and_new_connections_and_says_so(
             async with await connect(f"ws://127.0.0.1:{server.port}/echo") as second:
                 await second.send("new")
                 assert await second.recv() == "new"
-            assert server.stop(signal.SIGTERM) == 0
+            # In a thread: this loop answers the drain's close frame (blocked, it held the stop for close_timeout).
+            assert await asyncio.to_thread(server.stop, signal.SIGTERM) == 0
         assert ws.close_code == 1012  # the drain SIGTERM asks for, with its close frame
         assert server.output().count("SIGHUP ignored") == 1
 
@@ -74,7 +76,7 @@ async def test_sighup_with_an_invalid_file_keeps_the_workers_and_names_the_probl
             _wait_for_line(server, "aborting the restart", timeout=30)
             await ws.send("after")
             assert await ws.recv() == "after"
-            code = server.stop(signal.SIGTERM)
+            code = await asyncio.to_thread(server.stop, signal.SIGTERM)  # this loop answers the drain's close
         output = server.output()
     assert code == 0, output
     assert f"ERROR:    invalid gateway configuration in {config} (1 problem(s)):\n  bogus: unknown field\n" in output

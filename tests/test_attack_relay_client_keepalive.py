@@ -38,8 +38,11 @@ SERVER_SHORT: dict[str, Any] = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.5}
 API_SHORT: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5}
 BOUND = 30
 """Seconds a test waits for what the API's keepalive does (well under uvicorn's 300)."""
-KEPT_FOR = 3
-"""Seconds a client that reads nothing must stay open when the stall rule is off (six uvicorn windows)."""
+SERVER_SHORTER: dict[str, Any] = {"ws_ping_interval": 0.1, "ws_ping_timeout": 0.25}
+"""uvicorn's keepalive for the tests that wait out six of its windows."""
+KEPT_FOR = 1.5
+"""Seconds a client that reads nothing must stay open when the stall rule is off (six SERVER_SHORTER windows,
+three of the API's longest timeout there)."""
 
 
 def _dropped(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -99,7 +102,7 @@ async def test_a_passthrough_false_client_that_reads_nothing_is_dropped_and_the_
 
 @pytest.mark.parametrize(
     ("ping_interval", "ping_timeout"),
-    [(None, None), (0.2, None), (None, 0.5)],
+    [(None, None), (0.1, None), (None, 0.25)],
     ids=["both-null", "timeout-null", "interval-null"],
 )
 async def test_a_null_api_keepalive_keeps_a_relay_client_that_reads_nothing(
@@ -109,12 +112,12 @@ async def test_a_null_api_keepalive_keeps_a_relay_client_that_reads_nothing(
     ping_timeout: float | None,
 ) -> None:
     """Either null turns the stall rule off, as on the splice: a client that reads nothing stays open through
-    six of uvicorn's 0.5 s windows, the application still sending to it. Before, uvicorn's window dropped it."""
+    six of uvicorn's 0.25 s windows, the application still sending to it. Before, uvicorn's window dropped it."""
     caplog.set_level(logging.INFO)
     ended = threading.Event()  # set in the server's thread
     keepalive = {"ping_interval": ping_interval, "ping_timeout": ping_timeout}
     api = api_entry({"url": "asgi:", "app": streaming_app(ended)}, **keepalive)  # type: ignore[arg-type]
-    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **SERVER_SHORT)
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH, **SERVER_SHORTER)
     _, writer = await raw_client(server.port, deflate=False, sock=small_socket(server.port))  # reads nothing
     try:
         assert not await asyncio.to_thread(ended.wait, KEPT_FOR)  # still sending: the connection is open

@@ -270,7 +270,8 @@ def test_an_http_client_that_reads_nothing_is_dropped_at_shutdown_without_a_trac
     response stuck on the full socket held the SIGTERM for all of uvicorn's timeout, then its cancelled task
     was logged as an ``Exception in ASGI application`` with a traceback. It is dropped at half that timeout
     now, with one INFO line."""
-    config = build_config(upstream_server.url("/echo"), api={"close_timeout": 1}, drain_grace_period=2)
+    # uvicorn's timeout is drain_grace_period + 2 close_timeouts + 5 s: 6 s here, the drop at 3 s.
+    config = build_config(upstream_server.url("/echo"), api={"close_timeout": 0.5}, drain_grace_period=0)
     path = write_config(tmp_path, config)
     with ready_server(lambda port: [*RUN, str(path), "--port", str(port)]) as server:
         sock = _unread_client(server.port)
@@ -306,7 +307,7 @@ def test_a_complete_response_the_client_reads_nothing_of_is_dropped_at_shutdown(
     most = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])  # the most a socket buffer takes
     (tmp_path / "app.py").write_text(_DOWNLOAD_APP.format(size=most + 2**20))
     http = f"asgi_ws_gateway.server:{protocol}"
-    command = ["-m", "uvicorn", "app:app", "--http", http, "--timeout-graceful-shutdown", "6"]
+    command = ["-m", "uvicorn", "app:app", "--http", http, "--timeout-graceful-shutdown", "4"]  # the drop at 2 s
     with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:
         sock = _unread_client(server.port)
         try:

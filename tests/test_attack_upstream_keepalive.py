@@ -160,7 +160,9 @@ async def test_a_client_that_reads_nothing_is_dropped_not_the_upstream_streaming
     assert "closed by gateway with 1006" in await access_line(caplog)  # the client got no close frame
 
 
-SLOW_KEEPALIVE: dict[str, Any] = {"ping_interval": 1, "ping_timeout": 2, "close_timeout": 1}
+SLOW_KEEPALIVE: dict[str, Any] = {"ping_interval": 0.5, "ping_timeout": 1, "close_timeout": 1}
+"""A ping_timeout ten times the slow peer's pace (2 KiB every 0.1 s): wide enough under load, short
+enough that three of them pass in 3 s."""
 RATE = 20_000
 """Bytes a second the slow peer takes in: steady, far slower than the other side sends."""
 TAKEN = 3 * SLOW_KEEPALIVE["ping_timeout"] * RATE

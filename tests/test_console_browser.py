@@ -299,7 +299,7 @@ def test_live_console_survives_thousands_of_close_codes_and_still_shows_its_tabl
         return {**counted(self), **{("closes", "echo", str(code)): n for code in range(3000, 5000)}}
 
     monkeypatch.setattr(Watch, "_counts", flooded)
-    app = _app(upstream, sample_interval=0.05, wait=QUICK_WAIT)
+    app = _app(upstream, sample_interval=0.02, wait=QUICK_WAIT)  # the 100 samples in 2 s
 
     @app.get("/browser-check/flood", response_class=HTMLResponse)
     async def page() -> str:
