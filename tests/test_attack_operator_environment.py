@@ -111,7 +111,8 @@ def test_run_writes_other_libraries_lines_formatted_and_redacted(tmp_path: Path)
     """The exporters' "Transient error" lines went to Python's last-resort handler, past every filter,
     with the collector's ``?api_key=`` from the endpoint in each (and no level prefix)."""
     config = tmp_path / "gateway.yaml"
-    config.write_text("telemetry: {enabled: true, exporter: otlp}\napis: []\n")
+    # The collector is down: a short shutdown_timeout, or the stop waits out the default 5 s flush.
+    config.write_text("telemetry: {enabled: true, exporter: otlp, shutdown_timeout: 0.5}\napis: []\n")
     endpoint = f"http://127.0.0.1:9/v1/metrics?api_key={SECRET}"
     env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint,
            "OTEL_METRIC_EXPORT_INTERVAL": "200", "OTEL_TRACES_EXPORTER": "none"}  # fmt: skip

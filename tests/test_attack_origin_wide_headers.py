@@ -50,6 +50,9 @@ def _lines(headers: dict[str, str]) -> bytes:
 class _HeaderedUpstream:
     """A raw upstream whose 101 carries the headers: ``accept_upstream`` with them spliced in."""
 
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()  # a connection ended: the gateway sent its close or went
+
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -63,10 +66,11 @@ class _HeaderedUpstream:
                 answer = capture.data.replace(b"\r\n\r\n", b"\r\n" + _lines({**HOSTILE, **KEPT}) + b"\r\n", 1)
                 writer.write(answer)
             await writer.drain()
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(reader.read(), 5)
+            with contextlib.suppress(TimeoutError, ConnectionError):  # the relay's close frame, or the end
+                await asyncio.wait_for(reader.read(1), 5)
         finally:
             writer.close()
+            self.ended.set()
 
 
 class _Capture:
@@ -99,7 +103,8 @@ def _assert_origin_wide_dropped(head: bytes) -> None:
 async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
     mode: str, target: str, status: int
 ) -> None:
-    listener = await asyncio.start_server(_HeaderedUpstream(), "127.0.0.1", 0)
+    upstream_side = _HeaderedUpstream()
+    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     api: dict[str, Any] = {"passthrough": False} if mode == "relay" else {}
     upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if target == "/ws/refuse" else "/")
@@ -107,6 +112,10 @@ async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
             head = await _answer(server.port, target)
+            # The upstream's side ended while this loop runs: leaving the block stops the server and
+            # blocks the loop, and the relay's close left unanswered (the splice's connection left
+            # open) held that stop for the 5 s closing timeout (the 2 s graceful shutdown).
+            await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert status_of(head) == status
     _assert_origin_wide_dropped(head)
 
