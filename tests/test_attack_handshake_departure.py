@@ -161,6 +161,17 @@ async def _no_handshake_task_left(gateway: ProbedGateway) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _reset_and_settle(
+    writer: asyncio.StreamWriter, server: UvicornServer, gateway: ProbedGateway, caplog: pytest.LogCaptureFixture
+) -> str:
+    """Reset the client mid-handshake; once its slot is free and no handshake task is left, its access line."""
+    _reset(writer)
+    await _slot_freed(server.port)
+    line = await _line_of(caplog, "hung")
+    await _no_handshake_task_left(gateway)
+    return line
+
+
 def _quiet(caplog: pytest.LogCaptureFixture, *, but: str = "\0") -> None:
     """No WARNING (no 504 for a client gone), no ERROR, no traceback (``but`` a WARNING saying that)."""
     loud = [
@@ -195,10 +206,7 @@ async def test_a_client_reset_mid_connect_frees_its_slot_and_no_other_backend_is
         with _served(_config(ports, live, unique_prefix(), **MODES[mode])) as (gateway, server):
             _, writer = await _open(server.port, handshake("/hung"))
             await asyncio.wait_for(blackhole.accepted.wait(), 10)  # the gateway is connecting upstream
-            _reset(writer)
-            await _slot_freed(server.port)
-            line = await _line_of(caplog, "hung")
-            await _no_handshake_task_left(gateway)
+            line = await _reset_and_settle(writer, server, gateway, caplog)
         assert blackhole.accepts == 1  # the handshake ended before any other backend was tried
     assert "abandoned" in line and "client went away" in line, line
     _quiet(caplog)
@@ -215,10 +223,7 @@ async def test_a_client_reset_after_early_frames_frees_its_slot(
         with _served(_config(ports, live, unique_prefix(), **MODES[mode])) as (gateway, server):
             _, writer = await _open(server.port, handshake("/hung") + ws_frame(0x1, b"hasty"))
             await asyncio.wait_for(blackhole.accepted.wait(), 10)
-            _reset(writer)
-            await _slot_freed(server.port)
-            line = await _line_of(caplog, "hung")
-            await _no_handshake_task_left(gateway)
+            line = await _reset_and_settle(writer, server, gateway, caplog)
     assert "abandoned" in line and "client went away" in line, line
     _quiet(caplog)
 
@@ -280,10 +285,7 @@ async def test_a_client_gone_while_the_keys_are_fetched_frees_its_slot(
             bearer = b"Authorization: Bearer " + token(key, iss="https://issuer.test").encode() + b"\r\n"
             _, writer = await _open(server.port, handshake("/hung", extra=bearer))
             await asyncio.wait_for(blackhole.accepted.wait(), 10)  # the fetch is under way
-            _reset(writer)
-            await _slot_freed(server.port)
-            line = await _line_of(caplog, "hung")
-            await _no_handshake_task_left(gateway)
+            line = await _reset_and_settle(writer, server, gateway, caplog)
     assert "abandoned" in line and "client went away" in line, line
     _quiet(caplog)
 
@@ -324,10 +326,7 @@ async def test_a_client_gone_while_a_library_replaces_the_cancellation_is_taken_
         _, writer = await _open(server.port, handshake("/hung"))
         while not _WaitsAndReplacesTheCancellation.entered.is_set():  # noqa: ASYNC110 - set on the server's thread
             await asyncio.sleep(0.01)
-        _reset(writer)
-        await _slot_freed(server.port)
-        line = await _line_of(caplog, "hung")
-        await _no_handshake_task_left(gateway)
+        line = await _reset_and_settle(writer, server, gateway, caplog)
     assert "abandoned" in line and "client went away" in line, line
     _quiet(caplog)
 

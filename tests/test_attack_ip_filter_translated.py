@@ -17,13 +17,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.policies.network import IpFilter, IpFilterSettings
 from asgi_ws_gateway.standalone import not_found
-from support.clients import connect
+from support.clients import assert_echoes_or_refused
 from support.configs import api_entry
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -117,11 +116,4 @@ async def test_a_translated_client_reported_by_a_trusted_proxy(
     """Real handshakes: the client named by a trusted proxy's header, matched by its IPv4 client."""
     config = {"apis": [api_entry(upstream, policies=[{"ip-filter": ip_filter}])], "trusted_proxies": ["127.0.0.1"]}
     server = uvicorn_server(WebSocketGateway(not_found, config={**config, **top}), proxy_headers=False)
-    if status == 101:
-        async with await connect(server.url("/ws/echo"), additional_headers=headers) as ws:
-            await ws.send("hi")
-            assert await ws.recv() == "hi"
-        return
-    with pytest.raises(InvalidStatus) as refused:
-        await connect(server.url("/ws/echo"), additional_headers=headers)
-    assert refused.value.response.status_code == status
+    await assert_echoes_or_refused(server.url("/ws/echo"), status, additional_headers=headers)

@@ -14,12 +14,11 @@ import ipaddress
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.forwarded import parse_network
 from asgi_ws_gateway.standalone import not_found
-from support.clients import connect
+from support.clients import assert_echoes_or_refused
 from support.configs import api_entry
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -53,11 +52,4 @@ async def test_a_mapped_address_in_a_list_matches_the_client_it_names(
     config = {"apis": [api_entry(upstream, policies=[{"ip-filter": ip_filter}])], **top}
     server = uvicorn_server(WebSocketGateway(not_found, config=config), proxy_headers=False)
     headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
-    if status == 101:
-        async with await connect(server.url("/ws/echo"), additional_headers=headers) as ws:
-            await ws.send("hi")
-            assert await ws.recv() == "hi"
-        return
-    with pytest.raises(InvalidStatus) as refused:
-        await connect(server.url("/ws/echo"), additional_headers=headers)
-    assert refused.value.response.status_code == status
+    await assert_echoes_or_refused(server.url("/ws/echo"), status, additional_headers=headers)

@@ -10,7 +10,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-__all__ = ["WAIT_TIMEOUT", "connect", "count_handshake", "expect_close", "expect_status"]
+__all__ = ["WAIT_TIMEOUT", "assert_echoes_or_refused", "connect", "count_handshake", "expect_close", "expect_status"]
 
 WAIT_TIMEOUT = 5.0
 """Seconds ``expect_close`` waits before raising ``TimeoutError``."""
@@ -73,6 +73,16 @@ async def expect_status(url: str, **kw: Any) -> tuple[int, dict[str, str], bytes
         return response.status_code, headers, bytes(response.body)
     await ws.close()
     raise AssertionError(f"handshake to {url} was accepted (subprotocol {ws.subprotocol!r})")
+
+
+async def assert_echoes_or_refused(url: str, status: int, **kw: Any) -> None:
+    """``status`` 101: the handshake to ``url`` is accepted and echoes a message; else it is refused with ``status``."""
+    if status != 101:
+        assert (await expect_status(url, **kw))[0] == status
+        return
+    async with await connect(url, **kw) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
 
 
 async def count_handshake(url: str, outcomes: Counter[int]) -> None:
