@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgi_ws_gateway.passthrough.assembler import Event, MessageAssembler
 from asgi_ws_gateway.relay.stats import RelayStats
@@ -219,3 +221,75 @@ def test_tiny_fragments_count_the_floor_toward_the_limit(chunk: int | None) -> N
     whole = frame(0x2, b"x" * 64, fin=False) + frame(0x0, b"x" * 64, fin=False) * 98 + frame(0x0, b"x" * 64)
     found, assembler, _ = events(whole + frame(0x1, b"y"), chunk=chunk, limit=6400)
     assert [(op, len(d)) for op, d, _, _ in found] == [(0x2, 6400), (0x1, 1)] and not assembler.too_big
+
+
+# -- idle: what the frame relay reads after each event instead of calling next() --
+
+_FRAMES = st.one_of(
+    st.binary(max_size=130).map(lambda payload: frame(0x2, payload)),
+    st.text(max_size=40).map(lambda text: frame(0x1, text.encode())),
+    st.sampled_from(
+        [
+            frame(0x1, b"ok \xff"),  # invalid UTF-8
+            frame(0x1, b"x", mask=False),  # unmasked from a client
+            frame(0x9, b"ping"),
+            frame(0xA, b"pong"),
+            frame(0x1, b"ab", fin=False),  # a message's first fragment
+            frame(0x0, b"cd", fin=False),
+            frame(0x0, b"ef"),  # a message's last
+            frame(0x8, struct.pack("!H", 1000)),
+            frame(0x2, b"x" * 101),  # over the limit
+            frame(0x1, b"y", rsv=0x40),  # a reserved bit
+        ]
+    ),
+)
+
+
+def _as_the_frame_relay_reads(reads: list[bytes]) -> tuple[list[Event], MessageAssembler, RelayStats]:
+    """read(), then next() only while ``idle`` is not set (``_FramedSide.pump``), checking ``idle`` on the way."""
+    stats = RelayStats(sizes_in=[0] * 6, sizes_out=[0] * 6)
+    assembler = MessageAssembler(stats, inbound=True, max_message_size=100)
+    found = []
+    for data in reads:
+        event = assembler.read(data)
+        while event is not None:
+            found.append(event)
+            if assembler.idle:
+                break
+            event = assembler.next()
+        if assembler.idle:  # nothing held, nothing stopped, nothing to return
+            assert assembler.buffered == 0 and not assembler.interrupted and assembler.next() is None
+    return found, assembler, stats
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames=st.lists(_FRAMES, max_size=8), cuts=st.lists(st.integers(0, 600), max_size=6), whole=st.booleans())
+def test_reading_as_the_frame_relay_does_finds_what_feed_and_next_find(
+    frames: list[bytes], cuts: list[int], whole: bool
+) -> None:
+    """Any frames, read one per read (the shortcut's case) or split anywhere: the same events, stop and
+    counts as feeding every read and calling next() until None."""
+    stream = b"".join(frames)
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    reads = frames if whole else [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    found, assembler, stats = _as_the_frame_relay_reads([read for read in reads if read])
+    expected, reference, counted = _by_feed([read for read in reads if read])
+    assert found == expected
+    state = ("error", "error_code", "close", "too_big", "interrupted", "buffered")
+    assert [getattr(assembler, a) for a in state] == [getattr(reference, a) for a in state]
+    assert stats == counted
+
+
+def test_idle_is_set_again_once_a_split_frame_is_read_whole() -> None:
+    data = frame(0x1, b"hello")
+    stats = RelayStats(sizes_in=[0] * 6, sizes_out=[0] * 6)
+    assembler = MessageAssembler(stats, inbound=True, max_message_size=100)
+    states = [assembler.idle]
+    assert assembler.read(data[:3]) is None
+    states.append(assembler.idle)
+    assert assembler.read(data[3:]) == (0x1, "hello", data, 5)
+    states.append(assembler.idle)
+    assembler.halt()
+    assert assembler.read(data) == (0x1, "hello", data, 5)  # read on while the gateway closes, not idle
+    states.append(assembler.idle)
+    assert states == [True, False, True, False]

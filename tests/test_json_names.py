@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names, json_to_some_reader
+from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names, json_to_some_reader, strict_json
 
 
 def _objects(values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -134,3 +134,58 @@ def test_json_to_some_reader(data: str | bytes) -> None:
 @pytest.mark.parametrize("data", NO_READER_READS)
 def test_not_json_to_any_reader(data: str | bytes) -> None:
     assert not json_to_some_reader(data)
+
+
+# -- strict_json's shortcut: compact JSON whose names fold apart is not read a second time --
+
+_NAMES = st.sampled_from(["a", "A", "b", "\u00df", "SS", "ss", "\u017f", "s", "K", "\u212a", "k", "\\u0061", "\u00e9"])
+_LEAVES = st.sampled_from(["1", '"x"', "null", "true", '"{"', "2.5", '"\\"}"'])
+
+
+def _compact(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Objects (names possibly twice, or twice ignoring case) and arrays, written without blanks, as
+    JSON.stringify and orjson write them (a ``\\u0061`` name is not how either writes it)."""
+    objects = st.lists(st.tuples(_NAMES, children), max_size=4).map(
+        lambda pairs: "{" + ",".join(f'"{name}":{value}' for name, value in pairs) + "}"
+    )
+    arrays = st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+    return objects | arrays
+
+
+_TEXTS = st.recursive(_LEAVES, _compact, max_leaves=12)
+
+
+def _outcome(read: Any, data: str | bytes) -> tuple[str, Any]:
+    try:
+        return "value", read(data)
+    except AmbiguousJson as exc:
+        return "ambiguous", str(exc)
+
+
+def _orjson_then_every_name(data: str | bytes) -> Any:
+    """strict_json without its shortcut: orjson, then the scanner over the whole text."""
+    value = orjson.loads(data)
+    check_unique_names(data)
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_TEXTS | _VALUES.map(orjson.dumps).map(bytes.decode) | _VALUES.map(json.dumps), as_bytes=st.booleans())
+def test_strict_json_decides_as_orjson_and_the_scanner_do(text: str, as_bytes: bool) -> None:
+    """The same value or the same refusal, with or without the shortcut, whatever the names and nesting."""
+    data = text.encode() if as_bytes else text
+    assert _outcome(strict_json, data) == _outcome(_orjson_then_every_name, data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a":1,"a":2}', '{"a":1,"A":2}', '{"x":[{"\u017f":1,"s":2}]}', '{"\u212a":1,"k":2}', '{"a":{"b":1,"B":2}}'],
+)
+def test_compact_json_with_a_name_twice_is_refused_as_before(text: str) -> None:
+    with pytest.raises(AmbiguousJson, match="appears twice in one object"):
+        strict_json(text)
+
+
+def test_compact_json_nested_deeper_than_python_reads_is_refused_as_before() -> None:
+    with pytest.raises(AmbiguousJson, match="nested too deeply"):
+        strict_json('{"a":' * 1000 + "1" + "}" * 1000)

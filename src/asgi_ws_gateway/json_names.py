@@ -54,8 +54,70 @@ def strict_json(data: str | bytes) -> Any:
             (:class:`AmbiguousJson`).
     """
     value = orjson.loads(data)
-    check_unique_names(data)
+    if not _written_plainly(data, value):
+        check_unique_names(data)
     return value
+
+
+_PLAIN_UP_TO = 1024
+"""Bytes of a message :func:`_written_plainly` looks at, at most: orjson's writer reserves about 10
+bytes per character and 200-400 per item it writes (4 MB for a 40 KB array), freed at once."""
+_PLAIN_OBJECTS = 8  # more: the scanner reads them (in C; a walk here costs more per object)
+_BRACE, _BRACKET = ord("{"), ord("[")  # as ints: a bytes argument is first tried as one, at the cost of an exception
+
+
+def _written_plainly(data: str | bytes, value: Any) -> bool:
+    """True when ``data`` is exactly what orjson writes for ``value`` (compact, as ``JSON.stringify``
+    writes too), holds a few objects and no array, and no object holds two names equal ignoring case:
+    then ``data`` holds no name twice, known without reading it again (:func:`check_unique_names` is
+    most of a small message's reading). A name written twice is read once: orjson would write the
+    value shorter. Anything else is left to :func:`check_unique_names`."""
+    if len(data) > _PLAIN_UP_TO:
+        return False
+    if isinstance(data, str):
+        if "{" not in data:
+            return True  # no object, no names
+        if "[" in data or '": ' in data:  # (a name then a blank: Python's json.dumps, indented writers)
+            return False
+        encoded = data.encode()
+    elif _BRACE not in data:
+        return True
+    elif _BRACKET in data:
+        return False
+    else:
+        encoded = data
+    if type(value) is not dict:
+        return False
+    try:
+        written = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
+        return False
+    if written != encoded:
+        return False
+    objects = written.count(_BRACE)  # (a brace in a string counts too: more, never fewer)
+    if objects == 1:
+        return _names_fold_apart(value)  # one object, nothing nested: what most messages are
+    if objects > _PLAIN_OBJECTS:
+        return False
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if not _names_fold_apart(node):
+            return False
+        for child in node.values():
+            if type(child) is dict:
+                pending.append(child)
+    return True
+
+
+def _names_fold_apart(node: dict[str, Any]) -> bool:
+    """No two of ``node``'s names are equal ignoring case (``casefold``; for ASCII, ``lower``, which
+    is that without ``casefold``'s per-character path)."""
+    if len(node) < 2:
+        return True
+    names = "".join(node)
+    fold = str.lower if names.isascii() else str.casefold
+    return fold(names) == names or len(set(map(fold, node))) == len(node)
 
 
 def unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..relay.stats import RelayStats
 from .frame_rules import FRAGMENT_FLOOR, frame_rule_broken
 
 _TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
+_WHOLE = frozenset({0x81, 0x82})  # the first byte of a final text or binary frame, no reserved bit
 _LONGEST_HEADER = 14  # a 64-bit length and a mask key
 
 Event = tuple[int, Data, bytes, int]
@@ -86,6 +87,10 @@ class MessageAssembler:
         """Set with ``halted``: frames are forwarded whole, so nothing is ever in flight."""
         self.interrupted = False
         """True once stopped or halted: the splice looks after each read."""
+        self.idle = True
+        """Nothing held (no bytes, no fragments) and nothing stopped: :meth:`next` has nothing to
+        return, and a read may be one whole frame (:meth:`read`'s shortcut). The frame relay reads
+        it after each event instead of calling :meth:`next`."""
         self.pong: bytes | None = None
         """The payload of the gateway's keepalive pings: a pong carrying it is not returned."""
         self.hold_pings = False
@@ -100,29 +105,21 @@ class MessageAssembler:
 
     def halt(self) -> None:
         self.halted = self.interrupted = self.sealed = True
+        self.idle = False
 
     def read(self, data: bytes) -> Event | None:
         """:meth:`feed` then :meth:`next`: one whole final text or binary frame, with nothing held
         (what most reads are), is checked here, without the loop (inline, as the splice's
         ``FrameScanner.feed`` does the same check: a call per read costs more than the lines)."""
-        if (
-            self._pos == len(self._buffer)
-            and not self._extra
-            and self._parts is None
-            and not self.interrupted
-            and len(data) > 3
-        ):
-            b0, b1 = data[0], data[1]
-            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 == self._masked:
-                length = b1 & 0x7F
-                header = 6 if self._masked else 2
-                if length == 126:
-                    length = data[2] << 8 | data[3]
-                    header += 2
-                if length != 127 and header + length == len(data) and length <= self._max:
-                    self._buffer, self._pos = b"", 0
-                    payload = apply_mask(data[header:], data[header - 4 : header]) if self._masked else data[header:]
-                    return self._message(b0 & 0x0F, payload, data)
+        if self.idle and len(data) > 3 and data[0] in _WHOLE and data[1] & 0x80 == self._masked:
+            length = data[1] & 0x7F
+            header = 6 if self._masked else 2
+            if length == 126:
+                length = data[2] << 8 | data[3]
+                header += 2
+            if length != 127 and header + length == len(data) and length <= self._max:
+                payload = apply_mask(data[header:], data[header - 4 : header]) if self._masked else data[header:]
+                return self._message(data[0] & 0x0F, payload, data)
         self.feed(data)
         return self._next()
 
@@ -138,6 +135,7 @@ class MessageAssembler:
         else:
             self._more.append(data)
             self._extra += len(data)
+        self.idle = False  # (until next() finds nothing held)
         return b""
 
     def _have(self, n: int) -> bool:
@@ -153,14 +151,20 @@ class MessageAssembler:
 
     def _fail(self, error: str, code: int = 1002) -> None:
         self.error, self.error_code, self.interrupted = error, code, True
+        self.idle = False
 
     def next(self) -> Event | None:
         """The next message or control frame, or None (more bytes needed, or stopped)."""
-        if self._pos == len(self._buffer) and not self._extra:
-            return None  # nothing held: what most calls after a read's last frame find
+        if self.idle:
+            return None
         return self._next()
 
     def _next(self) -> Event | None:
+        event = self._scan()
+        self.idle = self._pos == len(self._buffer) and not self._extra and self._parts is None and not self.interrupted
+        return event
+
+    def _scan(self) -> Event | None:
         while self.close is None and self.error is None and not self.too_big:
             if not self._have(2):
                 return None

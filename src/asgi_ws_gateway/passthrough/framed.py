@@ -192,9 +192,11 @@ class _FramedSide(Side):
                     # awaits the step: closed here, as it would be (no "never awaited" warning).
                     task.add_done_callback(functools.partial(_close_step, result))
                     return
+            if frames.idle:
+                break  # nothing held: what a read of one message leaves (the turn budget counts nothing)
             event = frames.next()
             if event is None:
-                break  # (the loop's own test, here: a read of one message counts nothing)
+                break
             budget -= 1
             if not budget:
                 self.transport.pause_reading()

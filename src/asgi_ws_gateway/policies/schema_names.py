@@ -275,16 +275,20 @@ class CaseVariants:
         Raises:
             AmbiguousJson: a name the schema declares there, in another case.
         """
-        pending: list[tuple[Any, _Place]] = [(value, self.root)]
+        root = self.root
+        if isinstance(value, dict) and not root.named and root.other is None:  # one level: no walk
+            if root.folded and not value.keys() <= root.exact:
+                _names_as_declared(value, root)
+            return
+        pending: list[tuple[Any, _Place]] = [(value, root)]
         while pending:  # not recursive: a message may nest deeper than Python's stack goes
             node, place = pending.pop()
             if isinstance(node, dict):
-                if place.folded:
-                    exact, folded = place.exact, place.folded
-                    for name in node:
-                        if name not in exact and name.casefold() in folded:
-                            raise AmbiguousJson("a name is one the schema declares, in another case")
+                if place.folded and not node.keys() <= place.exact:  # (all spelled as declared: nothing to fold)
+                    _names_as_declared(node, place)
                 named, other = place.named, place.other
+                if not named and other is None:
+                    continue
                 for name, child in node.items():
                     if isinstance(child, _CONTAINERS):
                         below = named.get(name, other)
@@ -293,6 +297,14 @@ class CaseVariants:
             elif isinstance(node, list) and place.items is not None:
                 items = place.items
                 pending += [(child, items) for child in node if isinstance(child, _CONTAINERS)]
+
+
+def _names_as_declared(node: dict[str, Any], place: _Place) -> None:
+    """Raise :class:`AmbiguousJson` when one of ``node``'s names is one declared at ``place`` in another case."""
+    exact, folded = place.exact, place.folded
+    for name in node:
+        if name not in exact and name.casefold() in folded:
+            raise AmbiguousJson("a name is one the schema declares, in another case")
 
 
 __all__ = ["CaseVariants", "declared_names"]
