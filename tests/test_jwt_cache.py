@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_ws_gateway.policies.jwks import JwksCache
-from asgi_ws_gateway.policies.token_cache import MAX_CACHED_TOKEN, copy_claims
+from asgi_ws_gateway.policies.token_cache import MAX_CACHED_TOKEN, TokenCache, copy_claims, token_digest
 from support.jwts import signing_key, token
 from support.policies import build, context, denied, problems
 
@@ -148,6 +148,22 @@ async def test_editing_the_claims_does_not_reach_the_next_handshake() -> None:
         ctx.claims["roles"]["chat"].append("admin")
 
 
+async def test_editing_a_flat_payload_does_not_reach_the_next_handshake() -> None:
+    """A payload of plain values (a hit copies it with dict.copy): edits, additions and removals stay in
+    the handshake that made them."""
+    policy = _policy()
+    raw = token(KEY, scope="chat:read")
+    for _ in range(3):
+        ctx = _ctx(raw)
+        await policy.apply(ctx)
+        assert ctx.claims is not None
+        assert (ctx.claims["sub"], ctx.claims["scope"], "admin" in ctx.claims) == ("alice", "chat:read", False)
+        ctx.claims["sub"] = "mallory"
+        ctx.claims["admin"] = True
+        del ctx.claims["scope"]
+    assert policy.verifications == 1
+
+
 async def test_in_band_refresh_uses_the_cache_and_its_checks() -> None:
     clock = _Clock()
     policy = _policy(clock, clock_skew=0)
@@ -243,6 +259,30 @@ def test_a_cached_payload_is_copied_whole_and_shares_nothing_mutable(payload: di
     assert copied == payload
     originals = {id(item) for item in _mutables(payload)}
     assert not originals & {id(item) for item in _mutables(copied)}
+
+
+@given(st.dictionaries(st.text(max_size=5), _JSON, max_size=6))
+def test_each_hit_is_a_copy_of_the_payload_kept_sharing_nothing_mutable(payload: dict[str, Any]) -> None:
+    """Through the cache (a flat payload copied by dict.copy, another by copy_claims): each hit equals
+    the payload verified, shares nothing mutable with it nor with another hit, and editing one
+    (nested values too) changes neither the next hit nor the payload."""
+    cache = TokenCache(4, 60, time.time)
+    digest = token_digest("a.b.c")
+    cache.put(digest, payload, 0)
+    first, second = cache.get(digest, 0, time.time()), cache.get(digest, 0, time.time())
+    assert first is not None and second is not None
+    assert first[0] == payload == second[0]
+    originals = {id(item) for item in _mutables(payload)}
+    firsts, seconds = {id(item) for item in _mutables(first[0])}, {id(item) for item in _mutables(second[0])}
+    assert not originals & firsts and not originals & seconds and not firsts & seconds
+    snapshot = json.dumps(payload, sort_keys=True)
+    for item in _mutables(first[0]):
+        if isinstance(item, dict):
+            item["edited"] = True
+        elif isinstance(item, list):
+            item.append("edited")
+    third = cache.get(digest, 0, time.time())
+    assert third is not None and third[0] == payload and json.dumps(payload, sort_keys=True) == snapshot
 
 
 def test_a_payload_value_json_never_makes_is_deep_copied() -> None:

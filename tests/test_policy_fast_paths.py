@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.exceptions import ConnectionError
 
 from asgi_ws_gateway.errors import HandshakeDenied
@@ -108,6 +111,34 @@ def test_an_array_of_integers_is_read_as_item_by_item(wire: bytes) -> None:
         assert _parse(wire[:cut], 0) is None
 
 
+class _Sent:
+    """The connection's transport: what it writes is dropped."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        raise AssertionError("the connection was closed")
+
+
+@pytest.mark.parametrize("wire", DECISIONS)
+async def test_the_connection_reads_an_array_of_integers_as_parse_reads_it(wire: bytes) -> None:
+    """The connection's own shortcut (an array of integers read whole by one match, before ``_parse``):
+    each reply as ``_parse`` reads it, followed by an integer reply, however two reads cut the stream."""
+    from asgi_ws_gateway.state.redis_pipe import _Connection
+
+    stream = wire + b":5\r\n" + wire
+    expected = _parse(wire, 0)
+    assert expected is not None
+    for cut in range(len(stream) + 1):
+        connection = _Connection(timeout=60)
+        connection.connection_made(_Sent())  # type: ignore[arg-type]
+        calls = [connection.call(b"EVALSHA") for _ in range(3)]
+        connection.data_received(stream[:cut])
+        connection.data_received(stream[cut:])
+        assert [call.result() for call in calls] == [expected[0], 5, expected[0]], cut
+
+
 @pytest.mark.parametrize(
     "wire",
     [b"*2\r\n:1\r\n\r\n:2\r\n", b"*2\r\n:1\r\n:2x\r\n", b"*2\r\n:1\r\n?2\r\n", b"*1\r\n:1_\r\n"],
@@ -148,3 +179,27 @@ def test_a_bearer_value_is_read_as_the_blank_separated_reading_reads_it(value: s
     expected = ([token], 0) if given.lower() == "bearer" else ([], 1)
     readings = token_readings([TokenSource(header="Authorization")])
     assert token_copies(readings, _context([(b"authorization", value.encode("latin-1"))])) == expected
+
+
+# -- the upstream request's header edits: in place on the request's own copy ---------------------------
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["x-a", "x-b", "host"]), st.text(max_size=3)), max_size=6),
+    st.lists(st.tuples(st.sampled_from(["x-a", "x-b", "x-c"]), st.sampled_from(["override", "skip", "append",
+                                                                                 "delete"]), st.text(max_size=3))),
+)  # fmt: skip
+def test_header_edits_in_place_make_what_the_general_edit_makes(
+    headers: list[tuple[str, str]], edits: list[tuple[str, Any, str]]
+) -> None:
+    """Each edit, in order: the list edited in place equals the general editor's new list, and the request's
+    headers the edits started from are not changed."""
+    from asgi_ws_gateway.handshake.upstream_edits import _edit, _edit_header
+
+    sent = list(headers)
+    expected, edited = list(headers), list(headers)
+    for name, action, value in edits:
+        expected = _edit(expected, name, None if action == "delete" else value, action)
+        _edit_header(edited, name, None if action == "delete" else value, action)
+        assert edited == expected
+    assert headers == sent

@@ -127,7 +127,8 @@ class HandshakeContext:
 
         A value a case-insensitive gate admitted (:meth:`admit_caseless`) is a
         :class:`~asgi_ws_gateway.templates.Caseless`: a ``str`` of the client's spelling."""
-        value = self._lookup(namespace, path)
+        # A claim read here (the usual reference, {jwt.sub}, read by a limit's key and a header), the rest below.
+        value = dig(self.claims, path) if namespace == "jwt" else self._lookup(namespace, path)
         if self._caseless and type(value) is str:
             place = (namespace, path)
             if value in self._caseless.get(_SAME_VALUE.get(place, place), ()):

@@ -197,7 +197,9 @@ class RequestView:
                 wanted = _as_sent(name)
             if wanted:
                 sent = self.scope.get("headers", ())
-                return [value.decode("latin-1") for key, value in sent if key.lower() == wanted]
+                # The length first: most names differ in it, and are not lowered (a new bytes each) to be compared.
+                size = len(wanted)
+                return [value.decode("latin-1") for key, value in sent if len(key) == size and key.lower() == wanted]
         return (headers if headers is not None else self.headers).get(name, [])
 
     def header(self, name: str) -> str | None:

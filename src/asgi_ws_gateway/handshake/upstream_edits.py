@@ -61,19 +61,19 @@ class UpstreamEdits:
         """
         if not self._ops:
             return request
-        headers = list(request.headers)
-        subprotocols = list(request.subprotocols)
+        headers = list(request.headers)  # this request's own copy, edited in place
+        subprotocols = request.subprotocols
         edits_url = False
         for kind, name, value, action in self._ops:
             if kind == "header":
-                headers = _edit(headers, name, value, action)
+                _edit_header(headers, name, value, action)
             elif kind == "subprotocol":
                 subprotocols = [p for p in subprotocols if p != name]
             else:
                 edits_url = True
         if edits_url:  # parsed and written again only when changed: header edits keep the URL as built
             request.url = _edited_url(request.url, self._ops, in_process)
-        request.headers, request.subprotocols = headers, subprotocols
+        request.headers, request.subprotocols = headers, list(subprotocols)
         return request
 
 
@@ -124,6 +124,17 @@ def _spelling_of(name: str) -> Callable[[str, str], bool]:
     """``_edit``'s test for a parameter: the client's names that spell the configured ``name``."""
     spelling = spelled_as(name)
     return lambda sent, _configured: spelling(sent)
+
+
+def _edit_header(headers: list[tuple[str, str]], name: str, value: str | None, action: ExistsAction) -> None:
+    """:func:`_edit` of a header, on a list of the request's own: changed in place (no copy of it per edit)."""
+    if action != "append" and name in map(_NAME, headers):  # looked for in C; filtered only when it is there
+        if action == "skip":
+            return
+        headers[:] = [item for item in headers if item[0] != name]
+    if action != "delete":
+        assert value is not None
+        headers.append((name, value))
 
 
 def _edit(

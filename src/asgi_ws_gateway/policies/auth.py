@@ -142,13 +142,15 @@ class ValidateJwt:
                 request): the upstream could read the one not checked here.
         """
         found, foreign = token_copies(self.sources, context)
+        # RFC 6750's places to read too (none, for a request without a query when only its access_token is)
+        read_rfc6750 = self.rfc6750_sources and (
+            not self.rfc6750_query_only or context.request.scope.get("query_string")
+        )
+        if len(found) == 1 and found[0] and not foreign and not read_rfc6750:
+            return found[0]  # the usual request: one copy, nothing else to read (the checks below admit it)
         # The usual request carries one copy: taken as it is, not through the duplicates' sieve.
         tokens = found if len(found) == 1 and found[0] else list(dict.fromkeys(token for token in found if token))
-        if (
-            tokens
-            and self.rfc6750_sources
-            and (not self.rfc6750_query_only or context.request.scope.get("query_string"))
-        ):
+        if tokens and read_rfc6750:
             unread, unread_foreign = token_copies(self.rfc6750_sources, context)
             if unread:
                 tokens += [token for token in dict.fromkeys(unread) if token and token not in tokens]

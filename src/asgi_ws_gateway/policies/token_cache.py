@@ -62,7 +62,9 @@ class TokenCache:
         self.max_entries = max_entries
         self.max_age = max_age
         self.clock = clock
-        self._entries: OrderedDict[bytes, tuple[dict[str, Any], float, int, TokenTimes]] = OrderedDict()
+        # claims, when they go, the key set's generation, their times, and whether they are flat (no dict
+        # or list inside: a hit copies them with dict.copy, without copy_claims looking at every value)
+        self._entries: OrderedDict[bytes, tuple[dict[str, Any], float, int, TokenTimes, bool]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -73,18 +75,20 @@ class TokenCache:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        claims, expires_at, verified_in, times = entry
+        claims, expires_at, verified_in, times, flat = entry
         if verified_in != generation or now >= expires_at:
             del self._entries[digest]
             return None
         self._entries.move_to_end(digest)
         # A copy: a policy that edits context.claims must not edit the next handshake's.
-        copied: dict[str, Any] = copy_claims(claims)
+        copied: dict[str, Any] = claims.copy() if flat else copy_claims(claims)
         return copied, times
 
     def put(self, digest: bytes, claims: dict[str, Any], generation: int) -> None:
         """Keep a verified payload (a copy) for ``max_age`` (its :class:`TokenTimes` refuse it past ``exp``)."""
-        self._entries[digest] = (copy_claims(claims), self.clock() + self.max_age, generation, TokenTimes(claims))
+        kept = copy_claims(claims)
+        flat = type(kept) is dict and _IMMUTABLE.issuperset(map(type, kept.values()))
+        self._entries[digest] = (kept, self.clock() + self.max_age, generation, TokenTimes(claims), flat)
         self._entries.move_to_end(digest)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -230,10 +230,17 @@ class _Connection(asyncio.Protocol):
         position = 0
         try:
             while position < len(buffer):
-                parsed = _parse(buffer, position)
-                if parsed is None:
-                    break
-                reply, position = parsed
+                # The usual reply, a limit's decision (an array of integers): read whole by one match and
+                # split in C, without _parse's steps (~2 k instructions a reply).
+                whole = _INTEGER_ARRAY.match(buffer, position)
+                if whole is not None:
+                    reply: Any = list(map(int, whole[0][5:-2].split(b"\r\n:")))
+                    position = whole.end()
+                else:
+                    parsed = _parse(buffer, position)
+                    if parsed is None:
+                        break
+                    reply, position = parsed
                 if not self._waiting:
                     raise ConnectionError("Redis answered a command that was not sent")
                 future, _ = self._waiting.popleft()
@@ -339,6 +346,9 @@ _INTEGER_ARRAYS = [re.compile(rb"\*%d\r\n" % count + rb":(-?[0-9]+)\r\n" * count
 """An array of ``count`` integers, each as the item-by-item reading reads one when it is a sign and
 digits (anything else is left to that reading): a reply in one match wherever it lies in the buffer,
 where reading its items one by one was ~15 k instructions for a limit's three (~21 k after another reply)."""
+
+_INTEGER_ARRAY = re.compile(b"|".join(rb"\*%d\r\n" % count + rb":-?[0-9]+\r\n" * count for count in range(1, 10)))
+"""Any of :data:`_INTEGER_ARRAYS` (1 to 9 integers): its first 5 bytes are ``*N\\r\\n:``, its last 2 ``\\r\\n``."""
 
 
 def _copy(exc: BaseException) -> Exception:
