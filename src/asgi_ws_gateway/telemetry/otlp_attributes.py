@@ -1,5 +1,6 @@
-"""Attributes as OTLP ``KeyValue`` fields, and the cache that keeps those that repeat (the route,
-the API's name) encoded between batches, bounded. An attribute it cannot encode (an ``int`` beyond
+"""Attributes as OTLP ``KeyValue`` fields, and the caches that keep those that repeat (the route,
+the API's name) encoded between batches, bounded: pair by pair (:class:`Pairs`), and a gateway span's
+attributes as one block (:class:`Blocks`). An attribute it cannot encode (an ``int`` beyond
 int64, a string that is not valid Unicode, another type) is logged and left out, as the SDK does.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from itertools import compress, count
-from operator import not_
+from operator import itemgetter, not_
 from typing import Any
 
 from .otlp_protobuf import INT64_MAX, INT64_MIN, SMALL_VARINTS, delimited, key_value, varint
@@ -143,4 +144,134 @@ def encode_missing(tag: bytes, attributes: Mapping[str, object], pairs: Pairs, f
                 pairs.keep(key, value, cls, encoded)
 
 
-__all__ = ["CACHE_LIMIT", "Pairs", "append_attributes", "encode_missing"]
+class _Shape:
+    """One key order's blocks: the positions whose values are encoded each time (their keys' values
+    seldom repeat) and, by the values at the others, the encoded fields between them."""
+
+    __slots__ = ("blocks", "grouped", "keys", "misses", "stable", "version", "volatile")
+
+    def __init__(self, keys: tuple[str, ...], volatile_keys: set[str]) -> None:
+        self.keys = keys
+        self.version = len(volatile_keys)  # the volatile set only grows: its size says it changed
+        self.volatile = tuple(index for index, key in enumerate(keys) if key in volatile_keys)
+        stable = [index for index in range(len(keys)) if index not in self.volatile]
+        # The values that key a block: all of them (None: the values tuple itself), or some (a tuple).
+        self.stable: Any = None if not self.volatile else _some(stable)
+        self.blocks: dict[Any, Any] = {}  # bytes, or a tuple of the pieces around the volatile values
+        self.misses = 0
+        self.grouped = True
+
+
+def _some(positions: list[int]) -> Any:
+    """A callable giving the values at ``positions`` as a tuple, whatever their number."""
+    if not positions:
+        return lambda values: ()
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda values: (values[position],)
+    return itemgetter(*positions)
+
+
+_SHAPES_LIMIT = 256
+"""Key orders kept (a gateway span has one each); the shapes are forgotten together when full."""
+_SHAPE_MISSES = 2 * _VOLATILE_AFTER
+"""Blocks of one key order encoded afresh, with no key turning volatile, past which its attributes are
+looked up one by one (the combinations of its values seldom repeat)."""
+
+
+class Blocks:
+    """The ``KeyValue`` fields of a whole span's attributes, kept as one block by the order of their keys
+    and the values that repeat, so a gateway span's attributes are one lookup instead of one per attribute.
+
+    Values must be ``str`` or ``int`` (not ``bool``): equal values then encode the same. Values of a
+    volatile key (:class:`Pairs`: new every time, a handshake's ids or byte counts) are encoded each
+    time between the block's pieces. A block is kept only when every attribute was encoded (one that
+    was left out is logged each time). Bounded: :data:`CACHE_LIMIT` blocks in all, then forgotten together.
+    """
+
+    __slots__ = ("kept", "pairs", "shapes", "tag")
+
+    def __init__(self, tag: bytes, pairs: Pairs) -> None:
+        self.tag = tag
+        self.pairs = pairs
+        self.shapes: dict[tuple[str, ...], _Shape] = {}
+        self.kept = 0
+
+    def append(self, attributes: dict[str, Any], fields: list[bytes]) -> None:
+        """Append each attribute as a ``KeyValue`` field; one that cannot be encoded is logged and left out."""
+        keys = tuple(attributes)
+        shape = self.shapes.get(keys)
+        if shape is None or shape.version != len(self.pairs.volatile):
+            shape = self._shape(keys)
+        if not shape.grouped:
+            self._each(attributes, fields)
+            return
+        values = tuple(attributes.values())
+        stable = values if shape.stable is None else shape.stable(values)
+        block = shape.blocks.get(stable)
+        if block is None:
+            self._miss(shape, attributes, stable, fields)
+        elif not shape.volatile:
+            fields.append(block)
+        else:
+            for position, piece in zip(shape.volatile, block, strict=False):  # one piece more: after the last value
+                fields.append(piece)
+                self._volatile(keys[position], values[position], fields)
+            fields.append(block[-1])
+
+    def _shape(self, keys: tuple[str, ...]) -> _Shape:
+        if len(self.shapes) >= _SHAPES_LIMIT:
+            self.shapes.clear()
+            self.kept = 0
+        shape = self.shapes[keys] = _Shape(keys, self.pairs.volatile)
+        return shape
+
+    def _each(self, attributes: dict[str, Any], fields: list[bytes]) -> list[bytes]:
+        """The attributes one by one (as :func:`append_attributes`), their fields appended and returned."""
+        pairs = self.pairs
+        found: list[Any] = list(map(pairs.plain.get, attributes.items()))
+        if not all(found):
+            encode_missing(self.tag, attributes, pairs, found)
+        fields += found
+        return found
+
+    def _miss(self, shape: _Shape, attributes: dict[str, Any], stable: Any, fields: list[bytes]) -> None:
+        version = len(self.pairs.volatile)
+        found = self._each(attributes, fields)
+        shape.misses += 1
+        if version == len(self.pairs.volatile) == shape.version and shape.misses > _SHAPE_MISSES:
+            shape.grouped = False  # its values' combinations seldom repeat: looked up one by one
+            return
+        if not all(found) or version != len(self.pairs.volatile):
+            return  # an attribute left out (logged each time), or the volatile keys changed: not kept
+        if self.kept >= CACHE_LIMIT:
+            for known in self.shapes.values():
+                known.blocks.clear()
+            self.kept = 0
+        start, pieces = 0, []
+        for position in shape.volatile:
+            pieces.append(b"".join(found[start:position]))
+            start = position + 1
+        pieces.append(b"".join(found[start:]))
+        shape.blocks[stable] = tuple(pieces) if shape.volatile else pieces[0]
+        self.kept += 1
+
+    def _volatile(self, key: str, value: object, fields: list[bytes]) -> None:
+        """A volatile key's field: its key's head and the value's UTF-8 bytes, or encoded whole."""
+        if type(value) is str:
+            try:
+                text = value.encode()
+            except UnicodeEncodeError:
+                pass  # pair() below raises it again, and it is logged
+            else:
+                head = self.pairs.heads.get((key, len(text)))
+                if head is not None:
+                    fields += (head, text)
+                    return
+        try:
+            fields.append(self.pairs.pair(self.tag, key, value))
+        except (ValueError, TypeError) as error:  # as the SDK: drop the attribute, keep the span
+            logger.error("failed to encode attribute %s: %s", key, error)
+
+
+__all__ = ["CACHE_LIMIT", "Blocks", "Pairs", "append_attributes", "encode_missing"]

@@ -11,9 +11,11 @@ appearance). An attribute it cannot encode (an ``int`` beyond int64, a string th
 Unicode, another type) is logged and left out, as the SDK does. The tests parse the bytes back with
 ``opentelemetry-proto`` and compare them with the SDK encoder's output.
 
-Fields are written in field-number order. A batch's resources and scopes are encoded once each;
-attribute key/value pairs that repeat (the route, the API's name) are kept encoded between batches,
-in a bounded cache (:mod:`.otlp_attributes`; the wire format's pieces: :mod:`.otlp_protobuf`).
+Fields are written in field-number order. A batch's resources and scopes are encoded once each
+(the last resource kept between batches), and the request joined once. Attribute key/value pairs that
+repeat (the route, the API's name) are kept encoded between batches, in bounded caches: a lean span's
+``str``/``int`` attributes as one block by key order and the values that repeat, the others pair by
+pair (:mod:`.otlp_attributes`; the wire format's pieces: :mod:`.otlp_protobuf`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .lean_spans import DEFAULT_STATUS, LeanSpan
 from .lean_tracer import NO_ATTRIBUTES
-from .otlp_attributes import CACHE_LIMIT, Pairs, append_attributes, encode_missing
+from .otlp_attributes import CACHE_LIMIT, Blocks, Pairs, append_attributes
 from .otlp_protobuf import SMALL_VARINTS, delimited, varint
 
 if TYPE_CHECKING:
@@ -148,9 +150,12 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._span_pairs = Pairs()
+        self._span_blocks = Blocks(b"\x4a", self._span_pairs)
         self._event_pairs = Pairs()
         self._link_pairs = Pairs()
         self._names: dict[str, bytes] = {}
+        self._last_resource: Resource | None = None
+        self._last_resource_field = b""
         # A lean span's name and kind fields, by kind (the API enum's value) then name.
         self._named: tuple[dict[str, bytes], ...] = tuple({} for _ in range(max(_KIND) + 1))
 
@@ -160,7 +165,7 @@ class SpanEncoder:
         resource_groups: list[list[Any]] = []  # [scopes, their groups, scope groups by id] per resource
         resources_by_id: dict[int, list[Any]] = {}  # ids are stable: ``spans`` keeps every object alive
         last_resource = last_scope = _UNSEEN  # the previous span's (its group is ``target``)
-        target: list[bytes] = []
+        target: list[bytes] = []  # a scope's group: its spans' fields
         lean_span = self._lean_span
         for span in spans:
             if type(span) is LeanSpan:  # its fields read directly: ReadableSpan's properties are Python calls
@@ -176,18 +181,27 @@ class SpanEncoder:
                 target = _group(group[0], group[1], group[2], scope)
                 last_resource, last_scope = resource, scope
             target.append(encoded)
-        out = []
+        # One join for the whole request: each message's length summed from its pieces, not copied into it.
+        out: list[bytes] = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
-            body = [_resource(resource)]
+            body = [self._resource(resource)]
             for scope, encoded in zip(scopes, scope_groups, strict=True):
-                scope_body = [_scope(scope), *encoded]
-                if scope is not None and scope.schema_url:
-                    scope_body.append(delimited(b"\x1a", scope.schema_url.encode()))
-                body.append(delimited(b"\x12", b"".join(scope_body)))
+                head = _scope(scope)
+                tail = delimited(b"\x1a", scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
+                size = len(head) + sum(map(len, encoded)) + len(tail)
+                body += (b"\x12" + varint(size) + head, *encoded, tail)  # ``ResourceSpans.scope_spans``
             if resource.schema_url:
                 body.append(delimited(b"\x1a", resource.schema_url.encode()))
-            out.append(delimited(b"\x0a", b"".join(body)))
+            out.append(b"\x0a" + varint(sum(map(len, body))))  # ``resource_spans``'s tag and length
+            out += body
         return b"".join(out)
+
+    def _resource(self, resource: Resource) -> bytes:
+        """``ResourceSpans.resource``, kept for the last resource seen (the provider's, in every batch)."""
+        if resource is not self._last_resource:
+            self._last_resource_field = _resource(resource)
+            self._last_resource = resource  # held: an identity that cannot be reused while kept
+        return self._last_resource_field
 
     def _lean_span(self, span: LeanSpan) -> bytes:
         """:meth:`_span` of a lean span, its fields read as they are: the same bytes, written with fewer
@@ -216,15 +230,11 @@ class SpanEncoder:
         parts += (named, _TIMES(0x39, start, 0x41, end) if start and end else _times(start, end))
         attributes = span._attributes
         if attributes:
-            pairs = self._span_pairs
-            # A gateway span's (str and int values): its items looked up as they are.
+            # A gateway span's (str and int values): its attributes as one block, mostly.
             if span._plain or _STR_INT.issuperset(map(type, attributes.values())):
-                found: list[Any] = list(map(pairs.plain.get, attributes.items()))
-                if not all(found):  # as append_attributes: looked up in C, only the misses encoded in Python
-                    encode_missing(b"\x4a", attributes, pairs, found)
-                parts += found
+                self._span_blocks.append(attributes, parts)
             else:
-                append_attributes(b"\x4a", attributes, pairs, parts)
+                append_attributes(b"\x4a", attributes, self._span_pairs, parts)
         for link in span._links:
             linked = link._context
             ids = _IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])
