@@ -153,7 +153,8 @@ def _text_line(fields: Fields) -> tuple[str, tuple[Any, ...]]:
         )  # fmt: skip
     # Only the values the line shows are escaped (not its format, whose quotes delimit the path). Escapes
     # are character by character: when their text put together needs none, none of them does.
-    texts = "".join([value for value in values if type(value) is str])
+    # The ids (the last two) are hex or "-", never escaped: not scanned (48 characters a traced line).
+    texts = "".join([value for value in values[:-2] if type(value) is str])
     if printable(texts) == texts:
         return line, values
     return line, tuple(printable(value) if type(value) is str else value for value in values)

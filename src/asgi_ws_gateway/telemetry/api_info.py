@@ -12,6 +12,8 @@ from opentelemetry.util.types import AttributeValue
 
 from ..config.apis import ApiConfig, UpstreamConfig
 from . import names as n
+from .server_addresses import AUTHORITY as _AUTHORITY
+from .server_addresses import connected_to
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class BackendInfo:
     """A ``ws://``/``wss://`` backend (an in-process ASGI app has no URL or address)."""
     inline: dict[str, str | int]
     """The same, named for the handshake span (``attempt_spans: failover``)."""
+    origin: str = "\0"
+    """The backend URL's ``scheme://authority/`` (never matched when it has none, or userinfo): an attempt's
+    URL that starts with it connects where :attr:`connected` says."""
+    connected: tuple[str, int] | None = None
+    """``server_addresses.connected_to`` of a URL under :attr:`origin`, found once (it depends on the scheme
+    and authority alone): an attempt spared its URL's parsing (a set-backend-service URL is parsed)."""
 
     @classmethod
     def of(cls, api: str, upstream: UpstreamConfig) -> BackendInfo:
@@ -58,7 +66,18 @@ class BackendInfo:
         renamed = {n.SERVER_ADDRESS: n.UPSTREAM_ADDRESS, n.SERVER_PORT: n.UPSTREAM_PORT}
         inline = {renamed.get(key, key): value for key, value in span.items()}
         span[n.HTTP_METHOD] = "GET"
-        return cls(span, metric, upstream.kind != "asgi", inline)
+        origin = _origin(upstream.label) if upstream.kind != "asgi" else None
+        if origin is None:
+            return cls(span, metric, upstream.kind != "asgi", inline)
+        return cls(span, metric, True, inline, origin, connected_to(origin))
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://authority/`` of ``url`` when its path follows (None: no path, or userinfo in it)."""
+    authority = _AUTHORITY(url)
+    if authority is None or "@" in authority[0] or url[authority.end() : authority.end() + 1] != "/":
+        return None
+    return authority[0] + "/"
 
 
 __all__ = ["ApiInfo", "BackendInfo"]

@@ -13,12 +13,12 @@ import time
 from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode
 
 from .._context import CONNECTION
 from . import current
 from . import names as n
-from .lean_spans import set_own_attributes
+from .lean_spans import end_own
 from .values import address_text, client_path, client_text
 
 if TYPE_CHECKING:
@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 _ABNORMAL_CLOSE = frozenset({1006, 1011, 1014, 1015})
 _EMPTY = Context()
 """No span, no baggage: what the connection span's context is made on (contexts are immutable: shared)."""
+_new = object.__new__
+
+
+def _link(context: SpanContext) -> Link:
+    """``Link(context)``: the same object (no attributes), without its two ``__init__`` frames and ``super()``."""
+    link = _new(Link)
+    link._context = context
+    link._attributes = None
+    return link
 
 
 class ConnectionTrace:
@@ -51,20 +60,20 @@ class ConnectionTrace:
         api = handshake.api
         if telemetry.start_span is not None:
             attrs = self._attributes()
-            links: list[Link] = []
+            links: tuple[Link, ...] = ()
             parent = _EMPTY  # a new trace
             if handshake.span is not None:
                 context = handshake.span.get_span_context()
                 trace_id, span_id, _, _, _, valid = context  # a SpanContext is this tuple (no property calls)
                 if valid:
-                    links.append(Link(context))
+                    links = (_link(context),)
                     # trace.format_trace_id and format_span_id, inline (valid ids fit: hex() of their bytes)
                     attrs[n.HANDSHAKE_TRACE_ID] = trace_id.to_bytes(16, "big").hex()
                     attrs[n.HANDSHAKE_SPAN_ID] = span_id.to_bytes(8, "big").hex()
                     if telemetry.config.connection_parent == "handshake":
                         parent = current.with_span(handshake.span, _EMPTY)
             self.span = telemetry.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)
-            self._otel_token = current.attach(current.with_span(self.span, _EMPTY))
+            self._otel_token = current.attach(current.alone(self.span))
             if handshake._events is not None:
                 handshake._events.span = self.span
         if telemetry.metrics is not None:
@@ -113,10 +122,9 @@ class ConnectionTrace:
                 n.MESSAGES_IN: stats.messages_in, n.BYTES_IN: stats.bytes_in,
                 n.MESSAGES_OUT: stats.messages_out, n.BYTES_OUT: stats.bytes_out,
             }  # fmt: skip
-            set_own_attributes(span, attrs)
             if code in _ABNORMAL_CLOSE:
                 span.set_status(StatusCode.ERROR, f"closed with {code}")
-            span.end()
+            end_own(span, attrs)
         if self._otel_token is not None:
             current.detach(self._otel_token)
         try:  # noqa: SIM105  (contextlib.suppress: three Python calls per connection)

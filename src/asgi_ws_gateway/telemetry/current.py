@@ -62,4 +62,15 @@ def with_span(span: Span, context: Context | None = None) -> Context:
     return Context(values)
 
 
-__all__ = ["attach", "detach", "get_current", "with_span"]
+_EMPTY = Context()
+
+
+def alone(span: Span) -> Context:
+    """``trace.set_span_in_context(span, Context())``: a context with ``span`` and nothing else (the
+    connection span's, a root that carries no baggage)."""
+    if _VARIABLE is None:
+        return set_span_in_context(span, _EMPTY)
+    return Context({_SPAN_KEY: span})
+
+
+__all__ = ["alone", "attach", "detach", "get_current", "with_span"]

@@ -226,17 +226,18 @@ class OwnHistogram(_ViewInstrumentMatch):
     def record_items(self, amount: float, attributes: Attrs, key: str, /) -> None:
         """``record``, given ``attributes_key(attributes)`` as well (``Metrics`` keeps it made).
 
-        One call on the usual path (no exemplar offered): a record is three per connection.
+        One call on the usual paths (no exemplar, or one under a sampled lean span, as a traced
+        connection's upstream attempt): a record is three per connection.
         """
         if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)
             return
+        ids: SpanContext | None = None  # offered as the bucket's exemplar with these ids (None: not offered)
         if self._exemplars:
             found = get_current().get(_SPAN_KEY)  # get_current_span(), without its calls (a lean span first)
             if type(found) is LeanSpan and found._context[3] & _SAMPLED:  # the usual one: read inline
-                self._add(amount, attributes, key, True, found._context)
-                return
-            if found is not None or self._exemplars != _TRACE_BASED:  # else: no span, no exemplar
+                ids = found._context
+            elif found is not None or self._exemplars != _TRACE_BASED:  # else: no span, no exemplar
                 self._add(amount, attributes, key, *_offered(self._exemplar_span(found)))
                 return
         if not self._listed:
@@ -252,6 +253,12 @@ class OwnHistogram(_ViewInstrumentMatch):
                 point.min = amount
             if amount > point.max:
                 point.max = amount
+            if ids is not None:  # as _add's offer, inline (a SpanContext is (trace id, span id, ...))
+                slot = point.exemplars.get(index)
+                if slot is None:
+                    slot = point.exemplars[index] = _Slot()
+                slot.value, slot.time, slot.attributes = amount, time_ns(), attributes
+                slot.span_id, slot.trace_id = ids[1], ids[0]
         finally:
             lock.release()
 

@@ -77,13 +77,15 @@ def _queue_into(batch: Any, emit: Callable[[ReadableSpan], None]) -> Callable[[R
     the usual case, a span into a queue with room, with the same effect; ``emit`` itself otherwise (the
     processor shut down, a forked child not yet reset, a full queue: its warnings and dropped counts)."""
 
+    most, full = batch._max_queue_size, batch._max_export_batch_size  # set once, in its __init__
+
     def queue(span: ReadableSpan) -> None:
         spans = batch._queue
-        if batch._shutdown or batch._pid != _PROCESS[0] or len(spans) >= batch._max_queue_size:
+        if batch._shutdown or batch._pid != _PROCESS[0] or len(spans) >= most:
             emit(span)
             return
         spans.appendleft(span)
-        if len(spans) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+        if len(spans) >= full and not batch._worker_awaken.is_set():
             batch._worker_awaken.set()  # a full batch: the worker exports it now
 
     return queue
@@ -130,7 +132,7 @@ class LeanTracerProvider(TracerProvider):
                 starts, (*ends, span_processor.on_end), (*sampled_ends, _sampled_end(span_processor))
             )  # fmt: skip
             for tracer in list(self._lean_tracers.values()):
-                tracer.starts, tracer.ends, tracer.sampled_ends = self._lean_processors
+                tracer.processors(*self._lean_processors)
 
     def _update_resource(self, resource: Resource) -> None:
         """As the SDK's (in a forked child: the process attributes), for the lean tracers too."""

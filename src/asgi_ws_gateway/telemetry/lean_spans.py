@@ -84,9 +84,8 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._parent = parent
         self._resource = tracer.resource
         self._start_time = start_time if start_time is not None else time_ns()
-        self._tracer = tracer
-        self._max_attributes = limit = tracer.max_attributes
-        self._max_length = tracer.max_length
+        self._tracer = tracer  # whose limits (max_attributes, max_length) the span keeps to
+        limit, max_length = tracer.max_attributes, tracer.max_length
         # The fields every span starts with, in this order (LeanTracer.start_owned writes them too: the
         # instances share one key table).
         self._end_time = None
@@ -95,11 +94,11 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._events = ()
         self._links = ()
         self._plain = False
-        if owned and self._max_length is None and (limit is None or len(attributes) <= limit):
+        if owned and max_length is None and (limit is None or len(attributes) <= limit):
             self._attributes: dict[str, AnyValue] = attributes  # type: ignore[assignment]  # a dict: start_owned's
             self._plain = True
         elif (
-            self._max_length is None  # the common case, as in _set, checked in C: nothing to clean or drop
+            max_length is None  # the common case, as in _set, checked in C: nothing to clean or drop
             and (limit is None or len(attributes) <= limit)
             and _PLAIN.issuperset(map(type, attributes.values()))
             and _STR.issuperset(map(type, attributes))
@@ -116,11 +115,11 @@ class LeanSpan(trace.Span, ReadableSpan):
     # -- attributes, as the SDK's BoundedAttributes keeps them ----------------------------------------
 
     def _set(self, attributes: Mapping[str, AnyValue]) -> None:
-        current, limit = self._attributes, self._max_attributes
+        current, limit = self._attributes, self._tracer.max_attributes
         self._plain = False
         # The common case, checked in C: plain values under non-empty string keys, nothing to drop.
         if (
-            self._max_length is None
+            self._tracer.max_length is None
             and (limit is None or len(current) + len(attributes) <= limit)
             and _PLAIN.issuperset(map(type, attributes.values()))
             and _STR.issuperset(map(type, attributes))
@@ -136,7 +135,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             return
         for key in attributes:
             if type(key) is not str or not key:  # what the SDK's mapping cleaning keeps, renames, drops
-                cleaned = _clean_attribute_value(attributes, self._max_length)
+                cleaned = _clean_attribute_value(attributes, self._tracer.max_length)
                 self._dropped += len(attributes) - len(cleaned)
                 attributes = cleaned
                 break
@@ -145,12 +144,12 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def _put(self, key: str, value: AnyValue) -> None:
         self._plain = False
-        if type(value) not in _PLAIN or (self._max_length is not None and type(value) is str):
-            value = _clean_attribute_value(value, self._max_length)  # truncates, makes sequences tuples
+        if type(value) not in _PLAIN or (self._tracer.max_length is not None and type(value) is str):
+            value = _clean_attribute_value(value, self._tracer.max_length)  # truncates, makes sequences tuples
         attributes = self._attributes
         if key in attributes:
             del attributes[key]  # a rewritten key moves to the end, as in the SDK
-        elif self._max_attributes is not None and len(attributes) >= self._max_attributes:
+        elif self._tracer.max_attributes is not None and len(attributes) >= self._tracer.max_attributes:
             logger.warning("Attributes dict is full. Dropping the oldest key-value pair from attributes.")
             del attributes[next(iter(attributes))]
             self._dropped += 1
@@ -159,9 +158,9 @@ class LeanSpan(trace.Span, ReadableSpan):
     def set_plain(self, attributes: Mapping[str, AnyValue]) -> None:
         """``set_attributes`` for the gateway's own attributes, unchecked: the caller promises non-empty
         ``str`` keys and ``str`` or ``int`` values (not ``bool``), as :meth:`LeanTracer.start_owned`."""
-        current, limit = self._attributes, self._max_attributes
+        current, limit = self._attributes, self._tracer.max_attributes
         if (
-            self._end_time is not None or self._max_length is not None
+            self._end_time is not None or self._tracer.max_length is not None
             or (limit is not None and len(current) + len(attributes) > limit)
         ):  # fmt: skip
             self.set_attributes(attributes)  # the SDK's rules: a warning, truncation, the oldest dropped
@@ -181,8 +180,8 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._end_time is not None:
             logger.warning("Setting attribute on ended span.")
             return
-        if self._max_attributes == 0 or not key or not isinstance(key, str):
-            if self._max_attributes != 0:
+        if self._tracer.max_attributes == 0 or not key or not isinstance(key, str):
+            if self._tracer.max_attributes != 0:
                 logger.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.", key)
             self._dropped += 1
             return
@@ -276,7 +275,14 @@ class LeanSpan(trace.Span, ReadableSpan):
             return
         self._end_time = end_time if end_time is not None else time_ns()
         tracer = self._tracer  # its processors now, as the SDK's span ends into those added since it started
-        for on_end in tracer.sampled_ends if self._context[3] & SAMPLED_FLAG else tracer.ends:
+        if self._context[3] & SAMPLED_FLAG:
+            if tracer.sampled_end is not None:  # the usual single batch processor: no loop
+                tracer.sampled_end(self)
+                return
+            ends = tracer.sampled_ends
+        else:
+            ends = tracer.ends
+        for on_end in ends:
             on_end(self)
 
     def __exit__(
@@ -294,13 +300,35 @@ def valid_link(context: SpanContext, attributes: Attributes) -> bool:
     return bool(context and (context.is_valid or (attributes or context.trace_state)))
 
 
-def set_own_attributes(span: trace.Span, attributes: dict[str, AnyValue]) -> None:
-    """The gateway's own attributes (non-empty ``str`` keys, ``str``/``int`` values) onto ``span``:
-    unchecked on a lean span (:meth:`LeanSpan.set_plain`), through ``set_attributes`` on any other."""
-    if type(span) is LeanSpan:
-        span.set_plain(attributes)
-    else:
+def end_own(span: trace.Span, attributes: Mapping[str, AnyValue]) -> None:
+    """The gateway's own last attributes (non-empty ``str`` keys, ``str``/``int`` values) onto ``span``, then
+    ``span.end()``: how the gateway ends its own three spans.
+
+    Unchecked on a lean span (as :meth:`LeanSpan.set_plain`), and both in this one frame when nothing is
+    to be checked (not ended, no length limit, room under the count limit): they were four calls a span.
+    Any other span gets ``set_attributes`` and ``end``."""
+    if type(span) is not LeanSpan:
         span.set_attributes(attributes)
+        span.end()
+        return
+    current, tracer = span._attributes, span._tracer
+    # Not ended, and room as start_owned's (no length limit, the count limit): else the SDK's rules (a
+    # warning, truncation, the oldest dropped), as set_plain and end apply them.
+    if span._end_time is not None or len(current) + len(attributes) > tracer.owned_room:
+        span.set_plain(attributes)
+        span.end()
+        return
+    if attributes:
+        if not current.keys().isdisjoint(attributes):
+            for key in attributes:
+                current.pop(key, None)  # a rewritten key moves to the end, as in the SDK
+        current.update(attributes)
+    span._end_time = time_ns()  # as LeanSpan.end, inline
+    if span._context[3] & SAMPLED_FLAG and tracer.sampled_end is not None:
+        tracer.sampled_end(span)
+        return
+    for on_end in tracer.sampled_ends if span._context[3] & SAMPLED_FLAG else tracer.ends:
+        on_end(span)
 
 
-__all__ = ["DEFAULT_STATUS", "SAMPLED_FLAG", "LeanSpan", "set_own_attributes", "valid_link"]
+__all__ = ["DEFAULT_STATUS", "SAMPLED_FLAG", "LeanSpan", "end_own", "valid_link"]

@@ -10,14 +10,15 @@ without calling either: the parent's decision, else sampled. Each span is handed
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util import BoundedList
@@ -48,6 +49,7 @@ _CHILD_FLAGS = tuple(
 )
 """A child's flags under the default sampler, by its parent's: the parent's decision and random-id bit."""
 _new = object.__new__
+OnEnd = Callable[[ReadableSpan], None]
 
 
 NO_ATTRIBUTES = BoundedAttributes(0, None, immutable=True)
@@ -108,7 +110,21 @@ class LeanTracer(trace.Tracer):
         self.random_ids = type(self.id_generator) is RandomIdGenerator
         self.parent_or_on_random = self.parent_or_on and self.random_ids
         self.max_links = self.limits.max_links
-        self.starts, self.ends, self.sampled_ends = provider._lean_processors
+        self.processors(*provider._lean_processors)
+
+    def processors(
+        self, starts: tuple[SpanProcessor, ...], ends: tuple[OnEnd, ...], sampled_ends: tuple[OnEnd, ...]
+    ) -> None:
+        """The processors to call at a span's start, and at its end (a sampled span's, any other's), as the
+        provider has them now; and what :meth:`start_owned` and :meth:`LeanSpan.end` decide from them."""
+        self.starts, self.ends, self.sampled_ends = starts, ends, sampled_ends
+        self.sampled_end: OnEnd | None = sampled_ends[0] if len(sampled_ends) == 1 else None
+        """The one processor's end of a sampled span (the usual batch processor), called without a loop."""
+        fast = not starts and self.parent_or_on_random and self.max_length is None
+        limit = self.max_attributes
+        self.owned_room = (limit if limit is not None else sys.maxsize) if fast else -1
+        """The most attributes an owned span starts with in :meth:`start_owned`'s one frame (-1: none does):
+        one comparison for its conditions, which hold for the tracer's life (or until a processor is added)."""
 
     def start_span(
         self,
@@ -135,11 +151,7 @@ class LeanTracer(trace.Tracer):
         Three spans a connection start here: under the default sampler and ids, no processor's
         ``on_start`` to call and no attribute to cut or drop, the span is made in this one frame (what
         ``_start``, ``LeanSpan._init`` and ``_begin`` do for it, without their three calls)."""
-        limit = self.max_attributes
-        if (
-            self.starts or not self.parent_or_on_random or self.max_length is not None
-            or (limit is not None and len(attributes) > limit)
-        ):  # fmt: skip
+        if len(attributes) > self.owned_room:  # another sampler, a start processor, a limit that cuts
             return self._start(name, context, kind, attributes, links, None, True, True, True)
         current = (context if context is not None else get_current()).get(_SPAN_KEY)
         parent: SpanContext | None = None
@@ -170,8 +182,6 @@ class LeanTracer(trace.Tracer):
         span._resource = self.resource
         span._start_time = time_ns()
         span._tracer = self
-        span._max_attributes = limit
-        span._max_length = None
         span._end_time = None
         span._status = DEFAULT_STATUS
         span._dropped = 0

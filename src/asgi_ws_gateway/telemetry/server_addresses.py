@@ -22,7 +22,7 @@ REMEMBERED = 1024
 _LONGEST = 1024
 """The longest upstream authority kept (a ``Host`` kept is 262 bytes at most)."""
 _UNKNOWN = object()
-_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*").match
+AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*").match
 """A URL's scheme and authority (where ``urlsplit`` ends the authority): all its host and port depend on."""
 _PLAIN_HOST = re.compile(rb"[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::[0-9]{1,5})?").fullmatch
 """A ``Host`` header that is a host name or an IP address, and a port (a JWT, ``eyJ...``, is refused apart)."""
@@ -34,7 +34,7 @@ def connected_to(url: str) -> tuple[str, int] | None:
     """The host and port an attempt connects to: its URL's, which a ``set-backend-service`` may have
     made another than the backend's (the span said the configured ``127.0.0.1`` of a connection to
     ``localhost``). Metrics keep the backend's: their labels must stay few."""
-    authority = _AUTHORITY(url)
+    authority = AUTHORITY(url)
     key = authority[0] if authority is not None else ""
     found = _connections.get(key, _UNKNOWN) if key else _UNKNOWN
     if found is _UNKNOWN:
@@ -78,4 +78,4 @@ def _addressed(host: bytes, scheme: str) -> tuple[str, int]:
     return address, port if port is not None else 443 if scheme == "wss" else 80
 
 
-__all__ = ["addressed_server", "connected_to"]
+__all__ = ["AUTHORITY", "addressed_server", "connected_to"]

@@ -40,7 +40,7 @@ from . import names as n
 from .api_info import ApiInfo, BackendInfo
 from .connection import ConnectionTrace
 from .events import MessageEvents
-from .lean_spans import set_own_attributes
+from .lean_spans import end_own
 from .server_addresses import addressed_server, connected_to
 from .values import address_text, client_path, client_text, cut, protocol_name
 
@@ -54,6 +54,10 @@ StartSpan = Callable[[str, "Context | None", SpanKind, Attrs, Sequence[Link]], S
 """``start_span(name, context, kind, attributes, links)``: a tracer's, or a lean tracer's ``start_owned``."""
 T = TypeVar("T")
 
+
+_ACCEPTED: Attrs = {n.OUTCOME: "accepted", n.HTTP_STATUS: 101}
+_UPGRADED: Attrs = {n.HTTP_STATUS: 101}
+"""The last attributes of the usual handshake span and upstream attempt, shared: ``end_own`` only reads them."""
 
 _NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 """``io_span`` with tracing off (``nullcontext`` keeps no state: one serves every call)."""
@@ -128,14 +132,14 @@ class HandshakeTrace:
         assert telemetry.start_span is not None
         headers = self.scope.get("headers") or []
         attrs, traceparent = self._request_attributes(headers)
-        links: list[Link] = []
+        links: tuple[Link, ...] = ()
         parent: Context | None = None  # the current context: an in-process parent span is trusted
         if telemetry.config.trust_client_trace:
             parent = propagation.extract(headers)
         elif traceparent:  # a new trace, linked to the client's
             remote = propagation.client_trace(headers)
             if remote.is_valid:
-                links.append(Link(remote))
+                links = (Link(remote),)
         self.span = telemetry.start_span(self.api.handshake_span, parent, SpanKind.SERVER, attrs, links)
         self._context = current.with_span(self.span, parent)
         self._otel_token = current.attach(self._context)  # policies' own instrumented I/O nests here
@@ -251,16 +255,18 @@ class HandshakeTrace:
             if self.attempts == 1 and telemetry.config.attempt_spans == "failover":
                 inline = self._upstream = dict(backend.inline)
                 if backend.network:
-                    inline[n.UPSTREAM_URL] = cut(redact_url_remembered(request.url))
-                    if connected := connected_to(request.url):
+                    url = request.url
+                    inline[n.UPSTREAM_URL] = cut(redact_url_remembered(url))
+                    if connected := backend.connected if url.startswith(backend.origin) else connected_to(url):
                         inline[n.UPSTREAM_ADDRESS], inline[n.UPSTREAM_PORT] = connected
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
             else:
                 attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
                 if backend.network:
-                    attrs[n.URL_FULL] = cut(redact_url_remembered(request.url))  # the client's path in it
-                    if connected := connected_to(request.url):
+                    url = request.url
+                    attrs[n.URL_FULL] = cut(redact_url_remembered(url))  # the client's path in it
+                    if connected := backend.connected if url.startswith(backend.origin) else connected_to(url):
                         attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = connected
                 span = telemetry.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs, ())
                 if telemetry.config.propagate:
@@ -293,15 +299,14 @@ class HandshakeTrace:
                     inline[n.UPSTREAM_STATUS] = status
                 if error_type is not None:
                     inline[n.UPSTREAM_ERROR] = error_type
-            if span is not None:
-                result: Attrs = {}
-                if status is not None:
-                    result[n.HTTP_STATUS] = status
+            if span is not None and status == 101 and error_type is None:
+                end_own(span, _UPGRADED)
+            elif span is not None:
+                result: Attrs = {n.HTTP_STATUS: status} if status is not None else {}
                 if error_type is not None:
                     result[n.ERROR_TYPE] = error_type
                     span.set_status(StatusCode.ERROR, error_type)
-                set_own_attributes(span, result)
-                span.end()
+                end_own(span, result)
             if telemetry.metrics is not None and not cancelled:
                 telemetry.metrics.upstream_attempt(backend.metric, time.perf_counter() - started, error_type, status)
 
@@ -358,22 +363,12 @@ class HandshakeTrace:
         seconds = time.perf_counter() - self._started
         span = self.span
         if span is not None:
-            attrs = attrs or {}
-            if self._upstream is not None:
-                attrs.update(self._upstream)
-            attrs[n.OUTCOME] = outcome
-            if status is not None:
-                attrs[n.HTTP_STATUS] = status
-            if self.attempts > 1:  # failover happened (each attempt is a child span, but for an inline first)
-                attrs[n.ATTEMPTS] = self.attempts
-            if error_type is not None and outcome != "accepted":
-                attrs[n.ERROR_TYPE] = error_type
-            if policy is not None:
-                attrs[n.POLICY] = policy
-            set_own_attributes(span, attrs)
-            if outcome == "error" or (status is not None and status >= 500):
-                span.set_status(StatusCode.ERROR, error_type)
-            span.end()
+            if attrs is None and outcome == "accepted" and self._upstream is None and self.attempts < 2:
+                end_own(span, _ACCEPTED)  # the usual accept: no subprotocol, no failover
+            else:
+                if outcome == "error" or (status is not None and status >= 500):
+                    span.set_status(StatusCode.ERROR, error_type)
+                end_own(span, self._final_attributes(outcome, status, error_type, policy, attrs or {}))
         if self._otel_token is not None:
             current.detach(self._otel_token)
         if outcome == "accepted" or outcome == "abandoned":
@@ -385,6 +380,23 @@ class HandshakeTrace:
             fields = self.fields()
             fields.update(status=status, outcome=outcome, reason=error_type, policy=policy, duration=round(seconds, 6))
             telemetry.access.write(fields, span)
+
+    def _final_attributes(
+        self, outcome: n.Outcome, status: int | None, error_type: str | None, policy: str | None, attrs: Attrs
+    ) -> Attrs:
+        """The handshake span's last attributes, added to ``attrs``."""
+        if self._upstream is not None:
+            attrs.update(self._upstream)
+        attrs[n.OUTCOME] = outcome
+        if status is not None:
+            attrs[n.HTTP_STATUS] = status
+        if self.attempts > 1:  # failover happened (each attempt is a child span, but for an inline first)
+            attrs[n.ATTEMPTS] = self.attempts
+        if error_type is not None and outcome != "accepted":
+            attrs[n.ERROR_TYPE] = error_type
+        if policy is not None:
+            attrs[n.POLICY] = policy
+        return attrs
 
     def release(self) -> None:
         """Stop being the task's current handshake (once): at accept or abandon, and by the middleware
