@@ -30,6 +30,7 @@ from asgi_ws_gateway.telemetry.lean_spans import end_own
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 from asgi_ws_gateway.telemetry.server_addresses import connected_to
+from support.telemetry import span_fields
 
 RESOURCE = Resource({"service.name": "event-loop-paths-test"})
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
@@ -104,15 +105,6 @@ def _spans(make: Callable[[], Any], *, starts: _Starts | None = None) -> list[Re
     return exporter.spans
 
 
-def _fields(span: ReadableSpan) -> tuple[Any, ...]:
-    links = [(link.context, dict(link.attributes or {}), link.dropped_attributes) for link in span.links]
-    return (
-        span.name, span.context, span.parent, span.kind, list((span.attributes or {}).items()),
-        span.dropped_attributes, links, span.dropped_links, span.status.status_code, span.status.description,
-        span.resource, span.instrumentation_scope, span.start_time is not None, span.end_time is not None,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
 def test_spans_ended_with_own_attributes_are_the_sdk_spans(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
     """``end_own`` (attributes and end in one frame, or the checked path, an ended span's refused): the SDK's
@@ -123,7 +115,7 @@ def test_spans_ended_with_own_attributes_are_the_sdk_spans(monkeypatch: pytest.M
     sdk = _spans(lambda: TracerProvider(resource=RESOURCE, shutdown_on_exit=False))
     random.seed(7)
     lean = _spans(lambda: LeanTracerProvider(resource=RESOURCE))
-    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert [span_fields(span) for span in lean] == [span_fields(span) for span in sdk]
     assert SpanEncoder().encode(lean) == sdk_encode_spans(lean).SerializeToString()
     attempt = next(span for span in lean if span.name == "upstream connect echo")
     assert "after" not in (attempt.attributes or {})  # ended: refused, as by the SDK
@@ -141,7 +133,7 @@ def test_a_processor_with_on_start_added_later_sees_the_owned_spans() -> None:
     lean_starts = _Starts()
     lean = _spans(lambda: LeanTracerProvider(resource=RESOURCE), starts=lean_starts)
     assert lean_starts.started == sdk_starts.started and "connection echo" in lean_starts.started
-    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert [span_fields(span) for span in lean] == [span_fields(span) for span in sdk]
 
 
 def test_a_span_s_context_alone_is_the_api_s() -> None:

@@ -31,6 +31,7 @@ from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
+from support.telemetry import span_fields
 
 RESOURCE = Resource({"service.name": "fast-path-test"})
 STATE = TraceState([("vendor", "x")])
@@ -113,15 +114,6 @@ def _batched(make: Callable[[], Any], script: Callable[[trace.Tracer], None]) ->
     return exporter.spans
 
 
-def _fields(span: ReadableSpan) -> tuple[Any, ...]:
-    links = [(link.context, dict(link.attributes or {}), link.dropped_attributes) for link in span.links]
-    return (
-        span.name, span.context, span.parent, span.kind, list((span.attributes or {}).items()),
-        span.dropped_attributes, links, span.dropped_links, span.status.status_code, span.status.description,
-        span.resource, span.instrumentation_scope, span.start_time is not None, span.end_time is not None,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("limited", [False, True], ids=["default-limits", "tight-limits"])
 def test_owned_spans_under_a_batch_processor_are_the_sdk_spans(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
     """``start_owned`` in one frame (no processor's ``on_start``), and its fallbacks (limits, another
@@ -132,7 +124,7 @@ def test_owned_spans_under_a_batch_processor_are_the_sdk_spans(monkeypatch: pyte
     sdk = _batched(lambda: TracerProvider(resource=RESOURCE, shutdown_on_exit=False), _owned_script)
     random.seed(5)
     lean = _batched(lambda: LeanTracerProvider(resource=RESOURCE), _owned_script)
-    assert [_fields(span) for span in lean] == [_fields(span) for span in sdk]
+    assert [span_fields(span) for span in lean] == [span_fields(span) for span in sdk]
     assert [span.name for span in lean] == [
         "upstream connect echo", "GET /ws/echo", "connection echo", "under a remote parent 1", "no attributes",
     ]  # fmt: skip
