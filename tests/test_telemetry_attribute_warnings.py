@@ -182,7 +182,10 @@ def test_the_filter_writes_the_first_at_once_then_one_line_per_interval_with_how
     first = warn(cut, 100)
     assert first is not None and first.getMessage() == "String attribute value exceeds max length of 100, truncating."
     assert [warn(cut, 100) for _ in range(5)] == [None] * 5
-    other = warn("Attributes dict is full. Dropping the oldest key-value pair from attributes.")
+    other = warn(
+        "Attributes dict is full. Dropping the oldest key-value pair from attributes to make space for the new"
+        " key-value pair."
+    )
     assert other is not None  # another kind: its own count
     assert warn("%s", "debug lines pass", level=logging.DEBUG) is not None
     now[0] = 10.0

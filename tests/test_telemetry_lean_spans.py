@@ -8,6 +8,7 @@ comparison (real gateway, real OTLP receiver) is in ``test_telemetry_lean_e2e.py
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -159,6 +160,25 @@ def test_lean_spans_record_what_sdk_spans_record() -> None:
     root = next(span for span in lean if span.name == "GET /ws/lobby")
     assert dict(root.attributes or {})["odd"] == "opaque" and root.dropped_attributes == 2  # "" twice
     assert [e.name for e in root.events] == ["first", "second", "exception"]
+
+
+def test_lean_spans_warn_as_sdk_spans_do(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Tight limits, invalid keys, an ended span: the SDK's warnings, word for word and in order."""
+    for name in (*LIMIT_VARIABLES, "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+    warned = []
+    for make in (
+        lambda: TracerProvider(resource=RESOURCE, id_generator=CountingIds(), shutdown_on_exit=False),
+        lambda: LeanTracerProvider(resource=RESOURCE, id_generator=CountingIds()),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _run(make)
+        warned.append([record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING])
+    sdk, lean = warned
+    assert lean == sdk
+    assert any(message.startswith("Attributes dict is full") for message in lean)
 
 
 def _without_times(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:

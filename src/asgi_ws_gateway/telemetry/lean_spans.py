@@ -150,7 +150,10 @@ class LeanSpan(trace.Span, ReadableSpan):
         if key in attributes:
             del attributes[key]  # a rewritten key moves to the end, as in the SDK
         elif self._tracer.max_attributes is not None and len(attributes) >= self._tracer.max_attributes:
-            logger.warning("Attributes dict is full. Dropping the oldest key-value pair from attributes.")
+            logger.warning(
+                "Attributes dict is full. Dropping the oldest key-value pair from attributes to make space for the new"
+                " key-value pair."
+            )
             del attributes[next(iter(attributes))]
             self._dropped += 1
         attributes[key] = value
