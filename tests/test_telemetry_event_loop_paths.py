@@ -8,7 +8,6 @@ with what the SDK, the API or the per-connection parsing makes.
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from asgi_ws_gateway.config.apis import UpstreamConfig
@@ -30,7 +29,7 @@ from asgi_ws_gateway.telemetry.lean_spans import end_own
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 from asgi_ws_gateway.telemetry.server_addresses import connected_to
-from support.telemetry import span_fields
+from support.spans import CollectingExporter, span_fields
 
 RESOURCE = Resource({"service.name": "event-loop-paths-test"})
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
@@ -43,17 +42,6 @@ def no_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (*LIMITS, "OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
                  "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-
-
-class _Collect(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-        self.exported = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans += spans
-        self.exported.set()
-        return SpanExportResult.SUCCESS
 
 
 class _Starts(SpanProcessor):
@@ -94,7 +82,7 @@ def _connection_script(tracer: trace.Tracer) -> None:
 
 
 def _spans(make: Callable[[], Any], *, starts: _Starts | None = None) -> list[ReadableSpan]:
-    exporter = _Collect()
+    exporter = CollectingExporter()
     provider = make()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer("asgi_ws_gateway", "1.0")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -22,7 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
@@ -31,7 +30,7 @@ from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
-from support.telemetry import span_fields
+from support.spans import CollectingExporter, span_fields
 
 RESOURCE = Resource({"service.name": "fast-path-test"})
 STATE = TraceState([("vendor", "x")])
@@ -94,19 +93,8 @@ def _owned_script(tracer: trace.Tracer) -> None:
     start("no attributes", None, SpanKind.INTERNAL, {}).end()
 
 
-class _Collect(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-        self.exported = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans += spans
-        self.exported.set()
-        return SpanExportResult.SUCCESS
-
-
 def _batched(make: Callable[[], Any], script: Callable[[trace.Tracer], None]) -> list[ReadableSpan]:
-    exporter = _Collect()
+    exporter = CollectingExporter()
     provider = make()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     script(provider.get_tracer("asgi_ws_gateway", "1.0"))
@@ -158,7 +146,7 @@ def _ended(make: Callable[[], Any], processor: BatchSpanProcessor, names: Sequen
 @pytest.mark.parametrize("provider", ["sdk", "lean"])
 def test_a_span_ended_after_shutdown_is_not_queued(provider: str, sdk_log: pytest.LogCaptureFixture) -> None:
     """A shut-down batch processor takes no span (the SDK's log line), through the lean queue as the SDK's."""
-    exporter = _Collect()
+    exporter = CollectingExporter()
     processor = BatchSpanProcessor(exporter)
     make = _maker(provider)
     with sdk_log.at_level(logging.INFO, logger=_SDK_LOGGER):
@@ -173,7 +161,7 @@ def test_a_full_queue_drops_its_oldest_span_with_the_sdk_s_warning(
     provider: str, sdk_log: pytest.LogCaptureFixture
 ) -> None:
     """A queue at ``max_queue_size`` warns and drops its oldest span, through the lean queue as the SDK's."""
-    exporter = _Collect()
+    exporter = CollectingExporter()
     processor = BatchSpanProcessor(exporter, max_queue_size=2, max_export_batch_size=2, schedule_delay_millis=600_000)
     processor._batch_processor._worker_awaken.set = lambda: None  # type: ignore[method-assign]  # no export here
     with sdk_log.at_level(logging.WARNING, logger=_SDK_LOGGER):
@@ -188,7 +176,7 @@ def test_a_full_queue_drops_its_oldest_span_with_the_sdk_s_warning(
 @pytest.mark.parametrize("provider", ["sdk", "lean"])
 def test_a_full_batch_wakes_the_exporting_thread(provider: str) -> None:
     """A batch's worth of queued spans is exported at once, not after the schedule delay (10 minutes here)."""
-    exporter = _Collect()
+    exporter = CollectingExporter()
     processor = BatchSpanProcessor(exporter, max_export_batch_size=2, schedule_delay_millis=600_000)
     _ended(_maker(provider), processor, ["one", "two"], shut=False)
     assert exporter.exported.wait(30)  # a hang guard: the export starts at once

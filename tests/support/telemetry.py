@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from support.gateway import gateway_config
 from support.otlp import OtlpReceiver, Protocol
 from support.upstream import UpstreamServer
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
 
 SECRETS = ("sekret-bearer-1", "sekret-query-2", "sekret-key-3", "sekret-cookie-4", "sekret-apim-5")
 """Credentials the tests send in every place a client puts them; none may be exported or logged."""
@@ -85,13 +82,3 @@ def secret_headers() -> list[tuple[str, str]]:
 
 
 SECRET_QUERY = f"?access_token={SECRETS[1]}&subscription-key={SECRETS[2]}"
-
-
-def span_fields(span: ReadableSpan) -> tuple[Any, ...]:
-    """What two providers' spans of one script must share: every exported field but the times' values."""
-    links = [(link.context, dict(link.attributes or {}), link.dropped_attributes) for link in span.links]
-    return (
-        span.name, span.context, span.parent, span.kind, list((span.attributes or {}).items()),
-        span.dropped_attributes, links, span.dropped_links, span.status.status_code, span.status.description,
-        span.resource, span.instrumentation_scope, span.start_time is not None, span.end_time is not None,
-    )  # fmt: skip

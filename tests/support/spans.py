@@ -1,0 +1,33 @@
+"""Spans in process: an exporter that keeps them, and the fields two providers' spans of one script must share."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+
+class CollectingExporter(SpanExporter):
+    """Keeps every span exported to it; ``exported`` is set at the first export."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+        self.exported = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += spans
+        self.exported.set()
+        return SpanExportResult.SUCCESS
+
+
+def span_fields(span: ReadableSpan) -> tuple[Any, ...]:
+    """Every exported field of ``span`` but the times' values."""
+    links = [(link.context, dict(link.attributes or {}), link.dropped_attributes) for link in span.links]
+    return (
+        span.name, span.context, span.parent, span.kind, list((span.attributes or {}).items()),
+        span.dropped_attributes, links, span.dropped_links, span.status.status_code, span.status.description,
+        span.resource, span.instrumentation_scope, span.start_time is not None, span.end_time is not None,
+    )  # fmt: skip
