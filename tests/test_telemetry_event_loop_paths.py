@@ -8,7 +8,8 @@ with what the SDK, the API or the per-connection parsing makes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -26,10 +27,9 @@ from asgi_ws_gateway.telemetry.api_info import BackendInfo, _origin
 from asgi_ws_gateway.telemetry.connection import _link
 from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import end_own
-from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 from asgi_ws_gateway.telemetry.server_addresses import connected_to
-from support.spans import CollectingExporter, span_fields
+from support.spans import CollectingExporter, span_fields, start_as_gateway
 
 RESOURCE = Resource({"service.name": "event-loop-paths-test"})
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
@@ -57,11 +57,7 @@ class _Starts(SpanProcessor):
 def _connection_script(tracer: trace.Tracer) -> None:
     """A connection's three spans as the gateway starts and ends them (and the ends it must refuse)."""
 
-    def start(name: str, context: Context | None, kind: SpanKind, attributes: dict[str, Any],
-              links: Sequence[Link] = ()) -> trace.Span:  # fmt: skip
-        if isinstance(tracer, LeanTracer):
-            return tracer.start_owned(name, context, kind, attributes, links)
-        return tracer.start_span(name, context, kind, attributes, links)
+    start = partial(start_as_gateway, tracer)
 
     handshake = start("GET /ws/echo", None, SpanKind.SERVER, {"http.route": "/ws/echo", "url.path": "/ws/echo/a",
                                                               "server.port": 8000}, [Link(REMOTE)])  # fmt: skip

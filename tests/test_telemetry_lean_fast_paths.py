@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 import pytest
@@ -30,7 +31,7 @@ from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
-from support.spans import CollectingExporter, span_fields
+from support.spans import CollectingExporter, span_fields, start_as_gateway
 
 RESOURCE = Resource({"service.name": "fast-path-test"})
 STATE = TraceState([("vendor", "x")])
@@ -61,11 +62,7 @@ _SDK_LOGGER = "opentelemetry.sdk._shared_internal"
 def _owned_script(tracer: trace.Tracer) -> None:
     """A connection's spans as the gateway starts them, under each kind of parent."""
 
-    def start(name: str, context: Context | None, kind: SpanKind, attributes: dict[str, Any],
-              links: Sequence[Link] = ()) -> trace.Span:  # fmt: skip
-        if isinstance(tracer, LeanTracer):
-            return tracer.start_owned(name, context, kind, attributes, links)
-        return tracer.start_span(name, context, kind, attributes, links)
+    start = partial(start_as_gateway, tracer)
 
     def set_plain(span: trace.Span, attributes: dict[str, Any]) -> None:
         if isinstance(span, LeanSpan):

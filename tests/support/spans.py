@@ -1,4 +1,5 @@
-"""Spans in process: an exporter that keeps them, and the fields two providers' spans of one script must share."""
+"""Spans in process: started as the gateway starts its own, an exporter that keeps them, and the fields two
+providers' spans of one script must share."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, SpanKind
+
+from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 
 
 class CollectingExporter(SpanExporter):
@@ -31,3 +37,13 @@ def span_fields(span: ReadableSpan) -> tuple[Any, ...]:
         span.dropped_attributes, links, span.dropped_links, span.status.status_code, span.status.description,
         span.resource, span.instrumentation_scope, span.start_time is not None, span.end_time is not None,
     )  # fmt: skip
+
+
+def start_as_gateway(
+    tracer: trace.Tracer, name: str, context: Context | None, kind: SpanKind, attributes: dict[str, Any],
+    links: Sequence[Link] = (),
+) -> trace.Span:  # fmt: skip
+    """A span started as the gateway starts its own: ``start_owned`` on a lean tracer, ``start_span`` on another."""
+    if isinstance(tracer, LeanTracer):
+        return tracer.start_owned(name, context, kind, attributes, links)
+    return tracer.start_span(name, context, kind, attributes, links)
