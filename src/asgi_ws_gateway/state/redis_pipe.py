@@ -252,6 +252,9 @@ class _Connection(asyncio.Protocol):
         except ConnectionError as exc:  # a reply that is not RESP, or one too many
             self.close(exc)
             return
+        except ValueError:  # an integer the one match took and int() cannot read (past 4,300 digits): as _parse
+            self.close(_protocol_error(buffer, position))
+            return
         self._buffer = buffer[position:]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -334,6 +337,12 @@ def _parse(buffer: bytes, position: int) -> tuple[Any, int] | None:
     except ValueError:
         pass
     raise ConnectionError(f"Protocol error: {buffer[position : end + 2][:40]!r} is not a reply")
+
+
+def _protocol_error(buffer: bytes, position: int) -> ConnectionError:
+    """What a reply at ``position`` that Python cannot read fails its calls with (:func:`_parse`'s words for it)."""
+    end = buffer.find(b"\r\n", position)
+    return ConnectionError(f"Protocol error: {buffer[position : end + 2][:40]!r} is not a reply")
 
 
 _KEYED_KEPT = 64
