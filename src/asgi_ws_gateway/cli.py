@@ -277,9 +277,11 @@ def _own_port(value: str) -> int:
 
 
 def _management_path(value: str) -> str:
-    """``--management``: a path of its own (``/`` would leave it nowhere to answer)."""
-    if not value.strip("/"):
-        raise argparse.ArgumentTypeError(f"{value!r}: a path of its own, e.g. /_gateway")
+    """``--management``: a path of its own (``/`` would leave it nowhere to answer) that clients reach as written."""
+    from .management.mount_path import management_path_problem
+
+    if (problem := management_path_problem(value)) is not None:
+        raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
     return value
 
 

@@ -151,6 +151,23 @@ def _public_url(url: str) -> str:
     return f"{scheme}://{authority.rpartition('@')[2]}{re.split(r'[?#]', tail, maxsplit=1)[0]}"
 
 
+MAX_MESSAGE_SIZE = 1024 * MIB
+"""The largest ``max_message_size``: a relayed message is held whole in a worker's memory. Before, any
+integer passed (``10**30``), and every compressed message the relay inflated was an ``OverflowError``
+traceback (zlib takes at most a C ``ssize_t``) and a 1011."""
+
+
+def _held_in_memory(size: int) -> int:
+    # A validator, not ``le``: the published JSON Schema stays as generated (schema/gateway.schema.json).
+    if size > MAX_MESSAGE_SIZE:
+        raise PydanticCustomError(
+            "less_than_equal",
+            "Input should be less than or equal to {le} (1 GiB: a relayed message is held whole in memory)",
+            {"le": MAX_MESSAGE_SIZE},
+        )
+    return size
+
+
 class ApiConfig(ConfigModel):
     """A WebSocket API: a public path the gateway owns and the backends it proxies to."""
 
@@ -175,7 +192,7 @@ class ApiConfig(ConfigModel):
         description="Seconds an upstream host name's addresses are used before it is resolved again (the system "
         "resolver gives no TTL); 0: resolved for every handshake.",
     )
-    max_message_size: int = Field(
+    max_message_size: Annotated[int, AfterValidator(_held_in_memory)] = Field(
         default=MIB,
         gt=0,
         description="Bytes; a larger message (compressed: inflated; each fragment but the last counts 64 bytes at "

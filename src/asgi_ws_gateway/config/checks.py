@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from ..bounded import split_url
 from ..forwarded import parse_network
+from ..redact import printable
 from ..routing import OverlapIndex, PathTemplate, PathTemplateError, decode_segment, param_problem
 from ..wire_numbers import parse_port
 from .gateway import GatewayConfig
@@ -39,6 +40,9 @@ def cross_check(config: GatewayConfig) -> list[str]:
         except PathTemplateError as exc:
             problems.append(f"apis[{i}].path: {exc}")
             continue
+        if (problem := api_path_problem(template)) is not None:
+            problems.append(f"apis[{i}].path: {problem}")
+            continue
         # Indexed by segment, not compared pairwise: 1,000 templated paths took 500,000 comparisons
         # (1.7 s), on every change the management API made.
         for j in sorted(paths.overlapping(template)):
@@ -53,7 +57,71 @@ def cross_check(config: GatewayConfig) -> list[str]:
                         f"not defined by path '{api.path}'"
                     )
             problems += _upstream_url_problems(f"apis[{i}].upstreams[{k}]", upstream.kind, upstream.url, upstream.path)
-    return problems + _redirected_in_process(config) + regex_budget_problems(config)
+    return problems + _redirected_in_process(config) + _loop_guard_problems(config) + regex_budget_problems(config)
+
+
+_HEADER_EDITS = ("set-header", "remove-header")
+
+
+def _loop_guard_problems(config: GatewayConfig) -> list[str]:
+    """A ``set-header`` or ``remove-header`` of ``Via``, wherever it runs (``choose`` branches too).
+
+    The gateway's own ``Via`` entry is how it counts its hops (``handshake/forwarding_loop.py``), and
+    policies edit the upstream request after it is added: an API proxied to itself with ``remove-header:
+    Via`` (or ``set-header`` over it) turned one client handshake into 9,955 nested ones in 8 s, until
+    the worker's 20,000 file descriptors ran out, for every API on it. Policies in code are not seen.
+    """
+    scopes = [("policies", config.policies)]
+    scopes += [(f"products[{j}].policies", product.policies) for j, product in enumerate(config.products)]
+    scopes += [(f"apis[{i}].policies", api.policies) for i, api in enumerate(config.apis)]
+    return [
+        f"{where}: {kind} of Via: the gateway's own Via entry is how it detects a forwarding loop, and no policy "
+        "may change or remove it (send what you meant in a header of your own)"
+        for field, entries in scopes
+        for where, kind in _via_edits(field, entries)
+    ]
+
+
+def _via_edits(field: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _via_edits(f"{field}[{index}]", item)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            settings = item if isinstance(item, Mapping) else {}
+            header = settings.get("header")
+            if key in _HEADER_EDITS and isinstance(header, str) and header.strip().lower() == "via":
+                yield f"{field}.{key}.header", key
+            elif isinstance(item, Mapping | list):
+                yield from _via_edits(f"{field}.{key}", item)
+
+
+def api_path_problem(template: PathTemplate) -> str | None:
+    """Why an API's path no client reaches as written, or None.
+
+    A request's path is matched segment by segment, each decoded once (``routing.split_path``), so a
+    literal segment is the decoded text: ``/ws/caf%C3%A9`` was reached only by ``/ws/caf%25C3%25A9``,
+    ``/ws/chat?v=1`` only by ``/ws/chat%3Fv=1``, and ``/ws/../x`` by no browser or proxy (they resolve
+    the dot segment), while the gateway refused every path that resolves to it as a disguise of it.
+    Each was valid and served nothing. A literal is held to a parameter's rules besides.
+    """
+    shown = printable(template.pattern, quote=False)
+    for segment in template.segments:
+        if segment is None:
+            continue
+        for mark, meaning in _NOT_IN_PATH:
+            if mark in segment:
+                return f"'{shown}' {meaning}"
+        if (problem := param_problem(segment)) is not None:
+            return f"'{shown}' has a segment that {problem}: clients and proxies do not send it as written"
+    return None
+
+
+_NOT_IN_PATH = (
+    ("%", "holds '%': a path is written decoded (/ws/café, not /ws/caf%C3%A9); a client's %-escapes are decoded"),
+    ("?", "holds '?', which starts a client's query: a path cannot match one"),
+    ("#", "holds '#', which starts a fragment no client sends"),
+)
 
 
 def config_warnings(config: GatewayConfig) -> list[str]:

@@ -63,6 +63,10 @@ class StoreConfig(ConfigModel):
     def _check_url(self) -> StoreConfig:
         if self.type == "redis" and not self.url:
             raise PydanticCustomError("policy_store", "a redis store needs url: redis://host:port/db")
+        if self.type == "memory" and self.url:
+            # Ignored without a word: a forgotten `type: redis` counted every limit in each process
+            # while the file named the Redis that was to share them.
+            raise PydanticCustomError("policy_store", "url is for type: redis, and this store is type: memory")
         return self
 
 

@@ -14,6 +14,7 @@ import binascii
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from typing import Any
@@ -340,22 +341,40 @@ def _deleted(warnings: Sequence[str]) -> Response:
     return JSONResponse({"warnings": list(warnings)}) if warnings else Response(status_code=204)
 
 
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# What the API's numbers are written as (a limit, Unix seconds): float() also took ' 5', '+5', '5_0',
+# '1e3' and Arabic-Indic '١٢', which no other reader of the query takes for those numbers.
+_DECIMAL = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,9})?")
+
+
+def _query_value(request: Request, name: str) -> str | None:
+    """The one value of query parameter ``name`` (None when absent); given twice, a 422: the two readings differ."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise Invalid("invalid query", [f"{name}: given {len(values)} times"])
+    return values[0] if values else None
+
+
 def _flag(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+    """``?drain=true``: true, false or absent; anything else is a 422 (``drain=on`` was false without a
+    word: a deletion that was meant to close its connections left them open)."""
+    text = _query_value(request, name)
+    if text is None:
+        return False
+    flag = _FLAGS.get(text.lower())
+    if flag is None:
+        raise Invalid("invalid query", [f"{name}: true or false, not {shorten(text, 40)}"])
+    return flag
 
 
 def _number(request: Request, name: str) -> float | None:
-    """A finite number from the query string (422 when it is not one), or None when absent."""
-    text = request.query_params.get(name)
+    """A decimal number from the query string (422 when it is not one), or None when absent."""
+    text = _query_value(request, name)
     if text is None:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    if not _DECIMAL.fullmatch(text):
         raise Invalid("invalid query", [f"{name}: not a number: {shorten(text, 40)}"])
-    return value
+    return float(text)
 
 
 def _message(body: Any) -> str | bytes:

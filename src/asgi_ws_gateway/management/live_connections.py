@@ -17,12 +17,19 @@ from typing import Any
 from ..middleware import WebSocketGateway
 from ..relay.close_codes import wire_code
 from .bus import Bus, Command
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound, Unavailable
 
 DEFAULT_LISTED = 1000
 """Open connections ``GET /connections`` lists when it is not given a ``limit``."""
 MAX_LISTED = 10_000
 """The most it lists at once."""
+
+SEND_ANSWER_WAIT = 1.0
+"""Seconds a worker waits for a message it was told to send before it answers: well within the 3 s
+the asking worker waits for answers (:meth:`.bus.Bus.gather`). A client that reads nothing holds a send
+until the relay drops it (20 s); the worker answered once it was done, too late, and the API said
+404 ``no open connection``. Each such send kept its message in memory: 400 sends of 1 MB to one
+client that read nothing took a worker from 94 to 565 MB. One send per connection is in flight now."""
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ class LiveConnections:
         self.gateway = gateway
         self.bus = bus
         self._closing: set[asyncio.Task[Any]] = set()
+        self._sending: dict[str, asyncio.Task[bool]] = {}  # by connection id: one message in flight each
 
     async def connections(self, api: str | None = None, limit: int = DEFAULT_LISTED) -> Listed:
         """The ``limit`` oldest open connections over every worker, and how many are open in all.
@@ -86,8 +94,13 @@ class LiveConnections:
         """Run a command on the worker holding the connection; returns that worker's id."""
         answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
         reply = next((r for r in answers.replies if r.get("found")), None)
+        if reply is None and len(answers.replies) < answers.expected:
+            missing = answers.expected - len(answers.replies)
+            raise Unavailable(f"{missing} of {answers.expected} worker(s) did not answer in time: one may hold it")
         if reply is None:
             raise NotFound(f"no open connection '{command['id']}'")
+        if reply.get("busy"):
+            raise Conflict(f"connection '{command['id']}' has not yet read the last message sent to it: one at a time")
         if not reply.get("done"):
             raise Conflict(f"connection '{command['id']}' is closing")
         return str(reply.get("worker", self.bus.worker))
@@ -106,15 +119,36 @@ class LiveConnections:
         if not any(c.id == connection_id for c in self.gateway.connections()):
             return {"found": False}
         if op == "send":
-            text = command.get("text")
-            data = text if isinstance(text, str) else base64.b64decode(command.get("binary", ""))
-            return {"found": True, "done": await self.gateway.send_to_connection(str(connection_id), data)}
+            return await self._send_here(str(connection_id), command)
         if op == "close":
             # The closing handshake may take the upstream's close_timeout: answer once it started.
             closing = self.start_closing(str(connection_id), int(command["code"]), str(command["reason"]))
             await asyncio.wait({closing}, timeout=0.5)
             return {"found": True, "done": True}
         return None
+
+    def _sent(self, connection_id: str, task: asyncio.Task[bool]) -> None:
+        if self._sending.get(connection_id) is task:
+            del self._sending[connection_id]
+        if not task.cancelled() and (failure := task.exception()) is not None:  # retrieved: no "never retrieved"
+            logger.warning("management: sending to a connection failed: %r", failure)
+
+    async def _send_here(self, connection_id: str, command: Command) -> Command:
+        """Send to a connection of this worker's, answering within :data:`SEND_ANSWER_WAIT`: ``done`` once
+        sent (False: it is closing), also while it still waits for the client to read; ``busy`` while an
+        earlier message to it does."""
+        if connection_id in self._sending:
+            return {"found": True, "busy": True}
+        text = command.get("text")
+        data = text if isinstance(text, str) else base64.b64decode(command.get("binary", ""))
+        sending = asyncio.create_task(self.gateway.send_to_connection(connection_id, data))
+        self._sending[connection_id] = sending
+        sending.add_done_callback(lambda task: self._sent(connection_id, task))
+        done, _ = await asyncio.wait({sending}, timeout=SEND_ANSWER_WAIT)
+        if not done:
+            return {"found": True, "done": True}  # taken: it goes out once the client reads
+        # A send that failed (logged by _sent) is as one to a connection that is closing.
+        return {"found": True, "done": sending.exception() is None and sending.result()}
 
 
 def _describe(connection: Any, worker: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .admin_auth import Auth, token_auth
 from .app import create_management_app
 from .bus import Bus, RedisBus
 from .errors import BadRequest, Unavailable, problem
+from .mount_path import management_path_problem
 from .redis_store import RedisStore
 from .request_body import BodyLimits
 from .service import Manager
@@ -95,8 +96,8 @@ class GatewayManagement:
         sample_interval: float = 5.0,
         sample_window: float = 900.0,
     ) -> None:
-        if not path.strip("/"):
-            raise ValueError("the management API needs a path of its own, e.g. /_gateway (or a port)")
+        if (path_problem := management_path_problem(path)) is not None:
+            raise ValueError(f"the management API's path {path!r}: {path_problem}")
         if max_body_size <= 0 or body_timeout <= 0:
             raise ValueError("max_body_size and body_timeout must be positive")
         if not 0 < sample_interval <= sample_window:
