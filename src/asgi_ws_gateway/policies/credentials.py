@@ -19,6 +19,7 @@ affected; refresh messages on it go upstream like any other message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable
@@ -68,12 +69,28 @@ _OBJECT = frozenset("{")
 class _Deadline:
     """A connection's deadline, and its refreshes in the current window (each costs a signature check)."""
 
-    __slots__ = ("at", "refreshes", "window_ends")
+    __slots__ = ("at", "moved", "refreshes", "window_ends")
 
     def __init__(self, at: float) -> None:
         self.at = at
+        self.moved = asyncio.Event()
+        """Set when a refresh moves :attr:`at`: the watch, asleep until the old deadline, reads it again."""
         self.refreshes = 0
         self.window_ends = 0.0
+
+    def move(self, at: float) -> None:
+        self.at = at
+        self.moved.set()
+
+    async def passed(self) -> None:
+        """Return once :attr:`at` has passed, wherever refreshes moved it meanwhile (sooner too: the watch
+        slept until the deadline it had read, and a refresh to a token expiring sooner kept the
+        connection open to the old token's expiry)."""
+        while (left := self.at - time.time()) > 0:
+            self.moved.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 3600.0)):
+                    await self.moved.wait()
 
 
 @register_message_policy("credential-expiry")
@@ -95,8 +112,7 @@ class CredentialExpiry:
         deadline = _Deadline(expires + s.grace)
 
         async def watch() -> None:
-            while (left := deadline.at - time.time()) > 0:  # noqa: ASYNC110 - a refresh may move the deadline
-                await asyncio.sleep(min(left, 3600.0))
+            await deadline.passed()
             connection.count(self.name, "close", "inbound", "token_expired")
             await connection.close(1008, "token expired", upstream_reason="client token expired")
 
@@ -191,7 +207,7 @@ class CredentialExpiry:
         exp = claims.get("exp")
         expires = float(exp) if isinstance(exp, int | float) else None
         handshake.claims, handshake.credential_expires_at = claims, expires
-        deadline.at = expires + s.grace if expires is not None else float("inf")
+        deadline.move(expires + s.grace if expires is not None else float("inf"))
         if s.ack:
             ack = {s.type_field: f"{s.refresh_type}.ok", "expires_at": exp}
             await connection.send_to_client(orjson.dumps(ack).decode())

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 IDLE_BUDGETS = 1024
 """Shared budgets a policy keeps (the keys attached last) beyond those its open connections hold."""
 UNLIMITED = 2**62  # a dimension (messages or bytes) without a limit
+MIN_WAIT = 0.001
+"""Seconds a refused message waits (``delay``) at least before its key's budget is asked again."""
 
 
 class RateLimitMessagesSettings(StoreErrorSettings):
@@ -162,7 +164,9 @@ class SharedBudget:
         finally:
             self._inflight.set_result(None)
             self._inflight = None
-        return 0.0 if self.take(time.monotonic(), size) else max(0.0, self.ends - time.monotonic())
+        # Not taken: a wait, never 0 (which admits the message). A window that ended as it was reserved
+        # (Redis's last millisecond: nothing granted, 0 ms left) admitted it uncounted.
+        return 0.0 if self.take(time.monotonic(), size) else max(MIN_WAIT, self.ends - time.monotonic())
 
     async def _reserve(self, now: float, size: int) -> None:
         dims = self.dims
@@ -261,4 +265,4 @@ class RateLimitMessages:
         return budget
 
 
-__all__ = ["IDLE_BUDGETS", "LocalBudget", "RateLimitMessages", "SharedBudget"]
+__all__ = ["IDLE_BUDGETS", "MIN_WAIT", "LocalBudget", "RateLimitMessages", "SharedBudget"]

@@ -21,6 +21,7 @@ from ..config.checks import UrlProblem, url_problem
 from ..config.fields import is_token
 from ..errors import HandshakeDenied
 from ..routing import param_problem
+from .head_limits import DEFAULT_HEAD
 from .request import bad_request
 
 MAX_UPSTREAM_URL = 8192
@@ -30,10 +31,11 @@ MAX_UPSTREAM_HEADER = 8192
 """Characters a header value the gateway renders for the upstream may have (``set-header``): the
 value's own configured limit, and a header line's under websockets and most servers (8 KiB)."""
 
-MAX_UPSTREAM_HEAD = 64 * 1024
+MAX_UPSTREAM_HEAD = DEFAULT_HEAD
 """Bytes the upstream request head may take (its URL, and each header's name, value and 4 bytes of
-separators): the client head limit of ``run`` (and ``handshake_limits``' 32 KiB of headers and 8 KiB
-target, with room for what the policies add)."""
+separators) under the default ``handshake_limits`` (32 KiB of headers and 8 KiB target, with room for
+what the policies add); more when they allow the client more
+(:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`)."""
 
 _SEPARATORS = 4  # ": " and CRLF, as on the wire
 # Field-value characters (no CR, LF, NUL or other controls); names are RFC 9110 tokens (is_token).
@@ -48,15 +50,18 @@ def check_path_params(params: Mapping[str, str]) -> None:
             raise bad_request(f"path parameter '{name}' {problem}")
 
 
-def check_upstream_request(url: str, headers: list[tuple[str, str]], *, in_process: bool) -> None:
-    """Refuse (400; 431 for a head over :data:`MAX_UPSTREAM_HEAD`) an upstream request that cannot be
-    sent as built.
+def check_upstream_request(
+    url: str, headers: list[tuple[str, str]], *, in_process: bool, max_head: int = MAX_UPSTREAM_HEAD
+) -> None:
+    """Refuse (400; 431 for a head over ``max_head`` bytes) an upstream request that cannot be sent as built.
 
-    ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process).
+    ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process);
+    ``max_head`` is :func:`~asgi_ws_gateway.upstream.head_limits.head_limit` of the gateway's
+    ``handshake_limits`` (default :data:`MAX_UPSTREAM_HEAD`, the defaults' figure).
     """
     size = head_size(url, headers)
-    if size > MAX_UPSTREAM_HEAD:
-        raise head_too_large(f"the upstream request head would take {size} bytes; at most {MAX_UPSTREAM_HEAD} are sent")
+    if size > max_head:
+        raise head_too_large(f"the upstream request head would take {size} bytes; at most {max_head} are sent")
     if may_carry_credential(url):  # checked, never kept
         _check_url.__wrapped__(url, in_process)
     else:

@@ -123,6 +123,19 @@ class HeldRefusal:
         return b"\r\n".join([status, *lines, b"Content-Length: %d" % len(body), b"", body])
 
 
+def without_body(answer: bytes) -> bytes:
+    """An answer that starts with its whole head, checked (``response_head``), and is neither a 101 nor a
+    refusal, as a client's parser may read it at once: its head framed as having no body.
+
+    No client gets such an answer (a 502 says what it was: ``errors.upstream_refusal``), so its body is
+    never read. ``websockets`` read it to the connection's end, up to 1 MiB: a 200 or a 302 whose body
+    ran on held the handshake until ``connect_timeout``, a 504 and a backend counted as timing out,
+    where the splice and the frame relay answer 502 at once."""
+    head = answer[: answer.find(b"\r\n\r\n")]
+    lines = [line for line in head.split(b"\r\n") if line.partition(b":")[0].lower() not in _FRAMING]
+    return b"\r\n".join([*lines, b"Content-Length: 0", b"", b""])
+
+
 def is_refusal(answer: bytes | bytearray) -> bool:
     """Whether an answer starting with its status line is a refusal a client gets (4xx, 5xx)."""
     return _REFUSAL_STATUS(answer) is not None
@@ -141,4 +154,4 @@ def _framing(head: bytes) -> list[tuple[str, str]]:
     return found
 
 
-__all__ = ["MAX_REFUSAL_BODY", "HeldRefusal", "RefusalBody", "is_refusal"]
+__all__ = ["MAX_REFUSAL_BODY", "HeldRefusal", "RefusalBody", "is_refusal", "without_body"]

@@ -16,7 +16,8 @@ The rule (RFC 9112 §4, §5, within limits both parsers honour):
 * each header line is ``token ":" field-value`` (no control character but HTAB in the value);
 * at most :data:`MAX_HEADER_LINES` header lines (room left, within the client's limit, for the
   lines the gateway adds), each line (its CRLF included) at most :data:`MAX_LINE` bytes, and at
-  most :data:`MAX_HEAD` bytes of head in all, the interim (1xx) responses before the answer included;
+  most ``max_head`` bytes of head in all, the interim (1xx) responses before the answer included
+  (:data:`MAX_HEAD` unless the connector was given more: ``upstream.head_limits``);
 * lines end with CRLF (:func:`~asgi_ws_gateway.upstream.interim.scan_head`).
 
 A head that breaks it fails the handshake at once: a 502 (``upstream_unreachable``), counted
@@ -29,10 +30,12 @@ import re
 
 from websockets import http11
 
+from .head_limits import DEFAULT_HEAD
 from .interim import InterimResponses, UnreadableHead
 
-MAX_HEAD = 64 * 1024
-"""Bytes of response head, the interim responses before the answer included."""
+MAX_HEAD = DEFAULT_HEAD
+"""Bytes of response head, the interim responses before the answer included, unless told otherwise
+(:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`)."""
 
 GATEWAY_LINES = 4
 """The most header lines the client gets in an answer the gateway relays beyond the upstream's own.
@@ -67,13 +70,17 @@ class AnswerHead:
     """Reads the head of an upstream's answer to the handshake as its bytes arrive: past the interim
     responses (dropped from the buffer), each line checked once, as it completes.
 
+    Args:
+        max_head: bytes of head at most, the interim responses included (default :data:`MAX_HEAD`).
+
     Attributes:
         end: where the answer's head ends in the buffer (its CRLF CRLF), once :meth:`feed` said so.
         status: the answer's status code, once its status line is in.
     """
 
-    def __init__(self) -> None:
-        self._interim = InterimResponses(MAX_HEAD)
+    def __init__(self, max_head: int = MAX_HEAD) -> None:
+        self._max_head = max_head
+        self._interim = InterimResponses(max_head)
         self.end = -1
         self.status = 0
         self._reason = b""
@@ -108,11 +115,11 @@ class AnswerHead:
         if end == -1:
             if len(buffer) - pos >= MAX_LINE:  # with its CRLF to come, over the limit already
                 raise MalformedHead(f"sent a response head line over {MAX_LINE} bytes")
-            if interim.skipped + len(buffer) > MAX_HEAD:
-                raise MalformedHead(f"sent more than {MAX_HEAD} bytes of response head")
+            if interim.skipped + len(buffer) > self._max_head:
+                raise MalformedHead(f"sent more than {self._max_head} bytes of response head")
             return False
-        if interim.skipped + end + 4 > MAX_HEAD:
-            raise MalformedHead(f"sent more than {MAX_HEAD} bytes of response head")
+        if interim.skipped + end + 4 > self._max_head:
+            raise MalformedHead(f"sent more than {self._max_head} bytes of response head")
         self.end = end
         return True
 

@@ -30,6 +30,7 @@ from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
 from .headers import kept_response_headers
 from .request import bad_request
 from .resolver import RESOLVER, host_and_port
+from .response_head import MAX_HEAD
 from .tls import UpstreamTls, checked
 from .websockets_protocol import GatewayClientConnection, MalformedAnswer
 
@@ -60,12 +61,21 @@ class _NoRedirects(connect):
 
 
 class WebSocketsConnector:
-    """Opens ``ws://``/``wss://`` upstream connections with the ``websockets`` asyncio client."""
+    """Opens ``ws://``/``wss://`` upstream connections with the ``websockets`` asyncio client.
 
-    def __init__(self, api: ApiConfig, upstream: UpstreamConfig) -> None:
+    Args:
+        api: the API whose connections it opens.
+        upstream: the upstream it connects to.
+        max_head: bytes of the upstream's answer head read at most, interim responses included
+            (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit` of ``handshake_limits``; default
+            :data:`~asgi_ws_gateway.upstream.response_head.MAX_HEAD`); past it, a 502.
+    """
+
+    def __init__(self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_HEAD) -> None:
         self.api = api
         self.label = upstream.label
         self.tls = UpstreamTls(upstream)
+        self._connection = GatewayClientConnection.reading_heads_of(max_head)
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
         api = self.api
@@ -103,7 +113,7 @@ class WebSocketsConnector:
                 max_size=api.max_message_size,
                 max_queue=4,
                 ssl=context,
-                create_connection=GatewayClientConnection,
+                create_connection=self._connection,
             )
 
         try:

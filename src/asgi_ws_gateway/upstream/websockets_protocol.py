@@ -12,6 +12,7 @@ the upstream closes it, within ``close_timeout``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Generator
 from typing import Any, cast
@@ -27,8 +28,8 @@ from ..fragment_floor import FRAGMENT_FLOOR
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from .interim import UnreadableHead
-from .refusal import HeldRefusal, is_refusal
-from .response_head import AnswerHead
+from .refusal import HeldRefusal, is_refusal, without_body
+from .response_head import MAX_HEAD, AnswerHead
 
 logger = logging.getLogger("asgi_ws_gateway.upstream.websockets_client")
 """The ``ws://`` connector's one logger, whichever of its modules writes the line."""
@@ -125,6 +126,9 @@ class MalformedAnswer(InvalidMessage):
         self.problem = problem
 
 
+_SWITCHING = b"HTTP/1.1 101 "
+"""How a 101's status line starts once ``AnswerHead.as_http11`` wrote it."""
+
 _LINGER_WITHOUT_TIMEOUT = 10.0
 """Seconds a finished upstream socket is kept for the upstream to close it when no close_timeout is set."""
 
@@ -203,7 +207,21 @@ class GatewayClientConnection(ClientConnection):
     to :class:`_Lingering` and the connection is reported lost: ``recv()`` ends (after the
     messages already received), ``send`` raises, and ``close`` waits for the TCP connection to end,
     by the upstream's hand or at ``close_timeout`` from the close.
+
+    Attributes:
+        max_head: bytes of the answer's head read at most, interim responses included (a class with
+            another: :meth:`reading_heads_of`).
     """
+
+    max_head = MAX_HEAD
+
+    @classmethod
+    @functools.cache  # one class per limit (a gateway has one): websockets takes a class, not a factory
+    def reading_heads_of(cls, max_head: int) -> type[GatewayClientConnection]:
+        """This connection, reading answers' heads of up to ``max_head`` bytes."""
+        if max_head == cls.max_head:
+            return cls
+        return type(cls.__name__, (cls,), {"max_head": max_head, "__module__": cls.__module__})
 
     def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
         protocol.__class__ = _ClientProtocol  # only methods differ: the instance keeps its state
@@ -213,7 +231,7 @@ class GatewayClientConnection(ClientConnection):
         # Until the answer's head is in and read by the splice's rule (response_head): websockets took
         # an interim response (100 Continue, 103 Early Hints) before the 101 for a refusal, and its own
         # rule (128 header lines, 1 to 18 digits of status) made a 502 of what the splice relayed.
-        self._reading: AnswerHead | None = AnswerHead()
+        self._reading: AnswerHead | None = AnswerHead(self.max_head)
         self._head = bytearray()
         # Then a refusal, held back until its body is in, cut as the splice cuts it: websockets failed
         # the handshake on a body over 1 MiB, a 502 counted against a backend that had answered 403.
@@ -270,9 +288,12 @@ class GatewayClientConnection(ClientConnection):
                 return b""
         refusal = self._refusal
         if refusal is None:
-            if not is_refusal(data):  # a 101, as most are, passes at once
+            if data.startswith(_SWITCHING):  # a 101, as most are, passes at once
                 self._answering = False
                 return data
+            if not is_refusal(data):  # a 200, a 302: a 502 at once, its body unread
+                self._answering = False
+                return without_body(data)
             refusal = self._refusal = HeldRefusal()
         data = refusal.feed(data)
         self._answering = not refusal.settled
