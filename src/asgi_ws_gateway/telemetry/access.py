@@ -23,6 +23,7 @@ from opentelemetry.trace import Span
 
 from ..log_redaction import REDACTED_MARK
 from ..redact import printable, printable_json, redact_text
+from .lean_spans import LeanSpan
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
@@ -55,7 +56,8 @@ class AccessLog:
 
     def write(self, fields: Fields, span: Span | None) -> None:
         """Write one record; ``fields`` is the record (see docs/telemetry.md), ``span`` its span."""
-        context = span.get_span_context() if span is not None else None
+        # A lean span's SpanContext read without the method call (the usual span, at every line).
+        context = span._context if type(span) is LeanSpan else span.get_span_context() if span is not None else None
         if context is not None and context[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid)
             # trace.format_trace_id and format_span_id, inline; a valid context's ids fit their 16 and 8
             # bytes, whose hex() is cheaper than a 032x format.

@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode
 from .._context import CONNECTION
 from . import current
 from . import names as n
-from .lean_spans import end_own
+from .lean_spans import LeanSpan, end_own
 from .values import address_text, client_path, client_text
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ class ConnectionTrace:
             links: tuple[Link, ...] = ()
             parent = _EMPTY  # a new trace
             if handshake.span is not None:
-                context = handshake.span.get_span_context()
+                span = handshake.span
+                context = span._context if type(span) is LeanSpan else span.get_span_context()
                 trace_id, span_id, _, _, _, valid = context  # a SpanContext is this tuple (no property calls)
                 if valid:
                     links = (_link(context),)

@@ -252,9 +252,11 @@ class Metrics:
         lock = self._lock
         lock.acquire()
         try:
-            if self._live.get(id(stats)) is not live:  # closed already
+            found = self._live.pop(id(stats), None)  # one lookup and one id() where there were two of each
+            if found is not live:  # closed already
+                if found is not None:  # another open connection's, its counters at the address ours had: kept
+                    self._live[id(stats)] = found
                 return
-            del self._live[id(stats)]
             self._closed[api].add(stats)
             key = (api, side, code)  # the code as sent: its series names its folded value
             series = self._closes.get(key) or self._close_series(key)

@@ -148,28 +148,30 @@ class _Shape:
     """One key order's blocks: the positions whose values are encoded each time (their keys' values
     seldom repeat) and, by the values at the others, the encoded fields between them."""
 
-    __slots__ = ("blocks", "grouped", "keys", "misses", "stable", "version", "volatile")
+    __slots__ = ("blocks", "grouped", "keys", "misses", "stable", "version", "volatile", "volatile_keys")
 
     def __init__(self, keys: tuple[str, ...], volatile_keys: set[str]) -> None:
         self.keys = keys
         self.version = len(volatile_keys)  # the volatile set only grows: its size says it changed
         self.volatile = tuple(index for index, key in enumerate(keys) if key in volatile_keys)
-        stable = [index for index in range(len(keys)) if index not in self.volatile]
-        # The values that key a block: all of them (None: the values tuple itself), or some (a tuple).
+        self.volatile_keys = tuple(keys[index] for index in self.volatile)
+        stable = [key for index, key in enumerate(keys) if index not in self.volatile]
+        # The values that key a block: all of them (None: the values tuple itself), or some, read from the
+        # attributes by their keys (a tuple; no tuple of all the values made first).
         self.stable: Any = None if not self.volatile else _some(stable)
         self.blocks: dict[Any, Any] = {}  # bytes, or a tuple of the pieces around the volatile values
         self.misses = 0
         self.grouped = True
 
 
-def _some(positions: list[int]) -> Any:
-    """A callable giving the values at ``positions`` as a tuple, whatever their number."""
-    if not positions:
-        return lambda values: ()
-    if len(positions) == 1:
-        (position,) = positions
-        return lambda values: (values[position],)
-    return itemgetter(*positions)
+def _some(keys: list[str]) -> Any:
+    """A callable giving a mapping's values of ``keys`` as a tuple, whatever their number."""
+    if not keys:
+        return lambda attributes: ()
+    if len(keys) == 1:
+        (key,) = keys
+        return lambda attributes: (attributes[key],)
+    return itemgetter(*keys)
 
 
 _SHAPES_LIMIT = 256
@@ -206,17 +208,16 @@ class Blocks:
         if not shape.grouped:
             self._each(attributes, fields)
             return
-        values = tuple(attributes.values())
-        stable = values if shape.stable is None else shape.stable(values)
+        stable = tuple(attributes.values()) if shape.stable is None else shape.stable(attributes)
         block = shape.blocks.get(stable)
         if block is None:
             self._miss(shape, attributes, stable, fields)
         elif not shape.volatile:
             fields.append(block)
         else:
-            for position, piece in zip(shape.volatile, block, strict=False):  # one piece more: after the last value
+            for key, piece in zip(shape.volatile_keys, block, strict=False):  # one piece more: after the last value
                 fields.append(piece)
-                self._volatile(keys[position], values[position], fields)
+                self._volatile(key, attributes[key], fields)
             fields.append(block[-1])
 
     def _shape(self, keys: tuple[str, ...]) -> _Shape:

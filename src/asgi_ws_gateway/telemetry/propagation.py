@@ -15,6 +15,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .._types import Headers
+from ..bounded import remember
+from .lean_spans import LeanSpan
 
 
 class _AsgiHeaders(Getter[Headers]):
@@ -79,7 +81,10 @@ def inject(
     textmap = propagate.get_global_textmap()
     default = _seen[1] if textmap is _seen[0] else _is_default(textmap)
     if default and not (context.get(_BAGGAGE_KEY) if _BAGGAGE_KEY is not None else baggage.get_all(context)):
-        found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
+        if type(span) is LeanSpan:  # the attempt's span: its SpanContext read without the method call
+            found = span._context
+        else:
+            found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found != trace.INVALID_SPAN_CONTEXT:
             trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
             try:  # hex() of the ids' bytes: cheaper than 032x formats
@@ -97,19 +102,53 @@ def inject(
             written |= {"tracestate"}
     if not carrier:
         return
-    names = set(map(str.lower, map(itemgetter(0), headers)))  # in C
-    if written is _TRACE_HEADERS:  # the usual case: the union made once
-        dropped = _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED
+    if written is _TRACE_HEADERS:  # the usual case: what to drop decided by the header names alone
+        filtered = _filtered(tuple(map(itemgetter(0), headers)))[trusted]  # in C
+        if filtered:  # rare: a client that sends trace headers of its own
+            _drop(headers, _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED, not trusted)
     else:
-        dropped = written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT)
-    prefixed = not trusted and _any_untrusted_prefixed(names)
-    if prefixed or not dropped.isdisjoint(names):  # rare: a client that sends trace headers of its own
+        _drop(headers, written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT), not trusted)
+    headers.extend(carrier.items())
+
+
+def _drop(headers: list[tuple[str, str]], dropped: frozenset[str], untrusted: bool) -> None:
+    """Leave out of ``headers`` those named in ``dropped`` (any case) and, for an ``untrusted`` client,
+    those :data:`_UNTRUSTED_PREFIXED` names (its baggage in other formats)."""
+    names = set(map(str.lower, map(itemgetter(0), headers)))  # in C
+    prefixed = untrusted and _any_untrusted_prefixed(names)
+    if prefixed or not dropped.isdisjoint(names):
         headers[:] = [
             header
             for header in headers
             if (name := header[0].lower()) not in dropped and not (prefixed and _UNTRUSTED_PREFIXED(name))
         ]  # the same tuples
-    headers.extend(carrier.items())
+
+
+def _filtered(names: tuple[str, ...]) -> tuple[bool, bool]:
+    """Whether a request with these header names loses some to a ``traceparent`` written by the default
+    propagators: (for an untrusted client, for a trusted one), indexed by ``trusted``.
+
+    Remembered by the names as sent (a handshake's names repeat from one to the next; their lower-casing,
+    set and searches were most of ``inject``'s instructions): at most :data:`_NAMES_REMEMBERED` lists of at
+    most :data:`_NAMES_LONGEST` characters in all, forgotten together when full (clients choose them).
+    A true answer sends the request through :func:`_drop`, which reads the names again; a false one keeps
+    them all, so it is never remembered for names it does not hold for."""
+    found = _names_filtered.get(names)
+    if found is None:
+        lowered = set(map(str.lower, names))
+        found = (
+            _any_untrusted_prefixed(lowered) or not _DROPPED_UNTRUSTED.isdisjoint(lowered),
+            not _DROPPED_TRUSTED.isdisjoint(lowered),
+        )
+        if sum(map(len, names)) <= _NAMES_LONGEST:
+            remember(_names_filtered, names, found, _NAMES_REMEMBERED)
+    return found
+
+
+_names_filtered: dict[tuple[str, ...], tuple[bool, bool]] = {}
+""":func:`_filtered`'s answers by header names: names only, never a value (``upstream.checks`` remembers names too)."""
+_NAMES_REMEMBERED = 256
+_NAMES_LONGEST = 1024
 
 
 _HEX_BYTE = {value: f"{value:02x}" for value in range(256)}

@@ -42,7 +42,7 @@ from .connection import ConnectionTrace
 from .events import MessageEvents
 from .lean_spans import end_own
 from .server_addresses import addressed_server, connected_to
-from .values import address_text, client_path, client_text, cut, protocol_name
+from .values import MAX_CHARS, PLAIN_ADDRESSES, address_text, client_path, client_text, cut, protocol_name
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -63,11 +63,6 @@ _NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 """``io_span`` with tracing off (``nullcontext`` keeps no state: one serves every call)."""
 
 
-def _current() -> HandshakeTrace | None:
-    """The handshake in progress: only telemetry sets ``HANDSHAKE``, always to a ``HandshakeTrace``."""
-    return HANDSHAKE.get()  # type: ignore[return-value]  # (typing.cast would be a call per connection)
-
-
 class TracedConnector:
     """A backend's connector whose attempts the handshake in progress traces (a pass-through otherwise)."""
 
@@ -84,8 +79,10 @@ class TracedConnector:
         self, connect: Callable[[UpstreamRequest], Coroutine[Any, Any, T]], request: UpstreamRequest
     ) -> Coroutine[Any, Any, T]:
         """``connect(request)`` traced as this backend's attempt (passthrough's raw connection too), to await."""
-        handshake = _current()
-        if handshake is None or not handshake.instrumented:
+        # The handshake in progress (only telemetry sets HANDSHAKE, always to a HandshakeTrace) and its
+        # ``instrumented``, read inline: every attempt passes here, telemetry on or off.
+        handshake: HandshakeTrace | None = HANDSHAKE.get()  # type: ignore[assignment]  # (a cast: a call)
+        if handshake is None or (handshake.span is None and handshake._telemetry.metrics is None):
             return connect(request)
         return handshake.connect_upstream(connect, request, self.backend)
 
@@ -155,7 +152,8 @@ class HandshakeTrace:
         attrs[n.URL_PATH] = path
         client = scope.get("client")
         if client:
-            self.peer_address = address_text(client[0])
+            peer = client[0]
+            self.peer_address = peer if peer in PLAIN_ADDRESSES else address_text(peer)
         if self.client is not None:
             attrs[n.CLIENT_ADDRESS] = self.client
             if client:
@@ -167,10 +165,12 @@ class HandshakeTrace:
         if agent is not None:
             attrs[n.USER_AGENT] = client_text(agent.decode("latin-1"))
         version = named.get(b"sec-websocket-version")
-        attrs[n.PROTOCOL_VERSION] = n.PROTOCOL_VERSION_DEFAULT if version is None else cut(version.decode("latin-1"))
+        attrs[n.PROTOCOL_VERSION] = (  # RFC 6455's "13" (every client sends it) without its decoding and cut
+            n.PROTOCOL_VERSION_DEFAULT if version is None or version == b"13" else cut(version.decode("latin-1"))
+        )
         address, port = addressed_server(named.get(b"host"), scope.get("server"), scheme)
         if address:
-            attrs[n.SERVER_ADDRESS] = address_text(address)
+            attrs[n.SERVER_ADDRESS] = address if address in PLAIN_ADDRESSES else address_text(address)
         if port is not None:
             attrs[n.SERVER_PORT] = port
         return attrs, b"traceparent" in named
@@ -262,10 +262,12 @@ class HandshakeTrace:
                 if telemetry.config.propagate:
                     propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
             else:
-                attrs: Attrs = {**backend.span, n.ATTEMPT: self.attempts}
+                attrs: Attrs = dict(backend.span)  # copied whole, in C: no merge key by key
+                attrs[n.ATTEMPT] = self.attempts
                 if backend.network:
                     url = request.url
-                    attrs[n.URL_FULL] = cut(redact_url_remembered(url))  # the client's path in it
+                    full = redact_url_remembered(url)  # the client's path in it
+                    attrs[n.URL_FULL] = full if len(full) <= MAX_CHARS else cut(full)
                     if connected := backend.connected if url.startswith(backend.origin) else connected_to(url):
                         attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = connected
                 span = telemetry.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs, ())

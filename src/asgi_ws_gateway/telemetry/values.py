@@ -15,6 +15,7 @@ else as a client's text, its control characters escaped (:func:`address_text`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from ..bounded import remember
 from ..redact import REDACTED, printable, redact_free_text, redact_free_text_remembered, redact_path
@@ -49,7 +50,10 @@ def client_text(text: str) -> str:
 def client_path(path: str) -> str:
     """The request path as telemetry records it: :func:`client_text`, the paths it leaves unchanged
     remembered (``redact.redact_path``: most repeat)."""
-    return client_text(path) if len(path) > SCANNED_CHARS else cut(redact_path(path))
+    if len(path) > SCANNED_CHARS:
+        return client_text(path)
+    redacted = redact_path(path)
+    return redacted if len(redacted) <= MAX_CHARS else cut(redacted)  # cut's test inline: once a handshake
 
 
 # An IPv4 or IPv6 address as ``str()`` writes one, without a zone: the forwarded clients the gateway
@@ -75,6 +79,9 @@ def address_text(address: str) -> str:
 _plain_addresses: dict[str, None] = {}
 """Plain addresses seen (a span's client and server, the access log's peer: the same few, again and
 again), at most :data:`_PLAIN_ADDRESSES`, forgotten together when full."""
+PLAIN_ADDRESSES: Mapping[str, None] = _plain_addresses
+"""Read-only: an address in it is :func:`address_text`'s answer as it is (callers on the traced handshake
+test it inline, a call fewer each; it is emptied in place, never replaced)."""
 _PLAIN_ADDRESSES = 1024
 
 
@@ -99,4 +106,13 @@ def protocol_name(subprotocol: str) -> str:
     return subprotocol
 
 
-__all__ = ["CUT_MARK", "MAX_CHARS", "address_text", "client_path", "client_text", "cut", "protocol_name"]
+__all__ = [
+    "CUT_MARK",
+    "MAX_CHARS",
+    "PLAIN_ADDRESSES",
+    "address_text",
+    "client_path",
+    "client_text",
+    "cut",
+    "protocol_name",
+]
