@@ -232,6 +232,10 @@ class Template:
                 raise TemplateError(f"unbalanced '{token}' in '{source}' (write '{token * 2}' for a literal)")
         self._append(source[pos:])
 
+    def constant_texts(self) -> list[str]:
+        """The text the template writes whatever the context: its literal parts and its references' defaults."""
+        return [part if isinstance(part, str) else part[1] for part in self._parts]
+
     def _append(self, text: str) -> None:
         if not text:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .apis import MessagePoliciesConfig
 from .fields import POLICIES_DOC, ConfigModel, HeaderName, Name, Policies, QueryName, Text
@@ -48,6 +48,15 @@ class SubscriptionKeyConfig(ConfigModel):
         description="Request headers tried in order (Ocp-Apim-Subscription-Key is Azure APIM's).",
     )
     query: QueryName | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
+
+    @field_validator("headers")
+    @classmethod
+    def _not_via(cls, headers: list[str]) -> list[str]:
+        # A key's header is taken out of the upstream request: Via's entries are how the gateway detects a
+        # forwarding loop, and a client sending a key in it would have removed them.
+        if any(header.lower() == "via" for header in headers):
+            raise ValueError("Via cannot carry a subscription key: the gateway detects forwarding loops by it")
+        return headers
 
 
 __all__ = [

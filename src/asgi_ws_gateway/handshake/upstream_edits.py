@@ -28,7 +28,17 @@ class UpstreamEdits:
         return bool(self._ops)
 
     def set_header(self, name: str, value: str | None, action: ExistsAction = "override") -> None:
-        """Set, append, keep (``skip``) or remove (``delete``, or ``value=None``) a request header."""
+        """Set, append, keep (``skip``) or remove (``delete``, or ``value=None``) a request header.
+
+        Raises:
+            ValueError: for ``Via``: the gateway's entry in it, and the hops before, are how it detects
+                a forwarding loop (an API proxied to itself whose policy removed it nested handshakes
+                until the worker's file descriptors ran out).
+        """
+        if name.lower() == "via":
+            raise ValueError(
+                "no policy may change or remove the Via header: the gateway detects forwarding loops by it"
+            )
         self._ops.append(("header", name.lower(), _clean(value), "delete" if value is None else action))
 
     def remove_header(self, name: str) -> None:

@@ -70,6 +70,21 @@ class SetHeaderSettings(PolicySettings):
     _name = field_validator("header")(_header_name)
     _value = field_validator("value")(template)
 
+    @field_validator("value")
+    @classmethod
+    def _sendable(cls, value: str) -> str:
+        """The value's own text (outside its ``{...}`` and in their defaults) must be what a header carries:
+        ``a\r\nX-B: 1`` went upstream as ``aX-B: 1`` (control characters are stripped from rendered values),
+        and ``caf€`` made every handshake a 400 blamed on the client."""
+        for text in Template(value).constant_texts():
+            if (bad := _NOT_IN_HEADER.search(text)) is not None:
+                raise ValueError(f"{bad.group()!r} cannot be sent in an HTTP header (printable Latin-1 and tabs only)")
+        return value
+
+
+_NOT_IN_HEADER = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
+"""What a header value may not hold (RFC 9110 §5.5 field-vchar, SP and HTAB; obs-text as Latin-1)."""
+
 
 @register_policy("set-header")
 class SetHeader:
