@@ -30,6 +30,7 @@ from ..config.problems import shorten
 from ..redact import printable
 from . import console
 from .admin_auth import Auth, guessed
+from .answer_headers import AnswerHeaders
 from .disclosure import public_document
 from .errors import Invalid, ManagementError, problem
 from .forgery import HostCheck, check_not_forged
@@ -320,7 +321,7 @@ def create_management_app(
         Route("/refusals", protected(list_refusals)),
     ]
     hosts = [*allowed_hosts, *manager.base.management.allowed_hosts]
-    return Starlette(routes=routes, middleware=[Middleware(HostCheck, allowed=hosts)])
+    return Starlette(routes=routes, middleware=[Middleware(AnswerHeaders), Middleware(HostCheck, allowed=hosts)])
 
 
 async def rendered(answer: Callable[[], Response]) -> Response:

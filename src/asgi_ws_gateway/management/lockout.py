@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 from ..forwarded import client_network
+from ..redact import printable
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Lockout:
         self._locked[key] = times
         logger.warning(
             "management API: %d refused admin credentials from %s within %g s; it waits up to %d s (429)",
-            self.limit, key, self.window, math.ceil(self.window),
+            self.limit, printable(key), self.window, math.ceil(self.window),
         )  # fmt: skip
 
     def _forget_old(self, times: collections.deque[float], now: float) -> None:
@@ -117,7 +118,7 @@ class Lockout:
             self._full_warned = True
             logger.warning(
                 "management API: %d clients are locked out at once; the earliest lock (%s) ends early to make room",
-                len(self._locked) + 1, key,
+                len(self._locked) + 1, printable(key),
             )  # fmt: skip
 
 

@@ -3,6 +3,8 @@
 //   console#token=ADMIN&api=chat&room=lobby&query=a%3D1&connect=1&send=hello
 // The token is taken out of the address once read (it would stay in the history); the rest stays.
 // It cannot name the gateway to connect to: that is the page's own origin unless the user types another.
+// The admin token is kept in no storage: a script of any page of this origin (the application's own
+// pages share it) could read it there after the console is closed; retype it, or link it in the fragment.
 (() => {
   const $ = (selector) => document.querySelector(selector);
   const setup = $("#setup"), sendForm = $("#send"), log = $("#log"), status = $("#status");
@@ -17,6 +19,13 @@
   let apis = [], ws = null, pending = [], frame = 0;
 
   const time = () => new Date().toISOString().slice(11, 23);
+  // Control, line-breaking, bidi and invisible characters as escapes (\u202e), as the command line shows
+  // them: an upstream's close reason or an API's name cannot reorder or hide the text around it.
+  const UNSEEN = /[\p{C}\p{Zl}\p{Zp}]|(?! )\p{Zs}/gu;
+  const shown = (text) => String(text).replace(UNSEEN, (c) => {
+    const code = c.codePointAt(0);
+    return code > 0xffff ? `\\U${code.toString(16).padStart(8, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
   const placeholders = (path) => Array.from(path.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g), (m) => m[1]);
 
   // Entries are queued and drawn once per animation frame, the newest KEPT of them: one layout per
@@ -95,7 +104,6 @@
 
   async function loadApis() {
     const token = setup.admin.value.trim();
-    sessionStorage.setItem("asgi-ws-gateway-admin", token);
     $("#apis-status").textContent = "loading…";
     const response = await fetch("apis", { headers: { Authorization: `Bearer ${token}` } });
     if (!response.ok) {
@@ -103,7 +111,7 @@
       return false;
     }
     apis = (await response.json()).apis;
-    setup.api.replaceChildren(...apis.map((api) => new Option(`${api.display_name || api.name}: ${api.path}`, api.name)));
+    setup.api.replaceChildren(...apis.map((api) => new Option(shown(`${api.display_name || api.name}: ${api.path}`), api.name)));
     if (fragment.has("api")) setup.api.value = fragment.get("api");
     $("#apis-status").textContent = `${apis.length} API(s)`;
     showParams();
@@ -141,7 +149,7 @@
     socket.onmessage = (event) => entry("in", ...describe(event.data));
     socket.onerror = () => entry("sys", "error (the close event below says more)");
     socket.onclose = (event) => {
-      const reason = event.reason ? ` "${event.reason}"` : "";
+      const reason = event.reason ? ` "${shown(event.reason)}"` : "";
       setStatus("closed", `closed ${event.code}${reason}`);
       entry("sys", `closed: code ${event.code}${reason}${event.wasClean ? "" : " (not clean)"}`);
       if (ws === socket) ws = null;
@@ -157,7 +165,7 @@
   // host made the console send it the token and subscription key the user typed (phishing). Only the
   // user may type another one into the field (a console served on the management port).
   setup.base.value = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
-  setup.admin.value = fragment.get("token") || sessionStorage.getItem("asgi-ws-gateway-admin") || "";
+  setup.admin.value = fragment.get("token") || "";
   for (const name of ["query", "key", "subprotocols"]) if (fragment.has(name)) setup[name].value = fragment.get(name);
   setup.load.addEventListener("click", loadApis);
   setup.api.addEventListener("change", showParams);

@@ -17,6 +17,9 @@ const COLORS = ["#1565c0", "#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#00838f"
 const SVG = "http://www.w3.org/2000/svg";
 const W = 600, H = 160, LEFT = 44, BOTTOM = 18, TOP = 8;
 const MIN_POLL = 1; // seconds: each poll asks every worker; faster only loads the gateway
+// A browser runs a timer of more than 2^31 - 1 ms (24.8 days) at once: a link's poll=1e10 (or Infinity)
+// made the page poll back to back, every worker each time, for as long as it stayed open.
+const MAX_POLL = 3600;
 const LINES = COLORS.length - 1; // a chart draws its busiest lines and adds up the rest as "other"
 const RECENT = 12; // slots that rank a chart's lines (a minute at the default 5 s)
 
@@ -27,7 +30,7 @@ if (params.has("token")) { // out of the address bar, the history and synced tab
 }
 const state = {
   token: params.get("token") || "",
-  poll: Math.max(MIN_POLL, Number(params.get("poll")) || 2) * 1000,
+  poll: Math.min(MAX_POLL, Math.max(MIN_POLL, Number(params.get("poll")) || 2)) * 1000,
   interval: 5, window: 900, since: null,
   slots: new Map(), // slot index (time / interval) -> Map(series -> [[api, label, value], ...]); a missing slot is a gap
   apis: new Set(),
@@ -221,7 +224,7 @@ function drawChart(chart) {
     if (last !== undefined) svg.append(el("circle", { cx: x(values.lastIndexOf(last)), cy: y(last), r: 2.5, fill: color }));
     const item = document.createElement("span");
     item.append(Object.assign(document.createElement("i"), { style: "background:" + color }));
-    item.append(document.createTextNode((label || chart.title) + ": " + (last === undefined ? "–" : fmt(last))));
+    item.append(document.createTextNode(shown(label || chart.title) + ": " + (last === undefined ? "–" : fmt(last))));
     legend.append(item);
   }
   if (!found.size) legend.append(Object.assign(document.createElement("span"), { className: "empty", textContent: "nothing yet" }));
@@ -233,20 +236,30 @@ function fmt(value) {
   return Number.isInteger(value) ? String(value) : value.toFixed(2);
 }
 
+// Control, line-breaking, bidi and invisible characters as escapes (\u202e), as the command line shows
+// them: a client's text (an address, a refusal's detail) cannot reorder, hide or mimic what is read.
+const UNSEEN = /[\p{C}\p{Zl}\p{Zp}]|(?! )\p{Zs}/gu;
+function shown(text) {
+  return String(text).replace(UNSEEN, (c) => {
+    const code = c.codePointAt(0);
+    return code > 0xffff ? "\\U" + code.toString(16).padStart(8, "0") : "\\u" + code.toString(16).padStart(4, "0");
+  });
+}
+
 function cell(row, text, className) {
   const td = row.insertCell();
-  td.textContent = text === null || text === undefined ? "–" : String(text);
+  td.textContent = text === null || text === undefined ? "–" : shown(text);
   if (className) td.className = className;
   return td;
 }
 
 function renderConnections() {
   const needle = filter.value.trim().toLowerCase(), now = Date.now() / 1000;
-  const shown = state.connections.filter((c) => (!api.value || c.api === api.value)
+  const visible = state.connections.filter((c) => (!api.value || c.api === api.value)
     && (!needle || [c.api, c.client, c.subject, c.subscription, c.backend, c.worker].some((v) => String(v ?? "").toLowerCase().includes(needle))));
   const body = $("#connections tbody");
   body.replaceChildren();
-  for (const c of shown) {
+  for (const c of visible) {
     const row = body.insertRow();
     row.dataset.id = c.id;
     cell(row, c.api); cell(row, c.client); cell(row, c.subject); cell(row, c.subscription); cell(row, c.backend);
@@ -261,7 +274,7 @@ function renderConnections() {
     actions.append(send, " ", kick);
   }
   const listed = state.connections.length, open = state.total ?? listed;
-  $("#connection-count").textContent = "(" + shown.length + " of " + listed
+  $("#connection-count").textContent = "(" + visible.length + " of " + listed
     + (open > listed ? ", the oldest of " + open + " open" : "") + ")";
 }
 
