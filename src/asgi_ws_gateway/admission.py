@@ -17,6 +17,7 @@ from .log_throttle import OutageLog
 from .policies.products import expiry
 from .telemetry import TracedConnector
 from .upstream.balancing import Backend, BackendPool
+from .upstream.head_limits import DEFAULT_HEAD
 from .upstream.inprocess import InProcessConnector
 from .upstream.tls import UpstreamTls
 from .upstream.websockets_client import WebSocketsConnector
@@ -28,15 +29,20 @@ class Api:
     pool: BackendPool
 
     def __init__(
-        self, config: ApiConfig, previous: Api | None = None, products: tuple[ProductConfig, ...] = ()
+        self,
+        config: ApiConfig,
+        previous: Api | None = None,
+        products: tuple[ProductConfig, ...] = (),
+        head_limit: int = DEFAULT_HEAD,
     ) -> None:
         self.config = config
         self.products = products  # the products that name it: their policies and keys admit its clients
+        self.head_limit = head_limit  # bytes of head sent to and read from its upstreams (upstream.head_limits)
         known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
         backends = []
         self.traced: list[TracedConnector] = []
         for i, upstream in enumerate(config.upstreams):
-            connector = _connector(config, upstream)
+            connector = _connector(config, upstream, head_limit)
             self.traced.append(connector)
             backend = known.get(upstream.label)
             if backend is None:
@@ -53,7 +59,13 @@ class Api:
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
 
     @classmethod
-    def serving(cls, config: ApiConfig, previous: Api | None, products: tuple[ProductConfig, ...]) -> Api:
+    def serving(
+        cls,
+        config: ApiConfig,
+        previous: Api | None,
+        products: tuple[ProductConfig, ...],
+        head_limit: int = DEFAULT_HEAD,
+    ) -> Api:
         """``previous`` itself when ``config`` and ``products`` are what it was made from, else a new one.
 
         What a rebuild would make is ``previous`` again (its backends, their counts and health, are
@@ -64,19 +76,24 @@ class Api:
             previous is not None
             and (previous.config is config or previous.config == config)
             and previous.products == products
+            and previous.head_limit == head_limit
             and not any(upstream.kind == "wss" for upstream in config.upstreams)
         ):
             return previous
-        return cls(config, previous, products)
+        return cls(config, previous, products, head_limit)
 
     def admits_as(self, other: Api) -> bool:
         """Whether ``other`` (a later configuration's) admits clients under the same settings."""
         return other is self or (other.config == self.config and other.products == self.products)
 
 
-def _connector(api: ApiConfig, upstream: UpstreamConfig) -> TracedConnector:
-    kind = InProcessConnector if upstream.kind == "asgi" else WebSocketsConnector
-    return TracedConnector(kind(api, upstream), api.name, upstream)  # a pass-through unless telemetry is on
+def _connector(api: ApiConfig, upstream: UpstreamConfig, head_limit: int) -> TracedConnector:
+    connector = (
+        InProcessConnector(api, upstream)
+        if upstream.kind == "asgi"
+        else WebSocketsConnector(api, upstream, max_head=head_limit)
+    )
+    return TracedConnector(connector, api.name, upstream)  # a pass-through unless telemetry is on
 
 
 class AdmissionChecks:

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,6 +28,9 @@ from .loading import alias_problem, read_regular_file
 from .management import cli as management_cli
 from .management.cli import MANAGEMENT_HOST, REDIS_ENV
 from .yaml_keys import safe_load
+
+if TYPE_CHECKING:
+    from .config.settings import HandshakeLimitsConfig
 
 # The gateway itself (pydantic, OpenTelemetry, Redis, the relay) is imported by the commands that
 # need it: run, check and schema. The management commands and --help start in a third of the time.
@@ -152,6 +155,7 @@ def _configured(args: argparse.Namespace) -> int:
             from .telemetry.providers import environment_config_problems
 
             args.shutdown_timeout = graceful_shutdown_timeout(config)
+            args.head_bytes = _request_head_bytes(config.handshake_limits)
             environment = [*variable_problems(), *environment_config_problems(config.telemetry),
                            *collector_problems()]  # fmt: skip
             if environment:
@@ -208,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
               "and hosts, set store: {type: redis, url: ...} in the configuration", file=sys.stderr)  # fmt: skip
         if given:
             return 2
+    _size_request_heads(args.head_bytes)
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):
             print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
@@ -240,6 +245,31 @@ def _run(args: argparse.Namespace) -> int:
         if exc.code == STARTUP_FAILURE:
             return EXIT_START_FAILED
         raise
+
+
+def _request_head_bytes(limits: HandshakeLimitsConfig) -> int:
+    """The request head ``run``'s server reads for ``limits``: a handshake they admit (its target, its
+    headers as they count them, the request line's own bytes), 64 KiB at least, 1 MiB at most."""
+    from .server.head_deadline import DEFAULT_MAX_HEAD_BYTES, MAX_MAX_HEAD_BYTES
+
+    admitted = limits.max_target_bytes + limits.max_header_bytes + _REQUEST_LINE_ROOM
+    return min(max(DEFAULT_MAX_HEAD_BYTES, admitted), MAX_MAX_HEAD_BYTES)
+
+
+_REQUEST_LINE_ROOM = 1024
+"""Bytes of a request head beyond its target and headers: ``GET``, ``HTTP/1.1``, the line ends."""
+
+
+def _size_request_heads(head_bytes: int) -> None:
+    """Let the server read the request heads the configuration admits, unless the operator's
+    ``$ASGI_WS_GATEWAY_MAX_HEAD_BYTES`` says otherwise: raised ``handshake_limits`` were a 431 from the
+    server before the gateway saw the request (its 64 KiB came from the variable alone)."""
+    from .server.head_deadline import DEFAULT_MAX_HEAD_BYTES, MAX_HEAD_BYTES_ENV, HeadDeadline
+
+    if os.environ.get(MAX_HEAD_BYTES_ENV) or head_bytes <= DEFAULT_MAX_HEAD_BYTES:
+        return
+    os.environ[MAX_HEAD_BYTES_ENV] = str(head_bytes)  # the workers read it when they start
+    HeadDeadline.max_head_bytes = head_bytes  # this process, read when the server was imported
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from .telemetry import ConnectionTrace, Telemetry
 from .telemetry.values import client_text
 from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
+from .upstream.head_limits import head_limit
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -144,8 +145,11 @@ class WebSocketGateway(AdmissionChecks):
         for product in config.products:
             for name in product.apis:
                 products[name] = (*products.get(name, ()), product)
+        limits = config.handshake_limits
+        head = head_limit(limits.max_header_bytes, limits.max_target_bytes)
         self._apis = {
-            api.name: Api.serving(api, self._apis.get(api.name), products.get(api.name, ())) for api in config.apis
+            api.name: Api.serving(api, self._apis.get(api.name), products.get(api.name, ()), head)
+            for api in config.apis
         }
         self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
         self._router = Router((api.config.path, api) for api in self._apis.values())
@@ -358,7 +362,8 @@ class WebSocketGateway(AdmissionChecks):
             # Every backend's request, built and checked before any connect: one the client's values
             # made unsendable is a 400 and never counts against a backend.
             requests = [
-                handshake.build_request(api.config, upstream_config) for upstream_config in api.config.upstreams
+                handshake.build_request(api.config, upstream_config, max_head=api.head_limit)
+                for upstream_config in api.config.upstreams
             ]
             handshake.request.forget_many_values()  # the view lives as long as the connection
             backend, upstream, relay, accept = await open_proxy(

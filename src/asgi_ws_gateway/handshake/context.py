@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..forwarded import client_network
 from ..templates import Caseless, dig
 from ..upstream.base import UpstreamRequest
-from ..upstream.checks import check_upstream_request
+from ..upstream.checks import MAX_UPSTREAM_HEAD, check_upstream_request
 from ..upstream.request import build_request
 from .request_view import AmbiguousValue, RequestView
 from .upstream_edits import UpstreamEdits
@@ -167,8 +167,11 @@ class HandshakeContext:
             return {"path": request.path, "host": request.host, "scheme": request.scheme}.get(key)
         return None
 
-    def build_request(self, api: ApiConfig, upstream: UpstreamConfig) -> UpstreamRequest:
-        """The upstream request for one backend, with the policies' changes applied.
+    def build_request(
+        self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_UPSTREAM_HEAD
+    ) -> UpstreamRequest:
+        """The upstream request for one backend, with the policies' changes applied; its head at most
+        ``max_head`` bytes (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`).
 
         Raises:
             HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration);
@@ -180,7 +183,7 @@ class HandshakeContext:
                                 forwarded_header=self.request.forwarded_header,
                                 subprotocols=self.request.subprotocols)  # fmt: skip
         request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
-        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi")
+        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi", max_head=max_head)
         return request
 
 
