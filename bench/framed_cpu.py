@@ -15,6 +15,10 @@ it); run it twice, with ``--messages 0`` and with N, and divide the difference b
 
 Without valgrind it prints the wall-clock microseconds per echo (noisy on a busy machine).
 ``PYTHONPATH=<other tree>/src`` measures another revision with the same script.
+
+``--splice`` measures the splice (:class:`~asgi_ws_gateway.passthrough.splice.Splice`, the default path for
+an API without message policies) the same way, with binary frames of ``--size`` bytes as the bench's echo
+scenarios send: each read one whole frame, scanned and written on, as on the wire.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.passthrough.frame_encoding import encode_frame
 from asgi_ws_gateway.passthrough.framed import FramedRelay
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
+from asgi_ws_gateway.passthrough.splice import Splice
 from asgi_ws_gateway.policies.build import load_policies
 from asgi_ws_gateway.state.memory import MemoryState
 
@@ -99,11 +104,45 @@ async def run(messages: int, policies: str) -> float:
     return elapsed
 
 
+async def run_splice(messages: int, size: int) -> float:
+    """Seconds for ``messages`` echoes of ``size``-byte binary frames through one splice (keepalive on, as
+    by default), after one warm-up echo; no await in the loop."""
+    client, upstream = _Sink(), _Sink()
+    raw = RawUpstream(cast(asyncio.Transport, upstream), None, None, [], b"", _HandshakeReader())
+    splice = Splice(raw, max_message_size=1 << 20, close_timeout=30.0, ping_interval=20.0, ping_timeout=20.0)
+    splice.client.connection_made(client)
+    splice._start()
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    request, answer = encode_frame(0x2, payload, mask=True), encode_frame(0x2, payload, mask=False)
+    from_client, from_upstream = splice.client.data_received, splice.upstream.data_received
+    from_client(request)
+    from_upstream(answer)
+    started = time.perf_counter()
+    for _ in range(messages):
+        from_client(request)
+        from_upstream(answer)
+    elapsed = time.perf_counter() - started
+    stats = splice.stats
+    if upstream.last != request or client.last != answer or upstream.writes != messages + 1:
+        raise RuntimeError("the splice did not forward every frame as it came")
+    if stats.messages_in != messages + 1 or stats.binary_bytes_out != (messages + 1) * size:
+        raise RuntimeError("the splice did not count every message")
+    splice._stop_timers()
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--policies", choices=("bench", "none"), default="bench")
+    parser.add_argument("--splice", action="store_true", help="the splice instead of the frame relay")
+    parser.add_argument("--size", type=int, default=64, help="--splice: payload bytes per message")
     args = parser.parse_args()
+    if args.splice:
+        elapsed = asyncio.run(run_splice(args.messages, args.size))
+        if args.messages:
+            print(f"{1e6 * elapsed / args.messages:.3f} us per echo ({args.messages} echoes, splice, {args.size} B)")
+        return
     elapsed = asyncio.run(run(args.messages, args.policies))
     if args.messages:
         print(f"{1e6 * elapsed / args.messages:.2f} us per echo ({args.messages} echoes, policies: {args.policies})")

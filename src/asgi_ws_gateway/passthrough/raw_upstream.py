@@ -59,8 +59,12 @@ class RawUpstream:
         response_headers: Headers,
         leftover: bytes,
         reader: _HandshakeReader,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.transport = transport
+        self.loop = loop
+        """The event loop its transport runs on (None: the running loop, asked for by who needs it)."""
         self._reader: _HandshakeReader | None = reader
         self._ended = False
         self.subprotocol = subprotocol
@@ -92,10 +96,11 @@ class _HandshakeReader(asyncio.Protocol):
     connector relays, the other does not refuse.
     """
 
-    def __init__(self, label: str = "the upstream") -> None:
+    def __init__(self, label: str = "the upstream", loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.label = label  # for the 502s' details
         self.buffer = bytearray()
-        self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # (``loop``: the caller's, asked for already: each asking is a getpid() call on Python 3.11)
+        self.head: asyncio.Future[None] = (loop or asyncio.get_running_loop()).create_future()
         self.more: asyncio.Event | None = None  # only a refusal's body is waited for (most handshakes succeed)
         self.answer = AnswerHead()
         self.eof = False
@@ -227,9 +232,10 @@ async def open_raw(
     # The URL connected decides TLS (set-backend-service may have changed its scheme and host): the
     # context was the configured upstream's, and a ws:// one sent to wss:// went out in clear text.
     context = checked(label, url.scheme, tls.context(url.scheme, host, port))
+    loop = asyncio.get_running_loop()  # asked once for all (each asking is a getpid() call on Python 3.11)
     try:
-        async with asyncio.timeout(api.connect_timeout):
-            return await _open(request, url, context, label, extensions, api.dns_ttl, api.connect_timeout)
+        async with asyncio.timeout_at(loop.time() + api.connect_timeout):
+            return await _open(request, url, context, label, extensions, api.dns_ttl, api.connect_timeout, loop)
     except TimeoutError:
         raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
@@ -246,17 +252,17 @@ async def _open(
     forward_offer: bool,
     dns_ttl: float,
     within: float,
+    loop: asyncio.AbstractEventLoop,
 ) -> RawUpstream:
     host, port = host_and_port(url)
     offer = deflate_offer(request.scope) if forward_offer else None
-    loop = asyncio.get_running_loop()
     key = base64.b64encode(os.urandom(16))
 
     async def attempt(address: str) -> tuple[asyncio.Transport, _HandshakeReader]:
         # Up to the answer's head: an address that accepts TCP and never answers is left for the
         # name's next one (within its share of connect_timeout), as one that refuses is.
         transport, reader = await loop.create_connection(
-            lambda: _HandshakeReader(label),
+            lambda: _HandshakeReader(label, loop),
             address,
             port,
             ssl=context,
@@ -305,7 +311,7 @@ async def _open(
         transport.abort()
         raise
     transport.pause_reading()  # until the splice takes the transport over
-    return RawUpstream(transport, subprotocol, extensions, kept_response_headers(headers), rest, reader)
+    return RawUpstream(transport, subprotocol, extensions, kept_response_headers(headers), rest, reader, loop=loop)
 
 
 def _request_bytes(request: UpstreamRequest, url: SplitResult, key: bytes, extensions: str | None) -> bytes:

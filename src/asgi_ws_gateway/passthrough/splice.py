@@ -94,6 +94,11 @@ class Splice:
         """Set when both TCP connections are closed."""
         self.gateway_closing = False
         self._closing = False
+        # Asked once (the upstream's, if it knows it): each asking is a getpid() call on Python 3.11.
+        self._loop = upstream.loop or asyncio.get_running_loop()
+        # What run() waits on: a future of that loop (an Event's wait() asks for the loop again, and
+        # queues a future of its own); ``finished`` is set with it, for whoever else waits.
+        self._ended: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = close_timeout
         self._timer: asyncio.TimerHandle | None = None
         self._ping_interval = ping_interval
@@ -102,11 +107,19 @@ class Splice:
         self._upstream_raw = upstream
         self.client, self.upstream = self._sides(max_message_size)
         self.client.peer, self.upstream.peer = self.upstream, self.client
-        self.ping_payload = b""
-        """The payload of this connection's keepalive pings (random: no endpoint's own ping can carry it)."""
-        if ping_interval is not None:
-            self.ping_payload = ping_payload()
-            self.client.scanner.pong = self.upstream.scanner.pong = self.ping_payload
+        self._ping_payload: bytes | None = None if ping_interval is not None else b""
+
+    @property
+    def ping_payload(self) -> bytes:
+        """The payload of this connection's keepalive pings (random: no endpoint's own ping can carry it);
+        empty without keepalive. Drawn when first asked for (the first ping, most connections never
+        get one: a ``getrandom`` call per handshake saved), and only then are pongs carrying it taken
+        out of the stream: none can answer a ping not yet sent."""
+        payload = self._ping_payload
+        if payload is None:
+            payload = self._ping_payload = ping_payload()
+            self.client.scanner.pong = self.upstream.scanner.pong = payload
+        return payload
 
     def _sides(self, max_message_size: int) -> tuple[Side, Side]:
         """The client's side and the upstream's."""
@@ -138,7 +151,7 @@ class Splice:
         else:
             raw.transport.resume_reading()
         if self._ping_interval is not None:
-            self._keepalive_timer = asyncio.get_running_loop().call_later(self._ping_interval, self._keepalive)
+            self._keepalive_timer = self._loop.call_later(self._ping_interval, self._keepalive)
 
     def _keepalive(self) -> None:
         """Every ``ping_interval``: ping each side that sent nothing since the last round.
@@ -150,7 +163,7 @@ class Splice:
         """
         if self._closing:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         for side in (self.client, self.upstream):
             if side.ping_due is not None:
                 continue  # a ping is waiting for its answer
@@ -184,7 +197,7 @@ class Splice:
         if self._ping_interval is None or self._ping_timeout is None or side.stall_due is not None:
             return
         side.progress = side.taken_in()
-        side.stall_due = asyncio.get_running_loop().call_later(self._ping_timeout, self._check_progress, side)
+        side.stall_due = self._loop.call_later(self._ping_timeout, self._check_progress, side)
 
     def writes_flowing(self, side: Side) -> None:
         """``side`` reads again; its peer, read again, is heard from now (its pong may be on its way)."""
@@ -215,15 +228,12 @@ class Splice:
             self.writes_stalled(side)  # the next look, ``ping_timeout`` from now
 
     def _stop_timers(self) -> None:
-        for side in (self.client, self.upstream):
-            for handle in (side.ping_due, side.stall_due):
-                if handle is not None:
-                    handle.cancel()
-            side.ping_due = side.stall_due = None
-        for handle in (self._timer, self._keepalive_timer):
+        client, upstream = self.client, self.upstream
+        for handle in (client.ping_due, client.stall_due, upstream.ping_due, upstream.stall_due, self._timer,
+                       self._keepalive_timer):  # fmt: skip
             if handle is not None:
                 handle.cancel()
-        self._keepalive_timer = None
+        client.ping_due = client.stall_due = upstream.ping_due = upstream.stall_due = self._keepalive_timer = None
 
     def _server_shutdown(self) -> None:
         self._gateway_close(1012, "server shutting down", 1012, "server shutting down")
@@ -240,7 +250,7 @@ class Splice:
 
     async def _until_closed(self) -> None:
         try:
-            await self.finished.wait()
+            await self._ended
         except asyncio.CancelledError:
             self.abort()
             raise
@@ -388,6 +398,8 @@ class Splice:
         if not self.client.open and not self.upstream.open:
             self._stop_timers()
             self.finished.set()
+            if not self._ended.done():  # (cancelled with run())
+                self._ended.set_result(None)
 
     def _end_towards(self, side: Side, *, cut_short: bool = False) -> None:
         """Nothing more goes to ``side``, which may still send (acks, pongs it owes): read and drop what
@@ -422,7 +434,7 @@ class Splice:
 
     def _arm_timer(self) -> None:
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._close_timeout, self._expire)
+            self._timer = self._loop.call_later(self._close_timeout, self._expire)
 
     def _expire(self) -> None:
         for side in (self.client, self.upstream):

@@ -103,7 +103,7 @@ class GracefulShutdown(ClientLeg):
         """uvicorn's, but a handshake the shutdown stopped is answered 503 (see :meth:`shutdown`), a
         cancelled task (the shutdown's, or a forced quit's) logs no traceback, and an application that
         lets the cancellation of a client gone before its answer through (``CLIENT_GONE``) ends quietly."""
-        self._task = task = asyncio.current_task()
+        self._task = task = asyncio.current_task(self.loop)  # (the loop given: no getpid() call on Python 3.11)
         try:
             if self._refusing:  # the shutdown came before this task's first step
                 raise asyncio.CancelledError(SHUTDOWN_REFUSAL)

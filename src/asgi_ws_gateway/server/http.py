@@ -253,8 +253,8 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
             self.logger.log(TRACE_LOG_LEVEL, "%sUpgrading to WebSocket", prefix)
         self.connections.discard(self)
         protocol: Any = self.ws_protocol_class(  # type: ignore[call-arg, misc]
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
+            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+        )  # (the loop given, as uvicorn does not: asyncio.get_event_loop() is a getpid() call on Python 3.11)
         scheme = "wss" if self.scheme == "https" else "ws"  # as uvicorn's connection_made reads it
         protocol.adopt_connection(self.transport, self.server, self.client, scheme)
         protocol.receive_parsed_request(self.scope["method"].encode(), self.url, self.scope["headers"])
