@@ -61,7 +61,7 @@ async def open_proxy(
         # the splice under ``compression: null``, as the relay offers none then.
         extensions = not framed and cfg.compression is not None
         backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
-            lambda request: open_raw(cfg, request, api.tls[b.index], extensions=extensions),
+            lambda request: open_raw(cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit),
             requests[b.index],
         ))  # fmt: skip
         async with _closed_on_failure(raw):
@@ -75,7 +75,7 @@ async def open_proxy(
         accept: Message = {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
         }  # fmt: skip
-        if EXTENSION in scope.get("extensions", {}):  # the gateway's protocol: it reads (and
+        if EXTENSION in (scope.get("extensions") or {}):  # the gateway's protocol: it reads (and
             accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
             accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
             accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
@@ -118,7 +118,7 @@ async def _closed_on_failure(upstream: UpstreamConnection | RawUpstream) -> Asyn
 
 def _spliceable(api: Api, scope: Scope) -> bool:
     """The server offers passthrough; once per API, a warning when ``passthrough: true`` asked for it."""
-    if EXTENSION in scope.get("extensions", {}):
+    if EXTENSION in (scope.get("extensions") or {}):
         return True
     if not api.splice_warned:
         api.splice_warned = True

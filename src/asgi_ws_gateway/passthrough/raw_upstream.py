@@ -34,7 +34,7 @@ from ..upstream.headers import kept_response_headers
 from ..upstream.interim import UnreadableHead
 from ..upstream.refusal import RefusalBody
 from ..upstream.resolver import RESOLVER, host_and_port
-from ..upstream.response_head import AnswerHead
+from ..upstream.response_head import MAX_HEAD, AnswerHead
 from ..upstream.tls import UpstreamTls, checked
 from .frame_encoding import close_frame
 
@@ -96,13 +96,15 @@ class _HandshakeReader(asyncio.Protocol):
     connector relays, the other does not refuse.
     """
 
-    def __init__(self, label: str = "the upstream", loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, label: str = "the upstream", loop: asyncio.AbstractEventLoop | None = None, max_head: int = MAX_HEAD
+    ) -> None:
         self.label = label  # for the 502s' details
         self.buffer = bytearray()
         # (``loop``: the caller's, asked for already: each asking is a getpid() call on Python 3.11)
         self.head: asyncio.Future[None] = (loop or asyncio.get_running_loop()).create_future()
         self.more: asyncio.Event | None = None  # only a refusal's body is waited for (most handshakes succeed)
-        self.answer = AnswerHead()
+        self.answer = AnswerHead(max_head)  # ``upstream.head_limits``: what the relay's connector reads too
         self.eof = False
 
     def data_received(self, data: bytes) -> None:
@@ -220,11 +222,13 @@ async def open_raw(
     tls: UpstreamTls,
     *,
     extensions: bool = True,
+    max_head: int = MAX_HEAD,
 ) -> RawUpstream:
     """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds.
 
     ``tls``: the upstream's TLS contexts; the request's URL picks one (``wss://`` or not, its host).
     ``extensions``: forward the client's ``Sec-WebSocket-Extensions`` offer (False: offer none).
+    ``max_head``: bytes of the answer's head read at most (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`).
     """
     url = split_url(request.url)
     host, port = host_and_port(url)
@@ -235,7 +239,9 @@ async def open_raw(
     loop = asyncio.get_running_loop()  # asked once for all (each asking is a getpid() call on Python 3.11)
     try:
         async with asyncio.timeout_at(loop.time() + api.connect_timeout):
-            return await _open(request, url, context, label, extensions, api.dns_ttl, api.connect_timeout, loop)
+            return await _open(
+                request, url, context, label, extensions, api.dns_ttl, api.connect_timeout, loop, max_head
+            )
     except TimeoutError:
         raise UpstreamTimeout(f"{label} did not complete the handshake in {api.connect_timeout:g} s") from None
     except OSError as exc:
@@ -253,6 +259,7 @@ async def _open(
     dns_ttl: float,
     within: float,
     loop: asyncio.AbstractEventLoop,
+    max_head: int,
 ) -> RawUpstream:
     host, port = host_and_port(url)
     offer = deflate_offer(request.scope) if forward_offer else None
@@ -262,7 +269,7 @@ async def _open(
         # Up to the answer's head: an address that accepts TCP and never answers is left for the
         # name's next one (within its share of connect_timeout), as one that refuses is.
         transport, reader = await loop.create_connection(
-            lambda: _HandshakeReader(label, loop),
+            lambda: _HandshakeReader(label, loop, max_head),
             address,
             port,
             ssl=context,
