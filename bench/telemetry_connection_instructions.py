@@ -28,33 +28,23 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from bench.traced_connections import CONFIG, discarding_metric_exporter, run_connections
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("on", "traces", "metrics", "noexport", "off")
-SCOPE: dict[str, Any] = {
-    "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
-    "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
-    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"python/websockets"), (b"sec-websocket-version", b"13"),
-                (b"connection", b"Upgrade"), (b"upgrade", b"websocket"),
-                (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")],
-}  # fmt: skip
 
 
 async def _connections(count: int, mode: str) -> None:
     """``count`` traced connections in this process (the counted part)."""
-    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
-    from asgi_ws_gateway.relay.stats import RelayStats
-    from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, providers
+    from asgi_ws_gateway.telemetry import Telemetry, providers
     from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
-    from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
-    from asgi_ws_gateway.upstream.request import build_request
 
     encoder = SpanEncoder()
 
@@ -64,23 +54,7 @@ async def _connections(count: int, mode: str) -> None:
                 encoder.encode(spans)
             return SpanExportResult.SUCCESS
 
-    class Discard(MetricExporter):
-        def export(
-            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> MetricExportResult:
-            return MetricExportResult.SUCCESS
-
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return True
-
-        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            pass
-
-    class Upstream:
-        async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
-            return object()  # type: ignore[return-value]  # never used: no relay runs
-
-    config = load_config({"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}]})
+    config = load_config(CONFIG)
     tracer_provider = None
     if mode in ("on", "traces", "noexport"):
         tracer_provider = LeanTracerProvider(resource=Resource.create())
@@ -90,25 +64,11 @@ async def _connections(count: int, mode: str) -> None:
     os.environ["OTEL_TRACES_EXPORTER"] = "none"  # traces: the provider above, or none
     os.environ["OTEL_METRICS_EXPORTER"] = "none" if mode in ("off", "traces") else "otlp"
     os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = "3600000"
-    providers._metric_exporter = lambda protocol: Discard()
+    providers._metric_exporter = lambda protocol: discarding_metric_exporter()
     telemetry = Telemetry(config, tracer_provider=tracer_provider)
-    api, backend = config.apis[0], config.apis[0].upstreams[0]
-    connector = TracedConnector(Upstream(), api.name, backend)
-
-    async def connection() -> None:
-        handshake = telemetry.handshake(api, SCOPE)
-        await connector.connect(build_request(api, backend, SCOPE, {}))
-        stats = RelayStats(sizes_in=[0] * 21, sizes_out=[0] * 21)
-        trace = handshake.accepted(backend.label, None, stats)
-        stats.count_in(64, False)
-        stats.count_out(64, False)
-        stats.closed_by, stats.close_code = "client", 1000
-        trace.closed(stats)
-
     gc.collect()
     gc.freeze()  # start-up's objects out of the collections the connections cause
-    for _ in range(count):
-        await asyncio.create_task(connection())
+    await run_connections(telemetry, config, count, messages=True)
     if tracer_provider is not None:
         tracer_provider.force_flush()  # the encoding of what is still queued counts too
 

@@ -23,7 +23,7 @@ duration histograms (``--histograms gateway``, :mod:`asgi_ws_gateway.telemetry.h
 SDK's (``sdk``: ``ASGI_WS_GATEWAY_HISTOGRAMS=sdk``, and any provider an application passes);
 ``--histograms gateway,sdk`` measures both, interleaved with the modes.
 
-Usage: ``python bench/telemetry_handshake_cpu.py [--count 3000] [--repeat 3] [--modes off,each-lean,...]
+Usage: ``python -m bench.telemetry_handshake_cpu [--count 3000] [--repeat 3] [--modes off,each-lean,...]
 [--histograms gateway,sdk]``. Each measure runs in a fresh process, modes interleaved, so imports and
 warm caches fall on all of them alike.
 """
@@ -39,17 +39,16 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from pathlib import Path
+
+from .traced_connections import CONFIG, discarding_metric_exporter, run_connections
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODES = (
     "off", "each-lean", "failover-lean", "each", "failover", "each-sdk-encoder", "failover-sdk-encoder",
     "each-no-encoding", "each-lean-traces-only", "metrics-only",
 )  # fmt: skip
-SCOPE: dict[str, Any] = {
-    "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
-    "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8000),
-    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"python/websockets"), (b"sec-websocket-version", b"13")],
-}  # fmt: skip
 
 
 def _cpu() -> float:
@@ -59,18 +58,14 @@ def _cpu() -> float:
 
 async def _measure(mode: str, count: int, histograms: str) -> float:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
-    from asgi_ws_gateway.relay.stats import RelayStats
-    from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, providers
+    from asgi_ws_gateway.telemetry import Telemetry, providers
     from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
-    from asgi_ws_gateway.upstream.base import UpstreamConnection, UpstreamRequest
-    from asgi_ws_gateway.upstream.request import build_request
 
     encoder = SpanEncoder()
 
@@ -90,27 +85,8 @@ async def _measure(mode: str, count: int, histograms: str) -> float:
             encode(spans)
             return SpanExportResult.SUCCESS
 
-    class Discard(MetricExporter):
-        def export(
-            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> MetricExportResult:
-            return MetricExportResult.SUCCESS
-
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return True
-
-        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            pass
-
-    class Upstream:
-        async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
-            return cast("UpstreamConnection", object())  # never used: no relay runs
-
     attempt_spans = "failover" if mode.startswith("failover") else "each"
-    config = load_config({
-        "apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/echo"]}],
-        "telemetry": {"attempt_spans": attempt_spans},
-    })  # fmt: skip
+    config = load_config({**CONFIG, "telemetry": {"attempt_spans": attempt_spans}})
     tracer_provider: TracerProvider | LeanTracerProvider | None = None
     if mode not in ("off", "metrics-only"):
         tracer_provider = LeanTracerProvider(resource=Resource.create()) if "lean" in mode else TracerProvider()
@@ -119,22 +95,10 @@ async def _measure(mode: str, count: int, histograms: str) -> float:
     os.environ["OTEL_METRICS_EXPORTER"] = "none" if mode == "off" or "traces-only" in mode else "otlp"
     os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = "3600000"
     os.environ[providers.HISTOGRAMS_VARIABLE] = histograms
-    providers._metric_exporter = lambda protocol: Discard()  # the gateway's own meter provider, exporting nothing
+    providers._metric_exporter = lambda protocol: discarding_metric_exporter()  # exporting nothing
     telemetry = Telemetry(config, tracer_provider=tracer_provider)
-    api, backend = config.apis[0], config.apis[0].upstreams[0]
-    connector = TracedConnector(Upstream(), api.name, backend)
-
-    async def connection() -> None:
-        handshake = telemetry.handshake(api, SCOPE)
-        await connector.connect(build_request(api, backend, SCOPE, {}))
-        stats = RelayStats()
-        trace = handshake.accepted(backend.label, None, stats)
-        stats.closed_by, stats.close_code = "client", 1000
-        trace.closed(stats)
-
     started = _cpu()
-    for _ in range(count):
-        await asyncio.create_task(connection())  # a task each, as uvicorn runs each connection
+    await run_connections(telemetry, config, count)
     if tracer_provider is not None:
         tracer_provider.force_flush()  # the encoding of what is still queued counts too
     return (_cpu() - started) / count * 1e6
@@ -165,8 +129,9 @@ def main() -> int:
     results: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
     for _ in range(args.repeat):
         for mode, kind in variants:
-            command = [sys.executable, __file__, "--mode", mode, "--count", str(args.count), "--histograms", kind]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            command = [sys.executable, "-m", "bench.telemetry_handshake_cpu", "--mode", mode, "--count",
+                       str(args.count), "--histograms", kind]  # fmt: skip
+            output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             results[mode, kind].append(float(output))
     for (mode, kind), values in results.items():
         runs = ", ".join(f"{v:.0f}" for v in values)
