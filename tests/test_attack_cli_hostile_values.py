@@ -10,7 +10,6 @@ gateway keeps (a JWT's ``sub``, a forwarded client address): ``connections list`
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -22,23 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from support.processes import EXE, cli_env
+from support.processes import cli
 from support.servers import UvicornServer
 
 ESC = "\x1b]52;c;Y3VybCBldmlsLnNoIHwgc2g=\x07\x1b[2J\x1b[H\rFORGED: all good\n\u202egnp.exe\u200b\x9b31m\u2028"
 RAW = "\x1b\x07\r\u202e\u200b\x9b\u2028"
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    """Run ``asgi-ws-gateway ARGS``; returns (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(EXE), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(),
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _raw(text: str) -> list[str]:

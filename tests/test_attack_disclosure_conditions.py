@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from support.management import TOKEN, api, managed_gateway
-from support.processes import EXE, cli_env
+from support.management import api, managed_gateway
+from support.processes import EXE, cli, cli_env
 from support.upstream import UpstreamServer
 
 SECRETS = ["SEKRIT-PAT-50", "SEKRIT-IN-52", "SEKRIT-IN-53", "SEKRIT-EQ-54", "SEKRIT-MA-55", "SEKRIT-NE-56",
@@ -43,18 +42,6 @@ POLICIES: list[Any] = [
         _branch({"ref": "header.x-tenant", "equals": "acme"}, "plain"),
     ]}},
 ]  # fmt: skip
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    """Run ``asgi-ws-gateway ARGS``; returns (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(EXE), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(ASGI_WS_GATEWAY_ADMIN_TOKEN=TOKEN),
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_no_view_shows_a_credentials_pattern_or_condition_operand(

@@ -30,7 +30,7 @@ import websockets.asyncio.server
 from asgi_ws_gateway.cli import main as cli_main
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 from support.management import TOKEN
-from support.processes import EXE, Standalone, cli_env, standalone
+from support.processes import EXE, Standalone, cli, cli_env, standalone
 from support.tls import make_ca
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -82,18 +82,6 @@ async def hostile_client(handler: Handler | bytes, **options: Any) -> AsyncItera
     """The SDK against :func:`raw_server`."""
     async with raw_server(handler) as base, ManagementClient(base, token=TOKEN, **options) as client:
         yield client
-
-
-async def cli(*args: str, **env: str) -> tuple[int, str, str]:
-    """``asgi-ws-gateway ARGS`` as a process; (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(EXE), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(**env),
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ line-breaking and bidi characters with 422 by field path, in configuration files
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,23 +23,11 @@ from starlette.routing import Route
 from asgi_ws_gateway import ConfigError, load_config
 from support.configs import api_entry
 from support.management import Managed, api, managed_gateway
-from support.processes import EXE, cli_env
+from support.processes import cli
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
 ESC = "\x1b]52;c;Y3VybCBldmlsLnNoIHwgc2g=\x07\x1b[2J\x1b[H\rFORGED: all good\n\u202egnp.exe"
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    """Run ``asgi-ws-gateway ARGS``; returns (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(EXE), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(),
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _raw(text: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import signal
@@ -16,21 +15,9 @@ from asgi_ws_gateway import load_config
 from support.clients import connect, expect_close, expect_status
 from support.configs import api_entry, build_config, write_config
 from support.management import TOKEN
-from support.processes import EXE, Standalone, cli_env, standalone
+from support.processes import Standalone, cli, standalone
 from support.servers import free_port
 from support.upstream import UpstreamServer
-
-
-async def cli(*args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
-    """Run ``asgi-ws-gateway ARGS``; returns (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(EXE), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(**env),
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await process.communicate(stdin.encode())
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _write_config(path: Path, name: str, public: str, upstream: str) -> None:

@@ -285,6 +285,19 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**env, "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN, **extra}
 
 
+async def cli(*args: str, stdin: str | None = None, **env: str) -> tuple[int, str, str]:
+    """Run ``asgi-ws-gateway ARGS`` (``env``: more variables; ``stdin``: its input, else none); returns
+    (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        str(EXE), *args, stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli_env(**env),
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate(None if stdin is None else stdin.encode())
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 @dataclass
 class Standalone:
     client: ManagementClient
