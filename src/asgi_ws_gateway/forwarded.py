@@ -282,23 +282,54 @@ def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> li
 
 def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) -> str:
     """The client's address, given the TCP ``peer`` and the forwarding ``chain`` (leftmost first);
-    :data:`UNKNOWN_CLIENT` when a trusted proxy reports a client that is not an address."""
+    :data:`UNKNOWN_CLIENT` when a trusted proxy reports a client that is not an address, or when the
+    ``peer`` is text that is no address (see :func:`peer_client`); ``""`` when there is no peer."""
     peer_ip = parse_ip(peer) if peer else None
     if peer_ip is None:
-        return peer or ""
+        return UNKNOWN_CLIENT if peer else ""
     hops = trusted_hops(peer_ip, chain, trusted)
     return hops[0] if hops else str(peer_ip)
+
+
+_PEER_ADDRESSES: dict[str, str] = {}
+""":func:`peer_client`'s readings of peers that are addresses (bounded): a worker's peers are its proxies, or
+clients whose next handshakes come from the same address; text that is no address is never kept."""
+
+
+def peer_client(peer: str) -> str:
+    """The client ``scope["client"][0]`` names without trusted proxies: its address as :func:`parse_ip`
+    reads and writes it, ``""`` when there is none (a Unix socket), else :data:`UNKNOWN_CLIENT`.
+
+    A server that rewrites the client from a forwarding header puts whatever text the header holds there:
+    uvicorn's ``--proxy-headers`` (on by default for a peer on 127.0.0.1) took ``X-Forwarded-For: x1``
+    as the client ``x1``, a new rate-limit and management-lockout key for each text a client chose.
+    Such a client is unknown: no address list matches it and every one of them shares one key. An
+    address is written one way (``"203.0.113.7:1"`` and ``::ffff:203.0.113.7`` are ``203.0.113.7``),
+    as :func:`client_address` writes it: each spelling was a ``{client.ip}`` key of its own.
+    """
+    if not peer:
+        return ""
+    address = _PEER_ADDRESSES.get(peer)
+    if address is None:
+        parsed = parse_ip(peer)
+        if parsed is None:
+            return UNKNOWN_CLIENT
+        address = str(parsed)
+        if len(_PEER_ADDRESSES) < 4096:
+            _PEER_ADDRESSES[peer] = address
+    return address
 
 
 def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
     """Whether the server already replaced ``scope["client"]`` with an address from a forwarding header.
 
     uvicorn does so by default (``--proxy-headers``, trusting 127.0.0.1), before the gateway can apply
-    ``trusted_proxies``. The sign: the header names the very address ``scope["client"]`` holds,
-    while the gateway trusts no proxy, or the port is 0 (what uvicorn and hypercorn put there).
+    ``trusted_proxies``. The sign: the header names the very address ``scope["client"]`` holds (or
+    holds text that is no address, which only a header can have put there), while the gateway trusts
+    no proxy, or the port is 0 (what uvicorn and hypercorn put there).
     """
     client = scope.get("client") or ("", None)
-    if not client[0] or (trusted and client[1] != 0):
+    if not client[0] or type(client[0]) is not str or (trusted and client[1] != 0):
         return False
     peer: IPAddress | None = None  # parsed at the first forwarding header: most requests have none
     text = client[0].lower().encode("latin-1", "replace")
@@ -307,8 +338,8 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
         # nowhere. Only such a value is parsed hop by hop (a client's 32 KiB of hops took 8 ms).
         if name in (b"x-forwarded-for", b"forwarded") and text in value.lower():
             peer = peer or parse_ip(client[0])
-            if peer is None:
-                return False
+            if peer is None:  # text that is no address, found in the header: a server took it from there
+                return True
             header: Literal["x-forwarded-for", "forwarded"] = "forwarded" if name == b"forwarded" else "x-forwarded-for"
             # parse_ip, zones and all: the server took the hop's text whole (this only detects that).
             if any(parse_ip(hop) == peer for hop in forwarded_chain([value.decode("latin-1")], header)):
@@ -330,6 +361,7 @@ __all__ = [
     "parse_ip",
     "parse_network",
     "parse_reported_ip",
+    "peer_client",
     "rewritten_by_server",
     "translated_ipv4s",
     "trusted_hops",

@@ -222,7 +222,8 @@ class WebSocketGateway(AdmissionChecks):
 
     def client_ip(self, scope: Scope) -> str:
         """The client's address for an HTTP or WebSocket ``scope``, decided as for a handshake: the TCP
-        peer, or what the configuration's ``trusted_proxies`` report in its ``forwarded_header``."""
+        peer, or what the configuration's ``trusted_proxies`` report in its ``forwarded_header``;
+        ``unknown`` when either is text that is no address (a server's rewrite from ``X-Forwarded-For``)."""
         return RequestView(scope, {}, self._trusted, self.config.forwarded_header).client.ip
 
     def serves(self, path: str) -> bool:
@@ -269,7 +270,7 @@ class WebSocketGateway(AdmissionChecks):
             if problems:
                 await StartupFailure(ConfigError(problems, "environment"))(scope, receive, send)
                 return
-            await self.app(scope, self._lifespan_receive(receive), send)
+            await self._lifespan(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -297,6 +298,36 @@ class WebSocketGateway(AdmissionChecks):
             "gateway shutting down",
             self.config.drain_grace_period if grace is None else grace,
         )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, the gateway's start-up and shutdown in it; the gateway's alone when the app
+        handles none. Django's ASGI handler raises on a lifespan scope and a bare app returns: uvicorn
+        then reported the lifespan unsupported (``--lifespan on`` refused to start), and at shutdown the
+        gateway neither drained nor flushed its telemetry nor closed its store."""
+        gateway_receive = self._lifespan_receive(receive)
+        read = False
+
+        async def reading() -> Message:
+            nonlocal read
+            read = True
+            return await gateway_receive()
+
+        try:
+            await self.app(scope, reading, send)
+        except Exception as exc:
+            if read:
+                raise
+            # A WARNING: an app's own start-up that raised before reading its lifespan is hidden here.
+            logger.warning("the application raised on its lifespan before reading it (%s): the gateway answers "
+                           "start-up and shutdown alone",
+                           redact.printable(f"{type(exc).__name__}: {exc}"[:200], quote=False))  # fmt: skip
+        if read:
+            return
+        while True:
+            kind = (await gateway_receive())["type"].removeprefix("lifespan.")
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -330,7 +361,7 @@ class WebSocketGateway(AdmissionChecks):
             return  # the client left before the handshake started
         if not self._server_checked:
             self._server_checked = True
-            if EXTENSION not in scope.get("extensions", {}):
+            if EXTENSION not in (scope.get("extensions") or {}):
                 logger.warning(_UNGUARDED_SERVER)
         policies = self._policies  # the configuration in force when the handshake started
         limits = self.config.handshake_limits
@@ -520,7 +551,8 @@ def _cut_by_protocol(exc: asyncio.CancelledError, scope: Scope) -> bool:
 
 
 def _target(scope: Scope) -> bytes:
-    path: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw = scope.get("raw_path")
+    path: bytes = raw if raw and type(raw) is bytes else scope["path"].encode()
     return path + b"?" + scope["query_string"] if scope.get("query_string") else path
 
 

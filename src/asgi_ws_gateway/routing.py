@@ -81,10 +81,10 @@ def decode_segment(raw: bytes) -> str:
 def split_path(scope_path: str, raw_path: bytes | None) -> list[str]:
     """The request path's segments, split at the ``/`` the client really sent and decoded once.
 
-    ``raw_path`` is the ASGI scope's ``raw_path`` (as received); without it, ``scope_path`` (already
-    decoded by the server) is split and not decoded again.
+    ``raw_path`` is the ASGI scope's ``raw_path`` (as received); without it (or when it is not bytes, as
+    ASGI has it), ``scope_path`` (already decoded by the server) is split and not decoded again.
     """
-    if raw_path is None:
+    if type(raw_path) is not bytes:  # None, or a server's str: a TypeError below was a 500 and a traceback
         return scope_path.split("/")[1:]
     # find(), not ``in``: bytes.__contains__ tries its argument as an int first, formatting and
     # clearing a TypeError for a bytes one (~2,600 instructions a call, three a handshake).
@@ -100,17 +100,30 @@ def route_target(scope_path: str, raw_path: bytes | None, root_path: str) -> tup
     ``/ws/chat`` under ``root_path="/api"`` is reached as ``/api/ws/chat``, which the app routes there.
 
     ``raw_path`` is None when it does not start with ``root_path`` as sent (``/v%31/…`` under
-    ``/v1``): the decoded path is then routed alone.
+    ``/v1``): the decoded path is then routed alone. A ``path`` without the root path beside a
+    ``raw_path`` with it (a mount that took the root off ``path`` alone, as Starlette's did before
+    0.33) is read as the raw path less the root path. A ``raw_path`` that is not bytes, or a
+    ``root_path`` that is not text (no ASGI server's), is read as absent.
     """
-    if not root_path or not scope_path.startswith(root_path):
+    if type(raw_path) is not bytes:
+        raw_path = None
+    if not root_path or type(root_path) is not str:
         return scope_path, raw_path
+    root = root_path.encode("utf-8", "surrogateescape")
+    if not scope_path.startswith(root_path):
+        less_root = _less_root(raw_path, root, b"/") if raw_path is not None else None
+        return scope_path, raw_path if less_root is None else less_root
     route = scope_path[len(root_path) :]
     if route and route[0] != "/":  # "/apix" is not under "/api"
         return scope_path, raw_path
-    root = root_path.encode("utf-8", "surrogateescape")
-    if raw_path is not None and raw_path.startswith(root) and raw_path[len(root) : len(root) + 1] in (b"/", b""):
-        return route, raw_path[len(root) :]
-    return route, None
+    return route, _less_root(raw_path, root, b"") if raw_path is not None else None
+
+
+def _less_root(raw_path: bytes, root: bytes, ends: bytes) -> bytes | None:
+    """``raw_path`` less ``root`` when it starts with it as sent, up to a ``/`` (or ``ends``); else None."""
+    if raw_path.startswith(root) and raw_path[len(root) : len(root) + 1] in (b"/", ends):
+        return raw_path[len(root) :]
+    return None
 
 
 def param_problem(value: str) -> str | None:
@@ -241,6 +254,8 @@ def resolve_scope(router: Router[T], scope: Scope) -> Resolved[T]:
     gateway refuses such a handshake with 400, neither running it through the API's policies nor
     passing it on. A path the gateway routes is never disguised: the application never sees it."""
     path, raw_path = scope["path"], scope.get("raw_path")
+    if type(raw_path) is not bytes:  # ASGI's raw_path is bytes or absent: a server's str is read as absent
+        raw_path = None
     # Starlette routes on the path less its root path (uvicorn's --root-path, a Mount): that reading
     # first; the full path still belongs to an API that names it, whatever the app reads.
     route = _root_reading(path, raw_path, scope.get("root_path"))
@@ -263,7 +278,7 @@ def _root_reading(path: str, raw_path: bytes | None, root_path: str | None) -> t
     if not root_path:
         return None
     route, raw_route = route_target(path, raw_path, root_path)
-    return (route, raw_route) if route != path else None
+    return (route, raw_route) if route != path or raw_route != raw_path else None
 
 
 def _disguised(router: Router[T], path: str, raw_path: bytes | None) -> Resolved[T]:

@@ -86,7 +86,7 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
                 return
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
-        if "websocket.http.response" not in scope.get("extensions", {}):
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
             await send({"type": "websocket.close", "code": 1008})
             return
         await send({"type": "websocket.http.response.start", "status": 404, "headers": []})

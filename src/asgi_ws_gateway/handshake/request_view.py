@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from .._types import Scope
 from ..errors import HandshakeDenied
-from ..forwarded import Networks, client_address, forwarded_chain, parse_ip
+from ..forwarded import UNKNOWN_CLIENT, Networks, client_address, forwarded_chain, parse_ip, peer_client
 from ..param_names import fold_cookie_name, fold_name, spelled_as
 from ..upstream.headers import forwarding_headers, replaced_forwarding_header
 from ..upstream.request import offered_subprotocols
@@ -327,12 +327,17 @@ class RequestView:
 
     @_Memoized
     def client(self) -> ClientAddress:
+        """The client: ``ip`` is the TCP peer's address, or what trusted proxies report; ``unknown``
+        (:data:`~..forwarded.UNKNOWN_CLIENT`) when the scope's client is text that is no address, as a
+        server that rewrites it from ``X-Forwarded-For`` leaves it (:func:`~..forwarded.peer_client`)."""
         peer = self.scope.get("client") or ("", None)
-        ip = peer[0] or ""
+        text = peer[0] if type(peer[0]) is str else (UNKNOWN_CLIENT if peer[0] else "")
         if self._trusted:
             chain = forwarded_chain(self._forwarding_chain, self._forwarded_header)
-            ip = client_address(ip, chain, self._trusted)
-        return ClientAddress(ip=ip, port=peer[1], peer=peer[0] or "")
+            ip = client_address(text, chain, self._trusted)
+        else:
+            ip = peer_client(text)
+        return ClientAddress(ip=ip, port=peer[1], peer=text)
 
     @_Memoized
     def peer_is_trusted_proxy(self) -> bool:
@@ -340,7 +345,7 @@ class RequestView:
         if not self._trusted:  # none configured: no address to parse
             return False
         peer_address = (self.scope.get("client") or ("", None))[0]
-        peer = parse_ip(peer_address) if peer_address else None
+        peer = parse_ip(peer_address) if peer_address and type(peer_address) is str else None
         return peer is not None and peer in self._trusted
 
     @_Memoized
@@ -349,8 +354,14 @@ class RequestView:
         edits: empty elements ignored, each once (``upstream.request.offered_subprotocols``).
 
         Raises:
-            HandshakeDenied: 400 (``bad_request``) when an element is not a token.
+            HandshakeDenied: 400 (``bad_request``) when an element is not a token, or the server's
+                ``scope["subprotocols"]`` is not a list of strings (read without the header: ``[b"chat"]``
+                was a 500 and a traceback, a string ``"chat"`` the offer ``c, h, a, t``).
         """
+        listed = self.scope.get("subprotocols")
+        if listed and (type(listed) not in (list, tuple) or any(type(value) is not str for value in listed)):
+            raise HandshakeDenied(400, "the server's list of the subprotocols offered is not a list of strings",
+                                  reason="bad_request")  # fmt: skip
         return offered_subprotocols(self.scope)
 
     @property

@@ -55,7 +55,7 @@ async def send_denial(
     ``denial.body``, when set (an upstream's own refusal), is sent as is; otherwise the body is
     :func:`public_problem`.
     """
-    if "websocket.http.response" not in scope.get("extensions", {}):
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
         await send({"type": "websocket.close", "code": 1008, "reason": ""})
         return
     if denial.body is not None:
