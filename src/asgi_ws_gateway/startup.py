@@ -70,7 +70,7 @@ class StartupFailure:
             logger.error("every request is refused: %s", self.error)
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
-            if "websocket.http.response" in scope.get("extensions", {}):
+            if "websocket.http.response" in (scope.get("extensions") or {}):
                 await send({"type": "websocket.http.response.start", "status": 500, "headers": []})
                 await send({"type": "websocket.http.response.body", "body": b""})
             else:

@@ -143,7 +143,8 @@ class GatewayManagement:
                     await self.api(scope, receive, send)
                     return
             else:
-                root = scope.get("root_path", "")
+                given = scope.get("root_path")
+                root: str = given if type(given) is str else ""  # a value of no ASGI type: read as absent
                 # As the gateway and Starlette read it: the decoded path, less the root path.
                 route, raw_route = route_target(scope["path"], scope.get("raw_path"), root)
                 if route == self.path or route.startswith(self.path + "/"):
@@ -165,7 +166,7 @@ class GatewayManagement:
         front that matches the raw path (HAProxy's ``path_beg``) would not see it there, and a rule
         that keeps ``/_gateway/`` from the public would let them through.
         """
-        if scope.get("raw_path") is None:
+        if type(scope.get("raw_path")) is not bytes:  # none, or no ASGI type: read as absent (route_target)
             return True  # a server that gives only the decoded path: nothing was spelled differently
         if raw_route is None:
             return False  # the root path itself was spelled differently

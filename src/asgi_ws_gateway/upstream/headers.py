@@ -8,7 +8,7 @@ from typing import Literal
 
 from .._types import Headers, Scope
 from ..bounded import remember
-from ..forwarded import Networks, forwarded_chain, parse_ip, trusted_hops
+from ..forwarded import UNKNOWN_CLIENT, Networks, forwarded_chain, parse_ip, peer_client, trusted_hops
 from .proxy_headers import is_proxy_header, is_vouched_header
 
 HOP_BY_HOP = frozenset(
@@ -159,9 +159,12 @@ def forwarding_headers(
         elif name == wanted and trust_forwarded:
             chain.append(value_b.decode("latin-1"))
     client = scope.get("client")
-    forwarded_for = _vouched_for(client[0] if client else "", chain, trusted_proxies, forwarded_header)
-    if client:
-        forwarded_for.append(client[0])
+    # The TCP peer as an address, or "unknown": a server rewriting it from X-Forwarded-For put text there,
+    # which went upstream as the peer (and a bytes host was a 500).
+    peer = (peer_client(client[0]) if isinstance(client[0], str) else UNKNOWN_CLIENT) if client else ""
+    forwarded_for = _vouched_for(peer, chain, trusted_proxies, forwarded_header)
+    if peer:
+        forwarded_for.append(peer)
     headers: list[tuple[str, str]] = []
     if forwarded_for:
         headers.append(("x-forwarded-for", ", ".join(forwarded_for)))
