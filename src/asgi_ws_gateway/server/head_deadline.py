@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from itertools import islice
@@ -73,6 +74,7 @@ _URI_TOO_LONG_RESPONSE = (
     b"content-length: 24\r\nconnection: close\r\n\r\nrequest target too long\n"
 )
 _MAX_REQUEST_LINE = 8192
+_SECONDS = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # a decimal, exponent allowed
 _LINGER = 2.0  # seconds a refused client may still send (dropped) before the close
 
 
@@ -91,10 +93,9 @@ def _header_timeout_from_env() -> float:
     raw = os.environ.get(HEADER_TIMEOUT_ENV, "")
     if not raw:
         return DEFAULT_HEADER_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    # ASCII digits only, as every other number the gateway reads: float() also takes "٣" (3), "1_0",
+    # " 3 " and "nan", none of which an operator writes meaning a number of seconds.
+    value = float(raw) if _SECONDS.fullmatch(raw) else -1.0
     if not 0 < value < float("inf"):
         raise ValueError(f"{HEADER_TIMEOUT_ENV}: expected a positive number of seconds, got {raw!r}")
     if not MIN_HEADER_TIMEOUT <= value <= MAX_HEADER_TIMEOUT:
@@ -235,6 +236,20 @@ class HeadDeadline(asyncio.Protocol):
         else:
             self._head_bytes, self._head_tail, self._head_line_end = 0, b"", -1
             self._disarm()
+
+    def _held_head_too_large(self, held: bytes) -> bool:
+        """A request head the parser already holds (pipelined behind the request just answered, read
+        with it and counted as its head's bytes): refused, and True, when it is over the limit."""
+        if len(held) <= self.max_head_bytes or self._head_ends_in_time(held, 0):
+            return False
+        self._head_line_end = held.find(b"\n")
+        self._head_too_large()
+        return True
+
+    def _count_held_head(self, held: bytes) -> None:
+        """The start of the next request head, held by the parser: what later reads add to."""
+        self._head_started = True
+        self._head_bytes, self._head_tail, self._head_line_end = len(held), held[-3:], held.find(b"\n")
 
     def _head_ends_in_time(self, window: bytes, offset: int) -> bool:
         """True when the blank line ending the head is in ``window`` (at ``offset``) within the limit."""

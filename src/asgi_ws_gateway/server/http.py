@@ -283,6 +283,20 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
         if self.transport.get_protocol() is self and self.cycle is not None and not self.cycle.response_complete:
             close_after_if_not_upgraded(self.cycle)
 
+    def on_response_complete(self) -> None:
+        # h11 parses a request pipelined behind this one from its buffer, with no read for the head
+        # limit to count (the read that brought it was counted toward the answered request's head):
+        # its head is held to the limit here, whole or begun.
+        if not self.transport.is_closing() and self.conn.their_state is h11.DONE:
+            if self._held_head_too_large(self.conn.trailing_data[0]):
+                self.server_state.total_requests += 1  # uvicorn's count (--limit-max-requests), as it would
+                return
+            super().on_response_complete()
+            if self._waiting_for_head() and (held := self.conn.trailing_data[0]):
+                self._count_held_head(held)  # begun, not complete: later reads add to it
+            return
+        super().on_response_complete()
+
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         super().handle_websocket_upgrade(event)
         # What followed the request head in h11's buffer: the client's first frames (uvicorn dropped them).

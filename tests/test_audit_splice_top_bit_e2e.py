@@ -1,0 +1,52 @@
+"""Audit, end to end: an upstream frame whose 64-bit length has its top bit set (RFC 6455 §5.2: it MUST
+be 0) is a framing error, not a message over the limit. A real uvicorn serves the gateway's protocol in
+front of a raw upstream. On the splice and the frame relay the upstream gets 1002 "invalid frame
+length" and the client 1011 "upstream connection failed", as for any frame that breaks the framing
+rules (docs/security.md, "A 64-bit length with its top bit set").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from support.clients import connect, expect_close
+from support.hostile import Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
+from support.rawhttp import accept_upstream, ws_frame
+from support.servers import UvicornFactory
+
+
+def _top_bit_then_read_close(length: int, got: list[bytes]) -> Handler:
+    """A 101 and a binary frame announcing ``length | 1 << 63`` bytes (and ``length`` of them) in one
+    write; the gateway's close frame is kept in ``got`` and answered."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frame = b"\x82\x7f" + struct.pack("!Q", length | 1 << 63) + b"x" * length
+        await accept_upstream(reader, writer, then=frame)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            head = await reader.readexactly(2)
+            body = await reader.readexactly(4 + (head[1] & 0x7F))  # masked, under 126 bytes
+            got.append(head[:1] + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
+            writer.write(ws_frame(8, b"\x03\xe8", mask=False))
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("connector", ["splice", "frame relay"])
+@pytest.mark.parametrize("length", [0, 5])
+async def test_an_upstream_length_with_the_top_bit_set_is_a_protocol_error_not_a_message_too_big(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, length: int
+) -> None:
+    got: list[bytes] = []
+    port = await hostile(_top_bit_then_read_close(length, got))
+    gateway, url = gateway_before(port, connector, uvicorn_server, ping_interval=None)
+    async with await connect(url) as ws:
+        assert await expect_close(ws) == (1011, "upstream connection failed")
+    await gateway.settle()
+    assert got == [b"\x88\x03\xeainvalid frame length"]  # 1002
