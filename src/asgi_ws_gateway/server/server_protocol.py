@@ -7,16 +7,17 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from ..held_pings import HeldPings
-from ..upstream.websockets_protocol import FragmentFloor, UnlinkedParserFailure
+from ..upstream.websockets_protocol import FragmentFloor, TopBitLength, UnlinkedParserFailure
 
 SUPPORTED_VERSION = "13"
 
 
-class _ServerProtocol(UnlinkedParserFailure, FragmentFloor, HeldPings, ServerProtocol):
+class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ServerProtocol):
     """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
     one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), tiny fragments
-    counted at ``FRAGMENT_FLOOR`` bytes as on the splice and the frame relay (:class:`FragmentFloor`), and
-    no reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
+    counted at ``FRAGMENT_FLOOR`` bytes as on the splice and the frame relay (:class:`FragmentFloor`),
+    a 64-bit length with its top bit set a framing error as there (:class:`TopBitLength`), and no
+    reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
 
     def accept(self, request: Request) -> Response:
         response = super().accept(request)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Generator
 from typing import Any, cast
 
@@ -21,7 +22,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.messages import Assembler
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidMessage, PayloadTooBig
-from websockets.frames import CONT, DATA_OPCODES, Frame
+from websockets.frames import CONT, DATA_OPCODES, CloseCode, Frame
 from websockets.protocol import Protocol, State
 
 from ..fragment_floor import FRAGMENT_FLOOR
@@ -104,7 +105,21 @@ class FragmentFloor(Protocol):
         self.current_size = (self.current_size or 0) + short
 
 
-class _ClientProtocol(UnlinkedParserFailure, FragmentFloor, HeldPings, ClientProtocol):
+class TopBitLength(Protocol):
+    """A websockets ``Protocol`` (mix in before ``ServerProtocol``/``ClientProtocol``) that fails a frame whose
+    64-bit length sets its most significant bit as the framing error it is (RFC 6455 §5.2: that bit MUST be
+    0), 1002 "invalid frame length", as the splice and the frame relay do: websockets' parser only compares
+    the length with ``max_size`` and failed it as a message too big (1009; the relay told the client 1001)."""
+
+    def fail(self, code: int, reason: str = "") -> None:
+        if code == CloseCode.MESSAGE_TOO_BIG:  # called from the parser's ``except PayloadTooBig``
+            exc = sys.exception()
+            if isinstance(exc, PayloadTooBig) and exc.message is None and (exc.size or 0) >> 63:
+                code, reason = CloseCode.PROTOCOL_ERROR, "invalid frame length"
+        super().fail(code, reason)
+
+
+class _ClientProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ClientProtocol):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
     remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
     UTF-8 check, the keepalive), keeping no traceback of a parser failure, and counting tiny
@@ -461,4 +476,11 @@ class GatewayClientConnection(ClientConnection):
             self.send_data()
 
 
-__all__ = ["FRAGMENT_FLOOR", "FragmentFloor", "FragmentsOverLimit", "GatewayClientConnection", "UnlinkedParserFailure"]
+__all__ = [
+    "FRAGMENT_FLOOR",
+    "FragmentFloor",
+    "FragmentsOverLimit",
+    "GatewayClientConnection",
+    "TopBitLength",
+    "UnlinkedParserFailure",
+]
