@@ -18,13 +18,12 @@ import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.forwarded import UNKNOWN_CLIENT, parse_ip, peer_client
 from asgi_ws_gateway.management import FileStore, GatewayManagement
 from asgi_ws_gateway.standalone import not_found
-from support.clients import connect
+from support.clients import echo_status
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.servers import UvicornFactory, WSImpl
@@ -35,18 +34,6 @@ TEXTS = ["x1", "x2", "x3", "x4"]
 """What a client on 127.0.0.1 sends in ``X-Forwarded-For``: uvicorn makes each the client."""
 REWRITING: dict[str, Any] = {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
 """uvicorn's defaults (whatever ``FORWARDED_ALLOW_IPS`` says here): a peer on 127.0.0.1 rewrites the client."""
-
-
-async def _status(url: str, forwarded_for: str) -> int:
-    """101 for a handshake accepted (and echoing), else the refusal's status."""
-    try:
-        ws = await connect(url, additional_headers={"X-Forwarded-For": forwarded_for})
-    except InvalidStatus as refusal:
-        return refusal.response.status_code
-    async with ws:
-        await ws.send("hi")
-        assert await ws.recv() == "hi"
-    return 101
 
 
 def _gateway(upstream: UpstreamServer, policies: list[dict[str, Any]], **top: Any) -> WebSocketGateway:
@@ -63,7 +50,12 @@ async def test_a_rate_limit_is_not_escaped_by_naming_text(
     """Four texts, a limit of two: the third is refused (every text was a counter of its own: 101 x 4)."""
     limit = {"rate-limit-by-key": {"key": key, "limit": 2, "window": 60}}
     server = uvicorn_server(_gateway(upstream, [limit], trusted_proxies=trusted), ws=ws, **REWRITING)
-    assert [await _status(server.url("/ws/echo"), text) for text in TEXTS] == [101, 101, 429, 429]
+    assert [await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": text}) for text in TEXTS] == [
+        101,
+        101,
+        429,
+        429,
+    ]
 
 
 @pytest.mark.parametrize("ws", MODES)
@@ -74,7 +66,12 @@ async def test_spellings_of_one_address_are_one_client(
     limit = {"rate-limit-by-key": {"key": "{client.ip}", "limit": 2, "window": 60}}
     server = uvicorn_server(_gateway(upstream, [limit]), ws=ws, **REWRITING)
     spellings = ['"203.0.113.7"', '"203.0.113.7:1"', "[::ffff:203.0.113.7]:2", "203.0.113.7"]
-    assert [await _status(server.url("/ws/echo"), text) for text in spellings] == [101, 101, 429, 429]
+    assert [await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": text}) for text in spellings] == [
+        101,
+        101,
+        429,
+        429,
+    ]
 
 
 @pytest.mark.parametrize("ws", MODES)
@@ -84,8 +81,8 @@ async def test_an_allow_list_admits_no_text(
     """Held before too: text that is no address matches no list (an allow list refuses it)."""
     allow = {"ip-filter": {"allow": ["127.0.0.0/8"]}}
     server = uvicorn_server(_gateway(upstream, [allow]), ws=ws, **REWRITING)
-    assert await _status(server.url("/ws/echo"), "x1") == 403
-    assert await _status(server.url("/ws/echo"), "localhost") == 403
+    assert await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": "x1"}) == 403
+    assert await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": "localhost"}) == 403
 
 
 async def test_the_rewrite_to_text_is_warned_about(
@@ -93,7 +90,7 @@ async def test_the_rewrite_to_text_is_warned_about(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="asgi_ws_gateway.middleware")
     server = uvicorn_server(_gateway(upstream, []), **REWRITING)
-    assert await _status(server.url("/ws/echo"), "x1") == 101
+    assert await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": "x1"}) == 101
     assert any("rewrote the client address" in record.getMessage() for record in caplog.records)
 
 

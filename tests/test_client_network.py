@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.forwarded import client_network
 from asgi_ws_gateway.policies.build import load_policies
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.templates import Template
-from support.clients import connect
+from support.clients import echo_status
 from support.configs import api_entry
 from support.policies import context
 from support.servers import UvicornFactory
@@ -69,7 +68,7 @@ async def test_an_ipv6_client_rotating_addresses_in_its_64(
     server = uvicorn_server(gateway)
     statuses = []
     for client in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3", "2001:db8:1:3::1"):
-        statuses.append(await _status(server.url("/ws/echo"), {"X-Forwarded-For": client}))
+        statuses.append(await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": client}))
     assert statuses == limits
 
 
@@ -83,20 +82,8 @@ async def test_clients_that_carry_an_ipv4_address_count_by_it(
     server = uvicorn_server(gateway)
     clients = ("2002:cb00:7107:1::1", "2002:cb00:7107:2::1", "2002:cb00:7107:3::1",
                "64:ff9b::198.51.100.1", "64:ff9b::198.51.100.1", "64:ff9b::198.51.100.2")  # fmt: skip
-    statuses = [await _status(server.url("/ws/echo"), {"X-Forwarded-For": client}) for client in clients]
+    statuses = [await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": client}) for client in clients]
     assert statuses == [101, 101, 429, 101, 101, 101]
-
-
-async def _status(url: str, headers: dict[str, str]) -> int:
-    """101 for a handshake accepted (and echoing), else the refusal's status."""
-    try:
-        ws = await connect(url, additional_headers=headers)
-    except InvalidStatus as refusal:
-        return refusal.response.status_code
-    async with ws:
-        await ws.send("hi")
-        assert await ws.recv() == "hi"
-    return 101
 
 
 @pytest.mark.parametrize("policy", ["rate-limit-by-key", "quota-by-key", "limit-concurrency"])

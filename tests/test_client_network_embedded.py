@@ -16,13 +16,12 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.forwarded import client_network
 from asgi_ws_gateway.management.lockout import Lockout
 from asgi_ws_gateway.standalone import not_found
-from support.clients import connect
+from support.clients import echo_status
 from support.configs import api_entry
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
@@ -163,16 +162,5 @@ async def test_ipv4_clients_behind_a_local_use_translator_are_each_limited_alone
     server = uvicorn_server(gateway)
     clients = ("64:ff9b:1::198.51.100.1", "64:ff9b:1::198.51.100.2", "64:ff9b:1::198.51.100.3",
                "::ffff:0:198.51.100.4", "::198.51.100.5", "64:ff9b:1::198.51.100.1")  # fmt: skip
-    statuses = [await _status(server.url("/ws/echo"), {"X-Forwarded-For": client}) for client in clients]
+    statuses = [await echo_status(server.url("/ws/echo"), {"X-Forwarded-For": client}) for client in clients]
     assert statuses == [101, 101, 101, 101, 101, 429]
-
-
-async def _status(url: str, headers: dict[str, str]) -> int:
-    try:
-        ws = await connect(url, additional_headers=headers)
-    except InvalidStatus as refusal:
-        return refusal.response.status_code
-    async with ws:
-        await ws.send("hi")
-        assert await ws.recv() == "hi"
-    return 101

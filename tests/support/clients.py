@@ -85,6 +85,18 @@ async def assert_echoes_or_refused(url: str, status: int, **kw: Any) -> None:
         assert await ws.recv() == "hi"
 
 
+async def echo_status(url: str, headers: dict[str, str]) -> int:
+    """101 for a handshake (with ``headers``) accepted and echoing a message, else the refusal's status."""
+    try:
+        ws = await connect(url, additional_headers=headers)
+    except InvalidStatus as refusal:
+        return refusal.response.status_code
+    async with ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    return 101
+
+
 async def count_handshake(url: str, outcomes: Counter[int]) -> None:
     """Open and close a WebSocket to ``url``; count its outcome in ``outcomes``: 101, or the refusal's status."""
     try:
