@@ -39,6 +39,7 @@ from websockets.sync.client import connect as sync_connect
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import GatewayManagement
+from asgi_ws_gateway.management.lockout import Lockout
 from asgi_ws_gateway.policies import deny, register_policy
 from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.jwts import HS_SECRET, token
@@ -303,11 +304,12 @@ def test_another_site_cannot_frame_the_console(uvicorn_server: UvicornFactory, u
     assert other in ([], ["127.0.0.1 /_gateway/console/live"]), other  # the page itself, refused by the browser
 
 
-def test_a_forwarded_client_text_is_escaped_in_the_lockout_warning(
+def test_a_forwarded_client_text_never_reaches_the_lockout_warning(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """uvicorn behind a proxy on this host takes ``X-Forwarded-For`` as the client, any text: the
-    lockout's WARNING names it, one line, C1 controls (CSI, NEL) as escapes."""
+    """uvicorn behind a proxy on this host takes ``X-Forwarded-For`` as the client, any text: such a client
+    is ``unknown`` (``forwarded.peer_client``), so the lockout's WARNING names no text of its (C1 controls,
+    CSI and NEL, were written raw)."""
     server = _server(uvicorn_server, upstream, [])
     forged = b"\x9b2J\x85FORGED: lockout lifted\xad"
     guess = [(b"authorization", b"Bearer a-wrong-guess"), (b"x-forwarded-for", forged)]
@@ -318,8 +320,20 @@ def test_a_forwarded_client_text_is_escaped_in_the_lockout_warning(
         for _ in range(31):
             http.get("apis", headers=guess)
     (line,) = [r.getMessage() for r in caplog.records if "refused admin credentials" in r.getMessage()]
-    assert "\\x9b2J\\x85FORGED: lockout lifted" in line, line
-    assert "\x9b" not in line and "\x85" not in line
+    assert "from unknown within" in line, line
+    assert "FORGED" not in line and "\x9b" not in line and "\x85" not in line
+
+
+def test_the_lockout_warning_escapes_a_key_it_is_given(caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever address text reaches the lockout (an application calling it with its own), its WARNING
+    writes C1 and C0 controls as escapes, on one line."""
+    lockout = Lockout(limit=2)
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway.management"):
+        for _ in range(2):
+            lockout.refused("\x9b2J\x85FORGED\r\nlifted")
+    (line,) = [r.getMessage() for r in caplog.records if "refused admin credentials" in r.getMessage()]
+    assert "\\x9b2J\\x85FORGED" in line, line
+    assert not any(c in line for c in "\x9b\x85\r\n")
 
 
 POLL_CHECK = check_page(
