@@ -107,11 +107,13 @@ async def _both_listening(process: asyncio.subprocess.Process, http: httpx2.Asyn
 async def on_both_workers(
     gateway: Workers, open_one: Callable[[], Awaitable[tuple[int, Any]]], at_least: int = 1
 ) -> dict[int, Any]:
-    """Open connections with ``open_one`` (local port, connection) until each worker holds ``at_least``."""
+    """Open connections with ``open_one`` (local port, connection) until each worker holds ``at_least``.
+
+    Four at once: opened one after another, the worker that took the last one is often the first back
+    in its accept (the faster a handshake, the more often), and sixty could all land on one."""
     opened: dict[int, Any] = {}
     for _ in range(60):
-        port, connection = await open_one()
-        opened[port] = connection
+        opened.update(await asyncio.gather(*(open_one() for _ in range(4))))
         holders = list((await gateway.holders(opened)).values())
         if (
             len(opened) >= 2 * at_least
