@@ -23,7 +23,13 @@ from support.access import access_line
 from support.clients import connect, expect_close, expect_status
 from support.configs import api_entry
 from support.gateway import MIB, PASSTHROUGH, ProbedGateway
-from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
+from support.hostile import (  # noqa: F401 - the fixture hostile
+    CONNECTORS,
+    Handler,
+    gateway_before,
+    hostile_upstream,
+    sends_then_answers_close,
+)
 from support.rawhttp import EOF_TIMEOUT, accept_upstream, handshake, ws_frame
 from support.servers import UvicornFactory
 
@@ -326,23 +332,6 @@ def _fragments(count: int, size: int) -> bytes:
     return first + middle * (count - 2) + last
 
 
-def _fragmenting(message: bytes, got: list[bytes]) -> Handler:
-    """A 101 and ``message`` in one write; then the gateway's close frame (its payload kept in ``got``)
-    is answered with a close, and the connection ends."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upstream(reader, writer, then=message)
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            head = await reader.readexactly(2)
-            body = await reader.readexactly(4 + (head[1] & 0x7F))  # masked, under 126 bytes
-            got.append(head[:1] + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
-            writer.write(ws_frame(8, b"\x03\xe8", mask=False))
-            await writer.drain()
-        writer.close()
-
-    return handle
-
-
 def _fragments_gateway(
     port: int, connector: str, uvicorn_server: UvicornFactory, **api: Any
 ) -> tuple[ProbedGateway, str]:
@@ -362,7 +351,7 @@ async def test_a_message_in_5000_fragments_of_64_bytes_passes_whole(
     refused a message of more than 4,096 fragments (its own rule), the client got 1001 "upstream
     message too big" where the splice and the frame relay delivered it."""
     got: list[bytes] = []
-    port = await hostile(_fragmenting(_fragments(5000, 64), got))
+    port = await hostile(sends_then_answers_close(_fragments(5000, 64), got))
     gateway, url = _fragments_gateway(port, connector, uvicorn_server, ping_interval=None)
     async with await connect(url) as ws:  # streamed: websockets' recv() takes 4,096 fragments at most
         parts = [part async for part in ws.recv_streaming()]
@@ -387,7 +376,7 @@ async def test_tiny_fragments_that_count_past_the_limit_are_refused_alike(
     caplog.set_level(logging.INFO)
     got: list[bytes] = []
     closing = ws_frame(8, b"\x03\xe8", mask=False)  # after it, in the same write: its close comes too late
-    port = await hostile(_fragmenting(_fragments(2000, 1) + closing, got))
+    port = await hostile(sends_then_answers_close(_fragments(2000, 1) + closing, got))
     gateway, url = _fragments_gateway(port, connector, uvicorn_server, ping_interval=None, max_message_size=65536)
     async with await connect(url) as ws:
         assert await expect_close(ws) == (1001, "upstream message too big")

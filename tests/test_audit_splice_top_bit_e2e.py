@@ -9,7 +9,6 @@ bit set"). The relay (``passthrough: false``, websockets' parser) said 1001/1009
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -18,29 +17,16 @@ import pytest
 from support.clients import connect, expect_close
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
-from support.rawhttp import accept_upstream, ws_frame
+from support.hostile import (  # noqa: F401 - the fixture hostile
+    CONNECTORS,
+    Handler,
+    gateway_before,
+    hostile_upstream,
+    sends_then_answers_close,
+)
 from support.rawws import close_frame_in, raw_client
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
-
-
-def _top_bit_then_read_close(length: int, got: list[bytes]) -> Handler:
-    """A 101 and a binary frame announcing ``length | 1 << 63`` bytes (and ``length`` of them) in one
-    write; the gateway's close frame is kept in ``got`` and answered."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frame = b"\x82\x7f" + struct.pack("!Q", length | 1 << 63) + b"x" * length
-        await accept_upstream(reader, writer, then=frame)
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            head = await reader.readexactly(2)
-            body = await reader.readexactly(4 + (head[1] & 0x7F))  # masked, under 126 bytes
-            got.append(head[:1] + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
-            writer.write(ws_frame(8, b"\x03\xe8", mask=False))
-            await writer.drain()
-        writer.close()
-
-    return handle
 
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))
@@ -49,7 +35,8 @@ async def test_an_upstream_length_with_the_top_bit_set_is_a_protocol_error_not_a
     hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, length: int
 ) -> None:
     got: list[bytes] = []
-    port = await hostile(_top_bit_then_read_close(length, got))
+    top_bit = b"\x82\x7f" + struct.pack("!Q", length | 1 << 63) + b"x" * length  # and length bytes of it
+    port = await hostile(sends_then_answers_close(top_bit, got))
     gateway, url = gateway_before(port, connector, uvicorn_server, ping_interval=None)
     async with await connect(url) as ws:
         assert await expect_close(ws) == (1011, "upstream connection failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,9 +11,10 @@ import pytest
 
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
+from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornFactory
 
-__all__ = ["CONNECTORS", "Handler", "gateway_before", "hostile_upstream"]
+__all__ = ["CONNECTORS", "Handler", "gateway_before", "hostile_upstream", "sends_then_answers_close"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -45,3 +47,20 @@ def gateway_before(port: int, connector: str, uvicorn_server: UvicornFactory, **
     entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", **CONNECTORS[connector], **api)
     gateway = ProbedGateway({"apis": [entry]})
     return gateway, uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+
+
+def sends_then_answers_close(message: bytes, got: list[bytes]) -> Handler:
+    """A 101 and ``message`` in one write; then the gateway's close frame (its first byte and unmasked
+    payload kept in ``got``) is answered with a close, and the connection ends."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=message)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            head = await reader.readexactly(2)
+            body = await reader.readexactly(4 + (head[1] & 0x7F))  # masked, under 126 bytes
+            got.append(head[:1] + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
+            writer.write(ws_frame(8, b"\x03\xe8", mask=False))
+            await writer.drain()
+        writer.close()
+
+    return handle
