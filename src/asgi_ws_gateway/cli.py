@@ -53,8 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve a configuration file under uvicorn")
-    run.add_argument("config", help="YAML or JSON configuration file")
-    run.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    run.add_argument("config", type=_file_path, help="YAML or JSON configuration file")
+    run.add_argument("--host", type=_host, default="127.0.0.1", help="bind address (default: %(default)s)")
     run.add_argument("--port", type=_port, default=8000, help="port, 0 for any free one (default: %(default)s)")
     run.add_argument(
         "--workers", type=_workers, default=1, help="uvicorn worker processes, at most 8 per CPU (default: %(default)s)"
@@ -82,11 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     managed.add_argument("--management-port", metavar="PORT", type=_own_port, help="or on its own port (at its root)")
     managed.add_argument(
-        "--management-host", metavar="ADDRESS",
+        "--management-host", metavar="ADDRESS", type=_host,
         help=f"the address --management-port listens on, not --host's (default: {MANAGEMENT_HOST}, loopback: private)",
     )  # fmt: skip
     managed.add_argument(
-        "--state", metavar="FILE", help="file keeping API changes (default: CONFIG's stem + .state.json)"
+        "--state",
+        metavar="FILE",
+        type=_file_path,
+        help="file keeping API changes (default: CONFIG's stem + .state.json)",
     )
     managed.add_argument(
         "--redis",
@@ -100,17 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     managed.add_argument(
         "--redis-prefix", type=_redis_prefix, default="asgi-ws-gw",
-        help="Redis key namespace: letters, digits and _.:- (default: %(default)s)",
+        help=f"Redis key namespace: letters, digits and _.:-, at most {MAX_PREFIX} (default: %(default)s)",
     )  # fmt: skip
 
     check = commands.add_parser("check", help="validate a configuration file and list every problem")
-    check.add_argument("config")
+    check.add_argument("config", type=_file_path)
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     schema = commands.add_parser("schema", help="print the JSON Schema of configuration files")
     for command in (run, check, schema):
-        command.add_argument("--plugin", metavar="MODULE", action="append", default=[],
-                             help="import MODULE first: it registers custom policy types (repeatable)")  # fmt: skip
+        command.add_argument("--plugin", metavar="MODULE", action="append", default=[], type=_plugin,
+                             help=f"import MODULE first: it registers custom policy types (repeatable, at most "
+                                  f"{MAX_PLUGINS} times)")  # fmt: skip
     management_cli.add_commands(commands)
 
     # As uvicorn does: asgi:module:attr upstreams and apps, --ws classes and --log-config handlers
@@ -118,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     args = parser.parse_args(argv)
+    if len(getattr(args, "plugin", ())) > MAX_PLUGINS:  # what the configuration's plugins takes
+        parser.error(f"--plugin: at most {MAX_PLUGINS} modules")
     if args.command == "run" and args.redis is None and os.environ.get(REDIS_ENV):
         try:
             args.redis = _redis_url(os.environ[REDIS_ENV])
@@ -310,6 +316,7 @@ def _management_path(value: str) -> str:
     """``--management``: a path of its own (``/`` would leave it nowhere to answer) that clients reach as written."""
     from .management.mount_path import management_path_problem
 
+    _at_most(value, MAX_MANAGEMENT_PATH, "characters (a path prefix)")
     if (problem := management_path_problem(value)) is not None:
         raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
     return value
@@ -332,6 +339,7 @@ def _integer(value: str) -> int:
 
 def _ws_protocol(value: str) -> str:
     """``--ws``: one of uvicorn's names, or a protocol class that imports (checked before serving)."""
+    _at_most(value, MAX_MODULE, "characters (module:attribute)")
     from uvicorn.config import WS_PROTOCOLS  # read as run's options are (argparse converts no other command's)
     from uvicorn.importer import ImportFromStringError, import_from_string
 
@@ -406,6 +414,7 @@ def _log_config_problem(exc: Exception, mapping: bool) -> str:
 
 def _redis_prefix(value: str) -> str:
     """``--redis-prefix``: what ``store.prefix`` takes (a brace would move the keys' cluster hash tag)."""
+    _at_most(value, MAX_PREFIX, "characters (every key carries it)")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
         raise argparse.ArgumentTypeError(f"{value!r}: letters, digits and _.:- only")
     return value
@@ -415,10 +424,57 @@ def _redis_url(value: str) -> str:
     """``--redis``: rejected at once when malformed (the message never repeats the URL: it may hold a password)."""
     from .redis_client import parse_redis_url  # redis itself: only for this option
 
+    _at_most(value, MAX_URL, "characters")
     try:
         parse_redis_url(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+# config.limits' bounds, written again: importing config imports pydantic, which the management commands
+# and --help do without (tests/test_cli_imports.py); tests/test_bounds_cli.py holds them equal.
+MAX_PREFIX = 64
+"""``--redis-prefix``: as ``store.prefix``."""
+MAX_PLUGINS = 64
+"""``--plugin``, given at most this many times: as the configuration's ``plugins``."""
+MAX_MODULE = 256
+"""A module name (``--plugin``) or ``module:attribute`` (``--ws``)."""
+MAX_URL = 2048
+"""``--redis`` and ``$ASGI_WS_GATEWAY_REDIS``: as ``store.url``."""
+MAX_HOST = 253
+"""``--host``, ``--management-host``: the longest DNS name (RFC 1035 §2.3.4); an address is shorter."""
+MAX_PATH = 4096
+"""A file's path (``CONFIG``, ``--state``): Linux's ``PATH_MAX``; a longer one no system call takes."""
+MAX_MANAGEMENT_PATH = 256
+"""``--management``: a path prefix no API may live under."""
+
+
+def _at_most(value: str, most: int, unit: str) -> None:
+    """A usage error when ``value`` is longer than ``most`` (not quoted: it may be a URL with a password)."""
+    if len(value) > most:
+        raise argparse.ArgumentTypeError(f"{len(value):,} characters: at most {most} {unit}")
+
+
+def _host(value: str) -> str:
+    """``--host``, ``--management-host``: a name or an address, bounded; nothing a terminal obeys."""
+    _at_most(value, MAX_HOST, "characters (a DNS name or an address)")
+    if not value or not value.isprintable() or value != value.strip():
+        raise argparse.ArgumentTypeError("not a host name or address (empty, spaces or control characters)")
+    return value
+
+
+def _file_path(value: str) -> str:
+    """``CONFIG``, ``--state``: a path the system can take (no longer than ``PATH_MAX``, no NUL)."""
+    _at_most(value, MAX_PATH, "characters (PATH_MAX)")
+    if not value or "\x00" in value:
+        raise argparse.ArgumentTypeError("not a file path (empty, or a NUL character)")
+    return value
+
+
+def _plugin(value: str) -> str:
+    """``--plugin``: a module name as the configuration's ``plugins`` takes it (checked when imported)."""
+    _at_most(value, MAX_MODULE, "characters (a module name)")
     return value
 
 

@@ -190,12 +190,23 @@ def _file_kind(mode: int) -> str | None:
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
+MAX_ENV_VALUE = 16_384
+"""The longest value :func:`read_env` takes: as a string of a policy's settings (config.limits.MAX_SETTING),
+so ``secret_env`` holds what ``secret`` could. A longer HMAC secret was hashed again for every token."""
+
+
 def read_env(name: str) -> str | None:
-    """A configured environment variable (None when unset; ``LoadRefused`` when not admitted)."""
+    """A configured environment variable (None when unset; ``LoadRefused`` when not admitted or longer
+    than :data:`MAX_ENV_VALUE`)."""
     gate = _gate.get()
     if gate is not None:
         gate.admit(name, gate.env, "reading environment variable")
-    return os.environ.get(name)
+    value = os.environ.get(name)
+    if value is not None and len(value) > MAX_ENV_VALUE:
+        raise LoadRefused(
+            f"environment variable {name} holds {len(value):,} characters: at most {MAX_ENV_VALUE:,} (as in the file)"
+        )
+    return value
 
 
 def retrieve_reference(uri: str) -> Any:
@@ -247,6 +258,7 @@ def alias_problem(data: Any) -> str | None:
 
 
 __all__ = [
+    "MAX_ENV_VALUE",
     "MAX_FILE_BYTES",
     "MAX_VALUES",
     "REFUSED",

@@ -72,7 +72,24 @@ def _collector_mode() -> str:
 def collector_problems() -> list[str]:
     """What is wrong with ``ASGI_WS_GATEWAY_GC`` (``run`` says it before serving: each worker would fail)."""
     mode = _collector_mode()
-    return [] if mode in ("tuned", "python") else [f"{GC_ENV}: {mode!r} is not supported (tuned or python)"]
+    return [] if mode in ("tuned", "python") else [f"{GC_ENV}: {_shown(mode)} is not supported (tuned or python)"]
+
+
+ACCESS_LOG_VALUES = ("off", "text", "json")
+
+
+def access_log_problems() -> list[str]:
+    """What is wrong with ``ASGI_WS_GATEWAY_ACCESS_LOG``: before, any other value (``JSON``, ``yes``,
+    ``false``) was ignored without a word, the access log staying on in the config's format."""
+    access = os.environ.get(ACCESS_LOG_ENV)
+    if not access or access in ACCESS_LOG_VALUES:
+        return []
+    return [f"{ACCESS_LOG_ENV}: {_shown(access)} is not one of off, text or json (exactly, in lower case)"]
+
+
+def _shown(value: str) -> str:
+    """An environment variable's value in a problem: quoted, at most 40 characters of it."""
+    return repr(value[:40]) + ("..." if len(value) > 40 else "")
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,6 +171,9 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     load_plugins(plugins_from_env(), field="--plugin")
     if config is None:
         config = os.environ[CONFIG_ENV]
+    problems = access_log_problems()
+    if problems:
+        raise ConfigError(problems, "environment")
     access = os.environ.get(ACCESS_LOG_ENV)
     if access == "off":
         logging.getLogger("asgi_ws_gateway.access").disabled = True  # whatever a --log-config says
@@ -177,9 +197,11 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
 
 __all__ = [
     "ACCESS_LOG_ENV",
+    "ACCESS_LOG_VALUES",
     "CONFIG_ENV",
     "GC_ENV",
     "StandaloneApp",
+    "access_log_problems",
     "collector_problems",
     "create_app",
     "not_found",

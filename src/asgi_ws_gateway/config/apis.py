@@ -14,14 +14,17 @@ from pydantic_core import PydanticCustomError
 
 from ..loading import LoadRefused, check_file, check_import
 from .fields import DAY, MAX_SECONDS, MIN_TIMEOUT, POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
-from .limits import MAX_NAME, MAX_POLICIES, MAX_UPSTREAMS, MAX_URL, MIB, bounded
+from .limits import MAX_FAILURES, MAX_ITEMS, MAX_NAME, MAX_POLICIES, MAX_SETTING, MAX_UPSTREAMS, MAX_URL, MIB, bounded
 
 
 class ErrorReplyConfig(ConfigModel):
     """The message a dropped message's sender gets (when the policy answers it)."""
 
     format: Literal["json", "text"] = Field(default="json", description="json: a JSON object; text: a text template.")
-    template: Annotated[str | dict[str, Any] | None, AfterValidator(bounded)] = Field(
+    template: Annotated[
+        Annotated[str, Field(max_length=MAX_SETTING)] | Annotated[dict[str, Any], Field(max_length=MAX_ITEMS)] | None,
+        AfterValidator(bounded),
+    ] = Field(
         default=None,
         description="json: an object whose strings are templates; text: a template. {error.reason}, "
         "{error.detail}, {error.policy}, {error.direction} and the connection's values ({jwt.sub}). Default: "
@@ -245,8 +248,9 @@ class ApiConfig(ConfigModel):
     unhealthy_after: int = Field(
         default=3,
         ge=1,
+        le=MAX_FAILURES,  # 10**9 was valid: passive health off in all but name, and nothing said so
         description="Consecutive failures (a failed connect, or a connection the backend failed within 5 s of its "
-        "101) after which a backend cools down.",
+        "101) after which a backend cools down, 1 to 100 (to never skip a backend, set cooldown: 0).",
     )
     cooldown: float = Field(
         default=10.0, ge=0, le=DAY, description="Seconds a failing backend is skipped (0 to 86400)."

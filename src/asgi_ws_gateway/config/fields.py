@@ -115,7 +115,7 @@ def _claim_text(value: str) -> str:
     return _plain_text(value)
 
 
-ClaimText = Annotated[str, AfterValidator(_claim_text)]
+ClaimText = Annotated[str, Field(max_length=MAX_URL), AfterValidator(_claim_text)]
 """A claim value a token must carry (an issuer, an audience): not blank, no control, line-break or bidi
 characters."""
 

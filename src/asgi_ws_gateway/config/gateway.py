@@ -13,7 +13,7 @@ from ..forwarded import parse_network
 from ..plugins import MODULE_NAME
 from .apis import ApiConfig, MessagePoliciesConfig
 from .fields import DAY, POLICIES_DOC, ConfigModel, Policies
-from .limits import MAX_APIS, MAX_SUBSCRIPTIONS
+from .limits import MAX_APIS, MAX_MODULE, MAX_NETWORK, MAX_NETWORKS, MAX_PLUGINS, MAX_SUBSCRIPTIONS
 from .products import ProductConfig, SubscriptionConfig, SubscriptionKeyConfig
 from .settings import HandshakeLimitsConfig, ManagementConfig, StoreConfig, TelemetryConfig
 
@@ -28,16 +28,18 @@ def _network(value: str) -> str:
     return value
 
 
-Network = Annotated[str, AfterValidator(_network)]
+Network = Annotated[str, Field(max_length=MAX_NETWORK), AfterValidator(_network)]
 
 
 class GatewayConfig(ConfigModel):
     """Everything the gateway needs: its WebSocket APIs and process-wide settings."""
 
-    plugins: list[Annotated[str, Field(pattern=MODULE_NAME)]] = Field(
+    plugins: list[Annotated[str, Field(pattern=MODULE_NAME, max_length=MAX_MODULE)]] = Field(
         default_factory=list,
+        max_length=MAX_PLUGINS,
         description="Modules to import before the policies are checked: they register custom policy types "
-        "(see docs/policies.md#plugins). Never changed through the management API.",
+        "(see docs/policies.md#plugins); at most 64, each a name of at most 256 characters. Never changed "
+        "through the management API.",
     )
     apis: list[ApiConfig] = Field(default_factory=list, max_length=MAX_APIS)
     drain_grace_period: float = Field(
@@ -61,7 +63,9 @@ class GatewayConfig(ConfigModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     trusted_proxies: list[Network] = Field(
         default_factory=list,
-        description="Addresses or networks of proxies whose forwarding header names the client (client.ip).",
+        max_length=MAX_NETWORKS,
+        description="Addresses or networks of proxies whose forwarding header names the client (client.ip); at "
+        "most 256: each hop a forwarding header names is checked against each of them in turn.",
     )
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
         default="x-forwarded-for", description="The header trusted proxies put the client address in."

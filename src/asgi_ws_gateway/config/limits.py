@@ -20,6 +20,14 @@ MAX_SUBSCRIPTIONS = 100_000
 MAX_SETTING = 16384  # characters of one string in a policy's settings (a PEM certificate chain fits)
 MAX_ITEMS = 1024  # entries of one list or mapping in a policy's settings
 MAX_DEPTH = 16  # nesting of a policy's settings
+# 2026-12-05: what had no bound (docs/security.md's limits table lists each).
+MAX_PREFIX = 64  # a Redis key namespace (store.prefix, --redis-prefix): every counter's key carries it
+MAX_PLUGINS = 64  # modules a configuration's plugins imports
+MAX_MODULE = 256  # a dotted module name (plugins, --plugin) or module:attribute (--ws)
+MAX_NETWORKS = 256  # trusted_proxies entries: each forwarded hop is checked against each (CloudFront's list fits)
+MAX_KEY_HEADERS = 16  # subscription_key.headers: each is looked up for each handshake
+MAX_NETWORK = 64  # an address or network as text: IPv6 with a prefix length is 43 characters
+MAX_FAILURES = 100  # unhealthy_after: past it passive health is off in all but name (cooldown: 0 says so)
 
 
 def bounded(value: Any) -> Any:
@@ -56,9 +64,16 @@ def bounded(value: Any) -> Any:
 __all__ = [
     "MAX_APIS",
     "MAX_DEPTH",
+    "MAX_FAILURES",
     "MAX_ITEMS",
+    "MAX_KEY_HEADERS",
+    "MAX_MODULE",
     "MAX_NAME",
+    "MAX_NETWORK",
+    "MAX_NETWORKS",
+    "MAX_PLUGINS",
     "MAX_POLICIES",
+    "MAX_PREFIX",
     "MAX_SETTING",
     "MAX_SUBSCRIPTIONS",
     "MAX_TEXT",

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from .apis import MessagePoliciesConfig
 from .fields import POLICIES_DOC, ConfigModel, HeaderName, Name, Policies, QueryName, Text
-from .limits import MAX_APIS
+from .limits import MAX_APIS, MAX_KEY_HEADERS
 
 
 class ProductConfig(ConfigModel):
@@ -34,7 +34,8 @@ class SubscriptionConfig(ConfigModel):
     product: Name = Field(description="The product this subscription grants.")
     name: Text | None = Field(default=None, description="Human name (the subscriber).")
     key_sha256: Annotated[
-        str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the key: never the key itself.")
+        str,
+        Field(pattern=r"^[0-9a-fA-F]{64}$", max_length=64, description="Hex SHA-256 of the key: never the key itself."),
     ]
     state: Literal["active", "suspended", "expired"] = "active"
     expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
@@ -45,7 +46,9 @@ class SubscriptionKeyConfig(ConfigModel):
 
     headers: list[HeaderName] = Field(
         default_factory=lambda: ["X-Subscription-Key", "Ocp-Apim-Subscription-Key"],
-        description="Request headers tried in order (Ocp-Apim-Subscription-Key is Azure APIM's).",
+        max_length=MAX_KEY_HEADERS,
+        description="Request headers tried in order (Ocp-Apim-Subscription-Key is Azure APIM's), at most 16: each is "
+        "looked up in every handshake.",
     )
     query: QueryName | None = Field(default="subscription-key", description="Query parameter (null: not accepted).")
 

@@ -14,7 +14,7 @@ from ..redis_client import parse_redis_url
 from ..safe_regex import MAX_HANDSHAKE_PROGRAM_SIZE
 from .fields import MIN_TIMEOUT, ConfigModel
 from .hosts import HostPattern
-from .limits import MAX_APIS, MAX_URL
+from .limits import MAX_APIS, MAX_PREFIX, MAX_URL
 
 
 def _redis_url(url: str) -> str:
@@ -31,12 +31,18 @@ class StoreConfig(ConfigModel):
     type: Literal["memory", "redis"] = Field(
         default="memory", description="memory: this process only; redis: shared by every worker and host."
     )
-    url: Annotated[str, AfterValidator(_redis_url)] | None = Field(
+    url: Annotated[str, Field(max_length=MAX_URL), AfterValidator(_redis_url)] | None = Field(
         default=None,
         description="redis only: redis://host:port/db (rediss:// for TLS), redis+cluster://host:port,host:port "
         "or redis+sentinel://host:port,host:port/service[/db].",
     )
-    prefix: str = Field(default="asgi-ws-gw", pattern=r"^[A-Za-z0-9_.:-]+$", description="Key namespace.")
+    prefix: str = Field(
+        default="asgi-ws-gw",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        max_length=MAX_PREFIX,
+        description="Key namespace: letters, digits and _.:-, at most 64 characters (every counter's key carries "
+        "it: a long one is stored, and sent to Redis, once per key and call).",
+    )
     timeout: float = Field(
         default=0.5, ge=MIN_TIMEOUT, le=300, description="Seconds to connect to or hear back from Redis (0.01 to 300)."
     )
@@ -200,6 +206,7 @@ class ManagementConfig(ConfigModel):
 
     allowed_asgi_upstreams: list[Annotated[str, Field(max_length=MAX_URL), AfterValidator(_allowed_module)]] = Field(
         default_factory=list,
+        max_length=MAX_APIS,
         description="In-process apps (module:attr, or a whole module) that APIs created or changed through the "
         "management API may use as asgi: upstreams, besides those this file uses. Default: none.",
     )

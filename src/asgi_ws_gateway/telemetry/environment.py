@@ -13,6 +13,11 @@ Each number has a ceiling too, which the SDK lacks: a schedule delay or export i
 one span or point for the life of the process), an OTLP timeout of ``1e10`` s made every gRPC export
 fail, and a count limit past ``sys.maxsize`` made every span with an event raise. The ceilings are
 what no sane setting exceeds: durations a day, queues :data:`MAX_QUEUE_SIZE` items, and so on.
+
+Text has ceilings as well (2026-12-05): an endpoint :data:`MAX_ENDPOINT` characters, the headers and
+the resource attributes :data:`MAX_LIST` (each export carries them: a megabyte of headers was a
+megabyte more per batch, and a gRPC collector refuses metadata past its own limit, every export
+failing), and a problem quotes at most 40 characters of what it found.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ MAX_COUNT_LIMIT = 10_000
 """The highest attribute, event or link count limit (the gateway's spans carry a few dozen)."""
 MAX_LENGTH_LIMIT = 1_048_576
 """The highest attribute value length limit, in characters (a collector takes 4 MiB messages by default)."""
+
+MAX_ENDPOINT = 2048
+"""The longest ``OTEL_EXPORTER_OTLP_*ENDPOINT``: a URL, as the configuration's (``config.limits.MAX_URL``)."""
+MAX_LIST = 65_536
+"""The longest ``OTEL_EXPORTER_OTLP_*HEADERS`` and ``OTEL_RESOURCE_ATTRIBUTES``, in characters."""
+MAX_SERVICE_NAME = 256
+"""The longest ``OTEL_SERVICE_NAME``: a name on every span, point and record."""
 
 _Range = tuple[int, int, str]  # the least value the SDK takes, the most a sane setting needs, the unit
 _MS: _Range = (1, DAY_MS, " ms (a day)")
@@ -81,12 +93,12 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
             try:
                 values[name] = int(text)
             except ValueError:
-                problems.append(f"{name}: {text!r} is not a whole number")
+                problems.append(f"{name}: {_shown(text)} is not a whole number")
                 continue
             if values[name] < least:
-                problems.append(f"{name}: {values[name]} is below {least}")
+                problems.append(f"{name}: {_number(values[name])} is below {least}")
             elif values[name] > most:
-                problems.append(f"{name}: {values[name]} is above {most}{unit}")
+                problems.append(f"{name}: {_number(values[name])} is above {most}{unit}")
         prefix = _BATCHES.get(signal)
         if prefix is not None:
             batch = values.get(f"{prefix}_MAX_EXPORT_BATCH_SIZE")
@@ -99,11 +111,43 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
                 problems.append(f"{name}: {problem}")
         if signal == "traces":
             problems += _sampler_problems(environ)
+        problems += _length_problems(
+            environ,
+            (f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", MAX_ENDPOINT),
+            (f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS", MAX_LIST),
+        )
         problems += _header_problems(signal, environ)
         problems += _endpoint_problems(signal, environ)
     if exported:
+        problems += _length_problems(
+            environ,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", MAX_ENDPOINT),
+            ("OTEL_EXPORTER_OTLP_HEADERS", MAX_LIST),
+            ("OTEL_RESOURCE_ATTRIBUTES", MAX_LIST),
+            ("OTEL_SERVICE_NAME", MAX_SERVICE_NAME),
+        )
         problems += _resource_problems(environ)
     return list(dict.fromkeys(problems))  # OTEL_EXPORTER_OTLP_TIMEOUT once, whatever the signals
+
+
+def _length_problems(environ: Mapping[str, str], *limits: tuple[str, int]) -> list[str]:
+    """Each variable of ``limits`` longer than its ceiling (not quoted: headers hold credentials)."""
+    return [
+        f"{name}: {len(environ[name]):,} characters, more than {most:,}"
+        for name, most in limits
+        if len(environ.get(name, "")) > most
+    ]
+
+
+def _shown(text: str) -> str:
+    """A variable's text in a problem: quoted, at most 40 characters of it."""
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+
+
+def _number(value: int) -> str:
+    """A whole number in a problem: as written up to 20 digits, else how many digits it has."""
+    digits = str(value)
+    return digits if len(digits) <= 20 else f"a number of {len(digits.lstrip('-'))} digits"
 
 
 def _header_problems(signal: Signal, environ: Mapping[str, str]) -> list[str]:
@@ -155,9 +199,9 @@ def _timeout_problem(text: str) -> str | None:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        return f"{text!r} is not a positive number"
+        return f"{_shown(text)} is not a positive number"
     if value > DAY_SECONDS:  # 1e10 made every gRPC export fail at once with DEADLINE_EXCEEDED
-        return f"{text} is above {DAY_SECONDS:g} seconds (a day)"
+        return f"{text if len(text) <= 40 else _shown(text)} is above {DAY_SECONDS:g} seconds (a day)"
     return None
 
 
@@ -175,7 +219,7 @@ def _sampler_problems(environ: Mapping[str, str]) -> list[str]:
     if not sampler:
         return []
     if sampler.lower() not in _SAMPLERS:  # as the SDK reads it: case-blind, not stripped
-        return [f"OTEL_TRACES_SAMPLER: {sampler!r} is not supported ({', '.join(_SAMPLERS)})"]
+        return [f"OTEL_TRACES_SAMPLER: {_shown(sampler)} is not supported ({', '.join(_SAMPLERS)})"]
     if not sampler.lower().endswith("traceidratio"):
         return []
     text = environ.get("OTEL_TRACES_SAMPLER_ARG", "")
@@ -186,7 +230,7 @@ def _sampler_problems(environ: Mapping[str, str]) -> list[str]:
     except ValueError:
         ratio = math.nan
     if not 0 <= ratio <= 1:
-        return [f"OTEL_TRACES_SAMPLER_ARG: {text!r} is not a ratio from 0 to 1 (what {sampler} samples)"]
+        return [f"OTEL_TRACES_SAMPLER_ARG: {_shown(text)} is not a ratio from 0 to 1 (what {sampler} samples)"]
     return []
 
 
@@ -194,8 +238,11 @@ __all__ = [
     "DAY_MS",
     "DAY_SECONDS",
     "MAX_COUNT_LIMIT",
+    "MAX_ENDPOINT",
     "MAX_LENGTH_LIMIT",
+    "MAX_LIST",
     "MAX_QUEUE_SIZE",
+    "MAX_SERVICE_NAME",
     "Signal",
     "environment_problems",
 ]
