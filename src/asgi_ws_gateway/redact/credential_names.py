@@ -23,18 +23,43 @@ _extra_headers: set[str] = set()
 
 
 def credential_headers(document: object) -> set[str]:
-    """The header names a configuration (as plain data) reads credentials from: ``token: [{header: ...}]``."""
-    found: set[str] = set()
+    """The header names a configuration (as plain data) reads credentials from (``token: [{header: ...}]``),
+    and those it writes a client's credential to: a ``set-header`` whose value refers to one
+    (``{cookie.session}``, ``{header.x-api-key}``, a token header's) sends it upstream under a name
+    that may hold no credential word, and websockets' debug dump of the upstream handshake showed it."""
+    readers: set[str] = set()
+    writers: list[tuple[str, list[str]]] = []
+    _walk(document, readers, writers)
+    named = {header.lower() for header in readers}
+    for header, refs in writers:
+        if any(_credential_reference(ref) or _reads_header(ref, named) for ref in refs):
+            readers.add(header)
+    return readers
+
+
+def _walk(document: object, readers: set[str], writers: list[tuple[str, list[str]]]) -> None:
     if isinstance(document, dict):
-        for key, value in document.items():
-            if key == "token" and isinstance(value, list):
-                found.update(s["header"] for s in value if isinstance(s, dict) and isinstance(s.get("header"), str))
+        header, value = document.get("header"), document.get("value")
+        if isinstance(header, str) and isinstance(value, str) and "{" in value:
+            writers.append((header, [m[1] for m in _TEMPLATE_REFERENCE.finditer(value.replace("{{", ""))]))
+        for key, item in document.items():
+            if key == "token" and isinstance(item, list):
+                readers.update(s["header"] for s in item if isinstance(s, dict) and isinstance(s.get("header"), str))
             else:
-                found |= credential_headers(value)
+                _walk(item, readers, writers)
     elif isinstance(document, list):
         for item in document:
-            found |= credential_headers(item)
-    return found
+            _walk(item, readers, writers)
+
+
+_TEMPLATE_REFERENCE = re.compile(r"\{\s*([A-Za-z_]+\.[^{}|]+?)\s*(?:\|[^{}]*)?\}")
+"""A template's reference (``{header.x-api-key}``, ``{cookie.session|none}``); ``{{`` is removed first."""
+
+
+def _reads_header(ref: str, headers: set[str]) -> bool:
+    """Whether ``ref`` reads a cookie (a session id may be named ``sid``) or one of ``headers``."""
+    namespace, _, key = ref.strip().partition(".")
+    return namespace == "cookie" or (namespace == "header" and key.lower() in headers)
 
 
 CREDENTIAL_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "sig", "cred", "session", "cookie")

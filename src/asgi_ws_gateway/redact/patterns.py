@@ -21,6 +21,15 @@ _FRAGMENT_IN_TEXT = re.compile(r"(?:^|(?<=[\s\"'(\[=]))((?:[A-Za-z][A-Za-z0-9+.-
 # A JWT/JWS (three base64url segments, the first a JSON object's encoding) anywhere in text. Linear as
 # the fragment's: the first segment is taken whole whether the other two follow (group 1) or not.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}+(\.[A-Za-z0-9_-]{2,}+\.[A-Za-z0-9_-]*+)?")
+# A JWT whose header (or payload) is JSON with a blank after its "{" (``{ "alg": ...}``, pretty-printed
+# ``{\n  "alg"``): valid, and read by validate-jwt, but its first segment starts ``eyA``, ``ewo``, ``ew0``
+# or ``ewk``, not ``eyJ``; _JWT then saw only ``<payload>.<signature>`` and left the token, signature
+# and all, in clear. Each segment must start as a JSON object's encoding does; the first only where a
+# run of base64url characters starts (each run read once: linear).
+_JWT_SEGMENT_START = r"(?:eyJ|eyA|ew[o0k])"
+_SPACED_JWT = re.compile(
+    rf"(?<![A-Za-z0-9_-]){_JWT_SEGMENT_START}[A-Za-z0-9_-]++\.{_JWT_SEGMENT_START}[A-Za-z0-9_-]{{2,}}+\.[A-Za-z0-9_-]*+"
+)
 # A URL's userinfo anywhere in text, also percent-encoded as servers log a request target
 # (``http%3A//user%3Apassword%40host``): the password, or a user name alone (it may be a token).
 # The userinfo runs to the authority's last "@" (as URL parsers read it): an "@", a quote or a

@@ -16,6 +16,7 @@ from .patterns import (
     _NAMED_VALUE,
     _QUERY_IN_TEXT,
     _SCHEME_CREDENTIAL,
+    _SPACED_JWT,
     _USER_ONLY,
     _USERINFO,
     _fewest,
@@ -93,7 +94,11 @@ def redact_text(text: str) -> str:
     if "//" in text and ("@" in text or "%40" in text):
         text = _USERINFO.sub(rf"\1\2{REDACTED}\3", text)
         text = _USER_ONLY.sub(lambda m: m[0] if m[0].endswith(REDACTED) else REDACTED, text)
-    return _JWT.sub(_redacted_jwt, text) if "eyJ" in text else text  # every match starts so: no scan without it
+    if "eyJ" in text:  # every match starts so: no scan without it
+        text = _JWT.sub(_redacted_jwt, text)
+    if ".ew" in text or ".eyA" in text or ".eyJ" in text:  # every match holds one: its second segment's start
+        text = _SPACED_JWT.sub(REDACTED, text)
+    return text
 
 
 def redact_free_text(text: str) -> str:

@@ -12,7 +12,9 @@ After a failure the store answers :class:`StoreUnavailable` at once for ``retry_
 instead of making every handshake wait for a timeout; then one call tries Redis again while the
 others still answer at once, and calls that were waiting for a connection when the failure came
 answer at once too. The log has one line when an outage starts (then one per
-``OutageLog.interval`` with how many calls failed) and one when Redis answers again.
+``OutageLog.interval`` with how many calls failed) and one when Redis answers again. A ``READONLY``
+answer (a master demoted to a replica behind the same address) also closes the connections it may
+have come on, so that the next call reaches whatever the address names now.
 
 On a plain server's URL (``redis://``, ``unix://``) the scripts a handshake or a message budget
 runs go over one connection of the store's own, pipelined (:mod:`.redis_pipe`): a quarter of the
@@ -31,9 +33,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from .._context import HANDSHAKE
 from ..log_throttle import OutageLog
@@ -246,6 +249,8 @@ class RedisState:
                     slots.release()
         except REDIS_FAILURES as exc:  # an outage of this call, never a 500 for the handshake
             if not _about_its_key(exc):
+                if isinstance(exc, ReadOnlyError):
+                    await self._forget_connections()
                 self._failed(exc)
                 raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
             refused = exc
@@ -266,6 +271,15 @@ class RedisState:
                 logger.warning("Redis store: %d call(s) failed on what their key holds: %s", count, refused)
             raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
         return read(result)
+
+    async def _forget_connections(self) -> None:
+        """Close redis-py's pooled connections: Redis answered READONLY, the master they reached is a
+        replica now (failed over behind the same address). redis-py's plain client kept them, and every
+        renewal failed for good though a new connection reached the new master (its Sentinel client
+        does this itself; a cluster's follows ``MOVED``)."""
+        if type(self._redis) is Redis:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self._redis.connection_pool.disconnect()
 
     @property
     def failing(self) -> bool:

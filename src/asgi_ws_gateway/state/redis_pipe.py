@@ -12,7 +12,9 @@ its reply; a reply that late, or a connection lost, closes the connection, fails
 waiting on it (each with its own :class:`redis.exceptions.TimeoutError` or ``ConnectionError``)
 and each of them is sent once more on a fresh connection (the scripts count an attempt sent twice
 once). An error reply is its caller's alone, mapped to redis-py's exception classes; ``NOSCRIPT``
-(a Redis restarted or flushed) sends that call again as ``EVAL``, which caches the script.
+(a Redis restarted or flushed) sends that call again as ``EVAL``, which caches the script; ``READONLY``
+(a master demoted to a replica behind the same address) closes the connection and sends the call
+once more on a fresh one, which may reach the new master.
 
 Only for plain ``redis://`` and ``unix://`` URLs without query options (:func:`pipe_for`); TLS,
 Cluster and Sentinel keep redis-py's clients, which find nodes and follow failovers.
@@ -29,7 +31,7 @@ from typing import Any, cast
 
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = int | str | bytes
@@ -131,10 +133,28 @@ class ScriptPipe:
                     return await connection.call(command)
                 except NoScriptError:  # Redis lost its scripts (a restart, SCRIPT FLUSH): EVAL caches it again
                     return await connection.call(script.command(keys, args, full=True))
+            except ReadOnlyError:
+                # The server this connection reaches is a replica now: failed over behind this address
+                # (a DNS name, a virtual IP), as redis-py's Sentinel client reads it. The connection
+                # was kept, and every call answered READONLY for good though a fresh connection
+                # reached the new master. Nothing was written (a replica refuses the first write).
+                self._drop(connection, ConnectionError("the server is a read-only replica now"))
+                if attempt == 2:
+                    raise
             except (ConnectionError, RedisTimeoutError, OSError):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _drop(self, connection: _Connection | None, reason: Exception) -> None:
+        """Close ``connection`` (the calls still on it fail with ``reason`` and are sent again); the next
+        call opens another."""
+        if connection is None:
+            return
+        if self._connection is connection:
+            self._connection = None
+        if not connection.closed:
+            connection.close(reason)
 
     async def aclose(self) -> None:
         self._closed = True
