@@ -60,6 +60,11 @@ _UNGUARDED_SERVER = (
 """Logged once, at the first handshake served without the gateway's WebSocket protocol."""
 
 
+def _credential_headers(config: GatewayConfig) -> set[str]:
+    """The headers ``config`` reads credentials from or writes a client's credential to (never logged)."""
+    return {*config.subscription_key.headers, *redact.credential_headers(config.model_dump())}
+
+
 class WebSocketGateway(AdmissionChecks):
     """Proxies the WebSocket APIs of a configuration; every other scope goes to ``app`` untouched.
 
@@ -114,8 +119,7 @@ class WebSocketGateway(AdmissionChecks):
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(policies)
-        redact.add_sensitive_headers(self.config.subscription_key.headers)
-        redact.add_sensitive_headers(redact.credential_headers(self.config.model_dump()))
+        redact.add_sensitive_headers(_credential_headers(self.config))
         for warning in [*config_warnings(self.config), *policies.warnings]:
             logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
@@ -181,6 +185,8 @@ class WebSocketGateway(AdmissionChecks):
                 load_policies, config, store=self._same_store, previous=getattr(self, "_policies", None)
             )
             new = policies.config
+            # A change may bring a token header, or a set-header copying a credential: redacted from now on.
+            redact.add_sensitive_headers(await asyncio.to_thread(_credential_headers, new))
             for warning in policies.warnings:
                 logger.warning("%s", warning)
             old_apis = {name: api.config for name, api in self._apis.items()}
