@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 from asgi_ws_gateway import ConfigError, WebSocketGateway, json_schema, load_config
 from asgi_ws_gateway import plugins as plugins_module
-from asgi_ws_gateway.plugins import PLUGINS_ENV, load_plugins, plugins_from_env
+from asgi_ws_gateway.plugins import MAX_MODULE, MAX_PLUGINS, PLUGINS_ENV, load_plugins, plugins_from_env
 from asgi_ws_gateway.policies.base import REGISTRY
 from asgi_ws_gateway.policies.message_base import MESSAGE_REGISTRY
 from asgi_ws_gateway.standalone import CONFIG_ENV
@@ -307,3 +307,20 @@ def test_re_importing_a_plugin_keeps_its_types(plugin_dir: Path) -> None:
     load_plugins([name])
     importlib.reload(sys.modules[name])
     assert REGISTRY["tenant-gate"].__module__ == name
+
+
+def test_plugins_from_the_environment_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$ASGI_WS_GATEWAY_PLUGINS`` set directly (outside ``run``): as many modules, and as long names, as
+    the configuration's ``plugins`` takes; a longer name is never quoted."""
+    from asgi_ws_gateway.config import limits
+
+    assert (MAX_PLUGINS, MAX_MODULE) == (limits.MAX_PLUGINS, limits.MAX_MODULE)
+    monkeypatch.setenv(PLUGINS_ENV, ",".join(f"m{i}" for i in range(MAX_PLUGINS + 1)))
+    with pytest.raises(ConfigError, match=f"65 modules: at most {MAX_PLUGINS}"):
+        load_plugins(plugins_from_env(), field="--plugin")
+    long_name = "a" * 100_000
+    monkeypatch.setenv(PLUGINS_ENV, long_name)
+    with pytest.raises(ConfigError) as caught:
+        load_plugins(plugins_from_env(), field="--plugin")
+    assert "100,000 characters: at most 256" in str(caught.value)
+    assert long_name[:300] not in str(caught.value)

@@ -29,6 +29,11 @@ PLUGINS_ENV = "ASGI_WS_GATEWAY_PLUGINS"
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 """An absolute dotted module name (no relative imports, no ``module:attribute``)."""
 
+MAX_PLUGINS = 64
+"""Plugin modules one process imports (config.limits.MAX_PLUGINS: the configuration's ``plugins``, ``--plugin``)."""
+MAX_MODULE = 256
+"""Characters of a plugin's module name (config.limits.MAX_MODULE)."""
+
 _loaded: set[str] = set()
 
 
@@ -46,7 +51,12 @@ def load_plugins(modules: Sequence[str], *, field: str = "plugins", allow_import
         ConfigError: naming every module that could not be imported, with its error.
     """
     problems: list[str] = []
+    if len(modules) > MAX_PLUGINS:  # $ASGI_WS_GATEWAY_PLUGINS is read here unchecked by argparse or the models
+        raise ConfigError([f"{field}: {len(modules):,} modules: at most {MAX_PLUGINS}"])
     for i, name in enumerate(modules):
+        if len(name) > MAX_MODULE:  # never quoted: a problem line of megabytes
+            problems.append(f"{field}[{i}]: a name of {len(name):,} characters: at most {MAX_MODULE}")
+            continue
         where = f"{field}[{i}]" if field.isidentifier() else f"{field} {name}"
         if name in _loaded:
             continue
@@ -78,4 +88,12 @@ def loaded_plugins() -> list[str]:
     return sorted(_loaded)
 
 
-__all__ = ["MODULE_NAME", "PLUGINS_ENV", "load_plugins", "loaded_plugins", "plugins_from_env"]
+__all__ = [
+    "MAX_MODULE",
+    "MAX_PLUGINS",
+    "MODULE_NAME",
+    "PLUGINS_ENV",
+    "load_plugins",
+    "loaded_plugins",
+    "plugins_from_env",
+]
