@@ -102,7 +102,11 @@ class LiveConnections:
         if reply.get("busy"):
             raise Conflict(f"connection '{command['id']}' has not yet read the last message sent to it: one at a time")
         if not reply.get("done"):
-            raise Conflict(f"connection '{command['id']}' is closing")
+            # (Only a send is not done.) A spliced connection takes the gateway's message between messages
+            # only: while its upstream is part way through one, the answer was "is closing", which it was not.
+            raise Conflict(
+                f"connection '{command['id']}' is closing, or its upstream is part way through a message: try again"
+            )
         return str(reply.get("worker", self.bus.worker))
 
     async def answer(self, command: Command) -> Command | None:

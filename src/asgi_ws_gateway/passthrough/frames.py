@@ -405,6 +405,11 @@ class FrameScanner:
             self.remaining = length
             if length == 0:
                 self._frame_done()
+        if self.halted and not self.sealed and not self.remaining and not self.cut:
+            # The frame in flight ended with this read (as most do): the peer may take the gateway's
+            # close now. Sealed only when the next frame's header came in the same read, the close
+            # frame waited for close_timeout and the peer was aborted without it (1006).
+            self.sealed = True
         self.interrupted = (self.halted or self.close is not None or self.too_big or self.error is not None
                             or self.held_ping is not None)  # fmt: skip
         self._fast = not (self.interrupted or self.remaining or self._head or self.in_message)
