@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from ..config.limits import MIB
+from ..config.limits import MAX_PREFIX, MIB
 from ..errors import ConfigError
 from ..middleware import WebSocketGateway
 from ..redis_client import connect
@@ -16,6 +17,7 @@ from .admin_auth import Auth, token_auth
 from .app import create_management_app
 from .bus import Bus, RedisBus
 from .errors import BadRequest, Unavailable, problem
+from .mount_path import MAX_MANAGEMENT_PATH as MAX_PATH
 from .mount_path import management_path_problem
 from .redis_store import RedisStore
 from .request_body import BodyLimits
@@ -23,6 +25,7 @@ from .service import Manager
 from .store import StateStore
 
 logger = logging.getLogger(__name__)
+_PREFIX = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_PREFIX}}}")
 
 
 def find_gateway(app: Any) -> WebSocketGateway:
@@ -96,8 +99,12 @@ class GatewayManagement:
         sample_interval: float = 5.0,
         sample_window: float = 900.0,
     ) -> None:
+        if len(path) > MAX_PATH:  # not quoted: $ASGI_WS_GATEWAY_MANAGEMENT_PATH may be set to anything
+            raise ValueError(f"the management API's path: {len(path):,} characters, at most {MAX_PATH}")
         if (path_problem := management_path_problem(path)) is not None:
             raise ValueError(f"the management API's path {path!r}: {path_problem}")
+        if not _PREFIX.fullmatch(redis_prefix):  # as store.prefix: a brace would move the keys' cluster hash tag
+            raise ValueError(f"redis_prefix: 1 to {MAX_PREFIX} letters, digits and _.:- ({len(redis_prefix):,} given)")
         if max_body_size <= 0 or body_timeout <= 0:
             raise ValueError("max_body_size and body_timeout must be positive")
         if not 0 < sample_interval <= sample_window:

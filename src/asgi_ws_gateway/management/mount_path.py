@@ -15,6 +15,10 @@ import re
 _SENT_AS_WRITTEN = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+")
 
 
+MAX_MANAGEMENT_PATH = 256
+"""Characters of the management API's path (``--management``, ``$ASGI_WS_GATEWAY_MANAGEMENT_PATH``)."""
+
+
 def management_path_problem(path: str) -> str | None:
     """Why ``path`` cannot be the management API's (``None`` when it can), leading and trailing ``/`` aside."""
     segments = path.strip("/").split("/")
@@ -31,4 +35,4 @@ def management_path_problem(path: str) -> str | None:
     return None
 
 
-__all__ = ["management_path_problem"]
+__all__ = ["MAX_MANAGEMENT_PATH", "management_path_problem"]

@@ -22,6 +22,8 @@ PATH_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PATH"
 PORT_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PORT"
 STATE_ENV = "ASGI_WS_GATEWAY_STATE"
 PREFIX_ENV = "ASGI_WS_GATEWAY_REDIS_PREFIX"
+MAX_STATE_PATH = 4096
+"""Characters of ``$ASGI_WS_GATEWAY_STATE``: Linux's ``PATH_MAX``, as ``run --state``."""
 
 
 def _port(raw: str | None) -> int | None:
@@ -49,7 +51,10 @@ def create_app() -> GatewayManagement:
     port = _port(os.environ.get(PORT_ENV))
     store = None
     if redis_url is None:
-        store = FileStore(os.environ.get(STATE_ENV) or default_state_file(os.environ[CONFIG_ENV]))
+        state = os.environ.get(STATE_ENV)
+        if state is not None and len(state) > MAX_STATE_PATH:  # as run's --state; never quoted
+            raise RuntimeError(f"{STATE_ENV}: {len(state):,} characters, at most {MAX_STATE_PATH} (PATH_MAX)")
+        store = FileStore(state or default_state_file(os.environ[CONFIG_ENV]))
     return GatewayManagement(
         create_gateway(),
         admin_token=token,
