@@ -175,7 +175,7 @@ class HandshakeContext:
 
         Raises:
             HandshakeDenied: 500 when a change cannot apply to this backend (a misconfiguration);
-                400 when the client's values made a request that cannot be sent (see ``request_checks``).
+                400 when the client's values made a request that cannot be sent (see ``upstream.checks``).
         """
         request = build_request(api, upstream, self.request.scope, dict(self.request.path_params),
                                 trust_forwarded=self.request.peer_is_trusted_proxy,

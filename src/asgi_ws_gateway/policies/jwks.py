@@ -251,12 +251,15 @@ class JwksCache:
         self._task = loop.create_task(self._do_refresh(future))
 
     async def _refresh(self) -> None:
-        inflight = self._inflight
-        if inflight is not None and self._joinable():
-            await asyncio.shield(inflight)
-            return
-        future = self._inflight = asyncio.get_running_loop().create_future()
-        await self._do_refresh(future)
+        # The fetch runs in a task of its own, every handshake waiting on it shielded: run in the task
+        # of the handshake that started it, it was cancelled with it (its client gone, its
+        # policy_timeout): the handshakes that had joined it found no keys (503), and every handshake
+        # for the next second too, without a fetch (RETRY_INTERVAL); a refresh for a rotated key's new
+        # kid, cut so, kept that key out for min_refresh_interval.
+        if self._inflight is None or not self._joinable():
+            self._start_refresh()
+        assert self._inflight is not None
+        await asyncio.shield(self._inflight)
 
     async def _do_refresh(self, future: asyncio.Future[None]) -> None:
         self._attempted_at = self.clock()

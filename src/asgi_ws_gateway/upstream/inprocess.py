@@ -63,7 +63,7 @@ def _app_scope(request: UpstreamRequest) -> Scope:
     scope.update(
         root_path="",
         state=dict(client.get("state") or {}),  # the lifespan state, a copy as servers give each connection
-        # ASGI's path is decoded; request_checks refused encoded separators and dot segments, so
+        # ASGI's path is decoded; upstream.checks refused encoded separators and dot segments, so
         # decoding cannot change the path's shape.
         path=unquote(path),
         raw_path=path.encode("latin-1"),

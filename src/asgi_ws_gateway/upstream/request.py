@@ -26,7 +26,7 @@ def fill_template(template: str, params: dict[str, str]) -> str:
     """Substitute ``{name}`` placeholders with percent-encoded path parameter values.
 
     Every character that could end the segment (``/``, ``?``, ``#``, ``%``, ``\\``) is encoded;
-    values that would be a dot segment are refused earlier (``request_checks.check_path_params``).
+    values that would be a dot segment are refused earlier (``upstream.checks.check_path_params``).
     """
     for name, value in params.items():
         template = template.replace("{" + name + "}", quote(value, safe=""))
