@@ -55,7 +55,8 @@ class CredentialExpirySettings(PolicySettings):
     refresh_limit: int = Field(
         default=5,
         ge=1,
-        description="Refresh messages a connection may send per refresh_window; more are dropped "
+        le=10_000,
+        description="Refresh messages a connection may send per refresh_window (1 to 10000); more are dropped "
         "unchecked (refresh_rate_limited).",
     )
     refresh_window: float = Field(

@@ -117,7 +117,7 @@ class QuotaSettings(StoreErrorSettings):
     """``quota-by-key``: at most ``limit`` handshakes per calendar ``period`` (UTC) per key."""
 
     key: str = Field(description="Template of the counter key, e.g. '{subscription.id}'.")
-    limit: int = Field(gt=0, description="Handshakes admitted per period.")
+    limit: int = Field(gt=0, le=1_000_000_000, description="Handshakes admitted per period (1 to 10**9).")
     period: Period = Field(default="day", description="minute, hour, day, week (from Monday) or month; UTC.")
     status: Literal[403, 429] = Field(default=429, description="Status when the quota is spent.")
 
@@ -160,7 +160,9 @@ class ConcurrencySettings(StoreErrorSettings):
     """``limit-concurrency``: at most ``max`` open connections per key, across workers and hosts."""
 
     key: str = Field(description="Template of the key, e.g. '{jwt.sub}', '{subscription.id}', '{client.network}'.")
-    max: int = Field(gt=0, description="Open connections allowed per key.")
+    max: int = Field(
+        gt=0, le=10_000_000, description="Open connections allowed per key (1 to 10**7, as max_connections)."
+    )
     lease_ttl: float = Field(
         default=30.0,
         ge=1,

@@ -44,7 +44,11 @@ _SOME_READERS = (
 class LimitMessageSizeSettings(PolicySettings):
     """``limit-message-size``: messages larger than ``max`` bytes are refused."""
 
-    max: int = Field(gt=0, description="Largest message in bytes (a text message: its UTF-8 length).")
+    max: int = Field(
+        gt=0,
+        le=2**30,
+        description="Largest message in bytes (a text message: its UTF-8 length; 1 to 2**30, as max_message_size).",
+    )
     action: Literal["close", "drop"] = Field(
         default="close",
         description="close: 1009 to the sender and 1001 to the other side; drop: drop it and answer the sender.",

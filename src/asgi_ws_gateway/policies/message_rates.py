@@ -50,8 +50,10 @@ MIN_WAIT = 0.001
 class RateLimitMessagesSettings(StoreErrorSettings):
     """``rate-limit-messages``: at most ``messages`` messages and ``bytes`` bytes per ``window`` seconds."""
 
-    messages: int | None = Field(default=None, gt=0, description="Messages per window.")
-    bytes: int | None = Field(default=None, gt=0, description="Payload bytes per window (UTF-8 length of text).")
+    messages: int | None = Field(default=None, gt=0, le=1_000_000_000, description="Messages per window (1 to 10**9).")
+    bytes: int | None = Field(
+        default=None, gt=0, le=2**40, description="Payload bytes per window (UTF-8 length of text; 1 to 2**40)."
+    )
     window: float = Field(
         default=1.0,
         ge=0.01,  # 1e-300 counted nothing; 10 ms is about the event loop's timer resolution
