@@ -8,6 +8,7 @@ that is not behind a trusted proxy cannot choose its address by sending these he
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,18 +168,37 @@ def parse_network(text: str) -> IPNetwork:
 
 
 class Networks:
-    """A set of networks, tested per address family."""
+    """A set of networks, tested per address family in logarithmic time: an address is looked up among
+    the networks' merged ranges (a linear walk cost 0.22 ms per miss at 1,024 ``ip-filter`` entries, and a
+    forwarding chain is checked hop by hop)."""
 
     def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
         parsed = [n if not isinstance(n, str) else parse_network(n) for n in networks]
         self.v4 = [n for n in parsed if n.version == 4]
         self.v6 = [n for n in parsed if n.version == 6]
+        self._ranges = {4: _ranges(self.v4), 6: _ranges(self.v6)}
 
     def __bool__(self) -> bool:
         return bool(self.v4 or self.v6)
 
     def __contains__(self, address: IPAddress) -> bool:
-        return any(address in n for n in (self.v4 if address.version == 4 else self.v6))
+        starts, ends = self._ranges[address.version]
+        number = int(address)
+        at = bisect.bisect_right(starts, number) - 1
+        return at >= 0 and number <= ends[at]
+
+
+def _ranges(networks: Sequence[IPNetwork]) -> tuple[list[int], list[int]]:
+    """The first and last addresses of ``networks`` merged (sorted, disjoint): what :class:`Networks` bisects."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in sorted((int(n.network_address), int(n.broadcast_address)) for n in networks):
+        if ends and start <= ends[-1] + 1:  # overlapping or adjacent: one range
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
 
 
 def forwarded_chain(values: Sequence[str], header: Literal["x-forwarded-for", "forwarded"]) -> list[str]:
@@ -259,6 +279,11 @@ def _is_node(written: str) -> bool:
     return node[0] != "[" or parse_reported_ip(node) is not None  # IPv6 in brackets; digits checked there
 
 
+MAX_TRUSTED_HOPS = 32
+"""Hops a chain of trusted proxies may report (a CDN, a load balancer and an ingress are three); past it
+the client is :data:`UNKNOWN_CLIENT`."""
+
+
 def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> list[str]:
     """The hops trusted proxies vouch for, the client first and the ``peer`` not included: ``chain``
     read from the right while the hop that reported each is trusted; a hop that is not an address
@@ -267,6 +292,12 @@ def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> li
     current = peer
     for hop in reversed(chain):
         if current not in trusted:
+            break
+        if len(hops) == MAX_TRUSTED_HOPS:
+            # More proxies vouched for than any real chain has: the hops were written by a client
+            # whose every entry lies in a trusted network, each one more parse and look-up per
+            # handshake (2,000 hops: 12 ms). What is further left is no one's word: unknown.
+            hops.append(UNKNOWN_CLIENT)
             break
         reported = parse_reported_ip(hop)
         if reported is None:
@@ -348,6 +379,7 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
 
 
 __all__ = [
+    "MAX_TRUSTED_HOPS",
     "UNKNOWN_CLIENT",
     "IPAddress",
     "IPNetwork",
