@@ -65,7 +65,7 @@ class GatewayConfig(ConfigModel):
         default_factory=list,
         max_length=MAX_NETWORKS,
         description="Addresses or networks of proxies whose forwarding header names the client (client.ip); at "
-        "most 256: each hop a forwarding header names is checked against each of them in turn.",
+        "most 1,024 (a forwarding header is read 32 hops deep at most).",
     )
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
         default="x-forwarded-for", description="The header trusted proxies put the client address in."
