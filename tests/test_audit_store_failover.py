@@ -7,8 +7,8 @@ connection: every call failed for good, though a new connection reached the new 
 fail-open or fail-closed, every renewal failing, until the process restarted). Now a ``READONLY``
 answer closes the connection it came on, as redis-py's Sentinel client does, and the next call
 reaches the new master. Two private Redis servers, behind a proxy whose target moves (its
-``target`` is read for each new connection). The management state's store still keeps its
-connections: its test is an ``xfail`` until ``management/redis_store.py`` does the same.
+``target`` is read for each new connection). The management state's store kept its
+connections too; now it empties redis-py's pool on ``READONLY`` and sends the call once more.
 """
 
 from __future__ import annotations
@@ -144,11 +144,6 @@ async def test_a_keeper_through_the_failover_warns_once_and_renews_again(
     assert len(renew_lines) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="management/redis_store.py keeps redis-py's connections to the demoted master (reported: "
-    "RedisStore._call should empty the pool on ReadOnlyError, as RedisState does)",
-)
 async def test_the_management_state_is_written_on_the_new_master(
     failover: tuple[RedisServer, RedisServer, DelayingProxy],
 ) -> None:
@@ -169,3 +164,29 @@ async def test_the_management_state_is_written_on_the_new_master(
         assert saved.revision >= 1
     finally:
         await store.aclose()
+
+
+async def test_answers_again_is_logged_only_when_the_master_takes_writes(
+    failover: tuple[RedisServer, RedisServer, DelayingProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the address still names the demoted master (it answers PING, refuses writes), the log does not
+    say "answers again"; once it names the new master, it says so once."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.state")
+    old, new, proxy = failover
+    store = RedisState(proxy.url, prefix=unique_prefix(), retry_interval=0.05)
+    key = store_key(store.prefix, "conc", "t", "alice")
+    client = Redis.from_url(old.url)
+    try:
+        assert (await store.acquire(key, "before", 5, 30.0)).allowed
+        await client.replicaof("127.0.0.1", new.port)  # the address still reaches it: a replica now
+        with pytest.raises(StoreUnavailable):
+            await store.acquire(key, "during", 5, 30.0)
+        await asyncio.sleep(1.0)  # the store's probe tries it every 0.05 s meanwhile
+        assert store.failing
+        assert not [r for r in caplog.records if r.getMessage() == "Redis store answers again"]
+        proxy.target = ("127.0.0.1", new.port)
+        assert (await _until_answered(lambda: store.acquire(key, "after", 5, 30.0))).allowed
+    finally:
+        await store.aclose()
+        await client.aclose()
+    assert len([r for r in caplog.records if r.getMessage() == "Redis store answers again"]) == 1

@@ -9,6 +9,15 @@ answers by pushing onto a list of the caller's (``BLPOP``), which outlives a mis
 On Redis Cluster a plain ``PUBLISH`` counts only the subscribers of the node it ran on, so the bus
 uses sharded pub/sub there: ``SPUBLISH``/``SSUBSCRIBE`` both go to the master of the channel's slot,
 whose count is every worker. Reply lists share the ``{mgmt}`` hash tag, so they live on that slot too.
+
+A master demoted to a replica behind the bus's address (a managed Redis failing over) keeps its
+clients: a subscriber there still hears what the new master publishes (replicas get ``PUBLISH``), but
+the new master's ``PUBLISH`` does not count it, so no answer of its was awaited; and a publisher whose
+pooled connection reached it published to it alone, then had ``READONLY`` for every reply list. Each
+worker checks every ``check_interval`` seconds that the server its pool reaches takes writes and counts
+its subscription (a write a replica refuses, and a ``PUBLISH`` on a channel of its own): if not, it
+empties the pool and subscribes again. After any new subscription (a Redis restarted, a failover)
+the worker runs a ``resync``: what was published meanwhile is lost, the configuration is caught up.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from logging import DEBUG, WARNING
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, ReadOnlyError, ResponseError
 
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis
@@ -106,8 +115,9 @@ class RedisBus:
         prefix: namespace of the channel and keys (default ``asgi-ws-gw``).
     """
 
-    def __init__(self, client: AnyRedis, *, prefix: str = "asgi-ws-gw") -> None:
+    def __init__(self, client: AnyRedis, *, prefix: str = "asgi-ws-gw", check_interval: float = 5.0) -> None:
         self.client = client
+        self.check_interval = check_interval
         self.sharded = isinstance(client, redis.RedisCluster)
         self.worker = f"{worker_id()}:{uuid.uuid4().hex[:6]}"
         self.channel = f"{prefix}:{{mgmt}}:bus"
@@ -120,8 +130,16 @@ class RedisBus:
         self._lost = False  # Redis was lost and the bus has not subscribed again since
         self._ignored = OutageLog()  # messages on the channel that are not commands
         self._closing = False
+        self._handler: Handler | None = None
+        self._check_channel = f"{self.channel}:{self.worker}"  # what the check publishes: this worker's alone
+        self._probe_key = f"{prefix}:{{mgmt}}:reply:probe"  # written by no one: the check's PEXPIRE finds nothing
+        self._stale = False  # the subscription is on a server that is no longer the master: subscribe again
+        self._checker: asyncio.Task[None] | None = None
+        self._uncounted = 0  # checks in a row that found the subscription uncounted (a proxy may never count it)
+        self._stale_lines = OutageLog()
 
     async def start(self, handler: Handler) -> None:
+        self._handler = handler
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
         try:
             async with asyncio.timeout(10):
@@ -137,6 +155,7 @@ class RedisBus:
         with contextlib.suppress(asyncio.CancelledError):
             await self._listener
         self._listener = None
+        await self._stop_checker()
         raise Unavailable(f"cannot join the management bus: {problem}")
 
     async def publish(self, command: Command) -> None:
@@ -144,8 +163,64 @@ class RedisBus:
 
     async def _publish(self, data: str) -> int:
         if isinstance(self.client, redis.RedisCluster):
-            return int(await _call(self.client.spublish(self.channel, data)))
-        return int(await _call(self.client.publish(self.channel, data)))
+            return int(await self._call(self.client.spublish(self.channel, data)))
+        return int(await self._call(self.client.publish(self.channel, data)))
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """:func:`_call`; a ``READONLY`` answer (a demoted master's connection, pooled) empties the pool and
+        makes the subscription, which was opened as those connections were, subscribe again."""
+        try:
+            return await _call(call)
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, ReadOnlyError):
+                await self._forget_connections()
+            raise
+
+    async def _forget_connections(self) -> None:
+        if type(self.client) is redis.Redis:  # Sentinel's client reconnects by itself; a cluster's follows MOVED
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.client.connection_pool.disconnect()
+            self._stale = True
+
+    async def _check(self) -> None:
+        """Every ``check_interval`` while subscribed (plain and Sentinel clients): whether the server the pool
+        reaches takes writes and counts this worker's subscription; if not, subscribe again (see the module)."""
+        while True:
+            await asyncio.sleep(self.check_interval)
+            if self._stale or self._lost or not self._subscribed.is_set():
+                continue
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.pexpire(self._probe_key, 1)  # a write: READONLY on a replica, nothing on the master
+                    pipe.publish(self._check_channel, "")
+                    written, counted = await pipe.execute(raise_on_error=False)
+            except REDIS_FAILURES:  # Redis lost: the listener finds out and subscribes again
+                continue
+            if isinstance(written, ReadOnlyError):
+                await self._forget_connections()
+                self._stale_line("the server its connections reach is a read-only replica now")
+            elif isinstance(counted, int) and counted == 0:
+                self._uncounted += 1
+                if self._uncounted == 2:  # twice in a row, the second right after subscribing: a proxy
+                    logger.warning("management bus: PUBLISH does not count this worker's subscription (a proxy?); "
+                                   "no longer checking that it is on the master")  # fmt: skip
+                if self._uncounted <= 1:
+                    self._stale = True
+                    self._stale_line("the master does not count its subscription (failed over)")
+            elif isinstance(counted, int):
+                self._uncounted = 0
+
+    def _stale_line(self, why: str) -> None:
+        count = self._stale_lines.event()
+        if count:
+            logger.warning("management bus: %s; subscribing again (%d time(s) since the last such line)", why, count)
+
+    async def _stop_checker(self) -> None:
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
 
     async def gather(
         self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
@@ -157,7 +232,7 @@ class RedisBus:
         deadline = loop.time() + wait
         try:
             while len(replies) < expected and (left := deadline - loop.time()) > 0:
-                item = await _call(self.client.blpop([reply_to], timeout=left))
+                item = await self._call(self.client.blpop([reply_to], timeout=left))
                 if item is None:
                     break
                 replies.append(json.loads(item[1]))
@@ -182,12 +257,15 @@ class RedisBus:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        await self._stop_checker()
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
         await self.client.aclose()
 
     async def _listen(self, handler: Handler) -> None:
+        if not self.sharded and self.check_interval > 0:
+            self._checker = asyncio.create_task(self._check(), name="management-bus-check")
         while True:
             pubsub = self.client.pubsub()
             try:
@@ -198,6 +276,8 @@ class RedisBus:
                     task = asyncio.create_task(self._run(handler, command))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
+            except _Stale:  # on a demoted master: subscribe again at once, on a connection to the new one
+                self._lost = True
             except Exception as exc:  # the listener must outlive whatever Redis sends
                 # Redis lost, or an answer redis-py could not read: subscribe again. Had the listener
                 # ended, this worker would have heard no command again, silently. One warning per
@@ -212,10 +292,8 @@ class RedisBus:
                 logger.log(level, "management bus: lost Redis (%s: %s); resubscribing in 1 s", type(exc).__name__, exc)
                 self._lost = True
                 await asyncio.sleep(1)
-                # Commands published meanwhile are lost; a resync catches up on configuration.
-                task = asyncio.create_task(self._run(handler, {"op": "resync"}))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                # Commands published meanwhile are lost; a resync once subscribed again catches up on
+                # configuration (run before the subscription, it missed a change saved in between).
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
@@ -249,13 +327,21 @@ class RedisBus:
         a refusal (an ACL without pub/sub), and until the confirmation a command published may be missed.
         """
         if not self.sharded:
-            await pubsub.subscribe(self.channel)
-            async for message in pubsub.listen():
+            self._stale = False
+            await pubsub.subscribe(self.channel, self._check_channel)
+            confirmed = False
+            while not self._stale:
+                message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                if message is None or message["channel"] != self.channel:
+                    continue
                 if message["type"] == "subscribe":
-                    self._on_subscribed()
+                    # Again on this pubsub: redis-py reconnected and subscribed again by itself (a Redis
+                    # restarted while it retried): what was published meanwhile was lost.
+                    self._on_subscribed(again=confirmed)
+                    confirmed = True
                 elif message["type"] == "message":
                     yield message["data"]
-            return
+            raise _Stale
         cluster: redis.RedisCluster = self.client  # type: ignore[assignment]
         await cluster.initialize()  # a cold cluster client does not know yet which node owns the slot
         if self._subscribed.is_set():
@@ -271,13 +357,20 @@ class RedisBus:
                 self._on_subscribed()
             elif message["type"] == "smessage":
                 yield message["data"]
+            elif message["type"] == "sunsubscribe":  # Redis's, as its slot moved or its master was demoted
+                raise ConnectionError("Redis ended the sharded subscription (the slot moved or failed over)")
 
-    def _on_subscribed(self) -> None:
+    def _on_subscribed(self, *, again: bool = False) -> None:
         self._subscribed.set()
         self._settled.set()
         if self._lost:
             logger.warning("management bus: subscribed again")
             self._lost = False
+            again = True
+        if again and self._handler is not None:  # commands published meanwhile are lost: catch up
+            task = asyncio.create_task(self._run(self._handler, {"op": "resync"}))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _run(self, handler: Handler, command: Command) -> None:
         try:
@@ -287,11 +380,15 @@ class RedisBus:
                 async with self.client.pipeline(transaction=False) as pipe:
                     pipe.rpush(reply_to, json.dumps({**answer, "worker": self.worker}))
                     pipe.expire(reply_to, 60)
-                    await _call(pipe.execute())
+                    await self._call(pipe.execute())
         except Unavailable as exc:  # Redis failed (logged where it failed): the caller hears one answer less
             logger.debug("management bus: command %r not run: %s", command.get("op"), exc.__cause__ or exc)
         except Exception:
             logger.exception("management bus: command %r failed", command.get("op"))
+
+
+class _Stale(Exception):
+    """The subscription is on a server that is no longer the master: subscribe again."""
 
 
 async def _call(call: Awaitable[T]) -> T:

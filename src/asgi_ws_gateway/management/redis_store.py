@@ -10,18 +10,25 @@ the Redis client sends again (after a timeout or a dropped connection, when the 
 been applied) is recognised as done, not applied twice.
 
 Redis down, timing out or failing over is :class:`~.errors.Unavailable` (a 503 with ``Retry-After``
-from the management API), never a 500.
+from the management API), never a 500. A ``READONLY`` answer (a master demoted to a replica behind the
+same address, as managed Redis services fail over) closes the pooled connections, which still reach
+the old master, and the call is sent once more on a fresh one: nothing was written (a replica refuses
+the first write), and a save sent again carries the same attempt id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ReadOnlyError
 
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .errors import Unavailable
@@ -125,8 +132,23 @@ class RedisStore:
                 return await operation()
             except AttributeError:  # redis-py's cluster race (``REDIS_FAILURES``): once more, on a sound connection
                 return await operation()
+            except ReadOnlyError:
+                # The pooled connections reach a master demoted to a replica behind this address: redis-py's
+                # plain client kept them, and every change was a 503 until the process restarted. Its
+                # Sentinel client reconnects by itself; a cluster's follows MOVED.
+                if type(self.client) is not Redis:
+                    raise
+                await self._forget_connections()
+                return await operation()
         except REDIS_FAILURES as exc:
+            if isinstance(exc, ReadOnlyError):  # still a replica there: the next call connects afresh too
+                await self._forget_connections()
             raise Unavailable.of("state store (Redis)", exc) from exc
+
+    async def _forget_connections(self) -> None:
+        if type(self.client) is Redis:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.client.connection_pool.disconnect()
 
     async def _initialize(self) -> None:
         # A cold cluster client sent several commands at once races while it maps the slots: map them

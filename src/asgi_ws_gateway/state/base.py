@@ -17,6 +17,31 @@ from typing import Protocol
 from ..errors import GatewayError
 from .periods import Period
 
+MAX_COUNT = 2**53
+"""The largest limit or amount a store counts: Redis's scripts count in Lua's numbers, doubles, exact up to
+2**53 (a limit of 10**30 answered ``remaining`` 0; ``reserve`` of 10**29 granted -2**63). A larger one counts
+as this many, which no counter reaches: :func:`count`."""
+MAX_WINDOW = MAX_COUNT / 1000
+"""The longest window, period or lease ttl a store keeps, in seconds (Redis keeps them in milliseconds, as
+doubles): a longer one counts as this long (285,000 years): :func:`span`."""
+
+
+def count(n: int) -> int:
+    """``n``, or :data:`MAX_COUNT` when larger (what both stores count with)."""
+    try:
+        return n if n <= MAX_COUNT else MAX_COUNT
+    except TypeError:  # not a number: left for the store to refuse, as it did
+        return n
+
+
+def span(seconds: float) -> float:
+    """``seconds``, or :data:`MAX_WINDOW` when longer; raises ``ValueError`` for NaN (no window at all)."""
+    if seconds <= MAX_WINDOW:
+        return seconds
+    if seconds != seconds:
+        raise ValueError("a window, period or ttl of NaN seconds")
+    return MAX_WINDOW
+
 
 class StoreUnavailable(GatewayError):
     """The shared store could not be reached or answered with an error (policies fail open or closed)."""
@@ -94,7 +119,12 @@ def retry_after(seconds: float) -> str:
 
 
 class Store(Protocol):
-    """Where limits are counted. Methods raise :class:`StoreUnavailable` when the store fails."""
+    """Where limits are counted. Methods raise :class:`StoreUnavailable` when the store fails.
+
+    Limits and amounts above :data:`MAX_COUNT` (2**53) count as 2**53, windows and ttls longer than
+    :data:`MAX_WINDOW` seconds as that long: what Redis's scripts count exactly (doubles); the in-memory
+    store does the same, so that both answer alike.
+    """
 
     prefix: str
 
@@ -144,4 +174,16 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["Decision", "Reservation", "Store", "StoreKeys", "StoreUnavailable", "retry_after", "store_key"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_WINDOW",
+    "Decision",
+    "Reservation",
+    "Store",
+    "StoreKeys",
+    "StoreUnavailable",
+    "count",
+    "retry_after",
+    "span",
+    "store_key",
+]

@@ -15,6 +15,13 @@ answer may just be late. Such a lease is never renewed, and is released in the b
 request late in reaching the store may have made it after the first release). So is a lease whose
 release failed, or that was released while a renewal that may re-create it was in flight. The
 background releases retry every ``retry`` seconds until each lease would have expired anyway.
+
+On closing (a shutdown), the releases still pending are tried once more; if the store answers
+"unavailable" (after a failure the Redis store answers so at once for its ``retry_interval``, 1 s),
+they are tried again every ``CLOSE_PAUSE`` seconds for at most ``CLOSE_RETRY`` seconds: a shutdown
+in that second released nothing, and the leases of every connection it closed stayed counted until
+``lease_ttl``. The keepers of one store wait so once per ``CLOSE_RETRY``: with Redis down, a second
+keeper tries once and gives up, and a shutdown does not wait for each policy in turn.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 
 from ..log_throttle import OutageLog
 from .base import Decision, Store, StoreUnavailable
@@ -32,6 +40,14 @@ MAX_ORPHANS = 10_000
 """Leases waiting for a background release, at most, per policy; past it the oldest are left to expire."""
 CALL_TIMEOUT = 5.0
 """Seconds one background release may take (the Redis store gives up sooner, at its ``timeout``)."""
+CLOSE_RETRY = 2.0
+"""Seconds :meth:`LeaseKeeper.aclose` goes on trying a store that answers "unavailable" (its retry
+window after a failure: 1 s for the Redis store), at most."""
+CLOSE_PAUSE = 0.1
+"""Seconds between those tries (each answered at once while the store waits out its window)."""
+
+_waited_in_vain: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
+"""The stores a closing keeper waited for in vain, and when (the loop's clock): another does not wait again."""
 
 
 class LeaseKeeper:
@@ -127,12 +143,35 @@ class LeaseKeeper:
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 failure = await self._release_orphans()
+                if isinstance(failure, StoreUnavailable) and self._may_wait():
+                    failure = await self._release_orphans_within(CLOSE_RETRY)
         except TimeoutError:
             failure = TimeoutError()
         if failure is not None:
             logger.warning("could not release %d concurrency lease(s) on closing (%s); each expires within %g s",
                            len(self._orphans), _describe(failure), self.ttl)  # fmt: skip
             self._orphans.clear()
+
+    def _may_wait(self) -> bool:
+        """Whether this keeper may wait for its store on closing: not if another waited for it in vain lately."""
+        with contextlib.suppress(TypeError):  # a store that takes no weak reference: waited for each time
+            waited = _waited_in_vain.get(self.store)
+            return waited is None or self._now() - waited > CLOSE_RETRY
+        return True
+
+    async def _release_orphans_within(self, seconds: float) -> Exception | None:
+        """Passes over the orphans every ``CLOSE_PAUSE`` s until one succeeds or ``seconds`` passed; the last
+        failure, if none did."""
+        deadline = self._now() + seconds
+        while True:
+            await asyncio.sleep(CLOSE_PAUSE)
+            failure = await self._release_orphans()
+            if failure is None or not self._orphans:
+                return None
+            if self._now() >= deadline:
+                with contextlib.suppress(TypeError):
+                    _waited_in_vain[self.store] = self._now()
+                return failure
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -31,7 +31,8 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from ..config.settings import StoreConfig
-from .base import Decision, Reservation, StoreUnavailable
+from .base import Decision, Reservation, StoreUnavailable, span
+from .base import count as counted
 from .periods import Period, period_bounds
 
 SWEEP_BUDGET = 8
@@ -216,6 +217,7 @@ class MemoryState:
         self._leases: _Table[_Leases] = _Table(max_keys)
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
+        limit, window = counted(limit), span(window)  # as Redis counts them (see Store)
         now = self._tick()
         entry = self._windows.entries.get(key)
         if entry is None:
@@ -236,6 +238,7 @@ class MemoryState:
         return Decision(False, 0, max(0.0, events[len(events) - limit] + window - now))
 
     async def consume(self, key: str, limit: int, period: Period) -> Decision:
+        limit = counted(limit)
         now = self._tick()
         start, end = (t.timestamp() for t in period_bounds(period, now))
         entry = self._quotas.entries.get(key)
@@ -250,6 +253,7 @@ class MemoryState:
         return Decision(True, limit - count - 1, 0.0, end)
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
+        window, requests = span(window), [(counted(amount), counted(limit)) for amount, limit in requests]
         now = self._tick()
         index = math.floor(now / window)
         end = (index + 1) * window
@@ -270,6 +274,7 @@ class MemoryState:
         return Reservation(tuple(granted), index, max(0.0, end - now))
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
+        limit, ttl = counted(limit), span(ttl)
         now = self._tick()
         entry = self._leases.entries.get(key)
         held = _live(entry, now) if entry is not None else {}
@@ -283,6 +288,7 @@ class MemoryState:
         return Decision(True, limit - len(entry.held))
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
+        ttl = span(ttl)
         now = self.clock()
         gone = 0
         for key, lease in leases:

@@ -12,7 +12,8 @@ After a failure the store answers :class:`StoreUnavailable` at once for ``retry_
 instead of making every handshake wait for a timeout; then one call tries Redis again while the
 others still answer at once, and calls that were waiting for a connection when the failure came
 answer at once too. The log has one line when an outage starts (then one per
-``OutageLog.interval`` with how many calls failed) and one when Redis answers again. A ``READONLY``
+``OutageLog.interval`` with how many calls failed) and one when Redis answers again: a call succeeded,
+or the background probe's write did (a replica answers a ``PING``, not a write). A ``READONLY``
 answer (a master demoted to a replica behind the same address) also closes the connections it may
 have come on, so that the next call reaches whatever the address names now.
 
@@ -42,7 +43,7 @@ from .._context import HANDSHAKE
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from . import redis_scripts as scripts
-from .base import Decision, Reservation, StoreUnavailable
+from .base import MAX_COUNT, MAX_WINDOW, Decision, Reservation, StoreUnavailable, count, span
 from .periods import Period
 from .redis_pipe import Arg, Script, pipe_for
 
@@ -114,6 +115,7 @@ class RedisState:
         self._key_errors = OutageLog()  # calls Redis refused because of their key's data
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._probe_key = f"{prefix}:{{probe}}"  # never written: the recovery probe's PEXPIRE finds nothing
 
     def _script(self, source: str) -> tuple[ScriptCall, Script | None]:
         """A function running the script ``source`` with its keys and arguments (and its command when
@@ -127,17 +129,17 @@ class RedisState:
 
     def hit(self, key: str, limit: int, window: float, member: str) -> Coroutine[Any, Any, Decision]:
         # Not a coroutine of its own (as the others are not): _call's, which reads the decision.
-        return self._decide("hit", self._hit, self._hit_script, key, (limit, _ms(window)), member)
+        return self._decide("hit", self._hit, self._hit_script, key, (count(limit), _ms(window)), member)
 
     def consume(self, key: str, limit: int, period: Period) -> Coroutine[Any, Any, Decision]:
         # The attempt's id: redis-py sends the same arguments again when it retries the call.
-        args: list[Arg] = [limit, period, os.urandom(16).hex(), self._remembered_ms]
+        args: list[Arg] = [count(limit), period, os.urandom(16).hex(), self._remembered_ms]
         operation = functools.partial(self._consume, [key, f"{key}:attempts"], args)
         return self._call(operation, "consume", pooled=self._pooled, read=_decision)
 
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
         # The attempt's id last: redis-py sends the same arguments again when it retries the call.
-        args: list[Arg] = [_ms(window), *(n for pair in requests for n in pair), os.urandom(16).hex()]
+        args: list[Arg] = [_ms(window), *(count(n) for pair in requests for n in pair), os.urandom(16).hex()]
         result = await self._call(functools.partial(self._reserve, [key], args), "reserve", pooled=self._pooled,
                                   read=_as_sent)  # fmt: skip
         try:
@@ -147,7 +149,7 @@ class RedisState:
         return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
 
     def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Coroutine[Any, Any, Decision]:
-        return self._decide("acquire", self._acquire, self._acquire_script, key, (limit, _ms(ttl)), lease)
+        return self._decide("acquire", self._acquire, self._acquire_script, key, (count(limit), _ms(ttl)), lease)
 
     def _decide(
         self, name: str, run: ScriptCall, script: Script | None, key: str, constants: tuple[int, int], last: str
@@ -308,11 +310,13 @@ class RedisState:
         return True
 
     async def _watch_recovery(self) -> None:
-        """While Redis fails, try it once per ``retry_interval`` in the background (a PING, bounded by two
-        timeouts). Tried only by the calls, a worker idle through the recovery went on answering
-        "unavailable" to all but one call of its next burst: 17 to 30 handshakes admitted unchecked on a
-        quota of 5 (fail-open), 37 of 40 refused (fail-closed), against a healthy Redis (a hunter). Calls
-        still answer at once while Redis fails: none waits for this."""
+        """While Redis fails, try it once per ``retry_interval`` in the background (a write that changes
+        nothing, bounded by two timeouts: a replica refuses it, where it answered the PING this was, and
+        the log said "answers again" while every call still failed ``READONLY``). Tried only by the
+        calls, a worker idle through the recovery went on answering "unavailable" to all but one call
+        of its next burst: 17 to 30 handshakes admitted unchecked on a quota of 5 (fail-open), 37 of 40
+        refused (fail-closed), against a healthy Redis (a hunter). Calls still answer at once while Redis
+        fails: none waits for this."""
         while self._failing:
             await asyncio.sleep(max(0.0, self._down_until - time.monotonic()))
             if self._probing or not self.failing:  # a call is trying, or Redis answered one meanwhile
@@ -321,8 +325,10 @@ class RedisState:
             self._probing = True
             try:
                 async with asyncio.timeout(2 * self._timeout):
-                    await self._redis.ping()
+                    await self._redis.pexpire(self._probe_key, 1)  # no such key: a write that does nothing
             except _PROBE_FAILURES as exc:
+                if isinstance(exc, ReadOnlyError):  # a demoted master's pooled connection: the next is fresh
+                    await self._forget_connections()
                 self._failed(exc)
                 continue
             finally:
@@ -349,7 +355,11 @@ _PROBE_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, TimeoutErro
 
 
 def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
+    """Milliseconds, at least 1 and at most 2**53 (see :data:`~.base.MAX_WINDOW`); ``ValueError`` for NaN."""
+    if seconds <= MAX_WINDOW:  # the usual case: one comparison more
+        return max(1, round(seconds * 1000))
+    span(seconds)  # NaN: refused
+    return MAX_COUNT
 
 
 def _about_its_key(exc: BaseException) -> bool:

@@ -195,7 +195,9 @@ for i = 2, #ARGV - 2, 2 do
 end
 out[#out + 1] = w
 local slot = redis.call('HINCRBY', KEYS[1], 'ai', 1) % 8
-redis.call('HSET', KEYS[1], 'w', w, 'a' .. slot, id .. ' ' .. table.concat(out, ' '))
+local kept = {}  -- as integers: concatenated, a number has 14 digits (123456789012345 came back ...340)
+for k, n in ipairs(out) do kept[k] = string.format('%d', n) end
+redis.call('HSET', KEYS[1], 'w', w, 'a' .. slot, id .. ' ' .. table.concat(kept, ' '))
 local left = (w + 1) * window - now
 out[#out + 1] = left
 left = left + 1000
