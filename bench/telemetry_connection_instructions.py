@@ -13,7 +13,7 @@ Modes: ``on`` (traces and metrics), ``traces``, ``metrics``, ``noexport`` (trace
 released unencoded: the encoder's share is ``on`` minus it) and ``off``.
 
 Usage: ``python -m bench.telemetry_connection_instructions [--modes on,off] [--count 1536] [--warmup 512]
-[--baseline-src DIR]`` (``DIR``: another tree's ``src``, counted in the same run; byte-compile it first,
+[--baseline-src DIR] [--src DIR]`` (``DIR``: another tree's ``src``, counted in the same run; byte-compile it first,
 ``python -m compileall -q DIR``, or its first process pays for the compiling). Needs valgrind.
 """
 
@@ -98,12 +98,15 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1536, help="counted connections (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=512, help="connections before them (default: %(default)s)")
     parser.add_argument("--baseline-src", type=Path, help="another tree's src, counted as the -baseline rows")
+    parser.add_argument(
+        "--src", type=Path, default=ROOT / "src", help="the src of the other rows (default: this checkout's)"
+    )
     parser.add_argument("--inner", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
         asyncio.run(_connections(args.count, args.inner))
         return 0
-    trees = [("", ROOT / "src")] + ([("-baseline", args.baseline_src)] if args.baseline_src else [])
+    trees = [("", args.src)] + ([("-baseline", args.baseline_src)] if args.baseline_src else [])
     print(f"instructions per connection, in-process, {args.count} after {args.warmup} (all threads)")
     for mode in (mode.strip() for mode in args.modes.split(",") if mode.strip()):
         for suffix, src in trees:

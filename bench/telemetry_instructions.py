@@ -14,8 +14,9 @@ interval, not per handshake), and the span batches are the SDK's full ones (512 
 and the measured handshakes are multiples of 512 spans, so the measured export is whole batches.
 
 Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]
-[--server uvicorn|run] [--keep DIR]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice and the access
-log; ``--keep``: callgrind's files, one per variant and thread, for ``callgrind_annotate``).
+[--src DIR] [--server uvicorn|run] [--keep DIR]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice
+and the access log; ``--src``: the other variants' ``src``, default this checkout's; ``--keep``: callgrind's files,
+one per variant and thread, for ``callgrind_annotate``).
 (``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Each line also gives the
 garbage collector's share (``of which GC``) and the ratio without it: a full collection (~36 M instructions)
 comes once in 1,600-2,000 handshakes, so a window of 512 holds one or none by chance (``--handshakes 1536``:
@@ -125,7 +126,7 @@ def _measure(
             "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
             "OTEL_BSP_SCHEDULE_DELAY": "3600000", **extra,
         })  # fmt: skip
-    src = Path(args.baseline_src) if variant.endswith("-baseline") else overhead.ROOT / "src"
+    src = Path(args.baseline_src) if variant.endswith("-baseline") else Path(args.src)
     env["PYTHONPATH"] = str(src)
     port = overhead._free_port()
     prefix = tmp / f"callgrind-{variant}"
@@ -164,6 +165,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=512, help="handshakes before measuring (default: %(default)s)")
     parser.add_argument("--variants", default="on,metrics", help="compared with off (default: %(default)s)")
     parser.add_argument("--baseline-src", help="a source tree's src for the -baseline variants")
+    parser.add_argument(
+        "--src",
+        default=str(overhead.ROOT / "src"),
+        help="the src the other variants run (default: this checkout's; another tree's keeps an A/B clean of "
+        "edits made meanwhile)",
+    )
     parser.add_argument(
         "--server",
         choices=["uvicorn", "run"],
