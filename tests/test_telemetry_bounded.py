@@ -108,3 +108,30 @@ def test_an_upstream_refusing_with_every_status_makes_a_bounded_set(
         statuses = [attrs[n.HTTP_STATUS] for attrs, _ in _points(reader, spec)]
         assert set(statuses) <= allowed and len(statuses) == len(set(statuses)) < 60, spec.name
         assert {"4xx", "5xx", 404, 502} <= set(statuses), spec.name
+
+
+def test_a_policy_refusing_with_the_clients_words_makes_a_bounded_set(
+    metered: tuple[Metrics, InMemoryMetricReader],
+) -> None:
+    """A plugin policy's ``deny(403, ..., reason=<a client's header>)``: one ``error.type`` series per
+    handshake, each quoting the client, until the reasons were kept as a message policy's are (a code,
+    the first 64 of the policy); the built-in reasons keep their own series."""
+    metrics, reader = metered
+    for i in range(200):
+        metrics.handshake("chat", "denied", 403, f"Client Text {i}", "tenant-check", 0.01)
+    metrics.handshake("chat", "denied", 401, "token_missing", "validate-jwt", 0.01)
+    errors = {attrs.get(n.ERROR_TYPE) for attrs, _ in _points(reader, n.HANDSHAKES)}
+    assert errors == {n.OTHER, "token_missing"}, errors
+
+
+def test_a_custom_message_policy_counts_under_bounded_keys() -> None:
+    """``ConnectionTrace.policy_action`` (docs/telemetry.md's way for a policy author) bounds its key
+    as the pipeline's count does."""
+    from asgi_ws_gateway.telemetry.connection import ConnectionTrace
+
+    stats = RelayStats()
+    counter = ConnectionTrace.__new__(ConnectionTrace)
+    counter._stats = stats
+    for i in range(100):
+        counter.policy_action("profanity", "drop", "client_to_upstream", f"Said word {i}")
+    assert stats.policy_actions == {("profanity", "drop", "inbound", n.OTHER): 100}

@@ -14,6 +14,7 @@ from ..handshake.request_view import AmbiguousValue
 from ..json_depth import nests_deeper
 from ..json_names import LONE_SURROGATE, strict_json
 from ..templates import NAMESPACES, Template, TemplateTooLarge
+from .action_keys import action_key
 
 if TYPE_CHECKING:
     from ..handshake.context import HandshakeContext, Subscription
@@ -215,9 +216,10 @@ class ConnectionContext:
             return None
 
     def count(self, policy: str, action: str, direction: Direction, reason: str) -> None:
-        """Count one action of a policy in ``stats.policy_actions`` (read by telemetry)."""
+        """Count one action of a policy in ``stats.policy_actions`` (read by telemetry), its parts bounded
+        (:func:`~.action_keys.action_key`: a reason that is not a code, or past a policy's 64th, is ``_OTHER``)."""
         actions = self.stats.policy_actions
-        key = (policy, action, direction, reason)
+        key = action_key(policy, action, direction, reason)
         actions[key] = actions.get(key, 0) + 1
 
     async def close(self, code: int, reason: str, *, upstream_code: int = 1001, upstream_reason: str = "") -> None:

@@ -16,6 +16,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode
 
 from .._context import CONNECTION
+from ..messages.action_keys import action_key
 from . import current
 from . import names as n
 from .lean_spans import LeanSpan, end_own
@@ -102,9 +103,10 @@ class ConnectionTrace:
         return attrs
 
     def policy_action(self, policy: str, action: str, direction: str, reason: str = "") -> None:
-        """Count a custom message policy's action (``direction``: ``inbound`` or ``outbound``): a dict
+        """Count a custom message policy's action (``direction``: ``inbound`` or ``outbound``, or
+        ``client_to_upstream`` / ``upstream_to_client``; a reason that is not a code is ``_OTHER``): a dict
         increment in the relay's counters, which the ``ws_gateway.policy.actions`` metric reads."""
-        key = (policy, action, direction, reason)
+        key = action_key(policy, action, direction, reason)  # each part bounded: the metric makes a series of it
         self._stats.policy_actions[key] = self._stats.policy_actions.get(key, 0) + 1
 
     def closed(self, stats: RelayStats) -> None:

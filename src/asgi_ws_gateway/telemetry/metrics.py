@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..handshake.capacity import SHED
+from ..messages.action_keys import kept_reason
 from ..upstream.resolver import RESOLVER
 from . import names as n
 from .metric_totals import ApiTotals, size_classes
@@ -199,6 +200,8 @@ class Metrics:
         policy: str | None,
         seconds: float,
     ) -> None:
+        if outcome == "denied" and error_type is not None:  # a policy's reason: its words, maybe a client's
+            error_type = kept_reason(f"handshake:{policy or '-'}", error_type)
         key = (api, outcome, status, error_type)
         lock = self._lock
         lock.acquire()  # found and counted under it: a series made again meanwhile loses no count
