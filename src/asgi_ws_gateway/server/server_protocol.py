@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
-from websockets.server import ServerProtocol
 
 from ..held_pings import HeldPings
+from ..upstream.deflate_streams import ServerDeflate
 from ..upstream.websockets_protocol import FragmentFloor, TopBitLength, UnlinkedParserFailure
 
 SUPPORTED_VERSION = "13"
 
 
-class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ServerProtocol):
+class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ServerDeflate):
     """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
     one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), tiny fragments
     counted at ``FRAGMENT_FLOOR`` bytes as on the splice and the frame relay (:class:`FragmentFloor`),

@@ -28,6 +28,7 @@ from websockets.protocol import Protocol, State
 from ..fragment_floor import FRAGMENT_FLOOR
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
+from .deflate_streams import ClientDeflate
 from .interim import UnreadableHead
 from .refusal import HeldRefusal, is_refusal, without_body
 from .response_head import MAX_HEAD, AnswerHead
@@ -119,7 +120,7 @@ class TopBitLength(Protocol):
         super().fail(code, reason)
 
 
-class _ClientProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ClientProtocol):
+class _ClientProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ClientDeflate):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
     remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
     UTF-8 check, the keepalive), keeping no traceback of a parser failure, and counting tiny
