@@ -9,6 +9,8 @@ megabytes was hashed again for every token.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from asgi_ws_gateway import ConfigError, load_config
@@ -37,7 +39,10 @@ def test_an_access_log_variable_that_is_not_off_text_or_json_is_a_config_error(
 @pytest.mark.parametrize("value", ["off", "text", "json", ""])
 def test_an_access_log_variable_spelled_exactly_is_taken(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("ASGI_WS_GATEWAY_ACCESS_LOG", value)
+    # "off" disables the process's access logger, as run's workers want: not for the tests after this one
+    monkeypatch.setattr(logging.getLogger("asgi_ws_gateway.access"), "disabled", False)
     create_app(GatewayConfig())
+    assert logging.getLogger("asgi_ws_gateway.access").disabled == (value == "off")
 
 
 def test_a_collector_mode_is_quoted_at_most_forty_characters(monkeypatch: pytest.MonkeyPatch) -> None:

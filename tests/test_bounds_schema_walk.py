@@ -26,9 +26,13 @@ from asgi_ws_gateway.strict_numbers import StrictNumbers, _loose_boolean
 
 SCHEMA = json_schema()
 DEFS: dict[str, Any] = SCHEMA["$defs"]
-# Taken with SCHEMA, at import: another module's tests may register a plugin's types later.
-BUILT_IN = [*REGISTRY, *MESSAGE_REGISTRY]
-BUILT_IN_SETTINGS = [kind.Settings for kind in [*REGISTRY.values(), *MESSAGE_REGISTRY.values()]]
+# The package's own policy types: other modules' tests register plugins' types in the same process
+# (pytest imports every module of a worker before it runs one), and their settings are the tests' own.
+_KINDS = {**REGISTRY, **MESSAGE_REGISTRY}
+BUILT_IN = [name for name, kind in _KINDS.items() if kind.__module__.startswith("asgi_ws_gateway.")]
+BUILT_IN_SETTINGS = [_KINDS[name].Settings for name in BUILT_IN]
+FOREIGN = {name.title().replace("-", "") + "PolicySettings" for name in _KINDS if name not in BUILT_IN}
+"""The schema's definitions of plugins' policy settings: not walked."""
 
 ALLOWED = {
     "ApiConfig.max_message_size": "bounded by a validator (1 GiB, config.apis._held_in_memory), the published schema "
@@ -85,7 +89,7 @@ def _reachable() -> list[str]:
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 name = ref.removeprefix("#/$defs/")
-                if name not in found:
+                if name not in found and name not in FOREIGN:
                     found.append(name)
                     pending.append(DEFS[name])
             pending.extend(node.values())
