@@ -100,7 +100,10 @@ class RedactingFilter(logging.Filter):
         if type(args) is tuple and args:
             if library and any(map(is_frame, args)):  # websockets' "< %s": the frame's text, redacted whole
                 record.args = args = tuple(frame_text(arg) if is_frame(arg) else arg for arg in args)
-            free_text = any(isinstance(arg, BaseException) for arg in args)
+            # Arguments of the plain types are looked for in C first (the access line has a dozen).
+            free_text = not _PLAIN_ARGS.issuperset(map(type, args)) and any(
+                isinstance(arg, BaseException) for arg in args
+            )
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record, library)  # its formatter needs the arguments as they are
         else:
@@ -144,6 +147,9 @@ class RedactingFilter(logging.Filter):
         elif isinstance(record.args, dict):
             record.args = {key: escape(_redact_arg(arg)) for key, arg in record.args.items()}
 
+
+_PLAIN_ARGS = frozenset((str, int, float, bool, bytes, type(None)))
+"""Types of log arguments that are no exception (compared exactly: a subclass of one may be anything)."""
 
 _OWN_LOGGERS = "asgi_ws_gateway"
 """The gateway's loggers' names start so: their lines escape each value a client chose themselves

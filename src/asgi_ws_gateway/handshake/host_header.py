@@ -21,6 +21,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from ..bounded import remember
 from ..errors import HandshakeDenied
 from ..wire_numbers import parse_port
 
@@ -44,6 +45,24 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     >>> split_host("localhost:8000"), split_host("[::1]"), split_host("evil.test,gw.test")
     (('localhost', 8000), ('[::1]', None), None)
     """
+    parts = _SPLIT.get(value)
+    if parts is None:
+        parts = _split_host(value)
+        if parts is not None and len(value) <= _SPLIT_LENGTH:
+            remember(_SPLIT, value, parts, _SPLIT_LIMIT)
+    return parts
+
+
+_SPLIT: dict[str, tuple[str, int | None]] = {}
+"""``Host`` values :func:`split_host` took, split: a client's few hosts repeat from one handshake to the
+next, and an IPv4 address parsed by ``ipaddress`` each time was ~300 opcodes a handshake. Bounded as the
+other stores of client-chosen values are (:func:`~..bounded.remember`); refused values are not kept."""
+_SPLIT_LIMIT = 256
+_SPLIT_LENGTH = 270  # a DNS name's 253 characters, a port and brackets: longer is no client's host
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """:func:`split_host`, worked out."""
     if value.startswith("["):
         end = value.find("]") + 1
         host, rest = value[:end], value[end:]

@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.headers import build_extension, parse_extension
 
 from .._types import Headers, Scope
-from ..bounded import split_url
+from ..bounded import remember, split_url
 from ..config.apis import ApiConfig
 from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
@@ -146,6 +146,23 @@ def deflate_offer(scope: Scope) -> str | None:
     if not values:
         return None
     joined = ", ".join(values)
+    if joined in _OFFERS:  # a client's offer repeats from one handshake to the next
+        return _OFFERS[joined]
+    offer = _deflate_offer(joined)
+    if len(joined) <= _OFFER_LENGTH:
+        remember(_OFFERS, joined, offer, _OFFERS_LIMIT)
+    return offer
+
+
+_OFFERS: dict[str, str | None] = {}
+"""The offers :func:`deflate_offer` read, and what it forwards of each (bounded as the other stores of
+client-chosen values are)."""
+_OFFERS_LIMIT = 256
+_OFFER_LENGTH = 256
+
+
+def _deflate_offer(joined: str) -> str | None:
+    """:func:`deflate_offer` of the offer lines ``joined``, worked out."""
     if all(item.partition(";")[0].strip() == _DEFLATE for item in joined.split(",")):
         return joined  # the usual offer (browsers'), forwarded as sent; a quoted "," takes the parse below
     try:
@@ -299,12 +316,7 @@ async def _open(
         expected = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
         # RFC 6455 §4.1: one Upgrade: websocket, an upgrade token in Connection, one valid Accept (as
         # the websockets client checks on the relay path; a second Accept must not pass as the last).
-        connection = {token.strip().lower() for value in answer.get("connection", ()) for token in value.split(",")}
-        if (
-            [value.lower() for value in answer.get("upgrade", ())] != ["websocket"]
-            or "upgrade" not in connection
-            or answer.get("sec-websocket-accept") != [expected]
-        ):
+        if not _switched(answer, expected):
             raise UpstreamUnreachable(f"{label} answered the handshake with an invalid 101")
         chosen = answer.get("sec-websocket-protocol", [])
         subprotocol = chosen[0] if len(chosen) == 1 else None
@@ -319,6 +331,20 @@ async def _open(
         raise
     transport.pause_reading()  # until the splice takes the transport over
     return RawUpstream(transport, subprotocol, extensions, kept_response_headers(headers), rest, reader, loop=loop)
+
+
+def _switched(answer: dict[str, list[str]], expected: str) -> bool:
+    """RFC 6455 §4.1: one ``Upgrade: websocket``, an ``upgrade`` token in ``Connection``, one
+    ``Sec-WebSocket-Accept`` and the ``expected`` one (``answer``: the values by lower-case name).
+    Each token of the ``Connection`` lines is compared in C (two comprehensions were ~2,500
+    instructions a handshake)."""
+    upgrade = answer.get("upgrade", ())
+    return (
+        len(upgrade) == 1
+        and upgrade[0].lower() == "websocket"
+        and "upgrade" in map(str.strip, ",".join(answer.get("connection", ())).lower().split(","))
+        and answer.get("sec-websocket-accept") == [expected]
+    )
 
 
 def _request_bytes(request: UpstreamRequest, url: SplitResult, key: bytes, extensions: str | None) -> bytes:

@@ -59,6 +59,7 @@ MAX_LINE = min(8192, http11.MAX_LINE_LENGTH)
 _VERSION = re.compile(rb"HTTP/1\.[0-9]")
 _REASON = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _HEADER_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*")  # RFC 9110 token, field-value
+_HEADER_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")  # each with its CRLF
 
 
 class MalformedHead(UnreadableHead):
@@ -108,6 +109,8 @@ class AnswerHead:
         end = interim.answer_end
         stop = len(buffer) if end == -1 else end + 2  # through the last line's CRLF
         pos = self._pos
+        if pos == 0 and end != -1 and stop <= MAX_LINE and self._whole(buffer, stop):
+            pos = stop
         while (eol := buffer.find(b"\r\n", max(pos, self._scanned), stop)) != -1:
             self._line(buffer, pos, eol)
             pos = eol + 2
@@ -128,6 +131,19 @@ class AnswerHead:
         ``HTTP/1.1 <status> <reason>``, the space before an empty reason phrase included."""
         assert self.end != -1
         return b"HTTP/1.1 %d %s%s" % (self.status, self._reason, buffer[self._line_end :])
+
+    def _whole(self, buffer: bytearray, stop: int) -> bool:
+        """Check a whole head arrived at once, no longer than one line may be (every answer but a
+        large one), in one match over its header lines rather than line by line. False, nothing
+        checked, when a line breaks the rule: the lines are then checked one by one, which says how."""
+        eol = buffer.find(b"\r\n", 0, stop)
+        lines = buffer.count(b"\r\n", eol + 2, stop)
+        if lines > MAX_HEADER_LINES or _HEADER_LINES.fullmatch(buffer, eol + 2, stop) is None:
+            return False
+        self._status_line(bytes(buffer[:eol]))
+        self._line_end = eol
+        self._lines = lines
+        return True
 
     def _line(self, buffer: bytearray, start: int, eol: int) -> None:
         if eol + 2 - start > MAX_LINE:
