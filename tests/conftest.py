@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from asgi_ws_gateway.redact import credential_names
+from asgi_ws_gateway.redact import text as redact_text
 from support.gateway import MODES, GatewayMode
 from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
@@ -73,6 +75,18 @@ def _ssl_authorities_parsed_once() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(httpcore2, "default_ssl_context", _shared_default_ssl_context)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _credential_headers_as_found() -> Iterator[None]:
+    """The header names gateways register as credentials (``redact.add_sensitive_headers``: a token header,
+    a set-header copying a cookie) are the process's: a test's gateway registering ``X-Session`` changed how
+    a later test's text was redacted. Each test leaves them as it found them (a module's gateway, set up
+    before the test, keeps its own)."""
+    found = set(credential_names._extra_headers), redact_text._HEADER_IN_TEXT, redact_text._HEADER_NAMES
+    yield
+    credential_names._extra_headers.intersection_update(found[0])
+    redact_text._HEADER_IN_TEXT, redact_text._HEADER_NAMES = found[1:]  # the patterns made of them
 
 
 @pytest.fixture

@@ -337,8 +337,8 @@ def test_metric_series_follow_a_changed_route_and_stay_counted_past_the_series_c
     metrics_.handshake("a", "accepted", 101, None, None, 0.01)
     monkeypatch.setattr(metrics_module, "_SERIES_LIMIT", 50)
     reasons = 120  # past the series made and kept: the cache starts again, twice
-    for i in range(reasons + 50):
-        metrics_.handshake("a", "denied", 403, f"reason {i % reasons}", None, 0.01)
+    for i in range(reasons + 50):  # two policies: each keeps 64 reasons as metric values (action_keys)
+        metrics_.handshake("a", "denied", 403, f"reason_{i % reasons}", f"series-{i % reasons % 2}", 0.01)
     backends: list[dict[str, str | int]] = [{n.API: "a", n.BACKEND: f"ws://b{i}/"} for i in range(3)]
     for i in range(30):
         metrics_.upstream_attempt(backends[i % 3], 0.01, None, 101)
@@ -357,7 +357,7 @@ def test_metric_series_follow_a_changed_route_and_stay_counted_past_the_series_c
     denied = {key: value for key, value in counted.items() if key[1] == "denied"}
     assert len(denied) == reasons and sum(denied.values()) == reasons + 50
     assert (
-        denied[("/b", "denied", "reason 0", None)] == 2 and denied[("/b", "denied", f"reason {reasons - 1}", None)] == 1
+        denied[("/b", "denied", "reason_0", None)] == 2 and denied[("/b", "denied", f"reason_{reasons - 1}", None)] == 1
     )
     assert sum(value for key, value in recorded.items() if key[1] == "denied") == reasons + 50
     assert [recorded[(None, None, None, f"ws://b{i}/")] for i in range(3)] == [10, 10, 10]
