@@ -27,7 +27,7 @@ from asgi_ws_gateway.management.redis_store import RedisStore
 from asgi_ws_gateway.state.base import StoreUnavailable, store_key
 from asgi_ws_gateway.state.leases import LeaseKeeper
 from asgi_ws_gateway.state.redis import RedisState
-from support.redis import DelayingProxy, RedisServer, redis_available, unique_prefix
+from support.redis import DelayingProxy, RedisServer, fail_over, failover_pair, redis_available, unique_prefix
 
 T = TypeVar("T")
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
@@ -35,25 +35,8 @@ pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-serve
 
 @pytest.fixture
 def failover(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, DelayingProxy]]:
-    # The replica loads what its master sends in memory, and any file either writes is the test's own.
-    with (
-        RedisServer("--dir", str(tmp_path), "--repl-diskless-load", "swapdb") as old,
-        RedisServer("--dir", str(tmp_path), "--repl-diskless-sync-delay", "0") as new,
-        DelayingProxy(port=old.port) as proxy,
-    ):
-        yield old, new, proxy
-
-
-async def _fail_over(old: RedisServer, new: RedisServer, proxy: DelayingProxy) -> None:
-    """The address moves to ``new``; ``old`` becomes its replica (read-only), its clients still connected."""
-    proxy.target = ("127.0.0.1", new.port)
-    client = Redis.from_url(old.url)
-    try:
-        await client.replicaof("127.0.0.1", new.port)
-        # A replica from now on (its link to the new master comes later): it refuses writes at once.
-        assert (await client.info("replication"))["role"] == "slave"
-    finally:
-        await client.aclose()
+    with failover_pair(tmp_path) as servers:
+        yield servers
 
 
 async def _until_answered(call: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
@@ -75,7 +58,7 @@ async def test_the_limits_scripts_reach_the_new_master(
     key = store_key(store.prefix, "conc", "t", "alice")
     try:
         assert (await store.acquire(key, "before", 5, 30.0)).allowed  # the pipe's connection: to the old master
-        await _fail_over(old, new, proxy)
+        await fail_over(old, new, proxy)
         decision = await _until_answered(lambda: store.acquire(key, "after", 5, 30.0))
         assert decision.allowed
         client = Redis.from_url(new.url)
@@ -97,7 +80,7 @@ async def test_the_lease_renewals_reach_the_new_master(
     try:
         assert (await store.acquire(key, "held", 5, 30.0)).allowed
         assert await store.renew([(key, "held")], 30.0) == 0  # the pool's connection: to the old master
-        await _fail_over(old, new, proxy)
+        await fail_over(old, new, proxy)
         gone = await _until_answered(lambda: store.renew([(key, "held")], 30.0))
         assert gone == 1  # the new master never had it: re-created
         client = Redis.from_url(new.url)
@@ -122,7 +105,7 @@ async def test_a_keeper_through_the_failover_warns_once_and_renews_again(
     try:
         assert (await keeper.acquire(key, "held", 5)).allowed
         await asyncio.sleep(0.4)  # one renewal on the old master
-        await _fail_over(old, new, proxy)
+        await fail_over(old, new, proxy)
         for _ in range(100):  # 5 s
             if await client.zscore(key, "held") is not None:
                 break
@@ -152,7 +135,7 @@ async def test_the_management_state_is_written_on_the_new_master(
     store = RedisStore.from_url(proxy.url, prefix=unique_prefix())
     try:
         await store.update(lambda overlay: overlay.next())  # the pool's connection: to the old master
-        await _fail_over(old, new, proxy)
+        await fail_over(old, new, proxy)
         for _ in range(8):
             try:
                 saved = await store.update(lambda overlay: overlay.next())

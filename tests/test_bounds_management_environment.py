@@ -57,9 +57,8 @@ def test_a_state_path_too_long_is_refused_unquoted(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_bounds_are_the_options() -> None:
-    """``run``'s ``--redis-prefix``, ``--management`` and ``--state`` take what the environment does."""
+    """``run``'s ``--redis-prefix`` takes what the environment does (``--management`` and ``--state`` read
+    the bounds ``management.mount_path`` and ``loading`` hold for both)."""
     from asgi_ws_gateway import cli
 
     assert cli.MAX_PREFIX == limits.MAX_PREFIX
-    assert cli.MAX_MANAGEMENT_PATH == MAX_MANAGEMENT_PATH
-    assert cli.MAX_PATH == management_standalone.MAX_STATE_PATH

@@ -22,28 +22,15 @@ from redis.asyncio import Redis
 from asgi_ws_gateway.management.bus import Command, Handler, RedisBus
 from asgi_ws_gateway.management.errors import Unavailable
 from asgi_ws_gateway.redis_client import connect
-from support.redis import DelayingProxy, RedisServer, redis_available, unique_prefix
+from support.redis import DelayingProxy, RedisServer, fail_over, failover_pair, redis_available, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
 
 
 @pytest.fixture
 def failover(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, DelayingProxy]]:
-    with (
-        RedisServer("--dir", str(tmp_path), "--repl-diskless-load", "swapdb") as old,
-        RedisServer("--dir", str(tmp_path), "--repl-diskless-sync-delay", "0") as new,
-        DelayingProxy(port=old.port) as proxy,
-    ):
-        yield old, new, proxy
-
-
-async def _fail_over(old: RedisServer, new: RedisServer, proxy: DelayingProxy) -> None:
-    proxy.target = ("127.0.0.1", new.port)
-    client = Redis.from_url(old.url)
-    try:
-        await client.replicaof("127.0.0.1", new.port)
-    finally:
-        await client.aclose()
+    with failover_pair(tmp_path) as servers:
+        yield servers
 
 
 def _bus(url: str, prefix: str) -> RedisBus:
@@ -87,7 +74,7 @@ async def test_workers_subscribed_on_the_demoted_master_are_counted_by_the_new_o
         await a.start(_answering("a"))
         await b.start(_answering("b"))
         await _answered_by(a, {"a", "b"})
-        await _fail_over(old, new, proxy)
+        await fail_over(old, new, proxy)
         await c.start(_answering("c"))  # on the new master
         await _answered_by(c, {"a", "b", "c"})
     finally:
@@ -105,7 +92,7 @@ async def test_a_worker_that_published_on_the_demoted_master_reaches_the_new_one
     try:
         await a.start(_answering("a"))
         await _answered_by(a, {"a"})  # its pool's connection: to the old master
-        await _fail_over(old, new, proxy)
+        await fail_over(old, new, proxy)
         await c.start(_answering("c"))
         await _answered_by(a, {"a", "c"})
     finally:

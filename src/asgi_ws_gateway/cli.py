@@ -24,9 +24,11 @@ import yaml
 from .errors import ConfigError
 from .forwarded import is_loopback_host
 from .json_names import load_unique
-from .loading import alias_problem, read_regular_file
+from .loading import MAX_PATH, alias_problem, read_regular_file
 from .management import cli as management_cli
 from .management.cli import MANAGEMENT_HOST, REDIS_ENV
+from .management.mount_path import MAX_MANAGEMENT_PATH
+from .plugins import MAX_MODULE, MAX_PLUGINS
 from .yaml_keys import safe_load
 
 if TYPE_CHECKING:
@@ -432,22 +434,14 @@ def _redis_url(value: str) -> str:
     return value
 
 
-# config.limits' bounds, written again: importing config imports pydantic, which the management commands
-# and --help do without (tests/test_cli_imports.py); tests/test_bounds_cli.py holds them equal.
+# MAX_PREFIX and MAX_URL are config.limits', written again: importing config imports pydantic, which the
+# management commands and --help do without (tests/test_cli_imports.py); tests/test_bounds_cli.py holds them equal.
 MAX_PREFIX = 64
 """``--redis-prefix``: as ``store.prefix``."""
-MAX_PLUGINS = 64
-"""``--plugin``, given at most this many times: as the configuration's ``plugins``."""
-MAX_MODULE = 256
-"""A module name (``--plugin``) or ``module:attribute`` (``--ws``)."""
 MAX_URL = 2048
 """``--redis`` and ``$ASGI_WS_GATEWAY_REDIS``: as ``store.url``."""
 MAX_HOST = 253
 """``--host``, ``--management-host``: the longest DNS name (RFC 1035 §2.3.4); an address is shorter."""
-MAX_PATH = 4096
-"""A file's path (``CONFIG``, ``--state``): Linux's ``PATH_MAX``; a longer one no system call takes."""
-MAX_MANAGEMENT_PATH = 256
-"""``--management``: a path prefix no API may live under."""
 
 
 def _at_most(value: str, most: int, unit: str) -> None:

@@ -190,6 +190,10 @@ def _file_kind(mode: int) -> str | None:
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
+MAX_PATH = 4096
+"""Characters of a file's path the operator names (the configuration, ``--state``): Linux's ``PATH_MAX``; a
+longer one no system call takes."""
+
 MAX_ENV_VALUE = 16_384
 """The longest value :func:`read_env` takes: as a string of a policy's settings (config.limits.MAX_SETTING),
 so ``secret_env`` holds what ``secret`` could. A longer HMAC secret was hashed again for every token."""
@@ -260,6 +264,7 @@ def alias_problem(data: Any) -> str | None:
 __all__ = [
     "MAX_ENV_VALUE",
     "MAX_FILE_BYTES",
+    "MAX_PATH",
     "MAX_VALUES",
     "REFUSED",
     "Gate",

@@ -12,7 +12,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import TracebackType
 
 import pytest
@@ -237,3 +238,28 @@ STORES = [
 ]
 """The limit stores as a ``store`` parameter: the memory store, and the shared Redis when it answers (give
 each test's Redis store a ``prefix`` of its own: :func:`unique_prefix`)."""
+
+
+@contextlib.contextmanager
+def failover_pair(directory: Path) -> Iterator[tuple[RedisServer, RedisServer, DelayingProxy]]:
+    """A master, the server that will take over from it, and a proxy standing for their shared address
+    (a DNS name, a virtual IP), now the master's. The replica loads what its master sends in memory, and
+    any file either writes is in ``directory``."""
+    with (
+        RedisServer("--dir", str(directory), "--repl-diskless-load", "swapdb") as old,
+        RedisServer("--dir", str(directory), "--repl-diskless-sync-delay", "0") as new,
+        DelayingProxy(port=old.port) as proxy,
+    ):
+        yield old, new, proxy
+
+
+async def fail_over(old: RedisServer, new: RedisServer, proxy: DelayingProxy) -> None:
+    """The address moves to ``new``; ``old`` becomes its replica (read-only), its clients still connected."""
+    proxy.target = ("127.0.0.1", new.port)
+    client = Redis.from_url(old.url)
+    try:
+        await client.replicaof("127.0.0.1", new.port)
+        # A replica from now on (its link to the new master comes later): it refuses writes at once.
+        assert (await client.info("replication"))["role"] == "slave"
+    finally:
+        await client.aclose()

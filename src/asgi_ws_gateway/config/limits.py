@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
+from ..plugins import MAX_MODULE, MAX_PLUGINS  # modules a configuration's plugins imports, their names
+
 MIB = 1024 * 1024
 # Size limits: generous for any real configuration, small enough that no request can bloat the
 # gateway's memory or state file (docs/security.md lists them).
@@ -22,8 +24,6 @@ MAX_ITEMS = 1024  # entries of one list or mapping in a policy's settings
 MAX_DEPTH = 16  # nesting of a policy's settings
 # 2026-12-05: what had no bound (docs/security.md's limits table lists each).
 MAX_PREFIX = 64  # a Redis key namespace (store.prefix, --redis-prefix): every counter's key carries it
-MAX_PLUGINS = 64  # modules a configuration's plugins imports
-MAX_MODULE = 256  # a dotted module name (plugins, --plugin) or module:attribute (--ws)
 MAX_NETWORKS = 1024  # trusted_proxies entries, as an ip-filter list (looked up by bisection; CloudFront's list fits)
 MAX_KEY_HEADERS = 16  # subscription_key.headers: each is looked up for each handshake
 MAX_NETWORK = 64  # an address or network as text: IPv6 with a prefix length is 43 characters

@@ -11,6 +11,7 @@ import os
 import socket
 from pathlib import Path
 
+from ..loading import MAX_PATH as MAX_STATE_PATH  # $ASGI_WS_GATEWAY_STATE, as run --state
 from ..standalone import CONFIG_ENV
 from ..standalone import create_app as create_gateway
 from ..wire_numbers import parse_port
@@ -22,8 +23,6 @@ PATH_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PATH"
 PORT_ENV = "ASGI_WS_GATEWAY_MANAGEMENT_PORT"
 STATE_ENV = "ASGI_WS_GATEWAY_STATE"
 PREFIX_ENV = "ASGI_WS_GATEWAY_REDIS_PREFIX"
-MAX_STATE_PATH = 4096
-"""Characters of ``$ASGI_WS_GATEWAY_STATE``: Linux's ``PATH_MAX``, as ``run --state``."""
 
 
 def _port(raw: str | None) -> int | None:
