@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from support.apps import echo_app
 from support.clients import connect, expect_close, expect_status
 from support.conformance import run_autobahn
+from support.processes import ServerProcess
 from support.servers import UpstreamServer, UvicornFactory, WSImpl, free_port
 
 
@@ -29,6 +31,20 @@ def test_no_test_module_imports_another() -> None:
 def test_free_port_is_bindable() -> None:
     """free_port returns a usable port number."""
     assert 1024 <= free_port() <= 65535
+
+
+def test_a_server_is_ready_only_on_a_port_it_listens_on_itself() -> None:
+    """Another server on the port (the other test worker's, which took it between ``free_port`` and
+    the bind) answers too: a test then talked to it and found its own server's output empty."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with (
+            ServerProcess(["-c", "import time; time.sleep(60)"], port=port) as server,
+            pytest.raises(AssertionError, match="did not start"),
+        ):
+            server.wait_ready(timeout=1)
 
 
 @pytest.mark.parametrize("message", ["hello", b"\x00\xff", "", b""], ids=["text", "bytes", "empty-text", "empty-bytes"])

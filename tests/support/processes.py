@@ -32,7 +32,7 @@ import httpx2
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 
 from .management import TOKEN
-from .servers import free_port
+from .servers import children, free_port, listens
 
 __all__ = ["EXE", "GatewayProcess", "ServerProcess", "Standalone", "cli_env", "standalone"]
 
@@ -92,7 +92,11 @@ class GatewayProcess:
         self.process = self.start()
         deadline = time.monotonic() + self.start_timeout
         try:
-            while len(self.workers()) < self.expected_workers or not await _answers(self.port):
+            while (
+                len(self.workers()) < self.expected_workers
+                or not listens(self.process.pid, self.port)
+                or not await _answers(self.port)
+            ):
                 assert self.process.poll() is None, f"the gateway exited with {self.process.returncode}"
                 assert time.monotonic() < deadline, "the gateway did not start"
                 await asyncio.sleep(0.2)
@@ -107,16 +111,7 @@ class GatewayProcess:
     def workers(self) -> set[int]:
         """Pids of the live worker processes (children of the supervisor)."""
         assert self.process is not None
-        children = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                    children.add(int(entry.name))
-        return children
+        return set(children(self.process.pid))
 
     def owner(self, client_port: int) -> int:
         """Pid of the worker holding the server side of the connection from ``client_port``."""
@@ -201,10 +196,12 @@ class ServerProcess:
             assert code is None, f"the server exited with {code}:\n{self.output()}"
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
+                    if listens(self.process.pid, self.port):  # not another server that took the port
+                        return
             except OSError:
-                assert time.monotonic() < deadline, f"the server did not start:\n{self.output()}"
-                time.sleep(0.1)
+                pass
+            assert time.monotonic() < deadline, f"the server did not start:\n{self.output()}"
+            time.sleep(0.1)
 
     def wait_exit(self, timeout: float = 30) -> int:
         """The exit status of a process that ends on its own (fails if it is still running after ``timeout``)."""

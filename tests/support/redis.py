@@ -21,6 +21,8 @@ from redis.asyncio import Redis
 
 from asgi_ws_gateway.state.redis import RedisState
 
+from .servers import listens
+
 __all__ = [
     "SHARED_REDIS",
     "STORES",
@@ -114,7 +116,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not _answers(self.port):
+        while not (_answers(self.port) and listens(self._process.pid, self.port)):  # its own, not another's
             if time.monotonic() > deadline or self._process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")

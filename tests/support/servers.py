@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -28,7 +30,9 @@ __all__ = [
     "UvicornFactory",
     "UvicornServer",
     "WSImpl",
+    "children",
     "free_port",
+    "listens",
 ]
 
 WSImpl = Literal["websockets-sansio", "wsproto", "websockets"]
@@ -44,6 +48,38 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or a child of it) holds a socket listening on TCP ``port``.
+
+    A port that merely answers proves nothing: ``free_port`` hands out a port that was free a moment
+    ago, and a server of the other test worker may bind it first. A test then talked to that server,
+    and stopped its own before it had written a line (a CI run's empty output)."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    listening.add(f"socket:[{fields[9]}]")
+    for holder in (pid, *children(pid)):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in listening for fd in Path(f"/proc/{holder}/fd").iterdir()):
+                return True
+    return False
+
+
+def children(pid: int) -> list[int]:
+    """Pids of the live (not zombie) children of ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] != "Z":
+                    found.append(int(entry.name))
+    return found
 
 
 class _PromptPauses:
