@@ -242,7 +242,9 @@ def create_management_app(
         listed = await manager.connections(
             request.query_params.get("api"), DEFAULT_LISTED if limit is None else int(limit)
         )
-        workers = {"answered": listed.answered, "expected": listed.expected}
+        workers: dict[str, Any] = {"answered": listed.answered, "expected": listed.expected}
+        if listed.missing:  # on the bus's roster, no answer (off the bus, or late): their connections are not here
+            workers["missing"] = list(listed.missing)
         return JSONResponse(
             {"connections": listed.found, "total": listed.total, "workers": workers, "served_by": manager.bus.worker}
         )

@@ -18,6 +18,12 @@ worker checks every ``check_interval`` seconds that the server its pool reaches 
 its subscription (a write a replica refuses, and a ``PUBLISH`` on a channel of its own): if not, it
 empties the pool and subscribes again. After any new subscription (a Redis restarted, a failover)
 the worker runs a ``resync``: what was published meanwhile is lost, the configuration is caught up.
+
+Lost, not queued: a command published while a worker was off the bus never reaches it, then or later.
+``PUBLISH`` does not count such a worker, so :meth:`RedisBus.gather` also reads the roster of the
+workers that should be on the bus (:mod:`.bus_roster`) and names those that did not answer
+(:attr:`Answers.missing`): the caller can tell "nobody holds it" from "someone did not hear". A
+command delivered twice (redis-py sends a ``PUBLISH`` again after a connection lost mid-call) runs once.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import logging
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from logging import DEBUG, WARNING
 from typing import Any, Protocol, TypeVar
 
@@ -38,7 +45,9 @@ import redis.asyncio as redis
 from redis.exceptions import AuthenticationError, ReadOnlyError, ResponseError
 
 from ..log_throttle import OutageLog
+from ..redact import printable
 from ..redis_client import REDIS_FAILURES, AnyRedis
+from .bus_roster import Roster
 from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -49,12 +58,33 @@ Handler = Callable[[Command], Awaitable[Command | None]]
 """Runs one command on this worker; returns the answer (``None``: no answer)."""
 
 
+ROSTER_LAPSE_CHECKS = 6
+"""A worker's roster entry lapses this many renewals (``check_interval``) after the last: one that died."""
+REMEMBERED_COMMANDS = 1024
+"""Commands (by their reply list) a worker remembers having run, so that one delivered again runs once."""
+
+
 @dataclass
 class Answers:
-    """What :meth:`Bus.gather` collected: ``expected`` workers received the command."""
+    """What :meth:`Bus.gather` collected: the ``replies`` of ``expected`` workers, at least (those the
+    command reached, or those that answered and the roster's others, whichever is more); ``missing``:
+    the workers of the roster that did not answer (off the bus, or late); ``reached``: how many workers
+    received the command (``PUBLISH``'s count; default ``expected``)."""
 
     replies: list[Command]
     expected: int
+    missing: list[str] = field(default_factory=list)
+    reached: int | None = None
+
+    @property
+    def late(self) -> int:
+        """Workers that received the command and did not answer (in time): they may have run it."""
+        return (self.expected if self.reached is None else self.reached) - len(self.replies)
+
+    @property
+    def unreached(self) -> int:
+        """Workers the command did not reach, at least (off the bus: they never get it, then or later)."""
+        return 0 if self.reached is None else self.expected - self.reached
 
 
 class Bus(Protocol):
@@ -137,9 +167,16 @@ class RedisBus:
         self._checker: asyncio.Task[None] | None = None
         self._uncounted = 0  # checks in a row that found the subscription uncounted (a proxy may never count it)
         self._stale_lines = OutageLog()
+        renewal = check_interval if check_interval > 0 else 5.0
+        self.roster = Roster(client, prefix=prefix, worker=self.worker, ttl=ROSTER_LAPSE_CHECKS * renewal)
+        self._renewal = renewal
+        self._renew_now = asyncio.Event()
+        self._renewer: asyncio.Task[None] | None = None
+        self._ran: OrderedDict[str, None] = OrderedDict()  # reply lists of the commands run lately
 
     async def start(self, handler: Handler) -> None:
         self._handler = handler
+        self._renewer = asyncio.create_task(self._renew(), name="management-bus-roster")
         self._listener = asyncio.create_task(self._listen(handler), name="management-bus")
         try:
             async with asyncio.timeout(10):
@@ -156,6 +193,7 @@ class RedisBus:
             await self._listener
         self._listener = None
         await self._stop_checker()
+        await self._stop_renewer()
         raise Unavailable(f"cannot join the management bus: {problem}")
 
     async def publish(self, command: Command) -> None:
@@ -215,6 +253,30 @@ class RedisBus:
         if count:
             logger.warning("management bus: %s; subscribing again (%d time(s) since the last such line)", why, count)
 
+    async def _renew(self) -> None:
+        """This worker's roster entry, renewed every ``check_interval`` while subscribed, and at once on
+        subscribing (again)."""
+        failures = OutageLog()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._renewal):
+                    await self._renew_now.wait()
+            self._renew_now.clear()
+            if self._stale or self._lost or not self._subscribed.is_set():
+                continue
+            try:
+                await self.roster.renew()
+            except REDIS_FAILURES as exc:  # Redis lost: renewed once subscribed again
+                if count := failures.event():
+                    logger.debug("management bus: roster not renewed (%s), %d time(s)", type(exc).__name__, count)
+
+    async def _stop_renewer(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
     async def _stop_checker(self) -> None:
         checker, self._checker = self._checker, None
         if checker is not None:
@@ -226,30 +288,43 @@ class RedisBus:
         self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
     ) -> Answers:
         reply_to = f"{self._prefix}:{{mgmt}}:reply:{uuid.uuid4().hex}"
+        roster = await self._call(self.roster.workers())  # read first: a failure here sent nothing
         expected = await self._publish(json.dumps({**command, "reply_to": reply_to}))
         replies: list[Command] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         try:
             while len(replies) < expected and (left := deadline - loop.time()) > 0:
-                item = await self._call(self.client.blpop([reply_to], timeout=left))
+                try:
+                    item = await self._call(self.client.blpop([reply_to], timeout=left))
+                except Unavailable as exc:  # sent: the workers it reached may have run it
+                    raise Unavailable(
+                        f"{exc.detail} after the command reached {expected} worker(s): it may have run there, "
+                        f"{len(replies)} answered"
+                    ) from exc.__cause__
                 if item is None:
                     break
                 replies.append(json.loads(item[1]))
                 if until is not None and until(replies[-1]):
-                    break
+                    return Answers(replies, expected)
         finally:
             with contextlib.suppress(*REDIS_FAILURES):  # a list left behind expires in 60 s
                 await self.client.delete(reply_to)
-        if len(replies) < expected and not (until is not None and replies and until(replies[-1])):
+        answered = {str(reply.get("worker")) for reply in replies}
+        self.roster.heard(answered)
+        missing = sorted(roster - answered)
+        answers = Answers(replies, max(expected, len(replies) + len(missing)), missing, expected)
+        if len(replies) < answers.expected:
             logger.warning(
-                "%d of %d worker(s) did not answer %r in %g s",
-                expected - len(replies),
-                expected,
+                "%d of %d worker(s) did not answer %r in %g s (%d not on the bus): %s",
+                answers.expected - len(replies),
+                answers.expected,
                 command.get("op"),
                 wait,
+                answers.unreached,
+                printable(", ".join(missing[:10]) or "(none in the roster)"),
             )
-        return Answers(replies, expected)
+        return answers
 
     async def aclose(self) -> None:
         self._closing = True
@@ -258,9 +333,12 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await self._stop_checker()
+        await self._stop_renewer()
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        with contextlib.suppress(*REDIS_FAILURES):  # else it lapses: the others wait for it until then
+            await self.roster.leave()
         await self.client.aclose()
 
     async def _listen(self, handler: Handler) -> None:
@@ -271,13 +349,14 @@ class RedisBus:
             try:
                 async for data in self._messages(pubsub):
                     command = self._command(data)
-                    if command is None:
+                    if command is None or self._ran_before(command):
                         continue
                     task = asyncio.create_task(self._run(handler, command))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
             except _Stale:  # on a demoted master: subscribe again at once, on a connection to the new one
                 self._lost = True
+                self.roster.lost()
             except Exception as exc:  # the listener must outlive whatever Redis sends
                 # Redis lost, or an answer redis-py could not read: subscribe again. Had the listener
                 # ended, this worker would have heard no command again, silently. One warning per
@@ -291,12 +370,26 @@ class RedisBus:
                 level = DEBUG if self._lost else WARNING
                 logger.log(level, "management bus: lost Redis (%s: %s); resubscribing in 1 s", type(exc).__name__, exc)
                 self._lost = True
+                self.roster.lost()
                 await asyncio.sleep(1)
                 # Commands published meanwhile are lost; a resync once subscribed again catches up on
                 # configuration (run before the subscription, it missed a change saved in between).
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
+
+    def _ran_before(self, command: Command) -> bool:
+        """Whether this worker has run ``command`` already: redis-py sends a ``PUBLISH`` again when its
+        connection was lost before the answer, which Redis may have delivered (a message sent twice)."""
+        reply_to = command.get("reply_to")
+        if not isinstance(reply_to, str):
+            return False
+        if reply_to in self._ran:
+            return True
+        self._ran[reply_to] = None
+        if len(self._ran) > REMEMBERED_COMMANDS:
+            self._ran.popitem(last=False)
+        return False
 
     def _command(self, data: str) -> Command | None:
         """The command in a message, or None (logged, throttled) for one that is not a JSON object with an ``op``.
@@ -363,10 +456,13 @@ class RedisBus:
     def _on_subscribed(self, *, again: bool = False) -> None:
         self._subscribed.set()
         self._settled.set()
+        self._renew_now.set()  # on the roster at once (again): a Redis that lost its data lost it
         if self._lost:
             logger.warning("management bus: subscribed again")
             self._lost = False
             again = True
+        if again:  # the others may be subscribing again too: wait for those it knew
+            self.roster.rejoined()
         if again and self._handler is not None:  # commands published meanwhile are lost: catch up
             task = asyncio.create_task(self._run(self._handler, {"op": "resync"}))
             self._running.add(task)

@@ -20,7 +20,10 @@ class ManagementAPIError(Exception):
     """The management API refused a request: ``status`` (401, 404, 409, 412, 422, 429, 503, ...) and ``problems``.
 
     ``retry_after``: the seconds its ``Retry-After`` asks for (a 503 while Redis fails, a 429 after too
-    many refused tokens), else None: nothing was changed, so the same call may be sent again then.
+    many refused tokens), else None: nothing was changed, so the same call may be sent again then. Except
+    a connection command's 503 whose ``detail`` says a worker received it and did not answer in time, or
+    that Redis failed after it reached some: it may have run there (a message sent again arrives twice).
+    Its ``problems`` name the workers that did not answer; those "not on the management bus" never run it.
     """
 
     def __init__(

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..middleware import WebSocketGateway
 from ..relay.close_codes import wire_code
-from .bus import Bus, Command
+from .bus import Answers, Bus, Command
 from .errors import Conflict, Invalid, NotFound, Unavailable
 
 DEFAULT_LISTED = 1000
@@ -36,12 +36,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Listed:
-    """A page of open connections over every worker: the oldest ``found``, ``total`` open in all."""
+    """A page of open connections over every worker: the oldest ``found``, ``total`` open in all;
+    ``answered`` of ``expected`` workers did, ``missing`` names those of the bus's roster that did not."""
 
     found: list[dict[str, Any]]
     total: int
     answered: int
     expected: int
+    missing: tuple[str, ...] = ()
 
 
 class LiveConnections:
@@ -63,12 +65,12 @@ class LiveConnections:
         found = [c for reply in answers.replies for c in reply.get("connections", [])]
         total = sum(int(reply.get("total", len(reply.get("connections", [])))) for reply in answers.replies)
         oldest = heapq.nsmallest(limit, found, key=lambda c: c["opened_at"])
-        return Listed(oldest, total, len(answers.replies), answers.expected)
+        return Listed(oldest, total, len(answers.replies), answers.expected, tuple(answers.missing))
 
     async def send(self, connection_id: str, data: str | bytes) -> str:
         """Send to the connection's client on whichever worker holds it; returns that worker's id."""
         payload = {"text": data} if isinstance(data, str) else {"binary": base64.b64encode(data).decode()}
-        return await self._command({"op": "send", "id": connection_id, **payload})
+        return await self._command({"op": "send", "id": connection_id, **payload}, "sent")
 
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
         """Close the connection on whichever worker holds it; returns that worker's id."""
@@ -76,7 +78,7 @@ class LiveConnections:
             raise Invalid("invalid close code", [f"code: {code} may not be sent in a close frame"])
         if len(reason.encode()) > 123:
             raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
-        return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason})
+        return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason}, "closed")
 
     def start_closing(self, connection_id: str, code: int, reason: str) -> asyncio.Task[bool]:
         """Close a connection of this worker's in the background (a failure is a WARNING in the log)."""
@@ -90,13 +92,13 @@ class LiveConnections:
         if not task.cancelled() and (failure := task.exception()) is not None:  # retrieved: no "never retrieved"
             logger.warning("management: closing a connection failed: %r", failure)
 
-    async def _command(self, command: Command) -> str:
-        """Run a command on the worker holding the connection; returns that worker's id."""
+    async def _command(self, command: Command, done: str) -> str:
+        """Run a command on the worker holding the connection; returns that worker's id. ``done``: what it
+        does (``closed``), for the answer that says where it may not have been done."""
         answers = await self.bus.gather(command, until=lambda reply: bool(reply.get("found")))
         reply = next((r for r in answers.replies if r.get("found")), None)
         if reply is None and len(answers.replies) < answers.expected:
-            missing = answers.expected - len(answers.replies)
-            raise Unavailable(f"{missing} of {answers.expected} worker(s) did not answer in time: one may hold it")
+            raise _not_all_answered(answers, str(command["id"]), done)
         if reply is None:
             raise NotFound(f"no open connection '{command['id']}'")
         if reply.get("busy"):
@@ -153,6 +155,24 @@ class LiveConnections:
             return {"found": True, "done": True}  # taken: it goes out once the client reads
         # A send that failed (logged by _sent) is as one to a connection that is closing.
         return {"found": True, "done": sending.exception() is None and sending.result()}
+
+
+def _not_all_answered(answers: Answers, connection_id: str, done: str) -> Unavailable:
+    """The 503 of a command that found nothing while some workers did not answer: one may hold it.
+
+    Those off the bus (lost Redis, not subscribed again yet) never get the command, now or later: it is
+    not queued. Those that received it and answered late may have run it."""
+    parts = []
+    if answers.unreached > 0:
+        parts.append(f"{answers.unreached} not on the management bus (lost Redis?): not {done} there, nor later")
+    if answers.late > 0:
+        parts.append(f"{answers.late} received it but did not answer in time: it may have been {done} there")
+    silent = answers.expected - len(answers.replies)
+    return Unavailable(
+        f"{silent} of {answers.expected} worker(s) did not answer: one may hold connection '{connection_id}'; "
+        + "; ".join(parts),
+        [f"worker {worker}: no answer" for worker in answers.missing],
+    )
 
 
 def _describe(connection: Any, worker: str) -> dict[str, Any]:

@@ -8,8 +8,19 @@ from typing import Any
 
 WORKERS_SCHEMA = {
     "type": "object",
-    "properties": {"answered": {"type": "integer"}, "expected": {"type": "integer"}},
-    "description": "how many workers answered, of how many received the request",
+    "properties": {
+        "answered": {"type": "integer"},
+        "expected": {"type": "integer"},
+        "missing": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "workers on the bus's roster that did not answer (off the bus, or late): only when any",
+        },
+    },
+    "description": (
+        "how many workers answered, of how many should have: those the request reached, or those that"
+        " answered and the roster's others, whichever is more"
+    ),
 }
 LIVE_SCHEMAS: dict[str, Any] = {
     "MetricSeries": {
