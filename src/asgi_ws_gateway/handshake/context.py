@@ -183,7 +183,8 @@ class HandshakeContext:
                                 forwarded_header=self.request.forwarded_header,
                                 subprotocols=self.request.subprotocols)  # fmt: skip
         request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
-        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi", max_head=max_head)
+        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi", max_head=max_head,
+                               subprotocols=request.subprotocols)  # fmt: skip
         return request
 
 

@@ -29,6 +29,7 @@ from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, loc
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
 from ..upstream.base import UpstreamRequest
+from ..upstream.checks import MAX_UPSTREAM_LINE
 from ..upstream.chunked import MalformedChunks
 from ..upstream.headers import kept_response_headers
 from ..upstream.interim import UnreadableHead
@@ -149,6 +150,8 @@ def deflate_offer(scope: Scope) -> str | None:
     if joined in _OFFERS:  # a client's offer repeats from one handshake to the next
         return _OFFERS[joined]
     offer = _deflate_offer(joined)
+    if offer is not None and len(offer) > _OFFER_ROOM:  # the client's lines joined: none, as the relay sends
+        offer = None
     if len(joined) <= _OFFER_LENGTH:
         remember(_OFFERS, joined, offer, _OFFERS_LIMIT)
     return offer
@@ -159,6 +162,8 @@ _OFFERS: dict[str, str | None] = {}
 client-chosen values are)."""
 _OFFERS_LIMIT = 256
 _OFFER_LENGTH = 256
+_OFFER_ROOM = MAX_UPSTREAM_LINE - len("Sec-WebSocket-Extensions: \r\n")
+"""The longest offer one line carries (the client's lines are joined into one, which an upstream refused)."""
 
 
 def _deflate_offer(joined: str) -> str | None:

@@ -5,8 +5,8 @@ the change is applied to the upstream request of every backend tried. Values ins
 or a URL are percent-encoded; control characters never reach a header.
 
 A template may write a client's value many times (``"{header.x-a}" * 680`` turned an 8 KB header into
-43 MB sent upstream per handshake): each renders within the upstream's limits (a header value 8 KiB,
-a URL or a value in it 8 KiB) and stops there, the handshake refused (431, 400) before anything is
+43 MB sent upstream per handshake): each renders within the upstream's limits (a header line 8 KiB with
+its name, a URL or a value in it 8 KiB) and stops there, the handshake refused (431, 400) before anything is
 built or any backend is contacted.
 """
 
@@ -17,12 +17,18 @@ from collections.abc import Callable
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..config.checks import configured_url_problem
 from ..handshake.context import HandshakeContext
 from ..templates import Reference, Template, TemplateTooLarge
-from ..upstream.checks import MAX_UPSTREAM_HEADER, MAX_UPSTREAM_URL, header_too_large, url_too_long
+from ..upstream.checks import (
+    MAX_UPSTREAM_LINE,
+    MAX_UPSTREAM_URL,
+    header_too_large,
+    header_value_room,
+    url_too_long,
+)
 from ..upstream.headers import HOP_BY_HOP
 from .base import PolicyEnv, PolicySettings, client_chosen, register_policy, template
 
@@ -81,6 +87,36 @@ class SetHeaderSettings(PolicySettings):
                 raise ValueError(f"{bad.group()!r} cannot be sent in an HTTP header (printable Latin-1 and tabs only)")
         return value
 
+    @field_validator("value")
+    @classmethod
+    def _fits_a_line(cls, value: str, info: ValidationInfo) -> str:
+        """The value's own text (outside its ``{...}``), with the name, must fit the one line an upstream reads:
+        8,192 characters of value passed, made a line of 8,200 bytes, and every handshake was the upstream's
+        431. Not quoted (it may be a credential): its length and the room the name leaves."""
+        header = info.data.get("header")
+        if not isinstance(header, str):
+            return value  # the name was refused: that is the problem reported
+        compiled = Template(value)
+        written = len(compiled.render(_EMPTY))  # the text alone: each reference present and empty
+        room = header_value_room(header)
+        if written > room:
+            size = f"{len(header) + written + 4} bytes" + ("" if compiled.is_constant else " at least")
+            raise ValueError(
+                f"the header line '{header}: ...' would take {size} with its CRLF; an upstream reads lines of at "
+                f"most {MAX_UPSTREAM_LINE} bytes, which leaves the value {room} characters"
+            )
+        return value
+
+
+class _Empty:
+    """Every template value present and empty: a template renders its own text alone."""
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        return ""
+
+
+_EMPTY = _Empty()
+
 
 _NOT_IN_HEADER = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
 """What a header value may not hold (RFC 9110 §5.5 field-vchar, SP and HTAB; obs-text as Latin-1)."""
@@ -95,13 +131,14 @@ class SetHeader:
         self.header = settings.header
         self.value = Template(settings.value)
         self.action: ExistsAction = settings.exists_action
-        warn_repeats([self.value], env, ("value",), f"{MAX_UPSTREAM_HEADER} characters (refused, 431)")
+        self.room = header_value_room(self.header)
+        warn_repeats([self.value], env, ("value",), f"{self.room} characters (refused, 431)")
 
     async def apply(self, context: HandshakeContext) -> None:
         value = None
         if self.action != "delete":
             try:
-                value = self.value.render(context, limit=MAX_UPSTREAM_HEADER)
+                value = self.value.render(context, limit=self.room)  # its line within an upstream's
             except TemplateTooLarge:
                 raise header_too_large(self.header) from None
         context.upstream.set_header(self.header, value, self.action)

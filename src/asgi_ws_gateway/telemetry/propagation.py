@@ -16,6 +16,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .._types import Headers
 from ..bounded import remember
+from ..upstream.checks import MAX_UPSTREAM_LINE
 from .lean_spans import LeanSpan
 
 
@@ -94,12 +95,23 @@ def inject(
             except (OverflowError, KeyError):  # an invalid context's ids or flags out of range: as the W3C propagator
                 carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
             if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
-                carrier["tracestate"] = state.to_header()
+                header = state.to_header()
+                if len(header) > _STATE_ROOM:  # a trusted client's, joined from its lines
+                    header = _fitted(header, _STATE_ROOM, long_first=True)
+                if header:
+                    carrier["tracestate"] = header
     else:
         propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
         written = frozenset(name.lower() for name in carrier)
         if "traceparent" in written:
             written |= {"tracestate"}
+        for name, value in list(carrier.items()):  # each line within an upstream's (the client's state joined)
+            if len(name) + len(value) > _LINE_ROOM:
+                fitted = _fitted(value, _LINE_ROOM - len(name), long_first=name.lower() == "tracestate")
+                if fitted:
+                    carrier[name] = fitted
+                else:
+                    del carrier[name]
     if not carrier:
         return
     if written is _TRACE_HEADERS:  # the usual case: what to drop decided by the header names alone
@@ -109,6 +121,26 @@ def inject(
     else:
         _drop(headers, written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT), not trusted)
     headers.extend(carrier.items())
+
+
+_LINE_ROOM = MAX_UPSTREAM_LINE - 4
+"""A trace header's name and value together, at most: its line (``: `` and CRLF) within what an upstream
+reads. A trusted client's 32 ``tracestate`` members, sent in two lines, were written as one line of
+15.8 KB, and the upstream's 431 was its refusal."""
+_STATE_ROOM = _LINE_ROOM - len("tracestate")
+_LONG_MEMBER = 128
+
+
+def _fitted(value: str, room: int, *, long_first: bool) -> str:
+    """A list header's ``value`` (``tracestate``, ``baggage``) within ``room`` characters: whole members
+    dropped from the end, never one cut; ``long_first`` (``tracestate``): those over 128 characters
+    first (W3C Trace Context, "tracestate Limits")."""
+    members = value.split(",")
+    if long_first:
+        members = [member for member in members if len(member.strip(" \t")) <= _LONG_MEMBER]
+    while members and sum(map(len, members)) + len(members) - 1 > room:
+        members.pop()
+    return ",".join(members)
 
 
 def _drop(headers: list[tuple[str, str]], dropped: frozenset[str], untrusted: bool) -> None:

@@ -5,16 +5,17 @@ Client-controlled values reach the upstream request through path parameters, tem
 forwarded query string. A request built from them that no upstream could be sent, or that would
 change the shape of the upstream URL, is the client's error: the handshake is refused with 400
 before the first connect, so it never counts against a backend's health. So is a request larger than
-an upstream reads: a header value over :data:`MAX_UPSTREAM_HEADER` or a head over
-:data:`MAX_UPSTREAM_HEAD` (431), a URL over :data:`MAX_UPSTREAM_URL` (400). A template may write one
-client value many times: its callers render it with these as the limit, so the text is never built.
+an upstream reads: a header value over :data:`MAX_UPSTREAM_HEADER`, a header line over
+:data:`MAX_UPSTREAM_LINE` or a head over :data:`MAX_UPSTREAM_HEAD` (431), a URL over
+:data:`MAX_UPSTREAM_URL` or a request line over :data:`MAX_UPSTREAM_LINE` (400). A template may write
+one client value many times: its callers render it with these as the limit, so the text is never built.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..bounded import may_carry_credential, remember
 from ..config.checks import UrlProblem, url_problem
@@ -29,7 +30,16 @@ MAX_UPSTREAM_URL = 8192
 
 MAX_UPSTREAM_HEADER = 8192
 """Characters a header value the gateway renders for the upstream may have (``set-header``): the
-value's own configured limit, and a header line's under websockets and most servers (8 KiB)."""
+value's own configured limit. Its line, with the name, is held to :data:`MAX_UPSTREAM_LINE` too
+(:func:`header_value_room`: 8,185 characters for ``X-A``)."""
+
+MAX_UPSTREAM_LINE = 8192
+"""Bytes a line the gateway writes to an upstream may take with its CRLF: the request line
+(``GET target HTTP/1.1``) and each header line (``name: value``), as ``websockets`` servers read
+them (``http11.MAX_LINE_LENGTH``: a longer header line is their 431, a longer request line their
+414), as do most servers' defaults (8 KiB). A ``set-header`` value of 8,192 characters made a line of
+8,200 bytes and the upstream's 431 was relayed as its refusal; now no line the gateway would write
+passes it (:func:`check_upstream_request`)."""
 
 MAX_UPSTREAM_HEAD = DEFAULT_HEAD
 """Bytes the upstream request head may take (its URL, and each header's name, value and 4 bytes of
@@ -51,17 +61,28 @@ def check_path_params(params: Mapping[str, str]) -> None:
 
 
 def check_upstream_request(
-    url: str, headers: list[tuple[str, str]], *, in_process: bool, max_head: int = MAX_UPSTREAM_HEAD
+    url: str,
+    headers: list[tuple[str, str]],
+    *,
+    in_process: bool,
+    max_head: int = MAX_UPSTREAM_HEAD,
+    subprotocols: Sequence[str] = (),
 ) -> None:
-    """Refuse (400; 431 for a head over ``max_head`` bytes) an upstream request that cannot be sent as built.
+    """Refuse (400; 431 for a head over ``max_head`` bytes or a header line over :data:`MAX_UPSTREAM_LINE`)
+    an upstream request that cannot be sent as built.
 
     ``url`` is ``ws[s]://host[:port]/path?query`` (network upstreams) or ``/path?query`` (in-process);
     ``max_head`` is :func:`~asgi_ws_gateway.upstream.head_limits.head_limit` of the gateway's
-    ``handshake_limits`` (default :data:`MAX_UPSTREAM_HEAD`, the defaults' figure).
+    ``handshake_limits`` (default :data:`MAX_UPSTREAM_HEAD`, the defaults' figure); ``subprotocols``
+    the offer every connector writes as one ``Sec-WebSocket-Protocol`` line.
     """
     size = head_size(url, headers)
     if size > max_head:
         raise head_too_large(f"the upstream request head would take {size} bytes; at most {max_head} are sent")
+    # An in-process app is handed the request: no line is written. A head smaller than one line
+    # (nearly every one) has no line over it: the lines are looked at one by one only past that.
+    if not in_process and size + (sum(map(len, subprotocols)) + 2 * len(subprotocols) if subprotocols else 0) > _SMALL:
+        check_line_bounds(url, headers, subprotocols)
     if may_carry_credential(url):  # checked, never kept
         _check_url.__wrapped__(url, in_process)
     else:
@@ -71,6 +92,66 @@ def check_upstream_request(
             if not is_token(name):
                 raise bad_request("an upstream header name is not a valid HTTP token")
             raise bad_request(f"the upstream header '{name}' would carry a character HTTP cannot send")
+
+
+def check_line_bounds(url: str, headers: list[tuple[str, str]], subprotocols: Sequence[str] = ()) -> None:
+    """Refuse a request with a line over :data:`MAX_UPSTREAM_LINE` bytes (CRLF included) as every connector
+    writes it (the relay's ``websockets`` client and the splice's own): the request line (400, as a URL
+    over its bound is), ``Host``, each header, the one ``Sec-WebSocket-Protocol`` line the offer is joined
+    into (431, ``headers_too_large``).
+
+    A client's own lines are within it unless its server reads longer ones; the gateway's were not:
+    ``set-header`` (8,192 characters of value), ``X-Forwarded-For`` joined from a proxy's lines,
+    ``X-Forwarded-Host`` (a longer name than ``Host``'s), the subprotocols joined from the client's lines.
+    """
+    after_scheme = url.find("://") + 3 if url.startswith(("ws://", "wss://")) else 0
+    authority_end = _authority_end(url, after_scheme)
+    target = len(url) - authority_end + (0 if url.startswith("/", authority_end) else 1)  # no path: "/"
+    if target + _REQUEST_LINE > MAX_UPSTREAM_LINE:
+        raise bad_request(
+            f"the upstream request line would take {target + _REQUEST_LINE} bytes; at most {MAX_UPSTREAM_LINE} are sent"
+        )
+    host = authority_end - after_scheme
+    if host and host + len("host") + _SEPARATORS > MAX_UPSTREAM_LINE:  # never for a valid host name: checked anyway
+        raise line_too_long("host", host + len("host") + _SEPARATORS)
+    for name, value in headers:
+        if len(name) + len(value) > _LINE_ROOM:
+            raise line_too_long(name, len(name) + len(value) + _SEPARATORS)
+    if subprotocols:
+        size = len("sec-websocket-protocol") + _SEPARATORS + sum(map(len, subprotocols)) + 2 * (len(subprotocols) - 1)
+        if size > MAX_UPSTREAM_LINE:
+            raise line_too_long("sec-websocket-protocol", size)
+
+
+_REQUEST_LINE = len("GET  HTTP/1.1\r\n")
+"""The request line's bytes besides its target."""
+_LINE_ROOM = MAX_UPSTREAM_LINE - _SEPARATORS
+"""A header line's name and value together, at most."""
+_SMALL = MAX_UPSTREAM_LINE - len("sec-websocket-protocol") - _REQUEST_LINE - _SEPARATORS
+"""A head of at most this many bytes (:func:`head_size`, and the subprotocols' offer) holds no line over
+:data:`MAX_UPSTREAM_LINE`: every line is shorter than the whole, plus the request line's or the offer's
+own bytes."""
+
+
+def _authority_end(url: str, start: int) -> int:
+    """Where the authority that begins at ``start`` ends (``start`` itself for an in-process path)."""
+    if start == 0:
+        return 0
+    ends = [at for at in (url.find("/", start), url.find("?", start)) if at != -1]
+    return min(ends, default=len(url))
+
+
+def line_too_long(name: str, size: int) -> HandshakeDenied:
+    """A 431 for an upstream header line of ``size`` bytes, past :data:`MAX_UPSTREAM_LINE`."""
+    return head_too_large(
+        f"the upstream header '{name}' would make a line of {size} bytes; at most {MAX_UPSTREAM_LINE} are sent"
+    )
+
+
+def header_value_room(name: str) -> int:
+    """The characters a value of header ``name`` may have: its line within :data:`MAX_UPSTREAM_LINE`
+    and the value within :data:`MAX_UPSTREAM_HEADER`."""
+    return min(MAX_UPSTREAM_HEADER, MAX_UPSTREAM_LINE - len(name) - _SEPARATORS)
 
 
 def head_size(url: str, headers: list[tuple[str, str]]) -> int:
@@ -85,8 +166,11 @@ def head_too_large(detail: str) -> HandshakeDenied:
 
 
 def header_too_large(name: str) -> HandshakeDenied:
-    """A 431 for a header value a template would render past :data:`MAX_UPSTREAM_HEADER`."""
-    return head_too_large(f"the upstream header '{name}' would be longer than {MAX_UPSTREAM_HEADER} characters")
+    """A 431 for a header value a template would render past :func:`header_value_room`."""
+    return head_too_large(
+        f"the upstream header '{name}' would be longer than {header_value_room(name)} characters "
+        f"(its line at most {MAX_UPSTREAM_LINE} bytes)"
+    )
 
 
 def url_too_long() -> HandshakeDenied:
@@ -148,13 +232,17 @@ _REFUSALS: dict[UrlProblem, str] = {
 __all__ = [
     "MAX_UPSTREAM_HEAD",
     "MAX_UPSTREAM_HEADER",
+    "MAX_UPSTREAM_LINE",
     "MAX_UPSTREAM_URL",
     "bad_request",
+    "check_line_bounds",
     "check_path_params",
     "check_upstream_request",
     "head_size",
     "head_too_large",
     "header_too_large",
+    "header_value_room",
+    "line_too_long",
     "url_too_long",
     "valid_header",
 ]
