@@ -38,6 +38,7 @@ from ..upstream.resolver import RESOLVER, host_and_port
 from ..upstream.response_head import MAX_HEAD, AnswerHead
 from ..upstream.tls import UpstreamTls, checked
 from .frame_encoding import close_frame
+from .lingering_close import lingering
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -335,7 +336,10 @@ async def _open(
         transport.abort()
         raise
     transport.pause_reading()  # until the splice takes the transport over
-    return RawUpstream(transport, subprotocol, extensions, kept_response_headers(headers), rest, reader, loop=loop)
+    # Closed with a FIN, what the upstream still sends read and dropped (a reset lost what it was sent).
+    return RawUpstream(
+        lingering(transport), subprotocol, extensions, kept_response_headers(headers), rest, reader, loop=loop
+    )
 
 
 def _switched(answer: dict[str, list[str]], expected: str) -> bool:

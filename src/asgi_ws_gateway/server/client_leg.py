@@ -18,6 +18,7 @@ from websockets.frames import Frame
 
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT, STOPPED
+from ..passthrough.lingering_close import lingering
 from .log_lines import PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, logged_path
 from .server_protocol import _ServerProtocol
 
@@ -63,6 +64,11 @@ class ClientLeg(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][STOPPED] = why
         task.cancel(why)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # Closed with a FIN, what the client still sends read and dropped (a reset lost what it was sent).
+        self.transport = lingering(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._abort_timer, self._stall_due):

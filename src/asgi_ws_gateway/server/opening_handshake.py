@@ -14,6 +14,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from ..passthrough.asgi_extension import EXTENSION
+from ..passthrough.lingering_close import lingering
 from .client_leg import ClientLeg
 from .log_lines import logged_path
 from .request_head import parsed_request, serialised_request
@@ -30,7 +31,7 @@ class OpeningHandshake(ClientLeg):
     ) -> None:  # fmt: skip
         """``connection_made`` with the addresses the HTTP protocol already read from the socket."""
         self.connections.add(self)
-        self.transport = transport
+        self.transport = lingering(transport)  # closed with a FIN, never a reset (as connection_made has it)
         self.server, self.client, self.scheme = server, client, scheme
         if self.logger.level <= TRACE_LOG_LEVEL:
             prefix = f"{client[0]}:{client[1]} - " if client else ""

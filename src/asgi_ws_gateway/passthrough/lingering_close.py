@@ -1,0 +1,153 @@
+"""Closing a TCP connection whose peer may still be sending, without a reset: nginx's "lingering close".
+
+Linux answers ``close()`` on a socket with unread bytes in its receive buffer (or bytes arriving after
+it) with a RST instead of a FIN, and drops what it had not sent yet. A client still sending when the
+gateway closed it (the rest of a large message, data behind its close frame, frames sent without
+waiting for the 101 of a refused handshake) read ECONNRESET instead of EOF, and one that had not read
+what was queued to it lost that, the close frame or the HTTP refusal with it (1006).
+
+:class:`LingeringTransport` wraps a connection's transport; its :meth:`~LingeringTransport.close`
+half-closes instead (a FIN once all that is queued is written), reads and drops what the peer still
+sends, and closes once the peer closes, or at the first of :data:`LINGER_SECONDS` and
+:data:`LINGER_BYTES`. The protocol's ``connection_lost`` comes then. Every other call goes straight to
+the wrapped transport: ``write`` as its own bound method, nothing added per write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+logger = logging.getLogger(__name__)
+
+LINGER_SECONDS = 2.0
+"""Seconds a closed connection's peer may go on sending (read and dropped) before the socket is closed."""
+LINGER_BYTES = 1 << 20
+"""Bytes read and dropped from a closed connection's peer before the socket is closed (1 MiB)."""
+
+
+def _ignored(data: bytes) -> None:
+    """A write on a connection that is closing: nothing goes after its end."""
+
+
+class LingeringTransport:
+    """``transport``, closed without a reset (see the module docstring); everything else is its own.
+
+    ``write``, called per message, is the transport's own bound method; the other calls pass through one
+    method of this class. No ``__dict__``: a spliced connection holds two of these for its whole life.
+    Over a transport that cannot half-close (TLS), :meth:`close` is the transport's.
+    """
+
+    __slots__ = ("_linger", "_transport", "write")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._linger: _Linger | None = None
+        self.write: Callable[[bytes], None] = transport.write
+
+    def close(self) -> None:
+        transport = self._transport
+        if self._linger is not None:
+            return  # its end or its bound closes it: closed now, the bytes still coming would reset it
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        self._linger = _Linger(transport, transport.get_protocol())
+        self.write = _ignored  # from here the connection is closed to whoever holds this transport
+        transport.set_protocol(self._linger)
+        transport.write_eof()  # the FIN, once what is queued is written
+        transport.resume_reading()  # (paused by backpressure, or while early data was held)
+
+    def is_closing(self) -> bool:
+        return self._linger is not None or self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        if self._linger is None:  # a lingering transport reads until the end
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._linger is None:
+            self._transport.resume_reading()
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        if self._linger is None:
+            self._transport.writelines(data)
+
+    def write_eof(self) -> None:
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+
+class _Linger(asyncio.Protocol):
+    """The protocol of a transport that lingers: what the peer sends is dropped; the transport closes
+    at its EOF or at the bound, and its protocol before is told then (``connection_lost``)."""
+
+    __slots__ = ("left", "protocol", "timer", "transport")
+
+    def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+        self.transport, self.protocol, self.left = transport, protocol, LINGER_BYTES
+        self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._bound)
+
+    def data_received(self, data: bytes) -> None:
+        self.left -= len(data)
+        if self.left < 0 and self.timer is not None:  # (once: the close below reads no more)
+            self.timer.cancel()
+            self._bound()
+
+    def eof_received(self) -> None:
+        return None  # the peer is done too: the transport closes
+
+    def _bound(self) -> None:
+        """The peer still sends after the bound: closed (a reset now, after the FIN it was sent)."""
+        self.timer = None
+        logger.debug("lingering close: the peer still sent after %g s or %d bytes; closing", LINGER_SECONDS,
+                     LINGER_BYTES)  # fmt: skip
+        self.transport.close()  # what is still queued to it is written first, as close() does
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.protocol.connection_lost(exc)
+
+
+def lingering(transport: asyncio.Transport) -> asyncio.Transport:
+    """``transport``, closed without a reset: a :class:`LingeringTransport` standing in for it."""
+    return cast(asyncio.Transport, LingeringTransport(transport))
+
+
+__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "LingeringTransport", "lingering"]
