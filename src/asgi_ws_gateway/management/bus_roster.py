@@ -13,6 +13,12 @@ to the roster's epoch (``<prefix>:{mgmt}:workers:epoch``, a random id set once):
 entries it knew are kept until they lapse or are renewed. And a worker back on the bus after losing it
 (:meth:`Roster.lost`, :meth:`Roster.rejoined`) waits ``ttl`` more for those it knew when it lost it: an
 outage longer than ``ttl`` lapsed every entry, and the others may be a moment behind it in subscribing again.
+
+Every time is Redis's clock (``TIME``, read in the script that writes or reads the roster), never a
+worker's: scored with each worker's own clock, a worker 60 s ahead kept an entry 60 s past its lapse
+and dropped everyone else's at once as lapsed; one behind was dropped by the others at once. What a
+worker remembers between two reads it dates by Redis's time at the last read plus its own monotonic
+clock since.
 """
 
 from __future__ import annotations
@@ -29,6 +35,27 @@ ROSTER_READ = 1000
 WORKER_ID_MAX = 512
 """Characters of a worker id kept (``host:pid:hex``, the host at most 253)."""
 
+# KEYS: the roster, its epoch. Answers Redis's TIME (seconds, microseconds), the epoch and the entries
+# not lapsed then (member, score, ...). _RENEW (ARGV: worker, a new epoch, ttl, most read) first writes
+# this worker's entry, lapsing ttl s after Redis's now, and drops the lapsed ones.
+_NOW = """
+local t = redis.call('TIME')
+local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+"""
+_READ = """
+local read = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[#ARGV]))
+return {t[1], t[2], redis.call('GET', KEYS[2]), read}
+"""
+_RENEW = (
+    _NOW
+    + """redis.call('SET', KEYS[2], ARGV[2], 'NX')
+redis.call('ZADD', KEYS[1], string.format('%.6f', tonumber(now) + tonumber(ARGV[3])), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+"""
+    + _READ
+)
+_WORKERS = _NOW + _READ  # ARGV: most read
+
 
 class Roster:
     """This worker's entry in the roster, and the roster as this worker knows it."""
@@ -40,34 +67,25 @@ class Roster:
         self.key = f"{prefix}:{{mgmt}}:workers"
         self.epoch_key = f"{prefix}:{{mgmt}}:workers:epoch"
         self._epoch: str | None = None
-        self._current: dict[str, float] = {}  # the roster as last read: worker -> when its entry lapses (POSIX s)
+        self._current: dict[str, float] = {}  # the roster as last read: worker -> when its entry lapses (Redis's clock)
         self._inherited: dict[str, float] = {}  # entries of an earlier epoch, not renewed since
         self._at_loss: set[str] | None = None  # the workers known when this worker lost the bus
+        self._read_at: tuple[float, float] | None = None  # Redis's time at the last read, and the monotonic then
+        self._renew = client.register_script(_RENEW)
+        self._read = client.register_script(_WORKERS)
 
     async def renew(self) -> set[str]:
         """Write this worker's entry (it lapses in ``ttl`` s) and drop lapsed ones; returns the workers known."""
-        now = time.time()
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.epoch_key, uuid.uuid4().hex, nx=True)
-            pipe.zadd(self.key, {self.worker: now + self.ttl})
-            pipe.zremrangebyscore(self.key, "-inf", now)
-            pipe.get(self.epoch_key)
-            pipe.zrangebyscore(self.key, now, "+inf", start=0, num=ROSTER_READ, withscores=True)
-            *_, epoch, entries = await pipe.execute()
-        return self._known(epoch, entries, now)
+        args: list[str | int] = [self.worker, uuid.uuid4().hex, repr(self.ttl), ROSTER_READ]
+        return self._known(await self._renew(keys=[self.key, self.epoch_key], args=args))
 
     async def workers(self) -> set[str]:
         """The workers that should be on the bus: the roster, and those of an earlier epoch not lapsed."""
-        now = time.time()
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(self.epoch_key)
-            pipe.zrangebyscore(self.key, now, "+inf", start=0, num=ROSTER_READ, withscores=True)
-            epoch, entries = await pipe.execute()
-        return self._known(epoch, entries, now)
+        return self._known(await self._read(keys=[self.key, self.epoch_key], args=[ROSTER_READ]))
 
     def heard(self, workers: Iterable[str]) -> None:
         """Workers that just answered a command are on the bus, entry or not yet."""
-        until = time.time() + self.ttl
+        until = self._redis_now() + self.ttl
         for worker in workers:
             self._current.setdefault(worker[:WORKER_ID_MAX], until)
 
@@ -78,18 +96,30 @@ class Roster:
 
     def rejoined(self) -> None:
         """This worker is on the bus again: the workers it knew get ``ttl`` s from now to renew their entries."""
-        until = time.time() + self.ttl
+        until = self._redis_now() + self.ttl
         known = (self._at_loss or set()) | self._current.keys() | self._inherited.keys()
         self._inherited, self._current, self._at_loss = dict.fromkeys(known, until), {}, None
 
     async def leave(self) -> None:
         await self.client.zrem(self.key, self.worker)
 
-    def _known(self, epoch: Any, entries: Any, now: float) -> set[str]:
+    def _redis_now(self) -> float:
+        """Redis's time now as this worker reckons it: at its last read, plus the time since; 0 before any
+        read (nothing known then lasts: the first read replaces it)."""
+        if self._read_at is None:
+            return 0.0
+        at, since = self._read_at
+        return at + (time.monotonic() - since)
+
+    def _known(self, read: Any) -> set[str]:
+        seconds, microseconds, epoch, entries = read
+        now = int(seconds) + int(microseconds) / 1_000_000
+        self._read_at = (now, time.monotonic())
         if epoch is None or epoch != self._epoch:  # the roster was lost (or is new): keep what was known
             self._inherited.update(self._current)
             self._epoch = epoch
-        self._current = {str(worker)[:WORKER_ID_MAX]: float(until) for worker, until in entries}
+        pairs = zip(entries[::2], entries[1::2], strict=True)
+        self._current = {str(worker)[:WORKER_ID_MAX]: float(until) for worker, until in pairs}
         self._inherited = {
             worker: until for worker, until in self._inherited.items() if until > now and worker not in self._current
         }

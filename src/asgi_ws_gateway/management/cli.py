@@ -4,7 +4,9 @@
 Exit codes: 0 success; 1 failed (gateway unreachable or too slow, server error, a redirect or any
 answer but the expected one; ``connect``: could not connect, or redirected);
 2 usage error or invalid input (422); 3 not found (404); 4 unauthorized (401/403); 5 conflict
-(409, 412); 6 ``connect`` only: the connection closed with a code other than 1000/1001.
+(409, 412); 6 ``connect`` only: the connection closed with a code other than 1000/1001; 8
+``connections list`` only: the listing is incomplete, some workers did not answer (the rows of those
+that did printed, a warning naming the others on stderr).
 
 Every value from the server (names, URLs, ids, an error's detail and problems, a key, a worker) is
 printed through :func:`_shown`: control, line-breaking and bidi characters as escapes, so a hostile
@@ -33,7 +35,7 @@ from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
 from . import connect as connect_module
 from .client_endpoint import tls_context, token_problem
 from .client_errors import ManagementAPIError, UnexpectedAnswerError
-from .client_types import Written
+from .client_types import ConnectionListing, Written
 from .connect_credentials import (
     ConnectParser,
     EachRead,
@@ -56,6 +58,10 @@ DEFAULT_URL = "http://127.0.0.1:8000/_gateway"
 MANAGEMENT_HOST = "127.0.0.1"
 """Where ``run --management-port`` listens unless told otherwise: loopback, so only this host reaches it."""
 _EXIT = {401: 4, 403: 4, 404: 3, 409: 5, 412: 5, 400: 2, 422: 2}
+EXIT_INCOMPLETE = 8
+"""``connections list`` printed what answered, and some workers did not: their connections are not there."""
+SHOWN_MISSING = 20
+"""Workers named in the warning of an incomplete listing (the rest counted)."""
 Action: TypeAlias = "Callable[[ManagementClient, argparse.Namespace], Awaitable[Any]]"
 
 
@@ -165,7 +171,13 @@ def add_commands(commands: Any) -> None:
             parser.add_argument("--drain", action="store_true", help="also close the connections it admitted")
 
     conns = group("connections", "live connections, on every worker")
-    action(conns, "list", "list open connections", lambda c, a: c.list_connections(a.api)).add_argument("--api")
+    listing = action(
+        conns,
+        "list",
+        f"list open connections (exit code {EXIT_INCOMPLETE}: some workers did not answer, named on stderr)",
+        lambda c, a: c.connection_listing(a.api),
+    )
+    listing.add_argument("--api")
     send = action(conns, "send", "send a message to a connection's client", _send)
     send.add_argument("id")
     send.add_argument("message", help="text (or hex with --binary)")
@@ -277,8 +289,24 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {_shown(exc)}", file=sys.stderr)
         return 2
+    if isinstance(result, ConnectionListing):
+        _print(args, result.connections)
+        return _incomplete(result)
     _print(args, result)
     return 0
+
+
+def _incomplete(listing: ConnectionListing) -> int:
+    """0 for a listing every worker answered; else a warning on stderr naming those that did not, and
+    :data:`EXIT_INCOMPLETE`: a script tells a partial listing from a whole one (the rows are printed alike)."""
+    if listing.complete:
+        return 0
+    named = ", ".join(_shown(worker) for worker in listing.missing[:SHOWN_MISSING])
+    more = len(listing.missing) - SHOWN_MISSING
+    missing = f": missing {named}{f' and {more} more' if more > 0 else ''}" if named else ""
+    print(f"warning: incomplete listing, {listing.answered} of {listing.expected} worker(s) answered{missing} "
+          "(their connections are not listed: off the management bus, or late)", file=sys.stderr)  # fmt: skip
+    return EXIT_INCOMPLETE
 
 
 def _warn(warnings: Sequence[Any]) -> None:
@@ -480,4 +508,4 @@ def _connect_token(args: argparse.Namespace) -> str | None:
     return token
 
 
-__all__ = ["MANAGEMENT_HOST", "REDIS_ENV", "add_commands", "run"]
+__all__ = ["EXIT_INCOMPLETE", "MANAGEMENT_HOST", "REDIS_ENV", "add_commands", "run"]

@@ -31,7 +31,16 @@ import httpx2
 from .answers import DEFAULT_MAX_ANSWER, Shape, a_resource, a_string_field, an_object, nothing_or_warnings, rows
 from .client_calls import ManagementCalls
 from .client_errors import ManagementAPIError, UnexpectedAnswerError
-from .client_types import ApiDocument, Connection, Product, SubscriptionInfo, Written, written
+from .client_types import (
+    ApiDocument,
+    Connection,
+    ConnectionListing,
+    Product,
+    SubscriptionInfo,
+    Written,
+    a_connection_listing,
+    written,
+)
 
 
 class ManagementClient:
@@ -233,12 +242,20 @@ class ManagementClient:
 
     # -- live connections --
     async def list_connections(self, api: str | None = None, *, limit: int | None = None) -> list[Connection]:
-        """The oldest open connections on every worker of the gateway (``limit``: the server's default, 1000)."""
-        params = {"api": api} if api else {}
-        if limit is not None:
-            params["limit"] = str(limit)
-        found = await self._call("GET", "connections", rows("connections", "id"), params=params)
+        """The oldest open connections on every worker of the gateway (``limit``: the server's default, 1000).
+
+        The rows only: a worker that did not answer (off the management bus) is not seen here. Use
+        :meth:`connection_listing` to know whether every worker answered."""
+        found = await self._call("GET", "connections", rows("connections", "id"), params=_listing(api, limit))
         return cast(list[Connection], found)
+
+    async def connection_listing(self, api: str | None = None, *, limit: int | None = None) -> ConnectionListing:
+        """As :meth:`list_connections`, with the workers that answered and those ``missing``
+        (:attr:`ConnectionListing.complete` is False when some did not)."""
+        listing: ConnectionListing = await self._call(
+            "GET", "connections", a_connection_listing, params=_listing(api, limit)
+        )
+        return listing
 
     async def send(self, connection_id: str, data: str | bytes) -> str:
         """Send a text (``str``) or binary (``bytes``) message to a connection's client.
@@ -272,6 +289,14 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _listing(api: str | None, limit: int | None) -> dict[str, str]:
+    """A listing's query: ``api`` (all when none) and ``limit`` (the server's default when none)."""
+    params = {"api": api} if api else {}
+    if limit is not None:
+        params["limit"] = str(limit)
+    return params
+
+
 def _drain(drain: bool) -> dict[str, str] | None:
     return _flags(drain=drain)
 
@@ -284,6 +309,7 @@ def _flags(**flags: bool) -> dict[str, str] | None:
 __all__ = [
     "ApiDocument",
     "Connection",
+    "ConnectionListing",
     "ManagementAPIError",
     "ManagementClient",
     "Product",

@@ -4,9 +4,10 @@ dicts, and :class:`Written`, the answer to a change with the configuration warni
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, NotRequired, TypedDict
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
-from .answers import an_object, warnings_of
+from .answers import AnswerProblem, an_object, rows, warnings_of
 
 ApiDocument = dict[str, Any]
 """A WebSocket API: the fields of an ``apis`` entry of the configuration file."""
@@ -72,6 +73,57 @@ class Connection(TypedDict):
     worker: str
 
 
+@dataclass(frozen=True)
+class ConnectionListing:
+    """A page of ``GET /connections`` with what says whether it is whole
+    (:meth:`~.client.ManagementClient.connection_listing`).
+
+    ``answered`` of ``expected`` workers answered; ``missing`` names those of the management bus's
+    roster that did not (cut off from Redis, or late): their connections are not in ``connections``,
+    nor in ``total``. Usage::
+
+        listing = await gateway.connection_listing()
+        if not listing.complete:
+            print("not listed: the connections of", ", ".join(listing.missing) or "some workers")
+    """
+
+    connections: list[Connection]
+    total: int
+    """Connections open on the workers that answered (``connections`` is at most ``limit`` of them)."""
+    answered: int
+    expected: int
+    missing: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every worker answered: the page holds the oldest connections of the whole gateway."""
+        return self.answered >= self.expected and not self.missing
+
+
+_CONNECTION_ROWS = rows("connections", "id")
+
+
+def a_connection_listing(value: Any) -> ConnectionListing:
+    """``GET /connections``'s answer, its ``total`` and ``workers`` checked (a shape, :mod:`.answers`)."""
+    found = _CONNECTION_ROWS(value)
+    workers = value.get("workers")
+    if not isinstance(workers, dict):
+        raise AnswerProblem("expected a 'workers' object")
+    total = _count(value, "total")
+    answered, expected = _count(workers, "answered"), _count(workers, "expected")
+    missing = workers.get("missing", [])
+    if not isinstance(missing, list) or not all(isinstance(worker, str) for worker in missing):
+        raise AnswerProblem("expected 'workers.missing' to be a list of strings")
+    return ConnectionListing(cast(list[Connection], found), total, answered, expected, tuple(missing))
+
+
+def _count(answer: dict[str, Any], field: str) -> int:
+    number = answer.get(field)
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise AnswerProblem(f"expected {field!r} to be a count, got {type(number).__name__}")
+    return number
+
+
 def written(value: Any) -> Written:
     """The resource a create or replace answered with, its ``warnings`` taken out of it (a shape, :mod:`.answers`)."""
     body = an_object(value)
@@ -80,4 +132,13 @@ def written(value: Any) -> Written:
     return Written(body, warnings=warnings)
 
 
-__all__ = ["ApiDocument", "Connection", "Product", "SubscriptionInfo", "Written", "written"]
+__all__ = [
+    "ApiDocument",
+    "Connection",
+    "ConnectionListing",
+    "Product",
+    "SubscriptionInfo",
+    "Written",
+    "a_connection_listing",
+    "written",
+]
