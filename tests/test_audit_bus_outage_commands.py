@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 from asgi_ws_gateway.management.answers import an_object
-from asgi_ws_gateway.management.bus import Command, RedisBus
+from asgi_ws_gateway.management.bus import Answers, Command, RedisBus
 from asgi_ws_gateway.redis_client import connect as connect_redis
 from support.clients import connect
 from support.processes import standalone
@@ -146,6 +146,14 @@ def _bus(url: str, prefix: str) -> RedisBus:
                     check_interval=0.2)  # fmt: skip
 
 
+async def _both_answer(bus: RedisBus) -> Answers:
+    """Once two workers answer ``bus``'s command and none of its roster is missing: those answers."""
+    async with asyncio.timeout(10):
+        while (answers := await bus.gather({"op": "who"}, wait=1)).missing or len(answers.replies) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return answers
+
+
 async def test_a_command_delivered_twice_runs_once(private_redis: RedisServer) -> None:
     """redis-py sends a ``PUBLISH`` again when its connection dropped before Redis answered: a message Redis
     may have delivered already. A send so delivered twice went out twice."""
@@ -182,9 +190,7 @@ async def test_a_worker_that_stopped_is_not_waited_for(private_redis: RedisServe
     try:
         await a.start(handle)
         await b.start(handle)
-        async with asyncio.timeout(10):
-            while (answers := await a.gather({"op": "who"}, wait=1)).missing or len(answers.replies) < 2:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        answers = await _both_answer(a)
         assert answers.expected == 2
         await b.aclose()
         answers = await a.gather({"op": "who"}, wait=1)
@@ -210,9 +216,7 @@ async def test_after_an_outage_longer_than_an_entry_lasts_the_workers_known_are_
         try:
             await a.start(handle)
             await b.start(handle)
-            async with asyncio.timeout(10):
-                while (answers := await a.gather({"op": "who"}, wait=1)).missing or len(answers.replies) < 2:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
+            await _both_answer(a)
             proxy.target = ("127.0.0.1", _dead_port())  # b will be a moment behind (here: until let through)
             private_redis.stop()
             await asyncio.sleep(6 * 0.2 * 2)  # past every entry's lapse
@@ -223,9 +227,7 @@ async def test_after_an_outage_longer_than_an_entry_lasts_the_workers_known_are_
             answers = await a.gather({"op": "who"}, wait=1)
             assert (len(answers.replies), answers.expected, answers.missing) == (1, 2, [b.worker])
             proxy.target = ("127.0.0.1", private_redis.port)
-            async with asyncio.timeout(10):
-                while (answers := await a.gather({"op": "who"}, wait=1)).missing or len(answers.replies) < 2:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
+            await _both_answer(a)
         finally:
             await a.aclose()
             await b.aclose()
