@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +29,9 @@ from redis.asyncio import Redis
 from asgi_ws_gateway.management import bus_roster
 from asgi_ws_gateway.management.answers import an_object
 from asgi_ws_gateway.management.bus_roster import Roster
+from support.browser import dump_dom, needs_chromium
 from support.clients import connect
+from support.management import TOKEN
 from support.processes import Standalone, cli, standalone
 from support.redis import SHARED_REDIS, redis_available, unique_prefix
 from support.upstream import UpstreamServer
@@ -190,3 +193,19 @@ async def test_the_command_line_names_missing_workers_and_exits_8(shared: tuple[
         await client.zrem(roster_key, GHOST, HOSTILE)
         code, _, err = await cli("connections", "list", *url)  # whole again: exit code 0, no warning
         assert (code, err) == (0, "")
+
+
+@needs_chromium
+async def test_the_series_and_the_live_console_name_missing_workers(shared: tuple[Redis, str], config: Path) -> None:
+    """The live console's sums leave out a worker that did not answer: ``metrics/series`` names it, and
+    the page says so beside "workers: 1 of 2" (it said only that)."""
+    client, prefix = shared
+    async with gateway_on(prefix, config) as gateway:
+        await client.zadd(f"{prefix}:{{mgmt}}:workers", {GHOST: await redis_now(client) + 600})
+        series = await gateway.client._call("GET", "metrics/series", an_object)
+        assert series["workers"] == {"answered": 1, "expected": 2, "missing": [GHOST]}
+        page = f"{gateway.url}/console/live#token={TOKEN}&poll=0.2"
+        dom = await asyncio.to_thread(dump_dom, page, 3000)
+        match = re.search(r'id="workers"[^>]*>([^<]*)<', dom)
+        assert match is not None, dom[:2000]
+        assert match.group(1) == f"workers: 1 of 2 · missing {GHOST}"

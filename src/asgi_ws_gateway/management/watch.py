@@ -43,7 +43,9 @@ class Watch:
         # x 180 slots), which every relay on this loop would wait out.
         samples = [reply.get("samples", []) for reply in answers.replies]
         found = await asyncio.to_thread(partial(merge, samples, interval=interval, window=window, api=api, since=since))
-        workers = {"answered": len(answers.replies), "expected": answers.expected}
+        workers: dict[str, Any] = {"answered": len(answers.replies), "expected": answers.expected}
+        if answers.missing:  # on the bus's roster, no answer: their counts are not in these sums
+            workers["missing"] = list(answers.missing)
         return {"interval": interval, "window": window, **found, "workers": workers}
 
     async def refusals(self, api: str | None = None, limit: int = 100) -> tuple[list[dict[str, Any]], int, int]:

@@ -68,7 +68,9 @@ async function poll() {
         absorb(series);
         state.connections = listed.connections; state.total = listed.total ?? listed.connections.length;
         state.refusals = refused.refusals;
-        $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected;
+        const missing = series.workers.missing || [];  // on the bus's roster, no answer: not in the sums
+        $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected
+          + (missing.length ? " · missing " + missing.slice(0, 5).join(", ") + (missing.length > 5 ? " and " + (missing.length - 5) + " more" : "") : "");
         const failed = render();
         if (failed.length) status("live · updated " + clock(Date.now() / 1000) + " · could not draw " + failed.join(", "), "error");
         else status("live · updated " + clock(Date.now() / 1000), "live");
