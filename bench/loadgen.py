@@ -30,8 +30,6 @@ from typing import Any
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from .credentials import BEARER_MODES, mint
-
 _DATA = (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.CONTINUATION)
 OPEN_TIMEOUT = 10.0
 
@@ -111,6 +109,10 @@ def bearer(mode: str | None, opener: int) -> Callable[[], dict[str, str]]:
     (``pool``: the opener's own token on every reconnect; ``fresh``: a new one per handshake)."""
     if mode is None:
         return lambda: HEADERS
+    # Imported only here: the key (and jwt, cryptography) cost each generator's start ~55 ms, and only
+    # the policy paths' handshakes send tokens.
+    from .credentials import mint
+
     if mode == "pool":
         held = {**HEADERS, "Authorization": f"Bearer {mint(f'bench-user-{opener}')}"}
         return lambda: held
@@ -279,9 +281,14 @@ def main() -> None:
     parser.add_argument("--levels", default="1000,5000,9000")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds allowed to open one idle level")
     parser.add_argument("--header", action="append", default=[], help="name:value sent with every handshake")
-    parser.add_argument("--bearer", choices=BEARER_MODES, help="handshake: a bench token per opener or per handshake")
+    parser.add_argument("--bearer", help="handshake: a bench token per opener (pool) or per handshake (fresh)")
     parser.add_argument("--payload", choices=["bytes", "json"], default="bytes", help="binary x bytes, or JSON text")
     args = parser.parse_args()
+    if args.bearer is not None:
+        from .credentials import BEARER_MODES  # only then (see bearer())
+
+        if args.bearer not in BEARER_MODES:
+            parser.error(f"--bearer: choose from {', '.join(BEARER_MODES)}")
     global MESSAGE_TYPE
     MESSAGE_TYPE = WSMsgType.TEXT if args.payload == "json" else WSMsgType.BINARY
     for header in args.header:

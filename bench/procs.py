@@ -37,10 +37,34 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float, l
             raise RuntimeError(f"{process.args!r} exited with {process.returncode} before listening\n{tail}")
         try:
             with socket.create_connection((HOST, port), timeout=0.5):
-                return
+                if _listens(process.pid, port):  # not another process that took the port first
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout:g} s ({process.args!r})")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether ``pid`` or a descendant listens on ``port``. A port free a moment ago may be bound first by
+    another process (a test's server, another path started at once): that one answering proves nothing."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for proc in tree:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections("tcp")):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return False
+
+
+def taken(exc: RuntimeError) -> bool:
+    """Whether a start failed because another process bound its port first (start again on another)."""
+    return "Address already in use" in str(exc)
 
 
 class Service:

@@ -15,18 +15,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import aggregate
 from .paths import PathSpec, StartContext, url, uvicorn_path
-from .procs import Service, free_port
+from .procs import Service, free_port, taken
 from .scenarios import ECHO_16K, ECHO_64, HANDSHAKE, LATENCY, SCALING, Metrics, Scenario, Timing, measure, measure_idle
 from .system import ALL_CPUS, LOAD_CPUS, PROXY_CPUS, machine_info, pin_self, pinned, raise_fd_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUND_SCENARIOS: tuple[Scenario, ...] = (ECHO_64, ECHO_16K, LATENCY, HANDSHAKE)
+_T = TypeVar("_T")
 Samples = dict[str, dict[str, list[dict[str, Any]]]]
 """scenario name -> path name -> one sample per round: ``{"metrics": {...}, "warnings": [...]}``."""
 
@@ -48,6 +50,11 @@ QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.05, 0.15, (50
                  scenarios=SCENARIOS)  # fmt: skip
 """A smoke run: every scenario once, 0.15 s of load each, 50 idle connections (what it costs is mostly
 starting the processes; the test suite runs it)."""
+SMOKE = dataclasses.replace(QUICK, timing=Timing(0.02, 0.06, (20,), 5, 30.0, 0.01))
+"""The test suite's smoke run (``--quick --smoke``): every path and scenario as in :data:`QUICK`, with
+windows of 0.06 s after 0.02 s of warm-up and 20 idle connections, its figures read by nobody (it also
+measures :data:`SMOKE_PARALLEL` paths at once)."""
+SMOKE_PARALLEL = 3
 FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
                 scenarios=SCENARIOS)  # fmt: skip
 """The real run: 3 interleaved rounds of 4 s windows (2 s for latency), 2 idle ramps to 1,000 / 5,000 (9,000 for
@@ -99,6 +106,12 @@ def _idle_plan(spec: PathSpec, settings: Settings) -> tuple[int, tuple[int, ...]
     return rounds, levels
 
 
+def _idle_due(spec: PathSpec, settings: Settings, round_no: int) -> bool:
+    """Whether ``spec`` gets an idle ramp in round ``round_no`` (counted from 0)."""
+    rounds, levels = _idle_plan(spec, settings)
+    return round_no < rounds and bool(levels)
+
+
 def estimate_seconds(paths: Sequence[PathSpec], settings: Settings) -> float:
     """Roughly how long :func:`run` takes on this machine (the printed estimate; nothing waits on it)."""
     timing = settings.timing
@@ -126,12 +139,40 @@ def _ensure(proxies: dict[str, Service], spec: PathSpec, ctx: StartContext) -> S
     if service is None or not service.alive():
         if service is not None:
             log(f"{spec.name} died; restarting it")
-        service = proxies[spec.name] = spec.start(ctx)
+        service = proxies[spec.name] = _start(spec, ctx)
     return service
 
 
+def _start(spec: PathSpec, ctx: StartContext, attempts: int = 3) -> Service:
+    """``spec.start(ctx)``, again on another free port when another process bound the one it chose first."""
+    assert spec.start is not None
+    for attempt in range(attempts):
+        try:
+            return spec.start(ctx)
+        except RuntimeError as exc:
+            if not taken(exc) or attempt + 1 == attempts:
+                raise
+            log(f"{spec.name}: its port was taken meanwhile; starting it on another")
+    raise AssertionError("unreachable")
+
+
+def _each(parallel: int, job: Callable[[PathSpec], _T], specs: Sequence[PathSpec]) -> list[_T]:
+    """``job(spec)`` for each of ``specs``, results in their order: one after another, or ``parallel`` at a
+    time (the test suite's smoke run, whose figures nobody reads: only that each path answers)."""
+    if parallel <= 1:
+        return [job(spec) for spec in specs]
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(job, specs))
+
+
 def run_rounds(
-    paths: Sequence[PathSpec], settings: Settings, upstream: Service, run_dir: Path, samples: Samples
+    paths: Sequence[PathSpec],
+    settings: Settings,
+    upstream: Service,
+    run_dir: Path,
+    samples: Samples,
+    *,
+    parallel: int = 1,
 ) -> None:
     scenarios = [s for s in ROUND_SCENARIOS if s.name in settings.scenarios]
     if not scenarios:
@@ -139,11 +180,11 @@ def run_rounds(
     ctx = StartContext(upstream.port, run_dir, PROXY_CPUS)
     proxies: dict[str, Service] = {}
     try:
-        for spec in paths:
-            _ensure(proxies, spec, ctx)
+        _each(parallel, lambda spec: _ensure(proxies, spec, ctx), paths)
         for round_no in range(settings.rounds):
             for scenario in scenarios:
-                for spec in (p for p in _rotated(paths, round_no) if _runs(p, scenario.name)):
+
+                def one(spec: PathSpec, round_no: int = round_no, scenario: Scenario = scenario) -> dict[str, Any]:
                     proxy = _ensure(proxies, spec, ctx)
                     target = url(proxy.port if proxy else upstream.port)
                     log(f"round {round_no + 1}/{settings.rounds} {scenario.name} {spec.name}")
@@ -154,23 +195,33 @@ def run_rounds(
                     except RuntimeError as exc:
                         log(f"  failed: {exc}")
                         metrics, warnings = {}, [f"failed: {exc}"]
-                    samples[scenario.name].setdefault(spec.name, []).append(_sample(metrics, warnings))
+                    return _sample(metrics, warnings)
+
+                specs = [p for p in _rotated(paths, round_no) if _runs(p, scenario.name)]
+                for spec, sample in zip(specs, _each(parallel, one, specs), strict=True):
+                    samples[scenario.name].setdefault(spec.name, []).append(sample)
     finally:
         for service in proxies.values():
             service.stop()
 
 
-def run_idle(paths: Sequence[PathSpec], settings: Settings, upstream: Service, run_dir: Path, samples: Samples) -> None:
+def run_idle(
+    paths: Sequence[PathSpec],
+    settings: Settings,
+    upstream: Service,
+    run_dir: Path,
+    samples: Samples,
+    *,
+    parallel: int = 1,
+) -> None:
     ctx = StartContext(upstream.port, run_dir, PROXY_CPUS)
     for round_no in range(settings.idle_rounds):
-        for spec in _rotated([p for p in paths if p.start is not None], round_no):
-            assert spec.start is not None
+
+        def one(spec: PathSpec, round_no: int = round_no) -> dict[str, Any]:
             rounds, levels = _idle_plan(spec, settings)
-            if round_no >= rounds or not levels:
-                continue
             log(f"idle round {round_no + 1}/{rounds} {spec.name} to {levels[-1]:,}")
             timing = dataclasses.replace(settings.timing, idle_levels=levels)
-            with spec.start(ctx) as proxy:
+            with _start(spec, ctx) as proxy:
                 try:
                     metrics, warnings = measure_idle(
                         url(proxy.port), timing, proxy=proxy, headers=spec.headers, payload=spec.payload
@@ -178,7 +229,12 @@ def run_idle(paths: Sequence[PathSpec], settings: Settings, upstream: Service, r
                 except RuntimeError as exc:
                     log(f"  failed: {exc}")
                     metrics, warnings = {}, [f"failed: {exc}"]
-            samples["idle"].setdefault(spec.name, []).append(_sample(metrics, warnings))
+            return _sample(metrics, warnings)
+
+        specs = [spec for spec in _rotated([p for p in paths if p.start is not None], round_no)
+                 if _idle_due(spec, settings, round_no)]  # fmt: skip
+        for spec, sample in zip(specs, _each(parallel, one, specs), strict=True):
+            samples["idle"].setdefault(spec.name, []).append(sample)
 
 
 def run_scaling(settings: Settings, upstream: Service, run_dir: Path, samples: Samples, gateway: PathSpec) -> None:
@@ -206,8 +262,13 @@ def run(
     out_dir: Path,
     docs: Path | None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    parallel: int = 1,
 ) -> dict[str, Any]:
-    """Run the bench; write ``results.json``, ``results.png`` (and ``docs``); return the results."""
+    """Run the bench; write ``results.json``, ``results.png`` (and ``docs``); return the results.
+
+    ``parallel``: paths started and measured at once in the rounds and the idle ramps (only for the test
+    suite's smoke run: measurements side by side disturb one another's figures).
+    """
     prepare_environment()
     started = datetime.datetime.now(datetime.UTC)
     available = [p for p in paths if p.unavailable() is None]
@@ -221,9 +282,9 @@ def run(
     clock = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp, upstream_server(Path(tmp)) as upstream:
         run_dir = Path(tmp)
-        run_rounds(available, settings, upstream, run_dir, samples)
+        run_rounds(available, settings, upstream, run_dir, samples, parallel=parallel)
         if "idle" in settings.scenarios:
-            run_idle(available, settings, upstream, run_dir, samples)
+            run_idle(available, settings, upstream, run_dir, samples, parallel=parallel)
         gateway = next((p for p in available if p.name == SCALING_PATH), None)
         if "scaling" in settings.scenarios and gateway is not None:
             run_scaling(settings, upstream, run_dir, samples, gateway)
@@ -251,6 +312,8 @@ __all__ = [
     "ROOT",
     "SCALING_PATH",
     "SCALING_WORKERS",
+    "SMOKE",
+    "SMOKE_PARALLEL",
     "Settings",
     "estimate_seconds",
     "log",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 
 from bench import aggregate, report
 from bench.paths import OPT_IN, PATHS, by_name
+from bench.procs import Service
 from bench.runner import FULL, QUICK, _idle_plan, estimate_seconds
 from bench.scenarios import saturation_warnings
 
@@ -195,3 +198,19 @@ def test_instruction_counts_are_summed_per_thread_across_dumps(tmp_path: Path) -
     (tmp_path / "callgrind-on").write_text("summary: 7\n")
     (tmp_path / "callgrind-off.1-01").write_text("summary: 9\n")
     assert _thread_totals(prefix) == {1: 2500, 2: 30}
+
+
+def test_a_service_is_started_only_when_its_own_process_listens(tmp_path: Path) -> None:
+    """Another process on the chosen port (a test's server, a path started at the same time) answers
+    too: the bench measured that one. A service whose process does not listen is not started."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        service = Service("idle", [sys.executable, "-c", "import time; time.sleep(30)"], port=port,
+                          log=tmp_path / "log")  # fmt: skip
+        try:
+            with pytest.raises(RuntimeError, match="nothing listens"):
+                service.start(timeout=1)
+        finally:
+            service.stop()

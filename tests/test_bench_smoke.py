@@ -1,4 +1,5 @@
-"""The bench runs end to end in its quick mode and writes well-formed results (no timing is asserted)."""
+"""The bench runs end to end in its quick mode (``--smoke``: its shortest windows) and writes well-formed
+results (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.timeout(420)
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
     subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--docs", str(out / "performance.md")],
+        # --smoke: the quick run's every path and scenario, with shorter windows and fewer idle connections
+        [sys.executable, "-m", "bench", "--quick", "--smoke", "--out", str(out), "--docs", str(out / "performance.md")],
         cwd=ROOT,
         check=True,
         timeout=400,
