@@ -49,32 +49,47 @@ def _header(b0: int, length: int, *, masked: bool, form: str) -> bytes:
     return bytes([b0, mask | 127]) + struct.pack("!Q", length)
 
 
+# The frame's strategies, built once (built inside the composite, they were rebuilt on every draw:
+# most of these tests' time). The same draws, in the same order, as before.
+_FIRST_BYTES = (
+    st.sampled_from([0x81, 0x82, 0x01, 0x02, 0x00, 0x80, 0x88, 0x89, 0x8A, 0x08, 0x09, 0xC1, 0xA2, 0x92, 0xF1])
+    | st.integers(0, 255).map(lambda b: b | 0x80)  # every opcode and reserved bit, final
+    | st.integers(0, 255)
+)
+_ONE_IN_SIX = st.integers(0, 5)
+_ONE_IN_FOUR = st.integers(0, 3)
+_ONE_IN_EIGHT = st.integers(0, 7)
+_CODES = st.sampled_from(_CLOSE_CODES)
+_CLOSE_REASONS = st.sampled_from(_REASONS) | st.integers(0, 127).map(lambda n: b"r" * n)
+_SIZES = st.sampled_from([0, 1, 5, 125, 126, 127, _LIMIT - 1, _LIMIT, _LIMIT + 1]) | st.integers(0, 140)
+_UNITS = st.sampled_from([b"x", b"\xff", "é".encode()])
+_FORMS = st.sampled_from(["minimal", "minimal", "minimal", "16", "64", "top"])
+_AFTER = st.sampled_from([b"", b"", b"", b"", b"\x82\x00", b"abcd"])
+
+
 @st.composite
 def _frame(draw: st.DrawFn, inbound: bool) -> bytes:
     """One frame as a hostile peer may send it, whole (its payload as long as its header says)."""
-    b0 = draw(
-        st.sampled_from([0x81, 0x82, 0x01, 0x02, 0x00, 0x80, 0x88, 0x89, 0x8A, 0x08, 0x09, 0xC1, 0xA2, 0x92, 0xF1])
-        | st.integers(0, 255).map(lambda b: b | 0x80)  # every opcode and reserved bit, final
-        | st.integers(0, 255)
-    )
-    masked = inbound if draw(st.integers(0, 5)) else not inbound
-    if b0 & 0x0F == 0x8 and draw(st.integers(0, 3)):
-        code = draw(st.sampled_from(_CLOSE_CODES))
-        reason = draw(st.sampled_from(_REASONS) | st.integers(0, 127).map(lambda n: b"r" * n))
+    b0 = draw(_FIRST_BYTES)
+    masked = inbound if draw(_ONE_IN_SIX) else not inbound
+    if b0 & 0x0F == 0x8 and draw(_ONE_IN_FOUR):
+        code = draw(_CODES)
+        reason = draw(_CLOSE_REASONS)
         payload = draw(st.sampled_from([b"", b"\x03", struct.pack("!H", code) + reason]))
     else:
-        size = draw(st.sampled_from([0, 1, 5, 125, 126, 127, _LIMIT - 1, _LIMIT, _LIMIT + 1]) | st.integers(0, 140))
-        payload = draw(st.sampled_from([b"x", b"\xff", "é".encode()])) * size
+        size = draw(_SIZES)
+        payload = draw(_UNITS) * size
         payload = payload[:size]
-    form = draw(st.sampled_from(["minimal", "minimal", "minimal", "16", "64", "top"]))
+    form = draw(_FORMS)
     header = _header(b0, len(payload), masked=masked, form=form)
     whole = header + _KEY + apply_mask(payload, _KEY) if masked else header + payload
     # Now and then a read that is not one frame: its payload short, or bytes of what follows after it.
-    return (
-        whole + draw(st.sampled_from([b"", b"", b"", b"", b"\x82\x00", b"abcd"]))
-        if draw(st.integers(0, 7))
-        else whole[:-1]
-    )
+    return whole + draw(_AFTER) if draw(_ONE_IN_EIGHT) else whole[:-1]
+
+
+_READS = {inbound: st.lists(_frame(inbound), min_size=1, max_size=6) for inbound in (True, False)}
+"""One to six reads, each a frame from one side (built once, not per example)."""
+_SPLIT_READS = {inbound: st.lists(_frame(inbound), min_size=1, max_size=5) for inbound in (True, False)}
 
 
 def _scanner(inbound: bool, *, pong: bool = False, hold_pings: bool = False) -> FrameScanner:
@@ -103,7 +118,7 @@ def test_whole_frame_reads_answer_as_the_loop_for_hostile_frames_in_any_state(
 ) -> None:
     """Each read one frame: the fast paths (whole data frame, whole close frame) forward, count and stop
     exactly as the loop does, whatever the frame breaks and whatever state the connection is in."""
-    frames = data.draw(st.lists(_frame(inbound), min_size=1, max_size=6))
+    frames = data.draw(_READS[inbound])
     fast, loop = (
         _scanner(inbound, pong=pong, hold_pings=hold_pings),
         _scanner(inbound, pong=pong, hold_pings=hold_pings),
@@ -122,7 +137,7 @@ def test_whole_frame_reads_answer_as_the_loop_for_hostile_frames_in_any_state(
 def test_frames_split_at_every_byte_forward_and_stop_as_whole_reads_do(inbound: bool, data: st.DataObject) -> None:
     """The loop fed one byte at a time forwards the same bytes in all and ends in the same place (the
     same close, error and code, oversize, and counts) as the same frames read whole, fast path included."""
-    frames = data.draw(st.lists(_frame(inbound), min_size=1, max_size=5))
+    frames = data.draw(_SPLIT_READS[inbound])
     whole, split = _scanner(inbound), _scanner(inbound)
     forwarded_whole = b"".join(whole.feed(read) for read in frames)
     stream = b"".join(frames)
@@ -161,7 +176,7 @@ def _events_by_feed(assembler: MessageAssembler, reads: list[bytes]) -> list[Eve
 def test_the_frame_relays_whole_frame_shortcut_answers_as_feed_and_next(inbound: bool, data: st.DataObject) -> None:
     """``MessageAssembler.read``'s shortcut (one whole final text or binary frame) on hostile frames from
     either side: the same events, the same stop and code, the same counts as ``feed`` then ``next``."""
-    reads = data.draw(st.lists(_frame(inbound), min_size=1, max_size=6))
+    reads = data.draw(_READS[inbound])
     fast, loop = _assembler(inbound), _assembler(inbound)
     assert _events_by_read(fast, reads) == _events_by_feed(loop, reads)
     state = ("error", "error_code", "close", "too_big", "interrupted", "buffered")

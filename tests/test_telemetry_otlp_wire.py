@@ -59,15 +59,23 @@ def _bounded_list(items: list[Any], maxlen: int | None) -> list[Any] | BoundedLi
     return items if maxlen is None else BoundedList.from_seq(maxlen, items)
 
 
+# Built once: from_regex compiles its pattern when built, and inside the composite that was on every draw
+# (most of these tests' time). The same draws as before.
+TRACE_STATES = st.lists(
+    st.tuples(st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)),
+    max_size=2,
+    unique_by=lambda kv: kv[0],
+)
+TRACE_IDS = st.integers(1, (1 << 128) - 1)
+SPAN_IDS = st.integers(1, (1 << 64) - 1)
+FLAGS = st.sampled_from([0, 1])
+
+
 @st.composite
 def span_contexts(draw: st.DrawFn) -> SpanContext:
-    pair = st.tuples(
-        st.from_regex(r"[a-z][a-z0-9]{0,5}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)
-    )
-    state = draw(st.lists(pair, max_size=2, unique_by=lambda kv: kv[0]))
+    state = draw(TRACE_STATES)
     return SpanContext(
-        draw(st.integers(1, (1 << 128) - 1)), draw(st.integers(1, (1 << 64) - 1)), draw(st.booleans()),
-        TraceFlags(draw(st.sampled_from([0, 1]))), TraceState(state),
+        draw(TRACE_IDS), draw(SPAN_IDS), draw(st.booleans()), TraceFlags(draw(FLAGS)), TraceState(state),
     )  # fmt: skip
 
 
@@ -81,20 +89,32 @@ SCOPES = [
 ]  # fmt: skip
 
 
+CODES = st.sampled_from(list(StatusCode))
+DESCRIPTIONS = st.one_of(st.none(), TEXT)
+EVENT_TIMES = st.integers(0, (1 << 64) - 1)
+UP_TO_THREE = st.integers(0, 3)
+CONTEXTS = span_contexts()
+PARENTS = st.one_of(st.none(), CONTEXTS)
+SPAN_ATTRIBUTES = bounded_attributes()
+LIST_LIMITS = st.one_of(st.none(), st.integers(0, 2))
+KINDS = st.sampled_from(list(SpanKind))
+SPAN_RESOURCES = st.sampled_from(RESOURCES)
+SPAN_SCOPES = st.sampled_from(SCOPES)
+
+
 @st.composite
 def spans(draw: st.DrawFn) -> ReadableSpan:
-    code = draw(st.sampled_from(list(StatusCode)))
-    status = Status(code, draw(st.one_of(st.none(), TEXT)) if code is StatusCode.ERROR else None)
-    events = [Event(draw(TEXT), draw(bounded_attributes()), draw(st.integers(0, (1 << 64) - 1)))
-              for _ in range(draw(st.integers(0, 3)))]  # fmt: skip
-    links = [Link(draw(span_contexts()), draw(bounded_attributes())) for _ in range(draw(st.integers(0, 3)))]
+    code = draw(CODES)
+    status = Status(code, draw(DESCRIPTIONS) if code is StatusCode.ERROR else None)
+    events = [Event(draw(TEXT), draw(SPAN_ATTRIBUTES), draw(EVENT_TIMES)) for _ in range(draw(UP_TO_THREE))]
+    links = [Link(draw(CONTEXTS), draw(SPAN_ATTRIBUTES)) for _ in range(draw(UP_TO_THREE))]
     return ReadableSpan(
-        name=draw(TEXT), context=draw(span_contexts()), parent=draw(st.one_of(st.none(), span_contexts())),
-        resource=draw(st.sampled_from(RESOURCES)), attributes=draw(bounded_attributes()),
-        events=_bounded_list(events, draw(st.one_of(st.none(), st.integers(0, 2)))),
-        links=_bounded_list(links, draw(st.one_of(st.none(), st.integers(0, 2)))),
-        kind=draw(st.sampled_from(list(SpanKind))), status=status, start_time=draw(TIMES), end_time=draw(TIMES),
-        instrumentation_scope=draw(st.sampled_from(SCOPES)),
+        name=draw(TEXT), context=draw(CONTEXTS), parent=draw(PARENTS),
+        resource=draw(SPAN_RESOURCES), attributes=draw(SPAN_ATTRIBUTES),
+        events=_bounded_list(events, draw(LIST_LIMITS)),
+        links=_bounded_list(links, draw(LIST_LIMITS)),
+        kind=draw(KINDS), status=status, start_time=draw(TIMES), end_time=draw(TIMES),
+        instrumentation_scope=draw(SPAN_SCOPES),
     )  # fmt: skip
 
 
