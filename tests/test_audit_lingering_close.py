@@ -386,3 +386,43 @@ async def test_a_client_that_never_closes_is_closed_at_the_bound(gateway: Gatewa
     received, sends = await asyncio.to_thread(_held_open, gateway[0].port, f"/{mode.replace(' ', '-')}/echo")
     assert _close_code(received) == 1000
     assert sends in ("BrokenPipeError", "ConnectionResetError")
+
+
+# -- a shutdown while connections linger ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_shutdown_while_a_closed_connection_lingers_ends_cleanly(tmp_path: Path, mode: str) -> None:
+    """A client's close answered, its TCP connection left open (no FIN): the gateway lingers on it. A
+    SIGTERM then found the connection still the server's, not yet closed from the gateway's side, and
+    sent it a 1012: websockets' InvalidState (the connection was closing), out of uvicorn's shutdown."""
+    upstream = Upstream()
+    upstream.server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    config = write_config(tmp_path, {"apis": [api_entry(upstream.url, name="echo", path="/echo", **MODES[mode])]})
+    log = tmp_path / "gateway.log"
+    try:
+        async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log, log_level="info") as process:
+
+            def close_and_hold() -> socket.socket:
+                sock = socket.create_connection(("127.0.0.1", process.port), timeout=15)
+                sock.sendall(handshake("/echo"))
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += sock.recv(65536)
+                data = data.partition(b"\r\n\r\n")[2]
+                sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
+                while not _frames(data)[0]:  # the close answer; the socket is kept open after it
+                    data += sock.recv(65536)
+                assert _frames(data)[0][-1][0] == 0x8
+                return sock
+
+            held = await asyncio.to_thread(close_and_hold)
+            try:
+                code = process.stop()
+            finally:
+                held.close()
+        assert code == 0, log.read_text()[-4000:]
+        output = log.read_text()
+        assert "Traceback" not in output and "ERROR" not in output, output[-4000:]
+    finally:
+        upstream.server.close()

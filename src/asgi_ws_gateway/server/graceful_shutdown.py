@@ -44,7 +44,10 @@ class GracefulShutdown(ClientLeg):
         # for the connections, and one still open would be left to the event loop's end.
         grace = self.config.timeout_graceful_shutdown
         wait = self.close_timeout if grace is None else min(self.close_timeout, grace / 2)
-        if not self.close_sent:
+        # A transport already closing (the client's close answered: the connection lingers, reading what
+        # the client still sends, until its FIN or its bounds) has nothing left to send: a 1012 now was
+        # websockets' InvalidState, raised out of uvicorn's shutdown, which then never ended.
+        if not self.close_sent and not self.transport.is_closing():
             if self.handshake_complete and self.initial_response is None:
                 self._close_at_shutdown(wait)
             elif self.initial_response is None:  # not answered yet; a refusal being sent is left to end
