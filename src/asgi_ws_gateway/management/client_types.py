@@ -101,12 +101,15 @@ class ConnectionListing:
 
 
 _CONNECTION_ROWS = rows("connections", "id")
+_UNSAID = {"answered": 1, "expected": 1}
+"""The ``workers`` of an answer without one (a server that does not say, as another program serving this
+API may): itself, whole. A ``workers`` that is not an object is still refused."""
 
 
 def a_connection_listing(value: Any) -> ConnectionListing:
     """``GET /connections``'s answer, its ``total`` and ``workers`` checked (a shape, :mod:`.answers`)."""
     found = _CONNECTION_ROWS(value)
-    workers = value.get("workers")
+    workers = value.get("workers", _UNSAID)
     if not isinstance(workers, dict):
         raise AnswerProblem("expected a 'workers' object")
     total = _count(value, "total")
