@@ -8,6 +8,7 @@ from websockets.http11 import Request, Response
 from ..held_pings import HeldPings
 from ..upstream.deflate_streams import ServerDeflate
 from ..upstream.websockets_protocol import FragmentFloor, TopBitLength, UnlinkedParserFailure
+from .plain_accept import plain_accept
 
 SUPPORTED_VERSION = "13"
 
@@ -20,6 +21,9 @@ class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPi
     reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""
 
     def accept(self, request: Request) -> Response:
+        response = plain_accept(self, request)  # a plain upgrade request's 101, without the general parsers
+        if response is not None:
+            return response
         response = super().accept(request)
         exc = self.handshake_exc
         if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
