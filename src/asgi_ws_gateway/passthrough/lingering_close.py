@@ -9,16 +9,29 @@ what was queued to it lost that, the close frame or the HTTP refusal with it (10
 :class:`LingeringTransport` wraps a connection's transport; its :meth:`~LingeringTransport.close`
 half-closes instead (a FIN once all that is queued is written), reads and drops what the peer still
 sends, and closes once the peer closes, or at the first of :data:`LINGER_SECONDS` and
-:data:`LINGER_BYTES`. The protocol's ``connection_lost`` comes then. Every other call goes straight to
+:data:`LINGER_BYTES`. The protocol's ``connection_lost`` comes then; a protocol whose
+``ends_at_linger`` is true (the splice's sides) hears it at once if all it was sent is written: what
+waits for its end (the application's task, a concurrency lease, the listing of open connections) waits
+no longer for the peer's FIN. Every other call goes straight to
 the wrapped transport: ``write`` as its own bound method, nothing added per write.
+
+A lingering connection still holds its descriptor. A client that opens, is refused or closed, and keeps
+its end open without a FIN held one each for 2 s after the close: a flood of those (a concurrency lease
+of one is enough) filled the open-file table, though no connection of it was open. At most one
+descriptor in :data:`LINGER_SHARE` of the open-file limit lingers; past that a close is a plain close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, cast
+
+if sys.platform != "win32":
+    import resource
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +39,22 @@ LINGER_SECONDS = 2.0
 """Seconds a closed connection's peer may go on sending (read and dropped) before the socket is closed."""
 LINGER_BYTES = 1 << 20
 """Bytes read and dropped from a closed connection's peer before the socket is closed (1 MiB)."""
+LINGER_SHARE = 8
+"""At most one descriptor in this many of the process's soft open-file limit is a lingering connection's."""
+LINGER_FLOOR = 16
+"""Connections that may linger at once however low the open-file limit is."""
+LINGER_UNLIMITED = 65536
+"""Connections that may linger at once when the open-file limit is unlimited."""
+
+
+def linger_room() -> int:
+    """How many connections of this process may linger at once (see the module docstring)."""
+    if sys.platform == "win32":
+        return LINGER_UNLIMITED
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return LINGER_UNLIMITED
+    return max(LINGER_FLOOR, soft // LINGER_SHARE)
 
 
 def _ignored(data: bytes) -> None:
@@ -51,12 +80,17 @@ class LingeringTransport:
         transport = self._transport
         if self._linger is not None:
             return  # its end or its bound closes it: closed now, the bytes still coming would reset it
-        if transport.is_closing() or not transport.can_write_eof():
-            transport.close()
+        if transport.is_closing() or not transport.can_write_eof() or len(_LINGERING) >= linger_room():
+            transport.close()  # (past the room: a plain close, as before lingering; a reset if bytes are unread)
             return
-        self._linger = _Linger(transport, transport.get_protocol())
+        protocol = transport.get_protocol()
+        linger = self._linger = _Linger(transport, protocol)
         self.write = _ignored  # from here the connection is closed to whoever holds this transport
-        transport.set_protocol(self._linger)
+        transport.set_protocol(linger)
+        if getattr(protocol, "ends_at_linger", False) and not transport.get_write_buffer_size():
+            # All it was sent is written: its end now, not at the peer's FIN (what waits on that end, a
+            # concurrency lease, a connection listed as open, held on up to LINGER_SECONDS).
+            asyncio.get_running_loop().call_soon(linger.end)
         transport.write_eof()  # the FIN, once what is queued is written
         transport.resume_reading()  # (paused by backpressure, or while early data was held)
 
@@ -110,11 +144,12 @@ class _Linger(asyncio.Protocol):
     """The protocol of a transport that lingers: what the peer sends is dropped; the transport closes
     at its EOF or at the bound, and its protocol before is told then (``connection_lost``)."""
 
-    __slots__ = ("left", "protocol", "timer", "transport")
+    __slots__ = ("__weakref__", "left", "protocol", "timer", "transport")
 
     def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
         self.transport, self.protocol, self.left = transport, protocol, LINGER_BYTES
         self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._bound)
+        _LINGERING.add(self)  # (weak: a transport dropped without its connection_lost leaves no count behind)
 
     def data_received(self, data: bytes) -> None:
         self.left -= len(data)
@@ -138,11 +173,25 @@ class _Linger(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.protocol.resume_writing()
 
+    def end(self, exc: Exception | None = None) -> None:
+        """The protocol before is told the connection is over (once: from here it hears nothing more)."""
+        protocol, self.protocol = self.protocol, _ENDED
+        protocol.connection_lost(exc)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        _LINGERING.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.protocol.connection_lost(exc)
+        self.end(exc)
+
+
+_ENDED = asyncio.Protocol()
+"""What a lingering transport's protocol is once told its end (every call a no-op)."""
+
+
+_LINGERING: weakref.WeakSet[_Linger] = weakref.WeakSet()
+"""This process's lingering connections (one event loop per process serves them)."""
 
 
 def lingering(transport: asyncio.Transport) -> asyncio.Transport:
@@ -150,4 +199,13 @@ def lingering(transport: asyncio.Transport) -> asyncio.Transport:
     return cast(asyncio.Transport, LingeringTransport(transport))
 
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "LingeringTransport", "lingering"]
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_FLOOR",
+    "LINGER_SECONDS",
+    "LINGER_SHARE",
+    "LINGER_UNLIMITED",
+    "LingeringTransport",
+    "linger_room",
+    "lingering",
+]

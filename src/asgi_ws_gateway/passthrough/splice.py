@@ -93,6 +93,7 @@ class Splice:
         self.finished = asyncio.Event()
         """Set when both TCP connections are closed."""
         self.gateway_closing = False
+        self.server_stopping = False  # the server shuts down: a lingering side ends at its peer's FIN (Side)
         self._closing = False
         # Asked once (the upstream's, if it knows it): each asking is a getpid() call on Python 3.11.
         self._loop = upstream.loop or asyncio.get_running_loop()
@@ -236,6 +237,7 @@ class Splice:
         client.ping_due = client.stall_due = upstream.ping_due = upstream.stall_due = self._keepalive_timer = None
 
     def _server_shutdown(self) -> None:
+        self.server_stopping = True
         self._gateway_close(1012, "server shutting down", 1012, "server shutting down")
 
     async def run(self) -> RelayStats:
