@@ -62,6 +62,9 @@ ROSTER_LAPSE_CHECKS = 6
 """A worker's roster entry lapses this many renewals (``check_interval``) after the last: one that died."""
 REMEMBERED_COMMANDS = 1024
 """Commands (by their reply list) a worker remembers having run, so that one delivered again runs once."""
+LEAVE_TIMEOUT = 2.0
+"""Seconds a stopping worker waits for Redis to remove its roster entry: one that does not answer (paused,
+unreachable, a client without a socket timeout) held the shutdown for ever; the entry then lapses."""
 
 
 @dataclass
@@ -337,8 +340,9 @@ class RedisBus:
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
-        with contextlib.suppress(*REDIS_FAILURES):  # else it lapses: the others wait for it until then
-            await self.roster.leave()
+        with contextlib.suppress(*REDIS_FAILURES, TimeoutError):  # else it lapses: the others wait for it until then
+            async with asyncio.timeout(LEAVE_TIMEOUT):
+                await self.roster.leave()
         await self.client.aclose()
 
     async def _listen(self, handler: Handler) -> None:

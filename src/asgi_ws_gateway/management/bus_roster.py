@@ -11,8 +11,11 @@ A Redis that lost its data (restarted without persistence) lost the roster too, 
 will renew it may still be subscribing again. So each worker also remembers the roster it read, tied
 to the roster's epoch (``<prefix>:{mgmt}:workers:epoch``, a random id set once): under a new epoch the
 entries it knew are kept until they lapse or are renewed. And a worker back on the bus after losing it
-(:meth:`Roster.lost`, :meth:`Roster.rejoined`) waits ``ttl`` more for those it knew when it lost it: an
-outage longer than ``ttl`` lapsed every entry, and the others may be a moment behind it in subscribing again.
+(:meth:`Roster.lost`, :meth:`Roster.rejoined`) does not count the time it was off against those it knew:
+each keeps what it had left when the bus was lost (an outage longer than ``ttl`` lapsed every entry, and
+the others may be a moment behind it in subscribing again). Not ``ttl`` more each time: a bus lost and
+back every few seconds kept a dead worker's entry for ever, and every close or send that found nothing
+was a 503 naming it.
 
 Every time is Redis's clock (``TIME``, read in the script that writes or reads the roster), never a
 worker's: scored with each worker's own clock, a worker 60 s ahead kept an entry 60 s past its lapse
@@ -69,7 +72,8 @@ class Roster:
         self._epoch: str | None = None
         self._current: dict[str, float] = {}  # the roster as last read: worker -> when its entry lapses (Redis's clock)
         self._inherited: dict[str, float] = {}  # entries of an earlier epoch, not renewed since
-        self._at_loss: set[str] | None = None  # the workers known when this worker lost the bus
+        self._at_loss: dict[str, float] | None = None  # the workers known when this worker lost the bus
+        self._lost_at: float | None = None  # Redis's time then (as this worker reckons it)
         self._read_at: tuple[float, float] | None = None  # Redis's time at the last read, and the monotonic then
         self._renew = client.register_script(_RENEW)
         self._read = client.register_script(_WORKERS)
@@ -90,15 +94,18 @@ class Roster:
             self._current.setdefault(worker[:WORKER_ID_MAX], until)
 
     def lost(self) -> None:
-        """This worker lost the bus: it remembers whom it knew then (their entries may lapse meanwhile)."""
+        """This worker lost the bus: it remembers whom it knew then, and when (their entries may lapse meanwhile)."""
         if self._at_loss is None:
-            self._at_loss = set(self._current.keys() | self._inherited.keys())
+            self._at_loss = {**self._inherited, **self._current}
+            self._lost_at = self._redis_now() if self._read_at is not None else None  # nothing known to keep
 
     def rejoined(self) -> None:
-        """This worker is on the bus again: the workers it knew get ``ttl`` s from now to renew their entries."""
-        until = self._redis_now() + self.ttl
-        known = (self._at_loss or set()) | self._current.keys() | self._inherited.keys()
-        self._inherited, self._current, self._at_loss = dict.fromkeys(known, until), {}, None
+        """This worker is on the bus again: the workers it knew keep the time they had left when it lost the
+        bus (none lost when redis-py subscribed again by itself), to renew their entries."""
+        off = self._redis_now() - self._lost_at if self._lost_at is not None else 0.0
+        known = {**(self._at_loss or {}), **self._inherited, **self._current}
+        self._inherited = {worker: until + max(off, 0.0) for worker, until in known.items()}
+        self._current, self._at_loss, self._lost_at = {}, None, None
 
     async def leave(self) -> None:
         await self.client.zrem(self.key, self.worker)
@@ -123,7 +130,7 @@ class Roster:
         self._inherited = {
             worker: until for worker, until in self._inherited.items() if until > now and worker not in self._current
         }
-        return self._current.keys() | self._inherited.keys() | (self._at_loss or set())  # off the bus: as then
+        return self._current.keys() | self._inherited.keys() | (self._at_loss or {}).keys()  # off the bus: as then
 
 
 __all__ = ["ROSTER_READ", "WORKER_ID_MAX", "Roster"]
