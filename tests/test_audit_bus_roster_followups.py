@@ -33,7 +33,7 @@ from support.browser import dump_dom, needs_chromium
 from support.clients import connect
 from support.management import TOKEN
 from support.processes import Standalone, cli, standalone
-from support.redis import SHARED_REDIS, redis_available, unique_prefix
+from support.redis import SHARED_REDIS, redis_available, shared_prefix
 from support.upstream import UpstreamServer
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis at 127.0.0.1:6379")
@@ -47,15 +47,8 @@ HOSTILE = "evil\x1b]52;c;aGk=\x07\nwarning: forged"
 @pytest.fixture
 async def shared() -> AsyncIterator[tuple[Redis, str]]:
     """A client of the shared Redis and a prefix of this test's own; its keys deleted after."""
-    client = Redis.from_url(SHARED_REDIS, decode_responses=True)
-    prefix = unique_prefix()
-    try:
-        yield client, prefix
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    async with shared_prefix() as pair:
+        yield pair
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from asgi_ws_gateway.management.bus import Command, RedisBus
 from asgi_ws_gateway.management.bus_roster import Roster
 from asgi_ws_gateway.redis_client import connect as connect_redis
-from support.redis import SHARED_REDIS, RedisServer, redis_available, unique_prefix
+from support.redis import RedisServer, redis_available, shared_prefix, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
 
@@ -39,15 +39,8 @@ GHOST = "ghost-host:4242:0a0b0c"
 @pytest.fixture
 async def shared() -> AsyncIterator[tuple[Redis, str]]:
     """A client of the shared Redis and a prefix of this test's own; its keys deleted after."""
-    client = Redis.from_url(SHARED_REDIS, decode_responses=True)
-    prefix = unique_prefix()
-    try:
-        yield client, prefix
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    async with shared_prefix() as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ Python functions run (``sys.setprofile``)."""
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,6 +22,7 @@ from asgi_ws_gateway.passthrough.raw_upstream import _switched
 from asgi_ws_gateway.server.passthrough_handover import add_headers, without_replaced
 from asgi_ws_gateway.upstream.interim import UnreadableHead
 from asgi_ws_gateway.upstream.response_head import MAX_HEADER_LINES, MAX_LINE, AnswerHead
+from support.calls import python_calls
 
 BROWSER = [
     (b"host", b"127.0.0.1:8000"), (b"connection", b"Upgrade"), (b"upgrade", b"websocket"),
@@ -31,22 +30,6 @@ BROWSER = [
     (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits"),
     (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64)"), (b"Cookie", b"a=1"),
 ]  # fmt: skip
-
-
-@contextmanager
-def python_calls() -> Iterator[list[str]]:
-    """The names of the Python functions called inside the block."""
-    names: list[str] = []
-
-    def profile(frame: Any, event: str, arg: object) -> None:
-        if event == "call":
-            names.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        yield names
-    finally:
-        sys.setprofile(None)
 
 
 # -- Host --

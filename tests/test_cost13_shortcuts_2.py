@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from asgi_ws_gateway.server import plain_accept as plain_module
 from asgi_ws_gateway.server import server_protocol
 from asgi_ws_gateway.server.plain_accept import http_date, plain_accept
 from asgi_ws_gateway.server.server_protocol import _ServerProtocol
+from support.calls import python_calls
 
 PLAIN = [
     ("Host", "127.0.0.1:8000"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
@@ -33,22 +33,6 @@ PLAIN = [
     ("User-Agent", "Python/3.11 websockets/17.4"),
 ]  # fmt: skip
 NOW = 1_764_940_800.25  # a fixed instant for both ways: their Date values are compared as they are
-
-
-@contextmanager
-def python_calls() -> Iterator[list[str]]:
-    """The names of the Python functions called inside the block."""
-    names: list[str] = []
-
-    def profile(frame: Any, event: str, arg: object) -> None:
-        if event == "call":
-            names.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        yield names
-    finally:
-        sys.setprofile(None)
 
 
 @contextmanager

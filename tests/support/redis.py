@@ -30,6 +30,7 @@ __all__ = [
     "RedisServer",
     "redis_available",
     "redis_state",
+    "shared_prefix",
     "unique_prefix",
 ]
 
@@ -58,6 +59,20 @@ def _answers(port: int) -> bool:
 def unique_prefix() -> str:
     """A key namespace no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def shared_prefix() -> AsyncIterator[tuple[Redis, str]]:
+    """A client of the shared Redis (strings decoded) and a prefix of its own; the prefix's keys deleted after."""
+    client = Redis.from_url(SHARED_REDIS, decode_responses=True)
+    prefix = unique_prefix()
+    try:
+        yield client, prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 @contextlib.asynccontextmanager
