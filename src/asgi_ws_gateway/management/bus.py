@@ -24,6 +24,12 @@ Lost, not queued: a command published while a worker was off the bus never reach
 workers that should be on the bus (:mod:`.bus_roster`) and names those that did not answer
 (:attr:`Answers.missing`): the caller can tell "nobody holds it" from "someone did not hear". A
 command delivered twice (redis-py sends a ``PUBLISH`` again after a connection lost mid-call) runs once.
+
+A Redis that refuses the roster for good (an ACL granting the rest of what the gateway uses, not the
+roster's commands) made every gathering command a 503, and the refused renewals were logged at DEBUG
+only. Now the renewal's refusal is a WARNING naming the command (one at once, then one per
+``ROSTER_REFUSED_LOG_INTERVAL``), and :meth:`RedisBus.gather` counts on ``PUBLISH`` alone while the
+roster cannot be read, as before the roster existed (said once at WARNING).
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ REMEMBERED_COMMANDS = 1024
 LEAVE_TIMEOUT = 2.0
 """Seconds a stopping worker waits for Redis to remove its roster entry: one that does not answer (paused,
 unreachable, a client without a socket timeout) held the shutdown for ever; the entry then lapses."""
+ROSTER_REFUSED_LOG_INTERVAL = 300.0
+"""Seconds between two lines saying Redis refuses to renew the roster: renewed every few seconds, it
+would be a line each time, for as long as the ACL stays."""
+ROSTER_HELP = "grant the roster's commands: docs/management.md, 'When a worker is off the bus'"
 
 
 @dataclass
@@ -175,6 +185,7 @@ class RedisBus:
         self._renewal = renewal
         self._renew_now = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
+        self._roster_refused = False  # Redis refused the last read of the roster (gather counts PUBLISH's alone)
         self._ran: OrderedDict[str, None] = OrderedDict()  # reply lists of the commands run lately
 
     async def start(self, handler: Handler) -> None:
@@ -260,6 +271,7 @@ class RedisBus:
         """This worker's roster entry, renewed every ``check_interval`` while subscribed, and at once on
         subscribing (again)."""
         failures = OutageLog()
+        refusals = OutageLog(ROSTER_REFUSED_LOG_INTERVAL)
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._renewal):
@@ -269,8 +281,13 @@ class RedisBus:
                 continue
             try:
                 await self.roster.renew()
-            except REDIS_FAILURES as exc:  # Redis lost: renewed once subscribed again
-                if count := failures.event():
+            except REDIS_FAILURES as exc:
+                if (why := self.roster.refusal(exc)) is not None:  # an ACL: refused until the operator sees it
+                    if count := refusals.event():
+                        logger.warning("management bus: Redis refused to renew this worker's roster entry, %d time(s) "
+                                       "(%s): a worker off the bus is not named in the answers; %s",
+                                       count, printable(why), ROSTER_HELP)  # fmt: skip
+                elif count := failures.event():  # Redis lost: renewed once subscribed again
                     logger.debug("management bus: roster not renewed (%s), %d time(s)", type(exc).__name__, count)
 
     async def _stop_renewer(self) -> None:
@@ -291,7 +308,7 @@ class RedisBus:
         self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
     ) -> Answers:
         reply_to = f"{self._prefix}:{{mgmt}}:reply:{uuid.uuid4().hex}"
-        roster = await self._call(self.roster.workers())  # read first: a failure here sent nothing
+        roster = await self._roster()  # read first: a failure here sent nothing
         expected = await self._publish(json.dumps({**command, "reply_to": reply_to}))
         replies: list[Command] = []
         loop = asyncio.get_running_loop()
@@ -328,6 +345,26 @@ class RedisBus:
                 printable(", ".join(missing[:10]) or "(none in the roster)"),
             )
         return answers
+
+    async def _roster(self) -> set[str]:
+        """The workers of the roster; none while Redis refuses to read it (an ACL): the command then waits
+        for the workers ``PUBLISH`` reached, as before the roster, rather than being a 503 for ever."""
+        try:
+            roster = await self._call(self.roster.workers())
+        except Unavailable as exc:
+            why = self.roster.refusal(exc.__cause__) if exc.__cause__ is not None else None
+            if why is None:
+                raise
+            if not self._roster_refused:
+                self._roster_refused = True
+                logger.warning("management bus: Redis refused to read the roster (%s): commands wait for the "
+                               "workers PUBLISH reached, a worker off the bus is not named; %s",
+                               printable(why), ROSTER_HELP)  # fmt: skip
+            return set()
+        if self._roster_refused:
+            self._roster_refused = False
+            logger.warning("management bus: the roster is read again: a worker off the bus is named in the answers")
+        return roster
 
     async def aclose(self) -> None:
         self._closing = True

@@ -22,14 +22,21 @@ worker's: scored with each worker's own clock, a worker 60 s ahead kept an entry
 and dropped everyone else's at once as lapsed; one behind was dropped by the others at once. What a
 worker remembers between two reads it dates by Redis's time at the last read plus its own monotonic
 clock since.
+
+Redis may refuse the roster's commands for good: an ACL granting the rest of what the gateway uses but
+not ``TIME``, the sorted-set commands, ``EVALSHA`` or the roster's keys. :meth:`Roster.refusal` tells such
+an answer, naming the command, from a failure that passes (a connection lost, a failover).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
+
+from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, ResponseError, TryAgainError
 
 from ..redis_client import AnyRedis
 
@@ -37,6 +44,16 @@ ROSTER_READ = 1000
 """Most entries read at once: the roster is written by workers, but anything with Redis access can write it."""
 WORKER_ID_MAX = 512
 """Characters of a worker id kept (``host:pid:hex``, the host at most 253)."""
+REFUSAL_MAX = 300
+"""Characters of a refusal's text kept for the log."""
+
+# Answers that pass as a failover or a busy server does: not a refusal. (Lost connections and LOADING
+# are ConnectionErrors, not ResponseErrors.)
+_PASSING = (ReadOnlyError, TryAgainError, ClusterDownError, AskError)
+_PASSING_CODES = ("BUSY", "NOREPLICAS", "LOADING", "MASTERDOWN", "UNBLOCKED")
+# A command a script was refused is named by the script and line only: "... script: <sha>, on @user_script:2."
+_SCRIPT_LINE = re.compile(r"script: ([0-9a-f]{40}), on @user_script:(\d+)")
+_CALL = re.compile(r"redis\.call\('([A-Z]+)'")
 
 # KEYS: the roster, its epoch. Answers Redis's TIME (seconds, microseconds), the epoch and the entries
 # not lapsed then (member, score, ...). _RENEW (ARGV: worker, a new epoch, ttl, most read) first writes
@@ -106,6 +123,30 @@ class Roster:
         known = {**(self._at_loss or {}), **self._inherited, **self._current}
         self._inherited = {worker: until + max(off, 0.0) for worker, until in known.items()}
         self._current, self._at_loss, self._lost_at = {}, None, None
+
+    def refusal(self, exc: BaseException) -> str | None:
+        """Why Redis refused a roster call for good (an ACL without its commands or keys, a script it cannot
+        run), naming the command; ``None`` for a failure that passes (a connection lost, a failover)."""
+        if not isinstance(exc, ResponseError) or isinstance(exc, _PASSING):
+            return None
+        text = str(exc)
+        if text.startswith(_PASSING_CODES):
+            return None
+        named = f"{type(exc).__name__}: {text[:REFUSAL_MAX]}"
+        command = self._refused_in_script(text)
+        return f"{command}, in the roster's script: {named}" if command else named
+
+    def _refused_in_script(self, text: str) -> str | None:
+        """The command at the line of the roster's script that Redis named in its refusal, if it did."""
+        found = _SCRIPT_LINE.search(text)
+        if found is None:
+            return None
+        sha, line = found[1], int(found[2])
+        for script in (self._renew, self._read):
+            lines = str(script.script).splitlines()
+            if script.sha == sha and 0 < line <= len(lines) and (call := _CALL.search(lines[line - 1])):
+                return call[1]
+        return None
 
     async def leave(self) -> None:
         await self.client.zrem(self.key, self.worker)
