@@ -64,7 +64,7 @@ def _listens(pid: int, port: int) -> bool:
 
 def taken(exc: RuntimeError) -> bool:
     """Whether a start failed because another process bound its port first (start again on another)."""
-    return "Address already in use" in str(exc)
+    return "address already in use" in str(exc).lower()  # (uvicorn writes it in lower case, Python's errno text not)
 
 
 class Service:
