@@ -17,7 +17,7 @@ from .config.gateway import GatewayConfig
 from .config.products import ProductConfig, SubscriptionConfig
 from .errors import ConfigError, HandshakeDenied
 from .forwarded import Networks, rewritten_by_server
-from .handshake.capacity import check_capacity, process_capacity
+from .handshake.capacity import check_capacity, descriptor_capacity, over_capacity, process_capacity
 from .handshake.context import HandshakeContext
 from .handshake.forwarding_loop import check_forwarding_loop
 from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
@@ -28,11 +28,14 @@ from .handshake.responses import send_denial
 from .log_throttle import OutageLog
 from .loop_watch import LoopWatch
 from .passthrough.asgi_extension import EXTENSION, STOPPED
+from .passthrough.lingering_close import lingering_count
 from .passthrough.raw_upstream import RawUpstream
+from .passthrough.splice import Splice
 from .policies.build import GatewayPolicies, load_policies
 from .proxying import open_proxy
 from .relay.close_codes import CLIENT_GONE, SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
+from .relay.pumps import Relay
 from .routing import Router, resolve_scope
 from .startup import StartupFailure, built_by_starlette, variable_problems
 from .state.base import Store
@@ -160,6 +163,7 @@ class WebSocketGateway(AdmissionChecks):
         self._policies = policies
         self._trusted = Networks(config.trusted_proxies)
         self._capacity = process_capacity(config.max_connections)
+        self._room = descriptor_capacity()  # lingering descriptors count against it (handshake.capacity)
         self.config = config
         return old
 
@@ -248,7 +252,7 @@ class WebSocketGateway(AdmissionChecks):
     def full(self) -> bool:
         """At ``max_connections`` (or what the open-file limit allows): the next handshake gets 503.
         ``/readyz`` says so, so that a load balancer sends new clients elsewhere until a place frees."""
-        return self._capacity is not None and self._in_flight >= self._capacity
+        return over_capacity(self._in_flight + 1, self._capacity, lingering=lingering_count(), room=self._room)
 
     @property
     def telemetry(self) -> Telemetry:
@@ -383,7 +387,7 @@ class WebSocketGateway(AdmissionChecks):
         try:
             if self._draining:
                 raise draining_refusal()
-            check_capacity(self._in_flight, self._capacity)
+            check_capacity(self._in_flight, self._capacity, lingering=lingering_count(), room=self._room)
             check_header_limits(headers, _target(scope), limits)
             if limits.headers_with_underscores == "reject":
                 check_no_underscores(headers)
@@ -446,6 +450,7 @@ class WebSocketGateway(AdmissionChecks):
         live.subscription = _subscription_id(handshake)
         live.backend = backend.label
         guard: asyncio.Task[None] | None = None
+        lease_end: asyncio.Task[None] | None = None
         connection: ConnectionTrace | None = None
         try:
             try:
@@ -466,6 +471,8 @@ class WebSocketGateway(AdmissionChecks):
                 guard = asyncio.create_task(
                     watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime, expires_at=expires_at)
                 )
+            if isinstance(relay, Relay | Splice):
+                lease_end = asyncio.create_task(_release_when_client_over(relay.client_over, handshake))
             await relay.run()
         finally:
             if connection is not None:
@@ -478,6 +485,10 @@ class WebSocketGateway(AdmissionChecks):
                     await guard
             self._connections.remove(relay)
             trial.ended(relay.stats)  # how it ended (the upstream's failure soon after its 101?)
+            if lease_end is not None:
+                if not isinstance(relay, Relay | Splice) or not relay.client_over.is_set():
+                    lease_end.cancel()  # still waiting: the release below is the one
+                await asyncio.wait([lease_end])  # a release under way is not cut (a lease would outlive it)
             await handshake.release()
 
     async def _deny(
@@ -508,6 +519,17 @@ class WebSocketGateway(AdmissionChecks):
                           policy=policy if isinstance(policy, str) else None, detail=denial.detail)  # fmt: skip
         with contextlib.suppress(OSError):
             await send_denial(scope, send, denial, expose_details=self.config.expose_error_details, trace_id=trace_id)
+
+
+async def _release_when_client_over(client_over: asyncio.Event, handshake: HandshakeContext) -> None:
+    """Release what the connection holds (its concurrency lease) once its client's side is over.
+
+    A run ends after the upstream's closing handshake and TCP close (the relay), or once both sockets'
+    lingering close is over (the splice): its client waits for neither, and one that closed and connected
+    again at once was refused by its own lease (429). The upstream's close frame is sent by then, and its
+    close is bounded by ``close_timeout``."""
+    await client_over.wait()
+    await handshake.release()
 
 
 def _taken_back(exc: BaseException, marker: str, scope: Scope) -> bool:

@@ -61,18 +61,45 @@ def process_capacity(wanted: int | None) -> int | None:
     return min(wanted, allowed)
 
 
-def check_capacity(in_flight: int, capacity: int | None) -> None:
-    """Refuse a handshake that would make ``in_flight`` (this one included) exceed ``capacity``.
+def capacity_used(in_flight: int, lingering: int) -> int:
+    """Connections counted against what the open-file limit allows: ``in_flight`` (handshakes and open
+    connections), and the ``lingering`` connections' descriptors, two to a connection. Closed, a lingering
+    connection still holds its descriptor, up to one in 8 of the open-file limit
+    (``passthrough.lingering_close``): uncounted, a process at capacity whose clients closed and
+    reconnected at once used the reserve up (upstream connects failed with EMFILE)."""
+    return in_flight + (lingering + 1) // 2
+
+
+def over_capacity(in_flight: int, capacity: int | None, *, lingering: int = 0, room: int | None = None) -> bool:
+    """True when ``in_flight`` exceeds ``capacity`` (``max_connections``, within the open-file limit), or,
+    lingering descriptors counted, what the open-file limit has room for (``room``: :func:`descriptor_capacity`).
+    A ``max_connections`` below that room bounds the connections served only: lingering ones hold no
+    more than their descriptor."""
+    if capacity is not None and in_flight > capacity:
+        return True
+    return room is not None and capacity_used(in_flight, lingering) > room
+
+
+def check_capacity(in_flight: int, capacity: int | None, *, lingering: int = 0, room: int | None = None) -> None:
+    """Refuse a handshake that would put the process over its capacity (:func:`over_capacity`;
+    ``in_flight`` counts this one).
 
     Raises:
         GatewayOverloaded: 503 with ``Retry-After``, reason ``over_capacity``.
     """
-    if capacity is not None and in_flight > capacity:
+    if over_capacity(in_flight, capacity, lingering=lingering, room=room):
         raise GatewayOverloaded(
             f"this gateway process has {capacity} connections or handshakes open, its capacity "
-            "(max_connections, or what its open-file limit allows)",
+            "(max_connections, or what its open-file limit allows, closing connections counted)",
             reason="over_capacity",
         )
 
 
-__all__ = ["RESERVED_DESCRIPTORS", "check_capacity", "descriptor_capacity", "process_capacity"]
+__all__ = [
+    "RESERVED_DESCRIPTORS",
+    "capacity_used",
+    "check_capacity",
+    "descriptor_capacity",
+    "over_capacity",
+    "process_capacity",
+]

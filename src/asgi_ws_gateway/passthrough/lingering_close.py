@@ -9,16 +9,18 @@ what was queued to it lost that, the close frame or the HTTP refusal with it (10
 :class:`LingeringTransport` wraps a connection's transport; its :meth:`~LingeringTransport.close`
 half-closes instead (a FIN once all that is queued is written), reads and drops what the peer still
 sends, and closes once the peer closes, or at the first of :data:`LINGER_SECONDS` and
-:data:`LINGER_BYTES`. The protocol's ``connection_lost`` comes then; a protocol whose
-``ends_at_linger`` is true (the splice's sides) hears it at once if all it was sent is written: what
-waits for its end (the application's task, a concurrency lease, the listing of open connections) waits
-no longer for the peer's FIN. Every other call goes straight to
+:data:`LINGER_BYTES`. The protocol's ``connection_lost`` comes then (the server still counts the
+connection until its socket is closed: its shutdown waits for it); a protocol with a ``linger_began``
+method is told at once (the splice's sides: what only the client held, its concurrency lease, goes then,
+not at the peer's FIN). Every other call goes straight to
 the wrapped transport: ``write`` as its own bound method, nothing added per write.
 
 A lingering connection still holds its descriptor. A client that opens, is refused or closed, and keeps
 its end open without a FIN held one each for 2 s after the close: a flood of those (a concurrency lease
 of one is enough) filled the open-file table, though no connection of it was open. At most one
 descriptor in :data:`LINGER_SHARE` of the open-file limit lingers; past that a close is a plain close.
+No longer counted as an open connection, a lingering one still counts against the process's capacity
+(:func:`lingering_count`: half a connection each, as it holds one descriptor of two).
 """
 
 from __future__ import annotations
@@ -87,10 +89,9 @@ class LingeringTransport:
         linger = self._linger = _Linger(transport, protocol)
         self.write = _ignored  # from here the connection is closed to whoever holds this transport
         transport.set_protocol(linger)
-        if getattr(protocol, "ends_at_linger", False) and not transport.get_write_buffer_size():
-            # All it was sent is written: its end now, not at the peer's FIN (what waits on that end, a
-            # concurrency lease, a connection listed as open, held on up to LINGER_SECONDS).
-            asyncio.get_running_loop().call_soon(linger.end)
+        began = getattr(protocol, "linger_began", None)
+        if began is not None:
+            began()
         transport.write_eof()  # the FIN, once what is queued is written
         transport.resume_reading()  # (paused by backpressure, or while early data was held)
 
@@ -173,25 +174,21 @@ class _Linger(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.protocol.resume_writing()
 
-    def end(self, exc: Exception | None = None) -> None:
-        """The protocol before is told the connection is over (once: from here it hears nothing more)."""
-        protocol, self.protocol = self.protocol, _ENDED
-        protocol.connection_lost(exc)
-
     def connection_lost(self, exc: Exception | None) -> None:
         _LINGERING.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.end(exc)
-
-
-_ENDED = asyncio.Protocol()
-"""What a lingering transport's protocol is once told its end (every call a no-op)."""
+        self.protocol.connection_lost(exc)
 
 
 _LINGERING: weakref.WeakSet[_Linger] = weakref.WeakSet()
 """This process's lingering connections (one event loop per process serves them)."""
+
+
+def lingering_count() -> int:
+    """This process's connections lingering now: each holds a descriptor (the capacity counts them)."""
+    return len(_LINGERING)
 
 
 def lingering(transport: asyncio.Transport) -> asyncio.Transport:
@@ -208,4 +205,5 @@ __all__ = [
     "LingeringTransport",
     "linger_room",
     "lingering",
+    "lingering_count",
 ]

@@ -56,13 +56,11 @@ class Side(asyncio.Protocol):
         self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
 
-    @property
-    def ends_at_linger(self) -> bool:
-        """Whether its transport's lingering close (``lingering_close``) ends it at once, all it was sent
-        written: the splice, its application's task and its lease end without waiting for the peer's FIN.
-        Not at the server's shutdown: the server waits for its connections, and a lingering one is cut
-        short when the process exits (the peer still sending then gets a reset)."""
-        return not self.splice.server_stopping
+    def linger_began(self) -> None:
+        """Its transport closes without a reset (``lingering_close``): the client's side is over for the
+        client, and what only the client held (its concurrency lease) may go, though the socket lingers."""
+        if self.client:
+            self.splice.client_over.set()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport

@@ -93,7 +93,9 @@ class Splice:
         self.finished = asyncio.Event()
         """Set when both TCP connections are closed."""
         self.gateway_closing = False
-        self.server_stopping = False  # the server shuts down: a lingering side ends at its peer's FIN (Side)
+        self.client_over = asyncio.Event()
+        """Set when the client's connection is over for the client (the gateway closed it, or it vanished),
+        while the sockets may still linger: what the client holds (its concurrency lease) may go."""
         self._closing = False
         # Asked once (the upstream's, if it knows it): each asking is a getpid() call on Python 3.11.
         self._loop = upstream.loop or asyncio.get_running_loop()
@@ -237,7 +239,6 @@ class Splice:
         client.ping_due = client.stall_due = upstream.ping_due = upstream.stall_due = self._keepalive_timer = None
 
     def _server_shutdown(self) -> None:
-        self.server_stopping = True
         self._gateway_close(1012, "server shutting down", 1012, "server shutting down")
 
     async def run(self) -> RelayStats:
@@ -374,6 +375,8 @@ class Splice:
             self._end_towards(client)
 
     def lost(self, side: Side) -> None:
+        if side.client:
+            self.client_over.set()
         peer = side.peer
         if peer.pending_close is not None:  # the frame it was receiving from ``side`` will never end
             self._end_towards(peer, cut_short=True)

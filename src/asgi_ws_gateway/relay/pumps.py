@@ -115,6 +115,10 @@ class Relay:
         self._ending: tuple[int, str, int, str] | None = None  # the codes a failed or cancelled run closes with
         self.finished = asyncio.Event()
         """Set when :meth:`run` has closed both sides and is returning."""
+        self.client_over = asyncio.Event()
+        """Set when the client's connection is over for the client (its closing handshake done, or it
+        vanished) and the upstream's close frame is sent (by the time a waiter runs): what the client
+        holds (its concurrency lease) may go while the upstream's close completes (``close_timeout``)."""
         self._background = PolicyTasks()
         self.connection: ConnectionContext | None = None
         self._inbound: MessagePipeline | None = None
@@ -340,6 +344,8 @@ class Relay:
             if client_vanished(message):
                 code, reason = 1006, ""
             self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "client", code, reason
+            # Set before the upstream's close starts: a waiter runs once this task waits, its close frame sent.
+            self.client_over.set()
             if code == 1006:
                 await self._close_upstream(1001, "client went away")
             else:
