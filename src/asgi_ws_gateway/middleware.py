@@ -471,7 +471,7 @@ class WebSocketGateway(AdmissionChecks):
                 guard = asyncio.create_task(
                     watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime, expires_at=expires_at)
                 )
-            if isinstance(relay, Relay | Splice):
+            if isinstance(relay, Relay | Splice) and handshake.holds_cleanups:  # (no task for nothing to release)
                 lease_end = asyncio.create_task(_release_when_client_over(relay.client_over, handshake))
             await relay.run()
         finally:

@@ -97,6 +97,11 @@ class HandshakeContext:
         """Run ``cleanup`` when the connection ends, however it ends (denied later, refused, closed)."""
         self._cleanups.append(cleanup)
 
+    @property
+    def holds_cleanups(self) -> bool:
+        """Whether a cleanup waits for the connection's end (a concurrency lease): :meth:`release` has work."""
+        return bool(self._cleanups)
+
     async def release(self) -> None:
         """Run the cleanups, last registered first; bounded in time, never raises, idempotent.
 
