@@ -31,6 +31,7 @@ import pytest_asyncio
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawws import next_frame
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -48,16 +49,6 @@ MODES: dict[str, dict[str, Any]] = {
 
 
 # -- raw upstreams ------------------------------------------------------------------------------------
-
-
-async def _frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    b0, b1 = await reader.readexactly(2)
-    length = b1 & 0x7F
-    if length >= 126:
-        length = int.from_bytes(await reader.readexactly(2 if length == 126 else 8), "big")
-    mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-    data = await reader.readexactly(length)
-    return b0 & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data)) if b1 & 0x80 else data
 
 
 class Upstream:
@@ -81,7 +72,7 @@ class Upstream:
         await accept_upstream(reader, writer, then=pushed)
         try:
             while True:
-                opcode, payload = await _frame(reader)
+                opcode, payload = await next_frame(reader)
                 if opcode == 0x8:
                     tail = (ws_frame(0x2, b"t" * 16384, mask=False) for _ in range(self.tail // 16384))
                     writer.write(

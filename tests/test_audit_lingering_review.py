@@ -29,6 +29,7 @@ from asgi_ws_gateway.passthrough.lingering_close import lingering
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawws import next_frame
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="descriptors counted in /proc")
 
@@ -185,13 +186,8 @@ async def _close_answering_upstream(reader: asyncio.StreamReader, writer: asynci
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
         await accept_upstream(reader, writer)
         while True:
-            b0, b1 = await reader.readexactly(2)
-            length = b1 & 0x7F
-            if length >= 126:
-                length = int.from_bytes(await reader.readexactly(2 if length == 126 else 8), "big")
-            mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-            if b0 & 0x0F == 0x8:
+            opcode, payload = await next_frame(reader)
+            if opcode == 0x8:
                 writer.write(ws_frame(0x8, payload[:2], mask=False))
                 break
     writer.close()

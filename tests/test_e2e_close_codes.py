@@ -23,6 +23,7 @@ from asgi_ws_gateway.telemetry import names as n
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawws import next_frame
 from support.servers import UvicornFactory, WSImpl
 
 BOUND = 10.0
@@ -46,13 +47,8 @@ class RecordingUpstream:
         await accept_upstream(reader, writer)
         try:
             while True:
-                b0, b1 = await reader.readexactly(2)
-                length = b1 & 0x7F
-                if length >= 126:
-                    length = int.from_bytes(await reader.readexactly(2 if length == 126 else 8), "big")
-                mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(length)))
-                if b0 & 0x0F == 0x8:
+                opcode, payload = await next_frame(reader)
+                if opcode == 0x8:
                     self.codes.append(int.from_bytes(payload[:2], "big") if payload else None)
                     writer.write(ws_frame(0x8, payload[:2], mask=False))
                     await writer.drain()
