@@ -59,24 +59,33 @@ def linger_room() -> int:
     return max(LINGER_FLOOR, soft // LINGER_SHARE)
 
 
-def _ignored(data: bytes) -> None:
+def _ignored(data: object) -> None:
     """A write on a connection that is closing: nothing goes after its end."""
+
+
+def _nothing() -> None:
+    """Pausing or resuming the reads of a lingering connection: it reads until its end."""
 
 
 class LingeringTransport:
     """``transport``, closed without a reset (see the module docstring); everything else is its own.
 
-    ``write``, called per message, is the transport's own bound method; the other calls pass through one
-    method of this class. No ``__dict__``: a spliced connection holds two of these for its whole life.
-    Over a transport that cannot half-close (TLS), :meth:`close` is the transport's.
+    The calls made per message (``write``, ``writelines``, ``pause_reading``, ``resume_reading``: the
+    relay's client leg pauses and resumes reading around each message) are the transport's own bound
+    methods until the linger begins, then no-ops; the other calls pass through one method of this class.
+    No ``__dict__``: a spliced connection holds two of these for its whole life. Over a transport that
+    cannot half-close (TLS), :meth:`close` is the transport's.
     """
 
-    __slots__ = ("_linger", "_transport", "write")
+    __slots__ = ("_linger", "_transport", "pause_reading", "resume_reading", "write", "writelines")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._linger: _Linger | None = None
         self.write: Callable[[bytes], None] = transport.write
+        self.writelines: Callable[[Iterable[bytes]], None] = transport.writelines
+        self.pause_reading: Callable[[], None] = transport.pause_reading
+        self.resume_reading: Callable[[], None] = transport.resume_reading
 
     def close(self) -> None:
         transport = self._transport
@@ -87,7 +96,10 @@ class LingeringTransport:
             return
         protocol = transport.get_protocol()
         linger = self._linger = _Linger(transport, protocol)
-        self.write = _ignored  # from here the connection is closed to whoever holds this transport
+        # From here the connection is closed to whoever holds this transport: nothing more is written,
+        # and it reads until the end (pausing would hold the peer's FIN back).
+        self.write = self.writelines = _ignored
+        self.pause_reading = self.resume_reading = _nothing
         transport.set_protocol(linger)
         began = getattr(protocol, "linger_began", None)
         if began is not None:
@@ -97,18 +109,6 @@ class LingeringTransport:
 
     def is_closing(self) -> bool:
         return self._linger is not None or self._transport.is_closing()
-
-    def pause_reading(self) -> None:
-        if self._linger is None:  # a lingering transport reads until the end
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._linger is None:
-            self._transport.resume_reading()
-
-    def writelines(self, data: Iterable[bytes]) -> None:
-        if self._linger is None:
-            self._transport.writelines(data)
 
     def write_eof(self) -> None:
         self._transport.write_eof()
