@@ -368,18 +368,20 @@ class RedisBus:
 
     async def aclose(self) -> None:
         self._closing = True
+        await self._stop_renewer()  # before leaving: a renewal after would write the entry back
+        # Off the roster while still subscribed: the other way round, a command in between found this
+        # worker on the roster and not on the channel, and called it missing.
+        with contextlib.suppress(*REDIS_FAILURES, TimeoutError):  # else it lapses: the others wait for it until then
+            async with asyncio.timeout(LEAVE_TIMEOUT):
+                await self.roster.leave()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await self._stop_checker()
-        await self._stop_renewer()
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
-        with contextlib.suppress(*REDIS_FAILURES, TimeoutError):  # else it lapses: the others wait for it until then
-            async with asyncio.timeout(LEAVE_TIMEOUT):
-                await self.roster.leave()
         await self.client.aclose()
 
     async def _listen(self, handler: Handler) -> None:
