@@ -256,9 +256,12 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
             config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
         )  # (the loop given, as uvicorn does not: asyncio.get_event_loop() is a getpid() call on Python 3.11)
         scheme = "wss" if self.scheme == "https" else "ws"  # as uvicorn's connection_made reads it
+        # The transport is the WebSocket protocol's before it reads the request: a refusal there lingers
+        # (passthrough/lingering_close.py) by making the linger the transport's protocol, which a
+        # set_protocol after would undo (the refused client's bytes then read until the linger's 2 s, unbounded).
+        self.transport.set_protocol(protocol)
         protocol.adopt_connection(self.transport, self.server, self.client, scheme)
         protocol.receive_parsed_request(self.scope["method"].encode(), self.url, self.scope["headers"])
-        self.transport.set_protocol(protocol)
         # This protocol gets no more callbacks; its parser holds its bound methods, a cycle only the
         # garbage collector would free.
         del self.parser
