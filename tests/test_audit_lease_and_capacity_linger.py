@@ -113,6 +113,8 @@ async def test_the_relay_gives_the_slot_back_when_the_client_closing_handshake_i
                 if status != 101:
                     break
             upstream_handler.answer.set()
+            for each in writers:  # gone before the shutdown, which would wait for their closing handshakes
+                each.transport.abort()
     finally:
         upstream_handler.answer.set()
         for each in writers + upstream_handler.writers:
@@ -197,6 +199,8 @@ async def test_a_gateway_at_capacity_counts_its_lingering_descriptors(tmp_path: 
                 peak = max(peak, _descriptors(pid))
             # Two descriptors a connection at capacity, and a few for what is in flight meanwhile.
             assert peak - baseline <= 2 * CAPACITY + 4, (baseline, peak, OPEN_FILES, statuses)
+            for writer in held:  # gone before the shutdown, which would wait for their closing handshakes
+                writer.transport.abort()
     finally:
         for writer in held:
             writer.transport.abort()

@@ -225,6 +225,8 @@ async def test_a_closed_connection_gives_its_concurrency_slot_back_before_its_cl
             writers.append(again_writer)
             again_writer.write(handshake("/one"))
             assert await _read_status(again) == 101
+            for each in writers:  # gone before the shutdown, which would wait for their closing handshakes
+                each.transport.abort()
     finally:
         for each in writers + _UPSTREAM_WRITERS:
             each.transport.abort()

@@ -50,7 +50,7 @@ class _Upstream:
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          b"Sec-WebSocket-Accept: " + accept + b"\r\n" + _SET_COOKIES + b"\r\n")  # fmt: skip
             await writer.drain()
-            await reader.read()
+            await reader.read(1 << 16)  # the gateway's close frame (or its EOF): closed at once, not at its timeout
         writer.close()
 
 
