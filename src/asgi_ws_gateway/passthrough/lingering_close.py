@@ -9,7 +9,10 @@ what was queued to it lost that, the close frame or the HTTP refusal with it (10
 :class:`LingeringTransport` wraps a connection's transport; its :meth:`~LingeringTransport.close`
 half-closes instead (a FIN once all that is queued is written), reads and drops what the peer still
 sends, and closes once the peer closes, or at the first of :data:`LINGER_SECONDS` and
-:data:`LINGER_BYTES`. The protocol's ``connection_lost`` comes then (the server still counts the
+:data:`LINGER_BYTES`; while bytes written to the peer are still on their way (its FIN behind them), the
+time bound waits for them as long as the peer takes some in within each :data:`LINGER_SECONDS`, and a
+peer that takes in nothing for that long while the transport still holds bytes is aborted
+(:class:`_Linger`). The protocol's ``connection_lost`` comes then (the server still counts the
 connection until its socket is closed: its shutdown waits for it); a protocol with a ``linger_began``
 method is told at once (the splice's sides: what only the client held, its concurrency lease, goes then,
 not at the peer's FIN). Every other call goes straight to
@@ -31,6 +34,8 @@ import sys
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, cast
+
+from .progress import taken_in, undelivered
 
 if sys.platform != "win32":
     import resource
@@ -91,8 +96,13 @@ class LingeringTransport:
         transport = self._transport
         if self._linger is not None:
             return  # its end or its bound closes it: closed now, the bytes still coming would reset it
-        if transport.is_closing() or not transport.can_write_eof() or len(_LINGERING) >= linger_room():
-            transport.close()  # (past the room: a plain close, as before lingering; a reset if bytes are unread)
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        if len(_LINGERING) >= linger_room():
+            transport.close()  # past the room: a plain close, as before lingering (a reset if bytes are unread)
+            if transport.get_write_buffer_size():  # nor is it held by a peer that reads nothing (_Linger)
+                _watch_drain(transport, taken_in(transport))
             return
         protocol = transport.get_protocol()
         linger = self._linger = _Linger(transport, protocol)
@@ -143,30 +153,57 @@ class LingeringTransport:
 
 class _Linger(asyncio.Protocol):
     """The protocol of a transport that lingers: what the peer sends is dropped; the transport closes
-    at its EOF or at the bound, and its protocol before is told then (``connection_lost``)."""
+    at its EOF or at the bound, and its protocol before is told then (``connection_lost``).
 
-    __slots__ = ("__weakref__", "left", "protocol", "timer", "transport")
+    The bound waits for what is still on its way to the peer (the FIN behind it), as long as the peer
+    takes some of it in within each :data:`LINGER_SECONDS` (:func:`~.progress.taken_in`), read on
+    meanwhile: at 2 s from the close, a client reading a backlog of MBs slowly and still sending was
+    no longer read, and the socket's close once the transport's write was done reset it, the rest of
+    the kernel's send buffer and the close frame lost. A peer that takes in nothing for that long while
+    the transport still holds bytes for it is aborted: the transport's ``close()`` writes them first, and
+    a peer that reads nothing never let it end (the relay's client, closed or closing with bytes queued
+    to it below the high-water mark, where its stall rule does not look, held its descriptor, the
+    kernel's send buffer and the transport's for as long as it kept its end open, ``close_timeout``
+    and the 2 s long past). Holding only the kernel's bytes, it is closed as before (they go on); then the
+    first look is at the first bound, a look the less per close, and a peer taking nothing in ends 2 s later.
+    """
+
+    __slots__ = ("__weakref__", "left", "protocol", "taken", "timer", "transport")
 
     def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
         self.transport, self.protocol, self.left = transport, protocol, LINGER_BYTES
+        # What the peer had taken in (the bound looks at its progress), if the transport still holds bytes
+        # for it; else the first bound looks (the kernel's bytes only: a syscall less per close).
+        self.taken: int | None = taken_in(transport) if transport.get_write_buffer_size() else None
         self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._bound)
         _LINGERING.add(self)  # (weak: a transport dropped without its connection_lost leaves no count behind)
 
     def data_received(self, data: bytes) -> None:
         self.left -= len(data)
-        if self.left < 0 and self.timer is not None:  # (once: the close below reads no more)
-            self.timer.cancel()
-            self._bound()
+        if self.left < 0 and not self.transport.is_closing():  # (once: the close below reads no more)
+            logger.debug("lingering close: the peer sent %d bytes more; closing", LINGER_BYTES)
+            self.transport.close()  # what is still queued to it is written first (the bound watches that)
 
     def eof_received(self) -> None:
-        return None  # the peer is done too: the transport closes
+        return None  # the peer is done too: the transport closes (the bound watches what it still writes)
 
     def _bound(self) -> None:
-        """The peer still sends after the bound: closed (a reset now, after the FIN it was sent)."""
+        """:data:`LINGER_SECONDS` after the linger began, or after the last look at the peer's progress."""
         self.timer = None
-        logger.debug("lingering close: the peer still sent after %g s or %d bytes; closing", LINGER_SECONDS,
-                     LINGER_BYTES)  # fmt: skip
-        self.transport.close()  # what is still queued to it is written first, as close() does
+        transport = self.transport
+        if undelivered(transport):  # the transport's bytes or the kernel's: the FIN is behind them
+            taken = taken_in(transport)
+            if self.taken is None or taken > self.taken:  # it reads on (and may still send): another look later
+                self.taken = taken
+                self.timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._bound)
+                return
+            if transport.get_write_buffer_size():  # they would never be written: nothing would end it
+                logger.debug("lingering close: the peer took in nothing for %g s; aborting", LINGER_SECONDS)
+                transport.abort()  # connection_lost follows
+                return
+        if not transport.is_closing():
+            logger.debug("lingering close: the peer still sent after %g s; closing", LINGER_SECONDS)
+            transport.close()
 
     def pause_writing(self) -> None:
         self.protocol.pause_writing()
@@ -180,6 +217,25 @@ class _Linger(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.protocol.connection_lost(exc)
+
+
+def _watch_drain(transport: asyncio.Transport, taken: int) -> None:
+    """A plain close's write, still waiting for its peer: :data:`LINGER_SECONDS` later, aborted unless the
+    peer took some of it in meanwhile (``taken``: what it had taken in; then the next look), as a linger's.
+    Many closes at once overflowed the room, and each such close of a peer reading nothing held its
+    descriptor and buffers for as long as the peer kept its end open."""
+
+    def look() -> None:
+        if not transport.get_write_buffer_size():  # written, or the connection is lost
+            return
+        now = taken_in(transport)
+        if now <= taken:
+            logger.debug("closing: the peer took in nothing for %g s; aborting", LINGER_SECONDS)
+            transport.abort()
+            return
+        _watch_drain(transport, now)
+
+    asyncio.get_running_loop().call_later(LINGER_SECONDS, look)
 
 
 _LINGERING: weakref.WeakSet[_Linger] = weakref.WeakSet()

@@ -12,6 +12,7 @@ from http import HTTPStatus
 
 from uvicorn.protocols.utils import ClientDisconnected
 
+from ..passthrough.progress import undelivered
 from ..relay.close_codes import CLIENT_GONE, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL
 from .client_leg import ClientLeg
 from .log_lines import logged_path
@@ -52,7 +53,9 @@ class GracefulShutdown(ClientLeg):
                 self._close_at_shutdown(wait)
             elif self.initial_response is None:  # not answered yet; a refusal being sent is left to end
                 self._refuse_at_shutdown()
-        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+        # So is a lingering one whose kernel still sends to its peer: its linger waits for that as long as
+        # the peer reads on (``lingering_close``), and held the shutdown until the server's own bound.
+        if not self.transport.is_closing() or undelivered(self.transport):
             margin = ABORT_MARGIN if grace is None else min(ABORT_MARGIN, grace / 4)
             self._abort_timer = self.loop.call_later(wait + margin, self._abort)
 
