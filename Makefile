@@ -32,10 +32,11 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-# Two workers: most of a test's time is waiting on sockets and processes. Whole modules go to one
-# worker (--dist loadfile), so module fixtures such as the bench results are built once.
+# Three workers on two cores: most of a test's time is waiting on sockets and processes (2026-12-05:
+# two workers took 11 min, three 8). Whole modules go to one worker (--dist loadfile), so module
+# fixtures such as the bench results are built once.
 pytest:
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 # The full side-by-side Autobahn run (cases 1-10, both uvicorn implementations, four targets).
 conformance: $(BIN)/python
