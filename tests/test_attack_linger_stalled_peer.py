@@ -38,7 +38,7 @@ import pytest_asyncio
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, handshake, ws_frame
-from support.rawws import next_frame, split_frames
+from support.rawws import close_frame_in, split_frames
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -68,11 +68,8 @@ class PushingUpstream:
             message = ws_frame(0x2, b"p" * 65536, mask=False)
             for _ in range(PUSHED // 65536):
                 writer.write(message)
-            while True:
-                opcode, payload = await next_frame(reader)
-                if opcode == 0x8:
-                    writer.write(ws_frame(0x8, payload[:2], mask=False))
-                    break
+            code, _ = await close_frame_in(reader)
+            writer.write(ws_frame(0x8, struct.pack("!H", code), mask=False))
         writer.close()
 
 
