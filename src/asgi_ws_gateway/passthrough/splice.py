@@ -145,14 +145,17 @@ class Splice:
         self.upstream.connection_made(raw.transport)
         leftover, ended = raw.leftover, raw.ended()
         raw.release()
+        if not ended:
+            # Before the bytes (as the client's early data): what they pause stays paused. Resumed after
+            # them, an upstream whose bytes behind its 101 filled the client's buffer was read on without
+            # bound (the client's transport asks for the pause once).
+            raw.transport.resume_reading()
         if leftover:
             self.upstream.data_received(leftover)
         if ended:
             # The upstream ended between its 101 and now: connection_lost went to the old protocol.
             self.upstream.open = False
             self.lost(self.upstream)
-        else:
-            raw.transport.resume_reading()
         if self._ping_interval is not None:
             self._keepalive_timer = self._loop.call_later(self._ping_interval, self._keepalive)
 
