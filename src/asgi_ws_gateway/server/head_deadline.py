@@ -187,6 +187,19 @@ HEAD_WAITERS = _HeadWaiters()
 """The process's connections waiting for a request head (one event loop per process serves them)."""
 
 
+class _Written:
+    """Stands in for a transport while uvicorn writes an answer: keeps what it writes, ignores its close."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        return None
+
+
 class HeadDeadline(asyncio.Protocol):
     """The request-head deadline, for either of uvicorn's HTTP protocols (mixed in before it)."""
 
@@ -307,6 +320,24 @@ class HeadDeadline(asyncio.Protocol):
                          414 if line_only else 431)  # fmt: skip
         self._disarm()
         self._refuse(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request its parser refused, closed as :meth:`_refuse` closes: uvicorn closed the
+        socket at once, and a client still sending was reset and lost the answer. A request whose application
+        is still running is over for it (``disconnected``): a response after the 400 raised in h11 (a traceback
+        logged per bad request body)."""
+        if self.cycle is not None:
+            self.cycle.disconnected = True
+        if self.transport.is_closing():
+            super().send_400_response(msg)  # type: ignore[misc]
+            return
+        transport, written = self.transport, _Written()
+        self.transport = written  # type: ignore[assignment]
+        try:
+            super().send_400_response(msg)  # type: ignore[misc]  # writes the answer, then closes
+        finally:
+            self.transport = transport
+        self._refuse(b"".join(written.parts))
 
     def _refuse(self, response: bytes) -> None:
         """Answer a client that may still be sending, and close without losing the answer."""
