@@ -32,6 +32,7 @@ from ..handshake.pipeline import HandshakePipeline
 from ..handshake.request_view import RequestView
 from ..messages.pipeline import MessagePolicySet
 from ..state.base import Store
+from ..state.leases import close_retired
 from ..state.memory import MemoryState
 from . import (  # noqa: F401 - registers types
     auth,
@@ -338,7 +339,8 @@ class GatewayPolicies:
         """Stop background work and (unless told not to: a new configuration reuses it) close the store.
 
         ``keep_leases``: a reload replaced these policies, and the connections admitted under them
-        stay open: their ``limit-concurrency`` leases go on being renewed until each ends.
+        stay open: their ``limit-concurrency`` leases go on being renewed until each ends. Without it (a
+        shutdown), the lease keepers of this store that earlier reloads replaced are closed too.
         ``successor``: the policies that replaced these; those it took over serve on, untouched.
         """
         kept = successor._builder.reused if successor is not None else set()
@@ -351,6 +353,8 @@ class GatewayPolicies:
             close = getattr(policy, "aclose", None)
             if close is not None:
                 await close()
+        if not keep_leases:  # and the concurrency policies of the store that earlier reloads replaced
+            await close_retired(self.store)
         if close_store:
             await self.store.aclose()
 

@@ -22,6 +22,12 @@ they are tried again every ``CLOSE_PAUSE`` seconds for at most ``CLOSE_RETRY`` s
 in that second released nothing, and the leases of every connection it closed stayed counted until
 ``lease_ttl``. The keepers of one store wait so once per ``CLOSE_RETRY``: with Redis down, a second
 keeper tries once and gives up, and a shutdown does not wait for each policy in turn.
+
+A keeper a reload closed with leases still held (``keep_held``) is no longer among the policies serving:
+:func:`close_retired`, on closing its store's policies, closes it the same way. A shutdown closed the
+serving keepers only, and the releases a replaced keeper had pending (the store failed just before)
+were never tried again: the leases of the connections admitted before the reload stayed counted until
+``lease_ttl``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ window after a failure: 1 s for the Redis store), at most."""
 CLOSE_PAUSE = 0.1
 """Seconds between those tries (each answered at once while the store waits out its window)."""
 
+_retired: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
+"""The keepers closed with leases still held (a reload), alive while they have work, for :func:`close_retired`."""
 _waited_in_vain: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
 """The stores a closing keeper waited for in vain, and when (the loop's clock): another does not wait again."""
 
@@ -133,7 +141,10 @@ class LeaseKeeper:
 
         A later :meth:`release` still gives its lease back (in the background if the store fails).
         """
-        if not (keep_held and self._held):
+        if keep_held and self._held:
+            _retired.add(self)  # closed for good with the store's serving policies (close_retired)
+        else:
+            _retired.discard(self)
             await _cancel(self._task)  # first: a renewal cut short may queue leases to release
             self._task = None
         await _cancel(self._releaser)
@@ -269,6 +280,14 @@ class LeaseKeeper:
                         self._orphan(key, lease)
 
 
+async def close_retired(store: Store) -> None:
+    """Close for good (``keep_held=False``) the keepers of ``store`` a reload closed with leases still held,
+    when the policies serving on ``store`` are closed for good (a shutdown, a store replaced): their pending
+    releases are tried on closing as the serving keepers' are."""
+    for keeper in [keeper for keeper in _retired if keeper.store is store]:
+        await keeper.aclose(keep_held=False)
+
+
 def _describe(failure: Exception) -> str:
     return str(failure) if isinstance(failure, StoreUnavailable) else type(failure).__name__
 
@@ -280,4 +299,4 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
             await task
 
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["LeaseKeeper", "close_retired"]
