@@ -140,10 +140,22 @@ async def accept_upstream(
 ) -> None:
     """A raw upstream's side of the handshake: read the request, answer 101 with its right Accept
     (and ``Sec-WebSocket-Extensions: <extensions>`` when given), and ``then`` in the same write."""
-    head = await reader.readuntil(b"\r\n\r\n")
+    writer.write(_switching(await reader.readuntil(b"\r\n\r\n"), extensions) + then)
+
+
+def accept_upstream_blocking(connection: socket.socket, *, then: bytes = b"") -> None:
+    """:func:`accept_upstream` on a blocking socket (a raw upstream served from a thread)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += connection.recv(4096)
+    connection.sendall(_switching(head, None) + then)
+
+
+def _switching(head: bytes, extensions: bytes | None) -> bytes:
+    """The 101 answering the request ``head``: its right Accept, and ``extensions`` when given."""
     key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
     answer = b"" if extensions is None else b"Sec-WebSocket-Extensions: " + extensions + b"\r\n"
-    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n" + answer + b"\r\n" + then)  # fmt: skip
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n" + answer + b"\r\n")  # fmt: skip

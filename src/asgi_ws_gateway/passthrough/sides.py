@@ -16,6 +16,14 @@ from ..relay.close_codes import wire_code, wire_reason
 from . import progress
 from .frame_encoding import close_frame, encode_frame
 from .frames import Scanner
+from .lingering_close import LINGER_BYTES
+
+REFUSED_BYTES = 16 * LINGER_BYTES
+"""Bytes a refused side (an oversize or bad frame) may still send after its refusal before it is closed
+(16 MiB). More than a lingering close's :data:`LINGER_BYTES`: a client refused for a message over the
+limit is still sending the rest of it, and must still read its 1009 (one sending an 8 MiB message
+over the 1 MiB default, and one sending 8 MiB behind a bad frame, read their codes and the gateway's
+FIN, not a reset: ``tests/test_attack_frames.py``). A flooder is read ~5 ms, not ``close_timeout``."""
 
 if TYPE_CHECKING:
     from .splice import Splice
@@ -34,8 +42,8 @@ class Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
     __slots__ = ("client", "close_sent", "drain_waiter", "dropped", "heard", "open", "peer", "pending_close",
-                 "ping_due", "progress", "scanner", "splice", "stall_due", "stalled", "transport",
-                 "write_paused")  # fmt: skip
+                 "ping_due", "progress", "refused", "scanner", "splice", "stall_due", "stalled",
+                 "transport", "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -55,6 +63,7 @@ class Side(asyncio.Protocol):
         self.progress = 0  # what it had taken in at the last look (``taken_in``)
         self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
+        self.refused = False  # the gateway refused it: what it sends is read out by a _RefusedReadOut
 
     def linger_began(self) -> None:
         """Its transport closes without a reset (``lingering_close``): the client's side is over for the
@@ -168,9 +177,23 @@ class Side(asyncio.Protocol):
             and self.close_sent
             and self.pending_close is None
             and self.open
+            and not self.transport.is_closing()  # (closed by its read-out's bound: nothing more goes to it)
             and self.transport.can_write_eof()
         ):
             self.transport.write_eof()
+
+    def read_out_refused(self) -> None:
+        """The gateway refused this side (an oversize or bad frame): from now on what it sends is counted
+        and dropped by a :class:`_RefusedReadOut` standing in for it, and past :data:`REFUSED_BYTES` it is
+        closed (none of it could go on). Its scanner read it on, dropping all, until its TCP close or
+        ``close_timeout``: 4-5 GB a second over loopback, a core busy per connection. Counted there, not
+        in :meth:`data_received`: no cost per read of a connection that was never refused."""
+        if self.refused:
+            return
+        self.refused = True
+        transport = self.transport
+        if self.open and not transport.is_closing():
+            transport.set_protocol(_RefusedReadOut(self))
 
     def undelivered(self) -> int:
         """Bytes written to this side it has not taken in yet (:func:`.progress.undelivered`)."""
@@ -188,4 +211,45 @@ class Side(asyncio.Protocol):
         return True
 
 
-__all__ = ["Side", "ping_payload"]
+class _RefusedReadOut(asyncio.Protocol):
+    """The protocol of a refused side's transport: drops what the side sends, and closes the transport
+    once that is over :data:`REFUSED_BYTES`; everything else goes to the :class:`Side`.
+
+    Closed as any side the gateway is done with: the transport's ``close()`` (a
+    :class:`~.lingering_close.LingeringTransport`'s) writes what is still queued to it and its FIN, and
+    lingers, a flooder reaching the linger's own :data:`LINGER_BYTES` at once, at which the socket is
+    closed (a reset, its unread bytes dropped, the descriptor freed); a side that takes in nothing is
+    aborted by the linger's time bound, as by ``close_timeout`` over a transport that cannot linger.
+    Not ``abort()``: a reset now could drop the close frame still on its way to it, and the splice may
+    still write to it (a close frame waiting for the peer's frame in flight, a half-close): a lingering
+    transport ignores that, where an aborted uvloop transport raised on it."""
+
+    __slots__ = ("left", "side")
+
+    def __init__(self, side: Side) -> None:
+        self.side, self.left = side, REFUSED_BYTES
+
+    def data_received(self, data: bytes) -> None:
+        self.left -= len(data)
+        if self.left < 0:
+            transport = self.side.transport
+            if not transport.is_closing():  # (once: the linger reads the rest)
+                transport.close()
+
+    def eof_received(self) -> bool | None:
+        return self.side.eof_received()
+
+    def linger_began(self) -> None:
+        self.side.linger_began()
+
+    def pause_writing(self) -> None:
+        self.side.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.side.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.side.connection_lost(exc)
+
+
+__all__ = ["REFUSED_BYTES", "Side", "ping_payload"]

@@ -26,7 +26,9 @@ Closing follows the relay's table as far as bytes allow:
   same code and reason, as uvicorn and the relay do; an upstream gets 1002 (1007) and the client
   1011 "upstream connection failed". What the refused side (this one, or one over the size limit)
   still sends is read and dropped, and it is half-closed after its close frame: its TCP close ends
-  it (``close_timeout`` at most), where closing its socket reset a side still sending;
+  it (``close_timeout`` at most), where closing its socket reset a side still sending; past
+  ``REFUSED_BYTES`` (16 MiB) after its refusal it is closed (:meth:`Side.read_out_refused`), where
+  one that flooded had GBs read from it a second, all of ``close_timeout``;
 * the gateway closes (oversize message, idle, lifetime, drain, management): its own close frame
   to each side (masked towards the upstream) and nothing more is forwarded; a side in the middle
   of receiving a frame gets the rest of that frame first (a close frame cannot land inside a
@@ -303,10 +305,12 @@ class Splice:
         if scanner.held_ping is not None:
             side.release_ping()
         if peer.pending_close is not None and scanner.sealed and peer.open:
-            peer.transport.write(peer.pending_close)  # the frame in flight is complete
+            if not peer.transport.is_closing():  # (a refused side closed at its read-out's bound takes nothing)
+                peer.transport.write(peer.pending_close)  # the frame in flight is complete
             peer.pending_close = None
             peer.end_if_refused()
         if scanner.too_big or scanner.error is not None:
+            side.read_out_refused()  # (once: what it sends from here on is counted there, not scanned)
             if self.gateway_closing:
                 # Refused, or it broke a rule while the gateway closes: what it still sends is dropped
                 # until it closes its end (close_timeout at most), so that it reads its close frame.
@@ -436,7 +440,13 @@ class Splice:
 
     def _read_out(self, side: Side) -> None:
         """Read ``side`` again (its peer's full buffer, or a policy step, may have paused it) to drop
-        what it sends until its close frame or TCP close: its peer is gone or closing."""
+        what it sends until its close frame or TCP close: its peer is gone or closing.
+
+        Not bounded in bytes, unlike a refused side's read-out: a side that behaves may still send all
+        it queued before the close frame reached it (its socket's and the gateway's kernel buffers,
+        MBs, and what its library holds, besides the rest of a message up to ``max_message_size``),
+        and a bound cut its closing handshake short. Its frames are still scanned: an oversize or a bad
+        one makes it a refused side, bounded from there; ``close_timeout`` bounds the rest."""
         if side.open and not side.scanner.unscanned and not side.transport.is_closing():
             side.transport.resume_reading()  # (a deferred scan resumes reading by itself)
 

@@ -1,0 +1,151 @@
+"""A side refused for a bad frame that keeps sending is closed after a bounded read, not read for close_timeout.
+
+On the splice and the frame relay a refused side gets its close frame and a FIN, and what it still sends
+is read and dropped until it closes (its answer is not read: it broke the framing). Nothing bounded the
+bytes: a raw client that sent a bad frame and then flooded zeros had 4-5 GB read from it in 1 s over
+loopback with ``close_timeout: 1``, a core busy for the whole close_timeout per connection (an upstream
+the same). Past :data:`~asgi_ws_gateway.passthrough.sides.REFUSED_BYTES` (16 MiB) after its refusal the
+side is closed now (a lingering close): a flooder reads a reset (EPIPE) after a few more MiB (the
+linger's own MiB, the kernel's buffers), the gateway's close frame still first in what it can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from support.configs import build_config, write_config
+from support.hostile import CONNECTORS
+from support.processes import GatewayProcess
+from support.rawhttp import accept_upstream_blocking
+from support.rawws import upgrade_blocking
+
+CHUNK = bytes(65536)
+CAP = 256 * 1024 * 1024
+"""Bytes the flooder sends at most: the gateway read that in well under close_timeout before the bound."""
+BOUND = 64 * 1024 * 1024
+"""What a refused side may get in before its reset: REFUSED_BYTES, the linger's MiB, the kernel's buffers."""
+API = {"close_timeout": 30}  # longer than any test: only the byte bound ends the flood
+BAD_FROM_CLIENT = b"\x83\x80\x00\x00\x00\x00"  # reserved opcode 3 (masked, empty)
+BAD_FROM_UPSTREAM = b"\x83\x00"  # the same, unmasked
+
+
+def _flood(sock: socket.socket) -> int:
+    """Send zeros on ``sock`` until the connection is reset or :data:`CAP`; the bytes the kernel took."""
+    sent = 0
+    with contextlib.suppress(OSError):  # EPIPE, ECONNRESET: the gateway closed it
+        while sent < CAP:
+            sent += sock.send(CHUNK)
+    return sent
+
+
+def _small_send_buffer(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    sock.settimeout(20)  # a gateway reading nothing fails the test instead of hanging it
+
+
+def _client_floods(port: int) -> tuple[int, bytes]:
+    """A client that sends a bad frame, then zeros: what it sent, and the first bytes it could read."""
+    with socket.socket() as sock:
+        _small_send_buffer(sock)
+        sock.connect(("127.0.0.1", port))
+        upgrade_blocking(sock, port, "/ws/echo")
+        sock.sendall(BAD_FROM_CLIENT)
+        sent = _flood(sock)
+        try:
+            first = sock.recv(4)
+        except OSError:
+            first = b""
+        return sent, first
+
+
+class _FloodingUpstream:
+    """A raw upstream that answers 101 with a bad frame, then floods zeros; ``sent`` once it is done."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent: int | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            _small_send_buffer(connection)
+            accept_upstream_blocking(connection, then=BAD_FROM_UPSTREAM)
+            self.sent = _flood(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(30)
+
+
+class _SinkUpstream:
+    """A raw upstream that answers 101 and reads everything it gets until the gateway closes it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = self.listener.accept()
+            with connection:
+                accept_upstream_blocking(connection)
+                connection.settimeout(40)
+                while connection.recv(65536):
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(1)
+
+
+@pytest.mark.parametrize("connector", ["splice", "frame relay"])
+async def test_a_client_flooding_after_its_bad_frame_is_reset_after_a_bounded_read(
+    tmp_path: Path, connector: str
+) -> None:
+    """A client that sends a bad frame, then floods, is reset after a few MiB, its 1002 first."""
+    upstream = _SinkUpstream()
+    log = tmp_path / "gateway.log"
+    try:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
+        async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
+            sent, first = await asyncio.to_thread(_client_floods, gateway.port)
+    finally:
+        upstream.close()
+    assert sent < BOUND, f"{sent >> 20} MiB were read from a client refused for a bad frame"
+    assert first[:1] == b"\x88" and first[2:4] == b"\x03\xea"  # its close frame, 1002, was out before the reset
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("connector", ["splice", "frame relay"])
+async def test_an_upstream_flooding_after_its_bad_frame_is_reset_after_a_bounded_read(
+    tmp_path: Path, connector: str
+) -> None:
+    """An upstream that sends a bad frame, then floods, is reset after a few MiB; the client gets 1011."""
+    upstream = _FloodingUpstream()
+    log = tmp_path / "gateway.log"
+    try:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
+        async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
+            async with connect(gateway.url("/ws/echo"), compression=None) as client:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await client.recv()
+            await asyncio.to_thread(upstream.thread.join, 25)
+    finally:
+        upstream.close()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert upstream.sent is not None, "the upstream was still flooding"
+    assert upstream.sent < BOUND, f"{upstream.sent >> 20} MiB were read from an upstream refused for a bad frame"
+    assert "Traceback" not in log.read_text()
