@@ -85,8 +85,13 @@ async def _flood(writer: asyncio.StreamWriter, *, masked: bool, count: int = PIN
 
 
 async def _open_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw client of the gateway's ``/ws/echo``, handshake done."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """A raw client of the gateway's ``/ws/echo``, handshake done. Its receive buffer is fixed (256 KiB: no
+    autotuning, which under load grew it to MBs, and let most pongs in before the gateway's writes paused)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(
         f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
