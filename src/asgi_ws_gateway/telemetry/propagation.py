@@ -12,12 +12,13 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
 from .._types import Headers
 from ..bounded import remember
 from ..upstream.checks import MAX_UPSTREAM_LINE
 from .lean_spans import LeanSpan
+from .values import MAX_CHARS
 
 
 class _AsgiHeaders(Getter[Headers]):
@@ -45,8 +46,21 @@ def client_trace(headers: Headers) -> trace.SpanContext:
     """The trace an untrusted client names in its ``traceparent`` (for a link), read alone: not its
     ``baggage``, which the SDK's parser logged entry by entry — a client's 800 bytes wrote 181
     WARNING lines a handshake, its text (a token among it) in clear, through the global propagators
-    that :func:`extract` uses for a trusted client."""
-    return trace.get_current_span(_TRACE_CONTEXT.extract(headers, Context(), getter=ASGI_HEADERS)).get_span_context()
+    that :func:`extract` uses for a trusted client.
+
+    Its ``tracestate`` is kept to :data:`~.values.MAX_CHARS` characters of whole members, those over 128
+    characters dropped first (:func:`_fitted`), as the client's other values are cut: the SDK's parser
+    keeps up to 8,192 characters (17 members of 460 in two header lines), held on every queued handshake
+    span's link (2,048 spans: 18 MB while the collector is down)."""
+    found = trace.get_current_span(_TRACE_CONTEXT.extract(headers, Context(), getter=ASGI_HEADERS)).get_span_context()
+    state = found.trace_state
+    if state is DEFAULT_TRACE_STATE or not state:
+        return found
+    header = state.to_header()
+    if len(header) <= MAX_CHARS:
+        return found
+    fitted = TraceState.from_header([_fitted(header, MAX_CHARS, long_first=True)])
+    return trace.SpanContext(found.trace_id, found.span_id, True, found.trace_flags, fitted)
 
 
 _DEFAULT = (TraceContextTextMapPropagator, W3CBaggagePropagator)

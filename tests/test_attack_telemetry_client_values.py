@@ -1,0 +1,59 @@
+"""A client's ``tracestate`` reaches the handshake span's link bounded, as its other values do.
+
+An untrusted client's ``traceparent`` is recorded as a link of the handshake span, and the link kept
+the client's ``tracestate`` as the SDK's parser read it, not cut as its User-Agent, Host and path are
+(512 characters each): 7.8 KB of state in two header lines (each within the head limits), held on every
+queued handshake span (2,048 of them while the collector is down) and exported by the SDK's encoder
+(``ASGI_WS_GATEWAY_OTLP_ENCODER=sdk``) or any other span processor.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from asgi_ws_gateway import load_config
+from asgi_ws_gateway.relay.stats import RelayStats
+from asgi_ws_gateway.telemetry import Telemetry
+from asgi_ws_gateway.telemetry.propagation import client_trace
+from support.configs import build_config
+
+TRACE_ID, SPAN_ID = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+TRACEPARENT = (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+MEMBERS = [f"{'k' * 200}{index:03d}={'v' * 256}" for index in range(17)]
+"""17 members of 460 characters each (7.8 KB): about the most the SDK's parser keeps (8,192 characters)."""
+STATE = [(b"tracestate", ",".join(MEMBERS[:9]).encode()), (b"tracestate", ",".join(MEMBERS[9:]).encode())]
+"""Two header lines of 4.1 and 3.7 KB: each within the head limits."""
+SHORT = [(b"tracestate", b"vendor=opaque-value,other=1"), (b"tracestate", ("a" * 100 + "=" + "b" * 200).encode())]
+
+
+def test_the_linked_trace_state_is_at_most_512_characters_of_whole_members() -> None:
+    found = client_trace([TRACEPARENT, *STATE])
+    assert (found.trace_id, found.span_id, found.is_remote, found.trace_flags) == (TRACE_ID, SPAN_ID, True, 1)
+    assert len(found.trace_state.to_header()) <= 512  # it was 7,836
+    assert not found.trace_state  # every member is longer than 128 characters: W3C's first to drop
+
+
+def test_a_usual_trace_state_is_kept_as_sent_and_a_long_one_loses_its_long_members_first() -> None:
+    assert client_trace([TRACEPARENT, SHORT[0]]).trace_state.to_header() == "vendor=opaque-value,other=1"
+    state = client_trace([TRACEPARENT, *SHORT, *STATE]).trace_state
+    assert state.to_header() == "vendor=opaque-value,other=1"
+
+
+def test_the_handshake_span_s_link_keeps_the_client_s_ids_and_a_bounded_state(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    config = load_config(build_config("ws://127.0.0.1:9/echo"))
+    telemetry = Telemetry(config, tracer_provider=spans[0])
+    scope = {
+        "type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
+        "client": ("10.1.2.3", 4567), "server": ("127.0.0.1", 8000),
+        "headers": [(b"host", b"gw"), TRACEPARENT, *STATE],
+    }  # fmt: skip
+    stats = RelayStats()
+    stats.closed_by, stats.close_code = "client", 1000
+    telemetry.handshake(config.apis[0], scope).accepted("ws://127.0.0.1:9/echo", None, stats).closed(stats)
+    (handshake,) = [span for span in spans[1].get_finished_spans() if span.name == "GET /ws/echo"]
+    (link,) = handshake.links
+    assert (link.context.trace_id, link.context.span_id) == (TRACE_ID, SPAN_ID)
+    assert len(link.context.trace_state.to_header()) <= 512
