@@ -66,8 +66,8 @@ def _client_floods(port: int) -> tuple[int, bytes]:
         return sent, first
 
 
-class _FloodingUpstream:
-    """A raw upstream that answers 101 with a bad frame, then floods zeros; ``sent`` once it is done."""
+class _RawUpstream:
+    """A raw upstream served from a thread: one connection, handled by :meth:`_serve`."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -77,25 +77,26 @@ class _FloodingUpstream:
         self.thread.start()
 
     def _serve(self) -> None:
-        connection, _ = self.listener.accept()
-        with connection:
-            _small_send_buffer(connection)
-            accept_upstream_blocking(connection, then=BAD_FROM_UPSTREAM)
-            self.sent = _flood(connection)
+        raise NotImplementedError
 
     def close(self) -> None:
         self.listener.close()
         self.thread.join(30)
 
 
-class _SinkUpstream:
-    """A raw upstream that answers 101 and reads everything it gets until the gateway closes it."""
+class _FloodingUpstream(_RawUpstream):
+    """Answers 101 with a bad frame, then floods zeros; ``sent`` once it is done."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            _small_send_buffer(connection)
+            accept_upstream_blocking(connection, then=BAD_FROM_UPSTREAM)
+            self.sent = _flood(connection)
+
+
+class _SinkUpstream(_RawUpstream):
+    """Answers 101 and reads everything it gets until the gateway closes it."""
 
     def _serve(self) -> None:
         with contextlib.suppress(OSError):
@@ -105,10 +106,6 @@ class _SinkUpstream:
                 connection.settimeout(40)
                 while connection.recv(65536):
                     pass
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(1)
 
 
 @pytest.mark.parametrize("connector", ["splice", "frame relay"])
