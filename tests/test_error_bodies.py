@@ -52,9 +52,15 @@ async def _explode(context: HandshakeContext) -> None:
 
 
 async def _refuse(
-    uvicorn_server: UvicornFactory, spans: Spans, upstream_url: str, *, policies: Sequence[Any] = (), **top: Any
+    uvicorn_server: UvicornFactory,
+    spans: Spans,
+    upstream_url: str,
+    *,
+    policies: Sequence[Any] = (),
+    connect_timeout: float = 0.3,
+    **top: Any,
 ) -> tuple[int, dict[str, Any], bytes]:
-    api = {"name": "a", "path": "/ws/a", "upstreams": [upstream_url], "connect_timeout": 0.3,
+    api = {"name": "a", "path": "/ws/a", "upstreams": [upstream_url], "connect_timeout": connect_timeout,
            "policies": list(policies)}  # fmt: skip
     gateway = WebSocketGateway(not_found, config={"apis": [api], **top}, tracer_provider=spans.provider)
     server = uvicorn_server(gateway)
@@ -94,7 +100,9 @@ async def test_connection_refused_is_a_generic_502(
 async def test_dns_failure_is_a_generic_502(
     uvicorn_server: UvicornFactory, spans: Spans, caplog: pytest.LogCaptureFixture
 ) -> None:
-    status, problem, body = await _refuse(uvicorn_server, spans, "ws://chat-2.no-such-host.invalid:9000/rooms")
+    # The lookup goes to the machine's resolver: under load it can take longer than 0.3 s (a 504).
+    url = "ws://chat-2.no-such-host.invalid:9000/rooms"
+    status, problem, body = await _refuse(uvicorn_server, spans, url, connect_timeout=10)
     assert status == 502
     _assert_generic(body, problem, 502, "chat-2", "invalid", "9000", "Name or service", "-2")
     assert "chat-2.no-such-host.invalid:9000" in _span_detail(spans)
