@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import threading
+from typing import Any
 
 import pytest
 
@@ -73,3 +74,46 @@ async def test_the_parsers_400_reaches_a_client_still_sending(
     # The application answering the request (a bad body comes after the head) is told it is over: its
     # response after the 400 was h11's LocalProtocolError, logged with its traceback.
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+CHUNKED_POST = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _instrumented(base: Any, lost: list[str]) -> Any:
+    """``base`` that records its ``connection_lost`` in ``lost``."""
+
+    class Instrumented(base):  # type: ignore[misc]
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.append("connection_lost")
+            super().connection_lost(exc)
+
+    return Instrumented
+
+
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+async def test_an_application_waiting_for_the_body_is_told_at_the_400(http: object) -> None:
+    """It wakes in ``receive()`` with ``http.disconnect`` as the 400 goes out, not at the close that follows."""
+    events: list[str] = []
+    waiting = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        waiting.set()  # and receive() is waiting before the loop reads anything more
+        events.append((await receive())["type"])
+
+    protocol = _instrumented(http, events)
+    with UvicornServer(app, http=protocol, lifespan="off") as server:
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(CHUNKED_POST)
+                waiting.wait(10)
+                sock.sendall(b"zz\r\n")
+                received = b""
+                while block := sock.recv(65536):  # the 400, then the gateway's FIN
+                    received += block
+            return received  # and the client's close: the gateway's connection_lost
+
+        received = await asyncio.to_thread(exchange)
+    # The server stopped: the client's close was its connection_lost, and the application has returned.
+    assert received.startswith(b"HTTP/1.1 400 "), received
+    assert events == ["http.disconnect", "connection_lost"]

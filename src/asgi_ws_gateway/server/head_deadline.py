@@ -324,10 +324,11 @@ class HeadDeadline(asyncio.Protocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's 400 for a request its parser refused, closed as :meth:`_refuse` closes: uvicorn closed the
         socket at once, and a client still sending was reset and lost the answer. A request whose application
-        is still running is over for it (``disconnected``): a response after the 400 raised in h11 (a traceback
-        logged per bad request body)."""
+        is still running is over for it (``disconnected``, and woken if it waits in ``receive()``: it woke only
+        at the close, 2 s on): a response after the 400 raised in h11 (a traceback logged per bad request body)."""
         if self.cycle is not None:
             self.cycle.disconnected = True
+            self.cycle.message_event.set()  # as uvicorn's connection_lost
         if self.transport.is_closing():
             super().send_400_response(msg)  # type: ignore[misc]
             return
