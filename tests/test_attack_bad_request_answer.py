@@ -8,6 +8,9 @@ what still arrives dropped, the close 2 s later. And under h11, a bad chunk of a
 already answering made its response (after the 400) raise: a traceback logged per bad request; now that
 application is told the request is over. A real uvicorn with each of the gateway's HTTP protocols; raw
 clients that send a bad head and 4 MiB behind it in one go.
+
+Further down: a 400 never goes inside another response being written, and an application waiting for
+the refused body is woken as the 400 goes out.
 """
 
 from __future__ import annotations
@@ -76,18 +79,100 @@ async def test_the_parsers_400_reaches_a_client_still_sending(
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
-CHUNKED_POST = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+# A 400 while another response is being written. uvicorn's httptools protocol wrote its 400 at once,
+# inside that response's chunked body; its h11 protocol raised out of data_received (a "Fatal error on
+# transport" traceback) and the response was cut short. A 400 for bytes behind a request read whole now
+# waits for that request's response; bytes refused in the body of a request whose response has begun end
+# the connection, that response cut short and no 400 after it.
+
+BAD_REQUEST = b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"
+CHUNKED_POST = b"POST /stream?wait HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+CLOSING_GET = b"GET /stream?wait HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+STREAMED = b"5\r\npart1\r\n5\r\npart2\r\n0\r\n\r\n"
+"""The chunked body of the application's 200, whole."""
+BEHIND_A_RESPONSE = {
+    # name: (first write, what is sent once the first bytes of the response are read, the 200's body, after it)
+    "a request in the same read": (b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n" + BAD_REQUEST, b"", STREAMED, b"400"),
+    "a request behind the body": (CHUNKED_POST, b"3\r\nabc\r\n0\r\n\r\n" + BAD_REQUEST, STREAMED, b"400"),
+    "a request behind one asking to close": (CLOSING_GET, BAD_REQUEST, STREAMED, b""),
+    "a bad chunk of the body": (CHUNKED_POST, b"zz\r\n", b"5\r\npart1\r\n", b""),
+    "a bad chunk after the response": (CHUNKED_POST.replace(b"stream?wait", b"early"), b"zz\r\n", b"ok", b"any"),
+}
 
 
-def _instrumented(base: Any, lost: list[str]) -> Any:
-    """``base`` that records its ``connection_lost`` in ``lost``."""
+def _instrumented(base: Any, read_behind: asyncio.Event, lost: list[str]) -> Any:
+    """``base`` that sets ``read_behind`` once it has handled a read that came while a response was being
+    written, and records its ``connection_lost`` in ``lost``."""
 
     class Instrumented(base):  # type: ignore[misc]
+        def data_received(self, data: bytes) -> None:
+            answering = self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
+            try:
+                super().data_received(data)
+            finally:
+                if answering:
+                    read_behind.set()
+
         def connection_lost(self, exc: Exception | None) -> None:
             lost.append("connection_lost")
             super().connection_lost(exc)
 
     return Instrumented
+
+
+def _streaming_app(read_behind: asyncio.Event) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/early":  # answered whole before the request's body is read
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part1", "more_body": True})
+        if scope["query_string"] == b"wait":  # the rest once the client's next bytes are handled
+            await read_behind.wait()
+        await send({"type": "http.response.body", "body": b"part2", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def _exchange_behind(port: int, first: bytes, then: bytes) -> bytes:
+    """Send ``first``; once the response's first bytes are read, ``then``; what was read up to EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first)
+        received = b""
+        while not received.endswith((b"part1\r\n", b"ok")) and (block := sock.recv(65536)):
+            received += block
+        if then:
+            sock.sendall(then)
+        with contextlib.suppress(ConnectionResetError):
+            while block := sock.recv(65536):
+                received += block
+    return received
+
+
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+@pytest.mark.parametrize("name", BEHIND_A_RESPONSE)
+async def test_a_400_is_never_written_inside_another_response(
+    http: object, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, then, body, after = BEHIND_A_RESPONSE[name]
+    read_behind = asyncio.Event()  # used by the server's loop only
+    protocol = _instrumented(http, read_behind, [])
+    app = _streaming_app(read_behind)
+    with caplog.at_level(logging.INFO), UvicornServer(app, http=protocol, lifespan="off") as server:
+        received = await asyncio.to_thread(_exchange_behind, server.port, first, then)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:300]
+    rest = received.partition(b"\r\n\r\n")[2]
+    assert rest.startswith(body), received
+    rest = rest[len(body) :]
+    if after == b"400":
+        assert rest.startswith(b"HTTP/1.1 400 ") and rest.count(b"HTTP/1.1 ") == 1, received
+    elif after == b"":
+        assert rest == b"", received
+    else:  # h11 ends the connection there; httptools answers the rest of the body with a 400
+        assert rest == b"" or rest.startswith(b"HTTP/1.1 400 "), received
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
@@ -100,7 +185,7 @@ async def test_an_application_waiting_for_the_body_is_told_at_the_400(http: obje
         waiting.set()  # and receive() is waiting before the loop reads anything more
         events.append((await receive())["type"])
 
-    protocol = _instrumented(http, events)
+    protocol = _instrumented(http, asyncio.Event(), events)
     with UvicornServer(app, http=protocol, lifespan="off") as server:
 
         def exchange() -> bytes:

@@ -212,6 +212,7 @@ class HeadDeadline(asyncio.Protocol):
     _head_line_end = -1  # where the request line ends in the head (-1: not yet)
     _refused = False
     _linger: asyncio.TimerHandle | None = None
+    _deferred_400: str | None = None  # the message of a 400 waiting for the responses before it
     # Provided by uvicorn's protocol class:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
@@ -323,14 +324,29 @@ class HeadDeadline(asyncio.Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's 400 for a request its parser refused, closed as :meth:`_refuse` closes: uvicorn closed the
-        socket at once, and a client still sending was reset and lost the answer. A request whose application
-        is still running is over for it (``disconnected``, and woken if it waits in ``receive()``: it woke only
-        at the close, 2 s on): a response after the 400 raised in h11 (a traceback logged per bad request body)."""
-        if self.cycle is not None:
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()  # as uvicorn's connection_lost
+        socket at once, and a client still sending was reset and lost the answer.
+
+        A request whose body was refused is over for its application (``disconnected``, and woken if it
+        waits in ``receive()``: it woke only at the close, 2 s on); a response after the 400 raised in h11
+        (a traceback logged per bad request body). When its response has begun, no 400 follows it: the
+        connection ends and the client reads that response cut short. A 400 for bytes behind a request read
+        whole waits for the responses before it: uvicorn wrote it at once, inside a response still being
+        written (httptools), or raised out of ``data_received`` with that response cut short (h11)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:  # the bytes refused are its body
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self._refuse(b"")
+                return
+        if self._answers_pending():
+            self._refused = True  # what still arrives is dropped
+            self._deferred_400 = msg
+            return
         if self.transport.is_closing():
-            super().send_400_response(msg)  # type: ignore[misc]
+            return
+        if not self._may_write_400():
+            self._refuse(b"")
             return
         transport, written = self.transport, _Written()
         self.transport = written  # type: ignore[assignment]
@@ -339,6 +355,29 @@ class HeadDeadline(asyncio.Protocol):
         finally:
             self.transport = transport
         self._refuse(b"".join(written.parts))
+
+    def _answers_pending(self) -> bool:
+        """Whether a response to a request read before the bytes being refused is still to be written whole.
+
+        h11 reads a request only once the one before it is answered: the request being answered is the
+        newest. It refuses bytes behind a request read whole only when that request asked to close the
+        connection, which uvicorn closes after its response: a 400 deferred there is never written."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete and not cycle.disconnected
+
+    def _may_write_400(self) -> bool:
+        """False when the parser cannot write a 400 now (see :class:`~.http.GatewayH11Protocol`)."""
+        return True
+
+    def _send_deferred_400(self) -> bool:
+        """The 400 that waited for the responses before it (:meth:`send_400_response`), once they are
+        written; True when it was written now."""
+        msg = self._deferred_400
+        if msg is None or self._answers_pending() or self.transport.is_closing():
+            return False
+        self._deferred_400 = None
+        self.send_400_response(msg)
+        return True
 
     def _refuse(self, response: bytes) -> None:
         """Answer a client that may still be sending, and close without losing the answer."""

@@ -169,7 +169,7 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
             del held[:_PARSE_SLICE]  # from the front of a bytearray: the rest is not copied
             super().data_received(chunk)
         if not held:
-            if self._deferred_upgrade is None:
+            if self._deferred_upgrade is None and self._deferred_400 is None:
                 self.flow.release()
         elif self._refused or self.transport.is_closing() or self.transport.get_protocol() is not self:
             held.clear()  # not to be read
@@ -215,6 +215,9 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
         super().on_response_complete()  # the next queued request starts; the resume it asks for waits
         if following is not None and (not self.pipeline or self.pipeline[-1][0] is not following):
             self._running = following
+        if self._deferred_400 is not None and self._send_deferred_400():
+            self.flow.release()  # what the client still sends is read and dropped until the close
+            self.flow.resume_reading()
         if self.transport.is_closing():
             return
         early = self._deferred_upgrade
@@ -236,6 +239,14 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
             self._parse()  # the requests read behind the one just answered
             if not self._unparsed and not self.pipeline:
                 self.flow.resume_reading()  # as uvicorn did above, had nothing been held
+
+    def _answers_pending(self) -> bool:
+        return any(not cycle.response_complete and not cycle.disconnected for cycle in self._cycles())
+
+    def send_400_response(self, msg: str) -> None:
+        super().send_400_response(msg)
+        if self._deferred_400 is not None:
+            self.flow.hold()  # nothing more is read until the 400 is written
 
     def _upgrade(self, early: bytes) -> None:
         """Hand the connection to the WebSocket protocol, with the bytes that followed the request head."""
@@ -299,6 +310,12 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
                 self._count_held_head(held)  # begun, not complete: later reads add to it
             return
         super().on_response_complete()
+
+    def _may_write_400(self) -> bool:
+        # A request's response complete before its body was read whole: the bytes refused are the rest of
+        # that body, and h11 takes no second response to it (uvicorn's raised out of data_received, a
+        # "Fatal error on transport" traceback). The connection ends after that response instead.
+        return self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         super().handle_websocket_upgrade(event)
