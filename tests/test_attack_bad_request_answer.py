@@ -69,7 +69,10 @@ async def test_the_parsers_400_reaches_a_client_still_sending(
     http: object, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = WebSocketGateway(not_found, config=build_config())
-    with caplog.at_level(logging.INFO), UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http) as server:  # type: ignore[arg-type]
+    with (
+        caplog.at_level(logging.INFO),
+        UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http, log_level="info") as server,
+    ):  # type: ignore[arg-type]
         received = await asyncio.to_thread(_refused_while_sending, server.port, BAD_HEADS[name])
     assert received.startswith(b"HTTP/1.1 400 "), received[:200]
     assert b"Invalid HTTP request received." in received, received[:400]
@@ -77,6 +80,11 @@ async def test_the_parsers_400_reaches_a_client_still_sending(
     # The application answering the request (a bad body comes after the head) is told it is over: its
     # response after the 400 was h11's LocalProtocolError, logged with its traceback.
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    # One INFO line naming the client (uvicorn's h11 protocol logged a WARNING naming nobody per bad request).
+    lines = [r for r in caplog.records if "nvalid HTTP request" in r.getMessage()]
+    assert [(r.levelno, r.getMessage().startswith("127.0.0.1:")) for r in lines] == [(logging.INFO, True)], [
+        (r.levelname, r.getMessage()) for r in lines
+    ]
 
 
 # A 400 while another response is being written. uvicorn's httptools protocol wrote its 400 at once,

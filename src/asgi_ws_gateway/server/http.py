@@ -24,6 +24,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .head_deadline import HeadDeadline
+from .log_lines import NO_PARSER_WARNING, PARSER_WARNING, UVICORN_ERROR
 from .upgrades import HttpToolsUpgrades, close_after_if_not_upgraded, hand_over_early_data, over_http11
 
 _PARSE_SLICE = 2048  # bytes httptools is fed at a time: 128 requests at most (16 bytes the shortest)
@@ -284,6 +285,17 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
 
     Use it with ``--http asgi_ws_gateway.server:GatewayH11Protocol`` where httptools is not installed.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.logger is UVICORN_ERROR:  # uvicorn's (a later uvicorn setting another keeps it as it is)
+            self.logger = NO_PARSER_WARNING
+
+    def send_400_response(self, msg: str) -> None:
+        if msg == PARSER_WARNING:  # uvicorn's WARNING before it named nobody (dropped: NO_PARSER_WARNING)
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+            self.logger.info("%s - invalid HTTP request: 400", client)
+        super().send_400_response(msg)
 
     def _should_upgrade(self) -> bool:
         return over_http11(self.scope) and super()._should_upgrade()

@@ -53,7 +53,27 @@ class PathOnly(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+class _NoParserWarning(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's h11 protocol without its WARNING per request its parser refused: that line names no
+    client, and any client can send a flood of bad requests. The 400's own INFO line names it instead
+    (``GatewayH11Protocol.send_400_response``, as the httptools protocol logs it)."""
+
+    @property
+    def level(self) -> int:  # uvicorn reads ``logger.level`` to decide on its TRACE lines
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg != PARSER_WARNING or level != logging.WARNING:
+            super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return msg, kwargs
+
+
 UVICORN_ERROR = logging.getLogger("uvicorn.error")
+PARSER_WARNING = "Invalid HTTP request received."
+"""uvicorn's line, and its 400's body, for a request its parser refused."""
+NO_PARSER_WARNING = _NoParserWarning(UVICORN_ERROR)
 ACCEPTED = '%s - "WebSocket %s" [accepted]'
 """uvicorn's line at accept (``websockets_sansio_impl``), which ``_pass_through`` writes for a splice too."""
 _CONNECTION_LINES = frozenset({ACCEPTED, '%s - "WebSocket %s" %d', '%s - "WebSocket %s" 403'})
