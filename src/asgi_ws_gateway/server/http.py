@@ -290,6 +290,11 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
         super().__init__(*args, **kwargs)
         if self.logger is UVICORN_ERROR:  # uvicorn's (a later uvicorn setting another keeps it as it is)
             self.logger = NO_PARSER_WARNING
+        if self.config.h11_max_incomplete_event_size is None:
+            # h11's default 16 KiB buffer refused a longer head with 400, but only a head that came in
+            # two reads or more (one read whole passes at any size): a 20 KiB head was served over
+            # loopback and refused over a network. The head limit (431 past max_head_bytes) decides.
+            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
 
     def send_400_response(self, msg: str) -> None:
         if msg == PARSER_WARNING:  # uvicorn's WARNING before it named nobody (dropped: NO_PARSER_WARNING)
