@@ -215,9 +215,17 @@ class Blocks:
         elif not shape.volatile:
             fields.append(block)
         else:
+            heads = self.pairs.heads
             for key, piece in zip(shape.volatile_keys, block, strict=False):  # one piece more: after the last value
+                value = attributes[key]
+                # _volatile's usual case inline: a str value whose key's head is kept (a handshake's ids).
+                if type(value) is str and value.isascii():  # ASCII: its length is its UTF-8 bytes'
+                    head = heads.get((key, len(value)))
+                    if head is not None:
+                        fields += (piece, head, value.encode())
+                        continue
                 fields.append(piece)
-                self._volatile(key, attributes[key], fields)
+                self._volatile(key, value, fields)
             fields.append(block[-1])
 
     def _shape(self, keys: tuple[str, ...]) -> _Shape:

@@ -46,8 +46,11 @@ _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _IDS = struct.Struct(">2sQQ2sQ").pack
 """``Span.trace_id`` (field 1, 16 bytes as two big-endian halves) and ``span_id`` (field 2), tags included."""
-_IDS_PARENT = struct.Struct(">2sQQ2sQ2sQ").pack
-"""The same, and ``parent_span_id`` (field 4): a span without trace state."""
+_IDS_PARENT = struct.Struct(">2s16s2sQ2sQ").pack
+"""The same, the trace id as its 16 bytes (one conversion, no halves made: a fifth cheaper), and
+``parent_span_id`` (field 4): a span without trace state."""
+_IDS_BYTES = struct.Struct(">2s16s2sQ").pack
+"""``_IDS`` with the trace id as its 16 bytes."""
 _TIMES = struct.Struct("<BQBQ").pack
 """``start_time_unix_nano`` (field 7) and ``end_time_unix_nano`` (field 8), tags included."""
 _LOW64 = (1 << 64) - 1
@@ -212,16 +215,16 @@ class SpanEncoder:
         parent = span._parent
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:
             parts = [
-                _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id),
+                _IDS_BYTES(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id),
                 delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()),
             ]
             if parent is not None:
                 parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
         elif parent is not None:  # the ids and the parent's span id (field 4) in one piece
-            parts = [_IDS_PARENT(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id, b"\x22\x08",
+            parts = [_IDS_PARENT(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id, b"\x22\x08",
                                  parent[1])]  # fmt: skip
         else:
-            parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
+            parts = [_IDS_BYTES(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id)]
         kind = span._kind._value_  # the enum's plain field: SpanKind hashes in Python
         named = self._named[kind].get(span._name)  # name (field 5) and kind (field 6) together
         if named is None:
@@ -237,7 +240,7 @@ class SpanEncoder:
                 append_attributes(b"\x4a", attributes, self._span_pairs, parts)
         for link in span._links:
             linked = link._context
-            ids = _IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])
+            ids = _IDS_BYTES(b"\x0a\x10", linked[0].to_bytes(16, "big"), b"\x12\x08", linked[1])
             if link._attributes is NO_ATTRIBUTES:  # the usual link (the handshake's): ids and flags
                 parts += (_LINK_HEAD, ids, _REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
                 continue
