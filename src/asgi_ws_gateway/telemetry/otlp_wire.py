@@ -44,16 +44,13 @@ _HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
-_IDS = struct.Struct(">2sQQ2sQ").pack
-"""``Span.trace_id`` (field 1, 16 bytes as two big-endian halves) and ``span_id`` (field 2), tags included."""
+_IDS = struct.Struct(">2s16s2sQ").pack
+"""``Span.trace_id`` (field 1, given as its 16 bytes: one conversion, a fifth cheaper than two 64-bit
+halves) and ``span_id`` (field 2), tags included."""
 _IDS_PARENT = struct.Struct(">2s16s2sQ2sQ").pack
-"""The same, the trace id as its 16 bytes (one conversion, no halves made: a fifth cheaper), and
-``parent_span_id`` (field 4): a span without trace state."""
-_IDS_BYTES = struct.Struct(">2s16s2sQ").pack
-"""``_IDS`` with the trace id as its 16 bytes."""
+"""The same, and ``parent_span_id`` (field 4): a span without trace state."""
 _TIMES = struct.Struct("<BQBQ").pack
 """``start_time_unix_nano`` (field 7) and ``end_time_unix_nano`` (field 8), tags included."""
-_LOW64 = (1 << 64) - 1
 _LOCAL_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
 _REMOTE_FLAGS = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 """``Span.flags`` (field 16, fixed32), tag included: for a local or no parent, and for a remote one."""
@@ -215,7 +212,7 @@ class SpanEncoder:
         parent = span._parent
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:
             parts = [
-                _IDS_BYTES(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id),
+                _IDS(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id),
                 delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()),
             ]
             if parent is not None:
@@ -224,7 +221,7 @@ class SpanEncoder:
             parts = [_IDS_PARENT(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id, b"\x22\x08",
                                  parent[1])]  # fmt: skip
         else:
-            parts = [_IDS_BYTES(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id)]
+            parts = [_IDS(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id)]
         kind = span._kind._value_  # the enum's plain field: SpanKind hashes in Python
         named = self._named[kind].get(span._name)  # name (field 5) and kind (field 6) together
         if named is None:
@@ -240,7 +237,7 @@ class SpanEncoder:
                 append_attributes(b"\x4a", attributes, self._span_pairs, parts)
         for link in span._links:
             linked = link._context
-            ids = _IDS_BYTES(b"\x0a\x10", linked[0].to_bytes(16, "big"), b"\x12\x08", linked[1])
+            ids = _IDS(b"\x0a\x10", linked[0].to_bytes(16, "big"), b"\x12\x08", linked[1])
             if link._attributes is NO_ATTRIBUTES:  # the usual link (the handshake's): ids and flags
                 parts += (_LINK_HEAD, ids, _REMOTE_LINK_FLAGS if linked[2] else _LOCAL_LINK_FLAGS)
                 continue
@@ -276,7 +273,7 @@ class SpanEncoder:
         (context, parent, name, kind, start, end, attributes, dropped_attributes, events, dropped_events, links,
          dropped_links, status) = fields  # fmt: skip
         trace_id, span_id, _, _, trace_state, _ = context  # a SpanContext is this tuple (no property calls)
-        parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
+        parts = [_IDS(b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id)]
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # TraceState's len() is a Python call
             parts.append(delimited(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
         if parent is not None:
@@ -306,7 +303,7 @@ class SpanEncoder:
             parts += (b"\x60", varint(dropped_events))
         for link in links:
             linked = link.context
-            body = [_IDS(b"\x0a\x10", linked[0] >> 64, linked[0] & _LOW64, b"\x12\x08", linked[1])]
+            body = [_IDS(b"\x0a\x10", linked[0].to_bytes(16, "big"), b"\x12\x08", linked[1])]
             append_attributes(b"\x22", link.attributes, self._link_pairs, body)
             if link.dropped_attributes:
                 body += (b"\x28", varint(link.dropped_attributes))
