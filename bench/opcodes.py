@@ -38,7 +38,7 @@ from typing import Any
 from . import policies_instructions
 from . import telemetry_overhead as overhead
 from .apps import policy_set
-from .credentials import PUBLIC_KEY_PEM
+from .credentials import PUBLIC_KEY_PEM, mint
 from .paths import REDIS_URL
 from .telemetry_instructions import _handshakes
 
@@ -109,9 +109,11 @@ def _count(args: argparse.Namespace, upstream_port: int, receiver_port: int, tmp
     env["PYTHONPATH"] = str(overhead.ROOT / "src") + os.pathsep + str(overhead.ROOT)
     out, port = tmp / "counts.json", overhead._free_port()
 
+    tokens = [mint(f"opener-{index}") for index in range(OPENERS)]  # held by each opener throughout
+
     def handshakes(url: str, count: int) -> Any:
         if args.policies:
-            return policies_instructions._handshakes(url, count, OPENERS)
+            return policies_instructions._handshakes(url, count, tokens)
         return _handshakes(url, count)
 
     argv = ["run", str(config), "--port", str(port)]

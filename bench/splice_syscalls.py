@@ -32,7 +32,7 @@ import psutil
 from .paths import PathSpec, StartContext, by_name, run_path, url
 from .procs import Service
 from .runner import ROOT, log, prepare_environment, upstream_server
-from .scenarios import ECHO_16K, ECHO_64, HANDSHAKE, Generator, Scenario
+from .scenarios import ECHO_16K, ECHO_64, HANDSHAKE, Generator, Scenario, _header_args
 from .system import LOAD_CPUS, PROXY_CPUS, pinned
 
 ATTACH_SECONDS = 1.5
@@ -111,7 +111,10 @@ def _traced_run(
     tracer = _tracer(kind, _pids(proxy), out)
     time.sleep(ATTACH_SECONDS)  # the tracer is attached (perf reads its tables first)
     args = [scenario.mode, "--url", url(proxy.port), "--conns", str(scenario.conns), "--size", str(scenario.size),
-            "--warmup", "0", "--duration", str(seconds), "--payload", spec.payload]  # fmt: skip
+            "--warmup", "0", "--duration", str(seconds), "--payload", spec.payload,
+            *_header_args(spec.headers)]  # fmt: skip
+    if spec.bearer is not None and scenario.mode == "handshake":  # gateway-run+policies: the openers' tokens
+        args += ["--bearer", spec.bearer]
     generator = Generator(args)
     messages = 0
     for event in generator.events(timeout=seconds + 60):
