@@ -222,7 +222,8 @@ class _RefusedReadOut(asyncio.Protocol):
     aborted by the linger's time bound, as by ``close_timeout`` over a transport that cannot linger.
     Not ``abort()``: a reset now could drop the close frame still on its way to it, and the splice may
     still write to it (a close frame waiting for the peer's frame in flight, a half-close): a lingering
-    transport ignores that, where an aborted uvloop transport raised on it."""
+    transport ignores that, where an aborted uvloop transport raised on it. Over TLS (no linger) it is
+    aborted: its ``close()`` reads on, and what is written to an aborted TLS transport is dropped quietly."""
 
     __slots__ = ("left", "side")
 
@@ -233,7 +234,12 @@ class _RefusedReadOut(asyncio.Protocol):
         self.left -= len(data)
         if self.left < 0:
             transport = self.side.transport
-            if not transport.is_closing():  # (once: the linger reads the rest)
+            if not transport.can_write_eof():
+                # TLS (a wss:// upstream): no linger, and its close() is TLS's own shutdown, which reads and
+                # drops on until the peer's close_notify: a flooder was read for all of close_timeout
+                # (5.2 GB in 10 s over loopback). Past its bound it is dropped, as a linger past its own.
+                transport.abort()
+            elif not transport.is_closing():  # (once: the linger reads the rest)
                 transport.close()
 
     def eof_received(self) -> bool | None:
