@@ -204,6 +204,57 @@ async def test_a_client_reading_its_backlog_slowly_while_sending_gets_the_close_
     assert end == "eof"
 
 
+def _read_slowly_while_sending_more(port: int) -> tuple[list[tuple[int, bytes]], str, int]:
+    """As :func:`_read_slowly_while_sending`, but 32 KiB frames from a thread of their own (a client that
+    reads and sends at once, ~640 KB/s each way), past the linger's MiB long before the backlog is read.
+    The frames read, how the reads ended, and the bytes sent after the close frame."""
+    sock = _open(port, receive_buffer=65536)
+    reading = threading.Event()
+    sent = 0
+
+    def send() -> None:
+        nonlocal sent
+        with contextlib.suppress(OSError):  # the gateway no longer reads, or closed: expected
+            while reading.is_set():
+                sock.sendall(ws_frame(0x2, b"s" * 32768))
+                sent += 32768
+                time.sleep(0.05)
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        time.sleep(1.0)  # the backlog: the kernel's send buffer full (MBs)
+        sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
+        reading.set()
+        sender.start()
+        data, frames = b"", list[tuple[int, bytes]]()
+        try:
+            while block := sock.recv(32768):
+                data += block
+                found, data = split_frames(data)
+                frames += found
+                time.sleep(0.05)
+        except OSError as exc:
+            return frames, type(exc).__name__, sent
+        return frames, "eof", sent
+    finally:
+        reading.clear()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # (unblocks the sender)
+        sender.join(20)
+        sock.close()
+
+
+async def test_a_slow_reader_sending_past_the_lingers_mib_still_gets_its_backlog_and_eof(gateway: Gateway) -> None:
+    """The linger's byte bound closed the socket with the client's bytes unread: the kernel reset it and
+    dropped the backlog it still held for it (19 of 63 frames read, no close frame). Now it reads no more
+    and closes once the backlog is delivered: the close frame, then EOF."""
+    frames, end, sent = await asyncio.to_thread(_read_slowly_while_sending_more, gateway[0].port)
+    assert sent > 1 << 20  # past LINGER_BYTES while it still read its backlog
+    last = frames[-1] if frames else (None, b"")
+    assert last[0] == 0x8, (f"{len(frames)} frames read, no close frame last", end)
+    assert end == "eof"
+
+
 def _read_fast_then_slowly(port: int, done: list[str], hurry: threading.Event) -> None:
     """Close with a backlog queued, read 2 MB of it at once (what the transport held goes to the kernel),
     then 80 KB/s until ``hurry`` is set, then the rest; ``done`` gets how the reads ended."""

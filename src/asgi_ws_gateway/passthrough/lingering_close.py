@@ -10,13 +10,13 @@ what was queued to it lost that, the close frame or the HTTP refusal with it (10
 half-closes instead (a FIN once all that is queued is written), reads and drops what the peer still
 sends, and closes once the peer closes, or at the first of :data:`LINGER_SECONDS` and
 :data:`LINGER_BYTES`; while bytes written to the peer are still on their way (its FIN behind them), the
-time bound waits for them as long as the peer takes some in within each :data:`LINGER_SECONDS`, and a
-peer that takes in nothing for that long while the transport still holds bytes is aborted
-(:class:`_Linger`). The protocol's ``connection_lost`` comes then (the server still counts the
-connection until its socket is closed: its shutdown waits for it); a protocol with a ``linger_began``
-method is told at once (the splice's sides: what only the client held, its concurrency lease, goes then,
-not at the peer's FIN). Every other call goes straight to
-the wrapped transport: ``write`` as its own bound method, nothing added per write.
+time bound waits for them as long as the peer takes some in within each :data:`LINGER_SECONDS`, a peer
+that takes in nothing for that long while the transport still holds bytes is aborted, and the byte bound
+stops the reads instead of closing (:class:`_Linger`). The protocol's ``connection_lost`` comes then
+(the server still counts the connection until its socket is closed: its shutdown waits for it); a
+protocol with a ``linger_began`` method is told at once (the splice's sides: what only the client held,
+its concurrency lease, goes then, not at the peer's FIN). Every other call goes straight to the wrapped
+transport: ``write`` as its own bound method, nothing added per write.
 
 A lingering connection still holds its descriptor. A client that opens, is refused or closed, and keeps
 its end open without a FIN held one each for 2 s after the close: a flood of those (a concurrency lease
@@ -166,6 +166,8 @@ class _Linger(asyncio.Protocol):
     kernel's send buffer and the transport's for as long as it kept its end open, ``close_timeout``
     and the 2 s long past). Holding only the kernel's bytes, it is closed as before (they go on); then the
     first look is at the first bound, a look the less per close, and a peer taking nothing in ends 2 s later.
+    Past :data:`LINGER_BYTES` with bytes still on their way, it is read no more and left to that bound: closed
+    with the peer's bytes unread, the socket was reset and the kernel dropped what it still held for the peer.
     """
 
     __slots__ = ("__weakref__", "left", "protocol", "taken", "timer", "transport")
@@ -181,6 +183,14 @@ class _Linger(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.left -= len(data)
         if self.left < 0 and not self.transport.is_closing():  # (once: the close below reads no more)
+            if undelivered(self.transport):
+                # Still on its way to the peer: read no more, and let the bound close once it is delivered
+                # (or abort a peer that takes nothing in). Closed now, its socket's unread bytes had the
+                # kernel reset the connection and drop what it still held: a slow reader that sent on (it has
+                # not read the close frame yet) lost the rest of its backlog and the close frame.
+                logger.debug("lingering close: the peer sent %d bytes more; reading no more", LINGER_BYTES)
+                self.transport.pause_reading()
+                return
             logger.debug("lingering close: the peer sent %d bytes more; closing", LINGER_BYTES)
             self.transport.close()  # what is still queued to it is written first (the bound watches that)
 
