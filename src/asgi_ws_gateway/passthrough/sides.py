@@ -217,8 +217,9 @@ class _RefusedReadOut(asyncio.Protocol):
 
     Closed as any side the gateway is done with: the transport's ``close()`` (a
     :class:`~.lingering_close.LingeringTransport`'s) writes what is still queued to it and its FIN, and
-    lingers, a flooder reaching the linger's own :data:`LINGER_BYTES` at once, at which the socket is
-    closed (a reset, its unread bytes dropped, the descriptor freed); a side that takes in nothing is
+    lingers, a flooder reaching the linger's own :data:`LINGER_BYTES` at once, at which it is read no more
+    and the socket is closed once its close frame is delivered (a reset, its unread bytes dropped, the
+    descriptor freed); a side that takes in nothing is
     aborted by the linger's time bound, as by ``close_timeout`` over a transport that cannot linger.
     Not ``abort()``: a reset now could drop the close frame still on its way to it, and the splice may
     still write to it (a close frame waiting for the peer's frame in flight, a half-close): a lingering
