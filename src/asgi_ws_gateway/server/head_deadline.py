@@ -303,6 +303,9 @@ class HeadDeadline(asyncio.Protocol):
         HEAD_WAITERS.waiting.pop(self, None)
         if not self._waiting_for_head():
             return
+        if self._reading_body():
+            self._end_answered_body(f"still arriving after {self.header_timeout:g}s")
+            return
         if self._head_started:  # a client that sent nothing gets no response, as on a keep-alive timeout
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.logger.info("%s - request head not complete after %gs: 408", client, self.header_timeout)
@@ -311,6 +314,10 @@ class HeadDeadline(asyncio.Protocol):
         self.transport.close()
 
     def _head_too_large(self) -> None:
+        if self._reading_body():
+            self._disarm()
+            self._end_answered_body(f"over {self.max_head_bytes} bytes")
+            return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
         # A request line over the server's 8 KiB is a 414 whatever follows it, as the parser says.
         line_only = self._head_line_end < 0 or self._head_line_end > _MAX_REQUEST_LINE
@@ -318,6 +325,19 @@ class HeadDeadline(asyncio.Protocol):
                          414 if line_only else 431)  # fmt: skip
         self._disarm()
         self._refuse(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
+
+    def _reading_body(self) -> bool:
+        """Whether the parser is inside a request's body (the protocol class says; False if it cannot)."""
+        return False
+
+    def _end_answered_body(self, what: str) -> None:
+        """The rest of the body of a request answered already (the application did not read it) went past
+        the head's bounds, where the next head is awaited: closed, without a second answer. Taken for the
+        next head, it got a 414 or a 408 written after the request's own answer."""
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        self.logger.info("%s - the body of a request already answered went on, %s: closed", client, what)
+        self._refused = True
+        lingering(self.transport).close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's 400 for a request its parser refused, closed as :meth:`_refuse` closes: uvicorn closed the

@@ -132,6 +132,7 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
     _unparsed: bytearray  # read behind a request being answered, not parsed yet (one read at most)
     _deferred_upgrade: bytearray | None = None  # an upgrade waiting for the responses before it: its early data
     _head_open = False  # httptools began a request head and has not finished it
+    _body_open = False  # httptools finished a request head and has not finished its body
     _running: Any = None  # the request being answered (uvicorn's self.cycle is the newest one read)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -183,10 +184,18 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        self._body_open = True
         queued = len(self.pipeline)
         super().on_headers_complete()
         if len(self.pipeline) == queued:  # answered at once, not queued behind another
             self._running = self.cycle
+
+    def on_message_complete(self) -> None:
+        self._body_open = False
+        super().on_message_complete()
+
+    def _reading_body(self) -> bool:
+        return self._body_open
 
     def _cycles(self) -> list[Any]:
         # self.cycle is the newest request read, which may be queued; the one answered is another.
@@ -304,6 +313,9 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
 
     def _should_upgrade(self) -> bool:
         return over_http11(self.scope) and super()._should_upgrade()
+
+    def _reading_body(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY
 
     def _unsupported_upgrade_warning(self) -> None:
         self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as HttpToolsUpgrades

@@ -1,0 +1,58 @@
+"""A request answered before its body is all in (the application did not read it): the rest is no next head.
+
+Once the answer was out, the gateway's HTTP protocols counted what still arrived toward the next request
+head: past ``max_head_bytes`` of body a 414 "request target too long" was written after the request's own
+answer, and a body still arriving ``header_timeout`` later got a 408; two answers to one request (an upload
+of 200 kB to a path with no API: 404, then 414). Now such a body is still bounded the same way (a client
+cannot hold the connection with it), but the connection is closed without a second answer. Real uvicorn
+with each of the gateway's HTTP protocols, raw clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.server import GatewayH11Protocol, GatewayHTTPProtocol, GatewayWebSocketProtocol
+from asgi_ws_gateway.standalone import not_found
+from support.configs import build_config
+from support.servers import UvicornServer
+
+
+class _QuickHTTP(GatewayHTTPProtocol):
+    header_timeout = 0.5
+
+
+class _QuickH11(GatewayH11Protocol):
+    header_timeout = 0.5
+
+
+def _upload(port: int, size: int, pause: float) -> bytes:
+    """POST ``size`` bytes to a path with no API, half after the head's answer came, the rest ``pause``
+    seconds later; all that is read until the connection ends (EOF, a reset, or 5 s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % size)
+        received = sock.recv(65536)  # the 404, before the body
+        with contextlib.suppress(OSError):  # the gateway closed: EPIPE or a reset
+            sock.sendall(bytes(size // 2))
+            time.sleep(pause)
+            sock.sendall(bytes(size - size // 2))
+        with contextlib.suppress(OSError):
+            while block := sock.recv(65536):
+                received += block
+    return received
+
+
+@pytest.mark.parametrize("http", [_QuickHTTP, _QuickH11], ids=["httptools", "h11"])
+@pytest.mark.parametrize(("size", "pause"), [(400_000, 0.0), (20_000, 1.5)], ids=["over the head limit", "late"])
+async def test_the_rest_of_an_answered_body_gets_no_second_answer(http: object, size: int, pause: float) -> None:
+    gateway = WebSocketGateway(not_found, config=build_config())
+    with UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http) as server:  # type: ignore[arg-type]
+        received = await asyncio.to_thread(_upload, server.port, size, pause)
+    assert received.startswith(b"HTTP/1.1 404 "), received[:200]
+    assert received.count(b"HTTP/1.1 ") == 1, received
