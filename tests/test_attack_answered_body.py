@@ -3,8 +3,10 @@
 Once the answer was out, the gateway's HTTP protocols counted what still arrived toward the next request
 head: past ``max_head_bytes`` of body a 414 "request target too long" was written after the request's own
 answer, and a body still arriving ``header_timeout`` later got a 408; two answers to one request (an upload
-of 200 kB to a path with no API: 404, then 414). Now such a body is still bounded the same way (a client
-cannot hold the connection with it), but the connection is closed without a second answer. Real uvicorn
+of 200 kB to a path with no API: 404, then 414). And the body's bytes counted toward the next head: a 6 kB
+head behind a 62 kB body was refused 414. Now such a body is still bounded the same way (a client cannot
+hold the connection with it), but the connection is closed without a second answer, and the next head
+counts from the body's end. Real uvicorn
 with each of the gateway's HTTP protocols, raw clients.
 """
 
@@ -56,3 +58,27 @@ async def test_the_rest_of_an_answered_body_gets_no_second_answer(http: object, 
         received = await asyncio.to_thread(_upload, server.port, size, pause)
     assert received.startswith(b"HTTP/1.1 404 "), received[:200]
     assert received.count(b"HTTP/1.1 ") == 1, received
+
+
+def _upload_then_request(port: int, size: int) -> bytes:
+    """POST ``size`` bytes to a path with no API, the body after the answer, then a request with a 6 kB
+    header on the same connection; all that is read until the connection ends (or 3 s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % size)
+        received = sock.recv(65536)
+        sock.sendall(bytes(size))
+        time.sleep(0.2)  # the body read whole first
+        sock.sendall(b"GET /nowhere HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nX-A: " + b"a" * 6000 + b"\r\n\r\n")
+        with contextlib.suppress(OSError):
+            while block := sock.recv(65536):
+                received += block
+    return received
+
+
+@pytest.mark.parametrize("http", [_QuickHTTP, _QuickH11], ids=["httptools", "h11"])
+async def test_the_next_request_behind_an_answered_body_counts_from_its_own_start(http: object) -> None:
+    gateway = WebSocketGateway(not_found, config=build_config())
+    with UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http) as server:  # type: ignore[arg-type]
+        received = await asyncio.to_thread(_upload_then_request, server.port, 62_000)
+    statuses = [line[:12] for line in received.split(b"\n") if line.startswith(b"HTTP/1.1 ")]
+    assert statuses == [b"HTTP/1.1 404"] * 2, received[-300:]

@@ -330,6 +330,14 @@ class HeadDeadline(asyncio.Protocol):
         """Whether the parser is inside a request's body (the protocol class says; False if it cannot)."""
         return False
 
+    def _answered_body_ended(self) -> None:
+        """The body of a request answered already is all in: the next head counts, and is timed, from here
+        (the body's bytes had counted toward it: a small head behind a 62 kB body got a 414)."""
+        self._head_started = False
+        self._head_bytes, self._head_tail, self._head_line_end = 0, b"", -1
+        self._disarm()
+        self._arm()
+
     def _end_answered_body(self, what: str) -> None:
         """The rest of the body of a request answered already (the application did not read it) went past
         the head's bounds, where the next head is awaited: closed, without a second answer. Taken for the

@@ -191,8 +191,13 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
             self._running = self.cycle
 
     def on_message_complete(self) -> None:
+        # The body of a request answered already (most requests are not, and cost two checks here).
+        cycle = self.cycle
+        answered = self._body_open and cycle is not None and cycle.response_complete and self._waiting_for_head()
         self._body_open = False
         super().on_message_complete()
+        if answered:
+            self._answered_body_ended()
 
     def _reading_body(self) -> bool:
         return self._body_open
@@ -321,7 +326,10 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
         self.logger.info("Unsupported upgrade request: answered as HTTP.")  # as HttpToolsUpgrades
 
     def handle_events(self) -> None:
+        answered = self._reading_body() and self._waiting_for_head()  # the body of a request answered already
         super().handle_events()
+        if answered and not self._reading_body():
+            self._answered_body_ended()
         # h11 reads one request at a time: a new cycle is the request just read, being answered as HTTP.
         if self.transport.get_protocol() is self and self.cycle is not None and not self.cycle.response_complete:
             close_after_if_not_upgraded(self.cycle)
