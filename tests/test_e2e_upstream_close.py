@@ -13,6 +13,7 @@ deadline" without a tight clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -22,6 +23,7 @@ from support.clients import connect, expect_close
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.rawhttp import accept_upstream
+from support.rawws import close_frame_in, raw_client
 from support.servers import WS_IMPLS, UvicornFactory, WSImpl
 
 CLOSE_TIMEOUT = 1.0
@@ -90,3 +92,51 @@ async def test_an_upstream_close_reaches_the_client_at_once_and_its_socket_close
     async with asyncio.timeout(BOUND):
         while gateway.open_connections:  # noqa: ASYNC110 - another thread's state
             await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("ws", [*WS_IMPLS, PASSTHROUGH])
+async def test_the_gateways_close_ends_a_relayed_connection_whose_upstream_reads_nothing(
+    uvicorn_server: UvicornFactory, ws: WSImpl
+) -> None:
+    """``idle_timeout`` closes a relayed connection whose upstream reads nothing (a frozen backend, its buffers
+    full of the client's messages). The client got its 1001, but websockets bounds only the wait for the
+    upstream's answer, not the write of the close frame before it: the relay's close and its send waited for
+    ever (keepalive off; 40 s with the default), the connection open, its task held, no access line, no
+    count. The splice drops such an upstream at ``close_timeout``; so does the relay now."""
+    release = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await release.wait()  # reads nothing, closes nothing
+        writer.close()
+
+    listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    api = api_entry(f"ws://127.0.0.1:{port}/", ping_interval=None, close_timeout=CLOSE_TIMEOUT, passthrough=False,
+                    idle_timeout=1.0)  # fmt: skip
+    gateway = WebSocketGateway(not_found, config={"apis": [api]})
+    server = uvicorn_server(gateway, ws=ws)
+    try:
+        async with listener:
+            reader, writer = await raw_client(server.port, deflate=False)
+            message = b"\x82\xff" + (65536).to_bytes(8, "big") + b"\0\0\0\0" + b"u" * 65536  # masked, zero key
+
+            async def upload() -> None:
+                with contextlib.suppress(ConnectionError):
+                    while True:
+                        writer.write(message)
+                        await writer.drain()
+
+            sending = asyncio.create_task(upload())
+            try:
+                async with asyncio.timeout(BOUND):
+                    assert await close_frame_in(reader) == (1001, b"idle timeout")
+                    while gateway.open_connections:  # noqa: ASYNC110 - another thread's state
+                        await asyncio.sleep(0.02)
+            finally:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+                writer.transport.abort()
+    finally:
+        release.set()

@@ -463,9 +463,23 @@ class GatewayClientConnection(ClientConnection):
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.lingering is None:
-            await super().close(code, reason)  # may end with the upstream's close frame: handed over
+            # websockets bounds its wait for the upstream's answer by close_timeout, not the write of the
+            # close frame before it: an upstream that reads nothing held close(), and a send waiting on
+            # the same full buffer, until the keepalive failed (40 s by default; never without one).
+            due = None if self.close_timeout is None else self.loop.call_later(self.close_timeout, self._unwritten)
+            try:
+                await super().close(code, reason)  # may end with the upstream's close frame: handed over
+            finally:
+                if due is not None:
+                    due.cancel()
         if self.lingering is not None:
             await asyncio.shield(self.lingering.closed)
+
+    def _unwritten(self) -> None:
+        """``close_timeout`` after a close began: drop an upstream still not reached (its close unanswered,
+        or never written), as websockets drops one that does not answer in time."""
+        if self.lingering is None and not self.connection_lost_waiter.done():
+            self.transport.abort()
 
     def pause_writing(self) -> None:
         super().pause_writing()
