@@ -25,6 +25,7 @@ from asgi_ws_gateway.server.serving import EXIT_FORCED
 from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ServerProcess, ready_server
+from support.rawhttp import accept_upstream
 from support.upstream import SilentUpstream, UpstreamServer
 
 RUN = ["-m", "asgi_ws_gateway", "run"]
@@ -79,6 +80,29 @@ class _HungUpstream(SilentUpstream):
                 pass
 
 
+class _DeafUpstream(SilentUpstream):
+    """A TCP server that answers the upgrade with a 101 and then reads nothing (a frozen backend): what the
+    gateway sends it fills the buffers, and a send to it waits."""
+
+    async def __aenter__(self) -> _DeafUpstream:
+        self.served: list[asyncio.Task[object]] = []
+        return await super().__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        await asyncio.gather(*self.served, return_exceptions=True)  # each sees its end before the loop's
+        await super().__aexit__(*exc)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.served.append(task)
+        self.writers.append(writer)
+        await accept_upstream(reader, writer)
+        await writer.wait_closed()  # never read: ends when the test closes it, or the gateway's abort is seen
+
+
 @contextlib.asynccontextmanager
 async def _gateway(tmp_path: Path, config: dict[str, object], *extra: str) -> AsyncIterator[ServerProcess]:
     path = write_config(tmp_path, config)
@@ -107,6 +131,46 @@ async def test_sigterm_ends_while_a_relayed_client_reads_nothing(
         output = server.output()
     assert '"WebSocket /flood" 101 echo closed by gateway with 1012' in output, output
     assert "Traceback" not in output
+
+
+async def test_sigterm_ends_a_relayed_connection_whose_upstream_reads_nothing(tmp_path: Path) -> None:
+    """The client's messages wait for an upstream that reads nothing. The client got its 1012, but the relay,
+    its pump held in the send to the upstream, read the server's disconnect only after that send: it held
+    the shutdown until uvicorn's graceful timeout cancelled it (``ERROR: Cancel 1 running task(s)``), and the
+    drain then closed it with 1001, which the access line and ``ws_gateway.connection.closes`` recorded.
+    The splice and the frame relay mirror the 1012 upstream at once."""
+    async with _DeafUpstream() as upstream:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", path="/deaf",
+                              api={"passthrough": False, "close_timeout": 1, "ping_interval": None},
+                              drain_grace_period=2)  # fmt: skip  # no keepalive: nothing else ends it
+        async with _gateway(tmp_path, config) as server:
+            ws = await connect(f"ws://127.0.0.1:{server.port}/deaf", compression=None)  # its bytes fill the buffers
+
+            sent = 0
+
+            async def upload() -> None:
+                nonlocal sent
+                with contextlib.suppress(Exception):
+                    while True:
+                        await ws.send(b"u" * 65536)
+                        sent += 1
+
+            sending = asyncio.create_task(upload())
+            before = -1
+            while sent != before:  # until the buffers are full: its send waits
+                before = sent
+                await asyncio.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 30)
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            assert server.wait_exit(30) == 0
+            output = server.output()
+    assert ws.close_code == 1012, output
+    assert '"WebSocket /deaf" 101 echo closed by gateway with 1012' in output, output
+    assert "ERROR" not in output and "Traceback" not in output, output
 
 
 async def test_sigterm_answers_a_handshake_in_flight_with_the_draining_503(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from ._types import Message, Receive, Scope, Send
 from .admission import Api
 from .handshake.context import HandshakeContext
 from .messages.pipeline import MessagePolicySet
-from .passthrough.asgi_extension import CLOSE_TIMEOUT, EXTENSION, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT
+from .passthrough.asgi_extension import (
+    CLOSE_TIMEOUT,
+    EXTENSION,
+    MAX_SIZE,
+    ON_SHUTDOWN,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+)
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
 from .passthrough.splice import Splice
@@ -80,6 +87,7 @@ async def open_proxy(
             accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
             accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
             accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
+            accept[ON_SHUTDOWN] = relay.client_closed_at_shutdown  # the 1012 mirrored now, as the splice does
         return Proxied(backend, opened, relay, accept)
 
 

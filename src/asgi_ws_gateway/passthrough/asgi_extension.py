@@ -22,10 +22,17 @@ PING_TIMEOUT = "asgi_ws_gateway.ping_timeout"
 """A key of such a ``websocket.accept``: seconds a keepalive ping's pong may take, and the stall rule's
 window (the client must take in some of what waits for it within each: :mod:`.progress`), the API's
 ``ping_timeout``, in place of uvicorn's ``ws_ping_timeout``; None: no pong deadline, and no stall rule."""
+ON_SHUTDOWN = "asgi_ws_gateway.on_shutdown"
+"""A key of such a ``websocket.accept``: a callable the server calls with the ``websocket.disconnect`` it
+queued when it shut down (SIGTERM) and sent the client its 1012. An application waiting elsewhere reads
+that disconnect late: the relay's client pump held in a send to an upstream that reads nothing read it only
+when the upstream's keepalive failed, past the server's graceful timeout."""
 STOPPED = "asgi_ws_gateway.stopped"
 """A ``scope["extensions"]`` key the gateway's protocol sets, before it cancels the application's handshake,
 to why (``CLIENT_GONE``, ``SHUTDOWN_REFUSAL``): the cancellation's own message may be replaced on its way
 (anyio's cancel scopes, which httpx's connects run in, raise a ``CancelledError`` of their own)."""
 
 
-__all__ = ["ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "PING_INTERVAL", "PING_TIMEOUT", "STOPPED"]
+__all__ = [
+    "ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "ON_SHUTDOWN", "PING_INTERVAL", "PING_TIMEOUT", "STOPPED",
+]  # fmt: skip

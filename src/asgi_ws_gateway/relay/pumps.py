@@ -195,6 +195,17 @@ class Relay:
         for pump in self._pumps:
             pump.cancel()
 
+    def client_closed_at_shutdown(self, disconnect: Message) -> None:
+        """The server closed the client (SIGTERM: 1012) and queued ``disconnect``: mirror it upstream now.
+
+        The client pump reads that disconnect only once its send to the upstream returns: an upstream that
+        reads nothing held it until its keepalive failed (40 s by default), past the server's graceful
+        timeout, which cancelled the relay (uvicorn's ERROR) and left the close to the drain's 1001. The
+        upstream's close, bounded by ``close_timeout``, ends that send; the pump's later read is a no-op.
+        """
+        if self._pumps and not self._closing:
+            self._background.spawn(self._client_left(disconnect))
+
     async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
         """Close both sides on the gateway's own initiative (a no-op once closing has started).
 

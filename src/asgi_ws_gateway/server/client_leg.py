@@ -17,7 +17,15 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame
 
 from ..loop_watch import BYTES_PER_TURN, ReadShares
-from ..passthrough.asgi_extension import ACCEPT, CLOSE_TIMEOUT, MAX_SIZE, PING_INTERVAL, PING_TIMEOUT, STOPPED
+from ..passthrough.asgi_extension import (
+    ACCEPT,
+    CLOSE_TIMEOUT,
+    MAX_SIZE,
+    ON_SHUTDOWN,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    STOPPED,
+)
 from ..passthrough.lingering_close import lingering
 from .log_lines import PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, logged_path
 from .server_protocol import _ServerProtocol
@@ -30,6 +38,7 @@ class ClientLeg(WebSocketsSansIOProtocol):
     conn: _ServerProtocol
     passed_through = False
     _on_shutdown: Callable[[], None] | None = None
+    _told_at_shutdown: Callable[[dict[str, Any]], None] | None = None  # the application's ON_SHUTDOWN
     _fault_logged = False
     _abort_timer: asyncio.TimerHandle | None = None  # set at shutdown (GracefulShutdown)
     _stall_due: asyncio.TimerHandle | None = None  # bytes wait for the client: dropped unless it takes some in
@@ -227,6 +236,8 @@ class ClientLeg(WebSocketsSansIOProtocol):
                 self.close_timeout = float(timeout)
             if PING_INTERVAL in message and PING_TIMEOUT in message:
                 self._take_keepalive(message[PING_INTERVAL], message[PING_TIMEOUT])
+            if callable(told := message.get(ON_SHUTDOWN)):
+                self._told_at_shutdown = told
         await super().send(message)
         if kind == "websocket.accept":
             self._release_early_data(self)

@@ -64,6 +64,8 @@ class GracefulShutdown(ClientLeg):
         client still sends until its close (or ``wait`` seconds): the error-close path."""
         disconnect = {"type": "websocket.disconnect", "code": 1012, "reason": SHUTDOWN_REASON, SERVER_SHUTDOWN: True}
         self.queue.put_nowait(disconnect)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
+        if self._told_at_shutdown is not None:  # the application may be waiting elsewhere than in receive()
+            self._told_at_shutdown(disconnect)
         self.conn.send_close(1012, SHUTDOWN_REASON)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True

@@ -27,6 +27,10 @@ gateway needs on its edge, each in the module of one job (named in brackets) tha
   both or neither: seconds, or None for off; the API's, as the splice takes them), in place of uvicorn's
   ``ws_ping_interval`` and ``ws_ping_timeout``, which still serve every other connection (:mod:`.client_leg`,
   :mod:`.client_keepalive`);
+* the application's ``websocket.accept`` may also carry a callable the server calls with the
+  ``websocket.disconnect`` it queues when it sends the client its 1012 at shutdown
+  (``"asgi_ws_gateway.on_shutdown"``): the relay, waiting on an upstream that reads nothing, read that
+  disconnect only once the wait ended (:mod:`.graceful_shutdown`);
 * each fragment of a message but its last counts 64 bytes at least toward the message limit
   (``FRAGMENT_FLOOR``), as on the splice and the frame relay, which refuse the same messages: uvicorn
   counted only their bytes: a message of the limit's size in one-byte fragments passed, and one of empty
