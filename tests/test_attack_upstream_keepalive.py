@@ -77,6 +77,9 @@ async def test_an_upstream_that_answers_no_ping_is_dropped_with_one_info_line_an
     assert not any(r.exc_info for r in caplog.records)
     (access,) = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
     assert "closed by upstream with 1006" in access
+    # The backend's failure says why, on both paths (the relay's said (1006 "")).
+    failed = [m for m in messages if "failed: it failed a connection" in m]
+    assert len(failed) == 1 and failed[0].endswith('(1006 "did not answer a ping")'), failed
 
 
 def _gateway(port: int, mode: str, direction: str, keepalive: dict[str, Any] = KEEPALIVE) -> WebSocketGateway:
@@ -121,6 +124,40 @@ async def test_an_upstream_that_reads_nothing_is_dropped_not_the_client_streamin
     assert not any("the client did not answer a ping" in m for m in messages)
     if mode != "relay":  # a stall is the gateway's close: passive health does not count it (the relay's is not ours)
         assert "closed by gateway with 1011" in await access_line(caplog)
+
+
+async def test_a_relayed_upstream_whose_ping_cannot_be_written_is_a_stall_as_on_the_splice(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client's messages fill the buffers towards an upstream that reads nothing before the first
+    ping: the relay drops it as "read nothing" and, as the splice and the frame relay record a stall,
+    it is the gateway's close (1011 ``upstream read nothing``: the access line, ``ws_gateway.connection.
+    closes``), not counted against the backend. The relay recorded it as the upstream's 1006, a backend
+    failure, where the other two paths record the same silence as the gateway's."""
+    caplog.set_level(logging.INFO)
+    release = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await release.wait()
+        writer.close()
+
+    listener = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    keepalive = {"ping_interval": 2.0, "ping_timeout": 0.5, "close_timeout": 0.5}  # the pipe fills well before
+    server = uvicorn_server(_gateway(port, "relay", "inbound", keepalive), ws=PASSTHROUGH)
+    try:
+        async with listener, await connect(server.url("/ws/echo"), ping_interval=None, compression=None) as client:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(client.send(b"z" * 60000), 30)
+    finally:
+        release.set()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "closed by gateway with 1011" in await access_line(caplog)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("the upstream read nothing (its ping could not be written)" in m for m in messages), messages
+    assert not any("failed: it failed a connection" in m for m in messages), messages
 
 
 def _streamer(size: int) -> tuple[asyncio.Future[int | None], Callable[[ServerConnection], Awaitable[None]]]:

@@ -412,7 +412,8 @@ class Relay:
         self._closing = True
         stats = self.stats
         if isinstance(closed, UpstreamStalled):
-            # The gateway dropped an in-process app that read nothing: its close, as the splice records
+            # The gateway dropped an upstream that read nothing (an in-process app, or a network upstream
+            # whose keepalive ping could not be written): its close, as the splice records
             # a stall (passive health does not count it), the client told as for a vanished upstream.
             stats.closed_by, stats.close_code, stats.close_reason = "gateway", 1011, closed.reason
             await self._close_client(1011, "upstream connection failed")

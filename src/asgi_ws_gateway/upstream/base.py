@@ -31,8 +31,9 @@ class UpstreamClosed(Exception):
 
 class UpstreamStalled(UpstreamClosed):
     """The upstream took nothing for the keepalive window while a message waited for it (an in-process
-    app): the gateway dropped it, so the close is the gateway's, not the upstream's; the relay records
-    it as the splice records a stall, and passive health does not count it."""
+    app; a network upstream whose keepalive ping could not be written): the gateway dropped it, so the
+    close is the gateway's, not the upstream's; the relay records it as the splice records a stall, and
+    passive health does not count it."""
 
     def __init__(self) -> None:
         super().__init__(1011, "upstream read nothing", by_peer=False)

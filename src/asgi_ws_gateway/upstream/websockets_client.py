@@ -26,7 +26,7 @@ from ..bounded import may_carry_credential, split_url
 from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
-from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest
+from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, UpstreamStalled
 from .headers import kept_response_headers
 from .request import bad_request
 from .resolver import RESOLVER, host_and_port
@@ -243,8 +243,10 @@ _TOO_MANY_FRAGMENTS: Any = getattr(websockets.exceptions, "TooManyFragments", ()
 
 def _closed(exc: ConnectionClosed, ws: ClientConnection) -> UpstreamClosed:
     if isinstance(ws, GatewayClientConnection) and ws.keepalive_failed:
-        # Its 1011 "keepalive ping timeout" is the gateway's: the upstream sent nothing, as on the splice.
-        return UpstreamClosed(1006, "", by_peer=False)
+        # Its 1011 "keepalive ping timeout" is the gateway's: recorded as the splice records the same
+        # silence (it was 1006 with no reason either way, the stall counted against the backend): a stall
+        # is the gateway's close, passive health does not count it; a ping unanswered is the upstream's 1006.
+        return UpstreamStalled() if ws.stalled else UpstreamClosed(1006, "did not answer a ping", by_peer=False)
     # recv() failed a message (not UTF-8, too many fragments) that came before the upstream's close:
     # the gateway's failure, even when that close was already in and answered (its 1000 said nothing
     # of the message the client lost; the splice and the frame relay report the failure). Too many

@@ -255,6 +255,7 @@ class GatewayClientConnection(ClientConnection):
         self._refusal: HeldRefusal | None = None
         self._shares: ReadShares | None = None  # a large read's frames, a share per loop turn
         self.keepalive_failed = False  # the upstream answered no ping in ping_timeout: it sent no close
+        self.stalled = False  # ... nor took in the ping: what was queued to it stayed unread (the splice's stall)
         self._unread = False  # the relay left messages unread (reading paused) since the keepalive's last ping
 
     def data_received(self, data: bytes) -> None:
@@ -420,7 +421,7 @@ class GatewayClientConnection(ClientConnection):
                     async with asyncio.timeout(timeout):  # a ping stuck behind unread writes counts
                         pong = await self.ping()
                 except TimeoutError:
-                    await self._fail_keepalive("read nothing (its ping could not be written)")
+                    await self._fail_keepalive("read nothing (its ping could not be written)", stalled=True)
                     return
                 while True:
                     self._unread = self.recv_messages.paused
@@ -437,12 +438,12 @@ class GatewayClientConnection(ClientConnection):
         except Exception:  # a bug, not a peer's fault (websockets' own safety net)
             self.logger.error("keepalive ping failed", exc_info=True)
 
-    async def _fail_keepalive(self, why: str) -> None:
+    async def _fail_keepalive(self, why: str, *, stalled: bool = False) -> None:
         """Fail the connection with 1011 "keepalive ping timeout" (the close frame may never leave a full
         buffer: it is not waited for), then wait to be cancelled by ``connection_lost``."""
         if self.protocol.state is State.OPEN:
             logger.info("relay: the upstream %s in %g s; dropping it", why, self.ping_timeout)
-            self.keepalive_failed = True
+            self.keepalive_failed, self.stalled = True, stalled
             if self.close_timeout is not None:
                 self.close_deadline = self.loop.time() + self.close_timeout
             self.protocol.fail(1011, "keepalive ping timeout")
