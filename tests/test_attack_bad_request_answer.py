@@ -69,10 +69,8 @@ async def test_the_parsers_400_reaches_a_client_still_sending(
     http: object, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = WebSocketGateway(not_found, config=build_config())
-    with (
-        caplog.at_level(logging.INFO),
-        UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http, log_level="info") as server,
-    ):  # type: ignore[arg-type]
+    ws: Any = GatewayWebSocketProtocol
+    with caplog.at_level(logging.INFO), UvicornServer(gateway, ws=ws, http=http, log_level="info") as server:
         received = await asyncio.to_thread(_refused_while_sending, server.port, BAD_HEADS[name])
     assert received.startswith(b"HTTP/1.1 400 "), received[:200]
     assert b"Invalid HTTP request received." in received, received[:400]
