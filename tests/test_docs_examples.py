@@ -18,6 +18,7 @@ sequence ``{`` opens a mapping, so ``check`` refused them (``not valid YAML``). 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -194,3 +195,52 @@ def test_every_configuration_example_loads_as_check_loads_it(
     with pytest.raises(ConfigError) as caught:
         load_policies(path, store=lambda config: MemoryState())
     assert caught.value.problems == [expected]
+
+
+# The refusal lines the docs show, as the access log writes them: the docs once showed
+# ``401 chat denied (unauthorized, policy jwt)``, a reason no policy gives, under a name the example's
+# policy did not have. Each documented status is produced by the policy that refuses with it.
+_REFUSAL = re.compile(r'"WebSocket (?P<path>/\S*)" (?P<status>\d{3}) (?P<api>[\w-]+) denied \((?P<why>[^)]*)\)')
+REFUSING_POLICIES: dict[int, dict[str, Any]] = {
+    401: {"validate-jwt": JWT},  # no token sent
+    403: {"ip-filter": {"allow": ["192.0.2.0/24"]}},  # the test client is not in it
+}
+
+
+def _documented_refusals() -> list[tuple[str, re.Match[str]]]:
+    found = []
+    for doc in DOCS:
+        text = " ".join(doc.read_text().split())  # a line the prose wraps reads as one
+        found += [(doc.name, match) for match in _REFUSAL.finditer(text)]
+    return found
+
+
+REFUSALS = _documented_refusals()
+
+
+def test_the_docs_show_refusal_lines() -> None:
+    """The rule above reaches the README's and docs/telemetry.md's examples."""
+    assert {where for where, _ in REFUSALS} >= {"README.md", "telemetry.md"}
+
+
+@pytest.mark.parametrize("match", [m for _, m in REFUSALS], ids=[f"{w}:{m['status']}" for w, m in REFUSALS])
+def test_a_documented_refusal_line_is_what_the_access_log_writes(
+    match: re.Match[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same handshake refused in process: its access line says the documented status, reason and policy."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient, WebSocketDenialResponse
+
+    from asgi_ws_gateway import WebSocketGateway
+
+    status = int(match["status"])
+    api = {"name": match["api"], "path": "/ws/chat/{room}", "upstreams": ["ws://127.0.0.1:9/rooms/{room}"]}
+    api["policies"] = [REFUSING_POLICIES[status]]
+    client = TestClient(WebSocketGateway(Starlette(), config={"apis": [api]}))
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    with client, pytest.raises(WebSocketDenialResponse):
+        with client.websocket_connect(match["path"]):
+            pass
+    lines = [record.getMessage() for record in caplog.records if record.name == "asgi_ws_gateway.access"]
+    written = [m.group(0) for line in lines if (m := _REFUSAL.search(line)) is not None]
+    assert written == [match.group(0)]
