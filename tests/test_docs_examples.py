@@ -244,3 +244,33 @@ def test_a_documented_refusal_line_is_what_the_access_log_writes(
     lines = [record.getMessage() for record in caplog.records if record.name == "asgi_ws_gateway.access"]
     written = [m.group(0) for line in lines if (m := _REFUSAL.search(line)) is not None]
     assert written == [match.group(0)]
+
+
+# Codes that mean one thing for one command: ``--help`` and docs/management.md's table once each
+# named one of the two commands that exit 8 (``run`` forced to stop, ``connections list`` incomplete).
+COMMANDS = ("connections list", "connect", "run")
+
+
+def _commands_in(text: str) -> set[str]:
+    found = set()
+    for command in COMMANDS:  # longest first: "connections list" before "connect"
+        if command in text:
+            found.add(command)
+            text = text.replace(command, "")
+    return found
+
+
+def test_the_exit_codes_in_help_and_in_the_docs_name_the_same_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """For the command-specific codes (6, 7, 8), the commands ``asgi-ws-gateway --help`` names are the table's."""
+    from asgi_ws_gateway.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    epilog = " ".join(capsys.readouterr().out.split("Exit codes:", 1)[1].split())
+    in_help = {int(m[1]): _commands_in(m[2]) for m in re.finditer(r"\b([0-9]) (.*?)(?=, [0-9] |$)", epilog)}
+    table = (ROOT / "docs" / "management.md").read_text().split("| exit code | meaning |", 1)[1]
+    rows = re.findall(r"^\| ([0-9]) \| (.*) \|$", table, re.MULTILINE)
+    in_docs = {int(code): _commands_in(" ".join(re.findall(r"`([^`]+)`", meaning))) for code, meaning in rows}
+    for code in (6, 7, 8):
+        assert in_help[code] == in_docs[code], f"exit code {code}"
+    assert in_docs[8] == {"run", "connections list"}

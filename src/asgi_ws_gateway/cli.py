@@ -3,7 +3,8 @@
 Exit codes: 0 success (``run``: also after a graceful shutdown on SIGTERM/SIGINT), 1 the command
 failed at run time, 2 usage or configuration error, 3 not found, 4 unauthorized, 5 conflict,
 6 (``connect``) closed abnormally, 7 (``run``) could not start serving (bind failed, start-up failed),
-8 (``run``) forced to stop (a second SIGINT) before the drain finished.
+8 (``run``) forced to stop (a second SIGINT) before the drain finished, or (``connections list``)
+incomplete: some workers did not answer.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Exit codes: 0 success (run: also after a graceful shutdown), 1 failed, 2 usage or invalid input, "
         "3 not found, 4 unauthorized, 5 conflict, 6 (connect) closed abnormally, "
         "7 (run) could not start serving: bind or start-up failed, "
-        "8 (run) forced to stop (a second Ctrl+C) before the drain finished.",
+        "8 (run) forced to stop (a second Ctrl+C) before the drain finished, "
+        "or (connections list) incomplete: some workers did not answer.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
