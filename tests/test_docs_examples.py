@@ -14,6 +14,9 @@ sequence ``{`` opens a mapping, so ``check`` refused them (``not valid YAML``). 
 * anything else (a problem body, a log line, a collector's configuration) is parsed only;
 * an example the docs show being refused (:data:`DOCUMENTED_FAILURES`) must be refused with the
   problem the docs print.
+
+Beyond the blocks: each refused handshake's access line the docs show is written as shown for the same
+refusal, and the command-specific exit codes of ``asgi-ws-gateway --help`` are docs/management.md's.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from typing import Any
 
 import pytest
 import yaml
+from starlette.applications import Starlette
+from starlette.testclient import TestClient, WebSocketDenialResponse
 
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.cli import main
 from asgi_ws_gateway.config.gateway import GatewayConfig
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.json_names import load_unique
@@ -228,19 +235,13 @@ def test_a_documented_refusal_line_is_what_the_access_log_writes(
     match: re.Match[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same handshake refused in process: its access line says the documented status, reason and policy."""
-    from starlette.applications import Starlette
-    from starlette.testclient import TestClient, WebSocketDenialResponse
-
-    from asgi_ws_gateway import WebSocketGateway
-
     status = int(match["status"])
     api = {"name": match["api"], "path": "/ws/chat/{room}", "upstreams": ["ws://127.0.0.1:9/rooms/{room}"]}
     api["policies"] = [REFUSING_POLICIES[status]]
     client = TestClient(WebSocketGateway(Starlette(), config={"apis": [api]}))
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
-    with client, pytest.raises(WebSocketDenialResponse):
-        with client.websocket_connect(match["path"]):
-            pass
+    with client, pytest.raises(WebSocketDenialResponse), client.websocket_connect(match["path"]):
+        pass
     lines = [record.getMessage() for record in caplog.records if record.name == "asgi_ws_gateway.access"]
     written = [m.group(0) for line in lines if (m := _REFUSAL.search(line)) is not None]
     assert written == [match.group(0)]
@@ -262,8 +263,6 @@ def _commands_in(text: str) -> set[str]:
 
 def test_the_exit_codes_in_help_and_in_the_docs_name_the_same_commands(capsys: pytest.CaptureFixture[str]) -> None:
     """For the command-specific codes (6, 7, 8), the commands ``asgi-ws-gateway --help`` names are the table's."""
-    from asgi_ws_gateway.cli import main
-
     with pytest.raises(SystemExit):
         main(["--help"])
     epilog = " ".join(capsys.readouterr().out.split("Exit codes:", 1)[1].split())
