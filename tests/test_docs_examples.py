@@ -16,7 +16,8 @@ sequence ``{`` opens a mapping, so ``check`` refused them (``not valid YAML``). 
   problem the docs print.
 
 Beyond the blocks: each refused handshake's access line the docs show is written as shown for the same
-refusal, and the command-specific exit codes of ``asgi-ws-gateway --help`` are docs/management.md's.
+refusal, the command-specific exit codes of ``asgi-ws-gateway --help`` are docs/management.md's, and the
+defaults the README's field tables and the blocks marked "the defaults" show are the models'.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.cli import main
+from asgi_ws_gateway.config.apis import ApiConfig
 from asgi_ws_gateway.config.gateway import GatewayConfig
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.json_names import load_unique
@@ -273,3 +276,77 @@ def test_the_exit_codes_in_help_and_in_the_docs_name_the_same_commands(capsys: p
     for code in (6, 7, 8):
         assert in_help[code] == in_docs[code], f"exit code {code}"
     assert in_docs[8] == {"run", "connections list"}
+
+
+# The README's tables of configuration fields: each default they show is the model's. ``display_name``
+# defaults to the API's ``name`` (its field is None: the name is shown); "none" is None or nothing.
+NAMED_DEFAULTS = {"display_name": "name"}
+
+
+def _default_of(model: type[BaseModel], dotted: str) -> Any:
+    value: Any = None
+    for part in dotted.split("."):
+        field = model.model_fields[part]
+        assert not field.is_required(), f"{dotted} is required"
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            model = type(value)
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _is_nothing(value: Any) -> bool:
+    return not value or (isinstance(value, dict) and not any(value.values()))
+
+
+def _readme_table(header: str) -> list[tuple[list[str], str]]:
+    lines = (ROOT / "README.md").read_text().split(header, 1)[1].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        rows.append((re.findall(r"`([\w.]+)`", cells[0]), cells[1]))
+    return rows
+
+
+TABLES = [
+    (ApiConfig, "| field (per API) | default | meaning |"),
+    (GatewayConfig, "| field (top level) | default | meaning |"),
+]
+ROWS = [(model, fields, default) for model, header in TABLES for fields, default in _readme_table(header)]
+
+
+@pytest.mark.parametrize(("model", "fields", "shown"), ROWS, ids=["/".join(fields) for _, fields, _ in ROWS])
+def test_the_readme_tables_show_the_models_defaults(model: type[BaseModel], fields: list[str], shown: str) -> None:
+    """`10` s, `[]`, none, `{type: memory}`, `name: value` pairs (all of them): what the model defaults to."""
+    if shown == "required":
+        assert all(model.model_fields[field].is_required() for field in fields)
+        return
+    defaults = [_default_of(model, field) for field in fields]
+    literals = re.findall(r"`([^`]+)`", shown.split("(", 1)[0])
+    if shown.startswith("none"):
+        assert all(_is_nothing(default) for default in defaults), defaults
+    elif len(literals) > 1 and all(": " in literal for literal in literals):  # every field of a section
+        assert {k: v for literal in literals for k, v in yaml.safe_load(literal).items()} == defaults[0]
+    elif len(fields) == 1 and fields[0] in NAMED_DEFAULTS:
+        assert literals == [NAMED_DEFAULTS[fields[0]]] and defaults == [None]
+    elif literals:
+        values = [yaml.safe_load(literal) for literal in literals]
+        values = values * len(fields) if len(values) == 1 else values
+        for field, value, default in zip(fields, values, defaults, strict=True):
+            expected = {**default, **value} if isinstance(value, dict) else value  # `{type: memory}`: those keys
+            assert expected == default, field
+
+
+def test_the_yaml_blocks_that_say_they_show_the_defaults_do() -> None:
+    """``# all optional; the defaults are shown`` / ``(these are the defaults)``: each value is the model's."""
+    checked = 0
+    for block in BLOCKS:
+        first = block.text.splitlines()[0]
+        if "the defaults" not in first:
+            continue
+        section = first.split(":", 1)[0]  # the section the comment is on; what follows may be an example
+        default = _default_of(GatewayConfig, section)
+        assert {**default, **_parse(block)[section]} == default, f"{block.where}: {section}"
+        checked += 1
+    assert checked >= 2
