@@ -187,6 +187,23 @@ HEAD_WAITERS = _HeadWaiters()
 """The process's connections waiting for a request head (one event loop per process serves them)."""
 
 
+TLS_UNBOUNDED = (
+    "this server ends TLS itself on an event loop that gives a TLS handshake 60 s and a close 30 s, which "
+    "the request-head deadline and the shedding near the open-file limit do not see: serve it with uvicorn's "
+    "--loop asgi_ws_gateway.server:tls_bounded_loop, or end TLS at a proxy in front"
+)
+_tls_warned = False
+
+
+def _tls_unbounded(loop: asyncio.AbstractEventLoop) -> None:
+    """One WARNING per process at the first TLS connection on a loop that leaves its handshakes at 60 s
+    (:mod:`.tls_loop` marks its loops ``bounds_tls``)."""
+    global _tls_warned
+    if not _tls_warned and not getattr(loop, "bounds_tls", False):
+        _tls_warned = True
+        logger.warning(TLS_UNBOUNDED)
+
+
 class _Written:
     """Stands in for a transport while uvicorn writes an answer: keeps what it writes, ignores its close."""
 
@@ -223,6 +240,8 @@ class HeadDeadline(asyncio.Protocol):
         super().connection_made(transport)
         HEAD_WAITERS.admitted(self, transport)
         self._arm()
+        if transport.get_extra_info("sslcontext") is not None:
+            _tls_unbounded(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -425,5 +444,6 @@ __all__ = [
     "MAX_MAX_HEAD_BYTES",
     "MIN_HEADER_TIMEOUT",
     "SHED_MARGIN",
+    "TLS_UNBOUNDED",
     "HeadDeadline",
 ]

@@ -1,0 +1,169 @@
+"""Attack: TLS handshakes that never finish, opening or closing, against uvicorn terminating TLS with the
+gateway's protocols.
+
+The protocol is handed a TLS connection only once its handshake is done, so the request-head deadline
+and the shedding near the open-file limit do not see one in its handshake: the event loop's own bound
+held it, 60 s. Before: a client that sent nothing held its descriptor 60.0 s (10 s in plain text), and
+113 of them took every descriptor of a worker under a 128 open-file limit: every TLS client and health
+check was closed unserved for 60 s, nothing logged. With ``--loop
+asgi_ws_gateway.server:tls_bounded_loop`` the handshake gets ``header_timeout``. The close too: a
+client that read its answer and then neither answered the gateway's close_notify nor closed held the
+descriptor 30.0 s (``ssl_shutdown_timeout``), where a plain connection lingers 2 s. Real uvicorn
+processes, real sockets, a real certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from asgi_ws_gateway.server.head_deadline import TLS_UNBOUNDED
+from support import tls as test_tls
+from support.processes import ServerProcess, ready_server
+from support.tls import make_ca
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
+
+HEADER_TIMEOUT = 1.0
+LOOP_TIMEOUT = 60.0  # asyncio's and uvloop's ssl_handshake_timeout: what held a handshake before
+LOOP_SHUTDOWN_TIMEOUT = 30.0  # their ssl_shutdown_timeout: what held a close before
+LIMIT = 128
+LOOP = "asgi_ws_gateway.server:tls_bounded_loop"
+
+
+@contextmanager
+def _tls_server(
+    tmp_path: Path, ca: test_tls.TestCA, open_files: int | None = None, loop: str = LOOP
+) -> Iterator[ServerProcess]:
+    """The documented command: uvicorn ending TLS, the gateway's protocols and loop, a standalone gateway."""
+    config = tmp_path / "gateway.json"
+    config.write_text(json.dumps({"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/"]}]}))
+    limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({open_files}, {open_files}))\n"
+
+    def command(port: int) -> list[str]:
+        argv = ["uvicorn", "--factory", "asgi_ws_gateway.server.serving:standalone_app", "--port", str(port),
+                "--ssl-keyfile", str(ca.key_file), "--ssl-certfile", str(ca.cert_file),
+                "--loop", loop,
+                "--http", "asgi_ws_gateway.server:GatewayHTTPProtocol",
+                "--ws", "asgi_ws_gateway.server:GatewayWebSocketProtocol"]  # fmt: skip
+        script = f"import runpy, sys\nsys.argv = {argv!r}\nrunpy.run_module('uvicorn', run_name='__main__')"
+        return ["-c", (limit if open_files else "") + script]
+
+    env = {"ASGI_WS_GATEWAY_CONFIG": str(config), "ASGI_WS_GATEWAY_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
+    with ready_server(command, cwd=tmp_path, env=env) as server:
+        yield server
+        server.stop()
+        output = server.output()
+    assert "Traceback" not in output
+    assert output.count(TLS_UNBOUNDED) == (0 if loop == LOOP else 1)
+
+
+def _client_hello(ca: test_tls.TestCA) -> bytes:
+    """A real TLS 1.3 ClientHello for 127.0.0.1."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cafile=str(ca.ca_file)).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _held(sock: socket.socket, drip: bytes = b"", within: float = LOOP_TIMEOUT / 2) -> bool:
+    """Whether the server still holds ``sock`` open after ``within`` seconds (by default 30, half the loop's
+    own handshake bound), ``drip`` sent a byte every 0.2 s meanwhile (False: it closed the TCP connection first)."""
+    deadline = time.monotonic() + within
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            if drip:
+                sock.send(drip[:1])
+                drip = drip[1:]
+            if not sock.recv(4096):
+                return False
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("drip", [False, True], ids=["silent", "client-hello-a-byte-at-a-time"])
+def test_a_tls_handshake_that_does_not_finish_is_closed_at_the_head_deadline(tmp_path: Path, drip: bool) -> None:
+    """A client that opens TCP and sends nothing, or drips its ClientHello, is closed at ``header_timeout``."""
+    ca = make_ca(tmp_path)
+    with _tls_server(tmp_path, ca) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        assert not _held(sock, _client_hello(ca) if drip else b"")
+
+
+def test_a_flood_of_silent_handshakes_locks_a_worker_out_for_the_head_deadline_only(tmp_path: Path) -> None:
+    """Silent TLS handshakes filling the open-file limit are closed at the deadline, and clients served again."""
+    ca = make_ca(tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    with _tls_server(tmp_path, ca, open_files=LIMIT) as server, ExitStack() as stack:
+        for _ in range(LIMIT):  # more than the worker can hold: the last ones wait in the listen queue
+            stack.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        deadline = time.monotonic() + LOOP_TIMEOUT / 2
+        while True:
+            try:
+                with (
+                    socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+                    context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+                ):
+                    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+                    if tls.recv(4096).startswith(b"HTTP/1.1 200"):
+                        break
+            except (ssl.SSLError, OSError):
+                pass
+            assert time.monotonic() < deadline, "the worker served no TLS client while the handshakes held"
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: gw\r\n"],
+    ids=["connection-close", "head-not-complete-408"],
+)
+def test_a_client_that_never_answers_close_notify_is_closed_at_the_head_deadline(
+    tmp_path: Path, request_head: bytes
+) -> None:
+    """The gateway closes after its answer; a client that keeps its end open, silent, is let go of soon after."""
+    ca = make_ca(tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    with (
+        _tls_server(tmp_path, ca) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
+    ):
+        client.sendall(request_head)
+        client.settimeout(15)
+        answer = b""
+        while chunk := client.recv(4096):  # b"": the gateway's close_notify, left unanswered
+            answer += chunk
+        assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 408"))
+        with socket.socket(fileno=os.dup(client.fileno())) as tcp:  # the TCP connection under the TLS one
+            assert not _held(tcp, within=LOOP_SHUTDOWN_TIMEOUT / 2)
+
+
+def _healthz(port: int, context: ssl.SSLContext) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
+    ):
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        return client.recv(4096)
+
+
+def test_tls_served_on_a_loop_without_the_bounds_is_warned_of_once(tmp_path: Path) -> None:
+    """uvicorn's own loop serves TLS as before, with one WARNING naming the loop to use (checked on leaving)."""
+    ca = make_ca(tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    with _tls_server(tmp_path, ca, loop="auto") as server:
+        for _ in range(2):
+            assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
