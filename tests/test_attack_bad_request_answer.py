@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.passthrough.lingering_close import LINGER_BYTES
 from asgi_ws_gateway.server import GatewayH11Protocol, GatewayHTTPProtocol, GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import not_found
 from support.configs import build_config
@@ -208,3 +209,64 @@ async def test_an_application_waiting_for_the_body_is_told_at_the_400(http: obje
     # The server stopped: the client's close was its connection_lost, and the application has returned.
     assert received.startswith(b"HTTP/1.1 400 "), received
     assert events == ["http.disconnect", "connection_lost"]
+
+
+FLOODED = 16 << 20
+"""Bytes read behind the request that end its response at once (a flood read whole): more than any bound."""
+
+
+def _flood_behind(port: int, first: bytes) -> bytes:
+    """Send ``first``, then bytes behind it without end (from a thread) until the response ends; what was read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    done = threading.Event()
+
+    def flood() -> None:
+        block = bytes(1 << 16)
+        with contextlib.suppress(OSError):  # the gateway closed: EPIPE or a reset
+            while not done.is_set():
+                sock.sendall(block)
+
+    sock.sendall(first)
+    received = sock.recv(65536)  # the response has begun
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        with contextlib.suppress(OSError):
+            while block := sock.recv(65536):
+                received += block
+    finally:
+        done.set()
+        sock.close()
+        sender.join(10)
+    return received
+
+
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+@pytest.mark.parametrize("behind", [BAD_REQUEST, b""], ids=["a bad request", "nothing"])
+async def test_a_flood_behind_a_request_asking_to_close_is_not_read_for_as_long_as_its_response_lasts(
+    http: Any, behind: bytes
+) -> None:
+    """While a 400 waits for the response before it, what still arrives is dropped up to the linger's bound
+    (1 MiB), then not read: under h11 a flood behind any Connection: close request was read (2.5 GB in 2 s)."""
+    read = [0]
+    flooded = asyncio.Event()  # used by the server's loop only
+
+    class Counting(http):  # type: ignore[misc, valid-type]
+        def data_received(self, data: bytes) -> None:
+            read[0] += len(data)
+            if read[0] > FLOODED:
+                flooded.set()
+            super().data_received(data)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part1", "more_body": True})
+        with contextlib.suppress(TimeoutError):  # the flood read, or long enough for it to be
+            await asyncio.wait_for(flooded.wait(), 1.5)
+        await send({"type": "http.response.body", "body": b""})
+
+    # What follows a request asking to close is refused (h11: anything; httptools: the bad request).
+    with UvicornServer(app, http=Counting, lifespan="off") as server:
+        received = await asyncio.to_thread(_flood_behind, server.port, CLOSING_GET.replace(b"?wait", b"") + behind)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:300]
+    assert read[0] < 2 * LINGER_BYTES, read[0]

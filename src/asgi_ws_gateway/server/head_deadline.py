@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from ..config.fields import MIN_TIMEOUT
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
-from ..passthrough.lingering_close import lingering
+from ..passthrough.lingering_close import LINGER_BYTES, lingering
 from ..startup import report_variable_problem
 
 if sys.platform != "win32":
@@ -229,6 +229,7 @@ class HeadDeadline(asyncio.Protocol):
     _head_line_end = -1  # where the request line ends in the head (-1: not yet)
     _refused = False
     _deferred_400: str | None = None  # the message of a 400 waiting for the responses before it
+    _dropped = 0  # bytes read and dropped since the refusal, while the connection is still this protocol's
     # Provided by uvicorn's protocol class:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
@@ -248,8 +249,14 @@ class HeadDeadline(asyncio.Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # the answer is sent; the rest of the refused head is dropped unread
+        if self._refused:  # the answer is sent or waits (a 400 deferred): what still arrives is dropped
+            # Up to the linger's bound, then not read: behind a request whose response was still being
+            # written (under h11 any byte behind a Connection: close request) it was read for as long as
+            # that response lasted, 2.5 GB in 2 s over loopback, a core busy for a stream's whole life.
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.pause_reading()
+            return
         if self._waiting_for_head():
             seen, tail = self._head_bytes, self._head_tail
             self._head_bytes += len(data)
