@@ -258,6 +258,13 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
     def _answers_pending(self) -> bool:
         return any(not cycle.response_complete and not cycle.disconnected for cycle in self._cycles())
 
+    def _may_write_400(self) -> bool:
+        # A bad chunk in the rest of the body of a request answered already (the application did not read
+        # it) is no request of its own: closed without a second answer, as under h11 and as that body's
+        # rest past the head's bounds (_end_answered_body). A 400 followed the request's own answer.
+        cycle = self.cycle
+        return not (self._body_open and cycle is not None and cycle.response_complete)
+
     def send_400_response(self, msg: str) -> None:
         super().send_400_response(msg)
         if self._deferred_400 is not None:
