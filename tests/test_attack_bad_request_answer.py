@@ -249,7 +249,7 @@ async def test_a_flood_behind_a_request_asking_to_close_is_not_read_for_as_long_
     read = [0]
     flooded = asyncio.Event()  # used by the server's loop only
 
-    class Counting(http):  # type: ignore[misc, valid-type]
+    class Counting(http):  # type: ignore[misc]
         def data_received(self, data: bytes) -> None:
             read[0] += len(data)
             if read[0] > FLOODED:

@@ -254,7 +254,7 @@ class HeadDeadline(asyncio.Protocol):
             # written (under h11 any byte behind a Connection: close request) it was read for as long as
             # that response lasted, 2.5 GB in 2 s over loopback, a core busy for a stream's whole life.
             self._dropped += len(data)
-            if self._dropped > LINGER_BYTES:
+            if self._dropped > LINGER_BYTES and self.transport.get_protocol() is self:  # (a linger reads on)
                 self.transport.pause_reading()
             return
         if self._waiting_for_head():
