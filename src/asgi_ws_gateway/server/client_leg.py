@@ -85,6 +85,7 @@ class ClientLeg(WebSocketsSansIOProtocol):
                 timer.cancel()
         self._abort_timer = self._stall_due = None
         self._shares = None  # it points back at this protocol: a reference cycle, freed only by a full collection
+        self._told_at_shutdown = None  # the relay's, which holds this protocol's send and receive: a cycle too
         super().connection_lost(exc)
         self.conn.forget_parser()  # so does websockets' parser at its protocol
 
