@@ -65,7 +65,11 @@ class GracefulShutdown(ClientLeg):
         disconnect = {"type": "websocket.disconnect", "code": 1012, "reason": SHUTDOWN_REASON, SERVER_SHUTDOWN: True}
         self.queue.put_nowait(disconnect)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
         if self._told_at_shutdown is not None:  # the application may be waiting elsewhere than in receive()
-            self._told_at_shutdown(disconnect)
+            try:
+                self._told_at_shutdown(disconnect)
+            except Exception:  # the application's code: raised out of uvicorn's loop over its connections,
+                # it ended the server (every other client cut off without its 1012, no lifespan shutdown)
+                self.logger.error("%s - the application's on_shutdown failed", self._client(), exc_info=True)
         self.conn.send_close(1012, SHUTDOWN_REASON)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
