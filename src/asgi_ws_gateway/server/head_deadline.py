@@ -301,6 +301,14 @@ class HeadDeadline(asyncio.Protocol):
             self._disarm()
             self._arm()
 
+    def timeout_keep_alive_handler(self) -> None:
+        # Armed by the response before a refusal (a 400 that waited for it, a 408 for a head begun behind
+        # it): the refusal closes lingering, a FIN with the transport not closing, and uvicorn's close here
+        # cut it short while the linger still delivered to a slow reader; the client's next bytes met a
+        # closed socket and the kernel reset it, the rest of the response and the refusal lost.
+        if not self._refused:
+            super().timeout_keep_alive_handler()  # type: ignore[misc]
+
     def _waiting_for_head(self) -> bool:
         """True while no request is being served and the connection was not handed to a WebSocket protocol."""
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
