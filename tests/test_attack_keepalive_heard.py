@@ -27,7 +27,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.passthrough.progress import may_send, received
+from asgi_ws_gateway.progress import may_send, received
 from asgi_ws_gateway.standalone import not_found
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH

@@ -20,8 +20,11 @@ passive health does not count against the upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,8 +39,8 @@ from support.access import access_line
 from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
-from support.rawhttp import accept_upstream
-from support.rawws import next_frame, raw_client, read_slowly
+from support.rawhttp import accept_upstream, accept_upstream_blocking, ws_frame
+from support.rawws import next_frame, raw_client, read_slowly, upgrade_blocking
 from support.servers import UvicornFactory
 
 KEEPALIVE: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.5, "close_timeout": 0.5}
@@ -285,5 +288,84 @@ async def test_an_upstream_consuming_slowly_but_steadily_is_not_dropped(
         # frame meanwhile: the client waits behind the backlog queued to the upstream, MBs at 20 KB/s)
         assert uploading not in done, uploading.exception()  # the client's upload was not closed
         assert consumed.is_set() and not upstream_ended
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("read nothing" in m or "did not answer a ping" in m for m in messages), messages
+
+
+BURST = 10 << 20
+"""What the client sends at once: far more than the slow upstream takes in during the test."""
+GULP, GULP_PAUSE = 16 << 10, 0.1
+"""The slow upstream reads this many bytes, then pauses this long (seconds): 160 KB/s, steadily."""
+
+
+def _gulping_upstream(listening: socket.socket, stop: threading.Event, taken: list[int]) -> None:
+    """A raw upstream served from a thread: reads GULP bytes every GULP_PAUSE, answers pings; records what
+    it read in ``taken[0]``, and -1 in ``taken[1]`` if the gateway ended the connection."""
+    connection, _ = listening.accept()
+    with connection:
+        accept_upstream_blocking(connection)
+        buffer = b""
+        while not stop.is_set():
+            block = connection.recv(GULP)
+            if not block:
+                taken[1] = -1
+                return
+            taken[0] += len(block)
+            buffer += block
+            while len(buffer) >= 2:  # the gateway's frames, masked: a ping's payload is unmasked for its pong
+                length, start = buffer[1] & 0x7F, 6
+                if length == 126:
+                    length, start = struct.unpack("!H", buffer[2:4])[0], 8
+                elif length == 127:
+                    length, start = struct.unpack("!Q", buffer[2:10])[0], 14
+                if len(buffer) < start + length:
+                    break
+                if buffer[0] & 0x0F == 0x9:
+                    key = buffer[start - 4 : start]
+                    payload = bytes(b ^ key[i % 4] for i, b in enumerate(buffer[start : start + length]))
+                    connection.sendall(bytes([0x8A, len(payload)]) + payload)
+                buffer = buffer[start + length :]
+            time.sleep(GULP_PAUSE)
+
+
+@pytest.mark.parametrize("passthrough", [False, True], ids=["relay", "splice"])
+async def test_an_upstream_reading_steadily_behind_a_client_burst_is_not_dropped(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, passthrough: bool
+) -> None:
+    """A client sends 10 MiB at once to an upstream that reads 16 KiB every 0.1 s: the upstream is kept
+    through several ping_timeouts. On the relay it was dropped as "read nothing (its ping could not be
+    written)" after one (the gateway's 1011, not counted against it), its writes held over the high-water
+    mark while it made progress; the splice judges it by that progress."""
+    caplog.set_level(logging.INFO)
+    listening = socket.create_server(("127.0.0.1", 0))
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)  # its connections inherit it
+    stop, taken = threading.Event(), [0, 0]
+    upstream = threading.Thread(target=_gulping_upstream, args=(listening, stop, taken), daemon=True)
+    upstream.start()
+    api = api_entry(f"ws://127.0.0.1:{listening.getsockname()[1]}/", passthrough=passthrough, **SLOW_KEEPALIVE)
+    server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api]}), ws=PASSTHROUGH)
+    client = socket.create_connection(("127.0.0.1", server.port))
+    message = ws_frame(0x2, bytes(1 << 16))
+
+    def burst() -> None:
+        with contextlib.suppress(OSError):  # closed at the end of the test (or by the gateway)
+            for _ in range(BURST >> 16):
+                client.sendall(message)
+
+    try:
+        upgrade_blocking(client, server.port, "/ws/echo")
+        sender = threading.Thread(target=burst, daemon=True)
+        sender.start()
+        wanted = 4 * SLOW_KEEPALIVE["ping_timeout"] * GULP / GULP_PAUSE  # four ping_timeouts' worth
+        for _ in range(600):
+            if taken[0] >= wanted or taken[1]:
+                break
+            await asyncio.sleep(0.05)
+        assert taken[0] >= wanted and not taken[1], taken
+    finally:
+        stop.set()
+        client.close()
+        await asyncio.to_thread(upstream.join, 10)
+        listening.close()
     messages = [r.getMessage() for r in caplog.records]
     assert not any("read nothing" in m or "did not answer a ping" in m for m in messages), messages

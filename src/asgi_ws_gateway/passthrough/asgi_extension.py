@@ -20,7 +20,7 @@ the API's ``ping_interval``, in place of uvicorn's ``ws_ping_interval``; None: n
 rule (as on the splice). Sent with :data:`PING_TIMEOUT`: one without the other is ignored."""
 PING_TIMEOUT = "asgi_ws_gateway.ping_timeout"
 """A key of such a ``websocket.accept``: seconds a keepalive ping's pong may take, and the stall rule's
-window (the client must take in some of what waits for it within each: :mod:`.progress`), the API's
+window (the client must take in some of what waits for it within each: :mod:`..progress`), the API's
 ``ping_timeout``, in place of uvicorn's ``ws_ping_timeout``; None: no pong deadline, and no stall rule."""
 ON_SHUTDOWN = "asgi_ws_gateway.on_shutdown"
 """A key of such a ``websocket.accept``: a callable the server calls with the ``websocket.disconnect`` it

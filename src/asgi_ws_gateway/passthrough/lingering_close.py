@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from .progress import taken_in, undelivered
+from ..progress import taken_in, undelivered
 
 if sys.platform != "win32":
     import resource

@@ -12,8 +12,8 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
+from .. import progress
 from ..relay.close_codes import wire_code, wire_reason
-from . import progress
 from .frame_encoding import close_frame, encode_frame
 from .frames import Scanner
 from .lingering_close import LINGER_BYTES

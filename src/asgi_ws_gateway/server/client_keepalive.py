@@ -1,12 +1,12 @@
 """The client's keepalive and the stall rule on the client leg, as the splice applies them to its sides:
 the application's ``ping_interval``/``ping_timeout`` from its accept, a client that takes in nothing
-queued to it dropped, and bytes it sent since a ping taken as a sign of life (:mod:`..passthrough.progress`)."""
+queued to it dropped, and bytes it sent since a ping taken as a sign of life (:mod:`..progress`)."""
 
 from __future__ import annotations
 
 import logging
 
-from ..passthrough.progress import may_send, received, taken_in, undelivered
+from ..progress import may_send, received, taken_in, undelivered
 from ..relay.close_codes import CLIENT_STALLED
 from .client_leg import ClientLeg
 
@@ -109,7 +109,7 @@ class ClientKeepalive(ClientLeg):
 
     def keepalive_timeout(self) -> None:
         """uvicorn's, with the splice's rule of life: a client that sent bytes since the ping is alive,
-        whether the gateway read them or not (:func:`..passthrough.progress.received`: its TCP delivered
+        whether the gateway read them or not (:func:`..progress.received`: its TCP delivered
         them). uvicorn failed it with 1011 while its pong waited behind a large message it was still
         sending (a browser on a slow uplink), and, with its reading paused (the application not reading,
         backpressure), for a pong it left unread; never pinging such a client, the gateway kept a dead
@@ -118,7 +118,7 @@ class ClientKeepalive(ClientLeg):
         Nor is a client charged for a pong while bytes written before the ping are still on their way to
         it (MBs, for a client reading slowly): it is judged by how they drain instead (the stall rule).
         Nor while it is not read and could not send: what it sent fills the window the gateway announced
-        to it (:func:`..passthrough.progress.may_send`), its silence nobody's (the upstream leg's keepalive
+        to it (:func:`..progress.may_send`), its silence nobody's (the upstream leg's keepalive
         judges the other side); where the kernel does not tell, a client not read is never charged."""
         timeout = self.ping_timeout
         if self.close_sent or self.transport.is_closing() or timeout is None:

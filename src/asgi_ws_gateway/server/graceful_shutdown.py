@@ -12,7 +12,7 @@ from http import HTTPStatus
 
 from uvicorn.protocols.utils import ClientDisconnected
 
-from ..passthrough.progress import undelivered
+from ..progress import undelivered
 from ..relay.close_codes import CLIENT_GONE, SERVER_SHUTDOWN, SHUTDOWN_REFUSAL
 from .client_leg import ClientLeg
 from .log_lines import logged_path

@@ -56,13 +56,13 @@ gateway needs on its edge, each in the module of one job (named in brackets) tha
 * a client that takes in nothing of what is queued to it for ``ping_timeout`` (the application's, above,
   else uvicorn's ``ws_ping_timeout``; never when the application's ``ping_interval`` or ``ping_timeout``
   is None) while the writes to it are paused is dropped (aborted, no close frame; the application gets
-  1006), by the splice's stall probe (:mod:`..passthrough.progress`), and a pong late behind bytes still
+  1006), by the splice's stall probe (:mod:`..progress`), and a pong late behind bytes still
   on their way to it is judged by their progress too: uvicorn's keepalive never dropped a client that
   reads nothing (its close waited for the buffer to drain), and failed one reading slowly with 1011;
   no keepalive ping is written while those writes are paused (without a ``ping_timeout`` uvicorn wrote
   one every ``ping_interval`` behind the rest, without bound) (:mod:`.client_keepalive`);
 * as on the splice, a client that sent bytes since a keepalive ping is alive, whether the gateway read
-  them or not (Linux's TCP_INFO says what its TCP delivered: :mod:`..passthrough.progress`), and its
+  them or not (Linux's TCP_INFO says what its TCP delivered: :mod:`..progress`), and its
   round ends as if it had answered: uvicorn failed with 1011 a client whose pong waited behind a large
   message it was still sending (a browser on a slow uplink), or waited unread while the application
   did not read it. One that sent nothing and did not answer gets 1011 ``keepalive ping timeout``, read

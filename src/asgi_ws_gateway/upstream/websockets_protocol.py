@@ -12,10 +12,11 @@ the upstream closes it, within ``close_timeout``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection
@@ -28,6 +29,7 @@ from websockets.protocol import Protocol, State
 from ..fragment_floor import FRAGMENT_FLOOR
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
+from ..progress import taken_in
 from .deflate_streams import ClientDeflate
 from .interim import UnreadableHead
 from .refusal import HeldRefusal, is_refusal, without_body
@@ -417,10 +419,8 @@ class GatewayClientConnection(ClientConnection):
                 if timeout is None:
                     await self.ping()
                     continue
-                try:
-                    async with asyncio.timeout(timeout):  # a ping stuck behind unread writes counts
-                        pong = await self.ping()
-                except TimeoutError:
+                pong = await self._ping_written(timeout)
+                if pong is None:
                     await self._fail_keepalive("read nothing (its ping could not be written)", stalled=True)
                     return
                 while True:
@@ -437,6 +437,26 @@ class GatewayClientConnection(ClientConnection):
             pass  # closed meanwhile: recv() reports it
         except Exception:  # a bug, not a peer's fault (websockets' own safety net)
             self.logger.error("keepalive ping failed", exc_info=True)
+
+    async def _ping_written(self, window: float) -> Awaitable[float] | None:
+        """A keepalive ping, once written (its pong's waiter); None when the upstream took in nothing of what
+        waits for it in a ``window`` (``ping_timeout`` seconds): the splice's stall rule. One that reads slowly
+        but steadily keeps the writes paused for long (the kernel's send buffer frees space in large gulps),
+        and a ping given one window to be written dropped it as "read nothing" while it made progress."""
+        writing = asyncio.ensure_future(self.ping())
+        try:
+            while True:
+                taken = taken_in(self.transport)
+                done, _ = await asyncio.wait({writing}, timeout=window)
+                if done:
+                    return writing.result()
+                if taken_in(self.transport) <= taken:
+                    return None
+        finally:
+            if not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await writing
 
     async def _fail_keepalive(self, why: str, *, stalled: bool = False) -> None:
         """Fail the connection with 1011 "keepalive ping timeout" (the close frame may never leave a full
