@@ -13,7 +13,6 @@ uvicorn with the gateway's h11 protocol, raw clients.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from asgi_ws_gateway.server import GatewayH11Protocol, GatewayHTTPProtocol, Gate
 from asgi_ws_gateway.standalone import not_found
 from support.configs import build_config, write_config
 from support.processes import GatewayProcess
-from support.rawhttp import handshake, status_of
+from support.rawhttp import handshake, refused_then_flooding, status_of
 from support.servers import UvicornServer
 
 pytestmark = [
@@ -55,33 +54,12 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gat
     assert "Traceback" not in log.read_text()
 
 
-def _refused_then_flooding(port: int, request: bytes) -> tuple[bytes, int]:
-    """Send ``request``, read the answer's head, then send zeros until the gateway ends the connection; the
-    answer, and how many bytes of zeros the gateway took."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-    try:
-        sock.sendall(request)
-        received = b""
-        while b"\r\n\r\n" not in received and (block := sock.recv(65536)):
-            received += block
-        zeros, sent = bytes(65536), 0
-        try:
-            while sent < 16 * BOUND:
-                sent += sock.send(zeros)
-        except OSError:  # the gateway closed: EPIPE or a reset
-            pass
-        return received, sent
-    finally:
-        sock.close()
-
-
 @pytest.mark.parametrize("name", REFUSED)
 async def test_a_client_flooding_after_its_refusal_is_closed_at_the_lingers_bound(
     gateway: GatewayProcess, name: str
 ) -> None:
     request, status = REFUSED[name]
-    received, sent = await asyncio.to_thread(_refused_then_flooding, gateway.port, request)
+    received, sent = await asyncio.to_thread(refused_then_flooding, gateway.port, request, up_to=16 * BOUND)
     assert status_of(received) == status
     assert sent < BOUND, f"the gateway read {sent:,} bytes after the refusal"
 
@@ -100,6 +78,6 @@ async def test_each_http_protocols_refusal_is_held_to_the_bound(http: object, na
     request, status = REFUSED.get(name, (b"GET / HTTP/1.1\r\n", 408))  # a head never finished
     gateway = WebSocketGateway(not_found, config=build_config())
     with UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http) as server:  # type: ignore[arg-type]
-        received, sent = await asyncio.to_thread(_refused_then_flooding, server.port, request)
+        received, sent = await asyncio.to_thread(refused_then_flooding, server.port, request, up_to=16 * BOUND)
     assert status_of(received) == status
     assert sent < BOUND, f"the gateway read {sent:,} bytes after the refusal"

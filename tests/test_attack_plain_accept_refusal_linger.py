@@ -20,7 +20,6 @@ its WebSocket protocol under uvicorn's HTTP protocols, and raw clients.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from asgi_ws_gateway.server import GatewayH11Protocol, GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import not_found
 from support.configs import build_config, write_config
 from support.processes import GatewayProcess
-from support.rawhttp import handshake, status_of
+from support.rawhttp import handshake, refused_then_flooding, status_of
 from support.servers import UvicornServer
 
 pytestmark = [
@@ -65,41 +64,22 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gat
     assert "Traceback" not in log.read_text()
 
 
-def _refused_then_flooding(port: int, request: bytes) -> tuple[bytes, int]:
-    """Send ``request``, then zeros until the gateway ends the connection; what the client read, and how many
-    bytes of zeros the gateway took."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-    try:
-        sock.sendall(request)
-        received = b""
-        while b"\r\n\r\n" not in received and (block := sock.recv(65536)):
-            received += block
-        zeros, sent = bytes(65536), 0
-        try:
-            while sent < 16 * BOUND:
-                sent += sock.send(zeros)
-        except OSError:  # the gateway closed: EPIPE or a reset
-            pass
-        return received, sent
-    finally:
-        sock.close()
-
-
 @pytest.mark.parametrize("name", REFUSED)
 async def test_a_refused_client_still_sending_is_closed_at_the_lingers_bound(
     gateway: GatewayProcess, name: str
 ) -> None:
     """The refusal arrives whole, then the connection closes once the linger read its bound, not later."""
     request, status = REFUSED[name]
-    received, sent = await asyncio.to_thread(_refused_then_flooding, gateway.port, request)
+    received, sent = await asyncio.to_thread(refused_then_flooding, gateway.port, request, up_to=16 * BOUND)
     assert status_of(received) == status
     assert sent < BOUND, f"the gateway read {sent:,} bytes after the refusal"
 
 
 async def test_an_application_refusal_is_held_to_the_same_bound(gateway: GatewayProcess) -> None:
     """The application's refusal (no API at the path: 404), after the hand-over, for comparison."""
-    received, sent = await asyncio.to_thread(_refused_then_flooding, gateway.port, handshake("/nowhere"))
+    received, sent = await asyncio.to_thread(
+        refused_then_flooding, gateway.port, handshake("/nowhere"), up_to=16 * BOUND
+    )
     assert status_of(received) == 404
     assert sent < BOUND
 
@@ -114,6 +94,6 @@ async def test_a_refusal_handed_over_by_uvicorns_http_protocols_is_held_to_the_b
     gateway = WebSocketGateway(not_found, config=build_config())
     request, status = REFUSED[name]
     with UvicornServer(gateway, ws=GatewayWebSocketProtocol, http=http) as server:  # type: ignore[arg-type]
-        received, sent = await asyncio.to_thread(_refused_then_flooding, server.port, request)
+        received, sent = await asyncio.to_thread(refused_then_flooding, server.port, request, up_to=16 * BOUND)
     assert status_of(received) == status
     assert sent < BOUND, f"the gateway read {sent:,} bytes after the refusal"

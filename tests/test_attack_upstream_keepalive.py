@@ -93,6 +93,17 @@ def _gateway(port: int, mode: str, direction: str, keepalive: dict[str, Any] = K
     return WebSocketGateway(not_found, config={"apis": [api_entry(f"ws://127.0.0.1:{port}/", **api)]})
 
 
+def _deaf(release: asyncio.Event) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """An upstream's connection handler: the handshake answered, then nothing read until ``release``."""
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        await release.wait()
+        writer.close()
+
+    return deaf
+
+
 @pytest.mark.parametrize("mode", ["relay", "splice", "frame-relay"])
 async def test_an_upstream_that_reads_nothing_is_dropped_not_the_client_streaming_to_it(
     uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture, mode: str
@@ -104,12 +115,7 @@ async def test_an_upstream_that_reads_nothing_is_dropped_not_the_client_streamin
     caplog.set_level(logging.INFO)
     release = asyncio.Event()
 
-    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upstream(reader, writer)
-        await release.wait()
-        writer.close()
-
-    listener = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    listener = await asyncio.start_server(_deaf(release), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     server = uvicorn_server(_gateway(port, mode, "inbound"), ws=PASSTHROUGH)
     try:
@@ -140,12 +146,7 @@ async def test_a_relayed_upstream_whose_ping_cannot_be_written_is_a_stall_as_on_
     caplog.set_level(logging.INFO)
     release = asyncio.Event()
 
-    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upstream(reader, writer)
-        await release.wait()
-        writer.close()
-
-    listener = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    listener = await asyncio.start_server(_deaf(release), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     keepalive = {"ping_interval": 2.0, "ping_timeout": 0.5, "close_timeout": 0.5}  # the pipe fills well before
     server = uvicorn_server(_gateway(port, "relay", "inbound", keepalive), ws=PASSTHROUGH)

@@ -87,6 +87,27 @@ async def exchange(port: int, data: bytes, *, dribble: float | None = None) -> b
     return bytes(received)
 
 
+def refused_then_flooding(port: int, request: bytes, *, up_to: int) -> tuple[bytes, int]:
+    """Send ``request``, read the answer's head, then send zeros (up to ``up_to`` bytes) until the server ends
+    the connection: the answer, and how many bytes of zeros the server took (blocking: run it in a thread)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    try:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received and (block := sock.recv(65536)):
+            received += block
+        zeros, sent = bytes(65536), 0
+        try:
+            while sent < up_to:
+                sent += sock.send(zeros)
+        except OSError:  # the server closed: EPIPE or a reset
+            pass
+        return received, sent
+    finally:
+        sock.close()
+
+
 def status_of(response: bytes) -> int:
     assert response.startswith(b"HTTP/1.1 "), response[:200]
     return int(response.split(b" ", 2)[1])
