@@ -389,9 +389,9 @@ class HeadDeadline(asyncio.Protocol):
         waits in ``receive()``: it woke only at the close, 2 s on); a response after the 400 raised in h11
         (a traceback logged per bad request body). When its response has begun, no 400 follows it: the
         connection ends and the client reads that response cut short; when it is complete, none either (see
-        ``_may_write_400``). A 400 for bytes behind a request read
-        whole waits for the responses before it: uvicorn wrote it at once, inside a response still being
-        written (httptools), or raised out of ``data_received`` with that response cut short (h11)."""
+        ``_may_write_400``). A 400 for bytes behind a request read whole waits for the responses before it:
+        uvicorn wrote it at once, inside a response still being written (httptools), or raised out of
+        ``data_received`` with that response cut short (h11)."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and cycle.more_body:  # the bytes refused are its body
             cycle.disconnected = True
