@@ -6,9 +6,10 @@ and the shedding near the open-file limit do not see one in its handshake: the e
 held it, 60 s. Before: a client that sent nothing held its descriptor 60.0 s (10 s in plain text), and
 113 of them took every descriptor of a worker under a 128 open-file limit: every TLS client and health
 check was closed unserved for 60 s, nothing logged. With ``--loop
-asgi_ws_gateway.server:tls_bounded_loop`` the handshake gets ``header_timeout``. The close too: a
-client that read its answer and then neither answered the gateway's close_notify nor closed held the
-descriptor 30.0 s (``ssl_shutdown_timeout``), where a plain connection lingers 2 s. Real uvicorn
+asgi_ws_gateway.server:tls_bounded_loop`` the handshake gets ``header_timeout``. The close too, once its
+peer takes in nothing: a client that read its answer and then neither answered the gateway's close_notify
+nor closed held the descriptor 30.0 s (``ssl_shutdown_timeout``), where a plain connection lingers 2 s;
+a client still reading is not cut (a bound of ``header_timeout`` on the loop cut it). Real uvicorn
 processes, real sockets, a real certificate.
 """
 
@@ -41,15 +42,20 @@ LOOP = "asgi_ws_gateway.server:tls_bounded_loop"
 
 @contextmanager
 def _tls_server(
-    tmp_path: Path, ca: test_tls.TestCA, open_files: int | None = None, loop: str = LOOP
+    tmp_path: Path,
+    ca: test_tls.TestCA,
+    open_files: int | None = None,
+    loop: str = LOOP,
+    app: tuple[str, ...] = ("--factory", "asgi_ws_gateway.server.serving:standalone_app"),
 ) -> Iterator[ServerProcess]:
-    """The documented command: uvicorn ending TLS, the gateway's protocols and loop, a standalone gateway."""
+    """The documented command: uvicorn ending TLS, the gateway's protocols and loop, a standalone gateway
+    (or ``app``, from ``tmp_path``)."""
     config = tmp_path / "gateway.json"
     config.write_text(json.dumps({"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/"]}]}))
     limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({open_files}, {open_files}))\n"
 
     def command(port: int) -> list[str]:
-        argv = ["uvicorn", "--factory", "asgi_ws_gateway.server.serving:standalone_app", "--port", str(port),
+        argv = ["uvicorn", *app, "--port", str(port),
                 "--ssl-keyfile", str(ca.key_file), "--ssl-certfile", str(ca.cert_file),
                 "--loop", loop,
                 "--http", "asgi_ws_gateway.server:GatewayHTTPProtocol",
@@ -167,3 +173,36 @@ def test_tls_served_on_a_loop_without_the_bounds_is_warned_of_once(tmp_path: Pat
     with _tls_server(tmp_path, ca, loop="auto") as server:
         for _ in range(2):
             assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
+
+
+BIG = 8 << 20  # more than the kernel's send buffer takes (4 MiB at most): the rest waits in the transports
+
+
+def test_a_slow_reader_reads_a_large_response_whole_before_the_close(tmp_path: Path) -> None:
+    """A response written at once and closed after (``Connection: close``) reaches a client that reads it
+    on steadily for longer than ``header_timeout``: the close's bound waits while the client takes in."""
+    (tmp_path / "big.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    await send({'type': 'http.response.start', 'status': 200,"
+        f" 'headers': [(b'content-length', b'{BIG}')]}})\n"
+        f"    await send({{'type': 'http.response.body', 'body': b'x' * {BIG}}})\n"
+    )
+    ca = make_ca(tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    with (
+        _tls_server(tmp_path, ca, app=("big:app",)) as server,
+        socket.socket() as raw,
+    ):
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 15)
+        raw.settimeout(15)
+        raw.connect(("127.0.0.1", server.port))
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            received, started = b"", time.monotonic()
+            while chunk := client.recv(1 << 16):  # ~1.6 MB/s: 5 s for the whole, several header_timeouts
+                received += chunk
+                time.sleep(0.04)
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert time.monotonic() - started > 2 * HEADER_TIMEOUT  # (the close's bound was reached)
+            assert len(body) == BIG

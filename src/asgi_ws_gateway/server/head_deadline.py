@@ -39,6 +39,7 @@ from ..config.fields import MIN_TIMEOUT
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
 from ..passthrough.lingering_close import LINGER_BYTES, lingering
 from ..startup import report_variable_problem
+from .tls_close import TLS_CLOSES
 
 if sys.platform != "win32":
     import resource
@@ -188,7 +189,7 @@ HEAD_WAITERS = _HeadWaiters()
 
 
 TLS_UNBOUNDED = (
-    "this server ends TLS itself on an event loop that gives a TLS handshake 60 s and a close 30 s, which "
+    "this server ends TLS itself on an event loop that gives a TLS handshake 60 s, which "
     "the request-head deadline and the shedding near the open-file limit do not see: serve it with uvicorn's "
     "--loop asgi_ws_gateway.server:tls_bounded_loop, or end TLS at a proxy in front"
 )
@@ -243,6 +244,7 @@ class HeadDeadline(asyncio.Protocol):
         self._arm()
         if transport.get_extra_info("sslcontext") is not None:
             _tls_unbounded(self.loop)
+            TLS_CLOSES.watch(transport, self.loop, self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -14,12 +14,10 @@ uvicorn would pick (uvloop when installed, else asyncio's), whose TLS servers bo
 ``header_timeout``. A connection then holds a descriptor for at most twice that before its request
 head is read (the handshake, then the head).
 
-The close is bounded the same way. A TLS transport closes by sending close_notify and waiting for the
-peer's (``ssl_shutdown_timeout``, 30 s): a client that read its answer and then neither answered
-nor closed its TCP end held the descriptor 30.0 s after every close the gateway made (a response with
-``Connection: close``, a 408, a WebSocket closed), where the lingering close of a plain connection
-holds it 2 s; uncounted by the lingering share and never shed. ``header_timeout`` (10 s) also covers
-writing out what the transports still hold at the close (their high-water marks) to a slow reader::
+The close keeps the loop's bound (``ssl_shutdown_timeout``, 30 s): its timer also covers writing out
+what the transports still hold at the close, and ``header_timeout`` there cut a client still reading a
+response written at once (1 s: 3,997,696 bytes of 8 MiB read). The gateway's protocols let go of a
+closing TLS connection whose peer takes in nothing for ``header_timeout`` themselves (:mod:`.tls_close`)::
 
     uvicorn app:app --ssl-keyfile key.pem --ssl-certfile cert.pem \\
         --loop asgi_ws_gateway.server:tls_bounded_loop \\
@@ -35,13 +33,12 @@ from .head_deadline import HeadDeadline
 
 
 def _bounded(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``create_server``'s keyword arguments, a TLS server's handshake and close bounded unless the caller
-    bounded them: both to ``header_timeout``."""
+    """``create_server``'s keyword arguments, a TLS server's handshake bounded to ``header_timeout`` unless
+    the caller bounded it. Its close keeps the loop's bound: that timer also covers writing out what the
+    transports hold, and cut a client still reading (:mod:`.tls_close` bounds a peer taking in nothing)."""
     if kwargs.get("ssl") is None:
-        return kwargs  # a plain server takes neither (uvloop raises on them)
-    bound = HeadDeadline.header_timeout
-    return {**kwargs, "ssl_handshake_timeout": kwargs.get("ssl_handshake_timeout") or bound,
-            "ssl_shutdown_timeout": kwargs.get("ssl_shutdown_timeout") or bound}  # fmt: skip
+        return kwargs  # a plain server takes none (uvloop raises on it)
+    return {**kwargs, "ssl_handshake_timeout": kwargs.get("ssl_handshake_timeout") or HeadDeadline.header_timeout}
 
 
 class _BoundsTLS:
@@ -67,8 +64,7 @@ _LOOP: type[asyncio.AbstractEventLoop] = type("TLSBoundedLoop", (_BoundsTLS, _BA
 
 def tls_bounded_loop() -> asyncio.AbstractEventLoop:
     """A new event loop (uvloop when installed, else asyncio's) whose TLS servers time a handshake out
-    after ``header_timeout`` seconds (``$ASGI_WS_GATEWAY_HEADER_TIMEOUT``, default 10), not 60, and a
-    close whose close_notify the client does not answer after as long, not 30.
+    after ``header_timeout`` seconds (``$ASGI_WS_GATEWAY_HEADER_TIMEOUT``, default 10), not 60.
 
     uvicorn's ``--loop`` (0.36 or later: a loop factory) for a server that terminates TLS itself.
     """
