@@ -209,6 +209,41 @@ async def test_an_application_waiting_for_the_body_is_told_at_the_400(http: obje
     assert events == ["http.disconnect", "connection_lost"]
 
 
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+async def test_an_application_reading_a_refused_body_after_the_400_is_sent_no_100_continue(
+    http: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request that expects 100 Continue and whose body the parser refused: the application's first
+    ``receive()``, after the 400, is ``http.disconnect``, and nothing is written after the 400."""
+    events: list[str] = []
+    answered, received_once = threading.Event(), threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.to_thread(answered.wait, 10)  # the 400 is out: the connection lingers
+        events.append((await receive())["type"])
+        received_once.set()
+
+    with caplog.at_level(logging.INFO), UvicornServer(app, http=http, lifespan="off") as server:
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(CHUNKED_POST.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n") + b"zz\r\n")
+                received = b""
+                while block := sock.recv(65536):  # the 400, then the gateway's FIN
+                    received += block
+                    answered.set()
+                received_once.wait(10)  # the client's end still open: the gateway's linger goes on
+            return received
+
+        received = await asyncio.to_thread(exchange)
+    assert received.startswith(b"HTTP/1.1 400 "), received
+    assert b"100 Continue" not in received, received
+    assert events == ["http.disconnect"]
+    # uvicorn wrote its 100 Continue to the half-closed transport: a RuntimeError (uvloop) or h11's
+    # LocalProtocolError, raised into the application and logged with its traceback.
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
 FLOODED = 16 << 20
 """Bytes read behind the request that end its response at once (a flood read whole): more than any bound."""
 

@@ -397,6 +397,9 @@ class HeadDeadline(asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and cycle.more_body:  # the bytes refused are its body
             cycle.disconnected = True
+            # No 100 Continue for a body refused: the application's first receive() wrote one to the
+            # half-closed transport (a RuntimeError under uvloop, h11's LocalProtocolError) after the 400.
+            cycle.waiting_for_100_continue = False
             cycle.message_event.set()
             if cycle.response_started:
                 self._refuse(b"")
