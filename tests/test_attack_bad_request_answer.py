@@ -244,6 +244,43 @@ async def test_an_application_reading_a_refused_body_after_the_400_is_sent_no_10
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
+@pytest.mark.parametrize(
+    ("http", "first"),
+    [
+        (GatewayH11Protocol, CLOSING_GET.replace(b"?wait", b"")),
+        (GatewayHTTPProtocol, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ],
+    ids=["h11-connection-close", "httptools"],
+)
+async def test_a_client_gone_behind_its_flood_while_a_400_waits_is_told_to_the_application(
+    http: object, first: bytes
+) -> None:
+    """A client that sends a request, 2 MiB it cannot parse behind it, and closes, while its response is
+    still to come (an application waiting for ``http.disconnect``): the application is told the client
+    went (the reads, paused past the 1 MiB dropped, left its close unread)."""
+    events: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "http.request"  # the request's (empty) body
+        with contextlib.suppress(TimeoutError):
+            events.append((await asyncio.wait_for(receive(), 30))["type"])
+
+    with UvicornServer(app, http=http, lifespan="off") as server:
+
+        def flood_and_leave() -> None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(first)
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\0" * (2 << 20))
+
+        await asyncio.to_thread(flood_and_leave)
+        for _ in range(300):
+            if events:
+                break
+            await asyncio.sleep(0.1)
+    assert events == ["http.disconnect"]
+
+
 FLOODED = 16 << 20
 """Bytes read behind the request that end its response at once (a flood read whole): more than any bound."""
 

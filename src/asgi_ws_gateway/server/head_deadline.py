@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from ..config.fields import MIN_TIMEOUT
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
-from ..passthrough.lingering_close import LINGER_BYTES, lingering
+from ..passthrough.lingering_close import LINGER_BYTES, LINGER_SECONDS, lingering
 from ..startup import report_variable_problem
 from .tls_close import TLS_CLOSES
 
@@ -231,6 +231,7 @@ class HeadDeadline(asyncio.Protocol):
     _refused = False
     _deferred_400: str | None = None  # the message of a 400 waiting for the responses before it
     _dropped = 0  # bytes read and dropped since the refusal, while the connection is still this protocol's
+    _peer_watch: asyncio.TimerHandle | None = None  # while a 400 waits: the next bytes dropped (_read_on)
     # Provided by uvicorn's protocol class:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
@@ -248,6 +249,8 @@ class HeadDeadline(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._peer_watch is not None:
+            self._peer_watch.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -257,7 +260,7 @@ class HeadDeadline(asyncio.Protocol):
             # that response lasted, 2.5 GB in 2 s over loopback, a core busy for a stream's whole life.
             self._dropped += len(data)
             if self._dropped > LINGER_BYTES and self.transport.get_protocol() is self:  # (a linger reads on)
-                self.transport.pause_reading()
+                self.transport.pause_reading()  # until _read_on
             return
         if self._waiting_for_head():
             seen, tail = self._head_bytes, self._head_tail
@@ -407,6 +410,7 @@ class HeadDeadline(asyncio.Protocol):
         if self._answers_pending():
             self._refused = True  # what still arrives is dropped
             self._deferred_400 = msg
+            self._peer_watch = self.loop.call_later(LINGER_SECONDS, self._read_on)
             return
         if self.transport.is_closing():
             return
@@ -443,6 +447,19 @@ class HeadDeadline(asyncio.Protocol):
         self._deferred_400 = None
         self.send_400_response(msg)
         return True
+
+    def _read_on(self) -> None:
+        """While a 400 waits the reads are paused (held by the protocol, or past the bytes dropped), and a
+        client that closed behind its flood went unseen (its FIN queued behind bytes the socket would not
+        take): an application waiting for ``http.disconnect`` waited on, the client gone. Up to
+        :data:`LINGER_BYTES` more is read and dropped every :data:`LINGER_SECONDS` (0.5 MB/s at most): a
+        client gone is drained to its end, which uvicorn tells the application of, in a few of those."""
+        self._peer_watch = None
+        if self._deferred_400 is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        self._dropped = 0
+        self.transport.resume_reading()
+        self._peer_watch = self.loop.call_later(LINGER_SECONDS, self._read_on)
 
     def _refuse(self, response: bytes) -> None:
         """Answer a client that may still be sending, and close without losing the answer."""
