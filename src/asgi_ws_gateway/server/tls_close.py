@@ -8,7 +8,7 @@ cut short, silently (an EOF, not a reset), once that bound was passed; at a boun
 (1 s) a client reading 8 MiB at ~1.6 MB/s read 3,997,696 bytes of it.
 
 So the loop keeps its own bound as a backstop, and :data:`TLS_CLOSES` lets go of a closing TLS connection
-whose peer has taken in nothing (no byte acknowledged, :func:`~..passthrough.progress.taken_in`) for a
+whose peer has taken in nothing (no byte acknowledged, :func:`~..progress.taken_in`) for a
 whole ``header_timeout``: one that read its answer and then neither answered close_notify nor closed its
 TCP end, where a plain connection lingers 2 s. A client still reading is not cut, as a plain
 connection's lingering close waits for one.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..passthrough.progress import taken_in
+from ..progress import taken_in
 
 
 class _TLSCloses:
