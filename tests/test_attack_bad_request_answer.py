@@ -281,6 +281,36 @@ async def test_a_client_gone_behind_its_flood_while_a_400_waits_is_told_to_the_a
     assert events == ["http.disconnect"]
 
 
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+@pytest.mark.parametrize(
+    "behind", [b"\0junk\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"], ids=["junk", "a-request"]
+)
+async def test_a_client_gone_behind_a_connection_close_request_is_told_to_the_application(
+    http: object, behind: bytes
+) -> None:
+    """A client that sends a ``Connection: close`` request, then (in a later read) bytes behind it, and
+    closes, while the application waits for ``http.disconnect``: the application is told the client went
+    (held unparsed behind the request, those bytes paused the reads and left the client's close unread)."""
+    told = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "http.request"  # the request's (empty) body
+        with contextlib.suppress(TimeoutError):
+            if (await asyncio.wait_for(receive(), 30))["type"] == "http.disconnect":
+                told.set()
+
+    with UvicornServer(app, http=http, lifespan="off") as server:
+
+        def send_and_leave() -> None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert not told.wait(0.3)  # the request is read (and answered) alone: still waiting
+                sock.sendall(behind)
+
+        await asyncio.to_thread(send_and_leave)
+        assert await asyncio.to_thread(told.wait, 5)
+
+
 FLOODED = 16 << 20
 """Bytes read behind the request that end its response at once (a flood read whole): more than any bound."""
 

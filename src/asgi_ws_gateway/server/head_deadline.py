@@ -408,9 +408,8 @@ class HeadDeadline(asyncio.Protocol):
                 self._refuse(b"")
                 return
         if self._answers_pending():
-            self._refused = True  # what still arrives is dropped
             self._deferred_400 = msg
-            self._peer_watch = self.loop.call_later(LINGER_SECONDS, self._read_on)
+            self._drop_following()
             return
         if self.transport.is_closing():
             return
@@ -448,14 +447,22 @@ class HeadDeadline(asyncio.Protocol):
         self.send_400_response(msg)
         return True
 
+    def _drop_following(self) -> None:
+        """What still arrives is dropped while the responses before it are written (a 400 waiting behind
+        them, or nothing more to serve), its client's close still seen (:meth:`_read_on`)."""
+        self._refused = True
+        if self._peer_watch is None:
+            self._peer_watch = self.loop.call_later(LINGER_SECONDS, self._read_on)
+
     def _read_on(self) -> None:
-        """While a 400 waits the reads are paused (held by the protocol, or past the bytes dropped), and a
+        """While a 400 waits (or what follows a request that asked to close is dropped: :meth:`_drop_following`)
+        the reads are paused (held by the protocol, or past the bytes dropped), and a
         client that closed behind its flood went unseen (its FIN queued behind bytes the socket would not
         take): an application waiting for ``http.disconnect`` waited on, the client gone. Up to
         :data:`LINGER_BYTES` more is read and dropped every :data:`LINGER_SECONDS` (0.5 MB/s at most): a
         client gone is drained to its end, which uvicorn tells the application of, in a few of those."""
         self._peer_watch = None
-        if self._deferred_400 is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
+        if not self._answers_pending() or self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
         self._dropped = 0
         self.transport.resume_reading()

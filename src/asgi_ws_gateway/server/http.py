@@ -134,6 +134,7 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
     _head_open = False  # httptools began a request head and has not finished it
     _body_open = False  # httptools finished a request head and has not finished its body
     _running: Any = None  # the request being answered (uvicorn's self.cycle is the newest one read)
+    _parser_closed = False  # the last request read asked to close: nothing behind it is served
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -144,6 +145,14 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
         if self._deferred_upgrade is not None:  # the client's first frames: the WebSocket protocol's
             self._deferred_upgrade += data
             self.flow.hold()
+            return
+        if self._parser_closed and not self._refused and self._answers_pending():
+            # Behind a request that asked to close, nothing will be served: dropped, not held (held, it
+            # paused the reads, and a client that left went unseen: an application waiting for
+            # http.disconnect waited for as long as its response took; uvicorn's told it at once).
+            self._drop_following()
+        if self._refused:  # dropped, up to the linger's bound, then read on only by _read_on (head_deadline)
+            super().data_received(data)
             return
         if self._unparsed:  # behind a request being answered: parsed once it is
             self._unparsed += data
@@ -195,6 +204,7 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
         cycle = self.cycle
         answered = self._body_open and cycle is not None and cycle.response_complete and self._waiting_for_head()
         self._body_open = False
+        self._parser_closed = not self.parser.should_keep_alive()
         super().on_message_complete()
         if answered:
             self._answered_body_ended()
