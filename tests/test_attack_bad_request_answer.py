@@ -370,3 +370,31 @@ async def test_a_flood_behind_a_request_asking_to_close_is_not_read_for_as_long_
         received = await asyncio.to_thread(_flood_behind, server.port, CLOSING_GET.replace(b"?wait", b"") + behind)
     assert received.startswith(b"HTTP/1.1 200 "), received[:300]
     assert read[0] < 2 * LINGER_BYTES, read[0]
+
+
+async def test_a_flood_behind_a_400_waiting_for_a_long_response_is_read_at_the_lingers_pace() -> None:
+    """While a 400 waits for a response lasting past the 2 s after which the reads go on, what still arrives
+    is dropped 1 MiB per 2 s at most: ``GatewayHTTPProtocol`` cleared it uncounted, read as fast as it came
+    (4.0 GB in a 5 s response over loopback)."""
+    read = [0]
+    flooded = asyncio.Event()  # used by the server's loop only
+
+    class Counting(GatewayHTTPProtocol):
+        def data_received(self, data: bytes) -> None:
+            read[0] += len(data)
+            if read[0] > FLOODED:
+                flooded.set()
+            super().data_received(data)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part1", "more_body": True})
+        with contextlib.suppress(TimeoutError):  # the flood read, or past two of the linger's rounds
+            await asyncio.wait_for(flooded.wait(), 5)
+        await send({"type": "http.response.body", "body": b""})
+
+    with UvicornServer(app, http=Counting, lifespan="off") as server:
+        first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + BAD_REQUEST
+        received = await asyncio.to_thread(_flood_behind, server.port, first)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:300]
+    assert read[0] < 5 * LINGER_BYTES, read[0]  # 1 MiB, and 1 MiB at each of two rounds, and a read each
