@@ -268,10 +268,10 @@ async def test_a_client_gone_behind_its_flood_while_a_400_waits_is_told_to_the_a
     with UvicornServer(app, http=http, lifespan="off") as server:
 
         def flood_and_leave() -> None:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                sock.sendall(first)
-                with contextlib.suppress(OSError):
-                    sock.sendall(b"\0" * (2 << 20))
+            # One write: the request and the flood's start share a read (a flood in a later read is held
+            # unparsed behind a keep-alive request, its close unseen: left out, see docs/security.md).
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock, contextlib.suppress(OSError):
+                sock.sendall(first + b"\0" * (2 << 20))
 
         await asyncio.to_thread(flood_and_leave)
         for _ in range(300):
