@@ -315,6 +315,29 @@ FLOODED = 16 << 20
 """Bytes read behind the request that end its response at once (a flood read whole): more than any bound."""
 
 
+def _counted_until_flooded(http: Any, wait: float) -> tuple[Any, Any, list[int]]:
+    """``http`` counting the bytes it reads (in the list returned), and an application streaming a 200 that
+    ends once :data:`FLOODED` bytes were read, or after ``wait`` seconds."""
+    read = [0]
+    flooded = asyncio.Event()  # used by the server's loop only
+
+    class Counting(http):  # type: ignore[misc]
+        def data_received(self, data: bytes) -> None:
+            read[0] += len(data)
+            if read[0] > FLOODED:
+                flooded.set()
+            super().data_received(data)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part1", "more_body": True})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(flooded.wait(), wait)
+        await send({"type": "http.response.body", "body": b""})
+
+    return Counting, app, read
+
+
 def _flood_behind(port: int, first: bytes) -> bytes:
     """Send ``first``, then bytes behind it without end (from a thread) until the response ends; what was read."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -348,22 +371,7 @@ async def test_a_flood_behind_a_request_asking_to_close_is_not_read_for_as_long_
 ) -> None:
     """While a 400 waits for the response before it, what still arrives is dropped up to the linger's bound
     (1 MiB), then not read: under h11 a flood behind any Connection: close request was read (2.5 GB in 2 s)."""
-    read = [0]
-    flooded = asyncio.Event()  # used by the server's loop only
-
-    class Counting(http):  # type: ignore[misc]
-        def data_received(self, data: bytes) -> None:
-            read[0] += len(data)
-            if read[0] > FLOODED:
-                flooded.set()
-            super().data_received(data)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"part1", "more_body": True})
-        with contextlib.suppress(TimeoutError):  # the flood read, or long enough for it to be
-            await asyncio.wait_for(flooded.wait(), 1.5)
-        await send({"type": "http.response.body", "body": b""})
+    Counting, app, read = _counted_until_flooded(http, 1.5)  # long enough for the flood to be read
 
     # What follows a request asking to close is refused (h11: anything; httptools: the bad request).
     with UvicornServer(app, http=Counting, lifespan="off") as server:
@@ -376,22 +384,7 @@ async def test_a_flood_behind_a_400_waiting_for_a_long_response_is_read_at_the_l
     """While a 400 waits for a response lasting past the 2 s after which the reads go on, what still arrives
     is dropped 1 MiB per 2 s at most: ``GatewayHTTPProtocol`` cleared it uncounted, read as fast as it came
     (4.0 GB in a 5 s response over loopback)."""
-    read = [0]
-    flooded = asyncio.Event()  # used by the server's loop only
-
-    class Counting(GatewayHTTPProtocol):
-        def data_received(self, data: bytes) -> None:
-            read[0] += len(data)
-            if read[0] > FLOODED:
-                flooded.set()
-            super().data_received(data)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"part1", "more_body": True})
-        with contextlib.suppress(TimeoutError):  # the flood read, or past two of the linger's rounds
-            await asyncio.wait_for(flooded.wait(), 5)
-        await send({"type": "http.response.body", "body": b""})
+    Counting, app, read = _counted_until_flooded(GatewayHTTPProtocol, 5)  # past two of the linger's rounds
 
     with UvicornServer(app, http=Counting, lifespan="off") as server:
         first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + BAD_REQUEST

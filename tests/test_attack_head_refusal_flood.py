@@ -22,8 +22,8 @@ import pytest_asyncio
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.server import GatewayH11Protocol, GatewayHTTPProtocol, GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import not_found
-from support.configs import build_config, write_config
-from support.processes import GatewayProcess
+from support.configs import build_config
+from support.processes import GatewayProcess, traceback_free_gateway
 from support.rawhttp import handshake, refused_then_flooding, status_of
 from support.servers import UvicornServer
 
@@ -46,12 +46,8 @@ BOUND = 32 * 1024 * 1024
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GatewayProcess]:
-    directory = tmp_path_factory.mktemp("head-refusal-flood")
-    config = write_config(directory, build_config())
-    log = directory / "gateway.log"
-    async with GatewayProcess([str(config)], cwd=directory, workers=1, log=log, log_level="info") as process:
+    async with traceback_free_gateway(tmp_path_factory.mktemp("head-refusal-flood")) as process:
         yield process
-    assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.parametrize("name", REFUSED)

@@ -31,6 +31,7 @@ import httpx2
 
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 
+from .configs import build_config, write_config
 from .management import TOKEN
 from .servers import children, free_port, listens
 
@@ -320,6 +321,17 @@ class Standalone:
 
     def ws(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
+
+
+@contextlib.asynccontextmanager
+async def traceback_free_gateway(directory: Path) -> AsyncIterator[GatewayProcess]:
+    """One ``run`` worker on the default test config (``support.configs.build_config``), logging at INFO into
+    ``directory``; its log holds no traceback when it stops."""
+    config = write_config(directory, build_config())
+    log = directory / "gateway.log"
+    async with GatewayProcess([str(config)], cwd=directory, workers=1, log=log, log_level="info") as process:
+        yield process
+    assert "Traceback" not in log.read_text()
 
 
 @contextlib.asynccontextmanager

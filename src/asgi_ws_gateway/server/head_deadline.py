@@ -346,8 +346,7 @@ class HeadDeadline(asyncio.Protocol):
             self._end_answered_body(f"still arriving after {self.header_timeout:g}s")
             return
         if self._head_started:  # a client that sent nothing gets no response, as on a keep-alive timeout
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-            self.logger.info("%s - request head not complete after %gs: 408", client, self.header_timeout)
+            self.logger.info("%s - request head not complete after %gs: 408", self._client_text(), self.header_timeout)
             self._refuse(_TIMEOUT_RESPONSE)
             return
         self.transport.close()
@@ -357,13 +356,17 @@ class HeadDeadline(asyncio.Protocol):
             self._disarm()
             self._end_answered_body(f"over {self.max_head_bytes} bytes")
             return
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        client = self._client_text()
         # A request line over the server's 8 KiB is a 414 whatever follows it, as the parser says.
         line_only = self._head_line_end < 0 or self._head_line_end > _MAX_REQUEST_LINE
         self.logger.info("%s - request head larger than %d bytes: %d", client, self.max_head_bytes,
                          414 if line_only else 431)  # fmt: skip
         self._disarm()
         self._refuse(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
+
+    def _client_text(self) -> str:
+        """The client's ``address:port`` for a log line (empty when uvicorn has none)."""
+        return f"{self.client[0]}:{self.client[1]}" if self.client else ""
 
     def _reading_body(self) -> bool:
         """Whether the parser is inside a request's body (the protocol class says; False if it cannot)."""
@@ -381,7 +384,7 @@ class HeadDeadline(asyncio.Protocol):
         """The rest of the body of a request answered already (the application did not read it) went past
         the head's bounds, where the next head is awaited: closed, without a second answer. Taken for the
         next head, it got a 414 or a 408 written after the request's own answer."""
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        client = self._client_text()
         self.logger.info("%s - the body of a request already answered went on, %s: closed", client, what)
         self._refused = True
         lingering(self.transport).close()

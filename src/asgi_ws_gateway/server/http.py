@@ -340,8 +340,7 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         if msg == PARSER_WARNING:  # uvicorn's WARNING before it named nobody (dropped: NO_PARSER_WARNING)
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-            self.logger.info("%s - invalid HTTP request: 400", client)
+            self.logger.info("%s - invalid HTTP request: 400", self._client_text())
         super().send_400_response(msg)
 
     def _should_upgrade(self) -> bool:
