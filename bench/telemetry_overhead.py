@@ -24,7 +24,8 @@ Also reports, per message, what an OpenTelemetry ``Histogram.record`` costs in t
 the relay's own size-slot increment (why sizes are counted in ``RelayStats`` and observed later).
 
 Usage: ``python bench/telemetry_overhead.py [--rounds 11] [--seconds 1.5] [--conns 4] [--variants on,sampled,metrics]
-[--baseline-src DIR]``
+[--baseline-src DIR] [--server uvicorn|run]`` (``run``: every gateway is ``asgi-ws-gateway run`` with its
+defaults, the path users get: the splice and the access log, written to a discarded stdout).
 """
 
 from __future__ import annotations
@@ -134,12 +135,20 @@ def _wait_listening(port: int, timeout: float = 20.0) -> None:
 
 @contextmanager
 def _child(
-    role: str, *args: str, env: dict[str, str] | None = None, stdin: bool = False, src: Path | None = None
+    role: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bool = False,
+    src: Path | None = None,
+    command: list[str] | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--role", role, *args]
+    """A role of this script in a child process (``command``: another program, its output dropped)."""
+    if command is None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--role", role, *args]
     child_env = {**(env if env is not None else os.environ), "PYTHONPATH": str(src or ROOT / "src")}
     pipe = subprocess.PIPE if stdin else subprocess.DEVNULL
-    process = subprocess.Popen(command, env=child_env, text=True, stdin=pipe, stdout=pipe if stdin else None)
+    stdout = pipe if stdin else (subprocess.DEVNULL if role == "run" else None)  # run's access log: dropped
+    process = subprocess.Popen(command, env=child_env, text=True, stdin=pipe, stdout=stdout)
     try:
         yield process
     finally:
@@ -246,6 +255,13 @@ def main() -> int:
         "--baseline-src",
         help="a source tree (e.g. `git archive main src | tar -x -C DIR`, then DIR/src) for the -baseline variants",
     )
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "run"],
+        default="uvicorn",
+        help="uvicorn's websockets-sansio and the relay, or `asgi-ws-gateway run` with its defaults "
+        "(the splice, the access log) (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     if args.role == "upstream":
@@ -319,9 +335,14 @@ def _run(args: argparse.Namespace) -> int:
                 if not args.baseline_src:
                     raise SystemExit(f"{variant} needs --baseline-src")
                 src = Path(args.baseline_src)
-            gateway = stack.enter_context(
-                _child("gateway", "--port", str(ports[variant]), "--config", str(configs[variant]), env=env, src=src)
-            )
+            listen = str(ports[variant])
+            if args.server == "run":  # the default path: the project's protocol class, the splice, the access log
+                run = [sys.executable, "-m", "asgi_ws_gateway", "run", str(configs[variant]), "--port", listen]
+                gateway = stack.enter_context(_child("run", env=env, src=src, command=run))
+            else:
+                gateway = stack.enter_context(
+                    _child("gateway", "--port", listen, "--config", str(configs[variant]), env=env, src=src)
+                )
             pids[variant] = gateway.pid
         for port in (upstream_port, receiver_port, *ports.values()):
             _wait_listening(port)
