@@ -6,7 +6,8 @@ and the shedding near the open-file limit do not see one in its handshake: the e
 held it, 60 s. Before: a client that sent nothing held its descriptor 60.0 s (10 s in plain text), and
 113 of them took every descriptor of a worker under a 128 open-file limit: every TLS client and health
 check was closed unserved for 60 s, nothing logged. With ``--loop
-asgi_ws_gateway.server:tls_bounded_loop`` the handshake gets ``header_timeout``. The close too, once its
+asgi_ws_gateway.server:tls_bounded_loop`` the handshake gets ``header_timeout``; ``asgi-ws-gateway run
+--ssl-certfile ... --ssl-keyfile ...`` serves on that loop, and is held to the same bounds. The close too, once its
 peer takes in nothing: a client that read its answer and then neither answered the gateway's close_notify
 nor closed held the descriptor 30.0 s (``ssl_shutdown_timeout``), where a plain connection lingers 2 s;
 a client still reading is not cut (a bound of ``header_timeout`` on the loop cut it). Real uvicorn
@@ -47,20 +48,24 @@ def _tls_server(
     open_files: int | None = None,
     loop: str = LOOP,
     app: tuple[str, ...] = ("--factory", "asgi_ws_gateway.server.serving:standalone_app"),
+    kind: str = "uvicorn",
 ) -> Iterator[ServerProcess]:
-    """The documented command: uvicorn ending TLS, the gateway's protocols and loop, a standalone gateway
-    (or ``app``, from ``tmp_path``)."""
+    """The documented commands: uvicorn ending TLS, the gateway's protocols and loop, a standalone gateway
+    (or ``app``, from ``tmp_path``); or (``kind="run"``) ``asgi-ws-gateway run`` with its TLS options."""
     config = tmp_path / "gateway.json"
     config.write_text(json.dumps({"apis": [{"name": "echo", "path": "/ws/echo", "upstreams": ["ws://127.0.0.1:9/"]}]}))
     limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({open_files}, {open_files}))\n"
+    tls = ["--ssl-keyfile", str(ca.key_file), "--ssl-certfile", str(ca.cert_file)]
 
     def command(port: int) -> list[str]:
-        argv = ["uvicorn", *app, "--port", str(port),
-                "--ssl-keyfile", str(ca.key_file), "--ssl-certfile", str(ca.cert_file),
-                "--loop", loop,
-                "--http", "asgi_ws_gateway.server:GatewayHTTPProtocol",
-                "--ws", "asgi_ws_gateway.server:GatewayWebSocketProtocol"]  # fmt: skip
-        script = f"import runpy, sys\nsys.argv = {argv!r}\nrunpy.run_module('uvicorn', run_name='__main__')"
+        if kind == "run":
+            module, argv = "asgi_ws_gateway", ["asgi-ws-gateway", "run", str(config), "--port", str(port), *tls]
+        else:
+            module = "uvicorn"
+            argv = ["uvicorn", *app, "--port", str(port), *tls, "--loop", loop,
+                    "--http", "asgi_ws_gateway.server:GatewayHTTPProtocol",
+                    "--ws", "asgi_ws_gateway.server:GatewayWebSocketProtocol"]  # fmt: skip
+        script = f"import runpy, sys\nsys.argv = {argv!r}\nrunpy.run_module({module!r}, run_name='__main__')"
         return ["-c", (limit if open_files else "") + script]
 
     env = {"ASGI_WS_GATEWAY_CONFIG": str(config), "ASGI_WS_GATEWAY_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
@@ -100,26 +105,39 @@ def _held(sock: socket.socket, drip: bytes = b"", within: float = LOOP_TIMEOUT /
     return True
 
 
+SERVERS = pytest.mark.parametrize("server", ["uvicorn", "run"])
+"""uvicorn with the documented flags, and ``asgi-ws-gateway run --ssl-certfile ... --ssl-keyfile ...``."""
+
+
+@SERVERS
 @pytest.mark.parametrize("drip", [False, True], ids=["silent", "client-hello-a-byte-at-a-time"])
-def test_a_tls_handshake_that_does_not_finish_is_closed_at_the_head_deadline(tmp_path: Path, drip: bool) -> None:
+def test_a_tls_handshake_that_does_not_finish_is_closed_at_the_head_deadline(
+    tmp_path: Path, drip: bool, server: str
+) -> None:
     """A client that opens TCP and sends nothing, or drips its ClientHello, is closed at ``header_timeout``."""
     ca = make_ca(tmp_path)
-    with _tls_server(tmp_path, ca) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+    with (
+        _tls_server(tmp_path, ca, kind=server) as process,
+        socket.create_connection(("127.0.0.1", process.port)) as sock,
+    ):
         assert not _held(sock, _client_hello(ca) if drip else b"")
 
 
-def test_a_flood_of_silent_handshakes_locks_a_worker_out_for_the_head_deadline_only(tmp_path: Path) -> None:
+@SERVERS
+def test_a_flood_of_silent_handshakes_locks_a_worker_out_for_the_head_deadline_only(
+    tmp_path: Path, server: str
+) -> None:
     """Silent TLS handshakes filling the open-file limit are closed at the deadline, and clients served again."""
     ca = make_ca(tmp_path)
     context = ssl.create_default_context(cafile=str(ca.ca_file))
-    with _tls_server(tmp_path, ca, open_files=LIMIT) as server, ExitStack() as stack:
+    with _tls_server(tmp_path, ca, open_files=LIMIT, kind=server) as process, ExitStack() as stack:
         for _ in range(LIMIT):  # more than the worker can hold: the last ones wait in the listen queue
-            stack.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            stack.enter_context(socket.create_connection(("127.0.0.1", process.port), timeout=5))
         deadline = time.monotonic() + LOOP_TIMEOUT / 2
         while True:
             try:
                 with (
-                    socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+                    socket.create_connection(("127.0.0.1", process.port), timeout=5) as raw,
                     context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
                 ):
                     tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
@@ -136,15 +154,16 @@ def test_a_flood_of_silent_handshakes_locks_a_worker_out_for_the_head_deadline_o
     [b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: gw\r\n"],
     ids=["connection-close", "head-not-complete-408"],
 )
+@SERVERS
 def test_a_client_that_never_answers_close_notify_is_closed_at_the_head_deadline(
-    tmp_path: Path, request_head: bytes
+    tmp_path: Path, request_head: bytes, server: str
 ) -> None:
     """The gateway closes after its answer; a client that keeps its end open, silent, is let go of soon after."""
     ca = make_ca(tmp_path)
     context = ssl.create_default_context(cafile=str(ca.ca_file))
     with (
-        _tls_server(tmp_path, ca) as server,
-        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        _tls_server(tmp_path, ca, kind=server) as process,
+        socket.create_connection(("127.0.0.1", process.port), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
     ):
         client.sendall(request_head)

@@ -79,6 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-config", metavar="FILE", type=_log_config,
         help="logging configuration instead of the default: dictConfig .json/.yaml, or fileConfig .ini",
     )  # fmt: skip
+    tls = run.add_argument_group(f"TLS: serve wss:// and https:// (a key's password from ${TLS_PASSWORD_ENV})")
+    tls.add_argument(
+        "--ssl-certfile", metavar="FILE", type=_file_path, help="certificate chain (PEM), the server's first"
+    )
+    tls.add_argument(
+        "--ssl-keyfile", metavar="FILE", type=_file_path,
+        help="its private key (PEM; default: the one in --ssl-certfile)",
+    )  # fmt: skip
     managed = run.add_argument_group("management API (admin token from $ASGI_WS_GATEWAY_ADMIN_TOKEN)")
     managed.add_argument(
         "--management", metavar="PATH", type=_management_path,
@@ -222,6 +230,9 @@ def _run(args: argparse.Namespace) -> int:
               "and hosts, set store: {type: redis, url: ...} in the configuration", file=sys.stderr)  # fmt: skip
         if given:
             return 2
+    if (problem := _tls_problem(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     _size_request_heads(args.head_bytes)
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):
@@ -255,6 +266,37 @@ def _run(args: argparse.Namespace) -> int:
         if exc.code == STARTUP_FAILURE:
             return EXIT_START_FAILED
         raise
+
+
+TLS_PASSWORD_ENV = "ASGI_WS_GATEWAY_SSL_KEYFILE_PASSWORD"
+"""The password of ``--ssl-keyfile``: an environment variable, as ``ps`` shows a command line."""
+
+
+def _tls_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``run``'s TLS options, found by loading the certificate and key once here:
+    a worker that cannot would exit with uvicorn's traceback, each time its supervisor restarts it."""
+    if args.ssl_certfile is None:
+        return "--ssl-keyfile needs --ssl-certfile" if args.ssl_keyfile is not None else None
+    import ssl
+
+    for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
+        try:  # a FIFO, a device or a huge file: as the configuration file is judged
+            if path is not None:
+                read_regular_file(path, MAX_TLS_FILE_BYTES)
+        except OSError as exc:
+            return f"{flag}: {path}: {exc.strerror or exc}"
+    password = os.environ.get(TLS_PASSWORD_ENV, "")
+    try:  # a callable: OpenSSL would otherwise prompt on the terminal for an encrypted key's password
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.ssl_certfile, args.ssl_keyfile, lambda: password)
+    except (ssl.SSLError, OSError, ValueError) as exc:  # not PEM, a key that does not match, a wrong password
+        reason = getattr(exc, "reason", None) or str(exc)
+        return (f"--ssl-certfile/--ssl-keyfile: no usable certificate and key ({reason}); an encrypted key's "
+                f"password comes from ${TLS_PASSWORD_ENV}")  # fmt: skip
+    return None
+
+
+MAX_TLS_FILE_BYTES = 1024 * 1024
+"""A certificate chain or key file, at most (a long chain is a few kilobytes)."""
 
 
 def _request_head_bytes(limits: HandshakeLimitsConfig) -> int:
@@ -297,7 +339,17 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
             "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
             "log_config": log_config, "access_log": not args.no_access_log,
             # Past it the server cancels what has not closed: a connection held the shutdown for ever.
-            "timeout_graceful_shutdown": getattr(args, "shutdown_timeout", None)}  # fmt: skip
+            "timeout_graceful_shutdown": getattr(args, "shutdown_timeout", None), **_tls_options(args)}  # fmt: skip
+
+
+def _tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """uvicorn's options for ``run``'s TLS: none without a certificate. Its loop then gives a TLS
+    handshake the request-head deadline, not the event loop's 60 s (:mod:`.server.tls_loop`)."""
+    if args.ssl_certfile is None:
+        return {}
+    return {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile,
+            "ssl_keyfile_password": os.environ.get(TLS_PASSWORD_ENV) or None,
+            "loop": "asgi_ws_gateway.server:tls_bounded_loop"}  # fmt: skip
 
 
 def _port(value: str) -> int:

@@ -1,0 +1,136 @@
+"""``asgi-ws-gateway run --ssl-certfile ... --ssl-keyfile ...``: the gateway ends TLS itself.
+
+Real ``run`` processes, a real certificate (``support.tls``), a real upstream; the bounds a TLS handshake
+and close get under ``run`` are in ``test_attack_tls_handshake_bounds.py``. Bad TLS options are refused
+before serving (exit 2, the flag and what is wrong), never by a worker's traceback, and an encrypted key
+never makes OpenSSL wait for a password on the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.client import connect
+
+from asgi_ws_gateway.server.head_deadline import TLS_UNBOUNDED
+from support import tls as test_tls
+from support.configs import build_config, write_config
+from support.processes import ready_server
+from support.tls import make_ca
+from support.upstream import UpstreamServer
+
+PASSWORD_ENV = "ASGI_WS_GATEWAY_SSL_KEYFILE_PASSWORD"
+PASSWORD = "correct horse battery staple"
+
+
+def _run(config: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``run`` that is expected to exit at once (stdin closed: a password prompt would fail, not wait)."""
+    return subprocess.run(
+        [sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--port", "0", *options],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def _encrypted_key(ca: test_tls.TestCA, directory: Path) -> Path:
+    key = serialization.load_pem_private_key(ca.key_file.read_bytes(), password=None)
+    path = directory / "encrypted.key"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(PASSWORD.encode()),
+        )
+    )
+    return path
+
+
+def _healthz(port: int, context: ssl.SSLContext) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
+    ):
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        return client.recv(4096)
+
+
+@pytest.mark.parametrize("passthrough", [True, False], ids=["spliced", "relayed"])
+@pytest.mark.parametrize("encrypted", [False, True], ids=["key", "encrypted-key"])
+async def test_run_serves_wss_and_https_with_its_own_certificate(
+    tmp_path: Path, passthrough: bool, encrypted: bool
+) -> None:
+    ca = make_ca(tmp_path)
+    key = _encrypted_key(ca, tmp_path) if encrypted else ca.key_file
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    with UpstreamServer() as upstream:
+        config = write_config(tmp_path, build_config(upstream, api={"passthrough": passthrough}))
+        tls = ["--ssl-certfile", str(ca.cert_file), "--ssl-keyfile", str(key)]
+
+        def command(port: int) -> list[str]:
+            return ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port), *tls]
+
+        with ready_server(command, env={PASSWORD_ENV: PASSWORD} if encrypted else None) as server:
+            async with connect(f"wss://127.0.0.1:{server.port}/ws/echo", ssl=context, compression=None) as ws:
+                for message in ("hello", b"\x00" * 70_000, "bye"):
+                    await ws.send(message)
+                    assert await ws.recv() == message
+                await ws.close(4001, "done")
+            assert ws.close_code == 4001
+            assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as plain:  # no plain text here
+                plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+                assert not plain.recv(4096).startswith(b"HTTP/")
+            assert server.stop() == 0
+            output = server.output()
+    assert upstream.closes == [(4001, "done")]
+    assert '"WebSocket /ws/echo" 101 echo closed by client with 4001' in output
+    assert TLS_UNBOUNDED not in output  # run serves on the loop that bounds a TLS handshake
+    assert "Traceback" not in output
+    assert "ERROR" not in output
+    assert PASSWORD not in output
+
+
+def test_bad_tls_options_are_refused_before_serving(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = make_ca(tmp_path / "other")  # a key that is not the certificate's
+    config = write_config(tmp_path, build_config())
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    encrypted = _encrypted_key(ca, tmp_path)
+    cases = {
+        # options: what stderr must say
+        ("--ssl-keyfile", str(ca.key_file)): "--ssl-keyfile needs --ssl-certfile",
+        ("--ssl-certfile", str(tmp_path / "missing.pem")): f"--ssl-certfile: {tmp_path / 'missing.pem'}: No such file",
+        ("--ssl-certfile", str(fifo)): "a FIFO, not a regular file",
+        ("--ssl-certfile", str(ca.cert_file), "--ssl-keyfile", str(tmp_path)): "--ssl-keyfile: ",
+        ("--ssl-certfile", str(ca.ca_file), "--ssl-keyfile", str(ca.key_file)): "no usable certificate and key",
+        ("--ssl-certfile", str(ca.cert_file), "--ssl-keyfile", str(other.key_file)): "no usable certificate and key",
+        ("--ssl-certfile", str(ca.cert_file)): "no usable certificate and key",  # no key in the chain's file
+        ("--ssl-certfile", str(config)): "no usable certificate and key",
+        ("--ssl-certfile", str(ca.cert_file), "--ssl-keyfile", str(encrypted)): PASSWORD_ENV,
+    }
+    for options, said in cases.items():
+        result = _run(config, *options)
+        assert result.returncode == 2, (options, result.stderr)
+        assert said in result.stderr, (options, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_wrong_password_is_refused_and_never_written(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    config = write_config(tmp_path, build_config())
+    wrong = "not-the-password-5f1d"
+    result = _run(
+        config, "--ssl-certfile", str(ca.cert_file), "--ssl-keyfile", str(_encrypted_key(ca, tmp_path)),
+        env={PASSWORD_ENV: wrong},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no usable certificate and key" in result.stderr
+    assert wrong not in result.stderr + result.stdout
