@@ -8,6 +8,7 @@ never makes OpenSSL wait for a password on the terminal.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import ssl
@@ -16,7 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 
 from asgi_ws_gateway.server.head_deadline import TLS_UNBOUNDED
@@ -134,3 +138,54 @@ def test_a_wrong_password_is_refused_and_never_written(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no usable certificate and key" in result.stderr
     assert wrong not in result.stderr + result.stdout
+
+
+def _certificate(directory: Path, *, valid_from: datetime.datetime, valid_until: datetime.datetime) -> Path:
+    """A self-signed certificate and its key in one PEM file, valid for the given times."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(valid_from).not_valid_after(valid_until)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    path = directory / f"{valid_from:%Y%m%d}-{valid_until:%Y%m%d}.pem"
+    path.write_bytes(
+        certificate.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("valid_from", "valid_until", "said"),
+    [
+        (-30, -1, "expired at"),
+        (2, 30, "not valid before"),
+        (-30, 3, "expires at"),
+        (-30, 400, None),
+    ],
+    ids=["expired", "not-yet-valid", "expiring", "valid"],
+)
+def test_run_warns_of_a_certificate_clients_will_refuse_or_soon(
+    tmp_path: Path, valid_from: int, valid_until: int, said: str | None
+) -> None:
+    """Served all the same (a test, a renewal on its way), with one warning before serving."""
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    certfile = _certificate(tmp_path, valid_from=now + valid_from * day, valid_until=now + valid_until * day)
+    config = write_config(tmp_path, build_config())
+
+    def command(port: int) -> list[str]:
+        return ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port), "--ssl-certfile", str(certfile)]
+
+    with ready_server(command) as server:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the dates are what is tested
+        assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
+        assert server.stop() == 0
+        stderr = server.stderr()
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: --ssl-certfile:")]
+    assert len(warnings) == (0 if said is None else 1), stderr
+    if said is not None:
+        assert said in warnings[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import datetime
 import io
 import json
 import logging.config
@@ -233,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
     if (problem := _tls_problem(args)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.ssl_certfile is not None and (warning := _certificate_warning(args.ssl_certfile)) is not None:
+        print(f"warning: --ssl-certfile: {warning}", file=sys.stderr)
     _size_request_heads(args.head_bytes)
     if args.management or args.management_port:
         if not os.environ.get(management_cli.TOKEN_ENV):
@@ -295,6 +298,33 @@ def _tls_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _certificate_warning(certfile: str, now: datetime.datetime | None = None) -> str | None:
+    """What an operator should hear of the server's certificate (the chain's first): expired, not valid
+    yet, or expiring within :data:`CERTIFICATE_WARNING_DAYS`. Served all the same (a test, a renewal on
+    its way), but every client refuses an expired one, and without a word the first to know is a user."""
+    from cryptography import x509
+
+    try:
+        certificate = x509.load_pem_x509_certificate(read_regular_file(certfile, MAX_TLS_FILE_BYTES))
+    except ValueError:  # loaded by OpenSSL already: a form this parser reads otherwise
+        return None
+    now = now or datetime.datetime.now(datetime.UTC)
+    if hasattr(certificate, "not_valid_after_utc"):  # cryptography 42 and later
+        after, before = certificate.not_valid_after_utc, certificate.not_valid_before_utc
+    else:  # naive datetimes in UTC
+        after = certificate.not_valid_after.replace(tzinfo=datetime.UTC)
+        before = certificate.not_valid_before.replace(tzinfo=datetime.UTC)
+    if after <= now:
+        return f"the certificate expired at {after:%Y-%m-%d %H:%M} UTC: clients will refuse it"
+    if before > now:
+        return f"the certificate is not valid before {before:%Y-%m-%d %H:%M} UTC: clients will refuse it until then"
+    if after - now <= datetime.timedelta(days=CERTIFICATE_WARNING_DAYS):
+        return f"the certificate expires at {after:%Y-%m-%d %H:%M} UTC, in {(after - now).days} day(s)"
+    return None
+
+
+CERTIFICATE_WARNING_DAYS = 14
+"""``run`` warns of a certificate expiring within this many days."""
 MAX_TLS_FILE_BYTES = 1024 * 1024
 """A certificate chain or key file, at most (a long chain is a few kilobytes)."""
 
