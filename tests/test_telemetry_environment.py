@@ -106,3 +106,54 @@ def test_run_with_workers_refuses_a_variable_each_worker_reads_before_serving(
                           text=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert problem in done.stderr
+
+
+SPELLED = {
+    "disabled=1": ({"OTEL_SDK_DISABLED": "1"}, "OTEL_SDK_DISABLED: '1' is not one of true, false"),
+    "traces=console": (
+        {"OTEL_TRACES_EXPORTER": "console"},
+        "OTEL_TRACES_EXPORTER: 'console' is not supported by the gateway's own exporters (otlp or none; "
+        "another exporter needs a provider of the application's own)",
+    ),
+    "metrics=otlp,prometheus": (
+        {"OTEL_METRICS_EXPORTER": "otlp, prometheus"},
+        "OTEL_METRICS_EXPORTER: 'prometheus' is not supported by the gateway's own exporters",
+    ),
+    "insecure=yes": ({"OTEL_EXPORTER_OTLP_INSECURE": "yes"}, "OTEL_EXPORTER_OTLP_INSECURE: 'yes' is not one of"),
+    "traces insecure=1": (
+        {"OTEL_EXPORTER_OTLP_TRACES_INSECURE": "1"}, "OTEL_EXPORTER_OTLP_TRACES_INSECURE: '1' is not one of true"
+    ),
+    "exemplars=ALWAYS_ON": (
+        {"OTEL_METRICS_EXEMPLAR_FILTER": "ALWAYS_ON"},
+        "OTEL_METRICS_EXEMPLAR_FILTER: 'ALWAYS_ON' is not one of trace_based, always_on, always_off",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("variables", "problem"), SPELLED.values(), ids=SPELLED.keys())
+def test_a_word_the_sdk_would_take_for_another_is_a_config_error_naming_the_variable(
+    variables: dict[str, str], problem: str
+) -> None:
+    """``OTEL_SDK_DISABLED=1`` exported all the same, ``OTEL_TRACES_EXPORTER=console`` exported OTLP (or
+    nothing, without an endpoint), ``..._INSECURE=yes`` was TLS: each without a word. An unknown exemplar
+    filter was a bare ValueError naming no variable."""
+    with pytest.raises(ConfigError) as info:
+        resolve_providers(TelemetryConfig(), environ={**ENDPOINT, **variables})
+    (said,) = info.value.problems
+    assert said.startswith(problem) and info.value.source == "environment"
+    assert environment_config_problems(TelemetryConfig(), {**ENDPOINT, **variables}) == [said]
+
+
+def test_an_exporter_choice_is_checked_without_an_endpoint_too() -> None:
+    """Without an endpoint, ``console`` exported nothing, silently."""
+    environ = {"OTEL_TRACES_EXPORTER": "console"}
+    assert environment_config_problems(TelemetryConfig(), environ)[0].startswith("OTEL_TRACES_EXPORTER: 'console'")
+    with pytest.raises(ConfigError):
+        resolve_providers(TelemetryConfig(), environ=environ)
+
+
+def test_the_words_the_sdk_takes_pass() -> None:
+    good = {**ENDPOINT, "OTEL_SDK_DISABLED": " False", "OTEL_TRACES_EXPORTER": "OTLP", "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_INSECURE": "TRUE", "OTEL_METRICS_EXEMPLAR_FILTER": "always_off"}  # fmt: skip
+    assert environment_config_problems(TelemetryConfig(), good) == []
+    assert environment_config_problems(TelemetryConfig(), {"OTEL_SDK_DISABLED": "true"}) == []

@@ -111,6 +111,10 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
                 problems.append(f"{name}: {problem}")
         if signal == "traces":
             problems += _sampler_problems(environ)
+        if signal == "metrics":
+            problems += _spelled_problems(environ, "OTEL_METRICS_EXEMPLAR_FILTER", _EXEMPLAR_FILTERS, case_blind=False)
+        for name in ("OTEL_EXPORTER_OTLP_INSECURE", f"OTEL_EXPORTER_OTLP_{signal.upper()}_INSECURE"):
+            problems += _spelled_problems(environ, name, _BOOLEANS)
         problems += _length_problems(
             environ,
             (f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", MAX_ENDPOINT),
@@ -205,6 +209,41 @@ def _timeout_problem(text: str) -> str | None:
     return None
 
 
+_BOOLEANS = ("true", "false")
+"""What the SDK reads in ``OTEL_SDK_DISABLED`` and ``OTEL_EXPORTER_OTLP_*INSECURE`` (case-blind): another
+value (``1``, ``yes``) it took as ``false`` without a word: exporting, or TLS, where the operator asked otherwise."""
+_EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
+"""``OTEL_METRICS_EXEMPLAR_FILTER``'s values (exactly): another was a bare ``ValueError`` naming no variable."""
+
+
+def _spelled_problems(
+    environ: Mapping[str, str], name: str, values: tuple[str, ...], *, case_blind: bool = True
+) -> list[str]:
+    """``name`` set to none of ``values`` (as the SDK compares them: case-blind and stripped, or exactly)."""
+    text = environ.get(name)
+    if text is None or (text.strip().lower() if case_blind else text) in values:
+        return []
+    return [f"{name}: {_shown(text)} is not one of {', '.join(values)}"]
+
+
+def exporter_problems(signals: Iterable[Signal], environ: Mapping[str, str]) -> list[str]:
+    """``OTEL_SDK_DISABLED``, and ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` for ``signals`` (those the gateway
+    would export itself, with no provider given): the gateway's own exporters are OTLP, so an entry
+    other than ``otlp`` or ``none`` (``console``, ``otlp_proto_http``, a typo) was ignored without a word,
+    OTLP exported anyway when an endpoint was set and nothing otherwise."""
+    problems = _spelled_problems(environ, "OTEL_SDK_DISABLED", _BOOLEANS)
+    for signal in signals:
+        name = f"OTEL_{signal.upper()}_EXPORTER"
+        entries = [e.strip().lower() for e in environ.get(name, "").split(",") if e.strip()]
+        others = [entry for entry in entries if entry not in ("otlp", "none")]
+        if others:
+            problems.append(
+                f"{name}: {_shown(others[0])} is not supported by the gateway's own exporters (otlp or none; "
+                "another exporter needs a provider of the application's own)"
+            )
+    return problems
+
+
 _SAMPLERS = (
     "always_on", "always_off", "parentbased_always_on", "parentbased_always_off", "traceidratio",
     "parentbased_traceidratio",
@@ -245,4 +284,5 @@ __all__ = [
     "MAX_SERVICE_NAME",
     "Signal",
     "environment_problems",
+    "exporter_problems",
 ]

@@ -24,7 +24,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
 from ..log_throttle import RepeatFilter
-from .environment import Signal, environment_problems
+from .environment import Signal, environment_problems, exporter_problems
 from .names import DEFAULT_SERVICE_NAME
 from .provider_shutdown import Providers
 
@@ -62,7 +62,9 @@ def resolve_providers(
     """Pick each signal's provider (see the module docstring).
 
     Raises:
-        ConfigError: ``OTEL_EXPORTER_OTLP_*PROTOCOL`` names a protocol other than grpc or http/protobuf.
+        ConfigError: an ``OTEL_*`` variable read for a signal without a provider holds a value the SDK
+            would not take as written (``OTEL_EXPORTER_OTLP_*PROTOCOL`` other than grpc or http/protobuf,
+            ``OTEL_TRACES_EXPORTER=console``, ``OTEL_SDK_DISABLED=1``, a number out of bounds...).
     """
     providers = Providers()
     if not config.enabled:
@@ -78,6 +80,9 @@ def resolve_providers(
         wanted.append("metrics")
     if config.export_logs and providers.logger is None:
         wanted.append("logs")
+    problems = exporter_problems(wanted, environ) if wanted else []
+    if problems:  # before they decide which signals are exported
+        raise ConfigError(problems, "environment")
     own = [signal for signal in wanted if _export_requested(config, signal, environ)]
     if providers.tracer is not None or providers.logger is not None or own:
         throttle_attribute_warnings()
@@ -140,7 +145,8 @@ def environment_config_problems(config: TelemetryConfig, environ: Mapping[str, s
     if not config.enabled:
         return []
     signals: list[Signal] = ["traces", "metrics", "logs"] if config.export_logs else ["traces", "metrics"]
-    return _problems([s for s in signals if _export_requested(config, s, environ)], environ)
+    chosen = exporter_problems(signals, environ)
+    return chosen or _problems([s for s in signals if _export_requested(config, s, environ)], environ)
 
 
 def _problems(signals: list[Signal], environ: Mapping[str, str]) -> list[str]:
