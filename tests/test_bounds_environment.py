@@ -17,7 +17,10 @@ from asgi_ws_gateway import ConfigError, load_config
 from asgi_ws_gateway.config.gateway import GatewayConfig
 from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.loading import MAX_ENV_VALUE
-from asgi_ws_gateway.standalone import collector_problems, create_app
+from asgi_ws_gateway.middleware import WebSocketGateway
+from asgi_ws_gateway.plugins import PLUGINS_ENV
+from asgi_ws_gateway.standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV, collector_problems, create_app, not_found
+from asgi_ws_gateway.startup import STANDALONE_VARIABLES
 from asgi_ws_gateway.telemetry.environment import MAX_ENDPOINT, MAX_LIST, MAX_SERVICE_NAME
 from asgi_ws_gateway.telemetry.providers import environment_config_problems
 
@@ -43,6 +46,32 @@ def test_an_access_log_variable_spelled_exactly_is_taken(monkeypatch: pytest.Mon
     monkeypatch.setattr(logging.getLogger("asgi_ws_gateway.access"), "disabled", False)
     create_app(GatewayConfig())
     assert logging.getLogger("asgi_ws_gateway.access").disabled == (value == "off")
+
+
+@pytest.mark.parametrize("name", sorted(STANDALONE_VARIABLES))
+def test_a_standalone_variable_set_around_a_middleware_is_a_warning_naming_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """``ASGI_WS_GATEWAY_ACCESS_LOG=off uvicorn app:app`` (a ``WebSocketGateway`` of the user's) kept the access
+    log on, and ``ASGI_WS_GATEWAY_GC=tuned`` left the collector alone, without a word: only the standalone
+    gateway reads them."""
+    monkeypatch.setenv(name, "off" if name.endswith("ACCESS_LOG") else "tuned")
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
+        WebSocketGateway(not_found, config=GatewayConfig())
+    (warning,) = [record.getMessage() for record in caplog.records if name in record.getMessage()]
+    assert warning.startswith(f"{name} is set, but only asgi-ws-gateway run and asgi_ws_gateway.standalone:create_app")
+    assert STANDALONE_VARIABLES[name] in warning
+
+
+def test_the_standalone_gateway_reads_its_variables_without_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ASGI_WS_GATEWAY_ACCESS_LOG", "json")
+    monkeypatch.setenv("ASGI_WS_GATEWAY_GC", "python")
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
+        create_app(GatewayConfig())
+    assert not [record for record in caplog.records if "is set, but only" in record.getMessage()]
+    assert set(STANDALONE_VARIABLES) == {CONFIG_ENV, ACCESS_LOG_ENV, GC_ENV, PLUGINS_ENV}
 
 
 def test_a_collector_mode_is_quoted_at_most_forty_characters(monkeypatch: pytest.MonkeyPatch) -> None:

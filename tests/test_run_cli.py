@@ -82,6 +82,21 @@ async def test_json_access_log_flag_overrides_the_config(tmp_path: Path, upstrea
     assert all(record["client"].startswith("127.0.0.1:") for record in records)
 
 
+async def test_the_access_log_variable_is_taken_as_the_flag_when_no_flag_is_given(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """``ASGI_WS_GATEWAY_ACCESS_LOG=json`` exported for ``run`` was dropped without a word (text lines)."""
+    config = _config(tmp_path, upstream_server, telemetry={"access_log": "text"})
+    with ready_server(lambda port: [*RUN, str(config), "--port", str(port)],
+                      env={"ASGI_WS_GATEWAY_ACCESS_LOG": "json"}) as server:  # fmt: skip
+        await _one_accepted_one_refused(server.port)
+        assert server.stop() == 0
+        stdout = server.stdout()
+    records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert sorted(record["status"] for record in records) == [101, 403]
+    assert not _gateway_lines(stdout, '"WebSocket /echo" 101 echo')  # no text line
+
+
 async def test_no_access_log_silences_both_access_logs(tmp_path: Path, upstream_server: UpstreamServer) -> None:
     """``--no-access-log``: neither the gateway's lines nor uvicorn's HTTP access lines; the rest stays."""
     with _start(_config(tmp_path, upstream_server), "--no-access-log") as server:

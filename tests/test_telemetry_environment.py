@@ -92,8 +92,11 @@ def test_the_gateways_own_choices_are_checked_with_the_signal_that_reads_them() 
     [
         ({"ASGI_WS_GATEWAY_SPANS": "lean", **ENDPOINT}, "ASGI_WS_GATEWAY_SPANS: 'lean' is not supported"),
         ({"ASGI_WS_GATEWAY_GC": "aggressive"}, "ASGI_WS_GATEWAY_GC: 'aggressive' is not supported (tuned or python)"),
+        # run dropped it without a word, the access log on in the config's format
+        ({"ASGI_WS_GATEWAY_ACCESS_LOG": "JSON"}, "ASGI_WS_GATEWAY_ACCESS_LOG: 'JSON' is not one of off, text or json"),
+        ({"OTEL_TRACES_EXPORTER": "console"}, "OTEL_TRACES_EXPORTER: 'console' is not supported"),
     ],
-    ids=["spans", "gc"],
+    ids=["spans", "gc", "access-log", "exporter"],
 )
 def test_run_with_workers_refuses_a_variable_each_worker_reads_before_serving(
     tmp_path: Path, variables: dict[str, str], problem: str

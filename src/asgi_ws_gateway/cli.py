@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: %(default)s)")
     run.add_argument(
         "--access-log-format", choices=("text", "json"),
-        help="format of the gateway's access log, one line per connection (default: the config's telemetry.access_log)",
+        help="format of the gateway's access log, one line per connection (default: $ASGI_WS_GATEWAY_ACCESS_LOG, "
+        "else the config's telemetry.access_log)",
     )  # fmt: skip
     run.add_argument("--no-access-log", action="store_true", help="write no access log (the gateway's nor uvicorn's)")
     run.add_argument(
@@ -169,14 +170,15 @@ def _configured(args: argparse.Namespace) -> int:
         config = policies.config
         if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
             from .server.serving import graceful_shutdown_timeout  # uvicorn, the server, the management API
-            from .standalone import collector_problems
+            from .standalone import access_log_problems, collector_problems
             from .startup import variable_problems
             from .telemetry.providers import environment_config_problems
 
             args.shutdown_timeout = graceful_shutdown_timeout(config)
             args.head_bytes = _request_head_bytes(config.handshake_limits)
+            flagged = args.no_access_log or args.access_log_format  # the flags replace the variable
             environment = [*variable_problems(), *environment_config_problems(config.telemetry),
-                           *collector_problems()]  # fmt: skip
+                           *collector_problems(), *([] if flagged else access_log_problems())]  # fmt: skip
             if environment:
                 raise ConfigError(environment, "environment")
     except ConfigError as exc:
@@ -207,6 +209,10 @@ def _run(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
     os.environ.setdefault(GC_ENV, "tuned")  # the gateway is each worker's whole application
+    if not (args.no_access_log or args.access_log_format):  # the operator's variable (checked), as the flags
+        # It was dropped without a word: the access log stayed on, in the config's format.
+        access = os.environ.get(ACCESS_LOG_ENV)
+        args.no_access_log, args.access_log_format = access == "off", access if access in ("text", "json") else None
     access = "off" if args.no_access_log else args.access_log_format
     if access:
         os.environ[ACCESS_LOG_ENV] = access

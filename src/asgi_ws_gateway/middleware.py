@@ -37,7 +37,7 @@ from .relay.close_codes import CLIENT_GONE, SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
 from .routing import Router, resolve_scope
-from .startup import StartupFailure, built_by_starlette, variable_problems
+from .startup import StartupFailure, built_by_starlette, unread_variable_warnings, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry
 from .telemetry.values import client_text
@@ -123,7 +123,8 @@ class WebSocketGateway(AdmissionChecks):
         self._policies: GatewayPolicies
         self._install(policies)
         redact.add_sensitive_headers(_credential_headers(self.config))
-        for warning in [*config_warnings(self.config), *policies.warnings]:
+        unread = [] if getattr(app, "standalone", False) else unread_variable_warnings()
+        for warning in [*config_warnings(self.config), *policies.warnings, *unread]:
             logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider

@@ -115,6 +115,9 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
 class StandaloneApp:
     """What the standalone gateway wraps: health endpoints (GET and HEAD), 426 on API paths, 404 elsewhere."""
 
+    standalone = True
+    """Read by ``WebSocketGateway``: the standalone variables (``startup.STANDALONE_VARIABLES``) are this app's."""
+
     def __init__(self, *, settle: bool = False) -> None:
         self.gateway: WebSocketGateway | None = None  # set once the gateway around this app exists
         self.settle = settle

@@ -11,7 +11,9 @@ request is refused (HTTP 500, WebSocket 500 or close 1011) and the problems are 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 from ._types import Receive, Scope, Send
 from .errors import ConfigError
@@ -49,6 +51,29 @@ def variable_problems() -> list[str]:
     return list(_VARIABLE_PROBLEMS)
 
 
+STANDALONE_VARIABLES = {
+    "ASGI_WS_GATEWAY_CONFIG": "the config= it is given",
+    "ASGI_WS_GATEWAY_ACCESS_LOG": "telemetry.access_log in its configuration (off: disable the logger "
+    "asgi_ws_gateway.access)",
+    "ASGI_WS_GATEWAY_GC": "asgi_ws_gateway.standalone.settle_collector(), called at the end of the application's "
+    "start-up",
+    "ASGI_WS_GATEWAY_PLUGINS": "the configuration's plugins, or modules the application imports first",
+}
+"""The variables only the standalone gateway reads (``run``'s workers, ``asgi_ws_gateway.standalone:create_app``),
+each with what does its work for a ``WebSocketGateway`` in an application of the user's."""
+
+
+def unread_variable_warnings(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The :data:`STANDALONE_VARIABLES` set where a ``WebSocketGateway`` wraps an application of the user's:
+    nothing reads them there, and ``ASGI_WS_GATEWAY_ACCESS_LOG=off`` (say) was ignored without a word."""
+    return [
+        f"{name} is set, but only asgi-ws-gateway run and asgi_ws_gateway.standalone:create_app read it: this "
+        f"WebSocketGateway ignores it (use {instead})"
+        for name, instead in STANDALONE_VARIABLES.items()
+        if environ.get(name)
+    ]
+
+
 class StartupFailure:
     """An ASGI app that fails the lifespan start-up with ``error``'s message and refuses requests."""
 
@@ -82,4 +107,11 @@ class StartupFailure:
         await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["StartupFailure", "built_by_starlette", "report_variable_problem", "variable_problems"]
+__all__ = [
+    "STANDALONE_VARIABLES",
+    "StartupFailure",
+    "built_by_starlette",
+    "report_variable_problem",
+    "unread_variable_warnings",
+    "variable_problems",
+]
