@@ -59,7 +59,7 @@ def test_a_standalone_variable_set_around_a_middleware_is_a_warning_naming_it(
     with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
         WebSocketGateway(not_found, config=GatewayConfig())
     (warning,) = [record.getMessage() for record in caplog.records if name in record.getMessage()]
-    assert warning.startswith(f"{name} is set, but only asgi-ws-gateway run and asgi_ws_gateway.standalone:create_app")
+    assert warning.startswith(f"{name} is set, but only asgi-ws-gateway run reads it (and its create_app factories)")
     assert STANDALONE_VARIABLES[name] in warning
 
 

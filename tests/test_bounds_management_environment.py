@@ -5,6 +5,7 @@ under a prefix that moves their cluster hash tag."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from asgi_ws_gateway.management import standalone as management_standalone
 from asgi_ws_gateway.management.cli import TOKEN_ENV
 from asgi_ws_gateway.management.mount_path import MAX_MANAGEMENT_PATH
 from asgi_ws_gateway.standalone import CONFIG_ENV, not_found
+from asgi_ws_gateway.startup import MANAGEMENT_VARIABLES
 
 TOKEN = "a-long-enough-admin-token-for-tests"
 GATEWAY_CONFIG = {"apis": [{"name": "a", "path": "/a", "upstreams": ["ws://127.0.0.1:1/x"]}]}
@@ -62,3 +64,38 @@ def test_the_bounds_are_the_options() -> None:
     from asgi_ws_gateway import cli
 
     assert cli.MAX_PREFIX == limits.MAX_PREFIX
+
+
+@pytest.mark.parametrize("name", sorted(MANAGEMENT_VARIABLES))
+def test_a_run_variable_set_around_an_applications_management_is_a_warning_naming_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """``ASGI_WS_GATEWAY_STATE=/var/lib/gw.json uvicorn app:app`` kept the changes in memory without a word:
+    only ``run --management``'s workers read it; ``GatewayManagement`` takes its arguments."""
+    monkeypatch.setenv(name, "9001" if name.endswith("PORT") else "/x")
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
+        _mount()
+    (warning,) = [record.getMessage() for record in caplog.records if name in record.getMessage()]
+    assert "this GatewayManagement ignores it" in warning and MANAGEMENT_VARIABLES[name] in warning
+
+
+def test_run_managements_own_variables_are_read_without_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.json"
+    config.write_text('{"apis": []}')
+    for name, value in {
+        CONFIG_ENV: str(config),
+        TOKEN_ENV: TOKEN,
+        management_standalone.STATE_ENV: str(tmp_path / "s"),
+        management_standalone.PATH_ENV: "/_admin",
+        management_standalone.PREFIX_ENV: "ns",
+    }.items():
+        monkeypatch.setenv(name, value)  # fmt: skip
+    monkeypatch.delenv(management_standalone.REDIS_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
+        assert management_standalone.create_app().path == "/_admin"
+    assert not [record for record in caplog.records if "is set, but only" in record.getMessage()]
+    names = {management_standalone.PATH_ENV, management_standalone.PORT_ENV, management_standalone.STATE_ENV,
+             management_standalone.PREFIX_ENV}  # fmt: skip
+    assert set(MANAGEMENT_VARIABLES) == names

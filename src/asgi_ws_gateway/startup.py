@@ -61,15 +61,28 @@ STANDALONE_VARIABLES = {
 }
 """The variables only the standalone gateway reads (``run``'s workers, ``asgi_ws_gateway.standalone:create_app``),
 each with what does its work for a ``WebSocketGateway`` in an application of the user's."""
+MANAGEMENT_VARIABLES = {
+    "ASGI_WS_GATEWAY_MANAGEMENT_PATH": "path=",
+    "ASGI_WS_GATEWAY_MANAGEMENT_PORT": "port=",
+    "ASGI_WS_GATEWAY_STATE": "store=FileStore(path)",
+    "ASGI_WS_GATEWAY_REDIS_PREFIX": "redis_prefix=",
+}
+"""As :data:`STANDALONE_VARIABLES`, for ``GatewayManagement`` (``run --management``'s workers,
+``asgi_ws_gateway.management.standalone:create_app``); ``ASGI_WS_GATEWAY_REDIS`` and ``..._ADMIN_TOKEN``
+are the management commands' too, often exported shell-wide, and not listed."""
 
 
-def unread_variable_warnings(environ: Mapping[str, str] = os.environ) -> list[str]:
-    """The :data:`STANDALONE_VARIABLES` set where a ``WebSocketGateway`` wraps an application of the user's:
-    nothing reads them there, and ``ASGI_WS_GATEWAY_ACCESS_LOG=off`` (say) was ignored without a word."""
+def unread_variable_warnings(
+    component: str = "WebSocketGateway",
+    variables: Mapping[str, str] = STANDALONE_VARIABLES,
+    environ: Mapping[str, str] = os.environ,
+) -> list[str]:
+    """The ``variables`` set where ``component`` is built by an application of the user's: nothing reads
+    them there, and ``ASGI_WS_GATEWAY_ACCESS_LOG=off`` (say) was ignored without a word."""
     return [
-        f"{name} is set, but only asgi-ws-gateway run and asgi_ws_gateway.standalone:create_app read it: this "
-        f"WebSocketGateway ignores it (use {instead})"
-        for name, instead in STANDALONE_VARIABLES.items()
+        f"{name} is set, but only asgi-ws-gateway run reads it (and its create_app factories): this {component} "
+        f"ignores it (use {instead})"
+        for name, instead in variables.items()
         if environ.get(name)
     ]
 
@@ -108,6 +121,7 @@ class StartupFailure:
 
 
 __all__ = [
+    "MANAGEMENT_VARIABLES",
     "STANDALONE_VARIABLES",
     "StartupFailure",
     "built_by_starlette",

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..middleware import WebSocketGateway
 from ..redis_client import connect
 from ..routing import route_target
+from ..startup import MANAGEMENT_VARIABLES, unread_variable_warnings
 from .admin_auth import Auth, token_auth
 from .app import create_management_app
 from .bus import Bus, RedisBus
@@ -125,8 +126,12 @@ class GatewayManagement:
         self.app = app
         self.path = "/" + path.strip("/")
         self.port = port
+        gateway = gateway or find_gateway(app)
+        if not getattr(gateway.app, "standalone", False):  # else run's (asgi_ws_gateway.management.standalone)
+            for warning in unread_variable_warnings("GatewayManagement", MANAGEMENT_VARIABLES):
+                logger.warning("%s", warning)
         self.manager = Manager(
-            gateway or find_gateway(app),
+            gateway,
             store=store,
             bus=bus,
             poll_interval=poll_interval,
