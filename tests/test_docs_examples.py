@@ -22,6 +22,8 @@ defaults the README's field tables and the blocks marked "the defaults" show are
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import re
 import sys
@@ -39,9 +41,10 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.cli import main
 from asgi_ws_gateway.config.apis import ApiConfig
 from asgi_ws_gateway.config.gateway import GatewayConfig
-from asgi_ws_gateway.errors import ConfigError
+from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
 from asgi_ws_gateway.json_names import load_unique
-from asgi_ws_gateway.policies.base import REGISTRY
+from asgi_ws_gateway.management import GatewayManagement, ManagementClient
+from asgi_ws_gateway.policies.base import REGISTRY, deny
 from asgi_ws_gateway.policies.build import load_policies
 from asgi_ws_gateway.policies.message_base import MESSAGE_REGISTRY
 from asgi_ws_gateway.state.memory import MemoryState
@@ -350,3 +353,67 @@ def test_the_yaml_blocks_that_say_they_show_the_defaults_do() -> None:
         assert {**default, **_parse(block)[section]} == default, f"{block.where}: {section}"
         checked += 1
     assert checked >= 2
+
+
+# Public constructors whose keyword arguments the docs spell out: every argument shown, none missing, and
+# each default written as a literal (`10`, `None`, `False`, `"denied"`) the signature's.
+def _parameters(call: Any) -> dict[str, Any]:
+    return {name: p.default for name, p in inspect.signature(call).parameters.items() if name != "self"}
+
+
+def _spelled_call(doc: str, start: str) -> str:
+    """The call written in ``doc`` from ``start`` (``ManagementClient(``) to its closing ``)` ``, on one line."""
+    return " ".join((ROOT / "docs" / doc).read_text().split(start, 1)[1].split(")`", 1)[0].split())
+
+
+SPELLED_CALLS = [
+    (WebSocketGateway, "telemetry.md", "`WebSocketGateway("),
+    (ManagementClient, "management.md", "`ManagementClient("),
+    (HandshakeDenied, "policies.md", "`HandshakeDenied("),
+    (deny, "policies.md", "`deny("),
+]
+
+
+@pytest.mark.parametrize(("call", "doc", "start"), SPELLED_CALLS, ids=[start[1:-1] for _, _, start in SPELLED_CALLS])
+def test_a_constructor_spelled_in_the_docs_is_the_signature(call: Any, doc: str, start: str) -> None:
+    """``ManagementClient``'s ``transport=`` was left out of its one line in docs/management.md."""
+    parameters = _parameters(call)
+    shown: dict[str, str] = {}  # "" for a positional argument
+    for piece in _spelled_call(doc, start).split(","):
+        name, _, default = piece.strip().partition("=")
+        if name.isidentifier():
+            shown[name] = default
+    assert list(shown) == list(parameters)
+    for name, default in shown.items():
+        try:
+            literal = ast.literal_eval(default) if default else inspect.Parameter.empty
+        except (ValueError, SyntaxError):  # `64 MiB`: words, not checked
+            continue
+        assert literal in (..., parameters[name]), name  # `...`: whatever you pass
+
+
+def _management_arguments() -> list[tuple[list[str], str]]:
+    lines = (ROOT / "docs" / "management.md").read_text().split("| argument | default | meaning |", 1)[1]
+    rows = []
+    for line in lines.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        rows.append((re.findall(r"`(\w+)`", cells[0]), cells[1]))
+    return rows
+
+
+def test_the_management_arguments_table_is_gateway_managements_signature() -> None:
+    """``bus=`` and ``gateway=`` were missing from the table; each default shown is the signature's (a word
+    such as "none" or "in memory" is ``None`` or nothing)."""
+    parameters = _parameters(GatewayManagement)
+    rows = _management_arguments()
+    assert sorted(name for names, _ in rows for name in names) == sorted(set(parameters) - {"app"})
+    for names, shown in rows:
+        cells = shown.split(", ") if len(names) > 1 else [shown]
+        for name, cell in zip(names, cells, strict=True):
+            literal = re.match(r"`([^`]+)`", cell)
+            if literal is None:
+                assert not parameters[name], f"{name}: {cell!r}, but the default is {parameters[name]!r}"
+            else:
+                assert yaml.safe_load(literal.group(1)) == parameters[name], name
