@@ -127,6 +127,12 @@ _DONE = {"200": _json({"type": "object", "description": "worker: the one holding
 _KEYED = _ref("SubscriptionWithKey")
 
 
+def _status_document(statuses: list[str], **more: dict[str, str]) -> dict[str, object]:
+    """``/healthz``'s and ``/readyz``'s answers: ``{"status": ...}`` and ``more``, nothing else."""
+    properties = {"status": {"type": "string", "enum": statuses}, **more}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
@@ -156,11 +162,19 @@ def openapi_document() -> dict[str, Any]:
     }
     api, warned_api, warned_product = _ref("ApiConfig"), _ref("ApiConfigWithWarnings"), _ref("ProductWithWarnings")
     paths = {
-        "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"})}, public=True)},
+        "/healthz": {"get": _op("Liveness", {"200": _json(_status_document(["ok"]))}, public=True)},
         "/readyz": {
             "get": _op(
-                "Readiness: 503 while starting or draining",
-                {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "not ready")},
+                "Readiness: 503 while starting, draining or full (at max_connections)",
+                {
+                    "200": _json(
+                        _status_document(
+                            ["ready"],
+                            revision={"type": "integer", "description": "the revision of the API changes served"},
+                        )
+                    ),
+                    "503": _json(_status_document(["draining", "full", "starting"]), "not ready"),
+                },
                 public=True,
             )
         },
