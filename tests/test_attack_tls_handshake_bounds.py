@@ -30,7 +30,7 @@ import pytest
 from asgi_ws_gateway.server.head_deadline import TLS_UNBOUNDED
 from support import tls as test_tls
 from support.processes import ServerProcess, ready_server
-from support.tls import make_ca
+from support.tls import healthz, make_ca
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
 
@@ -176,22 +176,13 @@ def test_a_client_that_never_answers_close_notify_is_closed_at_the_head_deadline
             assert not _held(tcp, within=LOOP_SHUTDOWN_TIMEOUT / 2)
 
 
-def _healthz(port: int, context: ssl.SSLContext) -> bytes:
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
-    ):
-        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-        return client.recv(4096)
-
-
 def test_tls_served_on_a_loop_without_the_bounds_is_warned_of_once(tmp_path: Path) -> None:
     """uvicorn's own loop serves TLS as before, with one WARNING naming the loop to use (checked on leaving)."""
     ca = make_ca(tmp_path)
     context = ssl.create_default_context(cafile=str(ca.ca_file))
     with _tls_server(tmp_path, ca, loop="auto") as server:
         for _ in range(2):
-            assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
+            assert healthz(server.port, context).startswith(b"HTTP/1.1 200")
 
 
 BIG = 8 << 20  # more than the kernel's send buffer takes (4 MiB at most): the rest waits in the transports

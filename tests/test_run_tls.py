@@ -27,7 +27,7 @@ from asgi_ws_gateway.server.head_deadline import TLS_UNBOUNDED
 from support import tls as test_tls
 from support.configs import build_config, write_config
 from support.processes import ready_server
-from support.tls import make_ca
+from support.tls import healthz, make_ca
 from support.upstream import UpstreamServer
 
 PASSWORD_ENV = "ASGI_WS_GATEWAY_SSL_KEYFILE_PASSWORD"
@@ -55,15 +55,6 @@ def _encrypted_key(ca: test_tls.TestCA, directory: Path) -> Path:
     return path
 
 
-def _healthz(port: int, context: ssl.SSLContext) -> bytes:
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
-    ):
-        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-        return client.recv(4096)
-
-
 @pytest.mark.parametrize("passthrough", [True, False], ids=["spliced", "relayed"])
 @pytest.mark.parametrize("encrypted", [False, True], ids=["key", "encrypted-key"])
 async def test_run_serves_wss_and_https_with_its_own_certificate(
@@ -86,7 +77,7 @@ async def test_run_serves_wss_and_https_with_its_own_certificate(
                     assert await ws.recv() == message
                 await ws.close(4001, "done")
             assert ws.close_code == 4001
-            assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
+            assert healthz(server.port, context).startswith(b"HTTP/1.1 200")
             with socket.create_connection(("127.0.0.1", server.port), timeout=5) as plain:  # no plain text here
                 plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
                 assert not plain.recv(4096).startswith(b"HTTP/")
@@ -182,7 +173,7 @@ def test_run_warns_of_a_certificate_clients_will_refuse_or_soon(
     with ready_server(command) as server:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the dates are what is tested
-        assert _healthz(server.port, context).startswith(b"HTTP/1.1 200")
+        assert healthz(server.port, context).startswith(b"HTTP/1.1 200")
         assert server.stop() == 0
         stderr = server.stderr()
     warnings = [line for line in stderr.splitlines() if line.startswith("warning: --ssl-certfile:")]

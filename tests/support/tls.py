@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["TestCA", "make_ca"]
+__all__ = ["TestCA", "healthz", "make_ca"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,13 @@ def make_ca(directory: Path) -> TestCA:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return TestCA(ca_file, cert_file, key_file)
+
+
+def healthz(port: int, context: ssl.SSLContext) -> bytes:
+    """The first bytes of the answer to ``GET /healthz`` over TLS on 127.0.0.1:``port``."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
+    ):
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        return client.recv(4096)
