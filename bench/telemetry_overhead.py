@@ -166,10 +166,11 @@ def _quiet_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads: exporters included)."""
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` (all its threads: exporters included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 async def _throughput(url: str, conns: int, seconds: float) -> float:
@@ -362,7 +363,11 @@ def _run(args: argparse.Namespace) -> int:
 Results = dict[str, dict[str, list[float]]]
 """variant -> measure -> per-round values; measures: ``throughput``/``handshakes`` (per second of
 wall clock) and ``throughput_cpu``/``handshakes_cpu`` (gateway CPU microseconds per operation)."""
-MEASURES = ("throughput", "throughput_cpu", "handshakes", "handshakes_cpu")
+MEASURES = (
+    "throughput", "throughput_cpu", "throughput_user", "throughput_sys",
+    "handshakes", "handshakes_cpu", "handshakes_user", "handshakes_sys",
+)  # fmt: skip
+"""``*_cpu``: user + system; ``*_user`` and ``*_sys`` its parts (instruction counts see user time alone)."""
 
 
 async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[str, int]) -> Results:
@@ -373,11 +378,14 @@ async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[s
         await _handshakes(urls[variant], args.conns, 0.5)
 
     async def one(variant: str, measure: str, run: Callable[[str, int, float], Any]) -> None:
-        cpu, started = _cpu_seconds(pids[variant]), time.perf_counter()
+        (user, system), started = _cpu_seconds(pids[variant]), time.perf_counter()
         ops = await run(urls[variant], args.conns, args.seconds)
-        elapsed, cpu = time.perf_counter() - started, _cpu_seconds(pids[variant]) - cpu
+        elapsed, (user_after, system_after) = time.perf_counter() - started, _cpu_seconds(pids[variant])
+        user, system = user_after - user, system_after - system
         results[variant][measure].append(ops / elapsed)
-        results[variant][f"{measure}_cpu"].append(cpu / ops * 1e6)
+        results[variant][f"{measure}_cpu"].append((user + system) / ops * 1e6)
+        results[variant][f"{measure}_user"].append(user / ops * 1e6)
+        results[variant][f"{measure}_sys"].append(system / ops * 1e6)
 
     names = list(urls)
     for i in range(args.rounds):  # each round measures every variant, in a rotated order
@@ -403,7 +411,7 @@ def _report(
             ons = results[variant][measure]
             ratios = [on / base for on, base in zip(ons, off[measure], strict=True)]  # paired: same round
             ratio = statistics.median(ratios)
-            per_op = measure.endswith("_cpu")  # CPU per operation: more is worse
+            per_op = measure.endswith(("_cpu", "_user", "_sys"))  # CPU per operation: more is worse
             report[variant][measure] = {
                 "median": round(statistics.median(ons), 1),
                 "on_off_ratio": round(ratio, 4),
@@ -416,7 +424,9 @@ def _report(
 
 def _print(report: dict[str, Any]) -> None:
     print(f"{report['rounds']} rounds x {report['seconds']} s, {report['conns']} connections, 64 B messages")
-    units = {"throughput": "msg/s", "throughput_cpu": "us CPU/msg", "handshakes": "hs/s", "handshakes_cpu": "us CPU/hs"}
+    units = {"throughput": "msg/s", "handshakes": "hs/s"}
+    for measure, per in (("throughput", "msg"), ("handshakes", "hs")):
+        units |= {f"{measure}_{part}": f"us {part}/{per}" for part in ("cpu", "user", "sys")}
     print("off:  " + ", ".join(f"{measure} {report['off'][measure]} {units[measure]}" for measure in MEASURES))
     for variant in report:
         if variant not in VARIANTS:
