@@ -33,20 +33,22 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from asgi_ws_gateway.passthrough.lingering_close import lingering
+from asgi_ws_gateway.passthrough.lingering_close import LINGER_BYTES, lingering
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
+from asgi_ws_gateway.passthrough.sides import REFUSED_BYTES
 from asgi_ws_gateway.passthrough.splice import Splice
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
-from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawhttp import accept_upstream, flood_bound, handshake, ws_frame
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="Linux's TCP behaviour is what is measured"),
 ]
 
-BOUND = 32 * 1024 * 1024
-"""What a closed client may get the gateway to read: the linger's 1 MiB, the sockets' buffers, and room."""
+BOUND = flood_bound(REFUSED_BYTES + LINGER_BYTES)
+"""What a closed client may get the kernel to take: a closed side's read-out (16 MiB), the linger's 1 MiB, the
+gateway's receive buffer, and room."""
 CLOSE = ws_frame(0x8, struct.pack("!H", 1000))
 BAD = ws_frame(0x3, b"x")  # a reserved opcode: a framing error
 SMALL = ws_frame(0x2, b"s" * 1020, mask=False)

@@ -20,11 +20,12 @@ import pytest
 import pytest_asyncio
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.passthrough.lingering_close import LINGER_BYTES
 from asgi_ws_gateway.server import GatewayH11Protocol, GatewayHTTPProtocol, GatewayWebSocketProtocol
 from asgi_ws_gateway.standalone import not_found
 from support.configs import build_config
 from support.processes import GatewayProcess, traceback_free_gateway
-from support.rawhttp import handshake, refused_then_flooding, status_of
+from support.rawhttp import flood_bound, handshake, refused_then_flooding, status_of
 from support.servers import UvicornServer
 
 pytestmark = [
@@ -40,8 +41,8 @@ REFUSED = {
     "the head limit's 414": (b"GET /" + b"a" * 70_000, 414),
 }
 """Requests the gateway's HTTP protocol refuses itself, and their status."""
-BOUND = 32 * 1024 * 1024
-"""What a refused client may get the gateway to read: the linger's 1 MiB, the sockets' buffers, and room."""
+BOUND = flood_bound(LINGER_BYTES)
+"""What a refused client may get the kernel to take: the linger's 1 MiB, the gateway's receive buffer, and room."""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
