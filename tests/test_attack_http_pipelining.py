@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,38 @@ async def test_a_client_that_pipelines_without_reading_does_not_grow_the_worker(
         other.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert grown < 50 * 1024, f"the worker grew by {grown / 1024:.0f} MiB ({sent} bytes sent)"
+
+
+@pytest.mark.parametrize("leave", ["close", "reset"])
+async def test_a_client_gone_while_a_request_ahead_of_a_queued_one_is_answered_is_told_to_its_application(
+    leave: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two requests pipelined, the client gone while the first is answered: its application is told, and its
+    response after that is dropped quietly. uvicorn told only the newest request read (the queued one): the
+    first waited on for ``http.disconnect``, and its response raised into it (uvloop), a traceback logged."""
+    started, events = threading.Event(), []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "http.request"  # the request's (empty) body
+        started.set()
+        with contextlib.suppress(TimeoutError):
+            events.append((await asyncio.wait_for(receive(), 3))["type"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with UvicornServer(app, http=GatewayHTTPProtocol, lifespan="off", log_level="info") as server:
+
+        def send_and_leave() -> None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(HEALTHZ + HEALTHZ)  # one read: the second is queued behind the first
+                assert started.wait(5)
+                if leave == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        await asyncio.to_thread(send_and_leave)
+        for _ in range(50):  # told at once, or after the application's 3 s
+            if len(events) and not server.server.server_state.tasks:
+                break
+            await asyncio.sleep(0.1)
+    assert events == ["http.disconnect"]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]

@@ -141,6 +141,16 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
         self.flow = _ReadingGate(transport)
         self._unparsed = bytearray()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn tells the newest request read (self.cycle) that its client went; the one being answered
+        # may be an earlier one, with requests queued behind it: its application waited on for http.disconnect,
+        # or wrote to the closed transport (uvloop: a RuntimeError, logged with its traceback as its failure).
+        for cycle in self._cycles():
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+        super().connection_lost(exc)
+
     def data_received(self, data: bytes) -> None:
         if self._deferred_upgrade is not None:  # the client's first frames: the WebSocket protocol's
             self._deferred_upgrade += data
