@@ -281,16 +281,26 @@ async def test_a_client_gone_behind_its_flood_while_a_400_waits_is_told_to_the_a
     assert events == ["http.disconnect"]
 
 
+CLOSING_FIRST = {
+    "connection-close": b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    # uvicorn closes after any HTTP/1.0 request; llhttp keeps this one alive (held, as pipelined, before).
+    "http10-keep-alive": b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    # That request answered, and one read with it queued behind it, never to be served.
+    "http10-then-queued": b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /q HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
 @pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+@pytest.mark.parametrize("first", CLOSING_FIRST)
 @pytest.mark.parametrize(
     "behind", [b"\0junk\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"], ids=["junk", "a-request"]
 )
 async def test_a_client_gone_behind_a_connection_close_request_is_told_to_the_application(
-    http: object, behind: bytes
+    http: object, first: str, behind: bytes
 ) -> None:
-    """A client that sends a ``Connection: close`` request, then (in a later read) bytes behind it, and
-    closes, while the application waits for ``http.disconnect``: the application is told the client went
-    (held unparsed behind the request, those bytes paused the reads and left the client's close unread)."""
+    """A client that sends a request after which the connection closes, then (in a later read) bytes behind
+    it, and closes, while the application waits for ``http.disconnect``: the application is told the client
+    went (held unparsed behind the request, those bytes paused the reads and left the client's close unread)."""
     told = threading.Event()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -303,7 +313,7 @@ async def test_a_client_gone_behind_a_connection_close_request_is_told_to_the_ap
 
         def send_and_leave() -> None:
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                sock.sendall(CLOSING_FIRST[first])
                 assert not told.wait(0.3)  # the request is read (and answered) alone: still waiting
                 sock.sendall(behind)
 

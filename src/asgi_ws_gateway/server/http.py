@@ -134,7 +134,7 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
     _head_open = False  # httptools began a request head and has not finished it
     _body_open = False  # httptools finished a request head and has not finished its body
     _running: Any = None  # the request being answered (uvicorn's self.cycle is the newest one read)
-    _parser_closed = False  # the last request read asked to close: nothing behind it is served
+    _parser_closed = False  # a request read asked to close (or is HTTP/1.0): nothing behind it is served
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -214,7 +214,10 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
         cycle = self.cycle
         answered = self._body_open and cycle is not None and cycle.response_complete and self._waiting_for_head()
         self._body_open = False
-        self._parser_closed = not self.parser.should_keep_alive()
+        # uvicorn closes after the response to a request that asked to, and to any HTTP/1.0 one (llhttp keeps one
+        # with Connection: keep-alive alive): from the first such request read, nothing behind is served.
+        if not self.parser.should_keep_alive() or self.parser.get_http_version() == "1.0":
+            self._parser_closed = True
         super().on_message_complete()
         if answered:
             self._answered_body_ended()
