@@ -194,6 +194,14 @@ class GatewayHTTPProtocol(_BoundedShutdown, HeadDeadline, HttpToolsUpgrades):
                 self.flow.release()
         elif self._refused or self.transport.is_closing() or self.transport.get_protocol() is not self:
             held.clear()  # not to be read
+        elif self._parser_closed and self._answers_pending():
+            # Behind a request that asked to close, in the read that brought it: dropped as in a later read
+            # (held, it paused the reads, and a client that left went unseen for as long as the response took).
+            self._drop_following()
+            self._dropped += len(held)
+            held.clear()
+            if self._deferred_upgrade is None and self._deferred_400 is None:
+                self.flow.release()
         else:
             self.flow.hold()
 
