@@ -408,17 +408,20 @@ class HeadDeadline(asyncio.Protocol):
             cycle.waiting_for_100_continue = False
             cycle.message_event.set()
             if cycle.response_started:
+                self._invalid_request_line("closed, its response begun")
                 self._refuse(b"")
                 return
         if self._answers_pending():
-            self._deferred_400 = msg
+            self._deferred_400 = msg  # its line once it is written (a request that closes the connection: never)
             self._drop_following()
             return
         if self.transport.is_closing():
             return
         if not self._may_write_400():
+            self._invalid_request_line("closed, its request answered already")
             self._refuse(b"")
             return
+        self._invalid_request_line("400")
         transport, written = self.transport, _Written()
         self.transport = written  # type: ignore[assignment]
         try:
@@ -426,6 +429,11 @@ class HeadDeadline(asyncio.Protocol):
         finally:
             self.transport = transport
         self._refuse(b"".join(written.parts))
+
+    def _invalid_request_line(self, outcome: str) -> None:
+        """The INFO line naming the client of a request the parser refused, and what it was told (uvicorn's
+        WARNING named nobody; written before the outcome was known, it said 400 where none was sent)."""
+        self.logger.info("%s - invalid HTTP request: %s", self._client_text(), outcome)
 
     def _answers_pending(self) -> bool:
         """Whether a response to a request read before the bytes being refused is still to be written whole.

@@ -24,7 +24,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .head_deadline import HeadDeadline
-from .log_lines import NO_PARSER_WARNING, PARSER_WARNING, UVICORN_ERROR
+from .log_lines import NO_PARSER_WARNING, UVICORN_ERROR
 from .upgrades import HttpToolsUpgrades, close_after_if_not_upgraded, hand_over_early_data, over_http11
 
 _PARSE_SLICE = 2048  # bytes httptools is fed at a time: 128 requests at most (16 bytes the shortest)
@@ -358,11 +358,6 @@ class GatewayH11Protocol(_BoundedShutdown, HeadDeadline, H11Protocol):
             super().data_received(data[start : start + _PARSE_SLICE])
             start += _PARSE_SLICE
         super().data_received(data[start:] if start else data)
-
-    def send_400_response(self, msg: str) -> None:
-        if msg == PARSER_WARNING:  # uvicorn's WARNING before it named nobody (dropped: NO_PARSER_WARNING)
-            self.logger.info("%s - invalid HTTP request: 400", self._client_text())
-        super().send_400_response(msg)
 
     def _should_upgrade(self) -> bool:
         return over_http11(self.scope) and super()._should_upgrade()

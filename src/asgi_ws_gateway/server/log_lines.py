@@ -55,8 +55,8 @@ class PathOnly(logging.LoggerAdapter[logging.Logger]):
 
 class _NoParserWarning(logging.LoggerAdapter[logging.Logger]):
     """uvicorn's h11 protocol without its WARNING per request its parser refused: that line names no
-    client, and any client can send a flood of bad requests. The 400's own INFO line names it instead
-    (``GatewayH11Protocol.send_400_response``, as the httptools protocol logs it)."""
+    client, and any client can send a flood of bad requests. An INFO line names it instead, with what it
+    was told (``HeadDeadline.send_400_response``, for the httptools protocol too)."""
 
     @property
     def level(self) -> int:  # uvicorn reads ``logger.level`` to decide on its TRACE lines

@@ -147,9 +147,7 @@ class HttpToolsUpgrades(HttpToolsProtocol):
                     return
         except h11.RemoteProtocolError:
             self._content = None
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-            self.logger.info("%s - invalid HTTP request content: 400", client)
-            self.send_400_response("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")  # its INFO line there (head_deadline)
 
     def data_received(self, data: bytes) -> None:
         if self._answered_as_http:
@@ -160,10 +158,9 @@ class HttpToolsUpgrades(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            # Any client can send one: an INFO line naming it (uvicorn's WARNING named nobody, and a
-            # flood of bad requests was a flood of warnings for the operator).
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-            self.logger.info("%s - invalid HTTP request: 400", client)
+            # Any client can send one: an INFO line naming it, written by send_400_response (head_deadline)
+            # once it knows what the client is told (uvicorn's WARNING named nobody, and a flood of bad
+            # requests was a flood of warnings for the operator).
             self.send_400_response("Invalid HTTP request received.")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
