@@ -41,8 +41,8 @@ def ping_payload() -> bytes:
 class Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
-    __slots__ = ("client", "close_sent", "drain_waiter", "dropped", "heard", "open", "peer", "pending_close",
-                 "ping_due", "progress", "refused", "scanner", "splice", "stall_due", "stalled",
+    __slots__ = ("client", "close_sent", "closing_taken", "drain_waiter", "dropped", "heard", "open", "peer",
+                 "pending_close", "ping_due", "progress", "refused", "scanner", "splice", "stall_due", "stalled",
                  "transport", "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
@@ -61,6 +61,7 @@ class Side(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
         self.stall_due: asyncio.TimerHandle | None = None  # bytes wait for it: dropped unless it takes some in
         self.progress = 0  # what it had taken in at the last look (``taken_in``)
+        self.closing_taken = 0  # the same, at the close wait's last look (``Splice._expire``)
         self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
         self.refused = False  # the gateway refused it: what it sends is read out by a _RefusedReadOut

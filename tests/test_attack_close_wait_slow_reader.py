@@ -1,0 +1,290 @@
+"""Attack on the close wait (``close_timeout``): a slow reader with a large backlog once a close begins.
+
+The splice's ``close_timeout`` was counted from the close frame's passing: a client still reading a
+large backlog slowly (healthy: what its TCP acknowledges keeps growing) was aborted ``close_timeout``
+after the close began, whatever its progress, the rest of its backlog and the close frame lost. The
+progress rule of the lingering close and the stall probe (:mod:`asgi_ws_gateway.progress`) now holds
+for the close wait too: a side that takes in some of what waits for it within each ``close_timeout``
+is waited for; one that takes in nothing is still aborted at ``close_timeout``.
+
+Real ``asgi-ws-gateway run`` on each path (the splice, the frame relay, the relay), a raw upstream that
+pushes a backlog larger than the kernel's buffers, and a raw client with a small receive buffer that
+reads slowly (or not at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from support.configs import api_entry, write_config
+from support.processes import GatewayProcess
+from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawws import close_frame_in, split_frames
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FRAME = 65536
+PUSHED = 8 << 20
+"""What the upstream sends the client at once: more than the kernel's buffers hold on the way."""
+FRAMES = PUSHED // FRAME
+CLOSE_TIMEOUT = 1.0
+READ, PAUSE = 16 << 10, 0.01
+"""The slow client reads this much, then pauses this long (seconds): ~1.6 MB/s at most, several
+``close_timeout`` for the backlog, some of it taken in within each."""
+WINDOW = 16 << 10
+"""The slow reader's receive buffer (its TCP window)."""
+KEEPALIVE = {"ping_interval": 60, "ping_timeout": 60}  # the stall rule is not what ends a connection here
+COMMON = {"close_timeout": CLOSE_TIMEOUT, **KEEPALIVE}
+PATHS: dict[str, dict[str, Any]] = {
+    "splice": {"passthrough": True, **COMMON},
+    "frame relay": {
+        "passthrough": True,
+        "message_policies": {"outbound": [{"limit-message-size": {"max": PUSHED}}]},
+        **COMMON,
+    },
+    "relay": {"passthrough": False, **COMMON},
+}
+
+
+class Upstreams:
+    """Raw upstreams, one server each: ``first`` pushes ``PUSHED`` bytes of messages right after its 101
+    and then its close frame; ``answer`` pushes the same and answers the client's close frame; ``slow``
+    (a small receive buffer) sends its close frame soon after its 101 and reads what the client still
+    sends slowly, to the client's answer (``self.read``: its data frames, their bytes, the answer's code)."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.servers: dict[str, asyncio.Server] = {}
+        self.read: list[tuple[int, int, int | None]] = []
+
+    async def start(self) -> None:
+        for mode in ("first", "answer"):
+            self.servers[mode] = await asyncio.start_server(functools.partial(self.push, mode), "127.0.0.1", 0)
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # its connections' window
+        listening.bind(("127.0.0.1", 0))
+        self.servers["slow"] = await asyncio.start_server(self.read_slowly, sock=listening)
+
+    def url(self, mode: str) -> str:
+        return f"ws://127.0.0.1:{self.servers[mode].sockets[0].getsockname()[1]}/"
+
+    async def push(self, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await accept_upstream(reader, writer)
+            message = ws_frame(0x2, b"p" * FRAME, mask=False)
+            for _ in range(FRAMES):
+                writer.write(message)
+            if mode == "first":
+                writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+                await close_frame_in(reader)
+            else:
+                code, _ = await close_frame_in(reader)
+                writer.write(ws_frame(0x8, struct.pack("!H", code), mask=False))
+            await writer.drain()
+        writer.close()
+
+    async def read_slowly(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        frames = data = 0
+        code: int | None = None
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await accept_upstream(reader, writer)
+            await asyncio.sleep(0.5)  # Load, not synchronisation: the client's backlog fills the buffers
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+            buffer = b""
+            while code is None and (block := await reader.read(READ)):
+                buffer += block
+                found, buffer = _masked_frames(buffer)
+                for opcode, payload in found:
+                    if opcode == 0x8:
+                        code = struct.unpack("!H", payload[:2])[0]
+                    elif opcode == 0x2:
+                        frames, data = frames + 1, data + len(payload)
+                await asyncio.sleep(PAUSE)  # Load, not synchronisation: the pace of a slow reader
+        self.read.append((frames, data, code))
+        writer.close()
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            with contextlib.suppress(AttributeError):  # (Python 3.11: an abort after the close completed)
+                writer.transport.abort()
+        for server in self.servers.values():
+            server.close()
+            await server.wait_closed()
+
+
+def _masked_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete masked frames (a client's) at the start of ``buffer``, their payloads unmasked only
+    for close frames (the others' are kept as they came: only their size counts); the bytes left."""
+    frames = []
+    while len(buffer) >= 6:
+        length, start = buffer[1] & 0x7F, 2
+        if length == 126:
+            length, start = struct.unpack("!H", buffer[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+        if len(buffer) < start + 4 + length:
+            break
+        key, payload = buffer[start : start + 4], buffer[start + 4 : start + 4 + length]
+        if buffer[0] & 0x0F == 0x8:
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        frames.append((buffer[0] & 0x0F, payload))
+        buffer = buffer[start + 4 + length :]
+    return frames, buffer
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def upstreams() -> AsyncIterator[Upstreams]:
+    servers = Upstreams()
+    await servers.start()
+    try:
+        yield servers
+    finally:
+        await servers.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams) -> AsyncIterator[int]:
+    directory = tmp_path_factory.mktemp("close-wait")
+    log = directory / "gateway.log"
+    apis = [
+        api_entry(upstreams.url(mode), name=f"{_slug(name)}-{mode}", path=f"/{_slug(name)}/{mode}", **fields)
+        for name, fields in PATHS.items()
+        for mode in ("first", "answer", "slow")
+    ]
+    config = write_config(directory, {"apis": apis})
+    async with GatewayProcess([str(config)], cwd=directory, workers=1, log=log, log_level="info") as process:
+        yield process.port
+    output = log.read_text()
+    assert "Traceback" not in output and "ERROR" not in output, output[-4000:]
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "-")
+
+
+def _open(port: int, path: str) -> socket.socket:
+    """A client of ``path`` with a small receive buffer (its window), its 101 read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # before connect: the window it offers
+    sock.settimeout(15)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(handshake(path))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)  # the head only: what follows is read (or not) by the test
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _read(port: int, path: str, *, closes: bool, wait: float = 0.0) -> tuple[int, int, int | None, str]:
+    """Open ``path``; if ``closes``, send a close frame once the backlog is queued; wait ``wait`` seconds
+    reading nothing; then read slowly to the end (the upstream's close frame answered). The data frames
+    and their bytes read, the code of the close frame read (None: none), and how the reads ended."""
+    sock = _open(port, path)
+    frames = data = 0
+    code: int | None = None
+    buffer = b""
+    try:
+        time.sleep(0.5)  # the backlog: the kernel's buffers fill
+        if closes:
+            sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
+        time.sleep(wait)  # Load, not synchronisation: a client that reads nothing meanwhile
+        while block := sock.recv(READ):
+            buffer += block
+            found, buffer = split_frames(buffer)
+            for opcode, payload in found:
+                if opcode == 0x8 and code is None:
+                    code = struct.unpack("!H", payload[:2])[0]
+                    if not closes:
+                        sock.sendall(ws_frame(0x8, payload[:2]))  # the answer
+                elif opcode == 0x2:
+                    frames, data = frames + 1, data + len(payload)
+            if code is None and not closes:
+                sock.sendall(ws_frame(0x2, b"still here"))  # a client sends as it reads (dropped once closing)
+            time.sleep(PAUSE)  # Load, not synchronisation: the pace of a slow reader
+        return frames, data, code, "eof"
+    except OSError as exc:
+        return frames, data, code, type(exc).__name__
+    finally:
+        sock.close()
+
+
+async def test_a_slow_reader_closing_gets_its_whole_backlog_and_the_close_frame(gateway: int) -> None:
+    """A spliced client closes with a backlog that takes several ``close_timeout`` to read: every message,
+    the upstream's answer, then EOF. It was aborted ``close_timeout`` after its close: the rest and the
+    answer lost. (The relay and the frame relay drop what the upstream sends after the client's close
+    frame, by design: only the splice forwards it.)"""
+    frames, data, code, end = await asyncio.to_thread(_read, gateway, "/splice/answer", closes=True)
+    assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
+
+
+@pytest.mark.parametrize("name", PATHS)
+async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_close_frame_and_eof(
+    gateway: int, name: str
+) -> None:
+    """The upstream closes behind a backlog the client, sending as it reads, takes several ``close_timeout``
+    to read: every message, the close frame, then EOF. The splice and the frame relay aborted it
+    ``close_timeout`` after the close frame passed: the client's next bytes met a closed socket, and the
+    kernel's reset dropped the rest. (The relay's client leg closes through the lingering close, which
+    already waited on such a reader: it passed before.)"""
+    frames, data, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/first", closes=False)
+    assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
+
+
+@pytest.mark.parametrize("name", PATHS)
+async def test_a_client_that_reads_nothing_after_its_close_is_still_aborted(gateway: int, name: str) -> None:
+    """A client that closes with its backlog queued and then reads nothing for several ``close_timeout``
+    takes in nothing: it is dropped (a reset), not waited for; what it reads afterwards is no backlog."""
+    frames, _, code, end = await asyncio.to_thread(
+        _read, gateway, f"/{_slug(name)}/answer", closes=True, wait=6 * CLOSE_TIMEOUT
+    )
+    assert code is None and frames < FRAMES, (frames, code, end)
+
+
+def _send_then_answer(port: int, path: str) -> str:
+    """Open ``path``, send ``PUSHED`` bytes of messages (the upstream's close frame arrives meanwhile), then
+    answer the close frame and read to the end; how the connection ended."""
+    sock = _open(port, path)
+    try:
+        message = ws_frame(0x2, b"c" * FRAME)
+        for _ in range(FRAMES):
+            sock.sendall(message)
+        buffer = b""
+        while block := sock.recv(READ):
+            buffer += block
+            found, buffer = split_frames(buffer)
+            if any(opcode == 0x8 for opcode, _ in found):
+                sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
+        return "eof"
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("name", ["splice", "frame relay"])
+async def test_a_slow_upstream_gets_the_clients_backlog_and_its_answer(
+    gateway: int, upstreams: Upstreams, name: str
+) -> None:
+    """The upstream closes while the client's messages queued to it take several ``close_timeout`` to read:
+    it reads every one, then the client's answer; it was aborted ``close_timeout`` after its close frame
+    passed, the rest and the answer lost. (The relay drops what the client sends after the upstream's
+    close frame, by design.)"""
+    end = await asyncio.to_thread(_send_then_answer, gateway, f"/{_slug(name)}/slow")
+    for _ in range(100):  # the upstream's reads end with the answer or the connection (10 s at most)
+        if upstreams.read:
+            break
+        await asyncio.sleep(0.1)
+    assert (upstreams.read.pop(), end) == ((FRAMES, PUSHED, 1000), "eof")
