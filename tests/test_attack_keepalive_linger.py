@@ -8,6 +8,9 @@ written, what arrives read and dropped) with that timer still armed, and the tra
 reader. The client's next bytes then met a closed socket, and the kernel reset the connection: the rest
 of the response and the 400 or 431 behind it were lost.
 
+uvicorn's shutdown (SIGTERM) did the same: it closed such a connection's transport outright. Now it is
+left to its linger, and dropped at half of ``timeout_graceful_shutdown`` if it still delivers then.
+
 A real uvicorn with each of the gateway's HTTP protocols and ``timeout_keep_alive=1``; a raw client with a
 small receive buffer that reads slowly and sends a little as it reads.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import threading
 import time
 from typing import Any
 
@@ -80,3 +85,70 @@ async def test_the_keepalive_timer_does_not_cut_a_lingering_close_short(http: An
     head, _, rest = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), received[:200]
     assert len(rest) > BODY and rest[BODY:].startswith(answer), (len(rest), rest[BODY : BODY + 200])
+
+
+def _slow_exchange_stopping(port: int, read: threading.Event) -> bytes:
+    """As :func:`_slow_exchange` with a 400 behind ``GET /big``, setting ``read`` once a MiB is read (the 400
+    is written and its linger begun by then), then read on slowly to EOF."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+    sock.settimeout(15)
+    received = b""
+    try:
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(GET_BIG + BAD_REQUEST)
+        while block := sock.recv(READ):
+            received += block
+            if len(received) > 1 << 20:
+                read.set()
+            if BODY // 2 < len(received) < BODY * 3 // 4:  # a client sending on (not near the end: no race)
+                with contextlib.suppress(OSError):
+                    sock.send(b"x")
+            time.sleep(PAUSE)
+        return received
+    except ConnectionResetError:
+        return received + b"RESET"
+    finally:
+        read.set()
+        sock.close()
+
+
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+async def test_the_servers_shutdown_does_not_cut_a_lingering_close_short(http: Any) -> None:
+    """The server shuts down (SIGTERM) while a refusal's linger still delivers the response before it to a
+    slow reader, within the shutdown's bound: the response and the 400 reach it whole. uvicorn's shutdown
+    closed the transport outright, and the client's next bytes had the kernel reset the connection."""
+    read = threading.Event()
+    server = UvicornServer(_big, http=http, lifespan="off", timeout_graceful_shutdown=30)
+    server.start()
+    try:
+        exchange = asyncio.create_task(asyncio.to_thread(_slow_exchange_stopping, server.port, read))
+        await asyncio.to_thread(read.wait, 15)
+    finally:
+        await asyncio.to_thread(server.stop)
+    received = await exchange
+    assert not received.endswith(b"RESET"), (len(received), received[-200:])
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), received[:200]
+    assert len(rest) > BODY and rest[BODY:].startswith(b"HTTP/1.1 400 "), (len(rest), rest[BODY : BODY + 200])
+
+
+@pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
+async def test_a_lingering_close_still_delivering_past_the_shutdowns_wait_is_dropped(
+    http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same linger, with half of ``timeout_graceful_shutdown`` shorter than the slow read: it is dropped
+    then, with one INFO line, and nothing at ERROR (the shutdown stays bounded)."""
+    read = threading.Event()
+    server = UvicornServer(_big, http=http, lifespan="off", timeout_graceful_shutdown=1, log_level="info")
+    server.start()
+    try:
+        exchange = asyncio.create_task(asyncio.to_thread(_slow_exchange_stopping, server.port, read))
+        await asyncio.to_thread(read.wait, 15)
+    finally:
+        with caplog.at_level(logging.INFO):
+            await asyncio.to_thread(server.stop)
+    received = await exchange
+    assert len(received) < BODY, len(received)  # dropped before its end
+    assert "a refusal still being delivered at shutdown was dropped" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text

@@ -257,6 +257,12 @@ def lingering_count() -> int:
     return len(_LINGERING)
 
 
+def is_lingering(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport`` lingers now (a wrapper's :meth:`LingeringTransport.close` began it): its
+    protocol, until the linger ends, is the linger's own."""
+    return isinstance(transport.get_protocol(), _Linger)
+
+
 def lingering(transport: asyncio.Transport) -> asyncio.Transport:
     """``transport``, closed without a reset: a :class:`LingeringTransport` standing in for it."""
     return cast(asyncio.Transport, LingeringTransport(transport))
@@ -269,6 +275,7 @@ __all__ = [
     "LINGER_SHARE",
     "LINGER_UNLIMITED",
     "LingeringTransport",
+    "is_lingering",
     "linger_room",
     "lingering",
     "lingering_count",

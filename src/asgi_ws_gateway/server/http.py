@@ -23,6 +23,7 @@ from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..passthrough.lingering_close import is_lingering
 from .head_deadline import HeadDeadline
 from .log_lines import NO_PARSER_WARNING, UVICORN_ERROR
 from .upgrades import HttpToolsUpgrades, close_after_if_not_upgraded, hand_over_early_data, over_http11
@@ -68,6 +69,11 @@ class _BoundedShutdown(asyncio.Protocol):
     What the kernel has already taken is not the protocol's: a connection whose answers all fit in its
     socket buffer closes once they are written (uvicorn's close, at once), and with requests still
     unread the kernel resets it, those answers lost. Nothing holds the shutdown then, and nothing is logged.
+
+    A connection lingering after the gateway's refusal (``lingering_close``: the 400, 408, 414 or 431 and
+    the response before it still on their way to a slow reader) is left to its linger, and dropped the
+    same wait later if it still delivers: uvicorn's shutdown closed its transport outright, and the
+    client's next bytes had the kernel reset it (4.9 of 8 MiB read, no 400).
     """
 
     # Provided by uvicorn's protocol class:
@@ -79,6 +85,15 @@ class _BoundedShutdown(asyncio.Protocol):
     client: tuple[str, int] | None
 
     def shutdown(self) -> None:
+        if is_lingering(self.transport):
+            # A refusal's lingering close (the gateway's 400, 408, 414, 431) still delivering to a slow
+            # reader: uvicorn's close here closed the transport outright, and the client's next bytes had
+            # the kernel reset the connection, the rest of the response before it and the refusal lost.
+            # The linger ends by its own bounds (the peer's FIN, 2 s taking in nothing); the shutdown's
+            # drops one still delivering after the wait below, as a response still being written.
+            grace = self.config.timeout_graceful_shutdown
+            self.loop.call_later(SHUTDOWN_RESPONSE_WAIT if grace is None else grace / 2, self._drop_lingering)
+            return
         super().shutdown()  # type: ignore[misc]  # uvicorn's: closes an idle connection, else ends keep-alive
         unfinished = self.cycle is not None and not self.cycle.response_complete
         # The close uvicorn just asked for waits for the transport's buffer: a client that reads nothing held it.
@@ -86,6 +101,14 @@ class _BoundedShutdown(asyncio.Protocol):
             grace = self.config.timeout_graceful_shutdown
             wait = SHUTDOWN_RESPONSE_WAIT if grace is None else grace / 2
             self.loop.call_later(wait, self._drop_unfinished)
+
+    def _drop_lingering(self) -> None:
+        # (A linger that ended, or closes, leaves its protocol on a transport that is closing.)
+        if is_lingering(self.transport) and not self.transport.is_closing():
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+            self.logger.info("%s - a refusal still being delivered at shutdown was dropped (the client reads slowly)",
+                             client)  # fmt: skip
+            self.transport.abort()
 
     def _drop_unfinished(self) -> None:
         unsent = self.transport.get_write_buffer_size()  # a response written but not read counts too
