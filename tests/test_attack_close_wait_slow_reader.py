@@ -70,10 +70,12 @@ class Upstreams:
     async def start(self) -> None:
         for mode in ("first", "answer"):
             self.servers[mode] = await asyncio.start_server(functools.partial(self.push, mode), "127.0.0.1", 0)
-        listening = socket.socket()
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # its connections' window
-        listening.bind(("127.0.0.1", 0))
-        self.servers["slow"] = await asyncio.start_server(self.read_slowly, sock=listening)
+        for mode in ("slow", "patient"):
+            listening = socket.socket()
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # its connections' window
+            listening.bind(("127.0.0.1", 0))
+            serve = functools.partial(self.read_slowly, mode)
+            self.servers[mode] = await asyncio.start_server(serve, sock=listening)
 
     def url(self, mode: str) -> str:
         return f"ws://127.0.0.1:{self.servers[mode].sockets[0].getsockname()[1]}/"
@@ -94,14 +96,15 @@ class Upstreams:
             await writer.drain()
         writer.close()
 
-    async def read_slowly(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def read_slowly(self, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
         frames = data = 0
         code: int | None = None
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             await accept_upstream(reader, writer)
             await asyncio.sleep(0.5)  # Load, not synchronisation: the client's backlog fills the buffers
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+            if mode == "slow":
+                writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
             buffer = b""
             while code is None and (block := await reader.read(READ)):
                 buffer += block
@@ -112,6 +115,9 @@ class Upstreams:
                     elif opcode == 0x2:
                         frames, data = frames + 1, data + len(payload)
                 await asyncio.sleep(PAUSE)  # Load, not synchronisation: the pace of a slow reader
+            if mode == "patient" and code is not None:
+                writer.write(ws_frame(0x8, struct.pack("!H", code), mask=False))  # the answer
+                await writer.drain()
         self.read.append((frames, data, code))
         writer.close()
 
@@ -161,7 +167,7 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams
     apis = [
         api_entry(upstreams.url(mode), name=f"{_slug(name)}-{mode}", path=f"/{_slug(name)}/{mode}", **fields)
         for name, fields in PATHS.items()
-        for mode in ("first", "answer", "slow")
+        for mode in ("first", "answer", "slow", "patient")
     ]
     config = write_config(directory, {"apis": apis})
     async with GatewayProcess([str(config)], cwd=directory, workers=1, log=log, log_level="info") as process:
@@ -288,3 +294,39 @@ async def test_a_slow_upstream_gets_the_clients_backlog_and_its_answer(
             break
         await asyncio.sleep(0.1)
     assert (upstreams.read.pop(), end) == ((FRAMES, PUSHED, 1000), "eof")
+
+
+def _send_and_close(port: int, path: str) -> tuple[int | None, str]:
+    """Open ``path``, send ``PUSHED`` bytes of messages and a close frame, and read to the end: the code of
+    the close frame read (None: none), and how the connection ended."""
+    sock = _open(port, path)
+    code: int | None = None
+    try:
+        message = ws_frame(0x2, b"c" * FRAME)
+        for _ in range(FRAMES):
+            sock.sendall(message)
+        sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
+        buffer = b""
+        while block := sock.recv(READ):
+            buffer += block
+            found, buffer = split_frames(buffer)
+            code = next((struct.unpack("!H", payload[:2])[0] for opcode, payload in found if opcode == 0x8), code)
+        return code, "eof"
+    except OSError as exc:
+        return code, type(exc).__name__
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("name", PATHS)
+async def test_a_slow_upstream_gets_the_clients_backlog_and_its_close_frame(
+    gateway: int, upstreams: Upstreams, name: str
+) -> None:
+    """The client closes behind messages that take the upstream several ``close_timeout`` to read: it reads
+    every one and the client's close frame, and its answer reaches the client."""
+    code, end = await asyncio.to_thread(_send_and_close, gateway, f"/{_slug(name)}/patient")
+    for _ in range(100):  # the upstream's reads end with the close frame or the connection (10 s at most)
+        if upstreams.read:
+            break
+        await asyncio.sleep(0.1)
+    assert (upstreams.read.pop(), code, end) == ((FRAMES, PUSHED, 1000), 1000, "eof")
