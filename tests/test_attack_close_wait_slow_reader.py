@@ -19,8 +19,10 @@ import contextlib
 import functools
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -330,3 +332,45 @@ async def test_a_slow_upstream_gets_the_clients_backlog_and_its_close_frame(
             break
         await asyncio.sleep(0.1)
     assert (upstreams.read.pop(), code, end) == ((FRAMES, PUSHED, 1000), 1000, "eof")
+
+
+def _read_until_told(port: int, path: str, read: threading.Event) -> tuple[int, int | None, str]:
+    """As :func:`_read` for a client that closes, setting ``read`` once it read a MiB: the data frames read,
+    the code of the close frame read (None: none), and how the reads ended."""
+    sock = _open(port, path)
+    frames, got, code, buffer = 0, 0, None, b""
+    try:
+        time.sleep(0.5)  # the backlog: the kernel's buffers fill
+        sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
+        while block := sock.recv(READ):
+            got += len(block)
+            if got > 1 << 20:
+                read.set()
+            buffer += block
+            found, buffer = split_frames(buffer)
+            frames += sum(opcode == 0x2 for opcode, _ in found)
+            code = next((struct.unpack("!H", payload[:2])[0] for opcode, payload in found if opcode == 0x8), code)
+            time.sleep(PAUSE)  # Load, not synchronisation: the pace of a slow reader
+        return frames, code, "eof"
+    except OSError as exc:
+        return frames, code, type(exc).__name__
+    finally:
+        read.set()
+        sock.close()
+
+
+async def test_the_shutdown_still_bounds_a_slow_readers_close_wait(tmp_path: Path, upstreams: Upstreams) -> None:
+    """SIGTERM while a spliced client reads its backlog slowly after its close: the close wait is
+    ``close_timeout`` from the shutdown, progress or not, so the process ends in its bound (exit 0) and the
+    client's backlog is cut short."""
+    log = tmp_path / "gateway.log"
+    api = api_entry(upstreams.url("answer"), name="splice", path="/splice", **PATHS["splice"])
+    config = write_config(tmp_path, {"apis": [api], "drain_grace_period": 0})
+    read = threading.Event()
+    async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log, log_level="info") as process:
+        reader = asyncio.create_task(asyncio.to_thread(_read_until_told, process.port, "/splice", read))
+        await asyncio.to_thread(read.wait, 15)
+        code = await asyncio.to_thread(process.stop)  # SIGTERM (a SIGKILL 15 s later: -9)
+    frames, _, _ = await reader
+    assert code == 0
+    assert frames < FRAMES  # cut at the shutdown's bound, not read to its end
