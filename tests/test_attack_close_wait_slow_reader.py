@@ -171,6 +171,16 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams
         for name, fields in PATHS.items()
         for mode in ("first", "answer", "slow", "patient")
     ]
+    apis += [  # the gateway closes (1001) a second in, the backlog still on its way
+        api_entry(
+            upstreams.url("answer"),
+            name=f"{_slug(name)}-lifetime",
+            path=f"/{_slug(name)}/lifetime",
+            max_lifetime=1.0,
+            **fields,
+        )
+        for name, fields in PATHS.items()
+    ]
     config = write_config(directory, {"apis": apis})
     async with GatewayProcess([str(config)], cwd=directory, workers=1, log=log, log_level="info") as process:
         yield process.port
@@ -249,6 +259,15 @@ async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_close_frame_
     already waited on such a reader: it passed before.)"""
     frames, data, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/first", closes=False)
     assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
+
+
+@pytest.mark.parametrize("name", PATHS)
+async def test_a_slow_reader_sending_as_it_reads_gets_the_gateways_close_frame_and_eof(gateway: int, name: str) -> None:
+    """The gateway closes (``max_lifetime``) while what it forwarded before takes the client, sending as it
+    reads, several ``close_timeout`` to read: the close frame, then EOF (what the upstream sends after the
+    gateway's close is not forwarded)."""
+    frames, _, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/lifetime", closes=False)
+    assert (code, end) == (1001, "eof"), f"{frames} messages read"
 
 
 @pytest.mark.parametrize("name", PATHS)
