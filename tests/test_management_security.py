@@ -262,6 +262,7 @@ ALLOWED_LOADERS = {
     "telemetry/environment.py": "OTEL_* environment variables (checks the numbers providers.py passes it)",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
     "server/head_deadline.py": "its request-head timeout from the environment the operator set",
+    "startup.py": "whether the standalone gateway's variables are set where nothing reads them (warned of by name)",
 }
 _LOADS = re.compile(
     # builtins only: a method called eval (Redis's EVAL of a Lua script) is not Python's eval
