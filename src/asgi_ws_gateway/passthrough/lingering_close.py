@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from ..progress import taken_in, undelivered
+from ..progress import received, taken_in, undelivered
 
 if sys.platform != "win32":
     import resource
@@ -96,8 +96,12 @@ class LingeringTransport:
         transport = self._transport
         if self._linger is not None:
             return  # its end or its bound closes it: closed now, the bytes still coming would reset it
-        if transport.is_closing() or not transport.can_write_eof():
+        if transport.is_closing():
             transport.close()
+            return
+        if not transport.can_write_eof():  # TLS: close_notify is its end; what comes after goes unseen
+            transport.close()
+            _watch_tls_close(transport)
             return
         if len(_LINGERING) >= linger_room():
             transport.close()  # past the room: a plain close, as before lingering (a reset if bytes are unread)
@@ -248,6 +252,58 @@ def _watch_drain(transport: asyncio.Transport, taken: int) -> None:
     asyncio.get_running_loop().call_later(LINGER_SECONDS, look)
 
 
+TLS_FIRST_LOOK_SECONDS = LINGER_SECONDS / 256
+"""When a closing TLS connection's peer is first looked at (:func:`_watch_tls_close`), each look then twice
+as long after the one before, up to :data:`TLS_LOOK_SECONDS`: what it sends between two looks, read and
+dropped by the TLS layer, is its byte bound's overshoot (a flood sent at once is seen within a few MiB)."""
+TLS_LOOK_SECONDS = LINGER_SECONDS / 16
+"""The longest between two looks at a closing TLS connection's peer."""
+
+
+def _watch_tls_close(transport: asyncio.Transport) -> None:
+    """A TLS connection just closed (its answer, then close_notify, on their way): the lingering close's
+    bounds, kept from outside the TLS layer.
+
+    Closing, a TLS transport reads, decrypts and drops what its peer still sends until the peer's
+    close_notify or FIN, or the loop's ``ssl_shutdown_timeout``; its protocol sees none of it, nor can it
+    pause it. A client refused (a bad request head, a 403, a 404, a bad frame relayed) that flooded on had
+    8.8-11.7 GB read from it over loopback in the 20 s before the server's look at closing TLS connections
+    (``server.tls_close``) let go of it, a core busy; plain text, 1 MiB. At each look here
+    (:data:`TLS_FIRST_LOOK_SECONDS`, then further apart) the peer's TCP counts are read (:mod:`..progress`):
+    past :data:`LINGER_BYTES` sent since the close it is aborted; everything written to it taken in
+    (close_notify last) and no answer within :data:`LINGER_SECONDS`, aborted, as a plain linger closes then;
+    bytes still on their way wait as long as it takes some in within each :data:`LINGER_SECONDS`, as a
+    plain linger's do. Unlike a plain linger's reads, the TLS layer's cannot be paused at the byte bound: a
+    slow reader that sends that much more after the close loses the rest of what it was sent."""
+    loop = asyncio.get_running_loop()
+    start = received(transport)
+    if start is None:  # the counts are unknown (not Linux, or the socket is gone): the loop's own bound
+        return
+    mark = (loop.time(), taken_in(transport))  # the last progress of the peer's reading, and when
+    wait = TLS_FIRST_LOOK_SECONDS
+
+    def look() -> None:
+        nonlocal mark, wait
+        now = received(transport)
+        if now is None:  # closed: the connection is lost
+            return
+        if now - start > LINGER_BYTES:
+            logger.debug("closing TLS: the peer sent %d bytes more; aborting", LINGER_BYTES)
+            transport.abort()
+            return
+        if loop.time() - mark[0] >= LINGER_SECONDS:
+            taken = taken_in(transport)
+            if not undelivered(transport) or taken <= mark[1]:
+                logger.debug("closing TLS: no close_notify, nor progress, for %g s; aborting", LINGER_SECONDS)
+                transport.abort()
+                return
+            mark = (loop.time(), taken)
+        wait = min(2 * wait, TLS_LOOK_SECONDS)
+        loop.call_later(wait, look)
+
+    loop.call_later(wait, look)
+
+
 _LINGERING: weakref.WeakSet[_Linger] = weakref.WeakSet()
 """This process's lingering connections (one event loop per process serves them)."""
 
@@ -274,6 +330,8 @@ __all__ = [
     "LINGER_SECONDS",
     "LINGER_SHARE",
     "LINGER_UNLIMITED",
+    "TLS_FIRST_LOOK_SECONDS",
+    "TLS_LOOK_SECONDS",
     "LingeringTransport",
     "is_lingering",
     "linger_room",
