@@ -7,6 +7,10 @@ loopback with ``close_timeout: 1``, a core busy for the whole close_timeout per 
 the same). Past :data:`~asgi_ws_gateway.passthrough.sides.REFUSED_BYTES` (16 MiB) after its refusal the
 side is closed now (a lingering close): a flooder reads a reset (EPIPE) after a few more MiB (the
 linger's own MiB, the kernel's buffers), the gateway's close frame still first in what it can read.
+
+The relay's client leg (``passthrough: false``) the same: its protocol wrote the close frame and a FIN and
+read on until the client's close or close_timeout, 6.2 GB in the 5 s of the default; now past REFUSED_BYTES
+it is closed as the splice closes a refused side.
 """
 
 from __future__ import annotations
@@ -125,7 +129,7 @@ class _SinkUpstream(_RawUpstream):
                     pass
 
 
-@pytest.mark.parametrize("connector", ["splice", "frame relay"])
+@pytest.mark.parametrize("connector", ["splice", "frame relay", "relay"])
 async def test_a_client_flooding_after_its_bad_frame_is_reset_after_a_bounded_read(
     tmp_path: Path, connector: str
 ) -> None:
