@@ -320,7 +320,10 @@ def is_lingering(transport: asyncio.BaseTransport) -> bool:
 
 
 def lingering(transport: asyncio.Transport) -> asyncio.Transport:
-    """``transport``, closed without a reset: a :class:`LingeringTransport` standing in for it."""
+    """``transport``, closed without a reset: a :class:`LingeringTransport` standing in for it (itself if
+    it is one: the HTTP protocol's over TLS, which the WebSocket protocol it hands over to takes too)."""
+    if isinstance(held := cast(object, transport), LingeringTransport):
+        return cast(asyncio.Transport, held)
     return cast(asyncio.Transport, LingeringTransport(transport))
 
 

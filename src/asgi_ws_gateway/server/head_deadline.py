@@ -246,6 +246,10 @@ class HeadDeadline(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             _tls_unbounded(self.loop)
             TLS_CLOSES.watch(transport, self.loop, self.header_timeout)
+            # uvicorn's own closes (after a response to a request that asked to close, HTTP/1.0's, a
+            # keep-alive timeout) held to a lingering close's bounds too: closing, the TLS layer read on
+            # what the client still sent, unseen, 12.7-13.1 GB in 20 s, where plain text resets it at once.
+            self.transport = lingering(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -12,6 +12,11 @@ whose peer has taken in nothing (no byte acknowledged, :func:`~..progress.taken_
 whole ``header_timeout``: one that read its answer and then neither answered close_notify nor closed its
 TCP end, where a plain connection lingers 2 s. A client still reading is not cut, as a plain
 connection's lingering close waits for one.
+
+The gateway's own protocols close a TLS connection through a lingering transport (the HTTP protocol's,
+which the WebSocket protocol and the splice take over), whose closes are held to the lingering close's
+bounds, 2 s and 1 MiB (:func:`~..passthrough.lingering_close.lingering`); this look is the backstop for
+any other close.
 """
 
 from __future__ import annotations
