@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from asgi_ws_gateway.server.head_deadline import TLS_UNBOUNDED
 from support import tls as test_tls
 from support.configs import build_config, write_config
 from support.processes import ready_server
+from support.rawws import split_frames, upgrade_blocking
 from support.tls import healthz, make_ca
 from support.upstream import UpstreamServer
 
@@ -180,3 +182,45 @@ def test_run_warns_of_a_certificate_clients_will_refuse_or_soon(
     assert len(warnings) == (0 if said is None else 1), stderr
     if said is not None:
         assert said in warnings[0]
+
+
+BACKLOG = 8_000_000  # more than the kernel's buffers hold: the rest waits in the transports at the close
+
+
+def test_a_slow_tls_reader_gets_its_whole_relayed_backlog_and_the_close_frame(tmp_path: Path) -> None:
+    """The close of a TLS connection still writing a backlog waits for a client reading it on steadily,
+    longer than the lingering close's 2 s: a TLS close's bounds look at the client's progress too.
+    (Relayed: the splice aborts such a reader at ``close_timeout`` while the upstream's answer to its close
+    waits behind the backlog, over TLS or not.)"""
+    ca = make_ca(tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    with UpstreamServer(compression=None) as upstream:
+        api = {
+            "passthrough": False,
+            "max_message_size": 2 * BACKLOG,
+            "upstreams": [upstream.url(f"/zeros/{BACKLOG}")],
+        }
+        config = write_config(tmp_path, build_config(upstream, api=api))
+        tls = ["--ssl-certfile", str(ca.cert_file), "--ssl-keyfile", str(ca.key_file)]
+
+        def command(port: int) -> list[str]:
+            return ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port), *tls]
+
+        with ready_server(command) as server, socket.socket() as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 15)
+            raw.settimeout(15)
+            raw.connect(("127.0.0.1", server.port))
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
+                after_head = upgrade_blocking(client, server.port, "/ws/echo")
+                client.sendall(b"\x82\x82\x00\x00\x00\x00go")
+                received = bytearray(after_head) + client.recv(1 << 16)  # the backlog is on its way
+                client.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # its close, answered behind the backlog
+                while chunk := client.recv(1 << 16):  # several s for the whole: past the linger's 2 s
+                    received += chunk
+                    time.sleep(0.015)
+            assert server.stop() == 0
+            output = server.output()
+    frames, rest = split_frames(bytes(received))
+    assert [(opcode, len(payload)) for opcode, payload in frames] == [(0x2, BACKLOG), (0x8, 2)]
+    assert frames[1][1] == b"\x03\xe8" and rest == b""
+    assert "Traceback" not in output
