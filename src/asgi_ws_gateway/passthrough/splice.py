@@ -472,23 +472,25 @@ class Splice:
 
     def _expire(self) -> None:
         """``close_timeout`` after the close began, or after the last look: the closing handshake waits on
-        while bytes are on their way to a side that takes some of them in within each ``close_timeout``
-        (the stall rule's progress, :mod:`..progress`), and ends when none is, or one takes in nothing.
+        while a side takes in some of what was on its way to it within each ``close_timeout`` (the stall
+        rule's progress, :mod:`..progress`), and ends when none did, or one that bytes still wait for took
+        in nothing. A side that took in the last of them since the last look is progress too: its answer
+        (the close frame behind them) gets a whole ``close_timeout``, as a close with nothing queued does.
 
         Counted from the close frame's passing alone, it aborted a client still reading a large backlog
         slowly (its TCP's acknowledged count growing) at ``close_timeout``: the rest of its backlog and
-        the close frame behind it were lost (57 of 128 64 KiB messages read at ~1.6 MB/s, 1 s). Not at
-        a shutdown: the server's bound holds there (:meth:`_server_shutdown`)."""
+        the close frame behind it were lost (57 of 128 64 KiB messages read at ~1.6 MB/s, 1 s). Waiting
+        only while bytes were still on their way, a look just after a slow upstream read the last of the
+        client's backlog and close frame aborted both sides before the upstream's answer came: the
+        client got no close frame. Not at a shutdown: the server's bound holds there (:meth:`_server_shutdown`)."""
         self._timer = None
         if not self._shutting_down:
             delivering = stalled = False
             for side in (self.client, self.upstream):
-                if side.open and side.undelivered():
-                    taken = side.taken_in()
-                    if taken > side.closing_taken:
-                        delivering = True
-                    else:
-                        stalled = True
+                if side.open:
+                    progressed = side.taken_in() > side.closing_taken
+                    delivering = delivering or progressed
+                    stalled = stalled or (not progressed and side.undelivered() > 0)
             if delivering and not stalled:
                 self._arm_timer()  # (the next look, ``close_timeout`` from now)
                 return
