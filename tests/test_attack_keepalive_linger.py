@@ -50,9 +50,10 @@ async def _big(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": bytes(BODY)})
 
 
-def _slow_exchange(port: int, then: bytes) -> bytes:
+def _slow_exchange(port: int, then: bytes, read: threading.Event | None = None) -> bytes:
     """``GET /big`` and ``then`` in one write, read slowly to EOF, sending a byte per read in the middle of
-    the response (the refusal is written by then); what was read, and ``b"RESET"`` if the connection was reset."""
+    the response (the refusal is written by then); what was read, and ``b"RESET"`` if the connection was reset.
+    ``read``: set once a MiB is read (the refusal is written and its linger begun by then), and at the end."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
     sock.settimeout(15)
@@ -62,6 +63,8 @@ def _slow_exchange(port: int, then: bytes) -> bytes:
         sock.sendall(GET_BIG + then)
         while block := sock.recv(READ):
             received += block
+            if read is not None and len(received) > 1 << 20:
+                read.set()
             if BODY // 2 < len(received) < BODY * 3 // 4:  # a client sending on (not near the end: no race)
                 with contextlib.suppress(OSError):
                     sock.send(b"x")
@@ -70,6 +73,8 @@ def _slow_exchange(port: int, then: bytes) -> bytes:
     except ConnectionResetError:
         return received + b"RESET"
     finally:
+        if read is not None:
+            read.set()
         sock.close()
 
 
@@ -87,32 +92,6 @@ async def test_the_keepalive_timer_does_not_cut_a_lingering_close_short(http: An
     assert len(rest) > BODY and rest[BODY:].startswith(answer), (len(rest), rest[BODY : BODY + 200])
 
 
-def _slow_exchange_stopping(port: int, read: threading.Event) -> bytes:
-    """As :func:`_slow_exchange` with a 400 behind ``GET /big``, setting ``read`` once a MiB is read (the 400
-    is written and its linger begun by then), then read on slowly to EOF."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
-    sock.settimeout(15)
-    received = b""
-    try:
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(GET_BIG + BAD_REQUEST)
-        while block := sock.recv(READ):
-            received += block
-            if len(received) > 1 << 20:
-                read.set()
-            if BODY // 2 < len(received) < BODY * 3 // 4:  # a client sending on (not near the end: no race)
-                with contextlib.suppress(OSError):
-                    sock.send(b"x")
-            time.sleep(PAUSE)
-        return received
-    except ConnectionResetError:
-        return received + b"RESET"
-    finally:
-        read.set()
-        sock.close()
-
-
 @pytest.mark.parametrize("http", [GatewayHTTPProtocol, GatewayH11Protocol], ids=["httptools", "h11"])
 async def test_the_servers_shutdown_does_not_cut_a_lingering_close_short(http: Any) -> None:
     """The server shuts down (SIGTERM) while a refusal's linger still delivers the response before it to a
@@ -122,7 +101,7 @@ async def test_the_servers_shutdown_does_not_cut_a_lingering_close_short(http: A
     server = UvicornServer(_big, http=http, lifespan="off", timeout_graceful_shutdown=30)
     server.start()
     try:
-        exchange = asyncio.create_task(asyncio.to_thread(_slow_exchange_stopping, server.port, read))
+        exchange = asyncio.create_task(asyncio.to_thread(_slow_exchange, server.port, BAD_REQUEST, read))
         await asyncio.to_thread(read.wait, 15)
     finally:
         await asyncio.to_thread(server.stop)
@@ -143,7 +122,7 @@ async def test_a_lingering_close_still_delivering_past_the_shutdowns_wait_is_dro
     server = UvicornServer(_big, http=http, lifespan="off", timeout_graceful_shutdown=1, log_level="info")
     server.start()
     try:
-        exchange = asyncio.create_task(asyncio.to_thread(_slow_exchange_stopping, server.port, read))
+        exchange = asyncio.create_task(asyncio.to_thread(_slow_exchange, server.port, BAD_REQUEST, read))
         await asyncio.to_thread(read.wait, 15)
     finally:
         with caplog.at_level(logging.INFO):
