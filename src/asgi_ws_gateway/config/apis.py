@@ -224,7 +224,8 @@ class ApiConfig(ConfigModel):
         description="Seconds the upstream gets to finish a closing handshake before TCP is dropped; also the bound "
         "on each of the gateway's own closing steps (0.01 to 300). A spliced closing handshake waits another "
         "close_timeout each time a side still reading what is queued to it took some in since the last "
-        "(a slow reader's backlog and the close frame behind it), except at the server's shutdown.",
+        "(a slow reader's backlog and the close frame behind it), 32 times at most and not past 16 MiB (and a "
+        "message) taken in by a side since the close began, except at the server's shutdown.",
     )
     passthrough: Literal["auto"] | bool = Field(
         default="auto",

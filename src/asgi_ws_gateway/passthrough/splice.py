@@ -53,8 +53,10 @@ gateway sent; every closing handshake is bounded by ``close_timeout``, counted a
 (``_expire``): at ``close_timeout`` from the close, and at each ``close_timeout`` after, the handshake
 waits on while bytes are still on their way to a side that took some of them in since the last look (a
 slow reader still reading its backlog, the close frame behind it), and both sides are aborted once none
-is, or one that bytes wait for took in nothing. At the server's shutdown (1012) it is ``close_timeout``
-from there, progress or not.
+is, or one that bytes wait for took in nothing. Progress counts for a backlog, not for a stream fed on
+past the close: the wait ends at the look after a side took in more than :data:`CLOSE_WAIT_BYTES` (and a
+message) since the close began, and at :data:`CLOSE_WAIT_LOOKS` looks whatever the progress. At the
+server's shutdown (1012) it is ``close_timeout`` from there, progress or not.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ from .raw_upstream import RawUpstream
 from .sides import Side, ping_payload
 
 logger = logging.getLogger(__name__)
+
+CLOSE_WAIT_LOOKS = 32
+"""Looks (one per ``close_timeout``) after which a closing handshake still under way is aborted, progress or
+not: a side that took in a little within each ``close_timeout`` held it for good (an upstream streaming on
+past the client's close frame, never answering it, to a client reading 4 KiB per ``close_timeout``)."""
+CLOSE_WAIT_BYTES = 16 << 20
+"""Bytes a side may take in after a close began (besides one message of ``max_message_size``) before the
+close wait stops waiting for it (16 MiB): a backlog queued before the close is bounded, a stream the peer
+feeds on past the close is not (215 MB forwarded past a client's close in 2 s, to the test's bound)."""
 
 
 class Splice:
@@ -111,6 +122,8 @@ class Splice:
         self._ended: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = close_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._looks = 0  # the close wait's looks so far (``_expire``)
+        self._close_wait_bytes = CLOSE_WAIT_BYTES + max_message_size
         self._shutting_down = False  # the server's shutdown: the close wait is ``close_timeout``, progress or not
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -465,10 +478,22 @@ class Splice:
             self._timer = self._loop.call_later(self._close_timeout, self._expire)
 
     def _look_at_progress(self) -> None:
-        """What each open side has taken in so far: the close wait's next look compares (``_expire``)."""
+        """What each open side has taken in so far: the close wait's next look compares (``_expire``); at
+        the first look, also what the close wait's byte bound counts from."""
+        first = self._looks == 0
         for side in (self.client, self.upstream):
             if side.open:
                 side.closing_taken = side.taken_in()
+                if first:
+                    side.closing_began = side.closing_taken
+
+    def _fed(self) -> bool:
+        """The close wait is over its bounds: ``CLOSE_WAIT_LOOKS`` looks, or a side took in more than
+        ``CLOSE_WAIT_BYTES`` (and a message) since the close began: no backlog, a stream fed on."""
+        if self._looks >= CLOSE_WAIT_LOOKS:
+            return True
+        bound = self._close_wait_bytes
+        return any(side.open and side.taken_in() - side.closing_began > bound for side in (self.client, self.upstream))
 
     def _expire(self) -> None:
         """``close_timeout`` after the close began, or after the last look: the closing handshake waits on
@@ -482,9 +507,12 @@ class Splice:
         the close frame behind it were lost (57 of 128 64 KiB messages read at ~1.6 MB/s, 1 s). Waiting
         only while bytes were still on their way, a look just after a slow upstream read the last of the
         client's backlog and close frame aborted both sides before the upstream's answer came: the
-        client got no close frame. Not at a shutdown: the server's bound holds there (:meth:`_server_shutdown`)."""
+        client got no close frame. Not at a shutdown: the server's bound holds there (:meth:`_server_shutdown`);
+        nor past the wait's own bounds (:meth:`_fed`): an upstream that never answered the client's close
+        frame but streamed on to a client reading on held both connections (and the client's lease) for good."""
         self._timer = None
-        if not self._shutting_down:
+        self._looks += 1
+        if not self._shutting_down and not self._fed():
             delivering = stalled = False
             for side in (self.client, self.upstream):
                 if side.open:
@@ -505,4 +533,4 @@ def _name(side: Side) -> str:
     return "client" if side.client else "upstream"
 
 
-__all__ = ["Splice"]
+__all__ = ["CLOSE_WAIT_BYTES", "CLOSE_WAIT_LOOKS", "Splice"]
