@@ -41,6 +41,7 @@ BOUND = 64 * 1024 * 1024
 API = {"close_timeout": 30}  # longer than any test: only the byte bound ends the flood
 BAD_FROM_CLIENT = b"\x83\x80\x00\x00\x00\x00"  # reserved opcode 3 (masked, empty)
 BAD_FROM_UPSTREAM = b"\x83\x00"  # the same, unmasked
+CLOSE_FROM_UPSTREAM = b"\x88\x02\x03\xe8"  # a close frame, 1000 (unmasked)
 
 
 def _flood(sock: socket.socket) -> int:
@@ -70,6 +71,19 @@ def _client_floods(port: int) -> tuple[int, bytes]:
         except OSError:
             first = b""
         return sent, first
+
+
+def _client_answers_the_close_with_a_bad_frame_and_floods(port: int) -> tuple[int, bytes]:
+    """A client that reads the gateway's close frame, answers it with a bad frame, then sends zeros: what it
+    sent, and the close frame it read first."""
+    with socket.socket() as sock:
+        _small_send_buffer(sock)
+        sock.connect(("127.0.0.1", port))
+        got = upgrade_blocking(sock, port, "/ws/echo")
+        while len(got) < len(CLOSE_FROM_UPSTREAM):
+            got += sock.recv(len(CLOSE_FROM_UPSTREAM) - len(got))
+        sock.sendall(BAD_FROM_CLIENT)
+        return _flood(sock), got
 
 
 class _RawUpstream:
@@ -116,6 +130,19 @@ class _TLSFloodingUpstream(_RawUpstream):
             self.sent = _flood(tls)
 
 
+class _ClosingUpstream(_RawUpstream):
+    """Answers 101 with its close frame, then reads everything it gets until the gateway closes it."""
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = self.listener.accept()
+            with connection:
+                accept_upstream_blocking(connection, then=CLOSE_FROM_UPSTREAM)
+                connection.settimeout(40)
+                while connection.recv(65536):
+                    pass
+
+
 class _SinkUpstream(_RawUpstream):
     """Answers 101 and reads everything it gets until the gateway closes it."""
 
@@ -144,6 +171,26 @@ async def test_a_client_flooding_after_its_bad_frame_is_reset_after_a_bounded_re
         upstream.close()
     assert sent < BOUND, f"{sent >> 20} MiB were read from a client refused for a bad frame"
     assert first[:1] == b"\x88" and first[2:4] == b"\x03\xea"  # its close frame, 1002, was out before the reset
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("connector", ["splice", "frame relay", "relay"])
+async def test_a_client_answering_the_close_with_a_bad_frame_then_flooding_is_reset_after_a_bounded_read(
+    tmp_path: Path, connector: str
+) -> None:
+    """The gateway's close sent first (its upstream closed), then the client's bad frame and flood: reset
+    after a few MiB too. The relay's client leg bounded a bad frame only when it came before any close: one
+    answering the close read on until close_timeout (256 MiB of 256 in well under 1 s)."""
+    upstream = _ClosingUpstream()
+    log = tmp_path / "gateway.log"
+    try:
+        config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
+        async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
+            sent, first = await asyncio.to_thread(_client_answers_the_close_with_a_bad_frame_and_floods, gateway.port)
+    finally:
+        upstream.close()
+    assert first == CLOSE_FROM_UPSTREAM
+    assert sent < BOUND, f"{sent >> 20} MiB were read from a client refused for a bad frame after the close"
     assert "Traceback" not in log.read_text()
 
 

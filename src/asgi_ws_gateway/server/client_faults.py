@@ -26,6 +26,7 @@ class ClientFaults(ClientLeg):
         of an oversize message) had its connection reset: it saw 1006, never the close code."""
         if self.close_sent:  # closing already: the application's close, or called again for a later read
             self._end_failed_closing()
+            self._read_out()  # (a client answering the close with a bad frame was read on until close_timeout)
             return
         close = self.conn.close_sent
         assert close is not None  # websockets failed the connection with this frame
@@ -36,12 +37,20 @@ class ClientFaults(ClientLeg):
         self.transport.write(b"".join(self.conn.data_to_send()))  # the close frame
         self.close_sent = True
         self._end_failed_closing()
-        if not self.transport.is_closing():  # (plain text: its FIN is written, it is read on)
-            self.transport.set_protocol(_FaultReadOut(self))
+        self._read_out()
+        self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.close)
+
+    def _read_out(self) -> None:
+        """What the client still sends is counted and dropped (:class:`_FaultReadOut`), read until its end,
+        once: whether the fault came first or answered a close the server had sent (the application's, the
+        shutdown's). Bounded only in the first case, a client that answered the relay's close with a bad
+        frame and flooded had 256 MiB read from it in well under a second, on until close_timeout."""
+        transport = self.transport
+        if not transport.is_closing() and not isinstance(transport.get_protocol(), _FaultReadOut):
+            transport.set_protocol(_FaultReadOut(self))  # (plain text: its FIN is written, it is read on)
         if self.read_paused:
             self.read_paused = False
-            self.transport.resume_reading()  # the parser discards what comes: read it out
-        self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.close)
+            transport.resume_reading()  # the parser discards what comes: read it out
 
     def _end_failed_closing(self) -> None:
         """End the server's side of a connection the client broke the protocol on, once: its TCP close
