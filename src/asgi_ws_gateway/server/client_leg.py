@@ -29,6 +29,7 @@ from ..passthrough.asgi_extension import (
 from ..passthrough.lingering_close import lingering
 from .log_lines import PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, logged_path
 from .server_protocol import _ServerProtocol
+from .tls_close import TLS_CLOSES
 
 
 class ClientLeg(WebSocketsSansIOProtocol):
@@ -86,6 +87,7 @@ class ClientLeg(WebSocketsSansIOProtocol):
         self._abort_timer = self._stall_due = None
         self._shares = None  # it points back at this protocol: a reference cycle, freed only by a full collection
         self._told_at_shutdown = None  # the relay's, which holds this protocol's send and receive: a cycle too
+        TLS_CLOSES.forget(self.transport)  # (over TLS: the server's look at closing TLS connections held it on)
         super().connection_lost(exc)
         self.conn.forget_parser()  # so does websockets' parser at its protocol
 

@@ -245,13 +245,16 @@ class HeadDeadline(asyncio.Protocol):
         self._arm()
         if transport.get_extra_info("sslcontext") is not None:
             _tls_unbounded(self.loop)
-            TLS_CLOSES.watch(transport, self.loop, self.header_timeout)
             # uvicorn's own closes (after a response to a request that asked to close, HTTP/1.0's, a
             # keep-alive timeout) held to a lingering close's bounds too: closing, the TLS layer read on
             # what the client still sent, unseen, 12.7-13.1 GB in 20 s, where plain text resets it at once.
             self.transport = lingering(transport)
+            # Watched as the protocols hold it (the WebSocket protocol takes it over): forgotten at their
+            # connection_lost (this one's, ClientLeg's), not only at the look after.
+            TLS_CLOSES.watch(self.transport, self.loop, self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        TLS_CLOSES.forget(self.transport)
         self._disarm()
         if self._peer_watch is not None:
             self._peer_watch.cancel()

@@ -41,6 +41,12 @@ class _TLSCloses:
         if self._timer is None:
             self._timer = loop.call_later(every, self._look, loop, every)
 
+    def forget(self, transport: asyncio.Transport) -> None:
+        """``transport``'s connection is lost: let go of it now, not at the next look. Held until then, each
+        closed TLS connection's transport, TLS protocol, SSL object and buffers (~15 objects, ~35 KB) stayed
+        for up to ``header_timeout``: 500 TLS requests answered and closed held 7,540 objects 2.5 s later."""
+        self._progress.pop(transport, None)
+
     def _look(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
         for transport, before in list(self._progress.items()):
             if transport.get_extra_info("socket") is None:  # connection lost: the TLS layer let go of it
