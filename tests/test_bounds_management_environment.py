@@ -16,6 +16,7 @@ from asgi_ws_gateway.management import GatewayManagement
 from asgi_ws_gateway.management import standalone as management_standalone
 from asgi_ws_gateway.management.cli import TOKEN_ENV
 from asgi_ws_gateway.management.mount_path import MAX_MANAGEMENT_PATH
+from asgi_ws_gateway.management.store import FileStore
 from asgi_ws_gateway.standalone import CONFIG_ENV, not_found
 from asgi_ws_gateway.startup import MANAGEMENT_VARIABLES
 
@@ -76,7 +77,27 @@ def test_a_run_variable_set_around_an_applications_management_is_a_warning_namin
     with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
         _mount()
     (warning,) = [record.getMessage() for record in caplog.records if name in record.getMessage()]
-    assert "this GatewayManagement ignores it" in warning and MANAGEMENT_VARIABLES[name] in warning
+    assert "this GatewayManagement ignores it" in warning and MANAGEMENT_VARIABLES[name][1] in warning
+
+
+GIVEN: dict[str, dict[str, object]] = {
+    "path": {"path": "/_admin"},
+    "port": {"port": 9001},
+    "store": {"store": FileStore("/tmp/never-written.json")},
+    "redis_prefix": {"redis_prefix": "ns"},
+}
+"""An argument per variable, as an application that reads the variable itself passes it."""
+
+
+@pytest.mark.parametrize("name", sorted(MANAGEMENT_VARIABLES))
+def test_a_run_variable_beside_the_argument_it_stands_for_is_the_applications_to_read(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """The example app reads ``ASGI_WS_GATEWAY_STATE`` into ``store=``: no warning that it is ignored."""
+    monkeypatch.setenv(name, "9001" if name.endswith("PORT") else "/x")
+    with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
+        _mount(**GIVEN[MANAGEMENT_VARIABLES[name][0]])
+    assert not [record for record in caplog.records if name in record.getMessage()]
 
 
 def test_run_managements_own_variables_are_read_without_a_warning(

@@ -62,13 +62,14 @@ STANDALONE_VARIABLES = {
 """The variables only the standalone gateway reads (``run``'s workers, ``asgi_ws_gateway.standalone:create_app``),
 each with what does its work for a ``WebSocketGateway`` in an application of the user's."""
 MANAGEMENT_VARIABLES = {
-    "ASGI_WS_GATEWAY_MANAGEMENT_PATH": "path=",
-    "ASGI_WS_GATEWAY_MANAGEMENT_PORT": "port=",
-    "ASGI_WS_GATEWAY_STATE": "store=FileStore(path)",
-    "ASGI_WS_GATEWAY_REDIS_PREFIX": "redis_prefix=",
+    "ASGI_WS_GATEWAY_MANAGEMENT_PATH": ("path", "path="),
+    "ASGI_WS_GATEWAY_MANAGEMENT_PORT": ("port", "port="),
+    "ASGI_WS_GATEWAY_STATE": ("store", "store=FileStore(path)"),
+    "ASGI_WS_GATEWAY_REDIS_PREFIX": ("redis_prefix", "redis_prefix="),
 }
 """As :data:`STANDALONE_VARIABLES`, for ``GatewayManagement`` (``run --management``'s workers,
-``asgi_ws_gateway.management.standalone:create_app``); ``ASGI_WS_GATEWAY_REDIS`` and ``..._ADMIN_TOKEN``
+``asgi_ws_gateway.management.standalone:create_app``): each with the argument that does its work, warned of
+only when the application left that argument at its default; ``ASGI_WS_GATEWAY_REDIS`` and ``..._ADMIN_TOKEN``
 are the management commands' too, often exported shell-wide, and not listed."""
 
 

@@ -110,6 +110,12 @@ class GatewayManagement:
             raise ValueError("max_body_size and body_timeout must be positive")
         if not 0 < sample_interval <= sample_window:
             raise ValueError("sample_interval must be positive and sample_window at least sample_interval")
+        # The arguments the application gave, of those run's variables stand for: a variable set beside one
+        # is the application's to read (the example app reads ASGI_WS_GATEWAY_STATE into store=), not warned of.
+        chosen = {
+            "path": path != "/_gateway", "port": port is not None,
+            "store": store is not None or redis_url is not None, "redis_prefix": redis_prefix != "asgi-ws-gw",
+        }  # fmt: skip
         if auth is None:
             if not admin_token:
                 raise ValueError("the management API needs an admin_token or an auth callable")
@@ -128,7 +134,10 @@ class GatewayManagement:
         self.port = port
         gateway = gateway or find_gateway(app)
         if not getattr(gateway.app, "standalone", False):  # else run's (asgi_ws_gateway.management.standalone)
-            for warning in unread_variable_warnings("GatewayManagement", MANAGEMENT_VARIABLES):
+            unread = {
+                name: instead for name, (argument, instead) in MANAGEMENT_VARIABLES.items() if not chosen[argument]
+            }
+            for warning in unread_variable_warnings("GatewayManagement", unread):
                 logger.warning("%s", warning)
         self.manager = Manager(
             gateway,
