@@ -35,7 +35,7 @@ import pytest_asyncio
 
 from asgi_ws_gateway.passthrough.lingering_close import LINGER_BYTES, lingering
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream, _HandshakeReader
-from asgi_ws_gateway.passthrough.sides import REFUSED_BYTES
+from asgi_ws_gateway.passthrough.read_out import REFUSED_BYTES
 from asgi_ws_gateway.passthrough.splice import Splice
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess

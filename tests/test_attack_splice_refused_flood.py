@@ -4,7 +4,7 @@ On the splice and the frame relay a refused side gets its close frame and a FIN,
 is read and dropped until it closes (its answer is not read: it broke the framing). Nothing bounded the
 bytes: a raw client that sent a bad frame and then flooded zeros had 4-5 GB read from it in 1 s over
 loopback with ``close_timeout: 1``, a core busy for the whole close_timeout per connection (an upstream
-the same). Past :data:`~asgi_ws_gateway.passthrough.sides.REFUSED_BYTES` (16 MiB) after its refusal the
+the same). Past :data:`~asgi_ws_gateway.passthrough.read_out.REFUSED_BYTES` (16 MiB) after its refusal the
 side is closed now (a lingering close): a flooder reads a reset (EPIPE) after a few more MiB (the
 linger's own MiB, the kernel's buffers), the gateway's close frame still first in what it can read.
 

@@ -16,14 +16,7 @@ from .. import progress
 from ..relay.close_codes import wire_code, wire_reason
 from .frame_encoding import close_frame, encode_frame
 from .frames import Scanner
-from .lingering_close import LINGER_BYTES
-
-REFUSED_BYTES = 16 * LINGER_BYTES
-"""Bytes a refused side (an oversize or bad frame) may still send after its refusal before it is closed
-(16 MiB). More than a lingering close's :data:`LINGER_BYTES`: a client refused for a message over the
-limit is still sending the rest of it, and must still read its 1009 (one sending an 8 MiB message
-over the 1 MiB default, and one sending 8 MiB behind a bad frame, read their codes and the gateway's
-FIN, not a reset: ``tests/test_attack_frames.py``). A flooder is read ~5 ms, not ``close_timeout``."""
+from .read_out import BoundedReadOut
 
 if TYPE_CHECKING:
     from .splice import Splice
@@ -65,7 +58,7 @@ class Side(asyncio.Protocol):
         self.closing_began = 0  # the same, when the close wait began (its byte bound counts from there)
         self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
-        self.refused = False  # the gateway refused it: what it sends is read out by a _RefusedReadOut
+        self.refused = False  # the gateway refused it: what it sends is read out by a BoundedReadOut
 
     def linger_began(self) -> None:
         """Its transport closes without a reset (``lingering_close``): the client's side is over for the
@@ -186,16 +179,17 @@ class Side(asyncio.Protocol):
 
     def read_out_refused(self) -> None:
         """The gateway refused this side (an oversize or bad frame): from now on what it sends is counted
-        and dropped by a :class:`_RefusedReadOut` standing in for it, and past :data:`REFUSED_BYTES` it is
-        closed (none of it could go on). Its scanner read it on, dropping all, until its TCP close or
-        ``close_timeout``: 4-5 GB a second over loopback, a core busy per connection. Counted there, not
-        in :meth:`data_received`: no cost per read of a connection that was never refused."""
+        and dropped by a :class:`~.read_out.BoundedReadOut` standing in for it, and past
+        :data:`~.read_out.REFUSED_BYTES` it is closed (none of it could go on). Its scanner read it on,
+        dropping all, until its TCP close or ``close_timeout``: 4-5 GB a second over loopback, a core busy
+        per connection. Counted there, not in :meth:`data_received`: no cost per read of a connection that
+        was never refused."""
         if self.refused:
             return
         self.refused = True
         transport = self.transport
         if self.open and not transport.is_closing():
-            transport.set_protocol(_RefusedReadOut(self))
+            transport.set_protocol(BoundedReadOut(self))
 
     def undelivered(self) -> int:
         """Bytes written to this side it has not taken in yet (:func:`.progress.undelivered`)."""
@@ -213,52 +207,4 @@ class Side(asyncio.Protocol):
         return True
 
 
-class _RefusedReadOut(asyncio.Protocol):
-    """The protocol of a refused side's transport: drops what the side sends, and closes the transport
-    once that is over :data:`REFUSED_BYTES`; everything else goes to the :class:`Side`.
-
-    Closed as any side the gateway is done with: the transport's ``close()`` (a
-    :class:`~.lingering_close.LingeringTransport`'s) writes what is still queued to it and its FIN, and
-    lingers, a flooder reaching the linger's own :data:`LINGER_BYTES` at once, at which it is read no more
-    and the socket is closed once its close frame is delivered (a reset, its unread bytes dropped, the
-    descriptor freed); a side that takes in nothing is
-    aborted by the linger's time bound, as by ``close_timeout`` over a transport that cannot linger.
-    Not ``abort()``: a reset now could drop the close frame still on its way to it, and the splice may
-    still write to it (a close frame waiting for the peer's frame in flight, a half-close): a lingering
-    transport ignores that, where an aborted uvloop transport raised on it. Over TLS (no linger) it is
-    aborted: its ``close()`` reads on, and what is written to an aborted TLS transport is dropped quietly."""
-
-    __slots__ = ("left", "side")
-
-    def __init__(self, side: Side) -> None:
-        self.side, self.left = side, REFUSED_BYTES
-
-    def data_received(self, data: bytes) -> None:
-        self.left -= len(data)
-        if self.left < 0:
-            transport = self.side.transport
-            if not transport.can_write_eof():
-                # TLS (a wss:// upstream): no linger, and its close() is TLS's own shutdown, which reads and
-                # drops on until the peer's close_notify: a flooder was read for all of close_timeout
-                # (5.2 GB in 10 s over loopback). Past its bound it is dropped, as a linger past its own.
-                transport.abort()
-            elif not transport.is_closing():  # (once: the linger reads the rest)
-                transport.close()
-
-    def eof_received(self) -> bool | None:
-        return self.side.eof_received()
-
-    def linger_began(self) -> None:
-        self.side.linger_began()
-
-    def pause_writing(self) -> None:
-        self.side.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.side.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.side.connection_lost(exc)
-
-
-__all__ = ["REFUSED_BYTES", "Side", "ping_payload"]
+__all__ = ["Side", "ping_payload"]

@@ -1,6 +1,6 @@
 """A client that broke the protocol (invalid UTF-8, a bad frame, a message over the limit): the
 application is told, the client gets its close frame, and what it still sends is read and dropped
-until it closes (``close_timeout`` at most, :data:`~..passthrough.sides.REFUSED_BYTES` at most), where
+until it closes (``close_timeout`` at most, :data:`~..passthrough.read_out.REFUSED_BYTES` at most), where
 uvicorn reset a client still sending."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 
 from websockets.exceptions import PayloadTooBig
 
-from ..passthrough.sides import REFUSED_BYTES
+from ..passthrough.read_out import BoundedReadOut
 from ..relay.close_codes import TOO_BIG
 from .client_leg import ClientLeg
 
@@ -41,13 +41,18 @@ class ClientFaults(ClientLeg):
         self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.close)
 
     def _read_out(self) -> None:
-        """What the client still sends is counted and dropped (:class:`_FaultReadOut`), read until its end,
-        once: whether the fault came first or answered a close the server had sent (the application's, the
-        shutdown's). Bounded only in the first case, a client that answered the relay's close with a bad
-        frame and flooded had 256 MiB read from it in well under a second, on until close_timeout."""
+        """What the client still sends is counted and dropped (the parser would discard it all the same),
+        and past ``REFUSED_BYTES`` its transport is closed (lingering: the close frame and the FIN are out
+        already), as the splice does with a side it refused (:class:`~..passthrough.read_out.BoundedReadOut`
+        stands in for this protocol), once: whether the fault came first or answered a close the server had
+        sent (the application's, the shutdown's). Before, it was parsed on until its close or
+        ``close_timeout``: a client that flooded after a bad frame had 6.2 GB read from it in the 5 s of the
+        default, a core busy per connection; and once that was bounded, bounded only in the first case: a
+        client that answered the relay's close with a bad frame and flooded had 256 MiB read from it in well
+        under a second, on until close_timeout."""
         transport = self.transport
-        if not transport.is_closing() and not isinstance(transport.get_protocol(), _FaultReadOut):
-            transport.set_protocol(_FaultReadOut(self))  # (plain text: its FIN is written, it is read on)
+        if not transport.is_closing() and not isinstance(transport.get_protocol(), BoundedReadOut):
+            transport.set_protocol(BoundedReadOut(self))  # (plain text: its FIN is written, it is read on)
         if self.read_paused:
             self.read_paused = False
             transport.resume_reading()  # the parser discards what comes: read it out
@@ -64,39 +69,6 @@ class ClientFaults(ClientLeg):
             self.transport.write_eof()
         else:
             self.transport.close()
-
-
-class _FaultReadOut(asyncio.Protocol):
-    """The protocol of a client's transport once the client broke the protocol: what it still sends is
-    counted and dropped (the parser discarded it all the same), and past :data:`REFUSED_BYTES` its
-    transport is closed (lingering: the close frame and the FIN are out already, then its 1 MiB), as the
-    splice does with a side it refused. Before, it was read on until its close or ``close_timeout``: a
-    client that flooded after a bad frame had 6.2 GB read from it in the 5 s of the default, a core busy
-    per connection. Counted here, not in the protocol's ``data_received``: no cost per read of a client
-    that keeps to the protocol. Everything else goes to the protocol."""
-
-    __slots__ = ("left", "protocol")
-
-    def __init__(self, protocol: ClientFaults) -> None:
-        self.protocol, self.left = protocol, REFUSED_BYTES
-
-    def data_received(self, data: bytes) -> None:
-        self.left -= len(data)
-        transport = self.protocol.transport
-        if self.left < 0 and not transport.is_closing():  # (once: the linger reads the rest)
-            transport.close()
-
-    def eof_received(self) -> bool | None:
-        return self.protocol.eof_received()  # type: ignore[func-returns-value]
-
-    def pause_writing(self) -> None:
-        self.protocol.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.protocol.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.protocol.connection_lost(exc)
 
 
 __all__ = ["ClientFaults"]
