@@ -352,9 +352,7 @@ class FrameScanner:
                     end = min(end, start)
                     break
                 pos += header + length
-                payload = data[pos - length : pos]
-                if b1 & 0x80:
-                    payload = _unmask(payload, data[pos - length - 4 : pos - length])
+                payload = _payload(data, pos, length, b1 & 0x80)
                 if payload == self.pong and end == size:
                     kept = kept or []
                     kept.append(data[keep:start])
@@ -368,9 +366,7 @@ class FrameScanner:
                     end = min(end, start)
                     break
                 pos += header + length
-                payload = data[pos - length : pos]
-                if b1 & 0x80:
-                    payload = _unmask(payload, data[pos - length - 4 : pos - length])
+                payload = _payload(data, pos, length, b1 & 0x80)
                 problem = close_problem(payload)
                 if problem is not None:
                     self.error, self.error_code = problem
@@ -454,8 +450,11 @@ class FrameScanner:
             self._count(self._message, self._binary)
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+def _payload(data: bytes, end: int, length: int, masked: int) -> bytes:
+    """The payload, unmasked, of the frame of ``length`` payload bytes that ends at ``end`` in ``data``
+    (a pong or a close frame the scanner held back whole: 125 bytes at most)."""
+    payload = data[end - length : end]
+    return apply_mask(payload, data[end - length - 4 : end - length]) if masked else payload
 
 
 __all__ = ["FrameScanner", "Scanner"]
