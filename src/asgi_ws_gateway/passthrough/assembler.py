@@ -19,7 +19,7 @@ import struct
 from websockets.speedups import apply_mask
 
 from .._types import Data
-from ..relay.close_codes import close_problem
+from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
 from .frame_rules import FRAGMENT_FLOOR, frame_rule_broken
 
@@ -254,7 +254,7 @@ class MessageAssembler:
         if problem is not None:
             self._fail(*problem)
             return None
-        self.close = (payload[0] << 8 | payload[1], payload[2:].decode()) if payload else (1005, "")
+        self.close = close_code_and_reason(payload)
         self.interrupted = True
         return _CLOSE, b"", raw, 0
 

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
 from ..loop_watch import BYTES_PER_TURN
-from ..relay.close_codes import close_problem
+from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
 from .frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken
 from .inflate import InflatedSize, sender_window
@@ -256,7 +256,7 @@ class FrameScanner:
         problem = close_problem(payload)
         if problem is not None:
             return self._feed(frame)  # refused as the loop refuses it
-        self.close = (payload[0] << 8 | payload[1], payload[2:].decode()) if payload else (1005, "")
+        self.close = close_code_and_reason(payload)
         self.interrupted, self._fast = True, False
         return frame
 
@@ -372,7 +372,7 @@ class FrameScanner:
                     self.error, self.error_code = problem
                     end = min(end, start)
                     break
-                self.close = (payload[0] << 8 | payload[1], payload[2:].decode()) if payload else (1005, "")
+                self.close = close_code_and_reason(payload)
                 continue
             pos += header
             if opcode >= _CONTROL:

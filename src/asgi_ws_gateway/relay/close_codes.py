@@ -61,6 +61,12 @@ def close_problem(payload: bytes) -> tuple[str, int] | None:
     return None
 
 
+def close_code_and_reason(payload: bytes) -> tuple[int, str]:
+    """The code and reason of a close frame's (unmasked) payload that :func:`close_problem` passed:
+    1005 and no reason for an empty one, as received (RFC 6455 §7.1.5)."""
+    return (payload[0] << 8 | payload[1], payload[2:].decode()) if payload else (1005, "")
+
+
 def client_vanished(disconnect: Message) -> bool:
     """True when a ``websocket.disconnect`` reports a lost TCP connection rather than a close frame.
 
@@ -85,6 +91,7 @@ __all__ = [
     "SHUTDOWN_REFUSAL",
     "TOO_BIG",
     "client_vanished",
+    "close_code_and_reason",
     "close_problem",
     "sendable",
     "wire_code",
