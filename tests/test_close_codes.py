@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ProtocolError
 from websockets.frames import Close
 
-from asgi_ws_gateway.relay.close_codes import close_problem, sendable, wire_code
+from asgi_ws_gateway.relay.close_codes import close_code_and_reason, close_problem, sendable, wire_code
 
 
 def _websockets_accepts(code: int) -> bool:
@@ -45,6 +45,16 @@ def test_close_problem_agrees_with_websockets_parse(code: int, reason: bytes) ->
 def test_empty_close_is_valid_and_one_byte_is_not(payload: bytes, problem: tuple[str, int] | None) -> None:
     """No payload is a close without a code (1005); one byte is malformed."""
     assert close_problem(payload) == problem
+
+
+@given(st.integers(min_value=0, max_value=65535), st.text(max_size=40))
+def test_a_valid_close_payload_reads_as_websockets_parses_it(code: int, reason: str) -> None:
+    """The code and reason the splice and the frame relay read are websockets' own; no payload is 1005."""
+    payload = code.to_bytes(2, "big") + reason.encode()
+    if close_problem(payload) is None:
+        close = Close.parse(payload)
+        assert close_code_and_reason(payload) == (close.code, close.reason)
+    assert close_code_and_reason(b"") == (1005, "")
 
 
 @given(st.integers(min_value=0, max_value=65535))
