@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
@@ -65,6 +66,16 @@ def _plain_text(value: str) -> str:
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_plain_text)]
 """Free text shown to people (display names, a subscriber's name): no control, line-break or bidi characters."""
 Url = Annotated[str, Field(max_length=MAX_URL)]
+
+
+def _zoned(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Instant = Annotated[datetime, AfterValidator(_zoned)]
+"""A point in time; one written without a zone (``2030-01-01T00:00:00``, ``2030-01-01``) is UTC, as the
+handshake has always read it. Kept zoned, so it compares with the clock: a subscription stored without
+a zone made every listing of subscriptions a 500 (comparing naive and aware datetimes)."""
 
 # Durations. Each time field states both its bounds (``Field(ge=..., le=...)``): ``gt=0`` admitted
 # 1e-300 (an idle_timeout closing every connection at once, a rate window counting nothing) and no
@@ -149,6 +160,7 @@ __all__ = [
     "ConfigModel",
     "CookieName",
     "HeaderName",
+    "Instant",
     "MessagePolicies",
     "MessagePolicyEntry",
     "Name",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from .apis import MessagePoliciesConfig
-from .fields import POLICIES_DOC, ConfigModel, HeaderName, Name, Policies, QueryName, Text
+from .fields import POLICIES_DOC, ConfigModel, HeaderName, Instant, Name, Policies, QueryName, Text
 from .limits import MAX_APIS, MAX_KEY_HEADERS
 
 
@@ -38,7 +37,9 @@ class SubscriptionConfig(ConfigModel):
         Field(pattern=r"^[0-9a-fA-F]{64}$", max_length=64, description="Hex SHA-256 of the key: never the key itself."),
     ]
     state: Literal["active", "suspended", "expired"] = "active"
-    expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
+    expires_at: Instant | None = Field(
+        default=None, description="After this instant the subscription is expired (without a zone: UTC)."
+    )
 
 
 class SubscriptionKeyConfig(ConfigModel):

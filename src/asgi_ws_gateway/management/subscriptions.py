@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config.apis import ApiConfig
-from ..config.fields import Name, Text
+from ..config.fields import Instant, Name, Text
 from ..config.gateway import GatewayConfig
 from ..config.problems import describe_errors
 from ..config.products import ProductConfig, SubscriptionConfig
@@ -42,7 +42,9 @@ class SubscriptionRequest(StrictNumbers):
     product: Name = Field(description="The product this subscription grants.")
     id: Annotated[Name | None, Field(description="Unique id (default: generated).")] = None
     name: Text | None = Field(default=None, description="Human name: the subscriber.")
-    expires_at: datetime | None = Field(default=None, description="After this instant the subscription is expired.")
+    expires_at: Instant | None = Field(
+        default=None, description="After this instant the subscription is expired (without a zone: UTC)."
+    )
 
 
 class SubscriptionResource(BaseModel):
@@ -55,8 +57,8 @@ class SubscriptionResource(BaseModel):
     name: str | None = None
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     state: Literal["active", "suspended", "expired"] = "active"
-    expires_at: datetime | None = None
-    created_at: datetime | None = None
+    expires_at: Instant | None = None
+    created_at: Instant | None = None
     """When it was created here; None for the configuration file's own subscriptions."""
 
     def public(self) -> dict[str, Any]:
