@@ -14,7 +14,8 @@ Hierarchy::
         ├── UnsupportedMediaType   415 (a change not typed application/json)
         ├── Invalid                422 (``problems`` by field path; nothing was changed)
         └── Unavailable            503 (the shared state in Redis cannot be reached; Retry-After)
-            └── StateWentBack      503 (the store went back to an older state: nothing was changed)
+            ├── StateWentBack      503 (the store went back to an older state: nothing was changed)
+            └── CannotRun          503 (this worker's configuration does not fit the store's state)
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ class StateWentBack(Unavailable):
     The worker adopts the store's state; the call may be sent again."""
 
 
+class CannotRun(Unavailable):
+    """The store's latest state, saved by another worker, does not fit this worker's own configuration (its
+    file, plugins or allowed modules differ: a rolling deploy); this worker keeps serving the state it ran.
+    ``problems``: what does not fit, by field path."""
+
+
 def problem(
     status: int, title: str, detail: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -110,6 +117,7 @@ def problem(
 
 __all__ = [
     "BadRequest",
+    "CannotRun",
     "Conflict",
     "Forbidden",
     "Invalid",

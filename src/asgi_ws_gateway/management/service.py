@@ -22,6 +22,7 @@ from ..loading import REFUSED, restricted
 from ..policies.build import checks_only
 from ..redact import printable
 from . import subscriptions as subs
+from .bus import Command
 from .change_warnings import change_warnings
 from .errors import Conflict, Invalid, NotFound, PreconditionFailed, StateWentBack, Unavailable
 from .live_connections import DEFAULT_LISTED, Listed
@@ -136,13 +137,15 @@ class Manager(StoreSync):
         # Answer once every worker runs the new revision: a handshake right after sees the change. Each
         # worker starts closing what the revision asked to drain as it applies it, without waiting for it.
         try:
-            await self.bus.gather({"op": "reload", "revision": new.revision})
+            answers = await self.bus.gather({"op": "reload", "revision": new.revision})
         except Unavailable as exc:  # saved and applied here: the other workers find it when they poll the store
             logger.warning(
                 "management: revision %d saved, not announced (%s); the other workers apply it from the store",
                 new.revision,
                 exc.__cause__ or exc,
             )
+        else:
+            warnings.extend(_not_run(new.revision, answers.replies))
         return warnings
 
     def _warnings(self, current: Overlay, new: Overlay, merged: GatewayConfig, subject: str | None) -> list[str]:
@@ -348,6 +351,23 @@ def _product(body: Any) -> subs.Product:
 def _names(base: GatewayConfig, overlay: Overlay) -> set[str]:
     names = {api.name for api in base.apis if overlay.apis.get(api.name, True) is not None}
     return names | {name for name, doc in overlay.apis.items() if doc is not None}
+
+
+def _not_run(revision: int, replies: list[Command]) -> list[str]:
+    """The answers of the workers that cannot run ``revision`` (their configuration does not fit it: a
+    rolling deploy of another file, say): saved, run here, not there. A warning each, logged too."""
+    warned = []
+    for reply in replies:
+        problems = reply.get("cannot_run")
+        if not isinstance(problems, list):
+            continue
+        warning = printable(
+            f"worker {reply.get('worker')} cannot run revision {revision} and keeps serving revision "
+            f"{reply.get('revision')}: its configuration does not fit it ({'; '.join(map(str, problems))})"
+        )
+        logger.warning("management: %s", warning)
+        warned.append(warning)
+    return warned
 
 
 __all__ = ["MAX_STATE_BYTES", "Manager"]

@@ -23,8 +23,9 @@ from ..errors import ConfigError
 from ..loading import Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
 from ..policies.build import check_policies, checks_only
+from ..redact import printable
 from .bus import Bus, Command, LocalBus
-from .errors import Unavailable
+from .errors import CannotRun, Unavailable
 from .live_connections import LiveConnections
 from .overlay import DRAIN_HISTORY, Drain, Overlay, ValidatedApis, compare_states, drain_reasons, merge
 from .store import MemoryStore, StateStore
@@ -95,6 +96,10 @@ class StoreSync:
         self._saved: Overlay | None = None  # the last state this worker's changes saved
         self._validated: list[tuple[Overlay, GatewayConfig]] = []  # newest first, VALIDATED_KEPT at most
         self._apis = ValidatedApis()  # the overlay's APIs validated under self.gate, not validated again
+        # The last state this worker could not run, and why: not validated again at each poll (a second
+        # of CPU at 1,000 APIs), nor logged again (a traceback a poll).
+        self._cannot_run: tuple[Overlay, list[str]] | None = None
+        self._reported: Overlay | None = None  # the last of them logged
         self._poller: asyncio.Task[None] | None = None
         self._sampling: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -198,7 +203,10 @@ class StoreSync:
                     "older copy, failed over to a lagging replica, or emptied); adopting the store's state",
                     self.overlay.describe(), overlay.describe(),
                 )  # fmt: skip
-            await self._install(overlay)
+            try:
+                await self._install(overlay)
+            except ConfigError as exc:
+                raise self._refused(overlay, exc.problems) from None
             if step == "diverged":
                 self._etag_key = await self._read_etag_key()  # an emptied store makes a new one
             self._drain(drains, overlay.revision)
@@ -224,10 +232,34 @@ class StoreSync:
         for known, config in self._validated:
             if known is overlay or known == overlay:
                 return config
-        with restricted(self.gate), checks_only():  # the stored changes may load only what the operator allowed
-            config = merge(self.base, overlay, self._apis)
+        failed = self._cannot_run
+        if failed is not None and (failed[0] is overlay or failed[0] == overlay):
+            raise ConfigError(failed[1])
+        try:
+            with restricted(self.gate), checks_only():  # the stored changes may load only what the operator allowed
+                config = merge(self.base, overlay, self._apis)
+        except ConfigError as exc:
+            self._cannot_run = (overlay, exc.problems)
+            raise
         self._remember(overlay, config)
         return config
+
+    def _refused(self, overlay: Overlay, problems: list[str]) -> CannotRun:
+        """A store's state that this worker's configuration does not fit (another worker's file accepted
+        it: a rolling deploy, plugins or allowed modules that differ): logged once per state, at ERROR."""
+        if self._reported is not overlay and self._reported != overlay:
+            self._reported = overlay
+            logger.error(
+                "management: this worker cannot run %s, saved in the state store by another worker: its own "
+                "configuration does not fit it (%s); it keeps serving %s until the store or its configuration "
+                "changes",
+                overlay.describe(), printable("; ".join(problems)), self.overlay.describe(),
+            )  # fmt: skip
+        return CannotRun(
+            f"this worker cannot run {overlay.describe()}, saved in the state store: its configuration does not fit "
+            f"it (another worker's configuration accepted it); it serves {self.overlay.describe()}",
+            problems,
+        )
 
     def _remember(self, overlay: Overlay, config: GatewayConfig) -> None:
         """Keep ``config`` as ``overlay``'s validated merge (replaced whole: threads read it meanwhile)."""
@@ -261,15 +293,20 @@ class StoreSync:
 
     async def _poll(self) -> None:
         unavailable = False  # one warning per outage, not one per poll
+        refused: tuple[str, int, str] | None = None  # the store's version whose state this worker cannot run
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                epoch, revision, save = await self._stored_version()
+                version = epoch, revision, save = await self._stored_version()
                 # A save token this worker has not caught up with may be a state that reuses its
                 # (epoch, revision): restored from an older copy, then changed by a host that saw it.
-                if (epoch, revision) != (self.overlay.epoch, self.overlay.revision) or save != self._seen_save:
+                stale = (epoch, revision) != (self.overlay.epoch, self.overlay.revision) or save != self._seen_save
+                if stale and version != refused:
                     await self.sync()
                     self._seen_save = save
+            except CannotRun:  # logged once; the state is read again once the store's version changes
+                refused = version
+                continue
             except Unavailable as exc:
                 if not unavailable:
                     logger.warning("management: cannot read the state store (%s); retrying", exc.__cause__ or exc)
@@ -307,7 +344,10 @@ class StoreSync:
     async def _on_command(self, command: Command) -> Command | None:
         op = command.get("op")
         if op in ("reload", "resync"):
-            await self.sync()
+            try:
+                await self.sync()
+            except CannotRun as exc:  # answered at once: the worker that saved the change tells its client
+                return {"revision": self.overlay.revision, "cannot_run": exc.problems}
             return {"revision": self.overlay.revision}
         if op in ("series", "refusals"):
             return await self.watch.answer(command)
