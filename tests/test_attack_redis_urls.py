@@ -52,6 +52,21 @@ MALFORMED = [
     (f"redis+cluster://user:{SECRET}@h:1,h:notaport", "expected host:port, not 'h:notaport'"),
     (f"redis+cluster://user:{SECRET}@[]:7000", "expected host:port, not '[]:7000'"),
     (f"redis+sentinel://user:{SECRET}@h:26379/gw/x", "the database must be a number, not 'x'"),
+    # Numbers redis-py took as they were (all valid to check before): NaN failed every handshake of a
+    # limited API with a 500; the others failed every Redis call, or those past one connection, and
+    # each limit let the handshake through unchecked (fail-open).
+    *(
+        (f"redis://user:{SECRET}@h:6379/0?{option}={value}", f"the query option '{option}' must be a number from {r}")
+        for option, value, r in [
+            ("socket_timeout", "nan", "0.01 to 300"),
+            ("socket_timeout", "0", "0.01 to 300"),
+            ("socket_timeout", "-1", "0.01 to 300"),
+            ("socket_timeout", "inf", "0.01 to 300"),
+            ("socket_connect_timeout", "nan", "0.01 to 300"),
+            ("health_check_interval", "-5", "0 to 86,400"),
+            ("max_connections", "1", "100 to 1,000,000"),
+        ]
+    ),
 ]
 
 VALID = [
@@ -64,6 +79,7 @@ VALID = [
     "redis://h:6379/0?username=u&password=pw",
     "redis+cluster://h1:7000,[::1]:7001",
     "redis+sentinel://s1:26379,s2:26379/gateway/2",
+    "redis://h:6379/0?socket_timeout=300&socket_connect_timeout=0.01&health_check_interval=0&max_connections=100",
 ]
 
 

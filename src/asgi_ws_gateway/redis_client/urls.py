@@ -23,6 +23,17 @@ _STRING_OPTIONS = frozenset({
     "client_name", "lib_name", "lib_version", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
     "ssl_ca_path", "ssl_ciphers", "ssl_password", "username", "password",
 })  # fmt: skip
+# The numbers among them that redis-py uses as they are, and what each may be. NaN as socket_timeout
+# failed every handshake of a limited API with a 500 (a traceback each); 0 or a negative one, NaN as
+# socket_connect_timeout or a negative health_check_interval failed every Redis call (each limit
+# unchecked, fail-open, for good); a max_connections under the calls in flight (store.max_connections
+# may be 100) had redis-py refuse those past it, each an outage. ``check`` called them all valid.
+_NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "socket_timeout": (0.01, 300),
+    "socket_connect_timeout": (0.01, 300),
+    "health_check_interval": (0, 86_400),
+    "max_connections": (100, 1_000_000),
+}
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,9 @@ def _single(scheme: str, url: str) -> RedisTarget:
                 if not isinstance(parsed, int) or parsed < 0:
                     raise ValueError(f"the database must be a number, not {value!r}")
                 db = parsed
+            low, high = _NUMBER_RANGES.get(option, (None, None))
+            if low is not None and high is not None and not low <= parsed <= high:  # type: ignore[operator]
+                raise ValueError(f"the query option {option!r} must be a number from {low:,} to {high:,}")
     if options:
         _check_single(scheme, url, [option for option, _ in options])
     return RedisTarget(
