@@ -36,7 +36,9 @@ DRAIN_HISTORY = 256
 DRAIN_BYTES = 256 * 1024
 """What the kept drains may take of the state document at most (the oldest go first): a product's API list
 repeated by each ``?drain=true`` filled the 16 MiB state until every change was refused (an attack pass)."""
-_API_REF = re.compile(r"apis\[(\d+)\](\.?)")
+# An index into the merged configuration's APIs: not one of a product's list (``products[0].apis[0]``),
+# which read as the first API's name, or past the list, a 500 (IndexError).
+_API_REF = re.compile(r"(?<![\w.])apis\[(\d+)\](\.?)")
 _DRAIN_FIELDS = ("apis", "subscriptions", "ungranted")
 
 
@@ -338,11 +340,19 @@ def _name_of(api: Any, index: int) -> str:
 
 
 def _relative(problem: str, names: list[str], subject: str | None) -> str:
+    def name(index: str) -> str | None:
+        return names[int(index)] if int(index) < len(names) else None
+
     match = _API_REF.match(problem)
-    if match is not None and subject is not None and names[int(match.group(1))] == subject:
+    if match is not None and subject is not None and name(match.group(1)) == subject:
         rest = problem[match.end() :]
         problem = "(top level)" + rest if rest.startswith(":") else rest
-    return _API_REF.sub(lambda m: f"API '{names[int(m.group(1))]}'" + (" " if m.group(2) else ""), problem)
+
+    def named(m: re.Match[str]) -> str:
+        found = name(m.group(1))
+        return m.group(0) if found is None else f"API '{found}'" + (" " if m.group(2) else "")
+
+    return _API_REF.sub(named, problem)
 
 
 __all__ = [

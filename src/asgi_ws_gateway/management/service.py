@@ -236,6 +236,7 @@ class Manager(StoreSync):
         def change(overlay: Overlay) -> Overlay:
             self._check_current(overlay, name, if_match)
             users = subs.products_with_api(overlay, name)
+            users += [f"{p.name} (in the configuration file)" for p in self.base.products if name in p.apis]
             if users:
                 raise Conflict(f"API '{name}' is in product(s) {', '.join(users)}")
             apis = dict(overlay.apis)
