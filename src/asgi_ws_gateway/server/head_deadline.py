@@ -33,7 +33,7 @@ import re
 import sys
 from collections.abc import Callable
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..config.fields import MIN_TIMEOUT
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
@@ -120,8 +120,24 @@ SHED_MARGIN = RESERVED_DESCRIPTORS // 2
 _SHED_REPORT_INTERVAL = 10.0  # seconds between warnings while shedding goes on (the first is at once)
 
 
+class Waiting(Protocol):
+    """A connection that has sent no request head yet, and may be closed to make room."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop serving it (a transport is closed from its own loop)."""
+
+    @property
+    def transport(self) -> asyncio.BaseTransport:
+        """Its connection's transport."""
+
+    def shed(self) -> None:
+        """Close the connection, to make room for new ones."""
+
+
 class _HeadWaiters:
-    """This process's connections waiting for a request head, longest waiting first.
+    """This process's connections waiting for a request head (or, over TLS, still in their handshake:
+    :mod:`.tls_loop`), longest waiting first.
 
     Sockets get the lowest free descriptor number (POSIX), so a new connection's descriptor tells how
     full the table is without counting it. One that lands within :data:`SHED_MARGIN` of the
@@ -132,13 +148,13 @@ class _HeadWaiters:
     """
 
     def __init__(self) -> None:
-        self.waiting: dict[HeadDeadline, None] = {}  # insertion-ordered: the longest waiting first
+        self.waiting: dict[Waiting, None] = {}  # insertion-ordered: the longest waiting first
         self._limit: int | None = -1  # the soft open-file limit (None: unlimited), read at the first connection
         self._reported = 0  # SHED.value when the last warning was written
         self._last = (0, 0)  # the descriptor that last made room, and the limit then
         self._summary: asyncio.AbstractEventLoop | None = None  # the loop a summary line is due on
 
-    def admitted(self, connection: HeadDeadline, transport: asyncio.Transport) -> None:
+    def admitted(self, connection: Waiting, transport: asyncio.BaseTransport) -> None:
         """``connection`` has just been accepted: make room when its descriptor is near the limit."""
         sock = transport.get_extra_info("socket")
         if sock is None or self._over(sock.fileno()) <= 0:
@@ -177,8 +193,8 @@ class _HeadWaiters:
     def _report(self) -> None:
         logger.warning(
             "open-file limit nearly reached (descriptor %d of %d): closed %d connections that had not sent a "
-            "request head, the longest waiting first (raise the limit, ulimit -n, or look for a flood of idle "
-            "connections)",
+            "request head (or finished their TLS handshake), the longest waiting first (raise the limit, ulimit -n, "
+            "or look for a flood of idle connections)",
             *self._last, SHED.value - self._reported,
         )  # fmt: skip
         self._reported = SHED.value
@@ -509,4 +525,5 @@ __all__ = [
     "SHED_MARGIN",
     "TLS_UNBOUNDED",
     "HeadDeadline",
+    "Waiting",
 ]

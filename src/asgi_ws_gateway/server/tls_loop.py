@@ -14,6 +14,15 @@ uvicorn would pick (uvloop when installed, else asyncio's), whose TLS servers bo
 ``header_timeout``. A connection then holds a descriptor for at most twice that before its request
 head is read (the handshake, then the head).
 
+Nor was a connection in its handshake shed near the open-file limit: the loop's server wraps it in its
+TLS layer out of sight, and only the handshake's end hands it over. 200 connections that sent nothing,
+each one closed opened again at once, held a worker under a 128 open-file limit at that limit for as
+long as they went on: no TLS client was served (0 of 143 in 15 s), where plain text served 145 of 145.
+Here a TLS connection is set up as the loop's server sets it up (the loop's own TLS protocol class), from
+the accepted connection (:class:`_TLSAccept`): it lands among the connections waiting for a request head
+(:data:`~.head_deadline.HEAD_WAITERS`) at once, makes room if its descriptor is near the limit, and is
+shed, the longest waiting first, until its handshake ends.
+
 The close keeps the loop's bound (``ssl_shutdown_timeout``, 30 s): its timer also covers writing out
 what the transports still hold at the close, and ``header_timeout`` there cut a client still reading a
 response written at once (1 s: 3,997,696 bytes of 8 MiB read). The gateway's protocols let go of a
@@ -27,38 +36,95 @@ closing TLS connection whose peer takes in nothing for ``header_timeout`` themse
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import ssl
+from asyncio import sslproto
+from collections.abc import Callable
+from typing import Any, cast
 
-from .head_deadline import HeadDeadline
-
-
-def _bounded(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``create_server``'s keyword arguments, a TLS server's handshake bounded to ``header_timeout`` unless
-    the caller bounded it. Its close keeps the loop's bound: that timer also covers writing out what the
-    transports hold, and cut a client still reading (:mod:`.tls_close` bounds a peer taking in nothing)."""
-    if kwargs.get("ssl") is None:
-        return kwargs  # a plain server takes none (uvloop raises on it)
-    return {**kwargs, "ssl_handshake_timeout": kwargs.get("ssl_handshake_timeout") or HeadDeadline.header_timeout}
-
-
-class _BoundsTLS:
-    """Mixed in before an event loop class: its TLS servers take :func:`_bounded`'s bounds."""
-
-    bounds_tls = True  # read by head_deadline: no warning on this loop
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
-        return await super().create_server(*args, **_bounded(kwargs))  # type: ignore[misc, no-any-return]
-
-    async def create_unix_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
-        return await super().create_unix_server(*args, **_bounded(kwargs))  # type: ignore[misc, no-any-return]
-
+from .head_deadline import HEAD_WAITERS, HeadDeadline
 
 try:
     import uvloop
+    from uvloop.loop import SSLProtocol as _UVLOOP_TLS  # type: ignore[attr-defined]  # (not in its stubs)
 except ImportError:  # pragma: no cover  (uvicorn[standard]'s, but not on every platform)
     _BASE: type[asyncio.AbstractEventLoop] = asyncio.SelectorEventLoop
+    _TLS: Callable[..., asyncio.BaseProtocol] = sslproto.SSLProtocol
 else:
-    _BASE = uvloop.Loop
+    _BASE, _TLS = uvloop.Loop, _UVLOOP_TLS
+
+
+class _TLSAccept(asyncio.Protocol):
+    """A TLS server's accepted connection, before its handshake: it puts the loop's TLS protocol between the
+    connection and the server's own protocol, as the loop's server does, and waits among the connections
+    that may be shed (:data:`~.head_deadline.HEAD_WAITERS`) until the handshake ends."""
+
+    transport: asyncio.Transport
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol, settings: tuple[ssl.SSLContext, float, Any]
+    ) -> None:
+        self.loop, self._app, self._settings = loop, app, settings
+        self._handshake: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        context, handshake_timeout, shutdown_timeout = self._settings
+        self.transport = cast(asyncio.Transport, transport)
+        tls = _TLS(self.loop, self._app, context, self._handshake, server_side=True,
+                   ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=shutdown_timeout)  # fmt: skip
+        del self._app  # (the TLS protocol holds it from here)
+        HEAD_WAITERS.admitted(self, transport)  # near the open-file limit: room made, this one not counted
+        HEAD_WAITERS.waiting[self] = None
+        self._handshake.add_done_callback(self._ended)
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+
+    def _ended(self, handshake: asyncio.Future[None]) -> None:
+        """The handshake ended: done (the server's protocol has the connection), failed, or cut short."""
+        HEAD_WAITERS.waiting.pop(self, None)
+        if not handshake.cancelled() and handshake.exception() is not None:
+            self.transport.abort()  # (the TLS protocol closed it already: the loop's server makes sure too)
+
+    def shed(self) -> None:
+        """Closed to make room for new connections (the process is near its open-file limit)."""
+        HEAD_WAITERS.waiting.pop(self, None)
+        if not self._handshake.done():
+            self.transport.abort()
+
+
+Factory = Callable[[], asyncio.BaseProtocol]
+
+
+def _bounded(
+    loop: asyncio.AbstractEventLoop, factory: Factory, kwargs: dict[str, Any]
+) -> tuple[Factory, dict[str, Any]]:
+    """``create_server``'s protocol factory and keyword arguments; for a TLS server, a plain one's whose
+    protocol sets up TLS on each connection (:class:`_TLSAccept`), its handshake bounded to ``header_timeout``
+    unless the caller bounded it. Its close keeps the loop's bound: that timer also covers writing out what
+    the transports hold, and cut a client still reading (:mod:`.tls_close` bounds a peer taking in nothing)."""
+    context = kwargs.get("ssl")
+    if not isinstance(context, ssl.SSLContext):
+        return factory, kwargs  # plain (or ssl=True, which the loop refuses on a server)
+    kwargs = dict(kwargs, ssl=None)
+    settings = (context, kwargs.pop("ssl_handshake_timeout", None) or HeadDeadline.header_timeout,
+                kwargs.pop("ssl_shutdown_timeout", None))  # fmt: skip
+    return (lambda: _TLSAccept(loop, factory(), settings)), kwargs
+
+
+class _BoundsTLS:
+    """Mixed in before an event loop class: its TLS servers shed a handshake near the open-file limit and
+    bound it (:func:`_bounded`)."""
+
+    bounds_tls = True  # read by head_deadline: no warning on this loop
+
+    async def create_server(self, protocol_factory: Factory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        factory, kwargs = _bounded(self, protocol_factory, kwargs)  # type: ignore[arg-type]
+        return await super().create_server(factory, *args, **kwargs)  # type: ignore[misc, no-any-return]
+
+    async def create_unix_server(self, protocol_factory: Factory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        factory, kwargs = _bounded(self, protocol_factory, kwargs)  # type: ignore[arg-type]
+        return await super().create_unix_server(factory, *args, **kwargs)  # type: ignore[misc, no-any-return]
+
+
 _LOOP: type[asyncio.AbstractEventLoop] = type("TLSBoundedLoop", (_BoundsTLS, _BASE), {})
 
 
