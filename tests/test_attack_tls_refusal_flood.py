@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,3 +135,29 @@ def test_a_tls_client_flooding_after_its_refusal_is_reset_after_a_bounded_read(t
     if answer == CLOSE_1002:
         first = first[:1] + first[2:4]
     assert first[: len(answer)] == answer  # its answer was out before the reset
+
+
+SILENCE = 1.5
+"""Seconds the client keeps silent after its answer: the looks at its connection are 0.125 s apart by then."""
+SILENT_BOUND = 8 * 1024 * 1024
+"""What a client silent that long, then flooding, may get in: before, 59-93 MiB over loopback between two looks."""
+
+
+@pytest.mark.parametrize("refusal", ["bad request head", "asked to close"])
+def test_a_tls_client_silent_after_its_answer_then_flooding_is_reset_after_a_bounded_read(
+    tmp_path: Path, refusal: str
+) -> None:
+    """Silent past the looks' first, close ones, then a flood: reset after a bounded read all the same."""
+    ca = make_ca(tmp_path)
+    start, answer = REFUSALS[refusal]
+    with _tls_gateway(tmp_path, ca) as server, socket.socket() as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        raw.settimeout(20)
+        raw.connect(("127.0.0.1", server.port))
+        with ssl.create_default_context(cafile=str(ca.ca_file)).wrap_socket(raw, server_hostname="127.0.0.1") as client:
+            start(client)
+            first = client.recv(12)
+            time.sleep(SILENCE)
+            sent = _flood(client)
+    assert first[: len(answer)] == answer
+    assert sent < SILENT_BOUND, f"{sent >> 20} MiB were read from a TLS client silent {SILENCE} s after its answer"
