@@ -304,18 +304,19 @@ def _watch_tls_close(transport: asyncio.Transport, *, lingers: bool) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, TLS_CLOSE_RECEIVE_BUFFER)
     mark = (loop.time(), taken_in(transport))  # the last progress of the peer's reading, and when
     wait = TLS_FIRST_LOOK_SECONDS
+    counted = _TLSLinger()  # held by the looks: counted until they end (or their loop is dropped)
     if lingers:
-        _TLS_LINGERING.add(transport)
+        _TLS_LINGERING.add(counted)
 
     def end() -> None:
-        _TLS_LINGERING.discard(transport)
+        _TLS_LINGERING.discard(counted)
         transport.abort()
 
     def look() -> None:
         nonlocal mark, wait
         now = received(transport)
         if now is None:  # closed: the connection is lost
-            _TLS_LINGERING.discard(transport)
+            _TLS_LINGERING.discard(counted)
             return
         if now - start > LINGER_BYTES:
             logger.debug("closing TLS: the peer sent %d bytes more; aborting", LINGER_BYTES)
@@ -339,7 +340,16 @@ def _watch_tls_close(transport: asyncio.Transport, *, lingers: bool) -> None:
 
 _LINGERING: weakref.WeakSet[_Linger] = weakref.WeakSet()
 """This process's lingering connections (one event loop per process serves them)."""
-_TLS_LINGERING: set[asyncio.Transport] = set()
+
+
+class _TLSLinger:
+    """A closing TLS connection waiting for its peer's answer, as counted (:func:`_watch_tls_close`): weakly,
+    as a linger is (uvloop's TLS transports take no weak reference)."""
+
+    __slots__ = ("__weakref__",)
+
+
+_TLS_LINGERING: weakref.WeakSet[_TLSLinger] = weakref.WeakSet()
 """This process's closing TLS connections waiting for their peer's answer (:func:`_watch_tls_close`)."""
 
 
