@@ -290,7 +290,7 @@ def _watch_tls_close(transport: asyncio.Transport, *, lingers: bool) -> None:
     capacity counts them, :func:`lingering_count`), as many as there is room for.
 
     The looks bound what the peer sends after the close only as often as they come: one that kept silent
-    for a while and then flooded (the looks 0.125 s apart by then) had 59-93 MiB read from it over loopback
+    for a while and then flooded (the looks 0.125 s apart by then) had 59-115 MiB read from it over loopback
     before the next look; sent at once, 2-11 MiB. Its socket's receive buffer is made small
     (:data:`TLS_CLOSE_RECEIVE_BUFFER`): nothing but its close_notify is awaited from it, and what it sends
     goes no faster than that buffer per round trip (over loopback, per delayed acknowledgement): 0.1-0.3

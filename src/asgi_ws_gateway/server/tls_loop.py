@@ -91,12 +91,12 @@ class _TLSAccept(asyncio.Protocol):
             self.transport.abort()
 
 
-Factory = Callable[[], asyncio.BaseProtocol]
+_Factory = Callable[[], asyncio.BaseProtocol]
 
 
 def _bounded(
-    loop: asyncio.AbstractEventLoop, factory: Factory, kwargs: dict[str, Any]
-) -> tuple[Factory, dict[str, Any]]:
+    loop: asyncio.AbstractEventLoop, factory: _Factory, kwargs: dict[str, Any]
+) -> tuple[_Factory, dict[str, Any]]:
     """``create_server``'s protocol factory and keyword arguments; for a TLS server, a plain one's whose
     protocol sets up TLS on each connection (:class:`_TLSAccept`), its handshake bounded to ``header_timeout``
     unless the caller bounded it. Its close keeps the loop's bound: that timer also covers writing out what
@@ -116,11 +116,11 @@ class _BoundsTLS:
 
     bounds_tls = True  # read by head_deadline: no warning on this loop
 
-    async def create_server(self, protocol_factory: Factory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+    async def create_server(self, protocol_factory: _Factory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
         factory, kwargs = _bounded(self, protocol_factory, kwargs)  # type: ignore[arg-type]
         return await super().create_server(factory, *args, **kwargs)  # type: ignore[misc, no-any-return]
 
-    async def create_unix_server(self, protocol_factory: Factory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+    async def create_unix_server(self, protocol_factory: _Factory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
         factory, kwargs = _bounded(self, protocol_factory, kwargs)  # type: ignore[arg-type]
         return await super().create_unix_server(factory, *args, **kwargs)  # type: ignore[misc, no-any-return]
 
