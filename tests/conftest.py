@@ -20,10 +20,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from asgi_ws_gateway.redact import credential_names
 from asgi_ws_gateway.redact import text as redact_text
+from asgi_ws_gateway.telemetry import otlp_wire
 from support.gateway import MODES, GatewayMode
 from support.redis import SHARED_REDIS, unique_prefix
 from support.redis_ha import RedisClusterSet, RedisSentinelSet, ha_available
 from support.servers import WS_IMPLS, UpstreamServer, UvicornFactory, UvicornServer, WSImpl
+from support.spans import NO_NATIVE_ENCODER
 
 LONG_MODULES = (
     "test_conformance.py", "test_bench_smoke.py", "test_redis_failover.py", "test_attack_shutdown_signals.py",
@@ -167,6 +169,19 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def span_encoder(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test of a module (``pytest.mark.usefixtures("span_encoder")``) twice: with the usual lean spans
+    encoded by the C extension, then with every span in Python (the reference); the C run skipped when the
+    extension is not built. Module-scoped: hypothesis's tests take no function-scoped fixture."""
+    if request.param == "c" and otlp_wire.NATIVE_ENCODER is None:
+        pytest.skip(NO_NATIVE_ENCODER)
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(otlp_wire, "NATIVE_ENCODER", None)  # read by each SpanEncoder made
+        yield request.param
 
 
 @pytest.fixture

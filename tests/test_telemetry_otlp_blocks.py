@@ -36,6 +36,8 @@ INTS = st.one_of(
 )
 ATTRIBUTES = st.dictionaries(st.sampled_from(KEYS), st.one_of(TEXTS, INTS), max_size=6)
 
+pytestmark = pytest.mark.usefixtures("span_encoder")  # each test with the C encoder, then in Python
+
 
 @pytest.fixture
 def provider() -> Iterator[tuple[LeanTracerProvider, InMemorySpanExporter]]:
@@ -95,6 +97,8 @@ def test_a_volatile_value_is_encoded_between_the_pieces_of_its_block(
         attributes = {"http.route": "/ws/chat", "trace_id": f"{i:032x}", "ws_gateway.close.code": 1000,
                       "bytes": i * 7919, "é": "ü€"}  # fmt: skip
         _same_as_sdk(encoder, _spans(*provider, [attributes]))
+    if encoder._native is not None:
+        return  # the C encoder wrote these spans (the same bytes): the blocks are the Python path's
     shape = encoder._span_blocks.shapes[("http.route", "trace_id", "ws_gateway.close.code", "bytes", "é")]
     assert shape.volatile == (1, 3) and shape.grouped
     assert list(shape.blocks) == [("/ws/chat", 1000, "ü€")] and len(next(iter(shape.blocks.values()))) == 3
@@ -109,6 +113,8 @@ def test_values_whose_combinations_do_not_repeat_are_looked_up_one_by_one(
     encoder = SpanEncoder()
     for i in range(60):
         _same_as_sdk(encoder, _spans(*provider, [{"a": f"a{i % 3}", "b": i % 7, "c": "same"}]))
+    if encoder._native is not None:
+        return  # as above: written in C
     shape = encoder._span_blocks.shapes["a", "b", "c"]
     assert not shape.grouped and not encoder._span_pairs.volatile
 

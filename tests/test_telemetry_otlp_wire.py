@@ -30,6 +30,8 @@ from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExpo
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder, encode_spans
 from support.otlp import OtlpReceiver
 
+pytestmark = pytest.mark.usefixtures("span_encoder")  # each test with the C encoder, then in Python
+
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
 TEXT = st.text(max_size=12)
 SCALARS = st.one_of(st.none(), st.booleans(), TEXT, INT64, st.floats(allow_nan=False), st.binary(max_size=12))

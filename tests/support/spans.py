@@ -15,6 +15,12 @@ from opentelemetry.trace import Link, SpanKind
 
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
 
+NO_NATIVE_ENCODER = (
+    "the C span encoder (telemetry/_span_wire.c) is not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE "
+    "set, or turned off by ASGI_WS_GATEWAY_PURE_PYTHON"
+)
+"""Why the tests of the C span encoder are skipped."""
+
 
 class CollectingExporter(SpanExporter):
     """Keeps every span exported to it; ``exported`` is set at the first export."""

@@ -1,0 +1,265 @@
+"""The optional C span encoder (``telemetry/_span_wire.c``) against the Python one, its reference.
+
+Lean spans as the gateway makes them, with any str/int attributes hypothesis draws (any Unicode,
+surrogates, long strings, ints at and past int64's bounds), parents, links and statuses: the C encoder
+gives ``SpanEncoder._lean_span``'s bytes, or declines (None) exactly the spans it leaves to Python,
+which still encodes them as the SDK does. Without the extension the import falls back to Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from asgi_ws_gateway.telemetry import otlp_wire
+from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_spans import DEFAULT_STATUS, LeanSpan
+from asgi_ws_gateway.telemetry.lean_tracer import NO_ATTRIBUTES, LeanTracer
+from asgi_ws_gateway.telemetry.otlp_export import HttpSpanExporter
+from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
+from support.otlp import OtlpReceiver
+from support.spans import NO_NATIVE_ENCODER
+
+needs_native = pytest.mark.skipif(otlp_wire.NATIVE_ENCODER is None, reason=NO_NATIVE_ENCODER)
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+ANY_CHARACTER = st.characters(exclude_categories=())  # lone surrogates too: not valid UTF-8
+TEXT = st.one_of(
+    st.text(ANY_CHARACTER, max_size=20),
+    st.text(st.characters(min_codepoint=0x10000), max_size=6),  # non-BMP only: 4 UTF-8 bytes each
+    st.builds(lambda c, n: c * n, ANY_CHARACTER, st.integers(16 * 1024 + 1, 20 * 1024)),  # past 16 KiB
+    st.just(""),
+)
+INTS = st.one_of(
+    st.integers(INT64_MIN, INT64_MAX),
+    st.sampled_from([0, -1, 127, 128, 16383, 16384, INT64_MIN, INT64_MAX, INT64_MIN - 1, INT64_MAX + 1, 1 << 200]),
+)
+OTHERS = st.one_of(st.booleans(), st.floats(allow_nan=False), st.just(("a", "b")))
+"""Values the C encoder leaves to Python (a bool is not an int there: True is not 1 on the wire)."""
+
+
+def _plain(value: object) -> bool:
+    """A value the C encoder writes: an exact str that is valid Unicode, an exact int in int64."""
+    if type(value) is int:
+        return INT64_MIN <= value <= INT64_MAX
+    if type(value) is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def lean() -> Iterator[tuple[LeanTracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(resource=Resource({"service.name": "span-wire-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+@dataclass
+class Recipe:
+    """A lean span to make, drawn by hypothesis; made in the test (ids are drawn from ``random``, which a
+    strategy may not use)."""
+
+    name: str
+    kind: SpanKind
+    attributes: dict[str, Any]
+    parent: str  # "none", "local" or "remote"
+    remote_parent: SpanContext
+    links: list[Link]
+    status: Status | StatusCode | None
+    event: bool
+    dropped: bool
+
+
+IDS = st.builds(
+    SpanContext, st.integers(1, (1 << 128) - 1), st.integers(1, (1 << 64) - 1), st.booleans(), st.just(TraceFlags(1))
+)
+
+
+@st.composite
+def recipes(draw: st.DrawFn, others: bool) -> Recipe:
+    """``others``: values, events, trace states and dropped attributes the C encoder declines, too."""
+    values = st.one_of(TEXT, INTS, OTHERS) if others else st.one_of(TEXT, INTS)
+    states = [DEFAULT_TRACE_STATE, TraceState(), *([TraceState([("vendor", "x")])] if others else [])]
+    remote = draw(IDS)
+    remote = SpanContext(remote.trace_id, remote.span_id, True, remote.trace_flags, draw(st.sampled_from(states)))
+    code = draw(st.sampled_from([None, *StatusCode]))
+    status: Status | StatusCode | None = code
+    if code is StatusCode.ERROR and draw(st.booleans()):
+        status = Status(code, draw(st.one_of(st.none(), st.text(max_size=20))))
+    return Recipe(
+        name=draw(st.text(max_size=30)), kind=draw(st.sampled_from(list(SpanKind))),
+        attributes=draw(st.dictionaries(TEXT, values, max_size=40)),
+        parent=draw(st.sampled_from(["none", "local", "remote"])), remote_parent=remote,
+        links=[Link(context) for context in draw(st.lists(IDS, max_size=3))], status=status,
+        event=others and draw(st.booleans()), dropped=others and draw(st.booleans()),
+    )  # fmt: skip
+
+
+def _make(provider: LeanTracerProvider, recipe: Recipe) -> LeanSpan:
+    """The span, started as the gateway starts its own (``start_owned``: the dict kept as given, any key)."""
+    tracer = cast("LeanTracer", provider.get_tracer("asgi_ws_gateway"))
+    context = None
+    if recipe.parent == "local":
+        context = trace.set_span_in_context(tracer.start_span("parent"))
+    elif recipe.parent == "remote":
+        context = trace.set_span_in_context(trace.NonRecordingSpan(recipe.remote_parent))
+    links = [Link(link.context) for link in recipe.links]  # the tracer marks a link it keeps: a fresh one
+    span = tracer.start_owned(recipe.name, context, recipe.kind, dict(recipe.attributes), links)
+    assert type(span) is LeanSpan
+    if recipe.status is not None:
+        span.set_status(recipe.status)
+    if recipe.event:
+        span.add_event("message", {"size": 5})
+    if recipe.dropped:
+        span.set_attribute("", 1)  # an invalid key: dropped and counted
+    span.end()
+    return span
+
+
+def _declined(span: LeanSpan) -> bool:
+    """What the C encoder must leave to Python."""
+    state = span._context.trace_state
+    return bool(
+        span._events or span._dropped or (state is not DEFAULT_TRACE_STATE and state)
+        or not all(_plain(key) and _plain(value) for key, value in span._attributes.items())
+    )  # fmt: skip
+
+
+def _python(span: LeanSpan) -> bytes:
+    encoder = SpanEncoder()
+    encoder._native = None
+    return encoder._lean_span(span)
+
+
+@needs_native
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_the_c_encoder_writes_the_python_encoders_bytes(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter], data: st.DataObject
+) -> None:
+    """A span of str/int attributes (any Unicode, long, at int64's bounds and past them), a parent or none,
+    remote or local, links, a status or none: the same bytes, or None for exactly those it must decline."""
+    span = _make(lean[0], data.draw(recipes(others=False)))
+    assert otlp_wire.NATIVE_ENCODER is not None
+    native = otlp_wire.NATIVE_ENCODER(span, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES)
+    assert (native is None) == _declined(span)
+    if native is not None:
+        assert native == _python(span)
+
+
+@needs_native
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_a_batch_with_spans_the_c_encoder_declines_encodes_as_the_sdk_does(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter], data: st.DataObject, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Spans the C encoder writes and spans it leaves to Python (floats, bools, events, trace states,
+    dropped counts, values it cannot encode) in one batch, through one encoder kept between batches."""
+    encoder = SpanEncoder()
+    assert encoder._native is not None
+    for _ in range(2):
+        batch = [_make(lean[0], recipe) for recipe in data.draw(st.lists(recipes(others=True), max_size=5))]
+        with caplog.at_level(logging.CRITICAL, "asgi_ws_gateway.telemetry.otlp_attributes"):
+            assert encoder.encode(batch) == sdk_encode_spans(batch).SerializeToString()
+
+
+@needs_native
+def test_a_span_the_c_encoder_declines_is_exported_by_the_python_encoder(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lone surrogate and an int past int64 (logged and left out), a float: the span still arrives, with
+    its other attributes, beside a span written in C."""
+    provider, exporter = lean
+    exporter.clear()
+    tracer = cast("LeanTracer", provider.get_tracer("asgi_ws_gateway"))
+    tracer.start_owned("plain", None, SpanKind.SERVER, {"url.path": "/ws/ü", "n": 1}, ()).end()
+    tracer.start_owned(
+        "declined", None, SpanKind.SERVER, {"url.path": "/ws/\ud800", "big": 1 << 64, "ratio": 0.5, "kept": "yes"}, ()
+    ).end()  # fmt: skip
+    plain, declined = cast("tuple[LeanSpan, LeanSpan]", exporter.get_finished_spans())
+    assert otlp_wire.NATIVE_ENCODER is not None
+    assert otlp_wire.NATIVE_ENCODER(plain, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) is not None
+    assert otlp_wire.NATIVE_ENCODER(declined, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) is None
+    with OtlpReceiver() as otlp:
+        http = HttpSpanExporter(endpoint=otlp.endpoint("http/protobuf") + "/v1/traces")
+        with caplog.at_level(logging.ERROR, "asgi_ws_gateway.telemetry.otlp_attributes"):
+            try:
+                assert http._encoder is not None and http.export([plain, declined]).name == "SUCCESS"
+            finally:
+                http.shutdown()  # type: ignore[no-untyped-call]
+        got = {span.name: span.attributes for span in otlp.spans()}
+    assert got == {"plain": {"url.path": "/ws/ü", "n": 1}, "declined": {"ratio": 0.5, "kept": "yes"}}
+    assert "failed to encode attribute url.path" in caplog.text and "failed to encode attribute big" in caplog.text
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "args", [(), (None, None, None), (None, None, None, None, None)], ids=["none", "three", "five"]
+)
+def test_the_c_encoder_checks_its_arguments(args: tuple[Any, ...]) -> None:
+    assert otlp_wire.NATIVE_ENCODER is not None
+    with pytest.raises(TypeError, match="takes 4 positional arguments"):
+        otlp_wire.NATIVE_ENCODER(*args)
+
+
+@needs_native
+def test_a_span_without_the_fields_of_a_lean_span_is_an_error_not_a_crash() -> None:
+    assert otlp_wire.NATIVE_ENCODER is not None
+    with pytest.raises(AttributeError):
+        otlp_wire.NATIVE_ENCODER(object(), DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES)  # type: ignore[arg-type]
+
+
+def test_without_the_extension_the_encoder_is_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not built (the import fails), built from other sources (another FORMAT), or turned off by
+    ASGI_WS_GATEWAY_PURE_PYTHON: no native encoder, and spans still encode as the SDK does."""
+    monkeypatch.delenv(otlp_wire.PURE_PYTHON_VARIABLE, raising=False)
+    monkeypatch.setitem(sys.modules, "asgi_ws_gateway.telemetry._span_wire", None)  # import raises ImportError
+    assert otlp_wire._native_encoder() is None
+    monkeypatch.setitem(sys.modules, "asgi_ws_gateway.telemetry._span_wire", type(sys)("_span_wire"))  # no FORMAT
+    assert otlp_wire._native_encoder() is None
+    monkeypatch.delitem(sys.modules, "asgi_ws_gateway.telemetry._span_wire")
+    monkeypatch.setenv(otlp_wire.PURE_PYTHON_VARIABLE, "1")
+    assert otlp_wire._native_encoder() is None
+
+
+def test_a_process_without_the_extension_exports_in_python() -> None:
+    """A fresh interpreter whose import of the extension fails: otlp_wire imports, and encodes as the SDK."""
+    script = """
+import sys
+sys.modules["asgi_ws_gateway.telemetry._span_wire"] = None
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from asgi_ws_gateway.telemetry import otlp_wire
+from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
+assert otlp_wire.NATIVE_ENCODER is None
+span = LeanTracerProvider(resource=Resource({})).get_tracer("t").start_span("s", attributes={"k": "v", "n": 1})
+span.end()
+assert otlp_wire.SpanEncoder().encode([span]) == encode_spans([span]).SerializeToString()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
