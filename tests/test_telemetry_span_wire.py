@@ -184,7 +184,9 @@ def test_a_batch_with_spans_the_c_encoder_declines_encodes_as_the_sdk_does(
     assert encoder._native is not None
     for _ in range(2):
         batch = [_make(lean[0], recipe) for recipe in data.draw(st.lists(recipes(others=True), max_size=5))]
-        with caplog.at_level(logging.CRITICAL, "asgi_ws_gateway.telemetry.otlp_attributes"):
+        # Every logger (the root's level): the encoders' lines name drawn keys, lone surrogates among them,
+        # which pytest-xdist cannot send from its worker (an INTERNALERROR that ended the run, 1 in 3 here).
+        with caplog.at_level(logging.CRITICAL):
             assert encoder.encode(batch) == sdk_encode_spans(batch).SerializeToString()
 
 
