@@ -50,7 +50,7 @@ from .base import Loc
 from .build_entries import REUSABLE, BuiltList, ListKey, PolicyBuilder
 from .build_messages import MessagePolicies
 from .header_underscores import underscore_warning
-from .products import SubscriptionGate, check_products
+from .products import SubscriptionGate, check_products, key_header_problem
 from .reference_order import unset_references_by_admission
 
 
@@ -211,6 +211,9 @@ class GatewayPolicies:
         self._builder = PolicyBuilder(self.store, clock, reuse=reuse)
         builder = self._builder
         builder.underscores_dropped = config.handshake_limits.headers_with_underscores == "drop"
+        for j, header in enumerate(config.subscription_key.headers):
+            if (problem := key_header_problem(header)) is not None:
+                builder.problems.append(f"subscription_key.headers[{j}]: {problem}")
         if builder.underscores_dropped:
             for j, header in enumerate(config.subscription_key.headers):
                 if "_" in header:

@@ -25,6 +25,7 @@ from ..config.products import SubscriptionConfig
 from ..errors import HandshakeDenied
 from ..handshake.context import HandshakeContext, Subscription
 from ..handshake.pipeline import SUBSCRIPTION
+from ..upstream.headers import HOP_BY_HOP, replaced_forwarding_header
 
 POLICY_NAME = SUBSCRIPTION
 
@@ -40,6 +41,37 @@ def expiry(subscription: SubscriptionConfig) -> float | None:
     if expires is None:
         return None
     return (expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)).timestamp()
+
+
+def key_header_problem(name: str) -> str | None:
+    """Why the request header ``name`` cannot carry a subscription key (``subscription_key.headers``), or None.
+
+    A key is a secret only the client sends, and its header is taken out of the upstream request. Refused:
+
+    - a header of the connection or the WebSocket handshake (``Host``, ``Connection``, ``Upgrade``,
+      ``Sec-WebSocket-Key``, ``Content-Length``, every name of ``upstream.headers.HOP_BY_HOP``):
+      the protocol or the URL fixes its value, and never the upstream gets it; ``Host: gw.example``
+      admitted every client of that host once some subscription's key was the host name;
+    - ``Origin``: a browser sends it with every handshake, its value the page's site, the same for
+      every visitor; and ``check-origin`` and the upstream's own origin check read it;
+    - a header the gateway replaces or drops (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``, ...:
+      ``replaced_forwarding_header``): the policies read the gateway's value (the client's address,
+      the host) or nothing, never the client's.
+
+    ``Cookie`` stays allowed (a browser's key in a cookie): the build warns that it admits
+    cross-site connections without a ``check-origin`` (``api_warnings.cookie_token_warning``).
+    ``Via`` is refused by the configuration itself (``config.products.SubscriptionKeyConfig``)."""
+    folded = name.strip().lower()
+    if folded in HOP_BY_HOP:
+        return f"{name!r} belongs to the HTTP connection or the WebSocket handshake (the protocol sets its value; " \
+               "it never reaches the upstream): it cannot carry a subscription key"  # fmt: skip
+    if folded == "origin":
+        return f"{name!r} is set by browsers to the page's site, the same for every visitor: it cannot carry a " \
+               "subscription key"  # fmt: skip
+    if replaced_forwarding_header(folded, trust_forwarded=False):
+        return f"{name!r} is a proxy's header the gateway replaces or drops (policies never read the client's): " \
+               "it cannot carry a subscription key"  # fmt: skip
+    return None
 
 
 def _denied(status: int, detail: str, reason: str) -> HandshakeDenied:
@@ -147,4 +179,4 @@ def check_products(config: GatewayConfig) -> list[str]:
     return problems
 
 
-__all__ = ["SubscriptionGate", "check_products", "expiry", "hash_key"]
+__all__ = ["SubscriptionGate", "check_products", "expiry", "hash_key", "key_header_problem"]
