@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ..redact import CONTROL_CHARACTERS
@@ -72,10 +72,33 @@ def _zoned(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-Instant = Annotated[datetime, AfterValidator(_zoned)]
+MAX_INSTANT = 253_402_300_799
+"""9999-12-31T23:59:59Z in POSIX seconds: the last instant a number may name (``datetime``'s last year)."""
+_NUMBER = re.compile(r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
+
+
+def _seconds(value: Any) -> Any:
+    """A number (or a numeric string) as POSIX seconds, always: pydantic reads one above 2e10 as
+    milliseconds, so the seconds of the year 9999 (253402300799) were an instant of 1978."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if not 0 <= value <= MAX_INSTANT:  # NaN included
+        raise PydanticCustomError(
+            "instant_seconds",
+            "a number is POSIX seconds, from 0 (1970-01-01T00:00:00Z) to {most} (9999-12-31T23:59:59Z), "
+            "never milliseconds",
+            {"most": MAX_INSTANT},
+        )
+    return datetime.fromtimestamp(value, UTC)
+
+
+Instant = Annotated[datetime, BeforeValidator(_seconds), AfterValidator(_zoned)]
 """A point in time; one written without a zone (``2030-01-01T00:00:00``, ``2030-01-01``) is UTC, as the
 handshake has always read it. Kept zoned, so it compares with the clock: a subscription stored without
-a zone made every listing of subscriptions a 500 (comparing naive and aware datetimes)."""
+a zone made every listing of subscriptions a 500 (comparing naive and aware datetimes). A number (or
+numeric text) is POSIX seconds, from 0 to :data:`MAX_INSTANT`, never milliseconds."""
 
 # Durations. Each time field states both its bounds (``Field(ge=..., le=...)``): ``gt=0`` admitted
 # 1e-300 (an idle_timeout closing every connection at once, a rate window counting nothing) and no
@@ -153,6 +176,7 @@ def mark_policies(node: Any) -> Any:
 
 __all__ = [
     "DAY",
+    "MAX_INSTANT",
     "MAX_SECONDS",
     "MIN_TIMEOUT",
     "POLICIES_DOC",
