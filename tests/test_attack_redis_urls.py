@@ -67,6 +67,12 @@ MALFORMED = [
             ("max_connections", "1", "100 to 1,000,000"),
         ]
     ),
+    # A database no server has (its databases setting is at most INT_MAX, the indexes below it): valid
+    # to check before, then every Redis call failed at run time, each limit unchecked.
+    (f"redis://user:{SECRET}@h:6379/2147483647", "the database must be a number from 0 to 2,147,483,646"),
+    (f"redis://user:{SECRET}@h:6379/0?db=99999999999", "the database must be a number from 0 to 2,147,483,646"),
+    (f"unix://:{SECRET}@/run/redis.sock?db=4294967296", "the database must be a number from 0 to 2,147,483,646"),
+    (f"redis+sentinel://user:{SECRET}@h:26379/gw/2147483647", "the database must be a number from 0 to 2,147,483,646"),
 ]
 
 VALID = [

@@ -10,6 +10,7 @@ incomplete: some workers did not answer.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import configparser
 import datetime
 import io
@@ -34,6 +35,7 @@ from .plugins import MAX_MODULE, MAX_PLUGINS
 from .yaml_keys import safe_load
 
 if TYPE_CHECKING:
+    from .config.gateway import GatewayConfig
     from .config.settings import HandshakeLimitsConfig
 
 # The gateway itself (pydantic, OpenTelemetry, Redis, the relay) is imported by the commands that
@@ -181,6 +183,8 @@ def _configured(args: argparse.Namespace) -> int:
                            *collector_problems(), *([] if flagged else access_log_problems())]  # fmt: skip
             if environment:
                 raise ConfigError(environment, "environment")
+            if (refused := _store_database_refusal(config)) is not None:
+                raise ConfigError([refused], args.config)
     except ConfigError as exc:
         if args.command == "check" and args.json:
             print(json.dumps({"valid": False, "problems": exc.problems}))
@@ -198,6 +202,21 @@ def _configured(args: argparse.Namespace) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
         return 0
     return _run(args)
+
+
+def _store_database_refusal(config: GatewayConfig) -> str | None:
+    """``store.url``'s problem when its server refuses the database the URL names, asked once before serving:
+    each worker would otherwise count nothing (every Redis call failed, every limit unchecked)."""
+    store = config.store
+    if store.type != "redis" or not store.url:
+        return None
+    from .redis_client import database_refusal
+
+    answer = asyncio.run(database_refusal(store.url, min(store.timeout, 5.0)))
+    if answer is None:
+        return None
+    return (f"store.url: the Redis server refuses the URL's database ({answer}): it has as many as its "
+            "'databases' setting (16 by default); use an index below it")  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:

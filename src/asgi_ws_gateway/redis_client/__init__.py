@@ -20,16 +20,24 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .clients import REDIS_FAILURES, AnyRedis, SentinelRedis, connect
+    from .clients import REDIS_FAILURES, AnyRedis, SentinelRedis, connect, database_refusal
     from .urls import RedisTarget, parse_redis_url
 
 if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name stays an error)
     __getattr__, __dir__ = lazy_exports(
         __name__,
         {
-            **dict.fromkeys(["REDIS_FAILURES", "AnyRedis", "SentinelRedis", "connect"], ".clients"),
+            **dict.fromkeys(["REDIS_FAILURES", "AnyRedis", "SentinelRedis", "connect", "database_refusal"], ".clients"),
             **dict.fromkeys(["RedisTarget", "parse_redis_url"], ".urls"),
         },
     )
 
-__all__ = ["REDIS_FAILURES", "AnyRedis", "RedisTarget", "SentinelRedis", "connect", "parse_redis_url"]
+__all__ = [
+    "REDIS_FAILURES",
+    "AnyRedis",
+    "RedisTarget",
+    "SentinelRedis",
+    "connect",
+    "database_refusal",
+    "parse_redis_url",
+]

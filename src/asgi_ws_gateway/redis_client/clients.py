@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .urls import parse_redis_url
 
@@ -57,4 +57,27 @@ def connect(url: str, **options: Any) -> AnyRedis:
     return client
 
 
-__all__ = ["REDIS_FAILURES", "AnyRedis", "SentinelRedis", "connect"]
+async def database_refusal(url: str, seconds: float) -> str | None:
+    """What the server ``url`` names answers when asked for its database, if it refuses it; else None.
+
+    A URL's database (``redis://host:6379/99999``) is selected on each new connection: one the server
+    does not have (its ``databases`` setting, 16 by default) failed every Redis call, each limit
+    unchecked (fail-open) with a WARNING, for as long as the gateway ran. Only database 0 needs no
+    asking (every server, a cluster too, has it). A server that cannot be reached within ``seconds``
+    is not an answer: None, as the gateway starts without its Redis and counts once it answers.
+    """
+    if parse_redis_url(url).db == 0:
+        return None
+    client = connect(url, socket_connect_timeout=seconds, socket_timeout=seconds)
+    try:
+        await client.ping()
+    except ResponseError as exc:  # the server's own answer to SELECT (or to AUTH before it)
+        return str(exc)[:200] if "DB index" in str(exc) or "SELECT" in str(exc) else None
+    except REDIS_FAILURES:
+        return None
+    finally:
+        await client.aclose()
+    return None
+
+
+__all__ = ["REDIS_FAILURES", "AnyRedis", "SentinelRedis", "connect", "database_refusal"]

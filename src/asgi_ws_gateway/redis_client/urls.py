@@ -35,6 +35,22 @@ _NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "max_connections": (100, 1_000_000),
 }
 
+MAX_DB = 2**31 - 2
+"""The highest database index a Redis server can have: its ``databases`` setting is at most INT_MAX, the
+indexes below it. A larger one (``/99999`` already, against the default 16) is refused by every server:
+the check refuses this one's, and ``run`` asks the server about the rest (:func:`..clients.database_refusal`)."""
+
+
+def _database(text: str) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f"the database must be a number, not {text!r}")
+    db = int(text)
+    if db > MAX_DB:
+        raise ValueError(
+            f"the database must be a number from 0 to {MAX_DB:,} (the highest index a Redis server can have)"
+        )
+    return db
+
 
 @dataclass(frozen=True)
 class RedisTarget:
@@ -79,14 +95,12 @@ def parse_redis_url(url: str) -> RedisTarget:
         return target
     if not parts or len(parts) > 2:
         raise ValueError("a redis+sentinel:// URL names the service: redis+sentinel://host:port,.../service[/db]")
-    if len(parts) == 2 and not _DIGITS.fullmatch(parts[1]):
-        raise ValueError(f"the database must be a number, not {parts[1]!r}")
     return RedisTarget(
         kind,
         url,
         nodes,
         service=parts[0],
-        db=int(parts[1]) if len(parts) == 2 else 0,
+        db=_database(parts[1]) if len(parts) == 2 else 0,
         username=target.username,
         password=target.password,
         tls=target.tls,
@@ -144,9 +158,7 @@ def _single(scheme: str, url: str) -> RedisTarget:
         nodes = ((name, int(port)),)
         path = unquote(parts.path)
         if path not in ("", "/"):
-            if not _DIGITS.fullmatch(path[1:]):
-                raise ValueError(f"the database must be a number, not {path[1:]!r}")
-            db = int(path[1:])
+            db = _database(path[1:])
     options = parse_qsl(parts.query, keep_blank_values=True)
     for option, value in options:
         parser = _query_parsers().get(option)
@@ -160,7 +172,7 @@ def _single(scheme: str, url: str) -> RedisTarget:
             if option == "db":
                 if not isinstance(parsed, int) or parsed < 0:
                     raise ValueError(f"the database must be a number, not {value!r}")
-                db = parsed
+                db = _database(str(parsed))
             low, high = _NUMBER_RANGES.get(option, (None, None))
             if low is not None and high is not None and not low <= parsed <= high:  # type: ignore[operator]
                 raise ValueError(f"the query option {option!r} must be a number from {low:,} to {high:,}")
@@ -199,4 +211,4 @@ def _check_single(scheme: str, url: str, options: list[str]) -> None:
         raise ValueError(f"redis-py refused the query options {', '.join(map(repr, options))}") from None
 
 
-__all__ = ["RedisTarget", "parse_redis_url"]
+__all__ = ["MAX_DB", "RedisTarget", "parse_redis_url"]
