@@ -65,6 +65,12 @@ MALFORMED = [
             ("socket_connect_timeout", "nan", "0.01 to 300"),
             ("health_check_interval", "-5", "0 to 86,400"),
             ("max_connections", "1", "100 to 1,000,000"),
+            # read by redis-py's hiredis parser (redis[hiredis]): 0 failed every call, -1 every call after
+            # socket_timeout (limits unchecked, measured with a rate-limited API); 1 read a reply a byte a time
+            ("socket_read_size", "0", "1,024 to 16,777,216"),
+            ("socket_read_size", "-1", "1,024 to 16,777,216"),
+            ("socket_read_size", "1", "1,024 to 16,777,216"),
+            ("socket_read_size", "1000000000000", "1,024 to 16,777,216"),
         ]
     ),
     # A database no server has (its databases setting is at most INT_MAX, the indexes below it): valid
@@ -86,6 +92,8 @@ VALID = [
     "redis+cluster://h1:7000,[::1]:7001",
     "redis+sentinel://s1:26379,s2:26379/gateway/2",
     "redis://h:6379/0?socket_timeout=300&socket_connect_timeout=0.01&health_check_interval=0&max_connections=100",
+    "redis://h:6379/0?socket_read_size=1024",
+    "redis://h:6379/0?socket_read_size=16777216",
 ]
 
 
