@@ -67,3 +67,31 @@ async def test_a_number_given_twice_is_a_422_and_decimals_still_read(managed: Ma
         assert twice.status_code == 422 and twice.json()["problems"] == ["limit: given 2 times"]
         assert (await http.get("connections", params={"limit": "10"})).status_code == 200
         assert (await http.get("metrics/series", params={"since": "1796464670.5"})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("format=xml", "format: json or yaml, not 'xml'"),
+        ("format=YAML", "format: json or yaml, not 'YAML'"),
+        ("format=", "format: json or yaml, not ''"),
+        ("format", "format: json or yaml, not ''"),
+        ("format=yaml&format=json", "format: given 2 times"),
+        ("format=yaml&format=yaml", "format: given 2 times"),
+    ],
+)
+async def test_an_export_format_it_does_not_write_is_a_422(managed: Managed, query: str, problem: str) -> None:
+    """Fails before: ``?format=xml`` (and each of these) was answered 200 with the JSON document."""
+    async with managed.http() as http:
+        answer = await http.get(f"config?{query}")
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["problems"] == [problem]
+
+
+@pytest.mark.parametrize(("query", "media"), [("", "application/json"), ("?format=json", "application/json"),
+                                              ("?format=yaml", "application/yaml")])  # fmt: skip
+async def test_json_and_yaml_are_still_written(managed: Managed, query: str, media: str) -> None:
+    async with managed.http() as http:
+        answer = await http.get(f"config{query}")
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith(media)
+        assert "echo" in answer.text

@@ -161,7 +161,7 @@ def create_management_app(
     async def export(request: Request) -> Response:
         await refresh(request)
         base, overlay, apis = manager.base, manager.overlay, manager.apis()
-        as_yaml = request.query_params.get("format") == "yaml"
+        as_yaml = _choice(request, "format", ("json", "yaml")) == "yaml"
 
         def answer() -> Response:
             document = merge_document(base, overlay)
@@ -368,6 +368,17 @@ def _flag(request: Request, name: str) -> bool:
     if flag is None:
         raise Invalid("invalid query", [f"{name}: true or false, not {shorten(text, 40)}"])
     return flag
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (the first when absent); anything else, or the parameter given twice, a 422
+    (``GET /config?format=xml`` was answered as JSON, as if the parameter had been read)."""
+    text = _query_value(request, name)
+    if text is None:
+        return allowed[0]
+    if text not in allowed:
+        raise Invalid("invalid query", [f"{name}: {' or '.join(allowed)}, not {shorten(text, 40)}"])
+    return text
 
 
 def _number(request: Request, name: str) -> float | None:

@@ -70,6 +70,12 @@ _FORCE = _flag(
     "make the change even if it lets clients without a subscription key into an API that needed one (else 409, "
     "naming the APIs)",
 )
+_FORMAT = {
+    "name": "format",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["json", "yaml"], "default": "json"},
+    "description": "json or yaml (anything else, or the parameter given twice: 422)",
+}
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
@@ -208,7 +214,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "/config": {
             "get": _op(
-                "The merged configuration (file + changes), as JSON or ?format=yaml", {"200": _json({"type": "object"})}
+                "The merged configuration (file + changes), as JSON or ?format=yaml",
+                {"200": _json({"type": "object"})},
+                params=[_FORMAT],
             )
         },
         "/products": {
