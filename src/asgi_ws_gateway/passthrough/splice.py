@@ -66,6 +66,7 @@ import contextlib
 import logging
 
 from .._types import Data, Message
+from ..relay.close_wait import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS
 from ..relay.stats import RelayStats
 from .asgi_extension import ACCEPT
 from .frame_encoding import encode_frame
@@ -74,15 +75,6 @@ from .raw_upstream import RawUpstream
 from .sides import Side, ping_payload
 
 logger = logging.getLogger(__name__)
-
-CLOSE_WAIT_LOOKS = 32
-"""Looks (one per ``close_timeout``) after which a closing handshake still under way is aborted, progress or
-not: a side that took in a little within each ``close_timeout`` held it for good (an upstream streaming on
-past the client's close frame, never answering it, to a client reading 4 KiB per ``close_timeout``)."""
-CLOSE_WAIT_BYTES = 16 << 20
-"""Bytes a side may take in after a close began (besides one message of ``max_message_size``) before the
-close wait stops waiting for it (16 MiB): a backlog queued before the close is bounded, a stream the peer
-feeds on past the close is not (215 MB forwarded past a client's close in 2 s, to the test's bound)."""
 
 
 class Splice:
