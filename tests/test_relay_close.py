@@ -20,6 +20,7 @@ from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.messages.context import ConnectionContext, MessageHandler, WsMessage
 from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.relay.close_codes import CLIENT_STALLED, TOO_BIG, client_vanished
+from asgi_ws_gateway.relay.close_wait import CLOSE_WAIT_LOOKS
 from asgi_ws_gateway.relay.pumps import Relay
 from support.policies import context
 from support.relay_fakes import CLOSE_TIMEOUT, HANG, Boom, FakeClient, FakeUpstream
@@ -46,13 +47,16 @@ def kind(request: pytest.FixtureRequest) -> RelayKind:
     return value
 
 
-def make_relay(kind: RelayKind, client: FakeClient, upstream: FakeUpstream) -> Relay:
+def make_relay(kind: RelayKind, client: FakeClient, upstream: FakeUpstream, *, progress: bool = False) -> Relay:
+    """``progress``: the relay is given the client's count of what it took in, as the gateway's protocol gives it."""
+    told = client.progress if progress else None
     if kind == "relay":
-        return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT)
+        return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
+                     client_progress=told)  # fmt: skip
     policies = MessagePolicySet([_PassThrough()], [_PassThrough()])
     handshake = HandshakeContext("chat", context("/ws/x").request)
     return Relay(client.receive, client.send, upstream, max_message_size=100, close_timeout=CLOSE_TIMEOUT,
-                 policies=policies, handshake=handshake)  # fmt: skip
+                 policies=policies, handshake=handshake, client_progress=told)  # fmt: skip
 
 
 @pytest.fixture
@@ -140,6 +144,75 @@ async def test_upstream_closes_first(kind: RelayKind, errors: Any, code: int, re
     await run_to_end(relay, lambda: upstream.peer_closes(code, reason))
     assert client.messages == ["last words"]
     assert client.closes == [client_gets]
+    assert errors() == []
+
+
+# -- the close wait: a client taking in what waits for it is waited for, as the splice waits ------------
+
+BACKLOG = 20
+PACE = CLOSE_TIMEOUT / 5
+"""Messages (or paces) that wait for a slow client: ``BACKLOG`` paces of ``PACE`` seconds each, several
+``CLOSE_TIMEOUT`` in all, some taken in within each."""
+
+
+async def test_a_slow_client_whose_pump_found_the_upstream_closed_gets_the_rest_and_its_code(
+    kind: RelayKind, errors: Any
+) -> None:
+    """The upstream closes behind messages a client, sending as it reads, takes several ``close_timeout`` to
+    take in: its pump's send finds the upstream closed first, and the upstream pump still delivers every
+    message, then the upstream's code. That pump was cut ``close_timeout`` after the other ended, as for
+    the client's close: 1011 ``gateway error`` after 1 of 20."""
+    client, upstream = FakeClient(pace=PACE), FakeUpstream()
+    relay = make_relay(kind, client, upstream, progress=True)
+    for n in range(BACKLOG):
+        upstream.push(f"backlog {n}")
+    upstream.peer_closes(1000, "done")
+    client.says("still here")  # its pump's send finds the upstream closed
+    await run_to_end(relay)
+    assert (len(client.messages), client.closes) == (BACKLOG, [(1000, "done")])
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("upstream", 1000)
+    assert errors() == []
+
+
+async def test_a_slow_client_gets_the_upstreams_close_frame_behind_its_backlog(kind: RelayKind, errors: Any) -> None:
+    """The close frame waits behind what the server still holds for a client reading slowly, several
+    ``close_timeout`` of it: it is sent. The relay gave up sending it at ``close_timeout``: the client read
+    its backlog to the end and then EOF, no close frame."""
+    client, upstream = FakeClient(pace=PACE, backlog=BACKLOG), FakeUpstream()
+    relay = make_relay(kind, client, upstream, progress=True)
+    await run_to_end(relay, lambda: upstream.peer_closes(1000, "done"))
+    assert client.closes == [(1000, "done")]
+    assert errors() == []
+
+
+@pytest.mark.parametrize("pace", [HANG, PACE], ids=["takes-in-nothing", "unknown-progress"])
+async def test_a_client_not_seen_taking_anything_in_is_still_cut_at_close_timeout(
+    kind: RelayKind, errors: Any, pace: float
+) -> None:
+    """A client that takes in nothing of what waits for it after the upstream's close, or one the server
+    does not tell the progress of, is cut at ``close_timeout`` (1011 ``gateway error``), not waited for."""
+    client, upstream = FakeClient(pace=pace), FakeUpstream()
+    relay = make_relay(kind, client, upstream, progress=pace == HANG)
+    for n in range(BACKLOG):
+        upstream.push(f"backlog {n}")
+    upstream.peer_closes(1000, "done")
+    client.says("still here")
+    await run_to_end(relay)
+    assert len(client.messages) < BACKLOG
+    assert (relay.stats.closed_by, relay.stats.close_code) == ("gateway", 1011)
+    assert errors() == []
+
+
+async def test_a_client_taking_in_a_little_for_ever_is_cut_within_the_close_waits_looks(
+    kind: RelayKind, errors: Any
+) -> None:
+    """A client that takes in a little within each ``close_timeout``, for ever: the close wait ends within
+    ``CLOSE_WAIT_LOOKS`` looks, progress or not (``run()`` returns; a hang fails at ``HANG``)."""
+    assert CLOSE_WAIT_LOOKS * CLOSE_TIMEOUT < HANG / 2
+    client, upstream = FakeClient(pace=PACE, backlog=10**6), FakeUpstream()
+    relay = make_relay(kind, client, upstream, progress=True)
+    await run_to_end(relay, lambda: upstream.peer_closes(1000, "done"))
+    assert client.closes == []  # its close frame never got past the backlog
     assert errors() == []
 
 

@@ -21,6 +21,7 @@ from .passthrough.asgi_extension import (
     ON_SHUTDOWN,
     PING_INTERVAL,
     PING_TIMEOUT,
+    TAKEN_IN,
 )
 from .passthrough.framed import FramedRelay
 from .passthrough.raw_upstream import RawUpstream, open_raw
@@ -77,8 +78,11 @@ async def open_proxy(
     backend, opened = await api.pool.connect(lambda b: requests[b.index])
     async with _closed_on_failure(opened):
         client_receive, upstream = trace.relay_io(receive, opened)
+        offer = (scope.get("extensions") or {}).get(EXTENSION)
+        progress = offer.get(TAKEN_IN) if isinstance(offer, dict) else None  # the gateway's protocol's
         relay = Relay(client_receive, send, upstream, max_message_size=cfg.max_message_size,
-                      close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake)  # fmt: skip
+                      close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake,
+                      client_progress=progress if callable(progress) else None)  # fmt: skip
         accept: Message = {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
         }  # fmt: skip

@@ -96,11 +96,23 @@ class FakeUpstream:
 
 @dataclass
 class FakeClient:
-    """An accepted client's ASGI ``receive``/``send``; sends after it left raise ``OSError``."""
+    """An accepted client's ASGI ``receive``/``send``; sends after it left raise ``OSError``.
+
+    ``pace``: seconds each send takes, one step of the client taking in what waits for it (``taken``, the
+    count :meth:`progress` gives the relay); the close frame waits ``backlog`` steps more behind what the
+    server still holds for the client: a slow reader.
+    """
 
     faults: dict[str, Fault] = field(default_factory=dict)
     messages: list[Data] = field(default_factory=list)
     closes: list[tuple[int, str]] = field(default_factory=list)
+    pace: float = 0.0
+    backlog: int = 0
+    taken: int = 0
+
+    def progress(self) -> int:
+        """What the client has taken in so far (the server's count, ``client_progress``)."""
+        return self.taken
 
     def __post_init__(self) -> None:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -132,6 +144,9 @@ class FakeClient:
             raise Boom(f"{kind} failed")
         if fault == "hang":
             await asyncio.Event().wait()
+        for _ in range((1 + (self.backlog if kind == "websocket.close" else 0)) if self.pace else 0):
+            await asyncio.sleep(self.pace)  # Load, not synchronisation: a slow reader's pace
+            self.taken += 1
         if self.gone:
             raise OSError("client disconnected")
         if kind == "websocket.close":

@@ -27,6 +27,10 @@ ON_SHUTDOWN = "asgi_ws_gateway.on_shutdown"
 queued when it shut down (SIGTERM) and sent the client its 1012. An application waiting elsewhere reads
 that disconnect late: the relay's client pump held in a send to an upstream that reads nothing read it only
 when the upstream's keepalive failed, past the server's graceful timeout."""
+TAKEN_IN = "taken_in"
+"""A key of the extension's value (``scope["extensions"][EXTENSION]``): a callable, a count that grows as the
+client takes in what is sent to it (:func:`..progress.taken_in` of its transport): the relay's close wait
+looks at it, as the splice's looks at its sides (it cut a slow reader's backlog at ``close_timeout``)."""
 STOPPED = "asgi_ws_gateway.stopped"
 """A ``scope["extensions"]`` key the gateway's protocol sets, before it cancels the application's handshake,
 to why (``CLIENT_GONE``, ``SHUTDOWN_REFUSAL``): the cancellation's own message may be replaced on its way
@@ -35,4 +39,5 @@ to why (``CLIENT_GONE``, ``SHUTDOWN_REFUSAL``): the cancellation's own message m
 
 __all__ = [
     "ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "ON_SHUTDOWN", "PING_INTERVAL", "PING_TIMEOUT", "STOPPED",
+    "TAKEN_IN",
 ]  # fmt: skip

@@ -12,7 +12,9 @@ always finish:
 * the client closes: its code goes upstream; the upstream pump keeps draining (and dropping)
   until the upstream completes the closing handshake;
 * the upstream closes: its code goes to the client and the client pump is cancelled (at the close
-  frame: the connector does not wait for the upstream's TCP close to report it);
+  frame: the connector does not wait for the upstream's TCP close to report it); what it sent before
+  its close goes first, also when the client pump finds it closed first (a send to it fails): that
+  ends no delivery, it is no close of the client's;
 * the gateway closes (oversize message, idle, lifetime, drain): each side gets its own code.
 
 The pumps run as a task group: the first to finish decides. When it failed (an exception that is
@@ -43,6 +45,16 @@ draining while the upstream finishes its closing handshake, so a flooding upstre
 own close.
 
 Reserved codes never go on the wire: 1005 (no status) is sent as 1000, 1006 and 1015 as 1011.
+
+What is on its way to the client when a close begins, and the close frame behind it, is waited for as
+the splice waits (:mod:`.close_wait`) when the server tells the client's progress (the gateway's
+protocol does: ``client_progress``): ``close_timeout``, and on while the client takes in some of it
+within each; a client that takes in nothing is cut at ``close_timeout``. That bounds the client's close
+frame, and the upstream pump's delivery of what the upstream sent before its close when the client
+pump found the upstream closed first. Both were ``close_timeout`` whatever the progress: a client
+reading slowly lost its close frame (the relay gave up sending it behind the backlog: EOF, no code),
+or, sending as it read, was cut with 1011 ``gateway error`` (the client pump's send found the
+upstream closed and the relay took that for the client's close: 5 of 8 messages of 1 MiB delivered).
 """
 
 from __future__ import annotations
@@ -50,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._types import Data, Message, Receive, Send
@@ -59,6 +71,7 @@ from ..loop_watch import MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection, UpstreamStalled
 from .close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
+from .close_wait import CloseWait
 from .policy_tasks import PolicyTasks
 from .stats import RelayStats
 
@@ -86,6 +99,9 @@ class Relay:
         policies: the connection's message policies (default None: none); attached here, once.
         handshake: the connection's handshake context, which the policies see; required with
             ``policies``.
+        client_progress: a count that grows as the client takes in what is sent to it (the server's
+            :func:`~asgi_ws_gateway.progress.taken_in` of its transport), for the close wait's looks
+            (default None: none, and the close wait is ``close_timeout`` flat).
 
     Attributes:
         connection: what the message policies see of the connection (None without policies).
@@ -101,6 +117,7 @@ class Relay:
         close_timeout: float = 5.0,
         policies: MessagePolicySet | None = None,
         handshake: HandshakeContext | None = None,
+        client_progress: Callable[[], int] | None = None,
     ) -> None:
         slots = max_message_size.bit_length() + 1  # a message over the limit is never counted
         self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
@@ -111,6 +128,11 @@ class Relay:
         self._close_timeout = close_timeout
         self._client_open = True  # False once a close was sent to, or received from, the client
         self._closing = False  # True once one side or the gateway started closing
+        self._upstream_gone = False  # a send found the upstream closed before its pump read its close
+        self._client_progress = client_progress
+        self._close_wait: CloseWait | None = None  # the client's, from its first wait on (``_for_the_client``)
+        self._waiting: list[asyncio.Timeout] = []  # the waits for the client under way
+        self._look_due: asyncio.TimerHandle | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self._ending: tuple[int, str, int, str] | None = None  # the codes a failed or cancelled run closes with
         self.finished = asyncio.Event()
@@ -152,6 +174,12 @@ class Relay:
             failure = _failure(done)
             if failure is None and to_upstream in pending:
                 to_upstream.cancel()  # the upstream ended and the client was told: stop reading it
+            elif failure is None and pending and self._upstream_gone:
+                # The upstream ended, found by a send to it: its pump still delivers what came before its
+                # close, then the close, as the client takes them in (not the client's close: see above).
+                with contextlib.suppress(TimeoutError):
+                    async with self._for_the_client():
+                        await asyncio.wait(pending)
             elif failure is None and pending:
                 # The client side ended with a close the upstream was sent: its pump sees it through.
                 await asyncio.wait(pending, timeout=self._close_timeout)
@@ -184,6 +212,9 @@ class Relay:
         if self._ending is not None:
             await self._shut(*self._ending)
         await self._close_upstream(1000, "", quiet=True)  # idempotent: closed on return, whatever happened
+        if self._look_due is not None:  # (no wait is under way by now: already cancelled)
+            self._look_due.cancel()
+            self._look_due = None
         self.finished.set()
 
     def start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -226,7 +257,7 @@ class Relay:
             stats = self.stats
             stats.closed_by, stats.close_code, stats.close_reason = "gateway", client_code, client_reason
         try:
-            await self._close_client(client_code, client_reason)
+            await self._close_client(client_code, client_reason, patient=False)
         except Exception as exc:  # the failure that brought us here is logged already
             logger.debug("closing the client failed: %r", exc)
         await self._close_upstream(upstream_code, upstream_reason, quiet=True)
@@ -268,17 +299,55 @@ class Relay:
             return False
         return True
 
-    async def _close_client(self, code: int, reason: str) -> None:
+    async def _close_client(self, code: int, reason: str, *, patient: bool = True) -> None:
+        """Send the client its close frame, behind what is still on its way to it: bounded by the close wait
+        (``patient``), or by ``close_timeout`` flat (a failed or cancelled run's close)."""
         if self._client_open:
             self._client_open = False
             with contextlib.suppress(OSError, TimeoutError):  # the client is gone, or not reading
-                async with asyncio.timeout(self._close_timeout):
+                async with self._for_the_client() if patient else asyncio.timeout(self._close_timeout):
                     message: Message = {
                         "type": "websocket.close",
                         "code": wire_code(code),
                         "reason": wire_reason(reason),
                     }
                     await self._send(message)
+
+    @contextlib.asynccontextmanager
+    async def _for_the_client(self) -> AsyncIterator[None]:
+        """As ``asyncio.timeout(close_timeout)``, but the client gets another ``close_timeout`` at each look
+        at which it took in some of what waits for it since the last, within the bounds of
+        :class:`.close_wait.CloseWait` (one wait per relay, however many wait on it at once; a wait that
+        begins after one ended starts its looks afresh, its count of looks and bytes kept). Without
+        ``client_progress``, ``close_timeout`` flat. Raises ``TimeoutError`` when the wait ends."""
+        async with asyncio.timeout(None) as timer:
+            self._waiting.append(timer)
+            try:
+                if self._look_due is None:
+                    probe = self._client_progress
+                    taken = probe() if probe is not None else 0
+                    if self._close_wait is None:
+                        self._close_wait = CloseWait(taken, self._max_size)
+                    else:
+                        self._close_wait.again(taken)
+                    self._look_due = asyncio.get_running_loop().call_later(self._close_timeout, self._look)
+                yield
+            finally:
+                self._waiting.remove(timer)
+                if not self._waiting and self._look_due is not None:
+                    self._look_due.cancel()
+                    self._look_due = None
+
+    def _look(self) -> None:
+        """``close_timeout`` after the close wait began, or after its last look: on, or over for every waiter."""
+        self._look_due = None
+        probe, wait, loop = self._client_progress, self._close_wait, asyncio.get_running_loop()
+        if probe is not None and wait is not None and wait.goes_on(probe()):
+            self._look_due = loop.call_later(self._close_timeout, self._look)
+            return
+        for timer in self._waiting:
+            if not timer.expired():  # (one a look before ended is on its way out)
+                timer.reschedule(loop.time())
 
     async def _client_to_upstream(self) -> None:
         receive, send_upstream, stats, max_size, per_turn = (
@@ -326,7 +395,9 @@ class Relay:
                 try:
                     await send_upstream(data)
                 except UpstreamClosed:
-                    return  # the other pump reports how the upstream ended
+                    # The other pump reports how the upstream ended, once it delivered what came before.
+                    self._upstream_gone = not self._closing
+                    return
             elif message["type"] == "websocket.disconnect":
                 await self._client_left(message)
                 return

@@ -13,7 +13,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from ..passthrough.asgi_extension import EXTENSION
+from ..passthrough.asgi_extension import EXTENSION, TAKEN_IN
 from ..passthrough.lingering_close import lingering
 from .client_leg import ClientLeg
 from .log_lines import logged_path
@@ -78,7 +78,8 @@ class OpeningHandshake(ClientLeg):
         scope = getattr(self, "scope", None)
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs
             # The server's own message limit (--ws-max-size) still applies to a spliced connection.
-            scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size}
+            # And what the client has taken in so far, for the relay's close wait.
+            scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size, TAKEN_IN: self._taken_in}
 
 
 __all__ = ["OpeningHandshake"]

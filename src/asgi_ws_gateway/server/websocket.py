@@ -86,7 +86,9 @@ gateway needs on its edge, each in the module of one job (named in brackets) tha
      "extensions": "<Sec-WebSocket-Extensions value or None>", "protocol": <asyncio.Protocol>,
      "on_started": <callable>, "on_shutdown": <callable>}
 
-  The extension's value is ``{"max_size": <the server's ws_max_size>}``. The server answers 101
+  The extension's value is ``{"max_size": <the server's ws_max_size>, "taken_in": <callable>}`` (the
+  second: a count that grows as the client takes in what is sent to it, which the relay's close wait
+  looks at, as the splice's looks at its sides: :mod:`..progress`). The server answers 101
   with those headers (the extensions it negotiated itself are dropped: the application negotiated
   them end to end), stops parsing, and hands the transport to ``protocol``;
   ``on_started()`` follows at once, ``on_shutdown()`` when the server shuts down. The application's
