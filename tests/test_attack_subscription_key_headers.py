@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import ConfigError, load_config
-from test_cli import _cli
+from support.processes import cli
 
 UPSTREAM = "ws://127.0.0.1:9/"
 
@@ -59,13 +59,11 @@ def test_headers_a_client_sends_its_key_in_stay_valid(header: str) -> None:
     load_config(_config([header]))
 
 
-def test_check_names_the_field_and_exits_2(tmp_path: Path) -> None:
+async def test_check_names_the_field_and_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         f"subscription_key:\n  headers: [Host]\napis:\n  - name: a\n    path: /a\n    upstreams: [{UPSTREAM}]\n"
     )
-    result = _cli("check", str(config))
-    assert result.returncode == 2, result.stdout
-    assert (
-        "subscription_key.headers[0]: 'Host' belongs to the HTTP connection or the WebSocket handshake" in result.stderr
-    )
+    code, out, err = await cli("check", str(config))
+    assert code == 2, out
+    assert "subscription_key.headers[0]: 'Host' belongs to the HTTP connection or the WebSocket handshake" in err

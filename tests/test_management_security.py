@@ -263,6 +263,7 @@ ALLOWED_LOADERS = {
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
     "server/head_deadline.py": "its request-head timeout from the environment the operator set",
     "startup.py": "whether the standalone gateway's variables are set where nothing reads them (warned of by name)",
+    "telemetry/otlp_wire.py": "ASGI_WS_GATEWAY_PURE_PYTHON, whether the optional C span encoder is left unused",
 }
 _LOADS = re.compile(
     # builtins only: a method called eval (Redis's EVAL of a Lua script) is not Python's eval
