@@ -116,7 +116,7 @@ async def test_a_tls_close_waiting_for_its_peer_counts_as_a_lingering_connection
     context = ssl.create_default_context(cafile=str(ca.ca_file))
     before = lingering_count()
     held: list[socket.socket] = []
-    with UvicornServer(_ok, http=GatewayHTTPProtocol,  # type: ignore[arg-type]
+    with UvicornServer(_ok, http=GatewayHTTPProtocol,
                        ssl_certfile=str(ca.cert_file), ssl_keyfile=str(ca.key_file)) as server:  # fmt: skip
         await asyncio.to_thread(_answered, server.port, context, held)
         for _ in range(100):  # the server's close, on its thread (a bound on the wait, not timed)
