@@ -4,6 +4,8 @@ the refusals answered before the application runs (the parser's 414, 431, 400; w
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Literal
 from urllib.parse import unquote
@@ -79,7 +81,21 @@ class OpeningHandshake(ClientLeg):
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs
             # The server's own message limit (--ws-max-size) still applies to a spliced connection.
             # And what the client has taken in so far, for the relay's close wait.
-            scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size, TAKEN_IN: self._taken_in}
+            scope["extensions"][EXTENSION] = {"max_size": self.config.ws_max_size, TAKEN_IN: _weakly(self._taken_in)}
+
+
+def _weakly(count: Callable[[], int]) -> Callable[[], int]:
+    """``count`` (a bound method of the protocol) without holding its protocol: the scope holds it, and the
+    protocol the scope, a cycle the spliced and framed paths (whose protocol's ``connection_lost`` never
+    runs: the splice takes the transport) left to the garbage collector, ~60 objects a connection. 0 once
+    the protocol is gone (its client is gone too)."""
+    method = weakref.WeakMethod(count)  # (a bound method)
+
+    def taken_in() -> int:
+        found = method()
+        return found() if found is not None else 0
+
+    return taken_in
 
 
 __all__ = ["OpeningHandshake"]
