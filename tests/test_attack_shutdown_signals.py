@@ -259,8 +259,9 @@ async def test_a_second_sigint_to_the_workers_exits_forced(tmp_path: Path) -> No
                 _to_the_group(server, signal.SIGINT)
                 _wait_for_line(server, "Waiting for connections to close")
                 _to_the_group(server, signal.SIGINT)
-                assert server.wait_exit(30) == EXIT_FORCED
+                code = server.wait_exit(30)
             output = server.output()
+    assert code == EXIT_FORCED, output
     assert "WARNING:  forced to quit before the drain finished" in output, output
     assert "Traceback" not in output
 
