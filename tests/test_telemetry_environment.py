@@ -87,21 +87,6 @@ def test_the_gateways_own_choices_are_checked_with_the_signal_that_reads_them() 
     ]
 
 
-@pytest.mark.parametrize("value", ["1", " TRUE ", "yes", "on", "0", "false", "No", "off", ""])
-def test_the_pure_python_switch_takes_a_yes_or_a_no(value: str) -> None:
-    environ = {**ENDPOINT, "ASGI_WS_GATEWAY_PURE_PYTHON": value}
-    assert environment_config_problems(TelemetryConfig(), environ) == []
-
-
-def test_the_pure_python_switch_refuses_anything_else_when_traces_are_exported() -> None:
-    """A value it did not know (``ture``, ``python``) left the C encoder on without a word."""
-    environ = {**ENDPOINT, "ASGI_WS_GATEWAY_PURE_PYTHON": "python"}
-    assert environment_config_problems(TelemetryConfig(), environ) == [
-        "ASGI_WS_GATEWAY_PURE_PYTHON: 'python' is not supported (1, true, yes or on; 0, false, no or off)"
-    ]
-    assert environment_config_problems(TelemetryConfig(), {**environ, "OTEL_TRACES_EXPORTER": "none"}) == []
-
-
 @pytest.mark.parametrize(
     ("variables", "problem"),
     [

@@ -78,14 +78,6 @@ _HEADER_ENTRY = re.compile(
 _HEADER_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
 
 
-PURE_PYTHON_VARIABLE = "ASGI_WS_GATEWAY_PURE_PYTHON"
-"""``1`` (or ``true``, ``yes``, ``on``): the optional C span encoder is not used; every span is encoded in
-Python (:mod:`.otlp_wire`)."""
-PURE_PYTHON_CHOICES = frozenset({"", "1", "true", "yes", "on", "0", "false", "no", "off"})
-"""What :data:`PURE_PYTHON_VARIABLE` may be (stripped, lower-cased); another value is a start-up problem
-where traces are exported (``providers``): ``ture`` left the C encoder on without a word."""
-
-
 def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) -> list[str]:
     """``VARIABLE: what is wrong`` for each variable read for ``signals`` (numbers, OTLP headers, resource
     attributes) that the SDK would not take as written."""
@@ -290,8 +282,6 @@ __all__ = [
     "MAX_LIST",
     "MAX_QUEUE_SIZE",
     "MAX_SERVICE_NAME",
-    "PURE_PYTHON_CHOICES",
-    "PURE_PYTHON_VARIABLE",
     "Signal",
     "environment_problems",
     "exporter_problems",

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, Status
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from .environment import PURE_PYTHON_VARIABLE
 from .lean_spans import DEFAULT_STATUS, LeanSpan
 from .lean_tracer import NO_ATTRIBUTES
 from .otlp_attributes import CACHE_LIMIT, Blocks, Pairs, append_attributes
@@ -75,6 +74,8 @@ _UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
 """A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
+PURE_PYTHON_VARIABLE = "ASGI_WS_GATEWAY_PURE_PYTHON"
+"""``1`` (or ``true``, ``yes``, ``on``): the C extension is not used; every span is encoded in Python."""
 _SPAN_WIRE_FORMAT = 1
 """The ``_span_wire`` contract this module calls (its ``FORMAT``): a module built from other sources is ignored."""
 
@@ -352,4 +353,4 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     return SpanEncoder().encode(spans)
 
 
-__all__ = ["NATIVE_ENCODER", "SpanEncoder", "encode_spans"]
+__all__ = ["NATIVE_ENCODER", "PURE_PYTHON_VARIABLE", "SpanEncoder", "encode_spans"]

@@ -24,13 +24,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
 from ..log_throttle import RepeatFilter
-from .environment import (
-    PURE_PYTHON_CHOICES,
-    PURE_PYTHON_VARIABLE,
-    Signal,
-    environment_problems,
-    exporter_problems,
-)
+from .environment import Signal, environment_problems, exporter_problems
 from .names import DEFAULT_SERVICE_NAME
 from .provider_shutdown import Providers
 
@@ -162,9 +156,6 @@ def _problems(signals: list[Signal], environ: Mapping[str, str]) -> list[str]:
         for variable, signal in _CHOICES.items()
         if signal in signals and _choice(variable, environ) not in ("gateway", "sdk")
     ]
-    pure = environ.get(PURE_PYTHON_VARIABLE, "").strip().lower()
-    if "traces" in signals and pure not in PURE_PYTHON_CHOICES:  # (read by otlp_wire as a yes or not)
-        choices.append(f"{PURE_PYTHON_VARIABLE}: {pure!r} is not supported (1, true, yes or on; 0, false, no or off)")
     return list(dict.fromkeys([*(p for p in protocols if p), *choices, *environment_problems(signals, environ)]))
 
 
