@@ -18,7 +18,11 @@ Real uvicorn, real websockets clients, apps that misbehave on purpose. Before:
   1011 a keepalive window after the client's second message, and so did one whose sends waited on a
   client reading slowly (the queue toward the app held one message; the window ran from the first
   wait, whatever the app did meanwhile); an app busy for a moment with a few messages sent to it was
-  dropped too, and the gateway's close dropped the message queued for a busy app.
+  dropped too, and the gateway's close dropped the message queued for a busy app;
+* an app that raised ``SystemExit`` or ``KeyboardInterrupt`` (uvicorn catches both from an
+  application) stopped the worker's event loop, every connection with it; one raising a
+  ``CancelledError`` of its own (awaiting a task that was cancelled) before its accept was a 504 at
+  ``connect_timeout``, and after it left the connection open for ever with nothing to relay.
 """
 
 from __future__ import annotations
@@ -257,6 +261,45 @@ async def test_an_accept_carrying_negotiation_headers_is_502_as_from_a_network_u
 
     server = _serve(uvicorn_server, app)
     assert (await expect_status(server.url("/ws/a"), subprotocols=["chat"]))[0] == 502
+
+
+RAISED: dict[str, type[BaseException]] = {
+    "SystemExit": SystemExit,
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "own-CancelledError": asyncio.CancelledError,
+}
+
+
+@pytest.mark.parametrize("raised", list(RAISED.values()), ids=list(RAISED))
+@pytest.mark.parametrize("accepted", [False, True], ids=["before-accept", "after-accept"])
+async def test_whatever_the_app_raises_is_its_failure_alone(
+    uvicorn_server: UvicornFactory, raised: type[BaseException], accepted: bool
+) -> None:
+    """A 502 at once, or 1011 to its client; the worker goes on serving (another connection echoes)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        if scope["path"] == "/ws/fine":
+            await send({"type": "websocket.accept"})
+            message = await receive()
+            await send({"type": "websocket.send", "text": message["text"]})
+            await receive()
+            return
+        if accepted:
+            await send({"type": "websocket.accept"})
+            await receive()
+        raise raised()
+
+    server = _serve(uvicorn_server, app, connect_timeout=30, close_timeout=30)  # no timeout answers for it
+    if accepted:
+        async with await connect(server.url("/ws/a")) as ws:
+            await ws.send("go")
+            assert await expect_close(ws) == (1011, "upstream connection failed")
+    else:
+        assert (await expect_status(server.url("/ws/a")))[0] == 502  # open_timeout: 5 s
+    async with await connect(server.url("/ws/fine")) as ws:
+        await ws.send("still here")
+        assert await ws.recv() == "still here"
 
 
 def _ticks(count: int) -> list[str]:

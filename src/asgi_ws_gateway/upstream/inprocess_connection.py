@@ -107,7 +107,14 @@ class InProcessConnection:
             await self._app(self._scope, self._receive, self._send)
         except AppDisconnected:
             pass
-        except Exception as exc:
+        except BaseException as exc:
+            # Only the gateway's own cancellation ends the task as such. Whatever else the app raises is
+            # its failure, as uvicorn takes any exception from an application: a SystemExit or
+            # KeyboardInterrupt out of this task stopped the event loop (every connection of the worker),
+            # and a CancelledError of the app's own (an awaited task that was cancelled) left the
+            # handshake to connect_timeout, or an accepted connection open for ever with nothing to relay.
+            if isinstance(exc, asyncio.CancelledError) and _cancel_requested():
+                raise
             logger.exception("in-process upstream app raised")
             outcome = UpstreamClosed(1011, "", by_peer=False)
             self._fail_handshake(UpstreamUnreachable(f"in-process upstream raised {type(exc).__name__}"))
@@ -332,6 +339,13 @@ class InProcessConnection:
             task.cancel()
             await asyncio.wait({task}, timeout=self._cancel_wait)
             self._check_cancelled(task)
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task was asked to stop (``Task.cancel``), as opposed to raising a
+    ``CancelledError`` of its own making."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _too_big(item: Data, limit: int) -> bool:
