@@ -12,6 +12,10 @@ Real uvicorn, a real websockets client, and apps that record what they were give
   close reason left the client without a close frame (1006, uvicorn's "Exception in ASGI application");
 * a response header with CR/LF or a name that is not a token (accept or refusal) made uvicorn
   answer 500 or nothing at all (a network upstream's is a 502);
+* an accept or a refusal with more header lines, or longer ones, than a network upstream's answer may
+  carry (1,000 headers, one of 200 KB) was written as given: the client got a response no
+  ``websockets`` client reads (its 128 lines of 8192 bytes), and the gateway logged nothing (a
+  network upstream's is a 502);
 * the app's scope was a copy of the client's: what middleware outside the gateway decided on the
   client's request (``scope["user"]`` from the ``Authorization`` header a policy removed) and the
   server's ``root_path`` went along.
@@ -157,6 +161,73 @@ async def test_a_malformed_response_header_is_502_as_from_a_network_upstream(
     server = _serve(uvicorn_server, app, ws_impl)
     status, headers, _ = await expect_status(server.url("/ws/a"))
     assert status == 502 and "set-cookie" not in headers
+
+
+def _lines(count: int) -> list[tuple[bytes, bytes]]:
+    return [(b"x-h%d" % n, b"v") for n in range(count)]
+
+
+LIMITS = 121
+"""Header lines an app's accept may carry: a network upstream's 124 (``response_head.MAX_HEADER_LINES``)
+less the three the server writes for it (``Upgrade``, ``Connection``, ``Sec-WebSocket-Accept``)."""
+LONGEST = [(b"x-big", b"a" * (8192 - len("x-big: \r\n")))]
+"""A header whose line is 8192 bytes with its CRLF, the longest a ``websockets`` client reads."""
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "headers", "opens"),
+    [
+        (None, _lines(LIMITS), True),
+        (None, _lines(LIMITS + 1), False),
+        ("chat", _lines(LIMITS - 1), True),  # the server's Sec-WebSocket-Protocol line counts
+        ("chat", _lines(LIMITS), False),
+        (None, _lines(1000), False),
+        (None, LONGEST, True),
+        (None, [(b"x-big", LONGEST[0][1] + b"a")], False),
+        (None, [(b"x-big", b"a" * 200_000)], False),
+    ],
+    ids=["121", "122", "120+protocol", "121+protocol", "1000", "line-8192", "line-8193", "line-200KB"],
+)
+async def test_an_accept_over_a_network_upstreams_head_limits_is_502(
+    uvicorn_server: UvicornFactory,
+    ws_impl: WSImpl,
+    subprotocol: str | None,
+    headers: list[tuple[bytes, bytes]],
+    opens: bool,
+) -> None:
+    """At the limits a ``websockets`` client opens the connection; past them the app's answer is a
+    502, as a network upstream's, where the client got a response it could not read."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
+        await receive()
+
+    url = _serve(uvicorn_server, app, ws_impl).url("/ws/a")
+    offered = None if subprotocol is None else [subprotocol]
+    if opens:
+        async with await connect(url, subprotocols=offered) as ws:
+            assert ws.response is not None
+            assert ws.response.headers.get("x-big", "v") == headers[-1][1].decode()
+    else:
+        assert (await expect_status(url, subprotocols=offered))[0] == 502
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [(_lines(124), 403), (_lines(125), 502), ([(b"x-big", b"a" * 200_000)], 502)],
+    ids=["124", "125", "line-200KB"],
+)
+async def test_a_refusal_over_a_network_upstreams_head_limits_is_502(
+    uvicorn_server: UvicornFactory, headers: list[tuple[bytes, bytes]], status: int
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    server = _serve(uvicorn_server, app, "websockets-sansio")
+    assert (await expect_status(server.url("/ws/a")))[0] == status
 
 
 async def test_a_large_or_endless_refusal_body_is_cut_as_a_network_upstreams(uvicorn_server: UvicornFactory) -> None:

@@ -89,7 +89,7 @@ class Api:
 
 def _connector(api: ApiConfig, upstream: UpstreamConfig, head_limit: int) -> TracedConnector:
     connector = (
-        InProcessConnector(api, upstream)
+        InProcessConnector(api, upstream, max_head=head_limit)
         if upstream.kind == "asgi"
         else WebSocketsConnector(api, upstream, max_head=head_limit)
     )

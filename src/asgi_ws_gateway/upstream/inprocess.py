@@ -15,18 +15,25 @@ from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from .base import UpstreamConnection, UpstreamRequest
 from .inprocess_connection import InProcessConnection
+from .response_head import MAX_HEAD
 
 
 class InProcessConnector:
-    """Runs an ASGI app per connection as the upstream."""
+    """Runs an ASGI app per connection as the upstream.
 
-    def __init__(self, api: ApiConfig, upstream: UpstreamConfig) -> None:
+    Args:
+        max_head: bytes of head the app's accept or refusal may carry, as a network upstream's answer
+            (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`).
+    """
+
+    def __init__(self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_HEAD) -> None:
         self.api = api
+        self._max_head = max_head
         self.app: ASGIApp = upstream.app
         self.label = upstream.label
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
-        connection = InProcessConnection(self.app, _app_scope(request), self.api)
+        connection = InProcessConnection(self.app, _app_scope(request), self.api, max_head=self._max_head)
         try:
             async with asyncio.timeout(self.api.connect_timeout):
                 await connection.handshake()

@@ -42,11 +42,14 @@ from .headers import kept_response_headers
 from .inprocess_messages import (
     MALFORMED_HEADER,
     NEGOTIATED_HEADERS,
+    SERVER_LINES_OF_A_101,
     checked_close,
     checked_headers,
     checked_payload,
+    head_problem,
 )
 from .refusal import MAX_REFUSAL_BODY
+from .response_head import MAX_HEAD
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +66,14 @@ class AppDisconnected(OSError):
 
 
 class InProcessConnection:
-    def __init__(self, app: ASGIApp, scope: Scope, api: ApiConfig) -> None:
+    def __init__(self, app: ASGIApp, scope: Scope, api: ApiConfig, *, max_head: int = MAX_HEAD) -> None:
         self.subprotocol: str | None = None
         self.response_headers: Headers = []
         self._app = app
         self._scope = scope
         self._api_name = api.name
         self._max_size = api.max_message_size
+        self._max_head = max_head  # the response head a network upstream may send (upstream.head_limits)
         self._close_timeout = api.close_timeout
         self._cancel_wait = min(api.close_timeout / 2, 1.0)  # below the relay's 2 x close_timeout bound
         self._stall_after = (
@@ -188,9 +192,8 @@ class InProcessConnection:
                 error = f"in-process upstream chose a subprotocol that was not offered: {subprotocol!r:.80}"
                 self._refused(UpstreamUnreachable(error))
                 return
-            headers = checked_headers(message)
+            headers = self._answer_headers(message, SERVER_LINES_OF_A_101 + (subprotocol is not None))
             if headers is None:
-                self._refused(UpstreamUnreachable(MALFORMED_HEADER))
                 return
             negotiated = [name for name, _ in headers if name.lower() in NEGOTIATED_HEADERS]
             if negotiated:
@@ -205,14 +208,28 @@ class InProcessConnection:
         elif kind == "websocket.close":
             self._refused(UpstreamRejected(403, [], b""))
         elif kind == "websocket.http.response.start" and self._rejection is None:
-            headers = checked_headers(message)
+            headers = self._answer_headers(message, 0)
             if headers is None:
-                self._refused(UpstreamUnreachable(MALFORMED_HEADER))
                 return
             status = message.get("status")
             self._rejection = (status if type(status) is int else 0, headers, bytearray())  # 0: a 502 below
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r} before the handshake completed")
+
+    def _answer_headers(self, message: Message, server_lines: int) -> list[tuple[str, str]] | None:
+        """An accept's or a refusal's headers, or None, the handshake refused (a 502), when a network
+        upstream's answer with them would be: a header that could not be written as sent, or a head
+        over a network upstream's limits (``server_lines``: the lines the server writes for the app)."""
+        headers = checked_headers(message)
+        problem = (
+            MALFORMED_HEADER
+            if headers is None
+            else head_problem(headers, server_lines=server_lines, max_head=self._max_head)
+        )
+        if problem is not None:
+            self._refused(UpstreamUnreachable(problem))
+            return None
+        return headers
 
     def _rejection_body(self, message: Message) -> None:
         assert self._rejection is not None

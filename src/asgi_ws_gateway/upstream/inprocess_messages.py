@@ -7,6 +7,7 @@ from websockets.frames import EXTERNAL_CLOSE_CODES
 
 from .._types import Data, Message
 from .checks import valid_header
+from .response_head import MAX_HEAD, MAX_HEADER_LINES, MAX_LINE
 
 
 def checked_payload(message: Message) -> Data:
@@ -57,4 +58,39 @@ def checked_headers(message: Message) -> list[tuple[str, str]] | None:
     return headers if all(valid_header(n, v) for n, v in headers) else None
 
 
-__all__ = ["MALFORMED_HEADER", "NEGOTIATED_HEADERS", "checked_close", "checked_headers", "checked_payload"]
+SERVER_LINES_OF_A_101 = 3
+"""Lines of a 101 the server writes for the app, which a network upstream writes itself and
+:data:`~.response_head.MAX_HEADER_LINES` counts: ``Upgrade``, ``Connection``, ``Sec-WebSocket-Accept``
+(and ``Sec-WebSocket-Protocol`` when the app chose a subprotocol)."""
+
+
+def head_problem(headers: list[tuple[str, str]], *, server_lines: int = 0, max_head: int = MAX_HEAD) -> str | None:
+    """What makes the app's answer ``headers`` a head no network upstream's may be
+    (``upstream.response_head``: a 502 there), or None: more than
+    :data:`~.response_head.MAX_HEADER_LINES` lines with the ``server_lines`` written for it, a line
+    over :data:`~.response_head.MAX_LINE` bytes, or more than ``max_head`` bytes of lines.
+
+    They were written as the app gave them: 1,000 headers, or one of 200 KB, reached the client as a
+    response no ``websockets`` client reads (128 lines of 8192 bytes), and no 502 said why."""
+    if len(headers) + server_lines > MAX_HEADER_LINES:
+        return f"in-process upstream sent more than {MAX_HEADER_LINES} response header lines"
+    size = 0
+    for name, value in headers:
+        line = len(name) + len(value) + 4  # "name: value" and its CRLF, as a network upstream sends it
+        if line > MAX_LINE:
+            return f"in-process upstream sent a response head line over {MAX_LINE} bytes"
+        size += line
+    if size > max_head:
+        return f"in-process upstream sent more than {max_head} bytes of response head"
+    return None
+
+
+__all__ = [
+    "MALFORMED_HEADER",
+    "NEGOTIATED_HEADERS",
+    "SERVER_LINES_OF_A_101",
+    "checked_close",
+    "checked_headers",
+    "checked_payload",
+    "head_problem",
+]
