@@ -82,6 +82,53 @@ async def test_malformed_chunks_are_the_upstreams_502(
     assert gateway.gateway._apis["h"].pool.backends[0].failures == 1
 
 
+def _refuse_with_length(lengths: bytes) -> Handler:
+    """A 403 whose body is b"no", framed by the ``Content-Length`` lines ``lengths``, on a kept-alive connection."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\n" + lengths + b"\r\n\r\nno")
+        await reader.read()
+        writer.close()
+
+    return refuse
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+@pytest.mark.parametrize(
+    ("lengths", "status"),
+    [
+        (b"Content-Length: 2, 3", 502),
+        (b"Content-Length: +2", 502),
+        (b"Content-Length: 0x2", 502),
+        (b"Content-Length: 2\r\nContent-Length: 5", 502),
+        (b"Content-Length: 2, 2", 403),
+        (b"Content-Length: 2\r\nContent-Length: 02", 403),
+    ],
+    ids=["list", "sign", "hex", "two-lines", "same-list", "same-lines"],
+)
+async def test_a_refusal_whose_content_length_is_not_one_number_is_the_upstreams_502_at_once(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+    lengths: bytes,
+    status: int,
+) -> None:
+    """RFC 9112 §6.3: its body cannot be delimited. It was read as having no length, to the connection's
+    end: a 504 at ``connect_timeout``, counted as a timeout (two lines: the first one's length, 403).
+    One number repeated is that number (RFC 9110 §8.6): the 403 is relayed, no backend failure."""
+    caplog.set_level(logging.WARNING)
+    gateway, url = gateway_before(
+        await hostile(_refuse_with_length(lengths)), connector, uvicorn_server, connect_timeout=NEVER
+    )
+    answer = await expect_status(url)  # open_timeout: 5 s
+    assert (answer[0], answer[2] if status == 403 else b"") == (status, b"no" if status == 403 else b"")
+    assert gateway.gateway._apis["h"].pool.backends[0].failures == (status == 502)
+    if status == 502:
+        assert "refused with a Content-Length that is not one number" in caplog.text
+
+
 def _answer_then_hold(release: asyncio.Event, after: bytes = b"") -> Handler:
     """A valid 101, then ``after`` in the next write; the upstream holds its TCP connection open
     (whatever the gateway sends) until ``release`` is set."""

@@ -33,7 +33,7 @@ from ..upstream.checks import MAX_UPSTREAM_LINE
 from ..upstream.chunked import MalformedChunks
 from ..upstream.headers import kept_response_headers
 from ..upstream.interim import UnreadableHead
-from ..upstream.refusal import RefusalBody
+from ..upstream.refusal import MalformedLength, RefusalBody
 from ..upstream.resolver import RESOLVER, host_and_port
 from ..upstream.response_head import MAX_HEAD, AnswerHead
 from ..upstream.tls import UpstreamTls, checked
@@ -315,6 +315,8 @@ async def _open(
                 body = await _body(reader, headers, len(head) + 4) if status in RELAYED_STATUSES else b""
             except MalformedChunks as exc:
                 raise UpstreamUnreachable(f"{label} refused with a malformed chunked body: {exc}") from None
+            except MalformedLength as exc:
+                raise UpstreamUnreachable(f"{label} refused with {exc}") from None
             raise upstream_refusal(label, status, kept_response_headers(headers), body)
         answer: dict[str, list[str]] = {}
         for name, value in headers:

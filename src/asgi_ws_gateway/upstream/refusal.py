@@ -9,6 +9,7 @@ answer back and hands the client's parser the head with the body cut to what the
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 
 from ..wire_numbers import parse_digits
@@ -21,22 +22,49 @@ MAX_REFUSAL_BODY = 64 * 1024
 _FRAMING = (b"content-length", b"transfer-encoding")
 
 
+class MalformedLength(ValueError):
+    """The refusal's ``Content-Length`` is not one number (RFC 9110 §8.6): where its body ends is unknown."""
+
+
+def declared_length(headers: Sequence[tuple[str, str]]) -> int | None:
+    """The body's length the ``Content-Length`` lines of ``headers`` declare, or None without one.
+
+    RFC 9112 §6.3: a response whose ``Content-Length`` is invalid cannot be delimited, and a proxy
+    answers 502 at once. Read as absent, such a refusal (``2, 3``, ``+2``, a line of ``2`` and another
+    of ``5``) was waited on to its connection's end: an upstream that kept it open was a 504 at
+    ``connect_timeout``, counted as timing out. The same number repeated (``2, 2``, or on two lines)
+    is that number, as §8.6 allows.
+
+    Raises:
+        MalformedLength: the lines hold anything but ASCII digits, or more than one number.
+    """
+    values = [
+        part.strip(" \t") for name, value in headers if name.lower() == "content-length" for part in value.split(",")
+    ]
+    if not values:
+        return None
+    if not all(value.isascii() and value.isdigit() for value in values) or len({v.lstrip("0") for v in values}) > 1:
+        shown = ", ".join(values)
+        raise MalformedLength(f"a Content-Length that is not one number: {shown[:40]!a}")
+    length = parse_digits(values[0].lstrip("0") or "0", 19)
+    return sys.maxsize if length is None else length  # (more than 19 digits: more than any body kept)
+
+
 class RefusalBody:
     """A refusal's body from ``start`` in a growing buffer: chunks decoded, else ``Content-Length``
     bytes, else up to the connection's end; at most ``limit`` bytes either way.
 
-    Raises (from :meth:`advance`):
-        MalformedChunks: the body is not chunked as it says.
+    Raises:
+        MalformedLength: (at construction) the ``Content-Length`` is not one number.
+        MalformedChunks: (from :meth:`advance`) the body is not chunked as it says.
     """
 
     def __init__(self, headers: Sequence[tuple[str, str]], start: int, limit: int = MAX_REFUSAL_BODY) -> None:
         codings = ",".join(v for n, v in headers if n.lower() == "transfer-encoding")
         chunked = bool(codings) and codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
         self._chunks = Dechunker(start, limit) if chunked else None
-        length = next((v for n, v in headers if n.lower() == "content-length"), None)
-        # Another coding last: the body ends with the connection, whatever Content-Length says. (Not
-        # int(): it raised past 4300 digits.)
-        declared = parse_digits(length, 19) if length is not None and not codings else None
+        # Another coding last: the body ends with the connection, whatever Content-Length says.
+        declared = declared_length(headers) if not codings else None
         self._start = start
         self._want = limit if declared is None else min(declared, limit)
 
@@ -76,7 +104,12 @@ class HeldRefusal:
         """True once the answer passes as it comes or was handed over: nothing is held any more."""
 
     def feed(self, data: bytes) -> bytes:
-        """The bytes to hand over now (nothing while a refusal is held back)."""
+        """The bytes to hand over now (nothing while a refusal is held back).
+
+        Raises:
+            MalformedLength: the refusal's ``Content-Length`` is not one number: its end is unknown
+                (the caller fails the handshake with the splice's words; no parser is handed it).
+        """
         if self.settled:
             return data
         buffer = self._buffer
@@ -154,4 +187,12 @@ def _framing(head: bytes) -> list[tuple[str, str]]:
     return found
 
 
-__all__ = ["MAX_REFUSAL_BODY", "HeldRefusal", "RefusalBody", "is_refusal", "without_body"]
+__all__ = [
+    "MAX_REFUSAL_BODY",
+    "HeldRefusal",
+    "MalformedLength",
+    "RefusalBody",
+    "declared_length",
+    "is_refusal",
+    "without_body",
+]

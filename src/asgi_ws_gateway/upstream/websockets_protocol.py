@@ -32,7 +32,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..progress import taken_in
 from .deflate_streams import ClientDeflate
 from .interim import UnreadableHead
-from .refusal import HeldRefusal, is_refusal, without_body
+from .refusal import HeldRefusal, MalformedLength, is_refusal, without_body
 from .response_head import MAX_HEAD, AnswerHead
 
 logger = logging.getLogger("asgi_ws_gateway.upstream.websockets_client")
@@ -314,7 +314,11 @@ class GatewayClientConnection(ClientConnection):
                 self._answering = False
                 return without_body(data)
             refusal = self._refusal = HeldRefusal()
-        data = refusal.feed(data)
+        try:
+            data = refusal.feed(data)
+        except MalformedLength as exc:
+            self._fail_handshake(UnreadableHead(f"refused with {exc}"))  # as the splice words it
+            return b""
         self._answering = not refusal.settled
         return data
 
