@@ -15,6 +15,11 @@ gateway's writes to it paused for long (the transport resumes only once the kern
 MBs, frees space in large gulps), and was dropped as "read nothing" after ``ping_timeout``; its pong,
 behind MBs queued, was late too. The access line records a stall as the gateway's close, which
 passive health does not count against the upstream.
+
+A side sending is alive, whether its pong came or not: its pong cannot leave before the end of the
+frame it is sending. The relay's upstream leg went by the pong alone: an upstream sending one message
+as a single frame over a slow link for longer than ``ping_timeout`` was dropped with 1011, its message
+lost, where the splice and the frame relay kept it (as they keep a client uploading so).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from support.access import access_line
 from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
+from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, accept_upstream_blocking, ws_frame
 from support.rawws import next_frame, raw_client, read_slowly, upgrade_blocking
 from support.servers import UvicornFactory
@@ -52,6 +58,45 @@ async def _hung_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     while await reader.read(1 << 16):
         pass
     writer.close()
+
+
+SLOW_MESSAGE = bytes(range(97, 123)) * 40  # 1,040 bytes
+
+
+async def _sends_one_frame_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One text frame, 80 bytes of it every 0.1 s (1.3 s, past ``ping_timeout`` several times: no pong
+    can leave meanwhile), then its close; what the gateway sends is read and dropped."""
+    drained = None
+    try:
+        await accept_upstream(reader, writer, then=ws_frame(1, SLOW_MESSAGE, mask=False)[:4])
+        drained = asyncio.ensure_future(reader.read())  # (to its EOF: the pings, the close answer)
+        for start in range(0, len(SLOW_MESSAGE), 80):
+            writer.write(SLOW_MESSAGE[start : start + 80])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(ws_frame(8, b"\x03\xe8", mask=False))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            await drained
+    except (OSError, TimeoutError):
+        pass  # dropped by the gateway (the old relay): the test says so
+    finally:
+        if drained is not None:
+            drained.cancel()
+        writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_an_upstream_sending_one_frame_slowly_is_alive_though_its_pong_cannot_come(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    port = await hostile(_sends_one_frame_slowly)
+    _gateway, url = gateway_before(port, connector, uvicorn_server, ping_interval=0.1, ping_timeout=0.2)
+    async with await connect(url) as ws:
+        assert await ws.recv() == SLOW_MESSAGE.decode()
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
 
 
 @pytest.mark.parametrize("passthrough", [False, True], ids=["relay", "splice"])

@@ -259,8 +259,10 @@ class GatewayClientConnection(ClientConnection):
         self.keepalive_failed = False  # the upstream answered no ping in ping_timeout: it sent no close
         self.stalled = False  # ... nor took in the ping: what was queued to it stayed unread (the splice's stall)
         self._unread = False  # the relay left messages unread (reading paused) since the keepalive's last ping
+        self._heard = False  # the upstream sent bytes since the keepalive's last ping: alive, answered or not
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         if self._answering:  # the handshake's answer (one test per message after it)
             data = self._answer(data)
             if not data:
@@ -413,7 +415,10 @@ class GatewayClientConnection(ClientConnection):
         dead, and one the gateway did not read (the client reads slowly: the relay's queue is full)
         was failed with its pong unread. Here ``ping_timeout`` starts with the ping, its wait to be
         written included, and a round in which the gateway paused reading the upstream is not held
-        against it.
+        against it, nor one in which it sent bytes (as the splice and the relay's client leg judge a
+        side): its pong cannot leave before the end of a frame it is sending, and an upstream sending
+        one large message over a slow link (or trickling it) was dropped with 1011 where the splice and
+        the frame relay kept it.
         """
         assert self.ping_interval is not None
         timeout = self.ping_timeout
@@ -423,6 +428,7 @@ class GatewayClientConnection(ClientConnection):
                 if timeout is None:
                     await self.ping()
                     continue
+                self._heard = False
                 pong = await self._ping_written(timeout)
                 if pong is None:
                     await self._fail_keepalive("read nothing (its ping could not be written)", stalled=True)
@@ -434,6 +440,8 @@ class GatewayClientConnection(ClientConnection):
                             await asyncio.shield(pong)
                         break
                     except TimeoutError:
+                        if self._heard:
+                            break  # it sent bytes since the ping: alive, its pong maybe behind a frame it sends
                         if not (self._unread or self.recv_messages.paused):
                             await self._fail_keepalive("did not answer a ping")
                             return
