@@ -45,7 +45,19 @@ endpoint) or ``NEL``/``Report-To`` (the origin's failed requests reported to a U
 acted on every API and page under that origin. ``Refresh``, ``Location`` and ``Content-Location``
 mean nothing on a 101 or a refusal the gateway relays. ``Set-Cookie`` passes (docs/security.md)."""
 
-_RESPONSE_DROP = HOP_BY_HOP | ORIGIN_WIDE | {"date", "server"}
+FRONT_PROXY = frozenset({"x-sendfile", "x-lighttpd-send-file"})
+FRONT_PROXY_PREFIXES = ("x-accel-", "x-envoy-", "x-litespeed-")
+"""Response headers (by name, and by prefix) that a proxy in front of the gateway acts on, which no
+upstream's answer passes on: to that proxy the gateway is the application, and it obeys them as the
+gateway's own. nginx's ``X-Accel-Redirect`` (``X-Accel-*``) serves another URI in the answer's
+place, an ``internal`` location's too; ``X-Sendfile`` (Apache's mod_xsendfile, lighttpd) and
+``X-LiteSpeed-Location`` a file; Envoy's router takes ``x-envoy-immediate-health-check-fail`` from the
+host it routed to (the gateway) as the host failing its health checks, and ``x-envoy-*`` are its own
+names. Through a gateway behind nginx, one upstream's 101 or refusal with ``X-Accel-Redirect:
+/internal/secret.txt`` had nginx answer the client with that file, a location no client may
+request."""
+
+_RESPONSE_DROP = HOP_BY_HOP | ORIGIN_WIDE | FRONT_PROXY | {"date", "server"}
 
 ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 
@@ -188,16 +200,21 @@ def _vouched_for(
 
 def kept_response_headers(headers: list[tuple[str, str]]) -> Headers:
     """The upstream's response headers worth passing to the client, as ASGI raw headers: not the
-    hop-by-hop ones, ``Date`` and ``Server`` (the gateway's own), nor :data:`ORIGIN_WIDE`."""
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in headers
-        if name.lower() not in _RESPONSE_DROP
-    ]
+    hop-by-hop ones, ``Date`` and ``Server`` (the gateway's own), nor :data:`ORIGIN_WIDE` or
+    :data:`FRONT_PROXY` (and its prefixes)."""
+    kept = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _RESPONSE_DROP and not lowered.startswith(FRONT_PROXY_PREFIXES):
+            kept.append((lowered.encode("latin-1"), value.encode("latin-1")))
+    return kept
 
 
 __all__ = [
+    "FRONT_PROXY",
+    "FRONT_PROXY_PREFIXES",
     "HOP_BY_HOP",
+    "ORIGIN_WIDE",
     "VIA_RECEIVED_BY",
     "forwarding_headers",
     "replaced_forwarding_header",
