@@ -302,6 +302,23 @@ async def test_whatever_the_app_raises_is_its_failure_alone(
         assert await ws.recv() == "still here"
 
 
+async def test_an_app_that_returns_without_closing_is_an_upstream_gone_without_a_close_frame(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its client is told what a network upstream's is when its TCP connection ends without a close
+    frame (it got 1011 with no reason); the access line records the upstream's 1006."""
+    caplog.set_level(logging.INFO)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    server = _serve(uvicorn_server, app)
+    async with await connect(server.url("/ws/a")) as ws:
+        assert await expect_close(ws) == (1011, "upstream connection failed")
+    assert "closed by upstream with 1006" in await access_line(caplog)
+
+
 def _ticks(count: int) -> list[str]:
     return [f"tick {n}" for n in range(count)]
 

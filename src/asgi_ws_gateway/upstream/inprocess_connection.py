@@ -106,7 +106,9 @@ class InProcessConnection:
         await asyncio.shield(self._handshake)
 
     async def _run(self) -> None:
-        outcome = UpstreamClosed(1006, "", by_peer=True)  # returned without a close frame
+        # Returned without a close: as a network upstream whose TCP connection ends without a close frame
+        # (its client is told 1011 "upstream connection failed"; by the peer, it got 1011 and no reason).
+        outcome = UpstreamClosed(1006, "", by_peer=False)
         try:
             await self._app(self._scope, self._receive, self._send)
         except AppDisconnected:
