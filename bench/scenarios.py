@@ -92,6 +92,10 @@ class Generator:
             self.process.kill()
             self.process.wait()
             raise RuntimeError("load generator did not finish in time") from None
+        finally:
+            for pipe in (self.process.stdout, self.process.stdin):
+                if pipe is not None:
+                    pipe.close()
         if code != 0:
             raise RuntimeError(f"load generator exited with {code}")
 
@@ -142,42 +146,61 @@ def measure(
     if before is None or result is None:
         raise RuntimeError(f"{scenario.name}: the load generator reported no result")
     wall = result["wall"]
-    proxy_cpu, upstream_cpu = after[0] - before[0], after[1] - before[1]
-    utilisation = {"generator": result["cpu"] / wall, "upstream": upstream_cpu / wall}
-    measured = proxy_cpu / wall + utilisation["generator"] + utilisation["upstream"]
+    count = result["handshakes" if scenario.mode == "handshake" else "messages"]
+    warnings: list[str] = []
+    proxy_cpu: float | None = None
+    if proxy is not None:
+        proxy_cpu = after[0] - before[0]
+        if problem := unmeasured_proxy(proxy, proxy_cpu, count):
+            warnings.append(problem)
+            proxy_cpu = None
+    utilisation = {"generator": result["cpu"] / wall, "upstream": (after[1] - before[1]) / wall}
+    load = utilisation["generator"] + utilisation["upstream"]
+    measured = None if proxy is not None and proxy_cpu is None else load + (proxy_cpu or 0.0) / wall
     metrics: Metrics = {
-        "proxy_cpu_util": proxy_cpu / wall if proxy else None,
+        "proxy_cpu_util": None if proxy_cpu is None else proxy_cpu / wall,
         "upstream_cpu_util": utilisation["upstream"],
         "generator_cpu_util": utilisation["generator"],
         # cores the load side (generator + upstream) kept busy: what the proxy could not use
-        "load_cores": utilisation["generator"] + utilisation["upstream"],
-        # cores everything else on the machine kept busy meanwhile (other people's jobs, the bench itself)
-        "other_cores": max(0.0, (after[2] - before[2]) / wall - measured),
+        "load_cores": load,
+        # cores everything else on the machine kept busy meanwhile (other people's jobs, the bench itself);
+        # unknown when the proxy's share of them is
+        "other_cores": None if measured is None else max(0.0, (after[2] - before[2]) / wall - measured),
         "errors": float(result["errors"]),
     }
     if scenario.mode == "handshake":
-        count = result["handshakes"]
         times = sorted(result["connect_ns"])
         metrics |= {
             "handshakes_per_s": count / wall,
-            "proxy_cpu_ms_per_handshake": proxy_cpu * 1e3 / count if proxy and count else None,
+            "proxy_cpu_ms_per_handshake": proxy_cpu * 1e3 / count if proxy_cpu is not None and count else None,
             "connect_p50_ms": _scaled(percentile(times, 0.50), 1e-6),
             "connect_p99_ms": _scaled(percentile(times, 0.99), 1e-6),
         }
     else:
-        count = result["messages"]
         metrics |= {
             "messages_per_s": count / wall,
             "mb_per_s": count * scenario.size / wall / 1e6,
-            "proxy_cpu_us_per_message": proxy_cpu * 1e6 / count if proxy and count else None,
+            "proxy_cpu_us_per_message": proxy_cpu * 1e6 / count if proxy_cpu is not None and count else None,
         }
         if scenario.mode == "latency":
             rtts = sorted(result["rtt_ns"] or [])
             metrics |= {"rtt_p50_us": _scaled(percentile(rtts, 0.50), 1e-3),
                         "rtt_p99_us": _scaled(percentile(rtts, 0.99), 1e-3)}  # fmt: skip
-    warnings = saturation_warnings(utilisation, load_cpus, proxy_cpu / wall if proxy else 0.0,
-                                   other=metrics["other_cores"] or 0.0)  # fmt: skip
+    warnings += saturation_warnings(utilisation, load_cpus, metrics["proxy_cpu_util"] or 0.0,
+                                    other=metrics["other_cores"] or 0.0)  # fmt: skip
     return metrics, warnings
+
+
+def unmeasured_proxy(proxy: Service, cpu: float, count: int) -> str | None:
+    """Why ``cpu``, the CPU seconds read for ``proxy`` over a window in which the generator counted
+    ``count`` messages or handshakes through it, is no measurement (a warning: its CPU figures are then
+    None, never a 0.0 a reader would take for a proxy that costs nothing), or None if it is one."""
+    if not proxy.alive():
+        return f"proxy CPU not measured: {proxy.name} exited in the window"
+    if count and cpu <= 0:
+        return (f"proxy CPU not measured: {cpu:.6f} s read for {proxy.name} over a window of {count} "
+                "through it (a clock too coarse, or not the processes that relayed them)")  # fmt: skip
+    return None
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
@@ -248,4 +271,5 @@ __all__ = [
     "measure",
     "measure_idle",
     "saturation_warnings",
+    "unmeasured_proxy",
 ]
