@@ -87,6 +87,30 @@ def test_the_gateways_own_choices_are_checked_with_the_signal_that_reads_them() 
     ]
 
 
+@pytest.mark.parametrize("value", ["1", " TRUE ", "yes", "on", "0", "false", "No", "off", ""])
+def test_the_pure_python_switch_takes_a_yes_or_a_no(value: str) -> None:
+    environ = {**ENDPOINT, "ASGI_WS_GATEWAY_PURE_PYTHON": value}
+    assert environment_config_problems(TelemetryConfig(), environ) == []
+
+
+def test_the_pure_python_switch_refuses_anything_else_when_traces_are_exported() -> None:
+    """A value it did not know (``ture``, ``python``) left the C encoder on without a word."""
+    environ = {**ENDPOINT, "ASGI_WS_GATEWAY_PURE_PYTHON": "Python"}
+    assert environment_config_problems(TelemetryConfig(), environ) == [
+        "ASGI_WS_GATEWAY_PURE_PYTHON: 'Python' is not supported (1, true, yes or on; 0, false, no or off)"
+    ]
+    with pytest.raises(ConfigError, match="ASGI_WS_GATEWAY_PURE_PYTHON: 'Python' is not supported"):
+        resolve_providers(TelemetryConfig(), environ=environ)
+    assert environment_config_problems(TelemetryConfig(), {**environ, "OTEL_TRACES_EXPORTER": "none"}) == []
+
+
+def test_the_pure_python_problem_quotes_at_most_40_characters() -> None:
+    environ = {**ENDPOINT, "ASGI_WS_GATEWAY_PURE_PYTHON": "x" * 100_000}
+    assert environment_config_problems(TelemetryConfig(), environ) == [
+        f"ASGI_WS_GATEWAY_PURE_PYTHON: '{'x' * 40}'... is not supported (1, true, yes or on; 0, false, no or off)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("variables", "problem"),
     [
@@ -95,8 +119,9 @@ def test_the_gateways_own_choices_are_checked_with_the_signal_that_reads_them() 
         # run dropped it without a word, the access log on in the config's format
         ({"ASGI_WS_GATEWAY_ACCESS_LOG": "JSON"}, "ASGI_WS_GATEWAY_ACCESS_LOG: 'JSON' is not one of off, text or json"),
         ({"OTEL_TRACES_EXPORTER": "console"}, "OTEL_TRACES_EXPORTER: 'console' is not supported"),
+        ({"ASGI_WS_GATEWAY_PURE_PYTHON": "ture", **ENDPOINT}, "ASGI_WS_GATEWAY_PURE_PYTHON: 'ture' is not supported"),
     ],
-    ids=["spans", "gc", "access-log", "exporter"],
+    ids=["spans", "gc", "access-log", "exporter", "pure-python"],
 )
 def test_run_with_workers_refuses_a_variable_each_worker_reads_before_serving(
     tmp_path: Path, variables: dict[str, str], problem: str

@@ -27,6 +27,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from asgi_ws_gateway.telemetry import otlp_wire
+from asgi_ws_gateway.telemetry.environment import PURE_PYTHON_VARIABLE
 from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import DEFAULT_STATUS, LeanSpan
 from asgi_ws_gateway.telemetry.lean_tracer import NO_ATTRIBUTES, LeanTracer
@@ -239,13 +240,13 @@ def test_a_span_without_the_fields_of_a_lean_span_is_an_error_not_a_crash() -> N
 def test_without_the_extension_the_encoder_is_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not built (the import fails), built from other sources (another FORMAT), or turned off by
     ASGI_WS_GATEWAY_PURE_PYTHON: no native encoder, and spans still encode as the SDK does."""
-    monkeypatch.delenv(otlp_wire.PURE_PYTHON_VARIABLE, raising=False)
+    monkeypatch.delenv(PURE_PYTHON_VARIABLE, raising=False)
     monkeypatch.setitem(sys.modules, "asgi_ws_gateway.telemetry._span_wire", None)  # import raises ImportError
     assert otlp_wire._native_encoder() is None
     monkeypatch.setitem(sys.modules, "asgi_ws_gateway.telemetry._span_wire", type(sys)("_span_wire"))  # no FORMAT
     assert otlp_wire._native_encoder() is None
     monkeypatch.delitem(sys.modules, "asgi_ws_gateway.telemetry._span_wire")
-    monkeypatch.setenv(otlp_wire.PURE_PYTHON_VARIABLE, "1")
+    monkeypatch.setenv(PURE_PYTHON_VARIABLE, "1")
     assert otlp_wire._native_encoder() is None
 
 

@@ -78,6 +78,22 @@ _HEADER_ENTRY = re.compile(
 _HEADER_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
 
 
+PURE_PYTHON_VARIABLE = "ASGI_WS_GATEWAY_PURE_PYTHON"
+"""A yes (:data:`PURE_PYTHON_YES`): the optional C span encoder is not used; every span is encoded in Python
+(:mod:`.otlp_wire`)."""
+PURE_PYTHON_YES = ("1", "true", "yes", "on")
+PURE_PYTHON_NO = ("", "0", "false", "no", "off")
+"""With :data:`PURE_PYTHON_YES`, what :data:`PURE_PYTHON_VARIABLE` may be (stripped, case-blind; unset is a no)."""
+
+
+def pure_python_problems(environ: Mapping[str, str]) -> list[str]:
+    """:data:`PURE_PYTHON_VARIABLE` set to neither a yes nor a no: ``ture`` left the C encoder on without a word."""
+    text = environ.get(PURE_PYTHON_VARIABLE, "")
+    if text.strip().lower() in (*PURE_PYTHON_YES, *PURE_PYTHON_NO):
+        return []
+    return [f"{PURE_PYTHON_VARIABLE}: {_shown(text)} is not supported (1, true, yes or on; 0, false, no or off)"]
+
+
 def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) -> list[str]:
     """``VARIABLE: what is wrong`` for each variable read for ``signals`` (numbers, OTLP headers, resource
     attributes) that the SDK would not take as written."""
@@ -282,7 +298,11 @@ __all__ = [
     "MAX_LIST",
     "MAX_QUEUE_SIZE",
     "MAX_SERVICE_NAME",
+    "PURE_PYTHON_NO",
+    "PURE_PYTHON_VARIABLE",
+    "PURE_PYTHON_YES",
     "Signal",
     "environment_problems",
     "exporter_problems",
+    "pure_python_problems",
 ]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, Status
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from .environment import PURE_PYTHON_VARIABLE, PURE_PYTHON_YES
 from .lean_spans import DEFAULT_STATUS, LeanSpan
 from .lean_tracer import NO_ATTRIBUTES
 from .otlp_attributes import CACHE_LIMIT, Blocks, Pairs, append_attributes
@@ -74,15 +75,13 @@ _UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
 """A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
-PURE_PYTHON_VARIABLE = "ASGI_WS_GATEWAY_PURE_PYTHON"
-"""``1`` (or ``true``, ``yes``, ``on``): the C extension is not used; every span is encoded in Python."""
 _SPAN_WIRE_FORMAT = 1
 """The ``_span_wire`` contract this module calls (its ``FORMAT``): a module built from other sources is ignored."""
 
 
 def _native_encoder() -> Callable[[LeanSpan, Status, Any, Any], bytes | None] | None:
     """The C extension's ``encode_span``; None when it is not built, not current, or turned off."""
-    if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"):
+    if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in PURE_PYTHON_YES:  # checked at start-up
         return None
     try:
         from ._span_wire import FORMAT, encode_span
@@ -353,4 +352,4 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     return SpanEncoder().encode(spans)
 
 
-__all__ = ["NATIVE_ENCODER", "PURE_PYTHON_VARIABLE", "SpanEncoder", "encode_spans"]
+__all__ = ["NATIVE_ENCODER", "SpanEncoder", "encode_spans"]

@@ -24,7 +24,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
 from ..log_throttle import RepeatFilter
-from .environment import Signal, environment_problems, exporter_problems
+from .environment import Signal, environment_problems, exporter_problems, pure_python_problems
 from .names import DEFAULT_SERVICE_NAME
 from .provider_shutdown import Providers
 
@@ -156,6 +156,8 @@ def _problems(signals: list[Signal], environ: Mapping[str, str]) -> list[str]:
         for variable, signal in _CHOICES.items()
         if signal in signals and _choice(variable, environ) not in ("gateway", "sdk")
     ]
+    if "traces" in signals:  # otlp_wire reads it, for the gateway's own span exporter
+        choices += pure_python_problems(environ)
     return list(dict.fromkeys([*(p for p in protocols if p), *choices, *environment_problems(signals, environ)]))
 
 
