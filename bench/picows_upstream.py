@@ -119,6 +119,7 @@ class PicowsConnection:
         headers = transport.response.headers
         self.subprotocol: str | None = headers.get("sec-websocket-protocol")
         self.response_headers: Headers = []
+        self.ended: asyncio.Future[None] | None = None  # not told: recv's UpstreamClosed is the first word
 
     async def recv(self) -> Data:
         listener = self._listener

@@ -203,6 +203,39 @@ async def test_a_client_not_seen_taking_anything_in_is_still_cut_at_close_timeou
     assert errors() == []
 
 
+async def test_a_client_that_takes_in_nothing_of_what_came_before_the_upstreams_close_is_cut(
+    kind: RelayKind, errors: Any
+) -> None:
+    """The upstream closes behind messages a client that reads (and sends) nothing never takes in: its close
+    is in, its pump still sending what came before it: the client is cut at ``close_timeout`` (nothing more
+    sent to it), the upstream's close recorded. Only the server's stall rule (``ping_timeout``) bounded that
+    send, and nothing with the keepalive off: ``run()`` never returned."""
+    client, upstream = FakeClient(pace=HANG), FakeUpstream()
+    relay = make_relay(kind, client, upstream, progress=True)
+    for n in range(BACKLOG):
+        upstream.push(f"backlog {n}")
+    upstream.peer_closes(1000, "done")
+    await run_to_end(relay)
+    assert (len(client.messages), client.closes) == (0, [])
+    assert (relay.stats.closed_by, relay.stats.close_code, relay.stats.close_reason) == ("upstream", 1000, "done")
+    assert errors() == []
+
+
+async def test_a_slow_client_gets_what_came_before_the_upstreams_close_and_its_close_frame(
+    kind: RelayKind, errors: Any
+) -> None:
+    """The same backlog to a client that takes it in slowly (several ``close_timeout``), sending nothing: every
+    message, then the upstream's close frame; the close wait goes on while it takes some in."""
+    client, upstream = FakeClient(pace=PACE), FakeUpstream()
+    relay = make_relay(kind, client, upstream, progress=True)
+    for n in range(BACKLOG):
+        upstream.push(f"backlog {n}")
+    upstream.peer_closes(1000, "done")
+    await run_to_end(relay)
+    assert (len(client.messages), client.closes) == (BACKLOG, [(1000, "done")])
+    assert errors() == []
+
+
 async def test_a_client_taking_in_a_little_for_ever_is_cut_within_the_close_waits_looks(
     kind: RelayKind, errors: Any
 ) -> None:

@@ -28,7 +28,8 @@ class FakeUpstream:
     """An ``UpstreamConnection`` whose every await point can fail or hang on demand.
 
     Like the ``websockets`` connector: once ``close()`` returned (or the peer closed), ``recv`` and
-    ``send`` raise ``UpstreamClosed``. ``paused`` makes ``send`` wait as a full write buffer would.
+    ``send`` raise ``UpstreamClosed`` (``recv`` after the messages pushed before), and ``ended`` is done at
+    once. ``paused`` makes ``send`` wait as a full write buffer would.
     """
 
     faults: dict[str, Fault] = field(default_factory=dict)
@@ -42,6 +43,7 @@ class FakeUpstream:
         self._inbox: asyncio.Queue[Data | UpstreamClosed] = asyncio.Queue()
         self._drained = asyncio.Event()
         self._ended: UpstreamClosed | None = None
+        self._ended_soon: asyncio.Future[None] | None = None
 
     # -- the test's controls --
     def push(self, data: Data) -> None:
@@ -59,6 +61,8 @@ class FakeUpstream:
             self._ended = closed
             self._inbox.put_nowait(closed)
             self._drained.set()
+            if self._ended_soon is not None:
+                self._ended_soon.set_result(None)
 
     async def _fault(self, point: str) -> None:
         fault = self.faults.get(point)
@@ -70,6 +74,14 @@ class FakeUpstream:
             await asyncio.Event().wait()
 
     # -- UpstreamConnection --
+    @property
+    def ended(self) -> asyncio.Future[None]:
+        if self._ended_soon is None:  # made in the test's loop, which __post_init__ may run outside of
+            self._ended_soon = asyncio.get_running_loop().create_future()
+            if self._ended is not None:
+                self._ended_soon.set_result(None)
+        return self._ended_soon
+
     async def recv(self) -> Data:
         await self._fault("recv")
         item = await self._inbox.get()

@@ -55,6 +55,10 @@ pump found the upstream closed first. Both were ``close_timeout`` whatever the p
 reading slowly lost its close frame (the relay gave up sending it behind the backlog: EOF, no code),
 or, sending as it read, was cut with 1011 ``gateway error`` (the client pump's send found the
 upstream closed and the relay took that for the client's close: 5 of 8 messages of 1 MiB delivered).
+The same wait bounds what the upstream sent before its close when its close is in (a connector that tells
+it: ``UpstreamConnection.ended``) while its pump still sends the client what came before: a client that
+takes in nothing is cut there (nothing more sent to it; the upstream's close recorded), where only the
+server's stall rule (``ping_timeout``) did, and nothing with the keepalive off.
 """
 
 from __future__ import annotations
@@ -133,6 +137,9 @@ class Relay:
         self._close_wait: CloseWait | None = None  # the client's, from its first wait on (``_for_the_client``)
         self._waiting: list[asyncio.Timeout] = []  # the waits for the client under way
         self._look_due: asyncio.TimerHandle | None = None
+        self._close_read: asyncio.Event | None = None  # set when the upstream pump read the close (once watched)
+        self._to_client: asyncio.Task[None] | None = None  # the upstream pump, while it runs
+        self._cutting = False  # the upstream pump is cancelled to cut off a client that took in nothing
         self._pumps: set[asyncio.Task[None]] = set()
         self._ending: tuple[int, str, int, str] | None = None  # the codes a failed or cancelled run closes with
         self.finished = asyncio.Event()
@@ -168,7 +175,11 @@ class Relay:
         to_upstream = asyncio.create_task(self._client_to_upstream())
         to_client = asyncio.create_task(self._upstream_to_client())
         pumps = self._pumps = {to_upstream, to_client}
+        self._to_client = to_client
         failure: BaseException | None = None
+        ended = self._upstream.ended
+        if ended is not None:
+            ended.add_done_callback(self._upstream_over)
         try:
             done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             failure = _failure(done)
@@ -200,9 +211,11 @@ class Relay:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
         failure = failure or _failure(pumps)
+        if (ended := self._upstream.ended) is not None:
+            ended.remove_done_callback(self._upstream_over)  # (it holds this relay)
         # A cancelled pump keeps its CancelledError, whose traceback holds this relay's frames: a
         # reference cycle that kept both connections until a full collection.
-        self._pumps = set()
+        self._pumps, self._to_client = set(), None
         if self._ending is None:
             if failure is not None:
                 logger.error("relay pump failed; closing both sides with 1011", exc_info=failure)
@@ -433,7 +446,45 @@ class Relay:
             else:
                 await self._close_upstream(wire_code(code), wire_reason(reason))
 
+    def _upstream_over(self, _: object) -> None:
+        """The upstream's close is in (or its connection lost) before the relay closes: its pump may still be
+        sending the client what came before it."""
+        if not self._closing and self._pumps:
+            self._close_read = asyncio.Event()  # here: the pump may read the close before the task starts
+            self._background.spawn(self._deliver_before_the_close(self._close_read))
+
+    async def _deliver_before_the_close(self, read: asyncio.Event) -> None:
+        """What the upstream sent before its close, still on its way to the client (its connector's queue), is
+        waited for as the close frame behind it: within the close wait, or the client is cut off there (the
+        upstream pump's send dropped, the rest read and dropped to the close, which is recorded as ever).
+
+        Before, only the server's stall rule (``ping_timeout``) bounded that delivery, and nothing did with the
+        keepalive off: a client that read nothing held the connection, its lease and both sockets for as long
+        as it lived (the upstream's close answered at once: 20 s and counting in the test, then killed)."""
+        try:
+            async with self._for_the_client():
+                await read.wait()
+        except TimeoutError:
+            pump = self._to_client
+            if not read.is_set() and pump is not None and not pump.done():
+                self._cutting = True
+                pump.cancel()
+
     async def _upstream_to_client(self) -> None:
+        while True:
+            try:
+                await self._deliver_to_client()
+                return
+            except asyncio.CancelledError:
+                if not self._cutting:
+                    raise
+                self._cutting = False
+                task = asyncio.current_task()
+                if task is not None and task.uncancel() > 0:
+                    raise  # cancelled besides (the relay's end): that one stands
+                self._client_open = False  # cut off: what is left is read and dropped
+
+    async def _deliver_to_client(self) -> None:
         recv, send, stats, per_turn = self._upstream.recv, self._send, self.stats, MESSAGES_PER_TURN
         sizes, last = stats.sizes_out, len(stats.sizes_out) - 1
         process = self._outbound.process if self._outbound is not None else None
@@ -441,6 +492,8 @@ class Relay:
             try:
                 data = await recv()
             except UpstreamClosed as closed:
+                if self._close_read is not None:
+                    self._close_read.set()
                 await self._upstream_ended(closed)
                 return
             if not self._client_open:

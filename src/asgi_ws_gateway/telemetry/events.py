@@ -56,6 +56,7 @@ class _RecordedUpstream:
     def __init__(self, inner: UpstreamConnection, events: MessageEvents) -> None:
         self.subprotocol: str | None = inner.subprotocol
         self.response_headers: Headers = inner.response_headers
+        self.ended = inner.ended
         self._inner = inner
         self._events = events
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +45,14 @@ class UpstreamConnection(Protocol):
 
     subprotocol: str | None
     response_headers: Headers
+
+    @property
+    def ended(self) -> asyncio.Future[None] | None:
+        """Done once the connection is over on the upstream's side (its close frame in, its TCP connection
+        lost, or closed by the gateway), while ``recv`` may still return messages that came before it: what
+        the relay bounds their delivery to a client by. None: the connector does not tell (``recv`` raising
+        :class:`UpstreamClosed` is the first word of it)."""
+        ...
 
     async def recv(self) -> Data:
         """Next message; raises :class:`UpstreamClosed` when the connection is over."""

@@ -69,6 +69,8 @@ class InProcessConnection:
     def __init__(self, app: ASGIApp, scope: Scope, api: ApiConfig, *, max_head: int = MAX_HEAD) -> None:
         self.subprotocol: str | None = None
         self.response_headers: Headers = []
+        # The app's close waits behind its messages in a bounded queue (its send blocks): nothing to tell early.
+        self.ended: asyncio.Future[None] | None = None
         self._app = app
         self._scope = scope
         self._api_name = api.name

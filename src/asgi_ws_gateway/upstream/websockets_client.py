@@ -189,6 +189,8 @@ class WebSocketsConnection:
         self.response_headers = kept_response_headers(
             list(ws.response.headers.raw_items()) if ws.response is not None else []
         )
+        # websockets' own: done at the upstream's close frame (GatewayClientConnection hands the socket over then).
+        self.ended: asyncio.Future[None] | None = getattr(ws, "connection_lost_waiter", None)
         self.sent = 0  # messages written while the connection was open (a send after its close frame raises)
 
     @property
