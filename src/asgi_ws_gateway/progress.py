@@ -99,6 +99,18 @@ def may_send(transport: asyncio.BaseTransport) -> bool:
     return bool(_U32.unpack_from(info, _RCV_WND_AT)[0] >= _U32.unpack_from(info, _ADVMSS_AT)[0] > 0)
 
 
+_PEER_ENDED = frozenset({6, 7, 8, 9, 11})
+"""tcpi_state once the peer's FIN or a reset is in: TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING."""
+
+
+def peer_ended(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport``'s peer has ended its side of the TCP connection (its FIN or a reset is in), read
+    or not: Linux TCP_INFO's tcpi_state, which a transport whose reading is paused does not otherwise learn.
+    False where that is unknown."""
+    info = _tcp_info(_socket(transport), 1)
+    return bool(info) and info[0] in _PEER_ENDED
+
+
 def _tcp_info(sock: Any, size: int) -> bytes:
     """Up to ``size`` bytes of ``sock``'s struct tcp_info; none where there is none."""
     if _TCP_INFO is not None and sock is not None:
@@ -116,4 +128,4 @@ def _socket(transport: asyncio.BaseTransport) -> Any:
         return None
 
 
-__all__ = ["may_send", "received", "taken_in", "undelivered"]
+__all__ = ["may_send", "peer_ended", "received", "taken_in", "undelivered"]

@@ -6,7 +6,8 @@ read a share per loop turn, joins a fragmented message as it comes (each fragmen
 counting ``FRAGMENT_FLOOR`` bytes at least toward ``max_size``, as on the splice and the frame relay),
 tells the protocol of the transport's flow control, charges the keepalive only for silence the
 upstream chose, and is over when the WebSocket is, not when TCP is (the socket then lingers until
-the upstream closes it, within ``close_timeout``).
+the upstream closes it, within ``close_timeout``); while the relay leaves its messages unread, it sees
+the upstream's TCP end (and so its close frame) within ``close_timeout`` of its coming in.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from websockets.protocol import Protocol, State
 from ..fragment_floor import FRAGMENT_FLOOR
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
-from ..progress import taken_in
+from ..progress import peer_ended, taken_in
 from .deflate_streams import ClientDeflate
 from .interim import UnreadableHead
 from .refusal import HeldRefusal, MalformedLength, is_refusal, without_body
@@ -260,6 +261,7 @@ class GatewayClientConnection(ClientConnection):
         self.stalled = False  # ... nor took in the ping: what was queued to it stayed unread (the splice's stall)
         self._unread = False  # the relay left messages unread (reading paused) since the keepalive's last ping
         self._heard = False  # the upstream sent bytes since the keepalive's last ping: alive, answered or not
+        self._end_look: asyncio.TimerHandle | None = None  # while reading is paused: has the upstream's TCP ended?
 
     def data_received(self, data: bytes) -> None:
         self._heard = True
@@ -396,8 +398,33 @@ class GatewayClientConnection(ClientConnection):
         def pause_and_note() -> None:
             self._unread = True
             pause()
+            self._look_for_the_end_later()
 
         messages.pause = pause_and_note
+
+    def _look_for_the_end_later(self) -> None:
+        if self._end_look is None:
+            every = self.close_timeout if self.close_timeout is not None else _LINGER_WITHOUT_TIMEOUT
+            self._end_look = self.loop.call_later(every, self._look_for_the_end)
+
+    def _look_for_the_end(self) -> None:
+        """Every ``close_timeout`` while the relay has messages enough to take (reading paused): the upstream's
+        close frame, its FIN or its reset waits unread in the kernel behind them. Once its TCP is over (the
+        kernel's state says so: :func:`..progress.peer_ended`), the rest is read, past the queue's bound (no
+        more than the kernel holds: the upstream sends nothing after its FIN), for its end to be seen: the
+        relay then bounds the client's backlog by the close wait. Before, an upstream that closed behind a
+        backlog to a client reading nothing was never seen to end with the keepalive off (its close unread,
+        its reset at its own close_timeout unseen): the connection was held for as long as the client lived."""
+        self._end_look = None
+        messages = self.recv_messages
+        if not messages.paused or self.lingering is not None or self.connection_lost_waiter.done():
+            return  # reading again (or over): a later pause looks again
+        if not peer_ended(self.transport):
+            self._look_for_the_end_later()
+            return
+        messages.high = messages.low = None  # no pause from here: what is left is bounded by the kernel's buffer
+        messages.paused = False
+        self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -405,6 +432,9 @@ class GatewayClientConnection(ClientConnection):
         # the parser): each was a reference cycle that kept the connection until a full collection.
         self.recv_messages.pause = _nothing
         self._shares = None
+        if self._end_look is not None:
+            self._end_look.cancel()
+            self._end_look = None
         cast(_ClientProtocol, self.protocol).forget_parser()
 
     async def keepalive(self) -> None:
