@@ -95,3 +95,18 @@ async def test_json_and_yaml_are_still_written(managed: Managed, query: str, med
         answer = await http.get(f"config{query}")
         assert answer.status_code == 200 and answer.headers["content-type"].startswith(media)
         assert "echo" in answer.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["subscriptions?product=a&product=b", "connections?api=echo&api=other", "metrics/series?api=echo&api=echo",
+     "refusals?api=echo&api=other"],
+)  # fmt: skip
+async def test_a_filter_given_twice_is_a_422(managed: Managed, path: str) -> None:
+    """Fails before: the last one was read (``?product=a&product=b`` listed b's subscriptions only)."""
+    name = path.split("?")[1].split("=")[0]
+    async with managed.http() as http:
+        answer = await http.get(path)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["problems"] == [f"{name}: given 2 times"]
+        assert (await http.get(path.split("&")[0])).status_code == 200

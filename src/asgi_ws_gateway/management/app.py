@@ -204,7 +204,7 @@ def create_management_app(
 
     async def list_subscriptions(request: Request) -> Response:
         await refresh(request)
-        found = manager.subscriptions(request.query_params.get("product"))
+        found = manager.subscriptions(_query_value(request, "product"))
         return await rendered(lambda: JSONResponse({"subscriptions": [s.public() for s in found]}))
 
     async def create_subscription(request: Request) -> Response:
@@ -240,7 +240,7 @@ def create_management_app(
         if limit is not None and (limit != int(limit) or not 1 <= limit <= MAX_LISTED):
             raise Invalid("invalid query", [f"limit: an integer from 1 to {MAX_LISTED}"])
         listed = await manager.connections(
-            request.query_params.get("api"), DEFAULT_LISTED if limit is None else int(limit)
+            _query_value(request, "api"), DEFAULT_LISTED if limit is None else int(limit)
         )
         workers: dict[str, Any] = {"answered": listed.answered, "expected": listed.expected}
         if listed.missing:  # on the bus's roster, no answer (off the bus, or late): their connections are not here
@@ -266,14 +266,14 @@ def create_management_app(
     # -- what the console watches --
     async def metric_series(request: Request) -> Response:
         since = _number(request, "since")
-        return JSONResponse(await manager.watch.series(request.query_params.get("api"), since))
+        return JSONResponse(await manager.watch.series(_query_value(request, "api"), since))
 
     async def list_refusals(request: Request) -> Response:
         limit = _number(request, "limit")
         if limit is not None and (limit != int(limit) or not 1 <= limit <= 1000):
             raise Invalid("invalid query", ["limit: an integer from 1 to 1000"])
         found, answered, expected = await manager.watch.refusals(
-            request.query_params.get("api"), 100 if limit is None else int(limit)
+            _query_value(request, "api"), 100 if limit is None else int(limit)
         )
         workers = {"answered": answered, "expected": expected}
         return JSONResponse({"refusals": found, "workers": workers, "served_by": manager.bus.worker})
