@@ -35,7 +35,7 @@ from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.telemetry import propagation
 from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
-from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
+from asgi_ws_gateway.telemetry.lean_tracer import NO_ATTRIBUTES, LeanTracer
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 from asgi_ws_gateway.telemetry.providers import ATTRIBUTE_LOGGERS, resolve_providers
 
@@ -598,3 +598,29 @@ def test_the_gateway_s_own_spans_record_and_encode_as_the_sdk_spans(
     )
     child = next(span for span in lean if span.name == "upstream connect")
     assert cast("LeanSpan", child)._plain is not limited  # tight limits take the checked path
+
+
+class _StartWatcher(SpanProcessor):
+    """A processor with an ``on_start``: the lean tracer then starts owned spans through its checked path."""
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("setter", ["set_attribute", "set_attributes", "set_plain"])
+def test_an_owned_span_started_without_attributes_takes_them_later(setter: str) -> None:
+    """``start_owned`` with an empty dict, under a start processor: the span kept the tracer's shared, immutable
+    ``NO_ATTRIBUTES`` (``attributes or NO_ATTRIBUTES``), and every attribute set on it later raised TypeError."""
+    provider = LeanTracerProvider(resource=RESOURCE)
+    provider.add_span_processor(_StartWatcher())
+    tracer = provider.get_tracer("asgi_ws_gateway", "1.0")
+    assert isinstance(tracer, LeanTracer)
+    span = cast("LeanSpan", tracer.start_owned("s", Context(), SpanKind.INTERNAL, {}, ()))
+    if setter == "set_attribute":
+        span.set_attribute("outcome", "accepted")
+    else:
+        getattr(span, setter)({"outcome": "accepted"})
+    span.end()
+    assert dict(span.attributes or {}) == {"outcome": "accepted"}
+    assert dict(NO_ATTRIBUTES) == {}
+    provider.shutdown()

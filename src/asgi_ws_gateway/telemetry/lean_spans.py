@@ -94,8 +94,10 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._events = ()
         self._links = ()
         self._plain = False
-        if owned and max_length is None and (limit is None or len(attributes) <= limit):
-            self._attributes: dict[str, AnyValue] = attributes  # type: ignore[assignment]  # a dict: start_owned's
+        # A dict of its own only: an empty one came as the tracer's shared, immutable NO_ATTRIBUTES, which a
+        # span kept failed every attribute set on it later (a TypeError) with a start processor or a limit.
+        if owned and type(attributes) is dict and max_length is None and (limit is None or len(attributes) <= limit):
+            self._attributes: dict[str, AnyValue] = attributes  # start_owned's
             self._plain = True
         elif (
             max_length is None  # the common case, as in _set, checked in C: nothing to clean or drop

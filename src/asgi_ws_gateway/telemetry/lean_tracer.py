@@ -246,7 +246,9 @@ class LeanTracer(trace.Tracer):
                 SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
             )
         span = _new(LeanSpan)
-        span._init(self, name, span_context, parent, kind, attributes or NO_ATTRIBUTES, start_time, owned)
+        # An owned dict is the span's, empty or not (NO_ATTRIBUTES is shared, immutable: for what no span writes to).
+        given = attributes if owned and attributes is not None else attributes or NO_ATTRIBUTES
+        span._init(self, name, span_context, parent, kind, given, start_time, owned)
         if links:
             if (  # the usual link (one, valid, without attributes: the handshake's), read without property calls
                 len(links) == 1 and type(link := links[0]) is Link and link._attributes is None and link._context[5]
