@@ -36,6 +36,7 @@ closing TLS connection whose peer takes in nothing for ``header_timeout`` themse
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from asyncio import sslproto
 from collections.abc import Callable
@@ -43,14 +44,30 @@ from typing import Any, cast
 
 from .head_deadline import HEAD_WAITERS, HeadDeadline
 
+logger = logging.getLogger(__name__)
+
+_TLS: Callable[..., asyncio.BaseProtocol] = sslproto.SSLProtocol
+_WITHOUT_UVLOOP_TLS: str | None = None
+"""Why the loop is uvloop's but its TLS layer asyncio's (None: both the loop's own), logged once a process."""
 try:
     import uvloop
-    from uvloop.loop import SSLProtocol as _UVLOOP_TLS  # type: ignore[attr-defined]  # (not in its stubs)
 except ImportError:  # pragma: no cover  (uvicorn[standard]'s, but not on every platform)
     _BASE: type[asyncio.AbstractEventLoop] = asyncio.SelectorEventLoop
-    _TLS: Callable[..., asyncio.BaseProtocol] = sslproto.SSLProtocol
 else:
-    _BASE, _TLS = uvloop.Loop, _UVLOOP_TLS
+    _BASE = uvloop.Loop
+    try:
+        from uvloop.loop import SSLProtocol as _UVLOOP_TLS  # type: ignore[attr-defined]  # (not in its stubs)
+    except ImportError:
+        # A name uvloop does not export: a release without it kept the whole server off uvloop (the
+        # upstream leg, Redis and every timer included) for want of its TLS protocol. asyncio's runs on
+        # uvloop's transports (it asks only what any transport answers): TLS costs what it does on
+        # asyncio's loop, the rest keeps uvloop.
+        _WITHOUT_UVLOOP_TLS = (
+            f"uvloop {getattr(uvloop, '__version__', '?')} has no uvloop.loop.SSLProtocol: "
+            "TLS connections use asyncio's TLS layer on uvloop's event loop"
+        )
+    else:
+        _TLS = _UVLOOP_TLS
 
 
 class _TLSAccept(asyncio.Protocol):
@@ -132,8 +149,14 @@ def tls_bounded_loop() -> asyncio.AbstractEventLoop:
     """A new event loop (uvloop when installed, else asyncio's) whose TLS servers time a handshake out
     after ``header_timeout`` seconds (``$ASGI_WS_GATEWAY_HEADER_TIMEOUT``, default 10), not 60.
 
-    uvicorn's ``--loop`` (0.36 or later: a loop factory) for a server that terminates TLS itself.
+    uvicorn's ``--loop`` (0.36 or later: a loop factory) for a server that terminates TLS itself. With a
+    uvloop that does not export its TLS protocol, the loop is still uvloop's and its TLS layer asyncio's
+    (said once, at WARNING).
     """
+    global _WITHOUT_UVLOOP_TLS
+    if _WITHOUT_UVLOOP_TLS is not None:
+        logger.warning("%s", _WITHOUT_UVLOOP_TLS)
+        _WITHOUT_UVLOOP_TLS = None  # once a process (each worker says it)
     return _LOOP()
 
 
