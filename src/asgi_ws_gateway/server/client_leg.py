@@ -20,13 +20,11 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.asgi_extension import (
     ACCEPT,
     CLOSE_TIMEOUT,
-    EXTENSION,
     MAX_SIZE,
     ON_SHUTDOWN,
     PING_INTERVAL,
     PING_TIMEOUT,
     STOPPED,
-    TAKEN_IN,
 )
 from ..passthrough.lingering_close import lingering
 from ..progress import taken_in
@@ -90,9 +88,6 @@ class ClientLeg(WebSocketsSansIOProtocol):
         self._abort_timer = self._stall_due = None
         self._shares = None  # it points back at this protocol: a reference cycle, freed only by a full collection
         self._told_at_shutdown = None  # the relay's, which holds this protocol's send and receive: a cycle too
-        offer = getattr(self, "scope", {}).get("extensions", {}).get(EXTENSION)
-        if isinstance(offer, dict):
-            offer.pop(TAKEN_IN, None)  # this protocol's, in its own scope: one more
         TLS_CLOSES.forget(self.transport)  # (over TLS: the server's look at closing TLS connections held it on)
         super().connection_lost(exc)
         self.conn.forget_parser()  # so does websockets' parser at its protocol
