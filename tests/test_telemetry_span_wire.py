@@ -237,6 +237,67 @@ def test_a_span_without_the_fields_of_a_lean_span_is_an_error_not_a_crash() -> N
         otlp_wire.NATIVE_ENCODER(object(), DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def rebound() -> Iterator[Any]:
+    """The extension module, bound to ``LeanSpan`` again after the test (its binding is the process's)."""
+    from asgi_ws_gateway.telemetry import _span_wire
+
+    yield _span_wire
+    assert _span_wire.bind(LeanSpan, otlp_wire._KINDS_BY_VALUE)
+
+
+@needs_native
+def test_the_c_encoder_reads_a_lean_spans_slots_and_any_other_span_by_attribute(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter], rebound: Any
+) -> None:
+    """Bound to ``LeanSpan`` (its fields in slots), exactly that type is read at the slots' offsets; a subclass
+    (not bound) by attribute lookups: the same bytes either way, and the same with the binding dropped."""
+
+    class Subclass(LeanSpan):
+        __slots__ = ()
+
+    span = _make(lean[0], Recipe(
+        name="GET /ws/{room}", kind=SpanKind.SERVER, attributes={"url.path": "/ws/ü", "n": -5},
+        parent="remote", remote_parent=SpanContext((1 << 128) - 1, (1 << 64) - 1, True, TraceFlags(1)),
+        links=[Link(SpanContext(1, 1, False, TraceFlags(1)))], status=None, event=False, dropped=False,
+    ))  # fmt: skip
+    other = object.__new__(Subclass)
+    for name in LeanSpan.__slots__:
+        setattr(other, name, getattr(span, name))
+    expected = _python(span)
+    assert rebound.bind(LeanSpan, otlp_wire._KINDS_BY_VALUE) is True
+    assert rebound.encode_span(span, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) == expected
+    assert rebound.encode_span(other, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) == expected
+    assert rebound.bind(Subclass, otlp_wire._KINDS_BY_VALUE) is False  # no slots of its own: by attribute
+    assert rebound.encode_span(span, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) == expected
+    assert rebound.encode_span(other, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) == expected
+
+
+@needs_native
+def test_a_lean_span_with_an_empty_slot_is_an_error_not_a_crash() -> None:
+    """A ``LeanSpan`` made without its fields (``object.__new__``): AttributeError, as an attribute read gives."""
+    assert otlp_wire.NATIVE_ENCODER is not None
+    with pytest.raises(AttributeError):
+        otlp_wire.NATIVE_ENCODER(object.__new__(LeanSpan), DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "takes 2 positional arguments"),
+        ((LeanSpan,), "takes 2 positional arguments"),
+        ((object(), tuple(SpanKind)), "needs the span type"),
+        ((LeanSpan, list(SpanKind)), "needs a tuple"),
+        ((LeanSpan, (SpanKind.SERVER,)), "needs a tuple"),
+    ],
+    ids=["none", "one", "not-a-type", "a-list", "one-kind"],
+)
+def test_the_c_encoders_binding_checks_its_arguments(args: tuple[Any, ...], message: str, rebound: Any) -> None:
+    with pytest.raises(TypeError, match=message):
+        rebound.bind(*args)
+
+
 def test_without_the_extension_the_encoder_is_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not built (the import fails), built from other sources (another FORMAT), or turned off by
     ASGI_WS_GATEWAY_PURE_PYTHON: no native encoder, and spans still encode as the SDK does."""

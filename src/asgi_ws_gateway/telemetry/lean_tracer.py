@@ -173,7 +173,7 @@ class LeanTracer(trace.Tracer):
                 SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
             )
         span = _new(LeanSpan)
-        # LeanSpan._init's fields, in its order (the instances share one key table), for an owned dict.
+        # LeanSpan._init's fields (its slots), for an owned dict.
         span._name = name
         span._context = span_context
         span._kind = kind

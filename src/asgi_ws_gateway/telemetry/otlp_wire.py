@@ -75,19 +75,24 @@ _UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
 """A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
-_SPAN_WIRE_FORMAT = 1
+_SPAN_WIRE_FORMAT = 2
 """The ``_span_wire`` contract this module calls (its ``FORMAT``): a module built from other sources is ignored."""
+_KINDS_BY_VALUE = tuple(sorted(SpanKind, key=lambda kind: kind.value))
 
 
 def _native_encoder() -> Callable[[LeanSpan, Status, Any, Any], bytes | None] | None:
-    """The C extension's ``encode_span``; None when it is not built, not current, or turned off."""
+    """The C extension's ``encode_span``, told :class:`LeanSpan`'s slots and the ``SpanKind`` members (it reads
+    those without attribute lookups); None when it is not built, not current, or turned off."""
     if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in PURE_PYTHON_YES:  # checked at start-up
         return None
     try:
-        from ._span_wire import FORMAT, encode_span
-    except ImportError:  # not built: no compiler at install, or ASGI_WS_GATEWAY_NO_NATIVE=1
+        from ._span_wire import FORMAT, bind, encode_span
+    except ImportError:  # not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE=1, or another FORMAT's
         return None
-    return encode_span if FORMAT == _SPAN_WIRE_FORMAT else None
+    if FORMAT != _SPAN_WIRE_FORMAT:
+        return None
+    bind(LeanSpan, _KINDS_BY_VALUE)
+    return encode_span
 
 
 NATIVE_ENCODER = _native_encoder()
