@@ -359,6 +359,7 @@ def _contexts() -> Iterator[tuple[str, Context, trace.Span | None]]:
 
 
 @pytest.mark.usefixtures("textmap")
+@pytest.mark.parametrize("readable", [True, False], ids=["read-directly", "get_global_textmap"])
 @pytest.mark.parametrize(
     "propagators",
     [
@@ -368,8 +369,13 @@ def _contexts() -> Iterator[tuple[str, Context, trace.Span | None]]:
     ],
     ids=["default", "tracecontext-only", "reordered"],
 )
-def test_injected_headers_are_the_global_propagators(propagators: list[Any]) -> None:
-    """Upstream headers written directly are those ``propagate.inject`` writes, for every kind of context."""
+def test_injected_headers_are_the_global_propagators(
+    propagators: list[Any], readable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstream headers written directly are those ``propagate.inject`` writes, for every kind of context,
+    whether the global propagator is read where the API keeps it or through ``get_global_textmap``."""
+    assert propagation._TEXTMAP_READABLE  # this API's: the test's other half stands for one without it
+    monkeypatch.setattr(propagation, "_TEXTMAP_READABLE", readable)
     propagate.set_global_textmap(CompositePropagator(propagators))
     for name, context, span in _contexts():
         expected: dict[str, str] = {}

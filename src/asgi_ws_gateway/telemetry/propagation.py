@@ -63,6 +63,8 @@ def client_trace(headers: Headers) -> trace.SpanContext:
     return trace.SpanContext(found.trace_id, found.span_id, True, found.trace_flags, fitted)
 
 
+_TEXTMAP_READABLE = isinstance(getattr(propagate, "_HTTP_TEXT_FORMAT", None), TextMapPropagator)
+"""The API keeps the global propagator in ``propagate._HTTP_TEXT_FORMAT`` (what ``get_global_textmap`` returns)."""
 _DEFAULT = (TraceContextTextMapPropagator, W3CBaggagePropagator)
 _seen: list[object] = [None, False]  # the global propagator last looked at, and whether it is the default
 
@@ -91,49 +93,51 @@ def inject(
     With the default propagators and no baggage, the headers are written here, as the W3C propagator
     writes them; otherwise by the global propagators.
     """
-    carrier: dict[str, str] = {}
-    written: frozenset[str] = _TRACE_HEADERS
-    textmap = propagate.get_global_textmap()
+    # The global propagator read where the API keeps it (get_global_textmap() only returns it: a call fewer).
+    textmap = propagate._HTTP_TEXT_FORMAT if _TEXTMAP_READABLE else propagate.get_global_textmap()
     default = _seen[1] if textmap is _seen[0] else _is_default(textmap)
     if default and not (context.get(_BAGGAGE_KEY) if _BAGGAGE_KEY is not None else baggage.get_all(context)):
+        # As the W3C propagator writes them, straight into the headers (no carrier dict to fill and copy).
         if type(span) is LeanSpan:  # the attempt's span: its SpanContext read without the method call
             found = span._context
         else:
             found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
-        if found != trace.INVALID_SPAN_CONTEXT:
-            trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
-            try:  # hex() of the ids' bytes: cheaper than 032x formats
-                carrier["traceparent"] = (
-                    f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_HEX_BYTE[flags]}"
-                )
-            except (OverflowError, KeyError):  # an invalid context's ids or flags out of range: as the W3C propagator
-                carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
-            if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
-                header = state.to_header()
-                if len(header) > _STATE_ROOM:  # a trusted client's, joined from its lines
-                    header = _fitted(header, _STATE_ROOM, long_first=True)
-                if header:
-                    carrier["tracestate"] = header
-    else:
-        propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
-        written = frozenset(name.lower() for name in carrier)
-        if "traceparent" in written:
-            written |= {"tracestate"}
-        for name, value in list(carrier.items()):  # each line within an upstream's (the client's state joined)
-            if len(name) + len(value) > _LINE_ROOM:
-                fitted = _fitted(value, _LINE_ROOM - len(name), long_first=name.lower() == "tracestate")
-                if fitted:
-                    carrier[name] = fitted
-                else:
-                    del carrier[name]
+        if found == trace.INVALID_SPAN_CONTEXT:
+            return
+        trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
+        try:  # hex() of the ids' bytes: cheaper than 032x formats
+            parent = f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_HEX_BYTE[flags]}"
+        except (OverflowError, KeyError):  # an invalid context's ids or flags out of range: as the W3C propagator
+            parent = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+        header = ""
+        if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
+            header = state.to_header()
+            if len(header) > _STATE_ROOM:  # a trusted client's, joined from its lines
+                header = _fitted(header, _STATE_ROOM, long_first=True)
+        # What to drop decided by the header names alone (remembered: a handshake's names repeat), inline.
+        names = tuple(map(itemgetter(0), headers))  # in C
+        filtered = _names_filtered.get(names) or _filtered(names)
+        if filtered[trusted]:  # rare: a client that sends trace headers of its own
+            _drop(headers, _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED, not trusted)
+        headers.append(("traceparent", parent))
+        if header:
+            headers.append(("tracestate", header))
+        return
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context if span is None else trace.set_span_in_context(span, context))
+    written = frozenset(name.lower() for name in carrier)
+    if "traceparent" in written:
+        written |= {"tracestate"}
+    for name, value in list(carrier.items()):  # each line within an upstream's (the client's state joined)
+        if len(name) + len(value) > _LINE_ROOM:
+            fitted = _fitted(value, _LINE_ROOM - len(name), long_first=name.lower() == "tracestate")
+            if fitted:
+                carrier[name] = fitted
+            else:
+                del carrier[name]
     if not carrier:
         return
-    if written is _TRACE_HEADERS:  # the usual case: what to drop decided by the header names alone
-        filtered = _filtered(tuple(map(itemgetter(0), headers)))[trusted]  # in C
-        if filtered:  # rare: a client that sends trace headers of its own
-            _drop(headers, _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED, not trusted)
-    else:
-        _drop(headers, written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT), not trusted)
+    _drop(headers, written | (_CLIENT_CONTEXT if trusted else _UNTRUSTED_CONTEXT), not trusted)
     headers.extend(carrier.items())
 
 
