@@ -127,6 +127,33 @@ put_varint(Buffer *buf, uint64_t value)
     return DONE;
 }
 
+/* The same writes after room() was made for all of them (an attribute's whole field, whose size is
+ * counted first): no check per byte. Each writes exactly the bytes varint_size() counts. */
+static inline void
+write_byte(Buffer *buf, unsigned char byte)
+{
+    buf->data[buf->len++] = byte;
+}
+
+static inline void
+write_varint(Buffer *buf, uint64_t value)
+{
+    while (value >= 0x80) {
+        buf->data[buf->len++] = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    buf->data[buf->len++] = (unsigned char)value;
+}
+
+static inline void
+write_bytes(Buffer *buf, const char *bytes, Py_ssize_t size)
+{
+    if (size > 0) {
+        memcpy(buf->data + buf->len, bytes, (size_t)size);
+        buf->len += size;
+    }
+}
+
 /* fixed32 and fixed64 fields are little-endian (size 4 or 8); trace and span ids big-endian bytes. */
 static inline int
 put_le(Buffer *buf, uint64_t value, int size)
@@ -428,25 +455,33 @@ put_attribute(Buffer *buf, PyObject *key, PyObject *value)
     /* The sizes are of strings already in memory: far below PY_SSIZE_T_MAX, no overflow. */
     Py_ssize_t key_size = name.size > 0 ? 1 + varint_size((uint64_t)name.size) + name.size : 0;
     Py_ssize_t pair_size = key_size + 1 + varint_size((uint64_t)any_size) + any_size;
+    Py_ssize_t field_size = 1 + varint_size((uint64_t)pair_size) + pair_size;
+    /* Room for the whole field once, then its bytes written unchecked: exactly field_size of them. */
     result = FAILED;
-    if (put_byte(buf, 0x4a) < 0 || put_varint(buf, (uint64_t)pair_size) < 0) {
+    if (room(buf, field_size) < 0) {
         goto done;
     }
-    if (name.size > 0  /* an empty key has no field: protobuf leaves out an empty string */
-        && (put_byte(buf, 0x0a) < 0 || put_varint(buf, (uint64_t)name.size) < 0
-            || put(buf, name.data, name.size) < 0)) {
-        goto done;
+    Py_ssize_t end = buf->len + field_size;
+    write_byte(buf, 0x4a);
+    write_varint(buf, (uint64_t)pair_size);
+    if (name.size > 0) {  /* an empty key has no field: protobuf leaves out an empty string */
+        write_byte(buf, 0x0a);
+        write_varint(buf, (uint64_t)name.size);
+        write_bytes(buf, name.data, name.size);
     }
-    if (put_byte(buf, 0x12) < 0 || put_varint(buf, (uint64_t)any_size) < 0) {
-        goto done;
-    }
+    write_byte(buf, 0x12);
+    write_varint(buf, (uint64_t)any_size);
     if (text.data != NULL) {  /* a string value, even empty: a oneof case is always written */
-        if (put_byte(buf, 0x0a) < 0 || put_varint(buf, (uint64_t)text.size) < 0
-            || put(buf, text.data, text.size) < 0) {
-            goto done;
-        }
+        write_byte(buf, 0x0a);
+        write_varint(buf, (uint64_t)text.size);
+        write_bytes(buf, text.data, text.size);
     }
-    else if (put_byte(buf, 0x18) < 0 || put_varint(buf, number) < 0) {
+    else {
+        write_byte(buf, 0x18);
+        write_varint(buf, number);
+    }
+    if (buf->len != end) {  /* the count above and the writes disagree: a bug, never a wrong field sent */
+        PyErr_SetString(PyExc_SystemError, "_span_wire: an attribute's size was miscounted");
         goto done;
     }
     result = DONE;

@@ -216,18 +216,24 @@ class SpanEncoder:
                 target = _group(group[0], group[1], group[2], scope)
                 last_resource, last_scope = resource, scope
             target.append(encoded)
-        # One join for the whole request: each message's length summed from its pieces, not copied into it.
+        # One join for the whole request: each message's length summed from its pieces, not copied into it,
+        # and each span's length read once (a resource's length adds up its scopes' sizes, not its spans again).
         out: list[bytes] = []
         for resource, (scopes, scope_groups, _) in zip(resources, resource_groups, strict=True):
-            body = [self._resource(resource)]
+            first = self._resource(resource)
+            body = [first]
+            body_size = len(first)
             for scope, encoded in zip(scopes, scope_groups, strict=True):
                 head = _scope(scope)
                 tail = delimited(b"\x1a", scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
                 size = len(head) + sum(map(len, encoded)) + len(tail)
-                body += (b"\x12" + varint(size) + head, *encoded, tail)  # ``ResourceSpans.scope_spans``
+                opening = b"\x12" + varint(size) + head  # ``ResourceSpans.scope_spans``
+                body += (opening, *encoded, tail)
+                body_size += len(opening) - len(head) + size
             if resource.schema_url:
-                body.append(delimited(b"\x1a", resource.schema_url.encode()))
-            out.append(b"\x0a" + varint(sum(map(len, body))))  # ``resource_spans``'s tag and length
+                body.append(schema := delimited(b"\x1a", resource.schema_url.encode()))
+                body_size += len(schema)
+            out.append(b"\x0a" + varint(body_size))  # ``resource_spans``'s tag and length
             out += body
         return b"".join(out)
 
