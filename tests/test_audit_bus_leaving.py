@@ -47,3 +47,24 @@ async def test_the_roster_entry_goes_before_the_subscription() -> None:
         assert await admin.zscore(bus.roster.key, bus.worker) is None
         await asyncio.sleep(0.5)  # two renewal intervals: nothing writes the entry back
         assert await admin.zscore(bus.roster.key, bus.worker) is None
+
+
+async def test_a_bus_closed_as_a_renewal_is_sent_closes() -> None:
+    """``aclose`` cancelled the roster's renewal once and waited for it: a cancellation that came as the
+    renewal's command was sent was lost (Python 3.11's ``wait_for``, in redis-py), the renewal looped on,
+    and ``aclose`` never returned (a worker's shutdown held for ever; 1 of 30 runs of the bus's flapping
+    test under load). Closed after each number of loop turns from the start, whose first renewal is sent
+    then: one of them lands on the send."""
+    async with shared_prefix() as (_, prefix):
+        for turns in range(24):
+            bus = RedisBus(connect_redis(SHARED_REDIS, decode_responses=True, encoding_errors="replace"),
+                           prefix=prefix, check_interval=5)  # fmt: skip
+            await bus.start(_ignore)  # subscribed: the first renewal is on its way
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            closing = asyncio.create_task(bus.aclose())
+            done, _ = await asyncio.wait({closing}, timeout=10)  # a hang guard: it closes at once
+            if not done:
+                closing.cancel()  # was: the renewal, cancelled again through it, ends; then aclose
+                await asyncio.wait({closing}, timeout=10)
+            assert done, f"aclose did not return, closed {turns} loop turn(s) after start"

@@ -52,7 +52,7 @@ from redis.exceptions import AuthenticationError, ReadOnlyError, ResponseError
 
 from ..log_throttle import OutageLog
 from ..redact import printable
-from ..redis_client import REDIS_FAILURES, AnyRedis
+from ..redis_client import REDIS_FAILURES, AnyRedis, stop_task
 from .bus_roster import Roster
 from .errors import Unavailable
 
@@ -202,9 +202,7 @@ class RedisBus:
                 return
             # An ACL without pub/sub, a wrong password: retrying for 10 s would not change the answer.
             problem = f"Redis refused to subscribe it ({type(self._refused).__name__}: {self._refused})"
-        self._listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._listener
+        await stop_task(self._listener)
         self._listener = None
         await self._stop_checker()
         await self._stop_renewer()
@@ -293,16 +291,12 @@ class RedisBus:
     async def _stop_renewer(self) -> None:
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await stop_task(renewer)  # a cancellation lost in a renewal's send: aclose waited for ever
 
     async def _stop_checker(self) -> None:
         checker, self._checker = self._checker, None
         if checker is not None:
-            checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checker
+            await stop_task(checker)
 
     async def gather(
         self, command: Command, *, until: Callable[[Command], bool] | None = None, wait: float = 3.0
@@ -375,9 +369,7 @@ class RedisBus:
             async with asyncio.timeout(LEAVE_TIMEOUT):
                 await self.roster.leave()
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await stop_task(self._listener)
         await self._stop_checker()
         for task in list(self._running):
             task.cancel()

@@ -21,6 +21,7 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .clients import REDIS_FAILURES, AnyRedis, SentinelRedis, connect, database_refusal
+    from .task_stop import stop_task
     from .urls import RedisTarget, parse_redis_url
 
 if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name stays an error)
@@ -29,6 +30,7 @@ if not TYPE_CHECKING:  # type checkers read the imports above (an unknown name s
         {
             **dict.fromkeys(["REDIS_FAILURES", "AnyRedis", "SentinelRedis", "connect", "database_refusal"], ".clients"),
             **dict.fromkeys(["RedisTarget", "parse_redis_url"], ".urls"),
+            "stop_task": ".task_stop",
         },
     )
 
@@ -40,4 +42,5 @@ __all__ = [
     "connect",
     "database_refusal",
     "parse_redis_url",
+    "stop_task",
 ]
