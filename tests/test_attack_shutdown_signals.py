@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection
 from asgi_ws_gateway.server.serving import EXIT_FORCED
 from support.clients import connect
 from support.configs import build_config, write_config
+from support.plugins import write_plugin
 from support.processes import ServerProcess, ready_server
 from support.rawhttp import accept_upstream
 from support.upstream import SilentUpstream, UpstreamServer
@@ -264,6 +265,64 @@ async def test_a_second_sigint_to_the_workers_exits_forced(tmp_path: Path) -> No
     assert code == EXIT_FORCED, output
     assert "WARNING:  forced to quit before the drain finished" in output, output
     assert "Traceback" not in output
+
+
+_HOLDING_PLUGIN = """
+import asyncio
+
+from pydantic import BaseModel
+
+from asgi_ws_gateway.policies import register_policy
+
+
+@register_policy("never-done")
+class NeverDone:
+    \"\"\"Never answers the handshake, and takes no cancellation: a forced quit's end is held where it
+    cancels the connections' tasks, as a slow one is under load.\"\"\"
+
+    class Settings(BaseModel):
+        model_config = {"extra": "forbid"}
+
+    def __init__(self, settings, env):
+        pass
+
+    async def apply(self, context):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+"""
+
+
+async def test_a_forced_worker_stays_forced_when_its_supervisor_acts_late(tmp_path: Path) -> None:
+    """Ctrl+C twice with ``--workers 2``, the supervisor slower than the workers (as under load): its
+    SIGTERM for the first SIGINT reached the forced worker while it cancelled its connections' tasks,
+    where uvicorn had given SIGTERM back its default action; the worker died of it and ``run`` exited 0
+    (3 times in full runs of the test above)."""
+    name = write_plugin(tmp_path, _HOLDING_PLUGIN)
+    path = write_config(
+        tmp_path, build_config(plugins=[name], api={"close_timeout": 30, "policies": [{"never-done": {}}]})
+    )
+    command = [*RUN, str(path), "--log-level", "info", "--workers", "2"]
+    with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:  # the plugin beside it
+        _wait_for_line(server, "Application startup complete.", times=2)
+        with socket.create_connection(("127.0.0.1", server.port)) as held:
+            held.sendall(_upgrade(server.port, "/ws/echo"))  # held by the policy in one worker
+            os.kill(server.process.pid, signal.SIGSTOP)  # the supervisor acts late
+            try:
+                _to_the_group(server, signal.SIGINT)
+                _wait_for_line(server, "Waiting for connections to close")
+                _wait_for_line(server, "Finished server process")  # the other worker, drained
+                _to_the_group(server, signal.SIGINT)
+                _wait_for_line(server, "forced to quit before the drain finished: 1 connection(s) cut")
+                _wait_for_line(server, "Finished server process", times=2)  # its tasks being cancelled
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)  # its SIGTERM to each worker left
+            code = server.wait_exit(30)
+        output = server.output()
+    assert code == EXIT_FORCED, output
+    assert "Traceback" not in output, output
 
 
 async def test_a_forced_quit_logs_no_traceback_and_counts_closed_clients_apart(tmp_path: Path) -> None:

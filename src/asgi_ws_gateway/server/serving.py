@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -66,6 +67,8 @@ class GracefulServer(uvicorn.Server):
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
             if isinstance(captured, list):
                 captured.clear()
+        if self.force_exit:
+            _forced_to_the_end()
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         try:
@@ -88,6 +91,20 @@ class GracefulServer(uvicorn.Server):
                 len(connections),
                 unclosed,
             )
+
+
+def _forced_to_the_end() -> None:
+    """After a forced quit, a SIGINT or SIGTERM ends the process at once with :data:`EXIT_FORCED`.
+
+    uvicorn gives SIGTERM back its default action as the server returns, and the process still has
+    its connections' tasks to cancel: with ``--workers``, the supervisor's SIGTERM (sent to every
+    worker when it acts on the first SIGINT, which under load was after the second) then killed
+    the worker (-15), and the forced quit, connections cut, exited 0.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda sig, frame: os._exit(EXIT_FORCED))
 
 
 def _cancellation_unlogged(record: logging.LogRecord) -> bool:
