@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess, multiprocess
+from uvicorn.supervisors import multiprocess
 
 from .._types import ASGIApp
 from ..config.gateway import GatewayConfig
@@ -31,6 +31,7 @@ from ..management.cli import MANAGEMENT_HOST
 from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
+from .supervisor import Supervisor
 
 if sys.platform != "win32":
     import resource
@@ -209,7 +210,7 @@ def serve(
             logger.error("could not bind the management port %s:%d: %s", management_host, management_port, exc)
             return EXIT_START_FAILED
     if config.workers > 1:
-        supervisor = Multiprocess(config, sockets=sockets)
+        supervisor = Supervisor(config, sockets=sockets)
         # uvicorn's supervisor builds its workers from its module's Process, for as long as it runs.
         multiprocess.Process = _Worker  # type: ignore[misc]
         try:
@@ -217,7 +218,7 @@ def serve(
         finally:
             multiprocess.Process = _UVICORN_WORKER  # type: ignore[misc]
         # A worker that could not start stops the supervisor, which returns as if all went well.
-        codes = {worker.process.exitcode for worker in supervisor.processes}
+        codes = supervisor.exit_codes()
         return EXIT_START_FAILED if STARTUP_FAILURE in codes else EXIT_FORCED if EXIT_FORCED in codes else 0
     server = GracefulServer(config)
     server.run(sockets=sockets)

@@ -1,0 +1,95 @@
+"""The supervisor of ``run --workers N`` between a stop signal's arrival and its next turn (pure logic:
+workers as it sees them, no processes).
+
+uvicorn's supervisor acts on a signal at the next turn of its loop, and checks its workers first: a
+worker that ended meanwhile because of that signal (the second Ctrl+C: forced, exit 8) was replaced as
+one that died, and its status lost from those ``run`` chooses its own from (exit 0 after a forced quit).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvicorn
+from uvicorn.supervisors import multiprocess
+
+from asgi_ws_gateway.server.serving import EXIT_FORCED
+from asgi_ws_gateway.server.supervisor import Supervisor
+
+
+class _Worker:
+    """A worker as the supervisor sees one: running (``exitcode`` None) or ended; ``on_check`` runs as it
+    is checked (a signal arriving then)."""
+
+    pid = 4242
+
+    def __init__(self, exitcode: int | None = None, on_check: Callable[[], None] | None = None) -> None:
+        self.exitcode = exitcode
+        self.on_check = on_check
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        if self.on_check is not None:
+            self.on_check()
+        return self.exitcode is None
+
+    def kill(self) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+
+class _Started(_Worker):
+    """A replacement the supervisor started."""
+
+    def __init__(self, config: object, sockets: object) -> None:
+        super().__init__()
+
+    def start(self) -> None:
+        pass
+
+
+@pytest.fixture
+def supervisor(monkeypatch: pytest.MonkeyPatch) -> Iterator[Supervisor]:
+    """A supervisor of two workers (set by each test), its signal handlers those of the test process after."""
+    handlers = {sig: signal.getsignal(sig) for sig in multiprocess.SIGNALS}
+    monkeypatch.setattr(multiprocess, "Process", _Started)
+    try:
+        yield Supervisor(uvicorn.Config("app:app", workers=2, log_config=None), sockets=[])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _hold(supervisor: Supervisor, *workers: _Worker) -> None:
+    supervisor.processes = list(workers)  # type: ignore[arg-type]
+
+
+def _held(supervisor: Supervisor) -> list[object]:
+    return list(supervisor.processes)
+
+
+def test_a_worker_that_ended_as_the_stop_came_keeps_its_exit_status(supervisor: Supervisor) -> None:
+    """Ctrl+C came while the first worker was checked; the second, forced meanwhile, had exited 8."""
+    checked_as_ctrl_c_comes = _Worker(on_check=lambda: supervisor.signal_queue.append(signal.SIGINT))
+    _hold(supervisor, checked_as_ctrl_c_comes, _Worker(EXIT_FORCED))
+    supervisor.keep_subprocess_alive()
+    assert EXIT_FORCED in supervisor.exit_codes()
+
+
+def test_no_worker_is_replaced_once_a_stop_is_queued(supervisor: Supervisor) -> None:
+    forced = _Worker(EXIT_FORCED)
+    _hold(supervisor, _Worker(), forced)
+    supervisor.signal_queue.append(signal.SIGINT)
+    supervisor.keep_subprocess_alive()
+    assert _held(supervisor)[1] is forced  # was: a new worker, started only to be stopped
+    assert EXIT_FORCED in supervisor.exit_codes()
+
+
+def test_a_worker_that_died_while_serving_is_replaced_and_not_counted(supervisor: Supervisor) -> None:
+    _hold(supervisor, _Worker(), _Worker(1))
+    supervisor.keep_subprocess_alive()
+    assert isinstance(_held(supervisor)[1], _Started)
+    assert supervisor.exit_codes() == {None}
