@@ -126,7 +126,11 @@ class _Worker(multiprocess.Process):
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover  (in the worker)
         super().target(sockets)
         if self.server.force_exit:
-            sys.exit(EXIT_FORCED)
+            # At once, not sys.exit: the interpreter's finalization gives SIGTERM back its default action
+            # (what _forced_to_the_end set is undone), and the supervisor's, sent late, killed it there (-15).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_FORCED)
 
 
 HANGUP_IGNORED = (
