@@ -20,7 +20,7 @@ from .forwarded import Networks, rewritten_by_server
 from .handshake.capacity import check_capacity, descriptor_capacity, over_capacity, process_capacity
 from .handshake.context import HandshakeContext
 from .handshake.forwarding_loop import check_forwarding_loop
-from .handshake.header_limits import check_header_limits, check_no_underscores, without_underscored
+from .handshake.header_limits import check_header_limits, check_lists, check_no_underscores, without_underscored
 from .handshake.host_header import check_host
 from .handshake.refusals import RefusalLog
 from .handshake.request_view import RequestView
@@ -390,6 +390,7 @@ class WebSocketGateway(AdmissionChecks):
                 raise draining_refusal()
             check_capacity(self._in_flight, self._capacity, lingering=lingering_count(), room=self._room)
             check_header_limits(headers, _target(scope), limits)
+            check_lists(scope)
             if limits.headers_with_underscores == "reject":
                 check_no_underscores(headers)
             check_host(scope["headers"])

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from .._types import Scope
 from ..config.settings import HandshakeLimitsConfig
 from ..errors import HandshakeDenied
+from ..upstream.header_lists import LISTS, TOO_MANY, crowded_list
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,30 @@ def check_header_limits(headers: Iterable[tuple[bytes, bytes]], target: bytes, l
     raise HandshakeDenied(431, detail, reason="headers_too_large")
 
 
+def check_lists(scope: Scope) -> None:
+    """400 (``bad_request``) for a list header (``Connection``, ``Upgrade``, ``Sec-WebSocket-Protocol``,
+    ``Sec-WebSocket-Extensions``) holding more items than anything should parse (``upstream.header_lists``),
+    before the policies read the offers and the connectors parse them. The gateway's protocol refuses it
+    before its own parsers; this holds every other server to the same rule. The header lines as sent, and
+    (wsproto keeps the subprotocols out of the scope's headers) ``scope["subprotocols"]`` when they hold
+    none, as ``upstream.request.offered_subprotocols`` reads them: each element an item."""
+    lines: dict[str, list[str]] = {}
+    for name, value in scope.get("headers") or ():
+        listed_name = _LIST_NAMES.get(name.lower())
+        if listed_name is not None:
+            lines.setdefault(listed_name, []).append(value.decode("latin-1"))
+    listed = scope.get("subprotocols")
+    if _PROTOCOL not in lines and type(listed) is list:
+        lines[_PROTOCOL] = [element for element in listed if type(element) is str]
+    crowded = crowded_list(lambda lowered: lines.get(lowered, ())) if lines else None
+    if crowded is not None:
+        raise HandshakeDenied(400, f"the {crowded} header {TOO_MANY}", reason="bad_request")
+
+
+_LIST_NAMES = {lowered.encode(): lowered for lowered in LISTS}
+_PROTOCOL = "sec-websocket-protocol"
+
+
 def underscored(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
     """The names of ``headers`` that contain an underscore (``handshake_limits.headers_with_underscores``)."""
     return [name for name, _ in headers if name.find(b"_") != -1]  # find: see routing.split_path
@@ -75,4 +100,4 @@ def check_no_underscores(headers: Iterable[tuple[bytes, bytes]]) -> None:
         raise HandshakeDenied(400, f"request header names must not contain '_': {shown}", reason="invalid_header_name")
 
 
-__all__ = ["check_header_limits", "check_no_underscores", "underscored", "without_underscored"]
+__all__ = ["check_header_limits", "check_lists", "check_no_underscores", "underscored", "without_underscored"]

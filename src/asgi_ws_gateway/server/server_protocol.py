@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 
 from ..held_pings import HeldPings
 from ..upstream.deflate_streams import ServerDeflate
+from ..upstream.header_lists import TOO_MANY, crowded_list
 from ..upstream.websockets_protocol import FragmentFloor, TopBitLength, UnlinkedParserFailure
 from .plain_accept import plain_accept
 
@@ -24,11 +27,21 @@ class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPi
         response = plain_accept(self, request)  # a plain upgrade request's 101, without the general parsers
         if response is not None:
             return response
+        crowded = crowded_list(request.headers.get_all)
+        if crowded is not None:  # refused before websockets' parsers read it item by item
+            return self._refuse(request, InvalidHeader(crowded, TOO_MANY))
         response = super().accept(request)
         exc = self.handshake_exc
         if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
             response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
         return response
+
+    def _refuse(self, request: Request, exc: InvalidHeader) -> Response:
+        """The 400 websockets' ``accept`` answers a header it finds invalid, left as it leaves it."""
+        self.accept_called = True
+        request._exception = exc
+        self.handshake_exc = exc
+        return self.reject(HTTPStatus.BAD_REQUEST, f"Failed to open a WebSocket connection: {exc}.\n")
 
     def lower_max_size(self, limit: int) -> None:
         """Read no message larger than ``limit`` from this client (nor inflate a compressed one
