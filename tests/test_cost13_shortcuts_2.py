@@ -185,10 +185,12 @@ def test_each_change_to_the_plain_request_is_answered_as_websockets_answers_it(m
 def test_the_plain_request_takes_no_general_parser() -> None:
     """The bench's request (and a browser's without an extension offer): no ``process_request``, no
     ``Headers.__setitem__``, no ``formatdate`` once this second's Date is formatted."""
-    conn = uvicorns_protocol()
-    conn.accept(request_of(PLAIN))
-    with python_calls() as calls:
-        response = uvicorns_protocol().accept(request_of(PLAIN))
+    for _ in range(3):  # again if the clock crossed a second in between (the new second's Date is formatted)
+        uvicorns_protocol().accept(request_of(PLAIN))
+        with python_calls() as calls:
+            response = uvicorns_protocol().accept(request_of(PLAIN))
+        if "formatdate" not in calls:
+            break
     assert response.status_code == 101
     assert response.headers["Sec-WebSocket-Accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
     assert not {"process_request", "__setitem__", "parse_connection", "formatdate"} & set(calls)
