@@ -15,12 +15,12 @@ import contextlib
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from asgi_ws_gateway.upstream.headers import FRONT_PROXY, FRONT_PROXY_PREFIXES
 from bench.nginx import nginx_binary
+from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, handshake, header_of, status_of
@@ -119,27 +119,11 @@ async def test_a_network_upstreams_front_proxy_headers_never_reach_the_client(
     _assert_front_proxy_headers_dropped(answer)
 
 
-def _in_process_app(refuse: bool) -> Any:
-    headers = [(name.lower().encode(), value.encode()) for name, value in {**HOSTILE, **KEPT}.items()]
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()  # websocket.connect
-        if refuse:
-            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": b"no"})
-            return
-        await send({"type": "websocket.accept", "headers": headers})
-        while (await receive())["type"] != "websocket.disconnect":
-            pass
-
-    return app
-
-
 @pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)], ids=["101", "refusal"])
 async def test_an_in_process_apps_front_proxy_headers_never_reach_the_client(
     uvicorn_server: UvicornFactory, refuse: bool, status: int
 ) -> None:
-    upstream = {"url": "asgi:", "app": _in_process_app(refuse)}
+    upstream = {"url": "asgi:", "app": answering_with({**HOSTILE, **KEPT}, refuse=refuse)}
     gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream]}]})
     server = uvicorn_server(gateway, ws=PASSTHROUGH)
     answer = await _answer(server.port, "/ws/echo")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway.upstream.headers import ORIGIN_WIDE
+from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, handshake, header_of, status_of
 from support.servers import UvicornServer
@@ -120,25 +121,9 @@ async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
     _assert_origin_wide_dropped(head)
 
 
-def _in_process_app(refuse: bool) -> Any:
-    headers = [(name.lower().encode(), value.encode()) for name, value in {**HOSTILE, **KEPT}.items()]
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()  # websocket.connect
-        if refuse:
-            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": b"no"})
-            return
-        await send({"type": "websocket.accept", "headers": headers})
-        while (await receive())["type"] != "websocket.disconnect":
-            pass
-
-    return app
-
-
 @pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)])
 async def test_an_in_process_apps_origin_wide_headers_never_reach_the_client(refuse: bool, status: int) -> None:
-    upstream = {"url": "asgi:", "app": _in_process_app(refuse)}
+    upstream = {"url": "asgi:", "app": answering_with({**HOSTILE, **KEPT}, refuse=refuse)}
     gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream]}]})
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         head = await _answer(server.port, "/ws/echo")

@@ -11,7 +11,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "echo_app", "scope_recorder"]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "answering_with", "echo_app", "scope_recorder"]
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,5 +67,23 @@ def scope_recorder(seen: MutableMapping[str, Any]) -> ASGIApp:
         await receive()
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": 1000})
+
+    return app
+
+
+def answering_with(headers: dict[str, str], *, refuse: bool) -> ASGIApp:
+    """An in-process upstream whose accept (or, ``refuse``, a 403 refusal with a body) carries ``headers``;
+    an accepted connection waits for the client to leave."""
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # websocket.connect
+        if refuse:
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": raw})
+            await send({"type": "websocket.http.response.body", "body": b"no"})
+            return
+        await send({"type": "websocket.accept", "headers": raw})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
 
     return app
