@@ -30,8 +30,9 @@ import pytest_asyncio
 
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
-from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, split_frames
+from support.unread import windowed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -200,20 +201,6 @@ def _slug(name: str) -> str:
     return name.replace(" ", "-")
 
 
-def _open(port: int, path: str) -> socket.socket:
-    """A client of ``path`` with a small receive buffer (its window), its 101 read."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # before connect: the window it offers
-    sock.settimeout(15)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(handshake(path))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)  # the head only: what follows is read (or not) by the test
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def _read(
     port: int, path: str, *, closes: bool, wait: float = 0.0, sends: bool = True, pause: float = PAUSE
 ) -> tuple[int, int, int | None, str]:
@@ -222,7 +209,7 @@ def _read(
     close frame answered; unless ``sends`` is False, a message sent after each read until a close frame is
     read). The data frames and their bytes read, the code of the close frame read (None: none), and how
     the reads ended."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path, WINDOW)
     frames = data = 0
     code: int | None = None
     buffer = b""
@@ -322,7 +309,7 @@ async def test_a_client_that_reads_nothing_after_its_close_is_still_aborted(gate
 def _send_then_answer(port: int, path: str) -> str:
     """Open ``path``, send ``PUSHED`` bytes of messages (the upstream's close frame arrives meanwhile), then
     answer the close frame and read to the end; how the connection ended."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path, WINDOW)
     try:
         message = ws_frame(0x2, b"c" * FRAME)
         for _ in range(FRAMES):
@@ -359,7 +346,7 @@ async def test_a_slow_upstream_gets_the_clients_backlog_and_its_answer(
 def _send_and_close(port: int, path: str) -> tuple[int | None, str]:
     """Open ``path``, send ``PUSHED`` bytes of messages and a close frame, and read to the end: the code of
     the close frame read (None: none), and how the connection ended."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path, WINDOW)
     code: int | None = None
     try:
         message = ws_frame(0x2, b"c" * FRAME)
@@ -395,7 +382,7 @@ async def test_a_slow_upstream_gets_the_clients_backlog_and_its_close_frame(
 def _read_until_told(port: int, path: str, read: threading.Event) -> tuple[int, int | None, str]:
     """As :func:`_read` for a client that closes, setting ``read`` once it read a MiB: the data frames read,
     the code of the close frame read (None: none), and how the reads ended."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path, WINDOW)
     frames, got, code, buffer = 0, 0, None, b""
     try:
         time.sleep(0.5)  # the backlog: the kernel's buffers fill

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -29,8 +28,9 @@ import pytest_asyncio
 
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
-from support.rawhttp import accept_upstream, handshake, ws_frame
+from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, split_frames
+from support.unread import windowed_client
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -83,24 +83,10 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gat
     assert "Traceback" not in output and "ERROR" not in output, output[-4000:]
 
 
-def _open(port: int, path: str) -> socket.socket:
-    """A client of ``path`` with a small receive buffer (its window), its 101 read."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # before connect: the window it offers
-    sock.settimeout(15)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(handshake(path))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)  # the head only: what follows is read (or not) by the test
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def _read(port: int, path: str, *, wait: float) -> tuple[int, int | None, str]:
     """Open ``path``, read nothing for ``wait`` seconds, then read slowly to the end: the data frames read, the
     code of the close frame read (None: none, else answered), and how the reads ended."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path, WINDOW)
     frames, code, buffer = 0, None, b""
     try:
         time.sleep(wait)  # Load, not synchronisation: a client that reads nothing meanwhile

@@ -7,8 +7,9 @@ import threading
 
 from asgi_ws_gateway.standalone import not_found
 from support.apps import ASGIApp, Receive, Scope, Send
+from support.rawhttp import handshake
 
-__all__ = ["MESSAGE", "SMALL_BUFFER", "small_socket", "streaming_app"]
+__all__ = ["MESSAGE", "SMALL_BUFFER", "small_socket", "streaming_app", "windowed_client"]
 
 MESSAGE = b"y" * 65536
 """What :func:`streaming_app` sends, again and again."""
@@ -23,6 +24,21 @@ def small_socket(port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
+    return sock
+
+
+def windowed_client(port: int, path: str, window: int) -> socket.socket:
+    """A blocking client of ``path`` whose receive buffer (the window it offers) is ``window`` bytes,
+    its 101 read and nothing after it: what follows is read (or not) by the test."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # before connect: the window it offers
+    sock.settimeout(15)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(handshake(path))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
     return sock
 
 
