@@ -10,7 +10,6 @@ truth: each worker adopts it, with an ERROR in the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -24,6 +23,7 @@ from ..loading import Gate, allowed_modules, recording, restricted
 from ..middleware import WebSocketGateway
 from ..policies.build import check_policies, checks_only
 from ..redact import printable
+from ..redis_client import stop_task
 from .bus import Bus, Command, LocalBus
 from .errors import CannotRun, Unavailable
 from .live_connections import LiveConnections
@@ -163,9 +163,7 @@ class StoreSync:
         self.started = False
         for task in (self._poller, self._sampling):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)  # a cancellation lost in a poll's send: the poller polled on, stop waited
         await self.bus.aclose()
         await self.store.aclose()
 
