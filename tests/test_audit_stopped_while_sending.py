@@ -11,6 +11,7 @@ seen): they come every 10 ms here, not every second, to keep the tests short. Re
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -20,6 +21,8 @@ from asgi_ws_gateway.management import RedisStore
 from asgi_ws_gateway.management.store_sync import StoreSync
 from asgi_ws_gateway.redis_client import task_stop
 from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.state.leases import LeaseKeeper
+from asgi_ws_gateway.state.redis import RedisState
 from support.redis import SHARED_REDIS, redis_available, shared_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis at 127.0.0.1:6379")
@@ -55,3 +58,19 @@ async def test_a_sync_stopped_as_a_poll_is_sent_stops() -> None:
             for _ in range(turns):
                 await asyncio.sleep(0)
             assert await _returns(sync.stop), f"stop did not return, stopped {turns} loop turn(s) after start"
+
+
+async def test_a_lease_keeper_closed_as_a_renewal_is_sent_closes() -> None:
+    """``LeaseKeeper.aclose`` (shutting down) and its renewals of a lease held (every microsecond)."""
+    async with shared_prefix() as (_, prefix):
+        store = RedisState(SHARED_REDIS, prefix=prefix)
+        try:
+            for turns in range(TURNS):
+                keeper = LeaseKeeper(store, ttl=3e-6)
+                assert (await keeper.acquire(f"{prefix}:leases", uuid.uuid4().hex, 1_000)).allowed
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                closed = await _returns(lambda: keeper.aclose(keep_held=False))  # noqa: B023 - awaited here
+                assert closed, f"aclose did not return, closed {turns} loop turn(s) after the renewals began"
+        finally:
+            await store.aclose()

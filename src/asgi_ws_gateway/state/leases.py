@@ -38,6 +38,7 @@ import logging
 import weakref
 
 from ..log_throttle import OutageLog
+from ..redis_client import stop_task
 from .base import Decision, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -293,10 +294,8 @@ def _describe(failure: Exception) -> str:
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if task is not None:  # cancelled until it ends: one cancellation, lost in a Redis send, left it running
+        await stop_task(task)
 
 
 __all__ = ["LeaseKeeper", "close_retired"]
