@@ -21,9 +21,10 @@ from asgi_ws_gateway.management import RedisStore
 from asgi_ws_gateway.management.store_sync import StoreSync
 from asgi_ws_gateway.redis_client import task_stop
 from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.state.base import StoreUnavailable
 from asgi_ws_gateway.state.leases import LeaseKeeper
 from asgi_ws_gateway.state.redis import RedisState
-from support.redis import SHARED_REDIS, redis_available, shared_prefix
+from support.redis import SHARED_REDIS, redis_available, shared_prefix, unique_prefix
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis at 127.0.0.1:6379")
 
@@ -74,3 +75,20 @@ async def test_a_lease_keeper_closed_as_a_renewal_is_sent_closes() -> None:
                 assert closed, f"aclose did not return, closed {turns} loop turn(s) after the renewals began"
         finally:
             await store.aclose()
+
+
+async def test_a_redis_state_closed_as_a_probe_is_sent_stops_probing() -> None:
+    """``RedisState.aclose`` and its watch for Redis's recovery, probing without a pause a database Redis
+    refuses (each probe's ``SELECT`` fails): it did not wait for the watch, which probed on after it."""
+    for turns in range(TURNS):
+        store = RedisState("redis://127.0.0.1:6379/99", prefix=unique_prefix(), retry_interval=0)
+        with pytest.raises(StoreUnavailable):
+            await store.acquire("leases", uuid.uuid4().hex, 1, 1.0)  # refused: the watch starts
+        watch = store._watch
+        assert watch is not None
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        assert await _returns(store.aclose)
+        done, _ = await asyncio.wait({watch}, timeout=1)  # the code before: its one cancellation, if not lost
+        assert await _returns(lambda: task_stop.stop_task(watch))  # noqa: B023 - awaited here
+        assert done, f"the watch probed on after aclose, closed {turns} loop turn(s) after it started"

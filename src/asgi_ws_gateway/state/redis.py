@@ -41,7 +41,7 @@ from redis.exceptions import ReadOnlyError, ResponseError
 
 from .._context import HANDSHAKE
 from ..log_throttle import OutageLog
-from ..redis_client import REDIS_FAILURES, AnyRedis, connect
+from ..redis_client import REDIS_FAILURES, AnyRedis, connect, stop_task
 from . import redis_scripts as scripts
 from .base import MAX_COUNT, MAX_WINDOW, Decision, Reservation, StoreUnavailable, count, span
 from .periods import Period
@@ -201,8 +201,8 @@ class RedisState:
         )
 
     async def aclose(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        if self._watch is not None:  # awaited: a cancellation lost in a probe's send left it probing on
+            await stop_task(self._watch)
         if self._pipe is not None:
             await self._pipe.aclose()
         await self._redis.aclose()
