@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -43,6 +44,9 @@ EXIT_START_FAILED = 7
 """``run`` could not start serving: the socket could not be bound, or start-up failed."""
 EXIT_FORCED = 8
 """``run`` was forced to stop (a second SIGINT, Ctrl+C) before its drain finished: connections were cut."""
+WORKER_START_GRACE = 60.0
+"""Seconds a ``--workers`` worker may take to answer its first health check (its interpreter's start);
+uvicorn's ``timeout_worker_healthcheck`` applies from its first answer on."""
 SHUTDOWN_MARGIN = 5.0
 """Seconds :func:`graceful_shutdown_timeout` adds to what the connections' closes may take."""
 
@@ -115,7 +119,49 @@ def _cancellation_unlogged(record: logging.LogRecord) -> bool:
 class _Worker(multiprocess.Process):
     """One of uvicorn's worker processes, serving with :class:`GracefulServer`: it ignores SIGHUP (sent
     to the whole process group, it ended every worker at once: 1006 for every client, leases held,
-    telemetry unflushed) and exits :data:`EXIT_FORCED` when forced to quit (it exited 0)."""
+    telemetry unflushed) and exits :data:`EXIT_FORCED` when forced to quit (it exited 0).
+
+    A worker answers the supervisor's health checks once its interpreter has imported the gateway; until
+    then, for :data:`WORKER_START_GRACE` seconds, it is alive while its process is. uvicorn's 5 s
+    (``timeout_worker_healthcheck``) was less than a start takes on a loaded machine: each worker was
+    killed as hung, again and again ("Child process [n] died"), and never served; a SIGHUP's restart gave
+    up on its replacement and kept the old worker, its clients never told 1012.
+    """
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._started_at = 0.0
+        self._first_ping_sent = False
+        self._answered = False  # it answered a health check: from then on, uvicorn's checks apply
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        super().start()
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        if self._starting():
+            return bool(self.process.is_alive())
+        return super().is_alive(timeout)
+
+    def wait_until_ready(self, timeout: float, should_exit: threading.Event | None = None) -> bool:
+        return super().wait_until_ready(max(timeout, WORKER_START_GRACE), should_exit)
+
+    def _starting(self) -> bool:
+        """Whether the worker has not answered yet, within :data:`WORKER_START_GRACE` of its start. One
+        ping waits for its answer meanwhile (not one a look: each would be answered, late, in turn)."""
+        if self._answered or time.monotonic() - self._started_at > WORKER_START_GRACE:
+            return False
+        try:
+            if not self._first_ping_sent:
+                self.parent_conn.send(b"ping")
+                self._first_ping_sent = True
+            if not self.parent_conn.poll(0):
+                return True
+            self.parent_conn.recv()
+        except (OSError, EOFError):
+            return False  # its pipe is gone: uvicorn's check says what became of it
+        self._answered = True
+        return False
 
     @property
     def server(self) -> uvicorn.Server:

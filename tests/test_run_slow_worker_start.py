@@ -1,0 +1,71 @@
+"""``run --workers 2`` whose workers take longer to start than uvicorn's 5 s health check.
+
+A spawned worker answers the supervisor's health checks only once its interpreter has imported the
+gateway; on a loaded machine that took more than 5 s. uvicorn's supervisor then killed each worker
+as hung, again and again ("Child process [n] died"), and a SIGHUP's restart gave up on its
+replacement ("was not ready in time") and kept the old workers: their clients were never told 1012.
+Here every worker's interpreter sleeps 7 s before it can answer (a ``sitecustomize`` on the path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.clients import connect
+from support.configs import build_config, write_config
+from support.processes import SRC, ServerProcess, ready_server
+from support.upstream import UpstreamServer
+
+_SLOW_START = """
+import sys
+import time
+
+if "--multiprocessing-fork" in sys.argv:  # a worker spawned by uvicorn's supervisor, not the supervisor
+    time.sleep(7)
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+def _wait_for_line(server: ServerProcess, text: str, times: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while server.output().count(text) < times:
+        assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
+
+
+async def test_workers_slower_to_start_than_the_health_check_serve_and_restart(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_SLOW_START)
+    path = write_config(tmp_path, build_config(upstream_server, api={"passthrough": False}))
+    python_path = os.pathsep.join([str(tmp_path / "site"), str(SRC), os.environ.get("PYTHONPATH", "")])
+    command = ["-m", "asgi_ws_gateway", "run", str(path), "--log-level", "info", "--workers", "2"]
+    with ready_server(lambda port: [*command, "--port", str(port)], env={"PYTHONPATH": python_path}) as server:
+        _wait_for_line(server, "Application startup complete.", times=2)
+        clients = [await connect(f"ws://127.0.0.1:{server.port}/ws/echo") for _ in range(4)]
+        for ws in clients:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+        server.process.send_signal(signal.SIGHUP)  # each worker replaced, the new one ready first
+        await asyncio.wait([asyncio.ensure_future(ws.wait_closed()) for ws in clients], timeout=60)
+        assert [ws.close_code for ws in clients] == [1012] * 4, server.output()
+        async with await connect(f"ws://127.0.0.1:{server.port}/ws/echo") as fresh:
+            await fresh.send("after")
+            assert await fresh.recv() == "after"
+        output = server.output()
+        assert "died" not in output and "not ready in time" not in output, output
+        assert server.stop(signal.SIGTERM) == 0, server.output()
