@@ -298,3 +298,43 @@ async def test_closing_to_shut_down_stops_renewing_held_leases() -> None:
     await _no_other_task()
     store.now += 0.3
     assert store.leases("k") == 0
+
+
+class CancellationDroppingStore(ScriptedStore):
+    """Renews for ever; the first renewal takes no cancellation (returns as if done), as a store call through
+    Python 3.11's ``asyncio.wait_for`` may when the cancellation comes as the call completes."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.renewers: list[asyncio.Task[object] | None] = []
+        self.dropping = asyncio.Event()  # the first renewal is waiting for the cancellation it drops
+        self.rounds = asyncio.Event()  # a few rounds of renewals were made
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
+        self.renewers.append(asyncio.current_task())
+        if len(self.renewers) == 8:
+            self.rounds.set()
+        if len(self.renewers) == 1:
+            self.dropping.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        return 0
+
+
+async def test_a_renewer_whose_cancellation_was_lost_stops_once_another_replaced_it() -> None:
+    store = CancellationDroppingStore()
+    keeper = LeaseKeeper(store, 0.03)  # type: ignore[arg-type]
+    await keeper.acquire("k", "lease-1", 5)
+    async with asyncio.timeout(5):
+        await store.dropping.wait()
+    await keeper.release("lease-1")  # the last lease: its renewer is cancelled (and drops it)
+    await keeper.acquire("k", "lease-2", 5)  # a new renewer starts
+    first, second = store.renewers[0], keeper._task
+    async with asyncio.timeout(5):
+        await store.rounds.wait()  # renewals every 10 ms
+    await keeper.aclose(keep_held=False)
+    assert first is not None and first.done()
+    after = store.renewers[store.renewers.index(second) :]
+    assert set(after) == {second}, f"{after.count(first)} renewals by the replaced renewer"

@@ -257,7 +257,10 @@ class LeaseKeeper:
 
     async def _renew_forever(self) -> None:
         failing = False
-        while self._held:
+        # Not once another renewer replaced this one: its cancellation by release() may have been lost (on
+        # Python 3.11 a store call's asyncio.wait_for drops one arriving as the call completes), and a
+        # lease acquired meanwhile started another: each held lease was renewed twice as often, for ever.
+        while self._held and self._task is asyncio.current_task():
             await asyncio.sleep(self.retry if failing else self.ttl / 3)
             batch = list(self._held.items())
             try:
