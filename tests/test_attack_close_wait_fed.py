@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 import threading
 import time
@@ -29,7 +28,8 @@ import pytest_asyncio
 from asgi_ws_gateway.passthrough.splice import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
-from support.rawhttp import accept_upstream, flood_bound, handshake, ws_frame
+from support.rawhttp import accept_upstream, flood_bound, ws_frame
+from support.unread import windowed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -147,24 +147,10 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams
     assert "Traceback" not in output and "ERROR" not in output, output[-4000:]
 
 
-def _open(port: int, path: str, window: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    if window is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # before connect: the window it offers
-    sock.settimeout(15)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(handshake(path))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def _close_then_read(port: int, path: str, up_to: int) -> int:
     """Open ``path``, send a close frame, then read on at a steady pace (``PACE``), to the end or ``up_to``
     bytes: the bytes read after the close."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path)
     total = 0
     try:
         sock.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
@@ -183,7 +169,7 @@ def _close_then_trickle(port: int, path: str, gone: list[threading.Event]) -> in
     gateway dropped the upstream's connection (its event, the newest of ``gone`` once the 101 came: what
     the client's kernel still holds is read after the gateway's reset too), the client's connection ends,
     or ``TRICKLES`` reads: the reads."""
-    sock = _open(port, path, WINDOW)
+    sock = windowed_client(port, path, WINDOW)
     upstream_gone = gone[-1]  # (the upstream accepted before its 101)
     reads = 0
     try:
@@ -217,7 +203,7 @@ async def test_a_client_trickling_past_its_close_is_cut_off(gateway: int, upstre
 def _send_on(port: int, path: str, up_to: int) -> int:
     """Open ``path`` (its upstream closes at once) and send messages steadily without answering, to ``up_to``
     bytes or the end: the bytes sent."""
-    sock = _open(port, path)
+    sock = windowed_client(port, path)
     sent = 0
     message = ws_frame(0x2, b"c" * CHUNK)
     try:

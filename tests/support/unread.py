@@ -27,11 +27,13 @@ def small_socket(port: int) -> socket.socket:
     return sock
 
 
-def windowed_client(port: int, path: str, window: int) -> socket.socket:
+def windowed_client(port: int, path: str, window: int | None = None) -> socket.socket:
     """A blocking client of ``path`` whose receive buffer (the window it offers) is ``window`` bytes,
-    its 101 read and nothing after it: what follows is read (or not) by the test."""
+    its 101 read and nothing after it: what follows is read (or not) by the test. ``window`` None: the
+    kernel's own."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # before connect: the window it offers
+    if window is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # before connect: the window it offers
     sock.settimeout(15)
     sock.connect(("127.0.0.1", port))
     sock.sendall(handshake(path))
