@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind
 
 from asgi_ws_gateway.telemetry.lean_tracer import LeanTracer
+from asgi_ws_gateway.telemetry.otlp_wire import owned_starter
 
 NO_NATIVE_ENCODER = (
     "the C span encoder (telemetry/_span_wire.c) is not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE "
@@ -49,7 +50,8 @@ def start_as_gateway(
     tracer: trace.Tracer, name: str, context: Context | None, kind: SpanKind, attributes: dict[str, Any],
     links: Sequence[Link] = (),
 ) -> trace.Span:  # fmt: skip
-    """A span started as the gateway starts its own: ``start_owned`` on a lean tracer, ``start_span`` on another."""
+    """A span started as the gateway starts its own: ``start_owned`` on a lean tracer (in C when the extension is
+    loaded, as :class:`Telemetry` starts them), ``start_span`` on another."""
     if isinstance(tracer, LeanTracer):
-        return tracer.start_owned(name, context, kind, attributes, links)
+        return owned_starter(tracer)(name, context, kind, attributes, links)
     return tracer.start_span(name, context, kind, attributes, links)

@@ -25,7 +25,7 @@
 #include <string.h>
 
 /* Bumped when encode_span's contract changes: otlp_wire ignores a module built from other sources. */
-#define SPAN_WIRE_FORMAT 2
+#define SPAN_WIRE_FORMAT 3
 
 /* What a step returns: done, an exception set (propagated), or "not this span" (no exception). */
 #define DONE 0
@@ -386,6 +386,36 @@ static const char *const NAMES[NAME_COUNT] = {
 /* SpanKind's members, by their value (INTERNAL 0 to CONSUMER 4). */
 #define KIND_COUNT 5
 
+/* A LeanSpan's 15 slots, all written when a span starts (start_owned), by name. */
+enum {
+    S_ATTRIBUTES, S_CONTEXT, S_DROPPED, S_END_TIME, S_EVENTS, S_SCOPE, S_KIND, S_LINKS, S_NAME, S_PARENT,
+    S_PLAIN, S_RESOURCE, S_START_TIME, S_STATUS, S_TRACER,
+    SLOT_COUNT,
+};
+
+/* The other names the span lifecycle reads (tracers', links', the batch queue's), interned once. */
+enum {
+    L_OWNED_ROOM = SLOT_COUNT, L_SCOPE, L_RESOURCE, L_ID_GENERATOR, L_MAX_LINKS, L_SAMPLED_END, L_SAMPLED_ENDS,
+    L_ENDS, L_START_OWNED, L_GETRANDBITS, L_GENERATE_SPAN_ID, L_GENERATE_TRACE_ID, L_QUEUE, L_SHUTDOWN, L_PID,
+    L_WORKER_AWAKEN, L_IS_SET, L_WAKE, L_APPENDLEFT, L_MAX_QUEUE_SIZE, L_MAX_EXPORT_BATCH_SIZE,
+    LNAME_COUNT,
+};
+
+static const char *const LNAMES[LNAME_COUNT] = {
+    "_attributes", "_context", "_dropped", "_end_time", "_events", "_instrumentation_scope", "_kind", "_links",
+    "_name", "_parent", "_plain", "_resource", "_start_time", "_status", "_tracer",
+    "owned_room", "scope", "resource", "id_generator", "max_links", "sampled_end", "sampled_ends", "ends",
+    "start_owned", "getrandbits", "generate_span_id", "generate_trace_id", "_queue", "_shutdown", "_pid",
+    "_worker_awaken", "is_set", "set", "appendleft", "_max_queue_size", "_max_export_batch_size",
+};
+
+/* What bind_lifecycle() is given: the types and shared values a started span is made of. */
+enum {
+    B_SPAN_CONTEXT, B_NON_RECORDING, B_LINK, B_NO_ATTRIBUTES, B_DEFAULT_STATUS, B_DEFAULT_TRACE_STATE,
+    B_ROOT_FLAGS, B_CHILD_FLAGS, B_CONTEXT, B_VARIABLE, B_SPAN_KEY, B_RANDOM, B_END_OWN,
+    BOUND_COUNT,
+};
+
 typedef struct {
     PyObject *names[NAME_COUNT];
     /* Set by bind(): the span type whose fields are __slots__ (a strong reference; NULL: none bound),
@@ -393,6 +423,13 @@ typedef struct {
     PyTypeObject *span_type;
     Py_ssize_t offsets[SPAN_FIELDS];
     PyObject *kinds[KIND_COUNT];
+    /* The span lifecycle (start_owned, end_own, the batch queue): set by bind_lifecycle(), after bind()
+     * found every slot (lifecycle 0: not bound, and its functions refuse). */
+    PyObject *lnames[LNAME_COUNT];
+    Py_ssize_t slots[SLOT_COUNT];
+    PyObject *bound[BOUND_COUNT];
+    PyObject *bits64, *bits128, *zero;
+    int lifecycle;
 } State;
 
 /* A new reference to object.<NAMES[which]>, NULL with an exception set. */
@@ -828,7 +865,9 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         bound = offsets[i] > 0;
     }
-    /* Replaced whole (or dropped: a type without those slots is read by attribute, as before). */
+    /* Replaced whole (or dropped: a type without those slots is read by attribute, as before); the
+     * lifecycle is bound again for the new type. */
+    state->lifecycle = 0;
     Py_CLEAR(state->span_type);
     for (int i = 0; i < KIND_COUNT; i++) {
         Py_XSETREF(state->kinds[i], Py_NewRef(PyTuple_GET_ITEM(args[1], i)));
@@ -838,6 +877,870 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     memcpy(state->offsets, offsets, sizeof(offsets));
     state->span_type = (PyTypeObject *)Py_NewRef(args[0]);
+    Py_RETURN_TRUE;
+}
+
+/* -- the span lifecycle: start_owned, end_own, the batch queue ----------------------------------- *
+ *
+ * C versions of the usual paths of LeanTracer.start_owned, lean_spans.end_own and
+ * lean_provider._queue_into's queue, which stay the reference and the fallback: whenever the Python
+ * path would leave its own fast path (another sampler, a start processor, limits, a non-lean parent,
+ * links other than the one usual link, an ended span, a full queue, ...) or reads something unexpected,
+ * the Python function is called instead, before anything was changed or drawn. Ids come from
+ * random.getrandbits (looked up per call, as Python does: seeding and patching act the same), the
+ * time from the clock time.time_ns reads. A tracer's fields are read from its __dict__ at each call: a
+ * processor added later changes owned_room and sampled_end for the next span. */
+
+/* A new reference to object.name, from `dict` (the object's __dict__, or NULL) first. */
+static PyObject *
+attr_of(PyObject *dict, PyObject *object, PyObject *name)
+{
+    if (dict != NULL) {
+        PyObject *value = PyDict_GetItemWithError(dict, name);  /* borrowed */
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_GetAttr(object, name);
+}
+
+/* A new reference to an instance's __dict__ (NULL, no exception: it has none). */
+static PyObject *
+dict_of(PyObject *object)
+{
+    PyObject *dict = PyObject_GenericGetDict(object, NULL);
+    if (dict == NULL || !PyDict_Check(dict)) {
+        PyErr_Clear();
+        Py_XDECREF(dict);
+        return NULL;
+    }
+    return dict;
+}
+
+/* time.time_ns(): the same clock, without the call. */
+static PyObject *
+now_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t now;
+    if (PyTime_Time(&now) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong((long long)now);
+#else
+    return PyLong_FromLongLong((long long)_PyTime_GetSystemClock());
+#endif
+}
+
+/* A slot of a span of the bound type: borrowed, NULL when empty (no exception). */
+static inline PyObject *
+slot_get(State *state, PyObject *span, int which)
+{
+    return *(PyObject **)((char *)span + state->slots[which]);
+}
+
+/* Sets an empty slot of a new span (steals `value`). */
+static inline void
+slot_init(State *state, PyObject *span, int which, PyObject *value)
+{
+    PyObject **slot = (PyObject **)((char *)span + state->slots[which]);
+    Py_XSETREF(*slot, value);
+}
+
+/* random.getrandbits(bits) or id_generator.<generate>(): a new reference. */
+static PyObject *
+random_id(State *state, PyObject *tracer_dict, PyObject *tracer, PyObject *bits, int generate)
+{
+    PyObject *draw = PyDict_GetItemWithError(PyModule_GetDict(state->bound[B_RANDOM]), state->lnames[L_GETRANDBITS]);
+    if (draw == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_AttributeError, "module 'random' has no attribute 'getrandbits'");
+        }
+        return NULL;
+    }
+    Py_INCREF(draw);
+    PyObject *id = PyObject_CallOneArg(draw, bits);
+    Py_DECREF(draw);
+    if (id == NULL) {
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(id);
+    if (truth != 0) {
+        if (truth < 0) {
+            Py_CLEAR(id);
+        }
+        return id;
+    }
+    Py_DECREF(id);  /* 0, an invalid id: the generator draws again, as in Python */
+    PyObject *generator = attr_of(tracer_dict, tracer, state->lnames[L_ID_GENERATOR]);
+    if (generator == NULL) {
+        return NULL;
+    }
+    id = PyObject_CallMethodNoArgs(generator, state->lnames[generate]);
+    Py_DECREF(generator);
+    return id;
+}
+
+/* tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True)): borrowed arguments. */
+static PyObject *
+new_span_context(State *state, PyObject *trace_id, PyObject *span_id, PyObject *flags, PyObject *trace_state)
+{
+    PyTypeObject *type = (PyTypeObject *)state->bound[B_SPAN_CONTEXT];
+    PyObject *context = type->tp_alloc(type, 6);  /* what tuple's __new__ does for a subclass */
+    if (context == NULL) {
+        return NULL;
+    }
+    PyObject *items[6] = {trace_id, span_id, Py_False, flags, trace_state, Py_True};
+    for (int i = 0; i < 6; i++) {
+        PyTuple_SET_ITEM(context, i, Py_NewRef(items[i]));
+    }
+    return context;
+}
+
+/* What the usual path of start_owned needs of `links` (a tuple or list): 0 links, 1 (the usual link:
+ * a Link without attributes, valid, and the tracer keeps links), or -1 (Python's path, which checks
+ * and copies them); -2 with an exception set. The usual link is given in *link (borrowed). */
+static int
+usual_links(State *state, PyObject *tracer_dict, PyObject *tracer, PyObject *links, PyObject **link)
+{
+    Py_ssize_t count;
+    if (PyTuple_CheckExact(links)) {
+        count = PyTuple_GET_SIZE(links);
+    }
+    else if (PyList_CheckExact(links)) {
+        count = PyList_GET_SIZE(links);
+    }
+    else {
+        return -1;
+    }
+    if (count == 0) {
+        return 0;
+    }
+    if (count != 1) {
+        return -1;
+    }
+    *link = PyTuple_CheckExact(links) ? PyTuple_GET_ITEM(links, 0) : PyList_GET_ITEM(links, 0);
+    if (Py_TYPE(*link) != (PyTypeObject *)state->bound[B_LINK]) {
+        return -1;
+    }
+    int usual = -1;
+    PyObject *attributes = NULL, *context = NULL, *max_links = NULL;
+    if ((attributes = PyObject_GetAttr(*link, state->lnames[S_ATTRIBUTES])) == NULL
+        || (context = PyObject_GetAttr(*link, state->lnames[S_CONTEXT])) == NULL
+        || (max_links = attr_of(tracer_dict, tracer, state->lnames[L_MAX_LINKS])) == NULL) {
+        PyErr_Clear();  /* Python's path meets it again */
+        goto done;
+    }
+    if (attributes != Py_None || !PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 6) {
+        goto done;
+    }
+    int valid = PyObject_IsTrue(PyTuple_GET_ITEM(context, 5));
+    int keeps = max_links == Py_None ? 1 : PyObject_RichCompareBool(max_links, state->zero, Py_NE);
+    if (valid < 0 || keeps < 0) {
+        PyErr_Clear();
+        goto done;
+    }
+    usual = valid && keeps ? 1 : -1;
+done:
+    Py_XDECREF(attributes);
+    Py_XDECREF(context);
+    Py_XDECREF(max_links);
+    return usual;
+}
+
+/* The parent of a span started in `context` (None: the current one): 0 none (*parent NULL), 1 a lean
+ * span's context (*parent: a new reference to a 6-tuple), -1 Python's path (another span, another
+ * runtime context, anything unexpected); -2 with an exception set. */
+static int
+parent_of(State *state, PyObject *context, PyObject **parent)
+{
+    *parent = NULL;
+    PyObject *values;
+    if (context == Py_None) {
+        if (state->bound[B_VARIABLE] == Py_None) {
+            return -1;  /* another runtime context than the API's own: current.get_current's */
+        }
+        if (PyContextVar_Get(state->bound[B_VARIABLE], NULL, &values) < 0) {
+            return -2;
+        }
+        if (values == NULL) {
+            return -1;  /* no value and no default: Python raises it */
+        }
+    }
+    else {
+        values = Py_NewRef(context);
+    }
+    int found = -1;
+    if (Py_TYPE(values) != (PyTypeObject *)state->bound[B_CONTEXT] && !PyDict_CheckExact(values)) {
+        goto done;  /* a Context is a dict whose get() is dict's: anything else, Python's path */
+    }
+    PyObject *current = PyDict_GetItemWithError(values, state->bound[B_SPAN_KEY]);  /* borrowed */
+    if (current == NULL && PyErr_Occurred()) {
+        found = -2;
+        goto done;
+    }
+    if (current == NULL || current == Py_None) {
+        found = 0;
+        goto done;
+    }
+    if (Py_TYPE(current) != state->span_type) {
+        goto done;  /* another tracer's span: its checks */
+    }
+    PyObject *span_context = slot_get(state, current, S_CONTEXT);
+    if (span_context == NULL || !PyTuple_Check(span_context) || PyTuple_GET_SIZE(span_context) != 6) {
+        goto done;
+    }
+    *parent = Py_NewRef(span_context);
+    found = 1;
+done:
+    Py_DECREF(values);
+    return found;
+}
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *module;
+    PyObject *tracer;
+} Starter;
+
+/* The tracer's own start_owned (Python), with the same arguments. */
+static PyObject *
+start_in_python(Starter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    State *state = PyModule_GetState(self->module);
+    PyObject *method = PyObject_GetAttr(self->tracer, state->lnames[L_START_OWNED]);
+    if (method == NULL) {
+        return NULL;
+    }
+    PyObject *span = PyObject_Vectorcall(method, args, PyVectorcall_NARGS(nargsf), kwnames);
+    Py_DECREF(method);
+    return span;
+}
+
+/* starter(tracer)(name, context, kind, attributes, links): LeanTracer.start_owned. */
+static PyObject *
+start_owned(Starter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    State *state = PyModule_GetState(self->module);
+    if (state == NULL || !state->lifecycle || PyVectorcall_NARGS(nargsf) != 5 || kwnames != NULL
+        || !PyDict_CheckExact(args[3])) {
+        return start_in_python(self, args, nargsf, kwnames);
+    }
+    PyObject *tracer = self->tracer, *name = args[0], *kind = args[2], *attributes = args[3], *links = args[4];
+    PyObject *dict = dict_of(tracer), *room = NULL, *parent = NULL, *link = NULL, *span = NULL;
+    PyObject *trace_id = NULL, *span_id = NULL, *span_context = NULL, *scope = NULL, *resource = NULL;
+    PyObject *start = NULL;
+    int python = 1;  /* Python's path: decided before anything is drawn or changed */
+    if (dict == NULL) {
+        goto done;
+    }
+    if ((room = attr_of(dict, tracer, state->lnames[L_OWNED_ROOM])) == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    Py_ssize_t most = PyLong_CheckExact(room) ? PyLong_AsSsize_t(room) : -1;
+    if (most == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
+    }
+    if (PyDict_GET_SIZE(attributes) > most) {  /* another sampler, a start processor, a limit that cuts */
+        goto done;
+    }
+    int found = parent_of(state, args[1], &parent);
+    if (found == -2) {
+        python = 0;
+        goto done;
+    }
+    if (found < 0) {
+        goto done;
+    }
+    PyObject *flags = state->bound[B_ROOT_FLAGS], *trace_state = state->bound[B_DEFAULT_TRACE_STATE];
+    int sampled = 1;
+    if (parent != NULL) {
+        int valid = PyObject_IsTrue(PyTuple_GET_ITEM(parent, 5));
+        if (valid < 0) {
+            PyErr_Clear();
+            goto done;
+        }
+        if (!valid) {
+            Py_CLEAR(parent);  /* an invalid parent: a root, as in Python */
+        }
+    }
+    if (parent != NULL) {
+        PyObject *parent_flags = PyTuple_GET_ITEM(parent, 3);
+        long bits = PyLong_Check(parent_flags) ? PyLong_AsLong(parent_flags) : -1;
+        if (!PyLong_Check(parent_flags) || (bits == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            goto done;
+        }
+        flags = PyTuple_GET_ITEM(state->bound[B_CHILD_FLAGS], bits & 0xFF);
+        long child = PyLong_AsLong(flags);
+        if (child == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto done;
+        }
+        sampled = (int)(child & 1);
+        trace_state = PyTuple_GET_ITEM(parent, 4);
+    }
+    if (sampled) {
+        int count = usual_links(state, dict, tracer, links, &link);
+        if (count < 0) {
+            goto done;
+        }
+        if (count == 0) {
+            link = NULL;
+        }
+    }
+    python = 0;  /* from here on, this path: its errors are raised */
+    if (parent != NULL) {
+        trace_id = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
+    }
+    else if ((trace_id = random_id(state, dict, tracer, state->bits128, L_GENERATE_TRACE_ID)) == NULL) {
+        goto done;
+    }
+    if ((span_id = random_id(state, dict, tracer, state->bits64, L_GENERATE_SPAN_ID)) == NULL) {
+        goto done;
+    }
+    if ((span_context = new_span_context(state, trace_id, span_id, flags, trace_state)) == NULL) {
+        goto done;
+    }
+    if (!sampled) {
+        span = PyObject_CallOneArg(state->bound[B_NON_RECORDING], span_context);
+        goto done;
+    }
+    if ((scope = attr_of(dict, tracer, state->lnames[L_SCOPE])) == NULL
+        || (resource = attr_of(dict, tracer, state->lnames[L_RESOURCE])) == NULL
+        || (start = now_ns()) == NULL) {
+        goto done;
+    }
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL) {
+        goto done;
+    }
+    span = PyBaseObject_Type.tp_new(state->span_type, no_args, NULL);  /* object.__new__(LeanSpan) */
+    Py_DECREF(no_args);
+    if (span == NULL) {
+        goto done;
+    }
+    PyObject *span_links = link != NULL ? PyTuple_Pack(1, link) : PyTuple_New(0);
+    if (span_links == NULL) {
+        Py_CLEAR(span);
+        goto done;
+    }
+    if (link != NULL && PyObject_SetAttr(link, state->lnames[S_ATTRIBUTES], state->bound[B_NO_ATTRIBUTES]) < 0) {
+        Py_DECREF(span_links);
+        Py_CLEAR(span);
+        goto done;
+    }
+    /* LeanSpan._init's fields, for an owned dict (each slot of a new span is empty). */
+    slot_init(state, span, S_NAME, Py_NewRef(name));
+    slot_init(state, span, S_CONTEXT, Py_NewRef(span_context));
+    slot_init(state, span, S_KIND, Py_NewRef(kind));
+    slot_init(state, span, S_SCOPE, Py_NewRef(scope));
+    slot_init(state, span, S_PARENT, Py_NewRef(parent != NULL ? parent : Py_None));
+    slot_init(state, span, S_RESOURCE, Py_NewRef(resource));
+    slot_init(state, span, S_START_TIME, Py_NewRef(start));
+    slot_init(state, span, S_TRACER, Py_NewRef(tracer));
+    slot_init(state, span, S_END_TIME, Py_NewRef(Py_None));
+    slot_init(state, span, S_STATUS, Py_NewRef(state->bound[B_DEFAULT_STATUS]));
+    slot_init(state, span, S_DROPPED, Py_NewRef(state->zero));
+    slot_init(state, span, S_EVENTS, PyTuple_New(0));  /* the empty tuple: a shared object, no failure */
+    slot_init(state, span, S_LINKS, span_links);
+    slot_init(state, span, S_PLAIN, Py_NewRef(Py_True));
+    slot_init(state, span, S_ATTRIBUTES, Py_NewRef(attributes));
+done:
+    Py_XDECREF(dict);
+    Py_XDECREF(room);
+    Py_XDECREF(parent);
+    Py_XDECREF(trace_id);
+    Py_XDECREF(span_id);
+    Py_XDECREF(span_context);
+    Py_XDECREF(scope);
+    Py_XDECREF(resource);
+    Py_XDECREF(start);
+    if (python) {
+        return start_in_python(self, args, nargsf, kwnames);
+    }
+    return span;
+}
+
+static int
+starter_traverse(Starter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->module);
+    Py_VISIT(self->tracer);
+    return 0;
+}
+
+static int
+starter_clear(Starter *self)
+{
+    Py_CLEAR(self->module);
+    Py_CLEAR(self->tracer);
+    return 0;
+}
+
+static void
+starter_dealloc(Starter *self)
+{
+    PyObject_GC_UnTrack(self);
+    starter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject StarterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asgi_ws_gateway.telemetry._span_wire.Starter",
+    .tp_doc = "A lean tracer's start_owned, its usual case in C.",
+    .tp_basicsize = sizeof(Starter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Starter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)starter_traverse,
+    .tp_clear = (inquiry)starter_clear,
+    .tp_dealloc = (destructor)starter_dealloc,
+};
+
+/* The module's state, with the lifecycle bound; NULL with an exception set otherwise. */
+static State *
+lifecycle_state(PyObject *module)
+{
+    State *state = PyModule_GetState(module);
+    if (state != NULL && !state->lifecycle) {
+        PyErr_SetString(PyExc_RuntimeError, "_span_wire: bind_lifecycle() was not called");
+        return NULL;
+    }
+    return state;
+}
+
+/* starter(tracer, /) -> Starter */
+static PyObject *
+starter(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "starter() takes 1 positional argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (lifecycle_state(module) == NULL) {
+        return NULL;
+    }
+    Starter *self = PyObject_GC_New(Starter, &StarterType);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)start_owned;
+    self->module = Py_NewRef(module);
+    self->tracer = Py_NewRef(args[0]);
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+/* -- the batch queue ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *module;
+    PyObject *batch;
+    PyObject *emit;
+    PyObject *process;
+    Py_ssize_t most;  /* the batch's _max_queue_size and _max_export_batch_size, set once in its __init__ */
+    Py_ssize_t full;
+} Queue;
+
+static PyTypeObject QueueType;
+
+/* _queue_into's queue(span): into the batch's queue when it has room (the worker woken at a full
+ * batch), else emit(span) (shut down, a forked child not yet reset, a full queue). New reference. */
+static PyObject *
+queue_span(Queue *self, PyObject *span)
+{
+    State *state = PyModule_GetState(self->module);
+    if (state == NULL) {
+        return NULL;
+    }
+    PyObject *dict = dict_of(self->batch), *spans = NULL, *shutdown = NULL, *pid = NULL, *process = NULL;
+    PyObject *awaken = NULL, *out = NULL;
+    int emit = 1;
+    if ((spans = attr_of(dict, self->batch, state->lnames[L_QUEUE])) == NULL
+        || (shutdown = attr_of(dict, self->batch, state->lnames[L_SHUTDOWN])) == NULL) {
+        goto done;
+    }
+    int truth = PyObject_IsTrue(shutdown);
+    if (truth < 0) {
+        goto done;
+    }
+    if (!truth) {
+        if ((pid = attr_of(dict, self->batch, state->lnames[L_PID])) == NULL
+            || (process = PySequence_GetItem(self->process, 0)) == NULL) {
+            goto done;
+        }
+        int other = PyObject_RichCompareBool(pid, process, Py_NE);
+        if (other < 0) {
+            goto done;
+        }
+        if (!other) {
+            Py_ssize_t length = PyObject_Size(spans);
+            if (length < 0) {
+                goto done;
+            }
+            emit = length >= self->most;
+        }
+    }
+    if (emit) {
+        out = PyObject_CallOneArg(self->emit, span);
+        goto done;
+    }
+    PyObject *stack[2] = {spans, span};
+    PyObject *added = PyObject_VectorcallMethod(state->lnames[L_APPENDLEFT], stack,
+                                                2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (added == NULL) {
+        goto done;
+    }
+    Py_DECREF(added);
+    Py_ssize_t length = PyObject_Size(spans);
+    if (length < 0) {
+        goto done;
+    }
+    if (length >= self->full) {  /* a full batch: the worker exports it now */
+        if ((awaken = attr_of(dict, self->batch, state->lnames[L_WORKER_AWAKEN])) == NULL) {
+            goto done;
+        }
+        PyObject *is_set = PyObject_CallMethodNoArgs(awaken, state->lnames[L_IS_SET]);
+        if (is_set == NULL) {
+            goto done;
+        }
+        truth = PyObject_IsTrue(is_set);
+        Py_DECREF(is_set);
+        if (truth < 0) {
+            goto done;
+        }
+        if (!truth) {
+            PyObject *woken = PyObject_CallMethodNoArgs(awaken, state->lnames[L_WAKE]);
+            if (woken == NULL) {
+                goto done;
+            }
+            Py_DECREF(woken);
+        }
+    }
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(dict);
+    Py_XDECREF(spans);
+    Py_XDECREF(shutdown);
+    Py_XDECREF(pid);
+    Py_XDECREF(process);
+    Py_XDECREF(awaken);
+    if (out != NULL && emit) {
+        Py_SETREF(out, Py_NewRef(Py_None));  /* queue() returns None, whatever emit returned */
+    }
+    return out;
+}
+
+static PyObject *
+queue_call(Queue *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "queue() takes 1 positional argument");
+        return NULL;
+    }
+    return queue_span(self, args[0]);
+}
+
+static int
+queue_traverse(Queue *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->module);
+    Py_VISIT(self->batch);
+    Py_VISIT(self->emit);
+    Py_VISIT(self->process);
+    return 0;
+}
+
+static int
+queue_clear(Queue *self)
+{
+    Py_CLEAR(self->module);
+    Py_CLEAR(self->batch);
+    Py_CLEAR(self->emit);
+    Py_CLEAR(self->process);
+    return 0;
+}
+
+static void
+queue_dealloc(Queue *self)
+{
+    PyObject_GC_UnTrack(self);
+    queue_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject QueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asgi_ws_gateway.telemetry._span_wire.Queue",
+    .tp_doc = "A batch span processor's queue: lean_provider._queue_into's queue, in C.",
+    .tp_basicsize = sizeof(Queue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Queue, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)queue_traverse,
+    .tp_clear = (inquiry)queue_clear,
+    .tp_dealloc = (destructor)queue_dealloc,
+};
+
+/* An exact int attribute read once, as a Py_ssize_t; -1 with an exception set. */
+static Py_ssize_t
+size_attr(PyObject *object, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) {
+        return -1;
+    }
+    Py_ssize_t size = -1;
+    if (!PyLong_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "queue_into() needs int queue sizes");
+    }
+    else {
+        size = PyLong_AsSsize_t(value);
+    }
+    Py_DECREF(value);
+    return size;
+}
+
+/* queue_into(batch, emit, process, /) -> Queue */
+static PyObject *
+queue_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "queue_into() takes 3 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    State *state = lifecycle_state(module);
+    if (state == NULL) {
+        return NULL;
+    }
+    Py_ssize_t most = size_attr(args[0], state->lnames[L_MAX_QUEUE_SIZE]);
+    if (most == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t full = size_attr(args[0], state->lnames[L_MAX_EXPORT_BATCH_SIZE]);
+    if (full == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Queue *self = PyObject_GC_New(Queue, &QueueType);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)queue_call;
+    self->module = Py_NewRef(module);
+    self->batch = Py_NewRef(args[0]);
+    self->emit = Py_NewRef(args[1]);
+    self->process = Py_NewRef(args[2]);
+    self->most = most;
+    self->full = full;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+/* -- end_own ------------------------------------------------------------------------------------ */
+
+/* Python's end_own(span, attributes): the reference, for every case this one leaves. */
+static PyObject *
+end_in_python(State *state, PyObject *const *args)
+{
+    return PyObject_Vectorcall(state->bound[B_END_OWN], args, 2, NULL);
+}
+
+/* Calls each of `ends` (an iterable) with the span. */
+static int
+call_each(PyObject *ends, PyObject *span)
+{
+    PyObject *iterator = PyObject_GetIter(ends);
+    if (iterator == NULL) {
+        return -1;
+    }
+    PyObject *on_end;
+    while ((on_end = PyIter_Next(iterator)) != NULL) {
+        PyObject *result = PyObject_CallOneArg(on_end, span);
+        Py_DECREF(on_end);
+        if (result == NULL) {
+            Py_DECREF(iterator);
+            return -1;
+        }
+        Py_DECREF(result);
+    }
+    Py_DECREF(iterator);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* Moves each of `attributes`' keys to the end of `current`, in order (a key was rewritten). */
+static int
+move_to_end(PyObject *current, PyObject *attributes)
+{
+    PyObject *keys = PyDict_Keys(attributes);  /* a copy: nothing below can change what is iterated */
+    if (keys == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *value = PyDict_GetItemWithError(current, key);
+        if (value == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetObject(PyExc_KeyError, key);
+            }
+            Py_DECREF(keys);
+            return -1;
+        }
+        Py_INCREF(value);
+        int failed = PyDict_DelItem(current, key) < 0 || PyDict_SetItem(current, key, value) < 0;
+        Py_DECREF(value);
+        if (failed) {
+            Py_DECREF(keys);
+            return -1;
+        }
+    }
+    Py_DECREF(keys);
+    return 0;
+}
+
+/* end_own(span, attributes, /) -> None */
+static PyObject *
+end_own(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "end_own() takes 2 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    State *state = lifecycle_state(module);
+    if (state == NULL) {
+        return NULL;
+    }
+    PyObject *span = args[0], *attributes = args[1];
+    if (Py_TYPE(span) != state->span_type || !PyDict_CheckExact(attributes)) {
+        return end_in_python(state, args);
+    }
+    PyObject *current = slot_get(state, span, S_ATTRIBUTES), *tracer = slot_get(state, span, S_TRACER);
+    PyObject *ended = slot_get(state, span, S_END_TIME), *context = slot_get(state, span, S_CONTEXT);
+    if (current == NULL || tracer == NULL || ended != Py_None || !PyDict_CheckExact(current)
+        || context == NULL || !PyTuple_Check(context) || PyTuple_GET_SIZE(context) < 4
+        || !PyLong_Check(PyTuple_GET_ITEM(context, 3))) {
+        return end_in_python(state, args);  /* ended, or not as start_owned makes spans: Python's checks */
+    }
+    long flags = PyLong_AsLong(PyTuple_GET_ITEM(context, 3));
+    if (flags == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return end_in_python(state, args);
+    }
+    int sampled = (int)(flags & 1);
+    PyObject *dict = dict_of(tracer), *room = NULL, *end = NULL, *now = NULL, *out = NULL;
+    Py_INCREF(span);  /* what it reads stays alive whatever an on_end does */
+    Py_INCREF(current);
+    Py_INCREF(tracer);
+    int python = 1;
+    if ((room = attr_of(dict, tracer, state->lnames[L_OWNED_ROOM])) == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    Py_ssize_t most = PyLong_CheckExact(room) ? PyLong_AsSsize_t(room) : -1;
+    if (most == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
+    }
+    Py_ssize_t size = PyDict_GET_SIZE(current), adding = PyDict_GET_SIZE(attributes);
+    if (size + adding > most) {  /* the SDK's rules (a limit, a processor added since): set_plain and end */
+        goto done;
+    }
+    python = 0;
+    if (adding > 0) {
+        if (PyDict_Update(current, attributes) < 0) {
+            goto done;
+        }
+        if (PyDict_GET_SIZE(current) != size + adding && move_to_end(current, attributes) < 0) {
+            goto done;  /* a key rewritten (rare): each moves to the end, in order, as in the SDK */
+        }
+    }
+    if ((now = now_ns()) == NULL) {
+        goto done;
+    }
+    PyObject **slot = (PyObject **)((char *)span + state->slots[S_END_TIME]);
+    Py_XSETREF(*slot, Py_NewRef(now));
+    if (sampled) {
+        if ((end = attr_of(dict, tracer, state->lnames[L_SAMPLED_END])) == NULL) {
+            goto done;
+        }
+        if (end != Py_None) {  /* the usual single batch processor: no loop */
+            out = Py_IS_TYPE(end, &QueueType) ? queue_span((Queue *)end, span) : PyObject_CallOneArg(end, span);
+            if (out != NULL) {
+                Py_SETREF(out, Py_NewRef(Py_None));
+            }
+            goto done;
+        }
+        Py_CLEAR(end);
+    }
+    if ((end = attr_of(dict, tracer, state->lnames[sampled ? L_SAMPLED_ENDS : L_ENDS])) == NULL
+        || call_each(end, span) < 0) {
+        goto done;
+    }
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(dict);
+    Py_XDECREF(room);
+    Py_XDECREF(end);
+    Py_XDECREF(now);
+    Py_DECREF(current);
+    Py_DECREF(tracer);
+    if (python) {
+        out = end_in_python(state, args);
+    }
+    Py_DECREF(span);
+    return out;
+}
+
+/* bind_lifecycle(span_context, non_recording_span, link, no_attributes, default_status,
+ *                default_trace_state, root_flags, child_flags, context, variable, span_key, random, end_own, /)
+ * context: OpenTelemetry's Context class (a dict whose get() is dict's). */
+static PyObject *
+bind_lifecycle(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != BOUND_COUNT) {
+        PyErr_Format(PyExc_TypeError, "bind_lifecycle() takes %d positional arguments (%zd given)", BOUND_COUNT,
+                     nargs);
+        return NULL;
+    }
+    State *state = PyModule_GetState(module);
+    if (state == NULL) {
+        return NULL;
+    }
+    if (!PyType_Check(args[B_SPAN_CONTEXT]) || !PyType_IsSubtype((PyTypeObject *)args[B_SPAN_CONTEXT], &PyTuple_Type)
+        || !PyType_Check(args[B_LINK]) || !PyTuple_CheckExact(args[B_CHILD_FLAGS])
+        || PyTuple_GET_SIZE(args[B_CHILD_FLAGS]) != 256 || !PyModule_Check(args[B_RANDOM])
+        || (args[B_VARIABLE] != Py_None && !PyContextVar_CheckExact(args[B_VARIABLE]))) {
+        PyErr_SetString(PyExc_TypeError, "bind_lifecycle(): unexpected arguments");
+        return NULL;
+    }
+    state->lifecycle = 0;
+    if (state->span_type == NULL) {
+        Py_RETURN_FALSE;  /* bind() found not the encoder's slots */
+    }
+    Py_ssize_t slots[SLOT_COUNT];
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        slots[i] = slot_offset(state->span_type, state->lnames[i]);
+        if (slots[i] < 0) {
+            return NULL;
+        }
+        if (slots[i] == 0) {
+            Py_RETURN_FALSE;
+        }
+    }
+    memcpy(state->slots, slots, sizeof(slots));
+    for (int i = 0; i < BOUND_COUNT; i++) {
+        Py_XSETREF(state->bound[i], Py_NewRef(args[i]));
+    }
+    state->lifecycle = 1;
     Py_RETURN_TRUE;
 }
 
@@ -851,6 +1754,21 @@ static PyMethodDef methods[] = {
      "encode_span(span, default_status, default_trace_state, no_attributes, /)\n--\n\n"
      "A LeanSpan as one ScopeSpans.spans field (the bytes SpanEncoder._lean_span gives), or None\n"
      "for a span it leaves to the Python encoder."},
+    {"bind_lifecycle", (PyCFunction)(void (*)(void))bind_lifecycle, METH_FASTCALL,
+     "bind_lifecycle(span_context, non_recording_span, link, no_attributes, default_status,\n"
+     "               default_trace_state, root_flags, child_flags, context, variable, span_key, random,\n"
+     "               end_own, /)\n--\n\n"
+     "After bind(): what starter(), end_own() and queue_into() make spans of (True; False: the bound\n"
+     "type has not LeanSpan's slots). variable: the runtime context's ContextVar, or None."},
+    {"starter", (PyCFunction)(void (*)(void))starter, METH_FASTCALL,
+     "starter(tracer, /)\n--\n\n"
+     "tracer.start_owned, its usual case in C (a callable of the same arguments)."},
+    {"end_own", (PyCFunction)(void (*)(void))end_own, METH_FASTCALL,
+     "end_own(span, attributes, /)\n--\n\n"
+     "lean_spans.end_own, its usual case in C."},
+    {"queue_into", (PyCFunction)(void (*)(void))queue_into, METH_FASTCALL,
+     "queue_into(batch, emit, process, /)\n--\n\n"
+     "lean_provider._queue_into(batch, emit) (process: its _PROCESS list), in C."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -866,6 +1784,18 @@ exec_module(PyObject *module)
             return -1;  /* the names made so far are released by clear_module */
         }
     }
+    for (int i = 0; i < LNAME_COUNT; i++) {
+        if ((state->lnames[i] = PyUnicode_InternFromString(LNAMES[i])) == NULL) {
+            return -1;
+        }
+    }
+    if ((state->bits64 = PyLong_FromLong(64)) == NULL || (state->bits128 = PyLong_FromLong(128)) == NULL
+        || (state->zero = PyLong_FromLong(0)) == NULL) {
+        return -1;
+    }
+    if (PyType_Ready(&StarterType) < 0 || PyType_Ready(&QueueType) < 0) {
+        return -1;
+    }
     return PyModule_AddIntConstant(module, "FORMAT", SPAN_WIRE_FORMAT);
 }
 
@@ -880,6 +1810,12 @@ traverse_module(PyObject *module, visitproc visit, void *arg)
         Py_VISIT(state->span_type);
         for (int i = 0; i < KIND_COUNT; i++) {
             Py_VISIT(state->kinds[i]);
+        }
+        for (int i = 0; i < LNAME_COUNT; i++) {
+            Py_VISIT(state->lnames[i]);
+        }
+        for (int i = 0; i < BOUND_COUNT; i++) {
+            Py_VISIT(state->bound[i]);
         }
     }
     return 0;
@@ -897,6 +1833,16 @@ clear_module(PyObject *module)
         for (int i = 0; i < KIND_COUNT; i++) {
             Py_CLEAR(state->kinds[i]);
         }
+        state->lifecycle = 0;
+        for (int i = 0; i < LNAME_COUNT; i++) {
+            Py_CLEAR(state->lnames[i]);
+        }
+        for (int i = 0; i < BOUND_COUNT; i++) {
+            Py_CLEAR(state->bound[i]);
+        }
+        Py_CLEAR(state->bits64);
+        Py_CLEAR(state->bits128);
+        Py_CLEAR(state->zero);
     }
     return 0;
 }

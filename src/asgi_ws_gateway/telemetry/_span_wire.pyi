@@ -1,10 +1,18 @@
 """The C extension ``_span_wire.c`` (optional, built at install when a compiler is there): see :mod:`.otlp_wire`."""
 
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from types import ModuleType
+from typing import Any
+
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.trace import SpanKind, Status
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, TraceFlags
 from opentelemetry.trace.span import TraceState
 
 from .lean_spans import LeanSpan
+from .lean_tracer import LeanTracer
 
 FORMAT: int
 
@@ -19,3 +27,35 @@ def encode_span(
     """``span`` as one ``ScopeSpans.spans`` field (what ``SpanEncoder._lean_span`` gives), or None for a span
     it leaves to the Python encoder (events, a trace state, dropped attributes, a link with attributes, an
     attribute value other than a ``str`` or an int64 ``int``, a string that is not valid Unicode)."""
+
+def bind_lifecycle(
+    span_context: type[SpanContext],
+    non_recording_span: type[NonRecordingSpan],
+    link: type[Link],
+    no_attributes: BoundedAttributes,
+    default_status: Status,
+    default_trace_state: TraceState,
+    root_flags: TraceFlags,
+    child_flags: tuple[TraceFlags, ...],
+    context: type[Context],
+    variable: ContextVar[Context] | None,
+    span_key: str,
+    random: ModuleType,
+    end_own: Callable[[Span, Mapping[str, Any]], None],
+    /,
+) -> bool:
+    """After :func:`bind`: what :func:`starter`, :func:`end_own` and :func:`queue_into` make and read spans with
+    (True; False: the bound type has not :class:`LeanSpan`'s 15 slots, and those refuse). ``variable``: the
+    runtime context's ``ContextVar`` (None: another runtime context, read in Python)."""
+
+def starter(tracer: LeanTracer, /) -> Callable[[str, Context | None, SpanKind, dict[str, Any], Sequence[Link]], Span]:
+    """``tracer.start_owned``: its usual case in C, the method itself for any other (read per call: a processor
+    added later counts)."""
+
+def end_own(span: Span, attributes: Mapping[str, Any], /) -> None:
+    """:func:`.lean_spans.end_own`: its usual case in C, that function for any other."""
+
+def queue_into(
+    batch: Any, emit: Callable[[ReadableSpan], None], process: list[int], /
+) -> Callable[[ReadableSpan], None]:
+    """:func:`.lean_provider._queue_into`'s queue (``process``: its ``_PROCESS``), in C."""

@@ -19,7 +19,8 @@ from .._context import CONNECTION
 from ..messages.action_keys import action_key
 from . import current
 from . import names as n
-from .lean_spans import LeanSpan, end_own
+from .lean_spans import LeanSpan
+from .otlp_wire import END_OWN as end_own
 from .values import address_text, client_path, client_text
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from .api_info import ApiInfo
 from .lean_tracer import LeanTracer
 from .metrics import Metrics
 from .names import SCOPE
+from .otlp_wire import owned_starter
 from .provider_shutdown import Providers
 from .providers import resolve_providers
 from .tracing import HandshakeTrace, StartSpan
@@ -54,9 +55,9 @@ class Telemetry:
         self.tracer: Tracer | None = providers.tracer.get_tracer(SCOPE, __version__) if providers.tracer else None
         self.start_span: StartSpan | None = None
         """How the gateway starts its own spans: a lean tracer's ``start_owned`` (its attributes are plain and
-        handed over), else ``tracer.start_span``; None when tracing is off."""
+        handed over; in C when the extension is loaded), else ``tracer.start_span``; None when tracing is off."""
         if self.tracer is not None:
-            self.start_span = self.tracer.start_owned if type(self.tracer) is LeanTracer else self.tracer.start_span
+            self.start_span = owned_starter(self.tracer) if type(self.tracer) is LeanTracer else self.tracer.start_span
         self.metrics: Metrics | None = None
         if providers.meter is not None:
             meter = providers.meter.get_meter(SCOPE, __version__)

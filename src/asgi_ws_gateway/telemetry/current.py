@@ -33,6 +33,8 @@ def _variable() -> ContextVar[Context] | None:
 
 
 _VARIABLE = _variable()
+VARIABLE = _VARIABLE
+"""The runtime context's ``ContextVar`` (None: another runtime context), read by the C span starter too."""
 
 get_current: Callable[[], Context] = _VARIABLE.get if _VARIABLE is not None else otel_context.get_current
 """``opentelemetry.context.get_current``."""

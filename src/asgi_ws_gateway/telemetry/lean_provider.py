@@ -40,6 +40,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import Attributes
 
 from .lean_tracer import LeanTracer
+from .otlp_wire import QUEUE_INTO
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -75,8 +76,15 @@ if hasattr(os, "register_at_fork"):
 def _queue_into(batch: Any, emit: Callable[[ReadableSpan], None]) -> Callable[[ReadableSpan], None]:
     """The SDK batch queue's ``emit(span)`` (``batch``: a ``BatchSpanProcessor``'s ``_batch_processor``) in
     the usual case, a span into a queue with room, with the same effect; ``emit`` itself otherwise (the
-    processor shut down, a forked child not yet reset, a full queue: its warnings and dropped counts)."""
+    processor shut down, a forked child not yet reset, a full queue: its warnings and dropped counts). In C
+    when the extension is loaded (:data:`.otlp_wire.QUEUE_INTO`), :func:`_queue_in_python` the reference."""
+    if QUEUE_INTO is not None:
+        return QUEUE_INTO(batch, emit, _PROCESS)
+    return _queue_in_python(batch, emit)
 
+
+def _queue_in_python(batch: Any, emit: Callable[[ReadableSpan], None]) -> Callable[[ReadableSpan], None]:
+    """:func:`_queue_into` in Python."""
     most, full = batch._max_queue_size, batch._max_export_batch_size  # set once, in its __init__
 
     def queue(span: ReadableSpan) -> None:

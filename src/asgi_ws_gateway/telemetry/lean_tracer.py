@@ -43,8 +43,8 @@ _FLAGS = {
     for sampled in (False, True)
     for random_id in (False, True)
 }
-_ROOT_FLAGS = _FLAGS[True, True]
-_CHILD_FLAGS = tuple(
+ROOT_FLAGS = _FLAGS[True, True]
+CHILD_FLAGS = tuple(
     _FLAGS[bool(flags & TraceFlags.SAMPLED), bool(flags & TraceFlags.RANDOM_TRACE_ID)] for flags in range(256)
 )
 """A child's flags under the default sampler, by its parent's: the parent's decision and random-id bit."""
@@ -160,7 +160,7 @@ class LeanTracer(trace.Tracer):
                 return self._start(name, context, kind, attributes, links, None, True, True, True)
             parent = current._context
         if parent is not None and parent[5]:  # as in _start: the parent's decision, its trace
-            flags = _CHILD_FLAGS[parent[3] & 0xFF]
+            flags = CHILD_FLAGS[parent[3] & 0xFF]
             span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
             span_context = tuple.__new__(SpanContext, (parent[0], span_id, False, flags, parent[4], True))
             if not flags & SAMPLED_FLAG:
@@ -169,9 +169,7 @@ class LeanTracer(trace.Tracer):
             parent = None
             trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
             span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
-            span_context = tuple.__new__(
-                SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
-            )
+            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
         span = _new(LeanSpan)
         # LeanSpan._init's fields (its slots), for an owned dict.
         span._name = name
@@ -233,7 +231,7 @@ class LeanTracer(trace.Tracer):
         # ids are valid by construction (0, invalid, is drawn again, as the generator does).
         if parent is not None and parent[5]:
             trace_id, trace_state = parent[0], parent[4]
-            flags = _CHILD_FLAGS[parent[3] & 0xFF]  # the parent's decision and random-id bit
+            flags = CHILD_FLAGS[parent[3] & 0xFF]  # the parent's decision and random-id bit
             span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
             span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
             if not flags & SAMPLED_FLAG:
@@ -242,9 +240,7 @@ class LeanTracer(trace.Tracer):
             parent = None
             trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
             span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
-            span_context = tuple.__new__(
-                SpanContext, (trace_id, span_id, False, _ROOT_FLAGS, DEFAULT_TRACE_STATE, True)
-            )
+            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
         span = _new(LeanSpan)
         # An owned dict is the span's, empty or not (NO_ATTRIBUTES is shared, immutable: for what no span writes to).
         given = attributes if owned and attributes is not None else attributes or NO_ATTRIBUTES

@@ -28,16 +28,21 @@ to the same bytes).
 from __future__ import annotations
 
 import os
+import random
 import struct
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from opentelemetry.trace import SpanKind, Status
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from . import current
 from .environment import PURE_PYTHON_VARIABLE, PURE_PYTHON_YES
 from .lean_spans import DEFAULT_STATUS, LeanSpan
-from .lean_tracer import NO_ATTRIBUTES
+from .lean_spans import end_own as python_end_own
+from .lean_tracer import CHILD_FLAGS, NO_ATTRIBUTES, ROOT_FLAGS, LeanTracer
 from .otlp_attributes import CACHE_LIMIT, Blocks, Pairs, append_attributes
 from .otlp_protobuf import SMALL_VARINTS, delimited, varint
 
@@ -75,28 +80,68 @@ _UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
 """A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
-_SPAN_WIRE_FORMAT = 2
+_SPAN_WIRE_FORMAT = 3
 """The ``_span_wire`` contract this module calls (its ``FORMAT``): a module built from other sources is ignored."""
 _KINDS_BY_VALUE = tuple(sorted(SpanKind, key=lambda kind: kind.value))
 
+Encode = Callable[[LeanSpan, Status, Any, Any], "bytes | None"]
+OwnedStarter = Callable[[LeanTracer], Callable[[str, Any, SpanKind, dict[str, Any], Sequence[Link]], Span]]
+EndOwn = Callable[[Span, Mapping[str, Any]], None]
+QueueInto = Callable[[Any, "Callable[[ReadableSpan], None]", list[int]], "Callable[[ReadableSpan], None]"]
 
-def _native_encoder() -> Callable[[LeanSpan, Status, Any, Any], bytes | None] | None:
-    """The C extension's ``encode_span``, told :class:`LeanSpan`'s slots and the ``SpanKind`` members (it reads
-    those without attribute lookups); None when it is not built, not current, or turned off."""
+
+class Native(NamedTuple):
+    """The C extension's functions, bound; the lifecycle's None when it found not :class:`LeanSpan`'s slots."""
+
+    encode_span: Encode
+    starter: OwnedStarter | None
+    end_own: EndOwn | None
+    queue_into: QueueInto | None
+
+
+def _native() -> Native | None:
+    """The C extension, told :class:`LeanSpan`'s slots, the ``SpanKind`` members (it reads those without attribute
+    lookups) and what a started span is made of; None when it is not built, not current, or turned off. The one
+    place it is loaded: the encoder here and the span lifecycle (:data:`OWNED_STARTER`, :data:`END_OWN`,
+    :data:`QUEUE_INTO`) are its functions."""
     if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in PURE_PYTHON_YES:  # checked at start-up
         return None
     try:
-        from ._span_wire import FORMAT, bind, encode_span
+        from ._span_wire import FORMAT, bind, bind_lifecycle, encode_span, end_own, queue_into, starter
     except ImportError:  # not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE=1, or another FORMAT's
         return None
     if FORMAT != _SPAN_WIRE_FORMAT:
         return None
     bind(LeanSpan, _KINDS_BY_VALUE)
-    return encode_span
+    if not bind_lifecycle(
+        SpanContext, NonRecordingSpan, Link, NO_ATTRIBUTES, DEFAULT_STATUS, DEFAULT_TRACE_STATE, ROOT_FLAGS,
+        CHILD_FLAGS, Context, current.VARIABLE, _SPAN_KEY, random, python_end_own,
+    ):  # fmt: skip
+        return Native(encode_span, None, None, None)
+    return Native(encode_span, starter, end_own, queue_into)
 
 
-NATIVE_ENCODER = _native_encoder()
+def _native_encoder() -> Encode | None:
+    """The C extension's ``encode_span`` (see :func:`_native`)."""
+    native = _native()
+    return None if native is None else native.encode_span
+
+
+NATIVE = _native()
+NATIVE_ENCODER: Encode | None = None if NATIVE is None else NATIVE.encode_span
 """What :class:`SpanEncoder` writes the usual lean span with when not in Python (read at its creation)."""
+OWNED_STARTER: OwnedStarter | None = None if NATIVE is None else NATIVE.starter
+"""``OWNED_STARTER(tracer)`` is ``tracer.start_owned`` in C (None: without the extension, the method itself)."""
+END_OWN: EndOwn = python_end_own if NATIVE is None or NATIVE.end_own is None else NATIVE.end_own
+""":func:`.lean_spans.end_own`, in C when the extension is loaded."""
+QUEUE_INTO: QueueInto | None = None if NATIVE is None else NATIVE.queue_into
+"""``QUEUE_INTO(batch, emit, process)`` is :func:`.lean_provider._queue_into`'s queue in C (None: Python's)."""
+
+
+def owned_starter(tracer: LeanTracer) -> Callable[[str, Any, SpanKind, dict[str, Any], Sequence[Link]], Span]:
+    """``tracer.start_owned``, in C when the extension is loaded (it calls the method where that leaves its
+    usual path)."""
+    return tracer.start_owned if OWNED_STARTER is None else OWNED_STARTER(tracer)
 
 
 def _times(start: int | None, end: int | None) -> bytes:

@@ -40,7 +40,7 @@ from . import names as n
 from .api_info import ApiInfo, BackendInfo
 from .connection import ConnectionTrace
 from .events import MessageEvents
-from .lean_spans import end_own
+from .otlp_wire import END_OWN as end_own
 from .server_addresses import addressed_server, connected_to
 from .values import MAX_CHARS, PLAIN_ADDRESSES, address_text, client_path, client_text, cut, protocol_name
 
