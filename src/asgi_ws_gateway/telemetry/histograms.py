@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING
 
+from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics._internal._view_instrument_match import (
@@ -68,15 +69,16 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from . import names as n
-from .current import get_current
+from .current import _VARIABLE, get_current
 from .lean_spans import LeanSpan
+from .metric_totals import NATIVE_RECORDER
 from .metrics import attributes_key
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
 
-    from .metrics import Attrs, DurationHistogram
+    from .metrics import Attrs, DurationHistogram, Record
 
 logger = logging.getLogger(__name__)
 
@@ -211,15 +213,31 @@ class OwnHistogram(_ViewInstrumentMatch):
         self._buckets = len(self._bounds) + 1
         self._sets: dict[_HashedAttributes, _Point] = {}
         self._by_items: dict[str, _Point] = {}  # by attributes_key(): a str caches its hash, a tuple does not
+        self.recorder: Record = self._native() or self.record_items
+        """What ``Metrics`` records with: :meth:`record_items`, in C when the extension ``_metric_add`` is in use."""
+
+    def _native(self) -> Record | None:
+        """``_metric_add``'s ``Recorder`` of this histogram (it calls :meth:`record_items` for whatever it
+        declines: another exemplar filter or span, the first record, an amount it refuses); None without it."""
+        if NATIVE_RECORDER is None:
+            return None
+        try:
+            return NATIVE_RECORDER(
+                self, self.record_items, self._lock, self._bounds, self._exemplars, _Point, LeanSpan, _VARIABLE,
+                Context, _SPAN_KEY, globals(),
+            )  # fmt: skip
+        except TypeError:  # bounds not floats, or slots of another shape: recorded in Python
+            return None
 
     def record(self, amount: float, attributes: Attrs, /) -> None:
-        self.record_items(amount, attributes, attributes_key(attributes))
+        self.recorder(amount, attributes, attributes_key(attributes))
 
     def record_items(self, amount: float, attributes: Attrs, key: str, /) -> None:
         """``record``, given ``attributes_key(attributes)`` as well (``Metrics`` keeps it made).
 
         One call on the usual paths (no exemplar, or one under a sampled lean span, as a traced
-        connection's upstream attempt): a record is three per connection.
+        connection's upstream attempt): a record is three per connection. The reference of
+        :attr:`recorder`'s C path, which does the same on those paths (and calls this on every other).
         """
         if not 0 <= amount < _INF:  # NaN too
             self._refuse(amount)

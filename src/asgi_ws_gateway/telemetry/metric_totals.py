@@ -2,18 +2,27 @@
 observable instruments report them: a closed connection's final counts added at its close, in C but
 for its few non-zero size slots; each open connection's live counts added when the metric reader
 collects.
+
+``ApiTotals.add`` is the reference; :data:`add_totals` is it, or the optional C extension ``_metric_add``'s
+``add_totals`` (the same counts, declining to this for what it does not add), built at install
+(``hatch_build.py``) and turned off with ``ASGI_WS_GATEWAY_PURE_PYTHON=1``. That module's ``Recorder`` is
+the own histograms' record (:mod:`.histograms`).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter as Tally
+from collections.abc import Callable
 from itertools import compress
 from typing import TYPE_CHECKING
 
 from . import names as n
+from .environment import PURE_PYTHON_VARIABLE, PURE_PYTHON_YES
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
+    from ._metric_add import Recorder
 
 
 ActionKey = tuple[str, str, str, str]
@@ -76,6 +85,32 @@ class ApiTotals:
         return other
 
 
+_METRIC_ADD_FORMAT = 1
+"""The ``_metric_add`` contract called here and in :mod:`.histograms` (its ``FORMAT``): another one is ignored."""
+
+
+def _native() -> tuple[Callable[[ApiTotals, RelayStats], None], type[Recorder]] | None:
+    """The C extension ``_metric_add``'s ``add_totals`` (told :meth:`ApiTotals.add`) and ``Recorder``; None
+    when it is not built, not current, or turned off (``ASGI_WS_GATEWAY_PURE_PYTHON``, read at start-up)."""
+    if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in PURE_PYTHON_YES:
+        return None
+    try:
+        from ._metric_add import FORMAT, Recorder, add_totals, bind_totals
+    except ImportError:  # not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE=1, or another FORMAT's
+        return None
+    if FORMAT != _METRIC_ADD_FORMAT:
+        return None
+    bind_totals(ApiTotals.add, _SLOTS)
+    return add_totals, Recorder
+
+
+_NATIVE = _native()
+add_totals: Callable[[ApiTotals, RelayStats], None] = ApiTotals.add if _NATIVE is None else _NATIVE[0]
+"""``ApiTotals.add(totals, stats)``: in C when the extension is in use."""
+NATIVE_RECORDER: type[Recorder] | None = None if _NATIVE is None else _NATIVE[1]
+"""The C ``OwnHistogram.record_items`` (:mod:`.histograms`), or None: it records in Python."""
+
+
 def _by_kind(counted: list[int]) -> list[int]:
     """``[in, binary in, out, binary out]`` as ``[text in, binary in, text out, binary out]``."""
     total_in, binary_in, total_out, binary_out = counted
@@ -90,4 +125,4 @@ def size_classes(slots: list[int]) -> list[int]:
     return classes
 
 
-__all__ = ["ActionKey", "ApiTotals", "size_classes"]
+__all__ = ["NATIVE_RECORDER", "ActionKey", "ApiTotals", "add_totals", "size_classes"]

@@ -31,7 +31,7 @@ from ..handshake.capacity import SHED
 from ..messages.action_keys import kept_reason
 from ..upstream.resolver import RESOLVER
 from . import names as n
-from .metric_totals import ApiTotals, size_classes
+from .metric_totals import ApiTotals, add_totals, size_classes
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -57,7 +57,7 @@ def attributes_key(attributes: Mapping[str, object]) -> str:
 
 
 def _recorder(histogram: DurationHistogram) -> Record:
-    keyed: Record | None = getattr(histogram, "record_items", None)  # the gateway's own histogram
+    keyed: Record | None = getattr(histogram, "recorder", None)  # the gateway's own histogram (maybe in C)
     if keyed is not None:
         return keyed
     return lambda amount, attributes, items: histogram.record(amount, attributes)
@@ -260,7 +260,7 @@ class Metrics:
                 if found is not None:  # another open connection's, its counters at the address ours had: kept
                     self._live[id(stats)] = found
                 return
-            self._closed[api].add(stats)
+            add_totals(self._closed[api], stats)
             key = (api, side, code)  # the code as sent: its series names its folded value
             series = self._closes.get(key) or self._close_series(key)
             series.count += 1
@@ -315,7 +315,7 @@ class Metrics:
             entry = totals.get(api)
             if entry is None:
                 entry = totals[api] = ApiTotals()
-            entry.add(stats)
+            add_totals(entry, stats)
             entry.open += 1
         return totals
 
