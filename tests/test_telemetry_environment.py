@@ -93,15 +93,19 @@ def test_the_pure_python_switch_takes_a_yes_or_a_no(value: str) -> None:
     assert environment_config_problems(TelemetryConfig(), environ) == []
 
 
-def test_the_pure_python_switch_refuses_anything_else_when_traces_are_exported() -> None:
-    """A value it did not know (``ture``, ``python``) left the C encoder on without a word."""
+def test_the_pure_python_switch_refuses_anything_else_when_traces_or_metrics_are_exported() -> None:
+    """A value it did not know (``ture``, ``python``) left the C encoder and metric records on without a word."""
     environ = {**ENDPOINT, "ASGI_WS_GATEWAY_PURE_PYTHON": "Python"}
     assert environment_config_problems(TelemetryConfig(), environ) == [
         "ASGI_WS_GATEWAY_PURE_PYTHON: 'Python' is not supported (1, true, yes or on; 0, false, no or off)"
     ]
     with pytest.raises(ConfigError, match="ASGI_WS_GATEWAY_PURE_PYTHON: 'Python' is not supported"):
         resolve_providers(TelemetryConfig(), environ=environ)
-    assert environment_config_problems(TelemetryConfig(), {**environ, "OTEL_TRACES_EXPORTER": "none"}) == []
+    metrics_only = {**environ, "OTEL_TRACES_EXPORTER": "none"}  # the C metric records read it too
+    assert environment_config_problems(TelemetryConfig(), metrics_only) == [
+        "ASGI_WS_GATEWAY_PURE_PYTHON: 'Python' is not supported (1, true, yes or on; 0, false, no or off)"
+    ]
+    assert environment_config_problems(TelemetryConfig(), {**metrics_only, "OTEL_METRICS_EXPORTER": "none"}) == []
 
 
 def test_the_pure_python_problem_quotes_at_most_40_characters() -> None:

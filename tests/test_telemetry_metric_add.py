@@ -38,11 +38,12 @@ from opentelemetry.trace import INVALID_SPAN
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import histograms as own_module
 from asgi_ws_gateway.telemetry import metric_totals
+from asgi_ws_gateway.telemetry import metrics as metrics_module
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.environment import PURE_PYTHON_VARIABLE
 from asgi_ws_gateway.telemetry.histograms import OwnHistogram, OwnHistograms
 from asgi_ws_gateway.telemetry.metric_totals import ApiTotals
-from asgi_ws_gateway.telemetry.metrics import Attrs, attributes_key
+from asgi_ws_gateway.telemetry.metrics import Attrs, Metrics, attributes_key
 from test_telemetry_histograms import FILTERS, LEAN_SAMPLED, LEAN_UNSAMPLED, SAMPLED, TEMPORALITIES, UNSAMPLED
 
 needs_native = pytest.mark.skipif(
@@ -320,6 +321,15 @@ def test_add_totals_leaves_other_values_to_python() -> None:
     ApiTotals.add(python, odd)
     assert _state(native) == _state(python)
     assert native.counts[0] == 1.5
+
+    class Totals(ApiTotals):  # not the type whose slots it reads at their offsets: read by attribute
+        pass
+
+    stats = RelayStats(messages_in=2, sizes_in=[0, 5], policy_actions={("p", "drop", "inbound", ""): 1})
+    native, python = Totals(), Totals()
+    metric_totals.add_totals(native, stats)
+    ApiTotals.add(python, stats)
+    assert _state(native) == _state(python)
     short = ApiTotals()
     short.slots_in = [0]
     with pytest.raises(IndexError):
@@ -383,3 +393,162 @@ assert totals.counts[0] == 2 and totals.slots_in[1] == 1
         env={**os.environ, **env},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+# -- through Metrics ----------------------------------------------------------------------------------------
+
+APIS = ("chat", "feed")
+HANDSHAKE = st.tuples(
+    st.just("handshake"),
+    st.sampled_from(APIS),
+    st.sampled_from(["accepted", "denied", "error", "abandoned"]),
+    st.sampled_from([None, 101, 403, 502, 999]),
+    st.sampled_from([None, "origin_missing", "UpstreamRejected", "Client Text"]),
+    st.sampled_from([None, "tenant-check"]),
+    st.floats(0, 20),
+)
+OPEN = st.tuples(st.just("open"), st.sampled_from(APIS))
+CLOSE = st.tuples(
+    st.just("close"),
+    st.integers(0, 7),  # which of the connections opened so far (closed already: counted once)
+    st.sampled_from(["client", "upstream", "gateway"]),
+    st.sampled_from([1000, 1001, 1006, 3001, 4999, 70000]),
+    st.floats(0, 1e5),
+)
+OTHER_STEPS = st.sampled_from([("collect",), ("add_api",), ("close_as_list",), ("close_as_copy",)])
+METRIC_STEPS = st.lists(st.one_of(HANDSHAKE, OPEN, OPEN, CLOSE, CLOSE, OTHER_STEPS), max_size=50)
+
+
+def _shape(data: MetricsData | None) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Every metric's points, without times (the two providers collect at their own)."""
+    if data is None:
+        return []
+    shaped = []
+    for metric in data.resource_metrics[0].scope_metrics[0].metrics:
+        points: list[tuple[Any, ...]] = []
+        for point in metric.data.data_points:
+            attributes = tuple(sorted((point.attributes or {}).items()))
+            if isinstance(point, HistogramDataPoint):
+                points.append((attributes, point.count, point.sum, point.min, point.max, point.bucket_counts))
+            else:
+                points.append((attributes, getattr(point, "value", None)))
+        shaped.append((metric.name, sorted(points, key=repr)))
+    return shaped
+
+
+class MetricsSide:
+    def __init__(self, native: bool) -> None:
+        self.native = native
+        self.reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.CUMULATIVE})
+        self.provider = MeterProvider([self.reader], Resource({}), FILTERS["always_off"](), False)
+        histograms = OwnHistograms(self.provider, self.reader)
+        self.metrics = metrics = Metrics(self.provider.get_meter("m"), [(a, f"/ws/{a}") for a in APIS], histograms)
+        if not native:  # the Python records, as without the extension
+            for name, histogram in (("_record_handshake", metrics.handshake_duration),
+                                    ("_record_connect", metrics.connect_duration),
+                                    ("_record_connection", metrics.connection_duration)):  # fmt: skip
+                assert isinstance(histogram, OwnHistogram)
+                setattr(metrics, name, histogram.record_items)
+        self.live: list[Any] = []
+
+
+@needs_native
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=METRIC_STEPS, limit=st.sampled_from([2, 4096]))
+def test_metrics_count_the_same_with_the_c_records(steps: list[tuple[Any, ...]], limit: int) -> None:
+    """Handshakes, opens, closes (twice, of a list or another tuple than the one ``opened`` returns), a route
+    changed, series made again past the limit, collections between: the same counters and histograms with the
+    C records and add_totals as with the Python ones."""
+    sides = [MetricsSide(True), MetricsSide(False)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics_module, "_SERIES_LIMIT", limit)
+        for step in steps:
+            for side in sides:
+                with pytest.MonkeyPatch.context() as python:
+                    if not side.native:
+                        python.setattr(metrics_module, "add_totals", ApiTotals.add)
+                    _metrics_step(side, step)
+            assert sides[0].metrics.counts() == sides[1].metrics.counts()
+        assert _shape(sides[0].reader.get_metrics_data()) == _shape(sides[1].reader.get_metrics_data())
+    for side in sides:
+        side.provider.shutdown()
+
+
+def _metrics_step(side: MetricsSide, step: tuple[Any, ...]) -> None:
+    metrics = side.metrics
+    if step[0] == "handshake":
+        metrics.handshake(*step[1:])
+    elif step[0] == "open":
+        stats = RelayStats(messages_in=len(side.live), sizes_in=[0, 1, 2])
+        side.live.append(metrics.opened(step[1], stats))
+    elif step[0] == "close" and side.live:
+        metrics.closed(side.live[step[1] % len(side.live)], *step[2:])
+    elif step[0] == "close_as_list" and side.live:
+        live = side.live[-1]
+        metrics.closed([live[0], live[1]], "client", 1000, 1.0)  # type: ignore[arg-type]
+    elif step[0] == "close_as_copy" and side.live:  # equal, not the one opened: not closed
+        live = side.live[-1]
+        metrics.closed((live[0], live[1]), "client", 1000, 1.0)
+    elif step[0] == "add_api":
+        metrics.add_api("chat", "/ws/chat2")
+    elif step[0] == "collect":
+        side.reader.collect()
+
+
+@needs_native
+def test_closes_recorded_in_c_while_another_thread_reads_lose_none() -> None:
+    side = MetricsSide(True)
+    metrics = side.metrics
+    per_thread, threads = 5000, 4
+    done = threading.Event()
+
+    def close() -> None:
+        for i in range(per_thread):
+            metrics.closed(metrics.opened("chat", RelayStats(messages_in=1)), "client", 1000 + i % 3, 0.5)
+            metrics.handshake("chat", "accepted", 101, None, None, 0.01)
+
+    def read() -> None:
+        while not done.is_set():
+            metrics.counts()
+            side.reader.collect()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    workers = [threading.Thread(target=close) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done.set()
+    reader.join()
+    counts = metrics.counts()
+    assert counts["messages", "chat", "in"] == per_thread * threads
+    assert sum(v for (series, _, _), v in counts.items() if series == "closes") == per_thread * threads
+    assert counts["handshakes", "chat", "accepted"] == per_thread * threads
+    side.provider.shutdown()
+
+
+@needs_native
+def test_metrics_with_the_c_records_keep_no_reference() -> None:
+    """100,000 handshakes and opened and closed connections through ``Metrics``: nothing left behind."""
+    side = MetricsSide(True)
+    metrics = side.metrics
+    stats = RelayStats(messages_in=1, sizes_in=[0, 1])
+
+    def connections(count: int) -> None:
+        for _ in range(count):
+            metrics.handshake("chat", "accepted", 101, None, None, 0.01)
+            metrics.closed(metrics.opened("chat", stats), "client", 1000, 0.5)
+
+    connections(2)
+    gc.collect()
+    before = (sys.getrefcount(stats), len(gc.get_objects()))
+    blocks = sys.getallocatedblocks()
+    connections(100_000)
+    gc.collect()
+    after = (sys.getrefcount(stats), len(gc.get_objects()))
+    assert after[0] == before[0]
+    assert after[1] - before[1] < 50  # a leak would be one object per connection
+    assert sys.getallocatedblocks() - blocks < 100
+    assert metrics.counts()["messages", "chat", "in"] == 100_002
+    side.provider.shutdown()

@@ -33,6 +33,7 @@ static const char *const COUNTER_NAMES[COUNTERS] = {
 };
 
 /* Interned names, made once per process (never freed: a handful of strings). */
+static PyObject *one;
 static PyObject *str_listed, *str_by_items, *str_point, *str_time_ns, *str_counts, *str_slots_in, *str_slots_out,
     *str_sizes_in, *str_sizes_out, *str_policy_actions, *str_actions, *str_update, *counter_names[COUNTERS];
 
@@ -51,6 +52,9 @@ intern_names(void)
         {&str_sizes_in, "sizes_in"}, {&str_sizes_out, "sizes_out"}, {&str_policy_actions, "policy_actions"},
         {&str_actions, "actions"}, {&str_update, "update"}, {&str_listed, "_listed"},  /* last: the guard */
     };
+    if ((one = PyLong_FromLong(1)) == NULL) {
+        return -1;
+    }
     for (int i = 0; i < COUNTERS; i++) {
         if ((counter_names[i] = PyUnicode_InternFromString(COUNTER_NAMES[i])) == NULL) {
             return -1;
@@ -112,7 +116,6 @@ typedef struct {
     PyObject *span_key;         /* the context's key of the current span */
     PyTypeObject *span_type;    /* LeanSpan */
     PyTypeObject *point_type;   /* histograms._Point */
-    PyObject *one;
     Py_ssize_t context_offset;  /* LeanSpan._context */
     Py_ssize_t point_offsets[POINT_FIELDS];
     double *bounds;
@@ -150,7 +153,6 @@ recorder_clear(Recorder *self)
     Py_CLEAR(self->span_key);
     Py_CLEAR(self->span_type);
     Py_CLEAR(self->point_type);
-    Py_CLEAR(self->one);
     return 0;
 }
 
@@ -166,7 +168,7 @@ recorder_dealloc(Recorder *self)
 /* Whether a lean span's context (a SpanContext: trace id, span id, remote, flags, ...) has the sampled
  * flag, as `context[3] & 1`: 1, 0, or -1 with an exception set. */
 static int
-sampled(PyObject *context, PyObject *one)
+sampled(PyObject *context)
 {
     PyObject *flags;
     if (PyTuple_Check(context) && Py_TYPE(context)->tp_as_mapping == PyTuple_Type.tp_as_mapping
@@ -230,7 +232,7 @@ exemplar_ids(Recorder *self, PyObject **ids)
         }
         else if (found != NULL && Py_TYPE(found) == self->span_type) {
             PyObject *span_context = SLOT(found, self->context_offset);
-            int is_sampled = span_context == NULL ? 0 : sampled(span_context, self->one);
+            int is_sampled = span_context == NULL ? 0 : sampled(span_context);
             if (is_sampled < 0) {
                 decided = -1;
             }
@@ -299,7 +301,7 @@ update_point(Recorder *self, PyObject *point, PyObject *amount, double value, Py
     }
     /* point.counts[index] += 1 */
     PyObject *old = PyList_GET_ITEM(counts, index);
-    PyObject *count = PyNumber_Add(old, self->one);
+    PyObject *count = PyNumber_Add(old, one);
     if (count == NULL) {
         goto failed;
     }
@@ -505,8 +507,7 @@ recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->bounds = PyMem_Malloc(sizeof(double) * (size_t)(bound_count ? bound_count : 1));
     self->acquire = PyObject_GetAttrString(lock, "acquire");
     self->release = PyObject_GetAttrString(lock, "release");
-    self->one = PyLong_FromLong(1);
-    if (self->bounds == NULL || self->acquire == NULL || self->release == NULL || self->one == NULL) {
+    if (self->bounds == NULL || self->acquire == NULL || self->release == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_NoMemory();
         }
@@ -551,10 +552,39 @@ static PyTypeObject RecorderType = {
 /* ---------------------------------------------------------------------------------------------------------
  * add_totals(totals, stats, /): ApiTotals.add. */
 
+enum { T_COUNTS, T_SLOTS_IN, T_SLOTS_OUT, TOTALS_FIELDS };
+static const char *const TOTALS_NAMES[TOTALS_FIELDS] = {"counts", "slots_in", "slots_out"};
+
 typedef struct {
-    PyObject *python_add; /* ApiTotals.add: called for whatever add_totals declines (bound by bind_totals) */
-    Py_ssize_t slots;     /* metric_totals._SLOTS */
+    PyObject *python_add;     /* ApiTotals.add: called for whatever add_totals declines (bound by bind_totals) */
+    Py_ssize_t slots;         /* metric_totals._SLOTS */
+    PyTypeObject *totals_type; /* ApiTotals, whose lists are read at their __slots__' offsets */
+    Py_ssize_t totals_offsets[TOTALS_FIELDS];
 } State;
+
+/* An exact int's truth, without a call where the layout is known (3.11: zero has no digits). */
+static inline int
+nonzero(PyObject *value)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return Py_SIZE(value) != 0;
+#else
+    return PyObject_IsTrue(value);
+#endif
+}
+
+/* A new reference to an ApiTotals list field: at its offset for exactly the bound type, else by attribute. */
+static PyObject *
+totals_field(State *state, PyObject *totals, int which, PyObject *name)
+{
+    if (Py_TYPE(totals) == state->totals_type) {
+        PyObject *value = SLOT(totals, state->totals_offsets[which]);
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+    }
+    return PyObject_GetAttr(totals, name);
+}
 
 /* The slots ApiTotals.add's compress() visits, or -1 when a list is not one this adds (no exception). */
 static Py_ssize_t
@@ -616,8 +646,11 @@ add_totals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *const list_owners[5] = {totals, totals, stats, totals, stats};
     PyObject *const list_names[5] = {str_counts, str_slots_in, str_sizes_in, str_slots_out, str_sizes_out};
+    static const int totals_fields[5] = {T_COUNTS, T_SLOTS_IN, -1, T_SLOTS_OUT, -1};
     for (int i = 0; i < 5; i++) {
-        if ((lists[i] = PyObject_GetAttr(list_owners[i], list_names[i])) == NULL) {
+        lists[i] = totals_fields[i] < 0 ? PyObject_GetAttr(list_owners[i], list_names[i])
+                                        : totals_field(state, totals, totals_fields[i], list_names[i]);
+        if (lists[i] == NULL) {
             goto done;
         }
     }
@@ -642,8 +675,7 @@ add_totals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t visited = side ? visited_out : visited_in;
         for (Py_ssize_t i = 0; i < visited; i++) {
             PyObject *size = PyList_GET_ITEM(sizes, i);
-            int nonzero = PyObject_IsTrue(size); /* an exact int: no code runs */
-            if (nonzero && add_item(slot_totals, i, size) < 0) {
+            if (nonzero(size) && add_item(slot_totals, i, size) < 0) {
                 goto done;
             }
         }
@@ -682,9 +714,15 @@ done:
 static PyObject *
 bind_totals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyLong_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "bind_totals() needs ApiTotals.add and the slot count");
+    if (nargs != 3 || !PyCallable_Check(args[0]) || !PyLong_CheckExact(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "bind_totals() needs ApiTotals.add, the slot count and ApiTotals");
         return NULL;
+    }
+    Py_ssize_t offsets[TOTALS_FIELDS];
+    for (int i = 0; i < TOTALS_FIELDS; i++) {
+        if ((offsets[i] = slot_offset((PyTypeObject *)args[2], TOTALS_NAMES[i])) < 0) {
+            return NULL;
+        }
     }
     Py_ssize_t slots = PyLong_AsSsize_t(args[1]);
     if (slots < 0) {
@@ -698,6 +736,8 @@ bind_totals(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_XSETREF(state->python_add, Py_NewRef(args[0]));
+    Py_XSETREF(state->totals_type, (PyTypeObject *)Py_NewRef(args[2]));
+    memcpy(state->totals_offsets, offsets, sizeof(offsets));
     state->slots = slots;
     Py_RETURN_NONE;
 }
@@ -707,8 +747,9 @@ static PyMethodDef methods[] = {
      "add_totals(totals, stats, /)\n--\n\n"
      "ApiTotals.add(totals, stats) in C, calling the Python one for whatever it declines."},
     {"bind_totals", (PyCFunction)(void (*)(void))bind_totals, METH_FASTCALL,
-     "bind_totals(python_add, slots, /)\n--\n\n"
-     "Tell add_totals ApiTotals.add (what it calls when it declines) and the size slots it adds."},
+     "bind_totals(python_add, slots, totals_type, /)\n--\n\n"
+     "Tell add_totals ApiTotals.add (what it calls when it declines), the size slots it adds and\n"
+     "ApiTotals (its lists read at their __slots__' offsets)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -730,6 +771,7 @@ traverse_module(PyObject *module, visitproc visit, void *arg)
     State *state = PyModule_GetState(module);
     if (state != NULL) {
         Py_VISIT(state->python_add);
+        Py_VISIT(state->totals_type);
     }
     return 0;
 }
@@ -740,6 +782,7 @@ clear_module(PyObject *module)
     State *state = PyModule_GetState(module);
     if (state != NULL) {
         Py_CLEAR(state->python_add);
+        Py_CLEAR(state->totals_type);
     }
     return 0;
 }

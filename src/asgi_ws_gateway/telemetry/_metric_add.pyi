@@ -34,5 +34,8 @@ class Recorder:
 def add_totals(totals: ApiTotals, stats: RelayStats, /) -> None:
     """``ApiTotals.add(totals, stats)``, calling the Python one for whatever it declines."""
 
-def bind_totals(python_add: Callable[[ApiTotals, RelayStats], None], slots: int, /) -> None:
-    """Tell :func:`add_totals` ``ApiTotals.add`` (what it calls when it declines) and the size slots it adds."""
+def bind_totals(
+    python_add: Callable[[ApiTotals, RelayStats], None], slots: int, totals_type: type[ApiTotals], /
+) -> None:
+    """Tell :func:`add_totals` ``ApiTotals.add`` (what it calls when it declines), the size slots it adds and
+    ``ApiTotals`` (its lists read at their ``__slots__``' offsets)."""

@@ -100,7 +100,7 @@ def _native() -> tuple[Callable[[ApiTotals, RelayStats], None], type[Recorder]] 
         return None
     if FORMAT != _METRIC_ADD_FORMAT:
         return None
-    bind_totals(ApiTotals.add, _SLOTS)
+    bind_totals(ApiTotals.add, _SLOTS, ApiTotals)
     return add_totals, Recorder
 
 

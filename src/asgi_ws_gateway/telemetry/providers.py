@@ -156,7 +156,7 @@ def _problems(signals: list[Signal], environ: Mapping[str, str]) -> list[str]:
         for variable, signal in _CHOICES.items()
         if signal in signals and _choice(variable, environ) not in ("gateway", "sdk")
     ]
-    if "traces" in signals:  # otlp_wire reads it, for the gateway's own span exporter
+    if "traces" in signals or "metrics" in signals:  # otlp_wire reads it (spans), metric_totals too (metrics)
         choices += pure_python_problems(environ)
     return list(dict.fromkeys([*(p for p in protocols if p), *choices, *environment_problems(signals, environ)]))
 
