@@ -321,6 +321,10 @@ update_point(Recorder *self, PyObject *point, PyObject *amount, double value, Py
     if (less) {
         set_slot(point, offsets[P_MIN], Py_NewRef(amount));
     }
+    if ((max = SLOT(point, offsets[P_MAX])) == NULL) { /* read again: a min of another type ran code */
+        PyErr_SetString(PyExc_AttributeError, "max");
+        goto failed;
+    }
     int more = beyond(amount, value, max, 0);
     if (more < 0) {
         goto failed;
@@ -374,6 +378,10 @@ static PyObject *
 recorder_call(PyObject *object, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Recorder *self = (Recorder *)object;
+    if (self->histogram == NULL) { /* cleared by the collector, in a cycle no one reaches (but a finalizer) */
+        PyErr_SetString(PyExc_RuntimeError, "this Recorder was cleared");
+        return NULL;
+    }
     if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 3 || !PyFloat_CheckExact(args[0])) {
         goto python;
     }
