@@ -239,11 +239,13 @@ def test_a_span_without_the_fields_of_a_lean_span_is_an_error_not_a_crash() -> N
 
 @pytest.fixture
 def rebound() -> Iterator[Any]:
-    """The extension module, bound to ``LeanSpan`` again after the test (its binding is the process's)."""
+    """The extension module, bound to ``LeanSpan`` again after the test (its binding is the process's), the span
+    lifecycle too (``bind`` unbinds it: its functions would raise in the tests that follow)."""
     from asgi_ws_gateway.telemetry import _span_wire
 
     yield _span_wire
-    assert _span_wire.bind(LeanSpan, otlp_wire._KINDS_BY_VALUE)
+    native = otlp_wire._native()  # bind() and bind_lifecycle(), as at import
+    assert native is not None and native.starter is not None
 
 
 @needs_native
