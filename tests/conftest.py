@@ -181,6 +181,7 @@ def span_encoder(request: pytest.FixtureRequest) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "python":
             patch.setattr(otlp_wire, "NATIVE_ENCODER", None)  # read by each SpanEncoder made
+            patch.setattr(otlp_wire, "NATIVE_BATCH_ENCODER", None)
         yield request.param
 
 

@@ -8,9 +8,11 @@ which still encodes them as the SDK does. Without the extension the import falls
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
@@ -117,9 +120,9 @@ def recipes(draw: st.DrawFn, others: bool) -> Recipe:
     )  # fmt: skip
 
 
-def _make(provider: LeanTracerProvider, recipe: Recipe) -> LeanSpan:
+def _make(provider: LeanTracerProvider, recipe: Recipe, scope: str = "asgi_ws_gateway") -> LeanSpan:
     """The span, started as the gateway starts its own (``start_owned``: the dict kept as given, any key)."""
-    tracer = cast("LeanTracer", provider.get_tracer("asgi_ws_gateway"))
+    tracer = cast("LeanTracer", provider.get_tracer(scope))
     context = None
     if recipe.parent == "local":
         context = trace.set_span_in_context(tracer.start_span("parent"))
@@ -300,6 +303,194 @@ def test_the_c_encoders_binding_checks_its_arguments(args: tuple[Any, ...], mess
         rebound.bind(*args)
 
 
+def _pure_python() -> SpanEncoder:
+    encoder = SpanEncoder()
+    encoder._native = encoder._native_batch = None
+    return encoder
+
+
+@pytest.fixture(scope="module")
+def others() -> Iterator[tuple[LeanTracerProvider, TracerProvider]]:
+    """Another resource's lean provider, and the SDK's provider (its spans are not lean): what a batch may mix."""
+    exporter = InMemorySpanExporter()
+    lean_provider = LeanTracerProvider(resource=Resource({"service.name": "other"}))
+    sdk_provider = TracerProvider(resource=Resource({"service.name": "sdk"}))
+    for provider in (lean_provider, sdk_provider):
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield lean_provider, sdk_provider
+    lean_provider.shutdown()
+    sdk_provider.shutdown()
+
+
+def _check_parts(batch: list[LeanSpan], parts: list[bytes | LeanSpan]) -> None:
+    """``encode_spans``' parts: each declined span as itself, where it was, and runs of the others' fields
+    (each what ``encode_span`` gives), one bytes per run."""
+    expected: list[bytes | LeanSpan] = []
+    for span in batch:
+        if _declined(span):
+            expected.append(span)
+        elif expected and isinstance(expected[-1], bytes):
+            expected[-1] += _python(span)
+        else:
+            expected.append(_python(span))
+    assert len(parts) == len(expected)
+    for part, wanted in zip(parts, expected, strict=True):
+        assert part is wanted if isinstance(wanted, LeanSpan) else part == wanted
+
+
+@needs_native
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_a_batch_in_one_c_call_gives_the_python_encoders_and_the_sdks_bytes(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter],
+    others: tuple[LeanTracerProvider, TracerProvider],
+    data: st.DataObject,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Batches of lean spans (some declined, anywhere), mixed or not with another scope, another resource or an
+    SDK span, or empty: ``encode_spans`` takes exactly the batches of one type, resource and scope, and the
+    request is the same bytes as the pure-Python encoder's and the SDK's, through one encoder kept between
+    batches."""
+    encoder, python = SpanEncoder(), _pure_python()
+    assert encoder._native_batch is not None
+    other_lean, sdk = others
+    for _ in range(2):
+        recipes_drawn = data.draw(st.lists(recipes(others=True), max_size=6))
+        batch: list[ReadableSpan] = [_make(lean[0], recipe) for recipe in recipes_drawn]
+        mixed = data.draw(st.sampled_from(["none", "scope", "resource", "sdk"]))
+        if mixed != "none":
+            where = data.draw(st.integers(0, len(batch)))
+            if mixed == "sdk":
+                extra: ReadableSpan = cast("ReadableSpan", sdk.get_tracer("sdk").start_span("sdk", attributes={"a": 1}))
+                cast("Any", extra).end()
+            else:
+                provider = other_lean if mixed == "resource" else lean[0]
+                extra = _make(provider, data.draw(recipes(others=True)), "other-scope")
+            batch.insert(where, extra)
+        native = encoder._native_batch(batch, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES)
+        if not batch or mixed == "sdk" or (mixed != "none" and recipes_drawn):  # a lone other span: one group
+            assert native is None
+        else:
+            assert native is not None
+            resource, scope, parts = native
+            first = cast("LeanSpan", batch[0])
+            assert resource is first._resource and scope is first._instrumentation_scope
+            _check_parts(cast("list[LeanSpan]", batch), parts)
+        with caplog.at_level(logging.CRITICAL):  # as above: drawn keys in the encoders' lines
+            request = encoder.encode(batch)
+            assert request == python.encode(batch) == sdk_encode_spans(batch).SerializeToString()
+            assert encoder.encode(tuple(batch)) == request
+
+
+@needs_native
+def test_a_batch_with_declined_spans_in_the_middle_keeps_their_places(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two declined spans amid written ones: three runs of bytes around them, and the SDK's request."""
+    tracer = cast("LeanTracer", lean[0].get_tracer("asgi_ws_gateway"))
+
+    def span(attributes: dict[str, Any]) -> LeanSpan:
+        started = tracer.start_owned("s", None, SpanKind.SERVER, attributes, ())
+        started.end()
+        return cast("LeanSpan", started)
+
+    batch = [span({"n": 1}), span({"ratio": 0.5}), span({"n": 2}), span({"n": 3}), span({"big": 1 << 64}), span({})]
+    encode_spans = otlp_wire.NATIVE_BATCH_ENCODER
+    assert encode_spans is not None
+    native = encode_spans(batch, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES)
+    assert native is not None
+    parts = native[2]
+    assert [type(part) for part in parts] == [bytes, LeanSpan, bytes, LeanSpan, bytes]
+    assert parts[1] is batch[1] and parts[3] is batch[4]
+    assert parts[2] == _python(batch[2]) + _python(batch[3])
+    with caplog.at_level(logging.CRITICAL):
+        assert SpanEncoder().encode(batch) == sdk_encode_spans(batch).SerializeToString()
+
+
+@needs_native
+def test_an_empty_batch_or_another_sequence_is_left_to_python(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter],
+) -> None:
+    encode_spans = otlp_wire.NATIVE_BATCH_ENCODER
+    assert encode_spans is not None
+    spans: Any
+    for spans in ([], (), iter([])):
+        assert encode_spans(spans, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) is None
+    assert SpanEncoder().encode([]) == b"" == sdk_encode_spans([]).SerializeToString()
+    with pytest.raises(TypeError, match="takes 4 positional arguments"):
+        encode_spans([])  # type: ignore[call-arg]
+
+
+@needs_native
+def test_a_batch_whose_resource_changes_while_encoded_is_grouped_by_python(
+    lean: tuple[LeanTracerProvider, InMemorySpanExporter],
+) -> None:
+    """Code a span's encoding runs (a mapping's ``__bool__``) gives a later span another resource: the C call
+    returns None rather than group it under the first, and the encoder gives the Python encoder's request."""
+    tracer = cast("LeanTracer", lean[0].get_tracer("asgi_ws_gateway"))
+    first, second = (tracer.start_owned(name, None, SpanKind.SERVER, {"n": 1}, ()) for name in ("a", "b"))
+    first.end()
+    second.end()
+    other = Resource({"service.name": "moved"})
+
+    class Moving(dict[str, Any]):
+        def __bool__(self) -> bool:
+            cast("LeanSpan", second)._resource = other
+            return False
+
+    cast("LeanSpan", first)._attributes = Moving()
+    batch = cast("list[LeanSpan]", [first, second])
+    encode_spans = otlp_wire.NATIVE_BATCH_ENCODER
+    assert encode_spans is not None
+    assert encode_spans(batch, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) is None
+    request = SpanEncoder().encode(batch)
+    assert request == _pure_python().encode(batch)
+    assert request.count(b"moved") == 1
+
+
+@needs_native
+def test_encoding_batches_leaks_no_references(lean: tuple[LeanTracerProvider, InMemorySpanExporter]) -> None:
+    """Many batches (written spans, declined ones, batches left to Python): the spans', resource's and scope's
+    reference counts and the number of objects are as before."""
+    tracer = cast("LeanTracer", lean[0].get_tracer("asgi_ws_gateway"))
+    batch = []
+    attribute_sets: list[dict[str, Any]] = [{"n": 1, "path": "/ws/ü"}, {"ratio": 0.5}, {"n": 2}]
+    for attributes in attribute_sets:
+        started = tracer.start_owned("s", None, SpanKind.SERVER, attributes, ())
+        started.end()
+        batch.append(cast("LeanSpan", started))
+    mixed = [*batch, _make(lean[0], Recipe(
+        name="x", kind=SpanKind.CLIENT, attributes={}, parent="none", remote_parent=batch[0]._context, links=[],
+        status=None, event=False, dropped=False,
+    ), "other-scope")]  # fmt: skip
+    encode_spans = otlp_wire.NATIVE_BATCH_ENCODER
+    assert encode_spans is not None
+    watched = [*batch, batch[0]._resource, batch[0]._instrumentation_scope]
+
+    def run() -> None:
+        for _ in range(500):
+            assert encode_spans(batch, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) is not None
+            assert encode_spans(mixed, DEFAULT_STATUS, DEFAULT_TRACE_STATE, NO_ATTRIBUTES) is None
+
+    run()
+    gc.collect()
+    counts, objects = [sys.getrefcount(thing) for thing in watched], len(gc.get_objects())
+    tracemalloc.start()
+    try:
+        run()  # 500 batches' bytes kept (100 B or more each) would be 50 KiB or more
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(thing) for thing in watched] == counts
+    assert len(gc.get_objects()) <= objects + 10
+    assert held < 16 * 1024
+
+
 def test_without_the_extension_the_encoder_is_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not built (the import fails), built from other sources (another FORMAT), or turned off by
     ASGI_WS_GATEWAY_PURE_PYTHON: no native encoder, and spans still encode as the SDK does."""
@@ -320,6 +511,7 @@ import sys
 sys.modules["asgi_ws_gateway.telemetry._span_wire"] = None
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from asgi_ws_gateway.telemetry import otlp_wire
 from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 assert otlp_wire.NATIVE_ENCODER is None

@@ -7,6 +7,11 @@
  * encoder encodes it (and logs and leaves out what it cannot encode, as the SDK does). It never
  * encodes differently from Python: where unsure, it declines.
  *
+ * encode_spans() does the same for a whole batch in one call when the batch is the usual one (every span
+ * exactly the bound type, one resource and one scope by identity), writing the spans' fields into one
+ * buffer that becomes the bytes object returned (no bytes per span, no join, no copy); a span it declines
+ * is handed back in its place for Python. Any other batch is left whole to Python (None).
+ *
  * Attribute values come from clients (paths, user agents): every write goes through one growing,
  * bounds-checked heap buffer (no fixed-size buffer holds variable data), every C API result is
  * checked, and the GIL is held throughout. The buffer is local to a call: code a call may run
@@ -25,7 +30,7 @@
 #include <string.h>
 
 /* Bumped when encode_span's contract changes: otlp_wire ignores a module built from other sources. */
-#define SPAN_WIRE_FORMAT 3
+#define SPAN_WIRE_FORMAT 4
 
 /* What a step returns: done, an exception set (propagated), or "not this span" (no exception). */
 #define DONE 0
@@ -38,7 +43,37 @@ typedef struct {
     unsigned char *data;
     Py_ssize_t len;
     Py_ssize_t cap;
+    PyObject *bytes;  /* NULL: `data` is PyMem's; else `data` is this bytes object's (a batch's), handed out whole */
 } Buffer;
+
+/* A buffer of `cap` bytes that is a bytes object's (what encode_spans returns without a copy). */
+static int
+bytes_buffer(Buffer *buf, Py_ssize_t cap)
+{
+    buf->len = 0;
+    buf->bytes = PyBytes_FromStringAndSize(NULL, cap);
+    if (buf->bytes == NULL) {
+        buf->data = NULL;
+        buf->cap = 0;
+        return FAILED;
+    }
+    buf->data = (unsigned char *)PyBytes_AS_STRING(buf->bytes);
+    buf->cap = cap;
+    return DONE;
+}
+
+static void
+free_buffer(Buffer *buf)
+{
+    if (buf->bytes != NULL) {
+        Py_CLEAR(buf->bytes);
+    }
+    else {
+        PyMem_Free(buf->data);
+    }
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+}
 
 /* Room for `extra` more bytes, doubling; sizes checked against overflow before any arithmetic. */
 static int
@@ -55,6 +90,16 @@ reserve(Buffer *buf, Py_ssize_t extra)
     Py_ssize_t cap = buf->cap > 0 ? buf->cap : 1024;  /* a gateway span: 300-900 bytes */
     while (cap < need) {
         cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
+    }
+    if (buf->bytes != NULL) {  /* only this function holds it (refcount 1): resizable */
+        if (_PyBytes_Resize(&buf->bytes, cap) < 0) {  /* released on failure: the buffer is empty */
+            buf->data = NULL;
+            buf->len = buf->cap = 0;
+            return FAILED;
+        }
+        buf->data = (unsigned char *)PyBytes_AS_STRING(buf->bytes);
+        buf->cap = cap;
+        return DONE;
     }
     unsigned char *data = PyMem_Realloc(buf->data, (size_t)cap);
     if (data == NULL) {
@@ -154,17 +199,42 @@ write_bytes(Buffer *buf, const char *bytes, Py_ssize_t size)
     }
 }
 
-/* fixed32 and fixed64 fields are little-endian (size 4 or 8); trace and span ids big-endian bytes. */
+/* fixed32 and fixed64 fields are little-endian (size 4 or 8); trace and span ids big-endian bytes.
+ * One room check, then the bytes stored unrolled (no loop per byte). */
 static inline int
 put_le(Buffer *buf, uint64_t value, int size)
 {
-    if (room(buf, 8) < 0) {
+    if (size != 4 && size != 8) {
+        PyErr_SetString(PyExc_SystemError, "_span_wire: a fixed field of another size");
         return FAILED;
     }
-    for (int i = 0; i < size && i < 8; i++) {
-        buf->data[buf->len++] = (unsigned char)(value >> (8 * i));
+    if (room(buf, size) < 0) {
+        return FAILED;
     }
+    unsigned char *out = buf->data + buf->len;
+    out[0] = (unsigned char)value;
+    out[1] = (unsigned char)(value >> 8);
+    out[2] = (unsigned char)(value >> 16);
+    out[3] = (unsigned char)(value >> 24);
+    if (size == 8) {
+        out[4] = (unsigned char)(value >> 32);
+        out[5] = (unsigned char)(value >> 40);
+        out[6] = (unsigned char)(value >> 48);
+        out[7] = (unsigned char)(value >> 56);
+    }
+    buf->len += size;
     return DONE;
+}
+
+/* After room() for its 8 bytes. */
+static inline void
+write_be64(Buffer *buf, uint64_t value)
+{
+    unsigned char *out = buf->data + buf->len;
+    for (int i = 0; i < 8; i++) {  /* a constant count: unrolled by the compiler */
+        out[i] = (unsigned char)(value >> (56 - 8 * i));
+    }
+    buf->len += 8;
 }
 
 static inline int
@@ -173,9 +243,7 @@ put_be64(Buffer *buf, uint64_t value)
     if (room(buf, 8) < 0) {
         return FAILED;
     }
-    for (int i = 0; i < 8; i++) {
-        buf->data[buf->len++] = (unsigned char)(value >> (56 - 8 * i));
-    }
+    write_be64(buf, value);
     return DONE;
 }
 
@@ -202,7 +270,7 @@ typedef struct {
     PyObject *owner;
 } Utf8;
 
-static int
+static inline int
 utf8_of(PyObject *text, Utf8 *out)
 {
     out->owner = NULL;
@@ -361,11 +429,16 @@ context_of(PyObject *context, uint64_t *high, uint64_t *low, uint64_t *span_id)
 static int
 put_ids(Buffer *buf, uint64_t high, uint64_t low, uint64_t span_id)
 {
-    static const unsigned char trace_tag[] = {0x0a, 0x10}, span_tag[] = {0x12, 0x08};
-    if (put(buf, trace_tag, 2) < 0 || put_be64(buf, high) < 0 || put_be64(buf, low) < 0
-        || put(buf, span_tag, 2) < 0 || put_be64(buf, span_id) < 0) {
+    if (room(buf, 2 + 16 + 2 + 8) < 0) {  /* then exactly these 28 bytes */
         return FAILED;
     }
+    write_byte(buf, 0x0a);
+    write_byte(buf, 0x10);
+    write_be64(buf, high);
+    write_be64(buf, low);
+    write_byte(buf, 0x12);
+    write_byte(buf, 0x08);
+    write_be64(buf, span_id);
     return DONE;
 }
 
@@ -373,6 +446,7 @@ put_ids(Buffer *buf, uint64_t high, uint64_t low, uint64_t span_id)
 enum {
     CONTEXT, PARENT, NAME, KIND, START, END, ATTRIBUTES, DROPPED, EVENTS, LINKS, STATUS, /* a span's */
     LINK_ATTRIBUTES, LINK_CONTEXT, STATUS_CODE, DESCRIPTION, VALUE,                      /* the rest */
+    RESOURCE, SCOPE,                                                   /* what a batch is grouped by */
     NAME_COUNT,
 };
 
@@ -381,6 +455,7 @@ enum {
 static const char *const NAMES[NAME_COUNT] = {
     "_context", "_parent", "_name", "_kind", "_start_time", "_end_time", "_attributes", "_dropped",
     "_events", "_links", "_status", "_attributes", "_context", "status_code", "description", "_value_",
+    "_resource", "_instrumentation_scope",
 };
 
 /* SpanKind's members, by their value (INTERNAL 0 to CONSUMER 4). */
@@ -422,6 +497,7 @@ typedef struct {
      * each field's offset in its instances, and the SpanKind members known by identity. */
     PyTypeObject *span_type;
     Py_ssize_t offsets[SPAN_FIELDS];
+    Py_ssize_t group_offsets[2];  /* RESOURCE and SCOPE's slots (0: not slots, encode_spans declines) */
     PyObject *kinds[KIND_COUNT];
     /* The span lifecycle (start_owned, end_own, the batch queue): set by bind_lifecycle(), after bind()
      * found every slot (lifecycle 0: not bound, and its functions refuse). */
@@ -760,7 +836,59 @@ put_span(State *state, Buffer *buf, PyObject *const *f, PyObject *default_status
     return DONE;
 }
 
-#define HEAD_ROOM 11
+/* A ScopeSpans.spans field's tag and the length's varint, written before the Span once its size is known:
+ * room is left for a two-byte length (a span under 16 KiB, the gateway's), the Span moved when it differs. */
+#define HEAD_ROOM 3
+
+/* One ScopeSpans.spans field (tag, length, Span) of `span` appended to `buf`; when declined (or failed), `buf`
+ * is left as it was. `defaults`: default_status, default_trace_state, no_attributes. */
+static int
+put_span_field(State *state, Buffer *buf, PyObject *span, PyObject *const *defaults)
+{
+    PyObject *fields[SPAN_FIELDS] = {NULL};  /* a fixed count of references, not variable data */
+    Py_ssize_t start = buf->len;
+    int result = FAILED;
+    int bound = state->span_type != NULL && Py_TYPE(span) == state->span_type;
+    for (int i = 0; i < SPAN_FIELDS; i++) {
+        PyObject *value = bound ? *(PyObject **)((char *)span + state->offsets[i]) : NULL;
+        if (value != NULL) {  /* a slot read in place */
+            fields[i] = Py_NewRef(value);
+        }
+        else if ((fields[i] = span_field(state, span, i)) == NULL) {  /* by attribute, or an empty slot's error */
+            goto done;
+        }
+    }
+    if (room(buf, HEAD_ROOM) < 0) {
+        goto done;
+    }
+    buf->len += HEAD_ROOM;
+    result = put_span(state, buf, fields, defaults[0], defaults[1], defaults[2]);
+    if (result != DONE) {
+        goto done;
+    }
+    Py_ssize_t body = start + HEAD_ROOM, size = buf->len - body;
+    Py_ssize_t head_size = 1 + varint_size((uint64_t)size), shift = head_size - HEAD_ROOM;
+    if (shift > 0 && room(buf, shift) < 0) {  /* a span of 16 KiB or more: its length takes more bytes */
+        result = FAILED;
+        goto done;
+    }
+    if (shift != 0) {
+        memmove(buf->data + body + shift, buf->data + body, (size_t)size);
+        buf->len += shift;
+    }
+    buf->len = start;  /* the head, then the length counted above */
+    write_byte(buf, 0x12);
+    write_varint(buf, (uint64_t)size);
+    buf->len += size;
+done:
+    if (result != DONE) {
+        buf->len = start;
+    }
+    for (int i = 0; i < SPAN_FIELDS; i++) {
+        Py_XDECREF(fields[i]);
+    }
+    return result;
+}
 
 /* encode_span(span, default_status, default_trace_state, no_attributes, /) -> bytes | None */
 static PyObject *
@@ -774,44 +902,162 @@ encode_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (state == NULL) {
         return NULL;
     }
-    PyObject *fields[SPAN_FIELDS] = {NULL};  /* a fixed count of references, not variable data */
-    Buffer buf = {NULL, 0, 0};
+    Buffer buf = {NULL, 0, 0, NULL};
     PyObject *out = NULL;
-    for (int i = 0; i < SPAN_FIELDS; i++) {
-        if ((fields[i] = span_field(state, args[0], i)) == NULL) {
-            goto done;
-        }
-    }
-    /* The Span is written after room for its ScopeSpans.spans tag and length (field 2: one byte, and
-     * a varint of at most 10), which are known once it is written. */
-    if (reserve(&buf, HEAD_ROOM) < 0) {
-        goto done;
-    }
-    buf.len = HEAD_ROOM;
-    int result = put_span(state, &buf, fields, args[1], args[2], args[3]);
+    int result = put_span_field(state, &buf, args[0], args + 1);
     if (result == DECLINED) {
         out = Py_NewRef(Py_None);
     }
     else if (result == DONE) {
-        unsigned char head[HEAD_ROOM];
-        Py_ssize_t head_size = 0;
-        uint64_t size = (uint64_t)(buf.len - HEAD_ROOM);
-        head[head_size++] = 0x12;
-        while (size >= 0x80) {
-            head[head_size++] = (unsigned char)((size & 0x7F) | 0x80);
-            size >>= 7;
-        }
-        head[head_size++] = (unsigned char)size;
-        unsigned char *start = buf.data + HEAD_ROOM - head_size;
-        memcpy(start, head, (size_t)head_size);
-        out = PyBytes_FromStringAndSize((const char *)start, buf.len - (HEAD_ROOM - head_size));
+        out = PyBytes_FromStringAndSize((const char *)buf.data, buf.len);
     }
-done:
-    for (int i = 0; i < SPAN_FIELDS; i++) {
-        Py_XDECREF(fields[i]);
-    }
-    PyMem_Free(buf.data);
+    free_buffer(&buf);
     return out;
+}
+
+/* A span's resource or scope slot (`which`: 0 or 1), borrowed; NULL when empty (no exception). */
+static inline PyObject *
+group_of(State *state, PyObject *span, int which)
+{
+    return *(PyObject **)((char *)span + state->group_offsets[which]);
+}
+
+/* Appends buf[from:] to `parts` as one bytes object (nothing when empty). */
+static int
+append_run(PyObject *parts, const Buffer *buf, Py_ssize_t from)
+{
+    if (buf->len == from) {
+        return 0;
+    }
+    PyObject *run = PyBytes_FromStringAndSize((const char *)buf->data + from, buf->len - from);
+    if (run == NULL) {
+        return -1;
+    }
+    int failed = PyList_Append(parts, run);
+    Py_DECREF(run);
+    return failed;
+}
+
+/* The batch of `spans` (a tuple the caller holds) whose spans were checked to be all of the bound type, with
+ * the same resource and scope: its ScopeSpans.spans fields, in order, as a list of bytes (each a run of
+ * fields written here) and spans (each one declined, for Python). NULL: an exception, or Py_None when a span
+ * no longer has the batch's resource and scope (changed by code a span's encoding ran: Python groups it). */
+static PyObject *
+encode_batch(State *state, PyObject *spans, PyObject *resource, PyObject *scope, PyObject *const *defaults)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(spans);
+    Buffer buf = {NULL, 0, 0, NULL};
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    /* A gateway span is 300-900 bytes: room for most batches at once (reserve() grows it past that). */
+    if (bytes_buffer(&buf, count < (1 << 16) ? count * 640 : (Py_ssize_t)1 << 22) < 0) {
+        goto failed;
+    }
+    Py_ssize_t run = 0;  /* where the fields not yet in `parts` start */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *span = PyTuple_GET_ITEM(spans, i);
+        if (Py_TYPE(span) != state->span_type || group_of(state, span, 0) != resource
+            || group_of(state, span, 1) != scope) {
+            Py_DECREF(parts);
+            free_buffer(&buf);
+            Py_RETURN_NONE;
+        }
+        int result = put_span_field(state, &buf, span, defaults);
+        if (result == FAILED) {
+            goto failed;
+        }
+        if (result == DECLINED) {
+            if (append_run(parts, &buf, run) < 0 || PyList_Append(parts, span) < 0) {
+                goto failed;
+            }
+            run = buf.len;
+        }
+    }
+    if (run == 0 && buf.len > 0) {  /* the usual batch, every span written: the buffer itself, no copy */
+        if (_PyBytes_Resize(&buf.bytes, buf.len) < 0) {
+            goto failed;
+        }
+        int failed = PyList_Append(parts, buf.bytes);
+        free_buffer(&buf);
+        if (failed) {
+            goto failed;
+        }
+        return parts;
+    }
+    if (append_run(parts, &buf, run) < 0) {
+        goto failed;
+    }
+    free_buffer(&buf);
+    return parts;
+failed:
+    Py_DECREF(parts);
+    free_buffer(&buf);
+    return NULL;
+}
+
+/* encode_spans(spans, default_status, default_trace_state, no_attributes, /)
+ *     -> tuple[resource, scope, list[bytes | span]] | None */
+static PyObject *
+encode_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "encode_spans() takes 4 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    State *state = PyModule_GetState(module);
+    if (state == NULL) {
+        return NULL;
+    }
+    if (state->span_type == NULL || state->group_offsets[0] == 0 || state->group_offsets[1] == 0
+        || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
+        Py_RETURN_NONE;
+    }
+    /* A tuple: what a span's encoding may run (a __bool__) cannot change the batch meanwhile. */
+    PyObject *spans = PySequence_Tuple(args[0]);
+    if (spans == NULL) {
+        return NULL;
+    }
+    PyObject *out = NULL, *parts = NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(spans);
+    PyObject *resource = NULL, *scope = NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {  /* not this batch: Python groups it (no span encoded twice) */
+        PyObject *span = PyTuple_GET_ITEM(spans, i);
+        if (Py_TYPE(span) != state->span_type) {
+            goto none;
+        }
+        if (i == 0) {
+            resource = group_of(state, span, 0);
+            scope = group_of(state, span, 1);
+            if (resource == NULL || scope == NULL) {
+                goto none;
+            }
+        }
+        else if (group_of(state, span, 0) != resource || group_of(state, span, 1) != scope) {
+            goto none;
+        }
+    }
+    if (count == 0) {
+        goto none;
+    }
+    Py_INCREF(resource);  /* held: a span's encoding could run code that replaces the slots */
+    Py_INCREF(scope);
+    parts = encode_batch(state, spans, resource, scope, args + 1);
+    if (parts != NULL && parts != Py_None) {
+        out = PyTuple_Pack(3, resource, scope, parts);
+    }
+    else if (parts == Py_None) {
+        out = Py_NewRef(Py_None);
+    }
+    Py_XDECREF(parts);
+    Py_DECREF(resource);
+    Py_DECREF(scope);
+    Py_DECREF(spans);
+    return out;
+none:
+    Py_DECREF(spans);
+    Py_RETURN_NONE;
 }
 
 /* The offset of `span_type`'s own __slots__ field `name`: a member descriptor in its __dict__, of a
@@ -874,6 +1120,13 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!bound) {
         Py_RETURN_FALSE;
+    }
+    for (int i = 0; i < 2; i++) {
+        Py_ssize_t offset = slot_offset(span_type, state->names[RESOURCE + i]);
+        if (offset < 0) {
+            return NULL;
+        }
+        state->group_offsets[i] = offset;
     }
     memcpy(state->offsets, offsets, sizeof(offsets));
     state->span_type = (PyTypeObject *)Py_NewRef(args[0]);
@@ -1754,6 +2007,11 @@ static PyMethodDef methods[] = {
      "encode_span(span, default_status, default_trace_state, no_attributes, /)\n--\n\n"
      "A LeanSpan as one ScopeSpans.spans field (the bytes SpanEncoder._lean_span gives), or None\n"
      "for a span it leaves to the Python encoder."},
+    {"encode_spans", (PyCFunction)(void (*)(void))encode_spans, METH_FASTCALL,
+     "encode_spans(spans, default_status, default_trace_state, no_attributes, /)\n--\n\n"
+     "A batch of bound spans of one resource and one scope (a list or tuple) as (resource, scope, parts):\n"
+     "parts its ScopeSpans.spans fields in order, runs of them as bytes and each span it leaves to\n"
+     "Python as the span. None: not such a batch (empty, another type, resources or scopes)."},
     {"bind_lifecycle", (PyCFunction)(void (*)(void))bind_lifecycle, METH_FASTCALL,
      "bind_lifecycle(span_context, non_recording_span, link, no_attributes, default_status,\n"
      "               default_trace_state, root_flags, child_flags, context, variable, span_key, random,\n"

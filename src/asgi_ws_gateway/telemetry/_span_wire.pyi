@@ -28,6 +28,19 @@ def encode_span(
     it leaves to the Python encoder (events, a trace state, dropped attributes, a link with attributes, an
     attribute value other than a ``str`` or an int64 ``int``, a string that is not valid Unicode)."""
 
+def encode_spans(
+    spans: Sequence[ReadableSpan],
+    default_status: Status,
+    default_trace_state: TraceState,
+    no_attributes: BoundedAttributes,
+    /,
+) -> tuple[Any, Any, list[bytes | LeanSpan]] | None:
+    """A batch of spans all of exactly the bound type, with one resource and one scope (by identity), in a list or
+    tuple: ``(resource, scope, parts)``, ``parts`` its ``ScopeSpans.spans`` fields in order, each run of those it
+    writes (what :func:`encode_span` gives) as one ``bytes`` and each span :func:`encode_span` declines as itself,
+    for the Python encoder. None for any other batch (empty, another type, several resources or scopes): no span
+    of it was encoded."""
+
 def bind_lifecycle(
     span_context: type[SpanContext],
     non_recording_span: type[NonRecordingSpan],
