@@ -157,6 +157,38 @@ varint_size(uint64_t value)
     return size;
 }
 
+/* Writes after room() was made for all of them (an attribute's whole field, whose size is
+ * counted first): no check per byte. Each writes exactly the bytes varint_size() counts, at a cursor
+ * (`at`, returned past them) the caller then stores as buf->len: a store through an unsigned char
+ * pointer may alias buf's own fields, which the compiler would otherwise reload for every byte. */
+static inline unsigned char *
+write_byte(unsigned char *at, unsigned char byte)
+{
+    *at = byte;
+    return at + 1;
+}
+
+static inline unsigned char *
+write_varint(unsigned char *at, uint64_t value)
+{
+    while (value >= 0x80) {
+        *at++ = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    *at++ = (unsigned char)value;
+    return at;
+}
+
+static inline unsigned char *
+write_bytes(unsigned char *at, const char *bytes, Py_ssize_t size)
+{
+    if (size > 0) {
+        memcpy(at, bytes, (size_t)size);
+        at += size;
+    }
+    return at;
+}
+
 /* A protobuf varint: 7 bits a byte, least significant first (at most 10 bytes for 64 bits). */
 static inline int
 put_varint(Buffer *buf, uint64_t value)
@@ -164,39 +196,8 @@ put_varint(Buffer *buf, uint64_t value)
     if (room(buf, 10) < 0) {
         return FAILED;
     }
-    while (value >= 0x80) {
-        buf->data[buf->len++] = (unsigned char)((value & 0x7F) | 0x80);
-        value >>= 7;
-    }
-    buf->data[buf->len++] = (unsigned char)value;
+    buf->len = write_varint(buf->data + buf->len, value) - buf->data;
     return DONE;
-}
-
-/* The same writes after room() was made for all of them (an attribute's whole field, whose size is
- * counted first): no check per byte. Each writes exactly the bytes varint_size() counts. */
-static inline void
-write_byte(Buffer *buf, unsigned char byte)
-{
-    buf->data[buf->len++] = byte;
-}
-
-static inline void
-write_varint(Buffer *buf, uint64_t value)
-{
-    while (value >= 0x80) {
-        buf->data[buf->len++] = (unsigned char)((value & 0x7F) | 0x80);
-        value >>= 7;
-    }
-    buf->data[buf->len++] = (unsigned char)value;
-}
-
-static inline void
-write_bytes(Buffer *buf, const char *bytes, Py_ssize_t size)
-{
-    if (size > 0) {
-        memcpy(buf->data + buf->len, bytes, (size_t)size);
-        buf->len += size;
-    }
 }
 
 /* fixed32 and fixed64 fields are little-endian (size 4 or 8); trace and span ids big-endian bytes.
@@ -227,14 +228,13 @@ put_le(Buffer *buf, uint64_t value, int size)
 }
 
 /* After room() for its 8 bytes. */
-static inline void
-write_be64(Buffer *buf, uint64_t value)
+static inline unsigned char *
+write_be64(unsigned char *at, uint64_t value)
 {
-    unsigned char *out = buf->data + buf->len;
     for (int i = 0; i < 8; i++) {  /* a constant count: unrolled by the compiler */
-        out[i] = (unsigned char)(value >> (56 - 8 * i));
+        at[i] = (unsigned char)(value >> (56 - 8 * i));
     }
-    buf->len += 8;
+    return at + 8;
 }
 
 static inline int
@@ -243,7 +243,7 @@ put_be64(Buffer *buf, uint64_t value)
     if (room(buf, 8) < 0) {
         return FAILED;
     }
-    write_be64(buf, value);
+    buf->len = write_be64(buf->data + buf->len, value) - buf->data;
     return DONE;
 }
 
@@ -432,13 +432,15 @@ put_ids(Buffer *buf, uint64_t high, uint64_t low, uint64_t span_id)
     if (room(buf, 2 + 16 + 2 + 8) < 0) {  /* then exactly these 28 bytes */
         return FAILED;
     }
-    write_byte(buf, 0x0a);
-    write_byte(buf, 0x10);
-    write_be64(buf, high);
-    write_be64(buf, low);
-    write_byte(buf, 0x12);
-    write_byte(buf, 0x08);
-    write_be64(buf, span_id);
+    unsigned char *at = buf->data + buf->len;
+    at = write_byte(at, 0x0a);
+    at = write_byte(at, 0x10);
+    at = write_be64(at, high);
+    at = write_be64(at, low);
+    at = write_byte(at, 0x12);
+    at = write_byte(at, 0x08);
+    at = write_be64(at, span_id);
+    buf->len = at - buf->data;
     return DONE;
 }
 
@@ -574,29 +576,30 @@ put_attribute(Buffer *buf, PyObject *key, PyObject *value)
     if (room(buf, field_size) < 0) {
         goto done;
     }
-    Py_ssize_t end = buf->len + field_size;
-    write_byte(buf, 0x4a);
-    write_varint(buf, (uint64_t)pair_size);
+    unsigned char *at = buf->data + buf->len, *end = at + field_size;
+    at = write_byte(at, 0x4a);
+    at = write_varint(at, (uint64_t)pair_size);
     if (name.size > 0) {  /* an empty key has no field: protobuf leaves out an empty string */
-        write_byte(buf, 0x0a);
-        write_varint(buf, (uint64_t)name.size);
-        write_bytes(buf, name.data, name.size);
+        at = write_byte(at, 0x0a);
+        at = write_varint(at, (uint64_t)name.size);
+        at = write_bytes(at, name.data, name.size);
     }
-    write_byte(buf, 0x12);
-    write_varint(buf, (uint64_t)any_size);
+    at = write_byte(at, 0x12);
+    at = write_varint(at, (uint64_t)any_size);
     if (text.data != NULL) {  /* a string value, even empty: a oneof case is always written */
-        write_byte(buf, 0x0a);
-        write_varint(buf, (uint64_t)text.size);
-        write_bytes(buf, text.data, text.size);
+        at = write_byte(at, 0x0a);
+        at = write_varint(at, (uint64_t)text.size);
+        at = write_bytes(at, text.data, text.size);
     }
     else {
-        write_byte(buf, 0x18);
-        write_varint(buf, number);
+        at = write_byte(at, 0x18);
+        at = write_varint(at, number);
     }
-    if (buf->len != end) {  /* the count above and the writes disagree: a bug, never a wrong field sent */
+    if (at != end) {  /* the count above and the writes disagree: a bug, never a wrong field sent */
         PyErr_SetString(PyExc_SystemError, "_span_wire: an attribute's size was miscounted");
         goto done;
     }
+    buf->len += field_size;
     result = DONE;
 done:
     Py_XDECREF(name.owner);
@@ -876,10 +879,9 @@ put_span_field(State *state, Buffer *buf, PyObject *span, PyObject *const *defau
         memmove(buf->data + body + shift, buf->data + body, (size_t)size);
         buf->len += shift;
     }
-    buf->len = start;  /* the head, then the length counted above */
-    write_byte(buf, 0x12);
-    write_varint(buf, (uint64_t)size);
-    buf->len += size;
+    unsigned char *at = write_byte(buf->data + start, 0x12);  /* the head, in the room left for it */
+    at = write_varint(at, (uint64_t)size);
+    buf->len = (at - buf->data) + size;
 done:
     if (result != DONE) {
         buf->len = start;
