@@ -260,10 +260,10 @@ ALLOWED_LOADERS = {
     "_lazy.py": "the package's exports, from the modules a fixed table in the source names (no name from input)",
     "telemetry/providers.py": "OTEL_* environment variables",
     "telemetry/environment.py": "OTEL_* environment variables (checks the numbers providers.py passes it)",
+    "telemetry/native.py": "ASGI_WS_GATEWAY_PURE_PYTHON, whether the optional C modules are left unused",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
     "server/head_deadline.py": "its request-head timeout from the environment the operator set",
     "startup.py": "whether the standalone gateway's variables are set where nothing reads them (warned of by name)",
-    "telemetry/otlp_wire.py": "ASGI_WS_GATEWAY_PURE_PYTHON, whether the optional C span encoder is left unused",
 }
 _LOADS = re.compile(
     # builtins only: a method called eval (Redis's EVAL of a Lua script) is not Python's eval

@@ -23,14 +23,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import (
-    AlwaysOffExemplarFilter,
-    AlwaysOnExemplarFilter,
-    ExemplarFilter,
-    Histogram,
-    MeterProvider,
-    TraceBasedExemplarFilter,
-)
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics._internal import _view_instrument_match, instrument, metric_reader_storage
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -41,9 +34,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import sampling
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from asgi_ws_gateway.config.settings import TelemetryConfig
 from asgi_ws_gateway.errors import ConfigError
@@ -51,11 +41,10 @@ from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import histograms as own_module
 from asgi_ws_gateway.telemetry import names as n
 from asgi_ws_gateway.telemetry.histograms import OwnHistogram, OwnHistograms
-from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
-from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.metrics import Attrs, DurationHistogram, Metrics, sdk_histogram
 from asgi_ws_gateway.telemetry.providers import resolve_providers
 from support.clients import connect, expect_status
+from support.exemplars import FILTERS, LEAN_SAMPLED, LEAN_UNSAMPLED, SAMPLED, TEMPORALITIES, UNSAMPLED
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point
 from support.servers import UvicornServer
@@ -63,46 +52,6 @@ from support.telemetry import export_to, telemetry_config
 from support.upstream import UpstreamServer
 
 SPECS = (n.HANDSHAKE_DURATION, n.UPSTREAM_CONNECT_DURATION, n.CONNECTION_DURATION_METRIC)
-FILTERS: dict[str, type[ExemplarFilter]] = {
-    "trace_based": TraceBasedExemplarFilter,
-    "always_on": AlwaysOnExemplarFilter,
-    "always_off": AlwaysOffExemplarFilter,
-}
-TEMPORALITIES = {"cumulative": AggregationTemporality.CUMULATIVE, "delta": AggregationTemporality.DELTA}
-SAMPLED = NonRecordingSpan(SpanContext(0xA1, 0xB1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
-UNSAMPLED = NonRecordingSpan(SpanContext(0xA2, 0xB2, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT)))
-
-
-class _FixedIds(IdGenerator):
-    def __init__(self, trace_id: int, span_id: int) -> None:
-        self.ids = trace_id, span_id
-
-    def generate_trace_id(self) -> int:
-        return self.ids[0]
-
-    def generate_span_id(self) -> int:
-        return self.ids[1]
-
-
-class _RecordOnly(sampling.Sampler):
-    def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
-        return sampling.SamplingResult(sampling.Decision.RECORD_ONLY)
-
-    def get_description(self) -> str:
-        return "RecordOnly"
-
-
-def _lean_span(trace_id: int, span_id: int, sampled: bool) -> trace.Span:
-    """A gateway's own span (the histograms read its ids without property calls), sampled or recorded only."""
-    sampler = sampling.ALWAYS_ON if sampled else _RecordOnly()
-    provider = LeanTracerProvider(resource=Resource({}), sampler=sampler, id_generator=_FixedIds(trace_id, span_id))
-    span = provider.get_tracer("t").start_span("s")
-    assert isinstance(span, LeanSpan)
-    return span
-
-
-LEAN_SAMPLED = _lean_span(0xA3, 0xB3, True)
-LEAN_UNSAMPLED = _lean_span(0xA4, 0xB4, False)
 ACCEPTED: Attrs = {n.API: "echo", n.HTTP_ROUTE: "/ws/echo", n.PROTOCOL_NAME: "websocket", n.OUTCOME: "accepted",
             n.HTTP_STATUS: 101}  # fmt: skip
 ACCEPTED_REORDERED = dict(reversed(ACCEPTED.items()))  # the same set: the SDK's, not the dict's order

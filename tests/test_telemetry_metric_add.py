@@ -44,7 +44,7 @@ from asgi_ws_gateway.telemetry.environment import PURE_PYTHON_VARIABLE
 from asgi_ws_gateway.telemetry.histograms import OwnHistogram, OwnHistograms
 from asgi_ws_gateway.telemetry.metric_totals import ApiTotals
 from asgi_ws_gateway.telemetry.metrics import Attrs, Metrics, attributes_key
-from test_telemetry_histograms import FILTERS, LEAN_SAMPLED, LEAN_UNSAMPLED, SAMPLED, TEMPORALITIES, UNSAMPLED
+from support.exemplars import FILTERS, LEAN_SAMPLED, LEAN_UNSAMPLED, SAMPLED, TEMPORALITIES, UNSAMPLED
 
 needs_native = pytest.mark.skipif(
     metric_totals.NATIVE_RECORDER is None,

@@ -121,7 +121,8 @@ def recipes(draw: st.DrawFn, others: bool) -> Recipe:
 
 
 def _make(provider: LeanTracerProvider, recipe: Recipe, scope: str = "asgi_ws_gateway") -> LeanSpan:
-    """The span, started as the gateway starts its own (``start_owned``: the dict kept as given, any key)."""
+    """The span, started as the gateway starts its own (``start_owned``: the dict kept as given, any key) when its
+    values are plain."""
     tracer = cast("LeanTracer", provider.get_tracer(scope))
     context = None
     if recipe.parent == "local":
@@ -129,7 +130,11 @@ def _make(provider: LeanTracerProvider, recipe: Recipe, scope: str = "asgi_ws_ga
     elif recipe.parent == "remote":
         context = trace.set_span_in_context(trace.NonRecordingSpan(recipe.remote_parent))
     links = [Link(link.context) for link in recipe.links]  # the tracer marks a link it keeps: a fresh one
-    span = tracer.start_owned(recipe.name, context, recipe.kind, dict(recipe.attributes), links)
+    # start_owned takes str and int values unchecked (its span is marked plain, which the encoders trust: a
+    # bool there would meet an int's cached field); any other value is started as start_span checks it.
+    plain = all(type(value) in (str, int) for value in recipe.attributes.values())
+    start = tracer.start_owned if plain else tracer.start_span
+    span = start(recipe.name, context, recipe.kind, dict(recipe.attributes), links)
     assert type(span) is LeanSpan
     if recipe.status is not None:
         span.set_status(recipe.status)

@@ -79,8 +79,7 @@ _HEADER_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
 
 
 PURE_PYTHON_VARIABLE = "ASGI_WS_GATEWAY_PURE_PYTHON"
-"""A yes (:data:`PURE_PYTHON_YES`): the optional C span encoder is not used; every span is encoded in Python
-(:mod:`.otlp_wire`)."""
+"""A yes (:data:`PURE_PYTHON_YES`): the optional C modules are not used (:mod:`.native`)."""
 PURE_PYTHON_YES = ("1", "true", "yes", "on")
 PURE_PYTHON_NO = ("", "0", "false", "no", "off")
 """With :data:`PURE_PYTHON_YES`, what :data:`PURE_PYTHON_VARIABLE` may be (stripped, case-blind; unset is a no)."""

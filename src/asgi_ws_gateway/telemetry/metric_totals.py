@@ -11,14 +11,13 @@ the own histograms' record (:mod:`.histograms`).
 
 from __future__ import annotations
 
-import os
 from collections import Counter as Tally
 from collections.abc import Callable
 from itertools import compress
 from typing import TYPE_CHECKING
 
 from . import names as n
-from .environment import PURE_PYTHON_VARIABLE, PURE_PYTHON_YES
+from .native import pure_python
 
 if TYPE_CHECKING:
     from ..relay.stats import RelayStats
@@ -92,7 +91,7 @@ _METRIC_ADD_FORMAT = 1
 def _native() -> tuple[Callable[[ApiTotals, RelayStats], None], type[Recorder]] | None:
     """The C extension ``_metric_add``'s ``add_totals`` (told :meth:`ApiTotals.add`) and ``Recorder``; None
     when it is not built, not current, or turned off (``ASGI_WS_GATEWAY_PURE_PYTHON``, read at start-up)."""
-    if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in PURE_PYTHON_YES:
+    if pure_python():  # checked at start-up
         return None
     try:
         from ._metric_add import FORMAT, Recorder, add_totals, bind_totals

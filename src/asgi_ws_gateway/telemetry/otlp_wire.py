@@ -28,7 +28,6 @@ with ``ASGI_WS_GATEWAY_PURE_PYTHON=1``, is written by :meth:`SpanEncoder._lean_s
 
 from __future__ import annotations
 
-import os
 import random
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -40,10 +39,10 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from . import current
-from .environment import PURE_PYTHON_VARIABLE, PURE_PYTHON_YES
 from .lean_spans import DEFAULT_STATUS, LeanSpan
 from .lean_spans import end_own as python_end_own
 from .lean_tracer import CHILD_FLAGS, NO_ATTRIBUTES, ROOT_FLAGS, LeanTracer
+from .native import pure_python
 from .otlp_attributes import CACHE_LIMIT, Blocks, Pairs, append_attributes
 from .otlp_protobuf import SMALL_VARINTS, delimited, varint
 
@@ -107,7 +106,7 @@ def _native() -> Native | None:
     lookups) and what a started span is made of; None when it is not built, not current, or turned off. The one
     place it is loaded: the encoder here and the span lifecycle (:data:`OWNED_STARTER`, :data:`END_OWN`,
     :data:`QUEUE_INTO`) are its functions."""
-    if os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in PURE_PYTHON_YES:  # checked at start-up
+    if pure_python():  # checked at start-up
         return None
     try:
         from ._span_wire import FORMAT, bind, bind_lifecycle, encode_span, encode_spans, end_own, queue_into, starter
