@@ -325,6 +325,58 @@ async def test_a_forced_worker_stays_forced_when_its_supervisor_acts_late(tmp_pa
     assert "Traceback" not in output, output
 
 
+_EXECUTOR_PLUGIN = """
+import asyncio
+import time
+
+from pydantic import BaseModel
+
+from asgi_ws_gateway.policies import register_policy
+
+
+@register_policy("busy-executor")
+class BusyExecutor:
+    \"\"\"Leaves the loop's default executor busy for 8 s: the server returns, and asyncio.run's cleanup
+    joins that thread, as a slow getaddrinfo or a plugin's blocking call holds it.\"\"\"
+
+    class Settings(BaseModel):
+        model_config = {"extra": "forbid"}
+
+    def __init__(self, settings, env):
+        pass
+
+    async def apply(self, context):
+        asyncio.get_running_loop().run_in_executor(None, time.sleep, 8)
+"""
+
+
+async def test_a_later_ctrl_c_ends_a_drained_process_at_once_without_a_traceback(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """The drain complete, asyncio.run's cleanup joins the default executor's threads: a Ctrl+C then
+    raised KeyboardInterrupt where uvicorn had given SIGINT back its default action, and the loop closed
+    under the joining thread (a traceback, exit 1; in full runs a drained worker of ``--workers 2`` given a
+    second Ctrl+C). Now it ends at once with 0, the drain having been complete."""
+    name = write_plugin(tmp_path, _EXECUTOR_PLUGIN)
+    path = write_config(
+        tmp_path, build_config(upstream_server, plugins=[name], api={"policies": [{"busy-executor": {}}]})
+    )
+    with ready_server(
+        lambda port: [*RUN, str(path), "--log-level", "info", "--port", str(port)], cwd=tmp_path
+    ) as server:
+        async with await connect(f"ws://127.0.0.1:{server.port}/ws/echo"):
+            pass
+        server.process.send_signal(signal.SIGINT)
+        _wait_for_line(server, "Finished server process")
+        await asyncio.sleep(0.5)  # the executor's thread has 7 s to go: the process is joining it
+        assert server.process.poll() is None, server.output()
+        server.process.send_signal(signal.SIGINT)
+        code = server.wait_exit(30)
+        output = server.output()
+    assert code == 0, output
+    assert "Traceback" not in output, output
+
+
 async def test_a_forced_quit_logs_no_traceback_and_counts_closed_clients_apart(tmp_path: Path) -> None:
     """One process: each cancelled connection and the lifespan logged an ERROR with a CancelledError
     traceback after the WARNING, which counted clients already sent their 1012 as cut without one."""

@@ -72,8 +72,9 @@ class GracefulServer(uvicorn.Server):
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here
             if isinstance(captured, list):
                 captured.clear()
-        if self.force_exit:
-            _forced_to_the_end()
+        # Served: what is left is asyncio.run's cleanup (the default executor's threads joined, among them),
+        # where a later Ctrl+C raised KeyboardInterrupt with uvicorn's handlers gone (a traceback, exit 1).
+        _ended_at_the_next_signal(EXIT_FORCED if self.force_exit else 0)
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         try:
@@ -98,18 +99,28 @@ class GracefulServer(uvicorn.Server):
             )
 
 
-def _forced_to_the_end() -> None:
-    """After a forced quit, a SIGINT or SIGTERM ends the process at once with :data:`EXIT_FORCED`.
+def _ended_at_the_next_signal(code: int) -> None:
+    """Once the server has returned, a SIGINT or SIGTERM ends the process at once with ``code``
+    (:data:`EXIT_FORCED` after a forced quit, else 0: the drain was complete).
 
-    uvicorn gives SIGTERM back its default action as the server returns, and the process still has
-    its connections' tasks to cancel: with ``--workers``, the supervisor's SIGTERM (sent to every
-    worker when it acts on the first SIGINT, which under load was after the second) then killed
-    the worker (-15), and the forced quit, connections cut, exited 0.
+    uvicorn gives both signals back their default actions as the server returns, and the process
+    still has its connections' tasks to cancel and its default executor to join: with ``--workers``,
+    the supervisor's SIGTERM (sent to every worker when it acts on the first SIGINT, which under load
+    was after the second) killed a forced worker (-15), and the forced quit, connections cut, exited
+    0; a drained worker's second Ctrl+C raised KeyboardInterrupt in that cleanup, the loop closed
+    under the executor's joining thread (a traceback).
     """
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def end(signum: int, frame: object) -> None:
+        with contextlib.suppress(Exception):  # a closed or broken stream: the exit matters more
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
     for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, lambda sig, frame: os._exit(EXIT_FORCED))
+        signal.signal(stop, end)
 
 
 def _cancellation_unlogged(record: logging.LogRecord) -> bool:
@@ -173,7 +184,7 @@ class _Worker(multiprocess.Process):
         super().target(sockets)
         if self.server.force_exit:
             # At once, not sys.exit: the interpreter's finalization gives SIGTERM back its default action
-            # (what _forced_to_the_end set is undone), and the supervisor's, sent late, killed it there (-15).
+            # (what _ended_at_the_next_signal set is undone), and the supervisor's, sent late, killed it there (-15).
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_FORCED)
