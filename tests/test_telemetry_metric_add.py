@@ -129,6 +129,19 @@ def _run(steps: list[tuple[str, Any, int, int]], temporality: str, exemplar_filt
         side.provider.shutdown()
 
 
+def _alongside(reader: Callable[[], None], work: Callable[[], None], threads: int, done: threading.Event) -> None:
+    """``work`` on ``threads`` threads at once while ``reader`` runs on another, told by ``done`` when they end."""
+    background = threading.Thread(target=reader)
+    background.start()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done.set()
+    background.join()
+
+
 @needs_native
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=STEPS, temporality=st.sampled_from(list(TEMPORALITIES)), exemplar_filter=st.sampled_from(list(FILTERS)))
@@ -226,15 +239,7 @@ def test_threads_recording_while_another_collects_lose_no_count() -> None:
         while not done.is_set():
             counted += count(side.collect())
 
-    collector = threading.Thread(target=collect)
-    collector.start()
-    workers = [threading.Thread(target=record) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    done.set()
-    collector.join()
+    _alongside(collect, record, threads, done)
     counted += count(side.collect())
     assert counted == 1 + per_thread * threads
     side.provider.shutdown()
@@ -512,15 +517,7 @@ def test_closes_recorded_in_c_while_another_thread_reads_lose_none() -> None:
             metrics.counts()
             side.reader.collect()
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    workers = [threading.Thread(target=close) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    done.set()
-    reader.join()
+    _alongside(read, close, threads, done)
     counts = metrics.counts()
     assert counts["messages", "chat", "in"] == per_thread * threads
     assert sum(v for (series, _, _), v in counts.items() if series == "closes") == per_thread * threads
