@@ -32,24 +32,24 @@ def _variable() -> ContextVar[Context] | None:
     return None
 
 
-_VARIABLE = _variable()
-VARIABLE = _VARIABLE
-"""The runtime context's ``ContextVar`` (None: another runtime context), read by the C span starter too."""
+VARIABLE = _variable()
+"""The runtime context's ``ContextVar`` (None: another runtime context), read by the C span starter and histogram
+recorder too."""
 
-get_current: Callable[[], Context] = _VARIABLE.get if _VARIABLE is not None else otel_context.get_current
+get_current: Callable[[], Context] = VARIABLE.get if VARIABLE is not None else otel_context.get_current
 """``opentelemetry.context.get_current``."""
 
-attach: Callable[[Context], Token[Context]] = _VARIABLE.set if _VARIABLE is not None else otel_context.attach
+attach: Callable[[Context], Token[Context]] = VARIABLE.set if VARIABLE is not None else otel_context.attach
 """``opentelemetry.context.attach``."""
 
 
 def detach(token: object) -> None:
     """``opentelemetry.context.detach(token)``: a token of another context is logged, as the API logs it."""
-    if _VARIABLE is None:
+    if VARIABLE is None:
         otel_context.detach(token)  # type: ignore[arg-type]
         return
     try:
-        _VARIABLE.reset(token)  # type: ignore[arg-type]
+        VARIABLE.reset(token)  # type: ignore[arg-type]
     except Exception:  # the API's words and level
         logger.exception("Failed to detach context")
 
@@ -57,9 +57,9 @@ def detach(token: object) -> None:
 def with_span(span: Span, context: Context | None = None) -> Context:
     """``trace.set_span_in_context(span, context)``: a new ``Context``, ``context`` (default: the current
     one) with ``span`` as its current span."""
-    if _VARIABLE is None:
+    if VARIABLE is None:
         return set_span_in_context(span, context)
-    values = (context if context is not None else _VARIABLE.get()).copy()
+    values = (context if context is not None else VARIABLE.get()).copy()
     values[_SPAN_KEY] = span
     return Context(values)
 
@@ -70,7 +70,7 @@ _EMPTY = Context()
 def alone(span: Span) -> Context:
     """``trace.set_span_in_context(span, Context())``: a context with ``span`` and nothing else (the
     connection span's, a root that carries no baggage)."""
-    if _VARIABLE is None:
+    if VARIABLE is None:
         return set_span_in_context(span, _EMPTY)
     return Context({_SPAN_KEY: span})
 

@@ -69,7 +69,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from . import names as n
-from .current import _VARIABLE, get_current
+from .current import VARIABLE, get_current
 from .lean_spans import LeanSpan
 from .metric_totals import NATIVE_RECORDER
 from .metrics import attributes_key
@@ -223,7 +223,7 @@ class OwnHistogram(_ViewInstrumentMatch):
             return None
         try:
             return NATIVE_RECORDER(
-                self, self.record_items, self._lock, self._bounds, self._exemplars, _Point, LeanSpan, _VARIABLE,
+                self, self.record_items, self._lock, self._bounds, self._exemplars, _Point, LeanSpan, VARIABLE,
                 Context, _SPAN_KEY, globals(),
             )  # fmt: skip
         except TypeError:  # bounds not floats, or slots of another shape: recorded in Python
