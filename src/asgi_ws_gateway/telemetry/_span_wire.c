@@ -1,4 +1,6 @@
-/* _span_wire: the gateway's own spans (LeanSpan) as OTLP protobuf bytes, in C.
+/* _span_wire: the gateway's own spans (LeanSpan) in C: started, ended and queued for export (the
+ * "span lifecycle" section below: lean_tracer.LeanTracer.start_owned, lean_spans.end_own and
+ * lean_provider's batch queue, which stay the reference), and encoded as OTLP protobuf bytes.
  *
  * An optional accelerator of otlp_wire.SpanEncoder._lean_span, which stays the reference: for the
  * common span (no events, no dropped attributes, no trace state, links without attributes, str or int
