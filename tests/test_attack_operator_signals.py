@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import yaml
 from asgi_ws_gateway.server.serving import EXIT_FORCED, HANGUP_IGNORED
 from support.clients import connect
 from support.configs import build_config, write_config
-from support.processes import ServerProcess, ready_server
+from support.processes import ready_server
 from support.upstream import SilentUpstream, UpstreamServer
 
 
@@ -28,14 +27,6 @@ from support.upstream import SilentUpstream, UpstreamServer
 def upstream_server() -> Iterator[UpstreamServer]:
     with UpstreamServer() as server:
         yield server
-
-
-def _wait_for_line(server: ServerProcess, text: str, timeout: float = 30, times: int = 1) -> None:
-    deadline = time.monotonic() + timeout
-    while server.output().count(text) < times:
-        assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
-        assert time.monotonic() < deadline, server.output()
-        time.sleep(0.05)
 
 
 async def test_sighup_keeps_serving_open_and_new_connections_and_says_so(
@@ -47,7 +38,7 @@ async def test_sighup_keeps_serving_open_and_new_connections_and_says_so(
             await ws.send("before")
             assert await ws.recv() == "before"
             server.process.send_signal(signal.SIGHUP)
-            _wait_for_line(server, f"WARNING:  {HANGUP_IGNORED}")
+            server.wait_for_line(f"WARNING:  {HANGUP_IGNORED}")
             await ws.send("after")
             assert await ws.recv() == "after"
             async with await connect(f"ws://127.0.0.1:{server.port}/echo") as second:
@@ -70,10 +61,10 @@ async def test_sighup_with_an_invalid_file_keeps_the_workers_and_names_the_probl
         async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
             await ws.send("before")
             assert await ws.recv() == "before"
-            _wait_for_line(server, "Application startup complete.", times=2)  # both workers read the file
+            server.wait_for_line("Application startup complete.", times=2)  # both workers read the file
             config.write_text(config.read_text() + "bogus: 1\n")
             server.process.send_signal(signal.SIGHUP)
-            _wait_for_line(server, "aborting the restart", timeout=30)
+            server.wait_for_line("aborting the restart", timeout=30)
             await ws.send("after")
             assert await ws.recv() == "after"
             code = await asyncio.to_thread(server.stop, signal.SIGTERM)  # this loop answers the drain's close
@@ -95,6 +86,6 @@ async def test_a_second_sigint_during_the_drain_is_not_reported_as_a_graceful_ex
         with ready_server(lambda port: [*command, "--port", str(port)]) as server:
             async with await connect(f"ws://127.0.0.1:{server.port}/silent"):
                 server.process.send_signal(signal.SIGTERM)
-                _wait_for_line(server, "Waiting for connections to close")
+                server.wait_for_line("Waiting for connections to close")
                 assert server.stop(signal.SIGINT) == EXIT_FORCED
             assert "WARNING:  forced to quit before the drain finished: 1 connection(s) cut" in server.output()

@@ -38,14 +38,6 @@ def upstream_server() -> Iterator[UpstreamServer]:
         yield server
 
 
-def _wait_for_line(server: ServerProcess, text: str, times: int = 1, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while server.output().count(text) < times:
-        assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
-        assert time.monotonic() < deadline, server.output()
-        time.sleep(0.05)
-
-
 def _upgrade(port: int, path: str) -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -123,7 +115,7 @@ async def test_sigterm_ends_while_a_relayed_client_reads_nothing(
         sock.connect(("127.0.0.1", server.port))
         sock.sendall(_upgrade(server.port, "/flood"))
         assert sock.recv(12) == b"HTTP/1.1 101"
-        _wait_for_line(server, "Application startup complete.")
+        server.wait_for_line("Application startup complete.")
         await asyncio.sleep(1)  # the buffers fill: the gateway's writes to the client are paused
         try:
             assert server.stop(signal.SIGTERM, timeout=30) == 0  # before: still running 150 s later
@@ -234,7 +226,7 @@ async def test_sighup_to_the_process_group_drains_each_worker(tmp_path: Path, up
     at once with every connection (1006, no close frame); the supervisor then replaced them."""
     config = build_config(upstream_server, api={"passthrough": False})
     async with _gateway(tmp_path, config, "--workers", "2") as server:
-        _wait_for_line(server, "Application startup complete.", times=2)
+        server.wait_for_line("Application startup complete.", times=2)
         clients = [await connect(f"ws://127.0.0.1:{server.port}/ws/echo") for _ in range(4)]
         for ws in clients:
             await ws.send("before")
@@ -255,10 +247,10 @@ async def test_a_second_sigint_to_the_workers_exits_forced(tmp_path: Path) -> No
     async with SilentUpstream() as upstream:
         config = build_config(f"ws://127.0.0.1:{upstream.port}/", path="/silent", api={"close_timeout": 30})
         async with _gateway(tmp_path, config, "--workers", "2") as server:
-            _wait_for_line(server, "Application startup complete.", times=2)
+            server.wait_for_line("Application startup complete.", times=2)
             async with await connect(f"ws://127.0.0.1:{server.port}/silent"):
                 _to_the_group(server, signal.SIGINT)
-                _wait_for_line(server, "Waiting for connections to close")
+                server.wait_for_line("Waiting for connections to close")
                 _to_the_group(server, signal.SIGINT)
                 code = server.wait_exit(30)
             output = server.output()
@@ -306,17 +298,17 @@ async def test_a_forced_worker_stays_forced_when_its_supervisor_acts_late(tmp_pa
     )
     command = [*RUN, str(path), "--log-level", "info", "--workers", "2"]
     with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:  # the plugin beside it
-        _wait_for_line(server, "Application startup complete.", times=2)
+        server.wait_for_line("Application startup complete.", times=2)
         with socket.create_connection(("127.0.0.1", server.port)) as held:
             held.sendall(_upgrade(server.port, "/ws/echo"))  # held by the policy in one worker
             os.kill(server.process.pid, signal.SIGSTOP)  # the supervisor acts late
             try:
                 _to_the_group(server, signal.SIGINT)
-                _wait_for_line(server, "Waiting for connections to close")
-                _wait_for_line(server, "Finished server process")  # the other worker, drained
+                server.wait_for_line("Waiting for connections to close")
+                server.wait_for_line("Finished server process")  # the other worker, drained
                 _to_the_group(server, signal.SIGINT)
-                _wait_for_line(server, "forced to quit before the drain finished: 1 connection(s) cut")
-                _wait_for_line(server, "Finished server process", times=2)  # its tasks being cancelled
+                server.wait_for_line("forced to quit before the drain finished: 1 connection(s) cut")
+                server.wait_for_line("Finished server process", times=2)  # its tasks being cancelled
             finally:
                 os.kill(server.process.pid, signal.SIGCONT)  # its SIGTERM to each worker left
             code = server.wait_exit(30)
@@ -367,7 +359,7 @@ async def test_a_later_ctrl_c_ends_a_drained_process_at_once_without_a_traceback
         async with await connect(f"ws://127.0.0.1:{server.port}/ws/echo"):
             pass
         server.process.send_signal(signal.SIGINT)
-        _wait_for_line(server, "Finished server process")
+        server.wait_for_line("Finished server process")
         await asyncio.sleep(0.5)  # the executor's thread has 7 s to go: the process is joining it
         assert server.process.poll() is None, server.output()
         server.process.send_signal(signal.SIGINT)
@@ -385,7 +377,7 @@ async def test_a_forced_quit_logs_no_traceback_and_counts_closed_clients_apart(t
         async with _gateway(tmp_path, config) as server:
             async with await connect(f"ws://127.0.0.1:{server.port}/silent") as ws:
                 server.process.send_signal(signal.SIGINT)
-                _wait_for_line(server, "Waiting for connections to close")
+                server.wait_for_line("Waiting for connections to close")
                 assert server.stop(signal.SIGINT) == EXIT_FORCED
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.recv(), 10)
@@ -489,7 +481,7 @@ def test_a_complete_response_the_client_reads_nothing_of_is_dropped_at_shutdown(
         try:
             sock.sendall(b"GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             # The access line is written as the response starts; its body follows in the same step.
-            _wait_for_line(server, '"GET /download HTTP/1.1" 200')
+            server.wait_for_line('"GET /download HTTP/1.1" 200')
             server.stop(signal.SIGTERM, timeout=30)
         finally:
             sock.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from support.clients import connect
 from support.configs import build_config, write_config
-from support.processes import SRC, ServerProcess, ready_server
+from support.processes import SRC, ready_server
 from support.upstream import UpstreamServer
 
 _SLOW_START = """
@@ -38,14 +37,6 @@ def upstream_server() -> Iterator[UpstreamServer]:
         yield server
 
 
-def _wait_for_line(server: ServerProcess, text: str, times: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while server.output().count(text) < times:
-        assert server.process.poll() is None, f"the gateway exited with {server.returncode}:\n{server.output()}"
-        assert time.monotonic() < deadline, server.output()
-        time.sleep(0.1)
-
-
 async def test_workers_slower_to_start_than_the_health_check_serve_and_restart(
     tmp_path: Path, upstream_server: UpstreamServer
 ) -> None:
@@ -55,7 +46,7 @@ async def test_workers_slower_to_start_than_the_health_check_serve_and_restart(
     python_path = os.pathsep.join([str(tmp_path / "site"), str(SRC), os.environ.get("PYTHONPATH", "")])
     command = ["-m", "asgi_ws_gateway", "run", str(path), "--log-level", "info", "--workers", "2"]
     with ready_server(lambda port: [*command, "--port", str(port)], env={"PYTHONPATH": python_path}) as server:
-        _wait_for_line(server, "Application startup complete.", times=2)
+        server.wait_for_line("Application startup complete.", times=2, timeout=90)
         clients = [await connect(f"ws://127.0.0.1:{server.port}/ws/echo") for _ in range(4)]
         for ws in clients:
             await ws.send("before")

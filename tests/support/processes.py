@@ -245,6 +245,14 @@ class ServerProcess:
     def output(self) -> str:
         return self.stdout() + self.stderr()
 
+    def wait_for_line(self, text: str, *, times: int = 1, timeout: float = 30) -> None:
+        """Wait until ``text`` appears ``times`` times in the output; fails if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while self.output().count(text) < times:
+            assert self.process.poll() is None, f"the process exited with {self.returncode}:\n{self.output()}"
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+
     def __enter__(self) -> ServerProcess:
         return self
 
