@@ -14,9 +14,13 @@ interval, not per handshake), and the span batches are the SDK's full ones (512 
 and the measured handshakes are multiples of 512 spans, so the measured export is whole batches.
 
 Usage: ``python -m bench.telemetry_instructions [--handshakes 512] [--variants on,metrics] [--baseline-src DIR]
-[--src DIR] [--server uvicorn|run] [--keep DIR]`` (``run``: ``asgi-ws-gateway run`` with its defaults, the splice
-and the access log; ``--src``: the other variants' ``src``, default this checkout's; ``--keep``: callgrind's files,
-one per variant and thread, for ``callgrind_annotate``).
+[--src DIR] [--server uvicorn|run] [--keep DIR] [--cache-sim [--last-level BYTES]]`` (``run``: ``asgi-ws-gateway
+run`` with its defaults, the splice and the access log; ``--src``: the other variants' ``src``, default this
+checkout's; ``--keep``: callgrind's files, one per variant and thread, for ``callgrind_annotate``; ``--cache-sim``:
+valgrind's simulation of the caches and branch predictors as well, misses per handshake and callgrind's cycle
+estimate, which weighs what the instruction count leaves out; ``--last-level``: the simulated second level's
+size, e.g. the L2's, 1048576 on this machine, where valgrind's default, the L3, hides the misses that cost most
+here). The variant ``on-batch64`` exports batches of 64 spans (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), not 512.
 (``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Each line also gives the
 garbage collector's share (``of which GC``) and the ratio without it: a full collection (~36 M instructions)
 comes once in 1,600-2,000 handshakes, so a window of 512 holds one or none by chance (``--handshakes 1536``:
@@ -43,7 +47,10 @@ from . import telemetry_overhead as overhead
 HOST = overhead.HOST
 SPANS_PER_HANDSHAKE = 3  # handshake, upstream connect, connection (attempt_spans: each)
 BATCH = 512  # the SDK's OTEL_BSP_MAX_EXPORT_BATCH_SIZE default
-VARIANTS = {"off": None, "on": {}, "metrics": {"OTEL_TRACES_EXPORTER": "none"}}
+VARIANTS = {
+    "off": None, "on": {}, "metrics": {"OTEL_TRACES_EXPORTER": "none"},
+    "on-batch64": {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64"},
+}  # fmt: skip
 
 
 async def _handshakes(url: str, count: int) -> None:
@@ -99,16 +106,58 @@ def _collector(prefix: Path) -> int:
 
 def _thread_totals(prefix: Path) -> dict[int, int]:
     """Instructions per thread (1: the main thread) from the dump files ``<prefix>.<dump>-<thread>``."""
-    totals: dict[int, int] = {}
+    return {thread: events["Ir"] for thread, events in _thread_events(prefix).items()}
+
+
+def _thread_events(prefix: Path) -> dict[int, dict[str, int]]:
+    """Every event callgrind counted (``Ir``; with ``--cache-sim`` also the cache and branch misses) per
+    thread (1: the main thread), each thread's dumps added up."""
+    totals: dict[int, dict[str, int]] = {}
     for path in prefix.parent.glob(prefix.name + ".*"):
         match = re.search(r"-(\d+)$", path.name)
         if not match:
             continue
+        names = ["Ir"]
         for line in path.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                totals[int(match[1])] = totals.get(int(match[1]), 0) + int(line.split()[1])
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            elif line.startswith(("summary:", "totals:")):
+                thread = totals.setdefault(int(match[1]), {})
+                for name, count in zip(names, line.split()[1:], strict=False):
+                    thread[name] = thread.get(name, 0) + int(count)
                 break
     return totals
+
+
+CACHE_EVENTS = ("D1mr", "D1mw", "DLmr", "DLmw", "I1mr", "ILmr", "Bcm", "Bim")
+"""What ``--cache-sim`` reports per handshake: first-level and last-level data misses (reads, writes),
+instruction-fetch misses, mispredicted conditional and indirect branches (valgrind's simulation of this
+machine's caches, not hardware counters)."""
+
+
+def estimated_cycles(events: dict[str, int]) -> int:
+    """callgrind_annotate's cycle estimate: an instruction 1, a first-level miss or a mispredicted branch
+    10, a last-level miss 100 (each last-level miss was a first-level one too)."""
+    first = events.get("I1mr", 0) + events.get("D1mr", 0) + events.get("D1mw", 0)
+    last = events.get("ILmr", 0) + events.get("DLmr", 0) + events.get("DLmw", 0)
+    branches = events.get("Bcm", 0) + events.get("Bim", 0)
+    return events["Ir"] + 10 * first + 100 * last + 10 * branches
+
+
+def cache_per_handshake(prefix: Path, handshakes: int) -> dict[str, float]:
+    """The misses and the cycle estimate per handshake, all threads (``<event>``) and the event loop's
+    (``main_<event>``), from a ``--cache-sim`` run."""
+    threads = _thread_events(prefix)
+    main = threads.get(1, {"Ir": 0})
+    every: dict[str, int] = {}
+    for events in threads.values():
+        for name, count in events.items():
+            every[name] = every.get(name, 0) + count
+    out = {name: every.get(name, 0) / handshakes for name in CACHE_EVENTS}
+    out |= {f"main_{name}": main.get(name, 0) / handshakes for name in CACHE_EVENTS}
+    out["cycles"] = estimated_cycles(every) / handshakes
+    out["main_cycles"] = estimated_cycles(main) / handshakes
+    return out
 
 
 def _measure(
@@ -139,8 +188,11 @@ def _measure(
             sys.executable, str(Path(overhead.__file__).resolve()), "--role", "gateway", "--port", str(port),
             "--config", str(config),
         ]  # fmt: skip
+    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim or args.last_level else []
+    if args.last_level:  # valgrind simulates two levels: the second sized as this CPU's L2, not its L3
+        simulate.append(f"--LL={args.last_level},8,64")
     command = [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes", *simulate,
         f"--callgrind-out-file={prefix}", *gateway_command,
     ]  # fmt: skip
     gateway = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,7 +208,8 @@ def _measure(
         _control("--dump", str(gateway.pid))
     finally:
         stop(gateway)
-    return per_handshake(prefix, args.handshakes)
+    counts = per_handshake(prefix, args.handshakes)
+    return counts | cache_per_handshake(prefix, args.handshakes) if simulate else counts
 
 
 def main() -> int:
@@ -177,6 +230,18 @@ def main() -> int:
         default="uvicorn",
         help="uvicorn: the gateway under uvicorn's websockets-sansio, as telemetry_overhead.py; run: "
         "`asgi-ws-gateway run` defaults (the splice, the access log) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches and branch predictors (valgrind's, ~2x slower): misses per handshake "
+        "and callgrind's cycle estimate",
+    )
+    parser.add_argument(
+        "--last-level",
+        type=int,
+        help="with --cache-sim: the simulated last-level cache's size in bytes (8-way, 64 B lines), e.g. the "
+        "L2's, whose misses the L3 (valgrind's default last level) hides",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
@@ -223,6 +288,13 @@ def main() -> int:
             f"{r['other'] / 1e3:6.0f} k   all {(r['main'] + r['other']) / 1e3:8.0f} k ({r['total_vs_off']:+.1%})"
             f"   of which GC {r['gc'] / 1e3:5.0f} k; all without GC ({r['total_no_gc_vs_off']:+.1%})"
         )
+        if args.cache_sim or args.last_level:
+            misses = ", ".join(f"{name} {r[name]:.0f} ({r['main_' + name]:.0f})" for name in CACHE_EVENTS)
+            print(
+                f"{'':18} per handshake, all threads (event loop): {misses}; estimated cycles "
+                f"{r['cycles'] / 1e3:.0f} k ({r['cycles'] / off['cycles'] - 1:+.1%}; event loop "
+                f"{r['main_cycles'] / 1e3:.0f} k, {r['main_cycles'] / off['main_cycles'] - 1:+.1%})"
+            )
     return 0
 
 

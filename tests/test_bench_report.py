@@ -214,3 +214,25 @@ def test_a_service_is_started_only_when_its_own_process_listens(tmp_path: Path) 
                 service.start(timeout=1)
         finally:
             service.stop()
+
+
+def test_cache_simulation_events_are_summed_per_thread_and_weighed_into_cycles(tmp_path: Path) -> None:
+    """``--cache-sim`` dumps name several events: each thread's are read by name and added over dumps, and the
+    cycle estimate weighs a first-level miss or a mispredicted branch 10, a last-level miss 100."""
+    from bench.telemetry_instructions import _thread_events, cache_per_handshake, estimated_cycles
+
+    events = "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim"
+    for name, summary in (
+        ("callgrind-on.1-01", "1000 0 0 10 20 5 1 2 0 0 7 0 3"),
+        ("callgrind-on.2-01", "500 0 0 0 10 0 0 1 0 0 0 0 0"),
+        ("callgrind-on.1-02", "300 0 0 2 0 0 0 0 0 0 1 0 0"),
+    ):
+        (tmp_path / name).write_text(f"version: 1\n{events}\nsummary: {summary}\nfn=x\n")
+    threads = _thread_events(tmp_path / "callgrind-on")
+    assert threads[1]["Ir"] == 1500 and threads[1]["D1mr"] == 30 and threads[1]["DLmr"] == 3
+    assert threads[2] == {**dict.fromkeys(events.split()[1:], 0), "Ir": 300, "I1mr": 2, "Bcm": 1}
+    # main: 1500 + 10 * (10 + 30 + 5) + 100 * (1 + 3) + 10 * (7 + 3); thread 2: 300 + 10 * 2 + 10 * 1
+    assert estimated_cycles(threads[1]) == 1500 + 450 + 400 + 100
+    per = cache_per_handshake(tmp_path / "callgrind-on", 10)
+    assert per["main_cycles"] == 245.0 and per["cycles"] == (2450 + 330) / 10
+    assert per["D1mr"] == 3.0 and per["main_Bcm"] == 0.7 and per["Bcm"] == 0.8
