@@ -173,6 +173,18 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of process ``pid`` now alive, by thread id (``pid``: the main thread), to
+    the nanosecond (the scheduler's run time, ``/proc/PID/task/TID/schedstat``). Empty when the process is
+    gone; a thread that ends between two readings is missing from the second."""
+    seconds: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):  # ended meanwhile
+                seconds[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+    return seconds
+
+
 async def _throughput(url: str, conns: int, seconds: float) -> float:
     """Messages relayed (two per round trip) by ``conns`` closed loops in ``seconds``."""
     from websockets.asyncio.client import connect
@@ -363,11 +375,18 @@ def _run(args: argparse.Namespace) -> int:
 Results = dict[str, dict[str, list[float]]]
 """variant -> measure -> per-round values; measures: ``throughput``/``handshakes`` (per second of
 wall clock) and ``throughput_cpu``/``handshakes_cpu`` (gateway CPU microseconds per operation)."""
+THREAD_PARTS = ("_loop", "_others")
+PARTS = ("cpu", "user", "sys", *(part[1:] for part in THREAD_PARTS))
 MEASURES = (
-    "throughput", "throughput_cpu", "throughput_user", "throughput_sys",
-    "handshakes", "handshakes_cpu", "handshakes_user", "handshakes_sys",
+    "throughput", *(f"throughput_{part}" for part in PARTS),
+    "handshakes", *(f"handshakes_{part}" for part in PARTS),
 )  # fmt: skip
-"""``*_cpu``: user + system; ``*_user`` and ``*_sys`` its parts (instruction counts see user time alone)."""
+"""``*_cpu``: user + system; ``*_user`` and ``*_sys`` its parts (instruction counts see user time alone, and
+the clock-tick split between the two moves between rounds); ``*_loop`` and ``*_others``: the same CPU time
+split by thread, to the nanosecond: the event loop's (the main thread) and every other thread's (the batch
+span processor's encoding and export, gRPC's threads, the metric reader's; off has none), each one's ratio
+what it adds over off's whole CPU time (``*_cpu``) in the same round, so that the two costs add up to about
+the whole's."""
 
 
 async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[str, int]) -> Results:
@@ -378,10 +397,16 @@ async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[s
         await _handshakes(urls[variant], args.conns, 0.5)
 
     async def one(variant: str, measure: str, run: Callable[[str, int, float], Any]) -> None:
-        (user, system), started = _cpu_seconds(pids[variant]), time.perf_counter()
+        pid = pids[variant]
+        (user, system), threads, started = _cpu_seconds(pid), thread_cpu_seconds(pid), time.perf_counter()
         ops = await run(urls[variant], args.conns, args.seconds)
-        elapsed, (user_after, system_after) = time.perf_counter() - started, _cpu_seconds(pids[variant])
+        elapsed, (user_after, system_after) = time.perf_counter() - started, _cpu_seconds(pid)
+        threads_after = thread_cpu_seconds(pid)
         user, system = user_after - user, system_after - system
+        spent = {tid: after - threads.get(tid, 0.0) for tid, after in threads_after.items()}  # a new thread: all
+        loop = spent.pop(pid, 0.0)
+        results[variant][f"{measure}_loop"].append(loop / ops * 1e6)
+        results[variant][f"{measure}_others"].append(sum(spent.values()) / ops * 1e6)
         results[variant][measure].append(ops / elapsed)
         results[variant][f"{measure}_cpu"].append((user + system) / ops * 1e6)
         results[variant][f"{measure}_user"].append(user / ops * 1e6)
@@ -409,9 +434,13 @@ def _report(
         report[variant] = {}
         for measure in MEASURES:
             ons = results[variant][measure]
-            ratios = [on / base for on, base in zip(ons, off[measure], strict=True)]  # paired: same round
+            if measure.endswith(THREAD_PARTS):  # what the thread adds, over off's whole CPU time in the same round
+                whole = off[measure.rpartition("_")[0] + "_cpu"]
+                ratios = [1 + (on - base) / total for on, base, total in zip(ons, off[measure], whole, strict=True)]
+            else:
+                ratios = [on / base for on, base in zip(ons, off[measure], strict=True)]  # paired: same round
             ratio = statistics.median(ratios)
-            per_op = measure.endswith(("_cpu", "_user", "_sys"))  # CPU per operation: more is worse
+            per_op = measure.endswith(tuple(f"_{part}" for part in PARTS))  # CPU per operation: more is worse
             report[variant][measure] = {
                 "median": round(statistics.median(ons), 1),
                 "on_off_ratio": round(ratio, 4),
@@ -426,7 +455,7 @@ def _print(report: dict[str, Any]) -> None:
     print(f"{report['rounds']} rounds x {report['seconds']} s, {report['conns']} connections, 64 B messages")
     units = {"throughput": "msg/s", "handshakes": "hs/s"}
     for measure, per in (("throughput", "msg"), ("handshakes", "hs")):
-        units |= {f"{measure}_{part}": f"us {part}/{per}" for part in ("cpu", "user", "sys")}
+        units |= {f"{measure}_{part}": f"us {part}/{per}" for part in PARTS}
     print("off:  " + ", ".join(f"{measure} {report['off'][measure]} {units[measure]}" for measure in MEASURES))
     for variant in report:
         if variant not in VARIANTS:

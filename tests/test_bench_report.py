@@ -236,3 +236,51 @@ def test_cache_simulation_events_are_summed_per_thread_and_weighed_into_cycles(t
     per = cache_per_handshake(tmp_path / "callgrind-on", 10)
     assert per["main_cycles"] == 245.0 and per["cycles"] == (2450 + 330) / 10
     assert per["D1mr"] == 3.0 and per["main_Bcm"] == 0.7 and per["Bcm"] == 0.8
+
+
+def test_telemetry_overhead_splits_cpu_by_thread_against_off_whole(tmp_path: Path) -> None:
+    """The loop and other-threads parts are what each adds over off's whole CPU per handshake in the same round
+    (off has no other thread: a ratio to its zero would be meaningless), so the two add up to the whole's cost."""
+    import argparse
+
+    from bench.telemetry_overhead import MEASURES, _report
+
+    def rounds(**values: list[float]) -> dict[str, list[float]]:
+        return {measure: values.get(measure, [1.0, 1.0]) for measure in MEASURES}
+
+    off = rounds(handshakes_cpu=[1000.0, 800.0], handshakes_loop=[1000.0, 800.0], handshakes_others=[0.0, 0.0])
+    on = rounds(handshakes_cpu=[1100.0, 900.0], handshakes_loop=[1080.0, 880.0], handshakes_others=[20.0, 20.0])
+    args = argparse.Namespace(rounds=2, seconds=1.0, conns=4)
+    costs = {"histogram_record_us": 1.0, "slot_increment_us": 0.1}
+    result = _report({"off": off, "on": on}, {"spans": 0, "metric_exports": 0}, costs, args)["on"]
+    assert result["handshakes_others"]["round_ratios"] == [1.02, 1.025]
+    assert result["handshakes_loop"]["round_ratios"] == [1.08, 1.1]
+    assert result["handshakes_cpu"]["cost_percent"] == pytest.approx(
+        result["handshakes_loop"]["cost_percent"] + result["handshakes_others"]["cost_percent"], abs=0.01
+    )
+
+
+def test_thread_cpu_is_read_per_live_thread(tmp_path: Path) -> None:
+    """Each live thread of a process is read, the main thread under the process id; a thread that ended is not."""
+    import os
+    import threading
+
+    from bench.telemetry_overhead import thread_cpu_seconds
+
+    ready, done = threading.Event(), threading.Event()
+
+    def wait() -> None:
+        ready.set()
+        done.wait()
+
+    worker = threading.Thread(target=wait)
+    worker.start()
+    ready.wait()
+    during = thread_cpu_seconds(os.getpid())
+    done.set()
+    worker.join()
+    after = thread_cpu_seconds(os.getpid())
+    assert os.getpid() in during and worker.native_id in during
+    assert os.getpid() in after and worker.native_id not in after
+    assert all(seconds >= 0 for seconds in during.values())
+    assert thread_cpu_seconds(-1) == {}
