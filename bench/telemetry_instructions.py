@@ -20,7 +20,8 @@ checkout's; ``--keep``: callgrind's files, one per variant and thread, for ``cal
 valgrind's simulation of the caches and branch predictors as well, misses per handshake and callgrind's cycle
 estimate, which weighs what the instruction count leaves out; ``--last-level``: the simulated second level's
 size, e.g. the L2's, 1048576 on this machine, where valgrind's default, the L3, hides the misses that cost most
-here). The variant ``on-batch64`` exports batches of 64 spans (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), not 512;
+here). The variant ``traces`` is ``on`` without metrics (``OTEL_METRICS_EXPORTER=none``); ``on-batch64``
+exports batches of 64 spans (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), not 512;
 ``on-held`` none while counted (batch and queue of 8192 spans: every span of the warm-up and the count stays
 queued), to tell the export thread's share of the misses from the event loop's own.
 (``-baseline`` variants run another tree's ``src``, as in ``telemetry_overhead.py``). Each line also gives the
@@ -50,7 +51,7 @@ HOST = overhead.HOST
 SPANS_PER_HANDSHAKE = 3  # handshake, upstream connect, connection (attempt_spans: each)
 BATCH = 512  # the SDK's OTEL_BSP_MAX_EXPORT_BATCH_SIZE default
 VARIANTS = {
-    "off": None, "on": {}, "metrics": {"OTEL_TRACES_EXPORTER": "none"},
+    "off": None, "on": {}, "metrics": {"OTEL_TRACES_EXPORTER": "none"}, "traces": {"OTEL_METRICS_EXPORTER": "none"},
     "on-batch64": {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64"},
     "on-held": {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8192", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"},
 }  # fmt: skip
