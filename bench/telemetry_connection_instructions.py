@@ -42,7 +42,7 @@ async def _connections(count: int, mode: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from asgi_ws_gateway import load_config
-    from asgi_ws_gateway.telemetry import Telemetry, providers
+    from asgi_ws_gateway.telemetry import Telemetry, lean_provider, providers
     from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
     from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder
 
@@ -57,7 +57,9 @@ async def _connections(count: int, mode: str) -> None:
     config = load_config(CONFIG)
     tracer_provider = None
     if mode in ("on", "traces", "noexport"):
-        tracer_provider = LeanTracerProvider(resource=Resource.create())
+        # The gateway's own provider's ids (providers.py): the C extension's generator where the tree has one.
+        own_ids = getattr(lean_provider, "own_id_generator", lambda: None)
+        tracer_provider = LeanTracerProvider(resource=Resource.create(), id_generator=own_ids())
         tracer_provider.add_span_processor(
             BatchSpanProcessor(Encoding(), max_queue_size=count * 3 + 512, schedule_delay_millis=3_600_000)
         )

@@ -1143,8 +1143,9 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * lean_provider._queue_into's queue, which stay the reference and the fallback: whenever the Python
  * path would leave its own fast path (another sampler, a start processor, limits, a non-lean parent,
  * links other than the one usual link, an ended span, a full queue, ...) or reads something unexpected,
- * the Python function is called instead, before anything was changed or drawn. Ids come from
- * random.getrandbits (looked up per call, as Python does: seeding and patching act the same), the
+ * the Python function is called instead, before anything was changed or drawn. Ids come from the
+ * tracer's id generator: drawn here when it is this module's Ids (below), else from random.getrandbits
+ * (the SDK's RandomIdGenerator, looked up per call, as Python does: seeding and patching act the same); the
  * time from the clock time.time_ns reads. A tracer's fields are read from its __dict__ at each call: a
  * processor added later changes owned_room and sampled_end for the next span. */
 
@@ -1206,6 +1207,178 @@ slot_init(State *state, PyObject *span, int which, PyObject *value)
     PyObject **slot = (PyObject **)((char *)span + state->slots[which]);
     Py_XSETREF(*slot, value);
 }
+
+/* -- ids: the extension's own generator (Ids) -------------------------------------------------------- *
+ *
+ * xoshiro256** (Blackman and Vigna, 2018): 256 bits of state per process, seeded from os.urandom at the
+ * first draw and again at the first draw in a forked child (a gateway's --workers each draw their own ids).
+ * Not a cryptographic generator, as the SDK's RandomIdGenerator (random.getrandbits, a Mersenne Twister) is
+ * not: trace and span ids need to be unique and unguessable in practice, not secret. A draw is a few
+ * instructions where random.getrandbits through a call took ~850. The GIL is held throughout: one stream. */
+
+static uint64_t ids_state[4];
+static int ids_seeded;  /* 0: seed before the next draw (at the first, and the first in a forked child) */
+
+#ifndef _WIN32
+#include <pthread.h>
+static int ids_fork_handler;  /* pthread_atfork is called once per process, whatever the module instances */
+
+static void
+ids_after_fork_in_child(void)
+{
+    ids_seeded = 0;  /* the parent's state, copied: the child must not draw the parent's next ids */
+}
+#endif
+
+static inline uint64_t
+rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* The next 64 bits (xoshiro256**); the state seeded. */
+static inline uint64_t
+next_bits(void)
+{
+    uint64_t *s = ids_state;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+/* Seeds the state from os.urandom(32) when it is not (an exception set: -1). */
+static int
+seed_ids(void)
+{
+    if (ids_seeded) {
+        return 0;
+    }
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL) {
+        return -1;
+    }
+    PyObject *seed = PyObject_CallMethod(os, "urandom", "i", (int)sizeof(ids_state));
+    Py_DECREF(os);
+    if (seed == NULL) {
+        return -1;
+    }
+    if (!PyBytes_Check(seed) || PyBytes_GET_SIZE(seed) != (Py_ssize_t)sizeof(ids_state)) {
+        Py_DECREF(seed);
+        PyErr_SetString(PyExc_RuntimeError, "_span_wire: os.urandom gave no 32 bytes");
+        return -1;
+    }
+    memcpy(ids_state, PyBytes_AS_STRING(seed), sizeof(ids_state));
+    Py_DECREF(seed);
+    if ((ids_state[0] | ids_state[1] | ids_state[2] | ids_state[3]) == 0) {
+        ids_state[0] = 1;  /* the one state xoshiro never leaves (2**-256) */
+    }
+    ids_seeded = 1;
+    return 0;
+}
+
+/* A new span id: an int of 1 to 2**64 - 1 (0 is invalid: drawn again). */
+static PyObject *
+new_span_id(void)
+{
+    if (seed_ids() < 0) {
+        return NULL;
+    }
+    uint64_t id;
+    do {
+        id = next_bits();
+    } while (id == 0);
+    return PyLong_FromUnsignedLongLong(id);
+}
+
+/* A new trace id: an int of 1 to 2**128 - 1 (0 is invalid: drawn again). */
+static PyObject *
+new_trace_id(void)
+{
+    if (seed_ids() < 0) {
+        return NULL;
+    }
+    uint64_t high, low;
+    do {
+        high = next_bits();
+        low = next_bits();
+    } while ((high | low) == 0);
+#if DIGITS_READABLE
+    /* Python 3.11's layout (digits_into above): the digits written, least significant first, where
+     * _PyLong_FromByteArray took ~500 instructions. */
+    digit digits[(128 + PyLong_SHIFT - 1) / PyLong_SHIFT];
+    Py_ssize_t size = 0;
+    while (high | low) {
+        digits[size++] = (digit)(low & PyLong_MASK);
+        low = (low >> PyLong_SHIFT) | (high << (64 - PyLong_SHIFT));
+        high >>= PyLong_SHIFT;
+    }
+    PyLongObject *id = _PyLong_New(size);
+    if (id == NULL) {
+        return NULL;
+    }
+    memcpy(id->ob_digit, digits, (size_t)size * sizeof(digit));
+    return (PyObject *)id;
+#else
+    PyObject *upper = PyLong_FromUnsignedLongLong(high), *lower = PyLong_FromUnsignedLongLong(low);
+    PyObject *shift = PyLong_FromLong(64), *shifted = NULL, *id = NULL;
+    if (upper != NULL && lower != NULL && shift != NULL && (shifted = PyNumber_Lshift(upper, shift)) != NULL) {
+        id = PyNumber_Or(shifted, lower);
+    }
+    Py_XDECREF(upper);
+    Py_XDECREF(lower);
+    Py_XDECREF(shift);
+    Py_XDECREF(shifted);
+    return id;
+#endif
+}
+
+typedef struct {
+    PyObject_HEAD
+} Ids;
+
+static PyObject *
+ids_generate_span_id(PyObject *self, PyObject *unused)
+{
+    return new_span_id();
+}
+
+static PyObject *
+ids_generate_trace_id(PyObject *self, PyObject *unused)
+{
+    return new_trace_id();
+}
+
+static PyObject *
+ids_is_trace_id_random(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_TRUE;  /* W3C Trace Context level 2's random-trace-id flag: every bit of it drawn */
+}
+
+static PyMethodDef ids_methods[] = {
+    {"generate_span_id", ids_generate_span_id, METH_NOARGS, "generate_span_id()\n--\n\nA new span id (64 bits, not 0)."},
+    {"generate_trace_id", ids_generate_trace_id, METH_NOARGS,
+     "generate_trace_id()\n--\n\nA new trace id (128 bits, not 0)."},
+    {"is_trace_id_random", ids_is_trace_id_random, METH_NOARGS,
+     "is_trace_id_random()\n--\n\nTrue: the trace ids are random (W3C's random-trace-id flag)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject IdsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "asgi_ws_gateway.telemetry._span_wire.Ids",
+    .tp_doc = "Ids(): an OpenTelemetry id generator (generate_span_id, generate_trace_id) drawing from the\n"
+              "extension's per-process xoshiro256** stream, seeded from os.urandom and again after a fork.",
+    .tp_basicsize = sizeof(Ids),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_methods = ids_methods,
+};
 
 /* random.getrandbits(bits) or id_generator.<generate>(): a new reference. */
 static PyObject *
@@ -1390,7 +1563,7 @@ start_owned(Starter *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     PyObject *tracer = self->tracer, *name = args[0], *kind = args[2], *attributes = args[3], *links = args[4];
     PyObject *dict = dict_of(tracer), *room = NULL, *parent = NULL, *link = NULL, *span = NULL;
     PyObject *trace_id = NULL, *span_id = NULL, *span_context = NULL, *scope = NULL, *resource = NULL;
-    PyObject *start = NULL;
+    PyObject *start = NULL, *generator = NULL;
     int python = 1;  /* Python's path: decided before anything is drawn or changed */
     if (dict == NULL) {
         goto done;
@@ -1452,14 +1625,21 @@ start_owned(Starter *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
             link = NULL;
         }
     }
+    if ((generator = attr_of(dict, tracer, state->lnames[L_ID_GENERATOR])) == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    int own_ids = Py_IS_TYPE(generator, &IdsType);  /* else the SDK's RandomIdGenerator (owned_room says) */
     python = 0;  /* from here on, this path: its errors are raised */
     if (parent != NULL) {
         trace_id = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
     }
-    else if ((trace_id = random_id(state, dict, tracer, state->bits128, L_GENERATE_TRACE_ID)) == NULL) {
+    else if ((trace_id = own_ids ? new_trace_id() : random_id(state, dict, tracer, state->bits128, L_GENERATE_TRACE_ID))
+             == NULL) {
         goto done;
     }
-    if ((span_id = random_id(state, dict, tracer, state->bits64, L_GENERATE_SPAN_ID)) == NULL) {
+    if ((span_id = own_ids ? new_span_id() : random_id(state, dict, tracer, state->bits64, L_GENERATE_SPAN_ID))
+        == NULL) {
         goto done;
     }
     if ((span_context = new_span_context(state, trace_id, span_id, flags, trace_state)) == NULL) {
@@ -1519,6 +1699,7 @@ done:
     Py_XDECREF(scope);
     Py_XDECREF(resource);
     Py_XDECREF(start);
+    Py_XDECREF(generator);
     if (python) {
         return start_in_python(self, args, nargsf, kwnames);
     }
@@ -2055,9 +2236,19 @@ exec_module(PyObject *module)
         || (state->zero = PyLong_FromLong(0)) == NULL) {
         return -1;
     }
-    if (PyType_Ready(&StarterType) < 0 || PyType_Ready(&QueueType) < 0) {
+    if (PyType_Ready(&StarterType) < 0 || PyType_Ready(&QueueType) < 0 || PyType_Ready(&IdsType) < 0
+        || PyModule_AddObjectRef(module, "Ids", (PyObject *)&IdsType) < 0) {
         return -1;
     }
+#ifndef _WIN32
+    if (!ids_fork_handler) {
+        if (pthread_atfork(NULL, NULL, ids_after_fork_in_child) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "_span_wire: pthread_atfork failed");
+            return -1;
+        }
+        ids_fork_handler = 1;
+    }
+#endif
     return PyModule_AddIntConstant(module, "FORMAT", SPAN_WIRE_FORMAT);
 }
 

@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, TraceFlags
 from opentelemetry.trace.span import TraceState
 
@@ -72,3 +73,11 @@ def queue_into(
     batch: Any, emit: Callable[[ReadableSpan], None], process: list[int], /
 ) -> Callable[[ReadableSpan], None]:
     """:func:`.lean_provider._queue_into`'s queue (``process``: its ``_PROCESS``), in C."""
+
+class Ids(IdGenerator):
+    """An id generator drawing from the extension's per-process xoshiro256** stream (seeded from ``os.urandom``,
+    and again in a forked child); the C starter draws from it without a call."""
+
+    def generate_span_id(self) -> int: ...
+    def generate_trace_id(self) -> int: ...
+    def is_trace_id_random(self) -> bool: ...

@@ -40,7 +40,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import Attributes
 
 from .lean_tracer import LeanTracer
-from .otlp_wire import QUEUE_INTO
+from .otlp_wire import NATIVE_IDS, QUEUE_INTO
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -99,6 +99,12 @@ def _queue_in_python(batch: Any, emit: Callable[[ReadableSpan], None]) -> Callab
     return queue
 
 
+def own_id_generator() -> IdGenerator | None:
+    """The id generator of the gateway's own provider: the C extension's when it is loaded
+    (:data:`.otlp_wire.NATIVE_IDS`), else None (the SDK's default, ``RandomIdGenerator``)."""
+    return None if NATIVE_IDS is None else NATIVE_IDS()
+
+
 class LeanTracerProvider(TracerProvider):
     """The SDK's ``TracerProvider`` (resource, sampler, limits, ids, processors, flush and shutdown at
     exit), whose tracers make :class:`LeanSpan` objects (see the module docstring).
@@ -107,7 +113,8 @@ class LeanTracerProvider(TracerProvider):
         resource: the resource of every span.
         sampler: default: the SDK's, from ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``.
         span_limits: default: the SDK's ``SpanLimits()``, from the ``OTEL_*_LIMIT`` variables.
-        id_generator: default: the SDK's ``RandomIdGenerator``.
+        id_generator: default: the SDK's ``RandomIdGenerator`` (the gateway's own provider passes the C
+            extension's, :func:`own_id_generator`, when it is loaded).
 
     Raises:
         ValueError: a span limit variable is not a non-negative integer (as the SDK's provider).
@@ -122,6 +129,8 @@ class LeanTracerProvider(TracerProvider):
         id_generator: IdGenerator | None = None,
     ) -> None:
         super().__init__(sampler, resource, id_generator=id_generator, span_limits=span_limits)
+        self.own_ids = NATIVE_IDS is not None and type(self.id_generator) is NATIVE_IDS
+        """The ids are the C extension's :data:`~.otlp_wire.NATIVE_IDS`: drawn by its span starter without a call."""
         self._lean_tracers: dict[InstrumentationScope, LeanTracer] = {}
         self._lean_lock = threading.Lock()
         # The processors the tracers call at a span's start, and what they call at its end (a sampled
@@ -170,4 +179,4 @@ class LeanTracerProvider(TracerProvider):
         return tracer
 
 
-__all__ = ["LeanTracerProvider"]
+__all__ = ["LeanTracerProvider", "own_id_generator"]

@@ -2,9 +2,9 @@
 as the SDK's ``Tracer`` makes them, with fewer calls.
 
 The sampler's ``should_sample`` decides (its attributes and trace state), except under the default
-sampler with the SDK's ``RandomIdGenerator`` (the gateway's usual provider), which the tracer follows
-without calling either: the parent's decision, else sampled. Each span is handed to the processors'
-``on_start`` by the tracer itself (see :mod:`.lean_provider`).
+sampler with the SDK's ``RandomIdGenerator`` or the C extension's ``Ids`` (the gateway's usual provider),
+which the tracer follows without calling the sampler: the parent's decision, else sampled. Each span is
+handed to the processors' ``on_start`` by the tracer itself (see :mod:`.lean_provider`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ class LeanTracer(trace.Tracer):
         self.parent_or_on = self.sampler is DEFAULT_ON and _delegates(DEFAULT_ON) == _DEFAULT_DELEGATES
         self.id_generator = provider.id_generator
         self.random_ids = type(self.id_generator) is RandomIdGenerator
-        self.parent_or_on_random = self.parent_or_on and self.random_ids
+        # The SDK's RandomIdGenerator (random.getrandbits, drawn inline) or the extension's own (drawn in C, by
+        # the C starter without a call): ids that need no other decision.
+        self.parent_or_on_random = self.parent_or_on and (self.random_ids or provider.own_ids)
         self.max_links = self.limits.max_links
         self.processors(*provider._lean_processors)
 
@@ -161,14 +163,18 @@ class LeanTracer(trace.Tracer):
             parent = current._context
         if parent is not None and parent[5]:  # as in _start: the parent's decision, its trace
             flags = CHILD_FLAGS[parent[3] & 0xFF]
-            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            ids = self.id_generator
+            span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
             span_context = tuple.__new__(SpanContext, (parent[0], span_id, False, flags, parent[4], True))
             if not flags & SAMPLED_FLAG:
                 return trace.NonRecordingSpan(span_context)
         else:
-            parent = None
-            trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
-            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            parent, ids = None, self.id_generator
+            if self.random_ids:
+                trace_id = random.getrandbits(128) or ids.generate_trace_id()
+                span_id = random.getrandbits(64) or ids.generate_span_id()
+            else:  # the extension's generator (never 0)
+                trace_id, span_id = ids.generate_trace_id(), ids.generate_span_id()
             span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
         span = _new(LeanSpan)
         # LeanSpan._init's fields (its slots), for an owned dict.
@@ -232,14 +238,18 @@ class LeanTracer(trace.Tracer):
         if parent is not None and parent[5]:
             trace_id, trace_state = parent[0], parent[4]
             flags = CHILD_FLAGS[parent[3] & 0xFF]  # the parent's decision and random-id bit
-            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            ids = self.id_generator
+            span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
             span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
             if not flags & SAMPLED_FLAG:
                 return trace.NonRecordingSpan(span_context)
         else:
-            parent = None
-            trace_id = random.getrandbits(128) or self.id_generator.generate_trace_id()
-            span_id = random.getrandbits(64) or self.id_generator.generate_span_id()
+            parent, ids = None, self.id_generator
+            if self.random_ids:
+                trace_id = random.getrandbits(128) or ids.generate_trace_id()
+                span_id = random.getrandbits(64) or ids.generate_span_id()
+            else:  # the extension's generator (never 0)
+                trace_id, span_id = ids.generate_trace_id(), ids.generate_span_id()
             span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
         span = _new(LeanSpan)
         # An owned dict is the span's, empty or not (NO_ATTRIBUTES is shared, immutable: for what no span writes to).

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
@@ -99,6 +100,7 @@ class Native(NamedTuple):
     starter: OwnedStarter | None
     end_own: EndOwn | None
     queue_into: QueueInto | None
+    ids: type[IdGenerator]
 
 
 def _native() -> Native | None:
@@ -109,7 +111,17 @@ def _native() -> Native | None:
     if pure_python():  # checked at start-up
         return None
     try:
-        from ._span_wire import FORMAT, bind, bind_lifecycle, encode_span, encode_spans, end_own, queue_into, starter
+        from ._span_wire import (
+            FORMAT,
+            Ids,
+            bind,
+            bind_lifecycle,
+            encode_span,
+            encode_spans,
+            end_own,
+            queue_into,
+            starter,
+        )
     except ImportError:  # not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE=1, or another FORMAT's
         return None
     if FORMAT != _SPAN_WIRE_FORMAT:
@@ -119,8 +131,8 @@ def _native() -> Native | None:
         SpanContext, NonRecordingSpan, Link, NO_ATTRIBUTES, DEFAULT_STATUS, DEFAULT_TRACE_STATE, ROOT_FLAGS,
         CHILD_FLAGS, Context, current.VARIABLE, _SPAN_KEY, random, python_end_own,
     ):  # fmt: skip
-        return Native(encode_span, encode_spans, None, None, None)
-    return Native(encode_span, encode_spans, starter, end_own, queue_into)
+        return Native(encode_span, encode_spans, None, None, None, Ids)
+    return Native(encode_span, encode_spans, starter, end_own, queue_into, Ids)
 
 
 def _native_encoder() -> Encode | None:
@@ -140,6 +152,11 @@ END_OWN: EndOwn = python_end_own if NATIVE is None or NATIVE.end_own is None els
 """:func:`.lean_spans.end_own`, in C when the extension is loaded."""
 QUEUE_INTO: QueueInto | None = None if NATIVE is None else NATIVE.queue_into
 """``QUEUE_INTO(batch, emit, process)`` is :func:`.lean_provider._queue_into`'s queue in C (None: Python's)."""
+NATIVE_IDS: type[IdGenerator] | None = None if NATIVE is None else NATIVE.ids
+"""The C extension's id generator (None: without it): xoshiro256** per process, seeded from ``os.urandom`` and again
+in a forked child; the C span starter draws from it without a call (docs/telemetry.md, "The span lifecycle in C")."""
+if NATIVE_IDS is not None:
+    IdGenerator.register(NATIVE_IDS)  # an IdGenerator in all but its base class (a C type)
 
 
 def owned_starter(tracer: LeanTracer) -> Callable[[str, Any, SpanKind, dict[str, Any], Sequence[Link]], Span]:

@@ -238,11 +238,16 @@ def _own_tracer_provider(
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from .lean_provider import LeanTracerProvider
+    from .lean_provider import LeanTracerProvider, own_id_generator
 
     spans = _choice(SPANS_VARIABLE, environ)  # checked by _problems
-    # Either way the sampler is OTEL_TRACES_SAMPLER(_ARG)'s and the limits OTEL_*_LIMIT's.
-    provider = SdkTracerProvider(resource=resource) if spans == "sdk" else LeanTracerProvider(resource=resource)
+    # Either way the sampler is OTEL_TRACES_SAMPLER(_ARG)'s and the limits OTEL_*_LIMIT's; the lean spans' ids
+    # the C extension's generator's when it is loaded (the SDK's RandomIdGenerator else).
+    provider = (
+        SdkTracerProvider(resource=resource)
+        if spans == "sdk"
+        else LeanTracerProvider(resource=resource, id_generator=own_id_generator())
+    )
     delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
     processor: SpanProcessor = BatchSpanProcessor(exporter, schedule_delay_millis=delay)  # OTEL_BSP_*
     provider.add_span_processor(processor)
