@@ -1380,6 +1380,136 @@ static PyTypeObject IdsType = {
     .tp_methods = ids_methods,
 };
 
+/* -- ids as hex text: the access line's and the connection span's ids, the traceparent header ---------- */
+
+static const char HEX_DIGITS[] = "0123456789abcdef";
+
+/* `value`'s 16 hex digits (most significant first) at `at`. */
+static inline Py_UCS1 *
+write_hex64(Py_UCS1 *at, uint64_t value)
+{
+    for (int shift = 60; shift >= 0; shift -= 4) {
+        *at++ = (Py_UCS1)HEX_DIGITS[(value >> shift) & 0xF];
+    }
+    return at;
+}
+
+/* id.to_bytes(size, "big").hex() as Python does it (an int of another type, or its error). */
+static PyObject *
+hex_in_python(PyObject *id, int size)
+{
+    PyObject *bytes = PyObject_CallMethod(id, "to_bytes", "is", size, "big");
+    if (bytes == NULL) {
+        return NULL;
+    }
+    PyObject *text = PyObject_CallMethod(bytes, "hex", NULL);
+    Py_DECREF(bytes);
+    return text;
+}
+
+/* A trace id's 32 or a span id's 16 hex digits: id.to_bytes(16 or 8, "big").hex(). */
+static PyObject *
+hex_id(PyObject *id, int trace)
+{
+    uint64_t words[2];
+    int read = trace ? trace_id_of(id, &words[0], &words[1]) : uint64_of(id, &words[0]);
+    if (read == FAILED) {
+        return NULL;
+    }
+    if (read == DECLINED) {
+        return hex_in_python(id, trace ? 16 : 8);
+    }
+    PyObject *text = PyUnicode_New(trace ? 32 : 16, 127);
+    if (text == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *at = PyUnicode_1BYTE_DATA(text);
+    at = write_hex64(at, words[0]);
+    if (trace) {
+        write_hex64(at, words[1]);
+    }
+    return text;
+}
+
+/* A SpanContext (a 6-tuple); a TypeError otherwise. */
+static int
+span_context_check(PyObject *context)
+{
+    if (!PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a SpanContext (a tuple of 6) is needed");
+        return -1;
+    }
+    return 0;
+}
+
+/* hex_ids(context, /) -> (trace id, span id) as hex text */
+static PyObject *
+hex_ids(PyObject *module, PyObject *context)
+{
+    if (span_context_check(context) < 0) {
+        return NULL;
+    }
+    PyObject *trace_id = hex_id(PyTuple_GET_ITEM(context, 0), 1);
+    if (trace_id == NULL) {
+        return NULL;
+    }
+    PyObject *span_id = hex_id(PyTuple_GET_ITEM(context, 1), 0);
+    if (span_id == NULL) {
+        Py_DECREF(trace_id);
+        return NULL;
+    }
+    PyObject *both = PyTuple_Pack(2, trace_id, span_id);
+    Py_DECREF(trace_id);
+    Py_DECREF(span_id);
+    return both;
+}
+
+/* traceparent(context, /) -> "00-<trace id>-<span id>-<flags>", or None when the ids are not exact ints of
+ * 128 and 64 bits or the flags not an int of 0 to 255 (the caller formats those as the W3C propagator does). */
+static PyObject *
+traceparent(PyObject *module, PyObject *context)
+{
+    if (span_context_check(context) < 0) {
+        return NULL;
+    }
+    uint64_t high, low, span_id;
+    int read = context_of(context, &high, &low, &span_id);
+    if (read == FAILED) {
+        return NULL;
+    }
+    PyObject *flags = PyTuple_GET_ITEM(context, 3);
+    if (read == DECLINED || !PyLong_Check(flags)) {
+        Py_RETURN_NONE;
+    }
+    long bits = PyLong_AsLong(flags);
+    if (bits == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (bits < 0 || bits > 0xFF) {
+        Py_RETURN_NONE;
+    }
+    PyObject *text = PyUnicode_New(55, 127);  /* 2 + 1 + 32 + 1 + 16 + 1 + 2 */
+    if (text == NULL) {
+        return NULL;
+    }
+    Py_UCS1 *at = PyUnicode_1BYTE_DATA(text);
+    *at++ = '0';
+    *at++ = '0';
+    *at++ = '-';
+    at = write_hex64(at, high);
+    at = write_hex64(at, low);
+    *at++ = '-';
+    at = write_hex64(at, span_id);
+    *at++ = '-';
+    *at++ = (Py_UCS1)HEX_DIGITS[bits >> 4];
+    *at = (Py_UCS1)HEX_DIGITS[bits & 0xF];
+    return text;
+}
+
 /* random.getrandbits(bits) or id_generator.<generate>(): a new reference. */
 static PyObject *
 random_id(State *state, PyObject *tracer_dict, PyObject *tracer, PyObject *bits, int generate)
@@ -2209,6 +2339,14 @@ static PyMethodDef methods[] = {
     {"end_own", (PyCFunction)(void (*)(void))end_own, METH_FASTCALL,
      "end_own(span, attributes, /)\n--\n\n"
      "lean_spans.end_own, its usual case in C."},
+    {"hex_ids", (PyCFunction)hex_ids, METH_O,
+     "hex_ids(context, /)\n--\n\n"
+     "A SpanContext's trace and span ids as hex text: (trace_id.to_bytes(16, 'big').hex(),\n"
+     "span_id.to_bytes(8, 'big').hex()), raising as those do."},
+    {"traceparent", (PyCFunction)traceparent, METH_O,
+     "traceparent(context, /)\n--\n\n"
+     "The W3C traceparent header of a SpanContext ('00-' trace id '-' span id '-' flags, in hex), or\n"
+     "None when its ids are not ints of 128 and 64 bits or its flags not of 0 to 255."},
     {"queue_into", (PyCFunction)(void (*)(void))queue_into, METH_FASTCALL,
      "queue_into(batch, emit, process, /)\n--\n\n"
      "lean_provider._queue_into(batch, emit) (process: its _PROCESS list), in C."},

@@ -81,3 +81,11 @@ class Ids(IdGenerator):
     def generate_span_id(self) -> int: ...
     def generate_trace_id(self) -> int: ...
     def is_trace_id_random(self) -> bool: ...
+
+def hex_ids(context: SpanContext, /) -> tuple[str, str]:
+    """A context's trace and span ids as hex text: ``(trace_id.to_bytes(16, "big").hex(),
+    span_id.to_bytes(8, "big").hex())``, raising as those do."""
+
+def traceparent(context: SpanContext, /) -> str | None:
+    """The W3C ``traceparent`` of a context, or None when its ids are not ``int`` objects of 128 and 64 bits or its
+    flags not an int of 0 to 255."""

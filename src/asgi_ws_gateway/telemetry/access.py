@@ -23,6 +23,7 @@ from opentelemetry.trace import Span
 
 from ..log_redaction import REDACTED_MARK
 from ..redact import printable, printable_json, redact_text
+from .hex_ids import hex_ids
 from .lean_spans import LeanSpan
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
@@ -59,10 +60,8 @@ class AccessLog:
         # A lean span's SpanContext read without the method call (the usual span, at every line).
         context = span._context if type(span) is LeanSpan else span.get_span_context() if span is not None else None
         if context is not None and context[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid)
-            # trace.format_trace_id and format_span_id, inline; a valid context's ids fit their 16 and 8
-            # bytes, whose hex() is cheaper than a 032x format.
-            fields["trace_id"] = context[0].to_bytes(16, "big").hex()
-            fields["span_id"] = context[1].to_bytes(8, "big").hex()
+            # trace.format_trace_id and format_span_id (a valid context's ids fit their 16 and 8 bytes)
+            fields["trace_id"], fields["span_id"] = hex_ids(context)
         else:
             fields["trace_id"] = fields["span_id"] = None
         if access_logger.isEnabledFor(logging.INFO):

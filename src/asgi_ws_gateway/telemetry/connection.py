@@ -19,6 +19,7 @@ from .._context import CONNECTION
 from ..messages.action_keys import action_key
 from . import current
 from . import names as n
+from .hex_ids import hex_ids
 from .lean_spans import LeanSpan
 from .otlp_wire import END_OWN as end_own
 from .values import address_text, client_path, client_text
@@ -67,12 +68,10 @@ class ConnectionTrace:
             if handshake.span is not None:
                 span = handshake.span
                 context = span._context if type(span) is LeanSpan else span.get_span_context()
-                trace_id, span_id, _, _, _, valid = context  # a SpanContext is this tuple (no property calls)
-                if valid:
+                if context[5]:  # a SpanContext is (trace id, span id, remote, flags, state, valid): no property calls
                     links = (_link(context),)
-                    # trace.format_trace_id and format_span_id, inline (valid ids fit: hex() of their bytes)
-                    attrs[n.HANDSHAKE_TRACE_ID] = trace_id.to_bytes(16, "big").hex()
-                    attrs[n.HANDSHAKE_SPAN_ID] = span_id.to_bytes(8, "big").hex()
+                    # trace.format_trace_id and format_span_id (valid ids fit their 16 and 8 bytes)
+                    attrs[n.HANDSHAKE_TRACE_ID], attrs[n.HANDSHAKE_SPAN_ID] = hex_ids(context)
                     if telemetry.config.connection_parent == "handshake":
                         parent = current.with_span(handshake.span, _EMPTY)
             self.span = telemetry.start_span(api.connection_span, parent, SpanKind.INTERNAL, attrs, links)

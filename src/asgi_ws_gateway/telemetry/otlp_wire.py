@@ -101,6 +101,8 @@ class Native(NamedTuple):
     end_own: EndOwn | None
     queue_into: QueueInto | None
     ids: type[IdGenerator]
+    hex_ids: Callable[[SpanContext], tuple[str, str]]
+    traceparent: Callable[[SpanContext], str | None]
 
 
 def _native() -> Native | None:
@@ -119,8 +121,10 @@ def _native() -> Native | None:
             encode_span,
             encode_spans,
             end_own,
+            hex_ids,
             queue_into,
             starter,
+            traceparent,
         )
     except ImportError:  # not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE=1, or another FORMAT's
         return None
@@ -131,8 +135,8 @@ def _native() -> Native | None:
         SpanContext, NonRecordingSpan, Link, NO_ATTRIBUTES, DEFAULT_STATUS, DEFAULT_TRACE_STATE, ROOT_FLAGS,
         CHILD_FLAGS, Context, current.VARIABLE, _SPAN_KEY, random, python_end_own,
     ):  # fmt: skip
-        return Native(encode_span, encode_spans, None, None, None, Ids)
-    return Native(encode_span, encode_spans, starter, end_own, queue_into, Ids)
+        return Native(encode_span, encode_spans, None, None, None, Ids, hex_ids, traceparent)
+    return Native(encode_span, encode_spans, starter, end_own, queue_into, Ids, hex_ids, traceparent)
 
 
 def _native_encoder() -> Encode | None:

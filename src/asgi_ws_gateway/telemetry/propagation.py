@@ -17,6 +17,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from .._types import Headers
 from ..bounded import remember
 from ..upstream.checks import MAX_UPSTREAM_LINE
+from .hex_ids import traceparent
 from .lean_spans import LeanSpan
 from .values import MAX_CHARS
 
@@ -104,11 +105,10 @@ def inject(
             found = span.get_span_context() if span is not None else trace.get_current_span(context).get_span_context()
         if found == trace.INVALID_SPAN_CONTEXT:
             return
-        trace_id, span_id, _, flags, state, _ = found  # a SpanContext is this tuple (no property calls)
-        try:  # hex() of the ids' bytes: cheaper than 032x formats
-            parent = f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}-{_HEX_BYTE[flags]}"
-        except (OverflowError, KeyError):  # an invalid context's ids or flags out of range: as the W3C propagator
-            parent = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+        parent = traceparent(found)  # one C call with the extension
+        state = found[4]  # a SpanContext is (trace id, span id, remote, flags, state, valid): no property calls
+        if parent is None:  # an invalid context's ids or flags out of range: as the W3C propagator
+            parent = f"00-{found[0]:032x}-{found[1]:016x}-{found[3]:02x}"
         header = ""
         if state is not DEFAULT_TRACE_STATE and state:  # TraceState's len() is a Python call
             header = state.to_header()
@@ -201,8 +201,6 @@ _NAMES_REMEMBERED = 256
 _NAMES_LONGEST = 1024
 
 
-_HEX_BYTE = {value: f"{value:02x}" for value in range(256)}
-"""A ``traceparent``'s flags field by their value."""
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 """What the default propagators write without baggage (a client's ``tracestate`` goes with its ``traceparent``)."""
 _CLIENT_CONTEXT = frozenset({"baggage"})
