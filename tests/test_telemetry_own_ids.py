@@ -1,6 +1,6 @@
 """The C extension's id generator (``_span_wire.Ids``), the gateway's own provider's: valid ids of their widths,
 drawn by the C starter without touching ``random``, the same spans as Python's path but for the ids drawn, and a
-stream of its own in each forked process (``--workers``)."""
+stream of its own in each forked process."""
 
 from __future__ import annotations
 
@@ -171,8 +171,8 @@ def _drawn_in_child(ids: IdGenerator) -> list[int]:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_forked_processes_draw_their_own_ids() -> None:
-    """A forked child (a ``--workers`` process) is seeded again at its first draw: two children and their parent
-    draw different ids, not the parent's next ones."""
+    """A forked child is seeded again at its first draw: two children and their parent draw different ids, not the
+    parent's next ones."""
     ids = own_id_generator()
     assert ids is not None
     ids.generate_span_id()  # the parent's stream seeded before the forks

@@ -1211,7 +1211,7 @@ slot_init(State *state, PyObject *span, int which, PyObject *value)
 /* -- ids: the extension's own generator (Ids) -------------------------------------------------------- *
  *
  * xoshiro256** (Blackman and Vigna, 2018): 256 bits of state per process, seeded from os.urandom at the
- * first draw and again at the first draw in a forked child (a gateway's --workers each draw their own ids).
+ * first draw and again at the first draw in a forked child (pthread_atfork): no two processes draw the same ids.
  * Not a cryptographic generator, as the SDK's RandomIdGenerator (random.getrandbits, a Mersenne Twister) is
  * not: trace and span ids need to be unique and unguessable in practice, not secret. A draw is a few
  * instructions where random.getrandbits through a call took ~850. The GIL is held throughout: one stream. */
