@@ -32,7 +32,7 @@
 #include <string.h>
 
 /* Bumped when encode_span's contract changes: otlp_wire ignores a module built from other sources. */
-#define SPAN_WIRE_FORMAT 4
+#define SPAN_WIRE_FORMAT 5
 
 /* What a step returns: done, an exception set (propagated), or "not this span" (no exception). */
 #define DONE 0
