@@ -15,7 +15,9 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import ConfigError, GatewayConfig, TelemetryConfig, load_config
@@ -24,6 +26,8 @@ from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
 from asgi_ws_gateway.telemetry import metrics as metrics_module
 from asgi_ws_gateway.telemetry import names as n
+from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
+from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.metrics import Metrics
 from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExporter
 from asgi_ws_gateway.telemetry.providers import ENCODER_VARIABLE, resolve_providers
@@ -221,6 +225,75 @@ def test_io_span_is_current_records_and_ends_as_start_as_current_span(
     assert ours.parent is not None and handshake.span is not None
     assert ours.parent.span_id == handshake.span.get_span_context().span_id
     assert (ours.status.status_code == trace.StatusCode.ERROR) is isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize("error", [None, ValueError("store down"), asyncio.CancelledError()],
+                         ids=["ok", "error", "cancelled"])  # fmt: skip
+async def test_store_call_is_traced_as_io_span_traces_it_with_the_gateways_own_span(
+    error: BaseException | None,
+) -> None:
+    """A store's call (``store_call``) gets the span ``start_as_current_span`` makes around it (current while it
+    runs, an exception but a cancellation recorded, ended), started as one of the gateway's own: its attributes
+    plain (the encoder reads them unchecked), not through the SDK's checks a policy's ``io_span`` takes."""
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(resource=Resource({}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = _config()
+    handshake = Telemetry(config, tracer_provider=provider).handshake(config.apis[0], SCOPE)
+    assert handshake.span is not None
+    parent = trace.set_span_in_context(handshake.span)
+    reference = provider.get_tracer("reference")
+    inside: list[object] = []
+
+    async def call() -> str:
+        inside.append(trace.get_current_span())
+        if error is not None:
+            raise error
+        return "answer"
+
+    async def run(awaitable: Any) -> None:
+        try:
+            assert await awaitable == "answer"
+        except BaseException as exc:
+            assert exc is error
+        assert trace.get_current_span() is handshake.span
+
+    async def as_current() -> str:
+        attributes = {"db.system": "redis", "db.operation": "hit"}
+        with reference.start_as_current_span("redis hit", parent, trace.SpanKind.CLIENT, attributes):
+            return await call()
+
+    try:
+        await run(handshake.store_call("redis", "hit", call))
+        await run(as_current())
+    finally:
+        handshake.abandoned("test over")
+        provider.shutdown()
+    ours, expected = (s for s in exporter.get_finished_spans() if s.name == "redis hit")
+    assert inside == [ours, expected]
+    assert _span_fields(ours) == _span_fields(expected)
+    assert ours.parent is not None and ours.parent.span_id == handshake.span.get_span_context().span_id
+    assert (ours.status.status_code == trace.StatusCode.ERROR) is isinstance(error, ValueError)
+    assert isinstance(ours, LeanSpan) and ours._plain and not expected._plain  # type: ignore[attr-defined]
+
+
+def test_store_call_with_tracing_off_is_the_call_itself() -> None:
+    """Not traced, a store's call is awaited as it is: no coroutine of telemetry's around it."""
+    config = _config()
+    handshake = Telemetry(config).handshake(config.apis[0], SCOPE)
+    answer: Any = object()
+    try:
+        assert handshake.store_call("redis", "hit", lambda: answer) is answer
+    finally:
+        handshake.abandoned("test over")
+
+
+def _span_fields(span: Any) -> tuple[Any, ...]:
+    """What a finished span records, but its ids, times and the exception's stack trace."""
+    events = [(e.name, {k: v for k, v in (e.attributes or {}).items() if k != "exception.stacktrace"})
+              for e in span.events]  # fmt: skip
+    return (span.name, span.kind, span.parent.span_id, dict(span.attributes), span.status.status_code,
+            span.status.description, events, span.end_time is not None)  # fmt: skip
 
 
 async def _never() -> Any:  # pragma: no cover - the relay is never run in these tests

@@ -1,15 +1,18 @@
 """The handshake and the connection the running task serves, for code far from the middleware.
 
 The telemetry layer sets them; a policy or a store reads them to name the caller (``identify``),
-trace its own I/O (``io_span``) or count a message policy's action (``policy_action``) without
-importing telemetry.
+trace its own I/O (``io_span``; a store's call: ``store_call``) or count a message policy's action
+(``policy_action``) without importing telemetry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class HandshakeObserver(Protocol):
@@ -20,6 +23,10 @@ class HandshakeObserver(Protocol):
 
     def io_span(self, name: str, *, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Any]:
         """A child span of the handshake around a policy's I/O (a non-recording one when tracing is off)."""
+
+    def store_call(self, system: str, operation: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """``call()``, a store's call (``db.system``, ``db.operation``), in a child span of the handshake
+        (``call()`` itself when tracing is off)."""
 
     def unchecked(self, policy: str) -> None:
         """``policy`` admits this handshake without checking it (its store failed and it fails open)."""

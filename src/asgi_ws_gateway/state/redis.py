@@ -213,7 +213,7 @@ class RedisState:
         """Run ``operation`` (``pooled``: on a connection of redis-py's pool), turning failures into
         :class:`StoreUnavailable`; its reply as ``read`` makes it."""
         probe = self._failing and self._admit()  # (each check a call less while Redis answers)
-        handshake = HANDSHAKE.get()  # a child span of the handshake when a policy calls during one
+        handshake = HANDSHAKE.get()
         refused: Exception | None = None  # Redis's answer was an error about this call's key
         try:
             if not self._ready:
@@ -238,14 +238,9 @@ class RedisState:
                 # (4.4 s, 6.7 s at worst), or one by one behind the first connect (291 of 300 were
                 # answered 504 after the 10 s policy_timeout).
                 probe = probe or (self._failing and self._admit())
-                span = None
-                if handshake is not None:  # tracing off, its span is a nullcontext: entering it does nothing
-                    span = handshake.io_span(f"redis {name}", attributes={"db.system": "redis", "db.operation": name})
-                if span is None or type(span) is contextlib.nullcontext:
-                    result = await operation()
-                else:
-                    with span:
-                        result = await operation()
+                # A child span of the handshake when a policy calls during one (operation() itself when
+                # tracing is off).
+                result = await (operation() if handshake is None else handshake.store_call("redis", name, operation))
             finally:
                 if slots is not None:
                     slots.release()

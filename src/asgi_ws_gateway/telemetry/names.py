@@ -42,6 +42,9 @@ PROTOCOL_VERSION = "network.protocol.version"
 URL_FULL = "url.full"
 ERROR_TYPE = "error.type"
 ENDUSER_ID = "enduser.id"
+DB_SYSTEM = "db.system"
+DB_OPERATION = "db.operation"
+"""A store's call (``redis hit``): which store, which of its operations."""
 
 # -- attribute keys: the gateway's own -------------------------------------------------------------
 API = "ws_gateway.api.name"

@@ -59,8 +59,22 @@ _ACCEPTED: Attrs = {n.OUTCOME: "accepted", n.HTTP_STATUS: 101}
 _UPGRADED: Attrs = {n.HTTP_STATUS: 101}
 """The last attributes of the usual handshake span and upstream attempt, shared: ``end_own`` only reads them."""
 
+_NOTHING: Attrs = {}
+"""No last attributes (a store call's span has all of its at start), shared: ``end_own`` only reads them."""
+
 _NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 """``io_span`` with tracing off (``nullcontext`` keeps no state: one serves every call)."""
+
+
+def _record_io_error(span: Span, exc: Exception) -> None:
+    """``exc``, raised inside an I/O span, recorded on it as ``use_span`` records it, with an error status."""
+    if span.is_recording():
+        # Redacted as a log line's exception is: a client library's message may quote its request
+        # (a URL's query, an Authorization header, a token).
+        message = redact_free_text(str(exc))
+        stacktrace = redact_free_text("".join(traceback.format_exception(exc)))
+        span.record_exception(exc, {"exception.message": message, "exception.stacktrace": stacktrace})
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
 
 
 class TracedConnector:
@@ -206,8 +220,8 @@ class HandshakeTrace:
     ) -> contextlib.AbstractContextManager[Span]:
         """A child span of the handshake around a policy's I/O: ``with handshake.io_span("jwks fetch"):``.
 
-        Yields a non-recording span when tracing is off (one shared context manager: a Redis check per
-        limited handshake made a generator for nothing). Exceptions are recorded and re-raised.
+        Yields a non-recording span when tracing is off (one shared context manager: no generator made
+        for nothing). Exceptions are recorded and re-raised. (A store's calls: :meth:`store_call`.)
         """
         if self._telemetry.tracer is None or self._context is None:
             return _NO_SPAN
@@ -219,7 +233,7 @@ class HandshakeTrace:
         assert tracer is not None and self._context is not None
         # What tracer.start_as_current_span does (its trace.use_span: current while open, an exception
         # recorded and the status set, ended at exit), without its two context managers and the API's
-        # context calls: one span per Redis check on the policies path.
+        # context calls.
         span = tracer.start_span(name, self._context, kind, attributes)
         try:
             token = current.attach(current.with_span(span))
@@ -228,16 +242,38 @@ class HandshakeTrace:
             finally:
                 current.detach(token)
         except Exception as exc:  # as use_span: Exception, not BaseException (a cancellation is not an error)
-            if span.is_recording():
-                # Redacted as a log line's exception is: a client library's message may quote its request
-                # (a URL's query, an Authorization header, a token).
-                message = redact_free_text(str(exc))
-                stacktrace = redact_free_text("".join(traceback.format_exception(exc)))
-                span.record_exception(exc, {"exception.message": message, "exception.stacktrace": stacktrace})
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+            _record_io_error(span, exc)
             raise
         finally:
             span.end()
+
+    def store_call(self, system: str, operation: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """``call()`` as a store's call (``rate-limit-by-key``'s Redis script): in a child span of the
+        handshake, ``"<system> <operation>"`` (CLIENT; ``db.system``, ``db.operation``), as ``io_span``
+        traces it: current while it runs, an exception (not a cancellation) recorded, ended when it returns.
+
+        Not a coroutine of its own: ``call()`` itself when tracing is off. Traced, the span is one of the
+        gateway's own (:data:`.core.Telemetry.start_span`, ended by ``end_own``): its attributes are the
+        two names, plain, where ``io_span`` takes a policy's attributes through the SDK's checks and a
+        ``contextlib`` generator (one span per limited handshake: ~470 interpreter steps of it)."""
+        if self._context is None or self._telemetry.start_span is None:
+            return call()
+        return self._store_call(system, operation, call)
+
+    async def _store_call(self, system: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        start_span = self._telemetry.start_span
+        assert start_span is not None
+        attrs: Attrs = {n.DB_SYSTEM: system, n.DB_OPERATION: operation}  # a new dict: the span keeps it
+        span = start_span(f"{system} {operation}", self._context, SpanKind.CLIENT, attrs, ())
+        token = current.attach(current.with_span(span))
+        try:
+            return await call()
+        except Exception as exc:  # as use_span: Exception, not BaseException (a cancellation is not an error)
+            _record_io_error(span, exc)
+            raise
+        finally:
+            current.detach(token)
+            end_own(span, _NOTHING)
 
     # -- for the middleware -------------------------------------------------------------------------
 
