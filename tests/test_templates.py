@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgi_ws_gateway.templates import Condition, Reference, Template, TemplateError, canonical_cookie
+from asgi_ws_gateway.templates import (
+    Caseless,
+    Condition,
+    Reference,
+    Template,
+    TemplateError,
+    TemplateTooLarge,
+    canonical_cookie,
+)
 from support.policies import context
 
 
@@ -96,7 +104,7 @@ def test_condition_on_missing_value_and_lists() -> None:
 class _Values:
     """A lookup of ``{v.a}``-style references from a plain dict (pure logic: no request needed)."""
 
-    def __init__(self, values: dict[str, str | None]) -> None:
+    def __init__(self, values: dict[str, object]) -> None:
         self.values = values
 
     def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
@@ -160,6 +168,33 @@ def test_different_values_never_render_one_key_for_any_template(
         return [(default or "") if value is None else value for value, default in zip(drawn, defaults, strict=True)]
 
     assert (key(first) == key(second)) == (texts(first) == texts(second))
+
+
+_LONE_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=6)  # the text beside it: "\x00"
+
+
+@given(
+    st.one_of(st.none(), _LONE_TEXT, _LONE_TEXT.map(Caseless), st.integers(), st.lists(_LONE_TEXT, max_size=2)),
+    st.sampled_from(["{var.a}", "{var.a|dflt}", "{cookie.a}", "{header.origin}"]),
+    st.integers(0, 8),
+    st.booleans(),
+)
+def test_a_lone_reference_renders_as_it_does_beside_text(value: object, source: str, limit: int, key: bool) -> None:
+    """A template that is one reference (``{jwt.sub}``, read in a path of its own) renders, as a key or a text
+    with an escape, and refuses past a limit, as that reference does after a character of text."""
+    lookup = _Values({"a": value, "origin": value})
+
+    def rendered(template: Template, extra: int) -> tuple[str, str | None]:
+        try:
+            if key:
+                text = template.render_key(lookup, limit=limit + extra)
+            else:
+                text = template.render(lookup, str.swapcase, limit=limit + extra)
+        except TemplateTooLarge:
+            return "too large", None
+        return "ok", text[extra:]
+
+    assert rendered(Template(source), 0) == rendered(Template("\x00" + source), 1)
 
 
 def test_adjacent_references_and_a_percent_in_the_text_keep_values_apart() -> None:
