@@ -40,7 +40,6 @@ from .routing import Router, resolve_scope
 from .startup import StartupFailure, built_by_starlette, unread_variable_warnings, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry
-from .telemetry.values import client_text
 from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
 from .upstream.head_limits import head_limit
@@ -400,7 +399,8 @@ class WebSocketGateway(AdmissionChecks):
             check_path_params(params)
             handshake.request.subprotocols  # noqa: B018  (read once here: a non-token is a 400 before any policy counts)
             await policies.run(handshake)
-            trace.identify(subject=_subject(handshake.claims), subscription=_subscription_id(handshake))
+            subject = _subject(handshake.claims)
+            trace.identify(subject=subject, subscription=_subscription_id(handshake))
             message_policies = policies.message_policies(handshake)
             # Every backend's request, built and checked before any connect: one the client's values
             # made unsendable is a 400 and never counts against a backend.
@@ -447,8 +447,9 @@ class WebSocketGateway(AdmissionChecks):
         # No await since the check above: a change applied later finds this connection open and drains it.
         trial = api.pool.opened(backend)  # active, and its end judged as the backend's health
         live = self._connections.add(relay, api=api.config.name, scope=scope, client=client)
-        subject = _subject(handshake.claims)
-        live.subject = redact.printable(client_text(subject), quote=False) if subject is not None else None
+        # The subject as identify recorded it (client_text's, from these claims: made once a handshake).
+        shown = trace.subject if subject is not None else None
+        live.subject = redact.printable(shown, quote=False) if shown is not None else None
         live.subscription = _subscription_id(handshake)
         live.backend = backend.label
         guard: asyncio.Task[None] | None = None
