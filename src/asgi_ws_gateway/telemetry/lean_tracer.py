@@ -163,19 +163,11 @@ class LeanTracer(trace.Tracer):
             parent = current._context
         if parent is not None and parent[5]:  # as in _start: the parent's decision, its trace
             flags = CHILD_FLAGS[parent[3] & 0xFF]
-            ids = self.id_generator
-            span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
-            span_context = tuple.__new__(SpanContext, (parent[0], span_id, False, flags, parent[4], True))
+            span_context = tuple.__new__(SpanContext, (parent[0], self._span_id(), False, flags, parent[4], True))
             if not flags & SAMPLED_FLAG:
                 return trace.NonRecordingSpan(span_context)
         else:
-            parent, ids = None, self.id_generator
-            if self.random_ids:
-                trace_id = random.getrandbits(128) or ids.generate_trace_id()
-                span_id = random.getrandbits(64) or ids.generate_span_id()
-            else:  # the extension's generator (never 0)
-                trace_id, span_id = ids.generate_trace_id(), ids.generate_span_id()
-            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
+            parent, span_context = None, self._root_context()
         span = _new(LeanSpan)
         # LeanSpan._init's fields (its slots), for an owned dict.
         span._name = name
@@ -203,6 +195,19 @@ class LeanTracer(trace.Tracer):
             else:
                 span._links = _links(links, self.limits)
         return span
+
+    def _span_id(self) -> int:
+        """A new span id: ``random.getrandbits`` as the SDK's ``RandomIdGenerator`` draws it (0, invalid, drawn
+        again by the generator), else the provider's generator (the extension's never gives 0)."""
+        if self.random_ids:
+            return random.getrandbits(64) or self.id_generator.generate_span_id()
+        return self.id_generator.generate_span_id()
+
+    def _root_context(self) -> SpanContext:
+        """A new trace's span context: its trace id, then its span id, drawn as :meth:`_span_id` draws."""
+        ids = self.id_generator
+        trace_id = (random.getrandbits(128) or ids.generate_trace_id()) if self.random_ids else ids.generate_trace_id()
+        return tuple.__new__(SpanContext, (trace_id, self._span_id(), False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
 
     def _start(
         self,
@@ -238,19 +243,11 @@ class LeanTracer(trace.Tracer):
         if parent is not None and parent[5]:
             trace_id, trace_state = parent[0], parent[4]
             flags = CHILD_FLAGS[parent[3] & 0xFF]  # the parent's decision and random-id bit
-            ids = self.id_generator
-            span_id = (random.getrandbits(64) or ids.generate_span_id()) if self.random_ids else ids.generate_span_id()
-            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
+            span_context = tuple.__new__(SpanContext, (trace_id, self._span_id(), False, flags, trace_state, True))
             if not flags & SAMPLED_FLAG:
                 return trace.NonRecordingSpan(span_context)
         else:
-            parent, ids = None, self.id_generator
-            if self.random_ids:
-                trace_id = random.getrandbits(128) or ids.generate_trace_id()
-                span_id = random.getrandbits(64) or ids.generate_span_id()
-            else:  # the extension's generator (never 0)
-                trace_id, span_id = ids.generate_trace_id(), ids.generate_span_id()
-            span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, ROOT_FLAGS, DEFAULT_TRACE_STATE, True))
+            parent, span_context = None, self._root_context()
         span = _new(LeanSpan)
         # An owned dict is the span's, empty or not (NO_ATTRIBUTES is shared, immutable: for what no span writes to).
         given = attributes if owned and attributes is not None else attributes or NO_ATTRIBUTES
