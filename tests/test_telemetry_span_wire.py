@@ -40,6 +40,10 @@ from support.otlp import OtlpReceiver
 from support.spans import NO_NATIVE_ENCODER
 
 needs_native = pytest.mark.skipif(otlp_wire.NATIVE_ENCODER is None, reason=NO_NATIVE_ENCODER)
+LARGE_DRAWS = [HealthCheck.too_slow, HealthCheck.data_too_large]
+"""The health checks spans of long, many attributes fail, each drawn whole."""
+LARGE_DRAWS_WITH_FIXTURES = [*LARGE_DRAWS, HealthCheck.function_scoped_fixture]
+"""The same, for tests whose fixtures (a provider, a log capture) serve every example alike."""
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 ANY_CHARACTER = st.characters(exclude_categories=())  # lone surrogates too: not valid UTF-8
@@ -162,7 +166,7 @@ def _python(span: LeanSpan) -> bytes:
 
 
 @needs_native
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=LARGE_DRAWS)
 @given(data=st.data())
 def test_the_c_encoder_writes_the_python_encoders_bytes(
     lean: tuple[LeanTracerProvider, InMemorySpanExporter], data: st.DataObject
@@ -181,7 +185,7 @@ def test_the_c_encoder_writes_the_python_encoders_bytes(
 @settings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    suppress_health_check=LARGE_DRAWS_WITH_FIXTURES,
 )
 @given(data=st.data())
 def test_a_batch_with_spans_the_c_encoder_declines_encodes_as_the_sdk_does(
@@ -347,7 +351,7 @@ def _check_parts(batch: list[LeanSpan], parts: list[bytes | LeanSpan]) -> None:
 @settings(
     max_examples=80,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    suppress_health_check=LARGE_DRAWS_WITH_FIXTURES,
 )
 @given(data=st.data())
 def test_a_batch_in_one_c_call_gives_the_python_encoders_and_the_sdks_bytes(
