@@ -332,36 +332,33 @@ def _render(
     """``key``: a limit's key, which counts the spellings a gate took as one value alike (:func:`_key_text`);
     any other text (a URL, a header) carries the value as the client sent it."""
     if len(parts) == 1 and type(part := parts[0]) is tuple:
-        # One reference alone (the usual "{jwt.sub}" of a limit's key and a header): the loop's steps
-        # below for it, without its list, running length and join (~30 interpreter steps a render).
-        ref, default = part
-        value = context.lookup(ref.namespace, ref.path)
-        text = default if value is None else to_text(value)
-        if key:
-            text = _key_text(ref, value, text)
-        if escape is not None:
-            text = escape(text)
+        # One reference alone (the usual "{jwt.sub}" of a limit's key and a header): without the loop's
+        # list, running length and join.
+        text = _reference_text(part, context, escape, key)
         if limit is not None and len(text) > limit:
             raise TemplateTooLarge(limit)
         return text
     out: list[str] = []
     length = 0
     for part in parts:
-        if isinstance(part, str):
-            text = part
-        else:
-            ref, default = part
-            value = ref.resolve(context)
-            text = default if value is None else to_text(value)
-            if key:
-                text = _key_text(ref, value, text)
-            if escape is not None:
-                text = escape(text)
+        text = part if isinstance(part, str) else _reference_text(part, context, escape, key)
         length += len(text)
         if limit is not None and length > limit:  # one value past the limit at most was made, none joined
             raise TemplateTooLarge(limit)
         out.append(text)
     return "".join(out)
+
+
+def _reference_text(
+    part: tuple[Reference, str], context: Lookup, escape: Callable[[str], str] | None, key: bool
+) -> str:
+    """A reference's part of a render: its value's text (or its default), as a key counts it, escaped."""
+    ref, default = part
+    value = ref.resolve(context)
+    text = default if value is None else to_text(value)
+    if key:
+        text = _key_text(ref, value, text)
+    return text if escape is None else escape(text)
 
 
 def _key_text(ref: Reference, value: object, text: str) -> str:
