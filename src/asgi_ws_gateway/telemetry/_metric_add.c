@@ -19,7 +19,7 @@
 #include <structmember.h> /* T_OBJECT_EX: how a __slots__ field is stored */
 
 /* Bumped when the contract changes: histograms and metric_totals ignore a module built from other sources. */
-#define METRIC_ADD_FORMAT 1
+#define METRIC_ADD_FORMAT 2
 
 /* OwnHistogram's exemplar filters (histograms._OFF, _ON, _TRACE_BASED). */
 #define EXEMPLARS_OFF 0
@@ -231,7 +231,8 @@ exemplar_ids(Recorder *self, PyObject **ids)
             decided = -1;
         }
         else if (found != NULL && Py_TYPE(found) == self->span_type) {
-            PyObject *span_context = SLOT(found, self->context_offset);
+            /* Held: reading its flags may run code that replaces the span's context (freed, then used). */
+            PyObject *span_context = Py_XNewRef(SLOT(found, self->context_offset));
             int is_sampled = span_context == NULL ? 0 : sampled(span_context);
             if (is_sampled < 0) {
                 decided = -1;
@@ -240,6 +241,7 @@ exemplar_ids(Recorder *self, PyObject **ids)
                 *ids = Py_NewRef(span_context);
                 decided = 1;
             }
+            Py_XDECREF(span_context);
             /* an unsampled lean span, or one without a context: Python's _add path */
         }
         else {

@@ -32,7 +32,7 @@
 #include <string.h>
 
 /* Bumped when encode_span's contract changes: otlp_wire ignores a module built from other sources. */
-#define SPAN_WIRE_FORMAT 5
+#define SPAN_WIRE_FORMAT 6
 
 /* What a step returns: done, an exception set (propagated), or "not this span" (no exception). */
 #define DONE 0
@@ -981,6 +981,7 @@ encode_batch(State *state, PyObject *spans, PyObject *resource, PyObject *scope,
     }
     if (run == 0 && buf.len > 0) {  /* the usual batch, every span written: the buffer itself, no copy */
         if (_PyBytes_Resize(&buf.bytes, buf.len) < 0) {
+            buf.data = NULL;  /* freed with the bytes object: free_buffer must not free it again */
             goto failed;
         }
         int failed = PyList_Append(parts, buf.bytes);
@@ -1562,7 +1563,8 @@ new_span_context(State *state, PyObject *trace_id, PyObject *span_id, PyObject *
 
 /* What the usual path of start_owned needs of `links` (a tuple or list): 0 links, 1 (the usual link:
  * a Link without attributes, valid, and the tracer keeps links), or -1 (Python's path, which checks
- * and copies them); -2 with an exception set. The usual link is given in *link (borrowed). */
+ * and copies them); -2 with an exception set. The usual link is given in *link (a new reference: the
+ * tracer's attributes read here and the ids drawn after may run code that empties a list of links). */
 static int
 usual_links(State *state, PyObject *tracer_dict, PyObject *tracer, PyObject *links, PyObject **link)
 {
@@ -1582,14 +1584,15 @@ usual_links(State *state, PyObject *tracer_dict, PyObject *tracer, PyObject *lin
     if (count != 1) {
         return -1;
     }
-    *link = PyTuple_CheckExact(links) ? PyTuple_GET_ITEM(links, 0) : PyList_GET_ITEM(links, 0);
-    if (Py_TYPE(*link) != (PyTypeObject *)state->bound[B_LINK]) {
+    PyObject *found = PyTuple_CheckExact(links) ? PyTuple_GET_ITEM(links, 0) : PyList_GET_ITEM(links, 0);
+    if (Py_TYPE(found) != (PyTypeObject *)state->bound[B_LINK]) {
         return -1;
     }
+    Py_INCREF(found);
     int usual = -1;
     PyObject *attributes = NULL, *context = NULL, *max_links = NULL;
-    if ((attributes = PyObject_GetAttr(*link, state->lnames[S_ATTRIBUTES])) == NULL
-        || (context = PyObject_GetAttr(*link, state->lnames[S_CONTEXT])) == NULL
+    if ((attributes = PyObject_GetAttr(found, state->lnames[S_ATTRIBUTES])) == NULL
+        || (context = PyObject_GetAttr(found, state->lnames[S_CONTEXT])) == NULL
         || (max_links = attr_of(tracer_dict, tracer, state->lnames[L_MAX_LINKS])) == NULL) {
         PyErr_Clear();  /* Python's path meets it again */
         goto done;
@@ -1608,6 +1611,12 @@ done:
     Py_XDECREF(attributes);
     Py_XDECREF(context);
     Py_XDECREF(max_links);
+    if (usual == 1) {
+        *link = found;
+    }
+    else {
+        Py_DECREF(found);
+    }
     return usual;
 }
 
@@ -1751,9 +1760,6 @@ start_owned(Starter *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
         if (count < 0) {
             goto done;
         }
-        if (count == 0) {
-            link = NULL;
-        }
     }
     if ((generator = attr_of(dict, tracer, state->lnames[L_ID_GENERATOR])) == NULL) {
         PyErr_Clear();
@@ -1822,6 +1828,7 @@ start_owned(Starter *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
 done:
     Py_XDECREF(dict);
     Py_XDECREF(room);
+    Py_XDECREF(link);
     Py_XDECREF(parent);
     Py_XDECREF(trace_id);
     Py_XDECREF(span_id);

@@ -84,7 +84,7 @@ class ApiTotals:
         return other
 
 
-_METRIC_ADD_FORMAT = 1
+_METRIC_ADD_FORMAT = 2
 """The ``_metric_add`` contract called here and in :mod:`.histograms` (its ``FORMAT``): another one is ignored."""
 
 

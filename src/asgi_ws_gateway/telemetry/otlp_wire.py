@@ -81,7 +81,7 @@ _UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
 """A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
-_SPAN_WIRE_FORMAT = 5
+_SPAN_WIRE_FORMAT = 6
 """The ``_span_wire`` contract this module calls (its ``FORMAT``): a module built from other sources is ignored."""
 _KINDS_BY_VALUE = tuple(sorted(SpanKind, key=lambda kind: kind.value))
 
