@@ -14,12 +14,18 @@ Redis on loopback is a third of that call's CPU) is not in the figure, so it und
 fewer or cheaper system calls save. Other threads (the span export) are shown apart.
 
     python -m bench.policies_instructions [--against main | --baseline-src DIR] [--bare] [--handshakes 400]
+        [--no-telemetry] [--store redis|memory] [--cache-sim [--last-level BYTES]] [--repeat N]
 
 (``--bare``: this tree's ``gateway-run`` too, without policies or telemetry: the reference of
 issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``. ``--no-telemetry``: the policy set
 without telemetry, to count the policies' own cost apart from the spans'. ``--only validate-jwt,...``:
 those of the set's policies only, to count what each adds; ``set-header`` and ``rate-limit-by-key``
-read ``{jwt.sub}``, so keep ``validate-jwt`` with them.)
+read ``{jwt.sub}``, so keep ``validate-jwt`` with them. ``--store memory``: ``rate-limit-by-key`` on the
+in-process store, to count what the Redis call adds. ``--cache-sim [--last-level 1048576]``: valgrind's
+cache and branch simulation as ``bench.telemetry_instructions --cache-sim`` runs it, the second level
+sized as the EPYC machine's 1 MiB L2: the misses per handshake and callgrind's cycle estimate, which
+follow the CPU time where the instructions alone do not — the set touches more of the L2 than its
+instructions say.)
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,7 +81,8 @@ def _measure(
         if args.only:  # a part of the set, to count what each policy adds
             policies = [entry for entry in policies if next(iter(entry)) in args.only]
         api["policies"] = policies
-        document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
+        if args.store == "redis":
+            document["store"] = {"type": "redis", "url": REDIS_URL, "prefix": f"bench-{uuid.uuid4().hex[:12]}"}
     if name != BARE and args.telemetry:
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
@@ -86,8 +94,11 @@ def _measure(
     prefix = tmp / f"callgrind-{name}"
     for stale in tmp.glob(prefix.name + ".*"):
         stale.unlink()
+    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim or args.last_level else []
+    if args.last_level:  # valgrind simulates two levels: the second sized as this CPU's L2, not its L3
+        simulate.append(f"--LL={args.last_level},8,64")
     command = [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes", *simulate,
         f"--callgrind-out-file={prefix}",
         sys.executable, "-m", "asgi_ws_gateway", "run", str(config), "--port", str(port),
     ]  # fmt: skip
@@ -107,7 +118,17 @@ def _measure(
         counted._control("--dump", str(gateway.pid))
     finally:
         counted.stop(gateway)
-    return counted.per_handshake(prefix, args.handshakes)
+    counts = counted.per_handshake(prefix, args.handshakes)
+    return counts | counted.cache_per_handshake(prefix, args.handshakes) if simulate else counts
+
+
+def _last_level(counts: dict[str, float], thread: str = "") -> float:
+    """The simulated last level's misses per handshake: instruction fetches, data reads and writes."""
+    return sum(counts[thread + event] for event in ("ILmr", "DLmr", "DLmw"))
+
+
+def _ratio(runs: list[dict[str, float]], reference: list[dict[str, float]], event: str) -> float:
+    return statistics.median(r[event] for r in runs) / statistics.median(r[event] for r in reference)
 
 
 def main() -> int:
@@ -127,7 +148,26 @@ def main() -> int:
     parser.add_argument(
         "--only", type=lambda text: text.split(","), help="the set's policies to keep, e.g. validate-jwt,set-header"
     )
+    parser.add_argument(
+        "--store",
+        choices=("redis", "memory"),
+        default="redis",
+        help="rate-limit-by-key's store: the Redis at 127.0.0.1:6379 (the path's) or the in-process one, "
+        "to count what the Redis call adds (default: %(default)s)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches and branch predictors (valgrind's, ~2x slower): misses per handshake "
+        "and callgrind's cycle estimate, as bench.telemetry_instructions --cache-sim",
+    )
+    parser.add_argument(
+        "--last-level",
+        type=int,
+        help="with --cache-sim: the simulated last-level cache's size in bytes (8-way, 64 B lines), e.g. the "
+        "L2's (1048576 on the AMD EPYC machine), whose misses the L3 (valgrind's default last level) hides",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
     args = parser.parse_args()
@@ -164,6 +204,14 @@ def main() -> int:
         line = "   ".join(f"event loop {r['main'] / 1e3:8.0f} k  other threads {r['other'] / 1e3:6.0f} k" for r in runs)
         ratio = min(r["main"] for r in runs) / min(r["main"] for r in results[first])
         print(f"{name:12} {line}   (event loop {ratio:.3f}x of {first})")
+        if args.cache_sim or args.last_level:
+            for r in runs:
+                misses = ", ".join(f"{e} {r[e]:.0f} ({r['main_' + e]:.0f})" for e in counted.CACHE_EVENTS)
+                print(f"{'':12} per handshake, all threads (event loop): {misses}; last-level misses "
+                      f"{_last_level(r):.0f} ({_last_level(r, 'main_'):.0f}); estimated cycles "
+                      f"{r['cycles'] / 1e3:.0f} k ({r['main_cycles'] / 1e3:.0f} k)")  # fmt: skip
+            print(f"{'':12} medians against {first}: estimated cycles {_ratio(runs, results[first], 'cycles'):.3f}x "
+                  f"(event loop {_ratio(runs, results[first], 'main_cycles'):.3f}x)")  # fmt: skip
     return 0
 
 
