@@ -14,7 +14,8 @@ Redis on loopback is a third of that call's CPU) is not in the figure, so it und
 fewer or cheaper system calls save. Other threads (the span export) are shown apart.
 
     python -m bench.policies_instructions [--against main | --baseline-src DIR] [--bare] [--handshakes 400]
-        [--no-telemetry] [--store redis|memory] [--cache-sim [--last-level BYTES]] [--repeat N]
+        [--no-telemetry] [--store redis|memory] [--cache-sim [--last-level BYTES]] [--batched-export]
+        [--repeat N]
 
 (``--bare``: this tree's ``gateway-run`` too, without policies or telemetry: the reference of
 issue 13's ``gateway-run+policies`` <= 1.2 x ``gateway-run``. ``--no-telemetry``: the policy set
@@ -88,6 +89,8 @@ def _measure(
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{receiver_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_SERVICE_NAME": "asgi-ws-gateway-bench", "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
         }  # fmt: skip
+        if args.batched_export:  # only full batches leave, as at the bench's rates (see --batched-export)
+            env["OTEL_BSP_SCHEDULE_DELAY"] = "3600000"
     config = tmp / f"gateway-{name}.json"
     config.write_text(json.dumps(document))
     port = overhead._free_port()
@@ -154,6 +157,14 @@ def main() -> int:
         default="redis",
         help="rate-limit-by-key's store: the Redis at 127.0.0.1:6379 (the path's) or the in-process one, "
         "to count what the Redis call adds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batched-export",
+        action="store_true",
+        help="spans exported in full batches only (OTEL_BSP_SCHEDULE_DELAY an hour): under valgrind the gateway's "
+        "1 s schedule sends a small batch every second, several times the exports per span of the bench's "
+        "hundreds of handshakes a second (use --handshakes and --warmup that make whole batches of 512 spans: "
+        "4 spans a handshake, e.g. 512 after 256)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
     parser.add_argument(
