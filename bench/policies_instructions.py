@@ -71,9 +71,11 @@ async def _handshakes(url: str, count: int, tokens: list[str]) -> None:
     await asyncio.gather(*(opener(i, share) for i, share in enumerate(shares)))
 
 
-def _measure(
+def gateway_setup(
     name: str, src: Path, args: argparse.Namespace, receiver_port: int, upstream_port: int, tmp: Path
-) -> dict[str, float]:
+) -> tuple[Path, dict[str, str]]:
+    """``asgi-ws-gateway run``'s configuration file and environment for ``name``: :data:`BARE`, or the
+    policy set (``args.only``, ``args.store``; telemetry if ``args.telemetry``, ``args.batched_export``)."""
     api: dict[str, object] = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"]}
     document: dict[str, object] = {"apis": [api]}
     env = overhead._quiet_env() | {"PYTHONPATH": f"{src}:{overhead.ROOT}"}
@@ -93,6 +95,13 @@ def _measure(
             env["OTEL_BSP_SCHEDULE_DELAY"] = "3600000"
     config = tmp / f"gateway-{name}.json"
     config.write_text(json.dumps(document))
+    return config, env
+
+
+def _measure(
+    name: str, src: Path, args: argparse.Namespace, receiver_port: int, upstream_port: int, tmp: Path
+) -> dict[str, float]:
+    config, env = gateway_setup(name, src, args, receiver_port, upstream_port, tmp)
     port = overhead._free_port()
     prefix = tmp / f"callgrind-{name}"
     for stale in tmp.glob(prefix.name + ".*"):
