@@ -70,7 +70,11 @@ class _BearerToken:
         self._expected = expected
 
     async def __call__(self, request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Exactly one Authorization: of two, this read the first while a proxy in front may judge the last.
+        presented = request.headers.getlist("authorization")
+        if len(presented) != 1:
+            return False
+        scheme, _, given = presented[0].partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._expected)
 
 
