@@ -49,7 +49,8 @@ def _run(tmp: Path, upstream: UpstreamServer, *extra: str) -> ServerProcess:
 
 async def _hostile_session(port: int) -> None:
     """A handshake whose User-Agent holds C1 controls, closed with a hostile reason; and one whose
-    ``Sec-WebSocket-Protocol`` websockets cannot parse (it quotes the value in its exception)."""
+    ``Sec-WebSocket-Extensions`` websockets cannot parse (it quotes the value in its exception; a
+    ``Sec-WebSocket-Protocol``'s, a credential's place, is redacted there: ``tests/test_run_security.py``)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(handshake("/ws/echo", b"User-Agent: probe " + HOSTILE + b"\r\n"))
     head = await reader.readuntil(b"\r\n\r\n")
@@ -59,7 +60,7 @@ async def _hostile_session(port: int) -> None:
     assert await reader.read() != b""  # the gateway's close frame, then EOF
     writer.close()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(handshake("/ws/echo", b"Sec-WebSocket-Protocol: a" + HOSTILE + b"\r\n"))
+    writer.write(handshake("/ws/echo", b"Sec-WebSocket-Extensions: a" + HOSTILE + b"\r\n"))
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 400")
     writer.close()
 
@@ -98,7 +99,7 @@ async def test_library_debug_lines_escape_what_a_client_sent(
     _assert_printable(output)
     # The lines are there, escaped (the test would prove nothing without them).
     assert "< user-agent: probe \\x85\\x9b[31m FORGED" in output
-    assert "InvalidHeaderFormat: invalid Sec-WebSocket-Protocol header" in output
+    assert "InvalidHeaderFormat: invalid Sec-WebSocket-Extensions header" in output
     assert "a\\x85\\x9b[31m FORGED" in output.split("InvalidHeaderFormat", 1)[1]
     assert "CLOSE 4000 (private use) bye\\u2028\\x85\\nINFO:     FORGED \\x9b31m" in output
 

@@ -278,3 +278,23 @@ async def test_debug_logging_of_every_library_leaks_nothing(tmp_path: Path, upst
     assert "websockets.client DEBUG > x-api-key: REDACTED" in output  # forwarded upstream, logged redacted
     assert "uvicorn.error DEBUG < authorization: REDACTED" in output
     _assert_no_secret(output)
+
+
+@pytest.mark.parametrize("offer", [f"access_token.{KEY};x", f"bearer.{KEY} chat", f'chat, k8s.{KEY}"x'])
+async def test_a_malformed_token_subprotocol_is_redacted_in_the_debug_traceback(
+    tmp_path: Path, upstream_server: UpstreamServer, offer: str
+) -> None:
+    """websockets' refusal of a Sec-WebSocket-Protocol it cannot parse ends its debug traceback with
+    the header's value ("expected comma at 21 in access_token.<token>;x"): the dump line of the same
+    header was redacted, that line was not (an attack pass on 2026-12-06, under run and uvicorn)."""
+    with _run(tmp_path, {"apis": _apis(upstream_server)}, "--log-level", "debug") as server:
+        request = (
+            f"GET /open HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {offer}\r\n\r\n"
+        )
+        assert status_of(await exchange(server.port, request.encode())) == 400
+        assert server.stop() == 0
+        output = server.output()
+    assert "invalid Sec-WebSocket-Protocol header: " in output  # the line is there, its value redacted
+    assert KEY not in output, output

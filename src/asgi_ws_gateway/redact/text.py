@@ -12,6 +12,7 @@ from .credential_names import CREDENTIAL_WORDS, REDACTED, SENSITIVE_HEADERS, _ex
 from .patterns import (
     _FRAGMENT_IN_TEXT,
     _HEADER_DUMP,
+    _INVALID_HEADER,
     _JWT,
     _NAMED_VALUE,
     _QUERY_IN_TEXT,
@@ -24,6 +25,7 @@ from .patterns import (
     _redacted_dump_header,
     _redacted_fragment,
     _redacted_header,
+    _redacted_invalid_header,
     _redacted_jwt,
     _redacted_named_value,
     _redacted_query,
@@ -91,6 +93,8 @@ def redact_text(text: str) -> str:
         text = _HEADER_IN_TEXT.sub(_redacted_header, text)
     if ":" in text and (text.startswith(("< ", "> ")) or "\n< " in text or "\n> " in text or "\r" in text):
         text = _HEADER_DUMP.sub(_redacted_dump_header, text)
+    if " header: " in text:
+        text = _INVALID_HEADER.sub(_redacted_invalid_header, text)
     if "//" in text and ("@" in text or "%40" in text):
         text = _USERINFO.sub(rf"\1\2{REDACTED}\3", text)
         text = _USER_ONLY.sub(lambda m: m[0] if m[0].endswith(REDACTED) else REDACTED, text)
