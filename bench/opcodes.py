@@ -153,13 +153,9 @@ def main() -> int:
     parser.add_argument("--threads", action="store_true", help="count every thread, not the event loop's alone")
     parser.add_argument("--top", type=int, default=40, help="functions shown (default: %(default)s)")
     args = parser.parse_args()
-    upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
-        stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
-        overhead._wait_listening(upstream_port)
-        overhead._wait_listening(receiver_port)
+        upstream_port, receiver_port = overhead.start_upstream_and_receiver(stack)
         counts = _count(args, upstream_port, receiver_port, tmp)
     per = args.handshakes
     threads: collections.Counter[str] = collections.Counter()

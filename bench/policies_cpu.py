@@ -85,15 +85,11 @@ def main() -> int:
     # What policies_instructions.gateway_setup reads: the whole set, telemetry on, its usual export schedule.
     args.only, args.telemetry, args.batched_export = None, True, False
     pin_self(LOAD_CPUS)
-    upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
     rounds: dict[str, list[dict[str, float]]] = {counted.BARE: [], POLICIES: []}
     calls: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
-        stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
-        overhead._wait_listening(upstream_port)
-        overhead._wait_listening(receiver_port)
+        upstream_port, receiver_port = overhead.start_upstream_and_receiver(stack)
         gateways: dict[str, tuple[int, str]] = {}
         for name in rounds:
             config, env = counted.gateway_setup(name, overhead.ROOT / "src", args, receiver_port, upstream_port, tmp)

@@ -193,7 +193,6 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
-    upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
     with contextlib.ExitStack() as stack:
         tmp = Path(args.keep or stack.enter_context(tempfile.TemporaryDirectory()))
         tmp.mkdir(parents=True, exist_ok=True)
@@ -206,10 +205,7 @@ def main() -> int:
             trees["baseline"] = Path(args.baseline_src)
         if args.bare:
             trees[BARE] = overhead.ROOT / "src"
-        stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
-        stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
-        overhead._wait_listening(upstream_port)
-        overhead._wait_listening(receiver_port)
+        upstream_port, receiver_port = overhead.start_upstream_and_receiver(stack)
         results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for round_ in range(args.repeat):
             for name in list(trees) if round_ % 2 == 0 else list(trees)[::-1]:

@@ -261,14 +261,10 @@ def main() -> int:
         parser.error(
             f"unknown variants {unknown} (known: {', '.join(VARIANTS)}, each with -baseline and --baseline-src)"
         )
-    upstream_port, receiver_port = overhead._free_port(), overhead._free_port()
     with contextlib.ExitStack() as stack:
         tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory())
         Path(tmp).mkdir(parents=True, exist_ok=True)
-        stack.enter_context(overhead._child("upstream", "--port", str(upstream_port)))
-        stack.enter_context(overhead._child("receiver", "--port", str(receiver_port), stdin=True))
-        overhead._wait_listening(upstream_port)
-        overhead._wait_listening(receiver_port)
+        upstream_port, receiver_port = overhead.start_upstream_and_receiver(stack)
         results = {v: _measure(v, args, receiver_port, upstream_port, Path(tmp)) for v in variants}
     off = results["off"]
     report = {

@@ -133,6 +133,16 @@ def _wait_listening(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def start_upstream_and_receiver(stack: contextlib.ExitStack) -> tuple[int, int]:
+    """The echo upstream and OTLP receiver roles in child processes, listening: their ports (stopped with ``stack``)."""
+    upstream_port, receiver_port = _free_port(), _free_port()
+    stack.enter_context(_child("upstream", "--port", str(upstream_port)))
+    stack.enter_context(_child("receiver", "--port", str(receiver_port), stdin=True))
+    _wait_listening(upstream_port)
+    _wait_listening(receiver_port)
+    return upstream_port, receiver_port
+
+
 @contextmanager
 def _child(
     role: str,
