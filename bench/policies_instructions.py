@@ -106,9 +106,7 @@ def _measure(
     prefix = tmp / f"callgrind-{name}"
     for stale in tmp.glob(prefix.name + ".*"):
         stale.unlink()
-    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim or args.last_level else []
-    if args.last_level:  # valgrind simulates two levels: the second sized as this CPU's L2, not its L3
-        simulate.append(f"--LL={args.last_level},8,64")
+    simulate = counted.cache_sim_options(args)
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes", *simulate,
         f"--callgrind-out-file={prefix}",
@@ -176,18 +174,7 @@ def main() -> int:
         "4 spans a handshake, e.g. 512 after 256)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="counts of each tree, alternated (default: 1)")
-    parser.add_argument(
-        "--cache-sim",
-        action="store_true",
-        help="also simulate the caches and branch predictors (valgrind's, ~2x slower): misses per handshake "
-        "and callgrind's cycle estimate, as bench.telemetry_instructions --cache-sim",
-    )
-    parser.add_argument(
-        "--last-level",
-        type=int,
-        help="with --cache-sim: the simulated last-level cache's size in bytes (8-way, 64 B lines), e.g. the "
-        "L2's (1048576 on the AMD EPYC machine), whose misses the L3 (valgrind's default last level) hides",
-    )
+    counted.add_cache_sim_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
     args = parser.parse_args()

@@ -148,6 +148,32 @@ def estimated_cycles(events: dict[str, int]) -> int:
     return events["Ir"] + 10 * first + 100 * last + 10 * branches
 
 
+def add_cache_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cache-sim`` and ``--last-level``, read by :func:`cache_sim_options`."""
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches and branch predictors (valgrind's, ~2x slower): misses per handshake "
+        "and callgrind's cycle estimate",
+    )
+    parser.add_argument(
+        "--last-level",
+        type=int,
+        help="with --cache-sim: the simulated last-level cache's size in bytes (8-way, 64 B lines), e.g. the "
+        "L2's (1048576 on the AMD EPYC machine), whose misses the L3 (valgrind's default last level) hides",
+    )
+
+
+def cache_sim_options(args: argparse.Namespace) -> list[str]:
+    """callgrind's options for ``--cache-sim`` / ``--last-level`` (none without them)."""
+    if not (args.cache_sim or args.last_level):
+        return []
+    options = ["--cache-sim=yes", "--branch-sim=yes"]
+    if args.last_level:  # valgrind simulates two levels: the second sized as this CPU's L2, not its L3
+        options.append(f"--LL={args.last_level},8,64")
+    return options
+
+
 def cache_per_handshake(prefix: Path, handshakes: int) -> dict[str, float]:
     """The misses and the cycle estimate per handshake, all threads (``<event>``) and the event loop's
     (``main_<event>``), from a ``--cache-sim`` run."""
@@ -192,9 +218,7 @@ def _measure(
             sys.executable, str(Path(overhead.__file__).resolve()), "--role", "gateway", "--port", str(port),
             "--config", str(config),
         ]  # fmt: skip
-    simulate = ["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim or args.last_level else []
-    if args.last_level:  # valgrind simulates two levels: the second sized as this CPU's L2, not its L3
-        simulate.append(f"--LL={args.last_level},8,64")
+    simulate = cache_sim_options(args)
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes", *simulate,
         f"--callgrind-out-file={prefix}", *gateway_command,
@@ -235,18 +259,7 @@ def main() -> int:
         help="uvicorn: the gateway under uvicorn's websockets-sansio, as telemetry_overhead.py; run: "
         "`asgi-ws-gateway run` defaults (the splice, the access log) (default: %(default)s)",
     )
-    parser.add_argument(
-        "--cache-sim",
-        action="store_true",
-        help="also simulate the caches and branch predictors (valgrind's, ~2x slower): misses per handshake "
-        "and callgrind's cycle estimate",
-    )
-    parser.add_argument(
-        "--last-level",
-        type=int,
-        help="with --cache-sim: the simulated last-level cache's size in bytes (8-way, 64 B lines), e.g. the "
-        "L2's, whose misses the L3 (valgrind's default last level) hides",
-    )
+    add_cache_sim_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", help="a directory to keep callgrind's files in (callgrind_annotate reads them)")
     args = parser.parse_args()
