@@ -100,9 +100,12 @@ class HostCheck:
         if scope["type"] == "http":
             hosts = Headers(scope=scope).getlist("host")
             host = hosts[0] if hosts else None
-            refused = None if host is None else self._refusal(host)
             if len(hosts) > 1:  # RFC 9112 §3.2, as for a handshake: this read the first, a proxy may the last
-                refused = BadRequest(f"the request has {len(hosts)} Host headers; exactly one is allowed")
+                refused: ManagementError | None = BadRequest(
+                    f"the request has {len(hosts)} Host headers; exactly one is allowed"
+                )
+            else:
+                refused = None if host is None else self._refusal(host)
             if refused is not None:
                 logger.info(
                     "management %s refused: %d Host %s", printable(scope["path"]), refused.status, printable(host or "")
