@@ -13,6 +13,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ..loading import LoadRefused, check_file, check_import
+from .client_certificates import CertificateProblem, ClientCertificate, checked_certificate
 from .fields import DAY, MAX_SECONDS, MIN_TIMEOUT, POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
 from .limits import MAX_FAILURES, MAX_ITEMS, MAX_NAME, MAX_POLICIES, MAX_SETTING, MAX_UPSTREAMS, MAX_URL, MIB, bounded
 
@@ -67,6 +68,18 @@ class UpstreamConfig(ConfigModel):
         default=None, description="wss:// only: a PEM file of CA certificates to verify the upstream with."
     )
     verify_tls: bool = Field(default=True, description="wss:// only: verify the upstream's certificate.")
+    client_cert: Url | None = Field(
+        default=None,
+        description="wss:// only: a PEM file of the client certificate (then its chain) presented to the "
+        "upstream's own host and port (mutual TLS), never to a host set-backend-service picks.",
+    )
+    client_key: Url | None = Field(
+        default=None, description="wss:// only: a PEM file of client_cert's private key (default: in client_cert)."
+    )
+    client_key_password_env: Name | None = Field(
+        default=None,
+        description="wss:// only: the environment variable holding the passphrase of an encrypted private key.",
+    )
     app: SkipJsonSchema[Any] = Field(default=None, exclude=True, repr=False)
 
     @model_validator(mode="before")
@@ -115,11 +128,25 @@ class UpstreamConfig(ConfigModel):
                 ) from None
         if self.kind != "wss" and (self.ca_bundle is not None or not self.verify_tls):
             raise PydanticCustomError("tls_option", "ca_bundle and verify_tls apply to wss:// upstreams only")
+        if self.kind != "wss" and self._client_fields:
+            raise PydanticCustomError(
+                "tls_option", "client_cert, client_key and client_key_password_env apply to wss:// upstreams only"
+            )
+        if self.client_cert is None and self._client_fields:
+            raise PydanticCustomError("tls_option", "client_key and client_key_password_env need client_cert")
         if self.ca_bundle is not None:
             try:
                 check_file(self.ca_bundle)
             except LoadRefused as exc:
                 raise PydanticCustomError("tls_refused", str(exc)) from None
+        certificate = self.client_certificate
+        if certificate is not None:
+            try:
+                checked_certificate(certificate)
+            except LoadRefused as exc:
+                raise PydanticCustomError("tls_refused", str(exc)) from None
+            except CertificateProblem as exc:  # fixed words: no file content, no passphrase
+                raise PydanticCustomError("tls_client_certificate", str(exc)) from None
         if self.path is not None and self.kind != "asgi":
             raise PydanticCustomError("path_option", "path applies to asgi: upstreams only")
         return self
@@ -129,6 +156,17 @@ class UpstreamConfig(ConfigModel):
         if self.url.startswith("wss://"):
             return "wss"
         return "ws" if self.url.startswith("ws://") else "asgi"
+
+    @property
+    def _client_fields(self) -> bool:
+        return any(value is not None for value in (self.client_cert, self.client_key, self.client_key_password_env))
+
+    @property
+    def client_certificate(self) -> ClientCertificate | None:
+        """What a connection to this upstream's own host presents (mutual TLS), or None."""
+        if self.client_cert is None:
+            return None
+        return ClientCertificate(self.client_cert, self.client_key, self.client_key_password_env)
 
     @property
     def label(self) -> str:

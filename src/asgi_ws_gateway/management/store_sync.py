@@ -25,6 +25,7 @@ from ..policies.build import check_policies, checks_only
 from ..redact import printable
 from ..redis_client import stop_task
 from .bus import Bus, Command, LocalBus
+from .certificate_hosts import certificate_host_problems
 from .errors import CannotRun, Unavailable
 from .live_connections import LiveConnections
 from .overlay import DRAIN_HISTORY, Drain, Overlay, ValidatedApis, compare_states, drain_reasons, merge
@@ -330,14 +331,16 @@ class StoreSync:
         ]
 
     def _secret_problems(self, overlay: Overlay, merged: GatewayConfig, subject: str | None = None) -> list[str]:
-        """APIs changed here that would take a credential of the file's to a host the operator did not name.
+        """APIs changed here that would take a credential of the file's to a host the operator did not name,
+        or present a client certificate of the file's where the file does not.
 
         An API is changed here when it is defined here or listed by a product created here: that
         product's policies (a ``set-backend-service``, say) run for it too.
         """
         changed = {name for name, document in overlay.apis.items() if document is not None}
         changed |= {name for product in merged.products if product.name in overlay.products for name in product.apis}
-        return secret_host_problems(self.base, merged, changed, self.secret_hosts, subject)
+        secrets = secret_host_problems(self.base, merged, changed, self.secret_hosts, subject)
+        return secrets + certificate_host_problems(self.base, merged, changed, subject)
 
     async def _on_command(self, command: Command) -> Command | None:
         op = command.get("op")
@@ -360,8 +363,9 @@ def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
         for upstream in api.upstreams:
             if upstream.kind == "asgi" and upstream.url != "asgi:":
                 gate.modules.add(upstream.url.removeprefix("asgi:"))
-            if upstream.ca_bundle is not None:
-                gate.files.add(upstream.ca_bundle)
+            gate.files |= {f for f in (upstream.ca_bundle, upstream.client_cert, upstream.client_key) if f is not None}
+            if upstream.client_key_password_env is not None:
+                gate.env.add(upstream.client_key_password_env)
     gate.modules |= allowed
     gate.record = False
     return gate

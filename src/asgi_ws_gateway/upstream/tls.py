@@ -12,7 +12,9 @@ connected decides (:func:`connection_tls`):
   name is never read: ``hostname_checks_common_name`` off), with the upstream's ``ca_bundle`` when it
   is a ``wss://`` upstream that has one (the CA the operator chose for its backends), else with the
   system's trust store; ``verify_tls: false`` holds only for the upstream's own host and port, never
-  for a host a ``set-backend-service`` (perhaps a claim in its template) chose.
+  for a host a ``set-backend-service`` (perhaps a claim in its template) chose; so does the
+  upstream's client certificate (``client_cert``): a host a template chose never sees it, nor gets
+  the gateway's signature to use elsewhere.
 
 The management API's secret-host rule compares the same :class:`TlsSettings`
 (``management/upstream_hosts.py``).
@@ -20,12 +22,14 @@ The management API's secret-host rule compares the same :class:`TlsSettings`
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from urllib.parse import SplitResult
 
 from ..bounded import remember, split_url
 from ..config.apis import UpstreamConfig
+from ..config.client_certificates import ClientCertificate, load_client_certificate
 from ..errors import HandshakeDenied
 from .resolver import host_and_port
 
@@ -38,15 +42,20 @@ class TlsSettings:
         tls: over TLS (``wss://``).
         verify: the certificate is verified (the chain and the host name).
         ca_bundle: the PEM file of CAs it is verified with; None for the system's trust store.
+        client_certificate: what the gateway presents (mutual TLS); None for nothing.
     """
 
     tls: bool
     verify: bool = True
     ca_bundle: str | None = None
+    client_certificate: ClientCertificate | None = None
 
     def at_least_as_strict_as(self, other: TlsSettings) -> bool:
         """Whether no one can read or answer this connection who could not read or answer ``other``:
-        TLS where it has TLS, verified where it is verified, and then by the same CAs only."""
+        TLS where it has TLS, verified where it is verified, and then by the same CAs only.
+
+        The client certificate is not compared: it says who the gateway is to the upstream, not who
+        may read or answer the connection (with or without one, the same server answers)."""
         if not other.tls:
             return True
         if not self.tls:
@@ -64,11 +73,22 @@ def connection_tls(upstream: UpstreamConfig, scheme: str, host: str, port: int) 
     if upstream.kind != "wss":  # wss:// that set-backend-service made of a ws:// upstream
         return TlsSettings(tls=True)
     own = host_and_port(split_url(upstream.url)) == (host, port)
-    return TlsSettings(tls=True, verify=upstream.verify_tls or not own, ca_bundle=upstream.ca_bundle)
+    return TlsSettings(
+        tls=True,
+        verify=upstream.verify_tls or not own,
+        ca_bundle=upstream.ca_bundle,
+        client_certificate=upstream.client_certificate if own else None,
+    )
 
 
 def client_context(settings: TlsSettings) -> ssl.SSLContext | None:
-    """A client context for ``settings`` (None without TLS); reads ``ca_bundle`` (or the system's store)."""
+    """A client context for ``settings`` (None without TLS); reads ``ca_bundle`` (or the system's store)
+    and the client certificate's files.
+
+    Raises:
+        OSError: a file cannot be read (``ssl.SSLError``: not what it should hold).
+        CertificateProblem: the client certificate cannot be loaded (its words quote no secret).
+    """
     if not settings.tls:
         return None
     context = ssl.create_default_context(cafile=settings.ca_bundle)
@@ -76,7 +96,47 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext | None:
     if not settings.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if settings.client_certificate is not None:
+        load_client_certificate(context, settings.client_certificate)
     return context
+
+
+_CONTEXTS = 256
+"""Contexts kept (:func:`shared_context`): configured settings, a few per upstream; emptied when full."""
+_shared: dict[tuple[TlsSettings, tuple[object, ...]], ssl.SSLContext | None] = {}
+
+
+def shared_context(settings: TlsSettings) -> ssl.SSLContext | None:
+    """:func:`client_context` made once for ``settings`` and the files it reads as they are now.
+
+    Making one reads and parses the CAs and loads the client certificate (a private key's signature
+    check, a passphrase's key derivation): every upstream, connector and API with the same settings
+    shares it. A file changed since (replaced: another inode; rewritten: another size or time) makes
+    it again, so a configuration applied after a certificate's rotation presents the new one.
+    """
+    key = (settings, _stamps(settings))
+    if key not in _shared:
+        remember(_shared, key, client_context(settings), _CONTEXTS)
+    return _shared[key]
+
+
+def _stamps(settings: TlsSettings) -> tuple[object, ...]:
+    if not settings.tls:
+        return ()
+    paths: list[str | None] = [settings.ca_bundle or ssl.get_default_verify_paths().cafile]
+    if settings.client_certificate is not None:
+        paths += [settings.client_certificate.cert, settings.client_certificate.key]
+    return tuple(_stamp(path) for path in paths)
+
+
+def _stamp(path: str | None) -> tuple[int, int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 class TlsMismatch(HandshakeDenied):
@@ -106,9 +166,9 @@ _ADDRESSES = 256
 class UpstreamTls:
     """The TLS contexts of one upstream's connections, each made once, chosen by each connection's URL.
 
-    Those that read the upstream's ``ca_bundle`` (its own host's, and the verified one for other
-    hosts) are made at once, so that the file is read when the configuration is applied, as before;
-    the system store's only when a connection first needs it.
+    Those that read the upstream's ``ca_bundle`` and client certificate (its own host's, and the
+    verified one for other hosts) are taken at once (:func:`shared_context`), so that a changed file is
+    read when the configuration is applied; the system store's only when a connection first needs it.
     """
 
     def __init__(self, upstream: UpstreamConfig) -> None:
@@ -121,7 +181,7 @@ class UpstreamTls:
         if self._own is not None and upstream.kind == "wss":
             own = connection_tls(upstream, *self._own)
             for settings in {own, TlsSettings(tls=True, ca_bundle=upstream.ca_bundle)}:
-                self._contexts[settings] = client_context(settings)
+                self._contexts[settings] = shared_context(settings)
             self._own_context = self._contexts[own]
 
     def label(self, scheme: str, host: str, port: int) -> str:
@@ -146,7 +206,7 @@ class UpstreamTls:
         settings = connection_tls(self.upstream, scheme, host, port)
         if settings not in self._contexts:
             try:
-                self._contexts[settings] = client_context(settings)
+                self._contexts[settings] = shared_context(settings)
             except OSError as exc:  # ssl.SSLError too: the gateway's own, not the backend's
                 raise HandshakeDenied(500, f"{self._label}: the TLS trust store cannot be loaded: {exc}",
                                       reason="misconfigured") from None  # fmt: skip
@@ -158,4 +218,13 @@ def _scheme_host_port(url: SplitResult) -> tuple[str, str, int]:
     return (url.scheme, *host_and_port(url))
 
 
-__all__ = ["PLAIN", "TlsMismatch", "TlsSettings", "UpstreamTls", "checked", "client_context", "connection_tls"]
+__all__ = [
+    "PLAIN",
+    "TlsMismatch",
+    "TlsSettings",
+    "UpstreamTls",
+    "checked",
+    "client_context",
+    "connection_tls",
+    "shared_context",
+]
