@@ -61,6 +61,8 @@ class HandshakeRecord:
     """Selected subprotocol, if any."""
     extensions: str | None
     """``Sec-WebSocket-Extensions`` response header, e.g. ``"permessage-deflate"`` when negotiated."""
+    client_certificate: str | None = None
+    """Over TLS: the common name of the certificate the client presented (None: none)."""
 
     def header(self, name: str) -> str | None:
         """First value of request header ``name`` (case-insensitive), or ``None``."""
@@ -280,6 +282,7 @@ class UpstreamServer:
             status=response.status_code,
             subprotocol=response.headers.get("Sec-WebSocket-Protocol"),
             extensions=response.headers.get("Sec-WebSocket-Extensions"),
+            client_certificate=_client_common_name(connection),
         )
         with self._records.cond:
             self._records.handshakes.append(record)
@@ -300,6 +303,13 @@ class UpstreamServer:
             with self._records.cond:
                 self._records.closes.append((rcvd.code, rcvd.reason) if rcvd else (1006, ""))
                 self._records.cond.notify_all()
+
+
+def _client_common_name(connection: ServerConnection) -> str | None:
+    tls = connection.transport.get_extra_info("ssl_object")
+    certificate = tls.getpeercert() if tls is not None else None
+    names = [value for rdn in (certificate or {}).get("subject", ()) for key, value in rdn if key == "commonName"]
+    return names[0] if names else None
 
 
 def _route(target: str) -> list[str]:
