@@ -7,8 +7,13 @@ the frame relay, the relay) and under ``asgi-ws-gateway run``.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +209,45 @@ def test_run_without_the_passphrase_refuses_to_start(pki: MutualCA, tmp_path: Pa
     assert done.returncode != 0
     assert "apis[0].upstreams[0]: client_key: the private key is encrypted" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@contextlib.contextmanager
+def _tls_server_that_alerts(context: ssl.SSLContext) -> Iterator[int]:
+    """A blocking TLS server: its refused handshake sends its alert, as OpenSSL's servers do (asyncio's
+    server closes without flushing it). Yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(5)
+            with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as tls:
+                tls.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_the_upstreams_certificate_required_alert_is_named_in_the_log(
+    pki: MutualCA, uvicorn_server: UvicornFactory, connector: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that alerts ``certificate_required``: 502, the WARNING names the alert, no traceback."""
+    with _tls_server_that_alerts(pki.upstream_context()) as port:
+        upstream = {"url": f"wss://127.0.0.1:{port}/echo", "ca_bundle": str(pki.ca_file)}
+        status, _, _ = await expect_status(_gateway(uvicorn_server, connector, upstream))
+    assert status == 502
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("TLSV13_ALERT_CERTIFICATE_REQUIRED" in warning for warning in warnings), warnings
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"

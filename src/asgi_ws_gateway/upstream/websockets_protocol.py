@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import sys
 from collections.abc import Awaitable, Generator
 from typing import Any, cast
@@ -31,6 +32,7 @@ from ..fragment_floor import FRAGMENT_FLOOR
 from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..progress import peer_ended, taken_in
+from ..redact import redact_text
 from .deflate_streams import ClientDeflate
 from .interim import UnreadableHead
 from .refusal import HeldRefusal, MalformedLength, is_refusal, without_body
@@ -360,7 +362,8 @@ class GatewayClientConnection(ClientConnection):
         protocol.send_eof()
         protocol.parser = protocol.discard()
         next(protocol.parser)
-        self.transport.abort()  # connection_lost: the handshake raises handshake_exc
+        if not self.transport.is_closing():
+            self.transport.abort()  # connection_lost: the handshake raises handshake_exc
 
     def send_data(self) -> None:
         super().send_data()
@@ -427,6 +430,11 @@ class GatewayClientConnection(ClientConnection):
         self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._reading is not None and isinstance(exc, ssl.SSLError):
+            # A TLS alert where the answer was due (``certificate_required``: the upstream wants a client
+            # certificate), named as the splice names it; websockets said "did not receive a valid HTTP response".
+            why = redact_text(str(exc))
+            self._fail_handshake(UnreadableHead(f"closed the connection before its response head ended: {why}"))
         super().connection_lost(exc)
         # What points back at this connection goes (the receive queue's pause, a large read's shares,
         # the parser): each was a reference cycle that kept the connection until a full collection.
