@@ -109,6 +109,18 @@ async def test_the_files_certificate_is_not_presented_to_another_host(
         assert not theirs.handshakes
 
 
+@pytest.mark.parametrize("weaker", [{"verify_tls": False}, {"ca_bundle": None}], ids=["unverified", "system-store"])
+async def test_the_files_certificate_is_not_presented_to_the_files_host_less_strictly(
+    managed: Managed, pki: MutualCA, mtls_upstream: UpstreamServer, client: ClientFiles, weaker: dict[str, Any]
+) -> None:
+    """The file's host, but not verified as the file verifies it: whoever held the address would see it."""
+    upstream = {k: v for k, v in {**_upstream(pki, mtls_upstream, client), **weaker}.items() if v is not None}
+    status, text = await _create(managed, {"name": "x", "path": "/ws/x", "upstreams": [upstream]})
+    assert status == 422, text
+    assert "upstreams[0].client_cert: the configuration file presents this client certificate to 127.0.0.1:" in text
+    assert "may present it only as strictly as the file does" in text
+
+
 async def test_the_files_certificate_to_the_files_host_is_served(
     managed: Managed, pki: MutualCA, mtls_upstream: UpstreamServer, client: ClientFiles
 ) -> None:

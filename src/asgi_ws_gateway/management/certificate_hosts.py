@@ -5,28 +5,37 @@ configuration file names (``store_sync.operator_gate``). An upstream of a token 
 those files would have the gateway show them the operator's certificate and sign their TLS handshakes
 with its key; an upstream of another of the operator's hosts would present an identity that host was
 never meant to see. So an upstream changed here presents a client certificate only to a host and
-port the file's own upstreams present that same certificate (cert, key and variable) to.
+port the file's own upstreams present that same certificate (cert, key and variable) to, and only
+as strictly as the file connects there (``verify_tls: false`` or another ``ca_bundle`` would show it
+to whoever holds the address).
 """
 
 from __future__ import annotations
 
 from ..bounded import split_url
-from ..config.apis import ApiConfig
+from ..config.apis import ApiConfig, UpstreamConfig
 from ..config.client_certificates import ClientCertificate
 from ..config.gateway import GatewayConfig
 from ..upstream.resolver import host_and_port
+from ..upstream.tls import TlsSettings, connection_tls
 
-Presented = dict[ClientCertificate, set[tuple[str, int]]]
+Presented = dict[tuple[ClientCertificate, str, int], set[TlsSettings]]
+"""Each client certificate with a host and port it is presented to: how the file connects there."""
+
+
+def _own(upstream: UpstreamConfig) -> tuple[str, int, TlsSettings]:
+    host, port = host_and_port(split_url(upstream.url))
+    return host, port, connection_tls(upstream, "wss", host, port)
 
 
 def _presented(apis: list[ApiConfig]) -> Presented:
-    """Each client certificate of ``apis``' upstreams, with the hosts and ports it is presented to."""
     found: Presented = {}
     for api in apis:
         for upstream in api.upstreams:
             certificate = upstream.client_certificate
             if certificate is not None:
-                found.setdefault(certificate, set()).add(host_and_port(split_url(upstream.url)))
+                host, port, settings = _own(upstream)
+                found.setdefault((certificate, host, port), set()).add(settings)
     return found
 
 
@@ -34,7 +43,7 @@ def certificate_host_problems(
     base: GatewayConfig, merged: GatewayConfig, changed: set[str], subject: str | None
 ) -> list[str]:
     """Problems, by field path, of upstreams of APIs in ``changed`` that would present a client
-    certificate where the configuration file does not."""
+    certificate where the configuration file does not, or less strictly than it does."""
     problems: list[str] = []
     file: Presented | None = None
     for i, api in enumerate(merged.apis):
@@ -46,13 +55,20 @@ def certificate_host_problems(
             if certificate is None:
                 continue
             file = _presented(base.apis) if file is None else file
-            host, port = host_and_port(split_url(upstream.url))
-            if (host, port) not in file.get(certificate, set()):
-                shown = f"[{host}]" if ":" in host else host
+            host, port, settings = _own(upstream)
+            uses = file.get((certificate, host, port))
+            shown = f"{f'[{host}]' if ':' in host else host}:{port}"
+            if uses is None:
                 problems.append(
                     f"{prefix}upstreams[{j}].client_cert: the configuration file presents this client certificate "
-                    f"(with this client_key and client_key_password_env) to no upstream at {shown}:{port}; a change "
+                    f"(with this client_key and client_key_password_env) to no upstream at {shown}; a change "
                     "may present one only where the file does"
+                )
+            elif not any(settings.at_least_as_strict_as(use) for use in uses):
+                problems.append(
+                    f"{prefix}upstreams[{j}].client_cert: the configuration file presents this client certificate "
+                    f"to {shown} verifying the host as this upstream does not (verify_tls, ca_bundle); a change "
+                    "may present it only as strictly as the file does"
                 )
     return problems
 
