@@ -226,8 +226,16 @@ def _tls_server_that_alerts(context: ssl.SSLContext) -> Iterator[int]:
             except TimeoutError:
                 continue
             raw.settimeout(5)
-            with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as tls:
-                tls.recv(1)
+            with (
+                contextlib.suppress(OSError),
+                context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False) as tls,
+            ):
+                try:
+                    tls.do_handshake()
+                except ssl.SSLError:  # the alert is out: a FIN after it, not a reset that could discard it
+                    tls.shutdown(socket.SHUT_WR)
+                    while tls.recv(65536):  # plain bytes now: what the client sent, until it closes
+                        pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
