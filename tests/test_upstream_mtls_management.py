@@ -22,6 +22,8 @@ from support.upstream import UpstreamServer
 
 PASSPHRASE = "mtls-management-passphrase-0123"
 PASSPHRASE_ENV = "ASGI_WS_GATEWAY_TEST_MANAGED_KEY_PASSWORD"
+JWT_SECRET_ENV = "ASGI_WS_GATEWAY_TEST_MANAGED_JWT_SECRET"
+JWT = {"validate-jwt": {"secret_env": JWT_SECRET_ENV, "issuer": "https://issuer.test/", "algorithms": ["HS256"]}}
 
 
 @pytest.fixture
@@ -32,6 +34,7 @@ def pki(tmp_path: Path) -> MutualCA:
 @pytest.fixture
 def client(pki: MutualCA, monkeypatch: pytest.MonkeyPatch) -> ClientFiles:
     monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setenv(JWT_SECRET_ENV, "j" * 40)
     return pki.client("gateway-managed", password=PASSPHRASE)
 
 
@@ -54,7 +57,8 @@ def _upstream(pki: MutualCA, server: UpstreamServer, client: ClientFiles, path: 
 @pytest.fixture
 def managed(pki: MutualCA, client: ClientFiles, mtls_upstream: UpstreamServer, tmp_path: Path) -> Iterator[Managed]:
     entry = {**api_entry(name="m", path="/ws/m"), "upstreams": [_upstream(pki, mtls_upstream, client)]}
-    with managed_gateway({"apis": [entry]}, tmp_path / "state.json") as gateway:
+    jwt = api_entry(name="j", path="/ws/j", policies=[JWT])  # the file reads JWT_SECRET_ENV as an HMAC secret
+    with managed_gateway({"apis": [entry, jwt]}, tmp_path / "state.json") as gateway:
         yield gateway
 
 
@@ -88,12 +92,22 @@ async def test_another_file_is_refused_before_it_is_opened(
     assert "bait-content" not in text
 
 
+@pytest.mark.parametrize("variable", ["HOME", JWT_SECRET_ENV], ids=["unused", "the-files-jwt-secret"])
 async def test_another_passphrase_variable_is_refused(
-    managed: Managed, pki: MutualCA, mtls_upstream: UpstreamServer, client: ClientFiles
+    managed: Managed, pki: MutualCA, mtls_upstream: UpstreamServer, client: ClientFiles, variable: str
 ) -> None:
-    upstream = {**_upstream(pki, mtls_upstream, client), "client_key_password_env": "HOME"}
+    """A variable the file does not read as a passphrase (its JWT secret's neither: no oracle of the two being one)."""
+    upstream = {**_upstream(pki, mtls_upstream, client), "client_key_password_env": variable}
     status, text = await _create(managed, {"name": "x", "path": "/ws/x", "upstreams": [upstream]})
-    assert status == 422 and "reading environment variable 'HOME' is not allowed" in text, text
+    assert status == 422 and f"reading environment variable '{variable}' is not allowed" in text, text
+
+
+async def test_the_passphrase_variable_is_no_jwt_secret(managed: Managed, mtls_upstream: UpstreamServer) -> None:
+    """validate-jwt's secret_env naming the passphrase's variable: 422 (the passphrase, an HMAC secret to guess at)."""
+    policy = {"validate-jwt": {"secret_env": PASSPHRASE_ENV, "issuer": "https://issuer.test/", "algorithms": ["HS256"]}}
+    body = api_entry(mtls_upstream, name="x", path="/ws/x", policies=[policy])
+    status, text = await _create(managed, body)
+    assert status == 422 and f"reading environment variable '{PASSPHRASE_ENV}' is not allowed" in text, text
 
 
 async def test_the_files_certificate_is_not_presented_to_another_host(

@@ -44,12 +44,16 @@ class Gate:
         modules: ``module:attr`` targets, or whole modules (``module``), that may be imported.
         files: paths that may be read (as written in the configuration).
         env: environment variables that may be read.
+        key_passwords: environment variables that may be read as a private key's passphrase, and as
+            nothing else (a ``secret_env`` of it would make the passphrase an HMAC secret to guess
+            against; a JWT secret as a passphrase, an oracle of whether the two are one).
         record: admit everything and remember it (how the configuration file's loads are found).
     """
 
     modules: set[str] = field(default_factory=set)
     files: set[str] = field(default_factory=set)
     env: set[str] = field(default_factory=set)
+    key_passwords: set[str] = field(default_factory=set)
     record: bool = False
 
     def admit_import(self, target: str) -> None:
@@ -199,12 +203,12 @@ MAX_ENV_VALUE = 16_384
 so ``secret_env`` holds what ``secret`` could. A longer HMAC secret was hashed again for every token."""
 
 
-def read_env(name: str) -> str | None:
+def read_env(name: str, *, key_password: bool = False) -> str | None:
     """A configured environment variable (None when unset; ``LoadRefused`` when not admitted or longer
-    than :data:`MAX_ENV_VALUE`)."""
+    than :data:`MAX_ENV_VALUE`); ``key_password``: read as a private key's passphrase (``Gate.key_passwords``)."""
     gate = _gate.get()
     if gate is not None:
-        gate.admit(name, gate.env, "reading environment variable")
+        gate.admit(name, gate.key_passwords if key_password else gate.env, "reading environment variable")
     value = os.environ.get(name)
     if value is not None and len(value) > MAX_ENV_VALUE:
         raise LoadRefused(

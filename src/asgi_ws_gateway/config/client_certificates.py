@@ -60,7 +60,7 @@ def load_client_certificate(context: ssl.SSLContext, certificate: ClientCertific
             read_regular_file(path)  # a FIFO or a device would hang or flood OpenSSL's own read
         except OSError as exc:
             raise CertificateProblem(field, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-    password = read_env(certificate.password_env) if certificate.password_env is not None else None
+    password = read_env(certificate.password_env, key_password=True) if certificate.password_env is not None else None
     asked = False
 
     def passphrase() -> str:

@@ -365,7 +365,7 @@ def operator_gate(base: GatewayConfig, allowed: set[str]) -> Gate:
                 gate.modules.add(upstream.url.removeprefix("asgi:"))
             gate.files |= {f for f in (upstream.ca_bundle, upstream.client_cert, upstream.client_key) if f is not None}
             if upstream.client_key_password_env is not None:
-                gate.env.add(upstream.client_key_password_env)
+                gate.key_passwords.add(upstream.client_key_password_env)
     gate.modules |= allowed
     gate.record = False
     return gate
