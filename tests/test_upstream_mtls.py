@@ -174,13 +174,13 @@ async def test_a_configuration_applied_after_a_rotation_presents_the_new_certifi
         assert [h.client_certificate for h in server.handshakes] == ["gateway-a", "gateway-a", "gateway-rotated"]
 
 
-@pytest.mark.parametrize("passthrough", [True, False], ids=["spliced", "relayed"])
-async def test_run_presents_the_client_certificate(pki: MutualCA, tmp_path: Path, passthrough: bool) -> None:
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_run_presents_the_client_certificate(pki: MutualCA, tmp_path: Path, connector: str) -> None:
     """Under ``asgi-ws-gateway run``: the upstream sees the certificate; the passphrase is in no output."""
     client = pki.client("gateway-run", password=PASSPHRASE)
     with UpstreamServer(ssl=pki.upstream_context()) as server:
         upstream = _upstream(pki, server, client, client_key_password_env=PASSPHRASE_ENV)
-        entry = {**api_entry(name="h", path="/h", passthrough=passthrough), "upstreams": [upstream]}
+        entry = {**api_entry(name="h", path="/h", **CONNECTORS[connector]), "upstreams": [upstream]}
         config = write_config(tmp_path, {"apis": [entry]})
 
         def command(port: int) -> list[str]:
