@@ -111,8 +111,9 @@ def shared_context(settings: TlsSettings) -> ssl.SSLContext | None:
 
     Making one reads and parses the CAs and loads the client certificate (a private key's signature
     check, a passphrase's key derivation): every upstream, connector and API with the same settings
-    shares it. A file changed since (replaced: another inode; rewritten: another size or time) makes
-    it again, so a configuration applied after a certificate's rotation presents the new one.
+    shares it. A file changed since (replaced: another inode; rewritten: another size, modification or
+    change time) makes it again, so a configuration applied after a certificate's rotation presents the
+    new one.
     """
     key = (settings, _stamps(settings))
     if key not in _shared:
@@ -129,14 +130,15 @@ def _stamps(settings: TlsSettings) -> tuple[object, ...]:
     return tuple(_stamp(path) for path in paths)
 
 
-def _stamp(path: str | None) -> tuple[int, int, int, int] | None:
+def _stamp(path: str | None) -> tuple[int, ...] | None:
     if path is None:
         return None
     try:
         found = os.stat(path)
     except OSError:
         return None
-    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+    # ctime too: ``cp -p`` or ``rsync -t`` set the modification time back, and no one sets the change time
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
 
 
 class TlsMismatch(HandshakeDenied):
