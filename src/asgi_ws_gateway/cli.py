@@ -533,11 +533,13 @@ def _redis_prefix(value: str) -> str:
 
 def _redis_url(value: str) -> str:
     """``--redis``: rejected at once when malformed (the message never repeats the URL: it may hold a password)."""
-    from .redis_client import parse_redis_url  # redis itself: only for this option
+    from .config.redis_tls_files import check_redis_tls_files  # pydantic, redis: only for this option
+    from .redis_client import parse_redis_url
 
     _at_most(value, MAX_URL, "characters")
     try:
         parse_redis_url(value)
+        check_redis_tls_files(value)  # the files a rediss:// URL names: loaded now, not at the first call
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value

@@ -12,7 +12,8 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from ..loading import LoadRefused, check_file, check_import
+from ..loading import LoadRefused, check_import
+from .ca_bundles import CaBundleProblem, checked_ca_bundle
 from .client_certificates import CertificateProblem, ClientCertificate, checked_certificate
 from .fields import DAY, MAX_SECONDS, MIN_TIMEOUT, POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
 from .limits import MAX_FAILURES, MAX_ITEMS, MAX_NAME, MAX_POLICIES, MAX_SETTING, MAX_UPSTREAMS, MAX_URL, MIB, bounded
@@ -136,9 +137,11 @@ class UpstreamConfig(ConfigModel):
             raise PydanticCustomError("tls_option", "client_key and client_key_password_env need client_cert")
         if self.ca_bundle is not None:
             try:
-                check_file(self.ca_bundle)
+                checked_ca_bundle(self.ca_bundle)
             except LoadRefused as exc:
                 raise PydanticCustomError("tls_refused", str(exc)) from None
+            except CaBundleProblem as exc:
+                raise PydanticCustomError("tls_ca_bundle", "ca_bundle: {problem}", {"problem": str(exc)}) from None
         certificate = self.client_certificate
         if certificate is not None:
             try:

@@ -9,12 +9,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..loading import allowed_modules
+from ..loading import LoadRefused, allowed_modules
 from ..redis_client import parse_redis_url
 from ..safe_regex import MAX_HANDSHAKE_PROGRAM_SIZE
 from .fields import MIN_TIMEOUT, ConfigModel
 from .hosts import HostPattern
 from .limits import MAX_APIS, MAX_PREFIX, MAX_URL
+from .redis_tls_files import TlsFileProblem, check_redis_tls_files
 
 
 def _redis_url(url: str) -> str:
@@ -22,6 +23,12 @@ def _redis_url(url: str) -> str:
         parse_redis_url(url)
     except ValueError as exc:
         raise PydanticCustomError("policy_redis_url", str(exc)) from None  # no "(got url)": it may hold a password
+    try:
+        check_redis_tls_files(url)
+    except LoadRefused as exc:
+        raise PydanticCustomError("tls_refused", str(exc)) from None
+    except TlsFileProblem as exc:
+        raise PydanticCustomError("tls_redis_file", str(exc)) from None
     return url
 
 

@@ -1,0 +1,71 @@
+"""The files a ``rediss://`` URL names in its query (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
+``ssl_ca_path``), loaded when the configuration is checked.
+
+redis-py opens them at its first connection, while the gateway serves: a missing CA file passed
+``check`` and ``run`` started, and then every call to the store failed ("Error 2 connecting") and each
+limit was judged unchecked (fail-open) or refused (fail-closed), a warning a handshake. Now such a URL
+is a start-up problem by field path, in fixed words (no file content, no password, no OpenSSL text).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from urllib.parse import parse_qsl, urlsplit
+
+from ..loading import check_file, read_regular_file
+from .ca_bundles import CaBundleProblem, checked_ca_bundle
+
+
+class TlsFileProblem(ValueError):
+    """A file a Redis URL names cannot be used; the words quote nothing of it."""
+
+
+class _NoPassword(Exception):
+    """OpenSSL asked for a key's password that the URL does not give (``ssl_password``)."""
+
+
+def check_redis_tls_files(url: str) -> None:
+    """Raise :class:`TlsFileProblem` or ``LoadRefused`` unless the URL's TLS files load."""
+    options = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    if ca_certs := options.get("ssl_ca_certs"):
+        try:
+            checked_ca_bundle(ca_certs)
+        except CaBundleProblem as exc:
+            raise TlsFileProblem(f"ssl_ca_certs: {exc}") from None
+    if (ca_path := options.get("ssl_ca_path")) and not os.path.isdir(ca_path):
+        raise TlsFileProblem("ssl_ca_path: not a directory")
+    certfile, keyfile = options.get("ssl_certfile") or None, options.get("ssl_keyfile") or None
+    if keyfile is not None and certfile is None:
+        raise TlsFileProblem("ssl_keyfile needs ssl_certfile")
+    if certfile is not None:
+        _check_chain(certfile, keyfile, options.get("ssl_password") or None)
+
+
+def _check_chain(certfile: str, keyfile: str | None, password: str | None) -> None:
+    for option, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        if path is None:
+            continue
+        check_file(path)
+        try:
+            read_regular_file(path)
+        except OSError as exc:
+            raise TlsFileProblem(f"{option}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+    def given() -> str:  # never a prompt on the terminal
+        if password is None:
+            raise _NoPassword
+        return password
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(certfile, keyfile, given)
+    except _NoPassword:
+        raise TlsFileProblem("ssl_keyfile: the private key is encrypted and ssl_password is not given") from None
+    except (OSError, ValueError):  # ssl.SSLError: no certificate, no key, a mismatch or a wrong password
+        raise TlsFileProblem(
+            "ssl_certfile/ssl_keyfile: no usable certificate and private key (PEM, the key matching, "
+            "ssl_password decrypting it)"
+        ) from None
+
+
+__all__ = ["TlsFileProblem", "check_redis_tls_files"]
