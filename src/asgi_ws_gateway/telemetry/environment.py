@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
+from .exporter_files import exporter_file_problems
+
 Signal = Literal["traces", "metrics", "logs"]
 
 DAY_MS = 86_400_000
@@ -137,6 +139,7 @@ def environment_problems(signals: Iterable[Signal], environ: Mapping[str, str]) 
         )
         problems += _header_problems(signal, environ)
         problems += _endpoint_problems(signal, environ)
+        problems += exporter_file_problems(signal, environ)
     if exported:
         problems += _length_problems(
             environ,
