@@ -84,11 +84,14 @@ def _credential_headers_as_found() -> Iterator[None]:
     """The header names gateways register as credentials (``redact.add_sensitive_headers``: a token header,
     a set-header copying a cookie) are the process's: a test's gateway registering ``X-Session`` changed how
     a later test's text was redacted. Each test leaves them as it found them (a module's gateway, set up
-    before the test, keeps its own)."""
+    before the test, keeps its own). So are the credential paths (``redact.add_credential_paths``)."""
     found = set(credential_names._extra_headers), redact_text._HEADER_IN_TEXT, redact_text._HEADER_NAMES
+    paths = set(redact_text._credential_templates), redact_text._credential_paths
     yield
     credential_names._extra_headers.intersection_update(found[0])
     redact_text._HEADER_IN_TEXT, redact_text._HEADER_NAMES = found[1:]  # the patterns made of them
+    redact_text._credential_templates.intersection_update(paths[0])
+    redact_text._credential_paths = paths[1]
 
 
 @pytest.fixture

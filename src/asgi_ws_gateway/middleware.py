@@ -62,9 +62,14 @@ _UNGUARDED_SERVER = (
 """Logged once, at the first handshake served without the gateway's WebSocket protocol."""
 
 
-def _credential_headers(config: GatewayConfig) -> set[str]:
-    """The headers ``config`` reads credentials from or writes a client's credential to (never logged)."""
-    return {*config.subscription_key.headers, *redact.credential_headers(config.model_dump())}
+def _redact_credentials_of(config: GatewayConfig) -> None:
+    """Redact from now on the credential headers of ``config`` and its paths' credential segments
+    (``/ws/{api_key}``, an upstream's ``/feed/{token}``), in every log line, span and access record."""
+    document = config.model_dump()
+    # The headers it reads credentials from or writes a client's credential to.
+    headers = {*config.subscription_key.headers, *redact.credential_headers(document)}
+    redact.add_sensitive_headers(headers)
+    redact.add_credential_paths(redact.credential_path_templates(document, headers))
 
 
 class WebSocketGateway(AdmissionChecks):
@@ -121,7 +126,7 @@ class WebSocketGateway(AdmissionChecks):
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(policies)
-        redact.add_sensitive_headers(_credential_headers(self.config))
+        _redact_credentials_of(self.config)
         unread = [] if getattr(app, "standalone", False) else unread_variable_warnings()
         for warning in [*config_warnings(self.config), *policies.warnings, *unread]:
             logger.warning("%s", warning)
@@ -189,8 +194,8 @@ class WebSocketGateway(AdmissionChecks):
                 load_policies, config, store=self._same_store, previous=getattr(self, "_policies", None)
             )
             new = policies.config
-            # A change may bring a token header, or a set-header copying a credential: redacted from now on.
-            redact.add_sensitive_headers(await asyncio.to_thread(_credential_headers, new))
+            # A change may bring a token header, a set-header copying a credential or a credential path.
+            await asyncio.to_thread(_redact_credentials_of, new)
             for warning in policies.warnings:
                 logger.warning("%s", warning)
             old_apis = {name: api.config for name, api in self._apis.items()}

@@ -14,7 +14,8 @@ The names below are imported from here; each has one home:
 
 - :mod:`.credential_names`: which headers, parameters and settings hold a credential; ``REDACTED``.
 - :mod:`.patterns`: where a credential sits in text, and what each find is written as.
-- :mod:`.text`: text, free text, paths and URLs as logs write them; the configured headers.
+- :mod:`.credential_paths`: the path segments a configuration fills with a credential (``/ws/{api_key}``).
+- :mod:`.text`: text, free text, paths and URLs as logs write them; the configured headers and paths.
 - :mod:`.url_credentials`: a configured URL shown with only its credentials hidden.
 - :mod:`.error_text`: an error message without the secrets it quotes.
 - :mod:`.escaping`: client text on one line (control and bidi characters escaped).
@@ -37,11 +38,13 @@ from .credential_names import (
     is_credential_parameter,
     redact_headers,
 )
+from .credential_paths import credential_path_templates
 from .error_text import redact_values
 from .escaping import CONTROL_CHARACTERS, printable, printable_json
 from .frames import frame_text, is_frame
 from .patterns import redact_query
 from .text import (
+    add_credential_paths,
     add_sensitive_headers,
     redact_encoded_path,
     redact_free_text,
@@ -60,8 +63,10 @@ __all__ = [
     "CREDENTIAL_WORDS",
     "REDACTED",
     "SENSITIVE_HEADERS",
+    "add_credential_paths",
     "add_sensitive_headers",
     "credential_headers",
+    "credential_path_templates",
     "credential_setting",
     "frame_text",
     "is_credential_header",

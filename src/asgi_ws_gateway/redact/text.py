@@ -9,6 +9,7 @@ from urllib.parse import quote, unquote, urlunsplit
 
 from ..bounded import remember, split_url
 from .credential_names import CREDENTIAL_WORDS, REDACTED, SENSITIVE_HEADERS, _extra_headers
+from .credential_paths import CredentialPaths, Segments
 from .patterns import (
     _FRAGMENT_IN_TEXT,
     _HEADER_DUMP,
@@ -49,6 +50,26 @@ def add_sensitive_headers(names: Iterable[str]) -> None:
         _HEADER_NAMES = _fewest((*SENSITIVE_HEADERS, *_extra_headers, "subscription-key"))
 
 
+_credential_templates: set[Segments] = set()
+_credential_paths: CredentialPaths | None = None
+"""The configuration's paths with a credential segment (``/ws/{api_key}``), added by
+:func:`add_credential_paths`; None while there are none (then no text is scanned for them)."""
+
+
+def add_credential_paths(templates: Iterable[Segments]) -> None:
+    """Also redact the credential segments of paths shaped as these templates
+    (:func:`~.credential_paths.credential_path_templates` finds them in a configuration)."""
+    global _credential_paths
+    new = set(templates) - _credential_templates
+    if new:
+        _credential_templates.update(new)
+        _credential_paths = CredentialPaths(_credential_templates)
+        # Texts found clean before may hold such a path.
+        _unchanged.clear()
+        _unchanged_texts.clear()
+        _unchanged_urls.clear()
+
+
 def redact_url(url: str) -> str:
     """``url`` without userinfo or fragment, each query value replaced by ``REDACTED``, and a
     credential in its path redacted as in a client's path (a path parameter carries the client's
@@ -72,6 +93,8 @@ def redact_encoded_path(path: str) -> str:
     >>> redact_encoded_path("/ws/token%3Dabc")
     '/ws/token=REDACTED'
     """
+    if _credential_paths is not None:  # before decoding: a credential's own %2F must not split its segment
+        path = _credential_paths.redact(path)
     decoded = unquote(path) if "%" in path else path
     redacted = redact_path(decoded)
     return path if redacted == decoded else quote(redacted, safe="/:@!$&'()*+,;=~")
@@ -89,6 +112,8 @@ def redact_targets(text: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with query values, credential header values, URL passwords and JWT-shaped strings redacted."""
     text = redact_targets(text)
+    if _credential_paths is not None:
+        text = _credential_paths.redact(text)
     if _may_hold(text, _HEADER_NAMES):
         text = _HEADER_IN_TEXT.sub(_redacted_header, text)
     if ":" in text and (text.startswith(("< ", "> ")) or "\n< " in text or "\n> " in text or "\r" in text):
@@ -194,6 +219,7 @@ def _may_hold(text: str, words: Iterable[str]) -> bool:
 
 
 __all__ = [
+    "add_credential_paths",
     "add_sensitive_headers",
     "redact_encoded_path",
     "redact_free_text",
