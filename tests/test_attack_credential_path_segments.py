@@ -61,15 +61,24 @@ def test_a_parameter_named_as_a_credential_is_redacted_wherever_its_path_is_writ
     assert paths.redact("wss://h:1/feed/k%31?x=1") == f"wss://h:1/feed/{REDACTED}?x=1"
     assert paths.redact("/root/feed/k1") == f"/root/feed/{REDACTED}"  # under a root_path
     assert paths.redact("/t/k1/x") == f"/t/{REDACTED}/x"
+    assert paths.redact("/f%65ed/k1") == f"/f%65ed/{REDACTED}"  # a literal percent-encoded
 
 
 def test_only_paths_a_template_matches_whole_are_redacted() -> None:
     paths = _paths("/feed/{listenKey}", "/r/{room}", "/{token}")
     assert paths.redact("/r/lobby") == "/r/lobby"  # no credential name
-    assert paths.redact("/feed/k1/more") == "/feed/k1/more"  # routing matches whole paths: no API's
+    assert paths.redact("/r/lobby/more") == "/r/lobby/more"
     assert paths.redact("/feed/") == "/feed/"
     assert paths.redact("/x/y") == "/x/y"  # a template starting with a parameter: from a path's start only
     assert paths.redact("/k1") == f"/{REDACTED}"
+
+
+def test_a_credential_split_by_its_decoded_slash_or_beside_empty_values_is_redacted_whole() -> None:
+    """Logs write paths decoded (``/feed/ab%2Fcd``: a 400, logged ``/feed/ab/cd``), and a rewrite fills
+    a missing header's segment with nothing (``/echo/k1//``)."""
+    paths = _paths("/feed/{listenKey}", "/echo/{token}/{room}/{room2}")
+    assert paths.redact("/feed/ab/cd/") == f"/feed/{REDACTED}/{REDACTED}/"
+    assert paths.redact("/echo/k1//") == f"/echo/{REDACTED}//"
 
 
 def test_an_upstream_segment_a_template_fills_with_a_credential_is_one() -> None:
@@ -85,7 +94,7 @@ def test_a_long_path_of_literal_segments_is_read_once_per_segment() -> None:
     """A path of 4,000 segments that each start a template: bounded work, no recursion."""
     paths = _paths("/ws/{token}", "/" + "/".join(["ws"] * 2000) + "/{token}")
     path = "/ws" * 4000 + "/k1"
-    assert paths.redact(path).endswith(f"/ws/{REDACTED}")
+    assert paths.redact(path).startswith("/ws/") and paths.redact(path).endswith(f"/{REDACTED}")
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,16 @@ only the template tells. :func:`credential_path_templates` finds these templates
 and :class:`CredentialPaths` redacts, in any text, each segment of a path that one of them fills with
 a credential. A path matches a template as routing does, segment for segment to its end, from its
 start (``/ws/k``, ``ws://host/ws/k``) or, for a template whose first segment is a literal, from any
-of its segments (the path under a ``root_path``); a segment that holds a credential and more
-(``key-{token}``) is redacted whole.
+of its first segments (the path under a ``root_path``); a segment that holds a credential and more
+(``key-{token}``) is redacted whole. When no template matches a path whole, a credential that ends
+one after a literal segment runs to the path's end (logs write a path decoded: a key's ``%2F`` splits
+it).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -27,6 +30,12 @@ SECRET = "\x00secret"
 
 Segments = tuple[str, ...]
 """A template's path segments: literals (decoded), ``ANY`` and ``SECRET``."""
+
+MAX_ROOT_DEPTH = 8
+"""Segments before a template's first literal that a path may have (a ``root_path``'s): more are not
+tried, so that each path costs at most this many walks of the templates."""
+
+_MAX_MARKS = 32
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _URL_START = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
@@ -122,10 +131,16 @@ class CredentialPaths:
                 else:
                     node = node.literal.setdefault(segment, _Node())
             node.ends = True
+        # What a matching path must hold, unless percent-encoded: "/" and a first literal segment, when
+        # every template starts with one (a few: each is a search of every text). Most lines then cost
+        # a few substring searches, not a scan for paths.
+        roots = self._root.literal
+        plain = self._root.any is None and self._root.secret is None and len(roots) <= _MAX_MARKS
+        self._marks: tuple[str, ...] | None = tuple(f"/{literal}" for literal in roots) if plain else None
 
     def redact(self, text: str) -> str:
         """``text`` with each credential segment of a matching path written ``REDACTED``."""
-        if "/" not in text:
+        if "/" not in text or (self._marks is not None and "%" not in text and not any(m in text for m in self._marks)):
             return text
         return _PATH_IN_TEXT.sub(self._redacted_path, text)
 
@@ -137,35 +152,60 @@ class CredentialPaths:
 
     def _redacted_path_text(self, whole: str, path_start: int) -> str:
         segments = whole[path_start + 1 :].split("/")
-        secret: set[int] = set()
+        found = _Found()
+        starts = 0
         for first in range(len(segments)):
-            # From the path's start any template; from a later segment only those that begin with a literal.
-            if first == 0 or unquote(segments[first]) in self._root.literal:
-                self._walk(segments, first, secret)
+            # From the path's start any template; from a later segment (under a root_path: a few deep)
+            # only those that begin with a literal. Bounded: each start costs a template's depth.
+            if first == 0:
+                self._walk(segments, first, found)
+            elif unquote(segments[first]) in self._root.literal:
+                self._walk(segments, first, found)
+                starts += 1
+                if starts == MAX_ROOT_DEPTH:
+                    break
+        secret = found.whole if found.matched else found.cut
         if not secret:
             return whole
-        return whole[: path_start + 1] + "/".join(REDACTED if i in secret else s for i, s in enumerate(segments))
+        return whole[: path_start + 1] + "/".join(REDACTED if i in secret and s else s for i, s in enumerate(segments))
 
-    def _walk(self, segments: list[str], first: int, secret: set[int]) -> None:
+    def _walk(self, segments: list[str], first: int, found: _Found) -> None:
         # Iterative: a template may have any number of segments, and this runs inside log filters.
-        stack: list[tuple[_Node, int, tuple[int, ...]]] = [(self._root, first, ())]
+        # Each entry: a node, the next segment, the credential segments on the way, and whether a literal
+        # segment was (a template starting with parameters would otherwise take every path as cut).
+        stack: list[tuple[_Node, int, tuple[int, ...], bool]] = [(self._root, first, (), False)]
         while stack:
-            node, index, taken = stack.pop()
+            node, index, taken, literal = stack.pop()
             if index == len(segments):
                 if node.ends:  # the whole path, as routing matches it (exactly: no prefix, no trailing "/")
-                    secret.update(taken)
-                continue
-            if not segments[index]:
+                    found.matched = True
+                    found.whole.update(taken)
                 continue
             segment = segments[index]
             if (child := node.literal.get(unquote(segment) if "%" in segment else segment)) is not None:
-                stack.append((child, index + 1, taken))
+                stack.append((child, index + 1, taken, True))
             if index == first and first > 0:
                 continue  # from a later segment, only templates that begin with a literal
-            if node.any is not None:
-                stack.append((node.any, index + 1, taken))
-            if node.secret is not None:
-                stack.append((node.secret, index + 1, (*taken, index)))
+            if node.any is not None:  # an empty value too (a missing header's, in a rewrite)
+                stack.append((node.any, index + 1, taken, literal))
+            if (after := node.secret) is not None:
+                held = (*taken, index) if segment else taken
+                stack.append((after, index + 1, held, literal))
+                if after.ends and literal and index < found.cut_from:
+                    # Should no template match whole, a credential ending one may run to the path's end.
+                    found.cut_from = index
+                    found.cut = {*held, *range(index, len(segments))}
+
+
+@dataclass
+class _Found:
+    """What the templates found in one path: the credential segments of those that match it whole, else
+    those of a template cut short, its last credential running to the path's end (a decoded ``%2F``)."""
+
+    matched: bool = False
+    whole: set[int] = field(default_factory=set)
+    cut_from: int = sys.maxsize
+    cut: set[int] = field(default_factory=set)
 
 
 __all__ = ["ANY", "SECRET", "CredentialPaths", "Segments", "credential_path_templates", "is_credential_reference"]
