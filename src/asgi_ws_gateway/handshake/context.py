@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..cancellation import cancel_requested
 from ..forwarded import client_network
 from ..templates import Caseless, dig
 from ..upstream.base import UpstreamRequest
@@ -117,6 +118,12 @@ class HandshakeContext:
                     try:
                         await cleanup()
                     except Exception:
+                        logger.exception("API %s: a handshake cleanup failed", self.api)
+                    except asyncio.CancelledError:
+                        if cancel_requested():
+                            raise
+                        # The cleanup's own (it awaited something cancelled): propagated, it left the
+                        # cleanups after it undone (a lease held to its expiry, a cap's slot with it).
                         logger.exception("API %s: a handshake cleanup failed", self.api)
         except TimeoutError:
             logger.warning("API %s: handshake cleanups took over %g s; abandoned", self.api, _CLEANUP_TIMEOUT)

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from ..cancellation import OwnCancellation, cancel_requested
 from ..errors import HandshakeDenied
 from .context import HandshakeContext
 
@@ -127,6 +128,13 @@ class HandshakePipeline:
                 except HandshakeDenied as denial:
                     _blame(denial, policy)
                     raise
+                except asyncio.CancelledError:
+                    if cancel_requested():
+                        raise
+                    # The policy's own: it awaited something cancelled. Propagated, it read as the
+                    # handshake's cancellation: under uvicorn's protocols a traceback and a bare 500,
+                    # under run the client dropped unanswered and logged as gone. A 500, as a bug is.
+                    raise OwnCancellation(f"handshake policy {policy.name}") from None
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -226,4 +234,11 @@ SUBSCRIPTION = "subscription"
 """The name the subscription check denies with (``policies.products``), and is named by at a timeout."""
 
 
-__all__ = ["FunctionPolicy", "HandshakePipeline", "Policy", "PolicyFunction", "ProductResolver", "run_policies"]
+__all__ = [
+    "FunctionPolicy",
+    "HandshakePipeline",
+    "Policy",
+    "PolicyFunction",
+    "ProductResolver",
+    "run_policies",
+]

@@ -19,11 +19,13 @@ shortcut that does not pass hands the message to its handler, and the pipeline g
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .._types import Data
+from ..cancellation import OwnCancellation, cancel_requested
 from ..errors import CloseConnection, DropMessage
 from ..json_names import AmbiguousJson
 from .context import (
@@ -112,6 +114,10 @@ class MessagePipeline:
                 pending = handler(message)
             except Exception as exc:
                 return self._failed(name, exc)
+            except asyncio.CancelledError:
+                if cancel_requested():
+                    raise
+                return self._failed(name, OwnCancellation(f"message policy {name}"))
             if pending is not None:
                 return self._resume(message, index, pending)
         try:
@@ -140,8 +146,16 @@ class MessagePipeline:
                 if index == len(handlers):
                     return self._written(message)
                 pending = handlers[index][1](message)
-        except Exception as exc:  # the message written again after the last handler: that handler's
-            failed = self._failed(handlers[min(index, len(handlers) - 1)][0], exc)
+        except (Exception, asyncio.CancelledError) as error:
+            # The message written again after the last handler: that handler's.
+            name = handlers[min(index, len(handlers) - 1)][0]
+            if isinstance(error, asyncio.CancelledError):
+                if cancel_requested():
+                    raise
+                # The policy's own (it awaited something cancelled): propagated, it ended this
+                # direction's pump as the connection's end does, and the other side waited on, unclosed.
+                error = OwnCancellation(f"message policy {name}")
+            failed = self._failed(name, error)
             if failed is not None:
                 await failed
             return None

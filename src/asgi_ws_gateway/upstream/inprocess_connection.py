@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 from .._types import ASGIApp, Data, Headers, Message, Scope
+from ..cancellation import cancel_requested
 from ..config.apis import ApiConfig
 from ..errors import UpstreamError, UpstreamRejected, UpstreamUnreachable, upstream_refusal
 from .base import UpstreamClosed, UpstreamStalled
@@ -121,7 +122,7 @@ class InProcessConnection:
             # KeyboardInterrupt out of this task stopped the event loop (every connection of the worker),
             # and a CancelledError of the app's own (an awaited task that was cancelled) left the
             # handshake to connect_timeout, or an accepted connection open for ever with nothing to relay.
-            if isinstance(exc, asyncio.CancelledError) and _cancel_requested():
+            if isinstance(exc, asyncio.CancelledError) and cancel_requested():
                 raise
             logger.exception("in-process upstream app raised")
             outcome = UpstreamClosed(1011, "", by_peer=False)
@@ -360,13 +361,6 @@ class InProcessConnection:
             task.cancel()
             await asyncio.wait({task}, timeout=self._cancel_wait)
             self._check_cancelled(task)
-
-
-def _cancel_requested() -> bool:
-    """Whether the running task was asked to stop (``Task.cancel``), as opposed to raising a
-    ``CancelledError`` of its own making."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _too_big(item: Data, limit: int) -> bool:
