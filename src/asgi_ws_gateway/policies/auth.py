@@ -25,7 +25,7 @@ from ..safe_regex import Pattern, compile_regex
 from ..templates import Condition, caseless_pattern, dig
 from .base import PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits
-from .jwt_claims import ClaimsView, depth_problem, numeric_date_problem, surrogate_problem
+from .jwt_claims import ClaimsView, depth_problem, duplicate_name_problem, numeric_date_problem, surrogate_problem
 from .jwt_keys import configured_public_keys, key_warnings, shared_secret
 from .jwt_settings import ValidateJwtSettings
 from .token_cache import MAX_CACHED_TOKEN, TokenCache, token_digest
@@ -204,7 +204,10 @@ class ValidateJwt:
             # Types first, before pyjwt's int() makes "1767000000" or true a time: checking the
             # unverified payload can only refuse more, never admit.
             payload = unverified["payload"]
-            problem = numeric_date_problem(payload) or depth_problem(payload) or surrogate_problem(payload)
+            problem = (
+                numeric_date_problem(payload) or depth_problem(payload) or surrogate_problem(payload)
+                or duplicate_name_problem(token)
+            )  # fmt: skip
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is malformed", "token_invalid") from None
         if problem is not None:

@@ -1,14 +1,17 @@
-"""A JWT's payload as ``validate-jwt`` admits it: RFC 7519 NumericDate times, a bounded depth, text only;
-and the view claim checks read it through (``{jwt.*}``).
+"""A JWT's payload as ``validate-jwt`` admits it: RFC 7519 NumericDate times, a bounded depth, text only,
+no name twice in one object; and the view claim checks read it through (``{jwt.*}``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 from typing import Any
 
 from ..json_depth import nests_deeper
-from ..json_names import LONE_SURROGATE
+from ..json_names import LONE_SURROGATE, AmbiguousJson, unique_names
 from ..templates import dig
 
 
@@ -79,11 +82,32 @@ def surrogate_problem(claims: dict[str, Any]) -> str | None:
     return None
 
 
+def duplicate_name_problem(token: str) -> str | None:
+    """Why a token is refused for a name twice in one object of its header or payload, or None.
+
+    Python's parser, like pyjwt, keeps the last copy; gjson and jsonparser in Go, simdjson's lookups and
+    several others the first. A payload ``{"sub": "admin", ..., "sub": "alice"}`` was checked (and its
+    ``{jwt.sub}`` sent upstream) as ``alice``, while an upstream verifying the same token with such a
+    reader took it for ``admin``. RFC 7519 §4 lets a recipient refuse such a token; message policies
+    refuse such a message. Call it on a token pyjwt decoded: its segments are base64url JSON.
+    """
+    header, payload = token.split(".", 2)[:2]
+    for part, segment in (("header", header), ("payload", payload)):
+        try:
+            json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)), object_pairs_hook=unique_names)
+        except AmbiguousJson:
+            return f"the token's {part} holds a name twice in one object"
+        except (ValueError, binascii.Error, RecursionError):
+            return "the token is malformed"
+    return None
+
+
 __all__ = [
     "MAX_CLAIM_DEPTH",
     "MAX_NUMERIC_DATE",
     "ClaimsView",
     "depth_problem",
+    "duplicate_name_problem",
     "numeric_date_problem",
     "surrogate_problem",
 ]
