@@ -88,6 +88,11 @@ class CheckOriginSettings(PolicySettings):
     )
 
 
+MAX_ORIGIN_LENGTH = len("https://") + 254 + len(":65535")
+"""Characters of the longest origin (RFC 6454): a scheme, a host name of 253 (RFC 1035) and a trailing
+dot, a port; an IPv6 literal is shorter. A longer ``Origin`` matches no ``check-origin`` pattern."""
+
+
 def compile_origin(origin: str) -> re.Pattern[str]:
     """A pattern for one allowed origin: ``scheme://[*.]host[:port|:*]``, as browsers send it.
 
@@ -326,8 +331,10 @@ class CheckOrigin:
                 raise deny(403, "an Origin header is required", reason="origin_missing")
             return
         origin = origin.strip().lower()
-        if not any(pattern.fullmatch(origin) for pattern in self.patterns):
+        # Longer than any origin can be: matches no pattern, and is not read against each (a wildcard
+        # pattern reads the whole value: an 8 KB Origin against 1,024 of them held the loop 106 ms).
+        if len(origin) > MAX_ORIGIN_LENGTH or not any(pattern.fullmatch(origin) for pattern in self.patterns):
             raise deny(403, "the request's origin is not allowed", reason="origin_forbidden")
 
 
-__all__ = ["PUBLIC_SUFFIXES", "SPECIAL_USE", "CheckOrigin", "IpFilter", "compile_origin"]
+__all__ = ["MAX_ORIGIN_LENGTH", "PUBLIC_SUFFIXES", "SPECIAL_USE", "CheckOrigin", "IpFilter", "compile_origin"]
