@@ -25,6 +25,7 @@ import yaml
 from asgi_ws_gateway import WebSocketGateway, redact
 from asgi_ws_gateway._types import Receive, Scope, Send
 from asgi_ws_gateway.redact import REDACTED
+from asgi_ws_gateway.redact import text as redact_text
 from asgi_ws_gateway.redact.credential_paths import CredentialPaths, credential_path_templates
 from support.clients import connect
 from support.gateway import PASSTHROUGH
@@ -184,6 +185,16 @@ async def test_a_change_applied_later_registers_its_credential_paths_too() -> No
     assert redact.redact_path("/later/k1") == "/later/k1"
     await gateway.apply_config({"apis": [api, {**api, "name": "b", "path": "/later/{session_id}"}]})
     assert redact.redact_path("/later/k1") == f"/later/{REDACTED}"
+
+
+def test_the_templates_of_past_configurations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Management changes that each bring a new credential path grew the process's templates for ever;
+    past the bound, the latest configuration's are kept."""
+    monkeypatch.setattr(redact_text, "MAX_CREDENTIAL_TEMPLATES", 8)
+    for n in range(20):
+        redact.add_credential_paths(credential_path_templates({"apis": [{"path": f"/t{n}/{{token}}"}]}))
+    assert 1 <= len(redact_text._credential_templates) <= 8
+    assert redact.redact_path("/t19/k1") == f"/t19/{REDACTED}"
 
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -56,12 +56,23 @@ _credential_paths: CredentialPaths | None = None
 :func:`add_credential_paths`; None while there are none (then no text is scanned for them)."""
 
 
+MAX_CREDENTIAL_TEMPLATES = 4096
+"""Credential path templates kept from the configurations a process served: past it, those of the
+latest configuration only (management changes that each brought new paths grew them, and the cost of
+each rebuild, without bound)."""
+
+
 def add_credential_paths(templates: Iterable[Segments]) -> None:
-    """Also redact the credential segments of paths shaped as these templates
-    (:func:`~.credential_paths.credential_path_templates` finds them in a configuration)."""
+    """Also redact the credential segments of paths shaped as these templates (those of a configuration:
+    :func:`~.credential_paths.credential_path_templates`). The templates of earlier configurations stay,
+    for the connections they admitted, up to :data:`MAX_CREDENTIAL_TEMPLATES`."""
     global _credential_paths
-    new = set(templates) - _credential_templates
+    current = set(templates)
+    new = current - _credential_templates
     if new:
+        if len(_credential_templates) + len(new) > MAX_CREDENTIAL_TEMPLATES:
+            _credential_templates.clear()
+            new = current
         _credential_templates.update(new)
         _credential_paths = CredentialPaths(_credential_templates)
         # Texts found clean before may hold such a path.
