@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway._types import Data
+from asgi_ws_gateway.frame_rules import frame_rule_broken
 from asgi_ws_gateway.loop_watch import BYTES_PER_TURN, MESSAGES_PER_TURN
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.passthrough import frames
-from asgi_ws_gateway.passthrough.frame_rules import frame_rule_broken
 from asgi_ws_gateway.passthrough.framed import _FramedSide
 from asgi_ws_gateway.passthrough.sides import Side
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection

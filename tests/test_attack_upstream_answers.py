@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from asgi_ws_gateway.passthrough.frame_rules import FRAGMENT_FLOOR
+from asgi_ws_gateway.frame_rules import FRAGMENT_FLOOR
 from asgi_ws_gateway.upstream import websockets_protocol
 from asgi_ws_gateway.upstream.chunked import Dechunker, MalformedChunks
 from support.access import access_line

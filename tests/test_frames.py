@@ -7,9 +7,9 @@ import zlib
 import pytest
 from websockets.frames import Close, Frame, Opcode
 
+from asgi_ws_gateway.frame_rules import FRAGMENT_FLOOR
 from asgi_ws_gateway.loop_watch import BYTES_PER_TURN
 from asgi_ws_gateway.passthrough.frame_encoding import close_frame, encode_frame
-from asgi_ws_gateway.passthrough.frame_rules import FRAGMENT_FLOOR
 from asgi_ws_gateway.passthrough.frames import FrameScanner
 from asgi_ws_gateway.relay.stats import RelayStats
 

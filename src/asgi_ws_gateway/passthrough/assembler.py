@@ -19,9 +19,9 @@ import struct
 from websockets.speedups import apply_mask
 
 from .._types import Data
+from ..frame_rules import FRAGMENT_FLOOR, frame_rule_broken
 from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
-from .frame_rules import FRAGMENT_FLOOR, frame_rule_broken
 
 _TEXT, _CLOSE, _PONG = 0x1, 0x8, 0xA
 _WHOLE = frozenset({0x81, 0x82})  # the first byte of a final text or binary frame, no reserved bit

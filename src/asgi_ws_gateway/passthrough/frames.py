@@ -23,10 +23,10 @@ try:  # websockets' C helper, and its pure-Python one where the extension was no
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
+from ..frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken
 from ..loop_watch import BYTES_PER_TURN
 from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
-from .frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken
 from .inflate import InflatedSize, sender_window
 
 _CLOSE = 0x8

@@ -64,6 +64,7 @@ class ClientLeg(WebSocketsSansIOProtocol):
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
+        self.conn.read_headers_first()
         # The adapters hold nothing of a connection: one each for all of them.
         self.conn.logger = QUIET
         self.logger = PATH_ONLY if self.logger is UVICORN_ERROR else PathOnly(self.logger)  # type: ignore[assignment]

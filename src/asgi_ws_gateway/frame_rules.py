@@ -4,7 +4,7 @@ assembler, so that both refuse the same frames."""
 
 from __future__ import annotations
 
-from ..fragment_floor import FRAGMENT_FLOOR
+from .fragment_floor import FRAGMENT_FLOOR
 
 _OPCODES_DATA = frozenset({0x0, 0x1, 0x2})  # continuation, text, binary
 _OPCODES_CONTROL = frozenset({0x8, 0x9, 0xA})  # close, ping, pong
