@@ -26,20 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
+from asgi_ws_gateway.upstream.websockets_protocol import GatewayClientConnection
 from support.access import access_line
 from support.clients import connect
 from support.configs import api_entry
@@ -415,3 +417,34 @@ async def test_an_upstream_reading_steadily_behind_a_client_burst_is_not_dropped
         listening.close()
     messages = [r.getMessage() for r in caplog.records]
     assert not any("read nothing" in m or "did not answer a ping" in m for m in messages), messages
+
+
+async def test_a_ping_that_fails_as_the_keepalive_is_cancelled_leaves_no_unretrieved_error() -> None:
+    """The upstream leg ends: its keepalive is cancelled and its ping fails in the same loop turn (a client's
+    close the upstream never answered, dropped at ``close_timeout``, as a ping waited). The keepalive stopped
+    waiting with the ping done and its exception unread: asyncio's "Task exception was never retrieved" with
+    a traceback, at ERROR (found by a failure-path probe under ``uvicorn app:app``)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    keepalive: asyncio.Future[object] | None = None
+
+    class Ending:
+        transport = asyncio.BaseTransport()
+
+        async def ping(self) -> None:
+            await asyncio.sleep(0)
+            assert keepalive is not None
+            keepalive.cancel()  # what connection_lost does, in the turn the ping fails
+            raise ConnectionClosedError(None, None)
+
+    try:
+        keepalive = asyncio.ensure_future(GatewayClientConnection._ping_written(cast(Any, Ending()), 60.0))
+        with contextlib.suppress(asyncio.CancelledError):
+            await keepalive
+        keepalive = None
+        gc.collect()  # the abandoned ping task is reported when it is freed
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

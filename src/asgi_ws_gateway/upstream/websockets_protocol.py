@@ -159,6 +159,12 @@ def _nothing() -> None:
     pass
 
 
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark ``task``'s exception retrieved: whoever waited for it may have stopped waiting."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _JoinedMessages(Assembler):
     """websockets' receive queue, given whole messages: a fragmented one is joined as it comes, into
     one buffer, and queued once its last fragment is in.
@@ -496,6 +502,9 @@ class GatewayClientConnection(ClientConnection):
         but steadily keeps the writes paused for long (the kernel's send buffer frees space in large gulps),
         and a ping given one window to be written dropped it as "read nothing" while it made progress."""
         writing = asyncio.ensure_future(self.ping())
+        # A ping that fails (the connection ended) as the keepalive is cancelled, by the same connection_lost, was
+        # left unretrieved: asyncio logged "Task exception was never retrieved" with a traceback, at ERROR.
+        writing.add_done_callback(_retrieved)
         try:
             while True:
                 taken = taken_in(self.transport)
