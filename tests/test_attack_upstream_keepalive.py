@@ -427,7 +427,7 @@ async def test_a_ping_that_fails_as_the_keepalive_is_cancelled_leaves_no_unretri
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    keepalive: asyncio.Future[object] | None = None
+    keepalive: asyncio.Task[Any] | None = None
 
     class Ending:
         transport = asyncio.BaseTransport()
@@ -439,9 +439,10 @@ async def test_a_ping_that_fails_as_the_keepalive_is_cancelled_leaves_no_unretri
             raise ConnectionClosedError(None, None)
 
     try:
-        keepalive = asyncio.ensure_future(GatewayClientConnection._ping_written(cast(Any, Ending()), 60.0))
+        keepalive = task = asyncio.ensure_future(GatewayClientConnection._ping_written(cast(Any, Ending()), 60.0))
         with contextlib.suppress(asyncio.CancelledError):
-            await keepalive
+            await task
+        del task
         keepalive = None
         gc.collect()  # the abandoned ping task is reported when it is freed
         await asyncio.sleep(0)
