@@ -150,11 +150,22 @@ async def test_close_timeout_ends_a_client_that_never_answers() -> None:
 
 
 async def test_a_client_that_sent_its_close_frame_is_closed_at_once_when_the_upstream_ends() -> None:
-    """It sends nothing after its close frame: nothing to wait for."""
+    """It sends nothing after its close frame: nothing to wait for. The upstream never answered it: the
+    gateway does, the client's code and reason echoed (it got its TCP close alone, a 1006 to it)."""
     splice, client, _upstream = _splice()
-    splice.client.data_received(close_frame(1000, "", mask=True))
+    splice.client.data_received(close_frame(4001, "bye", mask=True))
     splice.upstream.connection_lost(None)
     assert client.is_closing() and not client.eof
+    assert _close_in(client.written) == (4001, "bye")
+
+
+async def test_a_client_whose_close_the_upstream_answered_gets_no_second_close_when_it_ends() -> None:
+    """The upstream's answer reached the client: the gateway adds none of its own."""
+    splice, client, _upstream = _splice()
+    splice.client.data_received(close_frame(4001, "bye", mask=True))
+    splice.upstream.data_received(close_frame(4001, "bye", mask=False))
+    splice.upstream.connection_lost(None)
+    assert client.written.count(close_frame(4001, "bye", mask=False)) == 1
 
 
 async def test_the_upstream_left_paused_by_a_vanished_client_is_read_for_its_answer() -> None:
