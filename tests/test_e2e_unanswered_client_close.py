@@ -1,17 +1,21 @@
-"""End to end: a client's close frame that the upstream never answers, because it vanished.
+"""End to end: a close frame that the other side never answers, because it vanished.
 
 RFC 6455 §5.5.1: an endpoint that receives a close frame sends one in response. The relay answers a
 client's close itself (its own code echoed); the splice forwards it and waits for the upstream's
 answer, and an upstream that then vanished (a reset, or a FIN with no close frame) left the client with
 its TCP connection closed and no close frame: a 1006 on the client's side, its closing handshake
 failed, where the relay gave it its close back. Now the gateway answers for the vanished upstream: the
-client gets its own code and reason echoed, as from the relay, on every connector.
+client gets its own code and reason echoed, as from the relay, on every connector. The mirror, an
+upstream's close frame a vanished client never answered, is answered for the client the same way (the
+upstream saw 1006 on the splice and the frame relay, its own code back on the relay).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -20,7 +24,7 @@ import pytest
 
 from support.clients import connect
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
-from support.rawhttp import accept_upstream
+from support.rawhttp import accept_upstream, ws_frame
 from support.servers import UvicornFactory
 
 BOUND = 10.0  # the test's wait: far under close_timeout, so only an answer ends the client's close in time
@@ -58,4 +62,51 @@ async def test_a_clients_close_the_upstream_vanished_on_is_answered_by_the_gatew
             await ws.close(4001, "bye")
         answer = ws.protocol.close_rcvd
         assert answer is not None and (answer.code, answer.reason) == (4001, "bye")
+    await gateway.settle()
+
+
+def _closing_on_bye(closes: list[tuple[int, str]], done: asyncio.Event) -> Handler:
+    """Accepts; on a text frame closes with 4000 "bye", and records the close frame it gets back (1006: none)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer)
+        try:
+            head = await reader.readexactly(2)
+            await reader.readexactly(4 + (head[1] & 0x7F))  # the client's message, masked
+            writer.write(ws_frame(8, (4000).to_bytes(2, "big") + b"bye", mask=False))
+            head = await reader.readexactly(2)
+            key, payload = await reader.readexactly(4), await reader.readexactly(head[1] & 0x7F)
+            body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            closes.append((int.from_bytes(body[:2], "big"), body[2:].decode()))
+        except (OSError, asyncio.IncompleteReadError):
+            closes.append((1006, ""))
+        finally:
+            writer.close()
+            done.set()
+
+    return handle
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_an_upstreams_close_a_vanished_client_never_answered_is_answered_by_the_gateway(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """The upstream's 4000 "bye" comes back to it, at once, though the client reset instead of answering."""
+    closes: list[tuple[int, str]] = []
+    done = asyncio.Event()
+    port = await hostile(_closing_on_bye(closes, done))
+    gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=NEVER, ping_interval=None)
+    host, rest = url.removeprefix("ws://").split("/", 1)
+    reader, writer = await asyncio.open_connection(*host.split(":"))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.write(ws_frame(1, b"bye"))
+    assert (await reader.readexactly(2))[0] == 0x88  # the upstream's close frame reached the client
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()  # a reset, no answer
+    async with asyncio.timeout(BOUND):
+        await done.wait()
+    assert closes == [(4000, "bye")]
     await gateway.settle()

@@ -190,3 +190,14 @@ async def test_a_client_vanishing_mid_frame_half_closes_the_upstream_without_a_c
     assert upstream.eof and not upstream.is_closing() and upstream.is_reading()
     assert len(upstream.written) == 100  # the part of the frame, and no close frame after it
     splice._stop_timers()
+
+
+async def test_an_upstream_whose_close_a_vanished_client_never_answered_gets_its_close_back() -> None:
+    """The mirror: the client vanished instead of answering the upstream's close; the gateway answers it."""
+    splice, _client, upstream = _splice()
+    splice.upstream.data_received(close_frame(4000, "bye", mask=False))
+    splice.client.connection_lost(ConnectionResetError())
+    scanner = FrameScanner(RelayStats(sizes_in=[0] * 12, sizes_out=[0] * 12), inbound=True, max_message_size=1000)
+    scanner.feed(bytes(upstream.written))
+    assert scanner.error is None and scanner.close == (4000, "bye")
+    splice._stop_timers()

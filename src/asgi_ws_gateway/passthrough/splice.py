@@ -18,7 +18,8 @@ Closing follows the relay's table as far as bytes allow:
   answer arrives and its TCP connection is closed at once instead of at the close timeout;
 * the upstream vanishes: the client gets 1011 "upstream connection failed" (none inside a frame the
   upstream left unfinished); after the client's own close frame, which it never answered, the client's
-  code and reason echoed, as the relay answers it;
+  code and reason echoed, as the relay answers it (and the upstream's, to an upstream whose close frame
+  a vanished client never answered);
 * a side that may still be sending (acks, pongs) when its peer ends first is read and dropped until
   it answers its close frame or closes (half-closed when it has no close frame to answer), never
   closed: a reset lost what was still queued to it (``_end_towards``);
@@ -419,10 +420,10 @@ class Splice:
             self._end_towards(peer, cut_short=not sealed)  # (read again, its answer seen, if a full buffer paused it)
             self._arm_timer()
         elif peer.open and not self.gateway_closing and (not side.client or peer.scanner.close is not None):
-            if not side.client and side.scanner.close is None and (asked := peer.scanner.close) is not None:
-                # The upstream vanished without answering the client's close frame: the gateway answers it,
-                # the client's code and reason echoed, as the relay answers (RFC 6455 §5.5.1). The client got
-                # its TCP close alone, a failed closing handshake (1006) where the relay gave it its close.
+            if side.scanner.close is None and (asked := peer.scanner.close) is not None:
+                # ``side`` vanished without answering its peer's close frame: the gateway answers it, the
+                # peer's code and reason echoed, as the relay answers either side (RFC 6455 §5.5.1). The peer
+                # got its TCP close alone, a failed closing handshake (1006) where the relay gave it its close.
                 peer.write_close(*asked)
             self._end_towards(peer)  # the closing handshake is over (the gateway's own: each side answers)
         elif peer.open:
