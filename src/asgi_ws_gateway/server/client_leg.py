@@ -28,6 +28,7 @@ from ..passthrough.asgi_extension import (
 )
 from ..passthrough.lingering_close import lingering
 from ..progress import taken_in
+from ..upstream.frame_headers import fail_at_waiting_header
 from .log_lines import PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, logged_path
 from .server_protocol import _ServerProtocol
 from .tls_close import TLS_CLOSES
@@ -64,7 +65,6 @@ class ClientLeg(WebSocketsSansIOProtocol):
         # uvicorn's ServerProtocol, made the gateway's: a subclass that only overrides a method, so
         # the instance keeps its state; building a second one per connection costs ~3% of a handshake.
         self.conn.__class__ = _ServerProtocol
-        self.conn.read_headers_first()
         # The adapters hold nothing of a connection: one each for all of them.
         self.conn.logger = QUIET
         self.logger = PATH_ONLY if self.logger is UVICORN_ERROR else PathOnly(self.logger)  # type: ignore[assignment]
@@ -120,6 +120,9 @@ class ClientLeg(WebSocketsSansIOProtocol):
 
     def _parse_frames(self, data: bytes) -> None:
         super().data_received(data)
+        conn = self.conn
+        if conn.parser_exc is None and fail_at_waiting_header(conn):  # a bad header, its payload still to come
+            self.handle_parser_exception()
         if self.conn.parser_exc is not None:
             self._log_fault(self.conn.close_sent.code if self.conn.close_sent else 1002, str(self.conn.parser_exc))
 

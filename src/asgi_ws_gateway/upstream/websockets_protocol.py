@@ -34,7 +34,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..progress import peer_ended, taken_in
 from ..redact import redact_text
 from .deflate_streams import ClientDeflate
-from .frame_headers import HeadersFirst
+from .frame_headers import fail_at_waiting_header
 from .interim import UnreadableHead
 from .refusal import HeldRefusal, MalformedLength, is_refusal, without_body
 from .response_head import MAX_HEAD, AnswerHead
@@ -126,11 +126,11 @@ class TopBitLength(Protocol):
         super().fail(code, reason)
 
 
-class _ClientProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeadersFirst, HeldPings, ClientDeflate):
+class _ClientProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ClientDeflate):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
     remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
     UTF-8 check, the keepalive), keeping no traceback of a parser failure, counting tiny
-    fragments at ``FRAGMENT_FLOOR``, and failing a frame whose header breaks a rule at its header."""
+    fragments at ``FRAGMENT_FLOOR``."""
 
     failed = False
 
@@ -253,7 +253,6 @@ class GatewayClientConnection(ClientConnection):
 
     def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
         protocol.__class__ = _ClientProtocol  # only methods differ: the instance keeps its state
-        cast(_ClientProtocol, protocol).read_headers_first()
         super().__init__(protocol, **kwargs)
         self.lingering: _Lingering | None = None
         self._receiving = False
@@ -305,6 +304,9 @@ class GatewayClientConnection(ClientConnection):
             super().data_received(data)
         finally:
             self._receiving = False
+        if fail_at_waiting_header(self.protocol):  # a bad header whose payload is still to come (frame_headers)
+            self.send_data()  # the close frame; the transport is handed over (failed)
+            return
         if self.protocol.handshake_exc is not None and not self.transport.is_closing():
             # The answer failed the handshake (a head or a refusal's body over websockets' limits, a
             # bad 101): websockets waited for the upstream's EOF to report it, and an upstream that
