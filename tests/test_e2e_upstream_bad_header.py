@@ -170,3 +170,39 @@ async def test_a_clients_frame_header_that_breaks_a_rule_is_refused_at_once(
         finally:
             writer.close()
         await gateway.settle()
+
+
+LINGER_BOUND = (
+    5.0  # the wait for the gateway to drop the upstream: over close_timeout (1 s), under the 10 s kept without one
+)
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "splice"])
+async def test_an_upstream_failed_at_its_header_that_keeps_its_socket_is_dropped_at_close_timeout(
+    uvicorn_server: UvicornFactory, mode: str
+) -> None:
+    """The failed upstream's socket lingers ``close_timeout`` (1 s here) for its TCP close, as after any
+    failure, not the 10 s kept for a connection with no deadline (the relay, its slot and access line with it)."""
+    dropped = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_switching(await reader.readuntil(b"\r\n\r\n"), b"") + b"hello")
+        with contextlib.suppress(OSError):
+            while await reader.read(65536):  # never closes first: reads until the gateway drops it
+                pass
+        dropped.set()
+        writer.close()
+
+    ws, fields = MODES[mode]
+    listener = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    api = api_entry(f"ws://127.0.0.1:{port}/", ping_interval=KEEPALIVE, ping_timeout=KEEPALIVE, close_timeout=1.0,
+                    **fields)  # fmt: skip
+    gateway = ProbedGateway({"apis": [api]})
+    server = uvicorn_server(gateway, ws=ws)
+    async with listener, await connect(server.url("/ws/echo")) as client:
+        async with asyncio.timeout(BOUND):
+            assert await expect_close(client) == FAILED
+        async with asyncio.timeout(LINGER_BOUND):
+            await dropped.wait()
+    await gateway.settle()

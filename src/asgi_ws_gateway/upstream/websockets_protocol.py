@@ -305,7 +305,9 @@ class GatewayClientConnection(ClientConnection):
         finally:
             self._receiving = False
         if fail_at_waiting_header(self.protocol):  # a bad header whose payload is still to come (frame_headers)
-            self.send_data()  # the close frame; the transport is handed over (failed)
+            if self.close_deadline is None and self.close_timeout is not None:  # as websockets sets it on a failure
+                self.close_deadline = self.loop.time() + self.close_timeout
+            self.send_data()  # the close frame; the transport is handed over (failed), to linger to the deadline
             return
         if self.protocol.handshake_exc is not None and not self.transport.is_closing():
             # The answer failed the handshake (a head or a refusal's body over websockets' limits, a
