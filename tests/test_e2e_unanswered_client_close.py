@@ -110,3 +110,27 @@ async def test_an_upstreams_close_a_vanished_client_never_answered_is_answered_b
         await done.wait()
     assert closes == [(4000, "bye")]
     await gateway.settle()
+
+
+async def _silent_after_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts, reads the gateway's close frame's start, then neither answers nor closes."""
+    await accept_upstream(reader, writer)
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        await reader.readexactly(2)
+        await reader.read()  # until the gateway drops it
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_clients_close_a_silent_upstream_never_answered_is_answered_at_close_timeout(
+    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str
+) -> None:
+    """At ``close_timeout`` the client gets its 4001 "bye" back, not a reset without a close frame (1006)."""
+    port = await hostile(_silent_after_the_close)
+    gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1.0, ping_interval=None)
+    async with await connect(url, close_timeout=BOUND) as ws:
+        async with asyncio.timeout(BOUND):
+            await ws.close(4001, "bye")
+        answer = ws.protocol.close_rcvd
+        assert answer is not None and (answer.code, answer.reason) == (4001, "bye")
+    await gateway.settle()

@@ -19,7 +19,7 @@ Closing follows the relay's table as far as bytes allow:
 * the upstream vanishes: the client gets 1011 "upstream connection failed" (none inside a frame the
   upstream left unfinished); after the client's own close frame, which it never answered, the client's
   code and reason echoed, as the relay answers it (and the upstream's, to an upstream whose close frame
-  a vanished client never answered);
+  a vanished client never answered; and at the close wait's end, to a side whose peer stayed silent);
 * a side that may still be sending (acks, pongs) when its peer ends first is read and dropped until
   it answers its close frame or closes (half-closed when it has no close frame to answer), never
   closed: a reset lost what was still queued to it (``_end_towards``);
@@ -522,10 +522,28 @@ class Splice:
                 self._arm_timer()  # (the next look, ``close_timeout`` from now)
                 return
         for side in (self.client, self.upstream):
-            if side.open:
+            if side.open and not self._answered_for_its_peer(side):
                 logger.info("passthrough: closing handshake timed out; aborting the %s connection", _name(side))
                 with contextlib.suppress(Exception):
                     side.transport.abort()
+
+    def _answered_for_its_peer(self, side: Side) -> bool:
+        """At the close wait's end, a side whose close frame its peer never answered, with nothing on its way
+        to it, gets the gateway's answer (its code and reason echoed, as the relay answers at once) and its TCP
+        close: aborted, it saw its closing handshake fail (1006) for its peer's silence. Not at a shutdown."""
+        asked = side.scanner.close
+        if (
+            asked is None
+            or self._shutting_down
+            or side.close_sent
+            or side.peer.scanner.close is not None
+            or side.peer.scanner.mid_frame
+            or side.undelivered() > 0
+        ):
+            return False
+        side.write_close(*asked)
+        side.transport.close()
+        return True
 
 
 def _name(side: Side) -> str:
