@@ -13,6 +13,7 @@ from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
+from asgi_ws_gateway.frame_rules import RSV1, frame_rule_broken, header_start_broken
 from asgi_ws_gateway.upstream.frame_headers import fail_at_waiting_header, waiting_header
 
 
@@ -33,7 +34,7 @@ def test_the_header_of_the_frame_the_parser_waits_inside_is_read() -> None:
     client = _client()
     assert waiting_header(client.parser) is None
     client.receive_data(b"\x81\x10abc")
-    assert waiting_header(client.parser) == (0x81, 0x10)
+    assert waiting_header(client.parser) == (0x81, 0x10, 16)
     client.receive_data(b"x" * 13)
     assert waiting_header(client.parser) is None
     assert client.events_received() == [Frame(Opcode.TEXT, b"abc" + b"x" * 13)]
@@ -51,7 +52,7 @@ def test_a_header_still_short_is_not_read() -> None:
         (b"he", "fragmented control frame"),  # "hello" after a 101: a close frame without FIN
         (b"\xc1\x64", "reserved bits must be 0"),
         (b"\x80\x64", "unexpected continuation frame"),
-        (b"\x89\x7e\x01", "control frame too long"),
+        (b"\x89\x7e\x01\x00", "control frame too long"),  # its 16-bit length read: 256
     ],
 )
 def test_a_bad_header_whose_payload_is_to_come_fails_the_connection(data: bytes, problem: str) -> None:
@@ -78,3 +79,26 @@ def test_a_clients_header_is_read_by_the_servers_rules() -> None:
     server.receive_data(b"\xc1\xe4mask")
     assert fail_at_waiting_header(server)
     assert server.close_sent is not None and server.close_sent.code == 1002
+
+
+def test_an_extended_length_still_to_come_is_not_judged() -> None:
+    """A ping whose 16-bit length is still to come may be short (websockets reads it whole and takes it)."""
+    client = _client()
+    client.receive_data(b"\x89\x7e\x00")
+    assert waiting_header(client.parser) == (0x89, 0x7E, None)
+    assert not fail_at_waiting_header(client)
+
+
+def test_a_header_judged_from_its_first_two_bytes_gets_the_whole_headers_verdict() -> None:
+    """Where the first two bytes give a verdict, it is the one the whole header gets, whatever length follows."""
+    for b0 in range(256):
+        for b1 in (126, 127, 254, 255):  # an extended length to come, masked or not
+            for masked in (0, 0x80):
+                for rsv in (0, RSV1):
+                    for in_message in (False, True):
+                        early = header_start_broken(b0, b1, masked, rsv, in_message)
+                        if early is None:
+                            continue
+                        for length in (0, 1, 125, 126, 127, 65535, 1 << 40, 1 << 63):
+                            whole = frame_rule_broken(b0, b1, b0 & 0x0F, length, masked, rsv, in_message)
+                            assert whole == early, (b0, b1, masked, rsv, in_message, length)

@@ -56,4 +56,19 @@ def frame_rule_broken(
     return None
 
 
-__all__ = ["FRAGMENT_FLOOR", "RSV1", "allowed_rsv", "extension_names", "frame_rule_broken"]
+def header_start_broken(b0: int, b1: int, masked: int, rsv: int, in_message: bool) -> str | None:
+    """The rule a header breaks, told from its first two bytes while its extended length is still to come:
+    :func:`frame_rule_broken`'s verdict on the whole header where the length cannot change it, else None.
+
+    A control frame's length is judged before its reserved bits: with the length unknown, a control
+    frame's reserved bits wait for it (the whole header may say "control frame too long")."""
+    length = b1 & 0x7F
+    if length <= 125:
+        return frame_rule_broken(b0, b1, b0 & 0x0F, length, masked, rsv, in_message)
+    error = frame_rule_broken(b0, b1, b0 & 0x0F, 0, masked, rsv, in_message)
+    if error == "reserved bits must be 0" and b0 & 0x0F in _OPCODES_CONTROL:
+        return None
+    return error
+
+
+__all__ = ["FRAGMENT_FLOOR", "RSV1", "allowed_rsv", "extension_names", "frame_rule_broken", "header_start_broken"]

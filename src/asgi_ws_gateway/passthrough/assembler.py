@@ -19,7 +19,7 @@ import struct
 from websockets.speedups import apply_mask
 
 from .._types import Data
-from ..frame_rules import FRAGMENT_FLOOR, frame_rule_broken
+from ..frame_rules import FRAGMENT_FLOOR, frame_rule_broken, header_start_broken
 from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
 
@@ -173,6 +173,10 @@ class MessageAssembler:
             length = b1 & 0x7F
             header = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
             if not self._have(header):
+                # Its first two bytes tell most rules: refused now (as the scanner does).
+                error = header_start_broken(b0, b1, self._masked, 0, self._parts is not None)
+                if error is not None:
+                    self._fail(error)
                 return None
             buf, pos = self._buffer, self._pos
             if length == 126:

@@ -23,7 +23,7 @@ try:  # websockets' C helper, and its pure-Python one where the extension was no
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-from ..frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken
+from ..frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken, header_start_broken
 from ..loop_watch import BYTES_PER_TURN
 from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
@@ -322,6 +322,13 @@ class FrameScanner:
             length = b1 & 0x7F
             header = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
             if size - pos < header:
+                # Its first two bytes tell most rules: a header that breaks one is refused now, not once the
+                # rest of it comes (a peer that sent no more was held to the keepalive).
+                error = header_start_broken(b0, b1, self._masked, self._rsv, self.in_message)
+                if error is not None:
+                    self.error = error
+                    end = min(end, start)
+                    break
                 self._head = data[pos:]
                 end = min(end, start)
                 break

@@ -22,14 +22,15 @@ from websockets.exceptions import ProtocolError
 from websockets.frames import CloseCode, Frame
 from websockets.protocol import SERVER, Protocol
 
-from ..frame_rules import allowed_rsv, frame_rule_broken
+from ..frame_rules import allowed_rsv, frame_rule_broken, header_start_broken
 
 _FRAME_PARSE = Frame.parse.__func__.__code__  # type: ignore[attr-defined]
 """The code of websockets' frame parser, a generator the protocol's parser delegates each frame to."""
 
 
-def waiting_header(parser: Generator[Any, Any, Any]) -> tuple[int, int] | None:
-    """The first two bytes of the frame ``parser`` (a websockets protocol's) waits inside, once they are in.
+def waiting_header(parser: Generator[Any, Any, Any]) -> tuple[int, int, int | None] | None:
+    """The first two bytes of the frame ``parser`` (a websockets protocol's) waits inside, once they are in,
+    and its payload's length once known (None while an extended length is still to come).
 
     Reads the suspended generators' chain (the protocol's parser, the frame's, the reader's): None
     between frames, while a header is still short, or where websockets names its locals otherwise
@@ -39,19 +40,25 @@ def waiting_header(parser: Generator[Any, Any, Any]) -> tuple[int, int] | None:
         if generator.gi_code is _FRAME_PARSE:
             frame = generator.gi_frame
             found = frame.f_locals if frame is not None else {}
-            head1, head2 = found.get("head1"), found.get("head2")
-            return (head1, head2) if isinstance(head1, int) and isinstance(head2, int) else None
+            head1, head2, length = found.get("head1"), found.get("head2"), found.get("length")
+            if not (isinstance(head1, int) and isinstance(head2, int) and isinstance(length, int)):
+                return None
+            # An extended length equal to its marker (126, 127) cannot be told from the marker: taken as unknown.
+            known = length if head2 & 0x7F <= 125 or length != head2 & 0x7F else None
+            return head1, head2, known
         generator = generator.gi_yieldfrom
     return None
 
 
-def header_problem(protocol: Protocol, b0: int, b1: int) -> str | None:
-    """The framing rule a frame header (its first two bytes) breaks on ``protocol``'s connection, if any."""
+def header_problem(protocol: Protocol, b0: int, b1: int, length: int | None) -> str | None:
+    """The framing rule a frame header (its first two bytes, its payload's ``length`` or None where still to
+    come) breaks on ``protocol``'s connection, if any (a 64-bit length's top bit is TopBitLength's)."""
     rsv = allowed_rsv({extension.name for extension in protocol.extensions}) if protocol.extensions else 0
     masked = 0x80 if protocol.side is SERVER else 0
-    # The 7-bit length: 126 and 127 (an extended length follows) are too long for a control frame, as they
-    # should be; a 64-bit length's top bit is TopBitLength's, once its 8 bytes are in.
-    return frame_rule_broken(b0, b1, b0 & 0x0F, b1 & 0x7F, masked, rsv, protocol.current_size is not None)
+    in_message = protocol.current_size is not None
+    if length is None:
+        return header_start_broken(b0, b1, masked, rsv, in_message)
+    return frame_rule_broken(b0, b1, b0 & 0x0F, length, masked, rsv, in_message)
 
 
 def fail_at_waiting_header(protocol: Protocol) -> bool:
