@@ -29,6 +29,7 @@ from asgi_ws_gateway.redact import text as redact_text
 from asgi_ws_gateway.redact.credential_paths import CredentialPaths, credential_path_templates
 from support.clients import connect
 from support.gateway import PASSTHROUGH
+from support.log_configs import DEBUG_TO_STDERR
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.processes import ready_server
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
@@ -156,13 +157,7 @@ def _upstream_connect_to(path: str) -> Callable[[ReceivedSpan], bool]:
 
 async def test_run_at_debug_writes_no_credential_segment(tmp_path: Path, upstream_server: UpstreamServer) -> None:
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"apis": _apis(upstream_server)}))
-    log_config = {
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
-        "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
-        "root": {"level": "DEBUG", "handlers": ["err"]},
-    }  # fmt: skip
-    (tmp_path / "log.json").write_text(json.dumps(log_config))
+    (tmp_path / "log.json").write_text(json.dumps(DEBUG_TO_STDERR))
     command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "debug", "--log-config", "log.json"]
     with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:
         async with await connect(f"ws://127.0.0.1:{server.port}/feed/{LISTEN_KEY}") as ws:

@@ -22,6 +22,7 @@ import yaml
 
 from support.clients import connect
 from support.jwts import JwksServer, signing_key, token
+from support.log_configs import DEBUG_TO_STDERR
 from support.processes import ServerProcess, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
@@ -99,13 +100,7 @@ async def test_httpx_lines_under_run_with_a_users_log_config_show_no_jwks_url_cr
     """``run --log-config`` (the operator's handlers, root at DEBUG, no filter of the gateway's on them):
     httpx's and httpcore's lines about the JWKS fetch are redacted as they are made."""
     key = signing_key("ES256")
-    log_config = {
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
-        "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
-        "root": {"level": "DEBUG", "handlers": ["err"]},
-    }  # fmt: skip
-    (tmp_path / "logging.yaml").write_text(yaml.safe_dump(log_config))
+    (tmp_path / "logging.yaml").write_text(yaml.safe_dump(DEBUG_TO_STDERR))
     with JwksServer(key) as jwks:
         port = jwks.url.split(":")[2].split("/")[0]
         url = f"http://u:{SECRET}@127.0.0.1:{port}/jwks?api_key={SECRET}"

@@ -20,6 +20,7 @@ from asgi_ws_gateway import WebSocketGateway, redact
 from asgi_ws_gateway._types import Receive, Scope, Send
 from asgi_ws_gateway.redact import credential_headers
 from support.clients import connect
+from support.log_configs import DEBUG_TO_STDERR
 from support.processes import ready_server
 from support.upstream import UpstreamServer
 
@@ -57,13 +58,7 @@ async def test_the_upstream_handshakes_debug_dump_hides_what_set_header_copied(
            "policies": _policies()[:2]}  # fmt: skip
     config = {"apis": [api]}
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
-    log_config = {
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
-        "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
-        "root": {"level": "DEBUG", "handlers": ["err"]},
-    }  # fmt: skip
-    (tmp_path / "log.json").write_text(json.dumps(log_config))
+    (tmp_path / "log.json").write_text(json.dumps(DEBUG_TO_STDERR))
     command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "debug", "--log-config", "log.json"]
     with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:
         headers = {"Cookie": f"sid={SESSION}", "X-Api-Key": API_KEY}

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from asgi_ws_gateway.telemetry import names as n
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, handshake, ws_frame
 from support.rawws import next_frame
 from support.servers import UvicornFactory, WSImpl
+from support.telemetry import close_counts
 
 BOUND = 10.0
 INVALID = [0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 65535]
@@ -91,22 +91,6 @@ async def _close_with(port: int, payload: bytes) -> int | None:
     return int.from_bytes(received[2:4], "big")
 
 
-def _close_codes(reader: InMemoryMetricReader) -> dict[tuple[str, object], int]:
-    """``ws_gateway.connection.closes`` by (side, code)."""
-    found: dict[tuple[str, object], int] = {}
-    data = reader.get_metrics_data()
-    assert data is not None
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == n.CONNECTION_CLOSES.name:
-                    for point in metric.data.data_points:
-                        assert isinstance(point, NumberDataPoint) and point.attributes is not None
-                        key = (str(point.attributes[n.CLOSE_SIDE]), point.attributes[n.CLOSE_CODE])
-                        found[key] = int(point.value)
-    return found
-
-
 @pytest.mark.parametrize("mode", list(MODES))
 async def test_invalid_close_codes_get_1002_and_never_reach_the_upstream(
     uvicorn_server: UvicornFactory, upstream: tuple[RecordingUpstream, int], mode: str
@@ -126,7 +110,7 @@ async def test_invalid_close_codes_get_1002_and_never_reach_the_upstream(
         assert await _close_with(server.port, (4001).to_bytes(2, "big") + b"bye") == 4001
         await gateway.settle()
         assert recording.codes == [1002] * len(INVALID) + [4001]
-        closes = _close_codes(reader)  # the relay counts the client's protocol error as its close
+        closes = close_counts(reader)  # the relay counts the client's protocol error as its close
         assert {code for _side, code in closes} == {1002, "4xxx"}
         assert sum(closes.values()) == len(INVALID) + 1
     finally:

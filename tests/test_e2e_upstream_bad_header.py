@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from asgi_ws_gateway.telemetry import names as n
 from support.access import access_line
 from support.clients import connect, expect_close
 from support.configs import api_entry
@@ -31,6 +30,7 @@ from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, raw_client
 from support.servers import WS_IMPLS, UvicornFactory, WSImpl
+from support.telemetry import close_counts
 
 KEEPALIVE = 60.0  # ping_interval and ping_timeout: what ended such a connection before, 120 s on
 BOUND = 10.0  # the test's wait for the close: far under the keepalive
@@ -60,22 +60,6 @@ def _switching(request: bytes, extra: bytes) -> bytes:
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra + b"\r\n")  # fmt: skip
-
-
-def _close_codes(reader: InMemoryMetricReader) -> dict[tuple[str, object], int]:
-    """``ws_gateway.connection.closes`` by (side, code)."""
-    found: dict[tuple[str, object], int] = {}
-    data = reader.get_metrics_data()
-    assert data is not None
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == n.CONNECTION_CLOSES.name:
-                    for point in metric.data.data_points:
-                        assert isinstance(point, NumberDataPoint) and point.attributes is not None
-                        key = (str(point.attributes[n.CLOSE_SIDE]), point.attributes[n.CLOSE_CODE])
-                        found[key] = int(point.value)
-    return found
 
 
 async def _fails_at_once(
@@ -110,7 +94,7 @@ async def _fails_at_once(
         await gateway.settle()  # no relay task left
         line = await access_line(caplog)
         assert "closed by gateway with 1011" in line, line
-        assert _close_codes(metrics) == {("gateway", 1011): 1}
+        assert close_counts(metrics) == {("gateway", 1011): 1}
         assert gateway.gateway._apis["echo"].pool.backends[0].failures == 1
     finally:
         provider.shutdown()

@@ -19,6 +19,7 @@ from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.upstream.proxy_headers import PROXY_SET
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
+from support.log_configs import DEBUG_TO_STDERR
 from support.processes import ServerProcess, ready_server
 from support.rawhttp import exchange, status_of
 from support.servers import free_port
@@ -256,13 +257,7 @@ async def test_no_credential_reaches_any_output_under_run(
 
 async def test_debug_logging_of_every_library_leaks_nothing(tmp_path: Path, upstream_server: UpstreamServer) -> None:
     """A user's --log-config with root at DEBUG: websockets' own header dumps (client and server) are redacted."""
-    log_config = {
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
-        "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
-        "root": {"level": "DEBUG", "handlers": ["err"]},
-    }  # fmt: skip
-    (tmp_path / "logging.json").write_text(json.dumps(log_config))
+    (tmp_path / "logging.json").write_text(json.dumps(DEBUG_TO_STDERR))
     dead = free_port()
     config = _secret_apis(upstream_server, dead)
     for api in config["apis"]:

@@ -6,7 +6,9 @@ import socket
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
+from asgi_ws_gateway.telemetry import names as n
 from support.gateway import gateway_config
 from support.otlp import OtlpReceiver, Protocol
 from support.upstream import UpstreamServer
@@ -82,3 +84,19 @@ def secret_headers() -> list[tuple[str, str]]:
 
 
 SECRET_QUERY = f"?access_token={SECRETS[1]}&subscription-key={SECRETS[2]}"
+
+
+def close_counts(reader: InMemoryMetricReader) -> dict[tuple[str, object], int]:
+    """``ws_gateway.connection.closes`` by (side, code)."""
+    found: dict[tuple[str, object], int] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == n.CONNECTION_CLOSES.name:
+                    for point in metric.data.data_points:
+                        assert isinstance(point, NumberDataPoint) and point.attributes is not None
+                        key = (str(point.attributes[n.CLOSE_SIDE]), point.attributes[n.CLOSE_CODE])
+                        found[key] = int(point.value)
+    return found
