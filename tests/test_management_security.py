@@ -260,6 +260,7 @@ ALLOWED_LOADERS = {
     "_lazy.py": "the package's exports, from the modules a fixed table in the source names (no name from input)",
     "telemetry/providers.py": "OTEL_* environment variables",
     "telemetry/environment.py": "OTEL_* environment variables (checks the numbers providers.py passes it)",
+    "telemetry/exporter_files.py": "the OTLP exporters' TLS files the OTEL_* variables name (from providers.py)",
     "telemetry/native.py": "ASGI_WS_GATEWAY_PURE_PYTHON, whether the optional C modules are left unused",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
     "server/head_deadline.py": "its request-head timeout from the environment the operator set",
