@@ -201,3 +201,57 @@ async def test_an_upstream_whose_close_a_vanished_client_never_answered_gets_its
     scanner.feed(bytes(upstream.written))
     assert scanner.error is None and scanner.close == (4000, "bye")
     splice._stop_timers()
+
+
+async def test_a_client_that_half_closes_after_its_close_frame_is_kept_for_the_upstreams_answer() -> None:
+    """Its FIN behind its close frame ends nothing: the upstream's answer is written to it, then it is closed."""
+    splice, client, _upstream = _splice()
+    splice.client.data_received(close_frame(4001, "bye", mask=True))
+    assert splice.client.eof_received() is True  # the transport stays open for writing
+    assert not client.is_closing() and not client.is_reading()  # nothing more comes from it
+    splice.upstream.data_received(close_frame(4001, "ok", mask=False))
+    assert _close_in(client.written) == (4001, "ok") and client.is_closing() and not client.aborted
+    splice._stop_timers()
+
+
+async def test_an_upstream_that_half_closes_after_its_close_frame_is_kept_for_the_clients_answer() -> None:
+    """The mirror: the client's answer is written to the upstream, then the upstream is closed."""
+    splice, client, upstream = _splice()
+    splice.upstream.data_received(close_frame(4000, "bye", mask=False))
+    assert splice.upstream.eof_received() is True
+    assert not upstream.is_closing()
+    splice.client.data_received(close_frame(4000, "ok", mask=True))
+    scanner = FrameScanner(RelayStats(sizes_in=[0] * 12, sizes_out=[0] * 12), inbound=True, max_message_size=1000)
+    scanner.feed(bytes(upstream.written))
+    assert scanner.close == (4000, "ok") and upstream.is_closing() and not upstream.aborted
+    assert client.is_closing()
+    splice._stop_timers()
+
+
+async def test_a_half_closed_client_the_upstream_never_answers_gets_the_gateways_answer_at_close_timeout() -> None:
+    """Kept open, it is still bounded: at the close wait's end the gateway answers it, its code echoed."""
+    splice, client, _upstream = _splice()
+    splice.client.data_received(close_frame(4001, "bye", mask=True))
+    assert splice.client.eof_received() is True
+    splice._expire()
+    assert _close_in(client.written) == (4001, "bye") and client.is_closing() and not client.aborted
+    splice._stop_timers()
+
+
+async def test_a_fin_without_a_close_frame_or_after_the_answer_closes_the_transport() -> None:
+    """A FIN with no close frame is a client gone; one after the answer ends a handshake that is over."""
+    splice, _client, _upstream = _splice()
+    assert splice.client.eof_received() is None
+    splice, _client, _upstream = _splice()
+    splice.client.data_received(close_frame(4001, "bye", mask=True))
+    splice.upstream.data_received(close_frame(4001, "bye", mask=False))
+    assert splice.upstream.eof_received() is None
+    splice._stop_timers()
+
+
+async def test_over_tls_a_fin_after_the_close_frame_closes_the_transport() -> None:
+    """TLS has no half-close (the TLS layer closes on its peer's close_notify): as before, it ends there."""
+    splice, _client, _upstream = _splice(tls=True)
+    splice.client.data_received(close_frame(4001, "bye", mask=True))
+    assert splice.client.eof_received() is None
+    splice._stop_timers()

@@ -34,9 +34,9 @@ def ping_payload() -> bytes:
 class Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
-    __slots__ = ("client", "close_sent", "closing_began", "closing_taken", "drain_waiter", "dropped", "heard",
-                 "open", "peer", "pending_close", "ping_due", "progress", "refused", "scanner", "splice", "stall_due",
-                 "stalled", "transport", "write_paused")  # fmt: skip
+    __slots__ = ("client", "close_sent", "closing_began", "closing_taken", "done_sending", "drain_waiter", "dropped",
+                 "heard", "open", "peer", "pending_close", "ping_due", "progress", "refused", "scanner", "splice",
+                 "stall_due", "stalled", "transport", "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -59,6 +59,7 @@ class Side(asyncio.Protocol):
         self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
         self.refused = False  # the gateway refused it: what it sends is read out by a BoundedReadOut
+        self.done_sending = False  # its close frame, then its FIN: it still reads, and waits for its answer
 
     def linger_began(self) -> None:
         """Its transport closes without a reset (``lingering_close``): the client's side is over for the
@@ -95,7 +96,26 @@ class Side(asyncio.Protocol):
             self.transport.resume_reading()  # unless its peer reads nothing (backpressure)
 
     def eof_received(self) -> bool | None:
-        return None  # close the transport
+        if self.scanner.close is None or self.answered() or not self.peer.open or not self.transport.can_write_eof():
+            return None  # gone without a close frame (or done, or TLS: no half-close): the transport closes
+        # Its close frame, then its FIN (a half-close; after that frame it may send nothing anyway, RFC 6455
+        # §5.5.1): it still reads, and the answer is on its way. It is closed once that is written to it
+        # (close_if_done), or at close_timeout; closed here, it lost the answer: a client read EOF and no
+        # close frame (1006). Paused, as nothing more comes: a later resume (the lingering close's) reads the
+        # EOF again and ends, where asyncio's transport, its reader gone, lingered the whole 2 s.
+        self.done_sending = True
+        self.transport.pause_reading()
+        return True
+
+    def answered(self) -> bool:
+        """Its close frame has its answer: its peer's close frame reached it, or the gateway's was written."""
+        return self.peer.scanner.close is not None or (self.close_sent and self.pending_close is None)
+
+    def close_if_done(self) -> None:
+        """Close a side that sent its close frame and its FIN (:meth:`eof_received`) once its answer is
+        written to it: the closing handshake is over, and it reads the answer, then the gateway's FIN."""
+        if self.done_sending and self.open and self.pending_close is None and not self.transport.is_closing():
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Gone, nothing waits on its writes: a peer that resumes reading once they drain (a deferred
@@ -154,6 +174,7 @@ class Side(asyncio.Protocol):
         if source.sealed:
             self.transport.write(frame)
             self.end_if_refused()
+            self.close_if_done()
         elif self.peer.open:
             self.pending_close = frame  # written when the peer's data_received finishes the frame
         else:

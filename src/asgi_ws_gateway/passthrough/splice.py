@@ -13,6 +13,12 @@ Closing follows the relay's table as far as bytes allow:
   close to whichever side has none yet (``_fail_while_closing``). A close
   frame with a code no peer may send (RFC 6455 §7.4: below 1000, 1004-1006, 1015-2999, 5000 and
   up), a one-byte payload or a reason that is not UTF-8 is a bad frame (below), never forwarded;
+* a side that sends its close frame and then its FIN (a half-close: after that frame it may send
+  nothing anyway, RFC 6455 §5.5.1) has not vanished: it still reads, and once the answer (its peer's
+  close frame, or the gateway's at the close wait's end) is written to it, it is closed
+  (:meth:`Side.close_if_done`). Closed at its FIN, a client read EOF and no close frame (1006), the
+  upstream's answer a moment late. A FIN with no close frame before it is a vanished side, as is any
+  FIN over TLS (no half-close there);
 * the client vanishes without a close frame: the upstream gets 1001 "client went away", as from
   the relay, and is read (and dropped) again even if a full client buffer had paused it, so its
   answer arrives and its TCP connection is closed at once instead of at the close timeout;
@@ -325,6 +331,7 @@ class Splice:
                 peer.transport.write(peer.pending_close)  # the frame in flight is complete
             peer.pending_close = None
             peer.end_if_refused()
+            peer.close_if_done()
         if scanner.too_big or scanner.error is not None:
             side.read_out_refused()  # (once: what it sends from here on is counted there, not scanned)
             if self.gateway_closing:
@@ -352,6 +359,7 @@ class Splice:
             if scanner.unscanned:  # (after a close frame, nothing it sends matters)
                 side.defer_rest()
             return
+        peer.close_if_done()  # it sent its close frame and its FIN: this one (written to it) answers it
         if self.gateway_closing or (not side.client and self.upstream.close_sent):
             side.transport.close()  # it answered the gateway's close frame: the handshake is over
             return
