@@ -13,9 +13,7 @@ from a WebSocket stack of its own, and is not part of this.)
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
@@ -25,6 +23,7 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS, Handler, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import raw_client_of
 from support.servers import UvicornFactory
 
 BOUND = 10.0  # the test's wait: far under close_timeout, so the gateway's own answer at its end cannot pass
@@ -40,17 +39,6 @@ def _gateway(port: int, connector: str, loop: Loop, uvicorn_server: UvicornFacto
                       **CONNECTORS[connector])  # fmt: skip
     gateway = ProbedGateway({"apis": [entry]})
     return gateway, uvicorn_server(gateway, ws=PASSTHROUGH, loop=loop).url("/h")
-
-
-async def _open_raw(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw client connection to ``url``, its handshake done."""
-    host, rest = url.removeprefix("ws://").split("/", 1)
-    reader, writer = await asyncio.open_connection(*host.split(":"))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-    return reader, writer
 
 
 async def _read_close(reader: asyncio.StreamReader) -> tuple[int, str]:
@@ -87,7 +75,7 @@ async def test_a_client_that_half_closes_after_its_close_frame_gets_the_upstream
     answered = asyncio.Event()
     port = await hostile(_answering_after_a_while(answered))
     gateway, url = _gateway(port, connector, loop, uvicorn_server)
-    reader, writer = await _open_raw(url)
+    reader, writer = await raw_client_of(url)
     writer.write(ws_frame(8, (4001).to_bytes(2, "big") + b"bye"))
     await writer.drain()
     writer.write_eof()  # shutdown(SHUT_WR): it sends nothing more, and still reads
@@ -126,7 +114,7 @@ async def test_an_upstream_that_half_closes_after_its_close_frame_gets_the_clien
     done = asyncio.Event()
     port = await hostile(_closing_then_fin(got, done))
     gateway, url = _gateway(port, connector, loop, uvicorn_server)
-    reader, writer = await _open_raw(url)
+    reader, writer = await raw_client_of(url)
     async with asyncio.timeout(BOUND):
         assert await _read_close(reader) == (4000, "bye")
         await asyncio.sleep(SETTLE)

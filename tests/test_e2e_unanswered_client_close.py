@@ -13,9 +13,7 @@ upstream saw 1006 on the splice and the frame relay, its own code back on the re
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -25,6 +23,7 @@ import pytest
 from support.clients import connect
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import raw_client_of
 from support.servers import UvicornFactory
 
 BOUND = 10.0  # the test's wait: far under close_timeout, so only an answer ends the client's close in time
@@ -96,12 +95,7 @@ async def test_an_upstreams_close_a_vanished_client_never_answered_is_answered_b
     done = asyncio.Event()
     port = await hostile(_closing_on_bye(closes, done))
     gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=NEVER, ping_interval=None)
-    host, rest = url.removeprefix("ws://").split("/", 1)
-    reader, writer = await asyncio.open_connection(*host.split(":"))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    reader, writer = await raw_client_of(url)
     writer.write(ws_frame(1, b"bye"))
     assert (await reader.readexactly(2))[0] == 0x88  # the upstream's close frame reached the client
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

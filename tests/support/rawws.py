@@ -10,7 +10,9 @@ import struct
 import time
 from collections.abc import Callable
 
-__all__ = ["close_frame_in", "next_frame", "raw_client", "read_slowly", "split_frames", "upgrade_blocking"]
+__all__ = [
+    "close_frame_in", "next_frame", "raw_client", "raw_client_of", "read_slowly", "split_frames", "upgrade_blocking",
+]  # fmt: skip
 
 
 def _upgrade(port: int, *, deflate: bool) -> bytes:
@@ -35,6 +37,17 @@ async def raw_client(
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
     assert (b"permessage-deflate" in head.lower()) == deflate
+    return reader, writer
+
+
+async def raw_client_of(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client of ``url`` (``ws://host:port/path``), handshake done, no extension offered."""
+    host, rest = url.removeprefix("ws://").split("/", 1)
+    reader, writer = await asyncio.open_connection(*host.split(":"))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     return reader, writer
 
 
