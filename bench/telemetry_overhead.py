@@ -285,6 +285,13 @@ def main() -> int:
         help="uvicorn's websockets-sansio and the relay, or `asgi-ws-gateway run` with its defaults "
         "(the splice, the access log) (default: %(default)s)",
     )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="gateways on CPU 0; this load generator, the upstream and the receiver on the others, as `python -m "
+        "bench` pins the proxy (default: on with 2 or more CPUs)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     if args.role == "upstream":
@@ -331,10 +338,20 @@ TELEMETRY: dict[str, dict[str, str]] = {
 """The gateway's ``telemetry`` section per variant (default: none)."""
 
 
+GATEWAY_CPUS = {0}
+"""With ``--pin``: the gateways' CPU, every thread of theirs (export threads included, so their cost is counted
+where the event loop pays it: its caches)."""
+LOAD_CPUS = set(range(1, os.cpu_count() or 1))
+"""With ``--pin``: the load generator's (this process's), the upstream's and the receiver's CPUs, so that their
+work neither takes the gateways' core nor evicts what the gateways keep in its caches."""
+
+
 def _run(args: argparse.Namespace) -> int:
     variants = ["off", *args.variants.split(",")]
     upstream_port, receiver_port = _free_port(), _free_port()
     ports = {variant: _free_port() for variant in variants}
+    if args.pin:  # inherited by the upstream and the receiver started below
+        os.sched_setaffinity(0, LOAD_CPUS)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         api = {"name": "echo", "path": "/ws/echo", "upstreams": [f"ws://{HOST}:{upstream_port}/"], "compression": None}
         configs = {}
@@ -366,6 +383,8 @@ def _run(args: argparse.Namespace) -> int:
                 gateway = stack.enter_context(
                     _child("gateway", "--port", listen, "--config", str(configs[variant]), env=env, src=src)
                 )
+            if args.pin:  # before it starts its threads: they inherit it
+                os.sched_setaffinity(gateway.pid, GATEWAY_CPUS)
             pids[variant] = gateway.pid
         for port in (upstream_port, receiver_port, *ports.values()):
             _wait_listening(port)
@@ -435,7 +454,9 @@ async def _measure(args: argparse.Namespace, ports: dict[str, int], pids: dict[s
 def _report(
     results: Results, received: dict[str, int], costs: dict[str, float], args: argparse.Namespace
 ) -> dict[str, Any]:
-    report: dict[str, Any] = {"rounds": args.rounds, "seconds": args.seconds, "conns": args.conns, "received": received}
+    report: dict[str, Any] = {
+        "rounds": args.rounds, "seconds": args.seconds, "conns": args.conns, "pinned": args.pin, "received": received,
+    }  # fmt: skip
     off = results["off"]
     report["off"] = {measure: round(statistics.median(off[measure]), 1) for measure in MEASURES}
     for variant in results:
@@ -462,7 +483,8 @@ def _report(
 
 
 def _print(report: dict[str, Any]) -> None:
-    print(f"{report['rounds']} rounds x {report['seconds']} s, {report['conns']} connections, 64 B messages")
+    pinning = "gateways on CPU 0, the rest on the others" if report["pinned"] else "not pinned"
+    print(f"{report['rounds']} rounds x {report['seconds']} s, {report['conns']} connections, 64 B messages, {pinning}")
     units = {"throughput": "msg/s", "handshakes": "hs/s"}
     for measure, per in (("throughput", "msg"), ("handshakes", "hs")):
         units |= {f"{measure}_{part}": f"us {part}/{per}" for part in PARTS}

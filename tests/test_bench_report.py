@@ -250,7 +250,7 @@ def test_telemetry_overhead_splits_cpu_by_thread_against_off_whole(tmp_path: Pat
 
     off = rounds(handshakes_cpu=[1000.0, 800.0], handshakes_loop=[1000.0, 800.0], handshakes_others=[0.0, 0.0])
     on = rounds(handshakes_cpu=[1100.0, 900.0], handshakes_loop=[1080.0, 880.0], handshakes_others=[20.0, 20.0])
-    args = argparse.Namespace(rounds=2, seconds=1.0, conns=4)
+    args = argparse.Namespace(rounds=2, seconds=1.0, conns=4, pin=True)
     costs = {"histogram_record_us": 1.0, "slot_increment_us": 0.1}
     result = _report({"off": off, "on": on}, {"spans": 0, "metric_exports": 0}, costs, args)["on"]
     assert result["handshakes_others"]["round_ratios"] == [1.02, 1.025]
