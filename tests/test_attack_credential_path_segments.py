@@ -32,6 +32,7 @@ from support.gateway import PASSTHROUGH
 from support.log_configs import DEBUG_TO_STDERR
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.processes import ready_server
+from support.rawhttp import upgrade_status
 from support.servers import WS_IMPLS, UvicornServer, WSImpl
 from support.telemetry import export_to
 from support.upstream import UpstreamServer
@@ -81,6 +82,32 @@ def test_a_credential_split_by_its_decoded_slash_or_beside_empty_values_is_redac
     paths = _paths("/feed/{listenKey}", "/echo/{token}/{room}/{room2}")
     assert paths.redact("/feed/ab/cd/") == f"/feed/{REDACTED}/{REDACTED}/"
     assert paths.redact("/echo/k1//") == f"/echo/{REDACTED}//"
+
+
+def test_a_credential_segment_is_redacted_in_any_letter_case_of_the_literals() -> None:
+    """``/FEED/k1`` is refused as the ``/feed/{listenKey}`` API's (a path routers tidy to it) and
+    logged: its key was written in clear (an attack pass, 2026-12-06)."""
+    paths = _paths("/feed/{listenKey}", "/t/{token}/X")
+    assert paths.redact("/FEED/k1") == f"/FEED/{REDACTED}"
+    assert paths.redact('"WebSocket /Feed/k1/" 400') == f'"WebSocket /Feed/{REDACTED}/" 400'
+    assert paths.redact("//FEED//k1") == f"//FEED//{REDACTED}"
+    assert paths.redact("/f%45ED/k1") == f"/f%45ED/{REDACTED}"
+    assert paths.redact("/T/k1/x") == f"/T/{REDACTED}/x"
+    assert paths.redact("/fed/k1") == "/fed/k1"
+
+
+def test_a_quote_or_angle_bracket_inside_a_credential_segment_does_not_end_the_path() -> None:
+    """A client's segment may hold ``"``, ``'``, ``<`` or ``>`` (``%22`` decoded, or sent as is): the
+    path ran to it, and the rest of the key stayed in clear in the access line and uvicorn's dumps."""
+    paths = _paths("/feed/{listenKey}")
+    assert paths.redact('/feed/"k1') == f"/feed/{REDACTED}"
+    assert paths.redact('{"path":"/feed/\\"k1","status":101}') == f'{{"path":"/feed/{REDACTED}","status":101}}'
+    assert paths.redact("< GET /feed/<k1> HTTP/1.1") == f"< GET /feed/{REDACTED}> HTTP/1.1"
+    assert paths.redact("/feed/k'1") == f"/feed/{REDACTED}"
+    # A quote that a blank, punctuation or the end follows still ends a path
+    assert paths.redact('"WebSocket /feed/k1" 101') == f'"WebSocket /feed/{REDACTED}" 101'
+    assert paths.redact("{'path': '/feed/k1'}") == f"{{'path': '/feed/{REDACTED}'}}"
+    assert paths.redact("('/feed/k1',)") == f"('/feed/{REDACTED}',)"
 
 
 def test_an_upstream_segment_a_template_fills_with_a_credential_is_one() -> None:
@@ -171,6 +198,26 @@ async def test_run_at_debug_writes_no_credential_segment(tmp_path: Path, upstrea
         output = server.output()
     assert f'"WebSocket /feed/{REDACTED}" 101 feed' in output  # the access line
     for secret in (LISTEN_KEY, API_KEY):
+        assert secret not in output, f"{secret} reached the output:\n{output}"
+
+
+@pytest.mark.parametrize("access_log", ["text", "json"])
+async def test_run_at_debug_writes_no_credential_of_a_path_in_another_case_or_with_a_quote(
+    tmp_path: Path, upstream_server: UpstreamServer, access_log: str
+) -> None:
+    """``/FEED/<key>`` (refused as the API's: 400) and ``/feed/"<key>`` (served: 101) under ``run``."""
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"apis": _apis(upstream_server)}))
+    (tmp_path / "log.json").write_text(json.dumps(DEBUG_TO_STDERR))
+    command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "debug", "--log-config", "log.json",
+               "--access-log-format", access_log]  # fmt: skip
+    with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:
+        assert await upgrade_status(server.port, f"/FEED/{LISTEN_KEY}") == 400
+        assert await upgrade_status(server.port, f'/feed/"{API_KEY}') == 101
+        assert await upgrade_status(server.port, f"/feed/<{LISTEN_KEY[::-1]}>") == 101
+        assert server.stop() == 0
+        output = server.output()
+    assert output.count("asgi_ws_gateway.access") == 3
+    for secret in (LISTEN_KEY, API_KEY, LISTEN_KEY[::-1]):
         assert secret not in output, f"{secret} reached the output:\n{output}"
 
 
