@@ -10,7 +10,9 @@ start (``/ws/k``, ``ws://host/ws/k``) or, for a template whose first segment is 
 of its first segments (the path under a ``root_path``); a segment that holds a credential and more
 (``key-{token}``) is redacted whole. When no template matches a path whole, a credential that ends
 one after a literal segment runs to the path's end (logs write a path decoded: a key's ``%2F`` splits
-it).
+it). Literal segments match in any letter case (``/FEED/k1`` is refused as the ``/feed/{listenKey}``
+API's and logged), and a quote or angle bracket inside a path (``/feed/"k1``, a value the client
+chose) does not end it: only one that a blank, the text's end or punctuation follows does.
 """
 
 from __future__ import annotations
@@ -40,8 +42,14 @@ _MAX_MARKS = 32
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _URL_START = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 # A path in text: where a line, a quoted field or a value starts, optionally with its URL's scheme and
-# authority; it runs to the query, the fragment, a blank or a quote. Possessive: each run read once.
-_PATH_IN_TEXT = re.compile(r"""(?:^|(?<=[\s"'(\[=<,]))(?:[A-Za-z][A-Za-z0-9+.-]*+://[^/\s?#"'<>]*+)?(/[^\s?#"'<>]*+)""")
+# authority; it runs to the query, the fragment, a blank, or a quote or angle bracket that ends it (a
+# blank, the end or punctuation after it: '/a/b', "/a/b" 101, <"/a/b">): one inside (/feed/"k1, a
+# client's segment, JSON's \") is the path's, or the rest of the segment was left in clear.
+# Possessive: each run read once.
+_PATH_IN_TEXT = re.compile(
+    r"""(?:^|(?<=[\s"'(\[=<,]))(?:[A-Za-z][A-Za-z0-9+.-]*+://[^/\s?#"'<>]*+)?"""
+    r"""(/(?:[^\s?#"'<>]++|["'<>](?![\s"'<>,;:)\]}]|\Z))*+)"""
+)
 
 
 def credential_path_templates(document: object, headers: Iterable[str] = ()) -> set[Segments]:
@@ -128,8 +136,8 @@ class CredentialPaths:
                     node.any = node = node.any or _Node()
                 elif segment == SECRET:
                     node.secret = node = node.secret or _Node()
-                else:
-                    node = node.literal.setdefault(segment, _Node())
+                else:  # any letter case: the gateway refuses /FEED/k1 as /feed/{listenKey}'s, and logs it
+                    node = node.literal.setdefault(segment.lower(), _Node())
             node.ends = True
         # What a matching path must hold, unless percent-encoded: "/" and a first literal segment, when
         # every template starts with one (a few: each is a search of every text). Most lines then cost
@@ -140,8 +148,12 @@ class CredentialPaths:
 
     def redact(self, text: str) -> str:
         """``text`` with each credential segment of a matching path written ``REDACTED``."""
-        if "/" not in text or (self._marks is not None and "%" not in text and not any(m in text for m in self._marks)):
+        if "/" not in text:
             return text
+        if self._marks is not None and "%" not in text:
+            lower = text.lower()
+            if not any(mark in lower for mark in self._marks):
+                return text
         return _PATH_IN_TEXT.sub(self._redacted_path, text)
 
     def _redacted_path(self, match: re.Match[str]) -> str:
@@ -159,7 +171,7 @@ class CredentialPaths:
             # only those that begin with a literal. Bounded: each start costs a template's depth.
             if first == 0:
                 self._walk(segments, first, found)
-            elif unquote(segments[first]) in self._root.literal:
+            elif unquote(segments[first]).lower() in self._root.literal:
                 self._walk(segments, first, found)
                 starts += 1
                 if starts == MAX_ROOT_DEPTH:
@@ -182,7 +194,7 @@ class CredentialPaths:
                     found.whole.update(taken)
                 continue
             segment = segments[index]
-            if (child := node.literal.get(unquote(segment) if "%" in segment else segment)) is not None:
+            if (child := node.literal.get((unquote(segment) if "%" in segment else segment).lower())) is not None:
                 stack.append((child, index + 1, taken, True))
             if index == first and first > 0:
                 continue  # from a later segment, only templates that begin with a literal
