@@ -142,6 +142,29 @@ async def test_a_bearer_subprotocol_is_found_in_the_cleaned_list(
     _quiet(gateway)
 
 
+OPAQUE = "opaque-subprotocol-token-7f3a91"
+"""A token subprotocol in no shape the JWT pattern knows: only its header says it is a credential."""
+
+
+@pytest.mark.parametrize(
+    "line",
+    [f"bearer, {OPAQUE}=/;".encode(), f"bearer.{OPAQUE};x".encode(), f'access_token, "{OPAQUE}"'.encode(),
+     f"bearer, {JWT}=;".encode()],
+    ids=["bearer-comma", "prefix", "quoted", "jwt"],
+)  # fmt: skip
+async def test_the_400_of_an_offer_websockets_cannot_parse_quotes_no_token(gateway: ServerProcess, line: bytes) -> None:
+    """``run``'s server (websockets) answered ``invalid Sec-WebSocket-Protocol header: expected comma at
+    21 in bearer, <token>=/;`` as the refusal's body: the client's token back in clear, for every proxy
+    on the way to log (an attack pass, round four)."""
+    status, response = await _offer(gateway.port, "/splice", [line])
+    assert status == 400
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert OPAQUE.encode() not in response and JWT.encode() not in response
+    assert b"invalid Sec-WebSocket-Protocol header" in body and b"REDACTED" in body
+    assert int(header_of(head + b"\r\n\r\n", "content-length") or -1) == len(body)
+    _quiet(gateway)
+
+
 def _in_process(uvicorn_server: UvicornFactory, ws_impl: WSImpl, seen: dict[str, Any]) -> int:
     config = {"apis": [{"name": "inner", "path": "/ws/echo", "upstreams": [{"app": scope_recorder(seen)}]}]}
     return uvicorn_server(WebSocketGateway(not_found, config=config), ws=ws_impl, proxy_headers=False).port
