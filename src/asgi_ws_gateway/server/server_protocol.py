@@ -8,6 +8,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 
 from ..held_pings import HeldPings
+from ..redact import redact_text
 from ..upstream.deflate_streams import ServerDeflate
 from ..upstream.header_lists import TOO_MANY, crowded_list
 from ..upstream.websockets_protocol import FragmentFloor, TopBitLength, UnlinkedParserFailure
@@ -34,7 +35,7 @@ class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPi
         exc = self.handshake_exc
         if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
             response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
-        return response
+        return _without_credentials(response) if exc is not None else response
 
     def _refuse(self, request: Request, exc: InvalidHeader) -> Response:
         """The 400 websockets' ``accept`` answers a header it finds invalid, left as it leaves it."""
@@ -51,6 +52,20 @@ class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPi
         current = getattr(self, name, None)
         if limit > 0 and (current is None or limit < current):
             setattr(self, name, limit)
+
+
+def _without_credentials(response: Response) -> Response:
+    """A refusal whose body quotes no credential: websockets writes the header it could not parse into
+    it (``invalid Sec-WebSocket-Protocol header: expected comma at 21 in bearer, <token>=``), and a
+    client's token subprotocol or ``Authorization`` went back in clear, for every proxy on the way to log."""
+    text = response.body.decode("utf-8", "replace")
+    redacted = redact_text(text)
+    if redacted == text:
+        return response
+    response.body = redacted.encode()
+    del response.headers["Content-Length"]
+    response.headers["Content-Length"] = str(len(response.body))
+    return response
 
 
 __all__ = ["SUPPORTED_VERSION", "_ServerProtocol"]
