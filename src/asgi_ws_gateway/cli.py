@@ -27,7 +27,7 @@ import yaml
 from .errors import ConfigError
 from .forwarded import is_loopback_host
 from .json_names import load_unique
-from .loading import MAX_PATH, alias_problem, read_regular_file
+from .loading import MAX_PATH, ChainNotLoaded, alias_problem, load_cert_chain, read_regular_file
 from .management import cli as management_cli
 from .management.cli import MANAGEMENT_HOST, REDIS_ENV
 from .management.mount_path import MAX_MANAGEMENT_PATH
@@ -307,17 +307,16 @@ def _tls_problem(args: argparse.Namespace) -> str | None:
         return "--ssl-keyfile needs --ssl-certfile" if args.ssl_keyfile is not None else None
     import ssl
 
-    for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
-        try:  # a FIFO, a device or a huge file: as the configuration file is judged
-            if path is not None:
-                read_regular_file(path, MAX_TLS_FILE_BYTES)
-        except OSError as exc:
-            return f"{flag}: {path}: {exc.strerror or exc}"
-    password = os.environ.get(TLS_PASSWORD_ENV, "")
-    try:  # a callable: OpenSSL would otherwise prompt on the terminal for an encrypted key's password
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.ssl_certfile, args.ssl_keyfile, lambda: password)
-    except (ssl.SSLError, OSError, ValueError) as exc:  # not PEM, a key that does not match, a wrong password
-        reason = getattr(exc, "reason", None) or str(exc)
+    password = os.environ.get(TLS_PASSWORD_ENV, "")  # "" when unset: an encrypted key fails as a wrong password
+    try:
+        load_cert_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), args.ssl_certfile, args.ssl_keyfile, password,
+                        limit=MAX_TLS_FILE_BYTES)  # fmt: skip
+    except ChainNotLoaded as failure:
+        if failure.read_error is not None:  # a FIFO, a device or a huge file: as the configuration file is judged
+            flag = "--ssl-certfile" if failure.path == args.ssl_certfile else "--ssl-keyfile"
+            return f"{flag}: {failure.path}: {failure.read_error.strerror or failure.read_error}"
+        error = failure.error  # not PEM, a key that does not match, a wrong password
+        reason = getattr(error, "reason", None) or str(error)
         return (f"--ssl-certfile/--ssl-keyfile: no usable certificate and key ({reason}); an encrypted key's "
                 f"password comes from ${TLS_PASSWORD_ENV}")  # fmt: skip
     return None

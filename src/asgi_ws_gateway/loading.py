@@ -1,8 +1,9 @@
 """The one way configuration reaches code, files and the environment, and the gate in front of it.
 
 A configuration can name things the gateway then loads: in-process apps (``asgi:module:attr``),
-functions (``transform-message`` ``call``), files (PEM keys, JSON Schemas, CA bundles, ``$ref``\\ s)
-and environment variables (``secret_env``). All of it goes through this module, so one switch
+functions (``transform-message`` ``call``), files (PEM keys, JSON Schemas, CA bundles, ``$ref``\\ s,
+certificate chains: :func:`load_cert_chain`, which never lets OpenSSL prompt for a passphrase) and
+environment variables (``secret_env``). All of it goes through this module, so one switch
 decides what a configuration from a less trusted source may load: the management API validates
 and applies its changes inside :func:`restricted`, with a :class:`Gate` that admits only what the
 operator allowed (the configuration file's own loads and ``allowed_asgi_upstreams``). Anything else
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import ssl
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -194,6 +196,93 @@ def _file_kind(mode: int) -> str | None:
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
+def cannot_read(exc: OSError) -> str:
+    """A file's problem when it cannot be read, in fixed words: the system's reason, never the path or content."""
+    return f"cannot be read ({exc.strerror or type(exc).__name__})"
+
+
+class ChainNotLoaded(Exception):
+    """Why :func:`load_cert_chain` loaded nothing; the caller words it (OpenSSL's text is for no one to read).
+
+    Attributes:
+        path: the file that could not be read before OpenSSL was asked, or None.
+        read_error: then why (words for it: :func:`cannot_read`).
+        error: what OpenSSL raised: an ``ssl.SSLError`` (its ``reason`` a code to match,
+            ``KEY_VALUES_MISMATCH``), another ``OSError`` (a file replaced since it was read) or a
+            ``ValueError`` (a passphrase longer than OpenSSL takes); None when a file was not read or
+            ``missing_passphrase``.
+        missing_passphrase: the private key is encrypted and no passphrase was given.
+        passphrase_tried: OpenSSL asked for the passphrase and was given it (a failure may be a wrong one).
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        read_error: OSError | None = None,
+        error: OSError | ValueError | None = None,
+        missing_passphrase: bool = False,
+        passphrase_tried: bool = False,
+    ) -> None:
+        super().__init__(path, type(read_error or error).__name__, missing_passphrase, passphrase_tried)
+        self.path = path
+        self.read_error = read_error
+        self.error = error
+        self.missing_passphrase = missing_passphrase
+        self.passphrase_tried = passphrase_tried
+
+
+class _NoPassphrase(Exception):
+    """OpenSSL asked for a passphrase that the caller does not have."""
+
+
+def load_cert_chain(
+    context: ssl.SSLContext,
+    certfile: str,
+    keyfile: str | None = None,
+    password: str | None = None,
+    *,
+    limit: int = MAX_FILE_BYTES,
+) -> None:
+    """Load a certificate chain and its private key into ``context``, never prompting for a passphrase.
+
+    Given no callback, OpenSSL asks for an encrypted key's passphrase on the terminal (a start-up that
+    hangs, under a supervisor, for ever). Each file is first admitted (:func:`check_file`) and read as
+    :func:`read_regular_file` reads it (at most ``limit`` bytes): a FIFO would hang OpenSSL's own read.
+
+    Args:
+        certfile: PEM file: the certificate, then its chain (and the key, when ``keyfile`` is None).
+        keyfile: PEM file of the private key, or None.
+        password: an encrypted key's passphrase; None: the key must not be encrypted.
+
+    Raises:
+        ChainNotLoaded: a file cannot be read, or OpenSSL does not load the chain (never its text).
+        LoadRefused: a restricted configuration named a file the operator did not allow.
+    """
+    for path in (certfile, keyfile):
+        if path is not None:
+            check_file(path)
+            try:
+                read_regular_file(path, limit)
+            except OSError as exc:
+                raise ChainNotLoaded(path=path, read_error=exc) from None
+    tried = False
+
+    def passphrase() -> str:
+        nonlocal tried
+        if password is None:
+            raise _NoPassphrase
+        tried = True
+        return password
+
+    try:
+        context.load_cert_chain(certfile, keyfile, passphrase)
+    except _NoPassphrase:
+        raise ChainNotLoaded(missing_passphrase=True) from None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ChainNotLoaded(error=exc, passphrase_tried=tried) from None
+
+
 MAX_PATH = 4096
 """Characters of a file's path the operator names (the configuration, ``--state``): Linux's ``PATH_MAX``; a
 longer one no system call takes."""
@@ -271,14 +360,17 @@ __all__ = [
     "MAX_PATH",
     "MAX_VALUES",
     "REFUSED",
+    "ChainNotLoaded",
     "Gate",
     "LoadRefused",
     "alias_problem",
     "allowed_modules",
+    "cannot_read",
     "check_file",
     "check_import",
     "deferred_imports",
     "import_object",
+    "load_cert_chain",
     "parse_target",
     "read_env",
     "read_file",

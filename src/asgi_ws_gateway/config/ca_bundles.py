@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 
-from ..loading import check_file, read_regular_file
+from ..loading import cannot_read, check_file, read_regular_file
 
 
 class CaBundleProblem(ValueError):
@@ -26,7 +26,7 @@ def checked_ca_bundle(path: str) -> None:
     except ssl.SSLError:
         raise CaBundleProblem("holds no PEM certificate") from None
     except OSError as exc:
-        raise CaBundleProblem(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise CaBundleProblem(cannot_read(exc)) from None
 
 
 __all__ = ["CaBundleProblem", "checked_ca_bundle"]

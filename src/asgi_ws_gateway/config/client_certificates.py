@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from ..loading import check_file, read_env, read_regular_file
+from ..loading import ChainNotLoaded, cannot_read, load_cert_chain, read_env
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,6 @@ class CertificateProblem(ValueError):
         self.problem = problem
 
 
-class _NoPassphrase(Exception):
-    """OpenSSL asked for a passphrase that the configuration does not give."""
-
-
 def load_client_certificate(context: ssl.SSLContext, certificate: ClientCertificate) -> None:
     """Load ``certificate`` into ``context``; never prompts on a terminal for a passphrase.
 
@@ -51,46 +47,32 @@ def load_client_certificate(context: ssl.SSLContext, certificate: ClientCertific
             match, or is encrypted without (or with a wrong) passphrase.
         LoadRefused: a restricted configuration named a file or variable the operator did not allow.
     """
-    files = [("client_cert", certificate.cert)]
-    if certificate.key is not None:
-        files.append(("client_key", certificate.key))
-    for field, path in files:
-        check_file(path)
-        try:
-            read_regular_file(path)  # a FIFO or a device would hang or flood OpenSSL's own read
-        except OSError as exc:
-            raise CertificateProblem(field, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     password = read_env(certificate.password_env, key_password=True) if certificate.password_env is not None else None
-    asked = False
-
-    def passphrase() -> str:
-        nonlocal asked
-        asked = True
-        if password is None:
-            raise _NoPassphrase
-        return password
-
-    key_field = "client_key" if certificate.key is not None else "client_cert"
     try:
-        context.load_cert_chain(certificate.cert, certificate.key, passphrase)
-    except _NoPassphrase:
-        why = "is not set" if certificate.password_env is not None else "is not given"
-        raise CertificateProblem(
-            key_field, f"the private key is encrypted and its passphrase (client_key_password_env) {why}"
-        ) from None
-    except ValueError:  # a passphrase longer than OpenSSL takes
-        raise CertificateProblem(key_field, "the passphrase is too long") from None
-    except OSError as exc:  # ssl.SSLError too; read just before, so mostly a file replaced since
-        raise _problem(exc, certificate, key_field, asked) from None
+        load_cert_chain(context, certificate.cert, certificate.key, password)
+    except ChainNotLoaded as failure:
+        raise _problem(failure, certificate) from None
 
 
-def _problem(exc: OSError, certificate: ClientCertificate, key_field: str, asked: bool) -> CertificateProblem:
+def _problem(failure: ChainNotLoaded, certificate: ClientCertificate) -> CertificateProblem:
     """What went wrong, in fixed words: OpenSSL's reason code is read, its text never shown."""
-    if not isinstance(exc, ssl.SSLError):
-        return CertificateProblem("client_cert", f"cannot be read ({exc.strerror or type(exc).__name__})")
-    if exc.reason == "KEY_VALUES_MISMATCH":
+    key_field = "client_key" if certificate.key is not None else "client_cert"
+    exc = failure.error
+    if failure.missing_passphrase:
+        why = "is not set" if certificate.password_env is not None else "is not given"
+        return CertificateProblem(
+            key_field, f"the private key is encrypted and its passphrase (client_key_password_env) {why}"
+        )
+    if failure.read_error is not None:
+        field = "client_cert" if failure.path == certificate.cert else "client_key"
+        return CertificateProblem(field, cannot_read(failure.read_error))
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):  # read just before: a file replaced since
+        return CertificateProblem("client_cert", cannot_read(exc))
+    if isinstance(exc, ValueError):  # a passphrase longer than OpenSSL takes
+        return CertificateProblem(key_field, "the passphrase is too long")
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
         return CertificateProblem(key_field, "the private key does not match the certificate in client_cert")
-    if asked:
+    if failure.passphrase_tried:
         return CertificateProblem(key_field, "the passphrase does not decrypt the private key")
     try:
         ssl.create_default_context(cafile=certificate.cert)  # PEM certificates in it? (the key is never parsed here)

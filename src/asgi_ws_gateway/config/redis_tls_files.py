@@ -13,16 +13,12 @@ import os
 import ssl
 from urllib.parse import parse_qsl, urlsplit
 
-from ..loading import check_file, read_regular_file
+from ..loading import ChainNotLoaded, cannot_read, load_cert_chain
 from .ca_bundles import CaBundleProblem, checked_ca_bundle
 
 
 class TlsFileProblem(ValueError):
     """A file a Redis URL names cannot be used; the words quote nothing of it."""
-
-
-class _NoPassword(Exception):
-    """OpenSSL asked for a key's password that the URL does not give (``ssl_password``)."""
 
 
 def check_redis_tls_files(url: str) -> None:
@@ -43,25 +39,15 @@ def check_redis_tls_files(url: str) -> None:
 
 
 def _check_chain(certfile: str, keyfile: str | None, password: str | None) -> None:
-    for option, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
-        if path is None:
-            continue
-        check_file(path)
-        try:
-            read_regular_file(path)
-        except OSError as exc:
-            raise TlsFileProblem(f"{option}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-
-    def given() -> str:  # never a prompt on the terminal
-        if password is None:
-            raise _NoPassword
-        return password
-
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(certfile, keyfile, given)
-    except _NoPassword:
-        raise TlsFileProblem("ssl_keyfile: the private key is encrypted and ssl_password is not given") from None
-    except (OSError, ValueError):  # ssl.SSLError: no certificate, no key, a mismatch or a wrong password
+        load_cert_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), certfile, keyfile, password)
+    except ChainNotLoaded as failure:
+        if failure.read_error is not None:
+            option = "ssl_certfile" if failure.path == certfile else "ssl_keyfile"
+            raise TlsFileProblem(f"{option}: {cannot_read(failure.read_error)}") from None
+        if failure.missing_passphrase:
+            raise TlsFileProblem("ssl_keyfile: the private key is encrypted and ssl_password is not given") from None
+        # no certificate, no key, a mismatch or a wrong password
         raise TlsFileProblem(
             "ssl_certfile/ssl_keyfile: no usable certificate and private key (PEM, the key matching, "
             "ssl_password decrypting it)"

@@ -13,13 +13,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 
-from ..loading import read_regular_file
+from ..loading import ChainNotLoaded, cannot_read, load_cert_chain, read_regular_file
 
 _FILES = ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
-
-
-class _Encrypted(Exception):
-    """OpenSSL asked for a passphrase: the OTLP exporters take none."""
 
 
 def exporter_file_problems(signal: str, environ: Mapping[str, str]) -> list[str]:
@@ -48,7 +44,7 @@ def _unreadable(name: str, path: str) -> str | None:
     try:
         read_regular_file(path)  # a FIFO or a device would hang or flood the exporter's own read
     except OSError as exc:
-        return f"{name}: cannot be read ({exc.strerror or type(exc).__name__})"
+        return f"{name}: {cannot_read(exc)}"
     return None
 
 
@@ -61,14 +57,11 @@ def _holds_certificates(path: str) -> bool:
 
 
 def _pair_problems(name: str, chain: str, key: str) -> list[str]:
-    def no_passphrase() -> str:
-        raise _Encrypted
-
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(chain, key, no_passphrase)
-    except _Encrypted:
-        return [f"{name}: its private key is encrypted, and the OTLP exporters take no passphrase"]
-    except (OSError, ValueError):
+    try:  # no passphrase: the OTLP exporters take none
+        load_cert_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), chain, key)
+    except ChainNotLoaded as failure:
+        if failure.missing_passphrase:
+            return [f"{name}: its private key is encrypted, and the OTLP exporters take no passphrase"]
         return [f"{name}: no usable client certificate and private key (PEM, the key matching the certificate)"]
     return []
 
