@@ -483,6 +483,10 @@ class WebSocketGateway(AdmissionChecks):
                 lease_end = asyncio.create_task(_release_when_client_over(relay.client_over, handshake))
             await relay.run()
         finally:
+            # How it ended (the upstream's failure soon after its 101?), judged first: the backend's
+            # "failed" line comes before the access line, the connection's last, and the backend is
+            # judged before the connection leaves the count (a reader of either had seen it unjudged).
+            trial.ended(relay.stats)
             if connection is not None:
                 connection.closed(relay.stats)  # span, metrics, access log
             else:
@@ -492,7 +496,6 @@ class WebSocketGateway(AdmissionChecks):
                 with contextlib.suppress(asyncio.CancelledError):
                     await guard
             self._connections.remove(relay)
-            trial.ended(relay.stats)  # how it ended (the upstream's failure soon after its 101?)
             if lease_end is not None:
                 if not isinstance(relay, Relay | Splice) or not relay.client_over.is_set():
                     lease_end.cancel()  # still waiting: the release below is the one
