@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import kosoku
 
@@ -15,7 +16,9 @@ import kosoku
 # kosoku is pinned (==0.1.0) in the dev extras.
 from kosoku._report import write_reports
 
-__all__ = ["CLOSE_FAILURES", "VERDICTS", "AutobahnReport", "run_autobahn", "run_autobahn_overlapped"]
+__all__ = [
+    "CLOSE_FAILURES", "VERDICTS", "AutobahnReport", "missed_its_deadline", "run_autobahn", "run_autobahn_overlapped",
+]  # fmt: skip
 
 VERDICTS = ("OK", "NON-STRICT", "INFORMATIONAL", "FAILED", "UNIMPLEMENTED")
 """Autobahn's ``behavior`` labels (kosoku adds ``ERROR`` for a case it could not run)."""
@@ -32,6 +35,8 @@ class AutobahnReport:
     """Cases per ``behavior`` verdict; every label in ``VERDICTS`` is present, zero or not."""
     failed: list[str]
     """Ids of cases whose ``behavior`` is FAILED/ERROR or whose ``behaviorClose`` is in ``CLOSE_FAILURES``."""
+    late: list[str]
+    """Those of ``failed`` whose only fault is time: see :func:`missed_its_deadline`."""
     outdir: Path
     """Where ``index.json``, ``index.html`` and the per-case reports are."""
 
@@ -62,7 +67,8 @@ async def run_autobahn(
         concurrency: Cases run in parallel. Keep 1 for cases 9.x, which are timing-sensitive.
 
     Returns:
-        The verdict counts and failed case ids. A failed case is reported, not raised.
+        The verdict counts, the failed case ids and which of them only missed a deadline. A failed
+        case is reported, not raised.
     """
     try:
         results = await kosoku.run_fuzzingclient(
@@ -74,13 +80,38 @@ async def run_autobahn(
     index: dict[str, dict[str, dict[str, object]]] = json.loads((outdir / "index.json").read_text())
     counts: Counter[str] = Counter(dict.fromkeys(VERDICTS, 0))
     failed: list[str] = []
+    late: list[str] = []
     for cases in index.values():  # keyed by agent (the server's ``Server`` header)
         for case_id, entry in cases.items():
             behavior, close = str(entry["behavior"]), str(entry["behaviorClose"])
             counts[behavior] += 1
             if behavior in ("FAILED", "ERROR") or close in CLOSE_FAILURES:
                 failed.append(case_id)
-    return AutobahnReport(counts=dict(counts), failed=sorted(failed, key=_case_key), outdir=outdir)
+                if missed_its_deadline(json.loads((outdir / str(entry["reportfile"])).read_text())):
+                    late.append(case_id)
+    return AutobahnReport(
+        counts=dict(counts), failed=sorted(failed, key=_case_key), late=sorted(late, key=_case_key), outdir=outdir
+    )
+
+
+def missed_its_deadline(case: dict[str, Any]) -> bool:
+    """Whether a failed case's report (``<agent>_case_<id>.json``) says it failed only for time.
+
+    Most cases give the server a deadline: ``killAfter`` drops the connection 1 s after the client sent
+    its frames (0.5 s in the UTF-8 cases, 6.5-6.22), and whatever the server had not done by then (its
+    echo, its close frame, the TCP close) fails the case. The report's wire log then ends the client's own way
+    (``KLE``: the kill timer fired). Such a case failed for time, not conformance, when nothing that came
+    contradicts the expectation: the messages received are the start of an expected outcome, and a close
+    code received is an expected one. A wrong message, a wrong code, or a close without the timer (a
+    connection dropped by the server) is a conformance fault, however the load.
+    """
+    if not any(entry[0] == "KLE" for entry in case["wirelog"]):
+        return False
+    received, outcomes = case["received"], case["expected"].values()
+    if not any(received == expected[: len(received)] for expected in outcomes):
+        return False
+    code, codes = case["remoteCloseCode"], case["expectedClose"]["closeCode"]
+    return code is None or code in codes
 
 
 async def run_autobahn_overlapped(
@@ -101,7 +132,7 @@ async def run_autobahn_overlapped(
         concurrency: Cases outside 9.x run in parallel.
 
     Returns:
-        Both runs' verdict counts added up and their failed case ids, in case order.
+        Both runs' verdict counts added up and their failed (and late) case ids, in case order.
     """
     sequential = [case for case in include if case.startswith("9.")]
     overlapped = [case for case in include if not case.startswith("9.")]
@@ -115,7 +146,8 @@ async def run_autobahn_overlapped(
     for report in reports:
         counts.update(report.counts)
     failed = sorted((case for report in reports for case in report.failed), key=_case_key)
-    return AutobahnReport(counts=dict(counts), failed=failed, outdir=outdir)
+    late = sorted((case for report in reports for case in report.late), key=_case_key)
+    return AutobahnReport(counts=dict(counts), failed=failed, late=late, outdir=outdir)
 
 
 def _case_key(case_id: str) -> list[int]:
