@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.utils import apply_mask
 
+from asgi_ws_gateway.loop_watch import INFLATED_PER_TURN
 from asgi_ws_gateway.passthrough.frames import FrameScanner
 from asgi_ws_gateway.passthrough.inflate import InflatedSize, sender_window
 from asgi_ws_gateway.relay.stats import RelayStats
@@ -292,3 +293,28 @@ def test_a_limit_beyond_what_zlib_takes_still_counts() -> None:
     sizes.start()
     assert sizes.feed(Sender().compress(bytes(LIMIT)), last=True) is None
     assert sizes.size == LIMIT
+
+
+def test_a_read_of_highly_compressed_messages_is_scanned_an_inflated_share_at_a_time() -> None:
+    """Deflate inflates zeros about a thousandfold, so a read's wire bytes say little of its cost: 32 KiB
+    of ~1 KB messages, each 1 MB inflated, was 32 MB of inflation in one callback (a client held every
+    other connection of the worker's loop ~30 ms a read; an echo beside it went from 0.8 to 83 ms).
+    The scanner starts no frame once a callback inflated INFLATED_PER_TURN bytes, holding the rest back
+    as it does past BYTES_PER_TURN, and every message still goes on whole."""
+    size = 1_000_000
+    slots = size.bit_length() + 1
+    stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
+    scanner = FrameScanner(stats, inbound=True, max_message_size=size, extensions=DEFLATE)
+    deflate = zlib.compressobj(wbits=-15)
+    message = _frame(BINARY, (deflate.compress(bytes(size)) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv1=True)
+    read = message * 32  # ~32 KB on the wire, under BYTES_PER_TURN: one callback before
+    first = scanner.feed(read)
+    assert scanner.unscanned, f"{stats.messages_in} messages ({stats.messages_in} MB) inflated in one callback"
+    assert stats.messages_in <= INFLATED_PER_TURN // size + 1
+    forwarded, callbacks = first, 1
+    while scanner.unscanned:
+        scanner.unscanned = False
+        forwarded += scanner.feed(b"")
+        callbacks += 1
+    assert forwarded == read and stats.messages_in == 32 and callbacks > 1
+    assert not scanner.too_big and scanner.error is None

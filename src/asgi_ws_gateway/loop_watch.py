@@ -24,6 +24,13 @@ the splice's scanner, the relay's upstream leg), the rest held with reading paus
 turn: 256 KiB of tiny frames in one callback held every other connection of the worker 0.07-0.8 s;
 a slice is ~0.1 s at most, and a 16 KiB message still one turn."""
 
+INFLATED_PER_TURN = 1024 * 1024
+"""Bytes of compressed messages one connection inflates per event-loop turn before it starts no more
+frames (the splice's size count) or messages (the relay's pumps), the rest held with reading paused
+until the next turn. Deflate inflates zeros about a thousandfold: a turn's ``BYTES_PER_TURN`` of
+~1 KB messages was 32 MB of inflation in one callback, and every other connection waited ~30 ms a
+read. A message is never split: one of ``max_message_size`` still takes one turn."""
+
 MESSAGES_PER_TURN = 512
 """Messages one connection's direction handles per event-loop turn before it lets the others run (the
 frame relay's policies, the relay's pumps): 256 KiB of tiny messages is 37,000 of them, 0.1 s and more
@@ -135,4 +142,4 @@ class LoopWatch:
         self._unlogged, self._longest, self._quiet_until = 0, 0.0, now + self.quiet
 
 
-__all__ = ["BYTES_PER_TURN", "INTERVAL", "MESSAGES_PER_TURN", "THRESHOLD", "LoopWatch", "ReadShares"]
+__all__ = ["BYTES_PER_TURN", "INFLATED_PER_TURN", "INTERVAL", "MESSAGES_PER_TURN", "THRESHOLD", "LoopWatch", "ReadShares"]
