@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
 from ..frame_rules import FRAGMENT_FLOOR, RSV1, allowed_rsv, extension_names, frame_rule_broken, header_start_broken
-from ..loop_watch import BYTES_PER_TURN
+from ..loop_watch import BYTES_PER_TURN, INFLATED_PER_TURN
 from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
 from .inflate import InflatedSize, sender_window
@@ -286,6 +286,9 @@ class FrameScanner:
         kept: list[bytes] | None = None  # the pieces around keepalive pongs taken out
         keep = 0
         frame_start = -1  # where the frame in progress starts in ``data`` (-1: in an earlier read)
+        inflated = self._inflated
+        # What this callback may inflate: its wire bytes say little of that (zeros inflate ~1,000-fold).
+        inflate_until = -1 if inflated is None else inflated.inflated + INFLATED_PER_TURN
         while pos < size:
             remaining = self.remaining
             if remaining:
@@ -311,7 +314,8 @@ class FrameScanner:
             if self.halted and not self.sealed:
                 end = pos  # the frame in flight is complete: the peer may now take the gateway's close
                 self.sealed = True
-            if pos >= BYTES_PER_TURN:  # frames enough for one callback (never part of one): the rest later
+            if pos >= BYTES_PER_TURN or (inflated is not None and inflated.inflated >= inflate_until):
+                # Frames enough for one callback (never part of one): the rest later.
                 return self._hold_rest(data, pos, min(end, pos), kept, keep)
             start = frame_start = pos
             if size - pos < 2:

@@ -40,7 +40,7 @@ class InflatedSize:
     the event loop per MiB on the wire.
     """
 
-    __slots__ = ("_bits", "_ended", "_inflater", "_keeps_context", "_limit", "frame_length", "mask", "size")
+    __slots__ = ("_bits", "_ended", "_inflater", "_keeps_context", "_limit", "frame_length", "inflated", "mask", "size")
 
     def __init__(self, *, limit: int, keeps_context: bool, window_bits: int = 15) -> None:
         self._limit = min(limit, sys.maxsize - 1)  # zlib's max_length is a C ssize_t
@@ -49,6 +49,8 @@ class InflatedSize:
         self._inflater: zlib._Decompress | None = None
         self.size = 0
         """Inflated bytes of the message in progress."""
+        self.inflated = 0
+        """Inflated bytes of every message so far: the scanner's work per loop turn is measured by it."""
         self.mask = b""
         """The masking key of the data frame in progress (a client's frames), kept by the scanner."""
         self.frame_length = 0
@@ -87,7 +89,9 @@ class InflatedSize:
         while data:
             if inflater is None:
                 inflater = self._inflater = self._inflater or zlib.decompressobj(wbits=self._bits)
-            self.size += len(inflater.decompress(data, self._limit - self.size + 1))
+            produced = len(inflater.decompress(data, self._limit - self.size + 1))
+            self.size += produced
+            self.inflated += produced
             if self.size > self._limit:
                 return True
             if not inflater.eof:

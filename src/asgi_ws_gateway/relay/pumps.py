@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._types import Data, Message, Receive, Send
 from ..errors import CloseConnection
-from ..loop_watch import MESSAGES_PER_TURN
+from ..loop_watch import INFLATED_PER_TURN, MESSAGES_PER_TURN
 from ..messages.context import ConnectionContext
 from ..upstream.base import UpstreamClosed, UpstreamConnection, UpstreamStalled
 from .close_codes import CLIENT_STALLED, SERVER_SHUTDOWN, TOO_BIG, client_vanished, wire_code, wire_reason
@@ -373,6 +373,7 @@ class Relay:
         sizes = stats.sizes_in
         # None on a direction without message policies: the loop then only pays for this test.
         process = self._inbound.process if self._inbound is not None else None
+        share_ends = INFLATED_PER_TURN  # bytes_in at which this turn's share ends, whatever the count
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
@@ -388,8 +389,11 @@ class Relay:
                     return
                 stats.messages_in += 1
                 stats.bytes_in += size
-                if not stats.messages_in % per_turn:
-                    await asyncio.sleep(0)  # a share per loop turn: receive() does not wait while messages are queued
+                if not stats.messages_in % per_turn or stats.bytes_in >= share_ends:
+                    # A share per loop turn: receive() does not wait while messages are queued. By bytes too:
+                    # each costs its size to send (to compress again), and 1 KB compressed is 1 MB here.
+                    share_ends = stats.bytes_in + INFLATED_PER_TURN
+                    await asyncio.sleep(0)
                 if text is None:
                     stats.binary_in += 1
                     stats.binary_bytes_in += size
@@ -488,6 +492,7 @@ class Relay:
         recv, send, stats, per_turn = self._upstream.recv, self._send, self.stats, MESSAGES_PER_TURN
         sizes, last = stats.sizes_out, len(stats.sizes_out) - 1
         process = self._outbound.process if self._outbound is not None else None
+        share_ends = INFLATED_PER_TURN  # bytes_out at which this turn's share ends (see _client_to_upstream)
         while True:
             try:
                 data = await recv()
@@ -509,7 +514,8 @@ class Relay:
                 message = {"type": "websocket.send", "bytes": data}
             stats.messages_out += 1
             stats.bytes_out += size
-            if not stats.messages_out % per_turn:
+            if not stats.messages_out % per_turn or stats.bytes_out >= share_ends:
+                share_ends = stats.bytes_out + INFLATED_PER_TURN
                 await asyncio.sleep(0)  # a share per loop turn: recv() does not wait while messages are queued
             try:
                 sizes[size.bit_length()] += 1
