@@ -3,7 +3,9 @@
 Under a bare ``uvicorn app:app`` (uvicorn's own protocols) an attack pass held 100 connections open
 with silent or dripped request heads, grew a worker by 105 MiB with one 64 MiB header, by 165 MiB
 with 15 MiB fragments against a 1 MiB ``max_message_size`` and by 400 MiB with pings whose pongs
-were never read, and the log said nothing. The gateway cannot close those holes from the middleware,
+were never read, and the log said nothing. (A later pass: under ``--ws websockets`` one client whose
+upstream read nothing grew a worker by 578 MB, 32 queued messages of 16 MiB: the warning names
+``--ws-max-queue``.) The gateway cannot close those holes from the middleware,
 but it knows whether the server runs its protocol: one WARNING at the first handshake without it.
 """
 
@@ -37,6 +39,7 @@ async def test_uvicorns_own_protocols_are_warned_about_once(
     warnings = [r.getMessage() for r in caplog.records if MARK in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "--ws asgi_ws_gateway.server:GatewayWebSocketProtocol" in warnings[0]
+    assert "--ws-max-queue" in warnings[0]  # uvicorn's websockets: 32 x 16 MiB held for an upstream reading nothing
 
 
 async def test_the_gateways_protocol_is_not(upstream: UpstreamServer, caplog: pytest.LogCaptureFixture) -> None:
