@@ -55,7 +55,9 @@ logger = logging.getLogger(__name__)
 _UNGUARDED_SERVER = (
     "the server does not run the gateway's protocols (uvicorn's own, as under a bare 'uvicorn app:app'): a client "
     "can hold connections by sending a request head slowly or never, send heads of any size, make the server "
-    "buffer a message past max_message_size and flood pings whose answers are never read; serve with --ws "
+    "buffer a message past max_message_size, queue --ws-max-queue messages of --ws-max-size each (--ws "
+    "websockets: 32 of 16 MiB, 512 MiB a connection) while an upstream reads nothing, and flood pings whose "
+    "answers are never read; serve with --ws "
     "asgi_ws_gateway.server:GatewayWebSocketProtocol --http asgi_ws_gateway.server:GatewayHTTPProtocol, as "
     "'asgi-ws-gateway run' does (docs/security.md)"
 )
