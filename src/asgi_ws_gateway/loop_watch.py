@@ -1,5 +1,6 @@
 """A WARNING when something blocked the event loop: every connection and request of the worker waited;
-and how much one connection handles per loop turn (:data:`BYTES_PER_TURN`, :data:`MESSAGES_PER_TURN`).
+and how much one connection handles per loop turn (:data:`BYTES_PER_TURN`, :data:`INFLATED_PER_TURN`,
+:data:`MESSAGES_PER_TURN`).
 
 One event loop serves all of a worker's connections. A policy, plugin or in-process app that blocks
 (``time.sleep``, synchronous I/O, CPU-bound work) stops all of them, and nothing failed to say so:
@@ -142,4 +143,12 @@ class LoopWatch:
         self._unlogged, self._longest, self._quiet_until = 0, 0.0, now + self.quiet
 
 
-__all__ = ["BYTES_PER_TURN", "INFLATED_PER_TURN", "INTERVAL", "MESSAGES_PER_TURN", "THRESHOLD", "LoopWatch", "ReadShares"]
+__all__ = [
+    "BYTES_PER_TURN",
+    "INFLATED_PER_TURN",
+    "INTERVAL",
+    "MESSAGES_PER_TURN",
+    "THRESHOLD",
+    "LoopWatch",
+    "ReadShares",
+]

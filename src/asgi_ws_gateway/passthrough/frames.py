@@ -156,7 +156,8 @@ class FrameScanner:
     _rsv = 0  # the reserved bits a frame may set
     _inflated: InflatedSize | None = None  # with permessage-deflate: what holds a compressed message to the limit
     unscanned = False
-    """Set when :meth:`feed` stopped at a frame boundary past ``BYTES_PER_TURN`` bytes of a read and held
+    """Set when :meth:`feed` stopped at a frame boundary past ``BYTES_PER_TURN`` bytes of a read (or
+    ``INFLATED_PER_TURN`` inflated in the call) and held
     the rest back (``interrupted`` too): the splice clears it and calls ``feed(b"")`` in the next loop
     turn, reading nothing meanwhile."""
 
