@@ -82,6 +82,20 @@ async def test_json_access_log_flag_overrides_the_config(tmp_path: Path, upstrea
     assert all(record["client"].startswith("127.0.0.1:") for record in records)
 
 
+async def test_the_configs_json_access_log_is_written_as_bare_json_lines(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """``telemetry.access_log: json`` with no flag or variable: each line one JSON object, as the docs say.
+    ``run`` chose its handler's format from the flag alone, so each object came after ``INFO:     ``."""
+    config = _config(tmp_path, upstream_server, telemetry={"access_log": "json"})
+    with _start(config) as server:
+        await _one_accepted_one_refused(server.port)
+        assert server.stop() == 0
+        stdout = server.stdout()
+    records = [json.loads(line) for line in stdout.splitlines() if '"api":' in line]
+    assert sorted(record["status"] for record in records) == [101, 403]
+
+
 async def test_the_access_log_variable_is_taken_as_the_flag_when_no_flag_is_given(
     tmp_path: Path, upstream_server: UpstreamServer
 ) -> None:
