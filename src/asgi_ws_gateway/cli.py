@@ -177,6 +177,7 @@ def _configured(args: argparse.Namespace) -> int:
             from .telemetry.providers import environment_config_problems
 
             args.shutdown_timeout = graceful_shutdown_timeout(config)
+            args.config_access_log = config.telemetry.access_log  # the format when no flag or variable names one
             args.head_bytes = _request_head_bytes(config.handshake_limits)
             flagged = args.no_access_log or args.access_log_format  # the flags replace the variable
             environment = [*variable_problems(), *environment_config_problems(config.telemetry),
@@ -386,7 +387,9 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     from .server.logconfig import run_log_config
 
-    access = "off" if args.no_access_log else (args.access_log_format or "text")
+    # The handler's format is the lines' (the workers write the config's format unless told another): a
+    # bare "text" default put "INFO:     " before each JSON object of telemetry.access_log: json.
+    access = "off" if args.no_access_log else (args.access_log_format or getattr(args, "config_access_log", "text"))
     log_config = args.log_config or run_log_config(level=args.log_level, access_log=access)
     return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
             "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
