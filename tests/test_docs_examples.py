@@ -301,15 +301,20 @@ def _is_nothing(value: Any) -> bool:
     return not value or (isinstance(value, dict) and not any(value.values()))
 
 
-def _readme_table(header: str) -> list[tuple[list[str], str]]:
+def _readme_rows(header: str) -> list[list[str]]:
+    """The cells of each row of the README's table under ``header``."""
     lines = (ROOT / "README.md").read_text().split(header, 1)[1].splitlines()[2:]
     rows = []
     for line in lines:
         if not line.startswith("|"):
             break
-        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-        rows.append((re.findall(r"`([\w.]+)`", cells[0]), cells[1]))
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))])
     return rows
+
+
+def _readme_table(header: str) -> list[tuple[list[str], str]]:
+    """Each row's fields (``store``, ``management.allowed_hosts``) and its default."""
+    return [(re.findall(r"`([\w.]+)`", cells[0]), cells[1]) for cells in _readme_rows(header)]
 
 
 TABLES = [
@@ -417,3 +422,48 @@ def test_the_management_arguments_table_is_gateway_managements_signature() -> No
                 assert not parameters[name], f"{name}: {cell!r}, but the default is {parameters[name]!r}"
             else:
                 assert yaml.safe_load(literal.group(1)) == parameters[name], name
+
+
+# Every field of the models is in the README's tables: the top level and an API's by row, each section
+# (``store``, ``management``, ...) field by field in its row or in the README's block of that section.
+# The ``store`` row left out ``max_keys``, the ``management`` row two of its three lists.
+@pytest.mark.parametrize(("model", "header"), TABLES, ids=[model.__name__ for model, _ in TABLES])
+def test_every_field_of_the_model_has_a_row_in_the_readme_table(model: type[BaseModel], header: str) -> None:
+    """No field without a row, no row without a field (a row names a section's field as ``section.field``)."""
+    shown = {name.split(".")[0] for fields, _ in _readme_table(header) for name in fields}
+    public = {field.alias or name for name, field in model.model_fields.items() if not field.exclude}
+    assert shown == public
+
+
+def _section(name: str) -> type[BaseModel] | None:
+    default = GatewayConfig.model_fields[name].get_default(call_default_factory=True)
+    return type(default) if isinstance(default, BaseModel) else None
+
+
+SECTIONS = sorted(name for name in GatewayConfig.model_fields if _section(name) and name != "message_policies")
+
+
+def _section_text(section: str) -> str:
+    """The README's words on ``section``: its row of the top-level table, and a block that sets it."""
+    rows = [
+        " ".join(cells)
+        for cells in _readme_rows("| field (top level) | default | meaning |")
+        if any(name.split(".")[0] == section for name in re.findall(r"`([\w.]+)`", cells[0]))
+    ]
+    blocks = [block.text for block in BLOCKS if block.doc.name == "README.md" and block.text.startswith(f"{section}:")]
+    return " ".join([*rows, *blocks])
+
+
+def _shown_names(text: str) -> set[str]:
+    """The words in ``text``'s code spans, and the keys its YAML lines set."""
+    spans = " ".join(re.findall(r"`([^`]+)`", text))
+    return set(re.findall(r"\w+", spans)) | set(re.findall(r"^\s*(\w+):", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_field_of_a_section_is_named_in_the_readme(section: str) -> None:
+    """``store``'s ``max_keys``, ``management``'s ``allowed_hosts``: named in the row or the section's block."""
+    model = _section(section)
+    assert model is not None
+    missing = set(model.model_fields) - _shown_names(_section_text(section))
+    assert not missing, f"{section}: {sorted(missing)} not in the README"
