@@ -467,3 +467,17 @@ def test_every_field_of_a_section_is_named_in_the_readme(section: str) -> None:
     assert model is not None
     missing = set(model.model_fields) - _shown_names(_section_text(section))
     assert not missing, f"{section}: {sorted(missing)} not in the README"
+
+
+def test_every_run_option_has_a_row_in_the_readme_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """The options ``run --help`` lists are the README's ``run`` option table's (``--plugin`` had no row)."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    usage = capsys.readouterr().out.split("positional arguments:", 1)[0]
+    options = set(re.findall(r"\[(--[a-z-]+)", usage)) - {"--help"}
+    shown = {
+        option
+        for cells in _readme_rows("| `run` option | default | |")
+        for option in re.findall(r"--[a-z-]+", cells[0])
+    }
+    assert shown == options
