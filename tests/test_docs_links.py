@@ -57,9 +57,7 @@ def test_the_docs_link_to_each_other() -> None:
     assert any("#" in target and not target.startswith("#") for _, target in LINKS)
 
 
-@pytest.mark.parametrize(
-    ("doc", "target"), LINKS, ids=[f"{doc.relative_to(ROOT)}->{target}" for doc, target in LINKS]
-)
+@pytest.mark.parametrize(("doc", "target"), LINKS, ids=[f"{doc.relative_to(ROOT)}->{target}" for doc, target in LINKS])
 def test_a_relative_link_reaches_its_file_and_heading(doc: Path, target: str) -> None:
     """The file exists; an anchor on a Markdown page is one of its headings'."""
     name, _, anchor = target.partition("#")
