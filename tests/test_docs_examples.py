@@ -16,8 +16,10 @@ sequence ``{`` opens a mapping, so ``check`` refused them (``not valid YAML``). 
   problem the docs print.
 
 Beyond the blocks: each refused handshake's access line the docs show is written as shown for the same
-refusal, the command-specific exit codes of ``asgi-ws-gateway --help`` are docs/management.md's, and the
-defaults the README's field tables and the blocks marked "the defaults" show are the models'.
+refusal, the command-specific exit codes of ``asgi-ws-gateway --help`` are docs/management.md's, the
+defaults the README's field tables and the blocks marked "the defaults" show are the models', every field
+of the models and every option of ``run --help`` has its place in the README's tables, and the README's
+Python examples start with its ``gateway.yaml``. (Links between the pages: ``test_docs_links.py``.)
 """
 
 from __future__ import annotations
@@ -481,3 +483,31 @@ def test_every_run_option_has_a_row_in_the_readme_table(capsys: pytest.CaptureFi
         for option in re.findall(r"--[a-z-]+", cells[0])
     }
     assert shown == options
+
+
+# The README's Python: executed as written, next to the README's own ``gateway.yaml``, each builds an app
+# that starts (an invalid configuration fails the lifespan start-up) and leaves other requests to FastAPI.
+GATEWAY_YAML = next(
+    block for block in BLOCKS if block.doc.name == "README.md" and block.text.startswith("# gateway.yaml")
+)
+PYTHON = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("snippet", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
+def test_a_readme_python_example_starts_with_the_readmes_gateway_yaml(
+    snippet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``app.add_middleware(WebSocketGateway, config="gateway.yaml")`` and the management one, as written."""
+    (tmp_path / "gateway.yaml").write_text(GATEWAY_YAML.text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASGI_WS_GATEWAY_ADMIN_TOKEN", "a-long-enough-admin-token-for-the-example")
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    with TestClient(namespace["app"]) as client:  # the lifespan start-up validates gateway.yaml
+        assert client.get("/not-an-api").status_code == 404
+
+
+def test_the_readme_has_its_python_examples() -> None:
+    """The rule above reaches the middleware example and the management one."""
+    assert len(PYTHON) >= 2
+    assert any("GatewayManagement" in snippet for snippet in PYTHON)
