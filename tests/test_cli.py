@@ -37,7 +37,21 @@ def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert "apis[1].upstreams: Field required" in result.stderr
     as_json = _cli("check", str(bad), "--json")
     assert as_json.returncode == 2
-    assert json.loads(as_json.stdout)["valid"] is False
+    lines = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert json.loads(as_json.stdout) == {"valid": False, "problems": lines}  # the README's shape
+
+
+def test_check_json_of_a_valid_file_names_its_apis_and_warnings(tmp_path: Path) -> None:
+    """``{"valid": true, "apis": [...], "warnings": [...]}``, as the README shows it."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert json.loads(_cli("check", "example_app/gateway.yaml", "--json").stdout) == {
+        "valid": True,
+        "apis": ["echo", "chat"],
+        "warnings": [],
+    }
+    (warning,) = json.loads(_cli("check", str(empty), "--json").stdout)["warnings"]
+    assert "no WebSocket APIs are configured" in warning
 
 
 def test_schema_prints_the_published_schema() -> None:
