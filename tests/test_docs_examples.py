@@ -50,6 +50,7 @@ from asgi_ws_gateway.policies.base import REGISTRY, deny
 from asgi_ws_gateway.policies.build import load_policies
 from asgi_ws_gateway.policies.message_base import MESSAGE_REGISTRY
 from asgi_ws_gateway.state.memory import MemoryState
+from asgi_ws_gateway.upstream.balancing import upstream_failed
 from asgi_ws_gateway.yaml_keys import safe_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -511,3 +512,38 @@ def test_the_readme_has_its_python_examples() -> None:
     """The rule above reaches the middleware example and the management one."""
     assert len(PYTHON) >= 2
     assert any("GatewayManagement" in snippet for snippet in PYTHON)
+
+
+# How a connection's first seconds speak of its backend, as the README's "What the gateway does with a
+# connection" says it: the README still called an upstream's 1001 a success after 1001 and 1012 right
+# after the handshake became failures (a backend that accepts and at once goes away served no one).
+@dataclass(frozen=True)
+class _End:
+    close_code: int
+    messages_in_at_close: int
+    closed_by: str = "upstream"
+    close_reason: str = ""
+
+
+def _codes(pattern: str, text: str) -> set[int]:
+    found = re.search(pattern, text)
+    assert found is not None, pattern
+    return {int(code.replace("xxx", "000")) for code in re.findall(r"\b(\d{4}|\dxxx)\b", found.group(1))}
+
+
+def test_the_readme_says_which_upstream_closes_count_against_a_backend() -> None:
+    """Each code the README lists is classified as it says; every code that fails a backend is listed."""
+    text = " ".join((ROOT / "README.md").read_text().split("3. **Connect upstream", 1)[1].split("   - ", 1)[0].split())
+    always = _codes(r"a close with (.*?), or with", text)
+    before_a_message = _codes(r", or with (.*?) before the client sent a message", text)
+    served = _codes(r"the upstream closes with (.*?) is a success", text)
+    assert _codes(r"an upstream's (.*?) after the client had sent a message", text) == before_a_message
+    for code in always:
+        assert (upstream_failed(_End(code, 0)), upstream_failed(_End(code, 1))) == (True, True), code
+    for code in before_a_message:
+        assert (upstream_failed(_End(code, 0)), upstream_failed(_End(code, 1))) == (True, None), code
+    for code in served:
+        assert (upstream_failed(_End(code, 0)), upstream_failed(_End(code, 1))) == (False, False), code
+    sent_on_the_wire = [*range(1000, 1005), *range(1007, 1015), 3000, 4000]  # 1006: no close frame
+    failing = {code for code in sent_on_the_wire if upstream_failed(_End(code, 0))}
+    assert failing == always | before_a_message
