@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 
 from asgi_ws_gateway import ConfigError, GatewayConfig, json_schema, load_config
@@ -151,3 +152,25 @@ def test_published_schema_is_generated_from_the_models(monkeypatch: pytest.Monke
                 monkeypatch.delitem(registry, name)
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema()
     assert "apis" in json_schema()["properties"]
+
+
+def test_what_a_file_may_say_the_published_schema_takes_too() -> None:
+    """An upstream as its URL, an instant as POSIX seconds: the loader takes them, and the schema an editor
+    checks a file with flagged them (a number was no ``date-time`` string, a URL no upstream mapping)."""
+    validator = jsonschema_rs.validator_for(json.loads(SCHEMA_FILE.read_text()))
+    config = {
+        "apis": [{"name": "chat", "path": "/ws/chat", "upstreams": ["ws://chat:9000/", {"url": "ws://chat-2:9000/"}]}],
+        "products": [{"name": "gold", "apis": ["chat"]}],
+        "subscriptions": [
+            {"id": "a", "product": "gold", "key_sha256": "0" * 64, "expires_at": 1798761600},
+            {"id": "b", "product": "gold", "key_sha256": "1" * 64, "expires_at": "2027-01-01T00:00:00Z"},
+        ],
+    }
+    load_config(config)
+    assert [error.message for error in validator.iter_errors(config)] == []
+    for wrong in ({"expires_at": -1}, {"expires_at": 10**13}, {"expires_at": True}):
+        config["subscriptions"][0].update(wrong)
+        assert not validator.is_valid(config), wrong
+    config["subscriptions"][0]["expires_at"] = 0
+    config["apis"][0]["upstreams"] = ["w" * 2049]
+    assert not validator.is_valid(config)

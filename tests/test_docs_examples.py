@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import logging
 import re
 import sys
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -75,6 +77,14 @@ DOCUMENTED_FAILURES = {
         "plugins[0]: cannot import 'mycompany.gateway_policies': ModuleNotFoundError: No module named 'mycompany'"
     ),
 }
+
+PUBLISHED_SCHEMA = jsonschema_rs.validator_for(json.loads((ROOT / "schema" / "gateway.schema.json").read_text()))
+
+
+def _as_json(data: Any) -> Any:
+    """``data`` as an editor reads the YAML: an unquoted date or time is the text written."""
+    return json.loads(json.dumps(data, default=lambda value: value.isoformat().replace("+00:00", "Z")))
+
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\w*)[ \t]*$")
 
@@ -206,6 +216,10 @@ def test_every_configuration_example_loads_as_check_loads_it(
         finally:
             for name in [name for name in sys.modules if name.split(".")[0] == "mypackage"]:
                 del sys.modules[name]
+        # And an editor given the published schema (as the README's first example asks) finds nothing wrong:
+        # it flagged every `upstreams: ["ws://..."]`, the shape nearly every example has.
+        problems = [f"{list(e.instance_path)}: {e.message}" for e in PUBLISHED_SCHEMA.iter_errors(_as_json(config))]
+        assert not problems
         return
     assert expected in block.doc.read_text(), "the documented problem is no longer in the docs"
     with pytest.raises(ConfigError) as caught:
