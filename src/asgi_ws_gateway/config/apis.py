@@ -212,6 +212,14 @@ def _held_in_memory(size: int) -> int:
     return size
 
 
+def _url_or_mapping(schema: dict[str, Any]) -> None:
+    """The published schema of ``upstreams``: each entry its URL or an :class:`UpstreamConfig` mapping, as
+    ``UpstreamConfig._check_url`` takes it. With the mapping alone, an editor flagged every
+    ``upstreams: ["ws://..."]``, the shape of nearly every example."""
+    url = {"type": "string", "maxLength": MAX_URL, "description": "The upstream's url, alone."}
+    schema["items"] = {"anyOf": [url, schema["items"]]}
+
+
 class ApiConfig(ConfigModel):
     """A WebSocket API: a public path the gateway owns and the backends it proxies to."""
 
@@ -219,7 +227,10 @@ class ApiConfig(ConfigModel):
     display_name: Text | None = Field(default=None, description="Human name; defaults to name.")
     path: Url = Field(description="Public path: exact (/ws/chat) or a template (/ws/rooms/{room}).")
     upstreams: list[UpstreamConfig] = Field(
-        min_length=1, max_length=MAX_UPSTREAMS, description="Backends, tried in balancing order."
+        min_length=1,
+        max_length=MAX_UPSTREAMS,
+        description="Backends, tried in balancing order.",
+        json_schema_extra=_url_or_mapping,
     )
     balancing: Literal["round-robin", "least-connections"] = "round-robin"
     forward_query: bool = Field(default=True, description="Append the client's query string upstream.")

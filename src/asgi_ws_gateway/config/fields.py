@@ -94,7 +94,14 @@ def _seconds(value: Any) -> Any:
     return datetime.fromtimestamp(value, UTC)
 
 
-Instant = Annotated[datetime, BeforeValidator(_seconds), AfterValidator(_zoned)]
+_INSTANT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "number", "minimum": 0, "maximum": MAX_INSTANT, "description": "POSIX seconds"},
+    ]
+}
+"""What :func:`_seconds` takes, published: the schema said a date-time string only, and editors flagged seconds."""
+Instant = Annotated[datetime, BeforeValidator(_seconds), AfterValidator(_zoned), WithJsonSchema(_INSTANT_SCHEMA)]
 """A point in time; one written without a zone (``2030-01-01T00:00:00``, ``2030-01-01``) is UTC, as the
 handshake has always read it. Kept zoned, so it compares with the clock: a subscription stored without
 a zone made every listing of subscriptions a 500 (comparing naive and aware datetimes). A number (or
