@@ -96,7 +96,11 @@ def _seconds(value: Any) -> Any:
 
 _INSTANT_SCHEMA = {
     "anyOf": [
-        {"type": "string", "format": "date-time"},
+        {  # RFC 3339's date-time wants a zone, and a date alone or a time without one is read as UTC here
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$",
+            "description": "ISO 8601: a date, or a date and time (without a zone: UTC)",
+        },
         {"type": "number", "minimum": 0, "maximum": MAX_INSTANT, "description": "POSIX seconds"},
     ]
 }
