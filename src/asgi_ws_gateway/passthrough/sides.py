@@ -19,6 +19,7 @@ from .frames import Scanner
 from .read_out import BoundedReadOut
 
 if TYPE_CHECKING:
+    from ..relay.close_wait import CloseWait
     from .splice import Splice
 
 _PING = 0x9
@@ -34,7 +35,7 @@ def ping_payload() -> bytes:
 class Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
-    __slots__ = ("client", "close_sent", "closing_began", "closing_taken", "done_sending", "drain_waiter", "dropped",
+    __slots__ = ("client", "close_sent", "close_wait", "done_sending", "drain_waiter", "dropped",
                  "heard", "open", "peer", "pending_close", "ping_due", "progress", "refused", "scanner", "splice",
                  "stall_due", "stalled", "transport", "write_paused")  # fmt: skip
 
@@ -54,8 +55,7 @@ class Side(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None  # a message of the gateway's waits for that to end
         self.stall_due: asyncio.TimerHandle | None = None  # bytes wait for it: dropped unless it takes some in
         self.progress = 0  # what it had taken in at the last look (``taken_in``)
-        self.closing_taken = 0  # the same, at the close wait's last look (``Splice._expire``)
-        self.closing_began = 0  # the same, when the close wait began (its byte bound counts from there)
+        self.close_wait: CloseWait | None = None  # its close wait's looks at that count (``Splice._expire``)
         self.dropped: str | None = None  # why the gateway dropped it (the stats' close reason)
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
         self.refused = False  # the gateway refused it: what it sends is read out by a BoundedReadOut

@@ -74,7 +74,7 @@ import contextlib
 import logging
 
 from .._types import Data, Message
-from ..relay.close_wait import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS
+from ..relay.close_wait import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS, CloseWait
 from ..relay.stats import RelayStats
 from .asgi_extension import ACCEPT
 from .frame_encoding import encode_frame
@@ -122,8 +122,7 @@ class Splice:
         self._ended: asyncio.Future[None] = self._loop.create_future()
         self._close_timeout = close_timeout
         self._timer: asyncio.TimerHandle | None = None
-        self._looks = 0  # the close wait's looks so far (``_expire``)
-        self._close_wait_bytes = CLOSE_WAIT_BYTES + max_message_size
+        self._max_message_size = max_message_size  # (the close wait's byte bound has one message besides)
         self._shutting_down = False  # the server's shutdown: the close wait is ``close_timeout``, progress or not
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -485,22 +484,16 @@ class Splice:
             self._timer = self._loop.call_later(self._close_timeout, self._expire)
 
     def _look_at_progress(self) -> None:
-        """What each open side has taken in so far: the close wait's next look compares (``_expire``); at
-        the first look, also what the close wait's byte bound counts from."""
-        first = self._looks == 0
+        """What each open side has taken in so far, which the close wait's next look compares (``_expire``):
+        its :class:`~asgi_ws_gateway.relay.close_wait.CloseWait` begun at the first (its byte bound counts from
+        there), its mark set again at each arming."""
         for side in (self.client, self.upstream):
             if side.open:
-                side.closing_taken = side.taken_in()
-                if first:
-                    side.closing_began = side.closing_taken
-
-    def _fed(self) -> bool:
-        """The close wait is over its bounds: ``CLOSE_WAIT_LOOKS`` looks, or a side took in more than
-        ``CLOSE_WAIT_BYTES`` (and a message) since the close began: no backlog, a stream fed on."""
-        if self._looks >= CLOSE_WAIT_LOOKS:
-            return True
-        bound = self._close_wait_bytes
-        return any(side.open and side.taken_in() - side.closing_began > bound for side in (self.client, self.upstream))
+                taken, wait = side.taken_in(), side.close_wait
+                if wait is None:
+                    side.close_wait = CloseWait(taken, self._max_message_size)
+                else:
+                    wait.again(taken)
 
     def _expire(self) -> None:
         """``close_timeout`` after the close began, or after the last look: the closing handshake waits on
@@ -515,23 +508,29 @@ class Splice:
         only while bytes were still on their way, a look just after a slow upstream read the last of the
         client's backlog and close frame aborted both sides before the upstream's answer came: the
         client got no close frame. Not at a shutdown: the server's bound holds there (:meth:`_server_shutdown`);
-        nor past the wait's own bounds (:meth:`_fed`): an upstream that never answered the client's close
-        frame but streamed on to a client reading on held both connections (and the client's lease) for good."""
+        nor past the wait's own bounds (:meth:`CloseWait.spent`): an upstream that never answered the client's
+        close frame but streamed on to a client reading on held both connections (and the client's lease) for
+        good. The rule is :class:`~asgi_ws_gateway.relay.close_wait.CloseWait`'s, one per side, as the relay's."""
         self._timer = None
-        self._looks += 1
-        if not self._shutting_down and not self._fed():
-            delivering = stalled = False
-            for side in (self.client, self.upstream):
-                if side.open:
-                    progressed = side.taken_in() > side.closing_taken
-                    delivering = delivering or progressed
-                    stalled = stalled or (not progressed and side.undelivered() > 0)
-            if delivering and not stalled:
-                self._arm_timer()  # (the next look, ``close_timeout`` from now)
-                return
+        delivering = stalled = spent = False
+        looks = 0
+        for side in (self.client, self.upstream):
+            wait = side.close_wait
+            if side.open and wait is not None:
+                taken = side.taken_in()
+                progressed = wait.look(taken)
+                delivering = delivering or progressed
+                stalled = stalled or (not progressed and side.undelivered() > 0)
+                spent = spent or wait.spent(taken)
+                looks = max(looks, wait.looks)
+        if delivering and not stalled and not spent and not self._shutting_down:
+            self._arm_timer()  # (the next look, ``close_timeout`` from now)
+            return
+        why = _ended_by(spent, stalled, self._shutting_down)
         for side in (self.client, self.upstream):
             if side.open and not self._answered_for_its_peer(side):
-                logger.info("passthrough: closing handshake timed out; aborting the %s connection", _name(side))
+                logger.info("passthrough: closing handshake timed out at the close wait's look %d (%s); aborting "
+                            "the %s connection", looks, why, _name(side))  # fmt: skip
                 with contextlib.suppress(Exception):
                     side.transport.abort()
 
@@ -556,6 +555,15 @@ class Splice:
 
 def _name(side: Side) -> str:
     return "client" if side.client else "upstream"
+
+
+def _ended_by(spent: bool, stalled: bool, shutting_down: bool) -> str:
+    """Why a close wait ended, for its log line."""
+    if shutting_down:
+        return "the server's shutdown"
+    if spent:
+        return "its bounds"
+    return "a side that took in nothing" if stalled else "no progress"
 
 
 __all__ = ["CLOSE_WAIT_BYTES", "CLOSE_WAIT_LOOKS", "Splice"]

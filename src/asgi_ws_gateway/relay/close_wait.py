@@ -1,4 +1,4 @@
-"""Sans-I/O: the close wait's progress rule, one for the splice and the relay.
+"""Sans-I/O: the close wait's progress rule, one for the splice, the frame relay and the relay.
 
 A connection that is closing waits for a peer still taking in what was queued to it (a slow reader's
 backlog, the close frame behind it): at ``close_timeout`` from the close, and at each ``close_timeout``
@@ -39,9 +39,19 @@ class CloseWait:
     def goes_on(self, taken: int) -> bool:
         """A look, ``close_timeout`` after the last: True if the peer took in some since (``taken`` is more
         than at the last look) within the bounds, and the wait gives it another ``close_timeout``."""
+        return self.look(taken) and not self.spent(taken)
+
+    def look(self, taken: int) -> bool:
+        """A look, ``close_timeout`` after the last: True if the peer took in some since (``taken`` is more
+        than at the last look), bounds aside (a splice weighs both of its sides before it goes on)."""
         self.looks += 1
         progressed, self.mark = taken > self.mark, max(taken, self.mark)
-        return progressed and self.looks < CLOSE_WAIT_LOOKS and taken - self.began <= self.bound
+        return progressed
+
+    def spent(self, taken: int) -> bool:
+        """True once the wait is over its bounds: :data:`CLOSE_WAIT_LOOKS` looks, or more than
+        :data:`CLOSE_WAIT_BYTES` (and a message) taken in since it began: no backlog, a stream fed on."""
+        return self.looks >= CLOSE_WAIT_LOOKS or taken - self.began > self.bound
 
     def again(self, taken: int) -> None:
         """The peer is waited for again after a pause in the wait: the next look compares with ``taken``."""
