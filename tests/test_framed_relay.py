@@ -185,11 +185,23 @@ async def test_a_direction_with_size_limits_only_forwards_what_fits_without_a_pi
     assert framed.stats.policy_actions == {("test", "close", "outbound", "too_big"): 1}
 
 
-async def test_a_message_within_the_size_limits_is_not_forwarded_once_closing() -> None:
-    """As with any policy step: after the client's close frame, upstream messages are dropped unread."""
+async def test_a_message_within_the_size_limits_goes_on_after_the_clients_close() -> None:
+    """After the client's close frame, what the upstream sent before its answer still reaches the client, as on
+    the splice and on a direction without policies (it was dropped: a slow reader lost its backlog)."""
     framed, client, _upstream = relay(outbound=size_limit(5, []))
     framed.client.data_received(close_frame(1000, "bye", mask=True))
     framed.upstream.data_received(text("late", mask=False) + close_frame(1000, "bye", mask=False))
+    assert read(client.written, masked=False) == (["late"], (1000, "bye"))
+
+
+async def test_a_message_a_policy_refuses_after_the_clients_close_is_dropped_and_the_close_goes_on() -> None:
+    """After the client's close frame, the upstream's messages still pass its policies: one they refuse is not
+    forwarded, and the closing handshake under way goes on (the upstream's answer reaches the client)."""
+    calls: list[str] = []
+    framed, client, _upstream = relay(outbound=size_limit(5, calls))
+    framed.client.data_received(close_frame(1000, "bye", mask=True))
+    framed.upstream.data_received(text("too long", mask=False) + close_frame(1000, "bye", mask=False))
+    assert calls == ["handle"]
     assert read(client.written, masked=False) == ([], (1000, "bye"))
 
 

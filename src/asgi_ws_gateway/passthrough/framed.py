@@ -31,8 +31,13 @@ closing (a policy, a drain) drops what is left as it comes.
 Closing is the splice's (its module docstring), plus what the relay does for policies: a policy
 that closes gives the message's sender the policy's code and the other side ``peer_code``; a client
 text message that is not UTF-8 gets the client 1007 (and the upstream 1007); an upstream's gets the
-client 1011 ``upstream connection failed``. Messages that arrive once the connection is closing
-are dropped unread by the policies.
+client 1011 ``upstream connection failed``. A message that arrives after the other side's close frame
+goes through its direction's policies and on, as on a direction without policies and as the splice
+forwards it (its sender's answer comes behind it): the close wait counts its peer's taking it in as
+progress, within the wait's bounds (:mod:`..relay.close_wait`). Dropped there, a slow reader that closed
+lost the backlog the gateway had yet to read (58 of 128 messages), and its close wait ended at its second
+look where the splice's waited to the bound. From the gateway's own close on, messages are dropped
+unread by the policies.
 """
 
 from __future__ import annotations
@@ -170,9 +175,9 @@ class _FramedSide(Side):
                 frames.held_ping = raw  # it reads nothing: the latest ping goes on once it reads again
             elif opcode > 2:
                 peer.transport.write(raw)  # ping, pong, close
-            elif process is None or (size <= unchecked and not splice._closing):
+            elif process is None or size <= unchecked:
                 peer.transport.write(raw or self._frame(data))
-            elif not splice._closing:
+            else:  # (after its peer's close frame too, as the splice forwards it: its answer comes behind)
                 try:
                     result = process(data, size)
                 except CloseConnection as close:
@@ -231,7 +236,7 @@ class _FramedSide(Side):
             splice.failed()
             self._settle()
             return
-        if result is not None and self.peer.open and not self.frames.halted and not splice._closing:
+        if result is not None and self.peer.open and not self.frames.halted:
             self.peer.transport.write(raw if result is data and raw else self._frame(result))
         self.pump()
         self._read_again()
