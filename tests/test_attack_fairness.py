@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.frames import Frame
+from websockets.protocol import Protocol
 
 from asgi_ws_gateway._types import Data
 from asgi_ws_gateway.frame_rules import frame_rule_broken
@@ -28,6 +30,8 @@ from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.passthrough import frames
 from asgi_ws_gateway.passthrough.framed import _FramedSide
 from asgi_ws_gateway.passthrough.sides import Side
+from asgi_ws_gateway.server.server_protocol import _ServerProtocol
+from asgi_ws_gateway.upstream.deflate_streams import DeflateStreams
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnection
 from asgi_ws_gateway.upstream.websockets_protocol import GatewayClientConnection, _ClientProtocol
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
@@ -356,3 +360,84 @@ async def test_the_relays_pump_forwards_an_inflated_share_of_queued_messages_per
     assert sum(stamps.values()) == size * count
     most = max(stamps.values())
     assert most <= INFLATED_PER_TURN + size, f"{most:,} bytes sent upstream in one turn"
+
+
+# -- the relay's parsers, by what they inflate ----------------------------------------------------------
+
+
+class InflatedPerParse:
+    """Bytes of compressed messages a relay leg's websockets parser inflated in each call it got (one
+    callback: a read, or a turn's share of one)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, protocol: type[Protocol]) -> None:
+        self.inflated: list[int] = [0]
+        receive_data, decode = protocol.receive_data, DeflateStreams.decode
+
+        def parse(conn: Protocol, data: bytes) -> None:
+            self.inflated.append(0)
+            receive_data(conn, data)
+
+        def inflate(extension: DeflateStreams, frame: Frame, *, max_size: int | None = None) -> Frame:
+            decoded = decode(extension, frame, max_size=max_size)
+            if frame.rsv1:
+                self.inflated[-1] += len(decoded.data)
+            return decoded
+
+        monkeypatch.setattr(protocol, "receive_data", parse)
+        monkeypatch.setattr(DeflateStreams, "decode", inflate)
+
+    def check(self, sent: int, largest: int) -> None:
+        """Everything inflated (``sent`` bytes), at most INFLATED_PER_TURN and one message (``largest``) a call."""
+        assert sum(self.inflated) == sent
+        most = max(self.inflated)
+        assert most <= INFLATED_PER_TURN + largest, f"{most:,} bytes inflated in one callback"
+
+
+async def test_a_read_of_highly_compressed_messages_is_parsed_an_inflated_share_per_loop_turn_by_the_relay(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's client leg is websockets' parser, fed a read BYTES_PER_TURN bytes a turn: 32 KiB of ~1 KB
+    compressed messages (1 MB each inflated) was ~32 MB of inflation in one callback, and a healthy
+    client's echo on the same worker waited 0.4-0.6 s. The parser now stops after the frame that takes a
+    callback past INFLATED_PER_TURN, the rest parsed next turn; every message arrives, in order."""
+    inflated = InflatedPerParse(monkeypatch, _ServerProtocol)
+    size, count = 1_000_000, 40
+    gateway = ProbedGateway(gateway_config(upstream, passthrough=False, compression=None))
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await raw_client(server.port, deflate=True)
+        payloads = [bytes([i]) * size for i in range(count)]
+        writer.write(_compressed(payloads))
+        await writer.drain()
+        inflate = zlib.decompressobj(wbits=-15)
+        for expected in payloads:
+            opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
+            assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
+        writer.close()
+        await gateway.settle()
+    inflated.check(sent=size * count, largest=size)
+
+
+async def test_an_upstreams_read_of_highly_compressed_messages_is_parsed_an_inflated_share_per_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other way: the relay's upstream leg (websockets' client, fed BYTES_PER_TURN bytes a turn) inflated
+    a hostile upstream's 32 KiB of such messages in one callback too. It stops the same way now."""
+    inflated = InflatedPerParse(monkeypatch, _ClientProtocol)
+    size, count = 1_000_000, 40
+    payloads = [bytes([i]) * size for i in range(count)]
+    deflate = zlib.compressobj(wbits=-15)
+    flood = b"".join(
+        ws_frame(0x2, (deflate.compress(p) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=0x40, mask=False)
+        for p in payloads
+    )
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, extensions=b"permessage-deflate", then=flood)
+        await close_frame_in(reader)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        writer.close()
+
+    await _receive_every_message(flooding, payloads, passthrough=False)
+    inflated.check(sent=size * count, largest=size)
