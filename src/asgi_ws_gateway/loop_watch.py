@@ -27,8 +27,9 @@ a slice is ~0.1 s at most, and a 16 KiB message still one turn."""
 
 INFLATED_PER_TURN = 1024 * 1024
 """Bytes of compressed messages one connection inflates per event-loop turn before it starts no more
-frames (the splice's size count) or messages (the relay's pumps), the rest held with reading paused
-until the next turn. Deflate inflates zeros about a thousandfold: a turn's ``BYTES_PER_TURN`` of
+frames (the splice's size count; the relay's two legs, whose websockets parsers stop after the frame
+that inflates past it: ``upstream/deflate_streams.py``) or messages (the relay's pumps), the rest held
+with reading paused until the next turn. Deflate inflates zeros about a thousandfold: a turn's ``BYTES_PER_TURN`` of
 ~1 KB messages was 32 MB of inflation in one callback, and every other connection waited ~30 ms a
 read. A message is never split: one of ``max_message_size`` still takes one turn."""
 
@@ -45,10 +46,12 @@ THRESHOLD = 1.0
 class ReadShares:
     """What a large read holds beyond the share handled this loop turn: ``handle`` gets it
     :data:`BYTES_PER_TURN` bytes a turn, and ``transport`` is not read until the last share is handled.
+    A handler may stop short of a share's end (a parser past :data:`INFLATED_PER_TURN`): what it
+    leaves is handled first at the next turn.
 
     Args:
         transport: the connection's.
-        handle: handles one share (parses its frames).
+        handle: handles one share (parses its frames), returning the bytes it left of it (empty: none).
         live: whether shares still matter (False: the rest is dropped, as a closed connection's).
         may_read: whether reading may resume after the last share (something else may hold it paused).
     """
@@ -58,7 +61,7 @@ class ReadShares:
     def __init__(
         self,
         transport: asyncio.Transport,
-        handle: Callable[[bytes], None],
+        handle: Callable[[bytes], bytes],
         *,
         live: Callable[[], bool],
         may_read: Callable[[], bool],
@@ -81,7 +84,8 @@ class ReadShares:
             return
         share = bytes(waiting[:BYTES_PER_TURN])
         del waiting[:BYTES_PER_TURN]
-        self._handle(share)
+        if rest := self._handle(share):
+            waiting[:0] = rest
         if waiting:
             asyncio.get_running_loop().call_soon(self._next)
         elif self._may_read():

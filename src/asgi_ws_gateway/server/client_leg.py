@@ -110,7 +110,8 @@ class ClientLeg(WebSocketsSansIOProtocol):
             if (shares is not None and shares.waiting) or len(data) > BYTES_PER_TURN:
                 (shares or self._read_shares()).add(data)
                 return
-            self._parse_frames(data)
+            if rest := self._parse_frames(data):  # it inflated INFLATED_PER_TURN: the rest next turn
+                (shares or self._read_shares()).add(rest)
             return
         self.conn.receive_data(data)
         if self.conn.handshake_exc is not None:  # the request head itself was refused
@@ -118,13 +119,22 @@ class ClientLeg(WebSocketsSansIOProtocol):
             return
         self.handle_events()
 
-    def _parse_frames(self, data: bytes) -> None:
-        super().data_received(data)
+    def _parse_frames(self, data: bytes) -> bytes:
+        """Parse ``data``'s frames, up to the one that inflates the ``INFLATED_PER_TURN``-th byte of compressed
+        messages in this call: the bytes after it are returned, to parse next turn (32 KiB of ~1 KB messages
+        was 32 MB of inflation in one callback, every other connection of the worker waiting)."""
         conn = self.conn
+        inflating = conn.inflating
+        if inflating is not None:
+            inflating.start_share()
+        super().data_received(data)
+        rest = b"" if inflating is None else inflating.rest_of_share()
         if conn.parser_exc is None and fail_at_waiting_header(conn):  # a bad header, its payload still to come
             self.handle_parser_exception()
-        if self.conn.parser_exc is not None:
-            self._log_fault(self.conn.close_sent.code if self.conn.close_sent else 1002, str(self.conn.parser_exc))
+        if conn.parser_exc is not None:
+            self._log_fault(conn.close_sent.code if conn.close_sent else 1002, str(conn.parser_exc))
+            return b""  # failed: what follows is not read
+        return rest
 
     async def receive(self) -> ASGIReceiveEvent:
         """uvicorn's, but reading resumes once the application's queue is empty only if no large read

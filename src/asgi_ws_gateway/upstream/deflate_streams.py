@@ -9,6 +9,14 @@ it with 1002 "decompression failed". Here, as there: :class:`DeflateStreams` is 
 ``PerMessageDeflate`` with that reading, put in its place once negotiated (:class:`ServerDeflate`,
 :class:`ClientDeflate`), and its :exc:`InvalidCompressedData` fails the connection with 1007
 (:class:`CompressedDataFailure`).
+
+Each leg's parser is fed a read ``BYTES_PER_TURN`` bytes a loop turn, and those bytes say little of
+what they cost: deflate inflates zeros about a thousandfold, and 32 KiB of ~1 KB messages was 32 MB of
+inflation in one callback. So a leg opens a share before each feed (:meth:`DeflateStreams.start_share`),
+and once the share inflated ``INFLATED_PER_TURN`` bytes, the frame that took it there is the last one
+parsed: the bytes after it are taken out of the parser's buffer, for the leg to feed at the next turn
+(:meth:`DeflateStreams.rest_of_share`). A message is never split, and nothing is added per frame but
+for compressed ones.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import CONT, CTRL_OPCODES, CloseCode, Frame
 from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 from websockets.typing import BytesLike
+
+from ..loop_watch import INFLATED_PER_TURN
 
 _TAIL = b"\x00\x00\xff\xff"
 """What the sender took off the end of each message's deflate data (RFC 7692 §7.2.2)."""
@@ -45,10 +56,39 @@ class DeflateStreams(PerMessageDeflate):
     Its ``decode`` takes RFC 7692 §7.2.2's steps as websockets' (17.x) does (the same fields, so that the
     extension's negotiated state is read as there), with two differences: a stream's end goes to
     :meth:`_past_end` (a final block is rare: every other frame takes one test more), and data that does
-    not inflate is :exc:`InvalidCompressedData`.
+    not inflate is :exc:`InvalidCompressedData`; and a share per loop turn ends once it inflated
+    ``INFLATED_PER_TURN`` bytes (the module docstring).
     """
 
     _ended: zlib._Decompress | None = None  # a decoder whose stream ended at the end of a frame's data
+    _reader: StreamReader | None = None  # the parser's buffer: what follows the share's last frame is in it
+    _rest = b""  # what followed the frame that ended the share, for the next turn
+    inflated = 0
+    """Bytes inflated on this connection so far."""
+    share_ends = INFLATED_PER_TURN
+    """``inflated`` at which the share being parsed ends (:meth:`start_share`); one is open from the start,
+    since the extension may be negotiated in the middle of a feed (an upstream's 101 and its first frames
+    in one read). Whoever feeds the parser takes what a share left (:meth:`rest_of_share`) to feed it later."""
+
+    def start_share(self) -> None:
+        """A share of the peer's bytes is fed to the parser: it ends after the frame that inflates its
+        ``INFLATED_PER_TURN``-th byte."""
+        self.share_ends = self.inflated + INFLATED_PER_TURN
+
+    def rest_of_share(self) -> bytes:
+        """What the share fed last left unparsed, its bytes after the frame that ended it (empty: all
+        parsed): to feed at the next loop turn, before anything read later."""
+        rest, self._rest = self._rest, b""
+        return rest
+
+    def _end_share(self) -> None:
+        reader = self._reader
+        if reader is None:  # not given one (_read_streams): no share ends
+            return
+        buffer = reader.buffer  # the bytes after the frame being decoded: the parser waits for more
+        self._rest += buffer
+        buffer.clear()
+        self.share_ends = sys.maxsize
 
     def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
         if frame.opcode in CTRL_OPCODES:
@@ -86,6 +126,9 @@ class DeflateStreams(PerMessageDeflate):
         if frame.fin and self.remote_no_context_takeover:
             del self.decoder
             self._ended = None
+        self.inflated += len(inflated)
+        if self.inflated >= self.share_ends:
+            self._end_share()
         return Frame(frame.opcode, inflated, frame.fin, False, frame.rsv2, frame.rsv3)
 
     def _past_end(
@@ -124,22 +167,28 @@ def _inflate(decoder: zlib._Decompress, data: bytes, max_size: int | None, size:
     return inflated
 
 
-def _read_streams(extensions: list[Extension]) -> list[Extension]:
+def _read_streams(extensions: list[Extension], reader: StreamReader) -> list[Extension]:
     """The negotiated extensions, websockets' ``PerMessageDeflate`` replaced by a :class:`DeflateStreams`
-    of the same parameters. Built anew, not swapped in by ``__class__``: an instance laid out for another
-    class reads its attributes unspecialized, ~1,100 more instructions per compressed frame (Python 3.11)."""
-    return [
-        DeflateStreams(
-            ext.remote_no_context_takeover,
-            ext.local_no_context_takeover,
-            ext.remote_max_window_bits,
-            ext.local_max_window_bits,
-            ext.compress_settings,
-        )
-        if type(ext) is PerMessageDeflate
-        else ext
-        for ext in extensions
-    ]
+    of the same parameters, ending its shares in ``reader`` (the parser's). Built anew, not swapped in by
+    ``__class__``: an instance laid out for another class reads its attributes unspecialized, ~1,100 more
+    instructions per compressed frame (Python 3.11)."""
+    read: list[Extension] = []
+    for ext in extensions:
+        if type(ext) is PerMessageDeflate:
+            ext = DeflateStreams(
+                ext.remote_no_context_takeover,
+                ext.local_no_context_takeover,
+                ext.remote_max_window_bits,
+                ext.local_max_window_bits,
+                ext.compress_settings,
+            )
+            ext._reader = reader
+        read.append(ext)
+    return read
+
+
+def _inflating(extensions: list[Extension]) -> DeflateStreams | None:
+    return next((ext for ext in extensions if isinstance(ext, DeflateStreams)), None)
 
 
 class CompressedDataFailure(Protocol):
@@ -157,17 +206,27 @@ class ServerDeflate(CompressedDataFailure, ServerProtocol):
     """websockets' server protocol reading compressed messages with :class:`DeflateStreams` (mix in
     before ``ServerProtocol``)."""
 
+    inflating: DeflateStreams | None = None
+    """The negotiated extension that inflates the client's messages, if any: its shares are the leg's."""
+
     def process_extensions(self, headers: Headers) -> tuple[str | None, list[Extension]]:
         header, extensions = super().process_extensions(headers)
-        return header, _read_streams(extensions)
+        extensions = _read_streams(extensions, self.reader)
+        self.inflating = _inflating(extensions)
+        return header, extensions
 
 
 class ClientDeflate(CompressedDataFailure, ClientProtocol):
     """websockets' client protocol reading compressed messages with :class:`DeflateStreams` (mix in
     before ``ClientProtocol``)."""
 
+    inflating: DeflateStreams | None = None
+    """The negotiated extension that inflates the upstream's messages, if any: its shares are the leg's."""
+
     def process_extensions(self, headers: Headers) -> list[Extension]:
-        return _read_streams(super().process_extensions(headers))
+        extensions = _read_streams(super().process_extensions(headers), self.reader)
+        self.inflating = _inflating(extensions)
+        return extensions
 
 
 __all__ = ["ClientDeflate", "CompressedDataFailure", "DeflateStreams", "InvalidCompressedData", "ServerDeflate"]

@@ -282,7 +282,8 @@ class GatewayClientConnection(ClientConnection):
         if (shares is not None and shares.waiting) or len(data) > BYTES_PER_TURN:
             (shares or self._read_shares()).add(data)
             return
-        self._parse(data)
+        if rest := self._parse(data):  # it inflated INFLATED_PER_TURN: the rest next turn
+            (shares or self._read_shares()).add(rest)
 
     def _read_shares(self) -> ReadShares:
         """A large read's frames, parsed a share per loop turn (websockets parses a read whole: a hostile
@@ -298,24 +299,32 @@ class GatewayClientConnection(ClientConnection):
         )
         return self._shares
 
-    def _parse(self, data: bytes) -> None:
+    def _parse(self, data: bytes) -> bytes:
+        """Parse ``data``'s frames, up to the one that inflates the ``INFLATED_PER_TURN``-th byte of compressed
+        messages in this call: the bytes after it are returned, to parse next turn."""
+        protocol = cast(_ClientProtocol, self.protocol)
+        if (inflating := protocol.inflating) is not None:
+            inflating.start_share()
         self._receiving = True  # its send_data must not hand over before the frames are processed
         try:
             super().data_received(data)
         finally:
             self._receiving = False
+        inflating = protocol.inflating  # maybe negotiated by this feed: the 101 and the first frames in one read
+        rest = b"" if inflating is None else inflating.rest_of_share()
         if fail_at_waiting_header(self.protocol):  # a bad header whose payload is still to come (frame_headers)
             if self.close_deadline is None and self.close_timeout is not None:  # as websockets sets it on a failure
                 self.close_deadline = self.loop.time() + self.close_timeout
             self.send_data()  # the close frame; the transport is handed over (failed), to linger to the deadline
-            return
+            return b""
         if self.protocol.handshake_exc is not None and not self.transport.is_closing():
             # The answer failed the handshake (a head or a refusal's body over websockets' limits, a
             # bad 101): websockets waited for the upstream's EOF to report it, and an upstream that
             # kept sending held the handshake to connect_timeout (a 504, not the 502 it is).
             self.transport.abort()
-            return
+            return b""
         self._linger_if_over()
+        return rest if self.lingering is None else b""  # over: what follows is dropped (the transport lingers)
 
     def _answer(self, data: bytes) -> bytes:
         """What websockets may read of the answer so far: its head whole and checked, a refusal whole."""
@@ -346,7 +355,7 @@ class GatewayClientConnection(ClientConnection):
             return
         if self._answering and self._refusal is not None and (held := self._refusal.eof()):
             self._answering = False
-            self._parse(held)  # the refusal's body ended with the connection
+            self._parse(held)  # the refusal's body ended with the connection (no 101: nothing inflated)
         super().eof_received()
 
     def _read_head(self, data: bytes) -> bytes:
