@@ -29,9 +29,10 @@ INFLATED_PER_TURN = 1024 * 1024
 """Bytes of compressed messages one connection inflates per event-loop turn before it starts no more
 frames (the splice's size count; the relay's two legs, whose websockets parsers stop after the frame
 that inflates past it: ``upstream/deflate_streams.py``) or messages (the relay's pumps), the rest held
-with reading paused until the next turn. Deflate inflates zeros about a thousandfold: a turn's ``BYTES_PER_TURN`` of
-~1 KB messages was 32 MB of inflation in one callback, and every other connection waited ~30 ms a
-read. A message is never split: one of ``max_message_size`` still takes one turn."""
+with reading paused until the next turn. Deflate inflates zeros about a thousandfold: a turn's
+``BYTES_PER_TURN`` of ~1 KB messages was 32 MB of inflation in one callback, and every other
+connection waited ~30 ms a read. A frame is never split (nor, by the pumps, a message): one of
+``max_message_size`` still takes one turn."""
 
 MESSAGES_PER_TURN = 512
 """Messages one connection's direction handles per event-loop turn before it lets the others run (the

@@ -15,7 +15,7 @@ what they cost: deflate inflates zeros about a thousandfold, and 32 KiB of ~1 KB
 inflation in one callback. So a leg opens a share before each feed (:meth:`DeflateStreams.start_share`),
 and once the share inflated ``INFLATED_PER_TURN`` bytes, the frame that took it there is the last one
 parsed: the bytes after it are taken out of the parser's buffer, for the leg to feed at the next turn
-(:meth:`DeflateStreams.rest_of_share`). A message is never split, and nothing is added per frame but
+(:meth:`DeflateStreams.rest_of_share`). A frame is never split, and nothing is added per frame but
 for compressed ones.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
@@ -61,14 +62,20 @@ class DeflateStreams(PerMessageDeflate):
     """
 
     _ended: zlib._Decompress | None = None  # a decoder whose stream ended at the end of a frame's data
-    _reader: StreamReader | None = None  # the parser's buffer: what follows the share's last frame is in it
-    _rest = b""  # what followed the frame that ended the share, for the next turn
-    inflated = 0
-    """Bytes inflated on this connection so far."""
-    share_ends = INFLATED_PER_TURN
-    """``inflated`` at which the share being parsed ends (:meth:`start_share`); one is open from the start,
-    since the extension may be negotiated in the middle of a feed (an upstream's 101 and its first frames
-    in one read). Whoever feeds the parser takes what a share left (:meth:`rest_of_share`) to feed it later."""
+
+    def __init__(self, *args: Any, reader: StreamReader | None = None, **kwargs: Any) -> None:
+        """``PerMessageDeflate``'s arguments, and ``reader``: the parser's, whose buffer holds what follows the
+        frame that ends a share (None: shares never end)."""
+        super().__init__(*args, **kwargs)
+        self._reader = reader
+        self._rest = b""  # what followed the frame that ended the share, for the next turn
+        self.inflated = 0
+        """Bytes inflated on this connection so far."""
+        self.share_ends = INFLATED_PER_TURN
+        """``inflated`` at which the share being parsed ends (:meth:`start_share`); one is open from the
+        start, since the extension may be negotiated in the middle of a feed (an upstream's 101 and its
+        first frames in one read). Whoever feeds the parser takes what a share left (:meth:`rest_of_share`)
+        to feed it later."""
 
     def start_share(self) -> None:
         """A share of the peer's bytes is fed to the parser: it ends after the frame that inflates its
@@ -83,7 +90,7 @@ class DeflateStreams(PerMessageDeflate):
 
     def _end_share(self) -> None:
         reader = self._reader
-        if reader is None:  # not given one (_read_streams): no share ends
+        if reader is None:
             return
         buffer = reader.buffer  # the bytes after the frame being decoded: the parser waits for more
         self._rest += buffer
@@ -172,19 +179,19 @@ def _read_streams(extensions: list[Extension], reader: StreamReader) -> list[Ext
     of the same parameters, ending its shares in ``reader`` (the parser's). Built anew, not swapped in by
     ``__class__``: an instance laid out for another class reads its attributes unspecialized, ~1,100 more
     instructions per compressed frame (Python 3.11)."""
-    read: list[Extension] = []
-    for ext in extensions:
-        if type(ext) is PerMessageDeflate:
-            ext = DeflateStreams(
-                ext.remote_no_context_takeover,
-                ext.local_no_context_takeover,
-                ext.remote_max_window_bits,
-                ext.local_max_window_bits,
-                ext.compress_settings,
-            )
-            ext._reader = reader
-        read.append(ext)
-    return read
+    return [
+        DeflateStreams(
+            ext.remote_no_context_takeover,
+            ext.local_no_context_takeover,
+            ext.remote_max_window_bits,
+            ext.local_max_window_bits,
+            ext.compress_settings,
+            reader=reader,
+        )
+        if type(ext) is PerMessageDeflate
+        else ext
+        for ext in extensions
+    ]
 
 
 def _inflating(extensions: list[Extension]) -> DeflateStreams | None:
