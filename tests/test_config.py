@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema_rs
 import pytest
@@ -158,7 +159,7 @@ def test_what_a_file_may_say_the_published_schema_takes_too() -> None:
     """An upstream as its URL, an instant as POSIX seconds: the loader takes them, and the schema an editor
     checks a file with flagged them (a number was no ``date-time`` string, a URL no upstream mapping)."""
     validator = jsonschema_rs.validator_for(json.loads(SCHEMA_FILE.read_text()))
-    config = {
+    config: dict[str, Any] = {
         "apis": [{"name": "chat", "path": "/ws/chat", "upstreams": ["ws://chat:9000/", {"url": "ws://chat-2:9000/"}]}],
         "products": [{"name": "gold", "apis": ["chat"]}],
         "subscriptions": [
