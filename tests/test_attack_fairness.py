@@ -203,15 +203,7 @@ async def test_a_read_of_many_tiny_compressed_messages_is_spliced_a_slice_per_lo
     gateway = ProbedGateway(gateway_config(upstream))
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         reader, writer = await raw_client(server.port, deflate=True)
-        writer.write(_compressed(payloads))
-        await writer.drain()
-        inflate = zlib.decompressobj(wbits=-15)
-        for expected in payloads:
-            opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
-            assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
-        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-        writer.close()
+        await _echoed_in_order(reader, writer, payloads)
         await gateway.settle()
     scans.check(smallest_frame=7)  # 6 bytes of header (masked), at least 1 of payload
 
@@ -348,21 +340,26 @@ async def test_the_relays_pump_forwards_an_inflated_share_of_queued_messages_per
         reader, writer = await raw_client(server.port, deflate=True)
         await gateway.on_server(turns.started)
         payloads = [bytes([i]) * size for i in range(count)]
-        writer.write(_compressed(payloads))
-        await writer.drain()
-        inflate = zlib.decompressobj(wbits=-15)
-        for expected in payloads:
-            opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
-            assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
-        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-        writer.close()
+        await _echoed_in_order(reader, writer, payloads)
     assert sum(stamps.values()) == size * count
     most = max(stamps.values())
     assert most <= INFLATED_PER_TURN + size, f"{most:,} bytes sent upstream in one turn"
 
 
 # -- the relay's parsers, by what they inflate ----------------------------------------------------------
+
+
+async def _echoed_in_order(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payloads: list[bytes]) -> None:
+    """Send ``payloads`` compressed in one write; each comes back, in order; then a clean close."""
+    writer.write(_compressed(payloads))
+    await writer.drain()
+    inflate = zlib.decompressobj(wbits=-15)
+    for expected in payloads:
+        opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
+        assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
+    writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+    assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
+    writer.close()
 
 
 class InflatedPerParse:
@@ -406,15 +403,7 @@ async def test_a_read_of_highly_compressed_messages_is_parsed_an_inflated_share_
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         reader, writer = await raw_client(server.port, deflate=True)
         payloads = [bytes([i]) * size for i in range(count)]
-        writer.write(_compressed(payloads))
-        await writer.drain()
-        inflate = zlib.decompressobj(wbits=-15)
-        for expected in payloads:
-            opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
-            assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
-        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-        writer.close()
+        await _echoed_in_order(reader, writer, payloads)
         await gateway.settle()
     inflated.check(sent=size * count, largest=size)
 
