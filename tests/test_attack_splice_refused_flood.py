@@ -93,11 +93,19 @@ class _RawUpstream:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.sent: int | None = None
+        self.connection: socket.socket | None = None  # the one accepted, for :meth:`hang_up`
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
         raise NotImplementedError
+
+    def hang_up(self) -> None:
+        """End the connection from this side: the gateway, which waits ``close_timeout`` for an answer to its
+        close frame that a raw upstream never sends, then stops at once (15 s of shutdown bound a test)."""
+        if self.connection is not None:
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.listener.close()
@@ -136,6 +144,7 @@ class _ClosingUpstream(_RawUpstream):
     def _serve(self) -> None:
         with contextlib.suppress(OSError):
             connection, _ = self.listener.accept()
+            self.connection = connection
             with connection:
                 accept_upstream_blocking(connection, then=CLOSE_FROM_UPSTREAM)
                 connection.settimeout(40)
@@ -149,6 +158,7 @@ class _SinkUpstream(_RawUpstream):
     def _serve(self) -> None:
         with contextlib.suppress(OSError):
             connection, _ = self.listener.accept()
+            self.connection = connection
             with connection:
                 accept_upstream_blocking(connection)
                 connection.settimeout(40)
@@ -167,6 +177,7 @@ async def test_a_client_flooding_after_its_bad_frame_is_reset_after_a_bounded_re
         config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
         async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
             sent, first = await asyncio.to_thread(_client_floods, gateway.port)
+            upstream.hang_up()
     finally:
         upstream.close()
     assert sent < BOUND, f"{sent >> 20} MiB were read from a client refused for a bad frame"
@@ -187,6 +198,7 @@ async def test_a_client_answering_the_close_with_a_bad_frame_then_flooding_is_re
         config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
         async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
             sent, first = await asyncio.to_thread(_client_answers_the_close_with_a_bad_frame_and_floods, gateway.port)
+            upstream.hang_up()
     finally:
         upstream.close()
     assert first == CLOSE_FROM_UPSTREAM
