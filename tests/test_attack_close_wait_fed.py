@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from asgi_ws_gateway.passthrough.splice import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS
+from asgi_ws_gateway.relay.close_wait import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, flood_bound, ws_frame

@@ -62,8 +62,9 @@ gateway sent; every closing handshake is bounded by ``close_timeout``, counted a
 waits on while bytes are still on their way to a side that took some of them in since the last look (a
 slow reader still reading its backlog, the close frame behind it), and both sides are aborted once none
 is, or one that bytes wait for took in nothing. Progress counts for a backlog, not for a stream fed on
-past the close: the wait ends at the look after a side took in more than :data:`CLOSE_WAIT_BYTES` (and a
-message) since the close began, and at :data:`CLOSE_WAIT_LOOKS` looks whatever the progress. At the
+past the close: the wait ends at the look after a side took in more than
+:data:`..relay.close_wait.CLOSE_WAIT_BYTES` (and a message) since the close began, and at
+:data:`..relay.close_wait.CLOSE_WAIT_LOOKS` looks whatever the progress. At the
 server's shutdown (1012) it is ``close_timeout`` from there, progress or not.
 """
 
@@ -74,7 +75,7 @@ import contextlib
 import logging
 
 from .._types import Data, Message
-from ..relay.close_wait import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS, CloseWait
+from ..relay.close_wait import CloseWait
 from ..relay.stats import RelayStats
 from .asgi_extension import ACCEPT
 from .frame_encoding import encode_frame
@@ -566,4 +567,4 @@ def _ended_by(spent: bool, stalled: bool, shutting_down: bool) -> str:
     return "a side that took in nothing" if stalled else "no progress"
 
 
-__all__ = ["CLOSE_WAIT_BYTES", "CLOSE_WAIT_LOOKS", "Splice"]
+__all__ = ["Splice"]
