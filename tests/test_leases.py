@@ -103,7 +103,9 @@ async def test_releases_failing_on_closing_are_one_warning_not_one_each(caplog: 
         await keeper.release(f"lease-{i}")
     await keeper.aclose()
     assert [r.getMessage() for r in caplog.records] == [
-        "could not release 1000 concurrency lease(s) on closing (down); each expires within 30 s"
+        # At the first failure, from its connection's release (before its access line), then on closing.
+        "could not release 1 concurrency lease(s) (down); retrying every 1 s until each expires (within 30 s)",
+        "could not release 1000 concurrency lease(s) on closing (down); each expires within 30 s",
     ]
 
 
@@ -200,7 +202,8 @@ async def test_a_failed_release_is_retried_with_one_warning(caplog: pytest.LogCa
     await _until_at_most(store)
     await keeper.aclose()
     assert [r.getMessage() for r in caplog.records] == [
-        "could not release 100 concurrency lease(s) (down); retrying every 0.01 s until each expires (within 30 s)",
+        # At the first failure (a connection's release, which logs it before the connection's access line).
+        "could not release 1 concurrency lease(s) (down); retrying every 0.01 s until each expires (within 30 s)",
         "released concurrency leases again",
     ]
 

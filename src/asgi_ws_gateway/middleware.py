@@ -489,20 +489,26 @@ class WebSocketGateway(AdmissionChecks):
             # "failed" line comes before the access line, the connection's last, and the backend is
             # judged before the connection leaves the count (a reader of either had seen it unjudged).
             trial.ended(relay.stats)
-            if connection is not None:
-                connection.closed(relay.stats)  # span, metrics, access log
-            else:
-                trace.abandoned("client went away")
-            if guard is not None:
-                guard.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await guard
-            self._connections.remove(relay)
-            if lease_end is not None:
-                if not isinstance(relay, Relay | Splice) or not relay.client_over.is_set():
-                    lease_end.cancel()  # still waiting: the release below is the one
-                await asyncio.wait([lease_end])  # a release under way is not cut (a lease would outlive it)
-            await handshake.release()
+            try:
+                # Then what it holds is given back: a failed release's lines (the store's, the lease
+                # keeper's) come before the access line too. Its duration ends here, not after the release.
+                if connection is not None and (lease_end is not None or handshake.holds_cleanups):
+                    connection.ended()
+                if lease_end is not None:
+                    if not isinstance(relay, Relay | Splice) or not relay.client_over.is_set():
+                        lease_end.cancel()  # still waiting: the release below is the one
+                    await asyncio.wait([lease_end])  # a release under way is not cut (a lease would outlive it)
+                await handshake.release()
+            finally:
+                if connection is not None:
+                    connection.closed(relay.stats)  # span, metrics, access log
+                else:
+                    trace.abandoned("client went away")
+                if guard is not None:
+                    guard.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await guard
+                self._connections.remove(relay)
 
     async def _deny(
         self, api: Api, scope: Scope, send: Send, denial: HandshakeDenied, trace_id: str | None = None, *,

@@ -81,6 +81,7 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None  # renewals
         self._releaser: asyncio.Task[None] | None = None  # background releases
         self._dropped = 0  # orphans left to expire past MAX_ORPHANS, since the last line
+        self._releases_failing = False  # a line told that releases fail, and none succeeded since
         self._gone_lines = OutageLog()  # leases found gone at renewal: one line, then one per interval
         self._gone_since_line = 0
 
@@ -124,8 +125,9 @@ class LeaseKeeper:
             self._task = None
         try:
             await self.store.release(key, lease)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             self._orphan(key, lease)
+            self._release_failed(exc)  # now, not from the background task: before the connection's access line
         except BaseException:  # cancelled (or a custom store's bug): the lease may still be there
             self._orphan(key, lease)
             raise
@@ -150,6 +152,7 @@ class LeaseKeeper:
             self._task = None
         await _cancel(self._releaser)
         self._releaser = None
+        self._releases_failing = False  # what is pending is tried below, and told of there if it fails
         if not self._orphans:
             return
         try:
@@ -216,7 +219,6 @@ class LeaseKeeper:
         return None
 
     async def _release_forever(self) -> None:
-        failing = False
         while self._orphans:
             if self._dropped:
                 logger.warning("%d concurrency lease(s) left to expire unreleased (within %g s): more than %d "
@@ -224,16 +226,21 @@ class LeaseKeeper:
                 self._dropped = 0
             failure = await self._release_orphans()
             if failure is None:
-                if failing:
+                if self._releases_failing:
                     logger.info("released concurrency leases again")
-                failing = False
+                self._releases_failing = False
                 continue
-            if not failing:  # once per outage, not once per retry
-                logger.warning("could not release %d concurrency lease(s) (%s); retrying every %g s until each "
-                               "expires (within %g s)", len(self._orphans), _describe(failure), self.retry,
-                               self.ttl)  # fmt: skip
-            failing = True
+            self._release_failed(failure)
             await asyncio.sleep(self.retry)
+
+    def _release_failed(self, failure: Exception) -> None:
+        """Releases fail: one line as it starts, whether a connection's release or a background pass met it
+        first; not one per retry or per connection."""
+        if self._releases_failing:
+            return
+        self._releases_failing = True
+        logger.warning("could not release %d concurrency lease(s) (%s); retrying every %g s until each expires "
+                       "(within %g s)", len(self._orphans), _describe(failure), self.retry, self.ttl)  # fmt: skip
 
     def _gone(self, count: int) -> None:
         """``count`` held leases were missing from the store when renewed, and are back: say so.

@@ -56,6 +56,7 @@ class ConnectionTrace:
         self._backend = backend
         self._subprotocol = subprotocol
         self._started = time.perf_counter()
+        self._ended: float | None = None  # both sides closed, when something was still to release then
         self._closed = False
         self._otel_token: object | None = None
         self._live: MeteredConnection | None = None
@@ -109,12 +110,17 @@ class ConnectionTrace:
         key = action_key(policy, action, direction, reason)  # each part bounded: the metric makes a series of it
         self._stats.policy_actions[key] = self._stats.policy_actions.get(key, 0) + 1
 
+    def ended(self) -> None:
+        """Both sides are closed, and :meth:`closed` comes once what the connection holds is released (its
+        concurrency lease, whose failure is logged before the access line): the duration ends now."""
+        self._ended = time.perf_counter()
+
     def closed(self, stats: RelayStats) -> None:
         """Both sides are closed: end the span, record the metrics, write the access log (once)."""
         if self._closed:
             return
         self._closed = True
-        seconds = time.perf_counter() - self._started
+        seconds = (time.perf_counter() if self._ended is None else self._ended) - self._started
         side = stats.closed_by or "gateway"
         code = stats.close_code if stats.close_code is not None else 1006
         reason = client_text(stats.close_reason)  # a peer's text (at most 123 bytes): may carry a token
