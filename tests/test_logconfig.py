@@ -9,11 +9,13 @@ import pytest
 from uvicorn.logging import DefaultFormatter
 
 from asgi_ws_gateway.log_redaction import RedactingFilter, formatted_message
-from asgi_ws_gateway.server.logconfig import LineFormatter, run_log_config
+from asgi_ws_gateway.server.logconfig import AccessLineFormatter, LineFormatter, run_log_config
+from asgi_ws_gateway.telemetry.access import JSON_LINE
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 FMT = "%(levelprefix)s %(message)s"
 LINE_FORMATTER = f"{LineFormatter.__module__}.{LineFormatter.__qualname__}"
+ACCESS_FORMATTER = f"{AccessLineFormatter.__module__}.{AccessLineFormatter.__qualname__}"
 
 
 def _raised() -> tuple[type[BaseException], BaseException, object]:
@@ -74,5 +76,15 @@ def test_the_filters_text_is_not_used_once_the_record_changed() -> None:
 def test_run_formats_uvicorns_lines_and_text_access_lines_with_the_line_formatter() -> None:
     text, json = run_log_config(access_log="text"), run_log_config(access_log="json")
     assert text["formatters"]["default"]["()"] == json["formatters"]["default"]["()"] == LINE_FORMATTER
-    assert text["formatters"]["gateway_access"]["()"] == LINE_FORMATTER
-    assert json["formatters"]["gateway_access"] == {"format": "%(message)s"}  # the bare JSON object
+    # One formatter for both: each line as its record says (a SIGHUP's new workers may write the other).
+    assert text["formatters"]["gateway_access"] == json["formatters"]["gateway_access"]
+    assert text["formatters"]["gateway_access"]["()"] == ACCESS_FORMATTER
+
+
+def test_the_access_formatter_writes_a_json_line_bare_and_a_text_line_as_uvicorn() -> None:
+    formatter = AccessLineFormatter(FMT, use_colors=False)
+    text = _record(logging.INFO, "%s - closed", ("127.0.0.1:1",))
+    assert formatter.format(text) == DefaultFormatter(FMT, use_colors=False).format(text)
+    line = _record(logging.INFO, "%s", ('{"status":101}',))
+    setattr(line, JSON_LINE, True)
+    assert formatter.format(line) == '{"status":101}'  # the bare JSON object: each line parses

@@ -4,7 +4,8 @@ uvicorn's own configuration (``uvicorn.error`` to stderr, ``uvicorn.access`` to 
 
 * ``asgi_ws_gateway`` (the gateway's warnings and errors) to stderr, at the ``--log-level``;
 * ``asgi_ws_gateway.access``, the gateway's one line per connection, to stdout: a uvicorn-style
-  text line, or, for ``json``, the bare JSON object so that each line parses;
+  text line, or, for ``json``, the bare JSON object so that each line parses. Each line as it was
+  written, not as the format at start said: a worker a SIGHUP started may write the other format;
 * every other library's warnings and errors (the root logger) to stderr, formatted as uvicorn's;
 * a :class:`~asgi_ws_gateway.log_redaction.RedactingFilter` on every handler, so no query value, credential
   header or JWT reaches the output, whichever logger wrote it.
@@ -20,10 +21,12 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import DefaultFormatter
 
 from ..log_redaction import formatted_message
+from ..telemetry.access import JSON_LINE
 
 ACCESS_LOGGER = "asgi_ws_gateway.access"
 _REDACT = {"()": "asgi_ws_gateway.log_redaction.RedactingFilter"}
 _LINES = "asgi_ws_gateway.server.logconfig.LineFormatter"
+_ACCESS_LINES = "asgi_ws_gateway.server.logconfig.AccessLineFormatter"
 _PLAIN_FORMAT = "%(levelprefix)s %(message)s"  # uvicorn's default format, and the text access lines'
 
 
@@ -67,19 +70,35 @@ class LineFormatter(DefaultFormatter):
         return self._style.format(record)
 
 
+class AccessLineFormatter(LineFormatter):
+    """The access lines' formatter: a JSON line bare (one object a line, to parse), a text line as
+    :class:`LineFormatter` writes it (``INFO:     ...``), whichever format the configuration names now.
+
+    The handler is configured once per process, but ``--workers`` N's workers are replaced on SIGHUP and
+    read the file again: one formatter per format, chosen at start, put ``INFO:     `` before each JSON
+    object after a reload to ``json``, and took it from each text line after one to ``text``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, JSON_LINE, False):
+            record.message = message = formatted_message(record)
+            return message
+        return super().format(record)
+
+
 def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str, Any]:
     """The ``logging.config.dictConfig`` mapping for ``run``.
 
     Args:
         level: the level of the ``asgi_ws_gateway`` logger (uvicorn sets its own loggers').
-        access_log: ``text`` or ``json`` (the access-log lines' format), or ``off``.
+        access_log: ``off`` silences the access log; ``text`` or ``json`` (the format at start) give the
+            same handler, which writes each line in the format its record was made in.
     """
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"redact": _REDACT}
     config["formatters"]["default"]["()"] = _LINES
-    config["formatters"]["gateway_access"] = (
-        {"format": "%(message)s"} if access_log == "json" else {"()": _LINES, "fmt": _PLAIN_FORMAT, "use_colors": None}
-    )
+    # One formatter for both formats: each line is written as its record says (a reload may change it).
+    config["formatters"]["gateway_access"] = {"()": _ACCESS_LINES, "fmt": _PLAIN_FORMAT, "use_colors": None}
     config["handlers"]["gateway_access"] = {
         "formatter": "gateway_access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout",
     }  # fmt: skip
@@ -103,4 +122,4 @@ def _rank(level: str) -> int:
     return logging.getLevelName(level) if level != "TRACE" else 5
 
 
-__all__ = ["ACCESS_LOGGER", "LineFormatter", "run_log_config"]
+__all__ = ["ACCESS_LOGGER", "AccessLineFormatter", "LineFormatter", "run_log_config"]

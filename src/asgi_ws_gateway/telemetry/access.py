@@ -28,6 +28,9 @@ from .lean_spans import LeanSpan
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
+JSON_LINE = "asgi_ws_gateway_json_line"
+"""Set (true) on a record whose message is a JSON access line: ``run``'s handler writes it bare, whatever
+format the handler was configured for (a reload may have changed ``telemetry.access_log``)."""
 
 Fields = dict[str, Any]
 
@@ -67,7 +70,7 @@ class AccessLog:
         if access_logger.isEnabledFor(logging.INFO):
             extra = {"trace_id": fields["trace_id"], "span_id": fields["span_id"]}
             if self.json:  # each field redacted on its own: a filter would read the line as one text
-                _info("%s", (_json_line(fields),), {**extra, REDACTED_MARK: True})
+                _info("%s", (_json_line(fields),), {**extra, REDACTED_MARK: True, JSON_LINE: True})
             else:
                 _info(*_text_line(fields), extra)
         if self.otel_logger is not None:
@@ -161,4 +164,4 @@ def _text_line(fields: Fields) -> tuple[str, tuple[Any, ...]]:
     return line, tuple(printable(value) if type(value) is str else value for value in values)
 
 
-__all__ = ["AccessLog", "access_logger"]
+__all__ = ["JSON_LINE", "AccessLog", "access_logger"]
