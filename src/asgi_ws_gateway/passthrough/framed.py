@@ -170,7 +170,10 @@ class _FramedSide(Side):
         while event is not None:
             opcode, data, raw, size = event
             if frames.halted or not peer.open:
-                pass  # the gateway closes: nothing more goes on (close frames are still read)
+                # The gateway closes: nothing more goes on (close frames are still read), and an upstream's
+                # message the client is not sent is not counted as sent.
+                if opcode < 3 and not self.client:
+                    self.relay.stats.uncount_out(size, opcode == 2)
             elif opcode == 9 and frames.hold_pings:
                 frames.held_ping = raw  # it reads nothing: the latest ping goes on once it reads again
             elif opcode > 2:
@@ -194,8 +197,10 @@ class _FramedSide(Side):
                     self.transport.pause_reading()
                     self.task = task = splice.background.spawn(self._finish(result, data, raw))
                     # Cancelled before it ran (stop_forwarding, the connection's end), the task never
-                    # awaits the step: closed here, as it would be (no "never awaited" warning).
-                    task.add_done_callback(functools.partial(_close_step, result))
+                    # awaits the step: closed here, as it would be (no "never awaited" warning). Cancelled
+                    # at all, its message went nowhere: an upstream's is not counted as sent.
+                    uncount = self.relay.stats.uncount_out if not self.client else None
+                    task.add_done_callback(functools.partial(_close_step, result, uncount, size, opcode == 2))
                     return
             if frames.idle:
                 break  # nothing held: what a read of one message leaves (the turn budget counts nothing)
@@ -236,8 +241,12 @@ class _FramedSide(Side):
             splice.failed()
             self._settle()
             return
-        if result is not None and self.peer.open and not self.frames.halted:
-            self.peer.transport.write(raw if result is data and raw else self._frame(result))
+        if result is not None:
+            if self.peer.open and not self.frames.halted:
+                self.peer.transport.write(raw if result is data and raw else self._frame(result))
+            elif not self.client:  # the client closed or went, or the gateway closes, meanwhile: not sent
+                splice.stats.uncount_out(len(data) if isinstance(data, bytes) else _text_size(data),
+                                         isinstance(data, bytes))  # as it was counted: as read  # fmt: skip
         self.pump()
         self._read_again()
         self._settle()
@@ -258,8 +267,17 @@ class _FramedSide(Side):
             peer.transport.resume_reading()
 
 
-def _close_step(step: Coroutine[Any, Any, Data | None], _task: asyncio.Task[None]) -> None:
+def _close_step(
+    step: Coroutine[Any, Any, Data | None], uncount: Callable[[int, bool], None] | None, size: int, binary: bool,
+    task: asyncio.Task[None],
+) -> None:  # fmt: skip
     step.close()  # (a step that ran is done already: nothing happens)
+    if uncount is not None and task.cancelled():
+        uncount(size, binary)
+
+
+def _text_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 class FramedRelay(Splice):

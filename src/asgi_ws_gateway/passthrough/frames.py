@@ -458,7 +458,9 @@ class FrameScanner:
             self.error, self.error_code = problem, 1007
 
     def _frame_done(self) -> None:
-        if not self._control and self._fin:
+        # An upstream's message that ends once the scanner is sealed (the gateway closes) is read and
+        # dropped, never sent to the client: not counted as sent.
+        if not self._control and self._fin and (self._inbound or not self.sealed):
             self._count(self._message, self._binary)
 
 

@@ -527,13 +527,20 @@ class Relay:
                 except CloseConnection as close:
                     await self._upstream_offended(close)
                     continue
-                if forward is None or not self._client_open:
-                    continue  # dropped, or the client left meanwhile
+                except asyncio.CancelledError:
+                    stats.uncount_out(size, isinstance(data, bytes))  # held by a step as the relay ended or cut it
+                    raise
+                if forward is None:
+                    continue  # dropped by a policy: counted (its decision, not a message lost)
+                if not self._client_open:  # the client left meanwhile (mypy takes it for open, as before the await)
+                    stats.uncount_out(size, isinstance(data, bytes))  # type: ignore[unreachable]  # never sent
+                    continue
                 if forward is not data:  # transformed
                     message = _send_message(forward)
             try:
                 await send(message)
             except OSError:
+                stats.uncount_out(size, isinstance(data, bytes))  # not sent: only what the client was sent counts
                 self._client_open = False  # the client vanished; its pump will see the disconnect
 
     async def _upstream_ended(self, closed: UpstreamClosed) -> None:

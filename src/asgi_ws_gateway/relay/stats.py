@@ -14,7 +14,9 @@ class RelayStats:
 
     Counted once per message, as received (before any message policy), at one place in each of the
     relay's pumps: plain integer increments, inline (telemetry reads these counters, it makes no call
-    per message). ``binary_*`` count the binary subset; text is the rest. ``sizes_*``
+    per message). An upstream's message that then had nowhere to go (the client closing or gone, the
+    gateway closing) is taken back out (:meth:`uncount_out`): ``*_out`` is what the client was sent.
+    ``binary_*`` count the binary subset; text is the rest. ``sizes_*``
     count messages by ``size.bit_length()``: slot *k* holds sizes from 2**(k-1) to 2**k - 1.
     """
 
@@ -35,7 +37,8 @@ class RelayStats:
     policy_actions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     """What message policies did: ``(policy, action, direction, reason)`` -> count. Actions are
     ``drop``, ``close``, ``delay`` and ``refresh``; directions ``inbound`` (client to upstream) and
-    ``outbound``. Messages a policy dropped are still counted in ``messages_*``/``bytes_*``."""
+    ``outbound``. Messages a policy dropped are still counted in ``messages_*``/``bytes_*`` (a
+    policy's decision, not a message lost)."""
 
     messages_in_at_close: int = 0
     """``messages_in`` when the first close was recorded: an upstream that failed before the client
@@ -70,6 +73,16 @@ class RelayStats:
             self.binary_out += 1
             self.binary_bytes_out += size
         self.sizes_out[min(size.bit_length(), len(self.sizes_out) - 1)] += 1
+
+    def uncount_out(self, size: int, binary: bool) -> None:
+        """Take back :meth:`count_out`'s message: read from the upstream, it was never sent to the client
+        (the client closed or went, or the gateway closed, while it was on its way)."""
+        self.messages_out -= 1
+        self.bytes_out -= size
+        if binary:
+            self.binary_out -= 1
+            self.binary_bytes_out -= size
+        self.sizes_out[min(size.bit_length(), len(self.sizes_out) - 1)] -= 1
 
 
 __all__ = ["RelayStats", "Side"]

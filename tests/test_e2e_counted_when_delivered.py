@@ -1,0 +1,163 @@
+"""End to end: ``messages_out`` (the access line, ``ws_gateway.messages``) counts what reached the client,
+not what the gateway read from the upstream and then had nowhere to send, on every connector.
+
+A message a delaying policy held as the client closed was counted on the relay and the frame relay (out 3
+for 2 sent); the flood the upstream sent after the gateway's own close, read and dropped, was counted on the
+splice and the frame relay (440 for 232 sent). The client's own close in a flood was counted right before
+too: kept, as the case the relay's send refused after the client's close would show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from support.access import access_line
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH, ProbedGateway
+from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
+from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import next_frame, raw_client_of
+from support.servers import UvicornFactory
+
+READ_FIRST = 50
+"""Messages the client reads before it closes."""
+
+
+async def _floods_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send small text messages as fast as the gateway takes them until its close frame; answer it."""
+    await accept_upstream(reader, writer)
+    closed = asyncio.Event()
+
+    async def read_to_the_close() -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while (await next_frame(reader))[0] != 0x8:
+                pass
+        closed.set()
+
+    task = asyncio.create_task(read_to_the_close())
+    frame = ws_frame(0x1, b"flood" * 4000, mask=False)  # 20 kB: the client's buffers fill in a few
+    with contextlib.suppress(ConnectionError):
+        while not closed.is_set():
+            writer.write(frame * 4)
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        await writer.drain()
+    await task
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_messages_out_counts_what_the_client_was_sent_when_it_closes_mid_flood(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    _, url = gateway_before(await hostile(_floods_until_closed), connector, uvicorn_server)
+    reader, writer = await raw_client_of(url)
+    try:
+        received = 0
+        async with asyncio.timeout(30):
+            while received < READ_FIRST:
+                opcode, _ = await next_frame(reader)
+                received += opcode == 0x1
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            # Reading nothing meanwhile: the gateway's sends to the client wait for room as its close comes.
+            await asyncio.sleep(0.5)
+            while (opcode := (await next_frame(reader))[0]) != 0x8:
+                received += opcode == 0x1
+    finally:
+        writer.transport.abort()
+    line = await access_line(caplog)
+    counted = re.search(r", out (\d+) msg/", line)
+    assert counted is not None, line
+    assert int(counted[1]) == received, line
+
+
+HELD = {"rate-limit-messages": {"messages": 2, "window": 60, "action": "delay"}}
+"""The third message waits a minute for its window: longer than the test."""
+POLICY_CONNECTORS: dict[str, dict[str, Any]] = {
+    "frame relay": {"message_policies": {"outbound": [HELD]}},
+    "relay": {"passthrough": False, "message_policies": {"outbound": [HELD]}},
+}
+
+
+async def _sends_five_then_answers_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await accept_upstream(reader, writer, then=b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(5)))
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        while (await next_frame(reader))[0] != 0x8:
+            pass
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(POLICY_CONNECTORS))
+async def test_messages_out_leaves_out_a_message_held_by_a_policy_when_the_client_closed(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+) -> None:
+    """A message a delaying step held as the client closed went nowhere: it is not counted as sent."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    port = await hostile(_sends_five_then_answers_the_close)
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=1, **POLICY_CONNECTORS[connector])
+    gateway = ProbedGateway({"apis": [entry]})
+    url = uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
+    reader, writer = await raw_client_of(url)
+    try:
+        received = 0
+        async with asyncio.timeout(30):
+            while received < 2:
+                opcode, _ = await next_frame(reader)
+                received += opcode == 0x1
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            while (opcode := (await next_frame(reader))[0]) != 0x8:
+                received += opcode == 0x1
+    finally:
+        writer.transport.abort()
+    line = await access_line(caplog)
+    assert received == 2
+    assert ", out 2 msg/4 B," in line, line
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_messages_out_counts_what_the_client_was_sent_when_the_gateway_closes_mid_flood(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+) -> None:
+    """The gateway's own close (management's): what the upstream sent after it is read and dropped, not counted."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    gateway, url = gateway_before(await hostile(_floods_until_closed), connector, uvicorn_server)
+    reader, writer = await raw_client_of(url)
+    try:
+        received = 0
+        async with asyncio.timeout(30):
+            while received < READ_FIRST:
+                opcode, _ = await next_frame(reader)
+                received += opcode == 0x1
+            (live,) = gateway.gateway.connections()
+            await gateway.on_server(lambda: gateway.gateway.close_connection(live.id, 1001, "bye"))
+            await asyncio.sleep(0.5)  # reading nothing meanwhile: the flood piles up behind the close
+            while (opcode := (await next_frame(reader))[0]) != 0x8:
+                received += opcode == 0x1
+            writer.write(ws_frame(0x8, struct.pack("!H", 1001)))
+    finally:
+        writer.transport.abort()
+    line = await access_line(caplog)
+    counted = re.search(r", out (\d+) msg/", line)
+    assert counted is not None, line
+    assert int(counted[1]) == received, line
