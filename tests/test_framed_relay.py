@@ -194,15 +194,33 @@ async def test_a_message_within_the_size_limits_goes_on_after_the_clients_close(
     assert read(client.written, masked=False) == (["late"], (1000, "bye"))
 
 
-async def test_a_message_a_policy_refuses_after_the_clients_close_is_dropped_and_the_close_goes_on() -> None:
-    """After the client's close frame, the upstream's messages still pass its policies: one they refuse is not
-    forwarded, and the closing handshake under way goes on (the upstream's answer reaches the client)."""
+async def test_a_policy_closing_on_a_message_after_the_clients_close_answers_the_client_with_its_code() -> None:
+    """After the client's close frame, the upstream's messages still pass its policies: one a policy closes on
+    is not forwarded, and the policy's close is honoured where a close can still be sent: the client's close
+    is answered with the policy's code for it at once, and nothing the upstream sends after goes on (its
+    answer, which the close wait used to wait for to its bounds while the upstream streamed on)."""
     calls: list[str] = []
-    framed, client, _upstream = relay(outbound=size_limit(5, calls))
+    framed, client, upstream = relay(outbound=size_limit(5, calls))
     framed.client.data_received(close_frame(1000, "bye", mask=True))
     framed.upstream.data_received(text("too long", mask=False) + close_frame(1000, "bye", mask=False))
     assert calls == ["handle"]
-    assert read(client.written, masked=False) == ([], (1000, "bye"))
+    assert read(client.written, masked=False) == ([], (1001, "upstream message too big"))
+    assert read(upstream.written, masked=True) == ([], (1000, "bye"))  # the client's, forwarded: no second close
+    assert client.is_closing()
+
+
+async def test_a_policy_closing_on_a_message_after_the_upstreams_close_answers_the_upstream_with_its_code() -> None:
+    """The other direction: after the upstream's close frame, a client message a policy closes on gets the
+    upstream the policy's code for it, as the answer to its close (the client had the upstream's already)."""
+
+    def refuse(message: WsMessage) -> None:
+        raise CloseConnection(1008, "refused", "policy violation", peer_reason="client message refused")
+
+    framed, client, upstream = relay(inbound=refuse)
+    framed.upstream.data_received(close_frame(4000, "done", mask=False))
+    framed.client.data_received(text("after"))
+    assert read(client.written, masked=False) == ([], (4000, "done"))  # the upstream's, forwarded: no second close
+    assert read(upstream.written, masked=True) == ([], (1001, "client message refused"))
 
 
 async def test_a_context_kept_after_the_connection_ended_answers_as_a_closed_connection() -> None:

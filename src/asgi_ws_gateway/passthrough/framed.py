@@ -361,11 +361,28 @@ class FramedRelay(Splice):
         return True
 
     def policy_close(self, side: Side, close: CloseConnection) -> None:
-        """A policy closes: the message's sender gets its code, the other side ``peer_code``."""
-        if side.client:
-            self._gateway_close(close.code, close.detail, close.peer_code, close.peer_reason)
-        else:
-            self._gateway_close(close.peer_code, close.peer_reason, close.code, close.detail)
+        """A policy closes: the message's sender gets its code, the other side ``peer_code``.
+
+        Also once the closing has begun (a side's close frame passed, the close wait under way): each side
+        no close frame has reached yet gets the policy's, and the wait ends there, as for a bad frame then
+        (``_fail_while_closing``). It used to drop the message alone and wait on to the wait's bounds
+        (``CLOSE_WAIT_LOOKS`` looks while the client took in the stream), the client answered then with
+        the close it had asked for."""
+        codes = (close.code, close.detail, close.peer_code, close.peer_reason)
+        client_code, client_reason, upstream_code, upstream_reason = codes if side.client else (*codes[2:], *codes[:2])
+        if not self._closing:
+            self._gateway_close(client_code, client_reason, upstream_code, upstream_reason)
+            return
+        self.gateway_closing = True  # from here on, what either side sends ends its part
+        for target, code, reason in ((self.client, client_code, client_reason),
+                                     (self.upstream, upstream_code, upstream_reason)):  # fmt: skip
+            if target.peer.scanner.close is None:  # no close frame of its peer's reached it
+                target.write_close(code, reason)
+        if isinstance(side, _FramedSide):
+            side.stop_forwarding()  # what the offender sends on goes nowhere
+        for target in (self.client, self.upstream):
+            if target.close_sent or target.peer.scanner.close is not None:  # it has its close frame
+                self._end_towards(target)
 
     def failed(self) -> None:
         """A bug (not a policy's failure, which closes with 1011 by itself): logged, both sides 1011."""
