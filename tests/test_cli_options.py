@@ -30,6 +30,16 @@ ARGUMENTS = {
     ),
     "--redis-prefix empty": ("--redis-prefix", "", "argument --redis-prefix: '': letters, digits and _.:- only"),
     "--workers 0": ("--workers", "0", f"argument --workers: 0: from 1 to {8 * CPUS}"),
+    "--timeout-worker-healthcheck 0": (
+        "--timeout-worker-healthcheck",
+        "0",
+        "argument --timeout-worker-healthcheck: 0: from 1 to 3600 seconds",
+    ),
+    "--timeout-worker-healthcheck 0.5": (
+        "--timeout-worker-healthcheck",
+        "0.5",
+        "argument --timeout-worker-healthcheck: '0.5' is not a whole number",
+    ),
     "--workers many": ("--workers", str(8 * CPUS + 1), f"argument --workers: {8 * CPUS + 1}: from 1 to {8 * CPUS}"),
 }
 

@@ -67,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=_workers, default=1, help="uvicorn worker processes, at most 8 per CPU (default: %(default)s)"
     )
     run.add_argument(
+        "--timeout-worker-healthcheck", metavar="SECONDS", type=_healthcheck_timeout, default=5,
+        help="with --workers 2 or more: seconds a started worker has to answer the supervisor's health check before "
+        f"it is replaced as hung, 1 to {MAX_HEALTHCHECK_TIMEOUT} (default: %(default)s, uvicorn's)",
+    )  # fmt: skip
+    run.add_argument(
         "--ws",
         type=_ws_protocol,
         default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
@@ -396,7 +401,10 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
             "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
             "log_config": log_config, "access_log": not args.no_access_log,
             # Past it the server cancels what has not closed: a connection held the shutdown for ever.
-            "timeout_graceful_shutdown": getattr(args, "shutdown_timeout", None), **_tls_options(args)}  # fmt: skip
+            "timeout_graceful_shutdown": getattr(args, "shutdown_timeout", None),
+            # With --workers: a started worker that does not answer in time is replaced (serving._Worker
+            # gives one still starting WORKER_START_GRACE instead).
+            "timeout_worker_healthcheck": args.timeout_worker_healthcheck, **_tls_options(args)}  # fmt: skip
 
 
 def _tls_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -441,6 +449,18 @@ def _workers(value: str) -> int:
     if not 1 <= workers <= most:
         raise argparse.ArgumentTypeError(f"{workers}: from 1 to {most} (8 per CPU; {most // 8} here)")
     return workers
+
+
+MAX_HEALTHCHECK_TIMEOUT = 3600
+"""``--timeout-worker-healthcheck``'s largest value: an hour (a hung worker is replaced, if late)."""
+
+
+def _healthcheck_timeout(value: str) -> int:
+    """``--timeout-worker-healthcheck``: whole seconds, as uvicorn's, 1 to :data:`MAX_HEALTHCHECK_TIMEOUT`."""
+    seconds = _integer(value)
+    if not 1 <= seconds <= MAX_HEALTHCHECK_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{seconds}: from 1 to {MAX_HEALTHCHECK_TIMEOUT} seconds")
+    return seconds
 
 
 def _integer(value: str) -> int:
