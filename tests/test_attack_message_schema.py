@@ -138,7 +138,8 @@ def test_a_message_is_parsed_and_matched_once(message: str, calls: list[str], de
            "message_policies": {"inbound": [{"validate-message": {"schema": schema}}]}}  # fmt: skip
     policies = GatewayPolicies(load_config({"apis": [api]}), store=MemoryState())
     (policy,) = [built for built in policies._builder.built if isinstance(built, ValidateMessage)]
-    counting = policy.validator = _Counting(policy.validator)
+    assert policy.validator is not None
+    counting = policy.validator.plain = _Counting(policy.validator.plain)
     connection = ConnectionContext(context("/ws/chat"), RelayStats(), controls)
     chosen = policies.message_policies(connection.handshake)
     assert chosen is not None

@@ -34,6 +34,8 @@ from .message_base import MessageFunction, apply_function, check_async, register
 from .schema_budget import SchemaTooCostly, schema_cost
 from .schema_names import CaseVariants
 from .transform import warn_repeats
+from .unique_items import SchemaValidators
+from .unique_items import checking as checking_unique_items
 
 _SIDE = {"inbound": "client", "outbound": "upstream"}
 _SOME_READERS = (
@@ -117,12 +119,12 @@ class ValidateMessage:
             if schema is not None:
                 raise PolicyProblem("schema_file", "set schema or schema_file, not both")
             schema = _read_schema(settings.schema_file)
-        self.validator: Any = None
+        self.validator: SchemaValidators | None = None
         if schema is not None:
             try:
                 # Patterns (pattern, patternProperties) meet what clients send: the linear-time engine,
                 # as safe_regex for policies; the default engine backtracks ("(?<=(a|aa)+)b": minutes).
-                self.validator = jsonschema_rs.validator_for(
+                self.validator = SchemaValidators(
                     schema,
                     retriever=retrieve_reference,
                     pattern_options=jsonschema_rs.RegexOptions(size_limit=MAX_SCHEMA_PATTERN_BYTES),
@@ -200,24 +202,26 @@ a copy of the failing value and its text: for a 1 MiB message failing at its roo
 _UNDESCRIBED = "the message does not match the schema"
 
 
-def _mismatch(validator: Any, value: Any, size: int) -> str | None:
+def _mismatch(validators: SchemaValidators, value: Any, size: int) -> str | None:
     """None if ``value`` matches, else where and which keyword failed (for a message of at most
     :data:`DESCRIBED_UP_TO` bytes); never the message's content (errors' texts quote it). One pass:
     checking with ``is_valid`` and then describing with ``validate`` matched its patterns twice.
 
     ``validate`` stops at the first error; ``iter_errors`` builds every error before it yields one:
     an 800 KB array of 400,000 numbers against ``items: {type: string}`` held the event loop 6 s."""
-    if size > DESCRIBED_UP_TO:
-        return None if validator.is_valid(value) else _UNDESCRIBED
-    try:
-        validator.validate(value)
-    except jsonschema_rs.ValidationError as error:
-        where = "/" + "/".join(_path_part(p) for p in error.instance_path)
-        keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
-        return f"the message does not match the schema at {where} ({keyword})"
-    except ValueError:  # jsonschema-rs describes no value nested over ~255 levels ("Recursion limit reached")
-        return None if validator.is_valid(value) else _UNDESCRIBED
-    return None
+    validator = validators.for_value(value)  # uniqueItems: jsonschema-rs's own is quadratic in long integers
+    with checking_unique_items():
+        if size > DESCRIBED_UP_TO:
+            return None if validator.is_valid(value) else _UNDESCRIBED
+        try:
+            validator.validate(value)
+        except jsonschema_rs.ValidationError as error:
+            where = "/" + "/".join(_path_part(p) for p in error.instance_path)
+            keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
+            return f"the message does not match the schema at {where} ({keyword})"
+        except ValueError:  # jsonschema-rs describes no value nested over ~255 levels ("Recursion limit reached")
+            return None if validator.is_valid(value) else _UNDESCRIBED
+        return None
 
 
 def _path_part(part: object) -> str:
