@@ -136,13 +136,13 @@ _LONG_DIGITS = re.compile(rb"[0-9]{16}")  # how an integer past 2**53 (900719925
 
 class SchemaValidators:
     """A schema's validators: jsonschema-rs's own, and, when the schema or a file it refers to names
-        ``uniqueItems``, one with the gateway's (:data:`KEYWORDS`), for a message with more than
-        :data:`LONG_INTEGERS` long integers. jsonschema-rs's check is faster for everything else: the
-        gateway's reads each array and object in Python: up to ~0.6 s per MiB of small objects on a loaded
-    2-core machine, where its own takes 20-90 ms.
+    ``uniqueItems``, one with the gateway's (:data:`KEYWORDS`), for a message with more than
+    :data:`LONG_INTEGERS` long integers. jsonschema-rs's check is faster for everything else: the
+    gateway's reads each array and object in Python (up to ~0.6 s per MiB of small objects on a loaded
+    2-core machine, where its own takes 20-90 ms).
 
-        Raises:
-            ValueError, TypeError: not a schema jsonschema-rs takes (as ``validator_for`` raises them).
+    Raises:
+        ValueError, TypeError: not a schema jsonschema-rs takes (as ``validator_for`` raises them).
     """
 
     def __init__(self, schema: Any, *, retriever: Callable[[str], Any], **options: Any) -> None:
