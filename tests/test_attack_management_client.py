@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import pytest_asyncio
 import websockets.asyncio.server
 
 from asgi_ws_gateway.cli import main as cli_main
@@ -118,9 +119,14 @@ def _cases(cases: dict[str, Any], processes: set[str]) -> list[Any]:
     ]
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Standalone]:
-    config = tmp_path / "gateway.yaml"
+# The tests against a real gateway share one: none changes what it serves (each is refused before anything
+# is sent, or only reads), and its start was the most of their time.
+ON_THE_GATEWAYS_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Standalone]:
+    config = tmp_path_factory.mktemp("management-client") / "gateway.yaml"
     config.write_text("apis:\n  - name: echo\n    path: /ws/echo\n    upstreams: ['ws://127.0.0.1:9/']\n")
     async with standalone(config) as running:
         yield running
@@ -173,6 +179,7 @@ async def test_the_sdk_reports_a_redirect_with_its_location() -> None:
     assert caught.value.status == 307 and getattr(caught.value, "location", None) == "http://127.0.0.1:1/console"
 
 
+@ON_THE_GATEWAYS_LOOP
 async def test_a_url_with_a_query_is_refused_and_nothing_is_deleted(gateway: Standalone) -> None:
     """``--url 'http://.../_gateway?tenant=a'``: the gateway answered 307 to its console; the CLI exited 0."""
     for command in (["apis", "delete", "echo"], ["subscriptions", "delete", "s1"]):
@@ -233,11 +240,13 @@ async def test_a_token_no_header_can_carry_is_refused_unsent_and_unquoted(in_pro
     assert requests == []
 
 
+@ON_THE_GATEWAYS_LOOP
 async def test_a_token_no_header_can_carry_is_refused_by_the_command_line(gateway: Standalone) -> None:
     """The same, a process against a running gateway (a token file's final newline)."""
     await _refused_unsent_and_unquoted(cli, gateway.url, BAD_TOKENS["newline"])
 
 
+@ON_THE_GATEWAYS_LOOP
 async def test_a_token_files_final_line_break_is_ignored(gateway: Standalone, tmp_path: Path) -> None:
     """``--token-file`` (F7): the token out of ``ps``; a file's final newline (CRLF too) is not the token's."""
     for ending in ("\n", "\r\n", ""):
@@ -254,6 +263,7 @@ async def test_a_token_files_final_line_break_is_ignored(gateway: Standalone, tm
         assert (code, err) == (0, "") and out.splitlines()[1].startswith("echo ")
 
 
+@ON_THE_GATEWAYS_LOOP
 async def test_token_on_the_command_line_is_warned_about(gateway: Standalone) -> None:
     code, _, err = await cli("apis", "list", "--url", gateway.url, "--token", TOKEN, ASGI_WS_GATEWAY_ADMIN_TOKEN="")
     assert (
