@@ -15,7 +15,7 @@ from asgi_ws_gateway import load_config
 from support.clients import connect, expect_close, expect_status
 from support.configs import api_entry, build_config, write_config
 from support.management import TOKEN
-from support.processes import Standalone, cli, standalone
+from support.processes import Cli, Standalone, cli, in_process_cli, standalone
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -31,80 +31,88 @@ def config(tmp_path: Path, upstream: UpstreamServer) -> Path:
     return path
 
 
+@pytest.fixture
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """:func:`cli` in this process: each test's first call runs the command line, the others ``cli.main``."""
+    return in_process_cli(capsys, monkeypatch)
+
+
 def _api_file(tmp_path: Path, upstream: UpstreamServer, name: str, **extra: object) -> str:
     return str(write_config(tmp_path, api_entry(upstream, name=name, path=f"/ws/{name}", **extra), f"{name}.json"))
 
 
-async def test_help_lists_the_commands_and_exit_codes() -> None:
+async def test_help_lists_the_commands_and_exit_codes(in_process: Cli) -> None:
     code, out, _ = await cli("--help")
     assert code == 0
     for word in ("apis", "products", "subscriptions", "connections", "export", "connect", "Exit codes"):
         assert word in out
-    code, out, _ = await cli("connect", "--help")
+    code, out, _ = await in_process("connect", "--help")
     assert code == 0 and "/close [CODE [REASON]]" in out
-    assert (await cli("apis"))[0] == 2  # no action: a usage error
+    assert (await in_process("apis"))[0] == 2  # no action: a usage error
 
 
-async def test_apis_commands_with_their_exit_codes(config: Path, tmp_path: Path, upstream: UpstreamServer) -> None:
+async def test_apis_commands_with_their_exit_codes(
+    config: Path, tmp_path: Path, upstream: UpstreamServer, in_process: Cli
+) -> None:
     async with standalone(config) as gateway:
         url = ("--url", gateway.url)
         code, out, err = await cli("apis", "create", _api_file(tmp_path, upstream, "chat"), *url)
         assert code == 0, err
         assert "name: chat" in out
-        code, out, _ = await cli("apis", "list", *url)
+        code, out, _ = await in_process("apis", "list", *url)
         assert code == 0
         assert [line.split()[:2] for line in out.splitlines()] == [["NAME", "PATH"], ["echo", "/ws/echo"],
                                                                    ["chat", "/ws/chat"]]  # fmt: skip
-        code, out, _ = await cli("apis", "list", "--json", *url)
+        code, out, _ = await in_process("apis", "list", "--json", *url)
         assert [a["name"] for a in json.loads(out)] == ["echo", "chat"]
-        assert (await cli("apis", "create", _api_file(tmp_path, upstream, "chat"), *url))[0] == 5  # exists
-        code, _, err = await cli("apis", "create", _api_file(tmp_path, upstream, "bad", colour=1), *url)
+        assert (await in_process("apis", "create", _api_file(tmp_path, upstream, "chat"), *url))[0] == 5  # exists
+        code, _, err = await in_process("apis", "create", _api_file(tmp_path, upstream, "bad", colour=1), *url)
         assert code == 2 and "colour: unknown field" in err
-        assert (await cli("apis", "show", "nope", *url))[0] == 3
-        assert (await cli("apis", "list", *url, ASGI_WS_GATEWAY_ADMIN_TOKEN="wrong"))[0] == 4
-        assert (await cli("apis", "list", "--url", "http://127.0.0.1:1/_gateway"))[0] == 1
+        assert (await in_process("apis", "show", "nope", *url))[0] == 3
+        assert (await in_process("apis", "list", *url, ASGI_WS_GATEWAY_ADMIN_TOKEN="wrong"))[0] == 4
+        assert (await in_process("apis", "list", "--url", "http://127.0.0.1:1/_gateway"))[0] == 1
         code, _, _ = await cli("apis", "update", "chat", "-", *url, "--drain",
                                stdin=f"path: /ws/chat2\nupstreams: [{upstream.url('/echo')}]\n")  # fmt: skip
         assert code == 0
-        assert (await cli("apis", "delete", "echo", *url))[0] == 0
+        assert (await in_process("apis", "delete", "echo", *url))[0] == 0
         exported = tmp_path / "exported.yaml"
-        assert (await cli("export", "-o", str(exported), *url))[0] == 0
+        assert (await in_process("export", "-o", str(exported), *url))[0] == 0
         assert [(a.name, a.path) for a in load_config(exported).apis] == [("chat", "/ws/chat2")]
 
 
-async def test_subscriptions_and_connections_commands(config: Path, upstream: UpstreamServer) -> None:
+async def test_subscriptions_and_connections_commands(config: Path, upstream: UpstreamServer, in_process: Cli) -> None:
     async with standalone(config) as gateway:
         url = ("--url", gateway.url)
         assert (await cli("products", "create", "gold", "--api", "echo", *url))[0] == 0
-        code, out, err = await cli("subscriptions", "create", "gold", "--id", "s1", "--name", "alice", *url)
+        code, out, err = await in_process("subscriptions", "create", "gold", "--id", "s1", "--name", "alice", *url)
         assert code == 0 and "shown this once" in err
         key = out.rsplit("key: ", 1)[1].strip()
         assert len(key) >= 40
-        code, out, _ = await cli("subscriptions", "suspend", "s1", "--json", *url)
+        code, out, _ = await in_process("subscriptions", "suspend", "s1", "--json", *url)
         assert json.loads(out)["state"] == "suspended"
-        code, out, _ = await cli("subscriptions", "list", *url)
+        code, out, _ = await in_process("subscriptions", "list", *url)
         assert out.splitlines()[1].split() == ["s1", "gold", "alice", "suspended"] and key not in out
-        code, out, _ = await cli("subscriptions", "regenerate-key", "s1", "--json", *url)
+        code, out, _ = await in_process("subscriptions", "regenerate-key", "s1", "--json", *url)
         new_key = json.loads(out)["key"]
         assert new_key != key
-        assert (await cli("products", "delete", "gold", *url))[0] == 5  # still subscribed
+        assert (await in_process("products", "delete", "gold", *url))[0] == 5  # still subscribed
         # The product now guards the API on every worker: no key, no connection.
         assert (await expect_status(gateway.ws("/ws/echo")))[0] == 401
         suspended = {"X-Subscription-Key": new_key}
         assert (await expect_status(gateway.ws("/ws/echo"), additional_headers=suspended))[0] == 403
-        assert (await cli("subscriptions", "activate", "s1", *url))[0] == 0
+        assert (await in_process("subscriptions", "activate", "s1", *url))[0] == 0
 
         async with await connect(gateway.ws("/ws/echo"), additional_headers={"X-Subscription-Key": new_key}) as ws:
-            code, out, _ = await cli("connections", "list", "--json", *url)
+            code, out, _ = await in_process("connections", "list", "--json", *url)
             (live,) = json.loads(out)
             assert live["subscription"] == "s1"  # who the gateway admitted, as the policies established
-            code, out, _ = await cli("connections", "send", live["id"], "hello from the cli", *url)
+            code, out, _ = await in_process("connections", "send", live["id"], "hello from the cli", *url)
             assert code == 0 and out.startswith("done (on worker ")
             assert await ws.recv() == "hello from the cli"
-            assert (await cli("connections", "send", live["id"], "00ff", "--binary", *url))[0] == 0
+            assert (await in_process("connections", "send", live["id"], "00ff", "--binary", *url))[0] == 0
             assert await ws.recv() == b"\x00\xff"
-            assert (await cli("connections", "kick", "nope", *url))[0] == 3
-            code, _, _ = await cli("connections", "kick", live["id"], "--code", "4003", "--reason", "bye", *url)
+            assert (await in_process("connections", "kick", "nope", *url))[0] == 3
+            code, _, _ = await in_process("connections", "kick", live["id"], "--code", "4003", "--reason", "bye", *url)
             assert code == 0
             assert await expect_close(ws) == (4003, "bye")
 

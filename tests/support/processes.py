@@ -22,12 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx2
+import pytest
 
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 
@@ -35,7 +36,7 @@ from .configs import build_config, write_config
 from .management import TOKEN
 from .servers import children, free_port, listens
 
-__all__ = ["EXE", "GatewayProcess", "ServerProcess", "Standalone", "cli_env", "standalone"]
+__all__ = ["EXE", "Cli", "GatewayProcess", "ServerProcess", "Standalone", "cli_env", "in_process_cli", "standalone"]
 
 EXE = Path(sys.executable).parent / "asgi-ws-gateway"
 
@@ -315,6 +316,38 @@ async def cli(*args: str, stdin: str | None = None, **env: str) -> tuple[int, st
         out, err = await process.communicate(None if stdin is None else stdin.encode())
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+Cli = Callable[..., Awaitable[tuple[int, str, str]]]
+
+
+def in_process_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """:func:`cli` answered by ``cli.main`` in this process, in a thread (it runs an event loop of its own; the
+    test's servers run in this one): the interpreter's start and imports were most of a command's time. For a
+    test of what a command answers, not of the console script's wiring (a call or two by :func:`cli` keeps that).
+    Without ``stdin``; ``env`` set for the one call; a traceback is an exception here."""
+    from asgi_ws_gateway.cli import main
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the working directory first, as uvicorn does
+    monkeypatch.delenv("ASGI_WS_GATEWAY_URL", raising=False)  # the environment cli_env gives a process
+
+    def exit_code(args: list[str]) -> int:
+        try:
+            return main(args)
+        except SystemExit as exc:  # --help, a usage error
+            return exc.code if isinstance(exc.code, int) else 1
+
+    async def run(*args: str, **env: str) -> tuple[int, str, str]:
+        with monkeypatch.context() as scoped:
+            for name, value in {"ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN, **env}.items():
+                scoped.setenv(name, value)
+            capsys.readouterr()
+            async with asyncio.timeout(60):
+                code = await asyncio.to_thread(exit_code, list(args))
+            out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @dataclass
