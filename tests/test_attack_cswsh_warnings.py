@@ -31,7 +31,7 @@ from asgi_ws_gateway.policies.base import PolicyEnv
 from asgi_ws_gateway.policies.products import hash_key
 from asgi_ws_gateway.policies.transform import RewriteUri, SetHeader
 from support.jwts import HS_SECRET, token
-from support.processes import EXE, ServerProcess, cli_env, ready_server
+from support.processes import EXE, ServerProcess, cli_env, main_in_process, ready_server
 from support.rawhttp import handshake, status_of
 from support.upstream import UpstreamServer
 
@@ -71,9 +71,14 @@ def _config(
     return config
 
 
-def _check(tmp_path: Path, config: dict[str, Any]) -> tuple[int, str]:
+def _check(tmp_path: Path, config: dict[str, Any], *, as_process: bool = False) -> tuple[int, str]:
+    """``check``'s exit code and output: ``cli.main`` answers in this process (a process's start was most of the
+    time of these tests), or the real command line (``as_process``: its wiring)."""
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
+    if not as_process:
+        code, out, err = main_in_process("check", str(path))
+        return code, out + err
     done = subprocess.run([str(EXE), "check", str(path)], capture_output=True, text=True, timeout=60, env=cli_env())
     return done.returncode, done.stdout + done.stderr
 
@@ -237,7 +242,7 @@ def test_check_warns_about_any_built_in_policy_deciding_on_a_cookie(
 def test_a_subscription_key_read_from_the_cookie_header_is_warned_about(tmp_path: Path) -> None:
     """``subscription_key.headers: [Cookie]``: the key is a cookie the browser sends by itself."""
     config = _config("ws://127.0.0.1:9/", products=_products([], []), subscription_key={"headers": ["Cookie"]})
-    code, output = _check(tmp_path, config)
+    code, output = _check(tmp_path, config, as_process=True)
     assert code == 0 and "the subscription key is read from the Cookie header" in output, output
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
 import signal
 import socket
@@ -36,7 +38,17 @@ from .configs import build_config, write_config
 from .management import TOKEN
 from .servers import children, free_port, listens
 
-__all__ = ["EXE", "Cli", "GatewayProcess", "ServerProcess", "Standalone", "cli_env", "in_process_cli", "standalone"]
+__all__ = [
+    "EXE",
+    "Cli",
+    "GatewayProcess",
+    "ServerProcess",
+    "Standalone",
+    "cli_env",
+    "in_process_cli",
+    "main_in_process",
+    "standalone",
+]
 
 EXE = Path(sys.executable).parent / "asgi-ws-gateway"
 
@@ -319,6 +331,30 @@ async def cli(*args: str, stdin: str | None = None, **env: str) -> tuple[int, st
 
 
 Cli = Callable[..., Awaitable[tuple[int, str, str]]]
+
+
+def main_in_process(*args: str) -> tuple[int, str, str]:
+    """``asgi-ws-gateway ARGS`` (a command that serves nothing: ``check``, a refusal) answered by ``cli.main`` in
+    this process: (exit code, stdout, stderr). The interpreter's start and imports were most of such a call's time.
+    What the process would write to stderr is here: a WARNING or worse logged with no handler configured (Python's
+    last resort in a process) goes to its stderr too."""
+    from asgi_ws_gateway.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    last_resort = logging.StreamHandler(err)
+    last_resort.setLevel(logging.WARNING)
+    path = list(sys.path)  # main puts the working directory first, as uvicorn does
+    logging.getLogger().addHandler(last_resort)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # --help, a usage error
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        logging.getLogger().removeHandler(last_resort)
+        sys.path[:] = path
+    return code, out.getvalue(), err.getvalue()
 
 
 def in_process_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
