@@ -344,6 +344,7 @@ def main_in_process(*args: str) -> tuple[int, str, str]:
     last_resort = logging.StreamHandler(err)
     last_resort.setLevel(logging.WARNING)
     path = list(sys.path)  # main puts the working directory first, as uvicorn does
+    environ = dict(os.environ)  # run sets its workers' variables before some of its refusals
     logging.getLogger().addHandler(last_resort)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -354,6 +355,8 @@ def main_in_process(*args: str) -> tuple[int, str, str]:
     finally:
         logging.getLogger().removeHandler(last_resort)
         sys.path[:] = path
+        os.environ.clear()
+        os.environ.update(environ)
     return code, out.getvalue(), err.getvalue()
 
 
