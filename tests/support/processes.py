@@ -9,6 +9,9 @@
         ...
     code = server.returncode            # after a SIGTERM at exit
     everything = server.output()        # stdout + stderr, every line the process wrote
+
+``cli``: the command line as a process. ``main_in_process`` and ``in_process_cli``: its ``cli.main`` in this process,
+for tests of what a command answers (a process's start was most of such a call's time).
 """
 
 from __future__ import annotations
