@@ -26,11 +26,12 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from asgi_ws_gateway.telemetry import otlp_wire
 from asgi_ws_gateway.telemetry.otlp_export import GrpcSpanExporter, HttpSpanExporter
 from asgi_ws_gateway.telemetry.otlp_wire import SpanEncoder, encode_spans
 from support.otlp import OtlpReceiver
 
-pytestmark = pytest.mark.usefixtures("span_encoder")  # each test with the C encoder, then in Python
+EACH_ENCODER = pytest.mark.usefixtures("span_encoder")  # the test with the C encoder, then in Python
 
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
 TEXT = st.text(max_size=12)
@@ -124,24 +125,46 @@ def _sdk(batch: list[ReadableSpan]) -> bytes:
     return sdk_encode_spans(batch).SerializeToString()
 
 
+def _encoders() -> dict[str, SpanEncoder]:
+    """A fresh encoder of each kind: the C extension's (when it is built) and the Python one (the reference).
+    The hypothesis tests check both on each example they draw: drawing the spans is most of their time, so
+    the draws are not made twice (as :func:`span_encoder`'s two runs would)."""
+    native = otlp_wire.NATIVE  # not NATIVE_ENCODER: span_encoder's Python run may have it set aside meanwhile
+    kinds = {"python": (None, None)} if native is None else {
+        "c": (native.encode_span, native.encode_spans), "python": (None, None),
+    }  # fmt: skip
+    encoders = {}
+    for kind, (span, batch) in kinds.items():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(otlp_wire, "NATIVE_ENCODER", span)  # read by each SpanEncoder made
+            patch.setattr(otlp_wire, "NATIVE_BATCH_ENCODER", batch)
+            encoders[kind] = SpanEncoder()
+    return encoders
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(spans(), max_size=5))
 def test_a_batch_encodes_as_the_sdk_encodes_it(batch: list[ReadableSpan]) -> None:
     """Every field of every span, its resource and scope groups: the same message, the same bytes."""
-    ours = encode_spans(batch)
-    assert ExportTraceServiceRequest.FromString(ours) == sdk_encode_spans(batch)
-    assert ours == _sdk(batch)
+    sdk = sdk_encode_spans(batch)
+    for kind, encoder in _encoders().items():
+        ours = encoder.encode(batch)
+        assert ExportTraceServiceRequest.FromString(ours) == sdk, kind
+        assert ours == sdk.SerializeToString(), kind
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.lists(spans(), min_size=1, max_size=3), min_size=2, max_size=4))
 def test_the_pair_cache_kept_between_batches_changes_nothing(batches: list[list[ReadableSpan]]) -> None:
     """One encoder over many batches (as an exporter keeps it) gives what a fresh one gives."""
-    encoder = SpanEncoder()
+    encoders = _encoders()
     for batch in batches:
-        assert encoder.encode(batch) == _sdk(batch)
+        sdk = _sdk(batch)
+        for kind, encoder in encoders.items():
+            assert encoder.encode(batch) == sdk, kind
 
 
+@EACH_ENCODER
 def test_equal_values_of_different_types_are_not_confused_by_the_cache() -> None:
     """True, 1 and 1.0 are equal dict keys; -0.0 equals 0.0: each keeps its own case."""
     encoder = SpanEncoder()
@@ -150,6 +173,7 @@ def test_equal_values_of_different_types_are_not_confused_by_the_cache() -> None
         assert encoder.encode(batch) == _sdk(batch), value
 
 
+@EACH_ENCODER
 def test_values_that_seldom_repeat_do_not_push_the_others_out_of_the_cache() -> None:
     """A connection's handshake ids (new each time) and byte counts: encoded afresh, not kept, so the
     pairs that do repeat stay cached; every batch still the SDK's bytes."""
@@ -170,6 +194,7 @@ def _span(attributes: dict[str, Any]) -> ReadableSpan:
     return ReadableSpan("s", context, attributes=attributes, start_time=1, end_time=2, resource=RESOURCES[0])
 
 
+@EACH_ENCODER
 @pytest.mark.parametrize(
     "bad", [1 << 63, -(1 << 63) - 1, "\ud800", object()], ids=["int64+1", "int64-1", "surrogate", "object"]
 )
@@ -185,11 +210,13 @@ def test_an_attribute_that_cannot_be_encoded_is_left_out_as_the_sdk_does(
     assert "bad" in caplog.text
 
 
+@EACH_ENCODER
 def test_an_attribute_whose_key_is_not_a_string_is_left_out_as_the_sdk_does() -> None:
     batch = [_span(cast("dict[str, Any]", {"before": 1, 7: "seven", "after": "kept"}))]
     assert encode_spans(batch) == _sdk(batch)
 
 
+@EACH_ENCODER
 def test_an_empty_batch_is_an_empty_request() -> None:
     assert encode_spans([]) == _sdk([]) == b""
 
@@ -213,6 +240,7 @@ GATEWAY_SPAN: dict[str, Any] = {
 }  # fmt: skip
 
 
+@EACH_ENCODER
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 @pytest.mark.parametrize("compression", ["", "gzip"])
 def test_the_exporter_delivers_every_attribute(
@@ -253,6 +281,7 @@ def test_the_exporter_delivers_every_attribute(
     assert got.resource == {"service.name": "gw", "n": 3} and got.scope == "asgi_ws_gateway"
 
 
+@EACH_ENCODER
 def test_the_grpc_exporter_reconnects_with_its_bytes_stub(otlp: OtlpReceiver) -> None:
     """The SDK rebuilds channel and stub after UNAVAILABLE: the rebuilt stub still sends the bytes as they are."""
     exporter = GrpcSpanExporter(endpoint=otlp.endpoint("grpc"), insecure=True)
@@ -264,6 +293,7 @@ def test_the_grpc_exporter_reconnects_with_its_bytes_stub(otlp: OtlpReceiver) ->
     assert [s.attributes for s in otlp.spans()] == [{"k": "after reconnect"}]
 
 
+@EACH_ENCODER
 def test_an_sdk_grpc_exporter_it_does_not_fit_keeps_the_sdk_encoder(
     otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -281,6 +311,7 @@ def test_an_sdk_grpc_exporter_it_does_not_fit_keeps_the_sdk_encoder(
     assert [s.attributes for s in otlp.spans()] == [{"k": "sdk"}]
 
 
+@EACH_ENCODER
 def test_a_failed_http_export_is_a_failure(otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     """The receiver answers 404 on another path: the batch fails, as with the SDK's exporter."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2")
@@ -292,6 +323,7 @@ def test_a_failed_http_export_is_a_failure(otlp: OtlpReceiver, monkeypatch: pyte
     assert exporter.export([_span({"k": "v"})]) is SpanExportResult.FAILURE  # after shutdown
 
 
+@EACH_ENCODER
 def test_an_http_batch_over_max_request_size_is_dropped_unsent(otlp: OtlpReceiver) -> None:
     exporter = HttpSpanExporter(endpoint=otlp.endpoint("http/protobuf") + "/v1/traces", max_request_size=160)
     try:
