@@ -111,17 +111,26 @@ SERVERS = pytest.mark.parametrize("server", ["uvicorn", "run"])
 """uvicorn with the documented flags, and ``asgi-ws-gateway run --ssl-certfile ... --ssl-keyfile ...``."""
 
 
-@SERVERS
+@pytest.fixture(scope="module", params=["uvicorn", "run"])
+def tls_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, test_tls.TestCA]]:
+    """One server of each kind (as :data:`SERVERS`) and its CA, for the tests whose clients each open their
+    own connection and leave the server's settings as they are: a start costs more than most of them (its
+    output checked once the module is done with it)."""
+    directory = tmp_path_factory.mktemp("tls-server")
+    ca = make_ca(directory)
+    with _tls_server(directory, ca, kind=request.param) as process:
+        yield process, ca
+
+
 @pytest.mark.parametrize("drip", [False, True], ids=["silent", "client-hello-a-byte-at-a-time"])
 def test_a_tls_handshake_that_does_not_finish_is_closed_at_the_head_deadline(
-    tmp_path: Path, drip: bool, server: str
+    tls_server: tuple[ServerProcess, test_tls.TestCA], drip: bool
 ) -> None:
     """A client that opens TCP and sends nothing, or drips its ClientHello, is closed at ``header_timeout``."""
-    ca = make_ca(tmp_path)
-    with (
-        _tls_server(tmp_path, ca, kind=server) as process,
-        socket.create_connection(("127.0.0.1", process.port)) as sock,
-    ):
+    process, ca = tls_server
+    with socket.create_connection(("127.0.0.1", process.port)) as sock:
         assert not _held(sock, _client_hello(ca) if drip else b"")
 
 
@@ -228,15 +237,13 @@ def test_silent_handshakes_kept_up_at_the_open_file_limit_do_not_lock_tls_client
     [b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: gw\r\n"],
     ids=["connection-close", "head-not-complete-408"],
 )
-@SERVERS
 def test_a_client_that_never_answers_close_notify_is_closed_at_the_head_deadline(
-    tmp_path: Path, request_head: bytes, server: str
+    tls_server: tuple[ServerProcess, test_tls.TestCA], request_head: bytes
 ) -> None:
     """The gateway closes after its answer; a client that keeps its end open, silent, is let go of soon after."""
-    ca = make_ca(tmp_path)
+    process, ca = tls_server
     context = ssl.create_default_context(cafile=str(ca.ca_file))
     with (
-        _tls_server(tmp_path, ca, kind=server) as process,
         socket.create_connection(("127.0.0.1", process.port), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
     ):
