@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -90,10 +91,9 @@ async def upstream() -> AsyncIterator[PushingUpstream]:
         await pushing.server.wait_closed()
 
 
-def _config(directory: Path, upstream: PushingUpstream) -> Path:
-    return write_config(
-        directory, {"apis": [api_entry(upstream.url, name="relay", path="/relay", passthrough=False, **KEEPALIVE)]}
-    )
+def _config(directory: Path, upstream: PushingUpstream, **fields: Any) -> Path:
+    api = api_entry(upstream.url, name="relay", path="/relay", passthrough=False, **KEEPALIVE, **fields)
+    return write_config(directory, {"apis": [api]})
 
 
 def _clean(log: Path) -> None:
@@ -282,7 +282,9 @@ async def test_a_shutdown_while_a_slow_readers_linger_still_delivers_ends(
     log = tmp_path / "gateway.log"
     done: list[str] = []
     hurry = threading.Event()
-    async with GatewayProcess([str(_config(tmp_path, upstream))], cwd=tmp_path, workers=1, log=log) as process:
+    # close_timeout: the shutdown's bound on the linger (the default, 5 s, only longer to wait out).
+    config = _config(tmp_path, upstream, close_timeout=1.0)
+    async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log) as process:
         reader = asyncio.create_task(asyncio.to_thread(_read_fast_then_slowly, process.port, done, hurry))
         await asyncio.sleep(4.0)  # closed 3 s ago: the linger waits for the kernel's bytes, read slowly
         assert not done
