@@ -28,14 +28,12 @@ import pytest
 import pytest_asyncio
 import websockets.asyncio.server
 
-from asgi_ws_gateway.cli import main as cli_main
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 from support.management import TOKEN
-from support.processes import EXE, Standalone, cli, cli_env, standalone
+from support.processes import EXE, Cli, Standalone, cli, cli_env, in_process_cli, standalone
 from support.tls import make_ca
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-Cli = Callable[..., Awaitable[tuple[int, str, str]]]
 
 
 def answer(status: str, body: bytes = b"", *headers: str, ctype: str = "application/json") -> bytes:
@@ -87,28 +85,8 @@ async def hostile_client(handler: Handler | bytes, **options: Any) -> AsyncItera
 
 @pytest.fixture
 def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """:func:`cli` answered by ``cli.main`` in this process, in a thread (it runs an event loop of its own;
-    the test's servers run in this one): (exit code, stdout, stderr). A traceback is an exception here."""
-    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the working directory first, as uvicorn does
-    monkeypatch.delenv("ASGI_WS_GATEWAY_URL", raising=False)  # the environment cli_env gives a process
-    monkeypatch.setenv("ASGI_WS_GATEWAY_ADMIN_TOKEN", TOKEN)
-
-    def main(args: list[str]) -> int:
-        try:
-            return cli_main(args)
-        except SystemExit as exc:  # a usage error
-            return exc.code if isinstance(exc.code, int) else 1
-
-    async def run(*args: str, **env: str) -> tuple[int, str, str]:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        async with asyncio.timeout(60):
-            code = await asyncio.to_thread(main, list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    """:func:`cli` answered by ``cli.main`` in this process (:func:`support.processes.in_process_cli`)."""
+    return in_process_cli(capsys, monkeypatch)
 
 
 def _cases(cases: dict[str, Any], processes: set[str]) -> list[Any]:

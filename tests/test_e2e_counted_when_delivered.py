@@ -64,24 +64,13 @@ async def test_messages_out_counts_what_the_client_was_sent_when_it_closes_mid_f
 ) -> None:
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
     _, url = gateway_before(await hostile(_floods_until_closed), connector, uvicorn_server)
-    reader, writer = await raw_client_of(url)
-    try:
-        received = 0
-        async with asyncio.timeout(30):
-            while received < READ_FIRST:
-                opcode, _ = await next_frame(reader)
-                received += opcode == 0x1
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
-            # Reading nothing meanwhile: the gateway's sends to the client wait for room as its close comes.
-            await asyncio.sleep(0.5)
-            while (opcode := (await next_frame(reader))[0]) != 0x8:
-                received += opcode == 0x1
-    finally:
-        writer.transport.abort()
-    line = await access_line(caplog)
-    counted = re.search(r", out (\d+) msg/", line)
-    assert counted is not None, line
-    assert int(counted[1]) == received, line
+
+    async def close(writer: asyncio.StreamWriter) -> None:
+        # Reading nothing meanwhile: the gateway's sends to the client wait for room as its close comes.
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+
+    received = await _read_a_flood_around(url, close)
+    await _counted_out(caplog, received)
 
 
 HELD = {"rate-limit-messages": {"messages": 2, "window": 60, "action": "delay"}}
@@ -142,6 +131,21 @@ async def test_messages_out_counts_what_the_client_was_sent_when_the_gateway_clo
     """The gateway's own close (management's): what the upstream sent after it is read and dropped, not counted."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
     gateway, url = gateway_before(await hostile(_floods_until_closed), connector, uvicorn_server)
+
+    async def close(_: asyncio.StreamWriter) -> None:
+        (live,) = gateway.gateway.connections()
+        await gateway.on_server(lambda: gateway.gateway.close_connection(live.id, 1001, "bye"))
+
+    received = await _read_a_flood_around(url, close, answer=1001)
+    await _counted_out(caplog, received)
+
+
+async def _read_a_flood_around(
+    url: str, close: Callable[[asyncio.StreamWriter], Awaitable[None]], *, answer: int | None = None
+) -> int:
+    """Text messages the client received: :data:`READ_FIRST`, then ``close``, then (after half a second of
+    reading nothing, the flood piling up behind the close) every one up to the gateway's close frame,
+    answered with ``answer`` if given."""
     reader, writer = await raw_client_of(url)
     try:
         received = 0
@@ -149,14 +153,18 @@ async def test_messages_out_counts_what_the_client_was_sent_when_the_gateway_clo
             while received < READ_FIRST:
                 opcode, _ = await next_frame(reader)
                 received += opcode == 0x1
-            (live,) = gateway.gateway.connections()
-            await gateway.on_server(lambda: gateway.gateway.close_connection(live.id, 1001, "bye"))
-            await asyncio.sleep(0.5)  # reading nothing meanwhile: the flood piles up behind the close
+            await close(writer)
+            await asyncio.sleep(0.5)
             while (opcode := (await next_frame(reader))[0]) != 0x8:
                 received += opcode == 0x1
-            writer.write(ws_frame(0x8, struct.pack("!H", 1001)))
+            if answer is not None:
+                writer.write(ws_frame(0x8, struct.pack("!H", answer)))
     finally:
         writer.transport.abort()
+    return received
+
+
+async def _counted_out(caplog: pytest.LogCaptureFixture, received: int) -> None:
     line = await access_line(caplog)
     counted = re.search(r", out (\d+) msg/", line)
     assert counted is not None, line
