@@ -32,6 +32,7 @@ from ..yaml_keys import safe_load
 from .base import PolicyEnv, PolicyProblem, PolicySettings
 from .message_base import MessageFunction, apply_function, check_async, register_message_policy
 from .schema_budget import SchemaTooCostly, schema_cost
+from .schema_costs import FRACTIONAL_MULTIPLE, unbounded_fractional_multiples
 from .schema_names import CaseVariants
 from .transform import warn_repeats
 from .unique_items import SchemaValidators
@@ -139,6 +140,11 @@ class ValidateMessage:
                 schema_cost(schema, retrieve_reference)
             except SchemaTooCostly as exc:
                 raise PolicyProblem("schema_file" if settings.schema_file else "schema", str(exc)) from None
+            for path in unbounded_fractional_multiples(schema):  # in a file: where in it
+                if settings.schema_file is None:
+                    env.warn(("schema", *path), FRACTIONAL_MULTIPLE)
+                else:
+                    env.warn(("schema_file",), f"at /{'/'.join(map(str, path))}: {FRACTIONAL_MULTIPLE}")
         self.case_variants = CaseVariants.for_schema(schema, retrieve_reference)  # None: nothing to do per message
 
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
