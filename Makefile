@@ -37,7 +37,7 @@ typecheck:
 # fixtures such as the bench results are built once. The 25 slowest tests are listed at the end: the suite
 # took 15 min in CI on 2026-12-06 (more tests, a slower VM), where it should stay well under 10.
 pytest:
-	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n 4 --dist loadfile --durations=25
 
 # The full side-by-side Autobahn run (cases 1-10, both uvicorn implementations, four targets).
 conformance: $(BIN)/python
