@@ -216,18 +216,24 @@ def _mismatch(validators: SchemaValidators, value: Any, size: int) -> str | None
     ``validate`` stops at the first error; ``iter_errors`` builds every error before it yields one:
     an 800 KB array of 400,000 numbers against ``items: {type: string}`` held the event loop 6 s."""
     validator = validators.for_value(value)  # uniqueItems: jsonschema-rs's own is quadratic in long integers
-    with checking_unique_items():
-        if size > DESCRIBED_UP_TO:
-            return None if validator.is_valid(value) else _UNDESCRIBED
-        try:
-            validator.validate(value)
-        except jsonschema_rs.ValidationError as error:
-            where = "/" + "/".join(_path_part(p) for p in error.instance_path)
-            keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
-            return f"the message does not match the schema at {where} ({keyword})"
-        except ValueError:  # jsonschema-rs describes no value nested over ~255 levels ("Recursion limit reached")
-            return None if validator.is_valid(value) else _UNDESCRIBED
-        return None
+    if validator is validators.plain:
+        return _first_mismatch(validator, value, size)
+    with checking_unique_items():  # the gateway's uniqueItems: each array's and object's token made once
+        return _first_mismatch(validator, value, size)
+
+
+def _first_mismatch(validator: Any, value: Any, size: int) -> str | None:
+    if size > DESCRIBED_UP_TO:
+        return None if validator.is_valid(value) else _UNDESCRIBED
+    try:
+        validator.validate(value)
+    except jsonschema_rs.ValidationError as error:
+        where = "/" + "/".join(_path_part(p) for p in error.instance_path)
+        keyword = str(error.schema_path[-1]) if len(error.schema_path) else "schema"
+        return f"the message does not match the schema at {where} ({keyword})"
+    except ValueError:  # jsonschema-rs describes no value nested over ~255 levels ("Recursion limit reached")
+        return None if validator.is_valid(value) else _UNDESCRIBED
+    return None
 
 
 def _path_part(part: object) -> str:
