@@ -20,7 +20,7 @@ import yaml
 
 from support.clients import connect, expect_status
 from support.configs import api_entry, build_config, write_config
-from support.processes import ServerProcess, ready_server
+from support.processes import GatewayProcess, ServerProcess, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -255,6 +255,22 @@ def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(
             assert server.port != taken.getsockname()[1]
             with socket.create_connection(("127.0.0.1", server.port)):
                 pass
+
+
+async def test_a_gateway_process_whose_port_was_taken_meanwhile_starts_on_another(
+    tmp_path: Path, upstream_server: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GatewayProcess`` alike (a CI run lost a test to ``Address already in use``, exit 7): another port."""
+    import support.processes
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: the gateway's bind fails
+        ports = iter([taken.getsockname()[1], free_port()])
+        monkeypatch.setattr(support.processes, "free_port", lambda: next(ports))
+        config = _config(tmp_path, upstream_server)
+        async with GatewayProcess([str(config)], cwd=tmp_path, workers=1) as gateway:
+            assert gateway.port != taken.getsockname()[1]
+            assert gateway.process is not None and gateway.process.poll() is None
 
 
 def _listening(pid: int, port: int) -> set[str]:

@@ -75,15 +75,20 @@ class GatewayProcess:
         log_level: str = "warning",
     ) -> None:
         self.port = free_port()
+        self.run_args = [*args]
         self.open_files = open_files  # the supervisor's (soft, hard) open-file limit
         self.log = log  # where its output goes (default: this process's)
         # One worker is served by the supervisor itself: uvicorn forks worker processes only for two or more.
         self.expected_workers = workers if workers > 1 else 0
         self.start_timeout = start_timeout
-        self.args = [str(EXE), "run", *args, "--port", str(self.port), "--workers", str(workers),
-                     "--log-level", log_level]  # fmt: skip
+        self.workers_given, self.log_level = workers, log_level
+        self.args = self._command()
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        return [str(EXE), "run", *self.run_args, "--port", str(self.port), "--workers", str(self.workers_given),
+                "--log-level", self.log_level]  # fmt: skip
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -106,21 +111,28 @@ class GatewayProcess:
         return self.process
 
     async def __aenter__(self) -> GatewayProcess:
-        self.process = self.start()
-        deadline = time.monotonic() + self.start_timeout
-        try:
-            while (
-                len(self.workers()) < self.expected_workers
-                or not listens(self.process.pid, self.port)
-                or not await _answers(self.port)
-            ):
-                assert self.process.poll() is None, f"the gateway exited with {self.process.returncode}"
-                assert time.monotonic() < deadline, "the gateway did not start"
-                await asyncio.sleep(0.2)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(PORT_ATTEMPTS):
+            self.process = self.start()
+            deadline = time.monotonic() + self.start_timeout
+            try:
+                while (
+                    len(self.workers()) < self.expected_workers
+                    or not listens(self.process.pid, self.port)
+                    or not await _answers(self.port)
+                ):
+                    if self.process.poll() is not None and _taken(self.port) and attempt + 1 < PORT_ATTEMPTS:
+                        break  # its free port was bound by another test worker's server first: another port
+                    assert self.process.poll() is None, f"the gateway exited with {self.process.returncode}"
+                    assert time.monotonic() < deadline, "the gateway did not start"
+                    await asyncio.sleep(0.2)
+                else:
+                    return self
+            except BaseException:
+                self.stop()
+                raise
+            self.port = free_port()
+            self.args = self._command()
+        raise AssertionError("unreachable")  # the last attempt returned or raised
 
     async def __aexit__(self, *exc: object) -> None:
         await self.astop()
@@ -278,6 +290,22 @@ class ServerProcess:
         if self.process.poll() is None:
             self.stop()
         self._dir.cleanup()
+
+
+PORT_ATTEMPTS = 3
+"""Ports a server is started on before its failure to bind one is its test's failure."""
+
+
+def _taken(port: int) -> bool:
+    """Whether another socket holds ``port`` as a server would bind it (``SO_REUSEADDR``, as uvicorn's): a
+    free port is free when it is chosen, not when a server binds it a second later."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def ready_server(
