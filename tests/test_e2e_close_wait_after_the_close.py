@@ -24,9 +24,15 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from asgi_ws_gateway.relay.close_wait import CLOSE_WAIT_LOOKS
-from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
-from support.rawhttp import accept_upstream, ws_frame
-from support.rawws import next_frame
+from support.hostile import (  # noqa: F401 - the fixture hostile
+    CONNECTORS,
+    Handler,
+    StreamsPastTheClose,
+    gateway_before,
+    hostile_upstream,
+)
+from support.rawhttp import ws_frame
+from support.rawws import next_frame, raw_client_of
 from support.servers import UvicornFactory
 
 CLOSE_TIMEOUT = 0.25
@@ -34,54 +40,6 @@ VARIANTS = {**CONNECTORS, "frame relay (inbound policies)": {}}
 """Each connector; the frame relay also with its policies on the client's messages only."""
 INBOUND_ONLY = {"message_policies": {"inbound": [{"limit-message-size": {"max": 65536}}]}}
 LOOK = re.compile(r"closing handshake timed out at the close wait's look (\d+) \(([^)]*)\)")
-
-
-class _StreamsOn:
-    """A raw upstream that sends numbered text messages (~0.5 MB/s) for good and never answers a close
-    frame: ``after`` is the first number it sent once it had read the client's close frame, ``closes`` the
-    codes of the close frames it read."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.after: int | None = None
-        self.closes: list[bytes] = []
-        self.ended = asyncio.Event()
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await accept_upstream(reader, writer)
-            feed = asyncio.create_task(self._feed(writer))
-            try:
-                while True:
-                    opcode, payload = await next_frame(reader)
-                    if opcode == 0x8:
-                        self.closes.append(payload[:2])
-                        if self.after is None:
-                            self.after = self.sent + 1
-            finally:
-                feed.cancel()
-        self.ended.set()
-        writer.transport.abort()
-
-    async def _feed(self, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while True:
-                self.sent += 1
-                writer.write(ws_frame(0x1, b"%d " % self.sent + b"u" * 1000, mask=False))
-                await writer.drain()
-                await asyncio.sleep(0.002)  # Load, not synchronisation: a steady stream
-
-
-async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = url.removeprefix("ws://").split("/", 1)[0].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GET /h HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
 
 
 async def _close_then_read_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[list[int], bytes]:
@@ -113,11 +71,11 @@ async def test_a_client_reading_an_unanswering_upstreams_stream_past_its_close_i
     bounds), on the splice and the frame relay whichever direction has policies; the relay answers the
     client's close at once and closes the upstream with its code."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway")
-    upstream = _StreamsOn()
+    upstream = StreamsPastTheClose()
     connector = variant if variant in CONNECTORS else "splice"
     extra = INBOUND_ONLY if variant not in CONNECTORS else {}
     _, url = gateway_before(await hostile(upstream), connector, uvicorn_server, close_timeout=CLOSE_TIMEOUT, **extra)
-    reader, writer = await _connect(url)
+    reader, writer = await raw_client_of(url)
     try:
         numbers, code = await _close_then_read_on(reader, writer)
         await asyncio.wait_for(upstream.ended.wait(), 60)  # the gateway dropped it
@@ -131,5 +89,4 @@ async def test_a_client_reading_an_unanswering_upstreams_stream_past_its_close_i
         assert looks == {(CLOSE_WAIT_LOOKS, "its bounds")}, looks
     finally:
         writer.transport.abort()
-        for each in upstream.writers:
-            each.transport.abort()
+        upstream.abort_all()

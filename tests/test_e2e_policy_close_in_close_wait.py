@@ -13,7 +13,6 @@ runs no policy on what the upstream sends after it; the splice runs none.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import struct
@@ -21,8 +20,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from support.hostile import Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
-from support.rawhttp import accept_upstream, ws_frame
+from support.hostile import (  # noqa: F401 - the fixture hostile
+    Handler,
+    StreamsPastTheClose,
+    gateway_before,
+    hostile_upstream,
+)
+from support.rawhttp import ws_frame
 from support.rawws import next_frame, raw_client_of
 from support.servers import UvicornFactory
 
@@ -31,40 +35,17 @@ LIMIT = {"message_policies": {"outbound": [{"limit-message-size": {"max": 1000, 
 LOOK = re.compile(r"closing handshake timed out at the close wait's look (\d+) \([^)]*\); aborting the (\w+)")
 
 
-class _OffendsAfterTheClose:
+class _OffendsAfterTheClose(StreamsPastTheClose):
     """Streams small messages; once it has read the client's close frame, one over the limit, then small
-    ones on, never answering the close."""
+    ones on."""
 
-    def __init__(self) -> None:
-        self.closed = asyncio.Event()
-        self.ended = asyncio.Event()
-        self.writers: list[asyncio.StreamWriter] = []
+    offended = False
 
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await accept_upstream(reader, writer)
-            feed = asyncio.create_task(self._feed(writer))
-            try:
-                while (await next_frame(reader))[0] != 0x8:
-                    pass
-                self.closed.set()
-                await reader.read()  # to the gateway's end of it
-            finally:
-                feed.cancel()
-        self.ended.set()
-        writer.transport.abort()
-
-    async def _feed(self, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            offended = False
-            while True:
-                if self.closed.is_set() and not offended:
-                    offended = True
-                    writer.write(ws_frame(0x1, b"x" * 2000, mask=False))
-                writer.write(ws_frame(0x1, b"small", mask=False))
-                await writer.drain()
-                await asyncio.sleep(0.002)  # Load, not synchronisation: a steady stream
+    def message(self) -> bytes:
+        if self.closed.is_set() and not self.offended:
+            self.offended = True
+            return b"x" * 2000
+        return b"small"
 
 
 async def test_a_policy_closing_on_an_upstream_message_in_the_close_wait_ends_it_with_its_code(
@@ -88,8 +69,7 @@ async def test_a_policy_closing_on_an_upstream_message_in_the_close_wait_ends_it
             await upstream.ended.wait()  # the gateway dropped it
     finally:
         writer.transport.abort()
-        for each in upstream.writers:
-            each.transport.abort()
+        upstream.abort_all()
     assert (code, reason) == (1001, b"upstream message too big")
     # Not to the wait's bounds: the upstream, which had the client's close frame, gets the close_timeout any
     # side gets for its answer (the next look, or the one after if the policy's close came just before it).

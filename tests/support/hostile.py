@@ -12,9 +12,17 @@ import pytest
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import next_frame
 from support.servers import UvicornFactory
 
-__all__ = ["CONNECTORS", "Handler", "gateway_before", "hostile_upstream", "sends_then_answers_close"]
+__all__ = [
+    "CONNECTORS",
+    "Handler",
+    "StreamsPastTheClose",
+    "gateway_before",
+    "hostile_upstream",
+    "sends_then_answers_close",
+]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -64,3 +72,52 @@ def sends_then_answers_close(message: bytes, got: list[bytes]) -> Handler:
         writer.close()
 
     return handle
+
+
+class StreamsPastTheClose:
+    """A raw upstream that sends text messages every ~2 ms for good and never answers a close frame.
+
+    ``closes`` holds the codes of the close frames it read, ``after`` the number of the first message it sent
+    once it had read one (``closed`` is set then), ``ended`` is set when the gateway dropped it. A subclass
+    chooses each message's payload (``message``; by default its number and 1,000 bytes)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.after: int | None = None
+        self.closes: list[bytes] = []
+        self.closed = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    def message(self) -> bytes:
+        return b"%d " % self.sent + b"u" * 1000
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await accept_upstream(reader, writer)
+            feed = asyncio.create_task(self._feed(writer))
+            try:
+                while True:
+                    opcode, payload = await next_frame(reader)
+                    if opcode == 0x8:
+                        self.closes.append(payload[:2])
+                        if self.after is None:
+                            self.after = self.sent + 1
+                            self.closed.set()
+            finally:
+                feed.cancel()
+        self.ended.set()
+        writer.transport.abort()
+
+    def abort_all(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+
+    async def _feed(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                self.sent += 1
+                writer.write(ws_frame(0x1, self.message(), mask=False))
+                await writer.drain()
+                await asyncio.sleep(0.002)  # Load, not synchronisation: a steady stream
