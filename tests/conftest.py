@@ -108,6 +108,13 @@ def upstream_nodeflate() -> Iterator[UpstreamServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[UpstreamServer]:
+    """A running ``UpstreamServer`` with its defaults, one per test module (for module-scoped gateways)."""
+    with UpstreamServer() as server:
+        yield server
+
+
 @pytest.fixture(params=WS_IMPLS)
 def ws_impl(request: pytest.FixtureRequest) -> WSImpl:
     """Each of uvicorn's WebSocket implementations the end-to-end tests cover."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,12 +124,6 @@ def test_a_long_path_of_literal_segments_is_read_once_per_segment() -> None:
     paths = _paths("/ws/{token}", "/" + "/".join(["ws"] * 2000) + "/{token}")
     path = "/ws" * 4000 + "/k1"
     assert paths.redact(path).startswith("/ws/") and paths.redact(path).endswith(f"/{REDACTED}")
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 class _Lines(logging.Handler):

@@ -183,12 +183,6 @@ def test_a_url_never_shows_its_password(
 
 
 @pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamServer) -> Iterator[ServerProcess]:
     jwt = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}
     config: dict[str, Any] = {

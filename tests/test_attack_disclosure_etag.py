@@ -13,10 +13,7 @@ import hmac
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from asgi_ws_gateway.management import FileStore, MemoryStore
 from asgi_ws_gateway.management.redis_store import RedisStore
@@ -26,12 +23,6 @@ from support.upstream import UpstreamServer
 
 PIN = "pin-4821"
 GUESSES = [f"pin-{n:04d}" for n in range(4810, 4830)]
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _config(upstream: UpstreamServer) -> dict[str, object]:

@@ -56,12 +56,6 @@ FULL_EXTENSIONS = [b"Sec-WebSocket-Extensions: " + b", ".join([b"permessage-defl
 
 
 @pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamServer) -> Iterator[ServerProcess]:
     """A real ``run``: an API refusing every client (``validate-jwt``), an open one, each spliced and relayed."""
     url = upstream_server.url("/subprotocol")

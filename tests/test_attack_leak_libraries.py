@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from support.clients import connect
@@ -50,12 +48,6 @@ provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=5
 app = Starlette()
 app.add_middleware(WebSocketGateway, config="gateway.yaml", tracer_provider=provider)
 """
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _uvicorn(tmp: Path, app: str, config: dict[str, Any]) -> ServerProcess:

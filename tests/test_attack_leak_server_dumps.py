@@ -10,7 +10,6 @@ named as credentials were written in clear. Each server runs as a subprocess; al
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,6 @@ CREDENTIAL_HEADERS = {
     "X-Session-Id": "SEKRIT-H-54", "X-Client-Secret": "SEKRIT-H-55", "X-Signature": "SEKRIT-H-56",
     "Authentication": "SEKRIT-H-57", "X-Password": "SEKRIT-H-58", "X-Hub-Signature-256": "SEKRIT-H-59",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _serve(server: str, tmp: Path, upstream: UpstreamServer, level: str) -> ServerProcess:

@@ -32,12 +32,6 @@ LONG_IDS = [2**63 + i for i in range(20_000)]
 
 
 @pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamServer) -> Iterator[ServerProcess]:
     def api(name: str, schema: dict[str, Any], **more: Any) -> dict[str, Any]:
         inbound = [{"validate-message": {"schema": schema}}]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from asgi_ws_gateway.server.serving import EXIT_FORCED, HANGUP_IGNORED
@@ -21,12 +19,6 @@ from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ready_server
 from support.upstream import SilentUpstream, UpstreamServer
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 async def test_sighup_keeps_serving_open_and_new_connections_and_says_so(

@@ -112,12 +112,6 @@ SET = {"X-Remote-User": "{client.ip}", "X-Scheme": "wss-by-policy", "Ssl-Client-
 """What the API's ``set-header`` policies set: the operator's headers, under names the rule drops from a peer."""
 
 
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
 def _run(tmp: Path, upstream: UpstreamServer, **top: Any) -> ServerProcess:
     policies: list[dict[str, Any]] = [{"set-header": {"header": k, "value": v}} for k, v in SET.items()]
     policies.append({"set-header": {"header": "X-Seen-Real-IP", "value": "{header.x-real-ip}"}})

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,12 +30,6 @@ from support.rawhttp import accept_upstream
 from support.upstream import SilentUpstream, UpstreamServer
 
 RUN = ["-m", "asgi_ws_gateway", "run"]
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _upgrade(port: int, path: str) -> bytes:

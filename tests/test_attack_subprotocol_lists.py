@@ -53,12 +53,6 @@ NOT_TOKENS: list[bytes] = [b"chat.v1, v 2", b'chat.v1,"x"', b"chat.v1,ch\tat", b
 
 
 @pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamServer) -> Iterator[ServerProcess]:
     url = upstream_server.url("/subprotocol")
     jwt = {"algorithms": ["HS256"], "secret": HS_SECRET, "issuer": "https://issuer.test", "audience": "chat",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,6 @@ from support.upstream import UpstreamServer
 
 RUN = ["-m", "asgi_ws_gateway", "run"]
 GAVE_UP = "did not send what they held within 0.5 s"
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 @pytest.fixture

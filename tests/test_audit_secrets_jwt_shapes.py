@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,12 +86,6 @@ def test_a_crafted_text_is_read_in_linear_time(piece: str) -> None:
     segment start to the end again would take hours."""
     text = piece * (400_000 // len(piece))
     assert len(redact.redact_free_text(text)) > 0
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 async def test_under_run_no_sink_shows_the_token(tmp_path: Path, upstream_server: UpstreamServer) -> None:

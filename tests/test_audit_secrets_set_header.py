@@ -10,10 +10,8 @@ redacted wherever a credential header's is.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from asgi_ws_gateway import WebSocketGateway, redact
@@ -43,12 +41,6 @@ def test_headers_written_from_a_credential_count_as_credential_headers() -> None
         ]
     }
     assert credential_headers(document) == {"X-Identity", "X-Tenant", "X-Caller", "X-Who"}
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 async def test_the_upstream_handshakes_debug_dump_hides_what_set_header_copied(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,12 +16,6 @@ from support.clients import connect, expect_status
 from support.jwts import JwksServer, signing_key, token
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _serve(uvicorn_server: UvicornFactory, upstream: UpstreamServer, **settings: Any) -> tuple[str, Any]:

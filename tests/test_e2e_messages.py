@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -39,12 +38,6 @@ def uvicorn_server(uvicorn_server: UvicornFactory, request: pytest.FixtureReques
         return uvicorn_server(app, ws=PASSTHROUGH, **config)
 
     return start
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _serve(

@@ -25,12 +25,6 @@ ALGS = ["RS256", "ES256", "EdDSA"]
 
 
 @pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def jwks() -> Iterator[JwksServer]:
     with JwksServer(*(signing_key(alg) for alg in ALGS)) as server:
         yield server

@@ -11,8 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from support.clients import connect, expect_status
 from support.management import Managed, api, managed_gateway
 from support.upstream import UpstreamServer
@@ -42,12 +40,6 @@ def _fields(answer: dict[str, Any], inside: str | None = None) -> set[str]:
     for item in answer.get(inside, []) if inside else []:
         names |= set(item)
     return names
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Any:
-    with UpstreamServer() as server:
-        yield server
 
 
 async def _answers(managed: Managed) -> dict[str, tuple[set[str], str]]:

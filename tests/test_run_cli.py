@@ -9,7 +9,6 @@ import asyncio
 import json
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,6 @@ from support.servers import free_port
 from support.upstream import UpstreamServer
 
 RUN = ["-m", "asgi_ws_gateway", "run"]
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _config(tmp: Path, upstream: UpstreamServer, **top: Any) -> Path:

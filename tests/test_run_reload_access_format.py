@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,6 @@ from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ServerProcess, ready_server
 from support.upstream import UpstreamServer
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 def _access_lines(server: ServerProcess) -> list[str]:

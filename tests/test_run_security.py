@@ -43,12 +43,6 @@ SPOOFS: list[dict[str, str]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
 def _run(tmp: Path, config: dict[str, Any], *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))

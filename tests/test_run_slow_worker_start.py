@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from support.clients import connect
 from support.configs import build_config, write_config
@@ -29,12 +26,6 @@ import time
 if "--multiprocessing-fork" in sys.argv:  # a worker spawned by uvicorn's supervisor, not the supervisor
     time.sleep(7)
 """
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 async def test_workers_slower_to_start_than_the_health_check_serve_and_restart(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,6 @@ from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ready_server
 from support.upstream import UpstreamServer
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 @pytest.mark.parametrize(("given", "seconds"), [((), 5), (("--timeout-worker-healthcheck", "30"), 30)])

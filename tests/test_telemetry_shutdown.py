@@ -27,12 +27,6 @@ EXPORT_TIMEOUT = "30"
 GAVE_UP = "did not send what they held within 0.5 s"
 
 
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
-
-
 @pytest.fixture
 def silent_collector() -> Iterator[int]:
     """A port that accepts TCP connections and never sends a byte."""

@@ -7,7 +7,6 @@ Issue 11 item 9 (an invalid configuration stops start-up under uvicorn's default
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +123,6 @@ def test_starlette_middleware_list_fails_start_up_in_process() -> None:
 
 
 # --- forwarding headers and redaction under plain uvicorn ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[UpstreamServer]:
-    with UpstreamServer() as server:
-        yield server
 
 
 async def test_plain_uvicorn_rewrite_is_warned_once_and_logs_are_redacted(
