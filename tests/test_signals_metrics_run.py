@@ -354,9 +354,13 @@ def test_a_limit_admitting_unchecked_is_counted_on_its_api(run: Run) -> None:
 
 
 def test_process_wide_counters(run: Run) -> None:
-    """The refused connect to port 9, by its errno's name; no connection shed."""
+    """The refused connect to port 9, by its errno's name; no connection shed; the store's failed calls."""
     assert run.value("ws_gateway.upstream.address.failures", error__type="refused") == 1
     assert run.value("ws_gateway.connections.shed") == 0
+    # The memory store full (max_keys 1) for the second key of "keys" (503) and of "openkeys" (unchecked).
+    failures = [(s["db.system"], s["db.operation"], s["error.type"], s["_value"])
+                for s in run.latest("ws_gateway.store.failures")]  # fmt: skip
+    assert failures == [("memory", "hit", "full", 2)], failures
 
 
 def test_upstream_attempts_by_backend_and_outcome(run: Run) -> None:
@@ -433,7 +437,7 @@ def test_names_units_and_kinds_as_documented(run: Run) -> None:
             assert kind == "UpDownCounter (observable)", name
 
 
-PROCESS_WIDE = {"ws_gateway.upstream.address.failures", "ws_gateway.connections.shed"}
+PROCESS_WIDE = {"ws_gateway.upstream.address.failures", "ws_gateway.connections.shed", "ws_gateway.store.failures"}
 BACKEND_KEYS = {"ws_gateway.api.name", "network.protocol.name"}
 
 

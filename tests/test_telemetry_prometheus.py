@@ -48,6 +48,7 @@ PROMETHEUS = {
     "ws_gateway.policy.actions": ("counter", "ws_gateway_policy_actions_total"),
     "ws_gateway.policy.unchecked": ("counter", "ws_gateway_policy_unchecked_total"),
     "ws_gateway.connections.shed": ("counter", "ws_gateway_connections_shed_total"),
+    "ws_gateway.store.failures": ("counter", "ws_gateway_store_failures_total"),
 }
 """What users write in PromQL (and docs/telemetry.md lists): the translation's result, written out."""
 

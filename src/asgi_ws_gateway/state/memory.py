@@ -33,6 +33,7 @@ from typing import Generic, TypeVar
 from ..config.settings import StoreConfig
 from .base import Decision, Reservation, StoreUnavailable, span
 from .base import count as counted
+from .failures import store_failed
 from .periods import Period, period_bounds
 
 SWEEP_BUDGET = 8
@@ -100,8 +101,9 @@ class _Table(Generic[E]):
     what the longer needs).
     """
 
-    def __init__(self, max_keys: int) -> None:
+    def __init__(self, max_keys: int, operation: str) -> None:
         self.max_keys = max_keys
+        self.operation = operation  # the store's call that adds its keys: how a refusal is counted
         self.entries: dict[str, E] = {}
         self._queues: dict[str, dict[Hashable, OrderedDict[str, E]]] = {}  # counter -> order -> queue
         self._sizes: dict[str, int] = {}  # counter -> its keys (live or not yet dropped)
@@ -116,6 +118,7 @@ class _Table(Generic[E]):
             self._drop_expired(counter, now, keep=self.max_keys - 1)
             size = self._sizes.get(counter, 0)
             if size >= self.max_keys:
+                store_failed("memory", self.operation, "full")
                 raise StoreUnavailable(
                     f"the in-memory store holds {self.max_keys} live keys of this limit, its bound: a limit keyed "
                     "by a value clients choose (a header, query parameter or cookie) makes a key per value; key it "
@@ -211,10 +214,10 @@ class MemoryState:
         self.prefix = prefix
         self.clock = clock
         self.max_keys = max_keys
-        self._windows: _Table[_Window] = _Table(max_keys)
-        self._quotas: _Table[_Quota] = _Table(max_keys)
-        self._reserved: _Table[_Reserved] = _Table(max_keys)
-        self._leases: _Table[_Leases] = _Table(max_keys)
+        self._windows: _Table[_Window] = _Table(max_keys, "hit")
+        self._quotas: _Table[_Quota] = _Table(max_keys, "consume")
+        self._reserved: _Table[_Reserved] = _Table(max_keys, "reserve")
+        self._leases: _Table[_Leases] = _Table(max_keys, "acquire")
 
     async def hit(self, key: str, limit: int, window: float, member: str) -> Decision:
         limit, window = counted(limit), span(window)  # as Redis counts them (see Store)

@@ -37,13 +37,16 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._context import HANDSHAKE
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect, stop_task
 from . import redis_scripts as scripts
 from .base import MAX_COUNT, MAX_WINDOW, Decision, Reservation, StoreUnavailable, count, span
+from .failures import StoreError, store_failed
 from .periods import Period
 from .redis_pipe import Arg, Script, pipe_for
 
@@ -212,10 +215,11 @@ class RedisState:
     ) -> T:
         """Run ``operation`` (``pooled``: on a connection of redis-py's pool), turning failures into
         :class:`StoreUnavailable`; its reply as ``read`` makes it."""
-        probe = self._failing and self._admit()  # (each check a call less while Redis answers)
+        probe = False
         handshake = HANDSHAKE.get()
         refused: Exception | None = None  # Redis's answer was an error about this call's key
         try:
+            probe = self._failing and self._admit()  # (each check a call less while Redis answers)
             if not self._ready:
                 # A cold cluster client sent many commands at once races while it maps the slots:
                 # map them (and open the first connection) once, before the first burst of handshakes.
@@ -249,8 +253,12 @@ class RedisState:
                 if isinstance(exc, ReadOnlyError):
                     await self._forget_connections()
                 self._failed(exc)
+                store_failed("redis", name, _error_type(exc))
                 raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
             refused = exc
+        except StoreUnavailable:  # not tried: Redis failed moments ago (_admit)
+            store_failed("redis", name, "unavailable")
+            raise
         except asyncio.CancelledError:
             if probe:  # no answer (policy_timeout, a shutdown): as a failure, or every call would probe in turn
                 self._down_until = time.monotonic() + self.retry_interval
@@ -266,6 +274,7 @@ class RedisState:
             count = self._key_errors.event()
             if count:
                 logger.warning("Redis store: %d call(s) failed on what their key holds: %s", count, refused)
+            store_failed("redis", name, "refused")
             raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
         return read(result)
 
@@ -374,6 +383,19 @@ def _about_its_key(exc: BaseException) -> bool:
 
 _OUTAGE_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOPERM", "NOSCRIPT")
 """Error codes of a server that cannot run commands now, also when a script's call meets them."""
+
+
+def _error_type(exc: BaseException) -> StoreError:
+    """The ``error.type`` of a failed call (:data:`~.failures.StoreError`: a fixed set, whatever redis-py raises)."""
+    if isinstance(exc, ReadOnlyError):
+        return "readonly"
+    if isinstance(exc, RedisTimeoutError | TimeoutError):  # before OSError: asyncio's TimeoutError is one
+        return "timeout"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "connection"
+    if isinstance(exc, ResponseError):
+        return "response"
+    return "_OTHER"
 
 
 def _as_sent(result: Any) -> Any:

@@ -29,6 +29,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..handshake.capacity import SHED
 from ..messages.action_keys import kept_reason
+from ..state.failures import STORE_FAILURES
 from ..upstream.resolver import RESOLVER
 from . import names as n
 from .metric_totals import ApiTotals, add_totals, size_classes
@@ -104,6 +105,12 @@ def _observe_address_failures(options: CallbackOptions) -> Iterator[Observation]
         yield Observation(count, {n.ERROR_TYPE: reason})
 
 
+def _observe_store_failures(options: CallbackOptions) -> Iterator[Observation]:
+    # Every store of the process (stores are shared by APIs); the attributes are a bounded set (state.failures).
+    for (system, operation, error), count in list(STORE_FAILURES.items()):
+        yield Observation(count, {n.DB_SYSTEM: system, n.DB_OPERATION: operation, n.ERROR_TYPE: error})
+
+
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -144,6 +151,7 @@ class Metrics:
             (n.POLICY_ACTIONS, self._observe_actions),
             (n.CONNECTIONS_SHED, _observe_shed),
             (n.UPSTREAM_ADDRESS_FAILURES, _observe_address_failures),
+            (n.STORE_FAILURES, _observe_store_failures),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,

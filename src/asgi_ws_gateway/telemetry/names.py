@@ -239,6 +239,12 @@ CONNECTIONS_SHED = Instrument(
     "was near its open-file limit (a flood of idle connections).",
     (),
 )  # fmt: skip
+STORE_FAILURES = Instrument(
+    "ws_gateway.store.failures", "observable_counter", "{operation}",
+    "Limit-store calls that failed (a rate limit or quota unchecked, a lease not taken or not given back), by "
+    "store, operation and error type.",
+    (DB_SYSTEM, DB_OPERATION, ERROR_TYPE),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -256,4 +262,5 @@ INSTRUMENTS = (
     POLICY_ACTIONS,
     POLICY_UNCHECKED,
     CONNECTIONS_SHED,
+    STORE_FAILURES,
 )
