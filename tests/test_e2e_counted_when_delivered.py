@@ -169,3 +169,38 @@ async def _counted_out(caplog: pytest.LogCaptureFixture, received: int) -> None:
     counted = re.search(r", out (\d+) msg/", line)
     assert counted is not None, line
     assert int(counted[1]) == received, line
+
+
+async def _sends_three_then_five_after_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Three messages; once the gateway's close frame came (the client went away), five more before its answer."""
+    await accept_upstream(reader, writer, then=b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(3)))
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        while (await next_frame(reader))[0] != 0x8:
+            pass
+        writer.write(b"".join(ws_frame(0x1, b"late%d" % i, mask=False) for i in range(5)))
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_messages_out_leaves_out_what_the_upstream_sent_after_the_client_vanished(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+) -> None:
+    """The client reads three messages and drops its TCP connection (no close frame); the five the upstream
+    sends after the gateway's 1001 are read and dropped: out 3, as the client got (the splice counted 8)."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    _, url = gateway_before(await hostile(_sends_three_then_five_after_the_close), connector, uvicorn_server)
+    reader, writer = await raw_client_of(url)
+    received = 0
+    try:
+        async with asyncio.timeout(30):
+            while received < 3:
+                opcode, _ = await next_frame(reader)
+                received += opcode == 0x1
+    finally:
+        writer.transport.abort()
+    await _counted_out(caplog, received)

@@ -107,6 +107,8 @@ class MessageAssembler:
         self.halted = self.interrupted = self.sealed = True
         self.idle = False
 
+    seal = halt  # frames go on whole: halted, nothing is in flight
+
     def read(self, data: bytes) -> Event | None:
         """:meth:`feed` then :meth:`next`: one whole final text or binary frame, with nothing held
         (what most reads are), is checked here, without the loop (inline, as the splice's

@@ -91,6 +91,8 @@ class Scanner(Protocol):
 
     def halt(self) -> None: ...
 
+    def seal(self) -> None: ...
+
     def feed(self, data: bytes) -> bytes: ...
 
 
@@ -195,6 +197,12 @@ class FrameScanner:
         self.halted = self.interrupted = True
         self.sealed = not self.remaining  # a header held back was never forwarded
         self._fast = False
+
+    def seal(self) -> None:
+        """Its receiver is gone: forward nothing more, not even the rest of the frame in flight, and count
+        no message as sent from here on (frames are still scanned, so a close frame is seen)."""
+        self.halt()
+        self.sealed = True
 
     @property
     def stopped(self) -> bool:

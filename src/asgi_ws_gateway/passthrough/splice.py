@@ -408,6 +408,9 @@ class Splice:
     def lost(self, side: Side) -> None:
         if side.client:
             self.client_over.set()
+            # What the upstream sends from here on is read and dropped: never counted as sent (the
+            # messages it sent after the gateway's 1001 were: out 8 for the 3 the client got).
+            self.upstream.scanner.seal()
         peer = side.peer
         if peer.pending_close is not None:  # the frame it was receiving from ``side`` will never end
             self._end_towards(peer, cut_short=True)
