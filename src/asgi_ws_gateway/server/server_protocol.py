@@ -8,7 +8,6 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
 
 from ..held_pings import HeldPings
-from ..redact import redact_text
 from ..upstream.deflate_streams import ServerDeflate
 from ..upstream.header_lists import TOO_MANY, crowded_list
 from ..upstream.websockets_protocol import FragmentFloor, TopBitLength, UnlinkedParserFailure
@@ -35,7 +34,7 @@ class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPi
         exc = self.handshake_exc
         if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
             response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
-        return _without_credentials(response) if exc is not None else response
+        return _fixed_body(response, exc) if exc is not None else response
 
     def _refuse(self, request: Request, exc: InvalidHeader) -> Response:
         """The 400 websockets' ``accept`` answers a header it finds invalid, left as it leaves it."""
@@ -54,18 +53,27 @@ class _ServerProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPi
             setattr(self, name, limit)
 
 
-def _without_credentials(response: Response) -> Response:
-    """A refusal whose body quotes no credential: websockets writes the header it could not parse into
-    it (``invalid Sec-WebSocket-Protocol header: expected comma at 21 in bearer, <token>=``), and a
-    client's token subprotocol or ``Authorization`` went back in clear, for every proxy on the way to log."""
-    text = response.body.decode("utf-8", "replace")
-    redacted = redact_text(text)
-    if redacted == text:
-        return response
-    response.body = redacted.encode()
+def _fixed_body(response: Response, exc: Exception) -> Response:
+    """A refusal whose body is the gateway's own words: the header it refused, by name, never its value.
+
+    websockets writes the value it could not parse into the body (``invalid Sec-WebSocket-Extensions
+    header: expected comma at 28 in permessage-deflate; <client's text>=``): the client's text, markup or
+    a token included, served back as the server's answer (redacting credentials left the rest of it).
+    """
+    name = exc.name if isinstance(exc, InvalidHeader) else None
+    shown = _HEADER_NAMES.get(name.lower()) if name is not None else None
+    response.body = (f"Failed to open a WebSocket connection: invalid {shown} header.\n" if shown is not None
+                     else "Failed to open a WebSocket connection.\n").encode()  # fmt: skip
     del response.headers["Content-Length"]
     response.headers["Content-Length"] = str(len(response.body))
     return response
+
+
+_HEADER_NAMES = {name.lower(): name for name in (
+    "Connection", "Upgrade", "Host", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
+    "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol",
+)}  # fmt: skip
+"""The headers a refusal may name (websockets names them, never a client): as spelled here."""
 
 
 __all__ = ["SUPPORTED_VERSION", "_ServerProtocol"]
