@@ -469,3 +469,17 @@ def test_one_access_line_per_refusal_and_no_traceback(run: Run) -> None:
     lines = Counter(re.findall(r'" (\d{3}) (\S+) denied \(([a-z_]+)', run.output))
     expected = Counter((str(status), api, error_type) for api, status, error_type, _policy in REFUSALS)
     assert lines == expected, run.output
+
+
+def test_one_access_line_per_close_with_the_counted_side_and_code(run: Run) -> None:
+    """Each close the metric counted (``CLOSES``) has its access line, naming the same API, side and code:
+    what an operator reads in the log is what the alert counted."""
+    folded: Counter[tuple[str, str, int | str]] = Counter()
+    for api, side, code in re.findall(r'" 101 (\S+) closed by (\w+) with (\d+)', run.output):
+        value: int | str = int(code) if not 4000 <= int(code) <= 4999 else "4xxx"
+        folded[api, side, value] += 1
+    for api, side, code in CLOSES:
+        times = 1
+        if (api, side, code) == ("plain", "client", 7):
+            code, times = 1000, 7
+        assert folded[api, side, code] == times, (api, side, code, run.output)

@@ -373,6 +373,12 @@ async def _zeros(ws: ServerConnection, args: list[str]) -> None:
     await _echo(ws, args)
 
 
+async def _vanish(ws: ServerConnection, args: list[str]) -> None:
+    """Drops its TCP connection, no close frame, at the first message (a crashed upstream)."""
+    await ws.recv()
+    ws.transport.abort()
+
+
 _BEHAVIOURS: dict[str, Behaviour] = {
     "echo": _echo,
     "close": _close,
@@ -382,6 +388,7 @@ _BEHAVIOURS: dict[str, Behaviour] = {
     "stall": _stall,
     "flood": _flood,
     "zeros": _zeros,
+    "vanish": _vanish,
 }
 
 

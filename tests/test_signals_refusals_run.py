@@ -1,0 +1,131 @@
+"""The handshake refusals ``tests/test_signals_metrics_run.py`` does not cause, under one real ``asgi-ws-gateway
+run`` exporting to a real OTLP receiver: for each, the status the client got, exactly one access line with its
+API, status and reason, ``ws_gateway.handshakes`` (denied, status, ``error.type``) once, and
+``ws_gateway.policy.denials`` when a policy refused. A failed claim check, a JWKS that cannot be fetched, a
+spent quota, a forwarding loop, a header name with an underscore, a value sent twice, too many query
+parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+from support.clients import connect, expect_status
+from support.jwts import HS_SECRET, token
+from support.otlp import OtlpReceiver, Point
+from support.processes import SRC, ready_server
+from support.upstream import UpstreamServer
+
+REFUSALS = {  # case: API, status, error.type, the policy that refused (None: the gateway)
+    "claims": ("claims", 403, "token_claims", "validate-jwt"),
+    "jwks": ("jwks", 503, "jwks_unavailable", "validate-jwt"),
+    "quota": ("quota", 429, "quota_exceeded", "quota-by-key"),
+    "loop": ("plain", 508, "loop_detected", None),
+    "underscore": ("plain", 400, "invalid_header_name", None),
+    "twice": ("keyed", 400, "ambiguous_value", "rate-limit-by-key"),  # raised as the policy reads its key
+    "parameters": ("keyed", 414, "target_too_large", "rate-limit-by-key"),
+}
+
+
+@dataclass
+class Run:
+    seen: dict[str, int] = field(default_factory=dict)
+    output: str = ""
+    points: list[Point] = field(default_factory=list)
+
+    def value(self, metric: str, **wanted: Any) -> float:
+        last: dict[frozenset[tuple[str, Any]], float] = {}
+        for p in self.points:
+            if p.metric == metric:
+                last[frozenset(p.attributes.items())] = p.value if p.kind != "histogram" else p.count
+        return sum(v for attrs, v in last.items() if all((k, w) in attrs for k, w in wanted.items()))
+
+
+def _unsigned_rs256(kid: str) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'kid': kid, 'typ': 'JWT'})}.{part({'sub': 'x'})}.c2ln"
+
+
+def _config(upstream: int) -> dict[str, Any]:
+    def api(name: str, *policies: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "path": f"/{name}", "upstreams": [f"ws://127.0.0.1:{upstream}/echo"],
+                "policies": list(policies)}  # fmt: skip
+
+    jwt = {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}
+    return {
+        "handshake_limits": {"headers_with_underscores": "reject", "max_gateway_hops": 1},
+        "apis": [
+            api("plain"),
+            api("claims", {"validate-jwt": {**jwt, "claims": [{"claim": "sub", "equals": "bob"}]}}),
+            api("jwks", {"validate-jwt": {"algorithms": ["RS256"], "jwks_url": "http://127.0.0.1:9/jwks"}}),
+            api("quota", {"quota-by-key": {"key": "everyone", "limit": 1, "period": "day"}}),
+            api("keyed", {"rate-limit-by-key": {"key": "{query.k}", "limit": 100, "window": 60}}),
+        ],
+    }
+
+
+async def _clients(port: int, seen: dict[str, int]) -> None:
+    base = f"ws://127.0.0.1:{port}"
+
+    async def status(case: str, path: str, **headers: str) -> None:
+        seen[case] = (await expect_status(f"{base}{path}", additional_headers=headers))[0]
+
+    await status("claims", "/claims", Authorization=f"Bearer {token()}")  # alice, not bob
+    await status("jwks", "/jwks", Authorization=f"Bearer {_unsigned_rs256('k1')}")
+    async with await connect(f"{base}/quota"):
+        pass
+    await status("quota", "/quota")
+    await status("loop", "/plain", Via="1.1 asgi-ws-gateway, 1.1 asgi-ws-gateway")
+    await status("underscore", "/plain", X_Tenant="a")
+    await status("twice", "/keyed?k=a&k=b")
+    await status("parameters", "/keyed?" + "&".join(f"p{i}=1" for i in range(1001)))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    tmp = tmp_path_factory.mktemp("refusals")
+    result = Run()
+    with UpstreamServer() as upstream, OtlpReceiver() as otlp:
+        (tmp / "gateway.yaml").write_text(yaml.safe_dump(_config(upstream.port)))
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
+               "OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": str(SRC)}  # fmt: skip
+        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info"]
+        with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp, env=env) as server:
+            asyncio.run(_clients(server.port, result.seen))
+            assert server.stop() == 0
+            result.output = server.output()
+        result.points = otlp.points()
+    yield result
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_status_access_line_and_metrics_agree(run: Run, case: str) -> None:
+    api, status, error_type, policy = REFUSALS[case]
+    assert run.seen[case] == status, (run.seen, run.output)
+    assert run.value("ws_gateway.handshakes", **{"ws_gateway.api.name": api, "ws_gateway.handshake.outcome": "denied",
+                     "http.response.status_code": status, "error.type": error_type}) == 1  # fmt: skip
+    denials = run.value("ws_gateway.policy.denials", **{"ws_gateway.api.name": api, "http.response.status_code": status})
+    if policy is not None:
+        assert run.value("ws_gateway.policy.denials", **{"ws_gateway.api.name": api, "ws_gateway.policy.name": policy,
+                         "http.response.status_code": status}) == 1  # fmt: skip
+    else:
+        assert denials == 0
+
+
+def test_one_access_line_per_refusal_and_no_traceback(run: Run) -> None:
+    assert "Traceback" not in run.output, run.output
+    lines = Counter(re.findall(r'" (\d{3}) (\S+) denied \(([a-z_]+)', run.output))
+    assert lines == Counter((str(status), api, error) for api, status, error, _policy in REFUSALS.values()), run.output
