@@ -34,6 +34,7 @@ from support.clients import connect, expect_close, expect_status
 from support.jwts import HS_SECRET
 from support.otlp import OtlpReceiver, Point
 from support.processes import SRC, ready_server
+from support.rawhttp import exchange, handshake, status_of
 from support.upstream import UpstreamServer
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
@@ -153,6 +154,8 @@ async def _clients(port: int, seen: dict[str, Any]) -> None:
     seen["431 head"] = await _status(f"{base}/plain/echo/0", additional_headers=big)
     seen["400 dot segment"] = await _status(f"{base}/plain/%2e%2e/x")
     seen["404 unknown"] = await _status(f"{base}/nowhere/{os.urandom(4).hex()}")
+    # A handshake the server's own protocol refuses, before any API (a Sec-WebSocket-Version it does not speak).
+    seen["400 server"] = status_of(await exchange(port, handshake("/plain/echo/0", version=b"12")))
     seen["502 refused"] = await _status(f"{base}/down")
     seen["502 bad 101"] = await _status(f"{base}/plain/reject/200")
     seen["upstream 500"] = await _status(f"{base}/plain/reject/500")
@@ -261,9 +264,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 EXPECTED_STATUSES = {
     "401 missing": 401, "401 invalid": 401, "403 ip": 403, "403 origin": 403, "429 rate": 429,
-    "429 concurrency": 429, "431 head": 431, "400 dot segment": 400, "404 unknown": 404, "502 refused": 502,
-    "502 bad 101": 502, "upstream 500": 500, "504 connect": 504, "504 policy": 504, "503 store": 503,
-    "503 capacity": 503, "503 draining": 503,
+    "429 concurrency": 429, "431 head": 431, "400 dot segment": 400, "404 unknown": 404, "400 server": 400,
+    "502 refused": 502, "502 bad 101": 502, "upstream 500": 500, "504 connect": 504, "504 policy": 504,
+    "503 store": 503, "503 capacity": 503, "503 draining": 503,
 }  # fmt: skip
 
 
@@ -361,6 +364,9 @@ def test_process_wide_counters(run: Run) -> None:
     failures = [(s["db.system"], s["db.operation"], s["error.type"], s["_value"])
                 for s in run.latest("ws_gateway.store.failures")]  # fmt: skip
     assert failures == [("memory", "hit", "full", 2)], failures
+    # The server's own refusal of a bad Sec-WebSocket-Version, and its INFO line.
+    assert run.value("ws_gateway.server.refusals", http__response__status_code=400) == 1
+    assert run.output.count('"WebSocket /plain/echo/0" 400 (invalid Sec-WebSocket-Version header)') == 1, run.output
 
 
 def test_upstream_attempts_by_backend_and_outcome(run: Run) -> None:
@@ -437,7 +443,8 @@ def test_names_units_and_kinds_as_documented(run: Run) -> None:
             assert kind == "UpDownCounter (observable)", name
 
 
-PROCESS_WIDE = {"ws_gateway.upstream.address.failures", "ws_gateway.connections.shed", "ws_gateway.store.failures"}
+PROCESS_WIDE = {"ws_gateway.upstream.address.failures", "ws_gateway.connections.shed", "ws_gateway.store.failures",
+                "ws_gateway.server.refusals"}  # fmt: skip
 BACKEND_KEYS = {"ws_gateway.api.name", "network.protocol.name"}
 
 

@@ -18,7 +18,7 @@ from support.clients import connect, expect_status
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
-from support.telemetry import export_to, telemetry_config, with_unchecked
+from support.telemetry import a_server_refusal, export_to, telemetry_config, with_unchecked
 from support.upstream import UpstreamServer
 
 TEXT = [f"text {i:05d}" for i in range(6)]  # 10 B each
@@ -81,6 +81,7 @@ async def test_every_documented_metric_after_a_scripted_session(
     config = with_unchecked(telemetry_config(upstream))
     gateway = ProbedGateway(config)
     with UvicornServer(gateway) as server:
+        await a_server_refusal()
         await _session(server, gateway)
         open_active = _one(otlp, n.ACTIVE_CONNECTIONS, **{n.API: "echo"})
     # uvicorn stopped: lifespan shutdown flushed the final values
@@ -140,6 +141,8 @@ async def test_every_documented_metric_after_a_scripted_session(
     store_failures = {(p.attributes[n.DB_SYSTEM], p.attributes[n.DB_OPERATION], p.attributes[n.ERROR_TYPE])
                       for p in otlp.latest(n.STORE_FAILURES.name).values()}  # fmt: skip
     assert ("redis", "hit", "connection") in store_failures, store_failures
+    refusals = {p.attributes[n.HTTP_STATUS] for p in otlp.latest(n.SERVER_REFUSALS.name).values()}
+    assert 400 in refusals, refusals  # the process's count: the bad handshake above among them
 
     for spec in n.INSTRUMENTS:  # every instrument: type, unit, attribute keys, protocol
         points = list(otlp.latest(spec.name).values())

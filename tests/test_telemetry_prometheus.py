@@ -24,7 +24,7 @@ from support.clients import connect, expect_status
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
-from support.telemetry import export_to, telemetry_config, with_unchecked
+from support.telemetry import a_server_refusal, export_to, telemetry_config, with_unchecked
 from support.upstream import UpstreamServer
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
@@ -49,6 +49,7 @@ PROMETHEUS = {
     "ws_gateway.policy.unchecked": ("counter", "ws_gateway_policy_unchecked_total"),
     "ws_gateway.connections.shed": ("counter", "ws_gateway_connections_shed_total"),
     "ws_gateway.store.failures": ("counter", "ws_gateway_store_failures_total"),
+    "ws_gateway.server.refusals": ("counter", "ws_gateway_server_refusals_total"),
 }
 """What users write in PromQL (and docs/telemetry.md lists): the translation's result, written out."""
 
@@ -99,6 +100,7 @@ async def test_metric_names_units_and_kinds_as_prometheus_gets_them(
         assert (await expect_status(server.url("/ws/down")))[0] == 502
         async with await connect(server.url("/ws/unchecked")):  # admitted: its limit's store is down
             pass
+        await a_server_refusal()
         await gateway.settle()
         await asyncio.to_thread(gateway.gateway.telemetry.force_flush)
     points = otlp.points()

@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
+from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.telemetry import names as n
-from support.gateway import gateway_config
+from support.gateway import PASSTHROUGH, gateway_config
 from support.otlp import OtlpReceiver, Protocol
+from support.rawhttp import exchange, handshake, status_of
+from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
 SECRETS = ("sekret-bearer-1", "sekret-query-2", "sekret-key-3", "sekret-cookie-4", "sekret-apim-5")
@@ -28,6 +31,13 @@ def export_to(monkeypatch: pytest.MonkeyPatch, receiver: OtlpReceiver, protocol:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # ms: spans leave soon after they end
     monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "50")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")  # metrics leave on force_flush and shutdown
+
+
+async def a_server_refusal() -> None:
+    """One handshake the gateway's server refuses itself (a ``Sec-WebSocket-Version`` it does not speak), before
+    any app: ``ws_gateway.server.refusals`` counts it for the whole process, whichever gateway exports it."""
+    with UvicornServer(not_found, ws=PASSTHROUGH) as server:
+        assert status_of(await exchange(server.port, handshake(version=b"12"))) == 400
 
 
 def refused_url() -> str:

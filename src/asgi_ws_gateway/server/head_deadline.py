@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config.fields import MIN_TIMEOUT
 from ..handshake.capacity import RESERVED_DESCRIPTORS, SHED
+from ..handshake.server_refusals import server_refused
 from ..passthrough.lingering_close import LINGER_BYTES, LINGER_SECONDS, lingering
 from ..startup import report_variable_problem
 from .tls_close import TLS_CLOSES
@@ -370,6 +371,7 @@ class HeadDeadline(asyncio.Protocol):
             return
         if self._head_started:  # a client that sent nothing gets no response, as on a keep-alive timeout
             self.logger.info("%s - request head not complete after %gs: 408", self._client_text(), self.header_timeout)
+            server_refused(408)
             self._refuse(_TIMEOUT_RESPONSE)
             return
         self.transport.close()
@@ -385,6 +387,7 @@ class HeadDeadline(asyncio.Protocol):
         self.logger.info("%s - request head larger than %d bytes: %d", client, self.max_head_bytes,
                          414 if line_only else 431)  # fmt: skip
         self._disarm()
+        server_refused(414 if line_only else 431)
         self._refuse(_URI_TOO_LONG_RESPONSE if line_only else _TOO_LARGE_RESPONSE)
 
     def _client_text(self) -> str:
@@ -445,6 +448,7 @@ class HeadDeadline(asyncio.Protocol):
             self._refuse(b"")
             return
         self._invalid_request_line("400")
+        server_refused(400)
         transport, written = self.transport, _Written()
         self.transport = written  # type: ignore[assignment]
         try:

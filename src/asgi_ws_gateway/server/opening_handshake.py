@@ -15,6 +15,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from ..handshake.server_refusals import server_refused
 from ..passthrough.asgi_extension import EXTENSION, TAKEN_IN
 from ..passthrough.lingering_close import lingering
 from .client_leg import ClientLeg
@@ -65,6 +66,7 @@ class OpeningHandshake(ClientLeg):
         status = int(output.split(b" ", 2)[1]) if output.startswith(b"HTTP/") else 400
         # A fixed description: the parser's message may quote the offending line, credentials and all.
         self.logger.info('%s - "WebSocket handshake" %d (%s)', self._client(), status, _REFUSED.get(status, "?"))
+        server_refused(status)
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
         self.transport.write(output)
         self.transport.close()
@@ -76,6 +78,7 @@ class OpeningHandshake(ClientLeg):
             exc = self.conn.handshake_exc  # its message may quote a header's value: name the header only
             what = f"invalid {exc.name} header" if isinstance(exc, InvalidHeader) else type(exc).__name__
             self.logger.info('%s - "WebSocket %s" %d (%s)', self._client(), path, self.response.status_code, what)
+            server_refused(self.response.status_code)
             return
         scope = getattr(self, "scope", None)
         if scope is not None and not self.handshake_complete:  # set before the ASGI task first runs

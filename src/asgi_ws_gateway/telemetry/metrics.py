@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..handshake.capacity import SHED
+from ..handshake.server_refusals import SERVER_REFUSALS
 from ..messages.action_keys import kept_reason
 from ..state.failures import STORE_FAILURES
 from ..upstream.resolver import RESOLVER
@@ -111,6 +112,12 @@ def _observe_store_failures(options: CallbackOptions) -> Iterator[Observation]:
         yield Observation(count, {n.DB_SYSTEM: system, n.DB_OPERATION: operation, n.ERROR_TYPE: error})
 
 
+def _observe_server_refusals(options: CallbackOptions) -> Iterator[Observation]:
+    # The process's server (every app it serves); the statuses are its own answers, a fixed set.
+    for status, count in list(SERVER_REFUSALS.items()):
+        yield Observation(count, {n.HTTP_STATUS: n.status_value(status)})
+
+
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -152,6 +159,7 @@ class Metrics:
             (n.CONNECTIONS_SHED, _observe_shed),
             (n.UPSTREAM_ADDRESS_FAILURES, _observe_address_failures),
             (n.STORE_FAILURES, _observe_store_failures),
+            (n.SERVER_REFUSALS, _observe_server_refusals),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,

@@ -245,6 +245,12 @@ STORE_FAILURES = Instrument(
     "store, operation and error type.",
     (DB_SYSTEM, DB_OPERATION, ERROR_TYPE),
 )  # fmt: skip
+SERVER_REFUSALS = Instrument(
+    "ws_gateway.server.refusals", "observable_counter", "{request}",
+    "Requests the gateway's server answered itself, before any API saw them, by HTTP status: a request head "
+    "it could not parse (400), too large (414, 431) or too slow (408), a WebSocket handshake header it refused.",
+    (HTTP_STATUS,),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -263,4 +269,5 @@ INSTRUMENTS = (
     POLICY_UNCHECKED,
     CONNECTIONS_SHED,
     STORE_FAILURES,
+    SERVER_REFUSALS,
 )
