@@ -108,3 +108,30 @@ async def test_a_failed_lease_release_and_an_unchecked_limit_are_counted_by_oper
     point = next(iter(otlp.latest(FAILURES).values()))
     assert point.unit == "{operation}" and point.kind == "sum" and point.monotonic, point
     assert set(point.attributes) == {"db.system", "db.operation", "error.type"}, point.attributes
+
+
+async def test_a_store_call_cut_short_by_policy_timeout_is_counted_as_a_timeout(
+    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that takes every command and answers none, behind a ``policy_timeout`` shorter than the
+    store's ``timeout``: the handshake is a 504 and the store call it cut short a ``timeout``. Such a
+    call was counted nowhere: the store's own timeout never came, and the metric showed a healthy store."""
+    with OtlpReceiver() as otlp, _hung() as (url, hang):
+        hang()
+        for name, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
+                            "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        rate = {"rate-limit-by-key": {"key": "everyone", "limit": 100, "window": 60}}
+        document = build_config(
+            upstream, name="rate", path="/rate", api={"policies": [rate]},
+            store={"type": "redis", "url": url, "prefix": redis_prefix, "timeout": 30},
+            handshake_limits={"policy_timeout": 0.3},
+        )  # fmt: skip
+        log = tmp_path / "gateway.log"
+        async with GatewayProcess([str(write_config(tmp_path, document))], cwd=tmp_path, workers=1, log=log) as gw:
+            assert await echo_status(gw.url("/rate"), {}) == 504
+            counted = await _until_counted(otlp, "hit")
+    output = log.read_text()
+    assert counted == {("redis", "hit", "timeout"): 1}, counted
+    assert "handshake denied with 504 (policy_timeout): handshake policy rate-limit-by-key" in output, output
+    assert "Traceback" not in output, output

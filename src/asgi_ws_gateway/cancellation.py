@@ -19,6 +19,16 @@ def cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+POLICY_DEADLINE = "handshake policies past policy_timeout"
+"""The message of the cancellation a handshake's ``policy_timeout`` makes: what it cut short, a store call
+waiting for its answer, can tell it from the client leaving or a shutdown."""
+
+
+def cut_by_policy_deadline(exc: asyncio.CancelledError) -> bool:
+    """Whether ``exc`` is the cancellation of a handshake's ``policy_timeout`` (:data:`POLICY_DEADLINE`)."""
+    return bool(exc.args) and exc.args[0] == POLICY_DEADLINE
+
+
 class OwnCancellation(RuntimeError):
     """``what`` raised ``CancelledError`` while its task was not being cancelled: its failure."""
 
@@ -27,4 +37,4 @@ class OwnCancellation(RuntimeError):
         self.what = what
 
 
-__all__ = ["OwnCancellation", "cancel_requested"]
+__all__ = ["POLICY_DEADLINE", "OwnCancellation", "cancel_requested", "cut_by_policy_deadline"]

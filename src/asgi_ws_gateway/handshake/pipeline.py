@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..cancellation import OwnCancellation, cancel_requested
+from ..cancellation import POLICY_DEADLINE, OwnCancellation, cancel_requested
 from ..errors import HandshakeDenied
 from .context import HandshakeContext
 
@@ -171,7 +171,7 @@ class _Deadline:
     def expire(self) -> None:
         assert self.task is not None
         self.expired = True
-        self.task.cancel()
+        self.task.cancel(POLICY_DEADLINE)
 
 
 class _Deadlines:

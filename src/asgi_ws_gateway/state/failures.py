@@ -16,7 +16,7 @@ StoreError = Literal["unavailable", "timeout", "connection", "readonly", "respon
 """Why a store call failed (``error.type``):
 
 * ``unavailable``: not tried: the store failed moments ago and answers so at once for its ``retry_interval``;
-* ``timeout``: no answer within the store's ``timeout``;
+* ``timeout``: no answer within the store's ``timeout``, or before a handshake's ``policy_timeout`` cut it short;
 * ``connection``: the connection was refused, reset or closed;
 * ``readonly``: the server is a replica now (failed over behind the same address);
 * ``response``: the server answered with an error of its own (out of memory, loading, busy, no permission);

@@ -42,6 +42,7 @@ from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._context import HANDSHAKE
+from ..cancellation import cut_by_policy_deadline
 from ..log_throttle import OutageLog
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect, stop_task
 from . import redis_scripts as scripts
@@ -259,9 +260,11 @@ class RedisState:
         except StoreUnavailable:  # not tried: Redis failed moments ago (_admit)
             store_failed("redis", name, "unavailable")
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if probe:  # no answer (policy_timeout, a shutdown): as a failure, or every call would probe in turn
                 self._down_until = time.monotonic() + self.retry_interval
+            if cut_by_policy_deadline(exc):  # Redis did not answer in time; a shutdown's or a client's is not counted
+                store_failed("redis", name, "timeout")
             raise
         finally:
             if probe:
