@@ -4,7 +4,8 @@ API, status and reason, ``ws_gateway.handshakes`` (denied, status, ``error.type`
 ``ws_gateway.policy.denials`` when a policy refused. A failed claim check, a JWKS that cannot be fetched, a
 spent quota, a forwarding loop, a header name with an underscore, a value sent twice, too many query
 parameters, a header check, a token sent in two places, a subscription key missing, unknown or suspended,
-a policy that raises (500 ``error``, its traceback logged). And the server's own refusals before any API
+a policy that raises (500 ``error``, its traceback logged), the API deleted through the management API while
+a handshake of it was in flight (503 ``config_changed``). And the server's own refusals before any API
 (``ws_gateway.server.refusals`` by status, its INFO line): a head not complete within the header timeout
 (408), a request line too long (414), a head too large (431).
 """
@@ -19,15 +20,18 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from asgi_ws_gateway.management import ManagementClient
 from asgi_ws_gateway.policies.products import hash_key
 from asgi_ws_gateway.server.head_deadline import HEADER_TIMEOUT_ENV
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
+from support.management import TOKEN
 from support.otlp import OtlpReceiver, Point
 from support.processes import SRC, ready_server
 from support.rawhttp import exchange, handshake, status_of
@@ -47,6 +51,7 @@ REFUSALS = {  # case: API, status, error.type, the policy that refused (None: th
     "badkey": ("gold", 401, "subscription_key_invalid", "subscription"),
     "suspended": ("gold", 403, "subscription_suspended", "subscription"),
     "raises": ("raises", 500, "RuntimeError", None),  # a bug: the gateway's 500 (outcome error), no denial
+    "changed": ("slow", 503, "config_changed", None),  # the API deleted while its handshake was in flight
 }
 SERVER_REFUSALS = {  # status: what the client sends, the INFO line
     408: (b"GET /plain HTTP/1.1\r\nHost: gw\r\n", "request head not complete after 0.5s: 408"),
@@ -55,6 +60,9 @@ SERVER_REFUSALS = {  # status: what the client sends, the INFO line
           "request head larger than 65536 bytes: 431"),
 }  # fmt: skip
 PLUGIN = '''
+import asyncio
+import os
+
 from pydantic import BaseModel
 from asgi_ws_gateway.policies import register_policy
 
@@ -70,6 +78,22 @@ class Explode:
 
     async def apply(self, context):
         raise RuntimeError("a bug in a handshake policy")
+
+
+@register_policy("pause")
+class Pause:
+    """Holds a handshake (its file "paused" made) until the file "released" is there."""
+
+    class Settings(BaseModel):
+        pass
+
+    def __init__(self, settings, env):
+        pass
+
+    async def apply(self, context):
+        open("paused", "w").close()
+        while not os.path.exists("released"):
+            await asyncio.sleep(0.01)
 '''
 
 
@@ -120,11 +144,12 @@ def _config(upstream: int) -> dict[str, Any]:
             api("token", {"validate-jwt": {**jwt, "token": [{"header": "Authorization"}, {"query": "access_token"}]}}),
             api("gold"),
             api("raises", {"explode": {}}),
+            api("slow", {"pause": {}}),
         ],
     }
 
 
-async def _clients(port: int, seen: dict[str, int], server: dict[int, int]) -> None:
+async def _clients(port: int, seen: dict[str, int], server: dict[int, int], cwd: Path) -> None:
     base = f"ws://127.0.0.1:{port}"
 
     async def status(case: str, path: str, **headers: str) -> None:
@@ -145,6 +170,14 @@ async def _clients(port: int, seen: dict[str, int], server: dict[int, int]) -> N
     await status("badkey", "/gold", **{"X-Subscription-Key": "mallory-key"})
     await status("suspended", "/gold", **{"X-Subscription-Key": "bob-key"})
     await status("raises", "/raises")
+    changed = asyncio.create_task(status("changed", "/slow"))
+    async with asyncio.timeout(10):
+        while not (cwd / "paused").exists():  # noqa: ASYNC110 - the gateway process makes it
+            await asyncio.sleep(0.01)
+    async with ManagementClient(f"http://127.0.0.1:{port}/_gateway", token=TOKEN) as manage:
+        await manage.delete_api("slow")
+    (cwd / "released").touch()
+    await changed
     async with await connect(f"{base}/gold", additional_headers={"X-Subscription-Key": "alice-key"}):
         seen["admitted"] = 101
     for code, (request, _line) in SERVER_REFUSALS.items():
@@ -160,10 +193,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         (tmp / "gateway.yaml").write_text(yaml.safe_dump(_config(upstream.port)))
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
                "OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": os.pathsep.join([str(tmp), str(SRC)]),
-               HEADER_TIMEOUT_ENV: "0.5"}  # fmt: skip
-        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info"]
+               HEADER_TIMEOUT_ENV: "0.5", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}  # fmt: skip
+        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info", "--management", "/_gateway"]
         with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp, env=env) as server:
-            asyncio.run(_clients(server.port, result.seen, result.server))
+            asyncio.run(_clients(server.port, result.seen, result.server, tmp))
             assert server.stop() == 0
             result.output = server.output()
         result.points = otlp.points()
