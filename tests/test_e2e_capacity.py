@@ -30,6 +30,7 @@ from asgi_ws_gateway.handshake.capacity import RESERVED_DESCRIPTORS, check_capac
 from asgi_ws_gateway.handshake.capacity import process_capacity as _capacity
 from support.clients import connect, expect_status
 from support.configs import api_entry, build_config, write_config
+from support.otlp import OtlpReceiver
 from support.processes import GatewayProcess
 from support.upstream import UpstreamServer
 
@@ -132,30 +133,43 @@ async def test_max_connections_bounds_a_process_below_its_descriptors(tmp_path: 
 
 @pytest.mark.parametrize("passthrough", [True, False], ids=["splice", "websockets-client"])
 async def test_out_of_descriptors_at_the_upstream_connect_is_a_503_that_blames_no_backend(
-    tmp_path: Path, upstream: UpstreamServer, passthrough: bool
+    tmp_path: Path, upstream: UpstreamServer, passthrough: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The process's open-file limit lowered (``prlimit``) to what it holds plus one, as descriptors
     taken by what the capacity does not count would leave it: the client's socket is accepted and
     the upstream connect fails with EMFILE. (Idle connections no longer do it: they are shed near
-    the limit, ``test_attack_idle_flood.py``.)"""
-    async with _gateway(tmp_path, upstream, (LIMIT, LIMIT), passthrough) as gateway:
-        pid = gateway.process.pid  # type: ignore[union-attr]
-        url = gateway.url("/ws/echo")
-        try:
-            for attempt in range(3):  # three in a row: before, the backends went into cooldown
-                # Leave the process exactly one descriptor: the client's socket takes it.
-                resource.prlimit(pid, resource.RLIMIT_NOFILE, (await _settled_descriptors(pid) + 1, LIMIT))
-                status, headers, _ = await expect_status(url)
-                assert (status, headers.get("retry-after")) == (503, "5"), attempt
-        finally:
-            resource.prlimit(pid, resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
-        await asyncio.sleep(0.5)
-        async with await connect(url) as ws:  # no backend is cooling down: served at once
-            await _echoes(ws, "back")
+    the limit, ``test_attack_idle_flood.py``.) Each refusal is counted in ``ws_gateway.handshakes``
+    and its connect attempt in ``ws_gateway.upstream.connect.failures``, both as ``gateway_overloaded``."""
+    with OtlpReceiver() as otlp:
+        for name, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
+                            "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        async with _gateway(tmp_path, upstream, (LIMIT, LIMIT), passthrough) as gateway:
+            pid = gateway.process.pid  # type: ignore[union-attr]
+            url = gateway.url("/ws/echo")
+            try:
+                for attempt in range(3):  # three in a row: before, the backends went into cooldown
+                    # Leave the process exactly one descriptor: the client's socket takes it.
+                    resource.prlimit(pid, resource.RLIMIT_NOFILE, (await _settled_descriptors(pid) + 1, LIMIT))
+                    status, headers, _ = await expect_status(url)
+                    assert (status, headers.get("retry-after")) == (503, "5"), attempt
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+            await asyncio.sleep(0.5)
+            async with await connect(url) as ws:  # no backend is cooling down: served at once
+                await _echoes(ws, "back")
+        handshakes = otlp.latest("ws_gateway.handshakes")
+        failures = otlp.latest("ws_gateway.upstream.connect.failures")
     log = _log(tmp_path)
     assert log.count("(gateway_overloaded)") >= 1  # a WARNING now and then through a flood, by reason
     assert "Too many open files (on the gateway)" in log
+    assert log.count(" 503 echo denied (gateway_overloaded) ") == 3, log  # the access lines
     assert "skipped for" not in log and "upstream_unreachable" not in log
+    refused = {("ws_gateway.handshake.outcome", "denied"), ("http.response.status_code", 503),
+               ("error.type", "gateway_overloaded")}  # fmt: skip
+    assert [point.value for attrs, point in handshakes.items() if refused <= attrs] == [3], handshakes
+    # The attempts are counted as the gateway's own failure, not the backend's (docs/telemetry.md).
+    assert sorted((p.attributes["error.type"], p.value) for p in failures.values()) == [("gateway_overloaded", 3)]
 
 
 # -- pure -------------------------------------------------------------------------------------------
