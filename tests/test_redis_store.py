@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from asgi_ws_gateway.cancellation import POLICY_DEADLINE
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.state.base import StoreUnavailable, store_key
+from asgi_ws_gateway.state.failures import STORE_FAILURES
 from asgi_ws_gateway.state.leases import LeaseKeeper
 from asgi_ws_gateway.state.redis import RedisState
 from support.policies import build, context, denied
@@ -226,3 +229,24 @@ async def test_a_probe_cut_short_counts_as_a_failure(late: tuple[DelayingProxy, 
         await probe
     with pytest.raises(StoreUnavailable, match="retrying shortly"):  # at once, not after a timeout of its own
         await store.hit(key, 5, 60, "after")
+
+
+@pytest.mark.parametrize("cut_by", ["policy_timeout", "shutdown"])
+async def test_a_call_cut_short_by_policy_timeout_counts_as_a_timeout_and_by_a_shutdown_not(cut_by: str) -> None:
+    """A Redis that answers nothing, behind a store timeout longer than the wait: the handshake's deadline
+    cancelling the call is a store that did not answer in time (``ws_gateway.store.failures``); a task
+    cancelled for any other reason (a shutdown, the client gone) is not the store's failure."""
+    with DelayingProxy() as proxy:
+        store = RedisState(proxy.url, prefix=unique_prefix(), timeout=30)
+        key = store_key(store.prefix, "rate", "t", "k")
+        await store.hit(key, 10, 60, "warm-up")  # connected while Redis answers
+        before = STORE_FAILURES.copy()
+        proxy.delay = 3600
+        call = asyncio.create_task(store.hit(key, 10, 60, "cut"))
+        await asyncio.sleep(0.1)  # the call is waiting for its answer
+        call.cancel(POLICY_DEADLINE if cut_by == "policy_timeout" else None)
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        counted = STORE_FAILURES - before
+        await store.aclose()
+    assert counted == (Counter({("redis", "hit", "timeout"): 1}) if cut_by == "policy_timeout" else Counter())
