@@ -5,7 +5,8 @@ API, status and reason, ``ws_gateway.handshakes`` (denied, status, ``error.type`
 spent quota, a forwarding loop, a header name with an underscore, a value sent twice, too many query
 parameters, a header check, a token sent in two places, a subscription key missing, unknown or suspended,
 a policy that raises (500 ``error``, its traceback logged), the API deleted through the management API while
-a handshake of it was in flight (503 ``config_changed``). And the server's own refusals before any API
+a handshake of it was in flight (503 ``config_changed``), a custom policy that gives an in-process upstream
+another backend (500 ``misconfigured``). And the server's own refusals before any API
 (``ws_gateway.server.refusals`` by status, its INFO line): a head not complete within the header timeout
 (408), a request line too long (414), a head too large (431).
 """
@@ -51,7 +52,13 @@ REFUSALS = {  # case: API, status, error.type, the policy that refused (None: th
     "badkey": ("gold", 401, "subscription_key_invalid", "subscription"),
     "suspended": ("gold", 403, "subscription_suspended", "subscription"),
     "raises": ("raises", 500, "RuntimeError", None),  # a bug: the gateway's 500 (outcome error), no denial
-    "changed": ("slow", 503, "config_changed", None),  # the API deleted while its handshake was in flight
+    "changed": ("slow", 503, "config_changed", None),
+    "redirected": (
+        "inproc",
+        500,
+        "misconfigured",
+        None,
+    ),  # a custom policy's new backend for an in-process one  # the API deleted while its handshake was in flight
 }
 SERVER_REFUSALS = {  # status: what the client sends, the INFO line
     408: (b"GET /plain HTTP/1.1\r\nHost: gw\r\n", "request head not complete after 0.5s: 408"),
@@ -78,6 +85,26 @@ class Explode:
 
     async def apply(self, context):
         raise RuntimeError("a bug in a handshake policy")
+
+
+@register_policy("redirect")
+class Redirect:
+    """Sends the handshake to another backend: not possible for an in-process upstream."""
+
+    class Settings(BaseModel):
+        pass
+
+    def __init__(self, settings, env):
+        pass
+
+    async def apply(self, context):
+        context.upstream.set_base_url("ws://127.0.0.1:9")
+
+
+async def app(scope, receive, send):
+    """The in-process upstream, never reached."""
+    await receive()
+    await send({"type": "websocket.close"})
 
 
 @register_policy("pause")
@@ -145,6 +172,12 @@ def _config(upstream: int) -> dict[str, Any]:
             api("gold"),
             api("raises", {"explode": {}}),
             api("slow", {"pause": {}}),
+            {
+                "name": "inproc",
+                "path": "/inproc",
+                "upstreams": ["asgi:refusals_plugin:app"],
+                "policies": [{"redirect": {}}],
+            },
         ],
     }
 
@@ -170,6 +203,7 @@ async def _clients(port: int, seen: dict[str, int], server: dict[int, int], cwd:
     await status("badkey", "/gold", **{"X-Subscription-Key": "mallory-key"})
     await status("suspended", "/gold", **{"X-Subscription-Key": "bob-key"})
     await status("raises", "/raises")
+    await status("redirected", "/inproc")
     changed = asyncio.create_task(status("changed", "/slow"))
     async with asyncio.timeout(10):
         while not (cwd / "paused").exists():  # noqa: ASYNC110 - the gateway process makes it
@@ -207,7 +241,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 def test_status_access_line_and_metrics_agree(run: Run, case: str) -> None:
     api, status, error_type, policy = REFUSALS[case]
     assert run.seen[case] == status, (run.seen, run.output)
-    outcome = "error" if status == 500 else "denied"
+    outcome = "error" if case == "raises" else "denied"
     assert run.value("ws_gateway.handshakes", **{"ws_gateway.api.name": api, "ws_gateway.handshake.outcome": outcome,
                      "http.response.status_code": status, "error.type": error_type}) == 1  # fmt: skip
     where = {"ws_gateway.api.name": api, "http.response.status_code": status}
