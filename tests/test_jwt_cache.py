@@ -261,7 +261,14 @@ def test_a_cached_payload_is_copied_whole_and_shares_nothing_mutable(payload: di
     assert not originals & {id(item) for item in _mutables(copied)}
 
 
-@given(st.dictionaries(st.text(max_size=5), _JSON, max_size=6))
+_VERIFIED = st.dictionaries(
+    st.text(max_size=5).filter(lambda name: name not in ("iat", "nbf", "exp")), _JSON, max_size=6
+)
+"""Payloads as verification admits them into the cache: any claims, but no time claim that is no NumericDate
+(``{'nbf': []}`` is refused before the cache: numeric_date_problem)."""
+
+
+@given(_VERIFIED)
 def test_each_hit_is_a_copy_of_the_payload_kept_sharing_nothing_mutable(payload: dict[str, Any]) -> None:
     """Through the cache (a flat payload copied by dict.copy, another by copy_claims): each hit equals
     the payload verified, shares nothing mutable with it nor with another hit, and editing one
