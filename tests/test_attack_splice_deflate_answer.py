@@ -25,7 +25,8 @@ from websockets.typing import ExtensionName, ExtensionParameter
 from asgi_ws_gateway.passthrough.raw_upstream import _answer_problem
 from support.clients import connect, expect_status
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.rawhttp import accept_upstream
+from support.rawhttp import accept_upstream, ws_frame
+from support.rawws import next_frame
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
@@ -198,12 +199,19 @@ def _answering(
     extensions: bytes, held: asyncio.Future[bool]
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A 101 with ``extensions`` as its Sec-WebSocket-Extensions; ``held``: the gateway kept the leg open."""
+        """A 101 with ``extensions`` as its Sec-WebSocket-Extensions; ``held``: the gateway kept the leg open.
+        A close frame relayed is answered and the connection closed, as a server does (unanswered, a client's
+        close waited out the 2 s)."""
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             await accept_upstream(reader, writer, extensions=extensions)
             try:
                 async with asyncio.timeout(2):
-                    await reader.read()  # EOF at once when the gateway refuses the answer
+                    with contextlib.suppress(asyncio.IncompleteReadError):  # EOF at once when the gateway refuses
+                        while True:
+                            opcode, payload = await next_frame(reader)
+                            if opcode == 0x8:
+                                writer.write(ws_frame(0x8, payload[:2], mask=False))
+                                break
                 held.set_result(False)
             except TimeoutError:
                 held.set_result(True)
