@@ -65,13 +65,21 @@ async def _hung_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWri
 SLOW_MESSAGE = bytes(range(97, 123)) * 40  # 1,040 bytes
 
 
+async def _to_the_close(reader: asyncio.StreamReader) -> None:
+    """The frames ``reader`` gets, to a close frame or the end."""
+    with contextlib.suppress(asyncio.IncompleteReadError):
+        while (await next_frame(reader))[0] != 0x8:
+            pass
+
+
 async def _sends_one_frame_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """One text frame, 80 bytes of it every 0.1 s (1.3 s, past ``ping_timeout`` several times: no pong
-    can leave meanwhile), then its close; what the gateway sends is read and dropped."""
+    can leave meanwhile), then its close; what the gateway sends is read and dropped up to its close answer
+    (or its EOF), and the connection closed then, as a server does (the relay's client waits for that)."""
     drained = None
     try:
         await accept_upstream(reader, writer, then=ws_frame(1, SLOW_MESSAGE, mask=False)[:4])
-        drained = asyncio.ensure_future(reader.read())  # (to its EOF: the pings, the close answer)
+        drained = asyncio.ensure_future(_to_the_close(reader))  # the pings, the close answer
         for start in range(0, len(SLOW_MESSAGE), 80):
             writer.write(SLOW_MESSAGE[start : start + 80])
             await writer.drain()
