@@ -28,6 +28,8 @@ from asgi_ws_gateway.upstream.interim import UnreadableHead
 from asgi_ws_gateway.upstream.response_head import MAX_HEAD, AnswerHead
 from asgi_ws_gateway.upstream.websockets_client import WebSocketsConnector
 from support.configs import build_config
+from support.rawhttp import ws_frame
+from support.rawws import next_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _COOKIES = b"".join(b"Set-Cookie: c%02d=%s\r\n" % (i, b"v" * 7900) for i in range(12))  # ~95 KB, 12 lines
@@ -86,17 +88,20 @@ def test_the_upstream_request_head_may_be_as_large_as_the_limit() -> None:
 
 @pytest.fixture
 async def cookie_upstream() -> AsyncIterator[int]:
-    """A raw upstream whose valid 101 sets ~95 KB of cookies, then waits for the gateway's close."""
+    """A raw upstream whose valid 101 sets ~95 KB of cookies, then waits for the gateway's close and answers
+    it (unanswered, the gateway's close waited out its close_timeout, 5 s)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
         accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             writer.write(_answer(b"Sec-WebSocket-Accept: " + accept + b"\r\n" + _COOKIES))
             await writer.drain()
-            await reader.read()
+            while (await next_frame(reader))[0] != 0x8:
+                pass
+            writer.write(ws_frame(0x8, b"\x03\xe8", mask=False))
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
