@@ -25,7 +25,7 @@ from support.rawws import next_frame
 from support.servers import UvicornFactory
 
 ONE_SLOT = {"limit-concurrency": {"key": "everyone", "max": 1, "lease_ttl": 120}}
-CLOSE_TIMEOUT = 2.0  # the second connection comes long before the close wait's first look
+CLOSE_TIMEOUT = 1.0  # the second connection (a handshake, milliseconds) comes long before the close wait's first look
 
 
 class _NeverAnswers:
