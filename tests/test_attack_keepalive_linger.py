@@ -32,8 +32,10 @@ from support.servers import UvicornServer
 
 BODY = 8 << 20
 """The response's body: written whole at once, and still on its way to the slow reader seconds later."""
-READ, PAUSE = 32 << 10, 0.01
-"""The client reads this much, then pauses this long (seconds): 3.2 MB/s at most."""
+READ, PAUSE = 32 << 10, 0.005
+"""The client reads this much (16 KiB a read, its receive buffer's), then pauses this long (seconds): ~3.3 MB/s
+at most, 2.6 s for ``BODY`` at the least (8 MiB at 0.01 s took ~5 s), past ``timeout_keep_alive`` (1 s) and
+half of a ``timeout_graceful_shutdown`` of 1 s."""
 BAD_REQUEST = b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"
 GET_BIG = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
 HEAD_BEGUN = b"GET / HTTP/1.1\r\nHost: x\r\n"
