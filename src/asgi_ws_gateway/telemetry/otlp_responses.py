@@ -7,6 +7,11 @@ an exporter's session that reads at most :data:`MAX_RESPONSE_BYTES` of a body, r
 body is never inflated), within the request's read timeout, and drops the connection when more was
 coming. gRPC needs none of this: its channel refuses a message over 4 MB.
 
+A redirect is a failed export (:class:`CollectorRedirected`), never followed: the SDK's exporters
+(1.45) take any status under 400 as a sent batch, so a collector answering 307 dropped every batch
+without a line; before 1.45 they posted through ``Session.post``, which followed it to any host with
+the session's headers (``OTEL_EXPORTER_OTLP_HEADERS``, an API key).
+
 The session is the exporters' private member (``_client._transport._session`` in SDK 1.45,
 ``_session`` before): an SDK without it keeps its own reading, with a warning.
 """
@@ -17,10 +22,12 @@ import logging
 import time
 from typing import Any
 
-from requests import PreparedRequest, Response, Session
+from requests import PreparedRequest, RequestException, Response, Session
 from requests.adapters import HTTPAdapter
 
 from ..log_throttle import OutageLog
+from ..redact.escaping import printable
+from ..redact.text import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,21 @@ MAX_RESPONSE_BYTES = 64 * 1024
 """An OTLP answer is a status and, at most, a partial-success message: far under this."""
 _CHUNK = 16 * 1024
 _DEFAULT_READ_TIMEOUT = 10.0  # the SDK's OTEL_EXPORTER_OTLP_TIMEOUT default
+_MAX_SHOWN_LOCATION = 200
+
+
+class CollectorRedirected(RequestException):
+    """An OTLP collector answered an export with a redirect: the export failed, nothing was sent on.
+
+    Not a ``requests.ConnectionError``, so the SDK does not retry it: it logs the failure, this
+    message in it, once per batch, as it does a 4xx."""
+
+    def __init__(self, url: str, status: int, location: str) -> None:
+        shown = printable(redact_url(location)[:_MAX_SHOWN_LOCATION]) if location else "nowhere"
+        super().__init__(
+            f"OTLP collector {redact_url(url)} answered {status}, a redirect to {shown}: the gateway's exporters do "
+            "not follow redirects, so nothing was delivered (set the endpoint to the collector's own address)"
+        )
 
 
 class BoundedResponseAdapter(HTTPAdapter):
@@ -41,6 +63,9 @@ class BoundedResponseAdapter(HTTPAdapter):
         self, request: PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
     ) -> Response:
         response = super().send(request, stream=True, timeout=timeout, **kwargs)
+        if response.is_redirect:  # 3xx with a Location; one without is no redirect requests would follow
+            response.close()  # its body is never read: this connection is closed, not reused
+            raise CollectorRedirected(response.url, response.status_code, response.headers["location"])
         if stream:  # the caller reads it itself
             return response
         body, whole = _read_bounded(response, _read_timeout(timeout))
@@ -113,4 +138,4 @@ def bound_responses(exporter: object) -> None:
     session.mount("https://", adapter)
 
 
-__all__ = ["MAX_RESPONSE_BYTES", "BoundedResponseAdapter", "bound_responses"]
+__all__ = ["MAX_RESPONSE_BYTES", "BoundedResponseAdapter", "CollectorRedirected", "bound_responses"]
