@@ -113,7 +113,8 @@ def test_a_redirected_export_is_a_failure_the_log_names(redirecting: Server, els
     assert paths == ["/v1/logs", "/v1/metrics", "/v1/traces"], redirecting.received
     assert elsewhere.received == []
     for path in paths:
-        assert f"{redirecting.url()}{path} answered 307, a redirect to {elsewhere.url('localhost')}{path}" in done.stderr
+        named = f"{redirecting.url()}{path} answered 307, a redirect to {elsewhere.url('localhost')}{path}"
+        assert named in done.stderr, done.stderr
     assert "s3cr3t" not in done.stderr and KEY not in done.stderr, done.stderr
 
 
@@ -129,3 +130,12 @@ def test_a_session_that_follows_redirects_does_not_follow_the_collectors(
         session.post(redirecting.url() + "/v1/traces", data=b"spans", timeout=10)
     assert [path for path, _ in redirecting.received] == ["/v1/traces"]
     assert elsewhere.received == []
+
+
+def test_a_3xx_without_a_location_is_a_failure_too() -> None:
+    """A 304 follows nowhere, and the SDK took it as a sent batch all the same."""
+    for collector in Server(304).serve():
+        session = requests.Session()
+        bound_responses(SimpleNamespace(_session=session))
+        with pytest.raises(requests.RequestException, match="answered 304, a redirect to nowhere"):
+            session.post(collector.url() + "/v1/traces", data=b"spans", timeout=10)

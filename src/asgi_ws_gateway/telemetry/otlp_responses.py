@@ -45,7 +45,7 @@ class CollectorRedirected(RequestException):
     message in it, once per batch, as it does a 4xx."""
 
     def __init__(self, url: str, status: int, location: str) -> None:
-        shown = printable(redact_url(location)[:_MAX_SHOWN_LOCATION]) if location else "nowhere"
+        shown = printable(redact_url(location)[:_MAX_SHOWN_LOCATION]) if location else "nowhere (no Location)"
         super().__init__(
             f"OTLP collector {redact_url(url)} answered {status}, a redirect to {shown}: the gateway's exporters do "
             "not follow redirects, so nothing was delivered (set the endpoint to the collector's own address)"
@@ -63,9 +63,9 @@ class BoundedResponseAdapter(HTTPAdapter):
         self, request: PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
     ) -> Response:
         response = super().send(request, stream=True, timeout=timeout, **kwargs)
-        if response.is_redirect:  # 3xx with a Location; one without is no redirect requests would follow
+        if 300 <= response.status_code < 400:  # with a Location or not (a 304): no batch was taken in
             response.close()  # its body is never read: this connection is closed, not reused
-            raise CollectorRedirected(response.url, response.status_code, response.headers["location"])
+            raise CollectorRedirected(response.url, response.status_code, response.headers.get("location", ""))
         if stream:  # the caller reads it itself
             return response
         body, whole = _read_bounded(response, _read_timeout(timeout))
