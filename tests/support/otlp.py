@@ -122,6 +122,8 @@ class OtlpReceiver:
         self._http_thread: threading.Thread | None = None
         self.grpc_port = 0
         self.http_port = 0
+        self.http_refusal: int | None = None
+        """While set, the HTTP status every OTLP/HTTP export is answered with (a collector failing: 503...)."""
 
     def endpoint(self, protocol: Protocol) -> str:
         """The value of ``OTEL_EXPORTER_OTLP_ENDPOINT`` for ``protocol``."""
@@ -260,7 +262,7 @@ class OtlpReceiver:
         routes = {
             path: (request_type, response, handle) for _s, path, request_type, response, handle in self._services()
         }
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _http_handler(routes))
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _http_handler(routes, lambda: self.http_refusal))
         self.http_port = self._http.server_address[1]
         self._http_thread = threading.Thread(target=self._http.serve_forever, name="otlp-http", daemon=True)
         self._http_thread.start()
@@ -290,11 +292,17 @@ class OtlpReceiver:
 Route = tuple[type[Message], Message, Callable[[Any, Protocol], None]]
 
 
-def _http_handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
+def _http_handler(routes: dict[str, Route], refusal: Callable[[], int | None]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             route = routes.get(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            refused = refusal()
+            if refused is not None:
+                self.send_response(refused)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             encoding = (self.headers.get("Content-Encoding") or "").lower()
             if encoding == "gzip":
                 body = gzip.decompress(body)
