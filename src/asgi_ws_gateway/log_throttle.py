@@ -8,6 +8,7 @@ large as the traffic; :class:`OutageLog` decides when to write one and how many 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,29 +34,61 @@ class OutageLog:
         return count
 
 
+def by_format(record: logging.LogRecord) -> object:
+    """The same kind of line: the same format string, whatever its arguments (an attribute's name, a length)."""
+    return record.msg if isinstance(record.msg, str) else None
+
+
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+_SHOWN_KIND = 300  # characters of a message that tell its kind; a longer tail is detail
+
+
+def by_text_but_numbers(record: logging.LogRecord) -> object:
+    """The same kind of line: the same text but for its numbers (a status, a backoff, a port, an object's
+    address) and the same exception, if any. Two signals or two causes (a 503, a refused connection)
+    stay apart; the same failure of the next batch does not."""
+    try:
+        text = record.getMessage()
+    except Exception:
+        return by_format(record)
+    kind = _NUMBERS.sub("#", text[:_SHOWN_KIND])
+    return (kind, record.exc_info[0]) if isinstance(record.exc_info, tuple) else kind  # exc_info may be False
+
+
 class RepeatFilter(logging.Filter):
-    """A logger filter writing each message (by its format string) as :class:`OutageLog` says: the first
-    at once, then at most one line per ``interval`` seconds, ending ``(N more since the last such line)``.
+    """A logger filter writing each kind of message (by default its format string: :func:`by_format`) as
+    :class:`OutageLog` says: the first at once, then at most one line per ``interval`` seconds, ending
+    ``(N more since the last such line)``. A repeated line leaves out a record's traceback (the first
+    line of its kind keeps it): one traceback per outage is enough, not one per failure.
 
     For a library that logs per call what a client can make it do per request (the OpenTelemetry SDK's
-    "String attribute value exceeds max length" per truncated attribute): a line per event is as large
-    as the traffic. Records from any thread; DEBUG and INFO records pass untouched.
+    "String attribute value exceeds max length" per truncated attribute), or per export while a collector
+    is down: a line per event is as large as the traffic. Records from any thread; DEBUG and INFO records
+    pass untouched.
     """
 
     MAX_MESSAGES = 64
-    """Format strings counted apart; any beyond share one count (a library's are constants, but bounded)."""
+    """Kinds counted apart; any beyond share one count (a library's format strings are constants, but a
+    message's text may hold what a peer sent: bounded)."""
 
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        kind: Callable[[logging.LogRecord], object] = by_format,
+    ) -> None:
         super().__init__()
         self.interval = interval
         self._clock = clock
+        self._kind = kind
         self._logs: dict[object, OutageLog] = {}
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = record.msg if isinstance(record.msg, str) else None
+        key = self._kind(record)
         with self._lock:
             log = self._logs.get(key)
             if log is None:
@@ -68,8 +101,11 @@ class RepeatFilter(logging.Filter):
                 message = record.getMessage()
             except Exception:  # arguments that do not fit: the handler reports that as it would have
                 return True
+            if isinstance(record.exc_info, tuple) and record.exc_info[0] is not None:
+                message = f"{message} [{record.exc_info[0].__name__}, the traceback as in the first such line]"
             record.msg, record.args = f"{message} ({count - 1} more since the last such line)", None
+            record.exc_info, record.exc_text = None, None
         return count > 0
 
 
-__all__ = ["OutageLog", "RepeatFilter"]
+__all__ = ["OutageLog", "RepeatFilter", "by_format", "by_text_but_numbers"]

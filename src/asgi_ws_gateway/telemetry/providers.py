@@ -23,7 +23,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
-from ..log_throttle import RepeatFilter
+from ..log_throttle import RepeatFilter, by_text_but_numbers
 from .environment import Signal, environment_problems, exporter_problems, pure_python_problems
 from .names import DEFAULT_SERVICE_NAME
 from .provider_shutdown import Providers
@@ -116,6 +116,7 @@ def resolve_providers(
 
             bound_responses(providers.exporters[-1])
     providers.threads = [thread for thread in threading.enumerate() if thread not in before]
+    throttle_export_failures()  # the exporters' modules are imported now, their own filters set
     logger.info("exporting %s over OTLP (%s)", ", ".join(own), ", ".join(sorted({_protocol(s, environ) for s in own})))
     return providers
 
@@ -137,6 +138,44 @@ def throttle_attribute_warnings() -> None:
         found = logging.getLogger(name)
         if not any(isinstance(f, RepeatFilter) for f in found.filters):
             found.addFilter(RepeatFilter())
+
+
+EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",  # each gRPC exporter's failure, retry, timeout
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",  # each HTTP exporter's, its client's too
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.common.http",  # the HTTP client's own, when an exporter passes it none
+    "opentelemetry.sdk._shared_internal",  # the span and log batch processors: an export raised, queue full
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk.metrics._internal.export",  # the periodic metric reader: an export raised, timed out
+    "opentelemetry.sdk._logs._internal.export",
+)
+"""Where the SDK (1.45) and its OTLP exporters log a failed export, a retry or a timeout: per batch and signal."""
+
+
+def throttle_export_failures() -> None:
+    """Put a :class:`~asgi_ws_gateway.log_throttle.RepeatFilter` on :data:`EXPORT_LOGGERS` (once each), its
+    kind of line the message but for its numbers (:func:`~asgi_ws_gateway.log_throttle.by_text_but_numbers`).
+
+    While a collector fails (429/503, resets, a redirect, unreachable, too slow), the SDK logs an ERROR per
+    batch and signal, some with a traceback: a line a second per signal at the default batch delay, more
+    under load, thousands through an outage. The first line of each kind (each signal, each cause) is
+    written at once, traceback and all, then one per 10 s with how many, without it. The SDK's loggers are
+    the process's, so an application's own OTLP exporters and processors are counted the same way.
+
+    The SDK's own ``DuplicateFilter`` on some of them (the gRPC exporters', the batch processors') is
+    taken off: it keeps one line per format string and 20 s, so a gRPC collector down showed the traces'
+    failure and hid the metrics' (the same format), and never said how many it dropped.
+    """
+    from opentelemetry.sdk._shared_internal import DuplicateFilter
+
+    for name in EXPORT_LOGGERS:
+        found = logging.getLogger(name)
+        for duplicates in [f for f in found.filters if isinstance(f, DuplicateFilter)]:
+            found.removeFilter(duplicates)
+        if not any(isinstance(f, RepeatFilter) for f in found.filters):
+            found.addFilter(RepeatFilter(kind=by_text_but_numbers))
 
 
 def environment_config_problems(config: TelemetryConfig, environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -326,6 +365,7 @@ def _own_logger_provider(exporter: LogRecordExporter, resource: Resource) -> Sdk
 __all__ = [
     "ATTRIBUTE_LOGGERS",
     "ENCODER_VARIABLE",
+    "EXPORT_LOGGERS",
     "HISTOGRAMS_VARIABLE",
     "PROTOCOLS",
     "SCHEDULE_DELAY_MS",
@@ -334,4 +374,5 @@ __all__ = [
     "environment_config_problems",
     "resolve_providers",
     "throttle_attribute_warnings",
+    "throttle_export_failures",
 ]
