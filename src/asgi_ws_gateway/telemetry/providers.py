@@ -168,12 +168,10 @@ def throttle_export_failures() -> None:
     taken off: it keeps one line per format string and 20 s, so a gRPC collector down showed the traces'
     failure and hid the metrics' (the same format), and never said how many it dropped.
     """
-    from opentelemetry.sdk._shared_internal import DuplicateFilter
-
     for name in EXPORT_LOGGERS:
         found = logging.getLogger(name)
-        for duplicates in [f for f in found.filters if isinstance(f, DuplicateFilter)]:
-            found.removeFilter(duplicates)
+        for duplicates in [f for f in found.filters if type(f).__name__ == "DuplicateFilter"]:
+            found.removeFilter(duplicates)  # by name: a private class, in another module or none in other SDKs
         if not any(isinstance(f, RepeatFilter) for f in found.filters):
             found.addFilter(RepeatFilter(kind=by_text_but_numbers))
 
