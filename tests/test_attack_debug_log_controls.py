@@ -59,10 +59,12 @@ async def _hostile_session(port: int) -> None:
     await writer.drain()
     assert await reader.read() != b""  # the gateway's close frame, then EOF
     writer.close()
+    await writer.wait_closed()  # close() only schedules the FIN, and the gateway lingers for it: stop() blocks the loop
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(handshake("/ws/echo", b"Sec-WebSocket-Extensions: a" + HOSTILE + b"\r\n"))
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 400")
     writer.close()
+    await writer.wait_closed()  # as above: the refusal's linger waited out its 2 s for the FIN
 
 
 def _assert_printable(output: str) -> None:

@@ -61,6 +61,7 @@ async def _session(port: int, room: str, forwarded_for: bytes) -> None:
     await writer.drain()
     assert await reader.read() != b""  # the gateway's close frame, then EOF
     writer.close()
+    await writer.wait_closed()  # close() only schedules the FIN, and the gateway lingers for it: stop() blocks the loop
 
 
 async def test_a_forwarded_zone_id_is_no_address_in_the_access_log_spans_and_exported_logs(

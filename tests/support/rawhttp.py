@@ -130,7 +130,11 @@ async def upgrade_status(port: int, target: str) -> int:
         writer.write(handshake(target))
         return status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
     finally:
+        # close() only schedules the FIN: a caller that blocks its loop next (a process's stop()) left the
+        # gateway waiting for it (its close wait, a refusal's 2 s linger).
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def header_of(response: bytes, name: str) -> str | None:
