@@ -218,7 +218,10 @@ class _Linger(asyncio.Protocol):
                 transport.abort()  # connection_lost follows
                 return
         if not transport.is_closing():
-            logger.debug("lingering close: the peer still sent after %g s; closing", LINGER_SECONDS)
+            if self.left < LINGER_BYTES:
+                logger.debug("lingering close: the peer still sent after %g s; closing", LINGER_SECONDS)
+            else:  # (said "still sent" too: a client whose FIN never left its host was looked for in the gateway)
+                logger.debug("lingering close: the peer sent nothing, nor its FIN, in %g s; closing", LINGER_SECONDS)
             transport.close()
 
     def pause_writing(self) -> None:
