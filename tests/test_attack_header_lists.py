@@ -13,6 +13,7 @@ server (an attack pass, `run` and uvicorn's implementations; the CPU figures are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import struct
@@ -87,6 +88,8 @@ async def _offer(port: int, path: str, lines: list[bytes]) -> tuple[int, bytes]:
         return status, head
     finally:
         writer.close()
+        with contextlib.suppress(OSError):  # close() only schedules the FIN: stop() blocks the loop next
+            await writer.wait_closed()
 
 
 @pytest.mark.parametrize("path", ["/jwt", "/splice", "/relay"])

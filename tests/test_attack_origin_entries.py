@@ -13,6 +13,7 @@ this process; the entries of ``IN_A_PROCESS`` run the real command line too, for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -185,6 +186,8 @@ async def _status(port: int, origin: str) -> int:
         return status_of(await reader.readuntil(b"\r\n\r\n"))
     finally:
         writer.close()
+        with contextlib.suppress(OSError):  # close() only schedules the FIN: stop() blocks the loop next
+            await writer.wait_closed()
 
 
 async def test_run_matches_a_unicode_host_as_browsers_send_it(tmp_path: Path, upstream: UpstreamServer) -> None:

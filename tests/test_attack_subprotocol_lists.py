@@ -14,6 +14,7 @@ and real uvicorn (in-process), a real upstream that records what it was sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import struct
@@ -86,6 +87,8 @@ async def _offer(port: int, path: str, lines: list[bytes]) -> tuple[int, bytes]:
         return status, head
     finally:
         writer.close()
+        with contextlib.suppress(OSError):  # close() only schedules the FIN: stop() blocks the loop next
+            await writer.wait_closed()
 
 
 def _quiet(server: ServerProcess) -> None:
