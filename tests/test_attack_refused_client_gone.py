@@ -34,6 +34,7 @@ REFUSALS: dict[str, tuple[bytes, int]] = {
     "upstream-refused": (handshake("/refused"), 403),
     "bad-head": (b"GET /relayed HTTP/1.1\r\nHost: gw\r\nno colon here\r\n\r\n", 400),
     "huge-header": (handshake("/relayed", HUGE_HEADER), 431),
+    "long-target": (handshake("/relayed?q=" + "a" * 100_000), 414),
 }
 ENDS = ("fin", "fin-with-request", "rst")
 LINGERED_OUT = "lingering close: the peer"
