@@ -106,11 +106,13 @@ async def test_run_sees_each_client_gone_around_its_101(tmp_path: Path, upstream
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"apis": apis}))
     command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml"]
     with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp_path) as server:
+        shaken, ended = len(upstream_server.handshakes), len(upstream_server.closes)
         for n, (connector, end) in enumerate(((c, e) for c in CONNECTORS for e in ENDS), 1):
             await _go(server.port, f"/{connector}/{end}", end, upstream_server)
-            await asyncio.to_thread(server.wait_for_line, '" 101 ', times=n, timeout=10)
-            async with asyncio.timeout(10):
-                await upstream_server.wait_for_closes_async(n)
+            await asyncio.to_thread(server.wait_for_line, ' - "WebSocket /', times=n, timeout=10)  # its access line
+            async with asyncio.timeout(10):  # and every upstream leg it opened ended
+                opened = len(upstream_server.handshakes) - shaken
+                await upstream_server.wait_for_closes_async(ended + opened)
         assert server.stop() == 0
         output = server.output()
     for connector in CONNECTORS:

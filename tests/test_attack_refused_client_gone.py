@@ -72,7 +72,6 @@ async def test_a_refused_client_that_left_is_not_lingered_on(
         statuses = {name: await _refused(server.port, request, end) for name, (request, _) in REFUSALS.items()}
         assert server.stop() == 0
         output = server.output()
-    print(statuses)
     for name, (_, status) in REFUSALS.items():
         assert statuses[name] in ((status, None) if end == "fin-with-request" else (status,)), (name, statuses)
     assert LINGERED_OUT not in output, output
