@@ -253,6 +253,11 @@ class ClientLeg(WebSocketsSansIOProtocol):
             # than uvicorn's RuntimeError, which the application would log as its own failure.
             raise ClientDisconnected()
         if kind == "websocket.accept":
+            if not self.handshake_complete and (self.disconnected or self.transport.is_closing()):
+                # The client left (its FIN read: the transport closes) and connection_lost has not run
+                # yet: uvicorn skipped the accept without a word, and the relay ran for nobody (its
+                # access line a 101 the client never read). Gone, as the splice's hand-over says.
+                raise ClientDisconnected()
             if type(message.get(MAX_SIZE)) is int:
                 self.conn.lower_max_size(message[MAX_SIZE])
             if type(timeout := message.get(CLOSE_TIMEOUT)) in (int, float) and 0 < timeout < float("inf"):

@@ -134,7 +134,12 @@ class GracefulShutdown(ClientLeg):
             self.logger.exception("Exception in ASGI application\n")
             self.send_500_response()
         else:
-            if not self.handshake_complete:
+            if not self.handshake_complete and (self.disconnected or self.transport.is_closing()):
+                # Its client left before the answer (the accept raised ClientDisconnected, which the
+                # application took as that): nothing to answer, and no fault of the server's.
+                self.logger.debug('%s - "WebSocket %s" client gone before the handshake was answered',
+                                  self._client(), logged_path(self._path()))  # fmt: skip
+            elif not self.handshake_complete:
                 self.logger.error("ASGI callable returned without completing handshake.")
                 self.send_500_response()
             elif result is not None:

@@ -51,7 +51,10 @@ gateway needs on its edge, each in the module of one job (named in brackets) tha
   leases released at once, no further backend dialled, an upstream being opened dropped, nothing answered
   or logged but the access line (``abandoned``, ``client went away``); another application sees a
   ``CancelledError`` at the await it is in. uvicorn queued a ``websocket.disconnect`` nobody read, and the
-  handshake ran to its end holding what it took. While early frames are held (reading paused, above), the
+  handshake ran to its end holding what it took. A client whose FIN is read in the turn before the accept
+  (the transport closing, ``connection_lost`` still to come) is gone too: the accept raises
+  ``ClientDisconnected`` (uvicorn skipped it without a word) and the application's return is no ERROR
+  (:mod:`.client_leg`, :mod:`.graceful_shutdown`). While early frames are held (reading paused, above), the
   client's TCP state is looked at every ``HANGUP_PROBE_INTERVAL`` (Linux) (:mod:`.client_departure`);
 * a client that takes in nothing of what is queued to it for ``ping_timeout`` (the application's, above,
   else uvicorn's ``ws_ping_timeout``; never when the application's ``ping_interval`` or ``ping_timeout``
