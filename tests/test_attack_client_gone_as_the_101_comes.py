@@ -1,4 +1,4 @@
-"""A client whose FIN is read just before its handshake is accepted: abandoned, with the gateway's
+"""A client whose FIN or reset is read just before its handshake is accepted: abandoned, with the gateway's
 access line and no ERROR, for each connector.
 
 Seen once each under load (2026-12-07): the transport was already closing (the FIN read: uvicorn's
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -55,7 +57,7 @@ class AcceptAfterFin:
         async def held_send(message: Any) -> None:
             if message["type"] in ("websocket.accept", ACCEPT):
                 self.accepting.set()
-                self.fin_sent.wait(10)  # blocking, on purpose: the FIN must be there when the loop reads
+                self.fin_sent.wait(10)  # blocking, on purpose: the FIN (or reset) must be there when the loop reads
                 time.sleep(0.05)  # noqa: ASYNC251 - (its segment on the loopback)
                 await asyncio.sleep(0)  # the turn that reads the FIN, and connection_lost's a turn later
             await send(message)
@@ -63,9 +65,10 @@ class AcceptAfterFin:
         await self.gateway(scope, receive, held_send)
 
 
+@pytest.mark.parametrize("end", ["fin", "rst"])
 @pytest.mark.parametrize("connector", sorted(CONNECTORS))
-async def test_a_fin_read_just_before_the_accept_abandons_the_handshake_quietly(
-    upstream_server: UpstreamServer, caplog: pytest.LogCaptureFixture, connector: str
+async def test_a_client_end_read_just_before_the_accept_abandons_the_handshake_quietly(
+    upstream_server: UpstreamServer, caplog: pytest.LogCaptureFixture, connector: str, end: str
 ) -> None:
     caplog.set_level(logging.INFO)
     closed = len(upstream_server.closes)
@@ -76,12 +79,19 @@ async def test_a_fin_read_just_before_the_accept_abandons_the_handshake_quietly(
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(handshake(f"/{connector}"))
         assert await asyncio.to_thread(app.accepting.wait, 10)
-        writer.write_eof()
-        await writer.drain()
-        app.fin_sent.set()
-        read = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        await writer.wait_closed()
+        read = b""
+        if end == "rst":
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()
+            await writer.wait_closed()
+            app.fin_sent.set()
+        else:
+            writer.write_eof()
+            await writer.drain()
+            app.fin_sent.set()
+            read = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            await writer.wait_closed()
         line = await access_line(caplog)
         async with asyncio.timeout(10):
             await upstream_server.wait_for_closes_async(closed + 1)  # the upstream's leg ended too
