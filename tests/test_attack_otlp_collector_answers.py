@@ -3,13 +3,16 @@
 The SDK's HTTP exporters read a response whole (``requests``) though they use only its status: a
 collector answering each export with a 200 MB body took a worker from 94 to 713 MB, and one
 trickling its body held the export thread for as long as it trickled. The gateway's exporters read
-at most ``MAX_RESPONSE_BYTES`` within the request's timeout. Each case runs the gateway's providers
+at most ``MAX_RESPONSE_BYTES`` within the request's timeout, the status line and headers included (a
+collector sending those a byte at a time held the export thread for good: ``requests`` bounds each
+read, not the answer). Each case runs the gateway's providers
 in a child process (its own global providers, its own environment) against a real HTTP collector.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -50,10 +53,11 @@ class Collector(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, body: int, *, trickle: bool = False) -> None:
+    def __init__(self, body: int, *, trickle: bool = False, trickle_head: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Answer)
         self.body = body
         self.trickle = trickle
+        self.trickle_head = trickle_head
         self.paths: list[str] = []
         self.connections = 0
         self.sent: list[int] = []  # body bytes sent per answer before the exporter stopped reading
@@ -86,6 +90,9 @@ class _Answer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         self.server.paths.append(self.path)
+        if self.server.trickle_head:
+            self._trickle_head()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", str(self.server.body))
@@ -105,10 +112,30 @@ class _Answer(BaseHTTPRequestHandler):
         finally:
             self.server.sent.append(sent)
 
+    def _trickle_head(self) -> None:
+        """A status line and one header line a byte every 50 ms: each read comes long before the timeout."""
+        sent = 0
+        try:
+            for byte in SLOW_HEAD:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                sent += 1
+                time.sleep(0.05)
+        except OSError:  # the exporter closed the connection
+            pass
+        finally:
+            self.close_connection = True
+            self.server.sent.append(sent)
+
+
+SLOW_HEAD = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60_000
+"""50 minutes of a head at one byte per 50 ms (http.client takes a header line up to 64 KiB, and 100 of them)."""
+
 
 def _export(collector: Collector, rounds: int, **env: str) -> dict[str, Any]:
     environ = {
         "PATH": "/usr/bin:/bin",
+        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},  # the tree under test
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "60000",  # exports happen at force_flush, not in between
@@ -158,3 +185,13 @@ def test_a_small_answer_is_read_whole_and_the_connection_kept() -> None:
         assert len(collector.paths) >= 9, collector.paths
         assert collector.connections <= 3, collector.connections  # one per exporter's session, kept alive
         assert "OTLP collector" not in result["stderr"], result["stderr"]
+
+
+def test_a_trickled_status_line_and_headers_end_the_export_at_its_timeout() -> None:
+    """Before, the flush waited for the whole head (50 minutes here) and nothing was logged; now the
+    exchange ends at the exporter's 1 s timeout, the connection closed and the collector named."""
+    for collector in Collector(0, trickle_head=True).serve():
+        result = _export(collector, rounds=1, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+        assert sorted(set(collector.paths)) == ["/v1/logs", "/v1/metrics", "/v1/traces"], collector.paths
+        assert max(collector.sent) < len(SLOW_HEAD) // 10, collector.sent  # the exporter stopped reading
+        assert f"OTLP collector {collector.endpoint}/v1/traces sent no whole answer within 1 s" in result["stderr"]

@@ -4,8 +4,12 @@ The SDK's HTTP exporters post through ``requests``, which reads a response whole
 looks at its status: a collector answering every export with a 200 MB body took a worker from 94 to
 713 MB. The exporters use the status and reason alone, so :func:`bound_responses` mounts an adapter on
 an exporter's session that reads at most :data:`MAX_RESPONSE_BYTES` of a body, raw (a compressed
-body is never inflated), within the request's read timeout, and drops the connection when more was
-coming. gRPC needs none of this: its channel refuses a message over 4 MB.
+body is never inflated), and drops the connection when more was coming. The whole exchange, the
+answer's status line and headers included, has the request's timeout: ``requests`` bounds each socket
+read, so a collector sending its head a byte a second held the export thread for good (no batch of
+that signal exported again, not one line logged); at the deadline the connection's socket is shut
+down, whatever it waits for (:class:`CollectorTooSlow`). gRPC needs none of this: its channel
+refuses a message over 4 MB and has its own deadline.
 
 A redirect is a failed export (:class:`CollectorRedirected`), never followed: the SDK's exporters
 (1.45) take any status under 400 as a sent batch, so a collector answering 307 dropped every batch
@@ -18,12 +22,19 @@ The session is the exporters' private member (``_client._transport._session`` in
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
 import time
 from typing import Any
 
 from requests import PreparedRequest, RequestException, Response, Session
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ReadTimeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..log_throttle import OutageLog
 from ..redact.escaping import printable
@@ -52,23 +63,131 @@ class CollectorRedirected(RequestException):
         )
 
 
+class CollectorTooSlow(ReadTimeout):
+    """An OTLP collector's whole answer did not come within the request's timeout: its connection was
+    closed, the batch not delivered. A ``ReadTimeout``, as a collector silent that long is to the SDK
+    (logged once per batch, not retried)."""
+
+    def __init__(self, url: str, within: float) -> None:
+        super().__init__(
+            f"OTLP collector {redact_url(url)} sent no whole answer within {within:.3g} s (the exporter's timeout): "
+            "the connection was closed, nothing was delivered"
+        )
+
+
+class _Exchange:
+    """One request's deadline: when it passes, its connection's socket is shut down, which ends any
+    read or write blocked on it (closing it would not wake a read in another thread)."""
+
+    def __init__(self, within: float) -> None:
+        self.within = within
+        self.deadline = time.monotonic() + within
+        self._expired = False
+        self.connection: HTTPConnection | None = None
+        self._timer = threading.Timer(within, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Exchange:
+        _exchanges.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _exchanges.current = None
+
+    def _expire(self) -> None:
+        self._expired = True
+        self.cut()
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed (the socket shut down, or to be at its next use)."""
+        return self._expired
+
+    def cut(self) -> None:
+        """Shut the connection's socket down once the deadline has passed (its TLS layer bypassed)."""
+        sock = getattr(self.connection, "sock", None)
+        if self._expired and sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_exchanges = threading.local()
+"""The export thread's exchange under way: how the pool's connection finds the deadline it serves."""
+
+
+def _watch(connection: HTTPConnection) -> None:
+    exchange: _Exchange | None = getattr(_exchanges, "current", None)
+    if exchange is not None:
+        exchange.connection = connection
+        exchange.cut()  # connected after the deadline: nothing more is sent or awaited
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # a connection kept alive from an earlier export is connected already
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
 class BoundedResponseAdapter(HTTPAdapter):
     """An adapter whose responses hold at most :data:`MAX_RESPONSE_BYTES` of their body."""
 
     def __init__(self) -> None:
         super().__init__()
         self._cut_log = OutageLog()
+        self._slow_log = OutageLog()  # the SDK's own line says only "timeout, max retries or shutdown"
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
     def send(  # type: ignore[override]  # requests types the parameters loosely
         self, request: PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
     ) -> Response:
-        response = super().send(request, stream=True, timeout=timeout, **kwargs)
-        if 300 <= response.status_code < 400:  # with a Location or not (a 304): no batch was taken in
-            response.close()  # its body is never read: this connection is closed, not reused
-            raise CollectorRedirected(response.url, response.status_code, response.headers.get("location", ""))
-        if stream:  # the caller reads it itself
-            return response
-        body, whole = _read_bounded(response, _read_timeout(timeout))
+        with _Exchange(_read_timeout(timeout)) as exchange:
+            try:
+                response = super().send(request, stream=True, timeout=timeout, **kwargs)
+            except RequestException:
+                if not exchange.expired():
+                    raise
+                raise self._too_slow(request, exchange) from None  # not "connection aborted"
+            if exchange.expired():  # the head cut short: http.client takes its end for the end of the headers
+                response.close()
+                raise self._too_slow(request, exchange)
+            if 300 <= response.status_code < 400:  # with a Location or not (a 304): no batch was taken in
+                response.close()  # its body is never read: this connection is closed, not reused
+                raise CollectorRedirected(response.url, response.status_code, response.headers.get("location", ""))
+            if stream:  # the caller reads it itself
+                return response
+            try:
+                body, whole = _read_bounded(response, exchange.deadline)
+            except (Urllib3Error, OSError):
+                if not exchange.expired():
+                    raise
+                body, whole = b"", False
+            whole = whole and not exchange.expired()  # a body cut at the deadline may read as its end
         response._content = body  # what requests' own non-streamed read would have set
         response._content_consumed = True
         if not whole:
@@ -85,17 +204,22 @@ class BoundedResponseAdapter(HTTPAdapter):
         response.close()  # back to the pool (a closed connection is replaced there)
         return response
 
+    def _too_slow(self, request: PreparedRequest, exchange: _Exchange) -> CollectorTooSlow:
+        too_slow = CollectorTooSlow(request.url or "", exchange.within)
+        if count := self._slow_log.event():
+            logger.warning("%s (%d times)", too_slow, count)
+        return too_slow
+
 
 def _read_timeout(timeout: Any) -> float:
     read = timeout[1] if isinstance(timeout, tuple) else timeout
     return float(read) if read else _DEFAULT_READ_TIMEOUT
 
 
-def _read_bounded(response: Response, within: float) -> tuple[bytes, bool]:
-    """Up to ``MAX_RESPONSE_BYTES`` of the raw body, and whether that was all of it, read within ``within``
-    seconds in all (requests' timeout bounds each read, so a collector trickling bytes could hold the
+def _read_bounded(response: Response, deadline: float) -> tuple[bytes, bool]:
+    """Up to ``MAX_RESPONSE_BYTES`` of the raw body, and whether that was all of it, read by ``deadline``
+    (monotonic; requests' timeout bounds each read, so a collector trickling bytes could hold the
     export thread for as long as it liked)."""
-    deadline = time.monotonic() + within
     read = getattr(response.raw, "read1", response.raw.read)  # urllib3 2's read1: what has come, not _CHUNK
     chunks: list[bytes] = []
     size = 0
@@ -138,4 +262,4 @@ def bound_responses(exporter: object) -> None:
     session.mount("https://", adapter)
 
 
-__all__ = ["MAX_RESPONSE_BYTES", "BoundedResponseAdapter", "CollectorRedirected", "bound_responses"]
+__all__ = ["MAX_RESPONSE_BYTES", "BoundedResponseAdapter", "CollectorRedirected", "CollectorTooSlow", "bound_responses"]
