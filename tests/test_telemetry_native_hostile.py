@@ -85,10 +85,13 @@ def _recursive() -> list[Any]:
 
 BIG = 10 * 1024 * 1024
 ANY_CHARACTER = st.characters(exclude_categories=())  # lone surrogates too
+LONG_TEXTS = ("a" * BIG, "\u00fc" * (BIG // 2), "\ud800" * 1024, "\x00" * 70000, "")  # 10 MB, 64 KiB+
+"""Drawn by index: a strategy's repr shows what it samples, and hypothesis builds and keeps reprs of the
+strategies it draws through, so sampling these texts themselves kept ~10 MB an example (2.9 GB at 300)."""
 TEXTS = st.one_of(
     st.text(ANY_CHARACTER, max_size=30),
     st.text(st.sampled_from("\x00\ud800\udfff\U0010ffff\u00fc/a"), max_size=30),  # NUL, surrogates, 1-4 bytes
-    st.sampled_from(["a" * BIG, "\u00fc" * (BIG // 2), "\ud800" * 1024, "\x00" * 70000, ""]),  # 10 MB, 64 KiB+
+    st.sampled_from(range(len(LONG_TEXTS))).map(LONG_TEXTS.__getitem__),  # by index: see LONG_TEXTS
     st.builds(LyingStr, st.text(max_size=5)),
 )
 INTS = st.one_of(
