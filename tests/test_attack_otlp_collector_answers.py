@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway.telemetry.otlp_responses import MAX_RESPONSE_BYTES
+from support.servers import served_in_thread
 
 HUGE = 200 * 1024 * 1024
 EXPORTING = """
@@ -63,13 +63,7 @@ class Collector(ThreadingHTTPServer):
         self.sent: list[int] = []  # body bytes sent per answer before the exporter stopped reading
 
     def serve(self) -> Iterator[Collector]:
-        thread = threading.Thread(target=self.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.shutdown()
-            self.server_close()
+        return served_in_thread(self)
 
     @property
     def endpoint(self) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from asgi_ws_gateway.telemetry.otlp_responses import bound_responses
+from support.servers import served_in_thread
 
 KEY = "collector-key-0d5e1f"
 EXPORTING = """
@@ -56,13 +56,7 @@ class Server(ThreadingHTTPServer):
         self.received: list[tuple[str, dict[str, str]]] = []
 
     def serve(self) -> Iterator[Server]:
-        thread = threading.Thread(target=self.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.shutdown()
-            self.server_close()
+        return served_in_thread(self)
 
     def url(self, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.server_address[1]}"

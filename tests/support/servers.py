@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import os
 import socket
+import socketserver
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import uvicorn
 import uvicorn.server
@@ -33,6 +34,7 @@ __all__ = [
     "children",
     "free_port",
     "listens",
+    "served_in_thread",
 ]
 
 WSImpl = Literal["websockets-sansio", "wsproto", "websockets"]
@@ -40,6 +42,21 @@ WS_IMPLS: tuple[WSImpl, ...] = ("websockets-sansio", "wsproto")
 """The implementations end-to-end tests run over (``websockets`` is uvicorn's deprecated legacy one)."""
 
 HOST = "127.0.0.1"
+
+
+_Served = TypeVar("_Served", bound=socketserver.BaseServer)
+
+
+def served_in_thread(server: _Served) -> Iterator[_Served]:
+    """``server`` (a ``socketserver`` server, e.g. an ``http.server`` one) serving on a daemon thread while
+    the caller iterates; shut down and closed after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:
