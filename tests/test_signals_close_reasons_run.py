@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +19,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
 from websockets.exceptions import ConnectionClosed
 
 from asgi_ws_gateway.management import ManagementClient
 from support.clients import connect, expect_close
 from support.jwts import HS_SECRET, token
 from support.management import TOKEN
-from support.otlp import OtlpReceiver, Point
-from support.processes import SRC, ready_server
 from support.rawhttp import handshake
 from support.rawws import next_frame, raw_client_of
+from support.signals import SignalsRun, signals_run
 from support.unread import small_socket
 from support.upstream import UpstreamServer
 
@@ -61,11 +58,9 @@ CASES = {  # API: the code the client gets, the side and code counted, a line be
 
 
 @dataclass
-class Run:
+class Run(SignalsRun):
     seen: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
-    output: str = ""
-    points: list[Point] = field(default_factory=list)
 
     def closes(self, api: str) -> dict[tuple[Any, Any], float]:
         last: dict[tuple[Any, Any], float] = {}
@@ -159,18 +154,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("closes")
     (tmp / "close_reasons_policy.py").write_text(POLICY_MODULE)
     result = Run()
-    with UpstreamServer() as upstream, OtlpReceiver() as otlp:
-        (tmp / "gateway.yaml").write_text(yaml.safe_dump(_config(upstream.port)))
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
-               "OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": os.pathsep.join([str(tmp), str(SRC)]),
-               "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}  # fmt: skip
-        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info", "--management", "/_gateway"]
-        with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp, env=env) as server:
-            asyncio.run(_clients(server.port, result.seen, result.reasons, server.wait_for_line))
-            time.sleep(0.5)  # the last close's access line and metric
-            assert server.stop() == 0
-            result.output = server.output()
-        result.points = otlp.points()
+    env = {"ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+    with (
+        UpstreamServer() as upstream,
+        signals_run(tmp, _config(upstream.port), result, arguments=["--management", "/_gateway"], env=env) as server,
+    ):
+        asyncio.run(_clients(server.port, result.seen, result.reasons, server.wait_for_line))
+        time.sleep(0.5)  # the last close's access line and metric
+        assert server.stop() == 0
     yield result
 
 

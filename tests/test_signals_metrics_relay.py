@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
 
 from support.clients import connect, expect_close
-from support.otlp import OtlpReceiver, Point
-from support.processes import SRC, ready_server
+from support.signals import SignalsRun, signals_run
 from support.upstream import UpstreamServer
 
 POLICY_MODULE = '''
@@ -40,18 +38,8 @@ async def drop_by_text(message):
 
 
 @dataclass
-class Run:
+class Run(SignalsRun):
     seen: dict[str, Any] = field(default_factory=dict)
-    output: str = ""
-    points: list[Point] = field(default_factory=list)
-
-    def latest(self, metric: str) -> list[dict[str, Any]]:
-        last: dict[frozenset[tuple[str, Any]], dict[str, Any]] = {}
-        for p in self.points:
-            if p.metric == metric:
-                value = p.count if p.kind == "histogram" else p.value
-                last[frozenset(p.attributes.items())] = {**p.attributes, "_value": value}
-        return list(last.values())
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -135,7 +123,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("relay_signals")
     (tmp / "signals_relay_policy.py").write_text(POLICY_MODULE)
     result = Run()
-    with UpstreamServer() as upstream, OtlpReceiver() as otlp:
+    with UpstreamServer() as upstream:
         u = f"ws://127.0.0.1:{upstream.port}/{{a}}/{{b}}"
         limits = {"inbound": [{"limit-message-size": {"max": 100, "action": "drop"}}],
                   "outbound": [{"limit-message-size": {"max": 50}}]}  # fmt: skip
@@ -150,15 +138,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 {"name": "custom", "path": "/custom/{a}/{b}", "upstreams": [u], "message_policies": custom},
             ],
         }  # fmt: skip
-        (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
-               "OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": os.pathsep.join([str(tmp), str(SRC)])}  # fmt: skip
-        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info"]
-        with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp, env=env) as server:
+        with signals_run(tmp, config, result) as server:
             asyncio.run(_clients(server.port, upstream, result.seen))
             asyncio.run(_drain(server.port, server.stop, result.seen))
-            result.output = server.output()
-        result.points = otlp.points()
     yield result
 
 

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from support.clients import connect, expect_close, expect_status
 from support.jwts import HS_SECRET
-from support.otlp import OtlpReceiver, Point
-from support.processes import SRC, ready_server
+from support.otlp import Point
 from support.rawhttp import exchange, handshake, status_of
+from support.signals import SignalsRun, signals_run
 from support.upstream import UpstreamServer
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
@@ -51,28 +50,12 @@ async def drop_by_text(message):
 
 
 @dataclass
-class Run:
-    """What the scenario saw: the clients' results, the process's output, the receiver's points."""
+class Run(SignalsRun):
+    """What the scenario saw: the clients' results, beside the process's output and the receiver's points."""
 
     seen: dict[str, Any] = field(default_factory=dict)
-    output: str = ""
     exit_code: int | None = None
-    points: list[Point] = field(default_factory=list)
     upstream_port: int = 0
-
-    def latest(self, metric: str) -> list[dict[str, Any]]:
-        """The last value of each series of ``metric``: its attributes, with ``_value`` (a histogram: its count)."""
-        last: dict[frozenset[tuple[str, Any]], dict[str, Any]] = {}
-        for p in self.points:
-            if p.metric == metric:
-                value = p.count if p.kind == "histogram" else p.value
-                last[frozenset(p.attributes.items())] = {**p.attributes, "_value": value}
-        return list(last.values())
-
-    def value(self, metric: str, **attributes: Any) -> float:
-        """The sum of the latest values of the series of ``metric`` with these attributes (dots as ``__``)."""
-        wanted = {k.replace("__", "."): v for k, v in attributes.items()}
-        return float(sum(s["_value"] for s in self.latest(metric) if all(s.get(k) == v for k, v in wanted.items())))
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -241,7 +224,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with contextlib.ExitStack() as stack:
         black = stack.enter_context(socket.socket())
         upstream = stack.enter_context(UpstreamServer())
-        otlp = stack.enter_context(OtlpReceiver())
         black.bind(("127.0.0.1", 0))
         black.listen(0)
         fillers = [stack.enter_context(socket.socket()) for _ in range(4)]
@@ -250,15 +232,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             with contextlib.suppress(BlockingIOError):
                 filler.connect(black.getsockname())
         result.upstream_port = upstream.port
-        (tmp / "gateway.yaml").write_text(yaml.safe_dump(_config(upstream.port, black.getsockname()[1])))
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
-               "OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": os.pathsep.join([str(tmp), str(SRC)])}  # fmt: skip
-        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info"]
-        with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp, env=env) as server:
+        with signals_run(tmp, _config(upstream.port, black.getsockname()[1]), result) as server:
             asyncio.run(_clients(server.port, result.seen))
             asyncio.run(_drain(server.port, server.stop, result.seen))
-            result.output = server.output()
-        result.points = otlp.points()
     yield result
 
 

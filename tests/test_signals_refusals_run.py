@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from asgi_ws_gateway.management import ManagementClient
 from asgi_ws_gateway.policies.products import hash_key
@@ -33,9 +31,8 @@ from asgi_ws_gateway.server.head_deadline import HEADER_TIMEOUT_ENV
 from support.clients import connect, expect_status
 from support.jwts import HS_SECRET, token
 from support.management import TOKEN
-from support.otlp import OtlpReceiver, Point
-from support.processes import SRC, ready_server
 from support.rawhttp import exchange, handshake, status_of
+from support.signals import SignalsRun, signals_run
 from support.upstream import UpstreamServer
 
 REFUSALS = {  # case: API, status, error.type, the policy that refused (None: the gateway)
@@ -125,18 +122,9 @@ class Pause:
 
 
 @dataclass
-class Run:
+class Run(SignalsRun):
     seen: dict[str, int] = field(default_factory=dict)
     server: dict[int, int] = field(default_factory=dict)
-    output: str = ""
-    points: list[Point] = field(default_factory=list)
-
-    def value(self, metric: str, **wanted: Any) -> float:
-        last: dict[frozenset[tuple[str, Any]], float] = {}
-        for p in self.points:
-            if p.metric == metric:
-                last[frozenset(p.attributes.items())] = p.value if p.kind != "histogram" else p.count
-        return sum(v for attrs, v in last.items() if all((k, w) in attrs for k, w in wanted.items()))
 
 
 def _unsigned_rs256(kid: str) -> str:
@@ -223,17 +211,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("refusals")
     (tmp / "refusals_plugin.py").write_text(PLUGIN)
     result = Run()
-    with UpstreamServer() as upstream, OtlpReceiver() as otlp:
-        (tmp / "gateway.yaml").write_text(yaml.safe_dump(_config(upstream.port)))
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
-               "OTEL_TRACES_EXPORTER": "none", "PYTHONPATH": os.pathsep.join([str(tmp), str(SRC)]),
-               HEADER_TIMEOUT_ENV: "0.5", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}  # fmt: skip
-        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "info", "--management", "/_gateway"]
-        with ready_server(lambda port: [*command, "--port", str(port)], cwd=tmp, env=env) as server:
-            asyncio.run(_clients(server.port, result.seen, result.server, tmp))
-            assert server.stop() == 0
-            result.output = server.output()
-        result.points = otlp.points()
+    env = {HEADER_TIMEOUT_ENV: "0.5", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+    with (
+        UpstreamServer() as upstream,
+        signals_run(tmp, _config(upstream.port), result, arguments=["--management", "/_gateway"], env=env) as server,
+    ):
+        asyncio.run(_clients(server.port, result.seen, result.server, tmp))
+        assert server.stop() == 0
     yield result
 
 
@@ -242,12 +226,12 @@ def test_status_access_line_and_metrics_agree(run: Run, case: str) -> None:
     api, status, error_type, policy = REFUSALS[case]
     assert run.seen[case] == status, (run.seen, run.output)
     outcome = "error" if case == "raises" else "denied"
-    assert run.value("ws_gateway.handshakes", **{"ws_gateway.api.name": api, "ws_gateway.handshake.outcome": outcome,
-                     "http.response.status_code": status, "error.type": error_type}) == 1  # fmt: skip
-    where = {"ws_gateway.api.name": api, "http.response.status_code": status}
+    assert run.value("ws_gateway.handshakes", ws_gateway__api__name=api, ws_gateway__handshake__outcome=outcome,
+                     http__response__status_code=status, error__type=error_type) == 1  # fmt: skip
+    where = {"ws_gateway__api__name": api, "http__response__status_code": status}
     if policy is not None:
         alike = sum(refusal[:2] == (api, status) and refusal[3] == policy for refusal in REFUSALS.values())
-        assert run.value("ws_gateway.policy.denials", **where, **{"ws_gateway.policy.name": policy}) == alike
+        assert run.value("ws_gateway.policy.denials", **where, ws_gateway__policy__name=policy) == alike
     else:
         assert run.value("ws_gateway.policy.denials", **where) == 0
 
@@ -263,7 +247,7 @@ def test_the_server_s_own_refusal_its_line_and_its_count(run: Run, status: int) 
     """Answered before any API: counted by status in ``ws_gateway.server.refusals`` only, with its INFO line."""
     assert run.server[status] == status, (run.server, run.output)
     assert run.output.count(SERVER_REFUSALS[status][1]) == 1, run.output
-    assert run.value("ws_gateway.server.refusals", **{"http.response.status_code": status}) == 1
+    assert run.value("ws_gateway.server.refusals", http__response__status_code=status) == 1
 
 
 def test_the_valid_subscription_key_is_admitted(run: Run) -> None:

@@ -24,6 +24,7 @@ from support.configs import api_entry, build_config, write_config
 from support.otlp import OtlpReceiver
 from support.processes import GatewayProcess
 from support.redis import DelayingProxy, RedisServer, redis_available
+from support.signals import exporting_to
 from support.upstream import UpstreamServer
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379")
@@ -52,6 +53,12 @@ def _hung() -> Iterator[tuple[str, Callable[[], None]]]:
 FAULTS = {"killed": (_killed, "connection"), "hung": (_hung, "timeout")}
 
 
+def _export_to(otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway started next sends its metrics to ``otlp``, and no logs."""
+    for name, value in {**exporting_to(otlp), "OTEL_LOGS_EXPORTER": "none"}.items():
+        monkeypatch.setenv(name, value)
+
+
 def _failures(otlp: OtlpReceiver) -> dict[tuple[Any, Any, Any], float]:
     """The latest ``ws_gateway.store.failures`` by (system, operation, error type)."""
     return {
@@ -77,9 +84,7 @@ async def test_a_failed_lease_release_and_an_unchecked_limit_are_counted_by_oper
     unchecked, as a ``hit``. The attributes are the documented ones, with bounded values."""
     make, error_type = FAULTS[fault]
     with OtlpReceiver() as otlp, make() as (url, fail):
-        for name, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
-                            "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}.items():  # fmt: skip
-            monkeypatch.setenv(name, value)
+        _export_to(otlp, monkeypatch)
         lease = {"limit-concurrency": {"key": "everyone", "max": 5, "lease_ttl": 60}}
         rate = {"rate-limit-by-key": {"key": "everyone", "limit": 100, "window": 60}}
         document = build_config(
@@ -118,9 +123,7 @@ async def test_a_store_call_cut_short_by_policy_timeout_is_counted_as_a_timeout(
     call was counted nowhere: the store's own timeout never came, and the metric showed a healthy store."""
     with OtlpReceiver() as otlp, _hung() as (url, hang):
         hang()
-        for name, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("grpc"), "OTEL_METRIC_EXPORT_INTERVAL": "200",
-                            "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}.items():  # fmt: skip
-            monkeypatch.setenv(name, value)
+        _export_to(otlp, monkeypatch)
         rate = {"rate-limit-by-key": {"key": "everyone", "limit": 100, "window": 60}}
         document = build_config(
             upstream, name="rate", path="/rate", api={"policies": [rate]},
