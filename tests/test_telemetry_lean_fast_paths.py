@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
+from asgi_ws_gateway.log_throttle import RepeatFilter
 from asgi_ws_gateway.telemetry import propagation
 from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
@@ -49,11 +50,19 @@ def no_limits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def sdk_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """The SDK batch queue's log lines, each seen afresh: its logger drops a line repeated within 20 s."""
-    for found in logging.getLogger(_SDK_LOGGER).filters:
-        vars(found).pop("last_log", None)
-    return caplog
+def sdk_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The SDK batch queue's log lines, each seen afresh: its logger drops a line repeated within 20 s, and
+    the gateway's export-failure throttle, on it once a test of the same process built the gateway's own
+    providers, within 10 s (taken off for the test, put back after)."""
+    sdk_logger = logging.getLogger(_SDK_LOGGER)
+    throttles = [found for found in sdk_logger.filters if isinstance(found, RepeatFilter)]
+    for found in throttles:
+        sdk_logger.removeFilter(found)
+    for other in sdk_logger.filters:
+        vars(other).pop("last_log", None)
+    yield caplog
+    for found in throttles:
+        sdk_logger.addFilter(found)
 
 
 _SDK_LOGGER = "opentelemetry.sdk._shared_internal"
