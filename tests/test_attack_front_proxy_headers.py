@@ -23,7 +23,7 @@ from bench.nginx import nginx_binary
 from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
-from support.rawhttp import accept_upstream, handshake, header_of, status_of
+from support.rawhttp import accept_upstream, handshake, header_of, status_of, ws_frame
 from support.servers import UvicornFactory, free_port
 
 SECRET = b"the contents of an internal location"
@@ -49,8 +49,9 @@ def _lines(headers: dict[str, str]) -> bytes:
     return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
 
 
-def _answers_with_headers(status: int) -> Handler:
-    """A 101 or a 403 (``status``) carrying :data:`HOSTILE` and :data:`KEPT`."""
+def _answers_with_headers(status: int, ended: asyncio.Event) -> Handler:
+    """A 101 or a 403 (``status``) carrying :data:`HOSTILE` and :data:`KEPT`; ``ended`` is set once the
+    gateway's close (or its end) is read and the connection closed."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -68,6 +69,7 @@ def _answers_with_headers(status: int) -> Handler:
                 await asyncio.wait_for(reader.read(1), 5)
         finally:
             writer.close()
+            ended.set()
 
     return answer
 
@@ -81,17 +83,30 @@ class _Capture:
 
 
 async def _answer(port: int, path: str) -> bytes:
-    """What a raw client's handshake to ``path`` on ``port`` reads, up to the connection's end (2 s at most)."""
+    """What a raw client's handshake to ``path`` on ``port`` reads (2 s at most): a refusal's head and body,
+    or a 101 and all that follows the client's close frame, to the connection's end."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(handshake(path))
     answer = b""
     with contextlib.suppress(TimeoutError, ConnectionError):
         async with asyncio.timeout(2):
-            while chunk := await reader.read(65536):
+            while b"\r\n\r\n" not in answer and (chunk := await reader.read(65536)):
                 answer += chunk
-                if b"\r\n\r\n" in answer and status_of(answer) == 101:
-                    break
+            length = header_of(answer, "content-length")
+            if b"\r\n\r\n" in answer and status_of(answer) == 101:
+                # Closed as a client does: a 101 left open was still relayed at the server's stop, which
+                # waited out its close_timeout (1 s) for the upstream, whose loop that stop blocks.
+                writer.write(ws_frame(0x8, b"\x03\xe8"))
+                answer += await reader.read()
+            elif length is not None:  # nginx keeps the connection open after the body: its end was 2 s away
+                end = answer.find(b"\r\n\r\n") + 4 + int(length)
+                while len(answer) < end and (chunk := await reader.read(65536)):
+                    answer += chunk
+            else:
+                answer += await reader.read()
     writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return answer
 
 
@@ -112,9 +127,11 @@ def _port_of(url: str) -> int:
 async def test_a_network_upstreams_front_proxy_headers_never_reach_the_client(
     hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, status: int
 ) -> None:
-    port = await hostile(_answers_with_headers(status))
+    ended = asyncio.Event()
+    port = await hostile(_answers_with_headers(status, ended))
     _gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1)
     answer = await _answer(_port_of(url), "/h")
+    await asyncio.wait_for(ended.wait(), 5)  # on this loop, which the server's stop at teardown blocks
     assert status_of(answer) == status
     _assert_front_proxy_headers_dropped(answer)
 
@@ -198,10 +215,12 @@ async def test_nginx_in_front_does_not_serve_an_internal_location_an_upstream_na
     status: int,
 ) -> None:
     """The client gets the upstream's own answer through nginx; nginx served the secret file before."""
-    port = await hostile(_answers_with_headers(status))
+    ended = asyncio.Event()
+    port = await hostile(_answers_with_headers(status, ended))
     _gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1)
     with _nginx_in_front_of(_port_of(url), tmp_path) as nginx_port:
         await _until_listening(nginx_port)
         answer = await _answer(nginx_port, "/h")
+        await asyncio.wait_for(ended.wait(), 5)  # on this loop, which the server's stop at teardown blocks
     assert SECRET not in answer
     assert status_of(answer) == status
