@@ -58,6 +58,15 @@ async def _kick(gateway: ProbedGateway) -> None:
     assert await gateway.on_server(lambda: gateway.gateway.close_connection(connection.id, 4321, "kicked"))
 
 
+async def _end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The client's end once the close is answered, as a client does: the gateway's FIN, then its own (left
+    open, the gateway's lingering close waited out its 2 s bound before settle() saw the connection go)."""
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await writer.wait_closed()
+
+
 def test_the_frame_in_flight_ends_with_the_read_that_finishes_it() -> None:
     """Halted inside a frame, a read that ends exactly at the frame's end seals the scanner."""
     scanner = FrameScanner(RelayStats(sizes_in=[0] * 32, sizes_out=[0] * 32), inbound=True, max_message_size=4096)
@@ -91,7 +100,7 @@ async def test_a_close_while_the_client_is_mid_frame_reaches_the_upstream_once_t
         async with asyncio.timeout(5):  # not CLOSE_TIMEOUT: the upstream gets its close frame at once
             assert await upstream.wait_for_closes_async(1) == [(4321, "kicked")]
         writer.write(ws_frame(8, struct.pack("!H", 4321)))  # the client answers its close frame
-        await writer.drain()
+        await _end(reader, writer)
         await gateway.settle()
     finally:
         writer.close()
@@ -132,7 +141,7 @@ async def test_a_close_while_the_upstream_is_mid_frame_reaches_the_client_once_t
             assert await close_frame_in(reader) == (4321, b"kicked")
         client_closed.set()
         writer.write(ws_frame(8, struct.pack("!H", 4321)))
-        await writer.drain()
+        await _end(reader, writer)
         await gateway.settle()
     finally:
         writer.close()
