@@ -37,7 +37,7 @@ from asgi_ws_gateway.upstream.websockets_protocol import GatewayClientConnection
 from support.gateway import PASSTHROUGH, ProbedGateway, gateway_config
 from support.hostile import Handler
 from support.rawhttp import accept_upstream, ws_frame
-from support.rawws import close_frame_in, next_frame, raw_client
+from support.rawws import close_frame_in, ended_after_the_close, next_frame, raw_client
 from support.servers import UvicornServer
 from support.upstream import UpstreamServer
 
@@ -84,7 +84,7 @@ async def _each_back_then_closed(
         assert await asyncio.wait_for(next_frame(reader), 30) == frame
     writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
     assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-    writer.close()
+    await ended_after_the_close(reader, writer)
 
 
 async def test_a_read_of_many_tiny_messages_runs_the_policies_a_share_per_loop_turn(
@@ -359,7 +359,7 @@ async def _echoed_in_order(reader: asyncio.StreamReader, writer: asyncio.StreamW
         assert (opcode, inflate.decompress(payload + b"\x00\x00\xff\xff")) == (0x2, expected)
     writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
     assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
-    writer.close()
+    await ended_after_the_close(reader, writer)
 
 
 class InflatedPerParse:

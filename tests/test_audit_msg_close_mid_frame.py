@@ -27,7 +27,7 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import Handler, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
-from support.rawws import close_frame_in, next_frame
+from support.rawws import close_frame_in, ended_after_the_close, next_frame
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -56,15 +56,6 @@ async def _kick(gateway: ProbedGateway) -> None:
             await asyncio.sleep(0.01)
     (connection,) = gateway.gateway.connections()
     assert await gateway.on_server(lambda: gateway.gateway.close_connection(connection.id, 4321, "kicked"))
-
-
-async def _end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The client's end once the close is answered, as a client does: the gateway's FIN, then its own (left
-    open, the gateway's lingering close waited out its 2 s bound before settle() saw the connection go)."""
-    await writer.drain()
-    assert await asyncio.wait_for(reader.read(), 5) == b""
-    writer.close()
-    await writer.wait_closed()
 
 
 def test_the_frame_in_flight_ends_with_the_read_that_finishes_it() -> None:
@@ -100,7 +91,7 @@ async def test_a_close_while_the_client_is_mid_frame_reaches_the_upstream_once_t
         async with asyncio.timeout(5):  # not CLOSE_TIMEOUT: the upstream gets its close frame at once
             assert await upstream.wait_for_closes_async(1) == [(4321, "kicked")]
         writer.write(ws_frame(8, struct.pack("!H", 4321)))  # the client answers its close frame
-        await _end(reader, writer)
+        await ended_after_the_close(reader, writer)
         await gateway.settle()
     finally:
         writer.close()
@@ -141,7 +132,7 @@ async def test_a_close_while_the_upstream_is_mid_frame_reaches_the_client_once_t
             assert await close_frame_in(reader) == (4321, b"kicked")
         client_closed.set()
         writer.write(ws_frame(8, struct.pack("!H", 4321)))
-        await _end(reader, writer)
+        await ended_after_the_close(reader, writer)
         await gateway.settle()
     finally:
         writer.close()

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 
 __all__ = [
-    "close_frame_in", "next_frame", "raw_client", "raw_client_of", "read_slowly", "split_frames", "upgrade_blocking",
+    "close_frame_in", "ended_after_the_close", "next_frame", "raw_client", "raw_client_of", "read_slowly",
+    "split_frames", "upgrade_blocking",
 ]  # fmt: skip
 
 
@@ -69,6 +70,19 @@ async def close_frame_in(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         opcode, payload = await next_frame(reader)
         if opcode == 0x8:
             return struct.unpack("!H", payload[:2])[0], payload[2:]
+
+
+async def ended_after_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Once the close handshake is done, what a client does: read to the server's EOF (nothing else comes),
+    then close its own end and wait for the FIN to be sent.
+
+    A socket left open, or closed without waiting (``close()`` only schedules it), kept the gateway's
+    lingering close waiting out its 2 s bound for the FIN: in ``settle()``, or in a server's blocking stop
+    that keeps this loop from sending it."""
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await writer.wait_closed()
 
 
 def upgrade_blocking(sock: socket.socket, port: int, path: str) -> bytes:
