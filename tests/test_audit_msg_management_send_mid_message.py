@@ -9,6 +9,7 @@ an operator took it for gone. Once the upstream's message ends, the same send is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from support.hostile import Handler, hostile_upstream  # noqa: F401 - the fixtur
 from support.management import TOKEN
 from support.processes import standalone
 from support.rawhttp import accept_upstream, ws_frame
-from support.rawws import next_frame
+from support.rawws import close_frame_in, next_frame
 
 UPGRADE = (
     b"GET /s HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -37,7 +38,9 @@ async def test_a_send_while_the_upstream_is_mid_message_is_refused_as_such_and_g
         await message_ends.wait()
         writer.write(ws_frame(0, b"y" * 10, mask=False))
         await writer.drain()
-        await reader.read()  # until the gateway closes it
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await close_frame_in(reader)  # the gateway's, once its client left: answered, as a server does
+            writer.write(ws_frame(0x8, b"\x03\xe8", mask=False))
         writer.close()
 
     port = await hostile(handle)
