@@ -176,6 +176,7 @@ async def test_sigterm_answers_a_handshake_in_flight_with_the_draining_503(tmp_p
             server.process.send_signal(signal.SIGTERM)
             head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode().lower()
             writer.close()
+            await writer.wait_closed()  # close() only schedules the FIN: wait_exit() blocks this loop
             assert server.wait_exit(30) == 0  # before: 29 s, the connect's own timeout
             output = server.output()
     assert head.startswith("http/1.1 503 "), head
