@@ -81,14 +81,20 @@ POLICY_CONNECTORS: dict[str, dict[str, Any]] = {
 }
 
 
-async def _sends_five_then_answers_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await accept_upstream(reader, writer, then=b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(5)))
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-        while (await next_frame(reader))[0] != 0x8:
-            pass
-        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
-        await writer.drain()
-    writer.close()
+def _sends_five_then_answers_the_close(closes: list[bytes]) -> Handler:
+    """Five messages; the gateway's close frame (its payload kept in ``closes``) answered at once."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(5)))
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while (frame := await next_frame(reader))[0] != 0x8:
+                pass
+            closes.append(frame[1])
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+            await writer.drain()
+        writer.close()
+
+    return handle
 
 
 @pytest.mark.parametrize("connector", list(POLICY_CONNECTORS))
@@ -98,26 +104,35 @@ async def test_messages_out_leaves_out_a_message_held_by_a_policy_when_the_clien
     caplog: pytest.LogCaptureFixture,
     connector: str,
 ) -> None:
-    """A message a delaying step held as the client closed went nowhere: it is not counted as sent."""
+    """A message a delaying step held as the client closed went nowhere: it is not counted as sent, and the
+    upstream's answer to the close it was sent at once is read behind it, not after the hold.
+
+    Behind the held message the gateway read nothing: the upstream's answer, sent at once, waited out
+    ``close_timeout`` (the relay: the access line 1 s late; the frame relay: the client's close frame 2 s late,
+    the upstream reset). With ``close_timeout`` 30, longer than the test's deadlines, only a close that
+    goes through at once finishes within them."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
-    port = await hostile(_sends_five_then_answers_the_close)
-    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=1, **POLICY_CONNECTORS[connector])
+    closes: list[bytes] = []
+    port = await hostile(_sends_five_then_answers_the_close(closes))
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=30, **POLICY_CONNECTORS[connector])
     gateway = ProbedGateway({"apis": [entry]})
     url = uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
     reader, writer = await raw_client_of(url)
     try:
         received = 0
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(10):  # a deadline against a hang, a third of close_timeout
             while received < 2:
                 opcode, _ = await next_frame(reader)
                 received += opcode == 0x1
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            writer.write(ws_frame(0x8, struct.pack("!H", 4000)))
             while (opcode := (await next_frame(reader))[0]) != 0x8:
                 received += opcode == 0x1
     finally:
         writer.transport.abort()
-    line = await access_line(caplog)
+    line = await access_line(caplog)  # (within 10 s: the connection over at the upstream's answer)
     assert received == 2
+    assert closes == [struct.pack("!H", 4000)]
+    assert "closed by client with 4000" in line, line
     assert ", out 2 msg/4 B," in line, line
 
 

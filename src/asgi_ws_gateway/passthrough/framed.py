@@ -193,6 +193,14 @@ class _FramedSide(Side):
                     peer.transport.write(raw or self._frame(data))  # unchanged: as it came when one frame
                 elif isinstance(result, str | bytes):
                     peer.transport.write(self._frame(result))
+                elif result is not None and peer.scanner.close is not None:
+                    # Its peer closed: a step that waits would hold this side's answer behind it (see
+                    # FramedRelay.after_frame). The message is dropped, not counted as sent; its step is
+                    # cancelled once started (closed unstarted, it left the policy's awaitable never awaited).
+                    if not self.client:
+                        self.relay.stats.uncount_out(size, opcode == 2)
+                    dropped = splice.background.spawn(_dropped(result))
+                    asyncio.get_running_loop().call_soon(dropped.cancel)
                 elif result is not None:
                     self.transport.pause_reading()
                     self.task = task = splice.background.spawn(self._finish(result, data, raw))
@@ -232,8 +240,13 @@ class _FramedSide(Side):
             try:
                 result = await pending
             finally:
-                if self.task is asyncio.current_task():  # (not cancelled by stop_forwarding, then replaced)
+                dropped = self.task is not asyncio.current_task()  # (by stop_forwarding, or its peer's close)
+                if not dropped:
                     self.task = None
+            if dropped:  # done before its cancellation came: it goes nowhere all the same
+                if not self.client:
+                    splice.stats.uncount_out(_size(data), isinstance(data, bytes))
+                return
         except CloseConnection as close:
             splice.policy_close(self, close)
             result = None
@@ -245,8 +258,7 @@ class _FramedSide(Side):
             if self.peer.open and not self.frames.halted:
                 self.peer.transport.write(raw if result is data and raw else self._frame(result))
             elif not self.client:  # the client closed or went, or the gateway closes, meanwhile: not sent
-                splice.stats.uncount_out(len(data) if isinstance(data, bytes) else _text_size(data),
-                                         isinstance(data, bytes))  # as it was counted: as read  # fmt: skip
+                splice.stats.uncount_out(_size(data), isinstance(data, bytes))  # as it was counted: as read
         self.pump()
         self._read_again()
         self._settle()
@@ -276,8 +288,17 @@ def _close_step(
         uncount(size, binary)
 
 
-def _text_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
+async def _dropped(step: Coroutine[Any, Any, Data | None]) -> None:
+    """A policy step whose message is dropped: run until cancelled, its outcome ignored."""
+    with contextlib.suppress(Exception):
+        await step
+
+
+def _size(data: Data) -> int:
+    """``data``'s size as the assembler counted it (as read)."""
+    if isinstance(data, bytes):
+        return len(data)
+    return len(data) if data.isascii() else len(data.encode())
 
 
 class FramedRelay(Splice):
@@ -339,6 +360,22 @@ class FramedRelay(Splice):
             await super()._until_closed()
         finally:
             await self.background.end()
+
+    def after_frame(self, side: Side) -> None:
+        """As the splice's; and once ``side``'s close frame passed, a policy step that waits on its peer's
+        message is cancelled (the message dropped, not counted as sent, as is each later one whose step would
+        wait) and the peer is read again: its answer to the close comes at once. Left waiting, the step held the answer
+        behind it, unread, until ``close_timeout`` cut the handshake (a delay of a minute held an upstream's
+        answer, sent at once, to the client's close for the whole ``close_timeout``: 2 s with 1)."""
+        super().after_frame(side)
+        peer = cast(_FramedSide, side.peer)
+        if side.scanner.close is not None and isinstance(peer.task, asyncio.Task):
+            # Cancelled once started (see pump), its message uncounted by _close_step; replaced meanwhile,
+            # it sends nothing on if it ends first (_finish).
+            asyncio.get_running_loop().call_soon(peer.task.cancel)
+            peer.task = None
+            peer.pump()  # what it sent behind the message, its answer too, held in the assembler meanwhile
+            peer._read_again()
 
     def _read_out(self, side: Side) -> None:
         """As the splice's, its frames dropped and its policy step cancelled (:meth:`_FramedSide.stop_forwarding`)."""

@@ -140,6 +140,7 @@ class Relay:
         self._close_read: asyncio.Event | None = None  # set when the upstream pump read the close (once watched)
         self._to_client: asyncio.Task[None] | None = None  # the upstream pump, while it runs
         self._cutting = False  # the upstream pump is cancelled to cut off a client that took in nothing
+        self._holding = False  # the upstream pump awaits a policy step for a message (a delay, a rate limit)
         self._pumps: set[asyncio.Task[None]] = set()
         self._ending: tuple[int, str, int, str] | None = None  # the codes a failed or cancelled run closes with
         self.finished = asyncio.Event()
@@ -317,6 +318,7 @@ class Relay:
         (``patient``), or by ``close_timeout`` flat (a failed or cancelled run's close)."""
         if self._client_open:
             self._client_open = False
+            self._drop_held()
             with contextlib.suppress(OSError, TimeoutError):  # the client is gone, or not reading
                 async with self._for_the_client() if patient else asyncio.timeout(self._close_timeout):
                     message: Message = {
@@ -421,6 +423,7 @@ class Relay:
 
     async def _client_left(self, message: Message) -> None:
         self._client_open = False
+        self._drop_held()
         if message.get(TOO_BIG):  # the server refused a message over the limit: as the pump below does
             # The client is closed already, with the server's reason ("frame exceeds limit of 1000 bytes"):
             # the access line, span and metrics record that one, not words it never received.
@@ -449,6 +452,17 @@ class Relay:
                 await self._close_upstream(1001, "client went away")
             else:
                 await self._close_upstream(wire_code(code), wire_reason(reason))
+
+    def _drop_held(self) -> None:
+        """The client is closed to messages: one a policy step holds for it has nowhere to go. Its step is
+        cancelled (the message not counted as sent) and the upstream pump drains on to the upstream's close.
+        Left waiting, the pump read nothing behind it: the upstream's answer to its close frame, sent at once,
+        stayed unread until ``close_timeout`` cut the handshake (the upstream dropped, the access line 2 s late
+        with ``close_timeout`` 1; a delay of a minute behind it)."""
+        pump = self._to_client
+        if self._holding and pump is not None and not pump.done():
+            self._cutting = True
+            pump.cancel()
 
     def _upstream_over(self, _: object) -> None:
         """The upstream's close is in (or its connection lost) before the relay closes: its pump may still be
@@ -522,14 +536,18 @@ class Relay:
             except IndexError:  # connectors enforce max_message_size; never fail a pump over a counter
                 sizes[last] += 1
             if process is not None:
+                self._holding = True
                 try:
                     forward = await process(data, size)
                 except CloseConnection as close:
+                    self._holding = False  # (before the close: not a hold to cut)
                     await self._upstream_offended(close)
                     continue
                 except asyncio.CancelledError:
                     stats.uncount_out(size, isinstance(data, bytes))  # held by a step as the relay ended or cut it
                     raise
+                finally:
+                    self._holding = False
                 if forward is None:
                     continue  # dropped by a policy: counted (its decision, not a message lost)
                 if not self._client_open:  # the client left meanwhile (mypy takes it for open, as before the await)
