@@ -17,7 +17,9 @@ read stay in the assembler, so order and backpressure hold and nothing queues wi
 of many small messages is handled ``MESSAGES_PER_TURN`` events per event-loop turn the same way (the
 side not read meanwhile): one callback must not hold every other connection of the worker. Once the
 other side is gone (or has the gateway's close frame), the step is cancelled and the side's frames
-are dropped as they are read, its close frame still seen; a side read while its step waits anyway
+are dropped as they are read, its close frame still seen. Once the other side's own close frame passed
+to it, its step is cancelled too, its message dropped (as one whose step would wait from then on), and
+the frames behind it go on: its answer is read at once, not after the hold; a side read while its step waits anyway
 holds one frame at most (``MessageAssembler.hold_limit``), then is not read.
 
 A side that ends while a step of its direction waits (its last messages, its close frame and its TCP

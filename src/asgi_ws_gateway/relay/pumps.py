@@ -10,7 +10,8 @@ Whichever side closes first, the other is closed with the mirrored code and reas
 always finish:
 
 * the client closes: its code goes upstream; the upstream pump keeps draining (and dropping)
-  until the upstream completes the closing handshake;
+  until the upstream completes the closing handshake (a message a policy step holds is dropped
+  then, its step cancelled: the answer is not left unread behind it);
 * the upstream closes: its code goes to the client and the client pump is cancelled (at the close
   frame: the connector does not wait for the upstream's TCP close to report it); what it sent before
   its close goes first, also when the client pump finds it closed first (a send to it fails): that
