@@ -136,6 +136,42 @@ async def test_messages_out_leaves_out_a_message_held_by_a_policy_when_the_clien
     assert ", out 2 msg/4 B," in line, line
 
 
+@pytest.mark.parametrize("connector", list(POLICY_CONNECTORS))
+async def test_a_message_held_by_a_policy_as_the_gateway_closes_goes_nowhere_and_holds_no_close(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+) -> None:
+    """The gateway's own close (management's) while a delaying step holds an upstream message: the message
+    is dropped, not counted, and the upstream's answer ends the connection at once (the relay waited out
+    ``close_timeout`` behind the hold, the client's close frame with it)."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    closes: list[bytes] = []
+    port = await hostile(_sends_five_then_answers_the_close(closes))
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=30, **POLICY_CONNECTORS[connector])
+    gateway = ProbedGateway({"apis": [entry]})
+    reader, writer = await raw_client_of(uvicorn_server(gateway, ws=PASSTHROUGH).url("/h"))
+    try:
+        received = 0
+        async with asyncio.timeout(10):  # a deadline against a hang, a third of close_timeout
+            while received < 2:
+                opcode, _ = await next_frame(reader)
+                received += opcode == 0x1
+            (live,) = gateway.gateway.connections()
+            await gateway.on_server(lambda: gateway.gateway.close_connection(live.id, 1001, "bye"))
+            while (frame := await next_frame(reader))[0] != 0x8:
+                received += frame[0] == 0x1
+            writer.write(ws_frame(0x8, frame[1][:2]))
+    finally:
+        writer.transport.abort()
+    line = await access_line(caplog)
+    assert received == 2
+    assert closes == [struct.pack("!H", 1001) + b"bye"]
+    assert "closed by gateway with 1001" in line, line
+    assert ", out 2 msg/4 B," in line, line
+
+
 @pytest.mark.parametrize("connector", list(CONNECTORS))
 async def test_messages_out_counts_what_the_client_was_sent_when_the_gateway_closes_mid_flood(
     hostile: Callable[[Handler], Awaitable[int]],
