@@ -97,78 +97,58 @@ def _sends_five_then_answers_the_close(closes: list[bytes]) -> Handler:
     return handle
 
 
+CLOSERS = {
+    "client": (struct.pack("!H", 4000), "closed by client with 4000"),
+    "gateway": (struct.pack("!H", 1001) + b"bye", "closed by gateway with 1001"),
+}
+"""Who closes while the message is held (the gateway: management's close): what the upstream gets, the access line."""
+
+
+@pytest.mark.parametrize("closer", list(CLOSERS))
 @pytest.mark.parametrize("connector", list(POLICY_CONNECTORS))
-async def test_messages_out_leaves_out_a_message_held_by_a_policy_when_the_client_closed(
+async def test_a_message_held_by_a_policy_as_the_connection_closes_goes_nowhere_and_holds_no_close(
     hostile: Callable[[Handler], Awaitable[int]],
     uvicorn_server: UvicornFactory,
     caplog: pytest.LogCaptureFixture,
     connector: str,
+    closer: str,
 ) -> None:
-    """A message a delaying step held as the client closed went nowhere: it is not counted as sent, and the
-    upstream's answer to the close it was sent at once is read behind it, not after the hold.
+    """A message a delaying step held as the client or the gateway closed went nowhere: it is not counted as
+    sent, and the upstream's answer to the close it was sent at once is read behind it, not after the hold.
 
     Behind the held message the gateway read nothing: the upstream's answer, sent at once, waited out
-    ``close_timeout`` (the relay: the access line 1 s late; the frame relay: the client's close frame 2 s late,
-    the upstream reset). With ``close_timeout`` 30, longer than the test's deadlines, only a close that
-    goes through at once finishes within them."""
-    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
-    closes: list[bytes] = []
-    port = await hostile(_sends_five_then_answers_the_close(closes))
-    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=30, **POLICY_CONNECTORS[connector])
-    gateway = ProbedGateway({"apis": [entry]})
-    url = uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
-    reader, writer = await raw_client_of(url)
-    try:
-        received = 0
-        async with asyncio.timeout(10):  # a deadline against a hang, a third of close_timeout
-            while received < 2:
-                opcode, _ = await next_frame(reader)
-                received += opcode == 0x1
-            writer.write(ws_frame(0x8, struct.pack("!H", 4000)))
-            while (opcode := (await next_frame(reader))[0]) != 0x8:
-                received += opcode == 0x1
-    finally:
-        writer.transport.abort()
-    line = await access_line(caplog)  # (within 10 s: the connection over at the upstream's answer)
-    assert received == 2
-    assert closes == [struct.pack("!H", 4000)]
-    assert "closed by client with 4000" in line, line
-    assert ", out 2 msg/4 B," in line, line
-
-
-@pytest.mark.parametrize("connector", list(POLICY_CONNECTORS))
-async def test_a_message_held_by_a_policy_as_the_gateway_closes_goes_nowhere_and_holds_no_close(
-    hostile: Callable[[Handler], Awaitable[int]],
-    uvicorn_server: UvicornFactory,
-    caplog: pytest.LogCaptureFixture,
-    connector: str,
-) -> None:
-    """The gateway's own close (management's) while a delaying step holds an upstream message: the message
-    is dropped, not counted, and the upstream's answer ends the connection at once (the relay waited out
-    ``close_timeout`` behind the hold, the client's close frame with it)."""
+    ``close_timeout`` (the relay: the access line 1 s late, and the client's close frame with it on the
+    gateway's close; the frame relay: the client's close frame 2 s late, the upstream reset). With
+    ``close_timeout`` 30, longer than the test's deadlines, only a close that goes through at once finishes
+    within them."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
     closes: list[bytes] = []
     port = await hostile(_sends_five_then_answers_the_close(closes))
     entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=30, **POLICY_CONNECTORS[connector])
     gateway = ProbedGateway({"apis": [entry]})
     reader, writer = await raw_client_of(uvicorn_server(gateway, ws=PASSTHROUGH).url("/h"))
+    upstream_gets, access = CLOSERS[closer]
     try:
         received = 0
         async with asyncio.timeout(10):  # a deadline against a hang, a third of close_timeout
             while received < 2:
                 opcode, _ = await next_frame(reader)
                 received += opcode == 0x1
-            (live,) = gateway.gateway.connections()
-            await gateway.on_server(lambda: gateway.gateway.close_connection(live.id, 1001, "bye"))
+            if closer == "client":
+                writer.write(ws_frame(0x8, struct.pack("!H", 4000)))
+            else:
+                (live,) = gateway.gateway.connections()
+                await gateway.on_server(lambda: gateway.gateway.close_connection(live.id, 1001, "bye"))
             while (frame := await next_frame(reader))[0] != 0x8:
                 received += frame[0] == 0x1
-            writer.write(ws_frame(0x8, frame[1][:2]))
+            if closer == "gateway":
+                writer.write(ws_frame(0x8, frame[1][:2]))
     finally:
         writer.transport.abort()
-    line = await access_line(caplog)
+    line = await access_line(caplog)  # (within 10 s: the connection over at the upstream's answer)
     assert received == 2
-    assert closes == [struct.pack("!H", 1001) + b"bye"]
-    assert "closed by gateway with 1001" in line, line
+    assert closes == [upstream_gets]
+    assert access in line, line
     assert ", out 2 msg/4 B," in line, line
 
 
