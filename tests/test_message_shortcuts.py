@@ -7,6 +7,8 @@ through one made of the same handlers without them; results, counts, replies and
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -265,3 +267,27 @@ def test_a_shortcut_failing_after_a_size_limit_hands_over_to_its_own_handler() -
     pipeline, _ = _pipeline(SizeLimit("ten", calls, 10), Recorder("a", calls, "fail"), Recorder("b", calls))
     assert pipeline.process_now("hello", 5) == "hello"
     assert calls == ["a.passes", "a.handle", "b.handle"]
+
+
+@pytest.mark.parametrize("how", ["closed", "task-cancelled"])
+async def test_a_waiting_step_closed_or_cancelled_before_it_started_leaves_no_awaitable_never_awaited(how: str) -> None:
+    """The frame relay closes a step it drops before its task ran (a close, the connection's end): the
+    handler's awaitable it was to await is closed with it, not left for the collector to warn about."""
+    rate = {"rate-limit-messages": {"messages": 1, "window": 60, "action": "delay"}}
+    (fast, _, _), _ = _twins([rate])
+    assert fast.process_now("a", 1) == "a"
+    step = fast.process_now("b", 1)
+    assert step is not None and not isinstance(step, str | bytes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if how == "closed":
+            step.close()
+        else:
+            task = asyncio.create_task(step)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            step.close()  # as the frame relay's _close_step does
+        del step
+        gc.collect()
+    assert [str(warning.message) for warning in caught] == []

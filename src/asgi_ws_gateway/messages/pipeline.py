@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from .._types import Data
@@ -119,7 +119,7 @@ class MessagePipeline:
                     raise
                 return self._failed(name, OwnCancellation(f"message policy {name}"))
             if pending is not None:
-                return self._resume(message, index, pending)
+                return _Step(self._resume(message, index, pending), pending)
         try:
             return self._written(message)
         except Exception as exc:
@@ -181,6 +181,39 @@ class MessagePipeline:
             await self.connection.send_to_client(text)
         else:
             await self.connection.send_to_upstream(text)
+
+
+class _Step(Coroutine[Any, Any, "Data | None"]):
+    """:meth:`MessagePipeline._resume` as a step that, closed or cancelled before it started, closes the
+    handler's awaitable it was to await too. Left open, that one warned "coroutine ... was never awaited"
+    (the frame relay drops a step whose task a close or the connection's end cancelled before it ran)."""
+
+    __slots__ = ("_pending", "_resume", "_started")
+
+    def __init__(self, resume: Coroutine[Any, Any, Data | None], pending: Awaitable[None]) -> None:
+        self._resume = resume
+        self._pending = pending
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        self._started = True
+        return self._resume.send(value)
+
+    def throw(self, *error: Any) -> Any:
+        self._close_unstarted()
+        return self._resume.throw(*error)
+
+    def close(self) -> None:
+        self._close_unstarted()
+        self._resume.close()
+
+    def __await__(self) -> Generator[Any, None, Data | None]:
+        self._started = True
+        return self._resume.__await__()
+
+    def _close_unstarted(self) -> None:
+        if not self._started and isinstance(self._pending, Coroutine):
+            self._pending.close()
 
 
 class MessagePolicySet:
