@@ -198,10 +198,12 @@ class _FramedSide(Side):
                 elif result is not None and peer.scanner.close is not None:
                     # Its peer closed: a step that waits would hold this side's answer behind it (see
                     # FramedRelay.after_frame). The message is dropped, not counted as sent; its step is
-                    # cancelled once started (closed unstarted, it left the policy's awaitable never awaited).
+                    # cancelled once started, and closed (as in _close_step) if the connection's end
+                    # cancelled its task before it ran.
                     if not self.client:
                         self.relay.stats.uncount_out(size, opcode == 2)
                     dropped = splice.background.spawn(_dropped(result))
+                    dropped.add_done_callback(functools.partial(_close_step, result, None, size, opcode == 2))
                     asyncio.get_running_loop().call_soon(dropped.cancel)
                 elif result is not None:
                     self.transport.pause_reading()
