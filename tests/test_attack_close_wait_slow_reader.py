@@ -43,14 +43,12 @@ FRAMES = PUSHED // FRAME
 LARGE = 1 << 20
 """The size of the ``large`` upstream's messages: the ones its connector still holds when it reads the
 upstream's close (the relay's ``websockets`` client queues 4 messages), MBs for the client to take in."""
-CLOSE_TIMEOUT = 0.5
-"""Short, and the readers' pauses with it: what each test shows is a ratio of the two (the backlog takes
-several ``close_timeout`` to read), and the backlog's bytes, not the seconds, are what the bugs needed."""
-READ, PAUSE = 16 << 10, 0.005
-"""The slow client reads this much, then pauses this long (seconds): ~3.2 MB/s at most, several
+CLOSE_TIMEOUT = 1.0
+READ, PAUSE = 16 << 10, 0.01
+"""The slow client reads this much, then pauses this long (seconds): ~1.6 MB/s at most, several
 ``close_timeout`` for the backlog, some of it taken in within each."""
 SLOWER = 2 * PAUSE
-"""A slower client's pause (~1.6 MB/s at most): the 1 MiB message before the close frame waits longer than
+"""A slower client's pause (~0.8 MB/s at most): the 1 MiB message before the close frame waits longer than
 ``close_timeout`` for room in the kernel's buffer (its writes resume once a third of it is free)."""
 WINDOW = 16 << 10
 """The slow reader's receive buffer (its TCP window)."""
