@@ -235,3 +235,106 @@ async def test_messages_out_leaves_out_what_the_upstream_sent_after_the_client_v
     finally:
         writer.transport.abort()
     await _counted_out(caplog, received)
+
+
+LIMIT_CONNECTORS: dict[str, dict[str, Any]] = {
+    "frame relay": {},
+    "relay": {"passthrough": False},
+}
+
+
+async def _answers_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, then: bytes = b"") -> None:
+    """Read to the gateway's close frame; write ``then`` and the answer, and end."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        async with asyncio.timeout(5):
+            while (await next_frame(reader))[0] != 0x8:
+                pass
+            writer.write(then + ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+            await writer.drain()
+    writer.close()
+
+
+TWO = b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(2))
+OVER = ws_frame(0x1, b"x" * 2000, mask=False)
+
+
+async def _sends_two_then_offends_after_the_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Two messages; once the gateway's close frame (the client's) came, one over the limit before its answer."""
+    await accept_upstream(reader, writer, then=TWO)
+    await _answers_the_close(reader, writer, then=OVER)
+
+
+async def _sends_two_then_closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Two messages and its close frame at once; then it reads to the gateway's answer, and ends."""
+    await accept_upstream(reader, writer, then=TWO + ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        async with asyncio.timeout(5):
+            while (await next_frame(reader))[0] != 0x8:
+                pass
+    writer.close()
+
+
+async def _sends_two_then_offends(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Two messages and one over the limit at once; then it answers the gateway's close."""
+    await accept_upstream(reader, writer, then=TWO + OVER)
+    await _answers_the_close(reader, writer)
+
+
+OFFENCES: dict[str, tuple[Handler, str, str, bool, bool, str]] = {
+    "upstream's closed on after the client's close": (
+        _sends_two_then_offends_after_the_close, "outbound", "close", True, False, ", out 2 msg/4 B,"),
+    "upstream's dropped after the client's close": (
+        _sends_two_then_offends_after_the_close, "outbound", "drop", True, False, ", out 2 msg/4 B,"),
+    "client's closed on after the upstream's close": (
+        _sends_two_then_closes, "inbound", "close", False, True, ", out 2 msg/4 B,"),
+    "upstream's closed on before any close": (
+        _sends_two_then_offends, "outbound", "close", False, False, ", out 3 msg/2004 B,"),
+}  # fmt: skip
+"""The upstream's script; the policy's direction and action; whether the client closes after its two
+messages; whether it then sends one over the limit (after the upstream's close frame reached it); the
+access line's ``out``. (``in``: the frame relay counts the client's message, read and closed on; the
+relay drops it unread then.) Before any close a policy's close or drop is counted, as what the sender sent
+(docs/message-policies.md, Counting), on both connectors; after the receiver's close frame only what
+it was sent is."""
+
+
+@pytest.mark.parametrize("offence", list(OFFENCES))
+@pytest.mark.parametrize("connector", list(LIMIT_CONNECTORS))
+async def test_a_message_a_policy_stops_after_its_receivers_close_is_not_counted_as_sent(
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+    offence: str,
+) -> None:
+    """The client gets two messages; one a policy closes on or drops after the client's close frame went
+    nowhere: out 2 on both connectors. The frame relay (which runs the policies then) counted it (out 3),
+    the relay (which reads it unchecked then) did not."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    upstream, direction, action, client_closes, client_offends, counts = OFFENCES[offence]
+    policies = {direction: [{"limit-message-size": {"max": 1000, "action": action}}]}
+    port = await hostile(upstream)
+    entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", message_policies=policies,
+                      **LIMIT_CONNECTORS[connector])  # fmt: skip
+    reader, writer = await raw_client_of(uvicorn_server(ProbedGateway({"apis": [entry]}), ws=PASSTHROUGH).url("/h"))
+    try:
+        received = 0
+        async with asyncio.timeout(10):
+            while received < 2:
+                opcode, _ = await next_frame(reader)
+                received += opcode == 0x1
+            if client_closes:
+                writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+            while (frame := await next_frame(reader))[0] != 0x8:
+                received += frame[0] == 0x1
+            if client_offends:
+                writer.write(ws_frame(0x1, b"y" * 2000))
+            if not client_closes:
+                writer.write(ws_frame(0x8, frame[1][:2]))
+            with contextlib.suppress(ConnectionError):
+                await reader.read()
+    finally:
+        writer.transport.abort()
+    line = await access_line(caplog)
+    assert received == 2, line
+    assert counts in line, line

@@ -186,6 +186,10 @@ class _FramedSide(Side):
                 try:
                     result = process(data, size)
                 except CloseConnection as close:
+                    if not self.client and peer.scanner.close is not None:
+                        # After the client's close frame, what it is not sent is not counted (the relay
+                        # reads it unchecked then): counted, it read out 3 for 2 sent.
+                        self.relay.stats.uncount_out(size, opcode == 2)
                     splice.policy_close(self, close)
                     result = None
                 except Exception:
