@@ -256,6 +256,8 @@ class _FramedSide(Side):
                     splice.stats.uncount_out(_size(data), isinstance(data, bytes))
                 return
         except CloseConnection as close:
+            if dropped and not self.client:  # closed on as it was dropped: not sent, as a result would not be
+                splice.stats.uncount_out(_size(data), isinstance(data, bytes))
             splice.policy_close(self, close)
             result = None
         except Exception:
