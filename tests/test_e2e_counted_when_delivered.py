@@ -18,7 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from asgi_ws_gateway.errors import DropMessage
+from asgi_ws_gateway.messages.context import WsMessage
+from asgi_ws_gateway.policies.message_base import register_message_policy
 from support.access import access_line
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
@@ -280,17 +284,45 @@ async def _sends_two_then_offends(reader: asyncio.StreamReader, writer: asyncio.
     await _answers_the_close(reader, writer)
 
 
-OFFENCES: dict[str, tuple[Handler, str, str, bool, bool, str]] = {
+@register_message_policy("test-silent-drop")
+class _SilentDrop:
+    """Drops a message over 1,000 bytes without answering its sender: a plain function, no step that waits
+    (a drop with an error reply waits to send it)."""
+
+    class Settings(BaseModel):
+        model_config = {"extra": "forbid"}
+
+    def __init__(self, settings: BaseModel, env: object) -> None:
+        pass
+
+    def attach(self, connection: object, direction: str) -> Callable[[WsMessage], None]:
+        def check(message: WsMessage) -> None:
+            if message.size > 1000:
+                raise DropMessage("too_big", reply=False)
+
+        return check
+
+
+def _limit(action: str) -> dict[str, Any]:
+    return {"limit-message-size": {"max": 1000, "action": action}}
+
+
+OFFENCES: dict[str, tuple[Handler, str, dict[str, Any], bool, bool, str]] = {
     "upstream's closed on after the client's close": (
-        _sends_two_then_offends_after_the_close, "outbound", "close", True, False, ", out 2 msg/4 B,"),
+        _sends_two_then_offends_after_the_close, "outbound", _limit("close"), True, False, ", out 2 msg/4 B,"),
     "upstream's dropped after the client's close": (
-        _sends_two_then_offends_after_the_close, "outbound", "drop", True, False, ", out 2 msg/4 B,"),
+        _sends_two_then_offends_after_the_close, "outbound", _limit("drop"), True, False, ", out 2 msg/4 B,"),
+    "upstream's dropped unanswered after the client's close": (
+        _sends_two_then_offends_after_the_close, "outbound", {"test-silent-drop": {}}, True, False,
+        ", out 2 msg/4 B,"),
     "client's closed on after the upstream's close": (
-        _sends_two_then_closes, "inbound", "close", False, True, ", out 2 msg/4 B,"),
+        _sends_two_then_closes, "inbound", _limit("close"), False, True, ", out 2 msg/4 B,"),
     "upstream's closed on before any close": (
-        _sends_two_then_offends, "outbound", "close", False, False, ", out 3 msg/2004 B,"),
+        _sends_two_then_offends, "outbound", _limit("close"), False, False, ", out 3 msg/2004 B,"),
+    "upstream's dropped before any close": (
+        _sends_two_then_offends, "outbound", _limit("drop"), False, False, ", out 3 msg/2004 B,"),
 }  # fmt: skip
-"""The upstream's script; the policy's direction and action; whether the client closes after its two
+"""The upstream's script; the policy's direction and entry; whether the client closes after its two
 messages; whether it then sends one over the limit (after the upstream's close frame reached it); the
 access line's ``out``. (``in``: the frame relay counts the client's message, read and closed on; the
 relay drops it unread then.) Before any close a policy's close or drop is counted, as what the sender sent
@@ -311,8 +343,8 @@ async def test_a_message_a_policy_stops_after_its_receivers_close_is_not_counted
     nowhere: out 2 on both connectors. The frame relay (which runs the policies then) counted it (out 3),
     the relay (which reads it unchecked then) did not."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
-    upstream, direction, action, client_closes, client_offends, counts = OFFENCES[offence]
-    policies = {direction: [{"limit-message-size": {"max": 1000, "action": action}}]}
+    upstream, direction, policy, client_closes, client_offends, counts = OFFENCES[offence]
+    policies = {direction: [policy]}
     port = await hostile(upstream)
     entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", message_policies=policies,
                       **LIMIT_CONNECTORS[connector])  # fmt: skip

@@ -186,15 +186,18 @@ class _FramedSide(Side):
                 try:
                     result = process(data, size)
                 except CloseConnection as close:
-                    if not self.client and peer.scanner.close is not None:
-                        # After the client's close frame, what it is not sent is not counted (the relay
-                        # reads it unchecked then): counted, it read out 3 for 2 sent.
-                        self.relay.stats.uncount_out(size, opcode == 2)
-                    splice.policy_close(self, close)
                     result = None
+                    if not self.client and peer.scanner.close is not None:
+                        self.relay.stats.uncount_out(size, opcode == 2)  # (as a drop, below)
+                    splice.policy_close(self, close)
                 except Exception:
                     splice.failed()
                     return
+                else:
+                    if result is None and not self.client and peer.scanner.close is not None:
+                        # Dropped after the client's close frame: what it is not sent is not counted, as the
+                        # relay (which reads it unchecked then) does not. Counted, it read out 3 for 2 sent.
+                        self.relay.stats.uncount_out(size, opcode == 2)
                 if result is data:
                     peer.transport.write(raw or self._frame(data))  # unchanged: as it came when one frame
                 elif isinstance(result, str | bytes):
