@@ -224,6 +224,28 @@ async def test_a_rate_limit_hit_cut_at_any_byte_counts_once(way: str) -> None:
         assert int(await client.zcard(key)) - 1 == admitted  # less the window's own member, "w"
 
 
+@pytest.mark.parametrize("way", ["reply", "command"])
+async def test_a_refund_cut_at_any_byte_gives_back_once(way: str) -> None:
+    """A message rate limit's refund (what a worker reserved and did not use) is given back at most once
+    per call, whichever byte the cut fell on: sent again, it subtracts nothing more."""
+    async with _setup() as (proxy, store, client):
+        key = store_key(store.prefix, "msgrate", "t", "alice")
+        reserved = await store.reserve(key, 3600.0, [(1000, 10_000)])
+        assert reserved.granted == (1000,)
+        cut = proxy.cut_reply if way == "reply" else proxy.cut_command
+        failed = 0
+        for after in range(0, 8, 1) if way == "reply" else range(0, 200, 7):
+            cut(after)
+            try:
+                await store.refund(key, reserved.window, [1])
+            except StoreUnavailable:
+                failed += 1  # (ran or not: no more than once)
+        calls = 8 if way == "reply" else len(range(0, 200, 7))
+        assert proxy.cuts > 0
+        given_back = 1000 - int(await client.hget(key, "c1") or 0)
+        assert calls - failed <= given_back <= calls, (given_back, calls, failed)
+
+
 async def _leases(client: Redis, prefix: str) -> int:
     return sum([int(await client.zcard(key)) async for key in client.scan_iter(match=f"{prefix}:conc:*")])
 

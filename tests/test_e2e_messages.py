@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
+from support.access import access_line
 from support.clients import connect, expect_close
 from support.gateway import PASSTHROUGH
 from support.jwts import HS_SECRET, token
@@ -200,6 +201,37 @@ async def test_two_connections_on_two_workers_share_a_key_through_redis(
         else:
             raise AssertionError(action)
     assert gw_a is not gw_b
+
+
+@needs_redis
+async def test_a_closed_connection_gives_back_what_its_worker_reserved_and_did_not_use(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alice sends one message on worker A and leaves; on worker B she then gets the other 99 of the window.
+
+    A's batch (10 of 100) stayed counted in Redis until the window ended: c1 read 10 after one message, and
+    B was admitted 90 of 99, 9 refused with the window's budget unused."""
+    caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
+    limit = {"rate-limit-messages": {"key": "{jwt.sub}", "messages": 100, "window": 3600, "action": "drop"}}
+    prefix = unique_prefix()
+    store = {"type": "redis", "url": SHARED_REDIS, "prefix": prefix}
+    (_, url_a), (_, url_b) = (
+        _serve(uvicorn_server, upstream_server, [limit], policies=[JWT], store=store) for _ in range(2)
+    )
+    await _early_in_a_window(3600, margin=60)
+    async with await connect(url_a, **_auth()) as a:
+        await a.send("a0")
+        assert await a.recv() == "a0"
+    await access_line(caplog)  # A's connection is over (its policy tasks too)
+    async with Redis.from_url(SHARED_REDIS, decode_responses=True) as client:
+        (key,) = [k async for k in client.scan_iter(match=f"{prefix}:msgrate:*")]
+        assert await client.hget(key, "c1") == "1"
+        async with await connect(url_b, **_auth()) as b:
+            for i in range(99):
+                await b.send(f"b{i}")
+            replies = [await b.recv() for _ in range(99)]
+        assert replies == [f"b{i}" for i in range(99)]
+        await client.delete(key)
 
 
 async def _early_in_a_window(window: float, *, margin: float) -> None:

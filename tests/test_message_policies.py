@@ -286,6 +286,31 @@ async def test_store_reserve_grants_what_is_left_in_the_window(kind: str) -> Non
         await store.aclose()
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_store_refund_gives_back_only_into_its_window_and_never_below_zero(kind: str) -> None:
+    """What a worker reserved and did not use goes back into the window it was granted in; a window that
+    rolled (another index) is left alone, and a counter never goes below 0."""
+    if kind == "redis":
+        if not redis_available():
+            pytest.skip("Redis is not running")
+        from asgi_ws_gateway.state.redis import RedisState
+
+        store: Any = RedisState(SHARED_REDIS, prefix=unique_prefix())
+    else:
+        store = MemoryState()
+    key = f"{store.prefix}:r"
+    try:
+        first = await store.reserve(key, 60, [(7, 10), (500, 1000)])
+        await store.refund(key, first.window - 1, [7, 500])  # a window gone by: nothing
+        assert (await store.reserve(key, 60, [(0, 10), (0, 1000)])).granted == (0, 0)
+        await store.refund(key, first.window, [5, 400])
+        assert (await store.reserve(key, 60, [(10, 10), (1000, 1000)])).granted == (8, 900)
+        await store.refund(key, first.window, [50, 5000])  # more than counted: down to 0, not below
+        assert (await store.reserve(key, 60, [(20, 10), (2000, 1000)])).granted == (10, 1000)
+    finally:
+        await store.aclose()
+
+
 class DownStore(MemoryState):
     async def reserve(self, key: str, window: float, requests: Sequence[tuple[int, int]]) -> Reservation:
         raise StoreUnavailable("Redis failed: ConnectionError")

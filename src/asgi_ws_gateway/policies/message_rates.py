@@ -10,9 +10,12 @@ spent costs none until the window ends. The price is that a worker may hold up t
 not use while another worker is refused: at most ``workers x batch x limit`` of a window.
 
 A worker keeps a key's budget while a connection holds it, and the last ``IDLE_BUDGETS`` keys'
-budgets besides (a connection of a key seen a moment ago spends what its worker reserved then);
-the others are dropped, and a key coming back reserves again. (Budgets were kept for every value
-seen, for two windows: 50,000 connections with a fresh key each, 33.9 MB, whatever ``max_keys``.)
+budgets besides (their windows, whether the store said a window is spent); the others are dropped,
+and a key coming back reserves again. When the last connection of a key on the worker ends, what
+the worker reserved in the window and did not use is given back to the store
+(:meth:`SharedBudget.held`), so that the other workers are not refused it until the window ends.
+(Budgets were kept for every value seen, for two windows: 50,000 connections with a fresh key each,
+33.9 MB, whatever ``max_keys``.)
 
 On excess: ``delay`` holds the message until the window has room (backpressure: the sender's
 next messages wait in its socket), ``drop`` drops it and answers the sender, ``close`` closes with
@@ -22,6 +25,7 @@ next messages wait in its socket), ``drop`` drops it and answers the sender, ``c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -136,6 +140,38 @@ class SharedBudget:
         self.ends = 0.0  # monotonic end of the window the local budget belongs to
         self.spent = False  # the store granted nothing more in this window
         self._inflight: asyncio.Future[None] | None = None
+        self.holders = 0  # connections of the key on this worker that run now
+
+    async def held(self) -> None:
+        """Hold the budget while a connection runs (its policy task, cancelled at its end); when the last
+        holder ends, give back to the store what this worker reserved in the window and did not use.
+
+        Kept, it stayed counted until the window ended while the worker kept it for connections that
+        might come (``IDLE_BUDGETS``): one message sent and the connection closed left 9 of a batch of 10
+        counted in Redis, and another worker was admitted 90 of 100. Given back, the budget is emptied
+        first: a connection of the key that comes meanwhile reserves again, never spends what the store
+        no longer counts."""
+        self.holders += 1
+        try:
+            await asyncio.Future()  # until the connection ends
+        finally:
+            self.holders -= 1
+            if not self.holders:
+                await self._give_back()
+
+    async def _give_back(self) -> None:
+        if self._inflight is not None:  # a reservation under way: what it grants is given back too
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._inflight)
+        index, dims, left = self.index, self.dims, self.left
+        if self.holders or index is None or time.monotonic() >= self.ends:
+            return  # (held again meanwhile; a fail-open budget, never reserved; the window is over)
+        amounts = [left[i] for i in dims]
+        if not any(amounts):
+            return
+        self.left, self.spent = self._empty(), False
+        with contextlib.suppress(StoreUnavailable):  # left counted until the window ends, as before
+            await self.store.refund(self.key, index, amounts)
 
     def take(self, now: float, size: int) -> bool:
         left = self.left
@@ -220,6 +256,8 @@ class RateLimitMessages:
 
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         budget = self._budget(connection)
+        if isinstance(budget, SharedBudget):
+            connection.start(budget.held)
         take, refill = budget.take, budget.refill
         s, name, detail = self.settings, self.name, self.detail
         byte_limit = self.limits[1]

@@ -152,6 +152,15 @@ class Store(Protocol):
         """
         ...
 
+    async def refund(self, key: str, window: int, amounts: Sequence[int]) -> None:
+        """Give back to :meth:`reserve`'s counters (in its order) what a worker was granted and did not use.
+
+        Only while ``window`` (a :class:`Reservation`'s) is still the counters' current window: a window
+        that rolled started from 0 and nothing is given back; never below 0. A call sent again (a retry)
+        gives back once.
+        """
+        ...
+
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         """Take a lease (valid ``ttl`` seconds unless renewed) if fewer than ``limit`` live ones exist.
 

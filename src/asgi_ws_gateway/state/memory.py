@@ -276,6 +276,14 @@ class MemoryState:
         self._reserved.extend(key, entry, end, window)
         return Reservation(tuple(granted), index, max(0.0, end - now))
 
+    async def refund(self, key: str, window: int, amounts: Sequence[int]) -> None:
+        entry = self._reserved.entries.get(key)
+        if entry is None or entry.index != window:
+            return
+        counts = entry.counts
+        for i, amount in enumerate(amounts[: len(counts)]):
+            counts[i] = max(0, counts[i] - counted(amount))
+
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Decision:
         limit, ttl = counted(limit), span(ttl)
         now = self._tick()

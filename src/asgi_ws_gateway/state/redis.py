@@ -109,6 +109,7 @@ class RedisState:
         self._consume, _ = self._script(scripts.CONSUME)
         self._acquire, self._acquire_script = self._script(scripts.ACQUIRE)
         self._reserve, _ = self._script(scripts.RESERVE)
+        self._refund, _ = self._script(scripts.REFUND)
         self._release, _ = self._script(scripts.RELEASE)
         self._down_until = 0.0
         self._failing = False  # since a failure, until a call succeeds
@@ -151,6 +152,11 @@ class RedisState:
         except (TypeError, ValueError) as exc:  # never from the script; a 500 if it were not caught
             raise StoreUnavailable(f"Redis answered {type(result).__name__}, not a reservation") from exc
         return Reservation(tuple(granted), index, max(0, left_ms) / 1000)
+
+    async def refund(self, key: str, window: int, amounts: Sequence[int]) -> None:
+        # The attempt's id last, as reserve's: a call sent again gives back once.
+        args: list[Arg] = [window, *(count(n) for n in amounts), os.urandom(16).hex()]
+        await self._call(functools.partial(self._refund, [key], args), "refund", pooled=self._pooled, read=_as_sent)
 
     def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Coroutine[Any, Any, Decision]:
         return self._decide("acquire", self._acquire, self._acquire_script, key, (count(limit), _ms(ttl)), lease)

@@ -209,4 +209,27 @@ return out
 )
 
 
-__all__ = ["ACQUIRE", "CONSUME", "HIT", "RELEASE", "RENEW", "RESERVE"]
+# KEYS[1] the RESERVE hash; ARGV the window index the amounts were granted in, then one amount per counter
+# (c1, c2, ...), then the attempt id -> 1 if given back, 0 if not (another window, a hash not the gateway's,
+# an attempt sent again). Only into the window they were granted in: a window that rolled starts from 0,
+# and what was reserved in it is another connection's. Never below 0: the amounts are at most what this
+# worker was granted in that window, so what the others were granted stays counted.
+REFUND = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'w')) ~= tonumber(ARGV[1]) then return 0 end
+local id = ARGV[#ARGV]
+local done = redis.call('HMGET', KEYS[1], 'r0', 'r1', 'r2', 'r3')
+for _, entry in ipairs(done) do
+  if entry == id then return 0 end  -- this attempt, sent again: given back once
+end
+for i = 2, #ARGV - 1 do
+  local field = 'c' .. (i - 1)
+  local n = tonumber(redis.call('HGET', KEYS[1], field)) or 0
+  redis.call('HSET', KEYS[1], field, math.max(0, n - tonumber(ARGV[i])))
+end
+redis.call('HSET', KEYS[1], 'r' .. (redis.call('HINCRBY', KEYS[1], 'ri', 1) % 4), id)
+return 1
+"""
+
+
+__all__ = ["ACQUIRE", "CONSUME", "HIT", "REFUND", "RELEASE", "RENEW", "RESERVE"]
