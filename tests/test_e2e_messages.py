@@ -204,13 +204,15 @@ async def test_two_connections_on_two_workers_share_a_key_through_redis(
 
 
 @needs_redis
+@pytest.mark.parametrize("leaves", ["closes", "vanishes"])
 async def test_a_closed_connection_gives_back_what_its_worker_reserved_and_did_not_use(
-    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, caplog: pytest.LogCaptureFixture
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer, caplog: pytest.LogCaptureFixture, leaves: str
 ) -> None:
-    """Alice sends one message on worker A and leaves; on worker B she then gets the other 99 of the window.
+    """Alice sends one message on worker A and leaves (a close, or her TCP connection dropped); on worker B
+    she then gets the other 99 of the window.
 
     A's batch (10 of 100) stayed counted in Redis until the window ended: c1 read 10 after one message, and
-    B was admitted 90 of 99, 9 refused with the window's budget unused."""
+    another worker was admitted 90 of 100 (measured), 9 refused with the window's budget unused."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
     limit = {"rate-limit-messages": {"key": "{jwt.sub}", "messages": 100, "window": 3600, "action": "drop"}}
     prefix = unique_prefix()
@@ -222,6 +224,8 @@ async def test_a_closed_connection_gives_back_what_its_worker_reserved_and_did_n
     async with await connect(url_a, **_auth()) as a:
         await a.send("a0")
         assert await a.recv() == "a0"
+        if leaves == "vanishes":
+            a.transport.abort()
     await access_line(caplog)  # A's connection is over (its policy tasks too)
     async with Redis.from_url(SHARED_REDIS, decode_responses=True) as client:
         (key,) = [k async for k in client.scan_iter(match=f"{prefix}:msgrate:*")]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -309,6 +311,32 @@ async def test_store_refund_gives_back_only_into_its_window_and_never_below_zero
         assert (await store.reserve(key, 60, [(20, 10), (2000, 1000)])).granted == (10, 1000)
     finally:
         await store.aclose()
+
+
+async def test_a_shared_budget_is_given_back_when_its_last_holder_ends_not_before() -> None:
+    """Two connections of a key on one worker: the first's end gives nothing back (the other spends on);
+    the last's gives back the unused part and empties the budget, so what comes next reserves afresh."""
+    store = CountingStore()
+    budget = SharedBudget(store, "k", (100, 2**62), 60.0, 0.1, fail_open=True)
+
+    async def counted() -> int:
+        """What the store counts in the window: a probe takes the rest, then gives it back."""
+        probe = await store.reserve("k", 60.0, [(100, 100)])
+        await store.refund("k", probe.window, probe.granted)
+        return 100 - probe.granted[0]
+
+    first, second = (asyncio.create_task(budget.held()) for _ in range(2))
+    await asyncio.sleep(0)  # both hold it
+    assert await budget.refill(time.monotonic(), 1) == 0  # a batch of 10 reserved, 1 spent
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert budget.left[0] == 9 and await counted() == 10
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    assert budget.left[0] == 0 and await counted() == 1
+    calls = store.calls
+    assert await budget.refill(time.monotonic(), 1) == 0
+    assert store.calls == calls + 1  # reserved afresh, not spent from what was given back
 
 
 class DownStore(MemoryState):
