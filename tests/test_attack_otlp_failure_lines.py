@@ -5,20 +5,32 @@ collector answering 503 (then recovering), over gRPC to a port where nothing lis
 and its exporters logged an ERROR per failed batch and signal (a span batch every 100 ms, metrics
 every 200 ms here: dozens of lines in 3 s, thousands through an outage); now the first line of each
 kind at once, then at most one per 10 s saying how many it stands for.
+
+The same for the other ways a collector fails, each a real server here: OTLP/HTTP answering 429 (retried by
+the SDK), redirecting (307: a failed export, never followed) or resetting the connection, and gRPC answering
+UNAVAILABLE (retried); a cause that changes mid-outage (429, then resets) gets its own first line; and past
+the window a kind's next line says how many it stands for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 import socket
+import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from asgi_ws_gateway.log_throttle import RepeatFilter, by_text_but_numbers
@@ -49,7 +61,9 @@ def unreachable() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _start(tmp: Path, upstream: UpstreamServer, endpoint: str, protocol: Protocol) -> ServerProcess:
+def _start(
+    tmp: Path, upstream: UpstreamServer, endpoint: str, protocol: Protocol, timeout: str = "0.5"
+) -> ServerProcess:
     config = write_config(tmp, build_config(upstream, path="/echo", telemetry={}))
     environ = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -57,7 +71,7 @@ def _start(tmp: Path, upstream: UpstreamServer, endpoint: str, protocol: Protoco
         "OTEL_SERVICE_NAME": "failure-lines-test",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "200",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5",  # seconds: a retry's backoff outlasts it, so an ERROR per batch
+        "OTEL_EXPORTER_OTLP_TIMEOUT": timeout,  # seconds: 0.5, a retry's backoff outlasts it: an ERROR per batch
     }
     return ready_server(lambda p: [*RUN, str(config), "--port", str(p)], env=environ)
 
@@ -118,6 +132,171 @@ async def test_an_unreachable_grpc_collector_is_a_line_per_kind_and_window(
         await asyncio.to_thread(server.wait_for_line, "Failed to export traces", timeout=10)
         _assert_throttled(_failure_lines(server.output()), since, server.output())
         assert await asyncio.to_thread(server.stop, timeout=20) == 0, server.output()
+
+
+class FailingCollector:
+    """A real OTLP/HTTP collector that fails every export one way: ``status`` (429, or 307 to another
+    address), or ``reset`` (the request read, the connection reset: an RST, no answer)."""
+
+    def __init__(self, failure: str) -> None:
+        self.failure = failure
+        self.requests = 0
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                collector.requests += 1
+                if collector.failure == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                status = int(collector.failure)
+                self.send_response(status)
+                if status == 307:
+                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def finish(self) -> None:
+                with contextlib.suppress(OSError):  # (reset: the socket is closed already)
+                    super().finish()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="failing-collector", daemon=True)
+
+    def __enter__(self) -> FailingCollector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class _Unavailable(grpc.GenericRpcHandler):
+    """Every call answered UNAVAILABLE: a gRPC collector that is up and refuses (overloaded, draining)."""
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "collector overloaded")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+@pytest.fixture
+def unavailable_grpc() -> Iterator[str]:
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers([_Unavailable()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop(grace=None).wait(5)
+
+
+FAILURES = {
+    "429": ("Failed to export metrics batch", "Failed to export spans batch"),
+    "307": ("answered 307, a redirect to", "answered 307, a redirect to"),
+    "reset": ("Failed to export metrics batch", "Failed to export spans batch"),
+}
+"""Each HTTP failure and what each signal's first line holds (a redirect: the metrics' and spans' own
+lines both name it; told apart by the path, ``/v1/metrics`` and ``/v1/traces``)."""
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+async def test_a_failing_http_collector_is_a_line_per_kind_and_window(
+    tmp_path: Path, upstream_server: UpstreamServer, failure: str
+) -> None:
+    """OTLP/HTTP, traces and metrics, every export answered 429 (retried, Retry-After absent), redirected
+    (307: a failed export, never followed) or reset: each signal's failure gets its first line at once,
+    and no kind more than one line per window."""
+    since = time.monotonic()
+    with FailingCollector(failure) as collector, _start(tmp_path, upstream_server, collector.endpoint,
+                                                        "http/protobuf") as server:  # fmt: skip
+        await _handshakes(server)
+        if failure == "307":
+            await asyncio.to_thread(server.wait_for_line, "/v1/metrics answered 307", timeout=10)
+            await asyncio.to_thread(server.wait_for_line, "/v1/traces answered 307", timeout=10)
+        else:
+            for first in FAILURES[failure]:
+                await asyncio.to_thread(server.wait_for_line, first, timeout=10)
+        assert collector.requests > 2 * HANDSHAKES // 10, collector.requests  # (batches every 100/200 ms)
+        _assert_each_kind_throttled(_failure_lines(server.output()), since, server.output())
+        assert await asyncio.to_thread(server.stop, timeout=20) == 0, server.output()
+
+
+async def test_a_grpc_collector_answering_unavailable_is_a_line_per_kind_and_window(
+    tmp_path: Path, upstream_server: UpstreamServer, unavailable_grpc: str
+) -> None:
+    """OTLP/gRPC to a collector that is up and answers every export UNAVAILABLE (retried): each signal's
+    failure gets its first line at once (not the traces' alone), no kind more than one per window."""
+    since = time.monotonic()
+    with _start(tmp_path, upstream_server, unavailable_grpc, "grpc") as server:
+        await _handshakes(server)
+        await asyncio.to_thread(server.wait_for_line, "Failed to export metrics", timeout=10)
+        await asyncio.to_thread(server.wait_for_line, "Failed to export traces", timeout=10)
+        _assert_each_kind_throttled(_failure_lines(server.output()), since, server.output())
+        assert await asyncio.to_thread(server.stop, timeout=20) == 0, server.output()
+
+
+async def test_a_collector_whose_failure_changes_gets_a_first_line_for_each_cause(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """429s, then resets: with a timeout that leaves room for a retry (3 s), the SDK's retry warning names
+    each cause, and the second cause's first line is not counted into the first's. (With a timeout shorter
+    than the first backoff, about 1 s, the SDK gives up without a retry and its line names no cause: 429 and
+    reset both read "due to timeout, max retries or shutdown", one kind.)"""
+    since = time.monotonic()
+    with FailingCollector("429") as collector, _start(tmp_path, upstream_server, collector.endpoint,
+                                                      "http/protobuf", timeout="3") as server:  # fmt: skip
+        await _handshakes(server)
+        collector.failure = "reset"
+        await _handshakes(server)
+        await asyncio.to_thread(server.wait_for_line, "Connection reset by peer')) encountered", times=2)
+        lines = _failure_lines(server.output())
+        _assert_each_kind_throttled(lines, since, server.output())
+        for signal in ("spans", "metrics"):
+            for cause in ("Too Many Requests", "Connection reset by peer"):
+                assert [line for line in lines if cause in line and f"exporting {signal} batch" in line], lines
+        assert await asyncio.to_thread(server.stop, timeout=20) == 0, server.output()
+
+
+async def test_a_collector_failing_past_the_window_gets_one_line_more_with_its_count(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """Past the 10 s window a kind's next line comes, once, saying how many it stands for."""
+    since = time.monotonic()
+    with FailingCollector("429") as collector, _start(tmp_path, upstream_server, collector.endpoint,
+                                                      "http/protobuf") as server:  # fmt: skip
+        await asyncio.to_thread(server.wait_for_line, "more since the last such line", timeout=WINDOW + 20)
+        lines = _failure_lines(server.output())
+        _assert_each_kind_throttled(lines, since, server.output())
+        repeated = [line for line in lines if "more since the last such line" in line]
+        assert all(re.search(r"\((\d+) more since the last such line\)", line) for line in repeated), repeated
+        assert await asyncio.to_thread(server.stop, timeout=20) == 0, server.output()
+
+
+REPEATED = re.compile(r" \(\d+ more since the last such line\)$")
+
+
+def _assert_each_kind_throttled(lines: list[str], since: float, output: str) -> None:
+    """Each kind (the line but for its numbers): its first line, then at most one per window begun since,
+    and each after the first says how many it stands for."""
+    assert lines, output
+    by_kind: dict[str, list[str]] = {}
+    for line in lines:
+        kind = re.sub(r"0x[0-9a-fA-F]+|\d+", "#", REPEATED.sub("", line))
+        by_kind.setdefault(kind, []).append(line)
+    windows = math.ceil((time.monotonic() - since) / WINDOW)
+    for kind, found in by_kind.items():
+        assert len(found) <= windows, f"{len(found)} lines of one kind in {windows} window(s): {kind}\n" + output
+        assert all("more since the last such line" in line for line in found[1:]), found
 
 
 def test_lines_differing_in_numbers_are_one_kind_and_repeats_leave_out_the_traceback() -> None:
