@@ -332,3 +332,46 @@ def test_lines_differing_in_numbers_are_one_kind_and_repeats_leave_out_the_trace
     )
     again = passed(spans, "spans", 504, "Service Unavailable")
     assert again is not None and again.getMessage().endswith("(1 more since the last such line)")  # the 502
+
+
+def test_a_burst_of_distinct_reasons_does_not_lump_later_kinds_for_good() -> None:
+    """Pure logic: a collector's reason phrase is part of a line's kind, so 2,000 distinct ones (letters: no
+    number to fold) fill the filter's table. Before, its entries were never freed: every kind seen after,
+    however long after, shared one count, its first line saying '(1935 more since the last such line)' of
+    other kinds' lines, and a second new failure within 10 s of it was not written. Now a spent kind
+    (nothing held back, its window over) gives its place to a new one, a few per window: each new kind's
+    first line is written at once after the burst, and a collector answering every export with another
+    reason still costs a few lines per window, not one per export."""
+    now = [0.0]
+    throttle = RepeatFilter(clock=lambda: now[0], kind=by_text_but_numbers)
+    spans = "Failed to export %s batch code: %s, reason: %s"
+
+    def passed(*args: object) -> logging.LogRecord | None:
+        record = logging.LogRecord("sdk", logging.ERROR, __file__, 1, spans, args, None)
+        return record if throttle.filter(record) else None
+
+    def reason(i: int) -> str:
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        return f"Bad {letters[i % 26]}{letters[i // 26 % 26]}{letters[i // 676 % 26]}"
+
+    for i in range(2000):
+        passed("spans", 400, reason(i))
+    assert len(throttle._logs) == RepeatFilter.MAX_MESSAGES
+    now[0] = 30.0  # the burst's window is over: its kinds' entries hold nothing back
+    first = passed("metrics", 503, "Service Unavailable")
+    now[0] = 31.0
+    second = passed("logs", 503, "Service Unavailable")
+    assert first is not None
+    assert first.getMessage() == "Failed to export metrics batch code: 503, reason: Service Unavailable"
+    assert second is not None, "a second new kind was hidden behind the first"
+    assert second.getMessage() == "Failed to export logs batch code: 503, reason: Service Unavailable"
+
+    written = []  # 20 exports a second for 100 s, each answered with another reason
+    for i in range(2000):
+        now[0] = 100.0 + i / 20
+        if (record := passed("spans", 400, reason(2000 + i))) is not None:
+            written.append(record.getMessage())
+    windows = 100 / WINDOW
+    assert len(written) <= (RepeatFilter.FREED_PER_INTERVAL + 1) * (windows + 1), len(written)
+    assert any("of any kind past the first 64" in line for line in written)
+    assert len(throttle._logs) == RepeatFilter.MAX_MESSAGES

@@ -33,6 +33,11 @@ class OutageLog:
         count, self._unlogged, self._quiet_until = self._unlogged, 0, now + self.interval
         return count
 
+    def spent(self) -> bool:
+        """Whether the next event would be logged at once and alone: nothing held back, the interval over
+        (a new :class:`OutageLog` would do the same, so forgetting this one loses nothing)."""
+        return self._unlogged == 0 and self._clock() >= self._quiet_until
+
 
 def by_format(record: logging.LogRecord) -> object:
     """The same kind of line: the same format string, whatever its arguments (an attribute's name, a length)."""
@@ -55,6 +60,9 @@ def by_text_but_numbers(record: logging.LogRecord) -> object:
     return (kind, record.exc_info[0]) if isinstance(record.exc_info, tuple) else kind  # exc_info may be False
 
 
+_NONE = object()
+
+
 class RepeatFilter(logging.Filter):
     """A logger filter writing each kind of message (by default its format string: :func:`by_format`) as
     :class:`OutageLog` says: the first at once, then at most one line per ``interval`` seconds, ending
@@ -71,6 +79,12 @@ class RepeatFilter(logging.Filter):
     """Kinds counted apart; any beyond share one count (a library's format strings are constants, but a
     message's text may hold what a peer sent: bounded)."""
 
+    FREED_PER_INTERVAL = 8
+    """Kinds forgotten at most per ``interval`` to make room for new ones, each spent (nothing held back,
+    its interval over: forgetting it loses nothing), the oldest first. Without it a burst of distinct
+    kinds (a collector's reason phrases) lumped every later kind into the shared count for good; with
+    more, a collector answering each export with another reason would be a line per export again."""
+
     def __init__(
         self,
         interval: float = 10.0,
@@ -83,6 +97,9 @@ class RepeatFilter(logging.Filter):
         self._clock = clock
         self._kind = kind
         self._logs: dict[object, OutageLog] = {}
+        self._past_the_table = OutageLog(interval, clock)  # the kinds the table had no place for
+        self._freed = 0  # kinds forgotten since _freeing_since
+        self._freeing_since = float("-inf")
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -92,9 +109,10 @@ class RepeatFilter(logging.Filter):
         with self._lock:
             log = self._logs.get(key)
             if log is None:
-                if len(self._logs) >= self.MAX_MESSAGES:
-                    key = None
-                log = self._logs.setdefault(key, OutageLog(self.interval, self._clock))
+                if len(self._logs) < self.MAX_MESSAGES or self._freed_one():
+                    log = self._logs[key] = OutageLog(self.interval, self._clock)
+                else:
+                    log = self._past_the_table
             count = log.event()
         if count > 1:
             try:
@@ -103,9 +121,25 @@ class RepeatFilter(logging.Filter):
                 return True
             if isinstance(record.exc_info, tuple) and record.exc_info[0] is not None:
                 message = f"{message} [{record.exc_info[0].__name__}, the traceback as in the first such line]"
-            record.msg, record.args = f"{message} ({count - 1} more since the last such line)", None
+            shared = log is self._past_the_table
+            more = f"more, of any kind past the first {self.MAX_MESSAGES}," if shared else "more"
+            record.msg, record.args = f"{message} ({count - 1} {more} since the last such line)", None
             record.exc_info, record.exc_text = None, None
         return count > 0
+
+    def _freed_one(self) -> bool:
+        """Forget the oldest spent kind, if this interval's :data:`FREED_PER_INTERVAL` allows."""
+        now = self._clock()
+        if now >= self._freeing_since + self.interval:
+            self._freed, self._freeing_since = 0, now
+        if self._freed >= self.FREED_PER_INTERVAL:
+            return False
+        spent = next((key for key, log in self._logs.items() if log.spent()), _NONE)
+        if spent is _NONE:
+            return False
+        del self._logs[spent]
+        self._freed += 1
+        return True
 
 
 __all__ = ["OutageLog", "RepeatFilter", "by_format", "by_text_but_numbers"]
