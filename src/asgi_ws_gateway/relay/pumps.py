@@ -460,8 +460,16 @@ class Relay:
         Left waiting, the pump read nothing behind it: the upstream's answer to its close frame, sent at once,
         stayed unread until ``close_timeout`` cut the handshake (the upstream dropped, the access line 2 s late
         with ``close_timeout`` 1; a delay of a minute behind it)."""
+        if self._holding:
+            self._cut_upstream_pump()
+
+    def _cut_upstream_pump(self) -> None:
+        """Cancel the upstream pump to cut the client off, what is left read and dropped: once. A second cut
+        before the pump runs again (the server's 1012 comes twice in one turn at shutdown: its queued
+        disconnect and ``client_closed_at_shutdown``) was a second cancellation, which the pump takes for the
+        relay's end: it stopped reading, and the upstream's close answer was left unread to close_timeout."""
         pump = self._to_client
-        if self._holding and pump is not None and not pump.done():
+        if pump is not None and not pump.done() and not self._cutting:
             self._cutting = True
             pump.cancel()
 
@@ -484,10 +492,8 @@ class Relay:
             async with self._for_the_client():
                 await read.wait()
         except TimeoutError:
-            pump = self._to_client
-            if not read.is_set() and pump is not None and not pump.done():
-                self._cutting = True
-                pump.cancel()
+            if not read.is_set():
+                self._cut_upstream_pump()
 
     async def _upstream_to_client(self) -> None:
         while True:
