@@ -38,6 +38,7 @@ from support.clients import connect
 from support.configs import build_config, write_config
 from support.otlp import OtlpReceiver, Protocol
 from support.processes import ServerProcess, ready_server
+from support.servers import served_in_thread
 from support.upstream import UpstreamServer
 
 RUN = ["-m", "asgi_ws_gateway", "run"]
@@ -375,3 +376,44 @@ def test_a_burst_of_distinct_reasons_does_not_lump_later_kinds_for_good() -> Non
     assert len(written) <= (RepeatFilter.FREED_PER_INTERVAL + 1) * (windows + 1), len(written)
     assert any("of any kind past the first 64" in line for line in written)
     assert len(throttle._logs) == RepeatFilter.MAX_MESSAGES
+
+
+SECRET = "collector-echoed-4b1d"
+
+
+class _EchoesACredential(BaseHTTPRequestHandler):
+    """A collector refusing every export with a reason phrase that quotes a credential (as one echoing the
+    exporter's header back might), 400: not retried, the SDK's line quotes the reason."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(400, f"Bad Request: invalid api_key={SECRET} (Authorization: Bearer {SECRET})")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def echoing() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoesACredential)
+    server.daemon_threads = True
+    yield from served_in_thread(server)
+
+
+async def test_a_collectors_reason_phrase_is_redacted_as_a_peers_free_text(
+    tmp_path: Path, upstream_server: UpstreamServer, echoing: ThreadingHTTPServer
+) -> None:
+    """The SDK's export failure quotes the collector's reason phrase as a plain string, which the log's
+    redaction read as the gateway's own text (only an exception argument marked a line as quoting a peer):
+    'api_key=<value>' and 'Bearer <value>' from a collector were written as they came."""
+    endpoint = f"http://127.0.0.1:{echoing.server_address[1]}"
+    with _start(tmp_path, upstream_server, endpoint, "http/protobuf") as server:
+        await _handshakes(server)
+        await asyncio.to_thread(server.wait_for_line, "Failed to export spans batch")
+        output = server.output()
+        assert await asyncio.to_thread(server.stop, timeout=20) == 0, output
+    lines = [line for line in output.splitlines() if "Failed to export" in line]
+    assert lines and all("api_key=REDACTED" in line for line in lines), output
+    assert SECRET not in output, output

@@ -96,13 +96,13 @@ class RedactingFilter(logging.Filter):
         elif args and dict in map(type, args):  # uvicorn.asgi's scopes and messages
             record.args = tuple(_redacted_mapping(arg) if type(arg) is dict else arg for arg in args)
         library = not record.name.startswith(_OWN_LOGGERS)
-        free_text = False  # the line quotes a peer's text: an exception's message
+        free_text = record.name.startswith(_PEER_TEXT_LOGGERS)  # the line quotes a peer's text
         if type(args) is tuple and args:
             if library and any(map(is_frame, args)):  # websockets' "< %s": the frame's text, redacted whole
                 record.args = args = tuple(frame_text(arg) if is_frame(arg) else arg for arg in args)
             # Arguments of the plain types are looked for in C first (the access line has a dozen).
-            free_text = not _PLAIN_ARGS.issuperset(map(type, args)) and any(
-                isinstance(arg, BaseException) for arg in args
+            free_text = free_text or (  # an exception's message
+                not _PLAIN_ARGS.issuperset(map(type, args)) and any(isinstance(arg, BaseException) for arg in args)
             )
         if record.name == "uvicorn.access" or not isinstance(record.msg, str):
             self._each(record, library)  # its formatter needs the arguments as they are
@@ -219,6 +219,11 @@ def _exception_lines(error: BaseException | None) -> Iterator[str]:
             yield f"{module}{kind.__qualname__}: {message}"  # as traceback.format_exception_only writes it
         pending += [current.__cause__, current.__context__]
 
+
+_PEER_TEXT_LOGGERS = "opentelemetry.exporter.otlp"
+"""Loggers whose lines quote a peer's text as plain strings: the OTLP exporters' failures quote the collector's
+HTTP reason phrase and gRPC status details, which a collector may fill with what it was sent (an API key's
+``api_key=...``): redacted as free text, as an exception's message is."""
 
 _ENCODED_TARGETS = frozenset(UVICORN_LOGGERS + WEBSOCKETS_LOGGERS)
 """Loggers whose lines carry request targets as sent, percent-encoded (the gateway's own carry decoded
