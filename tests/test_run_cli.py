@@ -223,11 +223,16 @@ def test_help_epilog_documents_distinct_exit_codes(capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_failed_application_start_up_exits_7(tmp_path: Path, upstream_server: UpstreamServer, workers: int) -> None:
-    """A valid file whose start-up fails (the management Redis is unreachable): 7, with 1 worker or 2."""
+    """A valid file whose start-up fails (the management Redis is unreachable): 7, with 1 worker or 2.
+
+    The supervisor sees a worker that exits as it exits, not once a health check's wait is over (an hour
+    here: it waited out uvicorn's 5 s for the answer of a worker that had ended meanwhile).
+    """
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
         args = [*RUN, str(_config(tmp_path, upstream_server)), "--port", str(free_port()), "--workers", str(workers),
-                "--management", "/_gateway", "--redis", f"redis://127.0.0.1:{closed.getsockname()[1]}/0"]  # fmt: skip
+                "--management", "/_gateway", "--redis", f"redis://127.0.0.1:{closed.getsockname()[1]}/0",
+                "--timeout-worker-healthcheck", "3600"]  # fmt: skip
         with ServerProcess(args, port=0, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}) as server:
             assert server.wait_exit() == 7
             assert "Application startup failed. Exiting." in server.stderr()

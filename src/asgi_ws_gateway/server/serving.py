@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Generator
+from multiprocessing import connection
 from typing import Any
 
 import uvicorn
@@ -156,6 +158,23 @@ class _Worker(multiprocess.Process):
 
     def wait_until_ready(self, timeout: float, should_exit: threading.Event | None = None) -> bool:
         return super().wait_until_ready(max(timeout, WORKER_START_GRACE), should_exit)
+
+    def _healthcheck(self, timeout: float) -> bool | None:
+        """uvicorn's health check (the worker's answer: whether it has started; None if none came in
+        ``timeout`` seconds), which also ends when the worker does. The supervisor holds both ends of the
+        pipe, so a worker's exit never reads as its end closing: uvicorn's waited out the whole
+        ``timeout`` for a worker that had exited (a failed start-up stopped ``run`` 5 s late)."""
+        try:
+            self.parent_conn.send(b"ping")
+            if self.parent_conn not in connection.wait([self.parent_conn, self.process.sentinel], timeout):
+                return None
+            started: bool = self.parent_conn.recv()
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
+        return started
+
+    def ping(self, timeout: float = 5) -> bool:
+        return self._healthcheck(timeout) is not None  # as uvicorn 0.55 does; older ones gave ping its own body
 
     def _starting(self) -> bool:
         """Whether the worker has not answered yet, within :data:`WORKER_START_GRACE` of its start. One
