@@ -237,6 +237,28 @@ def run_idle(
             samples["idle"].setdefault(spec.name, []).append(sample)
 
 
+WORKER_READY = "Application startup complete."
+"""What each of ``run``'s worker processes logs (at its default level, info) once it serves."""
+
+
+def _wait_for_workers(proxy: Service, workers: int, timeout: float = 60.0) -> None:
+    """Until each of ``proxy``'s ``workers`` has logged :data:`WORKER_READY` since it started. With two or more,
+    the supervisor listens before any worker serves; a fixed 0.5 s a worker was too short on a busy machine (the
+    load met one worker) and, for one worker, waited for nothing (``run`` listens once it serves)."""
+    if workers < 2:
+        return
+    started = f"Started parent process [{proxy.pid}]"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = proxy.log.read_text(errors="replace")
+        if started in text and text.split(started)[-1].count(WORKER_READY) >= workers:
+            return
+        if not proxy.alive():
+            raise RuntimeError(f"{proxy.name} exited before its {workers} workers served")
+        time.sleep(0.05)
+    raise RuntimeError(f"{proxy.name}: {workers} workers did not all serve within {timeout:g} s")
+
+
 def run_scaling(settings: Settings, upstream: Service, run_dir: Path, samples: Samples, gateway: PathSpec) -> None:
     """The gateway with 1 then 2 workers; the proxy and the generator may use every core (two workers need
     them), so each sample also says how many cores the generator and the upstream kept busy."""
@@ -246,7 +268,7 @@ def run_scaling(settings: Settings, upstream: Service, run_dir: Path, samples: S
             name = f"{gateway.name} x{workers}"
             log(f"scaling round {round_no + 1}/{settings.rounds} {name}")
             with gateway.start(StartContext(upstream.port, run_dir, ALL_CPUS, workers)) as proxy:
-                time.sleep(0.5 * workers)  # let every worker come up before the load starts
+                _wait_for_workers(proxy, workers)  # every worker serves before the load starts
                 try:
                     metrics, warnings = measure(SCALING, url(proxy.port), settings.timing, proxy=proxy,
                                                 upstream=upstream, load_cpus=ALL_CPUS)  # fmt: skip
