@@ -33,6 +33,7 @@ LONG_MODULES = (
     "test_attack_changes_mgmt_workers.py", "test_management_cli.py", "test_attack_management_client.py",
     "test_attack_cswsh_warnings.py", "test_redis_ha.py", "test_attack_inprocess_upstream_faults.py",
     "test_telemetry_otlp_wire.py", "test_telemetry_e2e.py", "test_e2e_upstream_close.py",
+    "test_run_slow_worker_start.py",
 )  # fmt: skip
 """Modules that keep a worker 12 s or more (a full run's durations, longest first)."""
 
