@@ -11,6 +11,7 @@ real HTTP servers; the gateway's providers run in a child process (its own globa
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from asgi_ws_gateway.telemetry.otlp_responses import bound_responses
+from asgi_ws_gateway.log_redaction import RedactingFilter
+from asgi_ws_gateway.telemetry.otlp_responses import CollectorRedirected, bound_responses
 from support.servers import served_in_thread
 
 KEY = "collector-key-0d5e1f"
@@ -133,3 +135,17 @@ def test_a_3xx_without_a_location_is_a_failure_too() -> None:
         bound_responses(SimpleNamespace(_session=session))
         with pytest.raises(requests.RequestException, match="answered 304, a redirect to nowhere"):
             session.post(collector.url() + "/v1/traces", data=b"spans", timeout=10)
+
+
+def test_the_redirect_line_keeps_its_text_after_a_redacted_location() -> None:
+    """The exporters' lines are redacted as a peer's free text, whose query values run to a space: the
+    location ended in a colon ("...?api_key=REDACTED: the gateway's ..."), taken for the value's own."""
+    failure = CollectorRedirected("http://c:4318/v1/traces", 307, "https://elsewhere/v1/traces?api_key=s3cr3t")
+    record = logging.LogRecord(
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter", logging.ERROR, __file__, 1,
+        "Failed to export span batch due to: %s", (failure,), None,
+    )  # fmt: skip
+    assert RedactingFilter().filter(record)
+    line = record.getMessage()
+    assert "s3cr3t" not in line, line
+    assert "a redirect to https://elsewhere/v1/traces?api_key=REDACTED (not followed: " in line, line

@@ -58,8 +58,11 @@ class CollectorRedirected(RequestException):
     def __init__(self, url: str, status: int, location: str) -> None:
         shown = printable(redact_url(location)[:_MAX_SHOWN_LOCATION]) if location else "nowhere (no Location)"
         super().__init__(
-            f"OTLP collector {redact_url(url)} answered {status}, a redirect to {shown}: the gateway's exporters do "
-            "not follow redirects, so nothing was delivered (set the endpoint to the collector's own address)"
+            # The location before a space, not a colon: the log's redaction of a peer's text reads a query
+            # value up to a space, and took "REDACTED:" for the value (the colon was lost from the line).
+            f"OTLP collector {redact_url(url)} answered {status}, a redirect to {shown} (not followed: the gateway's "
+            "exporters do not follow redirects, so nothing was delivered; set the endpoint to the collector's own "
+            "address)"
         )
 
 
