@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..cancellation import POLICY_DEADLINE, OwnCancellation, cancel_requested
+from ..deadlines import Deadlines
 from ..errors import HandshakeDenied
 from .context import HandshakeContext
 
@@ -92,7 +92,7 @@ class HandshakePipeline:
         self.api_policies = list(api_policies)
         self.products = products
         self.timeout = timeout
-        self._deadlines: _Deadlines | None = None  # this pipeline's runs on the loop that runs it
+        self._deadlines: Deadlines | None = None  # this pipeline's runs on the loop that runs it
 
     def __bool__(self) -> bool:
         return bool(self.global_policies or self.api_policies or self.products is not None)
@@ -145,89 +145,15 @@ class HandshakePipeline:
                     reason="policy_timeout", policy=running,
                 ) from None  # fmt: skip
 
-    def _clock(self) -> _Deadlines:
+    def _clock(self) -> Deadlines:
         """The deadlines of this pipeline's runs on the running loop, made when the loop is new (a loop of
         its own for each, in tests)."""
         loop = asyncio.get_running_loop()
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             assert self.timeout is not None
-            deadlines = self._deadlines = _Deadlines(loop, self.timeout)
+            deadlines = self._deadlines = Deadlines(loop, self.timeout, POLICY_DEADLINE)
         return deadlines
-
-
-class _Deadline:
-    """One run's deadline as ``asyncio.timeout`` keeps one: its expiry cancels the task, and only that
-    cancellation is the deadline's (a task cancelled for its own reasons, the client gone, stays
-    cancelled). Without the context manager's state machine and two coroutines per handshake."""
-
-    __slots__ = ("at", "cancelling", "expired", "task")
-
-    def __init__(self, task: asyncio.Task[object], at: float) -> None:
-        self.task: asyncio.Task[object] | None = task  # None once the run has ended
-        self.at = at
-        self.cancelling, self.expired = task.cancelling(), False
-
-    def expire(self) -> None:
-        assert self.task is not None
-        self.expired = True
-        self.task.cancel(POLICY_DEADLINE)
-
-
-class _Deadlines:
-    """The deadlines of one pipeline's runs on one loop, watched by one timer.
-
-    Every run has the same ``timeout``, so runs reach their deadlines in the order they started: the
-    timer waits for the oldest run still going, expires each run whose time is up, and waits for the
-    next. A timer per run (uvloop's ``call_later`` and its cancel) was ~14 k instructions a handshake.
-    Runs that ended leave the queue as they reach its head; the timer, once set, stays until it fires
-    (at most once per ``timeout`` while runs start)."""
-
-    __slots__ = ("_runs", "_timer", "loop", "timeout")
-
-    _SLACK = 0.001
-    """Seconds early a deadline may be met: a loop's timers fire to their clock's millisecond (uvloop's)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.loop, self.timeout = loop, timeout
-        self._runs: deque[_Deadline] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def start(self) -> _Deadline:
-        """The deadline of a run starting now, in the calling task."""
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a handshake pipeline with a timeout runs in a task")
-        run = _Deadline(task, self.loop.time() + self.timeout)
-        self._runs.append(run)
-        if self._timer is None:
-            self._timer = self.loop.call_at(run.at, self._expire)
-        return run
-
-    def end(self, run: _Deadline, cancelled: bool) -> bool:
-        """``run`` is over; whether it ended because it ran out (``cancelled``: it ended cancelled)."""
-        task, run.task = run.task, None
-        assert task is not None
-        runs = self._runs
-        while runs and runs[0].task is None:
-            runs.popleft()
-        return run.expired and task.uncancel() <= run.cancelling and cancelled
-
-    def __len__(self) -> int:
-        """Runs in the queue (going, or ended behind one still going); tests read it."""
-        return len(self._runs)
-
-    def _expire(self) -> None:
-        self._timer = None
-        runs, now = self._runs, self.loop.time() + self._SLACK
-        while runs:
-            run = runs[0]
-            if run.task is not None:
-                if run.at > now:
-                    self._timer = self.loop.call_at(run.at, self._expire)
-                    return
-                run.expire()  # its end() is still to come; it leaves the queue now
-            runs.popleft()
 
 
 SUBSCRIPTION = "subscription"
