@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.uri import parse_uri
 
-from asgi_ws_gateway.bounded import split_url
+from asgi_ws_gateway import bounded
+from asgi_ws_gateway.bounded import may_carry_credential, split_url
 from asgi_ws_gateway.handshake.upstream_edits import _edited_url
 from asgi_ws_gateway.redact import redact_url
 from asgi_ws_gateway.upstream.websockets_client import _NoRedirects
@@ -107,3 +108,22 @@ def test_the_relay_connects_to_what_websockets_would_parse(url: str) -> None:
     except Exception as exc:  # the same refusal either way
         got = type(exc)
     assert got == expected
+
+
+@given(st.lists(st.one_of(urls, st.text(max_size=30)), max_size=8))
+def test_urls_found_plain_are_remembered_and_only_those(found: list[str]) -> None:
+    """``may_carry_credential`` remembers the URLs it found without a credential's shape (asked twice a
+    handshake of a URL that repeats): asked again, each gets the search's answer, and no URL the search
+    finds a credential's shape in is kept."""
+    for url in found + found:
+        assert may_carry_credential(url) is (bounded._CREDENTIAL_SHAPE(url) is not None)
+    assert not any(bounded._CREDENTIAL_SHAPE(url) for url in bounded._PLAIN_URLS)
+    assert len(bounded._PLAIN_URLS) <= bounded._PLAIN_URLS_LIMIT
+
+
+def test_the_plain_urls_kept_are_bounded() -> None:
+    for port in range(2 * bounded._PLAIN_URLS_LIMIT):
+        assert not may_carry_credential(f"ws://127.0.0.1:{port}/")
+    assert 0 < len(bounded._PLAIN_URLS) <= bounded._PLAIN_URLS_LIMIT
+    long = "ws://h/" + "a" * bounded._PLAIN_URL_LENGTH
+    assert not may_carry_credential(long) and long not in bounded._PLAIN_URLS
