@@ -30,7 +30,7 @@ from ..passthrough.lingering_close import lingering
 from ..progress import taken_in
 from ..upstream.frame_headers import fail_at_waiting_header
 from .log_lines import PATH_ONLY, QUIET, UVICORN_ERROR, PathOnly, logged_path
-from .server_protocol import _ServerProtocol
+from .server_protocol import FRAMES_LATER, _ServerProtocol, start_frames
 from .tls_close import TLS_CLOSES
 
 
@@ -113,6 +113,8 @@ class ClientLeg(WebSocketsSansIOProtocol):
             if rest := self._parse_frames(data):  # it inflated INFLATED_PER_TURN: the rest next turn
                 (shares or self._read_shares()).add(rest)
             return
+        if self.conn.parser is FRAMES_LATER:  # (a request handed over parsed, its handshake not begun)
+            start_frames(self.conn)
         self.conn.receive_data(data)
         if self.conn.handshake_exc is not None:  # the request head itself was refused
             self._refuse_request()
@@ -124,6 +126,8 @@ class ClientLeg(WebSocketsSansIOProtocol):
         messages in this call: the bytes after it are returned, to parse next turn (32 KiB of ~1 KB messages
         was 32 MB of inflation in one callback, every other connection of the worker waiting)."""
         conn = self.conn
+        if conn.parser is FRAMES_LATER:
+            start_frames(conn)
         inflating = conn.inflating
         if inflating is not None:
             inflating.start_share()

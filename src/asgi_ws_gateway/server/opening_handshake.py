@@ -13,7 +13,6 @@ from urllib.parse import unquote
 from uvicorn.logging import TRACE_LOG_LEVEL
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request
-from websockets.server import ServerProtocol
 
 from ..handshake.server_refusals import server_refused
 from ..passthrough.asgi_extension import EXTENSION, TAKEN_IN
@@ -21,6 +20,7 @@ from ..passthrough.lingering_close import lingering
 from .client_leg import ClientLeg
 from .log_lines import logged_path
 from .request_head import parsed_request, serialised_request
+from .server_protocol import FRAMES_LATER
 
 _REFUSED = {400: "malformed request", 414: "request line too long", 431: "request headers too large"}
 
@@ -52,9 +52,9 @@ class OpeningHandshake(ClientLeg):
             self.data_received(serialised_request(method, target, headers))
             return
         conn = self.conn
-        # What websockets' ServerProtocol.parse does after it parsed a request: frames from now on.
-        conn.parser = super(ServerProtocol, conn).parse()
-        next(conn.parser)
+        # What websockets' ServerProtocol.parse does after it parsed a request, frames from now on, is
+        # done at the first bytes of frames (start_frames): a spliced connection's are the splice's.
+        conn.parser = FRAMES_LATER
         conn.events.append(request)
         self.handle_events()
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from http import HTTPStatus
+from typing import cast
 
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from ..held_pings import HeldPings
 from ..upstream.deflate_streams import ServerDeflate
@@ -76,4 +79,36 @@ _HEADER_NAMES = {name.lower(): name for name in (
 """The headers a refusal may name (websockets names them, never a client): as spelled here."""
 
 
-__all__ = ["SUPPORTED_VERSION", "_ServerProtocol"]
+class _FramesLater:
+    """The parser of a protocol whose request was handed over parsed (``receive_parsed_request``), until
+    its first bytes of frames start websockets' frame parser (:func:`start_frames`). Started at the
+    handover, that parser (a generator holding its protocol) was never used on a spliced connection:
+    it kept the protocol in a reference cycle, and the collection that freed it closed it (~10 k
+    instructions a handshake). Holds nothing: one for all. Resumed by another caller (none does), it leaves
+    the bytes in the reader, for the parser started later."""
+
+    __slots__ = ()
+    gi_code = gi_yieldfrom = None  # (``fail_at_waiting_header`` finds no frame waiting)
+
+    def __iter__(self) -> _FramesLater:
+        return self
+
+    def __next__(self) -> None:
+        return None
+
+    def send(self, value: object) -> None:
+        return None
+
+
+FRAMES_LATER = cast("Generator[None, None, None]", _FramesLater())  # (websockets types the parser so)
+
+
+def start_frames(conn: ServerProtocol) -> None:
+    """Start ``conn``'s frame parser if it is still :data:`FRAMES_LATER`: what websockets'
+    ``ServerProtocol.parse`` does once it has parsed a request."""
+    if conn.parser is FRAMES_LATER:
+        conn.parser = super(ServerProtocol, conn).parse()
+        next(conn.parser)
+
+
+__all__ = ["FRAMES_LATER", "SUPPORTED_VERSION", "_ServerProtocol", "start_frames"]
