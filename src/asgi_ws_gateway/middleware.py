@@ -230,12 +230,19 @@ class WebSocketGateway(AdmissionChecks):
         return await connection.relay.send_to_client(data)
 
     async def close_connection(self, connection_id: str, code: int = 1000, reason: str = "") -> bool:
-        """Close one open connection, both sides, with ``code``; False if no such connection is open here."""
+        """Close one open connection, both sides, with ``code``.
+
+        Returns:
+            True when this call began its close (its sides are sent ``code``); False when no such
+            connection is open here, or it is closing already, whatever began that (its client's or
+            upstream's close, a policy, a drain, the server's shutdown, an earlier call): nothing is sent
+            then. Decided before the first wait: returns once the closing handshake is done (bounded by
+            the API's ``close_timeout``).
+        """
         connection = self._connections.get(connection_id)
-        if connection is None:
+        if connection is None or connection.relay.closing:
             return False
-        await connection.relay.close(code, reason, code, reason)
-        return True
+        return await connection.relay.close(code, reason, code, reason)
 
     def client_ip(self, scope: Scope) -> str:
         """The client's address for an HTTP or WebSocket ``scope``, decided as for a handshake: the TCP

@@ -143,7 +143,9 @@ class MessagePolicy(Protocol):
 class RelayControls(Protocol):
     """What the relay lets message policies do to their connection."""
 
-    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None: ...
+    async def close(
+        self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str
+    ) -> bool | None: ...  # (the connectors' say whether it began the close: unused here)
 
     async def send_to_client(self, data: Data) -> bool: ...
 

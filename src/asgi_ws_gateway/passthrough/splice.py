@@ -294,9 +294,15 @@ class Splice:
             self._closing = True
             self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "gateway", 1006, "aborted"
 
-    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
-        """Close both sides on the gateway's own initiative (a no-op once closing has started)."""
-        self._gateway_close(client_code, client_reason, upstream_code, upstream_reason)
+    @property
+    def closing(self) -> bool:
+        """True once the connection's close is under way: the gateway's own (a policy, a drain, the server's
+        shutdown), either side's close frame, a side lost or being dropped."""
+        return self._closing or any(_going(side) for side in (self.client, self.upstream))
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> bool:
+        """Close both sides on the gateway's own initiative; False (a no-op) once closing has started."""
+        return self._gateway_close(client_code, client_reason, upstream_code, upstream_reason)
 
     async def send_to_client(self, data: Data) -> bool:
         """Send the client a message of the gateway's own once it reads (a client that reads nothing
@@ -310,14 +316,16 @@ class Splice:
         self.client.transport.write(encode_frame(opcode, payload, mask=False))
         return True
 
-    def _gateway_close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+    def _gateway_close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> bool:
+        """Begin the gateway's close with these codes; False (nothing done) once closing has begun."""
         if self._closing:
-            return
+            return False
         self._closing = self.gateway_closing = True
         self.stats.closed_by, self.stats.close_code, self.stats.close_reason = "gateway", client_code, client_reason
         self.client.write_close(client_code, client_reason)
         self.upstream.write_close(upstream_code, upstream_reason)
         self._arm_timer()
+        return True
 
     def after_frame(self, side: Side) -> None:
         """``side`` sent a close frame, an oversize message or a bad frame (or data while the gateway
@@ -555,6 +563,12 @@ class Splice:
         side.write_close(*asked)
         side.transport.close()
         return True
+
+
+def _going(side: Side) -> bool:
+    """``side``'s TCP connection is lost, or on its way (dropped: ``connection_lost`` has yet to run)."""
+    transport: asyncio.BaseTransport | None = getattr(side, "transport", None)  # (unset until handed over)
+    return not side.open or (transport is not None and transport.is_closing())
 
 
 def _name(side: Side) -> str:

@@ -31,7 +31,15 @@ class RelayHandle(Protocol):
 
     async def run(self) -> RelayStats: ...
 
-    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None: ...
+    @property
+    def closing(self) -> bool:
+        """True once the connection's close is under way, whatever began it: a close asked for then would not
+        be the one its sides get (management's kick answers 409)."""
+        ...
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> bool:
+        """Close both sides with these codes; False when closing had begun already (a no-op)."""
+        ...
 
     def abort(self) -> None: ...
 

@@ -134,6 +134,7 @@ class Relay:
         self._client_open = True  # False once a close was sent to, or received from, the client
         self._closing = False  # True once one side or the gateway started closing
         self._upstream_gone = False  # a send found the upstream closed before its pump read its close
+        self._shutdown_told = False  # the server closed the client at shutdown (``client_closed_at_shutdown``)
         self._client_progress = client_progress
         self._close_wait: CloseWait | None = None  # the client's, from its first wait on (``_for_the_client``)
         self._waiting: list[asyncio.Timeout] = []  # the waits for the client under way
@@ -249,21 +250,35 @@ class Relay:
         timeout, which cancelled the relay (uvicorn's ERROR) and left the close to the drain's 1001. The
         upstream's close, bounded by ``close_timeout``, ends that send; the pump's later read is a no-op.
         """
+        self._shutdown_told = True  # the client has the server's 1012: closing, though the task has yet to run
         if self._pumps and not self._closing:
             self._background.spawn(self._client_left(disconnect))
 
-    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
+    @property
+    def closing(self) -> bool:
+        """True once the connection's close is under way: the gateway's own, the client's (or the server's
+        1012 to it at shutdown, mirrored by a task not yet run), the client gone, or the upstream's close in
+        (its messages before it may still be on their way to the client)."""
+        ended = self._upstream.ended
+        return self._closing or not self._client_open or self._shutdown_told or (ended is not None and ended.done())
+
+    async def close(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> bool:
         """Close both sides on the gateway's own initiative (a no-op once closing has started).
 
         Bounded in time (see ``close_timeout``); a failing upstream close is logged, not raised.
+
+        Returns:
+            True when this call began the close, decided before its first wait; False when closing
+            had begun already (nothing done).
         """
         if self._closing:
-            return
+            return False
         self._closing = True
         stats = self.stats
         stats.closed_by, stats.close_code, stats.close_reason = "gateway", client_code, client_reason
         await self._close_client(client_code, client_reason)
         await self._close_upstream(upstream_code, upstream_reason)
+        return True
 
     async def _shut(self, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str) -> None:
         """Close what is still open, whatever state the pumps left: the end of a failed or cancelled run."""
