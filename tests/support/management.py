@@ -17,7 +17,7 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.management import FileStore, GatewayManagement, ManagementClient
 from asgi_ws_gateway.standalone import not_found
 from support.configs import api_entry
-from support.servers import UvicornServer, free_port
+from support.servers import UvicornServer, WSImpl, free_port
 from support.upstream import UpstreamServer
 
 TOKEN = "test-admin-token"
@@ -53,14 +53,18 @@ class Managed:
 def managed_gateway(config: dict[str, Any], state: Path, **options: Any) -> Iterator[Managed]:
     """The standalone gateway for ``config`` behind ``GatewayManagement`` (a file store at ``state``).
 
+    ``ws``: uvicorn's WebSocket implementation (``support.gateway.PASSTHROUGH``: the gateway's protocol,
+    which splices); the other options go to ``GatewayManagement``.
+
     With ``port=0`` the management API answers on the server's own (free) port, at its root. uvicorn
     does not rewrite the client from forwarding headers, as under ``run``: ``trusted_proxies`` decide.
     """
     gateway = WebSocketGateway(not_found, config=config)
+    ws: WSImpl = options.pop("ws", "websockets-sansio")
     options.setdefault("admin_token", TOKEN)
     port = options.get("port")
     if port == 0:
         port = options["port"] = free_port()
     management = GatewayManagement(gateway, store=FileStore(state), **options)
-    with UvicornServer(management, lifespan="on", port=port or 0, proxy_headers=False) as server:
+    with UvicornServer(management, ws=ws, lifespan="on", port=port or 0, proxy_headers=False) as server:
         yield Managed(server, management, gateway, state)

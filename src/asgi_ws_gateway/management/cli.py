@@ -4,9 +4,10 @@
 Exit codes: 0 success; 1 failed (gateway unreachable or too slow, server error, a redirect or any
 answer but the expected one; ``connect``: could not connect, or redirected);
 2 usage error or invalid input (422); 3 not found (404); 4 unauthorized (401/403); 5 conflict
-(409, 412); 6 ``connect`` only: the connection closed with a code other than 1000/1001; 8
-``connections list`` only: the listing is incomplete, some workers did not answer (the rows of those
-that did printed, a warning naming the others on stderr).
+(409, 412; ``connections kick``: the connection is already closing, with another close); 6
+``connect`` only: the connection closed with a code other than 1000/1001; 8 ``connections list``
+only: the listing is incomplete, some workers did not answer (the rows of those that did printed, a
+warning naming the others on stderr).
 
 Every value from the server (names, URLs, ids, an error's detail and problems, a key, a worker) is
 printed through :func:`_shown`: control, line-breaking and bidi characters as escapes, so a hostile
@@ -182,7 +183,10 @@ def add_commands(commands: Any) -> None:
     send.add_argument("id")
     send.add_argument("message", help="text (or hex with --binary)")
     send.add_argument("--binary", action="store_true", help="MESSAGE is hexadecimal: send it as a binary message")
-    kick = action(conns, "kick", "close a connection (both sides)", lambda c, a: c.kick(a.id, a.code, a.reason))
+    kick = action(
+        conns, "kick", "close a connection (both sides; exit 5: it is already closing)",
+        lambda c, a: c.kick(a.id, a.code, a.reason),
+    )  # fmt: skip
     kick.add_argument("id")
     kick.add_argument("--code", type=int, default=1000, help="close code (default: 1000)")
     kick.add_argument("--reason", default="", help="close reason")

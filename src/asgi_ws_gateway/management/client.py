@@ -268,7 +268,13 @@ class ManagementClient:
         return cast(str, await self._call("POST", path, a_string_field("worker"), json=body))
 
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
-        """Close a connection (both sides) with ``code`` and ``reason``; returns the worker that held it."""
+        """Close a connection (both sides) with ``code`` and ``reason``; returns the worker that held it.
+
+        Raises:
+            ManagementAPIError: ``status`` 409 when the connection is already closing (its client or
+                upstream closed it, or the gateway is: a drain, a policy, a shutdown, an earlier kick): it
+                ends with that close, not this one, and nothing was sent; 404 when no worker holds it.
+        """
         body = {"code": code, "reason": reason}
         path = f"connections/{_segment(connection_id)}/close"
         return cast(str, await self._call("POST", path, a_string_field("worker"), json=body))

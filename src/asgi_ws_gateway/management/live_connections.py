@@ -73,7 +73,10 @@ class LiveConnections:
         return await self._command({"op": "send", "id": connection_id, **payload}, "sent")
 
     async def kick(self, connection_id: str, code: int = 1000, reason: str = "") -> str:
-        """Close the connection on whichever worker holds it; returns that worker's id."""
+        """Close the connection on whichever worker holds it; returns that worker's id.
+
+        Raises :class:`~.errors.Conflict` when it is closing already (its close is not this one's, and
+        nothing is sent), :class:`~.errors.NotFound` when no worker holds it."""
         if wire_code(code) != code or code == 1005:
             raise Invalid("invalid close code", [f"code: {code} may not be sent in a close frame"])
         if len(reason.encode()) > 123:
@@ -103,6 +106,12 @@ class LiveConnections:
             raise NotFound(f"no open connection '{command['id']}'")
         if reply.get("busy"):
             raise Conflict(f"connection '{command['id']}' has not yet read the last message sent to it: one at a time")
+        if reply.get("closing"):
+            raise Conflict(
+                f"connection '{command['id']}' is already closing (its client or upstream closed it, or the gateway "
+                f"is: a drain, a policy, a shutdown, an earlier close): not {done} with this code",
+                [f"worker {reply.get('worker', self.bus.worker)}: already closing"],
+            )
         if not reply.get("done"):
             # (Only a send is not done.) A spliced connection takes the gateway's message between messages
             # only: while its upstream is part way through one, the answer was "is closing", which it was not.
@@ -127,9 +136,14 @@ class LiveConnections:
         if op == "send":
             return await self._send_here(str(connection_id), command)
         if op == "close":
-            # The closing handshake may take the upstream's close_timeout: answer once it started.
+            # The closing handshake may take the upstream's close_timeout: answer once it started. Whether this
+            # close is the one its sides get is decided at the task's first step, which runs before the wait's
+            # timeout can: a task still running closes the connection; one done said whether it did.
             closing = self.start_closing(str(connection_id), int(command["code"]), str(command["reason"]))
             await asyncio.wait({closing}, timeout=0.5)
+            if closing.done() and not closing.cancelled() and closing.exception() is None and not closing.result():
+                # Closing already (or closed meanwhile): "done" false too, for an asking worker of an older version.
+                return {"found": True, "done": False, "closing": True}
             return {"found": True, "done": True}
         return None
 

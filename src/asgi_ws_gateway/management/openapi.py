@@ -92,7 +92,8 @@ def _op(
     params: list[dict[str, Any]] | None = None,
     public: bool = False,
 ) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **({} if public else _ERRORS)}}
+    errors = {} if public else {status: answer for status, answer in _ERRORS.items() if status not in responses}
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **errors}}
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:
@@ -130,6 +131,17 @@ _DELETED = {
     ),
 }
 _DONE = {"200": _json({"type": "object", "description": "worker: the one holding the connection; served_by: this one"})}
+_CLOSED = {
+    "200": _json(
+        {"type": "object", "description": "closed: true; worker: the one holding the connection; served_by: this one"},
+        "this call began the connection's close: its client and upstream are sent this code",
+    ),
+    "409": {
+        "description": "the connection is already closing (its client's or upstream's close, a drain, a policy, a "
+        "shutdown, an earlier close): nothing was sent; problems name the worker holding it",
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    },
+}
 _KEYED = _ref("SubscriptionWithKey")
 
 
@@ -283,8 +295,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/connections/{id}/close": {
             "post": _op(
-                "Close the connection, both sides",
-                _DONE,
+                "Close the connection, both sides (409 when it is already closing)",
+                _CLOSED,
                 params=_ID,
                 body={
                     "type": "object",
