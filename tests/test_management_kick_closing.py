@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,12 +23,12 @@ import httpx2
 import pytest
 import yaml
 
-from asgi_ws_gateway.management import ManagementAPIError
+from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
 from asgi_ws_gateway.management.openapi import openapi_document
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
-from support.management import Managed, managed_gateway
+from support.management import TOKEN, Managed, managed_gateway
 from support.processes import Cli, in_process_cli, standalone
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, next_frame, raw_client_of
@@ -211,3 +212,50 @@ def test_the_openapi_document_lists_the_409_of_a_close() -> None:
     assert "already closing" in answers["409"]["description"]
     assert "problem+json" in next(iter(answers["409"]["content"]))
     assert {"200", "404", "422", "503"} <= answers.keys()
+
+
+async def test_a_kick_after_a_drain_answers_409(managed: Managed, holding: tuple[HoldsTheClose, int]) -> None:
+    upstream, _ = holding
+    async with _client(managed, upstream) as ((reader, _), connection_id), managed.client() as client:
+        api = await client.get_api("h")
+        await client.replace_api("h", {**api, "display_name": "changed"}, drain=True)
+        code, _ = await asyncio.wait_for(close_frame_in(reader), 5)  # the drain's
+        with pytest.raises(ManagementAPIError) as refused:
+            await client.kick(connection_id, 4002, "kicked")
+        assert (refused.value.status, code) == (409, managed.gateway.config.drain_close_code)
+        assert refused.value.detail.startswith(f"connection '{connection_id}' is already closing")
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_kick_of_a_connection_its_worker_drains_at_sighup_answers_409(
+    tmp_path: Path, holding: tuple[HoldsTheClose, int], redis_prefix: str, connector: str
+) -> None:
+    """The chaos probe's case: ``run --workers 2`` replaces each worker on SIGHUP; the old one sends its
+    clients 1012 and waits for their upstreams' answers (never, here) while still on the bus. A kick
+    then answered 200 ``{"closed": true}``: the client had got 1012, not the kick's code."""
+    upstream, port = holding
+    api: dict[str, Any] = {"name": "h", "path": "/h", "upstreams": [f"ws://127.0.0.1:{port}/"],
+                           "close_timeout": CLOSE_TIMEOUT, **CONNECTORS[connector]}  # fmt: skip
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"apis": [api]}))
+    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", redis_prefix, workers=2) as gateway:
+        client = gateway.client
+        async with asyncio.timeout(30):
+            while (await client.connection_listing()).expected < 2:  # noqa: ASYNC110 - other processes' state
+                await asyncio.sleep(0.1)
+        reader, writer = await raw_client_of(gateway.ws("/h"))
+        try:
+            assert await asyncio.wait_for(next_frame(reader), 5) == (1, b"hello")
+            (live,) = await client.list_connections()
+            gateway.process.send_signal(signal.SIGHUP)
+            assert (await asyncio.wait_for(close_frame_in(reader), 30))[0] == 1012  # its worker drains
+            # A new connection: the client's kept one may be to a worker that is retiring (a read error).
+            async with ManagementClient(gateway.url, token=TOKEN) as fresh:
+                with pytest.raises(ManagementAPIError) as refused:
+                    await fresh.kick(live["id"], 4002, "kicked")
+            assert refused.value.status == 409
+            assert refused.value.detail.startswith(f"connection '{live['id']}' is already closing")
+            assert refused.value.problems == [f"worker {live['worker']}: already closing"]
+        finally:
+            writer.transport.abort()
+            upstream.abort_all()
