@@ -26,7 +26,7 @@ from asgi_ws_gateway.policies.message_base import register_message_policy
 from support.access import access_line
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
+from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream, sends_then_answers_its_close  # noqa: F401 - the fixture hostile
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import next_frame, raw_client_of
 from support.servers import UvicornFactory
@@ -85,22 +85,6 @@ POLICY_CONNECTORS: dict[str, dict[str, Any]] = {
 }
 
 
-def _sends_five_then_answers_the_close(closes: list[bytes]) -> Handler:
-    """Five messages; the gateway's close frame (its payload kept in ``closes``) answered at once."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upstream(reader, writer, then=b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(5)))
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while (frame := await next_frame(reader))[0] != 0x8:
-                pass
-            closes.append(frame[1])
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
-            await writer.drain()
-        writer.close()
-
-    return handle
-
-
 CLOSERS = {
     "client": (struct.pack("!H", 4000), "closed by client with 4000"),
     "gateway": (struct.pack("!H", 1001) + b"bye", "closed by gateway with 1001"),
@@ -127,7 +111,9 @@ async def test_a_message_held_by_a_policy_as_the_connection_closes_goes_nowhere_
     within them."""
     caplog.set_level(logging.INFO, logger="asgi_ws_gateway.access")
     closes: list[bytes] = []
-    port = await hostile(_sends_five_then_answers_the_close(closes))
+    port = await hostile(
+        sends_then_answers_its_close(b"".join(ws_frame(0x1, b"m%d" % i, mask=False) for i in range(5)), closes)
+    )
     entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=30, **POLICY_CONNECTORS[connector])
     gateway = ProbedGateway({"apis": [entry]})
     reader, writer = await raw_client_of(uvicorn_server(gateway, ws=PASSTHROUGH).url("/h"))

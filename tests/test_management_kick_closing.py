@@ -24,12 +24,13 @@ import pytest
 import yaml
 
 from asgi_ws_gateway.management import ManagementAPIError, ManagementClient
+from asgi_ws_gateway.management.client_types import Connection
 from asgi_ws_gateway.management.openapi import openapi_document
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.management import TOKEN, Managed, managed_gateway
-from support.processes import Cli, in_process_cli, standalone
+from support.processes import Cli, Standalone, in_process_cli, standalone
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, next_frame, raw_client_of
 
@@ -174,34 +175,47 @@ async def test_the_client_and_the_command_line_say_the_connection_is_already_clo
         assert err.startswith(f"error: 409 Conflict: connection '{connection_id}' is already closing")
 
 
+@contextlib.asynccontextmanager
+async def _held_on_two_workers(
+    tmp_path: Path, holding: tuple[HoldsTheClose, int], redis_prefix: str, connector: dict[str, Any]
+) -> AsyncIterator[tuple[Standalone, Raw, Connection]]:
+    """``run --workers 2`` on Redis in front of the holding upstream, both workers on the bus, and one raw
+    client through it that got the upstream's hello: (the gateway, the client, its listing)."""
+    upstream, port = holding
+    api: dict[str, Any] = {"name": "h", "path": "/h", "upstreams": [f"ws://127.0.0.1:{port}/"],
+                           "close_timeout": CLOSE_TIMEOUT, **connector}  # fmt: skip
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"apis": [api]}))
+    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", redis_prefix, workers=2) as gateway:
+        async with asyncio.timeout(30):
+            while (await gateway.client.connection_listing()).expected < 2:  # noqa: ASYNC110 - other processes' state
+                await asyncio.sleep(0.1)
+        reader, writer = await raw_client_of(gateway.ws("/h"))
+        try:
+            assert await asyncio.wait_for(next_frame(reader), 5) == (1, b"hello")
+            (live,) = await gateway.client.list_connections()
+            yield gateway, (reader, writer), live
+        finally:
+            writer.transport.abort()
+            upstream.abort_all()
+
+
 async def test_through_the_redis_bus_a_second_kick_answers_409(
     tmp_path: Path, holding: tuple[HoldsTheClose, int], redis_prefix: str
 ) -> None:
     """``run --workers 2`` sharing Redis: every worker's answer, the holder's own included, travels as JSON
     through Redis (PUBLISH, then BLPOP on the reply list) and the worker that took the call answers for it."""
-    upstream, port = holding
-    api: dict[str, Any] = {"name": "h", "path": "/h", "upstreams": [f"ws://127.0.0.1:{port}/"],
-                           "close_timeout": CLOSE_TIMEOUT}  # fmt: skip
-    config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump({"apis": [api]}))
-    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", redis_prefix, workers=2) as gateway:
+    upstream, _ = holding
+    async with _held_on_two_workers(tmp_path, holding, redis_prefix, {}) as (gateway, (reader, writer), live):
         client = gateway.client
-        async with asyncio.timeout(30):
-            while (await client.connection_listing()).expected < 2:  # noqa: ASYNC110 - other processes' state
-                await asyncio.sleep(0.1)
-        reader, writer = await raw_client_of(gateway.ws("/h"))
-        try:
-            assert await asyncio.wait_for(next_frame(reader), 5) == (1, b"hello")
-            (live,) = await client.list_connections()
-            assert await client.kick(live["id"], 4001, "first") == live["worker"]
-            assert await asyncio.wait_for(close_frame_in(reader), 5) == (4001, b"first")
-            with pytest.raises(ManagementAPIError) as refused:
-                await client.kick(live["id"], 4002, "second")
-            assert refused.value.status == 409
-            assert refused.value.detail.startswith(f"connection '{live['id']}' is already closing")
-        finally:
-            writer.transport.abort()
-            upstream.abort_all()
+        assert await client.kick(live["id"], 4001, "first") == live["worker"]
+        assert await asyncio.wait_for(close_frame_in(reader), 5) == (4001, b"first")
+        with pytest.raises(ManagementAPIError) as refused:
+            await client.kick(live["id"], 4002, "second")
+        assert refused.value.status == 409
+        assert refused.value.detail.startswith(f"connection '{live['id']}' is already closing")
+        writer.transport.abort()
+        upstream.abort_all()
         async with asyncio.timeout(10):
             while await client.list_connections():  # noqa: ASYNC110 - other processes' state
                 await asyncio.sleep(0.05)
@@ -233,29 +247,14 @@ async def test_a_kick_of_a_connection_its_worker_drains_at_sighup_answers_409(
     """The chaos probe's case: ``run --workers 2`` replaces each worker on SIGHUP; the old one sends its
     clients 1012 and waits for their upstreams' answers (never, here) while still on the bus. A kick
     then answered 200 ``{"closed": true}``: the client had got 1012, not the kick's code."""
-    upstream, port = holding
-    api: dict[str, Any] = {"name": "h", "path": "/h", "upstreams": [f"ws://127.0.0.1:{port}/"],
-                           "close_timeout": CLOSE_TIMEOUT, **CONNECTORS[connector]}  # fmt: skip
-    config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump({"apis": [api]}))
-    async with standalone(config, "--redis", REDIS_URL, "--redis-prefix", redis_prefix, workers=2) as gateway:
-        client = gateway.client
-        async with asyncio.timeout(30):
-            while (await client.connection_listing()).expected < 2:  # noqa: ASYNC110 - other processes' state
-                await asyncio.sleep(0.1)
-        reader, writer = await raw_client_of(gateway.ws("/h"))
-        try:
-            assert await asyncio.wait_for(next_frame(reader), 5) == (1, b"hello")
-            (live,) = await client.list_connections()
-            gateway.process.send_signal(signal.SIGHUP)
-            assert (await asyncio.wait_for(close_frame_in(reader), 30))[0] == 1012  # its worker drains
-            # A new connection: the client's kept one may be to a worker that is retiring (a read error).
-            async with ManagementClient(gateway.url, token=TOKEN) as fresh:
-                with pytest.raises(ManagementAPIError) as refused:
-                    await fresh.kick(live["id"], 4002, "kicked")
-            assert refused.value.status == 409
-            assert refused.value.detail.startswith(f"connection '{live['id']}' is already closing")
-            assert refused.value.problems == [f"worker {live['worker']}: already closing"]
-        finally:
-            writer.transport.abort()
-            upstream.abort_all()
+    held = _held_on_two_workers(tmp_path, holding, redis_prefix, CONNECTORS[connector])
+    async with held as (gateway, (reader, _), live):
+        gateway.process.send_signal(signal.SIGHUP)
+        assert (await asyncio.wait_for(close_frame_in(reader), 30))[0] == 1012  # its worker drains
+        # A new connection: the client's kept one may be to a worker that is retiring (a read error).
+        async with ManagementClient(gateway.url, token=TOKEN) as fresh:
+            with pytest.raises(ManagementAPIError) as refused:
+                await fresh.kick(live["id"], 4002, "kicked")
+        assert refused.value.status == 409
+        assert refused.value.detail.startswith(f"connection '{live['id']}' is already closing")
+        assert refused.value.problems == [f"worker {live['worker']}: already closing"]

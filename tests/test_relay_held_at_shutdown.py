@@ -11,7 +11,6 @@ turn, as the server makes them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import struct
 from collections.abc import Awaitable, Callable
@@ -23,10 +22,10 @@ from asgi_ws_gateway.messages.pipeline import MessagePolicySet
 from asgi_ws_gateway.relay.close_codes import SERVER_SHUTDOWN
 from asgi_ws_gateway.relay.pumps import Relay
 from support.configs import api_entry, write_config
-from support.hostile import Handler, hostile_upstream  # noqa: F401 - the fixture hostile
+from support.hostile import Handler, hostile_upstream, sends_then_answers_its_close  # noqa: F401 - the fixture hostile
 from support.policies import context
 from support.processes import ready_server
-from support.rawhttp import accept_upstream, ws_frame
+from support.rawhttp import ws_frame
 from support.rawws import next_frame, raw_client_of
 from support.relay_fakes import HANG, FakeClient, FakeUpstream
 
@@ -75,23 +74,6 @@ async def test_a_held_message_dropped_twice_in_one_turn_leaves_the_upstream_pump
     assert (stats.closed_by, stats.close_code, stats.messages_out) == ("gateway", 1012, 0)
 
 
-def _sends_then_answers_the_close(closes: list[bytes]) -> Handler:
-    """2 + 1 + BEHIND messages at once; the gateway's close frame (kept in ``closes``) answered, TCP closed."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        burst = b"".join(ws_frame(0x1, b"m%d" % i * 100, mask=False) for i in range(3 + BEHIND))
-        await accept_upstream(reader, writer, then=burst)
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while (frame := await next_frame(reader))[0] != 0x8:
-                pass
-            closes.append(frame[1])
-            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
-            await writer.drain()
-        writer.close()
-
-    return handle
-
-
 async def test_a_held_message_at_sigterm_holds_no_close_behind_it(
     hostile: Callable[[Handler], Awaitable[int]], tmp_path: Path
 ) -> None:
@@ -99,7 +81,11 @@ async def test_a_held_message_at_sigterm_holds_no_close_behind_it(
     its close, and run exits once they answer. Before, the upstream's answer was left unread and run exited
     after close_timeout (8 s of 8 measured; 30 here, past the test's deadline)."""
     closes: list[bytes] = []
-    port = await hostile(_sends_then_answers_the_close(closes))
+    port = await hostile(
+        sends_then_answers_its_close(
+            b"".join(ws_frame(0x1, b"m%d" % i * 100, mask=False) for i in range(3 + BEHIND)), closes
+        )
+    )
     entry = api_entry(f"ws://127.0.0.1:{port}/", name="h", path="/h", close_timeout=30, passthrough=False,
                       message_policies={"outbound": [HELD]})  # fmt: skip
     config = write_config(tmp_path, {"apis": [entry]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "gateway_before",
     "hostile_upstream",
     "sends_then_answers_close",
+    "sends_then_answers_its_close",
 ]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -68,6 +70,23 @@ def sends_then_answers_close(message: bytes, got: list[bytes]) -> Handler:
             body = await reader.readexactly(4 + (head[1] & 0x7F))  # masked, under 126 bytes
             got.append(head[:1] + bytes(b ^ body[i % 4] for i, b in enumerate(body[4:])))
             writer.write(ws_frame(8, b"\x03\xe8", mask=False))
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+def sends_then_answers_its_close(burst: bytes, closes: list[bytes]) -> Handler:
+    """A 101 and ``burst`` in one write; then what the gateway sends is read up to its close frame (the
+    close's payload kept in ``closes``), answered at once with 1000, and the connection ends."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=burst)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while (frame := await next_frame(reader))[0] != 0x8:
+                pass
+            closes.append(frame[1])
+            writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
             await writer.drain()
         writer.close()
 
