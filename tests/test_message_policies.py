@@ -269,16 +269,20 @@ async def test_shared_budget_reserves_in_batches_and_stops_asking_when_spent() -
     assert store.calls <= 11  # ten batches of ten, then one answer that the window is spent
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_store_reserve_grants_what_is_left_in_the_window(kind: str) -> None:
+def _store(kind: str) -> Any:
+    """A store of ``kind``: in memory, or the shared Redis under a prefix of its own (skipped without one)."""
     if kind == "redis":
         if not redis_available():
             pytest.skip("Redis is not running")
         from asgi_ws_gateway.state.redis import RedisState
 
-        store: Any = RedisState(SHARED_REDIS, prefix=unique_prefix())
-    else:
-        store = MemoryState()
+        return RedisState(SHARED_REDIS, prefix=unique_prefix())
+    return MemoryState()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_store_reserve_grants_what_is_left_in_the_window(kind: str) -> None:
+    store = _store(kind)
     try:
         first = await store.reserve(f"{store.prefix}:r", 60, [(7, 10), (500, 1000)])
         second = await store.reserve(f"{store.prefix}:r", 60, [(7, 10), (100, 1000)])
@@ -292,14 +296,7 @@ async def test_store_reserve_grants_what_is_left_in_the_window(kind: str) -> Non
 async def test_store_refund_gives_back_only_into_its_window_and_never_below_zero(kind: str) -> None:
     """What a worker reserved and did not use goes back into the window it was granted in; a window that
     rolled (another index) is left alone, and a counter never goes below 0."""
-    if kind == "redis":
-        if not redis_available():
-            pytest.skip("Redis is not running")
-        from asgi_ws_gateway.state.redis import RedisState
-
-        store: Any = RedisState(SHARED_REDIS, prefix=unique_prefix())
-    else:
-        store = MemoryState()
+    store = _store(kind)
     key = f"{store.prefix}:r"
     try:
         first = await store.reserve(key, 60, [(7, 10), (500, 1000)])
