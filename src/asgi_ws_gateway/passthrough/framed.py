@@ -183,22 +183,22 @@ class _FramedSide(Side):
             elif process is None or size <= unchecked:
                 peer.transport.write(raw or self._frame(data))
             else:  # (after its peer's close frame too, as the splice forwards it: its answer comes behind)
+                closing: CloseConnection | None = None
                 try:
                     result = process(data, size)
                 except CloseConnection as close:
-                    result = None
-                    if not self.client and peer.scanner.close is not None:
-                        self.relay.stats.uncount_out(size, opcode == 2)  # (as a drop, below)
-                    splice.policy_close(self, close)
+                    result, closing = None, close
                 except Exception:
                     splice.failed()
                     return
-                else:
-                    if result is None and not self.client and peer.scanner.close is not None:
-                        # Dropped after the client's close frame: what it is not sent is not counted, as the
-                        # relay (which reads it unchecked then) does not. Counted, it read out 3 for 2 sent.
-                        self.relay.stats.uncount_out(size, opcode == 2)
-                if result is data:
+                if result is None:  # dropped, or closed on
+                    if not self.client and peer.scanner.close is not None:
+                        # After the client's close frame it goes nowhere: not counted as sent, as the relay
+                        # (which reads it unchecked then) does not count it. Counted, it read out 3 for 2 sent.
+                        splice.stats.uncount_out(size, opcode == 2)
+                    if closing is not None:
+                        splice.policy_close(self, closing)
+                elif result is data:
                     peer.transport.write(raw or self._frame(data))  # unchanged: as it came when one frame
                 elif isinstance(result, str | bytes):
                     peer.transport.write(self._frame(result))
