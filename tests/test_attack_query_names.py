@@ -45,7 +45,7 @@ reads a name as a C string, to its first NUL (an attack pass found it admitted b
 
 
 def test_every_spelling_a_server_reads_as_the_name_folds_to_it() -> None:
-    for spelling in [*SPELLINGS, "access[token", "ACCESS_TOKEN ", "acce\u017fs_token"]:
+    for spelling in [*SPELLINGS, "access[token", "ACCESS_TOKEN ", "acce\u017fs_token", "?access_token"]:
         name = parse_qsl(f"{spelling}=x")[0][0]  # as the query is read: percent-decoded once
         assert fold_name(name) == "access_token", spelling
         assert fold_cookie_name(spelling) == "access_token", spelling  # PHP decodes cookie names
@@ -125,9 +125,11 @@ def _gateway(uvicorn_server: UvicornFactory, upstream: UpstreamServer, policies:
     return uvicorn_server(WebSocketGateway(not_found, config=config))
 
 
-async def _admitted(upstream: UpstreamServer, url: str) -> list[tuple[str, str]]:
+async def _admitted(
+    upstream: UpstreamServer, url: str, headers: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
     """The query parameters the upstream was sent when the gateway admitted the handshake."""
-    async with await connect(url) as ws:
+    async with await connect(url, additional_headers=headers or {}) as ws:
         await ws.send("hi")
         assert await ws.recv() == "hi"
     return parse_qsl(urlsplit(upstream.handshakes[-1].path).query)
@@ -139,6 +141,25 @@ async def _refused(upstream: UpstreamServer, url: str, status: int, headers: dic
         await connect(url, additional_headers=headers or {})
     assert refused.value.response.status_code == status
     assert len(upstream.handshakes) == seen  # never connected upstream
+
+
+async def test_a_token_or_key_after_a_second_question_mark_is_a_copy_of_it(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """``/ws/echo??access_token=FORGED`` has the query ``?access_token=FORGED``: a parameter
+    ``?access_token`` to the gateway, so beside a checked ``Authorization`` token it was admitted and sent
+    upstream as is, where Node's ``new URLSearchParams(url.parse(req.url).query)`` (the ``ws`` library's
+    own example) drops the leading ``?`` and reads ``access_token=FORGED``, an unchecked token. A
+    subscription key came through the same way, beside the one checked in its header."""
+    jwt = {**JWT, "token": [{"header": "Authorization"}, {"query": "access_token"}]}
+    subscriptions = [{"id": "alice", "product": "gold", "key_sha256": hash_key("alice-key")}]
+    server = _gateway(uvicorn_server, upstream, [{"validate-jwt": jwt}], products=[{"name": "gold", "apis": ["echo"]}],
+                      subscriptions=subscriptions)  # fmt: skip
+    keyed = {"X-Subscription-Key": "alice-key"}
+    await _refused(upstream, server.url(f"/ws/echo??access_token={FORGED}"), 400,
+                   headers={**keyed, "Authorization": f"Bearer {VALID}"})  # fmt: skip
+    await _refused(upstream, server.url(f"/ws/echo??subscription-key=other&access_token={VALID}"), 400, headers=keyed)
+    assert await _admitted(upstream, server.url(f"/ws/echo??access_token={VALID}&room=1"), keyed) == [("room", "1")]
 
 
 async def test_a_semicolon_in_the_query_reaches_the_upstream_encoded(

@@ -5,7 +5,9 @@ a credential and lets another through. Servers disagree on what makes two names 
 Core compares them ignoring case (upper-cased first: the long s U+017F is ``s``, the dotless i
 U+0131 is ``i``); PHP percent-decodes cookie names and, in ``$_GET`` and ``$_COOKIE``, drops
 leading spaces, turns ``.``, `` `` and ``[`` into ``_`` and reads ``name[]`` and ``name[key]`` as
-an array under ``name`` (Rack too). Folded with all of these, every
+an array under ``name`` (Rack too); Node's ``URLSearchParams``, given a query string, drops its
+leading ``?``, so the query of ``/ws??access_token=x`` (``?access_token=x``) holds ``access_token``
+to it. Folded with all of these, every
 spelling some server reads as a name is one name to the gateway: it counts each copy, and removes
 or overrides every spelling.
 """
@@ -27,14 +29,15 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
     gives it; ``%2561ccess_token`` is ``%61ccess_token`` to every server, not ``access_token``), or a
     configured name. ``fold_name("access.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``,
     and so does ``access_token[]`` or ``access_token[x]`` (PHP's ``$_GET['access_token']`` is then an
-    array holding the value); ``access[token``, with no ``]``, is PHP's ``access_token``.
+    array holding the value); ``access[token``, with no ``]``, is PHP's ``access_token``; so is
+    ``?access_token``, the first name of a query sent after ``??`` as ``URLSearchParams`` reads it.
     ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``). A name
     ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``.
     """
     nul = name.find("\0")
     if nul >= 0:
         name = name[:nul]
-    name = name.strip()
+    name = name.strip().removeprefix("?")
     if arrays and _has_array_key(name):  # PHP and Rack: name[] and name[key] are arrays of name
         name = name[: name.find("[")]
     return _MANGLED.sub("_", name.upper().lower())
