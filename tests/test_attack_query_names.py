@@ -19,9 +19,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.config.apis import ApiConfig, UpstreamConfig
 from asgi_ws_gateway.param_names import fold_cookie_name, fold_name
 from asgi_ws_gateway.policies import hash_key
 from asgi_ws_gateway.standalone import not_found
@@ -125,9 +128,7 @@ def _gateway(uvicorn_server: UvicornFactory, upstream: UpstreamServer, policies:
     return uvicorn_server(WebSocketGateway(not_found, config=config))
 
 
-async def _admitted(
-    upstream: UpstreamServer, url: str, headers: dict[str, str] | None = None
-) -> list[tuple[str, str]]:
+async def _admitted(upstream: UpstreamServer, url: str, headers: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """The query parameters the upstream was sent when the gateway admitted the handshake."""
     async with await connect(url, additional_headers=headers or {}) as ws:
         await ws.send("hi")
@@ -148,8 +149,8 @@ async def test_a_token_or_key_after_a_second_question_mark_is_a_copy_of_it(
 ) -> None:
     """``/ws/echo??access_token=FORGED`` has the query ``?access_token=FORGED``: a parameter
     ``?access_token`` to the gateway, so beside a checked ``Authorization`` token it was admitted and sent
-    upstream as is, where Node's ``new URLSearchParams(url.parse(req.url).query)`` (the ``ws`` library's
-    own example) drops the leading ``?`` and reads ``access_token=FORGED``, an unchecked token. A
+    upstream as is, where Node's ``new URLSearchParams(url.parse(req.url).query)`` (a common
+    idiom) drops the leading ``?`` and reads ``access_token=FORGED``, an unchecked token. A
     subscription key came through the same way, beside the one checked in its header."""
     jwt = {**JWT, "token": [{"header": "Authorization"}, {"query": "access_token"}]}
     subscriptions = [{"id": "alice", "product": "gold", "key_sha256": hash_key("alice-key")}]
@@ -160,6 +161,33 @@ async def test_a_token_or_key_after_a_second_question_mark_is_a_copy_of_it(
                    headers={**keyed, "Authorization": f"Bearer {VALID}"})  # fmt: skip
     await _refused(upstream, server.url(f"/ws/echo??subscription-key=other&access_token={VALID}"), 400, headers=keyed)
     assert await _admitted(upstream, server.url(f"/ws/echo??access_token={VALID}&room=1"), keyed) == [("room", "1")]
+
+
+PLAIN = ApiConfig(name="chat", path="/ws/{room}", upstreams=[UpstreamConfig(url="ws://up:9000/rooms/{room}")])
+"""An upstream URL without a query of its own: the client's query starts the upstream's, as sent."""
+_SENT_NAMES = st.sampled_from([
+    "access_token", "?access_token", "??access_token", "%3Faccess_token", "ACCESS_TOKEN", "access.token",
+    " access_token", "access_token[]", "room", "?room", "&access_token",
+])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.booleans(), st.lists(_SENT_NAMES, min_size=1, max_size=4))
+def test_no_reader_finds_a_token_copy_the_gateway_did_not_count(question: bool, names: list[str]) -> None:
+    """The differential property: the query the upstream is sent holds no ``access_token`` that a
+    server's reader finds, unless the gateway counted it (then it was checked, and taken out). The
+    readers: ``parse_qsl`` with the lenient servers' name folding (PHP, ASP.NET), and Node's
+    ``URLSearchParams`` given the query string (one leading ``?`` dropped, names compared exactly)."""
+    query = ("?" if question else "") + "&".join(f"{name}=v{i}" for i, name in enumerate(names))
+    ctx = context(query=query, params={"room": "lobby"})
+    if ctx.request.query_copies("access_token"):  # what validate-jwt does with the copies it found
+        ctx.upstream.remove_query("access_token")
+    sent = urlsplit(ctx.build_request(PLAIN, PLAIN.upstreams[0]).url).query
+    lenient = [value for name, value in parse_qsl(sent, keep_blank_values=True) if fold_name(name) == "access_token"]
+    node = [
+        value for name, value in parse_qsl(sent.removeprefix("?"), keep_blank_values=True) if name == "access_token"
+    ]
+    assert (lenient, node) == ([], []), (query, sent)
 
 
 async def test_a_semicolon_in_the_query_reaches_the_upstream_encoded(
