@@ -5,7 +5,8 @@ a credential and lets another through. Servers disagree on what makes two names 
 Core compares them ignoring case (upper-cased first: the long s U+017F is ``s``, the dotless i
 U+0131 is ``i``); PHP percent-decodes cookie names and, in ``$_GET`` and ``$_COOKIE``, drops
 leading spaces, turns ``.``, `` `` and ``[`` into ``_`` and reads ``name[]`` and ``name[key]`` as
-an array under ``name`` (Rack too); Node's ``URLSearchParams``, given a query string, drops its
+an array under ``name`` (Rack too); Rack 2 (Rails before 7.1) reads a name past the brackets
+around it (``[name]``, ``]name``, ``name]``); Node's ``URLSearchParams``, given a query string, drops its
 leading ``?``, so the query of ``/ws??access_token=x`` (``?access_token=x``) holds ``access_token``
 to it. Folded with all of these, every
 spelling some server reads as a name is one name to the gateway: it counts each copy, and removes
@@ -30,16 +31,20 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
     configured name. ``fold_name("access.Token") == fold_name(" ACCESS_TOKEN") == "access_token"``,
     and so does ``access_token[]`` or ``access_token[x]`` (PHP's ``$_GET['access_token']`` is then an
     array holding the value); ``access[token``, with no ``]``, is PHP's ``access_token``; so is
-    ``?access_token``, the first name of a query sent after ``??`` as ``URLSearchParams`` reads it.
+    ``?access_token``, the first name of a query sent after ``??`` as ``URLSearchParams`` reads it,
+    and ``[access_token]``, ``]access_token`` or ``access_token]x``, Rack 2's (its ``normalize_params``
+    skips the brackets before a name and files what follows a ``]`` after it under the name).
     ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``). A name
     ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``.
     """
     nul = name.find("\0")
     if nul >= 0:
         name = name[:nul]
-    name = name.strip().removeprefix("?")
-    if arrays and _has_array_key(name):  # PHP and Rack: name[] and name[key] are arrays of name
-        name = name[: name.find("[")]
+    name = name.strip().removeprefix("?").lstrip("[]")
+    if arrays:
+        if _has_array_key(name):  # PHP and Rack: name[] and name[key] are arrays of name
+            name = name[: name.find("[")]
+        name = name.partition("]")[0]  # Rack 2: name], name]x
     return _MANGLED.sub("_", name.upper().lower())
 
 
