@@ -42,12 +42,13 @@ VALID = token(KEY, sub="alice", ttl=24 * 3600)  # made at collection: must outli
 SPELLINGS = ["ACCESS_TOKEN", "Access_Token", "%61ccess_token", "access.token", "access+token", "+access_token",
              "access_token[]", "access_token%5B%5D", "access_token[x]", "Access.Token[a][b]", "access_token%00",
              "access_token%00x", "Access.Token%00%5B", "[access_token]", "access_token]", "%5D%5Daccess_token",
-             "[access_token"]  # fmt: skip
+             "[access_token", "%u0061ccess_token", "%u0041CCESS_TOKEN"]  # fmt: skip
 """``access_token[]`` and ``access_token[x]``: PHP's ``$_GET['access_token']`` is then an array of the
 value (the last such parameter wins), Rack's ``params['access_token']`` too. ``access_token%00``: PHP
 reads a name as a C string, to its first NUL (an attack pass found it admitted beside a valid token).
 ``[access_token]``, ``access_token]``, ``]]access_token``: Rack 2 (Rails before 7.1) reads the name past the
-brackets around it."""
+brackets around it. ``%u0061ccess_token``: .NET Framework's ``HttpUtility.UrlDecode`` and IIS decode
+``%uXXXX``, which the standard decoding leaves as it is."""
 
 
 def test_every_spelling_a_server_reads_as_the_name_folds_to_it() -> None:

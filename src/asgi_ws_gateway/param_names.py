@@ -8,7 +8,8 @@ leading spaces, turns ``.``, `` `` and ``[`` into ``_`` and reads ``name[]`` and
 an array under ``name`` (Rack too); Rack 2 (Rails before 7.1) reads a name past the brackets
 around it (``[name]``, ``]name``, ``name]``); Node's ``URLSearchParams``, given a query string, drops its
 leading ``?``, so the query of ``/ws??access_token=x`` (``?access_token=x``) holds ``access_token``
-to it. Folded with all of these, every
+to it; ASP.NET on .NET Framework (``HttpUtility.UrlDecode``) and IIS decode ``%uXXXX``, so
+``%u0061ccess_token`` is ``access_token`` there. Folded with all of these, every
 spelling some server reads as a name is one name to the gateway: it counts each copy, and removes
 or overrides every spelling.
 """
@@ -21,6 +22,11 @@ from urllib.parse import unquote_plus
 
 _MANGLED = re.compile(r"[ .\[]")
 """What PHP turns into ``_`` in a parameter or cookie name."""
+
+_PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
+"""``%uXXXX``: a UTF-16 unit, as .NET Framework's ``HttpUtility.UrlDecode`` and IIS decode it (the
+standard decoding leaves it as it is). Matched in the name decoded once, so ``%25u0061`` folds too: one
+spelling too many (a 400 or a parameter removed), never one too few."""
 
 
 def fold_name(name: str, *, arrays: bool = True) -> str:
@@ -35,8 +41,11 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
     and ``[access_token]``, ``]access_token`` or ``access_token]x``, Rack 2's (its ``normalize_params``
     skips the brackets before a name and files what follows a ``]`` after it under the name).
     ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``). A name
-    ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``.
+    ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``;
+    ``%u0061ccess_token`` is .NET Framework's.
     """
+    if "%" in name:
+        name = _PERCENT_U.sub(lambda unit: chr(int(unit[1], 16)), name)
     nul = name.find("\0")
     if nul >= 0:
         name = name[:nul]
