@@ -7,9 +7,14 @@ close), and a refused handshake shows in the refusals list without its token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import socket
+import socketserver
+import struct
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
@@ -27,6 +32,7 @@ from asgi_ws_gateway.management.series import SeriesKey
 from asgi_ws_gateway.management.watch import Watch
 from support.browser import check_page, dump_dom, needs_chromium, page_report
 from support.jwts import HS_SECRET, token
+from support.rawhttp import accept_upstream_blocking, ws_frame
 from support.servers import UpstreamServer, UvicornFactory, UvicornServer, free_port
 
 pytestmark = needs_chromium
@@ -144,6 +150,177 @@ def test_live_console_charts_real_traffic_kicks_a_connection_and_lists_a_refusal
     assert all(p["points"] >= 2 for p in by_label["messages"].values())
     assert report["after"] == 0
     assert report["status"].startswith("live") and report["workers"] == "workers: 1 of 1"
+
+
+class _HoldsTheClose(socketserver.ThreadingTCPServer):
+    """A raw upstream (a thread a connection) that says hello and never answers a close frame: the gateway's
+    connection to it stays in its closing handshake until :meth:`end` drops it. ``closes``: (code, reason)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Holding)
+        self.closes: list[tuple[int, str]] = []
+        self.held: list[socket.socket] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server_address[1]}/"
+
+    def end(self) -> None:
+        for connection in self.held:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Holding(socketserver.BaseRequestHandler):
+    server: _HoldsTheClose
+
+    def handle(self) -> None:
+        self.server.held.append(self.request)
+        with contextlib.suppress(OSError):
+            accept_upstream_blocking(self.request, then=ws_frame(1, b"hello", mask=False))
+            data = b""
+            while chunk := self.request.recv(65536):
+                data += chunk
+                # The gateway's first frame is its close (the page sends nothing else): masked, a short payload.
+                if len(data) >= 6 and data[0] == 0x88 and len(data) >= 6 + (data[1] & 0x7F):
+                    payload = bytes(b ^ data[2 + i % 4] for i, b in enumerate(data[6 : 6 + (data[1] & 0x7F)]))
+                    self.server.closes.append((struct.unpack("!H", payload[:2])[0], payload[2:].decode()))
+                    data = b"\xff"  # one close recorded; the rest is read and dropped
+
+
+CLOSING_CHECK = check_page(
+    "live console kick of a closing connection",
+    f'<iframe id="live" style="width:1200px;height:900px" src="/_gateway/console/live#token={ADMIN}&amp;poll=0.2">'
+    "</iframe>",
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const rows = () => Array.from(doc() ? doc().querySelectorAll("#connections tbody tr") : []);
+const status = () => doc().getElementById("status");
+const polls = () => Number(status().dataset.polls || 0);
+const seen = [];  // every status the page showed, with its state: a poll overwrites it soon after
+const kickOf = () => rows()[0].querySelector("button[name=kick]");
+const shown = () => ({
+  closing: rows()[0].dataset.closing || null, kick: kickOf().textContent, disabled: kickOf().disabled,
+});
+(async () => {
+  const ws = new WebSocket("ws://" + location.host + "/ws/held");
+  let hello = false;
+  ws.onmessage = (event) => { hello = event.data === "hello"; };
+  await holdUntil(() => hello && doc() && doc().getElementById("status") && rows().length === 1, QUICK_ROUNDS);
+  ws.close(4100, "bye");  // the gateway takes it on to the upstream, which never answers: closing
+  for (let i = 0; i < QUICK_ROUNDS && !(await (await fetch("/browser-check/held")).json()).closes.length; i++) {
+    await fetch("/browser-check/wait");
+  }
+  new MutationObserver(() => seen.push([status().dataset.state, status().textContent]))
+    .observe(status(), { childList: true, characterData: true, subtree: true, attributes: true });
+  kickOf().click();
+  await holdUntil(() => seen.some(([, text]) => !text.startsWith("live")), QUICK_ROUNDS);
+  const kicked = { seen: seen.filter(([, text]) => !text.startsWith("live")), row: shown() };
+  const after = polls();
+  await holdUntil(() => polls() >= after + 2, QUICK_ROUNDS);
+  const polled = { rows: rows().length, row: rows().length ? shown() : null };
+  await fetch("/browser-check/end");  // the upstream goes: the connection ends
+  await holdUntil(() => rows().length === 0, QUICK_ROUNDS);
+  const ended = polls();
+  await holdUntil(() => polls() >= ended + 2, QUICK_ROUNDS);
+  document.getElementById("report").textContent = JSON.stringify({
+    kicked, polled, rows: rows().length, held: await (await fetch("/browser-check/held")).json(),
+  });
+})();
+""".replace("QUICK_ROUNDS", str(QUICK_ROUNDS)),
+)
+
+
+GONE_CHECK = check_page(
+    "live console kick of a connection gone since the last poll",
+    '<div id="frame"></div>',
+    """
+const doc = () => document.getElementById("live").contentDocument;
+const rows = () => Array.from(doc() ? doc().querySelectorAll("#connections tbody tr") : []);
+const status = () => doc().getElementById("status");
+const listed = async () => (await (await fetch("/_gateway/connections", {
+  headers: { Authorization: "Bearer ADMIN_TOKEN" }, cache: "no-store",
+})).json()).connections.length;
+(async () => {
+  const ws = new WebSocket("ws://" + location.host + "/ws/held");
+  let hello = false;
+  ws.onmessage = (event) => { hello = event.data === "hello"; };
+  await holdUntil(() => hello, QUICK_ROUNDS);
+  // An hour between polls: the console lists the connection once and keeps its row after it ends.
+  const live = Object.assign(document.createElement("iframe"), { id: "live" });
+  live.src = "/_gateway/console/live#token=ADMIN_TOKEN&poll=3600";
+  document.getElementById("frame").append(live);
+  await holdUntil(() => rows().length === 1, QUICK_ROUNDS);
+  await fetch("/browser-check/end");
+  for (let i = 0; i < QUICK_ROUNDS && (await listed()) > 0; i++) await fetch("/browser-check/wait");
+  rows()[0].querySelector("button[name=kick]").click();
+  await holdUntil(() => !status().textContent.startsWith("live"), QUICK_ROUNDS);
+  document.getElementById("report").textContent = JSON.stringify({
+    state: status().dataset.state, status: status().textContent, rows: rows().length,
+  });
+})();
+""".replace("QUICK_ROUNDS", str(QUICK_ROUNDS)).replace("ADMIN_TOKEN", ADMIN),
+)
+
+
+@contextlib.contextmanager
+def _held_gateway(uvicorn_server: UvicornFactory, page: str) -> Iterator[UvicornServer]:
+    """The gateway and its console before a :class:`_HoldsTheClose` upstream (``/ws/held``), with the check
+    page ``page`` at ``/browser-check/page`` and its calls: ``wait``, ``held`` (the closes), ``end``."""
+    with ExitStack() as stack:
+        held = stack.enter_context(_HoldsTheClose())
+        threading.Thread(target=held.serve_forever, daemon=True).start()
+        stack.callback(held.shutdown)
+        stack.callback(held.end)
+        app = FastAPI()
+
+        @app.get("/browser-check/page", response_class=HTMLResponse)
+        async def check() -> str:
+            return page
+
+        @app.get("/browser-check/wait", status_code=204)
+        async def hold() -> None:
+            await asyncio.sleep(QUICK_WAIT)
+
+        @app.get("/browser-check/held")
+        async def closes() -> dict[str, Any]:
+            return {"closes": held.closes}
+
+        @app.get("/browser-check/end", status_code=204)
+        async def end() -> None:
+            held.end()
+
+        api = {"name": "held", "path": "/ws/held", "upstreams": [held.url], "close_timeout": 60}
+        app.add_middleware(WebSocketGateway, config={"apis": [api]})
+        app.add_middleware(GatewayManagement, path="/_gateway", admin_token=ADMIN, sample_interval=SAMPLE_INTERVAL)
+        yield uvicorn_server(app, lifespan="on")
+
+
+def test_live_console_kick_of_a_closing_connection_says_so_and_the_row_goes_when_it_ends(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    """The API answers 409 to a kick of a connection already closing (here its client's close, which the
+    upstream never answers): the page said "close failed: 409 Conflict" as an outage, in red."""
+    with _held_gateway(uvicorn_server, CLOSING_CHECK) as server:
+        report = page_report(dump_dom(server.url("/browser-check/page", scheme="http"), budget_ms=20000))
+    ((state, text),) = report["kicked"]["seen"]
+    assert state != "down" and "already closing" in text, report
+    assert report["kicked"]["row"] == {"closing": "true", "kick": "Closing", "disabled": True}, report
+    assert report["polled"] == {"rows": 1, "row": {"closing": "true", "kick": "Closing", "disabled": True}}, report
+    assert report["rows"] == 0
+    assert report["held"]["closes"] == [[4100, "bye"]]  # the client's close, and nothing of the kick's
+
+
+def test_live_console_kick_of_a_connection_gone_since_the_last_poll_drops_its_row(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    """A 404 (no such open connection) is the kick's race with the connection's end, not an outage."""
+    with _held_gateway(uvicorn_server, GONE_CHECK) as server:
+        report = page_report(dump_dom(server.url("/browser-check/page", scheme="http"), budget_ms=20000))
+    assert report["state"] != "down" and report["status"].endswith("had closed already"), report
+    assert report["rows"] == 0
 
 
 RESTART_CHECK = check_page(

@@ -35,6 +35,7 @@ const state = {
   slots: new Map(), // slot index (time / interval) -> Map(series -> [[api, label, value], ...]); a missing slot is a gap
   apis: new Set(),
   connections: [], total: 0, refusals: [],
+  closing: new Set(), // ids kicked, or found closing already: shown as closing until a poll no longer lists them
   downSince: null, gaps: [], refusedToken: null,
 };
 const $ = (selector) => document.querySelector(selector);
@@ -67,6 +68,8 @@ async function poll() {
       try {
         absorb(series);
         state.connections = listed.connections; state.total = listed.total ?? listed.connections.length;
+        const open = new Set(state.connections.map((c) => c.id));
+        for (const id of state.closing) if (!open.has(id)) state.closing.delete(id);
         state.refusals = refused.refusals;
         const missing = series.workers.missing || [];  // on the bus's roster, no answer: not in the sums
         $("#workers").textContent = "workers: " + series.workers.answered + " of " + series.workers.expected
@@ -273,6 +276,10 @@ function renderConnections() {
     send.onclick = () => act(c.id, "messages", { text: $("input[name=message]").value });
     const kick = Object.assign(document.createElement("button"), { type: "button", textContent: "Kick", name: "kick" });
     kick.onclick = () => act(c.id, "close", { code: 1000, reason: "closed from the console" }, row);
+    if (state.closing.has(c.id)) {
+      row.dataset.closing = "true";
+      Object.assign(kick, { disabled: true, textContent: "Closing", title: "closing: the row goes when the connection ends" });
+    }
     actions.append(send, " ", kick);
   }
   const listed = state.connections.length, open = state.total ?? listed;
@@ -283,9 +290,20 @@ function renderConnections() {
 async function act(id, what, body, row) {
   try {
     await call("connections/" + encodeURIComponent(id) + "/" + what, { method: "POST", body: JSON.stringify(body) });
-    if (row) { state.connections = state.connections.filter((c) => c.id !== id); row.remove(); }
+    if (row) { // kicked: its closing handshake may outlast a poll, which then lists it as closing
+      state.closing.add(id);
+      state.connections = state.connections.filter((c) => c.id !== id); row.remove();
+    }
   } catch (error) {
-    status(what + " failed: " + error.message, "down");
+    if (what === "close" && error.status === 409) {
+      // Its client, its upstream or the gateway (a drain, a shutdown, an earlier kick) closes it already, with
+      // their code, not this one: not a failure. It stays listed until it ends.
+      state.closing.add(id); renderConnections();
+      status("connection " + shown(id) + " is already closing: it leaves the list when it ends", "note");
+    } else if (what === "close" && error.status === 404) { // ended since the last poll
+      state.connections = state.connections.filter((c) => c.id !== id); renderConnections();
+      status("connection " + shown(id) + " had closed already", "note");
+    } else status(what + " failed: " + error.message, "down");
   }
 }
 
