@@ -226,3 +226,26 @@ async def test_asgi_ws_gateway_run_warns_at_start_up_and_serves_the_listing(acl_
     assert output.count("refused to renew") == 1, output
     assert "TIME" in output
     assert PASSWORD not in output
+
+
+async def test_a_full_redis_refusing_the_renewal_is_named_full_not_an_acl(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis at its ``maxmemory`` (``noeviction``) refuses the roster's writes with OOM: the warning told the
+    operator to grant the roster's commands, which were granted."""
+    caplog.set_level(logging.WARNING, logger=BUS_LOGGER)
+    with RedisServer("--maxmemory-policy", "noeviction") as server:
+        admin = Redis.from_url(server.url, decode_responses=True)
+        bus = RedisBus(Redis.from_url(server.url, decode_responses=True), prefix=unique_prefix(), check_interval=0.2)
+        try:
+            await admin.config_set("maxmemory", 1)  # a private server: every write is refused from now on
+            await bus.start(answer)
+
+            async def warned() -> bool:
+                return bool(lines(caplog, "refused to renew"))
+
+            await wait_for(warned)
+        finally:
+            await bus.aclose()
+            await admin.aclose()
+    refused = lines(caplog, "refused to renew")[0]
+    assert "OutOfMemoryError" in refused and "maxmemory" in refused, refused
+    assert "grant the roster's commands" not in refused, refused

@@ -48,7 +48,7 @@ from logging import DEBUG, WARNING
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import AuthenticationError, ReadOnlyError, ResponseError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from ..log_throttle import OutageLog
 from ..redact import printable
@@ -75,6 +75,15 @@ ROSTER_REFUSED_LOG_INTERVAL = 300.0
 """Seconds between two lines saying Redis refuses to renew the roster: renewed every few seconds, it
 would be a line each time, for as long as the ACL stays."""
 ROSTER_HELP = "grant the roster's commands: docs/management.md, 'When a worker is off the bus'"
+ROSTER_FULL_HELP = (
+    "Redis is full (maxmemory): raise it or free memory: docs/management.md, 'When a worker is off the bus'"
+)
+
+
+def roster_help(exc: BaseException | None) -> str:
+    """What an operator does about Redis refusing the roster: a full Redis (``OOM``) needs memory, not the
+    ACL grants the other refusals do (the OOM line told them to grant commands that were granted)."""
+    return ROSTER_FULL_HELP if isinstance(exc, OutOfMemoryError) else ROSTER_HELP
 
 
 @dataclass
@@ -284,7 +293,7 @@ class RedisBus:
                     if count := refusals.event():
                         logger.warning("management bus: Redis refused to renew this worker's roster entry, %d time(s) "
                                        "(%s): a worker off the bus is not named in the answers; %s",
-                                       count, printable(why), ROSTER_HELP)  # fmt: skip
+                                       count, printable(why), roster_help(exc))  # fmt: skip
                 elif count := failures.event():  # Redis lost: renewed once subscribed again
                     logger.debug("management bus: roster not renewed (%s), %d time(s)", type(exc).__name__, count)
 
@@ -353,7 +362,7 @@ class RedisBus:
                 self._roster_refused = True
                 logger.warning("management bus: Redis refused to read the roster (%s): commands wait for the "
                                "workers PUBLISH reached, a worker off the bus is not named; %s",
-                               printable(why), ROSTER_HELP)  # fmt: skip
+                               printable(why), roster_help(exc.__cause__))  # fmt: skip
             return set()
         if self._roster_refused:
             self._roster_refused = False
