@@ -1,5 +1,5 @@
-"""The supervisor of ``run --workers N`` between a stop signal's arrival and its next turn (pure logic:
-workers as it sees them, no processes).
+"""The supervisor of ``run --workers N`` between a stop signal's arrival and its next turn, and when a dead
+worker's replacement fails its start-up (pure logic: workers as it sees them, no processes).
 
 uvicorn's supervisor acts on a signal at the next turn of its loop, and checks its workers first: a
 worker that ended meanwhile because of that signal (the second Ctrl+C: forced, exit 8) was replaced as
@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 from asgi_ws_gateway.server.serving import EXIT_FORCED
-from asgi_ws_gateway.server.supervisor import Supervisor
+from asgi_ws_gateway.server.supervisor import Supervisor, _Vacant
 
 
 class _Worker:
@@ -63,7 +64,7 @@ def supervisor(monkeypatch: pytest.MonkeyPatch) -> Iterator[Supervisor]:
             signal.signal(sig, handler)
 
 
-def _hold(supervisor: Supervisor, *workers: _Worker) -> None:
+def _hold(supervisor: Supervisor, *workers: _Worker | _Vacant) -> None:
     supervisor.processes = list(workers)  # type: ignore[arg-type]
 
 
@@ -93,3 +94,39 @@ def test_a_worker_that_died_while_serving_is_replaced_and_not_counted(supervisor
     supervisor.keep_subprocess_alive()
     assert isinstance(_held(supervisor)[1], _Started)
     assert supervisor.exit_codes() == {None}
+
+
+def test_a_replacement_that_fails_its_start_up_leaves_its_place_vacant_while_another_serves(
+    supervisor: Supervisor,
+) -> None:
+    """Before: uvicorn stopped every worker (the one serving too) and run exited 7."""
+    _hold(supervisor, _Worker(), _Worker(STARTUP_FAILURE))
+    supervisor.keep_subprocess_alive()
+    assert isinstance(_held(supervisor)[1], _Vacant)
+    assert not supervisor.should_exit.is_set()
+    assert supervisor.exit_codes() == {None}
+
+
+def test_a_vacant_place_is_tried_again_once_its_time_comes(supervisor: Supervisor) -> None:
+    vacant = _Vacant(4243, retry_at=float("inf"))
+    _hold(supervisor, _Worker(), vacant)
+    supervisor.keep_subprocess_alive()
+    assert _held(supervisor)[1] is vacant
+    vacant.retry_at = 0.0
+    supervisor.keep_subprocess_alive()
+    assert isinstance(_held(supervisor)[1], _Started)
+
+
+def test_a_worker_run_started_with_that_fails_its_start_up_stops_the_gateway(supervisor: Supervisor) -> None:
+    failed = _Worker(STARTUP_FAILURE)
+    _hold(supervisor, _Worker(), failed)
+    supervisor.first = [*_held(supervisor)]
+    supervisor.keep_subprocess_alive()
+    assert supervisor.should_exit.is_set()
+    assert STARTUP_FAILURE in supervisor.exit_codes()
+
+
+def test_a_replacement_that_fails_with_no_worker_serving_stops_the_gateway(supervisor: Supervisor) -> None:
+    _hold(supervisor, _Worker(STARTUP_FAILURE), _Vacant(4243, retry_at=float("inf")))
+    supervisor.keep_subprocess_alive()
+    assert supervisor.should_exit.is_set()

@@ -1,4 +1,5 @@
-"""uvicorn's supervisor of ``run --workers N``, keeping the exit status of a worker that stopped with it.
+"""uvicorn's supervisor of ``run --workers N``, keeping the exit status of a worker that stopped with it,
+and the other workers serving when a dead worker's replacement cannot start.
 
 uvicorn's supervisor queues the signals it gets and acts on them at the next turn of its loop (every
 0.5 s, later under load: each turn first checks every worker, waiting up to
@@ -6,42 +7,115 @@ uvicorn's supervisor queues the signals it gets and acts on them at the next tur
 signal (Ctrl+C reaches every process of the group: the first drains, the second forces the quit) was
 taken for one that died: replaced by a new worker, started only to be stopped, and its exit status (8,
 forced) lost from those ``run`` reads to choose its own.
+
+A worker that dies (killed, out of memory) is replaced by a new one, which reads the file again. uvicorn
+stops the whole gateway when a worker fails its start-up, right for the workers ``run`` starts with (a
+broken file, TLS or plugin: ``run`` exits 7), but a replacement that fails so (the file edited, not yet
+valid) stopped the workers still serving too, every connection with them, and ``run`` exited 7 "could
+not start serving" after hours of serving. Now its place stays vacant while another worker serves: one
+ERROR, tried again every :data:`REPLACEMENT_RETRY` seconds, and a SIGHUP's restart fills it as well.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
+import time
 
-from uvicorn.config import Config
-from uvicorn.supervisors import Multiprocess
+from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.supervisors import Multiprocess, multiprocess
+
+logger = logging.getLogger("uvicorn.error")
 
 _STOPS = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name))
 """The signals on which uvicorn's supervisor stops every worker and exits."""
 
+REPLACEMENT_RETRY = 10.0
+"""Seconds between two tries at replacing a dead worker whose replacement failed its start-up."""
+
+
+class _Vacant:
+    """The place of a dead worker whose replacement failed its start-up, until the next try (``retry_at``,
+    ``time.monotonic()``). To uvicorn's loops it is a live worker with nothing to stop: a SIGHUP's restart
+    replaces it as any other, and its exit status counts for nothing."""
+
+    exitcode = None
+
+    def __init__(self, pid: int | None, retry_at: float) -> None:
+        self.pid = pid  # the replacement that failed: the restart's "keeping worker [pid]" names it
+        self.retry_at = retry_at
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        return True
+
+    def terminate(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
 
 class Supervisor(Multiprocess):
     """uvicorn's :class:`~uvicorn.supervisors.Multiprocess`; a worker that ended once a stop signal came
-    is not replaced, and :meth:`exit_codes` includes its status."""
+    is not replaced, and :meth:`exit_codes` includes its status; a dead worker's replacement that fails
+    its start-up while another worker serves leaves its place :class:`_Vacant`."""
 
     def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
-        self.stopped_with_it: list[int | None] = []  # exit statuses of workers replaced as a stop came
+        self.first: list[object] = []  # the workers run started with: one failing its start-up stops run
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self.first = list(self.processes)
 
     def keep_subprocess_alive(self) -> None:
-        if self._stop_queued():
+        """uvicorn's turn over the workers (a dead one replaced, a failed start-up stops every worker), but
+        a worker that ended as a stop signal came stays as it is, and a replacement that failed its
+        start-up while another worker serves leaves its place vacant."""
+        if self.should_exit.is_set() or self._stop_queued():
             return  # the loop's next turn stops every worker: one that ended meanwhile was stopping
-        checked = list(self.processes)
-        super().keep_subprocess_alive()
-        if self._stop_queued():  # the signal came while it checked them: those it replaced had ended by it
-            self.stopped_with_it += [worker.exitcode for worker in checked if worker not in self.processes]
+        for index, process in enumerate(self.processes):
+            if isinstance(process, _Vacant):
+                if time.monotonic() >= process.retry_at:
+                    self._start(index)
+                continue
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()
+            process.join()
+            if self._stop_queued():
+                return  # the signal came while it checked them: this one ended by it, its status kept
+            if process.exitcode == STARTUP_FAILURE:
+                serving = sum(not isinstance(other, _Vacant) and other.exitcode is None for other in self.processes)
+                if process in self.first or not serving:
+                    logger.error("Child process [%s] failed to start, stopping the parent process.", process.pid)
+                    self.should_exit.set()
+                    return
+                logger.error(
+                    "Child process [%s], replacing one that died, failed to start; %d worker(s) go on serving, "
+                    "its place is tried again in %.0f s (or at a SIGHUP)", process.pid, serving, REPLACEMENT_RETRY,
+                )  # fmt: skip
+                vacant = _Vacant(process.pid, time.monotonic() + REPLACEMENT_RETRY)
+                self.processes[index] = vacant  # type: ignore[call-overload]  # uvicorn's list holds its Process
+                continue
+            logger.info("Child process [%s] died", process.pid)
+            self._start(index)
+
+    def _start(self, index: int) -> None:
+        process = multiprocess.Process(self.config, self.sockets)  # run's worker class, set on the module
+        process.start()
+        self.processes[index] = process
 
     def exit_codes(self) -> set[int | None]:
-        """The exit status of each worker, and of those replaced as the stop came."""
-        return {worker.exitcode for worker in self.processes} | set(self.stopped_with_it)
+        """The exit status of each worker (``None``: running, or a vacant place)."""
+        return {worker.exitcode for worker in self.processes}
 
     def _stop_queued(self) -> bool:
         return not _STOPS.isdisjoint(self.signal_queue)
 
 
-__all__ = ["Supervisor"]
+__all__ = ["REPLACEMENT_RETRY", "Supervisor"]

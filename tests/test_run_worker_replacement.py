@@ -1,0 +1,88 @@
+"""``run --workers 2``: a worker that dies while the file is being edited (invalid) is the one lost.
+
+uvicorn replaces a dead worker with a new one, which reads the file again; when that one failed its
+start-up, uvicorn's supervisor stopped the whole gateway: the worker still serving was terminated with
+its connections, and ``run`` exited 7 ("could not start serving") after serving all along. Now the
+other worker serves on, the log says so once, and the place is filled again (every
+``REPLACEMENT_RETRY`` seconds, or at a SIGHUP) once the file is valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection
+
+from support.clients import connect
+from support.configs import build_config, write_config
+from support.processes import GatewayProcess
+from support.upstream import UpstreamServer
+
+REPLACEMENT_FAILED = "replacing one that died, failed to start; 1 worker(s) go on serving"
+
+
+def _client_port(ws: ClientConnection) -> int:
+    port: int = ws.transport.get_extra_info("sockname")[1]
+    return port
+
+
+def _serving_workers(gateway: GatewayProcess) -> set[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
+    return {pid for pid in gateway.workers() if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def _text(log: Path) -> str:
+    return log.read_text()
+
+
+async def _until(check: Callable[[], bool], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not check():
+        assert time.monotonic() < deadline, _text(log)
+        await asyncio.sleep(0.1)
+
+
+async def _echoes(ws: ClientConnection, text: str) -> None:
+    await ws.send(text)
+    assert await ws.recv() == text
+
+
+async def test_a_dead_workers_replacement_that_cannot_start_leaves_the_other_worker_serving(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
+    valid = config.read_text()
+    log = tmp_path / "run.log"
+    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info")
+    async with gateway:
+        await _until(lambda: _text(log).count("Application startup complete.") == 2, log)
+        async with await connect(gateway.url("/echo")) as kept:
+            survivor = gateway.owner(_client_port(kept))
+            os.kill(survivor, signal.SIGSTOP)  # the next handshake can only be taken by the other worker
+            try:
+                async with await connect(gateway.url("/echo")) as other:
+                    victim = gateway.owner(_client_port(other))
+            finally:
+                os.kill(survivor, signal.SIGCONT)
+            config.write_text("apis: [\n")  # an edit half done
+            os.kill(victim, signal.SIGKILL)
+            await _until(lambda: REPLACEMENT_FAILED in _text(log), log)
+
+            assert gateway.process is not None and gateway.process.poll() is None, _text(log)
+            await _echoes(kept, "still served")
+            async with await connect(gateway.url("/echo")) as new:
+                await _echoes(new, "new client")
+
+            config.write_text(valid)
+            os.kill(gateway.process.pid, signal.SIGHUP)  # the restart fills the vacant place
+            await _until(lambda: len(_serving_workers(gateway)) == 2 and survivor not in gateway.workers(), log)
+        code = await gateway.astop()
+    output = _text(log)
+    assert code == 0, output
+    assert output.count(REPLACEMENT_FAILED) == 1, output
+    assert "stopping the parent process" not in output
