@@ -84,5 +84,6 @@ async def test_a_dead_workers_replacement_that_cannot_start_leaves_the_other_wor
         code = await gateway.astop()
     output = _text(log)
     assert code == 0, output
+    assert f"ERROR:    Child process [{victim}] died (killed by SIGKILL): its connections were dropped" in output
     assert output.count(REPLACEMENT_FAILED) == 1, output
     assert "stopping the parent process" not in output

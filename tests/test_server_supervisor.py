@@ -8,6 +8,7 @@ one that died, and its status lost from those ``run`` chooses its own from (exit
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable, Iterator
 
@@ -130,3 +131,30 @@ def test_a_replacement_that_fails_with_no_worker_serving_stops_the_gateway(super
     _hold(supervisor, _Worker(STARTUP_FAILURE), _Vacant(4243, retry_at=float("inf")))
     supervisor.keep_subprocess_alive()
     assert supervisor.should_exit.is_set()
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "said"),
+    [
+        (-signal.SIGKILL, "died (killed by SIGKILL)"),
+        (1, "died (exit status 1)"),
+        (None, "did not answer its health check"),
+    ],
+    ids=["killed", "exited", "hung"],
+)
+def test_a_worker_lost_while_serving_is_an_error_saying_how(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture, exitcode: int | None, said: str
+) -> None:
+    """uvicorn said "Child process [n] died" at INFO: an operator alerting on errors missed every crash."""
+
+    class _Hung(_Worker):
+        def is_alive(self, timeout: float = 5) -> bool:
+            return False
+
+    _hold(supervisor, _Worker(), _Hung() if exitcode is None else _Worker(exitcode))
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        supervisor.keep_subprocess_alive()
+    lost = [record for record in caplog.records if "connections were dropped" in record.getMessage()]
+    assert [record.levelno for record in lost] == [logging.ERROR]
+    assert said in lost[0].getMessage()
+    assert isinstance(_held(supervisor)[1], _Started)

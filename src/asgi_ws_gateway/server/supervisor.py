@@ -18,6 +18,7 @@ ERROR, tried again every :data:`REPLACEMENT_RETRY` seconds, and a SIGHUP's resta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -59,6 +60,16 @@ class _Vacant:
         pass
 
 
+def _ending(exitcode: int | None, healthcheck: float) -> str:
+    """How a worker ended, from its exit status (``None``: killed here, as hung)."""
+    if exitcode is None:
+        return f"did not answer its health check in {healthcheck:g} s and was killed"
+    if exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"died (killed by {signal.Signals(-exitcode).name})"
+    return f"died (exit status {exitcode})"
+
+
 class Supervisor(Multiprocess):
     """uvicorn's :class:`~uvicorn.supervisors.Multiprocess`; a worker that ended once a stop signal came
     is not replaced, and :meth:`exit_codes` includes its status; a dead worker's replacement that fails
@@ -85,6 +96,7 @@ class Supervisor(Multiprocess):
                 continue
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue
+            ended = process.exitcode  # None: running, but it did not answer its health check (hung)
             process.kill()
             process.join()
             if self._stop_queued():
@@ -102,7 +114,9 @@ class Supervisor(Multiprocess):
                 vacant = _Vacant(process.pid, time.monotonic() + REPLACEMENT_RETRY)
                 self.processes[index] = vacant  # type: ignore[call-overload]  # uvicorn's list holds its Process
                 continue
-            logger.info("Child process [%s] died", process.pid)
+            # uvicorn's INFO "died": a worker lost (the OOM killer, a crash, hung) dropped its connections
+            logger.error("Child process [%s] %s: its connections were dropped; starting another",
+                         process.pid, _ending(ended, self.config.timeout_worker_healthcheck))  # fmt: skip
             self._start(index)
 
     def _start(self, index: int) -> None:
