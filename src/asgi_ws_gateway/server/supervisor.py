@@ -119,6 +119,27 @@ class Supervisor(Multiprocess):
                          process.pid, _ending(ended, self.config.timeout_worker_healthcheck))  # fmt: skip
             self._start(index)
 
+    def restart_all(self) -> None:
+        """uvicorn's SIGHUP restart (each worker replaced once its replacement serves; the first that does
+        not stops the restart, the old workers kept), saying why a replacement did not serve: uvicorn said
+        "was not ready in time" of one that had failed its start-up (an invalid file) at once."""
+        for index, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = multiprocess.Process(self.config, self.sockets)
+            new.start()
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    why = "failed to start" if new.exitcode == STARTUP_FAILURE else "was not ready in time"
+                    logger.error("New child process [%s] %s; keeping worker [%s] and aborting the restart.",
+                                 new.pid, why, old.pid)  # fmt: skip
+                return
+            old.terminate()
+            old.join()
+            self.processes[index] = new
+
     def _start(self, index: int) -> None:
         process = multiprocess.Process(self.config, self.sockets)  # run's worker class, set on the module
         process.start()
