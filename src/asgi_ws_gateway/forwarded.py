@@ -167,19 +167,39 @@ def parse_network(text: str) -> IPNetwork:
     return network
 
 
+UNIX_SOCKET_PEER = "unix:"
+"""The ``trusted_proxies`` entry for the peer of a Unix socket: a proxy on this host (nginx's
+``proxy_pass http://unix:/run/gateway.sock``) has no address, so no network can name it."""
+
+
+def unix_socket_peer(scope: Mapping[str, Any]) -> bool:
+    """Whether ``scope``'s connection came over a Unix socket: no client address, and the server's own
+    address a path without a port, as uvicorn and the gateway's protocols write it (``("/run/gw.sock", None)``).
+    A connection without a peer over TCP (a server that keeps none) is not one: no proxy vouches for it."""
+    server = scope.get("server")
+    return not scope.get("client") and isinstance(server, tuple | list) and len(server) == 2 and server[1] is None
+
+
 class Networks:
     """A set of networks, tested per address family in logarithmic time: an address is looked up among
     the networks' merged ranges (a linear walk cost 0.22 ms per miss at 1,024 ``ip-filter`` entries, and a
-    forwarding chain is checked hop by hop)."""
+    forwarding chain is checked hop by hop). :data:`UNIX_SOCKET_PEER` among them trusts the peer of a
+    Unix socket (:attr:`unix_socket`), which :meth:`trusts` asks about as ``None``."""
 
     def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
-        parsed = [n if not isinstance(n, str) else parse_network(n) for n in networks]
+        listed = list(networks)
+        self.unix_socket = UNIX_SOCKET_PEER in listed
+        parsed = [n if not isinstance(n, str) else parse_network(n) for n in listed if n != UNIX_SOCKET_PEER]
         self.v4 = [n for n in parsed if n.version == 4]
         self.v6 = [n for n in parsed if n.version == 6]
         self._ranges = {4: _ranges(self.v4), 6: _ranges(self.v6)}
 
     def __bool__(self) -> bool:
-        return bool(self.v4 or self.v6)
+        return bool(self.v4 or self.v6 or self.unix_socket)
+
+    def trusts(self, peer: IPAddress | None) -> bool:
+        """Whether ``peer`` is listed; ``None`` is a Unix socket's peer (see :func:`unix_socket_peer`)."""
+        return self.unix_socket if peer is None else peer in self
 
     def __contains__(self, address: IPAddress) -> bool:
         starts, ends = self._ranges[address.version]
@@ -284,14 +304,15 @@ MAX_TRUSTED_HOPS = 32
 the client is :data:`UNKNOWN_CLIENT`."""
 
 
-def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> list[str]:
+def trusted_hops(peer: IPAddress | None, chain: Sequence[str], trusted: Networks) -> list[str]:
     """The hops trusted proxies vouch for, the client first and the ``peer`` not included: ``chain``
     read from the right while the hop that reported each is trusted; a hop that is not an address
-    ends it as :data:`UNKNOWN_CLIENT`. Empty when ``peer`` is not trusted (the peer is the client)."""
+    ends it as :data:`UNKNOWN_CLIENT`. Empty when ``peer`` is not trusted (the peer is the client).
+    A ``peer`` of None is a Unix socket's, trusted when :data:`UNIX_SOCKET_PEER` is listed."""
     hops: list[str] = []
     current = peer
     for hop in reversed(chain):
-        if current not in trusted:
+        if not trusted.trusts(current):
             break
         if len(hops) == MAX_TRUSTED_HOPS:
             # More proxies vouched for than any real chain has: the hops were written by a client
@@ -311,13 +332,18 @@ def trusted_hops(peer: IPAddress, chain: Sequence[str], trusted: Networks) -> li
     return hops
 
 
-def client_address(peer: str | None, chain: Sequence[str], trusted: Networks) -> str:
+def client_address(peer: str | None, chain: Sequence[str], trusted: Networks, *, unix_socket: bool = False) -> str:
     """The client's address, given the TCP ``peer`` and the forwarding ``chain`` (leftmost first);
     :data:`UNKNOWN_CLIENT` when a trusted proxy reports a client that is not an address, or when the
-    ``peer`` is text that is no address (see :func:`peer_client`); ``""`` when there is no peer."""
+    ``peer`` is text that is no address (see :func:`peer_client`); ``""`` when there is no peer and
+    no trusted proxy named the client (``unix_socket``: the connection came over a Unix socket, whose
+    peer is trusted when :data:`UNIX_SOCKET_PEER` is listed)."""
     peer_ip = parse_ip(peer) if peer else None
     if peer_ip is None:
-        return UNKNOWN_CLIENT if peer else ""
+        if peer:
+            return UNKNOWN_CLIENT
+        hops = trusted_hops(None, chain, trusted) if unix_socket else []
+        return hops[0] if hops else ""
     hops = trusted_hops(peer_ip, chain, trusted)
     return hops[0] if hops else str(peer_ip)
 
@@ -380,6 +406,7 @@ def rewritten_by_server(scope: Mapping[str, Any], trusted: Networks) -> bool:
 
 __all__ = [
     "MAX_TRUSTED_HOPS",
+    "UNIX_SOCKET_PEER",
     "UNKNOWN_CLIENT",
     "IPAddress",
     "IPNetwork",
@@ -397,4 +424,5 @@ __all__ = [
     "rewritten_by_server",
     "translated_ipv4s",
     "trusted_hops",
+    "unix_socket_peer",
 ]

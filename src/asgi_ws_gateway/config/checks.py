@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from ..bounded import split_url
-from ..forwarded import parse_network
+from ..forwarded import UNIX_SOCKET_PEER, parse_network
 from ..redact import printable
 from ..routing import OverlapIndex, PathTemplate, PathTemplateError, decode_segment, param_problem
 from ..wire_numbers import parse_port
@@ -132,7 +132,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
         "a client there chooses the address ip-filter, limits and the log see, by sending "
         f"{config.forwarded_header}; list the proxies' own addresses"
         for network in config.trusted_proxies
-        if (net := parse_network(network)).prefixlen < (8 if net.version == 4 else 16)
+        if network != UNIX_SOCKET_PEER and (net := parse_network(network)).prefixlen < (8 if net.version == 4 else 16)
     ]
     if not config.apis:
         return [

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from ..forwarded import parse_network
+from ..forwarded import UNIX_SOCKET_PEER, parse_network
 from ..plugins import MODULE_NAME
 from .apis import ApiConfig, MessagePoliciesConfig
 from .fields import DAY, POLICIES_DOC, ConfigModel, Policies
@@ -29,6 +29,24 @@ def _network(value: str) -> str:
 
 
 Network = Annotated[str, Field(max_length=MAX_NETWORK), AfterValidator(_network)]
+
+
+def _proxy(value: str) -> str:
+    """A ``trusted_proxies`` entry: a network, or :data:`UNIX_SOCKET_PEER` exactly (a near miss such as
+    ``unix``, ``UNIX:`` or a socket's path would trust no one, silently)."""
+    if value == UNIX_SOCKET_PEER:
+        return value
+    if value.strip().lower().startswith("unix"):
+        raise PydanticCustomError(
+            "proxy_network",
+            "'{value}' is not an IP address or network; the peer of a Unix socket is written '{unix}' "
+            "(the socket's path is not needed: every peer of the gateway's socket is the proxy)",
+            {"value": value, "unix": UNIX_SOCKET_PEER},
+        )
+    return _network(value)
+
+
+Proxy = Annotated[str, Field(max_length=MAX_NETWORK), AfterValidator(_proxy)]
 
 
 class GatewayConfig(ConfigModel):
@@ -61,11 +79,12 @@ class GatewayConfig(ConfigModel):
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list, max_length=MAX_SUBSCRIPTIONS)
     subscription_key: SubscriptionKeyConfig = Field(default_factory=SubscriptionKeyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
-    trusted_proxies: list[Network] = Field(
+    trusted_proxies: list[Proxy] = Field(
         default_factory=list,
         max_length=MAX_NETWORKS,
-        description="Addresses or networks of proxies whose forwarding header names the client (client.ip); at "
-        "most 1,024 (a forwarding header is read 32 hops deep at most).",
+        description="Addresses or networks of proxies whose forwarding header names the client (client.ip), and "
+        "'unix:' for the peer of a Unix socket (a proxy on this host); at most 1,024 (a forwarding header is "
+        "read 32 hops deep at most).",
     )
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
         default="x-forwarded-for", description="The header trusted proxies put the client address in."

@@ -16,6 +16,7 @@ from ..templates import Caseless, dig
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import MAX_UPSTREAM_HEAD, check_upstream_request
 from ..upstream.request import build_request
+from . import addressless
 from .request_view import AmbiguousValue, RequestView
 from .upstream_edits import UpstreamEdits
 
@@ -164,6 +165,8 @@ class HandshakeContext:
         if namespace == "path":
             return request.path_params.get(key)
         if namespace == "client":
+            if key != "port":
+                addressless.missing(request)  # the WARNING when there is no address (a Unix socket's peer)
             if key == "network":
                 return client_network(request.client.ip)
             return request.client.ip if key == "ip" else request.client.port

@@ -12,7 +12,15 @@ from urllib.parse import parse_qsl
 
 from .._types import Scope
 from ..errors import HandshakeDenied
-from ..forwarded import UNKNOWN_CLIENT, Networks, client_address, forwarded_chain, parse_ip, peer_client
+from ..forwarded import (
+    UNKNOWN_CLIENT,
+    Networks,
+    client_address,
+    forwarded_chain,
+    parse_ip,
+    peer_client,
+    unix_socket_peer,
+)
 from ..param_names import fold_cookie_name, fold_name, spelled_as
 from ..upstream.headers import forwarding_headers, replaced_forwarding_header
 from ..upstream.request import offered_subprotocols
@@ -329,12 +337,13 @@ class RequestView:
     def client(self) -> ClientAddress:
         """The client: ``ip`` is the TCP peer's address, or what trusted proxies report; ``unknown``
         (:data:`~..forwarded.UNKNOWN_CLIENT`) when the scope's client is text that is no address, as a
-        server that rewrites it from ``X-Forwarded-For`` leaves it (:func:`~..forwarded.peer_client`)."""
+        server that rewrites it from ``X-Forwarded-For`` leaves it (:func:`~..forwarded.peer_client`);
+        ``""`` when the connection has no peer address (a Unix socket's) and no trusted proxy named it."""
         peer = self.scope.get("client") or ("", None)
         text = peer[0] if type(peer[0]) is str else (UNKNOWN_CLIENT if peer[0] else "")
         if self._trusted:
             chain = forwarded_chain(self._forwarding_chain, self._forwarded_header)
-            ip = client_address(text, chain, self._trusted)
+            ip = client_address(text, chain, self._trusted, unix_socket=not text and unix_socket_peer(self.scope))
         else:
             ip = peer_client(text)
         return ClientAddress(ip=ip, port=peer[1], peer=text)
@@ -345,7 +354,9 @@ class RequestView:
         if not self._trusted:  # none configured: no address to parse
             return False
         peer_address = (self.scope.get("client") or ("", None))[0]
-        peer = parse_ip(peer_address) if peer_address and type(peer_address) is str else None
+        if not peer_address:  # a Unix socket's peer is trusted when trusted_proxies lists "unix:"
+            return self._trusted.unix_socket and unix_socket_peer(self.scope)
+        peer = parse_ip(peer_address) if type(peer_address) is str else None
         return peer is not None and peer in self._trusted
 
     @_Memoized

@@ -5,7 +5,8 @@ trusted proxy reported (top-level ``trusted_proxies``), never a header an untrus
 IPv6 address that carries an IPv4 client (NAT64's ``64:ff9b::/96``, ``::ffff:0:a.b.c.d``, ``::a.b.c.d``,
 6to4, Teredo: :func:`~asgi_ws_gateway.forwarded.embedded_ipv4`) is matched as itself and as that
 client, as the limits count it: ``deny: [203.0.113.0/24]`` refused 203.0.113.7 but admitted it
-translated to ``64:ff9b::203.0.113.7``.
+translated to ``64:ff9b::203.0.113.7``. A connection without an address (a Unix socket's, no trusted
+proxy naming the client) is refused as ``no_client_address``, with a WARNING saying how to fix it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, field_validator
 
 from ..forwarded import IPAddress, Networks, embedded_ipv4, parse_ip, parse_network, translated_ipv4s
+from ..handshake import addressless
 from ..handshake.context import HandshakeContext
 from .base import PolicyEnv, PolicySettings, deny, register_policy
 
@@ -50,6 +52,9 @@ class IpFilter:
         self.allow_all = not settings.allow
 
     async def apply(self, context: HandshakeContext) -> None:
+        if addressless.missing(context.request):
+            raise deny(403, "the client address is unknown: the connection has none and no trusted proxy named it",
+                       reason=addressless.NO_CLIENT_ADDRESS)  # fmt: skip
         if not self.admits(parse_ip(context.request.client.ip)):
             raise deny(403, "the client address is not allowed", reason="ip_forbidden")
 

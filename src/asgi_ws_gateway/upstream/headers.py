@@ -193,8 +193,9 @@ def _vouched_for(
     if not values:
         return []
     peer_ip = parse_ip(peer) if peer else None
-    if trusted_proxies is None or peer_ip is None:
+    if trusted_proxies is None or (peer_ip is None and peer):
         return values if forwarded_header == "x-forwarded-for" else []
+    # No peer address: values come only from a trusted Unix socket's peer (trusted_hops' None).
     return trusted_hops(peer_ip, forwarded_chain(values, forwarded_header), trusted_proxies)
 
 
