@@ -61,8 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="serve a configuration file under uvicorn")
     run.add_argument("config", type=_file_path, help="YAML or JSON configuration file")
-    run.add_argument("--host", type=_host, default="127.0.0.1", help="bind address (default: %(default)s)")
-    run.add_argument("--port", type=_port, default=8000, help="port, 0 for any free one (default: %(default)s)")
+    run.add_argument("--host", type=_host, help=f"bind address (default: {DEFAULT_HOST})")
+    run.add_argument("--port", type=_port, help=f"port, 0 for any free one (default: {DEFAULT_PORT})")
+    run.add_argument(
+        "--uds", metavar="PATH", type=_file_path,
+        help="listen on this Unix socket instead of --host and --port (a proxy on this host in front: list 'unix:' "
+        "in the config's trusted_proxies so that its X-Forwarded-For names the client)",
+    )  # fmt: skip
     run.add_argument(
         "--workers", type=_workers, default=1, help="uvicorn worker processes, at most 8 per CPU (default: %(default)s)"
     )
@@ -229,7 +234,15 @@ def _run(args: argparse.Namespace) -> int:
     from .management.admin_auth import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
     from .plugins import PLUGINS_ENV
     from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
+    from .server.unix_socket import uds_problem
     from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV
+
+    if args.uds is not None and (args.host is not None or args.port is not None):
+        print("error: --uds listens on a Unix socket instead of --host and --port: give one or the other",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    args.host = DEFAULT_HOST if args.host is None else args.host
+    args.port = DEFAULT_PORT if args.port is None else args.port
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[PLUGINS_ENV] = ",".join(args.plugin)  # each worker imports them again
@@ -275,7 +288,8 @@ def _run(args: argparse.Namespace) -> int:
         if (problem := admin_token_problem(os.environ[management_cli.TOKEN_ENV])) is not None:
             print(f"error: {management_cli.TOKEN_ENV}: {problem}", file=sys.stderr)
             return 2
-        listening = (args.management_host or MANAGEMENT_HOST) if args.management_port else args.host
+        # A --management path on a Unix socket is as far as the proxy in front of it reaches: not loopback.
+        listening = (args.management_host or MANAGEMENT_HOST) if args.management_port else args.uds or args.host
         weak = weak_token_problem(os.environ[management_cli.TOKEN_ENV])
         if weak is not None and not is_loopback_host(listening):
             print(f"error: {management_cli.TOKEN_ENV}: {weak}, and the management API would listen on {listening}, "
@@ -286,6 +300,9 @@ def _run(args: argparse.Namespace) -> int:
         app = "asgi_ws_gateway.server.serving:managed_app"
     else:
         app = "asgi_ws_gateway.server.serving:standalone_app"
+    if args.uds is not None and (problem := uds_problem(args.uds)) is not None:
+        print(f"error: --uds {args.uds}: {problem}", file=sys.stderr)
+        return EXIT_START_FAILED
     try:
         return serve(
             app,
@@ -396,7 +413,8 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     # bare "text" default put "INFO:     " before each JSON object of telemetry.access_log: json.
     access = "off" if args.no_access_log else (args.access_log_format or getattr(args, "config_access_log", "text"))
     log_config = args.log_config or run_log_config(level=args.log_level, access_log=access)
-    return {"factory": True, "host": args.host, "port": args.port, "workers": args.workers, "ws": args.ws,
+    where = {"uds": args.uds} if args.uds is not None else {"host": args.host, "port": args.port}
+    return {"factory": True, **where, "workers": args.workers, "ws": args.ws,
             "http": "asgi_ws_gateway.server:GatewayHTTPProtocol",  # closes clients slow to send a request head
             "log_level": args.log_level, "lifespan": "on", "proxy_headers": False,
             "log_config": log_config, "access_log": not args.no_access_log,
@@ -415,6 +433,10 @@ def _tls_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile,
             "ssl_keyfile_password": os.environ.get(TLS_PASSWORD_ENV) or None,
             "loop": "asgi_ws_gateway.server:tls_bounded_loop"}  # fmt: skip
+
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+"""Where ``run`` listens without ``--host``, ``--port`` or ``--uds``."""
 
 
 def _port(value: str) -> int:

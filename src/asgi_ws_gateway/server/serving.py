@@ -35,6 +35,7 @@ from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
 from .supervisor import Supervisor
+from .unix_socket import remove_socket
 
 if sys.platform != "win32":
     import resource
@@ -283,6 +284,18 @@ def serve(
     config = uvicorn.Config(app, **options)  # configures logging
     raise_open_file_limit()  # before the app is imported: its capacity follows the limit
     sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
+    if config.uds is not None:  # run --uds: its socket file goes when the gateway stops
+        inode = os.stat(config.uds).st_ino
+        try:
+            return _serve(config, sockets, management_port, management_host)
+        finally:
+            remove_socket(config.uds, inode)
+    return _serve(config, sockets, management_port, management_host)
+
+
+def _serve(
+    config: uvicorn.Config, sockets: list[socket.socket], management_port: int | None, management_host: str
+) -> int:
     if management_port:
         try:
             sockets.append(bind(management_host, management_port))

@@ -1,0 +1,157 @@
+"""``asgi-ws-gateway run --uds PATH``: the gateway on a Unix socket behind a proxy on the same host (real
+processes: ``run`` on a socket in a temporary directory, clients through ``unix_connect``, a real upstream).
+
+Before, ``run`` had no ``--uds`` at all: only ``uvicorn app:app --uds`` served a socket, on uvicorn's
+protocols, and a stale socket left by a killed gateway stopped the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from websockets.asyncio.client import unix_connect
+from websockets.exceptions import InvalidStatus
+
+from support.processes import ServerProcess
+from support.upstream import UpstreamServer
+
+
+@pytest.fixture
+def socket_dir(tmp_path: Path) -> Iterator[Path]:
+    """A short directory for the socket (a Unix socket's path is at most 107 bytes; pytest's are long)."""
+    directory = Path(f"/tmp/uds-{id(tmp_path):x}")
+    directory.mkdir()
+    yield directory
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+
+
+def _config(tmp: Path, upstream: UpstreamServer | None, **top: Any) -> Path:
+    url = upstream.url("/headers") if upstream is not None else "ws://127.0.0.1:9/"
+    policies = [{"ip-filter": {"allow": ["203.0.113.0/24"]}}]
+    apis = [{"name": "spliced", "path": "/ws/spliced", "upstreams": [url], "policies": policies},
+            {"name": "framed", "path": "/ws/framed", "upstreams": [url], "policies": policies,
+             "message_policies": {"inbound": [{"limit-message-size": {"max": 65536}}]}}]  # fmt: skip
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"apis": apis, "telemetry": {"access_log": "json"}, **top}))
+    return path
+
+
+def _run(tmp: Path, config: Path, *args: str) -> ServerProcess:
+    return ServerProcess(["-m", "asgi_ws_gateway", "run", str(config), *args], port=0, cwd=tmp)
+
+
+async def _forwarded(sock: Path, path: str, client: str) -> int | str:
+    """What the upstream's ``/headers`` was sent as X-Forwarded-For, or the refusal's status."""
+    try:
+        async with unix_connect(str(sock), f"ws://gw.test{path}", additional_headers={"X-Forwarded-For": client}) as ws:
+            headers = json.loads(await ws.recv())["headers"]
+            await ws.send("hi")
+            assert await ws.recv() == "hi"  # relayed both ways
+            return ", ".join(headers["x-forwarded-for"])
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def _access_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith('{"time"')]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_run_serves_on_a_unix_socket_behind_a_trusted_proxy(
+    tmp_path: Path, socket_dir: Path, upstream: UpstreamServer, workers: int
+) -> None:
+    """Both connectors over the socket; the proxy's X-Forwarded-For names the client; the start-up line
+    says where it listens; the socket is uvicorn's mode 0666 and goes when the gateway stops."""
+    sock = socket_dir / "gw.sock"
+    config = _config(tmp_path, upstream, trusted_proxies=["unix:"])
+    with _run(tmp_path, config, "--uds", str(sock), "--workers", str(workers)) as server:
+        server.wait_for_line("Application startup complete", times=workers)
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+        for path in ("/ws/spliced", "/ws/framed"):
+            assert await _forwarded(sock, path, "203.0.113.7") == "203.0.113.7"
+            assert await _forwarded(sock, path, "198.51.100.1") == 403
+        assert server.stop() == 0
+        output = server.output()
+    assert f"running on unix socket {sock}" in output
+    assert not sock.exists()
+    assert "Traceback" not in output
+    lines = _access_lines(output)
+    assert sorted((line["api"], line["client"], line["status"]) for line in lines) == [
+        ("framed", "198.51.100.1", 403), ("framed", "203.0.113.7", 101),
+        ("spliced", "198.51.100.1", 403), ("spliced", "203.0.113.7", 101),
+    ]  # fmt: skip
+
+
+async def test_run_on_an_untrusted_socket_refuses_as_no_client_address(
+    tmp_path: Path, socket_dir: Path, upstream: UpstreamServer
+) -> None:
+    """Without ``unix:`` the access line names the reason and the client as ``-``, and one WARNING the fix."""
+    sock = socket_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, upstream), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        for path in ("/ws/spliced", "/ws/framed"):
+            assert await _forwarded(sock, path, "203.0.113.7") == 403
+        server.stop()
+        output = server.output()
+    assert [(line["client"], line["reason"]) for line in _access_lines(output)] == [("-", "no_client_address")] * 2
+    assert output.count("a policy needs the client's address, but the connection has none") == 1
+    assert "Traceback" not in output
+
+
+def test_a_stale_socket_is_replaced(tmp_path: Path, socket_dir: Path) -> None:
+    """A socket nothing listens on (a gateway killed with SIGKILL left it): replaced, not 'Address already in use'."""
+    sock = socket_dir / "gw.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(sock))
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(sock))
+
+
+@pytest.mark.parametrize("case", ["live socket", "not a socket", "no directory", "too long"])
+def test_an_unusable_path_is_an_error_naming_it(tmp_path: Path, socket_dir: Path, case: str) -> None:
+    """Exit 7 (could not start serving) with the path and why; a live socket and a file are left alone."""
+    sock = socket_dir / "gw.sock"
+    expected = {"live socket": "another server listens on it", "not a socket": "a file that is not a socket",
+                "no directory": "its directory", "too long": "the path is longer than"}[case]  # fmt: skip
+    listener = socket.socket(socket.AF_UNIX)
+    if case == "live socket":
+        listener.bind(str(sock))
+        listener.listen()
+    elif case == "not a socket":
+        sock.write_text("keep me")
+    elif case == "no directory":
+        sock = socket_dir / "missing" / "gw.sock"
+    else:
+        sock = socket_dir / ("x" * 120)
+    try:
+        with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+            assert server.wait_exit() == 7
+            stderr = server.stderr()
+    finally:
+        listener.close()
+    assert f"error: --uds {sock}: {expected}" in stderr
+    assert "Traceback" not in stderr
+    if case == "not a socket":
+        assert sock.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flag", [["--port", "8123"], ["--host", "127.0.0.1"]])
+def test_uds_excludes_host_and_port(tmp_path: Path, socket_dir: Path, flag: list[str]) -> None:
+    """``--uds`` with ``--host`` or ``--port`` is a usage error (exit 2), nothing bound."""
+    sock = socket_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock), *flag) as server:
+        assert server.wait_exit() == 2
+        assert "--uds listens on a Unix socket instead of --host and --port" in server.stderr()
+    assert not sock.exists()
