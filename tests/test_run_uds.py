@@ -20,6 +20,8 @@ import yaml
 from websockets.asyncio.client import unix_connect
 from websockets.exceptions import InvalidStatus
 
+from asgi_ws_gateway.telemetry import names as n
+from support.otlp import OtlpReceiver
 from support.processes import ServerProcess
 from support.upstream import UpstreamServer
 
@@ -155,3 +157,33 @@ def test_uds_excludes_host_and_port(tmp_path: Path, socket_dir: Path, flag: list
         assert server.wait_exit() == 2
         assert "--uds listens on a Unix socket instead of --host and --port" in server.stderr()
     assert not sock.exists()
+
+
+async def test_spans_and_metrics_name_the_client_or_the_reason(
+    tmp_path: Path, socket_dir: Path, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTLP: ``client.address`` is the client the proxy on the socket named (no peer address: the socket has
+    none); a handshake without one is counted and traced as ``no_client_address``, with no address."""
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(name, raising=False)
+    sock = socket_dir / "gw.sock"
+    config = _config(tmp_path, upstream, trusted_proxies=["unix:"])
+    with OtlpReceiver() as otlp:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint("http/protobuf"),
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}  # fmt: skip
+        server = ServerProcess(["-m", "asgi_ws_gateway", "run", str(config), "--uds", str(sock)], port=0,
+                               cwd=tmp_path, env=env)  # fmt: skip
+        with server:
+            server.wait_for_line("Application startup complete")
+            assert await _forwarded(sock, "/ws/spliced", "203.0.113.7") == "203.0.113.7"
+            with pytest.raises(InvalidStatus):  # no header: no client named
+                await unix_connect(str(sock), "ws://gw.test/ws/framed")
+            assert server.stop() == 0  # the exporters flush at shutdown
+        spans, handshakes = otlp.spans(), otlp.latest("ws_gateway.handshakes")
+    handshake_spans = {s.attributes[n.URL_PATH]: s.attributes for s in spans if s.name.startswith("GET")}
+    assert handshake_spans["/ws/spliced"][n.CLIENT_ADDRESS] == "203.0.113.7"
+    assert n.NETWORK_PEER_ADDRESS not in handshake_spans["/ws/spliced"]
+    assert handshake_spans["/ws/framed"][n.ERROR_TYPE] == "no_client_address"
+    assert n.CLIENT_ADDRESS not in handshake_spans["/ws/framed"]
+    refused = [p.value for attrs, p in handshakes.items() if ("error.type", "no_client_address") in attrs]
+    assert refused == [1]

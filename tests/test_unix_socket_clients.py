@@ -64,6 +64,7 @@ def test_a_wrong_spelling_of_the_literal_fails_by_field_path(spelling: str) -> N
     (problem,) = raised.value.problems
     assert problem.startswith("trusted_proxies[1]: ")
     assert "written 'unix:'" in problem
+    assert "(got " not in problem  # the message quotes the entry once
 
 
 # --- who the client is (pure) -----------------------------------------------------------------------------

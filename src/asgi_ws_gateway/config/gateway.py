@@ -32,13 +32,13 @@ Network = Annotated[str, Field(max_length=MAX_NETWORK), AfterValidator(_network)
 
 
 def _proxy(value: str) -> str:
-    """A ``trusted_proxies`` entry: a network, or :data:`UNIX_SOCKET_PEER` exactly (a near miss such as
-    ``unix``, ``UNIX:`` or a socket's path would trust no one, silently)."""
+    """A ``trusted_proxies`` entry: a network, or :data:`UNIX_SOCKET_PEER` exactly; a near miss (``unix``,
+    ``UNIX:``, a socket's path) is told how the entry is written."""
     if value == UNIX_SOCKET_PEER:
         return value
     if value.strip().lower().startswith("unix"):
         raise PydanticCustomError(
-            "proxy_network",
+            "policy_network",  # a policy_ error: the message names the value itself
             "'{value}' is not an IP address or network; the peer of a Unix socket is written '{unix}' "
             "(the socket's path is not needed: every peer of the gateway's socket is the proxy)",
             {"value": value, "unix": UNIX_SOCKET_PEER},
