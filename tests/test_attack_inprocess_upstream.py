@@ -291,3 +291,21 @@ async def test_a_message_over_the_limit_closes_the_client_at_once_as_a_network_u
     async with asyncio.timeout(20):
         while not finished:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("offered", [None, ["chat.v1"]], ids=["none-offered", "another-offered"])
+async def test_an_app_that_edits_its_scopes_offer_cannot_choose_a_subprotocol_the_client_did_not_offer(
+    uvicorn_server: UvicornFactory, offered: list[str] | None
+) -> None:
+    """The offer the accept is checked against is the client's, not the app's scope, which the app owns:
+    an app adding a default to ``scope["subprotocols"]`` and accepting with it had the 101 relayed with a
+    subprotocol the client never offered (a client must fail it; a network upstream's is a 502)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        scope["subprotocols"].append("admin.v0")
+        await send({"type": "websocket.accept", "subprotocol": "admin.v0"})
+        await receive()
+
+    server = _serve(uvicorn_server, app, "websockets-sansio")
+    assert (await expect_status(server.url("/ws/a"), subprotocols=offered))[0] == 502

@@ -74,6 +74,9 @@ class InProcessConnection:
         self.ended: asyncio.Future[None] | None = None
         self._app = app
         self._scope = scope
+        # The client's offer as the gateway forwarded it: the scope is the app's from now on (an app
+        # adding to scope["subprotocols"] could then accept with a subprotocol the client never offered).
+        self._offered = tuple(scope["subprotocols"])
         self._api_name = api.name
         self._max_size = api.max_message_size
         self._max_head = max_head  # the response head a network upstream may send (upstream.head_limits)
@@ -192,7 +195,7 @@ class InProcessConnection:
         kind = message["type"]
         if kind == "websocket.accept":
             subprotocol = message.get("subprotocol")
-            if subprotocol is not None and subprotocol not in self._scope["subprotocols"]:
+            if subprotocol is not None and subprotocol not in self._offered:
                 # As the network connectors refuse it: a client must fail a connection that accepts one.
                 error = f"in-process upstream chose a subprotocol that was not offered: {subprotocol!r:.80}"
                 self._refused(UpstreamUnreachable(error))
