@@ -485,3 +485,25 @@ async def test_the_gateways_close_reaches_the_app_after_what_was_queued_for_it(
         await done.wait()
     assert [m.get("text", m["type"]) for m in took] == ["m0", "m1", "m2", "websocket.disconnect"]
     assert took[-1]["code"] == 1000
+
+
+async def test_an_app_that_closes_reads_its_own_close_echoed(uvicorn_server: UvicornFactory) -> None:
+    """As a network upstream's close is echoed to it (and uvicorn's app reads the client's echo): its next
+    ``receive()`` is a disconnect with its own code and reason, not the gateway's 1000."""
+    after: list[Message] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def closing(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+        after.append(await receive())
+        loop.call_soon_threadsafe(done.set)
+
+    server = _serve(uvicorn_server, closing)
+    async with await connect(server.url("/ws/a")) as ws:
+        assert await expect_close(ws) == (4001, "bye")
+    async with asyncio.timeout(5):  # a hang guard, not a measure
+        await done.wait()
+    assert after == [{"type": "websocket.disconnect", "code": 4001, "reason": "bye"}]

@@ -93,6 +93,7 @@ class InProcessConnection:
         self._rejection: tuple[int, list[tuple[str, str]], bytearray] | None = None
         self._closed_by_gateway: tuple[int, str] | None = None
         self._app_closed = False
+        self._app_close: tuple[int, str] | None = None  # the close it sent after accepting, echoed to it
         # Once the app had its disconnect (or its AppDisconnected), a later receive() (send()) waits.
         self._disconnect_read = False
         self._send_refused = False
@@ -148,8 +149,7 @@ class InProcessConnection:
             await self._until_cancelled()
         if self._closed_by_gateway is not None and self._to_app.empty():
             # Its disconnect comes after what was queued for it; here when the queue was full then.
-            code, reason = self._closed_by_gateway
-            message: Message = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            message: Message = self._disconnect_message()
         else:
             message = await self._to_app.get()
         self._acted_at = self._loop.time()
@@ -182,6 +182,7 @@ class InProcessConnection:
         elif kind == "websocket.close":
             code, reason = checked_close(message)
             self._app_closed = True
+            self._app_close = (code, reason)
             await self._from_app.put(UpstreamClosed(code, reason, by_peer=True))
         else:
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
@@ -318,6 +319,14 @@ class InProcessConnection:
         _drain(self._from_app)
         self._from_app.put_nowait(UpstreamClosed(code, reason, by_peer=False))
 
+    def _disconnect_message(self) -> Message:
+        """The app's ``websocket.disconnect``. After its own close, that close echoed, as a network
+        upstream's is echoed to it (and an app under uvicorn reads the client's echo): it read the
+        gateway's 1000 whatever it had sent."""
+        assert self._closed_by_gateway is not None
+        code, reason = self._app_close or self._closed_by_gateway
+        return {"type": "websocket.disconnect", "code": code, "reason": reason}
+
     def _disconnect_app(self, code: int, reason: str, *, drop_queued: bool = False) -> None:
         """Tell the app the connection is over: after what was queued for it (as a network upstream
         reads what came before the close frame) unless ``drop_queued`` (a dropped connection)."""
@@ -326,7 +335,7 @@ class InProcessConnection:
             if drop_queued:
                 _drain(self._to_app)
             if not self._to_app.full():  # else _receive gives it once the queue is empty
-                self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+                self._to_app.put_nowait(self._disconnect_message())
             self._taken.set()  # a client message waiting for room sees the end
 
     async def abort(self) -> None:
