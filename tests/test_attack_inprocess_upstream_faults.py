@@ -40,6 +40,7 @@ from asgi_ws_gateway.standalone import not_found
 from support.access import access_line
 from support.clients import connect, expect_close, expect_status
 from support.gateway import PASSTHROUGH
+from support.rawhttp import handshake
 from support.servers import UvicornFactory, UvicornServer
 
 FAST: dict[str, Any] = {"ping_interval": 0.2, "ping_timeout": 0.3, "close_timeout": 0.3, "connect_timeout": 0.5}
@@ -507,3 +508,31 @@ async def test_an_app_that_closes_reads_its_own_close_echoed(uvicorn_server: Uvi
     async with asyncio.timeout(5):  # a hang guard, not a measure
         await done.wait()
     assert after == [{"type": "websocket.disconnect", "code": 4001, "reason": "bye"}]
+
+
+async def test_an_app_deciding_on_the_handshake_when_the_client_leaves_reads_a_disconnect(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    """The gateway's protocol cancels a handshake whose client left: the app, not yet decided, reads a
+    disconnect (1006), as a network upstream's app reads its connection lost when the gateway's
+    connect is cancelled. It was left waiting for ever, its task and all it held with it."""
+    read: list[Message] = []
+    started, done = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def deciding(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # websocket.connect; no answer yet (a slow look-up)
+        loop.call_soon_threadsafe(started.set)
+        read.append(await receive())
+        loop.call_soon_threadsafe(done.set)
+
+    server = _serve(uvicorn_server, deciding, connect_timeout=60)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(handshake("/ws/a"))
+    await writer.drain()
+    async with asyncio.timeout(10):
+        await started.wait()
+    writer.close()
+    async with asyncio.timeout(10):  # a hang guard, not a measure (connect_timeout is 60 s)
+        await done.wait()
+    assert read == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]

@@ -48,6 +48,10 @@ class InProcessConnector:
         except UpstreamUnreachable:
             await connection.abort()  # an app that accepted what the gateway refuses must not wait for ever
             raise
+        except asyncio.CancelledError:
+            # The client left, or the server stops: as a network upstream's connection is closed under it.
+            connection.abandon()
+            raise
         return connection
 
 

@@ -341,6 +341,15 @@ class InProcessConnection:
     async def abort(self) -> None:
         await self._wait_app(grace=0)
 
+    def abandon(self) -> None:
+        """The gateway no longer waits for the handshake (its task was cancelled: the client left, the
+        server stops). The app reads a disconnect (1006, its connection gone without a close, as a
+        network upstream's app does when the gateway's connect is cancelled), its sends raise, and it is
+        reaped as a refusal is. It was left waiting for ever, with all it held."""
+        self._app_closed = True
+        self._disconnect_app(1006, "")
+        self.reap()
+
     def reap(self) -> None:
         """The app refused the handshake (and has its disconnect): it gets ``close_timeout`` to return,
         then is cancelled, in the background (the client is answered at once)."""
