@@ -28,6 +28,8 @@ Real uvicorn, real websockets clients, apps that misbehave on purpose. Before:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -511,7 +513,7 @@ async def test_an_app_that_closes_reads_its_own_close_echoed(uvicorn_server: Uvi
 
 
 async def test_an_app_deciding_on_the_handshake_when_the_client_leaves_reads_a_disconnect(
-    uvicorn_server: UvicornFactory,
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The gateway's protocol cancels a handshake whose client left: the app, not yet decided, reads a
     disconnect (1006), as a network upstream's app reads its connection lost when the gateway's
@@ -536,3 +538,24 @@ async def test_an_app_deciding_on_the_handshake_when_the_client_leaves_reads_a_d
     async with asyncio.timeout(10):  # a hang guard, not a measure (connect_timeout is 60 s)
         await done.wait()
     assert read == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+    await asyncio.sleep(0.2)  # the app's task ends on the server's loop
+    gc.collect()  # an unread exception of the handshake nobody waits for is logged now
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_app_that_returns_once_cancelled_at_connect_timeout_is_a_504_without_an_error(
+    uvicorn_server: UvicornFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It cleans up and returns when cancelled: the handshake's outcome it left behind, which no one
+    waited for any more, was logged as an ERROR ("Future exception was never retrieved")."""
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)  # a look-up that never answers
+
+    server = _serve(uvicorn_server, slow)
+    assert (await expect_status(server.url("/ws/a")))[0] == 504
+    await asyncio.sleep(0.2)  # the app's task ends on the server's loop
+    gc.collect()  # an unread exception is logged when its future is collected
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -339,6 +339,7 @@ class InProcessConnection:
             self._taken.set()  # a client message waiting for room sees the end
 
     async def abort(self) -> None:
+        self._unawaited_handshake()
         await self._wait_app(grace=0)
 
     def abandon(self) -> None:
@@ -347,8 +348,16 @@ class InProcessConnection:
         network upstream's app does when the gateway's connect is cancelled), its sends raise, and it is
         reaped as a refusal is. It was left waiting for ever, with all it held."""
         self._app_closed = True
+        self._unawaited_handshake()
         self._disconnect_app(1006, "")
         self.reap()
+
+    def _unawaited_handshake(self) -> None:
+        """No one waits for the handshake any more (the connector's wait was cancelled, or timed out): an
+        outcome the app gave it later went unread, which asyncio logs as an ERROR ("Future exception was
+        never retrieved") for an app that returned once cancelled at ``connect_timeout``."""
+        if not self._handshake.done():
+            self._handshake.cancel()
 
     def reap(self) -> None:
         """The app refused the handshake (and has its disconnect): it gets ``close_timeout`` to return,
