@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError, RedisError
 
 from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.handshake.upstream_edits import _edit
-from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names, strict_json
+from asgi_ws_gateway.json_names import AmbiguousJson, check_unique_names, names_apart, strict_json
 from asgi_ws_gateway.policies.auth import ValidateJwt
 from asgi_ws_gateway.policies.message_rates import UNLIMITED, LocalBudget
 from asgi_ws_gateway.policies.token_sources import token_copies
@@ -329,6 +329,28 @@ def test_strict_json_refuses_what_the_general_path_refuses(text: str) -> None:
     with escapes, numbers orjson writes otherwise: the one reading answers as orjson and the scanner do."""
     for data in (text, text.encode()):
         assert _read(strict_json, data) == _read(_general, data)
+
+
+_ALIKE = [name for group in _FOLDING_ALIKE for name in group]
+_DECLARED = st.lists(_NAMES, max_size=8) | st.lists(_NAMES, max_size=8).map(lambda names: _ALIKE + names)
+"""A schema's declared names: a few, or every spelling alike besides (all of which fold with another)."""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_WRITTEN_BY_ORJSON | _objects(_MESSAGES), declared=_DECLARED)
+def test_strict_json_told_names_that_fold_apart_refuses_what_the_general_path_refuses(
+    text: str, declared: list[str]
+) -> None:
+    """Objects whose names are all among ``apart`` are not folded: the same answers as the general path,
+    whatever spellings alike the declared names hold (those are left out of ``apart``)."""
+    apart = names_apart(declared)
+    for data in (text, text.encode()):
+        assert _read(lambda d: strict_json(d, apart), data) == _read(_general, data)
+
+
+def test_names_apart_leaves_out_every_name_another_equals_ignoring_case() -> None:
+    declared = ["id", "ID", "type", "\u00df", "SS", "\u017f", "s", "K", "\u212a", "room"]
+    assert names_apart(declared) == {"type", "room"}
 
 
 @pytest.mark.parametrize(

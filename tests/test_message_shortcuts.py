@@ -24,6 +24,8 @@ from asgi_ws_gateway.state.memory import MemoryState
 from support.policies import context
 
 SCHEMA = {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["chat"]}}}
+FOLDING_ALIKE = {"type": "object", "properties": {"id": {}, "ID": {}, "ss": {}, "\u00df": {}, "type": {}, "text": {}}}
+"""Declared names of which some fold alike (id/ID, ss/ß): two of those in one message are one name twice."""
 AT_LIMIT = '{"type":"chat","text":"' + "x" * 16 + '"}'  # 40 bytes
 OVER_LIMIT = '{"type":"chat","text":"' + "x" * 17 + '"}'  # 41 bytes
 
@@ -86,6 +88,7 @@ CHECKS = [
     pytest.param([{"validate-message": {"schema": SCHEMA}}], id="schema-drop"),
     pytest.param([{"validate-message": {"schema": SCHEMA, "action": "close", "close_code": 1008}}], id="schema-close"),
     pytest.param([{"validate-message": {"binary": "pass"}}], id="json-binary-pass"),
+    pytest.param([{"validate-message": {"schema": FOLDING_ALIKE}}], id="schema-names-folding-alike"),
     pytest.param([{"rate-limit-messages": {"messages": 3, "window": 3600, "action": "drop"}}], id="rate-drop"),
     pytest.param([{"rate-limit-messages": {"bytes": 100, "window": 3600, "action": "close"}}], id="rate-bytes-close"),
     pytest.param(
@@ -98,7 +101,8 @@ CHECKS = [
     ),
 ]
 MESSAGES: list[Data] = [AT_LIMIT, OVER_LIMIT, "{", '{"type":"other"}', b'{"type":"chat"}', "[]", b"\x89PNG",
-                        b'\xef\xbb\xbf{"type":"chat"}', AT_LIMIT, AT_LIMIT]  # fmt: skip
+                        b'\xef\xbb\xbf{"type":"chat"}', AT_LIMIT, AT_LIMIT, '{"id":1,"ID":2}', '{"ss":1,"\u00df":2}',
+                        '{"type":"chat","TYPE":"x"}', '{"type":"chat","id":1,"text":"x"}']  # fmt: skip
 
 
 @pytest.mark.parametrize("inbound", CHECKS)

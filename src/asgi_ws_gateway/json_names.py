@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable
 from json.scanner import make_scanner
 from typing import Any, cast
 
@@ -46,17 +48,29 @@ def shown(name: str) -> str:
     return repr(name[:SHOWN]) + ("..." if len(name) > SHOWN else "")
 
 
-def strict_json(data: str | bytes) -> Any:
+def strict_json(data: str | bytes, apart: frozenset[str] = frozenset()) -> Any:
     """``data`` as the gateway reads a message: orjson, and no name twice in one object (ignoring case).
+
+    Args:
+        apart: names no two of which are equal ignoring case (:func:`names_apart`; a schema's declared
+            names): a compact object whose names are all among them is not folded again, per message.
 
     Raises:
         ValueError: not JSON to orjson (``orjson.JSONDecodeError``), or JSON readers disagree on
             (:class:`AmbiguousJson`).
     """
     value = orjson.loads(data)
-    if not _written_plainly(data, value):
+    if not _written_plainly(data, value, apart):
         check_unique_names(data)
     return value
+
+
+def names_apart(names: Iterable[str]) -> frozenset[str]:
+    """Those of ``names`` that no other of them equals ignoring case (``casefold``): any of them in one
+    object fold apart, as :func:`strict_json`'s ``apart`` needs."""
+    distinct = set(names)
+    folds = Counter(name.casefold() for name in distinct)
+    return frozenset(name for name in distinct if folds[name.casefold()] == 1)
 
 
 _PLAIN_UP_TO = 1024
@@ -66,7 +80,7 @@ _PLAIN_OBJECTS = 8  # more: the scanner reads them (in C; a walk here costs more
 _BRACE, _BRACKET = ord("{"), ord("[")  # as ints: a bytes argument is first tried as one, at the cost of an exception
 
 
-def _written_plainly(data: str | bytes, value: Any) -> bool:
+def _written_plainly(data: str | bytes, value: Any, apart: frozenset[str]) -> bool:
     """True when ``data`` is exactly what orjson writes for ``value`` (compact, as ``JSON.stringify``
     writes too), holds a few objects and no array, and no object holds two names equal ignoring case:
     then ``data`` holds no name twice, known without reading it again (:func:`check_unique_names` is
@@ -95,14 +109,16 @@ def _written_plainly(data: str | bytes, value: Any) -> bool:
     if written != encoded:
         return False
     objects = written.count(_BRACE)  # (a brace in a string counts too: more, never fewer)
-    if objects == 1:
-        return _names_fold_apart(value)  # one object, nothing nested: what most messages are
+    if objects == 1:  # one object, nothing nested: what most messages are
+        # (names all in ``apart``: distinct, each folding to its own; a set lookup per name, where
+        # folding joined them, lowered the lot and compared)
+        return apart.issuperset(value) or _names_fold_apart(value)
     if objects > _PLAIN_OBJECTS:
         return False
     pending = [value]
     while pending:
         node = pending.pop()
-        if not _names_fold_apart(node):
+        if not apart.issuperset(node) and not _names_fold_apart(node):
             return False
         for child in node.values():
             if type(child) is dict:
@@ -319,6 +335,7 @@ __all__ = [
     "first_json_value",
     "json_to_some_reader",
     "load_unique",
+    "names_apart",
     "no_constant",
     "shown",
     "strict_json",

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from ..json_names import SHOWN, AmbiguousJson, DuplicateName, json_to_some_reader, load_unique, strict_json
+from ..json_names import SHOWN, AmbiguousJson, DuplicateName, json_to_some_reader, load_unique, names_apart, strict_json
 from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
@@ -33,7 +33,7 @@ from .base import PolicyEnv, PolicyProblem, PolicySettings
 from .message_base import MessageFunction, apply_function, check_async, register_message_policy
 from .schema_budget import SchemaTooCostly, schema_cost
 from .schema_costs import FRACTIONAL_MULTIPLE, unbounded_fractional_multiples
-from .schema_names import CaseVariants
+from .schema_names import CaseVariants, declared_names
 from .transform import warn_repeats
 from .unique_items import SchemaValidators
 from .unique_items import checking as checking_unique_items
@@ -146,10 +146,14 @@ class ValidateMessage:
                 else:
                     env.warn(("schema_file",), f"at /{'/'.join(map(str, path))}: {FRACTIONAL_MULTIPLE}")
         self.case_variants = CaseVariants.for_schema(schema, retrieve_reference)  # None: nothing to do per message
+        # An object whose names the schema declares (folding apart) is not folded again per message.
+        self.apart = names_apart(declared_names(schema, retrieve_reference)) if schema is not None else frozenset()
 
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         s = self.settings
-        validator, case_variants = self.validator, self.case_variants
+        validator, case_variants, apart = self.validator, self.case_variants, self.apart
+        # Without the gateway's uniqueItems, every message is checked with jsonschema-rs's validator.
+        plain = validator.plain if validator is not None and validator.linear is None else None
         pass_binary = s.binary == "pass"
         close_code = s.close_code if s.action == "close" else None
         peer_reason = f"{_SIDE[direction]} sent an invalid message"
@@ -190,10 +194,13 @@ class ValidateMessage:
         def passes(data: Data, size: int) -> bool:
             if not isinstance(data, str):
                 return pass_binary and not json_to_some_reader(data)
-            value = strict_json(data)  # not JSON or ambiguous: a ValueError, and check() answers
+            value = strict_json(data, apart)  # not JSON or ambiguous: a ValueError, and check() answers
             if case_variants is not None:
                 case_variants.check(value)
-            if validator is None or (mismatch := _mismatch(validator, value, size)) is None:
+            if validator is None:
+                return True
+            mismatch = _first_mismatch(plain, value, size) if plain is not None else _mismatch(validator, value, size)
+            if mismatch is None:
                 return True
             found[0], found[1] = data, mismatch
             return False
