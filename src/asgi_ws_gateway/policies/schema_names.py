@@ -252,10 +252,12 @@ class CaseVariants:
     Per message, a walk of the objects and arrays on the schema's described places only; per name
     there, a set lookup, and a ``casefold`` for a name not spelled as declared."""
 
-    __slots__ = ("root",)
+    __slots__ = ("flat", "root")
 
     def __init__(self, root: _Place) -> None:
         self.root = root
+        self.flat = root.exact if not root.named and root.other is None else None
+        """The names a schema of one level declares (no walk: the message's own names only), else None."""
 
     @classmethod
     def for_schema(cls, schema: Any, retrieve: Callable[[str], Any]) -> CaseVariants | None:
@@ -275,16 +277,18 @@ class CaseVariants:
         Raises:
             AmbiguousJson: a name the schema declares there, in another case.
         """
-        root = self.root
-        if isinstance(value, dict) and not root.named and root.other is None:  # one level: no walk
-            if root.folded and not value.keys() <= root.exact:
-                _names_as_declared(value, root)
+        flat = self.flat
+        if flat is not None and isinstance(value, dict):  # one level: no walk
+            # (issuperset: a set lookup per name, without the keys view <= makes; no names declared: none to fold)
+            if flat and not flat.issuperset(value):
+                _names_as_declared(value, self.root)
             return
+        root = self.root
         pending: list[tuple[Any, _Place]] = [(value, root)]
         while pending:  # not recursive: a message may nest deeper than Python's stack goes
             node, place = pending.pop()
             if isinstance(node, dict):
-                if place.folded and not node.keys() <= place.exact:  # (all spelled as declared: nothing to fold)
+                if place.folded and not place.exact.issuperset(node):  # (all spelled as declared: nothing to fold)
                     _names_as_declared(node, place)
                 named, other = place.named, place.other
                 if not named and other is None:
