@@ -113,15 +113,17 @@ class MessageAssembler:
         """:meth:`feed` then :meth:`next`: one whole final text or binary frame, with nothing held
         (what most reads are), is checked here, without the loop (inline, as the splice's
         ``FrameScanner.feed`` does the same check: a call per read costs more than the lines)."""
-        if self.idle and len(data) > 3 and data[0] in _WHOLE and data[1] & 0x80 == self._masked:
-            length = data[1] & 0x7F
-            header = 6 if self._masked else 2
-            if length == 126:
-                length = data[2] << 8 | data[3]
-                header += 2
-            if length != 127 and header + length == len(data) and length <= self._max:
-                payload = apply_mask(data[header:], data[header - 4 : header]) if self._masked else data[header:]
-                return self._message(data[0] & 0x0F, payload, data)
+        if self.idle and len(data) > 3:
+            b0, b1, masked = data[0], data[1], self._masked  # (each read once: an index costs a call)
+            if b0 in _WHOLE and b1 & 0x80 == masked:
+                length = b1 & 0x7F
+                header = 6 if masked else 2
+                if length == 126:
+                    length = data[2] << 8 | data[3]
+                    header += 2
+                if length != 127 and header + length == len(data) and length <= self._max:
+                    payload = apply_mask(data[header:], data[header - 4 : header]) if masked else data[header:]
+                    return self._message(b0 & 0x0F, payload, data)
         self.feed(data)
         return self._next()
 
