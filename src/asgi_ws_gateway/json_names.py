@@ -48,26 +48,38 @@ def shown(name: str) -> str:
     return repr(name[:SHOWN]) + ("..." if len(name) > SHOWN else "")
 
 
-def strict_json(data: str | bytes, apart: frozenset[str] = frozenset()) -> Any:
+def strict_json(data: str | bytes) -> Any:
     """``data`` as the gateway reads a message: orjson, and no name twice in one object (ignoring case).
-
-    Args:
-        apart: names no two of which are equal ignoring case (:func:`names_apart`; a schema's declared
-            names): a compact object whose names are all among them is not folded again, per message.
 
     Raises:
         ValueError: not JSON to orjson (``orjson.JSONDecodeError``), or JSON readers disagree on
             (:class:`AmbiguousJson`).
     """
     value = orjson.loads(data)
-    if not _written_plainly(data, value, apart):
+    if not _written_plainly(data, value):
         check_unique_names(data)
     return value
 
 
+def check_names(data: str | bytes, value: Any, apart: frozenset[str], *, root_apart: bool) -> None:
+    """:func:`strict_json`'s check, for a caller that read ``data`` with orjson itself (``value``).
+
+    Args:
+        apart: names no two of which are equal ignoring case (:func:`names_apart`; a schema's declared
+            names): a compact object whose names are all among them is not folded again, per message.
+        root_apart: the caller found the names of ``value``, an object, all in ``apart`` (it looked for
+            its own reasons: the look is not made twice).
+
+    Raises:
+        AmbiguousJson: as :func:`strict_json`.
+    """
+    if not _written_plainly(data, value, apart, root_apart):
+        check_unique_names(data)
+
+
 def names_apart(names: Iterable[str]) -> frozenset[str]:
     """Those of ``names`` that no other of them equals ignoring case (``casefold``): any of them in one
-    object fold apart, as :func:`strict_json`'s ``apart`` needs."""
+    object fold apart, as :func:`check_names`'s ``apart`` needs."""
     distinct = set(names)
     folds = Counter(name.casefold() for name in distinct)
     return frozenset(name for name in distinct if folds[name.casefold()] == 1)
@@ -80,7 +92,9 @@ _PLAIN_OBJECTS = 8  # more: the scanner reads them (in C; a walk here costs more
 _BRACE, _BRACKET = ord("{"), ord("[")  # as ints: a bytes argument is first tried as one, at the cost of an exception
 
 
-def _written_plainly(data: str | bytes, value: Any, apart: frozenset[str]) -> bool:
+def _written_plainly(
+    data: str | bytes, value: Any, apart: frozenset[str] = frozenset(), root_apart: bool = False
+) -> bool:
     """True when ``data`` is exactly what orjson writes for ``value`` (compact, as ``JSON.stringify``
     writes too), holds a few objects and no array, and no object holds two names equal ignoring case:
     then ``data`` holds no name twice, known without reading it again (:func:`check_unique_names` is
@@ -112,13 +126,13 @@ def _written_plainly(data: str | bytes, value: Any, apart: frozenset[str]) -> bo
     if objects == 1:  # one object, nothing nested: what most messages are
         # (names all in ``apart``: distinct, each folding to its own; a set lookup per name, where
         # folding joined them, lowered the lot and compared)
-        return apart.issuperset(value) or _names_fold_apart(value)
+        return root_apart or apart.issuperset(value) or _names_fold_apart(value)
     if objects > _PLAIN_OBJECTS:
         return False
     pending = [value]
     while pending:
         node = pending.pop()
-        if not apart.issuperset(node) and not _names_fold_apart(node):
+        if not (root_apart and node is value) and not apart.issuperset(node) and not _names_fold_apart(node):
             return False
         for child in node.values():
             if type(child) is dict:
@@ -331,6 +345,7 @@ __all__ = [
     "AmbiguousJson",
     "DuplicateName",
     "binary_json_text",
+    "check_names",
     "check_unique_names",
     "first_json_value",
     "json_to_some_reader",

@@ -12,11 +12,20 @@ from collections.abc import Awaitable
 from typing import Any, Literal
 
 import jsonschema_rs
+import orjson
 from pydantic import ConfigDict, Field, field_validator
 
 from .._types import Data
 from ..errors import CloseConnection, DropMessage
-from ..json_names import SHOWN, AmbiguousJson, DuplicateName, json_to_some_reader, load_unique, names_apart, strict_json
+from ..json_names import (
+    SHOWN,
+    AmbiguousJson,
+    DuplicateName,
+    check_names,
+    json_to_some_reader,
+    load_unique,
+    names_apart,
+)
 from ..loading import LoadRefused, alias_problem, import_object, read_file, retrieve_reference
 from ..messages.context import (
     ConnectionContext,
@@ -148,10 +157,14 @@ class ValidateMessage:
         self.case_variants = CaseVariants.for_schema(schema, retrieve_reference)  # None: nothing to do per message
         # An object whose names the schema declares (folding apart) is not folded again per message.
         self.apart = names_apart(declared_names(schema, retrieve_reference)) if schema is not None else frozenset()
+        # A schema of one level whose names are all among those: a message whose names are all among
+        # them is spelled as declared (CaseVariants) and folds apart (strict_json), one look for both.
+        flat = self.case_variants.flat if self.case_variants is not None else None
+        self.flat_apart = flat if flat and flat <= self.apart else None
 
     def attach(self, connection: ConnectionContext, direction: Direction) -> MessageHandler:
         s = self.settings
-        validator, case_variants, apart = self.validator, self.case_variants, self.apart
+        validator, case_variants, apart, flat_apart = self.validator, self.case_variants, self.apart, self.flat_apart
         # Without the gateway's uniqueItems, every message is checked with jsonschema-rs's validator.
         plain = validator.plain if validator is not None and validator.linear is None else None
         pass_binary = s.binary == "pass"
@@ -194,8 +207,10 @@ class ValidateMessage:
         def passes(data: Data, size: int) -> bool:
             if not isinstance(data, str):
                 return pass_binary and not json_to_some_reader(data)
-            value = strict_json(data, apart)  # not JSON or ambiguous: a ValueError, and check() answers
-            if case_variants is not None:
+            value = orjson.loads(data)  # not JSON or ambiguous (below): a ValueError, and check() answers
+            declared = flat_apart is not None and type(value) is dict and flat_apart.issuperset(value)
+            check_names(data, value, apart, root_apart=declared)  # as strict_json
+            if case_variants is not None and not declared:
                 case_variants.check(value)
             if validator is None:
                 return True
