@@ -15,6 +15,7 @@ from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
+from websockets.protocol import State
 
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..passthrough.asgi_extension import (
@@ -225,6 +226,11 @@ class ClientLeg(WebSocketsSansIOProtocol):
         try:
             text = data.decode()
         except UnicodeDecodeError:
+            if self.conn.state is not State.OPEN:
+                # The client's close frame came later in the same read and websockets answered it while
+                # parsing: that close ends the connection, and the message is dropped, as websockets drops
+                # it (send_close raised InvalidState here, and the connection was dropped without a close).
+                return
             self._log_fault(1007, "invalid UTF-8 in a text message")
             self.conn.send_close(1007, "invalid UTF-8")
             self.handle_parser_exception()
