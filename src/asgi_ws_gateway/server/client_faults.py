@@ -31,7 +31,7 @@ class ClientFaults(ClientLeg):
         close = self.conn.close_sent
         assert close is not None  # websockets failed the connection with this frame
         disconnect = {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
-        if isinstance(self.conn.parser_exc, PayloadTooBig):
+        if isinstance(self.conn.parser_exc, PayloadTooBig) and close.code == 1009:  # (not a rule the header broke)
             disconnect[TOO_BIG] = True  # over the application's limit (MAX_SIZE): its refusal, not the client's close
         self.queue.put_nowait(disconnect)  # type: ignore[arg-type]  # uvicorn's disconnect event, one key more
         self.transport.write(b"".join(self.conn.data_to_send()))  # the close frame

@@ -52,13 +52,32 @@ def waiting_header(parser: Generator[Any, Any, Any]) -> tuple[int, int, int | No
 
 def header_problem(protocol: Protocol, b0: int, b1: int, length: int | None) -> str | None:
     """The framing rule a frame header (its first two bytes, its payload's ``length`` or None where still to
-    come) breaks on ``protocol``'s connection, if any (a 64-bit length's top bit is TopBitLength's)."""
+    come) breaks on ``protocol``'s connection, if any."""
     rsv = allowed_rsv({extension.name for extension in protocol.extensions}) if protocol.extensions else 0
     masked = 0x80 if protocol.side is SERVER else 0
     in_message = protocol.current_size is not None
     if length is None:
         return header_start_broken(b0, b1, masked, rsv, in_message)
     return frame_rule_broken(b0, b1, b0 & 0x0F, length, masked, rsv, in_message)
+
+
+def rule_before_size(protocol: Protocol, exc: BaseException) -> str | None:
+    """The framing rule broken by the header of the frame websockets' parser refused as too big (``exc``,
+    raised in ``Frame.parse`` once the length was read, before the rules on the rest), if any.
+
+    The splice and the frame relay judge a header's rules before its length: a control frame, a reserved
+    bit or a data frame out of order that also announces more than the limit is a protocol error there
+    (1002), and a 64-bit length with its top bit set is one ("invalid frame length")."""
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_frame.f_code is not _FRAME_PARSE:
+        trace = trace.tb_next
+    if trace is None:  # not the parser's (a fragment over the floor, a message inflated past the limit)
+        return None
+    found = trace.tb_frame.f_locals
+    head1, head2, length = found.get("head1"), found.get("head2"), found.get("length")
+    if not (isinstance(head1, int) and isinstance(head2, int) and isinstance(length, int)):
+        return None
+    return header_problem(protocol, head1, head2, length)
 
 
 def fail_at_waiting_header(protocol: Protocol) -> bool:
@@ -81,4 +100,4 @@ def fail_at_waiting_header(protocol: Protocol) -> bool:
     return True
 
 
-__all__ = ["fail_at_waiting_header", "header_problem", "waiting_header"]
+__all__ = ["fail_at_waiting_header", "header_problem", "rule_before_size", "waiting_header"]

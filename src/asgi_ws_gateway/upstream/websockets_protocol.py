@@ -34,7 +34,7 @@ from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..progress import peer_ended, taken_in
 from ..redact import redact_text
 from .deflate_streams import ClientDeflate
-from .frame_headers import fail_at_waiting_header
+from .frame_headers import fail_at_waiting_header, rule_before_size
 from .interim import UnreadableHead
 from .refusal import HeldRefusal, MalformedLength, is_refusal, without_body
 from .response_head import MAX_HEAD, AnswerHead
@@ -112,21 +112,24 @@ class FragmentFloor(Protocol):
         self.current_size = (self.current_size or 0) + short
 
 
-class TopBitLength(Protocol):
+class RulesBeforeSize(Protocol):
     """A websockets ``Protocol`` (mix in before ``ServerProtocol``/``ClientProtocol``) that fails a frame whose
-    64-bit length sets its most significant bit as the framing error it is (RFC 6455 §5.2: that bit MUST be
-    0), 1002 "invalid frame length", as the splice and the frame relay do: websockets' parser only compares
-    the length with ``max_size`` and failed it as a message too big (1009; the relay told the client 1001)."""
+    header breaks a framing rule as the protocol error it is (1002, the rule's words) when the header also
+    announces more than ``max_size``, as the splice and the frame relay do: websockets' parser compares the
+    length with ``max_size`` before the rules on the rest of the header, and failed a long ping, a reserved
+    bit, a data frame where a continuation was due, or a 64-bit length with its top bit set (RFC 6455 §5.2:
+    it MUST be 0) as a message too big (1009; the relay told the client 1001)."""
 
     def fail(self, code: int, reason: str = "") -> None:
         if code == CloseCode.MESSAGE_TOO_BIG:  # called from the parser's ``except PayloadTooBig``
             exc = sys.exception()
-            if isinstance(exc, PayloadTooBig) and exc.message is None and (exc.size or 0) >> 63:
-                code, reason = CloseCode.PROTOCOL_ERROR, "invalid frame length"
+            problem = rule_before_size(self, exc) if isinstance(exc, PayloadTooBig) else None
+            if problem is not None:
+                code, reason = CloseCode.PROTOCOL_ERROR, problem
         super().fail(code, reason)
 
 
-class _ClientProtocol(UnlinkedParserFailure, TopBitLength, FragmentFloor, HeldPings, ClientDeflate):
+class _ClientProtocol(UnlinkedParserFailure, RulesBeforeSize, FragmentFloor, HeldPings, ClientDeflate):
     """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
     remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
     UTF-8 check, the keepalive), keeping no traceback of a parser failure, counting tiny
@@ -591,6 +594,6 @@ __all__ = [
     "FragmentFloor",
     "FragmentsOverLimit",
     "GatewayClientConnection",
-    "TopBitLength",
+    "RulesBeforeSize",
     "UnlinkedParserFailure",
 ]
