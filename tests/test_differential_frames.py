@@ -131,6 +131,7 @@ async def test_a_clients_oversize_header_that_breaks_a_rule_is_a_protocol_error(
     finally:
         writer.transport.abort()  # (closed already, unless the test failed)
     await gateway.settle()
+    assert await upstream_nodeflate.wait_for_closes_async(1) == [(1002, rule)]  # the upstream told the same
 
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))
