@@ -10,6 +10,8 @@ direct connections (docs/security.md):
   connection: websockets raised InvalidState, uvicorn logged "Fatal error on transport" with a traceback
   and dropped the connection, and the client never got a close frame (1006), where the upstream directly
   and the splice answer the close.
+* The same read with a ping after the invalid text: the relay's client leg answered the ping after its
+  FIN ("Cannot call write() after write_eof()", a fatal transport error logged with a traceback).
 * A header that breaks a framing rule and announces more than the limit: the relay's legs said 1009
   (websockets reads the length before the rules), the splice and the frame relay 1002.
 
@@ -81,6 +83,34 @@ async def test_invalid_text_then_the_clients_close_in_one_read_is_answered_with_
         async with asyncio.timeout(10):
             opcode, payload = await next_frame(reader)
             assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, CLOSE_CODE[connector])
+            await ended_after_the_close(reader, writer)
+    finally:
+        writer.transport.abort()  # (closed already, unless the test failed)
+    await gateway.settle()
+    loud = [(r.name, r.getMessage()[:120]) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert loud == []
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_invalid_text_then_a_ping_in_one_read_is_1007_and_logs_no_error(
+    uvicorn_server: UvicornFactory,
+    upstream_nodeflate: UpstreamServer,
+    caplog: pytest.LogCaptureFixture,
+    connector: str,
+) -> None:
+    """The relay's client leg failed the connection at the text (its close frame and FIN out), then answered
+    the ping that followed it in the read: uvloop's "Cannot call write() after write_eof()", logged as a
+    fatal transport error with a traceback."""
+    gateway = ProbedGateway({"apis": [api_entry(upstream_nodeflate, **CONNECTORS[connector])]})
+    url = uvicorn_server(gateway, ws=PASSTHROUGH).url("/ws/echo")
+    reader, writer = await raw_client_of(url)
+    try:
+        writer.write(_masked(0x1, b"\xff") + _masked(0x9, b"ping"))
+        async with asyncio.timeout(10):
+            while (frame := await next_frame(reader))[0] != 0x8:  # the upstream's pong, on the splice
+                pass
+            assert frame[1][:2] == struct.pack("!H", 1007)
+            writer.write(_masked(0x8, frame[1][:2]))
             await ended_after_the_close(reader, writer)
     finally:
         writer.transport.abort()  # (closed already, unless the test failed)
@@ -177,6 +207,7 @@ ENDINGS = {
     "invalid UTF-8": _frame(0x1, "κ".encode() + b"\xff"),
     "invalid UTF-8 across fragments": _frame(0x1, b"\xce", fin=False) + _frame(0x0, b"\xff"),
     "invalid UTF-8 then close": INVALID_THEN_CLOSE["whole"],
+    "invalid UTF-8 then a ping": _frame(0x1, b"\xff") + _frame(0x9, b"p"),
     "reserved bit": _frame(0x2, b"x", rsv=0x20),
     "compressed, nothing negotiated": _frame(0x1, b"x", rsv=0x40),
     "reserved opcode": _frame(0xB, b""),

@@ -40,6 +40,14 @@ class ClientFaults(ClientLeg):
         self._read_out()
         self.close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.transport.close)
 
+    def handle_ping(self) -> None:
+        if self._eof_written:
+            # The connection failed earlier in the same read (a text message not UTF-8, then this ping):
+            # its close frame and FIN are out, and uvicorn's answer raised "Cannot call write() after
+            # write_eof()", logged as a fatal transport error with a traceback.
+            return
+        super().handle_ping()
+
     def _read_out(self) -> None:
         """What the client still sends is counted and dropped (the parser would discard it all the same),
         and past ``REFUSED_BYTES`` its transport is closed (lingering: the close frame and the FIN are out
