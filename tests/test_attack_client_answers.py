@@ -25,6 +25,7 @@ from support.servers import WS_IMPLS, UvicornFactory, WSImpl
 NEVER = 60.0  # a close_timeout no test waits for
 PROMPT = 5.0  # below uvicorn's own 10 s close timer: the EOF must not wait for a timer
 UPSTREAM_CLOSE = ws_frame(8, b"\x03\xe8bye", mask=False)
+LIMIT = 1000  # the API's max_message_size
 
 CONNECTORS: dict[str, tuple[WSImpl, dict[str, Any]]] = {
     "splice": (PASSTHROUGH, {}),
@@ -37,6 +38,7 @@ BAD_ANSWERS = {
     "unmasked close": ws_frame(8, b"\x03\xe8", mask=False),
     "reserved opcode": ws_frame(3, b""),
     "one-byte close payload": ws_frame(8, b"\x03"),
+    "a message over the limit": ws_frame(2, b"x" * (LIMIT + 1)),
 }
 
 
@@ -62,13 +64,26 @@ async def _read_frames_to_eof(reader: asyncio.StreamReader) -> bytes:
 @pytest.mark.parametrize("connector", list(CONNECTORS))
 @pytest.mark.parametrize("answer", list(BAD_ANSWERS))
 async def test_a_bad_answer_to_the_upstreams_close_ends_the_client_at_once(
-    hostile: Callable[[Handler], Awaitable[int]], uvicorn_server: UvicornFactory, connector: str, answer: str
+    hostile: Callable[[Handler], Awaitable[int]],
+    uvicorn_server: UvicornFactory,
+    request: pytest.FixtureRequest,
+    connector: str,
+    answer: str,
 ) -> None:
     """The client, sent the upstream's close, answers with a bad frame: its TCP connection ends at once
-    (the gateway's protocol kept it for uvicorn's 10 s close timer), and the gateway holds nothing."""
+    (the gateway's protocol kept it for uvicorn's 10 s close timer), and the gateway holds nothing.
+    A message over the limit as the answer kept the splice's and the frame relay's client to the close
+    wait's timer (2 close_timeout), its close answer read out and dropped."""
+    if answer == "a message over the limit" and connector.startswith("relay under"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason="uvicorn's own protocol keeps its close timer"))
     ws, api = CONNECTORS[connector]
     entry = api_entry(
-        f"ws://127.0.0.1:{await hostile(_closes_at_once)}/", name="h", path="/h", close_timeout=NEVER, **api
+        f"ws://127.0.0.1:{await hostile(_closes_at_once)}/",
+        name="h",
+        path="/h",
+        close_timeout=NEVER,
+        max_message_size=LIMIT,
+        **api,
     )
     gateway = ProbedGateway({"apis": [entry]})
     server = uvicorn_server(gateway, ws=ws)

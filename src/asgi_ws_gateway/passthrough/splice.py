@@ -9,8 +9,8 @@ Closing follows the relay's table as far as bytes allow:
 
 * a close frame from either side passes through as it is; its code is recorded, and once the
   upstream's TCP connection ends (the server ends it first), or the upstream's close frame answers
-  the client's, the client's is closed too. A bad frame instead of that answer is the gateway's
-  close to whichever side has none yet (``_fail_while_closing``). A close
+  the client's, the client's is closed too. A bad frame (or a message over the limit) instead of that
+  answer is the gateway's close to whichever side has none yet (``_fail_while_closing``). A close
   frame with a code no peer may send (RFC 6455 §7.4: below 1000, 1004-1006, 1015-2999, 5000 and
   up), a one-byte payload or a reason that is not UTF-8 is a bad frame (below), never forwarded;
 * a side that sends its close frame and then its FIN (a half-close: after that frame it may send
@@ -346,20 +346,21 @@ class Splice:
                 # Refused, or it broke a rule while the gateway closes: what it still sends is dropped
                 # until it closes its end (close_timeout at most), so that it reads its close frame.
                 side.end_if_refused()
-            elif scanner.error is not None:
-                logger.info("passthrough: the %s sent a bad frame (%s); closing with %d", _name(side), scanner.error,
-                            scanner.error_code)  # fmt: skip
-                code = scanner.error_code
-                if self._closing:
-                    self._fail_while_closing(side, code, scanner.error)
-                elif side.client:
-                    self._gateway_close(code, scanner.error, code, scanner.error)
-                else:
-                    self._gateway_close(1011, "upstream connection failed", code, scanner.error)
-            elif side.client:
-                self._gateway_close(1009, "message too big", 1001, "client message too big")
             else:
-                self._gateway_close(1001, "upstream message too big", 1009, "message too big")
+                if scanner.error is not None:
+                    logger.info("passthrough: the %s sent a bad frame (%s); closing with %d", _name(side),
+                                scanner.error, scanner.error_code)  # fmt: skip
+                    code, error = scanner.error_code, scanner.error
+                    to_client = (code, error) if side.client else (1011, "upstream connection failed")
+                    codes = (*to_client, code, error)
+                elif side.client:
+                    codes = (1009, "message too big", 1001, "client message too big")
+                else:
+                    codes = (1001, "upstream message too big", 1009, "message too big")
+                if self._closing:  # (a message over the limit too: the client was kept to the close timer)
+                    self._fail_while_closing(side, *codes)
+                else:
+                    self._gateway_close(*codes)
             if scanner.cut:  # it got part of a frame whose rest never comes: no close frame fits
                 self._end_towards(peer, cut_short=True)
             return
@@ -389,17 +390,18 @@ class Splice:
             # close_timeout) still ends the upstream's.
             peer.transport.close()
 
-    def _fail_while_closing(self, side: Side, code: int, reason: str) -> None:
-        """``side`` sent a bad frame after its peer's close frame (instead of its answer), or after the
-        gateway's for a vanished peer. _gateway_close does nothing once closing has begun: the side
-        waiting for an answer got none, and a client waited close_timeout for its TCP close with no
-        close frame (1006). Now each side that was sent no close frame yet gets the gateway's, as for
-        a bad frame at any other time, and a client that has both close frames is closed."""
+    def _fail_while_closing(
+        self, side: Side, client_code: int, client_reason: str, upstream_code: int, upstream_reason: str
+    ) -> None:
+        """``side`` sent a bad frame or a message over the limit after its peer's close frame (instead of its
+        answer), or after the gateway's for a vanished peer. _gateway_close does nothing once closing has
+        begun: the side waiting for an answer got none, and a client waited close_timeout for its TCP close
+        with no close frame (1006). Now each side that was sent no close frame yet gets the gateway's (these
+        codes, as _gateway_close's at any other time), and a client that has both close frames is closed."""
         self.gateway_closing = True  # from here on, what either side sends ends its part (below, lost())
-        client_code, client_reason = (code, reason) if side.client else (1011, "upstream connection failed")
         for target, target_code, target_reason in (
             (self.client, client_code, client_reason),
-            (self.upstream, code, reason),
+            (self.upstream, upstream_code, upstream_reason),
         ):
             if target.peer.scanner.close is None:  # no close frame of its peer's reached it
                 target.write_close(target_code, target_reason)
