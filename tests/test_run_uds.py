@@ -22,7 +22,7 @@ from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway.telemetry import names as n
 from support.otlp import OtlpReceiver
-from support.processes import ServerProcess
+from support.processes import SRC, ServerProcess
 from support.upstream import UpstreamServer
 
 
@@ -119,6 +119,36 @@ def test_a_stale_socket_is_replaced(tmp_path: Path, socket_dir: Path) -> None:
         server.wait_for_line("Application startup complete")
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(sock))
+
+
+_SLOW_WORKERS = """
+import sys
+import time
+
+if "--multiprocessing-fork" in sys.argv:  # a worker spawned by the supervisor: its socket not yet served
+    time.sleep(20)
+"""
+
+
+def test_a_gateway_still_starting_keeps_its_socket(tmp_path: Path, socket_dir: Path) -> None:
+    """A second ``run --uds`` on the path of a gateway whose workers are still starting exits 7 (another
+    server listens), the first's socket left alone: it took it for a stale one, removed it and served in
+    its place, the first one running on, unreachable."""
+    sock = socket_dir / "gw.sock"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_SLOW_WORKERS)
+    path = os.pathsep.join([str(tmp_path / "site"), str(SRC), os.environ.get("PYTHONPATH", "")])
+    config = _config(tmp_path, None)
+    first = ServerProcess(["-m", "asgi_ws_gateway", "run", str(config), "--uds", str(sock), "--workers", "2"],
+                          port=0, cwd=tmp_path, env={"PYTHONPATH": path})  # fmt: skip
+    with first:
+        first.wait_for_line(f"running on unix socket {sock}")
+        inode = os.stat(sock).st_ino
+        with _run(tmp_path, config, "--uds", str(sock)) as second:
+            assert second.wait_exit(timeout=15) == 7
+            assert f"error: --uds {sock}: another server listens on it" in second.stderr()
+        assert "Application startup complete" not in first.output()  # the case: the first still starting
+        assert os.stat(sock).st_ino == inode
 
 
 @pytest.mark.parametrize("case", ["live socket", "not a socket", "no directory", "too long"])

@@ -285,6 +285,9 @@ def serve(
     raise_open_file_limit()  # before the app is imported: its capacity follows the limit
     sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
     if config.uds is not None:  # run --uds: its socket file goes when the gateway stops
+        # Listening from now on, not once a worker has started (seconds): until then another run --uds on
+        # the path was refused a connection, took the socket for a stale one, removed it and served there.
+        sockets[0].listen(config.backlog)
         inode = os.stat(config.uds).st_ino
         try:
             return _serve(config, sockets, management_port, management_host)
