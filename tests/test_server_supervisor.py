@@ -158,3 +158,18 @@ def test_a_worker_lost_while_serving_is_an_error_saying_how(
     assert [record.levelno for record in lost] == [logging.ERROR]
     assert said in lost[0].getMessage()
     assert isinstance(_held(supervisor)[1], _Started)
+
+
+def test_a_stop_that_finds_a_vacant_place_tried_again_is_no_start_up_failure(supervisor: Supervisor) -> None:
+    """SIGTERM while a vacant place's new worker starts (the file still invalid: it exits 3 as it is
+    stopped): run stopped as asked, not 7 'could not start serving' (it was, every 10 s a few seconds long)."""
+    _hold(supervisor, _Worker(), _Worker(STARTUP_FAILURE))  # the second: a replacement, not a first worker
+    supervisor.signal_queue.append(signal.SIGTERM)
+    supervisor.keep_subprocess_alive()
+    assert STARTUP_FAILURE not in supervisor.exit_codes()
+
+
+def test_a_replacement_whose_failure_stopped_the_gateway_counts(supervisor: Supervisor) -> None:
+    _hold(supervisor, _Worker(STARTUP_FAILURE), _Vacant(4243, retry_at=float("inf")))
+    supervisor.keep_subprocess_alive()
+    assert STARTUP_FAILURE in supervisor.exit_codes()

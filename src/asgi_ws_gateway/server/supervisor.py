@@ -78,6 +78,7 @@ class Supervisor(Multiprocess):
     def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
         self.first: list[object] = []  # the workers run started with: one failing its start-up stops run
+        self.start_failed = False  # it stopped because a worker failed its start-up
 
     def init_processes(self) -> None:
         super().init_processes()
@@ -105,6 +106,7 @@ class Supervisor(Multiprocess):
                 serving = sum(not isinstance(other, _Vacant) and other.exitcode is None for other in self.processes)
                 if process in self.first or not serving:
                     logger.error("Child process [%s] failed to start, stopping the parent process.", process.pid)
+                    self.start_failed = True
                     self.should_exit.set()
                     return
                 logger.error(
@@ -146,8 +148,14 @@ class Supervisor(Multiprocess):
         self.processes[index] = process
 
     def exit_codes(self) -> set[int | None]:
-        """The exit status of each worker (``None``: running, or a vacant place)."""
-        return {worker.exitcode for worker in self.processes}
+        """The exit status of each worker (``None``: running, or a vacant place). A replacement's failed
+        start-up counts only when it stopped the gateway: one a stop signal found starting (a vacant place
+        tried again, the file still invalid) left its place vacant, and run exited 7 for a stop it was asked."""
+        return {
+            None if worker.exitcode == STARTUP_FAILURE and worker not in self.first and not self.start_failed
+            else worker.exitcode
+            for worker in self.processes
+        }  # fmt: skip
 
     def _stop_queued(self) -> bool:
         return not _STOPS.isdisjoint(self.signal_queue)
