@@ -3,8 +3,8 @@
 uvicorn replaces a dead worker with a new one, which reads the file again; when that one failed its
 start-up, uvicorn's supervisor stopped the whole gateway: the worker still serving was terminated with
 its connections, and ``run`` exited 7 ("could not start serving") after serving all along. Now the
-other worker serves on, the log says so once, and the place is filled again (every
-``REPLACEMENT_RETRY`` seconds, or at a SIGHUP) once the file is valid.
+other worker serves on, the log says so once, and the place is filled again (after
+``REPLACEMENT_RETRY`` seconds, then twice the last wait, or at a SIGHUP) once the file is valid.
 """
 
 from __future__ import annotations

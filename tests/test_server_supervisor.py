@@ -173,3 +173,23 @@ def test_a_replacement_whose_failure_stopped_the_gateway_counts(supervisor: Supe
     _hold(supervisor, _Worker(STARTUP_FAILURE), _Vacant(4243, retry_at=float("inf")))
     supervisor.keep_subprocess_alive()
     assert STARTUP_FAILURE in supervisor.exit_codes()
+
+
+def test_each_failed_try_at_a_vacant_place_doubles_the_wait_up_to_five_minutes(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a try every 10 s for as long as the file stayed invalid, two ERROR lines and a start-up each."""
+    _hold(supervisor, _Worker(), _Worker(STARTUP_FAILURE))
+    with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
+        supervisor.keep_subprocess_alive()
+        for _ in range(6):
+            vacant = _held(supervisor)[1]
+            assert isinstance(vacant, _Vacant)
+            vacant.retry_at = 0.0
+            supervisor.keep_subprocess_alive()  # tried again: the file still invalid
+            retried = _held(supervisor)[1]
+            assert isinstance(retried, _Started)
+            retried.exitcode = STARTUP_FAILURE
+            supervisor.keep_subprocess_alive()
+    waits = [r.getMessage().split("tried again in ")[1] for r in caplog.records if "tried again in" in r.getMessage()]
+    assert waits == [f"{s} s (or at a SIGHUP)" for s in (10, 20, 40, 80, 160, 300, 300)]
