@@ -193,3 +193,28 @@ def test_each_failed_try_at_a_vacant_place_doubles_the_wait_up_to_five_minutes(
             supervisor.keep_subprocess_alive()
     waits = [r.getMessage().split("tried again in ")[1] for r in caplog.records if "tried again in" in r.getMessage()]
     assert waits == [f"{s} s (or at a SIGHUP)" for s in (10, 20, 40, 80, 160, 300, 300)]
+
+
+class _FailsToStart(_Started):
+    """A restart's new worker that fails its start-up (the file still invalid)."""
+
+    pid = 4300
+
+    def wait_until_ready(self, timeout: float, should_exit: object = None) -> bool:
+        self.exitcode = STARTUP_FAILURE
+        return False
+
+
+def test_a_restart_stopped_at_a_vacant_place_names_no_worker_kept(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: 'keeping worker [4243]', the replacement that had failed and was long gone."""
+    monkeypatch.setattr(multiprocess, "Process", _FailsToStart)
+    vacant = _Vacant(4243, retry_at=float("inf"))
+    _hold(supervisor, vacant, _Worker())
+    with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
+        supervisor.restart_all()
+    assert [r.getMessage() for r in caplog.records] == [
+        "New child process [4300] failed to start; leaving its place vacant and aborting the restart."
+    ]
+    assert _held(supervisor)[0] is vacant

@@ -50,7 +50,7 @@ class _Vacant:
     exitcode = None
 
     def __init__(self, pid: int | None, retry_at: float, wait: float = REPLACEMENT_RETRY) -> None:
-        self.pid = pid  # the replacement that failed: the restart's "keeping worker [pid]" names it
+        self.pid = pid  # the replacement that failed
         self.retry_at = retry_at
         self.wait = wait  # seconds it waited since the last try (retry_at is that far after it)
 
@@ -146,8 +146,9 @@ class Supervisor(Multiprocess):
                 new.join()
                 if not self.should_exit.is_set():
                     why = "failed to start" if new.exitcode == STARTUP_FAILURE else "was not ready in time"
-                    logger.error("New child process [%s] %s; keeping worker [%s] and aborting the restart.",
-                                 new.pid, why, old.pid)  # fmt: skip
+                    # A vacant place keeps no worker: its pid is the replacement that failed, long gone.
+                    kept = "leaving its place vacant" if isinstance(old, _Vacant) else f"keeping worker [{old.pid}]"
+                    logger.error("New child process [%s] %s; %s and aborting the restart.", new.pid, why, kept)
                 return
             old.terminate()
             old.join()
