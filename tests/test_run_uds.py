@@ -7,8 +7,10 @@ protocols, and a stale socket left by a killed gateway stopped the next start.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import socket
 import stat
 from collections.abc import Iterator
@@ -149,6 +151,45 @@ def test_a_gateway_still_starting_keeps_its_socket(tmp_path: Path, socket_dir: P
             assert f"error: --uds {sock}: another server listens on it" in second.stderr()
         assert "Application startup complete" not in first.output()  # the case: the first still starting
         assert os.stat(sock).st_ino == inode
+
+
+def _refused(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(sock))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+async def test_a_gateway_stopping_leaves_the_socket_of_the_one_that_replaced_it(
+    tmp_path: Path, socket_dir: Path, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling deploy on one host: the old gateway stops (its socket no longer listens; its telemetry
+    flush waits on a collector that never answers), the new one replaces that socket and serves. The old
+    one, exiting, removed the new one's socket: ext4 gave it the freed inode number of the old one, and
+    only that number was compared. The new gateway served on, unreachable."""
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(name, raising=False)
+    sock = socket_dir / "gw.sock"
+    config = _config(tmp_path, upstream, trusted_proxies=["unix:"], telemetry={"shutdown_timeout": 10})
+    with socket.create_server(("127.0.0.1", 0)) as collector:  # takes connections, never answers
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.getsockname()[1]}",
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}  # fmt: skip
+        old = ServerProcess(["-m", "asgi_ws_gateway", "run", str(config), "--uds", str(sock)], port=0,
+                            cwd=tmp_path, env=env)  # fmt: skip
+        with old:
+            old.wait_for_line("Application startup complete")
+            assert await _forwarded(sock, "/ws/spliced", "203.0.113.7") == "203.0.113.7"  # a span to flush
+            old.process.send_signal(signal.SIGTERM)
+            while not _refused(sock):  # stopping: its socket no longer listens
+                assert old.process.poll() is None, old.output()
+                await asyncio.sleep(0.05)
+            with _run(tmp_path, config, "--uds", str(sock)) as new:
+                new.wait_for_line("Application startup complete")
+                assert old.process.poll() is None, old.output()  # the case: the old one exits after
+                assert old.wait_exit() == 0, old.output()
+                assert await _forwarded(sock, "/ws/spliced", "203.0.113.7") == "203.0.113.7"
 
 
 @pytest.mark.parametrize("case", ["live socket", "not a socket", "no directory", "too long"])

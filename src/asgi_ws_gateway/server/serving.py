@@ -35,7 +35,7 @@ from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
 from .supervisor import Supervisor
-from .unix_socket import remove_socket
+from .unix_socket import remove_socket, socket_stamp
 
 if sys.platform != "win32":
     import resource
@@ -288,11 +288,11 @@ def serve(
         # Listening from now on, not once a worker has started (seconds): until then another run --uds on
         # the path was refused a connection, took the socket for a stale one, removed it and served there.
         sockets[0].listen(config.backlog)
-        inode = os.stat(config.uds).st_ino
+        stamp = socket_stamp(config.uds)
         try:
             return _serve(config, sockets, management_port, management_host)
         finally:
-            remove_socket(config.uds, inode)
+            remove_socket(config.uds, stamp)
     return _serve(config, sockets, management_port, management_host)
 
 

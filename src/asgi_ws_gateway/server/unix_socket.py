@@ -46,13 +46,25 @@ def uds_problem(path: str) -> str | None:
     return None
 
 
-def remove_socket(path: str, inode: int) -> None:
-    """Remove the socket ``run`` bound at ``path`` (``inode``) when it stops; one another process bound since stays."""
+SocketStamp = tuple[int, int, int]
+"""A socket file's device, inode number and modification time (set when it is bound)."""
+
+
+def socket_stamp(path: str) -> SocketStamp:
+    """What tells the socket file at ``path`` from one bound there later. The inode number alone does not:
+    ext4 gives a freed number to the next file at once, so a gateway that replaced the socket of one still
+    stopping (a rolling deploy on one host) had its socket removed when that one exited."""
+    found = os.lstat(path)
+    return (found.st_dev, found.st_ino, found.st_mtime_ns)
+
+
+def remove_socket(path: str, stamp: SocketStamp) -> None:
+    """Remove the socket ``run`` bound at ``path`` (``stamp``) when it stops; one another process bound since stays."""
     try:
-        if os.lstat(path).st_ino == inode:
+        if socket_stamp(path) == stamp:
             os.unlink(path)
     except OSError:
         pass
 
 
-__all__ = ["MAX_UDS_PATH", "remove_socket", "uds_problem"]
+__all__ = ["MAX_UDS_PATH", "SocketStamp", "remove_socket", "socket_stamp", "uds_problem"]
