@@ -39,6 +39,9 @@ class _Worker:
     def kill(self) -> None:
         pass
 
+    def terminate(self) -> None:
+        self.exitcode = -signal.SIGTERM
+
     def join(self) -> None:
         pass
 
@@ -218,3 +221,14 @@ def test_a_restart_stopped_at_a_vacant_place_names_no_worker_kept(
         "New child process [4300] failed to start; leaving its place vacant and aborting the restart."
     ]
     assert _held(supervisor)[0] is vacant
+
+
+def test_sigttou_gives_up_a_vacant_place_before_a_serving_worker(supervisor: Supervisor) -> None:
+    """Before: uvicorn stopped the last worker, here the only one serving, and kept the vacant place: no
+    worker served until that place's next try failed (up to 5 minutes) and stopped the gateway."""
+    serving = _Worker()
+    _hold(supervisor, _Vacant(4243, retry_at=float("inf")), serving)
+    supervisor.handle_ttou()
+    assert _held(supervisor) == [serving]
+    assert serving.exitcode is None
+    assert supervisor.processes_num == 1

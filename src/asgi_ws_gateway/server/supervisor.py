@@ -154,6 +154,18 @@ class Supervisor(Multiprocess):
             old.join()
             self.processes[index] = new
 
+    def handle_ttou(self) -> None:
+        """uvicorn's SIGTTOU (one worker fewer), giving up a vacant place first: uvicorn stopped the last
+        worker, which could be the only one serving, leaving the gateway with none until the vacant
+        place's next try failed and stopped it."""
+        vacant = next((i for i, process in enumerate(self.processes) if isinstance(process, _Vacant)), None)
+        if vacant is None or self.processes_num <= 1:
+            super().handle_ttou()
+            return
+        logger.info("Received SIGTTOU, decreasing number of processes (a vacant place given up).")
+        self.processes_num -= 1
+        del self.processes[vacant]
+
     def _start(self, index: int) -> multiprocess.Process:
         process = multiprocess.Process(self.config, self.sockets)  # run's worker class, set on the module
         process.start()
