@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -228,6 +229,26 @@ def test_uds_excludes_host_and_port(tmp_path: Path, socket_dir: Path, flag: list
         assert server.wait_exit() == 2
         assert "--uds listens on a Unix socket instead of --host and --port" in server.stderr()
     assert not sock.exists()
+
+
+def test_uds_takes_the_default_port_for_the_management_port(tmp_path: Path, socket_dir: Path) -> None:
+    """``--uds`` with ``--management-port 8000`` is no clash with an unused ``--port`` (it was exit 2,
+    '--management-port must differ from --port'): the run goes on to the socket's own check (exit 7 here)."""
+    sock = socket_dir / "missing" / "gw.sock"
+    args = [
+        "-m",
+        "asgi_ws_gateway",
+        "run",
+        str(_config(tmp_path, None)),
+        "--uds",
+        str(sock),
+        "--management-port",
+        "8000",
+    ]
+    token = {"ASGI_WS_GATEWAY_ADMIN_TOKEN": secrets.token_urlsafe(32)}
+    with ServerProcess(args, port=0, cwd=tmp_path, env=token) as server:
+        assert server.wait_exit() == 7, server.stderr()
+        assert f"error: --uds {sock}: its directory" in server.stderr()
 
 
 async def test_spans_and_metrics_name_the_client_or_the_reason(

@@ -256,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[ACCESS_LOG_ENV] = access
     else:
         os.environ.pop(ACCESS_LOG_ENV, None)
-    if args.management_port is not None and args.management_port == args.port:
+    if args.management_port is not None and args.uds is None and args.management_port == args.port:
         # Both sockets would bind (SO_REUSEADDR): every request would then count as the management port's.
         print("error: --management-port must differ from --port (the management API would answer on the "
               "public port, in place of the gateway)", file=sys.stderr)  # fmt: skip
