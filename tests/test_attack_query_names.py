@@ -248,3 +248,14 @@ async def test_a_configured_name_with_its_own_array_key_leaves_the_other_keys() 
     assert parse_qsl(urlsplit(url).query) == [("filter[type]", "book"), ("v", "1"), ("filter[status]", "open")]
     ctx = context(query="page[size]=9&page[number]=3")
     assert (ctx.request.query_copies("page[size]"), ctx.request.query_copies("PAGE[Size]")) == (["9"], ["9"])
+
+
+def test_a_configured_name_with_its_own_array_key_counts_rack_2_s_spellings_of_it() -> None:
+    """Rack 2 (Rails before 7.1) reads each run between brackets as a key, whatever brackets part them:
+    ``page]size`` and ``[page][size]`` are its ``params[:page][:size]``. They were other names to the gateway:
+    not counted as copies of ``page[size]``, and left in the upstream query beside the one it set."""
+    ctx = context(query="page]size=9&[page][size]=8&page[size=7&page[number]=3")
+    assert ctx.request.query_copies("page[size]") == ["9", "8", "7"]
+    ctx.upstream.set_query("page[size]", "50")
+    url = ctx.build_request(API, API.upstreams[0]).url
+    assert parse_qsl(urlsplit(url).query) == [("v", "1"), ("page[number]", "3"), ("page[size]", "50")]

@@ -23,6 +23,9 @@ from urllib.parse import unquote_plus
 _MANGLED = re.compile(r"[ .\[]")
 """What PHP turns into ``_`` in a parameter or cookie name."""
 
+_KEY = re.compile(r"[^\[\]]+")
+"""A run of a name between brackets: one key of it to Rack 2, whatever brackets part the runs."""
+
 _PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 """``%uXXXX``: a UTF-16 unit, as .NET Framework's ``HttpUtility.UrlDecode`` and IIS decode it (the
 standard decoding leaves it as it is). Matched in the name decoded once, so ``%25u0061`` folds too: one
@@ -40,7 +43,8 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
     ``?access_token``, the first name of a query sent after ``??`` as ``URLSearchParams`` reads it,
     and ``[access_token]``, ``]access_token`` or ``access_token]x``, Rack 2's (its ``normalize_params``
     skips the brackets before a name and files what follows a ``]`` after it under the name).
-    ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``). A name
+    ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``), read as Rack 2
+    reads the keys, each run between brackets one (``page]size`` and ``[page][size]`` are ``page[size]``). A name
     ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``;
     ``%u0061ccess_token`` is .NET Framework's.
     """
@@ -54,6 +58,9 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
         if _has_array_key(name):  # PHP and Rack: name[] and name[key] are arrays of name
             name = name[: name.find("[")]
         name = name.partition("]")[0]  # Rack 2: name], name]x
+    elif "[" in name or "]" in name:  # Rack 2: page]size, [page][size] and page[size are page[size]
+        keys = _KEY.findall(name)
+        name = "".join([keys[0], *(f"[{key}]" for key in keys[1:])]) if keys else name
     return _MANGLED.sub("_", name.upper().lower())
 
 
