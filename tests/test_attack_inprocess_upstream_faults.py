@@ -40,6 +40,7 @@ from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Message, Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
 from support.access import access_line
+from support.apps import websocket_only
 from support.clients import connect, expect_close, expect_status
 from support.gateway import PASSTHROUGH
 from support.rawhttp import handshake
@@ -52,7 +53,9 @@ SPIN_CAP = 10_000  # an app past this many answers spun (the old code); it stops
 
 
 def _serve(uvicorn_server: UvicornFactory, app: Any, **api: Any) -> UvicornServer:
-    config = {"apis": [{"name": "inner", "path": "/ws/{room}", "upstreams": [{"app": app}], **FAST, **api}]}
+    config = {
+        "apis": [{"name": "inner", "path": "/ws/{room}", "upstreams": [{"app": websocket_only(app)}], **FAST, **api}]
+    }
     return uvicorn_server(WebSocketGateway(not_found, config=config), ws=PASSTHROUGH, proxy_headers=False)  # as run
 
 

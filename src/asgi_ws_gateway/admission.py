@@ -19,6 +19,7 @@ from .telemetry import TracedConnector
 from .upstream.balancing import Backend, BackendPool
 from .upstream.head_limits import DEFAULT_HEAD
 from .upstream.inprocess import InProcessConnector
+from .upstream.inprocess_lifespan import AppLifespans
 from .upstream.tls import UpstreamTls
 from .upstream.websockets_client import WebSocketsConnector
 
@@ -34,6 +35,7 @@ class Api:
         previous: Api | None = None,
         products: tuple[ProductConfig, ...] = (),
         head_limit: int = DEFAULT_HEAD,
+        lifespans: AppLifespans | None = None,
     ) -> None:
         self.config = config
         self.products = products  # the products that name it: their policies and keys admit its clients
@@ -42,7 +44,7 @@ class Api:
         backends = []
         self.traced: list[TracedConnector] = []
         for i, upstream in enumerate(config.upstreams):
-            connector = _connector(config, upstream, head_limit)
+            connector = _connector(config, upstream, head_limit, lifespans)
             self.traced.append(connector)
             backend = known.get(upstream.label)
             if backend is None:
@@ -65,6 +67,7 @@ class Api:
         previous: Api | None,
         products: tuple[ProductConfig, ...],
         head_limit: int = DEFAULT_HEAD,
+        lifespans: AppLifespans | None = None,
     ) -> Api:
         """``previous`` itself when ``config`` and ``products`` are what it was made from, else a new one.
 
@@ -80,16 +83,18 @@ class Api:
             and not any(upstream.kind == "wss" for upstream in config.upstreams)
         ):
             return previous
-        return cls(config, previous, products, head_limit)
+        return cls(config, previous, products, head_limit, lifespans)
 
     def admits_as(self, other: Api) -> bool:
         """Whether ``other`` (a later configuration's) admits clients under the same settings."""
         return other is self or (other.config == self.config and other.products == self.products)
 
 
-def _connector(api: ApiConfig, upstream: UpstreamConfig, head_limit: int) -> TracedConnector:
+def _connector(
+    api: ApiConfig, upstream: UpstreamConfig, head_limit: int, lifespans: AppLifespans | None
+) -> TracedConnector:
     connector = (
-        InProcessConnector(api, upstream, max_head=head_limit)
+        InProcessConnector(api, upstream, max_head=head_limit, lifespans=lifespans)
         if upstream.kind == "asgi"
         else WebSocketsConnector(api, upstream, max_head=head_limit)
     )

@@ -43,6 +43,7 @@ from .telemetry import ConnectionTrace, Telemetry
 from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
 from .upstream.head_limits import head_limit
+from .upstream.inprocess_lifespan import AppLifespans, AppStartupFailed
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -86,8 +87,10 @@ class WebSocketGateway(AdmissionChecks):
             of the global ones (default) or OTLP exporters configured from ``OTEL_*`` (see
             docs/telemetry.md). ``logger_provider`` is used only with ``telemetry.export_logs``.
 
-    On ASGI lifespan shutdown the gateway drains (see :meth:`drain`) before the wrapped app shuts
-    down, then flushes and stops the telemetry exporters it started.
+    On ASGI lifespan start-up the gateway runs the lifespan start-up of each of its in-process
+    (``asgi:``) upstream apps, once per app; one that fails it fails the gateway's start-up. On
+    shutdown the gateway drains (see :meth:`drain`), shuts those apps down, then the wrapped app shuts
+    down, and the gateway flushes and stops the telemetry exporters it started.
 
     Built by Starlette (``app.add_middleware(WebSocketGateway, config=...)``), an invalid
     configuration does not raise: the gateway answers the lifespan start-up with
@@ -125,6 +128,7 @@ class WebSocketGateway(AdmissionChecks):
         self._server_checked = False  # whether the first handshake told if the server runs the gateway's protocol
         self._loop_watch = LoopWatch()  # a WARNING when something blocks the event loop (from start-up)
         self._apis: dict[str, Api] = {}
+        self._app_lifespans = AppLifespans()  # the in-process upstream apps' own (upstream.inprocess_lifespan)
         self.config: GatewayConfig
         self._policies: GatewayPolicies
         self._install(policies)
@@ -162,7 +166,7 @@ class WebSocketGateway(AdmissionChecks):
         limits = config.handshake_limits
         head = head_limit(limits.max_header_bytes, limits.max_target_bytes)
         self._apis = {
-            api.name: Api.serving(api, self._apis.get(api.name), products.get(api.name, ()), head)
+            api.name: Api.serving(api, self._apis.get(api.name), products.get(api.name, ()), head, self._app_lifespans)
             for api in config.apis
         }
         self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
@@ -200,6 +204,7 @@ class WebSocketGateway(AdmissionChecks):
             await asyncio.to_thread(_redact_credentials_of, new)
             for warning in policies.warnings:
                 logger.warning("%s", warning)
+            await self._app_lifespans.start_later(self._inprocess_apps(new))  # before a handshake reaches them
             old_apis = {name: api.config for name, api in self._apis.items()}
             new_apis = {api.name: api for api in new.apis}
             changed = sorted(
@@ -328,7 +333,23 @@ class WebSocketGateway(AdmissionChecks):
         handles none. Django's ASGI handler raises on a lifespan scope and a bare app returns: uvicorn
         then reported the lifespan unsupported (``--lifespan on`` refused to start), and at shutdown the
         gateway neither drained nor flushed its telemetry nor closed its store."""
-        gateway_receive = self._lifespan_receive(receive)
+        failed = False  # the gateway answered lifespan.startup.failed itself: the app's answers are not sent
+
+        async def answering(message: Message) -> None:
+            if not failed:
+                await send(message)
+
+        async def gateway_receive() -> Message:
+            nonlocal failed
+            try:
+                return await self._lifespan_receive(scope, receive)
+            except AppStartupFailed as exc:
+                failed = True  # the server prints the message (uvicorn at ERROR) and exits
+                await send({"type": "lifespan.startup.failed", "message": f"{exc}; not starting"})
+                self._loop_watch.stop()
+                await self._stop()
+                raise
+
         read = False
 
         async def reading() -> Message:
@@ -337,38 +358,64 @@ class WebSocketGateway(AdmissionChecks):
             return await gateway_receive()
 
         try:
-            await self.app(scope, reading, send)
+            await self.app(scope, reading, answering)
         except Exception as exc:
+            if failed:
+                return  # the app got the failure at its receive(): the server was told
             if read:
                 raise
             # A WARNING: an app's own start-up that raised before reading its lifespan is hidden here.
             logger.warning("the application raised on its lifespan before reading it (%s): the gateway answers "
                            "start-up and shutdown alone",
                            redact.printable(f"{type(exc).__name__}: {exc}"[:200], quote=False))  # fmt: skip
-        if read:
+        if read or failed:
             return
         while True:
-            kind = (await gateway_receive())["type"].removeprefix("lifespan.")
+            try:
+                kind = (await gateway_receive())["type"].removeprefix("lifespan.")
+            except AppStartupFailed:
+                return
             await send({"type": f"lifespan.{kind}.complete"})
             if kind == "shutdown":
                 return
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._draining = False  # the same app object may be served again
-                if self._telemetry.closed:
-                    self._telemetry = Telemetry(self.config, **self._providers)
-                self._loop_watch.start()
-            elif message["type"] == "lifespan.shutdown":
-                self._loop_watch.stop()
-                await self.drain()
-                await self._policies.aclose()
-                await asyncio.to_thread(self._telemetry.shutdown)  # over the network: telemetry.shutdown_timeout
-            return message
+    async def _lifespan_receive(self, scope: Scope, receive: Receive) -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            self._draining = False  # the same app object may be served again
+            if self._telemetry.closed:
+                self._telemetry = Telemetry(self.config, **self._providers)
+            self._loop_watch.start()
+            await self._app_lifespans.start(self._inprocess_apps(self.config), scope.get("asgi"))
+        elif message["type"] == "lifespan.shutdown":
+            self._loop_watch.stop()
+            await self.drain()
+            await self._stop()
+        return message
 
-        return wrapped
+    def _inprocess_apps(self, config: GatewayConfig) -> list[tuple[str, str, ASGIApp]]:
+        """The in-process upstream apps of ``config`` whose lifespan is the gateway's to run, as (API name,
+        label, app) in the order configured: not the application the gateway wraps, nor what that wraps
+        (``.app``) or routes with (Starlette's ``.router``): the server runs their lifespan already."""
+        served: set[int] = set()
+        chain: list[object] = [self.app]
+        while chain and len(served) < 64:
+            app = chain.pop()
+            if app is not None and id(app) not in served:
+                served.add(id(app))
+                chain += [getattr(app, "app", None), getattr(app, "router", None)]
+        return [
+            (api.name, upstream.label, upstream.app)
+            for api in config.apis
+            for upstream in api.upstreams
+            if upstream.kind == "asgi" and upstream.app is not None and id(upstream.app) not in served
+        ]
+
+    async def _stop(self) -> None:
+        """After the drain: the in-process apps shut down (their connections closed), then the gateway's own parts."""
+        await self._app_lifespans.shutdown()
+        await self._policies.aclose()
+        await asyncio.to_thread(self._telemetry.shutdown)  # over the network: telemetry.shutdown_timeout
 
     async def _handle(
         self,

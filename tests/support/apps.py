@@ -11,7 +11,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "answering_with", "echo_app", "scope_recorder"]
+__all__ = [
+    "ASGIApp", "Message", "Receive", "Scope", "Send", "answering_with", "echo_app", "scope_recorder", "websocket_only"
+]  # fmt: skip
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,10 +61,23 @@ async def _websocket(receive: Receive, send: Send) -> None:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
+def websocket_only(app: ASGIApp) -> ASGIApp:
+    """``app``, a test's in-process upstream written for WebSocket scopes alone, returning from any other: its
+    lifespan (which the gateway runs, as a server) is then unsupported, and the test sees its connections only."""
+
+    async def only(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await app(scope, receive, send)
+
+    return only
+
+
 def scope_recorder(seen: MutableMapping[str, Any]) -> ASGIApp:
     """An in-process upstream that copies its scope into ``seen``, accepts, and closes with 1000."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return  # a lifespan: unsupported
         seen.update(scope)
         await receive()
         await send({"type": "websocket.accept"})
@@ -77,6 +92,8 @@ def answering_with(headers: dict[str, str], *, refuse: bool) -> ASGIApp:
     raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return  # a lifespan: unsupported
         await receive()  # websocket.connect
         if refuse:
             await send({"type": "websocket.http.response.start", "status": 403, "headers": raw})

@@ -229,8 +229,8 @@ class GatewayManagement:
 
     def _lifespan_send(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.manager.stop()  # after the gateway drained
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"):
+                await self.manager.stop()  # after the gateway drained, or when the start-up failed
             await send(message)
 
         return wrapped

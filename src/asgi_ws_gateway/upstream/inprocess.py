@@ -15,6 +15,7 @@ from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from .base import UpstreamConnection, UpstreamRequest
 from .inprocess_connection import InProcessConnection
+from .inprocess_lifespan import AppLifespans
 from .response_head import MAX_HEAD
 
 
@@ -24,16 +25,23 @@ class InProcessConnector:
     Args:
         max_head: bytes of head the app's accept or refusal may carry, as a network upstream's answer
             (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`).
+        lifespans: the gateway's in-process apps' lifespans: the state the app's start-up left goes
+            into each of its connections' scope (default: none, the server's state only).
     """
 
-    def __init__(self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_HEAD) -> None:
+    def __init__(
+        self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_HEAD,
+        lifespans: AppLifespans | None = None,
+    ) -> None:  # fmt: skip
         self.api = api
         self._max_head = max_head
+        self._lifespans = lifespans
         self.app: ASGIApp = upstream.app
         self.label = upstream.label
 
     async def connect(self, request: UpstreamRequest) -> UpstreamConnection:
-        connection = InProcessConnection(self.app, _app_scope(request), self.api, max_head=self._max_head)
+        own = self._lifespans.state_of(self.app) if self._lifespans is not None else None
+        connection = InProcessConnection(self.app, _app_scope(request, own), self.api, max_head=self._max_head)
         try:
             async with asyncio.timeout(self.api.connect_timeout):
                 await connection.handshake()
@@ -62,7 +70,7 @@ decided on the client's request, before the policies, and the server's ``root_pa
 app's (its path is the whole upstream path, as a network upstream's server would give it)."""
 
 
-def _app_scope(request: UpstreamRequest) -> Scope:
+def _app_scope(request: UpstreamRequest, own_state: dict[str, object] | None = None) -> Scope:
     path, _, query = request.url.partition("?")
     client = request.scope
     scope = {key: client[key] for key in _SERVER_KEYS if key in client}
@@ -73,7 +81,9 @@ def _app_scope(request: UpstreamRequest) -> Scope:
     host = [(name, value) for name, value in client.get("headers", ()) if name.lower() == b"host"][:1]
     scope.update(
         root_path="",
-        state=dict(client.get("state") or {}),  # the lifespan state, a copy as servers give each connection
+        # The lifespan state, a copy as servers give each connection: the app's own start-up's over the
+        # server's (what the application the gateway wraps set, which such apps read before they had their own).
+        state={**(client.get("state") or {}), **(own_state or {})},
         # ASGI's path is decoded; upstream.checks refused encoded separators and dot segments, so
         # decoding cannot change the path's shape.
         path=unquote(path),

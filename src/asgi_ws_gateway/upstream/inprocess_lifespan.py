@@ -1,0 +1,172 @@
+"""The in-process upstream apps' own ASGI lifespans: the gateway is their server.
+
+A server runs an app's lifespan before serving it, and gives each connection a copy of the state its
+start-up left in ``scope["state"]``. Each distinct app (one object, however many APIs name it) gets
+its lifespan once per :class:`~asgi_ws_gateway.WebSocketGateway`, in the gateway's own start-up:
+
+* an app that does not support lifespan (raises, or returns without answering, as Django's handler
+  does) is served without one, as the ASGI spec asks of servers (one INFO line);
+* ``lifespan.startup.failed`` fails the gateway's start-up (:class:`AppStartupFailed`), naming the
+  API and the app, after the apps started before it were shut down;
+* at shutdown, after the gateway's connections were drained, every started app is sent
+  ``lifespan.shutdown`` and they get :data:`SHUTDOWN_TIMEOUT` seconds, together, to answer; one
+  still running then is cancelled.
+
+An app first named by a configuration applied after start-up (the management API, ``apply_config``)
+is started then; its failure cannot undo a change other workers apply too, so it is logged at ERROR
+and the app is served without its state, as before this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._types import ASGIApp, Message, Scope
+from ..errors import GatewayError
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
+"""Seconds the started apps get, all together, to answer ``lifespan.shutdown`` before they are cancelled."""
+
+
+class AppStartupFailed(GatewayError):
+    """An in-process upstream app answered its lifespan start-up with ``lifespan.startup.failed``."""
+
+    def __init__(self, api: str, app: str, message: str) -> None:
+        self.api, self.app, self.message = api, app, message
+        super().__init__(
+            f"API {api}: in-process upstream {app} failed its lifespan start-up: {message or '(no message)'}"
+        )
+
+
+_ANSWERS = frozenset(
+    f"lifespan.{step}.{outcome}" for step in ("startup", "shutdown") for outcome in ("complete", "failed")
+)
+
+
+@dataclass(eq=False)
+class _Lifespan:
+    """One app's lifespan: the task running it and the two channels of its messages."""
+
+    label: str
+    state: dict[str, Any] = field(default_factory=dict)
+    to_app: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    from_app: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)  # None: the app returned
+    task: asyncio.Task[None] | None = None
+    supported: bool = False  # it answered lifespan.startup.complete: its state is its connections'
+    answered: str | None = None  # the type of the last message it sent
+    unsupported: str = "it returned without answering"  # or the exception it raised before answering
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self.to_app.get, self._send)
+        except Exception as exc:
+            if self.answered is None:  # Django's handler raises on a lifespan scope: unsupported, for a server
+                self.unsupported = f"{type(exc).__name__}: {str(exc)[:200]}"
+            elif not self.answered.endswith(".failed"):  # a failure it reported is reported by its message
+                logger.exception("in-process upstream %s raised in its lifespan", self.label)
+        finally:
+            self.from_app.put_nowait(None)
+
+    async def _send(self, message: Message) -> None:
+        if message["type"] not in _ANSWERS:  # as uvicorn: an app taking the scope for a connection is told at once
+            raise RuntimeError(f"Expected ASGI message 'lifespan.*.complete' or 'lifespan.*.failed', but got "
+                               f"{str(message['type'])[:50]!r}")  # fmt: skip
+        self.answered = message["type"]
+        self.supported = self.supported or message["type"] == "lifespan.startup.complete"
+        self.from_app.put_nowait(message)
+
+
+class AppLifespans:
+    """The lifespans of a gateway's in-process upstream apps, each app's once (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._apps: dict[int, tuple[ASGIApp, _Lifespan]] = {}  # by id(app): an app need not be hashable
+        self.running = False  # between the gateway's start-up and its shutdown
+
+    def state_of(self, app: ASGIApp) -> dict[str, Any] | None:
+        """The state ``app``'s lifespan start-up left, or None when it has none (not run, unsupported)."""
+        entry = self._apps.get(id(app))
+        return entry[1].state if entry is not None and entry[0] is app and entry[1].supported else None
+
+    async def start(self, apps: list[tuple[str, str, ASGIApp]], asgi: dict[str, str] | None = None) -> None:
+        """Start the lifespan of each app of ``apps`` (API name, label, app) not started yet, in order.
+
+        Raises:
+            AppStartupFailed: an app failed its start-up; those this call started are shut down first.
+        """
+        self.running = True
+        started: list[_Lifespan] = []
+        for api, label, app in apps:
+            if id(app) in self._apps:
+                continue
+            lifespan = _Lifespan(label)
+            self._apps[id(app)] = (app, lifespan)
+            scope = {"type": "lifespan", "asgi": asgi or {"version": "3.0", "spec_version": "2.0"},
+                     "state": lifespan.state}  # fmt: skip
+            lifespan.task = asyncio.create_task(lifespan.run(app, scope))
+            lifespan.to_app.put_nowait({"type": "lifespan.startup"})
+            answer = await lifespan.from_app.get()
+            if answer is not None and answer["type"] == "lifespan.startup.failed":
+                await _stop([*started, lifespan])
+                stopped = (*started, lifespan)
+                self._apps = {key: entry for key, entry in self._apps.items() if entry[1] not in stopped}
+                raise AppStartupFailed(api, label, str(answer.get("message") or ""))
+            if lifespan.supported:
+                started.append(lifespan)
+            else:  # the ASGI spec: the server continues without the app's lifespan
+                why = lifespan.unsupported if answer is None else f"it answered {answer['type']!r}"
+                logger.info("in-process upstream %s (API %s) does not support lifespan (%s); served without one",
+                            label, api, why)  # fmt: skip
+                lifespan.task.cancel()  # one that took the lifespan for a connection would wait on it for ever
+
+    async def start_later(self, apps: list[tuple[str, str, ASGIApp]]) -> None:
+        """:meth:`start` for a configuration applied while running: a failure is logged, not raised."""
+        if not self.running:
+            return  # the gateway's start-up starts what its configuration then names
+        try:
+            await self.start(apps)
+        except AppStartupFailed as exc:
+            logger.error("%s; its connections are served without its lifespan state", exc)
+
+    async def shutdown(self) -> None:
+        """Shut every started app down, together, :data:`SHUTDOWN_TIMEOUT` seconds at most; then cancel those left."""
+        self.running = False
+        lifespans = [lifespan for _, lifespan in self._apps.values()]
+        self._apps = {}  # the same gateway may be started again (and its apps with it)
+        await _stop(lifespans)
+
+
+async def _stop(lifespans: list[_Lifespan]) -> None:
+    timeout = SHUTDOWN_TIMEOUT  # read now: a test shortens it
+
+    async def stop(lifespan: _Lifespan) -> None:
+        if lifespan.supported:
+            lifespan.to_app.put_nowait({"type": "lifespan.shutdown"})
+            answer = await lifespan.from_app.get()
+            if answer is not None and answer["type"] == "lifespan.shutdown.failed":
+                logger.warning("in-process upstream %s failed its lifespan shutdown: %s",
+                               lifespan.label, str(answer.get("message") or "")[:500])  # fmt: skip
+        assert lifespan.task is not None
+        await lifespan.task
+
+    tasks = [asyncio.create_task(stop(lifespan)) for lifespan in lifespans if lifespan.task is not None]
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=timeout)
+    for lifespan in lifespans:
+        task = lifespan.task
+        if late and task is not None and not task.done():
+            logger.warning("in-process upstream %s did not end its lifespan in %g s: cancelled", lifespan.label,
+                           timeout)  # fmt: skip
+            task.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, *(lifespan.task for lifespan in lifespans if lifespan.task), return_exceptions=True)
+
+
+__all__ = ["SHUTDOWN_TIMEOUT", "AppLifespans", "AppStartupFailed"]

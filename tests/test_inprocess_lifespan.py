@@ -1,0 +1,109 @@
+"""The in-process upstream apps' lifespans in process (Starlette TestClient runs the gateway's lifespan).
+
+The end-to-end behaviour, under ``run`` and ``uvicorn``, is ``test_e2e_inprocess_lifespan``'s; here the edges:
+the application the gateway wraps is not started twice, an app added by ``apply_config`` while running is
+started then, a bare app that returns is tolerated, and a shutdown that never answers is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway._types import Receive, Scope, Send
+from asgi_ws_gateway.upstream import inprocess_lifespan
+from support.apps import echo_app
+
+
+def _stateful(events: list[str], greeting: str) -> Starlette:
+    """A Starlette app whose lifespan sets ``greeting`` in its state; its WebSocket route sends it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        events.append(f"{greeting} startup")
+        yield {"greeting": greeting}
+        events.append(f"{greeting} shutdown")
+
+    async def hello(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(getattr(websocket.state, "greeting", "no state"))
+        await websocket.close()
+
+    return Starlette(routes=[WebSocketRoute("/ws/{room}", hello)], lifespan=lifespan)
+
+
+def _api(name: str, app: Any) -> dict[str, Any]:
+    return {"name": name, "path": f"/{name}/{{room}}", "upstreams": [{"app": app, "path": "/ws/a"}]}
+
+
+def test_the_wrapped_application_named_as_an_upstream_is_started_once() -> None:
+    """The server runs the wrapped app's lifespan; the gateway does not run it again as an upstream's."""
+    events: list[str] = []
+    app = _stateful(events, "hello")
+    gateway = WebSocketGateway(app, config={"apis": [_api("own", app), _api("router", app.router)]})
+    with TestClient(gateway) as client:
+        for name in ("own", "router"):
+            with client.websocket_connect(f"/{name}/a") as ws:
+                assert ws.receive_text() == "hello"  # the server's state, which the wrapped app's lifespan set
+    assert events == ["hello startup", "hello shutdown"]
+
+
+def test_an_app_applied_while_running_is_started_then() -> None:
+    """The management API's change (``apply_config``) names a new app: its lifespan starts before its first client."""
+    events: list[str] = []
+    first, later = _stateful(events, "first"), _stateful(events, "later")
+    gateway = WebSocketGateway(echo_app, config={"apis": [_api("first", first)]})
+    with TestClient(gateway) as client:
+        assert client.portal is not None  # inside the with: the lifespan runs
+        client.portal.call(gateway.apply_config, {"apis": [_api("first", first), _api("later", later)]})
+        with client.websocket_connect("/later/a") as ws:
+            assert ws.receive_text() == "later"
+        assert events == ["first startup", "later startup"]
+    assert sorted(events[2:]) == ["first shutdown", "later shutdown"]
+
+
+def test_an_app_returning_from_its_lifespan_is_served_without_one(caplog: pytest.LogCaptureFixture) -> None:
+    async def bare(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": "served"})
+            await send({"type": "websocket.close", "code": 1000})
+
+    gateway = WebSocketGateway(echo_app, config={"apis": [_api("bare", bare)]})
+    with caplog.at_level(logging.INFO), TestClient(gateway) as client, client.websocket_connect("/bare/a") as ws:
+        assert ws.receive_text() == "served"
+    assert "(API bare) does not support lifespan (it returned without answering); served without one" in caplog.text
+
+
+def test_a_shutdown_never_answered_is_cancelled_after_the_bound(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inprocess_lifespan, "SHUTDOWN_TIMEOUT", 0.2)
+    ended: list[str] = []
+
+    async def stuck(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown, never answered
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+
+    gateway = WebSocketGateway(echo_app, config={"apis": [_api("stuck", stuck)]})
+    with caplog.at_level(logging.WARNING), TestClient(gateway):
+        pass
+    assert ended == ["cancelled"]
+    assert "in-process upstream asgi:stuck did not end its lifespan in 0.2 s: cancelled" in caplog.text
