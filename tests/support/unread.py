@@ -48,12 +48,14 @@ def streaming_app(ended: threading.Event, *, other_scopes: bool = False) -> ASGI
     """An ASGI WebSocket app sending ``MESSAGE`` as fast as it may; ``ended`` once it returns.
 
     ``other_scopes``: it also answers what is not a WebSocket (404, lifespan accepted), as the
-    application under a gateway must; as an in-process upstream it gets WebSockets only.
+    application under a gateway must; else it returns from them (as an in-process upstream, its
+    lifespan, which the gateway runs, is then unsupported).
     """
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if other_scopes and scope["type"] != "websocket":
-            await not_found(scope, receive, send)
+        if scope["type"] != "websocket":
+            if other_scopes:
+                await not_found(scope, receive, send)
             return
         try:
             await receive()  # websocket.connect
