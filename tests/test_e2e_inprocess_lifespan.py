@@ -17,6 +17,7 @@ import pytest
 from asgi_ws_gateway.server.serving import EXIT_START_FAILED
 from support.clients import connect
 from support.configs import write_config
+from support.management import TOKEN
 from support.processes import ServerProcess, ready_server
 from support.servers import free_port
 
@@ -98,6 +99,8 @@ def _config(tmp_path: Path, *upstreams: str) -> Path:
 def _command(server: str) -> Callable[[int], list[str]]:
     if server == "run":
         return lambda port: [*RUN, "gateway.yaml", "--log-level", "info", "--port", str(port)]
+    if server == "run --management":  # the management API starts first, and is stopped when the start-up fails
+        return lambda port: [*RUN, "gateway.yaml", "--management", "/_gateway", "--port", str(port)]
     return lambda port: ["-m", "uvicorn", "middleware_app:app", "--port", str(port), "--log-level", "info"]
 
 
@@ -138,14 +141,15 @@ async def test_an_app_without_lifespan_support_is_served(tmp_path: Path, server:
     assert "Traceback" not in output, output
 
 
-@pytest.mark.parametrize("server", ["run", "uvicorn"])
+@pytest.mark.parametrize("server", ["run", "run --management", "uvicorn"])
 def test_a_failed_startup_stops_the_gateway_naming_the_api_and_app(tmp_path: Path, server: str) -> None:
     """``lifespan.startup.failed`` from an in-process app fails the start-up: ``run`` exits 7 (uvicorn 3)."""
     _config(tmp_path, "asgi:upstreams:failing")
     port = free_port()
-    with ServerProcess(_command(server)(port), port=port, cwd=tmp_path) as gateway:
+    env = {"ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN, "ASGI_WS_GATEWAY_STATE": str(tmp_path / "state.json")}
+    with ServerProcess(_command(server)(port), port=port, cwd=tmp_path, env=env) as gateway:
         code = gateway.wait_exit()
         output = gateway.output()
-    assert code == (EXIT_START_FAILED if server == "run" else 3), output
+    assert code == (3 if server == "uvicorn" else EXIT_START_FAILED), output
     assert "API api0: in-process upstream asgi:upstreams:failing failed its lifespan start-up" in output, output
     assert "no database today" in output, output

@@ -26,6 +26,7 @@ from typing import Any
 
 from .._types import ASGIApp, Message, Scope
 from ..errors import GatewayError
+from ..redact import printable
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class _Lifespan:
             await app(scope, self.to_app.get, self._send)
         except Exception as exc:
             if self.answered is None:  # Django's handler raises on a lifespan scope: unsupported, for a server
-                self.unsupported = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.unsupported = printable(f"{type(exc).__name__}: {str(exc)[:200]}", quote=False)
             elif not self.answered.endswith(".failed"):  # a failure it reported is reported by its message
                 logger.exception("in-process upstream %s raised in its lifespan", self.label)
         finally:
