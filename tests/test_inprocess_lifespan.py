@@ -107,3 +107,27 @@ def test_a_shutdown_never_answered_is_cancelled_after_the_bound(
         pass
     assert ended == ["cancelled"]
     assert "in-process upstream asgi:stuck did not end its lifespan in 0.2 s: cancelled" in caplog.text
+
+
+def test_a_start_up_that_takes_long_is_named_in_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway waits for an app's start-up as uvicorn waits for its own app's, and says so past
+    ``STARTUP_NOTICE``: an app written for WebSocket scopes that reads on past ``lifespan.startup`` never
+    answers, and the gateway's start-up hung without a word."""
+    monkeypatch.setattr(inprocess_lifespan, "STARTUP_NOTICE", 0.05)
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            return await echo_app(scope, receive, send)
+        await receive()
+        await asyncio.sleep(0.3)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    gateway = WebSocketGateway(echo_app, config={"apis": [_api("slow", slow)]})
+    with caplog.at_level(logging.WARNING, logger=inprocess_lifespan.__name__), TestClient(gateway):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "has not answered its lifespan start-up" in r.getMessage()]
+    assert len(lines) == 1 and "(API slow)" in lines[0], lines

@@ -34,6 +34,10 @@ SHUTDOWN_TIMEOUT = 10.0
 """Seconds the started apps get, all together, to answer ``lifespan.shutdown`` before they are cancelled."""
 
 
+STARTUP_NOTICE = 5.0
+"""Seconds an app's lifespan start-up may take before a WARNING says the gateway's start-up waits for it."""
+
+
 class AppStartupFailed(GatewayError):
     """An in-process upstream app answered its lifespan start-up with ``lifespan.startup.failed``."""
 
@@ -111,7 +115,7 @@ class AppLifespans:
                      "state": lifespan.state}  # fmt: skip
             lifespan.task = asyncio.create_task(lifespan.run(app, scope))
             lifespan.to_app.put_nowait({"type": "lifespan.startup"})
-            answer = await lifespan.from_app.get()
+            answer = await _answer(lifespan, api)
             if answer is not None and answer["type"] == "lifespan.startup.failed":
                 await _stop([*started, lifespan])
                 stopped = (*started, lifespan)
@@ -142,6 +146,19 @@ class AppLifespans:
         await _stop(lifespans)
 
 
+async def _answer(lifespan: _Lifespan, api: str) -> Message | None:
+    """The app's answer to ``lifespan.startup``, waited for as long as it takes (as uvicorn waits for its
+    app's), with a WARNING after :data:`STARTUP_NOTICE` seconds: an app written for WebSocket scopes that
+    reads on past a message it does not know never answers, and the gateway's start-up would hang silently."""
+    answer = asyncio.ensure_future(lifespan.from_app.get())
+    done, _ = await asyncio.wait([answer], timeout=STARTUP_NOTICE)
+    if not done:
+        logger.warning("in-process upstream %s (API %s) has not answered its lifespan start-up in %g s; the gateway "
+                       "waits for it (an app for WebSocket scopes only should return or raise on a 'lifespan' scope)",
+                       lifespan.label, api, STARTUP_NOTICE)  # fmt: skip
+    return await answer
+
+
 async def _stop(lifespans: list[_Lifespan]) -> None:
     timeout = SHUTDOWN_TIMEOUT  # read now: a test shortens it
 
@@ -170,4 +187,4 @@ async def _stop(lifespans: list[_Lifespan]) -> None:
     await asyncio.gather(*tasks, *(lifespan.task for lifespan in lifespans if lifespan.task), return_exceptions=True)
 
 
-__all__ = ["SHUTDOWN_TIMEOUT", "AppLifespans", "AppStartupFailed"]
+__all__ = ["SHUTDOWN_TIMEOUT", "STARTUP_NOTICE", "AppLifespans", "AppStartupFailed"]
