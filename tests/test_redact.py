@@ -233,7 +233,9 @@ def test_free_text_has_scheme_and_named_credentials_redacted_outside_a_query(tex
 
 
 @pytest.mark.timeout(20)  # a guard against a hang, not a speed test: ~1 ms each, minutes when backtracking
-@pytest.mark.parametrize("text", ["token" * 1600 + "=", "a." * 4000 + "=", "Bearer " * 1100, "a= " * 2600])
+@pytest.mark.parametrize(
+    "text", ["token" * 1600 + "=", "a." * 4000 + "=", "Bearer " * 1100, "a= " * 2600, "TokenError" * 800 + ": x"]
+)
 def test_free_text_redaction_is_linear(text: str) -> None:
     """A backtracking pattern took 278 s on ``token`` * 1600 + ``=``; each case here reads its text once."""
     once = redact.redact_free_text(text)
@@ -249,3 +251,32 @@ def test_a_quoted_text_ending_in_a_credentials_word_is_no_name(text: str) -> Non
     ``'/keys': redirects`` read as the pair ``keys: redirects``. A quoted name is the whole quoted text."""
     assert redact.redact_free_text(text) == text
     assert redact.redact_free_text("{'keys': 'abc'}") == "{'keys':'REDACTED'}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("AuthenticationError: invalid username-password pair", "AuthenticationError: invalid username-password pair"),
+        ("jwt.ExpiredSignatureError: Signature has expired", "jwt.ExpiredSignatureError: Signature has expired"),
+        ("AuthenticationError: token=abc", "AuthenticationError: token=REDACTED"),  # the message is read for pairs
+        ("KeyError: 'tok3n'", "KeyError:'REDACTED'"),  # its message is the key looked up
+        ('{"AuthError": "abc"}', '{"AuthError":"REDACTED"}'),  # a quoted name is a pair's
+        ("auth_error: abc", "auth_error:REDACTED"),
+    ],
+)
+def test_an_exception_type_before_its_message_is_no_credential_name(text: str, expected: str) -> None:
+    """``AuthenticationError: invalid ...`` lost its first word, read as the pair ``AuthenticationError: invalid``."""
+    assert redact.redact_free_text(text) == expected
+
+
+def test_filter_keeps_the_message_of_a_redis_authentication_error() -> None:
+    """redis-py's refused AUTH, as a traceback ends: the message is whole (it was ``AuthenticationError:REDACTED``)."""
+    from redis.exceptions import AuthenticationError
+
+    try:
+        raise AuthenticationError("invalid username-password pair or user is disabled.")
+    except AuthenticationError as exc:
+        record = _record("management bus: %s", exc, name="asgi_ws_gateway.management.bus", exc=exc)
+    RedactingFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert "AuthenticationError: invalid username-password pair or user is disabled." in formatted

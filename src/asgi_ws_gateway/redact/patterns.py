@@ -156,8 +156,12 @@ _SCHEME_CREDENTIAL = re.compile(
 # ('token=\\"a\\"' inside a quoted value); it may be in parentheses; an object or a list is not
 # one ('{"auth": {"token": ...}}': the inner pair is). Other pairs are not taken: a value after
 # "user=" or "user: " is read for pairs too.
+# Nor is an exception's type before its message, as a traceback writes it ("redis.exceptions.
+# AuthenticationError: invalid username-password pair": "invalid" was redacted): the message is read
+# for pairs as any text. KeyError's message is the key looked up, which may be a credential: it stays a pair.
+_EXCEPTION_TYPE = r"(?:\w++\.)*+(?!KeyError:)[A-Z]\w*(?:Error|Exception|Warning):[ \t]"
 _NAMED_VALUE = re.compile(
-    rf"(?<![\w.-])(?P<name>(?>[\w.-]*?(?i:{'|'.join(CREDENTIAL_WORDS)}))[\w.-]*+)"
+    rf"(?<![\w.-])(?!{_EXCEPTION_TYPE})(?P<name>(?>[\w.-]*?(?i:{'|'.join(CREDENTIAL_WORDS)}))[\w.-]*+)"
     r"(?P<close>[\"']?+)\s*+(?P<sep>=|(?<=[\"']):|:(?=[ \t]))\s*+"  # "name": or name: value, not host:port
     rf"(?:{_QUOTED}|(?P<bare>\([^\r\n()]*+\)?+|(?![{{\[])(?:\\.|[^\s&;,\"'()\\])++))"
 )
