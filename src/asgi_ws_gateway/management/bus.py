@@ -75,6 +75,11 @@ ROSTER_REFUSED_LOG_INTERVAL = 300.0
 """Seconds between two lines saying Redis refuses to renew the roster: renewed every few seconds, it
 would be a line each time, for as long as the ACL stays."""
 ROSTER_HELP = "grant the roster's commands: docs/management.md, 'When a worker is off the bus'"
+FULL_ANSWERS = (
+    "Redis is full (OOM, maxmemory) and refused to store their answers: %d received the command and most "
+    "likely ran it, unconfirmed"
+)
+"""What the bus says of the late answers of a command while Redis refuses writes for memory."""
 ROSTER_FULL_HELP = (
     "Redis is full (maxmemory): raise it or free memory: docs/management.md, 'When a worker is off the bus'"
 )
@@ -91,12 +96,15 @@ class Answers:
     """What :meth:`Bus.gather` collected: the ``replies`` of ``expected`` workers, at least (those the
     command reached, or those that answered and the roster's others, whichever is more); ``missing``:
     the workers of the roster that did not answer (off the bus, or late); ``reached``: how many workers
-    received the command (``PUBLISH``'s count; default ``expected``)."""
+    received the command (``PUBLISH``'s count; default ``expected``); ``full``: Redis refused to store
+    answers (``OOM``, at its ``maxmemory``), so a worker that received the command and ran it could not say
+    so: the late ones most likely ran it."""
 
     replies: list[Command]
     expected: int
     missing: list[str] = field(default_factory=list)
     reached: int | None = None
+    full: bool = False
 
     @property
     def late(self) -> int:
@@ -338,16 +346,34 @@ class RedisBus:
         missing = sorted(roster - answered)
         answers = Answers(replies, max(expected, len(replies) + len(missing)), missing, expected)
         if len(replies) < answers.expected:
+            # Under OOM a worker's answer (RPUSH) is refused though it ran the command: "did not answer"
+            # alone read as if the command had failed there.
+            answers.full = answers.late > 0 and await self._full(reply_to)
             logger.warning(
-                "%d of %d worker(s) did not answer %r in %g s (%d not on the bus): %s",
+                "%d of %d worker(s) did not answer %r in %g s (%d not on the bus)%s: %s",
                 answers.expected - len(replies),
                 answers.expected,
                 command.get("op"),
                 wait,
                 answers.unreached,
+                f"; {FULL_ANSWERS % answers.late}" if answers.full else "",
                 printable(", ".join(missing[:10]) or "(none in the roster)"),
             )
         return answers
+
+    async def _full(self, reply_to: str) -> bool:
+        """Whether Redis refuses to store an answer for being full: an answer's own write, on the reply list
+        (the workers' slot on a cluster), which is deleted after (DEL is allowed under OOM)."""
+        try:
+            await self.client.rpush(reply_to, "")
+        except OutOfMemoryError:
+            return True
+        except REDIS_FAILURES:
+            return False
+        finally:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.client.delete(reply_to)
+        return False
 
     async def _roster(self) -> set[str]:
         """The workers of the roster; none while Redis refuses to read it (an ACL): the command then waits
@@ -513,8 +539,10 @@ class RedisBus:
             task.add_done_callback(self._running.discard)
 
     async def _run(self, handler: Handler, command: Command) -> None:
+        ran = False
         try:
             answer = await handler(command)
+            ran = True
             reply_to = command.get("reply_to")
             if answer is not None and isinstance(reply_to, str):
                 async with self.client.pipeline(transaction=False) as pipe:
@@ -522,7 +550,12 @@ class RedisBus:
                     pipe.expire(reply_to, 60)
                     await self._call(pipe.execute())
         except Unavailable as exc:  # Redis failed (logged where it failed): the caller hears one answer less
-            logger.debug("management bus: command %r not run: %s", command.get("op"), exc.__cause__ or exc)
+            if ran and isinstance(exc.__cause__, OutOfMemoryError):  # the caller's line says why it heard none
+                logger.warning("management bus: ran %r, but Redis is full (OOM, maxmemory): its answer was refused",
+                               command.get("op"))  # fmt: skip
+            else:
+                what = "ran, its answer not sent" if ran else "not run"
+                logger.debug("management bus: command %r %s: %s", command.get("op"), what, exc.__cause__ or exc)
         except Exception:
             logger.exception("management bus: command %r failed", command.get("op"))
 

@@ -179,7 +179,10 @@ def _not_all_answered(answers: Answers, connection_id: str, done: str) -> Unavai
     parts = []
     if answers.unreached > 0:
         parts.append(f"{answers.unreached} not on the management bus (lost Redis?): not {done} there, nor later")
-    if answers.late > 0:
+    if answers.late > 0 and answers.full:
+        parts.append(f"{answers.late} received it, but Redis is full (OOM, maxmemory) and refused to store their "
+                     f"answers: it may have been {done} there")  # fmt: skip
+    elif answers.late > 0:
         parts.append(f"{answers.late} received it but did not answer in time: it may have been {done} there")
     silent = answers.expected - len(answers.replies)
     return Unavailable(

@@ -146,6 +146,12 @@ class Manager(StoreSync):
             )
         else:
             warnings.extend(_not_run(new.revision, answers.replies))
+            if answers.full:  # 200 still: saved and run here; the bus logged the same
+                warnings.append(
+                    f"revision {new.revision} saved and run by this worker; {answers.late} worker(s) received it, "
+                    "but Redis is full (OOM, maxmemory) and refused to store their answers: that they run it is "
+                    "not confirmed (each also catches up from the state store)"
+                )
         return warnings
 
     def _warnings(self, current: Overlay, new: Overlay, merged: GatewayConfig, subject: str | None) -> list[str]:
