@@ -87,3 +87,48 @@ async def test_a_dead_workers_replacement_that_cannot_start_leaves_the_other_wor
     assert f"ERROR:    Child process [{victim}] died (killed by SIGKILL): its connections were dropped" in output
     assert output.count(REPLACEMENT_FAILED) == 1, output
     assert "stopping the parent process" not in output
+
+
+STILL_FAILING = "replacing one that died, still fails to start (2 tries; its output is shown again when it changes)"
+
+
+async def _replacement_fails_twice(tmp_path: Path, upstream_server: UpstreamServer, first: str, then: str) -> str:
+    """``run --workers 2``'s output once a dead worker's replacement failed with the file ``first``, and its
+    try again 10 s later with the file ``then``."""
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
+    log = tmp_path / "run.log"
+    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info")
+    async with gateway:
+        await _until(lambda: _text(log).count("Application startup complete.") == 2, log)
+        config.write_text(first)
+        os.kill(min(_serving_workers(gateway)), signal.SIGKILL)
+        await _until(lambda: REPLACEMENT_FAILED in _text(log), log)
+        config.write_text(then)
+        # The try again: said in a line of its own now, as the first failure was before.
+        await _until(lambda: STILL_FAILING in _text(log) or _text(log).count(REPLACEMENT_FAILED) == 2, log)
+        assert await gateway.astop() == 0, _text(log)
+    return _text(log)
+
+
+async def test_a_replacement_failing_again_the_same_way_says_so_in_one_line(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """The worker's start-up output (the file's problems, uvicorn's lines) is shown at the first failure
+    only; the try again is one line, and the next is twice as far (it printed the same block every 10 s)."""
+    output = await _replacement_fails_twice(tmp_path, upstream_server, "apis: [\n", "apis: [\n")
+    assert output.count("not valid YAML") == 1, output
+    assert output.count("Application startup failed. Exiting.") == 1, output
+    assert output.count("Started server process") == 3, output  # the two workers, the first replacement
+    assert output.count(REPLACEMENT_FAILED) == 1, output
+    assert output.count(STILL_FAILING) == 1 and "tried again in 20 s" in output, output
+
+
+async def test_a_replacement_failing_again_another_way_shows_the_new_problems(
+    tmp_path: Path, upstream_server: UpstreamServer
+) -> None:
+    """A file edited again, still invalid: what its worker says is new, so it is shown whole."""
+    output = await _replacement_fails_twice(tmp_path, upstream_server, "apis: [\n", "apis: 5\n")
+    assert output.count("not valid YAML") == 1, output
+    assert output.count("apis: Input should be a valid list (got 5)") == 1, output
+    assert output.count("Application startup failed. Exiting.") == 2, output
+    assert output.count(STILL_FAILING) == 1, output

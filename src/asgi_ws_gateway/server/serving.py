@@ -34,6 +34,7 @@ from ..management.cli import MANAGEMENT_HOST
 from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
+from .startup_output import HeldStartup
 from .supervisor import Supervisor
 from .unix_socket import remove_socket, socket_stamp
 
@@ -66,6 +67,12 @@ class GracefulServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, *, worker: bool = False) -> None:
         super().__init__(config)
         self.worker = worker
+        self.on_serving: Callable[[], None] | None = None  # called once started, before serving
+
+    async def main_loop(self) -> None:
+        if self.on_serving is not None:
+            self.on_serving()
+        await super().main_loop()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -142,6 +149,10 @@ class _Worker(multiprocess.Process):
     up on its replacement and kept the old worker, its clients never told 1012.
     """
 
+    startup_output: str | None = None
+    """Set by the supervisor on a dead worker's replacement: the file its start-up output is held in until it
+    serves, or, failed, for the supervisor to show unless it is the failure shown last (:mod:`.startup_output`)."""
+
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
         self._started_at = 0.0
@@ -195,13 +206,24 @@ class _Worker(multiprocess.Process):
         return False
 
     @property
-    def server(self) -> uvicorn.Server:
-        if self._server is None:
+    def server(self) -> GracefulServer:
+        if not isinstance(self._server, GracefulServer):
             self._server = GracefulServer(self.config, worker=True)
         return self._server
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover  (in the worker)
-        super().target(sockets)
+        held = HeldStartup(self.startup_output) if self.startup_output is not None else None
+        if held is not None:
+            self.server.on_serving = held.release
+        try:
+            super().target(sockets)
+        except SystemExit as exc:
+            if held is not None and exc.code == STARTUP_FAILURE:
+                held.keep()
+            raise
+        finally:
+            if held is not None:
+                held.release()  # nothing left once released or kept
         if self.server.force_exit:
             # At once, not sys.exit: the interpreter's finalization gives SIGTERM back its default action
             # (what _ended_at_the_next_signal set is undone), and the supervisor's, sent late, killed it there (-15).

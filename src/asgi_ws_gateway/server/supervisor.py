@@ -15,6 +15,11 @@ valid) stopped the workers still serving too, every connection with them, and ``
 not start serving" after hours of serving. Now its place stays vacant while another worker serves: one
 ERROR, tried again after :data:`REPLACEMENT_RETRY` seconds, then after twice the last wait (at most
 :data:`REPLACEMENT_RETRY_MAX`), and a SIGHUP's restart fills it as well.
+
+Each try printed the worker's whole start-up again (the file's problems, uvicorn's lines around them),
+the same block for as long as the file stayed invalid. A replacement's start-up output is now held
+until it serves (:mod:`.startup_output`); when a try fails, the supervisor shows it only if it is not
+the failure shown last, and says "still fails to start (N tries)" in one line.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import weakref
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import Multiprocess, multiprocess
+
+from .startup_output import new_holder, same_failure, show, take
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -49,10 +56,11 @@ class _Vacant:
 
     exitcode = None
 
-    def __init__(self, pid: int | None, retry_at: float, wait: float = REPLACEMENT_RETRY) -> None:
+    def __init__(self, pid: int | None, retry_at: float, wait: float = REPLACEMENT_RETRY, tries: int = 1) -> None:
         self.pid = pid  # the replacement that failed
         self.retry_at = retry_at
         self.wait = wait  # seconds it waited since the last try (retry_at is that far after it)
+        self.tries = tries  # the replacements that failed to fill it so far
 
     def is_alive(self, timeout: float = 5) -> bool:
         return True
@@ -86,8 +94,9 @@ class Supervisor(Multiprocess):
         super().__init__(config, sockets)
         self.first: list[object] = []  # the workers run started with: one failing its start-up stops run
         self.start_failed = False  # it stopped because a worker failed its start-up
-        # The wait of the vacant place each worker was started to fill (weak: gone with the worker).
-        self._filling: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+        # The vacant place each worker was started to fill (weak: gone with the worker).
+        self._filling: weakref.WeakKeyDictionary[object, _Vacant] = weakref.WeakKeyDictionary()
+        self._shown: bytes | None = None  # the start-up failure a replacement's output showed last
 
     def init_processes(self) -> None:
         super().init_processes()
@@ -102,7 +111,7 @@ class Supervisor(Multiprocess):
         for index, process in enumerate(self.processes):
             if isinstance(process, _Vacant):
                 if time.monotonic() >= process.retry_at:
-                    self._filling[self._start(index)] = process.wait
+                    self._filling[self._start(index)] = process
                 continue
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue
@@ -111,6 +120,8 @@ class Supervisor(Multiprocess):
             process.join()
             if self._stop_queued():
                 return  # the signal came while it checked them: this one ended by it, its status kept
+            last = self._filling.get(process)
+            self._show_held(process, quiet=last is not None and process.exitcode == STARTUP_FAILURE)
             if process.exitcode == STARTUP_FAILURE:
                 serving = sum(not isinstance(other, _Vacant) and other.exitcode is None for other in self.processes)
                 if process in self.first or not serving:
@@ -118,13 +129,20 @@ class Supervisor(Multiprocess):
                     self.start_failed = True
                     self.should_exit.set()
                     return
-                last = self._filling.get(process)
-                wait = REPLACEMENT_RETRY if last is None else min(2 * last, REPLACEMENT_RETRY_MAX)
-                logger.error(
-                    "Child process [%s], replacing one that died, failed to start; %d worker(s) go on serving, "
-                    "its place is tried again in %.0f s (or at a SIGHUP)", process.pid, serving, wait,
-                )  # fmt: skip
-                vacant = _Vacant(process.pid, time.monotonic() + wait, wait)
+                wait = REPLACEMENT_RETRY if last is None else min(2 * last.wait, REPLACEMENT_RETRY_MAX)
+                tries = 1 if last is None else last.tries + 1
+                if last is None:
+                    logger.error(
+                        "Child process [%s], replacing one that died, failed to start; %d worker(s) go on serving, "
+                        "its place is tried again in %.0f s (or at a SIGHUP)", process.pid, serving, wait,
+                    )  # fmt: skip
+                else:
+                    logger.error(
+                        "Child process [%s], replacing one that died, still fails to start (%d tries; its output "
+                        "is shown again when it changes); %d worker(s) go on serving, its place is tried again in "
+                        "%.0f s (or at a SIGHUP)", process.pid, tries, serving, wait,
+                    )  # fmt: skip
+                vacant = _Vacant(process.pid, time.monotonic() + wait, wait, tries)
                 self.processes[index] = vacant  # type: ignore[call-overload]  # uvicorn's list holds its Process
                 continue
             # uvicorn's INFO "died": a worker lost (the OOM killer, a crash, hung) dropped its connections
@@ -167,10 +185,26 @@ class Supervisor(Multiprocess):
         del self.processes[vacant]
 
     def _start(self, index: int) -> multiprocess.Process:
+        """A replacement at ``index``, its start-up output held until it serves (run's worker reads
+        ``startup_output``; uvicorn's own class has none)."""
         process = multiprocess.Process(self.config, self.sockets)  # run's worker class, set on the module
+        if hasattr(process, "startup_output"):
+            process.startup_output = new_holder()
         process.start()
         self.processes[index] = process
         return process
+
+    def _show_held(self, process: object, *, quiet: bool) -> None:
+        """The start-up output ``process`` held (if any: a replacement that never served), shown unless
+        ``quiet`` (a try again that failed) and it is the failure shown last. A first failure is always shown."""
+        holder = getattr(process, "startup_output", None)
+        if holder is None:
+            return
+        output = take(holder)
+        if not output or (quiet and same_failure(output, self._shown)):
+            return
+        show(output)
+        self._shown = output
 
     def exit_codes(self) -> set[int | None]:
         """The exit status of each worker (``None``: running, or a vacant place). A replacement's failed
