@@ -194,6 +194,11 @@ class Supervisor(Multiprocess):
         self.processes[index] = process
         return process
 
+    def join_all(self) -> None:
+        super().join_all()
+        for process in self.processes:  # a replacement stopped while it started: what it held, its file removed
+            self._show_held(process, quiet=process in self._filling)
+
     def _show_held(self, process: object, *, quiet: bool) -> None:
         """The start-up output ``process`` held (if any: a replacement that never served), shown unless
         ``quiet`` (a try again that failed) and it is the failure shown last. A first failure is always shown."""
