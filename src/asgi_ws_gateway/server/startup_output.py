@@ -24,9 +24,13 @@ class HeldStartup:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._stderr: int | None = None
+        try:
+            held = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            return  # the file is gone: the output is written as it comes
         _flush()
-        self._stderr: int | None = os.dup(2)
-        held = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._stderr = os.dup(2)
         os.dup2(held, 2)
         os.close(held)
 
@@ -52,9 +56,13 @@ class HeldStartup:
         return True
 
 
-def new_holder() -> str:
-    """A new empty file for a worker's start-up output (the supervisor's to read and remove)."""
-    handle, path = tempfile.mkstemp(prefix="asgi-ws-gateway-startup-", suffix=".log")
+def new_holder() -> str | None:
+    """A new empty file for a worker's start-up output (the supervisor's to read and remove); None when no
+    temporary file can be made (a full or read-only disk): the worker then writes its output as it comes."""
+    try:
+        handle, path = tempfile.mkstemp(prefix="asgi-ws-gateway-startup-", suffix=".log")
+    except OSError:
+        return None
     os.close(handle)
     return path
 
