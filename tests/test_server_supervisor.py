@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
+from asgi_ws_gateway.server import startup_output
 from asgi_ws_gateway.server.serving import EXIT_FORCED
 from asgi_ws_gateway.server.supervisor import Supervisor, _Vacant
 
@@ -232,3 +235,20 @@ def test_sigttou_gives_up_a_vacant_place_before_a_serving_worker(supervisor: Sup
     assert _held(supervisor) == [serving]
     assert serving.exitcode is None
     assert supervisor.processes_num == 1
+
+
+def test_a_start_up_output_file_that_cannot_be_made_leaves_the_output_unheld(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A full or read-only disk: the supervisor starts the replacement anyway (its output written as it
+    comes), and a worker whose file is gone does not redirect its standard error (both raised before)."""
+
+    def full(**_: object) -> tuple[int, str]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    assert startup_output.new_holder() is None
+    held = startup_output.HeldStartup(str(tmp_path / "gone.log"))
+    held.keep()
+    held.release()
+    assert not (tmp_path / "gone.log").exists()
