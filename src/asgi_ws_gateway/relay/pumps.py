@@ -85,6 +85,16 @@ if TYPE_CHECKING:
     from ..messages.pipeline import MessagePipeline, MessagePolicySet
 
 logger = logging.getLogger(__name__)
+_CLIENT_OVER = (OSError, RuntimeError)
+"""What the server's ``send`` raises once the client's side is over, which the relay takes for the client
+gone (its pump then reads the disconnect, whose code goes upstream). An ``OSError`` when the client's
+connection is lost (ASGI 2.4: uvicorn's ``ClientDisconnected``); a ``RuntimeError`` from uvicorn's stock
+``websockets-sansio`` and ``wsproto`` once the server closed the client itself -- a protocol error, a message
+over ``--ws-max-size``, its keepalive timeout -- with the disconnect it queued not read yet ("Unexpected ASGI
+message 'websocket.send', after sending 'websocket.close'"): that failed the pump, logged at ERROR with a
+traceback, for a client's bad frame. Told by the type, not the words: the relay sends only well-formed
+``websocket.send`` and ``websocket.close`` messages, and none past its own close, so a stock server raises
+no other RuntimeError for them."""
 _PROTOCOL_ERRORS = frozenset({1002, 1007})
 """Codes the gateway fails an upstream with for what it found in its frames (a protocol error, a text
 message not UTF-8): its own close, as the splice and the frame relay record it."""
@@ -315,7 +325,8 @@ class Relay:
             return False
         try:
             await self._send(_send_message(data))
-        except OSError:
+        except _CLIENT_OVER as exc:
+            logger.debug("the client's side is over: %r", exc)
             return False
         return True
 
@@ -335,7 +346,7 @@ class Relay:
         if self._client_open:
             self._client_open = False
             self._drop_held()
-            with contextlib.suppress(OSError, TimeoutError):  # the client is gone, or not reading
+            with contextlib.suppress(*_CLIENT_OVER, TimeoutError):  # the client is gone or closed, or not reading
                 async with self._for_the_client() if patient else asyncio.timeout(self._close_timeout):
                     message: Message = {
                         "type": "websocket.close",
@@ -572,16 +583,20 @@ class Relay:
                     self._holding = False
                 if forward is None:
                     continue  # dropped by a policy: counted (its decision, not a message lost)
-                if not self._client_open:  # the client left meanwhile (mypy takes it for open, as before the await)
-                    stats.uncount_out(size, isinstance(data, bytes))  # type: ignore[unreachable]  # never sent
-                    continue
                 if forward is not data:  # transformed
                     message = _send_message(forward)
+            # The client left, or was closed, while this waited (a policy step, the turn's end above: a send
+            # then came after the relay's own close, which uvicorn's stock protocols raise for).
+            # (mypy takes it for open, as before the awaits.)
+            if not self._client_open:
+                stats.uncount_out(size, isinstance(data, bytes))  # type: ignore[unreachable]  # never sent
+                continue
             try:
                 await send(message)
-            except OSError:
+            except _CLIENT_OVER as exc:
                 stats.uncount_out(size, isinstance(data, bytes))  # not sent: only what the client was sent counts
-                self._client_open = False  # the client vanished; its pump will see the disconnect
+                self._client_open = False  # the client is gone or closed; its pump will see the disconnect
+                logger.debug("the client's side is over: %r", exc)
 
     async def _upstream_ended(self, closed: UpstreamClosed) -> None:
         if self._closing:
