@@ -121,6 +121,28 @@ async def test_client_vanishing_gives_the_upstream_1001(kind: RelayKind, errors:
     assert errors() == []
 
 
+@pytest.mark.parametrize("kind_sent", ["websocket.send", "websocket.close"])
+async def test_a_send_after_the_server_closed_the_client_is_the_clients_close(
+    kind: RelayKind, errors: Any, kind_sent: str
+) -> None:
+    """uvicorn's stock protocols close a client themselves (a protocol error: 1002) and raise RuntimeError for
+    a send before the relay read the disconnect they queued: the client's close, its code upstream, no ERROR
+    (it was "relay pump failed" and 1011 both ways)."""
+    client, upstream = FakeClient(faults={kind_sent: "closed"}), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+
+    if kind_sent == "websocket.send":
+        await run_to_end(relay, lambda: upstream.push("for the client"))
+    else:
+        await run_to_end(relay, lambda: client.says("x" * 101))  # over max_message_size: the relay's close
+    if kind_sent == "websocket.send":
+        assert upstream.closes[0] == (1002, "invalid opcode")
+        assert (relay.stats.closed_by, relay.stats.close_code, relay.stats.messages_out) == ("client", 1002, 0)
+    else:
+        assert upstream.closes[0] == (1001, "client message too big")
+    assert errors() == []
+
+
 def test_close_frame_without_code_is_not_a_vanished_client() -> None:
     """A close frame with no status code comes with a reason key: it is a normal close."""
     assert not client_vanished({"type": "websocket.disconnect", "code": 1005, "reason": ""})

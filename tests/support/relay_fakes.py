@@ -16,11 +16,11 @@ from asgi_ws_gateway.upstream.base import UpstreamClosed
 CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
 HANG = 5.0  # seconds: a run() still going after this is a hang (a failure, not a slow pass)
 
-Fault = Literal["raise", "hang", "oserror"]
+Fault = Literal["raise", "hang", "oserror", "closed"]
 
 
-class Boom(RuntimeError):
-    """The injected bug."""
+class Boom(Exception):
+    """The injected bug (not a RuntimeError: a server's send raises one once it closed the client itself)."""
 
 
 @dataclass
@@ -129,6 +129,7 @@ class FakeClient:
     def __post_init__(self) -> None:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self.gone = False
+        self.server_closed = False  # (the "closed" fault)
 
     def says(self, data: Data) -> None:
         key = "text" if isinstance(data, str) else "bytes"
@@ -154,6 +155,11 @@ class FakeClient:
         fault = self.faults.get(kind)
         if fault == "raise":
             raise Boom(f"{kind} failed")
+        if fault == "closed":  # uvicorn's websockets-sansio and wsproto once they closed the client themselves
+            if not self.server_closed:  # (a protocol error) and queued its disconnect, unread by the relay yet
+                self.server_closed = True
+                self.closes_with(1002, "invalid opcode")
+            raise RuntimeError(f"Unexpected ASGI message '{kind}', after sending 'websocket.close'.")
         if fault == "hang":
             await asyncio.Event().wait()
         for _ in range((1 + (self.backlog if kind == "websocket.close" else 0)) if self.pace else 0):
