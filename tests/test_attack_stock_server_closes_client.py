@@ -51,11 +51,6 @@ ENDING = {  # the code of uvicorn's disconnect (the access line's), and the one 
     ("websockets", "reserved opcode"): (1006, 1001),  # (no close frame from the client: a client gone, 1001)
     ("websockets", "a message over --ws-max-size"): (1006, 1001),
 }
-LEGACY_DRAINS = (
-    "the legacy websockets: the relay's close while its send to a client that reads nothing waits (a policy's close,"
-    " a kick, the watchdog, a drain) is a second drain, which its protocol asserts against (AssertionError in"
-    " _drain_helper: the client pump fails, logged at ERROR), bad frame or not"
-)
 APP = """
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
@@ -184,13 +179,13 @@ async def test_a_send_after_uvicorn_closed_the_client_ends_as_the_clients_close(
 
 @pytest.mark.parametrize("impl", IMPLS)
 async def test_the_relays_close_after_uvicorn_closed_the_client_logs_no_error(
-    tmp_path: Path, hostile: Callable[[Handler], Awaitable[int]], request: pytest.FixtureRequest, impl: str
+    tmp_path: Path, hostile: Callable[[Handler], Awaitable[int]], impl: str
 ) -> None:
     """The relay closes the client (a message policy's 1009) while its writes wait; the client's bad
     frame makes uvicorn close it first; the relay's close goes on (RuntimeError): it failed the client pump,
-    "relay pump failed" at ERROR. Management's kick and the watchdog's closes send the same close."""
-    if impl == "websockets":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=LEGACY_DRAINS))
+    "relay pump failed" at ERROR. Management's kick and the watchdog's closes send the same close. The legacy
+    ``websockets``, bad frame or not: the close beside the pump's waiting send was a second drain, which it
+    asserts against (AssertionError, the same ERROR): the close now goes behind the send."""
     upstream = FloodsUntilTold()
     port = await hostile(upstream)
     limit = {"inbound": [{"limit-message-size": {"max": 1000}}]}

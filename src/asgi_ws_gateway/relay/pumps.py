@@ -153,6 +153,8 @@ class Relay:
         self._to_client: asyncio.Task[None] | None = None  # the upstream pump, while it runs
         self._cutting = False  # the upstream pump is cancelled to cut off a client that took in nothing
         self._holding = False  # the upstream pump awaits a policy step for a message (a delay, a rate limit)
+        self._sending = False  # the upstream pump's send to the client is under way
+        self._sent: asyncio.Event | None = None  # set when that send ends, for what waits behind it
         self._pumps: set[asyncio.Task[None]] = set()
         self._ending: tuple[int, str, int, str] | None = None  # the codes a failed or cancelled run closes with
         self.finished = asyncio.Event()
@@ -323,6 +325,9 @@ class Relay:
         """Send a message of the gateway's own to the client (management); False once it is closing."""
         if not self._client_open:
             return False
+        await self._behind_the_send()
+        if not self._client_open:  # closed meanwhile (mypy takes it for open, as before the await)
+            return False  # type: ignore[unreachable]
         try:
             await self._send(_send_message(data))
         except _CLIENT_OVER as exc:
@@ -348,12 +353,23 @@ class Relay:
             self._drop_held()
             with contextlib.suppress(*_CLIENT_OVER, TimeoutError):  # the client is gone or closed, or not reading
                 async with self._for_the_client() if patient else asyncio.timeout(self._close_timeout):
+                    await self._behind_the_send()
                     message: Message = {
                         "type": "websocket.close",
                         "code": wire_code(code),
                         "reason": wire_reason(reason),
                     }
                     await self._send(message)
+
+    async def _behind_the_send(self) -> None:
+        """Wait for the upstream pump's send to the client under way, if any: what the gateway sends the client
+        goes behind it, never beside it. uvicorn's legacy ``websockets`` asserts against a second send waiting
+        for a client that reads nothing (its drain's AssertionError: a policy's close, a kick, the watchdog's
+        close to a slow client failed the relay, logged at ERROR with a traceback)."""
+        while self._sending:
+            if self._sent is None or self._sent.is_set():
+                self._sent = asyncio.Event()
+            await self._sent.wait()
 
     @contextlib.asynccontextmanager
     async def _for_the_client(self) -> AsyncIterator[None]:
@@ -591,12 +607,17 @@ class Relay:
             if not self._client_open:
                 stats.uncount_out(size, isinstance(data, bytes))  # type: ignore[unreachable]  # never sent
                 continue
+            self._sending = True
             try:
                 await send(message)
             except _CLIENT_OVER as exc:
                 stats.uncount_out(size, isinstance(data, bytes))  # not sent: only what the client was sent counts
                 self._client_open = False  # the client is gone or closed; its pump will see the disconnect
                 logger.debug("the client's side is over: %r", exc)
+            finally:
+                self._sending = False
+                if self._sent is not None:
+                    self._sent.set()
 
     async def _upstream_ended(self, closed: UpstreamClosed) -> None:
         if self._closing:
