@@ -143,6 +143,20 @@ async def test_a_send_after_the_server_closed_the_client_is_the_clients_close(
     assert errors() == []
 
 
+async def test_a_send_after_the_server_closed_the_client_without_its_disconnect_ends_at_close_timeout(
+    kind: RelayKind, errors: Any
+) -> None:
+    """uvicorn's keepalive timeout closes the client and queues its disconnect only once the transport is lost
+    (never, while a client that reads nothing keeps its buffer full): the client is taken for gone after
+    close_timeout, 1001 upstream (the relay drained the upstream for as long as it lived)."""
+    client, upstream = FakeClient(faults={"websocket.send": "closed quietly"}), FakeUpstream()
+    relay = make_relay(kind, client, upstream)
+    await run_to_end(relay, lambda: upstream.push("for the client"))
+    assert upstream.closes[0] == (1001, "client went away")
+    assert (relay.stats.closed_by, relay.stats.close_code, relay.stats.messages_out) == ("client", 1006, 0)
+    assert errors() == []
+
+
 def test_close_frame_without_code_is_not_a_vanished_client() -> None:
     """A close frame with no status code comes with a reason key: it is a normal close."""
     assert not client_vanished({"type": "websocket.disconnect", "code": 1005, "reason": ""})

@@ -16,7 +16,7 @@ from asgi_ws_gateway.upstream.base import UpstreamClosed
 CLOSE_TIMEOUT = 0.05  # seconds: the relay's bound on each closing step, injected
 HANG = 5.0  # seconds: a run() still going after this is a hang (a failure, not a slow pass)
 
-Fault = Literal["raise", "hang", "oserror", "closed"]
+Fault = Literal["raise", "hang", "oserror", "closed", "closed quietly"]
 
 
 class Boom(Exception):
@@ -155,8 +155,10 @@ class FakeClient:
         fault = self.faults.get(kind)
         if fault == "raise":
             raise Boom(f"{kind} failed")
-        if fault == "closed":  # uvicorn's websockets-sansio and wsproto once they closed the client themselves
-            if not self.server_closed:  # (a protocol error) and queued its disconnect, unread by the relay yet
+        if fault in ("closed", "closed quietly"):  # uvicorn's websockets-sansio and wsproto once they closed the
+            # client themselves: for a protocol error, with its disconnect queued (unread by the relay yet); at their
+            # keepalive timeout, none until the transport is lost ("closed quietly")
+            if fault == "closed" and not self.server_closed:
                 self.server_closed = True
                 self.closes_with(1002, "invalid opcode")
             raise RuntimeError(f"Unexpected ASGI message '{kind}', after sending 'websocket.close'.")

@@ -614,10 +614,22 @@ class Relay:
                 stats.uncount_out(size, isinstance(data, bytes))  # not sent: only what the client was sent counts
                 self._client_open = False  # the client is gone or closed; its pump will see the disconnect
                 logger.debug("the client's side is over: %r", exc)
+                if isinstance(exc, RuntimeError):  # the server closed it (an OSError: lost, its disconnect queued)
+                    self._background.spawn(self._disconnect_due())
             finally:
                 self._sending = False
                 if self._sent is not None:
                     self._sent.set()
+
+    async def _disconnect_due(self) -> None:
+        """A send found the client's side over: the client pump reads its disconnect within ``close_timeout``,
+        or the client is taken for gone (1001 upstream). uvicorn queues one as it closes a client for a bad
+        frame, but at its keepalive timeout only once the transport's buffer is flushed, which a client that
+        reads nothing never lets happen: the relay drained the upstream, and held the client's lease, for as
+        long as the upstream lived."""
+        await asyncio.sleep(self._close_timeout)
+        if not self._closing:
+            await self._client_left({"type": "websocket.disconnect", "code": 1006})
 
     async def _upstream_ended(self, closed: UpstreamClosed) -> None:
         if self._closing:
