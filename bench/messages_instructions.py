@@ -38,7 +38,7 @@ from .message_policies import MESSAGE
 from .paths import MESSAGE_POLICIES
 from .procs import HOST, free_port, wait_for_port
 from .runner import ROOT
-from .splice_instructions import IDLE_SECONDS, _control, _env, _idle
+from .splice_instructions import IDLE_SECONDS, _counted, _env, _idle
 from .telemetry_instructions import _thread_totals, stop
 
 
@@ -57,15 +57,7 @@ async def _echoes(url: str, total: int) -> float:
 
 def _loop_counted(pid: int, prefix: Path, action: Callable[[], float]) -> tuple[int, float]:
     """Instructions of ``pid``'s event-loop thread (its main thread) during ``action()``, and its seconds."""
-    for stale in prefix.parent.glob(prefix.name + ".*"):
-        stale.unlink()
-    _control(pid, "--instr=on")
-    _control(pid, "--zero")
-    seconds = action()
-    _control(pid, "--dump")
-    _control(pid, "--instr=off")
-    time.sleep(0.5)
-    return _thread_totals(prefix).get(1, 0), seconds
+    return _counted(pid, prefix, action, lambda dumped: _thread_totals(dumped).get(1, 0))
 
 
 class _Gateway:

@@ -72,8 +72,11 @@ def _total(prefix: Path) -> int:
     return total
 
 
-def _counted(pid: int, prefix: Path, action: Callable[[], float]) -> tuple[int, float]:
-    """Instructions ``pid`` runs during ``action()`` (which returns its seconds), and those seconds."""
+def _counted(
+    pid: int, prefix: Path, action: Callable[[], float], total: Callable[[Path], int] = _total
+) -> tuple[int, float]:
+    """Instructions ``pid`` runs during ``action()`` (which returns its seconds), and those seconds;
+    ``total`` reads them from the dump (default: every thread's)."""
     for stale in prefix.parent.glob(prefix.name + ".*"):
         stale.unlink()
     _control(pid, "--instr=on")
@@ -82,7 +85,7 @@ def _counted(pid: int, prefix: Path, action: Callable[[], float]) -> tuple[int, 
     _control(pid, "--dump")
     _control(pid, "--instr=off")
     time.sleep(0.5)
-    return _total(prefix), seconds
+    return total(prefix), seconds
 
 
 def _idle() -> float:
