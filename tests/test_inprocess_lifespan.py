@@ -131,3 +131,35 @@ def test_a_start_up_that_takes_long_is_named_in_a_warning(
         pass
     lines = [r.getMessage() for r in caplog.records if "has not answered its lifespan start-up" in r.getMessage()]
     assert len(lines) == 1 and "(API slow)" in lines[0], lines
+
+
+APP_TEXT = "db down\nCRITICAL: forged\x1b[31m password=hunter2"
+"""An app's failure message with a line break, a terminal escape and a credential pair."""
+
+
+def test_an_apps_failure_messages_are_redacted_and_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The app's text in ``lifespan.*.failed`` is redacted as an exception's message is, and escaped in the
+    gateway's own lines (a change's start-up failure, a shutdown failure): before, the password was in
+    all three and the two lines broke in two, the second a forged CRITICAL line."""
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": APP_TEXT})
+
+    async def failing_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.failed", "message": APP_TEXT})
+
+    failure = inprocess_lifespan.AppStartupFailed("api", "asgi:failing", APP_TEXT)  # what uvicorn logs at exit
+    assert "hunter2" not in str(failure) and "password=REDACTED" in str(failure)
+    gateway = WebSocketGateway(echo_app, config={"apis": [_api("down", failing_shutdown)]})
+    with caplog.at_level(logging.WARNING, logger=inprocess_lifespan.__name__), TestClient(gateway) as client:
+        assert client.portal is not None
+        client.portal.call(gateway.apply_config, {"apis": [_api("down", failing_shutdown), _api("late", failing)]})
+    lines = [r.getMessage() for r in caplog.records if "failed its lifespan" in r.getMessage()]
+    assert len(lines) == 2, lines
+    for line in lines:
+        assert "\n" not in line and "\x1b" not in line and "hunter2" not in line, line
+        assert "db down\\nCRITICAL: forged\\x1b[31m password=REDACTED" in line, line

@@ -26,7 +26,7 @@ from typing import Any
 
 from .._types import ASGIApp, Message, Scope
 from ..errors import GatewayError
-from ..redact import printable
+from ..redact import printable, redact_free_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class AppStartupFailed(GatewayError):
     """An in-process upstream app answered its lifespan start-up with ``lifespan.startup.failed``."""
 
     def __init__(self, api: str, app: str, message: str) -> None:
+        # The app's own text (Starlette's is a traceback, quoting its exception): redacted as an exception's
+        # message is; escaped where it is logged (uvicorn's logger escapes its lines, the gateway's do not).
+        message = redact_free_text(message)
         self.api, self.app, self.message = api, app, message
         super().__init__(
             f"API {api}: in-process upstream {app} failed its lifespan start-up: {message or '(no message)'}"
@@ -136,7 +139,7 @@ class AppLifespans:
         try:
             await self.start(apps)
         except AppStartupFailed as exc:
-            logger.error("%s; its connections are served without its lifespan state", exc)
+            logger.error("%s; its connections are served without its lifespan state", printable(str(exc), quote=False))
 
     async def shutdown(self) -> None:
         """Shut every started app down, together, :data:`SHUTDOWN_TIMEOUT` seconds at most; then cancel those left."""
@@ -167,8 +170,9 @@ async def _stop(lifespans: list[_Lifespan]) -> None:
             lifespan.to_app.put_nowait({"type": "lifespan.shutdown"})
             answer = await lifespan.from_app.get()
             if answer is not None and answer["type"] == "lifespan.shutdown.failed":
+                text = redact_free_text(str(answer.get("message") or "")[:500])  # the app's own, as at start-up
                 logger.warning("in-process upstream %s failed its lifespan shutdown: %s",
-                               lifespan.label, str(answer.get("message") or "")[:500])  # fmt: skip
+                               lifespan.label, printable(text, quote=False))  # fmt: skip
         assert lifespan.task is not None
         await lifespan.task
 
