@@ -166,6 +166,22 @@ def test_a_worker_lost_while_serving_is_an_error_saying_how(
     assert isinstance(_held(supervisor)[1], _Started)
 
 
+def test_a_worker_that_ended_on_its_own_after_draining_is_a_warning_saying_so(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Exit status 0 is a drain completed (a SIGTERM sent to that worker alone): before, an ERROR said
+    its connections were dropped."""
+    _hold(supervisor, _Worker(), _Worker(0))
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        supervisor.keep_subprocess_alive()
+    said = [record for record in caplog.records if "Child process [4242]" in record.getMessage()]
+    assert [(record.levelno, record.getMessage()) for record in said] == [
+        (logging.WARNING, "Child process [4242] ended on its own after draining its connections (exit status 0); "
+         "starting another")
+    ]  # fmt: skip
+    assert isinstance(_held(supervisor)[1], _Started)
+
+
 def test_a_stop_that_finds_a_vacant_place_tried_again_is_no_start_up_failure(supervisor: Supervisor) -> None:
     """SIGTERM while a vacant place's new worker starts (the file still invalid: it exits 3 as it is
     stopped): run stopped as asked, not 7 'could not start serving' (it was, every 10 s a few seconds long)."""

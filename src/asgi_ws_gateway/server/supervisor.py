@@ -145,6 +145,11 @@ class Supervisor(Multiprocess):
                 vacant = _Vacant(process.pid, time.monotonic() + wait, wait, tries)
                 self.processes[index] = vacant  # type: ignore[call-overload]  # uvicorn's list holds its Process
                 continue
+            if ended == 0:  # the drain complete (a SIGTERM sent to it alone): nothing was lost, its place is empty
+                logger.warning("Child process [%s] ended on its own after draining its connections (exit status 0); "
+                               "starting another", process.pid)  # fmt: skip
+                self._start(index)
+                continue
             # uvicorn's INFO "died": a worker lost (the OOM killer, a crash, hung) dropped its connections
             logger.error("Child process [%s] %s: its connections were dropped; starting another",
                          process.pid, _ending(ended, self.config.timeout_worker_healthcheck))  # fmt: skip
