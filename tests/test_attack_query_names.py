@@ -259,3 +259,18 @@ def test_a_configured_name_with_its_own_array_key_counts_rack_2_s_spellings_of_i
     ctx.upstream.set_query("page[size]", "50")
     url = ctx.build_request(API, API.upstreams[0]).url
     assert parse_qsl(urlsplit(url).query) == [("v", "1"), ("page[number]", "3"), ("page[size]", "50")]
+
+
+def test_a_configured_name_with_its_own_array_key_counts_php_s_spellings_of_it() -> None:
+    """PHP drops what follows a key's ``]`` unless another ``[`` opens: ``page[size]x`` and ``page[size]]`` are
+    its ``$_GET['page']['size']``. Before, they were other names (Rack 2's ``page[size][x]``): not counted
+    as copies of ``page[size]``, and left in the upstream query beside the one the gateway set."""
+    page_size = fold_name("page[size]", arrays=False)
+    for sent in ("page[size]x", "page[size]]", "PAGE[size]x[y]", "page[size]]x"):
+        assert fold_name(sent, arrays=False) == page_size, sent
+    assert fold_name("page[size][x]", arrays=False) != page_size  # a key under it, to PHP and Rack alike
+    ctx = context(query="page[size]x=9&page[size]]=8&page[number]=3")
+    assert ctx.request.query_copies("page[size]") == ["9", "8"]
+    ctx.upstream.set_query("page[size]", "50")
+    url = ctx.build_request(API, API.upstreams[0]).url
+    assert parse_qsl(urlsplit(url).query) == [("v", "1"), ("page[number]", "3"), ("page[size]", "50")]

@@ -26,6 +26,10 @@ _MANGLED = re.compile(r"[ .\[]")
 _KEY = re.compile(r"[^\[\]]+")
 """A run of a name between brackets: one key of it to Rack 2, whatever brackets part the runs."""
 
+_PHP_KEYS = re.compile(r"[^\[]*(?:\[[^\]]*\])+")
+"""A name and the keys PHP reads of it: each ``[...]`` right after the one before; what follows a ``]``
+that no ``[`` follows is dropped (``page[size]x`` is its ``$_GET['page']['size']``)."""
+
 _PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 """``%uXXXX``: a UTF-16 unit, as .NET Framework's ``HttpUtility.UrlDecode`` and IIS decode it (the
 standard decoding leaves it as it is). Matched in the name decoded once, so ``%25u0061`` folds too: one
@@ -44,7 +48,8 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
     and ``[access_token]``, ``]access_token`` or ``access_token]x``, Rack 2's (its ``normalize_params``
     skips the brackets before a name and files what follows a ``]`` after it under the name).
     ``arrays=False`` keeps an array key (``page[size]`` stays apart from ``page[number]``), read as Rack 2
-    reads the keys, each run between brackets one (``page]size`` and ``[page][size]`` are ``page[size]``). A name
+    reads the keys, each run between brackets one (``page]size`` and ``[page][size]`` are ``page[size]``), and as
+    PHP drops what follows a key's ``]`` but another key (``page[size]x`` is ``page[size]``). A name
     ends at a NUL, as PHP reads it (a C string): ``access_token%00x`` is its ``access_token``;
     ``%u0061ccess_token`` is .NET Framework's.
     """
@@ -59,7 +64,8 @@ def fold_name(name: str, *, arrays: bool = True) -> str:
             name = name[: name.find("[")]
         name = name.partition("]")[0]  # Rack 2: name], name]x
     elif "[" in name or "]" in name:  # Rack 2: page]size, [page][size] and page[size are page[size]
-        keys = _KEY.findall(name)
+        php = _PHP_KEYS.match(name)
+        keys = _KEY.findall(php[0] if php else name)  # PHP: page[size]x is page[size] (Rack 2: page[size][x])
         name = "".join([keys[0], *(f"[{key}]" for key in keys[1:])]) if keys else name
     return _MANGLED.sub("_", name.upper().lower())
 
