@@ -132,3 +132,48 @@ async def test_a_replacement_failing_again_another_way_shows_the_new_problems(
     assert output.count("apis: Input should be a valid list (got 5)") == 1, output
     assert output.count("Application startup failed. Exiting.") == 2, output
     assert output.count(STILL_FAILING) == 1, output
+
+
+HANGING_APP = """
+import asyncio
+import os
+
+HANG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hang")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        while os.path.exists(HANG):  # a database the start-up waits on, down
+            await asyncio.sleep(0.1)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    await receive()
+"""
+
+
+async def test_a_replacement_whose_start_up_hangs_shows_what_it_says(tmp_path: Path) -> None:
+    """A dead worker's replacement whose in-process app's lifespan start-up hangs: its output (the WARNING
+    that the gateway waits for the app) was held in a file for as long as it hung, and nothing said why
+    the place served no one. Now a start-up's output is held ``HOLD_LIMIT`` seconds at most."""
+    (tmp_path / "hanging.py").write_text(HANGING_APP)
+    config = write_config(tmp_path, {"apis": [{"name": "api0", "path": "/ws", "upstreams": ["asgi:hanging:app"]}]})
+    log = tmp_path / "run.log"
+    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info")
+    async with gateway:
+        await _until(lambda: _text(log).count("Application startup complete.") == 2, log)
+        (tmp_path / "hang").touch()
+        try:
+            os.kill(min(_serving_workers(gateway)), signal.SIGKILL)
+            await _until(lambda: "has not answered its lifespan start-up" in _text(log), log)
+        finally:  # a worker hung in its start-up outlives the stop of its supervisor
+            (tmp_path / "hang").unlink()
+        await _until(lambda: _text(log).count("Application startup complete.") == 3, log)
+        assert await gateway.astop() == 0, _text(log)
+    output = _text(log)
+    assert output.count("has not answered its lifespan start-up") == 1, output
+    assert output.count("Waiting for application startup.") == 3, output  # shown once: not again at the release

@@ -15,6 +15,12 @@ import os
 import re
 import sys
 import tempfile
+import threading
+
+HOLD_LIMIT = 10.0
+"""Seconds a start-up's output is held at most: a start-up still going then (an in-process app's lifespan
+waiting on its database) is written out, and what it says next as it comes, not held while it hangs. A
+failure the hold is for (an invalid file) comes in a second or two, under load too."""
 
 _PID = re.compile(rb"\[\d+\]")  # "Started server process [4242]": the same failure in another process
 
@@ -25,6 +31,7 @@ class HeldStartup:
     def __init__(self, path: str) -> None:
         self.path = path
         self._stderr: int | None = None
+        self._switching = threading.Lock()
         try:
             held = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError:
@@ -33,9 +40,14 @@ class HeldStartup:
         self._stderr = os.dup(2)
         os.dup2(held, 2)
         os.close(held)
+        # A hung start-up's lines (the lifespan's "has not answered" WARNING) were held for as long as it hung.
+        self._timer = threading.Timer(HOLD_LIMIT, self.release)
+        self._timer.daemon = True
+        self._timer.start()
 
     def release(self) -> None:
-        """Started (or ending otherwise than by a failed start-up): the output held written out, as it came."""
+        """Started, or starting for :data:`HOLD_LIMIT` seconds, or ending otherwise than by a failed start-up:
+        the output held written out, as it came."""
         if self._restore():
             with contextlib.suppress(OSError), open(self.path, "rb") as held:
                 _write_all(2, held.read())
@@ -47,13 +59,15 @@ class HeldStartup:
         self._restore()
 
     def _restore(self) -> bool:
-        if self._stderr is None:
-            return False
-        _flush()
-        os.dup2(self._stderr, 2)
-        os.close(self._stderr)
-        self._stderr = None
-        return True
+        with self._switching:  # the timer's thread and the worker's may both come
+            if self._stderr is None:
+                return False
+            self._timer.cancel()
+            _flush()
+            os.dup2(self._stderr, 2)
+            os.close(self._stderr)
+            self._stderr = None
+            return True
 
 
 def new_holder() -> str | None:
@@ -101,4 +115,4 @@ def _flush() -> None:
             stream.flush()
 
 
-__all__ = ["HeldStartup", "new_holder", "same_failure", "show", "take"]
+__all__ = ["HOLD_LIMIT", "HeldStartup", "new_holder", "same_failure", "show", "take"]
