@@ -8,7 +8,9 @@ one that died, and its status lost from those ``run`` chooses its own from (exit
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
@@ -268,3 +270,37 @@ def test_a_start_up_output_file_that_cannot_be_made_leaves_the_output_unheld(
     held.keep()
     held.release()
     assert not (tmp_path / "gone.log").exists()
+
+
+def test_a_start_up_output_file_put_back_by_another_is_not_read(tmp_path: Path) -> None:
+    """Once a worker served, its file is gone, but the supervisor still takes it when the worker ends (at the
+    stop): another user who made a file or a symlink of that name in /tmp had it shown as the worker's output
+    (a forged log, or a file the gateway can read, such as a key, written to its log) and removed."""
+    secret = tmp_path / "secret.pem"
+    secret.write_text("-----BEGIN PRIVATE KEY-----\n")
+    path = startup_output.new_holder()
+    assert path is not None
+    os.unlink(path)  # the worker served: released
+    os.symlink(secret, path)
+    try:
+        assert startup_output.take(path) == b""
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    assert secret.exists()
+    os.link(secret, path)  # a hard link to a file of the gateway's user
+    try:
+        assert startup_output.take(path) == b""
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    forged = startup_output.new_holder()
+    assert forged is not None
+    Path(forged).write_text("CRITICAL: forged\n")
+    if os.getuid() == 0:  # another user's (as root, as CI runs, it can be made so)
+        os.chown(forged, 65534, 65534)
+    try:
+        assert startup_output.take(forged) == (b"" if os.getuid() == 0 else b"CRITICAL: forged\n")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(forged)

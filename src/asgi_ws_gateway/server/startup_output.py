@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -82,12 +83,21 @@ def new_holder() -> str | None:
 
 
 def take(path: str) -> bytes:
-    """What a worker held in ``path`` (nothing if it released or never wrote it); the file removed."""
+    """What a worker held in ``path`` (nothing if it released or never wrote it); the file removed.
+
+    Only the file :func:`new_holder` made is read: one that served removed it, yet the supervisor takes
+    every replacement's when it ends, and another user may have put a symlink, a hard link or a file of
+    their own under that name in the shared temporary directory (a file shown in the log, or a forged log).
+    """
     try:
-        with open(path, "rb") as held:
-            output = held.read()
+        held = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return b""
+    with open(held, "rb") as file:
+        found = os.fstat(file.fileno())
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or found.st_nlink != 1:
+            return b""
+        output = file.read()
     with contextlib.suppress(OSError):
         os.unlink(path)
     return output
