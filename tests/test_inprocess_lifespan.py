@@ -163,3 +163,42 @@ def test_an_apps_failure_messages_are_redacted_and_on_one_line(caplog: pytest.Lo
     for line in lines:
         assert "\n" not in line and "\x1b" not in line and "hunter2" not in line, line
         assert "db down\\nCRITICAL: forged\\x1b[31m password=REDACTED" in line, line
+
+
+def test_a_change_naming_an_app_whose_start_up_hangs_is_applied_after_the_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``apply_config`` (a management API change) waited for a new app's start-up for ever, and every later
+    change behind it; now ``STARTUP_NOTICE`` seconds at most, an ERROR, and the app gets its state once it answers."""
+    monkeypatch.setattr(inprocess_lifespan, "STARTUP_NOTICE", 0.1)
+    monkeypatch.setattr(inprocess_lifespan, "SHUTDOWN_TIMEOUT", 0.5)
+    database_up = asyncio.Event()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": scope["state"].get("greeting", "no state")})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        await receive()
+        await database_up.wait()
+        scope["state"]["greeting"] = "late"
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def change(gateway: WebSocketGateway) -> None:
+        await asyncio.wait_for(gateway.apply_config({"apis": [_api("slow", slow)]}), 5)
+
+    gateway = WebSocketGateway(echo_app, config={"apis": []})
+    with caplog.at_level(logging.ERROR, logger=inprocess_lifespan.__name__), TestClient(gateway) as client:
+        assert client.portal is not None
+        client.portal.call(change, gateway)  # before: TimeoutError
+        with client.websocket_connect("/slow/a") as ws:
+            assert ws.receive_text() == "no state"
+        client.portal.call(database_up.set)
+        client.portal.call(asyncio.sleep, 0.05)
+        with client.websocket_connect("/slow/a") as ws:
+            assert ws.receive_text() == "late"
+    assert "asgi:slow (API slow) has not answered its lifespan start-up in 0.1 s" in caplog.text

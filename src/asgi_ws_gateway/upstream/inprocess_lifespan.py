@@ -14,7 +14,8 @@ its lifespan once per :class:`~asgi_ws_gateway.WebSocketGateway`, in the gateway
 
 An app first named by a configuration applied after start-up (the management API, ``apply_config``)
 is started then; its failure cannot undo a change other workers apply too, so it is logged at ERROR
-and the app is served without its state, as before this module.
+and the app is served without its state, as before this module. The change waits :data:`STARTUP_NOTICE`
+seconds at most for it (an ERROR then): one still starting is served without its state until it answers.
 """
 
 from __future__ import annotations
@@ -101,8 +102,13 @@ class AppLifespans:
         entry = self._apps.get(id(app))
         return entry[1].state if entry is not None and entry[0] is app and entry[1].supported else None
 
-    async def start(self, apps: list[tuple[str, str, ASGIApp]], asgi: dict[str, str] | None = None) -> None:
+    async def start(
+        self, apps: list[tuple[str, str, ASGIApp]], asgi: dict[str, str] | None = None, *, bound: float | None = None
+    ) -> None:
         """Start the lifespan of each app of ``apps`` (API name, label, app) not started yet, in order.
+
+        ``bound``: seconds an app's start-up is waited for at most (default: as long as it takes); one still
+        starting then goes on, its connections served without its state until it answers.
 
         Raises:
             AppStartupFailed: an app failed its start-up; those this call started are shut down first.
@@ -118,7 +124,16 @@ class AppLifespans:
                      "state": lifespan.state}  # fmt: skip
             lifespan.task = asyncio.create_task(lifespan.run(app, scope))
             lifespan.to_app.put_nowait({"type": "lifespan.startup"})
-            answer = await _answer(lifespan, api)
+            try:
+                answer = await (
+                    _answer(lifespan, api) if bound is None else asyncio.wait_for(lifespan.from_app.get(), bound)
+                )
+            except TimeoutError:
+                logger.error("in-process upstream %s (API %s) has not answered its lifespan start-up in %g s: its "
+                             "connections are served without its lifespan state until it does",
+                             label, api, bound)  # fmt: skip
+                started.append(lifespan)  # shut down (or cancelled) with the others
+                continue
             if answer is not None and answer["type"] == "lifespan.startup.failed":
                 await _stop([*started, lifespan])
                 stopped = (*started, lifespan)
@@ -136,8 +151,8 @@ class AppLifespans:
         """:meth:`start` for a configuration applied while running: a failure is logged, not raised."""
         if not self.running:
             return  # the gateway's start-up starts what its configuration then names
-        try:
-            await self.start(apps)
+        try:  # bounded: a change (the management API's, every one after it) waited for a hung start-up for ever
+            await self.start(apps, bound=STARTUP_NOTICE)
         except AppStartupFailed as exc:
             logger.error("%s; its connections are served without its lifespan state", printable(str(exc), quote=False))
 
