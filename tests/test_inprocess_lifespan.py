@@ -202,3 +202,31 @@ def test_a_change_naming_an_app_whose_start_up_hangs_is_applied_after_the_bound(
         with client.websocket_connect("/slow/a") as ws:
             assert ws.receive_text() == "late"
     assert "asgi:slow (API slow) has not answered its lifespan start-up in 0.1 s" in caplog.text
+
+
+def test_a_start_up_failing_after_a_changes_bound_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new app's start-up no longer waited for that then fails: before, nothing said so."""
+    monkeypatch.setattr(inprocess_lifespan, "STARTUP_NOTICE", 0.1)
+    database_down = asyncio.Event()
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await database_down.wait()
+        await send({"type": "lifespan.startup.failed", "message": APP_TEXT})
+
+    async def change(gateway: WebSocketGateway) -> None:
+        await asyncio.wait_for(gateway.apply_config({"apis": [_api("late", failing)]}), 5)
+        database_down.set()
+        await asyncio.sleep(0.05)
+
+    gateway = WebSocketGateway(echo_app, config={"apis": []})
+    with caplog.at_level(logging.ERROR, logger=inprocess_lifespan.__name__), TestClient(gateway) as client:
+        assert client.portal is not None
+        client.portal.call(change, gateway)
+    lines = [r.getMessage() for r in caplog.records if "asgi:failing failed its lifespan start-up" in r.getMessage()]
+    assert lines == [
+        "in-process upstream asgi:failing failed its lifespan start-up: db down\\nCRITICAL: forged\\x1b[31m "
+        "password=REDACTED; its connections are served without its lifespan state"
+    ], caplog.text

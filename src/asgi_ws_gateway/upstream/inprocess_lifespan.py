@@ -69,6 +69,7 @@ class _Lifespan:
     supported: bool = False  # it answered lifespan.startup.complete: its state is its connections'
     answered: str | None = None  # the type of the last message it sent
     unsupported: str = "it returned without answering"  # or the exception it raised before answering
+    late: bool = False  # its start-up was no longer waited for (a change's bound): its answer is logged here
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         try:
@@ -86,6 +87,10 @@ class _Lifespan:
             raise RuntimeError(f"Expected ASGI message 'lifespan.*.complete' or 'lifespan.*.failed', but got "
                                f"{str(message['type'])[:50]!r}")  # fmt: skip
         self.answered = message["type"]
+        if self.late and message["type"] == "lifespan.startup.failed":
+            failure = printable(redact_free_text(str(message.get("message") or "(no message)")), quote=False)
+            logger.error("in-process upstream %s failed its lifespan start-up: %s; its connections are served "
+                         "without its lifespan state", self.label, failure)  # fmt: skip
         self.supported = self.supported or message["type"] == "lifespan.startup.complete"
         self.from_app.put_nowait(message)
 
@@ -132,6 +137,7 @@ class AppLifespans:
                 logger.error("in-process upstream %s (API %s) has not answered its lifespan start-up in %g s: its "
                              "connections are served without its lifespan state until it does",
                              label, api, bound)  # fmt: skip
+                lifespan.late = True
                 started.append(lifespan)  # shut down (or cancelled) with the others
                 continue
             if answer is not None and answer["type"] == "lifespan.startup.failed":
