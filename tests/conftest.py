@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpcore2
@@ -93,6 +96,14 @@ def _credential_headers_as_found() -> Iterator[None]:
     redact_text._HEADER_IN_TEXT, redact_text._HEADER_NAMES = found[1:]  # the patterns made of them
     redact_text._credential_templates.intersection_update(paths[0])
     redact_text._credential_paths = paths[1]
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short directory of its own for a Unix socket (a socket's path is at most 107 bytes; pytest's are long)."""
+    directory = Path(tempfile.mkdtemp(prefix="uds-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import secrets
 import signal
 import socket
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ from asgi_ws_gateway.telemetry import names as n
 from support.otlp import OtlpReceiver
 from support.processes import SRC, ServerProcess
 from support.upstream import UpstreamServer
-
-
-@pytest.fixture
-def socket_dir(tmp_path: Path) -> Iterator[Path]:
-    """A short directory for the socket (a Unix socket's path is at most 107 bytes; pytest's are long)."""
-    directory = Path(f"/tmp/uds-{id(tmp_path):x}")
-    directory.mkdir()
-    yield directory
-    for path in directory.iterdir():
-        path.unlink()
-    directory.rmdir()
 
 
 def _config(tmp: Path, upstream: UpstreamServer | None, **top: Any) -> Path:

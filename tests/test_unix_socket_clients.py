@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +101,6 @@ async def test_ip_filter_refuses_an_addressless_client_as_no_client_address(capl
 
 
 # --- real uvicorn on a Unix socket ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def socket_dir(tmp_path: Path) -> Iterator[Path]:
-    """A short directory for the socket (a Unix socket's path is at most 107 bytes; pytest's are long)."""
-    directory = Path(f"/tmp/uds-{tmp_path.name[-20:]}-{id(tmp_path):x}")
-    directory.mkdir()
-    yield directory
-    for path in directory.iterdir():
-        path.unlink()
-    directory.rmdir()
 
 
 def _uvicorn_on_socket(tmp: Path, sock: Path, config: dict[str, Any]) -> ServerProcess:
