@@ -47,6 +47,11 @@ from support.servers import UvicornFactory, UvicornServer
 from support.upstream import UpstreamServer
 
 
+def _loud(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """The records at ERROR or with a traceback (logger name, message head): a client's bad frames make none."""
+    return [(r.name, r.getMessage()[:120]) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 def _masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     key = os.urandom(4)
     head = bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)])  # under 126 bytes
@@ -87,7 +92,7 @@ async def test_invalid_text_then_the_clients_close_in_one_read_is_answered_with_
     finally:
         writer.transport.abort()  # (closed already, unless the test failed)
     await gateway.settle()
-    loud = [(r.name, r.getMessage()[:120]) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    loud = _loud(caplog)
     assert loud == []
 
 
@@ -115,7 +120,7 @@ async def test_invalid_text_then_a_ping_in_one_read_is_1007_and_logs_no_error(
     finally:
         writer.transport.abort()  # (closed already, unless the test failed)
     await gateway.settle()
-    loud = [(r.name, r.getMessage()[:120]) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    loud = _loud(caplog)
     assert loud == []
 
 
@@ -364,5 +369,5 @@ def test_every_connector_answers_a_sequence_as_the_upstream_does_directly(
         await gateway.settle()
 
     asyncio.run(check())
-    loud = [(r.name, r.getMessage()[:120]) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    loud = _loud(caplog)
     assert loud == []
