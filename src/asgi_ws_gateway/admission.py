@@ -51,8 +51,10 @@ class Api:
                 backend = Backend(label=upstream.label, connector=connector, index=i)
             else:  # the same object: open connections count down what new ones count up
                 backend.connector, backend.index = connector, i
+            backend.max_connections = upstream.max_connections  # a lower cap closes nothing: new ones wait
             backends.append(backend)
-        self.pool = BackendPool(config, backends)
+        # The same gate across changes: a handshake in flight leaves the one it entered.
+        self.pool = BackendPool(config, backends, previous.pool.connecting if previous is not None else None)
         # Passthrough opens the upstream itself: it needs every upstream on the network.
         self.can_splice = config.passthrough is not False and all(u.kind != "asgi" for u in config.upstreams)
         self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning

@@ -40,6 +40,7 @@ from .routing import Router, resolve_scope
 from .startup import StartupFailure, built_by_starlette, unread_variable_warnings, variable_problems
 from .state.base import Store
 from .telemetry import ConnectionTrace, Telemetry
+from .upstream.backend_caps import ConnectionSlot
 from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
 from .upstream.head_limits import head_limit
@@ -444,6 +445,7 @@ class WebSocketGateway(AdmissionChecks):
         client = handshake.request.client.ip if self._trusted else None
         trace = self._telemetry.handshake(api.config, scope, client)  # span ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
+        slot: ConnectionSlot | None = None  # the backend's max_connections slot, once connected
         relay: RelayHandle
         try:
             if self._draining:
@@ -470,13 +472,17 @@ class WebSocketGateway(AdmissionChecks):
                 for upstream_config in api.config.upstreams
             ]
             handshake.request.forget_many_values()  # the view lives as long as the connection
-            backend, upstream, relay, accept = await open_proxy(
+            backend, upstream, relay, accept, slot = await open_proxy(
                 api, scope, receive, send, handshake=handshake, trace=trace, message_policies=message_policies,
                 requests=requests, message_events=bool(self.config.telemetry.message_events),
             )  # fmt: skip
             if policies is not self._policies or self._draining:  # changed while the handshake ran
                 self._check_still_admitted(api, handshake.subscription)
         except BaseException as exc:
+            if (
+                slot is not None
+            ):  # connected, then refused (a change or a drain meanwhile): the upstream is closed below
+                slot.release()
             # The gateway's protocol cancels the task when the client leaves before the answer, or when
             # the server shuts down: each cancellation is taken back here (any other propagates).
             if _taken_back(exc, CLIENT_GONE, scope):  # nothing to answer: no refusal sent or logged
@@ -506,7 +512,7 @@ class WebSocketGateway(AdmissionChecks):
             return
 
         # No await since the check above: a change applied later finds this connection open and drains it.
-        trial = api.pool.opened(backend)  # active, and its end judged as the backend's health
+        trial = api.pool.opened(backend, slot)  # active, its end judged as the backend's health, its slot given back
         live = self._connections.add(relay, api=api.config.name, scope=scope, client=client)
         # The subject as identify recorded it (client_text's, from these claims: made once a handshake).
         shown = trace.subject if subject is not None else None

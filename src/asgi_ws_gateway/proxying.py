@@ -29,6 +29,7 @@ from .passthrough.splice import Splice
 from .relay.lifecycle import RelayHandle
 from .relay.pumps import Relay
 from .telemetry import HandshakeTrace
+from .upstream.backend_caps import ConnectionSlot
 from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
 
@@ -42,6 +43,8 @@ class Proxied(NamedTuple):
     upstream: UpstreamConnection | RawUpstream
     relay: RelayHandle
     accept: Message
+    slot: ConnectionSlot
+    """The backend's ``max_connections`` slot the connection holds: given back when it is over."""
 
 
 async def open_proxy(
@@ -68,15 +71,15 @@ async def open_proxy(
         # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
         # the splice under ``compression: null``, as the relay offers none then.
         extensions = not framed and cfg.compression is not None
-        backend, raw = await api.pool.open(lambda b: api.traced[b.index].open(
+        backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
             lambda request: open_raw(cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit),
             requests[b.index],
         ))  # fmt: skip
-        async with _closed_on_failure(raw):
+        async with _closed_on_failure(raw, slot):
             splice = _splice(api, scope, raw, message_policies, handshake)
-            return Proxied(backend, raw, splice, splice.accept_message())
-    backend, opened = await api.pool.connect(lambda b: requests[b.index])
-    async with _closed_on_failure(opened):
+            return Proxied(backend, raw, splice, splice.accept_message(), slot)
+    backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
+    async with _closed_on_failure(opened, slot):
         client_receive, upstream = trace.relay_io(receive, opened)
         offer = (scope.get("extensions") or {}).get(EXTENSION)
         progress = offer.get(TAKEN_IN) if isinstance(offer, dict) else None  # the gateway's protocol's
@@ -92,7 +95,7 @@ async def open_proxy(
             accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
             accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
             accept[ON_SHUTDOWN] = relay.client_closed_at_shutdown  # the 1012 mirrored now, as the splice does
-        return Proxied(backend, opened, relay, accept)
+        return Proxied(backend, opened, relay, accept, slot)
 
 
 def _splice(
@@ -118,11 +121,12 @@ def _splice(
 
 
 @contextlib.asynccontextmanager
-async def _closed_on_failure(upstream: UpstreamConnection | RawUpstream) -> AsyncIterator[None]:
-    """Connected, then failed before the relay was made: the upstream must not be left open."""
+async def _closed_on_failure(upstream: UpstreamConnection | RawUpstream, slot: ConnectionSlot) -> AsyncIterator[None]:
+    """Connected, then failed before the relay was made: the upstream must not be left open, nor its slot held."""
     try:
         yield
     except BaseException:
+        slot.release()
         with contextlib.suppress(Exception):
             await upstream.close(1011, "gateway error")
         raise

@@ -16,7 +16,18 @@ from ..loading import LoadRefused, check_import
 from .ca_bundles import CaBundleProblem, checked_ca_bundle
 from .client_certificates import CertificateProblem, ClientCertificate, checked_certificate
 from .fields import DAY, MAX_SECONDS, MIN_TIMEOUT, POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
-from .limits import MAX_FAILURES, MAX_ITEMS, MAX_NAME, MAX_POLICIES, MAX_SETTING, MAX_UPSTREAMS, MAX_URL, MIB, bounded
+from .limits import (
+    MAX_CAP,
+    MAX_FAILURES,
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_POLICIES,
+    MAX_SETTING,
+    MAX_UPSTREAMS,
+    MAX_URL,
+    MIB,
+    bounded,
+)
 
 
 class ErrorReplyConfig(ConfigModel):
@@ -80,6 +91,15 @@ class UpstreamConfig(ConfigModel):
     client_key_password_env: Name | None = Field(
         default=None,
         description="wss:// only: the environment variable holding the passphrase of an encrypted private key.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CAP,
+        description="Connections to this backend at once, its connects under way included (per gateway process: "
+        "each worker of --workers has its own count), 1 to 10000000. A backend at its cap is skipped in balancing "
+        "order; when every backend is, the handshake is refused with 503 upstream_full and Retry-After. "
+        "Default (null): no cap.",
     )
     app: SkipJsonSchema[Any] = Field(default=None, exclude=True, repr=False)
 
@@ -239,6 +259,14 @@ class ApiConfig(ConfigModel):
         ge=MIN_TIMEOUT,
         le=300,  # as handshake_limits.policy_timeout: no client waits longer for its 101
         description="Seconds to open one upstream (TCP+TLS+handshake), 0.01 to 300.",
+    )
+    max_connecting: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CAP,
+        description="Upstream handshakes of this API in flight at once, to all its backends together (per gateway "
+        "process), 1 to 10000000; the next wait their turn in order, each at most connect_timeout, then 503 "
+        "upstream_queue_timeout with Retry-After. Default (null): no limit.",
     )
     dns_ttl: float = Field(
         default=5.0,

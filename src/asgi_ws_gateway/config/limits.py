@@ -27,6 +27,7 @@ MAX_PREFIX = 64  # a Redis key namespace (store.prefix, --redis-prefix): every c
 MAX_NETWORKS = 1024  # trusted_proxies entries, as an ip-filter list (looked up by bisection; CloudFront's list fits)
 MAX_KEY_HEADERS = 16  # subscription_key.headers: each is looked up for each handshake
 MAX_NETWORK = 64  # an address or network as text: IPv6 with a prefix length is 43 characters
+MAX_CAP = 10_000_000  # a backend's max_connections, an API's max_connecting: as the process's max_connections
 MAX_FAILURES = 100  # unhealthy_after: past it passive health is off in all but name (cooldown: 0 says so)
 
 

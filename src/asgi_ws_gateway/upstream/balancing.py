@@ -30,6 +30,7 @@ from .. import redact
 from ..config.apis import ApiConfig
 from ..errors import UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from ..log_throttle import OutageLog
+from .backend_caps import ConnectingGate, ConnectionSlot, backends_full, has_room, queue_timeout
 from .base import Connector, UpstreamConnection, UpstreamRequest
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class Backend:
     connector: Connector
     index: int
     active: int = 0
+    """Connections accepted and not over (least-connections reads it)."""
+    connections: int = 0
+    """Slots held: connects under way and connections not over (what ``max_connections`` caps)."""
+    max_connections: int | None = None
     failures: int = 0
     cooling_until: float = field(default=0.0)
     failure_log: OutageLog = field(default_factory=OutageLog, repr=False)
@@ -123,13 +128,13 @@ class Trial:
     """A connection's first ``TRIAL_PERIOD`` seconds, whose end decides what it says of its backend.
 
     Made by :meth:`BackendPool.opened` (which counts the connection active); :meth:`ended` must be
-    called once, when the connection is over.
+    called once, when the connection is over: it gives back the connection's slot too.
     """
 
-    __slots__ = ("_backend", "_pool", "_since", "_timer")
+    __slots__ = ("_backend", "_pool", "_since", "_slot", "_timer")
 
-    def __init__(self, pool: BackendPool, backend: Backend) -> None:
-        self._pool, self._backend = pool, backend
+    def __init__(self, pool: BackendPool, backend: Backend, slot: ConnectionSlot | None = None) -> None:
+        self._pool, self._backend, self._slot = pool, backend, slot
         self._since = time.monotonic()
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(TRIAL_PERIOD, self._passed)
 
@@ -140,6 +145,8 @@ class Trial:
     def ended(self, end: ConnectionEnd) -> None:
         """The connection is over: it no longer counts as active, and within its trial its end is judged."""
         self._backend.active -= 1
+        if self._slot is not None:
+            self._slot.release()
         if self._timer is None:
             return  # it lived past its trial: counted as a success then
         self._timer.cancel()
@@ -152,17 +159,20 @@ class Trial:
 
 
 class BackendPool:
-    def __init__(self, api: ApiConfig, backends: Sequence[Backend]) -> None:
+    def __init__(self, api: ApiConfig, backends: Sequence[Backend], connecting: ConnectingGate | None = None) -> None:
         self.api = api
         self.backends = list(backends)
         self._turn = 0
+        # The previous configuration's, when there was one: handshakes in flight hold turns of it.
+        self.connecting = connecting if connecting is not None else ConnectingGate()
+        self.connecting.set_limit(api.max_connecting)
 
     def order(self, now: float | None = None) -> list[Backend]:
-        """Backends to try for the next handshake, best first."""
+        """Backends to try for the next handshake, best first; none at its ``max_connections``."""
         now = time.monotonic() if now is None else now
         start = self._turn % len(self.backends)
         self._turn += 1
-        rotated = self.backends[start:] + self.backends[:start]
+        rotated = [b for b in self.backends[start:] + self.backends[:start] if has_room(b)]
         if self.api.balancing == "least-connections":
             rotated.sort(key=lambda b: b.active)  # stable: ties keep the rotation
         healthy = [b for b in rotated if b.healthy(now)]
@@ -184,10 +194,10 @@ class BackendPool:
         backend.failures = 0
         backend.cooling_until = 0.0
 
-    def opened(self, backend: Backend) -> Trial:
-        """A connection to ``backend`` (from :meth:`open`) is accepted: active, and on trial."""
+    def opened(self, backend: Backend, slot: ConnectionSlot | None = None) -> Trial:
+        """A connection to ``backend`` (from :meth:`open`, with its ``slot``) is accepted: active, and on trial."""
         backend.active += 1
-        return Trial(self, backend)
+        return Trial(self, backend, slot)
 
     def early_end(self, backend: Backend, end: ConnectionEnd, lived: float) -> None:
         """The upstream failed a connection soon after its 101: a failure, as a failed connect is."""
@@ -202,37 +212,60 @@ class BackendPool:
             more = f" ({count - 1} more since the last such line)" if count > 1 else ""
             logger.info("API %s: backend %s failed: %s%s", self.api.name, backend.label, detail, more)
 
-    async def connect(self, build: RequestBuilder) -> tuple[Backend, UpstreamConnection]:
+    async def connect(self, build: RequestBuilder) -> tuple[Backend, UpstreamConnection, ConnectionSlot]:
         """Connect to the first backend that answers, failing over on unreachable or timed out ones.
+
+        Returns the backend, the connection and its slot, which the caller gives back when the connection
+        is over (:meth:`opened`'s trial does), or at once if it never is accepted.
 
         Raises:
             UpstreamRejected: the backend answered the handshake with a refusal.
             UpstreamUnreachable | UpstreamTimeout: every backend failed; the last failure is raised.
+            GatewayOverloaded: every backend at its ``max_connections`` (``upstream_full``), or no turn
+                under ``max_connecting`` within ``connect_timeout`` (``upstream_queue_timeout``): 503.
         """
         return await self.open(lambda backend: backend.connector.connect(build(backend)))
 
-    async def open(self, opener: Callable[[Backend], Awaitable[T]]) -> tuple[Backend, T]:
+    async def open(self, opener: Callable[[Backend], Awaitable[T]]) -> tuple[Backend, T, ConnectionSlot]:
         """:meth:`connect` with ``opener(backend)`` opening the connection (passthrough's raw one).
 
         Raises:
-            UpstreamRejected: the backend answered the handshake with a refusal.
-            UpstreamUnreachable | UpstreamTimeout: every backend failed; the last failure is raised.
+            as :meth:`connect`.
         """
+        if not any(has_room(b) for b in self.backends):  # at once: no turn is waited for to be refused
+            raise backends_full(self.api.name, self.backends)
+        if not await self.connecting.enter(self.api.connect_timeout):
+            raise queue_timeout(self.api.name, self.connecting, self.api.connect_timeout)
+        try:
+            return await self._first_to_open(opener)
+        finally:
+            self.connecting.leave()
+
+    async def _first_to_open(self, opener: Callable[[Backend], Awaitable[T]]) -> tuple[Backend, T, ConnectionSlot]:
         last: UpstreamUnreachable | UpstreamTimeout | None = None
         for backend in self.order():
+            if not has_room(backend):
+                continue  # filled up while an earlier backend was tried
+            slot = ConnectionSlot(backend)
             try:
                 connection = await opener(backend)
             except UpstreamRejected:
+                slot.release()
                 self.record_success(backend)
                 raise
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
+                slot.release()
                 self._log_failure(backend, exc.detail)
                 self.record_failure(backend)
                 last = exc
                 continue
+            except BaseException:  # the gateway's own refusal, a cancellation (the client left, a shutdown)
+                slot.release()
+                raise
             # Not a success yet: the connection's Trial (BackendPool.opened) decides.
-            return backend, connection
-        assert last is not None
+            return backend, connection, slot
+        if last is None:  # every backend filled up while this handshake waited its turn
+            raise backends_full(self.api.name, self.backends)
         raise last
 
 
