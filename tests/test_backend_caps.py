@@ -163,8 +163,10 @@ async def test_a_raised_limit_lets_the_waiters_in() -> None:
     while gate.waiting < 3:  # noqa: ASYNC110 - the tasks' own progress
         await asyncio.sleep(0)
     gate.set_limit(None)
+    assert gate.waiting == 0
+    assert await gate.enter(0) is True  # no waiting behind those let in: a turn at once
     assert await asyncio.gather(*waiting) == [True, True, True]
-    assert gate.in_flight == 4
+    assert gate.in_flight == 5
 
 
 def _problems(config: dict[str, Any]) -> list[str]:

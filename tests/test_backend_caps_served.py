@@ -260,7 +260,7 @@ async def test_a_connect_that_waits_past_connect_timeout_is_503(uvicorn_server: 
     connect_timeout): the second, waiting, gets 503 upstream_queue_timeout; the first 504."""
     async with _gated_upstream() as (port, _release, arrived):
         backends = [f"ws://127.0.0.1:{port}/a", f"ws://127.0.0.1:{port}/b"]
-        gateway, url = _served(uvicorn_server, backends, "relay", max_connecting=1, connect_timeout=1)
+        gateway, url = _served(uvicorn_server, backends, "relay", max_connecting=1, connect_timeout=2)
         first = asyncio.create_task(expect_status(url))
         await _until(lambda: len(arrived) == 1)
         status, headers, _ = await expect_status(url)

@@ -64,7 +64,7 @@ class ConnectingGate:
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
         self.in_flight = 0
-        self.waiting = 0
+        self.waiting = 0  # not yet handed a turn
         self._waiters: deque[asyncio.Future[None]] = deque()  # those given up stay until reached: done
 
     def set_limit(self, limit: int | None) -> None:
@@ -87,15 +87,14 @@ class ConnectingGate:
         except TimeoutError:
             if waiter.done() and not waiter.cancelled():
                 return True  # handed a turn as the time ran out: taken
-            waiter.cancel()
+            self._give_up(waiter)
             return False
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self.leave()
-            waiter.cancel()
+            else:
+                self._give_up(waiter)
             raise
-        finally:
-            self.waiting -= 1
         return True
 
     def leave(self) -> None:
@@ -103,10 +102,15 @@ class ConnectingGate:
         self.in_flight -= 1
         self._wake()
 
+    def _give_up(self, waiter: asyncio.Future[None]) -> None:
+        waiter.cancel()
+        self.waiting -= 1
+
     def _wake(self) -> None:
         while self._waiters and (self.limit is None or self.in_flight < self.limit):
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.waiting -= 1
                 self.in_flight += 1
                 waiter.set_result(None)
 
