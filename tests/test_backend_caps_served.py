@@ -220,6 +220,24 @@ async def test_a_drain_gives_the_slots_back(uvicorn_server: UvicornFactory) -> N
         assert await _settled(gateway) == [0, 0, 0]
 
 
+async def test_a_drain_refuses_the_connects_in_flight_and_waiting_and_frees_their_turns(
+    uvicorn_server: UvicornFactory,
+) -> None:
+    """max_connecting 1: one connect holds its turn (its upstream holds the 101), one waits; a drain meanwhile
+    refuses both with 503 once they connect, their slots and turns given back."""
+    async with _gated_upstream() as (port, release, arrived):
+        backend = {"url": f"ws://127.0.0.1:{port}/", "max_connections": 2}
+        gateway, url = _served(uvicorn_server, [backend], "splice", max_connecting=1)
+        clients = [asyncio.create_task(expect_status(url))]
+        await _until(lambda: len(arrived) == 1)
+        clients.append(asyncio.create_task(expect_status(url)))
+        await _until(lambda: _pool(gateway).connecting.waiting == 1)
+        await gateway.on_server(lambda: gateway.gateway.drain(grace=1))
+        release.set()
+        assert [(await client)[0] for client in clients] == [503, 503]
+        assert await _settled(gateway) == [0, 0, 0]
+
+
 async def _echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})

@@ -479,9 +479,8 @@ class WebSocketGateway(AdmissionChecks):
             if policies is not self._policies or self._draining:  # changed while the handshake ran
                 self._check_still_admitted(api, handshake.subscription)
         except BaseException as exc:
-            if (
-                slot is not None
-            ):  # connected, then refused (a change or a drain meanwhile): the upstream is closed below
+            # Connected, then refused (a change or a drain meanwhile): the upstream is closed below.
+            if slot is not None:
                 slot.release()
             # The gateway's protocol cancels the task when the client leaves before the answer, or when
             # the server shuts down: each cancellation is taken back here (any other propagates).
