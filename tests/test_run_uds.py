@@ -22,9 +22,11 @@ import yaml
 from websockets.asyncio.client import unix_connect
 from websockets.exceptions import InvalidStatus
 
+from asgi_ws_gateway.management import ManagementClient
 from asgi_ws_gateway.telemetry import names as n
 from support.otlp import OtlpReceiver
 from support.processes import SRC, ServerProcess
+from support.servers import free_port
 from support.upstream import UpstreamServer
 
 
@@ -83,6 +85,7 @@ async def test_run_serves_on_a_unix_socket_behind_a_trusted_proxy(
         ("framed", "198.51.100.1", 403), ("framed", "203.0.113.7", 101),
         ("spliced", "198.51.100.1", 403), ("spliced", "203.0.113.7", 101),
     ]  # fmt: skip
+    assert {line["peer"] for line in lines} == {"unix:"}  # the trusted proxy they came through (it was "-")
 
 
 async def test_run_on_an_untrusted_socket_refuses_as_no_client_address(
@@ -243,7 +246,8 @@ async def test_spans_and_metrics_name_the_client_or_the_reason(
     tmp_path: Path, socket_dir: Path, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OTLP: ``client.address`` is the client the proxy on the socket named (no peer address: the socket has
-    none); a handshake without one is counted and traced as ``no_client_address``, with no address."""
+    none; ``network.transport`` ``unix`` says which peer vouched); a handshake without one is counted and
+    traced as ``no_client_address``, with no address."""
     for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_TRACES_SAMPLER"):
         monkeypatch.delenv(name, raising=False)
     sock = socket_dir / "gw.sock"
@@ -263,7 +267,25 @@ async def test_spans_and_metrics_name_the_client_or_the_reason(
     handshake_spans = {s.attributes[n.URL_PATH]: s.attributes for s in spans if s.name.startswith("GET")}
     assert handshake_spans["/ws/spliced"][n.CLIENT_ADDRESS] == "203.0.113.7"
     assert n.NETWORK_PEER_ADDRESS not in handshake_spans["/ws/spliced"]
+    assert handshake_spans["/ws/spliced"][n.NETWORK_TRANSPORT] == "unix"  # the trusted peer: the socket's
     assert handshake_spans["/ws/framed"][n.ERROR_TYPE] == "no_client_address"
     assert n.CLIENT_ADDRESS not in handshake_spans["/ws/framed"]
     refused = [p.value for attrs, p in handshakes.items() if ("error.type", "no_client_address") in attrs]
     assert refused == [1]
+
+
+async def test_the_connection_listing_names_the_socket_as_the_peer(
+    tmp_path: Path, socket_dir: Path, upstream: UpstreamServer
+) -> None:
+    """``GET /connections``: ``peer`` is ``unix:`` for a client that came over the socket (it was ``-``)."""
+    sock, port, token = socket_dir / "gw.sock", free_port(), secrets.token_urlsafe(32)
+    config = _config(tmp_path, upstream, trusted_proxies=["unix:"])
+    args = ["-m", "asgi_ws_gateway", "run", str(config), "--uds", str(sock), "--management-port", str(port)]
+    with ServerProcess(args, port=port, cwd=tmp_path, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": token}) as server:
+        server.wait_for_line("Application startup complete")
+        headers = {"X-Forwarded-For": "203.0.113.7"}
+        async with unix_connect(str(sock), "ws://gw.test/ws/spliced", additional_headers=headers) as ws:
+            await ws.recv()
+            async with ManagementClient(f"http://127.0.0.1:{port}", token=token) as client:
+                (listed,) = await client.list_connections()
+    assert (listed["client"], listed["peer"]) == ("203.0.113.7", "unix:")

@@ -127,7 +127,10 @@ CONNECTION_SCHEMA = {
             "type": "string",
             "description": "the client's address: what trusted proxies reported, else the TCP peer's",
         },
-        "peer": {"type": "string", "description": "host:port of the TCP peer (a proxy's, behind trusted proxies)"},
+        "peer": {
+            "type": "string",
+            "description": "host:port of the TCP peer (a proxy's, behind trusted proxies), unix: a Unix socket's",
+        },
         **{k: {"type": ["string", "null"]} for k in ("subject", "subscription", "backend")},
         "opened_at": {"type": "number", "description": "Unix time"},
         **{k: {"type": "integer"} for k in ("messages_in", "bytes_in", "messages_out", "bytes_out")},

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .._types import Data, Scope
+from ..forwarded import UNIX_SOCKET_PEER, unix_socket_peer
 from ..redact import printable
 from .stats import RelayStats
 
@@ -122,6 +123,8 @@ class ConnectionRegistry:
         tcp = scope.get("client")
         # Bounded and escaped: a server that rewrote it from a header (uvicorn's --proxy-headers) put text there.
         peer = printable(f"{tcp[0]}:{tcp[1]}"[:_MAX_ADDRESS], quote=False) if tcp else "-"
+        if not tcp and unix_socket_peer(scope):  # a Unix socket's peer: no address, named as trusted_proxies does
+            peer = UNIX_SOCKET_PEER
         connection = TrackedConnection(
             id=os.urandom(16).hex(),
             api=api,

@@ -34,6 +34,7 @@ from .._context import HANDSHAKE, HandshakeObserver
 from .._types import Receive, Scope
 from ..config.apis import UpstreamConfig
 from ..errors import HandshakeDenied, UpstreamRejected
+from ..forwarded import UNIX_SOCKET_PEER, unix_socket_peer
 from ..redact import redact_free_text, redact_text, redact_url_remembered
 from . import current, propagation
 from . import names as n
@@ -172,6 +173,8 @@ class HandshakeTrace:
             attrs[n.CLIENT_ADDRESS] = self.client
             if client:
                 attrs[n.NETWORK_PEER_ADDRESS] = self.peer_address
+            elif unix_socket_peer(scope):  # the proxy on a Unix socket: a peer without an address
+                attrs[n.NETWORK_TRANSPORT] = n.NETWORK_TRANSPORT_UNIX
         elif client:
             attrs[n.CLIENT_ADDRESS] = self.peer_address
         named = dict(headers)  # in C; a repeated header's last value, as a loop over them would keep
@@ -455,8 +458,8 @@ class HandshakeTrace:
             "path": self.path if self.path is not None else client_path(self.scope.get("path", "")),
             "client": self.client or peer, "subject": self.subject, "subscription": self.subscription,
         }  # fmt: skip
-        if self.client is not None:
-            fields["peer"] = peer  # the trusted proxy the client came through
+        if self.client is not None:  # the trusted proxy the client came through ("unix:", the socket's peer)
+            fields["peer"] = peer if client or not unix_socket_peer(self.scope) else UNIX_SOCKET_PEER
         return fields
 
 
