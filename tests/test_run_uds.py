@@ -66,12 +66,12 @@ async def test_run_serves_on_a_unix_socket_behind_a_trusted_proxy(
     tmp_path: Path, socket_dir: Path, upstream: UpstreamServer, workers: int
 ) -> None:
     """Both connectors over the socket; the proxy's X-Forwarded-For names the client; the start-up line
-    says where it listens; the socket is uvicorn's mode 0666 and goes when the gateway stops."""
+    says where it listens; the socket is mode 0660 (not uvicorn's 0666) and goes when the gateway stops."""
     sock = socket_dir / "gw.sock"
     config = _config(tmp_path, upstream, trusted_proxies=["unix:"])
     with _run(tmp_path, config, "--uds", str(sock), "--workers", str(workers)) as server:
         server.wait_for_line("Application startup complete", times=workers)
-        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
         for path in ("/ws/spliced", "/ws/framed"):
             assert await _forwarded(sock, path, "203.0.113.7") == "203.0.113.7"
             assert await _forwarded(sock, path, "198.51.100.1") == 403

@@ -8,6 +8,7 @@ key, with one WARNING saying why and what to change (before: 403 ``ip_forbidden`
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,3 +196,30 @@ async def test_a_trusted_socket_whose_proxy_names_no_client_says_so(
         output = server.output()
     assert output.count(WARNING) == 1
     assert "the proxy on the socket sent no x-forwarded-for naming the client" in output
+
+
+OPEN_SOCKET = "is open to every local user"
+
+
+@pytest.mark.parametrize("directory_mode", [0o755, 0o700])
+async def test_a_trusted_socket_open_to_every_user_is_warned_of_once(
+    tmp_path: Path, socket_dir: Path, upstream: UpstreamServer, directory_mode: int
+) -> None:
+    """``uvicorn --uds`` makes its socket 0666: with ``unix:`` trusted, one WARNING (the first handshake, per
+    worker) that any local user can forge the client, and the remedy; none when its directory keeps them out."""
+    os.chmod(socket_dir, directory_mode)
+    config = {"trusted_proxies": ["unix:"],
+              "apis": [_api(upstream, "filtered", [{"ip-filter": {"allow": ["203.0.113.0/24"]}}])]}  # fmt: skip
+    sock = socket_dir / "gw.sock"
+    with _uvicorn_on_socket(tmp_path, sock, config) as server:
+        for _ in range(2):
+            assert await _status(sock, "/ws/filtered", {"X-Forwarded-For": "203.0.113.7"}) == 101
+        server.stop()
+        output = server.output()
+    if directory_mode == 0o755:
+        assert output.count(OPEN_SOCKET) == 1
+        assert f"the Unix socket {sock} is open to every local user (mode 0666" in output
+        assert "chmod 660 with the proxy's group" in output
+    else:
+        assert OPEN_SOCKET not in output
+    assert "Traceback" not in output

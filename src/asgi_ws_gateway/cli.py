@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import ConfigError
-from .forwarded import is_loopback_host
+from .forwarded import UNIX_SOCKET_PEER, is_loopback_host
 from .json_names import load_unique
 from .loading import MAX_PATH, ChainNotLoaded, alias_problem, load_cert_chain, read_regular_file
 from .management import cli as management_cli
 from .management.cli import MANAGEMENT_HOST, REDIS_ENV
 from .management.mount_path import MAX_MANAGEMENT_PATH
 from .plugins import MAX_MODULE, MAX_PLUGINS
+from .socket_access import DEFAULT_UDS_MODE
 from .yaml_keys import safe_load
 
 if TYPE_CHECKING:
@@ -67,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--uds", metavar="PATH", type=_file_path,
         help="listen on this Unix socket instead of --host and --port (a proxy on this host in front: list 'unix:' "
         "in the config's trusted_proxies so that its X-Forwarded-For names the client)",
+    )  # fmt: skip
+    run.add_argument(
+        "--uds-mode", metavar="MODE", type=_uds_mode,
+        help="the --uds socket's permissions, octal: who may connect (write permission), e.g. 660 for the owner "
+        f"and its group, the proxy's (default: {DEFAULT_UDS_MODE:o})",
     )  # fmt: skip
     run.add_argument(
         "--workers", type=_workers, default=1, help="uvicorn worker processes, at most 8 per CPU (default: %(default)s)"
@@ -187,6 +193,7 @@ def _configured(args: argparse.Namespace) -> int:
             from .telemetry.providers import environment_config_problems
 
             args.shutdown_timeout = graceful_shutdown_timeout(config)
+            args.unix_trusted = UNIX_SOCKET_PEER in config.trusted_proxies  # warned of on an open --uds socket
             args.config_access_log = config.telemetry.access_log  # the format when no flag or variable names one
             args.head_bytes = _request_head_bytes(config.handshake_limits)
             flagged = args.no_access_log or args.access_log_format  # the flags replace the variable
@@ -234,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     from .management.admin_auth import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
     from .plugins import PLUGINS_ENV
     from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
-    from .server.unix_socket import uds_problem
+    from .server.unix_socket import SocketPathUnusable
     from .standalone import ACCESS_LOG_ENV, CONFIG_ENV, GC_ENV
 
     if args.uds is not None and (args.host is not None or args.port is not None):
@@ -300,16 +307,21 @@ def _run(args: argparse.Namespace) -> int:
         app = "asgi_ws_gateway.server.serving:managed_app"
     else:
         app = "asgi_ws_gateway.server.serving:standalone_app"
-    if args.uds is not None and (problem := uds_problem(args.uds)) is not None:
-        print(f"error: --uds {args.uds}: {problem}", file=sys.stderr)
-        return EXIT_START_FAILED
+    if args.uds is None and args.uds_mode is not None:
+        print("error: --uds-mode is the mode of --uds's socket: give --uds", file=sys.stderr)
+        return 2
     try:
         return serve(
             app,
             _uvicorn_options(args),
             management_port=args.management_port,
             management_host=args.management_host or MANAGEMENT_HOST,
+            uds_mode=DEFAULT_UDS_MODE if args.uds_mode is None else args.uds_mode,
+            unix_trusted=getattr(args, "unix_trusted", False),
         )
+    except SocketPathUnusable as unusable:
+        print(f"error: --uds {args.uds}: {unusable.problem}", file=sys.stderr)
+        return EXIT_START_FAILED
     except ConfigError as exc:  # raised while the app is built, in this process (one worker)
         print(exc, file=sys.stderr)
         return 2
@@ -445,6 +457,21 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
     return port
+
+
+def _uds_mode(value: str) -> int:
+    """``--uds-mode``: permission bits in octal (``660``, ``0660``, ``0o660``), the owner's read and write
+    among them (the next ``run`` on the path connects to it to tell a live socket from a stale one)."""
+    digits = value.removeprefix("0o").removeprefix("0O")
+    if not (1 <= len(digits) <= 4 and all(digit in "01234567" for digit in digits)):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an octal mode such as 660 (digits 0 to 7)")
+    mode = int(digits, 8)
+    if mode > 0o777:
+        raise argparse.ArgumentTypeError(f"{value}: permission bits only (at most 777), no setuid, setgid or sticky")
+    if mode & 0o600 != 0o600:
+        raise argparse.ArgumentTypeError(f"{value}: the owner needs read and write (6 as the first digit), as the "
+                                         "next start connects to tell a live socket from a stale one")  # fmt: skip
+    return mode
 
 
 def _own_port(value: str) -> int:

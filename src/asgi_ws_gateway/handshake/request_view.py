@@ -25,6 +25,7 @@ from ..param_names import fold_cookie_name, fold_name, spelled_as
 from ..upstream.headers import forwarding_headers, replaced_forwarding_header
 from ..upstream.request import offered_subprotocols
 from . import host_header
+from .open_socket import warn_if_open
 
 V = TypeVar("V")
 
@@ -343,7 +344,10 @@ class RequestView:
         text = peer[0] if type(peer[0]) is str else (UNKNOWN_CLIENT if peer[0] else "")
         if self._trusted:
             chain = forwarded_chain(self._forwarding_chain, self._forwarded_header)
-            ip = client_address(text, chain, self._trusted, unix_socket=not text and unix_socket_peer(self.scope))
+            unix_socket = not text and unix_socket_peer(self.scope)
+            if unix_socket and self._trusted.unix_socket:
+                warn_if_open(self.scope)
+            ip = client_address(text, chain, self._trusted, unix_socket=unix_socket)
         else:
             ip = peer_client(text)
         return ClientAddress(ip=ip, port=peer[1], peer=text)
@@ -355,7 +359,10 @@ class RequestView:
             return False
         peer_address = (self.scope.get("client") or ("", None))[0]
         if not peer_address:  # a Unix socket's peer is trusted when trusted_proxies lists "unix:"
-            return self._trusted.unix_socket and unix_socket_peer(self.scope)
+            if self._trusted.unix_socket and unix_socket_peer(self.scope):
+                warn_if_open(self.scope)
+                return True
+            return False
         peer = parse_ip(peer_address) if type(peer_address) is str else None
         return peer is not None and peer in self._trusted
 

@@ -36,7 +36,7 @@ from ..standalone import create_app
 from ..startup import StartupFailure
 from .startup_output import HeldStartup
 from .supervisor import Supervisor
-from .unix_socket import remove_socket, socket_stamp
+from .unix_socket import DEFAULT_UDS_MODE, claim_socket, remove_socket, warn_of_other_users
 
 if sys.platform != "win32":
     import resource
@@ -292,7 +292,13 @@ def _or_startup_failure(build: Callable[[], ASGIApp]) -> ASGIApp:
 
 
 def serve(
-    app: str, options: dict[str, Any], *, management_port: int | None = None, management_host: str = MANAGEMENT_HOST
+    app: str,
+    options: dict[str, Any],
+    *,
+    management_port: int | None = None,
+    management_host: str = MANAGEMENT_HOST,
+    uds_mode: int = DEFAULT_UDS_MODE,
+    unix_trusted: bool = False,
 ) -> int:
     """Serve the import string ``app`` with uvicorn ``options``; returns the process's exit code.
 
@@ -302,19 +308,25 @@ def serve(
         management_port: also listen on this port (the management API's own socket).
         management_host: the address the management port listens on (default :data:`MANAGEMENT_HOST`,
             whatever address the gateway itself listens on).
+        uds_mode: with ``options["uds"]``: the socket file's mode.
+        unix_trusted: whether the configuration's ``trusted_proxies`` lists ``unix:`` (warned of when
+            every local user can connect to the socket).
+
+    Raises:
+        SocketPathUnusable: ``options["uds"]`` cannot be served on.
     """
     config = uvicorn.Config(app, **options)  # configures logging
     raise_open_file_limit()  # before the app is imported: its capacity follows the limit
-    sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
-    if config.uds is not None:  # run --uds: its socket file goes when the gateway stops
-        # Listening from now on, not once a worker has started (seconds): until then another run --uds on
-        # the path was refused a connection, took the socket for a stale one, removed it and served there.
-        sockets[0].listen(config.backlog)
-        stamp = socket_stamp(config.uds)
+    if config.uds is not None:  # run --uds: bound here with its mode (uvicorn's is 0666), gone when it stops
+        listener, stamp = claim_socket(config.uds, uds_mode, config.backlog)
+        _UVICORN_ERROR.info("Uvicorn running on unix socket %s (Press CTRL+C to quit)", config.uds)
+        warn_of_other_users(config.uds, unix_trusted=unix_trusted)
+        sockets = [listener]
         try:
             return _serve(config, sockets, management_port, management_host)
         finally:
             remove_socket(config.uds, stamp)
+    sockets = [config.bind_socket()]  # exits STARTUP_FAILURE when the address is taken
     return _serve(config, sockets, management_port, management_host)
 
 

@@ -1,0 +1,55 @@
+"""Who may connect to a Unix socket file: what decides whether a peer on it may be trusted as a proxy.
+
+Connecting to a Unix socket needs write permission on its file and search permission on every directory
+above it. ``trusted_proxies: ["unix:"]`` believes the forwarding header of whoever connects, so a socket
+every local user can reach lets any of them pass as any client (``ip-filter``, ``{client.ip}`` keys).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+DEFAULT_UDS_MODE = 0o660
+"""``run --uds``'s socket mode: its owner and group may connect (a proxy in the group), no one else."""
+
+
+def open_to_every_user(path: str) -> str | None:
+    """Why every local user can connect to the socket at ``path`` (its mode, e.g. ``"mode 0666"``), or
+    None: the file is not writable by others, a directory above it is closed to them, or it cannot be read.
+
+    "Others" in the file-mode sense: a user neither its owner nor in its group. A directory above it
+    that others cannot search (no ``o+x``) keeps them out whatever the socket's mode.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if not mode & stat.S_IWOTH:
+            return None
+        directory = os.path.dirname(os.path.abspath(path))
+        while True:
+            if not os.stat(directory).st_mode & stat.S_IXOTH:
+                return None
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
+    except OSError:  # gone, or a directory above it this process cannot search: nothing to tell
+        return None
+    return f"mode {mode:04o}"
+
+
+def replaceable_by_others(path: str) -> str | None:
+    """Why another user can remove the socket at ``path`` and bind one of their own in its place (its
+    directory's mode: writable by others without the sticky bit), or None. The proxy would then connect
+    to theirs and hand it every client's connection."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(directory).st_mode)
+    except OSError:
+        return None
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        return f"its directory {directory} is mode {mode:04o}"
+    return None
+
+
+__all__ = ["DEFAULT_UDS_MODE", "open_to_every_user", "replaceable_by_others"]

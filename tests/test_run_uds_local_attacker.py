@@ -1,0 +1,375 @@
+"""``run --uds PATH`` against a local attacker: another user of the host (real ``run`` processes, a real
+second user made with ``useradd``, clients through ``unix_connect`` and plain sockets).
+
+Before: the socket was uvicorn's mode 0666, so with ``trusted_proxies: ["unix:"]`` any local user could
+connect past the proxy and forge X-Forwarded-For; two gateways started at once on a stale socket could
+each take it for stale (one removing the other's fresh socket); a Unix-socket connection's access line
+gave its trusted proxy as ``-``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asgi_ws_gateway.server.unix_socket import claim_socket, remove_socket
+from asgi_ws_gateway.server.unix_socket_lock import socket_path_lock
+from support.processes import ServerProcess, main_in_process
+from support.upstream import UpstreamServer
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a second user is made with useradd (root)")
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+"""What the other user runs (the test's own interpreter may be in a directory only root can enter)."""
+OPEN_WARNING = "every local user can connect to the socket"
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[str]:
+    """A user of the host who is neither the gateway's user nor in its group (removed afterwards)."""
+    if shutil.which("useradd") is None or not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("no useradd, or no system Python for the other user")
+    name = f"gwt{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def open_dir(socket_dir: Path) -> Path:
+    """``socket_dir`` searchable by every user: only the socket's own mode keeps them out."""
+    socket_dir.chmod(0o755)
+    return socket_dir
+
+
+def _config(tmp: Path, upstream: UpstreamServer | None, **top: Any) -> Path:
+    url = upstream.url("/headers") if upstream is not None else "ws://127.0.0.1:9/"
+    apis = [{"name": "filtered", "path": "/ws/filtered", "upstreams": [url],
+             "policies": [{"ip-filter": {"allow": ["203.0.113.0/24"]}}]}]  # fmt: skip
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"apis": apis, "telemetry": {"access_log": "json"}, **top}))
+    return path
+
+
+def _run(tmp: Path, config: Path, *args: str) -> ServerProcess:
+    return ServerProcess(["-m", "asgi_ws_gateway", "run", str(config), *args], port=0, cwd=tmp)
+
+
+_FORGE = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as s:
+    try:
+        s.connect(sys.argv[1])
+    except OSError as exc:
+        print(type(exc).__name__)
+        raise SystemExit(0)
+    s.sendall(b"GET /ws/filtered HTTP/1.1\\r\\nHost: gw\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n"
+              b"X-Forwarded-For: 203.0.113.7\\r\\n\\r\\n")
+    print(s.recv(4096).split(b"\\r\\n")[0].decode())
+"""
+
+
+def _identity(user: str) -> tuple[int, int]:
+    """``user``'s uid and gid, for ``subprocess``'s ``user=`` and ``group=`` (with ``extra_groups=[]``):
+    ``user=`` alone kept root's group and groups."""
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _as_user(user: str, sock: Path) -> str:
+    """What another user connecting to ``sock`` and forging X-Forwarded-For gets: the status line, or the error."""
+    uid, gid = _identity(user)
+    done = subprocess.run([SYSTEM_PYTHON, "-c", _FORGE, str(sock)], user=uid, group=gid, extra_groups=[],
+                          capture_output=True, text=True, timeout=30, check=True, cwd="/")  # fmt: skip
+    return done.stdout.strip()
+
+
+# --- the socket's mode ---------------------------------------------------------------------------------------
+
+
+async def test_the_socket_is_0660_and_another_user_cannot_forge_a_client(
+    tmp_path: Path, open_dir: Path, upstream: UpstreamServer, other_user: str
+) -> None:
+    """Default ``--uds-mode`` 660: a user outside the group is refused the connection (it was 0666: the
+    forged X-Forwarded-For passed ip-filter as 203.0.113.7 and reached the upstream); no WARNING."""
+    sock = open_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, upstream, trusted_proxies=["unix:"]), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o660
+        assert _as_user(other_user, sock) == "PermissionError"
+        server.stop()
+        output = server.output()
+    assert OPEN_WARNING not in output
+    assert upstream.handshakes == []
+
+
+async def test_an_open_mode_with_unix_trusted_is_warned_of_at_start_up(
+    tmp_path: Path, open_dir: Path, upstream: UpstreamServer, other_user: str
+) -> None:
+    """``--uds-mode 666`` is served as asked, with a WARNING naming the risk and the remedy: and indeed
+    another user's forged header passes as the client."""
+    sock = open_dir / "gw.sock"
+    config = _config(tmp_path, upstream, trusted_proxies=["unix:"])
+    with _run(tmp_path, config, "--uds", str(sock), "--uds-mode", "666") as server:
+        server.wait_for_line(OPEN_WARNING)
+        server.wait_for_line("Application startup complete")
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o666
+        assert _as_user(other_user, sock) == "HTTP/1.1 101 Switching Protocols"
+        server.stop()
+        output = server.output()
+    assert output.count(OPEN_WARNING) == 1
+    assert "(mode 0666)" in output and "use --uds-mode 660" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(("mode", "trusted"), [("600", ["unix:"]), ("666", [])])
+def test_no_warning_where_no_one_else_can_forge(tmp_path: Path, open_dir: Path, mode: str, trusted: list[str]) -> None:
+    """0600 (owner only), or 0666 without ``unix:`` trusted (no header believed): served with that mode, no WARNING."""
+    sock = open_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, None, trusted_proxies=trusted), "--uds", str(sock), "--uds-mode", mode) as s:
+        s.wait_for_line("Application startup complete")
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == int(mode, 8)
+        s.stop()
+        assert OPEN_WARNING not in s.output()
+
+
+def test_an_open_mode_in_a_closed_directory_is_not_warned_of(tmp_path: Path, socket_dir: Path) -> None:
+    """0666 in a directory others cannot enter (``socket_dir`` is 0700): no one else can reach it, no WARNING."""
+    sock = socket_dir / "gw.sock"
+    config = _config(tmp_path, None, trusted_proxies=["unix:"])
+    with _run(tmp_path, config, "--uds", str(sock), "--uds-mode", "666") as server:
+        server.wait_for_line("Application startup complete")
+        server.stop()
+        assert OPEN_WARNING not in server.output()
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("9", "is not an octal mode"), ("rw-rw----", "is not an octal mode"), ("", "is not an octal mode"),
+     ("06600", "is not an octal mode"), ("1777", "permission bits only"), ("460", "the owner needs read and write"),
+     ("0o066", "the owner needs read and write")],
+)  # fmt: skip
+def test_a_bad_uds_mode_is_a_usage_error(tmp_path: Path, socket_dir: Path, mode: str, expected: str) -> None:
+    """Exit 2 naming the value and what a mode is; nothing bound."""
+    sock = socket_dir / "gw.sock"
+    code, _, err = main_in_process("run", str(_config(tmp_path, None)), "--uds", str(sock), "--uds-mode", mode)
+    assert code == 2
+    assert "--uds-mode" in err and expected in err
+    assert not sock.exists()
+
+
+def test_uds_mode_needs_uds(tmp_path: Path) -> None:
+    """``--uds-mode`` alone would be dropped without a word: exit 2."""
+    code, _, err = main_in_process("run", str(_config(tmp_path, None)), "--uds-mode", "600")
+    assert code == 2
+    assert "--uds-mode is the mode of --uds's socket: give --uds" in err
+
+
+def test_the_socket_is_never_wider_than_its_mode(socket_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Created with its mode under any umask (0 here: a plain bind makes 0777), not ``chmod``-ed after the bind
+    (uvicorn's chmod, by path, followed a symbolic link put in the socket's place); the umask is restored."""
+    sock = str(socket_dir / "gw.sock")
+
+    def no_chmod(*args: object, **kwargs: object) -> None:
+        raise AssertionError("chmod by path")
+
+    monkeypatch.setattr(os, "chmod", no_chmod)
+    previous = os.umask(0)
+    try:
+        listener, stamp = claim_socket(sock, 0o600, 8)
+        assert os.umask(0) == 0
+    finally:
+        os.umask(previous)
+    with listener:
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(sock)  # listening already
+    remove_socket(sock, stamp)
+    assert not os.path.lexists(sock)
+    assert not os.path.lexists(sock + ".lock")  # the lock file goes with the lock
+
+
+# --- two gateways at once: the path's lock ----------------------------------------------------------------
+
+
+def _waits_for_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked in an flock (``/proc/locks`` lists a waiter with ``->``)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and fields[fields.index("->") + 4] == str(pid):
+            return True
+    return False
+
+
+async def test_a_start_waits_while_another_claims_the_path(tmp_path: Path, socket_dir: Path) -> None:
+    """Two ``run --uds`` on a stale socket at once: while one holds the path's lock (here the test, which then
+    binds a live socket there) the other waits, then finds the path served and exits 7, leaving that socket.
+    Before, each checked at once: both could take the socket for stale, one removing the other's fresh socket."""
+    sock = socket_dir / "gw.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(sock))
+    live = socket.socket(socket.AF_UNIX)
+    try:
+        with contextlib.ExitStack() as lock:
+            lock.enter_context(socket_path_lock(str(sock)))  # held before the second gateway starts
+            with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as second:
+                await _until_waiting_for_lock(second)
+                sock.unlink()  # the first gateway's claim: the stale socket replaced by its own
+                live.bind(str(sock))
+                live.listen()
+                inode = os.lstat(sock).st_ino
+                lock.close()
+                assert second.wait_exit() == 7
+                assert f"error: --uds {sock}: another server listens on it" in second.stderr()
+        assert os.lstat(sock).st_ino == inode
+    finally:
+        live.close()
+
+
+async def _until_waiting_for_lock(server: ServerProcess) -> None:
+    for _ in range(600):
+        if _waits_for_lock(server.process.pid):
+            return
+        assert server.process.poll() is None, server.output()
+        await asyncio.sleep(0.05)
+    pytest.fail(f"never waited for the lock: {server.output()}")
+
+
+async def test_a_stopping_gateway_removes_its_socket_under_the_lock(tmp_path: Path, socket_dir: Path) -> None:
+    """A gateway stopping while another claims the path (holding the lock, replacing the socket) waits for
+    the lock before it looks: the new socket stays. Before, its look and its unlink could straddle the claim."""
+    sock = socket_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as old:
+        old.wait_for_line("Application startup complete")
+        with contextlib.ExitStack() as lock, socket.socket(socket.AF_UNIX) as new:
+            lock.enter_context(socket_path_lock(str(sock)))
+            old.process.terminate()
+            await _until_waiting_for_lock(old)
+            sock.unlink()
+            new.bind(str(sock))
+            new.listen()
+            lock.close()
+            assert old.wait_exit() == 0
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(sock))  # the new one's, still there
+
+
+@pytest.mark.parametrize("planted", ["symlink", "other user's file", "directory"])
+def test_a_planted_lock_file_is_refused(tmp_path: Path, socket_dir: Path, other_user: str, planted: str) -> None:
+    """Another user's symlink, file or directory at ``PATH.lock`` (a world-writable directory): exit 7 naming
+    it, the link's target neither created nor touched, nothing bound."""
+    sock = socket_dir / "gw.sock"
+    lock = socket_dir / "gw.sock.lock"
+    target = tmp_path / "victim"
+    if planted == "symlink":
+        lock.symlink_to(target)
+        expected = "is a symbolic link"
+    elif planted == "directory":
+        lock.mkdir()
+        expected = "cannot be opened"
+    else:
+        lock.write_text("")
+        user = pwd.getpwnam(other_user)
+        os.chown(lock, user.pw_uid, user.pw_gid)
+        expected = f"belongs to another user (uid {user.pw_uid})"
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        assert server.wait_exit() == 7
+        stderr = server.stderr()
+    assert f"error: --uds {sock}: its lock file {lock} {expected}" in stderr
+    assert "Traceback" not in stderr
+    assert not target.exists()
+    assert not sock.exists()
+
+
+# --- what a local attacker may put at PATH ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", ["symlink to a file", "dangling symlink", "symlink to a socket", "directory"])
+def test_what_is_planted_at_the_path_is_refused_and_left(tmp_path: Path, socket_dir: Path, planted: str) -> None:
+    """A symlink (to a file, to nothing, to a stale socket) or a directory at PATH: exit 7, left as it was,
+    never followed (no socket made at a link's target)."""
+    sock = socket_dir / "gw.sock"
+    target = socket_dir / "target"
+    if planted == "symlink to a file":
+        target.write_text("keep me")
+    elif planted == "symlink to a socket":
+        with socket.socket(socket.AF_UNIX) as stale:
+            stale.bind(str(target))
+    if planted == "directory":
+        sock.mkdir()
+    else:
+        sock.symlink_to(target)
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        assert server.wait_exit() == 7
+        stderr = server.stderr()
+    assert f"error: --uds {sock}: a file that is not a socket is there (not replaced)" in stderr
+    assert sock.is_dir() if planted == "directory" else sock.is_symlink()
+    assert planted != "dangling symlink" or not target.exists()
+    assert planted != "symlink to a file" or target.read_text() == "keep me"
+
+
+def test_another_users_live_socket_in_a_shared_directory_is_left(
+    tmp_path: Path, open_dir: Path, other_user: str
+) -> None:
+    """Another user serving at PATH first (``/tmp``-like, sticky and world-writable): exit 7, their socket kept."""
+    open_dir.chmod(0o1777)
+    sock = open_dir / "gw.sock"
+    user = pwd.getpwnam(other_user)
+    command = [SYSTEM_PYTHON, "-c", "import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); "
+               "s.listen(); print('ready', flush=True); sys.stdin.read()", str(sock)]  # fmt: skip
+    uid, gid = _identity(other_user)
+    with subprocess.Popen(command, user=uid, group=gid, extra_groups=[], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, cwd="/") as impostor:  # fmt: skip
+        try:
+            assert impostor.stdout is not None and impostor.stdout.readline() == "ready\n"
+            with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+                assert server.wait_exit() == 7
+                assert "another server listens on it" in server.stderr()
+            assert os.lstat(sock).st_uid == user.pw_uid
+        finally:
+            impostor.kill()
+
+
+async def test_stop_leaves_a_socket_that_replaced_ours_while_running(tmp_path: Path, socket_dir: Path) -> None:
+    """PATH replaced under a running gateway (unlinked, another socket bound there): stopping removes not it."""
+    sock = socket_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        sock.unlink()
+        with socket.socket(socket.AF_UNIX) as impostor:
+            impostor.bind(str(sock))
+            impostor.listen()
+            assert server.stop() == 0
+            assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(sock))  # still the impostor's, listening
+
+
+@pytest.mark.parametrize("directory_mode", [0o777, 0o1777])
+def test_a_directory_anyone_can_write_is_warned_of(tmp_path: Path, socket_dir: Path, directory_mode: int) -> None:
+    """In a directory writable by all and not sticky another user can unlink the socket and bind theirs (the
+    proxy then connects to it): a WARNING at start-up. Sticky (``/tmp``'s 1777): no one else can remove it."""
+    os.chmod(socket_dir, directory_mode)
+    sock = socket_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        server.stop()
+        output = server.output()
+    warned = f"--uds {sock}: any local user can replace the socket (its directory {socket_dir} is mode 0777"
+    assert (warned in output) == (directory_mode == 0o777)
