@@ -153,7 +153,9 @@ async def test_keepalive_pings_an_idle_side_and_takes_its_pong_out() -> None:
 async def test_keepalive_forwards_a_pong_that_is_not_the_gateways() -> None:
     """A pong with another payload (an answer to the upstream's own ping) reaches the upstream."""
     splice, _client, upstream = _pinging_splice()
-    pong = encode_frame(0xA, bytes(b ^ 1 for b in splice.ping_payload), mask=True)  # as long as the gateway's
+    other = bytes(b ^ 1 for b in splice.ping_payload)  # as long as the gateway's
+    splice.upstream.data_received(encode_frame(0x9, other, mask=False))
+    pong = encode_frame(0xA, other, mask=True)
     splice.client.data_received(pong)
     assert bytes(upstream.written) == pong
     splice._stop_timers()

@@ -149,9 +149,12 @@ async def test_no_keepalive_payload_is_drawn_until_the_first_ping(monkeypatch: p
 
 
 async def test_a_pong_with_the_payload_passes_until_the_gateway_pinged_with_it() -> None:
-    """Before any ping of the gateway's, no pong is its answer: every pong reaches the other side. Once
-    the gateway pinged, the pong carrying its payload is taken out (as before: only then can one come)."""
-    splice, client, _upstream = _pinging_splice()
+    """Before any ping of the gateway's, no pong is its answer: one answering the other side's ping
+    reaches it. Once the gateway pinged, the pong carrying its payload is taken out (as before: only
+    then can one come)."""
+    splice, client, upstream = _pinging_splice()
+    splice.client.data_received(encode_frame(0x9, b"anything", mask=True))
+    assert upstream.written
     early = encode_frame(0xA, b"anything", mask=False)
     splice.upstream.data_received(early)
     assert bytes(client.written) == early

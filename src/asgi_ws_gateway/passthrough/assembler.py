@@ -96,6 +96,8 @@ class MessageAssembler:
         self.hold_pings = False
         """Set while this side reads nothing: the frame relay keeps only its latest ping (``held_ping``)."""
         self.held_ping: bytes | None = None
+        self.pings_in_flight: tuple[bytes, ...] = ()
+        """The payloads of its pings that went on and await its peer's pong, oldest first (:mod:`.ping_window`)."""
 
     @property
     def buffered(self) -> int:

@@ -9,7 +9,7 @@ complete message goes through its direction's
 written to the other side -- the frame as it arrived when it was one frame and the policies left it
 unchanged (client frames are masked, upstream frames are not, as each receiver needs), re-framed
 otherwise (masked towards the upstream). Pings, pongs and close frames go through in order with the
-messages, as in the splice.
+messages, as in the splice (one ping in flight each way, :mod:`.ping_window`).
 
 A policy step that does not wait runs inline, in ``data_received``. One that waits (a Redis-backed
 rate limit, a delay) gets a task; until it is done, that side is not read and its frames already
@@ -59,6 +59,7 @@ from ..relay.policy_tasks import PolicyTasks
 from ..relay.stats import RelayStats
 from .assembler import Event, MessageAssembler
 from .frame_encoding import encode_frame
+from .ping_window import PINGS_IN_FLIGHT, SUPERSEDED, UNSOLICITED, answered, count_drop
 from .raw_upstream import RawUpstream
 from .sides import Side
 from .splice import Splice
@@ -176,10 +177,26 @@ class _FramedSide(Side):
                 # message the client is not sent is not counted as sent.
                 if opcode < 3 and not self.client:
                     self.relay.stats.uncount_out(size, opcode == 2)
-            elif opcode == 9 and frames.hold_pings:
-                frames.held_ping = raw  # it reads nothing: the latest ping goes on once it reads again
+            elif opcode == 9 and (
+                frames.hold_pings or frames.held_ping is not None or len(frames.pings_in_flight) >= PINGS_IN_FLIGHT
+            ):
+                # It reads nothing, or its pings in flight await their pongs: the latest goes on later.
+                if frames.held_ping is not None:
+                    count_drop(self.relay.stats, inbound=self.client, reason=SUPERSEDED)
+                frames.held_ping = raw
+            elif opcode == 9:
+                frames.pings_in_flight += (cast("bytes", data),)  # (a control frame's payload is bytes)
+                peer.transport.write(raw)
+            elif opcode == 10:
+                in_flight = answered(peer.frames.pings_in_flight, cast("bytes", data))
+                if in_flight is not None:  # it answers the peer's ping: its held one may go now
+                    peer.frames.pings_in_flight = in_flight
+                    peer.transport.write(raw)
+                    peer.release_ping()
+                else:
+                    count_drop(self.relay.stats, inbound=self.client, reason=UNSOLICITED)
             elif opcode > 2:
-                peer.transport.write(raw)  # ping, pong, close
+                peer.transport.write(raw)  # close
             elif process is None or size <= unchecked:
                 peer.transport.write(raw or self._frame(data))
             else:  # (after its peer's close frame too, as the splice forwards it: its answer comes behind)

@@ -28,6 +28,7 @@ from ..loop_watch import BYTES_PER_TURN, INFLATED_PER_TURN
 from ..relay.close_codes import close_code_and_reason, close_problem
 from ..relay.stats import RelayStats
 from .inflate import InflatedSize, sender_window
+from .ping_window import PINGS_IN_FLIGHT, SUPERSEDED, UNSOLICITED, answered, count_drop
 
 _CLOSE = 0x8
 _PING = 0x9
@@ -84,6 +85,7 @@ class Scanner(Protocol):
     pong: bytes | None
     hold_pings: bool
     held_ping: bytes | None
+    pings_in_flight: tuple[bytes, ...]
     unscanned: bool
 
     @property
@@ -152,7 +154,16 @@ class FrameScanner:
     ask for could not reach it and would pile up at the peer (RFC 6455 §5.5.3 lets the peer
     answer only the most recent)."""
     held_ping: bytes | None = None
-    """The latest ping taken out while ``hold_pings``, as it arrived: the splice forwards it later."""
+    """The latest ping taken out while ``hold_pings`` or ``pings_in_flight`` is full, as it arrived: the
+    splice forwards it later."""
+    pings_in_flight: tuple[bytes, ...] = ()
+    """The payloads of this side's pings that went on and await a pong of its peer's, oldest first: while
+    there are ``PINGS_IN_FLIGHT`` its pings are held (``held_ping``, the latest), so that its peer owes
+    that many pongs at most however fast it pings (RFC 6455 §5.5.3 lets the peer answer only the most
+    recent); see :mod:`.ping_window`."""
+    answers: FrameScanner | None = None
+    """The peer's scanner, whose pings this side's pongs answer: a pong goes on only when it answers one
+    in flight, and lets the peer's held ping go (None: every pong goes on)."""
     _fast = True  # at a frame boundary, between messages, nothing held back or stopped
     # What negotiated extensions decide (none: these).
     _rsv = 0  # the reserved bits a frame may set
@@ -292,8 +303,9 @@ class FrameScanner:
         size = len(data)
         pos = 0
         end = 0 if self.sealed else size  # nothing from here on is forwarded
-        kept: list[bytes] | None = None  # the pieces around keepalive pongs taken out
+        kept: list[bytes] | None = None  # the pieces around pings and pongs taken out
         keep = 0
+        release = False  # a pong answered the peer's ping in flight while it holds another
         frame_start = -1  # where the frame in progress starts in ``data`` (-1: in an earlier read)
         inflated = self._inflated
         # What this callback may inflate: its wire bytes say little of that (zeros inflate ~1,000-fold).
@@ -355,28 +367,44 @@ class FrameScanner:
                 self.error = error
                 end = min(end, start)
                 break
-            if opcode == _PING and (self.hold_pings or self.held_ping is not None) and end == size:
-                if size - pos < header + length:  # held back whole, to take out
+            if opcode == _PING and end == size:
+                if size - pos < header + length:  # held back whole: to take out, or to know its payload
                     self._head = data[pos:]
                     end = min(end, start)
                     break
                 pos += header + length
-                self.held_ping = data[start:pos]
-                kept = kept or []
-                kept.append(data[keep:start])
-                keep = pos
-                continue
-            if opcode == _PONG and self.pong is not None and length == len(self.pong):
-                if size - pos < header + length:  # held back whole: it may be the gateway's, to take out
-                    self._head = data[pos:]
-                    end = min(end, start)
-                    break
-                pos += header + length
-                payload = _payload(data, pos, length, b1 & 0x80)
-                if payload == self.pong and end == size:
+                if self.hold_pings or self.held_ping is not None or len(self.pings_in_flight) >= PINGS_IN_FLIGHT:
+                    if self.held_ping is not None:
+                        count_drop(self._stats, inbound=self._inbound, reason=SUPERSEDED)
+                    self.held_ping = data[start:pos]
                     kept = kept or []
                     kept.append(data[keep:start])
                     keep = pos
+                else:  # it goes on: only a pong carrying its payload answers it
+                    self.pings_in_flight += (_payload(data, pos, length, b1 & 0x80),)
+                continue
+            if opcode == _PONG:
+                if size - pos < header + length:  # held back whole: it may be taken out
+                    self._head = data[pos:]
+                    end = min(end, start)
+                    break
+                pos += header + length
+                ours = self.pong is not None and length == len(self.pong)  # the gateway's keepalive's answer?
+                if ours and _payload(data, pos, length, b1 & 0x80) != self.pong:
+                    ours = False
+                pinger = self.answers
+                if not ours and pinger is not None and pinger.pings_in_flight:
+                    in_flight = answered(pinger.pings_in_flight, _payload(data, pos, length, b1 & 0x80))
+                    if in_flight is not None:  # the peer's held ping, if any, may go now
+                        pinger.pings_in_flight = in_flight
+                        release = release or pinger.held_ping is not None
+                        continue
+                if (ours or pinger is not None) and end == size:  # the gateway's, or answering nothing
+                    kept = kept or []
+                    kept.append(data[keep:start])
+                    keep = pos
+                    if not ours:
+                        count_drop(self._stats, inbound=self._inbound, reason=UNSOLICITED)
                 continue
             if opcode == _CLOSE:
                 # Held back whole (131 bytes at most) and checked before any of it goes on: a close
@@ -427,7 +455,7 @@ class FrameScanner:
             # frame waited for close_timeout and the peer was aborted without it (1006).
             self.sealed = True
         self.interrupted = (self.halted or self.close is not None or self.too_big or self.error is not None
-                            or self.held_ping is not None)  # fmt: skip
+                            or self.held_ping is not None or release)  # fmt: skip
         self._fast = not (self.interrupted or self.remaining or self._head or self.in_message)
         if kept is not None:
             kept.append(data[keep:end])

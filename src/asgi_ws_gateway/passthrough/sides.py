@@ -16,6 +16,7 @@ from .. import progress
 from ..relay.close_codes import wire_code, wire_reason
 from .frame_encoding import close_frame, encode_frame
 from .frames import Scanner
+from .ping_window import PINGS_IN_FLIGHT, payload_of
 from .read_out import BoundedReadOut
 
 if TYPE_CHECKING:
@@ -153,14 +154,18 @@ class Side(asyncio.Protocol):
             waiter.set_result(None)
 
     def release_ping(self) -> None:
-        """Forward the ping held while this side read nothing, once it reads again and is between frames."""
+        """Forward the ping held while this side read nothing or waited for its peer's pong, once it reads
+        again, that pong came and it is between frames."""
         scanner = self.scanner
         if scanner.held_ping is None or scanner.hold_pings or scanner.mid_frame:
+            return
+        if len(scanner.pings_in_flight) >= PINGS_IN_FLIGHT:
             return
         ping, scanner.held_ping = scanner.held_ping, None
         peer = self.peer
         stopped = scanner.halted or scanner.close is not None or scanner.too_big or scanner.error is not None
         if peer.open and not peer.close_sent and not stopped:  # nothing goes after a close frame
+            scanner.pings_in_flight += (payload_of(ping),)
             peer.transport.write(ping)
 
     def write_close(self, code: int, reason: str) -> None:

@@ -150,6 +150,7 @@ class Splice:
         extensions = self._upstream_raw.extensions
         scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size, extensions=extensions)
         scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size, extensions=extensions)
+        scan_in.answers, scan_out.answers = scan_out, scan_in  # one ping in flight each way (ping_window)
         return Side(self, scan_in, client=True), Side(self, scan_out, client=False)
 
     def accept_message(self) -> Message:
@@ -334,6 +335,8 @@ class Splice:
         peer = side.peer
         if scanner.held_ping is not None:
             side.release_ping()
+        if peer.scanner.held_ping is not None:  # (its ping in flight may just have had this side's pong)
+            peer.release_ping()
         if peer.pending_close is not None and scanner.sealed and peer.open:
             if not peer.transport.is_closing():  # (a refused side closed at its read-out's bound takes nothing)
                 peer.transport.write(peer.pending_close)  # the frame in flight is complete
