@@ -22,7 +22,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from asgi_ws_gateway.passthrough.ping_window import PINGS_IN_FLIGHT
+from asgi_ws_gateway.passthrough.frames import FrameScanner
+from asgi_ws_gateway.passthrough.ping_window import PINGS_IN_FLIGHT, answered
+from asgi_ws_gateway.relay.stats import RelayStats
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS, hostile_upstream  # noqa: F401 - the fixture hostile
@@ -192,3 +194,28 @@ async def test_an_upstreams_ping_flood_reaches_the_client_a_window_of_pings_at_a
     assert (await asyncio.wait_for(close_frame_in(client), 10))[0] == 1000
     writer.close()
     assert _drops(reader[1]) == {("upstream_to_client", "ping_superseded"): PINGS - PINGS_IN_FLIGHT - 1}
+
+
+def test_a_ping_and_its_pong_pair_up_split_byte_by_byte() -> None:
+    """The scanner holds a split ping or pong back whole: a ping cut into single bytes is still in flight
+    (its payload known), its pong cut so still answers it, and the same pong again answers nothing."""
+    stats = RelayStats(sizes_in=[0] * 12, sizes_out=[0] * 12)
+    client = FrameScanner(stats, inbound=True, max_message_size=1000)
+    upstream = FrameScanner(stats, inbound=False, max_message_size=1000)
+    client.answers, upstream.answers = upstream, client
+    ping = ws_frame(0x9, b"abc")
+    assert b"".join(client.feed(ping[i : i + 1]) for i in range(len(ping))) == ping
+    in_flight = [client.pings_in_flight]
+    pong = ws_frame(0xA, b"abc", mask=False)
+    assert b"".join(upstream.feed(pong[i : i + 1]) for i in range(len(pong))) == pong
+    in_flight.append(client.pings_in_flight)
+    assert in_flight == [(b"abc",), ()]
+    assert upstream.feed(pong) == b""
+    assert stats.policy_actions == {("control-frames", "drop", "outbound", "unsolicited_pong"): 1}
+
+
+def test_a_pong_answers_its_ping_and_every_one_before_it() -> None:
+    """As ``websockets`` reads a pong: the peer may answer only the latest of the pings it read."""
+    assert answered((b"1", b"2", b"3"), b"2") == (b"3",)
+    assert answered((b"1", b"2", b"3"), b"3") == ()
+    assert answered((b"1", b"2"), b"9") is None
