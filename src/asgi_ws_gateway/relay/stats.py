@@ -38,7 +38,8 @@ class RelayStats:
     """What message policies did: ``(policy, action, direction, reason)`` -> count. Actions are
     ``drop``, ``close``, ``delay`` and ``refresh``; directions ``inbound`` (client to upstream) and
     ``outbound``. Messages a policy dropped are still counted in ``messages_*``/``bytes_*`` (a
-    policy's decision, not a message lost)."""
+    policy's decision, not a message lost). The splice and the frame relay count the pings and pongs
+    they drop here too, as policy ``control-frames`` (``passthrough/ping_window.py``)."""
 
     messages_in_at_close: int = 0
     """``messages_in`` when the first close was recorded: an upstream that failed before the client
