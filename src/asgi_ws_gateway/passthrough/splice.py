@@ -150,7 +150,7 @@ class Splice:
         extensions = self._upstream_raw.extensions
         scan_in = FrameScanner(self.stats, inbound=True, max_message_size=max_message_size, extensions=extensions)
         scan_out = FrameScanner(self.stats, inbound=False, max_message_size=max_message_size, extensions=extensions)
-        scan_in.answers, scan_out.answers = scan_out, scan_in  # one ping in flight each way (ping_window)
+        scan_in.answers, scan_out.answers = scan_out, scan_in  # pongs answer the other way's pings (ping_window)
         return Side(self, scan_in, client=True), Side(self, scan_out, client=False)
 
     def accept_message(self) -> Message:
