@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..redact import is_credential_name, redact_free_text, redact_values
+from ..redact import is_credential_name, redact_free_text, redact_input, redact_values
 from .limits import MAX_NAME
 
 _OWN_ERRORS = ("ws_url", "url_", "asgi_", "tls_", "path_", "policy_", "limit_", "text_", "host_")
@@ -88,7 +88,7 @@ def _describe(loc: tuple[Any, ...], errors: list[Any]) -> str:
     elif _credential_field(loc):  # its value is never quoted, not even by a validator's message
         message = redact_values(message, first.get("input"))
     elif first["type"] != "missing" and not first["type"].startswith(_OWN_ERRORS):
-        message = f"{message} (got {redact_free_text(shorten(first['input']))})"
+        message = f"{message} (got {quoted(first['input'])})"
     return f"{where or '(top level)'}: {message}"
 
 
@@ -102,6 +102,12 @@ def _credential_field(loc: tuple[Any, ...]) -> bool:
 _NAMED_LIKE_CREDENTIALS = frozenset({"passthrough", "max_keys"})  # a mode and a count
 
 
+def quoted(value: Any) -> str:
+    """``value`` as an error quotes it (``(got ...)``): cut, each credential in it ``REDACTED``, by name
+    (:func:`~asgi_ws_gateway.redact.redact_input`) and by shape (a ``Bearer`` token, ``token=...``)."""
+    return redact_free_text(shorten(redact_input(value)))
+
+
 def shorten(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters: an error must not echo a 10 MB field back."""
     text = repr(value) if not isinstance(value, str | bytes) or len(value) <= limit else repr(value[:limit])
@@ -110,6 +116,7 @@ def shorten(value: Any, limit: int = 80) -> str:
 
 __all__ = [
     "describe_errors",
+    "quoted",
     "shape_selected",
     "shorten",
     "union_member",

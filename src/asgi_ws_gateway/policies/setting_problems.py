@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config.problems import shorten, union_member
+from ..config.problems import quoted, union_member
 from ..redact import CREDENTIAL_VALUES, credential_setting, is_credential_name, redact_free_text, redact_values
 from .base import Loc, loc_text
 
@@ -20,7 +20,7 @@ def validation_text(loc: Loc, error: Any, settings: Mapping[str, Any]) -> str:
         given = error.get("input")
         message = _unquoted(message, error["loc"], settings, () if isinstance(given, Mapping) else given)
     elif error["type"] not in {"missing", "extra_forbidden", "value_error"}:
-        message = f"{message} (got {redact_free_text(shorten(error['input']))})"
+        message = f"{message} (got {quoted(error['input'])})"
     return f"{where}: {message.removeprefix('Value error, ')}"
 
 

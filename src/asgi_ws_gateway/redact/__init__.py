@@ -39,7 +39,7 @@ from .credential_names import (
     redact_headers,
 )
 from .credential_paths import credential_path_templates
-from .error_text import redact_values
+from .error_text import redact_input, redact_values
 from .escaping import CONTROL_CHARACTERS, printable, printable_json
 from .frames import frame_text, is_frame
 from .patterns import redact_query
@@ -79,6 +79,7 @@ __all__ = [
     "redact_free_text",
     "redact_free_text_remembered",
     "redact_headers",
+    "redact_input",
     "redact_path",
     "redact_query",
     "redact_targets",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .credential_names import REDACTED
+from .credential_names import CREDENTIAL_VALUES, REDACTED, credential_setting, is_credential_name
 
 
 def redact_values(text: str, values: object) -> str:
@@ -39,6 +39,31 @@ def redact_values(text: str, values: object) -> str:
     return "".join([*out, text[start:]])
 
 
+def redact_input(value: object) -> object:
+    """``value`` (JSON-like: the input a validation error quotes, ``(got ...)``) with every credential in
+    it ``REDACTED``: the value of a key named as one (``{'api_key': [...]}``, ``{'secret': {...}}``), and
+    the :data:`CREDENTIAL_VALUES` of a mapping that names one (``{'claim': 'api_key', 'equals': ...}``,
+    ``{'header': 'X-Api-Key', 'value': ...}``), at any depth. A value of the wrong type (a mapping where
+    a list belongs) was quoted whole, credentials and all, by ``check``, start-up and a 422.
+
+    >>> redact_input({"api_key": ["s3cret"], "room": "a"})
+    {'api_key': 'REDACTED', 'room': 'a'}
+    """
+    if isinstance(value, Mapping):
+        named = credential_setting(value) is not None
+        return {key: REDACTED if _secret(key, item, named) else redact_input(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_input(item) for item in value]
+    return value
+
+
+def _secret(key: object, item: object, named: bool) -> bool:
+    """Whether ``item``, under ``key`` in a mapping (``named``: one naming a credential), is a credential."""
+    if item is None:
+        return False
+    return (isinstance(key, str) and is_credential_name(key)) or (named and key in CREDENTIAL_VALUES)
+
+
 def _strings(value: object) -> list[str]:
     """Every string in ``value`` (JSON-like), keys aside."""
     if isinstance(value, str):
@@ -53,4 +78,4 @@ _QUOTED_PART = re.compile(r"(['\"])((?:(?!\1).)+)\1")
 _LAST_PART = re.compile(r"(?<=: )((?:(?!: ).)+)$")
 
 
-__all__ = ["redact_values"]
+__all__ = ["redact_input", "redact_values"]
