@@ -90,9 +90,23 @@ _HEADER_DUMP = re.compile(
 
 def _redacted_dump_header(match: re.Match[str]) -> str:
     dumped = match["dir"] is not None or match["cr"]
-    if not dumped or match["value"] == REDACTED or not is_credential_header(match["name"]):
+    if not dumped or match["value"] == REDACTED:
         return match[0]
-    return f"{match['head']}{REDACTED}{match['cr']}"
+    if is_credential_header(match["name"]):
+        return f"{match['head']}{REDACTED}{match['cr']}"
+    # Another header's value is free text its sender chose (``User-Agent: app/1 token=...``, an
+    # ``X-Debug: Bearer ...``): redacted as the access log redacts a User-Agent, not written in clear.
+    return f"{match['head']}{_free_text_credentials(match['value'])}{match['cr']}"
+
+
+def _free_text_credentials(text: str) -> str:
+    """``text`` with an authorization scheme's credential and each value named as a credential redacted."""
+    lower = text.lower()
+    if "bearer" in lower or "basic" in lower or not text.isascii():
+        text = _SCHEME_CREDENTIAL.sub(_redacted_scheme_credential, text)
+    if ("=" in text or ":" in text) and any(word in lower for word in CREDENTIAL_WORDS):
+        text = _NAMED_VALUE.sub(_redacted_named_value, text)
+    return text
 
 
 # websockets' refusal of a header it could not parse, in a traceback's last line and its debug log:
