@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
 from ._types import Message, Receive, Scope, Send
 from .admission import Api
+from .errors import UpstreamRejected
 from .handshake.context import HandshakeContext
 from .messages.pipeline import MessagePolicySet
 from .passthrough.asgi_extension import (
@@ -32,6 +33,7 @@ from .telemetry import HandshakeTrace
 from .upstream.backend_caps import ConnectionSlot
 from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
+from .upstream.refusal_secrets import sent_credentials, without_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +73,18 @@ async def open_proxy(
         # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
         # the splice under ``compression: null``, as the relay offers none then.
         extensions = not framed and cfg.compression is not None
-        backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
-            lambda request: open_raw(cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit),
-            requests[b.index],
-        ))  # fmt: skip
+        with _refusal_without_credentials(requests):
+            backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
+                lambda request: open_raw(
+                    cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit
+                ),
+                requests[b.index],
+            ))  # fmt: skip
         async with _closed_on_failure(raw, slot):
             splice = _splice(api, scope, raw, message_policies, handshake)
             return Proxied(backend, raw, splice, splice.accept_message(), slot)
-    backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
+    with _refusal_without_credentials(requests):
+        backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
     async with _closed_on_failure(opened, slot):
         client_receive, upstream = trace.relay_io(receive, opened)
         offer = (scope.get("extensions") or {}).get(EXTENSION)
@@ -118,6 +124,19 @@ def _splice(
         )  # fmt: skip
     return Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
                   ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _refusal_without_credentials(requests: list[UpstreamRequest]) -> Iterator[None]:
+    """An upstream's refusal, relayed to the client, without the credentials the gateway sent it: a
+    backend's error page may echo the request (``upstream.refusal_secrets``)."""
+    try:
+        yield
+    except UpstreamRejected as exc:
+        scrubbed = without_credentials(exc, sent_credentials(requests))
+        if scrubbed is exc:
+            raise
+        raise scrubbed from None
 
 
 @contextlib.asynccontextmanager
