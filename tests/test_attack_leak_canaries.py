@@ -1,0 +1,165 @@
+"""Canaries planted in every secret a client or an operator hands the gateway, looked for where they must not be.
+
+Three holes the sweep found, each a class:
+
+- An upstream's refusal reaches the client with its body and headers; a backend whose error page echoes
+  the request it refused (the request line, the headers) handed the client the operator's credentials
+  the gateway had added: a ``set-header`` of ``X-Api-Key``, a ``set-query-parameter`` of ``api_key``, a
+  configured upstream URL's ``?token=``. Now each credential the gateway sent is ``REDACTED`` in it, on
+  the splice and on the ``websockets`` relay.
+- A validation error quotes the value it refuses (``(got ...)``); a value of the wrong shape (a mapping
+  where a list belongs) was quoted whole, credentials and all: ``claims: {api_key: [...]}``,
+  ``telemetry: [{headers: {authorization: ...}}]``, in ``check``, at start-up and in the management
+  API's 422. Now every credential in a quoted value is ``REDACTED``, by its key or its policy's name.
+- websockets' header dump (``< user-agent: ...`` at debug) wrote any header not named as a credential
+  as sent, while the access log redacts the same User-Agent's ``token=...`` or ``Bearer ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import yaml
+
+from asgi_ws_gateway.redact import redact_text
+from support.clients import connect
+from support.management import TOKEN
+from support.processes import main_in_process, ready_server
+
+
+def _canary(kind: str) -> str:
+    return f"CANARY-{kind}-{secrets.token_hex(6)}"
+
+
+SET_HEADER, SET_QUERY, URL_TOKEN = _canary("set-header"), _canary("set-query"), _canary("url-token")
+USER_AGENT, DEBUG_HEADER = _canary("user-agent"), _canary("x-debug")
+OPERATOR = {"set-header value": SET_HEADER, "set-query-parameter value": SET_QUERY, "upstream URL ?token=": URL_TOKEN}
+
+
+@contextlib.asynccontextmanager
+async def _echoing_upstream(status: int) -> AsyncIterator[int]:
+    """A backend that refuses every handshake with ``status``, its body the request head as it came."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with_head = await reader.readuntil(b"\r\n\r\n")
+        body = b"refused: " + with_head
+        writer.write(b"HTTP/1.1 %d Refused\r\nX-Request: %s\r\nContent-Length: %d\r\n\r\n" % (
+            status, with_head.split(b"\r\n")[0], len(body)) + body)  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def _config(port: int) -> dict[str, Any]:
+    policies = [
+        {"set-header": {"header": "X-Api-Key", "value": SET_HEADER}},
+        {"set-query-parameter": {"parameter": "api_key", "value": SET_QUERY}},
+    ]
+    upstream = f"ws://127.0.0.1:{port}/x?token={URL_TOKEN}"
+    return {
+        "apis": [
+            {"name": "splice", "path": "/splice", "upstreams": [upstream], "policies": policies},
+            {"name": "relay", "path": "/relay", "upstreams": [upstream], "policies": policies, "passthrough": False},
+        ]
+    }
+
+
+async def _refusal(url: str) -> tuple[int, str]:
+    """The status and the whole answer (headers and body) the client got."""
+    headers = {"User-Agent": f"probe/1 token={USER_AGENT}", "X-Debug": f"Bearer {DEBUG_HEADER}"}
+    with pytest.raises(Exception) as refused:
+        async with await connect(url, additional_headers=headers):
+            pass
+    response = refused.value.response  # type: ignore[attr-defined]
+    shown = "".join(f"{name}: {value}\n" for name, value in response.headers.raw_items())
+    return response.status_code, shown + bytes(response.body or b"").decode(errors="replace")
+
+
+WRONG_SHAPE_CANARY = _canary("management-shape")
+
+
+async def _refused_change(management: str) -> str:
+    """The management API's 422 for an API whose ``claims`` is a mapping holding a credential."""
+    policy = {
+        "validate-jwt": {"algorithms": ["HS256"], "secret": "s" * 40, "claims": {"api_key": [WRONG_SHAPE_CANARY]}}
+    }
+    api = {"name": "b", "path": "/b", "upstreams": ["ws://127.0.0.1:9/x"], "policies": [policy]}
+    async with httpx2.AsyncClient(base_url=management, timeout=10) as http:
+        response = await http.post("/apis", json=api, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 422, response.text
+    return response.text
+
+
+@pytest.mark.parametrize("status", [401, 500])
+async def test_an_echoing_refusal_carries_no_credential_the_gateway_sent(tmp_path: Path, status: int) -> None:
+    """The refusal reaches the client (its status, its body) without the operator's credentials; and the
+    debug log's header dumps without the client's free-text ones."""
+    async with _echoing_upstream(status) as port:
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(_config(port)))
+        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--log-level", "debug", "--management", "/_gateway"]
+        env = {"ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+        with ready_server(lambda p: [*command, "--port", str(p)], cwd=tmp_path, env=env) as server:
+            answers = {api: await _refusal(f"ws://127.0.0.1:{server.port}/{api}?room=1") for api in ("splice", "relay")}
+            answers["management"] = (422, await _refused_change(f"http://127.0.0.1:{server.port}/_gateway"))
+            server.stop()
+            log = server.output()
+        assert "(got " in answers["management"][1] and WRONG_SHAPE_CANARY not in answers["management"][1]
+        for api, (got, answer) in answers.items():
+            assert api == "management" or (got == status and "refused: GET /x?" in answer), (api, answer)  # relayed
+            for what, canary in OPERATOR.items():
+                assert canary not in answer, f"the {what} reached the client through the {api}:\n{answer}"
+        assert "< user-agent: probe/1 token=" in log  # the dump ran
+        for canary in (USER_AGENT, DEBUG_HEADER, *OPERATOR.values()):
+            assert canary not in log, [line for line in log.splitlines() if canary in line]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "< user-agent: probe/1 token={}",
+        "> x-debug: Bearer {}",
+        "< x-note: see api_key={}&more",
+        '< x-n: {{"secret": "{}"}}',
+    ],
+)
+def test_a_dumped_header_s_free_text_credential_is_redacted(line: str) -> None:
+    canary = _canary("dump")
+    assert canary not in redact_text(line.format(canary))
+
+
+def _policy_api(policy: dict[str, Any]) -> dict[str, Any]:
+    return {"apis": [{"name": "a", "path": "/a", "upstreams": ["ws://127.0.0.1:9/x"], "policies": [policy]}]}
+
+
+WRONG_SHAPES: dict[str, Any] = {
+    "validate-jwt claims, a mapping of a credential claim": lambda c: _policy_api(
+        {"validate-jwt": {"algorithms": ["HS256"], "secret": "s" * 40, "claims": {"api_key": [c]}}}
+    ),
+    "validate-jwt claims, one check's operand a mapping": lambda c: _policy_api(
+        {"validate-jwt": {"algorithms": ["HS256"], "secret": "s" * 40, "claims": [[{"claim": "pwd", "in": [c]}]]}}
+    ),
+    "subscriptions, a mapping holding a key hash": lambda c: {"subscriptions": {"key_sha256": [c]}},
+    "management, a list holding a token": lambda c: {"management": [{"token": [c]}]},
+    "store, a list holding a password": lambda c: {"store": [{"type": "redis", "password": {"p": c}}]},
+}
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES)
+def test_check_quotes_a_wrong_shape_without_the_credentials_in_it(tmp_path: Path, shape: str) -> None:
+    canary = _canary("shape")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(WRONG_SHAPES[shape](canary)))
+    for args in (["check", str(path)], ["check", "--json", str(path)]):
+        code, out, err = main_in_process(*args)
+        assert code == 2 and "(got " in out + err, out + err
+        assert canary not in out + err, out + err
