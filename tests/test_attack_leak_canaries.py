@@ -1,6 +1,6 @@
 """Canaries planted in every secret a client or an operator hands the gateway, looked for where they must not be.
 
-Three holes the sweep found, each a class:
+Four holes the sweep found, each a class:
 
 - An upstream's refusal reaches the client with its body and headers; a backend whose error page echoes
   the request it refused (the request line, the headers) handed the client the operator's credentials
@@ -13,6 +13,9 @@ Three holes the sweep found, each a class:
   API's 422. Now every credential in a quoted value is ``REDACTED``, by its key or its policy's name.
 - websockets' header dump (``< user-agent: ...`` at debug) wrote any header not named as a credential
   as sent, while the access log redacts the same User-Agent's ``token=...`` or ``Bearer ...``.
+- An OTLP collector quoting its credential back (``401 Invalid team <key>``) under a header name no
+  pattern knows, or a bearer token without its scheme: the exporters' failure line wrote it. Now every
+  ``OTEL_EXPORTER_OTLP_*HEADERS`` value is a known secret the log redaction writes as ``REDACTED``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import threading
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +168,49 @@ def test_check_quotes_a_wrong_shape_without_the_credentials_in_it(tmp_path: Path
         code, out, err = main_in_process(*args)
         assert code == 2 and "(got " in out + err, out + err
         assert canary not in out + err, out + err
+
+
+class _QuotingCollector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector refusing every export with 401, its reason and body quoting the credentials."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        team = self.headers.get("x-honeycomb-team") or ""
+        credential = (self.headers.get("authorization") or "").partition(" ")[2]  # no scheme: no pattern sees it
+        body = f"unknown team {team} ({credential})".encode()
+        self.send_response(401, f"Invalid team {team} ({credential})")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_collector_quoting_its_credential_under_no_credential_name_is_redacted(tmp_path: Path) -> None:
+    """``OTEL_EXPORTER_OTLP_HEADERS=x-honeycomb-team=KEY``: a name no pattern knows; the collector's 401
+    quoted the key back and the exporters' failure line wrote it (at every level)."""
+    team, bearer = _canary("otlp-team"), _canary("otlp-bearer")
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), _QuotingCollector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "gateway.yaml").write_text(
+            yaml.safe_dump({"apis": [{"name": "a", "path": "/a", "upstreams": ["ws://127.0.0.1:9/x"]}]})
+        )
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"x-honeycomb-team={team}",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS": f"x-honeycomb-team={team},authorization=Bearer%20{bearer}",
+            "OTEL_METRIC_EXPORT_INTERVAL": "100",
+        }
+        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml"]
+        with ready_server(lambda p: [*command, "--port", str(p)], cwd=tmp_path, env=env) as server:
+            server.wait_for_line("Failed to export metrics batch code: 401")
+            server.stop()
+            log = server.output()
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert "Invalid team REDACTED (REDACTED)" in log, log
+    assert team not in log and bearer not in log, log

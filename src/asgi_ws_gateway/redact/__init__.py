@@ -45,6 +45,7 @@ from .frames import frame_text, is_frame
 from .patterns import redact_query
 from .text import (
     add_credential_paths,
+    add_secret_values,
     add_sensitive_headers,
     redact_encoded_path,
     redact_free_text,
@@ -64,6 +65,7 @@ __all__ = [
     "REDACTED",
     "SENSITIVE_HEADERS",
     "add_credential_paths",
+    "add_secret_values",
     "add_sensitive_headers",
     "credential_headers",
     "credential_path_templates",

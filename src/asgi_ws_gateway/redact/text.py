@@ -50,6 +50,43 @@ def add_sensitive_headers(names: Iterable[str]) -> None:
         _HEADER_NAMES = _fewest((*SENSITIVE_HEADERS, *_extra_headers, "subscription-key"))
 
 
+_secret_values: tuple[str, ...] = ()
+"""Credentials the process holds whose values it knows (:func:`add_secret_values`), longest first."""
+
+MIN_SECRET_VALUE = 8
+"""Characters a known credential must have to be looked for: a shorter one is a word any line may hold."""
+
+_SCHEMES = ("bearer ", "basic ", "token ", "apikey ")
+
+
+def add_secret_values(values: Iterable[str]) -> None:
+    """Also redact these values wherever :func:`redact_text` looks, whatever names them or none does:
+    credentials the process was given (an ``OTEL_EXPORTER_OTLP_HEADERS`` value) that a peer's text may
+    quote under a name no pattern knows (a collector's ``401 Invalid team <key>``). After an
+    authorization scheme (``Bearer k``), the credential alone too; values shorter than
+    :data:`MIN_SECRET_VALUE` are not looked for."""
+    global _secret_values
+    found = set(_secret_values)
+    for value in values:
+        value = value.strip()
+        found.add(value)
+        if value.lower().startswith(_SCHEMES):
+            found.add(value.partition(" ")[2].strip())
+    kept = tuple(sorted((value for value in found if len(value) >= MIN_SECRET_VALUE), key=len, reverse=True))
+    if kept != _secret_values:
+        _secret_values = kept
+        _unchanged.clear()  # texts found clean before may hold one
+        _unchanged_texts.clear()
+        _unchanged_urls.clear()
+
+
+def _known_values_redacted(text: str) -> str:
+    for value in _secret_values:  # longest first: a value that holds another is taken whole
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
 _credential_templates: set[Segments] = set()
 _credential_paths: CredentialPaths | None = None
 """The configuration's paths with a credential segment (``/ws/{api_key}``), added by
@@ -138,6 +175,8 @@ def redact_text(text: str) -> str:
         text = _JWT.sub(_redacted_jwt, text)
     if ".ew" in text or ".eyA" in text or ".eyJ" in text:  # every match holds one: its second segment's start
         text = _SPACED_JWT.sub(REDACTED, text)
+    if _secret_values:
+        text = _known_values_redacted(text)
     return text
 
 
@@ -230,7 +269,9 @@ def _may_hold(text: str, words: Iterable[str]) -> bool:
 
 
 __all__ = [
+    "MIN_SECRET_VALUE",
     "add_credential_paths",
+    "add_secret_values",
     "add_sensitive_headers",
     "redact_encoded_path",
     "redact_free_text",

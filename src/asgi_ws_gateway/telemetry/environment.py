@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
+from urllib.parse import unquote
 
 from .exporter_files import exporter_file_problems
 
@@ -172,6 +173,18 @@ def _number(value: int) -> str:
     return digits if len(digits) <= 20 else f"a number of {len(digits.lstrip('-'))} digits"
 
 
+_SIGNAL_NAMES = ("TRACES", "METRICS", "LOGS")
+
+
+def header_values(environ: Mapping[str, str]) -> list[str]:
+    """The values of every ``OTEL_EXPORTER_OTLP_HEADERS`` and ``OTEL_EXPORTER_OTLP_{SIGNAL}_HEADERS``
+    entry, percent-decoded as the exporters send them: the collector's credentials, which the log
+    redaction is given (a collector's error may quote one under a name no pattern knows)."""
+    names = ["OTEL_EXPORTER_OTLP_HEADERS", *(f"OTEL_EXPORTER_OTLP_{kind}_HEADERS" for kind in _SIGNAL_NAMES)]
+    entries = (entry for name in names for entry in _HEADER_DELIMITER.split(environ.get(name, "")))
+    return [unquote(value.strip()) for entry in entries if (value := entry.partition("=")[2].strip())]
+
+
 def _header_problems(signal: Signal, environ: Mapping[str, str]) -> list[str]:
     """The entries of the headers variable ``signal``'s exporter reads that its parser would drop,
     by number: the text is not shown, it may hold a credential (``x-api-key:KEY``, ``api-key KEY``)."""
@@ -306,5 +319,6 @@ __all__ = [
     "Signal",
     "environment_problems",
     "exporter_problems",
+    "header_values",
     "pure_python_problems",
 ]

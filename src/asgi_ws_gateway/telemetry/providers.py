@@ -24,7 +24,8 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from ..config.settings import TelemetryConfig
 from ..errors import ConfigError
 from ..log_throttle import RepeatFilter, by_text_but_numbers
-from .environment import Signal, environment_problems, exporter_problems, pure_python_problems
+from ..redact import add_secret_values
+from .environment import Signal, environment_problems, exporter_problems, header_values, pure_python_problems
 from .names import DEFAULT_SERVICE_NAME
 from .provider_shutdown import Providers
 
@@ -91,6 +92,7 @@ def resolve_providers(
     problems = _problems(own, environ)
     if problems:
         raise ConfigError(problems, "environment")
+    add_secret_values(header_values(environ))  # the exporters' lines may quote them (a collector's answer)
     resource = _resource()
     before = set(threading.enumerate())  # the SDK's processors and readers start their threads when made
     for signal in own:
