@@ -33,7 +33,10 @@ import httpx2
 import pytest
 import yaml
 
+from asgi_ws_gateway.errors import UpstreamRejected
 from asgi_ws_gateway.redact import redact_text
+from asgi_ws_gateway.upstream.base import UpstreamRequest
+from asgi_ws_gateway.upstream.refusal_secrets import sent_credentials, without_credentials
 from support.clients import connect
 from support.management import TOKEN
 from support.processes import main_in_process, ready_server
@@ -214,3 +217,22 @@ def test_a_collector_quoting_its_credential_under_no_credential_name_is_redacted
         collector.server_close()
     assert "Invalid team REDACTED (REDACTED)" in log, log
     assert team not in log and bearer not in log, log
+
+
+def test_a_refusal_loses_each_credential_sent_as_written_and_decoded() -> None:
+    """Unit: a header's credential with and without its scheme, a query credential encoded and decoded;
+    a value too short to look for, and a parameter that names no credential, stay."""
+    request = UpstreamRequest(
+        url="ws://b/x?room=lobby-one-two&api_key=k%2Fey%20value-1&sig=short",
+        headers=[("authorization", "Bearer tok-value-123"), ("x-tenant", "tenant-value-9")],
+        subprotocols=[],
+        scope={},
+    )
+    kept = b"short | lobby-one-two | tenant-value-9"
+    body = b"k%2Fey%20value-1 | k/ey value-1 | Bearer tok-value-123 | tok-value-123 | " + kept
+    refusal = UpstreamRejected(401, [(b"x-echo", b"tok-value-123")], body)
+    scrubbed = without_credentials(refusal, sent_credentials([request]))
+    assert scrubbed.body == b"REDACTED | REDACTED | REDACTED | REDACTED | " + kept
+    assert scrubbed.headers == [(b"x-echo", b"REDACTED")] and scrubbed.status == 401
+    clean = UpstreamRejected(403, [], b"no")
+    assert without_credentials(clean, sent_credentials([request])) is clean
