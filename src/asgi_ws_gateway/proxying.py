@@ -19,6 +19,7 @@ from .passthrough.asgi_extension import (
     CLOSE_TIMEOUT,
     EXTENSION,
     MAX_SIZE,
+    NO_COMPRESSION,
     ON_SHUTDOWN,
     PING_INTERVAL,
     PING_TIMEOUT,
@@ -34,6 +35,7 @@ from .upstream.backend_caps import ConnectionSlot
 from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
 from .upstream.refusal_secrets import sent_credentials, without_credentials
+from .upstream.websockets_client import WebSocketsConnection
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,11 @@ async def open_proxy(
             accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
             accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
             accept[ON_SHUTDOWN] = relay.client_closed_at_shutdown  # the 1012 mirrored now, as the splice does
+            if isinstance(opened, WebSocketsConnection) and not opened.compressed:
+                # The client's compression mirrors the upstream's: a backend that agreed to none was sent
+                # what the client's messages inflate to (1 MiB of zeros for ~1 KB: ~1,000x its bandwidth).
+                # An in-process app (``asgi:``) takes messages inflated in any case, in this process.
+                accept[NO_COMPRESSION] = True
         return Proxied(backend, opened, relay, accept, slot)
 
 

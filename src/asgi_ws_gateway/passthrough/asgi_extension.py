@@ -27,6 +27,10 @@ ON_SHUTDOWN = "asgi_ws_gateway.on_shutdown"
 queued when it shut down (SIGTERM) and sent the client its 1012. An application waiting elsewhere reads
 that disconnect late: the relay's client pump held in a send to an upstream that reads nothing read it only
 when the upstream's keepalive failed, past the server's graceful timeout."""
+NO_COMPRESSION = "asgi_ws_gateway.no_compression"
+"""A key of such a ``websocket.accept``: True: the server answers the client without the permessage-deflate
+it negotiated (reads and writes its messages uncompressed). The relay sets it when its upstream leg has no
+compression: what a client sent compressed went on inflated, ~1,000 times its wire bytes of zeros."""
 TAKEN_IN = "taken_in"
 """A key of the extension's value (``scope["extensions"][EXTENSION]``): a callable, a count that grows as the
 client takes in what is sent to it (:func:`..progress.taken_in` of its transport): the relay's close wait
@@ -38,6 +42,6 @@ to why (``CLIENT_GONE``, ``SHUTDOWN_REFUSAL``): the cancellation's own message m
 
 
 __all__ = [
-    "ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "ON_SHUTDOWN", "PING_INTERVAL", "PING_TIMEOUT", "STOPPED",
-    "TAKEN_IN",
+    "ACCEPT", "CLOSE_TIMEOUT", "EXTENSION", "MAX_SIZE", "NO_COMPRESSION", "ON_SHUTDOWN", "PING_INTERVAL",
+    "PING_TIMEOUT", "STOPPED", "TAKEN_IN",
 ]  # fmt: skip

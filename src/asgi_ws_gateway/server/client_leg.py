@@ -22,6 +22,7 @@ from ..passthrough.asgi_extension import (
     ACCEPT,
     CLOSE_TIMEOUT,
     MAX_SIZE,
+    NO_COMPRESSION,
     ON_SHUTDOWN,
     PING_INTERVAL,
     PING_TIMEOUT,
@@ -276,11 +277,24 @@ class ClientLeg(WebSocketsSansIOProtocol):
                 self._take_keepalive(message[PING_INTERVAL], message[PING_TIMEOUT])
             if callable(told := message.get(ON_SHUTDOWN)):
                 self._told_at_shutdown = told
+            if message.get(NO_COMPRESSION) is True and not self.handshake_complete:  # (the 101 not sent yet)
+                self._without_compression()
         await super().send(message)
         if kind == "websocket.accept":
             self._release_early_data(self)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True  # the refusal is complete: not "returned without completing"
+
+    def _without_compression(self) -> None:
+        """Answer the client without the permessage-deflate negotiated at its request: the 101 is not sent
+        yet, and the parser and the framer read the extensions frame by frame. uvicorn's protocol negotiates
+        it for every connection (``ws_per_message_deflate``); the application's accept says for this one.
+        No extension but permessage-deflate is offered by the server: none is left."""
+        if not self.conn.extensions:  # none negotiated (none offered: the plain upgrade's 101)
+            return
+        self.conn.extensions = []
+        self.conn.inflating = None
+        del self.response.headers["Sec-WebSocket-Extensions"]
 
     # -- log helpers --
 

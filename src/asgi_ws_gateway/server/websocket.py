@@ -27,6 +27,10 @@ gateway needs on its edge, each in the module of one job (named in brackets) tha
   both or neither: seconds, or None for off; the API's, as the splice takes them), in place of uvicorn's
   ``ws_ping_interval`` and ``ws_ping_timeout``, which still serve every other connection (:mod:`.client_leg`,
   :mod:`.client_keepalive`);
+* the application's ``websocket.accept`` may answer the client without the permessage-deflate the server
+  negotiated at its request (``"asgi_ws_gateway.no_compression": True``): the relay says so when its
+  upstream leg has no compression, which uvicorn's ``ws_per_message_deflate`` (every connection) cannot
+  (:mod:`.client_leg`);
 * the application's ``websocket.accept`` may also carry a callable the server calls with the
   ``websocket.disconnect`` it queues when it sends the client its 1012 at shutdown
   (``"asgi_ws_gateway.on_shutdown"``): the relay, waiting on an upstream that reads nothing, read that

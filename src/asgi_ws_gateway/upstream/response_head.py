@@ -42,7 +42,8 @@ GATEWAY_LINES = 4
 
 A 101: the server's ``Date`` and ``Server`` (an upstream's own are dropped: ``upstream.headers``),
 and on the relay ``Sec-WebSocket-Extensions`` when the gateway negotiated compression with the
-client and the upstream none (its ``Upgrade``, ``Connection`` and ``Sec-WebSocket-Accept`` are
+client and the upstream none (under uvicorn's own protocols: the gateway's compresses the client leg
+only when the upstream's is) (its ``Upgrade``, ``Connection`` and ``Sec-WebSocket-Accept`` are
 replaced one for one): 3. A refusal: ``Date``, ``Connection: close``, ``Content-Type`` when the
 upstream sent none, and ``Content-Length`` when its body was framed by chunks or the connection's
 end: 4. Headers an operator adds to every response (uvicorn's ``--header``) are not counted."""

@@ -17,6 +17,7 @@ from websockets.exceptions import (
     NegotiationError,
     WebSocketException,
 )
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.typing import Subprotocol
@@ -186,6 +187,8 @@ class WebSocketsConnection:
         fast: _FastSend | None = ws if all(hasattr(ws, name) for name in _FAST_SEND_ATTRIBUTES) else None
         self._fast = fast
         self.subprotocol: str | None = ws.subprotocol
+        # Whether the upstream agreed to permessage-deflate: the client leg is compressed only if it did.
+        self.compressed = any(isinstance(ext, PerMessageDeflate) for ext in ws.protocol.extensions)
         self.response_headers = kept_response_headers(
             list(ws.response.headers.raw_items()) if ws.response is not None else []
         )
