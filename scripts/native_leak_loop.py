@@ -27,6 +27,7 @@ from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import DEFAULT_STATUS, LeanSpan
 from asgi_ws_gateway.telemetry.lean_tracer import NO_ATTRIBUTES, LeanTracer
 from asgi_ws_gateway.telemetry.metric_totals import ApiTotals
+from asgi_ws_gateway.telemetry.propagation import _DROPPED_MASKS
 
 LIMIT = 64 * 1024
 """Bytes a case may grow by (caches filled once, an interned string); a leak of one object a call is megabytes."""
@@ -72,6 +73,9 @@ def cases() -> dict[str, Callable[[], object]]:
         "encode_spans mixed batch": lambda: native.encode_spans([plain, surrogate, plain], *defaults),
         "hex_ids error (negative id)": _raising(lambda: native.hex_ids(bad_ids)),
         "traceparent declined": lambda: native.traceparent(bad_ids),
+        "trace_names decided": lambda: native.trace_names([("via", "v"), ("b3", "v")], _DROPPED_MASKS),
+        "trace_names declined": lambda: native.trace_names([("via", "v"), ("B3", "v")], _DROPPED_MASKS),
+        "trace_names declined (a mask past a long)": lambda: native.trace_names([("b3", "v")], {"b3": 1 << 70}),
         "starter + end_own": lambda: end_own(start("s", None, SpanKind.SERVER, {"a": 1}, ()), {"b": "c"}),
         "end_own of an ended span (Python)": lambda: end_own(plain, {"b": "c"}),
         "Ids": lambda: (ids.generate_trace_id(), ids.generate_span_id()),

@@ -168,6 +168,37 @@ CONTEXT_IDS = st.one_of(INTS, st.none(), TEXTS, st.integers(0, (1 << 128) - 1))
 FLAGS = st.one_of(st.integers(-2, 300), st.integers(0, 255).map(TraceFlags), st.booleans(), st.none(), st.floats())
 
 
+HEADER_NAMES = st.one_of(
+    st.text(max_size=40), st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", max_size=12),
+    st.sampled_from(["traceparent", "b3", "uberctx-x", "ot-baggage-y", "a\nuberctx-b", "\ud800", "x" * 100_000]),
+    st.builds(LyingStr, st.sampled_from(["traceparent", "b3", "via"])), st.binary(max_size=8), st.integers(),
+)  # fmt: skip
+MASKS = st.one_of(
+    st.just(None), st.dictionaries(st.sampled_from(["traceparent", "b3", "via"]),
+                                   st.one_of(st.integers(), st.integers(2**70, 2**80), st.none(), st.booleans())),
+)  # fmt: skip
+
+
+@native
+@HOSTILE
+@given(
+    headers=st.one_of(st.lists(st.one_of(st.tuples(HEADER_NAMES, st.just("v")), st.tuples(), st.lists(HEADER_NAMES))),
+                      st.tuples(st.tuples(HEADER_NAMES, st.just("v")))),
+    masks=MASKS,
+)  # fmt: skip
+def test_hostile_header_names_are_decided_as_python_decides_or_left_to_it(headers: Any, masks: Any) -> None:
+    """``trace_names``: any header list and masks give the Python reference's bits (with the gateway's masks), or
+    None (left to Python), never an error or a read of what is not an exact ``str``."""
+    assert otlp_wire.NATIVE is not None
+    from asgi_ws_gateway.telemetry import propagation
+
+    for table in (propagation._DROPPED_MASKS, masks):
+        found = otlp_wire.NATIVE.trace_names(headers, table)
+        if found is not None and table is propagation._DROPPED_MASKS:
+            untrusted, trusted = propagation._filtered(tuple(header[0] for header in headers))
+            assert found == untrusted | trusted << 1
+
+
 @native
 @HOSTILE
 @given(trace_id=CONTEXT_IDS, span_id=CONTEXT_IDS, flags=FLAGS)

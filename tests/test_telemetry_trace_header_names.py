@@ -5,6 +5,8 @@ must replace some (a client's ``traceparent``/``tracestate``, its baggage and, u
 formats and ``uberctx-``/``ot-baggage-`` items); the decision is remembered by the names as sent
 (``propagation._filtered``). Each request here is compared with the rule written out name by name
 (what ``inject`` did before it remembered anything), cold and warm, for trusted and untrusted clients.
+With the C extension, usual names (lower-case ASCII) are decided by its ``trace_names`` and not remembered
+(``tests/test_telemetry_trace_names.py`` holds it to the Python answer); the remembering is the Python path's.
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ def test_the_same_tuples_stay_when_nothing_is_dropped() -> None:
     assert written[:2] == headers and all(a is b for a, b in zip(written, headers, strict=False))
 
 
+@pytest.fixture
+def remembering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python path, which remembers names (the extension's ``trace_names`` decides usual names without it)."""
+    monkeypatch.setattr(propagation, "_trace_names", None)
+
+
+@pytest.mark.usefixtures("remembering")
 def test_names_past_the_length_bound_are_decided_but_not_remembered() -> None:
     long = [("x-" + "a" * propagation._NAMES_LONGEST, "v"), ("uberctx-user", "admin")]
     assert _injected(long, False) == [long[0], TRACEPARENT]
@@ -84,6 +93,7 @@ def test_names_past_the_length_bound_are_decided_but_not_remembered() -> None:
     assert len(propagation._names_filtered) == 1
 
 
+@pytest.mark.usefixtures("remembering")
 def test_the_remembered_names_are_forgotten_together_when_full() -> None:
     for index in range(propagation._NAMES_REMEMBERED):
         _injected([(f"x-{index}", "v")], True)

@@ -32,7 +32,7 @@
 #include <string.h>
 
 /* Bumped when encode_span's contract changes: otlp_wire ignores a module built from other sources. */
-#define SPAN_WIRE_FORMAT 6
+#define SPAN_WIRE_FORMAT 7
 
 /* What a step returns: done, an exception set (propagated), or "not this span" (no exception). */
 #define DONE 0
@@ -1465,6 +1465,65 @@ hex_ids(PyObject *module, PyObject *context)
     return both;
 }
 
+/* trace_names(headers, masks, /) -> int or None: propagation._filtered's answer for the names of `headers` (a
+ * list of (name, value) tuples) as a bit mask, without the names' tuple, map and lookup that Python builds for it:
+ * the OR of `masks` (an exact dict: a name's bits, 1 for an untrusted client's request, 2 for a trusted one's) of
+ * each name found in it, and 1 for a name that starts "uberctx-" or "ot-baggage-". None (decided in Python) for
+ * anything but exact str names of ASCII without upper-case letters or control characters (whose lower-casing,
+ * or a line break read as a separator, Python's answer depends on), or another shape. Reads only: no Python code
+ * runs while it walks the list (exact str hashes and equality, an exact dict). */
+static PyObject *
+trace_names(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "trace_names() takes 2 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *headers = args[0], *masks = args[1];
+    if (!PyList_CheckExact(headers) || !PyDict_CheckExact(masks)) {
+        Py_RETURN_NONE;
+    }
+    long mask = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *header = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_CheckExact(header) || PyTuple_GET_SIZE(header) < 1) {
+            Py_RETURN_NONE;
+        }
+        PyObject *name = PyTuple_GET_ITEM(header, 0);
+        if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name)) {
+            Py_RETURN_NONE;
+        }
+        const Py_UCS1 *text = PyUnicode_1BYTE_DATA(name);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(name);
+        for (Py_ssize_t at = 0; at < length; at++) {
+            if (text[at] < 0x20 || text[at] == 0x7F || (text[at] >= 'A' && text[at] <= 'Z')) {
+                Py_RETURN_NONE;
+            }
+        }
+        if ((length >= 8 && memcmp(text, "uberctx-", 8) == 0)
+            || (length >= 11 && memcmp(text, "ot-baggage-", 11) == 0)) {
+            mask |= 1;
+        }
+        PyObject *bits = PyDict_GetItemWithError(masks, name);  /* borrowed */
+        if (bits == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        if (!PyLong_CheckExact(bits)) {
+            Py_RETURN_NONE;
+        }
+        long value = PyLong_AsLong(bits);
+        if (value == -1 && PyErr_Occurred()) {  /* past a long: not one of propagation's masks */
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        mask |= value & 3;
+    }
+    return PyLong_FromLong(mask);
+}
+
 /* traceparent(context, /) -> "00-<trace id>-<span id>-<flags>", or None when the ids are not exact ints of
  * 128 and 64 bits or the flags not an int of 0 to 255 (the caller formats those as the W3C propagator does). */
 static PyObject *
@@ -2354,6 +2413,12 @@ static PyMethodDef methods[] = {
      "traceparent(context, /)\n--\n\n"
      "The W3C traceparent header of a SpanContext ('00-' trace id '-' span id '-' flags, in hex), or\n"
      "None when its ids are not ints of 128 and 64 bits or its flags not of 0 to 255."},
+    {"trace_names", (PyCFunction)(void (*)(void))trace_names, METH_FASTCALL,
+     "trace_names(headers, masks, /)\n--\n\n"
+     "propagation._filtered's answer for the names of a list of (name, value) tuples, as a bit mask\n"
+     "(1: an untrusted client's, 2: a trusted one's request loses headers to a new traceparent): the OR\n"
+     "of masks[name] (a dict) and 1 for a name starting uberctx- or ot-baggage-; None for names it\n"
+     "leaves to Python (not exact ASCII str without upper case or control characters)."},
     {"queue_into", (PyCFunction)(void (*)(void))queue_into, METH_FASTCALL,
      "queue_into(batch, emit, process, /)\n--\n\n"
      "lean_provider._queue_into(batch, emit) (process: its _PROCESS list), in C."},

@@ -89,3 +89,9 @@ def hex_ids(context: SpanContext, /) -> tuple[str, str]:
 def traceparent(context: SpanContext, /) -> str | None:
     """The W3C ``traceparent`` of a context, or None when its ids are not ``int`` objects of 128 and 64 bits or its
     flags not an int of 0 to 255."""
+
+def trace_names(headers: list[tuple[str, str]], masks: dict[str, int], /) -> int | None:
+    """:func:`.propagation._filtered`'s answer for the names of ``headers`` as a bit mask (1: an untrusted client's
+    request loses headers to a new ``traceparent``, 2: a trusted one's): the OR of ``masks[name]`` and 1 for a name
+    starting ``uberctx-`` or ``ot-baggage-``; None for names it leaves to Python (not exact ASCII ``str`` without
+    upper-case letters or control characters)."""

@@ -81,7 +81,7 @@ _UNSET_REMOTE_TAIL = _UNSET_STATUS + _REMOTE_FLAGS
 """A span's last two fields, ``status`` unset and ``flags``: for a local or no parent, and a remote one."""
 _STR_INT = frozenset({str, int})
 
-_SPAN_WIRE_FORMAT = 6
+_SPAN_WIRE_FORMAT = 7
 """The ``_span_wire`` contract this module calls (its ``FORMAT``): a module built from other sources is ignored."""
 _KINDS_BY_VALUE = tuple(sorted(SpanKind, key=lambda kind: kind.value))
 
@@ -103,6 +103,7 @@ class Native(NamedTuple):
     ids: type[IdGenerator]
     hex_ids: Callable[[SpanContext], tuple[str, str]]
     traceparent: Callable[[SpanContext], str | None]
+    trace_names: Callable[[list[tuple[str, str]], dict[str, int]], int | None]
 
 
 def _native() -> Native | None:
@@ -124,6 +125,7 @@ def _native() -> Native | None:
             hex_ids,
             queue_into,
             starter,
+            trace_names,
             traceparent,
         )
     except ImportError:  # not built: no compiler at install, ASGI_WS_GATEWAY_NO_NATIVE=1, or another FORMAT's
@@ -135,8 +137,8 @@ def _native() -> Native | None:
         SpanContext, NonRecordingSpan, Link, NO_ATTRIBUTES, DEFAULT_STATUS, DEFAULT_TRACE_STATE, ROOT_FLAGS,
         CHILD_FLAGS, Context, current.VARIABLE, _SPAN_KEY, random, python_end_own,
     ):  # fmt: skip
-        return Native(encode_span, encode_spans, None, None, None, Ids, hex_ids, traceparent)
-    return Native(encode_span, encode_spans, starter, end_own, queue_into, Ids, hex_ids, traceparent)
+        return Native(encode_span, encode_spans, None, None, None, Ids, hex_ids, traceparent, trace_names)
+    return Native(encode_span, encode_spans, starter, end_own, queue_into, Ids, hex_ids, traceparent, trace_names)
 
 
 def _native_encoder() -> Encode | None:

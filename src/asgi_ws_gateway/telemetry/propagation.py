@@ -19,6 +19,7 @@ from ..bounded import remember
 from ..upstream.checks import MAX_UPSTREAM_LINE
 from .hex_ids import traceparent
 from .lean_spans import LeanSpan
+from .otlp_wire import NATIVE
 from .values import MAX_CHARS
 
 
@@ -114,10 +115,14 @@ def inject(
             header = state.to_header()
             if len(header) > _STATE_ROOM:  # a trusted client's, joined from its lines
                 header = _fitted(header, _STATE_ROOM, long_first=True)
-        # What to drop decided by the header names alone (remembered: a handshake's names repeat), inline.
-        names = tuple(map(itemgetter(0), headers))  # in C
-        filtered = _names_filtered.get(names) or _filtered(names)
-        if filtered[trusted]:  # rare: a client that sends trace headers of its own
+        # What to drop decided by the header names alone: one C call with the extension (the usual names), else
+        # remembered by the names (a handshake's names repeat), inline.
+        mask = _trace_names(headers, _DROPPED_MASKS) if _trace_names is not None else None
+        if mask is None:
+            names = tuple(map(itemgetter(0), headers))  # in C
+            filtered = _names_filtered.get(names) or _filtered(names)
+            mask = filtered[0] | filtered[1] << 1
+        if mask & (2 if trusted else 1):  # rare: a client that sends trace headers of its own
             _drop(headers, _DROPPED_TRUSTED if trusted else _DROPPED_UNTRUSTED, not trusted)
         headers.append(("traceparent", parent))
         if header:
@@ -222,6 +227,16 @@ _DROPPED_UNTRUSTED = _TRACE_HEADERS | _UNTRUSTED_CONTEXT
 """What a ``traceparent`` written by the default propagators replaces, for a trusted client and another."""
 _BAGGAGE_KEY: str | None = getattr(baggage, "_BAGGAGE_KEY", None)
 """Where the API keeps a context's baggage (``baggage.get_all`` reads it through three calls); None: unknown."""
+
+_DROPPED_MASKS = {
+    name: (name in _DROPPED_UNTRUSTED) | (name in _DROPPED_TRUSTED) << 1
+    for name in _DROPPED_UNTRUSTED | _DROPPED_TRUSTED
+}
+"""Each dropped name's :func:`_filtered` bits: 1 for an untrusted client's request, 2 for a trusted one's."""
+_trace_names = NATIVE.trace_names if NATIVE is not None else None
+"""The extension's :func:`_filtered` for the usual header names (exact ASCII ``str``, no upper case or control
+characters) as those bits, or None for any other names (None itself without the extension): no names' tuple and
+lookup, which were half of ``inject``'s ~9 k instructions a handshake (docs/telemetry.md, "What it costs")."""
 
 _UNTRUSTED_PREFIXED = methodcaller("startswith", ("uberctx-", "ot-baggage-"))
 """Jaeger's and OpenTracing's baggage, one header per item: dropped unless the client is trusted."""
