@@ -75,10 +75,12 @@ FORGED = jwt.encode(
 
 
 class JwksServer:
-    """A JWKS document over HTTP on 127.0.0.1, in a thread; ``keys`` may be swapped, ``down`` answers 503."""
+    """A JWKS document over HTTP on 127.0.0.1, in a thread; ``keys`` may be swapped, ``entries`` (raw key
+    entries) added, ``down`` answers 503."""
 
     def __init__(self, *keys: SigningKey) -> None:
         self.keys = list(keys)
+        self.entries: list[dict[str, Any]] = []  # raw key entries served after the keys'
         self.down = False
         self.requests = 0
         server = self
@@ -91,7 +93,7 @@ class JwksServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps({"keys": [k.jwk() for k in server.keys]}).encode()
+                body = json.dumps({"keys": [*(k.jwk() for k in server.keys), *server.entries]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

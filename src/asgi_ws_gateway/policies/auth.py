@@ -26,7 +26,7 @@ from ..templates import Condition, caseless_pattern, dig
 from .base import PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits
 from .jwt_claims import ClaimsView, depth_problem, duplicate_name_problem, numeric_date_problem, surrogate_problem
-from .jwt_keys import configured_public_keys, key_warnings, shared_secret
+from .jwt_keys import configured_public_keys, hmac_secret_problem, key_warnings, shared_secret
 from .jwt_settings import ValidateJwtSettings
 from .token_cache import MAX_CACHED_TOKEN, TokenCache, token_digest
 from .token_sources import rfc6750_sources_not_in, token_copies, token_readings
@@ -72,6 +72,8 @@ class ValidateJwt:
                 raise PolicyProblem("algorithms", f"{alg} needs secret or secret_env")
             if len(self.secret) < _HMAC_MIN_BYTES[alg]:
                 raise PolicyProblem("secret", f"{alg} needs a secret of at least {_HMAC_MIN_BYTES[alg]} bytes")
+        if self.algorithms & HMAC and self.secret is not None and (problem := hmac_secret_problem(self.secret)):
+            raise PolicyProblem("secret_env" if s.secret_env is not None else "secret", problem)
         self.sources = token_readings(s.token)
         self.rfc6750_sources = token_readings(rfc6750_sources_not_in(s.token))
         # Only the query's access_token (the usual case: the token in Authorization): nothing to find in

@@ -18,7 +18,8 @@ The JWKS is fetched on first use and then kept:
   dropped, added or bound to another key) starts a new one, which retires every token verified
   under an older one (``validate-jwt``'s token cache).
 
-Symmetric (``oct``) keys in a JWKS are ignored: HS algorithms only ever use the configured secret.
+Symmetric (``oct``) keys in a JWKS are ignored: HS algorithms only ever use the configured secret. So are
+keys for anything but verifying signatures (``use`` other than ``sig``, ``key_ops`` without ``verify``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ each token with a made-up ``kid`` was one JWKS fetch (a client made the gateway 
 its requests against the identity provider). A rotated key is still taken at once, by the first
 token naming it; a second rotation within a second waits that second."""
 
+MIN_RSA_BITS = 2048
+"""RFC 7518 §3.3 and §3.5: an RS* or PS* key MUST be 2048 bits or larger. A 1024-bit one (from the JWKS
+or ``public_keys``) verified tokens, pyjwt only warning in no log: whoever factors it signs any token."""
+
 
 class KeysUnavailable(Exception):
     """No verification key could be obtained (the JWKS was never fetched successfully)."""
@@ -84,6 +89,13 @@ def key_fits(key: Any, alg: str) -> bool:
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return alg == "EdDSA"
     return False
+
+
+def weak_key_problem(key: Any) -> str | None:
+    """Why a public key is too weak to verify tokens with, or None."""
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"an RSA key of {key.key_size} bits (RFC 7518: at least {MIN_RSA_BITS})"
+    return None
 
 
 _PUBLIC_KEY_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
@@ -327,7 +339,7 @@ def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
         if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
             continue
         kid, alg = entry.get("kid"), entry.get("alg")
-        problem = _entry_problem(kid, alg)
+        problem = _entry_problem(entry)
         if problem is None and isinstance(kid, str):
             per_kid[kid] = per_kid.get(kid, 0) + 1
             if per_kid[kid] > KEYS_PER_KID:
@@ -340,6 +352,8 @@ def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
             else:
                 if not isinstance(key, _PUBLIC_KEY_TYPES):  # "d" given: anyone who reads the JWKS can sign
                     problem = "a private key (it is public now: the issuer should revoke it)"
+                else:
+                    problem = weak_key_problem(key)
         if problem == "skip":
             continue
         if problem is not None:
@@ -351,11 +365,20 @@ def parse_jwks(body: bytes) -> list[tuple[str | None, str | None, Any]]:
     return keys
 
 
-def _entry_problem(kid: object, alg: object) -> str | None:
-    """Why a key entry is unusable before its key is read: ``"skip"`` for an algorithm that is not a
-    signature one (silently, as before), a problem for a ``kid`` or ``alg`` that is not a string."""
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    """Why a key entry is unusable before its key is read: ``"skip"`` for a key that is not for
+    verifying signatures (silently, as ``use: enc`` is), a problem for a ``kid``, ``alg`` or ``key_ops``
+    of the wrong type."""
+    kid, alg, key_ops = entry.get("kid"), entry.get("alg"), entry.get("key_ops")
     if kid is not None and not isinstance(kid, str):
         return "its kid is not a string"
+    if key_ops is not None:
+        if not isinstance(key_ops, list) or not all(isinstance(op, str) for op in key_ops):
+            return "its key_ops is not a list of strings"
+        if "verify" not in key_ops:
+            # RFC 7517 §4.3: the operations the key is for. One published to encrypt to (its private
+            # half another party's) verified tokens as a signing key did.
+            return "skip"
     if alg is None:
         return None
     if not isinstance(alg, str):
@@ -369,6 +392,7 @@ __all__ = [
     "KEYS_PER_KID",
     "KID_REFRESH_FLOOR",
     "MAX_JWKS_KEYS",
+    "MIN_RSA_BITS",
     "RETRY_INTERVAL",
     "JwksCache",
     "KeysUnavailable",
@@ -376,4 +400,5 @@ __all__ = [
     "key_fits",
     "load_public_key",
     "parse_jwks",
+    "weak_key_problem",
 ]

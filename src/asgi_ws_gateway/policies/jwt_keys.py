@@ -8,10 +8,13 @@ import base64
 from typing import Any
 from urllib.parse import urlsplit
 
+from jwt import InvalidKeyError
+from jwt.algorithms import HMACAlgorithm
+
 from ..forwarded import is_loopback_host
 from ..loading import LoadRefused, read_env, read_file
 from .base import PolicyProblem
-from .jwks import load_public_key
+from .jwks import load_public_key, weak_key_problem
 from .jwt_settings import ValidateJwtSettings
 
 
@@ -36,17 +39,35 @@ def shared_secret(s: ValidateJwtSettings) -> bytes | None:
         raise PolicyProblem("secret", "not valid base64") from None
 
 
+def hmac_secret_problem(secret: bytes) -> str | None:
+    """Why pyjwt refuses ``secret`` as an HMAC key, or None: a PEM, SSH or DER public key, or a JWK's
+    JSON (the HS/RS confusion guard of pyjwt 2.x, the JWK one since 2.12).
+
+    Checked when the policy is built: pyjwt checks it at each verification, with an exception that is
+    no token error, so a shared secret of that shape made every HS token, forged ones too, a 500 with
+    an ERROR traceback."""
+    try:
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except InvalidKeyError as exc:
+        return f"not usable as an HMAC secret: {exc}"
+    return None
+
+
 def configured_public_keys(s: ValidateJwtSettings) -> list[Any]:
     keys = []
     for field, texts in (("public_keys", s.public_keys), ("public_key_files", s.public_key_files)):
         for i, text in enumerate(texts):
             try:
                 pem = read_file(text) if field == "public_key_files" else text.encode()
-                keys.append(load_public_key(pem))
+                key = load_public_key(pem)
             except LoadRefused as exc:
                 raise PolicyProblem((field, i), str(exc)) from None
             except (OSError, ValueError) as exc:
                 raise PolicyProblem((field, i), f"not a PEM public key or certificate: {exc}") from None
+            problem = weak_key_problem(key)
+            if problem is not None:
+                raise PolicyProblem((field, i), f"too weak to verify tokens: {problem}")
+            keys.append(key)
     return keys
 
 
@@ -71,4 +92,4 @@ def _loopback(url: str) -> bool:
     return is_loopback_host(urlsplit(url).hostname or "")
 
 
-__all__ = ["configured_public_keys", "key_warnings", "shared_secret"]
+__all__ = ["configured_public_keys", "hmac_secret_problem", "key_warnings", "shared_secret"]
