@@ -17,6 +17,8 @@ An attack pass (tokens from clients holding no valid token, real uvicorn, a JWKS
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -35,7 +37,7 @@ from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
 from support.configs import api_entry
 from support.jwts import JwksServer, signing_key, token
-from support.policies import problems
+from support.policies import build, context, problems
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -120,10 +122,11 @@ async def test_a_jwks_rsa_key_under_2048_bits_verifies_no_token(
         server = uvicorn_server(WebSocketGateway(not_found, config={"apis": [api_entry(upstream, policies=[policy])]}))
         status, headers, _ = await expect_status(server.url("/ws/echo"), **_bearer(_weak_token()))
         assert (status, headers["www-authenticate"]) == (401, 'Bearer error="invalid_token"')
-        async with await connect(server.url("/ws/echo"), **_bearer(token(strong))) as ws:
+        issued = token(strong)
+        async with await connect(server.url("/ws/echo"), **_bearer(issued)) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
-    assert [h.header("authorization") for h in upstream.handshakes] == [f"Bearer {token(strong)}"]
+    assert [h.header("authorization") for h in upstream.handshakes] == [f"Bearer {issued}"]
     assert any("'weak': an RSA key of 1024 bits (RFC 7518: at least 2048)" in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)  # fmt: skip
 
@@ -144,20 +147,41 @@ def _der_public_key() -> bytes:
 
 
 HS = {"algorithms": ["HS256"]}
-REFUSED_SECRETS: dict[str, dict[str, Any]] = {
-    "pem": {"secret": signing_key("RS256").public_pem},
-    "ssh": {"secret": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7dGVzdA== ops@host"},
-    "jwk-json": {"secret": json.dumps({"kty": "oct", "k": base64.urlsafe_b64encode(b"s" * 32).decode()})},
-    "der-base64": {"secret": base64.b64encode(_der_public_key()).decode(), "secret_base64": True},
-}
+SECRETS: dict[str, tuple[dict[str, Any], bytes]] = {
+    "pem": ({"secret": signing_key("RS256").public_pem}, signing_key("RS256").public_pem.encode()),
+    "ssh": ({"secret": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7dGVzdA== ops@host"},
+            b"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7dGVzdA== ops@host"),
+    "jwk-json": ({"secret": json.dumps({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"})},
+                 json.dumps({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}).encode()),
+    "der-base64": ({"secret": base64.b64encode(_der_public_key()).decode(), "secret_base64": True}, _der_public_key()),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("settings", REFUSED_SECRETS.values(), ids=REFUSED_SECRETS.keys())
-def test_a_secret_pyjwt_refuses_as_an_hmac_key_is_a_configuration_problem(settings: dict[str, Any]) -> None:
-    """Before, no problem (4 of 4 fail), and each HS token was a 500 with a traceback."""
-    found = problems({"validate-jwt": {**HS, **settings}})
-    assert len(found) == 1 and found[0].startswith("apis[0].policies[0].validate-jwt.secret: not usable as an HMAC")
-    assert settings["secret"] not in found[0]
+def _hs_token(secret: bytes) -> str:
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    payload = base64.urlsafe_b64encode(json.dumps({"sub": "admin", "exp": int(time.time()) + 300}).encode())
+    signing_input = header + b"." + payload.rstrip(b"=")
+    signature = base64.urlsafe_b64encode(hmac.new(secret, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
+
+
+@pytest.mark.parametrize(("settings", "secret"), SECRETS.values(), ids=SECRETS.keys())
+async def test_a_secret_is_refused_at_start_or_verifies_tokens_never_a_500(
+    settings: dict[str, Any], secret: bytes
+) -> None:
+    """Before, no problem, and each HS token pyjwt's exception (4 of 4 fail with pyjwt 2.15; every
+    pyjwt 2 refuses the PEM and SSH keys, before 2.12 it takes a DER key's or a JWK's bytes as a secret:
+    then the secret verifies its tokens)."""
+    entry = {"validate-jwt": {**HS, **settings}}
+    found = problems(entry)
+    if found:
+        assert len(found) == 1 and found[0].startswith("apis[0].policies[0].validate-jwt.secret: not usable as an HMAC")
+        assert settings["secret"] not in found[0]
+        return
+    assert "BEGIN" not in settings["secret"] and not settings["secret"].startswith("ssh-")
+    context_ = context(headers=[("Authorization", f"Bearer {_hs_token(secret)}")])
+    await build(entry).apply(context_)
+    assert context_.claims is not None and context_.claims["sub"] == "admin"
 
 
 def test_the_problem_names_secret_env_when_the_secret_came_from_there(monkeypatch: pytest.MonkeyPatch) -> None:
