@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -67,14 +66,6 @@ class Recorder:
                     break
         self.closed.set()
         writer.close()
-
-
-@pytest.fixture
-def reader() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
-    metric_reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[metric_reader], shutdown_on_exit=False)
-    yield provider, metric_reader
-    provider.shutdown()
 
 
 def _gateway(port: int, connector: str, uvicorn_server: UvicornFactory, provider: MeterProvider) -> str:
