@@ -177,3 +177,33 @@ async def test_a_replacement_whose_start_up_hangs_shows_what_it_says(tmp_path: P
     output = _text(log)
     assert output.count("has not answered its lifespan start-up") == 1, output
     assert output.count("Waiting for application startup.") == 3, output  # shown once: not again at the release
+
+
+async def test_a_replacement_killed_before_it_served_is_said_to_have_dropped_no_connection(tmp_path: Path) -> None:
+    """A dead worker's replacement killed in its start-up (the OOM killer, as its app loads): the supervisor
+    said "its connections were dropped" of a worker that never served one."""
+    (tmp_path / "hanging.py").write_text(HANGING_APP)
+    config = write_config(tmp_path, {"apis": [{"name": "api0", "path": "/ws", "upstreams": ["asgi:hanging:app"]}]})
+    log = tmp_path / "run.log"
+    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info")
+    async with gateway:
+        await _until(lambda: _text(log).count("Application startup complete.") == 2, log)
+        first = _serving_workers(gateway)
+        (tmp_path / "hang").touch()  # the replacement stays in its start-up
+        try:
+            served = min(first)
+            os.kill(served, signal.SIGKILL)
+            await _until(lambda: len(_serving_workers(gateway) - first) == 1, log)
+            (starting,) = _serving_workers(gateway) - first
+            os.kill(starting, signal.SIGKILL)
+            await _until(lambda: f"Child process [{starting}] died" in _text(log), log)
+        finally:
+            (tmp_path / "hang").unlink()
+        await _until(lambda: _text(log).count("Application startup complete.") == 3, log)
+        assert await gateway.astop() == 0, _text(log)
+    output = _text(log)
+    assert f"Child process [{served}] died (killed by SIGKILL): its connections were dropped" in output, output
+    assert (
+        f"ERROR:    Child process [{starting}] died (killed by SIGKILL): it was still starting and had served no "
+        "connection; starting another" in output
+    ), output

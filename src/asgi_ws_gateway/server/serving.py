@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -158,6 +160,15 @@ class _Worker(multiprocess.Process):
         self._started_at = 0.0
         self._first_ping_sent = False
         self._answered = False  # it answered a health check: from then on, uvicorn's checks apply
+        # Set by the worker as it starts serving, shared with the supervisor: a worker killed before
+        # (OOM in its start-up) had no connection to drop. Health checks come every 0.5 s at best, and
+        # a worker may serve, take connections and die in between.
+        self._served = multiprocessing.get_context("spawn").RawValue(ctypes.c_bool, False)
+
+    @property
+    def served(self) -> bool:
+        """Whether the worker started serving (its connections, if any, die with it)."""
+        return bool(self._served.value)
 
     def start(self) -> None:
         self._started_at = time.monotonic()
@@ -213,8 +224,13 @@ class _Worker(multiprocess.Process):
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover  (in the worker)
         held = HeldStartup(self.startup_output) if self.startup_output is not None else None
-        if held is not None:
-            self.server.on_serving = held.release
+
+        def serving() -> None:
+            self._served.value = True
+            if held is not None:
+                held.release()
+
+        self.server.on_serving = serving
         try:
             super().target(sockets)
         except SystemExit as exc:

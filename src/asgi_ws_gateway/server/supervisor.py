@@ -150,9 +150,14 @@ class Supervisor(Multiprocess):
                                "starting another", process.pid)  # fmt: skip
                 self._start(index)
                 continue
-            # uvicorn's INFO "died": a worker lost (the OOM killer, a crash, hung) dropped its connections
-            logger.error("Child process [%s] %s: its connections were dropped; starting another",
-                         process.pid, _ending(ended, self.config.timeout_worker_healthcheck))  # fmt: skip
+            # uvicorn's INFO "died": a worker lost (the OOM killer, a crash, hung) dropped its connections;
+            # one lost in its start-up had none (run's worker says whether it served; uvicorn's does not).
+            if getattr(process, "served", True):
+                lost = "its connections were dropped"
+            else:
+                lost = "it was still starting and had served no connection"
+            logger.error("Child process [%s] %s: %s; starting another",
+                         process.pid, _ending(ended, self.config.timeout_worker_healthcheck), lost)  # fmt: skip
             self._start(index)
 
     def restart_all(self) -> None:
