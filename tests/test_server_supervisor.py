@@ -266,7 +266,7 @@ def test_a_start_up_output_file_that_cannot_be_made_leaves_the_output_unheld(
 
     monkeypatch.setattr(tempfile, "mkstemp", full)
     assert startup_output.new_holder() is None
-    held = startup_output.HeldStartup(str(tmp_path / "gone.log"))
+    held = startup_output.HeldStartup((str(tmp_path / "gone.out"), str(tmp_path / "gone.log")))
     held.keep()
     held.release()
     assert not (tmp_path / "gone.log").exists()
@@ -278,29 +278,32 @@ def test_a_start_up_output_file_put_back_by_another_is_not_read(tmp_path: Path) 
     (a forged log, or a file the gateway can read, such as a key, written to its log) and removed."""
     secret = tmp_path / "secret.pem"
     secret.write_text("-----BEGIN PRIVATE KEY-----\n")
-    path = startup_output.new_holder()
-    assert path is not None
-    os.unlink(path)  # the worker served: released
+    holder = startup_output.new_holder()
+    assert holder is not None
+    for path in holder:
+        os.unlink(path)  # the worker served: released
+    path = holder[1]
     os.symlink(secret, path)
     try:
-        assert startup_output.take(path) == b""
+        assert startup_output.take(holder) == (b"", b"")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     assert secret.exists()
     os.link(secret, path)  # a hard link to a file of the gateway's user
     try:
-        assert startup_output.take(path) == b""
+        assert startup_output.take(holder) == (b"", b"")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     forged = startup_output.new_holder()
     assert forged is not None
-    Path(forged).write_text("CRITICAL: forged\n")
+    Path(forged[1]).write_text("CRITICAL: forged\n")
     if os.getuid() == 0:  # another user's (as root, as CI runs, it can be made so)
-        os.chown(forged, 65534, 65534)
+        os.chown(forged[1], 65534, 65534)
     try:
-        assert startup_output.take(forged) == (b"" if os.getuid() == 0 else b"CRITICAL: forged\n")
+        assert startup_output.take(forged) == (b"", b"" if os.getuid() == 0 else b"CRITICAL: forged\n")
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(forged)
+        for path in forged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

@@ -72,12 +72,14 @@ class GatewayProcess:
         start_timeout: float = 30.0,
         open_files: tuple[int, int] | None = None,
         log: Path | None = None,
+        stdout_log: Path | None = None,
         log_level: str = "warning",
     ) -> None:
         self.port = free_port()
         self.run_args = [*args]
         self.open_files = open_files  # the supervisor's (soft, hard) open-file limit
         self.log = log  # where its output goes (default: this process's)
+        self.stdout_log = stdout_log  # where its standard output goes instead, if not with the rest in log
         # One worker is served by the supervisor itself: uvicorn forks worker processes only for two or more.
         self.expected_workers = workers if workers > 1 else 0
         self.start_timeout = start_timeout
@@ -103,11 +105,13 @@ class GatewayProcess:
             # OTLP receiver runs in it).
             args = ["prlimit", "--nofile={}:{}".format(*self.open_files), *args]
         output = None if self.log is None else self.log.open("ab")
+        stdout = output if self.stdout_log is None else self.stdout_log.open("ab")
         try:
-            self.process = subprocess.Popen(args, cwd=self.cwd, env=env, stdout=output, stderr=output)
+            self.process = subprocess.Popen(args, cwd=self.cwd, env=env, stdout=stdout, stderr=output)
         finally:
-            if output is not None:
-                output.close()  # the child has its own copy
+            for file in {output, stdout} - {None}:
+                assert file is not None
+                file.close()  # the child has its own copy
         return self.process
 
     async def __aenter__(self) -> GatewayProcess:

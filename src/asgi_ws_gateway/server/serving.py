@@ -36,7 +36,7 @@ from ..management.cli import MANAGEMENT_HOST
 from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
-from .startup_output import HeldStartup
+from .startup_output import HeldStartup, Holder
 from .supervisor import Supervisor
 from .unix_socket import DEFAULT_UDS_MODE, claim_socket, remove_socket, warn_of_other_users
 
@@ -151,7 +151,7 @@ class _Worker(multiprocess.Process):
     up on its replacement and kept the old worker, its clients never told 1012.
     """
 
-    startup_output: str | None = None
+    startup_output: Holder | None = None
     """Set by the supervisor on a dead worker's replacement: the file its start-up output is held in until it
     serves, or, failed, for the supervisor to show unless it is the failure shown last (:mod:`.startup_output`)."""
 

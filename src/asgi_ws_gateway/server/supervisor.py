@@ -34,7 +34,7 @@ import weakref
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import Multiprocess, multiprocess
 
-from .startup_output import new_holder, same_failure, show, take
+from .startup_output import Held, new_holder, same_failure, show, take
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -96,7 +96,7 @@ class Supervisor(Multiprocess):
         self.start_failed = False  # it stopped because a worker failed its start-up
         # The vacant place each worker was started to fill (weak: gone with the worker).
         self._filling: weakref.WeakKeyDictionary[object, _Vacant] = weakref.WeakKeyDictionary()
-        self._shown: bytes | None = None  # the start-up failure a replacement's output showed last
+        self._shown: Held | None = None  # the start-up failure a replacement's output showed last
 
     def init_processes(self) -> None:
         super().init_processes()
@@ -216,7 +216,7 @@ class Supervisor(Multiprocess):
         if holder is None:
             return
         output = take(holder)
-        if not output or (quiet and same_failure(output, self._shown)):
+        if not any(output) or (quiet and same_failure(output, self._shown)):
             return
         show(output)
         self._shown = output
