@@ -264,7 +264,7 @@ ALLOWED_LOADERS = {
     "telemetry/native.py": "ASGI_WS_GATEWAY_PURE_PYTHON, whether the optional C modules are left unused",
     "plugins.py": "the operator's plugins (config file or --plugin); the management API imports none",
     "server/head_deadline.py": "its request-head timeout from the environment the operator set",
-    "server/startup_output.py": "a replacement worker's start-up output, in a temporary file its supervisor made",
+    "server/startup_output.py": "a replacement worker's start-up output, in temporary files its supervisor made",
     "startup.py": "whether the standalone gateway's variables are set where nothing reads them (warned of by name)",
 }
 _LOADS = re.compile(

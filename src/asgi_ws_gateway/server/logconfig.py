@@ -8,7 +8,9 @@ uvicorn's own configuration (``uvicorn.error`` to stderr, ``uvicorn.access`` to 
   written, not as the format at start said: a worker a SIGHUP started may write the other format;
 * every other library's warnings and errors (the root logger) to stderr, formatted as uvicorn's;
 * a :class:`~asgi_ws_gateway.log_redaction.RedactingFilter` on every handler, so no query value, credential
-  header or JWT reaches the output, whichever logger wrote it.
+  header or JWT reaches the output, whichever logger wrote it;
+* every handler a :class:`~.log_writer.UnblockingStreamHandler`: a destination that takes nothing (a full
+  pipe) drops lines, counted, rather than stopping the process at its next line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ ACCESS_LOGGER = "asgi_ws_gateway.access"
 _REDACT = {"()": "asgi_ws_gateway.log_redaction.RedactingFilter"}
 _LINES = "asgi_ws_gateway.server.logconfig.LineFormatter"
 _ACCESS_LINES = "asgi_ws_gateway.server.logconfig.AccessLineFormatter"
+_HANDLER = "asgi_ws_gateway.server.log_writer.UnblockingStreamHandler"
 _PLAIN_FORMAT = "%(levelprefix)s %(message)s"  # uvicorn's default format, and the text access lines'
 
 
@@ -100,10 +103,11 @@ def run_log_config(*, level: str = "info", access_log: str = "text") -> dict[str
     # One formatter for both formats: each line is written as its record says (a reload may change it).
     config["formatters"]["gateway_access"] = {"()": _ACCESS_LINES, "fmt": _PLAIN_FORMAT, "use_colors": None}
     config["handlers"]["gateway_access"] = {
-        "formatter": "gateway_access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+        "formatter": "gateway_access", "class": _HANDLER, "stream": "ext://sys.stdout",
     }  # fmt: skip
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
+        handler["class"] = _HANDLER
     config["loggers"]["asgi_ws_gateway"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     config["loggers"][ACCESS_LOGGER] = (
         {"handlers": [], "level": "WARNING", "propagate": False}

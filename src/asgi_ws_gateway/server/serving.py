@@ -36,6 +36,7 @@ from ..management.cli import MANAGEMENT_HOST
 from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
+from .log_writer import flush_all
 from .startup_output import HeldStartup, Holder
 from .supervisor import Supervisor
 from .unix_socket import DEFAULT_UDS_MODE, claim_socket, remove_socket, warn_of_other_users
@@ -127,6 +128,7 @@ def _ended_at_the_next_signal(code: int) -> None:
 
     def end(signum: int, frame: object) -> None:
         with contextlib.suppress(Exception):  # a closed or broken stream: the exit matters more
+            flush_all()
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
@@ -243,6 +245,7 @@ class _Worker(multiprocess.Process):
         if self.server.force_exit:
             # At once, not sys.exit: the interpreter's finalization gives SIGTERM back its default action
             # (what _ended_at_the_next_signal set is undone), and the supervisor's, sent late, killed it there (-15).
+            flush_all()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_FORCED)

@@ -28,6 +28,8 @@ import tempfile
 import threading
 from typing import BinaryIO
 
+from .log_writer import flush_all
+
 HOLD_LIMIT = 10.0
 """Seconds a start-up's output is held at most: a start-up still going then (an in-process app's lifespan
 waiting on its database) is written out, and what it says next as it comes, not held while it hangs. A
@@ -191,6 +193,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _flush() -> None:
+    flush_all()  # the log lines queued for a writer thread go where descriptor 2 points until now
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream: the switch matters more
             stream.flush()
