@@ -37,6 +37,7 @@ from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
 from .log_writer import flush_all
+from .other_signals import other_signals_handled
 from .startup_output import HeldStartup, Holder
 from .supervisor import Supervisor
 from .unix_socket import DEFAULT_UDS_MODE, claim_socket, remove_socket, warn_of_other_users
@@ -79,7 +80,8 @@ class GracefulServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        with super().capture_signals(), _hangup_ignored(quietly=self.worker):
+        quit_ = other_signals_handled(lambda: self.handle_exit(signal.SIGTERM, None), quietly=self.worker)
+        with super().capture_signals(), _hangup_ignored(quietly=self.worker), quit_:
             yield
             # The shutdown that signal asked for is complete: do not re-raise it (exit 0, not 143).
             captured = getattr(self, "_captured_signals", None)  # uvicorn >= 0.29 re-raises what it lists here

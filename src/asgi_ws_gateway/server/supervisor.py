@@ -34,12 +34,15 @@ import weakref
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import Multiprocess, multiprocess
 
+from .other_signals import QUIT_AS_STOP, user_signal_ignored
 from .startup_output import Held, new_holder, same_failure, show, take
 
 logger = logging.getLogger("uvicorn.error")
 
-_STOPS = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name))
-"""The signals on which uvicorn's supervisor stops every worker and exits."""
+_STOPS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK", "SIGQUIT") if hasattr(signal, name)
+)
+"""The signals on which uvicorn's supervisor stops every worker and exits (SIGQUIT: :mod:`.other_signals`)."""
 
 REPLACEMENT_RETRY = 10.0
 """Seconds before the first try at replacing a dead worker whose replacement failed its start-up."""
@@ -181,6 +184,17 @@ class Supervisor(Multiprocess):
             old.terminate()
             old.join()
             self.processes[index] = new
+
+    def handle_quit(self) -> None:
+        """SIGQUIT stops the gateway as SIGTERM does (uvicorn logged it at DEBUG and did nothing)."""
+        logger.info(QUIT_AS_STOP)
+        self.should_exit.set()
+
+    def handle_usr1(self) -> None:
+        user_signal_ignored(signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        user_signal_ignored(signal.SIGUSR2)
 
     def handle_ttou(self) -> None:
         """uvicorn's SIGTTOU (one worker fewer), giving up a vacant place first: uvicorn stopped the last

@@ -1,0 +1,60 @@
+"""The signals besides SIGINT, SIGTERM and SIGHUP that an operator (or a tool) sends ``run``: SIGQUIT stops
+it as SIGTERM does, SIGUSR1 and SIGUSR2 are ignored with a line saying so.
+
+uvicorn handles none of them in a lone server, so their default actions applied: SIGQUIT (Ctrl+\\, nginx's
+graceful stop) ended ``run --workers 1`` at once with a core dump, every client cut (1006) and nothing
+logged; SIGUSR1 (what logrotate's ``postrotate`` sends nginx to reopen its logs) ended it as abruptly.
+Its supervisor of ``--workers`` N catches all three and only logs them at DEBUG: ``kill -QUIT`` did
+nothing, and a Ctrl+\\ (sent to every process of the group) killed each worker, its connections with it,
+and the supervisor started new ones. Now every shape drains and exits 0 on SIGQUIT, and says it ignores
+SIGUSR1/SIGUSR2 (``run`` writes to stdout and stderr: there is no log file of its own to reopen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Generator
+
+logger = logging.getLogger(__name__)
+
+QUIT_AS_STOP = "Received SIGQUIT, exiting as for SIGTERM (connections drained)."
+USER_SIGNAL_IGNORED = (
+    "%s ignored: run has no log file to reopen (it writes to stdout and stderr) and nothing else bound to it"
+)
+
+
+def user_signal_ignored(signum: int) -> None:
+    logger.warning(USER_SIGNAL_IGNORED, signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def other_signals_handled(stop: Callable[[], None], *, quietly: bool) -> Generator[None, None, None]:
+    """While serving: SIGQUIT calls ``stop`` (the server's SIGTERM drain), SIGUSR1 and SIGUSR2 are ignored;
+    logged unless ``quietly`` (a worker of ``--workers`` N: its supervisor logs what it got)."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def quit_(signum: int, frame: object) -> None:
+        if not quietly:
+            logging.getLogger("uvicorn.error").info(QUIT_AS_STOP)
+        stop()
+
+    def user(signum: int, frame: object) -> None:
+        if not quietly:
+            user_signal_ignored(signum)
+
+    handlers = {signal.SIGQUIT: quit_, signal.SIGUSR1: user, signal.SIGUSR2: user}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+__all__ = ["QUIT_AS_STOP", "USER_SIGNAL_IGNORED", "other_signals_handled", "user_signal_ignored"]

@@ -1,0 +1,73 @@
+"""SIGQUIT, SIGUSR1 and SIGUSR2 sent to ``asgi-ws-gateway run`` (:mod:`asgi_ws_gateway.server.other_signals`).
+
+Before: one process died of SIGQUIT (a core dump, every client 1006, no line) and of SIGUSR1 (logrotate's
+``postrotate`` for nginx) at once; ``--workers 2``'s supervisor logged them at DEBUG and did nothing, and
+SIGQUIT to the whole group (Ctrl+\\) killed every worker, their clients cut, and the supervisor started others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from asgi_ws_gateway.server.other_signals import QUIT_AS_STOP
+from support.clients import connect
+from support.configs import build_config, write_config
+from support.processes import ServerProcess, ready_server
+from support.servers import children
+from support.upstream import UpstreamServer
+
+
+def _send(server: ServerProcess, sig: int, *, group: bool) -> None:
+    """``sig`` to the supervisor, or to it and its workers (a terminal's Ctrl+\\, ``kill -- -PGID``)."""
+    for pid in [server.process.pid, *(children(server.process.pid) if group else [])]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+@pytest.mark.parametrize(("workers", "group"), [(1, False), (2, False), (2, True)], ids=["one", "supervisor", "group"])
+async def test_sigquit_drains_and_exits_0(
+    tmp_path: Path, upstream_server: UpstreamServer, workers: int, group: bool
+) -> None:
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
+    command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info"]
+    with ready_server(lambda port: [*command, "--port", str(port)]) as server:
+        server.wait_for_line("Application startup complete.", times=workers)
+        async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            _send(server, signal.SIGQUIT, group=group)
+            async with asyncio.timeout(30):
+                await ws.wait_closed()
+            code = await asyncio.to_thread(server.process.wait, 30)
+        output = server.output()
+    assert ws.close_code == 1012, output  # the drain's close frame, not a dropped connection (1006)
+    assert code == 0, output
+    assert output.count(QUIT_AS_STOP) == 1, output
+    assert "died" not in output, output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigusr1_and_sigusr2_are_ignored_with_a_line(
+    tmp_path: Path, upstream_server: UpstreamServer, workers: int
+) -> None:
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
+    command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info"]
+    with ready_server(lambda port: [*command, "--port", str(port)]) as server:
+        server.wait_for_line("Application startup complete.", times=workers)
+        async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                _send(server, sig, group=True)
+                server.wait_for_line(f"WARNING:  {sig.name} ignored: run has no log file to reopen")
+            await ws.send("after")
+            assert await ws.recv() == "after"
+            code = await asyncio.to_thread(server.stop, signal.SIGTERM)
+        output = server.output()
+    assert code == 0, output
+    assert output.count("SIGUSR1 ignored") == 1, output  # the supervisor's line, not one per worker too
+    assert "died" not in output, output
