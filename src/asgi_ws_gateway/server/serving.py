@@ -176,7 +176,8 @@ class _Worker(multiprocess.Process):
 
     def start(self) -> None:
         self._started_at = time.monotonic()
-        super().start()
+        with _interrupts_deferred():
+            super().start()
 
     def is_alive(self, timeout: float = 5) -> bool:
         if self._starting():
@@ -227,6 +228,7 @@ class _Worker(multiprocess.Process):
         return self._server
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover  (in the worker)
+        _interrupts_unblocked()
         held = HeldStartup(self.startup_output) if self.startup_output is not None else None
 
         def serving() -> None:
@@ -251,6 +253,34 @@ class _Worker(multiprocess.Process):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_FORCED)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Generator[None, None, None]:
+    """A worker spawned with SIGINT ignored (a disposition exec keeps; Python then leaves it so, and
+    uvicorn's server takes SIGINT over as it starts serving): a Ctrl+C, sent to every process of the
+    group while a worker was still importing the gateway, printed a KeyboardInterrupt traceback from
+    each, interleaved, 30 lines apiece. Its supervisor got that SIGINT too, and stops it (SIGTERM).
+    The supervisor's own SIGINT is blocked meanwhile, so one that comes then is deferred, not ignored
+    (Linux keeps a blocked signal pending whatever its disposition); the worker inherits that mask too,
+    and unblocks SIGINT first thing (:func:`_interrupts_unblocked`): a worker left so never took a Ctrl+C."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _interrupts_unblocked() -> None:  # pragma: no cover  (in the worker)
+    """In a worker spawned by :func:`_interrupts_deferred`: SIGINT unblocked (still ignored until uvicorn's
+    server takes it over; one that came while it started is dropped, its supervisor stops it)."""
+    if sys.platform != "win32":
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 HANGUP_IGNORED = (
