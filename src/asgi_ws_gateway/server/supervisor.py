@@ -28,6 +28,7 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
 import time
 import weakref
 
@@ -100,6 +101,14 @@ class Supervisor(Multiprocess):
         # The vacant place each worker was started to fill (weak: gone with the worker).
         self._filling: weakref.WeakKeyDictionary[object, _Vacant] = weakref.WeakKeyDictionary()
         self._shown: Held | None = None  # the start-up failure a replacement's output showed last
+        # Set as a stop signal comes (uvicorn's loop only queues it): a SIGHUP's restart under way stops.
+        self._stopping = threading.Event()
+        for stop in _STOPS:
+            signal.signal(stop, self._queue_stop)
+
+    def _queue_stop(self, signum: int, frame: object) -> None:
+        self.signal_queue.append(signum)
+        self._stopping.set()
 
     def init_processes(self) -> None:
         super().init_processes()
@@ -166,13 +175,22 @@ class Supervisor(Multiprocess):
     def restart_all(self) -> None:
         """uvicorn's SIGHUP restart (each worker replaced once its replacement serves; the first that does
         not stops the restart, the old workers kept), saying why a replacement did not serve: uvicorn said
-        "was not ready in time" of one that had failed its start-up (an invalid file) at once."""
+        "was not ready in time" of one that had failed its start-up (an invalid file) at once.
+
+        A stop signal that comes meanwhile ends the restart at once: uvicorn only queued it, and replaced
+        every worker first (a new worker's start, the old one's drain, each in turn: 12 s with two idle
+        workers, up to a minute a worker on a loaded host) to stop them all after; an orchestrator's
+        SIGKILL (30 s after its SIGTERM, by default) cut the connections in between."""
         for index, old in enumerate(self.processes):
-            if self.should_exit.is_set():
+            if self.should_exit.is_set() or self._stopping.is_set():
                 return
             new = multiprocess.Process(self.config, self.sockets)
             new.start()
-            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self._stopping):
+                if self._stopping.is_set():  # stopped as the others will be (it may have taken a connection)
+                    new.terminate()
+                    new.join()
+                    return
                 new.kill()
                 new.join()
                 if not self.should_exit.is_set():
