@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from asgi_ws_gateway.server.other_signals import QUIT_AS_STOP
 from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ServerProcess, ready_server
-from support.servers import children
+from support.servers import children, free_port
 from support.upstream import UpstreamServer
 
 
@@ -71,3 +72,41 @@ async def test_sigusr1_and_sigusr2_are_ignored_with_a_line(
     assert code == 0, output
     assert output.count("SIGUSR1 ignored") == 1, output  # the supervisor's line, not one per worker too
     assert "died" not in output, output
+
+
+_HOLDING_PLUGIN = """
+import os
+import time
+
+open("loading", "w").close()
+while os.path.exists("hold"):  # run's start-up held here, as a slow import or a large file holds it
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sighup_while_run_starts_is_ignored_with_a_line(
+    tmp_path: Path, upstream_server: UpstreamServer, workers: int
+) -> None:
+    """A closing terminal, or a reload sent just after a start: SIGHUP's default action ended run (exit 129,
+    nothing said) while it loaded its file."""
+    (tmp_path / "holding_plugin.py").write_text(_HOLDING_PLUGIN)
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo", plugins=["holding_plugin"]))
+    (tmp_path / "hold").touch()
+    port = free_port()
+    command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info",
+               "--port", str(port)]  # fmt: skip
+    with ServerProcess(command, port=port, cwd=tmp_path) as server:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "loading").exists():
+            assert server.process.poll() is None and time.monotonic() < deadline, server.output()
+            await asyncio.sleep(0.05)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_line("SIGHUP ignored: run is still starting")
+        (tmp_path / "hold").unlink()
+        server.wait_ready()
+        async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+            await ws.send("served")
+            assert await ws.recv() == "served"
+        code = await asyncio.to_thread(server.stop, signal.SIGTERM)
+    assert code == 0, server.output()

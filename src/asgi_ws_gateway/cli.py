@@ -154,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     args = parser.parse_args(argv)
+    if args.command == "run":
+        from .server.other_signals import hangup_ignored_while_starting
+
+        hangup_ignored_while_starting()  # as it reads its file, until the server (or supervisor) takes SIGHUP over
     if len(getattr(args, "plugin", ())) > MAX_PLUGINS:  # what the configuration's plugins takes
         parser.error(f"--plugin: at most {MAX_PLUGINS} modules")
     if args.command == "run" and args.redis is None and os.environ.get(REDIS_ENV):

@@ -7,13 +7,15 @@ logged; SIGUSR1 (what logrotate's ``postrotate`` sends nginx to reopen its logs)
 Its supervisor of ``--workers`` N catches all three and only logs them at DEBUG: ``kill -QUIT`` did
 nothing, and a Ctrl+\\ (sent to every process of the group) killed each worker, its connections with it,
 and the supervisor started new ones. Now every shape drains and exits 0 on SIGQUIT, and says it ignores
-SIGUSR1/SIGUSR2 (``run`` writes to stdout and stderr: there is no log file of its own to reopen).
+SIGUSR1/SIGUSR2 (``run`` writes to stdout and stderr: there is no log file of its own to reopen). A
+SIGHUP that comes while ``run`` starts is ignored with a line too (its default action ended it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,6 +27,26 @@ QUIT_AS_STOP = "Received SIGQUIT, exiting as for SIGTERM (connections drained)."
 USER_SIGNAL_IGNORED = (
     "%s ignored: run has no log file to reopen (it writes to stdout and stderr) and nothing else bound to it"
 )
+
+
+HANGUP_WHILE_STARTING = (
+    b"WARNING:  SIGHUP ignored: run is still starting, and reads the configuration file as it is now "
+    b"(once it serves, SIGHUP reloads it with --workers 2 or more)\n"
+)
+
+
+def hangup_ignored_while_starting() -> None:
+    """SIGHUP ignored, with a line, from now until the server or supervisor takes it over: its default
+    action ended ``run`` while it loaded its file and started (exit 129, not a line said why), as a
+    terminal closing or a reload sent just after a start does."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return
+
+    def ignored(signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):  # not print(): a signal handler may interrupt a print in progress
+            os.write(2, HANGUP_WHILE_STARTING)
+
+    signal.signal(signal.SIGHUP, ignored)
 
 
 def user_signal_ignored(signum: int) -> None:
@@ -57,4 +79,11 @@ def other_signals_handled(stop: Callable[[], None], *, quietly: bool) -> Generat
             signal.signal(signum, handler)
 
 
-__all__ = ["QUIT_AS_STOP", "USER_SIGNAL_IGNORED", "other_signals_handled", "user_signal_ignored"]
+__all__ = [
+    "HANGUP_WHILE_STARTING",
+    "QUIT_AS_STOP",
+    "USER_SIGNAL_IGNORED",
+    "hangup_ignored_while_starting",
+    "other_signals_handled",
+    "user_signal_ignored",
+]
