@@ -7,7 +7,8 @@ that, the client may send a refresh message, a JSON text message such as::
     {"type": "auth.refresh", "token": "<a new JWT>"}
 
 The new token is validated by the same ``validate-jwt`` policy that admitted the connection (keys,
-algorithms, issuer, audience, claim checks) and must name the same subject (``sub``); the deadline
+algorithms, issuer, audience, claim checks) and must name the same subject (the same ``iss`` and
+``sub``, or for a token without ``sub`` the same ``azp``, ``client_id`` or ``appid``); the deadline
 moves to its ``exp`` and ``{jwt.*}`` take its claims. The refresh message is never forwarded
 upstream. The client is answered ``{"type": "auth.refresh.ok", "expires_at": <exp>}``, or with an
 error reply when the token is refused (the connection stays open until the old deadline).
@@ -33,6 +34,7 @@ from ..handshake.context import CredentialVerifier
 from ..json_names import AmbiguousJson, binary_json_text, first_json_value, json_to_some_reader, strict_json
 from ..messages.context import ConnectionContext, Direction, MessageHandler, WsMessage
 from .base import PolicyEnv, PolicySettings
+from .jwt_subject import SUBJECT_CLAIMS, token_subject
 from .message_base import register_message_policy
 
 
@@ -50,7 +52,9 @@ class CredentialExpirySettings(PolicySettings):
     token_field: str = Field(default="token", min_length=1, description="The JSON field holding the new token.")
     ack: bool = Field(default=True, description="Answer a refresh with {type: <refresh_type>.ok, expires_at: exp}.")
     same_subject: bool = Field(
-        default=True, description="The new token must name the same subject: the same iss and sub claims."
+        default=True,
+        description="The new token must name the same subject: the same iss, and the same sub (else azp, "
+        "client_id or appid, the first present); a token naming none cannot refresh.",
     )
     refresh_limit: int = Field(
         default=5,
@@ -202,9 +206,8 @@ class CredentialExpiry:
             raise DropMessage(f"refresh_{denial.reason}", detail) from None
         handshake = connection.handshake
         old = handshake.claims or {}
-        # A subject is an issuer's: "alice" of one tenant's issuer is not "alice" of another's.
-        if s.same_subject and (claims.get("iss"), claims.get("sub")) != (old.get("iss"), old.get("sub")):
-            raise DropMessage("refresh_other_subject", "the new token is for another subject (iss and sub)")
+        if s.same_subject:
+            _check_same_subject(old, claims)
         exp = claims.get("exp")
         expires = float(exp) if isinstance(exp, int | float) else None
         handshake.claims, handshake.credential_expires_at = claims, expires
@@ -213,6 +216,26 @@ class CredentialExpiry:
             ack = {s.type_field: f"{s.refresh_type}.ok", "expires_at": exp}
             await connection.send_to_client(orjson.dumps(ack).decode())
         raise DropMessage("token_refreshed", reply=False, action="refresh")  # consumed: never forwarded
+
+
+def _check_same_subject(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse a refresh whose token is not for the connection's principal (``jwt_subject``).
+
+    Comparing ``sub`` alone let a connection admitted with a client-credentials token (no ``sub``)
+    take any other sub-less token of the issuer: another client's rights and expiry. A token naming
+    no principal at all cannot be told apart from another's, so such a refresh is refused.
+
+    Raises:
+        DropMessage: ``refresh_without_subject`` or ``refresh_other_subject``.
+    """
+    subject, new_subject = token_subject(old), token_subject(new)
+    if subject is None or new_subject is None:
+        whose = "the connection's token" if subject is None else "the new token"
+        raise DropMessage("refresh_without_subject", f"{whose} names no subject ({', '.join(SUBJECT_CLAIMS)}): "
+                          "it cannot be told to be the same principal's")  # fmt: skip
+    # A subject is an issuer's: "alice" of one tenant's issuer is not "alice" of another's.
+    if (old.get("iss"), subject) != (new.get("iss"), new_subject):
+        raise DropMessage("refresh_other_subject", f"the new token is for another subject (iss and {subject[0]})")
 
 
 def _field(value: dict[str, Any], name: str) -> object:
