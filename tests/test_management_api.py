@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from asgi_ws_gateway.management.subscriptions import SubscriptionResource, hash_key
 from support.clients import connect, expect_close, expect_status
+from support.jwts import HS_SECRET, token
 from support.management import TOKEN, Managed, api, managed_gateway
 from support.upstream import UpstreamServer
 
@@ -349,6 +350,21 @@ async def test_products_and_subscriptions_keys_shown_once_and_stored_hashed(mana
         await client.delete_product("starter", force=True)  # echo is open after: said, and forced
         assert await client.list_products() == [] and await client.list_subscriptions() == []
         assert (await http.post("subscriptions/alice-1/suspend", json={})).status_code == 404
+
+
+async def test_a_client_credentials_connection_is_listed_under_its_client(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """A token without ``sub`` is its client's (``azp``, ``client_id``, ``appid``): the subject listed is the
+    principal a refresh on the connection must keep, not null for every such client alike."""
+    policy = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
+    config = {"apis": [api("echo", "/ws/echo", upstream, policies=[policy])]}
+    with managed_gateway(config, tmp_path / "state.json") as running:
+        for claims, subject in (({"sub": None, "azp": "billing"}, "billing"), ({"azp": "web"}, "alice")):
+            bearer = {"Authorization": f"Bearer {token(**claims)}"}
+            async with await connect(running.url("/ws/echo"), additional_headers=bearer), running.client() as client:
+                (live,) = await client.list_connections()
+                assert live["subject"] == subject
 
 
 async def test_live_connections_listed_messaged_and_kicked(managed: Managed) -> None:

@@ -32,6 +32,7 @@ from .passthrough.lingering_close import lingering_count
 from .passthrough.raw_upstream import RawUpstream
 from .passthrough.splice import Splice
 from .policies.build import GatewayPolicies, load_policies
+from .policies.jwt_subject import token_subject
 from .proxying import open_proxy
 from .relay.close_codes import CLIENT_GONE, SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
@@ -663,7 +664,9 @@ def _target(scope: Scope) -> bytes:
 
 
 def _subject(claims: Mapping[str, Any] | None) -> str | None:
-    return str(claims["sub"]) if claims and "sub" in claims else None
+    """The principal a refresh must keep (``jwt_subject``): ``sub``, else a client-credentials token's client."""
+    subject = token_subject(claims)
+    return str(subject[1]) if subject is not None else None
 
 
 def _subscription_id(handshake: HandshakeContext) -> str | None:
