@@ -23,8 +23,16 @@ from asgi_ws_gateway.forwarded import Networks
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.handshake.request_view import RequestView
 from asgi_ws_gateway.policies.token_cache import TokenTimes, time_problem
-from asgi_ws_gateway.state.base import KEPT_KEY_LENGTH, KEYS_KEPT, Decision, StoreKeys, StoreUnavailable, store_key
-from asgi_ws_gateway.state.redis import RedisState, _decision
+from asgi_ws_gateway.state.base import (
+    KEPT_KEY_LENGTH,
+    KEYS_KEPT,
+    Decision,
+    StoreKeys,
+    StoreUnavailable,
+    count,
+    store_key,
+)
+from asgi_ws_gateway.state.redis import CONSTANTS_KEPT, RedisState, _decision, _ms
 from asgi_ws_gateway.state.redis_pipe import _KEYED_KEPT, Script, _parse
 from support.jwts import signing_key, token
 from support.policies import build
@@ -60,6 +68,26 @@ def test_constants_kept_are_bounded_and_the_others_still_packed() -> None:
     for limit in range(3 * _KEYED_KEPT):
         assert script.keyed_command("k", (limit, 1000), "m") == script.command(["k"], [limit, 1000, "m"])
     assert len(script._keyed) == _KEYED_KEPT
+
+
+def test_a_limits_constants_are_converted_as_each_call_converted_them() -> None:
+    """A limit and window kept converted give what ``count`` and ``_ms`` give, whatever was kept before;
+    NaN is refused on every call, never kept; at most CONSTANTS_KEPT pairs are kept."""
+    store = RedisState("redis://127.0.0.1:1", prefix="p")  # never connected: the conversion only
+    pairs: list[tuple[Any, Any]] = [(3, 60), (3, 60.0), (3.0, 60), (10**20, 1e300), (1, 0.0004), (1, 0.0006),
+                                    (7, 2.5), (7, 2.5004), (True, 1), (1, 1)]  # fmt: skip
+    for _ in range(2):  # made, then read from what was kept
+        for limit, window in pairs:
+            constants = store._constants(limit, window)
+            assert constants == (count(limit), _ms(window)), (limit, window)
+            assert b"%d %d" % constants == b"%d %d" % (count(limit), _ms(window))  # the digits sent
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            store._constants(3, float("nan"))
+    assert all(window == window for _, window in store._kept_constants)
+    for limit in range(3 * CONSTANTS_KEPT):
+        assert store._constants(limit + 1, 30) == (limit + 1, 30_000)
+    assert len(store._kept_constants) == CONSTANTS_KEPT
 
 
 # -- replies: a decision's integers in one match ---------------------------------------------------

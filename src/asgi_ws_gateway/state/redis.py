@@ -63,6 +63,10 @@ of CPU to build and held the loop for 0.65 s every ``lease_ttl / 3`` (every rela
 Redis call, waited; one of those timing out made the store look down)."""
 
 
+CONSTANTS_KEPT = 64
+"""Limits and windows (or lease times) whose script arguments a store keeps converted: one pair per policy."""
+
+
 class RedisState:
     """A :class:`~asgi_ws_gateway.state.base.Store` on Redis.
 
@@ -105,6 +109,7 @@ class RedisState:
         # renewals' pipelines, Cluster and Sentinel go through redis-py.
         self._pipe = pipe_for(url, timeout)
         self._pooled = self._pipe is None  # the scripts' calls take a connection of redis-py's pool
+        self._kept_constants: dict[tuple[int, float], tuple[int, int]] = {}  # see _constants
         self._hit, self._hit_script = self._script(scripts.HIT)
         self._consume, _ = self._script(scripts.CONSUME)
         self._acquire, self._acquire_script = self._script(scripts.ACQUIRE)
@@ -134,7 +139,7 @@ class RedisState:
 
     def hit(self, key: str, limit: int, window: float, member: str) -> Coroutine[Any, Any, Decision]:
         # Not a coroutine of its own (as the others are not): _call's, which reads the decision.
-        return self._decide("hit", self._hit, self._hit_script, key, (count(limit), _ms(window)), member)
+        return self._decide("hit", self._hit, self._hit_script, key, self._constants(limit, window), member)
 
     def consume(self, key: str, limit: int, period: Period) -> Coroutine[Any, Any, Decision]:
         # The attempt's id: redis-py sends the same arguments again when it retries the call.
@@ -159,7 +164,20 @@ class RedisState:
         await self._call(functools.partial(self._refund, [key], args), "refund", pooled=self._pooled, read=_as_sent)
 
     def acquire(self, key: str, lease: str, limit: int, ttl: float) -> Coroutine[Any, Any, Decision]:
-        return self._decide("acquire", self._acquire, self._acquire_script, key, (count(limit), _ms(ttl)), lease)
+        return self._decide("acquire", self._acquire, self._acquire_script, key, self._constants(limit, ttl), lease)
+
+    def _constants(self, limit: int, seconds: float) -> tuple[int, int]:
+        """``(count(limit), _ms(seconds))``, as a limit's script is sent them: kept for each policy's
+        limit and window (alike on every call of it; the two conversions were ~1.5 k instructions a
+        check), at most :data:`CONSTANTS_KEPT` pairs. Numbers equal as keys (``1`` and ``1.0``) are
+        sent as the same digits."""
+        kept = self._kept_constants
+        constants = kept.get((limit, seconds))
+        if constants is None:
+            constants = (count(limit), _ms(seconds))  # raises for NaN, which is never kept
+            if len(kept) < CONSTANTS_KEPT:
+                kept[(limit, seconds)] = constants
+        return constants
 
     def _decide(
         self, name: str, run: ScriptCall, script: Script | None, key: str, constants: tuple[int, int], last: str
