@@ -17,6 +17,7 @@ from asgi_ws_gateway.templates import (
     TemplateError,
     TemplateTooLarge,
     canonical_cookie,
+    to_text,
 )
 from support.policies import context
 
@@ -195,6 +196,24 @@ def test_a_lone_reference_renders_as_it_does_beside_text(value: object, source: 
         return "ok", text[extra:]
 
     assert rendered(Template(source), 0) == rendered(Template("\x00" + source), 1)
+
+
+class _Tagged(str):
+    """A string of a subclass other than Caseless: written as it is, as any string."""
+
+
+@given(
+    st.one_of(st.none(), _LONE_TEXT, _LONE_TEXT.map(Caseless), _LONE_TEXT.map(_Tagged), st.booleans(), st.integers(),
+              st.floats(allow_nan=False), st.lists(_LONE_TEXT, max_size=2), st.dictionaries(_LONE_TEXT, st.integers(),
+              max_size=2)),
+    st.sampled_from(["{var.a}", "{var.a|dflt}", "x{var.a|dflt}y"]),
+)  # fmt: skip
+def test_a_reference_writes_its_value_as_to_text_does(value: object, source: str) -> None:
+    """A string read in place of ``to_text`` (the usual value) is written as ``to_text`` writes any value."""
+    default = "dflt" if "|" in source else ""
+    text = default if value is None else to_text(value)
+    expected = source.replace("{var.a|dflt}", text).replace("{var.a}", text)
+    assert Template(source).render(_Values({"a": value})) == expected
 
 
 def test_adjacent_references_and_a_percent_in_the_text_keep_values_apart() -> None:

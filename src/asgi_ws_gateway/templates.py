@@ -354,8 +354,10 @@ def _reference_text(
 ) -> str:
     """A reference's part of a render: its value's text (or its default), as a key counts it, escaped."""
     ref, default = part
-    value = ref.resolve(context)
-    text = default if value is None else to_text(value)
+    # Reference.resolve and to_text inline for the usual value, a string (a claim's, a header's): two
+    # calls fewer per reference (~1 k instructions each).
+    value = context.lookup(ref.namespace, ref.path)
+    text = value if type(value) is str else default if value is None else to_text(value)
     if key:
         text = _key_text(ref, value, text)
     return text if escape is None else escape(text)
