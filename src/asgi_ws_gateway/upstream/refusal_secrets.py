@@ -49,8 +49,8 @@ def sent_credentials(requests: Iterable[UpstreamRequest]) -> list[bytes]:
 def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes]) -> UpstreamRejected:
     """``refusal`` with each of ``credentials`` in its body and header values ``REDACTED`` (itself
     when none is there)."""
-    body = _scrubbed(refusal.body or b"", credentials)
-    headers = [(name, _scrubbed(value, credentials)) for name, value in refusal.headers]
+    body = scrubbed_bytes(refusal.body or b"", credentials)
+    headers = [(name, scrubbed_bytes(value, credentials)) for name, value in refusal.headers]
     if body == (refusal.body or b"") and headers == refusal.headers:
         return refusal
     scrubbed = UpstreamRejected(refusal.status, headers, body)
@@ -58,11 +58,12 @@ def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes])
     return scrubbed
 
 
-def _scrubbed(data: bytes, credentials: Sequence[bytes]) -> bytes:
+def scrubbed_bytes(data: bytes, credentials: Sequence[bytes]) -> bytes:
+    """``data`` with each of ``credentials`` ``REDACTED``."""
     for secret in credentials:  # longest first: a value that holds another is taken whole
         if secret in data:
             data = data.replace(secret, _REDACTED)
     return data
 
 
-__all__ = ["MIN_SCRUBBED", "sent_credentials", "without_credentials"]
+__all__ = ["MIN_SCRUBBED", "scrubbed_bytes", "sent_credentials", "without_credentials"]
