@@ -34,6 +34,7 @@ from .telemetry import HandshakeTrace
 from .upstream.backend_caps import ConnectionSlot
 from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
+from .upstream.close_secrets import SentCredentials
 from .upstream.refusal_secrets import sent_credentials, without_credentials
 from .upstream.websockets_client import WebSocketsConnection
 
@@ -83,7 +84,7 @@ async def open_proxy(
                 requests[b.index],
             ))  # fmt: skip
         async with _closed_on_failure(raw, slot):
-            splice = _splice(api, scope, raw, message_policies, handshake)
+            splice = _splice(api, scope, raw, message_policies, handshake, SentCredentials(requests[backend.index]))
             return Proxied(backend, raw, splice, splice.accept_message(), slot)
     with _refusal_without_credentials(requests):
         backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
@@ -93,7 +94,8 @@ async def open_proxy(
         progress = offer.get(TAKEN_IN) if isinstance(offer, dict) else None  # the gateway's protocol's
         relay = Relay(client_receive, send, upstream, max_message_size=cfg.max_message_size,
                       close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake,
-                      client_progress=progress if callable(progress) else None)  # fmt: skip
+                      client_progress=progress if callable(progress) else None,
+                      sent=SentCredentials(requests[backend.index]))  # fmt: skip
         accept: Message = {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
         }  # fmt: skip
@@ -117,6 +119,7 @@ def _splice(
     raw: RawUpstream,
     message_policies: MessagePolicySet | None,
     handshake: HandshakeContext,
+    sent: SentCredentials,
 ) -> Splice:
     cfg = api.config
     offer = scope["extensions"][EXTENSION]
@@ -128,9 +131,10 @@ def _splice(
         return FramedRelay(
             raw, policies=message_policies, handshake=handshake, max_message_size=max_size,
             close_timeout=cfg.close_timeout, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
+            sent=sent,
         )  # fmt: skip
     return Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
-                  ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout)  # fmt: skip
+                  ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout, sent=sent)  # fmt: skip
 
 
 @contextlib.contextmanager

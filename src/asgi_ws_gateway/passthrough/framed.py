@@ -67,6 +67,7 @@ from .splice import Splice
 if TYPE_CHECKING:
     from ..handshake.context import HandshakeContext
     from ..messages.pipeline import MessagePolicySet
+    from ..upstream.close_secrets import SentCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -195,8 +196,8 @@ class _FramedSide(Side):
                     peer.release_ping()
                 else:
                     count_drop(self.relay.stats, inbound=self.client, reason=UNSOLICITED)
-            elif opcode > 2:
-                peer.transport.write(raw)  # close
+            elif opcode > 2:  # close
+                peer.transport.write(raw if self.sent is None else self.close_without_credentials(raw))
             elif process is None or size <= unchecked:
                 peer.transport.write(raw or self._frame(data))
             else:  # (after its peer's close frame too, as the splice forwards it: its answer comes behind)
@@ -342,7 +343,7 @@ class FramedRelay(Splice):
         upstream: the upstream connection, handshake done, no extension negotiated.
         policies: the connection's message policies, attached here, once.
         handshake: the connection's handshake context, which the policies see.
-        max_message_size, close_timeout, ping_interval, ping_timeout: as for the splice.
+        max_message_size, close_timeout, ping_interval, ping_timeout, sent: as for the splice.
     """
 
     client: _FramedSide
@@ -358,11 +359,12 @@ class FramedRelay(Splice):
         close_timeout: float,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        sent: SentCredentials | None = None,
     ) -> None:
         if upstream.extensions is not None:
             raise ValueError("the frame relay reads frames without extensions")
         super().__init__(upstream, max_message_size=max_message_size, close_timeout=close_timeout,
-                         ping_interval=ping_interval, ping_timeout=ping_timeout)  # fmt: skip
+                         ping_interval=ping_interval, ping_timeout=ping_timeout, sent=sent)  # fmt: skip
         self.background = PolicyTasks()
         self.connection = ConnectionContext(handshake, self.stats, self)
         for side, pipeline in zip((self.client, self.upstream), policies.attach(self.connection), strict=True):

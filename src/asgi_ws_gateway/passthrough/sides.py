@@ -21,6 +21,7 @@ from .read_out import BoundedReadOut
 
 if TYPE_CHECKING:
     from ..relay.close_wait import CloseWait
+    from ..upstream.close_secrets import SentCredentials
     from .splice import Splice
 
 _PING = 0x9
@@ -37,8 +38,8 @@ class Side(asyncio.Protocol):
     """One leg of the splice: its transport, and what it sent."""
 
     __slots__ = ("client", "close_sent", "close_wait", "done_sending", "drain_waiter", "dropped",
-                 "heard", "open", "peer", "pending_close", "ping_due", "progress", "refused", "scanner", "splice",
-                 "stall_due", "stalled", "transport", "write_paused")  # fmt: skip
+                 "heard", "open", "peer", "pending_close", "ping_due", "progress", "refused", "scanner", "sent",
+                 "splice", "stall_due", "stalled", "transport", "write_paused")  # fmt: skip
 
     transport: asyncio.Transport
 
@@ -61,6 +62,9 @@ class Side(asyncio.Protocol):
         self.stalled = False  # that was a stall: the gateway's close, not a failure of the side's
         self.refused = False  # the gateway refused it: what it sends is read out by a BoundedReadOut
         self.done_sending = False  # its close frame, then its FIN: it still reads, and waits for its answer
+        # The upstream's: the credentials the gateway sent it, taken out of its close reason (None: none to
+        # look for, or its close frame seen).
+        self.sent: SentCredentials | None = None
 
     def linger_began(self) -> None:
         """Its transport closes without a reset (``lingering_close``): the client's side is over for the
@@ -75,10 +79,28 @@ class Side(asyncio.Protocol):
         self.heard = True
         scanner = self.scanner
         out = scanner.feed(data)
+        if scanner.interrupted and self.sent is not None and scanner.close is not None:
+            out = self.close_without_credentials(out)
         if out and self.peer.open:
             self.peer.transport.write(out)
         if scanner.interrupted:
             self.splice.after_frame(self)
+
+    def close_without_credentials(self, out: bytes) -> bytes:
+        """``out`` (what goes on, ending with the upstream's close frame, or without it when nothing more
+        goes on), its close reason without the credentials the gateway sent the upstream
+        (:mod:`..upstream.close_secrets`); ``scanner.close``, which the access line records, too. Once."""
+        sent, self.sent = self.sent, None
+        assert sent is not None and self.scanner.close is not None
+        code, reason = self.scanner.close
+        scrubbed = sent.scrubbed(reason)
+        if scrubbed is reason:
+            return out
+        self.scanner.close = code, scrubbed
+        frame = close_frame(code, reason, mask=False)  # as the upstream sent it (unmasked, 2-byte header)
+        if not out.endswith(frame):
+            return out  # not forwarded (the gateway closes)
+        return out[: -len(frame)] + close_frame(code, scrubbed, mask=False)  # (never longer: 123 bytes at most)
 
     def defer_rest(self) -> None:
         """Scan the rest of a large read in the next loop turn, reading no more meanwhile (one callback

@@ -7,7 +7,8 @@ water mark, the other side's reading pauses until it drains, so nothing queues w
 
 Closing follows the relay's table as far as bytes allow:
 
-* a close frame from either side passes through as it is; its code is recorded, and once the
+* a close frame from either side passes through as it is (the upstream's reason without the credentials
+  the gateway sent it: ``Side.close_without_credentials``); its code is recorded, and once the
   upstream's TCP connection ends (the server ends it first), or the upstream's close frame answers
   the client's, the client's is closed too. A bad frame (or a message over the limit) instead of that
   answer is the gateway's close to whichever side has none yet (``_fail_while_closing``). A close
@@ -73,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from .._types import Data, Message
 from ..relay.close_wait import CloseWait
@@ -82,6 +84,9 @@ from .frame_encoding import encode_frame
 from .frames import FrameScanner
 from .raw_upstream import RawUpstream
 from .sides import Side, ping_payload
+
+if TYPE_CHECKING:
+    from ..upstream.close_secrets import SentCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +101,7 @@ class Splice:
         upstream: the upstream connection, handshake done.
         max_message_size: payload bytes one message may carry, each way.
         close_timeout: seconds a closing handshake may take before both connections are aborted.
+        sent: the credentials the gateway sent the upstream, taken out of its close reason.
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class Splice:
         close_timeout: float,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        sent: SentCredentials | None = None,
     ) -> None:
         slots = max_message_size.bit_length() + 1
         self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
@@ -131,6 +138,7 @@ class Splice:
         self._upstream_raw = upstream
         self.client, self.upstream = self._sides(max_message_size)
         self.client.peer, self.upstream.peer = self.upstream, self.client
+        self.upstream.sent = sent
         self._ping_payload: bytes | None = None if ping_interval is not None else b""
 
     @property

@@ -83,6 +83,7 @@ from .stats import RelayStats
 if TYPE_CHECKING:
     from ..handshake.context import HandshakeContext
     from ..messages.pipeline import MessagePipeline, MessagePolicySet
+    from ..upstream.close_secrets import SentCredentials
 
 logger = logging.getLogger(__name__)
 _CLIENT_OVER = (OSError, RuntimeError)
@@ -117,6 +118,8 @@ class Relay:
         client_progress: a count that grows as the client takes in what is sent to it (the server's
             :func:`~asgi_ws_gateway.progress.taken_in` of its transport), for the close wait's looks
             (default None: none, and the close wait is ``close_timeout`` flat).
+        sent: the credentials the gateway sent the upstream, taken out of its close reason (default
+            None: none).
 
     Attributes:
         connection: what the message policies see of the connection (None without policies).
@@ -133,6 +136,7 @@ class Relay:
         policies: MessagePolicySet | None = None,
         handshake: HandshakeContext | None = None,
         client_progress: Callable[[], int] | None = None,
+        sent: SentCredentials | None = None,
     ) -> None:
         slots = max_message_size.bit_length() + 1  # a message over the limit is never counted
         self.stats = RelayStats(sizes_in=[0] * slots, sizes_out=[0] * slots)
@@ -146,6 +150,7 @@ class Relay:
         self._upstream_gone = False  # a send found the upstream closed before its pump read its close
         self._shutdown_told = False  # the server closed the client at shutdown (``client_closed_at_shutdown``)
         self._client_progress = client_progress
+        self._sent_credentials = sent
         self._close_wait: CloseWait | None = None  # the client's, from its first wait on (``_for_the_client``)
         self._waiting: list[asyncio.Timeout] = []  # the waits for the client under way
         self._look_due: asyncio.TimerHandle | None = None
@@ -651,11 +656,14 @@ class Relay:
         elif closed.by_peer or closed.code != 1009:
             # The upstream closed, or vanished (1006: its TCP connection lost, a keepalive timeout), or
             # an in-process app failed (1011, as the server it runs in records an application's error).
-            stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, closed.reason
+            reason = closed.reason
+            if closed.by_peer and self._sent_credentials is not None:  # not to the client, nor to the log
+                reason = self._sent_credentials.scrubbed(reason)
+            stats.closed_by, stats.close_code, stats.close_reason = "upstream", closed.code, reason
             if closed.messages_sent is not None:  # what it was sent before its close, not what came after
                 stats.messages_in_at_close = closed.messages_sent
             code = wire_code(closed.code) if closed.by_peer else 1011
-            await self._close_client(code, closed.reason if closed.by_peer else "upstream connection failed")
+            await self._close_client(code, reason if closed.by_peer else "upstream connection failed")
         else:  # the upstream sent a message over the size limit and was closed with 1009
             stats.closed_by, stats.close_code, stats.close_reason = (
                 "gateway",
