@@ -55,8 +55,9 @@ def user_signal_ignored(signum: int) -> None:
 
 @contextlib.contextmanager
 def other_signals_handled(stop: Callable[[], None], *, quietly: bool) -> Generator[None, None, None]:
-    """While serving: SIGQUIT calls ``stop`` (the server's SIGTERM drain), SIGUSR1 and SIGUSR2 are ignored;
-    logged unless ``quietly`` (a worker of ``--workers`` N: its supervisor logs what it got)."""
+    """While serving: SIGQUIT calls ``stop`` (the server's SIGTERM drain), SIGUSR1 and SIGUSR2 are ignored
+    unless something bound them before (a plugin, a profiler: ``bench.opcodes``); logged unless ``quietly``
+    (a worker of ``--workers`` N: its supervisor logs what it got)."""
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -70,7 +71,10 @@ def other_signals_handled(stop: Callable[[], None], *, quietly: bool) -> Generat
         if not quietly:
             user_signal_ignored(signum)
 
-    handlers = {signal.SIGQUIT: quit_, signal.SIGUSR1: user, signal.SIGUSR2: user}
+    handlers = {signal.SIGQUIT: quit_}
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):  # one a plugin or a profiler bound is left to it
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            handlers[signum] = user
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
