@@ -232,7 +232,7 @@ async def test_a_close_no_frame_may_carry_raises_in_the_app(
             raised.append(exc)
             raise
 
-    server = _serve(uvicorn_server, app)
+    server = _serve(uvicorn_server, app, connect_timeout=10)  # not FAST's 0.5 s: a loaded CI missed it (504)
     async with await connect(server.url("/ws/a")) as ws:
         assert await expect_close(ws) == (1011, "upstream connection failed")
     assert "closed by upstream with 1011" in await access_line(caplog)
