@@ -60,6 +60,8 @@ class Api:
         self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
         # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
         self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
+        # Set-Cookie lines of cookies the policies read, dropped from its answers: a WARNING now and then.
+        self.cookie_log: OutageLog = previous.cookie_log if previous is not None else OutageLog()
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
 
     @classmethod

@@ -46,6 +46,7 @@ from .upstream.base import UpstreamConnection
 from .upstream.checks import check_path_params
 from .upstream.head_limits import head_limit
 from .upstream.inprocess_lifespan import AppLifespans, AppStartupFailed
+from .upstream.set_cookies import read_cookie_names
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -67,14 +68,17 @@ _UNGUARDED_SERVER = (
 """Logged once, at the first handshake served without the gateway's WebSocket protocol."""
 
 
-def _redact_credentials_of(config: GatewayConfig) -> None:
+def _redact_credentials_of(config: GatewayConfig) -> frozenset[str]:
     """Redact from now on the credential headers of ``config`` and its paths' credential segments
-    (``/ws/{api_key}``, an upstream's ``/feed/{token}``), in every log line, span and access record."""
+    (``/ws/{api_key}``, an upstream's ``/feed/{token}``), in every log line, span and access record.
+    Returns the folded names of the cookies its policies read, which no upstream's answer sets
+    (``upstream.set_cookies``)."""
     document = config.model_dump()
     # The headers it reads credentials from or writes a client's credential to.
     headers = {*config.subscription_key.headers, *redact.credential_headers(document)}
     redact.add_sensitive_headers(headers)
     redact.add_credential_paths(redact.credential_path_templates(document, headers))
+    return read_cookie_names(document)
 
 
 class WebSocketGateway(AdmissionChecks):
@@ -133,8 +137,7 @@ class WebSocketGateway(AdmissionChecks):
         self._app_lifespans = AppLifespans()  # the in-process upstream apps' own (upstream.inprocess_lifespan)
         self.config: GatewayConfig
         self._policies: GatewayPolicies
-        self._install(policies)
-        _redact_credentials_of(self.config)
+        self._install(policies, _redact_credentials_of(policies.config))
         unread = [] if getattr(app, "standalone", False) else unread_variable_warnings()
         for warning in [*config_warnings(self.config), *policies.warnings, *unread]:
             logger.warning("%s", warning)
@@ -156,8 +159,9 @@ class WebSocketGateway(AdmissionChecks):
         old = getattr(self, "_policies", None)
         return old.store if old is not None and self.config.store == config.store else None
 
-    def _install(self, policies: GatewayPolicies) -> GatewayPolicies | None:
-        """Switch to the configuration ``policies`` were built from; returns the replaced policies, to close."""
+    def _install(self, policies: GatewayPolicies, read_cookies: frozenset[str]) -> GatewayPolicies | None:
+        """Switch to the configuration ``policies`` were built from (``read_cookies``: the cookies its
+        policies read); returns the replaced policies, to close."""
         old = getattr(self, "_policies", None)
         config = policies.config
         # No await from here on: a handshake sees either the old configuration or the new one, whole.
@@ -174,6 +178,7 @@ class WebSocketGateway(AdmissionChecks):
         self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
+        self._read_cookies = read_cookies
         self._trusted = Networks(config.trusted_proxies)
         self._capacity = process_capacity(config.max_connections)
         self._room = descriptor_capacity()  # lingering descriptors count against it (handshake.capacity)
@@ -203,7 +208,7 @@ class WebSocketGateway(AdmissionChecks):
             )
             new = policies.config
             # A change may bring a token header, a set-header copying a credential or a credential path.
-            await asyncio.to_thread(_redact_credentials_of, new)
+            read_cookies = await asyncio.to_thread(_redact_credentials_of, new)
             for warning in policies.warnings:
                 logger.warning("%s", warning)
             await self._app_lifespans.start_later(self._inprocess_apps(new))  # before a handshake reaches them
@@ -212,7 +217,7 @@ class WebSocketGateway(AdmissionChecks):
             changed = sorted(
                 name for name in old_apis.keys() | new_apis.keys() if old_apis.get(name) != new_apis.get(name)
             )
-            replaced = self._install(policies)
+            replaced = self._install(policies, read_cookies)
             self._telemetry.add_apis(new.apis)
             if replaced is not None:
                 # Open connections keep their settings, and their concurrency leases keep counting: in the
@@ -476,6 +481,7 @@ class WebSocketGateway(AdmissionChecks):
             backend, upstream, relay, accept, slot = await open_proxy(
                 api, scope, receive, send, handshake=handshake, trace=trace, message_policies=message_policies,
                 requests=requests, message_events=bool(self.config.telemetry.message_events),
+                read_cookies=self._read_cookies,
             )  # fmt: skip
             if policies is not self._policies or self._draining:  # changed while the handshake ran
                 self._check_still_admitted(api, handshake.subscription)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
-from ._types import Message, Receive, Scope, Send
+from ._types import Headers, Message, Receive, Scope, Send
 from .admission import Api
 from .errors import UpstreamRejected
 from .handshake.context import HandshakeContext
@@ -36,6 +36,7 @@ from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
 from .upstream.close_secrets import SentCredentials
 from .upstream.refusal_secrets import sent_credentials, without_credentials
+from .upstream.set_cookies import without_read_cookies
 from .upstream.websockets_client import WebSocketsConnection
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,12 @@ async def open_proxy(
     message_policies: MessagePolicySet | None,
     requests: list[UpstreamRequest],
     message_events: bool,
+    read_cookies: frozenset[str] = frozenset(),
 ) -> Proxied:
     """Open a backend of ``api`` (``requests``: one per backend, built) and its relay.
+
+    ``read_cookies``: the folded names of the cookies the configuration's policies read, which the
+    upstream's answer (its 101 or its refusal) does not set (``upstream.set_cookies``).
 
     Raises:
         UpstreamRejected | UpstreamUnreachable | UpstreamTimeout: as the backend pool raises them.
@@ -76,7 +81,7 @@ async def open_proxy(
         # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
         # the splice under ``compression: null``, as the relay offers none then.
         extensions = not framed and cfg.compression is not None
-        with _refusal_without_credentials(requests):
+        with _refusal_without_credentials(api, requests, read_cookies):
             backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
                 lambda request: open_raw(
                     cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit
@@ -85,8 +90,8 @@ async def open_proxy(
             ))  # fmt: skip
         async with _closed_on_failure(raw, slot):
             splice = _splice(api, scope, raw, message_policies, handshake, SentCredentials(requests[backend.index]))
-            return Proxied(backend, raw, splice, splice.accept_message(), slot)
-    with _refusal_without_credentials(requests):
+            return Proxied(backend, raw, splice, _without_cookies(api, splice.accept_message(), read_cookies), slot)
+    with _refusal_without_credentials(api, requests, read_cookies):
         backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
     async with _closed_on_failure(opened, slot):
         client_receive, upstream = trace.relay_io(receive, opened)
@@ -96,9 +101,9 @@ async def open_proxy(
                       close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake,
                       client_progress=progress if callable(progress) else None,
                       sent=SentCredentials(requests[backend.index]))  # fmt: skip
-        accept: Message = {
+        accept: Message = _without_cookies(api, {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
-        }  # fmt: skip
+        }, read_cookies)  # fmt: skip
         if EXTENSION in (scope.get("extensions") or {}):  # the gateway's protocol: it reads (and
             accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
             accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
@@ -138,16 +143,41 @@ def _splice(
 
 
 @contextlib.contextmanager
-def _refusal_without_credentials(requests: list[UpstreamRequest]) -> Iterator[None]:
+def _refusal_without_credentials(
+    api: Api, requests: list[UpstreamRequest], read_cookies: frozenset[str]
+) -> Iterator[None]:
     """An upstream's refusal, relayed to the client, without the credentials the gateway sent it: a
-    backend's error page may echo the request (``upstream.refusal_secrets``)."""
+    backend's error page may echo the request (``upstream.refusal_secrets``); nor setting a cookie the
+    policies read (``upstream.set_cookies``)."""
     try:
         yield
     except UpstreamRejected as exc:
         scrubbed = without_credentials(exc, sent_credentials(requests))
+        headers = _kept_cookies(api, scrubbed.headers, read_cookies)
+        if headers is not scrubbed.headers:
+            scrubbed = UpstreamRejected(scrubbed.status, headers, scrubbed.body or b"")
+            scrubbed.__traceback__ = exc.__traceback__
         if scrubbed is exc:
             raise
         raise scrubbed from None
+
+
+def _without_cookies(api: Api, accept: Message, read_cookies: frozenset[str]) -> Message:
+    """``accept`` (a ``websocket.accept``) without the upstream's ``Set-Cookie`` of a cookie the policies read."""
+    headers = accept["headers"]
+    kept = _kept_cookies(api, headers, read_cookies)
+    return accept if kept is headers else {**accept, "headers": kept}
+
+
+def _kept_cookies(api: Api, headers: Headers, read_cookies: frozenset[str]) -> Headers:
+    kept, dropped = without_read_cookies(headers, read_cookies)
+    if dropped and (count := api.cookie_log.event()):
+        logger.warning(
+            "API %s: an upstream's answer set %s, which the policies read: dropped (%d answer%s)",
+            api.config.name, ", ".join(f"cookie {name!r}" for name in sorted(set(dropped))), count,
+            "" if count == 1 else "s",
+        )  # fmt: skip
+    return kept
 
 
 @contextlib.asynccontextmanager

@@ -43,7 +43,8 @@ backend's ``Strict-Transport-Security: ...; includeSubDomains; preload``, ``Clea
 (the origin's storage and cookies wiped), ``Alt-Svc`` (the origin's traffic sent to another
 endpoint) or ``NEL``/``Report-To`` (the origin's failed requests reported to a URL of its choosing)
 acted on every API and page under that origin. ``Refresh``, ``Location`` and ``Content-Location``
-mean nothing on a 101 or a refusal the gateway relays. ``Set-Cookie`` passes (docs/security.md)."""
+mean nothing on a 101 or a refusal the gateway relays. ``Set-Cookie`` passes, but for a cookie the
+policies read (``upstream.set_cookies``, docs/security.md)."""
 
 FRONT_PROXY = frozenset({"x-sendfile", "x-lighttpd-send-file"})
 FRONT_PROXY_PREFIXES = ("x-accel-", "x-envoy-", "x-litespeed-")

@@ -1,0 +1,192 @@
+"""An upstream's answer cannot set a cookie the gateway's policies read, for any API of the origin.
+
+Every API shares the gateway's origin, and every connector passed an upstream's ``Set-Cookie`` on: the
+upstream of one API (``/ws/evil``) answered with ``Set-Cookie: access_token=<its token>; Path=/``, and
+the browser sent that token with its next handshake to another API (``/ws/bank``), whose
+``validate-jwt`` reads ``access_token`` from a cookie: signed in as the backend's account, or, beside
+its own token, refused 400 ``token_ambiguous`` on every handshake. Now a ``Set-Cookie`` of a cookie any
+policy reads (a token place, a ``{cookie.*}`` template), in every spelling the policies fold to it and
+as a nameless cookie the browser sends as ``access_token=...``, is dropped from the 101 and from a
+relayed refusal, with a WARNING; other cookies (a backend's affinity cookie) pass. Raw upstreams answer
+for the splice, the frame relay and the relay; an in-process app through its accept and its refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway._types import Receive, Scope, Send
+from asgi_ws_gateway.upstream.set_cookies import read_cookie_names, set_cookie_name, without_read_cookies
+from support.gateway import PASSTHROUGH, ProbedGateway
+from support.rawhttp import accept_upstream, handshake, status_of
+from support.servers import UvicornServer
+
+READ = [
+    "access_token=FORGED; Path=/; HttpOnly",
+    "ACCESS_TOKEN=FORGED; Path=/",
+    "%61ccess_token=FORGED; Path=/",
+    "access.token=FORGED; Path=/",
+    "=access_token=FORGED; Path=/",
+    " access_token =FORGED",
+    "tenant=other; Path=/; Domain=127.0.0.1",
+]
+"""Set-Cookie values of cookies the bank API's policies read (its token; the tenant its limit keys by)."""
+KEPT = ["affinity=b2; Path=/ws/evil; HttpOnly", "theme=dark"]
+BANK: dict[str, Any] = {
+    "name": "bank",
+    "path": "/ws/bank",
+    "upstreams": ["ws://127.0.0.1:9"],
+    "policies": [
+        {"check-origin": {"allowed": ["https://bank.example"]}},
+        {"validate-jwt": {"algorithms": ["HS256"], "secret": "s" * 32, "token": [{"cookie": "access_token"}]}},
+        {"rate-limit-by-key": {"key": "{cookie.tenant|none}", "limit": 100, "window": 60}},
+    ],
+}
+
+
+def test_the_names_read_are_every_token_place_and_cookie_reference() -> None:
+    read = read_cookie_names({"apis": [BANK, {"policies": [{"set-header": {"value": "{{cookie.x}} {cookie.sid}"}}]}]})
+    assert read == {"access_token", "tenant", "sid"}
+
+
+@pytest.mark.parametrize("value", READ)
+def test_each_spelling_names_the_cookie_read(value: str) -> None:
+    assert set_cookie_name(value.encode()) in {"access_token", "tenant"}
+
+
+def test_other_cookies_and_headers_pass_as_they_are() -> None:
+    headers = [(b"set-cookie", value.encode()) for value in KEPT] + [(b"x-app", b"chat")]
+    assert without_read_cookies(headers, frozenset({"access_token"})) == (headers, [])
+
+
+def _cookie_lines() -> bytes:
+    return b"".join(f"Set-Cookie: {value}\r\n".encode() for value in (*READ, *KEPT))
+
+
+class _CookieUpstream:
+    """A raw upstream whose 101 (or, for ``/refuse``, 403) sets every cookie of READ and KEPT."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /refuse "):
+                writer.write(b"HTTP/1.1 403 Forbidden\r\n" + _cookie_lines() + b"Content-Length: 2\r\n\r\nno")
+            else:
+                capture = _Capture()
+                reader.feed_data(head)
+                await accept_upstream(reader, capture)  # type: ignore[arg-type]  # only write() is called
+                writer.write(capture.data.replace(b"\r\n\r\n", b"\r\n" + _cookie_lines() + b"\r\n", 1))
+            await writer.drain()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.read(1), 5)
+        finally:
+            writer.close()
+            self.ended.set()
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+async def _head(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(handshake(path))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return head
+
+
+def _set_cookies(head: bytes) -> list[str]:
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return [line.partition(":")[2].strip() for line in lines if line.partition(":")[0].strip().lower() == "set-cookie"]
+
+
+def _assert_read_cookies_dropped(head: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    assert _set_cookies(head) == [value.strip() for value in KEPT]
+    warned = [r.getMessage() for r in caplog.records if "which the policies read" in r.getMessage()]
+    assert warned, "no WARNING for the dropped cookies"
+    assert "'access_token'" in warned[0] and "'tenant'" in warned[0]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in caplog.records if r.getMessage() in warned)
+
+
+@pytest.mark.parametrize("mode", ["splice", "frame-relay", "relay"])
+@pytest.mark.parametrize(("target", "status"), [("/ws/evil", 101), ("/ws/evil-refuse", 403)])
+async def test_a_network_upstream_cannot_set_a_cookie_another_api_reads(
+    mode: str, target: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    upstream_side = _CookieUpstream()
+    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    modes: dict[str, dict[str, Any]] = {
+        "splice": {},
+        "frame-relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 1 << 20}}]}},
+        "relay": {"passthrough": False},
+    }
+    settings = modes[mode]
+    upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if target.endswith("refuse") else "/")
+    evil = {"name": "evil", "path": target, "upstreams": [upstream], **settings}
+    gateway = ProbedGateway({"apis": [BANK, evil]})
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            head = await _head(server.port, target)
+            await asyncio.wait_for(upstream_side.ended.wait(), 10)
+    assert status_of(head) == status
+    _assert_read_cookies_dropped(head, caplog)
+
+
+def _cookie_app(refuse: bool) -> Any:
+    raw = [(b"set-cookie", value.encode()) for value in (*READ, *KEPT)]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        if refuse:
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": raw})
+            await send({"type": "websocket.http.response.body", "body": b"no"})
+            return
+        await send({"type": "websocket.accept", "headers": raw})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    return app
+
+
+@pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)])
+async def test_an_in_process_app_cannot_set_a_cookie_another_api_reads(
+    refuse: bool, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    evil = {"name": "evil", "path": "/ws/evil", "upstreams": [{"url": "asgi:", "app": _cookie_app(refuse)}]}
+    gateway = ProbedGateway({"apis": [BANK, evil]})
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        head = await _head(server.port, "/ws/evil")
+    assert status_of(head) == status
+    _assert_read_cookies_dropped(head, caplog)
+
+
+async def test_without_a_policy_reading_cookies_every_cookie_passes() -> None:
+    upstream_side = _CookieUpstream()
+    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    gateway = ProbedGateway({"apis": [{"name": "evil", "path": "/ws/evil", "upstreams": [f"ws://127.0.0.1:{port}/"]}]})
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            head = await _head(server.port, "/ws/evil")
+            await asyncio.wait_for(upstream_side.ended.wait(), 10)
+    assert _set_cookies(head) == [value.strip() for value in (*READ, *KEPT)]
