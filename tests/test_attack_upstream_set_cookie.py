@@ -7,7 +7,9 @@ the browser sent that token with its next handshake to another API (``/ws/bank``
 its own token, refused 400 ``token_ambiguous`` on every handshake. Now a ``Set-Cookie`` of a cookie any
 policy reads (a token place, a ``{cookie.*}`` template), in every spelling the policies fold to it and
 as a nameless cookie the browser sends as ``access_token=...``, is dropped from the 101 and from a
-relayed refusal, with a WARNING; other cookies (a backend's affinity cookie) pass. Raw upstreams answer
+relayed refusal, with a WARNING; other cookies (a backend's affinity cookie) pass. An API's
+``response_cookies`` narrows what its upstreams may set to the cookies it names (``[]``: none), never to
+a cookie a policy reads. Raw upstreams answer
 for the splice, the frame relay and the relay; an in-process app through its accept and its refusal.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway._types import Receive, Scope, Send
-from asgi_ws_gateway.upstream.set_cookies import read_cookie_names, set_cookie_name, without_read_cookies
+from asgi_ws_gateway.upstream.set_cookies import kept_cookies, read_cookie_names, set_cookie_name
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.rawhttp import accept_upstream, handshake, status_of
 from support.servers import UvicornServer
@@ -61,7 +63,7 @@ def test_each_spelling_names_the_cookie_read(value: str) -> None:
 
 def test_other_cookies_and_headers_pass_as_they_are() -> None:
     headers = [(b"set-cookie", value.encode()) for value in KEPT] + [(b"x-app", b"chat")]
-    assert without_read_cookies(headers, frozenset({"access_token"})) == (headers, [])
+    assert kept_cookies(headers, frozenset({"access_token"})) == (headers, [])
 
 
 def _cookie_lines() -> bytes:
@@ -190,3 +192,43 @@ async def test_without_a_policy_reading_cookies_every_cookie_passes() -> None:
             head = await _head(server.port, "/ws/evil")
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert _set_cookies(head) == [value.strip() for value in (*READ, *KEPT)]
+
+
+def test_response_cookies_list_the_only_cookies_that_pass() -> None:
+    headers = [(b"set-cookie", value.encode()) for value in (*READ, *KEPT)] + [(b"x-app", b"chat")]
+    kept, dropped = kept_cookies(headers, frozenset({"access_token"}), frozenset({"affinity", "access_token"}))
+    assert kept == [(b"set-cookie", KEPT[0].encode()), (b"x-app", b"chat")]  # a cookie read: dropped, listed or not
+    assert sorted(set(dropped)) == ["access_token", "tenant", "theme"]
+    assert kept_cookies(headers, frozenset(), frozenset())[0] == [(b"x-app", b"chat")]
+
+
+@pytest.mark.parametrize("mode", ["splice", "relay"])
+@pytest.mark.parametrize(
+    ("listed", "passed"),
+    [(["Affinity"], KEPT[:1]), ([], []), (["access_token", "theme"], ["theme=dark"])],
+    ids=["affinity", "none", "a-read-cookie-listed"],
+)
+async def test_response_cookies_is_what_an_apis_upstreams_may_set(
+    mode: str, listed: list[str], passed: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    upstream_side = _CookieUpstream()
+    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    evil: dict[str, Any] = {
+        "name": "evil",
+        "path": "/ws/evil",
+        "upstreams": [f"ws://127.0.0.1:{port}/"],
+        "response_cookies": listed,
+    }
+    if mode == "relay":
+        evil["passthrough"] = False
+    gateway = ProbedGateway({"apis": [BANK, evil]})
+    async with listener:
+        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+            head = await _head(server.port, "/ws/evil")
+            await asyncio.wait_for(upstream_side.ended.wait(), 10)
+    assert status_of(head) == 101
+    assert _set_cookies(head) == passed
+    warned = [r.getMessage() for r in caplog.records if "not in response_cookies" in r.getMessage()]
+    assert warned and "'access_token'" in warned[0] and "'tenant'" in warned[0], warned

@@ -14,6 +14,7 @@ from .config.products import ProductConfig, SubscriptionConfig
 from .errors import HandshakeDenied
 from .handshake.context import Subscription
 from .log_throttle import OutageLog
+from .param_names import fold_cookie_name
 from .policies.products import expiry
 from .telemetry import TracedConnector
 from .upstream.balancing import Backend, BackendPool
@@ -60,7 +61,10 @@ class Api:
         self.splice_warned = config.passthrough == "auto"  # only an explicit ``true`` is worth a warning
         # 5xx refusals by reason: a flood (its upstream down) is a WARNING now and then, not one each.
         self.failure_logs: dict[str, OutageLog] = previous.failure_logs if previous is not None else {}
-        # Set-Cookie lines of cookies the policies read, dropped from its answers: a WARNING now and then.
+        # The cookies its upstreams may set (upstream.set_cookies), folded; None: any the policies do not read.
+        listed = config.response_cookies
+        self.response_cookies = None if listed is None else frozenset(fold_cookie_name(name) for name in listed)
+        # Set-Cookie lines dropped from its upstreams' answers: a WARNING now and then.
         self.cookie_log: OutageLog = previous.cookie_log if previous is not None else OutageLog()
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
 

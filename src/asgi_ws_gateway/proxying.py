@@ -36,7 +36,7 @@ from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
 from .upstream.close_secrets import SentCredentials
 from .upstream.refusal_secrets import sent_credentials, without_credentials
-from .upstream.set_cookies import without_read_cookies
+from .upstream.set_cookies import kept_cookies
 from .upstream.websockets_client import WebSocketsConnection
 
 logger = logging.getLogger(__name__)
@@ -170,14 +170,20 @@ def _without_cookies(api: Api, accept: Message, read_cookies: frozenset[str]) ->
 
 
 def _kept_cookies(api: Api, headers: Headers, read_cookies: frozenset[str]) -> Headers:
-    kept, dropped = without_read_cookies(headers, read_cookies)
+    kept, dropped = kept_cookies(headers, read_cookies, api.response_cookies)
     if dropped and (count := api.cookie_log.event()):
+        why = "which the policies read" if all(name in read_cookies for name in dropped) else "not in response_cookies"
+        # Names an upstream chose: each cut and quoted, escapes for control characters.
+        names = ", ".join(repr(name[:_SHOWN_NAME]) for name in sorted(set(dropped))[:_SHOWN_NAMES])
         logger.warning(
-            "API %s: an upstream's answer set %s, which the policies read: dropped (%d answer%s)",
-            api.config.name, ", ".join(f"cookie {name!r}" for name in sorted(set(dropped))), count,
-            "" if count == 1 else "s",
+            "API %s: an upstream's answer set a cookie %s (%s): dropped (%d answer%s)",
+            api.config.name, why, names, count, "" if count == 1 else "s",
         )  # fmt: skip
     return kept
+
+
+_SHOWN_NAME = 64
+_SHOWN_NAMES = 8
 
 
 @contextlib.asynccontextmanager

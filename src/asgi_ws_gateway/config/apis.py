@@ -15,7 +15,19 @@ from pydantic_core import PydanticCustomError
 from ..loading import LoadRefused, check_import
 from .ca_bundles import CaBundleProblem, checked_ca_bundle
 from .client_certificates import CertificateProblem, ClientCertificate, checked_certificate
-from .fields import DAY, MAX_SECONDS, MIN_TIMEOUT, POLICIES_DOC, ConfigModel, MessagePolicies, Name, Policies, Text, Url
+from .fields import (
+    DAY,
+    MAX_SECONDS,
+    MIN_TIMEOUT,
+    POLICIES_DOC,
+    ConfigModel,
+    CookieName,
+    MessagePolicies,
+    Name,
+    Policies,
+    Text,
+    Url,
+)
 from .limits import (
     MAX_CAP,
     MAX_FAILURES,
@@ -337,6 +349,14 @@ class ApiConfig(ConfigModel):
     )
     cooldown: float = Field(
         default=10.0, ge=0, le=DAY, description="Seconds a failing backend is skipped (0 to 86400)."
+    )
+    response_cookies: list[CookieName] | None = Field(
+        default=None,
+        max_length=MAX_ITEMS,
+        description="The cookies this API's upstreams may set on the gateway's origin (Set-Cookie in their 101 "
+        "or refusal), by name, compared as policies compare cookie names; any other is dropped, and so is a "
+        "cookie a policy of any API reads (a validate-jwt cookie token, a {cookie.*} template), listed or not. "
+        "Unset (default): any cookie but those. [] lets none through.",
     )
     policies: Policies = Field(default_factory=list, description=POLICIES_DOC + " Run after inherited ones.")
     message_policies: MessagePoliciesConfig = Field(

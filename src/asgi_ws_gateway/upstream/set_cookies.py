@@ -8,8 +8,12 @@ with ``Set-Cookie: access_token=<its own token>; Path=/`` signed the browser in 
 backend's account (its messages sent to an account of the backend's choosing), or, beside the
 user's own token, had every handshake of that API refused 400 ``token_ambiguous``. A ``Set-Cookie``
 naming a cookie any policy of the configuration reads (:func:`read_cookie_names`, folded as policies
-fold names) is dropped from every answer (:func:`without_read_cookies`), on every connector; others
-pass (a backend's affinity cookie).
+fold names) is dropped from every answer (:func:`kept_cookies`), on every connector; others pass (a
+backend's affinity cookie). An API's ``response_cookies`` narrows that to the cookies it names
+(``[]``: none), for an operator who trusts a backend with no more of the origin than that; it never
+widens it: a cookie a policy reads is dropped even when listed, so that whoever may change an API (a
+management token holder whose upstream hosts are restricted) cannot hand its backend another API's
+credential cookie.
 """
 
 from __future__ import annotations
@@ -59,23 +63,29 @@ def set_cookie_name(value: bytes) -> str:
     return fold_cookie_name(name.strip(" \t"))
 
 
-def without_read_cookies(headers: Headers, read: frozenset[str]) -> tuple[Headers, list[str]]:
-    """``headers`` (ASGI, lower-case names) without a ``Set-Cookie`` of a cookie in ``read``, and the
-    folded names dropped; ``headers`` itself when none is."""
-    if not read or not _any_set_cookie(headers):
+def kept_cookies(
+    headers: Headers, read: frozenset[str], allowed: frozenset[str] | None = None
+) -> tuple[Headers, list[str]]:
+    """``headers`` (ASGI, lower-case names) without a ``Set-Cookie`` of a cookie in ``read`` or not in
+    ``allowed`` (``None``: any); and the folded names dropped. ``headers`` itself when none is."""
+    if (allowed is None and not read) or not _any_set_cookie(headers):
         return headers, []
     kept: Headers = []
     dropped: list[str] = []
     for name, value in headers:
-        if name == b"set-cookie" and (cookie := set_cookie_name(value)) in read:
+        if name == b"set-cookie" and not _may_set(cookie := set_cookie_name(value), read, allowed):
             dropped.append(cookie)
         else:
             kept.append((name, value))
     return (kept, dropped) if dropped else (headers, [])
 
 
+def _may_set(cookie: str, read: frozenset[str], allowed: frozenset[str] | None) -> bool:
+    return cookie not in read and (allowed is None or cookie in allowed)
+
+
 def _any_set_cookie(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(name == b"set-cookie" for name, _ in headers)
 
 
-__all__ = ["read_cookie_names", "set_cookie_name", "without_read_cookies"]
+__all__ = ["kept_cookies", "read_cookie_names", "set_cookie_name"]
