@@ -22,7 +22,13 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway.upstream.interim import UnreadableHead
-from asgi_ws_gateway.upstream.response_head import MAX_HEAD, MAX_HEADER_LINES, MAX_LINE, AnswerHead
+from asgi_ws_gateway.upstream.response_head import (
+    MAX_HEAD,
+    MAX_HEADER_LINES,
+    MAX_LINE,
+    MAX_REFUSAL_LINES,
+    AnswerHead,
+)
 from support.clients import connect
 from support.hostile import CONNECTORS, Handler, gateway_before, hostile_upstream  # noqa: F401 - the fixture hostile
 from support.rawhttp import handshake
@@ -50,6 +56,10 @@ LINES = 124
 """The rule's header lines: ``websockets``' 128 (what a client built on it reads) less the 4 the gateway
 may add (a literal: the tests say what the rule must be)."""
 OVER = f"more than {LINES} response header lines"
+REFUSAL_LINES = 121
+"""A refusal's: 3 fewer, for the ``Cache-Control``, ``X-Content-Type-Options`` and ``Content-Security-Policy``
+the gateway adds to every refusal it relays (``upstream.refusal_headers``)."""
+REFUSAL_OVER = f"more than {REFUSAL_LINES} response header lines"
 ANSWERS: dict[str, tuple[bytes, bytes, int, str | None]] = {
     "101, 124 header lines": (SWITCHING, _headers(LINES - 3), 101, None),
     "101, 125 header lines": (SWITCHING, _headers(LINES - 2), 502, OVER),
@@ -71,9 +81,9 @@ ANSWERS: dict[str, tuple[bytes, bytes, int, str | None]] = {
     "0403": (b"HTTP/1.1 0403 Forbidden", b"", 502, "not 3 digits: '0403'"),
     "403, no reason phrase": (b"HTTP/1.1 403", b"", 403, None),
     "403, 100 header lines": (FORBIDDEN, _headers(100), 403, None),
-    "403, 124 header lines": (FORBIDDEN, _headers(LINES - 1), 403, None),  # and its Content-Length
-    "403, 125 header lines": (FORBIDDEN, _headers(LINES), 502, OVER),
-    "403, 300 header lines": (FORBIDDEN, _headers(300), 502, OVER),
+    "403, 121 header lines": (FORBIDDEN, _headers(REFUSAL_LINES - 1), 403, None),  # and its Content-Length
+    "403, 122 header lines": (FORBIDDEN, _headers(REFUSAL_LINES), 502, REFUSAL_OVER),
+    "403, 300 header lines": (FORBIDDEN, _headers(300), 502, REFUSAL_OVER),
     "403, a 20 KB line": (FORBIDDEN, _line(20_000), 502, "line over 8192 bytes"),
     "403, a malformed header line": (FORBIDDEN, b"Bad Name: x\r\n", 502, "malformed response header line: 'Bad Name'"),
 }
@@ -158,7 +168,7 @@ def _at_the_limit(status: int, done: asyncio.Event) -> Handler:
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
-            writer.write(FORBIDDEN + b"\r\n" + _headers(MAX_HEADER_LINES) + b"\r\nnope")
+            writer.write(FORBIDDEN + b"\r\n" + _headers(MAX_REFUSAL_LINES) + b"\r\nnope")
             await writer.drain()
             writer.close()
             with contextlib.suppress(OSError):
@@ -223,5 +233,6 @@ def test_the_limits_are_ones_websockets_honours() -> None:
     """The relay's client would refuse nothing the rule lets through, nor a client what the gateway sends on."""
     from websockets import http11
 
+    assert MAX_REFUSAL_LINES == REFUSAL_LINES
     assert MAX_HEADER_LINES == LINES and LINES + 4 <= http11.MAX_NUM_HEADERS and MAX_LINE <= http11.MAX_LINE_LENGTH
     assert MAX_HEAD == 64 * 1024

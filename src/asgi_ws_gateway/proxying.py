@@ -35,6 +35,7 @@ from .upstream.backend_caps import ConnectionSlot
 from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
 from .upstream.close_secrets import SentCredentials
+from .upstream.refusal_headers import relayed_refusal_headers
 from .upstream.refusal_secrets import sent_credentials, without_credentials
 from .upstream.set_cookies import kept_cookies
 from .upstream.websockets_client import WebSocketsConnection
@@ -148,18 +149,15 @@ def _refusal_without_credentials(
 ) -> Iterator[None]:
     """An upstream's refusal, relayed to the client, without the credentials the gateway sent it: a
     backend's error page may echo the request (``upstream.refusal_secrets``); nor setting a cookie the
-    policies read (``upstream.set_cookies``)."""
+    policies read (``upstream.set_cookies``); never stored by a cache (``upstream.refusal_headers``)."""
     try:
         yield
     except UpstreamRejected as exc:
         scrubbed = without_credentials(exc, sent_credentials(requests))
-        headers = _kept_cookies(api, scrubbed.headers, read_cookies)
-        if headers is not scrubbed.headers:
-            scrubbed = UpstreamRejected(scrubbed.status, headers, scrubbed.body or b"")
-            scrubbed.__traceback__ = exc.__traceback__
-        if scrubbed is exc:
-            raise
-        raise scrubbed from None
+        headers = relayed_refusal_headers(_kept_cookies(api, scrubbed.headers, read_cookies))
+        relayed = UpstreamRejected(scrubbed.status, headers, scrubbed.body or b"")
+        relayed.__traceback__ = exc.__traceback__
+        raise relayed from None
 
 
 def _without_cookies(api: Api, accept: Message, read_cookies: frozenset[str]) -> Message:

@@ -50,6 +50,7 @@ from .inprocess_messages import (
     head_problem,
 )
 from .refusal import MAX_REFUSAL_BODY
+from .refusal_headers import REFUSAL_HEADERS
 from .response_head import MAX_HEAD
 
 logger = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class InProcessConnection:
         elif kind == "websocket.close":
             self._refused(UpstreamRejected(403, [], b""))
         elif kind == "websocket.http.response.start" and self._rejection is None:
-            headers = self._answer_headers(message, 0)
+            headers = self._answer_headers(message, len(REFUSAL_HEADERS))  # the gateway adds them to a refusal
             if headers is None:
                 return
             status = message.get("status")

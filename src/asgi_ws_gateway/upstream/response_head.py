@@ -14,10 +14,10 @@ The rule (RFC 9112 §4, §5, within limits both parsers honour):
   reason phrase possibly empty or missing (with its space), free of control characters but HTAB;
   a 101 is HTTP/1.1's only (no other version upgrades);
 * each header line is ``token ":" field-value`` (no control character but HTAB in the value);
-* at most :data:`MAX_HEADER_LINES` header lines (room left, within the client's limit, for the
-  lines the gateway adds), each line (its CRLF included) at most :data:`MAX_LINE` bytes, and at
-  most ``max_head`` bytes of head in all, the interim (1xx) responses before the answer included
-  (:data:`MAX_HEAD` unless the connector was given more: ``upstream.head_limits``);
+* at most :data:`MAX_HEADER_LINES` header lines (:data:`MAX_REFUSAL_LINES` in a refusal; room left,
+  within the client's limit, for the lines the gateway adds), each line (its CRLF included) at most
+  :data:`MAX_LINE` bytes, and at most ``max_head`` bytes of head in all, the interim (1xx) responses
+  before the answer included (:data:`MAX_HEAD` unless the connector was given more: ``upstream.head_limits``);
 * lines end with CRLF (:func:`~asgi_ws_gateway.upstream.interim.scan_head`).
 
 A head that breaks it fails the handshake at once: a 502 (``upstream_unreachable``), counted
@@ -32,6 +32,7 @@ from websockets import http11
 
 from .head_limits import DEFAULT_HEAD
 from .interim import InterimResponses, UnreadableHead
+from .refusal_headers import REFUSAL_HEADERS
 
 MAX_HEAD = DEFAULT_HEAD
 """Bytes of response head, the interim responses before the answer included, unless told otherwise
@@ -53,6 +54,10 @@ MAX_HEADER_LINES = min(128, http11.MAX_NUM_HEADERS) - GATEWAY_LINES
 :data:`GATEWAY_LINES`. A client refuses a response over its limit (``websockets``' and the many
 clients built on it: 128 lines), so an upstream's 101 with 128 lines, which the gateway sent on
 with 130, was a connection no such client could open, and no 502 said why."""
+
+MAX_REFUSAL_LINES = MAX_HEADER_LINES - len(REFUSAL_HEADERS)
+"""Header lines in a refusal's head: a relayed refusal carries the gateway's :data:`~.refusal_headers.REFUSAL_HEADERS`
+too (``Cache-Control: no-store``...), which the client's limit must leave room for."""
 
 MAX_LINE = min(8192, http11.MAX_LINE_LENGTH)
 """Bytes of a line of the answer's head, its CRLF included (``websockets``' limit, likewise)."""
@@ -142,9 +147,14 @@ class AnswerHead:
         if lines > MAX_HEADER_LINES or _HEADER_LINES.fullmatch(buffer, eol + 2, stop) is None:
             return False
         self._status_line(bytes(buffer[:eol]))
+        if lines > self._line_limit():  # a refusal's: said line by line
+            return False
         self._line_end = eol
         self._lines = lines
         return True
+
+    def _line_limit(self) -> int:
+        return MAX_HEADER_LINES if self.status == 101 else MAX_REFUSAL_LINES
 
     def _line(self, buffer: bytearray, start: int, eol: int) -> None:
         if eol + 2 - start > MAX_LINE:
@@ -155,8 +165,8 @@ class AnswerHead:
             self._line_end = eol
             return
         self._lines += 1
-        if self._lines > MAX_HEADER_LINES:
-            raise MalformedHead(f"sent more than {MAX_HEADER_LINES} response header lines")
+        if self._lines > (limit := self._line_limit()):
+            raise MalformedHead(f"sent more than {limit} response header lines")
         if _HEADER_LINE.fullmatch(line) is None:
             raise MalformedHead(f"sent a malformed response header line: {_shown(line.partition(b':')[0])}")
 
@@ -181,4 +191,12 @@ def _shown(text: bytes, limit: int = 40) -> str:
     return ascii(text[:limit].decode("latin-1"))
 
 
-__all__ = ["GATEWAY_LINES", "MAX_HEAD", "MAX_HEADER_LINES", "MAX_LINE", "AnswerHead", "MalformedHead"]
+__all__ = [
+    "GATEWAY_LINES",
+    "MAX_HEAD",
+    "MAX_HEADER_LINES",
+    "MAX_LINE",
+    "MAX_REFUSAL_LINES",
+    "AnswerHead",
+    "MalformedHead",
+]
