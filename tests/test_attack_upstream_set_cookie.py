@@ -52,8 +52,9 @@ BANK: dict[str, Any] = {
 
 
 def test_the_names_read_are_every_token_place_and_cookie_reference() -> None:
-    read = read_cookie_names({"apis": [BANK, {"policies": [{"set-header": {"value": "{{cookie.x}} {cookie.sid}"}}]}]})
-    assert read == {"access_token", "tenant", "sid"}
+    choose = {"choose": {"when": [{"if": {"ref": " cookie.Plan ", "equals": "free"}, "policies": []}]}}
+    other = {"policies": [{"set-header": {"value": "{{cookie.x}} {cookie.sid}"}}, choose]}
+    assert read_cookie_names({"apis": [BANK, other]}) == {"access_token", "tenant", "sid", "plan"}
 
 
 @pytest.mark.parametrize("value", READ)

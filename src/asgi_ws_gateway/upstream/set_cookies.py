@@ -30,7 +30,8 @@ _REFERENCE = re.compile(r"\{\s*cookie\.([^{}|]+?)\s*(?:\|[^{}]*)?\}")
 
 def read_cookie_names(document: object) -> frozenset[str]:
     """The folded names of the cookies a configuration (as plain data) reads: every token place
-    ``{cookie: name}`` and every ``{cookie.name}`` a template anywhere in it refers to."""
+    ``{cookie: name}``, every condition's ``{ref: cookie.name}`` and every ``{cookie.name}`` a template
+    anywhere in it refers to."""
     names: set[str] = set()
     _walk(document, names)
     return frozenset(fold_cookie_name(name) for name in names if name.strip())
@@ -41,6 +42,8 @@ def _walk(document: object, names: set[str]) -> None:
         for key, item in document.items():
             if key == "cookie" and isinstance(item, str):
                 names.add(item)
+            elif key == "ref" and isinstance(item, str) and item.strip().startswith("cookie."):
+                names.add(item.strip().removeprefix("cookie."))  # a choose condition's {ref: cookie.plan}
             else:
                 _walk(item, names)
     elif isinstance(document, list):
