@@ -39,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway._types import Message, Receive, Scope, Send
 from asgi_ws_gateway.standalone import not_found
-from support.access import access_line
+from support.access import access_line, warnings_after_start
 from support.apps import websocket_only
 from support.clients import connect, expect_close, expect_status
 from support.gateway import PASSTHROUGH
@@ -98,7 +98,7 @@ async def test_an_app_that_reads_nothing_is_dropped_as_a_stalled_upstream(
     assert "closed by gateway with 1011" in line, line
     messages = [r.getMessage() for r in caplog.records]
     assert any("in-process upstream of API 'inner' read nothing" in m for m in messages), messages
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert warnings_after_start(caplog) == []
     await _until(lambda: ended == ["cancelled"])
 
 

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
-from support.access import access_line
+from support.access import access_line, warnings_after_start
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.rawws import raw_client, read_slowly
@@ -57,7 +57,7 @@ async def test_an_in_process_upstream_streaming_to_a_client_that_reads_nothing_e
     finally:
         writer.transport.abort()
     assert len(_dropped(caplog)) == 1, [r.getMessage() for r in caplog.records]
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert warnings_after_start(caplog) == []
 
 
 async def test_a_network_upstream_streaming_to_a_relay_client_that_reads_nothing_gets_1001(

@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.websockets_protocol import GatewayClientConnection
-from support.access import access_line
+from support.access import access_line, warnings_after_start
 from support.clients import connect
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
@@ -131,7 +131,7 @@ async def test_an_upstream_that_answers_no_ping_is_dropped_with_one_info_line_an
         await asyncio.sleep(0.05)
     messages = [r.getMessage() for r in caplog.records]
     assert any("the upstream did not answer a ping" in m for m in messages), messages
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert warnings_after_start(caplog) == []
     assert not any(r.exc_info for r in caplog.records)
     (access,) = [r.getMessage() for r in caplog.records if r.name == "asgi_ws_gateway.access"]
     assert "closed by upstream with 1006" in access

@@ -17,6 +17,7 @@ from ..redact import printable
 from ..routing import OverlapIndex, PathTemplate, PathTemplateError, decode_segment, param_problem
 from ..wire_numbers import parse_port
 from .gateway import GatewayConfig
+from .keepalive_warnings import keepalive_warnings
 from .regex_budget import regex_budget_problems, run_name
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -126,7 +127,8 @@ _NOT_IN_PATH = (
 
 def config_warnings(config: GatewayConfig) -> list[str]:
     """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be; a
-    trusted proxy network so wide that clients on the internet name their own address."""
+    keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a trusted proxy
+    network so wide that clients on the internet name their own address."""
     broad = [
         f"trusted_proxies: {network} trusts more addresses than any proxy fleet has (a /{net.prefixlen}): "
         "a client there chooses the address ip-filter, limits and the log see, by sending "
@@ -146,6 +148,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
             for api in config.apis
             if api.passthrough is True and any(u.kind == "asgi" for u in api.upstreams)
         ),
+        *(warning for api in config.apis for warning in keepalive_warnings(api)),
         *broad,
     ]
 
