@@ -28,6 +28,7 @@ from support.jwts import HS_SECRET, signing_key
 EXE = Path(sys.executable).parent / "asgi-ws-gateway"
 PEM = signing_key("RS256").public_pem
 WHERE = "apis[0].policies[0].validate-jwt"
+CHECKED = {"jwks_url": "https://idp.example.com/jwks.json", "audience": "a", "issuer": "i"}
 
 
 def _config(**settings: Any) -> dict[str, Any]:
@@ -53,10 +54,20 @@ def _warned_fields(**settings: Any) -> list[str]:
         ({"jwks_url": "http://[::1]:8080/jwks.json", "audience": "chat", "issuer": "i"}, []),
         ({"public_keys": [PEM]}, ["audience"]),  # the issuer of a pinned key is known: no issuer warning
         ({"public_keys": [PEM], "audience": "chat"}, []),
+        # A key set refreshed every few seconds: a fetch storm toward the identity provider.
+        ({**CHECKED, "jwks_refresh_interval": 0.1}, ["jwks_refresh_interval"]),
+        ({**CHECKED, "jwks_refresh_interval": 59}, ["jwks_refresh_interval"]),
+        ({**CHECKED, "jwks_refresh_interval": 60}, []),
+        ({"public_keys": [PEM], "audience": "chat", "jwks_refresh_interval": 0.1}, []),  # nothing fetched
     ],
 )
 def test_what_is_warned(settings: dict[str, Any], fields: list[str]) -> None:
     assert _warned_fields(**settings) == fields
+
+
+def test_a_frequent_refresh_says_how_often_it_fetches() -> None:
+    (warning,) = load_policies(_config(**CHECKED, jwks_refresh_interval=0.5)).warnings
+    assert warning.startswith(f"{WHERE}.jwks_refresh_interval: 0.5 s fetches the key set up to 120 times a minute")
 
 
 def test_a_shared_secret_is_not_warned_about() -> None:

@@ -26,7 +26,7 @@ from ..templates import Condition, caseless_pattern, dig
 from .base import PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
 from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits
 from .jwt_claims import ClaimsView, depth_problem, duplicate_name_problem, numeric_date_problem, surrogate_problem
-from .jwt_keys import configured_public_keys, hmac_secret_problem, key_warnings, shared_secret
+from .jwt_keys import configured_public_keys, hmac_secret_problem, key_warnings, refresh_warnings, shared_secret
 from .jwt_settings import ValidateJwtSettings
 from .token_cache import MAX_CACHED_TOKEN, TokenCache, token_digest
 from .token_sources import rfc6750_sources_not_in, token_copies, token_readings
@@ -65,7 +65,7 @@ class ValidateJwt:
             )
         if self.algorithms & ASYMMETRIC and self.jwks is None and not self.public_keys:
             raise PolicyProblem("algorithms", "asymmetric algorithms need jwks_url, public_keys or public_key_files")
-        for field, warning in key_warnings(s):
+        for field, warning in [*key_warnings(s), *refresh_warnings(s)]:
             env.warn((field,), warning)
         for alg in sorted(self.algorithms & HMAC):
             if self.secret is None:
