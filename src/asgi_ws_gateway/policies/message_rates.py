@@ -235,6 +235,22 @@ class SharedBudget:
         return [0 if i in self.dims else UNLIMITED for i in (0, 1)]
 
 
+SHARED_WINDOW = 1.0
+"""Seconds of a keyed ``window`` below which its store calls are warned about."""
+
+
+def _short_shared_window_text(window: float) -> str:
+    # A batch is reserved per window: a window shorter than a key's messages are apart reserves for
+    # each message. Measured: 50 connections sending 50 messages a second each made 17,000 Redis
+    # commands a second at 0.01 s, 500 at 1 s.
+    return (
+        f"{window:g} s with a key: each window's budget is reserved from the store afresh, up to a store call per "
+        "message when messages are further apart than the window (at 0.01 s, 50 connections sending 50 messages "
+        f"a second made 17,000 Redis commands a second, 500 at 1 s); {SHARED_WINDOW:g} s at least, or no key "
+        "(each connection's own budget, in memory)"
+    )
+
+
 @register_message_policy("rate-limit-messages")
 class RateLimitMessages:
     Settings = RateLimitMessagesSettings
@@ -245,6 +261,8 @@ class RateLimitMessages:
         self.store = env.store
         self.counter = s.counter or env.counter
         self.key = key_template(s.key, env) if s.key is not None else None
+        if self.key is not None and s.window < SHARED_WINDOW:
+            env.warn(("window",), _short_shared_window_text(s.window))
         self.limits = (s.messages or UNLIMITED, s.bytes or UNLIMITED)
         # Every budget a connection holds (its handlers do: the entry goes when the last of them
         # does), and the last IDLE_BUDGETS keys' kept for connections to come.
@@ -305,4 +323,4 @@ class RateLimitMessages:
         return budget
 
 
-__all__ = ["IDLE_BUDGETS", "MIN_WAIT", "LocalBudget", "RateLimitMessages", "SharedBudget"]
+__all__ = ["IDLE_BUDGETS", "MIN_WAIT", "SHARED_WINDOW", "LocalBudget", "RateLimitMessages", "SharedBudget"]
