@@ -87,3 +87,17 @@ def test_a_backend_starting_to_cool_is_logged_once_not_per_failure_while_down(ca
     assert caplog.records[0].getMessage() == "backend b0 of API a failed 3 times in a row; skipped for 10 s"
     pool.record_failure(b0, now=200)  # its cooldown ended: failing again starts another
     assert len(caplog.records) == 2
+
+
+def test_a_backend_that_never_cools_logs_its_failures_now_and_then(caplog: pytest.LogCaptureFixture) -> None:
+    """``cooldown: 0`` (never skip a backend) started a cooldown with each failure, and each wrote a WARNING:
+    50 a second for a backend down under 50 handshakes a second. Now one per 10 s, with a count."""
+    pool = _pool(n=1, unhealthy_after=1, cooldown=0)
+    b0 = pool.backends[0]
+    for tick in range(500):  # 50 failed handshakes a second for 10 s
+        pool.record_failure(b0, now=100 + tick * 0.02)
+    assert [r.getMessage() for r in caplog.records] == ["backend b0 of API a failed 1 times in a row; skipped for 0 s"]
+    pool.record_failure(b0, now=110)  # COOLING_LINES (10 s) after the first line
+    assert caplog.records[-1].getMessage() == (
+        "backend b0 of API a failed 501 times in a row; skipped for 0 s (499 more such since the last line)"
+    )

@@ -77,6 +77,9 @@ class Backend:
     cooling_until: float = field(default=0.0)
     failure_log: OutageLog = field(default_factory=OutageLog, repr=False)
     """Its "failed" lines: while it is down, one now and then with how many, not one per handshake."""
+    cooling_logged_at: float = field(default=float("-inf"), repr=False)
+    cooling_unlogged: int = field(default=0, repr=False)
+    """Its "skipped for" lines: when the last was written, and the cooldowns started since, unlogged."""
 
     def healthy(self, now: float) -> bool:
         return now >= self.cooling_until
@@ -158,6 +161,10 @@ class Trial:
             self._pool.record_success(self._backend)
 
 
+COOLING_LINES = 10.0
+"""Seconds between two lines of one backend starting to cool, at least."""
+
+
 class BackendPool:
     def __init__(self, api: ApiConfig, backends: Sequence[Backend], connecting: ConnectingGate | None = None) -> None:
         self.api = api
@@ -185,10 +192,22 @@ class BackendPool:
             cooling = backend.cooling_until > now  # tried anyway: every backend was cooling
             backend.cooling_until = now + self.api.cooldown
             if not cooling:  # once as it starts cooling, not per failed handshake while it is down
-                logger.warning(
-                    "backend %s of API %s failed %d times in a row; skipped for %g s",
-                    backend.label, self.api.name, backend.failures, self.api.cooldown,
-                )  # fmt: skip
+                self._log_cooling(backend, now)
+
+    def _log_cooling(self, backend: Backend, now: float) -> None:
+        """The line of a backend starting to cool, at most once per :data:`COOLING_LINES` seconds: a cooldown
+        shorter than the time between handshakes (``cooldown: 0``, "never skip it") starts one per failure,
+        and a backend down under 50 handshakes a second wrote 50 WARNING lines a second."""
+        backend.cooling_unlogged += 1
+        if now - backend.cooling_logged_at < COOLING_LINES:
+            return
+        more = backend.cooling_unlogged - 1
+        backend.cooling_logged_at, backend.cooling_unlogged = now, 0
+        logger.warning(
+            "backend %s of API %s failed %d times in a row; skipped for %g s%s",
+            backend.label, self.api.name, backend.failures, self.api.cooldown,
+            f" ({more} more such since the last line)" if more else "",
+        )  # fmt: skip
 
     def record_success(self, backend: Backend) -> None:
         backend.failures = 0
@@ -269,4 +288,4 @@ class BackendPool:
         raise last
 
 
-__all__ = ["TRIAL_PERIOD", "Backend", "BackendPool", "ConnectionEnd", "Trial", "upstream_failed"]
+__all__ = ["COOLING_LINES", "TRIAL_PERIOD", "Backend", "BackendPool", "ConnectionEnd", "Trial", "upstream_failed"]
