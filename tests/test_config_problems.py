@@ -227,3 +227,13 @@ def test_unknown_keys_named_like_union_members_are_still_named() -> None:
         "apis[0].bool: unknown field",
         "apis[0].literal['x']: unknown field",
     ]
+
+
+@pytest.mark.parametrize(("hops", "warned"), [(4, False), (8, False), (9, True), (64, True)])
+def test_many_gateway_hops_are_warned_about(hops: int, warned: bool) -> None:
+    """A forwarding loop makes max_gateway_hops + 1 nested handshakes of each client handshake: at 64, one
+    looping handshake made 65 (and 66 log lines) before its 508."""
+    from asgi_ws_gateway.config.checks import config_warnings
+
+    warnings = config_warnings(load_config({"handshake_limits": {"max_gateway_hops": hops}, "apis": [_api("a", "/a")]}))
+    assert [w.split(" lets")[0] for w in warnings] == ([f"handshake_limits.max_gateway_hops: {hops}"] if warned else [])

@@ -125,11 +125,22 @@ _NOT_IN_PATH = (
 )
 
 
+MANY_HOPS = 8
+"""A ``max_gateway_hops`` above it is warned about: at 64, one looping client handshake made 65."""
+
+
 def config_warnings(config: GatewayConfig) -> list[str]:
     """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be; a
     keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a trusted proxy
-    network so wide that clients on the internet name their own address."""
+    network so wide that clients on the internet name their own address; a ``max_gateway_hops`` that lets
+    a forwarding loop multiply each handshake by many (:data:`MANY_HOPS`)."""
+    hops = config.handshake_limits.max_gateway_hops
     broad = [
+        f"handshake_limits.max_gateway_hops: {hops} lets a forwarding loop (an upstream URL leading back to this "
+        f"gateway) make {hops + 1} nested handshakes, each an upstream connection and its log lines, of every "
+        f"client handshake before its 508 (6 at the default 4); a chain of gateways is a few: {MANY_HOPS} at most"
+    ] if hops > MANY_HOPS else []  # fmt: skip
+    broad += [
         f"trusted_proxies: {network} trusts more addresses than any proxy fleet has (a /{net.prefixlen}): "
         "a client there chooses the address ip-filter, limits and the log see, by sending "
         f"{config.forwarded_header}; list the proxies' own addresses"
@@ -351,6 +362,7 @@ def _excludes(conditions: Any, api: str) -> bool:
 
 
 __all__ = [
+    "MANY_HOPS",
     "UrlProblem",
     "config_warnings",
     "configured_url_problem",
