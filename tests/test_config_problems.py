@@ -237,3 +237,14 @@ def test_many_gateway_hops_are_warned_about(hops: int, warned: bool) -> None:
 
     warnings = config_warnings(load_config({"handshake_limits": {"max_gateway_hops": hops}, "apis": [_api("a", "/a")]}))
     assert [w.split(" lets")[0] for w in warnings] == ([f"handshake_limits.max_gateway_hops: {hops}"] if warned else [])
+
+
+@pytest.mark.parametrize(("store", "warned"), [({"max_keys": 1_000_000}, False), ({"max_keys": 10_000_000}, True)])
+def test_a_memory_store_of_millions_of_keys_per_limit_is_warned_about(store: dict[str, Any], warned: bool) -> None:
+    """A key held about 1 KB (a rate window's, measured): 10,000,000 keys of one limit are 10 GB."""
+    from asgi_ws_gateway.config.checks import config_warnings
+
+    warnings = config_warnings(load_config({"store": store, "apis": [_api("a", "/a")]}))
+    assert [w.split(" lets")[0] for w in warnings] == (["store.max_keys: 10000000"] if warned else [])
+    if warned:
+        assert "about 1 KB each (a rate window's with one handshake): 10,000 MB per limit" in warnings[0]

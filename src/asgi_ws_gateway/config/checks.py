@@ -129,17 +129,29 @@ MANY_HOPS = 8
 """A ``max_gateway_hops`` above it is warned about: at 64, one looping client handshake made 65."""
 
 
+MANY_KEYS = 1_000_000
+"""A memory store's ``max_keys`` above it is warned about: a key held about 1 KB."""
+
+
 def config_warnings(config: GatewayConfig) -> list[str]:
     """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be; a
     keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a trusted proxy
     network so wide that clients on the internet name their own address; a ``max_gateway_hops`` that lets
-    a forwarding loop multiply each handshake by many (:data:`MANY_HOPS`)."""
+    a forwarding loop multiply each handshake by many (:data:`MANY_HOPS`); a memory store allowed more
+    keys per limit than memory holds (:data:`MANY_KEYS`)."""
     hops = config.handshake_limits.max_gateway_hops
     broad = [
         f"handshake_limits.max_gateway_hops: {hops} lets a forwarding loop (an upstream URL leading back to this "
         f"gateway) make {hops + 1} nested handshakes, each an upstream connection and its log lines, of every "
         f"client handshake before its 508 (6 at the default 4); a chain of gateways is a few: {MANY_HOPS} at most"
     ] if hops > MANY_HOPS else []  # fmt: skip
+    store = config.store
+    if store.type == "memory" and store.max_keys > MANY_KEYS:
+        broad.append(
+            f"store.max_keys: {store.max_keys} lets each limit a client can fill hold that many keys in this process, "
+            f"about 1 KB each (a rate window's with one handshake): {store.max_keys // 1000:,} MB per limit before "
+            f"it refuses new ones; {MANY_KEYS:,} at most, or a Redis store bounded by its maxmemory"
+        )
     broad += [
         f"trusted_proxies: {network} trusts more addresses than any proxy fleet has (a /{net.prefixlen}): "
         "a client there chooses the address ip-filter, limits and the log see, by sending "
@@ -363,6 +375,7 @@ def _excludes(conditions: Any, api: str) -> bool:
 
 __all__ = [
     "MANY_HOPS",
+    "MANY_KEYS",
     "UrlProblem",
     "config_warnings",
     "configured_url_problem",
