@@ -248,3 +248,14 @@ def test_a_memory_store_of_millions_of_keys_per_limit_is_warned_about(store: dic
     assert [w.split(" lets")[0] for w in warnings] == (["store.max_keys: 10000000"] if warned else [])
     if warned:
         assert "about 1 KB each (a rate window's with one handshake): 10,000 MB per limit" in warnings[0]
+
+
+@pytest.mark.parametrize(("timeout", "warned"), [(0.5, False), (5, False), (30, True)])
+def test_a_redis_store_waited_on_for_long_is_warned_about(timeout: float, warned: bool) -> None:
+    """Each message of a keyed rate-limit-messages waits store.timeout on a Redis that hangs, without a log
+    line: at 300 s a 12 s pause held messages 11.8 s (at 0.5 s: a second, unchecked, and logged)."""
+    from asgi_ws_gateway.config.checks import config_warnings
+
+    store = {"type": "redis", "url": "redis://127.0.0.1:6379/0", "timeout": timeout}
+    warnings = config_warnings(load_config({"store": store, "apis": [_api("a", "/a")]}))
+    assert [w.split(" is how")[0] for w in warnings] == ([f"store.timeout: {timeout:g} s"] if warned else [])

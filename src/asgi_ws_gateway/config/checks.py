@@ -129,6 +129,8 @@ MANY_HOPS = 8
 """A ``max_gateway_hops`` above it is warned about: at 64, one looping client handshake made 65."""
 
 
+LONG_STORE_WAIT = 5.0
+"""A Redis store's ``timeout`` above it is warned about: a message waits that long on a hung Redis."""
 MANY_KEYS = 1_000_000
 """A memory store's ``max_keys`` above it is warned about: a key held about 1 KB."""
 
@@ -138,7 +140,8 @@ def config_warnings(config: GatewayConfig) -> list[str]:
     keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a trusted proxy
     network so wide that clients on the internet name their own address; a ``max_gateway_hops`` that lets
     a forwarding loop multiply each handshake by many (:data:`MANY_HOPS`); a memory store allowed more
-    keys per limit than memory holds (:data:`MANY_KEYS`)."""
+    keys per limit than memory holds (:data:`MANY_KEYS`); a Redis store waited on for long
+    (:data:`LONG_STORE_WAIT`)."""
     hops = config.handshake_limits.max_gateway_hops
     broad = [
         f"handshake_limits.max_gateway_hops: {hops} lets a forwarding loop (an upstream URL leading back to this "
@@ -146,6 +149,13 @@ def config_warnings(config: GatewayConfig) -> list[str]:
         f"client handshake before its 508 (6 at the default 4); a chain of gateways is a few: {MANY_HOPS} at most"
     ] if hops > MANY_HOPS else []  # fmt: skip
     store = config.store
+    if store.type == "redis" and store.timeout > LONG_STORE_WAIT:
+        broad.append(
+            f"store.timeout: {store.timeout:g} s is how long each message of a keyed rate-limit-messages waits, "
+            "without a log line, on a Redis that hangs (at 300 s a 12 s pause held messages 11.8 s; at the default "
+            "0.5 s they went on within a second, unchecked, and the log said so; handshakes are bounded by "
+            f"handshake_limits.policy_timeout); {LONG_STORE_WAIT:g} s at most"
+        )
     if store.type == "memory" and store.max_keys > MANY_KEYS:
         broad.append(
             f"store.max_keys: {store.max_keys} lets each limit a client can fill hold that many keys in this process, "
@@ -374,6 +384,7 @@ def _excludes(conditions: Any, api: str) -> bool:
 
 
 __all__ = [
+    "LONG_STORE_WAIT",
     "MANY_HOPS",
     "MANY_KEYS",
     "UrlProblem",
