@@ -31,7 +31,7 @@ def keepalive_warnings(api: ApiConfig) -> Iterator[str]:
         return
     if interval < LEAST_KEEPALIVE:
         yield (
-            f"API {api.name}: ping_interval: {interval:g} s pings each idle connection {1 / interval:g} times a "
+            f"API {api.name}: ping_interval: {interval:g} s pings each idle connection {1 / interval:.3g} times a "
             "second on each leg (CPU in the gateway and the upstream for every open connection: at 0.1 s, 300 idle "
             f"relayed connections held a third of a core); a keepalive needs seconds ({LEAST_KEEPALIVE:g} at least, "
             "default 20)"

@@ -99,7 +99,7 @@ def refresh_warnings(s: ValidateJwtSettings) -> list[tuple[str, str]]:
     interval = s.jwks_refresh_interval
     if s.jwks_url is None or interval >= FREQUENT_REFRESH:
         return []
-    return [("jwks_refresh_interval", f"{interval:g} s fetches the key set up to {60 / interval:g} times a minute "
+    return [("jwks_refresh_interval", f"{interval:g} s fetches the key set up to {60 / interval:.4g} times a minute "
              "from each worker process while handshakes arrive (default 600 s): identity providers rate-limit "
              "their JWKS endpoint, and a key rotated in is fetched anyway when a token first names it "
              f"(jwks_min_refresh_interval); {FREQUENT_REFRESH:g} s at least")]  # fmt: skip

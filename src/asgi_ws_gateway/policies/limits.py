@@ -184,7 +184,7 @@ def _short_lease_text(ttl: float) -> str:
     # Measured: 300 open connections under lease_ttl 1 made 5,900 Redis commands a second (about 200
     # at the default 30): the renewals are batched, but each key is a script call every ttl / 3.
     return (
-        f"{ttl:g} s renews every open connection's lease {3 / ttl:g} times a second (a store call each, per key: "
+        f"{ttl:g} s renews every open connection's lease {3 / ttl:.3g} times a second (a store call each, per key: "
         "at 1 s, 300 connections made 5,900 Redis commands a second, 30 times the default's); a shorter lease "
         f"only frees a crashed worker's connections sooner: {SHORT_LEASE:g} s at least (default 30)"
     )
