@@ -65,6 +65,10 @@ def _plain_text(value: str) -> str:
 
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_plain_text)]
 """Free text shown to people (display names, a subscriber's name): no control, line-break or bidi characters."""
+PolicyName = Annotated[str, Field(max_length=MAX_NAME), AfterValidator(_plain_text)]
+"""A policy's ``name``: what ``skip_policies`` lists, and what the logs, ``GET /refusals``, the consoles and
+the metrics name it by; as long as a name, with no control, line-break or bidi characters (a name that
+held a line feed wrote a forged line into the gateway's log)."""
 Url = Annotated[str, Field(max_length=MAX_URL)]
 
 
@@ -201,6 +205,7 @@ __all__ = [
     "Name",
     "Policies",
     "PolicyEntry",
+    "PolicyName",
     "QueryName",
     "Text",
     "Url",

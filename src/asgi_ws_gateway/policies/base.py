@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config.fields import PolicyName
 from ..errors import HandshakeDenied
 from ..handshake.pipeline import Policy
 from ..redact.documents import install_policy_types
@@ -59,7 +60,11 @@ class PolicySettings(StrictNumbers):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str | None = Field(default=None, description="A name to opt out of this policy by (default: its type).")
+    name: PolicyName | None = Field(
+        default=None,
+        description="A name to opt out of this policy by (default: its type); at most 128 characters, no control, "
+        "line-break or bidi characters.",
+    )
 
 
 def template(value: str) -> str:

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..config.fields import PolicyName
 from ..config.problems import shape_selected
 from ..handshake.pipeline import FunctionPolicy, Policy
 from ..messages.context import MessagePolicy
@@ -42,6 +43,7 @@ def _is_async(function: Any) -> bool:
 _Kind = tuple[Mapping[str, PolicyType], str, Callable[[Any], Any], str]
 _HANDSHAKE: _Kind = (REGISTRY, "apply", FunctionPolicy, "policy")
 _MESSAGES: _Kind = (MESSAGE_REGISTRY, "attach", FunctionMessagePolicy, "message policy")
+_POLICY_NAME: TypeAdapter[str] = TypeAdapter(PolicyName)
 
 
 def _entry_type(entry: Any) -> str:
@@ -221,7 +223,8 @@ class PolicyBuilder:
         loc = (*loc, type_name)
         raw = dict(raw or {})
         name = raw.get("name")
-        if "name" not in kind.Settings.model_fields:
+        named = self._name_checked(name, loc, raw)
+        if "name" not in kind.Settings.model_fields or not named:
             raw.pop("name", None)
         try:
             settings: BaseModel = kind.Settings.model_validate(raw)
@@ -232,6 +235,8 @@ class PolicyBuilder:
                 if problem.split(": ", 1)[0] not in seen:  # one problem per field
                     seen.add(problem.split(": ", 1)[0])
                     self.problems.append(problem)
+            return None
+        if not named:
             return None
         if "counter" in kind.Settings.model_fields and getattr(settings, "counter", None) is None:
             self.claim_counter(counter, loc)
@@ -260,6 +265,19 @@ class PolicyBuilder:
         self.built.append(policy)
         self.locations[id(policy)] = loc
         return policy
+
+    def _name_checked(self, name: object, loc: Loc, raw: Mapping[str, Any]) -> bool:
+        """Whether ``name`` may name a policy (a problem when not), whatever its type's settings say: a
+        plugin's settings without a ``name`` field took any value, and the logs, the refusals and the
+        metrics write the name as it is."""
+        if name is None:
+            return True
+        try:
+            _POLICY_NAME.validate_python(name)
+        except ValidationError as exc:
+            self.problems.append(validation_text((*loc, "name"), exc.errors()[0], raw))
+            return False
+        return True
 
     def _checked(self, policy: Any, method: str, loc: Loc) -> Any:
         """``policy``, or None with a problem when its ``apply`` is not an ``async def``: ``check`` said
