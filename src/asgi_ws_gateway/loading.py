@@ -14,10 +14,13 @@ keeps every other module from importing by name or reading files).
 from __future__ import annotations
 
 import errno
+import functools
 import importlib
+import inspect
 import os
 import ssl
 import stat
+import types
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -64,6 +67,11 @@ class Gate:
             self.modules.add(target)
         elif target not in self.modules and module not in self.modules:
             raise LoadRefused(f"importing '{target}' is {REFUSED} (the operator must allow it)")
+
+    def admits_whole_module(self, target: str) -> bool:
+        """Whether ``target`` is admitted only because its whole module is (:func:`import_object` then
+        keeps it to that module's own objects)."""
+        return not self.record and target not in self.modules and target.partition(":")[0] in self.modules
 
     def admit(self, value: str, allowed: set[str], what: str) -> None:
         if self.record:
@@ -138,13 +146,36 @@ def import_object(target: str) -> Any:
     if pending is not None:
         pending.append(target)
         return _stand_in
+    gate = _gate.get()
+    own_only = gate is not None and gate.admits_whole_module(target)
     try:
         found = importlib.import_module(module)
         for part in attr.split("."):
+            if own_only and part.startswith("_"):
+                raise LoadRefused(f"'{target}': '{part}' is private to '{module}', {_WHOLE_MODULE}")
             found = getattr(found, part)
+            if own_only and isinstance(found, types.ModuleType):
+                raise LoadRefused(f"'{target}' reaches another module, '{found.__name__}', {_WHOLE_MODULE}")
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot import '{target}': {exc}") from None
+    if own_only and (owner := _foreign_owner(found, module)) is not None:
+        raise LoadRefused(f"'{target}' is a function of '{owner}', {_WHOLE_MODULE}")
     return found
+
+
+_WHOLE_MODULE = f"{REFUSED}: a module allowed whole admits its own objects only (allow the target itself)"
+
+
+def _foreign_owner(found: Any, module: str) -> str | None:
+    """The module a function ``found`` through ``module`` was written in, when that is neither ``module``
+    nor one under it (``from asyncio import sleep``); None for the module's own, and for objects that are
+    not functions (an app instance built there)."""
+    while isinstance(found, functools.partial):
+        found = found.func
+    if not inspect.isfunction(found) and not inspect.ismethod(found):  # a builtin is no async app anyway
+        return None
+    owner = str(getattr(found, "__module__", None) or "?")
+    return None if owner == module or owner.startswith(f"{module}.") else owner
 
 
 def check_file(path: str) -> None:
