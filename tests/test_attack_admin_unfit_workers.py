@@ -69,7 +69,7 @@ def _http(server: UvicornServer) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=server.url("/_gateway/", scheme="http"), headers=headers, trust_env=False)
 
 
-CONFLICT = "apis[2].path: '/ws/new' overlaps apis[1].path '/ws/new'"
+CONFLICT = "API 'x' path: '/ws/new' overlaps API 'fresh' path '/ws/new'"
 X = {"name": "x", "path": "/ws/new"}
 
 

@@ -30,6 +30,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
+from ..redact import printable
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .errors import Unavailable
 from .overlay import Overlay
@@ -80,6 +81,8 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self._key = state_key(prefix)
+        self.location = f"the field doc of the Redis hash {printable(self._key)}"
+        """Where the stored changes are, for the operator to read."""
         self._save = client.register_script(_SAVE)
         self._ready = False
         self._ready_lock = asyncio.Lock()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from ..loading import read_regular_file
+from ..redact import printable
 from .errors import Unavailable
 from .overlay import Overlay
 
@@ -160,6 +161,8 @@ class FileStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.location = f"the file {printable(str(self.path))}"
+        """Where the stored changes are, for the operator to read."""
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._key_path = self.path.with_name(self.path.name + ".etag-key")
         self._lock = asyncio.Lock()

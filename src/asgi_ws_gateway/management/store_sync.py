@@ -28,7 +28,7 @@ from .bus import Bus, Command, LocalBus
 from .certificate_hosts import certificate_host_problems
 from .errors import CannotRun, Unavailable
 from .live_connections import LiveConnections
-from .overlay import DRAIN_HISTORY, Drain, Overlay, ValidatedApis, compare_states, drain_reasons, merge
+from .overlay import DRAIN_HISTORY, Drain, Overlay, ValidatedApis, compare_states, drain_reasons, validate
 from .store import MemoryStore, StateStore
 from .upstream_hosts import operator_hosts, secret_host_problems
 from .watch import Watch
@@ -131,11 +131,22 @@ class StoreSync:
             async with self._apply_lock:
                 await self._install(stored)
         except ConfigError as exc:
-            raise ConfigError(["the stored changes do not fit the configuration file:", *exc.problems]) from None
+            raise ConfigError(
+                ["the stored changes do not fit the configuration file:", *exc.problems, self._way_back()]
+            ) from None
         await self.bus.start(self._on_command)
         self._poller = asyncio.create_task(self._poll(), name="management-poll")
         self._sampling = asyncio.create_task(self.watch.sampler.run(), name="management-series")
         self.started = True
+
+    def _way_back(self) -> str:
+        """How the operator starts again when the stored changes do not fit (nothing else can: the
+        management API that would change them starts with the gateway)."""
+        where = getattr(self.store, "location", None)
+        return (
+            "to start: change the configuration file so that they fit, or take what does not fit out of the "
+            f"stored changes{f' ({where})' if where else ''}: docs/management.md#when-the-stored-changes-do-not-fit"
+        )
 
     async def _read_etag_key(self) -> bytes:
         read = getattr(self.store, "etag_key", None)  # a store written before ETags were keyed lacks it
@@ -236,7 +247,7 @@ class StoreSync:
             raise ConfigError(failed[1])
         try:
             with restricted(self.gate), checks_only():  # the stored changes may load only what the operator allowed
-                config = merge(self.base, overlay, self._apis)
+                config = validate(self.base, overlay, known=self._apis)  # problems name APIs: indexes mean nothing
         except ConfigError as exc:
             self._cannot_run = (overlay, exc.problems)
             raise
