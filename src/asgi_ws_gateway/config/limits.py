@@ -14,6 +14,7 @@ MIB = 1024 * 1024
 # gateway's memory or state file (docs/security.md lists them).
 MAX_NAME = 128  # names and ids
 MAX_TEXT = 256  # display names
+MAX_HANDSHAKE_CONDITIONS = 4096  # conditions one handshake may test: handshake_limits.max_conditions
 MAX_URL = 2048  # paths and URLs
 MAX_UPSTREAMS = 64
 MAX_POLICIES = 64  # per list
@@ -66,6 +67,7 @@ __all__ = [
     "MAX_APIS",
     "MAX_DEPTH",
     "MAX_FAILURES",
+    "MAX_HANDSHAKE_CONDITIONS",
     "MAX_ITEMS",
     "MAX_KEY_HEADERS",
     "MAX_MODULE",

@@ -14,7 +14,7 @@ from ..redis_client import parse_redis_url
 from ..safe_regex import MAX_HANDSHAKE_PROGRAM_SIZE
 from .fields import MIN_TIMEOUT, ConfigModel
 from .hosts import HostPattern
-from .limits import MAX_APIS, MAX_PREFIX, MAX_URL
+from .limits import MAX_APIS, MAX_HANDSHAKE_CONDITIONS, MAX_PREFIX, MAX_URL
 from .redis_tls_files import TlsFileProblem, check_redis_tls_files
 
 
@@ -180,6 +180,15 @@ class HandshakeLimitsConfig(ConfigModel):
         "check-header patterns; each pattern 64 at least; default 4000); more: the configuration is refused. "
         "Each is matched against what a client sends: an API of thousands held a worker for minutes a handshake. "
         "Set only in the configuration file, never by the management API.",
+    )
+    max_conditions: int = Field(
+        default=MAX_HANDSHAKE_CONDITIONS,
+        ge=1,
+        le=1_000_000,
+        description="Most conditions one API's handshake may test (its policies', the global ones' and its "
+        "products': choose branches, validate-jwt claims; default 4096); more: the configuration is refused. "
+        "Each is tested against what a client sends, on the worker's event loop: 16 products of 20,000 held a "
+        "worker seconds a handshake. Set only in the configuration file, never by the management API.",
     )
     max_gateway_hops: int = Field(
         default=4,
