@@ -25,7 +25,8 @@ from websockets.protocol import Protocol
 
 from asgi_ws_gateway._types import Data
 from asgi_ws_gateway.frame_rules import frame_rule_broken
-from asgi_ws_gateway.loop_watch import BYTES_PER_TURN, INFLATED_PER_TURN, MESSAGES_PER_TURN
+from asgi_ws_gateway.held_pings import ANSWERED_PER_READ
+from asgi_ws_gateway.loop_watch import BYTES_PER_TURN, FRAMES_PER_TURN, INFLATED_PER_TURN, MESSAGES_PER_TURN
 from asgi_ws_gateway.messages.pipeline import MessagePipeline
 from asgi_ws_gateway.passthrough import frames
 from asgi_ws_gateway.passthrough.framed import _FramedSide
@@ -436,3 +437,93 @@ async def test_an_upstreams_read_of_highly_compressed_messages_is_parsed_an_infl
 
     await _receive_every_message(flooding, payloads, passthrough=False)
     inflated.check(sent=size * count, largest=size)
+
+
+# -- the relay's two legs: frames per turn, one pong a read ----------------------------------------------
+
+
+PINGS = 20_000
+"""Empty-ish pings in one write (2-7 bytes each): 32 KiB of them was ~6,000-16,000 frames, each answered,
+in one callback of the relay's websockets parser."""
+
+
+class FramesPerParse:
+    """How many frames a relay leg's websockets parser took in each call it got (one callback: a read, or a
+    turn's share of one), held pings included."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, protocol: type[Protocol]) -> None:
+        self.frames: list[int] = []
+        receive_data, recv_frame = protocol.receive_data, protocol.recv_frame
+
+        def parse(conn: Protocol, data: bytes | bytearray) -> None:
+            self.frames.append(0)
+            receive_data(conn, data)
+
+        def counted(conn: Protocol, frame: Frame) -> None:
+            self.frames[-1] += 1
+            recv_frame(conn, frame)
+
+        monkeypatch.setattr(protocol, "receive_data", parse)
+        monkeypatch.setattr(protocol, "recv_frame", counted)
+
+    def check(self, pongs: list[bytes], last_ping: bytes) -> None:
+        """At most FRAMES_PER_TURN frames a call, ANSWERED_PER_READ pongs and one a call, the latest ping's last."""
+        assert sum(self.frames) > PINGS, "the flood was not parsed: nothing was tested"
+        most = max(self.frames)
+        assert most <= FRAMES_PER_TURN, f"{most:,} frames parsed in one callback"
+        most_pongs = len(self.frames) * (ANSWERED_PER_READ + 1)
+        assert len(pongs) <= most_pongs, f"{len(pongs):,} pongs for {len(self.frames):,} reads"
+        assert pongs[-1] == last_ping  # the latest ping of all is answered (RFC 6455 §5.5.3)
+
+
+async def test_an_upstreams_flood_of_pings_and_tiny_messages_is_parsed_a_share_of_frames_per_turn_by_the_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile upstream's 20,000 pings then tiny messages, right after the 101: the relay's upstream leg
+    parsed 32 KiB a turn, ~16,000 frames, and answered each ping (twice the parsing): 30 such upstreams held
+    another API's handshake and echo on the same worker 3-6 s. Now FRAMES_PER_TURN frames a turn, and past a
+    read's ANSWERED_PER_READ pings its latest answered once; every message arrives, in order."""
+    parsed = FramesPerParse(monkeypatch, _ClientProtocol)
+    pings = [b"%d" % i for i in range(PINGS)]
+    payloads = [b"m%d" % i for i in range(MESSAGES // 4)]
+    flood = b"".join(ws_frame(0x9, p, mask=False) for p in pings)
+    flood += b"".join(ws_frame(0x2, p, mask=False) for p in payloads)
+    pongs: list[bytes] = []
+
+    async def flooding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upstream(reader, writer, then=flood)
+        while (frame := await next_frame(reader))[0] != 0x8:  # the gateway's pongs, then its close
+            if frame[0] == 0xA:
+                pongs.append(frame[1])
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000), mask=False))
+        writer.close()
+
+    await _receive_every_message(flooding, payloads, passthrough=False)
+    parsed.check(pongs, last_ping=pings[-1])
+
+
+async def test_a_clients_flood_of_pings_and_tiny_messages_is_parsed_a_share_of_frames_per_turn_by_the_relay(
+    upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way: the relay's client leg (the gateway's protocol, websockets' parser fed BYTES_PER_TURN
+    bytes a turn) took a hostile client's 32 KiB of pings in one callback too, each answered with a write of
+    its own. It stops the same way now, and past a read's ANSWERED_PER_READ pings answers its latest once."""
+    parsed = FramesPerParse(monkeypatch, _ServerProtocol)
+    pings = [b"%d" % i for i in range(PINGS)]
+    payloads = [b"m%d" % i for i in range(MESSAGES // 4)]
+    gateway = ProbedGateway(gateway_config(upstream, passthrough=False))
+    pongs: list[bytes] = []
+    with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+        reader, writer = await raw_client(server.port, deflate=False)
+        writer.write(b"".join(ws_frame(0x9, p) for p in pings) + b"".join(ws_frame(0x2, p) for p in payloads))
+        await writer.drain()
+        echoed: list[bytes] = []
+        while len(echoed) < len(payloads):  # the last echo comes after the last pong: its message followed the ping
+            opcode, payload = await asyncio.wait_for(next_frame(reader), 30)
+            (pongs if opcode == 0xA else echoed).append(payload)
+        assert echoed == payloads
+        writer.write(ws_frame(0x8, struct.pack("!H", 1000)))
+        assert await asyncio.wait_for(close_frame_in(reader), 10) == (1000, b"")
+        await ended_after_the_close(reader, writer)
+        await gateway.settle()
+    parsed.check(pongs, last_ping=pings[-1])

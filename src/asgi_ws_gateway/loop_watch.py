@@ -1,6 +1,6 @@
 """A WARNING when something blocked the event loop: every connection and request of the worker waited;
 and how much one connection handles per loop turn (:data:`BYTES_PER_TURN`, :data:`INFLATED_PER_TURN`,
-:data:`MESSAGES_PER_TURN`).
+:data:`FRAMES_PER_TURN`, :data:`MESSAGES_PER_TURN`).
 
 One event loop serves all of a worker's connections. A policy, plugin or in-process app that blocks
 (``time.sleep``, synchronous I/O, CPU-bound work) stops all of them, and nothing failed to say so:
@@ -33,6 +33,13 @@ with reading paused until the next turn. Deflate inflates zeros about a thousand
 ``BYTES_PER_TURN`` of ~1 KB messages was 32 MB of inflation in one callback, and every other
 connection waited ~30 ms a read. A frame is never split (nor, by the pumps, a message): one of
 ``max_message_size`` still takes one turn."""
+
+FRAMES_PER_TURN = 128
+"""Frames one connection's websockets parser takes per event-loop turn (the relay's two legs: ``turn_frames.py``),
+the rest held with reading paused until the next turn: ``BYTES_PER_TURN`` bounds the bytes, not the work,
+and 32 KiB of 2-byte pings is 16,000 frames, of 3-byte messages 6,500, ~0.1 s of parsing (and answering) in
+one callback; 30 upstreams flooding pings held another API's handshake and echo 9-10 s. 128 frames are
+~2 ms: with 30 such upstreams that echo took ~0.2 s (512: ~0.5 s)."""
 
 MESSAGES_PER_TURN = 512
 """Messages one connection's direction handles per event-loop turn before it lets the others run (the
@@ -150,6 +157,7 @@ class LoopWatch:
 
 __all__ = [
     "BYTES_PER_TURN",
+    "FRAMES_PER_TURN",
     "INFLATED_PER_TURN",
     "INTERVAL",
     "MESSAGES_PER_TURN",

@@ -112,7 +112,7 @@ class ClientLeg(WebSocketsSansIOProtocol):
             if (shares is not None and shares.waiting) or len(data) > BYTES_PER_TURN:
                 (shares or self._read_shares()).add(data)
                 return
-            if rest := self._parse_frames(data):  # it inflated INFLATED_PER_TURN: the rest next turn
+            if rest := self._parse_frames(data):  # a share's frames or inflation reached: the rest next turn
                 (shares or self._read_shares()).add(rest)
             return
         if self.conn.parser is FRAMES_LATER:  # (a request handed over parsed, its handshake not begun)
@@ -122,11 +122,15 @@ class ClientLeg(WebSocketsSansIOProtocol):
             self._refuse_request()
             return
         self.handle_events()
+        if rest := self.conn.rest_of_turn():  # frames past FRAMES_PER_TURN that came with the request
+            self._hold_early_data(rest)  # read once the handshake is answered, after those parsed
 
     def _parse_frames(self, data: bytes) -> bytes:
-        """Parse ``data``'s frames, up to the one that inflates the ``INFLATED_PER_TURN``-th byte of compressed
-        messages in this call: the bytes after it are returned, to parse next turn (32 KiB of ~1 KB messages
-        was 32 MB of inflation in one callback, every other connection of the worker waiting)."""
+        """Parse ``data``'s frames, up to the ``FRAMES_PER_TURN``-th or the one that inflates the
+        ``INFLATED_PER_TURN``-th byte of compressed messages in this call: the bytes after it are returned, to
+        parse next turn (32 KiB of ~1 KB messages was 32 MB of inflation in one callback, of 2-byte pings
+        16,000 frames, every other connection of the worker waiting). The read's latest ping is answered
+        once, at its end (:mod:`..held_pings`)."""
         conn = self.conn
         if conn.parser is FRAMES_LATER:
             start_frames(conn)
@@ -134,7 +138,10 @@ class ClientLeg(WebSocketsSansIOProtocol):
         if inflating is not None:
             inflating.start_share()
         super().data_received(data)
-        rest = b"" if inflating is None else inflating.rest_of_share()
+        if conn.pong_due:  # uvicorn writes on a ping event, and a ping held to the read's end is none
+            conn.pong_due = False
+            self.handle_ping()
+        rest = conn.rest_of_turn() + (b"" if inflating is None else inflating.rest_of_share())  # one at most
         if conn.parser_exc is None and fail_at_waiting_header(conn):  # a bad header, its payload still to come
             self.handle_parser_exception()
         if conn.parser_exc is not None:

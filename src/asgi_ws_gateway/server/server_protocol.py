@@ -11,6 +11,7 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from ..held_pings import HeldPings
+from ..turn_frames import FramesPerTurn
 from ..upstream.deflate_streams import ServerDeflate
 from ..upstream.header_lists import TOO_MANY, crowded_list
 from ..upstream.websockets_protocol import FragmentFloor, RulesBeforeSize, UnlinkedParserFailure
@@ -19,9 +20,10 @@ from .plain_accept import plain_accept
 SUPPORTED_VERSION = "13"
 
 
-class _ServerProtocol(UnlinkedParserFailure, RulesBeforeSize, FragmentFloor, HeldPings, ServerDeflate):
+class _ServerProtocol(UnlinkedParserFailure, RulesBeforeSize, FramesPerTurn, FragmentFloor, HeldPings, ServerDeflate):
     """websockets' handshake, plus the version header RFC 6455 §4.2.2 asks for on a version mismatch,
-    one pong for the pings a client sends while it reads nothing (:mod:`..held_pings`), tiny fragments
+    ``FRAMES_PER_TURN`` frames parsed a turn at most (:mod:`..turn_frames`), one pong for the pings a client
+    sends while it reads nothing, and one a read (:mod:`..held_pings`), tiny fragments
     counted at ``FRAGMENT_FLOOR`` bytes as on the splice and the frame relay (:class:`FragmentFloor`),
     a header that breaks a framing rule a protocol error however long, as there (:class:`RulesBeforeSize`), and no
     reference cycle left once the connection is over (:class:`UnlinkedParserFailure`)."""

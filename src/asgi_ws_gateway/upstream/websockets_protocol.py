@@ -33,6 +33,7 @@ from ..held_pings import HeldPings
 from ..loop_watch import BYTES_PER_TURN, ReadShares
 from ..progress import peer_ended, taken_in
 from ..redact import redact_text
+from ..turn_frames import FramesPerTurn
 from .deflate_streams import ClientDeflate
 from .frame_headers import fail_at_waiting_header, rule_before_size
 from .interim import UnreadableHead
@@ -129,8 +130,9 @@ class RulesBeforeSize(Protocol):
         super().fail(code, reason)
 
 
-class _ClientProtocol(UnlinkedParserFailure, RulesBeforeSize, FragmentFloor, HeldPings, ClientDeflate):
-    """websockets' client protocol, owing one pong to an upstream that pings while it reads nothing,
+class _ClientProtocol(UnlinkedParserFailure, RulesBeforeSize, FramesPerTurn, FragmentFloor, HeldPings, ClientDeflate):
+    """websockets' client protocol, parsing ``FRAMES_PER_TURN`` frames a turn at most (:mod:`..turn_frames`),
+    owing one pong to an upstream that pings while it reads nothing (and one a read to one that pings and reads),
     remembering that it failed the connection (whoever found the fault: the parser, ``recv()``'s
     UTF-8 check, the keepalive), keeping no traceback of a parser failure, counting tiny
     fragments at ``FRAGMENT_FLOOR``."""
@@ -285,7 +287,7 @@ class GatewayClientConnection(ClientConnection):
         if (shares is not None and shares.waiting) or len(data) > BYTES_PER_TURN:
             (shares or self._read_shares()).add(data)
             return
-        if rest := self._parse(data):  # it inflated INFLATED_PER_TURN: the rest next turn
+        if rest := self._parse(data):  # FRAMES_PER_TURN parsed or INFLATED_PER_TURN inflated: the rest next turn
             (shares or self._read_shares()).add(rest)
 
     def _read_shares(self) -> ReadShares:
@@ -303,8 +305,9 @@ class GatewayClientConnection(ClientConnection):
         return self._shares
 
     def _parse(self, data: bytes) -> bytes:
-        """Parse ``data``'s frames, up to the one that inflates the ``INFLATED_PER_TURN``-th byte of compressed
-        messages in this call: the bytes after it are returned, to parse next turn."""
+        """Parse ``data``'s frames, up to the ``FRAMES_PER_TURN``-th or the one that inflates the
+        ``INFLATED_PER_TURN``-th byte of compressed messages in this call: the bytes after it are returned,
+        to parse next turn."""
         protocol = cast(_ClientProtocol, self.protocol)
         if (inflating := protocol.inflating) is not None:
             inflating.start_share()
@@ -314,7 +317,7 @@ class GatewayClientConnection(ClientConnection):
         finally:
             self._receiving = False
         inflating = protocol.inflating  # maybe negotiated by this feed: the 101 and the first frames in one read
-        rest = b"" if inflating is None else inflating.rest_of_share()
+        rest = protocol.rest_of_turn() + (b"" if inflating is None else inflating.rest_of_share())  # one at most
         if fail_at_waiting_header(self.protocol):  # a bad header whose payload is still to come (frame_headers)
             if self.close_deadline is None and self.close_timeout is not None:  # as websockets sets it on a failure
                 self.close_deadline = self.loop.time() + self.close_timeout
