@@ -67,18 +67,25 @@ async def test_gateway_passes_what_the_baseline_passes(tmp_path: Path, ws_impl: 
     assert not failing, f"gateway-only failures: {failing}"
 
 
-async def test_the_splice_and_the_frame_relay_pass_what_the_upstream_passes(tmp_path: Path) -> None:
+async def test_the_splice_and_the_relays_pass_what_the_upstream_passes(tmp_path: Path) -> None:
     """Under the gateway's protocol the baseline is the upstream itself (one run for both paths):
 
     * the default path (no passthrough setting) splices. The websockets upstream refuses messages of
       over ~1,000 fragments with 1009, so 9.3.1, 9.3.2, 9.4.1 and 9.4.2 fail directly and spliced;
     * an API with message policies goes through the frame relay, which reads every message and
       forwards pings and close frames as the splice does; it reassembles fragmented messages, so
-      9.3/9.4 pass through it.
+      9.3/9.4 pass through it;
+    * an API with ``passthrough: false`` goes through the relay (websockets on both legs), which answers
+      the client's pings itself: at most ``FRAMES_PER_TURN`` frames and ``ANSWERED_PER_READ`` pongs a read
+      (``turn_frames``, ``held_pings``) must still pass 2.10/2.11 (ten pings, ten pongs).
     """
     gateway_protocol: Any = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
     size = {"limit-message-size": {"max": 16 * MIB}}
-    paths = {"splice": {}, "frame relay": {"message_policies": {"inbound": [size], "outbound": [size]}}}
+    paths: dict[str, dict[str, Any]] = {
+        "splice": {},
+        "frame relay": {"message_policies": {"inbound": [size], "outbound": [size]}},
+        "relay": {"passthrough": False},
+    }
     with UpstreamServer(max_size=16 * MIB) as upstream, contextlib.ExitStack() as servers:
         direct = await run_autobahn_overlapped(upstream.url("/echo"), CASES, tmp_path / "direct")
         gateways: dict[str, tuple[ProbedGateway, UvicornServer]] = {}
