@@ -114,7 +114,8 @@ async def test_a_ping_flood_reaches_the_upstream_a_window_of_pings_at_a_time(
 ) -> None:
     """2,000 pings, then a message: the upstream read 2,000 pings (and owed 2,000 pongs) on the splice
     and the frame relay. Now it reads the first 16, the message, and once it answered them, the latest:
-    the client's last ping is answered, as on the relay (where the gateway answers them all)."""
+    the client's last ping is answered, as on the relay (where the gateway answers them itself: the first 16
+    of a read and its latest, :mod:`asgi_ws_gateway.held_pings`, so how many depends on how the reads fell)."""
     recorder = Recorder()
     url = _gateway(await hostile(recorder), connector, uvicorn_server, reader[0])
     client, writer = await raw_client_of(url)
@@ -123,8 +124,9 @@ async def test_a_ping_flood_reaches_the_upstream_a_window_of_pings_at_a_time(
     pongs = await asyncio.wait_for(_pongs_until(client, b"%d" % (PINGS - 1)), 10)
     await _close(client, writer, recorder)
     if connector == "relay":
-        assert recorder.of(0x9) == []  # the gateway answered each itself
-        assert len(pongs) == PINGS
+        assert recorder.of(0x9) == []  # the gateway answered them itself
+        assert pongs[-1] == b"%d" % (PINGS - 1) and len(pongs) <= PINGS
+        assert pongs == sorted(set(pongs), key=int)  # in order, none twice
         return
     window = [b"%d" % i for i in range(PINGS_IN_FLIGHT)]
     assert recorder.of(0x9) == [*window, b"%d" % (PINGS - 1)]
