@@ -10,6 +10,7 @@ import inspect
 import json
 import re
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,11 @@ def _non_finite_numbers(config: GatewayConfig) -> list[str]:
     return non_finite_numbers(config.model_dump(mode="python", by_alias=True))
 
 
-_FINITE_APIS: dict[int, ApiConfig] = {}  # id -> the API found finite, kept so that its id names it alone
+# id -> the API found finite, while it lives: its id names it alone. Weakly held: a strong store kept
+# the last 4,096 APIs validated alive after their gateway or change was gone, each with its
+# in-process upstream's app and all that app held (a finished connection's protocols, through an
+# exception it kept).
+_FINITE_APIS: weakref.WeakValueDictionary[int, ApiConfig] = weakref.WeakValueDictionary()
 _FINITE_KEPT = 4096
 _finite_lock = threading.Lock()  # configurations are validated in threads (the management API's)
 
@@ -124,7 +129,7 @@ def _finite_api(api: ApiConfig) -> bool:
     with _finite_lock:
         _FINITE_APIS[id(api)] = api
         while len(_FINITE_APIS) > _FINITE_KEPT:
-            del _FINITE_APIS[next(iter(_FINITE_APIS))]
+            _FINITE_APIS.pop(next(iter(_FINITE_APIS)), None)  # (one gone meanwhile is no error)
     return True
 
 
