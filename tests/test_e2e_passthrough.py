@@ -293,3 +293,29 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(
         finally:
             gc.enable()
     assert left == []
+
+
+@pytest.mark.parametrize(("server_options", "headers"), [({}, {"Content-Length": "0"}), ({"log_level": "debug"}, {})],
+                         ids=["head-websockets-parses", "debug-log-level"])  # fmt: skip
+async def test_a_spliced_connection_whose_request_websockets_parsed_leaves_nothing_either(
+    upstream: UpstreamServer, server_options: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """A request head the gateway's own reading leaves to websockets' parser (here a ``Content-Length: 0``
+    websockets takes), or every head under uvicorn's debug log level, started websockets' parser, a
+    generator holding its protocol: handed over to the splice, that protocol stayed in a reference cycle
+    (its ``connection_lost``, which ends the parser, is the splice's), freed only by a collection."""
+    gateway = ProbedGateway(SPLICED.config(upstream))
+    with UvicornServer(gateway, ws=PASSTHROUGH, http=GatewayHTTPProtocol, **server_options) as server:
+        gc.collect()
+        before = {id(o) for o in gc.get_objects() if type(o) is _ServerProtocol}
+        gc.disable()
+        try:
+            for i in range(5):
+                async with await connect(server.url("/ws/echo"), additional_headers=headers) as ws:
+                    await ws.send(f"m{i}")
+                    assert await ws.recv() == f"m{i}"
+            await gateway.settle()
+            left = [o for o in gc.get_objects() if type(o) is _ServerProtocol and id(o) not in before]
+        finally:
+            gc.enable()
+    assert left == []

@@ -12,6 +12,7 @@ from websockets.datastructures import Headers, is_valid_header_value
 
 from .client_leg import ClientLeg
 from .log_lines import ACCEPTED, UVICORN_ERROR, connection_line_level, logged_path
+from .server_protocol import FRAMES_LATER
 
 
 class PassthroughHandover(ClientLeg):
@@ -47,6 +48,10 @@ class PassthroughHandover(ClientLeg):
         # The connection is the application's protocol's now. What parsed and answered the handshake
         # (websockets' protocol with the parsed request and response, the receive queue) would stay
         # allocated for the connection's whole life: idle spliced connections are many.
+        if self.conn.parser is not FRAMES_LATER:  # websockets' parser read the request (a head
+            # parsed_request leaves to it, or uvicorn's log level at debug): a generator holding its
+            # protocol, a cycle only the collector would free (connection_lost, which ends it, is the splice's).
+            self.conn.forget_parser()
         del self.conn, self.request, self.response, self.queue, self.writable
 
 
