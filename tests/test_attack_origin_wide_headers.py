@@ -12,7 +12,6 @@ in-process app answers through its accept and its refusal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from asgi_ws_gateway.upstream.headers import ORIGIN_WIDE
 from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.rawhttp import accept_upstream, handshake, header_of, status_of
+from support.rawhttp import HeaderedUpstream, answer_head, header_of, status_of
 from support.servers import UvicornServer
 
 HOSTILE = {
@@ -48,50 +47,6 @@ def _lines(headers: dict[str, str]) -> bytes:
     return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
 
 
-class _HeaderedUpstream:
-    """A raw upstream whose 101 carries the headers: ``accept_upstream`` with them spliced in."""
-
-    def __init__(self) -> None:
-        self.ended = asyncio.Event()  # a connection ended: the gateway sent its close or went
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if head.startswith(b"GET /refuse "):
-                headers = _lines({**HOSTILE, **KEPT})
-                writer.write(b"HTTP/1.1 403 Forbidden\r\n" + headers + b"Content-Length: 2\r\n\r\nno")
-            else:
-                capture = _Capture()
-                reader.feed_data(head)
-                await accept_upstream(reader, capture)  # type: ignore[arg-type]  # only write() is called
-                answer = capture.data.replace(b"\r\n\r\n", b"\r\n" + _lines({**HOSTILE, **KEPT}) + b"\r\n", 1)
-                writer.write(answer)
-            await writer.drain()
-            with contextlib.suppress(TimeoutError, ConnectionError):  # the relay's close frame, or the end
-                await asyncio.wait_for(reader.read(1), 5)
-        finally:
-            writer.close()
-            self.ended.set()
-
-
-class _Capture:
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-
-async def _answer(port: int, path: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(handshake(path))
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return head
-
-
 def _assert_origin_wide_dropped(head: bytes) -> None:
     for name in HOSTILE:
         assert header_of(head, name) is None, name
@@ -104,7 +59,7 @@ def _assert_origin_wide_dropped(head: bytes) -> None:
 async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
     mode: str, target: str, status: int
 ) -> None:
-    upstream_side = _HeaderedUpstream()
+    upstream_side = HeaderedUpstream(_lines({**HOSTILE, **KEPT}))
     listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     api: dict[str, Any] = {"passthrough": False} if mode == "relay" else {}
@@ -112,7 +67,7 @@ async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
     gateway = ProbedGateway({"apis": [{"name": "chat", "path": target, "upstreams": [upstream], **api}]})
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            head = await _answer(server.port, target)
+            head = await answer_head(server.port, target)
             # The upstream's side ended while this loop runs: leaving the block stops the server and
             # blocks the loop, and the relay's close left unanswered (the splice's connection left
             # open) held that stop for the 5 s closing timeout (the 2 s graceful shutdown).
@@ -126,6 +81,6 @@ async def test_an_in_process_apps_origin_wide_headers_never_reach_the_client(ref
     upstream = {"url": "asgi:", "app": answering_with({**HOSTILE, **KEPT}, refuse=refuse)}
     gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream]}]})
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-        head = await _answer(server.port, "/ws/echo")
+        head = await answer_head(server.port, "/ws/echo")
     assert status_of(head) == status
     _assert_origin_wide_dropped(head)

@@ -16,16 +16,15 @@ for the splice, the frame relay and the relay; an in-process app through its acc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import pytest
 
-from asgi_ws_gateway._types import Receive, Scope, Send
 from asgi_ws_gateway.upstream.set_cookies import kept_cookies, read_cookie_names, set_cookie_name
+from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.rawhttp import accept_upstream, handshake, status_of
+from support.rawhttp import HeaderedUpstream, answer_head, status_of
 from support.servers import UvicornServer
 
 READ = [
@@ -71,48 +70,6 @@ def _cookie_lines() -> bytes:
     return b"".join(f"Set-Cookie: {value}\r\n".encode() for value in (*READ, *KEPT))
 
 
-class _CookieUpstream:
-    """A raw upstream whose 101 (or, for ``/refuse``, 403) sets every cookie of READ and KEPT."""
-
-    def __init__(self) -> None:
-        self.ended = asyncio.Event()
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if head.startswith(b"GET /refuse "):
-                writer.write(b"HTTP/1.1 403 Forbidden\r\n" + _cookie_lines() + b"Content-Length: 2\r\n\r\nno")
-            else:
-                capture = _Capture()
-                reader.feed_data(head)
-                await accept_upstream(reader, capture)  # type: ignore[arg-type]  # only write() is called
-                writer.write(capture.data.replace(b"\r\n\r\n", b"\r\n" + _cookie_lines() + b"\r\n", 1))
-            await writer.drain()
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(reader.read(1), 5)
-        finally:
-            writer.close()
-            self.ended.set()
-
-
-class _Capture:
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-
-async def _head(port: int, path: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(handshake(path))
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return head
-
-
 def _set_cookies(head: bytes) -> list[str]:
     lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
     return [line.partition(":")[2].strip() for line in lines if line.partition(":")[0].strip().lower() == "set-cookie"]
@@ -132,7 +89,7 @@ async def test_a_network_upstream_cannot_set_a_cookie_another_api_reads(
     mode: str, target: str, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    upstream_side = _CookieUpstream()
+    upstream_side = HeaderedUpstream(_cookie_lines())
     listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     modes: dict[str, dict[str, Any]] = {
@@ -146,28 +103,10 @@ async def test_a_network_upstream_cannot_set_a_cookie_another_api_reads(
     gateway = ProbedGateway({"apis": [BANK, evil]})
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            head = await _head(server.port, target)
+            head = await answer_head(server.port, target)
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert status_of(head) == status
     _assert_read_cookies_dropped(head, caplog)
-
-
-def _cookie_app(refuse: bool) -> Any:
-    raw = [(b"set-cookie", value.encode()) for value in (*READ, *KEPT)]
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            return
-        await receive()
-        if refuse:
-            await send({"type": "websocket.http.response.start", "status": 403, "headers": raw})
-            await send({"type": "websocket.http.response.body", "body": b"no"})
-            return
-        await send({"type": "websocket.accept", "headers": raw})
-        while (await receive())["type"] != "websocket.disconnect":
-            pass
-
-    return app
 
 
 @pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)])
@@ -175,22 +114,23 @@ async def test_an_in_process_app_cannot_set_a_cookie_another_api_reads(
     refuse: bool, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    evil = {"name": "evil", "path": "/ws/evil", "upstreams": [{"url": "asgi:", "app": _cookie_app(refuse)}]}
+    app = answering_with([("set-cookie", value) for value in (*READ, *KEPT)], refuse=refuse)
+    evil = {"name": "evil", "path": "/ws/evil", "upstreams": [{"url": "asgi:", "app": app}]}
     gateway = ProbedGateway({"apis": [BANK, evil]})
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-        head = await _head(server.port, "/ws/evil")
+        head = await answer_head(server.port, "/ws/evil")
     assert status_of(head) == status
     _assert_read_cookies_dropped(head, caplog)
 
 
 async def test_without_a_policy_reading_cookies_every_cookie_passes() -> None:
-    upstream_side = _CookieUpstream()
+    upstream_side = HeaderedUpstream(_cookie_lines())
     listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     gateway = ProbedGateway({"apis": [{"name": "evil", "path": "/ws/evil", "upstreams": [f"ws://127.0.0.1:{port}/"]}]})
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            head = await _head(server.port, "/ws/evil")
+            head = await answer_head(server.port, "/ws/evil")
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert _set_cookies(head) == [value.strip() for value in (*READ, *KEPT)]
 
@@ -213,7 +153,7 @@ async def test_response_cookies_is_what_an_apis_upstreams_may_set(
     mode: str, listed: list[str], passed: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    upstream_side = _CookieUpstream()
+    upstream_side = HeaderedUpstream(_cookie_lines())
     listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     evil: dict[str, Any] = {
@@ -227,7 +167,7 @@ async def test_response_cookies_is_what_an_apis_upstreams_may_set(
     gateway = ProbedGateway({"apis": [BANK, evil]})
     async with listener:
         with UvicornServer(gateway, ws=PASSTHROUGH) as server:
-            head = await _head(server.port, "/ws/evil")
+            head = await answer_head(server.port, "/ws/evil")
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert status_of(head) == 101
     assert _set_cookies(head) == passed

@@ -86,10 +86,11 @@ def scope_recorder(seen: MutableMapping[str, Any]) -> ASGIApp:
     return app
 
 
-def answering_with(headers: dict[str, str], *, refuse: bool) -> ASGIApp:
-    """An in-process upstream whose accept (or, ``refuse``, a 403 refusal with a body) carries ``headers``;
-    an accepted connection waits for the client to leave."""
-    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+def answering_with(headers: dict[str, str] | list[tuple[str, str]], *, refuse: bool) -> ASGIApp:
+    """An in-process upstream whose accept (or, ``refuse``, a 403 refusal with a body) carries ``headers``
+    (a list for a name given more than once); an accepted connection waits for the client to leave."""
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    raw = [(name.lower().encode(), value.encode()) for name, value in pairs]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":

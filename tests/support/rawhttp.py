@@ -194,3 +194,51 @@ def _switching(head: bytes, extensions: bytes | None) -> bytes:
     answer = b"" if extensions is None else b"Sec-WebSocket-Extensions: " + extensions + b"\r\n"
     return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n" + answer + b"\r\n")  # fmt: skip
+
+
+class _Written:
+    """Collects what ``accept_upstream`` writes (a writer of which only ``write`` is called)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class HeaderedUpstream:
+    """A raw upstream whose 101 (``accept_upstream``'s) carries the header ``lines`` too; a request for
+    ``/refuse`` is answered 403 with them (and a 2-byte body). ``ended``: a connection ended (the gateway
+    sent its close or went)."""
+
+    def __init__(self, lines: bytes) -> None:
+        self.lines = lines
+        self.ended = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /refuse "):
+                writer.write(b"HTTP/1.1 403 Forbidden\r\n" + self.lines + b"Content-Length: 2\r\n\r\nno")
+            else:
+                written = _Written()
+                reader.feed_data(head)
+                await accept_upstream(reader, written)  # type: ignore[arg-type]  # only write() is called
+                writer.write(written.data.replace(b"\r\n\r\n", b"\r\n" + self.lines + b"\r\n", 1))
+            await writer.drain()
+            with contextlib.suppress(TimeoutError, ConnectionError):  # the relay's close frame, or the end
+                await asyncio.wait_for(reader.read(1), 5)
+        finally:
+            writer.close()
+            self.ended.set()
+
+
+async def answer_head(port: int, path: str) -> bytes:
+    """The head of the gateway's answer to a WebSocket handshake for ``path`` (then the connection is closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(handshake(path))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return head
