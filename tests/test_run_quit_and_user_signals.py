@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,21 @@ def _send(server: ServerProcess, sig: int, *, group: bool) -> None:
             os.kill(pid, sig)
 
 
-@pytest.mark.parametrize(("workers", "group"), [(1, False), (2, False), (2, True)], ids=["one", "supervisor", "group"])
-async def test_sigquit_drains_and_exits_0(
-    tmp_path: Path, upstream_server: UpstreamServer, workers: int, group: bool
-) -> None:
+@contextlib.contextmanager
+def _serving(tmp_path: Path, upstream_server: UpstreamServer, workers: int) -> Iterator[ServerProcess]:
+    """``run --workers N`` proxying /echo to ``upstream_server``, every worker started."""
     config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
     command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info"]
     with ready_server(lambda port: [*command, "--port", str(port)]) as server:
         server.wait_for_line("Application startup complete.", times=workers)
+        yield server
+
+
+@pytest.mark.parametrize(("workers", "group"), [(1, False), (2, False), (2, True)], ids=["one", "supervisor", "group"])
+async def test_sigquit_drains_and_exits_0(
+    tmp_path: Path, upstream_server: UpstreamServer, workers: int, group: bool
+) -> None:
+    with _serving(tmp_path, upstream_server, workers) as server:
         async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
             await ws.send("before")
             assert await ws.recv() == "before"
@@ -57,10 +65,7 @@ async def test_sigquit_drains_and_exits_0(
 async def test_sigusr1_and_sigusr2_are_ignored_with_a_line(
     tmp_path: Path, upstream_server: UpstreamServer, workers: int
 ) -> None:
-    config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
-    command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info"]
-    with ready_server(lambda port: [*command, "--port", str(port)]) as server:
-        server.wait_for_line("Application startup complete.", times=workers)
+    with _serving(tmp_path, upstream_server, workers) as server:
         async with await connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
             for sig in (signal.SIGUSR1, signal.SIGUSR2):
                 _send(server, sig, group=True)

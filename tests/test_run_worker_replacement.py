@@ -156,14 +156,20 @@ async def app(scope, receive, send):
 """
 
 
+def _two_workers_of_a_hanging_app(tmp_path: Path) -> tuple[GatewayProcess, Path]:
+    """``run --workers 2`` (not started) of an in-process app whose lifespan start-up hangs while the file
+    ``hang`` exists, and its log."""
+    (tmp_path / "hanging.py").write_text(HANGING_APP)
+    config = write_config(tmp_path, {"apis": [{"name": "api0", "path": "/ws", "upstreams": ["asgi:hanging:app"]}]})
+    log = tmp_path / "run.log"
+    return GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info"), log
+
+
 async def test_a_replacement_whose_start_up_hangs_shows_what_it_says(tmp_path: Path) -> None:
     """A dead worker's replacement whose in-process app's lifespan start-up hangs: its output (the WARNING
     that the gateway waits for the app) was held in a file for as long as it hung, and nothing said why
     the place served no one. Now a start-up's output is held ``HOLD_LIMIT`` seconds at most."""
-    (tmp_path / "hanging.py").write_text(HANGING_APP)
-    config = write_config(tmp_path, {"apis": [{"name": "api0", "path": "/ws", "upstreams": ["asgi:hanging:app"]}]})
-    log = tmp_path / "run.log"
-    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info")
+    gateway, log = _two_workers_of_a_hanging_app(tmp_path)
     async with gateway:
         await _until(lambda: _text(log).count("Application startup complete.") == 2, log)
         (tmp_path / "hang").touch()
@@ -182,10 +188,7 @@ async def test_a_replacement_whose_start_up_hangs_shows_what_it_says(tmp_path: P
 async def test_a_replacement_killed_before_it_served_is_said_to_have_dropped_no_connection(tmp_path: Path) -> None:
     """A dead worker's replacement killed in its start-up (the OOM killer, as its app loads): the supervisor
     said "its connections were dropped" of a worker that never served one."""
-    (tmp_path / "hanging.py").write_text(HANGING_APP)
-    config = write_config(tmp_path, {"apis": [{"name": "api0", "path": "/ws", "upstreams": ["asgi:hanging:app"]}]})
-    log = tmp_path / "run.log"
-    gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, log_level="info")
+    gateway, log = _two_workers_of_a_hanging_app(tmp_path)
     async with gateway:
         await _until(lambda: _text(log).count("Application startup complete.") == 2, log)
         first = _serving_workers(gateway)
