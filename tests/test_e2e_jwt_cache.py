@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -13,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
-from support.jwts import JwksServer, signing_key, token
+from support.jwts import JwksServer, signing_key, spellings, token
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -132,3 +133,22 @@ async def test_a_kid_dropped_from_the_jwks_refuses_its_cached_tokens(
         status, problem = await _refused_soon(url, old, within=5)
         assert (status, problem["detail"]) == (401, "no key matches the token")
         await _admitted(url, new)
+
+
+async def test_one_token_spelled_four_ways_in_three_places_is_one_check_and_one_entry(
+    uvicorn_server: UvicornFactory, upstream_server: UpstreamServer
+) -> None:
+    """The spellings pyjwt verifies alike (the signature padded, ECDSA's other s), in the header, the
+    query and a cookie: twelve handshakes admitted on one signature check and one cache entry. Keyed by
+    the exact bytes they were four checks and four entries: one client's token could push other
+    clients' entries out of the cache by spelling itself anew."""
+    places = [{"header": "Authorization"}, {"query": "access_token"}, {"cookie": "access_token"}]
+    url, policy = _serve(uvicorn_server, upstream_server, **_static(token=places))
+    variants = spellings(token(signing_key("ES256")))
+    for raw in variants:
+        await _admitted(url, raw)
+        async with await connect(f"{url}?access_token={quote(raw, safe='')}") as ws:
+            await ws.recv()
+        async with await connect(url, additional_headers={"Cookie": f"access_token={raw}"}) as ws:
+            await ws.recv()
+    assert (len(set(variants)), policy.verifications, len(policy.cache)) == (4, 1, 1)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_ws_gateway.policies.jwks import JwksCache
 from asgi_ws_gateway.policies.token_cache import MAX_CACHED_TOKEN, TokenCache, copy_claims, token_digest
-from support.jwts import signing_key, token
+from asgi_ws_gateway.policies.token_spelling import other_ecdsa_spelling, written_by_an_encoder
+from support.jwts import P256_ORDER, signing_key, spellings, token
 from support.policies import build, context, denied, problems
 
 KEY = signing_key("ES256")
@@ -52,6 +57,97 @@ async def test_cache_off_verifies_every_time() -> None:
     await policy.apply(_ctx(raw))
     await policy.apply(_ctx(raw))
     assert (policy.cache, policy.verifications) == (None, 2)
+
+
+async def test_the_spellings_of_one_token_are_one_check_and_one_entry() -> None:
+    """Padded, or signed with ECDSA's other s: what verifies alike is one entry (it was one per spelling)."""
+    policy = _policy()
+    for raw in spellings(token(KEY)) * 2:
+        ctx = _ctx(raw)
+        await policy.apply(ctx)
+        assert ctx.claims is not None and ctx.claims["sub"] == "alice"
+    assert (len(policy.cache), policy.verifications) == (1, 1)
+
+
+def _with_signature(raw: str, signature: bytes) -> str:
+    return f"{raw.rpartition('.')[0]}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def test_a_signature_not_written_as_an_encoder_writes_it_is_neither_kept_nor_found() -> None:
+    """pyjwt 2.15 refuses these spellings; before 2.14 it read each as the signature, any number of them
+    (``=`` after ``=``): none may find the token's entry, nor be kept as an entry of its own."""
+    raw = token(KEY)
+    signed, _, segment = raw.rpartition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused_bit = alphabet[alphabet.index(segment[-1]) ^ 1]  # an 86-character ES256 segment: 4 unused bits
+    standard = segment.replace("-", "+").replace("_", "/") if "-" in segment or "_" in segment else segment + "+"
+    padded = [raw + "=", raw + "===", raw + "====", f"{signed}.", f"{signed}.=="]
+    misread = [
+        f"{signed}.{segment[:10]}!{segment[10:]}",
+        raw + " ",
+        f"{signed}.{standard}",
+        f"{signed}.{segment[:-1]}{unused_bit}",
+    ]
+    variants = padded + misread
+    cache = TokenCache(16, 60, time.time)
+    cache.keep(raw, {"sub": "alice"}, 0)
+    for variant in variants:
+        assert not written_by_an_encoder(variant)
+        assert cache.find(variant, 0, time.time()) is None
+        cache.keep(variant, {"sub": "alice"}, 0)
+    assert len(cache) == 1
+    signature = base64.urlsafe_b64decode(segment + "==")
+    assert other_ecdsa_spelling(_with_signature(raw, signature[:32] + P256_ORDER.to_bytes(32))) is None  # s >= n
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES256K", "ES384", "ES512"])
+def test_the_other_s_of_each_curve_verifies_and_leads_back(alg: str) -> None:
+    """The group orders written in token_spelling are the curves': (r, n - s) verifies as (r, s) does."""
+    curve = {"ES256": ec.SECP256R1(), "ES256K": ec.SECP256K1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}
+    private = ec.generate_private_key(curve[alg])
+    for n in range(4):
+        raw = jwt.encode({"n": n}, private, algorithm=alg)
+        other = other_ecdsa_spelling(raw)
+        assert other is not None and other != raw and other_ecdsa_spelling(other) == raw
+        assert jwt.decode(other, private.public_key(), algorithms=[alg]) == {"n": n}
+
+
+def test_every_spelling_of_an_ecdsa_token_finds_its_one_entry() -> None:
+    cache = TokenCache(16, 60, time.time)
+    variants = spellings(token(KEY))
+    cache.keep(variants[0], {"sub": "alice"}, 0)
+    found = [cache.find(variant, 0, time.time()) for variant in variants]
+    assert all(hit is not None and hit[1] == {"sub": "alice"} for hit in found) and len(cache) == 1
+
+
+@pytest.mark.parametrize("alg", ["HS512", "EdDSA"])
+async def test_a_64_byte_signature_that_is_no_ecdsa_one_is_never_flipped(alg: str) -> None:
+    """HS512 and EdDSA signatures are 64 bytes, as ES256's: only a header saying ES256 makes the other s one
+    spelling. Else the forgery (r, n - s) of a cached token would be admitted from its entry."""
+    secret, ed = "k" * 64, signing_key("EdDSA")
+    policy = _policy(algorithms=[alg], **({"secret": secret} if alg == "HS512" else {"public_keys": [ed.public_pem]}))
+
+    def sign(n: int) -> str:
+        return jwt.encode(_claims(n), secret, "HS512") if alg == "HS512" else ed.sign(_claims(n))
+
+    # a signature whose second half reads as an s in P-256's high half: the one a flip would rewrite
+    raw = next(r for n in range(200) if int.from_bytes(_signature(r := sign(n))[32:]) > P256_ORDER // 2)
+    await policy.apply(_ctx(raw))
+    signature = _signature(raw)
+    forged = _with_signature(raw, signature[:32] + (P256_ORDER - int.from_bytes(signature[32:])).to_bytes(32))
+    assert token_digest(forged) != token_digest(raw)
+    assert (await denied(policy.apply(_ctx(forged)))).status == 401
+    assert policy.verifications == 2
+
+
+def _claims(n: int) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": "https://issuer.test", "aud": "chat", "sub": "alice", "iat": now, "exp": now + 300, "n": n}
+
+
+def _signature(raw: str) -> bytes:
+    segment = raw.rpartition(".")[2]
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 async def test_cached_token_is_refused_once_expired_by_the_clock() -> None:
@@ -274,7 +370,8 @@ def test_each_hit_is_a_copy_of_the_payload_kept_sharing_nothing_mutable(payload:
     the payload verified, shares nothing mutable with it nor with another hit, and editing one
     (nested values too) changes neither the next hit nor the payload."""
     cache = TokenCache(4, 60, time.time)
-    digest = token_digest("a.b.c")
+    digest = token_digest(token(KEY))
+    assert digest is not None
     cache.put(digest, payload, 0)
     first, second = cache.get(digest, 0, time.time()), cache.get(digest, 0, time.time())
     assert first is not None and second is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-__all__ = ["HS_SECRET", "JwksServer", "SigningKey", "signing_key", "token"]
+__all__ = ["HS_SECRET", "JwksServer", "SigningKey", "signing_key", "spellings", "token"]
 
 HS_SECRET = "a-test-shared-secret-of-32-bytes!!"
 
@@ -63,6 +64,20 @@ def token(key: SigningKey | None = None, *, ttl: float = 300, **claims: Any) -> 
     if key is None:
         return jwt.encode(body, HS_SECRET, algorithm="HS256")
     return key.sign(body)
+
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+"""The order of P-256's group (SEC 2): an ES256 signature (r, s) verifies as (r, n - s) does."""
+
+
+def spellings(raw: str) -> list[str]:
+    """The spellings of one ES256 token that pyjwt verifies alike: as issued, its signature padded with
+    ``==``, the other ``s`` of its signature (ECDSA's (r, n - s): OpenSSL verifies both), that one padded."""
+    signed, _, signature = raw.rpartition(".")
+    sig = base64.urlsafe_b64decode(signature + "==")
+    other = sig[:32] + (P256_ORDER - int.from_bytes(sig[32:])).to_bytes(32)
+    flipped = f"{signed}.{base64.urlsafe_b64encode(other).rstrip(b'=').decode()}"
+    return [raw, raw + "==", flipped, flipped + "=="]
 
 
 FORGED = jwt.encode(

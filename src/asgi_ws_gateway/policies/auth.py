@@ -28,7 +28,7 @@ from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits
 from .jwt_claims import ClaimsView, depth_problem, duplicate_name_problem, numeric_date_problem, surrogate_problem
 from .jwt_keys import configured_public_keys, hmac_secret_problem, key_warnings, refresh_warnings, shared_secret
 from .jwt_settings import ValidateJwtSettings
-from .token_cache import MAX_CACHED_TOKEN, TokenCache, token_digest
+from .token_cache import MAX_CACHED_TOKEN, TokenCache
 from .token_sources import rfc6750_sources_not_in, token_copies, token_readings
 
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -172,12 +172,11 @@ class ValidateJwt:
         cache = self.cache
         if cache is None or len(token) > MAX_CACHED_TOKEN:
             return None
-        digest = token_digest(token)
         now = self.clock()
-        found = cache.get(digest, self.jwks.current_generation() if self.jwks is not None else 0, now)
+        found = cache.find(token, self.jwks.current_generation() if self.jwks is not None else 0, now)
         if found is None:
             return None
-        claims, times = found
+        digest, claims, times = found
         problem = times.problem(now, self.settings.clock_skew)
         if problem is not None:
             cache.discard(digest)
@@ -192,7 +191,7 @@ class ValidateJwt:
         # The key set's generation before the checks: a refresh meanwhile makes the entry a stale one.
         generation = self.jwks.current_generation() if self.jwks is not None else 0
         claims = await self._decode(token)
-        cache.put(token_digest(token), claims, generation)
+        cache.keep(token, claims, generation)
         return claims
 
     async def _decode(self, token: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """The verified-token cache of ``validate-jwt``: a token's signature is checked once, not per handshake.
 
 An entry is the payload of a token that passed every check once, keyed by the SHA-256 of the
-token's exact bytes (the token itself is not kept). It is used only while:
+token without its signature's padding (the token itself is not kept). The spellings of one token
+that verify alike are one entry (:mod:`.token_spelling`): padded or not, an ECDSA signature's other
+``s`` (looked up on a miss), and a token whose signature is not written as an encoder writes it is
+never kept. It is used only while:
 
 * it is younger than ``max_age``, and the token has not expired (``exp`` plus the leeway: an
   expired token's entry refuses it and is discarded);
@@ -25,6 +28,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from ..strict_numbers import StrictNumbers
+from .token_spelling import other_ecdsa_spelling, unpadded, written_by_an_encoder
 
 MAX_CACHED_TOKEN = 4096
 """Longer tokens are verified on every use: they bound the memory one entry may take."""
@@ -44,9 +48,16 @@ class TokenCacheSettings(StrictNumbers):
     )  # fmt: skip
 
 
-def token_digest(token: str) -> bytes:
-    """The cache key: SHA-256 of the token's exact bytes."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+def token_digest(token: str) -> bytes | None:
+    """The cache key: SHA-256 of the token without its signature's padding; None when that padding is
+    not what an encoder writes (such a token is never found nor kept).
+
+    Keyed by the exact bytes, ``<token>==`` was another token, and so was the other ``s`` of an ECDSA
+    signature (:meth:`TokenCache.find`): one client's ES256 token was four entries and four signature
+    checks (as many as it liked with pyjwt before 2.14, which read any number of ``=``), pushing
+    other clients' entries out."""
+    bare = unpadded(token)
+    return None if bare is None else hashlib.sha256(bare.encode("utf-8", "surrogatepass")).digest()
 
 
 class TokenCache:
@@ -83,6 +94,26 @@ class TokenCache:
         # A copy: a policy that edits context.claims must not edit the next handshake's.
         copied: dict[str, Any] = claims.copy() if flat else copy_claims(claims)
         return copied, times
+
+    def find(self, token: str, generation: int, now: float) -> tuple[bytes, dict[str, Any], TokenTimes] | None:
+        """:meth:`get` for ``token`` in any of its spellings: its digest, a copy of its payload and its
+        times, or None. An ECDSA token missed is looked up as its other ``s`` too (the same signature:
+        an issuer's own spelling hits at once, a client's other one costs this look-up, not a check)."""
+        digest = token_digest(token)
+        found = self.get(digest, generation, now) if digest is not None else None
+        if found is None and digest is not None and (other := other_ecdsa_spelling(token)) is not None:
+            digest = token_digest(other)
+            found = self.get(digest, generation, now) if digest is not None else None
+        if found is None or digest is None:
+            return None
+        return digest, *found
+
+    def keep(self, token: str, claims: dict[str, Any], generation: int) -> None:
+        """:meth:`put` the verified ``token``'s payload, unless its signature is not written as an encoder
+        writes it: what pyjwt before 2.14 read past (``!``, ``===``, unused bits) is checked on each use."""
+        digest = token_digest(token)
+        if digest is not None and written_by_an_encoder(token):
+            self.put(digest, claims, generation)
 
     def put(self, digest: bytes, claims: dict[str, Any], generation: int) -> None:
         """Keep a verified payload (a copy) for ``max_age`` (its :class:`TokenTimes` refuse it past ``exp``)."""
