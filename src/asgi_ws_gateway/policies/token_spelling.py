@@ -31,6 +31,8 @@ _ORDERS = {  # SEC 2's P-256, secp256k1, P-384, P-521
     "ES512": int("01" + "FF" * 32 + "FA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409", 16),
 }  # fmt: skip
 """The group order of each ECDSA algorithm's curve; a JWS signature is ``r || s``, each as long as the order."""
+_ECDSA_SEGMENTS = frozenset((8 * ((order.bit_length() + 7) // 8) + 2) // 3 for order in _ORDERS.values())
+"""The lengths of their signatures in unpadded base64url (86, 128, 176 characters)."""
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
@@ -66,7 +68,9 @@ def other_ecdsa_spelling(token: str) -> str | None:
     if bare is None:
         return None
     signing_input, dot, segment = bare.rpartition(".")
-    order = _ORDERS.get(_algorithm(signing_input) or "") if dot else None
+    if not dot or len(segment) not in _ECDSA_SEGMENTS:
+        return None  # an RSA or HS256 signature, without reading the header
+    order = _ORDERS.get(_algorithm(signing_input) or "")
     signature = _signature(segment) if order is not None else None
     if order is None or signature is None or len(signature) != 2 * ((order.bit_length() + 7) // 8):
         return None
