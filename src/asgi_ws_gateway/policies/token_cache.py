@@ -57,7 +57,11 @@ def token_digest(token: str) -> bytes | None:
     checks (as many as it liked with pyjwt before 2.14, which read any number of ``=``), pushing
     other clients' entries out."""
     bare = unpadded(token)
-    return None if bare is None else hashlib.sha256(bare.encode("utf-8", "surrogatepass")).digest()
+    return None if bare is None else _sha256(bare)
+
+
+def _sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 class TokenCache:
@@ -100,13 +104,16 @@ class TokenCache:
         times, or None. An ECDSA token missed is looked up as its other ``s`` too (the same signature:
         an issuer's own spelling hits at once, a client's other one costs this look-up, not a check)."""
         digest = token_digest(token)
-        found = self.get(digest, generation, now) if digest is not None else None
-        if found is None and digest is not None and (other := other_ecdsa_spelling(token)) is not None:
-            digest = token_digest(other)
-            found = self.get(digest, generation, now) if digest is not None else None
-        if found is None or digest is None:
+        if digest is None:
             return None
-        return digest, *found
+        found = self.get(digest, generation, now)
+        if found is None:
+            other = other_ecdsa_spelling(token)
+            if other is None:
+                return None
+            digest = _sha256(other)  # unpadded already
+            found = self.get(digest, generation, now)
+        return None if found is None else (digest, *found)
 
     def keep(self, token: str, claims: dict[str, Any], generation: int) -> None:
         """:meth:`put` the verified ``token``'s payload, unless its signature is not written as an encoder
