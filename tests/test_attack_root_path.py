@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.routing import route_target
+from asgi_ws_gateway.routing import Router, matched_segments, resolve_scope, route_target
 from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.rawhttp import upgrade_status
@@ -132,3 +132,23 @@ def test_route_target_reads_the_path_as_starlette(
 
     assert route_target(path, raw_path, root) == expected
     assert route_target(path, raw_path, root)[0] == get_route_path({"path": path, "root_path": root})
+
+
+@pytest.mark.parametrize(
+    ("path", "raw_path", "root", "pattern", "expected"),
+    [
+        ("/api/ws/chat", b"/api/ws/chat", "/api", "/ws/chat", ["ws", "chat"]),
+        ("/api/ws/full", b"/api/ws/full", "/api", "/api/ws/full", ["api", "ws", "full"]),  # the API names the root
+        ("/api/ws/rooms/a b", b"/api/ws/rooms/a%20b", "/api", "/ws/rooms/{room}", ["ws", "rooms", "a b"]),
+        ("/v1/ws/chat", b"/v%31/ws/chat", "/v1", "/ws/chat", ["ws", "chat"]),  # the root spelled otherwise
+        ("/ws/chat", b"/ws/chat", "", "/ws/chat", ["ws", "chat"]),
+    ],
+)
+def test_matched_segments_are_the_reading_the_router_matched(
+    path: str, raw_path: bytes, root: str, pattern: str, expected: list[str]
+) -> None:
+    """What an in-process upstream without a ``path`` is sent: the path its API's policies judged."""
+    scope = {"type": "websocket", "path": path, "raw_path": raw_path, "root_path": root}
+    resolved, disguised = resolve_scope(Router([(pattern, "api")]), scope)
+    assert resolved is not None and resolved[0] == "api" and disguised is None
+    assert matched_segments(scope, pattern) == expected

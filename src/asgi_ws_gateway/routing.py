@@ -14,6 +14,7 @@ parameter whose decoded value could change the shape of a path it is put into (`
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import weakref
@@ -273,6 +274,30 @@ def resolve_scope(router: Router[T], scope: Scope) -> Resolved[T]:
     return _disguised(router, path, raw_path)
 
 
+def matched_segments(scope: Scope, pattern: str) -> list[str]:
+    """The segments of a WebSocket ``scope``'s path that :func:`resolve_scope` matched to the API at
+    ``pattern``: those of the path less its root path when that reading is the API's, else the whole path's.
+
+    What an in-process upstream without a ``path`` of its own is sent: the path the API's policies
+    judged. The whole path under ``root_path="/api"`` (``/api/ws/chat``, no root path with it) was
+    another path to the app's router than the API's ``/ws/chat``: a catch-all route took it.
+    """
+    path, raw_path = scope["path"], scope.get("raw_path")
+    if type(raw_path) is not bytes:
+        raw_path = None
+    route = _root_reading(path, raw_path, scope.get("root_path"))
+    if route is not None:
+        parts = split_path(*route)
+        if _template(pattern).match(parts) is not None:
+            return parts
+    return split_path(path, raw_path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(pattern: str) -> PathTemplate:
+    return PathTemplate(pattern)
+
+
 def _root_reading(path: str, raw_path: bytes | None, root_path: str | None) -> tuple[str, bytes | None] | None:
     """The path and raw path less the root path, or None when there is none to remove."""
     if not root_path:
@@ -366,6 +391,7 @@ __all__ = [
     "PathTemplateError",
     "Router",
     "decode_segment",
+    "matched_segments",
     "overlapping",
     "param_problem",
     "resolve_scope",

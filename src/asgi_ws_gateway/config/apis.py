@@ -86,7 +86,8 @@ class UpstreamConfig(ConfigModel):
     )
     path: Url | None = Field(
         default=None,
-        description="asgi: upstreams only: the path the in-process app sees (default: the client's path).",
+        description="asgi: upstreams only: the path the in-process app sees (default: the client's path as the API "
+        "matched it, less the root path it was routed under).",
     )
     ca_bundle: Url | None = Field(
         default=None, description="wss:// only: a PEM file of CA certificates to verify the upstream with."

@@ -10,7 +10,7 @@ from ..config.fields import is_token
 from ..errors import HandshakeDenied
 from ..forwarded import Networks
 from ..param_names import spelled_as
-from ..routing import split_path
+from ..routing import matched_segments
 from .base import UpstreamRequest
 from .headers import ForwardedHeader, upstream_headers
 
@@ -63,9 +63,10 @@ def _sent_name(part: bytes) -> str:
     return unquote_plus(part.partition(b"=")[0].decode("latin-1"), errors="surrogateescape")
 
 
-def request_path(scope: Scope) -> str:
-    """The client's path, percent-encoded segment by segment as it was split for routing."""
-    return "/" + "/".join(quote(part, safe=_SEGMENT_SAFE) for part in split_path(scope["path"], scope.get("raw_path")))
+def request_path(scope: Scope, pattern: str) -> str:
+    """The client's path as the API at ``pattern`` matched it (less the root path it was routed under),
+    percent-encoded segment by segment as it was split for routing."""
+    return "/" + "/".join(quote(part, safe=_SEGMENT_SAFE) for part in matched_segments(scope, pattern))
 
 
 def build_request(
@@ -89,7 +90,7 @@ def build_request(
     """
     query = scope.get("query_string", b"") if api.forward_query else b""
     if upstream.kind == "asgi":
-        url = with_query(fill_template(upstream.path or request_path(scope), params), query)
+        url = with_query(fill_template(upstream.path or request_path(scope, api.path), params), query)
     else:
         url = with_query(fill_template(upstream.url, params), query)
     return UpstreamRequest(
