@@ -303,6 +303,10 @@ def _root_reading(path: str, raw_path: bytes | None, root_path: str | None) -> t
     if not root_path:
         return None
     route, raw_route = route_target(path, raw_path, root_path)
+    if route == path and type(root_path) is str and len(root_path) > 1 and root_path[-1] == "/":
+        # Starlette's Mount("/v1") gives a path ending in a newline the root path "/v1/" (its pattern's "$"
+        # matches before it): read whole, /v1/ws/chat%0A was no API's and went to the app unrefused.
+        route, raw_route = route_target(path, raw_path, root_path[:-1])
     return (route, raw_route) if route != path or raw_route != raw_path else None
 
 
