@@ -26,6 +26,9 @@ while the policies judged ``/ws/chat``: its router took it to another route than
 catch-all here). Under a ``Mount("/v1")``, ``/v1/ws/rooms/lobby%0A`` went to the application, not
 refused: Starlette's Mount gives a path ending in a newline the root path ``/v1/``, which the gateway
 read whole. ``ROUTING_EXAMPLES`` sets the number of generated targets per carrier (20).
+
+Without sockets, ten times as many targets: Starlette's own router, on the scopes a server, its root
+path and a ``Mount`` make of each, against the gateway's.
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.routing import Mount, WebSocketRoute
+from starlette.routing import Match, Mount, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.routing import Router, param_problem, resolve_scope
 from asgi_ws_gateway.server.http import GatewayH11Protocol, GatewayHTTPProtocol
 from support.apps import ASGIApp
 from support.configs import write_config
@@ -444,3 +448,42 @@ def test_the_upstream_is_sent_the_path_the_policies_judged(
     carrier: Carrier, routed_upstream: UpstreamServer, target: str
 ) -> None:
     check(carrier, routed_upstream, target)
+
+
+def _starlette_scopes(target: str) -> Iterator[dict[str, Any]]:
+    """The scopes an app behind the gateway is given for ``target``: at the root, under uvicorn's root path,
+    under a ``Mount("/v1")`` (what Starlette's mount makes of it, when it matches)."""
+    raw = target.partition("?")[0]
+
+    def scope(root: str, root_path: str = "") -> dict[str, Any]:
+        path, raw_path = root + unquote(raw), (root + raw).encode()
+        return {"type": "websocket", "path": path, "raw_path": raw_path, "root_path": root_path}
+
+    yield scope("")
+    yield scope("/api", "/api")
+    mounted = scope("/v1")
+    match, child = Mount("/v1", app=InnerApp().app()).matches(mounted)
+    if match is Match.FULL:
+        yield {**mounted, **child}
+
+
+ROUTER = Router([(api.path, api) for api in APIS])
+API_ROUTES = [route for route in InnerApp().app().routes if isinstance(route, WebSocketRoute)][: len(APIS)]
+
+
+@settings(max_examples=int(os.environ.get("ROUTING_EXAMPLES", "20")) * 10, deadline=None)
+@given(target=targets())
+@example(target="/ws/rooms/lobby%0A")
+@example(target="/ws/rooms/lobby%2Fadmin")
+def test_no_scope_starlette_takes_to_an_apis_route_passes_the_gateway(target: str) -> None:
+    """Starlette's router against the gateway's, on the scopes a server and a mount make: a scope the app
+    would take to its route at an API's path is that API's to the gateway, or refused (a disguised path,
+    a parameter that cannot go upstream)."""
+    for scope in _starlette_scopes(target):
+        routed = next((route.path for route in API_ROUTES if route.matches(scope)[0] is Match.FULL), None)
+        if routed is not None:
+            resolved, disguised = resolve_scope(ROUTER, scope)
+            assert resolved is not None, f"{scope}: the app's route {routed}, no API's to the gateway"
+            api, params = resolved
+            refused = disguised is not None or any(map(param_problem, params.values()))
+            assert refused or api.path == routed, f"{scope}: the gateway's {api.name}, the app's {routed}"
