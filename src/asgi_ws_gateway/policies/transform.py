@@ -20,6 +20,7 @@ from urllib.parse import quote
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..config.checks import configured_url_problem
+from ..config.fields import is_token
 from ..handshake.context import HandshakeContext
 from ..templates import Reference, Template, TemplateTooLarge
 from ..upstream.checks import (
@@ -55,8 +56,10 @@ def warn_repeats(templates: list[Template], env: PolicyEnv, field: tuple[str | i
 
 
 def _header_name(value: str) -> str:
-    if not value or any(c in value for c in ' :\t\r\n()<>@,;\\"/[]?={}'):
-        raise ValueError(f"'{value}' is not a header name")
+    # An RFC 9110 token, as the request check holds every header it sends to: ``X-A\x00`` or ``X-é``
+    # passed a list of forbidden separators here, and every handshake was then refused 400 as the client's.
+    if is_token(value) is None:
+        raise ValueError(f"{value!r} is not a header name (an RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~)")
     if value.lower() in HOP_BY_HOP:
         raise ValueError(f"'{value}' belongs to the WebSocket handshake itself and cannot be set")
     return value
@@ -167,11 +170,36 @@ class RemoveHeader:
 class SetQuerySettings(PolicySettings):
     """``set-query-parameter``: set a query parameter of the upstream URL."""
 
-    parameter: str = Field(min_length=1, description="Parameter name.")
-    value: str = Field(default="", description="Template of the value.")
+    parameter: str = Field(min_length=1, description="Parameter name (no control character).")
+    value: str = Field(default="", description="Template of the value (its own text: no control character).")
     exists_action: ExistsAction = "override"
 
     _value = field_validator("value")(template)
+
+    @field_validator("parameter")
+    @classmethod
+    def _name_without_controls(cls, value: str) -> str:
+        return _without_controls(value)
+
+    @field_validator("value")
+    @classmethod
+    def _value_without_controls(cls, value: str) -> str:
+        """The value's own text (outside its ``{...}`` and in their defaults): percent-encoded when sent, a
+        CR, LF or NUL the operator wrote is a mistake (a value pasted with its line end), not a value."""
+        for text in Template(value).constant_texts():
+            _without_controls(text)
+        return value
+
+
+def _without_controls(text: str) -> str:
+    """``text`` itself; a ``ValueError`` naming its first control character (C0, DEL, C1: U+0085 is a line
+    break to some readers) or a lone surrogate (no UTF-8 to percent-encode it as)."""
+    if (bad := _CONTROL.search(text)) is not None:
+        raise ValueError(f"{bad.group()!r}: a control character has no place in an upstream URL")
+    return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @register_policy("set-query-parameter")
@@ -217,6 +245,17 @@ class RewriteUriSettings(PolicySettings):
         template(value)
         if not value.startswith("/"):
             raise ValueError("must start with '/'")
+        # The upstream URL's rules, on the text written around the placeholders (their values are
+        # percent-encoded): ``/a\r\nX-B: 1``, ``/a b``, ``/a/../admin`` or ``/a#b`` was accepted, and
+        # every handshake then refused 400 as if the client had sent it.
+        compiled = Template(value)
+        for text in compiled.constant_texts():  # a default's too: rendered only when its value is missing
+            _without_controls(text)
+        problem = configured_url_problem(
+            value, in_process=True, render=lambda sample: compiled.render(_Sample(sample), _escape_path)
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
