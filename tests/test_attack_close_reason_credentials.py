@@ -35,14 +35,16 @@ CARRIERS: dict[str, dict[str, Any]] = {
 
 
 @contextlib.asynccontextmanager
-async def _upstream_quoting_its_key() -> AsyncIterator[int]:
+async def _upstream_quoting_its_key(start: int = 0) -> AsyncIterator[int]:
     """A backend that sends a message, then closes with 4001, its reason quoting the keys it got (its
-    first 123 bytes)."""
+    first 123 bytes); from character ``start`` of the key on, without a word before it, when given."""
 
     async def handler(ws: ServerConnection) -> None:
         headers = ws.request.headers if ws.request is not None else {}
+        key = headers.get("X-Api-Key", "")
+        quoted = f"{key[start:]} / " if start else f"bad key {key} / "
         await ws.send("hi")
-        await ws.close(4001, f"bad key {headers.get('X-Api-Key')} / {headers.get('X-Auth-Token')}"[:123])
+        await ws.close(4001, f"{quoted}{headers.get('X-Auth-Token')}"[:123])
 
     async with serve(handler, "127.0.0.1", 0) as server:
         yield next(iter(server.sockets)).getsockname()[1]
@@ -62,14 +64,14 @@ def _config(port: int, key: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("key", "expected"),
-    [(KEY, f"bad key REDACTED / {SHORT}"), (LONG_KEY, "bad key REDACTED")],
-    ids=["whole", "cut-at-123-bytes"],
+    ("key", "start", "expected"),
+    [(KEY, 0, f"bad key REDACTED / {SHORT}"), (LONG_KEY, 0, "bad key REDACTED"), (LONG_KEY, 40, "REDACTED")],
+    ids=["whole", "cut-at-123-bytes", "from-its-middle-cut-at-123-bytes"],
 )
 async def test_an_upstream_close_reason_quoting_the_key_sent_reaches_no_one(
-    tmp_path: Path, key: str, expected: str
+    tmp_path: Path, key: str, start: int, expected: str
 ) -> None:
-    async with _upstream_quoting_its_key() as port:
+    async with _upstream_quoting_its_key(start) as port:
         (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(_config(port, key)))
         command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml", "--access-log-format", "json"]
         command += ["--log-level", "debug"]  # (websockets' frame dumps too)
@@ -82,6 +84,7 @@ async def test_an_upstream_close_reason_quoting_the_key_sent_reaches_no_one(
             log = server.output()
     assert closes == dict.fromkeys(CARRIERS, (4001, expected))
     assert "CANARY-" not in log, [line for line in log.splitlines() if "CANARY-" in line]  # nor a piece of it
+    assert not _pieces_of(key, log), _pieces_of(key, log)
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     recorded = {record["path"][1:]: (record["closed_by"], record["close_reason"]) for record in records}
     assert recorded == dict.fromkeys(CARRIERS, ("upstream", expected)), log
@@ -111,3 +114,45 @@ def test_a_close_reason_loses_each_credential_sent(reason: str, expected: str) -
 def test_a_request_without_credentials_leaves_a_reason_as_it_is() -> None:
     reason = "going away: maintenance window"
     assert _sent([("X-Note", "maintenance window")]).scrubbed(reason) is reason
+
+
+def _pieces_of(secret: str, text: str) -> list[str]:
+    """The runs of 8 characters of ``secret`` that ``text`` holds."""
+    return [secret[at : at + 8] for at in range(len(secret) - 7) if secret[at : at + 8] in text]
+
+
+@pytest.mark.parametrize("start", [0, 1, 7, 8, 50, 100, 150, 200])
+@pytest.mark.parametrize("before", ["", "bad key ", "\u00e9\u00e9 key="])
+def test_no_run_of_eight_bytes_of_a_long_key_survives_wherever_the_reason_cuts_it(start: int, before: str) -> None:
+    """A reason of 123 bytes that begins before the key, in its middle, or ends inside it."""
+    sent = _sent([("X-Api-Key", LONG_KEY)])
+    reason = (before + LONG_KEY[start:] + " rejected").encode()[:123].decode(errors="ignore")
+    scrubbed = sent.scrubbed(reason)
+    assert not _pieces_of(LONG_KEY, scrubbed), scrubbed
+    assert scrubbed.startswith(before) and len(scrubbed.encode()) <= len(reason.encode())
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("key sk-live-0123456789-abcdef cut", "key REDACTED cut"),  # whole
+        ("quota of live-0123456789-abcdef", "quota of REDACTED"),  # its start cut off
+        ("key sk-live-0123456789\u2026 (cut)", "key REDACTED\u2026 (cut)"),  # its end cut off
+        ("middle: -0123456789- here", "middle: REDACTED here"),  # neither end
+        ("bad key sk-live-0123456789-abcdef%2F%2B", "bad key REDACTED"),  # percent-encoded, as a URL quotes it
+        ("7 bytes: sk-live; 0123456 stays", "7 bytes: sk-live; 0123456 stays"),  # under 8 bytes each: left
+    ],
+)
+def test_a_close_reason_loses_every_piece_of_a_credential(reason: str, expected: str) -> None:
+    assert _sent([("X-Api-Key", "sk-live-0123456789-abcdef/+")]).scrubbed(reason) == expected
+
+
+def test_a_latin1_credential_is_found_as_the_upstream_writes_it_in_utf8() -> None:
+    """A ``set-header`` value with Latin-1 letters goes upstream as one byte each; the upstream's reason
+    is UTF-8, two bytes each: looked for both ways, and no half of a character is left."""
+    key = "cl\u00e9-secr\u00e8te-\u00e0-ne-pas-montrer"
+    sent = _sent([("X-Api-Key", key)])
+    assert sent.scrubbed(f"bad key {key}") == "bad key REDACTED"
+    scrubbed = sent.scrubbed(f"bad key \u00e9{key[3:]}")  # a run that begins inside a character of it
+    assert scrubbed == "bad key REDACTED", scrubbed
+    assert "\ufffd" not in sent.scrubbed(f"bad key {key[:9]}")

@@ -236,3 +236,15 @@ def test_a_refusal_loses_each_credential_sent_as_written_and_decoded() -> None:
     assert scrubbed.headers == [(b"x-echo", b"REDACTED")] and scrubbed.status == 401
     clean = UpstreamRejected(403, [], b"no")
     assert without_credentials(clean, sent_credentials([request])) is clean
+
+
+def test_a_refusal_loses_a_credential_it_quotes_cut_at_either_end() -> None:
+    """Unit: an error page that quotes a key's start, its end or its middle shows none of it; 7 bytes
+    of it, a word a page holds anyway, stay."""
+    key = "sk_live_0123456789abcdefghij"
+    request = UpstreamRequest(url="ws://b/x", headers=[("x-api-key", key)], subprotocols=[], scope={})
+    body = f"<p>key {key[:12]}&hellip;</p><p>&hellip;{key[-10:]}</p><p>{key[5:20]}</p><p>{key[:7]}</p>"
+    scrubbed = without_credentials(UpstreamRejected(401, [], body.encode()), sent_credentials([request]))
+    assert (
+        scrubbed.body == f"<p>key REDACTED&hellip;</p><p>&hellip;REDACTED</p><p>REDACTED</p><p>{key[:7]}</p>".encode()
+    )

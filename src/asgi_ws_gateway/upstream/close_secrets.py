@@ -6,6 +6,12 @@ frame goes on) and the access log (its close reason) the operator's credential t
 :mod:`.refusal_secrets` took them out of refusals. The same values (:func:`.refusal_secrets.sent_credentials`
 of the connection's upstream request) are ``REDACTED`` in its close reason, on every carrier.
 
+A reason holds 123 bytes, and a backend that quotes a long key quotes part of it: cut at the end
+(``bad key sk_live_0123…``), from its middle on, or its middle alone; each run of 8 bytes or more of a
+credential goes too (:func:`.refusal_secrets.without_pieces`). Its bytes are looked for as sent and as
+UTF-8 (a backend echoes the Latin-1 byte ``é`` of a header as the two bytes of its character), and
+percent-encoded. What a cut leaves of a character is dropped, never a piece of one shown.
+
 Worked out once, and only when a close reason long enough to hold one arrives: a connection holds a
 reference to its request until then, nothing is paid per frame, and one whose request carries no
 credential holds an empty list.
@@ -13,42 +19,48 @@ credential holds an empty list.
 
 from __future__ import annotations
 
-from ..redact import REDACTED
+from urllib.parse import quote_from_bytes
+
 from .base import UpstreamRequest
-from .refusal_secrets import MIN_SCRUBBED, scrubbed_bytes, sent_credentials
+from .refusal_secrets import MIN_SCRUBBED, credential_pieces, scrubbed_bytes, sent_credentials
 
 
 class SentCredentials:
     """The credentials the gateway sent one upstream (its handshake ``request``), for its close reason."""
 
-    __slots__ = ("_found", "_request")
+    __slots__ = ("_found", "_pieces", "_request")
 
     def __init__(self, request: UpstreamRequest) -> None:
         self._request: UpstreamRequest | None = request
         self._found: list[bytes] = []
+        self._pieces: frozenset[bytes] = frozenset()
 
     def scrubbed(self, reason: str) -> str:
-        """``reason`` with each credential sent ``REDACTED`` (itself when none is there); also its end
-        when that is a credential's start: a reason is cut to 123 bytes, and a long key echoed near its
-        end arrives cut (an API key of 200 bytes arrived but for its last ~90). Never longer than it was."""
-        data = reason.encode()
+        """``reason`` with each credential sent ``REDACTED`` (itself when none is there), and each run of
+        8 bytes or more of one: a reason is cut to 123 bytes, and a long key echoed arrives cut (an API
+        key of 200 bytes arrived but for its last ~90), or begins before the reason does. Never longer
+        than it was."""
+        data = reason.encode(errors="surrogatepass")
         if len(data) < MIN_SCRUBBED:
             return reason
         if self._request is not None:  # the first reason long enough: worked out now, once
             request, self._request = self._request, None
-            self._found = sent_credentials([request])
-        scrubbed = _cut_end(scrubbed_bytes(data, self._found), self._found)
+            self._found = _spellings(sent_credentials([request]))
+            self._pieces = credential_pieces(self._found)
+        scrubbed = scrubbed_bytes(data, self._found, self._pieces)
         # (A credential's bytes may end inside a character: what is left of it goes.)
         return reason if scrubbed == data else scrubbed.decode(errors="ignore")
 
 
-def _cut_end(data: bytes, credentials: list[bytes]) -> bytes:
-    """``data`` without an end of 8 bytes or more that begins one of ``credentials``."""
+def _spellings(credentials: list[bytes]) -> list[bytes]:
+    """``credentials`` as sent, as UTF-8 (a value with Latin-1 bytes, as a backend decodes it) and
+    percent-encoded (a backend that quotes a URL it built), longest first."""
+    found = set(credentials)
     for secret in credentials:
-        for length in range(min(len(secret) - 1, len(data)), MIN_SCRUBBED - 1, -1):
-            if data.endswith(secret[:length]):
-                return data[:-length] + REDACTED.encode()
-    return data
+        if not secret.isascii():
+            found.add(secret.decode("latin-1").encode())
+        found.add(quote_from_bytes(secret, safe="").encode())
+    return sorted(found, key=len, reverse=True)
 
 
 __all__ = ["SentCredentials"]

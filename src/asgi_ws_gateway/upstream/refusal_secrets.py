@@ -6,7 +6,9 @@ refused (a debug page, a framework's 400 quoting the request line and headers) h
 operator's credentials the gateway had added: a ``set-header`` of ``X-Api-Key``, a
 ``set-query-parameter`` of ``api_key``, a configured upstream URL's ``?token=``. Every value of a
 credential header or query parameter the gateway sent (:func:`sent_credentials`) is ``REDACTED`` in
-the refusal's body and header values, as sent and percent-decoded (:func:`without_credentials`).
+the refusal's body and header values, as sent and percent-decoded (:func:`without_credentials`), and so
+is every run of :data:`MIN_SCRUBBED` bytes or more of one (:func:`scrubbed_bytes`): a page that quotes a
+key cut (``bad key sk_live_0123…``), or from its middle on, handed the client most of it.
 """
 
 from __future__ import annotations
@@ -58,12 +60,58 @@ def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes])
     return scrubbed
 
 
-def scrubbed_bytes(data: bytes, credentials: Sequence[bytes]) -> bytes:
-    """``data`` with each of ``credentials`` ``REDACTED``."""
+def scrubbed_bytes(data: bytes, credentials: Sequence[bytes], pieces: frozenset[bytes] | None = None) -> bytes:
+    """``data`` with each of ``credentials`` ``REDACTED``, then each run that is part of one, as
+    :func:`without_pieces` finds it (``pieces``: their :func:`credential_pieces`, worked out here when
+    not given). Never longer than it was."""
     for secret in credentials:  # longest first: a value that holds another is taken whole
         if secret in data:
             data = data.replace(secret, _REDACTED)
-    return data
+    if not credentials or len(data) < MIN_SCRUBBED:
+        return data
+    return without_pieces(data, credential_pieces(credentials) if pieces is None else pieces)
 
 
-__all__ = ["MIN_SCRUBBED", "scrubbed_bytes", "sent_credentials", "without_credentials"]
+def credential_pieces(credentials: Sequence[bytes]) -> frozenset[bytes]:
+    """Every run of :data:`MIN_SCRUBBED` bytes of ``credentials``: what :func:`without_pieces` looks for.
+
+    A credential after a scheme (``Bearer abc…``) counts by the credential alone when that is one of
+    ``credentials`` too: ``Bearer a`` would otherwise take the start of a page's "Bearer authentication"."""
+    listed = set(credentials)
+    pieces: set[bytes] = set()
+    for secret in credentials:
+        if secret.partition(b" ")[2].strip() in listed:
+            continue
+        pieces.update(secret[at : at + MIN_SCRUBBED] for at in range(len(secret) - MIN_SCRUBBED + 1))
+    return frozenset(pieces)
+
+
+def without_pieces(data: bytes, pieces: frozenset[bytes]) -> bytes:
+    """``data`` with each run whose every :data:`MIN_SCRUBBED` bytes are one of ``pieces`` ``REDACTED``
+    (one word per run): a credential cut at either end, or its middle alone, as an upstream that
+    quotes it within a bound (a close reason's 123 bytes, an error page's excerpt) leaves it."""
+    if not pieces:
+        return data
+    out = bytearray()
+    start = at = 0
+    last = len(data) - MIN_SCRUBBED
+    while at <= last:
+        if data[at : at + MIN_SCRUBBED] not in pieces:
+            at += 1
+            continue
+        end = at + MIN_SCRUBBED
+        while end < len(data) and data[end - MIN_SCRUBBED + 1 : end + 1] in pieces:
+            end += 1
+        out += data[start:at] + _REDACTED
+        start = at = end
+    return data if start == 0 else bytes(out + data[start:])
+
+
+__all__ = [
+    "MIN_SCRUBBED",
+    "credential_pieces",
+    "scrubbed_bytes",
+    "sent_credentials",
+    "without_credentials",
+    "without_pieces",
+]
