@@ -38,6 +38,8 @@ HOSTILE = {
     "X-Envoy-Degraded": "true",
 }
 KEPT = {"X-App": "chat", "Set-Cookie": "affinity=b2; Path=/ws; HttpOnly"}
+WIDER_COOKIES: dict[str, list[str]] = {"response_cookie_paths": ["/ws"]}
+"""What lets KEPT's cookie pass as written: a Path beside the API's own (``upstream.cookie_scope``)."""
 
 
 def test_the_lists_cover_every_hostile_header() -> None:
@@ -129,7 +131,7 @@ async def test_a_network_upstreams_front_proxy_headers_never_reach_the_client(
 ) -> None:
     ended = asyncio.Event()
     port = await hostile(_answers_with_headers(status, ended))
-    _gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1)
+    _gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1, **WIDER_COOKIES)
     answer = await _answer(_port_of(url), "/h")
     await asyncio.wait_for(ended.wait(), 5)  # on this loop, which the server's stop at teardown blocks
     assert status_of(answer) == status
@@ -141,7 +143,7 @@ async def test_an_in_process_apps_front_proxy_headers_never_reach_the_client(
     uvicorn_server: UvicornFactory, refuse: bool, status: int
 ) -> None:
     upstream = {"url": "asgi:", "app": answering_with({**HOSTILE, **KEPT}, refuse=refuse)}
-    gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream]}]})
+    gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream], **WIDER_COOKIES}]})
     server = uvicorn_server(gateway, ws=PASSTHROUGH)
     answer = await _answer(server.port, "/ws/echo")
     assert status_of(answer) == status
@@ -217,7 +219,7 @@ async def test_nginx_in_front_does_not_serve_an_internal_location_an_upstream_na
     """The client gets the upstream's own answer through nginx; nginx served the secret file before."""
     ended = asyncio.Event()
     port = await hostile(_answers_with_headers(status, ended))
-    _gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1)
+    _gateway, url = gateway_before(port, connector, uvicorn_server, close_timeout=1, **WIDER_COOKIES)
     with _nginx_in_front_of(_port_of(url), tmp_path) as nginx_port:
         await _until_listening(nginx_port)
         answer = await _answer(nginx_port, "/h")

@@ -37,6 +37,8 @@ HOSTILE = {
     "Content-Location": "https://evil.example/",
 }
 KEPT = {"Set-Cookie": "affinity=b2; Path=/ws; HttpOnly", "X-App": "chat"}
+WIDER_COOKIES = {"response_cookie_paths": ["/ws"]}
+"""What lets KEPT's cookie pass as written: a Path above the API's own (``upstream.cookie_scope``)."""
 
 
 def test_the_list_is_every_hostile_header() -> None:
@@ -62,7 +64,7 @@ async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
     upstream_side = HeaderedUpstream(_lines({**HOSTILE, **KEPT}))
     listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    api: dict[str, Any] = {"passthrough": False} if mode == "relay" else {}
+    api: dict[str, Any] = {"passthrough": False, **WIDER_COOKIES} if mode == "relay" else WIDER_COOKIES
     upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if target == "/ws/refuse" else "/")
     gateway = ProbedGateway({"apis": [{"name": "chat", "path": target, "upstreams": [upstream], **api}]})
     async with listener:
@@ -79,7 +81,7 @@ async def test_a_network_upstreams_origin_wide_headers_never_reach_the_client(
 @pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)])
 async def test_an_in_process_apps_origin_wide_headers_never_reach_the_client(refuse: bool, status: int) -> None:
     upstream = {"url": "asgi:", "app": answering_with({**HOSTILE, **KEPT}, refuse=refuse)}
-    gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream]}]})
+    gateway = ProbedGateway({"apis": [{"name": "chat", "path": "/ws/echo", "upstreams": [upstream], **WIDER_COOKIES}]})
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         head = await answer_head(server.port, "/ws/echo")
     assert status_of(head) == status

@@ -18,6 +18,7 @@ from .param_names import fold_cookie_name
 from .policies.products import expiry
 from .telemetry import TracedConnector
 from .upstream.balancing import Backend, BackendPool
+from .upstream.cookie_scope import api_cookie_path
 from .upstream.head_limits import DEFAULT_HEAD
 from .upstream.inprocess import InProcessConnector
 from .upstream.inprocess_lifespan import AppLifespans
@@ -66,6 +67,11 @@ class Api:
         self.response_cookies = None if listed is None else frozenset(fold_cookie_name(name) for name in listed)
         # Set-Cookie lines dropped from its upstreams' answers: a WARNING now and then.
         self.cookie_log: OutageLog = previous.cookie_log if previous is not None else OutageLog()
+        # What its upstreams' cookies may reach (upstream.cookie_scope): its path, and what the operator allowed.
+        self.cookie_path = api_cookie_path(config.path)
+        self.cookie_domains = frozenset(config.response_cookie_domains)
+        self.cookie_paths = frozenset(config.response_cookie_paths)
+        self.cookie_scope_log: OutageLog = previous.cookie_scope_log if previous is not None else OutageLog()
         self.tls = [UpstreamTls(u) for u in config.upstreams] if self.can_splice else []
 
     @classmethod

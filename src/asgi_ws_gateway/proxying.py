@@ -35,6 +35,7 @@ from .upstream.backend_caps import ConnectionSlot
 from .upstream.balancing import Backend
 from .upstream.base import UpstreamConnection, UpstreamRequest
 from .upstream.close_secrets import SentCredentials
+from .upstream.cookie_scope import cookie_scope, scoped_cookies
 from .upstream.refusal_headers import relayed_refusal_headers
 from .upstream.refusal_secrets import sent_credentials, without_credentials
 from .upstream.set_cookies import kept_cookies
@@ -82,7 +83,7 @@ async def open_proxy(
         # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
         # the splice under ``compression: null``, as the relay offers none then.
         extensions = not framed and cfg.compression is not None
-        with _refusal_without_credentials(api, requests, read_cookies):
+        with _refusal_without_credentials(api, scope, requests, read_cookies):
             backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
                 lambda request: open_raw(
                     cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit
@@ -91,8 +92,10 @@ async def open_proxy(
             ))  # fmt: skip
         async with _closed_on_failure(raw, slot):
             splice = _splice(api, scope, raw, message_policies, handshake, SentCredentials(requests[backend.index]))
-            return Proxied(backend, raw, splice, _without_cookies(api, splice.accept_message(), read_cookies), slot)
-    with _refusal_without_credentials(api, requests, read_cookies):
+            return Proxied(
+                backend, raw, splice, _without_cookies(api, scope, splice.accept_message(), read_cookies), slot
+            )
+    with _refusal_without_credentials(api, scope, requests, read_cookies):
         backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
     async with _closed_on_failure(opened, slot):
         client_receive, upstream = trace.relay_io(receive, opened)
@@ -102,7 +105,7 @@ async def open_proxy(
                       close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake,
                       client_progress=progress if callable(progress) else None,
                       sent=SentCredentials(requests[backend.index]))  # fmt: skip
-        accept: Message = _without_cookies(api, {
+        accept: Message = _without_cookies(api, scope, {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
         }, read_cookies)  # fmt: skip
         if EXTENSION in (scope.get("extensions") or {}):  # the gateway's protocol: it reads (and
@@ -145,29 +148,33 @@ def _splice(
 
 @contextlib.contextmanager
 def _refusal_without_credentials(
-    api: Api, requests: list[UpstreamRequest], read_cookies: frozenset[str]
+    api: Api, scope: Scope, requests: list[UpstreamRequest], read_cookies: frozenset[str]
 ) -> Iterator[None]:
     """An upstream's refusal, relayed to the client, without the credentials the gateway sent it: a
     backend's error page may echo the request (``upstream.refusal_secrets``); nor setting a cookie the
-    policies read (``upstream.set_cookies``); never stored by a cache (``upstream.refusal_headers``)."""
+    policies read (``upstream.set_cookies``), nor one for more than the API (``upstream.cookie_scope``);
+    never stored by a cache (``upstream.refusal_headers``)."""
     try:
         yield
     except UpstreamRejected as exc:
         scrubbed = without_credentials(exc, sent_credentials(requests))
-        headers = relayed_refusal_headers(_kept_cookies(api, scrubbed.headers, read_cookies))
+        headers = relayed_refusal_headers(_kept_cookies(api, scope, scrubbed.headers, read_cookies))
         relayed = UpstreamRejected(scrubbed.status, headers, scrubbed.body or b"")
         relayed.__traceback__ = exc.__traceback__
         raise relayed from None
 
 
-def _without_cookies(api: Api, accept: Message, read_cookies: frozenset[str]) -> Message:
-    """``accept`` (a ``websocket.accept``) without the upstream's ``Set-Cookie`` of a cookie the policies read."""
+def _without_cookies(api: Api, scope: Scope, accept: Message, read_cookies: frozenset[str]) -> Message:
+    """``accept`` (a ``websocket.accept``) without the upstream's ``Set-Cookie`` of a cookie the policies
+    read, and with the others held to the API's scope."""
     headers = accept["headers"]
-    kept = _kept_cookies(api, headers, read_cookies)
+    kept = _kept_cookies(api, scope, headers, read_cookies)
     return accept if kept is headers else {**accept, "headers": kept}
 
 
-def _kept_cookies(api: Api, headers: Headers, read_cookies: frozenset[str]) -> Headers:
+def _kept_cookies(api: Api, scope: Scope, headers: Headers, read_cookies: frozenset[str]) -> Headers:
+    if not any(name == b"set-cookie" for name, _ in headers):  # nearly every answer: nothing to look at
+        return headers
     kept, dropped = kept_cookies(headers, read_cookies, api.response_cookies)
     if dropped and (count := api.cookie_log.event()):
         why = "which the policies read" if all(name in read_cookies for name in dropped) else "not in response_cookies"
@@ -177,7 +184,18 @@ def _kept_cookies(api: Api, headers: Headers, read_cookies: frozenset[str]) -> H
             "API %s: an upstream's answer set a cookie %s (%s): dropped (%d answer%s)",
             api.config.name, why, names, count, "" if count == 1 else "s",
         )  # fmt: skip
-    return kept
+    cookies = cookie_scope(scope, api.cookie_path, api.cookie_domains, api.cookie_paths)
+    scoped, narrowed = scoped_cookies(kept, cookies)
+    if narrowed and (count := api.cookie_scope_log.event()):
+        # What an upstream chose: each cut and quoted, escapes for control characters.
+        asked = ", ".join(f"{n.name[:_SHOWN_NAME]!r} ({n.asked[:_SHOWN_NAME]!r})" for n in narrowed[:_SHOWN_NAMES])
+        logger.warning(
+            "API %s: an upstream's answer set a cookie for more than the API (%s): held to the request's host "
+            "and the path %r, a __Host- cookie dropped (%d answer%s; response_cookie_domains and "
+            "response_cookie_paths allow more)",
+            api.config.name, asked, cookies.path[:_SHOWN_NAME], count, "" if count == 1 else "s",
+        )  # fmt: skip
+    return scoped
 
 
 _SHOWN_NAME = 64

@@ -21,7 +21,9 @@ from .fields import (
     MIN_TIMEOUT,
     POLICIES_DOC,
     ConfigModel,
+    CookieDomain,
     CookieName,
+    CookiePath,
     MessagePolicies,
     Name,
     Policies,
@@ -358,6 +360,21 @@ class ApiConfig(ConfigModel):
         "or refusal), by name, compared as policies compare cookie names; any other is dropped, and so is a "
         "cookie a policy of any API reads (a validate-jwt cookie token, a {cookie.*} template), listed or not. "
         "Unset (default): any cookie but those. [] lets none through.",
+    )
+    response_cookie_domains: list[CookieDomain] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="The Domain attributes this API's upstreams may give a cookie (the cookie then reaches every "
+        "host under it), compared without a leading dot and case. Any other Domain is removed: the cookie is "
+        "the request host's alone. Default: none.",
+    )
+    response_cookie_paths: list[CookiePath] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="The Path attributes beyond the API's own path ('/' for the whole origin) this API's "
+        "upstreams may give a cookie. Any other Path, or none, becomes the API's path (its literal "
+        "segments: /ws/rooms of /ws/rooms/{room}), and a __Host- cookie is dropped unless '/' is listed. "
+        "Default: none.",
     )
     policies: Policies = Field(default_factory=list, description=POLICIES_DOC + " Run after inherited ones.")
     message_policies: MessagePoliciesConfig = Field(

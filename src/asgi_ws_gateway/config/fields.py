@@ -148,6 +148,39 @@ CookieName = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_token("c
 """A cookie's name, as a policy reads it: a token too (RFC 6265 §4.1.1)."""
 
 
+def _cookie_domain(value: str) -> str:
+    domain = value.removeprefix(".").lower()  # as a browser reads a Domain attribute
+    if _COOKIE_DOMAIN.fullmatch(domain) is None:
+        raise PydanticCustomError(
+            "cookie_domain", "not a cookie domain: a host name (letters, digits and '-' in dot-separated labels)"
+        )
+    return domain
+
+
+_COOKIE_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+CookieDomain = Annotated[str, Field(max_length=253), AfterValidator(_cookie_domain)]
+"""A ``Domain`` an upstream's cookie may name: a host name, compared without a leading dot and case."""
+
+
+def _cookie_path(value: str) -> str:
+    segments = value.split("/")
+    if segments[0] or _COOKIE_PATH.fullmatch(value) is None or "." in segments or ".." in segments:
+        raise PydanticCustomError(
+            "cookie_path",
+            "not a cookie path: '/' then visible ASCII but ';', '%' and '\\', and no '.' or '..' segment",
+        )
+    return value
+
+
+_COOKIE_PATH = re.compile(r"[!-$&-:<-\[\]-~]+")
+"""Visible ASCII but ``;`` (an attribute's end), ``%`` and the backslash (a browser or a server may read either
+as another character)."""
+
+CookiePath = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_cookie_path)]
+"""A ``Path`` an upstream's cookie may name beyond its API's own."""
+
+
 def _parameter_name(value: str) -> str:
     if not value:
         raise PydanticCustomError("parameter_name", "a query parameter's name must not be empty")
@@ -197,7 +230,9 @@ __all__ = [
     "POLICIES_DOC",
     "ClaimText",
     "ConfigModel",
+    "CookieDomain",
     "CookieName",
+    "CookiePath",
     "HeaderName",
     "Instant",
     "MessagePolicies",
