@@ -82,3 +82,22 @@ async def test_the_management_api_refuses_them_with_the_field_path(upstream: Ups
                 assert answer.status_code == 422, (settings, answer.text)
                 assert answer.json()["problems"][0].startswith(f"policies[0].{kind}.{field}: "), answer.json()
             assert (await http.get("apis/bad")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "reason", ["bye\r\nX-Injected: 1", "bye\x00", "bye\x7f", "bye\u0085", "bye\u2028", "\u202ebye"]
+)
+async def test_a_close_reason_the_admin_sends_holds_no_control_character(
+    upstream: UpstreamServer, tmp_path: Path, reason: str
+) -> None:
+    """A kick's reason goes to the client in a close frame and to the access log: one line of text, or 422
+    by field (refused before the connection is looked for: an unknown one is not a 404 first)."""
+    with managed_gateway({"apis": [api("echo", "/ws/echo", upstream)]}, tmp_path / "state.json") as managed:
+        async with managed.http() as http:
+            answer = await http.post("connections/no-such-connection/close", json={"code": 4000, "reason": reason})
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["problems"][0].startswith("reason: "), answer.json()
+            fine = await http.post(
+                "connections/no-such-connection/close", json={"code": 4000, "reason": "bye, caf\u00e9"}
+            )
+            assert fine.status_code == 404, fine.text

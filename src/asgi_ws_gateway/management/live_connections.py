@@ -11,10 +11,12 @@ import asyncio
 import base64
 import heapq
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..middleware import WebSocketGateway
+from ..redact import CONTROL_CHARACTERS
 from ..relay.close_codes import wire_code
 from .bus import Answers, Bus, Command
 from .errors import Conflict, Invalid, NotFound, Unavailable
@@ -32,6 +34,10 @@ until the relay drops it (20 s); the worker answered once it was done, too late,
 client that read nothing took a worker from 94 to 565 MB. One send per connection is in flight now."""
 
 logger = logging.getLogger(__name__)
+
+
+_UNREADABLE = re.compile(f"[{CONTROL_CHARACTERS}]")
+"""What a close reason the gateway sends may not hold: control, line-breaking and bidi characters."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ class LiveConnections:
             raise Invalid("invalid close code", [f"code: {code} may not be sent in a close frame"])
         if len(reason.encode()) > 123:
             raise Invalid("invalid close reason", ["reason: longer than the 123 bytes a close frame holds"])
+        if (bad := _UNREADABLE.search(reason)) is not None:  # the client shows it, the access log quotes it
+            problem = f"reason: {bad.group()!a} has no place in a close reason (one line of text)"
+            raise Invalid("invalid close reason", [problem])
         return await self._command({"op": "close", "id": connection_id, "code": code, "reason": reason}, "closed")
 
     def start_closing(self, connection_id: str, code: int, reason: str) -> asyncio.Task[bool]:

@@ -302,7 +302,12 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "code": {"type": "integer", "default": 1000},
-                        "reason": {"type": "string", "maxLength": 123},
+                        "reason": {
+                            "type": "string",
+                            "maxLength": 123,
+                            "description": "At most 123 bytes as UTF-8; one line of text (no control, "
+                            "line-breaking or bidi character).",
+                        },
                     },
                 },
             )
