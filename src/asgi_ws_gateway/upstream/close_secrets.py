@@ -22,18 +22,17 @@ from __future__ import annotations
 from urllib.parse import quote_from_bytes
 
 from .base import UpstreamRequest
-from .refusal_secrets import MIN_SCRUBBED, credential_pieces, scrubbed_bytes, sent_credentials
+from .refusal_secrets import MIN_SCRUBBED, scrubbed_bytes, sent_credentials
 
 
 class SentCredentials:
     """The credentials the gateway sent one upstream (its handshake ``request``), for its close reason."""
 
-    __slots__ = ("_found", "_pieces", "_request")
+    __slots__ = ("_found", "_request")
 
     def __init__(self, request: UpstreamRequest) -> None:
         self._request: UpstreamRequest | None = request
         self._found: list[bytes] = []
-        self._pieces: frozenset[bytes] = frozenset()
 
     def scrubbed(self, reason: str) -> str:
         """``reason`` with each credential sent ``REDACTED`` (itself when none is there), and each run of
@@ -46,8 +45,7 @@ class SentCredentials:
         if self._request is not None:  # the first reason long enough: worked out now, once
             request, self._request = self._request, None
             self._found = _spellings(sent_credentials([request]))
-            self._pieces = credential_pieces(self._found)
-        scrubbed = scrubbed_bytes(data, self._found, self._pieces)
+        scrubbed = scrubbed_bytes(data, self._found)
         # (A credential's bytes may end inside a character: what is left of it goes.)
         return reason if scrubbed == data else scrubbed.decode(errors="ignore")
 
