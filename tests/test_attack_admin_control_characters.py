@@ -63,6 +63,21 @@ def test_a_control_character_in_what_the_gateway_sends_is_a_problem_by_field(
     assert problems[0].startswith(f"apis[0].policies[0].{kind}.{field}: "), problems
 
 
+def test_global_product_and_branch_policies_are_held_to_it_too() -> None:
+    bad = {"rewrite-uri": {"template": "/a\r\nX-Injected: 1"}}
+    config = {
+        "policies": [{"choose": {"when": [{"if": {"ref": "header.x", "exists": True}, "policies": [bad]}]}}],
+        "products": [{"name": "p", "apis": ["a"], "policies": [{"set-query-parameter": {"parameter": "a\n"}}]}],
+        "apis": [{"name": "a", "path": "/a", "upstreams": [UPSTREAM]}],
+    }
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert sorted(problem.partition(": ")[0] for problem in info.value.problems) == [
+        "policies[0].choose.when[0].policies[0].rewrite-uri.template",
+        "products[0].policies[0].set-query-parameter.parameter",
+    ]
+
+
 def test_what_was_valid_stays_valid() -> None:
     policies = [
         {"rewrite-uri": {"template": "/rooms/{path.room}/{header.x-seg|lobby}?tenant={jwt.tid}&a=%20b"}},
