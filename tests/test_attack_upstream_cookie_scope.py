@@ -22,7 +22,8 @@ from asgi_ws_gateway import ConfigError, load_config
 from asgi_ws_gateway.upstream.cookie_scope import CookieScope, api_cookie_path, cookie_scope, scoped_cookies
 from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.rawhttp import HeaderedUpstream, answer_head, status_of
+from support.hostile import CONNECTORS
+from support.rawhttp import answer_head, header_values, headered_upstream, status_of
 from support.servers import UvicornServer
 
 HOSTILE = [
@@ -124,11 +125,6 @@ def _lines() -> bytes:
     return b"".join(f"Set-Cookie: {value}\r\n".encode() for value in (*HOSTILE, *WITHIN, NO_PATH[0]))
 
 
-def _set_cookies(head: bytes) -> list[str]:
-    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
-    return [line.partition(":")[2].strip() for line in lines if line.partition(":")[0].strip().lower() == "set-cookie"]
-
-
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
@@ -137,34 +133,24 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-MODES: dict[str, dict[str, Any]] = {
-    "splice": {},
-    "frame-relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 1 << 20}}]}},
-    "relay": {"passthrough": False},
-}
-
-
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(CONNECTORS))
 @pytest.mark.parametrize(("refuse", "status"), [(False, 101), (True, 403)])
 async def test_a_network_upstreams_cookies_reach_no_more_than_its_api(
     mode: str, refuse: bool, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    upstream_side = HeaderedUpstream(_lines())
-    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if refuse else "/")
-    gateway = ProbedGateway({"apis": [{"name": "evil", "path": "/ws/evil", "upstreams": [upstream], **MODES[mode]}]})
     heads = []
-    async with listener:
-        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+    async with headered_upstream(_lines()) as (upstream_side, port):
+        upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if refuse else "/")
+        api = {"name": "evil", "path": "/ws/evil", "upstreams": [upstream], **CONNECTORS[mode]}
+        with UvicornServer(ProbedGateway({"apis": [api]}), ws=PASSTHROUGH) as server:
             for _ in range(3):
                 upstream_side.ended.clear()
                 heads.append(await answer_head(server.port, "/ws/evil"))
                 await asyncio.wait_for(upstream_side.ended.wait(), 10)
     for head in heads:
         assert status_of(head) == status
-        assert _set_cookies(head) == [*SCOPED, *WITHIN, NO_PATH[1]]
+        assert header_values(head, "set-cookie") == [*SCOPED, *WITHIN, NO_PATH[1]]
     (warned,) = _warnings(caplog)  # three answers, one line
     assert warned.startswith("API evil: an upstream's answer set a cookie for more than the API ('wide' ")
     assert "'Domain=.example.com, Path=/'" in warned and "the path '/ws/evil'" in warned
@@ -182,7 +168,7 @@ async def test_an_in_process_apps_cookies_reach_no_more_than_its_api(
     with UvicornServer(gateway, ws=PASSTHROUGH) as server:
         head = await answer_head(server.port, "/ws/evil")
     assert status_of(head) == status
-    assert _set_cookies(head) == [*SCOPED, *WITHIN, NO_PATH[1]]
+    assert header_values(head, "set-cookie") == [*SCOPED, *WITHIN, NO_PATH[1]]
     assert len(_warnings(caplog)) == 1
 
 
@@ -199,5 +185,5 @@ async def test_what_the_operator_allows_passes_as_written(caplog: pytest.LogCapt
     }
     with UvicornServer(ProbedGateway({"apis": [api]}), ws=PASSTHROUGH) as server:
         head = await answer_head(server.port, "/ws/evil")
-    assert _set_cookies(head) == values
+    assert header_values(head, "set-cookie") == values
     assert _warnings(caplog) == []

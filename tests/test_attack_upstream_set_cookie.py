@@ -24,7 +24,8 @@ import pytest
 from asgi_ws_gateway.upstream.set_cookies import kept_cookies, read_cookie_names, set_cookie_name
 from support.apps import answering_with
 from support.gateway import PASSTHROUGH, ProbedGateway
-from support.rawhttp import HeaderedUpstream, answer_head, status_of
+from support.hostile import CONNECTORS
+from support.rawhttp import answer_head, header_values, headered_upstream, status_of
 from support.servers import UvicornServer
 
 READ = [
@@ -70,11 +71,6 @@ def _cookie_lines() -> bytes:
     return b"".join(f"Set-Cookie: {value}\r\n".encode() for value in (*READ, *KEPT))
 
 
-def _set_cookies(head: bytes) -> list[str]:
-    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
-    return [line.partition(":")[2].strip() for line in lines if line.partition(":")[0].strip().lower() == "set-cookie"]
-
-
 def _pairs(values: list[str]) -> list[str]:
     """Each ``Set-Cookie`` value's cookie (``name=value``), without the attributes the gateway scopes
     (``upstream.cookie_scope``, ``tests/test_attack_upstream_cookie_scope.py``)."""
@@ -82,33 +78,23 @@ def _pairs(values: list[str]) -> list[str]:
 
 
 def _assert_read_cookies_dropped(head: bytes, caplog: pytest.LogCaptureFixture) -> None:
-    assert _pairs(_set_cookies(head)) == _pairs(KEPT)
+    assert _pairs(header_values(head, "set-cookie")) == _pairs(KEPT)
     warned = [r.getMessage() for r in caplog.records if "which the policies read" in r.getMessage()]
     assert warned, "no WARNING for the dropped cookies"
     assert "'access_token'" in warned[0] and "'tenant'" in warned[0]
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in caplog.records if r.getMessage() in warned)
 
 
-@pytest.mark.parametrize("mode", ["splice", "frame-relay", "relay"])
+@pytest.mark.parametrize("mode", list(CONNECTORS))
 @pytest.mark.parametrize(("target", "status"), [("/ws/evil", 101), ("/ws/evil-refuse", 403)])
 async def test_a_network_upstream_cannot_set_a_cookie_another_api_reads(
     mode: str, target: str, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    upstream_side = HeaderedUpstream(_cookie_lines())
-    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    modes: dict[str, dict[str, Any]] = {
-        "splice": {},
-        "frame-relay": {"message_policies": {"outbound": [{"limit-message-size": {"max": 1 << 20}}]}},
-        "relay": {"passthrough": False},
-    }
-    settings = modes[mode]
-    upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if target.endswith("refuse") else "/")
-    evil = {"name": "evil", "path": target, "upstreams": [upstream], **settings}
-    gateway = ProbedGateway({"apis": [BANK, evil]})
-    async with listener:
-        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+    async with headered_upstream(_cookie_lines()) as (upstream_side, port):
+        upstream = f"ws://127.0.0.1:{port}" + ("/refuse" if target.endswith("refuse") else "/")
+        evil = {"name": "evil", "path": target, "upstreams": [upstream], **CONNECTORS[mode]}
+        with UvicornServer(ProbedGateway({"apis": [BANK, evil]}), ws=PASSTHROUGH) as server:
             head = await answer_head(server.port, target)
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert status_of(head) == status
@@ -130,15 +116,12 @@ async def test_an_in_process_app_cannot_set_a_cookie_another_api_reads(
 
 
 async def test_without_a_policy_reading_cookies_every_cookie_passes() -> None:
-    upstream_side = HeaderedUpstream(_cookie_lines())
-    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    gateway = ProbedGateway({"apis": [{"name": "evil", "path": "/ws/evil", "upstreams": [f"ws://127.0.0.1:{port}/"]}]})
-    async with listener:
-        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+    async with headered_upstream(_cookie_lines()) as (upstream_side, port):
+        evil = {"name": "evil", "path": "/ws/evil", "upstreams": [f"ws://127.0.0.1:{port}/"]}
+        with UvicornServer(ProbedGateway({"apis": [evil]}), ws=PASSTHROUGH) as server:
             head = await answer_head(server.port, "/ws/evil")
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
-    assert _pairs(_set_cookies(head)) == _pairs([*READ, *KEPT])
+    assert _pairs(header_values(head, "set-cookie")) == _pairs([*READ, *KEPT])
 
 
 def test_response_cookies_list_the_only_cookies_that_pass() -> None:
@@ -159,23 +142,19 @@ async def test_response_cookies_is_what_an_apis_upstreams_may_set(
     mode: str, listed: list[str], passed: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    upstream_side = HeaderedUpstream(_cookie_lines())
-    listener = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    evil: dict[str, Any] = {
-        "name": "evil",
-        "path": "/ws/evil",
-        "upstreams": [f"ws://127.0.0.1:{port}/"],
-        "response_cookies": listed,
-    }
-    if mode == "relay":
-        evil["passthrough"] = False
-    gateway = ProbedGateway({"apis": [BANK, evil]})
-    async with listener:
-        with UvicornServer(gateway, ws=PASSTHROUGH) as server:
+    async with headered_upstream(_cookie_lines()) as (upstream_side, port):
+        evil: dict[str, Any] = {
+            "name": "evil",
+            "path": "/ws/evil",
+            "upstreams": [f"ws://127.0.0.1:{port}/"],
+            "response_cookies": listed,
+        }
+        if mode == "relay":
+            evil["passthrough"] = False
+        with UvicornServer(ProbedGateway({"apis": [BANK, evil]}), ws=PASSTHROUGH) as server:
             head = await answer_head(server.port, "/ws/evil")
             await asyncio.wait_for(upstream_side.ended.wait(), 10)
     assert status_of(head) == 101
-    assert _pairs(_set_cookies(head)) == _pairs(passed)
+    assert _pairs(header_values(head, "set-cookie")) == _pairs(passed)
     warned = [r.getMessage() for r in caplog.records if "not in response_cookies" in r.getMessage()]
     assert warned and "'access_token'" in warned[0] and "'tenant'" in warned[0], warned

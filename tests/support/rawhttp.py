@@ -9,6 +9,7 @@ import hashlib
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "exchange",
     "handshake",
     "header_of",
+    "header_values",
+    "headered_upstream",
     "send",
     "status_of",
     "ws_frame",
@@ -146,6 +149,13 @@ def header_of(response: bytes, name: str) -> str | None:
     return None
 
 
+def header_values(response: bytes, name: str) -> list[str]:
+    """Every value of header ``name`` in ``response``'s head, in order (``Set-Cookie`` comes once a cookie)."""
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    pairs = (line.partition(":") for line in head.split("\r\n")[1:])
+    return [value.strip() for key, _, value in pairs if key.strip().lower() == name.lower()]
+
+
 MANY_HEADERS = b"".join(b"x-h%d: v\r\n" % i for i in range(1000))
 HUGE_HEADER = b"x-big: " + b"a" * 100_000 + b"\r\n"
 
@@ -231,6 +241,15 @@ class HeaderedUpstream:
         finally:
             writer.close()
             self.ended.set()
+
+
+@contextlib.asynccontextmanager
+async def headered_upstream(lines: bytes) -> AsyncIterator[tuple[HeaderedUpstream, int]]:
+    """A :class:`HeaderedUpstream` answering with ``lines``, listening on 127.0.0.1 in the block; and its port."""
+    side = HeaderedUpstream(lines)
+    listener = await asyncio.start_server(side, "127.0.0.1", 0)
+    async with listener:
+        yield side, listener.sockets[0].getsockname()[1]
 
 
 async def answer_head(port: int, path: str) -> bytes:
