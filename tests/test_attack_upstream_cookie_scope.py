@@ -79,9 +79,11 @@ def test_cookies_within_the_api_pass_as_they_are() -> None:
 def test_the_operator_allows_a_domain_and_paths() -> None:
     allowed = CookieScope("/ws/evil", frozenset({"example.com"}), frozenset({"/", "/ws"}))
     values = ["wide=1; Domain=.EXAMPLE.com; Path=/", "__Host-session=3; Path=/; Secure", "w=2; Path=/ws"]
+    values.append("eu=4; Domain=eu.example.com; Path=/ws/evil")  # under an allowed domain: fewer hosts
     assert scoped_cookies(_headers(values), allowed) == (_headers(values), [])
     kept, narrowed = scoped_cookies(_headers(["other=1; Domain=evil.example; Path=/ws/bank"]), allowed)
     assert kept == _headers(["other=1; Path=/ws/evil"])
+    assert scoped_cookies(_headers(["x=1; Domain=notexample.com"]), allowed)[0] == _headers(["x=1; Path=/ws/evil"])
     assert narrowed[0].asked == "Domain=evil.example, Path=/ws/bank"
 
 

@@ -365,7 +365,8 @@ class ApiConfig(ConfigModel):
         default_factory=list,
         max_length=MAX_ITEMS,
         description="The Domain attributes this API's upstreams may give a cookie (the cookie then reaches every "
-        "host under it), compared without a leading dot and case. Any other Domain is removed: the cookie is "
+        "host under it), or a domain under one, compared without a leading dot and case. Any other Domain is "
+        "removed: the cookie is "
         "the request host's alone. Default: none.",
     )
     response_cookie_paths: list[CookiePath] = Field(

@@ -10,7 +10,7 @@ scopes does (nginx ``proxy_cookie_domain`` and ``proxy_cookie_path``, Apache
 ``ProxyPassReverseCookieDomain``), each cookie is narrowed (:func:`scoped_cookies`):
 
 * its ``Domain`` goes (the cookie becomes the request host's alone), unless it names a domain the API's
-  ``response_cookie_domains`` lists;
+  ``response_cookie_domains`` lists, or one under it;
 * its ``Path`` becomes the API's (:func:`api_cookie_path`), unless the upstream's is within it or listed
   in ``response_cookie_paths``; a ``Path`` with a dot segment, ``%`` or ``\\`` counts as outside;
 * a ``__Host-`` cookie is dropped, unless ``/`` is in ``response_cookie_paths``.
@@ -117,7 +117,7 @@ def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str]:
         return None, "__Host-"
     asked: list[str] = []
     same = _last_only(attributes)
-    if domain is not None and _domain_key(domain) not in scope.domains:
+    if domain is not None and not _allowed_domain(_domain_key(domain), scope.domains):
         if domain.strip("."):  # an empty Domain is ignored by a browser: removed, not reported
             asked.append(f"Domain={domain}")
         domain, same = None, False
@@ -137,6 +137,12 @@ def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str]:
 def _domain_key(domain: str) -> str:
     """A ``Domain`` attribute as a browser reads it: without a leading dot, lower case."""
     return domain.removeprefix(".").lower()
+
+
+def _allowed_domain(domain: str, allowed: frozenset[str]) -> bool:
+    """Whether ``domain`` is one of ``allowed`` or under one (``eu.example.com`` reaches fewer hosts than
+    ``example.com``)."""
+    return domain in allowed or any(domain.endswith("." + parent) for parent in allowed)
 
 
 def _within(path: str, scope: CookieScope) -> bool:
