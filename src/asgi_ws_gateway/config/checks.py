@@ -137,7 +137,8 @@ MANY_KEYS = 1_000_000
 
 def config_warnings(config: GatewayConfig) -> list[str]:
     """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be; a
-    keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a trusted proxy
+    keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a ``wss://``
+    upstream whose certificate is not verified (``verify_tls: false``); a trusted proxy
     network so wide that clients on the internet name their own address; a ``max_gateway_hops`` that lets
     a forwarding loop multiply each handshake by many (:data:`MANY_HOPS`); a memory store allowed more
     keys per limit than memory holds (:data:`MANY_KEYS`); a Redis store waited on for long
@@ -182,6 +183,16 @@ def config_warnings(config: GatewayConfig) -> list[str]:
             if api.passthrough is True and any(u.kind == "asgi" for u in api.upstreams)
         ),
         *(warning for api in config.apis for warning in keepalive_warnings(api)),
+        *(
+            # Valid (a backend with a self-signed certificate), but the one switch that lets anyone on the
+            # path read and answer the connection: said at every start-up, as nginx and Envoy never say.
+            f"API {api.name}: upstreams[{j}].verify_tls: false: the certificate of {upstream.label} is not "
+            "verified: anyone on the path to it can read and answer its connections, the headers the policies "
+            "set (a credential) too; give its CA in ca_bundle instead"
+            for api in config.apis
+            for j, upstream in enumerate(api.upstreams)
+            if upstream.kind == "wss" and not upstream.verify_tls
+        ),
         *broad,
     ]
 
