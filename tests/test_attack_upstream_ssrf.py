@@ -1,0 +1,115 @@
+"""Where the gateway's upstream leg may go: only where the configuration says, on every connector.
+
+* A proxy named in the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ...) is never
+  used for backend traffic: ``websockets`` ≥ 15 honours them by default, and a gateway's backend
+  connections going through whatever the process environment names (a proxy that logs, or a typo)
+  would be an implicit detour; the splice opens its own sockets.
+* A ``3xx`` from an upstream is never followed (a 502 for the client): the upstream names no host.
+* A value that reaches a ``set-backend-service`` template cannot add a port, user-info or another
+  host to it: each is percent-encoded and the URL refused (400) before any connect.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.errors import HandshakeDenied
+from asgi_ws_gateway.policies.build import load_config
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_status
+from support.configs import api_entry
+from support.gateway import PASSTHROUGH
+from support.hostile import CONNECTORS
+from support.policies import build, context
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY", "SOCKS_PROXY")
+
+
+class _CountingListener:
+    """A TCP listener on 127.0.0.1 that counts the connections it accepts (and closes them)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                peer, _ = self.socket.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            peer.close()
+
+    def close(self) -> None:
+        self.socket.close()
+        self._thread.join(5)
+
+
+@pytest.fixture(name="environment_proxy")
+def _environment_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_CountingListener]:
+    proxy = _CountingListener()
+    for name in _PROXY_VARIABLES:
+        for spelled in (name, name.lower()):
+            monkeypatch.setenv(spelled, f"http://127.0.0.1:{proxy.port}")
+    for spelled in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(spelled, raising=False)
+    yield proxy
+    proxy.close()
+
+
+def _gateway(uvicorn_server: UvicornFactory, connector: str, url: str, **fields: Any) -> str:
+    entry = {**api_entry(url, name="h", path="/h", connect_timeout=5, **CONNECTORS[connector]), **fields}
+    return uvicorn_server(WebSocketGateway(not_found, config={"apis": [entry]}), ws=PASSTHROUGH).url("/h")
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_proxy_in_the_environment_is_not_used_for_backends(
+    uvicorn_server: UvicornFactory, environment_proxy: _CountingListener, connector: str
+) -> None:
+    with UpstreamServer() as upstream:
+        async with await connect(_gateway(uvicorn_server, connector, upstream.url("/echo"))) as ws:
+            await ws.send("ping")
+            assert await ws.recv() == "ping"
+        assert len(upstream.handshakes) == 1
+    assert environment_proxy.accepted == 0
+
+
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_an_upstream_redirect_is_not_followed(uvicorn_server: UvicornFactory, connector: str) -> None:
+    with UpstreamServer() as upstream:
+        status, _, _ = await expect_status(_gateway(uvicorn_server, connector, upstream.url("/redirect")))
+        assert status == 502
+        assert [h.path for h in upstream.handshakes] == ["/redirect"]
+
+
+_HOSTILE_CLAIMS = [
+    "evil.example:6379", "127.0.0.1:6379", "x@evil.example", "x%40evil.example", "x\\@evil.example", "u:p@127.0.0.1",
+    "evil.example/", "evil.example?", "evil.example#", "[::1]", "::1", "a b", "evil.example\r\n", "evil.example\x00",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("base_url", ["wss://{jwt.host}:9443", "wss://chat-{jwt.host}.internal:9443"])
+@pytest.mark.parametrize("claim", _HOSTILE_CLAIMS)
+async def test_a_claim_in_a_backend_template_cannot_add_a_port_user_info_or_host(claim: str, base_url: str) -> None:
+    """Even where the whole host is a claim (the issuer picks it), a claim's value is escaped: it can
+    make the host invalid (400 before any connect), never add a port, user-info or another host."""
+    policy = build({"set-backend-service": {"base_url": base_url}})
+    handshake = context()
+    handshake.claims = {"host": claim}
+    await policy.apply(handshake)
+    api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": ["wss://up:9/x"]}]}).apis[0]
+    with pytest.raises(HandshakeDenied) as refused:
+        handshake.build_request(api, api.upstreams[0])
+    assert refused.value.status == 400
