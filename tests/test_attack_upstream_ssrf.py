@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from asgi_ws_gateway import WebSocketGateway
-from asgi_ws_gateway.errors import HandshakeDenied
+from asgi_ws_gateway.errors import ConfigError, HandshakeDenied
 from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect, expect_status
@@ -113,3 +113,34 @@ async def test_a_claim_in_a_backend_template_cannot_add_a_port_user_info_or_host
     with pytest.raises(HandshakeDenied) as refused:
         handshake.build_request(api, api.upstreams[0])
     assert refused.value.status == 400
+
+
+_NUMBERS = ["2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0x7f.1", "127.0.0.01", "127.0.0.1.", "10.0.0.0x1"]
+"""Hosts the system resolver reads as 127.0.0.1 (inet_aton), as WHATWG URL parsers do: names to everything
+that compares hosts as written (the management API's hosts, TLS's own host, logs, metrics)."""
+
+
+@pytest.mark.parametrize("host", _NUMBERS)
+def test_an_upstream_host_that_ends_in_a_number_must_be_an_ipv4_address(host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"apis": [{"name": "c", "path": "/c", "upstreams": [f"ws://{host}:9000/x"]}]})
+    (problem,) = caught.value.problems
+    assert problem.startswith("apis[0].upstreams[0].url: has a host that ends in a number but is not an IPv4")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "db1.internal", "123.example", "host-0x1"])
+def test_an_ipv4_address_or_a_name_is_an_upstream_host(host: str) -> None:
+    load_config({"apis": [{"name": "c", "path": "/c", "upstreams": [f"ws://{host}:9000/x"]}]})
+
+
+@pytest.mark.parametrize("claim", _NUMBERS)
+async def test_a_claim_that_spells_an_address_as_a_number_is_refused(claim: str) -> None:
+    policy = build({"set-backend-service": {"base_url": "wss://{jwt.host}:9443"}})
+    handshake = context()
+    handshake.claims = {"host": claim}
+    await policy.apply(handshake)
+    api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": ["wss://up:9/x"]}]}).apis[0]
+    with pytest.raises(HandshakeDenied) as refused:
+        handshake.build_request(api, api.upstreams[0])
+    assert refused.value.status == 400
+    assert refused.value.detail == "the upstream URL's host would be a number that is not an IPv4 address"

@@ -201,8 +201,8 @@ def config_warnings(config: GatewayConfig) -> list[str]:
 # keeps them (upstream/checks.py, a 400 otherwise: a client's values are in it); a URL the operator
 # wrote must keep them at start-up, or every handshake would be refused (or fail) for it.
 
-UrlProblem = Literal["invalid", "fragment", "not_a_path", "scheme", "port", "address", "host", "path", "segment",
-                     "query", "control"]  # fmt: skip
+UrlProblem = Literal["invalid", "fragment", "not_a_path", "scheme", "port", "address", "host", "numeric", "path",
+                     "segment", "query", "control"]  # fmt: skip
 """Which rule of :func:`url_problem` a URL breaks."""
 
 # Path and query: visible ASCII only (what an HTTP request line can carry), every '%' starting a
@@ -210,6 +210,10 @@ UrlProblem = Literal["invalid", "fragment", "not_a_path", "scheme", "port", "add
 _PATH = re.compile(r"(?:/(?:[!-$&-~]|%[0-9A-Fa-f]{2})*+)?")  # possessive: "/" is in the class (no 2^n splits)
 _QUERY = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # "_": Docker Compose service names (my_service)
+# A last label that is a number (decimal, or 0x hex): the host is an IPv4 address to the system resolver
+# (inet_aton: 2130706433, 0x7f000001, 127.1, 0177.0.0.1 are all 127.0.0.1) and to WHATWG URL parsers, but
+# a name to every check that compares hosts as written (the management API's hosts, TLS's own host).
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 # What urlsplit drops without a word (tab, CR, LF anywhere; C0 controls and spaces at either end):
 # the URL checked would not be the URL written.
 _UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
@@ -219,9 +223,10 @@ def url_problem(url: str, *, in_process: bool = False) -> UrlProblem | None:
     """The first rule ``url`` breaks, or None when it can be sent as it is.
 
     ``url`` is ``ws[s]://host[:port]/path?query``, or ``/path?query`` with ``in_process``: the host a
-    host name (letters, digits and ``-`` in dot-separated labels) or a bracketed IPv6 address, the
-    port 1 to 65535, the path and query visible ASCII with ``%`` only before two hex digits and no
-    dot segment or encoded separator in the path, no fragment, no control character or space.
+    host name (letters, digits and ``-`` in dot-separated labels; one whose last label is a number is an
+    IPv4 address ``a.b.c.d``) or a bracketed IPv6 address, the port 1 to 65535, the path and query
+    visible ASCII with ``%`` only before two hex digits and no dot segment or encoded separator in the
+    path, no fragment, no control character or space.
     """
     try:
         parts = split_url(url)
@@ -261,7 +266,18 @@ def _authority_problem(scheme: str, netloc: str) -> UrlProblem | None:
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         return "host"
+    if _NUMERIC_LABEL.fullmatch(labels[-1]) and not _is_ipv4(host):
+        return "numeric"
     return None
+
+
+def _is_ipv4(host: str) -> bool:
+    """Whether ``host`` is an IPv4 address as written: four decimal parts, no leading zero."""
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 _CONFIGURED: dict[UrlProblem, str] = {
@@ -272,6 +288,8 @@ _CONFIGURED: dict[UrlProblem, str] = {
     "port": "has a port that is not a number from 1 to 65535",
     "address": "has a host in brackets that is not an IPv6 address",
     "host": "has a host that is not a host name (letters, digits, '-', '_' in dot-separated labels) or an IP",
+    "numeric": "has a host that ends in a number but is not an IPv4 address written a.b.c.d (the resolver reads "
+    "2130706433, 0x7f000001, 127.1 or 0177.0.0.1 as 127.0.0.1): write the address, or a name",
     "path": "has a path with characters a URL cannot carry (it takes visible ASCII, '%' only before two hex digits)",
     "segment": "has a path with a dot segment (. or ..), an encoded separator (%2F, %5C) or an encoded control "
     "character",
@@ -293,7 +311,8 @@ def configured_url_problem(
     """
     if render is None:
         render = functools.partial(_fill_path_params, url)
-    found = [url_problem(render(sample), in_process=in_process) for sample in ("41", "")]
+    # "41" fills a port, "a41" a whole host (41 alone is a number: not a host)
+    found = [url_problem(render(sample), in_process=in_process) for sample in ("41", "", "a41")]
     if None in found:
         return None
     if _UNSENDABLE.search(render("41")):  # said first: urlsplit drops CR and LF, and blames what is left

@@ -222,6 +222,7 @@ _REFUSALS: dict[UrlProblem, str] = {
     "port": "the upstream URL's port would not be a port number",
     "address": "the upstream URL's host would not be a valid address",
     "host": "the upstream URL's host would not be a valid host name",
+    "numeric": "the upstream URL's host would be a number that is not an IPv4 address",
     "path": "the upstream path has characters a URL cannot carry",
     "segment": "the upstream path would have a dot segment, an encoded separator or a control character",
     "query": "the upstream query string has characters a URL cannot carry",
