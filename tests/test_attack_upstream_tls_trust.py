@@ -179,6 +179,7 @@ _SNI: dict[str, tuple[str, list[dict[str, Any]], str, str | None]] = {
     # (the API's name, its policies, the upstream's host, the name the server is sent)
     "the upstream's name": ("h", [], "localhost", "localhost"),
     "an IP: none": ("h", [], "127.0.0.1", None),
+    "upper case": ("h", [], "LocalHost", "localhost"),
     "set-backend-service": ("h", [{"set-backend-service": {"base_url": "wss://localhost:{port}"}}], "127.0.0.1",
                             "localhost"),
     "a templated host": ("localhost", [{"set-backend-service": {"base_url": "wss://{api.name}:{port}"}}], "127.0.0.1",
