@@ -7,8 +7,16 @@ terminal paused with Ctrl+S) filled its pipe (64 KiB: 350 access lines) and then
 the whole process with it: every connection stalled, no handshake answered, and a SIGTERM never acted on.
 As Docker's ``mode: non-blocking`` log driver does, lines now wait in a bounded queue
 (:data:`QUEUE_LINES`) for a writer thread; once it is full, lines are dropped and counted, and the next
-line that finds room is preceded by one saying how many were lost. A destination that is gone (EPIPE, a
-closed descriptor) loses what is written to it, as before, without stopping anything.
+line that finds room is preceded by one saying how many were lost; if none comes, the writer says it once it
+has written what was queued (the line was lost with the stall that caused it when no other line followed).
+Each line lost is counted for ``ws_gateway.log.dropped`` (:mod:`asgi_ws_gateway.log_losses`): the line that
+says so goes to the very destination that lost them. A destination that is gone (EPIPE, a closed descriptor)
+loses what is written to it, as before, without stopping anything.
+
+Output that is not a log record goes through the same queue (:func:`write_out`): a replacement worker's
+start-up output, held and then written out as it serves, or shown by its supervisor when it failed. Written
+by the thread that had it, that write blocked on a stalled destination: the worker's event loop before its
+first connection, and the supervisor, whose signals (a SIGTERM) and worker replacements waited on it.
 
 The writer writes to the stream's file descriptor by its number, not through Python's stream object: a
 thread blocked inside ``sys.stderr``'s buffer holds its lock, and the interpreter's exit (which flushes
@@ -18,6 +26,7 @@ of descriptor 2 (:mod:`.startup_output`), goes where descriptor 2 points.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -26,12 +35,45 @@ import time
 import weakref
 from typing import TextIO
 
+from ..log_losses import DROPPED_LINES
+
 QUEUE_LINES = 10_000
 """Lines waiting for a destination that does not take them, at most (about 2 MB); beyond, lines are dropped."""
 FLUSH_LIMIT = 2.0
 """Seconds a flush (the process's exit, a worker's start-up output switched) waits for the lines queued."""
 
+_COPY_CHUNK = 64 * 1024
+
 _handlers: weakref.WeakSet[UnblockingStreamHandler] = weakref.WeakSet()
+
+
+class HeldFile:
+    """A file whose content the writer thread copies to its stream in its turn, then removes (a worker's held
+    start-up output: it may be large, so it is read as it is written, not queued in memory)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def lines(self) -> int:
+        """Lines in the file (at least one): what is lost when it is dropped."""
+        count = 0
+        with contextlib.suppress(OSError), open(self.path, "rb") as held:
+            while chunk := held.read(_COPY_CHUNK):
+                count += chunk.count(b"\n")
+        return max(count, 1)
+
+    def write_to(self, fd: int) -> None:
+        try:
+            with open(self.path, "rb") as held:
+                while chunk := held.read(_COPY_CHUNK):
+                    _write_all(fd, chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+Output = bytes | HeldFile
+"""What the writer thread writes: a line (or any bytes), or a file's content."""
 
 
 class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
@@ -44,7 +86,7 @@ class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
             self._fd: int | None = self.stream.fileno()
         except (AttributeError, OSError, ValueError):
             self._fd = None
-        self._lines: queue.Queue[bytes] = queue.Queue(QUEUE_LINES)
+        self._lines: queue.Queue[Output] = queue.Queue(QUEUE_LINES)
         self._dropped = 0  # lines dropped since the last that found room (emit holds the handler's lock)
         self._writer: threading.Thread | None = None
         _handlers.add(self)
@@ -63,15 +105,36 @@ class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:  # logging's own: a record that cannot be formatted is reported
             self.handleError(record)
             return
+        self._queue(line)
+
+    def write_out(self, output: Output) -> None:
+        """``output`` written in its turn after the lines queued, never waiting for the stream: dropped and
+        counted (its lines) when the queue is full."""
+        if self._fd is None:
+            return
+        with self.lock:  # type: ignore[union-attr]  # logging's: created in __init__
+            self._queue(output)
+
+    def _queue(self, output: Output) -> None:
+        """``output`` put in the queue, the lines dropped before it said first (the handler's lock held)."""
+        assert self._fd is not None
         if self._writer is None:
             self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
             self._writer.start()
         if self._dropped and not self._put(_dropped_line(self._dropped, self._fd)):
-            self._dropped += 1
+            self._drop(output)
             return
         self._dropped = 0
-        if not self._put(line):
-            self._dropped += 1
+        if not self._put(output):
+            self._drop(output)
+
+    def _drop(self, output: Output) -> None:
+        lines = output.lines() if isinstance(output, HeldFile) else max(output.count(b"\n"), 1)
+        self._dropped += lines
+        DROPPED_LINES.add(lines)
+        if isinstance(output, HeldFile):  # nobody else removes it
+            with contextlib.suppress(OSError):
+                os.unlink(output.path)
 
     def flush(self) -> None:
         """Wait (:data:`FLUSH_LIMIT` seconds at most) for the lines queued to be written."""
@@ -92,24 +155,36 @@ class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
         finally:
             self._lines.mutex.release()
 
-    def _put(self, line: bytes) -> bool:
+    def _put(self, output: Output) -> bool:
         try:
-            self._lines.put_nowait(line)
+            self._lines.put_nowait(output)
         except queue.Full:
             return False
         return True
 
     def _write(self) -> None:
-        assert self._fd is not None
+        fd = self._fd
+        assert fd is not None
         while True:
-            line = self._lines.get()
+            output = self._lines.get()
             try:
-                while line:
-                    line = line[os.write(self._fd, line) :]
+                if isinstance(output, HeldFile):
+                    output.write_to(fd)
+                else:
+                    _write_all(fd, output)
             except OSError:
                 pass  # the destination is gone (EPIPE, closed): nothing to write to, nowhere to say so
             finally:
                 self._lines.task_done()
+            if self._dropped and self._lines.empty():
+                self._say_dropped(fd)
+
+    def _say_dropped(self, fd: int) -> None:
+        """The lines dropped said now that the queue is written out: no later line may come to say it (the
+        stall was the last thing logged), and an operator reading the output would never learn of them."""
+        with self.lock:  # type: ignore[union-attr]  # logging's: emit, which puts lines, holds it too
+            if self._dropped and self._put(_dropped_line(self._dropped, fd)):
+                self._dropped = 0
 
 
 def _dropped_line(count: int, fd: int) -> bytes:
@@ -120,6 +195,21 @@ def _dropped_line(count: int, fd: int) -> bytes:
     ).encode()
 
 
+def write_out(fd: int, output: Output) -> None:
+    """``output`` written to file descriptor ``fd`` (1, 2) by the writer thread of the handler that writes there,
+    after the lines it has queued, never waiting for a destination that takes none (dropped, its lines counted,
+    when that queue is full). Without such a handler (a ``--log-config`` of other handlers), by one made for it."""
+    handler = next((handler for handler in list(_handlers) if handler._fd == fd), None)
+    if handler is None:
+        handler = UnblockingStreamHandler(open(fd, "w", closefd=False))  # noqa: SIM115  (the descriptor stays)
+    handler.write_out(output)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
 def flush_all() -> None:
     """Every handler's queued lines written (each waits :data:`FLUSH_LIMIT` seconds at most): before the
     process ends at once (``os._exit``), or its descriptors are switched."""
@@ -127,4 +217,4 @@ def flush_all() -> None:
         handler.flush()
 
 
-__all__ = ["FLUSH_LIMIT", "QUEUE_LINES", "UnblockingStreamHandler", "flush_all"]
+__all__ = ["FLUSH_LIMIT", "QUEUE_LINES", "HeldFile", "Output", "UnblockingStreamHandler", "flush_all", "write_out"]

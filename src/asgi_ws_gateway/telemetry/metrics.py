@@ -29,6 +29,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ..handshake.capacity import SHED
 from ..handshake.server_refusals import SERVER_REFUSALS
+from ..log_losses import DROPPED_LINES
 from ..messages.action_keys import kept_reason
 from ..state.failures import STORE_FAILURES
 from ..upstream.resolver import RESOLVER
@@ -100,6 +101,10 @@ def _observe_shed(options: CallbackOptions) -> Iterator[Observation]:
     yield Observation(SHED.value)  # the process's: every connection, whichever app it was for
 
 
+def _observe_log_dropped(options: CallbackOptions) -> Iterator[Observation]:
+    yield Observation(DROPPED_LINES.value)  # the process's: every handler of its log, whichever stream
+
+
 def _observe_address_failures(options: CallbackOptions) -> Iterator[Observation]:
     # The process's resolver, shared by every API; its reasons are a bounded set (resolver.failure_reason).
     for reason, count in list(RESOLVER.address_failures.items()):
@@ -160,6 +165,7 @@ class Metrics:
             (n.UPSTREAM_ADDRESS_FAILURES, _observe_address_failures),
             (n.STORE_FAILURES, _observe_store_failures),
             (n.SERVER_REFUSALS, _observe_server_refusals),
+            (n.LOG_DROPPED, _observe_log_dropped),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,

@@ -253,6 +253,12 @@ SERVER_REFUSALS = Instrument(
     "it could not parse (400), too large (414, 431) or too slow (408), a WebSocket handshake header it refused.",
     (HTTP_STATUS,),
 )  # fmt: skip
+LOG_DROPPED = Instrument(
+    "ws_gateway.log.dropped", "observable_counter", "{line}",
+    "Log lines dropped because their destination (stdout, stderr) took none for a while: a log reader stalled or "
+    "gone. The output says how many in a line of its own once there is room again.",
+    (),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -272,4 +278,5 @@ INSTRUMENTS = (
     CONNECTIONS_SHED,
     STORE_FAILURES,
     SERVER_REFUSALS,
+    LOG_DROPPED,
 )
