@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from asgi_ws_gateway.server.startup_output import SHOWN_HEAD, SHOWN_TAIL
 from support.configs import build_config, write_config
+from support.pipes import FILLER, StalledPipe
 from support.processes import GatewayProcess
 from support.upstream import UpstreamServer
 
@@ -52,12 +56,13 @@ async def _until(check: Callable[[], bool], log: Path) -> None:
         await asyncio.sleep(0.1)
 
 
-def _gateway(tmp_path: Path, upstream_server: UpstreamServer, stdout_log: Path | None = None) -> GatewayProcess:
+def _gateway(
+    tmp_path: Path, upstream_server: UpstreamServer, stdout_log: Path | None = None, log: Path | None = None
+) -> GatewayProcess:
     (tmp_path / "chatty_plugin.py").write_text(PLUGIN)
     config = write_config(tmp_path, build_config(upstream_server, path="/echo", plugins=["chatty_plugin"]))
-    return GatewayProcess(
-        [str(config)], cwd=tmp_path, workers=2, log=tmp_path / "run.log", stdout_log=stdout_log, log_level="info"
-    )
+    log = tmp_path / "run.log" if log is None else log
+    return GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, stdout_log=stdout_log, log_level="info")
 
 
 async def test_a_replacements_standard_output_is_held_with_its_standard_error(
@@ -104,3 +109,49 @@ async def test_a_start_up_that_wrote_megabytes_is_shown_by_its_head_and_tail(
     assert "bytes of this worker's start-up output omitted ..." in shown, shown[-3000:]
     assert "the plugin cannot load: its dependency is missing" in shown, shown[-3000:]
     assert shown.count("the plugin is loading") == 1, shown[:3000]
+
+
+def _writing_to_a_pipe(pid: int) -> bool:
+    """Whether a thread of process ``pid`` waits in a write to a pipe (one that takes nothing)."""
+    try:
+        return any("pipe_write" in (task / "wchan").read_text() for task in Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("replacement", ["serves", "fails"])
+async def test_a_log_reader_that_stalled_holds_neither_a_replacement_nor_its_supervisor(
+    tmp_path: Path, upstream_server: UpstreamServer, replacement: str
+) -> None:
+    """A replacement's held start-up output was written by the thread that had it. To a destination that took
+    nothing (a log collector stalled), that write held the replacement's event loop before its first connection,
+    where it never acted on SIGTERM; or, shown by the supervisor as the replacement failed, the supervisor itself,
+    and every signal with it: run never stopped (killed 15 s after its SIGTERM)."""
+    pipe = StalledPipe(tmp_path / "log.fifo")
+    gateway = _gateway(tmp_path, upstream_server, log=pipe.path)
+    try:
+        async with gateway:
+            first = _serving_workers(gateway)
+            pipe.fill()  # the reader stalled long ago: every write to the pipe waits from now on
+            if replacement == "fails":
+                (tmp_path / "broken").touch()
+            os.kill(min(first), signal.SIGKILL)
+            new: set[int] = set()
+            deadline = time.monotonic() + 60
+            while True:  # its output written out: held by a thread of the replacement, or its supervisor's to show
+                assert gateway.process is not None and gateway.process.poll() is None
+                new |= _serving_workers(gateway) - first
+                if replacement == "serves" and any(map(_writing_to_a_pipe, new)):
+                    break
+                if replacement == "fails" and new and not new & _serving_workers(gateway):
+                    break
+                assert time.monotonic() < deadline, (replacement, new)
+                await asyncio.sleep(0.05)
+            gateway.process.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.to_thread(gateway.process.wait, 30)
+            except subprocess.TimeoutExpired:
+                code = None  # held: let go once the pipe is read (below), then killed as the test ends
+    finally:
+        pipe.close()  # the reader is back: whatever still waited writes, and ends
+    assert code == 0, pipe.data.rpartition(FILLER)[2][-3000:].decode(errors="replace")

@@ -28,7 +28,7 @@ import tempfile
 import threading
 from typing import BinaryIO
 
-from .log_writer import flush_all
+from .log_writer import HeldFile, flush_all, write_out
 
 HOLD_LIMIT = 10.0
 """Seconds a start-up's output is held at most: a start-up still going then (an in-process app's lifespan
@@ -39,7 +39,6 @@ SHOWN_HEAD = 32 * 1024
 """Bytes of a held stream's start shown at most (the start-up's first lines: the server's, the file's problems)."""
 SHOWN_TAIL = 32 * 1024
 """Bytes of a held stream's end shown at most (its last lines: what failed)."""
-_COPY_CHUNK = 64 * 1024
 
 Holder = tuple[str, str]
 """The files a worker's standard output and standard error (file descriptors 1, 2) are held in."""
@@ -77,14 +76,11 @@ class HeldStartup:
 
     def release(self) -> None:
         """Started, or starting for :data:`HOLD_LIMIT` seconds, or ending otherwise than by a failed start-up:
-        the output held written out, as it came, each stream to its own."""
+        the output held written out, as it came, each stream to its own, by its log writer's thread: written
+        here, it waited for a stream that took nothing, in the event loop before the first connection."""
         if self._restore():
             for fd, path in zip(_STREAMS, self.holder, strict=True):
-                with contextlib.suppress(OSError), open(path, "rb") as held:
-                    while chunk := held.read(_COPY_CHUNK):  # all of it, not all at once in memory
-                        _write_all(fd, chunk)
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                write_out(fd, HeldFile(path))  # all of it, not all at once in memory; the file removed
 
     def keep(self) -> None:
         """Failed its start-up: the output stays in the files, for the supervisor to show or not."""
@@ -173,10 +169,11 @@ def same_failure(output: Held, shown: Held | None) -> bool:
 
 def show(output: Held) -> None:
     """``output`` written to this process's standard output and standard error, as the worker would have
-    written it."""
-    _flush()
+    written it, after the lines logged before, by their log writer's thread: written by the supervisor
+    itself, a stream that took nothing held it, and with it every signal (a SIGTERM) and worker replacement."""
     for fd, held in zip(_STREAMS, output, strict=True):
-        _write_all(fd, held)
+        if held:
+            write_out(fd, held)
 
 
 def _same_file(first: int, second: int) -> bool:
@@ -185,11 +182,6 @@ def _same_file(first: int, second: int) -> bool:
     except OSError:
         return False
     return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
 
 
 def _flush() -> None:
