@@ -191,12 +191,13 @@ def _configured(args: argparse.Namespace) -> int:
         policies = load_policies(args.config, store=lambda config: MemoryState())
         config = policies.config
         if args.command == "run":  # what each worker would find wrong in its environment, said once, before serving
-            from .server.serving import graceful_shutdown_timeout  # uvicorn, the server, the management API
+            from .server.serving import client_message_limit, graceful_shutdown_timeout  # uvicorn, the server, ...
             from .standalone import access_log_problems, collector_problems
             from .startup import variable_problems
             from .telemetry.providers import environment_config_problems
 
             args.shutdown_timeout = graceful_shutdown_timeout(config)
+            args.ws_max_size, args.ws_max_size_from = client_message_limit(config)
             args.unix_trusted = UNIX_SOCKET_PEER in config.trusted_proxies  # warned of on an open --uds socket
             args.config_access_log = config.telemetry.access_log  # the format when no flag or variable names one
             args.head_bytes = _request_head_bytes(config.handshake_limits)
@@ -322,6 +323,7 @@ def _run(args: argparse.Namespace) -> int:
             management_host=args.management_host or MANAGEMENT_HOST,
             uds_mode=DEFAULT_UDS_MODE if args.uds_mode is None else args.uds_mode,
             unix_trusted=getattr(args, "unix_trusted", False),
+            message_limit_from=getattr(args, "ws_max_size_from", None),
         )
     except SocketPathUnusable as unusable:
         print(f"error: --uds {args.uds}: {unusable.problem}", file=sys.stderr)
@@ -436,6 +438,8 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
             "log_config": log_config, "access_log": not args.no_access_log,
             # Past it the server cancels what has not closed: a connection held the shutdown for ever.
             "timeout_graceful_shutdown": getattr(args, "shutdown_timeout", None),
+            # A client's message larger than uvicorn's 16 MiB was refused whatever its API allowed.
+            **({"ws_max_size": args.ws_max_size} if hasattr(args, "ws_max_size") else {}),
             # With --workers: a started worker that does not answer in time is replaced (serving._Worker
             # gives one still starting WORKER_START_GRACE instead).
             "timeout_worker_healthcheck": args.timeout_worker_healthcheck, **_tls_options(args)}  # fmt: skip

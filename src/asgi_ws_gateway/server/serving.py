@@ -319,6 +319,24 @@ def graceful_shutdown_timeout(config: GatewayConfig) -> float:
     return config.drain_grace_period + 2 * close_timeout + SHUTDOWN_MARGIN
 
 
+UVICORN_WS_MAX_SIZE = 16 * 1024 * 1024
+"""uvicorn's own ``ws_max_size`` (16 MiB): what ``run`` reads of a client's message at least."""
+
+
+def client_message_limit(config: GatewayConfig) -> tuple[int, str | None]:
+    """uvicorn's ``ws_max_size`` for ``config``, and the field that set it (None: uvicorn's 16 MiB).
+
+    The server reads no message larger than it from any client, before the gateway sees it; each connection is
+    then held to its own API's ``max_message_size`` as it is accepted (``lower_max_size``). At uvicorn's 16 MiB,
+    an API configured for 64 MiB closed a client's 20 MiB message with 1009, nothing said: the largest API's
+    limit now (1 GiB at most: ``max_message_size``'s own bound), never less than uvicorn's. An API added later
+    through the management API is held to what ``run`` started with (docs/deployment.md)."""
+    largest = max(range(len(config.apis)), key=lambda i: config.apis[i].max_message_size, default=None)
+    if largest is None or config.apis[largest].max_message_size <= UVICORN_WS_MAX_SIZE:
+        return UVICORN_WS_MAX_SIZE, None
+    return config.apis[largest].max_message_size, f"apis[{largest}].max_message_size"
+
+
 def standalone_app() -> ASGIApp:
     """``run``'s application, built in each worker (:func:`~asgi_ws_gateway.standalone.create_app`)."""
     return _or_startup_failure(create_app)
@@ -350,6 +368,7 @@ def serve(
     management_host: str = MANAGEMENT_HOST,
     uds_mode: int = DEFAULT_UDS_MODE,
     unix_trusted: bool = False,
+    message_limit_from: str | None = None,
 ) -> int:
     """Serve the import string ``app`` with uvicorn ``options``; returns the process's exit code.
 
@@ -362,11 +381,15 @@ def serve(
         uds_mode: with ``options["uds"]``: the socket file's mode.
         unix_trusted: whether the configuration's ``trusted_proxies`` lists ``unix:`` (warned of when
             every local user can connect to the socket).
+        message_limit_from: the field that set ``options["ws_max_size"]`` above uvicorn's (said at start-up).
 
     Raises:
         SocketPathUnusable: ``options["uds"]`` cannot be served on.
     """
     config = uvicorn.Config(app, **options)  # configures logging
+    if message_limit_from is not None:
+        logger.info("clients' messages are read up to %d bytes (%s, the largest API's; each API holds its own "
+                    "clients to its max_message_size)", config.ws_max_size, message_limit_from)  # fmt: skip
     raise_open_file_limit()  # before the app is imported: its capacity follows the limit
     if config.uds is not None:  # run --uds: bound here with its mode (uvicorn's is 0666), gone when it stops
         listener, stamp = claim_socket(config.uds, uds_mode, config.backlog)
@@ -431,7 +454,9 @@ __all__ = [
     "MANAGEMENT_HOST",
     "SHUTDOWN_MARGIN",
     "STARTUP_FAILURE",
+    "UVICORN_WS_MAX_SIZE",
     "GracefulServer",
+    "client_message_limit",
     "graceful_shutdown_timeout",
     "managed_app",
     "raise_open_file_limit",
