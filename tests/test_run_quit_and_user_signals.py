@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from asgi_ws_gateway.server.other_signals import QUIT_AS_STOP
+from asgi_ws_gateway.server.serving import WORKER_START_GRACE
 from support.clients import connect
 from support.configs import build_config, write_config
 from support.processes import ServerProcess, ready_server
@@ -34,11 +35,16 @@ def _send(server: ServerProcess, sig: int, *, group: bool) -> None:
 
 @contextlib.contextmanager
 def _serving(tmp_path: Path, upstream_server: UpstreamServer, workers: int) -> Iterator[ServerProcess]:
-    """``run --workers N`` proxying /echo to ``upstream_server``, every worker started."""
+    """``run --workers N`` proxying /echo to ``upstream_server``, every worker started.
+
+    Waited for as long as the supervisor waits for a worker's start (``WORKER_START_GRACE``): the port listens
+    only once the first worker serves (the supervisor binds it, a worker listens), and under ``-n 2`` on a
+    loaded host the supervisor's start and two workers' took past 30 s (4 of 20 runs: "the server did not
+    start", the supervisor's two lines its whole output)."""
     config = write_config(tmp_path, build_config(upstream_server, path="/echo"))
     command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info"]
-    with ready_server(lambda port: [*command, "--port", str(port)]) as server:
-        server.wait_for_line("Application startup complete.", times=workers)
+    with ready_server(lambda port: [*command, "--port", str(port)], timeout=WORKER_START_GRACE) as server:
+        server.wait_for_line("Application startup complete.", times=workers, timeout=WORKER_START_GRACE)
         yield server
 
 

@@ -314,9 +314,10 @@ def _taken(port: int) -> bool:
 
 def ready_server(
     command: Callable[[int], Sequence[str]], *, attempts: int = 3, cwd: Path | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, timeout: float = 30,
 ) -> ServerProcess:  # fmt: skip
-    """``ServerProcess(command(port))`` on a free port, ready; on another port when that one was taken.
+    """``ServerProcess(command(port))`` on a free port, ready (within ``timeout`` seconds); on another port when
+    that one was taken.
 
     A free port is free when it is chosen, not when the server binds it a second later: a server
     started meanwhile by the other test worker may take it (``Address already in use``). A server
@@ -326,7 +327,7 @@ def ready_server(
         port = free_port()
         server = ServerProcess(command(port), port=port, cwd=cwd, env=env)
         try:
-            server.wait_ready()
+            server.wait_ready(timeout)
         except AssertionError:
             taken = "Address already in use" in server.output()
             server.__exit__(None, None, None)
