@@ -337,6 +337,7 @@ def test_process_wide_counters(run: Run) -> None:
     assert run.value("ws_gateway.upstream.address.failures", error__type="refused") == 1
     assert run.value("ws_gateway.connections.shed") == 0
     assert run.value("ws_gateway.log.dropped") == 0  # its output read all along
+    assert run.value("ws_gateway.jwks.failures") == 0  # no JWKS: each reason observed from the start, at 0
     # The memory store full (max_keys 1) for the second key of "keys" (503) and of "openkeys" (unchecked).
     failures = [(s["db.system"], s["db.operation"], s["error.type"], s["_value"])
                 for s in run.latest("ws_gateway.store.failures")]  # fmt: skip
@@ -421,7 +422,7 @@ def test_names_units_and_kinds_as_documented(run: Run) -> None:
 
 
 PROCESS_WIDE = {"ws_gateway.upstream.address.failures", "ws_gateway.connections.shed", "ws_gateway.store.failures",
-                "ws_gateway.server.refusals", "ws_gateway.log.dropped"}  # fmt: skip
+                "ws_gateway.server.refusals", "ws_gateway.log.dropped", "ws_gateway.jwks.failures"}  # fmt: skip
 BACKEND_KEYS = {"ws_gateway.api.name", "network.protocol.name"}
 
 

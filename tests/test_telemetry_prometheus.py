@@ -50,6 +50,7 @@ PROMETHEUS = {
     "ws_gateway.connections.shed": ("counter", "ws_gateway_connections_shed_total"),
     "ws_gateway.store.failures": ("counter", "ws_gateway_store_failures_total"),
     "ws_gateway.server.refusals": ("counter", "ws_gateway_server_refusals_total"),
+    "ws_gateway.jwks.failures": ("counter", "ws_gateway_jwks_failures_total"),
     "ws_gateway.log.dropped": ("counter", "ws_gateway_log_dropped_total"),
 }
 """What users write in PromQL (and docs/telemetry.md lists): the translation's result, written out."""

@@ -40,7 +40,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from jwt import PyJWK
 
 from .._context import current_handshake
+from ..log_throttle import OutageLog
 from ..redact import redact_url
+from .jwks_failures import JwksError, jwks_failed
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +205,10 @@ class JwksCache:
         self._kid_refreshed_at = float("-inf")  # when a token's unknown kid last caused a refresh
         self._inflight: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # Failed fetches since the last success: logged as an outage starts, then once per interval (one a
+        # second, per worker, while handshakes came: 3,600 lines an hour).
+        self._failed = 0
+        self._failures_log = OutageLog(clock=clock)
 
     async def keys(self, kid: str | None, alg: str) -> list[Any]:
         """Keys that may verify a token with this ``kid`` (None: any) and ``alg``.
@@ -281,21 +287,21 @@ class JwksCache:
         self._attempted_at = self.clock()
         self.fetches += 1
         handshake = current_handshake()  # set when a handshake's unknown kid or first use triggered this
+        stage: JwksError = "fetch"
         try:
             if handshake is None:
                 body = await self._fetch_within_timeout()
             else:
                 with handshake.io_span("jwks fetch", attributes={"url.full": self.shown_url}):
                     body = await self._fetch_within_timeout()
+            stage = "invalid"
             keys = parse_jwks(body)
         except Exception as exc:
-            if self._keys:
-                logger.warning(
-                    "JWKS %s refresh failed (%s); keeping %d cached key(s)", self.shown_url, exc, len(self._keys)
-                )
-            else:
-                logger.warning("JWKS %s fetch failed: %s", self.shown_url, exc)
+            self._fetch_failed("timeout" if isinstance(exc, TimeoutError) else stage, exc)
         else:
+            if self._failed:
+                logger.info("JWKS %s fetched again, after %d failed fetch(es)", self.shown_url, self._failed)
+                self._failed, self._failures_log = 0, OutageLog(clock=self.clock)  # the next outage said at once
             fingerprint = tuple((kid, alg, key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
                                 for kid, alg, key in keys)  # fmt: skip
             if fingerprint != self._fingerprint:
@@ -308,6 +314,19 @@ class JwksCache:
                 self._inflight = None
             if not future.done():
                 future.set_result(None)
+
+    def _fetch_failed(self, error: JwksError, exc: Exception) -> None:
+        jwks_failed(error)
+        self._failed += 1
+        count = self._failures_log.event()
+        if not count:
+            return
+        more = f" ({count - 1} more since the last such line)" if count > 1 else ""
+        if self._keys:
+            logger.warning("JWKS %s refresh failed (%s); keeping %d cached key(s)%s",
+                           self.shown_url, exc, len(self._keys), more)  # fmt: skip
+        else:
+            logger.warning("JWKS %s fetch failed: %s%s", self.shown_url, exc, more)
 
     async def _fetch_within_timeout(self) -> bytes:
         try:

@@ -31,6 +31,7 @@ from ..handshake.capacity import SHED
 from ..handshake.server_refusals import SERVER_REFUSALS
 from ..log_losses import DROPPED_LINES
 from ..messages.action_keys import kept_reason
+from ..policies.jwks_failures import JWKS_FAILURES
 from ..state.failures import STORE_FAILURES
 from ..upstream.resolver import RESOLVER
 from . import names as n
@@ -105,6 +106,13 @@ def _observe_log_dropped(options: CallbackOptions) -> Iterator[Observation]:
     yield Observation(DROPPED_LINES.value)  # the process's: every handler of its log, whichever stream
 
 
+def _observe_jwks_failures(options: CallbackOptions) -> Iterator[Observation]:
+    # Every key set of the process; each reason observed from the start (0), so that an alert on an increase
+    # sees the first failure (a series that appears with 1 shows no increase to rate() or increase()).
+    for error in ("timeout", "fetch", "invalid"):
+        yield Observation(JWKS_FAILURES[error], {n.ERROR_TYPE: error})
+
+
 def _observe_address_failures(options: CallbackOptions) -> Iterator[Observation]:
     # The process's resolver, shared by every API; its reasons are a bounded set (resolver.failure_reason).
     for reason, count in list(RESOLVER.address_failures.items()):
@@ -165,6 +173,7 @@ class Metrics:
             (n.UPSTREAM_ADDRESS_FAILURES, _observe_address_failures),
             (n.STORE_FAILURES, _observe_store_failures),
             (n.SERVER_REFUSALS, _observe_server_refusals),
+            (n.JWKS_FAILURES, _observe_jwks_failures),
             (n.LOG_DROPPED, _observe_log_dropped),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)

@@ -253,6 +253,12 @@ SERVER_REFUSALS = Instrument(
     "it could not parse (400), too large (414, 431) or too slow (408), a WebSocket handshake header it refused.",
     (HTTP_STATUS,),
 )  # fmt: skip
+JWKS_FAILURES = Instrument(
+    "ws_gateway.jwks.failures", "observable_counter", "{fetch}",
+    "JWKS fetches that failed (validate-jwt's keys: none yet, 503 for every token; or cached, growing stale), "
+    "by error type: timeout, fetch (no answer, or not a 200), invalid (no usable key set).",
+    (ERROR_TYPE,),
+)  # fmt: skip
 LOG_DROPPED = Instrument(
     "ws_gateway.log.dropped", "observable_counter", "{line}",
     "Log lines dropped because their destination (stdout, stderr) took none for a while: a log reader stalled or "
@@ -278,5 +284,6 @@ INSTRUMENTS = (
     CONNECTIONS_SHED,
     STORE_FAILURES,
     SERVER_REFUSALS,
+    JWKS_FAILURES,
     LOG_DROPPED,
 )
