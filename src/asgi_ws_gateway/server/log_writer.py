@@ -26,14 +26,13 @@ of descriptor 2 (:mod:`.startup_output`), goes where descriptor 2 points.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
 import threading
 import time
 import weakref
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from ..log_losses import DROPPED_LINES
 
@@ -42,38 +41,25 @@ QUEUE_LINES = 10_000
 FLUSH_LIMIT = 2.0
 """Seconds a flush (the process's exit, a worker's start-up output switched) waits for the lines queued."""
 
-_COPY_CHUNK = 64 * 1024
-
 _handlers: weakref.WeakSet[UnblockingStreamHandler] = weakref.WeakSet()
 
 
-class HeldFile:
-    """A file whose content the writer thread copies to its stream in its turn, then removes (a worker's held
-    start-up output: it may be large, so it is read as it is written, not queued in memory)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def lines(self) -> int:
-        """Lines in the file (at least one): what is lost when it is dropped."""
-        count = 0
-        with contextlib.suppress(OSError), open(self.path, "rb") as held:
-            while chunk := held.read(_COPY_CHUNK):
-                count += chunk.count(b"\n")
-        return max(count, 1)
+class Deferred(Protocol):
+    """Output the writer thread writes in its turn, read only then (a worker's held start-up output, in a file:
+    it may be large, so it is read as it is written, not queued in memory)."""
 
     def write_to(self, fd: int) -> None:
-        try:
-            with open(self.path, "rb") as held:
-                while chunk := held.read(_COPY_CHUNK):
-                    _write_all(fd, chunk)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+        """Written to ``fd`` (by the writer thread), and let go."""
+
+    def lines(self) -> int:
+        """How many lines it holds: what is lost if it is dropped."""
+
+    def discard(self) -> None:
+        """Dropped (the queue full): let go unwritten."""
 
 
-Output = bytes | HeldFile
-"""What the writer thread writes: a line (or any bytes), or a file's content."""
+Output = bytes | Deferred
+"""What the writer thread writes: a line (or any bytes), or output read as it is written."""
 
 
 class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
@@ -129,12 +115,11 @@ class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
             self._drop(output)
 
     def _drop(self, output: Output) -> None:
-        lines = output.lines() if isinstance(output, HeldFile) else max(output.count(b"\n"), 1)
+        lines = max(output.count(b"\n"), 1) if isinstance(output, bytes) else output.lines()
         self._dropped += lines
         DROPPED_LINES.add(lines)
-        if isinstance(output, HeldFile):  # nobody else removes it
-            with contextlib.suppress(OSError):
-                os.unlink(output.path)
+        if not isinstance(output, bytes):
+            output.discard()
 
     def flush(self) -> None:
         """Wait (:data:`FLUSH_LIMIT` seconds at most) for the lines queued to be written."""
@@ -168,10 +153,10 @@ class UnblockingStreamHandler(logging.StreamHandler[TextIO]):
         while True:
             output = self._lines.get()
             try:
-                if isinstance(output, HeldFile):
-                    output.write_to(fd)
+                if isinstance(output, bytes):
+                    write_all(fd, output)
                 else:
-                    _write_all(fd, output)
+                    output.write_to(fd)
             except OSError:
                 pass  # the destination is gone (EPIPE, closed): nothing to write to, nowhere to say so
             finally:
@@ -201,11 +186,12 @@ def write_out(fd: int, output: Output) -> None:
     when that queue is full). Without such a handler (a ``--log-config`` of other handlers), by one made for it."""
     handler = next((handler for handler in list(_handlers) if handler._fd == fd), None)
     if handler is None:
-        handler = UnblockingStreamHandler(open(fd, "w", closefd=False))  # noqa: SIM115  (the descriptor stays)
+        handler = UnblockingStreamHandler(os.fdopen(fd, "w", closefd=False))  # (the descriptor stays open)
     handler.write_out(output)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """``data`` written to ``fd`` whole, however many writes that takes."""
     while data:
         data = data[os.write(fd, data) :]
 
@@ -217,4 +203,13 @@ def flush_all() -> None:
         handler.flush()
 
 
-__all__ = ["FLUSH_LIMIT", "QUEUE_LINES", "HeldFile", "Output", "UnblockingStreamHandler", "flush_all", "write_out"]
+__all__ = [
+    "FLUSH_LIMIT",
+    "QUEUE_LINES",
+    "Deferred",
+    "Output",
+    "UnblockingStreamHandler",
+    "flush_all",
+    "write_all",
+    "write_out",
+]

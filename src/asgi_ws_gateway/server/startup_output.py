@@ -28,7 +28,7 @@ import tempfile
 import threading
 from typing import BinaryIO
 
-from .log_writer import HeldFile, flush_all, write_out
+from .log_writer import flush_all, write_all, write_out
 
 HOLD_LIMIT = 10.0
 """Seconds a start-up's output is held at most: a start-up still going then (an in-process app's lifespan
@@ -45,6 +45,8 @@ Holder = tuple[str, str]
 Held = tuple[bytes, bytes]
 """What a worker held of its standard output and standard error (each bounded, for the supervisor to show)."""
 _STREAMS = (1, 2)
+
+_COPY_CHUNK = 64 * 1024
 
 _PID = re.compile(rb"\[\d+\]")  # "Started server process [4242]": the same failure in another process
 
@@ -80,7 +82,7 @@ class HeldStartup:
         here, it waited for a stream that took nothing, in the event loop before the first connection."""
         if self._restore():
             for fd, path in zip(_STREAMS, self.holder, strict=True):
-                write_out(fd, HeldFile(path))  # all of it, not all at once in memory; the file removed
+                write_out(fd, HeldFile(path))
 
     def keep(self) -> None:
         """Failed its start-up: the output stays in the files, for the supervisor to show or not."""
@@ -97,6 +99,33 @@ class HeldStartup:
                 os.close(saved)
             self._saved.clear()
             return True
+
+
+class HeldFile:
+    """A held stream's file, copied to its stream by the log writer's thread in its turn
+    (:func:`.log_writer.write_out`), then removed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write_to(self, fd: int) -> None:
+        try:
+            with open(self.path, "rb") as held:
+                while chunk := held.read(_COPY_CHUNK):  # all of it, not all at once in memory
+                    write_all(fd, chunk)
+        finally:
+            self.discard()
+
+    def lines(self) -> int:
+        count = 0
+        with contextlib.suppress(OSError), open(self.path, "rb") as held:
+            while chunk := held.read(_COPY_CHUNK):
+                count += chunk.count(b"\n")
+        return max(count, 1)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 def new_holder() -> Holder | None:
