@@ -69,7 +69,7 @@ class GatewayProcess:
         *,
         cwd: Path,
         workers: int,
-        start_timeout: float = 30.0,
+        start_timeout: float = 60.0,  # the product gives a worker as long (WORKER_START_GRACE)
         open_files: tuple[int, int] | None = None,
         log: Path | None = None,
         stdout_log: Path | None = None,
@@ -234,7 +234,7 @@ class ServerProcess:
                 stderr=stderr,
             )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:  # a loaded CI machine: 30 s was missed
         """Wait until the port accepts connections; fails if the process exits first."""
         deadline = time.monotonic() + timeout
         while True:
