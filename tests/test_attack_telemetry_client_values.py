@@ -4,11 +4,16 @@ An untrusted client's ``traceparent`` is recorded as a link of the handshake spa
 the client's ``tracestate`` as the SDK's parser read it, not cut as its User-Agent, Host and path are
 (512 characters each): 7.8 KB of state in two header lines (each within the head limits), held on every
 queued handshake span (2,048 of them while the collector is down) and exported by the SDK's encoder
-(``ASGI_WS_GATEWAY_OTLP_ENCODER=sdk``) or any other span processor.
+(``ASGI_WS_GATEWAY_OTLP_ENCODER=sdk``) or any other span processor. And the SDK's parser logged a WARNING
+per handshake for a state it refused (a member out of format, with its text; over 32 members or 8,192
+characters) and for a ``traceparent`` over 512 characters: 18 lines from 20 hostile handshakes under ``run``.
 """
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -57,3 +62,34 @@ def test_the_handshake_span_s_link_keeps_the_client_s_ids_and_a_bounded_state(
     (link,) = handshake.links
     assert (link.context.trace_id, link.context.span_id) == (TRACE_ID, SPAN_ID)
     assert len(link.context.trace_state.to_header()) <= 512
+
+
+BAD_STATES = {
+    "a member not in W3C's format (its text: the client's)": [(b"tracestate", b"ok=1,Api_Key=hunter2 secret")],
+    "33 members (W3C's limit is 32)": [(b"tracestate", ",".join(f"k{i}=v" for i in range(33)).encode())],
+    "over 8,192 characters in three lines": [(b"tracestate", ",".join(f"k{i}-{j}=v" for j in range(500)).encode())
+                                             for i in range(3)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("headers", BAD_STATES.values(), ids=BAD_STATES.keys())
+def test_a_bad_trace_state_is_read_without_a_warning_and_keeps_its_good_members(
+    headers: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's parser wrote a WARNING per handshake with such a state (the first bad member as sent):
+    every handshake of a client's choosing, past every throttle of the gateway's, its text in clear."""
+    caplog.set_level(logging.DEBUG)
+    found = client_trace([TRACEPARENT, *headers])
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert (found.trace_id, found.span_id, found.is_remote) == (TRACE_ID, SPAN_ID, True)
+    assert len(found.trace_state.to_header()) <= 512
+    assert 0 < len(found.trace_state) <= 32  # the good members, within W3C's count
+
+
+def test_a_traceparent_past_the_sdk_s_512_characters_is_no_link_and_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    long = (b"traceparent", TRACEPARENT[1] + b"-" + b"x" * 600)
+    assert not client_trace([long, (b"tracestate", b"a=1")]).is_valid
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

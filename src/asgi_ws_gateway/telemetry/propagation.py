@@ -4,6 +4,7 @@ upstream handshake request (with the globally configured propagators: ``OTEL_PRO
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from operator import itemgetter, methodcaller
 
@@ -44,25 +45,66 @@ def extract(headers: Headers, context: Context | None = None) -> Context:
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
+class _ParentOnly(Getter[Headers]):
+    """A client's ``traceparent`` alone, for the SDK's parser (its ``tracestate``: :func:`_client_state`),
+    and none past the parser's 512 characters, for which it logged a WARNING per handshake."""
+
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        found = ASGI_HEADERS.get(carrier, key) if key == "traceparent" else None
+        return found if found and len(found[0]) <= _TRACEPARENT_LONGEST else None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return ASGI_HEADERS.keys(carrier)
+
+
+_PARENT_ONLY = _ParentOnly()
+_TRACEPARENT_LONGEST = 512
+_STATE_MEMBER = re.compile(
+    r"([a-z][_0-9a-z\-\*\/]{0,255}|[a-z0-9][_0-9a-z\-\*\/]{0,240}@[a-z][_0-9a-z\-\*\/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
+)
+"""A ``tracestate`` member (W3C Trace Context, the SDK's own pattern): what ``TraceState`` takes without a word."""
+_STATE_MEMBERS = 32
+"""W3C's most members in a ``tracestate``."""
+
+
 def client_trace(headers: Headers) -> trace.SpanContext:
     """The trace an untrusted client names in its ``traceparent`` (for a link), read alone: not its
     ``baggage``, which the SDK's parser logged entry by entry — a client's 800 bytes wrote 181
     WARNING lines a handshake, its text (a token among it) in clear, through the global propagators
     that :func:`extract` uses for a trusted client.
 
-    Its ``tracestate`` is kept to :data:`~.values.MAX_CHARS` characters of whole members, those over 128
-    characters dropped first (:func:`_fitted`), as the client's other values are cut: the SDK's parser
-    keeps up to 8,192 characters (17 members of 460 in two header lines), held on every queued handshake
-    span's link (2,048 spans: 18 MB while the collector is down)."""
-    found = trace.get_current_span(_TRACE_CONTEXT.extract(headers, Context(), getter=ASGI_HEADERS)).get_span_context()
-    state = found.trace_state
-    if state is DEFAULT_TRACE_STATE or not state:
+    Its ``tracestate`` is read here, not by the SDK's parser, which logged a WARNING per handshake for a
+    member out of W3C's format (with its text), for more than 32 members or more than 8,192 characters:
+    :func:`_client_state`."""
+    found = trace.get_current_span(_TRACE_CONTEXT.extract(headers, Context(), getter=_PARENT_ONLY)).get_span_context()
+    if not found.is_valid:
         return found
-    header = state.to_header()
-    if len(header) <= MAX_CHARS:
+    state = ASGI_HEADERS.get(headers, "tracestate")
+    if not state:
         return found
-    fitted = TraceState.from_header([_fitted(header, MAX_CHARS, long_first=True)])
-    return trace.SpanContext(found.trace_id, found.span_id, True, found.trace_flags, fitted)
+    return trace.SpanContext(found.trace_id, found.span_id, True, found.trace_flags, _client_state(state))
+
+
+def _client_state(lines: list[str]) -> TraceState:
+    """A client's ``tracestate`` lines as a ``TraceState``, without a log line: its members in W3C's format,
+    the first of each key and the first 32 (the others dropped; the SDK dropped the whole state), kept to
+    :data:`~.values.MAX_CHARS` characters of whole members, those over 128 characters dropped first
+    (:func:`_fitted`), as the client's other values are cut: the SDK's parser kept up to 8,192 characters
+    (17 members of 460 in two header lines), held on every queued handshake span's link (2,048 spans: 18 MB
+    while the collector is down)."""
+    members: dict[str, str] = {}
+    for member in ",".join(lines).split(","):
+        match = _STATE_MEMBER.fullmatch(member.strip(" \t"))
+        if match is not None and match[1] not in members:
+            members[match[1]] = match[0]
+            if len(members) == _STATE_MEMBERS:
+                break
+    header = ",".join(members.values())
+    if len(header) > MAX_CHARS:
+        kept = _fitted(header, MAX_CHARS, long_first=True).split(",")
+        members = {key: member for key, member in members.items() if member in kept}
+    return TraceState([(key, member[len(key) + 1 :]) for key, member in members.items()])
 
 
 _TEXTMAP_READABLE = isinstance(getattr(propagate, "_HTTP_TEXT_FORMAT", None), TextMapPropagator)
