@@ -12,12 +12,14 @@ characters) and for a ``traceparent`` over 512 characters: 18 lines from 20 host
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from asgi_ws_gateway import load_config
+from asgi_ws_gateway.log_throttle import RepeatFilter
 from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import Telemetry
 from asgi_ws_gateway.telemetry.propagation import client_trace
@@ -93,3 +95,45 @@ def test_a_traceparent_past_the_sdk_s_512_characters_is_no_link_and_no_warning(
     long = (b"traceparent", TRACEPARENT[1] + b"-" + b"x" * 600)
     assert not client_trace([long, (b"tracestate", b"a=1")]).is_valid
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+PROPAGATION_LOGGERS = ("opentelemetry.baggage.propagation", "opentelemetry.trace.span",
+                       "opentelemetry.trace.propagation.tracecontext")  # fmt: skip
+"""Where the SDK's default propagators warn of what they could not read: a trusted client's text."""
+
+
+@pytest.fixture
+def unthrottled() -> Iterator[None]:
+    """No throttle on :data:`PROPAGATION_LOGGERS` left by another test (they are process-wide), before or after."""
+
+    def remove() -> None:
+        for name in PROPAGATION_LOGGERS:
+            found = logging.getLogger(name)
+            for kept in [f for f in found.filters if isinstance(f, RepeatFilter)]:
+                found.removeFilter(kept)
+
+    remove()
+    yield
+    remove()
+
+
+@pytest.mark.usefixtures("unthrottled")
+def test_a_trusted_client_s_bad_baggage_and_state_are_a_line_per_kind_not_one_per_entry(
+    spans: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``trust_client_trace: true`` trusts any client: 20 handshakes, each with 50 baggage entries out of
+    format and a state with one bad member, wrote 1,020 WARNING lines (70 KB) under ``run``, one per
+    entry, each quoting it. The extraction is the SDK's (its propagators are the operator's choice);
+    its lines are throttled as the attribute limits' are: the first of each kind, then one per 10 s."""
+    config = load_config(build_config("ws://127.0.0.1:9/echo", telemetry={"trust_client_trace": True}))
+    telemetry = Telemetry(config, tracer_provider=spans[0])
+    caplog.set_level(logging.DEBUG)
+    bad = [(b"baggage", ",".join(f"bad entry {i}" for i in range(50)).encode()), (b"tracestate", b"Bad=1")]
+    for _ in range(20):
+        scope = {"type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
+                 "client": ("10.1.2.3", 4567), "headers": [TRACEPARENT, *bad]}  # fmt: skip
+        telemetry.handshake(config.apis[0], scope).abandoned("client went away")
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name in PROPAGATION_LOGGERS]
+    assert len(lines) == 2, lines  # the baggage's kind and the state's, once each (1,020 before)
+    handshakes = [span for span in spans[1].get_finished_spans() if span.name == "GET /ws/echo"]
+    assert len(handshakes) == 20 and {span.context.trace_id for span in handshakes} == {TRACE_ID}  # continued

@@ -127,16 +127,27 @@ ATTRIBUTE_LOGGERS = ("opentelemetry.attributes", "asgi_ws_gateway.telemetry.lean
 """Where a span's or log record's attribute limits are enforced, with a WARNING per attribute cut or dropped."""
 
 
+PROPAGATION_LOGGERS = (
+    "opentelemetry.baggage.propagation",  # a baggage entry out of format, too long, too many: each, quoted
+    "opentelemetry.trace.span",  # a tracestate member out of format (quoted), more than 32
+    "opentelemetry.trace.propagation.tracecontext",  # a traceparent over 512 characters, a tracestate over 8,192
+)
+"""Where the default propagators warn of what a client sent and they could not read (``trust_client_trace``:
+any client's; an untrusted client's ``traceparent`` is read without them, :func:`.propagation.client_trace`)."""
+
+
 def throttle_attribute_warnings() -> None:
-    """Put a :class:`~asgi_ws_gateway.log_throttle.RepeatFilter` on :data:`ATTRIBUTE_LOGGERS` (once each).
+    """Put a :class:`~asgi_ws_gateway.log_throttle.RepeatFilter` on :data:`ATTRIBUTE_LOGGERS` and
+    :data:`PROPAGATION_LOGGERS` (once each).
 
     With a length limit (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_SPAN_...``, ``OTEL_LOGRECORD_...``)
     or a count limit set, the SDK warns for each value it cuts and each attribute it drops: a client's
     long User-Agent made a line per handshake, refused ones too (28 a connection at a limit of 0), past
     every throttle of the gateway's own. The first line of each kind is written at once, then one per
     10 s with how many. On the SDK's logger, so an application's own spans are counted the same way.
+    The propagators wrote a line per baggage entry they refused: 50 a handshake of a trusted client's.
     """
-    for name in ATTRIBUTE_LOGGERS:
+    for name in ATTRIBUTE_LOGGERS + PROPAGATION_LOGGERS:
         found = logging.getLogger(name)
         if not any(isinstance(f, RepeatFilter) for f in found.filters):
             found.addFilter(RepeatFilter())
