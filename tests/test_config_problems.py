@@ -239,6 +239,19 @@ def test_many_gateway_hops_are_warned_about(hops: int, warned: bool) -> None:
     assert [w.split(" lets")[0] for w in warnings] == ([f"handshake_limits.max_gateway_hops: {hops}"] if warned else [])
 
 
+@pytest.mark.parametrize(("proxies", "warned"), [(["10.0.0.1"], False), ([], True)])
+def test_trusting_the_trace_of_trusted_proxies_none_listed_is_warned_about(proxies: list[str], warned: bool) -> None:
+    from asgi_ws_gateway.config.checks import config_warnings
+
+    raw = {
+        "telemetry": {"trust_client_trace": "trusted_proxies"},
+        "trusted_proxies": proxies,
+        "apis": [_api("a", "/a")],
+    }
+    warnings = config_warnings(load_config(raw))
+    assert [w.split(":")[0] for w in warnings] == (["telemetry.trust_client_trace"] if warned else [])
+
+
 @pytest.mark.parametrize(("store", "warned"), [({"max_keys": 1_000_000}, False), ({"max_keys": 10_000_000}, True)])
 def test_a_memory_store_of_millions_of_keys_per_limit_is_warned_about(store: dict[str, Any], warned: bool) -> None:
     """A key held about 1 KB (a rate window's, measured): 10,000,000 keys of one limit are 10 GB."""

@@ -270,6 +270,26 @@ async def test_trusted_client_trace_is_continued_to_the_upstream(
     assert seen["tracestate"] == ["client=1"]
 
 
+@pytest.mark.parametrize(("proxies", "continued"), [(["127.0.0.1/32"], True), (["10.0.0.0/8"], False)])
+async def test_trust_client_trace_trusted_proxies_continues_only_a_trusted_proxy_s_trace(
+    otlp: OtlpReceiver, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch, proxies: list[str], continued: bool
+) -> None:
+    """``trust_client_trace: trusted_proxies``: the trace context (and baggage) of a peer in ``trusted_proxies``
+    is continued, as ``true`` continues anyone's; any other peer's is linked, and its baggage stays, as ``false``."""
+    export_to(monkeypatch, otlp, "grpc")
+    config = {**telemetry_config(upstream, trust_client_trace="trusted_proxies"), "trusted_proxies": proxies}
+    with UvicornServer(ProbedGateway(config)) as server:
+        headers = [("traceparent", CLIENT_TRACEPARENT), ("tracestate", "client=1"), *FOREIGN_CONTEXT]
+        async with await connect(server.url("/ws/headers/lobby"), additional_headers=headers) as ws:
+            seen = json.loads(await ws.recv())["headers"]
+        handshake = await _wait_span(otlp, "GET /ws/headers/{room}")
+    assert (handshake.trace_id == CLIENT_TRACE) is continued
+    assert (handshake.parent_span_id == CLIENT_SPAN) is continued
+    assert handshake.links == ([] if continued else [(CLIENT_TRACE, CLIENT_SPAN)])
+    assert seen["traceparent"][0].startswith(f"00-{CLIENT_TRACE}-") is continued
+    assert ("baggage" in seen and "user.id=admin" in seen["baggage"][0]) is continued
+
+
 async def test_failover_attempts_are_child_spans_of_the_502_denial(
     otlp: OtlpReceiver, protocol: Protocol, upstream: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

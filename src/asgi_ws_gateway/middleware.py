@@ -449,7 +449,11 @@ class WebSocketGateway(AdmissionChecks):
         handshake = policies.context(api.config.name, scope, params)
         # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
         client = handshake.request.client.ip if self._trusted else None
-        trace = self._telemetry.handshake(api.config, scope, client)  # span ended at accept or denial
+        # Read for trust_client_trace: trusted_proxies alone: a trusted proxy's trace context is continued.
+        from_proxy = (
+            self.config.telemetry.trust_client_trace == "trusted_proxies" and handshake.request.peer_is_trusted_proxy
+        )
+        trace = self._telemetry.handshake(api.config, scope, client, from_proxy=from_proxy)  # ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
         slot: ConnectionSlot | None = None  # the backend's max_connections slot, once connected
         relay: RelayHandle

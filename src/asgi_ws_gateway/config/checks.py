@@ -170,6 +170,11 @@ def config_warnings(config: GatewayConfig) -> list[str]:
         for network in config.trusted_proxies
         if network != UNIX_SOCKET_PEER and (net := parse_network(network)).prefixlen < (8 if net.version == 4 else 16)
     ]
+    if config.telemetry.trust_client_trace == "trusted_proxies" and not config.trusted_proxies:
+        broad.append(
+            "telemetry.trust_client_trace: trusted_proxies continues the trace of a peer in trusted_proxies, "
+            "and none is listed: no client's trace is continued (as false)"
+        )
     if not config.apis:
         return [
             "no WebSocket APIs are configured (an empty file, perhaps): every WebSocket request gets 404 "

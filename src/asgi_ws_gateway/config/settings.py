@@ -99,9 +99,11 @@ class TelemetryConfig(ConfigModel):
         description="Without global providers: auto = OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT or "
         "OTEL_{TRACES,METRICS,LOGS}_EXPORTER=otlp is set; otlp = always; none = never.",
     )
-    trust_client_trace: bool = Field(
+    trust_client_trace: bool | Literal["trusted_proxies"] = Field(
         default=False,
-        description="Continue the client's traceparent/tracestate (false: start a new trace linked to it).",
+        description="Continue the client's traceparent/tracestate (and baggage): true = any client's; "
+        "trusted_proxies = only when the TCP peer is one of trusted_proxies (a proxy that sets or sanitises them); "
+        "false = never: a new trace, linked to the client's.",
     )
     propagate: bool = Field(default=True, description="Inject traceparent/tracestate into the upstream handshake.")
     connection_parent: Literal["link", "handshake"] = Field(

@@ -83,12 +83,16 @@ class Telemetry:
 
             self.metrics = Metrics(NoOpMeter(SCOPE), ((api.name, api.route) for api in self._apis.values()))
 
-    def handshake(self, api: ApiConfig, scope: Scope, client: str | None = None) -> HandshakeTrace:
+    def handshake(
+        self, api: ApiConfig, scope: Scope, client: str | None = None, *, from_proxy: bool = False
+    ) -> HandshakeTrace:
         """Start the telemetry of one handshake (call it when ``websocket.connect`` arrives).
 
-        ``client`` is the address a trusted proxy reported (None: the TCP peer is the client).
+        ``client`` is the address a trusted proxy reported (None: the TCP peer is the client);
+        ``from_proxy``: the TCP peer is one of ``trusted_proxies`` (read for ``trust_client_trace:
+        trusted_proxies`` only).
         """
-        return HandshakeTrace(self, self._apis[api.name], scope, client)
+        return HandshakeTrace(self, self._apis[api.name], scope, client, from_proxy)
 
     def add_apis(self, apis: Iterable[ApiConfig]) -> None:
         """Know the APIs of a new configuration (``apply_config``); spans and metrics name them from now on."""

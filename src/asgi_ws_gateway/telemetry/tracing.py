@@ -107,8 +107,13 @@ class HandshakeTrace:
 
     _unchecked: tuple[str, ...] = ()  # policies that admitted it unchecked (rare: a class default)
 
-    def __init__(self, telemetry: Telemetry, api: ApiInfo, scope: Scope, client: str | None = None) -> None:
+    def __init__(
+        self, telemetry: Telemetry, api: ApiInfo, scope: Scope, client: str | None = None, from_proxy: bool = False
+    ) -> None:
         self.api = api
+        trust = telemetry.config.trust_client_trace
+        # Whose trace context is continued (and its baggage and other formats' headers passed on).
+        self.trusted: bool = trust is True or (from_proxy and trust == "trusted_proxies")
         self.scope = scope
         peer = scope.get("client")
         # The client behind trusted proxies when it differs from the TCP peer (then kept as the peer).
@@ -146,7 +151,7 @@ class HandshakeTrace:
         attrs, traceparent = self._request_attributes(headers)
         links: tuple[Link, ...] = ()
         parent: Context | None = None  # the current context: an in-process parent span is trusted
-        if telemetry.config.trust_client_trace:
+        if self.trusted:
             parent = propagation.extract(headers)
         elif traceparent:  # a new trace, linked to the client's
             remote = propagation.client_trace(headers)
@@ -299,7 +304,7 @@ class HandshakeTrace:
                     if connected := backend.connected if url.startswith(backend.origin) else connected_to(url):
                         inline[n.UPSTREAM_ADDRESS], inline[n.UPSTREAM_PORT] = connected
                 if telemetry.config.propagate:
-                    propagation.inject(request.headers, self._context, trusted=telemetry.config.trust_client_trace)
+                    propagation.inject(request.headers, self._context, trusted=self.trusted)
             else:
                 attrs: Attrs = dict(backend.span)  # copied whole, in C: no merge key by key
                 attrs[n.ATTEMPT] = self.attempts
@@ -311,9 +316,7 @@ class HandshakeTrace:
                         attrs[n.SERVER_ADDRESS], attrs[n.SERVER_PORT] = connected
                 span = telemetry.start_span(self.api.connect_span, self._context, SpanKind.CLIENT, attrs, ())
                 if telemetry.config.propagate:
-                    propagation.inject(
-                        request.headers, self._context, span, trusted=telemetry.config.trust_client_trace
-                    )
+                    propagation.inject(request.headers, self._context, span, trusted=self.trusted)
         started = time.perf_counter() if telemetry.metrics is not None else 0.0  # the duration is a metric
         error_type: str | None = None
         status: int | None = None
