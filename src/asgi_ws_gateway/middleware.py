@@ -450,8 +450,8 @@ class WebSocketGateway(AdmissionChecks):
         # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
         client = handshake.request.client.ip if self._trusted else None
         # Read for trust_client_trace: trusted_proxies alone: a trusted proxy's trace context is continued.
-        from_proxy = (
-            self.config.telemetry.trust_client_trace == "trusted_proxies" and handshake.request.peer_is_trusted_proxy
+        from_proxy = (  # the telemetry's setting: its section is read at start-up (a reload leaves it)
+            self._telemetry.config.trust_client_trace == "trusted_proxies" and handshake.request.peer_is_trusted_proxy
         )
         trace = self._telemetry.handshake(api.config, scope, client, from_proxy=from_proxy)  # ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
