@@ -137,3 +137,23 @@ def test_a_trusted_client_s_bad_baggage_and_state_are_a_line_per_kind_not_one_pe
     assert len(lines) == 2, lines  # the baggage's kind and the state's, once each (1,020 before)
     handshakes = [span for span in spans[1].get_finished_spans() if span.name == "GET /ws/echo"]
     assert len(handshakes) == 20 and {span.context.trace_id for span in handshakes} == {TRACE_ID}  # continued
+
+
+def test_a_trusted_client_s_long_trace_state_rides_on_its_spans_bounded(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A continued trace's ``tracestate`` is every span's of it (the handshake's, each attempt's) and goes
+    upstream: the SDK reads up to 8,192 characters, which under ``run`` made a connection's spans 19,675 bytes
+    (3,351 with the state cut; a hostile untrusted one's: 3,376). It is kept as an untrusted client's link's is,
+    to 512 characters of whole members (W3C: propagate at least 512, drop those over 128 first)."""
+    config = load_config(build_config("ws://127.0.0.1:9/echo", telemetry={"trust_client_trace": True}))
+    telemetry = Telemetry(config, tracer_provider=spans[0])
+    short = [f"s{i}=" + "a" * 100 for i in range(4)]
+    members = short + [f"k{i:02d}{'x' * 100}=" + "v" * 150 for i in range(28)]  # 32 members, 7.5 KB
+    state = (b"tracestate", ",".join(members).encode())
+    scope = {"type": "websocket", "path": "/ws/echo", "query_string": b"", "scheme": "ws", "subprotocols": [],
+             "client": ("10.1.2.3", 4567), "headers": [TRACEPARENT, state]}  # fmt: skip
+    telemetry.handshake(config.apis[0], scope).abandoned("client went away")
+    (handshake,) = spans[1].get_finished_spans()
+    assert handshake.context.trace_id == TRACE_ID  # continued
+    assert handshake.context.trace_state.to_header() == ",".join(short)  # it was 7,5xx characters

@@ -38,8 +38,23 @@ ASGI_HEADERS = _AsgiHeaders()
 
 
 def extract(headers: Headers, context: Context | None = None) -> Context:
-    """The trace context (and baggage) the client sent, on top of ``context`` (default: current)."""
-    return propagate.extract(headers, context, getter=ASGI_HEADERS)
+    """The trace context (and baggage) the client sent, on top of ``context`` (default: current).
+
+    The ``tracestate`` of a trace it continues is kept to :data:`~.values.MAX_CHARS` characters of whole
+    members, those over 128 dropped first, as an untrusted client's link's (:func:`_client_state`): it is
+    every span's of the trace (the handshake's, each attempt's) and goes upstream, and the SDK reads up to
+    8,192 characters (a connection's spans 19,675 bytes under ``run``, 3,351 with the state cut)."""
+    found = propagate.extract(headers, context, getter=ASGI_HEADERS)
+    remote = trace.get_current_span(found).get_span_context()
+    state = remote.trace_state
+    if not remote.is_remote or state is DEFAULT_TRACE_STATE or not state:
+        return found
+    header = state.to_header()
+    if len(header) <= MAX_CHARS:
+        return found
+    fitted = TraceState.from_header([_fitted(header, MAX_CHARS, long_first=True)])  # the SDK's members: valid
+    bounded = trace.SpanContext(remote.trace_id, remote.span_id, True, remote.trace_flags, fitted)
+    return trace.set_span_in_context(trace.NonRecordingSpan(bounded), found)
 
 
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
