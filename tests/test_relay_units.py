@@ -50,10 +50,10 @@ def test_round_robin_rotates_the_first_choice() -> None:
     assert _labels(pool.order(now=0)) == ["b1", "b2", "b0"]  # the rest are the failover order
 
 
-def test_least_connections_orders_by_active_then_rotation() -> None:
+def test_least_connections_orders_by_connections_then_rotation() -> None:
     pool = _pool("least-connections")
-    pool.backends[0].active = 2
-    pool.backends[1].active = 1
+    pool.backends[0].connections = 2  # connects under way count as connections do
+    pool.backends[1].connections = 1
     assert _labels(pool.order(now=0)) == ["b2", "b1", "b0"]
 
 

@@ -1,10 +1,10 @@
 """Backends of one API: balancing order, failover, and passive health.
 
-Each handshake tries the API's backends in balancing order (round-robin rotation, or fewest
-active connections first) until one connects. A backend that fails ``unhealthy_after`` times in a
-row is skipped for ``cooldown`` seconds; when every backend is cooling down, all are tried anyway
-(better a likely failure than a certain one). An upstream that *answers* the handshake, even with
-a refusal, counts as healthy: it is the application saying no, not the backend being down.
+Each handshake tries the API's backends in balancing order (round-robin rotation, or fewest connections
+first, connects in progress included) until one connects. A backend that fails ``unhealthy_after`` times
+in a row is skipped for ``cooldown`` seconds; when every backend is cooling down, all are tried anyway
+(better a likely failure than a certain one). An upstream that *answers* the handshake, even with a
+refusal, counts as healthy: it is the application saying no, not the backend being down.
 
 A connect that succeeds is not yet a success: a backend that completes every handshake and then
 fails the connection at once (closes with 1011, breaks the protocol, resets) would otherwise count
@@ -69,9 +69,10 @@ class Backend:
     connector: Connector
     index: int
     active: int = 0
-    """Connections accepted and not over (least-connections reads it)."""
+    """Connections accepted and not over."""
     connections: int = 0
-    """Slots held: connects under way and connections not over (what ``max_connections`` caps)."""
+    """Slots held: connects under way and connections not over (what ``max_connections`` caps, and what
+    least-connections reads)."""
     max_connections: int | None = None
     failures: int = 0
     cooling_until: float = field(default=0.0)
@@ -181,7 +182,9 @@ class BackendPool:
         self._turn += 1
         rotated = [b for b in self.backends[start:] + self.backends[:start] if has_room(b)]
         if self.api.balancing == "least-connections":
-            rotated.sort(key=lambda b: b.active)  # stable: ties keep the rotation
+            # Connects under way count: clients arriving together (a reconnect storm) each see the others'
+            # connects in flight, where accepted connections alone sent all of them to the emptiest backend.
+            rotated.sort(key=lambda b: b.connections)  # stable: ties keep the rotation
         healthy = [b for b in rotated if b.healthy(now)]
         return healthy or rotated
 
