@@ -34,6 +34,7 @@ UCUM_UNITS = {"s": "seconds", "By": "bytes"}
 
 PROMETHEUS = {
     "ws_gateway.active_connections": ("gauge", "ws_gateway_active_connections"),
+    "ws_gateway.upstream.connections": ("gauge", "ws_gateway_upstream_connections"),
     "ws_gateway.handshakes": ("counter", "ws_gateway_handshakes_total"),
     "ws_gateway.handshake.duration": ("histogram", "ws_gateway_handshake_duration_seconds"),
     "ws_gateway.upstream.connect.duration": ("histogram", "ws_gateway_upstream_connect_duration_seconds"),

@@ -9,6 +9,8 @@ force admits it as the one it started under did (:class:`AdmissionChecks`); else
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
+
 from .config.apis import ApiConfig, UpstreamConfig
 from .config.products import ProductConfig, SubscriptionConfig
 from .errors import HandshakeDenied
@@ -155,4 +157,13 @@ def draining_refusal() -> HandshakeDenied:
     return HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")], reason="draining")
 
 
-__all__ = ["AdmissionChecks", "Api", "draining_refusal"]
+def backend_connections(apis: Iterable[Api]) -> Iterator[tuple[Mapping[str, str | int], int]]:
+    """Each backend of ``apis`` with its connections, open or being opened (``ws_gateway.upstream.connections``):
+    named by its configuration (a URL a policy built from a handshake's values connects on its backend's
+    behalf, and is counted under it), so there are as many series as configured backends."""
+    for api in apis:
+        for backend, connector in zip(api.pool.backends, api.traced, strict=True):  # both in upstreams' order
+            yield connector.backend.metric, backend.connections
+
+
+__all__ = ["AdmissionChecks", "Api", "backend_connections", "draining_refusal"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import log_redaction, redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .admission import AdmissionChecks, Api, draining_refusal
+from .admission import AdmissionChecks, Api, backend_connections, draining_refusal
 from .config.checks import config_warnings
 from .config.gateway import GatewayConfig
 from .config.products import ProductConfig, SubscriptionConfig
@@ -142,7 +142,9 @@ class WebSocketGateway(AdmissionChecks):
         for warning in [*config_warnings(self.config), *policies.warnings, *unread]:
             logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
-            "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider
+            "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider,
+            # Read on the metric reader's thread: the APIs in force then (a change replaces the dict, whole).
+            "backends": lambda: backend_connections(list(self._apis.values())),
         }  # fmt: skip
         # Telemetry is set up from the configuration given here; apply_config does not change it.
         self._telemetry = Telemetry(self.config, **self._providers)

@@ -12,7 +12,7 @@ from ..config.gateway import GatewayConfig
 from .access import AccessLog
 from .api_info import ApiInfo
 from .lean_tracer import LeanTracer
-from .metrics import Metrics
+from .metrics import BackendCounts, Metrics
 from .names import SCOPE
 from .otlp_wire import owned_starter
 from .provider_shutdown import Providers
@@ -33,6 +33,8 @@ class Telemetry:
         tracer_provider, meter_provider, logger_provider: providers to use instead of the global
             ones or the gateway's own OTLP exporters (see :mod:`.providers`).
         count: keep the metric counters even when metrics are off (default False); see :meth:`count_locally`.
+        backends: each configured backend's metric attributes and connections now, for
+            ``ws_gateway.upstream.connections`` (None: that instrument is not made).
 
     ``tracer`` and ``metrics`` are None for a signal that is off: then it costs nothing.
     """
@@ -45,6 +47,7 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
         logger_provider: LoggerProvider | None = None,
         count: bool = False,
+        backends: BackendCounts | None = None,
     ) -> None:
         self.config = config.telemetry
         self.providers: Providers = resolve_providers(
@@ -61,7 +64,8 @@ class Telemetry:
         self.metrics: Metrics | None = None
         if providers.meter is not None:
             meter = providers.meter.get_meter(SCOPE, __version__)
-            self.metrics = Metrics(meter, ((api.name, api.route) for api in self._apis.values()), providers.histograms)
+            apis = ((api.name, api.route) for api in self._apis.values())
+            self.metrics = Metrics(meter, apis, providers.histograms, backends)
         if count:
             self.count_locally()
         otel_logger = providers.logger.get_logger(SCOPE, __version__) if providers.logger else None

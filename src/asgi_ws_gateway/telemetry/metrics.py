@@ -93,6 +93,11 @@ HistogramFactory = Callable[[Meter, n.Instrument], DurationHistogram]
 """Makes one duration histogram on a meter; the default is the SDK's (:func:`sdk_histogram`)."""
 
 
+BackendCounts = Callable[[], Iterable[tuple[Mapping[str, str | int], int]]]
+"""Each configured backend's metric attributes (``BackendInfo.metric``: its configuration's, never a URL a
+handshake's values filled in) with its connections now; read on the metric reader's thread."""
+
+
 MeteredConnection = tuple[str, "RelayStats"]
 """An open connection, as :meth:`Metrics.opened` returns it: its API's name and its counters (a plain
 tuple: made in C, no ``__init__`` call per connection)."""
@@ -131,6 +136,15 @@ def _observe_server_refusals(options: CallbackOptions) -> Iterator[Observation]:
         yield Observation(count, {n.HTTP_STATUS: n.status_value(status)})
 
 
+def _backend_observer(backends: BackendCounts) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    def observe(options: CallbackOptions) -> Iterator[Observation]:
+        # Every backend, at 0 too: a backend's series is there before its first connection and after its last.
+        for attributes, connections in backends():
+            yield Observation(connections, dict(attributes))
+
+    return observe
+
+
 _DIRECTIONS = ((n.TO_UPSTREAM, "text"), (n.TO_UPSTREAM, "binary"), (n.TO_CLIENT, "text"), (n.TO_CLIENT, "binary"))
 
 
@@ -138,7 +152,11 @@ class Metrics:
     """Creates the instruments on ``meter`` and records into them."""
 
     def __init__(
-        self, meter: Meter, apis: Iterable[tuple[str, str]], histogram: HistogramFactory | None = None
+        self,
+        meter: Meter,
+        apis: Iterable[tuple[str, str]],
+        histogram: HistogramFactory | None = None,
+        backends: BackendCounts | None = None,
     ) -> None:
         self.base: dict[str, Attrs] = {name: {n.API: name, n.HTTP_ROUTE: route, n.PROTOCOL_NAME: n.PROTOCOL}
                                        for name, route in apis}  # fmt: skip
@@ -164,6 +182,10 @@ class Metrics:
             n.ACTIVE_CONNECTIONS.unit,
             n.ACTIVE_CONNECTIONS.description,
         )
+        if backends is not None:
+            spec = n.UPSTREAM_CONNECTIONS
+            observe = _backend_observer(backends)
+            meter.create_observable_up_down_counter(spec.name, [observe], spec.unit, spec.description)
         for spec, callback in (
             (n.MESSAGES, self._observe_messages),
             (n.IO, self._observe_io),
@@ -421,4 +443,4 @@ def sdk_histogram(meter: Meter, spec: n.Instrument) -> DurationHistogram:
     )
 
 
-__all__ = ["DurationHistogram", "HistogramFactory", "MeteredConnection", "Metrics", "sdk_histogram"]
+__all__ = ["BackendCounts", "DurationHistogram", "HistogramFactory", "MeteredConnection", "Metrics", "sdk_histogram"]

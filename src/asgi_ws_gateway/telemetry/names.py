@@ -169,6 +169,10 @@ ACTIVE_CONNECTIONS = Instrument(
     "ws_gateway.active_connections", "observable_up_down_counter", "{connection}",
     "Open proxied WebSocket connections (accepted, not yet closed).", _BASE,
 )  # fmt: skip
+UPSTREAM_CONNECTIONS = Instrument(
+    "ws_gateway.upstream.connections", "observable_up_down_counter", "{connection}",
+    "Connections to each configured backend, open or being opened: what its max_connections caps.", _BACKEND,
+)  # fmt: skip
 HANDSHAKES = Instrument(
     "ws_gateway.handshakes", "observable_counter", "{handshake}",
     "Finished handshakes by outcome and HTTP status (101 when accepted).",
@@ -268,6 +272,7 @@ LOG_DROPPED = Instrument(
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
+    UPSTREAM_CONNECTIONS,
     HANDSHAKES,
     HANDSHAKE_DURATION,
     UPSTREAM_CONNECT_DURATION,
