@@ -26,6 +26,7 @@ from support.clients import connect, expect_close, expect_status
 from support.gateway import PASSTHROUGH, ProbedGateway
 from support.hostile import CONNECTORS
 from support.servers import UvicornFactory
+from support.telemetry import refused_url
 from support.upstream import UpstreamServer
 
 GATEWAY_LOGGER = "asgi_ws_gateway.middleware"
@@ -179,6 +180,20 @@ async def test_each_end_gives_the_slot_back(uvicorn_server: UvicornFactory, conn
         assert await _settled(gateway) == [0, 0, 0]
         async with await connect(base + "/echo/again"):  # the one slot is free: admitted
             pass
+
+
+@pytest.mark.parametrize("failure", ["timed out", "unreachable"])
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_failed_connect_gives_the_slot_back(
+    uvicorn_server: UvicornFactory, connector: str, failure: str
+) -> None:
+    """A connect past ``connect_timeout`` (504), or to a port nothing listens on (502): no slot stays held (a
+    held one would count against the backend in least-connections' choice for good)."""
+    with UpstreamServer() as upstream:
+        url = upstream.url("/slow?delay=5") if failure == "timed out" else refused_url()
+        gateway, base = _served(uvicorn_server, [url], connector, connect_timeout=0.2, balancing="least-connections")
+        assert (await expect_status(base))[0] == (504 if failure == "timed out" else 502)
+        assert await _settled(gateway) == [0, 0, 0]
 
 
 async def test_a_client_gone_mid_connect_gives_the_slot_and_turn_back(uvicorn_server: UvicornFactory) -> None:
