@@ -21,6 +21,7 @@ import pytest
 from asgi_ws_gateway import load_config
 from support.clients import connect
 from support.management import api, managed_gateway
+from support.syspath import prepend_sys_path
 from support.upstream import UpstreamServer
 
 MODULE = """
@@ -45,7 +46,7 @@ async def _hidden(scope, receive, send):
 def apps_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"allowed_apps_{uuid.uuid4().hex[:12]}"
     (tmp_path / f"{name}.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    prepend_sys_path(monkeypatch, str(tmp_path))
     return name
 
 
