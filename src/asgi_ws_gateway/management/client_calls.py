@@ -41,7 +41,12 @@ class ManagementCalls:
             raise ValueError(problem)
         in_process = isinstance(transport, httpx2.ASGITransport | httpx2.MockTransport)  # nothing leaves it
         base = checked_base_url(base_url, token=bool(token), allow_insecure_http=allow_insecure_http or in_process)
-        context = verify if isinstance(verify, ssl.SSLContext) else tls_context(verify)
+        if isinstance(verify, ssl.SSLContext):
+            context = verify
+        elif verify is not None or base.lower().startswith("https:"):
+            context = tls_context(verify)
+        else:  # plain http: no TLS connection is made (nor redirect followed), and the system's CAs cost ~40 ms
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts no one
         # identity: a compressed answer is inflated by read_body, bounded; whatever httpx2 would inflate is not.
         headers = {"Accept-Encoding": "identity", **({"Authorization": f"Bearer {token}"} if token else {})}
         self._token = token
