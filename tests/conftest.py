@@ -58,22 +58,23 @@ _default_ssl_context = httpcore2.default_ssl_context
 
 
 @functools.cache
-def _system_authorities() -> ssl.SSLContext:
-    return _default_ssl_context()
+def _authorities(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """httpcore2's default context for these ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (read from the environment)."""
+    return _default_ssl_context(_trust_env=bool(cafile or capath))
 
 
 def _shared_default_ssl_context(*, _trust_env: bool = True) -> ssl.SSLContext:
-    """httpcore2's default context, the system's authorities parsed once per test process.
+    """httpcore2's default context, the authorities parsed once per test process and ``SSL_CERT_*`` values.
 
-    Every ``httpx2`` client made with ``verify=True`` (the tests' own, ``ManagementClient``) parses the
-    system's CA bundle, ~40 ms, and the suite makes thousands. None of them verifies a certificate
-    with it (no test reaches a public host; the TLS tests bring contexts of their own), and httpcore2
-    changes the context only for a TLS connection. ``SSL_CERT_FILE``/``SSL_CERT_DIR`` still get a new
-    context each time, as they do unpatched.
+    Every ``httpx2`` client made with ``verify=True`` (the tests' own) parses the CA bundle, ~40 ms, and the
+    suite makes thousands. None of them verifies a certificate with it (no test reaches a public host; the
+    TLS tests bring contexts of their own), and httpcore2 changes the context only for a TLS connection.
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` get a context of their own (a test's CA), parsed once too: this
+    machine's environment sets both, and every client parsed the bundle they name (150 ms at load 10).
     """
-    if _trust_env and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
-        return _default_ssl_context(_trust_env=_trust_env)
-    return _system_authorities()
+    if not _trust_env:
+        return _authorities(None, None)
+    return _authorities(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
 
 
 @pytest.fixture(scope="session", autouse=True)
