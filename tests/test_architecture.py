@@ -72,6 +72,7 @@ LAZY_OWN_IMPORTS = {
     ("telemetry/providers.py", ".lean_provider"),
     ("telemetry/providers.py", ".histograms"),
     ("telemetry/providers.py", ".otlp_responses"),
+    ("telemetry/providers.py", ".counted_exporters"),
     ("telemetry/otlp_wire.py", "._span_wire"),  # the optional C extensions (no imports of their own), maybe not built
     ("telemetry/metric_totals.py", "._metric_add"),
 }

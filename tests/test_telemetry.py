@@ -26,6 +26,7 @@ from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.telemetry import Telemetry, TracedConnector, current_connection, current_handshake
 from asgi_ws_gateway.telemetry import metrics as metrics_module
 from asgi_ws_gateway.telemetry import names as n
+from asgi_ws_gateway.telemetry.counted_exporters import CountedSpanExporter
 from asgi_ws_gateway.telemetry.lean_provider import LeanTracerProvider
 from asgi_ws_gateway.telemetry.lean_spans import LeanSpan
 from asgi_ws_gateway.telemetry.metrics import Metrics
@@ -76,7 +77,9 @@ def test_otlp_endpoint_in_the_environment_starts_own_exporters(protocol: str) ->
 
 def _span_exporter(provider: TracerProvider) -> object:
     processor = provider._active_span_processor._span_processors[0]
-    return processor._batch_processor._exporter  # type: ignore[attr-defined]
+    counted = processor._batch_processor._exporter  # type: ignore[attr-defined]
+    assert isinstance(counted, CountedSpanExporter)  # what it loses counted in ws_gateway.telemetry.dropped
+    return counted.exporter
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])

@@ -35,6 +35,7 @@ from ..policies.jwks_failures import JWKS_FAILURES
 from ..state.failures import STORE_FAILURES
 from ..upstream.resolver import RESOLVER
 from . import names as n
+from .export_losses import EXPORT_LOSSES
 from .metric_totals import ApiTotals, add_totals, size_classes
 
 if TYPE_CHECKING:
@@ -109,6 +110,12 @@ def _observe_shed(options: CallbackOptions) -> Iterator[Observation]:
 
 def _observe_log_dropped(options: CallbackOptions) -> Iterator[Observation]:
     yield Observation(DROPPED_LINES.value)  # the process's: every handler of its log, whichever stream
+
+
+def _observe_telemetry_dropped(options: CallbackOptions) -> Iterator[Observation]:
+    # The process's own exporters; every series from 0 (EXPORT_LOSSES.counts), as for JWKS failures below.
+    for signal, reason, count in EXPORT_LOSSES.counts():
+        yield Observation(count, {n.TELEMETRY_SIGNAL: signal, n.ERROR_TYPE: reason})
 
 
 def _observe_jwks_failures(options: CallbackOptions) -> Iterator[Observation]:
@@ -197,6 +204,7 @@ class Metrics:
             (n.SERVER_REFUSALS, _observe_server_refusals),
             (n.JWKS_FAILURES, _observe_jwks_failures),
             (n.LOG_DROPPED, _observe_log_dropped),
+            (n.TELEMETRY_DROPPED, _observe_telemetry_dropped),
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,

@@ -81,6 +81,8 @@ DIRECTION = "ws_gateway.message.direction"
 MESSAGE_TYPE = "ws_gateway.message.type"
 MESSAGE_SIZE = "ws_gateway.message.size"
 SIZE_CLASS = "ws_gateway.message.size_class"
+TELEMETRY_SIGNAL = "ws_gateway.telemetry.signal"
+"""``traces``, ``metrics`` or ``logs``: what ``ws_gateway.telemetry.dropped`` counted."""
 
 PROTOCOL = "websocket"
 """Value of ``network.protocol.name``."""
@@ -269,6 +271,13 @@ LOG_DROPPED = Instrument(
     "gone. The output says how many in a line of its own once there is room again.",
     (),
 )  # fmt: skip
+TELEMETRY_DROPPED = Instrument(
+    "ws_gateway.telemetry.dropped", "observable_counter", "{item}",
+    "Spans, metric points and log records the gateway's own OTLP exporters lost, by signal and error type: "
+    "queue_full (a batch processor's queue full: the collector too slow or down), export_failed (a batch "
+    "the collector refused or never answered, after the exporter's retries).",
+    (TELEMETRY_SIGNAL, ERROR_TYPE),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -291,4 +300,5 @@ INSTRUMENTS = (
     SERVER_REFUSALS,
     JWKS_FAILURES,
     LOG_DROPPED,
+    TELEMETRY_DROPPED,
 )

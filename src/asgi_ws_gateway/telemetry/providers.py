@@ -288,6 +288,7 @@ def _own_tracer_provider(
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from .counted_exporters import CountedSpanExporter, count_queue_drops
     from .lean_provider import LeanTracerProvider, own_id_generator
 
     spans = _choice(SPANS_VARIABLE, environ)  # checked by _problems
@@ -299,7 +300,8 @@ def _own_tracer_provider(
         else LeanTracerProvider(resource=resource, id_generator=own_id_generator())
     )
     delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS  # None: the SDK reads it
-    processor: SpanProcessor = BatchSpanProcessor(exporter, schedule_delay_millis=delay)  # OTEL_BSP_*
+    processor: SpanProcessor = BatchSpanProcessor(CountedSpanExporter(exporter), schedule_delay_millis=delay)
+    count_queue_drops(processor, "traces")  # OTEL_BSP_MAX_QUEUE_SIZE
     provider.add_span_processor(processor)
     return provider
 
@@ -336,10 +338,11 @@ def _own_meter_provider(
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
+    from .counted_exporters import CountedMetricExporter
     from .histograms import OwnHistograms
 
     histograms = _choice(HISTOGRAMS_VARIABLE, environ)  # checked by _problems
-    reader = PeriodicExportingMetricReader(exporter)  # OTEL_METRIC_EXPORT_INTERVAL
+    reader = PeriodicExportingMetricReader(CountedMetricExporter(exporter))  # OTEL_METRIC_EXPORT_INTERVAL
     provider = SdkMeterProvider(metric_readers=[reader], resource=resource)  # OTEL_METRICS_EXEMPLAR_FILTER
     return provider, OwnHistograms(provider, reader) if histograms == "gateway" else None
 
@@ -368,8 +371,12 @@ def _own_logger_provider(exporter: LogRecordExporter, resource: Resource) -> Sdk
     from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
+    from .counted_exporters import CountedLogExporter, count_queue_drops
+
     provider = SdkLoggerProvider(resource=resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))  # OTEL_BLRP_*
+    processor = BatchLogRecordProcessor(CountedLogExporter(exporter))  # OTEL_BLRP_*
+    count_queue_drops(processor, "logs")
+    provider.add_log_record_processor(processor)
     return provider
 
 

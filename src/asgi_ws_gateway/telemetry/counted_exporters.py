@@ -1,0 +1,130 @@
+"""The gateway's own OTLP exporters and batch processors, counting what they lose in
+:data:`~.export_losses.EXPORT_LOSSES` (``ws_gateway.telemetry.dropped``).
+
+The wrappers only count: exporting, retries and timeouts stay the wrapped exporter's. The queue's drops are
+read through the SDK batch processor's metrics object (1.45), a private member: an SDK without it keeps
+its log line of them, uncounted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .export_losses import EXPORT_LOSSES, Signal
+
+
+class _QueueDrops:
+    """The SDK batch processor's metrics object (1.45: ``drop_items``, ``finish_items``, ``register_queue_size``),
+    counting what it drops for a full queue (or after its shutdown: lost as well)."""
+
+    def __init__(self, signal: Signal) -> None:
+        self._signal: Signal = signal
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        EXPORT_LOSSES.add(self._signal, "queue_full", count)
+
+    def finish_items(self, count: int) -> None:
+        pass
+
+    def register_queue_size(self, get_queue_size: Any) -> None:
+        pass
+
+
+def count_queue_drops(processor: object, signal: Signal) -> bool:
+    """Count what a ``BatchSpanProcessor``'s or ``BatchLogRecordProcessor``'s queue drops; False when this SDK's
+    processor is not the one known (its drops are then logged only)."""
+    batch = getattr(processor, "_batch_processor", None)
+    if batch is None or not hasattr(batch, "_metrics"):
+        return False
+    batch._metrics = _QueueDrops(signal)
+    return True
+
+
+class CountedSpanExporter(SpanExporter):
+    """``exporter``, counting the spans of each batch it failed to export."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.exporter.export(spans)
+        except Exception:
+            EXPORT_LOSSES.add("traces", "export_failed", len(spans))
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            EXPORT_LOSSES.add("traces", "export_failed", len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+class CountedLogExporter(LogRecordExporter):
+    """``exporter``, counting the records of each batch it failed to export."""
+
+    def __init__(self, exporter: LogRecordExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            result = self.exporter.export(batch)
+        except Exception:
+            EXPORT_LOSSES.add("logs", "export_failed", len(batch))
+            raise
+        if result is not LogRecordExportResult.SUCCESS:
+            EXPORT_LOSSES.add("logs", "export_failed", len(batch))
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+def _points(data: MetricsData) -> int:
+    return sum(
+        len(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    )
+
+
+class CountedMetricExporter(MetricExporter):
+    """``exporter``, counting the points of each collection it failed to export (its temporality and
+    aggregation are the reader's, read from it)."""
+
+    def __init__(self, exporter: MetricExporter) -> None:
+        super().__init__(exporter._preferred_temporality, exporter._preferred_aggregation)
+        self.exporter = exporter
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        try:
+            result = self.exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            EXPORT_LOSSES.add("metrics", "export_failed", _points(metrics_data))
+            raise
+        if result is not MetricExportResult.SUCCESS:
+            EXPORT_LOSSES.add("metrics", "export_failed", _points(metrics_data))
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.exporter.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+__all__ = ["CountedLogExporter", "CountedMetricExporter", "CountedSpanExporter", "count_queue_drops"]
