@@ -54,6 +54,7 @@ PROMETHEUS = {
     "ws_gateway.jwks.failures": ("counter", "ws_gateway_jwks_failures_total"),
     "ws_gateway.log.dropped": ("counter", "ws_gateway_log_dropped_total"),
     "ws_gateway.telemetry.dropped": ("counter", "ws_gateway_telemetry_dropped_total"),
+    "ws_gateway.config.file_changed": ("gauge", "ws_gateway_config_file_changed"),
 }
 """What users write in PromQL (and docs/telemetry.md lists): the translation's result, written out."""
 

@@ -17,18 +17,26 @@ from ..loading import alias_problem, read_regular_file
 from ..redact import REDACTED
 from ..redact.documents import installed_policy_types, redacted_values
 from ..yaml_keys import safe_load
+from .served_file import digest
 
 
 def read_file(path: Path) -> Any:
+    return read_file_and_digest(path)[0]
+
+
+def read_file_and_digest(path: Path) -> tuple[Any, bytes]:
+    """The file's data, and the digest of the bytes it was read from (:mod:`.served_file`)."""
     try:
-        text = read_regular_file(path).decode("utf-8")
+        raw = read_regular_file(path)
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError(["not UTF-8 text"], str(path)) from None
     try:
         if path.suffix == ".json":
-            return load_unique(text)
+            data: Any = load_unique(text)
+            return data, digest(raw)
         data = safe_load(text) or {}
     except DuplicateName as exc:
         raise ConfigError([f"{path}:{exc.lineno}:{exc.colno}: {exc}"], str(path)) from None
@@ -43,7 +51,7 @@ def read_file(path: Path) -> Any:
     problem = alias_problem(data)
     if problem:
         raise ConfigError([f"{path}: {problem}"], str(path))
-    return data
+    return data, digest(raw)
 
 
 def placeholder_problems(data: Any) -> list[str]:
@@ -79,4 +87,5 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
 __all__ = [
     "placeholder_problems",
     "read_file",
+    "read_file_and_digest",
 ]

@@ -23,10 +23,11 @@ from ..plugins import MODULE_NAME, load_plugins
 from ..strict_numbers import non_finite_numbers
 from .apis import ApiConfig
 from .checks import cross_check
-from .files import placeholder_problems, read_file
+from .files import placeholder_problems, read_file_and_digest
 from .gateway import GatewayConfig
 from .problems import describe_errors
 from .products import ProductConfig, SubscriptionConfig
+from .served_file import serve
 
 PolicyCheck = Callable[[GatewayConfig], list[str]]
 """Checks a configuration's policies (by building them) and returns their problems by field path.
@@ -63,12 +64,14 @@ def parse_config(
     """
     origin: str | None = None
     document: Any = None  # a file's data, looked into for an export's placeholders
+    served = b""  # its bytes' digest
     if isinstance(source, GatewayConfig):
         config = source
     else:
         if isinstance(source, str | Path):
             origin = str(source)
-            source = document = read_file(Path(source))
+            source, served = read_file_and_digest(Path(source))
+            document = source
         try:
             config = GatewayConfig.model_validate(source)
         except ValidationError as exc:
@@ -97,6 +100,8 @@ def parse_config(
         problems = check_policies(config)
     if problems:
         raise ConfigError(problems, origin)
+    if origin is not None:
+        serve(Path(origin), served)  # for ws_gateway.config.file_changed
     return config
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ..config.served_file import file_changed
 from ..handshake.capacity import SHED
 from ..handshake.server_refusals import SERVER_REFUSALS
 from ..log_losses import DROPPED_LINES
@@ -118,6 +119,10 @@ def _observe_telemetry_dropped(options: CallbackOptions) -> Iterator[Observation
         yield Observation(count, {n.TELEMETRY_SIGNAL: signal, n.ERROR_TYPE: reason})
 
 
+def _observe_config_file_changed(options: CallbackOptions) -> Iterator[Observation]:
+    yield Observation(int(file_changed()))  # the process's file: every app it serves was read from it
+
+
 def _observe_jwks_failures(options: CallbackOptions) -> Iterator[Observation]:
     # Every key set of the process; each reason observed from the start (0), so that an alert on an increase
     # sees the first failure (a series that appears with 1 shows no increase to rate() or increase()).
@@ -193,6 +198,8 @@ class Metrics:
             spec = n.UPSTREAM_CONNECTIONS
             observe = _backend_observer(backends)
             meter.create_observable_up_down_counter(spec.name, [observe], spec.unit, spec.description)
+        spec = n.CONFIG_FILE_CHANGED
+        meter.create_observable_up_down_counter(spec.name, [_observe_config_file_changed], spec.unit, spec.description)
         for spec, callback in (
             (n.MESSAGES, self._observe_messages),
             (n.IO, self._observe_io),

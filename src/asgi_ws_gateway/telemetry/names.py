@@ -278,6 +278,12 @@ TELEMETRY_DROPPED = Instrument(
     "the collector refused or never answered, after the exporter's retries).",
     (TELEMETRY_SIGNAL, ERROR_TYPE),
 )  # fmt: skip
+CONFIG_FILE_CHANGED = Instrument(
+    "ws_gateway.config.file_changed", "observable_up_down_counter", "{file}",
+    "1 while the configuration file this process serves holds something else now, or is gone or unreadable: "
+    "a reload failed (the file invalid, deleted), or none was made. 0 otherwise, and without a file.",
+    (),
+)  # fmt: skip
 
 INSTRUMENTS = (
     ACTIVE_CONNECTIONS,
@@ -301,4 +307,5 @@ INSTRUMENTS = (
     JWKS_FAILURES,
     LOG_DROPPED,
     TELEMETRY_DROPPED,
+    CONFIG_FILE_CHANGED,
 )
