@@ -48,16 +48,17 @@ def _dropped(receiver: OtlpReceiver) -> dict[tuple[str, str], float]:
 async def test_spans_a_dead_collector_cost_are_counted_by_reason(
     tmp_path: Path, upstream_server: UpstreamServer
 ) -> None:
-    """Spans over OTLP/HTTP to a port where nothing listens (a queue of 4, batches of 2), metrics to a working
+    """Spans over OTLP/HTTP to a collector that never answers (a queue of 4, batches of 2), metrics to a working
     receiver: the spans of each failed batch count as ``export_failed``, those the full queue dropped as
     ``queue_full``; the ``Queue full`` line stays one per 10 s. Before: no such metric at all."""
-    with OtlpReceiver() as receiver, socket.socket() as unreachable:
-        unreachable.bind(("127.0.0.1", 0))  # bound, not listening: a connection to it is refused
+    with OtlpReceiver() as receiver, socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # a collector that takes the connection and never answers: each batch its timeout
         environ = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{unreachable.getsockname()[1]}/v1/traces",
-            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0.5",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}/v1/traces",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1",  # seconds: 30 handshakes outpace it on a loaded machine too
             "OTEL_BSP_MAX_QUEUE_SIZE": "4",
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2",
             "OTEL_BSP_SCHEDULE_DELAY": "100",

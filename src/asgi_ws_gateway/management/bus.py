@@ -528,7 +528,7 @@ class RedisBus:
         self._settled.set()
         self._renew_now.set()  # on the roster at once (again): a Redis that lost its data lost it
         if self._lost:
-            logger.warning("management bus: subscribed again")
+            logger.info("management bus: subscribed again")
             self._lost = False
             again = True
         if again:  # the others may be subscribing again too: wait for those it knew

@@ -326,7 +326,7 @@ class StoreSync:
                 logger.exception("management: cannot read the state store")
                 continue
             if unavailable:
-                logger.warning("management: the state store answers again")
+                logger.info("management: the state store answers again")
                 unavailable = False
 
     def _shadowed(self, config: GatewayConfig, subject: str | None = None) -> list[str]:

@@ -325,7 +325,7 @@ class RedisState:
             self._failing = False
             if self._outage_logged:  # a line for each outage the log told of, not for every flap between lines
                 self._outage_logged = False
-                logger.warning("Redis store answers again")
+                logger.info("Redis store answers again")  # the end of an outage: no alert on it
 
     def _admit(self) -> bool:
         """Whether a call may go to Redis now: raises :class:`StoreUnavailable` if not.
