@@ -12,9 +12,16 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from asgi_ws_gateway.telemetry import names as n
+from asgi_ws_gateway.telemetry.counted_exporters import CountedSpanExporter
+from asgi_ws_gateway.telemetry.export_losses import EXPORT_LOSSES
 from support.clients import connect
 from support.configs import build_config, write_config
 from support.otlp import OtlpReceiver
@@ -101,3 +108,17 @@ async def test_metric_points_a_refusing_collector_cost_are_counted_once_it_answe
         dropped = _dropped(receiver)
     assert dropped["metrics", "export_failed"] >= 1, dropped
     assert dropped["traces", "export_failed"] == 0
+
+
+def test_a_batch_whose_export_raised_is_counted_and_the_exception_kept() -> None:
+    """An exporter that raises (the processor logs it and goes on) lost its batch: counted, then raised as it was."""
+
+    class Raising(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            raise RuntimeError("encoder bug")
+
+    before = {(s, r): c for s, r, c in EXPORT_LOSSES.counts()}[("traces", "export_failed")]
+    with pytest.raises(RuntimeError, match="encoder bug"):
+        CountedSpanExporter(Raising()).export([ReadableSpan(name="a"), ReadableSpan(name="b")])
+    after = {(s, r): c for s, r, c in EXPORT_LOSSES.counts()}[("traces", "export_failed")]
+    assert after - before == 2

@@ -8,8 +8,8 @@ its log line of them, uncounted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -47,6 +47,20 @@ def count_queue_drops(processor: object, signal: Signal) -> bool:
     return True
 
 
+Result = TypeVar("Result")
+
+
+def _counted(signal: Signal, items: int | Callable[[], int], export: Callable[[], Result], success: Result) -> Result:
+    """``export()``'s result, its ``items`` counted as lost unless it is ``success`` (an exception too)."""
+    result: Result | None = None  # None: it raised, the batch lost all the same (counted, then raised as it was)
+    try:
+        result = export()
+        return result
+    finally:
+        if result is not success:  # points are counted only then: a walk of the collection
+            EXPORT_LOSSES.add(signal, "export_failed", items if isinstance(items, int) else items())
+
+
 class CountedSpanExporter(SpanExporter):
     """``exporter``, counting the spans of each batch it failed to export."""
 
@@ -54,14 +68,7 @@ class CountedSpanExporter(SpanExporter):
         self.exporter = exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.exporter.export(spans)
-        except Exception:
-            EXPORT_LOSSES.add("traces", "export_failed", len(spans))
-            raise
-        if result is not SpanExportResult.SUCCESS:
-            EXPORT_LOSSES.add("traces", "export_failed", len(spans))
-        return result
+        return _counted("traces", len(spans), lambda: self.exporter.export(spans), SpanExportResult.SUCCESS)
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
@@ -77,14 +84,7 @@ class CountedLogExporter(LogRecordExporter):
         self.exporter = exporter
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        try:
-            result = self.exporter.export(batch)
-        except Exception:
-            EXPORT_LOSSES.add("logs", "export_failed", len(batch))
-            raise
-        if result is not LogRecordExportResult.SUCCESS:
-            EXPORT_LOSSES.add("logs", "export_failed", len(batch))
-        return result
+        return _counted("logs", len(batch), lambda: self.exporter.export(batch), LogRecordExportResult.SUCCESS)
 
     def shutdown(self) -> None:
         self.exporter.shutdown()  # type: ignore[no-untyped-call]
@@ -111,14 +111,10 @@ class CountedMetricExporter(MetricExporter):
         self.exporter = exporter
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        try:
-            result = self.exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception:
-            EXPORT_LOSSES.add("metrics", "export_failed", _points(metrics_data))
-            raise
-        if result is not MetricExportResult.SUCCESS:
-            EXPORT_LOSSES.add("metrics", "export_failed", _points(metrics_data))
-        return result
+        def export() -> MetricExportResult:
+            return self.exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+        return _counted("metrics", lambda: _points(metrics_data), export, MetricExportResult.SUCCESS)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.exporter.force_flush(timeout_millis=timeout_millis)
