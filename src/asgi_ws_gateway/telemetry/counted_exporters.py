@@ -22,19 +22,23 @@ from .export_losses import EXPORT_LOSSES, Signal
 
 class _QueueDrops:
     """The SDK batch processor's metrics object (1.45: ``drop_items``, ``finish_items``, ``register_queue_size``),
-    counting what it drops for a full queue (or after its shutdown: lost as well)."""
+    counting what it drops for a full queue, and passing every call on to the SDK's own (its processor metrics,
+    with ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``; a no-op else)."""
 
-    def __init__(self, signal: Signal) -> None:
+    def __init__(self, signal: Signal, sdk: Any) -> None:
         self._signal: Signal = signal
+        self._sdk = sdk
 
     def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        EXPORT_LOSSES.add(self._signal, "queue_full", count)
+        if error_type == "queue_full":  # not "already_shutdown": what came after the exporters closed
+            EXPORT_LOSSES.add(self._signal, "queue_full", count)
+        self._sdk.drop_items(count, error_type)
 
     def finish_items(self, count: int) -> None:
-        pass
+        self._sdk.finish_items(count)
 
     def register_queue_size(self, get_queue_size: Any) -> None:
-        pass
+        self._sdk.register_queue_size(get_queue_size)
 
 
 def count_queue_drops(processor: object, signal: Signal) -> bool:
@@ -43,7 +47,7 @@ def count_queue_drops(processor: object, signal: Signal) -> bool:
     batch = getattr(processor, "_batch_processor", None)
     if batch is None or not hasattr(batch, "_metrics"):
         return False
-    batch._metrics = _QueueDrops(signal)
+    batch._metrics = _QueueDrops(signal, batch._metrics)
     return True
 
 
