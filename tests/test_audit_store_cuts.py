@@ -116,7 +116,11 @@ class ByteCuttingProxy:
 @contextlib.asynccontextmanager
 async def _setup() -> AsyncIterator[tuple[ByteCuttingProxy, RedisState, Redis]]:
     async with ByteCuttingProxy().running() as proxy:
-        store = RedisState(f"redis://127.0.0.1:{proxy.port}/0", prefix=unique_prefix(), retry_interval=0.05)
+        # A cut fails a call at once; the 0.5 s default timeout, missed on a loaded machine (CI, 2026-12-07),
+        # failed one Redis had run: a quota counted one more than the calls admitted, by no cut.
+        store = RedisState(
+            f"redis://127.0.0.1:{proxy.port}/0", prefix=unique_prefix(), retry_interval=0.05, timeout=5.0
+        )
         client = Redis.from_url(SHARED_REDIS)
         try:
             # Both connections open (the pipe's, redis-py's) before any cut: the cuts fall on the calls.

@@ -108,7 +108,9 @@ def _uvicorn_on_socket(tmp: Path, sock: Path, config: dict[str, Any]) -> ServerP
     (tmp / "app.py").write_text(APP)
     (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
     server = ServerProcess(["-m", "uvicorn", "app:app", "--uds", str(sock)], port=0, cwd=tmp)
-    server.wait_for_line("Application startup complete")
+    # Stock uvicorn binds its socket after the application's start-up: a client on "startup complete"
+    # could find nothing listening yet (CI, 2026-12-07: ConnectionRefusedError).
+    server.wait_for_line("Uvicorn running on unix socket")
     return server
 
 
