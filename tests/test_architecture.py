@@ -75,6 +75,7 @@ LAZY_OWN_IMPORTS = {
     ("telemetry/providers.py", ".counted_exporters"),
     ("telemetry/otlp_wire.py", "._span_wire"),  # the optional C extensions (no imports of their own), maybe not built
     ("telemetry/metric_totals.py", "._metric_add"),
+    ("management/cli.py", ".connect"),  # websockets' client and the event loop: connect's, not --help's nor the others'
 }
 
 

@@ -102,6 +102,22 @@ def test_help_imports_no_http_client(tmp_path: Path) -> None:
     assert "httpx2" not in modules
 
 
+# What the command line's help and usage errors may do without: only a command that connects needs them.
+CONNECTING = ("asyncio", "websockets", "python_socks", "asgi_ws_gateway.management.connect")
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["--help"], ["run", "--help"], ["apis", "list", "--help"], ["connect", "--help"]], ids=" ".join
+)
+def test_help_and_usage_errors_import_no_websocket_client_nor_event_loop(tmp_path: Path, args: list[str]) -> None:
+    """Help and a usage error parse arguments: no event loop, no WebSocket library (~0.1 CPU-s of each call)."""
+    done, modules = _imported(*args, cwd=tmp_path)
+    assert done.returncode == (0 if args else 2), done.stdout + done.stderr[-2000:]
+    assert "usage: asgi-ws-gateway" in done.stdout + done.stderr
+    connecting = sorted(m for m in modules if any(m == n or m.startswith(f"{n}.") for n in CONNECTING))
+    assert connecting == []
+
+
 def test_run_log_levels_are_uvicorns() -> None:
     """``run --log-level`` names uvicorn's levels without importing uvicorn: the same, in the same order."""
     assert list(cli.LOG_LEVELS) == list(LOG_LEVELS)

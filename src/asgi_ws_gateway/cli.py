@@ -10,12 +10,10 @@ incomplete: some workers did not answer.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import configparser
 import datetime
 import io
 import json
-import logging.config
 import os
 import re
 import sys
@@ -233,6 +231,8 @@ def _store_database_refusal(config: GatewayConfig) -> str | None:
     store = config.store
     if store.type != "redis" or not store.url:
         return None
+    import asyncio  # run's alone: --help and usage errors start without an event loop
+
     from .redis_client import database_refusal
 
     answer = asyncio.run(database_refusal(store.url, min(store.timeout, 5.0)))
@@ -546,6 +546,8 @@ def _log_config(value: str) -> str:
     """``--log-config``: applied once here, as uvicorn will apply it, so a broken file is a usage error
     naming the file, not a traceback from the server. The error gives the problem and, where the
     parser knows it, its line and column; never the file's text (a handler's password, an API key)."""
+    import logging.config  # run's option alone (it imports socketserver)
+
     try:
         text = read_regular_file(value).decode("utf-8")  # fileConfig read nothing from a missing file
     except (OSError, ValueError) as exc:

@@ -18,7 +18,6 @@ and YAML output escape them themselves.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from .. import management  # its ManagementClient (httpx2) is imported by the co
 from ..loading import alias_problem, read_regular_file
 from ..redact import printable, redact_free_text, redact_url_credentials
 from ..yaml_keys import AmbiguousNumber, DuplicateKey, safe_load
-from . import connect as connect_module
+from . import connect_usage
 from .client_endpoint import tls_context, token_problem
 from .client_errors import ManagementAPIError, UnexpectedAnswerError
 from .client_types import ConnectionListing, Written
@@ -203,7 +202,7 @@ def add_commands(commands: Any) -> None:
     connect = commands.add_parser(
         "connect",
         help="interactive WebSocket client for testing an API",
-        description=connect_module.__doc__,
+        description=connect_usage.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # "--t=SECRET" was "ambiguous option: --t=SECRET could match --token, --token-file"
     )
@@ -239,7 +238,7 @@ def add_commands(commands: Any) -> None:
     connect.add_argument(
         "--max-size",
         type=_size,
-        default=connect_module.DEFAULT_MAX_SIZE,
+        default=connect_usage.DEFAULT_MAX_SIZE,
         help="bytes a received message may have, inflated: 4096, 64KiB, 16MiB (default: 16MiB); more closes with 1009",
     )
     connect.add_argument("--json", action="store_true", help="print one JSON object per event")
@@ -272,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
     """Run a management or ``connect`` command; returns the exit code."""
     if args.command == "connect":
         return _run_connect(args)
+    import asyncio  # with the HTTP client: a command that calls the API needs them, --help and usage errors do not
+
     import httpx2  # the management commands' HTTP client: not imported by check, run or --help
 
     try:
@@ -480,9 +481,13 @@ def _run_connect(args: argparse.Namespace) -> int:
         headers.append(("Authorization", f"Bearer {token}"))
     if args.subscription_key:
         headers.append((args.key_header, args.subscription_key))
+    import asyncio
+
+    from .connect import session  # websockets' client: this command's alone
+
     try:
         return asyncio.run(
-            connect_module.session(
+            session(
                 args.target,
                 headers=headers,
                 subprotocols=args.subprotocol,

@@ -24,9 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
-from websockets.exceptions import InvalidURI
-from websockets.uri import parse_uri
-
 from ..redact import is_credential_header, is_credential_parameter, printable, redact_free_text
 from .client_endpoint import refuse_in_clear
 
@@ -51,6 +48,9 @@ def refuse_credentials_in_clear(
     Raises:
         EndpointProblem: refused: the message names what would have been sent and ``--allow-insecure-http``.
     """
+    from websockets.exceptions import InvalidURI  # websockets (~20 ms): read once the command is connect
+    from websockets.uri import parse_uri
+
     try:
         target = parse_uri(url)
     except InvalidURI:  # websockets refuses it too: nothing is sent
@@ -153,6 +153,9 @@ def read_url(url: str) -> str:
         raise ValueError("a #fragment, which a WebSocket URL cannot have")
     if parts.username is not None and parts.password is None:
         raise ValueError("a user name without a password (user:password@ is sent as Basic authorization)")
+    from websockets.exceptions import InvalidURI  # as refuse_credentials_in_clear: the URL given, the command connect
+    from websockets.uri import parse_uri
+
     try:
         parse_uri(url)
     except (InvalidURI, ValueError):  # UnicodeError too: a host no IDNA encodes, a userinfo not UTF-8

@@ -19,13 +19,17 @@ The names below are imported from here; each has one home:
 - :mod:`.url_credentials`: a configured URL shown with only its credentials hidden.
 - :mod:`.error_text`: an error message without the secrets it quotes.
 - :mod:`.escaping`: client text on one line (control and bidi characters escaped).
-- :mod:`.frames`: websockets' frames as its debug lines show them, the peer's text redacted.
+- :mod:`.frames`: websockets' frames as its debug lines show them, the peer's text redacted; imported
+  when first read (:mod:`.._lazy`), as websockets is the gateway's and not the command line's.
 - :mod:`.documents`: the secrets of a configuration document (``GET /config``, ``export``) and the
   ``REDACTED`` an exported file holds for them; imported by name (it needs pydantic).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 from .credential_names import (
     CREDENTIAL_VALUES,
     CREDENTIAL_WORDS,
@@ -41,7 +45,6 @@ from .credential_names import (
 from .credential_paths import credential_path_templates
 from .error_text import redact_input, redact_values
 from .escaping import CONTROL_CHARACTERS, printable, printable_json
-from .frames import frame_text, is_frame
 from .patterns import redact_query
 from .text import (
     add_credential_paths,
@@ -57,6 +60,12 @@ from .text import (
     redact_url_remembered,
 )
 from .url_credentials import redact_url_credentials
+
+if TYPE_CHECKING:
+    from .frames import frame_text, is_frame
+
+if not TYPE_CHECKING:  # websockets' frames (its package, ~20 ms) are the log filter's: the command line does without
+    __getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(["frame_text", "is_frame"], ".frames"))
 
 __all__ = [
     "CONTROL_CHARACTERS",
