@@ -1,6 +1,8 @@
 """Each command imports what it uses: ``check``, ``schema``, ``--help`` and the management client
 commands start without redis-py (which imports the OpenTelemetry SDK), uvicorn, the server or the
-management API; ``run`` imports them itself.
+management API; ``run`` imports them itself. Help and usage errors import no event loop nor
+websockets either (0.18 -> 0.12 CPU-s a call: 326 -> 180 modules): ``connect`` and the commands that
+call the API import them.
 
 ``check`` imported all of them (0.45 s before it read the file): redis-py through the store's URL
 parser, uvicorn and the management API through the command line module. The suite launches the

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 # The gateway itself (pydantic, OpenTelemetry, Redis, the relay) is imported by the commands that
 # need it: run, check and schema. The management commands and --help start in a third of the time.
 # uvicorn and the server, the OpenTelemetry SDK and the management API are run's alone: check and
-# schema read a configuration without them (tests/test_cli_imports.py).
+# schema read a configuration without them (tests/test_cli_imports.py). asyncio and websockets are the
+# commands' that connect: --help and a usage error parse arguments alone.
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 """uvicorn's log levels (``uvicorn.config.LOG_LEVELS``, the same order), named here: uvicorn is imported by ``run``."""
