@@ -34,12 +34,14 @@ from .passthrough.splice import Splice
 from .policies.build import GatewayPolicies, load_policies
 from .policies.jwt_subject import token_subject
 from .proxying import open_proxy
+from .redis_client.task_stop import stop_task
 from .relay.close_codes import CLIENT_GONE, SHUTDOWN_REFUSAL
 from .relay.lifecycle import ConnectionRegistry, RelayHandle, TrackedConnection, watchdog
 from .relay.pumps import Relay
 from .routing import Router, resolve_scope
 from .startup import StartupFailure, built_by_starlette, unread_variable_warnings, variable_problems
 from .state.base import Store
+from .state.startup_check import warn_if_unreachable
 from .telemetry import ConnectionTrace, Telemetry
 from .upstream.backend_caps import ConnectionSlot
 from .upstream.base import UpstreamConnection
@@ -133,6 +135,7 @@ class WebSocketGateway(AdmissionChecks):
         self._draining = False
         self._server_checked = False  # whether the first handshake told if the server runs the gateway's protocol
         self._loop_watch = LoopWatch()  # a WARNING when something blocks the event loop (from start-up)
+        self._store_check: asyncio.Task[None] | None = None  # warn_if_unreachable, from the lifespan start-up
         self._apis: dict[str, Api] = {}
         self._app_lifespans = AppLifespans()  # the in-process upstream apps' own (upstream.inprocess_lifespan)
         self.config: GatewayConfig
@@ -225,6 +228,8 @@ class WebSocketGateway(AdmissionChecks):
                 # Open connections keep their settings, and their concurrency leases keep counting: in the
                 # same store only (a replaced store is closed, and the new limits count in the new one).
                 same_store = replaced.store is self._policies.store
+                if not same_store:  # the start-up's check would find the replaced store closed
+                    await self._stop_store_check()
                 await replaced.aclose(close_store=not same_store, keep_leases=same_store, successor=policies)
         if drain and changed:
             await self._connections.drain(
@@ -396,6 +401,8 @@ class WebSocketGateway(AdmissionChecks):
                 self._telemetry = Telemetry(self.config, **self._providers)
             self._loop_watch.start()
             await self._app_lifespans.start(self._inprocess_apps(self.config), scope.get("asgi"))
+            # In the background: the start-up (and readiness) waits for no Redis.
+            self._store_check = asyncio.get_running_loop().create_task(warn_if_unreachable(self._policies.store))
         elif message["type"] == "lifespan.shutdown":
             self._loop_watch.stop()
             await self.drain()
@@ -420,8 +427,14 @@ class WebSocketGateway(AdmissionChecks):
             if upstream.kind == "asgi" and upstream.app is not None and id(upstream.app) not in served
         ]
 
+    async def _stop_store_check(self) -> None:
+        check, self._store_check = self._store_check, None
+        if check is not None:
+            await stop_task(check)
+
     async def _stop(self) -> None:
         """After the drain: the in-process apps shut down (their connections closed), then the gateway's own parts."""
+        await self._stop_store_check()
         await self._app_lifespans.shutdown()
         await self._policies.aclose()
         await asyncio.to_thread(self._telemetry.shutdown)  # over the network: telemetry.shutdown_timeout

@@ -44,6 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._context import HANDSHAKE
 from ..cancellation import cut_by_policy_deadline
 from ..log_throttle import OutageLog
+from ..redact import redact_url_credentials
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect, stop_task
 from . import redis_scripts as scripts
 from .base import MAX_COUNT, MAX_WINDOW, Decision, Reservation, StoreUnavailable, count, span
@@ -93,6 +94,8 @@ class RedisState:
     ) -> None:
         self.prefix = prefix
         self.retry_interval = retry_interval
+        self.shown_url = redact_url_credentials(url)
+        """``url`` with its user name and password hidden: what a log line may show."""
         self._timeout = timeout
         # How long a quota remembers an attempt it counted: longer than one call can last (a
         # timeout, redis-py's reconnect and its one retry), so that a retry is known as one.
@@ -304,6 +307,16 @@ class RedisState:
             store_failed("redis", name, "refused")
             raise StoreUnavailable(f"Redis refused: {type(refused).__name__}") from refused
         return read(result)
+
+    async def reach(self) -> None:
+        """Connect, authenticate, select the URL's database and PING, once, within twice ``timeout``
+        (redis-py tries a connection twice); raises what failed. The first call's own connect, done
+        early: the store stays as it was either way (not "failing": a handshake still tries Redis)."""
+        async with asyncio.timeout(2 * self._timeout), self._ready_lock:
+            if not self._ready:
+                await self._redis.initialize()
+                await self._redis.ping()
+                self._ready = True
 
     async def _forget_connections(self) -> None:
         """Close redis-py's pooled connections: Redis answered READONLY, the master they reached is a
