@@ -9,6 +9,7 @@ that needed the store. A real ``run`` against a closed port, against a private `
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
 from asgi_ws_gateway.state.startup_check import why
 from support.configs import build_config, write_config
-from support.processes import GatewayProcess
+from support.processes import GatewayProcess, ready_server
 from support.redis import RedisServer, unique_prefix
 from support.servers import free_port
 
@@ -82,6 +83,31 @@ async def test_a_reachable_redis_is_no_warning(tmp_path: Path) -> None:
     output = await _run(tmp_path, "redis://127.0.0.1:6379/0", "Redis store redis://127.0.0.1:6379/0 answers", "debug")
     assert _warnings(output) == [], output
     assert CHECKED not in output
+    _clean_shutdown(output)
+
+
+MIDDLEWARE_APP = """
+from starlette.applications import Starlette
+
+from asgi_ws_gateway import WebSocketGateway
+
+app = WebSocketGateway(Starlette(), config="gateway.yaml")
+"""
+
+
+def test_the_middleware_under_stock_uvicorn_warns_once(tmp_path: Path) -> None:
+    """``WebSocketGateway`` served by ``python -m uvicorn``: the same one line, on its lifespan start-up."""
+    store = {"type": "redis", "url": f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0", "prefix": unique_prefix()}
+    write_config(tmp_path, build_config(store=store))
+    (tmp_path / "middleware_app.py").write_text(MIDDLEWARE_APP)
+    command = ["-m", "uvicorn", "middleware_app:app", "--log-level", "info", "--port"]
+    with ready_server(lambda port: [*command, str(port)], cwd=tmp_path) as gateway:
+        gateway.wait_for_line(CHECKED)
+        gateway.stop(signal.SIGTERM)
+        output = gateway.output()
+    assert output.count(CHECKED) == 1, output
+    assert "redis://:REDACTED@127.0.0.1:" in output, output
+    assert PASSWORD not in output
     _clean_shutdown(output)
 
 
