@@ -287,7 +287,7 @@ def test_a_planted_lock_file_is_refused(tmp_path: Path, socket_dir: Path, other_
         lock.write_text("")
         user = pwd.getpwnam(other_user)
         os.chown(lock, user.pw_uid, user.pw_gid)
-        expected = f"belongs to another user (uid {user.pw_uid})"
+        expected = f"(a file) belongs to user {other_user} (uid {user.pw_uid})"
     with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
         assert server.wait_exit() == 7
         stderr = server.stderr()
@@ -327,7 +327,8 @@ def test_what_is_planted_at_the_path_is_refused_and_left(tmp_path: Path, socket_
 def test_another_users_live_socket_in_a_shared_directory_is_left(
     tmp_path: Path, open_dir: Path, other_user: str
 ) -> None:
-    """Another user serving at PATH first (``/tmp``-like, sticky and world-writable): exit 7, their socket kept."""
+    """Another user serving at PATH first (``/tmp``-like, sticky and world-writable): exit 7 naming them (never
+    probed: see the squat test below), their socket kept."""
     open_dir.chmod(0o1777)
     sock = open_dir / "gw.sock"
     user = pwd.getpwnam(other_user)
@@ -340,7 +341,7 @@ def test_another_users_live_socket_in_a_shared_directory_is_left(
             assert impostor.stdout is not None and impostor.stdout.readline() == "ready\n"
             with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
                 assert server.wait_exit() == 7
-                assert "another server listens on it" in server.stderr()
+                assert f"a socket there belongs to user {other_user} (uid {user.pw_uid})" in server.stderr()
             assert os.lstat(sock).st_uid == user.pw_uid
         finally:
             impostor.kill()
@@ -373,3 +374,71 @@ def test_a_directory_anyone_can_write_is_warned_of(tmp_path: Path, socket_dir: P
         output = server.output()
     warned = f"--uds {sock}: any local user can replace the socket (its directory {socket_dir} is mode 0777"
     assert (warned in output) == (directory_mode == 0o777)
+
+
+# --- another user takes the path first (a shared directory such as /tmp) -----------------------------------------
+
+
+_PLANT = """
+import os, socket, sys, time
+path, what = sys.argv[1], sys.argv[2]
+if what == "file":
+    open(path, "w").close()
+    os.chmod(path, 0o666)
+elif what == "symlink":
+    os.symlink("/etc/hostname", path)
+elif what == "fifo":
+    os.mkfifo(path, 0o666)
+else:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    if what == "stale socket":
+        s.close()
+    else:  # a live socket whose backlog is full (listen(0) and one connection never accepted)
+        s.listen(0)
+        filler = socket.socket(socket.AF_UNIX)
+        filler.connect(path)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def _planted_by(user: str, path: Path, what: str) -> Iterator[None]:
+    """``what`` made at ``path`` by ``user`` (their process kept alive meanwhile: a live socket stays live)."""
+    uid, gid = _identity(user)
+    with subprocess.Popen([SYSTEM_PYTHON, "-c", _PLANT, str(path), what], user=uid, group=gid, extra_groups=[],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/") as planter:  # fmt: skip
+        try:
+            assert planter.stdout is not None and planter.stdout.readline() == "ready\n"
+            yield
+        finally:
+            planter.kill()
+
+
+@pytest.mark.parametrize("what", ["file", "symlink", "fifo", "stale socket", "live socket, backlog full"])
+@pytest.mark.parametrize("at_lock", [False, True], ids=["PATH", "PATH.lock"])
+def test_another_users_squat_on_the_path_is_refused_naming_them(
+    tmp_path: Path, open_dir: Path, other_user: str, what: str, at_lock: bool
+) -> None:
+    """Another user's file, symlink, FIFO or socket at PATH or PATH.lock in a sticky, world-writable directory
+    (``/tmp``): exit 7 naming the path and its owner, never followed, never waited on, left as it was. Before:
+    their stale socket was removed (by a root gateway) and PATH taken; a live one whose backlog they kept full
+    held the start-up in ``connect`` for ever; the errors named no owner."""
+    open_dir.chmod(0o1777)
+    sock = open_dir / "gw.sock"
+    planted = open_dir / "gw.sock.lock" if at_lock else sock
+    user = pwd.getpwnam(other_user)
+    with _planted_by(other_user, planted, what):
+        before = os.lstat(planted)
+        with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+            assert server.wait_exit() == 7
+            stderr = server.stderr()
+        after = os.lstat(planted)
+    assert (after.st_ino, after.st_uid) == (before.st_ino, user.pw_uid)
+    assert stderr.count(f"error: --uds {sock}: ") == 1
+    assert f"belongs to user {other_user} (uid {user.pw_uid})" in stderr
+    assert "a directory only this user can write" in stderr
+    assert "Traceback" not in stderr
+    assert at_lock or not os.path.lexists(str(sock) + ".lock")
+    assert not at_lock or not os.path.lexists(sock)

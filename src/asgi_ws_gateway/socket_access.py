@@ -8,6 +8,7 @@ every local user can reach lets any of them pass as any client (``ip-filter``, `
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 
 DEFAULT_UDS_MODE = 0o660
@@ -52,4 +53,23 @@ def replaceable_by_others(path: str) -> str | None:
     return None
 
 
-__all__ = ["DEFAULT_UDS_MODE", "open_to_every_user", "replaceable_by_others"]
+def user_named(uid: int) -> str:
+    """``uid`` as an error names it: ``user alice (uid 1001)``, or ``uid 1001`` when it has no name."""
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def file_kind(found: os.stat_result) -> str:
+    """What ``found`` (an ``lstat``) is, as an error names it: ``a symbolic link``, ``a FIFO``, ..."""
+    kinds = {stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO",
+             stat.S_IFDIR: "a directory", stat.S_IFREG: "a file"}  # fmt: skip
+    return kinds.get(stat.S_IFMT(found.st_mode), "a special file")
+
+
+SQUATTED = "a directory only this user can write (e.g. /run/gateway): another user can keep theirs there"
+"""The remedy for a path another user took first: in ``/tmp`` the gateway's user cannot remove their file."""
+
+
+__all__ = ["DEFAULT_UDS_MODE", "SQUATTED", "file_kind", "open_to_every_user", "replaceable_by_others", "user_named"]

@@ -4,7 +4,9 @@ uvicorn's ``bind_socket`` (what ``run`` binds with, for one worker or many) fail
 a gateway killed with SIGKILL left its socket behind, and the next start exited 7 with ``[Errno 98]
 Address already in use``, an error about an address no one held. A socket no server answers on is
 replaced, as ``asyncio``'s own Unix server does; a live one, or a file that is not a socket, is never
-touched: those, and a path the system cannot bind, are an error naming the path and why.
+touched: those, and a path the system cannot bind, are an error naming the path and why. Anything of
+another user's there (taken first in ``/tmp``) is refused naming them, before any probe: root removed
+their stale socket, and their live one with a full backlog held the probe's ``connect`` for ever.
 
 The check, the replacement and the bind happen under the path's lock (:mod:`.unix_socket_lock`), and
 the socket is bound with its final mode (``--uds-mode``, default :data:`DEFAULT_UDS_MODE`). uvicorn
@@ -21,7 +23,14 @@ import os
 import socket
 import stat
 
-from ..socket_access import DEFAULT_UDS_MODE, open_to_every_user, replaceable_by_others
+from ..socket_access import (
+    DEFAULT_UDS_MODE,
+    SQUATTED,
+    file_kind,
+    open_to_every_user,
+    replaceable_by_others,
+    user_named,
+)
 from .unix_socket_lock import LockRefused, socket_path_lock
 
 logger = logging.getLogger(__name__)
@@ -58,11 +67,17 @@ def uds_problem(path: str) -> str | None:
         found = os.lstat(path)
     except FileNotFoundError:
         return None
+    if found.st_uid != os.geteuid():  # taken first in a shared directory: never probed, followed nor removed
+        owner = user_named(found.st_uid)
+        return f"{file_kind(found)} there belongs to {owner} (not replaced, not followed): name a path in {SQUATTED}"
     if not stat.S_ISSOCK(found.st_mode):
         return "a file that is not a socket is there (not replaced): remove it or name another path"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)  # a listener whose backlog is full held a blocking connect for ever
         try:
             probe.connect(path)
+        except BlockingIOError:
+            return "another server listens on it (a gateway already running?)"
         except OSError as exc:
             if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
                 return f"its socket cannot be checked ({exc.strerror})"

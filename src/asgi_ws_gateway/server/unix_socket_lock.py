@@ -4,7 +4,8 @@ Without it two gateways started at once on a stale socket both took it for stale
 other's fresh socket and bound its own, and the other served on, unreachable. The lock is ``PATH.lock``,
 an ``flock`` on a file of this user's: a symbolic link, a file of another user's or anything but a
 regular file there (planted in a directory others can write, such as ``/tmp``) is refused, never
-opened through or locked. The file is removed by whoever holds the lock, as it releases it; a gateway
+opened through or locked (another user's is named: it is theirs to keep, so their ``flock`` on it is never
+waited for). The file is removed by whoever holds the lock, as it releases it; a gateway
 that was waiting for it sees that the file it locked is no longer the one at the path and tries again.
 """
 
@@ -16,6 +17,8 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
+
+from ..socket_access import SQUATTED, file_kind, user_named
 
 LOCK_SUFFIX = ".lock"
 
@@ -41,7 +44,9 @@ def socket_path_lock(path: str) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(lock_path)  # ours while we hold it: a waiter sees the change and locks a new one
+            held, now = os.fstat(fd), os.lstat(lock_path)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):  # a file put in its place is not ours
+                os.unlink(lock_path)  # a waiter sees the change and locks a new one
         os.close(fd)
 
 
@@ -68,15 +73,19 @@ def _open(lock_path: str) -> int:
     try:
         fd = os.open(lock_path, flags, 0o600)
     except OSError as exc:
+        _refuse_if_another_users(lock_path, os.lstat(lock_path) if os.path.lexists(lock_path) else None)
         if exc.errno == errno.ELOOP:
             raise LockRefused(f"its lock file {lock_path} is a symbolic link (not followed): remove it") from None
         raise LockRefused(f"its lock file {lock_path} cannot be opened ({exc.strerror})") from None
     found = os.fstat(fd)
+    try:
+        _refuse_if_another_users(lock_path, found)
+    except LockRefused:
+        os.close(fd)
+        raise
     problem = None
     if not stat.S_ISREG(found.st_mode):
         problem = "is not a regular file"
-    elif found.st_uid != os.geteuid():
-        problem = f"belongs to another user (uid {found.st_uid})"
     elif found.st_nlink != 1:
         problem = "has other hard links"
     if problem is not None:
@@ -84,6 +93,14 @@ def _open(lock_path: str) -> int:
         raise LockRefused(f"its lock file {lock_path} {problem} (not used): remove it, or name a path in a "
                           "directory only this user can write")  # fmt: skip
     return fd
+
+
+def _refuse_if_another_users(lock_path: str, found: os.stat_result | None) -> None:
+    """Another user's file at the lock's path (taken first in ``/tmp``) is never locked: they could hold its
+    ``flock`` for ever; nor removed: in a sticky directory the gateway's user cannot, and root must not."""
+    if found is not None and found.st_uid != os.geteuid():
+        raise LockRefused(f"its lock file {lock_path} ({file_kind(found)}) belongs to {user_named(found.st_uid)} "
+                          f"(not used): name a path in {SQUATTED}")  # fmt: skip
 
 
 __all__ = ["LOCK_SUFFIX", "LockRefused", "socket_path_lock"]
