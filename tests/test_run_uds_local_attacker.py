@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -92,10 +93,11 @@ def _identity(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _as_user(user: str, sock: Path) -> str:
-    """What another user connecting to ``sock`` and forging X-Forwarded-For gets: the status line, or the error."""
+def _as_user(user: str, sock: Path, groups: tuple[int, ...] = ()) -> str:
+    """What another user (with ``groups`` besides their own) connecting to ``sock`` and forging X-Forwarded-For
+    gets: the status line, or the error."""
     uid, gid = _identity(user)
-    done = subprocess.run([SYSTEM_PYTHON, "-c", _FORGE, str(sock)], user=uid, group=gid, extra_groups=[],
+    done = subprocess.run([SYSTEM_PYTHON, "-c", _FORGE, str(sock)], user=uid, group=gid, extra_groups=list(groups),
                           capture_output=True, text=True, timeout=30, check=True, cwd="/")  # fmt: skip
     return done.stdout.strip()
 
@@ -442,3 +444,52 @@ def test_another_users_squat_on_the_path_is_refused_naming_them(
     assert "Traceback" not in stderr
     assert at_lock or not os.path.lexists(str(sock) + ".lock")
     assert not at_lock or not os.path.lexists(sock)
+
+
+# --- the socket's group -----------------------------------------------------------------------------------------
+
+GROUP_WARNING = "the socket's group"
+
+
+@pytest.fixture
+def shared_group(other_user: str) -> Iterator[str]:
+    """A group of its own (removed afterwards); the test lists its members."""
+    name = f"gwg{uuid.uuid4().hex[:8]}"
+    subprocess.run(["groupadd", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["groupdel", name], check=False)
+
+
+@pytest.mark.parametrize(
+    ("group", "members", "warned"),
+    [("shared", ["other", "nobody"], True), ("shared", ["other"], False), ("users", [], True)],
+    ids=["two other members", "the proxy alone", "the users group"],
+)
+def test_a_socket_group_shared_by_many_users_is_warned_of(
+    tmp_path: Path, open_dir: Path, upstream: UpstreamServer, other_user: str, shared_group: str,
+    group: str, members: list[str], warned: bool,
+) -> None:  # fmt: skip
+    """0660 with ``unix:`` trusted lets every member of the socket's group forge a client: one WARNING naming
+    the group and the remedy when it holds more than the proxy (two users besides the gateway's, or a group
+    such as ``users``, gid 100, every user's on many hosts). Before: not a word, and a member's forged header
+    passed ip-filter as 203.0.113.7. One other member (the proxy): no WARNING."""
+    name = shared_group if group == "shared" else group
+    if members:  # "users" is left as it is (no members on a plain host: broad by its name)
+        listed = ",".join(other_user if m == "other" else m for m in members)
+        subprocess.run(["gpasswd", "-M", listed, name], check=True)
+    gid = grp.getgrnam(name).gr_gid
+    os.chown(open_dir, 0, gid)
+    open_dir.chmod(0o2750)  # setgid: the socket gets the group
+    sock = open_dir / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, upstream, trusted_proxies=["unix:"]), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        assert os.lstat(sock).st_gid == gid
+        assert _as_user(other_user, sock, (gid,)) == "HTTP/1.1 101 Switching Protocols"  # a member can forge
+        server.stop()
+        output = server.output()
+    assert output.count(GROUP_WARNING) == (1 if warned else 0)
+    if warned:
+        assert f"--uds {sock}: every member of the socket's group {name} (gid {gid})" in output
+        assert "--uds-mode 600" in output

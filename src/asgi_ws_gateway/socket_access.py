@@ -7,6 +7,7 @@ every local user can reach lets any of them pass as any client (``ip-filter``, `
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
@@ -53,6 +54,30 @@ def replaceable_by_others(path: str) -> str | None:
     return None
 
 
+BROAD_GROUPS = frozenset({"users", "staff", "everyone"})
+"""Groups meant to hold every (human) user: ``users`` is gid 100 on Debian, ``staff`` every user on macOS."""
+
+
+def group_too_wide(path: str) -> str | None:
+    """Why the group of the socket at ``path`` holds more than the proxy (``group users (gid 100), 3 other
+    users``), or None: the group cannot connect, or holds at most one user besides the owner (the proxy).
+
+    Its users are those who have it as their primary group (``pwd``) and its listed members (``grp``).
+    """
+    try:
+        found = os.stat(path)
+        if not found.st_mode & stat.S_IWGRP:
+            return None
+        group = grp.getgrgid(found.st_gid)
+    except (OSError, KeyError):
+        return None
+    others = {user.pw_name for user in pwd.getpwall() if user.pw_gid == found.st_gid} | set(group.gr_mem)
+    others -= {user.pw_name for user in pwd.getpwall() if user.pw_uid == found.st_uid}
+    if group.gr_name not in BROAD_GROUPS and len(others) <= 1:
+        return None
+    return f"{group.gr_name} (gid {found.st_gid}), {len(others)} other users"
+
+
 def user_named(uid: int) -> str:
     """``uid`` as an error names it: ``user alice (uid 1001)``, or ``uid 1001`` when it has no name."""
     try:
@@ -72,4 +97,13 @@ SQUATTED = "a directory only this user can write (e.g. /run/gateway): another us
 """The remedy for a path another user took first: in ``/tmp`` the gateway's user cannot remove their file."""
 
 
-__all__ = ["DEFAULT_UDS_MODE", "SQUATTED", "file_kind", "open_to_every_user", "replaceable_by_others", "user_named"]
+__all__ = [
+    "BROAD_GROUPS",
+    "DEFAULT_UDS_MODE",
+    "SQUATTED",
+    "file_kind",
+    "group_too_wide",
+    "open_to_every_user",
+    "replaceable_by_others",
+    "user_named",
+]

@@ -27,6 +27,7 @@ from ..socket_access import (
     DEFAULT_UDS_MODE,
     SQUATTED,
     file_kind,
+    group_too_wide,
     open_to_every_user,
     replaceable_by_others,
     user_named,
@@ -140,7 +141,8 @@ def claim_socket(path: str, mode: int, backlog: int) -> tuple[socket.socket, Soc
 
 def warn_of_other_users(path: str, *, unix_trusted: bool) -> None:
     """A WARNING when ``trusted_proxies`` lists ``unix:`` and every local user can connect to ``path``:
-    any of them can then forge the forwarding header and pass as any client. Another when any user can
+    any of them can then forge the forwarding header and pass as any client; else one when its group holds
+    more than the proxy (``users``: every user again). Another when any user can
     replace the socket (its directory writable by all, not sticky): the proxy would connect to theirs."""
     if (directory := replaceable_by_others(path)) is not None:
         logger.warning(
@@ -158,6 +160,15 @@ def warn_of_other_users(path: str, *, unix_trusted: bool) -> None:
             "proxy's user can enter",
             path,
             mode,
+        )
+    elif unix_trusted and (group := group_too_wide(path)) is not None:
+        logger.warning(
+            "--uds %s: every member of the socket's group %s can connect to it and trusted_proxies lists "
+            "'unix:': any of them can send X-Forwarded-For or Forwarded and pass as any client; use --uds-mode 600 "
+            "with the proxy running as the gateway's user, or a group of the proxy's alone (a setgid directory: "
+            "install -d -o gateway -g www-data -m 2750 /run/gateway)",
+            path,
+            group,
         )
 
 
