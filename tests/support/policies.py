@@ -13,6 +13,7 @@ from asgi_ws_gateway.forwarded import Networks
 from asgi_ws_gateway.handshake.context import HandshakeContext
 from asgi_ws_gateway.handshake.pipeline import Policy
 from asgi_ws_gateway.handshake.request_view import RequestView
+from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.policies.build_entries import PolicyBuilder
 from asgi_ws_gateway.state.base import Store
 from asgi_ws_gateway.state.memory import MemoryState
@@ -72,3 +73,18 @@ async def denied(apply: Awaitable[object]) -> HandshakeDenied:
     with pytest.raises(HandshakeDenied) as info:
         await apply
     return info.value
+
+
+async def backend_claim_refusal(
+    base_url: str, claims: dict[str, Any], upstream: str = "wss://up:9/x"
+) -> HandshakeDenied:
+    """The refusal to build the upstream request once ``set-backend-service`` rendered ``base_url`` with the
+    token's ``claims`` (fails the test if the request is built)."""
+    policy = build({"set-backend-service": {"base_url": base_url}})
+    handshake = context()
+    handshake.claims = claims
+    await policy.apply(handshake)
+    api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": [upstream]}]}).apis[0]
+    with pytest.raises(HandshakeDenied) as refused:
+        handshake.build_request(api, api.upstreams[0])
+    return refused.value
