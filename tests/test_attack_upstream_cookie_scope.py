@@ -189,3 +189,68 @@ async def test_what_the_operator_allows_passes_as_written(caplog: pytest.LogCapt
         head = await answer_head(server.port, "/ws/evil")
     assert header_values(head, "set-cookie") == values
     assert _warnings(caplog) == []
+
+
+LONG_WITHIN = "/ws/evil/" + "a" * 1100
+"""Within the API as written, but past the 1024 octets a browser reads of an attribute (RFC 6265bis
+§5.7): Chromium 156 ignores it and stores the cookie for the request path's directory, ``/ws``."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"long=1; Path={LONG_WITHIN}", f"long=1; Path=/ws/evil; Path={LONG_WITHIN}", f"long=1; Path=  {LONG_WITHIN}\t"],
+)
+def test_a_path_longer_than_a_browser_reads_counts_as_outside(value: str) -> None:
+    kept, narrowed = scoped_cookies(_headers([value]), EVIL)
+    assert kept == _headers(["long=1; Path=/ws/evil"])
+    assert [n.name for n in narrowed] == ["long"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "written"),
+    [
+        (b"/x;Path=/;Domain=127.0.0.1;/ws", "/x%3BPath=/%3BDomain=127.0.0.1%3B/ws"),
+        (b"/x; Path=/ /ws", "/x%3B%20Path=/%20/ws"),
+        (b"/\xe9\t\x7f/ws?q=;", "/%E9%09%7F/ws"),
+    ],
+)
+def test_the_clients_own_path_ends_no_attribute(raw: bytes, written: str) -> None:
+    """The request's path when the API's first segment is a placeholder: written as sent, its ``;``
+    ended the ``Path`` and wrote the client's ``Path=/`` and ``Domain`` after it."""
+    scope = cookie_scope({"path": "/", "raw_path": raw, "root_path": ""}, None, frozenset(), frozenset())
+    assert scope.path == written
+    (cookie,) = header_values_of(scoped_cookies(_headers(["affinity=1"]), scope)[0])
+    assert cookie == f"affinity=1; Path={written}"
+
+
+def test_a_root_path_a_mount_decoded_ends_no_attribute() -> None:
+    scope = {"path": "/a;Path=/;/ws/evil", "root_path": "/a;Path=/;", "raw_path": b"/a%3BPath=%2F%3B/ws/evil"}
+    assert cookie_scope(scope, "/ws/evil", frozenset(), frozenset()).path == "/a%3BPath=/%3B/ws/evil"
+
+
+def test_a_cookie_whose_path_a_browser_would_ignore_is_dropped() -> None:
+    """A client's path longer than a browser reads: the API's path would be ignored, its default wider."""
+    long = CookieScope("/t/" + "r" * 1100)
+    assert scoped_cookies(_headers(["affinity=1", "other=2; Path=/elsewhere"]), long)[0] == []
+    assert scoped_cookies(_headers(["up=3; Path=/"]), long._replace(paths=frozenset({"/"})))[0] == _headers(
+        ["up=3; Path=/"]
+    )
+
+
+def header_values_of(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    return [value.decode("latin-1") for name, value in headers if name == b"set-cookie"]
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+async def test_a_clients_path_writes_no_cookie_attribute_through_the_gateway(refuse: bool) -> None:
+    """A page can open a WebSocket to any path of the origin: ``/x;Path=/;Domain=example.com;/ws`` made
+    the upstream's affinity cookie the whole origin's and its parent domain's (Chromium sends ``;`` in a
+    path as it is)."""
+    cookies = [("set-cookie", "affinity=b2"), ("set-cookie", f"long=1; Path=/x/{'a' * 1100}")]
+    api = {"name": "t", "path": "/{tenant}/{room}/ws", "upstreams": [{"url": "asgi:", "app": answering_with(
+        cookies, refuse=refuse)}]}  # fmt: skip
+    with UvicornServer(ProbedGateway({"apis": [api]}), ws=PASSTHROUGH) as server:
+        head = await answer_head(server.port, "/x;Path=/;Domain=example.com;/ws")
+    assert status_of(head) == (403 if refuse else 101)
+    written = "/x%3BPath=/%3BDomain=example.com%3B/ws"
+    assert header_values(head, "set-cookie") == [f"affinity=b2; Path={written}", f"long=1; Path={written}"]

@@ -15,7 +15,12 @@ scopes does (nginx ``proxy_cookie_domain`` and ``proxy_cookie_path``, Apache
   in ``response_cookie_paths``; a ``Path`` with a dot segment, ``%`` or ``\\`` counts as outside;
 * a ``__Host-`` cookie is dropped, unless ``/`` is in ``response_cookie_paths``.
 
-The last ``Domain`` and ``Path`` attribute count, as a browser reads them (RFC 6265 §5.3).
+The last ``Domain`` and ``Path`` attribute count, as a browser reads them (RFC 6265 §5.3). A browser
+ignores an attribute value longer than 1024 octets (RFC 6265bis §5.7, Chromium does): a ``Path`` that
+long counts as outside, and a cookie whose path would be (a client's long request path) is dropped, as
+the browser's default path, the request path's directory, is wider than it. The path the gateway
+writes is percent-encoded past visible ASCII and ``;``: the client's own path (or a ``root_path`` a
+mount took from it) ended the attribute at its ``;`` and wrote the next ones (``/x;Path=/;/ws``).
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ def cookie_scope(scope: Scope, api_path: str | None, domains: frozenset[str], pa
     under the application's ``root_path``, or the path the client sent when it is None."""
     if api_path is None:
         raw = scope.get("raw_path")
-        path = raw.decode("latin-1").partition("?")[0] if isinstance(raw, bytes) else _encoded(scope.get("path", "/"))
+        sent = raw.decode("latin-1").partition("?")[0] if isinstance(raw, bytes) else None
+        path = _written(sent) if sent is not None else _encoded(scope.get("path"))
     else:
         root = scope.get("root_path")
         path = (_encoded(root).rstrip("/") if isinstance(root, str) else "") + api_path
@@ -72,7 +78,17 @@ def cookie_scope(scope: Scope, api_path: str | None, domains: frozenset[str], pa
 
 
 def _encoded(path: object) -> str:
-    return quote(path, safe="/:@!$&'()*+,;=~") if isinstance(path, str) else "/"
+    """A decoded path (``path``, ``root_path``) as a browser sends it, ``;`` encoded (it ends an attribute)."""
+    return quote(path, safe="/:@!$&'()*+,=~") if isinstance(path, str) else "/"
+
+
+def _written(raw_path: str) -> str:
+    """A raw path (latin-1) as it may stand in a ``Path`` attribute: each octet but visible ASCII and ``;``
+    percent-encoded (a browser sends ``;`` as it is: the cookie then misses that path, narrower still)."""
+    return _NOT_IN_PATH.sub(lambda found: f"%{ord(found[0]):02X}", raw_path)
+
+
+_NOT_IN_PATH = re.compile(r"[^!-:<-~]")
 
 
 def scoped_cookies(headers: Headers, scope: CookieScope) -> tuple[Headers, list[Narrowed]]:
@@ -125,6 +141,8 @@ def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str]:
     if wanted is not None and not _within(wanted, scope):
         asked.append(f"Path={wanted}")
         wanted = None
+    if wanted is None and len(scope.path) > _MAX_ATTRIBUTE:
+        return None, f"a path of {len(scope.path)} octets"  # the browser would ignore the API's: its default is wider
     if same and wanted is not None and not asked:
         return value, ""
     written = [pair.rstrip(" \t"), *(attribute.rstrip(" \t") for attribute in kept)]
@@ -148,6 +166,8 @@ def _allowed_domain(domain: str, allowed: frozenset[str]) -> bool:
 def _within(path: str, scope: CookieScope) -> bool:
     """Whether a cookie's ``path`` reaches only ``scope.path`` and below it (RFC 6265 §5.1.4's path-match
     read the other way), or is one the operator allowed."""
+    if len(path) > _MAX_ATTRIBUTE:
+        return False  # ignored by a browser, which then uses the request path's directory
     if path in scope.paths:
         return True
     if _UNCLEAR.search(path):  # a browser may read it otherwise than as written
@@ -156,6 +176,8 @@ def _within(path: str, scope: CookieScope) -> bool:
     return path == scope.path or path.startswith(base + "/")
 
 
+_MAX_ATTRIBUTE = 1024
+"""The longest attribute value (octets) a browser reads; a longer one is ignored (RFC 6265bis §5.7)."""
 _UNCLEAR = re.compile(r"%|\\|(?:^|/)\.\.?(?:/|$)")
 """A cookie path that a browser, or a server behind it, may read as another path: percent-encoded, with
 a backslash, or with a dot segment (``/ws/chat/../bank``)."""
