@@ -9,8 +9,9 @@ of the connection's upstream request) are ``REDACTED`` in its close reason, on e
 A reason holds 123 bytes, and a backend that quotes a long key quotes part of it: cut at the end
 (``bad key sk_live_0123…``), from its middle on, or its middle alone; each run of 8 bytes or more of a
 credential goes too (:func:`.refusal_secrets.without_pieces`). Its bytes are looked for as sent and as
-UTF-8 (a backend echoes the Latin-1 byte ``é`` of a header as the two bytes of its character), and
-percent-encoded. What a cut leaves of a character is dropped, never a piece of one shown.
+a backend writes them back (:func:`.refusal_secrets.sent_credentials`): as UTF-8 (a backend echoes the
+Latin-1 byte ``é`` of a header as the two bytes of its character), percent-, JSON- and HTML-escaped, a
+``Basic`` one decoded. What a cut leaves of a character is dropped, never a piece of one shown.
 
 Worked out once, and only when a close reason long enough to hold one arrives: a connection holds a
 reference to its request until then, nothing is paid per frame, and one whose request carries no
@@ -18,8 +19,6 @@ credential holds an empty list.
 """
 
 from __future__ import annotations
-
-from urllib.parse import quote_from_bytes
 
 from .base import UpstreamRequest
 from .refusal_secrets import MIN_SCRUBBED, scrubbed_bytes, sent_credentials
@@ -44,21 +43,10 @@ class SentCredentials:
             return reason
         if self._request is not None:  # the first reason long enough: worked out now, once
             request, self._request = self._request, None
-            self._found = _spellings(sent_credentials([request]))
+            self._found = sent_credentials([request])
         scrubbed = scrubbed_bytes(data, self._found)
         # (A credential's bytes may end inside a character: what is left of it goes.)
         return reason if scrubbed == data else scrubbed.decode(errors="ignore")
-
-
-def _spellings(credentials: list[bytes]) -> list[bytes]:
-    """``credentials`` as sent, as UTF-8 (a value with Latin-1 bytes, as a backend decodes it) and
-    percent-encoded (a backend that quotes a URL it built), longest first."""
-    found = set(credentials)
-    for secret in credentials:
-        if not secret.isascii():
-            found.add(secret.decode("latin-1").encode())
-        found.add(quote_from_bytes(secret, safe="").encode())
-    return sorted(found, key=len, reverse=True)
 
 
 __all__ = ["SentCredentials"]

@@ -9,12 +9,20 @@ credential header or query parameter the gateway sent (:func:`sent_credentials`)
 the refusal's body and header values, as sent and percent-decoded (:func:`without_credentials`), and so
 is every run of :data:`MIN_SCRUBBED` bytes or more of one (:func:`scrubbed_bytes`): a page that quotes a
 key cut (``bad key sk_live_0123…``), or from its middle on, handed the client most of it.
+
+Each is looked for as a backend writes it back (:func:`_spellings`): a ``+``, ``/`` or ``=`` in it cut a
+base64 key echoed percent-encoded (a redirect's URL), JSON-escaped (``\\/``) or HTML-escaped into runs
+shorter than 8 bytes, none found and all of it there to read; and a ``Basic`` credential is looked for
+decoded too (a backend that names the account and the password it refused).
 """
 
 from __future__ import annotations
 
+import binascii
+import html
+import json
 from collections.abc import Iterable, Sequence
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from ..errors import UpstreamRejected
 from ..redact import REDACTED, is_credential_header, is_credential_parameter
@@ -29,23 +37,53 @@ _REDACTED = REDACTED.encode()
 
 
 def sent_credentials(requests: Iterable[UpstreamRequest]) -> list[bytes]:
-    """The credentials ``requests`` carry, longest first: each credential header's value (and its
-    credential alone, after an ``Authorization`` scheme), each credential query parameter's value as
+    """The credentials ``requests`` carry, longest first, each in every spelling a backend writes it back
+    in (:func:`_spellings`): each credential header's value (and its credential alone, after an
+    ``Authorization`` scheme; a ``Basic`` one decoded too), each credential query parameter's value as
     the URL writes it and percent-decoded."""
     found: set[bytes] = set()
     for request in requests:
         for name, value in request.headers:
             if is_credential_header(name):
                 raw = value.encode("latin-1", "replace")
-                found.add(raw)
                 scheme, _, credential = raw.partition(b" ")
                 if scheme.lower() in _SCHEMES:
-                    found.add(credential.strip())
+                    found.add(raw)  # as sent only: a spelling's "Bearer%20" would be a word of a page
+                    found.update(_spellings(credential := credential.strip()))
+                    if scheme.lower() == b"basic":
+                        found.update(_spellings(*_basic(credential)))
+                else:
+                    found.update(_spellings(raw))
         for pair in urlsplit(request.url).query.split("&"):
             name, _, value = pair.partition("=")
             if value and is_credential_parameter(unquote_to_bytes(name).decode("utf-8", "replace")):
-                found.update((value.encode("latin-1", "replace"), unquote_to_bytes(value.replace("+", " "))))
+                found.update(_spellings(value.encode("latin-1", "replace"), unquote_to_bytes(value.replace("+", " "))))
     return sorted((secret for secret in found if len(secret) >= MIN_SCRUBBED), key=len, reverse=True)
+
+
+def _spellings(*secrets: bytes) -> set[bytes]:
+    """``secrets`` as sent and as a backend writes them back: as UTF-8 (Latin-1 bytes decoded as
+    characters), percent-encoded (every reserved byte, or all but ``/``: a URL it builds),
+    JSON-escaped (``\\u00e9``, and ``\\/`` as PHP writes it) and HTML-escaped (an error page)."""
+    found = set(secrets)
+    for secret in secrets:
+        text = secret.decode("latin-1")
+        if not secret.isascii():
+            found.add(text.encode())
+        found.add(quote_from_bytes(secret, safe="").encode())
+        found.add(quote_from_bytes(secret).encode())
+        escaped = json.dumps(text)[1:-1]
+        found.update((escaped.encode(), escaped.replace("/", "\\/").encode(), html.escape(text).encode("latin-1")))
+    return found
+
+
+def _basic(credential: bytes) -> tuple[bytes, ...]:
+    """A ``Basic`` credential's ``user:password`` and its password, decoded (none when it is not base64)."""
+    try:
+        decoded = binascii.a2b_base64(credential, strict_mode=True)
+    except binascii.Error:
+        return ()
+    return decoded, decoded.partition(b":")[2]
 
 
 def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes]) -> UpstreamRejected:
@@ -95,30 +133,24 @@ def without_pieces(data: bytes, credentials: Sequence[bytes]) -> bytes:
 
 
 def _shared_runs(data: bytes, secrets: Sequence[bytes]) -> list[tuple[int, int]]:
-    """Where ``data`` holds :data:`MIN_SCRUBBED` bytes or more in a row of one of ``secrets``, as
-    ``(start, end)``.
+    """The windows of :data:`MIN_SCRUBBED` bytes of ``data`` that one of ``secrets`` holds, as ``(start,
+    end)``: a longer run shared with a secret is a chain of such windows, overlapping (one word when
+    written).
 
-    A run of 8 bytes spans 5 starts, one a multiple of 5, and the 4 bytes from there are a block of its
-    secret: ``data`` is read at every fifth byte (an error page of 64 KiB in ~1 ms), and a block found is
-    grown both ways as far as ``data`` and the secret agree."""
-    blocks = {secret[at : at + _BLOCK] for secret in secrets for at in range(len(secret) - _BLOCK + 1)}
+    A window spans 5 starts, one a multiple of 5, and the 4 bytes from there are a block of its secret:
+    ``data`` is read at every fifth byte (an error page of 64 KiB in ~1 ms), and only the 5 windows
+    around a block found are looked up. Linear in ``data`` and ``secrets`` whatever they hold: growing
+    each place a block occurs in a secret both ways cost a 4 KB secret of one repeated byte and a page
+    echoing it cut 0.7 s, ~3 s at 8 KB, the event loop held meanwhile."""
+    windows = {secret[at : at + MIN_SCRUBBED] for secret in secrets for at in range(len(secret) - MIN_SCRUBBED + 1)}
+    blocks = {window[at : at + _BLOCK] for window in windows for at in range(MIN_SCRUBBED - _BLOCK + 1)}
     runs: list[tuple[int, int]] = []
-    reached = 0
+    last = len(data) - MIN_SCRUBBED
     for at in range(0, len(data) - _BLOCK + 1, _STRIDE):
-        if at + _BLOCK <= reached or data[at : at + _BLOCK] not in blocks:
-            continue
-        for secret in secrets:
-            where = secret.find(data[at : at + _BLOCK])
-            while where != -1:
-                start, end, low, high = at, at + _BLOCK, where, where + _BLOCK
-                while start > 0 and low > 0 and data[start - 1] == secret[low - 1]:
-                    start, low = start - 1, low - 1
-                while end < len(data) and high < len(secret) and data[end] == secret[high]:
-                    end, high = end + 1, high + 1
-                if end - start >= MIN_SCRUBBED:
-                    runs.append((start, end))
-                    reached = max(reached, end)
-                where = secret.find(data[at : at + _BLOCK], where + 1)
+        if data[at : at + _BLOCK] in blocks:
+            for start in range(max(0, at - _STRIDE + 1), min(at, last) + 1):
+                if data[start : start + MIN_SCRUBBED] in windows:
+                    runs.append((start, start + MIN_SCRUBBED))
     return runs
 
 

@@ -1,0 +1,175 @@
+"""The credentials the gateway sent an upstream, as a backend writes them back into a refusal or a close
+reason, and what finding their pieces costs.
+
+- A base64 key (``+``, ``/``, ``=`` every few characters) echoed percent-encoded (a redirect's URL),
+  JSON-escaped (``\\/``) or HTML-escaped was cut into runs shorter than the 8 bytes looked for: none
+  found, the whole key there to read. A ``Basic`` credential came back decoded (a backend naming the
+  account and the password it refused), and a Latin-1 key as UTF-8 in a refusal (its start) likewise.
+- Finding the pieces grew each place a 4-byte block occurs in a secret both ways: a key of one byte
+  repeated (a client's own ``Authorization``, which goes upstream) and a page echoing it cut took
+  0.7 s at 4 KB and ~3 s at 8 KB, the event loop held. Now linear: counted in Python lines run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asgi_ws_gateway.errors import UpstreamRejected
+from asgi_ws_gateway.upstream import refusal_secrets
+from asgi_ws_gateway.upstream.base import UpstreamRequest
+from asgi_ws_gateway.upstream.close_secrets import SentCredentials
+from asgi_ws_gateway.upstream.refusal_secrets import sent_credentials, without_credentials, without_pieces
+from support.clients import connect
+from support.processes import ready_server
+
+KEY = "Ab3+x/Q9=Kp7/Zt+Wq2=Mn5/Rs8+"
+"""A base64 key: no run of 8 characters without a ``+``, ``/`` or ``=``."""
+PASSWORD = "S3cret-Passw0rd"
+BASIC = base64.b64encode(f"svc-account:{PASSWORD}".encode()).decode()
+LATIN = "cl\u00e9-secr\u00e8te-\u00e0-ne-pas-montrer"
+
+ECHOES = {
+    "percent-encoded": "Ab3%2Bx%2FQ9%3DKp7%2FZt%2BWq2%3DMn5%2FRs8%2B",
+    "percent-encoded, / kept": "Ab3%2Bx/Q9%3DKp7/Zt%2BWq2%3DMn5/Rs8%2B",
+    "json-escaped": "Ab3+x\\/Q9=Kp7\\/Zt+Wq2=Mn5\\/Rs8+",
+    "basic password": PASSWORD,
+    "basic account": f"svc-account:{PASSWORD}",
+    "latin-1 as utf-8": LATIN,
+}
+
+
+def _request(url: str = "ws://b/x") -> UpstreamRequest:
+    headers = [("X-Api-Key", KEY), ("Authorization", f"Basic {BASIC}"), ("X-Tenant-Key", LATIN)]
+    return UpstreamRequest(url=url, headers=headers, subprotocols=[], scope={})
+
+
+@pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
+def test_a_refusal_loses_a_credential_as_a_backend_writes_it_back(echo: str) -> None:
+    body = f'{{"error": "refused", "key": "{echo}"}}'.encode()
+    scrubbed = without_credentials(
+        UpstreamRejected(401, [(b"location", echo.encode())], body), sent_credentials([_request()])
+    )
+    assert scrubbed.body == b'{"error": "refused", "key": "REDACTED"}'
+    assert scrubbed.headers == [(b"location", b"REDACTED")]
+
+
+@pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
+def test_a_close_reason_loses_a_credential_as_a_backend_writes_it_back(echo: str) -> None:
+    assert SentCredentials(_request()).scrubbed(f"bad key {echo}!") == "bad key REDACTED!"
+
+
+def test_an_html_escaped_credential_goes() -> None:
+    key = "p&ss<w0rd>&more<x>&y"
+    request = UpstreamRequest(url="ws://b/x", headers=[("X-Api-Key", key)], subprotocols=[], scope={})
+    body = b"<p>bad key p&amp;ss&lt;w0rd&gt;&amp;more&lt;x&gt;&amp;y</p>"
+    assert (
+        without_credentials(UpstreamRejected(401, [], body), sent_credentials([request])).body
+        == b"<p>bad key REDACTED</p>"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _upstream_refusing_with(body: bytes) -> AsyncIterator[int]:
+    async def answer(reader: Any, writer: Any) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 401 Refused\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def test_an_echoing_refusal_through_the_gateway_carries_no_spelling_of_the_key(tmp_path: Path) -> None:
+    body = " | ".join(ECHOES[name] for name in ("percent-encoded", "json-escaped")).encode()
+    async with _upstream_refusing_with(body) as port:
+        policies = [{"set-header": {"header": "X-Api-Key", "value": KEY}}]
+        apis = [
+            {"name": "splice", "path": "/splice", "upstreams": [f"ws://127.0.0.1:{port}/"], "policies": policies},
+            {"name": "relay", "path": "/relay", "upstreams": [f"ws://127.0.0.1:{port}/"], "policies": policies,
+             "passthrough": False},
+        ]  # fmt: skip
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"apis": apis}))
+        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml"]
+        with ready_server(lambda p: [*command, "--port", str(p)], cwd=tmp_path) as server:
+            for api in ("splice", "relay"):
+                with pytest.raises(Exception) as refused:
+                    async with await connect(f"ws://127.0.0.1:{server.port}/{api}"):
+                        pass
+                response = refused.value.response  # type: ignore[attr-defined]
+                assert (response.status_code, bytes(response.body)) == (401, b"REDACTED | REDACTED"), api
+
+
+# -- what it costs --
+
+
+def _lines_run(call: Callable[[], object]) -> int:
+    """The Python lines of :mod:`refusal_secrets` that ``call`` runs: a count, not a time."""
+    count = 0
+    module = refusal_secrets.__file__
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != module:
+            return None
+        count += event == "line"
+        return trace
+
+    before = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        call()
+    finally:
+        sys.settrace(before)
+    return count
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda n: (b"A" * n, (b"A" * (n - 1) + b"B") * 4),  # one byte repeated, echoed one byte short
+        lambda n: (b"AB" * (n // 2), (b"AB" * (n // 2 - 1) + b"C") * 4),
+        lambda n: (bytes(range(32, 96)) * (n // 64), (bytes(range(32, 96)) * (n // 64))[1:-1] * 4),
+    ],
+    ids=["one-byte", "two-bytes", "period-64"],
+)
+def test_finding_the_pieces_of_a_credential_is_linear(shape: Callable[[int], tuple[bytes, bytes]]) -> None:
+    small, large = shape(500), shape(2000)
+    lines = [_lines_run(lambda case=case: without_pieces(case[1], [case[0]])) for case in (small, large)]
+    assert lines[1] < 6 * lines[0], lines  # 4 times the bytes: ~16 times the lines when it was quadratic
+
+
+_BYTES = st.binary(min_size=0, max_size=60).map(lambda raw: bytes(b"ab"[byte % 2] for byte in raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_BYTES.filter(lambda secret: len(secret) >= 8), min_size=1, max_size=3), st.lists(_BYTES, max_size=4))
+def test_each_byte_in_a_window_of_8_a_secret_holds_goes_and_no_other(secrets: list[bytes], parts: list[bytes]) -> None:
+    """What :func:`without_pieces` takes out: the windows of 8 bytes some secret holds, one word for
+    each run of them that overlap or touch, and nothing else."""
+    data = b"|".join(parts)
+    windows = {secret[at : at + 8] for secret in secrets for at in range(len(secret) - 7)}
+    covered = [False] * len(data)
+    for start in range(len(data) - 7):
+        if data[start : start + 8] in windows:
+            covered[start : start + 8] = [True] * 8
+    expected = bytearray()
+    for at, byte in enumerate(data):
+        if not covered[at]:
+            expected.append(byte)
+        elif at == 0 or not covered[at - 1]:
+            expected += b"REDACTED"
+    assert without_pieces(data, secrets) == bytes(expected)
