@@ -33,6 +33,13 @@ UNSAVABLE = [
     ("rewrite-uri", "template", {"template": "/a/\u20ac"}),
     ("rewrite-uri", "template", {"template": "/a?x=1\r\n"}),
     ("rewrite-uri", "template", {"template": "/a/{path.x|\r\n}"}),
+    # a default is written as it is (escaped as a value): a dot segment or an encoded / refused every
+    # handshake without the value (the check rendered values, never the defaults)
+    ("rewrite-uri", "template", {"template": "/a/{query.x|..}/b"}),
+    ("rewrite-uri", "template", {"template": "/a/{query.x|.}"}),
+    ("rewrite-uri", "template", {"template": "/a/{query.x|../admin}"}),
+    ("rewrite-uri", "template", {"template": "/a/{query.x}/{query.x|..}"}),
+    ("rewrite-uri", "template", {"template": "/a/{header.x-room|..}?t={jwt.tid}"}),
     ("set-query-parameter", "parameter", {"parameter": "a\r\nb", "value": "1"}),
     ("set-query-parameter", "parameter", {"parameter": "a\x00", "value": "1"}),
     ("set-query-parameter", "value", {"parameter": "a", "value": "x\r\ny"}),

@@ -13,6 +13,7 @@ built or any backend is contacted.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Literal
 from urllib.parse import quote
@@ -256,6 +257,12 @@ class RewriteUriSettings(PolicySettings):
         )
         if problem is not None:
             raise ValueError(problem)
+        # A default is written as it is (escaped as a value): ``{query.room|..}`` or ``{query.room|../admin}``
+        # passed, and every handshake without the value was refused 400 as if the client had sent it.
+        with_defaults = compiled.render(_Defaults(compiled), _escape_path)
+        problem = configured_url_problem(with_defaults, in_process=True, render=lambda _: with_defaults)
+        if problem is not None:
+            raise ValueError(f"with its defaults (a value missing): {problem}")
         return value
 
 
@@ -312,6 +319,19 @@ class _Sample:
 
     def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
         return self.value
+
+
+class _Defaults:
+    """Each value a template gives a default somewhere missing (its defaults written, its bare references
+    empty), any other as ``41``."""
+
+    def __init__(self, template: Template) -> None:
+        written = Counter((ref.namespace, ref.path) for ref in template.references)
+        written.subtract((ref.namespace, ref.path) for ref in template.references_without_default)
+        self.missing = {key for key, defaults in written.items() if defaults > 0}
+
+    def lookup(self, namespace: str, path: tuple[str, ...]) -> object | None:
+        return None if (namespace, path) in self.missing else "41"
 
 
 @register_policy("set-backend-service")
