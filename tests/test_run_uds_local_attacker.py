@@ -28,6 +28,7 @@ import yaml
 
 from asgi_ws_gateway.server.unix_socket import claim_socket, remove_socket
 from asgi_ws_gateway.server.unix_socket_lock import socket_path_lock
+from asgi_ws_gateway.socket_access import replaceable_by_others
 from support.processes import ServerProcess, main_in_process
 from support.upstream import UpstreamServer
 
@@ -374,8 +375,87 @@ def test_a_directory_anyone_can_write_is_warned_of(tmp_path: Path, socket_dir: P
         server.wait_for_line("Application startup complete")
         server.stop()
         output = server.output()
-    warned = f"--uds {sock}: any local user can replace the socket (its directory {socket_dir} is mode 0777"
+    warned = f"--uds {sock}: another local user can replace the socket (its directory {socket_dir} is mode 0777"
     assert (warned in output) == (directory_mode == 0o777)
+
+
+def test_a_directory_of_another_users_is_warned_of(tmp_path: Path, socket_dir: Path, other_user: str) -> None:
+    """Its owner may remove the socket (or chmod the directory first): a WARNING naming them. Before: none."""
+    socket_dir.chmod(0o755)
+    theirs = socket_dir / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, *_identity(other_user))
+    sock = theirs / "gw.sock"
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        server.wait_for_line("Application startup complete")
+        server.stop()
+        output = server.output()
+    uid = pwd.getpwnam(other_user).pw_uid
+    assert (
+        f"another local user can replace the socket (its directory {theirs} belongs to user {other_user} (uid {uid}))"
+        in output
+    )
+
+
+def _layout(root: Path, case: str, other: tuple[int, int], group: int) -> Path:
+    """The socket's path under ``root`` (mode 0755, root's) for ``case``: its directories made as it says."""
+    root.chmod(0o755)
+    sub = root / "sub"
+    sub.mkdir(mode=0o755)
+    sub.chmod(0o755)
+    if case in ("theirs", "theirs, sticky"):
+        os.chown(sub, *other)
+        sub.chmod(0o1777 if case.endswith("sticky") else 0o755)
+    elif case == "above it, writable by all":
+        root.chmod(0o777)
+    elif case in ("group of others", "group of no one else", "group of others, sticky"):
+        os.chown(sub, 0, group)
+        sub.chmod(0o1770 if case.endswith("sticky") else 0o770)
+    elif case == "sticky, root's":
+        sub.chmod(0o1777)
+    elif case in ("their link", "our link in an open directory", "our link"):
+        links = root / "links"
+        links.mkdir()
+        links.chmod(0o777 if case == "our link in an open directory" else 0o1777 if case == "their link" else 0o755)
+        (links / "to-sub").symlink_to(sub)
+        if case == "their link":
+            os.lchown(links / "to-sub", *other)
+        return links / "to-sub" / "gw.sock"
+    return sub / "gw.sock"
+
+
+REPLACEABLE = {
+    "theirs": True,
+    "theirs, sticky": True,  # a sticky directory's owner removes any entry
+    "above it, writable by all": True,  # sub renamed away, theirs put in its place
+    "group of others": True,
+    "their link": True,
+    "our link in an open directory": True,
+    "group of others, sticky": False,
+    "group of no one else": False,
+    "sticky, root's": False,  # /tmp's: no one else removes the gateway's own socket
+    "our link": False,
+}
+
+
+@pytest.mark.parametrize(("case", "replaceable"), REPLACEABLE.items(), ids=list(REPLACEABLE))
+def test_who_can_replace_the_socket_is_read_on_the_whole_path(
+    socket_dir: Path, other_user: str, shared_group: str, case: str, replaceable: bool
+) -> None:
+    """Every directory up to ``/`` and each symbolic link on the way: another user's, or one they may write
+    without the sticky bit, lets them put their socket (or directory) in the gateway's place. Before: only
+    the socket's own directory, and only its mode for all."""
+    group = grp.getgrnam(shared_group).gr_gid
+    if case != "group of no one else":
+        subprocess.run(["gpasswd", "-M", f"{other_user},nobody", shared_group], check=True)
+    path = _layout(socket_dir, case, _identity(other_user), group)
+    problem = replaceable_by_others(str(path))
+    assert (problem is not None) == replaceable, problem
+    if case == "theirs":
+        assert (
+            problem
+            == f"its directory {socket_dir / 'sub'} belongs to user {other_user} (uid {_identity(other_user)[0]})"
+        )
 
 
 # --- another user takes the path first (a shared directory such as /tmp) -----------------------------------------

@@ -41,17 +41,85 @@ def open_to_every_user(path: str) -> str | None:
 
 
 def replaceable_by_others(path: str) -> str | None:
-    """Why another user can remove the socket at ``path`` and bind one of their own in its place (its
-    directory's mode: writable by others without the sticky bit), or None. The proxy would then connect
-    to theirs and hand it every client's connection."""
+    """Why another user can remove the socket at ``path``, or a directory above it, and put their own in its
+    place (``its directory /srv/gw is mode 0777, writable by all without the sticky bit``), or None. The proxy
+    would then connect to theirs and hand it every client's connection.
+
+    A directory lets another user replace what is in it when it is theirs (an owner may chmod it, and may
+    remove anything even from a sticky one), or when they may write it (others, or members of its group
+    besides this user and root) and it is not sticky; this holds for every directory up to ``/`` (a
+    directory above is renamed away and one of theirs put in its place), and a symbolic link on the way
+    leads where its owner chooses."""
+    me = os.geteuid()
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        mode = stat.S_IMODE(os.stat(directory).st_mode)
+        if (link := _others_link(directory, me)) is not None:
+            return link
+        current = os.path.realpath(directory)
+        while True:
+            found = os.stat(current)
+            if (problem := _open_directory(current, found, me)) is not None:
+                return problem
+            parent = os.path.dirname(current)
+            if parent == current:
+                return None
+            current = parent
     except OSError:
         return None
-    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-        return f"its directory {directory} is mode {mode:04o}"
+
+
+def _others_link(directory: str, me: int) -> str | None:
+    """Why a symbolic link on the way to ``directory`` leads where another user than ``me`` and root chooses:
+    it is theirs, or in a directory where they can put another in its place; or None."""
+    current = "/"
+    for part in directory.split("/"):
+        if not part:
+            continue
+        parent, current = current, os.path.join(current, part)
+        found = os.lstat(current)
+        if stat.S_ISLNK(found.st_mode):
+            if found.st_uid not in (0, me):
+                return f"{current} is a symbolic link of {user_named(found.st_uid)}"
+            if (problem := _open_directory(parent, os.stat(parent), me)) is not None:
+                return f"{current} is a symbolic link and {problem}"
+            current = os.path.realpath(current)
     return None
+
+
+def _open_directory(directory: str, found: os.stat_result, me: int) -> str | None:
+    """Why another user than ``me`` and root can replace an entry of ``directory`` (``found``), or None."""
+    if found.st_uid not in (0, me):
+        return f"its directory {directory} belongs to {user_named(found.st_uid)}"
+    mode = stat.S_IMODE(found.st_mode)
+    if mode & stat.S_ISVTX:  # only an entry's owner, the directory's and root remove or rename an entry
+        return None
+    if mode & stat.S_IWOTH:
+        return f"its directory {directory} is mode {mode:04o}, writable by all without the sticky bit"
+    if mode & stat.S_IWGRP and (writers := _group_users(found.st_gid) - _users_of(me) - _users_of(0)):
+        group = _group_name(found.st_gid)
+        return (f"its directory {directory} is mode {mode:04o} and its group {group} holds {len(writers)} other "
+                f"user{'s' if len(writers) > 1 else ''}, without the sticky bit")  # fmt: skip
+    return None
+
+
+def _group_users(gid: int) -> set[str]:
+    """The users of group ``gid``: those whose primary group it is and its listed members."""
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        members = set()
+    return members | {user.pw_name for user in pwd.getpwall() if user.pw_gid == gid}
+
+
+def _users_of(uid: int) -> set[str]:
+    return {user.pw_name for user in pwd.getpwall() if user.pw_uid == uid}
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
 
 
 BROAD_GROUPS = frozenset({"users", "staff", "everyone"})

@@ -142,13 +142,13 @@ def claim_socket(path: str, mode: int, backlog: int) -> tuple[socket.socket, Soc
 def warn_of_other_users(path: str, *, unix_trusted: bool) -> None:
     """A WARNING when ``trusted_proxies`` lists ``unix:`` and every local user can connect to ``path``:
     any of them can then forge the forwarding header and pass as any client; else one when its group holds
-    more than the proxy (``users``: every user again). Another when any user can
-    replace the socket (its directory writable by all, not sticky): the proxy would connect to theirs."""
+    more than the proxy (``users``: every user again). Another when another user can
+    replace the socket (:func:`~..socket_access.replaceable_by_others`): the proxy would connect to theirs."""
     if (directory := replaceable_by_others(path)) is not None:
         logger.warning(
-            "--uds %s: any local user can replace the socket (%s, writable by all without the sticky bit): the "
-            "proxy would then hand every client's connection to their server; use a directory only the "
-            "gateway's user can write (e.g. /run/gateway)",
+            "--uds %s: another local user can replace the socket (%s): the proxy would then hand every client's "
+            "connection to their server; use a directory only the gateway's user can write, in directories only "
+            "it and root can (e.g. /run/gateway)",
             path,
             directory,
         )
