@@ -89,8 +89,13 @@ def test_the_operator_allows_a_domain_and_paths() -> None:
 
 @pytest.mark.parametrize(
     ("template", "path"),
-    [("/ws/evil", "/ws/evil"), ("/ws/rooms/{room}", "/ws/rooms"), ("/ws/r-{id}/x", "/ws"), ("/{tenant}/ws", None)],
-)
+    [
+        ("/ws/evil", "/ws/evil"), ("/ws/rooms/{room}", "/ws/rooms"), ("/ws/r-{id}/x", "/ws"), ("/{tenant}/ws", None),
+        ("/ws/caf\u00e9/{room}", "/ws/caf%C3%A9"), ("/ws/\u20ac", "/ws/%E2%82%AC"),
+        ("/a;Domain=x.com", "/a%3BDomain=x.com"),
+        ("/a b/[v]|^", "/a%20b/[v]|^"),  # as a browser sends each: written decoded in the configuration
+    ],
+)  # fmt: skip
 def test_an_apis_cookie_path_is_its_literal_start(template: str, path: str | None) -> None:
     assert api_cookie_path(template) == path
 
@@ -254,3 +259,21 @@ async def test_a_clients_path_writes_no_cookie_attribute_through_the_gateway(ref
     assert status_of(head) == (403 if refuse else 101)
     written = "/x%3BPath=/%3BDomain=example.com%3B/ws"
     assert header_values(head, "set-cookie") == [f"affinity=b2; Path={written}", f"long=1; Path={written}"]
+
+
+@pytest.mark.parametrize(
+    ("path", "sent", "written"),
+    [("/ws/\u20ac", "/ws/%E2%82%AC", "/ws/%E2%82%AC"), ("/a;Domain=example.com", "/a;Domain=example.com",
+      "/a%3BDomain=example.com")],
+    ids=["beyond-latin-1", "semicolon"],
+)  # fmt: skip
+async def test_an_apis_own_path_is_written_as_a_browser_sends_it(path: str, sent: str, written: str) -> None:
+    """An API's path is configured decoded: ``/ws/€`` made every answer that set a cookie a 500 (a
+    traceback: not Latin-1), and ``/a;Domain=example.com`` wrote the operator's ``;`` as the end of
+    the attribute."""
+    app = answering_with([("set-cookie", "sid=1")], refuse=False)
+    api = {"name": "a", "path": path, "upstreams": [{"url": "asgi:", "app": app}]}
+    with UvicornServer(ProbedGateway({"apis": [api]}), ws=PASSTHROUGH) as server:
+        head = await answer_head(server.port, sent)
+    assert status_of(head) == 101
+    assert header_values(head, "set-cookie") == [f"sid=1; Path={written}"]

@@ -52,16 +52,17 @@ class Narrowed(NamedTuple):
 
 def api_cookie_path(template: str) -> str | None:
     """The path an API's cookies are scoped to: its path's leading literal segments (``/ws/chat`` itself,
-    ``/ws/rooms`` of ``/ws/rooms/{room}``); None when its first segment holds a placeholder (the request's
-    own path is used then: :func:`cookie_scope`)."""
+    ``/ws/rooms`` of ``/ws/rooms/{room}``), as a browser sends them (an API's path is written decoded:
+    ``/ws/café`` is ``/ws/caf%C3%A9``; ``/ws/€`` was a 500, not Latin-1, and a ``;`` ended the attribute);
+    None when its first segment holds a placeholder (the request's own path is used then: :func:`cookie_scope`)."""
     literal: list[str] = []
     for segment in template.split("/")[1:]:
         if "{" in segment:
             break
         literal.append(segment)
     else:
-        return template
-    return "/" + "/".join(literal) if literal else None
+        return _encoded(template)
+    return _encoded("/" + "/".join(literal)) if literal else None
 
 
 def cookie_scope(scope: Scope, api_path: str | None, domains: frozenset[str], paths: frozenset[str]) -> CookieScope:
@@ -78,8 +79,9 @@ def cookie_scope(scope: Scope, api_path: str | None, domains: frozenset[str], pa
 
 
 def _encoded(path: object) -> str:
-    """A decoded path (``path``, ``root_path``) as a browser sends it, ``;`` encoded (it ends an attribute)."""
-    return quote(path, safe="/:@!$&'()*+,=~") if isinstance(path, str) else "/"
+    """A decoded path (an API's, ``path``, ``root_path``) as a browser sends it (the URL standard's path
+    percent-encode set), and ``;`` encoded (it ends an attribute)."""
+    return quote(path, safe="/:@!$&'()*+,=~[]|^") if isinstance(path, str) else "/"
 
 
 def _written(raw_path: str) -> str:
