@@ -48,6 +48,7 @@ ECHOES = {
     "basic password": PASSWORD,
     "basic account": f"svc-account:{PASSWORD}",
     "latin-1 as utf-8": LATIN,
+    "latin-1 as utf-8, percent-encoded": "cl%C3%A9-secr%C3%A8te-%C3%A0-ne-pas-montrer",
 }
 
 

@@ -68,10 +68,8 @@ def _spellings(*secrets: bytes) -> set[bytes]:
     found = set(secrets)
     for secret in secrets:
         text = secret.decode("latin-1")
-        if not secret.isascii():
-            found.add(text.encode())
-        found.add(quote_from_bytes(secret, safe="").encode())
-        found.add(quote_from_bytes(secret).encode())
+        for form in (secret,) if secret.isascii() else (secret, text.encode()):
+            found.update((form, quote_from_bytes(form, safe="").encode(), quote_from_bytes(form).encode()))
         escaped = json.dumps(text)[1:-1]
         found.update((escaped.encode(), escaped.replace("/", "\\/").encode(), html.escape(text).encode("latin-1")))
     return found
