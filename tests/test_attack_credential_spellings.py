@@ -49,6 +49,8 @@ ECHOES = {
     "basic account": f"svc-account:{PASSWORD}",
     "latin-1 as utf-8": LATIN,
     "latin-1 as utf-8, percent-encoded": "cl%C3%A9-secr%C3%A8te-%C3%A0-ne-pas-montrer",
+    "upper-cased": KEY.upper(),
+    "lower-cased": KEY.lower(),
 }
 
 

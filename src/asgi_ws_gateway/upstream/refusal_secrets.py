@@ -63,13 +63,15 @@ def sent_credentials(requests: Iterable[UpstreamRequest]) -> list[bytes]:
 
 def _spellings(*secrets: bytes) -> set[bytes]:
     """``secrets`` as sent and as a backend writes them back: as UTF-8 (Latin-1 bytes decoded as
-    characters), percent-encoded (every reserved byte, or all but ``/``: a URL it builds),
-    JSON-escaped (``\\u00e9``, and ``\\/`` as PHP writes it) and HTML-escaped (an error page)."""
+    characters), percent-encoded (every reserved byte, or all but ``/``: a URL it builds), in lower
+    or upper case (a hex key), JSON-escaped (``\\u00e9``, and ``\\/`` as PHP writes it) and HTML-escaped
+    (an error page)."""
     found = set(secrets)
     for secret in secrets:
         text = secret.decode("latin-1")
         for form in (secret,) if secret.isascii() else (secret, text.encode()):
             found.update((form, quote_from_bytes(form, safe="").encode(), quote_from_bytes(form).encode()))
+        found.update((secret.lower(), secret.upper()))  # a hex key printed in the other case
         escaped = json.dumps(text)[1:-1]
         found.update((escaped.encode(), escaped.replace("/", "\\/").encode(), html.escape(text).encode("latin-1")))
     return found
