@@ -152,6 +152,25 @@ def test_no_warning_where_no_one_else_can_forge(tmp_path: Path, open_dir: Path, 
         assert OPEN_WARNING not in s.output()
 
 
+def test_an_open_socket_behind_a_closed_directory_and_a_link_is_warned_of(
+    tmp_path: Path, open_dir: Path, upstream: UpstreamServer, other_user: str
+) -> None:
+    """``--uds closed/link/gw.sock``, the link to an open directory: the closed directory keeps no one out
+    of the socket's real path. Before: no WARNING, and another user forged a client through it."""
+    (open_dir / "real").mkdir(mode=0o755)
+    closed = open_dir / "closed"
+    closed.mkdir(mode=0o700)
+    (closed / "link").symlink_to(open_dir / "real")
+    sock = closed / "link" / "gw.sock"
+    config = _config(tmp_path, upstream, trusted_proxies=["unix:"])
+    with _run(tmp_path, config, "--uds", str(sock), "--uds-mode", "666") as server:
+        server.wait_for_line("Application startup complete")
+        assert _as_user(other_user, open_dir / "real" / "gw.sock") == "HTTP/1.1 101 Switching Protocols"
+        server.stop()
+        output = server.output()
+    assert output.count(OPEN_WARNING) == 1, output
+
+
 def test_an_open_mode_in_a_closed_directory_is_not_warned_of(tmp_path: Path, socket_dir: Path) -> None:
     """0666 in a directory others cannot enter (``socket_dir`` is 0700): no one else can reach it, no WARNING."""
     sock = socket_dir / "gw.sock"

@@ -21,13 +21,15 @@ def open_to_every_user(path: str) -> str | None:
     None: the file is not writable by others, a directory above it is closed to them, or it cannot be read.
 
     "Others" in the file-mode sense: a user neither its owner nor in its group. A directory above it
-    that others cannot search (no ``o+x``) keeps them out whatever the socket's mode.
+    that others cannot search (no ``o+x``) keeps them out whatever the socket's mode: the directories of
+    its real path, which anyone may take (a closed directory on the way to a symbolic link kept no one
+    out, the link's target being open).
     """
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if not mode & stat.S_IWOTH:
             return None
-        directory = os.path.dirname(os.path.abspath(path))
+        directory = os.path.dirname(os.path.realpath(path))
         while True:
             if not os.stat(directory).st_mode & stat.S_IXOTH:
                 return None
