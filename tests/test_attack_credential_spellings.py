@@ -40,6 +40,7 @@ KEY = "Ab3+x/Q9=Kp7/Zt+Wq2=Mn5/Rs8+"
 PASSWORD = "S3cret-Passw0rd"
 BASIC = base64.b64encode(f"svc-account:{PASSWORD}".encode()).decode()
 LATIN = "cl\u00e9-secr\u00e8te-\u00e0-ne-pas-montrer"
+HEX = "9f86D081-884c7D65-9a2fEAA0-c55aD015"
 
 ECHOES = {
     "percent-encoded": "Ab3%2Bx%2FQ9%3DKp7%2FZt%2BWq2%3DMn5%2FRs8%2B",
@@ -49,13 +50,13 @@ ECHOES = {
     "basic account": f"svc-account:{PASSWORD}",
     "latin-1 as utf-8": LATIN,
     "latin-1 as utf-8, percent-encoded": "cl%C3%A9-secr%C3%A8te-%C3%A0-ne-pas-montrer",
-    "upper-cased": KEY.upper(),
-    "lower-cased": KEY.lower(),
+    "hex, upper-cased": HEX.upper(),
+    "hex, lower-cased": HEX.lower(),
 }
 
 
 def _request(url: str = "ws://b/x") -> UpstreamRequest:
-    headers = [("X-Api-Key", KEY), ("Authorization", f"Basic {BASIC}"), ("X-Tenant-Key", LATIN)]
+    headers = [("X-Api-Key", KEY), ("Authorization", f"Basic {BASIC}"), ("X-Tenant-Key", LATIN), ("X-Hex-Token", HEX)]
     return UpstreamRequest(url=url, headers=headers, subprotocols=[], scope={})
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import binascii
 import html
 import json
+import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
@@ -32,6 +33,8 @@ MIN_SCRUBBED = 8
 """Bytes a credential must have to be looked for: a shorter value ("1", "on") is a word a page holds
 anyway, and taking it out would garble the page, not hide a secret."""
 
+_HEX = re.compile(rb"[0-9A-Fa-f:-]+")
+"""A key written in hex (``-`` and ``:`` between its groups): one a backend may print in either case."""
 _SCHEMES = frozenset({b"bearer", b"basic", b"token", b"digest", b"apikey"})
 _REDACTED = REDACTED.encode()
 
@@ -63,15 +66,16 @@ def sent_credentials(requests: Iterable[UpstreamRequest]) -> list[bytes]:
 
 def _spellings(*secrets: bytes) -> set[bytes]:
     """``secrets`` as sent and as a backend writes them back: as UTF-8 (Latin-1 bytes decoded as
-    characters), percent-encoded (every reserved byte, or all but ``/``: a URL it builds), in lower
-    or upper case (a hex key), JSON-escaped (``\\u00e9``, and ``\\/`` as PHP writes it) and HTML-escaped
+    characters), percent-encoded (every reserved byte, or all but ``/``: a URL it builds), a hex key
+    in lower and upper case, JSON-escaped (``\\u00e9``, and ``\\/`` as PHP writes it) and HTML-escaped
     (an error page)."""
     found = set(secrets)
     for secret in secrets:
         text = secret.decode("latin-1")
         for form in (secret,) if secret.isascii() else (secret, text.encode()):
             found.update((form, quote_from_bytes(form, safe="").encode(), quote_from_bytes(form).encode()))
-        found.update((secret.lower(), secret.upper()))  # a hex key printed in the other case
+        if _HEX.fullmatch(secret):  # a hex key printed in the other case
+            found.update((secret.lower(), secret.upper()))
         escaped = json.dumps(text)[1:-1]
         found.update((escaped.encode(), escaped.replace("/", "\\/").encode(), html.escape(text).encode("latin-1")))
     return found
@@ -143,7 +147,7 @@ def _shared_runs(data: bytes, secrets: Sequence[bytes]) -> list[tuple[int, int]]
     each place a block occurs in a secret both ways cost a 4 KB secret of one repeated byte and a page
     echoing it cut 0.7 s, ~3 s at 8 KB, the event loop held meanwhile."""
     windows = {secret[at : at + MIN_SCRUBBED] for secret in secrets for at in range(len(secret) - MIN_SCRUBBED + 1)}
-    blocks = {window[at : at + _BLOCK] for window in windows for at in range(MIN_SCRUBBED - _BLOCK + 1)}
+    blocks = {secret[at : at + _BLOCK] for secret in secrets for at in range(len(secret) - _BLOCK + 1)}
     runs: list[tuple[int, int]] = []
     last = len(data) - MIN_SCRUBBED
     for at in range(0, len(data) - _BLOCK + 1, _STRIDE):
