@@ -304,6 +304,9 @@ async def test_a_state_back_from_a_backup_closes_nothing_its_old_revisions_drain
         backup: dict[Any, Any] = await store.hgetall(state)
         await store.delete(state)  # Redis restarted without persistence
         await _lines(gateway, "ERROR", "the state store went back", 2)
+        # Each worker logs that ERROR before it installs the store's state (the file's: echo without its
+        # idle_timeout), and a handshake that straddles the install is refused 503 config_changed, as it should be.
+        await _lines(gateway, "INFO", "applied management revision 0", 2)
 
         async def later() -> tuple[int, ClientConnection]:
             port, ws = await echoing(gateway.ws("/ws/echo"))
