@@ -26,7 +26,7 @@ from asgi_ws_gateway.redis_client import connect as connect_redis
 from asgi_ws_gateway.standalone import not_found
 from support.clients import connect
 from support.management import TOKEN, api, managed_gateway
-from support.processes import EXE
+from support.processes import EXE, SRC
 from support.redis import SHARED_REDIS, RedisServer, unique_prefix
 from support.servers import UvicornServer, free_port
 from support.upstream import UpstreamServer
@@ -102,10 +102,11 @@ def test_redis_down_at_start_up_fails_it_with_the_reason(tmp_path: Path) -> None
     config.write_text("apis:\n  - {name: echo, path: /ws/echo, upstreams: ['ws://127.0.0.1:9/']}\n")
     dead = f"redis://127.0.0.1:{free_port()}/0"
     argv = [str(EXE), "run", str(config), "--port", "0", "--management", "/_gateway", "--redis", dead]
-    env = {"PATH": "/usr/bin:/bin", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC), "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}  # the tree under test
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
-    assert "management API: cannot read the stored changes (Error 111 connecting to" in done.stderr, done.stderr
+    assert f"management API: cannot read the stored changes from {dead}: connection refused" in done.stderr, done.stderr
+    assert "(ConnectionError: Error 111 connecting to" in done.stderr, done.stderr
     assert "not starting" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
@@ -198,7 +199,7 @@ def test_a_state_file_that_is_not_a_state_document_fails_start_up_with_the_reaso
     state = tmp_path / "state.json"
     state.write_text('{"format": 1, "apis": {}}')
     argv = [str(EXE), "run", str(config), "--port", "0", "--management", "/_gateway", "--state", str(state)]
-    env = {"PATH": "/usr/bin:/bin", "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC), "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN}  # the tree under test
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     expected = (

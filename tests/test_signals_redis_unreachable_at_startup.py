@@ -4,12 +4,18 @@ A wrong URL or password used to start a gateway that served without a word until
 that needed the store. A real ``run`` against a closed port, against a private ``redis-server`` with
 ``requirepass`` given the wrong password (never the shared server), and against the shared Redis
 (nothing said, a DEBUG line once it answered).
+
+The management API's own store (``run --management ... --redis URL``) is checked at start-up already, and
+strictly: without its stored changes the gateway would serve APIs deleted through the API, so it does not
+start (exit 7). Its one ERROR now names that Redis (credentials hidden) and says why as the data plane's
+WARNING does; before, it quoted redis-py alone ("invalid username-password pair ..."), naming no store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +23,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
 from asgi_ws_gateway.state.startup_check import why
 from support.configs import build_config, write_config
-from support.processes import GatewayProcess, ready_server
+from support.processes import EXE, GatewayProcess, cli_env, ready_server
 from support.redis import RedisServer, unique_prefix
 from support.servers import free_port
 
@@ -84,6 +90,42 @@ async def test_a_reachable_redis_is_no_warning(tmp_path: Path) -> None:
     assert _warnings(output) == [], output
     assert CHECKED not in output
     _clean_shutdown(output)
+
+
+def _management_start(tmp_path: Path, url: str) -> tuple[int, str]:
+    """``run --management /_gateway`` with ``url`` as its store (``$ASGI_WS_GATEWAY_REDIS``, as the docs advise
+    for a URL with a password): its exit code and output, once it gave up starting."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("apis:\n  - {name: echo, path: /ws/echo, upstreams: ['ws://127.0.0.1:9/']}\n")
+    argv = [str(EXE), "run", str(config), "--port", str(free_port()), "--management", "/_gateway"]
+    env = cli_env(ASGI_WS_GATEWAY_REDIS=url)  # this checkout's package, the admin token
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_management_store_on_a_closed_port_stops_start_up_naming_it(tmp_path: Path) -> None:
+    """Exit 7, one ERROR naming the management store without its password, "connection refused"."""
+    port = free_port()
+    code, output = _management_start(tmp_path, f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
+    assert code == 7, output
+    failed = [line for line in output.splitlines() if "cannot read the stored changes" in line]
+    assert len(failed) == 1, output
+    assert f"from redis://:REDACTED@127.0.0.1:{port}/0: connection refused (ConnectionError:" in failed[0], failed
+    assert failed[0].startswith("ERROR") and failed[0].endswith("; not starting"), failed
+    assert PASSWORD not in output
+    assert "Traceback" not in output, output
+
+
+def test_the_management_store_refusing_the_password_stops_start_up_saying_so(tmp_path: Path) -> None:
+    """A private ``redis-server --requirepass``, the URL's password another: exit 7, "authentication failed"."""
+    with RedisServer("--requirepass", "the-right-one") as redis:
+        code, output = _management_start(tmp_path, f"redis://:{PASSWORD}@127.0.0.1:{redis.port}/0")
+    assert code == 7, output
+    failed = [line for line in output.splitlines() if "cannot read the stored changes" in line]
+    assert len(failed) == 1, output
+    assert f"from redis://:REDACTED@127.0.0.1:{redis.port}/0: authentication failed" in failed[0], failed
+    assert PASSWORD not in output
+    assert "Traceback" not in output, output
 
 
 MIDDLEWARE_APP = """

@@ -122,7 +122,7 @@ class GatewayManagement:
             auth = token_auth(admin_token)
         if redis_url is not None:
             # redis://, redis+cluster:// or redis+sentinel:// (asgi_ws_gateway.redis_client)
-            store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix)
+            store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix, url=redis_url)
             # Bytes that are not UTF-8 on the channel (anyone with Redis access can publish) decode
             # to U+FFFD and are ignored as not JSON, rather than failing redis-py's read, which drops
             # the subscription and every command queued behind that message.

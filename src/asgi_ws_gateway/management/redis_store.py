@@ -30,7 +30,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
-from ..redact import printable
+from ..redact import printable, redact_url_credentials
 from ..redis_client import REDIS_FAILURES, AnyRedis, connect
 from .errors import Unavailable
 from .overlay import Overlay
@@ -75,21 +75,24 @@ class RedisStore:
         client: a ``redis.asyncio`` client (plain, Sentinel or cluster: see
             :func:`~asgi_ws_gateway.redis_client.connect`) created with ``decode_responses=True``.
         prefix: namespace of the keys (default ``asgi-ws-gw``).
+        url: the URL ``client`` was made from, if known: a failed start-up names it, credentials hidden.
     """
 
-    def __init__(self, client: AnyRedis, *, prefix: str = "asgi-ws-gw") -> None:
+    def __init__(self, client: AnyRedis, *, prefix: str = "asgi-ws-gw", url: str | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self._key = state_key(prefix)
         self.location = f"the field doc of the Redis hash {printable(self._key)}"
         """Where the stored changes are, for the operator to read."""
+        self.shown_url = redact_url_credentials(url) if url is not None else "Redis"
+        """The store's URL as a log line may show it (no user name or password)."""
         self._save = client.register_script(_SAVE)
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "asgi-ws-gw") -> RedisStore:
-        return cls(connect(url, decode_responses=True), prefix=prefix)
+        return cls(connect(url, decode_responses=True), prefix=prefix, url=url)
 
     async def load(self) -> Overlay:
         document = await self._call(lambda: self.client.hget(self._key, "doc"))

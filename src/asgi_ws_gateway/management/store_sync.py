@@ -24,6 +24,7 @@ from ..middleware import WebSocketGateway
 from ..policies.build import check_policies, checks_only
 from ..redact import printable
 from ..redis_client import stop_task
+from ..state.startup_check import why
 from .bus import Bus, Command, LocalBus
 from .certificate_hosts import certificate_host_problems
 from .errors import CannotRun, Unavailable
@@ -121,7 +122,12 @@ class StoreSync:
             stored = await self.store.load()
             self._etag_key = await self._read_etag_key()
         except Unavailable as exc:
-            raise Unavailable("cannot read the stored changes") from exc.__cause__ or exc
+            cause = exc.__cause__ or exc
+            shown = getattr(self.store, "shown_url", None)
+            if shown is None:  # a file: the cause names it and what is wrong with it
+                raise Unavailable("cannot read the stored changes") from cause
+            # A store on a server: named (no password) and why, as the data plane's store is at start-up.
+            raise Unavailable(f"cannot read the stored changes from {shown}: {why(cause)}") from None
         try:
             merged = await asyncio.to_thread(self._merged, stored)
             with restricted(self.gate):
