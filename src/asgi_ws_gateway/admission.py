@@ -157,13 +157,50 @@ def draining_refusal() -> HandshakeDenied:
     return HandshakeDenied(503, "the gateway is shutting down", headers=[(b"retry-after", b"5")], reason="draining")
 
 
-def backend_connections(apis: Iterable[Api]) -> Iterator[tuple[Mapping[str, str | int], int]]:
-    """Each backend of ``apis`` with its connections, open or being opened (``ws_gateway.upstream.connections``):
-    named by its configuration (a URL a policy built from a handshake's values connects on its backend's
-    behalf, and is counted under it), so there are as many series as configured backends."""
+Counted = tuple[Mapping[str, str | int], Backend]
+"""A backend with the metric attributes it is counted under (``ws_gateway.upstream.connections``)."""
+
+
+def counted_backends(apis: Iterable[Api]) -> Iterator[Counted]:
+    """Each backend of ``apis`` with its metric attributes: named by its configuration (a URL a policy built
+    from a handshake's values connects on its backend's behalf, and is counted under it)."""
     for api in apis:
         for backend, connector in zip(api.pool.backends, api.traced, strict=True):  # both in upstreams' order
-            yield connector.backend.metric, backend.connections
+            yield connector.backend.metric, backend
 
 
-__all__ = ["AdmissionChecks", "Api", "backend_connections", "draining_refusal"]
+def retired_backends(before: Iterable[Api], after: Iterable[Api], retired: Iterable[Counted]) -> tuple[Counted, ...]:
+    """The backends a change from ``before`` to ``after`` removed while connections to them were open, and
+    those ``retired`` by earlier changes whose connections are not over yet: still counted (see
+    :func:`backend_connections`). A backend removed with none open is gone at once."""
+    kept = {id(backend) for _, backend in counted_backends(after)}  # carried over (by label): still configured
+    removed = [(metric, backend) for metric, backend in counted_backends(before) if backend.connections > 0]
+    still = [(metric, backend) for metric, backend in retired if backend.connections > 0]
+    return tuple((metric, backend) for metric, backend in [*still, *removed] if id(backend) not in kept)
+
+
+def backend_connections(
+    apis: Iterable[Api], retired: Iterable[Counted] = ()
+) -> Iterator[tuple[Mapping[str, str | int], int]]:
+    """Each backend's connections, open or being opened (``ws_gateway.upstream.connections``): every
+    configured backend of ``apis``, at 0 too, one series each; and each backend a change removed
+    (``retired``) while its connections drain, down to 0, which it reads until the next change forgets it
+    (a reader that keeps a series' last point sees it end at 0, not at its last count). The attributes of a
+    backend removed and added again are one series: its two counts are summed."""
+    counts: dict[frozenset[tuple[str, str | int]], tuple[Mapping[str, str | int], int]] = {}
+    for metric, backend in [*counted_backends(apis), *retired]:
+        key = frozenset(metric.items())
+        seen = counts.get(key)
+        counts[key] = (metric, backend.connections + (seen[1] if seen is not None else 0))
+    yield from counts.values()
+
+
+__all__ = [
+    "AdmissionChecks",
+    "Api",
+    "Counted",
+    "backend_connections",
+    "counted_backends",
+    "draining_refusal",
+    "retired_backends",
+]

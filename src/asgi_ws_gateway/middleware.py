@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import log_redaction, redact
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .admission import AdmissionChecks, Api, backend_connections, draining_refusal
+from .admission import AdmissionChecks, Api, Counted, backend_connections, draining_refusal, retired_backends
 from .config.checks import config_warnings
 from .config.gateway import GatewayConfig
 from .config.products import ProductConfig, SubscriptionConfig
@@ -137,6 +137,9 @@ class WebSocketGateway(AdmissionChecks):
         self._loop_watch = LoopWatch()  # a WARNING when something blocks the event loop (from start-up)
         self._store_check: asyncio.Task[None] | None = None  # warn_if_unreachable, from the lifespan start-up
         self._apis: dict[str, Api] = {}
+        # What ws_gateway.upstream.connections reads, on the metric reader's thread: the APIs in force and the
+        # backends changes removed whose connections drain (admission.retired_backends), replaced together.
+        self._metered: tuple[tuple[Api, ...], tuple[Counted, ...]] = ((), ())
         self._app_lifespans = AppLifespans()  # the in-process upstream apps' own (upstream.inprocess_lifespan)
         self.config: GatewayConfig
         self._policies: GatewayPolicies
@@ -146,8 +149,7 @@ class WebSocketGateway(AdmissionChecks):
             logger.warning("%s", warning)
         self._providers: dict[str, Any] = {
             "tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider,
-            # Read on the metric reader's thread: the APIs in force then (a change replaces the dict, whole).
-            "backends": lambda: backend_connections(list(self._apis.values())),
+            "backends": lambda: backend_connections(*self._metered),  # one read: both from the same change
         }  # fmt: skip
         # Telemetry is set up from the configuration given here; apply_config does not change it.
         self._telemetry = Telemetry(self.config, **self._providers)
@@ -176,10 +178,13 @@ class WebSocketGateway(AdmissionChecks):
                 products[name] = (*products.get(name, ()), product)
         limits = config.handshake_limits
         head = head_limit(limits.max_header_bytes, limits.max_target_bytes)
+        before = self._apis
         self._apis = {
-            api.name: Api.serving(api, self._apis.get(api.name), products.get(api.name, ()), head, self._app_lifespans)
+            api.name: Api.serving(api, before.get(api.name), products.get(api.name, ()), head, self._app_lifespans)
             for api in config.apis
         }
+        serving = tuple(self._apis.values())
+        self._metered = (serving, retired_backends(before.values(), serving, self._metered[1]))
         self._subscriptions: dict[str, SubscriptionConfig] = {s.id: s for s in config.subscriptions}
         self._router = Router((api.config.path, api) for api in self._apis.values())
         self._policies = policies
