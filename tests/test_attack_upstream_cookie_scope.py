@@ -68,6 +68,11 @@ def test_each_cookie_is_held_to_the_request_host_and_the_apis_path() -> None:
         "sibling", "dots", "encoded", "twice", "host",
     ]  # fmt: skip
     assert narrowed[0].asked == "Domain=.example.com, Path=/"
+    # What ws_gateway.cookies.changed counts: one reason per thing asked.
+    assert [n.reasons for n in narrowed] == [
+        ("domain_removed", "path_narrowed"), ("path_narrowed",), *[("host_prefix_dropped",)] * 3,
+        *[("path_narrowed",)] * 4, ("domain_removed",),
+    ]  # fmt: skip
 
 
 def test_cookies_within_the_api_pass_as_they_are() -> None:

@@ -123,6 +123,9 @@ async def _clients(port: int, seen: dict[str, Any]) -> None:
         for text in ("Alice's secret", "drop me 1", "drop me 2", *(f"r{i}" for i in range(70))):
             await ws.send(text)
             await ws.recv()  # the error reply
+    async with await connect(f"{base}/cookies/cookie/0") as ws:  # Set-Cookie: wide=1; Path=/, held to the API's
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
     # Handshakes refused.
     seen["401 missing"] = await _status(f"{base}/jwt/echo/0")
     seen["401 invalid"] = await _status(f"{base}/jwt/echo/0", additional_headers={"Authorization": "Bearer a.b.c"})
@@ -200,6 +203,7 @@ def _config(upstream: int, black: int) -> dict[str, Any]:
             api("framed", max_message_size=1024, message_policies=framed),
             api("framedidle", idle_timeout=0.3, message_policies={"inbound": framed["inbound"]}),
             api("custom", message_policies={"inbound": [{"transform-message": {"call": custom}}]}),
+            api("cookies"),  # its upstream's /cookie sets one for the whole origin
             api("jwt", policies=[{"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}]),
             api("ipf", policies=[{"ip-filter": {"deny": ["127.0.0.1"]}}]),
             api("origin", policies=[{"check-origin": {"allowed": ["https://ok.example"]}}]),
@@ -324,6 +328,13 @@ def test_each_close_counted_once_by_side_and_code(run: Run, api: str, side: str,
         code, times = 1000, 7
     assert run.value("ws_gateway.connection.closes", ws_gateway__api__name=api, ws_gateway__close__side=side,
                      ws_gateway__close__code=code) == times  # fmt: skip
+
+
+def test_a_narrowed_cookie_is_counted_on_its_api(run: Run) -> None:
+    """The upstream's ``Set-Cookie: wide=1; Path=/`` held to ``/cookies``: one ``path_narrowed``, nothing else."""
+    counted = [(s["ws_gateway.api.name"], s["ws_gateway.cookie.reason"], s["_value"])
+               for s in run.latest("ws_gateway.cookies.changed")]  # fmt: skip
+    assert counted == [("cookies", "path_narrowed", 1)], counted
 
 
 def test_a_limit_admitting_unchecked_is_counted_on_its_api(run: Run) -> None:

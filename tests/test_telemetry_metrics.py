@@ -18,7 +18,7 @@ from support.clients import connect, expect_status
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
-from support.telemetry import a_server_refusal, export_to, telemetry_config, with_unchecked
+from support.telemetry import a_server_refusal, export_to, telemetry_config, with_narrowed_cookie, with_unchecked
 from support.upstream import UpstreamServer
 
 TEXT = [f"text {i:05d}" for i in range(6)]  # 10 B each
@@ -69,6 +69,8 @@ async def _session(server: UvicornServer, gateway: ProbedGateway) -> None:
     assert (await expect_status(server.url("/ws/down")))[0] == 502
     async with await connect(server.url("/ws/unchecked")):  # admitted: its limit's store is down
         pass
+    async with await connect(server.url("/ws/cookies")):  # its upstream's cookie held to the API's path
+        pass
     await gateway.settle()
 
 
@@ -78,7 +80,7 @@ async def test_every_documented_metric_after_a_scripted_session(
 ) -> None:
     """Names, units, types, attributes and values of all instruments in ``names.INSTRUMENTS``."""
     export_to(monkeypatch, otlp, protocol)
-    config = with_unchecked(telemetry_config(upstream))
+    config = with_narrowed_cookie(with_unchecked(telemetry_config(upstream)), upstream)
     gateway = ProbedGateway(config)
     with UvicornServer(gateway) as server:
         await a_server_refusal()
@@ -137,6 +139,9 @@ async def test_every_documented_metric_after_a_scripted_session(
     unchecked = _api("unchecked", "/ws/unchecked")
     assert _one(otlp, n.POLICY_UNCHECKED, **unchecked).attributes == {**unchecked, n.POLICY: "rate-limit-by-key"}
     assert _one(otlp, n.POLICY_UNCHECKED, **unchecked).value == 1
+    cookies = _api("cookies", "/ws/cookies")
+    assert _one(otlp, n.COOKIES_CHANGED, **cookies).attributes == {**cookies, n.COOKIE_REASON: "path_narrowed"}
+    assert _one(otlp, n.COOKIES_CHANGED, **cookies).value == 1
     # The process's count (other tests of this worker may have added theirs): the unchecked API's store is down.
     store_failures = {(p.attributes[n.DB_SYSTEM], p.attributes[n.DB_OPERATION], p.attributes[n.ERROR_TYPE])
                       for p in otlp.latest(n.STORE_FAILURES.name).values()}  # fmt: skip

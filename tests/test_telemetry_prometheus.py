@@ -24,7 +24,7 @@ from support.clients import connect, expect_status
 from support.gateway import ProbedGateway
 from support.otlp import OtlpReceiver, Point, Protocol
 from support.servers import UvicornServer
-from support.telemetry import a_server_refusal, export_to, telemetry_config, with_unchecked
+from support.telemetry import a_server_refusal, export_to, telemetry_config, with_narrowed_cookie, with_unchecked
 from support.upstream import UpstreamServer
 
 DOCS = Path(__file__).parent.parent / "docs" / "telemetry.md"
@@ -48,6 +48,7 @@ PROMETHEUS = {
     "ws_gateway.policy.denials": ("counter", "ws_gateway_policy_denials_total"),
     "ws_gateway.policy.actions": ("counter", "ws_gateway_policy_actions_total"),
     "ws_gateway.policy.unchecked": ("counter", "ws_gateway_policy_unchecked_total"),
+    "ws_gateway.cookies.changed": ("counter", "ws_gateway_cookies_changed_total"),
     "ws_gateway.connections.shed": ("counter", "ws_gateway_connections_shed_total"),
     "ws_gateway.store.failures": ("counter", "ws_gateway_store_failures_total"),
     "ws_gateway.server.refusals": ("counter", "ws_gateway_server_refusals_total"),
@@ -93,7 +94,7 @@ async def test_metric_names_units_and_kinds_as_prometheus_gets_them(
 ) -> None:
     """Every instrument: UCUM unit, cumulative, the Prometheus type and name; ``_total`` only on counters."""
     export_to(monkeypatch, otlp, protocol)
-    gateway = ProbedGateway(with_unchecked(telemetry_config(upstream)))
+    gateway = ProbedGateway(with_narrowed_cookie(with_unchecked(telemetry_config(upstream)), upstream))
     with UvicornServer(gateway) as server:
         async with await connect(server.url("/ws/echo")) as ws:
             await ws.send("ping")
@@ -104,6 +105,8 @@ async def test_metric_names_units_and_kinds_as_prometheus_gets_them(
         assert (await expect_status(server.url("/ws/guarded")))[0] == 403
         assert (await expect_status(server.url("/ws/down")))[0] == 502
         async with await connect(server.url("/ws/unchecked")):  # admitted: its limit's store is down
+            pass
+        async with await connect(server.url("/ws/cookies")):  # its upstream's cookie held to the API's path
             pass
         await a_server_refusal()
         await gateway.settle()

@@ -38,7 +38,7 @@ from .upstream.close_secrets import SentCredentials
 from .upstream.cookie_scope import cookie_scope, scoped_cookies
 from .upstream.refusal_headers import relayed_refusal_headers
 from .upstream.refusal_secrets import sent_credentials, without_credentials
-from .upstream.set_cookies import kept_cookies
+from .upstream.set_cookies import drop_reason, kept_cookies
 from .upstream.websockets_client import WebSocketsConnection
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def open_proxy(
         # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
         # the splice under ``compression: null``, as the relay offers none then.
         extensions = not framed and cfg.compression is not None
-        with _refusal_without_credentials(api, scope, requests, read_cookies):
+        with _refusal_without_credentials(api, scope, requests, read_cookies, trace):
             backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
                 lambda request: open_raw(
                     cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit
@@ -93,9 +93,9 @@ async def open_proxy(
         async with _closed_on_failure(raw, slot):
             splice = _splice(api, scope, raw, message_policies, handshake, SentCredentials(requests[backend.index]))
             return Proxied(
-                backend, raw, splice, _without_cookies(api, scope, splice.accept_message(), read_cookies), slot
+                backend, raw, splice, _without_cookies(api, scope, splice.accept_message(), read_cookies, trace), slot
             )
-    with _refusal_without_credentials(api, scope, requests, read_cookies):
+    with _refusal_without_credentials(api, scope, requests, read_cookies, trace):
         backend, opened, slot = await api.pool.connect(lambda b: requests[b.index])
     async with _closed_on_failure(opened, slot):
         client_receive, upstream = trace.relay_io(receive, opened)
@@ -107,7 +107,7 @@ async def open_proxy(
                       sent=SentCredentials(requests[backend.index]))  # fmt: skip
         accept: Message = _without_cookies(api, scope, {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
-        }, read_cookies)  # fmt: skip
+        }, read_cookies, trace)  # fmt: skip
         if EXTENSION in (scope.get("extensions") or {}):  # the gateway's protocol: it reads (and
             accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
             accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
@@ -148,7 +148,7 @@ def _splice(
 
 @contextlib.contextmanager
 def _refusal_without_credentials(
-    api: Api, scope: Scope, requests: list[UpstreamRequest], read_cookies: frozenset[str]
+    api: Api, scope: Scope, requests: list[UpstreamRequest], read_cookies: frozenset[str], trace: HandshakeTrace
 ) -> Iterator[None]:
     """An upstream's refusal, relayed to the client, without the credentials the gateway sent it: a
     backend's error page may echo the request (``upstream.refusal_secrets``); nor setting a cookie the
@@ -158,21 +158,27 @@ def _refusal_without_credentials(
         yield
     except UpstreamRejected as exc:
         scrubbed = without_credentials(exc, sent_credentials(requests))
-        headers = relayed_refusal_headers(_kept_cookies(api, scope, scrubbed.headers, read_cookies))
+        headers = relayed_refusal_headers(_kept_cookies(api, scope, scrubbed.headers, read_cookies, trace))
         relayed = UpstreamRejected(scrubbed.status, headers, scrubbed.body or b"")
         relayed.__traceback__ = exc.__traceback__
         raise relayed from None
 
 
-def _without_cookies(api: Api, scope: Scope, accept: Message, read_cookies: frozenset[str]) -> Message:
+def _without_cookies(
+    api: Api, scope: Scope, accept: Message, read_cookies: frozenset[str], trace: HandshakeTrace
+) -> Message:
     """``accept`` (a ``websocket.accept``) without the upstream's ``Set-Cookie`` of a cookie the policies
     read, and with the others held to the API's scope."""
     headers = accept["headers"]
-    kept = _kept_cookies(api, scope, headers, read_cookies)
+    kept = _kept_cookies(api, scope, headers, read_cookies, trace)
     return accept if kept is headers else {**accept, "headers": kept}
 
 
-def _kept_cookies(api: Api, scope: Scope, headers: Headers, read_cookies: frozenset[str]) -> Headers:
+def _kept_cookies(
+    api: Api, scope: Scope, headers: Headers, read_cookies: frozenset[str], trace: HandshakeTrace
+) -> Headers:
+    """``headers`` without the Set-Cookie headers the API's upstreams may not send, the others held to its scope;
+    each one dropped or narrowed logged (throttled) and counted (``ws_gateway.cookies.changed``)."""
     if not any(name == b"set-cookie" for name, _ in headers):  # nearly every answer: nothing to look at
         return headers
     kept, dropped = kept_cookies(headers, read_cookies, api.response_cookies)
@@ -186,6 +192,9 @@ def _kept_cookies(api: Api, scope: Scope, headers: Headers, read_cookies: frozen
         )  # fmt: skip
     cookies = cookie_scope(scope, api.cookie_path, api.cookie_domains, api.cookie_paths)
     scoped, narrowed = scoped_cookies(kept, cookies)
+    if dropped or narrowed:
+        reasons = [drop_reason(name, read_cookies) for name in dropped]
+        trace.upstream_cookies([*reasons, *(reason for cookie in narrowed for reason in cookie.reasons)])
     if narrowed and (count := api.cookie_scope_log.event()):
         # What an upstream chose: each cut and quoted, escapes for control characters.
         asked = ", ".join(f"{n.name[:_SHOWN_NAME]!r} ({n.asked[:_SHOWN_NAME]!r})" for n in narrowed[:_SHOWN_NAMES])

@@ -84,6 +84,13 @@ def with_unchecked(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "store": {"type": "redis", "url": dead, "timeout": 0.5}, "apis": [*config["apis"], unchecked]}
 
 
+def with_narrowed_cookie(config: dict[str, Any], upstream: UpstreamServer) -> dict[str, Any]:
+    """``config`` with an API ``cookies`` whose upstream sets a cookie for the whole origin (``Path=/``): each
+    accepted handshake counts one ``path_narrowed`` in ``ws_gateway.cookies.changed``."""
+    cookies = {"name": "cookies", "path": "/ws/cookies", "upstreams": [upstream.url("/cookie")]}
+    return {**config, "apis": [*config["apis"], cookies]}
+
+
 def secret_headers() -> list[tuple[str, str]]:
     return [
         ("Authorization", f"Bearer {SECRETS[0]}"),

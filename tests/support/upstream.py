@@ -13,6 +13,7 @@
 | ``/stall`` | read nothing at all (TCP pushes back on the sender); ``kill_connections()`` then RSTs |
 | ``/flood/{size}`` | send ``size`` random bytes as binary messages until the connection closes, reading as usual |
 | ``/zeros/{size}`` | on the first message, send ``size`` zero bytes as one binary message (~size/1000 deflated); echo |
+| ``/cookie`` (and ``/cookie/...``) | accept with ``Set-Cookie: wide=1; Path=/`` (a cookie for the whole origin); echo |
 """
 
 from __future__ import annotations
@@ -288,6 +289,8 @@ class UpstreamServer:
             self._records.handshakes.append(record)
         if response.status_code != 101:
             self._live.discard(connection)
+        elif _route(request.path)[0] == "cookie":
+            response.headers["Set-Cookie"] = "wide=1; Path=/"
 
     async def _handle(self, connection: ServerConnection) -> None:
         parts = _route(connection.request.path if connection.request else "/")

@@ -215,7 +215,7 @@ class Metrics:
         ):
             meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
         for spec in (n.HANDSHAKES, n.UPSTREAM_CONNECT_FAILURES, n.CONNECTION_CLOSES, n.POLICY_DENIALS,
-                     n.POLICY_UNCHECKED):  # fmt: skip
+                     n.POLICY_UNCHECKED, n.COOKIES_CHANGED):  # fmt: skip
             self._tallies[spec.name] = Tally()
             meter.create_observable_counter(spec.name, [self._observer(spec.name)], spec.unit, spec.description)
         # Handshakes and closes are counted in their series; the tally keeps those of series made again.
@@ -294,6 +294,15 @@ class Metrics:
     def unchecked(self, api: str, policy: str) -> None:
         """``policy`` admitted a handshake of ``api`` without checking it (its store failed, fail-open)."""
         self._count(n.POLICY_UNCHECKED, {**self.base[api], n.POLICY: policy})
+
+    def upstream_cookies(self, api: str, reasons: Iterable[str]) -> None:
+        """An upstream's answer on ``api`` had Set-Cookie headers dropped or narrowed: one ``reason`` each
+        (a header both narrowed ways counts under both)."""
+        base = self.base[api]
+        with self._lock:
+            tally = self._tallies[n.COOKIES_CHANGED.name]
+            for reason in reasons:
+                tally[tuple({**base, n.COOKIE_REASON: reason}.items())] += 1
 
     def upstream_attempt(self, backend: Attrs, seconds: float, error_type: str | None, status: int | None) -> None:
         """One attempt on ``backend`` (a backend's metric attributes: the same dict for all its attempts)."""

@@ -81,6 +81,8 @@ DIRECTION = "ws_gateway.message.direction"
 MESSAGE_TYPE = "ws_gateway.message.type"
 MESSAGE_SIZE = "ws_gateway.message.size"
 SIZE_CLASS = "ws_gateway.message.size_class"
+COOKIE_REASON = "ws_gateway.cookie.reason"
+"""Why the gateway dropped or narrowed an upstream's ``Set-Cookie`` (``ws_gateway.cookies.changed``)."""
 TELEMETRY_SIGNAL = "ws_gateway.telemetry.signal"
 """``traces``, ``metrics`` or ``logs``: what ``ws_gateway.telemetry.dropped`` counted."""
 
@@ -241,6 +243,13 @@ POLICY_UNCHECKED = Instrument(
     "Handshakes a policy admitted without checking them: its store failed and it fails open.",
     (*_BASE, POLICY),
 )  # fmt: skip
+COOKIES_CHANGED = Instrument(
+    "ws_gateway.cookies.changed", "observable_counter", "{header}",
+    "Set-Cookie headers of upstreams' answers (a 101 or a relayed refusal) the gateway dropped or narrowed, "
+    "by reason: read_by_policy, not_in_response_cookies, host_prefix_dropped (dropped); domain_removed, "
+    "path_narrowed (narrowed).",
+    (*_BASE, COOKIE_REASON),
+)  # fmt: skip
 CONNECTIONS_SHED = Instrument(
     "ws_gateway.connections.shed", "observable_counter", "{connection}",
     "Connections closed before sending a request head to keep file descriptors for new ones: the process "
@@ -301,6 +310,7 @@ INSTRUMENTS = (
     POLICY_DENIALS,
     POLICY_ACTIONS,
     POLICY_UNCHECKED,
+    COOKIES_CHANGED,
     CONNECTIONS_SHED,
     STORE_FAILURES,
     SERVER_REFUSALS,

@@ -223,6 +223,12 @@ class HandshakeTrace:
         if self._telemetry.metrics is not None:
             self._telemetry.metrics.unchecked(self.api.name, policy)
 
+    def upstream_cookies(self, reasons: Sequence[str]) -> None:
+        """The upstream's answer had Set-Cookie headers dropped or narrowed, for ``reasons`` (one each):
+        counted by ``ws_gateway.cookies.changed``."""
+        if self._telemetry.metrics is not None:
+            self._telemetry.metrics.upstream_cookies(self.api.name, reasons)
+
     def io_span(
         self, name: str, *, kind: SpanKind = SpanKind.CLIENT, attributes: Attrs | None = None
     ) -> contextlib.AbstractContextManager[Span]:

@@ -43,11 +43,17 @@ class CookieScope(NamedTuple):
 
 
 class Narrowed(NamedTuple):
-    """A cookie :func:`scoped_cookies` changed: its folded name, and what it asked for (``Domain=...``,
-    ``Path=...``, ``__Host-``)."""
+    """A cookie :func:`scoped_cookies` changed: its folded name, what it asked for (``Domain=...``,
+    ``Path=...``, ``__Host-``), and why, one of :data:`REASONS` per thing asked (``ws_gateway.cookies.changed``)."""
 
     name: str
     asked: str
+    reasons: tuple[str, ...] = ()
+
+
+REASONS = ("host_prefix_dropped", "domain_removed", "path_narrowed")
+"""Why :func:`scoped_cookies` changed a cookie: a ``__Host-`` cookie dropped, its ``Domain`` removed, its
+``Path`` held to the API's."""
 
 
 def api_cookie_path(template: str) -> str | None:
@@ -105,9 +111,9 @@ def scoped_cookies(headers: Headers, scope: CookieScope) -> tuple[Headers, list[
     changed = False
     for name, value in headers:
         if name == b"set-cookie":
-            kept, asked = _narrowed(value, scope)
+            kept, asked, reasons = _narrowed(value, scope)
             if asked:
-                narrowed.append(Narrowed(set_cookie_name(value), asked))
+                narrowed.append(Narrowed(set_cookie_name(value), asked, reasons))
             changed = changed or kept is not value
             if kept is None:
                 continue
@@ -116,8 +122,9 @@ def scoped_cookies(headers: Headers, scope: CookieScope) -> tuple[Headers, list[
     return (out, narrowed) if changed else (headers, [])
 
 
-def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str]:
-    """``value`` held to ``scope`` (itself when it was; None: dropped), and what it asked for beyond it."""
+def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str, tuple[str, ...]]:
+    """``value`` held to ``scope`` (itself when it was; None: dropped), what it asked for beyond it, and why
+    (:data:`REASONS`)."""
     pair, *attributes = value.decode("latin-1").split(";")
     kept: list[str] = []
     domain: str | None = None
@@ -132,26 +139,29 @@ def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str]:
         else:
             kept.append(attribute)
     if set_cookie_name(value).startswith("__host-") and "/" not in scope.paths:
-        return None, "__Host-"
+        return None, "__Host-", ("host_prefix_dropped",)
     asked: list[str] = []
+    reasons: list[str] = []
     same = _last_only(attributes)
     if domain is not None and not _allowed_domain(_domain_key(domain), scope.domains):
         if domain.strip("."):  # an empty Domain is ignored by a browser: removed, not reported
             asked.append(f"Domain={domain}")
+            reasons.append("domain_removed")
         domain, same = None, False
     wanted = path if path is not None and path.startswith("/") else None  # else the browser's default
     if wanted is not None and not _within(wanted, scope):
         asked.append(f"Path={wanted}")
+        reasons.append("path_narrowed")
         wanted = None
     if wanted is None and len(scope.path) > _MAX_ATTRIBUTE:
         return None, f"a path of {len(scope.path)} octets"  # the browser would ignore the API's: its default is wider
     if same and wanted is not None and not asked:
-        return value, ""
+        return value, "", ()
     written = [pair.rstrip(" \t"), *(attribute.rstrip(" \t") for attribute in kept)]
     if domain is not None:
         written.append(f" Domain={domain}")
     written.append(f" Path={wanted if wanted is not None else scope.path}")
-    return ";".join(written).encode("latin-1"), ", ".join(asked)
+    return ";".join(written).encode("latin-1"), ", ".join(asked), tuple(reasons)
 
 
 def _domain_key(domain: str) -> str:
@@ -192,4 +202,4 @@ def _last_only(attributes: list[str]) -> bool:
     return keys.count("domain") <= 1 and keys.count("path") <= 1
 
 
-__all__ = ["CookieScope", "Narrowed", "api_cookie_path", "cookie_scope", "scoped_cookies"]
+__all__ = ["REASONS", "CookieScope", "Narrowed", "api_cookie_path", "cookie_scope", "scoped_cookies"]

@@ -83,6 +83,12 @@ def kept_cookies(
     return (kept, dropped) if dropped else (headers, [])
 
 
+def drop_reason(cookie: str, read: frozenset[str]) -> str:
+    """Why :func:`kept_cookies` dropped ``cookie`` (folded), as ``ws_gateway.cookies.changed`` counts it: a
+    policy reads it (dropped whatever ``response_cookies`` lists), or the API's ``response_cookies`` leaves it out."""
+    return "read_by_policy" if cookie in read else "not_in_response_cookies"
+
+
 def _may_set(cookie: str, read: frozenset[str], allowed: frozenset[str] | None) -> bool:
     return cookie not in read and (allowed is None or cookie in allowed)
 
@@ -91,4 +97,4 @@ def _any_set_cookie(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(name == b"set-cookie" for name, _ in headers)
 
 
-__all__ = ["kept_cookies", "read_cookie_names", "set_cookie_name"]
+__all__ = ["drop_reason", "kept_cookies", "read_cookie_names", "set_cookie_name"]
