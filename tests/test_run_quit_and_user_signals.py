@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from asgi_ws_gateway.server.other_signals import QUIT_AS_STOP
 from asgi_ws_gateway.server.serving import WORKER_START_GRACE
 from support.clients import connect
 from support.configs import build_config, write_config
-from support.processes import ServerProcess, ready_server
+from support.pipes import FILLER, StalledPipe
+from support.processes import SRC, ServerProcess, ready_server
 from support.servers import children, free_port
 from support.upstream import UpstreamServer
 
@@ -121,3 +123,55 @@ async def test_sighup_while_run_starts_is_ignored_with_a_line(
             assert await ws.recv() == "served"
         code = await asyncio.to_thread(server.stop, signal.SIGTERM)
     assert code == 0, server.output()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sighups_while_run_starts_wait_for_no_stalled_stderr(
+    tmp_path: Path, upstream_server: UpstreamServer, workers: int
+) -> None:
+    """Two SIGHUPs while run starts, its stderr a pipe whose reader stalled: the handler wrote its line there
+    itself, and the start-up (the main thread, in the handler) waited for the reader; it never served. Now
+    the lines wait in the log writer's queue, run serves, and they are written once the reader is back."""
+    (tmp_path / "holding_plugin.py").write_text(_HOLDING_PLUGIN)
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo", plugins=["holding_plugin"]))
+    (tmp_path / "hold").touch()
+    stderr = StalledPipe(tmp_path / "stderr.fifo")
+    stderr.fill()
+    port = free_port()
+    command = ["-m", "asgi_ws_gateway", "run", str(config), "--workers", str(workers), "--log-level", "info",
+               "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path]), "PYTHONUNBUFFERED": "1"}
+    with (tmp_path / "stdout").open("wb") as out, stderr.path.open("wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command, cwd=tmp_path, env=env, stdout=out, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "loading").exists():
+            assert process.returncode is None and time.monotonic() < deadline, "run ended or hung before its plugin"
+            await asyncio.sleep(0.05)
+        for _ in range(2):
+            process.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.2)  # two signals, not one pending twice
+        (tmp_path / "hold").unlink()
+        async with asyncio.timeout(30):  # serves, its stderr still stalled
+            while True:
+                with contextlib.suppress(OSError):
+                    async with await connect(f"ws://127.0.0.1:{port}/echo") as ws:
+                        await ws.send("served")
+                        assert await ws.recv() == "served"
+                        break
+                assert process.returncode is None, "run ended"
+                await asyncio.sleep(0.1)
+        stderr.start()  # the reader is back
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        stderr.close()
+    output = stderr.data.rpartition(FILLER)[2].decode(errors="replace")
+    assert output.count("SIGHUP ignored: run is still starting") == 2, output
+    assert "Traceback" not in output, output

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Generator
+
+from .log_writer import write_out
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,26 @@ HANGUP_WHILE_STARTING = (
 def hangup_ignored_while_starting() -> None:
     """SIGHUP ignored, with a line, from now until the server or supervisor takes it over: its default
     action ended ``run`` while it loaded its file and started (exit 129, not a line said why), as a
-    terminal closing or a reload sent just after a start does."""
+    terminal closing or a reload sent just after a start does.
+
+    The line goes through the log writer (:func:`.log_writer.write_out`), as the rest of the start-up's output:
+    written by the handler itself, it waited for a destination that took nothing (a stalled collector), and the
+    start-up, interrupted in the main thread, waited with it for as long. Nor does the handler queue it itself:
+    it may have interrupted this very thread inside the writer's queue, holding its lock. It only counts the
+    signal; a thread of its own hands each line to the writer."""
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         return
+    hangups = threading.Semaphore(0)  # released by the handler: no lock this thread may hold is taken
+
+    def say() -> None:
+        while True:
+            hangups.acquire()
+            write_out(2, HANGUP_WHILE_STARTING)
+
+    threading.Thread(target=say, name="sighup-while-starting", daemon=True).start()
 
     def ignored(signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError):  # not print(): a signal handler may interrupt a print in progress
-            os.write(2, HANGUP_WHILE_STARTING)
+        hangups.release()
 
     signal.signal(signal.SIGHUP, ignored)
 
