@@ -241,7 +241,9 @@ def test_a_root_path_a_mount_decoded_ends_no_attribute() -> None:
 def test_a_cookie_whose_path_a_browser_would_ignore_is_dropped() -> None:
     """A client's path longer than a browser reads: the API's path would be ignored, its default wider."""
     long = CookieScope("/t/" + "r" * 1100)
-    assert scoped_cookies(_headers(["affinity=1", "other=2; Path=/elsewhere"]), long)[0] == []
+    kept, narrowed = scoped_cookies(_headers(["affinity=1", "other=2; Path=/elsewhere"]), long)
+    assert kept == []
+    assert [one.reasons for one in narrowed] == [("api_path_too_long",)] * 2  # counted as dropped
     assert scoped_cookies(_headers(["up=3; Path=/"]), long._replace(paths=frozenset({"/"})))[0] == _headers(
         ["up=3; Path=/"]
     )

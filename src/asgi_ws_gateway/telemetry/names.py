@@ -246,8 +246,8 @@ POLICY_UNCHECKED = Instrument(
 COOKIES_CHANGED = Instrument(
     "ws_gateway.cookies.changed", "observable_counter", "{header}",
     "Set-Cookie headers of upstreams' answers (a 101 or a relayed refusal) the gateway dropped or narrowed, "
-    "by reason: read_by_policy, not_in_response_cookies, host_prefix_dropped (dropped); domain_removed, "
-    "path_narrowed (narrowed).",
+    "by reason: read_by_policy, not_in_response_cookies, host_prefix_dropped, api_path_too_long (dropped); "
+    "domain_removed, path_narrowed (narrowed).",
     (*_BASE, COOKIE_REASON),
 )  # fmt: skip
 CONNECTIONS_SHED = Instrument(

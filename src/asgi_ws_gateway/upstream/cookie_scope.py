@@ -51,7 +51,7 @@ class Narrowed(NamedTuple):
     reasons: tuple[str, ...] = ()
 
 
-REASONS = ("host_prefix_dropped", "domain_removed", "path_narrowed")
+REASONS = ("host_prefix_dropped", "api_path_too_long", "domain_removed", "path_narrowed")
 """Why :func:`scoped_cookies` changed a cookie: a ``__Host-`` cookie dropped, its ``Domain`` removed, its
 ``Path`` held to the API's."""
 
@@ -154,7 +154,8 @@ def _narrowed(value: bytes, scope: CookieScope) -> tuple[bytes | None, str, tupl
         reasons.append("path_narrowed")
         wanted = None
     if wanted is None and len(scope.path) > _MAX_ATTRIBUTE:
-        return None, f"a path of {len(scope.path)} octets"  # the browser would ignore the API's: its default is wider
+        # the browser would ignore the API's path: its default is wider
+        return None, f"a path of {len(scope.path)} octets", ("api_path_too_long",)
     if same and wanted is not None and not asked:
         return value, "", ()
     written = [pair.rstrip(" \t"), *(attribute.rstrip(" \t") for attribute in kept)]
