@@ -13,12 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from .config.apis import ApiConfig, UpstreamConfig
 from .config.products import ProductConfig, SubscriptionConfig
+from .config.upstream_networks import UpstreamNetworksConfig
 from .errors import HandshakeDenied
 from .handshake.context import Subscription
 from .log_throttle import OutageLog
 from .param_names import fold_cookie_name
 from .policies.products import expiry
 from .telemetry import TracedConnector
+from .upstream.address_guard import AddressGuard
 from .upstream.balancing import Backend, BackendPool
 from .upstream.cookie_scope import api_cookie_path
 from .upstream.head_limits import DEFAULT_HEAD
@@ -26,6 +28,9 @@ from .upstream.inprocess import InProcessConnector
 from .upstream.inprocess_lifespan import AppLifespans
 from .upstream.tls import UpstreamTls
 from .upstream.websockets_client import WebSocketsConnector
+
+_DEFAULT_NETWORKS = UpstreamNetworksConfig()
+"""``upstream_networks``' defaults: what an :class:`Api` made without the file's checks."""
 
 
 class Api:
@@ -40,15 +45,19 @@ class Api:
         products: tuple[ProductConfig, ...] = (),
         head_limit: int = DEFAULT_HEAD,
         lifespans: AppLifespans | None = None,
+        networks: UpstreamNetworksConfig = _DEFAULT_NETWORKS,
     ) -> None:
         self.config = config
+        self.networks = networks  # the file's upstream_networks; the API's own narrows it
+        own = config.upstream_networks
+        self.guard = AddressGuard(config.name, (networks.allow, own.allow), (*networks.deny, *own.deny))
         self.products = products  # the products that name it: their policies and keys admit its clients
         self.head_limit = head_limit  # bytes of head sent to and read from its upstreams (upstream.head_limits)
         known = {b.label: b for b in previous.pool.backends} if previous is not None else {}
         backends = []
         self.traced: list[TracedConnector] = []
         for i, upstream in enumerate(config.upstreams):
-            connector = _connector(config, upstream, head_limit, lifespans)
+            connector = _connector(config, upstream, head_limit, lifespans, self.guard)
             self.traced.append(connector)
             backend = known.get(upstream.label)
             if backend is None:
@@ -84,6 +93,7 @@ class Api:
         products: tuple[ProductConfig, ...],
         head_limit: int = DEFAULT_HEAD,
         lifespans: AppLifespans | None = None,
+        networks: UpstreamNetworksConfig = _DEFAULT_NETWORKS,
     ) -> Api:
         """``previous`` itself when ``config`` and ``products`` are what it was made from, else a new one.
 
@@ -96,10 +106,11 @@ class Api:
             and (previous.config is config or previous.config == config)
             and previous.products == products
             and previous.head_limit == head_limit
+            and previous.networks == networks
             and not any(upstream.kind == "wss" for upstream in config.upstreams)
         ):
             return previous
-        return cls(config, previous, products, head_limit, lifespans)
+        return cls(config, previous, products, head_limit, lifespans, networks)
 
     def admits_as(self, other: Api) -> bool:
         """Whether ``other`` (a later configuration's) admits clients under the same settings."""
@@ -107,12 +118,12 @@ class Api:
 
 
 def _connector(
-    api: ApiConfig, upstream: UpstreamConfig, head_limit: int, lifespans: AppLifespans | None
+    api: ApiConfig, upstream: UpstreamConfig, head_limit: int, lifespans: AppLifespans | None, guard: AddressGuard
 ) -> TracedConnector:
     connector = (
         InProcessConnector(api, upstream, max_head=head_limit, lifespans=lifespans)
         if upstream.kind == "asgi"
-        else WebSocketsConnector(api, upstream, max_head=head_limit)
+        else WebSocketsConnector(api, upstream, max_head=head_limit, guard=guard)
     )
     return TracedConnector(connector, api.name, upstream)  # a pass-through unless telemetry is on
 

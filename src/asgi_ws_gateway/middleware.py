@@ -180,7 +180,14 @@ class WebSocketGateway(AdmissionChecks):
         head = head_limit(limits.max_header_bytes, limits.max_target_bytes)
         before = self._apis
         self._apis = {
-            api.name: Api.serving(api, before.get(api.name), products.get(api.name, ()), head, self._app_lifespans)
+            api.name: Api.serving(
+                api,
+                before.get(api.name),
+                products.get(api.name, ()),
+                head,
+                self._app_lifespans,
+                config.upstream_networks,
+            )
             for api in config.apis
         }
         serving = tuple(self._apis.values())

@@ -86,7 +86,7 @@ async def open_proxy(
         with _refusal_without_credentials(api, scope, requests, read_cookies, trace):
             backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
                 lambda request: open_raw(
-                    cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit
+                    cfg, request, api.tls[b.index], extensions=extensions, max_head=api.head_limit, guard=api.guard
                 ),
                 requests[b.index],
             ))  # fmt: skip

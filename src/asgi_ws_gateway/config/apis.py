@@ -42,6 +42,7 @@ from .limits import (
     MIB,
     bounded,
 )
+from .upstream_networks import ApiUpstreamNetworksConfig
 
 
 class ErrorReplyConfig(ConfigModel):
@@ -289,6 +290,11 @@ class ApiConfig(ConfigModel):
         le=3600,
         description="Seconds an upstream host name's addresses are used before it is resolved again (the system "
         "resolver gives no TTL); 0: resolved for every handshake.",
+    )
+    upstream_networks: ApiUpstreamNetworksConfig = Field(
+        default_factory=ApiUpstreamNetworksConfig,
+        description="This API's own rule on the addresses its connections may reach: allow narrows the "
+        "top-level upstream_networks.allow, deny adds to its deny (see docs/security.md). Default: none.",
     )
     max_message_size: Annotated[int, AfterValidator(_held_in_memory)] = Field(
         default=MIB,

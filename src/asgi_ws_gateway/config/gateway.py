@@ -9,26 +9,14 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from ..forwarded import UNIX_SOCKET_PEER, parse_network
+from ..forwarded import UNIX_SOCKET_PEER
 from ..plugins import MODULE_NAME
 from .apis import ApiConfig, MessagePoliciesConfig
 from .fields import DAY, POLICIES_DOC, ConfigModel, Policies
 from .limits import MAX_APIS, MAX_MODULE, MAX_NETWORK, MAX_NETWORKS, MAX_PLUGINS, MAX_SUBSCRIPTIONS
 from .products import ProductConfig, SubscriptionConfig, SubscriptionKeyConfig
 from .settings import HandshakeLimitsConfig, ManagementConfig, StoreConfig, TelemetryConfig
-
-
-def _network(value: str) -> str:
-    try:
-        parse_network(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "policy_network", "'{value}' is not an IP address or network", {"value": value}
-        ) from None
-    return value
-
-
-Network = Annotated[str, Field(max_length=MAX_NETWORK), AfterValidator(_network)]
+from .upstream_networks import UpstreamNetworksConfig, checked_network
 
 
 def _proxy(value: str) -> str:
@@ -43,7 +31,7 @@ def _proxy(value: str) -> str:
             "(the socket's path is not needed: every peer of the gateway's socket is the proxy)",
             {"value": value, "unix": UNIX_SOCKET_PEER},
         )
-    return _network(value)
+    return checked_network(value)
 
 
 Proxy = Annotated[str, Field(max_length=MAX_NETWORK), AfterValidator(_proxy)]
@@ -107,6 +95,12 @@ class GatewayConfig(ConfigModel):
         default=False,
         description="Development only: 5xx handshake refusals tell the client the internal detail (backend URL, "
         "error text) instead of a generic problem. Off: the detail goes only to the log and the span.",
+    )
+    upstream_networks: UpstreamNetworksConfig = Field(
+        default_factory=UpstreamNetworksConfig,
+        description="The addresses upstream connections may reach (allow, deny), checked on each address a "
+        "connect uses, after its name is resolved (see docs/security.md). Not changeable through the "
+        "management API.",
     )
     management: ManagementConfig = Field(
         default_factory=ManagementConfig, description="Rules for the management API (not changeable through it)."

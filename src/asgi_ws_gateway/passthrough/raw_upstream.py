@@ -29,6 +29,7 @@ from ..deadlines import DeadlinesByTimeout
 from ..errors import RELAYED_STATUSES, UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
 from ..relay.close_codes import wire_code, wire_reason
+from ..upstream.address_guard import AddressGuard
 from ..upstream.base import UpstreamRequest
 from ..upstream.checks import MAX_UPSTREAM_LINE
 from ..upstream.chunked import MalformedChunks
@@ -250,12 +251,14 @@ async def open_raw(
     *,
     extensions: bool = True,
     max_head: int = MAX_HEAD,
+    guard: AddressGuard | None = None,
 ) -> RawUpstream:
     """Connect to the upstream and complete its handshake within ``api.connect_timeout`` seconds.
 
     ``tls``: the upstream's TLS contexts; the request's URL picks one (``wss://`` or not, its host).
     ``extensions``: forward the client's ``Sec-WebSocket-Extensions`` offer (False: offer none).
     ``max_head``: bytes of the answer's head read at most (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit`).
+    ``guard``: the addresses the connection may reach (the API's ``upstream_networks``); None: any.
     """
     url = split_url(request.url)
     host, port = host_and_port(url)
@@ -272,7 +275,7 @@ async def open_raw(
     try:
         try:
             return await _open(
-                request, url, context, label, extensions, api.dns_ttl, api.connect_timeout, loop, max_head
+                request, url, context, label, extensions, api.dns_ttl, api.connect_timeout, loop, max_head, guard
             )
         except asyncio.CancelledError:
             cancelled = True
@@ -301,6 +304,7 @@ async def _open(
     within: float,
     loop: asyncio.AbstractEventLoop,
     max_head: int,
+    guard: AddressGuard | None,
 ) -> RawUpstream:
     host, port = host_and_port(url)
     offer = deflate_offer(request.scope) if forward_offer else None
@@ -324,7 +328,7 @@ async def _open(
             raise
         return transport, reader
 
-    transport, reader = await RESOLVER.connect(host, port, attempt, dns_ttl, within)
+    transport, reader = await RESOLVER.connect(host, port, attempt, dns_ttl, within, guard)
     try:
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")
         status, headers = reader.answer.status, _headers(head)

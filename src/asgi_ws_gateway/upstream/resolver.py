@@ -36,6 +36,7 @@ from ..errors import LOCAL_RESOURCE_ERRORS
 from ..forwarded import parse_ip
 from ..log_throttle import OutageLog
 from ..redact import redact_text
+from .address_guard import DENIED, AddressDenied, AddressGuard
 from .lookups import THREADS, Lookup, NameLookups, system_lookup
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class Resolver:
         connect: Callable[[str], Awaitable[T]],
         ttl: float | None = None,
         within: float | None = None,
+        guard: AddressGuard | None = None,
     ) -> T:
         """``connect(address)`` for ``host``'s addresses until one connects, starting from the next one
         each time (a name with several addresses spreads its connections over them, as resolving it for
@@ -172,14 +174,20 @@ class Resolver:
         ``within``: the caller's seconds for it all (its ``connect_timeout``): the lookup may take half,
         and each address but the last half of what is left (the last one nearly all).
 
+        ``guard``: the addresses the caller may reach (its API's ``upstream_networks``): any other is
+        skipped before a connect, counted (``network_denied``) and logged; the address checked is the one
+        ``connect`` gets.
+
         Raises:
             OSError: the name does not resolve, or no address connected: TimeoutError if one did not
-                answer in its time, else the last one's error.
+                answer in its time, else the last one's error; AddressDenied if ``guard`` refuses them all.
             NameLookupTimeout | GatewayOverloaded: as :meth:`addresses`.
         """
         loop = asyncio.get_running_loop()
         deadline = None if within is None else loop.time() + within
         addresses = await self.addresses(host, port, ttl, None if within is None else within / 2)
+        if guard is not None:
+            addresses = self._admitted(guard, host, port, addresses)
         order = self._order(addresses, port)
         last: OSError | None = None
         for i, address in enumerate(order):
@@ -198,6 +206,24 @@ class Resolver:
         self.forget(host, port)
         assert last is not None  # a lookup never answers with no address
         raise last
+
+    def _admitted(self, guard: AddressGuard, host: str, port: int, addresses: list[str]) -> list[str]:
+        """``addresses`` that ``guard`` admits; each other one counted and logged, not forgotten (the name's
+        answer is what it is: another API may reach it). Raises AddressDenied when none is left."""
+        refusal = guard.refusal
+        if not any(map(refusal, addresses)):  # the usual case: one dictionary look-up per address
+            return addresses
+        admitted = []
+        for address in addresses:
+            why = refusal(address)
+            if why is None:
+                admitted.append(address)
+            else:
+                self.address_failures[DENIED] += 1
+                guard.refused(host, port, address, why)
+        if not admitted:
+            raise AddressDenied(host, addresses)
+        return admitted
 
     def _order(self, addresses: list[str], port: int) -> list[str]:
         """The addresses to try, from the next one in turn; those that failed lately last."""

@@ -27,6 +27,7 @@ from ..bounded import may_carry_credential, split_url
 from ..config.apis import ApiConfig, UpstreamConfig
 from ..errors import UpstreamTimeout, UpstreamUnreachable, local_shortage, upstream_refusal
 from ..redact import redact_text
+from .address_guard import AddressGuard
 from .base import UpstreamClosed, UpstreamConnection, UpstreamRequest, UpstreamStalled
 from .headers import kept_response_headers
 from .request import bad_request
@@ -70,10 +71,14 @@ class WebSocketsConnector:
         max_head: bytes of the upstream's answer head read at most, interim responses included
             (:func:`~asgi_ws_gateway.upstream.head_limits.head_limit` of ``handshake_limits``; default
             :data:`~asgi_ws_gateway.upstream.response_head.MAX_HEAD`); past it, a 502.
+        guard: the addresses its connections may reach (``upstream_networks``); None: any.
     """
 
-    def __init__(self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_HEAD) -> None:
+    def __init__(
+        self, api: ApiConfig, upstream: UpstreamConfig, *, max_head: int = MAX_HEAD, guard: AddressGuard | None = None
+    ) -> None:
         self.api = api
+        self.guard = guard
         self.label = upstream.label
         self.tls = UpstreamTls(upstream)
         self._connection = GatewayClientConnection.reading_heads_of(max_head)
@@ -119,7 +124,7 @@ class WebSocketsConnector:
 
         try:
             async with asyncio.timeout(api.connect_timeout):  # the name's lookup too
-                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl, api.connect_timeout)
+                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl, api.connect_timeout, self.guard)
         except InvalidStatus as exc:
             response = exc.response
             raise upstream_refusal(
