@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -36,7 +38,7 @@ from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.address_guard import DENIED, AddressGuard
 from asgi_ws_gateway.upstream.resolver import RESOLVER
 from support.clients import connect
-from support.configs import api_entry
+from support.configs import api_entry, write_config
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
@@ -294,6 +296,15 @@ def test_a_bad_rule_is_refused_at_start_up_by_its_field_path(config: dict[str, A
     with pytest.raises(ConfigError) as refused:
         load_config(config)
     assert any(line.startswith(problem) for line in refused.value.problems), refused.value.problems
+
+
+def test_check_names_a_bad_rule_by_its_field_path(tmp_path: Path) -> None:
+    """``asgi-ws-gateway check``, through its real entry point: exit 2, the problem by field path."""
+    config = write_config(tmp_path, {"apis": [], "upstream_networks": {"allow": ["10.0.0.0/8", "10.0.0.300"]}})
+    exe = Path(sys.executable).parent / "asgi-ws-gateway"
+    result = subprocess.run([str(exe), "check", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "upstream_networks.allow[1]: '10.0.0.300' is not an IP address or network" in result.stderr
 
 
 def test_the_defaults_deny_link_local_and_metadata_addresses_only() -> None:
