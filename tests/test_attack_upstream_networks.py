@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
@@ -43,6 +45,7 @@ from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
 from support.management import Managed, api, managed_gateway
+from support.processes import GatewayProcess
 from support.servers import UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -102,10 +105,16 @@ def _name() -> str:
 
 
 def _gateway(
-    uvicorn_server: UvicornFactory, connector: str, url: str, top: dict[str, Any] | None = None, **fields: Any
+    uvicorn_server: UvicornFactory,
+    connector: str,
+    url: str,
+    top: dict[str, Any] | None = None,
+    *,
+    meter_provider: MeterProvider | None = None,
+    **fields: Any,
 ) -> str:
     entry = {**api_entry(url, name="n", path="/n", connect_timeout=3, **CONNECTORS[connector]), **fields}
-    app = WebSocketGateway(not_found, config={"apis": [entry], **(top or {})})
+    app = WebSocketGateway(not_found, config={"apis": [entry], **(top or {})}, meter_provider=meter_provider)
     return uvicorn_server(app, ws=PASSTHROUGH, loop="asyncio").url("/n")
 
 
@@ -168,8 +177,8 @@ async def test_a_denied_address_is_never_connected_to(
     listener = _CountingListener(listen)
     try:
         top = {"upstream_networks": rule} if where == "file" else None
-        fields = {"upstream_networks": rule} if where == "api" else {}
-        url = _gateway(uvicorn_server, connector, f"ws://{host}:{listener.port}/echo", top, **fields)
+        own = rule if where == "api" else {}
+        url = _gateway(uvicorn_server, connector, f"ws://{host}:{listener.port}/echo", top, upstream_networks=own)
         before = RESOLVER.address_failures.copy()
         statuses = [await _status(url) for _ in range(3)]
     finally:
@@ -183,9 +192,14 @@ async def test_a_denied_address_is_never_connected_to(
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))
 async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_ones_only(
-    uvicorn_server: UvicornFactory, dns: dict[str, list[str]], caplog: pytest.LogCaptureFixture, connector: str
+    uvicorn_server: UvicornFactory,
+    dns: dict[str, list[str]],
+    caplog: pytest.LogCaptureFixture,
+    reader: tuple[MeterProvider, InMemoryMetricReader],
+    connector: str,
 ) -> None:
-    """Rebinding's usual answer: a good address beside a bad one. Every handshake goes to the good one."""
+    """Rebinding's usual answer: a good address beside a bad one. Every handshake goes to the good one;
+    each refusal is in the metric users query."""
     caplog.set_level(logging.WARNING, logger=_GUARD_LOG)
     name = _name()
     with UpstreamServer() as upstream:
@@ -193,7 +207,10 @@ async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_
         try:
             dns[name] = ["127.0.0.2", "127.0.0.1", "169.254.169.254"]
             top = {"upstream_networks": {"deny": ["127.0.0.2", *METADATA_NETWORKS]}}
-            url = _gateway(uvicorn_server, connector, f"ws://{name}:{upstream.port}/echo", top)
+            url = _gateway(
+                uvicorn_server, connector, f"ws://{name}:{upstream.port}/echo", top, meter_provider=reader[0]
+            )
+            before = RESOLVER.address_failures.copy()
             statuses = [await _status(url) for _ in range(6)]
         finally:
             denied.close()
@@ -204,6 +221,39 @@ async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_
     assert len(lines) == 2  # one per address, not per handshake
     assert any("address 127.0.0.2 is in upstream_networks.deny" in line for line in lines)
     assert any("address 169.254.169.254 is in upstream_networks.deny" in line for line in lines)
+    assert _failures_since(before) == Counter({DENIED: 12})  # two addresses skipped per handshake
+    data = reader[1].get_metrics_data()
+    assert data is not None
+    counted = {
+        point.attributes["error.type"]: point.value  # type: ignore[union-attr]  # a counter's: NumberDataPoint
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "ws_gateway.upstream.address.failures"
+        for point in metric.data.data_points
+        if point.attributes is not None
+    }
+    assert counted[DENIED] == RESOLVER.address_failures[DENIED]
+
+
+async def test_under_run_a_name_the_system_resolver_answers_is_checked(tmp_path: Path) -> None:
+    """``asgi-ws-gateway run``, ``localhost`` from the system resolver: the API that denies loopback reaches
+    nothing (502, its WARNING in the log), the one beside it with the defaults connects as before."""
+    log = tmp_path / "gateway.log"
+    with UpstreamServer() as upstream:
+        fenced = {"deny": ["127.0.0.0/8", "::1/128"]}
+        config = write_config(tmp_path, {"apis": [
+            api_entry(upstream, name="open", path="/open"),
+            api_entry(f"ws://localhost:{upstream.port}/echo", name="fenced", path="/fenced", upstream_networks=fenced),
+        ]})  # fmt: skip
+        gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log)
+        async with gateway:
+            assert await _status(gateway.url("/open")) == 101
+            assert await _status(gateway.url("/fenced")) == 502
+        assert len(upstream.handshakes) == 1
+    text = log.read_text()
+    assert f"API fenced: upstream localhost port {upstream.port}: address " in text
+    assert "is in upstream_networks.deny: not connected to" in text
 
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))
