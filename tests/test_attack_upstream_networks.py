@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.config.checks import config_warnings
 from asgi_ws_gateway.config.upstream_networks import METADATA_NETWORKS
 from asgi_ws_gateway.errors import ConfigError
 from asgi_ws_gateway.policies.build import load_config
@@ -356,6 +357,32 @@ def test_check_names_a_bad_rule_by_its_field_path(tmp_path: Path) -> None:
     result = subprocess.run([str(exe), "check", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "upstream_networks.allow[1]: '10.0.0.300' is not an IP address or network" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("base_url", "file_allow", "api_allow", "warned"),
+    [
+        ("ws://{jwt.host}:80/x", [], [], True),
+        ("wss://{jwt.host}/x", [], [], True),
+        ("ws://{jwt.sub}.{jwt.zone}:9000/x", [], [], True),  # the issuer picks the domain too
+        ("ws://chat-{jwt.region}.internal:9000/x", [], [], False),  # the operator's domain
+        ("ws://{api.name}.internal:9000/x", [], [], False),  # not a claim
+        ("ws://{jwt.host}:80/x", ["10.0.0.0/8"], [], False),
+        ("ws://{jwt.host}:80/x", [], ["10.0.0.0/8"], False),
+    ],
+)  # fmt: skip
+def test_a_claim_that_picks_the_whole_host_without_an_allow_list_is_warned_about(
+    base_url: str, file_allow: list[str], api_allow: list[str], warned: bool
+) -> None:
+    """At start-up, in ``check`` and in a management change's answer (all read ``config_warnings``)."""
+    policies = [_JWT, {"set-backend-service": {"base_url": base_url}}]
+    entry = api_entry("ws://x:1/", name="c", path="/c", policies=policies, upstream_networks={"allow": api_allow})
+    config = load_config({"apis": [entry], "upstream_networks": {"allow": file_allow}})
+    found = [w for w in config_warnings(config) if "takes the whole upstream host from a token's claim" in w]
+    expected = (
+        "API c: apis[0].policies[1].set-backend-service.base_url takes the whole upstream host from a token's claim"
+    )
+    assert [w.startswith(expected) and "apis[0].upstream_networks.allow" in w for w in found] == [True] * warned
 
 
 def test_the_defaults_deny_link_local_and_metadata_addresses_only() -> None:

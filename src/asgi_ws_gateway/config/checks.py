@@ -16,6 +16,7 @@ from ..forwarded import UNIX_SOCKET_PEER, parse_network
 from ..redact import printable
 from ..routing import OverlapIndex, PathTemplate, PathTemplateError, decode_segment, param_problem
 from ..wire_numbers import parse_port
+from .apis import ApiConfig
 from .gateway import GatewayConfig
 from .keepalive_warnings import keepalive_warnings
 from .regex_budget import regex_budget_problems, run_name
@@ -198,6 +199,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
             for j, upstream in enumerate(api.upstreams)
             if upstream.kind == "wss" and not upstream.verify_tls
         ),
+        *_claim_host_warnings(config),
         *broad,
     ]
 
@@ -364,23 +366,64 @@ def _redirected_in_process(config: GatewayConfig) -> list[str]:
             f"({api.upstreams[in_process].label}) is in-process: set-backend-service redirects ws:// and wss:// "
             "upstreams only, and every handshake it ran for would be refused with 500"
         )
-        skipped = set(api.skip_policies)
-        scopes: list[tuple[str, Sequence[Any], bool]] = [
-            ("policies", config.policies, True),
-            *((f"products[{p}].policies", product.policies, True)
-              for p, product in enumerate(config.products) if api.name in product.apis),
-            (f"apis[{i}].policies", api.policies, False),
-        ]  # fmt: skip
-        for at, entries, inherited in scopes:
-            for j, entry in enumerate(entries):
-                if inherited and run_name(entry) in skipped:
-                    continue
-                hint = f" (or add '{run_name(entry)}' to apis[{i}].skip_policies)" if inherited else ""
-                problems += [f"{where}: {why}{hint}" for where in _redirects(entry, f"{at}[{j}]", api.name)]
+        for where, inherited, _ in _redirect_entries(config, i, api):
+            hint = f" (or add '{inherited}' to apis[{i}].skip_policies)" if inherited is not None else ""
+            problems.append(f"{where}: {why}{hint}")
     return problems
 
 
-def _redirects(entry: Any, at: str, api: str) -> Iterator[str]:
+def _redirect_entries(config: GatewayConfig, i: int, api: ApiConfig) -> Iterator[tuple[str, str | None, Any]]:
+    """The set-backend-service entries that can run for ``apis[i]`` (its own, the global ones and those
+    of the products naming it, unless it skips them; inside ``choose`` branches too): where each is,
+    the run name of the inherited entry holding it (None: the API's own), and its settings."""
+    skipped = set(api.skip_policies)
+    scopes: list[tuple[str, Sequence[Any], bool]] = [
+        ("policies", config.policies, True),
+        *((f"products[{p}].policies", product.policies, True)
+          for p, product in enumerate(config.products) if api.name in product.apis),
+        (f"apis[{i}].policies", api.policies, False),
+    ]  # fmt: skip
+    for at, entries, inherited in scopes:
+        for j, entry in enumerate(entries):
+            if inherited and run_name(entry) in skipped:
+                continue
+            for where, settings in _redirects(entry, f"{at}[{j}]", api.name):
+                yield where, run_name(entry) if inherited else None, settings
+
+
+# A set-backend-service host with a claim and no fixed domain after it (``{jwt.host}``,
+# ``{jwt.sub}.{jwt.zone}``): the token's issuer picks the whole host. ``chat-{jwt.region}.internal`` keeps
+# its domain. The authority as written: up to the path, without user info or port.
+_CLAIM = re.compile(r"\{\s*jwt\.")
+
+
+def _claim_picks_host(base_url: Any) -> bool:
+    if not isinstance(base_url, str) or "://" not in base_url:
+        return False
+    authority = base_url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    host = authority.rsplit(":", 1)[0] if authority.rsplit(":", 1)[-1].isdigit() else authority
+    return bool(_CLAIM.search(host)) and "." not in host[host.rindex("}") + 1 :]
+
+
+def _claim_host_warnings(config: GatewayConfig) -> list[str]:
+    """An API whose set-backend-service takes the whole host from a claim, with no upstream_networks.allow
+    (the file's or its own): the token's issuer sends its connections to any address not denied."""
+    warnings = []
+    for i, api in enumerate(config.apis):
+        if config.upstream_networks.allow or api.upstream_networks.allow:
+            continue
+        for where, _, settings in _redirect_entries(config, i, api):
+            if isinstance(settings, Mapping) and _claim_picks_host(settings.get("base_url")):
+                warnings.append(
+                    f"API {api.name}: {where}.base_url takes the whole upstream host from a token's claim, "
+                    "and no upstream_networks.allow is set: the token's issuer can send this API's connections "
+                    "to any address not denied (127.0.0.1, the gateway's own networks); list its backends' "
+                    f"networks in apis[{i}].upstream_networks.allow"
+                )
+    return warnings
+
+
+def _redirects(entry: Any, at: str, api: str) -> Iterator[tuple[str, Any]]:
     """Where set-backend-service is, in ``entry`` and in the ``choose`` branches that can run for ``api``
     (a branch whose conditions on ``api.name`` exclude it never does: a global ``choose`` redirecting one
     network API is not refused for an in-process one beside it)."""
@@ -388,7 +431,7 @@ def _redirects(entry: Any, at: str, api: str) -> Iterator[str]:
         return
     type_name, settings = next(iter(entry.items()))
     if type_name == _REDIRECT:
-        yield f"{at}.{_REDIRECT}"
+        yield f"{at}.{_REDIRECT}", settings
     elif type_name == _CHOOSE and isinstance(settings, Mapping):
         branches = settings.get("when")
         for b, branch in enumerate(branches if isinstance(branches, list) else []):
