@@ -83,7 +83,7 @@ async def test_a_settled_file_is_not_even_read(tmp_path: Path, monkeypatch: pyte
     """Once the file is older than a tick of its clock, a poll is a stat: the bytes are not read."""
     monkeypatch.setattr(store, "STAT_SETTLED", 0.0, raising=False)  # before: no such setting
     await FileStore(tmp_path / "s.json").update(_with("a"))
-    reads = _counting(monkeypatch, store, "read_regular_file")
+    reads = _counting(monkeypatch, store, "read_own_file")
     reader = FileStore(tmp_path / "s.json")
     for _ in range(10):
         await reader.version()

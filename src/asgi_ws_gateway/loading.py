@@ -203,6 +203,11 @@ def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES)
             (``a FIFO, not a regular file``) or that it is ``larger than 67,108,864 bytes``.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO's open waits for a writer
+    return read_open_file(fd, path, limit)
+
+
+def read_open_file(fd: int, path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the file open as ``fd`` (closed here), as :func:`read_regular_file` reads them."""
     with os.fdopen(fd, "rb") as file:
         kind = _file_kind(os.fstat(fd).st_mode)
         if kind is not None:
@@ -405,6 +410,7 @@ __all__ = [
     "parse_target",
     "read_env",
     "read_file",
+    "read_open_file",
     "read_regular_file",
     "recording",
     "restricted",

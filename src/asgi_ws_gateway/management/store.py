@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from ..loading import read_regular_file
 from ..redact import printable
 from .errors import Unavailable
 from .overlay import Overlay
+from .state_files import open_own_lock, read_own_file
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class FileStore:
             if latest is not None and latest.stat == stat and now < latest.trusted_until:
                 return latest
             try:
-                data: bytes | None = read_regular_file(self.path)
+                data: bytes | None = read_own_file(self.path)
             except FileNotFoundError:
                 data, stat = None, None
             digest = "" if data is None else hashlib.sha256(data).hexdigest()
@@ -243,7 +243,7 @@ class FileStore:
     def _read_or_make_key(self) -> bytes:
         with self._locked():  # two workers starting at once make one key
             try:
-                key = self._key_path.read_bytes()
+                key = read_own_file(self._key_path)
             except FileNotFoundError:
                 key = b""
             if len(key) == ETAG_KEY_BYTES:
@@ -259,7 +259,7 @@ class FileStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+b") as lock:
+        with os.fdopen(open_own_lock(self._lock_path), "rb") as lock:  # never another user's, who could hold it
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 yield

@@ -1,0 +1,88 @@
+"""The state file's own files (the state, ``.lock``, ``.etag-key``), opened only when they are the gateway's.
+
+The state file is beside the configuration by default (``gateway.yaml`` keeps ``gateway.state.json``), and
+whoever can put a file there first decides the gateway's APIs: in a directory every user can write, such as
+``/tmp``, another user's ``gateway.state.json`` was applied at start-up (an API's ``ip-filter`` gone, an API
+of theirs added), their ``.lock`` was ``flock``-ed (held by them, start-up waited for ever), a symbolic link
+there was followed by a root gateway (the lock's ``O_CREAT`` made the file it named), and their
+``.etag-key`` keyed the ETags. Each file is opened without following a link and judged by the descriptor:
+a regular file with one link, this user's (or root's, who can write anything anyway), that no other user
+may write. Anything else is refused with an ``OSError`` naming what it is, never read, locked or written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ..loading import MAX_FILE_BYTES, read_open_file
+from ..socket_access import SQUATTED, file_kind, user_named
+
+_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO's open never waits for a writer
+
+
+def read_own_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, a file of this user's (:func:`own_file_problem`), of at most ``limit`` bytes.
+
+    Raises:
+        FileNotFoundError: there is nothing at ``path``.
+        OSError: ``path`` may not be read (``strerror`` says why), or as ``open`` raises it.
+    """
+    fd = _open(path, os.O_RDONLY)
+    return read_open_file(fd, path, limit)
+
+
+def open_own_lock(path: str | os.PathLike[str]) -> int:
+    """A descriptor of the lock file ``path`` (made, mode 0600, if missing), refused as :func:`read_own_file`."""
+    fd = _open(path, os.O_RDWR | os.O_CREAT)
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode):  # a FIFO of this user's opens (O_NONBLOCK)
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{file_kind(found)}, not a regular file", str(path))
+    return fd
+
+
+def own_file_problem(found: os.stat_result) -> str | None:
+    """Why the file ``found`` (an ``fstat``) may not hold the gateway's state, or None when it may (a file of
+    this user's that is not a regular one is for the reader to name: ``a FIFO, not a regular file``)."""
+    if found.st_uid not in (os.geteuid(), 0):
+        return f"({file_kind(found)}) belongs to {user_named(found.st_uid)}"
+    if not stat.S_ISREG(found.st_mode):
+        return None
+    if found.st_mode & stat.S_IWOTH:
+        return f"may be written by every user (mode {stat.S_IMODE(found.st_mode):04o})"
+    if found.st_nlink != 1:
+        return "has other hard links"
+    return None
+
+
+def _open(path: str | os.PathLike[str], flags: int) -> int:
+    try:
+        fd = os.open(path, flags | _FLAGS, 0o600)
+    except OSError:
+        found = _lstat(path)  # ELOOP for a link; EACCES for theirs under fs.protected_regular and _symlinks
+        if found is not None and stat.S_ISLNK(found.st_mode):
+            raise _refused(path, "is a symbolic link (not followed)") from None
+        if found is not None and found.st_uid not in (os.geteuid(), 0):
+            raise _refused(path, f"({file_kind(found)}) belongs to {user_named(found.st_uid)}") from None
+        raise
+    problem = own_file_problem(os.fstat(fd))
+    if problem is not None:
+        os.close(fd)
+        raise _refused(path, problem)
+    return fd
+
+
+def _lstat(path: str | os.PathLike[str]) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _refused(path: str | os.PathLike[str], problem: str) -> OSError:
+    return OSError(errno.EPERM, f"{problem}: not used; keep the state in {SQUATTED}", str(path))
+
+
+__all__ = ["open_own_lock", "own_file_problem", "read_own_file"]

@@ -1,0 +1,204 @@
+"""The management API's state file against a local attacker: another user of the host who gets a file to
+the state file's path first (real ``run --management`` processes, a real second user made with ``useradd``,
+a directory every user can write, as ``/tmp`` is).
+
+The state file is beside the configuration by default (``gateway.yaml``: ``gateway.state.json``, with
+``.lock`` and ``.etag-key`` beside it). Before: another user's state document there was applied at start-up
+(the configuration's ``ip-filter`` gone, an API of theirs added), a symbolic link there was followed, their
+lock file was ``flock``-ed (held by them, start-up waited for ever), a link at the lock's path made the file
+it named (a root gateway's ``O_CREAT``), and their ETag key was used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+import yaml
+
+from asgi_ws_gateway.management.overlay import FORMAT
+from support.processes import ServerProcess
+from support.servers import free_port
+from support.upstream import UpstreamServer
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a second user is made with useradd (root)")
+
+TOKEN = "t" * 40
+OWNED = "not used; keep the state in a directory only this user can write"
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[int]:
+    """The uid of a user of the host who is not the gateway's (removed afterwards)."""
+    if shutil.which("useradd") is None:
+        pytest.skip("no useradd")
+    name = f"gws{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield int(subprocess.run(["id", "-u", name], check=True, capture_output=True, text=True).stdout)
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user can write, sticky, as ``/tmp`` is."""
+    directory = Path(tempfile.mkdtemp(prefix="gw-shared-", dir="/tmp"))
+    directory.chmod(0o1777)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+def _config(directory: Path, upstream: UpstreamServer) -> Path:
+    """An API only clients from 203.0.113.0/24 may use (the test's client is 127.0.0.1: refused)."""
+    apis = [{"name": "filtered", "path": "/ws/filtered", "upstreams": [upstream.url("/echo")],
+             "policies": [{"ip-filter": {"allow": ["203.0.113.0/24"]}}]}]  # fmt: skip
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"apis": apis}))
+    return path
+
+
+def _their_state(upstream: UpstreamServer) -> str:
+    """Another user's state document: the filtered API without its filter, and an API of theirs."""
+    apis = {name: {"name": name, "path": path, "upstreams": [upstream.url("/echo")]}
+            for name, path in (("filtered", "/ws/filtered"), ("theirs", "/ws/theirs"))}  # fmt: skip
+    document = {"format": FORMAT, "epoch": "0123456789abcdef", "revision": 1, "apis": apis}
+    return json.dumps({**document, "products": {}, "subscriptions": {}, "drains": {}})
+
+
+def _run(config: Path) -> ServerProcess:
+    port = free_port()
+    args = ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port), "--management", "/_gateway"]
+    return ServerProcess(args, port=port, cwd=config.parent, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN})
+
+
+def _refused_at_start(config: Path, path: Path, problem: str) -> None:
+    """``run`` exits 7 naming ``path`` and its ``problem`` (a hang, or a server that serves, fails the test)."""
+    with _run(config) as server:
+        assert server.wait_exit(60) == 7, server.output()
+        assert f"{problem}" in server.output(), server.output()
+        assert f": {OWNED}" in server.output(), server.output()
+        assert f"'{path}'" in server.output(), server.output()
+
+
+def _plant(path: Path, uid: int, text: str) -> None:
+    path.write_text(text)
+    os.chown(path, uid, uid)
+
+
+def test_another_users_state_file_beside_the_configuration_is_not_applied(
+    shared_dir: Path, other_user: int, upstream: UpstreamServer
+) -> None:
+    """Before: applied at start-up; the filtered API admitted 127.0.0.1, and /ws/theirs was served."""
+    config = _config(shared_dir, upstream)
+    _plant(shared_dir / "gateway.state.json", other_user, _their_state(upstream))
+    _refused_at_start(config, shared_dir / "gateway.state.json", "(a file) belongs to user gws")
+
+
+def test_a_symbolic_link_at_the_state_files_path_is_not_followed(
+    shared_dir: Path, other_user: int, upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """Before: followed (here to a state document of root's, which a link of another user's chose)."""
+    config = _config(shared_dir, upstream)
+    (tmp_path / "elsewhere.json").write_text(_their_state(upstream))
+    link = shared_dir / "gateway.state.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    os.lchown(link, other_user, other_user)
+    _refused_at_start(config, link, "is a symbolic link (not followed)")
+
+
+def test_a_symbolic_link_at_the_lock_files_path_makes_no_file(
+    shared_dir: Path, other_user: int, upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """Before: a root gateway opened the lock through the link with O_CREAT, and made the file it named."""
+    config = _config(shared_dir, upstream)
+    target = tmp_path / "made-by-the-gateway"
+    link = shared_dir / "gateway.state.json.lock"
+    link.symlink_to(target)
+    os.lchown(link, other_user, other_user)
+    _refused_at_start(config, link, "is a symbolic link (not followed)")
+    assert not target.exists()
+
+
+def test_another_users_lock_file_is_not_waited_for(shared_dir: Path, other_user: int, upstream: UpstreamServer) -> None:
+    """Before: the gateway took the lock on their file, whose flock they held: start-up waited for ever."""
+    config = _config(shared_dir, upstream)
+    lock = shared_dir / "gateway.state.json.lock"
+    _plant(lock, other_user, "")
+    fd = os.open(lock, os.O_RDONLY)
+    holding = ["python3", "-c", f"import fcntl, sys; fcntl.flock({fd}, fcntl.LOCK_EX); print('held', flush=True); "
+               "sys.stdin.read()"]  # fmt: skip
+    # Their process, holding the flock on their file until the test ends.
+    with subprocess.Popen(holding, user=other_user, pass_fds=[fd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as holder:  # fmt: skip
+        os.close(fd)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            _refused_at_start(config, lock, "(a file) belongs to user gws")
+        finally:
+            holder.kill()
+
+
+def test_another_users_etag_key_is_not_used(shared_dir: Path, other_user: int, upstream: UpstreamServer) -> None:
+    """Before: their 32 bytes keyed the ETags (they know the key: a secret shown as REDACTED can be guessed)."""
+    config = _config(shared_dir, upstream)
+    key = shared_dir / "gateway.state.json.etag-key"
+    _plant(key, other_user, "k" * 32)
+    _refused_at_start(config, key, "(a file) belongs to user gws")
+
+
+def test_a_state_file_every_user_may_write_is_not_applied(shared_dir: Path, upstream: UpstreamServer) -> None:
+    """The gateway's user's own file, but mode 0666: any user could have written the document in it."""
+    config = _config(shared_dir, upstream)
+    state = shared_dir / "gateway.state.json"
+    state.write_text(_their_state(upstream))
+    state.chmod(0o666)
+    _refused_at_start(config, state, "may be written by every user (mode 0666)")
+
+
+def test_a_state_file_replaced_by_another_users_while_running_is_not_applied(
+    shared_dir: Path, other_user: int, upstream: UpstreamServer
+) -> None:
+    """In a directory others can write without the sticky bit they can replace the file: the worker keeps the
+    state it runs. Before: its next poll applied theirs (the filtered API then admitted 127.0.0.1)."""
+    shared_dir.chmod(0o777)
+    config = _config(shared_dir, upstream)
+    with _run(config) as server:
+        server.wait_ready()
+        theirs = shared_dir / "theirs.json"
+        _plant(theirs, other_user, _their_state(upstream))
+        os.replace(theirs, shared_dir / "gateway.state.json")
+        _wait_for_output(server, ("belongs to user gws", "applied management revision 1"))
+        assert "applied management revision 1" not in server.output(), server.output()
+        assert asyncio.run(_status(server.port, "/ws/filtered")) == 403
+
+
+async def _status(port: int, path: str) -> int:
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}{path}", open_timeout=30):
+            return 101
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def _wait_for_output(server: ServerProcess, lines: tuple[str, ...], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(line in server.output() for line in lines):
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
