@@ -30,7 +30,8 @@ from .management import cli as management_cli
 from .management.cli import MANAGEMENT_HOST, REDIS_ENV
 from .management.mount_path import MAX_MANAGEMENT_PATH
 from .plugins import MAX_MODULE, MAX_PLUGINS
-from .socket_access import DEFAULT_UDS_MODE
+from .redact import printable
+from .socket_access import DEFAULT_UDS_MODE, writable_by_others
 from .yaml_keys import safe_load
 
 if TYPE_CHECKING:
@@ -148,10 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   f"{MAX_PLUGINS} times)")  # fmt: skip
     management_cli.add_commands(commands)
 
-    # As uvicorn does: asgi:module:attr upstreams and apps, --ws classes and --log-config handlers
-    # import from the working directory (the last two are checked while the options are read).
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _working_directory_on_import_path()
     args = parser.parse_args(argv)
     if args.command == "run":
         from .server.other_signals import hangup_ignored_while_starting
@@ -657,6 +655,27 @@ def _file_path(value: str) -> str:
     if not value or "\x00" in value:
         raise argparse.ArgumentTypeError("not a file path (empty, or a NUL character)")
     return value
+
+
+def _working_directory_on_import_path() -> None:
+    """As uvicorn does: asgi:module:attr upstreams and apps, plugins, --ws classes and --log-config handlers
+    import from the working directory (the last two are checked while the options are read).
+
+    Not one another user can write: first on ``sys.path``, a module of theirs there (``uvicorn.py``,
+    ``secrets.py``) ran as this user, root too, before any installed one: ``check`` or ``run`` started in
+    ``/tmp`` ran theirs. It is then taken off (``python -m`` put it there), also for the interpreters ``run``
+    spawns (``PYTHONSAFEPATH``: ``-c`` would put it back before ``sys.path`` is handed over), with a warning.
+    """
+    here = os.getcwd()
+    problem = writable_by_others(here)
+    if problem is None:
+        if "" not in sys.path and here not in sys.path:
+            sys.path.insert(0, here)
+        return
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", here)]
+    os.environ["PYTHONSAFEPATH"] = "1"
+    print(f"warning: the working directory {printable(here)} is not on the import path: other users can write it "
+          f"({problem}), and a module of theirs there would run as this user", file=sys.stderr)  # fmt: skip
 
 
 def _plugin(value: str) -> str:

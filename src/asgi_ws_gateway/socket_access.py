@@ -124,6 +124,25 @@ def _group_name(gid: int) -> str:
         return f"gid {gid}"
 
 
+def writable_by_others(directory: str) -> str | None:
+    """Why another user can put a file in ``directory`` (``"mode 1777"``, ``"it belongs to user bob (uid
+    1001)"``, a group of other users that may write it), or None: it is this user's or root's, and neither
+    every user nor a group holding another user may write it."""
+    try:
+        found = os.stat(directory)
+    except OSError:
+        return None
+    if found.st_uid not in (os.geteuid(), 0):
+        return f"it belongs to {user_named(found.st_uid)}"
+    mode = stat.S_IMODE(found.st_mode)
+    if mode & stat.S_IWOTH:
+        return f"mode {mode:04o}"
+    me = os.geteuid()
+    if mode & stat.S_IWGRP and (writers := _group_users(found.st_gid) - _users_of(me) - _users_of(0)):
+        return f"mode {mode:04o}, its group {_group_name(found.st_gid)} holding {len(writers)} other user(s)"
+    return None
+
+
 BROAD_GROUPS = frozenset({"users", "staff", "everyone"})
 """Groups meant to hold every (human) user: ``users`` is gid 100 on Debian, ``staff`` every user on macOS."""
 
@@ -176,4 +195,5 @@ __all__ = [
     "open_to_every_user",
     "replaceable_by_others",
     "user_named",
+    "writable_by_others",
 ]
