@@ -23,7 +23,6 @@ import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import yaml
@@ -47,6 +46,7 @@ from .connect_credentials import (
     read_url,
     refuse_credentials_in_clear,
 )
+from .own_files import write_own_file
 
 if TYPE_CHECKING:
     from .client import ManagementClient
@@ -297,7 +297,11 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(result, ConnectionListing):
         _print(args, result.connections)
         return _incomplete(result)
-    _print(args, result)
+    try:
+        _print(args, result)
+    except OSError as exc:  # export -o: a file that may not be written (another user's, a link): not a traceback
+        print(f"error: --output: {_shown(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -416,7 +420,7 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     if args.command == "export":
         text = json.dumps(result, indent=2, allow_nan=False) if args.json else _yaml(result)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
+            write_own_file(args.output, text)  # never through another user's link, nor into their file
         else:
             print(text, end="" if text.endswith("\n") else "\n")
         return

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 from ..redact import printable
 from .errors import Unavailable
 from .overlay import Overlay
-from .state_files import open_own_lock, read_own_file
+from .own_files import open_own_lock, read_own_file
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,13 @@
-"""The management API's state file against a local attacker: another user of the host who gets a file to
-the state file's path first (real ``run --management`` processes, a real second user made with ``useradd``,
-a directory every user can write, as ``/tmp`` is).
+"""The management side's files against a local attacker: another user of the host who gets a file to the
+state file's path, or to ``export -o``'s, first (real ``run --management`` processes and ``asgi-ws-gateway
+export``, a real second user made with ``useradd``, a directory every user can write, as ``/tmp`` is).
 
 The state file is beside the configuration by default (``gateway.yaml``: ``gateway.state.json``, with
 ``.lock`` and ``.etag-key`` beside it). Before: another user's state document there was applied at start-up
 (the configuration's ``ip-filter`` gone, an API of theirs added), a symbolic link there was followed, their
 lock file was ``flock``-ed (held by them, start-up waited for ever), a link at the lock's path made the file
-it named (a root gateway's ``O_CREAT``), and their ETag key was used.
+it named (a root gateway's ``O_CREAT``), and their ETag key was used. ``export -o`` wrote through their link
+(root overwrote the file it named) and into their file (theirs to edit before the operator deploys it).
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ import websockets
 import yaml
 
 from asgi_ws_gateway.management.overlay import FORMAT
-from support.processes import ServerProcess
+from support.processes import EXE, ServerProcess, cli_env, standalone
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a second user is made with useradd (root)")
 
 TOKEN = "t" * 40
-OWNED = "not used; keep the state in a directory only this user can write"
+OWNED = "not used; name a path in a directory only this user can write"
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +203,43 @@ def _wait_for_output(server: ServerProcess, lines: tuple[str, ...], timeout: flo
     while not any(line in server.output() for line in lines):
         assert time.monotonic() < deadline, server.output()
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("planted", ["link", "file"])
+async def test_export_writes_neither_through_another_users_link_nor_into_their_file(
+    shared_dir: Path, other_user: int, upstream: UpstreamServer, tmp_path: Path, planted: str
+) -> None:
+    """Before: exit 0, the file their link named overwritten with the configuration (as root), or the
+    configuration written into their file (mode 0666: theirs to change before the operator runs it)."""
+    victim = tmp_path / "precious"
+    victim.write_text("precious\n")
+    output = shared_dir / "exported.yaml"
+    if planted == "link":
+        output.symlink_to(victim)
+        os.lchown(output, other_user, other_user)
+    else:
+        _plant(output, other_user, "")
+        output.chmod(0o666)
+    async with standalone(_config(tmp_path, upstream)) as gateway:
+        done = await asyncio.to_thread(
+            subprocess.run, [str(EXE), "export", "-o", str(output), "--url", gateway.url], env=cli_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    problem = "is a symbolic link (not followed)" if planted == "link" else "(a file) belongs to user gws"
+    assert done.stderr.startswith(f"error: --output: [Errno 1] {problem}") and OWNED in done.stderr, done.stderr
+    assert victim.read_text() == "precious\n"
+    assert output.is_symlink() or output.read_text() == ""
+
+
+async def test_export_still_replaces_a_file_of_this_users(upstream: UpstreamServer, tmp_path: Path) -> None:
+    """The usual export: the file made, then written again in place, shorter (nothing of the old left)."""
+    output = tmp_path / "exported.yaml"
+    output.write_text("x" * 100_000)
+    async with standalone(_config(tmp_path, upstream)) as gateway:
+        done = await asyncio.to_thread(
+            subprocess.run, [str(EXE), "export", "-o", str(output), "--url", gateway.url], env=cli_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(output.read_text())["apis"][0]["name"] == "filtered"

@@ -1,13 +1,16 @@
-"""The state file's own files (the state, ``.lock``, ``.etag-key``), opened only when they are the gateway's.
+"""Files the management side reads or writes only when they are this user's: the state file, its ``.lock``
+and ``.etag-key``, and what ``asgi-ws-gateway export -o FILE`` writes.
 
 The state file is beside the configuration by default (``gateway.yaml`` keeps ``gateway.state.json``), and
 whoever can put a file there first decides the gateway's APIs: in a directory every user can write, such as
 ``/tmp``, another user's ``gateway.state.json`` was applied at start-up (an API's ``ip-filter`` gone, an API
 of theirs added), their ``.lock`` was ``flock``-ed (held by them, start-up waited for ever), a symbolic link
 there was followed by a root gateway (the lock's ``O_CREAT`` made the file it named), and their
-``.etag-key`` keyed the ETags. Each file is opened without following a link and judged by the descriptor:
-a regular file with one link, this user's (or root's, who can write anything anyway), that no other user
-may write. Anything else is refused with an ``OSError`` naming what it is, never read, locked or written.
+``.etag-key`` keyed the ETags. ``export -o`` wrote through their link (root overwrote the file it named) or
+into their file (theirs to edit before the operator deploys it). Each file is opened without following a
+link and judged by the descriptor: this user's (or root's, who can write anything anyway), and a regular
+one with one link that no other user may write. Anything else is refused with an ``OSError`` naming what it
+is, never read, locked or written.
 """
 
 from __future__ import annotations
@@ -43,6 +46,20 @@ def open_own_lock(path: str | os.PathLike[str]) -> int:
     return fd
 
 
+def write_own_file(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path``, made (mode 0666 less the umask) or replaced in place when it is this
+    user's (:func:`own_file_problem`; a device such as ``/dev/null`` is written as it is).
+
+    Raises:
+        OSError: ``path`` may not be written (``strerror`` says why), or as ``open`` or ``write`` raises it.
+    """
+    fd = _open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    with os.fdopen(fd, "wb") as file:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            file.truncate(0)  # not O_TRUNC: another user's file is judged before anything of it is lost
+        file.write(text.encode())
+
+
 def own_file_problem(found: os.stat_result) -> str | None:
     """Why the file ``found`` (an ``fstat``) may not hold the gateway's state, or None when it may (a file of
     this user's that is not a regular one is for the reader to name: ``a FIFO, not a regular file``)."""
@@ -57,9 +74,9 @@ def own_file_problem(found: os.stat_result) -> str | None:
     return None
 
 
-def _open(path: str | os.PathLike[str], flags: int) -> int:
+def _open(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
     try:
-        fd = os.open(path, flags | _FLAGS, 0o600)
+        fd = os.open(path, flags | _FLAGS, mode)
     except OSError:
         found = _lstat(path)  # ELOOP for a link; EACCES for theirs under fs.protected_regular and _symlinks
         if found is not None and stat.S_ISLNK(found.st_mode):
@@ -82,7 +99,7 @@ def _lstat(path: str | os.PathLike[str]) -> os.stat_result | None:
 
 
 def _refused(path: str | os.PathLike[str], problem: str) -> OSError:
-    return OSError(errno.EPERM, f"{problem}: not used; keep the state in {SQUATTED}", str(path))
+    return OSError(errno.EPERM, f"{problem}: not used; name a path in {SQUATTED}", str(path))
 
 
-__all__ = ["open_own_lock", "own_file_problem", "read_own_file"]
+__all__ = ["open_own_lock", "own_file_problem", "read_own_file", "write_own_file"]
