@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .json_names import load_unique
+from .key_files import warn_if_readable
 
 REFUSED = "not allowed through the management API"
 MAX_VALUES = 1_000_000
@@ -317,6 +318,7 @@ def load_cert_chain(
         raise ChainNotLoaded(missing_passphrase=True) from None
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ChainNotLoaded(error=exc, passphrase_tried=tried) from None
+    warn_if_readable(keyfile or certfile)  # the file the key was read from
 
 
 MAX_PATH = 4096
