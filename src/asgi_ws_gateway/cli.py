@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -25,6 +26,7 @@ import yaml
 from .errors import ConfigError
 from .forwarded import UNIX_SOCKET_PEER, is_loopback_host
 from .json_names import load_unique
+from .key_files import readable_by_every_user
 from .loading import MAX_PATH, ChainNotLoaded, alias_problem, load_cert_chain, read_regular_file
 from .management import cli as management_cli
 from .management.cli import MANAGEMENT_HOST, REDIS_ENV
@@ -211,9 +213,10 @@ def _configured(args: argparse.Namespace) -> int:
         else:
             print(exc, file=sys.stderr)
         return 2
+    readable = _secrets_every_user_reads(args.config)
     if args.command == "check":
         names = [api.name for api in config.apis]
-        warnings = [*config_warnings(config), *policies.warnings]
+        warnings = [*config_warnings(config), *policies.warnings, *readable]
         if args.json:
             print(json.dumps({"valid": True, "apis": names, "warnings": warnings}))
         else:
@@ -221,7 +224,29 @@ def _configured(args: argparse.Namespace) -> int:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         return 0
+    for warning in readable:  # said once, by the command: the workers read the file again
+        print(f"warning: {warning}", file=sys.stderr)
     return _run(args)
+
+
+def _secrets_every_user_reads(path: str) -> list[str]:
+    """The configuration file's problem when it holds a secret (an HMAC ``secret``, a password in a URL: what
+    ``GET /config`` shows as REDACTED) and every local user can read it: any of them could forge tokens or
+    reach the store with it. One warning; the file's text is never quoted."""
+    from .config.files import read_file
+    from .management.disclosure import public_document
+
+    problem = readable_by_every_user(path)
+    if problem is None:
+        return []
+    try:
+        data = read_file(Path(path))
+    except ConfigError:
+        return []
+    if public_document(data) == data:
+        return []
+    return [f"{printable(path)} holds secrets and can be read by every user of this host ({problem}): chmod 600 "
+            "(or 640 with a group only the gateway's user is in), or give them as *_env settings"]  # fmt: skip
 
 
 def _store_database_refusal(config: GatewayConfig) -> str | None:
