@@ -245,7 +245,8 @@ def _secrets_every_user_reads(path: str) -> list[str]:
         return []
     if public_document(data) == data:
         return []
-    return [f"{printable(path)} holds secrets and can be read by every user of this host ({problem}): chmod 600 "
+    shown = printable(path, quote=False)
+    return [f"{shown} holds secrets and can be read by every user of this host ({problem}): chmod 600 "
             "(or 640 with a group only the gateway's user is in), or give them as *_env settings"]  # fmt: skip
 
 
@@ -699,7 +700,8 @@ def _working_directory_on_import_path() -> None:
         return
     sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", here)]
     os.environ["PYTHONSAFEPATH"] = "1"
-    print(f"warning: the working directory {printable(here)} is not on the import path: other users can write it "
+    shown = printable(here, quote=False)
+    print(f"warning: the working directory {shown} is not on the import path: other users can write it "
           f"({problem}), and a module of theirs there would run as this user", file=sys.stderr)  # fmt: skip
 
 

@@ -12,6 +12,8 @@ import logging
 import os
 import stat
 
+from .redact import printable
+
 logger = logging.getLogger(__name__)
 
 _warned: set[str] = set()  # one line per file and process: configurations are loaded again on each change
@@ -46,7 +48,7 @@ def warn_if_readable(path: str) -> None:
     logger.warning(
         "the private key file %s can be read by every user of this host (%s): whoever copies it can pose as "
         "this gateway; chmod 600 (or 640 with a group only the gateway's user is in)",
-        path.encode("unicode_escape").decode("ascii"),
+        printable(path, quote=False),
         problem,
     )
 
