@@ -20,7 +20,7 @@ from .bus import Bus, RedisBus
 from .errors import BadRequest, Unavailable, problem
 from .mount_path import MAX_MANAGEMENT_PATH as MAX_PATH
 from .mount_path import management_path_problem
-from .redis_store import RedisStore
+from .redis_store import RedisStore, open_redis_warning
 from .request_body import BodyLimits
 from .service import Manager
 from .store import StateStore
@@ -123,6 +123,8 @@ class GatewayManagement:
         if redis_url is not None:
             # redis://, redis+cluster:// or redis+sentinel:// (asgi_ws_gateway.redis_client)
             store = store or RedisStore(connect(redis_url, decode_responses=True), prefix=redis_prefix, url=redis_url)
+            if (open_redis := open_redis_warning(redis_url)) is not None:
+                logger.warning("%s", open_redis)
             # Bytes that are not UTF-8 on the channel (anyone with Redis access can publish) decode
             # to U+FFFD and are ignored as not JSON, rather than failing redis-py's read, which drops
             # the subscription and every command queued behind that message.

@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
 from ..redact import printable, redact_url_credentials
-from ..redis_client import REDIS_FAILURES, AnyRedis, connect
+from ..redis_client import REDIS_FAILURES, AnyRedis, connect, parse_redis_url
 from .errors import Unavailable
 from .overlay import Overlay
 from .store import ETAG_KEY_BYTES, Change, StateFileInvalid, read_state
@@ -62,6 +62,22 @@ class ConcurrentUpdate(Unavailable):
 def _changed(change: Change, current: Overlay) -> tuple[Overlay, str]:
     new = change(current)
     return new, new.to_json()
+
+
+def open_redis_warning(url: str) -> str | None:
+    """The WARNING for a management store on a Redis that asks no credential (the URL has no password, nor a
+    client certificate), or None. Whoever can write to it changes the gateway's APIs and sends the bus's
+    commands (close, message a connection) without the admin token; on loopback that is every local user."""
+    try:
+        target = parse_redis_url(url)
+    except ValueError:
+        return None  # refused where it is connected
+    if target.password is not None or "ssl_certfile=" in url or url.startswith("unix:"):
+        return None  # a Unix socket is guarded by its file's mode
+    return (f"management API: its changes and commands go through {redact_url_credentials(url)}, which asks no "
+            "password: whoever can write to that Redis (on 127.0.0.1: every local user) can change the gateway's "
+            "APIs and close or message its connections without the admin token; set requirepass (or an ACL user) "
+            "and give the password in the URL (ASGI_WS_GATEWAY_REDIS keeps it out of ps)")  # fmt: skip
 
 
 def state_key(prefix: str) -> str:
@@ -168,4 +184,9 @@ class RedisStore:
         await self.client.aclose()
 
 
-__all__ = ["ConcurrentUpdate", "RedisStore", "state_key"]
+__all__ = [
+    "ConcurrentUpdate",
+    "RedisStore",
+    "open_redis_warning",
+    "state_key",
+]
