@@ -348,7 +348,9 @@ def rss_kib(pid: int) -> int:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for the command line: this checkout's package first, the admin token set."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    # no empty entry: Python reads one as the working directory (tests/test_attack_local_import_path.py)
+    paths = [str(SRC), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     env.pop("ASGI_WS_GATEWAY_URL", None)
     return {**env, "ASGI_WS_GATEWAY_ADMIN_TOKEN": TOKEN, **extra}
 
