@@ -54,3 +54,10 @@ def test_a_management_store_on_a_redis_without_a_password_is_warned_of(tmp_path:
 def test_a_management_store_on_a_redis_with_a_password_is_not(tmp_path: Path, guarded_redis: RedisServer) -> None:
     output = _started(tmp_path, f"redis://:{PASSWORD}@127.0.0.1:{guarded_redis.port}/0")
     assert "asks no password" not in output and PASSWORD not in output, output
+
+
+def test_a_password_given_in_the_query_is_a_password(tmp_path: Path, guarded_redis: RedisServer) -> None:
+    """redis-py reads ``?password=`` as the userinfo's: that store asks a password, and is not warned of."""
+    output = _started(tmp_path, f"redis://127.0.0.1:{guarded_redis.port}/0?password={PASSWORD}")
+    assert "asks no password" not in output and PASSWORD not in output, output
+

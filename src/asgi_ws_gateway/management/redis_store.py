@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
@@ -72,12 +73,21 @@ def open_redis_warning(url: str) -> str | None:
         target = parse_redis_url(url)
     except ValueError:
         return None  # refused where it is connected
-    if target.password is not None or "ssl_certfile=" in url or url.startswith("unix:"):
+    if target.password is not None or url.startswith("unix:"):
         return None  # a Unix socket is guarded by its file's mode
-    return (f"management API: its changes and commands go through {redact_url_credentials(url)}, which asks no "
-            "password: whoever can write to that Redis (on 127.0.0.1: every local user) can change the gateway's "
-            "APIs and close or message its connections without the admin token; set requirepass (or an ACL user) "
-            "and give the password in the URL (ASGI_WS_GATEWAY_REDIS keeps it out of ps)")  # fmt: skip
+    if target.kind == "single" and _query_credential(url):
+        return None
+    return (f"management API: its changes and commands go through {redact_url_credentials(url)}, "
+            "which asks no password: whoever can write to that Redis (on 127.0.0.1: every local user) can change "
+            "the gateway's APIs and close or message its connections without the admin token; set requirepass (or "
+            "an ACL user) and give the password in the URL (ASGI_WS_GATEWAY_REDIS keeps it out of ps)")  # fmt: skip
+
+
+def _query_credential(url: str) -> bool:
+    """Whether a single server's URL gives a credential in its query, as redis-py reads it: ``?password=``
+    (the userinfo's alternative) or a client certificate (``?ssl_certfile=``), either with a value."""
+    options = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    return any(name in ("password", "ssl_certfile") and value for name, value in options)
 
 
 def state_key(prefix: str) -> str:
