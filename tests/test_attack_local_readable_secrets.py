@@ -113,3 +113,32 @@ def test_run_names_a_configuration_with_secrets_every_user_can_read_once(open_di
         server.wait_ready()
         assert server.stop() == 0, server.output()
         assert server.output().count(READABLE) == 1, server.output()
+
+
+@pytest.mark.parametrize(("link_in_open_dir", "warned"), [(False, True), (True, False)])
+def test_a_key_behind_a_symbolic_link_is_judged_where_it_is(
+    open_dir: Path, link_in_open_dir: bool, warned: bool
+) -> None:
+    """The directories every user must enter are the key's own, not the link's (a mounted secret links into
+    ``..data/``): a 0644 key in an open directory, named by a link in a private one, is readable by all
+    (it was called closed); one in a private directory, named from an open one, is not (it was warned of)."""
+    private = Path(tempfile.mkdtemp(prefix="gw-private-", dir="/tmp"))  # mode 0700
+    try:
+        pki = make_mutual_ca(open_dir)
+        client = pki.client("gateway-a")
+        key_dir, link_dir = (private, open_dir) if link_in_open_dir else (open_dir, private)
+        key = key_dir / "real.key"
+        shutil.copyfile(client.key, key)
+        key.chmod(0o644)
+        link = link_dir / "linked.key"
+        link.symlink_to(key)
+        upstream = {"url": "wss://127.0.0.1:9/x", "ca_bundle": str(pki.ca_file), "client_cert": str(client.cert),
+                    "client_key": str(link)}  # fmt: skip
+        config = open_dir / "gateway.yaml"
+        config.write_text(yaml.safe_dump({"apis": [{"name": "a", "path": "/a", "upstreams": [upstream]}]}))
+        done = subprocess.run([str(EXE), "check", str(config)], env=cli_env(), capture_output=True, text=True,
+                              timeout=60, cwd=open_dir)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (f"the private key file {link} {WARNING}" in done.stderr) is warned, done.stderr
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

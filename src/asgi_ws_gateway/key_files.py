@@ -21,12 +21,16 @@ _warned: set[str] = set()  # one line per file and process: configurations are l
 
 def readable_by_every_user(path: str) -> str | None:
     """Why every local user can read the file at ``path`` (``"mode 0644"``), or None: not readable by others,
-    a directory above it closed to them (no ``o+x``), or it cannot be looked at."""
+    a directory above it closed to them (no ``o+x``), or it cannot be looked at.
+
+    The directories are those of the file a symbolic link names (a mounted secret's ``tls.key`` links into
+    ``..data/``): the link's own said a key in an open directory was closed to others when the link was
+    kept in a private one, and the reverse."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if not mode & stat.S_IROTH:
             return None
-        directory = os.path.dirname(os.path.abspath(path))
+        directory = os.path.dirname(os.path.realpath(path))
         while True:
             if not os.stat(directory).st_mode & stat.S_IXOTH:
                 return None
