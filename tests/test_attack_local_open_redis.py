@@ -60,4 +60,3 @@ def test_a_password_given_in_the_query_is_a_password(tmp_path: Path, guarded_red
     """redis-py reads ``?password=`` as the userinfo's: that store asks a password, and is not warned of."""
     output = _started(tmp_path, f"redis://127.0.0.1:{guarded_redis.port}/0?password={PASSWORD}")
     assert "asks no password" not in output and PASSWORD not in output, output
-

@@ -369,6 +369,12 @@ def test_check_names_a_bad_rule_by_its_field_path(tmp_path: Path) -> None:
         ("ws://{api.name}.internal:9000/x", [], [], False),  # not a claim
         ("ws://{jwt.host}:80/x", ["10.0.0.0/8"], [], False),
         ("ws://{jwt.host}:80/x", [], ["10.0.0.0/8"], False),
+        ("ws://{jwt.host}.:80/x", [], [], True),  # a root dot is no domain: evil.example. is any name
+        ("wss://{jwt.host}./x", [], [], True),
+        ("ws://chat-{jwt.region}.:9000/x", [], [], True),
+        ("ws://chat-{jwt.region}.internal./x", [], [], False),  # the operator's domain, written absolute
+        ("ws://chat.internal:{jwt.port}/x", [], [], False),  # a claim picks the port only
+        ("ws://gw-{jwt.host}:{jwt.port}/x", [], [], True),
     ],
 )  # fmt: skip
 def test_a_claim_that_picks_the_whole_host_without_an_allow_list_is_warned_about(

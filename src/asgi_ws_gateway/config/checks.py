@@ -392,17 +392,23 @@ def _redirect_entries(config: GatewayConfig, i: int, api: ApiConfig) -> Iterator
 
 
 # A set-backend-service host with a claim and no fixed domain after it (``{jwt.host}``,
-# ``{jwt.sub}.{jwt.zone}``): the token's issuer picks the whole host. ``chat-{jwt.region}.internal`` keeps
-# its domain. The authority as written: up to the path, without user info or port.
+# ``{jwt.sub}.{jwt.zone}``, ``{jwt.host}.``: a root dot is no domain): the token's issuer picks the whole
+# host. ``chat-{jwt.region}.internal`` keeps its domain (a label after a dot). The authority as written: up
+# to the path, without user info or port (digits or placeholders: a claim there picks the port, not the host).
 _CLAIM = re.compile(r"\{\s*jwt\.")
+_PORT = re.compile(r"[0-9]*(?:\{[^{}]*\}[0-9]*)*")
 
 
 def _claim_picks_host(base_url: Any) -> bool:
     if not isinstance(base_url, str) or "://" not in base_url:
         return False
     authority = base_url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-    host = authority.rsplit(":", 1)[0] if authority.rsplit(":", 1)[-1].isdigit() else authority
-    return bool(_CLAIM.search(host)) and "." not in host[host.rindex("}") + 1 :]
+    host, colon, port = authority.rpartition(":")
+    if not colon or not _PORT.fullmatch(port):
+        host = authority
+    if not _CLAIM.search(host):
+        return False
+    return not any(host[host.rindex("}") + 1 :].split(".")[1:])  # no label after a dot past the last claim
 
 
 def _claim_host_warnings(config: GatewayConfig) -> list[str]:
