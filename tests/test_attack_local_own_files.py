@@ -243,3 +243,42 @@ async def test_export_still_replaces_a_file_of_this_users(upstream: UpstreamServ
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(output.read_text())["apis"][0]["name"] == "filtered"
+
+
+@pytest.mark.parametrize("where", ["private", "shared"])
+async def test_export_follows_this_users_link_only_where_no_other_user_can_replace_it(
+    shared_dir: Path, upstream: UpstreamServer, tmp_path: Path, where: str
+) -> None:
+    """The operator's own link (``current.yaml -> v3.yaml``) in a directory of theirs: written through, to the
+    file it names (it was: exit 2). In a directory every user can write, another user could put theirs in its
+    place between the look and the open: refused, as theirs is."""
+    target = tmp_path / "v3.yaml"
+    target.write_text("x" * 100_000)
+    link = (tmp_path if where == "private" else shared_dir) / "current.yaml"
+    link.symlink_to(target)
+    async with standalone(_config(tmp_path, upstream)) as gateway:
+        done = await asyncio.to_thread(
+            subprocess.run, [str(EXE), "export", "-o", str(link), "--url", gateway.url], env=cli_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    if where == "private":
+        assert done.returncode == 0, done.stderr
+        assert yaml.safe_load(target.read_text())["apis"][0]["name"] == "filtered"
+    else:
+        assert done.returncode == 2, done.stderr
+        problem = "is a symbolic link (not followed): other users can write its directory (mode 1777)"
+        assert done.stderr.startswith(f"error: --output: [Errno 1] {problem}"), done.stderr
+        assert target.read_text() == "x" * 100_000
+    assert link.is_symlink()
+
+
+async def test_export_writes_to_dev_stdout(upstream: UpstreamServer, tmp_path: Path) -> None:
+    """``-o /dev/stdout`` (root's link, in root's /dev, to the process's own output): written, as before the
+    links were refused (it was: exit 2, 'is a symbolic link')."""
+    async with standalone(_config(tmp_path, upstream)) as gateway:
+        done = await asyncio.to_thread(
+            subprocess.run, [str(EXE), "export", "-o", "/dev/stdout", "--url", gateway.url], env=cli_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["apis"][0]["name"] == "filtered"

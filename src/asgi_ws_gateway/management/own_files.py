@@ -8,9 +8,11 @@ of theirs added), their ``.lock`` was ``flock``-ed (held by them, start-up waite
 there was followed by a root gateway (the lock's ``O_CREAT`` made the file it named), and their
 ``.etag-key`` keyed the ETags. ``export -o`` wrote through their link (root overwrote the file it named) or
 into their file (theirs to edit before the operator deploys it). Each file is opened without following a
-link and judged by the descriptor: this user's (or root's, who can write anything anyway), and a regular
-one with one link that no other user may write. Anything else is refused with an ``OSError`` naming what it
-is, never read, locked or written.
+link and judged by the descriptor: this user's (or root's, who can write anything anyway), and a regular one
+with one link that no other user may write. ``export -o`` follows a link of the operator's own (this user's
+or root's, in a directory no other user can write: ``/dev/stdout``); the state files never do (the gateway's
+first change would put a file in the link's place). Anything else is refused with an ``OSError`` naming
+what it is, never read, locked or written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import stat
 
 from ..loading import MAX_FILE_BYTES, read_open_file
-from ..socket_access import SQUATTED, file_kind, user_named
+from ..socket_access import SQUATTED, file_kind, user_named, writable_by_others
 
 _FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO's open never waits for a writer
 
@@ -53,7 +55,7 @@ def write_own_file(path: str | os.PathLike[str], text: str) -> None:
     Raises:
         OSError: ``path`` may not be written (``strerror`` says why), or as ``open`` or ``write`` raises it.
     """
-    fd = _open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    fd = _open(path, os.O_WRONLY | os.O_CREAT, 0o666, follow_own_link=True)
     with os.fdopen(fd, "wb") as file:
         if stat.S_ISREG(os.fstat(fd).st_mode):
             file.truncate(0)  # not O_TRUNC: another user's file is judged before anything of it is lost
@@ -74,21 +76,36 @@ def own_file_problem(found: os.stat_result) -> str | None:
     return None
 
 
-def _open(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+def _open(path: str | os.PathLike[str], flags: int, mode: int = 0o600, *, follow_own_link: bool = False) -> int:
     try:
         fd = os.open(path, flags | _FLAGS, mode)
     except OSError:
         found = _lstat(path)  # ELOOP for a link; EACCES for theirs under fs.protected_regular and _symlinks
         if found is not None and stat.S_ISLNK(found.st_mode):
-            raise _refused(path, "is a symbolic link (not followed)") from None
-        if found is not None and found.st_uid not in (os.geteuid(), 0):
+            why = _untrusted_link(path, found) if follow_own_link else None
+            if not follow_own_link or why is not None:
+                raise _refused(path, "is a symbolic link (not followed)" + (f": {why}" if why else "")) from None
+            fd = os.open(path, (flags | _FLAGS) & ~os.O_NOFOLLOW, mode)
+        elif found is not None and found.st_uid not in (os.geteuid(), 0):
             raise _refused(path, f"({file_kind(found)}) belongs to {user_named(found.st_uid)}") from None
-        raise
+        else:
+            raise
     problem = own_file_problem(os.fstat(fd))
     if problem is not None:
         os.close(fd)
         raise _refused(path, problem)
     return fd
+
+
+def _untrusted_link(path: str | os.PathLike[str], found: os.stat_result) -> str | None:
+    """Why the symbolic link ``path`` (its ``lstat``) may not be followed, or None. A link of this user's or
+    root's, in a directory no other user can write, is the operator's choice, as ``/dev/stdout`` is:
+    followed, the file it names judged as any. Another user's link chose the file for them; one in a
+    directory they can write may be replaced by theirs between this look and the open."""
+    if found.st_uid not in (os.geteuid(), 0):
+        return f"it belongs to {user_named(found.st_uid)}"
+    writable = writable_by_others(os.path.dirname(os.path.abspath(path)))
+    return None if writable is None else f"other users can write its directory ({writable})"
 
 
 def _lstat(path: str | os.PathLike[str]) -> os.stat_result | None:
