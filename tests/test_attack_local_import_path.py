@@ -94,3 +94,21 @@ def test_a_directory_of_this_users_still_imports_a_plugin_from_it(tmp_path: Path
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "imported").exists() and WARNING not in done.stderr
+
+
+def test_a_working_directory_another_user_can_replace_is_not_on_the_import_path(shared_dir: Path) -> None:
+    """This user's own directory (0755), in one every user may write without the sticky bit: another user
+    renames it away and puts theirs at its path, which is what the import path (and run's workers, spawned
+    later) read. Before: on the path, the pydantic.py found there at that path ran (exit 1)."""
+    parent = Path(tempfile.mkdtemp(prefix="gw-open-", dir="/tmp"))
+    try:
+        parent.chmod(0o777)
+        here = shutil.copytree(shared_dir, parent / "project")
+        here.chmod(0o755)
+        done = subprocess.run([str(EXE), "check", "gateway.yaml"], cwd=here, env=cli_env(), capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert (_ran(here), done.returncode) == ([], 0), done.stderr
+        assert (f"warning: the working directory {here} is not on the import path: other users can replace it (its "
+                f"directory {parent} is mode 0777, writable by all without the sticky bit)") in done.stderr  # fmt: skip
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

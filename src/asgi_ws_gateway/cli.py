@@ -33,7 +33,7 @@ from .management.cli import MANAGEMENT_HOST, REDIS_ENV
 from .management.mount_path import MAX_MANAGEMENT_PATH
 from .plugins import MAX_MODULE, MAX_PLUGINS
 from .redact import printable
-from .socket_access import DEFAULT_UDS_MODE, writable_by_others
+from .socket_access import DEFAULT_UDS_MODE, replaceable_by_others, writable_by_others
 from .yaml_keys import safe_load
 
 if TYPE_CHECKING:
@@ -691,9 +691,14 @@ def _working_directory_on_import_path() -> None:
     ``secrets.py``) ran as this user, root too, before any installed one: ``check`` or ``run`` started in
     ``/tmp`` ran theirs. It is then taken off (``python -m`` put it there), also for the interpreters ``run``
     spawns (``PYTHONSAFEPATH``: ``-c`` would put it back before ``sys.path`` is handed over), with a warning.
+    Nor one another user can put theirs in the place of (a directory above it they may write without the
+    sticky bit): the path is what is imported from, by the workers too, not the directory started in.
     """
     here = os.getcwd()
     problem = writable_by_others(here)
+    verb = "write"
+    if problem is None and (problem := replaceable_by_others(here)) is not None:
+        verb = "replace"
     if problem is None:
         if "" not in sys.path and here not in sys.path:
             sys.path.insert(0, here)
@@ -701,7 +706,7 @@ def _working_directory_on_import_path() -> None:
     sys.path[:] = [entry for entry in sys.path if entry not in ("", ".", here)]
     os.environ["PYTHONSAFEPATH"] = "1"
     shown = printable(here, quote=False)
-    print(f"warning: the working directory {shown} is not on the import path: other users can write it "
+    print(f"warning: the working directory {shown} is not on the import path: other users can {verb} it "
           f"({problem}), and a module of theirs there would run as this user", file=sys.stderr)  # fmt: skip
 
 
