@@ -13,14 +13,16 @@ it named (a root gateway's ``O_CREAT``), and their ETag key was used. ``export -
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,46 @@ def test_a_state_file_every_user_may_write_is_not_applied(shared_dir: Path, upst
     state.write_text(_their_state(upstream))
     state.chmod(0o666)
     _refused_at_start(config, state, "may be written by every user (mode 0666)")
+
+
+@pytest.fixture
+def group_with(other_user: int) -> Iterator[Callable[[bool], int]]:
+    """Make a group holding this user, and the other user too when asked; its gid (removed afterwards)."""
+    made: list[str] = []
+
+    def make(with_other: bool) -> int:
+        name = f"gwg{uuid.uuid4().hex[:8]}"
+        subprocess.run(["groupadd", name], check=True)
+        made.append(name)
+        other = subprocess.run(["id", "-nu", str(other_user)], check=True, capture_output=True, text=True).stdout
+        members = [pwd.getpwuid(os.geteuid()).pw_name, *([other.strip()] if with_other else [])]
+        subprocess.run(["gpasswd", "-M", ",".join(members), name], check=True, capture_output=True)
+        return grp.getgrnam(name).gr_gid
+
+    yield make
+    for name in made:
+        subprocess.run(["groupdel", name], check=False)
+
+
+@pytest.mark.skipif(shutil.which("groupadd") is None or shutil.which("gpasswd") is None, reason="no groupadd")
+@pytest.mark.parametrize("with_other", [True, False])
+def test_a_state_file_its_group_lets_another_user_write_is_not_applied(
+    tmp_path: Path, upstream: UpstreamServer, group_with: Callable[[bool], int], with_other: bool
+) -> None:
+    """Mode 0660 and a group holding another user: they could have written the document in it (before: applied,
+    /ws/theirs served). A group of this user's alone is no one else's: read as before."""
+    config = _config(tmp_path, upstream)
+    state = tmp_path / "gateway.state.json"
+    state.write_text(_their_state(upstream))
+    os.chown(state, -1, group_with(with_other))
+    state.chmod(0o660)
+    if with_other:
+        _refused_at_start(config, state, "may be written by its group gwg")
+        return
+    with _run(config) as server:
+        server.wait_ready()
+        assert asyncio.run(_status(server.port, "/ws/theirs")) == 101, server.output()
+        assert server.stop() == 0, server.output()
 
 
 def test_a_state_file_replaced_by_another_users_while_running_is_not_applied(

@@ -104,6 +104,14 @@ def _open_directory(directory: str, found: os.stat_result, me: int) -> str | Non
     return None
 
 
+def group_of_others(gid: int) -> str | None:
+    """Group ``gid`` named with the users it holds besides this user and root (``"gw (gid 1003), holding 1
+    other user(s)"``), or None when it holds none: a group-writable file of such a group is this user's alone."""
+    me = os.geteuid()
+    others = _group_users(gid) - _users_of(me) - _users_of(0)
+    return f"{_group_name(gid)}, holding {len(others)} other user(s)" if others else None
+
+
 def _group_users(gid: int) -> set[str]:
     """The users of group ``gid``: those whose primary group it is and its listed members."""
     try:
@@ -191,6 +199,7 @@ __all__ = [
     "DEFAULT_UDS_MODE",
     "SQUATTED",
     "file_kind",
+    "group_of_others",
     "group_too_wide",
     "open_to_every_user",
     "replaceable_by_others",

@@ -22,7 +22,7 @@ import os
 import stat
 
 from ..loading import MAX_FILE_BYTES, read_open_file
-from ..socket_access import SQUATTED, file_kind, user_named, writable_by_others
+from ..socket_access import SQUATTED, file_kind, group_of_others, user_named, writable_by_others
 
 _FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO's open never waits for a writer
 
@@ -71,6 +71,8 @@ def own_file_problem(found: os.stat_result) -> str | None:
         return None
     if found.st_mode & stat.S_IWOTH:
         return f"may be written by every user (mode {stat.S_IMODE(found.st_mode):04o})"
+    if found.st_mode & stat.S_IWGRP and (group := group_of_others(found.st_gid)) is not None:
+        return f"may be written by its group {group} (mode {stat.S_IMODE(found.st_mode):04o})"
     if found.st_nlink != 1:
         return "has other hard links"
     return None
