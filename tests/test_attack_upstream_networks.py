@@ -20,7 +20,6 @@ import logging
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
 from support.management import Managed, api, managed_gateway
 from support.processes import GatewayProcess
-from support.servers import UvicornFactory
+from support.servers import CountingListener, UvicornFactory
 from support.upstream import UpstreamServer
 
 _REAL_GETADDRINFO = socket.getaddrinfo
@@ -74,31 +73,6 @@ def dns() -> Iterator[dict[str, list[str]]]:
     socket.getaddrinfo = getaddrinfo
     yield names
     socket.getaddrinfo = _REAL_GETADDRINFO
-
-
-class _CountingListener:
-    """A TCP listener that counts the connections it accepts (and closes them): what a connect reached."""
-
-    def __init__(self, host: str, port: int = 0) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host, port), family=family)
-        self.port = self.socket.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                peer, _ = self.socket.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            peer.close()
-
-    def close(self) -> None:
-        self.socket.close()
-        self._thread.join(5)
 
 
 def _name() -> str:
@@ -175,7 +149,7 @@ async def test_a_denied_address_is_never_connected_to(
     if addresses is not None:
         dns[name] = addresses
         host = name
-    listener = _CountingListener(listen)
+    listener = CountingListener(listen)
     try:
         top = {"upstream_networks": rule} if where == "file" else None
         own = rule if where == "api" else {}
@@ -204,7 +178,7 @@ async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_
     caplog.set_level(logging.WARNING, logger=_GUARD_LOG)
     name = _name()
     with UpstreamServer() as upstream:
-        denied = _CountingListener("127.0.0.2", upstream.port)
+        denied = CountingListener("127.0.0.2", upstream.port)
         try:
             dns[name] = ["127.0.0.2", "127.0.0.1", "169.254.169.254"]
             top = {"upstream_networks": {"deny": ["127.0.0.2", *METADATA_NETWORKS]}}

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,39 +25,15 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.policies import backend_claim_refusal
-from support.servers import UvicornFactory
+from support.servers import CountingListener, UvicornFactory
 from support.upstream import UpstreamServer
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY", "SOCKS_PROXY")
 
 
-class _CountingListener:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts (and closes them)."""
-
-    def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                peer, _ = self.socket.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            peer.close()
-
-    def close(self) -> None:
-        self.socket.close()
-        self._thread.join(5)
-
-
 @pytest.fixture(name="environment_proxy")
-def _environment_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_CountingListener]:
-    proxy = _CountingListener()
+def _environment_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingListener]:
+    proxy = CountingListener()
     for name in _PROXY_VARIABLES:
         for spelled in (name, name.lower()):
             monkeypatch.setenv(spelled, f"http://127.0.0.1:{proxy.port}")
@@ -76,7 +50,7 @@ def _gateway(uvicorn_server: UvicornFactory, connector: str, url: str, **fields:
 
 @pytest.mark.parametrize("connector", list(CONNECTORS))
 async def test_a_proxy_in_the_environment_is_not_used_for_backends(
-    uvicorn_server: UvicornFactory, environment_proxy: _CountingListener, connector: str
+    uvicorn_server: UvicornFactory, environment_proxy: CountingListener, connector: str
 ) -> None:
     with UpstreamServer() as upstream:
         async with await connect(_gateway(uvicorn_server, connector, upstream.url("/echo"))) as ws:

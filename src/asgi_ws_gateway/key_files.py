@@ -9,10 +9,10 @@ as a mounted secret is often 0644 in a container whose only user is the gateway'
 from __future__ import annotations
 
 import logging
-import os
 import stat
 
 from .redact import printable
+from .socket_access import every_user_may
 
 logger = logging.getLogger(__name__)
 
@@ -26,21 +26,7 @@ def readable_by_every_user(path: str) -> str | None:
     The directories are those of the file a symbolic link names (a mounted secret's ``tls.key`` links into
     ``..data/``): the link's own said a key in an open directory was closed to others when the link was
     kept in a private one, and the reverse."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if not mode & stat.S_IROTH:
-            return None
-        directory = os.path.dirname(os.path.realpath(path))
-        while True:
-            if not os.stat(directory).st_mode & stat.S_IXOTH:
-                return None
-            parent = os.path.dirname(directory)
-            if parent == directory:
-                break
-            directory = parent
-    except OSError:
-        return None
-    return f"mode {mode:04o}"
+    return every_user_may(path, stat.S_IROTH)
 
 
 def warn_if_readable(path: str) -> None:

@@ -25,9 +25,16 @@ def open_to_every_user(path: str) -> str | None:
     its real path, which anyone may take (a closed directory on the way to a symbolic link kept no one
     out, the link's target being open).
     """
+    return every_user_may(path, stat.S_IWOTH)
+
+
+def every_user_may(path: str, permission: int) -> str | None:
+    """Why every local user has ``permission`` (``stat.S_IROTH``, ``S_IWOTH``) on the file at ``path``
+    (``"mode 0666"``), or None: others lack it, a directory above the file's real path is closed to them
+    (no ``o+x``), or it cannot be looked at."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
-        if not mode & stat.S_IWOTH:
+        if not mode & permission:
             return None
         directory = os.path.dirname(os.path.realpath(path))
         while True:
@@ -198,6 +205,7 @@ __all__ = [
     "BROAD_GROUPS",
     "DEFAULT_UDS_MODE",
     "SQUATTED",
+    "every_user_may",
     "file_kind",
     "group_of_others",
     "group_too_wide",

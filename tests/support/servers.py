@@ -26,6 +26,7 @@ from .upstream import HandshakeRecord, UpstreamServer
 
 __all__ = [
     "WS_IMPLS",
+    "CountingListener",
     "HandshakeRecord",
     "UpstreamServer",
     "UvicornFactory",
@@ -260,3 +261,28 @@ class UvicornFactory(Protocol):
     """Type of the ``uvicorn_server`` fixture: start ``app`` and return the running server."""
 
     def __call__(self, app: Callable[..., Awaitable[None]], *, ws: WSImpl = ..., **config: Any) -> UvicornServer: ...
+
+
+class CountingListener:
+    """A TCP listener that counts the connections it accepts (and closes them): what a connect reached."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family)
+        self.port = self.socket.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                peer, _ = self.socket.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            peer.close()
+
+    def close(self) -> None:
+        self.socket.close()
+        self._thread.join(5)
