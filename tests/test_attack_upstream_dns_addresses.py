@@ -43,6 +43,7 @@ from support.configs import api_entry
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.servers import UvicornFactory
+from support.telemetry import address_failures
 from support.upstream import UpstreamServer
 
 _REAL_GETADDRINFO = socket.getaddrinfo
@@ -186,17 +187,7 @@ async def test_an_address_with_a_wrong_certificate_is_skipped_with_a_warning_and
             other.close()
     assert outcomes == [101] * 4
     assert RESOLVER.address_failures["tls_certificate"] - before == 1  # then tried after the good one
-    data = reader[1].get_metrics_data()
-    assert data is not None
-    counted = {
-        point.attributes["error.type"]: point.value  # type: ignore[union-attr]  # a counter's: NumberDataPoint
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "ws_gateway.upstream.address.failures"
-        for point in metric.data.data_points
-        if point.attributes is not None
-    }
+    counted = address_failures(reader[1])
     assert counted["tls_certificate"] == RESOLVER.address_failures["tls_certificate"]  # the metric users query
     records = [r for r in caplog.records if r.name == "asgi_ws_gateway.upstream.resolver"]
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]

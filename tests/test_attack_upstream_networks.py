@@ -47,6 +47,7 @@ from support.jwts import HS_SECRET, token
 from support.management import Managed, api, managed_gateway
 from support.processes import GatewayProcess
 from support.servers import CountingListener, UvicornFactory
+from support.telemetry import address_failures
 from support.upstream import UpstreamServer
 
 _REAL_GETADDRINFO = socket.getaddrinfo
@@ -197,17 +198,7 @@ async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_
     assert any("address 127.0.0.2 is in upstream_networks.deny" in line for line in lines)
     assert any("address 169.254.169.254 is in upstream_networks.deny" in line for line in lines)
     assert _failures_since(before) == Counter({DENIED: 12})  # two addresses skipped per handshake
-    data = reader[1].get_metrics_data()
-    assert data is not None
-    counted = {
-        point.attributes["error.type"]: point.value  # type: ignore[union-attr]  # a counter's: NumberDataPoint
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "ws_gateway.upstream.address.failures"
-        for point in metric.data.data_points
-        if point.attributes is not None
-    }
+    counted = address_failures(reader[1])
     assert counted[DENIED] == RESOLVER.address_failures[DENIED]
 
 

@@ -117,3 +117,18 @@ def close_counts(reader: InMemoryMetricReader) -> dict[tuple[str, object], int]:
                         key = (str(point.attributes[n.CLOSE_SIDE]), point.attributes[n.CLOSE_CODE])
                         found[key] = int(point.value)
     return found
+
+
+def address_failures(reader: InMemoryMetricReader) -> dict[object, int]:
+    """``ws_gateway.upstream.address.failures`` by ``error.type``: the metric users query."""
+    found: dict[object, int] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == n.UPSTREAM_ADDRESS_FAILURES.name:
+                    for point in metric.data.data_points:
+                        assert isinstance(point, NumberDataPoint) and point.attributes is not None
+                        found[point.attributes["error.type"]] = int(point.value)
+    return found
